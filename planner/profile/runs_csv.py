@@ -1,0 +1,182 @@
+"""The measured-runs CSV (`shared/spec/runs_csv.md`): read it, write it.
+
+One row is one training configuration and what was measured on it. Reading never drops a row
+silently: a row whose cells cannot be parsed becomes a `RowProblem` (file, line, reason) and the
+rest of the file is still used. Writing is atomic and keeps the column order of the spec.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from planner.errors import PlannerInputError
+from planner.io import write_text_atomic
+
+# Column order of the spec; unknown columns are kept in `MeasuredRun.extra` and written after these.
+COLUMNS = (
+    "id", "source", "confidence", "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn",
+    "mlp", "seq_len", "vocab", "tp", "pp", "dp", "cp", "vpp", "zero", "offload", "micro_batch",
+    "global_batch", "recompute", "seq_parallel", "dtype", "step_time_s", "mem_gib", "notes",
+)
+INT_COLUMNS = (
+    "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "seq_len", "vocab", "tp", "pp", "dp",
+    "cp", "vpp", "zero", "micro_batch", "global_batch", "seq_parallel",
+)
+FLOAT_COLUMNS = ("step_time_s", "mem_gib")
+TEXT_COLUMNS = ("id", "source", "confidence", "cluster", "mlp", "offload", "recompute", "dtype", "notes")
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """One row of a runs CSV. Empty cells are None ("not known")."""
+
+    id: str
+    source: str | None = None
+    confidence: str | None = None
+    cluster: str | None = None
+    gpus: int | None = None
+    layers: int | None = None
+    hidden: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    ffn: int | None = None
+    mlp: str | None = None
+    seq_len: int | None = None
+    vocab: int | None = None
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    cp: int | None = None
+    vpp: int | None = None
+    zero: int | None = None
+    offload: str | None = None
+    micro_batch: int | None = None
+    global_batch: int | None = None
+    recompute: str | None = None
+    seq_parallel: int | None = None
+    dtype: str | None = None
+    step_time_s: float | None = None
+    mem_gib: float | None = None
+    notes: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+    # Where the row came from, for messages: "file.csv:12".
+    origin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that could not be read; reported with file and line, then skipped."""
+
+    origin: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.reason}"
+
+
+def _parse_int(text: str, column: str) -> int:
+    value = float(text)
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"column '{column}' must be a whole number, got {text!r}")
+    return int(value)
+
+
+def _parse_float(text: str, column: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"column '{column}' must be a finite number, got {text!r}")
+    return value
+
+
+def _parse_row(cells: dict[str, str], origin: str) -> MeasuredRun:
+    values: dict[str, object] = {}
+    extra: dict[str, str] = {}
+    for key, raw in cells.items():
+        if key is None:
+            raise ValueError("row has more cells than the header has columns")
+        text = (raw or "").strip()
+        if key not in COLUMNS:
+            extra[key] = text
+            continue
+        if text == "":
+            continue
+        try:
+            if key in INT_COLUMNS:
+                values[key] = _parse_int(text, key)
+            elif key in FLOAT_COLUMNS:
+                values[key] = _parse_float(text, key)
+            else:
+                values[key] = text
+        except ValueError as error:
+            message = str(error)
+            if not message.startswith("column"):
+                message = f"column '{key}' must be a number, got {text!r}"
+            raise ValueError(message) from None
+    if "id" not in values:
+        raise ValueError("column 'id' is empty")
+    return MeasuredRun(**values, extra=extra, origin=origin)  # type: ignore[arg-type]
+
+
+def read_runs(path: str | Path) -> tuple[list[MeasuredRun], list[RowProblem]]:
+    """Read a runs CSV. Returns the parsed rows and the rows that could not be parsed."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlannerInputError(f"{source}: no such runs file (expected a runs CSV, see spec/runs_csv.md)")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlannerInputError(f"{source}: cannot read as UTF-8 text ({error.__class__.__name__})")
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    if "id" not in header:
+        raise PlannerInputError(f"{source}: header has no 'id' column (expected the runs-CSV columns: {', '.join(COLUMNS[:6])}, ...)")
+    runs: list[MeasuredRun] = []
+    problems: list[RowProblem] = []
+    seen: set[str] = set()
+    try:
+        for row in reader:
+            origin = f"{source}:{reader.line_num}"
+            try:
+                run = _parse_row(row, origin)
+                if run.id in seen:
+                    raise ValueError(f"duplicate id {run.id!r}")
+            except ValueError as error:
+                problems.append(RowProblem(origin, str(error)))
+                continue
+            seen.add(run.id)
+            runs.append(run)
+    except csv.Error as error:
+        problems.append(RowProblem(f"{source}:{reader.line_num}", f"malformed CSV ({error})"))
+    return runs, problems
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def runs_to_csv_text(runs: list[MeasuredRun]) -> str:
+    """Render rows in spec column order, extra columns after."""
+    extra_columns: list[str] = []
+    for run in runs:
+        for key in run.extra:
+            if key not in extra_columns:
+                extra_columns.append(key)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(COLUMNS) + extra_columns)
+    for run in runs:
+        writer.writerow([_cell(getattr(run, name)) for name in COLUMNS] + [run.extra.get(k, "") for k in extra_columns])
+    return buffer.getvalue()
+
+
+def write_runs(path: str | Path, runs: list[MeasuredRun], force: bool = False) -> Path:
+    """Write rows atomically; refuses to overwrite an existing file unless `force`."""
+    return write_text_atomic(path, runs_to_csv_text(runs), force=force)
