@@ -1,0 +1,239 @@
+"""Cluster specs: accelerator, node, scale-out network, reliability, price, and cost-model efficiencies.
+
+A spec is a YAML file in `cluster_specs/` with units written out (`80GiB`, `400Gb/s`, `989TFLOPs`,
+`5us`). It is parsed once, here, into a frozen `ClusterSpec` whose fields are SI numbers whose unit is
+in the name (`hbm_bytes`, `link_bytes_per_s`, `latency_s`). Unknown keys, missing keys, bad units and
+non-positive sizes are `PlannerInputError`s naming the file and the key.
+
+`Efficiency` holds the cost model's free parameters (matmul efficiency curve, bandwidth efficiencies,
+overlap, overheads, memory reserve). Their defaults are assumed values stated below; `planner
+calibrate` fits them to measured runs and writes `<name>.calibrated.yaml` with the fitted values.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from planner import units
+from planner.errors import PlannerInputError
+
+DTYPES = ("bf16", "fp16", "fp8", "fp32")
+
+
+def _unit(parser):
+    """A pydantic pre-validator that converts a unit string with `parser` (error text names the key)."""
+
+    def convert(value):
+        if value is None:
+            return None
+        try:
+            return parser(value, "value")
+        except PlannerInputError as error:
+            # pydantic prefixes the key path; keep only the reason.
+            raise ValueError(str(error).removeprefix("value: ")) from None
+
+    return BeforeValidator(convert)
+
+
+Bytes = Annotated[float, _unit(units.parse_bytes)]
+BytesPerSecond = Annotated[float, _unit(units.parse_bandwidth)]
+FlopsPerSecond = Annotated[float, _unit(units.parse_flops_rate)]
+Seconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, allow_zero=True))]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PeakFlops(_Frozen):
+    """Dense peak FLOP/s per accelerator for each dtype (no sparsity). Missing dtype = unsupported."""
+
+    bf16: FlopsPerSecond | None = None
+    fp16: FlopsPerSecond | None = None
+    fp8: FlopsPerSecond | None = None
+    fp32: FlopsPerSecond | None = None
+
+
+class Accelerator(_Frozen):
+    name: str
+    peak_flops: PeakFlops
+    hbm_bytes: Bytes = Field(alias="hbm")
+    hbm_bytes_per_s: BytesPerSecond = Field(alias="hbm_bandwidth")
+
+
+class ScaleUp(_Frozen):
+    """The in-node link between accelerators (NVLink/NVSwitch, Infinity Fabric, shared memory)."""
+
+    link_bytes_per_s_per_direction: BytesPerSecond = Field(alias="bandwidth_per_direction")
+    latency_s: Seconds = Field(alias="latency")
+
+
+class Node(_Frozen):
+    accelerators_per_node: int = Field(gt=0)
+    scale_up: ScaleUp
+    host_memory_bytes: Bytes = Field(alias="host_memory")
+    pcie_bytes_per_s_per_accelerator: BytesPerSecond = Field(alias="pcie_bandwidth_per_accelerator")
+    nvme_bytes_per_s: BytesPerSecond = Field(alias="nvme_bandwidth")
+    # Host-side Adam throughput for ZeRO-Offload, parameters updated per second per node (assumed
+    # from DeepSpeed CPU-Adam figures unless calibrated).
+    host_adam_params_per_s: float = Field(default=1.0e9, gt=0)
+
+
+class Network(_Frozen):
+    nics_per_node: int = Field(ge=0)
+    nic_bytes_per_s_per_direction: BytesPerSecond = Field(alias="nic_bandwidth")
+    latency_s: Seconds = Field(alias="latency")
+    topology: Literal["fat-tree", "rail-optimized", "dragonfly", "single-node"]
+    # Ratio of node-facing to spine-facing bandwidth at the leaf; 1 = non-blocking.
+    oversubscription: float = Field(default=1.0, ge=1.0)
+
+
+class Reliability(_Frozen):
+    """Inputs to goodput: failures per GPU-time and checkpoint write speed."""
+
+    mtbf_per_gpu_s: Seconds = Field(alias="mtbf_per_gpu")
+    checkpoint_bytes_per_s: BytesPerSecond = Field(alias="checkpoint_bandwidth")
+    restart_s: Seconds = Field(alias="restart_time")
+
+
+class Efficiency(_Frozen):
+    """Free parameters of the cost model. Defaults are assumptions; `planner calibrate` fits them.
+
+    matmul_efficiency(size) = matmul_peak_fraction / (1 + (matmul_half_size / size) ** matmul_size_exponent),
+    with size the geometric mean of a GEMM's (M, N, K): small GEMMs run far from peak (Calculon's
+    efficiency-vs-size curve rather than one scalar).
+    """
+
+    # Measured 8192^3 bf16 GEMM on H100 reaches ~798/989 = 0.81 of peak (REFERENCE.md); we assume the
+    # same ceiling fraction on other GPUs until calibrated.
+    matmul_peak_fraction: float = Field(default=0.80, gt=0, le=1)
+    matmul_half_size: float = Field(default=300.0, gt=0)
+    matmul_size_exponent: float = Field(default=1.5, gt=0)
+    # Flash-attention core relative to a GEMM of the same size (assumed: attention kernels run ~20% below GEMMs).
+    attention_relative_efficiency: float = Field(default=0.8, gt=0, le=1.5)
+    # Achieved fraction of HBM bandwidth for memory-bound kernels (elementwise, norms, optimizer).
+    hbm_efficiency: float = Field(default=0.7, gt=0, le=1)
+    # Achieved fraction of link bandwidth for NCCL-style collectives (busbw / link bw).
+    scale_up_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
+    scale_out_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
+    # Fraction of data-parallel communication hidden behind backward compute: 1 = max(), 0 = sum().
+    dp_overlap: float = Field(default=0.8, ge=0, le=1)
+    # Fraction of tensor-parallel communication hidden (Megatron 2021 runs it exposed).
+    tp_overlap: float = Field(default=0.0, ge=0, le=1)
+    # Fixed costs: per optimizer step (launch, sync, logging) and per micro-batch per stage (kernel launches).
+    step_overhead_s: float = Field(default=0.0, ge=0)
+    microbatch_overhead_s: float = Field(default=0.0, ge=0)
+    # Memory the allocator cannot give to tensors: a fraction of HBM (fragmentation) plus a fixed
+    # amount (CUDA context, NCCL buffers, workspace).
+    memory_reserve_fraction: float = Field(default=0.05, ge=0, lt=1)
+    memory_reserve_bytes: Bytes = Field(default=2.0 * 2**30, alias="memory_reserve")
+
+
+class ClusterSpec(_Frozen):
+    """A whole cluster spec, as loaded from YAML. Sizes in SI units."""
+
+    name: str
+    description: str = ""
+    accelerator: Accelerator
+    node: Node
+    network: Network
+    reliability: Reliability
+    price_per_accelerator_hour: float | None = Field(default=None, gt=0)
+    max_nodes: int = Field(default=4096, gt=0)
+    efficiency: Efficiency = Efficiency()
+    # Provenance of the efficiency block: "assumed defaults" or "calibrated on FILES, DATE".
+    calibration: str = "uncalibrated: efficiency values are the planner's assumed defaults"
+    source_file: str = ""
+
+    def peak_flops_per_s(self, dtype: str) -> float:
+        """Dense peak for `dtype`; fp8 means fp8 matmuls. Raises when the accelerator lacks it."""
+        value = getattr(self.accelerator.peak_flops, dtype, None) if dtype in DTYPES else None
+        if value is None:
+            supported = [d for d in DTYPES if getattr(self.accelerator.peak_flops, d) is not None]
+            raise PlannerInputError(
+                f"dtype {dtype!r} is not supported by cluster {self.name!r} (supported: {', '.join(supported)})"
+            )
+        return value
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.node.accelerators_per_node
+
+    def with_efficiency(self, **changes: float) -> "ClusterSpec":
+        """A copy with some efficiency parameters replaced (used by calibration and sensitivity)."""
+        merged = self.efficiency.model_dump(by_alias=False) | changes
+        return self.model_copy(update={"efficiency": Efficiency.model_construct(**merged)})
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if kind == "missing":
+        return f"{source}: missing required key '{key}'"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{source}: key '{key}': {message}"
+
+
+def parse_cluster_spec(data: object, source: str) -> ClusterSpec:
+    """Validate a mapping (from YAML) into a ClusterSpec; `source` names the file in errors."""
+    if not isinstance(data, dict):
+        raise PlannerInputError(f"{source}: expected a YAML mapping with keys name, accelerator, node, network, reliability")
+    try:
+        spec = ClusterSpec.model_validate({**data, "source_file": source})
+    except ValidationError as error:
+        raise PlannerInputError(_format_validation_error(error, source)) from None
+    return spec
+
+
+def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlannerInputError(f"{source}: cannot read cluster spec ({error.__class__.__name__})")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else str(source)
+        raise PlannerInputError(f"{where}: invalid YAML ({getattr(error, 'problem', 'parse error')})")
+    return parse_cluster_spec(data, str(source))
+
+
+def default_cluster_dir() -> Path:
+    """The bundled `cluster_specs/` (the repo folder in a checkout, package data when installed)."""
+    return Path(str(resources.files("planner.cluster_specs")))
+
+
+def available_clusters(cluster_dir: str | os.PathLike | None = None) -> list[str]:
+    folder = Path(cluster_dir) if cluster_dir else default_cluster_dir()
+    return sorted(p.name.removesuffix(".yaml") for p in folder.glob("*.yaml"))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_cached(path: str, mtime: float) -> ClusterSpec:
+    return load_cluster_file(path)
+
+
+def load_cluster(name_or_path: str, cluster_dir: str | os.PathLike | None = None) -> ClusterSpec:
+    """Resolve a cluster by name (in `cluster_dir` or the bundled specs) or by path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        path = candidate
+    else:
+        folder = Path(cluster_dir) if cluster_dir else default_cluster_dir()
+        path = folder / f"{name_or_path}.yaml"
+        if not path.exists():
+            names = ", ".join(available_clusters(folder)) or "(none)"
+            raise PlannerInputError(f"unknown cluster {name_or_path!r} in {folder} (known: {names})")
+    return _load_cached(str(path.resolve()), path.stat().st_mtime)
