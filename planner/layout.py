@@ -1,0 +1,193 @@
+"""Parallel layout (dp, tp, pp, cp, vpp, ZeRO, offload, micro-batch, recompute) and candidate batches.
+
+`Layout` is one validated, frozen layout; `check_layout(model, layout)` checks it against a model and
+explains the arithmetic when it does not divide ("tp(8) * pp(4) * dp(3) * cp(1) = 96 != gpus(64)").
+
+`CandidateBatch` is the struct-of-arrays form the cost model consumes: one numpy array per field,
+one entry per candidate (model shape + layout). A single layout is a batch of size one, so the
+scalar and vectorised paths are the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.errors import PlannerInputError
+from planner.model import MLP_CODES, ModelSpec, param_breakdown
+
+RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+OFFLOAD_CODES = {"none": 0, "optimizer": 1, "optimizer+params": 2}
+DTYPE_CODES = {"bf16": 0, "fp16": 1, "fp8": 2, "fp32": 3}
+# Bytes per element of weights, activations and communicated tensors for each training dtype.
+# fp8 training keeps bf16 weights/activations outside the matmuls (Transformer Engine recipe).
+DTYPE_BYTES = np.array([2.0, 2.0, 2.0, 4.0])
+
+
+class Layout(BaseModel):
+    """How one training job is laid out over its GPUs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tp: int = Field(default=1, gt=0)
+    pp: int = Field(default=1, gt=0)
+    dp: int = Field(default=1, gt=0)
+    cp: int = Field(default=1, gt=0)
+    vpp: int = Field(default=1, gt=0)
+    zero: Literal[0, 1, 2, 3] = 0
+    offload: Literal["none", "optimizer", "optimizer+params"] = "none"
+    offload_device: Literal["cpu", "nvme"] = "cpu"
+    micro_batch: int = Field(default=1, gt=0)
+    global_batch: int = Field(default=1, gt=0)
+    recompute: Literal["none", "selective", "full"] = "none"
+    seq_parallel: bool = False
+    dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
+    flash_attention: bool = True
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def grad_accumulation(self) -> int:
+        """Micro-batches per pipeline per optimizer step (m)."""
+        return self.global_batch // (self.micro_batch * self.dp)
+
+
+def make_layout(where: str = "layout", **values) -> Layout:
+    """Build a Layout, turning validation errors into one-line PlannerInputErrors naming `where`."""
+    try:
+        return Layout(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise PlannerInputError(f"{where}: {key}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, where: str = "layout") -> None:
+    """Raise PlannerInputError when the layout cannot run this model, showing the arithmetic."""
+    t, p, d, c, v = layout.tp, layout.pp, layout.dp, layout.cp, layout.vpp
+    problems = []
+    if gpus is not None and t * p * d * c != gpus:
+        problems.append(f"tp({t}) * pp({p}) * dp({d}) * cp({c}) = {t * p * d * c} != gpus({gpus})")
+    if model.heads % t:
+        problems.append(f"heads({model.heads}) is not divisible by tp({t})")
+    if model.layers % (p * v):
+        problems.append(f"layers({model.layers}) is not divisible by pp({p}) * vpp({v}) = {p * v}")
+    if v > 1 and p == 1:
+        problems.append(f"vpp({v}) > 1 needs pipeline parallelism (pp > 1)")
+    if model.seq_len % c:
+        problems.append(f"seq_len({model.seq_len}) is not divisible by cp({c})")
+    if layout.global_batch % (layout.micro_batch * d):
+        problems.append(
+            f"global_batch({layout.global_batch}) is not divisible by micro_batch({layout.micro_batch}) * dp({d})"
+            f" = {layout.micro_batch * d}"
+        )
+    if layout.offload != "none" and layout.zero == 0:
+        problems.append(f"offload={layout.offload} needs ZeRO (zero >= 1; params offload needs zero=3)")
+    if layout.offload == "optimizer+params" and layout.zero != 3:
+        problems.append(f"offload=optimizer+params (ZeRO-Infinity) needs zero=3, got zero={layout.zero}")
+    if problems:
+        raise PlannerInputError(f"{where}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class CandidateBatch:
+    """Struct of arrays: entry i is candidate i. All arrays have the same length."""
+
+    # Model shape
+    layers: np.ndarray
+    hidden: np.ndarray
+    heads: np.ndarray
+    kv_heads: np.ndarray
+    ffn: np.ndarray
+    mlp_matrices: np.ndarray  # 2 (GELU) or 3 (SwiGLU)
+    vocab: np.ndarray
+    seq_len: np.ndarray
+    layer_params: np.ndarray  # exact parameters of one transformer block
+    embedding_params: np.ndarray  # token (+ learned position) embedding
+    logits_params: np.ndarray  # output projection (a copy of the embedding on the last stage when tied and pp > 1)
+    total_params: np.ndarray
+    # Layout
+    tp: np.ndarray
+    pp: np.ndarray
+    dp: np.ndarray
+    cp: np.ndarray
+    vpp: np.ndarray
+    zero: np.ndarray
+    offload: np.ndarray  # OFFLOAD_CODES
+    offload_nvme: np.ndarray  # bool: ZeRO-Infinity target is NVMe rather than host memory
+    micro_batch: np.ndarray
+    global_batch: np.ndarray
+    recompute: np.ndarray  # RECOMPUTE_CODES
+    seq_parallel: np.ndarray  # bool
+    flash_attention: np.ndarray  # bool
+    dtype: np.ndarray  # DTYPE_CODES
+
+    def __len__(self) -> int:
+        return len(self.tp)
+
+    @property
+    def gpus(self) -> np.ndarray:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def grad_accumulation(self) -> np.ndarray:
+        return self.global_batch // (self.micro_batch * self.dp)
+
+    def take(self, index) -> "CandidateBatch":
+        """The sub-batch at `index` (an index array or boolean mask)."""
+        return CandidateBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
+    """Per-model scalars (shape and exact parameter parts) as arrays indexed by model number."""
+    rows = []
+    for model in models:
+        parts = param_breakdown(model)
+        norm_params = parts["norms"] / (2 * model.layers + 1 + int(model.embedding_norm))
+        layer = (parts["attention"] + parts["mlp"]) / model.layers + 2 * norm_params
+        logits = parts["logits"] if parts["logits"] else model.vocab * model.hidden
+        rows.append((
+            model.layers, model.hidden, model.heads, model.kv, model.ffn_size,
+            3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
+            layer, parts["embedding"] + parts["position"], logits, parts["total"],
+        ))
+    table = np.array(rows, dtype=float)
+    names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
+             "layer_params", "embedding_params", "logits_params", "total_params")
+    return {name: table[:, i] for i, name in enumerate(names)}
+
+
+def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> CandidateBatch:
+    """Gather model arrays by `model_index` and broadcast them with the layout arrays."""
+    per_model = model_arrays(models)
+    index = np.asarray(model_index, dtype=np.int64)
+    columns = {name: values[index] for name, values in per_model.items()}
+    defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
+                    global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0)
+    for name, default in defaults.items():
+        value = np.asarray(layout_arrays.pop(name, default))
+        columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
+    if layout_arrays:
+        raise TypeError(f"unknown layout arrays: {sorted(layout_arrays)}")
+    return CandidateBatch(**columns)
+
+
+def single_batch(model: ModelSpec, layout: Layout) -> CandidateBatch:
+    """A batch of one: the scalar path through the same vectorised code."""
+    return build_batch(
+        [model], [0],
+        tp=layout.tp, pp=layout.pp, dp=layout.dp, cp=layout.cp, vpp=layout.vpp, zero=layout.zero,
+        offload=OFFLOAD_CODES[layout.offload], offload_nvme=layout.offload_device == "nvme",
+        micro_batch=layout.micro_batch, global_batch=layout.global_batch,
+        recompute=RECOMPUTE_CODES[layout.recompute], seq_parallel=layout.seq_parallel and layout.tp > 1,
+        flash_attention=layout.flash_attention, dtype=DTYPE_CODES[layout.dtype],
+    )
+
+
+__all__ = ["Layout", "make_layout", "check_layout", "CandidateBatch", "build_batch", "single_batch",
+           "RECOMPUTE_CODES", "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES", "MLP_CODES"]

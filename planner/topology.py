@@ -1,0 +1,157 @@
+"""Rank placement and the links a communication group actually crosses.
+
+The cluster is a networkx graph: each GPU hangs off its node's scale-up switch (NVSwitch or
+equivalent) and, for scale-out, off a NIC; NICs attach to the fabric as the topology says
+(rail-optimised: NIC j of every node on rail switch j; fat-tree/dragonfly: all NICs of a node on
+one leaf, leaves joined by a spine whose capacity is divided by the oversubscription ratio).
+
+Ranks are placed tp-innermost (Megatron order tp, cp, dp, pp): a group of `size` ranks whose members
+are `stride` ranks apart. All groups of one kind communicate at once (every dp group all-reduces
+together), so each ring flow gets its share of every edge it crosses; the flow's bandwidth is the
+slowest such share along its path. A group that spans nodes is modelled as hierarchical: an
+intra-node phase over scale-up links and an inter-node phase over the network.
+
+Only (size, stride, gpus-per-node) matters, so results are cached and the search looks them up per
+unique combination rather than per candidate.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from planner.hardware import ClusterSpec
+
+
+@dataclass(frozen=True)
+class GroupLinks:
+    """How one communication group is spread over the cluster, and the bandwidth of each phase."""
+
+    ranks_per_node: int  # k: members of the group inside one node
+    nodes: int  # n: nodes the group spans
+    intra_bytes_per_s: float  # per-rank bandwidth per direction inside a node (0 when k == 1)
+    intra_latency_s: float
+    inter_bytes_per_s: float  # per-rank bandwidth per direction across nodes (0 when n == 1)
+    inter_latency_s: float
+
+
+def group_shape(size: int, stride: int, gpus_per_node: int) -> tuple[int, int]:
+    """(members per node, nodes spanned) for `size` ranks `stride` apart, tp-innermost placement."""
+    if size <= 1:
+        return 1, 1
+    if stride >= gpus_per_node:
+        return 1, size
+    per_node = max(1, min(size, gpus_per_node // stride))
+    return per_node, -(-size // per_node)
+
+
+def _link(graph: nx.DiGraph, a, b, bytes_per_s: float, latency_s: float) -> None:
+    """A full-duplex link: one directed edge each way, each with the per-direction bandwidth."""
+    graph.add_edge(a, b, bytes_per_s=bytes_per_s, latency_s=latency_s)
+    graph.add_edge(b, a, bytes_per_s=bytes_per_s, latency_s=latency_s)
+
+
+def build_graph(cluster: ClusterSpec, nodes: int) -> nx.DiGraph:
+    """The cluster as a directed graph; each edge carries `bytes_per_s` and `latency_s` for its direction."""
+    graph = nx.DiGraph()
+    gpn = cluster.gpus_per_node
+    up = cluster.node.scale_up
+    net = cluster.network
+    nics = max(net.nics_per_node, 1)
+    for node in range(nodes):
+        switch = ("switch", node)
+        for local in range(gpn):
+            gpu = ("gpu", node, local)
+            _link(graph, gpu, switch, bytes_per_s=up.link_bytes_per_s_per_direction, latency_s=up.latency_s / 2)
+            if net.topology != "single-node" and net.nics_per_node > 0:
+                # GPU -> its NIC over PCIe: GPUs share NICs evenly when there are fewer NICs than GPUs.
+                nic = ("nic", node, local * nics // gpn)
+                _link(graph, gpu, nic, bytes_per_s=cluster.node.pcie_bytes_per_s_per_accelerator * 2, latency_s=0.0)
+        if net.topology == "single-node" or net.nics_per_node == 0:
+            continue
+        for j in range(nics):
+            nic = ("nic", node, j)
+            bandwidth = net.nic_bytes_per_s_per_direction
+            if net.topology == "rail-optimized":
+                _link(graph, nic, ("rail", j), bytes_per_s=bandwidth, latency_s=net.latency_s / 2)
+            else:
+                _link(graph, nic, ("leaf", node), bytes_per_s=bandwidth, latency_s=net.latency_s / 4)
+        if net.topology != "rail-optimized":
+            spine_share = nics * net.nic_bytes_per_s_per_direction / net.oversubscription
+            _link(graph, ("leaf", node), "spine", bytes_per_s=spine_share, latency_s=net.latency_s / 4)
+    return graph
+
+
+def _ring_flows(size: int, stride: int, total_ranks: int) -> list[tuple[int, int]]:
+    """(src, dst) rank pairs of every ring of every group of this shape, all running at once."""
+    flows = []
+    block = size * stride
+    for start in range(0, total_ranks, block):
+        for offset in range(stride):
+            members = [start + offset + i * stride for i in range(size)]
+            if members[-1] >= total_ranks:
+                continue
+            flows += [(members[i], members[(i + 1) % size]) for i in range(size)]
+    return flows
+
+
+def _flow_bandwidth(graph: nx.DiGraph, flows: list[tuple[int, int]], gpn: int) -> tuple[float, float]:
+    """Slowest per-flow share of edge bandwidth along the flows' paths, and the path latency."""
+    def gpu(rank):
+        return ("gpu", rank // gpn, rank % gpn)
+
+    paths = [nx.shortest_path(graph, gpu(src), gpu(dst)) for src, dst in flows]
+    load: dict[tuple, int] = {}
+    for path in paths:
+        for edge in zip(path, path[1:]):
+            load[edge] = load.get(edge, 0) + 1
+    bandwidth, latency = np.inf, 0.0
+    for path in paths:
+        path_latency = 0.0
+        for a, b in zip(path, path[1:]):
+            data = graph.edges[a, b]
+            share = data["bytes_per_s"] / load[(a, b)]
+            bandwidth = min(bandwidth, share)
+            path_latency += data["latency_s"]
+        latency = max(latency, path_latency)
+    return float(bandwidth), float(latency)
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_links_cached(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:
+    gpn = cluster.gpus_per_node
+    per_node, nodes = group_shape(size, stride, gpn)
+    intra_bw = intra_lat = inter_bw = inter_lat = 0.0
+    if per_node > 1:
+        # Intra-node phase: rings of `per_node` members `stride` apart, every such ring in the node at once.
+        graph = build_graph(cluster, 1)
+        intra_bw, intra_lat = _flow_bandwidth(graph, _ring_flows(per_node, stride, gpn), gpn)
+    if nodes > 1:
+        # Inter-node phase: one member per node and local index; at most 4 nodes are built, since the
+        # per-flow share of a symmetric fabric does not change with more nodes.
+        built = min(nodes, 4)
+        graph = build_graph(cluster, built)
+        # Members sit on different nodes at the same local index (a symmetric fabric makes the exact
+        # node distance irrelevant), and every local index runs its own ring at once.
+        inter_bw, inter_lat = _flow_bandwidth(graph, _ring_flows(built, gpn, built * gpn), gpn)
+    return GroupLinks(per_node, nodes, intra_bw, intra_lat, inter_bw, inter_lat)
+
+
+def group_links(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:
+    """Links of a group of `size` ranks `stride` apart (tp-innermost placement), cached."""
+    return _group_links_cached(cluster, int(size), int(stride))
+
+
+def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndarray) -> dict[str, np.ndarray]:
+    """Vectorised lookup: GroupLinks fields as arrays, computed once per unique (size, stride)."""
+    pairs = np.stack([np.asarray(sizes, dtype=np.int64), np.asarray(strides, dtype=np.int64)], axis=1)
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    table = np.array([
+        [getattr(group_links(cluster, s, st), name) for name in GroupLinks.__dataclass_fields__]
+        for s, st in unique
+    ], dtype=float).reshape(len(unique), len(GroupLinks.__dataclass_fields__))
+    inverse = inverse.reshape(-1)
+    return {name: table[inverse, i] for i, name in enumerate(GroupLinks.__dataclass_fields__)}
