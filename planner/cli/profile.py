@@ -1,0 +1,124 @@
+"""`planner profile`: run real DeepSpeed steps over a grid of configurations; write profiles/<name>.csv.
+
+    planner profile --name cpu-local --grid default
+    planner profile --name quick --grid ci --world-sizes 1,2 --zero 0,3 --steps 5
+    planner profile --name mine --grid my_grid.yaml --hostfile hosts --cluster my-cluster --resume
+
+Exit code 0 when every configuration ran, 1 when some failed or timed out (they are still recorded,
+with status and error), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from planner.errors import PlannerInputError
+
+
+def _int_list(flag: str):
+    def parse(text: str) -> list[int]:
+        try:
+            return [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects comma-separated whole numbers, got {text!r}") from None
+    return parse
+
+
+def _text_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def register(subparsers, name: str) -> None:
+    parser = subparsers.add_parser(
+        name, help="run real DeepSpeed training steps over a grid and record them as a runs CSV",
+        description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--name", required=True, help="profile name: writes OUT_DIR/NAME.csv and OUT_DIR/NAME.json")
+    parser.add_argument("--grid", default="default", help="built-in grid (ci, default) or a grid YAML file (default: default)")
+    parser.add_argument("--out-dir", default="profiles", help="folder for the profile files (default: profiles)")
+    parser.add_argument("--cluster", default=None, help="cluster spec name for the rows (default: cpu-local on CPU; required on GPUs)")
+    axes = parser.add_argument_group("grid axes (each replaces that axis in every sub-grid)")
+    axes.add_argument("--world-sizes", type=_int_list("--world-sizes"), help="ranks, e.g. 1,2")
+    axes.add_argument("--zero", type=_int_list("--zero"), help="ZeRO stages, e.g. 0,1,2,3")
+    axes.add_argument("--offload", type=_text_list, help="none, optimizer, optimizer+params (comma-separated)")
+    axes.add_argument("--micro-batch", type=_int_list("--micro-batch"), help="micro-batch sizes, e.g. 1,2,4")
+    axes.add_argument("--grad-accum", type=_int_list("--grad-accum"), help="gradient accumulation steps")
+    axes.add_argument("--dtype", type=_text_list, help="auto (fp32 on CPU, bf16 on GPUs), fp32, bf16, fp16")
+    shape = parser.add_argument_group("model shape (replaces the models axis with the cross product)")
+    for flag in ("layers", "hidden", "heads", "seq-len", "vocab", "ffn"):
+        shape.add_argument(f"--{flag}", type=_int_list(f"--{flag}"), help=f"{flag} values, comma-separated")
+    run = parser.add_argument_group("running")
+    run.add_argument("--steps", type=int, help="measured steps per configuration (default: the grid's, else 10)")
+    run.add_argument("--warmup", type=int, help="warm-up steps, not measured (default: the grid's, else 5)")
+    run.add_argument("--timeout-s", type=float, default=600.0, help="wall-clock limit per configuration (default 600)")
+    run.add_argument("--hostfile", help="DeepSpeed hostfile ('HOST slots=N' lines) for multi-node runs; "
+                     "--work-dir must then be on a shared filesystem")
+    run.add_argument("--master-port", type=int, help="rendezvous port (default: a free local port per run)")
+    run.add_argument("--work-dir", help="folder for per-run temporary files (default: the system temp folder)")
+    run.add_argument("--keep-logs", metavar="DIR", help="keep each configuration's launcher log in DIR")
+    run.add_argument("--no-comms-log", action="store_true",
+                     help="do not log collectives (the logger synchronises after each op, hiding overlap on GPUs)")
+    run.add_argument("--bucket-elements", type=int, default=5_000_000,
+                     help="ZeRO reduce/all-gather bucket size in elements (default 5e6)")
+    state = parser.add_mutually_exclusive_group()
+    state.add_argument("--resume", action="store_true", help="continue an existing profile: skip configurations already recorded as ok")
+    state.add_argument("--force", action="store_true", help="discard an existing profile of this name and start over")
+    parser.add_argument("--dry-run", action="store_true", help="list the configurations and exit without running")
+    parser.set_defaults(run=run_profile)
+
+
+def _overrides(args) -> dict[str, list]:
+    return {
+        "world_size": args.world_sizes, "zero": args.zero, "offload": args.offload,
+        "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "dtype": args.dtype,
+        "layers": args.layers, "hidden": args.hidden, "heads": args.heads, "seq_len": args.seq_len,
+        "vocab": args.vocab, "ffn": args.ffn,
+    }
+
+
+def run_profile(args) -> int:
+    from planner.profile import grid as grids
+    from planner.profile import harness
+
+    grid_file, source = grids.load_grid_file(args.grid)
+    grid_file = grids.override_axes(grid_file, _overrides(args), f"{source} with command-line axes")
+    steps = args.steps if args.steps is not None else (grid_file.steps or 10)
+    warmup = args.warmup if args.warmup is not None else (grid_file.warmup if grid_file.warmup is not None else 5)
+    if steps < 1 or warmup < 0:
+        raise PlannerInputError(f"--steps must be >= 1 and --warmup >= 0, got steps={steps} warmup={warmup}")
+    if args.timeout_s <= 0:
+        raise PlannerInputError(f"--timeout-s must be positive, got {args.timeout_s:g}")
+    harness.require_deepspeed()
+    accelerator = harness.detect_accelerator()
+    grid = grids.expand(grid_file, harness.resolve_dtype(accelerator))
+    cluster = args.cluster or ("cpu-local" if accelerator == "cpu" else None)
+    if cluster is None:
+        raise PlannerInputError(f"--cluster: required on accelerator '{accelerator}' (name of the cluster spec the rows describe)")
+    if args.hostfile:
+        for config in grid.configs:
+            harness.nodes_and_ranks(config.world_size, harness.hostfile_slots(args.hostfile))
+
+    def report(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    report(f"planner profile: {len(grid.configs)} configurations from {source} on '{accelerator}' "
+           f"({steps} steps after {warmup} warm-up, timeout {args.timeout_s:g} s each)"
+           + (f"; {len(grid.dropped)} invalid combinations left out" if grid.dropped else ""))
+    if args.dry_run:
+        for config in grid.configs:
+            print(config.config_id)
+        return 0
+    settings = harness.RunSettings(
+        steps=steps, warmup=warmup, timeout_s=args.timeout_s, accelerator=accelerator, hostfile=args.hostfile,
+        master_port=args.master_port, work_dir=args.work_dir, keep_logs=args.keep_logs,
+        comms_log=not args.no_comms_log, bucket_elements=args.bucket_elements,
+    )
+    store = harness.ProfileStore(args.out_dir, args.name)
+    store.open(resume=args.resume, force=args.force, warn=lambda text: report(f"warning: {text}"))
+    started = time.monotonic()
+    counts = harness.sweep(list(grid.configs), settings, store, cluster, args.name, args.resume, report)
+    report(f"planner profile: {counts['ok']} ok, {counts['failed']} failed, {counts['timeout']} timed out, "
+           f"{counts['skipped']} skipped in {time.monotonic() - started:.0f} s -> {store.csv_path}, {store.json_path}")
+    return 1 if counts["failed"] or counts["timeout"] else 0
