@@ -107,14 +107,19 @@ class Efficiency(_Frozen):
     """Free parameters of the cost model. Defaults are assumptions; `planner calibrate` fits them.
 
     matmul_efficiency(size) = matmul_peak_fraction / (1 + (matmul_half_size / size) ** matmul_size_exponent),
-    with size the geometric mean of a GEMM's (M, N, K): small GEMMs run far from peak (Calculon's
+    with size the harmonic mean of a GEMM's (M, N, K): small GEMMs run far from peak (Calculon's
     efficiency-vs-size curve rather than one scalar).
     """
 
-    # Measured 8192^3 bf16 GEMM on H100 reaches ~798/989 = 0.81 of peak (REFERENCE.md); we assume the
-    # same ceiling fraction on other GPUs until calibrated.
-    matmul_peak_fraction: float = Field(default=0.80, gt=0, le=1)
-    matmul_half_size: float = Field(default=300.0, gt=0)
+    # Derived: a measured 8192^3 bf16 GEMM on H100 reaches 798/989 = 0.81 of peak (REFERENCE.md); in
+    # sustained training the clock sits ~10% below the boost clock the datasheet peak assumes
+    # (power/thermal limit), so 0.81 x 0.9 ~= 0.72 of datasheet peak for large GEMMs. Assumed for all GPUs
+    # until calibrated.
+    matmul_peak_fraction: float = Field(default=0.72, gt=0, le=1)
+    # GEMM size at which efficiency is half the ceiling. None = derived from the roofline ridge: a
+    # 16-bit n x n x n GEMM does 2n^3 FLOP on 6n^2 bytes, so it turns compute-bound at
+    # n = 3 x peak / HBM bandwidth (A100 ~460, H100 ~890): faster GPUs need bigger GEMMs.
+    matmul_half_size: float | None = Field(default=None, gt=0)
     matmul_size_exponent: float = Field(default=1.5, gt=0)
     # Flash-attention core relative to a GEMM of the same size (assumed: attention kernels run ~20% below GEMMs).
     attention_relative_efficiency: float = Field(default=0.8, gt=0, le=1.5)
@@ -161,6 +166,12 @@ class ClusterSpec(_Frozen):
                 f"dtype {dtype!r} is not supported by cluster {self.name!r} (supported: {', '.join(supported)})"
             )
         return value
+
+    def matmul_half_size(self, dtype: str = "bf16") -> float:
+        """The calibrated half-efficiency GEMM size, or the roofline ridge 3 x peak / HBM bandwidth."""
+        if self.efficiency.matmul_half_size is not None:
+            return self.efficiency.matmul_half_size
+        return 3.0 * self.peak_flops_per_s(dtype) / self.accelerator.hbm_bytes_per_s
 
     @property
     def gpus_per_node(self) -> int:

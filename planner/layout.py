@@ -75,7 +75,10 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"tp({t}) * pp({p}) * dp({d}) * cp({c}) = {t * p * d * c} != gpus({gpus})")
     if model.heads % t:
         problems.append(f"heads({model.heads}) is not divisible by tp({t})")
-    if model.layers % (p * v):
+    # DeepSpeed's pipeline engine may count the embedding and output layers as one stage slot each
+    # (BLOOM-176B: 70 layers + 2 = 72 over pp=12), so that partition is accepted too when vpp = 1.
+    embedding_partition = v == 1 and (model.layers + 2) % p == 0
+    if model.layers % (p * v) and not embedding_partition:
         problems.append(f"layers({model.layers}) is not divisible by pp({p}) * vpp({v}) = {p * v}")
     if v > 1 and p == 1:
         problems.append(f"vpp({v}) > 1 needs pipeline parallelism (pp > 1)")
@@ -111,6 +114,7 @@ class CandidateBatch:
     embedding_params: np.ndarray  # token (+ learned position) embedding
     logits_params: np.ndarray  # output projection (a copy of the embedding on the last stage when tied and pp > 1)
     total_params: np.ndarray
+    tied_embeddings: np.ndarray  # bool
     # Layout
     tp: np.ndarray
     pp: np.ndarray
@@ -154,12 +158,14 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
         rows.append((
             model.layers, model.hidden, model.heads, model.kv, model.ffn_size,
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
-            layer, parts["embedding"] + parts["position"], logits, parts["total"],
+            layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
-             "layer_params", "embedding_params", "logits_params", "total_params")
-    return {name: table[:, i] for i, name in enumerate(names)}
+             "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings")
+    arrays = {name: table[:, i] for i, name in enumerate(names)}
+    arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
+    return arrays
 
 
 def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> CandidateBatch:

@@ -1,0 +1,69 @@
+"""One call for the whole cost model: memory and step time of a candidate batch on a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.cost.memory import per_gpu_memory
+from planner.cost.step_time import step_time
+from planner.hardware import ClusterSpec
+from planner.layout import CandidateBatch, Layout, check_layout, single_batch
+from planner.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-candidate arrays: `memory` and `time` are the dicts of cost.memory and cost.step_time."""
+
+    memory: dict
+    time: dict
+
+    @property
+    def fits(self) -> np.ndarray:
+        return self.memory["fits"]
+
+    @property
+    def step_time_s(self) -> np.ndarray:
+        return self.time["step_time_s"]
+
+
+def estimate(batch: CandidateBatch, cluster: ClusterSpec) -> Estimate:
+    return Estimate(memory=per_gpu_memory(batch, cluster), time=step_time(batch, cluster))
+
+
+def _scalar(tree):
+    if isinstance(tree, dict):
+        return {k: _scalar(v) for k, v in tree.items()}
+    value = np.asarray(tree).reshape(-1)[0]
+    return bool(value) if value.dtype == bool else float(value)
+
+
+def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
+    """The scalar path: validate, run the vectorised model on a batch of one, return plain numbers."""
+    check_layout(model, layout)
+    cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
+    result = estimate(single_batch(model, layout), cluster)
+    memory = _scalar(result.memory)
+    time = _scalar(result.time)
+    return {
+        "step_time_s": time["step_time_s"],
+        "tokens_per_s": time["tokens_per_s"],
+        "tflops_per_gpu": time["tflops_per_gpu"],
+        "mfu": time["mfu"],
+        "hfu": time["hfu"],
+        "model_flops_per_step": time["model_flops_per_step"],
+        "fits": memory["fits"],
+        "memory": {
+            **memory["parts"],
+            "total_bytes": memory["total_bytes"],
+            "hbm_bytes": memory["hbm_bytes"],
+            "shortfall_bytes": max(0.0, memory["total_bytes"] - memory["hbm_bytes"]),
+            "host_bytes_per_node": memory["host_bytes_per_node"],
+            "nvme_bytes_per_node": memory["nvme_bytes_per_node"],
+            "host_fits": memory["host_fits"],
+        },
+        "time": time["parts"],
+        "comm_bytes_per_step": time["comm_bytes_per_step"],
+    }

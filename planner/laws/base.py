@@ -1,0 +1,162 @@
+"""The one interface every loss law offers: predict L(N, D), the compute-optimal frontier, intervals.
+
+A law is a frozen object: its coefficients, where they come from, what it means by N (total or
+non-embedding parameters) and by C (6ND), and the range of runs it was fitted on. Everything is
+vectorised: N, D and C are numpy arrays (scalars are size-1 arrays) and broadcast together.
+
+`compute_optimal` here is the generic numerical answer (minimise L along the iso-FLOP line
+C = 6ND); laws with a closed form override it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from scipy.special import ndtri
+
+N_DEFINITIONS = ("total", "non-embedding")
+
+# Tokens-per-parameter range searched by the numerical frontier. Wide on purpose: the answer
+# must come from the law, not from the search box (runs at 1e-2 or 1e5 tokens/param are absurd).
+_SEARCH_TPP = (1e-2, 1e5)
+
+
+def as_array(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Validity:
+    """The runs a law was fitted on: model sizes, token counts and tokens per parameter.
+
+    `far_factor`: a query this many times outside a range draws a warning. Scaling laws are built
+    to extrapolate somewhat (that is their use), so only an order of magnitude beyond is "far".
+    """
+
+    n_min: float
+    n_max: float
+    d_min: float
+    d_max: float
+    tpp_min: float
+    tpp_max: float
+    far_factor: float = 10.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    def warnings(self, N, D, law_name: str) -> list[str]:
+        N, D = np.broadcast_arrays(as_array(N), as_array(D))
+        checks = (
+            ("N", N, self.n_min, self.n_max, "parameters"),
+            ("D", D, self.d_min, self.d_max, "tokens"),
+            ("D/N", D / N, self.tpp_min, self.tpp_max, "tokens per parameter"),
+        )
+        out = []
+        for symbol, values, low, high, what in checks:
+            if values.size == 0:
+                continue
+            top, bottom = float(np.nanmax(values)), float(np.nanmin(values))
+            if top > high * self.far_factor:
+                out.append(f"{law_name}: {symbol} = {top:.3g} is {top / high:.0f}x above the largest "
+                           f"{what} it was fitted on ({high:.3g}); the prediction is a far extrapolation")
+            if bottom < low / self.far_factor:
+                out.append(f"{law_name}: {symbol} = {bottom:.3g} is {low / bottom:.0f}x below the smallest "
+                           f"{what} it was fitted on ({low:.3g}); the prediction is a far extrapolation")
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class LossLaw:
+    """Base class. Subclasses add their coefficients as fields and implement `predict`.
+
+    `samples`: plausible coefficient vectors (rows, in `coefficient_names` order): bootstrap refits
+    for fitted laws, draws around published estimates for built-in ones (see `published.py`).
+    `relative_sigma`: used only when a law has no samples: an assumed 1-sigma relative error of the
+    predicted loss, stated where the law is defined.
+    """
+
+    name: str
+    source: str
+    n_definition: str
+    c_definition: str
+    validity: Validity
+    samples: np.ndarray | None = None
+    relative_sigma: float | None = None
+
+    form: ClassVar[str] = ""
+    coefficient_names: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        if self.n_definition not in N_DEFINITIONS:
+            raise ValueError(f"n_definition must be one of {N_DEFINITIONS}, got {self.n_definition!r}")
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def predict(self, N, D) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- shared behaviour --------------------------------------------------------------------
+    def coefficients(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in self.coefficient_names}
+
+    def with_coefficients(self, values) -> "LossLaw":
+        """The same law with other coefficient values (a dict, or a row in coefficient order)."""
+        if not isinstance(values, dict):
+            values = dict(zip(self.coefficient_names, (float(v) for v in values)))
+        return dataclasses.replace(self, **values)
+
+    def compute_optimal(self, C) -> tuple[np.ndarray, np.ndarray]:
+        """(N_opt, D_opt) minimising predict(N, D) subject to 6·N·D = C, for an array of C."""
+        return _iso_flop_minimum(self.predict, as_array(C))
+
+    def tokens_per_param_opt(self, C) -> np.ndarray:
+        n_opt, d_opt = self.compute_optimal(C)
+        return d_opt / n_opt
+
+    def extrapolation_warnings(self, N, D) -> list[str]:
+        return self.validity.warnings(N, D, self.name)
+
+    def predict_interval(self, N, D, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+        """Central `level` band of the predicted loss from coefficient uncertainty.
+
+        This is the uncertainty of the law (where its mean curve lies), not the seed-to-seed
+        scatter of single runs around it.
+        """
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        if self.samples is not None and len(self.samples):
+            preds = np.stack([self.with_coefficients(row).predict(N, D) for row in self.samples])
+            tail = (1.0 - level) / 2.0
+            return np.quantile(preds, tail, axis=0), np.quantile(preds, 1.0 - tail, axis=0)
+        center = self.predict(N, D)
+        sigma = self.relative_sigma if self.relative_sigma is not None else 0.0
+        z = float(ndtri(0.5 + level / 2.0))
+        return center * np.exp(-z * sigma), center * np.exp(z * sigma)
+
+
+def _iso_flop_minimum(predict, C: np.ndarray, grid_points: int = 241, refine_steps: int = 60):
+    """Minimise predict(N, C/(6N)) over N for each C: a log grid, then golden section.
+
+    The grid brackets the minimum for any law with one minimum along the iso-FLOP line (all laws
+    here); golden section then refines it to ~1e-10 in log N. Arrays carry a trailing axis
+    (grid points, then 1) so every step is one vectorised call of `predict`.
+    """
+    C = np.atleast_1d(C)[..., None]
+    loss = lambda log_n: predict(np.exp(log_n), C / (6.0 * np.exp(log_n)))
+    # N = sqrt(C / (6 M)) with M tokens per parameter.
+    log_tpp = np.linspace(np.log(_SEARCH_TPP[1]), np.log(_SEARCH_TPP[0]), grid_points)
+    log_n = 0.5 * (np.log(C / 6.0) - log_tpp)
+    best = np.clip(np.nanargmin(loss(log_n), axis=-1), 1, grid_points - 2)[..., None]
+    low = np.take_along_axis(log_n, best - 1, axis=-1)
+    high = np.take_along_axis(log_n, best + 1, axis=-1)
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(refine_steps):
+        x1 = high - ratio * (high - low)
+        x2 = low + ratio * (high - low)
+        left_better = loss(x1) < loss(x2)
+        high = np.where(left_better, x2, high)
+        low = np.where(left_better, low, x1)
+    n_opt = np.exp(0.5 * (low + high))[..., 0]
+    return n_opt, C[..., 0] / (6.0 * n_opt)

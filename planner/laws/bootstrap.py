@@ -1,0 +1,91 @@
+"""Uncertainty of a law fit: bootstrap over runs, intervals on parameters and derived quantities.
+
+Checkpoints of one run share its seed, data order and learning-rate schedule, so they are not
+independent: a resample draws whole runs with replacement and keeps all their checkpoints
+(a run drawn k times weighs k). Resampling is done with integer weights on the original points,
+which is the same objective as copying rows, without the copies.
+
+A and B of the Chinchilla form are weakly identified (Besiroglu et al. 2024: very different
+(A, B) reach the same objective), so intervals are reported also for what a planner uses:
+N_opt(C), D_opt(C) and the tokens per parameter D_opt/N_opt at given budgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.errors import PlannerInputError
+from planner.laws.base import LossLaw
+from planner.laws.fitter import LawFitter, refit_like
+
+# Bootstrap refits start from the full-data optimum and from other distinct optima the full fit
+# found whose objective is within this factor of the best (plausible alternative basins), at most
+# MAX_BOOTSTRAP_STARTS; re-running the whole grid per resample would cost 200x more.
+ALTERNATIVE_OPTIMUM_FACTOR = 1.1
+MAX_BOOTSTRAP_STARTS = 3
+# More failed refits than this fraction of resamples makes the intervals untrustworthy.
+MAX_FAILED_FRACTION = 0.1
+
+
+@dataclass(frozen=True, eq=False)
+class BootstrapResult:
+    samples: np.ndarray  # (resamples that converged, n coefficients), natural units
+    names: tuple[str, ...]
+    n_failed: int
+
+
+def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 200,
+                        seed: int = 0) -> BootstrapResult:
+    """Refit `n_resamples` run-level resamples; `fitter` must already be fitted on the full data."""
+    run = np.asarray(run)
+    n_runs = int(run.max()) + 1
+    if n_runs < 2:
+        raise PlannerInputError("the bootstrap over runs needs at least 2 runs; pass --bootstrap 0 to skip it")
+    rng = np.random.default_rng(seed)
+    best = fitter.optima_objective_[0]
+    starts = np.array([theta for theta, value in zip(fitter.optima_, fitter.optima_objective_)
+                       if value <= ALTERNATIVE_OPTIMUM_FACTOR * best][:MAX_BOOTSTRAP_STARTS])
+    names = fitter.law_.coefficient_names
+    samples, failed = [], 0
+    for _ in range(n_resamples):
+        weight = rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs))[run].astype(float)
+        try:
+            refit = refit_like(fitter).fit(N, D, loss, sample_weight=weight, starts=starts)
+        except PlannerInputError:
+            failed += 1
+            continue
+        samples.append([refit.coef_[name] for name in names])
+    if n_resamples and failed > MAX_FAILED_FRACTION * n_resamples:
+        raise PlannerInputError(f"{failed} of {n_resamples} bootstrap refits did not converge; "
+                                f"the fit is unstable on this data (fix or tie parameters)")
+    return BootstrapResult(np.array(samples).reshape(-1, len(names)), tuple(names), failed)
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = (1.0 - level) / 2.0
+    return np.quantile(values, tail, axis=0), np.quantile(values, 1.0 - tail, axis=0)
+
+
+def parameter_intervals(result: BootstrapResult, level: float) -> dict[str, dict[str, float]]:
+    """{name: {low, high, se}}: percentile interval at `level` and the bootstrap standard error."""
+    if not len(result.samples):
+        return {}
+    low, high = percentile_interval(result.samples, level)
+    se = result.samples.std(axis=0, ddof=1) if len(result.samples) > 1 else np.full(len(result.names), np.nan)
+    return {name: {"low": float(lo), "high": float(hi), "se": float(s)}
+            for name, lo, hi, s in zip(result.names, low, high, se)}
+
+
+def frontier_samples(law: LossLaw, samples: np.ndarray, budgets) -> dict[str, np.ndarray]:
+    """N_opt, D_opt, tokens per parameter and loss at the optimum for every sample (rows) and budget."""
+    columns = {"N_opt": [], "D_opt": [], "tokens_per_param": [], "loss": []}
+    for row in samples:
+        sample_law = law.with_coefficients(row)
+        n_opt, d_opt = sample_law.compute_optimal(budgets)
+        columns["N_opt"].append(n_opt)
+        columns["D_opt"].append(d_opt)
+        columns["tokens_per_param"].append(d_opt / n_opt)
+        columns["loss"].append(sample_law.predict(n_opt, d_opt))
+    return {key: np.array(value).reshape(len(samples), -1) for key, value in columns.items()}

@@ -1,0 +1,165 @@
+"""Read (N, D, loss) points for law fits from CSV or JSON-lines, grouped into runs.
+
+Column names are configurable; by default the formats in shared/data/laws/ work as they are:
+the Epoch digitisation of Chinchilla (`Model Size`, `Training FLOP`, `loss`; D = C/(6N)) and the
+Gemstones checkpoints (`params_active_precise`, `tokens`, `final_loss`, grouped by `run_name`, one
+run contributing many rows). Rows without a run column are runs of their own. Counts accept the
+planner's count syntax ("70B", "1.4e12"). Every problem is a one-line PlannerInputError naming
+the file, row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from planner.errors import PlannerInputError
+from planner.units import parse_count
+
+# Column names tried in order when no name is given (case-sensitive first, then case-insensitive).
+CANDIDATES = {
+    "n": ("N", "params", "parameters", "n_params", "Model Size", "params_active_precise", "model_size"),
+    "d": ("D", "tokens", "n_tokens", "Training Tokens", "training_tokens"),
+    "c": ("C", "flops", "FLOPs", "Training FLOP", "training_flops", "compute"),
+    "loss": ("loss", "final_loss", "Loss", "eval_loss", "val_loss"),
+    "run": ("run_name", "run", "run_id"),
+}
+FLAGS = {"n": "--n-col", "d": "--d-col", "c": "--c-col", "loss": "--loss-col", "run": "--run-col"}
+
+
+@dataclass(frozen=True, eq=False)
+class LossData:
+    """Points of a law fit. `run` holds integer run codes indexing `run_names`."""
+
+    N: np.ndarray
+    D: np.ndarray
+    loss: np.ndarray
+    run: np.ndarray
+    run_names: tuple[str, ...]
+    path: str
+    columns: dict[str, str]
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.run_names)
+
+    def subset(self, mask: np.ndarray) -> "LossData":
+        """Rows where mask holds, with run codes renumbered."""
+        kept_codes, new_run = np.unique(self.run[mask], return_inverse=True)
+        return LossData(self.N[mask], self.D[mask], self.loss[mask], new_run,
+                        tuple(self.run_names[c] for c in kept_codes), self.path, self.columns)
+
+    def final_points(self) -> np.ndarray:
+        """Mask of each run's last checkpoint (largest D): the run's final loss."""
+        last = np.full(self.n_runs, -1)
+        for i in np.lexsort((self.D, self.run)):
+            last[self.run[i]] = i
+        mask = np.zeros(self.N.size, dtype=bool)
+        mask[last] = True
+        return mask
+
+    def run_compute(self) -> np.ndarray:
+        """6·N·D of each run's final checkpoint, per run code (FLOP)."""
+        out = np.zeros(self.n_runs)
+        np.maximum.at(out, self.run, 6.0 * self.N * self.D)
+        return out
+
+
+def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None, run_col=None) -> LossData:
+    rows, header = _read_rows(Path(path))
+    where = str(path)
+    chosen = {key: _pick(header, key, given, where) for key, given in
+              (("n", n_col), ("d", d_col), ("c", c_col), ("loss", loss_col), ("run", run_col))}
+    for key in ("n", "loss"):
+        if chosen[key] is None:
+            raise PlannerInputError(f"{where}: no {_what(key)} column (looked for {', '.join(CANDIDATES[key])}); "
+                                    f"name it with {FLAGS[key]}")
+    if chosen["d"] is None and chosen["c"] is None:
+        raise PlannerInputError(f"{where}: no token (D) or compute (C) column (looked for "
+                                f"{', '.join(CANDIDATES['d'] + CANDIDATES['c'])}); name one with --d-col or --c-col")
+
+    n = np.array([_count(r, chosen["n"], i, where) for i, r in rows])
+    loss = np.array([_loss(r, chosen["loss"], i, where) for i, r in rows])
+    if chosen["d"] is not None:
+        d = np.array([_count(r, chosen["d"], i, where) for i, r in rows])
+        chosen.pop("c")
+    else:  # C = 6ND (Kaplan et al. 2020), the definition the Epoch digitisation states
+        d = np.array([_count(r, chosen["c"], i, where) for i, r in rows]) / (6.0 * n)
+        chosen.pop("d")
+    if chosen["run"] is None:
+        labels = [f"row {i}" for i, _ in rows]
+    else:
+        labels = [str(r.get(chosen["run"], "")) for _, r in rows]
+    names, codes = np.unique(np.array(labels, dtype=object), return_inverse=True)
+    return LossData(n, d, loss, codes.astype(int), tuple(names), where,
+                    {k: v for k, v in chosen.items() if v is not None})
+
+
+def _read_rows(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """[(line number in the file, row)], column names."""
+    if not path.is_file():
+        raise PlannerInputError(f"{path}: no such data file")
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson") or text.lstrip().startswith("{"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PlannerInputError(f"{path} line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise PlannerInputError(f"{path} line {number}: expected a JSON object per line")
+            rows.append((number, row))
+        header = list(dict.fromkeys(k for _, r in rows for k in r))
+    else:
+        reader = csv.DictReader(text.splitlines())
+        header = list(reader.fieldnames or [])
+        rows = [(number, row) for number, row in enumerate(reader, start=2)]
+    if not rows:
+        raise PlannerInputError(f"{path}: no data rows")
+    return rows, header
+
+
+def _pick(header: list[str], key: str, given: str | None, where: str) -> str | None:
+    if given is not None:
+        if given not in header:
+            raise PlannerInputError(f"{where}: {FLAGS[key]} {given!r} is not a column; columns are {', '.join(header)}")
+        return given
+    for name in CANDIDATES[key]:
+        if name in header:
+            return name
+    lowered = {h.lower(): h for h in header}
+    return next((lowered[n.lower()] for n in CANDIDATES[key] if n.lower() in lowered), None)
+
+
+def _what(key: str) -> str:
+    return {"n": "parameter-count (N)", "loss": "loss"}[key]
+
+
+def _count(row: dict, column: str, number: int, where: str) -> float:
+    return parse_count(_cell(row, column, number, where), f"{where} line {number} column {column!r}")
+
+
+def _loss(row: dict, column: str, number: int, where: str) -> float:
+    raw = _cell(row, column, number, where)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
+        raise PlannerInputError(f"{where} line {number} column {column!r}: expected a positive finite loss, got {raw!r}")
+    return value
+
+
+def _cell(row: dict, column: str, number: int, where: str):
+    value = row.get(column)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise PlannerInputError(f"{where} line {number} column {column!r}: empty")
+    return value
