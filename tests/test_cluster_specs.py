@@ -1,0 +1,168 @@
+"""Bundled cluster specs load, agree with the REFERENCE.md hardware table, and bad specs fail with one-line errors.
+
+The golden figures below are typed from the "Hardware figures" table of shared/REFERENCE.md (vendor datasheets),
+not read from the YAML files, so a typo in a spec fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from planner.errors import PlannerInputError
+from planner.hardware import DTYPES, available_clusters, default_cluster_dir, load_cluster, load_cluster_file
+
+TOLERANCE = 0.02
+GiB = 2**30
+T = 1e12
+G = 1e9
+
+# REFERENCE.md table rows, per accelerator: dense bf16/fp16 FLOP/s (V100: fp16 only), fp8, HBM, HBM bandwidth,
+# scale-up bandwidth per direction (the table gives totals: "600 GB/s total (300 each way)").
+# HBM: the table's nominal "80 GB" capacities are binary sizes in practice (nvidia-smi shows 81920MiB on A100
+# 80GB, 81559MiB on H100), so they are compared as GiB. B200's "180-192 GB" is 180 in a DGX B200 (1440 GB / 8).
+REFERENCE_TABLE = {
+    "dgx2-v100": dict(fp16=125 * T, hbm=32 * GiB, hbm_bw=0.9 * T, link=300 * G / 2),
+    "dgx-a100-40gb": dict(bf16=312 * T, fp16=312 * T, hbm=40 * GiB, hbm_bw=1.555 * T, link=300 * G),
+    "dgx-a100-80gb": dict(bf16=312 * T, fp16=312 * T, hbm=80 * GiB, hbm_bw=2.039 * T, link=600 * G / 2),
+    "jean-zay-a100": dict(bf16=312 * T, fp16=312 * T, hbm=80 * GiB, hbm_bw=2.039 * T, link=600 * G / 2),
+    "dgx-h100": dict(bf16=989 * T, fp16=989 * T, fp8=1979 * T, hbm=80 * GiB, hbm_bw=3.35 * T, link=450 * G),
+    "dgx-h200": dict(bf16=989 * T, fp16=989 * T, fp8=1979 * T, hbm=141 * GiB, hbm_bw=4.8 * T, link=900 * G / 2),
+    "dgx-b200": dict(bf16=2250 * T, fp16=2250 * T, fp8=4500 * T, hbm=180 * GiB, hbm_bw=8 * T, link=1.8 * T / 2),
+    "frontier-mi250x": dict(bf16=191.5 * T, fp16=191.5 * T, hbm=64 * GiB, hbm_bw=1.6 * T),
+}
+
+# REFERENCE.md "Network" line: HDR 200 Gb/s = 25 GB/s per NIC, NDR 400 Gb/s = 50 GB/s; DGX A100 8 HDR, DGX H100 8 NDR.
+REFERENCE_NICS = {
+    "dgx-a100-40gb": (8, 25 * G),
+    "dgx-a100-80gb": (8, 25 * G),
+    "dgx-h100": (8, 50 * G),
+    "dgx-h200": (8, 50 * G),
+    "dgx-b200": (8, 50 * G),
+}
+
+# Specs this project ships; each must be present (other specs, e.g. calibrated copies, may be added).
+EXPECTED_SPECS = {*REFERENCE_TABLE, "cpu-local"}
+
+
+def _close(actual: float, expected: float) -> bool:
+    return abs(actual - expected) <= TOLERANCE * expected
+
+
+def test_expected_specs_are_bundled():
+    missing = EXPECTED_SPECS - set(available_clusters())
+    assert not missing, f"missing cluster specs: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", available_clusters())
+def test_every_bundled_spec_loads(name):
+    spec = load_cluster(name)
+    if not name.endswith(".calibrated"):
+        assert spec.name == name, f"{name}.yaml declares name {spec.name!r}"
+    assert spec.gpus_per_node > 0
+    assert spec.accelerator.hbm_bytes > 0 and spec.accelerator.hbm_bytes_per_s > 0
+    assert spec.node.scale_up.link_bytes_per_s_per_direction > 0
+    assert any(getattr(spec.accelerator.peak_flops, dtype) for dtype in DTYPES)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_TABLE))
+def test_spec_matches_reference_table(name):
+    spec = load_cluster(name)
+    expected = REFERENCE_TABLE[name]
+    checks = {
+        "hbm": spec.accelerator.hbm_bytes,
+        "hbm_bw": spec.accelerator.hbm_bytes_per_s,
+        "link": spec.node.scale_up.link_bytes_per_s_per_direction,
+    }
+    for dtype in ("bf16", "fp16", "fp8"):
+        if dtype in expected:
+            checks[dtype] = spec.peak_flops_per_s(dtype)
+    for key, value in expected.items():
+        assert _close(checks[key], value), f"{name}: {key} = {checks[key]:.4g}, REFERENCE.md says {value:.4g}"
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_NICS))
+def test_nics_match_reference(name):
+    spec = load_cluster(name)
+    count, per_nic = REFERENCE_NICS[name]
+    assert spec.network.nics_per_node == count
+    assert _close(spec.network.nic_bytes_per_s_per_direction, per_nic)
+
+
+def test_v100_has_no_bf16():
+    spec = load_cluster("dgx2-v100")
+    with pytest.raises(PlannerInputError, match="bf16"):
+        spec.peak_flops_per_s("bf16")
+
+
+def test_cpu_local_is_one_node_of_two_ranks():
+    spec = load_cluster("cpu-local")
+    assert spec.gpus_per_node == 2 and spec.max_nodes == 1
+    assert spec.network.nics_per_node == 0 and spec.network.topology == "single-node"
+    assert spec.peak_flops_per_s("fp32") > spec.peak_flops_per_s("bf16")  # bf16 ~20x slower (measured by the team)
+
+
+# --- bad specs: one-line PlannerInputError naming the file and the key ---------------------------------------
+
+
+def _base() -> dict:
+    return yaml.safe_load((default_cluster_dir() / "dgx-a100-80gb.yaml").read_text(encoding="utf-8"))
+
+
+def _set(data: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        data = data[part]
+    data[leaf] = value
+
+
+def _drop(data: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        data = data[part]
+    del data[leaf]
+
+
+BAD_SPECS = [
+    ("unknown key", lambda d: _set(d, "node.nvlink_generation", 3), "node.nvlink_generation"),
+    ("unknown top-level key", lambda d: _set(d, "gpus", 8), "gpus"),
+    ("missing key", lambda d: _drop(d, "accelerator.hbm"), "accelerator.hbm"),
+    ("missing section", lambda d: _drop(d, "reliability"), "reliability"),
+    ("unparseable unit", lambda d: _set(d, "accelerator.hbm", "80 GiBs"), "accelerator.hbm"),
+    ("bits where FLOPs expected", lambda d: _set(d, "accelerator.peak_flops.bf16", "312Tb/s"), "accelerator.peak_flops.bf16"),
+    ("negative size", lambda d: _set(d, "accelerator.hbm", "-80GiB"), "accelerator.hbm"),
+    ("zero size", lambda d: _set(d, "node.host_memory", "0GB"), "node.host_memory"),
+    ("zero bandwidth", lambda d: _set(d, "node.scale_up.bandwidth_per_direction", "0GB/s"), "node.scale_up.bandwidth_per_direction"),
+    ("negative bandwidth", lambda d: _set(d, "network.nic_bandwidth", "-200Gb/s"), "network.nic_bandwidth"),
+    ("zero accelerators", lambda d: _set(d, "node.accelerators_per_node", 0), "node.accelerators_per_node"),
+]
+
+
+@pytest.mark.parametrize("label, mutate, key", BAD_SPECS, ids=[case[0] for case in BAD_SPECS])
+def test_bad_spec_raises_one_line_error_naming_file_and_key(tmp_path, label, mutate, key):
+    data = copy.deepcopy(_base())
+    mutate(data)
+    path = tmp_path / "bad-cluster.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(PlannerInputError) as caught:
+        load_cluster_file(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert f"'{key}'" in message
+
+
+def test_unmodified_base_spec_loads_from_tmp(tmp_path):
+    # Guards the bad-spec tests: they fail because of the one mutation, not because of the copy.
+    path = tmp_path / "good-cluster.yaml"
+    path.write_text(yaml.safe_dump(_base()), encoding="utf-8")
+    assert load_cluster_file(path).gpus_per_node == 8
+
+
+def test_invalid_yaml_names_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\naccelerator: [unclosed\n", encoding="utf-8")
+    with pytest.raises(PlannerInputError, match="broken.yaml"):
+        load_cluster_file(path)
