@@ -146,12 +146,19 @@ def group_links(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:
 
 
 def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised lookup: GroupLinks fields as arrays, computed once per unique (size, stride)."""
-    pairs = np.stack([np.asarray(sizes, dtype=np.int64), np.asarray(strides, dtype=np.int64)], axis=1)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    """Vectorised lookup: GroupLinks fields as arrays, computed once per unique (size, stride).
+
+    The pair is packed into one int64 key so the unique step is a 1-D sort (a 2-D np.unique over
+    a million rows costs seconds).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+    strides = np.broadcast_to(np.asarray(strides, dtype=np.int64), sizes.shape).reshape(-1)
+    keys = sizes * (1 << 32) + strides
+    unique = np.unique(keys)
+    names = tuple(GroupLinks.__dataclass_fields__)
     table = np.array([
-        [getattr(group_links(cluster, s, st), name) for name in GroupLinks.__dataclass_fields__]
-        for s, st in unique
-    ], dtype=float).reshape(len(unique), len(GroupLinks.__dataclass_fields__))
-    inverse = inverse.reshape(-1)
-    return {name: table[inverse, i] for i, name in enumerate(GroupLinks.__dataclass_fields__)}
+        [getattr(group_links(cluster, int(key >> 32), int(key & 0xFFFFFFFF)), name) for name in names]
+        for key in unique
+    ], dtype=float).reshape(len(unique), len(names))
+    index = np.searchsorted(unique, keys)
+    return {name: table[index, i] for i, name in enumerate(names)}

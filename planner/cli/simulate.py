@@ -1,0 +1,163 @@
+"""`planner simulate`: one configuration -> step time, memory verdict and their breakdowns."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from planner.errors import PlannerInputError
+
+MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
+LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
+               "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention")
+OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags mirroring the runs-CSV columns; shared with other commands that take one configuration."""
+    group = parser.add_argument_group("configuration (flags override --config, which overrides --model)")
+    group.add_argument("--config", metavar="FILE.yaml", help="YAML mapping with any of these keys (runs-CSV names)")
+    group.add_argument("--model", metavar="PRESET", help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models)")
+    group.add_argument("--cluster", help="cluster spec name in cluster_specs/ or a path to a YAML file (default dgx-a100-80gb)")
+    group.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
+    group.add_argument("--gpus", type=int, help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
+    for key in ("layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab",
+                "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
+        group.add_argument(f"--{key}", type=int)
+    group.add_argument("--mlp", choices=["gelu", "swiglu"])
+    group.add_argument("--zero", type=int, choices=[0, 1, 2, 3])
+    group.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"])
+    group.add_argument("--offload-device", choices=["cpu", "nvme"])
+    group.add_argument("--recompute", choices=["none", "selective", "full"])
+    group.add_argument("--seq-parallel", type=int, choices=[0, 1])
+    group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"])
+    group.add_argument("--flash-attention", type=int, choices=[0, 1], help="1 (default): flash attention; 0: unfused softmax")
+
+
+def register(subparsers, name: str) -> None:
+    parser = subparsers.add_parser(name, help="simulate one configuration: step time, memory, fits or not",
+                                   description="Simulate one training configuration on a cluster.")
+    add_config_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--list-models", action="store_true", help="list model presets and exit")
+    parser.set_defaults(run=run)
+
+
+def _load_config_file(path: str) -> dict:
+    source = Path(path)
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise PlannerInputError(f"--config {source}: cannot read ({error.__class__.__name__})")
+    except yaml.YAMLError:
+        raise PlannerInputError(f"--config {source}: invalid YAML")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PlannerInputError(f"--config {source}: expected a mapping of keys like layers, hidden, tp, ...")
+    known = set(MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS)
+    for key in data:
+        if key not in known:
+            raise PlannerInputError(f"--config {source}: unknown key '{key}' (expected: {', '.join(sorted(known))})")
+    return data
+
+
+def resolve_configuration(args) -> tuple:
+    """Merge preset < config file < flags into (model, layout, cluster, gpus)."""
+    from planner.hardware import load_cluster
+    from planner.layout import check_layout, make_layout
+    from planner.model import make_model, preset
+
+    values = _load_config_file(args.config) if args.config else {}
+    for key in MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS:
+        flag_value = getattr(args, key, None)
+        if flag_value is not None:
+            values[key] = flag_value
+    model_fields = preset(values["model"]).model_dump() if values.get("model") else {}
+    model_fields.update({k: values[k] for k in MODEL_KEYS if values.get(k) is not None})
+    if model_fields.get("kv_heads") is None and "heads" in model_fields and not values.get("model"):
+        model_fields["kv_heads"] = model_fields["heads"]
+    missing = [k for k in ("layers", "hidden", "heads", "vocab", "seq_len") if k not in model_fields]
+    if missing:
+        raise PlannerInputError(f"missing model shape: give --model PRESET or --{', --'.join(m.replace('_', '-') for m in missing)}")
+    model = make_model("model", **model_fields)
+    cluster = load_cluster(values.get("cluster") or "dgx-a100-80gb", values.get("cluster_dir"))
+    layout_fields = {k: values[k] for k in LAYOUT_KEYS if values.get(k) is not None}
+    gpus = values.get("gpus")
+    if "dp" not in layout_fields and gpus:
+        model_parallel = layout_fields.get("tp", 1) * layout_fields.get("pp", 1) * layout_fields.get("cp", 1)
+        if gpus % model_parallel:
+            raise PlannerInputError(f"--gpus {gpus} is not divisible by tp*pp*cp = {model_parallel}")
+        layout_fields["dp"] = gpus // model_parallel
+    layout_fields.setdefault("global_batch", layout_fields.get("micro_batch", 1) * layout_fields.get("dp", 1))
+    for key in ("seq_parallel", "flash_attention"):
+        if key in layout_fields:
+            layout_fields[key] = bool(layout_fields[key])
+    layout = make_layout("layout", **layout_fields)
+    check_layout(model, layout, gpus=gpus)
+    return model, layout, cluster, gpus
+
+
+def run(args) -> int:
+    from planner.cost.estimate import simulate
+    from planner.model import PRESETS
+    from planner.render import human_count, to_json
+
+    if args.list_models:
+        for name, spec in sorted(PRESETS.items()):
+            print(f"{name:18} {human_count(spec.total_params):>7} params  L={spec.layers} h={spec.hidden} "
+                  f"heads={spec.heads}/{spec.kv} ffn={spec.ffn_size} {spec.mlp} V={spec.vocab} s={spec.seq_len}")
+        return 0
+    model, layout, cluster, _ = resolve_configuration(args)
+    result = simulate(model, layout, cluster)
+    if args.json:
+        print(to_json({**result, "model": model.model_dump(), "params": model.total_params,
+                       "layout": layout.model_dump(), "gpus": layout.gpus, "cluster": cluster.name,
+                       "calibration": cluster.calibration}))
+    else:
+        print(format_simulation(model, layout, cluster, result))
+    return 0
+
+
+def format_simulation(model, layout, cluster, result: dict) -> str:
+    from planner.render import human_bytes, human_count, human_seconds, table
+
+    step = result["step_time_s"]
+    memory = result["memory"]
+    time_rows = [[name, human_seconds(value), f"{100 * value / step:5.1f}%"]
+                 for name, value in result["time"].items() if value > 0]
+    memory_parts = ("weights", "gradients", "optimizer", "zero3_gathered", "activations", "recompute_working",
+                    "logits", "comm_buckets", "reserve")
+    memory_rows = [[name, human_bytes(memory[name])] for name in memory_parts if memory[name] > 0]
+    memory_rows.append(["total", human_bytes(memory["total_bytes"])])
+    if result["fits"]:
+        verdict = f"fits: yes ({human_bytes(memory['hbm_bytes'] - memory['total_bytes'])} headroom of {human_bytes(memory['hbm_bytes'])} HBM)"
+    else:
+        verdict = (f"fits: NO - needs {human_bytes(memory['total_bytes'])} per GPU, HBM is {human_bytes(memory['hbm_bytes'])}"
+                   f" (short by {human_bytes(memory['shortfall_bytes'])}); try more tp/pp, a higher ZeRO stage,"
+                   f" recompute, a smaller micro-batch, or offload")
+    lines = [
+        f"model    {model.name}: {human_count(model.total_params)} params, L={model.layers} h={model.hidden} "
+        f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
+        f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
+        f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
+        f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
+        f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
+        f"dtype={layout.dtype} flash={int(layout.flash_attention)}",
+        "",
+        f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
+        f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
+        "",
+        table(["time part", "seconds", "share"], time_rows),
+        "",
+        table(["memory per GPU", "bytes"], memory_rows),
+        verdict,
+    ]
+    if memory["host_bytes_per_node"] > 0:
+        lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
+                     f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
+    if memory["nvme_bytes_per_node"] > 0:
+        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Plain-text and JSON rendering shared by the commands. Formats numbers; computes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+
+def human_bytes(value: float) -> str:
+    """1.5 GiB style (binary units, as nvidia-smi and PyTorch report memory)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def human_seconds(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value >= 86400:
+        return f"{value / 86400:.2f} d"
+    if value >= 3600:
+        return f"{value / 3600:.2f} h"
+    if value >= 1:
+        return f"{value:.3f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value * 1e6:.1f} us"
+
+
+def human_count(value: float) -> str:
+    """7.0B, 1.4T, 350M."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def table(headers: list[str], rows: list[list], align: str | None = None) -> str:
+    """A fixed-width text table; `align` is a string of 'l'/'r' per column (default: first left)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    align = align or "l" + "r" * (len(headers) - 1)
+
+    def line(values):
+        return "  ".join(v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(values, widths, align)).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    return value
+
+
+def to_json(value) -> str:
+    """Deterministic JSON: sorted keys, NaN/inf as null, numpy scalars as plain numbers."""
+    return json.dumps(_jsonable(value), indent=2, sort_keys=True)
