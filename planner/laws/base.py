@@ -143,6 +143,7 @@ def _iso_flop_minimum(predict, C: np.ndarray, grid_points: int = 241, refine_ste
     here); golden section then refines it to ~1e-10 in log N. Arrays carry a trailing axis
     (grid points, then 1) so every step is one vectorised call of `predict`.
     """
+    shape = np.shape(C)
     C = np.atleast_1d(C)[..., None]
     loss = lambda log_n: predict(np.exp(log_n), C / (6.0 * np.exp(log_n)))
     # N = sqrt(C / (6 M)) with M tokens per parameter.
@@ -159,4 +160,4 @@ def _iso_flop_minimum(predict, C: np.ndarray, grid_points: int = 241, refine_ste
         high = np.where(left_better, x2, high)
         low = np.where(left_better, low, x1)
     n_opt = np.exp(0.5 * (low + high))[..., 0]
-    return n_opt, C[..., 0] / (6.0 * n_opt)
+    return n_opt.reshape(shape), (C[..., 0] / (6.0 * n_opt)).reshape(shape)

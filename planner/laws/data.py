@@ -92,7 +92,7 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
         d = np.array([_count(r, chosen["c"], i, where) for i, r in rows]) / (6.0 * n)
         chosen.pop("d")
     if chosen["run"] is None:
-        labels = [f"row {i}" for i, _ in rows]
+        labels = [f"line {i}" for i, _ in rows]
     else:
         labels = [str(r.get(chosen["run"], "")) for _, r in rows]
     names, codes = np.unique(np.array(labels, dtype=object), return_inverse=True)

@@ -1,0 +1,155 @@
+"""`planner fit-law DATA`: fit a loss law to runs, with intervals, residuals and a held-out check.
+
+Parse -> read the data -> planner.laws.fit_report.fit_and_report -> render (text or --json) ->
+optionally save the law (--out law.yaml, loadable with `--law law.yaml`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from planner.errors import PlannerInputError
+from planner.laws.data import read_loss_data
+from planner.laws.fit_report import DEFAULT_BUDGETS, drop_highest_loss, fit_and_report
+from planner.laws.fitter import LawFitter
+from planner.laws.forms import FORMS
+from planner.laws.law_file import save_law
+from planner.units import parse_count
+
+
+def register(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="fit a loss law L(N, D) to training runs",
+                              description="Fit a loss law to (N, D, loss) points from CSV or JSON-lines. "
+                                          "Reproduce Epoch's Chinchilla refit with --drop-highest-loss 5.")
+    p.add_argument("data", metavar="DATA", help="CSV or JSON-lines file of runs or checkpoints")
+    p.add_argument("--form", default="chinchilla", choices=list(FORMS), help="law form (default chinchilla)")
+    cols = p.add_argument_group("columns (default: detected; the shared/data/laws formats work as they are)")
+    for key, what in (("n", "parameters N"), ("d", "tokens D"), ("c", "compute C = 6ND, if no D column"),
+                      ("loss", "loss"), ("run", "run name (checkpoints of a run are resampled together)")):
+        cols.add_argument(f"--{key}-col", metavar="NAME", help=f"column holding {what}")
+    p.add_argument("--n-definition", default="total", choices=["total", "non-embedding"],
+                   help="what N counts in this data (recorded in the saved law; default total)")
+    p.add_argument("--drop-highest-loss", type=int, default=0, metavar="K",
+                   help="drop the K highest-loss points first (Besiroglu et al. 2024 dropped 5)")
+    fit = p.add_argument_group("fit")
+    fit.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta on log L (default 1e-3)")
+    fit.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="fix a parameter, e.g. alpha=0.34")
+    fit.add_argument("--tie", action="append", default=[], metavar="NAME=NAME", help="tie two parameters, e.g. alpha=beta")
+    fit.add_argument("--bound", action="append", default=[], metavar="NAME=LOW:HIGH",
+                     help="bound a parameter (natural units; either side may be empty)")
+    fit.add_argument("--n-starts", default="20", metavar="K|all",
+                     help="run L-BFGS-B from the K best grid starts, or from all (default 20)")
+    fit.add_argument("--max-iter", type=int, default=10_000, help="L-BFGS-B iterations per start")
+    unc = p.add_argument_group("uncertainty and validation")
+    unc.add_argument("--bootstrap", type=int, default=200, metavar="R", help="run-level bootstrap resamples (0: none)")
+    unc.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    unc.add_argument("--seed", type=int, default=0)
+    unc.add_argument("--holdout-n-above", metavar="N",
+                     help="hold out runs with more parameters than N (e.g. 600M)")
+    unc.add_argument("--holdout-fraction", type=float, default=0.1,
+                     help="otherwise hold out this fraction of the most expensive runs (default 0.1)")
+    unc.add_argument("--no-holdout", action="store_true", help="skip the extrapolation check")
+    p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS),
+                   help="compute budgets (FLOP, comma-separated) for the frontier table")
+    p.add_argument("--name", help="name of the saved law (default: fitted-<data file stem>)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", metavar="LAW.yaml", help="save the fitted law for `planner optimize --law`")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if args.out and Path(args.out).exists() and not args.force:
+        raise PlannerInputError(f"{args.out}: already exists; pass --force to overwrite it")
+    if not 0.0 < args.level < 1.0:
+        raise PlannerInputError(f"--level: expected a fraction in (0, 1), got {args.level}")
+    if args.bootstrap < 0 or args.drop_highest_loss < 0 or args.max_iter < 1 or not args.huber_delta > 0:
+        raise PlannerInputError("--bootstrap and --drop-highest-loss must be >= 0, --max-iter >= 1, --huber-delta > 0")
+    fitter = LawFitter(form=args.form, huber_delta=args.huber_delta, fixed=_pairs(args.fix, "--fix", float),
+                       tied=list(_pairs(args.tie, "--tie", str).items()), bounds=_pairs(args.bound, "--bound", _range),
+                       n_starts=_n_starts(args.n_starts), max_iter=args.max_iter)
+    data = read_loss_data(args.data, args.n_col, args.d_col, args.c_col, args.loss_col, args.run_col)
+    data = drop_highest_loss(data, args.drop_highest_loss)
+    budgets = [parse_count(b, "--budgets") for b in args.budgets.split(",") if b.strip()]
+    holdout_n = None if args.holdout_n_above is None else parse_count(args.holdout_n_above, "--holdout-n-above")
+    law, report = fit_and_report(
+        data, fitter, n_bootstrap=args.bootstrap, level=args.level, budgets=budgets,
+        holdout_n_above=holdout_n, holdout_fraction=args.holdout_fraction, check_extrapolation=not args.no_holdout,
+        seed=args.seed, name=args.name or f"fitted-{Path(args.data).stem}", n_definition=args.n_definition)
+    report["data"]["dropped_highest_loss"] = args.drop_highest_loss
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    if args.out:
+        record = {k: report[k] for k in ("data", "fit", "bootstrap")}
+        record["extrapolation_mean_abs_rel_error"] = (report["extrapolation"] or {}).get("mean_abs_rel_error")
+        save_law(law, args.out, force=args.force, fit_record=json.loads(json.dumps(record)))
+        if not args.json:
+            print(f"saved {args.out}")
+    return 0
+
+
+def _pairs(items: list[str], flag: str, convert) -> dict:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise PlannerInputError(f"{flag}: expected NAME=VALUE, got {item!r}")
+        try:
+            out[name.strip()] = convert(value.strip())
+        except ValueError:
+            raise PlannerInputError(f"{flag}: cannot read the value in {item!r}") from None
+    return out
+
+
+def _range(text: str) -> tuple[float | None, float | None]:
+    low, sep, high = text.partition(":")
+    if not sep:
+        raise ValueError(text)
+    return (float(low) if low.strip() else None, float(high) if high.strip() else None)
+
+
+def _n_starts(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise PlannerInputError(f"--n-starts: expected a positive integer or 'all', got {text!r}")
+    return int(text)
+
+
+def _g(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def render_text(report: dict) -> str:
+    data, fit = report["data"], report["fit"]
+    lines = [f"{report['form']} fit to {data['path']}: {data['points']} points, {data['runs']} runs "
+             f"(columns {', '.join(f'{k}={v}' for k, v in data['columns'].items())})",
+             f"  {report['form_summary']}",
+             f"  summed Huber loss {fit['objective']:.6g} (delta {fit['huber_delta']:g}), {fit['iterations']} "
+             f"iterations, {fit['free_parameters']} free parameters"]
+    boot = report["bootstrap"]
+    head = "value" if boot is None else f"value      se         {boot['level']:.0%} interval (bootstrap over runs, {boot['resamples']} resamples, {boot['failed']} failed)"
+    lines += ["", f"parameters   {head}"]
+    for name, p in report["parameters"].items():
+        extra = "" if "se" not in p else f"  {_g(p['se']):<9}  [{_g(p['low'])}, {_g(p['high'])}]"
+        lines.append(f"  {name:<10} {_g(p['value']):<10}{extra}")
+    if "gadre_coefficients" in report:
+        lines.append("  Gadre form: " + ", ".join(f"{k} = {_g(v)}" for k, v in report["gadre_coefficients"].items()))
+    res = report["residuals"]
+    lines += ["", f"residuals: mean |L_pred/L_obs - 1| = {res['mean_abs_rel']:.3%}, max {res['max_abs_rel']:.3%}, "
+                  f"rms(log) {res['rms_log']:.4f}; worst:"]
+    lines += [f"  {w['run']:<32} N={w['N']:.3g} D={w['D']:.3g} L={w['observed']:.4f} error {w['rel_error']:+.2%}"
+              for w in res["worst"]]
+    ext = report["extrapolation"]
+    if ext:
+        lines += ["", f"extrapolation: fit on {ext['n_train_runs']} runs, held out {ext['rule']}: final-loss error "
+                      f"mean {ext['mean_abs_rel_error']:.2%}, max {ext['max_abs_rel_error']:.2%}"]
+        lines += [f"  {r['run']:<32} N={r['N']:.3g} D={r['D']:.3g} L={r['observed']:.4f} "
+                  f"predicted {r['predicted']:.4f} ({r['rel_error']:+.2%})" for r in ext["rows"]]
+    lines += ["", "compute-optimal frontier (C = 6ND)" + ("" if boot is None else f", {boot['level']:.0%} intervals:")]
+    for row in report["frontier"]:
+        cell = lambda k: _g(row[k]) + (f" [{_g(row[k + '_low'])}, {_g(row[k + '_high'])}]" if k + "_low" in row else "")
+        lines.append(f"  C={row['C']:.0e}  N_opt={cell('N_opt')}  D_opt={cell('D_opt')}  "
+                     f"D/N={cell('tokens_per_param')}  L={cell('loss')}")
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Look up a loss law by name (`--law epoch`) or by path to a fitted-law YAML (`--law law.yaml`).
+
+The default is the Epoch AI refit of Chinchilla: it fits Hoffmann's own data far better than
+Hoffmann's published coefficients do (Besiroglu et al. 2024), and its ~20 tokens per parameter
+agrees with Hoffmann's approaches 1 and 2. `unique_tokens` turns any Chinchilla-form law into
+its data-constrained variant (Muennighoff et al. 2023).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from planner.errors import PlannerInputError
+from planner.laws.base import LossLaw
+from planner.laws.chinchilla import ChinchillaLaw
+from planner.laws.data_constrained import DataConstrainedLaw, data_constrained
+from planner.laws.law_file import load_law_file
+from planner.laws.published import EPOCH_2024, HOFFMANN_2022, KAPLAN_2020, MUENNIGHOFF_2023
+
+BUILTIN_LAWS: dict[str, LossLaw] = {
+    law.name: law for law in (EPOCH_2024, HOFFMANN_2022, KAPLAN_2020, MUENNIGHOFF_2023)
+}
+DEFAULT_LAW = "epoch"
+# Laws whose fit only means something with a cap on unique tokens.
+NEEDS_UNIQUE_TOKENS = frozenset({"muennighoff"})
+
+
+def load_law(name_or_path: str, unique_tokens: float | None = None) -> LossLaw:
+    law = _lookup(name_or_path)
+    if unique_tokens is None:
+        if name_or_path in NEEDS_UNIQUE_TOKENS:
+            raise PlannerInputError(f"--law {name_or_path} models repeated data and needs --unique-tokens")
+        return law
+    if not unique_tokens > 0:
+        raise PlannerInputError(f"--unique-tokens: expected a positive count, got {unique_tokens!r}")
+    if isinstance(law, DataConstrainedLaw):
+        law = law.base
+    if not isinstance(law, ChinchillaLaw):
+        raise PlannerInputError(
+            f"--unique-tokens works with Chinchilla-form laws (the repeated-data decay of Muennighoff et al. "
+            f"2023 was fitted in that form); --law {name_or_path} is a {law.form} law")
+    return data_constrained(law, unique_tokens)
+
+
+def _lookup(name_or_path: str) -> LossLaw:
+    if name_or_path in BUILTIN_LAWS:
+        return BUILTIN_LAWS[name_or_path]
+    if Path(name_or_path).suffix.lower() in (".yaml", ".yml") or Path(name_or_path).is_file():
+        if not Path(name_or_path).is_file():
+            raise PlannerInputError(f"--law {name_or_path}: no such law file")
+        return load_law_file(name_or_path)
+    raise PlannerInputError(f"--law: unknown law {name_or_path!r}; choose one of {', '.join(BUILTIN_LAWS)} "
+                            f"or a law file saved by 'planner fit-law --out'")
