@@ -61,6 +61,8 @@ def register(subparsers, name: str) -> None:
                      help="do not log collectives (the logger synchronises after each op, hiding overlap on GPUs)")
     run.add_argument("--bucket-elements", type=int, default=5_000_000,
                      help="ZeRO reduce/all-gather bucket size in elements (default 5e6)")
+    run.add_argument("--ds-log-level", choices=("debug", "info", "warning", "error"),
+                     help="DeepSpeed log level in the ranks (info prints the engine config; default: DeepSpeed's)")
     state = parser.add_mutually_exclusive_group()
     state.add_argument("--resume", action="store_true", help="continue an existing profile: skip configurations already recorded as ok")
     state.add_argument("--force", action="store_true", help="discard an existing profile of this name and start over")
@@ -113,7 +115,7 @@ def run_profile(args) -> int:
     settings = harness.RunSettings(
         steps=steps, warmup=warmup, timeout_s=args.timeout_s, accelerator=accelerator, hostfile=args.hostfile,
         master_port=args.master_port, work_dir=args.work_dir, keep_logs=args.keep_logs,
-        comms_log=not args.no_comms_log, bucket_elements=args.bucket_elements,
+        comms_log=not args.no_comms_log, bucket_elements=args.bucket_elements, ds_log_level=args.ds_log_level,
     )
     store = harness.ProfileStore(args.out_dir, args.name)
     store.open(resume=args.resume, force=args.force, warn=lambda text: report(f"warning: {text}"))

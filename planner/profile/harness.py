@@ -20,6 +20,7 @@ import importlib.util
 import json
 import statistics
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ from planner.profile.runs_csv import MeasuredRun, read_runs, write_runs
 WORKER = Path(__file__).with_name("worker.py")
 INSTALL_HINT = "pip install torch==2.13.0 && DS_BUILD_OPS=0 pip install -e '.[profile]'"
 KILL_GRACE_S = 5.0
+_FAILURE_LINE = re.compile(r"\w+Error\b|Exception|terminate called|Killed|Segmentation fault|core dumped|out of memory")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class RunSettings:
     keep_logs: str | None = None
     comms_log: bool = True
     bucket_elements: int = 5_000_000
+    ds_log_level: str | None = None  # e.g. "info": ranks print the engine config (handy with --keep-logs)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Outcome:
     wall_s: float
     result: dict | None = None
     error: str | None = None
+    warning: str | None = None
     log_tail: list[str] = field(default_factory=list)
 
 
@@ -145,7 +149,7 @@ def worker_spec(config: ProfileConfig, settings: RunSettings) -> dict:
         "ffn": config.ffn, "seq_len": config.seq_len, "vocab": config.vocab, "micro_batch": config.micro_batch,
         "grad_accum": config.grad_accum, "zero": config.zero, "offload": config.offload, "dtype": config.dtype,
         "warmup": settings.warmup, "steps": settings.steps, "comms_log": settings.comms_log,
-        "bucket_elements": settings.bucket_elements,
+        "bucket_elements": settings.bucket_elements, "log_level": settings.ds_log_level,
     }
 
 
@@ -181,10 +185,12 @@ def _failure_reason(run_dir: Path, out: Path, code: int, tail: list[str]) -> str
             return json.loads(error_file.read_text(encoding="utf-8"))["error"]
         except (OSError, ValueError, KeyError):
             continue
+    rank_code = next((line.rsplit("return code =", 1)[1].strip() for line in reversed(tail) if "return code =" in line), None)
+    suffix = f" (a rank exited with code {rank_code})" if rank_code else f" (launcher exit code {code})"
     for line in reversed(tail):
-        if "Error" in line or "error" in line:
-            return line.strip()[-300:]
-    return f"launcher exited with code {code} and no result"
+        if _FAILURE_LINE.search(line) and "sigkill_handler" not in line:
+            return line.strip()[-300:] + suffix
+    return f"no result written{suffix}"
 
 
 def run_configuration(config: ProfileConfig, settings: RunSettings) -> Outcome:
@@ -212,8 +218,12 @@ def run_configuration(config: ProfileConfig, settings: RunSettings) -> Outcome:
         tail = _tail(log_path)
         if code is None:
             return Outcome(config, "timeout", wall_s, error=f"timed out after {settings.timeout_s:g} s", log_tail=tail)
-        if code == 0 and out.exists():
-            return Outcome(config, "ok", wall_s, result=json.loads(out.read_text(encoding="utf-8")), log_tail=tail)
+        if out.exists():
+            # Rank 0 writes the result after the last measured step; a crash in teardown after that
+            # does not spoil the measurement, but it is worth saying.
+            warning = None if code == 0 else f"launcher exited with code {code} after the result was written"
+            result = json.loads(out.read_text(encoding="utf-8"))
+            return Outcome(config, "ok", wall_s, result=result, warning=warning, log_tail=tail)
         return Outcome(config, "failed", wall_s, error=_failure_reason(run_dir, out, code, tail), log_tail=tail)
     finally:
         if settings.keep_logs:
@@ -307,7 +317,7 @@ def outcome_row(outcome: Outcome, settings: RunSettings, cluster: str, profile: 
     summary = summarize_result(outcome.result)
     row["step_time_s"] = summary.pop("step_time_s")
     row["mem_gib"] = summary.pop("mem_gib")
-    row["notes"] = summary.pop("notes")
+    row["notes"] = summary.pop("notes") + (f"; {outcome.warning}" if outcome.warning else "")
     extra.update({key: _text(value) for key, value in summary.items()})
     return MeasuredRun(**row, extra=extra)
 
@@ -325,6 +335,8 @@ def outcome_details(outcome: Outcome, settings: RunSettings) -> dict:
                "spec": worker_spec(outcome.config, settings)}
     if outcome.result is not None:
         details.update(outcome.result)
+        if outcome.warning:
+            details.update(warning=outcome.warning, log_tail=outcome.log_tail)
     else:
         details.update(error=outcome.error, log_tail=outcome.log_tail)
     return details

@@ -134,6 +134,8 @@ def deepspeed_config(spec: dict) -> dict:
         "steps_per_print": spec.get("steps_per_print", 10_000),
         "zero_allow_untested_optimizer": True,
     }
+    # Anything else a caller wants in the DeepSpeed config (e.g. the flops profiler), merged on top.
+    config.update(spec.get("deepspeed_overrides", {}))
     if spec["dtype"] == "bf16":
         config["bf16"] = {"enabled": True}
     elif spec["dtype"] == "fp16":
@@ -274,6 +276,10 @@ def train_and_measure(spec: dict) -> dict | None:
     from deepspeed.accelerator import get_accelerator
     from deepspeed.comm.comm import comms_logger
 
+    if spec.get("log_level"):
+        from deepspeed.utils.logging import set_log_level_from_string
+
+        set_log_level_from_string(spec["log_level"])
     accelerator = get_accelerator()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if accelerator.device_name() == "cpu":
@@ -356,18 +362,33 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.load(stream)
     try:
         result = train_and_measure(spec)
+        if result is not None:
+            temp = f"{args.out}.partial"
+            with open(temp, "w", encoding="utf-8") as stream:
+                json.dump(result, stream)
+            os.replace(temp, args.out)
+        shut_down()
     except BaseException as error:
         rank = os.environ.get("RANK", "0")
         with open(f"{args.out}.rank{rank}.error.json", "w", encoding="utf-8") as stream:
             json.dump({"rank": int(rank), "error": f"{type(error).__name__}: {error}",
                        "traceback": traceback.format_exc()}, stream)
         raise
-    if result is not None:
-        temp = f"{args.out}.partial"
-        with open(temp, "w", encoding="utf-8") as stream:
-            json.dump(result, stream)
-        os.replace(temp, args.out)
     return 0
+
+
+def shut_down() -> None:
+    """Wait until rank 0 has written its result, then tear the process group down explicitly.
+
+    Exiting with a live gloo process group can abort a rank in its destructor ("terminate called
+    without an active exception"), and the launcher then kills the others, rank 0 included.
+    """
+    import deepspeed.comm as dist
+    import torch.distributed
+
+    dist.barrier()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""`planner ingest LOG...`: runs-CSV rows from DeepSpeed and Megatron-LM training logs, one per log.
+
+    planner ingest train.log --cluster dgx-a100-80gb --layers 24 --hidden 2048 --seq-len 2048 --vocab 50304
+    planner ingest logs/*.log --cluster my-cluster --out runs.csv --append
+
+Layout the log does not print is taken from the flags. Problems (unreadable lines, logs without a
+step time, layout gaps) are printed as `file:line: reason`; the rest is used. Exit 0 when every log
+gave a row, 1 when some did not, 2 when none did or the input is unusable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from planner.errors import PlannerInputError
+
+_INT_FLAGS = ("gpus", "layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab", "tp", "pp", "dp", "cp",
+              "vpp", "zero", "micro-batch", "global-batch", "seq-parallel")
+
+
+def register(subparsers, name: str) -> None:
+    parser = subparsers.add_parser(
+        name, help="turn DeepSpeed / Megatron-LM training logs into runs-CSV rows",
+        description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("logs", nargs="+", metavar="LOG", help="training log files")
+    parser.add_argument("--out", "-o", help="runs CSV to write (default: print to stdout)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="add rows to --out (rows with the same id are replaced)")
+    mode.add_argument("--force", action="store_true", help="overwrite --out")
+    parser.add_argument("--skip", type=int, default=1, help="logged steps to drop as warm-up before the median (default 1)")
+    parser.add_argument("--id", help="row id (one log only; default: the log file name without extension)")
+    parser.add_argument("--source", help="source column (default: the log path)")
+    parser.add_argument("--confidence", choices=("high", "medium", "low"),
+                        help="default: high when the log gave the whole layout, else medium")
+    parser.add_argument("--notes", help="text put before the generated notes")
+    layout = parser.add_argument_group("layout where the log lacks it (a flag wins over the log)")
+    layout.add_argument("--cluster", help="cluster spec name (logs never say)")
+    for flag in _INT_FLAGS:
+        layout.add_argument(f"--{flag}", type=int)
+    layout.add_argument("--mlp", choices=("gelu", "swiglu"))
+    layout.add_argument("--offload", choices=("none", "optimizer", "optimizer+params"))
+    layout.add_argument("--recompute", choices=("none", "selective", "full"))
+    layout.add_argument("--dtype", choices=("bf16", "fp16", "fp8", "fp32"))
+    parser.set_defaults(run=run_ingest)
+
+
+def _unique_id(wanted: str, taken: set[str]) -> str:
+    candidate, n = wanted, 2
+    while candidate in taken:
+        candidate, n = f"{wanted}-{n}", n + 1
+    return candidate
+
+
+def run_ingest(args) -> int:
+    from planner.profile.deepspeed_logs import parse_log_file
+    from planner.profile.ingest import row_from_log
+    from planner.profile.runs_csv import read_runs, runs_to_csv_text, write_runs
+
+    if args.id and len(args.logs) > 1:
+        raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
+    if args.skip < 0:
+        raise PlannerInputError(f"--skip must be >= 0, got {args.skip}")
+    if (args.append or args.force) and not args.out:
+        raise PlannerInputError("--append/--force need --out FILE")
+    flags = {key: value for key, value in vars(args).items() if value is not None}
+    existing = []
+    if args.out and args.append and Path(args.out).exists():
+        existing, problems = read_runs(args.out)
+        for problem in problems:
+            sys.stderr.write(f"planner ingest: warning: {problem}; skipped\n")
+    rows, taken, failed = [], {run.id for run in existing}, 0
+    for path in args.logs:
+        log = parse_log_file(path)
+        wanted = args.id or Path(path).stem
+        row_id = wanted if args.append and wanted not in {r.id for r in rows} else _unique_id(wanted, taken)
+        run, problems = row_from_log(log, flags, row_id, skip=args.skip)
+        for problem in problems:
+            sys.stderr.write(f"planner ingest: {problem}\n")
+        if run is None:
+            failed += 1
+            continue
+        if not run.cluster:
+            sys.stderr.write(f"planner ingest: {path}: no --cluster given; the row's cluster is empty\n")
+        taken.add(run.id)
+        rows.append(run)
+    if not rows:
+        raise PlannerInputError(f"no rows: none of the {len(args.logs)} log(s) had a step time (see the messages above)")
+    if args.out:
+        new_ids = {run.id for run in rows}
+        merged = [run for run in existing if run.id not in new_ids] + rows
+        write_runs(args.out, merged, force=args.append or args.force)
+        sys.stderr.write(f"planner ingest: {len(rows)} row(s) -> {args.out}\n")
+    else:
+        sys.stdout.write(runs_to_csv_text(rows))
+    return 1 if failed else 0

@@ -1,0 +1,237 @@
+"""Turn logs of runs people already did into runs-CSV rows (one row per log file).
+
+The layout comes from what the log printed (DeepSpeed's engine config and user JSON, the flops
+profiler summary, Megatron's arguments block); flags fill what the log lacks and win where both
+say something (a disagreement is reported). The step time comes from, in this order of preference:
+
+  1. Megatron  "elapsed time per iteration (ms)" (already an average over the log interval)
+  2. DeepSpeed ThroughputTimer: global batch / CurrSamplesPerSec (whole-step wall time)
+  3. DeepSpeed wall_clock_breakdown: fwd + bwd + step global timers (excludes data loading)
+  4. DeepSpeed flops profiler "iter latency" (one profiled step)
+
+Each is the median over the logged steps after dropping the first `skip` (warm-up). The method used
+is written in the row's notes; the others, where present, go in extra columns for cross-checking.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+from planner.profile.deepspeed_logs import LogProblem, ParsedLog
+from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, MeasuredRun
+
+LAYOUT_FIELDS = (
+    "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
+    "dp", "cp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute", "seq_parallel", "dtype",
+)
+
+
+def _truthy(text: str | None) -> bool | None:
+    if text is None:
+        return None
+    return text.strip().lower() in ("true", "1", "yes")
+
+
+def _int_or_none(text) -> int | None:
+    try:
+        value = float(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return int(value) if value == int(value) else None
+
+
+def megatron_layout(args: dict[str, str]) -> dict:
+    """Layout from Megatron-LM's printed arguments (names as in megatron/training/arguments.py)."""
+    if not args:
+        return {}
+    get = lambda name: _int_or_none(args.get(name))  # noqa: E731
+    layout = {
+        "gpus": get("world_size"), "layers": get("num_layers"), "hidden": get("hidden_size"),
+        "heads": get("num_attention_heads"), "ffn": get("ffn_hidden_size"), "seq_len": get("seq_length"),
+        "vocab": get("padded_vocab_size") or get("vocab_size"), "tp": get("tensor_model_parallel_size"),
+        "pp": get("pipeline_model_parallel_size"), "cp": get("context_parallel_size"),
+        "vpp": get("virtual_pipeline_model_parallel_size"), "dp": get("data_parallel_size"),
+        "micro_batch": get("micro_batch_size"), "global_batch": get("global_batch_size"),
+    }
+    if layout["vpp"] is None and "virtual_pipeline_model_parallel_size" in args:
+        layout["vpp"] = 1  # printed as None: no interleaving
+    if _truthy(args.get("group_query_attention")):
+        layout["kv_heads"] = get("num_query_groups")
+    elif layout["heads"] is not None:
+        layout["kv_heads"] = layout["heads"]
+    if "swiglu" in args:
+        layout["mlp"] = "swiglu" if _truthy(args["swiglu"]) else "gelu"
+    if "use_distributed_optimizer" in args:
+        layout["zero"] = 1 if _truthy(args["use_distributed_optimizer"]) else 0
+    if "sequence_parallel" in args:
+        layout["seq_parallel"] = 1 if _truthy(args["sequence_parallel"]) else 0
+    if "recompute_granularity" in args:
+        granularity = args["recompute_granularity"].strip().lower()
+        layout["recompute"] = granularity if granularity in ("full", "selective") else "none"
+    if args.get("fp8") not in (None, "None", "False", "false"):
+        layout["dtype"] = "fp8"
+    elif _truthy(args.get("bf16")):
+        layout["dtype"] = "bf16"
+    elif _truthy(args.get("fp16")):
+        layout["dtype"] = "fp16"
+    elif "bf16" in args or "fp16" in args:
+        layout["dtype"] = "fp32"
+    if layout["dp"] is None and layout["gpus"] and all(layout[k] for k in ("tp", "pp")):
+        layout["dp"] = layout["gpus"] // (layout["tp"] * layout["pp"] * (layout["cp"] or 1))
+    return {k: v for k, v in layout.items() if v is not None}
+
+
+def deepspeed_layout(log: ParsedLog) -> dict:
+    """Layout from DeepSpeed's printed engine config, user JSON and flops profiler summary."""
+    printed, user = log.ds_config, log.ds_user_config or {}
+    layout: dict = {}
+    world = _int_or_none(printed.get("world_size")) or _int_or_none(log.flops_profile.get("world size"))
+    if world:
+        layout["gpus"] = world
+    data_parallel = _int_or_none(log.flops_profile.get("data parallel size"))
+    if data_parallel:
+        layout["dp"] = data_parallel
+    micro = _int_or_none(printed.get("train_micro_batch_size_per_gpu")) or _int_or_none(user.get("train_micro_batch_size_per_gpu")) \
+        or _int_or_none(log.flops_profile.get("batch size per GPU"))
+    if micro:
+        layout["micro_batch"] = micro
+    total = _int_or_none(printed.get("train_batch_size")) or _int_or_none(user.get("train_batch_size"))
+    if total:
+        layout["global_batch"] = total
+    zero = user.get("zero_optimization") if isinstance(user.get("zero_optimization"), dict) else {}
+    stage = _int_or_none(printed.get("zero_optimization_stage"))
+    stage = stage if stage is not None else _int_or_none(zero.get("stage"))
+    if stage is not None:
+        layout["zero"] = stage
+    offload = _offload(zero, printed.get("zero_config", ""))
+    if offload:
+        layout["offload"] = offload
+    dtype = _dtype(user, printed)
+    if dtype:
+        layout["dtype"] = dtype
+    return layout
+
+
+def _offload(zero: dict, printed_zero: str) -> str | None:
+    """none / optimizer / optimizer+params from the user JSON or the printed zero_config."""
+    if not zero and not printed_zero:
+        return None
+
+    def offloaded(name: str) -> bool:
+        entry = zero.get(name)
+        if isinstance(entry, dict) and str(entry.get("device", "none")).lower() not in ("none", ""):
+            return True
+        return re.search(name + r"=DeepSpeedZeroOffload\w*Config\(device='(cpu|nvme)'", printed_zero) is not None
+
+    if offloaded("offload_param"):
+        return "optimizer+params"
+    return "optimizer" if offloaded("offload_optimizer") else "none"
+
+
+def _dtype(user: dict, printed: dict) -> str | None:
+    for key, name in (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16")):
+        if isinstance(user.get(key), dict) and _truthy(str(user[key].get("enabled", False))):
+            return name
+    if _truthy(printed.get("bfloat16_enabled")) or "enabled=True" in printed.get("bfloat16_config", ""):
+        return "bf16"
+    if _truthy(printed.get("fp16_enabled")):
+        return "fp16"
+    if user or printed:
+        return "fp32"
+    return None
+
+
+def _median_after(entries: list, skip: int) -> tuple[float, int]:
+    kept = entries[skip:] if len(entries) > skip else entries
+    return statistics.median(kept), len(kept)
+
+
+def measurements(log: ParsedLog, global_batch: int | None, skip: int) -> tuple[dict, str | None]:
+    """Candidate step times (s) and extra figures; returns (values, name of the method chosen)."""
+    values: dict[str, float] = {}
+    if log.megatron_iterations:
+        values["megatron_step_time_s"], n = _median_after([e["elapsed_s"] for _, e in log.megatron_iterations], skip)
+        tflops = [e["tflops"] for _, e in log.megatron_iterations[skip:] if "tflops" in e]
+        if tflops:
+            values["tflops_per_gpu"] = statistics.median(tflops)
+    if log.throughput and global_batch:
+        values["throughput_step_time_s"], _ = _median_after([global_batch / e["samples_per_s"] for _, e in log.throughput], skip)
+    if log.timers:
+        totals = [sum(t.get(k, 0.0) for k in ("fwd", "bwd", "step")) for _, t in log.timers]
+        values["timer_step_time_s"], _ = _median_after(totals, skip)
+        for key, name in (("fwd", "fwd_s"), ("bwd", "bwd_s"), ("bwd_allreduce", "bwd_allreduce_s"), ("step", "opt_s")):
+            series = [t[key] for _, t in log.timers if key in t]
+            if series:
+                values[name], _ = _median_after(series, skip)
+    if "iter latency" in log.flops_profile:
+        values["flops_profiler_step_time_s"] = log.flops_profile["iter latency"]
+    if "flops_per_gpu" in log.flops_profile:
+        values["flops_profiler_tflops_per_gpu"] = log.flops_profile["flops_per_gpu"] / 1e12
+    for method in ("megatron_step_time_s", "throughput_step_time_s", "timer_step_time_s", "flops_profiler_step_time_s"):
+        if method in values:
+            return values, method
+    return values, None
+
+
+METHOD_TEXT = {
+    "megatron_step_time_s": "Megatron 'elapsed time per iteration'",
+    "throughput_step_time_s": "DeepSpeed ThroughputTimer (global batch / CurrSamplesPerSec)",
+    "timer_step_time_s": "DeepSpeed wall_clock_breakdown fwd+bwd+step",
+    "flops_profiler_step_time_s": "DeepSpeed flops profiler iter latency (one step)",
+}
+
+
+def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tuple[MeasuredRun | None, list[LogProblem]]:
+    """One runs-CSV row from a parsed log and layout flags; (None, problems) if no step time was found."""
+    problems = list(log.problems)
+    from_log = megatron_layout(log.megatron_args) | deepspeed_layout(log)
+    layout = dict(from_log)
+    for key, value in flags.items():
+        if key in LAYOUT_FIELDS and value is not None:
+            if key in from_log and from_log[key] != value:
+                problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
+            layout[key] = value
+    if "global_batch" not in layout:
+        megatron_batches = [e["global_batch"] for _, e in log.megatron_iterations if "global_batch" in e]
+        if megatron_batches:
+            layout["global_batch"] = int(megatron_batches[-1])
+        elif all(k in layout for k in ("micro_batch", "dp")):
+            layout["global_batch"] = layout["micro_batch"] * layout["dp"]
+    values, method = measurements(log, layout.get("global_batch"), skip)
+    if method is None:
+        problems.append(LogProblem(log.path, "no step time found (looked for Megatron 'elapsed time per iteration (ms)', "
+                                             "DeepSpeed 'CurrSamplesPerSec=', 'time (ms) | fwd: ...', flops profiler 'iter latency'); file skipped"))
+        return None, problems
+    missing = [k for k in ("gpus", "layers", "hidden", "seq_len", "global_batch") if k not in layout]
+    if missing:
+        problems.append(LogProblem(log.path, f"layout incomplete, not in the log or flags: {', '.join(missing)} (pass --{missing[0].replace('_', '-')} ...)"))
+    layout_from_flags = [k for k in layout if k not in from_log and k != "cluster"]
+    memory = [gib for _, gib in log.max_memory_gib]
+    notes = f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, median after skipping {skip} logged step(s)"
+    if layout_from_flags:
+        notes += f"; from flags: {', '.join(layout_from_flags)}"
+    fields = {k: v for k, v in layout.items() if k in COLUMNS}
+    for key in INT_COLUMNS:
+        if key in fields and fields[key] is not None:
+            fields[key] = int(fields[key])
+    extra = {key: f"{value:.6g}" for key, value in values.items() if key != method}
+    run = MeasuredRun(
+        id=row_id, source=flags.get("source") or str(log.path),
+        confidence=flags.get("confidence") or ("medium" if layout_from_flags or missing else "high"),
+        step_time_s=values[method], mem_gib=max(memory) if memory else None,
+        notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes, extra=extra, **fields,
+    )
+    return run, problems
+
+
+def details_of(log: ParsedLog) -> str:
+    """A short JSON summary of what was recognised (for --verbose)."""
+    return json.dumps({
+        "timers": len(log.timers), "throughput": len(log.throughput), "megatron_iterations": len(log.megatron_iterations),
+        "flops_profile": log.flops_profile, "ds_config_keys": len(log.ds_config),
+        "ds_user_config": log.ds_user_config is not None, "megatron_args": len(log.megatron_args),
+        "problems": [str(p) for p in log.problems],
+    })
