@@ -64,6 +64,7 @@ def megatron_layout(args: dict[str, str]) -> dict:
         layout["kv_heads"] = layout["heads"]
     if "swiglu" in args:
         layout["mlp"] = "swiglu" if _truthy(args["swiglu"]) else "gelu"
+    layout["offload"] = "optimizer" if _truthy(args.get("optimizer_cpu_offload")) else "none"
     if "use_distributed_optimizer" in args:
         layout["zero"] = 1 if _truthy(args["use_distributed_optimizer"]) else 0
     if "sequence_parallel" in args:
@@ -188,18 +189,17 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     """One runs-CSV row from a parsed log and layout flags; (None, problems) if no step time was found."""
     problems = list(log.problems)
     from_log = megatron_layout(log.megatron_args) | deepspeed_layout(log)
+    megatron_batches = [e["global_batch"] for _, e in log.megatron_iterations if "global_batch" in e]
+    if "global_batch" not in from_log and megatron_batches:
+        from_log["global_batch"] = int(megatron_batches[-1])
     layout = dict(from_log)
     for key, value in flags.items():
         if key in LAYOUT_FIELDS and value is not None:
             if key in from_log and from_log[key] != value:
                 problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
             layout[key] = value
-    if "global_batch" not in layout:
-        megatron_batches = [e["global_batch"] for _, e in log.megatron_iterations if "global_batch" in e]
-        if megatron_batches:
-            layout["global_batch"] = int(megatron_batches[-1])
-        elif all(k in layout for k in ("micro_batch", "dp")):
-            layout["global_batch"] = layout["micro_batch"] * layout["dp"]
+    if "global_batch" not in layout and all(k in layout for k in ("micro_batch", "dp")):
+        layout["global_batch"] = layout["micro_batch"] * layout["dp"]  # no gradient accumulation known
     values, method = measurements(log, layout.get("global_batch"), skip)
     if method is None:
         problems.append(LogProblem(log.path, "no step time found (looked for Megatron 'elapsed time per iteration (ms)', "
@@ -208,7 +208,7 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     missing = [k for k in ("gpus", "layers", "hidden", "seq_len", "global_batch") if k not in layout]
     if missing:
         problems.append(LogProblem(log.path, f"layout incomplete, not in the log or flags: {', '.join(missing)} (pass --{missing[0].replace('_', '-')} ...)"))
-    layout_from_flags = [k for k in layout if k not in from_log and k != "cluster"]
+    layout_from_flags = [k for k in layout if k not in from_log and k != "cluster" and k in flags]
     memory = [gib for _, gib in log.max_memory_gib]
     notes = f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, median after skipping {skip} logged step(s)"
     if layout_from_flags:

@@ -1,0 +1,101 @@
+"""`planner ingest`: DeepSpeed and Megatron-LM logs -> runs-CSV rows (fixtures in tests/fixtures/logs)."""
+
+from pathlib import Path
+
+import pytest
+
+from planner.cli import main
+from planner.profile.deepspeed_logs import parse_log_file, parse_log_text, si_value
+from planner.profile.ingest import row_from_log
+from planner.profile.runs_csv import read_runs
+
+LOGS = Path(__file__).parent.parent / "fixtures" / "logs"
+
+
+def test_si_values_as_deepspeed_prints_them():
+    assert si_value("1.23 s") == pytest.approx(1.23)
+    assert si_value("456.7 ms") == pytest.approx(0.4567)
+    assert si_value("29.52 M") == pytest.approx(29.52e6)
+    assert si_value("1.2 B") == pytest.approx(1.2e9)
+    assert si_value("45.6 TFLOPS") == pytest.approx(45.6e12)
+    assert si_value("12 FLOPS") == 12 and si_value("3") == 3
+
+
+def test_megatron_log_gives_layout_and_median_step_time():
+    log = parse_log_file(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
+    run, problems = row_from_log(log, {"cluster": "dgx-a100-80gb"}, "m")
+    assert not problems
+    assert (run.gpus, run.tp, run.pp, run.dp, run.cp, run.vpp) == (8, 2, 1, 4, 1, 1)
+    assert (run.layers, run.hidden, run.heads, run.kv_heads, run.ffn, run.seq_len, run.vocab) == (24, 2048, 16, 16, 8192, 2048, 50304)
+    assert (run.micro_batch, run.global_batch, run.zero, run.offload, run.mlp) == (4, 256, 1, "none", "gelu")
+    assert (run.recompute, run.seq_parallel, run.dtype, run.confidence) == ("none", 1, "bf16", "high")
+    # Median of the logged intervals after the first (warm-up) one: 3725.9, 3718.4, 3731.0, 3722.6, 3716.8 ms.
+    assert run.step_time_s == pytest.approx(3.7226)
+    assert float(run.extra["tflops_per_gpu"]) == pytest.approx(159.7)
+    assert run.mem_gib == pytest.approx(31544.06640625 / 1024)
+
+
+def test_truncated_megatron_line_is_reported_with_file_and_line_and_skipped():
+    log = parse_log_file(LOGS / "megatron_deepspeed_truncated.log")
+    assert [str(p) for p in log.problems] == [
+        f"{LOGS / 'megatron_deepspeed_truncated.log'}:5: Megatron iteration line has no "
+        "'elapsed time per iteration (ms)' (truncated?); line skipped"]
+    flags = {"gpus": 1, "layers": 12, "hidden": 768, "heads": 12, "seq_len": 1024, "vocab": 50257, "dtype": "fp16"}
+    run, _ = row_from_log(log, flags, "md")
+    assert run.step_time_s == pytest.approx(1.3224)  # median of 1322.4, 1318.9, 1325.1 ms
+    assert float(run.extra["tflops_per_gpu"]) == pytest.approx(36.25)  # Megatron-DeepSpeed's "TFLOPs:" field
+    assert run.global_batch == 8 and run.confidence == "medium" and "from flags: gpus" in run.notes
+
+
+def test_flag_overrides_log_and_says_so():
+    log = parse_log_file(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
+    run, problems = row_from_log(log, {"micro_batch": 2}, "m")
+    assert run.micro_batch == 2
+    assert any("--micro-batch 2 overrides micro_batch=4 from the log" in str(p) for p in problems)
+
+
+def test_log_without_step_time_gives_no_row():
+    log = parse_log_text("hello\nworld\n", "empty.log")
+    run, problems = row_from_log(log, {}, "x")
+    assert run is None and "empty.log: no step time found" in str(problems[-1])
+
+
+def test_deepspeed_timer_lines_old_and_new_names():
+    text = "\n".join([
+        "[2023-04-01 10:00:00,000] [INFO] [logging.py:96:log_dist] [Rank 0] time (ms) | forward: 100.00 | backward: 200.00 | backward_inner: 150.00 | backward_allreduce: 50.00 | step: 30.00",
+        "[Rank 0] time (ms) | fwd_microstep: 90.00 | bwd_microstep: 190.00 | step_microstep: 20.00",
+        "[Rank 0] time (ms) | fwd: 90.00 | bwd: 190.00 | bwd_inner: 140.00 | bwd_allreduce: 50.00 | step: 20.00",
+        "[Rank 0] time (ms) | fwd: 92.00 | bwd: oops | step: 20.00",
+    ])
+    log = parse_log_text(text, "t.log")
+    assert [t["fwd"] for _, t in log.timers] == [0.1, 0.09]
+    assert len(log.micro_timers) == 1
+    assert [str(p) for p in log.problems] == ["t.log:4: wall_clock_breakdown entry 'bwd: oops' is not 'name: milliseconds'; line skipped"]
+    run, _ = row_from_log(log, {"gpus": 1, "global_batch": 8}, "t", skip=0)
+    assert run.step_time_s == pytest.approx((0.33 + 0.30) / 2)
+
+
+def test_cli_writes_and_appends_rows(tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    megatron = str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
+    assert main(["ingest", megatron, "--cluster", "dgx-a100-80gb", "--out", str(out)]) == 0
+    assert main(["ingest", megatron, "--cluster", "dgx-a100-80gb", "--out", str(out)]) == 2
+    assert "--force to overwrite" in capsys.readouterr().err
+    truncated = str(LOGS / "megatron_deepspeed_truncated.log")
+    assert main(["ingest", truncated, "--gpus", "1", "--layers", "12", "--hidden", "768", "--seq-len", "1024",
+                 "--out", str(out), "--append"]) == 0
+    assert "megatron_deepspeed_truncated.log:5:" in capsys.readouterr().err
+    runs, problems = read_runs(out)
+    assert not problems and [r.id for r in runs] == ["megatron_gpt_1p3b_tp2_dp4", "megatron_deepspeed_truncated"]
+
+
+def test_cli_exit_codes_for_logs_without_rows(tmp_path, capsys):
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing to see\n")
+    assert main(["ingest", str(empty)]) == 2
+    assert "no rows" in capsys.readouterr().err
+    megatron = str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
+    assert main(["ingest", megatron, str(empty)]) == 1  # one row printed, one log without a step time
+    captured = capsys.readouterr()
+    assert captured.out.startswith("id,") and "empty.log: no step time found" in captured.err
+    assert main(["ingest", str(tmp_path / "missing.log")]) == 2
