@@ -1,0 +1,139 @@
+"""`planner optimize`: the best N, D, GPU count and layout under a budget, with runners-up and why."""
+
+from __future__ import annotations
+
+import sys
+
+DEFAULT_CLUSTER = "dgx-h100"
+
+
+def register(subparsers, name: str) -> None:
+    parser = subparsers.add_parser(
+        name, help="choose model size, tokens, GPUs and layout under a GPU-hour, money or loss target",
+        description="Search model shapes x token counts x GPU counts x parallel layouts with the simulator and "
+                    "a loss law; print the best plan, materially different runners-up and the loss-vs-time frontier.")
+    parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
+    parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d)")
+    parser.add_argument("--gpus", type=int, help="use exactly this many GPUs")
+    parser.add_argument("--max-gpus", type=int, help="use at most this many GPUs")
+    parser.add_argument("--cluster", default=DEFAULT_CLUSTER, help=f"cluster spec name or YAML path (default {DEFAULT_CLUSTER})")
+    parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
+    parser.add_argument("--law", default=None, help="loss law name (see `planner laws`) or a law.yaml from `planner fit-law --out` (default epoch)")
+    parser.add_argument("--unique-tokens", help="unique training data available, like '2T' (switches to the data-constrained law)")
+    parser.add_argument("--target-loss", type=float, help="instead of maximising quality, find the cheapest plan reaching this loss")
+    parser.add_argument("--inference-tokens", help="tokens to be served later, like '1T': minimise training + inference compute")
+    parser.add_argument("--seq-len", type=int, default=4096, help="training sequence length (default 4096)")
+    parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size of the planned model (default 32000)")
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"])
+    parser.add_argument("--batch-rule", default="step-law", choices=["step-law", "deepseek"],
+                        help="optimal global batch law used to size and limit the batch (default step-law)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run)
+
+
+def solve(args):
+    """Parse the flags, run the search; shared with `planner report`."""
+    from planner.budget import build_constraints
+    from planner.errors import PlannerInputError
+    from planner.hardware import load_cluster
+    from planner.laws.registry import DEFAULT_LAW, load_law
+    from planner.search.optimize import optimize
+
+    cluster = load_cluster(args.cluster, args.cluster_dir)
+    constraints = build_constraints(
+        budget=args.budget, deadline=args.deadline, gpus=args.gpus, max_gpus=args.max_gpus,
+        unique_tokens=args.unique_tokens, target_loss=args.target_loss, inference_tokens=args.inference_tokens,
+        price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name)
+    if args.seq_len <= 0 or args.vocab <= 0:
+        raise PlannerInputError(f"--seq-len and --vocab must be positive, got {args.seq_len} and {args.vocab}")
+    law = load_law(args.law or DEFAULT_LAW, constraints.unique_tokens)
+    progress = sys.stderr.isatty() and not getattr(args, "json", False)
+    return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
+                    seq_len=args.seq_len, vocab=args.vocab, progress=progress)
+
+
+def result_json(result) -> dict:
+    return {
+        "status": result.status, "plan": result.plan, "alternatives": result.alternatives, "pareto": result.pareto,
+        "dropped": result.dropped, "candidates_scored": result.scored,
+        "combinations_skipped_invalid": result.skipped_invalid, "explanation": result.explanation,
+        "assumptions": result.assumptions, "elapsed_s": result.elapsed_s,
+    }
+
+
+def run(args) -> int:
+    from planner.render import to_json
+
+    result = solve(args)
+    if args.json:
+        print(to_json(result_json(result)))
+    else:
+        print(format_result(result))
+    return 0 if result.status == "ok" else 1
+
+
+def _plan_lines(plan: dict) -> list[str]:
+    from planner.render import human_bytes, human_count, human_seconds
+
+    s, lay = plan["shape"], plan["layout"]
+    cost = f", ${plan['cost_usd']:,.0f}" if plan.get("cost_usd") else ""
+    lines = [
+        f"  model      {human_count(plan['params'])} params (law N {human_count(plan['law_params'])}): "
+        f"{s['layers']} layers x {s['hidden']} hidden, {s['heads']} heads ({s['kv_heads']} kv), ffn {s['ffn']} {s['mlp']}, "
+        f"vocab {s['vocab']}, seq {s['seq_len']}",
+        f"  data       {human_count(plan['tokens'])} tokens ({plan['tokens_per_param']:.1f} per parameter), "
+        f"{plan['steps']:,.0f} steps of {lay['global_batch']} sequences",
+        f"  hardware   {plan['gpus']} GPUs on {plan['nodes']} node(s)",
+        f"  layout     tp={lay['tp']} pp={lay['pp']} dp={lay['dp']} vpp={lay['vpp']} zero={lay['zero']} offload={lay['offload']} "
+        f"micro_batch={lay['micro_batch']} grad_accum={lay['grad_accumulation']} recompute={lay['recompute']} "
+        f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}",
+        f"  speed      step {human_seconds(plan['step_time_s'])}, {plan['tokens_per_s']:,.0f} tokens/s, "
+        f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}%",
+        f"  memory     {human_bytes(plan['memory_bytes'])} per GPU of {human_bytes(plan['hbm_bytes'])} "
+        f"(headroom {human_bytes(plan['memory_headroom_bytes'])})",
+        f"  time/cost  {plan['wall_clock_days']:.1f} days wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
+        + (f" (incl. {plan['inference_gpu_hours']:,.0f} for inference)" if plan.get("inference_gpu_hours") else ""),
+        f"  loss       {plan['predicted_loss']:.3f} (80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f})",
+    ]
+    lines += [f"  warning    {w}" for w in plan.get("law_warnings", [])]
+    return lines
+
+
+def format_result(result) -> str:
+    from planner.render import human_count, table
+
+    a = result.assumptions
+    budget = (f"{a['budget_gpu_hours']:,.0f} GPU-hours" if a["budget_gpu_hours"] else "none") + (
+        f" (${a['budget_usd']:,.0f})" if a["budget_usd"] else "")
+    lines = [
+        f"cluster {a['cluster']} ({a['calibration']}); law {a['law']} ({a['law_source']}; N = {a['law_n_definition']} params)",
+        f"budget {budget}; deadline {a['deadline_s'] / 86400:.1f} d{' (default)' if a['deadline_is_default'] else ''}"
+        + (f"; target loss {a['target_loss']}" if a["target_loss"] else "")
+        + (f"; unique tokens {human_count(a['unique_tokens'])}" if a["unique_tokens"] else "")
+        + (f"; inference tokens {human_count(a['inference_tokens'])}" if a["inference_tokens"] else "")
+        + f"; {a['dtype']}, seq {a['seq_len']}",
+        f"searched {result.scored:,} candidate layouts over {a['models_searched']} model shapes "
+        f"({human_count(a['model_size_range'][0])}-{human_count(a['model_size_range'][1])} params) in {result.elapsed_s:.1f} s",
+        "",
+    ]
+    if result.status != "ok":
+        lines.append("no feasible plan:")
+        lines += [f"  {line}" for line in result.explanation]
+        return "\n".join(lines)
+    lines.append("chosen plan")
+    lines += _plan_lines(result.plan)
+    if result.alternatives:
+        lines += ["", "runners-up"]
+        rows = [[alt["label"], human_count(alt["params"]), human_count(alt["tokens"]), alt["gpus"],
+                 f"tp{alt['layout']['tp']} pp{alt['layout']['pp']} z{alt['layout']['zero']}",
+                 f"{100 * alt['mfu']:.0f}%", f"{alt['wall_clock_days']:.1f}", f"{alt['gpu_hours']:,.0f}",
+                 f"{alt['predicted_loss']:.3f}"] for alt in result.alternatives]
+        lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "days", "GPU-h", "loss"], rows, align="lrrrlrrrr"))
+    if result.pareto:
+        lines += ["", "loss vs wall-clock frontier (no plan is both faster and better)"]
+        rows = [[f"{p['wall_clock_days']:.2f}", p["gpus"], human_count(p["params"]), human_count(p["tokens"]),
+                 f"{p['predicted_loss']:.3f}"] for p in result.pareto]
+        lines.append(table(["days", "GPUs", "N", "D", "loss"], rows, align="rrrrr"))
+    dropped = ", ".join(f"{count:,} {reason}" for reason, count in result.dropped.items() if count)
+    lines += ["", f"dropped: {dropped or 'none'}"]
+    return "\n".join(lines)
