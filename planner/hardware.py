@@ -84,6 +84,9 @@ class Node(_Frozen):
     # Host-side Adam throughput for ZeRO-Offload, parameters updated per second per node (assumed
     # from DeepSpeed CPU-Adam figures unless calibrated).
     host_adam_params_per_s: float = Field(default=1.0e9, gt=0)
+    # True for CPU "devices": ranks split the node's cores between them (OMP_NUM_THREADS = cores / ranks),
+    # so a job with fewer ranks than accelerators_per_node gets proportionally more compute per rank.
+    compute_shared_by_ranks: bool = False
 
 
 class Network(_Frozen):

@@ -36,15 +36,28 @@ class RowResult:
         return self.predicted["step_time_s"] / self.run.step_time_s - 1.0
 
     @property
+    def predicted_memory_bytes(self) -> float | None:
+        """Predicted bytes comparable to the row's mem_gib: peak allocator memory, or only the model
+        states and buffers when the row counted tensors (CPU profiles: mem_method=counted-tensors)."""
+        if self.predicted is None:
+            return None
+        if self.run.extra.get("mem_method") == "counted-tensors":
+            return self.predicted["memory"]["model_states_bytes"]
+        return self.predicted["memory"]["total_bytes"]
+
+    @property
     def memory_error(self) -> float | None:
         if self.predicted is None or not self.run.mem_gib:
             return None
-        return self.predicted["memory"]["total_bytes"] / (self.run.mem_gib * 2**30) - 1.0
+        return self.predicted_memory_bytes / (self.run.mem_gib * 2**30) - 1.0
 
 
 def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = None) -> tuple[ModelSpec, Layout, ClusterSpec]:
     """Build (model, layout, cluster) from a runs-CSV row; raises PlannerInputError with the reason."""
     where = run.origin or f"row {run.id}"
+    status = (run.extra.get("status") or "ok").strip()
+    if status != "ok":
+        raise PlannerInputError(f"{where}: run status is {status!r}, not a measurement")
     missing = [name for name in REQUIRED if getattr(run, name) is None]
     if missing:
         raise PlannerInputError(f"{where}: missing {', '.join(missing)}")

@@ -25,7 +25,7 @@ def _row_json(row) -> dict:
         "predicted_step_time_s": row.predicted["step_time_s"],
         "step_time_error": row.step_error,
         "measured_mem_gib": row.run.mem_gib,
-        "predicted_mem_gib": row.predicted["memory"]["total_bytes"] / 2**30,
+        "predicted_mem_gib": row.predicted_memory_bytes / 2**30,
         "memory_error": row.memory_error,
         "fits": row.predicted["fits"],
         "mfu": row.predicted["mfu"],
@@ -65,7 +65,7 @@ def run(args) -> int:
             r.run.id, (r.run.source or "")[:34], r.cluster_name, r.run.gpus or "-",
             f"{r.run.step_time_s:.3f}" if r.run.step_time_s else "-", f"{p['step_time_s']:.3f}",
             f"{100 * r.step_error:+.1f}%" if r.step_error is not None else "-",
-            f"{r.run.mem_gib:.1f}" if r.run.mem_gib else "-", f"{p['memory']['total_bytes'] / 2**30:.1f}",
+            f"{r.run.mem_gib:.1f}" if r.run.mem_gib else "-", f"{r.predicted_memory_bytes / 2**30:.1f}",
             f"{100 * r.memory_error:+.1f}%" if r.memory_error is not None else "-",
         ])
     print(table(["id", "source", "cluster", "gpus", "step s", "pred s", "error", "mem GiB", "pred GiB", "mem err"],

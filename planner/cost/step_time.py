@@ -52,9 +52,19 @@ def overlap(compute, comm, eta):
     return np.maximum(compute, comm) + (1.0 - eta) * np.minimum(compute, comm)
 
 
+def rank_share(batch: CandidateBatch, cluster: ClusterSpec):
+    """How many accelerators' worth of compute one rank gets: 1 on GPUs; on a CPU node whose cores are
+    split between the ranks, accelerators_per_node / ranks on the node."""
+    if not cluster.node.compute_shared_by_ranks:
+        return 1.0
+    gpn = cluster.gpus_per_node
+    return gpn / np.minimum(gpn, batch.gpus)
+
+
 def peak_flops_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
+    """Peak FLOP/s available to one rank for each candidate's dtype."""
     peaks = np.array([getattr(cluster.accelerator.peak_flops, d) or np.nan for d in DTYPES])
-    return peaks[batch.dtype.astype(int)]
+    return peaks[batch.dtype.astype(int)] * rank_share(batch, cluster)
 
 
 def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak):
@@ -81,7 +91,7 @@ def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak):
     # Memory-bound kernels (norms, GELU/SwiGLU, dropout, residual adds, unfused softmax). Counting their
     # reads and writes in Korthikanti's breakdown gives about one pass over the layer's activation
     # bytes in forward (GEMM inputs/outputs are hidden under the GEMMs); backward is charged 2x.
-    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency
+    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch, cluster)
     elementwise_s = activation_bytes_per_layer(batch)["full"] / hbm
     return gemm_s, attention_s, elementwise_s
 
@@ -170,7 +180,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
 
     # Optimizer: HBM-bound Adam over this GPU's optimizer shard, or CPU-Adam when offloaded.
     opt_params = np.where(zero >= 1, params_local / d, params_local)
-    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency
+    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch, cluster)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
     offload_copies = 2.0 * w * opt_params / pcie + np.where(
