@@ -8,6 +8,7 @@ import numpy as np
 
 from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
+from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.layout import CandidateBatch, Layout, check_layout, single_batch
 from planner.model import ModelSpec
@@ -44,6 +45,12 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
     """The scalar path: validate, run the vectorised model on a batch of one, return plain numbers."""
     check_layout(model, layout)
     cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
+    capacity = cluster.max_nodes * cluster.gpus_per_node
+    if layout.gpus > capacity:
+        raise PlannerInputError(
+            f"layout needs {layout.gpus} GPUs but cluster {cluster.name!r} has max_nodes({cluster.max_nodes})"
+            f" * gpus_per_node({cluster.gpus_per_node}) = {capacity}"
+        )
     result = estimate(single_batch(model, layout), cluster)
     memory = _scalar(result.memory)
     time = _scalar(result.time)
