@@ -23,9 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from planner.hardware import ClusterSpec
-from planner.layout import DTYPE_BYTES, CandidateBatch
+from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 
 OPTIMIZER_BYTES_PER_PARAM = 16.0  # fp32 master 4 + Adam m 4 + v 4 + fp32 gradient partition 4 (DeepSpeed)
+FP32_OPTIMIZER_BYTES_PER_PARAM = 8.0  # fp32 training: Adam m 4 + v 4 (weights and grads are already fp32)
 HOST_BUFFER_FACTOR = 1.5  # DeepSpeed's additional_buffer_factor for CPU-side estimates
 # DeepSpeed defaults: reduce_bucket_size = 5e8 elements (ZeRO-1/2); stage3_prefetch_bucket_size = 5e7.
 ZERO12_BUCKET_ELEMENTS = 5e8
@@ -65,7 +66,10 @@ def model_state_bytes(params, batch: CandidateBatch) -> dict[str, np.ndarray]:
 
     weights = np.where(zero == 3, w * params / d, w * params)
     grads = np.where(zero == 3, 0.0, w * params)
-    optimizer = np.where(zero >= 1, OPTIMIZER_BYTES_PER_PARAM * params / d, OPTIMIZER_BYTES_PER_PARAM * params)
+    # fp32 training keeps no separate master copy or fp32 gradient partition: only Adam's m and v.
+    state = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp32"], FP32_OPTIMIZER_BYTES_PER_PARAM,
+                     OPTIMIZER_BYTES_PER_PARAM)
+    optimizer = np.where(zero >= 1, state * params / d, state * params)
     gathered = np.where(zero == 3, 2.0 * w * largest, 0.0)
 
     offloaded = np.where(offload_opt, optimizer, 0.0)

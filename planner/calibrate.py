@@ -1,0 +1,250 @@
+"""Fit the cost model's efficiency parameters to measured runs, and say honestly how well it predicts.
+
+The fit is robust least squares (scipy `least_squares`, soft-L1 loss) on log(predicted / measured)
+step time, over the parameters the data can identify, in a transformed space that keeps each one
+inside its physical bounds (fractions in (0, 1) through a logit, positive quantities through a log).
+A weak prior pulls every parameter toward its default, so a parameter the rows barely constrain
+stays near its assumed value instead of wandering.
+
+Identifiability: at the defaults, the Jacobian of log step time with respect to each parameter is
+measured by finite differences. A parameter whose column is tiny (the rows do not depend on it),
+or nearly a multiple of an already-chosen column (the rows cannot tell them apart), is left at its
+default and reported as such.
+
+Held-out error comes from k-fold cross-validation by group (by source when there are several, else
+by row): each fold is predicted by a fit that never saw it. Prediction intervals are the empirical
+quantiles of those held-out log-residuals.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from planner.cost.step_time import step_time
+from planner.errors import PlannerInputError
+from planner.hardware import ClusterSpec
+from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch
+from planner.model import ModelSpec
+from planner.profile.runs_csv import MeasuredRun
+from planner.validation import run_to_config
+
+# name -> (kind, lower, upper): "fraction" parameters live in (lower, upper) through a logit,
+# "positive" ones in (lower, upper) through a log.
+PARAMETERS = {
+    "matmul_peak_fraction": ("fraction", 0.02, 1.0),
+    "matmul_half_size": ("positive", 1.0, 1e5),
+    "attention_relative_efficiency": ("fraction", 0.05, 1.5),
+    "hbm_efficiency": ("fraction", 0.02, 1.0),
+    "scale_up_bandwidth_efficiency": ("fraction", 0.005, 1.0),
+    "scale_out_bandwidth_efficiency": ("fraction", 0.005, 1.0),
+    "dp_overlap": ("fraction", 0.0, 1.0),
+    "tp_overlap": ("fraction", 0.0, 1.0),
+    "step_overhead_s": ("positive", 1e-4, 1e3),
+    "microbatch_overhead_s": ("positive", 1e-5, 1e2),
+}
+PRIOR_WEIGHT = 0.1  # residual weight of each parameter's pull toward its default (in transformed units)
+MIN_SENSITIVITY = 0.01  # rms change of log step time per unit change of the transformed parameter
+MAX_COLLINEARITY = 0.98  # |cosine| above which a column adds nothing new
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured row ready to simulate."""
+
+    run: MeasuredRun
+    model: ModelSpec
+    layout: Layout
+    group: str
+
+
+def _start_value(cluster: ClusterSpec, name: str) -> float:
+    value = getattr(cluster.efficiency, name)
+    if name == "matmul_half_size" and value is None:
+        return cluster.matmul_half_size("bf16")
+    if name in ("step_overhead_s", "microbatch_overhead_s") and value <= 0:
+        return PARAMETERS[name][1] * 10  # zero sits on the log bound; start just inside it
+    return value
+
+
+def _to_free(name: str, value: float) -> float:
+    kind, low, high = PARAMETERS[name]
+    # A default sitting on a bound (tp_overlap = 0) starts just inside it, where the fit can move it.
+    margin = 0.02 * (high - low) if kind == "fraction" else 0.0
+    value = min(max(value, low + margin + 1e-9 * (high - low)), high - margin - 1e-9 * (high - low))
+    if kind == "fraction":
+        x = (value - low) / (high - low)
+        return float(np.log(x / (1 - x)))
+    return float(np.log(value))
+
+
+def _from_free(name: str, free: float) -> float:
+    kind, low, high = PARAMETERS[name]
+    if kind == "fraction":
+        return float(low + (high - low) / (1 + np.exp(-free)))
+    return float(min(max(np.exp(free), low), high))
+
+
+def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec) -> tuple[list[Sample], list[str]]:
+    """Rows with a measured step time that simulate on this cluster; the rest with reasons."""
+    samples, skipped = [], []
+    clusters = {cluster.name: cluster}
+    base_name = cluster.name.removesuffix(".calibrated")
+    for run in runs:
+        if not run.step_time_s:
+            skipped.append(f"{run.origin or run.id}: no measured step time")
+            continue
+        if run.cluster not in (cluster.name, base_name):
+            skipped.append(f"{run.origin or run.id}: cluster {run.cluster!r} is not {base_name!r}")
+            continue
+        try:
+            model, layout, _ = run_to_config(run, clusters={run.cluster: cluster})
+        except PlannerInputError as error:
+            skipped.append(str(error))
+            continue
+        samples.append(Sample(run, model, layout, run.source or "(no source)"))
+    return samples, skipped
+
+
+def sample_batch(samples: list[Sample]):
+    """All rows as one candidate batch, so each evaluation of the fit is one vectorised call."""
+    layouts = [s.layout for s in samples]
+    column = lambda f: np.array([f(l) for l in layouts])  # noqa: E731
+    return build_batch(
+        [s.model for s in samples], np.arange(len(samples)),
+        tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
+        vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
+        offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
+        global_batch=column(lambda l: l.global_batch), recompute=column(lambda l: RECOMPUTE_CODES[l.recompute]),
+        seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention),
+        dtype=column(lambda l: DTYPE_CODES[l.dtype]),
+    )
+
+
+def predict(samples: list[Sample], cluster: ClusterSpec, batch=None) -> np.ndarray:
+    """Predicted step times of the rows (the same vectorised code `simulate` runs)."""
+    return step_time(batch if batch is not None else sample_batch(samples), cluster)["step_time_s"]
+
+
+def _cluster_with(cluster: ClusterSpec, names: list[str], free: np.ndarray) -> ClusterSpec:
+    return cluster.with_efficiency(**{n: _from_free(n, f) for n, f in zip(names, free)})
+
+
+def _log_residuals(samples, cluster, names, free, batch=None) -> np.ndarray:
+    measured = np.array([s.run.step_time_s for s in samples])
+    return np.log(predict(samples, _cluster_with(cluster, names, free), batch) / measured)
+
+
+def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(PARAMETERS)) -> tuple[list[str], dict]:
+    """Parameters the rows can pin down, and why each other one is left at its default."""
+    base = np.array([_to_free(n, _start_value(cluster, n)) for n in candidates])
+    batch = sample_batch(samples)
+    r0 = _log_residuals(samples, cluster, list(candidates), base, batch)
+    columns, reasons = {}, {}
+    for i, name in enumerate(candidates):
+        shifted = base.copy()
+        shifted[i] += 0.5
+        column = (_log_residuals(samples, cluster, list(candidates), shifted, batch) - r0) / 0.5
+        columns[name] = column
+    chosen: list[str] = []
+    for name in sorted(candidates, key=lambda n: -np.linalg.norm(columns[n])):
+        column = columns[name]
+        sensitivity = float(np.sqrt(np.mean(column**2)))
+        if sensitivity < MIN_SENSITIVITY:
+            reasons[name] = f"no measurable effect on these rows (sensitivity {sensitivity:.2g})"
+            continue
+        similar = [c for c in chosen if abs(np.dot(column, columns[c])) /
+                   (np.linalg.norm(column) * np.linalg.norm(columns[c])) > MAX_COLLINEARITY]
+        if similar:
+            reasons[name] = f"indistinguishable from {similar[0]} on these rows"
+            continue
+        chosen.append(name)
+    return chosen, reasons
+
+
+def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str]) -> ClusterSpec:
+    """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies."""
+    if not names:
+        return cluster
+    start = np.array([_to_free(n, _start_value(cluster, n)) for n in names])
+    batch = sample_batch(samples)
+
+    def residuals(free):
+        data = _log_residuals(samples, cluster, names, free, batch)
+        return np.concatenate([data, PRIOR_WEIGHT * (free - start)])
+
+    solution = least_squares(residuals, start, loss="soft_l1", f_scale=0.02, diff_step=1e-3, max_nfev=200 * len(names))
+    return _cluster_with(cluster, names, solution.x)
+
+
+def _folds(samples: list[Sample], k: int) -> list[np.ndarray]:
+    groups = sorted({s.group for s in samples})
+    if len(groups) >= 2:
+        labels = np.array([groups.index(s.group) for s in samples]) % min(k, len(groups))
+    else:
+        labels = np.arange(len(samples)) % k
+    return [np.flatnonzero(labels == f) for f in range(labels.max() + 1)]
+
+
+def _stats(errors: np.ndarray) -> dict:
+    absolute = np.abs(errors)
+    return {"rows": int(len(errors)), "mape": float(absolute.mean()), "median_ape": float(np.median(absolute)),
+            "worst_ape": float(absolute.max()), "bias": float(errors.mean())}
+
+
+def cross_validate(samples, cluster, names, k: int = 5) -> np.ndarray:
+    """Held-out predictions (each fold predicted by a fit on the other folds)."""
+    predicted = np.empty(len(samples))
+    for fold in _folds(samples, k):
+        train = [s for i, s in enumerate(samples) if i not in set(fold)]
+        fitted = fit(train, cluster, names) if train else cluster
+        predicted[fold] = predict([samples[i] for i in fold], fitted)
+    return predicted
+
+
+def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: list[Sample] | None = None) -> dict:
+    """Fit on `samples`; report error before/after on them and on held-out rows (given or k-fold)."""
+    if len(samples) < 3:
+        raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
+    measured = np.array([s.run.step_time_s for s in samples])
+    names, not_identified = identifiable(samples, cluster)
+    fitted = fit(samples, cluster, names)
+    before = predict(samples, cluster) / measured - 1
+    after = predict(samples, fitted) / measured - 1
+    report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in names},
+              "defaults": {n: _start_value(cluster, n) for n in PARAMETERS},
+              "left_at_default": not_identified, "train": {"before": _stats(before), "after": _stats(after)},
+              "cluster": fitted}
+    if holdout:
+        held_measured = np.array([s.run.step_time_s for s in holdout])
+        held_before = predict(holdout, cluster) / held_measured - 1
+        held_after = predict(holdout, fitted) / held_measured - 1
+        report["heldout_kind"] = "given hold-out rows"
+    else:
+        held_measured = measured
+        held_before = before
+        held_after = cross_validate(samples, cluster, names, k) / measured - 1
+        report["heldout_kind"] = f"{len(_folds(samples, k))}-fold cross-validation by {'source' if len({s.group for s in samples}) >= 2 else 'row'}"
+    report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
+    log_residuals = np.log1p(held_after)
+    report["prediction_interval_90"] = [float(np.expm1(np.quantile(log_residuals, 0.05))),
+                                        float(np.expm1(np.quantile(log_residuals, 0.95)))]
+    return report
+
+
+def calibrated_spec_mapping(raw: dict, report: dict, sources: list[str], rows: int) -> dict:
+    """The original spec mapping with the fitted efficiency block, a new name and the provenance."""
+    fitted: ClusterSpec = report["cluster"]
+    efficiency = {k: v for k, v in fitted.efficiency.model_dump(by_alias=True).items() if v is not None}
+    date = _dt.date.today().isoformat()
+    held = report["heldout"]["after"]["mape"]
+    mapping = dict(raw)
+    mapping["name"] = f"{raw['name']}.calibrated"
+    mapping["efficiency"] = efficiency
+    mapping["calibration"] = (f"calibrated {date} on {rows} rows of {', '.join(sources)}; fitted "
+                              f"{', '.join(report['fitted_parameters']) or 'nothing'}; held-out step-time MAPE "
+                              f"{100 * held:.1f}% ({report['heldout_kind']})")
+    return mapping

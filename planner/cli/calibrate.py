@@ -1,0 +1,92 @@
+"""`planner calibrate RUNS.csv... --cluster NAME`: fit efficiencies, report train and held-out error, write a spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers, name: str) -> None:
+    parser = subparsers.add_parser(
+        name, help="fit the cost model's efficiency parameters to measured runs of one cluster",
+        description="Fit matmul efficiency vs size, bandwidth efficiencies, overlap and overheads to the measured "
+                    "step times of the rows on --cluster, by robust least squares. Prints error before/after on "
+                    "the fitted rows and on held-out rows, and writes cluster_specs/<name>.calibrated.yaml.")
+    parser.add_argument("runs", nargs="+", metavar="RUNS.csv")
+    parser.add_argument("--cluster", required=True, help="cluster spec name (or YAML path) whose rows to fit")
+    parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in (and to write into)")
+    parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
+                        help="hold out every row whose source starts with SOURCE (repeatable); default: k-fold by source")
+    parser.add_argument("--folds", type=int, default=5, help="k for k-fold cross-validation (default 5)")
+    parser.add_argument("--out", metavar="FILE.yaml", help="where to write the calibrated spec "
+                        "(default <cluster-dir>/<name>.calibrated.yaml)")
+    parser.add_argument("--no-write", action="store_true", help="report only; write no spec")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing calibrated spec")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import yaml
+
+    from planner.calibrate import calibrate, calibrated_spec_mapping, load_samples
+    from planner.errors import PlannerInputError
+    from planner.hardware import default_cluster_dir, load_cluster, parse_cluster_spec
+    from planner.io import write_text_atomic
+    from planner.profile.runs_csv import read_runs
+    from planner.render import table, to_json
+
+    if args.folds < 2:
+        raise PlannerInputError(f"--folds: expected 2 or more, got {args.folds}")
+    cluster = load_cluster(args.cluster, args.cluster_dir)
+    runs, problems = [], []
+    for path in args.runs:
+        file_runs, file_problems = read_runs(path)
+        runs += file_runs
+        problems += file_problems
+    samples, skipped = load_samples(runs, cluster)
+    holdout = None
+    if args.holdout_source:
+        holdout = [s for s in samples if any((s.run.source or "").startswith(h) for h in args.holdout_source)]
+        samples = [s for s in samples if s not in holdout]
+        if not holdout:
+            raise PlannerInputError(f"--holdout-source: no rows on {cluster.name} have a source starting with "
+                                    f"{' or '.join(map(repr, args.holdout_source))}")
+    report = calibrate(samples, cluster, k=args.folds, holdout=holdout)
+    sources = sorted({s.run.source or "(no source)" for s in samples})
+    written = None
+    if not args.no_write:
+        raw = yaml.safe_load(Path(cluster.source_file).read_text(encoding="utf-8"))
+        mapping = calibrated_spec_mapping(raw, report, [Path(p).name for p in args.runs], len(samples))
+        folder = Path(args.cluster_dir) if args.cluster_dir else default_cluster_dir()
+        target = Path(args.out) if args.out else folder / f"{mapping['name']}.yaml"
+        parse_cluster_spec(mapping, str(target))  # the file we write must load
+        header = "".join(f"# {name}: {value:.6g} (fitted)\n" for name, value in report["fitted_parameters"].items())
+        header += "".join(f"# {name}: left at default ({why})\n" for name, why in report["left_at_default"].items())
+        text = f"# {mapping['calibration']}\n# written by `planner calibrate`\n{header}" + yaml.safe_dump(mapping, sort_keys=False)
+        written = str(write_text_atomic(target, text, force=args.force))
+    out = {k: v for k, v in report.items() if k != "cluster"}
+    out.update({"rows_fitted": len(samples), "rows_held_out": len(holdout or []), "skipped_rows": skipped,
+                "unreadable_rows": [str(p) for p in problems], "written": written, "sources": sources})
+    if args.json:
+        print(to_json(out))
+        return 0
+    print(f"cluster {cluster.name}: fitted on {len(samples)} rows from {len(sources)} source(s)"
+          + (f", {len(holdout)} rows held out" if holdout else ""))
+    for problem in problems:
+        print(f"unreadable: {problem}")
+    print(f"skipped {len(skipped)} rows (other clusters, no step time, or not simulatable)")
+    rows = [[name, f"{report['defaults'][name]:.4g}", f"{value:.4g}"] for name, value in report["fitted_parameters"].items()]
+    rows += [[name, f"{report['defaults'][name]:.4g}", f"default: {why}"] for name, why in report["left_at_default"].items()]
+    print(table(["parameter", "default", "calibrated"], rows, align="lrl"))
+    stat_rows = []
+    for label, key in (("fitted rows", "train"), (f"held-out ({report['heldout_kind']})", "heldout")):
+        for when in ("before", "after"):
+            s = report[key][when]
+            stat_rows.append([label, when, s["rows"], f"{100 * s['mape']:.1f}%", f"{100 * s['median_ape']:.1f}%",
+                              f"{100 * s['worst_ape']:.1f}%", f"{100 * s['bias']:+.1f}%"])
+    print(table(["rows", "model", "n", "MAPE", "median", "worst", "bias"], stat_rows, align="llrrrrr"))
+    low, high = report["prediction_interval_90"]
+    print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
+    if written:
+        print(f"wrote {written} (use --cluster {Path(written).stem})")
+    return 0
