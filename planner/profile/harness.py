@@ -16,6 +16,7 @@ goes on.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import statistics
@@ -154,21 +155,19 @@ def worker_spec(config: ProfileConfig, settings: RunSettings) -> dict:
 
 
 def kill_group(process: subprocess.Popen) -> None:
-    """SIGTERM the launcher's whole process group, then SIGKILL what is left after a grace period."""
-    for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            # The launcher may exit before its ranks; make sure nobody in the group survives.
-            os.killpg(process.pid, signal.SIGKILL)
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            pass
-        return
+    """SIGTERM the launcher's whole process group (ranks included), SIGKILL it after a grace period."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # everyone already gone
+    try:
+        process.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    # The launcher may have exited while ranks linger; nobody in the group outlives this.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _tail(path: Path, lines: int = 30) -> list[str]:
@@ -267,14 +266,14 @@ def summarize_result(result: dict) -> dict:
         family["bytes"] += entry["volume_bytes_per_step"]
         family["calls"] += entry["calls_per_step"]
     comm_s = sum(e["latency_ms_per_call"]["total_per_step"] for e in ranks[0]["collectives"].values()) / 1000
-    if env["accelerator"] == "cuda":
-        method, mem_bytes, offloaded = "cuda-allocator-peak", max(r["peak_allocator_bytes"] for r in ranks), 0
+    if env["accelerator"] != "cpu":
+        method, mem_bytes, offloaded = "allocator-peak", max(r["peak_allocator_bytes"] for r in ranks), 0
     else:
         probes = [m for r in ranks for m in r["memory"].values() if m]
         method = "counted-tensors"
         mem_bytes = max(m["device_bytes"] for m in probes)
         offloaded = max(m["offloaded_bytes"] for m in probes)
-    mem_text = ("CUDA allocator peak" if method == "cuda-allocator-peak" else
+    mem_text = (f"{env['accelerator']} allocator peak per rank" if method == "allocator-peak" else
                 "counted param+grad+optimizer+ZeRO-buffer tensor bytes per rank (activations excluded; offloaded state excluded)")
     threads = f", OMP_NUM_THREADS={env['omp_num_threads']}" if env.get("omp_num_threads") else ""
     notes = (f"{env['world_size']} rank(s) on {env['device_model']} via {env['backend']}{threads}; "

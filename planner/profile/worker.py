@@ -269,77 +269,83 @@ def _cpu_model() -> str:
     return platform.processor() or "cpu"
 
 
-def train_and_measure(spec: dict) -> dict | None:
+def start_engine(spec: dict):
+    """Initialise distributed DeepSpeed on this rank's accelerator and wrap a fresh TinyGPT."""
     import deepspeed
-    import deepspeed.comm as dist
     import torch
     from deepspeed.accelerator import get_accelerator
-    from deepspeed.comm.comm import comms_logger
 
     if spec.get("log_level"):
         from deepspeed.utils.logging import set_log_level_from_string
 
         set_log_level_from_string(spec["log_level"])
     accelerator = get_accelerator()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if accelerator.device_name() == "cpu":
         # DeepSpeed would otherwise JIT-compile its shared-memory allreduce op at init.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     else:
-        accelerator.set_device(local_rank)
+        accelerator.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name())
-    rank, world = dist.get_rank(), dist.get_world_size()
-    recorder = CollectiveRecorder(comms_logger)
-
     torch.manual_seed(1234)
     model, breakdown = build_model(spec)
     config = deepspeed_config(spec)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
-    device = engine.device
-    generator = torch.Generator().manual_seed(1000 + rank)
-    tokens = torch.randint(0, spec["vocab"], (spec["micro_batch"], spec["seq_len"] + 1), generator=generator)
-    inputs, targets = tokens[:, :-1].contiguous().to(device), tokens[:, 1:].contiguous().to(device)
-    grad_accum = spec.get("grad_accum", 1)
+    return engine, accelerator, config, breakdown
 
+
+def run_steps(engine, accelerator, spec: dict, recorder: CollectiveRecorder) -> dict:
+    """Warm-up then measured steps on one fixed random batch; memory is probed in the last warm-up step."""
+    import deepspeed.comm as dist
+    import torch
+
+    generator = torch.Generator().manual_seed(1000 + dist.get_rank())
+    tokens = torch.randint(0, spec["vocab"], (spec["micro_batch"], spec["seq_len"] + 1), generator=generator)
+    inputs, targets = tokens[:, :-1].contiguous().to(engine.device), tokens[:, 1:].contiguous().to(engine.device)
+    on_cpu, offload = accelerator.device_name() == "cpu", spec.get("offload", "none")
     memory = {"after_backward": None, "after_step": None}
     step_times, breakdowns = [], []
-    total_steps = spec["warmup"] + spec["steps"]
-    for step in range(total_steps):
-        measuring = step >= spec["warmup"]
-        probe_memory = step == spec["warmup"] - 1 or (spec["warmup"] == 0 and step == 0)
-        if measuring and step == spec["warmup"]:
+    for step in range(spec["warmup"] + spec["steps"]):
+        measuring, probe = step >= spec["warmup"], step == max(0, spec["warmup"] - 1)
+        if step == spec["warmup"]:
             dist.barrier()
-            if accelerator.device_name() == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+            if not on_cpu:
+                accelerator.reset_peak_memory_stats()
             recorder.recording = True
         accelerator.synchronize()
         started = time.perf_counter()
-        for micro in range(grad_accum):
+        for micro in range(spec.get("grad_accum", 1)):
             loss = engine(inputs, targets)
             engine.backward(loss)
-            if probe_memory and micro == grad_accum - 1:
-                memory["after_backward"] = counted_tensor_bytes(engine, spec.get("offload", "none"))
+            if probe and micro == spec.get("grad_accum", 1) - 1:
+                memory["after_backward"] = counted_tensor_bytes(engine, offload)
             engine.step()
         accelerator.synchronize()
         elapsed = time.perf_counter() - started
-        if probe_memory:
-            memory["after_step"] = counted_tensor_bytes(engine, spec.get("offload", "none"))
+        if probe:
+            memory["after_step"] = counted_tensor_bytes(engine, offload)
         if measuring:
             step_times.append(elapsed)
             breakdowns.append({k: v / 1000.0 for k, v in engine.get_wall_clock_timers().items()})
     recorder.recording = False
     final_loss = loss.item()
     if not math.isfinite(final_loss):
-        raise RuntimeError(f"loss is not finite after {total_steps} steps: {final_loss}")
-
-    peak_allocator = None
-    if accelerator.device_name() == "cuda":
-        peak_allocator = torch.cuda.max_memory_allocated()
-    mine = {
-        "rank": rank, "step_times_s": step_times, "breakdowns": breakdowns, "memory": memory,
-        "peak_allocator_bytes": peak_allocator, "loss": final_loss,
-        "collectives": collective_summary(recorder.calls, max(1, spec["steps"]), world),
+        raise RuntimeError(f"loss is not finite after {len(step_times)} measured steps: {final_loss}")
+    return {
+        "step_times_s": step_times, "breakdowns": breakdowns, "memory": memory, "loss": final_loss,
+        "peak_allocator_bytes": None if on_cpu else accelerator.max_memory_allocated(),
     }
+
+
+def train_and_measure(spec: dict) -> dict | None:
+    """Run one configuration on this rank; rank 0 returns everything all ranks measured."""
+    import deepspeed.comm as dist
+    from deepspeed.comm.comm import comms_logger
+
+    recorder = CollectiveRecorder(comms_logger)
+    engine, accelerator, config, breakdown = start_engine(spec)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = {"rank": rank, **run_steps(engine, accelerator, spec, recorder),
+            "collectives": collective_summary(recorder.calls, max(1, spec["steps"]), world)}
     # The comms logger calls exit(0) on ops it has no bandwidth formula for (all_gather_object).
     comms_logger.enabled = False
     everyone = [None] * world
