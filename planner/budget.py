@@ -50,9 +50,13 @@ def build_constraints(*, budget: str | None, deadline: str | None, gpus: int | N
                       unique_tokens: str | None, target_loss: float | None, inference_tokens: str | None,
                       price_per_gpu_hour: float | None, cluster_name: str) -> Constraints:
     """Parse and cross-check the optimize flags."""
-    if budget is None and target_loss is None:
-        raise PlannerInputError("give --budget (e.g. '10000gpuh' or '$2M') or --target-loss (e.g. 2.1)")
+    if budget is None and target_loss is None and not (gpus and deadline):
+        raise PlannerInputError("give --budget (e.g. '10000gpuh' or '$2M'), --target-loss (e.g. 2.1), "
+                                "or both --gpus and --deadline (the budget is then all of those GPUs for that long)")
     gpu_seconds, money = parse_budget(budget, price_per_gpu_hour, cluster_name) if budget is not None else (None, None)
+    if gpu_seconds is None and target_loss is None:
+        # "1,024 H100s for 30 days": the budget is every GPU for the whole deadline.
+        gpu_seconds = gpus * units.parse_duration(deadline, "--deadline")
     if gpus is not None and gpus <= 0:
         raise PlannerInputError(f"--gpus: expected a positive whole number, got {gpus}")
     if max_gpus is not None and max_gpus <= 0:

@@ -261,9 +261,14 @@ FAMILY_VOCAB = 32000   # assumed default tokenizer size for planned models (Llam
 
 def family_model(depth: int, aspect_ratio: int = 128, seq_len: int = 4096, vocab: int = FAMILY_VOCAB,
                  gqa_group: int = 1) -> ModelSpec:
-    """A Llama-style model at `depth` layers: width = depth x aspect_ratio rounded to whole 128-wide heads;
+    """A Llama-style model at `depth` layers: width = depth x aspect_ratio rounded to whole 128-wide heads
+    (whole groups of 8 heads from width 2048);
     SwiGLU ffn rounded to 256 as Llama does; kv heads = heads / gqa_group (rounded to a divisor)."""
-    hidden = max(FAMILY_HEAD_DIM, FAMILY_HEAD_DIM * round(depth * aspect_ratio / FAMILY_HEAD_DIM))
+    # Widths of 2048 and up come in whole groups of 8 heads (multiples of 1024, as in Llama/GPT-3), so
+    # 8 kv heads and tp up to 8 divide them; smaller widths are whole 128-wide heads.
+    width = depth * aspect_ratio
+    step = FAMILY_HEAD_DIM * 8 if width >= 2048 else FAMILY_HEAD_DIM
+    hidden = max(FAMILY_HEAD_DIM, step * round(width / step))
     heads = hidden // FAMILY_HEAD_DIM
     kv_heads = max(1, heads // gqa_group)
     while heads % kv_heads:
