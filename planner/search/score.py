@@ -26,8 +26,10 @@ from planner.layout import DTYPE_CODES, build_batch
 DROP_REASONS = (
     "does not fit GPU memory",
     "offload exceeds host memory",
-    "global batch above the batch-size limit",
+    # Before the batch check: a plan whose serving eats the whole budget trains 0 tokens, and the
+    # batch limit at D = 0 would otherwise be blamed for it.
     "inference alone exceeds the budget",
+    "global batch above the batch-size limit",
     "target loss unreachable at this model size",
     "misses the deadline",
     "over the budget",
@@ -96,8 +98,8 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     checks = [
         ~result.fits,
         ~result.memory["host_fits"],
-        global_batch * seq_len > limit,
         (inference_gpu_s >= c.gpu_seconds) if (c.inference_tokens and c.gpu_seconds) else np.zeros(len(gpus), bool),
+        global_batch * seq_len > limit,
         ~np.isfinite(tokens) if c.target_loss is not None else np.zeros(len(gpus), bool),
         wall > c.deadline_s * (1 + 1e-9),
         (gpu_seconds > c.gpu_seconds * (1 + 1e-9)) if c.gpu_seconds is not None else np.zeros(len(gpus), bool),
