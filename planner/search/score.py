@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.budget import Constraints
-from planner.cost.estimate import estimate
+from planner.cost.memory import per_gpu_memory
+from planner.cost.step_time import step_time
 from planner.cost.goodput import goodput
 from planner.hardware import ClusterSpec
 from planner.laws import batch_size
@@ -72,14 +73,25 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         recompute=arrays["recompute"], seq_parallel=arrays["tp"] > 1, flash_attention=True,
         dtype=DTYPE_CODES[problem.dtype],
     )
-    result = estimate(batch, problem.cluster)
+    # Memory is cheap; step time is only computed for candidates that fit (the rest are dropped anyway).
+    memory = per_gpu_memory(batch, problem.cluster)
+    fits = memory["fits"] & memory["host_fits"]
+    fitting = np.flatnonzero(fits)
+    time_parts = step_time(batch.take(fitting), problem.cluster)
+    n = len(batch)
+
+    def spread(values):  # back to the whole chunk; non-fitting candidates get NaN
+        out = np.full(n, np.nan)
+        out[fitting] = values
+        return out
+
+    tokens_per_s = spread(time_parts["tokens_per_s"])
     mi = arrays["model_index"]
     gpus = arrays["gpus"].astype(float)
-    tokens_per_s = result.time["tokens_per_s"]
     gp = goodput(problem.total_params[mi], gpus, problem.cluster)["goodput"]
     effective_rate = tokens_per_s * gp
     c = problem.constraints
-    flops_rate = result.time["tflops_per_gpu"] * 1e12 * gpus  # achieved model FLOP/s of the job
+    flops_rate = spread(time_parts["tflops_per_gpu"]) * 1e12 * gpus  # achieved model FLOP/s of the job
     inference_gpu_s = (2.0 * problem.total_params[mi] * c.inference_tokens / flops_rate * gpus
                        if c.inference_tokens else np.zeros(len(gpus)))
 
@@ -96,8 +108,8 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     limit = batch_size.max_batch_tokens(np.maximum(tokens, 1.0), problem.nonembedding_params[mi], problem.batch_rule)
 
     checks = [
-        ~result.fits,
-        ~result.memory["host_fits"],
+        ~memory["fits"],
+        ~memory["host_fits"],
         (inference_gpu_s >= c.gpu_seconds) if (c.inference_tokens and c.gpu_seconds) else np.zeros(len(gpus), bool),
         global_batch * seq_len > limit,
         ~np.isfinite(tokens) if c.target_loss is not None else np.zeros(len(gpus), bool),
@@ -110,6 +122,6 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     return {
         "feasible": drop_code < 0, "drop_code": drop_code, "loss": loss, "tokens": tokens, "wall_s": wall,
         "gpu_seconds": gpu_seconds, "inference_gpu_seconds": inference_gpu_s, "tokens_per_s": tokens_per_s,
-        "step_time_s": result.time["step_time_s"], "mfu": result.time["mfu"], "goodput": gp,
-        "global_batch": global_batch, "memory_bytes": result.memory["total_bytes"],
+        "step_time_s": spread(time_parts["step_time_s"]), "mfu": spread(time_parts["mfu"]), "goodput": gp,
+        "global_batch": global_batch, "memory_bytes": memory["total_bytes"],
     }
