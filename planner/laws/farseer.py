@@ -41,6 +41,7 @@ class FarseerLaw(LossLaw):
 
     def predict(self, N, D) -> np.ndarray:
         x = as_array(N) / N_REF
-        floor = np.exp(self.a3 * x**self.gamma + self.b3)
-        data_term = np.exp(self.a2 * x**self.beta + self.b2) * as_array(D) ** -self.data_exponent(N)
+        with np.errstate(over="ignore"):  # far outside the fitted range a term may overflow to inf
+            floor = np.exp(self.a3 * x**self.gamma + self.b3)
+            data_term = np.exp(self.a2 * x**self.beta + self.b2) * as_array(D) ** -self.data_exponent(N)
         return floor + data_term

@@ -1,0 +1,104 @@
+"""`planner fit-law` and `planner laws` end to end: outputs, saved laws, and every bad-input class."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from planner.laws.registry import load_law
+
+FAST = ["--bootstrap", "0", "--n-starts", "5"]
+
+
+def write_csv(path, rows, header="N,D,loss"):
+    path.write_text(header + "\n" + "\n".join(",".join(str(v) for v in r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def good_rows():
+    rng = np.random.default_rng(0)
+    N = np.exp(rng.uniform(np.log(5e7), np.log(5e9), 40))
+    D = N * np.exp(rng.uniform(np.log(2.0), np.log(200.0), 40))
+    L = 1.8 + 480 * N**-0.35 + 2100 * D**-0.37
+    return [list(r) for r in zip(N, D, L)]
+
+
+def test_fit_law_saves_a_law_that_load_law_reads(cli, tmp_path, epoch_csv):
+    out = tmp_path / "law.yaml"
+    code, stdout, stderr = cli(["fit-law", epoch_csv, "--drop-highest-loss", "5", "--bootstrap", "20",
+                                "--out", out, "--name", "epoch-refit"])
+    assert code == 0, stderr
+    assert "alpha" in stdout and "extrapolation" in stdout and "C=1e+24" in stdout
+    law = load_law(str(out))
+    assert law.name == "epoch-refit" and law.samples.shape == (20, 5)
+    assert law.coefficients()["alpha"] == pytest.approx(0.347, abs=0.01)
+    low, high = law.predict_interval(7e10, 1.4e12)
+    assert low < law.predict(7e10, 1.4e12) < high
+    # Saved once; a second run without --force refuses and leaves the file as it was.
+    before = out.read_text()
+    code, _, stderr = cli(["fit-law", epoch_csv, *FAST, "--out", out])
+    assert code == 2 and "--force" in stderr and out.read_text() == before
+
+
+def test_fit_law_json_on_gemstones_checkpoints(cli, gemstones_hot):
+    code, stdout, stderr = cli(["fit-law", gemstones_hot, "--json", "--holdout-n-above", "600M", *FAST])
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["data"]["runs"] == 22 and report["data"]["columns"]["run"] == "run_name"
+    assert report["extrapolation"]["n_heldout_runs"] == 6
+    assert set(report["parameters"]) == {"E", "A", "B", "alpha", "beta"}
+    assert [row["C"] for row in report["frontier"]] == [1e21, 1e22, 1e23, 1e24, 1e25]
+
+
+def test_laws_lists_builtins_with_sources(cli):
+    code, stdout, _ = cli(["laws", "--json"])
+    info = json.loads(stdout)
+    assert code == 0 and info["laws"]["epoch"]["default"]
+    assert info["laws"]["chinchilla"]["n_opt_exponent"] == pytest.approx(0.46, abs=0.005)
+    assert all(law["source"] for law in info["laws"].values())
+    code, stdout, _ = cli(["laws"])
+    assert code == 0 and "Hoffmann" in stdout and "step-law" in stdout
+
+
+BAD_INPUTS = {
+    "missing column": ("N,tokens_x,loss", [[1e9, 2e10, 2.5]] * 10, "no token (D) or compute (C) column"),
+    "non-numeric": ("N,D,loss", [[1e9, 2e10, "abc"]] + [[1e9, 2e10, 2.5]] * 9, "line 2 column 'loss'"),
+    "non-positive N": ("N,D,loss", [[0, 2e10, 2.5]] + [[1e9, 2e10, 2.5]] * 9, "column 'N'"),
+    "negative D": ("N,D,loss", [[1e9, -2e10, 2.5]] + [[1e9, 2e10, 2.5]] * 9, "column 'D'"),
+    "NaN": ("N,D,loss", [[1e9, 2e10, "nan"]] + [[1e9, 2e10, 2.5]] * 9, "positive finite loss"),
+    "too few points": ("N,D,loss", [[1e9, 2e10, 2.5], [2e9, 4e10, 2.4], [3e9, 6e10, 2.3]], "need at least 6"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, case):
+    header, rows, message = BAD_INPUTS[case]
+    data = write_csv(tmp_path / "runs.csv", rows, header)
+    out = tmp_path / "law.yaml"
+    code, stdout, stderr = cli(["fit-law", data, "--out", out, *FAST])
+    assert code == 2
+    assert message in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not out.exists()
+
+
+def test_non_convergence_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, good_rows):
+    data = write_csv(tmp_path / "runs.csv", good_rows)
+    out = tmp_path / "law.yaml"
+    code, _, stderr = cli(["fit-law", data, "--out", out, "--max-iter", "2", *FAST])
+    assert code == 2 and "did not converge" in stderr and stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_flag_errors_are_one_line(cli, tmp_path, good_rows):
+    data = write_csv(tmp_path / "runs.csv", good_rows)
+    for argv, message in ((["--fix", "gamma=1"], "'gamma' is not in"), (["--tie", "alpha"], "--tie"),
+                          (["--loss-col", "val"], "--loss-col 'val' is not a column"),
+                          (["--budgets", "1e24,lots"], "--budgets"), (["--level", "2"], "--level")):
+        code, _, stderr = cli(["fit-law", data, *FAST, *argv])
+        assert code == 2 and message in stderr and stderr.count("\n") == 1, argv
+    code, _, stderr = cli(["fit-law", tmp_path / "absent.csv"])
+    assert code == 2 and "no such data file" in stderr
