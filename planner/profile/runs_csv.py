@@ -98,6 +98,8 @@ def _parse_row(cells: dict[str, str], origin: str) -> MeasuredRun:
     for key, raw in cells.items():
         if key is None:
             raise ValueError("row has more cells than the header has columns")
+        if raw is None:
+            raise ValueError(f"row has fewer cells than the header (truncated?): no cell for '{key}'")
         text = (raw or "").strip()
         if key not in COLUMNS:
             extra[key] = text
