@@ -15,7 +15,6 @@ is written in the row's notes; the others, where present, go in extra columns fo
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from pathlib import Path
@@ -225,13 +224,3 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes, extra=extra, **fields,
     )
     return run, problems
-
-
-def details_of(log: ParsedLog) -> str:
-    """A short JSON summary of what was recognised (for --verbose)."""
-    return json.dumps({
-        "timers": len(log.timers), "throughput": len(log.throughput), "megatron_iterations": len(log.megatron_iterations),
-        "flops_profile": log.flops_profile, "ds_config_keys": len(log.ds_config),
-        "ds_user_config": log.ds_user_config is not None, "megatron_args": len(log.megatron_args),
-        "problems": [str(p) for p in log.problems],
-    })
