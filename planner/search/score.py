@@ -103,9 +103,12 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         tokens = problem.tokens_needed[mi]
         wall = tokens / effective_rate
     gpu_seconds = gpus * wall + inference_gpu_s
+    # Target mode: model sizes that never reach the target have D = inf (dropped below); inf - inf in
+    # the batch limit must not print a RuntimeWarning on stderr.
     with np.errstate(invalid="ignore", divide="ignore"):
         loss = problem.law.predict(problem.law_params[mi], np.maximum(tokens, 1.0))
-    limit = batch_size.max_batch_tokens(np.maximum(tokens, 1.0), problem.nonembedding_params[mi], problem.batch_rule)
+        limit = batch_size.max_batch_tokens(np.maximum(tokens, 1.0), problem.nonembedding_params[mi],
+                                            problem.batch_rule)
 
     checks = [
         ~memory["fits"],
