@@ -261,8 +261,11 @@ def explain_infeasible(problem: Problem, dropped: dict, closest: dict, models: l
     if dropped.get("over the budget"):
         lines.append(f"the budget binds: the cheapest plan needs {closest['budget_gpu_s'] / 3600:,.0f} GPU-hours; "
                      "raise --budget or relax --target-loss")
-    if dropped.get("target loss unreachable at this model size"):
-        floor = float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
+    # Only when no model searched reaches the target with any data: then it binds whatever else dropped
+    # the candidates first (with --gpus 8 and target 1.7 every one is dropped for memory first).
+    floor = (float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
+             if c.target_loss is not None else None)
+    if floor is not None and c.target_loss < floor:
         lines.append(f"the target loss {c.target_loss} is below what the law reaches for these model sizes "
                      f"(about {floor:.3f} at 1e16 tokens); choose a higher --target-loss")
     if dropped.get("global batch above the batch-size limit") and binding == "global batch above the batch-size limit":
