@@ -1,0 +1,187 @@
+"""`planner simulate`: results as text and JSON, infeasible layouts as results, bad input as one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.cost.estimate import simulate
+from planner.hardware import load_cluster
+from planner.layout import Layout
+from planner.model import PRESETS
+
+GPT2 = ["--model", "gpt2-small"]
+
+
+def _assert_one_line_error(code, out, err, fragment: str):
+    assert code == 2, (out, err)
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert fragment in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+def test_json_output_matches_the_library(cli):
+    code, out, err = cli(["simulate", "--model", "llama2-7b", "--tp", "2", "--dp", "4", "--zero", "1",
+                          "--micro-batch", "2", "--global-batch", "64", "--json"])
+    assert code == 0 and err == ""
+    result = json.loads(out)
+    expected = simulate(PRESETS["llama2-7b"], Layout(tp=2, dp=4, zero=1, micro_batch=2, global_batch=64),
+                        load_cluster("dgx-a100-80gb"))
+    assert result["step_time_s"] == pytest.approx(expected["step_time_s"], rel=1e-12)
+    assert result["memory"]["total_bytes"] == pytest.approx(expected["memory"]["total_bytes"], rel=1e-12)
+    assert result["gpus"] == 8 and result["params"] == 6_738_415_616 and result["cluster"] == "dgx-a100-80gb"
+    assert result["layout"]["tp"] == 2 and result["layout"]["dp"] == 4
+
+
+def test_text_output_names_the_parts(cli):
+    code, out, _ = cli(["simulate", *GPT2, "--dp", "8", "--micro-batch", "4", "--global-batch", "64"])
+    assert code == 0
+    for fragment in ("step time", "MFU", "forward", "backward", "weights", "optimizer", "fits: yes"):
+        assert fragment in out
+
+
+def test_layout_that_does_not_fit_is_a_result_not_an_error(cli):
+    code, out, err = cli(["simulate", "--model", "gpt3-175b", "--json"])
+    assert code == 0 and err == ""
+    result = json.loads(out)
+    assert result["fits"] is False
+    assert result["memory"]["shortfall_bytes"] > 0
+    code, out, _ = cli(["simulate", "--model", "gpt3-175b"])
+    assert code == 0 and "fits: NO" in out
+
+
+def test_gpus_sets_dp(cli):
+    code, out, _ = cli(["simulate", *GPT2, "--gpus", "16", "--tp", "2", "--json"])
+    assert code == 0 and json.loads(out)["layout"]["dp"] == 8
+
+
+def test_flags_override_config_which_overrides_preset(cli, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: gpt2-small\nlayers: 6\ntp: 2\ndp: 2\nglobal_batch: 8\n", encoding="utf-8")
+    code, out, _ = cli(["simulate", "--config", config, "--dp", "4", "--json"])
+    assert code == 0
+    result = json.loads(out)
+    assert result["model"]["layers"] == 6 and result["model"]["hidden"] == 768
+    assert result["layout"]["tp"] == 2 and result["layout"]["dp"] == 4
+
+
+def test_explicit_shape_without_preset(cli):
+    code, out, _ = cli(["simulate", "--layers", "4", "--hidden", "256", "--heads", "4", "--kv-heads", "2",
+                        "--ffn", "704", "--mlp", "swiglu", "--seq-len", "512", "--vocab", "1000", "--json"])
+    assert code == 0
+    model = json.loads(out)["model"]
+    assert (model["kv_heads"], model["ffn"], model["mlp"]) == (2, 704, "swiglu")
+
+
+def test_list_models(cli):
+    code, out, _ = cli(["simulate", "--list-models"])
+    assert code == 0 and "llama2-70b" in out and "gpt2-small" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit 2 with one line on stderr
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--model", "gpt3-175b", "--gpus", "64", "--tp", "8", "--pp", "4", "--dp", "3", "--global-batch", "24"],
+         "tp(8) * pp(4) * dp(3) * cp(1) = 96 != gpus(64)"),
+        ([*GPT2, "--tp", "8"], "heads(12) is not divisible by tp(8)"),
+        ([*GPT2, "--pp", "5"], "layers(12) is not divisible by pp(5)"),
+        ([*GPT2, "--pp", "2", "--vpp", "4"], "layers(12) is not divisible by pp(2) * vpp(4) = 8"),
+        ([*GPT2, "--dp", "4", "--micro-batch", "3", "--global-batch", "100"],
+         "global_batch(100) is not divisible by micro_batch(3) * dp(4) = 12"),
+        ([*GPT2, "--cluster", "no-such-cluster"], "unknown cluster 'no-such-cluster'"),
+        (["--model", "llama9"], "unknown preset 'llama9'"),
+        ([*GPT2, "--layers", "0"], "layers"),
+        ([*GPT2, "--hidden", "-768"], "hidden"),
+        ([*GPT2, "--tp", "0"], "tp"),
+        ([*GPT2, "--micro-batch", "-1"], "micro_batch"),
+        (["--layers", "2"], "missing model shape"),
+        ([*GPT2, "--dtype", "fp8"], "dtype 'fp8' is not supported"),
+        ([*GPT2, "--zero", "5"], "--zero"),
+        ([*GPT2, "--tp", "two"], "--tp"),
+        ([*GPT2, "--bogus", "1"], "--bogus"),
+        ([*GPT2, "--cluster", "cpu-local", "--dp", "4"], "cpu-local"),  # more GPUs than the cluster has
+    ],
+)
+def test_bad_flags(cli, argv, fragment):
+    _assert_one_line_error(*cli(["simulate", *argv]), fragment)
+
+
+def test_bad_config_key(cli, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: gpt2-small\ntensor_parallel: 2\n", encoding="utf-8")
+    _assert_one_line_error(*cli(["simulate", "--config", config]), "unknown key 'tensor_parallel'")
+
+
+def test_config_that_is_not_a_mapping(cli, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("- 1\n- 2\n", encoding="utf-8")
+    _assert_one_line_error(*cli(["simulate", "--config", config]), "expected a mapping")
+
+
+def test_missing_config_file(cli, tmp_path):
+    _assert_one_line_error(*cli(["simulate", "--config", tmp_path / "absent.yaml"]), "cannot read")
+
+
+def _drop(section, key):
+    def mutate(data):
+        del data[section][key]
+    return mutate
+
+
+def _set(path, value):
+    def mutate(data):
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (_set(("accelerator", "hbm_size"), "80GiB"), "unknown key 'accelerator.hbm_size'"),
+        (_set(("colour",), "green"), "unknown key 'colour'"),
+        (_drop("network", "latency"), "missing required key 'network.latency'"),
+        (_drop("accelerator", "hbm"), "missing required key 'accelerator.hbm'"),
+        (_set(("accelerator", "hbm"), "0GiB"), "accelerator.hbm"),
+        (_set(("accelerator", "hbm"), "-80GiB"), "accelerator.hbm"),
+        (_set(("node", "accelerators_per_node"), 0), "node.accelerators_per_node"),
+        (_set(("accelerator", "hbm"), "80 gigs"), "accelerator.hbm"),
+        (_set(("network", "nic_bandwidth"), "200 furlongs/s"), "network.nic_bandwidth"),
+        (_set(("accelerator", "peak_flops", "bf16"), "312"), "accelerator.peak_flops.bf16"),
+    ],
+)
+def test_bad_cluster_spec(cli, cluster_yaml, mutate, fragment):
+    path = cluster_yaml(mutate)
+    code, out, err = cli(["simulate", *GPT2, "--cluster", path])
+    _assert_one_line_error(code, out, err, fragment)
+    assert str(path) in err  # the file is named
+
+
+def test_console_script_reports_bad_input_in_one_line(tmp_path):
+    """The installed `planner` entry point, as a user runs it."""
+    script = Path(sys.executable).with_name("planner")
+    command = [str(script)] if script.exists() else [shutil.which("planner") or "planner"]
+    done = subprocess.run(command + ["simulate", "--model", "gpt3-175b", "--gpus", "64", "--tp", "8", "--pp", "4",
+                                     "--dp", "3", "--global-batch", "24"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "= 96 != gpus(64)" in done.stderr
+    ok = subprocess.run(command + ["simulate", "--model", "gpt2-small", "--json"], capture_output=True, text=True,
+                        timeout=60, cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["fits"] is True

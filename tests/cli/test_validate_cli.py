@@ -1,0 +1,79 @@
+"""`planner validate RUNS.csv`: every published run simulated, error within the guard, bad rows reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from planner.profile.runs_csv import COLUMNS
+
+STEP_TIME_MAPE_LIMIT = 0.15  # regression guard on the published runs (see tests/test_validation.py)
+
+
+@pytest.fixture(scope="module")
+def published_json(published_runs_csv):
+    from planner.cli import main
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["validate", str(published_runs_csv), "--json"])
+    assert code == 0 and err.getvalue() == ""
+    return json.loads(out.getvalue())
+
+
+def test_every_published_run_is_simulated(published_json):
+    assert published_json["skipped_rows"] == []
+    assert published_json["unreadable_rows"] == []
+    rows = published_json["rows"]
+    assert len(rows) >= 60 and all("predicted_step_time_s" in r for r in rows)
+
+
+def test_published_step_time_mape_within_guard(published_json):
+    step = published_json["step_time"]
+    assert step["count"] == len(published_json["rows"])
+    assert step["mape"] <= STEP_TIME_MAPE_LIMIT, f"step-time MAPE {step['mape']:.1%}"
+
+
+def test_per_source_figures_are_reported(published_json):
+    by_source = published_json["step_time"]["by_source"]
+    assert len(by_source) >= 3
+    for stats in by_source.values():
+        assert {"count", "mape", "median_ape", "worst_ape", "worst_id", "mean_signed"} <= set(stats)
+    assert sum(s["count"] for s in by_source.values()) == published_json["step_time"]["count"]
+
+
+def test_text_report_has_totals_and_sources(cli, published_runs_csv):
+    code, out, _ = cli(["validate", published_runs_csv])
+    assert code == 0
+    assert "step time error by source" in out and "MAPE" in out
+    assert "skipped:" not in out and "unreadable:" not in out
+
+
+def _row(run_id: str, gpus: str = "8") -> str:
+    cells = dict(id=run_id, source="test", cluster="dgx-a100-80gb", gpus=gpus, layers="12", hidden="768", heads="12",
+                 seq_len="1024", vocab="50257", dp=gpus, micro_batch="1", global_batch="8", step_time_s="0.5")
+    return ",".join(cells.get(c, "") for c in COLUMNS)
+
+
+def test_corrupt_and_unsimulatable_rows_are_reported_and_the_rest_validated(cli, tmp_path):
+    path = tmp_path / "runs.csv"
+    lines = [",".join(COLUMNS), _row("1"), _row("2", gpus="lots"), _row("3") + ",extra,cells", _row("4", gpus="7")]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, out, _ = cli(["validate", path, "--json"])
+    assert code == 0
+    report = json.loads(out)
+    assert [r["id"] for r in report["rows"]] == ["1", "4"]
+    assert report["unreadable_rows"][0].startswith(f"{path}:3: ")
+    assert report["unreadable_rows"][1].startswith(f"{path}:4: ")
+    assert [s["id"] for s in report["skipped_rows"]] == ["4"]  # global_batch(8) vs dp(7): kept with its reason
+    assert report["step_time"]["count"] == 1
+    code, out, _ = cli(["validate", path])
+    assert code == 0 and f"unreadable: {path}:3:" in out and "skipped: 4:" in out
+
+
+def test_missing_runs_file_is_a_one_line_error(cli, tmp_path):
+    code, _, err = cli(["validate", tmp_path / "absent.csv"])
+    assert code == 2 and err.count("\n") == 1 and "no such runs file" in err and "Traceback" not in err

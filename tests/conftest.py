@@ -1,0 +1,86 @@
+"""Shared fixtures: where the repo and ../shared are, a reference cluster, and a CLI runner.
+
+Tests run with --import-mode=importlib, so helpers are handed out as fixtures rather than imported.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from planner.hardware import default_cluster_dir, load_cluster
+from planner.layout import Layout, single_batch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's shared folder (../shared next to the repo root); tests needing it skip without it."""
+    folder = REPO_ROOT.parent / "shared"
+    if not folder.is_dir():
+        pytest.skip(f"shared folder not found at {folder} (expected ../shared beside the repo)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def published_runs_csv(shared_dir) -> Path:
+    path = shared_dir / "data" / "runs" / "published_runs_dev.csv"
+    if not path.is_file():
+        pytest.skip(f"published runs CSV not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def a100():
+    """DGX A100 80GB (rail-optimised, 8 GPUs and 8 HDR NICs per node): the Megatron SC'21 cluster."""
+    return load_cluster("dgx-a100-80gb")
+
+
+@pytest.fixture
+def batch_of():
+    """batch_of(model, **layout) -> the size-one CandidateBatch the scalar path builds."""
+
+    def build(model, **layout):
+        return single_batch(model, Layout(**layout))
+
+    return build
+
+
+@pytest.fixture
+def cluster_yaml(tmp_path):
+    """write(mutate) -> path of a copy of dgx-a100-80gb.yaml after `mutate(dict)` edits it in place."""
+    base = yaml.safe_load((default_cluster_dir() / "dgx-a100-80gb.yaml").read_text(encoding="utf-8"))
+
+    def write(mutate, name: str = "edited.yaml") -> Path:
+        data = copy.deepcopy(base)
+        mutate(data)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(argv) -> (exit code, stdout, stderr) of `planner.cli.main(argv)` in-process."""
+    from planner.cli import main
+
+    def run(argv):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as stop:  # argparse errors and --version exit through SystemExit
+            code = stop.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -1,0 +1,252 @@
+"""Step time: named parts, pipeline bubble (Narayanan et al. 2021), explicit overlap factor, communication
+volumes (Megatron, ZeRO paper §7), recompute ordering, FLOP accounting, and scalar == vectorised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from planner.cost.estimate import estimate, simulate
+from planner.cost.step_time import overlap, step_time
+from planner.errors import PlannerInputError
+from planner.hardware import load_cluster
+from planner.layout import Layout, build_batch, single_batch
+from planner.model import PRESETS, make_model
+
+GPT3 = PRESETS["gpt3-175b"]
+PER_MICROBATCH_PARTS = ("forward", "backward", "elementwise", "recompute", "tp_comm", "cp_comm", "pp_p2p")
+
+
+def _time(model, cluster, **layout):
+    return step_time(single_batch(model, Layout(**layout)), cluster)
+
+
+def _scalar(values: dict) -> dict:
+    return {name: float(np.asarray(v)[0]) for name, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlap factor (scaling-book: max() with perfect overlap, sum with none)
+# ---------------------------------------------------------------------------------------------
+
+@given(st.floats(0, 1e3), st.floats(0, 1e3))
+def test_overlap_one_is_max_and_zero_is_sum(compute, comm):
+    assert overlap(compute, comm, 1.0) == max(compute, comm)
+    assert overlap(compute, comm, 0.0) == pytest.approx(compute + comm, rel=1e-15)
+
+
+@given(st.floats(0, 1e3), st.floats(0, 1e3), st.floats(0, 1))
+def test_overlap_lies_between_max_and_sum(compute, comm, eta):
+    value = overlap(compute, comm, eta)
+    assert max(compute, comm) <= value <= compute + comm + 1e-9
+
+
+def test_dp_overlap_factor_at_the_step_level(a100):
+    """ZeRO-0 on one node: eta = 0 exposes the whole gradient all-reduce; eta = 1 hides it behind backward."""
+    model = PRESETS["gpt2-xl"]
+    layout = dict(dp=8, micro_batch=4, global_batch=32)
+    hidden = _scalar(_time(model, a100.with_efficiency(dp_overlap=1.0), **layout)["parts"])
+    exposed = _scalar(_time(model, a100.with_efficiency(dp_overlap=0.0), **layout)["parts"])
+    assert hidden["dp_comm_exposed"] == 0.0
+    # Ring all-reduce of 2-byte gradients over 8 GPUs on NVLink (300 GB/s per direction x 0.75), in
+    # ceil(P / 5e8) bucketed calls each paying 2·(n-1) hops of the scale-up latency.
+    P, n = model.total_params, 8
+    W = 300e9 * a100.efficiency.scale_up_bandwidth_efficiency
+    calls = np.ceil(P / 5e8)
+    expected = 2 * (n - 1) / n * 2 * P / W + 2 * (n - 1) * calls * a100.node.scale_up.latency_s
+    # rel 1e-5: the cost model's stage parameters leave out the final norm (h of P parameters).
+    assert exposed["dp_comm_exposed"] == pytest.approx(expected, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline bubble: (p-1)/m of the ideal time for 1F1B, (p-1)/(v·m) interleaved
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pp, vpp, m", [(2, 1, 8), (4, 1, 8), (8, 1, 64), (4, 2, 16), (4, 3, 8), (8, 4, 32)])
+def test_bubble_fraction(a100, pp, vpp, m):
+    result = _time(GPT3, a100, tp=8, pp=pp, vpp=vpp, micro_batch=1, global_batch=m)
+    parts = _scalar(result["parts"])
+    assert a100.efficiency.microbatch_overhead_s == 0.0
+    ideal = sum(parts[name] for name in PER_MICROBATCH_PARTS)  # m micro-batch slots
+    assert parts["bubble"] / ideal == pytest.approx((pp - 1) / (vpp * m), rel=1e-12)
+
+
+def test_no_pipeline_no_bubble(a100):
+    assert _scalar(_time(GPT3, a100, tp=8, micro_batch=1, global_batch=8)["parts"])["bubble"] == 0.0
+
+
+def test_interleaving_shrinks_the_bubble(a100):
+    plain = _scalar(_time(GPT3, a100, tp=8, pp=8, micro_batch=1, global_batch=32)["parts"])["bubble"]
+    interleaved = _scalar(_time(GPT3, a100, tp=8, pp=8, vpp=4, micro_batch=1, global_batch=32)["parts"])["bubble"]
+    assert interleaved < plain
+
+
+# ---------------------------------------------------------------------------------------------
+# Communication volumes per step
+# ---------------------------------------------------------------------------------------------
+
+def test_zero3_moves_one_and_a_half_times_the_dp_bytes_of_zero0(a100):
+    """ZeRO paper §7: parameter all-gather in forward and backward plus gradient reduce-scatter = 1.5x DDP."""
+    model = PRESETS["llama2-7b"]
+    ddp = _time(model, a100, dp=64, zero=0, micro_batch=1, global_batch=64)["comm_bytes_per_step"]["dp"][0]
+    zero2 = _time(model, a100, dp=64, zero=2, micro_batch=1, global_batch=64)["comm_bytes_per_step"]["dp"][0]
+    zero3 = _time(model, a100, dp=64, zero=3, micro_batch=1, global_batch=64)["comm_bytes_per_step"]["dp"][0]
+    assert zero3 == pytest.approx(1.5 * ddp, rel=1e-12)
+    assert zero2 == pytest.approx(ddp, rel=1e-12)  # ZeRO-2: same volume as DDP
+    # DDP: a reduce-scatter plus an all-gather of the 2-byte gradients, 2 x 2Ψ.
+    assert ddp == pytest.approx(2 * 2 * model.total_params, rel=1e-5)  # final norm left out of stage params
+
+
+def test_tensor_parallel_volume_is_four_activation_all_reduces_per_layer(a100):
+    """Megatron: 2 all-reduces forward + 2 backward per layer per micro-batch, each b·s·h·2 bytes."""
+    b, m = 2, 4
+    result = _time(GPT3, a100, tp=8, pp=4, micro_batch=b, global_batch=b * m)
+    expected = m * (GPT3.layers / 4) * 4 * b * GPT3.seq_len * GPT3.hidden * 2
+    assert result["comm_bytes_per_step"]["tp"][0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_pipeline_volume_is_one_activation_each_way_per_microbatch(a100):
+    b, m = 1, 16
+    result = _time(GPT3, a100, tp=8, pp=8, micro_batch=b, global_batch=b * m)
+    expected = m * 2 * b * GPT3.seq_len * GPT3.hidden * 2
+    assert result["comm_bytes_per_step"]["pp"][0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_no_parallelism_moves_nothing(a100):
+    result = _time(PRESETS["gpt2-small"], a100, micro_batch=8, global_batch=8)
+    assert all(float(v[0]) == 0.0 for v in result["comm_bytes_per_step"].values())
+    parts = _scalar(result["parts"])
+    assert parts["tp_comm"] == parts["pp_p2p"] == parts["dp_comm_exposed"] == parts["bubble"] == 0.0
+
+
+def test_tensor_parallel_across_nodes_is_slower(a100):
+    """tp=16 spans two nodes: its all-reduces cross InfiniBand and cost more than tp=8 inside NVLink."""
+    inside = _scalar(_time(GPT3, a100, tp=8, micro_batch=1, global_batch=1)["parts"])["tp_comm"]
+    across = _scalar(_time(GPT3, a100, tp=16, micro_batch=1, global_batch=1)["parts"])["tp_comm"]
+    assert across > inside
+
+
+# ---------------------------------------------------------------------------------------------
+# Recompute, FLOP accounting, named parts
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_recompute_costs_time_in_order(a100, flash):
+    steps = {mode: _time(GPT3, a100, tp=8, pp=8, micro_batch=1, global_batch=16, recompute=mode,
+                         flash_attention=flash)["step_time_s"][0]
+             for mode in ("none", "selective", "full")}
+    assert steps["full"] > steps["selective"] > steps["none"]
+
+
+def test_parts_sum_to_step_time(a100):
+    result = _time(PRESETS["llama2-70b"], a100, tp=8, pp=4, dp=4, vpp=2, zero=1, micro_batch=1, global_batch=64,
+                   recompute="selective", seq_parallel=True)
+    assert sum(result["parts"].values())[0] == pytest.approx(result["step_time_s"][0], rel=1e-12)
+    assert all(float(v[0]) >= 0.0 for v in result["parts"].values())
+
+
+def test_mfu_counts_megatron_model_flops(a100):
+    m, B = GPT3, 1536
+    gpus = 8 * 8 * 24
+    result = _time(m, a100, tp=8, pp=8, dp=24, micro_batch=1, global_batch=B, recompute="full", dtype="fp16")
+    step = result["step_time_s"][0]
+    model_flops = 72 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (6 * m.hidden)
+                                                                  + m.vocab / (12 * m.layers * m.hidden))
+    assert result["mfu"][0] * step * gpus * 312e12 == pytest.approx(model_flops, rel=1e-9)
+    assert result["tflops_per_gpu"][0] * 1e12 * step * gpus == pytest.approx(model_flops, rel=1e-9)
+    assert result["tokens_per_s"][0] * step == pytest.approx(B * m.seq_len, rel=1e-12)
+
+
+def test_hfu_with_full_recompute_is_narayanan_eq3(a100):
+    """Narayanan et al. 2021 eq. 3 counts the recompute forward: 96·B·s·L·h²·(1 + s/(6h) + V/(16·L·h))."""
+    m, B = GPT3, 1536
+    gpus = 8 * 8 * 24
+    result = _time(m, a100, tp=8, pp=8, dp=24, micro_batch=1, global_batch=B, recompute="full", dtype="fp16")
+    step = result["step_time_s"][0]
+    eq3 = 96 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (6 * m.hidden)
+                                                         + m.vocab / (16 * m.layers * m.hidden))
+    assert result["hfu"][0] * step * gpus * 312e12 == pytest.approx(eq3, rel=1e-9)
+    assert result["hfu"][0] > result["mfu"][0]
+
+
+def test_bigger_gemms_run_closer_to_peak(a100):
+    small = _time(make_model(layers=4, hidden=512, heads=8, vocab=32000, seq_len=1024), a100)["mfu"][0]
+    large = _time(make_model(layers=4, hidden=8192, heads=64, vocab=32000, seq_len=2048), a100)["mfu"][0]
+    assert 0 < small < large < a100.efficiency.matmul_peak_fraction
+
+
+# ---------------------------------------------------------------------------------------------
+# The vectorised path and the scalar path agree exactly
+# ---------------------------------------------------------------------------------------------
+
+CANDIDATES = [
+    ("gpt2-small", Layout(dp=8, zero=1, micro_batch=4, global_batch=64)),
+    ("llama2-70b", Layout(tp=8, pp=4, dp=2, vpp=5, global_batch=64, recompute="selective", seq_parallel=True)),
+    ("gpt3-175b", Layout(tp=8, pp=8, dp=4, zero=1, global_batch=256, recompute="full", flash_attention=False,
+                         dtype="fp16")),
+    ("llama3-8b", Layout(tp=2, dp=16, zero=3, offload="optimizer", micro_batch=2, global_batch=64)),
+    ("llama3-8b", Layout(dp=4, cp=2, zero=2, offload="optimizer", offload_device="nvme", global_batch=8)),
+    ("gpt2-small", Layout(dp=2, zero=3, offload="optimizer+params", global_batch=2)),
+    ("llama2-7b", Layout(tp=4, pp=2, dp=32, cp=2, zero=2, micro_batch=1, global_batch=512, seq_parallel=True)),
+]
+
+
+def test_estimate_on_a_mixed_batch_equals_simulate_row_by_row(a100):
+    names = sorted({name for name, _ in CANDIDATES})
+    models = [PRESETS[n] for n in names]
+    rows = [single_batch(PRESETS[name], layout) for name, layout in CANDIDATES]
+    layout_fields = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_nvme", "micro_batch", "global_batch",
+                     "recompute", "seq_parallel", "flash_attention", "dtype")
+    batch = build_batch(models, [names.index(name) for name, _ in CANDIDATES],
+                        **{f: np.concatenate([getattr(r, f) for r in rows]) for f in layout_fields})
+    together = estimate(batch, a100)
+    for i, (name, layout) in enumerate(CANDIDATES):
+        alone = simulate(PRESETS[name], layout, a100)
+        np.testing.assert_array_equal(together.step_time_s[i], alone["step_time_s"], err_msg=name)
+        np.testing.assert_array_equal(together.memory["total_bytes"][i], alone["memory"]["total_bytes"])
+        assert bool(together.fits[i]) == alone["fits"]
+        for key in ("tokens_per_s", "mfu", "hfu", "tflops_per_gpu"):
+            np.testing.assert_array_equal(together.time[key][i], alone[key], err_msg=f"{name} {key}")
+        for part, value in alone["time"].items():
+            np.testing.assert_array_equal(together.time["parts"][part][i], value, err_msg=f"{name} {part}")
+        for part in together.memory["parts"]:
+            np.testing.assert_array_equal(together.memory["parts"][part][i], alone["memory"][part],
+                                          err_msg=f"{name} {part}")
+        np.testing.assert_array_equal(together.memory["host_bytes_per_node"][i], alone["memory"]["host_bytes_per_node"])
+
+
+def test_simulate_reports_a_shortfall_instead_of_failing(a100):
+    result = simulate(GPT3, Layout(), a100)
+    assert result["fits"] is False
+    assert result["memory"]["shortfall_bytes"] == pytest.approx(
+        result["memory"]["total_bytes"] - result["memory"]["hbm_bytes"], rel=1e-12)
+    assert result["memory"]["shortfall_bytes"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Any valid layout gives finite, non-negative parts and a physically possible MFU
+# ---------------------------------------------------------------------------------------------
+
+@given(name=st.sampled_from(["gpt2-small", "llama2-70b", "gpt3-175b", "llama3-8b", "bloom-176b"]),
+       cluster=st.sampled_from(["dgx-a100-80gb", "dgx-h100", "dgx2-v100", "frontier-mi250x", "jean-zay-a100"]),
+       tp=st.sampled_from([1, 2, 4, 8, 16]), pp=st.sampled_from([1, 2, 4, 8]), vpp=st.sampled_from([1, 2, 3]),
+       dp=st.sampled_from([1, 2, 8, 64]), cp=st.sampled_from([1, 2]),
+       zero_offload=st.sampled_from([(0, "none"), (1, "none"), (2, "optimizer"), (3, "none"), (3, "optimizer+params")]),
+       micro_batch=st.sampled_from([1, 2, 4]), accumulation=st.sampled_from([1, 4, 32]),
+       recompute=st.sampled_from(["none", "selective", "full"]), flags=st.tuples(st.booleans(), st.booleans()))
+@settings(max_examples=60, deadline=None)
+def test_any_valid_layout_gives_sane_numbers(name, cluster, tp, pp, vpp, dp, cp, zero_offload, micro_batch,
+                                             accumulation, recompute, flags):
+    model = PRESETS[name]
+    layout = Layout(tp=tp, pp=pp, vpp=vpp, dp=dp, cp=cp, zero=zero_offload[0], offload=zero_offload[1],
+                    micro_batch=micro_batch, global_batch=micro_batch * dp * accumulation, recompute=recompute,
+                    seq_parallel=flags[0], flash_attention=flags[1])
+    try:
+        result = simulate(model, layout, load_cluster(cluster))
+    except PlannerInputError:
+        assume(False)
+    numbers = list(result["time"].values()) + [v for v in result["memory"].values() if isinstance(v, float)]
+    assert all(np.isfinite(v) and v >= 0 for v in numbers)
+    assert result["step_time_s"] > 0 and 0 < result["mfu"] <= result["hfu"] < 1

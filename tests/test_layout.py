@@ -1,0 +1,132 @@
+"""Layouts are validated when built and checked against the model with the arithmetic in the message;
+candidate batches are plain struct-of-arrays (the scalar path is a batch of one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.errors import PlannerInputError
+from planner.layout import (OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch, check_layout, make_layout,
+                            model_arrays, single_batch)
+from planner.model import PRESETS, make_model
+
+GPT3 = PRESETS["gpt3-175b"]  # 96 layers, 96 heads
+
+
+def _check_error(model, gpus=None, **layout) -> str:
+    with pytest.raises(PlannerInputError) as error:
+        check_layout(model, Layout(**layout), gpus=gpus)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_gpu_count_mismatch_shows_the_arithmetic():
+    message = _check_error(GPT3, gpus=64, tp=8, pp=4, dp=3, global_batch=24)
+    assert "tp(8) * pp(4) * dp(3) * cp(1) = 96 != gpus(64)" in message
+
+
+def test_heads_not_divisible_by_tp():
+    assert "heads(12) is not divisible by tp(8)" in _check_error(PRESETS["gpt2-small"], tp=8)
+
+
+def test_layers_not_divisible_by_pp_times_vpp():
+    message = _check_error(GPT3, pp=8, vpp=5, global_batch=8)
+    assert "layers(96) is not divisible by pp(8) * vpp(5) = 40" in message
+
+
+def test_layers_not_divisible_by_pp():
+    assert "layers(96) is not divisible by pp(5)" in _check_error(GPT3, pp=5)
+
+
+def test_embedding_stage_partition_is_accepted():
+    """BLOOM-176B ran 70 layers over pp=12 by giving the embedding and head a stage slot each (72 / 12)."""
+    check_layout(PRESETS["bloom-176b"], Layout(tp=4, pp=12, dp=8, global_batch=2048), gpus=384)
+
+
+def test_global_batch_not_divisible_by_micro_batch_times_dp():
+    message = _check_error(GPT3, dp=4, micro_batch=3, global_batch=100)
+    assert "global_batch(100) is not divisible by micro_batch(3) * dp(4) = 12" in message
+
+
+def test_vpp_needs_pipeline():
+    assert "needs pipeline parallelism" in _check_error(GPT3, vpp=2)
+
+
+def test_seq_len_not_divisible_by_cp():
+    model = make_model(layers=2, hidden=64, heads=4, vocab=100, seq_len=1000)
+    assert "seq_len(1000) is not divisible by cp(3)" in _check_error(model, cp=3)
+
+
+@pytest.mark.parametrize("zero, offload", [(0, "optimizer"), (2, "optimizer+params")])
+def test_offload_needs_the_right_zero_stage(zero, offload):
+    assert "offload" in _check_error(GPT3, dp=2, global_batch=2, zero=zero, offload=offload)
+
+
+def test_several_problems_are_reported_together():
+    message = _check_error(GPT3, gpus=10, tp=7, pp=5)
+    assert "!= gpus(10)" in message and "tp(7)" in message and "pp(5)" in message
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [(dict(tp=0), "tp"), (dict(dp=-2), "dp"), (dict(micro_batch=0), "micro_batch"), (dict(zero=4), "zero"),
+     (dict(recompute="some"), "recompute"), (dict(pipeline=2), "pipeline"), (dict(dtype="int4"), "dtype")],
+)
+def test_bad_layout_values_are_one_line_errors_naming_the_key(values, key):
+    with pytest.raises(PlannerInputError) as error:
+        make_layout("layout", **values)
+    assert f"layout: {key}" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_layout_derived_counts():
+    layout = Layout(tp=8, pp=4, dp=16, cp=2, micro_batch=2, global_batch=512)
+    assert layout.gpus == 8 * 4 * 16 * 2
+    assert layout.grad_accumulation == 512 // (2 * 16)
+
+
+def test_single_batch_carries_the_layout():
+    layout = Layout(tp=4, pp=2, dp=8, vpp=3, zero=3, offload="optimizer", micro_batch=2, global_batch=64,
+                    recompute="selective", seq_parallel=True, dtype="fp16")
+    batch = single_batch(PRESETS["llama2-13b"], layout)
+    assert len(batch) == 1
+    assert batch.gpus[0] == 64 and batch.grad_accumulation[0] == 4
+    assert batch.offload[0] == OFFLOAD_CODES["optimizer"] and batch.recompute[0] == RECOMPUTE_CODES["selective"]
+    assert bool(batch.seq_parallel[0]) and not bool(batch.tied_embeddings[0])
+
+
+def test_sequence_parallel_is_off_without_tensor_parallel():
+    assert not single_batch(GPT3, Layout(seq_parallel=True)).seq_parallel[0]
+
+
+def test_model_arrays_rebuild_the_exact_total():
+    """Blocks + embeddings + head + final norm add back to the exact parameter count."""
+    models = [PRESETS[n] for n in ("gpt2-small", "llama2-70b", "bloom-176b", "llama3-405b")]
+    arrays = model_arrays(models)
+    for i, model in enumerate(models):
+        norm = param_breakdown_norm(model)
+        head = 0 if model.tied_embeddings else arrays["logits_params"][i]
+        rebuilt = model.layers * arrays["layer_params"][i] + arrays["embedding_params"][i] + head + norm
+        assert rebuilt == arrays["total_params"][i] == model.total_params
+
+
+def param_breakdown_norm(model) -> int:
+    """Final norm (+ BLOOM's embedding norm): norms outside the blocks."""
+    per_norm = 2 * model.hidden if model.norm == "layernorm" and model.bias else model.hidden
+    return per_norm * (1 + int(model.embedding_norm))
+
+
+def test_build_batch_broadcasts_and_take_selects():
+    models = [PRESETS["gpt2-small"], PRESETS["llama2-7b"]]
+    batch = build_batch(models, [0, 1, 1], tp=np.array([1, 2, 4]), dp=8, global_batch=64)
+    assert len(batch) == 3
+    np.testing.assert_array_equal(batch.dp, [8, 8, 8])
+    np.testing.assert_array_equal(batch.hidden, [768, 4096, 4096])
+    sub = batch.take(np.array([False, True, True]))
+    np.testing.assert_array_equal(sub.tp, [2, 4])
+
+
+def test_build_batch_rejects_unknown_arrays():
+    with pytest.raises(TypeError, match="pipeline"):
+        build_batch([PRESETS["gpt2-small"]], [0], pipeline=2)

@@ -1,0 +1,88 @@
+"""Rank placement (tp innermost) and the per-flow bandwidth of the links each group crosses."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from planner.hardware import default_cluster_dir, parse_cluster_spec
+from planner.topology import group_links, group_links_arrays, group_shape
+
+NVLINK3_PER_DIRECTION = 300e9  # A100 datasheet: 600 GB/s total, 300 each way (REFERENCE.md)
+HDR_PER_DIRECTION = 25e9  # HDR InfiniBand 200 Gb/s
+
+
+def _spec(**changes):
+    """dgx-a100-80gb with top-level sections patched, e.g. network={'topology': 'fat-tree'}."""
+    data = yaml.safe_load((default_cluster_dir() / "dgx-a100-80gb.yaml").read_text(encoding="utf-8"))
+    data = copy.deepcopy(data)
+    for section, values in changes.items():
+        data[section].update(values)
+    return parse_cluster_spec(data, "test.yaml")
+
+
+@pytest.mark.parametrize(
+    "size, stride, gpn, expected",
+    [
+        (1, 1, 8, (1, 1)),
+        (8, 1, 8, (8, 1)),  # tp=8 fills a node
+        (4, 2, 8, (4, 1)),  # 4 ranks 2 apart: one node
+        (16, 1, 8, (8, 2)),
+        (8, 8, 8, (1, 8)),  # dp group with tp=8: one rank per node
+        (4, 4, 8, (2, 2)),
+        (8, 2, 16, (8, 1)),  # DGX-2: 16 GPUs per node
+    ],
+)
+def test_group_shape(size, stride, gpn, expected):
+    assert group_shape(size, stride, gpn) == expected
+
+
+def test_group_inside_a_node_runs_at_nvlink_speed(a100):
+    links = group_links(a100, 8, 1)
+    assert (links.ranks_per_node, links.nodes) == (8, 1)
+    assert links.intra_bytes_per_s == NVLINK3_PER_DIRECTION
+    assert links.inter_bytes_per_s == 0.0
+    # GPU -> NVSwitch -> GPU: the spec's scale-up latency end to end.
+    assert links.intra_latency_s == pytest.approx(a100.node.scale_up.latency_s, rel=1e-12)
+
+
+def test_group_across_nodes_gets_one_nic_per_rank_on_rails(a100):
+    links = group_links(a100, 8, 8)
+    assert (links.ranks_per_node, links.nodes) == (1, 8)
+    assert links.inter_bytes_per_s == HDR_PER_DIRECTION
+    assert links.inter_latency_s == pytest.approx(a100.network.latency_s, rel=1e-12)
+
+
+def test_ranks_sharing_a_nic_share_its_bandwidth():
+    """One NIC per node and 8 GPUs: the 8 concurrent cross-node rings each get an eighth of it."""
+    cluster = _spec(network={"nics_per_node": 1})
+    assert group_links(cluster, 8, 8).inter_bytes_per_s == pytest.approx(HDR_PER_DIRECTION / 8, rel=1e-12)
+
+
+def test_oversubscribed_fat_tree_divides_the_spine_share():
+    flat = _spec(network={"topology": "fat-tree", "oversubscription": 1.0})
+    tapered = _spec(network={"topology": "fat-tree", "oversubscription": 4.0})
+    assert group_links(flat, 8, 8).inter_bytes_per_s == pytest.approx(HDR_PER_DIRECTION, rel=1e-12)
+    assert group_links(tapered, 8, 8).inter_bytes_per_s == pytest.approx(HDR_PER_DIRECTION / 4, rel=1e-12)
+
+
+def test_single_node_cluster_groups_inside_the_node():
+    from planner.hardware import load_cluster
+
+    cpu = load_cluster("cpu-local")
+    links = group_links(cpu, 2, 1)
+    assert (links.ranks_per_node, links.nodes) == (2, 1)
+    assert links.intra_bytes_per_s == cpu.node.scale_up.link_bytes_per_s_per_direction
+
+
+def test_vectorised_lookup_matches_scalar(a100):
+    sizes = np.array([1, 2, 8, 16, 8, 64, 2, 8])
+    strides = np.array([1, 1, 1, 1, 8, 1, 8, 2])
+    arrays = group_links_arrays(a100, sizes, strides)
+    for i, (size, stride) in enumerate(zip(sizes, strides)):
+        links = group_links(a100, int(size), int(stride))
+        for name, values in arrays.items():
+            assert values[i] == getattr(links, name), (size, stride, name)

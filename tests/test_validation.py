@@ -1,0 +1,142 @@
+"""Predicted vs measured step time on published runs (golden regression guard), row handling, and the runs CSV."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from planner.errors import PlannerInputError
+from planner.profile.runs_csv import COLUMNS, MeasuredRun, read_runs, runs_to_csv_text
+from planner.validation import predict_runs, run_to_config, summarize
+
+# Regression guard, not the current value: the uncalibrated model must stay within 15% step-time MAPE
+# on the published runs (peer tools: Calculon 3.65% mean on 8 Selene runs, vTrain 8.4-14.7% MAPE).
+STEP_TIME_MAPE_LIMIT = 0.15
+
+
+@pytest.fixture(scope="module")
+def published_results(published_runs_csv):
+    runs, problems = read_runs(published_runs_csv)
+    assert problems == [], [str(p) for p in problems]
+    return runs, predict_runs(runs)
+
+
+def test_published_runs_step_time_mape(published_results):
+    runs, results = published_results
+    skipped = [(r.run.id, r.reason) for r in results if r.reason]
+    assert skipped == []
+    assert len(results) == len(runs) >= 60
+    summary = summarize(results, "step")
+    assert summary["count"] == len(runs)
+    assert summary["mape"] <= STEP_TIME_MAPE_LIMIT, f"step-time MAPE {summary['mape']:.1%} > {STEP_TIME_MAPE_LIMIT:.0%}"
+
+
+def test_published_runs_per_source_figures_exist(published_results):
+    runs, results = published_results
+    summary = summarize(results, "step")
+    sources = {run.source for run in runs}
+    assert set(summary["by_source"]) == sources and len(sources) >= 3
+    for source, stats in summary["by_source"].items():
+        assert stats["count"] > 0 and math.isfinite(stats["mape"]), source
+        assert stats["median_ape"] <= stats["worst_ape"]
+    assert sum(s["count"] for s in summary["by_source"].values()) == summary["count"]
+
+
+def test_a_row_that_cannot_be_simulated_is_kept_with_its_reason(tmp_path):
+    runs = [
+        MeasuredRun(id="ok", source="t", cluster="dgx-a100-80gb", gpus=8, layers=12, hidden=768, heads=12, seq_len=1024,
+                    vocab=50257, dp=8, micro_batch=4, global_batch=32, step_time_s=1.0),
+        MeasuredRun(id="no-hidden", source="t", cluster="dgx-a100-80gb", layers=12, heads=12, seq_len=1024,
+                    vocab=50257, micro_batch=1, global_batch=8),
+        MeasuredRun(id="bad-gpus", source="t", cluster="dgx-a100-80gb", gpus=64, layers=12, hidden=768, heads=12,
+                    seq_len=1024, vocab=50257, tp=8, pp=4, dp=3, micro_batch=1, global_batch=24),
+        MeasuredRun(id="nowhere", source="t", cluster="no-such-cluster", layers=12, hidden=768, heads=12,
+                    seq_len=1024, vocab=50257, micro_batch=1, global_batch=8),
+    ]
+    results = predict_runs(runs)
+    assert [r.run.id for r in results] == ["ok", "no-hidden", "bad-gpus", "nowhere"]
+    assert results[0].reason is None and results[0].step_error is not None
+    assert "missing hidden" in results[1].reason
+    assert "!= gpus(64)" in results[2].reason
+    assert "unknown cluster" in results[3].reason
+    summary = summarize(results, "step")
+    assert summary["count"] == 1
+
+
+def test_run_to_config_derives_dp_from_gpus():
+    run = MeasuredRun(id="r", cluster="dgx-a100-80gb", gpus=64, layers=24, hidden=2048, heads=16, seq_len=2048,
+                      vocab=50257, tp=2, pp=2, micro_batch=1, global_batch=64)
+    _, layout, cluster = run_to_config(run)
+    assert layout.dp == 16 and cluster.name == "dgx-a100-80gb"
+
+
+def test_run_to_config_errors_are_one_line():
+    run = MeasuredRun(id="r", cluster="dgx-a100-80gb", layers=24, hidden=2048, heads=16, seq_len=2048, vocab=50257,
+                      tp=3, micro_batch=1, global_batch=8, origin="runs.csv:7")
+    with pytest.raises(PlannerInputError) as error:
+        run_to_config(run)
+    assert str(error.value).startswith("runs.csv:7") and "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# runs CSV reading: corrupt rows are reported with file:line and skipped; the rest is read
+# ---------------------------------------------------------------------------------------------
+
+def _good_row(run_id: str, gpus: str = "8") -> list[str]:
+    cells = dict(id=run_id, source="test", cluster="dgx-a100-80gb", gpus=gpus, layers="12", hidden="768", heads="12",
+                 seq_len="1024", vocab="50257", dp=gpus, micro_batch="1", global_batch="8", step_time_s="0.5")
+    return [cells.get(c, "") for c in COLUMNS]
+
+
+def _write_csv(path, rows: list[list[str]]) -> None:
+    path.write_text("\n".join([",".join(COLUMNS)] + [",".join(r) for r in rows]) + "\n", encoding="utf-8")
+
+
+def test_corrupt_rows_are_reported_with_file_and_line_and_skipped(tmp_path):
+    path = tmp_path / "runs.csv"
+    too_many = _good_row("3") + ["surplus", "cells"]
+    _write_csv(path, [_good_row("1"), _good_row("2", gpus="eight"), too_many, _good_row("4")])
+    runs, problems = read_runs(path)
+    assert [r.id for r in runs] == ["1", "4"]
+    assert [p.origin for p in problems] == [f"{path}:3", f"{path}:4"]
+    assert "gpus" in problems[0].reason and "'eight'" in problems[0].reason
+    assert "more cells" in problems[1].reason
+    assert runs[1].origin == f"{path}:5"
+
+
+@pytest.mark.parametrize("cell, column", [("1.5", "gpus"), ("nan", "step_time_s"), ("inf", "mem_gib")])
+def test_bad_numbers_are_row_problems(tmp_path, cell, column):
+    row = _good_row("1")
+    row[COLUMNS.index(column)] = cell
+    path = tmp_path / "runs.csv"
+    _write_csv(path, [row, _good_row("2")])
+    runs, problems = read_runs(path)
+    assert [r.id for r in runs] == ["2"] and column in problems[0].reason
+
+
+def test_duplicate_ids_are_row_problems(tmp_path):
+    path = tmp_path / "runs.csv"
+    _write_csv(path, [_good_row("1"), _good_row("1")])
+    runs, problems = read_runs(path)
+    assert len(runs) == 1 and "duplicate id" in problems[0].reason
+
+
+def test_missing_file_and_missing_header_are_input_errors(tmp_path):
+    with pytest.raises(PlannerInputError, match="no such runs file"):
+        read_runs(tmp_path / "absent.csv")
+    headerless = tmp_path / "x.csv"
+    headerless.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(PlannerInputError, match="no 'id' column"):
+        read_runs(headerless)
+
+
+def test_csv_round_trip_keeps_values_and_extra_columns(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text(",".join(COLUMNS + ("flash_attention",)) + "\n" + ",".join(_good_row("7") + ["0"]) + "\n",
+                    encoding="utf-8")
+    runs, _ = read_runs(path)
+    again = tmp_path / "again.csv"
+    again.write_text(runs_to_csv_text(runs), encoding="utf-8")
+    reread, problems = read_runs(again)
+    assert problems == [] and reread == runs and reread[0].extra == {"flash_attention": "0"}
