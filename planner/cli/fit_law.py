@@ -123,7 +123,9 @@ def _g(value) -> str:
 def render_text(report: dict) -> str:
     data, fit = report["data"], report["fit"]
     lines = [f"{report['form']} fit to {data['path']}: {data['points']} points, {data['runs']} runs "
-             f"(columns {', '.join(f'{k}={v}' for k, v in data['columns'].items())})",
+             f"(columns {', '.join(f'{k}={v}' for k, v in data['columns'].items())}"
+             + (f"; {data['dropped_highest_loss']} highest-loss points dropped" if data.get("dropped_highest_loss") else "")
+             + ")",
              f"  {report['form_summary']}",
              f"  summed Huber loss {fit['objective']:.6g} (delta {fit['huber_delta']:g}), {fit['iterations']} "
              f"iterations, {fit['free_parameters']} free parameters"]

@@ -58,8 +58,8 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
             continue
         samples.append([refit.coef_[name] for name in names])
     if n_resamples and failed > MAX_FAILED_FRACTION * n_resamples:
-        raise PlannerInputError(f"{failed} of {n_resamples} bootstrap refits did not converge; "
-                                f"the fit is unstable on this data (fix or tie parameters)")
+        raise PlannerInputError(f"{failed} of {n_resamples} bootstrap refits failed (no convergence, or too few "
+                                f"distinct points in a resample); fix or tie parameters, or pass --bootstrap 0")
     return BootstrapResult(np.array(samples).reshape(-1, len(names)), tuple(names), failed)
 
 

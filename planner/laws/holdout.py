@@ -52,7 +52,11 @@ def extrapolation_error(fitter: LawFitter, data: LossData, heldout: np.ndarray, 
                                 f"{int(heldout.sum())} of {data.n_runs} runs; it needs some runs on each side")
     test_point = heldout[data.run]
     train = data.subset(~test_point)
-    fitted = refit_like(fitter).fit(train.N, train.D, train.loss)
+    try:
+        fitted = refit_like(fitter).fit(train.N, train.D, train.loss)
+    except PlannerInputError as error:
+        raise PlannerInputError(f"extrapolation check (fit without {rule}): {error}; "
+                                f"change --holdout-n-above / --holdout-fraction or pass --no-holdout") from None
     final = data.final_points() & test_point
     predicted = fitted.predict(data.N[final], data.D[final])
     rel = predicted / data.loss[final] - 1.0

@@ -1,7 +1,8 @@
 """Save a fitted law as YAML (`planner fit-law --out law.yaml`) and load it back (`--law law.yaml`).
 
 The file holds the form, coefficients in natural units, the N and C definitions, the validity
-range, the bootstrap coefficient samples (so intervals survive the round trip) and a free-form
+range, the bootstrap coefficient samples (so intervals survive the round trip; or, for a law
+without samples, its assumed `relative_sigma`) and a free-form
 `fit` record of how it was made. Loading uses yaml.safe_load and a strict schema: an unknown or
 missing key is an error naming the key and the file.
 """
@@ -50,6 +51,7 @@ class _LawFileModel(BaseModel):
     coefficients: dict[str, float]
     validity: _ValidityModel
     samples: list[list[float]] | None = None
+    relative_sigma: float | None = None
     fit: dict[str, Any] = {}
 
 
@@ -66,6 +68,7 @@ def law_to_yaml(law: LossLaw, fit_record: dict | None = None) -> str:
         "coefficients": law.coefficients(),
         "validity": law.validity.as_dict(),
         "samples": None if law.samples is None else [[float(v) for v in row] for row in law.samples],
+        "relative_sigma": law.relative_sigma,
         "fit": fit_record or {},
     }
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=120)
@@ -102,6 +105,6 @@ def load_law_file(path: str) -> LossLaw:
     try:
         return cls(name=model.name, source=model.source, n_definition=model.n_definition,
                    c_definition=model.c_definition, validity=Validity(**model.validity.model_dump()),
-                   samples=samples, **model.coefficients)
+                   samples=samples, relative_sigma=model.relative_sigma, **model.coefficients)
     except ValueError as error:
         raise PlannerInputError(f"{where}: {error}") from None

@@ -1,0 +1,48 @@
+"""Reading law data: the shared formats out of the box, configurable columns, runs and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.errors import PlannerInputError
+from planner.laws.data import read_loss_data
+
+
+def test_epoch_csv_derives_tokens_from_flops(epoch_csv):
+    data = read_loss_data(str(epoch_csv))
+    assert data.loss.size == 245 and data.n_runs == 245       # one point per run
+    assert data.columns == {"n": "Model Size", "c": "Training FLOP", "loss": "loss"}
+    # First row of the file: N = 6795600349.29, C = 9.99385e18 -> D = C / (6 N).
+    assert data.D[0] == pytest.approx(9.993852799709755e18 / (6 * 6795600349.289497), rel=1e-12)
+
+
+def test_gemstones_checkpoints_group_into_runs(gemstones_hot):
+    data = read_loss_data(str(gemstones_hot))
+    assert data.n_runs == 22 and data.loss.size == 770
+    final = data.final_points()
+    assert final.sum() == 22 and np.all(data.D[final] == data.D.max())
+    run = data.run_names.index("PyGemma-2048x27_pretrain")
+    assert data.run_compute()[run] == pytest.approx(6 * 1904850944 * 350119526400, rel=1e-12)
+
+
+def test_configurable_columns_and_count_syntax(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("size,toks,val,name\n70M,1.4B,3.1,a\n70M,2.8B,3.0,a\n1B,20B,2.6,b\n")
+    data = read_loss_data(str(path), n_col="size", d_col="toks", loss_col="val", run_col="name")
+    assert np.allclose(data.N, [7e7, 7e7, 1e9]) and np.allclose(data.D, [1.4e9, 2.8e9, 2e10])
+    assert data.n_runs == 2 and list(data.run) == [0, 0, 1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("N,D,loss\n", "no data rows"),
+    ('{"N": 1e9, "D": 2e10, "loss": 2.5}\n{"N": 1e9,\n', "line 2: not valid JSON"),
+    ("N,D,loss\n1e9,2e10,\n", "line 2 column 'loss': empty"),
+    ("N,D,loss\n1e9,two,2.5\n", "line 2 column 'D'"),
+    ("params,loss\n1e9,2.5\n", "no token (D) or compute (C) column"),
+])
+def test_errors_name_file_line_and_column(tmp_path, text, message):
+    path = tmp_path / ("runs.jsonl" if text.startswith("{") else "runs.csv")
+    path.write_text(text)
+    with pytest.raises(PlannerInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_loss_data(str(path))

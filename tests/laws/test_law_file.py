@@ -1,0 +1,72 @@
+"""Fitted laws saved to YAML and loaded back: same predictions, same intervals, strict schema."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from planner.errors import PlannerInputError
+from planner.laws.chinchilla import OvertrainingLaw
+from planner.laws.farseer import FarseerLaw
+from planner.laws.law_file import load_law_file, save_law
+from planner.laws.published import EPOCH_2024, KAPLAN_2020
+from planner.laws.registry import load_law
+
+N, D = np.array([1e8, 1e9, 7e10]), np.array([2e9, 2e10, 1.4e12])
+
+
+@pytest.mark.parametrize("law", [EPOCH_2024, KAPLAN_2020], ids=lambda l: l.name)
+def test_round_trip_keeps_predictions_and_intervals(tmp_path, law):
+    path = save_law(law, tmp_path / "law.yaml", fit_record={"note": "test"})
+    loaded = load_law(str(path))
+    assert type(loaded) is type(law) and loaded.name == law.name and loaded.n_definition == law.n_definition
+    assert np.allclose(loaded.predict(N, D), law.predict(N, D), rtol=1e-12)
+    for a, b in zip(loaded.predict_interval(N, D), law.predict_interval(N, D)):
+        assert np.allclose(a, b, rtol=1e-12)
+    assert np.allclose(loaded.compute_optimal(1e24), law.compute_optimal(1e24), rtol=1e-12)
+
+
+def test_round_trip_of_fitted_only_forms(tmp_path):
+    validity = EPOCH_2024.validity
+    laws = [OvertrainingLaw(name="ot", source="s", n_definition="total", c_definition="6ND", validity=validity,
+                            E=1.8, A=500.0, B=1500.0, alpha=0.33, beta=0.33),
+            FarseerLaw(name="fs", source="s", n_definition="total", c_definition="6ND", validity=validity,
+                       a1=0.1, b1=-1.0, alpha=0.3, a2=0.2, b2=7.0, beta=-0.2, a3=0.5, b3=0.6, gamma=-0.1)]
+    for law in laws:
+        loaded = load_law_file(save_law(law, tmp_path / f"{law.name}.yaml"))
+        assert type(loaded) is type(law)
+        assert np.allclose(loaded.predict(N, D), law.predict(N, D), rtol=1e-12)
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    path = save_law(EPOCH_2024, tmp_path / "law.yaml")
+    with pytest.raises(PlannerInputError, match="--force"):
+        save_law(KAPLAN_2020, path)
+    save_law(KAPLAN_2020, path, force=True)
+    assert load_law_file(path).name == "kaplan"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(colour="blue"), "'colour'"),
+    (lambda d: d.pop("form"), "'form'"),
+    (lambda d: d.update(form="cubic"), "'form'"),
+    (lambda d: d["coefficients"].pop("beta"), "coefficients"),
+    (lambda d: d["validity"].update(n_max="big"), "validity.n_max"),
+    (lambda d: d.update(samples=[[1.0, 2.0]]), "samples"),
+])
+def test_schema_errors_name_the_key_and_file(tmp_path, edit, message):
+    path = save_law(EPOCH_2024, tmp_path / "law.yaml")
+    document = yaml.safe_load(path.read_text())
+    edit(document)
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(PlannerInputError, match=message) as caught:
+        load_law_file(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_not_yaml_is_an_input_error(tmp_path):
+    path = tmp_path / "law.yaml"
+    path.write_text("form: [unclosed\n")
+    with pytest.raises(PlannerInputError, match="not valid YAML"):
+        load_law_file(path)
