@@ -11,9 +11,10 @@ optimum as the default 20 (coefficients within 4e-8 relative; 1,519 starts reach
 top-ranked among them): `benchmarks/bench_law_fit.py --exhaustive` repeats the check, and
 `tests/laws/test_fitter.py` compares the default with 60 starts.
 
-Sum, not mean: with a mean, L-BFGS-B's stopping tests (relative to max(|f|, 1)) stop far from the
-optimum. The objective is divided by delta internally for the same reason: it leaves the
-minimiser unchanged and makes f of order one.
+Sum, not mean: averaged, the objective is ~1e-5 and L-BFGS-B's stopping tests (relative to
+max(|f|, 1)) can end the search early; Besiroglu et al. suggest this is how Hoffmann's fit went
+wrong. For the same reason the objective is divided by delta internally: the minimiser is
+unchanged and f is of order one, so the tolerances below mean what they say.
 """
 
 from __future__ import annotations
