@@ -1,0 +1,205 @@
+"""`planner optimize` on the command line: JSON contract, determinism, quiet stderr, exit codes.
+
+Exit codes: 0 with a plan, 1 for an infeasible problem (explained on stdout), 2 for bad input
+(one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PLAN_KEYS = ("params", "tokens", "gpus", "layout", "step_time_s", "wall_clock_s", "gpu_hours", "predicted_loss",
+             "memory_bytes")
+
+
+def planner(*argv, **kwargs) -> subprocess.CompletedProcess:
+    """Run `planner optimize ...` in a fresh interpreter with stdout and stderr piped (not a TTY)."""
+    return subprocess.run([sys.executable, "-m", "planner.cli", "optimize", *map(str, argv)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def in_process(capsys, *argv):
+    try:
+        code = main(["optimize", *map(str, argv)])
+    except SystemExit as stop:  # argparse errors exit through SystemExit
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def json_runs():
+    """The same optimize problem twice, in two processes running side by side."""
+    argv = [sys.executable, "-m", "planner.cli", "optimize", "--budget", "10000gpuh", "--json"]
+    procs = [subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    runs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        runs.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    return runs
+
+
+def test_json_has_the_documented_keys(json_runs):
+    run = json_runs[0]
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["status"] == "ok"
+    for key in PLAN_KEYS:
+        assert key in out["plan"], key
+    for key in ("tp", "pp", "dp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute"):
+        assert key in out["plan"]["layout"], key
+    assert isinstance(out["alternatives"], list) and out["alternatives"]
+    assert isinstance(out["pareto"], list) and out["pareto"]
+    assert isinstance(out["dropped"], dict)
+    assert out["assumptions"]["budget_gpu_hours"] == pytest.approx(10_000)
+    assert out["plan"]["gpu_hours"] <= 10_000 * (1 + 1e-9)
+    assert out["plan"]["wall_clock_s"] <= 30 * 86400 * (1 + 1e-9)  # the default deadline
+    assert out["plan"]["memory_bytes"] <= out["plan"]["hbm_bytes"]
+    assert out["candidates_scored"] >= 1_000_000
+
+
+def test_json_is_byte_identical_across_runs_except_elapsed(json_runs):
+    first, second = (run.stdout for run in json_runs)
+    strip = lambda text: [line for line in text.splitlines() if '"elapsed_s"' not in line]  # noqa: E731
+    assert strip(first) == strip(second)
+    assert len([line for line in first.splitlines() if '"elapsed_s"' in line]) == 1
+
+
+def test_piped_stderr_is_empty_on_success(json_runs):
+    assert all(run.stderr == "" for run in json_runs)
+    text = planner("--budget", "10000gpuh", "--gpus", "64")
+    assert text.returncode == 0
+    assert text.stderr == ""
+    assert "chosen plan" in text.stdout and "scoring candidates" not in text.stdout
+
+
+def test_progress_goes_to_stderr_only_on_a_tty():
+    primary, secondary = pty.openpty()
+    try:
+        run = subprocess.run([sys.executable, "-m", "planner.cli", "optimize", "--budget", "10000gpuh", "--gpus", "64"],
+                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+        os.close(secondary)
+        secondary = None
+        tty_text = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO once the child's side is closed and drained (Linux)
+                break
+            if not chunk:
+                break
+            tty_text += chunk
+    finally:
+        if secondary is not None:
+            os.close(secondary)
+        os.close(primary)
+    assert run.returncode == 0
+    assert b"scoring candidates" in tty_text
+    assert b"scoring candidates" not in run.stdout
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--budget", "lots"], "--budget"),
+    (["--budget", "-5gpuh"], "--budget"),
+    (["--budget", "0gpuh"], "--budget"),
+    (["--budget", "10000gpuh", "--cluster", "no-such-cluster"], "no-such-cluster"),
+    (["--budget", "10000gpuh", "--law", "no-such-law"], "no-such-law"),
+    (["--budget", "10000gpuh", "--gpus", "64", "--max-gpus", "32"], "--max-gpus 32"),
+    (["--budget", "10000gpuh", "--gpus", "-8"], "--gpus"),
+    (["--budget", "10000gpuh", "--deadline", "-3d"], "--deadline"),
+    (["--budget", "10000gpuh", "--deadline", "soon"], "--deadline"),
+    (["--target-loss", "-1"], "--target-loss"),
+    (["--budget", "$2M", "--cluster", "jean-zay-a100"], "price"),
+    (["--budget", "10000gpuh", "--unique-tokens", "-2T"], "--unique-tokens"),
+    (["--budget", "10000gpuh", "--inference-tokens", "many"], "--inference-tokens"),
+    (["--budget", "10000gpuh", "--law", "kaplan", "--unique-tokens", "2T"], "--unique-tokens"),
+    (["--budget", "10000gpuh", "--seq-len", "0"], "--seq-len"),
+    (["--budget", "10000gpuh", "--gpus", "1000000"], "--gpus"),
+    (["--budget", "10000gpuh", "--gpus", "eight"], "--gpus"),
+    (["--deadline", "30d"], "--budget"),
+])
+def test_bad_input_is_one_line_on_stderr_with_exit_code_2(capsys, argv, needle):
+    code, out, err = in_process(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_bad_input_in_a_fresh_process_has_no_traceback():
+    run = planner("--budget", "$2M", "--cluster", "jean-zay-a100")
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("planner optimize: error:")
+
+
+@pytest.mark.parametrize("argv, binds", [
+    (["--gpus", "1", "--target-loss", "2.4", "--deadline", "2d"], "deadline binds"),
+    (["--target-loss", "1.5"], "target loss 1.5 is below"),
+    (["--budget", "10000gpuh", "--gpus", "64", "--inference-tokens", "20T"], "--inference-tokens alone"),
+])
+def test_infeasible_problem_exits_1_and_names_what_binds(capsys, argv, binds):
+    code, out, err = in_process(capsys, *argv)
+    assert code == 1
+    assert err == ""
+    assert "no feasible plan" in out
+    assert binds in out
+
+
+def test_infeasible_json_carries_the_explanation(capsys):
+    code, out, _ = in_process(capsys, "--gpus", "1", "--target-loss", "2.4", "--deadline", "2d", "--json")
+    assert code == 1
+    result = json.loads(out)
+    assert result["status"] == "infeasible" and result["plan"] is None
+    assert any("deadline binds" in line for line in result["explanation"])
+    assert result["dropped"]["misses the deadline"] > 0
+
+
+def test_budget_spellings_give_the_same_plan(capsys):
+    plans = []
+    for budget in ("10000gpuh", "10k gpuh", "1e4 GPU-hours"):
+        code, out, _ = in_process(capsys, "--budget", budget, "--gpus", "64", "--json")
+        assert code == 0
+        plans.append(json.loads(out)["plan"])
+    assert plans[0] == plans[1] == plans[2]
+
+
+def test_money_budget_on_a_priced_cluster(capsys):
+    code, out, err = in_process(capsys, "--budget", "$2M", "--cluster", "dgx-a100-80gb", "--gpus", "512", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["assumptions"]["budget_usd"] == pytest.approx(2e6)
+    assert result["assumptions"]["budget_gpu_hours"] == pytest.approx(1e6)  # at $2 per A100-hour
+    assert result["plan"]["cost_usd"] <= 2e6 * (1 + 1e-9)
+    assert result["plan"]["gpu_hours"] <= 1e6 * (1 + 1e-9)
+
+
+def test_target_loss_mode_on_the_command_line(capsys):
+    code, out, _ = in_process(capsys, "--target-loss", "2.2", "--gpus", "64", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["plan"]["predicted_loss"] <= 2.2 + 1e-9
+    assert result["assumptions"]["target_loss"] == 2.2
+
+
+def test_unique_tokens_flag_shows_the_data_constrained_law(capsys):
+    code, out, _ = in_process(capsys, "--budget", "10000gpuh", "--gpus", "64", "--unique-tokens", "50B", "--json")
+    assert code == 0
+    assumptions = json.loads(out)["assumptions"]
+    assert assumptions["law"] == "epoch+unique-tokens"
+    assert "Muennighoff" in assumptions["law_source"]
+    code, text, _ = in_process(capsys, "--budget", "10000gpuh", "--gpus", "64", "--unique-tokens", "50B")
+    assert "law epoch+unique-tokens" in text and "unique tokens 50B" in text

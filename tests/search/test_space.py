@@ -1,0 +1,119 @@
+"""The candidate space: family shapes, GPU counts and the valid layouts among their cartesian product."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from planner.layout import check_layout, make_layout
+from planner.model import family_model
+from planner.search import space
+from planner.search.space import Space, enumerate_space, family_models, gpu_counts
+
+
+def test_family_models_cover_the_range_sorted_without_duplicates():
+    models = family_models(seq_len=4096, vocab=32000, n_min=1e9, n_max=70e9)
+    totals = [m.total_params for m in models]
+    assert len(models) > 20
+    assert all(1e9 <= n <= 70e9 for n in totals)
+    assert totals == sorted(totals)
+    assert len({(m.layers, m.hidden) for m in models}) == len(models)
+    # Nothing in range is left out: every depth x aspect shape in [n_min, n_max] is there.
+    expected = set()
+    for depth, aspect in itertools.product(space.DEPTHS, space.ASPECT_RATIOS):
+        m = family_model(depth, aspect, seq_len=4096, vocab=32000)
+        kv = 8 if m.heads >= 16 and m.heads % 8 == 0 else m.heads
+        if 1e9 <= m.model_copy(update={"kv_heads": kv}).total_params <= 70e9:
+            expected.add((m.layers, m.hidden))
+    assert {(m.layers, m.hidden) for m in models} == expected
+
+
+def test_family_models_use_128_wide_heads_and_gqa_8_from_16_heads():
+    for m in family_models(seq_len=2048, vocab=32000, n_min=0, n_max=np.inf):
+        assert m.hidden == 128 * m.heads
+        assert m.layers % 4 == 0
+        assert m.seq_len == 2048 and m.vocab == 32000 and m.mlp == "swiglu"
+        if m.heads >= 16 and m.heads % 8 == 0:
+            assert m.kv == 8
+        else:
+            assert m.kv == m.heads
+
+
+def test_gpu_counts_are_sub_node_sizes_then_whole_nodes():
+    counts = gpu_counts(gpus_per_node=8, max_nodes=64, exact=None, max_gpus=None)
+    assert counts[:3] == [1, 2, 4]
+    assert all(g % 8 == 0 for g in counts[3:])
+    assert counts[-1] == 64 * 8
+    assert counts == sorted(counts)
+
+
+def test_gpu_counts_respect_exact_max_and_window():
+    assert gpu_counts(8, 1024, exact=96, max_gpus=None) == [96]
+    assert max(gpu_counts(8, 1024, exact=None, max_gpus=100)) == 96
+    windowed = gpu_counts(8, 1024, exact=None, max_gpus=None, low=10, high=300)
+    assert windowed == [16, 24, 32, 48, 64, 96, 128, 192, 256]
+    # An empty window keeps the nearest count under the limit so infeasibility can still be explained.
+    assert gpu_counts(8, 1024, exact=None, max_gpus=64, low=1000, high=2000) == [64]
+
+
+def _reference_layouts(models, gpu_options, gpus_per_node):
+    """The layouts space.py's docstring promises, enumerated one by one with plain Python."""
+    out = []
+    for mi, gpus, tp, pp, vpp, (zero, offload), micro, recompute in itertools.product(
+            range(len(models)), gpu_options, space.TP_CHOICES, space.PP_CHOICES, space.VPP_CHOICES,
+            space.ZERO_OFFLOAD_CHOICES, space.MICRO_BATCH_CHOICES, space.RECOMPUTE_CHOICES):
+        m = models[mi]
+        if tp > gpus_per_node or m.heads % tp or m.kv % tp or gpus % (tp * pp):
+            continue
+        if m.layers % (pp * vpp) or (vpp > 1 and pp == 1):
+            continue
+        dp = gpus // (tp * pp)
+        if zero > 0 and dp == 1:  # ZeRO only differs from plain DP when there is something to shard over
+            continue
+        out.append((mi, gpus, tp, pp, dp, vpp, zero, offload, micro, recompute))
+    return out
+
+
+def test_enumerated_space_is_exactly_the_valid_cartesian_product():
+    models = family_models(4096, 32000, 2e9, 8e9)[:4]
+    gpu_options = [1, 4, 8, 24, 64]
+    s = enumerate_space(models, gpu_options, gpus_per_node=8)
+    fields = ("model_index", "gpus", "tp", "pp", "dp", "vpp", "zero", "offload", "micro_batch", "recompute")
+    got = sorted(zip(*(s.arrays[f].tolist() for f in fields)))
+    expected = sorted(_reference_layouts(models, gpu_options, 8))
+    assert got == expected
+    raw = (len(models) * len(gpu_options) * len(space.TP_CHOICES) * len(space.PP_CHOICES) * len(space.VPP_CHOICES)
+           * len(space.ZERO_OFFLOAD_CHOICES) * len(space.MICRO_BATCH_CHOICES) * len(space.RECOMPUTE_CHOICES))
+    assert len(s) + s.skipped_invalid == raw
+    assert isinstance(s, Space) and s.models == models
+
+
+def test_every_enumerated_layout_passes_layout_validation():
+    models = family_models(4096, 32000, 5e9, 40e9)[::5]
+    s = enumerate_space(models, [8, 16, 48, 128], gpus_per_node=8)
+    a = s.arrays
+    assert np.all(a["tp"] * a["pp"] * a["dp"] == a["gpus"])
+    assert np.all(a["tp"] <= 8)
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(s), size=200, replace=False):
+        model = models[a["model_index"][i]]
+        layout = make_layout(
+            tp=int(a["tp"][i]), pp=int(a["pp"][i]), dp=int(a["dp"][i]), vpp=int(a["vpp"][i]), zero=int(a["zero"][i]),
+            offload=("none", "optimizer")[a["offload"][i]], micro_batch=int(a["micro_batch"][i]),
+            global_batch=int(a["micro_batch"][i] * a["dp"][i]), seq_parallel=bool(a["tp"][i] > 1))
+        check_layout(model, layout, gpus=int(a["gpus"][i]))
+
+
+def test_offload_only_with_zero_2_or_3():
+    s = enumerate_space(family_models(4096, 32000, 5e9, 10e9)[:2], [16], gpus_per_node=8)
+    zero, offload = s.arrays["zero"], s.arrays["offload"]
+    assert offload.any()
+    assert np.all(zero[offload == 1] >= 2)
+
+
+@pytest.mark.parametrize("gpus_per_node", [4, 8])
+def test_tensor_parallelism_stays_inside_a_node(gpus_per_node):
+    s = enumerate_space(family_models(4096, 32000, 5e9, 10e9)[:2], [64], gpus_per_node=gpus_per_node)
+    assert s.arrays["tp"].max() == gpus_per_node
