@@ -69,7 +69,9 @@ def _window(law, constraints: Constraints, cluster: ClusterSpec, dtype: str) -> 
         reach = np.flatnonzero(law.predict(n_opt, d_opt) <= constraints.target_loss)
         flops = budgets[reach[0]] if len(reach) else budgets[-1]
     n_opt = float(law.compute_optimal(np.array([flops]))[0][0])
-    return n_opt, n_opt / WINDOW_BELOW, n_opt * WINDOW_ABOVE
+    # Serving demand favours smaller, longer-trained models (Sardana et al. 2024): widen the window down.
+    below = WINDOW_BELOW * (10.0 if constraints.inference_tokens else 1.0)
+    return n_opt, n_opt / below, n_opt * WINDOW_ABOVE
 
 
 def build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab):
@@ -251,9 +253,12 @@ def explain_infeasible(problem: Problem, dropped: dict, closest: dict, models: l
     for reason, count in dropped.items():
         if count:
             lines.append(f"{count:,} candidates dropped: {reason}")
-    if binding == "does not fit GPU memory" or dropped.get("does not fit GPU memory") and len(lines) == 1:
-        lines.append(f"memory binds: the smallest layout still needs {closest['memory_bytes'] / 2**30:.1f} GiB per GPU "
-                     f"of {cluster.accelerator.hbm_bytes / 2**30:.0f} GiB; allow more GPUs (--max-gpus/--gpus), "
+    # Memory only binds when nothing else does: layouts that do not fit are plentiful in every search,
+    # so their count says little when the deadline, budget or target also dropped candidates.
+    others = [r for r, n in dropped.items() if n and r not in ("does not fit GPU memory", "offload exceeds host memory")]
+    if dropped.get("does not fit GPU memory") and not others:
+        lines.append(f"memory binds: the smallest layout still needs {closest['memory_bytes'] / 2**30:.2f} GiB per GPU "
+                     f"of {cluster.accelerator.hbm_bytes / 2**30:.2f} GiB; allow more GPUs (--max-gpus/--gpus), "
                      "use a cluster with more HBM, or a smaller model")
     if dropped.get("misses the deadline"):
         lines.append(f"the deadline binds: the fastest plan needs {closest['deadline_wall_s'] / 86400:.1f} days "
