@@ -1,0 +1,29 @@
+"""`planner doctor FILE...`: list every problem in cluster specs and runs files at once, with file and line."""
+
+from __future__ import annotations
+
+
+def register(subparsers, name: str) -> None:
+    parser = subparsers.add_parser(
+        name, help="check cluster specs (.yaml) and runs files (.csv); print every problem with file:line",
+        description="Check hand-edited cluster specs and runs CSVs. Exit 0 when clean, 1 when problems were "
+                    "found, 2 when a file cannot be checked at all.")
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--cluster-dir", metavar="DIR", help="resolve cluster names in runs files against this folder")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from planner.doctor import check_file
+
+    total = 0
+    for path in args.files:
+        findings = check_file(path, args.cluster_dir)
+        for finding in findings:
+            print(finding)
+        if not findings:
+            print(f"{path}: ok")
+        total += len(findings)
+    if total:
+        print(f"{total} problem(s) found")
+    return 1 if total else 0
