@@ -12,6 +12,18 @@ def register(subparsers, name: str) -> None:
         name, help="choose model size, tokens, GPUs and layout under a GPU-hour, money or loss target",
         description="Search model shapes x token counts x GPU counts x parallel layouts with the simulator and "
                     "a loss law; print the best plan, materially different runners-up and the loss-vs-time frontier.")
+    add_optimize_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--report", metavar="OUT.html",
+                        help="also write the review document (OUT.html, OUT.md and OUT_figures/), as `planner report` does")
+    parser.add_argument("--emit-deepspeed", metavar="DIR",
+                        help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for the plan")
+    parser.add_argument("--force", action="store_true", help="overwrite files written by --report/--emit-deepspeed")
+    parser.set_defaults(run=run)
+
+
+def add_optimize_arguments(parser) -> None:
+    """The problem flags (budget, cluster, law, constraints, training settings); shared with `planner report`."""
     parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
     parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d)")
     parser.add_argument("--gpus", type=int, help="use exactly this many GPUs")
@@ -27,17 +39,14 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"])
     parser.add_argument("--batch-rule", default="step-law", choices=["step-law", "deepseek"],
                         help="optimal global batch law used to size and limit the batch (default step-law)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(run=run)
 
 
-def solve(args):
-    """Parse the flags, run the search; shared with `planner report`."""
+def load_inputs(args):
+    """Parse the flags into (cluster, law, constraints); shared with `planner report`."""
     from planner.budget import build_constraints
     from planner.errors import PlannerInputError
     from planner.hardware import load_cluster
     from planner.laws.registry import DEFAULT_LAW, load_law
-    from planner.search.optimize import optimize
 
     cluster = load_cluster(args.cluster, args.cluster_dir)
     constraints = build_constraints(
@@ -47,6 +56,14 @@ def solve(args):
     if args.seq_len <= 0 or args.vocab <= 0:
         raise PlannerInputError(f"--seq-len and --vocab must be positive, got {args.seq_len} and {args.vocab}")
     law = load_law(args.law or DEFAULT_LAW, constraints.unique_tokens)
+    return cluster, law, constraints
+
+
+def solve(args, inputs=None):
+    """Parse the flags (or take loaded `inputs`), run the search; shared with `planner report`."""
+    from planner.search.optimize import optimize
+
+    cluster, law, constraints = inputs or load_inputs(args)
     progress = sys.stderr.isatty() and not getattr(args, "json", False)
     return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
                     seq_len=args.seq_len, vocab=args.vocab, progress=progress)
@@ -62,13 +79,21 @@ def result_json(result) -> dict:
 
 
 def run(args) -> int:
+    from planner.cli import report as report_cli
     from planner.render import to_json
 
-    result = solve(args)
+    report_paths = report_cli.report_outputs(args.report) if args.report else {}
+    report_cli.check_new([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed)], args.force)
+    inputs = load_inputs(args)
+    result = solve(args, inputs)
     if args.json:
         print(to_json(result_json(result)))
     else:
         print(format_result(result))
+    if args.report:
+        report_cli.write_report(args, inputs, result, report_paths, sensitivity=True)
+    if args.emit_deepspeed and result.status == "ok":
+        report_cli.emit_plan(args.emit_deepspeed, result.plan, inputs[0], args.force)
     return 0 if result.status == "ok" else 1
 
 

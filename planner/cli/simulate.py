@@ -42,6 +42,9 @@ def register(subparsers, name: str) -> None:
     add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--list-models", action="store_true", help="list model presets and exit")
+    parser.add_argument("--emit-deepspeed", metavar="DIR",
+                        help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for this layout")
+    parser.add_argument("--force", action="store_true", help="overwrite files written by --emit-deepspeed")
     parser.set_defaults(run=run)
 
 
@@ -111,6 +114,10 @@ def run(args) -> int:
                   f"heads={spec.heads}/{spec.kv} ffn={spec.ffn_size} {spec.mlp} V={spec.vocab} s={spec.seq_len}")
         return 0
     model, layout, cluster, _ = resolve_configuration(args)
+    if args.emit_deepspeed:
+        from planner.cli.report import check_new, deepspeed_outputs
+
+        check_new(deepspeed_outputs(args.emit_deepspeed), args.force)
     result = simulate(model, layout, cluster)
     if args.json:
         print(to_json({**result, "model": model.model_dump(), "params": model.total_params,
@@ -118,6 +125,12 @@ def run(args) -> int:
                        "calibration": cluster.calibration}))
     else:
         print(format_simulation(model, layout, cluster, result))
+    if args.emit_deepspeed:
+        from planner.cli.report import emit_deepspeed
+
+        summary = (f"simulated: {human_count(model.total_params)} params, {layout.gpus} GPUs of {cluster.name}, "
+                   f"step {result['step_time_s']:.3g} s, fits: {'yes' if result['fits'] else 'NO'}")
+        emit_deepspeed(args.emit_deepspeed, model, layout, cluster, None, summary, args.force)
     return 0
 
 

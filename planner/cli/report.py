@@ -1,0 +1,132 @@
+"""`planner report`: the capacity-planning review of one budget and cluster, as HTML and Markdown.
+
+Writes OUT.html (self-contained: figures embedded as base64 PNG), OUT.md (the same text and tables)
+and OUT_figures/*.png (the figures the Markdown links). Existing files are refused unless --force,
+checked before the search starts. Also home of the writers `optimize --report/--emit-deepspeed`
+and `simulate --emit-deepspeed` share.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from planner.errors import PlannerInputError
+
+DEEPSPEED_FILES = ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile")
+
+
+def register(subparsers, name: str) -> None:
+    from planner.cli.optimize import add_optimize_arguments
+
+    parser = subparsers.add_parser(
+        name, help="write the plan review (HTML + Markdown with plots) for a budget and cluster",
+        description="Run `planner optimize` for the problem, then write a review document: the chosen plan and "
+                    "runners-up, iso-FLOP curve, loss-vs-wall-clock frontier, memory and step-time breakdowns, "
+                    "MFU vs GPUs, sensitivity to slower compute/network and a 2x budget, uncertainty and every assumption.")
+    add_optimize_arguments(parser)
+    parser.add_argument("--out", default="report.html", metavar="OUT.html",
+                        help="HTML file to write; OUT.md and OUT_figures/ go beside it (default report.html)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing report files")
+    parser.add_argument("--no-sensitivity", action="store_true",
+                        help="skip the three sensitivity re-runs (each is a full search)")
+    parser.set_defaults(run=run)
+
+
+def report_outputs(out: str) -> dict[str, Path]:
+    """Every path the report writes: html, md, and one PNG per figure in OUT_figures/."""
+    from planner.report import FIGURES
+
+    html_path = Path(out)
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        raise PlannerInputError(f"--out {out}: expected an .html path (the Markdown twin goes beside it)")
+    figures = html_path.with_name(f"{html_path.stem}_figures")
+    return {"html": html_path, "md": html_path.with_suffix(".md"),
+            **{name: figures / f"{name}.png" for name in FIGURES}}
+
+
+def deepspeed_outputs(folder: str | None) -> list[Path]:
+    return [Path(folder) / name for name in DEEPSPEED_FILES] if folder else []
+
+
+def check_new(paths, force: bool) -> None:
+    """Refuse before any work when an output exists and --force is absent."""
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not force:
+        raise PlannerInputError(f"{existing[0]}: already exists; pass --force to overwrite it"
+                                + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""))
+
+
+def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool) -> None:
+    from planner import plots, report, review as review_module
+    from planner.io import write_bytes_atomic, write_text_atomic
+    from planner.sensitivity import run_cases
+
+    cluster, law, constraints = inputs
+    options = {"dtype": args.dtype, "batch_rule": args.batch_rule, "seq_len": args.seq_len, "vocab": args.vocab}
+    cases = run_cases(cluster, law, constraints, result, **options) if sensitivity else None
+    review = review_module.build_review(cluster, law, constraints, result, sensitivity=cases,
+                                        command=_command_line(), **options)
+    figures = plots.all_figures(review) if result.status == "ok" else {}
+    blocks = report.document(review)
+    markdown_dir = paths["md"].parent
+    figure_links = {name: os.path.relpath(paths[name], markdown_dir).replace(os.sep, "/") for name in figures}
+    _readable(write_text_atomic(paths["html"], report.to_html(blocks, figures), force=args.force))
+    _readable(write_text_atomic(paths["md"], report.to_markdown(blocks, figure_links), force=args.force))
+    for name, data in figures.items():
+        _readable(write_bytes_atomic(paths[name], data, force=args.force))
+    figure_dir = f" (figures in {paths[next(iter(figures))].parent}/)" if figures else ""
+    sys.stderr.write(f"wrote {paths['html']} and {paths['md']}{figure_dir}\n")
+
+
+def _readable(path: Path, executable: bool = False) -> None:
+    """Atomic writes go through mkstemp (mode 0600); reports and launch files are meant to be shared."""
+    path.chmod(0o755 if executable else 0o644)
+
+
+def _command_line() -> str:
+    return "planner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+
+
+def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
+    """Write the --emit-deepspeed files (atomic; refused over existing files unless --force)."""
+    from planner.deepspeed_config import compatibility_notes, deepspeed_files
+    from planner.io import write_text_atomic
+
+    files = deepspeed_files(model, layout, cluster.gpus_per_node, tokens=tokens, summary=summary)
+    for name, text in files.items():
+        path = write_text_atomic(Path(folder) / name, text, force=force)
+        _readable(path, executable=name == "launch.sh")
+    sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")
+    for note in compatibility_notes(layout, cluster.gpus_per_node):
+        sys.stderr.write(f"warning: {note}\n")
+
+
+def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
+    from planner.render import human_count
+    from planner.review import plan_layout, plan_model
+
+    summary = (f"plan: {human_count(plan['params'])} params on {human_count(plan['tokens'])} tokens, {plan['gpus']} GPUs "
+               f"of {cluster.name}, predicted {plan['wall_clock_days']:.1f} days")
+    emit_deepspeed(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], summary, force)
+
+
+def run(args) -> int:
+    from planner.cli.optimize import load_inputs, solve
+    from planner.render import human_count
+
+    paths = report_outputs(args.out)
+    check_new(paths.values(), args.force)
+    inputs = load_inputs(args)
+    result = solve(args, inputs)
+    write_report(args, inputs, result, paths, sensitivity=not args.no_sensitivity)
+    if result.status != "ok":
+        print("no feasible plan: " + "; ".join(result.explanation[-1:]))
+        return 1
+    plan = result.plan
+    print(f"chosen plan: {human_count(plan['params'])} params, {human_count(plan['tokens'])} tokens, {plan['gpus']} GPUs, "
+          f"{plan['wall_clock_days']:.1f} days, loss {plan['predicted_loss']:.3f}")
+    print(f"report: {paths['html']} (Markdown: {paths['md']})")
+    return 0

@@ -1,0 +1,226 @@
+"""A plan's layout as files a DeepSpeed run starts from: ds_config.json, Megatron-DeepSpeed arguments,
+a hostfile template and a launch script for the `deepspeed` launcher. Pure: layout in, text out.
+
+Targets microsoft/Megatron-DeepSpeed's `pretrain_gpt.py` (tp/pp/sequence parallelism come from its
+arguments; DeepSpeed gets the batch, ZeRO, offload and precision from ds_config.json). Megatron
+builds its own optimizer and hands it to DeepSpeed, so ds_config.json has no "optimizer" block;
+with optimizer offload `--cpu-optimizer` makes that optimizer DeepSpeed's CPU Adam, as ZeRO-Offload
+requires. Bucket sizes are the ones the cost model assumes (planner.cost.memory), so the run
+uses the memory the plan was checked against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
+from planner.layout import Layout
+from planner.model import ModelSpec
+
+# DeepSpeed's default stage3_param_persistence_threshold (elements): parameters this small stay
+# gathered on every rank instead of being fetched per use (DeepSpeed docs, "ZeRO optimizations").
+ZERO3_PERSISTENCE_THRESHOLD = 1e5
+# Step Law (Li et al. 2025, "Predictable Scale: Part I", eq. 1): eta_opt = 1.79 N^-0.713 D^0.307
+# with N non-embedding parameters and D tokens; the same paper's batch law sizes the plan's batch.
+STEP_LAW_LR = (1.79, -0.713, 0.307)
+WARMUP_FRACTION = 0.01  # assumed: 1% of samples of linear warm-up, common Llama/Megatron practice
+MIN_LR_RATIO = 0.1  # assumed: cosine decay to 10% of the peak (Chinchilla, Llama 2)
+DEFAULT_SEQUENCES_WHEN_UNKNOWN = "${TRAIN_SAMPLES:?set TRAIN_SAMPLES (sequences to train on)}"
+
+
+def step_law_learning_rate(non_embedding_params: float, tokens: float) -> float:
+    """Peak learning rate from Step Law; a starting point to sweep around, not a guarantee."""
+    scale, n_exp, d_exp = STEP_LAW_LR
+    return scale * non_embedding_params**n_exp * tokens**d_exp
+
+
+def zero_block(layout: Layout) -> dict:
+    """The zero_optimization section: stage, overlap, buckets, offload targets."""
+    block = {"stage": layout.zero}
+    if layout.zero == 0:
+        return block
+    block.update({"overlap_comm": True, "contiguous_gradients": True,
+                  "reduce_bucket_size": int(ZERO12_BUCKET_ELEMENTS)})
+    if layout.zero in (1, 2):
+        block.update({"reduce_scatter": True, "allgather_bucket_size": int(ZERO12_BUCKET_ELEMENTS)})
+    if layout.zero == 3:
+        block.update({"stage3_prefetch_bucket_size": int(ZERO3_BUCKET_ELEMENTS),
+                      "stage3_param_persistence_threshold": int(ZERO3_PERSISTENCE_THRESHOLD),
+                      "stage3_gather_16bit_weights_on_model_save": True})
+    if layout.offload != "none":
+        block["offload_optimizer"] = _offload_target(layout)
+    if layout.offload == "optimizer+params":
+        block["offload_param"] = _offload_target(layout)
+    return block
+
+
+def _offload_target(layout: Layout) -> dict:
+    if layout.offload_device == "nvme":
+        return {"device": "nvme", "nvme_path": "/local_nvme", "pin_memory": True}
+    return {"device": "cpu", "pin_memory": True}
+
+
+def precision_block(dtype: str) -> dict:
+    """bf16/fp16 sections. fp8 matmuls live in Transformer Engine, outside ds_config: run bf16 here."""
+    if dtype in ("bf16", "fp8"):
+        return {"bf16": {"enabled": True}}
+    if dtype == "fp16":
+        # Dynamic loss scaling (loss_scale 0) with DeepSpeed's documented defaults.
+        return {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                         "hysteresis": 2, "min_loss_scale": 1}}
+    return {}
+
+
+def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
+    """ds_config.json for one layout. DeepSpeed checks train_batch = micro x accumulation x dp."""
+    config = {
+        "train_batch_size": layout.global_batch,
+        "train_micro_batch_size_per_gpu": layout.micro_batch,
+        "gradient_accumulation_steps": layout.grad_accumulation,
+        "gradient_clipping": gradient_clipping,
+        "zero_optimization": zero_block(layout),
+        **precision_block(layout.dtype),
+        "steps_per_print": 10,
+        "wall_clock_breakdown": False,
+    }
+    if layout.recompute == "full":
+        # Megatron-DeepSpeed's --deepspeed-activation-checkpointing reads this block; partitioning the
+        # checkpointed layer inputs over tp ranks only helps when tp > 1.
+        config["activation_checkpointing"] = {"partition_activations": layout.tp > 1,
+                                              "contiguous_memory_optimization": False, "cpu_checkpointing": False}
+    return config
+
+
+def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:
+    """What the plan asks for that Megatron-DeepSpeed + DeepSpeed cannot run as written."""
+    notes = []
+    if layout.gpus > gpus_per_node and layout.gpus % gpus_per_node:
+        notes.append(f"{layout.gpus} GPUs is not a whole number of {gpus_per_node}-GPU nodes; the launcher starts "
+                     f"{gpus_per_node} ranks per hostfile line, so edit the last line's slots")
+    if layout.pp > 1 and layout.zero >= 2:
+        notes.append(f"DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only; the plan has pp={layout.pp} with "
+                     f"ZeRO-{layout.zero}: use Megatron-LM's distributed optimizer, or re-plan without pp")
+    if layout.vpp > 1:
+        notes.append(f"vpp={layout.vpp} (interleaved pipeline) is a Megatron-LM schedule that DeepSpeed's pipeline "
+                     "engine lacks: run it with Megatron-LM, or accept the larger bubble of vpp=1")
+    if layout.cp > 1:
+        notes.append(f"cp={layout.cp}: Megatron-DeepSpeed has no context parallelism (its Ulysses "
+                     "--ds-sequence-parallel-size is a different scheme); use Megatron-LM --context-parallel-size")
+    if layout.dtype == "fp8":
+        notes.append("fp8: ds_config.json runs bf16; fp8 matmuls need Transformer Engine (Megatron-LM --fp8-format hybrid)")
+    return notes
+
+
+def train_sequences(layout: Layout, tokens: float, seq_len: int) -> int:
+    """Sequences to train on, rounded up to whole optimizer steps."""
+    steps = math.ceil(tokens / (layout.global_batch * seq_len))
+    return steps * layout.global_batch
+
+
+def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, learning_rate: float | None) -> list[str]:
+    """pretrain_gpt.py arguments for the model shape, the parallel layout and the schedule."""
+    args = [f"--tensor-model-parallel-size {layout.tp}", f"--pipeline-model-parallel-size {layout.pp}"]
+    if layout.pp == 1:
+        args.append("--no-pipeline-parallel")  # Megatron-DeepSpeed: plain DeepSpeed engine, any ZeRO stage
+    if layout.seq_parallel and layout.tp > 1:
+        args.append("--sequence-parallel")
+    args += [f"--num-layers {model.layers}", f"--hidden-size {model.hidden}",
+             f"--ffn-hidden-size {model.ffn_size}", f"--num-attention-heads {model.heads}",
+             f"--seq-length {model.seq_len}", f"--max-position-embeddings {model.seq_len}"]
+    if model.kv != model.heads:
+        args.append(f"--num-key-value-heads {model.kv}")
+    args += _architecture_flags(model)
+    args += [f"--micro-batch-size {layout.micro_batch}", f"--global-batch-size {layout.global_batch}"]
+    samples = str(train_sequences(layout, tokens, model.seq_len)) if tokens else DEFAULT_SEQUENCES_WHEN_UNKNOWN
+    args += [f"--train-samples {samples}"]
+    if learning_rate and tokens:
+        warmup = max(1, round(WARMUP_FRACTION * int(samples)))
+        args += [f"--lr {learning_rate:.3g}", f"--min-lr {learning_rate * MIN_LR_RATIO:.3g}", "--lr-decay-style cosine",
+                 f"--lr-warmup-samples {warmup}", f"--lr-decay-samples {samples}"]
+    else:  # no token count (simulate): the schedule is the user's to set
+        args += ["--lr ${LR:?set LR (peak learning rate)}", "--lr-decay-style cosine",
+                 f"--lr-warmup-fraction {WARMUP_FRACTION}"]
+    args += ["--weight-decay 0.1", "--adam-beta1 0.9", "--adam-beta2 0.95", "--clip-grad 1.0",
+             "--attention-dropout 0", "--hidden-dropout 0"]
+    args += {"bf16": ["--bf16"], "fp8": ["--bf16"], "fp16": ["--fp16"], "fp32": []}[layout.dtype]
+    if layout.flash_attention:
+        args.append("--use-flash-attn-v2")
+    if layout.recompute == "full":
+        args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1",
+                 "--deepspeed-activation-checkpointing"]
+    elif layout.recompute == "selective":
+        args.append("--recompute-granularity selective")
+    if layout.offload != "none":
+        args.append("--cpu-optimizer")
+    args += ["--deepspeed", "--deepspeed_config ds_config.json", f"--zero-stage {layout.zero}"]
+    return args
+
+
+def _architecture_flags(model: ModelSpec) -> list[str]:
+    flags = []
+    if model.mlp == "swiglu":
+        flags.append("--swiglu")
+    if model.norm == "rmsnorm":
+        flags.append("--normalization rmsnorm")
+    if model.position == "rotary":
+        flags.append("--use-rotary-position-embeddings")
+    if not model.tied_embeddings:
+        flags.append("--untie-embeddings-and-output-weights")
+    if not model.bias:
+        flags.append("--disable-bias-linear")
+    return flags
+
+
+def hostfile(nodes: int, gpus_per_node: int) -> str:
+    """DeepSpeed hostfile template: one `host slots=N` line per node; replace the names with yours."""
+    lines = ["# DeepSpeed hostfile: one line per node, `hostname slots=<GPUs on that node>`.",
+             "# Replace the placeholder names with your nodes (ssh-reachable without a password)."]
+    lines += [f"node-{index:04d} slots={gpus_per_node}" for index in range(nodes)]
+    return "\n".join(lines) + "\n"
+
+
+def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: int, tokens: float | None,
+                  learning_rate: float | None, summary: str) -> str:
+    """bash script running pretrain_gpt.py under the `deepspeed` launcher with this plan's arguments."""
+    per_node = min(layout.gpus, gpus_per_node)
+    launcher = (f"deepspeed --num_gpus {per_node}" if nodes == 1
+                else f"deepspeed --hostfile hostfile --num_nodes {nodes} --num_gpus {per_node}")
+    arguments = megatron_arguments(model, layout, tokens, learning_rate)
+    data_args = ['--data-path "$DATA_PATH"', "--tokenizer-type HFTokenizer", '--tokenizer-model "$TOKENIZER"',
+                 "--split 98,2,0", "--log-interval 10", "--eval-interval 1000", "--eval-iters 10",
+                 "--save-interval 1000", '--save "$CHECKPOINTS"', '--load "$CHECKPOINTS"']
+    body = " \\\n  ".join([f"{launcher} \"$MEGATRON_DEEPSPEED\"/pretrain_gpt.py", *arguments, *data_args])
+    schedule = ("# The peak learning rate is Step Law's estimate for this N and D: a starting point to sweep around."
+                if learning_rate else "# Set TRAIN_SAMPLES and LR: a layout alone does not say how long to train.")
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# {summary}",
+        "# Generated by `planner --emit-deepspeed`. Argument names follow microsoft/Megatron-DeepSpeed's",
+        "# pretrain_gpt.py; check them against your checkout.",
+        schedule,
+        *(f"# WARNING: {note}" for note in compatibility_notes(layout, gpus_per_node)),
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        ': "${MEGATRON_DEEPSPEED:?set MEGATRON_DEEPSPEED to your Megatron-DeepSpeed checkout}"',
+        ': "${DATA_PATH:?set DATA_PATH to the preprocessed dataset prefix}"',
+        f': "${{TOKENIZER:?set TOKENIZER to a Hugging Face tokenizer with vocab size {model.vocab}}}"',
+        'CHECKPOINTS="${CHECKPOINTS:-checkpoints}"',
+        body,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def deepspeed_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,
+                    summary: str = "") -> dict[str, str]:
+    """File name -> text for everything --emit-deepspeed writes."""
+    nodes = -(-layout.gpus // gpus_per_node)
+    lr = step_law_learning_rate(model.non_embedding_params, tokens) if tokens else None
+    files = {
+        "ds_config.json": json.dumps(ds_config(layout), indent=2) + "\n",
+        "megatron_args.txt": "\n".join(megatron_arguments(model, layout, tokens, lr)) + "\n",
+        "launch.sh": launch_script(model, layout, nodes, gpus_per_node, tokens, lr, summary),
+    }
+    if nodes > 1:
+        files["hostfile"] = hostfile(nodes, gpus_per_node)
+    return files

@@ -1,0 +1,332 @@
+"""The capacity-planning review as a document: HTML (figures embedded) and its Markdown twin.
+
+`document(review)` lays the review out as a list of blocks (headings, paragraphs, tables, figures)
+with every number already formatted; `to_html` and `to_markdown` only typeset those blocks, so the
+two files always say the same thing. Nothing is computed here: planner/review.py and
+planner/sensitivity.py build the data, planner/plots.py draws the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+
+from planner import __version__
+from planner.render import human_bytes, human_count, human_seconds
+
+GIB = 2.0**30
+FIGURES = ("isoflop", "frontier", "memory", "step_time", "scaling")
+
+
+def _tags(review: dict) -> list[str]:
+    return ["plan"] + [f"R{i}" for i in range(1, len(review["plans"]))]
+
+
+def _layout(lay: dict) -> str:
+    text = f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}" + (f" vpp{lay['vpp']}" if lay["vpp"] > 1 else "")
+    text += f", ZeRO-{lay['zero']}" + (f" + {lay['offload']} offload" if lay["offload"] != "none" else "")
+    text += f", micro-batch {lay['micro_batch']}, grad. accum. {lay['grad_accumulation']}"
+    return text + (f", recompute {lay['recompute']}" if lay["recompute"] != "none" else "")
+
+
+def _loss(plan: dict) -> str:
+    low, high = plan["loss_interval"]
+    return f"{plan['predicted_loss']:.3f} [{low:.3f}-{high:.3f}]"
+
+
+def _money(value) -> str:
+    return f"${value:,.0f}" if value else "-"
+
+
+def _delta(new: float, old: float) -> str:
+    return f"{100 * (new / old - 1):+.0f}%" if old else "-"
+
+
+def _loss_delta(new: float, old: float) -> str:
+    return "same" if abs(new - old) < 5e-4 else f"{new - old:+.3f}"
+
+
+def _budget_text(c: dict) -> str:
+    if not c["budget_gpu_hours"]:
+        return f"target loss {c['target_loss']}"
+    return f"{c['budget_gpu_hours']:,.0f} GPU-hours" + (f" (${c['budget_usd']:,.0f})" if c["budget_usd"] else "")
+
+
+def summary_blocks(review: dict) -> list:
+    plan, cl = review["plans"][0], review["cluster"]
+    s, lay = plan["shape"], plan["layout"]
+    text = (f"**{human_count(plan['params'])} parameters** ({s['layers']} layers x {s['hidden']} hidden) trained "
+            f"on **{human_count(plan['tokens'])} tokens** ({plan['tokens_per_param']:.1f} tokens per parameter) using "
+            f"**{plan['gpus']} {cl['accelerator']} GPUs** ({plan['nodes']} nodes) for **{plan['wall_clock_days']:.1f} days**: "
+            f"{plan['gpu_hours']:,.0f} GPU-hours{', ' + _money(plan['cost_usd']) if plan['cost_usd'] else ''}. "
+            f"Predicted final loss **{plan['predicted_loss']:.3f}** nats/token (law's 80% band "
+            f"{plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}).")
+    facts = [
+        f"Layout: {_layout(lay)}; global batch {lay['global_batch']} sequences "
+        f"({human_count(lay['global_batch'] * s['seq_len'])} tokens), {plan['steps']:,.0f} steps.",
+        f"Speed: {human_seconds(plan['step_time_s'])} per step, {plan['tokens_per_s']:,.0f} tokens/s, "
+        f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}% "
+        "after failures and checkpoints.",
+        f"Memory: {human_bytes(plan['memory_bytes'])} of {human_bytes(plan['hbm_bytes'])} HBM per GPU "
+        f"({human_bytes(plan['memory_headroom_bytes'])} headroom).",
+        (f"Cost model: **calibrated** ({cl['calibration']})." if cl["calibrated"] else
+         "Cost model: **not calibrated**: efficiency values are the planner's assumed defaults.")
+        + " Step times are predictions; see Sensitivity and Uncertainty.",
+    ]
+    best = review["lowest_loss"]
+    if best and best["predicted_loss"] < plan["predicted_loss"] - 5e-4:
+        facts.append(f"Why not the lowest loss: {best['predicted_loss']:.3f} is reachable with {best['gpus']} GPUs in "
+                     f"{best['wall_clock_days']:.1f} days; losses within 0.1% count as equal (far inside the law's "
+                     "band), and among them the shorter wall-clock wins.")
+    facts += [f"Warning: {w}" for w in plan.get("law_warnings", [])]
+    return [("p", text), ("list", facts)]
+
+
+def plans_table(review: dict) -> tuple:
+    headers = ["", "option", "N", "D", "D/N", "GPUs", "layout", "MFU", "GiB/GPU", "days", "GPU-hours", "cost",
+               "loss [80% band]"]
+    rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
+             f"{plan['tokens_per_param']:.0f}", str(plan["gpus"]), _layout(plan["layout"]), f"{100 * plan['mfu']:.1f}%",
+             f"{plan['memory_bytes'] / GIB:.1f}", f"{plan['wall_clock_days']:.2f}", f"{plan['gpu_hours']:,.0f}",
+             _money(plan["cost_usd"]), _loss(plan)] for tag, plan in zip(_tags(review), review["plans"])]
+    return ("table", headers, rows)
+
+
+def isoflop_blocks(review: dict) -> list:
+    iso, law = review["isoflop"], review["law"]
+    chosen, optimum = iso["chosen"], iso["optimum"]
+    return [("figure", "isoflop", "Loss vs model size at the plan's training compute."), (
+        "p", f"At the plan's compute C = 6ND = {iso['compute_flops']:.3g} FLOP the law ({law['name']}) puts the "
+             f"loss-minimising model at N = {human_count(optimum['params'])} ({law['n_definition']} parameters), loss "
+             f"{optimum['loss']:.4f}; the chosen N = {human_count(chosen['params'])} predicts {chosen['loss']:.4f}. "
+             "The valley is flat: sizes near the minimum trade a few thousandths of a nat for faster or cheaper "
+             "runs, which is why the search may pick one off the exact minimum. The shaded band is the "
+             "law's 80% coefficient uncertainty; C/2 and 2C curves show what halving or doubling compute buys.")]
+
+
+def frontier_blocks(review: dict) -> list:
+    rows = [[f"{p['wall_clock_days']:.2f}", str(p["gpus"]), human_count(p["params"]), human_count(p["tokens"]),
+             f"{p['gpu_hours']:,.0f}", f"{p['predicted_loss']:.3f} [{p['loss_low']:.3f}-{p['loss_high']:.3f}]"]
+            for p in review["frontier"]]
+    return [("figure", "frontier", "Loss vs wall-clock frontier."),
+            ("p", "Each point is the best-loss plan finishing within that wall-clock under the budget. Going "
+                  "faster needs more GPUs, larger batches and lower MFU, so loss rises as time shrinks."),
+            ("table", ["days", "GPUs", "N", "D", "GPU-hours", "loss [80% band]"], rows)]
+
+
+def breakdown_blocks(review: dict) -> list:
+    plan = review["plans"][0]
+    _, parts, _ = review["memory"][0]
+    memory_rows = [[name, human_bytes(value)] for name, value in parts if value > 0]
+    memory_rows += [["total", human_bytes(plan["memory_bytes"])], ["HBM capacity", human_bytes(plan["hbm_bytes"])]]
+    _, parts, step = review["time"][0]
+    time_rows = [[name, human_seconds(value), f"{100 * value / step:.1f}%"] for name, value in parts if value > 0]
+    time_rows.append(["step", human_seconds(step), "100%"])
+    return [
+        ("h2", "Memory per GPU"),
+        ("figure", "memory", "Per-GPU memory breakdown against HBM capacity."),
+        ("p", "Bars: the chosen plan and each runner-up (tags as in the table). Model states (weights, gradients, "
+              "optimizer) shrink with ZeRO and tp/pp; activations grow with micro-batch and sequence length; the "
+              "reserve is allocator fragmentation plus CUDA/NCCL context. Chosen plan:"),
+        ("table", ["part", "per GPU"], memory_rows),
+        ("h2", "Step time"),
+        ("figure", "step_time", "Step-time breakdown."),
+        ("p", "Exposed communication is the part not hidden behind compute. Chosen plan, one optimizer step:"),
+        ("table", ["part", "time", "share"], time_rows),
+    ]
+
+
+def scaling_blocks(review: dict) -> list:
+    rows = [[str(r["gpus"]), f"{100 * r['mfu']:.1f}%" if r["feasible"] else "-",
+             f"{r['wall_clock_days']:.2f}" if r["feasible"] else "-",
+             r["layout"] if r["feasible"] else r["reason"]] for r in review["scaling"]]
+    plan = review["plans"][0]
+    return [("figure", "scaling", "MFU and wall-clock vs number of GPUs for the chosen model."),
+            ("p", f"The chosen model ({human_count(plan['params'])}) trained on the same {human_count(plan['tokens'])} "
+                  "tokens, with the fastest layout that fits at each GPU count (same batch-size rule and limit as "
+                  "the search). MFU falls as the per-GPU batch shrinks and communication is exposed. Layouts: "
+                  "z = ZeRO stage, mb = micro-batch, rc = recompute."),
+            ("table", ["GPUs", "MFU", "days", "best layout (or why none)"], rows)]
+
+
+def sensitivity_blocks(review: dict) -> list:
+    cases = review["sensitivity"]
+    if cases is None:
+        return [("p", "Sensitivity runs were skipped (--no-sensitivity).")]
+    base = review["plans"][0]
+    rows = []
+    for case in cases:
+        kept, new = case["kept"], case["replanned"]
+        kept_text = ("unchanged (it spends the original budget)" if kept is None else
+                     f"{kept['wall_clock_days']:.2f} d ({_delta(kept['wall_clock_days'], base['wall_clock_days'])}), "
+                     f"{kept['gpu_hours']:,.0f} GPU-h ({_delta(kept['gpu_hours'], base['gpu_hours'])}), MFU {100 * kept['mfu']:.1f}%")
+        if new is None:
+            new_text = "no feasible plan: " + "; ".join(case["explanation"][-1:])
+        else:
+            new_text = (f"{human_count(new['params'])} on {human_count(new['tokens'])} tokens, {new['gpus']} GPUs, "
+                        f"{_layout(new['layout'])}; MFU {100 * new['mfu']:.1f}%, {new['wall_clock_days']:.2f} d, "
+                        f"loss {new['predicted_loss']:.3f} ({_loss_delta(new['predicted_loss'], base['predicted_loss'])})")
+        rows.append([case["label"], case["change"], kept_text, new_text])
+    return [("p", "Keep the plan: the chosen model, tokens, GPUs and layout under the changed conditions (same tokens, "
+                  "so time and GPU-hours move). Re-plan: what the search picks with the changed inputs."),
+            ("table", ["case", "what changes", "keep the plan", "re-plan"], rows)]
+
+
+def uncertainty_blocks(review: dict) -> list:
+    law, cl = review["law"], review["cluster"]
+    return [("list", [
+        f"Loss: bands are the law's {law['band']}, at 80%; they describe where the law's mean curve lies, "
+        "not seed-to-seed scatter of single runs (typically another ~0.01 nats).",
+        "Against the runs the law was fitted on: " + "; ".join(review["fit_range"]) + ".",
+        ("Step time: the cluster's efficiency parameters were fitted to measured runs (" + cl["calibration"] + ")."
+         if cl["calibrated"] else
+         "Step time: the cluster's efficiency parameters are assumed defaults; `planner validate` shows the error "
+         "against published runs and `planner calibrate` fits them to yours. The sensitivity table shows what "
+         "20% slower compute or network does."),
+    ])]
+
+
+def _kv_table(pairs) -> tuple:
+    return ("table", ["", ""], [[key, str(value)] for key, value in pairs])
+
+
+def _efficiency_value(key: str, value) -> str:
+    if value is None:
+        return "derived: roofline ridge 3 x peak / HBM bandwidth" if key == "matmul_half_size" else "default"
+    if key.endswith("_bytes"):
+        return human_bytes(value)
+    return f"{value:.4g}" + (" s" if key.endswith("_s") else "")
+
+
+def assumption_blocks(review: dict) -> list:
+    cl, law, c, result = review["cluster"], review["law"], review["constraints"], review["result"]
+    rate = lambda v: f"{v / 1e9:.0f} GB/s"  # noqa: E731 - bandwidths as vendors quote them (per direction)
+    cluster = [("name / file", f"{cl['name']} ({cl['file']})"), ("calibration", cl["calibration"]),
+               ("accelerator", f"{cl['accelerator']}: {cl['peak_flops_per_s'] / 1e12:.0f} TFLOP/s dense {c['dtype']}, "
+                               f"{human_bytes(cl['hbm_bytes'])} HBM at {cl['hbm_bytes_per_s'] / 1e12:.2f} TB/s"),
+               ("node", f"{cl['gpus_per_node']} GPUs, scale-up {rate(cl['scale_up_bytes_per_s_per_direction'])} per "
+                        f"direction, host memory {human_bytes(cl['host_memory_bytes'])}"),
+               ("network", f"{cl['nics_per_node']} NICs x {rate(cl['nic_bytes_per_s_per_direction'])} per direction, "
+                           f"{cl['topology']}, oversubscription {cl['oversubscription']:g}"),
+               ("size / price", f"up to {cl['max_nodes']} nodes; {_money(cl['price_per_gpu_hour'])} per GPU-hour"
+                                if cl["price_per_gpu_hour"] else f"up to {cl['max_nodes']} nodes; no price"),
+               ("reliability", f"MTBF per GPU {cl['mtbf_per_gpu_s'] / 3600:,.0f} h (goodput accounts for failures, "
+                               "checkpoints and restarts)")]
+    efficiency = [(key, _efficiency_value(key, value)) for key, value in cl["efficiency"].items()]
+    validity = law["validity"]
+    law_rows = [("law", f"{law['name']}: {law['source']}"), ("form", f"{law['form']}; N = {law['n_definition']} "
+                                                                     f"parameters, C = {law['c_definition']}"),
+                ("coefficients", ", ".join(f"{k} = {v:.4g}" for k, v in law["coefficients"].items())),
+                ("fitted range", f"N {validity['n_min']:.3g}-{validity['n_max']:.3g}, D {validity['d_min']:.3g}-"
+                                 f"{validity['d_max']:.3g}, D/N {validity['tpp_min']:.3g}-{validity['tpp_max']:.3g}"),
+                ("uncertainty", law["band"])]
+    size_range = c["model_size_range"]
+    search = [("budget", _budget_text(c)), ("deadline", f"{c['deadline_s'] / 86400:g} days"
+                                            + (" (default)" if c["deadline_is_default"] else "")),
+              ("GPUs", f"exactly {c['gpus']}" if c["gpus"] else (f"at most {c['max_gpus']}" if c["max_gpus"] else "any")),
+              ("unique data / inference", f"{human_count(c['unique_tokens']) if c['unique_tokens'] else 'unlimited'} / "
+                                          f"{human_count(c['inference_tokens']) if c['inference_tokens'] else 'none'}"),
+              ("training", f"{c['dtype']}, sequence length {c['seq_len']}, vocabulary {c['vocab']}"),
+              ("batch size", c["batch_rule_text"]),
+              ("models searched", f"{c['models_searched']} Llama-style shapes (SwiGLU, RMSNorm, rotary, GQA with 8 kv "
+                                  f"heads from 16 heads), {human_count(size_range[0])}-{human_count(size_range[1])}"),
+              ("candidates", f"{result.scored:,} scored; dropped: " + (", ".join(
+                  f"{n:,} {why}" for why, n in result.dropped.items() if n) or "none")),
+              ("ties", "plans within 0.1% of the best loss (1% of cost with a target) count as equal; the shorter "
+                       "wall-clock wins")]
+    return [("h3", "Cluster"), _kv_table(cluster), ("h3", "Cost-model efficiencies"), _kv_table(efficiency),
+            ("h3", "Loss law"), _kv_table(law_rows), ("h3", "Constraints and search"), _kv_table(search)]
+
+
+def document(review: dict) -> list:
+    """The report as blocks: ("h1"|"h2"|"h3"|"p", text), ("list", items), ("table", headers, rows),
+    ("figure", name, caption)."""
+    c = review["constraints"]
+    blocks = [("h1", f"Training plan: {_budget_text(c)} on {review['cluster']['name']}")]
+    blocks.append(("p", f"Generated by planner {__version__}" + (f": `{review['command']}`." if review["command"] else ".")))
+    if review["status"] != "ok":
+        blocks += [("h2", "No feasible plan"), ("list", review["result"].explanation),
+                   ("h2", "Assumptions"), *assumption_blocks(review)]
+        return blocks
+    blocks += [("h2", "Recommendation"), *summary_blocks(review),
+               ("h2", "Chosen plan and runners-up"), plans_table(review),
+               ("p", "Runners-up are the best plans that differ materially (fewer GPUs, shorter wall-clock, dp only, "
+                     "smaller or larger model). Loss in nats/token; the band is the law's 80% interval."),
+               ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),
+               ("h2", "Loss vs wall-clock"), *frontier_blocks(review),
+               *breakdown_blocks(review),
+               ("h2", "MFU vs number of GPUs"), *scaling_blocks(review),
+               ("h2", "Sensitivity"), *sensitivity_blocks(review),
+               ("h2", "Uncertainty"), *uncertainty_blocks(review),
+               ("h2", "Assumptions"), *assumption_blocks(review)]
+    return blocks
+
+
+# --- typesetting -----------------------------------------------------------------------------------
+
+def _inline_html(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1200px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #333; padding-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .88em; }
+th, td { border: 1px solid #ccc; padding: .25em .55em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .85em; color: #555; } code { background: #f3f3f3; padding: 0 .2em; }
+"""
+
+
+def to_html(blocks: list, figures: dict[str, bytes]) -> str:
+    """One self-contained HTML page: figures as base64 PNG, no external files, scripts or fonts."""
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3", "p"):
+            body.append(f"<{kind}>{_inline_html(block[1])}</{kind}>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block[1]) + "</ul>")
+        elif kind == "table":
+            _, headers, rows = block
+            head = "".join(f"<th>{_inline_html(h)}</th>" for h in headers) if any(headers) else ""
+            cells = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows)
+            body.append(f"<table>{'<thead><tr>' + head + '</tr></thead>' if head else ''}<tbody>{cells}</tbody></table>")
+        elif kind == "figure" and block[1] in figures:
+            data = base64.b64encode(figures[block[1]]).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{_inline_html(block[2])}</figcaption></figure>")
+    title = html.escape(blocks[0][1])
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list, figure_paths: dict[str, str]) -> str:
+    """The Markdown twin: same blocks; figures linked as PNG files written beside it."""
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + block[1])
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in block[1]))
+        elif kind == "table":
+            _, headers, rows = block
+            headers = [h or " " for h in headers]
+            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            out.append("\n".join(lines))
+        elif kind == "figure" and block[1] in figure_paths:
+            out.append(f"![{block[2]}]({figure_paths[block[1]]})")
+    return "\n\n".join(out) + "\n"

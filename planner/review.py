@@ -1,0 +1,220 @@
+"""The numbers a capacity-planning review shows beyond the optimize result itself.
+
+- the iso-FLOP curve: loss vs model size at the chosen plan's compute C = 6·N·D, with the law's band;
+- the loss-vs-wall-clock frontier, each point with its law band;
+- memory and step-time breakdowns of the chosen plan and the runners-up, as named parts;
+- MFU vs number of GPUs for the chosen model and token count (best layout at each GPU count);
+- every assumption: cluster spec (and whether it is calibrated), law, constraints, search settings.
+
+Sensitivity re-runs live in planner/sensitivity.py. planner/report.py turns this into text and plots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.budget import Constraints
+from planner.errors import PlannerInputError
+from planner.hardware import ClusterSpec
+from planner.laws.batch_size import RULES as BATCH_RULES
+from planner.layout import Layout, make_layout
+from planner.model import ModelSpec, make_model
+from planner.search.optimize import OptimizeResult, build_problem, score_space
+from planner.search.score import Problem
+from planner.search.space import enumerate_space, family_models, gpu_counts
+
+BAND_LEVEL = 0.8  # the band optimize reports (plan["loss_interval"])
+ISOFLOP_SPAN = 12.0  # the curve spans N_opt / span .. N_opt x span (the search window is /12 .. x6)
+SCALING_SPAN = 32.0  # MFU-vs-GPUs spans the plan's GPU count / 32 .. x 32 (what a re-plan would consider)
+# Memory parts in stacking order (model states first, then what grows with the batch), with labels.
+MEMORY_PARTS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer", "optimizer states"),
+                ("zero3_gathered", "ZeRO-3 gathered params"), ("comm_buckets", "communication buckets"),
+                ("activations", "activations"), ("recompute_working", "recompute working set"),
+                ("logits", "logits"), ("reserve", "allocator/CUDA reserve"))
+# Step-time groups: the issue's named parts; step_time.py's parts summed where one bar would do.
+TIME_GROUPS = (("compute (forward + backward)", ("forward", "backward")),
+               ("memory-bound kernels", ("elementwise",)), ("recompute", ("recompute",)),
+               ("pipeline bubble", ("bubble",)), ("tp communication (exposed)", ("tp_comm",)),
+               ("pp send/recv (exposed)", ("pp_p2p",)), ("cp communication (exposed)", ("cp_comm",)),
+               ("dp/ZeRO communication (exposed)", ("dp_comm_exposed",)), ("offload copies", ("offload_copies",)),
+               ("optimizer step", ("optimizer",)), ("fixed overheads", ("overhead",)))
+
+
+def plan_model(plan: dict) -> ModelSpec:
+    """The searched family model behind a plan (Llama-style), checked against the plan's parameter count."""
+    model = make_model("plan", **plan["shape"])
+    if model.total_params != plan["params"]:
+        raise PlannerInputError(f"plan shape rebuilds to {model.total_params} parameters, plan says {plan['params']}")
+    return model
+
+
+def plan_layout(plan: dict) -> Layout:
+    fields = {f: plan["layout"][f] for f in Layout.model_fields if f in plan["layout"]}
+    return make_layout("plan", **fields)
+
+
+def law_params_of(law, model: ModelSpec) -> float:
+    return float(model.non_embedding_params if law.n_definition == "non-embedding" else model.total_params)
+
+
+def isoflop_curve(law, plan: dict, points: int = 97) -> dict:
+    """Loss vs law-N along C = 6·N·D through the plan (and at C/2, 2C for scale), with the law's band."""
+    compute = 6.0 * plan["law_params"] * plan["tokens"]
+    n_opt = float(law.compute_optimal(np.array([compute]))[0][0])
+    low_n = min(n_opt / ISOFLOP_SPAN, plan["law_params"] / 2)
+    high_n = max(n_opt * ISOFLOP_SPAN, plan["law_params"] * 2)
+    N = np.logspace(np.log10(low_n), np.log10(high_n), points)
+    curves = {}
+    for factor in (0.5, 1.0, 2.0):
+        D = factor * compute / (6.0 * N)
+        low, high = law.predict_interval(N, D, BAND_LEVEL)
+        curves[factor] = {"loss": law.predict(N, D), "low": low, "high": high}
+    return {"compute_flops": compute, "params": N, "curves": curves, "level": BAND_LEVEL,
+            "optimum": {"params": n_opt, "loss": float(law.predict(np.array([n_opt]), np.array([compute / (6 * n_opt)]))[0])},
+            "chosen": {"params": plan["law_params"], "loss": plan["predicted_loss"]}}
+
+
+def frontier_with_band(law, pareto: list[dict], seq_len: int, vocab: int) -> list[dict]:
+    """The Pareto points with the law's band at each (N rebuilt from the searched family by total params)."""
+    out = []
+    for point in pareto:
+        family = family_models(seq_len, vocab, point["params"], point["params"])
+        n = law_params_of(law, family[0]) if family else float(point["params"])
+        low, high = law.predict_interval(np.array([n]), np.array([point["tokens"]]), BAND_LEVEL)
+        out.append({**point, "loss_low": float(low[0]), "loss_high": float(high[0])})
+    return out
+
+
+def lowest_loss_point(frontier: list[dict]) -> dict | None:
+    """The frontier's lowest-loss plan: what the search would pick with no preference for speed."""
+    return min(frontier, key=lambda p: p["predicted_loss"]) if frontier else None
+
+
+def fit_range_notes(law, plan: dict) -> list[str]:
+    """Where the plan's N, D and D/N sit against the runs the law was fitted on."""
+    v = law.validity
+    checks = (("N", plan["law_params"], v.n_min, v.n_max), ("D", plan["tokens"], v.d_min, v.d_max),
+              ("D/N", plan["tokens"] / plan["law_params"], v.tpp_min, v.tpp_max))
+    notes = []
+    for symbol, value, low, high in checks:
+        if value > high:
+            where = f"{value / high:.1f}x above the largest fitted ({high:.3g})"
+        elif value < low:
+            where = f"{low / value:.1f}x below the smallest fitted ({low:.3g})"
+        else:
+            where = f"inside the fitted range {low:.3g}-{high:.3g}"
+        notes.append(f"{symbol} = {value:.3g} is {where}")
+    return notes
+
+
+def memory_parts(plan: dict) -> list[tuple[str, float]]:
+    return [(label, float(plan["memory"].get(key, 0.0))) for key, label in MEMORY_PARTS]
+
+
+def time_parts(plan: dict) -> list[tuple[str, float]]:
+    return [(label, float(sum(plan["time"].get(k, 0.0) for k in keys))) for label, keys in TIME_GROUPS]
+
+
+def _fixed_token_problem(cluster: ClusterSpec, law, constraints: Constraints, plan: dict, model: ModelSpec,
+                         dtype: str, batch_rule: str, seq_len: int, vocab: int) -> Problem:
+    """Scoring set-up for one model trained on the plan's tokens, with no deadline or budget to drop on.
+
+    Batch sizing uses the search's own token estimate, so the plan's GPU count sees the same layouts
+    the search scored; only memory, host memory and the batch-size limit can rule a layout out.
+    """
+    searched, models, _ = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
+    sizes = [m.total_params for m in models]
+    estimate = (searched.tokens_estimate[sizes.index(model.total_params)] if model.total_params in sizes
+                else plan["tokens"])
+    fixed = Constraints(target_loss=plan["predicted_loss"], deadline_s=np.inf)
+    return Problem(cluster=cluster, law=law, constraints=fixed, dtype=dtype, batch_rule=batch_rule,
+                   law_params=np.array([plan["law_params"]]), total_params=np.array([float(model.total_params)]),
+                   nonembedding_params=np.array([float(model.non_embedding_params)]),
+                   tokens_estimate=np.array([float(estimate)]), tokens_needed=np.array([plan["tokens"]]))
+
+
+def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: dict, dtype: str,
+                     batch_rule: str, seq_len: int, vocab: int) -> list[dict]:
+    """Best layout (highest tokens/s) for the chosen model and tokens at each GPU count the cluster offers."""
+    model = plan_model(plan)
+    problem = _fixed_token_problem(cluster, law, constraints, plan, model, dtype, batch_rule, seq_len, vocab)
+    low, high = plan["gpus"] / SCALING_SPAN, plan["gpus"] * SCALING_SPAN
+    counts = [g for g in gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None) if low <= g <= high]
+    rows = []
+    for gpus in counts:
+        space = enumerate_space([model], [gpus], cluster.gpus_per_node)
+        if len(space) == 0:
+            rows.append({"gpus": gpus, "feasible": False, "reason": "no layout divides the model"})
+            continue
+        scored = score_space(problem, space)
+        feasible = scored["feasible"]
+        if len(feasible["index"]) == 0:
+            reason = max(scored["dropped"], key=scored["dropped"].get)
+            rows.append({"gpus": gpus, "feasible": False, "reason": reason})
+            continue
+        best = int(np.argmax(feasible["tokens_per_s"] * feasible["goodput"]))
+        i = int(feasible["index"][best])
+        a = {k: int(v[i]) for k, v in space.arrays.items()}
+        rows.append({"gpus": gpus, "feasible": True, "mfu": float(feasible["mfu"][best]),
+                     # Perfect strong scaling from the plan's own point, for reference.
+                     "ideal_wall_clock_days": plan["wall_clock_days"] * plan["gpus"] / gpus,
+                     "tokens_per_s": float(feasible["tokens_per_s"][best]),
+                     "wall_clock_days": float(feasible["wall_s"][best]) / 86400.0,
+                     "layout": f"tp{a['tp']} pp{a['pp']} dp{a['dp']} z{a['zero']}"
+                               + (" offload" if a["offload"] else "") + f" mb{a['micro_batch']}"
+                               + ("", " rc-sel", " rc-full")[a["recompute"]]})
+    return rows
+
+
+def cluster_assumptions(cluster: ClusterSpec, dtype: str) -> dict:
+    """The spec the plan rests on, in SI units, and whether its efficiencies were fitted to measurements."""
+    a, n, net = cluster.accelerator, cluster.node, cluster.network
+    return {
+        "name": cluster.name, "file": cluster.source_file, "description": cluster.description,
+        "calibration": cluster.calibration, "calibrated": not cluster.calibration.startswith("uncalibrated"),
+        "accelerator": a.name, "peak_flops_per_s": cluster.peak_flops_per_s(dtype), "hbm_bytes": a.hbm_bytes,
+        "hbm_bytes_per_s": a.hbm_bytes_per_s, "gpus_per_node": cluster.gpus_per_node, "max_nodes": cluster.max_nodes,
+        "scale_up_bytes_per_s_per_direction": n.scale_up.link_bytes_per_s_per_direction,
+        "nics_per_node": net.nics_per_node, "nic_bytes_per_s_per_direction": net.nic_bytes_per_s_per_direction,
+        "topology": net.topology, "oversubscription": net.oversubscription, "host_memory_bytes": n.host_memory_bytes,
+        "price_per_gpu_hour": cluster.price_per_accelerator_hour,
+        "mtbf_per_gpu_s": cluster.reliability.mtbf_per_gpu_s,
+        "efficiency": cluster.efficiency.model_dump(by_alias=False),
+    }
+
+
+def law_assumptions(law) -> dict:
+    if law.samples is not None and len(law.samples):
+        band = f"{len(law.samples)} coefficient samples (bootstrap refits or draws around published estimates)"
+    else:
+        band = f"assumed relative sigma {law.relative_sigma or 0:.3g} of the predicted loss"
+    return {"name": law.name, "source": law.source, "form": law.form, "n_definition": law.n_definition,
+            "c_definition": law.c_definition, "coefficients": law.coefficients(),
+            "validity": law.validity.as_dict(), "band": band}
+
+
+def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: OptimizeResult, *, dtype: str,
+                 batch_rule: str, seq_len: int, vocab: int, sensitivity: list | None = None,
+                 command: str = "") -> dict:
+    """Everything the report renders, as plain data."""
+    review = {
+        "command": command, "status": result.status, "result": result,
+        "cluster": cluster_assumptions(cluster, dtype), "law": law_assumptions(law),
+        "constraints": {**result.assumptions, "gpus": constraints.gpus, "max_gpus": constraints.max_gpus,
+                        "batch_rule_text": BATCH_RULES.get(batch_rule, batch_rule)},
+        "sensitivity": sensitivity,
+    }
+    if result.status != "ok":
+        return review
+    plans = [result.plan, *result.alternatives]
+    review.update({
+        "plans": plans,
+        "isoflop": isoflop_curve(law, result.plan),
+        "frontier": frontier_with_band(law, result.pareto, seq_len, vocab),
+        "lowest_loss": lowest_loss_point(result.pareto),
+        "fit_range": fit_range_notes(law, result.plan),
+        "memory": [(plan["label"], memory_parts(plan), plan["memory_bytes"]) for plan in plans],
+        "time": [(plan["label"], time_parts(plan), plan["step_time_s"]) for plan in plans],
+        "scaling": mfu_by_gpu_count(cluster, law, constraints, result.plan, dtype, batch_rule, seq_len, vocab),
+    })
+    return review

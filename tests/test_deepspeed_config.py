@@ -1,0 +1,186 @@
+"""--emit-deepspeed: ds_config.json accepted by DeepSpeed's own parser, launch files, CLI writing rules."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from planner.deepspeed_config import (compatibility_notes, deepspeed_files, ds_config, megatron_arguments,
+                                      step_law_learning_rate, train_sequences)
+from planner.layout import Layout
+from planner.model import preset
+
+# Layouts covering every branch of ds_config: ZeRO 0-3, CPU/NVMe offload, optimizer+params offload,
+# bf16/fp16/fp32, full recompute (activation checkpointing block), tp and pp.
+LAYOUTS = {
+    "dp-zero0-fp32": Layout(dp=4, zero=0, global_batch=16, micro_batch=2, dtype="fp32"),
+    "dp-zero1": Layout(dp=96, zero=1, global_batch=480),
+    "zero2-cpu-offload": Layout(dp=8, zero=2, offload="optimizer", global_batch=64, micro_batch=4),
+    "zero3-full-recompute": Layout(tp=2, dp=32, zero=3, global_batch=512, recompute="full", seq_parallel=True),
+    "zero3-infinity-nvme": Layout(dp=16, zero=3, offload="optimizer+params", offload_device="nvme", global_batch=32),
+    "3d-fp16": Layout(tp=8, pp=4, dp=2, zero=1, global_batch=64, dtype="fp16", recompute="selective"),
+}
+
+# Run in a fresh interpreter: DeepSpeed's config parser reads the data-parallel world size from an
+# initialised process group (a one-rank gloo group here) and the mpu; initialising that in the test
+# process would leak into other tests.
+DEEPSPEED_CHECK = textwrap.dedent("""
+    import json, os, sys
+    os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0",
+                      WORLD_SIZE="1", LOCAL_RANK="0")
+    import deepspeed
+    from deepspeed.runtime.config import DeepSpeedConfig
+    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+
+    class DataParallelOnly:
+        def __init__(self, dp): self.dp = dp
+        def get_data_parallel_world_size(self): return self.dp
+
+    out = {}
+    for name, (config, dp) in json.loads(sys.stdin.read()).items():
+        parsed = DeepSpeedConfig(config, mpu=DataParallelOnly(dp))
+        out[name] = {"train_batch_size": parsed.train_batch_size,
+                     "micro": parsed.train_micro_batch_size_per_gpu,
+                     "accumulation": parsed.gradient_accumulation_steps,
+                     "zero_stage": parsed.zero_optimization_stage,
+                     "offload_optimizer": str(parsed.zero_config.offload_optimizer.device)
+                                          if parsed.zero_config.offload_optimizer else None,
+                     "offload_param": str(parsed.zero_config.offload_param.device)
+                                      if parsed.zero_config.offload_param else None}
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def _free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+def test_deepspeed_parses_every_generated_config():
+    payload = {name: (ds_config(layout), layout.dp) for name, layout in LAYOUTS.items()}
+    completed = subprocess.run([sys.executable, "-c", DEEPSPEED_CHECK, _free_port()], input=json.dumps(payload),
+                               capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    result_lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and result_lines, completed.stderr[-3000:]
+    parsed = json.loads(result_lines[0].removeprefix("RESULT "))
+    for name, layout in LAYOUTS.items():
+        got = parsed[name]
+        assert got["train_batch_size"] == layout.global_batch
+        assert (got["micro"], got["accumulation"]) == (layout.micro_batch, layout.grad_accumulation)
+        assert got["zero_stage"] == layout.zero
+        offload = None if layout.offload == "none" else layout.offload_device
+        assert (got["offload_optimizer"] or "none").endswith(offload or "none")
+        assert (got["offload_param"] is not None) == (layout.offload == "optimizer+params")
+
+
+def test_batch_arithmetic_matches_deepspeeds_rule():
+    for layout in LAYOUTS.values():
+        config = ds_config(layout)
+        assert config["train_batch_size"] == (config["train_micro_batch_size_per_gpu"]
+                                              * config["gradient_accumulation_steps"] * layout.dp)
+
+
+def test_precision_and_zero_blocks():
+    assert ds_config(LAYOUTS["dp-zero1"])["bf16"] == {"enabled": True}
+    assert ds_config(LAYOUTS["3d-fp16"])["fp16"]["loss_scale"] == 0  # dynamic loss scaling
+    fp32 = ds_config(LAYOUTS["dp-zero0-fp32"])
+    assert "bf16" not in fp32 and "fp16" not in fp32 and fp32["zero_optimization"] == {"stage": 0}
+    zero3 = ds_config(LAYOUTS["zero3-full-recompute"])
+    assert zero3["zero_optimization"]["stage3_prefetch_bucket_size"] == 50_000_000  # what the memory model assumes
+    assert zero3["activation_checkpointing"]["partition_activations"] is True
+    assert ds_config(LAYOUTS["zero2-cpu-offload"])["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
+def test_compatibility_notes_name_what_deepspeed_cannot_run():
+    assert compatibility_notes(LAYOUTS["dp-zero1"], 8) == []
+    notes = " ".join(compatibility_notes(Layout(tp=2, pp=4, dp=4, vpp=2, zero=2, global_batch=32, dtype="fp8"), 8))
+    assert "ZeRO stage 0 or 1 only" in notes and "vpp=2" in notes and "fp8" in notes
+    assert "whole number" in " ".join(compatibility_notes(Layout(dp=12, global_batch=12), 8))
+
+
+def test_megatron_arguments_carry_the_layout_and_the_schedule():
+    model = preset("llama2-70b")
+    layout = Layout(tp=8, pp=2, dp=4, zero=1, global_batch=512, recompute="selective", seq_parallel=True)
+    args = megatron_arguments(model, layout, tokens=2e12, learning_rate=1.5e-4)
+    for expected in ("--tensor-model-parallel-size 8", "--pipeline-model-parallel-size 2", "--sequence-parallel",
+                     "--num-layers 80", "--num-key-value-heads 8", "--swiglu", "--global-batch-size 512",
+                     "--recompute-granularity selective", "--zero-stage 1", "--lr 0.00015"):
+        assert expected in args
+    assert "--no-pipeline-parallel" not in args
+    samples = train_sequences(layout, 2e12, model.seq_len)
+    assert f"--train-samples {samples}" in args
+    assert samples % layout.global_batch == 0 and samples * model.seq_len >= 2e12
+
+
+def test_step_law_learning_rate_is_a_plausible_peak():
+    # 11B non-embedding parameters on 226B tokens: Llama-scale runs use 1.5e-4 to 3e-4.
+    assert 1e-4 < step_law_learning_rate(11e9, 2.26e11) < 1e-3
+
+
+def test_files_and_launch_script_run_under_a_stub_launcher(tmp_path):
+    model = preset("llama2-7b")
+    layout = Layout(tp=2, dp=8, zero=1, global_batch=64, seq_parallel=True)
+    files = deepspeed_files(model, layout, gpus_per_node=8, tokens=1e9, summary="test plan")
+    assert set(files) == {"ds_config.json", "megatron_args.txt", "launch.sh", "hostfile"}
+    assert files["hostfile"].count("slots=8") == 2
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "launch.sh").chmod(0o755)
+    stub = tmp_path / "bin" / "deepspeed"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "MEGATRON_DEEPSPEED": "/md",
+           "DATA_PATH": "/data/prefix", "TOKENIZER": "tok"}
+    completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    argv = completed.stdout.splitlines()
+    assert argv[:6] == ["--hostfile", "hostfile", "--num_nodes", "2", "--num_gpus", "8"]
+    assert argv[6] == "/md/pretrain_gpt.py"
+    assert argv[argv.index("--deepspeed_config") + 1] == "ds_config.json"
+    assert argv[argv.index("--data-path") + 1] == "/data/prefix"
+
+
+def test_simulate_emit_deepspeed_writes_refuses_and_forces(cli, tmp_path):
+    folder = tmp_path / "run"
+    flags = ["simulate", "--model", "llama2-7b", "--cluster", "dgx-a100-80gb", "--gpus", "16", "--zero", "2",
+             "--micro-batch", "2", "--global-batch", "64", "--emit-deepspeed", folder]
+    code, out, err = cli(flags)
+    assert code == 0 and "step time" in out and "wrote ds_config.json" in err
+    config = json.loads((folder / "ds_config.json").read_text())
+    assert config["train_batch_size"] == 64 and config["gradient_accumulation_steps"] == 2
+    launch = folder / "launch.sh"
+    assert launch.stat().st_mode & stat.S_IXUSR
+    assert subprocess.run(["bash", "-n", str(launch)]).returncode == 0
+    assert "TRAIN_SAMPLES" in launch.read_text()  # simulate knows no token count
+    code, _, err = cli(flags)
+    assert code == 2 and "already exists; pass --force" in err
+    code, _, _ = cli([*flags, "--force"])
+    assert code == 0
+
+
+def test_optimize_emit_deepspeed_matches_the_plan(cli, tmp_path):
+    folder = tmp_path / "run"
+    code, out, _ = cli(["optimize", "--budget", "500gpuh", "--cluster", "dgx-a100-80gb", "--json",
+                        "--emit-deepspeed", folder])
+    assert code == 0
+    plan = json.loads(out)["plan"]
+    config = json.loads((folder / "ds_config.json").read_text())
+    assert config["train_batch_size"] == plan["layout"]["global_batch"]
+    assert config["zero_optimization"]["stage"] == plan["layout"]["zero"]
+    args = (folder / "megatron_args.txt").read_text()
+    assert f"--num-layers {plan['shape']['layers']}" in args and "--lr " in args
+    assert Path(folder / "hostfile").exists() == (plan["nodes"] > 1)

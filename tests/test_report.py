@@ -1,0 +1,190 @@
+"""`planner report` and `optimize --report`: files, self-containment, content, and the data behind it.
+
+One report is built per module (a small 500 GPU-hour problem on dgx-a100-80gb: each search takes about a
+second) and inspected by several tests. The headless-Chromium render test skips without Chromium.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from planner.cli import main  # noqa: E402
+from planner.report import FIGURES  # noqa: E402
+
+PROBLEM = ["--budget", "500gpuh", "--cluster", "dgx-a100-80gb"]
+SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Loss vs model size (iso-FLOP)", "Loss vs wall-clock",
+            "Memory per GPU", "Step time", "MFU vs number of GPUs", "Sensitivity", "Uncertainty", "Assumptions")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    code = main(["report", *PROBLEM, "--out", str(folder / "review.html")])
+    return code, folder
+
+
+@pytest.fixture(scope="module")
+def review():
+    """The review data for PROBLEM, built the way the command builds it."""
+    from planner.cli.optimize import load_inputs, solve
+    from planner.cli import build_parser
+    from planner.review import build_review
+    from planner.sensitivity import run_cases
+
+    args = build_parser().parse_args(["report", *PROBLEM])
+    inputs = load_inputs(args)
+    result = solve(args, inputs)
+    options = {"dtype": args.dtype, "batch_rule": args.batch_rule, "seq_len": args.seq_len, "vocab": args.vocab}
+    cases = run_cases(*inputs, result, **options)
+    return build_review(*inputs, result, sensitivity=cases, **options), inputs
+
+
+def test_report_writes_html_markdown_and_figures(written):
+    code, folder = written
+    assert code == 0
+    assert (folder / "review.html").is_file() and (folder / "review.md").is_file()
+    for name in FIGURES:
+        png = folder / "review_figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert (folder / "review.html").stat().st_mode & 0o044, "report should be readable by others (not mkstemp's 0600)"
+
+
+def test_html_is_self_contained(written):
+    html = (written[1] / "review.html").read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    assert not re.search(r"https?://", html), "the report must open offline: no external references"
+    sources = re.findall(r'src="([^"]+)"', html)
+    assert len(sources) == len(FIGURES)
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:4] == b"\x89PNG"
+
+
+def test_markdown_twin_has_the_same_sections_and_working_figure_links(written):
+    folder = written[1]
+    html = (folder / "review.html").read_text(encoding="utf-8")
+    markdown = (folder / "review.md").read_text(encoding="utf-8")
+    html_sections = re.findall(r"<h2>(.*?)</h2>", html)
+    md_sections = re.findall(r"^## (.*)$", markdown, flags=re.M)
+    assert html_sections == md_sections == list(SECTIONS)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(links) == len(FIGURES)
+    assert all((folder / link).is_file() for link in links)
+
+
+def test_report_states_assumptions_and_sensitivity(written):
+    markdown = (written[1] / "review.md").read_text(encoding="utf-8")
+    for needle in ("achieved MFU 20% lower", "network bandwidth 20% lower", "budget 2x larger",
+                   "not calibrated", "calibration", "epoch", "fitted range", "80% band", "deadline",
+                   "HBM capacity", "compute (forward + backward)", "matmul_peak_fraction"):
+        assert needle in markdown, needle
+
+
+def test_existing_report_is_refused_before_searching(written, capsys):
+    folder = written[1]
+    before = (folder / "review.md").read_bytes()
+    code = main(["report", *PROBLEM, "--out", str(folder / "review.html")])
+    assert code == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert (folder / "review.md").read_bytes() == before
+
+
+def test_out_must_be_html(tmp_path, capsys):
+    assert main(["report", *PROBLEM, "--out", str(tmp_path / "review.pdf")]) == 2
+    assert "expected an .html path" in capsys.readouterr().err
+
+
+def test_optimize_report_flag_and_no_sensitivity(tmp_path, capsys):
+    code = main(["optimize", *PROBLEM, "--report", str(tmp_path / "r.html")])
+    assert code == 0
+    assert "chosen plan" in capsys.readouterr().out  # optimize's own output is unchanged
+    assert (tmp_path / "r.md").is_file() and (tmp_path / "r_figures" / "isoflop.png").is_file()
+    assert main(["report", *PROBLEM, "--no-sensitivity", "--out", str(tmp_path / "r.html"), "--force"]) == 0
+    assert "Sensitivity runs were skipped" in (tmp_path / "r.md").read_text(encoding="utf-8")
+
+
+def test_infeasible_problem_still_documents_why(tmp_path):
+    code = main(["report", "--target-loss", "1.0", "--cluster", "dgx-a100-80gb", "--out", str(tmp_path / "r.html")])
+    assert code == 1
+    markdown = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "## No feasible plan" in markdown and "choose a higher --target-loss" in markdown
+    assert "## Assumptions" in markdown
+
+
+def test_review_series_are_consistent_with_the_plan(review):
+    data, (cluster, law, _) = review
+    plan = data["plans"][0]
+    # Breakdowns add up to the plan's totals.
+    assert sum(v for _, v in data["memory"][0][1]) == pytest.approx(plan["memory_bytes"], rel=1e-9)
+    assert sum(v for _, v in data["time"][0][1]) == pytest.approx(plan["step_time_s"], rel=1e-9)
+    # The chosen point lies on its own iso-FLOP curve, no lower than the curve's minimum.
+    iso = data["isoflop"]
+    C = iso["compute_flops"]
+    on_curve = law.predict(np.array([plan["law_params"]]), np.array([C / (6 * plan["law_params"])]))[0]
+    assert on_curve == pytest.approx(plan["predicted_loss"], rel=1e-9)
+    assert iso["optimum"]["loss"] <= plan["predicted_loss"] + 1e-12
+    assert np.all(iso["curves"][1.0]["low"] <= iso["curves"][1.0]["loss"] + 1e-12)
+    # The scaling series contains the plan's GPU count, at least as fast as the plan itself.
+    at_plan = [r for r in data["scaling"] if r["gpus"] == plan["gpus"]]
+    assert at_plan and at_plan[0]["feasible"] and at_plan[0]["mfu"] >= plan["mfu"] - 1e-9
+    # Every frontier point carries a band around its loss.
+    assert all(p["loss_low"] <= p["predicted_loss"] <= p["loss_high"] for p in data["frontier"])
+
+
+def test_sensitivity_moves_in_the_expected_direction(review):
+    data, _ = review
+    plan = data["plans"][0]
+    cases = {case["key"]: case for case in data["sensitivity"]}
+    assert set(cases) == {"mfu", "network", "budget"}
+    assert cases["mfu"]["kept"]["wall_clock_days"] > plan["wall_clock_days"] * 1.05
+    assert cases["mfu"]["kept"]["mfu"] < plan["mfu"]
+    assert cases["network"]["kept"]["wall_clock_days"] >= plan["wall_clock_days"] * (1 - 1e-9)
+    assert cases["budget"]["kept"] is None
+    assert cases["budget"]["replanned"]["predicted_loss"] < plan["predicted_loss"]
+    # Re-planning with slower compute cannot find a better loss than the original plan had.
+    assert cases["mfu"]["replanned"]["predicted_loss"] >= plan["predicted_loss"] - 1e-9
+
+
+def test_report_module_only_renders():
+    """report.py turns review data into text: it imports no search, cost or law code."""
+    source = Path(__file__).resolve().parents[1] / "planner" / "report.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
+                if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "planner", "planner.render"}, imported
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless render needs Debian's `chromium` (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(written, tmp_path):
+    from matplotlib.image import imread
+
+    html = written[1] / "review.html"
+    screenshot = tmp_path / "review.png"
+    with tempfile.TemporaryDirectory() as profile:
+        completed = subprocess.run(
+            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+             f"--screenshot={screenshot}", "--window-size=1400,4000", html.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    page_errors = [line for line in completed.stderr.splitlines()
+                   if "CONSOLE" in line or "net::ERR" in line or "Failed to load resource" in line]
+    assert not page_errors, page_errors
+    pixels = imread(screenshot)
+    assert pixels.shape[:2] == (4000, 1400)
+    assert float(pixels[..., :3].std()) > 0.05, "the screenshot is blank"
