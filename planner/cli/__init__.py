@@ -30,7 +30,14 @@ SUBCOMMANDS = {
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error on several lines; we promise one line and exit 2."""
+    """argparse prints usage plus the error on several lines; we promise one line and exit 2.
+
+    Abbreviated flags are refused: `--cluster` must not silently become `--cluster-dir`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())}\n")

@@ -190,10 +190,10 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
     mi = int(a["model_index"])
     model = space.models[mi]
     layout = make_layout(
-        "plan", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), zero=int(a["zero"]),
+        "plan", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]), zero=int(a["zero"]),
         offload=("none", "optimizer")[int(a["offload"])], micro_batch=int(a["micro_batch"]),
         global_batch=int(feasible["global_batch"][position]), recompute=("none", "selective", "full")[int(a["recompute"])],
-        seq_parallel=int(a["tp"]) > 1, dtype=problem.dtype)
+        seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype)
     sim = simulate(model, layout, cluster)
     tokens = float(feasible["tokens"][position])
     law_n = float(problem.law_params[mi])

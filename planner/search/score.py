@@ -69,8 +69,8 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     global_batch = global_batch_sequences(problem, arrays, seq_len)
     batch = build_batch(
         space_models, arrays["model_index"], tp=arrays["tp"], pp=arrays["pp"], dp=arrays["dp"], vpp=arrays["vpp"],
-        zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"], global_batch=global_batch,
-        recompute=arrays["recompute"], seq_parallel=arrays["tp"] > 1, flash_attention=True,
+        cp=arrays["cp"], zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"],
+        global_batch=global_batch, recompute=arrays["recompute"], seq_parallel=arrays["seq_parallel"], flash_attention=True,
         dtype=DTYPE_CODES[problem.dtype],
     )
     # Memory is cheap; step time is only computed for candidates that fit (the rest are dropped anyway).

@@ -4,9 +4,9 @@ Model shapes come from the depth dial (`model.family_model`): depth in steps of 
 aspect ratio rounded to 128-wide heads, SwiGLU ffn rounded to 256, 8 kv heads once a model has 16+
 heads (Llama-3 practice). GPU counts are whole nodes on a geometric grid, plus 1/2/4 GPUs inside a
 node for small plans. Layouts: tp in {1, 2, 4, 8} (inside a node, dividing heads and kv heads), pp
-dividing the depth, interleaving vpp in {1, 2}, ZeRO 0-3, optimizer offload (ZeRO-2/3), micro-batch
-1-8, recompute none/selective/full, sequence parallelism whenever tp > 1 (same communication volume,
-less memory). Everything is a cartesian product filtered with vector operations.
+dividing the depth, interleaving vpp in {1, 2}, context parallelism cp in {1, 2}, ZeRO 0-3 (0-1 with
+pipelining), optimizer offload (ZeRO-2/3), micro-batch 1-8, recompute none/selective/full, sequence
+parallelism on or off when tp > 1. Everything is a cartesian product filtered with vector operations.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from planner.model import ModelSpec, family_model
 TP_CHOICES = (1, 2, 4, 8)
 PP_CHOICES = (1, 2, 4, 8, 16, 32)
 VPP_CHOICES = (1, 2)
+CP_CHOICES = (1, 2)  # context parallelism: splits the sequence (ring attention) when activations bind
+# Sequence parallelism with tp > 1 (same traffic, less activation memory); tp = 1 keeps only "off".
+SEQ_PARALLEL_CHOICES = (False, True)
 MICRO_BATCH_CHOICES = (1, 2, 4, 8)
 RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 # (zero stage, offload code): offload only where DeepSpeed supports it well (ZeRO-2/3 + CPU optimizer).
@@ -64,7 +67,7 @@ class Space:
     """Enumerated candidates: `model_index` into `models` plus one array per layout field."""
 
     models: list
-    arrays: dict  # name -> np.ndarray (model_index, gpus, tp, pp, dp, vpp, zero, offload, micro_batch, recompute)
+    arrays: dict  # name -> np.ndarray (model_index, gpus, tp, pp, dp, vpp, cp, seq_parallel, zero, offload, micro_batch, recompute)
     skipped_invalid: int  # combinations that do not divide (never scored)
 
     def __len__(self) -> int:
@@ -72,32 +75,47 @@ class Space:
 
 
 def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int) -> Space:
-    """Every valid (model, gpus, layout) combination, as flat arrays."""
+    """Every valid (model, gpus, layout) combination, as flat arrays.
+
+    Built in two steps so the full cartesian product is never materialised: first the placement
+    (model, gpus, tp, pp, vpp, cp, sp) filtered for divisibility, then each surviving placement crossed
+    with the memory/schedule options (ZeRO and offload, micro-batch, recompute).
+    """
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
     kv_heads = np.array([m.kv for m in models])
-    zero_offload = np.arange(len(ZERO_OFFLOAD_CHOICES))
+    seq_lens = np.array([m.seq_len for m in models])
     grids = np.meshgrid(np.arange(len(models)), np.array(gpu_options), np.array(TP_CHOICES), np.array(PP_CHOICES),
-                        np.array(VPP_CHOICES), zero_offload, np.array(MICRO_BATCH_CHOICES),
-                        np.array(RECOMPUTE_CHOICES), indexing="ij")
-    model_index, gpus, tp, pp, vpp, zo, micro, recompute = (g.reshape(-1) for g in grids)
-    total = len(tp)
+                        np.array(VPP_CHOICES), np.array(CP_CHOICES), np.array(SEQ_PARALLEL_CHOICES), indexing="ij")
+    model_index, gpus, tp, pp, vpp, cp, sp = (g.reshape(-1) for g in grids)
     L = layers[model_index]
-    valid = (
+    placement_ok = (
         (tp <= gpus_per_node) & (heads[model_index] % tp == 0) & (kv_heads[model_index] % tp == 0)
-        & (gpus % (tp * pp) == 0) & (L % (pp * vpp) == 0) & ((vpp == 1) | (pp > 1))
-        # Interleaving only pays with several micro-batches; deep pipelines need enough layers.
+        & (gpus % (tp * pp * cp) == 0) & (seq_lens[model_index] % cp == 0) & (L % (pp * vpp) == 0)
+        & ((vpp == 1) | (pp > 1)) & ((tp > 1) | (sp == SEQ_PARALLEL_CHOICES[0]))
+        # Deep pipelines need at least one layer per (virtual) stage.
         & (L >= pp * vpp)
     )
-    zero = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES])[zo]
-    offload = np.array([o for _, o in ZERO_OFFLOAD_CHOICES])[zo]
-    dp = np.where(valid, gpus // np.maximum(tp * pp, 1), 0)
-    # ZeRO stages only differ when there is data parallelism to shard over.
-    valid &= (dp > 1) | (zero == 0)
-    keep = np.flatnonzero(valid)
+    placements = np.flatnonzero(placement_ok)
+    options = np.meshgrid(np.arange(len(ZERO_OFFLOAD_CHOICES)), np.array(MICRO_BATCH_CHOICES),
+                          np.array(RECOMPUTE_CHOICES), indexing="ij")
+    zo, micro, recompute = (o.reshape(-1) for o in options)
+    # Cross every placement with every option: placement-major order, as a nested loop would give.
+    p_index = np.repeat(placements, len(zo))
+    o_index = np.tile(np.arange(len(zo)), len(placements))
+    zero = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES])[zo[o_index]]
+    offload = np.array([o for _, o in ZERO_OFFLOAD_CHOICES])[zo[o_index]]
+    dp = gpus[p_index] // (tp[p_index] * pp[p_index] * cp[p_index])
+    # ZeRO stages only differ when there is data parallelism to shard over; pipeline parallelism runs with
+    # ZeRO-0/1 only (Megatron's distributed optimizer and DeepSpeed's pipeline engine are both ZeRO-1).
+    option_ok = ((dp > 1) | (zero == 0)) & ((pp[p_index] == 1) | (zero <= 1))
+    keep = np.flatnonzero(option_ok)
+    p_keep = p_index[keep]
     arrays = {
-        "model_index": model_index[keep], "gpus": gpus[keep], "tp": tp[keep], "pp": pp[keep], "dp": dp[keep],
-        "vpp": vpp[keep], "zero": zero[keep], "offload": offload[keep], "micro_batch": micro[keep],
-        "recompute": recompute[keep],
+        "model_index": model_index[p_keep], "gpus": gpus[p_keep], "tp": tp[p_keep], "pp": pp[p_keep],
+        "dp": dp[keep], "vpp": vpp[p_keep], "cp": cp[p_keep], "seq_parallel": (sp & (tp > 1))[p_keep],
+        "zero": zero[keep], "offload": offload[keep], "micro_batch": micro[o_index[keep]],
+        "recompute": recompute[o_index[keep]],
     }
+    total = len(model_index) * len(zo)
     return Space(models=models, arrays=arrays, skipped_invalid=int(total - len(keep)))

@@ -33,6 +33,8 @@ REDUCED = {
     "TP_CHOICES": (1, 2, 8),
     "PP_CHOICES": (1, 2, 4),
     "VPP_CHOICES": (1, 2),
+    "CP_CHOICES": (1,),
+    "SEQ_PARALLEL_CHOICES": (True,),  # tp > 1 always with sequence parallelism, as simulated() assumes
     "ZERO_OFFLOAD_CHOICES": ((0, 0), (1, 0), (3, 0), (2, 1)),
     "MICRO_BATCH_CHOICES": (1, 2),
     "RECOMPUTE_CHOICES": (0, 2),
@@ -120,6 +122,8 @@ def layouts(c):
             continue
         dp = gpus // (tp * pp)
         if zero and dp == 1:
+            continue
+        if pp > 1 and zero > 1:  # pipeline engines run with ZeRO-0/1 only
             continue
         yield dict(mi=mi, gpus=gpus, tp=tp, pp=pp, dp=dp, vpp=vpp, zero=zero, offload=offload, micro=micro,
                    recompute=recompute)

@@ -61,18 +61,23 @@ def test_gpu_counts_respect_exact_max_and_window():
 def _reference_layouts(models, gpu_options, gpus_per_node):
     """The layouts space.py's docstring promises, enumerated one by one with plain Python."""
     out = []
-    for mi, gpus, tp, pp, vpp, (zero, offload), micro, recompute in itertools.product(
+    for mi, gpus, tp, pp, vpp, cp, sp, (zero, offload), micro, recompute in itertools.product(
             range(len(models)), gpu_options, space.TP_CHOICES, space.PP_CHOICES, space.VPP_CHOICES,
+            space.CP_CHOICES, space.SEQ_PARALLEL_CHOICES,
             space.ZERO_OFFLOAD_CHOICES, space.MICRO_BATCH_CHOICES, space.RECOMPUTE_CHOICES):
         m = models[mi]
-        if tp > gpus_per_node or m.heads % tp or m.kv % tp or gpus % (tp * pp):
+        if tp > gpus_per_node or m.heads % tp or m.kv % tp or gpus % (tp * pp * cp) or m.seq_len % cp:
+            continue
+        if tp == 1 and sp != space.SEQ_PARALLEL_CHOICES[0]:  # sequence parallelism needs tp > 1
             continue
         if m.layers % (pp * vpp) or (vpp > 1 and pp == 1):
             continue
-        dp = gpus // (tp * pp)
+        dp = gpus // (tp * pp * cp)
         if zero > 0 and dp == 1:  # ZeRO only differs from plain DP when there is something to shard over
             continue
-        out.append((mi, gpus, tp, pp, dp, vpp, zero, offload, micro, recompute))
+        if pp > 1 and zero > 1:  # Megatron and DeepSpeed pipelines run with ZeRO-0/1 only
+            continue
+        out.append((mi, gpus, tp, pp, dp, vpp, cp, bool(sp and tp > 1), zero, offload, micro, recompute))
     return out
 
 
@@ -80,12 +85,13 @@ def test_enumerated_space_is_exactly_the_valid_cartesian_product():
     models = family_models(4096, 32000, 2e9, 8e9)[:4]
     gpu_options = [1, 4, 8, 24, 64]
     s = enumerate_space(models, gpu_options, gpus_per_node=8)
-    fields = ("model_index", "gpus", "tp", "pp", "dp", "vpp", "zero", "offload", "micro_batch", "recompute")
+    fields = ("model_index", "gpus", "tp", "pp", "dp", "vpp", "cp", "seq_parallel", "zero", "offload", "micro_batch",
+              "recompute")
     got = sorted(zip(*(s.arrays[f].tolist() for f in fields)))
     expected = sorted(_reference_layouts(models, gpu_options, 8))
     assert got == expected
     raw = (len(models) * len(gpu_options) * len(space.TP_CHOICES) * len(space.PP_CHOICES) * len(space.VPP_CHOICES)
-           * len(space.ZERO_OFFLOAD_CHOICES) * len(space.MICRO_BATCH_CHOICES) * len(space.RECOMPUTE_CHOICES))
+           * len(space.CP_CHOICES) * len(space.SEQ_PARALLEL_CHOICES) * len(space.ZERO_OFFLOAD_CHOICES) * len(space.MICRO_BATCH_CHOICES) * len(space.RECOMPUTE_CHOICES))
     assert len(s) + s.skipped_invalid == raw
     assert isinstance(s, Space) and s.models == models
 
@@ -94,15 +100,16 @@ def test_every_enumerated_layout_passes_layout_validation():
     models = family_models(4096, 32000, 5e9, 40e9)[::5]
     s = enumerate_space(models, [8, 16, 48, 128], gpus_per_node=8)
     a = s.arrays
-    assert np.all(a["tp"] * a["pp"] * a["dp"] == a["gpus"])
+    assert np.all(a["tp"] * a["pp"] * a["dp"] * a["cp"] == a["gpus"])
     assert np.all(a["tp"] <= 8)
     rng = np.random.default_rng(0)
     for i in rng.choice(len(s), size=200, replace=False):
         model = models[a["model_index"][i]]
         layout = make_layout(
-            tp=int(a["tp"][i]), pp=int(a["pp"][i]), dp=int(a["dp"][i]), vpp=int(a["vpp"][i]), zero=int(a["zero"][i]),
+            tp=int(a["tp"][i]), pp=int(a["pp"][i]), dp=int(a["dp"][i]), cp=int(a["cp"][i]), vpp=int(a["vpp"][i]),
+            zero=int(a["zero"][i]),
             offload=("none", "optimizer")[a["offload"][i]], micro_batch=int(a["micro_batch"][i]),
-            global_batch=int(a["micro_batch"][i] * a["dp"][i]), seq_parallel=bool(a["tp"][i] > 1))
+            global_batch=int(a["micro_batch"][i] * a["dp"][i]), seq_parallel=bool(a["seq_parallel"][i]))
         check_layout(model, layout, gpus=int(a["gpus"][i]))
 
 
