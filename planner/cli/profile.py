@@ -66,6 +66,8 @@ def register(subparsers, name: str) -> None:
     state = parser.add_mutually_exclusive_group()
     state.add_argument("--resume", action="store_true", help="continue an existing profile: skip configurations already recorded as ok")
     state.add_argument("--force", action="store_true", help="discard an existing profile of this name and start over")
+    parser.add_argument("--redo", type=_text_list, default=[], metavar="IDS",
+                        help="with --resume: run these configuration ids again (comma-separated); earlier attempts stay in the JSON")
     parser.add_argument("--dry-run", action="store_true", help="list the configurations and exit without running")
     parser.set_defaults(run=run_profile)
 
@@ -97,6 +99,11 @@ def run_profile(args) -> int:
     cluster = args.cluster or ("cpu-local" if accelerator == "cpu" else None)
     if cluster is None:
         raise PlannerInputError(f"--cluster: required on accelerator '{accelerator}' (name of the cluster spec the rows describe)")
+    unknown = sorted(set(args.redo) - {config.config_id for config in grid.configs})
+    if unknown:
+        raise PlannerInputError(f"--redo: {', '.join(unknown)} not in the grid (see --dry-run for the ids)")
+    if args.redo and not args.resume:
+        raise PlannerInputError("--redo only makes sense with --resume")
     if args.hostfile:
         for config in grid.configs:
             harness.nodes_and_ranks(config.world_size, harness.hostfile_slots(args.hostfile))
@@ -120,7 +127,8 @@ def run_profile(args) -> int:
     store = harness.ProfileStore(args.out_dir, args.name)
     store.open(resume=args.resume, force=args.force, warn=lambda text: report(f"warning: {text}"))
     started = time.monotonic()
-    counts = harness.sweep(list(grid.configs), settings, store, cluster, args.name, args.resume, report)
+    counts = harness.sweep(list(grid.configs), settings, store, cluster, args.name, args.resume, report,
+                           redo=frozenset(args.redo))
     report(f"planner profile: {counts['ok']} ok, {counts['failed']} failed, {counts['timeout']} timed out, "
            f"{counts['skipped']} skipped in {time.monotonic() - started:.0f} s -> {store.csv_path}, {store.json_path}")
     return 1 if counts["failed"] or counts["timeout"] else 0

@@ -386,6 +386,10 @@ class ProfileStore:
         return run is not None and run.extra.get("status", "ok") == "ok" and run.step_time_s is not None
 
     def record(self, run: MeasuredRun, details: dict, environment: dict | None) -> None:
+        earlier = self.details["runs"].get(run.id)
+        if earlier:  # a re-run keeps what the earlier attempts measured
+            history = earlier.pop("previous_attempts", [])
+            details["previous_attempts"] = history + [_attempt_summary(earlier)]
         self.details["runs"][run.id] = details
         if environment:
             self.details["environment"] = environment
@@ -394,16 +398,25 @@ class ProfileStore:
         write_runs(self.csv_path, list(self.rows.values()), force=True)
 
 
+def _attempt_summary(details: dict) -> dict:
+    """What an earlier attempt of a configuration measured, kept when it is run again."""
+    summary = {"status": details.get("status"), "wall_s": details.get("wall_s"), "error": details.get("error")}
+    if details.get("ranks"):
+        summary["step_times_s"] = [rank["step_times_s"] for rank in details["ranks"]]
+    return summary
+
+
 # --------------------------------------------------------------------------------------- sweep
 
 
-def sweep(configs, settings: RunSettings, store: ProfileStore, cluster: str, profile: str, resume: bool, report) -> dict:
-    """Run every configuration not already done; record each as it finishes. Returns status counts."""
+def sweep(configs, settings: RunSettings, store: ProfileStore, cluster: str, profile: str, resume: bool, report,
+          redo: frozenset[str] = frozenset()) -> dict:
+    """Run every configuration not already done (or named in `redo`); record each as it finishes."""
     counts = {"ok": 0, "failed": 0, "timeout": 0, "skipped": 0}
     total = len(configs)
     for index, config in enumerate(configs, 1):
         prefix = f"[{index}/{total}] {config.config_id}"
-        if resume and store.done(config.config_id):
+        if resume and store.done(config.config_id) and config.config_id not in redo:
             counts["skipped"] += 1
             report(f"{prefix}: already in {store.csv_path.name}, skipped")
             continue

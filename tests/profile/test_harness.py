@@ -199,3 +199,15 @@ def test_bad_flag_value_exits_2(capsys):
         main(["profile", "--name", "x", "--zero", "one"])
     assert exit_info.value.code == 2
     assert "--zero expects comma-separated whole numbers" in capsys.readouterr().err
+
+
+def test_redo_runs_a_finished_configuration_again_and_keeps_the_earlier_attempt(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "run_configuration",
+                        lambda config, settings: harness.Outcome(config, "ok", 1.0, result=fake_result()))
+    store = harness.ProfileStore(tmp_path, "p")
+    harness.sweep([CONFIG], SETTINGS, store, "cpu-local", "p", False, lambda line: None)
+    counts = harness.sweep([CONFIG], SETTINGS, store, "cpu-local", "p", True, lambda line: None,
+                           redo=frozenset({CONFIG.config_id}))
+    assert counts["ok"] == 1 and counts["skipped"] == 0
+    attempts = json.loads(store.json_path.read_text())["runs"][CONFIG.config_id]["previous_attempts"]
+    assert len(attempts) == 1 and attempts[0]["status"] == "ok" and len(attempts[0]["step_times_s"]) == 2
