@@ -45,7 +45,12 @@ PARAMETERS = {
     "tp_overlap": ("fraction", 0.0, 1.0),
     "step_overhead_s": ("positive", 1e-4, 1e3),
     "microbatch_overhead_s": ("positive", 1e-5, 1e2),
+    "layer_overhead_s": ("positive", 1e-6, 10.0),
+    "latency_scale": ("positive", 0.01, 1e4),
 }
+# Fixed overheads default to 0, where a log-space sensitivity sees nothing; they start instead at a
+# small share of the measured step time (of a micro-batch, of a layer), so the data can move them.
+OVERHEAD_START_SHARE = {"step_overhead_s": 0.02, "microbatch_overhead_s": 0.01, "layer_overhead_s": 0.005}
 PRIOR_WEIGHT = 0.1  # residual weight of each parameter's pull toward its default (in transformed units)
 MIN_SENSITIVITY = 0.01  # rms change of log step time per unit change of the transformed parameter
 MAX_COLLINEARITY = 0.98  # |cosine| above which a column adds nothing new
@@ -61,12 +66,19 @@ class Sample:
     group: str
 
 
-def _start_value(cluster: ClusterSpec, name: str) -> float:
+def _start_value(cluster: ClusterSpec, name: str, samples: list[Sample] | None = None) -> float:
     value = getattr(cluster.efficiency, name)
     if name == "matmul_half_size" and value is None:
-        return cluster.matmul_half_size("bf16")
-    if name in ("step_overhead_s", "microbatch_overhead_s") and value <= 0:
-        return PARAMETERS[name][1] * 10  # zero sits on the log bound; start just inside it
+        dtypes = [s.layout.dtype for s in samples] if samples else ["bf16"]
+        return cluster.matmul_half_size(max(set(dtypes), key=dtypes.count))
+    if name in OVERHEAD_START_SHARE and value <= 0:
+        if not samples:
+            return PARAMETERS[name][1] * 10  # zero sits on the log bound; start just inside it
+        step = float(np.median([s.run.step_time_s for s in samples]))
+        per = {"step_overhead_s": 1.0,
+               "microbatch_overhead_s": float(np.median([s.layout.grad_accumulation for s in samples])),
+               "layer_overhead_s": float(np.median([s.layout.grad_accumulation * s.model.layers for s in samples]))}[name]
+        return max(OVERHEAD_START_SHARE[name] * step / per, PARAMETERS[name][1] * 10)
     return value
 
 
@@ -140,7 +152,7 @@ def _log_residuals(samples, cluster, names, free, batch=None) -> np.ndarray:
 
 def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(PARAMETERS)) -> tuple[list[str], dict]:
     """Parameters the rows can pin down, and why each other one is left at its default."""
-    base = np.array([_to_free(n, _start_value(cluster, n)) for n in candidates])
+    base = np.array([_to_free(n, _start_value(cluster, n, samples)) for n in candidates])
     batch = sample_batch(samples)
     r0 = _log_residuals(samples, cluster, list(candidates), base, batch)
     columns, reasons = {}, {}
@@ -169,7 +181,7 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str]) -> Cluste
     """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies."""
     if not names:
         return cluster
-    start = np.array([_to_free(n, _start_value(cluster, n)) for n in names])
+    start = np.array([_to_free(n, _start_value(cluster, n, samples)) for n in names])
     batch = sample_batch(samples)
 
     def residuals(free):
@@ -215,7 +227,7 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     before = predict(samples, cluster) / measured - 1
     after = predict(samples, fitted) / measured - 1
     report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in names},
-              "defaults": {n: _start_value(cluster, n) for n in PARAMETERS},
+              "defaults": {n: _start_value(cluster, n, samples) for n in PARAMETERS},
               "left_at_default": not_identified, "train": {"before": _stats(before), "after": _stats(after)},
               "cluster": fitted}
     if holdout:

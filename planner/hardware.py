@@ -135,9 +135,14 @@ class Efficiency(_Frozen):
     dp_overlap: float = Field(default=0.8, ge=0, le=1)
     # Fraction of tensor-parallel communication hidden (Megatron 2021 runs it exposed).
     tp_overlap: float = Field(default=0.0, ge=0, le=1)
-    # Fixed costs: per optimizer step (launch, sync, logging) and per micro-batch per stage (kernel launches).
+    # Fixed costs: per optimizer step (launch, sync, logging), per micro-batch per stage, and per layer per
+    # micro-batch (kernel launches / framework dispatch of one layer's forward and backward). Assumed 0 on
+    # GPUs until calibrated; they dominate small models on CPUs.
     step_overhead_s: float = Field(default=0.0, ge=0)
     microbatch_overhead_s: float = Field(default=0.0, ge=0)
+    layer_overhead_s: float = Field(default=0.0, ge=0)
+    # Multiplies every link latency in the collective model (per-call software latency, e.g. gloo ~10x NCCL).
+    latency_scale: float = Field(default=1.0, gt=0)
     # Memory the allocator cannot give to tensors: a fraction of HBM (fragmentation) plus a fixed
     # amount (CUDA context, NCCL buffers, workspace).
     memory_reserve_fraction: float = Field(default=0.05, ge=0, lt=1)

@@ -27,6 +27,7 @@ from planner.layout import DTYPE_BYTES, CandidateBatch
 from planner.model import training_flops_breakdown
 from planner.topology import group_links_arrays
 
+ZERO3_MODULES_PER_LAYER = 6  # norm, QKV, attention output, norm, MLP up, MLP down
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
 
 
@@ -102,6 +103,16 @@ def _logits_forward(batch: CandidateBatch, cluster: ClusterSpec, peak):
     return 2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, cluster.efficiency, matmul_half_size_array(batch, cluster)))
 
 
+def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
+    """Group links with the calibrated latency scale applied."""
+    links = group_links_arrays(cluster, sizes, strides)
+    scale = cluster.efficiency.latency_scale
+    if scale != 1.0:
+        links = {**links, "intra_latency_s": links["intra_latency_s"] * scale,
+                 "inter_latency_s": links["inter_latency_s"] * scale}
+    return links
+
+
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
     eff = cluster.efficiency
@@ -122,21 +133,21 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     )
 
     # Tensor-parallel all-reduces of the layer activations (T·h·w bytes), 4 per layer (+2 recompute).
-    tp_links = group_links_arrays(cluster, t, np.ones_like(t))
+    tp_links = _links(cluster, t, np.ones_like(t))
     up_eff, out_eff = eff.scale_up_bandwidth_efficiency, eff.scale_out_bandwidth_efficiency
     activation_msg = tokens * batch.hidden * w
     tp_count = 4.0 + np.where(batch.recompute == 2, 2.0, 0.0)
     tp_layer = tp_count * collectives.all_reduce_time(activation_msg, tp_links, up_eff, out_eff) * (1.0 - eff.tp_overlap)
     tp_layer = np.where(t > 1, tp_layer, 0.0)
     # Context parallel: K and V gathered in forward, their gradients reduce-scattered in backward.
-    cp_links = group_links_arrays(cluster, c, t)
+    cp_links = _links(cluster, c, t)
     kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
     cp_layer = np.where(c > 1, 2.0 * collectives.all_gather_time(kv_bytes, cp_links, up_eff, out_eff), 0.0)
     cp_layer = cp_layer * (1.0 - eff.tp_overlap)
 
     # Pipeline point-to-point: one activation forward and one gradient backward per micro-batch and
     # virtual stage; with sequence parallelism the tensor is sharded over tp.
-    pp_links = group_links_arrays(cluster, p, t * c * d)
+    pp_links = _links(cluster, p, t * c * d)
     spans_nodes = pp_links["nodes"] > 1
     p2p_bw = np.where(spans_nodes, pp_links["inter_bytes_per_s"] * out_eff, pp_links["intra_bytes_per_s"] * up_eff)
     p2p_lat = np.where(spans_nodes, pp_links["inter_latency_s"], pp_links["intra_latency_s"])
@@ -149,17 +160,19 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     stage_recompute = layers_per_stage * recompute_layer
     stage_tp = layers_per_stage * (tp_layer + cp_layer)
     mb_compute = stage_forward + stage_backward + stage_elementwise + stage_recompute
-    micro_batch_s = mb_compute + stage_tp + p2p_mb + eff.microbatch_overhead_s
+    layer_overheads = layers_per_stage * eff.layer_overhead_s
+    micro_batch_s = mb_compute + stage_tp + p2p_mb + eff.microbatch_overhead_s + layer_overheads
 
     # Data-parallel / ZeRO communication over the dp group (members tp·cp apart).
     _, last_params = stage_params(batch)
     params_local = last_params
     grad_bytes = params_local * w
-    dp_links = group_links_arrays(cluster, d, t * c)
+    dp_links = _links(cluster, d, t * c)
     # Collective launches per pass: gradients go in reduce buckets (DeepSpeed reduce_bucket_size 5e8
-    # elements); ZeRO-3 gathers at least one call per layer and at most a prefetch bucket (5e7) each.
+    # elements); ZeRO-3 fetches parameters module by module (two norms, QKV, output projection and two
+    # MLP matrices per layer) and at most one prefetch bucket (5e7 elements) per call.
     bucket_calls = np.ceil(params_local / ZERO12_BUCKET_ELEMENTS)
-    gather_calls = np.maximum(layers_per_stage, np.ceil(params_local / ZERO3_BUCKET_ELEMENTS))
+    gather_calls = np.maximum(ZERO3_MODULES_PER_LAYER * layers_per_stage, np.ceil(params_local / ZERO3_BUCKET_ELEMENTS))
     all_reduce = collectives.all_reduce_time(grad_bytes, dp_links, up_eff, out_eff, bucket_calls)
     all_gather = collectives.all_gather_time(grad_bytes, dp_links, up_eff, out_eff, bucket_calls)
     zero3_gather = collectives.all_gather_time(grad_bytes, dp_links, up_eff, out_eff, gather_calls)
@@ -200,7 +213,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "dp_comm_exposed": m * per_mb_exposed + boundary_exposed + after_step_comm,
         "optimizer": optimizer,
         "offload_copies": offload_copies,
-        "overhead": m * eff.microbatch_overhead_s + eff.step_overhead_s,
+        "overhead": m * (eff.microbatch_overhead_s + layer_overheads) + eff.step_overhead_s,
     }
     total = sum(parts.values())
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
