@@ -10,7 +10,8 @@ DeepSpeed
   see_memory_usage      `MA 0.12 GB         Max_MA 0.45 GB         CA ... Max_CA ...`
   flops profiler        the "DeepSpeed Flops Profiler" summary (`world size:`, `iter latency:`, `FLOPS per GPU = ...`)
   engine config         `[config.py:NNN:print]   train_batch_size ............. 4` and the user config after
-                        `[config.py:NNN:print_user_config]   json = {` (multi-line JSON)
+                        `[config.py:NNN:print_user_config]   json = {` (multi-line JSON); the groups summary
+                        (`self.dp_world_size=2`, `self.mp_world_size=1`, `self.sequence_parallel_size=1`)
 Megatron-LM
   iterations            ` iteration       10/     100 | consumed samples: ... | elapsed time per iteration (ms): 1234.5 |
                         throughput per GPU (TFLOP/s/GPU): 150.3 | ... | global batch size:   512 | ...`
@@ -41,6 +42,7 @@ _THROUGHPUT = re.compile(
     r"MemAllocated=([^,]+?)GB, MaxMemAllocated=([^,\s]+?)GB")
 _SEE_MEMORY = re.compile(r"\bMA ([\d.]+) GB\s+Max_MA ([\d.]+) GB")
 _DS_CONFIG = re.compile(r"\[config\.py:\d+:print\]\s+(\w+) \.* ?(.*?)\s*$")
+_DS_GROUPS = re.compile(r"^\s*self\.(dp_world_size|mp_world_size|sequence_parallel_size)=(\d+)\s*$")
 _DS_JSON = re.compile(r"\[config\.py:\d+:print_user_config\]\s+json = (.*)$")
 _FLOPS_FIELD = re.compile(r"(?:^|[\s:\]])(world size|data parallel size|model parallel size|batch size per GPU|params per GPU|"
                           r"fwd latency|bwd latency|step latency|iter latency|samples/second|"
@@ -194,6 +196,8 @@ def parse_log_text(text: str, path: str) -> ParsedLog:
             log.max_memory_gib.append((number, float(match.group(2))))
         elif match := _DS_JSON.search(line):
             index = _read_json_block(log, lines, index, match.group(1))
+        elif match := _DS_GROUPS.search(line):  # the engine's "distributed groups summary"
+            log.ds_config[match.group(1)] = match.group(2)
         elif match := _DS_CONFIG.search(line):
             log.ds_config[match.group(1)] = match.group(2)
         elif match := _MEGATRON_ITERATION.search(line):

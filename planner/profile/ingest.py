@@ -91,9 +91,14 @@ def deepspeed_layout(log: ParsedLog) -> dict:
     world = _int_or_none(printed.get("world_size")) or _int_or_none(log.flops_profile.get("world size"))
     if world:
         layout["gpus"] = world
-    data_parallel = _int_or_none(log.flops_profile.get("data parallel size"))
+    data_parallel = _int_or_none(printed.get("dp_world_size")) or _int_or_none(log.flops_profile.get("data parallel size"))
     if data_parallel:
         layout["dp"] = data_parallel
+    model_parallel = _int_or_none(printed.get("mp_world_size")) or _int_or_none(log.flops_profile.get("model parallel size"))
+    if model_parallel == 1:  # plain DeepSpeed data parallelism: no tensor or pipeline split
+        layout.update(tp=1, pp=1, vpp=1)
+    if _int_or_none(printed.get("sequence_parallel_size")) == 1:
+        layout["cp"] = 1
     micro = _int_or_none(printed.get("train_micro_batch_size_per_gpu")) or _int_or_none(user.get("train_micro_batch_size_per_gpu")) \
         or _int_or_none(log.flops_profile.get("batch size per GPU"))
     if micro:

@@ -99,3 +99,53 @@ def test_cli_exit_codes_for_logs_without_rows(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.startswith("id,") and "empty.log: no step time found" in captured.err
     assert main(["ingest", str(tmp_path / "missing.log")]) == 2
+
+
+# Captured from this machine: `worker.py` under the DeepSpeed 0.19.8 launcher (CPU accelerator, gloo),
+# log level info, 2 ranks; see tests/fixtures/logs/README.md.
+ZERO2 = LOGS / "deepspeed_0.19.8_zero2_ga2_flops_profiler.log"
+ZERO3_OFFLOAD = LOGS / "deepspeed_0.19.8_zero3_offload_optimizer.log"
+TINY_FLAGS = {"cluster": "cpu-local", "layers": 2, "hidden": 128, "heads": 4, "seq_len": 64, "vocab": 1024, "mlp": "gelu"}
+
+
+def test_deepspeed_zero2_log_layout_from_printed_config():
+    log = parse_log_file(ZERO2)
+    assert not log.problems
+    assert log.ds_user_config["zero_optimization"]["stage"] == 2
+    run, problems = row_from_log(log, TINY_FLAGS, "z2")
+    assert not problems
+    assert (run.gpus, run.dp, run.tp, run.pp, run.cp, run.zero, run.offload) == (2, 2, 1, 1, 1, 2, "none")
+    assert (run.micro_batch, run.global_batch, run.dtype) == (2, 8, "fp32")  # 2 per rank x 2 ranks x 2 accumulation
+    assert run.confidence == "medium" and "from flags: layers, hidden, heads, seq_len, vocab, mlp" in run.notes
+
+
+def test_deepspeed_step_time_from_throughput_timer_with_timer_cross_check():
+    run, _ = row_from_log(parse_log_file(ZERO2), TINY_FLAGS, "z2")
+    # ThroughputTimer at global steps 4, 6, 8; the first is dropped: 8 samples / CurrSamplesPerSec.
+    assert run.step_time_s == pytest.approx((8 / 145.16917795729015 + 8 / 146.94737061148405) / 2)
+    assert "ThroughputTimer" in run.notes
+    assert float(run.extra["timer_step_time_s"]) == pytest.approx(run.step_time_s, rel=0.3)
+    assert float(run.extra["flops_profiler_step_time_s"]) == pytest.approx(0.05005)  # last profile: 50.05 ms
+    assert float(run.extra["flops_profiler_tflops_per_gpu"]) == pytest.approx(8.58e-3)
+    assert run.mem_gib == pytest.approx(0.41)  # MaxMemAllocated as DeepSpeed printed it
+
+
+def test_deepspeed_offload_and_stage3_from_printed_zero_config():
+    run, _ = row_from_log(parse_log_file(ZERO3_OFFLOAD), TINY_FLAGS, "z3")
+    assert (run.zero, run.offload, run.global_batch, run.gpus) == (3, "optimizer", 4, 2)
+
+
+def test_timers_only_when_no_throughput_lines():
+    text = "\n".join(line for line in ZERO2.read_text().splitlines() if "CurrSamplesPerSec" not in line)
+    run, _ = row_from_log(parse_log_text(text, "cut.log"), TINY_FLAGS, "t")
+    assert "wall_clock_breakdown fwd+bwd+step" in run.notes
+    assert run.step_time_s == pytest.approx(float(row_from_log(parse_log_file(ZERO2), TINY_FLAGS, "z")[0].extra["timer_step_time_s"]))
+
+
+def test_truncated_deepspeed_config_json_is_reported_and_the_rest_used():
+    lines = ZERO2.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "json = {" in line)
+    text = "\n".join(lines[: start + 6])  # the log ends inside the printed JSON (a killed job)
+    log = parse_log_text(text, "killed.log")
+    assert [str(p) for p in log.problems] == [f"killed.log:{start + 1}: DeepSpeed user config JSON is truncated or malformed; ignored"]
+    assert log.ds_config["zero_optimization_stage"] == "2"  # printed before the JSON, still used
