@@ -198,6 +198,9 @@ def counted_tensor_bytes(engine, offload: str) -> dict:
     """Bytes of distinct live tensor storages on this rank, split by what holds them."""
     import torch
 
+    # gc.get_objects() also lists garbage in reference cycles not yet collected (DeepSpeed leaves
+    # parameter-sized flat buffers in such cycles); count only what is still reachable.
+    gc.collect()
     everything: dict[int, int] = {}
     for obj in gc.get_objects():
         try:
