@@ -15,7 +15,10 @@ for 16-bit activations with T = micro-batch tokens: T·h·(10 + 24/t + 5·a·s/(
 parallelism, T·h·(34 + 5·a·s/h)/t with it; the 5·a·s/h score term vanishes with selective recompute
 or flash attention; full recompute keeps only the 2·T·h layer input. The 24 generalises to GQA and
 SwiGLU as (2 + 4g/a) + 2 + (4 or 6)·f/h. With 1F1B the first stage holds min(p, m) micro-batches of
-its L/p layers; interleaving multiplies that by 1 + (p-1)/(p·v).
+its L/p layers; interleaving multiplies that by 1 + (p-1)/(p·v). Recomputing one layer in backward
+adds what that layer rebuilds beyond what it stored: its full activations less the kept input (full
+recompute), or its attention scores when they are materialised (selective recompute without flash
+attention), so memory keeps the order none >= selective >= full.
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ def model_state_bytes(params, batch: CandidateBatch) -> dict[str, np.ndarray]:
 
 def activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     """Korthikanti per-layer activation bytes for one micro-batch: `stored` (kept for backward under the
-    recompute mode) and `full` (everything the layer's forward materialises, i.e. no recompute)."""
+    recompute mode), `full` (everything the layer's forward materialises, i.e. no recompute) and
+    `working` (what recomputing the layer in backward materialises on top of what it stored)."""
     t = batch.tp
     h = batch.hidden
     tokens = batch.micro_batch * batch.seq_len / batch.cp
@@ -106,7 +110,10 @@ def activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     stored = tokens * h * (linear + np.where(batch.recompute == 0, materialised_scores, 0.0)) * scale
     layer_input = tokens * h * 2.0 * scale / np.where(sp, t, 1.0)
     stored = np.where(batch.recompute == 2, layer_input, stored)
-    return {"stored": stored, "full": full}
+    # The recomputed layer's own stored input is part of its full activations: count it once.
+    working = np.select([batch.recompute == 2, batch.recompute == 1],
+                        [full - layer_input, tokens * h * materialised_scores * scale], 0.0)
+    return {"stored": stored, "full": full, "working": working}
 
 
 def inflight_microbatches(batch: CandidateBatch) -> np.ndarray:
@@ -125,8 +132,8 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.
     layers_per_stage = np.ceil(batch.layers / batch.pp)  # slowest/fullest stage
     w = DTYPE_BYTES[batch.dtype.astype(int)]
     tokens = batch.micro_batch * batch.seq_len / batch.cp
-    # Full recompute rebuilds one layer at a time in backward: that layer's full activations are live.
-    recompute_working = np.where(batch.recompute == 2, per_layer["full"], 0.0)
+    # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
+    recompute_working = per_layer["working"]
     first_act = per_layer["stored"] * layers_per_stage * inflight_microbatches(batch) + recompute_working
     # Last stage: one micro-batch in flight plus the output layer's fp32 logits for the cross-entropy,
     # 4·s·b·V/t bytes (Korthikanti et al. 2022, section 4.1).

@@ -239,6 +239,23 @@ def test_recompute_lowers_activation_memory(a100):
     assert results["none"][1] > results["selective"][1] > results["full"][1]
 
 
+@pytest.mark.parametrize("flash", [True, False])
+def test_recompute_order_holds_with_one_layer_in_flight(a100, flash):
+    """Regression (issue 7 property suite): with one layer and one micro-batch, full recompute counted the
+    layer's kept input twice (stored checkpoint + the rebuilt layer) and came out above no recompute;
+    selective recompute without flash attention left out the scores it rebuilds in backward."""
+    model = make_model(layers=1, hidden=8, heads=1, vocab=1, seq_len=1)
+    totals = {}
+    for mode in ("none", "selective", "full"):
+        batch = single_batch(model, Layout(recompute=mode, flash_attention=flash))
+        per_layer = activation_bytes_per_layer(batch)
+        parts = per_gpu_memory(batch, a100)["parts"]
+        totals[mode] = float(parts["activations"][0] + parts["recompute_working"][0])
+        if mode == "full":  # the checkpointed input plus the rest of the layer rebuilt: the layer's full set
+            assert totals[mode] == pytest.approx(float(per_layer["full"][0]), rel=1e-12)
+    assert totals["none"] >= totals["selective"] >= totals["full"]
+
+
 def test_tiny_model_memory_is_positive_and_small(a100):
     model = make_model(layers=2, hidden=64, heads=4, vocab=128, seq_len=32)
     memory = per_gpu_memory(single_batch(model, Layout()), a100)
