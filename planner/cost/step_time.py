@@ -36,9 +36,21 @@ def matmul_efficiency(m, n, k, eff: Efficiency, half_size):
 
     Size is the harmonic mean of the three dimensions, so a GEMM is as small as its thinnest side
     (a 81920 x 2304 x 768 GEMM behaves like a ~1,700-wide one).
+
+    When the half size is derived from the peak (3 x peak / HBM bandwidth) and the exponent a > 1, the
+    time flops / (peak x efficiency) grows again with the peak once half / size > (a - 1)^(-1/a): a GEMM
+    that far below the ridge would be predicted faster on a slower GPU. There it is memory-bound, and it
+    runs as fast as on the GPU whose peak minimises its time (a faster GPU can always go that fast): the
+    returned fraction of the nominal peak is capped accordingly.
     """
     size = 3.0 / (1.0 / m + 1.0 / n + 1.0 / k)
-    return eff.matmul_peak_fraction / (1.0 + (half_size / size) ** eff.matmul_size_exponent)
+    exponent = eff.matmul_size_exponent
+    ratio = half_size / size
+    usable = 1.0  # fraction of the nominal peak the GEMM can use (below 1 only when memory-bound, see above)
+    if eff.matmul_half_size is None and exponent > 1.0:
+        usable = np.minimum(1.0, (exponent - 1.0) ** (-1.0 / exponent) / ratio)
+        ratio = ratio * usable
+    return usable * eff.matmul_peak_fraction / (1.0 + ratio ** exponent)
 
 
 def matmul_half_size_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:

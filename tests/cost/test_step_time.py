@@ -140,6 +140,23 @@ def test_recompute_costs_time_in_order(a100, flash):
     assert steps["full"] > steps["selective"] > steps["none"]
 
 
+def test_a_slower_peak_never_speeds_up_a_small_model():
+    """Regression (issue 7 property suite): with the matmul half size derived from the peak (3 x peak / HBM
+    bandwidth), halving the H100's peak made a 4-layer h=256 model 5% faster: its GEMMs sit far below the
+    ridge, where time grew as peak^(exponent - 1). Such GEMMs are now memory-bound and no faster GPU is slower."""
+    h100 = load_cluster("dgx-h100")
+    model = make_model(layers=4, hidden=256, heads=4, vocab=1000, seq_len=256)
+    peaks = h100.accelerator.peak_flops
+    slower = h100.model_copy(update={"accelerator": h100.accelerator.model_copy(
+        update={"peak_flops": peaks.model_copy(update={"bf16": peaks.bf16 / 2})})})
+    base = _time(model, h100)["step_time_s"][0]
+    assert _time(model, slower)["step_time_s"][0] >= base
+    # A calibrated (explicit) half size does not move with the peak: halving the peak slows every GEMM.
+    fixed = h100.with_efficiency(matmul_half_size=h100.matmul_half_size())
+    fixed_slower = slower.with_efficiency(matmul_half_size=h100.matmul_half_size())
+    assert _time(model, fixed_slower)["step_time_s"][0] > _time(model, fixed)["step_time_s"][0]
+
+
 def test_parts_sum_to_step_time(a100):
     result = _time(PRESETS["llama2-70b"], a100, tp=8, pp=4, dp=4, vpp=2, zero=1, micro_batch=1, global_batch=64,
                    recompute="selective", seq_parallel=True)
