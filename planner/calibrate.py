@@ -52,6 +52,8 @@ PARAMETERS = {
 # small share of the measured step time (of a micro-batch, of a layer), so the data can move them.
 OVERHEAD_START_SHARE = {"step_overhead_s": 0.02, "microbatch_overhead_s": 0.01, "layer_overhead_s": 0.005}
 PRIOR_WEIGHT = 0.1  # residual weight of each parameter's pull toward its default (in transformed units)
+# Candidate prior weights, chosen by inner cross-validation; inf = keep the defaults.
+PRIOR_WEIGHT_CHOICES = (0.03, 0.3, 3.0, float("inf"))
 MIN_SENSITIVITY = 0.01  # rms change of log step time per unit change of the transformed parameter
 MAX_COLLINEARITY = 0.98  # |cosine| above which a column adds nothing new
 
@@ -177,16 +179,18 @@ def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(P
     return chosen, reasons
 
 
-def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str]) -> ClusterSpec:
-    """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies."""
-    if not names:
+def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_weight: float = PRIOR_WEIGHT) -> ClusterSpec:
+    """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies.
+
+    `prior_weight` = inf keeps the defaults (no fit)."""
+    if not names or not np.isfinite(prior_weight):
         return cluster
     start = np.array([_to_free(n, _start_value(cluster, n, samples)) for n in names])
     batch = sample_batch(samples)
 
     def residuals(free):
         data = _log_residuals(samples, cluster, names, free, batch)
-        return np.concatenate([data, PRIOR_WEIGHT * (free - start)])
+        return np.concatenate([data, prior_weight * (free - start)])
 
     solution = least_squares(residuals, start, loss="soft_l1", f_scale=0.02, diff_step=1e-3, max_nfev=200 * len(names))
     return _cluster_with(cluster, names, solution.x)
@@ -207,14 +211,30 @@ def _stats(errors: np.ndarray) -> dict:
             "worst_ape": float(absolute.max()), "bias": float(errors.mean())}
 
 
-def cross_validate(samples, cluster, names, k: int = 5) -> np.ndarray:
+def cross_validate(samples, cluster, names, k: int = 5, prior_weight: float = PRIOR_WEIGHT) -> np.ndarray:
     """Held-out predictions (each fold predicted by a fit on the other folds)."""
     predicted = np.empty(len(samples))
     for fold in _folds(samples, k):
         train = [s for i, s in enumerate(samples) if i not in set(fold)]
-        fitted = fit(train, cluster, names) if train else cluster
+        fitted = fit(train, cluster, names, prior_weight) if train else cluster
         predicted[fold] = predict([samples[i] for i in fold], fitted)
     return predicted
+
+
+def select_prior_weight(samples, cluster, names, k: int = 3) -> tuple[float, dict]:
+    """Choose how strongly to trust the defaults by k-fold cross-validation on the fitting rows.
+
+    Rows from other implementations or eras can pull parameters to values that do not transfer; the
+    weight whose held-out error is lowest wins, and infinity (keep the defaults) is a candidate, so a
+    calibration that would not generalise is not applied.
+    """
+    measured = np.array([s.run.step_time_s for s in samples])
+    scores = {}
+    for weight in PRIOR_WEIGHT_CHOICES:
+        held = predict(samples, cluster) if not np.isfinite(weight) else cross_validate(samples, cluster, names, k, weight)
+        scores[weight] = float(np.mean(np.abs(held / measured - 1)))
+    best = min(scores, key=scores.get)
+    return best, scores
 
 
 def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: list[Sample] | None = None) -> dict:
@@ -223,12 +243,19 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
         raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
     measured = np.array([s.run.step_time_s for s in samples])
     names, not_identified = identifiable(samples, cluster)
-    fitted = fit(samples, cluster, names)
+    weight, weight_scores = select_prior_weight(samples, cluster, names)
+    fitted = fit(samples, cluster, names, weight)
+    if not np.isfinite(weight):
+        not_identified = {**{n: "kept: cross-validation found no fit that beats the defaults" for n in names},
+                          **not_identified}
+        names = []
     before = predict(samples, cluster) / measured - 1
     after = predict(samples, fitted) / measured - 1
     report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in names},
               "defaults": {n: _start_value(cluster, n, samples) for n in PARAMETERS},
               "left_at_default": not_identified, "train": {"before": _stats(before), "after": _stats(after)},
+              "prior_weight": weight if np.isfinite(weight) else "inf (defaults kept)",
+              "prior_weight_cv_mape": {str(w): s for w, s in weight_scores.items()},
               "cluster": fitted}
     if holdout:
         held_measured = np.array([s.run.step_time_s for s in holdout])
@@ -238,7 +265,8 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     else:
         held_measured = measured
         held_before = before
-        held_after = cross_validate(samples, cluster, names, k) / measured - 1
+        # The prior weight was chosen on all rows; each outer fold refits with it.
+        held_after = cross_validate(samples, cluster, names, k, weight) / measured - 1 if names else before
         report["heldout_kind"] = f"{len(_folds(samples, k))}-fold cross-validation by {'source' if len({s.group for s in samples}) >= 2 else 'row'}"
     report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
     log_residuals = np.log1p(held_after)

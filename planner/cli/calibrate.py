@@ -85,6 +85,8 @@ def run(args) -> int:
             stat_rows.append([label, when, s["rows"], f"{100 * s['mape']:.1f}%", f"{100 * s['median_ape']:.1f}%",
                               f"{100 * s['worst_ape']:.1f}%", f"{100 * s['bias']:+.1f}%"])
     print(table(["rows", "model", "n", "MAPE", "median", "worst", "bias"], stat_rows, align="llrrrrr"))
+    scores = ", ".join(f"{w}: {100 * s:.1f}%" for w, s in report["prior_weight_cv_mape"].items())
+    print(f"prior weight toward the defaults: {report['prior_weight']} (inner cross-validated MAPE by weight: {scores})")
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
     if written:
