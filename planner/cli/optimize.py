@@ -74,8 +74,8 @@ def result_json(result) -> dict:
         "status": result.status, "plan": result.plan, "alternatives": result.alternatives, "pareto": result.pareto,
         "dropped": result.dropped, "candidates_scored": result.scored,
         "combinations_skipped_invalid": result.skipped_invalid, "explanation": result.explanation,
-        "assumptions": result.assumptions, "elapsed_s": result.elapsed_s,
-    }
+        "assumptions": result.assumptions,
+    }  # no elapsed time: the same problem must give byte-identical JSON (the human output shows it)
 
 
 def run(args) -> int:
