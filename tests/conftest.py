@@ -6,15 +6,27 @@ Tests run with --import-mode=importlib, so helpers are handed out as fixtures ra
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 from planner.hardware import default_cluster_dir, load_cluster
 from planner.layout import Layout, single_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Hypothesis profiles. "ci" (the default) is bounded and reproducible: a few thousand cases over the
+# property and fuzz suites, the same ones every run. "campaign" is the long local hunt, random each
+# time: HYPOTHESIS_PROFILE=campaign nice -n 10 python -m pytest tests/property tests/fuzz
+# Tests that set max_examples scale it from settings.default.max_examples, so both profiles apply.
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("campaign", max_examples=3000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

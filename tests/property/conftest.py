@@ -1,0 +1,110 @@
+"""Strategies for the cost-model property tests: random valid shapes, layouts and clusters.
+
+Handed out as the session fixture `gen` (tests run with --import-mode=importlib, so they cannot
+import a helper module); tests draw from it with hypothesis' `st.data()`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import strategies as st
+
+from planner.hardware import available_clusters, load_cluster
+from planner.layout import Layout, check_layout
+from planner.model import ModelSpec
+
+CLUSTERS = tuple(name for name in available_clusters() if not name.endswith(".calibrated"))
+HEAD_DIMS = (8, 16, 32, 64, 128)
+MAX_GPUS = 256  # keeps the topology graphs small; every rule the property tests check is scale-free
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@st.composite
+def models(draw, max_layers: int = 24) -> ModelSpec:
+    heads = draw(st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16, 32]))
+    hidden = heads * draw(st.sampled_from(HEAD_DIMS))
+    mlp = draw(st.sampled_from(["gelu", "swiglu"]))
+    return ModelSpec(
+        layers=draw(st.integers(1, max_layers)), hidden=hidden, heads=heads,
+        kv_heads=draw(st.sampled_from(_divisors(heads))),
+        ffn=draw(st.one_of(st.none(), st.integers(1, 8 * hidden))), mlp=mlp,
+        vocab=draw(st.integers(1, 160_000)), seq_len=draw(st.sampled_from([1, 2, 64, 128, 256, 1024, 2048, 4096])),
+        tied_embeddings=draw(st.booleans()), position=draw(st.sampled_from(["learned", "rotary", "alibi"])),
+        bias=draw(st.booleans()), norm=draw(st.sampled_from(["layernorm", "rmsnorm"])),
+        embedding_norm=draw(st.booleans()),
+    )
+
+
+@st.composite
+def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
+    """A layout that passes check_layout for `model` and fits the cluster's GPU count and dtypes."""
+    capacity = min(MAX_GPUS, cluster.max_nodes * cluster.gpus_per_node)
+    tp = fixed.get("tp", draw(st.sampled_from([d for d in _divisors(model.heads) if d <= min(16, capacity)])))
+    pp_options = [p for p in range(1, min(model.layers + 2, 16, capacity // tp) + 1)
+                  if model.layers % p == 0 or (model.layers + 2) % p == 0]
+    pp = fixed.get("pp", draw(st.sampled_from(pp_options)))
+    vpp_options = [v for v in (1, 2, 3, 4) if v == 1 or (pp > 1 and model.layers % (pp * v) == 0)]
+    vpp = fixed.get("vpp", draw(st.sampled_from(vpp_options)))
+    cp_options = [c for c in (1, 2, 4) if model.seq_len % c == 0 and tp * pp * c <= capacity]
+    cp = fixed.get("cp", draw(st.sampled_from(cp_options)))
+    most_dp = max(1, capacity // (tp * pp * cp))
+    dp = fixed.get("dp", draw(st.integers(1, min(most_dp, 32))))
+    zero = fixed.get("zero", draw(st.sampled_from([0, 1, 2, 3])))
+    offload_options = ["none"] + (["optimizer"] if zero >= 1 else []) + (["optimizer+params"] if zero == 3 else [])
+    offload = fixed.get("offload", draw(st.sampled_from(offload_options)))
+    micro_batch = fixed.get("micro_batch", draw(st.integers(1, 8)))
+    accumulation = fixed.get("accumulation", draw(st.integers(1, 16)))
+    dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d)]
+    layout = Layout(
+        tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,
+        offload_device=fixed.get("offload_device", draw(st.sampled_from(["cpu", "nvme"]))),
+        micro_batch=micro_batch, global_batch=micro_batch * dp * accumulation,
+        recompute=fixed.get("recompute", draw(st.sampled_from(["none", "selective", "full"]))),
+        seq_parallel=fixed.get("seq_parallel", draw(st.booleans())),
+        dtype=fixed.get("dtype", draw(st.sampled_from(dtypes))),
+        flash_attention=fixed.get("flash_attention", draw(st.booleans())),
+    )
+    check_layout(model, layout)
+    return layout
+
+
+@st.composite
+def clusters(draw):
+    """A bundled spec, sometimes with other (valid) efficiency values."""
+    cluster = load_cluster(draw(st.sampled_from(CLUSTERS)))
+    if draw(st.booleans()):
+        fraction = st.floats(0.05, 1.0)
+        cluster = cluster.with_efficiency(
+            matmul_peak_fraction=draw(fraction), hbm_efficiency=draw(fraction),
+            scale_up_bandwidth_efficiency=draw(fraction), scale_out_bandwidth_efficiency=draw(fraction),
+            dp_overlap=draw(st.floats(0.0, 1.0)), tp_overlap=draw(st.floats(0.0, 1.0)),
+            matmul_size_exponent=draw(st.floats(0.5, 3.0)),
+            matmul_half_size=draw(st.one_of(st.none(), st.floats(1.0, 1e4))),
+            step_overhead_s=draw(st.floats(0.0, 1.0)), microbatch_overhead_s=draw(st.floats(0.0, 0.1)),
+            layer_overhead_s=draw(st.floats(0.0, 0.01)), latency_scale=draw(st.floats(0.1, 100.0)),
+        )
+    return cluster
+
+
+@st.composite
+def cases(draw, **fixed):
+    """(model, layout, cluster): a configuration `simulate` must accept."""
+    cluster = draw(clusters())
+    model = draw(models())
+    return model, draw(layouts(model, cluster, **fixed)), cluster
+
+
+class _Strategies(SimpleNamespace):
+    def __repr__(self) -> str:  # keeps hypothesis' falsifying-example report short
+        return "gen"
+
+
+@pytest.fixture(scope="session")
+def gen():
+    """Strategy builders: gen.models(), gen.layouts(model, cluster, **fixed), gen.clusters(), gen.cases(**fixed)."""
+    return _Strategies(models=models, layouts=layouts, clusters=clusters, cases=cases, divisors=_divisors)
