@@ -11,6 +11,7 @@ with status and error), 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -81,6 +82,10 @@ def _overrides(args) -> dict[str, list]:
     }
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_profile(args) -> int:
     from planner.profile import grid as grids
     from planner.profile import harness
@@ -127,8 +132,13 @@ def run_profile(args) -> int:
     store = harness.ProfileStore(args.out_dir, args.name)
     store.open(resume=args.resume, force=args.force, warn=lambda text: report(f"warning: {text}"))
     started = time.monotonic()
-    counts = harness.sweep(list(grid.configs), settings, store, cluster, args.name, args.resume, report,
-                           redo=frozenset(args.redo))
+    # `kill PID` should clean up like Ctrl-C: the ranks run in their own session and would outlive us.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        counts = harness.sweep(list(grid.configs), settings, store, cluster, args.name, args.resume, report,
+                               redo=frozenset(args.redo))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     report(f"planner profile: {counts['ok']} ok, {counts['failed']} failed, {counts['timeout']} timed out, "
            f"{counts['skipped']} skipped in {time.monotonic() - started:.0f} s -> {store.csv_path}, {store.json_path}")
     return 1 if counts["failed"] or counts["timeout"] else 0
