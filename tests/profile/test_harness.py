@@ -211,3 +211,27 @@ def test_redo_runs_a_finished_configuration_again_and_keeps_the_earlier_attempt(
     assert counts["ok"] == 1 and counts["skipped"] == 0
     attempts = json.loads(store.json_path.read_text())["runs"][CONFIG.config_id]["previous_attempts"]
     assert len(attempts) == 1 and attempts[0]["status"] == "ok" and len(attempts[0]["step_times_s"]) == 2
+
+
+def test_interrupt_kills_the_whole_process_group_and_propagates(tmp_path, monkeypatch):
+    import signal
+
+    pid_file = tmp_path / "child.pid"
+    script = f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    monkeypatch.setattr(harness, "launcher_command", lambda *args: [sys.executable, "-c", script])
+    settings = harness.RunSettings(steps=1, warmup=0, timeout_s=60, accelerator="cpu", work_dir=str(tmp_path))
+
+    def interrupt(signum, frame):  # what Ctrl-C (or SIGTERM in `planner profile`) does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            harness.run_configuration(CONFIG, settings)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.2)
+    assert not _running(int(pid_file.read_text()))
+    assert not list(tmp_path.glob(f"{CONFIG.config_id}.*"))  # the run folder is cleaned up
