@@ -18,6 +18,7 @@ quantiles of those held-out log-residuals.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 
@@ -54,6 +55,8 @@ OVERHEAD_START_SHARE = {"step_overhead_s": 0.02, "microbatch_overhead_s": 0.01, 
 PRIOR_WEIGHT = 0.1  # residual weight of each parameter's pull toward its default (in transformed units)
 # Candidate prior weights, chosen by inner cross-validation; inf = keep the defaults.
 PRIOR_WEIGHT_CHOICES = (0.03, 0.3, 3.0, float("inf"))
+IDENTIFIABILITY_STEP = {"positive": float(np.log(100.0)), "fraction": 0.5}
+ROBUST_SCALE = 0.02  # soft-L1 scale on log residuals: errors beyond ~2% count linearly, not squared
 MIN_SENSITIVITY = 0.01  # rms change of log step time per unit change of the transformed parameter
 MAX_COLLINEARITY = 0.98  # |cosine| above which a column adds nothing new
 
@@ -102,12 +105,28 @@ def _from_free(name: str, free: float) -> float:
     return float(min(max(np.exp(free), low), high))
 
 
-def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec) -> tuple[list[Sample], list[str]]:
-    """Rows with a measured step time that simulate on this cluster; the rest with reasons."""
+def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
+                 time_column: str = "step_time_s") -> tuple[list[Sample], list[str]]:
+    """Rows with a measured step time that simulate on this cluster; the rest with reasons.
+
+    `time_column` picks another measured column as the step time, e.g. `step_time_p10_s` from
+    `planner profile` on a shared machine: contention only ever slows a step down, so a low
+    percentile is the better estimate of the uncontended time.
+    """
     samples, skipped = [], []
     clusters = {cluster.name: cluster}
     base_name = cluster.name.removesuffix(".calibrated")
     for run in runs:
+        if time_column != "step_time_s":
+            raw = run.extra.get(time_column, "")
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not np.isfinite(value) or value <= 0:
+                skipped.append(f"{run.origin or run.id}: no positive {time_column} (got {raw!r})")
+                continue
+            run = dataclasses.replace(run, step_time_s=value)
         if not run.step_time_s:
             skipped.append(f"{run.origin or run.id}: no measured step time")
             continue
@@ -159,9 +178,12 @@ def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(P
     r0 = _log_residuals(samples, cluster, list(candidates), base, batch)
     columns, reasons = {}, {}
     for i, name in enumerate(candidates):
+        # Probe a change the data could plausibly ask for: a factor of 100 for a positive quantity (a
+        # latency that is negligible at its default can dominate at 100x), half a logit for a fraction.
+        step = IDENTIFIABILITY_STEP[PARAMETERS[name][0]]
         shifted = base.copy()
-        shifted[i] += 0.5
-        column = (_log_residuals(samples, cluster, list(candidates), shifted, batch) - r0) / 0.5
+        shifted[i] += step
+        column = (_log_residuals(samples, cluster, list(candidates), shifted, batch) - r0) / step
         columns[name] = column
     chosen: list[str] = []
     for name in sorted(candidates, key=lambda n: -np.linalg.norm(columns[n])):
@@ -192,7 +214,25 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
         data = _log_residuals(samples, cluster, names, free, batch)
         return np.concatenate([data, prior_weight * (free - start)])
 
-    solution = least_squares(residuals, start, loss="soft_l1", f_scale=0.02, diff_step=1e-3, max_nfev=200 * len(names))
+    def objective(free):  # the soft-L1 cost least_squares minimises
+        r = residuals(free) / ROBUST_SCALE
+        return float(np.sum(2.0 * (np.sqrt(1.0 + r * r) - 1.0)))
+
+    # Coordinate pre-search over decades for positive quantities: least squares only follows local
+    # slopes, and a latency that is negligible at its default has none.
+    x0 = start.copy()
+    for i, name in enumerate(names):
+        if PARAMETERS[name][0] != "positive":
+            continue
+        trials = [x0[i] + np.log(10.0) * k for k in (-2, -1, 0, 1, 2, 3)]
+        costs = []
+        for value in trials:
+            candidate = x0.copy()
+            candidate[i] = value
+            costs.append(objective(candidate))
+        x0[i] = trials[int(np.argmin(costs))]
+
+    solution = least_squares(residuals, x0, loss="soft_l1", f_scale=ROBUST_SCALE, diff_step=1e-3, max_nfev=200 * len(names))
     return _cluster_with(cluster, names, solution.x)
 
 
