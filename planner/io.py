@@ -1,52 +1,257 @@
-"""Safe file output shared by every command that writes: atomic, never half-written.
+"""Safe file input and output shared by every command: bounded reads, bounded YAML, atomic writes.
 
-Outputs are written to a temporary file in the target folder and renamed into place, so a
-crash or Ctrl-C never leaves a truncated profile, spec or report. An existing file is only
-replaced when the caller says `force=True`.
+Input: `read_input_text` refuses what is not a readable file of sane size (an empty name, a folder,
+a device such as /dev/zero, a file over the size limit) and reports undecodable bytes with their line.
+`load_yaml` is `yaml.safe_load` with limits a hand-edited spec never reaches (size, nesting depth,
+alias expansion - a "billion laughs" file stays small on disk) and with duplicate keys reported,
+since YAML otherwise keeps the last of two equal keys without a word.
+
+Output: written to a temporary file in the target folder and moved into place, so a crash or Ctrl-C
+never leaves a truncated profile, spec or report. An existing file is only replaced when the caller
+says `force=True`; without it the move is a hard link, which fails rather than overwrite a file that
+appeared meanwhile. New files get the permissions a plain `open()` would give (umask), replaced
+files keep theirs.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from planner.errors import PlannerInputError
 
+MAX_INPUT_BYTES = 256 * 2**20  # runs CSVs, law data, logs: far above any real one
+MAX_YAML_BYTES = 4 * 2**20  # cluster specs, law files, configs are a few kB
+MAX_YAML_DEPTH = 64  # nesting levels; specs use 3
+MAX_YAML_NODES = 200_000  # values after alias expansion; a law file with 1000 bootstrap samples has ~10,000
 
-def write_text_atomic(path: str | os.PathLike, text: str, force: bool = False, flag: str = "--force") -> Path:
-    """Write `text` to `path` atomically; refuse to overwrite unless `force`."""
-    target = Path(path)
-    if target.exists() and not force:
-        raise PlannerInputError(f"{target}: already exists; pass {flag} to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+
+def shown(path: str | os.PathLike) -> str:
+    """A path for a message: as typed, or repr() when it is blank-edged or holds control characters (the
+    message stays one honest line)."""
+    text = str(path)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
+
+
+def input_file(path: str | os.PathLike, what: str, limit: int = MAX_INPUT_BYTES) -> Path:
+    """`path` as a Path once it is known to name something readable as a `what`; else a one-line error."""
+    if not str(path).strip():
+        raise PlannerInputError(f"expected a {what} path, got an empty name")
+    if "\0" in str(path):
+        raise PlannerInputError(f"expected a {what} path, got {str(path)!r}")
+    source, name = Path(path), shown(path)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return target
+        info = source.stat()
+    except FileNotFoundError:
+        raise PlannerInputError(f"{name}: no such {what}") from None
+    except OSError as error:
+        raise PlannerInputError(f"{name}: cannot read {what} ({error.strerror or error.__class__.__name__})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise PlannerInputError(f"{name}: is a folder; expected a {what}")
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+        raise PlannerInputError(f"{name}: not a regular file (a device or socket); expected a {what}")
+    if stat.S_ISREG(info.st_mode) and info.st_size > limit:
+        raise PlannerInputError(f"{name}: {info.st_size:,} bytes is more than the {limit:,} accepted for a {what}")
+    return source
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, force: bool = False, flag: str = "--force") -> Path:
-    """Binary twin of `write_text_atomic` (plots, archives)."""
+def read_input_text(path: str | os.PathLike, what: str, limit: int = MAX_INPUT_BYTES, encoding: str = "utf-8") -> str:
+    """The text of an input file, read at most `limit` bytes far; errors name the file (and line)."""
+    source, name = input_file(path, what, limit), shown(path)
+    try:
+        with open(source, "rb") as stream:
+            data = stream.read(limit + 1)
+    except OSError as error:
+        raise PlannerInputError(f"{name}: cannot read {what} ({error.strerror or error.__class__.__name__})") from None
+    if len(data) > limit:
+        raise PlannerInputError(f"{name}: more than the {limit:,} bytes accepted for a {what}")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise PlannerInputError(f"{name}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}); "
+                                f"expected a {what}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------------------------
+
+def _yaml_error_line(error: yaml.YAMLError) -> int:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return mark.line + 1 if mark is not None else 1
+
+
+def _tree_problems(root: yaml.Node) -> list[tuple[int, str]]:
+    """Depth, alias-expanded size and duplicate keys of a composed YAML document, as (line, message)."""
+    problems: list[tuple[int, str]] = []
+    size: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()  # nodes whose children are still being visited
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in size:
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if not done:
+            if id(node) in open_nodes:  # reached again from inside itself
+                return [(node.start_mark.line + 1, "YAML alias refers to a node that contains it (recursive)")]
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+            continue
+        open_nodes.discard(id(node))
+        size[id(node)] = 1 + sum(size[id(child)] for child in children)
+        depth[id(node)] = 1 + max((depth[id(child)] for child in children), default=0)
+        if size[id(node)] > MAX_YAML_NODES:
+            return [(node.start_mark.line + 1, f"YAML expands to more than {MAX_YAML_NODES:,} values "
+                                               "(aliases referencing aliases?)")]
+        if depth[id(node)] > MAX_YAML_DEPTH:
+            return [(node.start_mark.line + 1, f"YAML nested more than {MAX_YAML_DEPTH} levels deep")]
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line = key.start_mark.line + 1
+                if key.value in first_line:
+                    problems.append((line, f"duplicate key '{key.value}' (first at line {first_line[key.value]}); "
+                                           "YAML would keep only the last one"))
+                else:
+                    first_line[key.value] = line
+    return sorted(problems)
+
+
+def parse_yaml(text: str) -> tuple[object, list[tuple[int, str]], yaml.Node | None]:
+    """(data, problems, node) of a YAML document: yaml.safe_load semantics, bounded.
+
+    `problems` are (line, message); data is None when one of them stops the parse (syntax, depth,
+    size), and the document's value otherwise (duplicate keys keep YAML's last-one-wins value).
+    """
+    if len(text) > MAX_YAML_BYTES:
+        return None, [(1, f"{len(text):,} characters is more than the {MAX_YAML_BYTES:,} accepted for a YAML file")], None
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:  # characters YAML does not allow (control codes)
+        line = text[:error.position].count("\n") + 1
+        return None, [(line, f"invalid YAML (control character {error.character:#04x} is not allowed)")], None
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as error:
+            problem = " ".join(str(getattr(error, "problem", None) or "parse error").split())
+            return None, [(_yaml_error_line(error), f"invalid YAML ({problem})")], None
+        except RecursionError:
+            return None, [(1, f"YAML nested more than {MAX_YAML_DEPTH} levels deep")], None
+        if node is None:
+            return None, [], None
+        problems = _tree_problems(node)
+        if any("duplicate key" not in message for _, message in problems):
+            return None, problems, node
+        try:
+            return loader.construct_document(node), problems, node
+        except yaml.YAMLError as error:
+            problem = " ".join(str(getattr(error, "problem", None) or error).split())
+            return None, problems + [(_yaml_error_line(error), f"invalid YAML ({problem})")], node
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str, where: str) -> object:
+    """yaml.safe_load, bounded, refusing duplicate keys; errors are one line naming `where` and the line."""
+    data, problems, _ = parse_yaml(text)
+    if problems:
+        line, message = problems[0]
+        raise PlannerInputError(f"{where}:{line}: {message}")
+    return data
+
+
+def load_yaml_file(path: str | os.PathLike, what: str) -> object:
+    """Read and parse a YAML input file (see `read_input_text` and `load_yaml`)."""
+    return load_yaml(read_input_text(path, what, MAX_YAML_BYTES), shown(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------
+
+def _new_file_mode(target: Path) -> int:
+    """The mode a plain open() would give a new file here (0666 less the umask); a replaced file keeps its own."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def output_exists(path: str | os.PathLike) -> bool:
+    """Whether an output path is taken (a file, folder or link); a name no file can have is an error."""
+    if "\0" in str(path):
+        raise PlannerInputError(f"expected an output file name, got {str(path)!r}")
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        raise PlannerInputError(f"{shown(path)}: cannot write (a parent is a file, not a folder)") from None
+    except OSError as error:
+        raise PlannerInputError(f"{shown(path)}: cannot write ({error.strerror or error.__class__.__name__})") from None
+    return True
+
+
+def _refuse_existing(target: Path, flag: str) -> None:
+    raise PlannerInputError(f"{shown(target)}: already exists; pass {flag} to overwrite it")
+
+
+def _write_atomic(path: str | os.PathLike, data: bytes, force: bool, flag: str) -> Path:
     target = Path(path)
-    if target.exists() and not force:
-        raise PlannerInputError(f"{target}: already exists; pass {flag} to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if not str(path).strip():
+        raise PlannerInputError("expected an output file name, got an empty name")
+    if output_exists(target) and target.is_dir():
+        raise PlannerInputError(f"{shown(target)}: is a folder; expected a file name to write")
+    if output_exists(target) and not force:
+        _refuse_existing(target, flag)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        raise PlannerInputError(f"{shown(target)}: cannot write ({error.strerror or error.__class__.__name__})") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
+        os.chmod(temp_name, _new_file_mode(target))
+        if force:
+            os.replace(temp_name, target)
+        else:
+            try:
+                os.link(temp_name, target)  # fails if the target appeared since the check: never clobber
+            except FileExistsError:
+                _refuse_existing(target, flag)
+            except OSError:  # a filesystem without hard links
+                if target.exists():
+                    _refuse_existing(target, flag)
+                os.replace(temp_name, target)
+    except OSError as error:
+        raise PlannerInputError(f"{shown(target)}: cannot write ({error.strerror or error.__class__.__name__})") from None
+    finally:
         Path(temp_name).unlink(missing_ok=True)
-        raise
     return target
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, force: bool = False, flag: str = "--force") -> Path:
+    """Write `text` (UTF-8) to `path` atomically; refuse to overwrite unless `force`."""
+    return _write_atomic(path, text.encode("utf-8"), force, flag)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, force: bool = False, flag: str = "--force") -> Path:
+    """Binary twin of `write_text_atomic` (plots, archives)."""
+    return _write_atomic(path, data, force, flag)

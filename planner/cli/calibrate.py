@@ -6,6 +6,8 @@ from pathlib import Path
 
 
 def register(subparsers, name: str) -> None:
+    from planner.cli.arguments import whole_number
+
     parser = subparsers.add_parser(
         name, help="fit the cost model's efficiency parameters to measured runs of one cluster",
         description="Fit matmul efficiency vs size, bandwidth efficiencies, overlap and overheads to the measured "
@@ -16,7 +18,7 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in (and to write into)")
     parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
                         help="hold out every row whose source starts with SOURCE (repeatable); default: k-fold by source")
-    parser.add_argument("--folds", type=int, default=5, help="k for k-fold cross-validation (default 5)")
+    parser.add_argument("--folds", type=whole_number(2, 1000), default=5, help="k for k-fold cross-validation (default 5)")
     parser.add_argument("--out", metavar="FILE.yaml", help="where to write the calibrated spec "
                         "(default <cluster-dir>/<name>.calibrated.yaml)")
     parser.add_argument("--no-write", action="store_true", help="report only; write no spec")
@@ -31,18 +33,20 @@ def run(args) -> int:
     from planner.calibrate import calibrate, calibrated_spec_mapping, load_samples
     from planner.errors import PlannerInputError
     from planner.hardware import default_cluster_dir, load_cluster, parse_cluster_spec
-    from planner.io import write_text_atomic
-    from planner.profile.runs_csv import read_runs
+    from planner.io import load_yaml_file, output_exists, write_text_atomic
     from planner.render import table, to_json
+    from planner.validation import read_runs_files
 
     if args.folds < 2:
         raise PlannerInputError(f"--folds: expected 2 or more, got {args.folds}")
     cluster = load_cluster(args.cluster, args.cluster_dir)
-    runs, problems = [], []
-    for path in args.runs:
-        file_runs, file_problems = read_runs(path)
-        runs += file_runs
-        problems += file_problems
+    target = None
+    if not args.no_write:  # refuse an existing output before the fit, not after it
+        folder = Path(args.cluster_dir) if args.cluster_dir else default_cluster_dir()
+        target = Path(args.out) if args.out else folder / f"{cluster.name}.calibrated.yaml"
+        if output_exists(target) and not args.force:
+            raise PlannerInputError(f"{target}: already exists; pass --force to overwrite it")
+    runs, problems = read_runs_files(args.runs)
     samples, skipped = load_samples(runs, cluster)
     holdout = None
     if args.holdout_source:
@@ -54,11 +58,9 @@ def run(args) -> int:
     report = calibrate(samples, cluster, k=args.folds, holdout=holdout)
     sources = sorted({s.run.source or "(no source)" for s in samples})
     written = None
-    if not args.no_write:
-        raw = yaml.safe_load(Path(cluster.source_file).read_text(encoding="utf-8"))
+    if target is not None:
+        raw = load_yaml_file(cluster.source_file, "cluster spec (.yaml)")
         mapping = calibrated_spec_mapping(raw, report, [Path(p).name for p in args.runs], len(samples))
-        folder = Path(args.cluster_dir) if args.cluster_dir else default_cluster_dir()
-        target = Path(args.out) if args.out else folder / f"{mapping['name']}.yaml"
         parse_cluster_spec(mapping, str(target))  # the file we write must load
         header = "".join(f"# {name}: {value:.6g} (fitted)\n" for name, value in report["fitted_parameters"].items())
         header += "".join(f"# {name}: left at default ({why})\n" for name, why in report["left_at_default"].items())
