@@ -18,13 +18,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from planner import units
 from planner.errors import PlannerInputError
+from planner.io import load_yaml_file, shown
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
+# Upper bounds that no real machine approaches but that keep a typo from building a 10^9-vertex topology
+# graph (assumed: the largest scale-up domain sold is 576 GPUs, GB200 NVL576; the largest systems have
+# tens of thousands of nodes).
+MAX_ACCELERATORS_PER_NODE = 1024
+MAX_NICS_PER_NODE = 1024
+MAX_NODES = 1_000_000
 
 
 def _unit(parser):
@@ -76,7 +82,7 @@ class ScaleUp(_Frozen):
 
 
 class Node(_Frozen):
-    accelerators_per_node: int = Field(gt=0)
+    accelerators_per_node: int = Field(gt=0, le=MAX_ACCELERATORS_PER_NODE)
     scale_up: ScaleUp
     host_memory_bytes: Bytes = Field(alias="host_memory")
     pcie_bytes_per_s_per_accelerator: BytesPerSecond = Field(alias="pcie_bandwidth_per_accelerator")
@@ -90,7 +96,7 @@ class Node(_Frozen):
 
 
 class Network(_Frozen):
-    nics_per_node: int = Field(ge=0)
+    nics_per_node: int = Field(ge=0, le=MAX_NICS_PER_NODE)
     nic_bytes_per_s_per_direction: BytesPerSecond = Field(alias="nic_bandwidth")
     latency_s: Seconds = Field(alias="latency")
     topology: Literal["fat-tree", "rail-optimized", "dragonfly", "single-node"]
@@ -159,11 +165,27 @@ class ClusterSpec(_Frozen):
     network: Network
     reliability: Reliability
     price_per_accelerator_hour: float | None = Field(default=None, gt=0)
-    max_nodes: int = Field(default=4096, gt=0)
+    max_nodes: int = Field(default=4096, gt=0, le=MAX_NODES)
     efficiency: Efficiency = Efficiency()
     # Provenance of the efficiency block: "assumed defaults" or "calibrated on FILES, DATE".
     calibration: str = "uncalibrated: efficiency values are the planner's assumed defaults"
     source_file: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        # The name becomes a file name (`planner calibrate` writes <name>.calibrated.yaml beside the spec).
+        if not name.strip() or name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+            raise ValueError(f"expected a plain name (no '/', '\\' or control characters), got {name!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _one_node_without_network(self) -> "ClusterSpec":
+        if (self.network.topology == "single-node" or self.network.nics_per_node == 0) and self.max_nodes != 1:
+            raise ValueError(f"network.topology {self.network.topology} with nics_per_node "
+                             f"{self.network.nics_per_node} has no way between nodes; set max_nodes: 1 "
+                             f"(got {self.max_nodes})")
+        return self
 
     def peak_flops_per_s(self, dtype: str) -> float:
         """Dense peak for `dtype`; fp8 means fp8 matmuls. Raises when the accelerator lacks it."""
@@ -191,16 +213,20 @@ class ClusterSpec(_Frozen):
         return self.model_copy(update={"efficiency": Efficiency.model_construct(**merged)})
 
 
+def describe_validation_problem(problem: dict) -> str:
+    """One pydantic error of a spec as a message naming the key ('node.scale_up.latency')."""
+    key = ".".join(str(part) for part in problem["loc"])
+    key = key if key.isprintable() else repr(key)[1:-1]  # a key holding a line break stays on one line
+    if problem["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if problem["type"] == "missing":
+        return f"missing required key '{key}'"
+    message = problem["msg"].removeprefix("Value error, ")
+    return f"key '{key}': {message}" if key else message
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        return f"{source}: unknown key '{key}'"
-    if kind == "missing":
-        return f"{source}: missing required key '{key}'"
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{source}: key '{key}': {message}"
+    return f"{source}: {describe_validation_problem(error.errors()[0])}"
 
 
 def parse_cluster_spec(data: object, source: str) -> ClusterSpec:
@@ -215,18 +241,7 @@ def parse_cluster_spec(data: object, source: str) -> ClusterSpec:
 
 
 def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
-    source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise PlannerInputError(f"{source}: cannot read cluster spec ({error.__class__.__name__})")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else str(source)
-        raise PlannerInputError(f"{where}: invalid YAML ({getattr(error, 'problem', 'parse error')})")
-    return parse_cluster_spec(data, str(source))
+    return parse_cluster_spec(load_yaml_file(path, "cluster spec (.yaml)"), str(path))
 
 
 def default_cluster_dir() -> Path:
@@ -236,6 +251,8 @@ def default_cluster_dir() -> Path:
 
 def available_clusters(cluster_dir: str | os.PathLike | None = None) -> list[str]:
     folder = Path(cluster_dir) if cluster_dir else default_cluster_dir()
+    if "\0" in str(folder) or not _is_dir(folder):
+        raise PlannerInputError(f"cluster folder {shown(folder)} does not exist")
     return sorted(p.name.removesuffix(".yaml") for p in folder.glob("*.yaml"))
 
 
@@ -244,15 +261,53 @@ def _load_cached(path: str, mtime: float) -> ClusterSpec:
     return load_cluster_file(path)
 
 
-def load_cluster(name_or_path: str, cluster_dir: str | os.PathLike | None = None) -> ClusterSpec:
-    """Resolve a cluster by name (in `cluster_dir` or the bundled specs) or by path to a YAML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the filesystem, ...
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _confine(path: Path, folder: Path, name: str, data_file: str) -> None:
+    """Refuse a cluster named in a data file that resolves outside the spec folder and the working directory."""
+    resolved = path.resolve()
+    inside = any(resolved.is_relative_to(root.resolve()) for root in (folder, Path.cwd()))
+    if Path(name).is_absolute() or not inside:
+        raise PlannerInputError(
+            f"{data_file}: cluster {name!r} points outside the cluster-spec folder {folder} and the working "
+            "directory; a data file may name a spec in that folder or a relative path under the working directory")
+
+
+def load_cluster(name_or_path: str, cluster_dir: str | os.PathLike | None = None,
+                 data_file: str | None = None) -> ClusterSpec:
+    """Resolve a cluster by name (in `cluster_dir` or the bundled specs) or by path to a YAML file.
+
+    `data_file` says the name was read from a file (a runs CSV row "runs.csv:12", a --config file) rather
+    than typed by the user: it must then resolve inside the cluster folder or under the working directory.
+    """
+    name = str(name_or_path)
+    if not name.strip() or "\0" in name:
+        raise PlannerInputError(f"{data_file + ': ' if data_file else ''}expected a cluster name or spec path, got {name!r}")
+    if cluster_dir is not None and "\0" in str(cluster_dir):
+        raise PlannerInputError(f"expected a cluster folder, got {str(cluster_dir)!r}")
+    folder = Path(cluster_dir) if cluster_dir else default_cluster_dir()
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and (data_file is None or not candidate.is_absolute()) and _is_file(candidate):
         path = candidate
     else:
-        folder = Path(cluster_dir) if cluster_dir else default_cluster_dir()
-        path = folder / f"{name_or_path}.yaml"
-        if not path.exists():
-            names = ", ".join(available_clusters(folder)) or "(none)"
-            raise PlannerInputError(f"unknown cluster {name_or_path!r} in {folder} (known: {names})")
+        path = folder / f"{name}.yaml"
+    if data_file is not None:
+        _confine(path, folder, name, data_file)
+    if not _is_file(path):
+        if not _is_dir(folder):
+            raise PlannerInputError(f"unknown cluster {name!r}: cluster folder {shown(folder)} does not exist")
+        names = ", ".join(available_clusters(folder)) or "(none)"
+        raise PlannerInputError(f"unknown cluster {name!r} in {shown(folder)} (known: {names})")
     return _load_cached(str(path.resolve()), path.stat().st_mtime)

@@ -14,9 +14,10 @@ import numpy as np
 from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec, load_cluster
+from planner.io import input_file
 from planner.layout import Layout, check_layout, make_layout
 from planner.model import ModelSpec, make_model
-from planner.profile.runs_csv import MeasuredRun
+from planner.profile.runs_csv import MeasuredRun, RowProblem, read_runs
 
 REQUIRED = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "micro_batch", "global_batch")
 
@@ -52,6 +53,17 @@ class RowResult:
         return self.predicted_memory_bytes / (self.run.mem_gib * 2**30) - 1.0
 
 
+def read_runs_files(paths) -> tuple[list[MeasuredRun], list[RowProblem]]:
+    """Rows (and unreadable rows) of several runs CSVs; a path that names no readable file is an error."""
+    runs, problems = [], []
+    for path in paths:
+        input_file(path, "runs file (a runs CSV, see spec/runs_csv.md)")
+        file_runs, file_problems = read_runs(path)
+        runs += file_runs
+        problems += file_problems
+    return runs, problems
+
+
 def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = None) -> tuple[ModelSpec, Layout, ClusterSpec]:
     """Build (model, layout, cluster) from a runs-CSV row; raises PlannerInputError with the reason."""
     where = run.origin or f"row {run.id}"
@@ -64,7 +76,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     if clusters is not None and run.cluster in clusters:
         cluster = clusters[run.cluster]
     else:
-        cluster = load_cluster(run.cluster, cluster_dir)
+        cluster = load_cluster(run.cluster, cluster_dir, data_file=where)  # confined: a CSV cannot name /etc/...
     model = make_model(
         where, name=f"row-{run.id}", layers=run.layers, hidden=run.hidden, heads=run.heads,
         kv_heads=run.kv_heads or run.heads, ffn=run.ffn, mlp=run.mlp or "gelu", vocab=run.vocab, seq_len=run.seq_len,

@@ -137,6 +137,12 @@ BAD_SPECS = [
     ("zero bandwidth", lambda d: _set(d, "node.scale_up.bandwidth_per_direction", "0GB/s"), "node.scale_up.bandwidth_per_direction"),
     ("negative bandwidth", lambda d: _set(d, "network.nic_bandwidth", "-200Gb/s"), "network.nic_bandwidth"),
     ("zero accelerators", lambda d: _set(d, "node.accelerators_per_node", 0), "node.accelerators_per_node"),
+    # Regressions (issue 7 fuzzing): 10^7 accelerators per node built a 10^7-vertex topology graph
+    # (MemoryError); a spec name with '/' steered `planner calibrate`'s output path.
+    ("absurd accelerators", lambda d: _set(d, "node.accelerators_per_node", 10**7), "node.accelerators_per_node"),
+    ("absurd NICs", lambda d: _set(d, "network.nics_per_node", 10**7), "network.nics_per_node"),
+    ("absurd node count", lambda d: _set(d, "max_nodes", 10**12), "max_nodes"),
+    ("path as name", lambda d: _set(d, "name", "../../elsewhere/x"), "name"),
 ]
 
 
@@ -166,3 +172,26 @@ def test_invalid_yaml_names_file(tmp_path):
     path.write_text("name: x\naccelerator: [unclosed\n", encoding="utf-8")
     with pytest.raises(PlannerInputError, match="broken.yaml"):
         load_cluster_file(path)
+
+
+@pytest.mark.parametrize("change", [{"topology": "single-node"}, {"nics_per_node": 0}])
+def test_a_cluster_without_a_network_must_be_one_node(tmp_path, change):
+    """Regression (issue 7 fuzzing): with no way between nodes but max_nodes 4096, a layout spanning two
+    nodes crashed simulate with networkx's NetworkXNoPath; the spec itself is now refused."""
+    data = copy.deepcopy(_base())
+    data["network"].update(change)
+    path = tmp_path / "lonely.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(PlannerInputError, match=r"lonely\.yaml: .*set max_nodes: 1 \(got 4096\)"):
+        load_cluster_file(path)
+    data["max_nodes"] = 1
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert load_cluster_file(path).max_nodes == 1
+
+
+@pytest.mark.parametrize("name", ["x" * 5000, "a\x00b", " "])
+def test_cluster_names_no_file_can_have_are_one_line_errors(name):
+    """Regression (issue 7 fuzzing): a 5000-character name raised OSError (File name too long)."""
+    with pytest.raises(PlannerInputError) as caught:
+        load_cluster(name)
+    assert "\n" not in str(caught.value)

@@ -53,7 +53,9 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
 
 def check_new(paths, force: bool) -> None:
     """Refuse before any work when an output exists and --force is absent."""
-    existing = [str(p) for p in paths if Path(p).exists()]
+    from planner.io import output_exists
+
+    existing = [str(p) for p in paths if output_exists(p)]
     if existing and not force:
         raise PlannerInputError(f"{existing[0]}: already exists; pass --force to overwrite it"
                                 + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""))

@@ -34,15 +34,10 @@ def _row_json(row) -> dict:
 
 
 def run(args) -> int:
-    from planner.profile.runs_csv import read_runs
     from planner.render import table, to_json
-    from planner.validation import predict_runs, summarize
+    from planner.validation import predict_runs, read_runs_files, summarize
 
-    runs, problems = [], []
-    for path in args.runs:
-        file_runs, file_problems = read_runs(path)
-        runs += file_runs
-        problems += file_problems
+    runs, problems = read_runs_files(args.runs)
     results = predict_runs(runs, args.cluster_dir)
     step = summarize(results, "step")
     memory = summarize(results, "memory")
