@@ -39,6 +39,13 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse joins them with spaces, so an empty or blank one would vanish from the message
+            self.error("unrecognized arguments: "
+                       + " ".join(a if a.strip() == a and a and a.isprintable() else repr(a) for a in extras))
+        return parsed
+
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())}\n")
         sys.exit(2)
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
+        sys.stderr.write(f"planner: error: no command given; choose one of {', '.join(SUBCOMMANDS)}\n")
         return 2
     try:
         return int(args.run(args) or 0)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
+from planner.io import output_exists
 from planner.laws.data import read_loss_data
 from planner.laws.fit_report import DEFAULT_BUDGETS, drop_highest_loss, fit_and_report
 from planner.laws.fitter import LawFitter
 from planner.laws.forms import FORMS
 from planner.laws.law_file import save_law
+from planner.render import to_json
 from planner.units import parse_count
 
 
@@ -30,24 +33,24 @@ def register(subparsers, name: str) -> None:
         cols.add_argument(f"--{key}-col", metavar="NAME", help=f"column holding {what}")
     p.add_argument("--n-definition", default="total", choices=["total", "non-embedding"],
                    help="what N counts in this data (recorded in the saved law; default total)")
-    p.add_argument("--drop-highest-loss", type=int, default=0, metavar="K",
+    p.add_argument("--drop-highest-loss", type=whole_number(0), default=0, metavar="K",
                    help="drop the K highest-loss points first (Besiroglu et al. 2024 dropped 5)")
     fit = p.add_argument_group("fit")
-    fit.add_argument("--huber-delta", type=float, default=1e-3, help="Huber delta on log L (default 1e-3)")
+    fit.add_argument("--huber-delta", type=real_number(0.0, low_open=True), default=1e-3, help="Huber delta on log L (default 1e-3)")
     fit.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="fix a parameter, e.g. alpha=0.34")
     fit.add_argument("--tie", action="append", default=[], metavar="NAME=NAME", help="tie two parameters, e.g. alpha=beta")
     fit.add_argument("--bound", action="append", default=[], metavar="NAME=LOW:HIGH",
                      help="bound a parameter (natural units; either side may be empty)")
     fit.add_argument("--n-starts", default="20", metavar="K|all",
                      help="run L-BFGS-B from the K best grid starts, or from all (default 20)")
-    fit.add_argument("--max-iter", type=int, default=10_000, help="L-BFGS-B iterations per start")
+    fit.add_argument("--max-iter", type=whole_number(1, 10**7), default=10_000, help="L-BFGS-B iterations per start")
     unc = p.add_argument_group("uncertainty and validation")
-    unc.add_argument("--bootstrap", type=int, default=200, metavar="R", help="run-level bootstrap resamples (0: none)")
-    unc.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    unc.add_argument("--seed", type=int, default=0)
+    unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=200, metavar="R", help="run-level bootstrap resamples (0: none)")
+    unc.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.9, help="interval level (default 0.9)")
+    unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0)
     unc.add_argument("--holdout-n-above", metavar="N",
                      help="hold out runs with more parameters than N (e.g. 600M)")
-    unc.add_argument("--holdout-fraction", type=float, default=0.1,
+    unc.add_argument("--holdout-fraction", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.1,
                      help="otherwise hold out this fraction of the most expensive runs (default 0.1)")
     unc.add_argument("--no-holdout", action="store_true", help="skip the extrapolation check")
     p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS),
@@ -60,7 +63,7 @@ def register(subparsers, name: str) -> None:
 
 
 def run(args) -> int:
-    if args.out and Path(args.out).exists() and not args.force:
+    if args.out and output_exists(args.out) and not args.force:
         raise PlannerInputError(f"{args.out}: already exists; pass --force to overwrite it")
     if not 0.0 < args.level < 1.0:
         raise PlannerInputError(f"--level: expected a fraction in (0, 1), got {args.level}")
@@ -78,7 +81,7 @@ def run(args) -> int:
         holdout_n_above=holdout_n, holdout_fraction=args.holdout_fraction, check_extrapolation=not args.no_holdout,
         seed=args.seed, name=args.name or f"fitted-{Path(args.data).stem}", n_definition=args.n_definition)
     report["data"]["dropped_highest_loss"] = args.drop_highest_loss
-    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    print(to_json(report) if args.json else render_text(report))  # strict JSON: no Infinity/NaN tokens
     if args.out:
         record = {k: report[k] for k in ("data", "fit", "bootstrap")}
         record["extrapolation_mean_abs_rel_error"] = (report["extrapolation"] or {}).get("mean_abs_rel_error")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from planner.cli.arguments import whole_number
 from planner.errors import PlannerInputError
 
 _INT_FLAGS = ("gpus", "layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab", "tp", "pp", "dp", "cp",
@@ -28,7 +29,7 @@ def register(subparsers, name: str) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="add rows to --out (rows with the same id are replaced)")
     mode.add_argument("--force", action="store_true", help="overwrite --out")
-    parser.add_argument("--skip", type=int, default=1, help="logged steps to drop as warm-up before the median (default 1)")
+    parser.add_argument("--skip", type=whole_number(0), default=1, help="logged steps to drop as warm-up before the median (default 1)")
     parser.add_argument("--id", help="row id (one log only; default: the log file name without extension)")
     parser.add_argument("--source", help="source column (default: the log path)")
     parser.add_argument("--confidence", choices=("high", "medium", "low"),
@@ -37,7 +38,8 @@ def register(subparsers, name: str) -> None:
     layout = parser.add_argument_group("layout where the log lacks it (a flag wins over the log)")
     layout.add_argument("--cluster", help="cluster spec name (logs never say)")
     for flag in _INT_FLAGS:
-        layout.add_argument(f"--{flag}", type=int)
+        low, high = {"zero": (0, 3), "seq-parallel": (0, 1)}.get(flag, (1, None))
+        layout.add_argument(f"--{flag}", type=whole_number(low, high) if high else whole_number(low))
     layout.add_argument("--mlp", choices=("gelu", "swiglu"))
     layout.add_argument("--offload", choices=("none", "optimizer", "optimizer+params"))
     layout.add_argument("--recompute", choices=("none", "selective", "full"))
@@ -55,6 +57,7 @@ def _unique_id(wanted: str, taken: set[str]) -> str:
 def run_ingest(args) -> int:
     from planner.profile.deepspeed_logs import parse_log_file
     from planner.profile.ingest import row_from_log
+    from planner.io import input_file, output_exists
     from planner.profile.runs_csv import read_runs, runs_to_csv_text, write_runs
 
     if args.id and len(args.logs) > 1:
@@ -63,29 +66,34 @@ def run_ingest(args) -> int:
         raise PlannerInputError(f"--skip must be >= 0, got {args.skip}")
     if (args.append or args.force) and not args.out:
         raise PlannerInputError("--append/--force need --out FILE")
+    if args.out and output_exists(args.out) and not (args.append or args.force):
+        raise PlannerInputError(f"--out {args.out}: already exists; pass --append to add rows or --force to overwrite it")
+    for path in args.logs:
+        input_file(path, "training log")
     flags = {key: value for key, value in vars(args).items() if value is not None}
-    existing = []
-    if args.out and args.append and Path(args.out).exists():
-        existing, problems = read_runs(args.out)
-        for problem in problems:
-            sys.stderr.write(f"planner ingest: warning: {problem}; skipped\n")
+    existing, notes = [], []  # notes go to stderr once there is a result; with none they make the one error line
+    if args.out and args.append and output_exists(args.out):
+        existing, problems = read_runs(input_file(args.out, "runs file to append to"))
+        notes += [f"warning: {problem}; skipped" for problem in problems]
     rows, taken, failed = [], {run.id for run in existing}, 0
     for path in args.logs:
         log = parse_log_file(path)
         wanted = args.id or Path(path).stem
         row_id = wanted if args.append and wanted not in {r.id for r in rows} else _unique_id(wanted, taken)
         run, problems = row_from_log(log, flags, row_id, skip=args.skip)
-        for problem in problems:
-            sys.stderr.write(f"planner ingest: {problem}\n")
+        notes += [str(problem) for problem in problems]
         if run is None:
             failed += 1
             continue
         if not run.cluster:
-            sys.stderr.write(f"planner ingest: {path}: no --cluster given; the row's cluster is empty\n")
+            notes.append(f"{path}: no --cluster given; the row's cluster is empty")
         taken.add(run.id)
         rows.append(run)
     if not rows:
-        raise PlannerInputError(f"no rows: none of the {len(args.logs)} log(s) had a step time (see the messages above)")
+        shown = "; ".join(notes[:3]) + (f"; and {len(notes) - 3} more" if len(notes) > 3 else "")
+        raise PlannerInputError(f"no rows: none of the {len(args.logs)} log(s) had a step time" + (f": {shown}" if shown else ""))
+    for note in notes:
+        sys.stderr.write(f"planner ingest: {note}\n")
     if args.out:
         new_ids = {run.id for run in rows}
         merged = [run for run in existing if run.id not in new_ids] + rows

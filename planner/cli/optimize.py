@@ -24,18 +24,20 @@ def register(subparsers, name: str) -> None:
 
 def add_optimize_arguments(parser) -> None:
     """The problem flags (budget, cluster, law, constraints, training settings); shared with `planner report`."""
+    from planner.cli.arguments import real_number, whole_number
+
     parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
     parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d)")
-    parser.add_argument("--gpus", type=int, help="use exactly this many GPUs")
-    parser.add_argument("--max-gpus", type=int, help="use at most this many GPUs")
+    parser.add_argument("--gpus", type=whole_number(), help="use exactly this many GPUs")
+    parser.add_argument("--max-gpus", type=whole_number(), help="use at most this many GPUs")
     parser.add_argument("--cluster", default=DEFAULT_CLUSTER, help=f"cluster spec name or YAML path (default {DEFAULT_CLUSTER})")
     parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
     parser.add_argument("--law", default=None, help="loss law name (see `planner laws`) or a law.yaml from `planner fit-law --out` (default epoch)")
     parser.add_argument("--unique-tokens", help="unique training data available, like '2T' (switches to the data-constrained law)")
-    parser.add_argument("--target-loss", type=float, help="instead of maximising quality, find the cheapest plan reaching this loss")
+    parser.add_argument("--target-loss", type=real_number(0.0, 20.0, low_open=True, high_open=True), help="instead of maximising quality, find the cheapest plan reaching this loss")
     parser.add_argument("--inference-tokens", help="tokens to be served later, like '1T': minimise training + inference compute")
-    parser.add_argument("--seq-len", type=int, default=4096, help="training sequence length (default 4096)")
-    parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size of the planned model (default 32000)")
+    parser.add_argument("--seq-len", type=whole_number(), default=4096, help="training sequence length (default 4096)")
+    parser.add_argument("--vocab", type=whole_number(), default=32000, help="vocabulary size of the planned model (default 32000)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"])
     parser.add_argument("--batch-rule", default="step-law", choices=["step-law", "deepseek"],
                         help="optimal global batch law used to size and limit the batch (default step-law)")

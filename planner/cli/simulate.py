@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from planner.cli.arguments import whole_number
 from planner.errors import PlannerInputError
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
@@ -22,10 +21,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", metavar="PRESET", help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models)")
     group.add_argument("--cluster", help="cluster spec name in cluster_specs/ or a path to a YAML file (default dgx-a100-80gb)")
     group.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
-    group.add_argument("--gpus", type=int, help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
+    group.add_argument("--gpus", type=whole_number(), help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
     for key in ("layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab",
                 "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
-        group.add_argument(f"--{key}", type=int)
+        group.add_argument(f"--{key}", type=whole_number())
     group.add_argument("--mlp", choices=["gelu", "swiglu"])
     group.add_argument("--zero", type=int, choices=[0, 1, 2, 3])
     group.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"])
@@ -48,23 +47,47 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
+_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model")
+_SWITCH_KEYS = ("seq_parallel", "flash_attention")
+
+
+def _check_config_value(key: str, value, where: str):
+    """A config value of the type its flag takes; errors name the file and the key."""
+    from planner.cli.arguments import MAX_WHOLE
+
+    if value is None:
+        return None
+    if key in _TEXT_KEYS:
+        if not isinstance(value, str) or not value.isprintable():
+            raise PlannerInputError(f"{where}: key '{key}': expected text, got {value!r}")
+    elif key in _SWITCH_KEYS:
+        if value not in (0, 1) or isinstance(value, float):  # True/False are 1/0
+            raise PlannerInputError(f"{where}: key '{key}': expected true/false or 1/0, got {value!r}")
+        return bool(value)
+    else:
+        low = 0 if key == "zero" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WHOLE:
+            raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {MAX_WHOLE:,}, got {value!r}")
+    return value
+
+
 def _load_config_file(path: str) -> dict:
-    source = Path(path)
+    from planner.io import load_yaml_file
+
+    where = f"--config {path}"
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise PlannerInputError(f"--config {source}: cannot read ({error.__class__.__name__})")
-    except yaml.YAMLError:
-        raise PlannerInputError(f"--config {source}: invalid YAML")
+        data = load_yaml_file(path, "configuration file (.yaml)")
+    except PlannerInputError as error:
+        raise PlannerInputError(f"--config {error}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PlannerInputError(f"--config {source}: expected a mapping of keys like layers, hidden, tp, ...")
+        raise PlannerInputError(f"{where}: expected a mapping of keys like layers, hidden, tp, ...")
     known = set(MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS)
     for key in data:
         if key not in known:
-            raise PlannerInputError(f"--config {source}: unknown key '{key}' (expected: {', '.join(sorted(known))})")
-    return data
+            raise PlannerInputError(f"{where}: unknown key '{key}' (expected: {', '.join(sorted(known))})")
+    return {key: _check_config_value(key, value, where) for key, value in data.items()}
 
 
 def resolve_configuration(args) -> tuple:
@@ -74,6 +97,14 @@ def resolve_configuration(args) -> tuple:
     from planner.model import make_model, preset
 
     values = _load_config_file(args.config) if args.config else {}
+    # A cluster named in the config file (not on the command line) must stay inside the spec folder or
+    # under the working directory, as for runs files; so must a cluster folder named there.
+    cluster_from_file = f"--config {args.config}" if values.get("cluster") and not args.cluster else None
+    if values.get("cluster_dir") and not args.cluster_dir:
+        folder = Path(values["cluster_dir"]).resolve()
+        if Path(values["cluster_dir"]).is_absolute() or not folder.is_relative_to(Path.cwd().resolve()):
+            raise PlannerInputError(f"--config {args.config}: key 'cluster_dir' {values['cluster_dir']!r} is outside the "
+                                    "working directory; give it with --cluster-dir instead")
     for key in MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS:
         flag_value = getattr(args, key, None)
         if flag_value is not None:
@@ -86,7 +117,7 @@ def resolve_configuration(args) -> tuple:
     if missing:
         raise PlannerInputError(f"missing model shape: give --model PRESET or --{', --'.join(m.replace('_', '-') for m in missing)}")
     model = make_model("model", **model_fields)
-    cluster = load_cluster(values.get("cluster") or "dgx-a100-80gb", values.get("cluster_dir"))
+    cluster = load_cluster(values.get("cluster") or "dgx-a100-80gb", values.get("cluster_dir"), data_file=cluster_from_file)
     layout_fields = {k: values[k] for k in LAYOUT_KEYS if values.get(k) is not None}
     gpus = values.get("gpus")
     if "dp" not in layout_fields and gpus:
@@ -109,6 +140,9 @@ def run(args) -> int:
     from planner.render import human_count, to_json
 
     if args.list_models:
+        if args.json:
+            print(to_json({name: {**spec.model_dump(), "params": spec.total_params} for name, spec in PRESETS.items()}))
+            return 0
         for name, spec in sorted(PRESETS.items()):
             print(f"{name:18} {human_count(spec.total_params):>7} params  L={spec.layers} h={spec.hidden} "
                   f"heads={spec.heads}/{spec.kv} ffn={spec.ffn_size} {spec.mlp} V={spec.vocab} s={spec.seq_len}")

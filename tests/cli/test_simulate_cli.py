@@ -103,10 +103,11 @@ def test_list_models(cli):
          "global_batch(100) is not divisible by micro_batch(3) * dp(4) = 12"),
         ([*GPT2, "--cluster", "no-such-cluster"], "unknown cluster 'no-such-cluster'"),
         (["--model", "llama9"], "unknown preset 'llama9'"),
-        ([*GPT2, "--layers", "0"], "layers"),
-        ([*GPT2, "--hidden", "-768"], "hidden"),
-        ([*GPT2, "--tp", "0"], "tp"),
-        ([*GPT2, "--micro-batch", "-1"], "micro_batch"),
+        ([*GPT2, "--layers", "0"], "argument --layers: expected a whole number"),
+        ([*GPT2, "--hidden", "-768"], "argument --hidden"),
+        ([*GPT2, "--tp", "0"], "argument --tp: expected a whole number from 1"),
+        ([*GPT2, "--micro-batch", "-1"], "argument --micro-batch"),
+        ([*GPT2, "--global-batch", "1" + "0" * 30], "argument --global-batch"),
         (["--layers", "2"], "missing model shape"),
         ([*GPT2, "--dtype", "fp8"], "dtype 'fp8' is not supported"),
         ([*GPT2, "--zero", "5"], "--zero"),
@@ -132,7 +133,7 @@ def test_config_that_is_not_a_mapping(cli, tmp_path):
 
 
 def test_missing_config_file(cli, tmp_path):
-    _assert_one_line_error(*cli(["simulate", "--config", tmp_path / "absent.yaml"]), "cannot read")
+    _assert_one_line_error(*cli(["simulate", "--config", tmp_path / "absent.yaml"]), "no such configuration file")
 
 
 def _drop(section, key):

@@ -1,0 +1,49 @@
+"""Argument types shared by the subcommands: whole numbers and fractions checked where they are parsed.
+
+argparse's plain `type=int` takes 0, -1 and 10**400 for a tensor-parallel degree; these types turn
+such values into the one-line usage error naming the flag ("argument --tp: expected a whole number
+from 1 to 9,007,199,254,740,992, got '0'"), exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+# Counts beyond 2**53 are not exact in the float64 arithmetic of the cost model.
+MAX_WHOLE = 2**53
+
+
+def whole_number(low: int = 1, high: int = MAX_WHOLE):
+    """An argparse type: a whole number in [low, high] (Python's int syntax, so '8' or ' 8 ')."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip()) if text.strip().lstrip("+-").isdigit() and text.strip().isascii() else None
+        except ValueError:  # more digits than Python converts
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low:,} to {high:,}, got {text!r}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def real_number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a finite number in [low, high] (or the open interval where asked); no NaN or inf."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            left = "-inf" if low is None else f"{low:g}"
+            right = "inf" if high is None else f"{high:g}"
+            bounds = f"{'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a finite number in {bounds}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse

@@ -1,0 +1,137 @@
+"""Regressions for bad input found by the issue-7 fuzzers: each case used to end in a traceback, a
+silent wrong answer, several stderr lines or a message naming nothing; now it is a result or one
+line on stderr naming the flag, file or key, with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAW_DATA = REPO_ROOT.parent / "shared" / "data" / "laws" / "chinchilla_epoch_svg_extracted.csv"
+
+
+def one_line_error(result, *fragments: str) -> str:
+    code, out, err = result
+    assert code == 2, (out, err)
+    assert err.endswith("\n") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["simulate", "--model", "gpt2-small", "--tp", "0"], "--tp"),
+    (["simulate", "--model", "gpt2-small", "--vocab", "9" * 30], "--vocab"),  # was a 10^18 TiB "result"
+    (["simulate", "--model", "gpt2-small", "--gpus", "-8"], "--gpus"),
+    (["optimize", "--budget", "10gpuh", "--seq-len", "9" * 30], "--seq-len"),
+    (["optimize", "--budget", "10gpuh", "--max-gpus", "0"], "--max-gpus"),
+    (["optimize", "--target-loss", "nan"], "--target-loss"),
+    (["optimize", "--target-loss", "inf"], "--target-loss"),
+    (["fit-law", "x.csv", "--seed", "-1"], "--seed"),  # was numpy's ValueError traceback
+    (["fit-law", "x.csv", "--bootstrap", "-3"], "--bootstrap"),
+    (["fit-law", "x.csv", "--huber-delta", "inf"], "--huber-delta"),
+    (["fit-law", "x.csv", "--level", "nan"], "--level"),
+    (["fit-law", "x.csv", "--holdout-fraction", "1.5"], "--holdout-fraction"),
+    (["calibrate", "x.csv", "--cluster", "dgx-h100", "--folds", "1"], "--folds"),
+    (["ingest", "x.log", "--skip", "-1"], "--skip"),
+    (["ingest", "x.log", "--zero", "4"], "--zero"),
+])
+def test_numeric_flags_are_checked_where_they_are_parsed(cli, argv, flag):
+    one_line_error(cli(argv), f"argument {flag}: expected")
+
+
+def test_no_command_gives_help_and_one_error_line(cli):
+    code, out, err = cli([])
+    assert out.startswith("usage: planner")
+    one_line_error((code, "", err), "no command given")
+
+
+def test_a_blank_unrecognized_argument_is_shown(cli):
+    one_line_error(cli(["simulate", "--model", "gpt2-small", ""]), "unrecognized arguments: ''")
+
+
+def test_ingest_without_rows_is_one_line_naming_the_log(cli, tmp_path):
+    log = tmp_path / "empty.log"
+    log.write_text("nothing to see\n")
+    one_line_error(cli(["ingest", log]), "no rows", f"{log}: no step time found")
+
+
+def test_ingest_refuses_an_existing_out_before_reading_logs(cli, tmp_path):
+    out = tmp_path / "runs.csv"
+    out.write_text("keep\n")
+    one_line_error(cli(["ingest", tmp_path / "missing.log", "--out", out]), "already exists", "--append", "--force")
+    assert out.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["optimize", "--budget", "10gpuh", "--gpus", "8", "--emit-deepspeed", "d" * 300],
+    ["simulate", "--model", "gpt2-small", "--emit-deepspeed", "d" * 300],
+])
+def test_an_output_name_too_long_for_the_filesystem(cli, tmp_path, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(cli(argv), "cannot write (File name too long)")
+
+
+@pytest.mark.parametrize("folder", ["c" * 300, "missing", " "])
+def test_clusters_in_a_folder_that_is_not_there(cli, tmp_path, monkeypatch, folder):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(cli(["clusters", "--cluster-dir", folder]), "cluster folder", "does not exist")
+
+
+def test_fit_law_with_an_empty_file_name(cli):
+    one_line_error(cli(["fit-law", ""]), "empty name")  # was ".: no such data file"
+
+
+def test_fit_law_data_problems_name_the_file(cli, tmp_path):
+    data = tmp_path / "one.csv"
+    data.write_text("N,D,loss\n1e8,2e9,3.1\n")
+    one_line_error(cli(["fit-law", data, "--bootstrap", "0", "--no-holdout"]), f"{data}: 1 data point(s)")
+
+
+@pytest.mark.skipif(not LAW_DATA.is_file(), reason="shared law data not found")
+def test_an_ill_posed_fit_prints_strict_json_and_no_python_warnings(cli, tmp_path):
+    """19 points of the Epoch digitisation: some bootstrap refits diverge (A -> 1e125, exp overflow).
+    They used to spray RuntimeWarnings on stderr and put `Infinity` in the --json output."""
+    data = tmp_path / "few.csv"
+    data.write_text("\n".join(LAW_DATA.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = cli(["fit-law", data, "--json", "--bootstrap", "40", "--no-holdout"])
+    assert code == 0, err
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    report = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert report["bootstrap"]["failed"] >= 1  # diverged refits count as failed, not as samples
+
+
+def test_list_models_honours_json(cli):
+    code, out, _ = cli(["simulate", "--list-models", "--json"])
+    assert code == 0 and json.loads(out)["gpt2-small"]["params"] == 124_439_808
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({"gpus": "8"}, "key 'gpus': expected a whole number"),  # was TypeError: not all arguments converted
+    ({"seq_parallel": "no", "tp": 2}, "key 'seq_parallel': expected true/false"),  # was silently True
+    ({"tp": True}, "key 'tp'"),
+    ({"layers": 1.5}, "key 'layers'"),
+    ({"dtype": 16}, "key 'dtype': expected text"),
+    ({"cluster": ["a"]}, "key 'cluster': expected text"),
+])
+def test_config_values_of_the_wrong_type(cli, tmp_path, config, fragment):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"model": "gpt2-small", **config}))
+    one_line_error(cli(["simulate", "--config", path]), f"--config {path}", fragment)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("model: gpt2-small\nmodel: gpt3-1.3b\n", "duplicate key 'model' (first at line 1)"),
+    ("[" * 500 + "]" * 500, "nested more than"),
+])
+def test_config_files_use_the_bounded_loader(cli, tmp_path, text, fragment):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    one_line_error(cli(["simulate", "--config", path]), fragment)
