@@ -73,7 +73,8 @@ def parameter_intervals(result: BootstrapResult, level: float) -> dict[str, dict
     if not len(result.samples):
         return {}
     low, high = percentile_interval(result.samples, level)
-    se = result.samples.std(axis=0, ddof=1) if len(result.samples) > 1 else np.full(len(result.names), np.nan)
+    with np.errstate(over="ignore"):  # resamples of an ill-posed fit can spread over 100 decades: se = inf
+        se = result.samples.std(axis=0, ddof=1) if len(result.samples) > 1 else np.full(len(result.names), np.nan)
     return {name: {"low": float(lo), "high": float(hi), "se": float(s)}
             for name, lo, hi, s in zip(result.names, low, high, se)}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import PlannerInputError
+from planner.io import read_input_text
 from planner.units import parse_count
 
 # Column names tried in order when no name is given (case-sensitive first, then case-insensitive).
@@ -71,7 +72,7 @@ class LossData:
 
 
 def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None, run_col=None) -> LossData:
-    rows, header = _read_rows(Path(path))
+    rows, header = _read_rows(path)
     where = str(path)
     chosen = {key: _pick(header, key, given, where) for key, given in
               (("n", n_col), ("d", d_col), ("c", c_col), ("loss", loss_col), ("run", run_col))}
@@ -100,11 +101,10 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
                     {k: v for k, v in chosen.items() if v is not None})
 
 
-def _read_rows(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
+def _read_rows(name: str) -> tuple[list[tuple[int, dict]], list[str]]:
     """[(line number in the file, row)], column names."""
-    if not path.is_file():
-        raise PlannerInputError(f"{path}: no such data file")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_input_text(name, "data file (CSV or JSON lines)", encoding="utf-8-sig")
+    path = Path(name)
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson") or text.lstrip().startswith("{"):
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):

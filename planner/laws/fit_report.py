@@ -16,7 +16,7 @@ from planner.laws.bootstrap import (
 from planner.laws.base import LossLaw
 from planner.laws.chinchilla import OvertrainingLaw
 from planner.laws.data import LossData
-from planner.laws.fitter import LawFitter
+from planner.laws.fitter import DataError, LawFitter
 from planner.laws.forms import FORMS
 from planner.laws.holdout import extrapolation_error, heldout_runs
 
@@ -37,7 +37,10 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
                    budgets=DEFAULT_BUDGETS, holdout_n_above: float | None = None,
                    holdout_fraction: float = 0.1, check_extrapolation: bool = True, seed: int = 0,
                    name: str = "fitted", n_definition: str = "total") -> tuple[LossLaw, dict]:
-    fitter.fit(data.N, data.D, data.loss)
+    try:
+        fitter.fit(data.N, data.D, data.loss)
+    except DataError as error:
+        raise DataError(f"{data.path}: {error}") from None
     boot = None
     if n_bootstrap > 0:
         boot = bootstrap_over_runs(fitter, data.N, data.D, data.loss, data.run, n_bootstrap, seed)

@@ -104,7 +104,15 @@ class LawFitter:
                 f"iterations from its best start; raise --max-iter, fix or tie parameters, or check the data")
 
         theta = pmap.to_full(best.x)
-        self.coef_ = form.to_coefficients(theta)
+        with np.errstate(over="ignore"):  # a diverged fit overflows exp(log-parameter); refused just below
+            coef = form.to_coefficients(theta)
+        diverged = [name for name, value in coef.items()
+                    if not np.isfinite(value) or (value == 0.0 and name in form.log_params)]
+        if diverged:
+            raise PlannerInputError(
+                f"the {form.name} fit diverged: {', '.join(diverged)} ran off to 0 or infinity; "
+                "fix or bound that parameter (--fix/--bound), or check the data")
+        self.coef_ = coef
         self.objective_ = float(best.fun) * self.huber_delta
         self.n_iter_ = int(best.nit)
         self.n_free_params_ = pmap.n_free
@@ -189,17 +197,21 @@ class _Objective:
         return log_pred[0] - log_l
 
 
+class DataError(PlannerInputError):
+    """The points cannot be fitted (too few, not positive and finite); the caller names the data file."""
+
+
 def _check_points(N, D, loss, weight, n_free: int) -> None:
     if not (N.shape == D.shape == loss.shape == weight.shape) or N.ndim != 1:
         raise PlannerInputError("N, D and loss must be 1-D arrays of the same length")
     for label, values in (("N", N), ("D", D), ("loss", loss)):
         bad = ~np.isfinite(values) | (values <= 0)
         if bad.any():
-            raise PlannerInputError(f"{label}: {int(bad.sum())} value(s) not positive and finite "
+            raise DataError(f"{label}: {int(bad.sum())} value(s) not positive and finite "
                                     f"(first at index {int(np.argmax(bad))}: {values[bad][0]!r})")
     used = int(np.count_nonzero(weight > 0))
     if used <= n_free:
-        raise PlannerInputError(f"{used} data point(s) but the fit has {n_free} free parameters; "
+        raise DataError(f"{used} data point(s) but the fit has {n_free} free parameters; "
                                 f"need at least {n_free + 1}")
 
 

@@ -68,5 +68,27 @@ def test_schema_errors_name_the_key_and_file(tmp_path, edit, message):
 def test_not_yaml_is_an_input_error(tmp_path):
     path = tmp_path / "law.yaml"
     path.write_text("form: [unclosed\n")
-    with pytest.raises(PlannerInputError, match="not valid YAML"):
+    with pytest.raises(PlannerInputError, match=r"law\.yaml:\d+: invalid YAML"):
         load_law_file(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    # Regressions (issue 7 fuzzing): each of these loaded, then crashed `planner optimize`.
+    (lambda d: d["validity"].update(n_max=0), "validity.n_max"),  # ZeroDivisionError in the range warning
+    (lambda d: d["validity"].update(n_min=1e12), "n_min .* is above n_max"),
+    (lambda d: d["coefficients"].update(A=4.8e302), "key 'coefficients'"),  # OverflowError in the frontier
+    (lambda d: d["coefficients"].update(A=0.0), "key 'coefficients'"),  # inf frontier, RuntimeWarning
+    (lambda d: d["coefficients"].update(alpha=-0.3), "key 'coefficients'"),  # loss rising with N
+    (lambda d: d["coefficients"].update(E=float("nan")), "coefficients.E"),
+    (lambda d: d.update(samples=[[1.8, 482.0, 2085.0, float("inf"), 0.37]]), "samples"),
+    (lambda d: d.update(relative_sigma=-1.0), "relative_sigma"),
+])
+def test_law_files_that_would_break_the_planner_are_refused(tmp_path, edit, message):
+    path = tmp_path / "law.yaml"
+    save_law(EPOCH_2024, path)
+    document = yaml.safe_load(path.read_text())
+    edit(document)
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(PlannerInputError, match=message) as caught:
+        load_law_file(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
