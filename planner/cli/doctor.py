@@ -14,8 +14,9 @@ def register(subparsers, name: str) -> None:
 
 
 def run(args) -> int:
-    from planner.doctor import check_file
+    from planner.doctor import check_file, check_paths
 
+    check_paths(args.files)  # a path that names no checkable file stops doctor before any output
     total = 0
     for path in args.files:
         findings = check_file(path, args.cluster_dir)

@@ -1,0 +1,242 @@
+"""`planner doctor FILE...`: every problem in hand-edited cluster specs and runs CSVs at once, each with
+file:line; exit 0 clean, 1 with findings, 2 (one line, nothing else printed) when an argument names
+no checkable file."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from planner.doctor import check_file
+from planner.hardware import available_clusters, default_cluster_dir, load_cluster_file
+
+HEADER = "id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s"
+GOOD_ROW = "{id},dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,1.5"
+
+
+def _lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if not re.fullmatch(r"\d+ problem\(s\) found", line)]
+
+
+def _where(finding_line: str) -> tuple[str, int]:
+    path, line, _ = finding_line.split(":", 2)
+    return path, int(line)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster specs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", available_clusters())
+def test_every_bundled_spec_is_clean(cli, name):
+    path = default_cluster_dir() / f"{name}.yaml"
+    code, out, err = cli(["doctor", path])
+    assert (code, out, err) == (0, f"{path}: ok\n", "")
+
+
+SPEC_WITH_PROBLEMS = """\
+name: broken
+accelerator:
+  name: X1
+  peak_flops:
+    bf16: 300TFLOPs
+  hbm: 80XB
+  hbm_bandwidth: 2TB/s
+  hbm: 40GB
+node:
+  accelerators_per_node: 0
+  scale_up:
+    bandwidth_per_direction: 300GB/s
+    latency: 5us
+  host_memory: 1TiB
+  pcie_bandwidth_per_accelerator: 32GB/s
+  nvme_bandwidth: 5GB/s
+  colour: green
+network:
+  nics_per_node: 8
+  nic_bandwidth: 200Gb/s
+  latency: 5us
+  topology: fat-tree
+"""
+
+
+def test_spec_problems_all_listed_on_their_lines(cli, tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text(SPEC_WITH_PROBLEMS, encoding="utf-8")
+    code, out, err = cli(["doctor", path])
+    assert code == 1 and err == ""
+    found = {(line, message) for line, message in
+             ((_where(text)[1], text.split(": ", 1)[1]) for text in _lines(out))}
+    assert (1, "missing required key 'reliability'") in found
+    assert (8, "duplicate key 'hbm' (first at line 6); YAML would keep only the last one") in found
+    assert any(line == 10 and "accelerators_per_node" in message for line, message in found)
+    assert (17, "unknown key 'node.colour'") in found
+    assert out.endswith(f"{len(found)} problem(s) found\n") and len(found) == 4
+    # The loader refuses the same file, in one line naming file and line.
+    with pytest.raises(Exception, match=r"broken\.yaml:8: duplicate key 'hbm'"):
+        load_cluster_file(path)
+
+
+def test_bad_unit_is_found_once_the_duplicate_is_gone(cli, tmp_path):
+    path = tmp_path / "unit.yaml"
+    path.write_text(SPEC_WITH_PROBLEMS.replace("  hbm: 40GB\n", ""), encoding="utf-8")
+    _, out, _ = cli(["doctor", path])
+    assert f"{path}:6: key 'accelerator.hbm': expected a size like '80GiB' or '40GB', got '80XB'" in out
+
+
+@pytest.mark.parametrize("text, line, fragment", [
+    ("name: x\naccelerator: [unclosed\n", 3, "invalid YAML"),
+    ("name: x\n\tbad: tab\n", 2, "invalid YAML"),
+    ("- a\n- b\n", 1, "expected a mapping"),
+    ("42\n", 1, "expected a mapping"),
+    ("a: &a [1, *a]\n", 1, "recursive"),
+    ("[" * 200 + "]" * 200 + "\n", 1, "nested more than"),
+    ("x: 1\ny: \x07\n", 2, "control character 0x07"),
+])
+def test_yaml_that_is_not_a_spec(cli, tmp_path, text, line, fragment):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, out, err = cli(["doctor", path])
+    assert code == 1 and err == ""
+    assert f"{path}:{line}: " in out and fragment in out, out
+
+
+def test_alias_bomb_is_refused_quickly(cli, tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # 10^10 values once expanded
+    code, out, _ = cli(["doctor", path])
+    assert code == 1 and "expands to more than" in out
+
+
+def test_bytes_that_are_not_utf8_are_located(cli, tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"name: x\ndescription: caf\xe9\n")
+    code, out, _ = cli(["doctor", path])
+    assert code == 1 and f"{path}:2: not UTF-8 text (byte 0xe9)" in out
+
+
+def test_one_node_cluster_without_network_must_say_max_nodes_1(cli, cluster_yaml):
+    def single_node(spec):
+        spec["network"]["topology"] = "single-node"
+        spec.pop("max_nodes", None)
+
+    path = cluster_yaml(single_node)
+    code, out, _ = cli(["doctor", path])
+    assert code == 1 and "set max_nodes: 1" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs CSVs
+# ---------------------------------------------------------------------------------------------
+
+def test_clean_runs_file(cli, tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join([HEADER, GOOD_ROW.format(id="a"), GOOD_ROW.format(id="b")]) + "\n", encoding="utf-8")
+    assert cli(["doctor", path]) == (0, f"{path}: ok\n", "")
+
+
+def test_runs_problems_all_listed_with_lines(cli, tmp_path):
+    rows = [
+        HEADER,                                                           # 1
+        GOOD_ROW.format(id="a"),                                          # 2
+        "b,dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,fast",         # 3 non-numeric step time
+        "c,dgx-a100-80gb,8,24,2048,16,2048,50304,1,1",                    # 4 truncated
+        GOOD_ROW.format(id="a"),                                          # 5 duplicate id
+        "d,no-such-cluster,8,24,2048,16,2048,50304,1,1,8,1,8,1.5",        # 6 unknown cluster
+        "e,../../outside.yaml,8,24,2048,16,2048,50304,1,1,8,1,8,1.5",     # 7 escapes
+        "f,dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,3,1,8,1.5",          # 8 tp*pp*dp != gpus
+        "g,dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,nan",          # 9 non-finite
+    ]
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code, out, err = cli(["doctor", path])
+    assert code == 1 and err == ""
+    found = {_where(text)[1]: text.split(": ", 1)[1] for text in _lines(out)}
+    assert sorted(found) == [3, 4, 5, 6, 7, 8, 9], out
+    assert "step_time_s" in found[3] and "fast" in found[3]
+    assert "truncated" in found[4]
+    assert found[5] == "duplicate id 'a' (first at line 2)"
+    assert "unknown cluster 'no-such-cluster'" in found[6]
+    assert "points outside the cluster-spec folder" in found[7]
+    assert "tp(1) * pp(1) * dp(3) * cp(1) = 3 != gpus(8)" in found[8]
+    assert "finite" in found[9]
+    assert out.endswith("7 problem(s) found\n")
+
+
+def test_header_problems(cli, tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("id,cluster,Step_Time_S,cluster\nx,dgx-h100,1,dgx-h100\n", encoding="utf-8")
+    _, out, _ = cli(["doctor", path])
+    assert f"{path}:1: unknown column 'Step_Time_S' (did you mean 'step_time_s'?)" in out
+    assert f"{path}:1: column 'cluster' appears twice" in out
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "empty file"),
+    (HEADER + "\n", "no rows after the header"),
+    ("cluster,gpus\ndgx-h100,8\n", "no 'id' column"),
+])
+def test_runs_files_without_runs(cli, tmp_path, text, fragment):
+    path = tmp_path / "runs.csv"
+    path.write_text(text, encoding="utf-8")
+    code, out, _ = cli(["doctor", path])
+    assert code == 1 and f"{path}:1: " in out and fragment in out
+
+
+def test_failed_runs_are_data_not_problems(cli, tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text(HEADER + ",status\n" + GOOD_ROW.format(id="a") + ",ok\n"
+                    + "b,dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,,oom\n", encoding="utf-8")
+    assert cli(["doctor", path])[0] == 0
+
+
+def test_cluster_dir_resolves_names(cli, tmp_path, cluster_yaml):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec = yaml.safe_load(cluster_yaml(lambda s: s.update(name="mine")).read_text())
+    (folder / "mine.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    path = tmp_path / "runs.csv"
+    path.write_text(HEADER + "\n" + GOOD_ROW.format(id="a").replace("dgx-a100-80gb", "mine") + "\n", encoding="utf-8")
+    assert cli(["doctor", path])[0] == 1
+    assert cli(["doctor", path, "--cluster-dir", folder])[0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Several files, and arguments that are not checkable files
+# ---------------------------------------------------------------------------------------------
+
+def test_several_files_report_everything(cli, tmp_path):
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(SPEC_WITH_PROBLEMS, encoding="utf-8")
+    runs = tmp_path / "runs.csv"
+    runs.write_text(HEADER + "\n" + GOOD_ROW.format(id="a") + "\n" + GOOD_ROW.format(id="a") + "\n", encoding="utf-8")
+    good = default_cluster_dir() / "dgx-h100.yaml"
+    code, out, _ = cli(["doctor", spec, good, runs])
+    assert code == 1
+    assert f"{good}: ok" in out and f"{runs}:3: duplicate id 'a'" in out and out.endswith("5 problem(s) found\n")
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: d / "missing.yaml", "no such cluster spec (.yaml) or runs file (.csv)"),
+    (lambda d: d, "is a folder"),
+    (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", "unknown file type .txt"),
+    (lambda d: "", "empty name"),
+])
+def test_an_argument_that_is_not_a_checkable_file_stops_before_any_output(cli, tmp_path, make, fragment):
+    good = default_cluster_dir() / "dgx-h100.yaml"
+    code, out, err = cli(["doctor", good, make(tmp_path)])
+    assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, (out, err)
+
+
+def test_a_device_is_not_read(cli):
+    code, _, err = cli(["doctor", "/dev/zero"])  # would never end if read
+    assert code == 2 and ("not a regular file" in err or "unknown file type" in err), err
+
+
+def test_check_file_matches_the_loader_on_bundled_specs():
+    for name in available_clusters():
+        assert check_file(default_cluster_dir() / f"{name}.yaml") == []
