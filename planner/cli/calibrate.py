@@ -19,6 +19,9 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
                         help="hold out every row whose source starts with SOURCE (repeatable); default: k-fold by source")
     parser.add_argument("--folds", type=whole_number(2, 1000), default=5, help="k for k-fold cross-validation (default 5)")
+    parser.add_argument("--time-column", default="step_time_s", metavar="COLUMN",
+                        help="measured column to fit (default step_time_s; step_time_p10_s for profiles taken on a "
+                             "shared machine, where contention only slows steps down)")
     parser.add_argument("--out", metavar="FILE.yaml", help="where to write the calibrated spec "
                         "(default <cluster-dir>/<name>.calibrated.yaml)")
     parser.add_argument("--no-write", action="store_true", help="report only; write no spec")
@@ -47,7 +50,7 @@ def run(args) -> int:
         if output_exists(target) and not args.force:
             raise PlannerInputError(f"{target}: already exists; pass --force to overwrite it")
     runs, problems = read_runs_files(args.runs)
-    samples, skipped = load_samples(runs, cluster)
+    samples, skipped = load_samples(runs, cluster, args.time_column)
     holdout = None
     if args.holdout_source:
         holdout = [s for s in samples if any((s.run.source or "").startswith(h) for h in args.holdout_source)]
