@@ -40,6 +40,7 @@ PARAMETERS = {
     "matmul_half_size": ("positive", 1.0, 1e5),
     "attention_relative_efficiency": ("fraction", 0.05, 1.5),
     "hbm_efficiency": ("fraction", 0.02, 1.0),
+    "optimizer_relative_efficiency": ("fraction", 0.001, 1.0),
     "scale_up_bandwidth_efficiency": ("fraction", 0.005, 1.0),
     "scale_out_bandwidth_efficiency": ("fraction", 0.005, 1.0),
     "dp_overlap": ("fraction", 0.0, 1.0),
@@ -55,7 +56,7 @@ OVERHEAD_START_SHARE = {"step_overhead_s": 0.02, "microbatch_overhead_s": 0.01, 
 PRIOR_WEIGHT = 0.1  # residual weight of each parameter's pull toward its default (in transformed units)
 # Candidate prior weights, chosen by inner cross-validation; inf = keep the defaults.
 PRIOR_WEIGHT_CHOICES = (0.03, 0.3, 3.0, float("inf"))
-IDENTIFIABILITY_STEP = {"positive": float(np.log(100.0)), "fraction": 0.5}
+IDENTIFIABILITY_STEP = {"positive": float(np.log(100.0)), "fraction": 1.0}
 ROBUST_SCALE = 0.02  # soft-L1 scale on log residuals: errors beyond ~2% count linearly, not squared
 MIN_SENSITIVITY = 0.01  # rms change of log step time per unit change of the transformed parameter
 MAX_COLLINEARITY = 0.98  # |cosine| above which a column adds nothing new
@@ -181,6 +182,8 @@ def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(P
         # Probe a change the data could plausibly ask for: a factor of 100 for a positive quantity (a
         # latency that is negligible at its default can dominate at 100x), half a logit for a fraction.
         step = IDENTIFIABILITY_STEP[PARAMETERS[name][0]]
+        if PARAMETERS[name][0] == "fraction" and base[i] > 0:
+            step = -step  # probe toward the interior: a fraction at its upper bound can only move down
         shifted = base.copy()
         shifted[i] += step
         column = (_log_residuals(samples, cluster, list(candidates), shifted, batch) - r0) / step

@@ -134,6 +134,9 @@ class Efficiency(_Frozen):
     attention_relative_efficiency: float = Field(default=0.8, gt=0, le=1.5)
     # Achieved fraction of HBM bandwidth for memory-bound kernels (elementwise, norms, optimizer).
     hbm_efficiency: float = Field(default=0.7, gt=0, le=1)
+    # Optimizer-step throughput relative to hbm_efficiency x HBM bandwidth (gradient clipping, flattening
+    # and ZeRO bookkeeping ride on the step); 1 = the Adam traffic alone. Assumed 1 until calibrated.
+    optimizer_relative_efficiency: float = Field(default=1.0, gt=0, le=1)
     # Achieved fraction of link bandwidth for NCCL-style collectives (busbw / link bw).
     scale_up_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
     scale_out_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)

@@ -211,6 +211,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     offload_copies = 2.0 * w * opt_params / pcie + np.where(
         batch.offload_nvme, 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0)
     optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
+    optimizer = optimizer / eff.optimizer_relative_efficiency
     offload_copies = np.where(batch.offload >= 1, offload_copies, 0.0)
 
     parts = {
