@@ -1,0 +1,112 @@
+"""Calibration: recovers efficiencies the rows were generated with, leaves unidentifiable ones alone,
+reports held-out error honestly, and writes a spec that loads wherever a cluster name does."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planner.calibrate import calibrate, fit, identifiable, load_samples, predict
+from planner.cli import main
+from planner.hardware import load_cluster
+from planner.profile.runs_csv import MeasuredRun, write_runs
+
+SHAPES = [  # (layers, hidden, heads, seq, vocab, tp, pp, dp, zero, micro, global, recompute)
+    (24, 2048, 16, 2048, 50304, 1, 1, 8, 0, 4, 64, "none"),
+    (24, 2048, 16, 2048, 50304, 2, 1, 4, 1, 2, 64, "selective"),
+    (32, 4096, 32, 2048, 50304, 8, 1, 1, 0, 1, 16, "full"),
+    (40, 5120, 40, 2048, 50304, 8, 2, 2, 1, 1, 64, "full"),
+    (32, 4096, 32, 4096, 32000, 1, 1, 8, 3, 1, 32, "full"),
+    (12, 768, 12, 1024, 50304, 1, 1, 8, 2, 16, 256, "none"),
+    (48, 6144, 48, 2048, 50304, 8, 4, 1, 0, 1, 32, "full"),
+    (16, 1024, 16, 2048, 50304, 1, 1, 4, 0, 8, 64, "none"),
+]
+
+
+def rows(truth_cluster, source: str = "synthetic") -> list[MeasuredRun]:
+    """Rows whose step times are what the model predicts under `truth_cluster`'s efficiencies."""
+    runs = []
+    for i, (L, h, a, s, V, tp, pp, dp, zero, mb, gb, rc) in enumerate(SHAPES):
+        runs.append(MeasuredRun(
+            id=f"r{i}", source=source, cluster="dgx-a100-80gb", gpus=tp * pp * dp, layers=L, hidden=h, heads=a,
+            kv_heads=a, ffn=4 * h, mlp="gelu", seq_len=s, vocab=V, tp=tp, pp=pp, dp=dp, cp=1, vpp=1, zero=zero,
+            micro_batch=mb, global_batch=gb, recompute=rc, seq_parallel=int(tp > 1), dtype="bf16", step_time_s=1.0))
+    samples, skipped = load_samples(runs, truth_cluster)
+    assert not skipped
+    truth = predict(samples, truth_cluster)
+    return [dataclasses.replace(r, step_time_s=float(t)) for r, t in zip(runs, truth)]
+
+
+def test_fit_recovers_the_matmul_ceiling_the_rows_were_made_with():
+    base = load_cluster("dgx-a100-80gb")
+    truth = base.with_efficiency(matmul_peak_fraction=0.55)
+    samples, _ = load_samples(rows(truth), base)
+    fitted = fit(samples, base, ["matmul_peak_fraction"], prior_weight=1e-4)
+    assert fitted.efficiency.matmul_peak_fraction == pytest.approx(0.55, rel=0.02)
+    errors = predict(samples, fitted) / np.array([s.run.step_time_s for s in samples]) - 1
+    assert np.max(np.abs(errors)) < 0.01
+
+
+def test_a_parameter_the_rows_do_not_touch_is_left_at_its_default():
+    base = load_cluster("dgx-a100-80gb")
+    samples, _ = load_samples(rows(base), base)
+    names, reasons = identifiable(samples, base)
+    # No row crosses nodes or offloads: scale-out bandwidth cannot be seen.
+    assert "scale_out_bandwidth_efficiency" not in names
+    assert "scale_out_bandwidth_efficiency" in reasons
+
+
+def test_calibration_improves_rows_generated_by_a_slower_cluster_and_reports_held_out_error():
+    base = load_cluster("dgx-a100-80gb")
+    truth = base.with_efficiency(matmul_peak_fraction=0.5, hbm_efficiency=0.5)
+    samples, _ = load_samples(rows(truth), base)
+    report = calibrate(samples, base, k=4)
+    assert report["train"]["after"]["mape"] < report["train"]["before"]["mape"] / 3
+    assert report["heldout"]["after"]["mape"] < report["heldout"]["before"]["mape"] / 2
+    assert report["heldout_kind"].startswith("4-fold")
+    low, high = report["prediction_interval_90"]
+    assert low <= high
+
+
+def test_cross_validation_keeps_the_defaults_when_they_already_predict_the_rows():
+    base = load_cluster("dgx-a100-80gb")
+    samples, _ = load_samples(rows(base), base)
+    report = calibrate(samples, base, k=4)
+    assert report["train"]["after"]["mape"] <= report["train"]["before"]["mape"] + 1e-9
+    assert report["heldout"]["after"]["mape"] <= report["heldout"]["before"]["mape"] + 0.01
+
+
+def test_cli_writes_a_loadable_calibrated_spec_and_refuses_to_overwrite(tmp_path, capsys):
+    base = load_cluster("dgx-a100-80gb")
+    runs_file = tmp_path / "runs.csv"
+    write_runs(runs_file, rows(base.with_efficiency(matmul_peak_fraction=0.6)))
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "dgx-a100-80gb.yaml").write_text(Path(base.source_file).read_text())
+    argv = ["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--cluster-dir", str(spec_dir), "--folds", "4"]
+    assert main(argv) == 0
+    written = spec_dir / "dgx-a100-80gb.calibrated.yaml"
+    calibrated = load_cluster("dgx-a100-80gb.calibrated", spec_dir)
+    assert calibrated.calibration.startswith("calibrated")
+    samples, _ = load_samples(rows(base.with_efficiency(matmul_peak_fraction=0.6)), base)
+    measured = np.array([s.run.step_time_s for s in samples])
+    error = lambda cluster: np.mean(np.abs(predict(samples, cluster) / measured - 1))  # noqa: E731
+    assert error(calibrated) < error(base) / 2
+    before = written.read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--force" in err[0]
+    assert written.read_bytes() == before
+
+
+def test_too_few_rows_is_a_one_line_error(tmp_path, capsys):
+    base = load_cluster("dgx-a100-80gb")
+    runs_file = tmp_path / "runs.csv"
+    write_runs(runs_file, rows(base)[:2])
+    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--no-write"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "at least 3" in err[0]
