@@ -92,6 +92,10 @@ def save_law(law: LossLaw, path: str, force: bool = False, fit_record: dict | No
 def load_law_file(path: str) -> LossLaw:
     where = str(path)
     raw = load_yaml_file(path, "law file (.yaml)")
+    if not isinstance(raw, dict):
+        got = "an empty file" if raw is None else {list: "a list", str: "text", bool: "true/false"}.get(type(raw), "a number")
+        raise PlannerInputError(f"{where}: expected a law file mapping (planner_law_file, form, coefficients, "
+                                f"validity, ...) as written by 'planner fit-law --out', got {got}")
     try:
         model = _LawFileModel.model_validate(raw)
     except ValidationError as error:

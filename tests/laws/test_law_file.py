@@ -92,3 +92,13 @@ def test_law_files_that_would_break_the_planner_are_refused(tmp_path, edit, mess
     with pytest.raises(PlannerInputError, match=message) as caught:
         load_law_file(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text, got", [("", "an empty file"), ("- a\n- b\n", "a list"), ("3\n", "a number")])
+def test_a_law_file_that_is_not_a_mapping(tmp_path, text, got):
+    """Regression (issue 7 fuzzing): the message named pydantic's internal model class."""
+    path = tmp_path / "law.yaml"
+    path.write_text(text)
+    with pytest.raises(PlannerInputError, match=f"expected a law file mapping .* got {got}") as caught:
+        load_law_file(path)
+    assert "_LawFileModel" not in str(caught.value)
