@@ -91,7 +91,10 @@ def check_cluster_spec(path: Path, data: bytes) -> list[Finding]:
 def _header_findings(path: Path, text: str) -> list[Finding]:
     from planner.profile.runs_csv import COLUMNS
 
-    header = next(csv.reader(io.StringIO(text)), [])
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as error:
+        return [Finding(f"{path}:1", f"malformed CSV header ({error})")]
     findings = []
     seen: set[str] = set()
     canonical = {re.sub(r"[\s_-]+", "_", c.lower()): c for c in COLUMNS}
@@ -120,17 +123,19 @@ def _first_lines_of_ids(text: str) -> dict[str, int]:
 
 
 def check_runs_csv(path: Path, data: bytes, cluster_dir=None) -> list[Finding]:
-    from planner.profile.runs_csv import read_runs
-    from planner.validation import run_to_config
+    from planner.validation import read_runs_file, run_to_config
 
     text, findings = _decode(path, data)
     if text is None:
         return findings
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as read_runs reads it
     if not text.strip():
         return [Finding(f"{path}:1", "empty file (expected a header line with id, cluster, ... and one row per run)")]
     findings = _header_findings(path, text)
+    if any(f.message.startswith("malformed CSV header") for f in findings):
+        return findings
     try:
-        runs, problems = read_runs(path)
+        runs, problems = read_runs_file(path)
     except PlannerInputError as error:
         return findings + [Finding(f"{path}:1", str(error).removeprefix(f"{path}: "))]
     first = _first_lines_of_ids(text)

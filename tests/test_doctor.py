@@ -176,6 +176,8 @@ def test_header_problems(cli, tmp_path):
 
 
 @pytest.mark.parametrize("text, fragment", [
+    ("\r0", "no 'id' column"),  # a bare carriage return made csv raise (campaign)
+    ("id," + "x" * 200_000 + "\n", "malformed CSV header (field larger than field limit"),
     ("", "empty file"),
     (HEADER + "\n", "no rows after the header"),
     ("cluster,gpus\ndgx-h100,8\n", "no 'id' column"),

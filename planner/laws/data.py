@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.io import read_input_text
+from planner.io import read_input_text, shown
 from planner.units import parse_count
 
 # Column names tried in order when no name is given (case-sensitive first, then case-insensitive).
@@ -120,8 +120,12 @@ def _read_rows(name: str) -> tuple[list[tuple[int, dict]], list[str]]:
         header = list(dict.fromkeys(k for _, r in rows for k in r))
     else:
         reader = csv.DictReader(text.splitlines())
-        header = list(reader.fieldnames or [])
-        rows = [(number, row) for number, row in enumerate(reader, start=2)]
+        try:
+            header = list(reader.fieldnames or [])
+            rows = [(number, row) for number, row in enumerate(reader, start=2)]
+        except csv.Error as error:  # a cell over the csv module's 128 KiB field limit
+            # line_num counts the lines read before the one that failed
+            raise PlannerInputError(f"{shown(path)} line {reader.line_num + 1}: malformed CSV ({error})") from None
     if not rows:
         raise PlannerInputError(f"{path}: no data rows")
     return rows, header

@@ -62,7 +62,7 @@ class _LawFileModel(BaseModel):
     coefficients: dict[str, FiniteFloat]
     validity: _ValidityModel
     samples: list[list[FiniteFloat]] | None = None
-    relative_sigma: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    relative_sigma: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)  # a 1-sigma relative error
     fit: dict[str, Any] = {}
 
 
@@ -118,7 +118,9 @@ def load_law_file(path: str) -> LossLaw:
                   samples=samples, relative_sigma=model.relative_sigma, **model.coefficients)
     except ValueError as error:
         raise PlannerInputError(f"{where}: {error}") from None
-    _check_behaviour(law, where)
+    _check_behaviour(law, where, "coefficients")
+    for i, row in enumerate(samples if samples is not None else []):
+        _check_behaviour(law.with_coefficients(row), where, f"samples[{i}]")
     return law
 
 
@@ -128,7 +130,7 @@ _CHECK_D = np.logspace(6, 17, 12)
 _CHECK_C = np.logspace(15, 30, 16)
 
 
-def _check_behaviour(law: LossLaw, where: str) -> None:
+def _check_behaviour(law: LossLaw, where: str, key: str) -> None:
     """Coefficients a fit could not have produced make the planner divide by zero or overflow later;
     refuse them here: losses must be finite, positive and non-increasing in N and D, and the
     compute-optimal frontier finite and positive, over every size the search can ask about."""
@@ -144,5 +146,5 @@ def _check_behaviour(law: LossLaw, where: str) -> None:
     frontier = np.all(np.isfinite(n_opt)) and np.all(n_opt > 0) and np.all(np.isfinite(d_opt)) and np.all(d_opt > 0)
     if not (sane and frontier):
         what = "loss" if not sane else "compute-optimal frontier"
-        raise PlannerInputError(f"{where}: key 'coefficients' {law.coefficients()} give a {what} that is not finite, "
+        raise PlannerInputError(f"{where}: key '{key}' {law.coefficients()} give a {what} that is not finite, "
                                 "positive and falling with N and D for N 1e6-1e14, D 1e6-1e17; was the file edited?")

@@ -108,6 +108,18 @@ def test_an_ill_posed_fit_prints_strict_json_and_no_python_warnings(cli, tmp_pat
     assert report["bootstrap"]["failed"] >= 1  # diverged refits count as failed, not as samples
 
 
+@pytest.mark.parametrize("command, name, text, fragment", [
+    (["validate"], "runs.csv", "id," + "x" * 200_000 + "\n", "runs.csv: malformed CSV header"),
+    (["fit-law", "--bootstrap", "0"], "law.csv", "N,D,loss\n1,2,3\n1,2," + "x" * 200_000 + "\n",
+     "law.csv line 3: malformed CSV"),
+])
+def test_a_cell_over_the_csv_field_limit(cli, tmp_path, command, name, text, fragment):
+    """Regression (campaign): a cell over the csv module's 128 KiB limit raised _csv.Error."""
+    path = tmp_path / name
+    path.write_text(text)
+    one_line_error(cli([command[0], path, *command[1:]]), fragment.replace(name, str(path)))
+
+
 def test_list_models_honours_json(cli):
     code, out, _ = cli(["simulate", "--list-models", "--json"])
     assert code == 0 and json.loads(out)["gpt2-small"]["params"] == 124_439_808

@@ -80,8 +80,12 @@ class Outcome:
         if any(not str(token).strip() for token in self.argv) and ("empty" in message or "''" in message):
             return True  # an empty argument, said so
         subjects = set()
+        if re.search(r"[\w.-]+\.(yaml|yml|csv|jsonl|json|log|html)\b", message):
+            return True  # names the file at fault (a spec the command found, a data file)
         for raw in map(str, self.argv):
             subjects.add(repr(raw))  # quoted as Python shows it
+            if raw.strip() and "\0" not in raw:
+                subjects.add(str(Path(raw)))  # as pathlib normalises it ('0/' -> '0')
             token = raw.strip()
             if token.startswith("-") and len(token) > 1 and not token[1:2].isdigit():
                 flag = token.split("=", 1)[0]

@@ -82,6 +82,8 @@ def test_not_yaml_is_an_input_error(tmp_path):
     (lambda d: d["coefficients"].update(E=float("nan")), "coefficients.E"),
     (lambda d: d.update(samples=[[1.8, 482.0, 2085.0, float("inf"), 0.37]]), "samples"),
     (lambda d: d.update(relative_sigma=-1.0), "relative_sigma"),
+    (lambda d: d.update(relative_sigma=2e298), "relative_sigma"),  # exp overflow in the loss interval (campaign)
+    (lambda d: d.update(samples=[[1.8, 0.0, 2085.0, 0.35, 0.37]]), r"key 'samples\[0\]'"),
 ])
 def test_law_files_that_would_break_the_planner_are_refused(tmp_path, edit, message):
     path = tmp_path / "law.yaml"
