@@ -27,6 +27,7 @@ from planner.laws.law_file import law_to_yaml
 from planner.laws.published import EPOCH_2024
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+COUNTS = {"cases": 0, "cli_calls": 0}  # reported at the end of the run (the case count of the issue's acceptance)
 CASE_LIMIT_S = 30.0  # a case that runs longer is a hang (cases are built to take well under a second)
 
 
@@ -103,6 +104,7 @@ def run_cli(argv: list, limit_s: float = CASE_LIMIT_S) -> Outcome:
     """planner.cli.main(argv) with stdout/stderr captured and Python warnings recorded."""
     from planner.cli import main
 
+    COUNTS["cli_calls"] += 1
     out, err = io.StringIO(), io.StringIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -187,6 +189,7 @@ def case_dir(seed_dir):
 
     @contextlib.contextmanager
     def enter():
+        COUNTS["cases"] += 1
         folder = Path(tempfile.mkdtemp(prefix="case-", dir=seed_dir.parent))
         shutil.copytree(seed_dir, folder, dirs_exist_ok=True)
         before = os.getcwd()
@@ -223,3 +226,9 @@ def small_search():
         patch.setattr(space, "PP_CHOICES", (1, 2))
         patch.setattr(optimize, "MAX_MODELS", 4)
         yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    if COUNTS["cases"]:
+        terminalreporter.write_line(f"fuzz: {COUNTS['cases']:,} cases, {COUNTS['cli_calls']:,} CLI invocations "
+                                    f"(each a result or a one-line exit-2 error)")
