@@ -86,7 +86,8 @@ class Outcome:
         for raw in map(str, self.argv):
             subjects.add(repr(raw))  # quoted as Python shows it
             if raw.strip() and "\0" not in raw:
-                subjects.add(str(Path(raw)))  # as pathlib normalises it ('0/' -> '0')
+                normalised = str(Path(raw))  # as pathlib normalises it ('0/' -> '0'), as typed or escaped
+                subjects |= {normalised, repr(normalised)}
             token = raw.strip()
             if token.startswith("-") and len(token) > 1 and not token[1:2].isdigit():
                 flag = token.split("=", 1)[0]
