@@ -123,7 +123,8 @@ def _first_lines_of_ids(text: str) -> dict[str, int]:
 
 
 def check_runs_csv(path: Path, data: bytes, cluster_dir=None) -> list[Finding]:
-    from planner.validation import read_runs_file, run_to_config
+    from planner.profile.runs_csv import read_runs
+    from planner.validation import run_to_config
 
     text, findings = _decode(path, data)
     if text is None:
@@ -135,7 +136,7 @@ def check_runs_csv(path: Path, data: bytes, cluster_dir=None) -> list[Finding]:
     if any(f.message.startswith("malformed CSV header") for f in findings):
         return findings
     try:
-        runs, problems = read_runs_file(path)
+        runs, problems = read_runs(path)
     except PlannerInputError as error:
         return findings + [Finding(f"{path}:1", str(error).removeprefix(f"{path}: "))]
     first = _first_lines_of_ids(text)

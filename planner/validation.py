@@ -6,7 +6,6 @@ unknown cluster, a layout that does not divide) is kept with its reason, never d
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 
@@ -15,10 +14,9 @@ import numpy as np
 from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec, load_cluster
-from planner.io import input_file, shown
 from planner.layout import Layout, check_layout, make_layout
 from planner.model import ModelSpec, make_model
-from planner.profile.runs_csv import MeasuredRun, RowProblem, read_runs
+from planner.profile.runs_csv import MeasuredRun
 
 REQUIRED = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "micro_batch", "global_batch")
 
@@ -52,26 +50,6 @@ class RowResult:
         if self.predicted is None or not self.run.mem_gib:
             return None
         return self.predicted_memory_bytes / (self.run.mem_gib * 2**30) - 1.0
-
-
-def read_runs_file(path, what: str = "runs file (a runs CSV, see spec/runs_csv.md)") -> tuple[list[MeasuredRun], list[RowProblem]]:
-    """`read_runs`, after checking the path names a sane file; a header the csv module cannot read
-    (a cell over its 128 KiB field limit) is a one-line error rather than csv's traceback."""
-    input_file(path, what)
-    try:
-        return read_runs(path)
-    except csv.Error as error:
-        raise PlannerInputError(f"{shown(path)}: malformed CSV header ({error})") from None
-
-
-def read_runs_files(paths) -> tuple[list[MeasuredRun], list[RowProblem]]:
-    """Rows (and unreadable rows) of several runs CSVs; a path that names no readable file is an error."""
-    runs, problems = [], []
-    for path in paths:
-        file_runs, file_problems = read_runs_file(path)
-        runs += file_runs
-        problems += file_problems
-    return runs, problems
 
 
 def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = None) -> tuple[ModelSpec, Layout, ClusterSpec]:

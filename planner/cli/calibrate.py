@@ -38,7 +38,7 @@ def run(args) -> int:
     from planner.hardware import default_cluster_dir, load_cluster, parse_cluster_spec
     from planner.io import load_yaml_file, output_exists, write_text_atomic
     from planner.render import table, to_json
-    from planner.validation import read_runs_files
+    from planner.profile.runs_csv import read_runs_files
 
     if args.folds < 2:
         raise PlannerInputError(f"--folds: expected 2 or more, got {args.folds}")

@@ -59,7 +59,7 @@ def run_ingest(args) -> int:
     from planner.profile.ingest import row_from_log
     from planner.io import input_file, output_exists
     from planner.profile.runs_csv import runs_to_csv_text, write_runs
-    from planner.validation import read_runs_file
+    from planner.profile.runs_csv import read_runs
 
     if args.id and len(args.logs) > 1:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
@@ -74,7 +74,7 @@ def run_ingest(args) -> int:
     flags = {key: value for key, value in vars(args).items() if value is not None}
     existing, notes = [], []  # notes go to stderr once there is a result; with none they make the one error line
     if args.out and args.append and output_exists(args.out):
-        existing, problems = read_runs_file(args.out, "runs file to append to")
+        existing, problems = read_runs(args.out, "runs file to append to")
         notes += [f"warning: {problem}; skipped" for problem in problems]
     rows, taken, failed = [], {run.id for run in existing}, 0
     for path in args.logs:

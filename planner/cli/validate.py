@@ -35,7 +35,8 @@ def _row_json(row) -> dict:
 
 def run(args) -> int:
     from planner.render import table, to_json
-    from planner.validation import predict_runs, read_runs_files, summarize
+    from planner.profile.runs_csv import read_runs_files
+    from planner.validation import predict_runs, summarize
 
     runs, problems = read_runs_files(args.runs)
     results = predict_runs(runs, args.cluster_dir)

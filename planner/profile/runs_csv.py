@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.errors import PlannerInputError
-from planner.io import write_text_atomic
+from planner.io import read_input_text, shown, write_text_atomic
 
 # Column order of the spec; unknown columns are kept in `MeasuredRun.extra` and written after these.
 COLUMNS = (
@@ -123,17 +123,24 @@ def _parse_row(cells: dict[str, str], origin: str) -> MeasuredRun:
     return MeasuredRun(**values, extra=extra, origin=origin)  # type: ignore[arg-type]
 
 
-def read_runs(path: str | Path) -> tuple[list[MeasuredRun], list[RowProblem]]:
-    """Read a runs CSV. Returns the parsed rows and the rows that could not be parsed."""
+RUNS_FILE = "runs file (a runs CSV, see spec/runs_csv.md)"
+
+
+def read_runs(path: str | Path, what: str = RUNS_FILE) -> tuple[list[MeasuredRun], list[RowProblem]]:
+    """Read a runs CSV. Returns the parsed rows and the rows that could not be parsed.
+
+    The file itself must be readable (bounded, UTF-8; see planner.io.read_input_text), and its header
+    must parse: a header the csv module refuses (a cell over its 128 KiB field limit) is a one-line
+    error naming the file, not csv's traceback.
+    """
     source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlannerInputError(f"{source}: no such runs file (expected a runs CSV, see spec/runs_csv.md)")
-    except (OSError, UnicodeDecodeError) as error:
-        raise PlannerInputError(f"{source}: cannot read as UTF-8 text ({error.__class__.__name__})")
+    # Universal newlines, as open() in text mode would give: a bare CR ends a line too.
+    text = read_input_text(path, what).replace("\r\n", "\n").replace("\r", "\n")
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as error:
+        raise PlannerInputError(f"{shown(path)}: malformed CSV header ({error})") from None
     if "id" not in header:
         raise PlannerInputError(f"{source}: header has no 'id' column (expected the runs-CSV columns: {', '.join(COLUMNS[:6])}, ...)")
     runs: list[MeasuredRun] = []
@@ -153,6 +160,16 @@ def read_runs(path: str | Path) -> tuple[list[MeasuredRun], list[RowProblem]]:
             runs.append(run)
     except csv.Error as error:
         problems.append(RowProblem(f"{source}:{reader.line_num}", f"malformed CSV ({error})"))
+    return runs, problems
+
+
+def read_runs_files(paths) -> tuple[list[MeasuredRun], list[RowProblem]]:
+    """Rows (and unreadable rows) of several runs CSVs; a path that names no readable file is an error."""
+    runs, problems = [], []
+    for path in paths:
+        file_runs, file_problems = read_runs(path)
+        runs += file_runs
+        problems += file_problems
     return runs, problems
 
 
