@@ -6,14 +6,19 @@ inside its physical bounds (fractions in (0, 1) through a logit, positive quanti
 A weak prior pulls every parameter toward its default, so a parameter the rows barely constrain
 stays near its assumed value instead of wandering.
 
-Identifiability: at the defaults, the Jacobian of log step time with respect to each parameter is
-measured by finite differences. A parameter whose column is tiny (the rows do not depend on it),
-or nearly a multiple of an already-chosen column (the rows cannot tell them apart), is left at its
-default and reported as such.
+Identifiability: the Jacobian of log step time with respect to each parameter is measured by finite
+differences. A parameter whose column is tiny (the rows do not depend on it), or nearly a multiple
+of a chosen parameter's (the rows cannot tell them apart), is left at its default and reported so.
+
+Selection: of the others, only those that earn their place are fitted. Forward selection adds one
+parameter at a time while it lowers the cross-validated error on the fitting rows (folds by source
+where there are several), so with few or heterogeneous rows the calibration fits one or two
+parameters, or none, rather than every knob the rows can move. Identifiability is checked again
+each round at the parameters fitted so far.
 
 Held-out error comes from k-fold cross-validation by group (by source when there are several, else
-by row): each fold is predicted by a fit that never saw it. Prediction intervals are the empirical
-quantiles of those held-out log-residuals.
+by row): each fold is predicted by a calibration (identification, selection and fit) that never saw
+it. Prediction intervals are the empirical quantiles of those held-out log-residuals.
 """
 
 from __future__ import annotations
@@ -53,12 +58,12 @@ PARAMETERS = {
 # Fixed overheads default to 0, where a log-space sensitivity sees nothing; they start instead at a
 # small share of the measured step time (of a micro-batch, of a layer), so the data can move them.
 OVERHEAD_START_SHARE = {"step_overhead_s": 0.02, "microbatch_overhead_s": 0.01, "layer_overhead_s": 0.005}
-PRIOR_WEIGHT = 0.1  # residual weight of each parameter's pull toward its default (in transformed units)
-# Candidate prior weights, chosen by inner cross-validation; inf = keep the defaults.
-PRIOR_WEIGHT_CHOICES = (0.03, 0.3, 3.0, float("inf"))
-IDENTIFIABILITY_STEP = {"positive": float(np.log(100.0)), "fraction": 1.0}
+PRIOR_WEIGHT = 0.03  # residual weight of each fitted parameter's pull toward its default (in transformed units)
+SELECTION_MIN_GAIN = 0.02  # a parameter is fitted only if it cuts the cross-validated MAPE by 2% of itself
+INNER_FOLDS = 3  # folds of the cross-validation that selects the parameters
+POSITIVE_PROBE_FACTOR = 100.0  # identifiability probe of a positive quantity: x100 (or /100 at the upper bound)
 ROBUST_SCALE = 0.02  # soft-L1 scale on log residuals: errors beyond ~2% count linearly, not squared
-MIN_SENSITIVITY = 0.01  # rms change of log step time per unit change of the transformed parameter
+MIN_SENSITIVITY = 0.001  # rms change of log step time under the identifiability probe: 0.1%
 MAX_COLLINEARITY = 0.98  # |cosine| above which a column adds nothing new
 
 
@@ -86,6 +91,12 @@ def _start_value(cluster: ClusterSpec, name: str, samples: list[Sample] | None =
                "layer_overhead_s": float(np.median([s.layout.grad_accumulation * s.model.layers for s in samples]))}[name]
         return max(OVERHEAD_START_SHARE[name] * step / per, PARAMETERS[name][1] * 10)
     return value
+
+
+def _default_value(cluster: ClusterSpec, name: str, samples: list[Sample]) -> float:
+    """The value the uncalibrated spec uses (a derived matmul half-size is shown as derived)."""
+    value = getattr(cluster.efficiency, name)
+    return _start_value(cluster, name, samples) if value is None else value
 
 
 def _to_free(name: str, value: float) -> float:
@@ -172,36 +183,53 @@ def _log_residuals(samples, cluster, names, free, batch=None) -> np.ndarray:
     return np.log(predict(samples, _cluster_with(cluster, names, free), batch) / measured)
 
 
-def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(PARAMETERS)) -> tuple[list[str], dict]:
-    """Parameters the rows can pin down, and why each other one is left at its default."""
-    base = np.array([_to_free(n, _start_value(cluster, n, samples)) for n in candidates])
+def _probe(name: str, value: float) -> float:
+    """A change of a parameter the data could plausibly ask for, as the probed value.
+
+    A factor of 100 for a positive quantity (a latency negligible at its default can dominate at
+    100x); for a fraction, halfway to the farther bound (an overlap of 0.8 probes at 0.4, a ceiling of
+    1.0 at 0.5), so a fraction sitting at its bound is not probed by a sliver."""
+    kind, low, high = PARAMETERS[name]
+    if kind == "positive":
+        return value * POSITIVE_PROBE_FACTOR if value * POSITIVE_PROBE_FACTOR <= high else value / POSITIVE_PROBE_FACTOR
+    far = low if value - low > high - value else high
+    return (value + far) / 2.0
+
+
+def sensitivity_columns(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(PARAMETERS)) -> dict[str, np.ndarray]:
+    """Per parameter, the change of each row's log step time when the parameter takes its probe value."""
+    values = [_start_value(cluster, n, samples) for n in candidates]
+    base = np.array([_to_free(n, v) for n, v in zip(candidates, values)])
     batch = sample_batch(samples)
     r0 = _log_residuals(samples, cluster, list(candidates), base, batch)
-    columns, reasons = {}, {}
+    columns = {}
     for i, name in enumerate(candidates):
-        # Probe a change the data could plausibly ask for: a factor of 100 for a positive quantity (a
-        # latency that is negligible at its default can dominate at 100x), half a logit for a fraction.
-        step = IDENTIFIABILITY_STEP[PARAMETERS[name][0]]
-        if PARAMETERS[name][0] == "fraction" and base[i] > 0:
-            step = -step  # probe toward the interior: a fraction at its upper bound can only move down
         shifted = base.copy()
-        shifted[i] += step
-        column = (_log_residuals(samples, cluster, list(candidates), shifted, batch) - r0) / step
-        columns[name] = column
-    chosen: list[str] = []
-    for name in sorted(candidates, key=lambda n: -np.linalg.norm(columns[n])):
-        column = columns[name]
-        sensitivity = float(np.sqrt(np.mean(column**2)))
+        shifted[i] = _to_free(name, _probe(name, values[i]))
+        columns[name] = _log_residuals(samples, cluster, list(candidates), shifted, batch) - r0
+    return columns
+
+
+def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(PARAMETERS),
+                 columns: dict | None = None) -> tuple[list[str], dict]:
+    """Parameters the rows respond to, and why each other one is left at its default.
+
+    Parameters that the rows cannot tell apart (collinear columns) are all returned: which one of
+    them to fit is the selection's call, by held-out error (see `select_parameters`)."""
+    columns = columns if columns is not None else sensitivity_columns(samples, cluster, candidates)
+    names, reasons = [], {}
+    for name in candidates:
+        sensitivity = float(np.sqrt(np.mean(columns[name] ** 2)))
         if sensitivity < MIN_SENSITIVITY:
             reasons[name] = f"no measurable effect on these rows (sensitivity {sensitivity:.2g})"
-            continue
-        similar = [c for c in chosen if abs(np.dot(column, columns[c])) /
-                   (np.linalg.norm(column) * np.linalg.norm(columns[c])) > MAX_COLLINEARITY]
-        if similar:
-            reasons[name] = f"indistinguishable from {similar[0]} on these rows"
-            continue
-        chosen.append(name)
-    return chosen, reasons
+        else:
+            names.append(name)
+    return names, reasons
+
+
+def _collinear(a: np.ndarray, b: np.ndarray) -> bool:
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return norms > 0 and abs(np.dot(a, b)) / norms > MAX_COLLINEARITY
 
 
 def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_weight: float = PRIOR_WEIGHT) -> ClusterSpec:
@@ -264,20 +292,76 @@ def cross_validate(samples, cluster, names, k: int = 5, prior_weight: float = PR
     return predicted
 
 
-def select_prior_weight(samples, cluster, names, k: int = 3) -> tuple[float, dict]:
-    """Choose how strongly to trust the defaults by k-fold cross-validation on the fitting rows.
-
-    Rows from other implementations or eras can pull parameters to values that do not transfer; the
-    weight whose held-out error is lowest wins, and infinity (keep the defaults) is a candidate, so a
-    calibration that would not generalise is not applied.
-    """
+def _cv_mape(samples, cluster, names, k: int, prior_weight: float = PRIOR_WEIGHT) -> float:
+    """Mean absolute held-out error when `names` are fitted (the defaults' error when none are)."""
     measured = np.array([s.run.step_time_s for s in samples])
-    scores = {}
-    for weight in PRIOR_WEIGHT_CHOICES:
-        held = predict(samples, cluster) if not np.isfinite(weight) else cross_validate(samples, cluster, names, k, weight)
-        scores[weight] = float(np.mean(np.abs(held / measured - 1)))
-    best = min(scores, key=scores.get)
-    return best, scores
+    held = cross_validate(samples, cluster, names, k, prior_weight) if names else predict(samples, cluster)
+    return float(np.mean(np.abs(held / measured - 1)))
+
+
+def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = INNER_FOLDS) -> tuple[list[str], list[dict], dict]:
+    """Which parameters to fit: forward selection by cross-validation on the fitting rows.
+
+    Starting from the defaults, each round adds the parameter whose fit most lowers the k-fold
+    (by source where there are several) held-out MAPE, and stops when none lowers it by
+    SELECTION_MIN_GAIN. Each round looks again at what the rows respond to, at the parameters fitted
+    so far: a bandwidth the default overlap hides can matter once the overlap is fitted. A parameter
+    the rows do not respond to, or cannot tell apart from one already chosen (collinear sensitivity
+    columns), is not tried. Rows from other implementations or eras can pull a parameter to a value
+    that does not transfer; cross-validation by source sees that and keeps it at its default, so a
+    calibration that would not generalise is not applied.
+
+    Returns the chosen names, the path (parameters and cross-validated MAPE after each round), and
+    why each other candidate was left at its default.
+    """
+    chosen: list[str] = []
+    score = _cv_mape(samples, cluster, chosen, k)
+    path = [{"parameters": [], "cv_mape": score}]
+    remaining = list(candidates)
+    while True:
+        current = fit(samples, cluster, chosen) if chosen else cluster
+        columns = sensitivity_columns(samples, current, remaining + chosen) if remaining else {}
+        reasons, eligible = {}, []
+        for name in remaining:
+            sensitivity = float(np.sqrt(np.mean(columns[name] ** 2)))
+            if sensitivity < MIN_SENSITIVITY:
+                reasons[name] = f"no measurable effect on these rows (sensitivity {sensitivity:.2g})"
+            elif twin := next((c for c in chosen if _collinear(columns[name], columns[c])), None):
+                reasons[name] = f"indistinguishable from {twin} on these rows"
+            else:
+                eligible.append(name)
+                reasons[name] = "kept: fitting it did not lower the cross-validated error"
+        if not eligible:
+            break
+        trials = {name: _cv_mape(samples, cluster, chosen + [name], k) for name in eligible}
+        best = min(trials, key=trials.get)
+        if trials[best] > score * (1.0 - SELECTION_MIN_GAIN):
+            break
+        chosen.append(best)
+        remaining.remove(best)
+        score = trials[best]
+        path.append({"parameters": list(chosen), "cv_mape": score})
+    return chosen, path, reasons
+
+
+def calibrated_cluster(samples: list[Sample], cluster: ClusterSpec) -> tuple[ClusterSpec, dict]:
+    """The whole calibration of one set of rows: identify, select by cross-validation, fit.
+
+    Returns the fitted cluster and what was decided: the fitted names, the selection path, and why
+    each other parameter stayed at its default."""
+    chosen, path, left = select_parameters(samples, cluster)
+    return fit(samples, cluster, chosen), {"fitted": chosen, "selection_path": path, "left_at_default": left}
+
+
+def nested_cross_validate(samples: list[Sample], cluster: ClusterSpec, k: int) -> np.ndarray:
+    """Held-out predictions where each fold's calibration (selection included) never saw that fold."""
+    predicted = np.empty(len(samples))
+    for fold in _folds(samples, k):
+        held = set(fold.tolist())
+        train = [s for i, s in enumerate(samples) if i not in held]
+        fitted = calibrated_cluster(train, cluster)[0] if len(train) >= 3 else cluster
+        predicted[fold] = predict([samples[i] for i in fold], fitted)
+    return predicted
 
 
 def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: list[Sample] | None = None) -> dict:
@@ -285,33 +369,35 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     if len(samples) < 3:
         raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
     measured = np.array([s.run.step_time_s for s in samples])
-    names, not_identified = identifiable(samples, cluster)
-    weight, weight_scores = select_prior_weight(samples, cluster, names)
-    fitted = fit(samples, cluster, names, weight)
-    if not np.isfinite(weight):
-        not_identified = {**{n: "kept: cross-validation found no fit that beats the defaults" for n in names},
-                          **not_identified}
-        names = []
+    fitted, decided = calibrated_cluster(samples, cluster)
     before = predict(samples, cluster) / measured - 1
     after = predict(samples, fitted) / measured - 1
-    report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in names},
-              "defaults": {n: _start_value(cluster, n, samples) for n in PARAMETERS},
-              "left_at_default": not_identified, "train": {"before": _stats(before), "after": _stats(after)},
-              "prior_weight": weight if np.isfinite(weight) else "inf (defaults kept)",
-              "prior_weight_cv_mape": {str(w): s for w, s in weight_scores.items()},
-              "cluster": fitted}
+    report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in decided["fitted"]},
+              "defaults": {n: _default_value(cluster, n, samples) for n in PARAMETERS},
+              "left_at_default": decided["left_at_default"], "selection_path": decided["selection_path"],
+              "train": {"before": _stats(before), "after": _stats(after)}, "cluster": fitted}
     if holdout:
         held_measured = np.array([s.run.step_time_s for s in holdout])
         held_before = predict(holdout, cluster) / held_measured - 1
         held_after = predict(holdout, fitted) / held_measured - 1
         report["heldout_kind"] = "given hold-out rows"
     else:
-        held_measured = measured
         held_before = before
-        # The prior weight was chosen on all rows; each outer fold refits with it.
-        held_after = cross_validate(samples, cluster, names, k, weight) / measured - 1 if names else before
-        report["heldout_kind"] = f"{len(_folds(samples, k))}-fold cross-validation by {'source' if len({s.group for s in samples}) >= 2 else 'row'}"
+        held_after = nested_cross_validate(samples, cluster, k) / measured - 1
+        by = "source" if len({s.group for s in samples}) >= 2 else "row"
+        report["heldout_kind"] = f"{len(_folds(samples, k))}-fold cross-validation by {by}, selection and fit redone per fold"
     report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
+    report["applied"] = True
+    if not holdout and decided["fitted"] and report["heldout"]["after"]["mape"] >= report["heldout"]["before"]["mape"]:
+        # Calibrating, done the same way on all but one fold, predicted that fold worse than the
+        # defaults: the fit would not generalise, so the spec keeps the defaults. (A given hold-out
+        # set is the final test and is not used to decide.)
+        reason = (f"kept: calibrating predicted held-out rows worse than the defaults "
+                  f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%)")
+        report.update(applied=False, cluster=cluster, fitted_parameters={},
+                      left_at_default={**{n: reason for n in decided["fitted"]}, **decided["left_at_default"]})
+        report["train"]["after"] = report["train"]["before"]
+        held_after = held_before
     log_residuals = np.log1p(held_after)
     report["prediction_interval_90"] = [float(np.expm1(np.quantile(log_residuals, 0.05))),
                                         float(np.expm1(np.quantile(log_residuals, 0.95)))]
@@ -323,11 +409,14 @@ def calibrated_spec_mapping(raw: dict, report: dict, sources: list[str], rows: i
     fitted: ClusterSpec = report["cluster"]
     efficiency = {k: v for k, v in fitted.efficiency.model_dump(by_alias=True).items() if v is not None}
     date = _dt.date.today().isoformat()
-    held = report["heldout"]["after"]["mape"]
+    applied = report.get("applied", True)
+    held = report["heldout"]["after" if applied else "before"]["mape"]
+    fitted_names = ", ".join(report["fitted_parameters"]) or "nothing"
+    if not applied:
+        fitted_names += " (a fit predicted held-out rows worse than the defaults)"
     mapping = dict(raw)
     mapping["name"] = f"{raw['name']}.calibrated"
     mapping["efficiency"] = efficiency
-    mapping["calibration"] = (f"calibrated {date} on {rows} rows of {', '.join(sources)}; fitted "
-                              f"{', '.join(report['fitted_parameters']) or 'nothing'}; held-out step-time MAPE "
-                              f"{100 * held:.1f}% ({report['heldout_kind']})")
+    mapping["calibration"] = (f"calibrated {date} on {rows} rows of {', '.join(sources)}; fitted {fitted_names}; "
+                              f"held-out step-time MAPE {100 * held:.1f}% ({report['heldout_kind']})")
     return mapping

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from planner.hardware import ClusterSpec
+from planner.hardware import ClusterSpec, Network, Node
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,21 @@ def _flow_bandwidth(graph: nx.DiGraph, flows: list[tuple[int, int]], gpn: int) -
     return float(bandwidth), float(latency)
 
 
+@dataclass(frozen=True)
+class _Fabric:
+    """The part of a cluster its graph is built from. Links do not depend on the efficiency
+    parameters, so the cache is keyed on this: calibration, which varies only efficiencies, hits it."""
+
+    node: Node
+    network: Network
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.node.accelerators_per_node
+
+
 @functools.lru_cache(maxsize=4096)
-def _group_links_cached(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:
+def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
     gpn = cluster.gpus_per_node
     per_node, nodes = group_shape(size, stride, gpn)
     intra_bw = intra_lat = inter_bw = inter_lat = 0.0
@@ -142,7 +155,7 @@ def _group_links_cached(cluster: ClusterSpec, size: int, stride: int) -> GroupLi
 
 def group_links(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:
     """Links of a group of `size` ranks `stride` apart (tp-innermost placement), cached."""
-    return _group_links_cached(cluster, int(size), int(stride))
+    return _group_links_cached(_Fabric(cluster.node, cluster.network), int(size), int(stride))
 
 
 def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndarray) -> dict[str, np.ndarray]:
@@ -156,9 +169,10 @@ def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndar
     keys = sizes * (1 << 32) + strides
     unique = np.unique(keys)
     names = tuple(GroupLinks.__dataclass_fields__)
+    fabric = _Fabric(cluster.node, cluster.network)
     table = np.array([
-        [getattr(group_links(cluster, int(key >> 32), int(key & 0xFFFFFFFF)), name) for name in names]
-        for key in unique
+        [getattr(links, name) for name in names]
+        for links in (_group_links_cached(fabric, int(key >> 32), int(key & 0xFFFFFFFF)) for key in unique)
     ], dtype=float).reshape(len(unique), len(names))
     index = np.searchsorted(unique, keys)
     return {name: table[index, i] for i, name in enumerate(names)}

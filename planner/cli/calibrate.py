@@ -11,8 +11,10 @@ def register(subparsers, name: str) -> None:
     parser = subparsers.add_parser(
         name, help="fit the cost model's efficiency parameters to measured runs of one cluster",
         description="Fit matmul efficiency vs size, bandwidth efficiencies, overlap and overheads to the measured "
-                    "step times of the rows on --cluster, by robust least squares. Prints error before/after on "
-                    "the fitted rows and on held-out rows, and writes cluster_specs/<name>.calibrated.yaml.")
+                    "step times of the rows on --cluster, by robust least squares. Only parameters the rows "
+                    "respond to, and that lower the cross-validated error, are fitted (forward selection); the "
+                    "others keep their defaults and the output says why. Prints error before/after on the fitted "
+                    "rows and on held-out rows, and writes cluster_specs/<name>.calibrated.yaml.")
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv")
     parser.add_argument("--cluster", required=True, help="cluster spec name (or YAML path) whose rows to fit")
     parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in (and to write into)")
@@ -90,8 +92,13 @@ def run(args) -> int:
             stat_rows.append([label, when, s["rows"], f"{100 * s['mape']:.1f}%", f"{100 * s['median_ape']:.1f}%",
                               f"{100 * s['worst_ape']:.1f}%", f"{100 * s['bias']:+.1f}%"])
     print(table(["rows", "model", "n", "MAPE", "median", "worst", "bias"], stat_rows, align="llrrrrr"))
-    scores = ", ".join(f"{w}: {100 * s:.1f}%" for w, s in report["prior_weight_cv_mape"].items())
-    print(f"prior weight toward the defaults: {report['prior_weight']} (inner cross-validated MAPE by weight: {scores})")
+    steps = " -> ".join(f"{'+'.join(step['parameters'][-1:]) or 'defaults'} {100 * step['cv_mape']:.1f}%"
+                        for step in report["selection_path"])
+    print(f"parameter selection (cross-validated MAPE on the fitted rows): {steps}")
+    if not report["applied"]:
+        print(f"not applied: calibrating predicted held-out rows worse than the defaults "
+              f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%); "
+              f"the spec keeps the defaults")
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
     if written:

@@ -28,6 +28,8 @@ from planner.model import training_flops_breakdown
 from planner.topology import group_links_arrays
 
 ZERO3_MODULES_PER_LAYER = 6  # norm, QKV, attention output, norm, MLP up, MLP down
+ZERO3_MODULES_LAST_STAGE = 2  # final norm and output layer
+ZERO3_MODULES_FIRST_STAGE = 1  # token embedding
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
 
 
@@ -80,10 +82,9 @@ def peak_flops_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
     return peaks[batch.dtype.astype(int)] * rank_share(batch, cluster)
 
 
-def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak):
+def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half):
     """Forward seconds of one transformer layer for one micro-batch on one tp rank, by part."""
     eff = cluster.efficiency
-    half = matmul_half_size_array(batch, cluster)
     t, h = batch.tp, batch.hidden
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     qkv_width = h * (1.0 + 2.0 * batch.kv_heads / batch.heads)
@@ -109,10 +110,10 @@ def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak):
     return gemm_s, attention_s, elementwise_s
 
 
-def _logits_forward(batch: CandidateBatch, cluster: ClusterSpec, peak):
+def _logits_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half):
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     m, n, k = tokens, batch.vocab / batch.tp, batch.hidden
-    return 2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, cluster.efficiency, matmul_half_size_array(batch, cluster)))
+    return 2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, cluster.efficiency, half))
 
 
 def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
@@ -135,9 +136,10 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     layers_per_stage = np.ceil(batch.layers / p)  # the slowest stage
     tokens = batch.micro_batch * batch.seq_len / c
 
-    gemm_s, attention_s, elementwise_s = _layer_forward(batch, cluster, peak)
+    half = matmul_half_size_array(batch, cluster)
+    gemm_s, attention_s, elementwise_s = _layer_forward(batch, cluster, peak, half)
     compute_fwd_layer = gemm_s + attention_s
-    logits_fwd = _logits_forward(batch, cluster, peak)
+    logits_fwd = _logits_forward(batch, cluster, peak, half)
     recompute_layer = np.select(
         [batch.recompute == 2, batch.recompute == 1],
         [compute_fwd_layer + elementwise_s, attention_s + np.where(batch.flash_attention, 0.0, elementwise_s * 0.3)],
@@ -182,9 +184,12 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     dp_links = _links(cluster, d, t * c)
     # Collective launches per pass: gradients go in reduce buckets (DeepSpeed reduce_bucket_size 5e8
     # elements); ZeRO-3 fetches parameters module by module (two norms, QKV, output projection and two
-    # MLP matrices per layer) and at most one prefetch bucket (5e7 elements) per call.
+    # MLP matrices per layer, plus the embedding, final norm and output layer) and at most one prefetch
+    # bucket (5e7 elements) per call.
     bucket_calls = np.ceil(params_local / ZERO12_BUCKET_ELEMENTS)
-    gather_calls = np.maximum(ZERO3_MODULES_PER_LAYER * layers_per_stage, np.ceil(params_local / ZERO3_BUCKET_ELEMENTS))
+    modules = (ZERO3_MODULES_PER_LAYER * layers_per_stage + ZERO3_MODULES_LAST_STAGE
+               + np.where(p == 1, ZERO3_MODULES_FIRST_STAGE, 0.0))  # the last stage, which is the first when p = 1
+    gather_calls = np.maximum(modules, np.ceil(params_local / ZERO3_BUCKET_ELEMENTS))
     all_reduce = collectives.all_reduce_time(grad_bytes, dp_links, up_eff, out_eff, bucket_calls)
     all_gather = collectives.all_gather_time(grad_bytes, dp_links, up_eff, out_eff, bucket_calls)
     zero3_gather = collectives.all_gather_time(grad_bytes, dp_links, up_eff, out_eff, gather_calls)

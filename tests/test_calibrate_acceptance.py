@@ -1,0 +1,73 @@
+"""Calibration on real measurements: the committed cpu-local profiles and the published A100 runs.
+
+These hold the figures the calibration issue asks for, on the data committed to the repo (the
+profiles) and in ../shared (the published runs), with explicit tolerances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.calibrate import calibrate, load_samples, predict
+from planner.hardware import load_cluster
+from planner.profile.runs_csv import read_runs
+
+HELD_OUT_TARGET = 0.15  # the issue's bar for held-out step-time MAPE on the committed profiles
+
+# The published runs split by source into two halves of about 20 rows, each with one of Narayanan's
+# tables, one of Korthikanti's two settings, and a third source.
+HALF_A = ("Korthikanti22 Table3/Table5", "Narayanan21 SC21 Table1", "llm-foundry benchmarking/README.md")
+
+
+@pytest.fixture(scope="module")
+def cpu_local_report(repo_root):
+    runs, problems = read_runs(repo_root / "profiles" / "cpu-local.csv")
+    assert not problems
+    cluster = load_cluster("cpu-local")
+    samples, skipped = load_samples(runs, cluster, "step_time_p10_s")
+    assert len(samples) >= 50 and not skipped
+    return calibrate(samples, cluster, k=5)
+
+
+def test_committed_profiles_calibrate_under_the_held_out_target(cpu_local_report):
+    held = cpu_local_report["heldout"]
+    assert held["after"]["mape"] < HELD_OUT_TARGET
+    assert held["after"]["mape"] < held["before"]["mape"] / 2
+    assert "selection and fit redone per fold" in cpu_local_report["heldout_kind"]
+    assert cpu_local_report["train"]["after"]["mape"] < cpu_local_report["train"]["before"]["mape"]
+
+
+def test_committed_calibrated_spec_predicts_the_profiles_it_was_made_from(repo_root, cpu_local_report):
+    runs, _ = read_runs(repo_root / "profiles" / "cpu-local.csv")
+    calibrated = load_cluster("cpu-local.calibrated")
+    samples, _ = load_samples(runs, calibrated, "step_time_p10_s")
+    measured = np.array([s.run.step_time_s for s in samples])
+    mape = float(np.mean(np.abs(predict(samples, calibrated) / measured - 1)))
+    # The committed spec is what `planner calibrate` writes from these rows today (within rounding).
+    assert mape == pytest.approx(cpu_local_report["train"]["after"]["mape"], abs=0.005)
+    for name, value in cpu_local_report["fitted_parameters"].items():
+        assert getattr(calibrated.efficiency, name) == pytest.approx(value, rel=0.02)
+
+
+@pytest.fixture(scope="module")
+def published_halves(shared_dir):
+    runs, _ = read_runs(shared_dir / "data" / "runs" / "published_runs_dev.csv")
+    cluster = load_cluster("dgx-a100-80gb")
+    samples, _ = load_samples(runs, cluster)
+    half_a = [s for s in samples if s.group in HALF_A]
+    half_b = [s for s in samples if s.group not in HALF_A]
+    assert {s.group for s in half_a} == set(HALF_A) and len({s.group for s in half_b}) == 3
+    return cluster, half_a, half_b
+
+
+def test_calibrating_on_one_half_of_the_published_runs_improves_the_other(published_halves):
+    cluster, half_a, half_b = published_halves
+    report = calibrate(half_b, cluster, holdout=half_a)
+    assert report["fitted_parameters"]
+    assert report["heldout"]["after"]["mape"] < report["heldout"]["before"]["mape"]
+
+
+def test_calibrating_on_the_other_half_never_makes_the_held_out_half_worse(published_halves):
+    cluster, half_a, half_b = published_halves
+    report = calibrate(half_a, cluster, holdout=half_b)
+    assert report["heldout"]["after"]["mape"] <= report["heldout"]["before"]["mape"] + 0.005
