@@ -111,3 +111,19 @@ def test_too_few_rows_is_a_one_line_error(tmp_path, capsys):
     assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--no-write"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "at least 3" in err[0]
+
+
+def test_holdout_source_names_one_source_exactly_or_a_prefix(tmp_path, capsys):
+    import json
+
+    base = load_cluster("dgx-a100-80gb")
+    made = rows(base)
+    runs = [dataclasses.replace(r, source="paper T3" if i % 2 else "paper T3; README") for i, r in enumerate(made)]
+    runs_file = tmp_path / "runs.csv"
+    write_runs(runs_file, runs)
+    exact = sum(r.source == "paper T3" for r in runs)
+    common = ["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--no-write", "--json"]
+    assert main(common + ["--holdout-source", "paper T3"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_held_out"] == exact
+    assert main(common + ["--holdout-source", "paper T3;"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_held_out"] == len(runs) - exact

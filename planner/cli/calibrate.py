@@ -19,7 +19,8 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--cluster", required=True, help="cluster spec name (or YAML path) whose rows to fit")
     parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in (and to write into)")
     parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
-                        help="hold out every row whose source starts with SOURCE (repeatable); default: k-fold by source")
+                        help="hold out the rows of source SOURCE, or of every source starting with SOURCE when none is named "
+                             "exactly that (repeatable); default: k-fold by source")
     parser.add_argument("--folds", type=whole_number(2, 1000), default=5, help="k for k-fold cross-validation (default 5)")
     parser.add_argument("--time-column", default="step_time_s", metavar="COLUMN",
                         help="measured column to fit (default step_time_s; step_time_p10_s for profiles taken on a "
@@ -55,7 +56,11 @@ def run(args) -> int:
     samples, skipped = load_samples(runs, cluster, args.time_column)
     holdout = None
     if args.holdout_source:
-        holdout = [s for s in samples if any((s.run.source or "").startswith(h) for h in args.holdout_source)]
+        sources = {s.run.source or "" for s in samples}
+        # A SOURCE that names a source exactly holds out that source only (one source's name can be
+        # the prefix of another's); otherwise it is a prefix.
+        held = lambda source, h: source == h if h in sources else source.startswith(h)  # noqa: E731
+        holdout = [s for s in samples if any(held(s.run.source or "", h) for h in args.holdout_source)]
         samples = [s for s in samples if s not in holdout]
         if not holdout:
             raise PlannerInputError(f"--holdout-source: no rows on {cluster.name} have a source starting with "
