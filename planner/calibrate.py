@@ -321,12 +321,10 @@ def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = I
     while True:
         current = fit(samples, cluster, chosen) if chosen else cluster
         columns = sensitivity_columns(samples, current, remaining + chosen) if remaining else {}
-        reasons, eligible = {}, []
-        for name in remaining:
-            sensitivity = float(np.sqrt(np.mean(columns[name] ** 2)))
-            if sensitivity < MIN_SENSITIVITY:
-                reasons[name] = f"no measurable effect on these rows (sensitivity {sensitivity:.2g})"
-            elif twin := next((c for c in chosen if _collinear(columns[name], columns[c])), None):
+        responsive, reasons = identifiable(samples, current, remaining, columns)
+        eligible = []
+        for name in responsive:
+            if twin := next((c for c in chosen if _collinear(columns[name], columns[c])), None):
                 reasons[name] = f"indistinguishable from {twin} on these rows"
             else:
                 eligible.append(name)
