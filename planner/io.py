@@ -206,6 +206,15 @@ def output_exists(path: str | os.PathLike) -> bool:
     return True
 
 
+def check_new_outputs(paths, force: bool) -> None:
+    """Refuse before any work when an output exists and --force is absent (the atomic write checks
+    again at the end; this saves a long search or fit whose result could not be written)."""
+    existing = [str(p) for p in paths if output_exists(p)]
+    if existing and not force:
+        raise PlannerInputError(f"{existing[0]}: already exists; pass --force to overwrite it"
+                                + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""))
+
+
 def _refuse_existing(target: Path, flag: str) -> None:
     raise PlannerInputError(f"{shown(target)}: already exists; pass {flag} to overwrite it")
 

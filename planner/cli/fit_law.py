@@ -11,7 +11,7 @@ from pathlib import Path
 
 from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
-from planner.io import output_exists
+from planner.io import check_new_outputs
 from planner.laws.data import read_loss_data
 from planner.laws.fit_report import DEFAULT_BUDGETS, drop_highest_loss, fit_and_report
 from planner.laws.fitter import LawFitter
@@ -63,8 +63,7 @@ def register(subparsers, name: str) -> None:
 
 
 def run(args) -> int:
-    if args.out and output_exists(args.out) and not args.force:
-        raise PlannerInputError(f"{args.out}: already exists; pass --force to overwrite it")
+    check_new_outputs([args.out] if args.out else [], args.force)
     if not 0.0 < args.level < 1.0:
         raise PlannerInputError(f"--level: expected a fraction in (0, 1), got {args.level}")
     if args.bootstrap < 0 or args.drop_highest_loss < 0 or args.max_iter < 1 or not args.huber_delta > 0:

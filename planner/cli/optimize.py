@@ -82,10 +82,11 @@ def result_json(result) -> dict:
 
 def run(args) -> int:
     from planner.cli import report as report_cli
+    from planner.io import check_new_outputs
     from planner.render import to_json
 
     report_paths = report_cli.report_outputs(args.report) if args.report else {}
-    report_cli.check_new([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed)], args.force)
+    check_new_outputs([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed)], args.force)
     inputs = load_inputs(args)
     result = solve(args, inputs)
     if args.json:

@@ -51,16 +51,6 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
     return [Path(folder) / name for name in DEEPSPEED_FILES] if folder else []
 
 
-def check_new(paths, force: bool) -> None:
-    """Refuse before any work when an output exists and --force is absent."""
-    from planner.io import output_exists
-
-    existing = [str(p) for p in paths if output_exists(p)]
-    if existing and not force:
-        raise PlannerInputError(f"{existing[0]}: already exists; pass --force to overwrite it"
-                                + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""))
-
-
 def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool) -> None:
     from planner import plots, report, review as review_module
     from planner.io import write_bytes_atomic, write_text_atomic
@@ -117,10 +107,11 @@ def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
 
 def run(args) -> int:
     from planner.cli.optimize import load_inputs, solve
+    from planner.io import check_new_outputs
     from planner.render import human_count
 
     paths = report_outputs(args.out)
-    check_new(paths.values(), args.force)
+    check_new_outputs(paths.values(), args.force)
     inputs = load_inputs(args)
     result = solve(args, inputs)
     write_report(args, inputs, result, paths, sensitivity=not args.no_sensitivity)

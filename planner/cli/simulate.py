@@ -149,9 +149,10 @@ def run(args) -> int:
         return 0
     model, layout, cluster, _ = resolve_configuration(args)
     if args.emit_deepspeed:
-        from planner.cli.report import check_new, deepspeed_outputs
+        from planner.cli.report import deepspeed_outputs
+        from planner.io import check_new_outputs
 
-        check_new(deepspeed_outputs(args.emit_deepspeed), args.force)
+        check_new_outputs(deepspeed_outputs(args.emit_deepspeed), args.force)
     result = simulate(model, layout, cluster)
     if args.json:
         print(to_json({**result, "model": model.model_dump(), "params": model.total_params,
