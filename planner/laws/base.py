@@ -28,6 +28,12 @@ def as_array(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
+def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central `level` interval of `values` along axis 0 (rows are samples)."""
+    tail = (1.0 - level) / 2.0
+    return np.quantile(values, tail, axis=0), np.quantile(values, 1.0 - tail, axis=0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Validity:
     """The runs a law was fitted on: model sizes, token counts and tokens per parameter.
@@ -128,8 +134,7 @@ class LossLaw:
             raise ValueError(f"level must be in (0, 1), got {level}")
         if self.samples is not None and len(self.samples):
             preds = np.stack([self.with_coefficients(row).predict(N, D) for row in self.samples])
-            tail = (1.0 - level) / 2.0
-            return np.quantile(preds, tail, axis=0), np.quantile(preds, 1.0 - tail, axis=0)
+            return percentile_interval(preds, level)
         center = self.predict(N, D)
         sigma = self.relative_sigma if self.relative_sigma is not None else 0.0
         z = float(ndtri(0.5 + level / 2.0))

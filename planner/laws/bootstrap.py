@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.laws.base import LossLaw
+from planner.laws.base import LossLaw, percentile_interval
 from planner.laws.fitter import LawFitter, refit_like
 
 # Bootstrap refits start from the full-data optimum and from other distinct optima the full fit
@@ -61,11 +61,6 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
         raise PlannerInputError(f"{failed} of {n_resamples} bootstrap refits failed (no convergence, or too few "
                                 f"distinct points in a resample); fix or tie parameters, or pass --bootstrap 0")
     return BootstrapResult(np.array(samples).reshape(-1, len(names)), tuple(names), failed)
-
-
-def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    tail = (1.0 - level) / 2.0
-    return np.quantile(values, tail, axis=0), np.quantile(values, 1.0 - tail, axis=0)
 
 
 def parameter_intervals(result: BootstrapResult, level: float) -> dict[str, dict[str, float]]:

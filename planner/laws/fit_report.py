@@ -10,10 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from planner.laws.bootstrap import (
-    bootstrap_over_runs, frontier_samples, parameter_intervals, percentile_interval,
-)
-from planner.laws.base import LossLaw
+from planner.laws.base import LossLaw, percentile_interval
+from planner.laws.bootstrap import bootstrap_over_runs, frontier_samples, parameter_intervals
 from planner.laws.chinchilla import OvertrainingLaw
 from planner.laws.data import LossData
 from planner.laws.fitter import DataError, LawFitter
