@@ -64,10 +64,6 @@ def register(subparsers, name: str) -> None:
 
 def run(args) -> int:
     check_new_outputs([args.out] if args.out else [], args.force)
-    if not 0.0 < args.level < 1.0:
-        raise PlannerInputError(f"--level: expected a fraction in (0, 1), got {args.level}")
-    if args.bootstrap < 0 or args.drop_highest_loss < 0 or args.max_iter < 1 or not args.huber_delta > 0:
-        raise PlannerInputError("--bootstrap and --drop-highest-loss must be >= 0, --max-iter >= 1, --huber-delta > 0")
     fitter = LawFitter(form=args.form, huber_delta=args.huber_delta, fixed=_pairs(args.fix, "--fix", float),
                        tied=list(_pairs(args.tie, "--tie", str).items()), bounds=_pairs(args.bound, "--bound", _range),
                        n_starts=_n_starts(args.n_starts), max_iter=args.max_iter)

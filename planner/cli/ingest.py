@@ -63,8 +63,6 @@ def run_ingest(args) -> int:
 
     if args.id and len(args.logs) > 1:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
-    if args.skip < 0:
-        raise PlannerInputError(f"--skip must be >= 0, got {args.skip}")
     if (args.append or args.force) and not args.out:
         raise PlannerInputError("--append/--force need --out FILE")
     if args.out and output_exists(args.out) and not (args.append or args.force):
