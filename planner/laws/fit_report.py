@@ -49,6 +49,7 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         samples=None if boot is None else boot.samples)
 
     budgets = np.asarray(budgets, dtype=float)
+    n_opt, d_opt = law.compute_optimal(budgets)
     report = {
         "data": {"path": data.path, "columns": data.columns, "points": int(data.loss.size), "runs": data.n_runs},
         "form": fitter.form,
@@ -64,8 +65,8 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
                                                 "level": level, "unit": "run", "seed": seed},
         "residuals": _residuals(data, fitter),
         "extrapolation": None,
-        "frontier": _frontier(law, budgets, level),
-        "warnings": law.extrapolation_warnings(*law.compute_optimal(budgets)),
+        "frontier": _frontier(law, budgets, n_opt, d_opt, level),
+        "warnings": law.extrapolation_warnings(n_opt, d_opt),
     }
     if isinstance(law, OvertrainingLaw):
         report["gadre_coefficients"] = law.gadre_coefficients()
@@ -93,8 +94,7 @@ def _residuals(data: LossData, fitter: LawFitter) -> dict:
     }
 
 
-def _frontier(law: LossLaw, budgets: np.ndarray, level: float) -> list[dict]:
-    n_opt, d_opt = law.compute_optimal(budgets)
+def _frontier(law: LossLaw, budgets: np.ndarray, n_opt: np.ndarray, d_opt: np.ndarray, level: float) -> list[dict]:
     point = {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_param": d_opt / n_opt, "loss": law.predict(n_opt, d_opt)}
     spread = None
     if law.samples is not None and len(law.samples):
