@@ -123,20 +123,20 @@ def _first_lines_of_ids(text: str) -> dict[str, int]:
 
 
 def check_runs_csv(path: Path, data: bytes, cluster_dir=None) -> list[Finding]:
-    from planner.profile.runs_csv import read_runs
+    from planner.profile.runs_csv import parse_runs
     from planner.validation import run_to_config
 
     text, findings = _decode(path, data)
     if text is None:
         return findings
-    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as read_runs reads it
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as parse_runs reads it
     if not text.strip():
         return [Finding(f"{path}:1", "empty file (expected a header line with id, cluster, ... and one row per run)")]
     findings = _header_findings(path, text)
     if any(f.message.startswith("malformed CSV header") for f in findings):
         return findings
     try:
-        runs, problems = read_runs(path)
+        runs, problems = parse_runs(text, path)  # the bytes already read: no second read of the file
     except PlannerInputError as error:
         return findings + [Finding(f"{path}:1", str(error).removeprefix(f"{path}: "))]
     first = _first_lines_of_ids(text)

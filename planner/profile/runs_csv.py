@@ -133,9 +133,14 @@ def read_runs(path: str | Path, what: str = RUNS_FILE) -> tuple[list[MeasuredRun
     must parse: a header the csv module refuses (a cell over its 128 KiB field limit) is a one-line
     error naming the file, not csv's traceback.
     """
+    return parse_runs(read_input_text(path, what), path)
+
+
+def parse_runs(text: str, path: str | Path) -> tuple[list[MeasuredRun], list[RowProblem]]:
+    """`read_runs` on text already read from `path` (doctor has the bytes in hand)."""
     source = Path(path)
     # Universal newlines, as open() in text mode would give: a bare CR ends a line too.
-    text = read_input_text(path, what).replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     reader = csv.DictReader(io.StringIO(text))
     try:
         header = reader.fieldnames or []
