@@ -198,8 +198,7 @@ def _bar_label(tag: str, plan: dict) -> str:
 
 def all_figures(review: dict) -> dict[str, bytes]:
     """Every figure of an ok review, by the names planner/report.py places them under."""
-    plans = review["plans"]
-    tags = ["plan"] + [f"R{i}" for i in range(1, len(plans))]
+    plans, tags = review["plans"], review["tags"]
     bar_names = [_bar_label(tag, plan) for tag, plan in zip(tags, plans)]
     return {
         "isoflop": isoflop(review["isoflop"], review["law"]["n_definition"]),

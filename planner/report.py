@@ -19,10 +19,6 @@ GIB = 2.0**30
 FIGURES = ("isoflop", "frontier", "memory", "step_time", "scaling")
 
 
-def _tags(review: dict) -> list[str]:
-    return ["plan"] + [f"R{i}" for i in range(1, len(review["plans"]))]
-
-
 def _layout(lay: dict) -> str:
     text = f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}" + (f" vpp{lay['vpp']}" if lay["vpp"] > 1 else "")
     text += f", ZeRO-{lay['zero']}" + (f" + {lay['offload']} offload" if lay["offload"] != "none" else "")
@@ -89,7 +85,7 @@ def plans_table(review: dict) -> tuple:
     rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
              f"{plan['tokens_per_param']:.0f}", str(plan["gpus"]), _layout(plan["layout"]), f"{100 * plan['mfu']:.1f}%",
              f"{plan['memory_bytes'] / GIB:.1f}", f"{plan['wall_clock_days']:.2f}", f"{plan['gpu_hours']:,.0f}",
-             _money(plan["cost_usd"]), _loss(plan)] for tag, plan in zip(_tags(review), review["plans"])]
+             _money(plan["cost_usd"]), _loss(plan)] for tag, plan in zip(review["tags"], review["plans"])]
     return ("table", headers, rows)
 
 

@@ -209,6 +209,8 @@ def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: Op
     plans = [result.plan, *result.alternatives]
     review.update({
         "plans": plans,
+        # Short names the table, the figures and their captions all use for the plans.
+        "tags": ["plan"] + [f"R{i}" for i in range(1, len(plans))],
         "isoflop": isoflop_curve(law, result.plan),
         "frontier": frontier_with_band(law, result.pareto, seq_len, vocab),
         "lowest_loss": lowest_loss_point(result.pareto),
