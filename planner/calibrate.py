@@ -233,10 +233,8 @@ def _collinear(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_weight: float = PRIOR_WEIGHT) -> ClusterSpec:
-    """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies.
-
-    `prior_weight` = inf keeps the defaults (no fit)."""
-    if not names or not np.isfinite(prior_weight):
+    """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies."""
+    if not names:
         return cluster
     start = np.array([_to_free(n, _start_value(cluster, n, samples)) for n in names])
     batch = sample_batch(samples)
@@ -282,24 +280,25 @@ def _stats(errors: np.ndarray) -> dict:
             "worst_ape": float(absolute.max()), "bias": float(errors.mean())}
 
 
-def cross_validate(samples, cluster, names, k: int = 5, prior_weight: float = PRIOR_WEIGHT) -> np.ndarray:
-    """Held-out predictions (each fold predicted by a fit on the other folds)."""
+def held_out_predictions(samples: list[Sample], k: int, calibrate_on) -> np.ndarray:
+    """Each fold's rows predicted by `calibrate_on(training rows)`, a cluster made without that fold."""
     predicted = np.empty(len(samples))
     for fold in _folds(samples, k):
-        train = [s for i, s in enumerate(samples) if i not in set(fold)]
-        fitted = fit(train, cluster, names, prior_weight) if train else cluster
-        predicted[fold] = predict([samples[i] for i in fold], fitted)
+        held = set(fold.tolist())
+        train = [s for i, s in enumerate(samples) if i not in held]
+        predicted[fold] = predict([samples[i] for i in fold], calibrate_on(train))
     return predicted
 
 
-def _cv_mape(samples, cluster, names, k: int, prior_weight: float = PRIOR_WEIGHT) -> float:
+def _cv_mape(samples, cluster, names, k: int) -> float:
     """Mean absolute held-out error when `names` are fitted (the defaults' error when none are)."""
     measured = np.array([s.run.step_time_s for s in samples])
-    held = cross_validate(samples, cluster, names, k, prior_weight) if names else predict(samples, cluster)
+    held = (held_out_predictions(samples, k, lambda train: fit(train, cluster, names)) if names
+            else predict(samples, cluster))
     return float(np.mean(np.abs(held / measured - 1)))
 
 
-def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = INNER_FOLDS) -> tuple[list[str], list[dict], dict]:
+def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = INNER_FOLDS) -> tuple[ClusterSpec, dict]:
     """Which parameters to fit: forward selection by cross-validation on the fitting rows.
 
     Starting from the defaults, each round adds the parameter whose fit most lowers the k-fold
@@ -311,8 +310,9 @@ def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = I
     that does not transfer; cross-validation by source sees that and keeps it at its default, so a
     calibration that would not generalise is not applied.
 
-    Returns the chosen names, the path (parameters and cross-validated MAPE after each round), and
-    why each other candidate was left at its default.
+    Returns the cluster fitted on all the rows with the chosen parameters, and what was decided: the
+    fitted names, the path (parameters and cross-validated MAPE after each round), and why each
+    other candidate was left at its default.
     """
     chosen: list[str] = []
     score = _cv_mape(samples, cluster, chosen, k)
@@ -339,27 +339,8 @@ def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = I
         remaining.remove(best)
         score = trials[best]
         path.append({"parameters": list(chosen), "cv_mape": score})
-    return chosen, path, reasons
-
-
-def calibrated_cluster(samples: list[Sample], cluster: ClusterSpec) -> tuple[ClusterSpec, dict]:
-    """The whole calibration of one set of rows: identify, select by cross-validation, fit.
-
-    Returns the fitted cluster and what was decided: the fitted names, the selection path, and why
-    each other parameter stayed at its default."""
-    chosen, path, left = select_parameters(samples, cluster)
-    return fit(samples, cluster, chosen), {"fitted": chosen, "selection_path": path, "left_at_default": left}
-
-
-def nested_cross_validate(samples: list[Sample], cluster: ClusterSpec, k: int) -> np.ndarray:
-    """Held-out predictions where each fold's calibration (selection included) never saw that fold."""
-    predicted = np.empty(len(samples))
-    for fold in _folds(samples, k):
-        held = set(fold.tolist())
-        train = [s for i, s in enumerate(samples) if i not in held]
-        fitted = calibrated_cluster(train, cluster)[0] if len(train) >= 3 else cluster
-        predicted[fold] = predict([samples[i] for i in fold], fitted)
-    return predicted
+    # `current` is the fit of the final choice: the last round fitted it to check identifiability.
+    return current, {"fitted": chosen, "selection_path": path, "left_at_default": reasons}
 
 
 def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: list[Sample] | None = None) -> dict:
@@ -367,7 +348,7 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     if len(samples) < 3:
         raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
     measured = np.array([s.run.step_time_s for s in samples])
-    fitted, decided = calibrated_cluster(samples, cluster)
+    fitted, decided = select_parameters(samples, cluster)
     before = predict(samples, cluster) / measured - 1
     after = predict(samples, fitted) / measured - 1
     report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in decided["fitted"]},
@@ -381,7 +362,10 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
         report["heldout_kind"] = "given hold-out rows"
     else:
         held_before = before
-        held_after = nested_cross_validate(samples, cluster, k) / measured - 1
+        # Nested: each fold's calibration, selection included, never saw that fold.
+        held_after = held_out_predictions(
+            samples, k, lambda train: select_parameters(train, cluster)[0] if len(train) >= 3 else cluster
+        ) / measured - 1
         by = "source" if len({s.group for s in samples}) >= 2 else "row"
         report["heldout_kind"] = f"{len(_folds(samples, k))}-fold cross-validation by {by}, selection and fit redone per fold"
     report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
