@@ -105,9 +105,9 @@ def frontier(points: list[dict], plans: list[dict], tags: list[str], deadline_da
     # of each other, and the legend names them instead of labels that would collide.
     for (plan, tag), marker in zip(list(zip(plans, tags))[1:], RUNNER_UP_MARKERS):
         ax.plot(plan["wall_clock_days"], plan["predicted_loss"], marker, mfc="none", mec="0.15", mew=1.5, ms=9,
-                zorder=5, label=f"{tag}: {human_count(plan['params'])}, {plan['gpus']} GPUs")
+                zorder=5, label=_plan_label(tag, plan))
     ax.plot(plans[0]["wall_clock_days"], plans[0]["predicted_loss"], "*", color=PLAN_COLOR, ms=15, zorder=6,
-            label=f"chosen plan: {human_count(plans[0]['params'])}, {plans[0]['gpus']} GPUs")
+            label=_plan_label("chosen plan", plans[0]))
     ax.axvline(deadline_days, color="0.5", ls="--", lw=1, label=f"deadline ({deadline_days:g} days)")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_plain_formatter())
@@ -192,14 +192,15 @@ def scaling(rows: list[dict], plan: dict, deadline_days: float) -> bytes:
     return _png(figure)
 
 
-def _bar_label(tag: str, plan: dict) -> str:
+def _plan_label(tag: str, plan: dict) -> str:
+    """'R1: 7.0B, 256 GPUs': how the figures name a plan (bars and frontier legend)."""
     return f"{tag}: {human_count(plan['params'])}, {plan['gpus']} GPUs"
 
 
 def all_figures(review: dict) -> dict[str, bytes]:
     """Every figure of an ok review, by the names planner/report.py places them under."""
     plans, tags = review["plans"], review["tags"]
-    bar_names = [_bar_label(tag, plan) for tag, plan in zip(tags, plans)]
+    bar_names = [_plan_label(tag, plan) for tag, plan in zip(tags, plans)]
     return {
         "isoflop": isoflop(review["isoflop"], review["law"]["n_definition"]),
         "frontier": frontier(review["frontier"], plans, tags, review["constraints"]["deadline_s"] / 86400.0),
