@@ -43,8 +43,6 @@ def run(args) -> int:
     from planner.render import table, to_json
     from planner.profile.runs_csv import read_runs_files
 
-    if args.folds < 2:
-        raise PlannerInputError(f"--folds: expected 2 or more, got {args.folds}")
     cluster = load_cluster(args.cluster, args.cluster_dir)
     target = None
     if not args.no_write:  # refuse an existing output before the fit, not after it
