@@ -109,9 +109,10 @@ def run_profile(args) -> int:
         raise PlannerInputError(f"--redo: {', '.join(unknown)} not in the grid (see --dry-run for the ids)")
     if args.redo and not args.resume:
         raise PlannerInputError("--redo only makes sense with --resume")
-    if args.hostfile:
+    if args.hostfile:  # every world size must fit before the first launch
+        slots = harness.hostfile_slots(args.hostfile)
         for config in grid.configs:
-            harness.nodes_and_ranks(config.world_size, harness.hostfile_slots(args.hostfile))
+            harness.nodes_and_ranks(config.world_size, slots)
 
     def report(line: str) -> None:
         sys.stderr.write(line + "\n")
