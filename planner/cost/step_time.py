@@ -77,13 +77,14 @@ def rank_share(batch: CandidateBatch, cluster: ClusterSpec):
 
 
 def peak_flops_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
-    """Peak FLOP/s available to one rank for each candidate's dtype."""
+    """Peak FLOP/s of one accelerator for each candidate's dtype (times rank_share: what one rank gets)."""
     peaks = np.array([getattr(cluster.accelerator.peak_flops, d) or np.nan for d in DTYPES])
-    return peaks[batch.dtype.astype(int)] * rank_share(batch, cluster)
+    return peaks[batch.dtype.astype(int)]
 
 
-def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half):
-    """Forward seconds of one transformer layer for one micro-batch on one tp rank, by part."""
+def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm):
+    """Forward seconds of one transformer layer for one micro-batch on one tp rank, by part
+    (`hbm`: the rank's achieved HBM bytes/s, which step_time also needs for the optimizer)."""
     eff = cluster.efficiency
     t, h = batch.tp, batch.hidden
     tokens = batch.micro_batch * batch.seq_len / batch.cp
@@ -105,7 +106,6 @@ def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half):
     # Memory-bound kernels (norms, GELU/SwiGLU, dropout, residual adds, unfused softmax). Counting their
     # reads and writes in Korthikanti's breakdown gives about one pass over the layer's activation
     # bytes in forward (GEMM inputs/outputs are hidden under the GEMMs); backward is charged 2x.
-    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch, cluster)
     elementwise_s = activation_bytes_per_layer(batch)["full"] / hbm
     return gemm_s, attention_s, elementwise_s
 
@@ -129,7 +129,10 @@ def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
     eff = cluster.efficiency
-    peak = peak_flops_array(batch, cluster)
+    # What one rank gets of its accelerator's compute and HBM bandwidth (computed once: both need it).
+    share = rank_share(batch, cluster)
+    peak = peak_flops_array(batch, cluster) * share
+    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * share
     w = DTYPE_BYTES[batch.dtype.astype(int)]
     t, p, d, c, v = batch.tp, batch.pp, batch.dp, batch.cp, batch.vpp
     m = batch.grad_accumulation
@@ -137,7 +140,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     tokens = batch.micro_batch * batch.seq_len / c
 
     half = matmul_half_size_array(batch, cluster)
-    gemm_s, attention_s, elementwise_s = _layer_forward(batch, cluster, peak, half)
+    gemm_s, attention_s, elementwise_s = _layer_forward(batch, cluster, peak, half, hbm)
     compute_fwd_layer = gemm_s + attention_s
     logits_fwd = _logits_forward(batch, cluster, peak, half)
     recompute_layer = np.select(
@@ -178,8 +181,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     micro_batch_s = mb_compute + stage_tp + p2p_mb + eff.microbatch_overhead_s + layer_overheads
 
     # Data-parallel / ZeRO communication over the dp group (members tp·cp apart).
-    _, last_params = stage_params(batch)
-    params_local = last_params
+    _, params_local = stage_params(batch)  # the last stage's parameters per GPU
     grad_bytes = params_local * w
     dp_links = _links(cluster, d, t * c)
     # Collective launches per pass: gradients go in reduce buckets (DeepSpeed reduce_bucket_size 5e8
@@ -210,7 +212,6 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
 
     # Optimizer: HBM-bound Adam over this GPU's optimizer shard, or CPU-Adam when offloaded.
     opt_params = np.where(zero >= 1, params_local / d, params_local)
-    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch, cluster)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
     offload_copies = 2.0 * w * opt_params / pcie + np.where(
