@@ -60,7 +60,7 @@ def law_params_of(law, model: ModelSpec) -> float:
 def isoflop_curve(law, plan: dict, points: int = 97) -> dict:
     """Loss vs law-N along C = 6·N·D through the plan (and at C/2, 2C for scale), with the law's band."""
     compute = 6.0 * plan["law_params"] * plan["tokens"]
-    n_opt = float(law.compute_optimal(np.array([compute]))[0][0])
+    n_opt, d_opt = (float(v[0]) for v in law.compute_optimal(np.array([compute])))
     low_n = min(n_opt / ISOFLOP_SPAN, plan["law_params"] / 2)
     high_n = max(n_opt * ISOFLOP_SPAN, plan["law_params"] * 2)
     N = np.logspace(np.log10(low_n), np.log10(high_n), points)
@@ -70,7 +70,7 @@ def isoflop_curve(law, plan: dict, points: int = 97) -> dict:
         low, high = law.predict_interval(N, D, BAND_LEVEL)
         curves[factor] = {"loss": law.predict(N, D), "low": low, "high": high}
     return {"compute_flops": compute, "params": N, "curves": curves, "level": BAND_LEVEL,
-            "optimum": {"params": n_opt, "loss": float(law.predict(np.array([n_opt]), np.array([compute / (6 * n_opt)]))[0])},
+            "optimum": {"params": n_opt, "loss": float(law.predict(n_opt, d_opt))},
             "chosen": {"params": plan["law_params"], "loss": plan["predicted_loss"]}}
 
 
