@@ -164,11 +164,15 @@ def test_parts_sum_to_step_time(a100):
     assert all(float(v[0]) >= 0.0 for v in result["parts"].values())
 
 
-def test_mfu_counts_megatron_model_flops(a100):
+def _gpt3_full_recompute(a100):
+    """GPT-3 on 8 x 8 x 24 A100s, global batch 1536, full recompute, fp16: (model, batch, GPUs, result, step time)."""
     m, B = GPT3, 1536
-    gpus = 8 * 8 * 24
     result = _time(m, a100, tp=8, pp=8, dp=24, micro_batch=1, global_batch=B, recompute="full", dtype="fp16")
-    step = result["step_time_s"][0]
+    return m, B, 8 * 8 * 24, result, result["step_time_s"][0]
+
+
+def test_mfu_counts_megatron_model_flops(a100):
+    m, B, gpus, result, step = _gpt3_full_recompute(a100)
     model_flops = 72 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (6 * m.hidden)
                                                                   + m.vocab / (12 * m.layers * m.hidden))
     assert result["mfu"][0] * step * gpus * 312e12 == pytest.approx(model_flops, rel=1e-9)
@@ -178,10 +182,7 @@ def test_mfu_counts_megatron_model_flops(a100):
 
 def test_hfu_with_full_recompute_is_narayanan_eq3(a100):
     """Narayanan et al. 2021 eq. 3 counts the recompute forward: 96·B·s·L·h²·(1 + s/(6h) + V/(16·L·h))."""
-    m, B = GPT3, 1536
-    gpus = 8 * 8 * 24
-    result = _time(m, a100, tp=8, pp=8, dp=24, micro_batch=1, global_batch=B, recompute="full", dtype="fp16")
-    step = result["step_time_s"][0]
+    m, B, gpus, result, step = _gpt3_full_recompute(a100)
     eq3 = 96 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (6 * m.hidden)
                                                          + m.vocab / (16 * m.layers * m.hidden))
     assert result["hfu"][0] * step * gpus * 312e12 == pytest.approx(eq3, rel=1e-9)
