@@ -47,6 +47,15 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     assert load_law_file(path).name == "kaplan"
 
 
+def _edited_law_file(tmp_path, edit):
+    """The Epoch law saved as YAML, with `edit` applied to the parsed document before it is written back."""
+    path = save_law(EPOCH_2024, tmp_path / "law.yaml")
+    document = yaml.safe_load(path.read_text())
+    edit(document)
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.update(colour="blue"), "'colour'"),
     (lambda d: d.pop("form"), "'form'"),
@@ -56,10 +65,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     (lambda d: d.update(samples=[[1.0, 2.0]]), "samples"),
 ])
 def test_schema_errors_name_the_key_and_file(tmp_path, edit, message):
-    path = save_law(EPOCH_2024, tmp_path / "law.yaml")
-    document = yaml.safe_load(path.read_text())
-    edit(document)
-    path.write_text(yaml.safe_dump(document))
+    path = _edited_law_file(tmp_path, edit)
     with pytest.raises(PlannerInputError, match=message) as caught:
         load_law_file(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
@@ -86,11 +92,7 @@ def test_not_yaml_is_an_input_error(tmp_path):
     (lambda d: d.update(samples=[[1.8, 0.0, 2085.0, 0.35, 0.37]]), r"key 'samples\[0\]'"),
 ])
 def test_law_files_that_would_break_the_planner_are_refused(tmp_path, edit, message):
-    path = tmp_path / "law.yaml"
-    save_law(EPOCH_2024, path)
-    document = yaml.safe_load(path.read_text())
-    edit(document)
-    path.write_text(yaml.safe_dump(document))
+    path = _edited_law_file(tmp_path, edit)
     with pytest.raises(PlannerInputError, match=message) as caught:
         load_law_file(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
