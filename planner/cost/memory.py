@@ -164,16 +164,17 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.
         "reserve": np.full(len(batch), eff.memory_reserve_fraction * hbm + eff.memory_reserve_bytes),
     }
     total = sum(parts.values())
-    gpn = cluster.gpus_per_node
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     host_per_gpu = np.maximum(first["host_per_gpu"], last["host_per_gpu"])
     nvme_per_gpu = np.maximum(first["nvme_per_gpu"], last["nvme_per_gpu"])
+    host_per_node = host_per_gpu * gpus_on_node * HOST_BUFFER_FACTOR
     return {
         "parts": parts,
         "total_bytes": total,
         "hbm_bytes": np.full(len(batch), hbm),
         "fits": total <= hbm,
-        "host_bytes_per_node": host_per_gpu * np.minimum(gpn, batch.gpus) * HOST_BUFFER_FACTOR,
-        "nvme_bytes_per_node": nvme_per_gpu * np.minimum(gpn, batch.gpus),
-        "host_fits": host_per_gpu * np.minimum(gpn, batch.gpus) * HOST_BUFFER_FACTOR <= cluster.node.host_memory_bytes,
+        "host_bytes_per_node": host_per_node,
+        "nvme_bytes_per_node": nvme_per_gpu * gpus_on_node,
+        "host_fits": host_per_node <= cluster.node.host_memory_bytes,
         "params_per_gpu": params,
     }
