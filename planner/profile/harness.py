@@ -35,7 +35,7 @@ from pathlib import Path
 from planner.errors import PlannerInputError
 from planner.io import write_text_atomic
 from planner.profile.grid import ProfileConfig
-from planner.profile.runs_csv import MeasuredRun, read_runs, write_runs
+from planner.profile.runs_csv import MeasuredRun, cell_text, read_runs, write_runs
 
 WORKER = Path(__file__).with_name("worker.py")
 INSTALL_HINT = "pip install torch==2.13.0 && DS_BUILD_OPS=0 pip install -e '.[profile]'"
@@ -317,16 +317,8 @@ def outcome_row(outcome: Outcome, settings: RunSettings, cluster: str, profile: 
     row["step_time_s"] = summary.pop("step_time_s")
     row["mem_gib"] = summary.pop("mem_gib")
     row["notes"] = summary.pop("notes") + (f"; {outcome.warning}" if outcome.warning else "")
-    extra.update({key: _text(value) for key, value in summary.items()})
+    extra.update({key: cell_text(value) for key, value in summary.items()})
     return MeasuredRun(**row, extra=extra)
-
-
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def outcome_details(outcome: Outcome, settings: RunSettings) -> dict:

@@ -178,7 +178,8 @@ def read_runs_files(paths) -> tuple[list[MeasuredRun], list[RowProblem]]:
     return runs, problems
 
 
-def _cell(value: object) -> str:
+def cell_text(value: object) -> str:
+    """A CSV cell: empty for None, 6 significant digits for floats (also used for extra columns)."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -197,7 +198,7 @@ def runs_to_csv_text(runs: list[MeasuredRun]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(list(COLUMNS) + extra_columns)
     for run in runs:
-        writer.writerow([_cell(getattr(run, name)) for name in COLUMNS] + [run.extra.get(k, "") for k in extra_columns])
+        writer.writerow([cell_text(getattr(run, name)) for name in COLUMNS] + [run.extra.get(k, "") for k in extra_columns])
     return buffer.getvalue()
 
 
