@@ -26,9 +26,8 @@ def _layout(lay: dict) -> str:
     return text + (f", recompute {lay['recompute']}" if lay["recompute"] != "none" else "")
 
 
-def _loss(plan: dict) -> str:
-    low, high = plan["loss_interval"]
-    return f"{plan['predicted_loss']:.3f} [{low:.3f}-{high:.3f}]"
+def _loss_with_band(loss: float, low: float, high: float) -> str:
+    return f"{loss:.3f} [{low:.3f}-{high:.3f}]"
 
 
 def _money(value) -> str:
@@ -85,7 +84,8 @@ def plans_table(review: dict) -> tuple:
     rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
              f"{plan['tokens_per_param']:.0f}", str(plan["gpus"]), _layout(plan["layout"]), f"{100 * plan['mfu']:.1f}%",
              f"{plan['memory_bytes'] / GIB:.1f}", f"{plan['wall_clock_days']:.2f}", f"{plan['gpu_hours']:,.0f}",
-             _money(plan["cost_usd"]), _loss(plan)] for tag, plan in zip(review["tags"], review["plans"])]
+             _money(plan["cost_usd"]), _loss_with_band(plan["predicted_loss"], *plan["loss_interval"])]
+            for tag, plan in zip(review["tags"], review["plans"])]
     return ("table", headers, rows)
 
 
@@ -103,7 +103,7 @@ def isoflop_blocks(review: dict) -> list:
 
 def frontier_blocks(review: dict) -> list:
     rows = [[f"{p['wall_clock_days']:.2f}", str(p["gpus"]), human_count(p["params"]), human_count(p["tokens"]),
-             f"{p['gpu_hours']:,.0f}", f"{p['predicted_loss']:.3f} [{p['loss_low']:.3f}-{p['loss_high']:.3f}]"]
+             f"{p['gpu_hours']:,.0f}", _loss_with_band(p["predicted_loss"], p["loss_low"], p["loss_high"])]
             for p in review["frontier"]]
     return [("figure", "frontier", "Loss vs wall-clock frontier."),
             ("p", "Each point is the best-loss plan finishing within that wall-clock under the budget. Going "
