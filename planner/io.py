@@ -223,9 +223,10 @@ def _write_atomic(path: str | os.PathLike, data: bytes, force: bool, flag: str) 
     target = Path(path)
     if not str(path).strip():
         raise PlannerInputError("expected an output file name, got an empty name")
-    if output_exists(target) and target.is_dir():
+    exists = output_exists(target)
+    if exists and target.is_dir():
         raise PlannerInputError(f"{shown(target)}: is a folder; expected a file name to write")
-    if output_exists(target) and not force:
+    if exists and not force:
         _refuse_existing(target, flag)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
