@@ -166,10 +166,13 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # virtual stage; with sequence parallelism the tensor is sharded over tp.
     pp_links = _links(cluster, p, t * c * d)
     spans_nodes = pp_links["nodes"] > 1
-    p2p_bw = np.where(spans_nodes, pp_links["inter_bytes_per_s"] * out_eff, pp_links["intra_bytes_per_s"] * up_eff)
+    p2p_bw = np.where(spans_nodes, pp_links["inter_bytes_per_s"], pp_links["intra_bytes_per_s"])
+    p2p_eff = np.where(spans_nodes, out_eff, up_eff)
     p2p_lat = np.where(spans_nodes, pp_links["inter_latency_s"], pp_links["intra_latency_s"])
     p2p_msg = activation_msg / np.where(batch.seq_parallel, t, 1.0)
-    p2p_mb = np.where(p > 1, 2.0 * v * (p2p_msg / np.where(p2p_bw > 0, p2p_bw, 1.0) + p2p_lat), 0.0)
+    # A group of one (pp = 1) has no link (bandwidth 0): divide by 1 there, the result is masked anyway.
+    p2p_send = collectives.p2p_time(p2p_msg, np.where(p2p_bw > 0, p2p_bw, 1.0), p2p_lat, p2p_eff)
+    p2p_mb = np.where(p > 1, 2.0 * v * p2p_send, 0.0)
 
     stage_forward = layers_per_stage * compute_fwd_layer + logits_fwd
     stage_backward = 2.0 * stage_forward
