@@ -16,7 +16,7 @@ from planner.budget import Constraints
 from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
-from planner.layout import make_layout
+from planner.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
 from planner.search.score import DROP_REASONS, Problem, score_chunk
 from planner.search.space import Space, enumerate_space, family_models, gpu_counts
 
@@ -184,15 +184,16 @@ def pareto_front(feasible: dict, limit: int = 24) -> np.ndarray:
 
 def describe(problem: Problem, space: Space, feasible: dict, position: int, label: str | None = None) -> dict:
     """Full plan record for one feasible candidate, re-simulated on the scalar path."""
-    cluster, c = problem.cluster, problem.constraints
+    cluster = problem.cluster
     i = int(feasible["index"][position])
     a = {k: v[i] for k, v in space.arrays.items()}
     mi = int(a["model_index"])
     model = space.models[mi]
+    # The space holds layout codes; each code is its name's position in OFFLOAD_CODES / RECOMPUTE_CODES.
     layout = make_layout(
         "plan", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]), zero=int(a["zero"]),
-        offload=("none", "optimizer")[int(a["offload"])], micro_batch=int(a["micro_batch"]),
-        global_batch=int(feasible["global_batch"][position]), recompute=("none", "selective", "full")[int(a["recompute"])],
+        offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
+        global_batch=int(feasible["global_batch"][position]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
         seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype)
     sim = simulate(model, layout, cluster)
     tokens = float(feasible["tokens"][position])
