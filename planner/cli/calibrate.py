@@ -39,7 +39,7 @@ def run(args) -> int:
     from planner.calibrate import calibrate, calibrated_spec_mapping, load_samples
     from planner.errors import PlannerInputError
     from planner.hardware import default_cluster_dir, load_cluster, parse_cluster_spec
-    from planner.io import load_yaml_file, output_exists, write_text_atomic
+    from planner.io import check_new_outputs, load_yaml_file, write_text_atomic
     from planner.render import table, to_json
     from planner.profile.runs_csv import read_runs_files
 
@@ -48,8 +48,7 @@ def run(args) -> int:
     if not args.no_write:  # refuse an existing output before the fit, not after it
         folder = Path(args.cluster_dir) if args.cluster_dir else default_cluster_dir()
         target = Path(args.out) if args.out else folder / f"{cluster.name}.calibrated.yaml"
-        if output_exists(target) and not args.force:
-            raise PlannerInputError(f"{target}: already exists; pass --force to overwrite it")
+        check_new_outputs([target], args.force)
     runs, problems = read_runs_files(args.runs)
     samples, skipped = load_samples(runs, cluster, args.time_column)
     holdout = None
