@@ -33,7 +33,7 @@ from scipy.optimize import least_squares
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
-from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch
+from planner.layout import Layout, layouts_batch
 from planner.model import ModelSpec
 from planner.profile.runs_csv import MeasuredRun
 from planner.validation import run_to_config
@@ -156,17 +156,7 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
 
 def sample_batch(samples: list[Sample]):
     """All rows as one candidate batch, so each evaluation of the fit is one vectorised call."""
-    layouts = [s.layout for s in samples]
-    column = lambda f: np.array([f(l) for l in layouts])  # noqa: E731
-    return build_batch(
-        [s.model for s in samples], np.arange(len(samples)),
-        tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
-        vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
-        offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
-        global_batch=column(lambda l: l.global_batch), recompute=column(lambda l: RECOMPUTE_CODES[l.recompute]),
-        seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention),
-        dtype=column(lambda l: DTYPE_CODES[l.dtype]),
-    )
+    return layouts_batch([s.model for s in samples], [s.layout for s in samples])
 
 
 def predict(samples: list[Sample], cluster: ClusterSpec, batch=None) -> np.ndarray:

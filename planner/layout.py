@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, unsupported_features
 from planner.model import MLP_CODES, ModelSpec, param_breakdown
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
@@ -46,10 +47,23 @@ class Layout(BaseModel):
     seq_parallel: bool = False
     dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
     flash_attention: bool = True
+    # The training stack that runs the layout (planner.frameworks): what it shards, in which dtype,
+    # which overlaps it has. "other" is a neutral default.
+    framework: Literal[FRAMEWORK_NAMES] = "other"
+    # Overlap tensor-parallel communication with the GEMMs (Transformer Engine userbuffers, torchtitan
+    # async TP); None = the framework's default.
+    tp_comm_overlap: bool | None = None
 
     @property
     def gpus(self) -> int:
         return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def tp_comm_overlap_on(self) -> bool:
+        """Whether TP communication overlaps GEMMs: the explicit setting or the framework's default."""
+        if self.tp_comm_overlap is None:
+            return FRAMEWORKS[self.framework].tp_comm_overlap_default
+        return self.tp_comm_overlap
 
     @property
     def grad_accumulation(self) -> int:
@@ -75,11 +89,9 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"tp({t}) * pp({p}) * dp({d}) * cp({c}) = {t * p * d * c} != gpus({gpus})")
     if model.heads % t:
         problems.append(f"heads({model.heads}) is not divisible by tp({t})")
-    # DeepSpeed's pipeline engine may count the embedding and output layers as one stage slot each
-    # (BLOOM-176B: 70 layers + 2 = 72 over pp=12), so that partition is accepted too when vpp = 1.
-    embedding_partition = v == 1 and (model.layers + 2) % p == 0
-    if model.layers % (p * v) and not embedding_partition:
-        problems.append(f"layers({model.layers}) is not divisible by pp({p}) * vpp({v}) = {p * v}")
+    # Stages need not be even (see stage_layers), but every virtual stage needs a layer.
+    if model.layers < p * v:
+        problems.append(f"layers({model.layers}) < pp({p}) * vpp({v}) = {p * v}: a pipeline stage would have no layer")
     if v > 1 and p == 1:
         problems.append(f"vpp({v}) > 1 needs pipeline parallelism (pp > 1)")
     if model.seq_len % c:
@@ -93,8 +105,34 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"offload={layout.offload} needs ZeRO (zero >= 1; params offload needs zero=3)")
     if layout.offload == "optimizer+params" and layout.zero != 3:
         problems.append(f"offload=optimizer+params (ZeRO-Infinity) needs zero=3, got zero={layout.zero}")
+    problems += unsupported_features(layout.framework, layout)
     if problems:
         raise PlannerInputError(f"{where}: " + "; ".join(problems))
+
+
+def stage_layers(layers, pp, vpp):
+    """Transformer layers on the first, a middle (the fullest) and the last pipeline stage.
+
+    Even when pp x vpp divides the layers. Otherwise as Megatron-Core splits them: when it divides
+    layers + 2, the embedding and the loss each take one layer's slot
+    (`--account-for-embedding-in-pipeline-split`, `--account-for-loss-in-pipeline-split`; DeepSpeed's
+    pipeline engine partitions BLOOM-176B's 70 layers + 2 over pp 12 the same way), so the first and the
+    last stage hold one layer fewer; else the remainder goes to the middle stages and the first and
+    last stage are the lighter ones (`--decoder-first/last-pipeline-num-layers`). One stage holds all.
+    """
+    layers, p, v = (np.asarray(x, dtype=float) for x in (layers, pp, vpp))
+    even = np.mod(layers, p * v) == 0
+    with_slots = ~even & (np.mod(layers + 2.0, p * v) == 0) & (p > 1)
+    middle = np.where(with_slots, (layers + 2.0) / p, np.ceil(layers / p))
+    ends_with_slots = middle - 1.0
+    # Remainder to the middle stages: first and last share what the p - 2 full middle stages leave.
+    rest = layers - middle * np.maximum(p - 2.0, 0.0)
+    ends = np.where(p > 2, np.maximum(np.floor(rest / 2.0), 1.0), np.floor(layers / p))
+    first = np.select([p == 1, even, with_slots], [layers, layers / p, ends_with_slots], np.maximum(rest - ends, ends))
+    last = np.select([p == 1, even, with_slots], [layers, layers / p, ends_with_slots], ends)
+    first = np.where((p == 2) & ~even & ~with_slots, np.ceil(layers / 2.0), first)
+    middle = np.where(p > 2, middle, np.maximum(first, last))
+    return first, middle, last
 
 
 @dataclass(frozen=True)
@@ -130,6 +168,8 @@ class CandidateBatch:
     seq_parallel: np.ndarray  # bool
     flash_attention: np.ndarray  # bool
     dtype: np.ndarray  # DTYPE_CODES
+    framework: np.ndarray  # FRAMEWORK_CODES
+    tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -174,7 +214,8 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
     index = np.asarray(model_index, dtype=np.int64)
     columns = {name: values[index] for name, values in per_model.items()}
     defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
-                    global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0)
+                    global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
+                    framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
@@ -192,8 +233,25 @@ def single_batch(model: ModelSpec, layout: Layout) -> CandidateBatch:
         micro_batch=layout.micro_batch, global_batch=layout.global_batch,
         recompute=RECOMPUTE_CODES[layout.recompute], seq_parallel=layout.seq_parallel and layout.tp > 1,
         flash_attention=layout.flash_attention, dtype=DTYPE_CODES[layout.dtype],
+        framework=FRAMEWORK_CODES[layout.framework], tp_comm_overlap=layout.tp_comm_overlap_on and layout.tp > 1,
     )
 
 
-__all__ = ["Layout", "make_layout", "check_layout", "CandidateBatch", "build_batch", "single_batch",
+def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBatch:
+    """Candidate i is models[i] with layouts[i] (validation and calibration rows, one batch)."""
+    column = lambda f: np.array([f(layout) for layout in layouts])  # noqa: E731
+    return build_batch(
+        models, np.arange(len(layouts)),
+        tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
+        vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
+        offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
+        global_batch=column(lambda l: l.global_batch), recompute=column(lambda l: RECOMPUTE_CODES[l.recompute]),
+        seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention),
+        dtype=column(lambda l: DTYPE_CODES[l.dtype]), framework=column(lambda l: FRAMEWORK_CODES[l.framework]),
+        tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
+    )
+
+
+__all__ = ["Layout", "make_layout", "check_layout", "stage_layers", "CandidateBatch", "build_batch", "single_batch",
+           "layouts_batch", "FRAMEWORK_CODES",
            "RECOMPUTE_CODES", "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES", "MLP_CODES"]

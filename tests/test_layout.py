@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from planner.errors import PlannerInputError
-from planner.layout import (OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch, check_layout, make_layout,
+from planner.layout import (stage_layers, OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch, check_layout, make_layout,
                             model_arrays, single_batch)
 from planner.model import PRESETS, make_model
 
@@ -31,13 +31,30 @@ def test_heads_not_divisible_by_tp():
     assert "heads(12) is not divisible by tp(8)" in _check_error(PRESETS["gpt2-small"], tp=8)
 
 
-def test_layers_not_divisible_by_pp_times_vpp():
-    message = _check_error(GPT3, pp=8, vpp=5, global_batch=8)
-    assert "layers(96) is not divisible by pp(8) * vpp(5) = 40" in message
+def test_fewer_layers_than_virtual_stages():
+    message = _check_error(GPT3, pp=16, vpp=8, global_batch=16)
+    assert "layers(96) < pp(16) * vpp(8) = 128" in message
 
 
-def test_layers_not_divisible_by_pp():
-    assert "layers(96) is not divisible by pp(5)" in _check_error(GPT3, pp=5)
+def test_uneven_stages_are_accepted():
+    """Llama 3.1 405B's 126 layers on pp 8 x vpp 8 (NeMo's recipe) and GPT-3's 96 on pp 5."""
+    check_layout(PRESETS["llama3-405b"], Layout(tp=8, pp=8, cp=2, vpp=8, dp=4, global_batch=32), gpus=512)
+    check_layout(GPT3, Layout(pp=5))
+
+
+@pytest.mark.parametrize("layers, pp, vpp, expected", [
+    (96, 8, 1, (12, 12, 12)),     # even
+    (126, 8, 8, (15, 16, 15)),    # (126 + 2) / 64 = 2 slots per virtual stage; embedding and loss take one each
+    (126, 9, 7, (14, 14, 14)),    # NeMo's 576-GPU layout divides evenly
+    (70, 12, 1, (5, 6, 5)),       # BLOOM-176B: 72 slots over 12 stages
+    (31, 4, 1, (8, 8, 7)),        # remainder: middle stages full, the ends lighter
+    (33, 2, 1, (17, 17, 16)),
+    (40, 1, 1, (40, 40, 40)),
+])
+def test_stage_layers(layers, pp, vpp, expected):
+    first, middle, last = stage_layers(layers, pp, vpp)
+    assert (first, middle, last) == expected
+    assert first + last + middle * max(pp - 2, 0) == (layers if pp > 1 else 2 * layers)
 
 
 def test_embedding_stage_partition_is_accepted():

@@ -176,9 +176,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     memory = result["memory"]
     time_rows = [[name, human_seconds(value), f"{100 * value / step:5.1f}%"]
                  for name, value in result["time"].items() if value > 0]
-    memory_parts = ("weights", "gradients", "optimizer", "zero3_gathered", "activations", "recompute_working",
-                    "logits", "comm_buckets", "reserve")
-    memory_rows = [[name, human_bytes(memory[name])] for name in memory_parts if memory[name] > 0]
+    memory_rows = [[name, human_bytes(value)] for name, value in result["memory_parts"].items() if value > 0]
     memory_rows.append(["total", human_bytes(memory["total_bytes"])])
     if result["fits"]:
         verdict = f"fits: yes ({human_bytes(memory['hbm_bytes'] - memory['total_bytes'])} headroom of {human_bytes(memory['hbm_bytes'])} HBM)"

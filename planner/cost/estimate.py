@@ -62,6 +62,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
         "hfu": time["hfu"],
         "model_flops_per_step": time["model_flops_per_step"],
         "fits": memory["fits"],
+        "memory_parts": memory["parts"],
         "memory": {
             **memory["parts"],
             "total_bytes": memory["total_bytes"],

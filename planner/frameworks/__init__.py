@@ -1,0 +1,54 @@
+"""What differs between training stacks, as data: one small module per stack, one table here.
+
+The cost model never branches on a framework's name. It asks this table for per-candidate arrays
+(`framework_arrays(codes)`): which dtype gradients are held and reduced in, which group shards the
+optimizer, how many collective calls a ZeRO-3/FSDP pass makes, which overlaps exist and are on by
+default, which schedules the stack can run. Each stack's module cites the source file or doc each
+value comes from. `other` (also an empty cell in a runs CSV) is a neutral default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+
+from planner.frameworks.base import Framework
+from planner.frameworks.deepspeed import DEEPSPEED
+from planner.frameworks.fsdp import FSDP
+from planner.frameworks.jax import JAX
+from planner.frameworks.megatron import MEGATRON
+from planner.frameworks.other import OTHER
+
+FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSDP, JAX, OTHER)}
+FRAMEWORK_NAMES = tuple(FRAMEWORKS)
+FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
+_NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))
+_TABLE = np.array([[float(getattr(FRAMEWORKS[n], field)) for field in _NUMERIC] for n in FRAMEWORK_NAMES])
+
+
+def framework_arrays(codes) -> dict[str, np.ndarray]:
+    """Per-candidate values of every numeric framework property, looked up by framework code."""
+    index = np.asarray(codes, dtype=np.int64)
+    return {name: _TABLE[index, column] for column, name in enumerate(_NUMERIC)}
+
+
+def unsupported_features(framework: str, layout) -> list[str]:
+    """The features of `layout` this stack cannot run, each with the reason (empty when it can)."""
+    stack = FRAMEWORKS[framework]
+    problems = []
+    if layout.vpp > 1 and not stack.supports_interleaving:
+        problems.append(f"vpp({layout.vpp}) > 1: {framework} has no interleaved pipeline schedule")
+    if layout.cp > 1 and not stack.supports_context_parallel:
+        problems.append(f"cp({layout.cp}) > 1: {framework} has no context parallelism")
+    if layout.zero not in stack.zero_stages:
+        problems.append(f"zero={layout.zero}: {framework} supports stages {sorted(stack.zero_stages)}")
+    if layout.offload != "none" and not stack.supports_offload:
+        problems.append(f"offload={layout.offload}: {framework} has no optimizer/parameter offload")
+    if layout.tp_comm_overlap and not stack.tp_comm_overlap_available:
+        problems.append(f"tp_comm_overlap: {framework} cannot overlap tensor-parallel communication with GEMMs")
+    return problems
+
+
+__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "framework_arrays",
+           "unsupported_features"]

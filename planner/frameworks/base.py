@@ -1,0 +1,55 @@
+"""The properties by which training stacks differ, as one frozen record per stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Framework:
+    """One training stack. Numbers and switches only, so the cost model can look them up as arrays.
+
+    Byte counts are per parameter element for 16-bit training (bf16 or fp16 weights); fp32 training
+    holds and reduces everything in 4 bytes whatever the stack.
+    """
+
+    name: str
+    # Gradients: bytes per element the stack keeps them in, and communicates them in, by weight dtype.
+    grad_bytes_bf16: float
+    grad_bytes_fp16: float
+    reduce_bytes_bf16: float
+    reduce_bytes_fp16: float
+    # Bytes per parameter of the sharded/partitioned optimizer side (master weights, Adam moments and
+    # any fp32 gradient partition), and bytes of the 16-bit weights the stack keeps besides it.
+    optimizer_bytes: float
+    # ZeRO-3 / FSDP: sharded parameters are kept in fp32 (FSDP) instead of 16-bit (DeepSpeed).
+    sharded_param_bytes: float
+    # True when the optimizer/parameter sharding group is dp x cp rather than dp alone.
+    shards_over_context_parallel: bool
+    # ZeRO-3 / FSDP all-gather calls per transformer layer per pass, and for the rest of the model
+    # (embedding, final norm, output layer).
+    gathers_per_layer: float
+    gathers_outside_layers: float
+    # Units whose gathered (unsharded) 16-bit weights are alive at once: the one computing plus the
+    # prefetched ones (FSDP2: 2; DeepSpeed: bounded by its prefetch bucket, counted in memory.py).
+    units_in_flight: float
+    # Gather of unit i+1 issued while unit i computes (FSDP prefetch, DeepSpeed prefetch bucket).
+    prefetches_next_unit: bool
+    # Gradient reduction overlapped with backward compute, bucket by bucket.
+    grad_reduce_overlap: bool
+    # ZeRO-2: gradients are reduce-scattered after every micro-batch's backward (not once per step).
+    zero2_reduces_every_microbatch: bool
+    # Parameter all-gather after the optimizer step (distributed optimizer, ZeRO-1/2) overlapped with
+    # the next forward.
+    param_gather_overlap: bool
+    # Tensor-parallel communication overlapped with GEMMs (TE userbuffers, async TP): available, default.
+    tp_comm_overlap_available: bool
+    tp_comm_overlap_default: bool
+    # Pipeline sends/receives overlapped with compute.
+    p2p_overlap: bool
+    supports_interleaving: bool
+    supports_context_parallel: bool
+    supports_offload: bool
+    # Kernels are issued one by one from Python (eager PyTorch) rather than from a compiled program.
+    eager_dispatch: bool
+    zero_stages: frozenset = frozenset({0, 1, 2, 3})

@@ -1,0 +1,21 @@
+"""A neutral default for a stack the planner does not know (or a runs-CSV row that does not say).
+
+It takes the ZeRO paper's accounting (Rajbhandari et al. 2020, section 3/5: 2 B weights, 2 B gradients,
+K = 12 B of fp32 optimizer state, here with DeepSpeed's extra 4 B fp32 gradient partition so its memory is
+never below DeepSpeed's), gathers per layer as FSDP does, and assumes no overlap beyond the gradient
+reduce bucketed behind backward, which every stack named here has.
+"""
+
+from planner.frameworks.base import Framework
+
+OTHER = Framework(
+    name="other",
+    grad_bytes_bf16=2.0, grad_bytes_fp16=2.0, reduce_bytes_bf16=2.0, reduce_bytes_fp16=2.0,
+    optimizer_bytes=16.0, sharded_param_bytes=2.0,
+    shards_over_context_parallel=False,
+    gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
+    grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=False,
+    tp_comm_overlap_available=False, tp_comm_overlap_default=False, p2p_overlap=False,
+    supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
+    eager_dispatch=True,
+)
