@@ -135,6 +135,19 @@ def stage_layers(layers, pp, vpp):
     return first, middle, last
 
 
+def stage_param_counts(batch: "CandidateBatch"):
+    """Parameters one tp rank holds on the first, a middle and the last pipeline stage: the blocks of its
+    layers, the embedding on the first, the output layer on the last (the embedding itself when tied
+    and pp = 1)."""
+    first_layers, middle_layers, last_layers = stage_layers(batch.layers, batch.pp, batch.vpp)
+    single_stage = batch.pp == 1
+    head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params)
+    first = first_layers * batch.layer_params + batch.embedding_params + np.where(single_stage, head, 0.0)
+    last = np.where(single_stage, first, last_layers * batch.layer_params + head)
+    middle = np.where(batch.pp > 2, middle_layers * batch.layer_params, np.maximum(first, last))
+    return first / batch.tp, middle / batch.tp, last / batch.tp
+
+
 @dataclass(frozen=True)
 class CandidateBatch:
     """Struct of arrays: entry i is candidate i. All arrays have the same length."""
@@ -252,6 +265,6 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
     )
 
 
-__all__ = ["Layout", "make_layout", "check_layout", "stage_layers", "CandidateBatch", "build_batch", "single_batch",
+__all__ = ["Layout", "make_layout", "check_layout", "stage_layers", "stage_param_counts", "CandidateBatch", "build_batch", "single_batch",
            "layouts_batch", "FRAMEWORK_CODES",
            "RECOMPUTE_CODES", "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES", "MLP_CODES"]

@@ -50,6 +50,9 @@ class Framework:
     supports_interleaving: bool
     supports_context_parallel: bool
     supports_offload: bool
+    # Gradient elements per reduction bucket (ZeRO-0/1/2 and DDP): the reduce of a bucket starts when
+    # backward has filled it, so only the last bucket is certain to be exposed.
+    grad_bucket_elements: float
     # Kernels are issued one by one from Python (eager PyTorch) rather than from a compiled program.
     eager_dispatch: bool
     zero_stages: frozenset = frozenset({0, 1, 2, 3})

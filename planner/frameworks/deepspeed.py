@@ -27,5 +27,6 @@ DEEPSPEED = Framework(
     grad_reduce_overlap=True, zero2_reduces_every_microbatch=True, param_gather_overlap=False,
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, p2p_overlap=False,
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
+    grad_bucket_elements=5.0e8,  # DeepSpeed reduce_bucket_size default 5e8 elements (`runtime/zero/config.py`)
     eager_dispatch=True,
 )

@@ -26,5 +26,6 @@ FSDP = Framework(
     grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, p2p_overlap=False,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
+    grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
     eager_dispatch=True,
 )

@@ -21,5 +21,6 @@ JAX = Framework(
     grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=True, p2p_overlap=True,
     supports_interleaving=False, supports_context_parallel=True, supports_offload=False,
+    grad_bucket_elements=6.25e6,  # no gradient buckets in XLA: one reduce per layer, taken as DDP's 25 MiB
     eager_dispatch=False,
 )

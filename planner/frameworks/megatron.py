@@ -30,5 +30,6 @@ MEGATRON = Framework(
     grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, p2p_overlap=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
+    grad_bucket_elements=4.0e7,  # Megatron-Core DDP buckets of max(40M, 1M x dp) parameters (`distributed_data_parallel_config.py`, bucket_size)
     eager_dispatch=True,
 )

@@ -17,5 +17,6 @@ OTHER = Framework(
     grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=False,
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, p2p_overlap=False,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
+    grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB (`torch/nn/parallel/distributed.py`)
     eager_dispatch=True,
 )
