@@ -53,6 +53,9 @@ class Layout(BaseModel):
     # Overlap tensor-parallel communication with the GEMMs (Transformer Engine userbuffers, torchtitan
     # async TP); None = the framework's default.
     tp_comm_overlap: bool | None = None
+    # Overlap the gradient reduction with backward (and, where the framework has it, the parameter
+    # all-gather with the next forward); None = the framework's default.
+    dp_comm_overlap: bool | None = None
 
     @property
     def gpus(self) -> int:
@@ -64,6 +67,12 @@ class Layout(BaseModel):
         if self.tp_comm_overlap is None:
             return FRAMEWORKS[self.framework].tp_comm_overlap_default
         return self.tp_comm_overlap
+
+    @property
+    def dp_comm_overlap_on(self) -> bool:
+        if self.dp_comm_overlap is None:
+            return FRAMEWORKS[self.framework].dp_comm_overlap_default
+        return self.dp_comm_overlap
 
     @property
     def grad_accumulation(self) -> int:
@@ -183,6 +192,7 @@ class CandidateBatch:
     dtype: np.ndarray  # DTYPE_CODES
     framework: np.ndarray  # FRAMEWORK_CODES
     tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
+    dp_comm_overlap: np.ndarray  # bool, resolved
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -228,7 +238,8 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
     columns = {name: values[index] for name, values in per_model.items()}
     defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
-                    framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False)
+                    framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
+                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
@@ -247,6 +258,7 @@ def single_batch(model: ModelSpec, layout: Layout) -> CandidateBatch:
         recompute=RECOMPUTE_CODES[layout.recompute], seq_parallel=layout.seq_parallel and layout.tp > 1,
         flash_attention=layout.flash_attention, dtype=DTYPE_CODES[layout.dtype],
         framework=FRAMEWORK_CODES[layout.framework], tp_comm_overlap=layout.tp_comm_overlap_on and layout.tp > 1,
+        dp_comm_overlap=layout.dp_comm_overlap_on,
     )
 
 
@@ -262,6 +274,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention),
         dtype=column(lambda l: DTYPE_CODES[l.dtype]), framework=column(lambda l: FRAMEWORK_CODES[l.framework]),
         tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
+        dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
     )
 
 

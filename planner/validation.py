@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.cost.estimate import simulate
+from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec, load_cluster
-from planner.layout import Layout, check_layout, make_layout
+from planner.layout import Layout
 from planner.model import ModelSpec, make_model
 from planner.profile.runs_csv import MeasuredRun
 
-REQUIRED = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "micro_batch", "global_batch")
+REQUIRED = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "global_batch")
+_SWITCH_TEXT = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class RowResult:
     predicted: dict | None = None  # simulate() output
     reason: str | None = None  # why the row could not be simulated
     cluster_name: str | None = None
+    inferred: dict = field(default_factory=dict)  # settings the row left empty, as inferred (cost.infer)
 
     @property
     def step_error(self) -> float | None:
@@ -52,8 +55,22 @@ class RowResult:
         return self.predicted_memory_bytes / (self.run.mem_gib * 2**30) - 1.0
 
 
-def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = None) -> tuple[ModelSpec, Layout, ClusterSpec]:
-    """Build (model, layout, cluster) from a runs-CSV row; raises PlannerInputError with the reason."""
+def _switch(run: MeasuredRun, column: str, where: str) -> bool | None:
+    """A 0/1 column kept in the row's extra cells; None when empty."""
+    text = (run.extra.get(column) or "").strip().lower()
+    if not text:
+        return None
+    if text not in _SWITCH_TEXT:
+        raise PlannerInputError(f"{where}: column '{column}': expected 0 or 1, got {text!r}")
+    return _SWITCH_TEXT[text]
+
+
+def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = None,
+                  inferred: dict | None = None) -> tuple[ModelSpec, Layout, ClusterSpec]:
+    """Build (model, layout, cluster) from a runs-CSV row; raises PlannerInputError with the reason.
+
+    Settings the row leaves empty (micro-batch, recompute, interleaving, sequence parallelism, flash
+    attention, framework) are inferred (`cost.infer`); pass a dict as `inferred` to learn which."""
     where = run.origin or f"row {run.id}"
     status = (run.extra.get("status") or "ok").strip()
     if status != "ok":
@@ -71,14 +88,20 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     )
     tp, pp, cp = run.tp or 1, run.pp or 1, run.cp or 1
     dp = run.dp or (run.gpus // (tp * pp * cp) if run.gpus else 1)
-    flash = run.extra.get("flash_attention", "")
-    layout = make_layout(
-        where, tp=tp, pp=pp, dp=dp, cp=cp, vpp=run.vpp or 1, zero=run.zero or 0, offload=run.offload or "none",
-        micro_batch=run.micro_batch, global_batch=run.global_batch, recompute=run.recompute or "none",
-        seq_parallel=bool(run.seq_parallel), dtype=run.dtype or "bf16",
-        flash_attention=flash.strip() not in ("0", "false", "no"),
-    )
-    check_layout(model, layout, gpus=run.gpus, where=where)
+    framework = (run.extra.get("framework") or "").strip() or None
+    fields = {
+        "tp": tp, "pp": pp, "dp": dp, "cp": cp, "vpp": run.vpp, "zero": run.zero or 0,
+        "offload": run.offload or "none", "micro_batch": run.micro_batch, "global_batch": run.global_batch,
+        "recompute": run.recompute, "seq_parallel": None if run.seq_parallel is None else bool(run.seq_parallel),
+        "dtype": run.dtype or "bf16", "flash_attention": _switch(run, "flash_attention", where),
+        "framework": framework, "tp_comm_overlap": _switch(run, "tp_comm_overlap", where),
+        "dp_comm_overlap": _switch(run, "dp_comm_overlap", where),
+    }
+    unknown = tuple(name for name in INFERABLE if fields.get(name) is None)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    layout, filled = infer_layout(model, cluster, fields, unknown, gpus=run.gpus, where=where)
+    if inferred is not None:
+        inferred.update(filled)
     return model, layout, cluster
 
 
@@ -87,8 +110,10 @@ def predict_runs(runs: list[MeasuredRun], cluster_dir=None, clusters: dict | Non
     results = []
     for run in runs:
         try:
-            model, layout, cluster = run_to_config(run, cluster_dir, clusters)
-            results.append(RowResult(run, simulate(model, layout, cluster), cluster_name=cluster.name))
+            inferred: dict = {}
+            model, layout, cluster = run_to_config(run, cluster_dir, clusters, inferred)
+            results.append(RowResult(run, simulate(model, layout, cluster), cluster_name=cluster.name,
+                                     inferred=inferred))
         except PlannerInputError as error:
             results.append(RowResult(run, reason=str(error)))
     return results

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from planner.cli.arguments import whole_number
 from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_NAMES
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
-               "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention")
+               "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
+               "tp_comm_overlap", "dp_comm_overlap")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 
 
@@ -33,6 +35,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seq-parallel", type=int, choices=[0, 1])
     group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"])
     group.add_argument("--flash-attention", type=int, choices=[0, 1], help="1 (default): flash attention; 0: unfused softmax")
+    group.add_argument("--framework", choices=list(FRAMEWORK_NAMES),
+                       help="training stack: what it shards, in which dtype, which overlaps it has (default other)")
+    group.add_argument("--tp-comm-overlap", type=int, choices=[0, 1],
+                       help="overlap tensor-parallel communication with GEMMs (TE userbuffers / async TP); default: the framework's")
+    group.add_argument("--dp-comm-overlap", type=int, choices=[0, 1],
+                       help="overlap gradient reduction with backward (and the parameter all-gather with forward); default: the framework's")
 
 
 def register(subparsers, name: str) -> None:
@@ -47,8 +55,8 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
-_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model")
-_SWITCH_KEYS = ("seq_parallel", "flash_attention")
+_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
+_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap")
 
 
 def _check_config_value(key: str, value, where: str):
@@ -126,7 +134,7 @@ def resolve_configuration(args) -> tuple:
             raise PlannerInputError(f"--gpus {gpus} is not divisible by tp*pp*cp = {model_parallel}")
         layout_fields["dp"] = gpus // model_parallel
     layout_fields.setdefault("global_batch", layout_fields.get("micro_batch", 1) * layout_fields.get("dp", 1))
-    for key in ("seq_parallel", "flash_attention"):
+    for key in _SWITCH_KEYS:
         if key in layout_fields:
             layout_fields[key] = bool(layout_fields[key])
     layout = make_layout("layout", **layout_fields)
@@ -191,7 +199,8 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
         f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
         f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
-        f"dtype={layout.dtype} flash={int(layout.flash_attention)}",
+        f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
+        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}",
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",

@@ -47,6 +47,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(f"offload={layout.offload}: {framework} has no optimizer/parameter offload")
     if layout.tp_comm_overlap and not stack.tp_comm_overlap_available:
         problems.append(f"tp_comm_overlap: {framework} cannot overlap tensor-parallel communication with GEMMs")
+    if (layout.tp_comm_overlap and layout.tp > 1 and stack.tp_comm_overlap_needs_sequence_parallel
+            and not layout.seq_parallel):
+        problems.append(f"tp_comm_overlap: {framework} overlaps TP communication only with sequence parallelism (seq_parallel=1)")
     return problems
 
 

@@ -35,8 +35,9 @@ class Framework:
     units_in_flight: float
     # Gather of unit i+1 issued while unit i computes (FSDP prefetch, DeepSpeed prefetch bucket).
     prefetches_next_unit: bool
-    # Gradient reduction overlapped with backward compute, bucket by bucket.
-    grad_reduce_overlap: bool
+    # Default of the layout's dp_comm_overlap: gradient reduction overlapped with backward compute,
+    # bucket by bucket (and, where the stack has it, the parameter all-gather with the next forward).
+    dp_comm_overlap_default: bool
     # ZeRO-2: gradients are reduce-scattered after every micro-batch's backward (not once per step).
     zero2_reduces_every_microbatch: bool
     # Parameter all-gather after the optimizer step (distributed optimizer, ZeRO-1/2) overlapped with
@@ -45,8 +46,11 @@ class Framework:
     # Tensor-parallel communication overlapped with GEMMs (TE userbuffers, async TP): available, default.
     tp_comm_overlap_available: bool
     tp_comm_overlap_default: bool
-    # Pipeline sends/receives overlapped with compute.
+    # Pipeline sends/receives overlapped with compute (with an interleaved schedule).
     p2p_overlap: bool
+    # TP communication overlap needs sequence parallelism (TE userbuffers overlap its all-gather /
+    # reduce-scatter with the GEMMs).
+    tp_comm_overlap_needs_sequence_parallel: bool
     supports_interleaving: bool
     supports_context_parallel: bool
     supports_offload: bool

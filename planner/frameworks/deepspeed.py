@@ -24,8 +24,8 @@ DEEPSPEED = Framework(
     optimizer_bytes=16.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=False,
     gathers_per_layer=6.0, gathers_outside_layers=3.0, units_in_flight=2.0, prefetches_next_unit=True,
-    grad_reduce_overlap=True, zero2_reduces_every_microbatch=True, param_gather_overlap=False,
-    tp_comm_overlap_available=False, tp_comm_overlap_default=False, p2p_overlap=False,
+    dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=False,
+    tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
     grad_bucket_elements=5.0e8,  # DeepSpeed reduce_bucket_size default 5e8 elements (`runtime/zero/config.py`)
     eager_dispatch=True,

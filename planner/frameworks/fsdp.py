@@ -23,8 +23,8 @@ FSDP = Framework(
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
-    grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
-    tp_comm_overlap_available=True, tp_comm_overlap_default=False, p2p_overlap=False,
+    dp_comm_overlap_default=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
+    tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=False,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
     eager_dispatch=True,

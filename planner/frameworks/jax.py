@@ -18,8 +18,8 @@ JAX = Framework(
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
-    grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
-    tp_comm_overlap_available=True, tp_comm_overlap_default=True, p2p_overlap=True,
+    dp_comm_overlap_default=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
+    tp_comm_overlap_available=True, tp_comm_overlap_default=True, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=True,
     supports_interleaving=False, supports_context_parallel=True, supports_offload=False,
     grad_bucket_elements=6.25e6,  # no gradient buckets in XLA: one reduce per layer, taken as DDP's 25 MiB
     eager_dispatch=False,

@@ -27,8 +27,8 @@ MEGATRON = Framework(
     optimizer_bytes=12.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=True,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
-    grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
-    tp_comm_overlap_available=True, tp_comm_overlap_default=False, p2p_overlap=True,
+    dp_comm_overlap_default=False, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
+    tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
     grad_bucket_elements=4.0e7,  # Megatron-Core DDP buckets of max(40M, 1M x dp) parameters (`distributed_data_parallel_config.py`, bucket_size)
     eager_dispatch=True,

@@ -14,8 +14,8 @@ OTHER = Framework(
     optimizer_bytes=16.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=False,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
-    grad_reduce_overlap=True, zero2_reduces_every_microbatch=False, param_gather_overlap=False,
-    tp_comm_overlap_available=False, tp_comm_overlap_default=False, p2p_overlap=False,
+    dp_comm_overlap_default=True, zero2_reduces_every_microbatch=False, param_gather_overlap=False,
+    tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB (`torch/nn/parallel/distributed.py`)
     eager_dispatch=True,
