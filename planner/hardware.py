@@ -79,6 +79,11 @@ class ScaleUp(_Frozen):
 
     link_bytes_per_s_per_direction: BytesPerSecond = Field(alias="bandwidth_per_direction")
     latency_s: Seconds = Field(alias="latency")
+    # NVLink SHARP: the switch reduces and multicasts, which NCCL runs as its NVLS / NVLS-tree algorithms
+    # (NCCL needs an NVSwitch and compute capability 9.0+: src/graph/search.cc:1124). Third-generation
+    # NVSwitch (H100/H200, NVIDIA H100 Tensor Core GPU Architecture whitepaper) and the NVLink 5 switch
+    # (B200, NVIDIA Blackwell Architecture Technical Brief) have it; A100's NVSwitch does not.
+    nvls: bool = False
 
 
 class Node(_Frozen):
@@ -140,10 +145,13 @@ class Efficiency(_Frozen):
     # Achieved fraction of link bandwidth for NCCL-style collectives (busbw / link bw).
     scale_up_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
     scale_out_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
-    # Fraction of data-parallel communication hidden behind backward compute: 1 = max(), 0 = sum().
-    dp_overlap: float = Field(default=0.8, ge=0, le=1)
-    # Fraction of tensor-parallel communication hidden (Megatron 2021 runs it exposed).
-    tp_overlap: float = Field(default=0.0, ge=0, le=1)
+    # Residuals of the overlap schedule (cost/step_time.py): the fraction of the data-parallel /
+    # tensor-parallel communication the schedule can hide (prefetch, buckets behind backward, TP chunks
+    # behind GEMMs) that is hidden in practice. 1 = the schedule's ideal (assumed until calibrated: the
+    # mechanism that would lower it, compute slowed by NCCL kernels sharing the SMs, has no derived size);
+    # calibration fits less where ranks do not overlap (CPU gloo: 0.1).
+    dp_overlap: float = Field(default=1.0, ge=0, le=1)
+    tp_overlap: float = Field(default=1.0, ge=0, le=1)
     # Fixed costs: per optimizer step (launch, sync, logging), per micro-batch per stage, and per layer per
     # micro-batch (kernel launches / framework dispatch of one layer's forward and backward). Assumed 0 on
     # GPUs until calibrated; they dominate small models on CPUs.

@@ -1,36 +1,50 @@
 """Seconds per optimizer step as a sum of named parts, for a batch of candidates. Pure, vectorised.
 
-Per micro-batch, on the slowest pipeline stage (the last one: it also runs the output layer):
-  forward  = sum over GEMMs of FLOPs / (peak · matmul_efficiency(size))  + attention core + elementwise
-  backward = 2 x forward compute (dgrad + wgrad) + 2 x forward elementwise
-  recompute: full = one more forward of every layer; selective = the attention core again
-  tensor parallel: 2 all-reduces forward + 2 backward per layer (+2 with full recompute), exposed by
-  (1 - tp_overlap); pipeline point-to-point sends per micro-batch and virtual stage.
-The pipeline runs m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021).
-
-Data parallel: ZeRO-0/1 reduce gradients once per step at the boundary, ZeRO-2 reduce-scatters every
-micro-batch, ZeRO-3 gathers parameters in forward and backward and reduce-scatters gradients every
-micro-batch (1.5x the all-reduce volume, ZeRO paper §7). Communication c overlaps compute x by the
-explicit factor eta: max(x, c) + (1 - eta)·min(x, c)  (eta = 1: perfect overlap, 0: none).
+The step is simulated as a schedule, per layer, on every pipeline stage (first, fullest middle, last);
+the slowest stage sets the pace:
+  layer forward  = GEMMs (size-dependent efficiency) + attention core + memory-bound elementwise,
+                   never faster than the CPU can issue its kernels (kernels x launch latency + dispatch);
+  layer backward = 2 x GEMMs + attention backward + 2 x elementwise; recompute = one more forward
+                   (full) or the attention core (selective);
+  tensor parallel: 2 collectives per layer forward and 2 backward (+2 recompute), exposed unless the
+                   layout overlaps them with the GEMMs (Transformer Engine userbuffers / async TP: then
+                   only the first of tp chunks and what the GEMMs cannot cover are exposed);
+  context parallel: K/V ring exchange hidden behind the attention core it feeds (ring attention);
+  ZeRO-3 / FSDP: unit i+1's all-gather runs during unit i's compute (prefetch), so a pass exposes the
+                   first gather plus, per unit, what its gather (+ reduce-scatter in backward) exceeds
+                   the unit's compute by; the framework sets the calls per unit;
+  ZeRO-0/1/2: bucketed gradient reduce behind the last micro-batch's backward (a two-stage pipeline of
+                   B buckets exposes max(a, b) + min(a, b)/B - a), ZeRO-2 in DeepSpeed after every
+                   micro-batch; the parameter all-gather after the step behind the next forward where the
+                   framework overlaps it (Megatron's distributed optimizer), else exposed;
+  pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
+                   slowest stage, with p2p sends hidden where the framework overlaps them.
 Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded).
+
+Collectives are timed as NCCL runs them (`collectives`), over the links each group crosses
+(`topology`). What differs between frameworks is looked up in `planner.frameworks`, never branched on.
+`Efficiency.dp_overlap` / `tp_overlap` are residuals: the fraction of the communication the schedule can
+hide that is hidden in practice (1 = the schedule's ideal; calibration fits them, e.g. CPU gloo ranks).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives
-from planner.cost.memory import (ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS, activation_bytes_per_layer,
-                                 stage_params)
+from planner.cost import collectives, kernels
+from planner.cost.memory import activation_bytes_per_layer
+from planner.frameworks import framework_arrays
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
-from planner.layout import DTYPE_BYTES, CandidateBatch
+from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_layers, stage_param_counts
 from planner.model import training_flops_breakdown
 from planner.topology import group_links_arrays
 
-ZERO3_MODULES_PER_LAYER = 6  # norm, QKV, attention output, norm, MLP up, MLP down
-ZERO3_MODULES_LAST_STAGE = 2  # final norm and output layer
-ZERO3_MODULES_FIRST_STAGE = 1  # token embedding
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
+# Cross-entropy over the vocabulary is memory-bound and runs in fp32 (Megatron's
+# `vocab_parallel_cross_entropy`, PyTorch's `cross_entropy` on upcast logits): per logit element the
+# forward reads the 16-bit logits (2) and writes fp32 (4), the max/sum-exp pass reads them (4) and the
+# softmax is written for backward (4); backward reads it (4) and writes the 16-bit gradient (2). Derived: 20.
+CROSS_ENTROPY_BYTES_PER_LOGIT = 20.0
 
 
 def matmul_efficiency(m, n, k, eff: Efficiency, half_size):
@@ -67,6 +81,14 @@ def overlap(compute, comm, eta):
     return np.maximum(compute, comm) + (1.0 - eta) * np.minimum(compute, comm)
 
 
+def hidden_behind(compute, comm, chunks, eta):
+    """Exposed seconds of `comm` split into `chunks` pieces pipelined against `compute` of the same
+    pieces (a two-stage pipeline: max(a, b) + min(a, b)/chunks - a), with the residual eta of what the
+    schedule could hide actually hidden."""
+    ideal = np.maximum(compute, comm) + np.minimum(compute, comm) / chunks - compute
+    return ideal + (1.0 - eta) * (comm - ideal)
+
+
 def rank_share(batch: CandidateBatch, cluster: ClusterSpec):
     """How many accelerators' worth of compute one rank gets: 1 on GPUs; on a CPU node whose cores are
     split between the ranks, accelerators_per_node / ranks on the node."""
@@ -82,9 +104,32 @@ def peak_flops_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
     return peaks[batch.dtype.astype(int)]
 
 
-def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm):
-    """Forward seconds of one transformer layer for one micro-batch on one tp rank, by part
-    (`hbm`: the rank's achieved HBM bytes/s, which step_time also needs for the optimizer)."""
+def _attention_peak(batch: CandidateBatch, cluster: ClusterSpec, peak):
+    """Attention runs in bf16 even in fp8 training (Transformer Engine keeps dot-product attention in
+    bf16 unless fp8 attention is asked for: `transformer_engine/pytorch/attention`, fp8_dpa=False)."""
+    bf16 = cluster.accelerator.peak_flops.bf16
+    return np.where(batch.dtype == DTYPE_CODES["fp8"], bf16 if bf16 else peak, peak)
+
+
+# Accelerators whose fused-attention efficiencies are taken from the H100 rows of kernels.ATTENTION_KERNELS
+# (same Hopper kernels; Blackwell assumed to reach at least the Hopper fraction of its own peak); every
+# other accelerator takes the A100 rows.
+HOPPER_CLASS = ("H100", "H200", "H800", "H20", "GH200", "B200", "GB200")
+
+
+def attention_kernel_codes(batch: CandidateBatch, cluster: ClusterSpec):
+    """Per candidate, the kernels.ATTENTION_KERNELS row its framework's fused attention runs on this GPU."""
+    from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
+
+    hopper = any(tag in cluster.accelerator.name.upper() for tag in HOPPER_CLASS)
+    per_framework = np.array([
+        kernels.attention_kernel_code(FRAMEWORKS[name].attention_kernel_hopper, "h100") if hopper
+        else kernels.attention_kernel_code("flash2", "a100") for name in FRAMEWORK_NAMES])
+    return per_framework[batch.framework.astype(int)]
+
+
+def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
+    """Seconds of one transformer layer for one micro-batch on one tp rank, by part."""
     eff = cluster.efficiency
     t, h = batch.tp, batch.hidden
     tokens = batch.micro_batch * batch.seq_len / batch.cp
@@ -96,24 +141,51 @@ def _layer_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm)
         (tokens, up_width / t, h),
         (tokens, h, batch.ffn / t),
     ]
-    gemm_s = sum(2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
-    # Attention core: per head a (s x head_dim) x (head_dim x s) product and back. Flash attention with a
-    # causal mask skips the masked half; the older unfused path computes the whole square.
+    gemm = sum(2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
+    # Attention core: per head (s x head_dim) x (head_dim x s) and back. Flash attention with a causal
+    # mask skips the masked half; the older unfused path computes the whole square.
     head_dim = h / batch.heads
+    attention_peak = _attention_peak(batch, cluster, peak)
     core_flops = 4.0 * tokens * batch.seq_len * h / t * np.where(batch.flash_attention, 0.5, 1.0)
-    core_eff = matmul_efficiency(batch.seq_len / batch.cp, batch.seq_len, head_dim, eff, half) * eff.attention_relative_efficiency
-    attention_s = core_flops / (peak * core_eff)
-    # Memory-bound kernels (norms, GELU/SwiGLU, dropout, residual adds, unfused softmax). Counting their
-    # reads and writes in Korthikanti's breakdown gives about one pass over the layer's activation
-    # bytes in forward (GEMM inputs/outputs are hidden under the GEMMs); backward is charged 2x.
-    elementwise_s = activation_bytes_per_layer(batch)["full"] / hbm
-    return gemm_s, attention_s, elementwise_s
-
-
-def _logits_forward(batch: CandidateBatch, cluster: ClusterSpec, peak, half):
-    tokens = batch.micro_batch * batch.seq_len / batch.cp
-    m, n, k = tokens, batch.vocab / batch.tp, batch.hidden
-    return 2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, cluster.efficiency, half))
+    # Fused attention at the efficiency published for its kernel, head dim and (per cp rank) sequence;
+    # the unfused path as its two thin GEMMs (the softmax is in the elementwise traffic).
+    code = attention_kernel_codes(batch, cluster)
+    local_seq = batch.seq_len / batch.cp
+    flash_fwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, code, kernels.FORWARD)
+    flash_bwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, code, kernels.BACKWARD)
+    # The table's fractions are of the kernel's own GPU peak; scale to this accelerator's dtype peak.
+    kernel_peak = np.array([k.peak_flops_per_s for k in kernels.ATTENTION_KERNELS])[code]
+    own_peak = cluster.accelerator.peak_flops.bf16 or kernel_peak
+    flash_fwd, flash_bwd = flash_fwd * kernel_peak / own_peak, flash_bwd * kernel_peak / own_peak
+    unfused = matmul_efficiency(batch.seq_len / batch.cp, batch.seq_len, head_dim, eff, half)
+    fwd_eff = np.where(batch.flash_attention, flash_fwd, unfused) * eff.attention_relative_efficiency
+    bwd_eff = np.where(batch.flash_attention, flash_bwd, unfused) * eff.attention_relative_efficiency
+    attention = core_flops / (attention_peak * fwd_eff)
+    # Flash backward runs 5 GEMM-like products to forward's 2 (dQ, dK, dV, dP and the recomputed S) =
+    # 2.5x (FlashAttention-2, section 3.1.2); the unfused path stores P and runs 4 (2x).
+    bwd_ratio = np.where(batch.flash_attention, kernels.BACKWARD_FLOPS_RATIO, 2.0)
+    attention_bwd = bwd_ratio * core_flops / (attention_peak * bwd_eff)
+    # Memory-bound kernels (norms, GELU/SwiGLU, dropout, residual adds, unfused softmax): about one pass
+    # over the layer's activation bytes in forward (Korthikanti's breakdown), 2x in backward.
+    elementwise = activation_bytes_per_layer(batch)["full"] / hbm
+    # fp8 GEMMs first cast their inputs (read 2 bytes, write 1, plus the amax reduction).
+    fp8_casts = np.where(batch.dtype == DTYPE_CODES["fp8"],
+                         sum(kernels.fp8_linear_cast_hbm_bytes(m, n, k, weight_cached=True) for m, n, k in gemms) / hbm, 0.0)
+    forward = gemm + attention + elementwise + fp8_casts / 2.0  # the cast bytes are for forward + backward
+    backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0
+    recompute = np.select([batch.recompute == 2, batch.recompute == 1],
+                          [forward, attention + np.where(batch.flash_attention, 0.0, 0.3 * elementwise)], 0.0)
+    # The CPU issues every kernel: a layer is never faster than its launches (eager frameworks).
+    eager = fw["eager_dispatch"] > 0
+    issue_fwd = kernels.layer_launch_floor_s(kernels.FORWARD, t, batch.seq_parallel, eager)
+    issue_bwd = kernels.layer_launch_floor_s(kernels.BACKWARD, t, batch.seq_parallel, eager)
+    launch_floor = {
+        "forward": np.maximum(issue_fwd - forward, 0.0),
+        "backward": np.maximum(issue_bwd - backward, 0.0),
+        "recompute": np.where(batch.recompute == 2, np.maximum(issue_fwd - recompute, 0.0), 0.0),
+    }
+    return {"gemm": gemm, "attention": attention, "forward": forward, "backward": backward,
+            "recompute": recompute, "elementwise": elementwise, "launch_floor": launch_floor}
 
 
 def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
@@ -126,117 +198,215 @@ def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
     return links
 
 
+def _collective_kwargs(cluster: ClusterSpec):
+    eff = cluster.efficiency
+    return {"efficiency_up": eff.scale_up_bandwidth_efficiency, "efficiency_out": eff.scale_out_bandwidth_efficiency,
+            "nvls": cluster.node.scale_up.nvls}
+
+
+def _tensor_parallel(batch, cluster, layer, w):
+    """Exposed tensor- and context-parallel seconds per layer per micro-batch, forward and backward."""
+    eff = cluster.efficiency
+    t, c = batch.tp, batch.cp
+    kw = _collective_kwargs(cluster)
+    tokens = batch.micro_batch * batch.seq_len / c
+    message = tokens * batch.hidden * w
+    one = collectives.all_reduce_time(message, _links(cluster, t, np.ones_like(t)), **kw)
+    one = np.where(t > 1, one, 0.0)
+    # Overlapped (TE userbuffers, async TP): the collective is split into tp chunks pipelined against the
+    # GEMM it feeds; the first chunk and what the GEMMs cannot cover stay exposed.
+    def exposed(count, gemm):
+        comm = count * one
+        hidden = hidden_behind(gemm, comm, t, eff.tp_overlap)
+        return np.where(batch.tp_comm_overlap, hidden, comm)
+
+    recompute_tp = np.where(batch.recompute == 2, exposed(2.0, layer["gemm"]), 0.0)
+    tp_fwd, tp_bwd = exposed(2.0, layer["gemm"]), exposed(2.0, 2.0 * layer["gemm"]) + recompute_tp
+    # Context parallel (ring attention): K and V travel around the cp ring while the attention core
+    # computes on the chunk at hand; forward moves K, V; backward K, V and their gradients.
+    kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
+    kv = collectives.all_gather_time(kv_bytes, _links(cluster, c, t), **kw)
+    cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
+    cp_bwd = np.where(c > 1, hidden_behind(layer["attention"] * 2.5, 2.0 * kv, c, 1.0), 0.0)
+    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "tp_count": 4.0 + np.where(batch.recompute == 2, 2.0, 0.0),
+            "message": message}
+
+
+def _pipeline_send(batch, cluster, message, fw):
+    """Exposed point-to-point seconds per micro-batch per stage (activation forward, gradient back, per
+    virtual stage); with sequence parallelism the tensor is sharded over tp."""
+    t, p = batch.tp, batch.pp
+    links = _links(cluster, p, t * batch.cp * batch.dp)
+    spans_nodes = links["nodes"] > 1
+    eff = cluster.efficiency
+    bandwidth = np.where(spans_nodes, links["inter_bytes_per_s"], links["intra_bytes_per_s"])
+    efficiency = np.where(spans_nodes, eff.scale_out_bandwidth_efficiency, eff.scale_up_bandwidth_efficiency)
+    latency = np.where(spans_nodes, links["inter_latency_s"], links["intra_latency_s"])
+    size = message / np.where(batch.seq_parallel, t, 1.0)
+    # A group of one (pp = 1) has no link (bandwidth 0): divide by 1 there, the result is masked anyway.
+    send = collectives.p2p_time(size, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
+    # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,
+    # forced off without virtual stages: megatron/training/arguments.py).
+    exposed = np.where((fw["p2p_overlap"] > 0) & (batch.vpp > 1), 0.0, 2.0 * batch.vpp * send)
+    return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
+
+
+def _grad_bytes(batch, fw):
+    """Bytes per gradient element in the reduction: the framework's choice for 16-bit weights, 4 for fp32."""
+    dtype = batch.dtype.astype(int)
+    return np.select([dtype == DTYPE_CODES["fp32"], dtype == DTYPE_CODES["fp16"]],
+                     [4.0, fw["reduce_bytes_fp16"]], fw["reduce_bytes_bf16"])
+
+
+def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
+    """Exposed data-parallel seconds per step: ZeRO-3/FSDP gathers per micro-batch, gradient reduction,
+    parameter all-gather after the step. `stage` has the pacing stage's layers and seconds."""
+    eff = cluster.efficiency
+    kw = _collective_kwargs(cluster)
+    t, c, d = batch.tp, batch.cp, batch.dp
+    zero = batch.zero
+    reduce_bytes = _grad_bytes(batch, fw)
+    # Gradients of cp ranks (different tokens, same weights) are reduced together with dp's.
+    grad_links = _links(cluster, d * c, t)
+    shard_over_cp = fw["shards_over_context_parallel"] > 0
+    shard_links = {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _links(cluster, d, t * c).items()}
+    replicas = d * c
+
+    # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
+    # gradients reduce-scattered; the rest of the model (embedding, head) once each.
+    unit = batch.layer_params / t
+    gather = collectives.all_gather_time(w * unit, shard_links, calls=fw["gathers_per_layer"], **kw)
+    scatter = collectives.reduce_scatter_time(reduce_bytes * unit, shard_links, **kw)
+    units = stage["layers"]
+    prefetch = fw["prefetches_next_unit"] > 0
+    fwd_exposed = gather + (units - 1.0) * np.maximum(gather - stage["layer_forward"], 0.0)
+    bwd_exposed = gather + scatter + (units - 1.0) * np.maximum(gather + scatter - stage["layer_backward"], 0.0)
+    ideal = np.where(prefetch, fwd_exposed + bwd_exposed, units * (2.0 * gather + scatter))
+    all_units = units * (2.0 * gather + scatter)
+    outside = np.maximum(params - units * unit, 0.0)
+    outside_comm = (2.0 * collectives.all_gather_time(w * outside, shard_links, calls=fw["gathers_outside_layers"], **kw)
+                    + collectives.reduce_scatter_time(reduce_bytes * outside, shard_links, **kw))
+    zero3_mb = ideal + (1.0 - eff.dp_overlap) * (all_units - ideal) + np.where(outside > 0, outside_comm, 0.0)
+
+    # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
+    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
+    buckets = np.maximum(np.ceil(params / bucket_elements), 1.0)
+    all_reduce = collectives.all_reduce_time(reduce_bytes * params, grad_links, calls=buckets, **kw)
+    reduce_scatter = collectives.reduce_scatter_time(reduce_bytes * params, grad_links, calls=buckets, **kw)
+    backward = stage["backward"]
+    overlapped = batch.dp_comm_overlap
+    behind = lambda comm: np.where(overlapped, hidden_behind(backward, comm, buckets, eff.dp_overlap), comm)  # noqa: E731
+    every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0)
+    reduce = np.select([zero == 0, every_mb], [behind(all_reduce), m * behind(reduce_scatter)], behind(reduce_scatter))
+    # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped.
+    param_gather = collectives.all_gather_time(w * params, shard_links, calls=buckets, **kw)
+    param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
+                            hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
+    many = replicas > 1
+    exposed = np.select([zero == 3], [m * zero3_mb], reduce + np.where(zero >= 1, param_gather, 0.0))
+    bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
+                            reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
+
+
+def _optimizer(batch, cluster, fw, w, hbm, params):
+    """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
+    eff = cluster.efficiency
+    shard = batch.dp * np.where(fw["shards_over_context_parallel"] > 0, batch.cp, 1.0)
+    opt_params = np.where(batch.zero >= 1, params / shard, params)
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
+    pcie = cluster.node.pcie_bytes_per_s_per_accelerator
+    host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
+    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes.
+    nvme = 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s
+    copies = 2.0 * w * opt_params / pcie + np.where(batch.offload_nvme, nvme, 0.0)
+    optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
+    return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
+
+
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
     eff = cluster.efficiency
-    # What one rank gets of its accelerator's compute and HBM bandwidth (computed once: both need it).
+    fw = framework_arrays(batch.framework)
+    # What one rank gets of its accelerator's compute and HBM bandwidth.
     share = rank_share(batch, cluster)
     peak = peak_flops_array(batch, cluster) * share
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * share
     w = DTYPE_BYTES[batch.dtype.astype(int)]
-    t, p, d, c, v = batch.tp, batch.pp, batch.dp, batch.cp, batch.vpp
+    p, v = batch.pp, batch.vpp
     m = batch.grad_accumulation
-    layers_per_stage = np.ceil(batch.layers / p)  # the slowest stage
-    tokens = batch.micro_batch * batch.seq_len / c
+    tokens = batch.micro_batch * batch.seq_len / batch.cp
 
     half = matmul_half_size_array(batch, cluster)
-    gemm_s, attention_s, elementwise_s = _layer_forward(batch, cluster, peak, half, hbm)
-    compute_fwd_layer = gemm_s + attention_s
-    logits_fwd = _logits_forward(batch, cluster, peak, half)
-    recompute_layer = np.select(
-        [batch.recompute == 2, batch.recompute == 1],
-        [compute_fwd_layer + elementwise_s, attention_s + np.where(batch.flash_attention, 0.0, elementwise_s * 0.3)],
-        0.0,
-    )
+    layer = _layer(batch, cluster, peak, half, hbm, fw)
+    comm = _tensor_parallel(batch, cluster, layer, w)
+    logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
+    logits_gemm = 2.0 * logits_m * logits_n * logits_k / (peak * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
+    cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm
+    # Forward of the output layer plus a third of the loss traffic, so that 3 x logits (forward and the
+    # 2x backward) charges the GEMMs three times and the loss once.
+    logits = logits_gemm + cross_entropy / 3.0
+    p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
 
-    # Tensor-parallel all-reduces of the layer activations (T·h·w bytes), 4 per layer (+2 recompute).
-    tp_links = _links(cluster, t, np.ones_like(t))
-    up_eff, out_eff = eff.scale_up_bandwidth_efficiency, eff.scale_out_bandwidth_efficiency
-    activation_msg = tokens * batch.hidden * w
-    tp_count = 4.0 + np.where(batch.recompute == 2, 2.0, 0.0)
-    tp_layer = tp_count * collectives.all_reduce_time(activation_msg, tp_links, up_eff, out_eff) * (1.0 - eff.tp_overlap)
-    tp_layer = np.where(t > 1, tp_layer, 0.0)
-    # Context parallel: K and V gathered in forward, their gradients reduce-scattered in backward.
-    cp_links = _links(cluster, c, t)
-    kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
-    cp_layer = np.where(c > 1, 2.0 * collectives.all_gather_time(kv_bytes, cp_links, up_eff, out_eff), 0.0)
-    cp_layer = cp_layer * (1.0 - eff.tp_overlap)
-
-    # Pipeline point-to-point: one activation forward and one gradient backward per micro-batch and
-    # virtual stage; with sequence parallelism the tensor is sharded over tp.
-    pp_links = _links(cluster, p, t * c * d)
-    spans_nodes = pp_links["nodes"] > 1
-    p2p_bw = np.where(spans_nodes, pp_links["inter_bytes_per_s"], pp_links["intra_bytes_per_s"])
-    p2p_eff = np.where(spans_nodes, out_eff, up_eff)
-    p2p_lat = np.where(spans_nodes, pp_links["inter_latency_s"], pp_links["intra_latency_s"])
-    p2p_msg = activation_msg / np.where(batch.seq_parallel, t, 1.0)
-    # A group of one (pp = 1) has no link (bandwidth 0): divide by 1 there, the result is masked anyway.
-    p2p_send = collectives.p2p_time(p2p_msg, np.where(p2p_bw > 0, p2p_bw, 1.0), p2p_lat, p2p_eff)
-    p2p_mb = np.where(p > 1, 2.0 * v * p2p_send, 0.0)
-
-    stage_forward = layers_per_stage * compute_fwd_layer + logits_fwd
-    stage_backward = 2.0 * stage_forward
-    stage_elementwise = layers_per_stage * 3.0 * elementwise_s  # forward + 2x in backward
-    stage_recompute = layers_per_stage * recompute_layer
-    stage_tp = layers_per_stage * (tp_layer + cp_layer)
-    mb_compute = stage_forward + stage_backward + stage_elementwise + stage_recompute
-    layer_overheads = layers_per_stage * eff.layer_overhead_s
-    micro_batch_s = mb_compute + stage_tp + p2p_mb + eff.microbatch_overhead_s + layer_overheads
-
-    # Data-parallel / ZeRO communication over the dp group (members tp·cp apart).
-    _, params_local = stage_params(batch)  # the last stage's parameters per GPU
-    grad_bytes = params_local * w
-    dp_links = _links(cluster, d, t * c)
-    # Collective launches per pass: gradients go in reduce buckets (DeepSpeed reduce_bucket_size 5e8
-    # elements); ZeRO-3 fetches parameters module by module (two norms, QKV, output projection and two
-    # MLP matrices per layer, plus the embedding, final norm and output layer) and at most one prefetch
-    # bucket (5e7 elements) per call.
-    bucket_calls = np.ceil(params_local / ZERO12_BUCKET_ELEMENTS)
-    modules = (ZERO3_MODULES_PER_LAYER * layers_per_stage + ZERO3_MODULES_LAST_STAGE
-               + np.where(p == 1, ZERO3_MODULES_FIRST_STAGE, 0.0))  # the last stage, which is the first when p = 1
-    gather_calls = np.maximum(modules, np.ceil(params_local / ZERO3_BUCKET_ELEMENTS))
-    all_reduce = collectives.all_reduce_time(grad_bytes, dp_links, up_eff, out_eff, bucket_calls)
-    all_gather = collectives.all_gather_time(grad_bytes, dp_links, up_eff, out_eff, bucket_calls)
-    zero3_gather = collectives.all_gather_time(grad_bytes, dp_links, up_eff, out_eff, gather_calls)
-    zero = batch.zero
-    many = d > 1
-    per_mb_comm = np.where(many, np.select([zero == 3, zero == 2], [3.0 * zero3_gather, all_gather], 0.0), 0.0)
-    # ZeRO-Infinity fetches this rank's weight shard from host/NVMe for forward and backward.
-    pcie = cluster.node.pcie_bytes_per_s_per_accelerator
-    per_mb_comm = per_mb_comm + np.where(batch.offload >= 2, 2.0 * w * params_local / d / pcie, 0.0)
-    boundary_comm = np.where(many, np.select([zero == 0, zero == 1], [all_reduce, all_gather], 0.0), 0.0)
-    after_step_comm = np.where(many & ((zero == 1) | (zero == 2)), all_gather, 0.0)
-
-    slot = overlap(micro_batch_s, per_mb_comm, eff.dp_overlap)
-    per_mb_exposed = slot - micro_batch_s
-    last_backward = stage_backward + layers_per_stage * 2.0 * elementwise_s
-    boundary_exposed = overlap(last_backward, boundary_comm, eff.dp_overlap) - last_backward
-    bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
-
-    # Optimizer: HBM-bound Adam over this GPU's optimizer shard, or CPU-Adam when offloaded.
-    opt_params = np.where(zero >= 1, params_local / d, params_local)
-    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
-    offload_copies = 2.0 * w * opt_params / pcie + np.where(
-        batch.offload_nvme, 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0)
-    optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
-    optimizer = optimizer / eff.optimizer_relative_efficiency
-    offload_copies = np.where(batch.offload >= 1, offload_copies, 0.0)
-
-    parts = {
-        "forward": m * stage_forward,
-        "backward": m * stage_backward,
-        "elementwise": m * stage_elementwise,
-        "recompute": m * stage_recompute,
-        "tp_comm": m * layers_per_stage * tp_layer,
-        "cp_comm": m * layers_per_stage * cp_layer,
-        "pp_p2p": m * p2p_mb,
-        "bubble": bubble_slots * slot,
-        "dp_comm_exposed": m * per_mb_exposed + boundary_exposed + after_step_comm,
-        "optimizer": optimizer,
-        "offload_copies": offload_copies,
-        "overhead": m * (eff.microbatch_overhead_s + layer_overheads) + eff.step_overhead_s,
+    floor = layer["launch_floor"]
+    per_layer = {
+        "forward": layer["forward"] - layer["elementwise"],
+        "backward": layer["backward"] - 2.0 * layer["elementwise"],
+        "elementwise": 3.0 * layer["elementwise"],
+        "recompute": layer["recompute"],
+        "launch_floor": floor["forward"] + floor["backward"] + floor["recompute"],
+        "tp_comm": comm["tp"],
+        "cp_comm": comm["cp"],
+        "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
+    layer_total = sum(per_layer.values())
+    first_layers, middle_layers, last_layers = stage_layers(batch.layers, p, v)
+    # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
+    stage_seconds = np.stack([first_layers * layer_total, middle_layers * layer_total,
+                              last_layers * layer_total + 3.0 * logits])
+    pacing = np.argmax(stage_seconds, axis=0)
+    pace_layers = np.choose(pacing, [first_layers, middle_layers, last_layers])
+    on_last = pacing == 2
+    micro_batch_s = stage_seconds.max(axis=0) + p2p + eff.microbatch_overhead_s
+
+    first_params, middle_params, last_params = stage_param_counts(batch)
+    params = np.maximum(np.choose(pacing, [first_params, middle_params, last_params]), 0.0)
+    stage = {
+        "layers": pace_layers,
+        "layer_forward": layer["forward"] + floor["forward"],
+        "layer_backward": layer["backward"] + layer["recompute"] + floor["backward"] + floor["recompute"],
+        "forward": pace_layers * (layer["forward"] + floor["forward"]) + np.where(on_last, logits, 0.0),
+        "backward": pace_layers * (layer["backward"] + layer["recompute"]) + np.where(on_last, 2.0 * logits, 0.0),
+    }
+    dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
+    optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
+    # ZeRO-Infinity: each rank's weight shard comes from host memory (PCIe per GPU) or NVMe (shared by
+    # the node's GPUs) for forward and for backward, every micro-batch.
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
+    shard_bytes = w * params / batch.dp
+    fetch = np.maximum(shard_bytes / cluster.node.pcie_bytes_per_s_per_accelerator,
+                       np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
+    offload_fetch = np.where(batch.offload >= 2, m * 2.0 * fetch, 0.0)
+
+    bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
+    pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
+    parts = {
+        "forward": pace(per_layer["forward"]) + m * np.where(on_last, logits, 0.0),
+        "backward": pace(per_layer["backward"]) + m * np.where(on_last, 2.0 * logits, 0.0),
+        "elementwise": pace(per_layer["elementwise"]),
+        "recompute": pace(per_layer["recompute"]),
+        "launch_floor": pace(per_layer["launch_floor"]),
+        "tp_comm": pace(per_layer["tp_comm"]),
+        "cp_comm": pace(per_layer["cp_comm"]),
+        "pp_p2p": m * p2p,
+        "bubble": bubble_slots * micro_batch_s,
+        "dp_comm_exposed": dp_exposed,
+        "optimizer": optimizer,
+        "offload_copies": offload_copies + offload_fetch,
+        "overhead": pace(per_layer["overhead"]) + m * eff.microbatch_overhead_s + eff.step_overhead_s,
+    }
+    # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
+    # in the difference, which the slot (micro_batch_s) already accounts for.
     total = sum(parts.values())
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
@@ -255,9 +425,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "mfu": tflops_per_gpu / peak,
         "hfu": (flops + recompute_flops) / total / batch.gpus / peak,
         "comm_bytes_per_step": {
-            "tp": np.where(t > 1, m * layers_per_stage * tp_count * activation_msg, 0.0),
-            "dp": np.where(many, np.select([zero == 3, zero == 2], [3.0 * m * grad_bytes, (m + 1) * grad_bytes],
-                                           2.0 * grad_bytes), 0.0),
-            "pp": np.where(p > 1, m * 2.0 * v * p2p_msg, 0.0),
+            "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
+            "dp": dp_bytes,
+            "pp": m * p2p_bytes,
         },
     }

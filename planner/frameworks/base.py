@@ -60,3 +60,9 @@ class Framework:
     # Kernels are issued one by one from Python (eager PyTorch) rather than from a compiled program.
     eager_dispatch: bool
     zero_stages: frozenset = frozenset({0, 1, 2, 3})
+    # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);
+    # every stack runs FlashAttention-2 on Ampere.
+    attention_kernel_hopper: str = "flash2"
+    # Bucket growth with the data-parallel size, elements per rank (the bucket is the larger of this x dp
+    # and grad_bucket_elements), so per-call ring latency over many ranks stays amortised.
+    grad_bucket_elements_per_rank: float = 0.0

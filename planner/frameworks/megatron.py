@@ -32,4 +32,9 @@ MEGATRON = Framework(
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
     grad_bucket_elements=4.0e7,  # Megatron-Core DDP buckets of max(40M, 1M x dp) parameters (`distributed_data_parallel_config.py`, bucket_size)
     eager_dispatch=True,
+    # Transformer Engine's DotProductAttention prefers the cuDNN fused-attention backend on Hopper
+    # (`transformer_engine/pytorch/attention/dot_product_attention/utils.py`, get_attention_backend).
+    attention_kernel_hopper="cudnn",
+    # bucket_size = max(40000000, 1000000 * dp_group.size()) (megatron/core/distributed/distributed_data_parallel.py)
+    grad_bucket_elements_per_rank=1.0e6,
 )

@@ -16,7 +16,8 @@ from planner.layout import Layout, build_batch, single_batch
 from planner.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]
-PER_MICROBATCH_PARTS = ("forward", "backward", "elementwise", "recompute", "tp_comm", "cp_comm", "pp_p2p")
+PER_MICROBATCH_PARTS = ("forward", "backward", "elementwise", "recompute", "launch_floor", "tp_comm", "cp_comm",
+                        "pp_p2p")
 
 
 def _time(model, cluster, **layout):
@@ -43,21 +44,27 @@ def test_overlap_lies_between_max_and_sum(compute, comm, eta):
     assert max(compute, comm) <= value <= compute + comm + 1e-9
 
 
-def test_dp_overlap_factor_at_the_step_level(a100):
-    """ZeRO-0 on one node: eta = 0 exposes the whole gradient all-reduce; eta = 1 hides it behind backward."""
+def test_gradient_reduce_behind_backward_is_a_two_stage_pipeline_of_buckets(a100):
+    """ZeRO-0 on one node, the reduce overlapped: buckets of gradients are all-reduced while backward goes
+    on, so max(a, b) + min(a, b)/B - a is exposed (a: backward, b: the all-reduce, B buckets); the
+    residual eta = 0 exposes the whole all-reduce."""
+    from planner.cost import collectives
+    from planner.topology import group_links_arrays
+
     model = PRESETS["gpt2-xl"]
-    layout = dict(dp=8, micro_batch=4, global_batch=32)
+    layout = dict(dp=8, micro_batch=4, global_batch=32, dp_comm_overlap=True)
     hidden = _scalar(_time(model, a100.with_efficiency(dp_overlap=1.0), **layout)["parts"])
     exposed = _scalar(_time(model, a100.with_efficiency(dp_overlap=0.0), **layout)["parts"])
-    assert hidden["dp_comm_exposed"] == 0.0
-    # Ring all-reduce of 2-byte gradients over 8 GPUs on NVLink (300 GB/s per direction x 0.75), in
-    # ceil(P / 5e8) bucketed calls each paying 2·(n-1) hops of the scale-up latency.
-    P, n = model.total_params, 8
-    W = 300e9 * a100.efficiency.scale_up_bandwidth_efficiency
-    calls = np.ceil(P / 5e8)
-    expected = 2 * (n - 1) / n * 2 * P / W + 2 * (n - 1) * calls * a100.node.scale_up.latency_s
-    # rel 1e-5: the cost model's stage parameters leave out the final norm (h of P parameters).
-    assert exposed["dp_comm_exposed"] == pytest.approx(expected, rel=1e-5)
+    P = model.total_params
+    buckets = np.ceil(P / 6.25e6)  # the neutral framework's 25 MiB DDP buckets
+    eff = a100.efficiency
+    comm = collectives.all_reduce_time(2.0 * P, group_links_arrays(a100, [8], [1]), eff.scale_up_bandwidth_efficiency,
+                                       eff.scale_out_bandwidth_efficiency, calls=buckets)[0]
+    assert exposed["dp_comm_exposed"] == pytest.approx(comm, rel=1e-4)  # the final norm is not in stage params
+    backward = hidden["backward"] + hidden["recompute"]
+    ideal = max(backward, comm) + min(backward, comm) / buckets - backward
+    assert hidden["dp_comm_exposed"] == pytest.approx(ideal, rel=1e-3)
+    assert 0 < hidden["dp_comm_exposed"] < exposed["dp_comm_exposed"]
 
 
 # ---------------------------------------------------------------------------------------------
