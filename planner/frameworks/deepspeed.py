@@ -1,19 +1,21 @@
 """DeepSpeed ZeRO 1/2/3 (also Megatron-DeepSpeed).
 
-Sources (microsoft/DeepSpeed, `master` as read 2026-11):
-- Gradients are held and reduced in the 16-bit training dtype (`communication_data_type` defaults to
-  the model dtype, `runtime/engine.py`); the optimizer side is fp32 master + Adam m, v (12 B) plus an
-  fp32 gradient partition (4 B): `estimate_zero2_model_states_mem_needs` counts 16 B per parameter
-  over the data-parallel ranks (`runtime/zero/stage_1_and_2.py`).
-- ZeRO-3 fetches parameters submodule by submodule (`runtime/zero/partitioned_param_coordinator.py`,
-  `fetch_sub_module`): in a GPT block the two norms, QKV, attention output and the two MLP matrices,
-  one coalesced all-gather each; plus the embedding, final norm and output layer. The prefetch bucket
-  (`stage3_prefetch_bucket_size`, 5e7) issues the next submodules' gathers while one computes.
-- ZeRO-2 reduce-scatters gradients during every micro-batch's backward (`overlap_comm`, reduce buckets
-  of `reduce_bucket_size` 5e8 elements) into the fp32 partition.
-- The data-parallel group is the sharding group; Ulysses sequence parallelism is not context
-  parallelism in Megatron's sense, and Megatron-DeepSpeed runs neither interleaving nor cp
-  (`megatron/arguments.py` of Megatron-DeepSpeed refuses virtual pipeline with DeepSpeed's pipeline engine).
+Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
+- `communication_data_type` defaults to the model dtype (fp16 or bf16) (`runtime/engine.py`:938-950,
+  `runtime/constants.py`:239-253); with ZeRO gradients accumulate in the model dtype (engine.py:1017-1021).
+- ZeRO-2 GPU estimate `2*P + 18*P/N` ("2 grads 16bit + 4 grads 32bit + 4 params 32bit + 8 optimizer
+  states"), `runtime/zero/stage_1_and_2.py`:2430-2447; ZeRO-3 `4*largest_layer + 18*P/N`, stage3.py:3008-3044.
+- ZeRO-3 fetches each submodule's direct parameters in one `all_gather_coalesced` call; prefetch adds
+  whole parameters up to the prefetch bucket (5e7), never splitting one
+  (`zero/partitioned_param_coordinator.py`:300-314, 380-413; `zero/partition_parameters.py`:1200-1320).
+  Norms under `param_persistence_threshold` (1e5) stay resident: a GPT block fetches QKV, attention
+  output and the MLP matrices (with HF Llama's separate q, k, v and gate/up: more), counted as 6 here.
+- Gradients go into `reduce_bucket_size` (5e8) buckets, one reduce-scatter each (stage3.py:1258-1330;
+  stage_1_and_2.py); ZeRO-2 reduces during every micro-batch's backward.
+- `overlap_comm` defaults to True only for stage 3 (`zero/config.py`:134, 351-353).
+- The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
+  parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
+  data(-and-sequence)-parallel group (engine.py:1655).
 """
 
 from planner.frameworks.base import Framework

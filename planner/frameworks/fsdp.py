@@ -1,18 +1,19 @@
-"""PyTorch FSDP / FSDP2 (torchtitan, Composer / llm-foundry).
+"""PyTorch FSDP / FSDP2 (torchtitan; Composer / llm-foundry).
 
-Sources:
-- torchtitan wraps each transformer block as one FSDP unit, plus the embedding and the final norm with
-  the output layer (`torchtitan/models/llama3/infra/parallelize.py`, `apply_fsdp`): one all-gather per
-  unit in forward, again in backward when resharded after forward, one reduce-scatter per unit.
-- FSDP2 keeps the sharded parameters in fp32 and all-gathers them cast to `param_dtype` (bf16);
-  `MixedPrecisionPolicy(reduce_dtype=float32)` is torchtitan's default
-  (`mixed_precision_reduce = "float32"`, `torchtitan/config/job_config.py`), so gradients are reduced
-  and held sharded in fp32: 4 (param) + 4 (grad) + 8 (Adam m, v) = 16 B per parameter over the mesh.
-- FSDP2 prefetches the next unit's all-gather in forward and backward (implicit prefetch,
-  `torch/distributed/fsdp/_fully_shard/_fsdp_state.py`): two units' unsharded weights are alive.
-- The FSDP mesh is dp_shard x cp (`dp_shard_cp` in torchtitan's `parallel_dims.py`); torchtitan has
-  async tensor parallelism (`enable_async_tensor_parallel`, off by default), interleaved pipeline
-  schedules and context parallelism.
+Sources: pytorch/torchtitan@b5bcd76c, pytorch/pytorch.
+- torchtitan keeps sharded parameters in fp32 (`training.dtype = "float32"`), all-gathers them in bf16
+  (`mixed_precision_param`) and reduce-scatters gradients in fp32 (`mixed_precision_reduce = "float32"`)
+  (`torchtitan/config/configs.py`:87, 94, 102): 4 + 4 + 8 (Adam) = 16 B per parameter over the mesh.
+  Composer's FSDP 'DEFAULT' also reduces in fp32 (mosaicml/composer `mosaic_parallelism.py`).
+- Units: each transformer block, the embedding, and the final norm with the output layer
+  (`torchtitan/distributed/fsdp.py`:124-136, 238-265): one all-gather per unit per pass, one
+  reduce-scatter per unit; "fully_shard groups parameters together for a single all-gather" (PyTorch
+  fully_shard docs). Forward prefetches the next unit implicitly, backward explicitly: two units
+  unsharded at once.
+- The shard mesh is dp_shard x cp (`torchtitan/distributed/parallel_dims.py`:225-228, 281).
+- torchtitan reduce-scatters every micro-batch (no `set_requires_gradient_sync(False)`, trainer.py:856-900).
+- Async tensor parallelism `enable_async_tensor_parallel` (off by default, needs compile; configs.py:298-312);
+  interleaved and zero-bubble schedules from torch.distributed.pipelining; context parallelism.
 """
 
 from planner.frameworks.base import Framework

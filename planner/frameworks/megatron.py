@@ -1,21 +1,22 @@
 """Megatron-LM / Megatron-Core / NeMo (with Transformer Engine).
 
-Sources (Megatron-LM, `main` as read 2026-11):
-- Distributed optimizer bytes per parameter, `docs/source/api-guide/dist_optimizer.md` table: bf16
-  params with fp32 grads 6 + 12/d, fp16 params with fp16 grads 4 + 16/d. So bf16 keeps fp32 main
-  gradients (4 B) and 16-bit weights (2 B); the optimizer side is fp32 master + Adam m, v = 12 B
-  (for fp16 the 16 includes a 4 B fp32 gradient copy).
-- bf16 turns on `accumulate_allreduce_grads_in_fp32` (`megatron/training/arguments.py`), so gradients
-  are reduced in fp32; fp16 reduces in fp16.
-- The distributed optimizer and gradient reduce-scatter use the data-parallel group with the
-  context-parallel ranks (`get_data_parallel_group(with_context_parallel=True)` in
-  `megatron/core/optimizer/__init__.py` and `megatron/core/distributed/finalize_model_grads.py`).
-- `--overlap-grad-reduce` / `--overlap-param-gather` overlap the bucketed reduce-scatter with backward
-  and the parameter all-gather with the next forward (`distributed_data_parallel_config.py`).
-- `--tp-comm-overlap` (Transformer Engine userbuffers) overlaps TP all-gather / reduce-scatter with the
-  GEMMs; off by default in Megatron's arguments, on in NeMo's H100 GPT/Llama recipes.
-- Interleaved 1F1B overlaps p2p communication with compute (`overlap_p2p_comm` in
-  `megatron/core/pipeline_parallel/schedules.py`); context parallelism is native.
+Sources: NVIDIA/Megatron-LM@d98e8a64 (MP = megatron/training/arguments.py, DDPC =
+megatron/core/distributed/distributed_data_parallel_config.py, DDP = .../distributed_data_parallel.py).
+- Bytes per parameter, `docs/user-guide/features/dist_optimizer.md`:16-20: bf16 params + fp32 grads
+  18 -> 6 + 12/d; fp16 params + fp16 grads 20 -> 4 + 16/d. The fp32 gradient buffer stays whole on every
+  rank (dist_optimizer.md:38-44).
+- `--bf16` forces `accumulate_allreduce_grads_in_fp32` (MP:1204-1217); the buffer dtype follows it
+  (`core/distributed/param_and_grad_buffer.py`:924): bf16 gradients are held and reduced in fp32.
+- The distributed optimizer and the gradient reduction use `get_data_parallel_group(with_context_parallel=True)`
+  (`core/optimizer/__init__.py`:1075-1076; DDP:148-149; `finalize_model_grads.py`:611): sharded over dp x cp.
+- Buckets: `max(40000000, 1000000 * dp_group.size())` parameters (DDP:132-134), one bucket when the
+  reduce is not overlapped (DDP:135-137); reduced once per step, after the last micro-batch (DDP:553-557).
+- Overlaps default off: `overlap_grad_reduce`, `overlap_param_gather` (DDPC:18, 21), `tp_comm_overlap`
+  (`core/model_parallel_config.py`:265); NeMo's H100 recipes turn all three on
+  (NVIDIA/NeMo@8cfedd72 `nemo/collections/llm/recipes/llama31_405b.py`:127-128, 238-241).
+- TE userbuffers overlap needs sequence parallelism (MP:1441). p2p overlap is on with interleaving and
+  forced off without it (MP:1010-1013, 3118-3120).
+- Schedules 1F1B and interleaved (`core/pipeline_parallel/schedules.py`); context parallelism native.
 - ZeRO-3-style sharding is Megatron-FSDP (`megatron/core/distributed/fsdp`): one gather per layer.
 """
 
