@@ -161,7 +161,10 @@ def run(args) -> int:
         from planner.io import check_new_outputs
 
         check_new_outputs(deepspeed_outputs(args.emit_deepspeed), args.force)
+    from planner.error_bands import interval
+
     result = simulate(model, layout, cluster)
+    result["step_time_band"] = interval(result["step_time_s"], layout.framework)
     if args.json:
         print(to_json({**result, "model": model.model_dump(), "params": model.total_params,
                        "layout": layout.model_dump(), "gpus": layout.gpus, "cluster": cluster.name,
@@ -192,6 +195,9 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         verdict = (f"fits: NO - needs {human_bytes(memory['total_bytes'])} per GPU, HBM is {human_bytes(memory['hbm_bytes'])}"
                    f" (short by {human_bytes(memory['shortfall_bytes'])}); try more tp/pp, a higher ZeRO stage,"
                    f" recompute, a smaller micro-batch, or offload")
+    band = result.get("step_time_band")
+    band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
+                 f"(validate residuals of {band['rows']} published {band['group']} runs)") if band else ""
     lines = [
         f"model    {model.name}: {human_count(model.total_params)} params, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
@@ -204,6 +210,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
+        *([band_text.strip()] if band_text else []),
         "",
         table(["time part", "seconds", "share"], time_rows),
         "",

@@ -12,6 +12,10 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv")
     parser.add_argument("--cluster-dir", metavar="DIR", help="resolve cluster names in this folder instead of the bundled specs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--write-error-bands", metavar="FILE.json",
+                        help="write the step-time error bands (5th-95th percentile of measured/predicted, by framework) "
+                             "that simulate and optimize attach to predictions (the shipped planner/error_bands.json)")
+    parser.add_argument("--force", action="store_true", help="overwrite the --write-error-bands file")
     parser.set_defaults(run=run)
 
 
@@ -20,6 +24,7 @@ def _row_json(row) -> dict:
     if row.reason:
         out["skipped"] = row.reason
         return out
+    out["inferred"] = row.inferred
     out.update({
         "measured_step_time_s": row.run.step_time_s,
         "predicted_step_time_s": row.predicted["step_time_s"],
@@ -38,8 +43,18 @@ def run(args) -> int:
     from planner.profile.runs_csv import read_runs_files
     from planner.validation import predict_runs, summarize
 
+    from planner.error_bands import compute_bands
+    from planner.io import check_new_outputs, write_text_atomic
+
+    if args.write_error_bands:
+        check_new_outputs([args.write_error_bands], args.force)
     runs, problems = read_runs_files(args.runs)
     results = predict_runs(runs, args.cluster_dir)
+    bands = compute_bands(results)
+    if args.write_error_bands:
+        sources = sorted({r.run.source or "(no source)" for r in results if r.step_error is not None})
+        write_text_atomic(args.write_error_bands, to_json({"runs": [str(p) for p in args.runs], "sources": sources,
+                                                           "bands": bands}) + "\n", force=args.force)
     step = summarize(results, "step")
     memory = summarize(results, "memory")
     skipped = [r for r in results if r.reason]
@@ -50,6 +65,7 @@ def run(args) -> int:
             "memory": memory,
             "unreadable_rows": [str(p) for p in problems],
             "skipped_rows": [{"id": r.run.id, "reason": r.reason} for r in skipped],
+            "error_bands": bands,
         }))
         return 0
     rows = []
@@ -63,9 +79,10 @@ def run(args) -> int:
             f"{100 * r.step_error:+.1f}%" if r.step_error is not None else "-",
             f"{r.run.mem_gib:.1f}" if r.run.mem_gib else "-", f"{r.predicted_memory_bytes / 2**30:.1f}",
             f"{100 * r.memory_error:+.1f}%" if r.memory_error is not None else "-",
+            ", ".join(f"{k}={v}" for k, v in r.inferred.items()),
         ])
-    print(table(["id", "source", "cluster", "gpus", "step s", "pred s", "error", "mem GiB", "pred GiB", "mem err"],
-                rows, align="lllrrrrrrr"))
+    print(table(["id", "source", "cluster", "gpus", "step s", "pred s", "error", "mem GiB", "pred GiB", "mem err",
+                 "inferred"], rows, align="lllrrrrrrrl"))
     for problem in problems:
         print(f"unreadable: {problem}")
     for r in skipped:
@@ -81,4 +98,9 @@ def run(args) -> int:
         print(table(["source", "rows", "MAPE", "median", "worst", "bias"], source_rows, align="lrrrrr"))
         print(f"{label}: {summary['count']} rows, MAPE {100 * summary['mape']:.1f}%, median {100 * summary['median_ape']:.1f}%, "
               f"worst {100 * summary['worst_ape']:.1f}% (row {summary['worst_id']}), bias {100 * summary['mean_signed']:+.1f}%")
+    if bands:
+        print("\nstep-time error bands (90% of measured/predicted; simulate and optimize attach them)")
+        print(table(["framework", "rows", "MAPE", "low", "high"],
+                    [[g, b["rows"], f"{100 * b['mape']:.1f}%", f"x{b['low']:.3f}", f"x{b['high']:.3f}"] for g, b in bands.items()],
+                    align="lrrrr"))
     return 0

@@ -1,0 +1,75 @@
+"""How far off a step-time prediction is likely to be, from the model's errors on published runs.
+
+`planner validate` on the published runs (shared/data/runs) gives, per row, log(measured / predicted).
+No constant of the cost model is fitted to those rows, so each residual is a held-out error. Their 5th
+and 95th percentiles, per framework where there are at least MIN_ROWS rows of it and over all rows
+otherwise, make a 90% band that `simulate`, `validate` and `optimize` attach to every step time (and so to
+a plan's days and GPU-hours).
+
+The table ships with the package (`error_bands.json`) and is regenerated with
+`planner validate RUNS.csv --write-error-bands`; a test checks the shipped one matches a fresh run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from importlib import resources
+
+import numpy as np
+
+MIN_ROWS = 10  # fewer residuals than this give no usable 5th/95th percentile: fall back to all rows
+BAND_PERCENTILES = (5.0, 95.0)
+TABLE_FILE = "error_bands.json"
+
+
+def compute_bands(results) -> dict:
+    """{group: {"rows", "low", "high", "mape"}} from validation results (RowResult list); groups are
+    framework names with at least MIN_ROWS rows, plus "all"."""
+    by_group: dict[str, list[float]] = {}
+    for row in results:
+        error = row.step_error
+        if error is None or not math.isfinite(error) or error <= -1.0:
+            continue
+        framework = (row.run.extra.get("framework") or "").strip() or "other"
+        residual = -math.log1p(error)  # log(measured / predicted)
+        by_group.setdefault(framework, []).append(residual)
+        by_group.setdefault("all", []).append(residual)
+    bands = {}
+    for group, residuals in sorted(by_group.items()):
+        if group != "all" and len(residuals) < MIN_ROWS:
+            continue
+        values = np.array(residuals)
+        low, high = np.percentile(values, BAND_PERCENTILES)
+        bands[group] = {"rows": len(values), "low": round(float(np.exp(low)), 4), "high": round(float(np.exp(high)), 4),
+                        "mape": round(float(np.mean(np.abs(np.expm1(-values)))), 4)}
+    return bands
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_bands() -> dict:
+    """The table shipped with the package (empty when absent)."""
+    try:
+        text = resources.files("planner").joinpath(TABLE_FILE).read_text()
+    except FileNotFoundError:
+        return {}
+    return json.loads(text)["bands"]
+
+
+def band_for(framework: str, bands: dict | None = None) -> dict | None:
+    """The band of `framework` (its own when it has enough rows, else all rows'), with its group name."""
+    bands = shipped_bands() if bands is None else bands
+    group = framework if framework in bands else "all"
+    if group not in bands:
+        return None
+    return {"group": group, **bands[group]}
+
+
+def interval(step_time_s: float, framework: str) -> dict | None:
+    """The 90% interval of a predicted step time: measured/predicted ratios applied to the prediction."""
+    band = band_for(framework)
+    if band is None:
+        return None
+    return {"low_s": step_time_s * band["low"], "high_s": step_time_s * band["high"], "group": band["group"],
+            "rows": band["rows"]}

@@ -1,0 +1,64 @@
+"""Step-time error bands from the published runs, and settings a run leaves empty inferred."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from planner.cost.infer import infer_layout
+from planner.error_bands import compute_bands, interval, shipped_bands
+from planner.hardware import load_cluster
+from planner.model import PRESETS
+from planner.profile.runs_csv import read_runs
+from planner.validation import predict_runs
+
+
+def test_shipped_error_bands_match_a_fresh_validate(shared_dir):
+    """planner/error_bands.json is what `planner validate RUNS --write-error-bands` gives on the shipped runs:
+    a cost-model change that moves the errors must regenerate it."""
+    runs, _ = read_runs(shared_dir / "data" / "runs" / "published_runs_dev.csv")
+    fresh = compute_bands(predict_runs(runs))
+    assert fresh == shipped_bands()
+    assert set(fresh) >= {"all", "megatron", "fsdp"}
+    for band in fresh.values():
+        assert band["low"] <= 1.0 <= band["high"] or band["rows"] >= 10
+
+
+def test_interval_scales_the_prediction_by_the_band():
+    band = shipped_bands()["fsdp"]
+    got = interval(10.0, "fsdp")
+    assert got["low_s"] == pytest.approx(10.0 * band["low"]) and got["high_s"] == pytest.approx(10.0 * band["high"])
+    assert interval(10.0, "jax")["group"] == "all"  # too few published jax runs: all rows' band
+
+
+def test_unknown_micro_batch_and_recompute_are_the_fastest_that_fit():
+    """GPT-3 175B on 64 A100-80GB at tp8 pp8 with micro-batch and recompute unstated: the inferred layout
+    fits, and no other choice of the two that fits is faster."""
+    from planner.cost.estimate import simulate
+    from planner.layout import Layout
+
+    model, cluster = PRESETS["gpt3-175b"], load_cluster("dgx-a100-80gb")
+    fields = dict(tp=8, pp=8, dp=1, global_batch=64, framework="megatron")
+    layout, inferred = infer_layout(model, cluster, fields, ("micro_batch", "recompute"), gpus=64)
+    assert set(inferred) == {"micro_batch", "recompute"}
+    best = simulate(model, layout, cluster)
+    assert best["fits"]
+    for micro_batch in (1, 2, 4, 8):
+        for recompute in ("none", "selective", "full"):
+            other = simulate(model, Layout(**fields, micro_batch=micro_batch, recompute=recompute), cluster)
+            if other["fits"]:
+                assert other["step_time_s"] >= best["step_time_s"] - 1e-12
+
+
+def test_validate_infers_instead_of_skipping(tmp_path, cli):
+    """A row without micro_batch, recompute or framework is simulated and says what was inferred."""
+    csv = tmp_path / "runs.csv"
+    csv.write_text("id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,global_batch,step_time_s\n"
+                   "a,dgx-a100-80gb,64,96,12288,96,2048,51200,8,8,64,20.0\n")
+    code, out, err = cli(["validate", str(csv), "--json"])
+    assert code == 0, err
+    row = json.loads(out)["rows"][0]
+    assert "skipped" not in row
+    assert set(row["inferred"]) >= {"micro_batch", "recompute", "framework"}
