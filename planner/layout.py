@@ -130,15 +130,22 @@ def stage_layers(layers, pp, vpp):
     last stage are the lighter ones (`--decoder-first/last-pipeline-num-layers`). One stage holds all.
     """
     layers, p, v = (np.asarray(x, dtype=float) for x in (layers, pp, vpp))
-    even = np.mod(layers, p * v) == 0
-    with_slots = ~even & (np.mod(layers + 2.0, p * v) == 0) & (p > 1)
-    middle = np.where(with_slots, (layers + 2.0) / p, np.ceil(layers / p))
+    shape = np.broadcast(layers, p, v).shape
+    stages = p * v
+    even = layers == np.floor(layers / stages) * stages
+    per_stage = layers / p
+    if even.all():  # the usual case, and every candidate of a search over divisors: no uneven arithmetic
+        per_stage = np.broadcast_to(per_stage, shape)
+        return per_stage, per_stage, per_stage
+    slots = layers + 2.0
+    with_slots = ~even & (slots == np.floor(slots / stages) * stages) & (p > 1)
+    middle = np.where(with_slots, slots / p, np.ceil(per_stage))
     ends_with_slots = middle - 1.0
     # Remainder to the middle stages: first and last share what the p - 2 full middle stages leave.
     rest = layers - middle * np.maximum(p - 2.0, 0.0)
-    ends = np.where(p > 2, np.maximum(np.floor(rest / 2.0), 1.0), np.floor(layers / p))
-    first = np.select([p == 1, even, with_slots], [layers, layers / p, ends_with_slots], np.maximum(rest - ends, ends))
-    last = np.select([p == 1, even, with_slots], [layers, layers / p, ends_with_slots], ends)
+    ends = np.where(p > 2, np.maximum(np.floor(rest / 2.0), 1.0), np.floor(per_stage))
+    first = np.select([p == 1, even, with_slots], [layers, per_stage, ends_with_slots], np.maximum(rest - ends, ends))
+    last = np.select([p == 1, even, with_slots], [layers, per_stage, ends_with_slots], ends)
     first = np.where((p == 2) & ~even & ~with_slots, np.ceil(layers / 2.0), first)
     middle = np.where(p > 2, middle, np.maximum(first, last))
     return first, middle, last

@@ -27,10 +27,27 @@ _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool"
 _TABLE = np.array([[float(getattr(FRAMEWORKS[n], field)) for field in _NUMERIC] for n in FRAMEWORK_NAMES])
 
 
+class _FrameworkColumns(dict):
+    """Per-candidate framework properties, each gathered on first use (a million-row batch reads only
+    the few the cost model needs)."""
+
+    def __init__(self, codes):
+        super().__init__()
+        self._index = np.asarray(codes, dtype=np.int64)
+        self._single = len(self._index) > 0 and bool((self._index == self._index[0]).all())
+
+    def __missing__(self, name: str) -> np.ndarray:
+        column = _TABLE[:, _NUMERIC.index(name)]
+        # One stack for the whole batch (the usual case): a broadcast view, no gather.
+        value = (np.broadcast_to(column[self._index[0]], self._index.shape) if self._single
+                 else column[self._index])
+        self[name] = value
+        return value
+
+
 def framework_arrays(codes) -> dict[str, np.ndarray]:
     """Per-candidate values of every numeric framework property, looked up by framework code."""
-    index = np.asarray(codes, dtype=np.int64)
-    return {name: _TABLE[index, column] for column, name in enumerate(_NUMERIC)}
+    return _FrameworkColumns(codes)
 
 
 def unsupported_features(framework: str, layout) -> list[str]:
