@@ -111,20 +111,26 @@ def _attention_peak(batch: CandidateBatch, cluster: ClusterSpec, peak):
     return np.where(batch.dtype == DTYPE_CODES["fp8"], bf16 if bf16 else peak, peak)
 
 
-# Accelerators whose fused-attention efficiencies are taken from the H100 rows of kernels.ATTENTION_KERNELS
-# (same Hopper kernels; Blackwell assumed to reach at least the Hopper fraction of its own peak); every
-# other accelerator takes the A100 rows.
-HOPPER_CLASS = ("H100", "H200", "H800", "H20", "GH200", "B200", "GB200")
+# Which rows of kernels.ATTENTION_KERNELS an accelerator's fused attention takes, by the accelerator's
+# name: Hopper kernels on Hopper (Blackwell assumed to reach at least the Hopper fraction of its own peak),
+# FlashAttention-2 on Ampere. Any other device (V100, MI250X, CPUs) has no published table here: its fused
+# attention is timed as the two GEMMs it performs, like the unfused path, with attention_relative_efficiency.
+FUSED_ATTENTION_TABLE = (("H100", "h100"), ("H200", "h100"), ("H800", "h100"), ("H20", "h100"),
+                         ("B200", "h100"), ("A100", "a100"), ("A800", "a100"))
 
 
 def attention_kernel_codes(batch: CandidateBatch, cluster: ClusterSpec):
-    """Per candidate, the kernels.ATTENTION_KERNELS row its framework's fused attention runs on this GPU."""
+    """Per candidate, the kernels.ATTENTION_KERNELS row its framework's fused attention runs on this GPU,
+    or -1 when the accelerator has no published table."""
     from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
 
-    hopper = any(tag in cluster.accelerator.name.upper() for tag in HOPPER_CLASS)
+    name = cluster.accelerator.name.upper()
+    gpu = next((table for tag, table in FUSED_ATTENTION_TABLE if tag in name), None)
+    if gpu is None:
+        return np.full(len(batch), -1)
     per_framework = np.array([
-        kernels.attention_kernel_code(FRAMEWORKS[name].attention_kernel_hopper, "h100") if hopper
-        else kernels.attention_kernel_code("flash2", "a100") for name in FRAMEWORK_NAMES])
+        kernels.attention_kernel_code(FRAMEWORKS[fw].attention_kernel_hopper if gpu == "h100" else "flash2", gpu)
+        for fw in FRAMEWORK_NAMES])
     return per_framework[batch.framework.astype(int)]
 
 
@@ -150,16 +156,18 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     # Fused attention at the efficiency published for its kernel, head dim and (per cp rank) sequence;
     # the unfused path as its two thin GEMMs (the softmax is in the elementwise traffic).
     code = attention_kernel_codes(batch, cluster)
+    tabled = code >= 0
     local_seq = batch.seq_len / batch.cp
-    flash_fwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, code, kernels.FORWARD)
-    flash_bwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, code, kernels.BACKWARD)
-    # The table's fractions are of the kernel's own GPU peak; scale to this accelerator's dtype peak.
-    kernel_peak = np.array([k.peak_flops_per_s for k in kernels.ATTENTION_KERNELS])[code]
-    own_peak = cluster.accelerator.peak_flops.bf16 or kernel_peak
-    flash_fwd, flash_bwd = flash_fwd * kernel_peak / own_peak, flash_bwd * kernel_peak / own_peak
+    safe_code = np.where(tabled, code, 0)
+    # Fractions of the kernel's own GPU peak, taken as fractions of this accelerator's peak.
+    flash_fwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, safe_code, kernels.FORWARD)
+    flash_bwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, safe_code, kernels.BACKWARD)
     unfused = matmul_efficiency(batch.seq_len / batch.cp, batch.seq_len, head_dim, eff, half)
-    fwd_eff = np.where(batch.flash_attention, flash_fwd, unfused) * eff.attention_relative_efficiency
-    bwd_eff = np.where(batch.flash_attention, flash_bwd, unfused) * eff.attention_relative_efficiency
+    fused = batch.flash_attention & tabled
+    # attention_relative_efficiency scales the GEMM-based estimate only: the tables are measured kernels.
+    gemm_based = unfused * eff.attention_relative_efficiency
+    fwd_eff = np.where(fused, flash_fwd, gemm_based)
+    bwd_eff = np.where(fused, flash_bwd, gemm_based)
     attention = core_flops / (attention_peak * fwd_eff)
     # Flash backward runs 5 GEMM-like products to forward's 2 (dQ, dK, dV, dP and the recomputed S) =
     # 2.5x (FlashAttention-2, section 3.1.2); the unfused path stores P and runs 4 (2x).

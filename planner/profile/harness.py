@@ -308,8 +308,9 @@ def _base_row(config: ProfileConfig, cluster: str, profile: str) -> dict:
 def outcome_row(outcome: Outcome, settings: RunSettings, cluster: str, profile: str) -> MeasuredRun:
     """The runs-CSV row for one configuration (failed ones keep their error in `notes`)."""
     row = _base_row(outcome.config, cluster, profile)
+    # The worker is a DeepSpeed engine whose attention is torch's fused scaled_dot_product_attention.
     extra = {"status": outcome.status, "steps": str(settings.steps), "warmup": str(settings.warmup),
-             "grad_accum": str(outcome.config.grad_accum)}
+             "grad_accum": str(outcome.config.grad_accum), "framework": "deepspeed", "flash_attention": "1"}
     if outcome.status != "ok":
         row["notes"] = f"{outcome.status}: {outcome.error}"
         return MeasuredRun(**row, extra=extra)
