@@ -250,7 +250,7 @@ def _pipeline_send(batch, cluster, message, fw):
     bandwidth = np.where(spans_nodes, links["inter_bytes_per_s"], links["intra_bytes_per_s"])
     efficiency = np.where(spans_nodes, eff.scale_out_bandwidth_efficiency, eff.scale_up_bandwidth_efficiency)
     latency = np.where(spans_nodes, links["inter_latency_s"], links["intra_latency_s"])
-    size = message / np.where(batch.seq_parallel, t, 1.0)
+    size = message / np.where(batch.seq_parallel | (fw["p2p_scatter_gather"] > 0), t, 1.0)
     # A group of one (pp = 1) has no link (bandwidth 0): divide by 1 there, the result is masked anyway.
     send = collectives.p2p_time(size, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
     # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,

@@ -19,8 +19,9 @@ class Framework:
     grad_bytes_fp16: float
     reduce_bytes_bf16: float
     reduce_bytes_fp16: float
-    # Bytes per parameter of the sharded/partitioned optimizer side (master weights, Adam moments and
-    # any fp32 gradient partition), and bytes of the 16-bit weights the stack keeps besides it.
+    # Bytes per parameter the optimizer keeps in fp32 for 16-bit training: Adam m and v (8) plus the fp32
+    # master weights (4), or Adam alone (8) where the sharded fp32 parameter is the master (FSDP, JAX).
+    # cost.memory adds the 4-byte fp32 gradient copy the step uses whenever gradients are held in 16 bits.
     optimizer_bytes: float
     # ZeRO-3 / FSDP: sharded parameters are kept in fp32 (FSDP) instead of 16-bit (DeepSpeed).
     sharded_param_bytes: float
@@ -66,3 +67,21 @@ class Framework:
     # Bucket growth with the data-parallel size, elements per rank (the bucket is the larger of this x dp
     # and grad_bucket_elements), so per-call ring latency over many ranks stays amortised.
     grad_bucket_elements_per_rank: float = 0.0
+    # Pipeline sends carry 1/tp of the activation per tp rank, all-gathered over the scale-up link on the
+    # other side (Narayanan et al. 2021, section 4.1, "scatter/gather"), even without sequence parallelism.
+    p2p_scatter_gather: bool = False
+    # Memory (cost.memory). ZeRO-3 working set: the largest module's 16-bit weight and gradient (DeepSpeed
+    # fetches submodule by submodule) and/or `units_in_flight` whole transformer blocks (FSDP units).
+    gathers_largest_module: bool = False
+    gathers_whole_layers: bool = True
+    # Gradient buckets are buffers of their own (DeepSpeed's IPG bucket) rather than views into a
+    # contiguous gradient buffer (Megatron-Core) or the per-unit reduce (FSDP).
+    grad_buckets_separate: bool = False
+    # With pipeline parallelism the stage stays unsharded and gradients accumulate unsharded until the
+    # last micro-batch (torchtitan's FSDP2 under torch.distributed.pipelining).
+    unsharded_stage_with_pp: bool = False
+    # ZeRO-3/FSDP without pipelining: the final norm + output layer stay gathered from forward to backward.
+    output_unit_held: bool = False
+    # fp8 training: bytes per Linear-weight element of the fp8 copies kept besides the 16-bit weights
+    # (Transformer Engine: row-wise + column-wise fp8 data, 1 + 1).
+    fp8_weight_copy_bytes: float = 2.0

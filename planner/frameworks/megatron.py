@@ -38,4 +38,8 @@ MEGATRON = Framework(
     attention_kernel_hopper="cudnn",
     # bucket_size = max(40000000, 1000000 * dp_group.size()) (megatron/core/distributed/distributed_data_parallel.py)
     grad_bucket_elements_per_rank=1.0e6,
+    # Scatter/gather of pipeline tensors (Narayanan et al. 2021 section 4.1; Megatron-LM's
+    # `--no-scatter-gather-tensors-in-pipeline` turned it off, i.e. on by default; with sequence
+    # parallelism the tensor is sharded anyway).
+    p2p_scatter_gather=True,
 )
