@@ -212,6 +212,21 @@ def _collective_kwargs(cluster: ClusterSpec):
             "nvls": cluster.node.scale_up.nvls}
 
 
+def _only_where(mask, collective, volume, links, calls=1.0, **kw):
+    """`collective` on the rows where `mask` holds, 0 elsewhere. A search scores candidates of every
+    kind at once (ZeRO-3 beside ZeRO-1, tp 1 beside tp 8): each row pays only for the collectives it runs,
+    and the numbers are the same elementwise."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        return collective(volume, links, calls=calls, **kw)
+    out = np.zeros(mask.shape)
+    rows = np.flatnonzero(mask)
+    if rows.size:
+        pick = lambda a: a[rows] if np.ndim(a) else a  # noqa: E731
+        out[rows] = collective(pick(volume), {k: pick(v) for k, v in links.items()}, calls=pick(calls), **kw)
+    return out
+
+
 def _tensor_parallel(batch, cluster, layer, w):
     """Exposed tensor- and context-parallel seconds per layer per micro-batch, forward and backward."""
     eff = cluster.efficiency
@@ -219,8 +234,7 @@ def _tensor_parallel(batch, cluster, layer, w):
     kw = _collective_kwargs(cluster)
     tokens = batch.micro_batch * batch.seq_len / c
     message = tokens * batch.hidden * w
-    one = collectives.all_reduce_time(message, _links(cluster, t, np.ones_like(t)), **kw)
-    one = np.where(t > 1, one, 0.0)
+    one = _only_where(t > 1, collectives.all_reduce_time, message, _links(cluster, t, np.ones_like(t)), **kw)
     # Overlapped (TE userbuffers, async TP): the collective is split into tp chunks pipelined against the
     # GEMM it feeds; the first chunk and what the GEMMs cannot cover stay exposed.
     def exposed(count, gemm):
@@ -233,7 +247,7 @@ def _tensor_parallel(batch, cluster, layer, w):
     # Context parallel (ring attention): K and V travel around the cp ring while the attention core
     # computes on the chunk at hand; forward moves K, V; backward K, V and their gradients.
     kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
-    kv = collectives.all_gather_time(kv_bytes, _links(cluster, c, t), **kw)
+    kv = _only_where(c > 1, collectives.all_gather_time, kv_bytes, _links(cluster, c, t), **kw)
     cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
     cp_bwd = np.where(c > 1, hidden_behind(layer["attention"] * 2.5, 2.0 * kv, c, 1.0), 0.0)
     return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "tp_count": 4.0 + np.where(batch.recompute == 2, 2.0, 0.0),
@@ -279,12 +293,14 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     shard_over_cp = fw["shards_over_context_parallel"] > 0
     shard_links = {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _links(cluster, d, t * c).items()}
     replicas = d * c
+    many = replicas > 1
+    zero3 = many & (zero == 3)
 
     # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
     # gradients reduce-scattered; the rest of the model (embedding, head) once each.
     unit = batch.layer_params / t
-    gather = collectives.all_gather_time(w * unit, shard_links, calls=fw["gathers_per_layer"], **kw)
-    scatter = collectives.reduce_scatter_time(reduce_bytes * unit, shard_links, **kw)
+    gather = _only_where(zero3, collectives.all_gather_time, w * unit, shard_links, calls=fw["gathers_per_layer"], **kw)
+    scatter = _only_where(zero3, collectives.reduce_scatter_time, reduce_bytes * unit, shard_links, **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
     fwd_exposed = gather + (units - 1.0) * np.maximum(gather - stage["layer_forward"], 0.0)
@@ -292,25 +308,29 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     ideal = np.where(prefetch, fwd_exposed + bwd_exposed, units * (2.0 * gather + scatter))
     all_units = units * (2.0 * gather + scatter)
     outside = np.maximum(params - units * unit, 0.0)
-    outside_comm = (2.0 * collectives.all_gather_time(w * outside, shard_links, calls=fw["gathers_outside_layers"], **kw)
-                    + collectives.reduce_scatter_time(reduce_bytes * outside, shard_links, **kw))
-    zero3_mb = ideal + (1.0 - eff.dp_overlap) * (all_units - ideal) + np.where(outside > 0, outside_comm, 0.0)
+    has_outside = zero3 & (outside > 0)
+    outside_comm = (2.0 * _only_where(has_outside, collectives.all_gather_time, w * outside, shard_links,
+                                      calls=fw["gathers_outside_layers"], **kw)
+                    + _only_where(has_outside, collectives.reduce_scatter_time, reduce_bytes * outside, shard_links, **kw))
+    zero3_mb = ideal + (1.0 - eff.dp_overlap) * (all_units - ideal) + outside_comm
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
     buckets = np.maximum(np.ceil(params / bucket_elements), 1.0)
-    all_reduce = collectives.all_reduce_time(reduce_bytes * params, grad_links, calls=buckets, **kw)
-    reduce_scatter = collectives.reduce_scatter_time(reduce_bytes * params, grad_links, calls=buckets, **kw)
+    all_reduce = _only_where(many & (zero == 0), collectives.all_reduce_time, reduce_bytes * params, grad_links,
+                             calls=buckets, **kw)
+    sharded_12 = many & ((zero == 1) | (zero == 2))
+    reduce_scatter = _only_where(sharded_12, collectives.reduce_scatter_time, reduce_bytes * params, grad_links,
+                                 calls=buckets, **kw)
     backward = stage["backward"]
     overlapped = batch.dp_comm_overlap
     behind = lambda comm: np.where(overlapped, hidden_behind(backward, comm, buckets, eff.dp_overlap), comm)  # noqa: E731
     every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0)
     reduce = np.select([zero == 0, every_mb], [behind(all_reduce), m * behind(reduce_scatter)], behind(reduce_scatter))
     # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped.
-    param_gather = collectives.all_gather_time(w * params, shard_links, calls=buckets, **kw)
+    param_gather = _only_where(sharded_12, collectives.all_gather_time, w * params, shard_links, calls=buckets, **kw)
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
-    many = replicas > 1
     exposed = np.select([zero == 3], [m * zero3_mb], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import strategies as st
 
 from planner.hardware import available_clusters, load_cluster
+from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS
 from planner.layout import Layout, check_layout
 from planner.model import ModelSpec
 
@@ -45,17 +46,23 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     """A layout that passes check_layout for `model` and fits the cluster's GPU count and dtypes."""
     capacity = min(MAX_GPUS, cluster.max_nodes * cluster.gpus_per_node)
     tp = fixed.get("tp", draw(st.sampled_from([d for d in _divisors(model.heads) if d <= min(16, capacity)])))
-    pp_options = [p for p in range(1, min(model.layers + 2, 16, capacity // tp) + 1)
-                  if model.layers % p == 0 or (model.layers + 2) % p == 0]
+    framework = fixed.get("framework", draw(st.sampled_from(FRAMEWORK_NAMES)))
+    stack = FRAMEWORKS[framework]
+    # Stages may be uneven (layout.stage_layers); each virtual stage needs a layer.
+    pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
     pp = fixed.get("pp", draw(st.sampled_from(pp_options)))
-    vpp_options = [v for v in (1, 2, 3, 4) if v == 1 or (pp > 1 and model.layers % (pp * v) == 0)]
+    vpp_options = [v for v in (1, 2, 3, 4)
+                   if v == 1 or (pp > 1 and pp * v <= model.layers and stack.supports_interleaving)]
     vpp = fixed.get("vpp", draw(st.sampled_from(vpp_options)))
-    cp_options = [c for c in (1, 2, 4) if model.seq_len % c == 0 and tp * pp * c <= capacity]
+    cp_options = [c for c in (1, 2, 4) if model.seq_len % c == 0 and tp * pp * c <= capacity
+                  and (c == 1 or stack.supports_context_parallel)]
     cp = fixed.get("cp", draw(st.sampled_from(cp_options)))
     most_dp = max(1, capacity // (tp * pp * cp))
     dp = fixed.get("dp", draw(st.integers(1, min(most_dp, 32))))
-    zero = fixed.get("zero", draw(st.sampled_from([0, 1, 2, 3])))
-    offload_options = ["none"] + (["optimizer"] if zero >= 1 else []) + (["optimizer+params"] if zero == 3 else [])
+    zero = fixed.get("zero", draw(st.sampled_from(sorted(stack.zero_stages))))
+    offload_options = ["none"]
+    if stack.supports_offload:
+        offload_options += (["optimizer"] if zero >= 1 else []) + (["optimizer+params"] if zero == 3 else [])
     offload = fixed.get("offload", draw(st.sampled_from(offload_options)))
     micro_batch = fixed.get("micro_batch", draw(st.integers(1, 8)))
     accumulation = fixed.get("accumulation", draw(st.integers(1, 16)))
@@ -68,7 +75,12 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
         seq_parallel=fixed.get("seq_parallel", draw(st.booleans())),
         dtype=fixed.get("dtype", draw(st.sampled_from(dtypes))),
         flash_attention=fixed.get("flash_attention", draw(st.booleans())),
+        framework=framework,
+        dp_comm_overlap=fixed.get("dp_comm_overlap", draw(st.sampled_from([None, False, True]))),
     )
+    sequence_parallel = layout.seq_parallel and tp > 1
+    if stack.tp_comm_overlap_available and (sequence_parallel or not stack.tp_comm_overlap_needs_sequence_parallel):
+        layout = layout.model_copy(update={"tp_comm_overlap": fixed.get("tp_comm_overlap", draw(st.booleans()))})
     check_layout(model, layout)
     return layout
 
