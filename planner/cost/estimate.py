@@ -69,8 +69,8 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             "hbm_bytes": memory["hbm_bytes"],
             "shortfall_bytes": max(0.0, memory["total_bytes"] - memory["hbm_bytes"]),
             # What a tensor count sees (the CPU profiles' mem_method=counted-tensors): model states and buffers.
-            "model_states_bytes": sum(memory["parts"][k] for k in
-                                      ("weights", "gradients", "optimizer", "zero3_gathered", "comm_buckets")),
+            "model_states_bytes": sum(memory["parts"][k] for k in ("weights", "gradients", "optimizer", "fp8_weights",
+                                                                    "zero3_gathered", "comm_buckets")),
             "host_bytes_per_node": memory["host_bytes_per_node"],
             "nvme_bytes_per_node": memory["nvme_bytes_per_node"],
             "host_fits": memory["host_fits"],

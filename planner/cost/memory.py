@@ -1,54 +1,110 @@
-"""Bytes per GPU (and per node on the host / NVMe) for a batch of candidates. Pure, vectorised.
+"""Bytes per GPU (and per node on the host / NVMe) as the allocators see them. Pure, vectorised.
 
-Model states follow DeepSpeed's own estimators (docs `memory.rst`, `estimate_zero2/3_model_states_mem_needs`):
-each parameter has w-byte weights and w-byte gradients (w = 2 for 16-bit training) plus 16 bytes of
-optimizer-side state (fp32 master copy 4, Adam m 4 and v 4, fp32 gradient partition 4), so
-  ZeRO-0: 2w·P + 16·P          (Megatron fp16 without distributed optimizer: 20 B/param)
-  ZeRO-1/2: 2w·P + 16·P/d        (DeepSpeed: 4P + 16P/N)
-  ZeRO-3: 2w·largest + (w + 16)·P/d   (DeepSpeed: 4·largest_layer + 18P/N)
-with P the parameters one GPU's model-parallel slice holds (stage params / tp) and d = dp.
-Optimizer offload moves the 16 B part (and, for ZeRO-1/2, the gradients) to the host; ZeRO-Infinity
-params offload moves the weights too, keeping only the gathered working set on the GPU.
+Model states, per parameter P of one GPU's slice (its pipeline stage's parameters / tp), d the sharding
+group (dp, or dp x cp where the stack shards over context-parallel ranks too), w the weight bytes,
+g the gradient-buffer bytes (framework record, by dtype) and K the optimizer side (below):
+  ZeRO-0: w·P + g·P + K·P                  Megatron bf16 18, fp16 20, fp32 16 (dist_optimizer.md:16-20)
+  ZeRO-1: w·P + g·P + K·P/d                Megatron 6 + 12/d, 4 + 16/d, 8 + 8/d; DeepSpeed 4P + 16P/N
+  ZeRO-2: w·P + g·P/d + K·P/d              DeepSpeed 2P + 18P/N (estimate_zero2_model_states_mem_needs)
+  ZeRO-3: w3·P/d + g·P/d + K·P/d + gathered    DeepSpeed 20P/N + 4·largest, FSDP2 16P/N + units
+K = 8 (Adam m, v in fp32) + the fp32 master copy (framework `optimizer_bytes` - 8: 4, or 0 where the
+sharded fp32 parameter is the master, FSDP/JAX; 0 in fp32 training) + 4 for the fp32 gradient copy the
+optimizer steps on whenever the gradient buffer is 16-bit (DeepSpeed stage_1_and_2.py:1892-1902 and
+stage3.py:1895-1903 `single_grad_partition`; Megatron's fp16 row). The copy only exists during the
+optimizer step; it is counted throughout, as DeepSpeed's estimators and Megatron's table count it.
+The gathered working set of ZeRO-3 is the largest module's 16-bit weight and gradient (DeepSpeed,
+stage3.py:3008-3044 `largest_layer_memory = 4 * largest_layer_params`) or whole transformer blocks
+(FSDP2/Megatron-FSDP: `units_in_flight` blocks' 16-bit weights, plus the block being reduced: its
+16-bit gradient and the reduce-dtype copy `foreach_reduce` makes, torch/distributed/fsdp/_fully_shard/
+_fsdp_collectives.py@010ae4a8). Under pipeline parallelism torchtitan keeps the stage unsharded
+(`reshard_after_forward = not pp_enabled`, torchtitan@b5bcd76c torchtitan/distributed/fsdp.py:129-132)
+and torch's pipeline schedule accumulates unsharded gradients until the last backward
+(`set_requires_gradient_sync(False)`, torch/distributed/pipelining/stage.py@01386103, in the reduce dtype:
+_fsdp_param.py `to_accumulated_grad_if_needed`). Optimizer offload moves K (and the ZeRO-2/3 gradient
+partitions) to the host; ZeRO-Infinity params offload moves the sharded weights too.
 
 Activations per layer follow Korthikanti et al. 2022 ("Reducing Activation Recomputation"), in bytes
 for 16-bit activations with T = micro-batch tokens: T·h·(10 + 24/t + 5·a·s/(h·t)) without sequence
 parallelism, T·h·(34 + 5·a·s/h)/t with it; the 5·a·s/h score term vanishes with selective recompute
 or flash attention; full recompute keeps only the 2·T·h layer input. The 24 generalises to GQA and
-SwiGLU as (2 + 4g/a) + 2 + (4 or 6)·f/h. With 1F1B the first stage holds min(p, m) micro-batches of
-its L/p layers; interleaving multiplies that by 1 + (p-1)/(p·v). Recomputing one layer in backward
-adds what that layer rebuilds beyond what it stored: its full activations less the kept input (full
-recompute), or its attention scores when they are materialised (selective recompute without flash
-attention), so memory keeps the order none >= selective >= full.
+SwiGLU as (2 + 4g/a) + 2 + (4 or 6)·f/h. Pipeline stage r holds the micro-batches Megatron's schedule
+has started and not finished: min(p - r, m) with 1F1B, and with interleaving (warm-up + 1) chunks of
+1/v stage each, warm-up = 2(p - r - 1) + (v - 1)·p (Megatron-LM@d98e8a64
+megatron/core/pipeline_parallel/schedules.py:929-975, get_pp_rank_microbatches); for r = 0 that is
+p·(1 + (p - 1)/(p·v)) (Korthikanti §4.2.3). Memory is taken on the first, the fullest middle and the last
+stage (planner.layout.stage_layers: uneven stages allowed) and the largest binds.
+
+Beside the tensors: the CUDA context and library workspaces, NCCL's per-connection buffers, TE's
+userbuffers when TP communication overlaps the GEMMs, and allocator fragmentation as a fraction of the
+bytes freed and re-allocated every micro-batch (`Efficiency.memory_reserve_fraction`; see
+`reserve_parts`). `Efficiency.memory_reserve_bytes` is what is left unexplained (calibrated).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from planner.frameworks import framework_arrays
 from planner.hardware import ClusterSpec
-from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
+from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_layers, stage_param_counts
 
-OPTIMIZER_BYTES_PER_PARAM = 16.0  # fp32 master 4 + Adam m 4 + v 4 + fp32 gradient partition 4 (DeepSpeed)
-FP32_OPTIMIZER_BYTES_PER_PARAM = 8.0  # fp32 training: Adam m 4 + v 4 (weights and grads are already fp32)
+MIB = 2.0**20
+ADAM_STATE_BYTES = 8.0  # fp32 Adam m and v
+FP32_GRAD_COPY_BYTES = 4.0  # fp32 gradient the optimizer steps on when the gradient buffer is 16-bit
 HOST_BUFFER_FACTOR = 1.5  # DeepSpeed's additional_buffer_factor for CPU-side estimates
-# DeepSpeed defaults: reduce_bucket_size = 5e8 elements (ZeRO-1/2); stage3_prefetch_bucket_size = 5e7.
+# DeepSpeed defaults (microsoft/DeepSpeed@38327e07 deepspeed/runtime/zero/config.py:109, 208):
+# reduce_bucket_size = 5e8 elements (ZeRO-1/2/3 IPG buffer); stage3_prefetch_bucket_size = 5e7.
 ZERO12_BUCKET_ELEMENTS = 5e8
 ZERO3_BUCKET_ELEMENTS = 5e7
 # Korthikanti's coefficients: bytes per T·h that every tp rank keeps whole (two norm inputs 4,
 # attention input 2, MLP input 2, two dropout masks 1 + 1).
 REPLICATED_ACTIVATION_COEFF = 10.0
+# CUDA context of a PyTorch process with lazy module loading (the default since CUDA 12.2 and set by
+# PyTorch since 1.13): 287,047,680 bytes measured in pytorch/pytorch#86509 (666,632,192 eager).
+CUDA_CONTEXT_BYTES = 287_047_680.0
+# cuBLAS workspaces: PyTorch's default on Hopper 4096 KiB x 8 = 32 MiB per handle and stream
+# (aten/src/ATen/cuda/CublasHandlePool.cpp parseChosenWorkspaceSize) and Transformer Engine's own
+# 32 MiB + 1 KiB (NVIDIA/TransformerEngine@d0067d0d transformer_engine/pytorch/cpp_extensions/gemm.py:40-45).
+LIBRARY_WORKSPACE_BYTES = 32 * MIB + (32 * MIB + 1024)
+# TE userbuffers (tp_comm_overlap): one communication buffer of the gathered [s·b/cp, h] activation per
+# overlapped GEMM, 10 of them (ring-exchange qkv/fc1 fprop, proj/fc2 dgrad; pipelined proj/fc2 fprop;
+# bulk qkv/fc1 dgrad and wgrad: transformer_engine/pytorch/module/base.py:336-360), plus a cuBLAS
+# workspace for each of its 3 streams (gemm.py:37, 53-57).
+TP_OVERLAP_BUFFERS = 10
+TP_OVERLAP_WORKSPACE_BYTES = 3 * (32 * MIB + 1024)
+# NCCL buffers per peer connection, one per protocol (NVIDIA/nccl@5067397c src/init.cc:810-824):
+# Simple NCCL_BUFFSIZE 4 MiB, LL128 120 x 640 x 8 steps x 8 B, LL 8 x 512 x 8 steps x 16 B
+# (src/include/device.h:26, 97-98, 114-115).
+NCCL_CONNECTION_BYTES = 4 * MIB + 120 * 640 * 8 * 8 + 8 * 512 * 8 * 16
+# Assumed: 16 channels per communicator (typical of NCCL's topology search on 8-GPU NVLink nodes with
+# 8 NICs; MAXCHANNELS is 64, device.h:91), each with a ring's receive and send connection.
+NCCL_CHANNELS = 16
+NCCL_CONNECTIONS_PER_CHANNEL = 2
 
 
-def stage_params(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Parameters held by one GPU's slice on the first and on the last pipeline stage (divided by tp)."""
-    layers_per_stage = np.ceil(batch.layers / batch.pp)  # slowest/fullest stage
-    blocks = layers_per_stage * batch.layer_params
-    single_stage = batch.pp == 1
-    first = blocks + batch.embedding_params
-    # The last stage holds the output projection; when tied and pp == 1 it is the embedding itself.
-    last_head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params)
-    last = np.where(single_stage, first + last_head, blocks + last_head)
-    return first / batch.tp, last / batch.tp
+def _stack(batch: CandidateBatch, stack: dict | None) -> dict:
+    return framework_arrays(batch.framework) if stack is None else stack
+
+
+def sharding_degree(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """Ranks the optimizer (and ZeRO-2/3 gradients, weights) are sharded over: dp, or dp x cp."""
+    stack = _stack(batch, stack)
+    return batch.dp * np.where(stack["shards_over_context_parallel"] > 0, batch.cp, 1.0)
+
+
+def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
+    """Bytes per parameter element: weights, sharded (ZeRO-3) weights, gradient buffer, gradient reduce
+    dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy)."""
+    stack = _stack(batch, stack)
+    dtype = batch.dtype.astype(int)
+    fp32, fp16 = dtype == DTYPE_CODES["fp32"], dtype == DTYPE_CODES["fp16"]
+    weights = DTYPE_BYTES[dtype]
+    grads = np.where(fp32, 4.0, np.where(fp16, stack["grad_bytes_fp16"], stack["grad_bytes_bf16"]))
+    reduce = np.where(fp32, 4.0, np.where(fp16, stack["reduce_bytes_fp16"], stack["reduce_bytes_bf16"]))
+    master = np.where(fp32, 0.0, stack["optimizer_bytes"] - ADAM_STATE_BYTES)
+    grad_copy = np.where(grads < 4.0, FP32_GRAD_COPY_BYTES, 0.0)
+    return {"weights": weights, "sharded_weights": np.where(fp32, 4.0, stack["sharded_param_bytes"]),
+            "grads": grads, "reduce": reduce, "optimizer": ADAM_STATE_BYTES + master + grad_copy}
 
 
 def largest_matrix_params(batch: CandidateBatch) -> np.ndarray:
@@ -58,35 +114,55 @@ def largest_matrix_params(batch: CandidateBatch) -> np.ndarray:
     return np.maximum.reduce([batch.vocab * h, h * batch.ffn, qkv]) / batch.tp
 
 
-def model_state_bytes(params, batch: CandidateBatch) -> dict[str, np.ndarray]:
-    """Weights, gradients, optimizer states and the ZeRO-3 gathered set on one GPU, plus host/NVMe bytes."""
-    w = DTYPE_BYTES[batch.dtype.astype(int)]
-    d = batch.dp
-    zero = batch.zero
-    offload_opt = batch.offload >= 1
-    offload_params = batch.offload >= 2
-    largest = largest_matrix_params(batch)
+def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """ZeRO-3 / FSDP working set of unsharded parameters (and their gradients) on one GPU."""
+    stack = _stack(batch, stack)
+    size = element_bytes(batch, stack)
+    w, g, r = size["weights"], size["grads"], size["reduce"]
+    by_module = np.where(stack["gathers_largest_module"] > 0, (w + g) * largest_matrix_params(batch), 0.0)
+    unit = batch.layer_params / batch.tp
+    blocks = stack["units_in_flight"] * w * unit + (w + r) * unit
+    # torchtitan + torch.distributed.pipelining: the whole stage stays unsharded, gradients accumulate
+    # unsharded in the reduce dtype until the last micro-batch's backward.
+    whole_stage = (stack["unsharded_stage_with_pp"] > 0) & (batch.pp > 1)
+    blocks = np.where(whole_stage, (w + r) * params, blocks)
+    by_block = np.where(stack["gathers_whole_layers"] > 0, blocks, 0.0)
+    return np.where(batch.zero == 3, np.maximum(by_module, by_block), 0.0)
 
-    weights = np.where(zero == 3, w * params / d, w * params)
-    grads = np.where(zero == 3, 0.0, w * params)
-    # fp32 training keeps no separate master copy or fp32 gradient partition: only Adam's m and v.
-    state = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp32"], FP32_OPTIMIZER_BYTES_PER_PARAM,
-                     OPTIMIZER_BYTES_PER_PARAM)
-    optimizer = np.where(zero >= 1, state * params / d, state * params)
-    gathered = np.where(zero == 3, 2.0 * w * largest, 0.0)
 
-    offloaded = np.where(offload_opt, optimizer, 0.0)
-    optimizer = optimizer - offloaded
-    # ZeRO-1/2 offload reduces gradients straight into host buffers (DeepSpeed estimator: GPU keeps 2P).
-    grads_off = np.where(offload_opt & (zero < 3), grads, 0.0)
-    grads = grads - grads_off
-    weights_off = np.where(offload_params, weights, 0.0)
-    weights = weights - weights_off
+def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
+    """Weights, gradients, optimizer states and the ZeRO-3 gathered set on one GPU holding `params`
+    (per tp rank), plus what optimizer/parameter offload moves to the host or NVMe."""
+    stack = _stack(batch, stack)
+    size = element_bytes(batch, stack)
+    d, zero = sharding_degree(batch, stack), batch.zero
+    weights = np.where(zero == 3, size["sharded_weights"] * params / d, size["weights"] * params)
+    grads = np.where(zero >= 2, size["grads"] * params / d, size["grads"] * params)
+    optimizer = np.where(zero >= 1, size["optimizer"] * params / d, size["optimizer"] * params)
+
+    offloaded = np.where(batch.offload >= 1, optimizer, 0.0)
+    # DeepSpeed reduces ZeRO-2/3 gradient partitions straight into host buffers under optimizer offload
+    # (estimators: ZeRO-2 GPU 2P, ZeRO-3 GPU 4·largest + 2P/N); ZeRO-1 keeps its whole 16-bit gradients
+    # until the accumulation boundary (stage_1_and_2.py:1425).
+    grads_off = np.where((batch.offload >= 1) & (zero >= 2), grads, 0.0)
+    weights_off = np.where(batch.offload >= 2, weights, 0.0)
     off_gpu = offloaded + grads_off + weights_off
-    host = np.where(batch.offload_nvme, 0.0, off_gpu)
-    nvme = np.where(batch.offload_nvme, off_gpu, 0.0)
-    return {"weights": weights, "gradients": grads, "optimizer": optimizer, "zero3_gathered": gathered,
-            "host_per_gpu": host, "nvme_per_gpu": nvme}
+    return {"weights": weights - weights_off, "gradients": grads - grads_off, "optimizer": optimizer - offloaded,
+            "zero3_gathered": gathered_bytes(params, batch, stack),
+            "host_per_gpu": np.where(batch.offload_nvme, 0.0, off_gpu),
+            "nvme_per_gpu": np.where(batch.offload_nvme, off_gpu, 0.0)}
+
+
+def fp8_weight_bytes(stage_layer_count, batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """Transformer Engine's fp8 copies of the Linear weights (fp8 training): row-wise and column-wise
+    (transposed) data, cached across micro-batches in `_fp8_workspaces` (TransformerEngine@d0067d0d
+    transformer_engine/pytorch/module/linear.py:467-490, 1958-1961, 2069-2071; Megatron passes
+    `is_first_microbatch` so the cache is on, megatron/core/extensions/transformer_engine.py:1338-1344).
+    With FSDP2 TE does not cache (linear.py:1958): only the blocks in flight hold copies."""
+    stack = _stack(batch, stack)
+    unit = batch.layer_params / batch.tp
+    blocks = np.where(batch.zero == 3, stack["units_in_flight"], stage_layer_count) * unit
+    return np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * blocks, 0.0)
 
 
 def activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
@@ -116,65 +192,122 @@ def activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     return {"stored": stored, "full": full, "working": working}
 
 
+def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
+    """Micro-batches (in whole-stage units) pipeline rank `rank` holds at its peak (Megatron's 1F1B and
+    interleaved schedules, get_pp_rank_microbatches: warm-up forwards plus the first steady-state one)."""
+    p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
+    one_f_one_b = np.minimum(p - rank, m)
+    chunks = np.minimum(2.0 * (p - rank - 1) + (v - 1) * p + 1, m * v)
+    return np.where(p == 1, 1.0, np.where(v > 1, chunks / v, one_f_one_b))
+
+
+def stage_inflight(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Micro-batches in flight on the first (rank 0), fullest middle (rank 1) and last pipeline stage."""
+    return _inflight(batch, 0.0), _inflight(batch, 1.0), _inflight(batch, batch.pp - 1.0)
+
+
 def inflight_microbatches(batch: CandidateBatch) -> np.ndarray:
     """Micro-batches whose activations the first pipeline stage holds at its peak (1F1B, interleaved)."""
-    p, v = batch.pp, batch.vpp
-    m = batch.grad_accumulation
-    one_f_one_b = np.minimum(p, m)
-    interleave = np.where(v > 1, 1.0 + (p - 1) / (p * v), 1.0)
-    return np.where(p > 1, one_f_one_b * interleave, 1.0)
+    return stage_inflight(batch)[0]
 
 
-def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
-    """Named per-GPU bytes (worst pipeline stage), total, HBM verdict, and host/NVMe bytes per node."""
-    first_params, last_params = stage_params(batch)
-    per_layer = activation_bytes_per_layer(batch)
-    layers_per_stage = np.ceil(batch.layers / batch.pp)  # slowest/fullest stage
-    w = DTYPE_BYTES[batch.dtype.astype(int)]
-    tokens = batch.micro_batch * batch.seq_len / batch.cp
-    # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
-    recompute_working = per_layer["working"]
-    first_act = per_layer["stored"] * layers_per_stage * inflight_microbatches(batch) + recompute_working
-    # Last stage: one micro-batch in flight plus the output layer's fp32 logits for the cross-entropy,
-    # 4·s·b·V/t bytes (Korthikanti et al. 2022, section 4.1).
-    logits = 4.0 * tokens * batch.vocab / batch.tp
-    last_act = per_layer["stored"] * layers_per_stage + recompute_working + logits
+def stage_params(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Parameters held by one GPU's slice on the first and on the last pipeline stage (divided by tp)."""
+    first, _, last = stage_param_counts(batch)
+    return first, last
 
-    first = model_state_bytes(first_params, batch)
-    last = model_state_bytes(last_params, batch)
-    states_first = first["weights"] + first["gradients"] + first["optimizer"] + first["zero3_gathered"]
-    states_last = last["weights"] + last["gradients"] + last["optimizer"] + last["zero3_gathered"]
-    use_last = states_last + last_act > states_first + first_act
-    pick = lambda a, b: np.where(use_last, b, a)  # noqa: E731 - choose the binding stage's figure
 
-    params = pick(first_params, last_params)
-    bucket_elements = np.where(batch.zero == 3, ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS)
-    buckets = np.where(batch.zero >= 1, w * np.minimum(bucket_elements, params), 0.0)
+def nccl_communicators(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """NCCL communicators a rank connects: tp, cp, pipeline neighbours, and the gradient group."""
+    groups = [batch.tp, batch.cp, batch.pp, sharding_degree(batch, stack)]
+    return sum(np.where(size > 1, 1.0, 0.0) for size in groups)
+
+
+def reserve_parts(batch: CandidateBatch, cluster: ClusterSpec, transient, stack: dict | None = None) -> dict:
+    """Bytes the allocator cannot hand to tensors.
+
+    - cuda_context: CUDA context (lazy loading) and the cuBLAS workspaces of PyTorch and TE.
+    - nccl_buffers: every connected communicator holds NCCL_CHANNELS x 2 connections x the three
+      protocol buffers (connections are made when a communicator is first used, NCCL_RUNTIME_CONNECT=1
+      since NCCL 2.22, docs/userguide/source/env.rst:1386-1395, so only groups that communicate count).
+    - fragmentation: `memory_reserve_fraction` of the bytes freed and re-allocated every micro-batch
+      (activations, logits, gathered parameters, buckets): the caching allocator's splitting leaves such
+      blocks partly unusable. Assumed; published measurements of the PyTorch caching allocator on LLM
+      training put the waste at ~15% of reserved memory on average (up to 33%) with recompute/ZeRO/offload
+      (Guo et al. 2024, GMLake, ASPLOS) and up to 43% with interleaved pipelines (Huang et al. 2025,
+      STWeaver, arXiv:2507.16274); expandable segments remove most of it (torchtitan's run_train.sh:43 turns
+      them on; Megatron-Core refuses them with NCCL user-buffer registration, distributed_data_parallel_config.py:263).
+    - reserve: `memory_reserve_bytes`, a fixed remainder for calibration to fit.
+    """
     eff = cluster.efficiency
-    hbm = cluster.accelerator.hbm_bytes
+    n = len(batch)
+    return {"cuda_context": np.full(n, CUDA_CONTEXT_BYTES + LIBRARY_WORKSPACE_BYTES),
+            "nccl_buffers": nccl_communicators(batch, stack) * NCCL_CHANNELS * NCCL_CONNECTIONS_PER_CHANNEL
+            * NCCL_CONNECTION_BYTES,
+            "fragmentation": eff.memory_reserve_fraction * transient,
+            "reserve": np.full(n, eff.memory_reserve_bytes)}
+
+
+def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tuple[dict, dict]:
+    """Named bytes of the first, fullest middle and last pipeline stage: arrays of shape (3, candidates)."""
+    params = np.stack(stage_param_counts(batch))
+    layers = np.stack(stage_layers(batch.layers, batch.pp, batch.vpp))
+    inflight = np.stack(stage_inflight(batch))
+    last = np.array([[0.0], [0.0], [1.0]])
+    states = model_state_bytes(params, batch, stack)
+    per_layer = activation_bytes_per_layer(batch)
+    w = element_bytes(batch, stack)["weights"]
+    tokens = batch.micro_batch * batch.seq_len / batch.cp
+    # FSDP2 keeps the final norm + output layer gathered from forward to backward (torchtitan
+    # distributed/fsdp.py:258-265); the last stage holds the fp32 logits of one micro-batch for the
+    # cross-entropy, 4·s·b·V/t bytes (Korthikanti et al. 2022, section 4.1).
+    held = (batch.zero == 3) & (stack["output_unit_held"] > 0) & (batch.pp == 1)
+    gathered = states["zero3_gathered"] + last * np.where(held, w * batch.logits_params / batch.tp, 0.0)
+    logits = last * (4.0 * tokens * batch.vocab / batch.tp)
+    # DeepSpeed's IPG gradient bucket (stage_1_and_2.py:2048-2060, two with overlap_comm; stage3.py:536-540)
+    # and, for ZeRO-3, the prefetch bucket; never more than the parameters it buckets.
+    ipg = np.where((batch.zero < 3) & batch.dp_comm_overlap, 2.0, 1.0) * np.minimum(ZERO12_BUCKET_ELEMENTS, params)
+    prefetch = np.where(batch.zero == 3, np.minimum(ZERO3_BUCKET_ELEMENTS, params), 0.0)
+    separate = (stack["grad_buckets_separate"] > 0) & (batch.zero >= 1)
+    buckets = np.where(separate, w * (ipg + prefetch), 0.0)
+    overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
+                       + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
     parts = {
-        "weights": pick(first["weights"], last["weights"]),
-        "gradients": pick(first["gradients"], last["gradients"]),
-        "optimizer": pick(first["optimizer"], last["optimizer"]),
-        "zero3_gathered": pick(first["zero3_gathered"], last["zero3_gathered"]),
-        "activations": pick(first_act - recompute_working, last_act - recompute_working - logits),
-        "recompute_working": recompute_working,
-        "logits": np.where(use_last, logits, 0.0),
-        "comm_buckets": buckets,
-        "reserve": np.full(len(batch), eff.memory_reserve_fraction * hbm + eff.memory_reserve_bytes),
+        "weights": states["weights"], "gradients": states["gradients"], "optimizer": states["optimizer"],
+        "fp8_weights": fp8_weight_bytes(layers, batch, stack),
+        "zero3_gathered": gathered, "comm_buckets": buckets,
+        "activations": per_layer["stored"] * layers * inflight,
+        # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
+        "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
+    transient = parts["activations"] + parts["recompute_working"] + logits + gathered + buckets
+    parts.update(reserve_parts(batch, cluster, transient, stack))
+    parts = {name: np.broadcast_to(value, params.shape) for name, value in parts.items()}
+    return parts, {"host": states["host_per_gpu"], "nvme": states["nvme_per_gpu"], "params": params}
+
+
+def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | None = None) -> dict[str, np.ndarray]:
+    """Named per-GPU bytes of the binding pipeline stage (first, fullest middle or last), total, HBM
+    verdict, and host/NVMe bytes per node. `stack` overrides the framework record's arrays."""
+    stages, other = _stage_parts(batch, cluster, _stack(batch, stack))
+    totals = sum(stages.values())
+    middle = np.array([[False], [True], [False]])
+    totals = np.where(middle & (batch.pp <= 2), -np.inf, totals)  # a middle stage needs pp > 2
+    binding = np.argmax(totals, axis=0)
+    pick = lambda values: np.take_along_axis(np.broadcast_to(values, totals.shape), binding[None], 0)[0]  # noqa: E731
+    parts = {name: pick(value) for name, value in stages.items()}
     total = sum(parts.values())
+    hbm = cluster.accelerator.hbm_bytes
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    host_per_gpu = np.maximum(first["host_per_gpu"], last["host_per_gpu"])
-    nvme_per_gpu = np.maximum(first["nvme_per_gpu"], last["nvme_per_gpu"])
-    host_per_node = host_per_gpu * gpus_on_node * HOST_BUFFER_FACTOR
+    host_per_node = np.max(np.broadcast_to(other["host"], totals.shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
     return {
         "parts": parts,
         "total_bytes": total,
         "hbm_bytes": np.full(len(batch), hbm),
         "fits": total <= hbm,
         "host_bytes_per_node": host_per_node,
-        "nvme_bytes_per_node": nvme_per_gpu * gpus_on_node,
+        "nvme_bytes_per_node": np.max(np.broadcast_to(other["nvme"], totals.shape), axis=0) * gpus_on_node,
         "host_fits": host_per_node <= cluster.node.host_memory_bytes,
-        "params_per_gpu": params,
+        "params_per_gpu": pick(other["params"]),
+        "binding_stage": binding,
     }

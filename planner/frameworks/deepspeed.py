@@ -23,7 +23,9 @@ from planner.frameworks.base import Framework
 DEEPSPEED = Framework(
     name="deepspeed",
     grad_bytes_bf16=2.0, grad_bytes_fp16=2.0, reduce_bytes_bf16=2.0, reduce_bytes_fp16=2.0,
-    optimizer_bytes=16.0, sharded_param_bytes=2.0,
+    # fp32 master 4 + Adam 8; with 16-bit gradients cost.memory adds the fp32 gradient partition the step
+    # flattens (stage_1_and_2.py:1892-1902): 16 B/param as in the ZeRO-2 estimator's 18 = 2 + 16.
+    optimizer_bytes=12.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=False,
     gathers_per_layer=6.0, gathers_outside_layers=3.0, units_in_flight=2.0, prefetches_next_unit=True,
     dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=False,
@@ -31,4 +33,7 @@ DEEPSPEED = Framework(
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
     grad_bucket_elements=5.0e8,  # DeepSpeed reduce_bucket_size default 5e8 elements (`runtime/zero/config.py`)
     eager_dispatch=True,
+    # Memory: ZeRO-3 gathers submodule by submodule (estimator: 4 x largest layer, stage3.py:3019);
+    # the IPG gradient bucket is its own buffer (stage_1_and_2.py:2048-2060, stage3.py:536-540).
+    gathers_largest_module=True, gathers_whole_layers=False, grad_buckets_separate=True,
 )

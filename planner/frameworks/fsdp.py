@@ -29,4 +29,9 @@ FSDP = Framework(
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
     eager_dispatch=True,
+    # Memory: with pp > 1 torchtitan does not reshard after forward (`distributed/fsdp.py`:129-132) and
+    # torch.distributed.pipelining turns gradient sync off until the last backward (`pipelining/stage.py`,
+    # `backward_maybe_with_nosync`): the stage's weights and its reduce-dtype gradients stay unsharded.
+    # Without pp the final norm + output layer unit is not resharded after forward (fsdp.py:258-265).
+    unsharded_stage_with_pp=True, output_unit_held=True,
 )

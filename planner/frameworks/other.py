@@ -11,7 +11,7 @@ from planner.frameworks.base import Framework
 OTHER = Framework(
     name="other",
     grad_bytes_bf16=2.0, grad_bytes_fp16=2.0, reduce_bytes_bf16=2.0, reduce_bytes_fp16=2.0,
-    optimizer_bytes=16.0, sharded_param_bytes=2.0,
+    optimizer_bytes=12.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=False,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
     dp_comm_overlap_default=True, zero2_reduces_every_microbatch=False, param_gather_overlap=False,
@@ -19,4 +19,7 @@ OTHER = Framework(
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB (`torch/nn/parallel/distributed.py`)
     eager_dispatch=True,
+    # Memory never below DeepSpeed's: its bucket buffers, and the larger of its module working set and
+    # FSDP's whole-block one.
+    gathers_largest_module=True, gathers_whole_layers=True, grad_buckets_separate=True,
 )

@@ -1,22 +1,35 @@
-"""Per-GPU memory: model states against DeepSpeed's estimators and Megatron's table, activations against
-Korthikanti et al. 2022 Table 2, and in-flight micro-batches of 1F1B / interleaved schedules."""
+"""Per-GPU memory: each stack's model states against its own estimator or documentation, activations
+against Korthikanti et al. 2022 Table 2, micro-batches in flight against Megatron's schedule, uneven
+pipeline stages, the reserve terms, and NVIDIA's published Llama 3.1 405B layouts."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.cost.memory import activation_bytes_per_layer, inflight_microbatches, model_state_bytes, per_gpu_memory
-from planner.layout import Layout, single_batch
+from planner.cost.memory import (CUDA_CONTEXT_BYTES, LIBRARY_WORKSPACE_BYTES, NCCL_CONNECTION_BYTES,
+                                 activation_bytes_per_layer, inflight_microbatches, model_state_bytes,
+                                 per_gpu_memory, stage_inflight)
+from planner.frameworks import FRAMEWORKS
+from planner.hardware import load_cluster
+from planner.layout import Layout, single_batch, stage_layers
 from planner.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]
+LLAMA2_7B = PRESETS["llama2-7b"]
+GIB = 2**30
 
 
 def _gpu_state_bytes(states: dict) -> float:
     return float((states["weights"] + states["gradients"] + states["optimizer"] + states["zero3_gathered"])[0])
+
+
+def _states(P, model=LLAMA2_7B, **layout) -> float:
+    return _gpu_state_bytes(model_state_bytes(np.array([float(P)]), single_batch(model, Layout(**layout))))
 
 
 def _largest_module_params(model) -> int:
@@ -26,67 +39,153 @@ def _largest_module_params(model) -> int:
                model.hidden * (model.hidden + 2 * model.kv * head_dim))
 
 
+def _stack(framework) -> dict:
+    """A framework record as the per-candidate arrays cost.memory reads (batch of one)."""
+    return {f.name: np.array([float(getattr(framework, f.name))])
+            for f in dataclasses.fields(framework) if f.type in ("float", "bool", "int")}
+
+
 # ---------------------------------------------------------------------------------------------
-# Model states: DeepSpeed `estimate_zero2_model_states_mem_needs` / `estimate_zero3_model_states_mem_needs`
-# (docs memory.rst). P = total params, N = GPUs (data-parallel ranks), 16-bit training.
+# DeepSpeed (microsoft/DeepSpeed@38327e07; DeepSpeed 0.19.8 installed here has the same estimators).
+# P = parameters, N = data-parallel ranks, bf16 training.
 # ---------------------------------------------------------------------------------------------
 
 CASES = [(124_439_808, 1), (1.0e9, 8), (6_738_415_616, 64), (70e9, 1024), (3.3e8, 3)]
+stage_1_and_2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
+stage3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
 
 
 @pytest.mark.parametrize("P, N", CASES)
-def test_zero2_gpu_bytes_match_deepspeed_estimator(batch_of, P, N):
-    batch = batch_of(PRESETS["llama2-7b"], dp=N, zero=2, global_batch=N)
-    assert _gpu_state_bytes(model_state_bytes(np.array([P]), batch)) == pytest.approx(4 * P + 16 * P / N, rel=1e-9)
-
-
-@pytest.mark.parametrize("P, N", CASES)
-def test_zero2_optimizer_offload_keeps_2p_on_gpu(batch_of, P, N):
-    batch = batch_of(PRESETS["llama2-7b"], dp=N, zero=2, offload="optimizer", global_batch=N)
-    assert _gpu_state_bytes(model_state_bytes(np.array([P]), batch)) == pytest.approx(2 * P, rel=1e-9)
+@pytest.mark.parametrize("offload", ["none", "optimizer"])
+def test_zero2_matches_deepspeed_estimator(P, N, offload):
+    """`estimate_zero2_model_states_mem_needs`, deepspeed/runtime/zero/stage_1_and_2.py:2430-2453:
+    2P + 18P/N (2 params16 + 2 grads16 + 4 grads32 + 4 params32 + 8 Adam, all but the weights partitioned),
+    2P with the optimizer offloaded."""
+    _, expected = stage_1_and_2.estimate_zero2_model_states_mem_needs(
+        P, num_gpus_per_node=N, num_nodes=1, cpu_offload=offload != "none")
+    got = _states(P, dp=N, zero=2, offload=offload, global_batch=N, framework="deepspeed")
+    assert got == pytest.approx(expected, rel=0.01)
 
 
 @pytest.mark.parametrize("name", ["gpt2-small", "llama2-7b", "llama3-70b"])
 @pytest.mark.parametrize("P, N", CASES)
-def test_zero3_gpu_bytes_match_deepspeed_estimator(batch_of, name, P, N):
+@pytest.mark.parametrize("offload", ["none", "optimizer", "optimizer+params"])
+def test_zero3_matches_deepspeed_estimator(name, P, N, offload):
+    """`estimate_zero3_model_states_mem_needs`, deepspeed/runtime/zero/stage3.py:3008-3044:
+    4·largest_layer + 18P/N, + 2P/N with optimizer offload, 4·largest_layer with params offload too.
+    Without offload the engine also keeps the 16-bit gradient partition `grad_partitions_flat_buffer`
+    (stage3.py:547-549, `gradient_accumulation_dtype` = the model dtype, runtime/engine.py get_data_types)
+    that the estimator leaves out: 2P/N more (offloaded with the optimizer, so absent there)."""
     model = PRESETS[name]
-    largest_layer_memory = 4 * _largest_module_params(model)
-    batch = batch_of(model, dp=N, zero=3, global_batch=N)
-    got = _gpu_state_bytes(model_state_bytes(np.array([P]), batch))
-    assert got == pytest.approx(largest_layer_memory + 18 * P / N, rel=1e-9)
+    largest = _largest_module_params(model)
+    _, expected, _ = stage3.estimate_zero3_model_states_mem_needs(
+        P, largest, num_gpus_per_node=N, num_nodes=1, cpu_offload=offload != "none",
+        cpu_offload_params=offload == "optimizer+params")
+    grad_partition = 2 * P / N if offload == "none" else 0.0
+    got = _states(P, model, dp=N, zero=3, offload=offload, global_batch=N, framework="deepspeed")
+    assert got == pytest.approx(expected + grad_partition, rel=0.01)
 
 
 @pytest.mark.parametrize("P, N", CASES)
-def test_zero3_optimizer_offload(batch_of, P, N):
-    model = PRESETS["llama2-7b"]
-    batch = batch_of(model, dp=N, zero=3, offload="optimizer", global_batch=N)
-    got = _gpu_state_bytes(model_state_bytes(np.array([P]), batch))
-    assert got == pytest.approx(4 * _largest_module_params(model) + 2 * P / N, rel=1e-9)
+def test_zero1_keeps_whole_gradients_and_costs_more_than_zero2(P, N):
+    """ZeRO-1 reduces only at the accumulation boundary (stage_1_and_2.py:1424-1426) and keeps every
+    16-bit gradient until then: 4P + 16P/N. ZeRO-2 partitions them: less on GPU whenever N > 1."""
+    zero1 = _states(P, dp=N, zero=1, global_batch=N, framework="deepspeed")
+    zero2 = _states(P, dp=N, zero=2, global_batch=N, framework="deepspeed")
+    assert zero1 == pytest.approx(4 * P + 16 * P / N, rel=1e-9)
+    assert zero2 < zero1 if N > 1 else zero2 == pytest.approx(zero1)
 
 
-@pytest.mark.parametrize("P, N", CASES)
-def test_zero3_params_offload_keeps_only_the_largest_layer(batch_of, P, N):
-    model = PRESETS["llama2-7b"]
-    batch = batch_of(model, dp=N, zero=3, offload="optimizer+params", global_batch=N)
-    got = _gpu_state_bytes(model_state_bytes(np.array([P]), batch))
-    assert got == pytest.approx(4 * _largest_module_params(model), rel=1e-9)
+# ---------------------------------------------------------------------------------------------
+# Megatron-LM distributed optimizer: docs/user-guide/features/dist_optimizer.md:16-20 (Megatron-LM@d98e8a64;
+# docs/source/api-guide/dist_optimizer.md before the docs moved). d includes the cp ranks.
+# ---------------------------------------------------------------------------------------------
+
+MEGATRON_TABLE = [("fp16", 20, 4, 16), ("bf16", 18, 6, 12), ("fp32", 16, 8, 8)]
 
 
-@pytest.mark.parametrize("d", [1, 8, 64])
-def test_megatron_fp16_distributed_optimizer_table(batch_of, d):
-    """Megatron-LM distributed-optimizer docs, fp16 params and grads: 20 B/param without it, 4 + 16/d with it."""
-    P = 1e9
-    plain = batch_of(GPT3, dp=d, zero=0, dtype="fp16", global_batch=d)
-    sharded = batch_of(GPT3, dp=d, zero=1, dtype="fp16", global_batch=d)
-    assert _gpu_state_bytes(model_state_bytes(np.array([P]), plain)) == pytest.approx(20 * P, rel=1e-12)
-    assert _gpu_state_bytes(model_state_bytes(np.array([P]), sharded)) == pytest.approx((4 + 16 / d) * P, rel=1e-12)
+@pytest.mark.parametrize("dtype, plain, fixed, sharded", MEGATRON_TABLE)
+@pytest.mark.parametrize("dp, cp", [(1, 1), (8, 1), (64, 1), (4, 2), (16, 4)])
+def test_megatron_distributed_optimizer_table(dtype, plain, fixed, sharded, dp, cp):
+    """All three rows: without the distributed optimizer (zero=0) and with it (zero=1), d = dp x cp."""
+    P, d = 1e9, dp * cp
+    common = dict(dp=dp, cp=cp, dtype=dtype, global_batch=dp, framework="megatron")
+    assert _states(P, **common, zero=0) == pytest.approx(plain * P, rel=0.01)
+    assert _states(P, **common, zero=1) == pytest.approx((fixed + sharded / d) * P, rel=0.01)
 
 
-@pytest.mark.parametrize("zero, offload", [(1, "optimizer"), (2, "optimizer"), (3, "optimizer"), (3, "optimizer+params")])
-def test_offload_moves_bytes_to_the_host_without_losing_any(batch_of, zero, offload):
+# ---------------------------------------------------------------------------------------------
+# FSDP2 (torchtitan@b5bcd76c): fp32 sharded params + fp32 sharded grads + Adam = 16P/N over dp x cp,
+# plus two blocks' bf16 weights in flight and the block being reduced (bf16 grad + fp32 copy,
+# torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce).
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dp, cp", [(8, 1), (64, 1), (16, 2)])
+def test_fsdp_shards_16_bytes_per_param_over_dp_and_cp(dp, cp):
+    P, n = 7e9, dp * cp
+    model = LLAMA2_7B
+    states = model_state_bytes(np.array([P]), single_batch(model, Layout(dp=dp, cp=cp, zero=3, global_batch=dp,
+                                                                         framework="fsdp")))
+    sharded = float((states["weights"] + states["gradients"] + states["optimizer"])[0])
+    assert sharded == pytest.approx(16 * P / n, rel=0.01)
+    block = single_batch(model, Layout()).layer_params[0]
+    assert float(states["zero3_gathered"][0]) == pytest.approx(2 * 2 * block + (2 + 4) * block, rel=1e-9)
+
+
+def test_fsdp_with_pipeline_keeps_the_stage_unsharded():
+    """torchtitan does not reshard after forward with pp (distributed/fsdp.py:129-132) and the pipeline
+    schedule syncs gradients only at the last backward: bf16 weights + fp32 gradients of the stage."""
+    P = 5e9
+    batch = single_batch(LLAMA2_7B, Layout(pp=4, dp=8, zero=3, global_batch=64, framework="fsdp"))
+    assert model_state_bytes(np.array([P]), batch)["zero3_gathered"][0] == pytest.approx((2 + 4) * P, rel=1e-9)
+
+
+@pytest.mark.parametrize("framework, shards_cp", [("megatron", True), ("fsdp", True), ("deepspeed", False)])
+def test_context_parallel_enlarges_the_sharding_group_where_the_stack_does(framework, shards_cp):
+    """Megatron shards the distributed optimizer over dp x cp (core/optimizer/__init__.py:1075-1076), torchtitan
+    over dp_shard x cp (parallel_dims.py); DeepSpeed over its data-parallel group only."""
+    P, zero = 1e9, 3 if framework == "fsdp" else 1
+    no_cp = _states(P, dp=8, cp=1, zero=zero, global_batch=8, framework=framework)
+    with_cp = _states(P, dp=8, cp=4, zero=zero, global_batch=8, framework=framework)
+    assert (with_cp < no_cp) == shards_cp
+    if not shards_cp:
+        assert with_cp == pytest.approx(no_cp, rel=1e-12)
+
+
+@pytest.mark.parametrize("zero", [0, 1, 2, 3])
+@given(P=st.floats(1e6, 1e12), N=st.integers(1, 4096))
+@settings(max_examples=30, deadline=None)
+def test_other_is_never_below_deepspeed(zero, P, N):
+    """The neutral stack keeps the ZeRO paper's accounting (Rajbhandari et al. 2020) with DeepSpeed's extra
+    fp32 gradient partition and buffers, and the larger ZeRO-3 working set: never below DeepSpeed."""
+    for offload in ("none", "optimizer"):
+        if zero == 0 and offload != "none":
+            continue
+        common = dict(dp=N, zero=zero, offload=offload, global_batch=N)
+        assert _states(P, **common, framework="other") >= _states(P, **common, framework="deepspeed") * (1 - 1e-12)
+
+
+def test_fp8_adds_transformer_engines_weight_copies():
+    """TE caches row-wise and column-wise fp8 copies of each Linear weight (module/linear.py:467-490,
+    2069-2071): 2 B per layer parameter on the stage, on top of the bf16 weights."""
+    cluster = load_cluster("dgx-h100")
+    common = dict(tp=8, pp=4, dp=8, zero=1, global_batch=64, seq_parallel=True, framework="megatron")
+    bf16 = per_gpu_memory(single_batch(PRESETS["llama3-70b"], Layout(**common, dtype="bf16")), cluster)["parts"]
+    fp8 = per_gpu_memory(single_batch(PRESETS["llama3-70b"], Layout(**common, dtype="fp8")), cluster)["parts"]
+    layer = single_batch(PRESETS["llama3-70b"], Layout()).layer_params[0]
+    assert bf16["fp8_weights"][0] == 0
+    assert fp8["fp8_weights"][0] == pytest.approx(2 * 20 * layer / 8, rel=1e-9)
+    assert fp8["weights"][0] == pytest.approx(bf16["weights"][0], rel=1e-12)
+
+
+@pytest.mark.parametrize("zero, offload",
+                         [(1, "optimizer"), (2, "optimizer"), (3, "optimizer"), (3, "optimizer+params")])
+def test_offload_moves_bytes_to_the_host_without_losing_any(zero, offload):
     P, N = 7e9, 8
-    on_gpu = model_state_bytes(np.array([P]), batch_of(GPT3, dp=N, zero=zero, global_batch=N))
-    moved = model_state_bytes(np.array([P]), batch_of(GPT3, dp=N, zero=zero, offload=offload, global_batch=N))
+    batch = lambda off: single_batch(GPT3, Layout(dp=N, zero=zero, offload=off, global_batch=N,  # noqa: E731
+                                                  framework="deepspeed"))
+    on_gpu = model_state_bytes(np.array([P]), batch("none"))
+    moved = model_state_bytes(np.array([P]), batch(offload))
     assert moved["host_per_gpu"][0] > 0 and moved["nvme_per_gpu"][0] == 0
     assert _gpu_state_bytes(moved) + moved["host_per_gpu"][0] == pytest.approx(_gpu_state_bytes(on_gpu), rel=1e-12)
 
@@ -113,8 +212,7 @@ def _per_layer(model, **layout) -> float:
 def test_activations_no_parallelism(name, b):
     m = PRESETS[name]
     s, h, a = m.seq_len, m.hidden, m.heads
-    expected = s * b * h * (34 + 5 * a * s / h)
-    assert _per_layer(m, micro_batch=b) == pytest.approx(expected, rel=0.01)
+    assert _per_layer(m, micro_batch=b) == pytest.approx(s * b * h * (34 + 5 * a * s / h), rel=0.01)
 
 
 @pytest.mark.parametrize("name, b", KORTHIKANTI_SHAPES)
@@ -140,7 +238,8 @@ def test_activations_tensor_and_sequence_parallel(name, b, t):
 def test_activations_sequence_parallel_with_selective_recompute(name, b, t):
     m = PRESETS[name]
     expected = 34 * m.seq_len * b * m.hidden / t
-    assert _per_layer(m, micro_batch=b, tp=t, seq_parallel=True, recompute="selective") == pytest.approx(expected, rel=0.01)
+    got = _per_layer(m, micro_batch=b, tp=t, seq_parallel=True, recompute="selective")
+    assert got == pytest.approx(expected, rel=0.01)
 
 
 @pytest.mark.parametrize("name, b", KORTHIKANTI_SHAPES)
@@ -150,54 +249,134 @@ def test_activations_full_recompute_keeps_the_layer_input(name, b):
 
 
 def test_flash_attention_removes_the_score_term():
-    m = GPT3
-    batch = single_batch(m, Layout(tp=8, flash_attention=True))
-    expected = m.seq_len * m.hidden * (10 + 24 / 8)
+    batch = single_batch(GPT3, Layout(tp=8, flash_attention=True))
+    expected = GPT3.seq_len * GPT3.hidden * (10 + 24 / 8)
     assert activation_bytes_per_layer(batch)["stored"][0] == pytest.approx(expected, rel=0.01)
 
 
 def test_activations_in_per_gpu_memory_are_layers_times_per_layer(a100):
     """pp = 1: the activation part is L x the per-layer figure (one micro-batch in flight)."""
     m = PRESETS["gpt3-13b"]
-    layout = Layout(tp=8, micro_batch=2, global_batch=2, flash_attention=False)
-    memory = per_gpu_memory(single_batch(m, layout), a100)
+    memory = per_gpu_memory(single_batch(m, Layout(tp=8, micro_batch=2, global_batch=2, flash_attention=False)), a100)
     s, h, a, b = m.seq_len, m.hidden, m.heads, 2
     expected = m.layers * s * b * h * (10 + 24 / 8 + 5 * a * s / (h * 8))
     assert memory["parts"]["activations"][0] == pytest.approx(expected, rel=0.01)
 
 
 # ---------------------------------------------------------------------------------------------
-# Micro-batches in flight on the first stage (Narayanan et al. 2021; Korthikanti et al. 2022 §4.2.3)
+# Micro-batches in flight per pipeline rank: Megatron-LM@d98e8a64 megatron/core/pipeline_parallel/
+# schedules.py:929-975 (get_pp_rank_microbatches): warm-up (p - r - 1) for 1F1B, 2(p - r - 1) + (v - 1)·p
+# chunks interleaved, plus the first steady-state forward; at most every micro-batch.
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(
-    "pp, vpp, m, expected",
-    [
-        (1, 1, 8, 1.0),
-        (4, 1, 8, 4.0),  # 1F1B: p in flight
-        (8, 1, 4, 4.0),  # fewer micro-batches than stages: all of them
-        (8, 3, 24, 8 * (1 + 7 / 24)),  # interleaved: p·(1 + (p-1)/(p·v))
-        (4, 2, 16, 4 * (1 + 3 / 8)),
-    ],
-)
-def test_inflight_microbatches(pp, vpp, m, expected):
+def _megatron_peak_stage_microbatches(p, v, m, rank) -> float:
+    if p == 1:
+        return 1.0
+    if v == 1:
+        return min(p - rank - 1, m) + (1 if p - rank - 1 < m else 0)
+    warmup = min((p - rank - 1) * 2 + (v - 1) * p, m * v)
+    return min(warmup + 1, m * v) / v
+
+
+@pytest.mark.parametrize("pp, vpp, m", [(1, 1, 8), (4, 1, 8), (8, 1, 4), (8, 3, 24), (4, 2, 16), (8, 8, 128),
+                                        (9, 7, 128), (16, 1, 64), (2, 1, 1)])
+def test_inflight_follows_megatrons_schedule(pp, vpp, m):
+    batch = single_batch(GPT3, Layout(pp=pp, vpp=vpp, micro_batch=1, global_batch=m))
+    first, middle, last = stage_inflight(batch)
+    assert first[0] == pytest.approx(_megatron_peak_stage_microbatches(pp, vpp, m, 0), rel=1e-12)
+    assert last[0] == pytest.approx(_megatron_peak_stage_microbatches(pp, vpp, m, pp - 1), rel=1e-12)
+    if pp > 2:
+        assert middle[0] == pytest.approx(_megatron_peak_stage_microbatches(pp, vpp, m, 1), rel=1e-12)
+
+
+@pytest.mark.parametrize("pp, vpp, m, expected", [(4, 1, 8, 4.0), (8, 1, 4, 4.0), (8, 3, 24, 8 * (1 + 7 / 24)),
+                                                  (4, 2, 16, 4 * (1 + 3 / 8))])
+def test_first_stage_inflight_is_korthikantis(pp, vpp, m, expected):
+    """First stage: min(p, m) with 1F1B, p·(1 + (p-1)/(p·v)) interleaved (Korthikanti et al. 2022, §4.2.3)."""
     batch = single_batch(GPT3, Layout(pp=pp, vpp=vpp, micro_batch=1, global_batch=m))
     assert inflight_microbatches(batch)[0] == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("pp, vpp, m, in_flight", [(8, 1, 16, 8), (8, 1, 4, 4), (4, 2, 16, 4 * (1 + 3 / 8))])
 def test_first_stage_holds_its_layers_times_the_inflight_microbatches(a100, pp, vpp, m, in_flight):
-    model = GPT3
     layout = Layout(tp=8, pp=pp, vpp=vpp, micro_batch=1, global_batch=m, seq_parallel=True, recompute="selective")
-    memory = per_gpu_memory(single_batch(model, layout), a100)
-    per_layer = 34 * model.seq_len * model.hidden / 8  # Korthikanti: TP + SP + selective recompute
-    expected = per_layer * model.layers / pp * in_flight
-    assert memory["parts"]["activations"][0] == pytest.approx(expected, rel=0.01)
+    memory = per_gpu_memory(single_batch(GPT3, layout), a100)
+    per_layer = 34 * GPT3.seq_len * GPT3.hidden / 8  # Korthikanti: TP + SP + selective recompute
+    assert memory["binding_stage"][0] == 0
+    assert memory["parts"]["activations"][0] == pytest.approx(per_layer * GPT3.layers / pp * in_flight, rel=0.01)
 
 
 # ---------------------------------------------------------------------------------------------
-# Whole-GPU verdict and monotonicity
+# Uneven stages and NVIDIA's published Llama 3.1 405B layouts.
+# NVIDIA/NeMo@8cfedd72 nemo/collections/llm/recipes/llama31_405b.py: seq 8192 (line 61), global batch 512
+# and micro-batch 1 (line 199), no recompute set (scripts/performance/recommended_model_configs/
+# model_configs_h100.csv:11-12: recompute_layers 0), sequence parallel (line 71), distributed optimizer
+# (line 200), tp_comm_overlap (line 239) and bf16 gradient reduction, grad_reduce_in_fp32 = False (line 251).
 # ---------------------------------------------------------------------------------------------
+
+LLAMA405 = PRESETS["llama3-405b"]
+NEMO_405B = dict(tp=8, cp=2, dp=4, zero=1, dtype="bf16", seq_parallel=True, micro_batch=1, global_batch=512,
+                 recompute="none", framework="megatron", tp_comm_overlap=True)
+# NeMo's performance recipes keep Megatron's gradient buffer in bf16 (grad_reduce_in_fp32=False).
+NEMO_PERF_MEGATRON = _stack(dataclasses.replace(FRAMEWORKS["megatron"], grad_bytes_bf16=2.0, reduce_bytes_bf16=2.0))
+
+
+def test_uneven_stages_405b_pp8_vpp8():
+    """126 layers on pp 8 x vpp 8: the embedding and the loss take a layer's slot, 15 / 16 / 15 layers;
+    the middle stage (16 layers, rank 1's p + (p-3)/v = 8.625 micro-batches) binds."""
+    batch = single_batch(LLAMA405, Layout(pp=8, vpp=8, **NEMO_405B))
+    assert [float(x[0]) for x in stage_layers(batch.layers, batch.pp, batch.vpp)] == [15, 16, 15]
+    memory = per_gpu_memory(batch, load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
+    assert memory["binding_stage"][0] == 1
+    per_layer = activation_bytes_per_layer(batch)["stored"][0]
+    assert memory["parts"]["activations"][0] == pytest.approx(per_layer * 16 * (8 + 5 / 8), rel=1e-9)
+    assert memory["params_per_gpu"][0] == pytest.approx(16 * batch.layer_params[0] / 8, rel=1e-9)
+
+
+def test_embedding_on_the_first_stage_output_layer_on_the_last():
+    """pp 9 x vpp 7: 14 layers a stage; the first adds the embedding (and binds: most in flight), the last the
+    output layer (untied), a middle stage neither."""
+    batch = single_batch(LLAMA405, Layout(pp=9, vpp=7, **NEMO_405B))
+    blocks, head = 14 * batch.layer_params[0], LLAMA405.vocab * LLAMA405.hidden
+    memory = per_gpu_memory(batch, load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
+    assert memory["binding_stage"][0] == 0
+    assert memory["params_per_gpu"][0] == pytest.approx((blocks + head) / 8, rel=1e-6)
+    last = per_gpu_memory(single_batch(LLAMA405, Layout(pp=9, vpp=1, **{**NEMO_405B, "global_batch": 4})),
+                          load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
+    assert last["binding_stage"][0] == 2  # one micro-batch each: the output layer and fp32 logits bind
+    assert last["params_per_gpu"][0] == pytest.approx((blocks + head) / 8, rel=1e-6)
+    assert last["parts"]["logits"][0] == pytest.approx(4 * 8192 / 2 * LLAMA405.vocab / 8, rel=1e-9)
+
+
+@pytest.mark.parametrize("pp, vpp, gpus", [(8, 8, 512), (9, 7, 576)])
+def test_nvidias_llama31_405b_layouts_fit_on_h100(pp, vpp, gpus):
+    """tp8 pp8 cp2 vpp8 on 512 H100 and tp8 pp9 cp2 vpp7 on 576 H100 ran: they must fit in 79.6 GiB.
+    (With Megatron-LM's default fp32 gradient buffer, 6 + 12/d B/param, they would need ~8-9 GiB more.)"""
+    layout = Layout(pp=pp, vpp=vpp, **NEMO_405B)
+    assert layout.gpus == gpus
+    memory = per_gpu_memory(single_batch(LLAMA405, layout), load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
+    assert memory["fits"][0], f"{memory['total_bytes'][0] / GIB:.1f} GiB"
+    assert memory["total_bytes"][0] > 0.85 * memory["hbm_bytes"][0]  # they were chosen to use the GPU
+
+
+# ---------------------------------------------------------------------------------------------
+# Reserve terms, whole-GPU verdict and monotonicity
+# ---------------------------------------------------------------------------------------------
+
+def test_reserve_terms(a100):
+    """CUDA context + workspaces fixed; NCCL: 16 channels x 2 connections x (Simple 4 MiB + LL128 + LL) per
+    connected communicator (nccl src/init.cc:810-824); fragmentation a fraction of the per-micro-batch bytes."""
+    batch = single_batch(LLAMA2_7B, Layout(tp=4, pp=2, dp=4, zero=1, global_batch=32, framework="megatron"))
+    parts = per_gpu_memory(batch, a100)["parts"]
+    assert NCCL_CONNECTION_BYTES == pytest.approx(9.1875 * 2**20)
+    assert parts["cuda_context"][0] == CUDA_CONTEXT_BYTES + LIBRARY_WORKSPACE_BYTES
+    assert parts["nccl_buffers"][0] == pytest.approx(3 * 16 * 2 * NCCL_CONNECTION_BYTES)  # tp, pp, dp
+    transient = sum(parts[k] for k in ("activations", "recompute_working", "logits", "zero3_gathered", "comm_buckets"))
+    assert parts["fragmentation"][0] == pytest.approx(a100.efficiency.memory_reserve_fraction * transient[0])
+    assert parts["reserve"][0] == a100.efficiency.memory_reserve_bytes
+    single = per_gpu_memory(single_batch(LLAMA2_7B, Layout()), a100)["parts"]
+    assert single["nccl_buffers"][0] == 0
+
 
 def test_parts_sum_to_total_and_verdict_follows(a100):
     memory = per_gpu_memory(single_batch(PRESETS["llama2-70b"], Layout(tp=8, pp=2, global_batch=8)), a100)
@@ -214,13 +393,16 @@ def test_175b_on_one_gpu_does_not_fit(a100):
 
 @given(name=st.sampled_from(["gpt2-xl", "llama2-7b", "llama2-70b", "gpt3-13b"]),
        zero=st.sampled_from([0, 1, 2, 3]), tp=st.sampled_from([1, 2, 8]),
-       recompute=st.sampled_from(["none", "selective", "full"]))
+       recompute=st.sampled_from(["none", "selective", "full"]),
+       framework=st.sampled_from(["megatron", "deepspeed", "fsdp", "other"]))
 @settings(max_examples=40, deadline=None)
-def test_more_data_parallel_gpus_never_raise_per_gpu_memory(a100, name, zero, tp, recompute):
+def test_more_data_parallel_gpus_never_raise_per_gpu_memory(a100, name, zero, tp, recompute, framework):
+    """From dp = 2 on (dp = 1 has no gradient communicator, hence no NCCL buffers for it)."""
     model = PRESETS[name]
     totals = []
-    for dp in (1, 2, 4, 8, 16, 64, 256, 1024):
-        layout = Layout(tp=tp, dp=dp, zero=zero, micro_batch=1, global_batch=dp, recompute=recompute)
+    for dp in (2, 4, 8, 16, 64, 256, 1024):
+        layout = Layout(tp=tp, dp=dp, zero=zero, micro_batch=1, global_batch=dp, recompute=recompute,
+                        framework=framework)
         totals.append(per_gpu_memory(single_batch(model, layout), a100)["total_bytes"][0])
     assert all(later <= earlier * (1 + 1e-12) for earlier, later in zip(totals, totals[1:]))
     if zero == 3:
@@ -259,5 +441,6 @@ def test_recompute_order_holds_with_one_layer_in_flight(a100, flash):
 def test_tiny_model_memory_is_positive_and_small(a100):
     model = make_model(layers=2, hidden=64, heads=4, vocab=128, seq_len=32)
     memory = per_gpu_memory(single_batch(model, Layout()), a100)
+    fixed = sum(memory["parts"][k][0] for k in ("cuda_context", "nccl_buffers", "reserve"))
     assert memory["fits"][0]
-    assert 0 < memory["total_bytes"][0] - memory["parts"]["reserve"][0] < 2 * 20 * model.total_params
+    assert 0 < memory["total_bytes"][0] - fixed < 2 * 20 * model.total_params
