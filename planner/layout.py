@@ -56,6 +56,10 @@ class Layout(BaseModel):
     # Overlap the gradient reduction with backward (and, where the framework has it, the parameter
     # all-gather with the next forward); None = the framework's default.
     dp_comm_overlap: bool | None = None
+    # Hold and reduce gradients in fp32 (Megatron's default with bf16, `accumulate_allreduce_grads_in_fp32`)
+    # or in the 16-bit model dtype (NeMo's performance recipes: grad_reduce_in_fp32=False; Megatron's
+    # --grad-reduce-in-bf16); None = the framework's default.
+    grad_reduce_in_fp32: bool | None = None
 
     @property
     def gpus(self) -> int:
@@ -200,6 +204,7 @@ class CandidateBatch:
     framework: np.ndarray  # FRAMEWORK_CODES
     tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
     dp_comm_overlap: np.ndarray  # bool, resolved
+    grad_reduce_in_fp32: np.ndarray  # -1 = the framework's default, 0 = the model dtype, 1 = fp32
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -246,7 +251,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
     defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
-                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default)
+                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
@@ -265,7 +270,7 @@ def single_batch(model: ModelSpec, layout: Layout) -> CandidateBatch:
         recompute=RECOMPUTE_CODES[layout.recompute], seq_parallel=layout.seq_parallel and layout.tp > 1,
         flash_attention=layout.flash_attention, dtype=DTYPE_CODES[layout.dtype],
         framework=FRAMEWORK_CODES[layout.framework], tp_comm_overlap=layout.tp_comm_overlap_on and layout.tp > 1,
-        dp_comm_overlap=layout.dp_comm_overlap_on,
+        dp_comm_overlap=layout.dp_comm_overlap_on, grad_reduce_in_fp32=_tristate(layout.grad_reduce_in_fp32),
     )
 
 
@@ -282,7 +287,12 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         dtype=column(lambda l: DTYPE_CODES[l.dtype]), framework=column(lambda l: FRAMEWORK_CODES[l.framework]),
         tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
+        grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
     )
+
+
+def _tristate(value: bool | None) -> int:
+    return -1 if value is None else int(value)
 
 
 __all__ = ["Layout", "make_layout", "check_layout", "stage_layers", "stage_param_counts", "CandidateBatch", "build_batch", "single_batch",

@@ -12,7 +12,7 @@ from planner.frameworks import FRAMEWORK_NAMES
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
-               "tp_comm_overlap", "dp_comm_overlap")
+               "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 
 
@@ -41,6 +41,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help="overlap tensor-parallel communication with GEMMs (TE userbuffers / async TP); default: the framework's")
     group.add_argument("--dp-comm-overlap", type=int, choices=[0, 1],
                        help="overlap gradient reduction with backward (and the parameter all-gather with forward); default: the framework's")
+    group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
+                       help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
+                            "(Megatron: fp32 with bf16; NeMo's performance recipes: 0)")
 
 
 def register(subparsers, name: str) -> None:
@@ -56,7 +59,7 @@ def register(subparsers, name: str) -> None:
 
 
 _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
-_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap")
+_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
 
 
 def _check_config_value(key: str, value, where: str):

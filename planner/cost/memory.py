@@ -101,6 +101,10 @@ def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str,
     weights = DTYPE_BYTES[dtype]
     grads = np.where(fp32, 4.0, np.where(fp16, stack["grad_bytes_fp16"], stack["grad_bytes_bf16"]))
     reduce = np.where(fp32, 4.0, np.where(fp16, stack["reduce_bytes_fp16"], stack["reduce_bytes_bf16"]))
+    # The layout's explicit choice (grad_reduce_in_fp32) overrides the framework's default.
+    chosen = batch.grad_reduce_in_fp32
+    grads = np.select([chosen == 1, chosen == 0], [4.0, weights], grads)
+    reduce = np.select([chosen == 1, chosen == 0], [4.0, weights], reduce)
     master = np.where(fp32, 0.0, stack["optimizer_bytes"] - ADAM_STATE_BYTES)
     grad_copy = np.where(grads < 4.0, FP32_GRAD_COPY_BYTES, 0.0)
     return {"weights": weights, "sharded_weights": np.where(fp32, 4.0, stack["sharded_param_bytes"]),

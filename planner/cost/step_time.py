@@ -276,8 +276,10 @@ def _pipeline_send(batch, cluster, message, fw):
 def _grad_bytes(batch, fw):
     """Bytes per gradient element in the reduction: the framework's choice for 16-bit weights, 4 for fp32."""
     dtype = batch.dtype.astype(int)
-    return np.select([dtype == DTYPE_CODES["fp32"], dtype == DTYPE_CODES["fp16"]],
-                     [4.0, fw["reduce_bytes_fp16"]], fw["reduce_bytes_bf16"])
+    default = np.select([dtype == DTYPE_CODES["fp32"], dtype == DTYPE_CODES["fp16"]],
+                        [4.0, fw["reduce_bytes_fp16"]], fw["reduce_bytes_bf16"])
+    chosen = batch.grad_reduce_in_fp32  # the layout's explicit choice overrides the framework's
+    return np.select([chosen == 1, chosen == 0], [4.0, DTYPE_BYTES[dtype]], default)
 
 
 def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
