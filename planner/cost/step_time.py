@@ -187,12 +187,11 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     eager = fw["eager_dispatch"] > 0
     issue_fwd = kernels.layer_launch_floor_s(kernels.FORWARD, t, batch.seq_parallel, eager)
     issue_bwd = kernels.layer_launch_floor_s(kernels.BACKWARD, t, batch.seq_parallel, eager)
-    launch_floor = {
-        "forward": np.maximum(issue_fwd - forward, 0.0),
-        "backward": np.maximum(issue_bwd - backward, 0.0),
-        "recompute": np.where(batch.recompute == 2, np.maximum(issue_fwd - recompute, 0.0), 0.0),
-    }
-    return {"gemm": gemm, "attention": attention, "forward": forward, "backward": backward,
+    # What the CPU needs to issue each pass; step_time charges the part the GPU's work (compute and
+    # exposed communication) does not already cover.
+    launch_floor = {"forward": issue_fwd, "backward": issue_bwd,
+                    "recompute": np.where(batch.recompute == 2, issue_fwd, 0.0)}
+    return {"gemm": gemm, "attention": attention, "attention_backward": attention_bwd, "forward": forward, "backward": backward,
             "recompute": recompute, "elementwise": elementwise, "launch_floor": launch_floor}
 
 
@@ -249,8 +248,8 @@ def _tensor_parallel(batch, cluster, layer, w):
     kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
     kv = _only_where(c > 1, collectives.all_gather_time, kv_bytes, _links(cluster, c, t), **kw)
     cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
-    cp_bwd = np.where(c > 1, hidden_behind(layer["attention"] * 2.5, 2.0 * kv, c, 1.0), 0.0)
-    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "tp_count": 4.0 + np.where(batch.recompute == 2, 2.0, 0.0),
+    cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
+    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "forward": tp_fwd + cp_fwd, "backward": tp_bwd + cp_bwd, "tp_count": 4.0 + np.where(batch.recompute == 2, 2.0, 0.0),
             "message": message}
 
 
@@ -378,7 +377,12 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     logits = logits_gemm + cross_entropy / 3.0
     p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
 
-    floor = layer["launch_floor"]
+    issue = layer["launch_floor"]
+    # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
+    floor = {"forward": np.maximum(issue["forward"] - layer["forward"] - comm["forward"], 0.0),
+             "backward": np.maximum(issue["backward"] + issue["recompute"] - layer["backward"] - layer["recompute"]
+                                    - comm["backward"], 0.0),
+             "recompute": 0.0}
     per_layer = {
         "forward": layer["forward"] - layer["elementwise"],
         "backward": layer["backward"] - 2.0 * layer["elementwise"],
@@ -400,13 +404,19 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     micro_batch_s = stage_seconds.max(axis=0) + p2p + eff.microbatch_overhead_s
 
     first_params, middle_params, last_params = stage_param_counts(batch)
-    params = np.maximum(np.choose(pacing, [first_params, middle_params, last_params]), 0.0)
+    # Every stage reduces its own gradients after its last backward; the fullest stage's volume bounds
+    # the step (taking the pacing stage's would let a slower GPU shrink the volume by moving the pace).
+    params = np.maximum(np.maximum(first_params, middle_params), last_params)
+    # Data-parallel traffic hides behind what a layer occupies the GPU for: its compute, its exposed
+    # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
+    layer_forward = layer["forward"] + comm["forward"] + floor["forward"]
+    layer_backward = layer["backward"] + layer["recompute"] + comm["backward"] + floor["backward"]
     stage = {
         "layers": pace_layers,
-        "layer_forward": layer["forward"] + floor["forward"],
-        "layer_backward": layer["backward"] + layer["recompute"] + floor["backward"] + floor["recompute"],
-        "forward": pace_layers * (layer["forward"] + floor["forward"]) + np.where(on_last, logits, 0.0),
-        "backward": pace_layers * (layer["backward"] + layer["recompute"]) + np.where(on_last, 2.0 * logits, 0.0),
+        "layer_forward": layer_forward,
+        "layer_backward": layer_backward,
+        "forward": pace_layers * layer_forward + np.where(on_last, logits, 0.0),
+        "backward": pace_layers * layer_backward + np.where(on_last, 2.0 * logits, 0.0),
     }
     dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
