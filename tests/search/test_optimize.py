@@ -166,8 +166,9 @@ def test_ten_times_the_budget_gives_a_larger_model_and_more_data():
 def test_short_deadline_forces_more_gpus_at_lower_mfu():
     budget = gpuh(chinchilla_budget_gpu_hours())
     relaxed, _, _ = solved(**CHINCHILLA, budget=budget)
-    rushed, constraints, _ = solved(**{**CHINCHILLA, "deadline": "14d"}, budget=budget)
-    assert relaxed.plan["wall_clock_s"] > 14 * DAY_S  # the deadline really binds the rushed plan
+    # A deadline at half the relaxed plan's wall clock really binds the rushed plan.
+    deadline_days = relaxed.plan["wall_clock_s"] / DAY_S / 2
+    rushed, constraints, _ = solved(**{**CHINCHILLA, "deadline": f"{deadline_days:.3f}d"}, budget=budget)
     assert rushed.plan["wall_clock_s"] <= constraints.deadline_s * (1 + 1e-9)
     assert rushed.plan["gpus"] > relaxed.plan["gpus"]
     assert rushed.plan["mfu"] < relaxed.plan["mfu"]
@@ -204,10 +205,16 @@ def test_unique_tokens_switch_to_the_data_constrained_law():
     law = load_law("epoch", constraints.unique_tokens)
     assert scarce.plan["predicted_loss"] == pytest.approx(
         float(law.predict(scarce.plan["law_params"], scarce.plan["tokens"])), rel=1e-12)
-    # With more unique data than any plan can use, the data-constrained law changes nothing.
+    # With more unique data than any plan can use, nothing repeats: where the model is no larger than
+    # compute-optimal for its tokens (Muennighoff's U_N = min(N_opt(U_D), N) leaves N alone) the law is the
+    # plain one, and the cap can never make a plan better. (Above N_opt(D) eq. 5 discounts excess
+    # parameters even on one epoch, so the two searches may settle on different sizes.)
     abundant, _, _ = solved(budget="10000gpuh", gpus=64, unique_tokens="1000T")
-    assert abundant.plan["params"] == plain.plan["params"]
-    assert abundant.plan["tokens"] == pytest.approx(plain.plan["tokens"], rel=1e-9)
+    plain_law = load_law("epoch")
+    n, d = abundant.plan["law_params"], abundant.plan["tokens"]
+    if n <= float(plain_law.optimal_params_for_tokens(np.array([d]))[0]):
+        assert abundant.plan["predicted_loss"] == pytest.approx(float(plain_law.predict(n, d)), rel=1e-9)
+    assert abundant.plan["predicted_loss"] >= plain.plan["predicted_loss"] * (1 - 1e-9)
 
 
 def test_inference_tokens_shift_the_choice_to_a_smaller_model():
