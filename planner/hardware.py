@@ -49,6 +49,7 @@ def _unit(parser):
 
 
 Bytes = Annotated[float, _unit(units.parse_bytes)]
+BytesOrZero = Annotated[float, _unit(lambda v, w: units.parse_bytes(v, w, allow_zero=True))]
 BytesPerSecond = Annotated[float, _unit(units.parse_bandwidth)]
 FlopsPerSecond = Annotated[float, _unit(units.parse_flops_rate)]
 Seconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, allow_zero=True))]
@@ -165,7 +166,7 @@ class Efficiency(_Frozen):
     # micro-batch lost to fragmentation (assumed 5%; GMLake measured ~15% on average for large models,
     # STWeaver up to 43%), and a fixed remainder for calibration to fit (0: nothing is known to be missing).
     memory_reserve_fraction: float = Field(default=0.05, ge=0, lt=1)
-    memory_reserve_bytes: Bytes = Field(default=0.0, alias="memory_reserve")
+    memory_reserve_bytes: BytesOrZero = Field(default=0.0, ge=0, alias="memory_reserve")
 
 
 class ClusterSpec(_Frozen):
