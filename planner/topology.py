@@ -167,12 +167,16 @@ def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndar
     sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
     strides = np.broadcast_to(np.asarray(strides, dtype=np.int64), sizes.shape).reshape(-1)
     keys = sizes * (1 << 32) + strides
-    unique = np.unique(keys)
+    unique = np.unique(keys)  # hash-based in numpy 2; return_inverse would sort
     names = tuple(GroupLinks.__dataclass_fields__)
     fabric = _Fabric(cluster.node, cluster.network)
     table = np.array([
         [getattr(links, name) for name in names]
         for links in (_group_links_cached(fabric, int(key >> 32), int(key & 0xFFFFFFFF)) for key in unique)
     ], dtype=float).reshape(len(unique), len(names))
+    if len(unique) == 1:  # one group shape for the whole batch: no gather
+        return {name: np.full(keys.shape, table[0, i]) for i, name in enumerate(names)}
+    # One gather of all fields (field-major, so each field comes out contiguous).
     index = np.searchsorted(unique, keys)
-    return {name: table[index, i] for i, name in enumerate(names)}
+    columns = np.take(np.ascontiguousarray(table.T), index, axis=1)
+    return dict(zip(names, columns))

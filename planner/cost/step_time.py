@@ -211,19 +211,32 @@ def _collective_kwargs(cluster: ClusterSpec):
             "nvls": cluster.node.scale_up.nvls}
 
 
+class _Rows:
+    """The candidates that run a collective, and their links, picked once and reused by every call on
+    them. A search scores candidates of every kind at once (ZeRO-3 beside ZeRO-1, tp 1 beside tp 8): each
+    row pays only for the collectives it runs, and the numbers are the same elementwise."""
+
+    def __init__(self, mask, links):
+        mask = np.asarray(mask, dtype=bool)
+        self.size = mask.shape
+        self.every = bool(mask.all())
+        self.rows = None if self.every else np.flatnonzero(mask)
+        self.links = links if self.every else {k: v[self.rows] for k, v in links.items()}
+
+    def run(self, collective, volume, calls=1.0, **kw):
+        """`collective` on these rows, 0 elsewhere."""
+        if self.every:
+            return collective(volume, self.links, calls=calls, **kw)
+        out = np.zeros(self.size)
+        if self.rows.size:
+            pick = lambda a: a[self.rows] if np.ndim(a) else a  # noqa: E731
+            out[self.rows] = collective(pick(volume), self.links, calls=pick(calls), **kw)
+        return out
+
+
 def _only_where(mask, collective, volume, links, calls=1.0, **kw):
-    """`collective` on the rows where `mask` holds, 0 elsewhere. A search scores candidates of every
-    kind at once (ZeRO-3 beside ZeRO-1, tp 1 beside tp 8): each row pays only for the collectives it runs,
-    and the numbers are the same elementwise."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.all():
-        return collective(volume, links, calls=calls, **kw)
-    out = np.zeros(mask.shape)
-    rows = np.flatnonzero(mask)
-    if rows.size:
-        pick = lambda a: a[rows] if np.ndim(a) else a  # noqa: E731
-        out[rows] = collective(pick(volume), {k: pick(v) for k, v in links.items()}, calls=pick(calls), **kw)
-    return out
+    """`collective` on the rows where `mask` holds, 0 elsewhere (one-off form of _Rows)."""
+    return _Rows(mask, links).run(collective, volume, calls=calls, **kw)
 
 
 def _tensor_parallel(batch, cluster, layer, w):
@@ -292,7 +305,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     # Gradients of cp ranks (different tokens, same weights) are reduced together with dp's.
     grad_links = _links(cluster, d * c, t)
     shard_over_cp = fw["shards_over_context_parallel"] > 0
-    shard_links = {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _links(cluster, d, t * c).items()}
+    if shard_over_cp.all() or (c == 1).all():  # the same group either way: no second lookup
+        shard_links = grad_links
+    else:
+        shard_links = {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _links(cluster, d, t * c).items()}
     replicas = d * c
     many = replicas > 1
     zero3 = many & (zero == 3)
@@ -300,8 +316,9 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
     # gradients reduce-scattered; the rest of the model (embedding, head) once each.
     unit = batch.layer_params / t
-    gather = _only_where(zero3, collectives.all_gather_time, w * unit, shard_links, calls=fw["gathers_per_layer"], **kw)
-    scatter = _only_where(zero3, collectives.reduce_scatter_time, reduce_bytes * unit, shard_links, **kw)
+    zero3_rows = _Rows(zero3, shard_links)
+    gather = zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw)
+    scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
     fwd_exposed = gather + (units - 1.0) * np.maximum(gather - stage["layer_forward"], 0.0)
@@ -309,10 +326,9 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     ideal = np.where(prefetch, fwd_exposed + bwd_exposed, units * (2.0 * gather + scatter))
     all_units = units * (2.0 * gather + scatter)
     outside = np.maximum(params - units * unit, 0.0)
-    has_outside = zero3 & (outside > 0)
-    outside_comm = (2.0 * _only_where(has_outside, collectives.all_gather_time, w * outside, shard_links,
-                                      calls=fw["gathers_outside_layers"], **kw)
-                    + _only_where(has_outside, collectives.reduce_scatter_time, reduce_bytes * outside, shard_links, **kw))
+    outside_rows = _Rows(zero3 & (outside > 0), shard_links)
+    outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
+                    + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside, **kw))
     zero3_mb = ideal + (1.0 - eff.dp_overlap) * (all_units - ideal) + outside_comm
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
