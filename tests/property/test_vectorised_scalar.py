@@ -12,23 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.cost.estimate import estimate, simulate
-from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch
+from planner.layout import layouts_batch
 
 EXAMPLES = settings.default.max_examples
 
 
 def _batch(models, layouts):
-    column = lambda get: np.array([get(layout) for layout in layouts])  # noqa: E731
-    return build_batch(
-        models, np.arange(len(models)),
-        tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
-        vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero),
-        offload=column(lambda l: OFFLOAD_CODES[l.offload]), offload_nvme=column(lambda l: l.offload_device == "nvme"),
-        micro_batch=column(lambda l: l.micro_batch), global_batch=column(lambda l: l.global_batch),
-        recompute=column(lambda l: RECOMPUTE_CODES[l.recompute]),
-        seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1),
-        flash_attention=column(lambda l: l.flash_attention), dtype=column(lambda l: DTYPE_CODES[l.dtype]),
-    )
+    return layouts_batch(models, layouts)
 
 
 @settings(max_examples=max(10, EXAMPLES // 2))
