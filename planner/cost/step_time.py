@@ -134,6 +134,25 @@ def attention_kernel_codes(batch: CandidateBatch, cluster: ClusterSpec):
     return per_framework[batch.framework.astype(int)]
 
 
+def _attention_table_lookup(head_dim, local_seq, code):
+    """Forward and backward fused-attention efficiencies, interpolated once per distinct (kernel, head dim,
+    sequence) of the batch (a search has a handful) and spread back to the candidates."""
+    # The tables clamp beyond head dim 256 and 16k tokens: clamping before packing loses nothing.
+    head = np.clip(head_dim, 1, (1 << 20) - 1).astype(np.int64)
+    seq = np.clip(local_seq, 1, (1 << 34) - 1).astype(np.int64)
+    keys = (code.astype(np.int64) * (1 << 20) + head) * (1 << 34) + seq
+    unique = np.unique(keys)
+    unique_code = unique >> 54
+    unique_head = (unique >> 34) & ((1 << 20) - 1)
+    unique_seq = unique & ((1 << 34) - 1)
+    forward = kernels.flash_attention_efficiency(unique_head, unique_seq, True, unique_code, kernels.FORWARD)
+    backward = kernels.flash_attention_efficiency(unique_head, unique_seq, True, unique_code, kernels.BACKWARD)
+    if len(unique) == 1:
+        return np.full(keys.shape, forward[0]), np.full(keys.shape, backward[0])
+    index = np.searchsorted(unique, keys)
+    return forward[index], backward[index]
+
+
 def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     """Seconds of one transformer layer for one micro-batch on one tp rank, by part."""
     eff = cluster.efficiency
@@ -160,8 +179,7 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     local_seq = batch.seq_len / batch.cp
     safe_code = np.where(tabled, code, 0)
     # Fractions of the kernel's own GPU peak, taken as fractions of this accelerator's peak.
-    flash_fwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, safe_code, kernels.FORWARD)
-    flash_bwd = kernels.flash_attention_efficiency(head_dim, local_seq, True, safe_code, kernels.BACKWARD)
+    flash_fwd, flash_bwd = _attention_table_lookup(head_dim, local_seq, safe_code)
     unfused = matmul_efficiency(batch.seq_len / batch.cp, batch.seq_len, head_dim, eff, half)
     fused = batch.flash_attention & tabled
     # attention_relative_efficiency scales the GEMM-based estimate only: the tables are measured kernels.
