@@ -438,19 +438,23 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     micro_batch_s = stage_seconds.max(axis=0) + p2p + eff.microbatch_overhead_s
 
     first_params, middle_params, last_params = stage_param_counts(batch)
-    # Every stage reduces its own gradients after its last backward; the fullest stage's volume bounds
-    # the step (taking the pacing stage's would let a slower GPU shrink the volume by moving the pace).
-    params = np.maximum(np.maximum(first_params, middle_params), last_params)
+    # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
+    # data-parallel traffic the step waits for. (It is fixed by the model and layout, not by the hardware:
+    # taking the pacing stage's would let a slower GPU move the pace and shrink the traffic.)
+    dp_stage = np.argmax(np.stack([first_params, middle_params, last_params]), axis=0)
+    params = np.choose(dp_stage, [first_params, middle_params, last_params])
+    dp_layers = np.choose(dp_stage, [first_layers, middle_layers, last_layers])
+    dp_on_last = (dp_stage == 2) | (p == 1)
     # Data-parallel traffic hides behind what a layer occupies the GPU for: its compute, its exposed
     # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
     layer_forward = layer["forward"] + comm["forward"] + floor["forward"]
     layer_backward = layer["backward"] + layer["recompute"] + comm["backward"] + floor["backward"]
     stage = {
-        "layers": pace_layers,
+        "layers": dp_layers,
         "layer_forward": layer_forward,
         "layer_backward": layer_backward,
-        "forward": pace_layers * layer_forward + np.where(on_last, logits, 0.0),
-        "backward": pace_layers * layer_backward + np.where(on_last, 2.0 * logits, 0.0),
+        "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
+        "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
     dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
