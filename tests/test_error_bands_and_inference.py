@@ -62,3 +62,19 @@ def test_validate_infers_instead_of_skipping(tmp_path, cli):
     row = json.loads(out)["rows"][0]
     assert "skipped" not in row
     assert set(row["inferred"]) >= {"micro_batch", "recompute", "framework"}
+
+
+def test_a_plan_carries_the_step_time_band_into_tokens_or_days(cli):
+    """At a fixed budget a slower step trains fewer tokens; at a target loss it takes longer."""
+    code, out, err = cli(["optimize", "--budget", "2000gpuh", "--gpus", "64", "--json"])
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    band = plan["step_time_band"]
+    assert band["low_s"] <= plan["step_time_s"] <= band["high_s"]
+    low, high = plan["tokens_band"]
+    assert low <= plan["tokens"] <= high
+    code, out, err = cli(["optimize", "--target-loss", "2.3", "--gpus", "64", "--json"])
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    low, high = plan["wall_clock_days_band"]
+    assert low <= plan["wall_clock_days"] <= high

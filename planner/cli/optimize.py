@@ -117,6 +117,7 @@ def _plan_lines(plan: dict) -> list[str]:
         f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}",
         f"  speed      step {human_seconds(plan['step_time_s'])}, {plan['tokens_per_s']:,.0f} tokens/s, "
         f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}%",
+        *_band_lines(plan),
         f"  memory     {human_bytes(plan['memory_bytes'])} per GPU of {human_bytes(plan['hbm_bytes'])} "
         f"(headroom {human_bytes(plan['memory_headroom_bytes'])})",
         f"  time/cost  {plan['wall_clock_days']:.1f} days wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
@@ -125,6 +126,24 @@ def _plan_lines(plan: dict) -> list[str]:
     ]
     lines += [f"  warning    {w}" for w in plan.get("law_warnings", [])]
     return lines
+
+
+def _band_lines(plan: dict) -> list[str]:
+    """The step-time band from the published runs, and what it means for tokens or days."""
+    band = plan.get("step_time_band")
+    if not band:
+        return []
+    from planner.render import human_count, human_seconds
+
+    text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, residuals of "
+            f"{band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)")
+    if plan.get("tokens_band"):
+        low, high = plan["tokens_band"]
+        text += f": {human_count(low)}-{human_count(high)} tokens in the budget"
+    elif plan.get("wall_clock_days_band"):
+        low, high = plan["wall_clock_days_band"]
+        text += f": {low:.1f}-{high:.1f} days, {plan['gpu_hours_band'][0]:,.0f}-{plan['gpu_hours_band'][1]:,.0f} GPU-hours"
+    return [text]
 
 
 def format_result(result) -> str:

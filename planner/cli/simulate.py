@@ -200,7 +200,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
                    f" recompute, a smaller micro-batch, or offload")
     band = result.get("step_time_band")
     band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
-                 f"(validate residuals of {band['rows']} published {band['group']} runs)") if band else ""
+                 f"(validate residuals of {band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)") if band else ""
     lines = [
         f"model    {model.name}: {human_count(model.total_params)} params, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",

@@ -14,6 +14,7 @@ import numpy as np
 
 from planner.budget import Constraints
 from planner.cost.estimate import simulate
+from planner.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
@@ -220,6 +221,17 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "predicted_loss": float(feasible["loss"][position]), "loss_interval": [float(low[0]), float(high[0])],
         "law_warnings": problem.law.extrapolation_warnings(np.array([law_n]), np.array([tokens])),
     }
+    # The step-time band from the published runs (error_bands): at a fixed budget a slower step trains fewer
+    # tokens; at a fixed token count (target mode) it takes longer and costs more.
+    band = step_time_interval(sim["step_time_s"], layout.framework)
+    if band is not None:
+        low, high = band["low_s"] / sim["step_time_s"], band["high_s"] / sim["step_time_s"]
+        plan["step_time_band"] = band
+        if problem.constraints.target_loss is None:
+            plan["tokens_band"] = [tokens / high, tokens / low]
+        else:
+            plan["wall_clock_days_band"] = [plan["wall_clock_days"] * low, plan["wall_clock_days"] * high]
+            plan["gpu_hours_band"] = [gpu_hours * low, gpu_hours * high]
     return plan
 
 
