@@ -8,8 +8,9 @@ one leaf, leaves joined by a spine whose capacity is divided by the oversubscrip
 Ranks are placed tp-innermost (Megatron order tp, cp, dp, pp): a group of `size` ranks whose members
 are `stride` ranks apart. All groups of one kind communicate at once (every dp group all-reduces
 together), so each ring flow gets its share of every edge it crosses; the flow's bandwidth is the
-slowest such share along its path. A group that spans nodes is modelled as hierarchical: an
-intra-node phase over scale-up links and an inter-node phase over the network.
+slowest such share along its path. A group that spans nodes is described by both of its links: the
+per-rank bandwidth inside the node and across nodes; `cost/collectives.py` turns them into NCCL's ring
+(bottleneck of the two), tree, NVLS and PAT times.
 
 Only (size, stride, gpus-per-node) matters, so results are cached and the search looks them up per
 unique combination rather than per candidate.

@@ -1,6 +1,11 @@
 """Cost model: pure, numpy-vectorised functions from (model, layout, cluster) to memory and time.
 
-memory.py       bytes per GPU (weights, grads, optimizer, activations, buffers, reserve) and host/NVMe bytes
-collectives.py  alpha-beta times of ring/hierarchical collectives on the links a group crosses
-step_time.py    seconds per optimizer step as a sum of named parts, with an explicit overlap factor
+memory.py       bytes per GPU as each framework holds them (weights, grads, optimizer, activations,
+                CUDA context, NCCL buffers, fragmentation) and host/NVMe bytes
+collectives.py  NCCL's tuner model (ring / tree / NVLS / PAT x LL / LL128 / Simple) on the links a group crosses
+kernels.py      published kernel data: fused-attention efficiencies, launch floor, fp8 cast bytes
+step_time.py    seconds per optimizer step as named parts: a per-layer schedule of compute and overlapped comm
+infer.py        settings a run leaves unstated -> the fastest that fits
+goodput.py      failures, checkpoints, restarts
+estimate.py     memory + time for a batch; `simulate` on a batch of one
 """
