@@ -159,7 +159,11 @@ def stage_param_counts(batch: "CandidateBatch"):
     """Parameters one tp rank holds on the first, a middle and the last pipeline stage: the blocks of its
     layers, the embedding on the first, the output layer on the last (the embedding itself when tied
     and pp = 1)."""
-    first_layers, middle_layers, last_layers = stage_layers(batch.layers, batch.pp, batch.vpp)
+    return batch.cached("stage_params", _stage_param_counts)
+
+
+def _stage_param_counts(batch: "CandidateBatch"):
+    first_layers, middle_layers, last_layers = batch.stages
     single_stage = batch.pp == 1
     head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params)
     first = first_layers * batch.layer_params + batch.embedding_params + np.where(single_stage, head, 0.0)
@@ -209,13 +213,26 @@ class CandidateBatch:
     def __len__(self) -> int:
         return len(self.tp)
 
+    def cached(self, key: str, compute):
+        """compute(self), once per batch: memory and step time both need the stage split, the
+        framework's columns, the activation bytes (a million-candidate batch pays for each once)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            memo[key] = compute(self)
+        return memo[key]
+
     @property
     def gpus(self) -> np.ndarray:
-        return self.tp * self.pp * self.dp * self.cp
+        return self.cached("gpus", lambda b: b.tp * b.pp * b.dp * b.cp)
 
     @property
     def grad_accumulation(self) -> np.ndarray:
-        return self.global_batch // (self.micro_batch * self.dp)
+        return self.cached("grad_accumulation", lambda b: b.global_batch // (b.micro_batch * b.dp))
+
+    @property
+    def stages(self):
+        """Layers on the first, fullest middle and last pipeline stage (stage_layers)."""
+        return self.cached("stages", lambda b: stage_layers(b.layers, b.pp, b.vpp))
 
     def take(self, index) -> "CandidateBatch":
         """The sub-batch at `index` (an index array or boolean mask)."""

@@ -83,7 +83,7 @@ NCCL_CONNECTIONS_PER_CHANNEL = 2
 
 
 def _stack(batch: CandidateBatch, stack: dict | None) -> dict:
-    return framework_arrays(batch.framework) if stack is None else stack
+    return batch.cached("framework", lambda b: framework_arrays(b.framework)) if stack is None else stack
 
 
 def sharding_degree(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
@@ -170,6 +170,11 @@ def fp8_weight_bytes(stage_layer_count, batch: CandidateBatch, stack: dict | Non
 
 
 def activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
+    """Korthikanti per-layer activation bytes (see _activation_bytes_per_layer), once per batch."""
+    return batch.cached("activation_bytes", _activation_bytes_per_layer)
+
+
+def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     """Korthikanti per-layer activation bytes for one micro-batch: `stored` (kept for backward under the
     recompute mode), `full` (everything the layer's forward materialises, i.e. no recompute) and
     `working` (what recomputing the layer in backward materialises on top of what it stored)."""
@@ -255,7 +260,7 @@ def reserve_parts(batch: CandidateBatch, cluster: ClusterSpec, transient, stack:
 def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tuple[dict, dict]:
     """Named bytes of the first, fullest middle and last pipeline stage: arrays of shape (3, candidates)."""
     params = np.stack(stage_param_counts(batch))
-    layers = np.stack(stage_layers(batch.layers, batch.pp, batch.vpp))
+    layers = np.stack(batch.stages)
     inflight = np.stack(stage_inflight(batch))
     last = np.array([[0.0], [0.0], [1.0]])
     states = model_state_bytes(params, batch, stack)

@@ -390,7 +390,7 @@ def _optimizer(batch, cluster, fw, w, hbm, params):
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
     eff = cluster.efficiency
-    fw = framework_arrays(batch.framework)
+    fw = batch.cached("framework", lambda b: framework_arrays(b.framework))
     # What one rank gets of its accelerator's compute and HBM bandwidth.
     share = rank_share(batch, cluster)
     peak = peak_flops_array(batch, cluster) * share
@@ -428,7 +428,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
     layer_total = sum(per_layer.values())
-    first_layers, middle_layers, last_layers = stage_layers(batch.layers, p, v)
+    first_layers, middle_layers, last_layers = batch.stages
     # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
     stage_seconds = np.stack([first_layers * layer_total, middle_layers * layer_total,
                               last_layers * layer_total + 3.0 * logits])
