@@ -78,3 +78,15 @@ def test_a_plan_carries_the_step_time_band_into_tokens_or_days(cli):
     plan = json.loads(out)["plan"]
     low, high = plan["wall_clock_days_band"]
     assert low <= plan["wall_clock_days"] <= high
+
+
+def test_simulate_infer_fills_what_the_user_left_out(cli):
+    code, out, err = cli(["simulate", "--model", "gpt3-175b", "--cluster", "dgx-a100-80gb", "--gpus", "64", "--tp", "8",
+                          "--pp", "8", "--global-batch", "64", "--framework", "megatron", "--recompute", "full",
+                          "--infer", "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["inferred"]) == {"micro_batch", "vpp", "seq_parallel", "flash_attention"}  # not recompute
+    assert result["layout"]["recompute"] == "full" and result["fits"]
+    code, out, _ = cli(["simulate", "--model", "gpt2-xl", "--gpus", "8", "--json"])
+    assert json.loads(out)["inferred"] == {}  # without --infer the stated defaults apply

@@ -51,6 +51,9 @@ def register(subparsers, name: str) -> None:
                                    description="Simulate one training configuration on a cluster.")
     add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--infer", action="store_true",
+                        help="fill the settings not given (micro-batch, recompute, vpp, sequence parallelism, flash "
+                             "attention, framework) with the fastest that fits, and say which were inferred")
     parser.add_argument("--list-models", action="store_true", help="list model presets and exit")
     parser.add_argument("--emit-deepspeed", metavar="DIR",
                         help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for this layout")
@@ -140,6 +143,12 @@ def resolve_configuration(args) -> tuple:
     for key in _SWITCH_KEYS:
         if key in layout_fields:
             layout_fields[key] = bool(layout_fields[key])
+    if getattr(args, "infer", False):
+        from planner.cost.infer import INFERABLE, infer_layout
+
+        unknown = tuple(name for name in INFERABLE if name not in layout_fields)
+        layout, args.inferred = infer_layout(model, cluster, layout_fields, unknown, gpus=gpus, where="layout")
+        return model, layout, cluster, gpus
     layout = make_layout("layout", **layout_fields)
     check_layout(model, layout, gpus=gpus)
     return model, layout, cluster, gpus
@@ -168,6 +177,7 @@ def run(args) -> int:
 
     result = simulate(model, layout, cluster)
     result["step_time_band"] = interval(result["step_time_s"], layout.framework)
+    result["inferred"] = getattr(args, "inferred", {})
     if args.json:
         print(to_json({**result, "model": model.model_dump(), "params": model.total_params,
                        "layout": layout.model_dump(), "gpus": layout.gpus, "cluster": cluster.name,
@@ -214,6 +224,8 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
         *([band_text.strip()] if band_text else []),
+        *([f"inferred {', '.join(f'{k}={v}' for k, v in result['inferred'].items())} (the fastest that fits)"]
+          if result.get("inferred") else []),
         "",
         table(["time part", "seconds", "share"], time_rows),
         "",
