@@ -303,7 +303,15 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     middle = np.array([[False], [True], [False]])
     totals = np.where(middle & (batch.pp <= 2), -np.inf, totals)  # a middle stage needs pp > 2
     binding = np.argmax(totals, axis=0)
-    pick = lambda values: np.take_along_axis(np.broadcast_to(values, totals.shape), binding[None], 0)[0]  # noqa: E731
+    flat = binding * totals.shape[1] + np.arange(totals.shape[1])
+
+    def pick(values):
+        """The binding stage's entry of a (3, candidates) array (a stage-independent one as it is)."""
+        values = np.broadcast_to(values, totals.shape)
+        if values.strides[0] == 0:
+            return values[0]
+        return np.ascontiguousarray(values).reshape(-1)[flat]
+
     parts = {name: pick(value) for name, value in stages.items()}
     total = sum(parts.values())
     hbm = cluster.accelerator.hbm_bytes

@@ -86,6 +86,8 @@ def hidden_behind(compute, comm, chunks, eta):
     pieces (a two-stage pipeline: max(a, b) + min(a, b)/chunks - a), with the residual eta of what the
     schedule could hide actually hidden."""
     ideal = np.maximum(compute, comm) + np.minimum(compute, comm) / chunks - compute
+    if eta == 1.0:  # the default: nothing beyond the schedule
+        return ideal
     return ideal + (1.0 - eta) * (comm - ideal)
 
 
@@ -180,8 +182,9 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     safe_code = np.where(tabled, code, 0)
     # Fractions of the kernel's own GPU peak, taken as fractions of this accelerator's peak.
     flash_fwd, flash_bwd = _attention_table_lookup(head_dim, local_seq, safe_code)
-    unfused = matmul_efficiency(batch.seq_len / batch.cp, batch.seq_len, head_dim, eff, half)
     fused = batch.flash_attention & tabled
+    # (Skipped when every candidate runs a tabled fused kernel, as in most searches.)
+    unfused = 1.0 if fused.all() else matmul_efficiency(batch.seq_len / batch.cp, batch.seq_len, head_dim, eff, half)
     # attention_relative_efficiency scales the GEMM-based estimate only: the tables are measured kernels.
     gemm_based = unfused * eff.attention_relative_efficiency
     fwd_eff = np.where(fused, flash_fwd, gemm_based)
@@ -195,8 +198,9 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     # over the layer's activation bytes in forward (Korthikanti's breakdown), 2x in backward.
     elementwise = activation_bytes_per_layer(batch)["full"] / hbm
     # fp8 GEMMs first cast their inputs (read 2 bytes, write 1, plus the amax reduction).
-    fp8_casts = np.where(batch.dtype == DTYPE_CODES["fp8"],
-                         sum(kernels.fp8_linear_cast_hbm_bytes(m, n, k, weight_cached=True) for m, n, k in gemms) / hbm, 0.0)
+    fp8 = batch.dtype == DTYPE_CODES["fp8"]
+    fp8_casts = 0.0 if not fp8.any() else np.where(
+        fp8, sum(kernels.fp8_linear_cast_hbm_bytes(m, n, k, weight_cached=True) for m, n, k in gemms) / hbm, 0.0)
     forward = gemm + attention + elementwise + fp8_casts / 2.0  # the cast bytes are for forward + backward
     backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0
     recompute = np.select([batch.recompute == 2, batch.recompute == 1],
