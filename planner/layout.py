@@ -279,16 +279,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
 
 def single_batch(model: ModelSpec, layout: Layout) -> CandidateBatch:
     """A batch of one: the scalar path through the same vectorised code."""
-    return build_batch(
-        [model], [0],
-        tp=layout.tp, pp=layout.pp, dp=layout.dp, cp=layout.cp, vpp=layout.vpp, zero=layout.zero,
-        offload=OFFLOAD_CODES[layout.offload], offload_nvme=layout.offload_device == "nvme",
-        micro_batch=layout.micro_batch, global_batch=layout.global_batch,
-        recompute=RECOMPUTE_CODES[layout.recompute], seq_parallel=layout.seq_parallel and layout.tp > 1,
-        flash_attention=layout.flash_attention, dtype=DTYPE_CODES[layout.dtype],
-        framework=FRAMEWORK_CODES[layout.framework], tp_comm_overlap=layout.tp_comm_overlap_on and layout.tp > 1,
-        dp_comm_overlap=layout.dp_comm_overlap_on, grad_reduce_in_fp32=_tristate(layout.grad_reduce_in_fp32),
-    )
+    return layouts_batch([model], [layout])
 
 
 def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBatch:
