@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.frameworks import framework_arrays
+from planner.frameworks import batch_framework_arrays
 from planner.hardware import ClusterSpec
-from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_layers, stage_param_counts
+from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
 
 MIB = 2.0**20
 ADAM_STATE_BYTES = 8.0  # fp32 Adam m and v
@@ -83,7 +83,7 @@ NCCL_CONNECTIONS_PER_CHANNEL = 2
 
 
 def _stack(batch: CandidateBatch, stack: dict | None) -> dict:
-    return batch.cached("framework", lambda b: framework_arrays(b.framework)) if stack is None else stack
+    return batch_framework_arrays(batch) if stack is None else stack
 
 
 def sharding_degree(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:

@@ -32,10 +32,10 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives, kernels
-from planner.cost.memory import activation_bytes_per_layer
-from planner.frameworks import framework_arrays
+from planner.cost.memory import activation_bytes_per_layer, element_bytes, sharding_degree
+from planner.frameworks import batch_framework_arrays
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
-from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_layers, stage_param_counts
+from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
 from planner.model import training_flops_breakdown
 from planner.topology import group_links_arrays
 
@@ -211,10 +211,10 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     issue_bwd = kernels.layer_launch_floor_s(kernels.BACKWARD, t, batch.seq_parallel, eager)
     # What the CPU needs to issue each pass; step_time charges the part the GPU's work (compute and
     # exposed communication) does not already cover.
-    launch_floor = {"forward": issue_fwd, "backward": issue_bwd,
-                    "recompute": np.where(batch.recompute == 2, issue_fwd, 0.0)}
+    issue = {"forward": issue_fwd, "backward": issue_bwd,
+             "recompute": np.where(batch.recompute == 2, issue_fwd, 0.0)}
     return {"gemm": gemm, "attention": attention, "attention_backward": attention_bwd, "forward": forward, "backward": backward,
-            "recompute": recompute, "elementwise": elementwise, "launch_floor": launch_floor}
+            "recompute": recompute, "elementwise": elementwise, "issue": issue}
 
 
 def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
@@ -307,15 +307,6 @@ def _pipeline_send(batch, cluster, message, fw):
     return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
 
 
-def _grad_bytes(batch, fw):
-    """Bytes per gradient element in the reduction: the framework's choice for 16-bit weights, 4 for fp32."""
-    dtype = batch.dtype.astype(int)
-    default = np.select([dtype == DTYPE_CODES["fp32"], dtype == DTYPE_CODES["fp16"]],
-                        [4.0, fw["reduce_bytes_fp16"]], fw["reduce_bytes_bf16"])
-    chosen = batch.grad_reduce_in_fp32  # the layout's explicit choice overrides the framework's
-    return np.select([chosen == 1, chosen == 0], [4.0, DTYPE_BYTES[dtype]], default)
-
-
 def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     """Exposed data-parallel seconds per step: ZeRO-3/FSDP gathers per micro-batch, gradient reduction,
     parameter all-gather after the step. `stage` has the pacing stage's layers and seconds."""
@@ -323,7 +314,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     kw = _collective_kwargs(cluster)
     t, c, d = batch.tp, batch.cp, batch.dp
     zero = batch.zero
-    reduce_bytes = _grad_bytes(batch, fw)
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
     # Gradients of cp ranks (different tokens, same weights) are reduced together with dp's.
     grad_links = _links(cluster, d * c, t)
     shard_over_cp = fw["shards_over_context_parallel"] > 0
@@ -379,7 +370,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
 def _optimizer(batch, cluster, fw, w, hbm, params):
     """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
     eff = cluster.efficiency
-    shard = batch.dp * np.where(fw["shards_over_context_parallel"] > 0, batch.cp, 1.0)
+    shard = sharding_degree(batch, fw)
     opt_params = np.where(batch.zero >= 1, params / shard, params)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -394,7 +385,7 @@ def _optimizer(batch, cluster, fw, w, hbm, params):
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
     eff = cluster.efficiency
-    fw = batch.cached("framework", lambda b: framework_arrays(b.framework))
+    fw = batch_framework_arrays(batch)
     # What one rank gets of its accelerator's compute and HBM bandwidth.
     share = rank_share(batch, cluster)
     peak = peak_flops_array(batch, cluster) * share
@@ -415,18 +406,17 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     logits = logits_gemm + cross_entropy / 3.0
     p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
 
-    issue = layer["launch_floor"]
+    issue = layer["issue"]
     # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
     floor = {"forward": np.maximum(issue["forward"] - layer["forward"] - comm["forward"], 0.0),
              "backward": np.maximum(issue["backward"] + issue["recompute"] - layer["backward"] - layer["recompute"]
-                                    - comm["backward"], 0.0),
-             "recompute": 0.0}
+                                    - comm["backward"], 0.0)}
     per_layer = {
         "forward": layer["forward"] - layer["elementwise"],
         "backward": layer["backward"] - 2.0 * layer["elementwise"],
         "elementwise": 3.0 * layer["elementwise"],
         "recompute": layer["recompute"],
-        "launch_floor": floor["forward"] + floor["backward"] + floor["recompute"],
+        "launch_floor": floor["forward"] + floor["backward"],
         "tp_comm": comm["tp"],
         "cp_comm": comm["cp"],
         "overhead": np.full(len(batch), eff.layer_overhead_s),

@@ -50,6 +50,11 @@ def framework_arrays(codes) -> dict[str, np.ndarray]:
     return _FrameworkColumns(codes)
 
 
+def batch_framework_arrays(batch) -> dict[str, np.ndarray]:
+    """framework_arrays of a CandidateBatch's stacks, gathered once per batch (memory and step time share it)."""
+    return batch.cached("framework", lambda b: framework_arrays(b.framework))
+
+
 def unsupported_features(framework: str, layout) -> list[str]:
     """The features of `layout` this stack cannot run, each with the reason (empty when it can)."""
     stack = FRAMEWORKS[framework]
@@ -70,5 +75,5 @@ def unsupported_features(framework: str, layout) -> list[str]:
     return problems
 
 
-__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "framework_arrays",
+__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "framework_arrays", "batch_framework_arrays",
            "unsupported_features"]
