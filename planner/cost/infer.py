@@ -57,8 +57,6 @@ def infer_layout(model: ModelSpec, cluster: ClusterSpec, fields: dict, unknown: 
         check_layout(model, layout, gpus=gpus, where=where)
         return layout, {}
     known = {k: v for k, v in fields.items() if k not in unknown}
-    if "framework" in unknown:
-        known["framework"] = "other"
     grids = [_options(name, model, known) for name in unknown]
     layouts, problems = [], []
     for values in itertools.product(*grids):

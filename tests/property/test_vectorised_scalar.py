@@ -7,7 +7,6 @@ reports differently, so the comparison is bit-for-bit, not approximate.
 
 from __future__ import annotations
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
