@@ -6,16 +6,20 @@ a device such as /dev/zero, a file over the size limit) and reports undecodable 
 alias expansion - a "billion laughs" file stays small on disk) and with duplicate keys reported,
 since YAML otherwise keeps the last of two equal keys without a word.
 
-Output: written to a temporary file in the target folder and moved into place, so a crash or Ctrl-C
-never leaves a truncated profile, spec or report. An existing file is only replaced when the caller
-says `force=True`; without it the move is a hard link, which fails rather than overwrite a file that
-appeared meanwhile. New files get the permissions a plain `open()` would give (umask), replaced
-files keep theirs.
+Output: an output must be a regular file (or not exist yet); folders, devices, FIFOs and sockets
+are refused even with --force. Files are written into a temporary folder beside the target and
+moved into place, so a crash, Ctrl-C or SIGTERM never leaves a truncated profile, spec or report; a
+set of files (a report and its figures) is moved in all or nothing (`write_files_atomic`). An existing
+file is only replaced when the caller says `force=True`; without it the move is a hard link, which
+fails rather than overwrite a file that appeared meanwhile. New files get the permissions a plain
+`open()` would give (umask), replaced files keep theirs. `append_text` adds bytes to the end of a
+file and never touches what is there; a failed append is cut back to the old length.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -178,21 +182,29 @@ def load_yaml_file(path: str | os.PathLike, what: str) -> object:
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic writes
+# Outputs: atomic single files, all-or-nothing sets, appends
 # ---------------------------------------------------------------------------------------------
 
-def _new_file_mode(target: Path) -> int:
-    """The mode a plain open() would give a new file here (0666 less the umask); a replaced file keeps its own."""
-    try:
-        return stat.S_IMODE(target.stat().st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+_NOT_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+              (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_a_file(mode: int) -> str | None:
+    """What an existing output is when it is not a regular file ("a folder", ...); None for a regular file."""
+    return None if stat.S_ISREG(mode) else next((what for test, what in _NOT_FILES if test(mode)), "not a regular file")
+
+
+def _cannot_write(path, error: OSError) -> PlannerInputError:
+    return PlannerInputError(f"{shown(path)}: cannot write ({error.strerror or error.__class__.__name__})")
 
 
 def output_exists(path: str | os.PathLike) -> bool:
-    """Whether an output path is taken (a file, folder or link); a name no file can have is an error."""
+    """Whether an output path is taken by a regular file (or a link to one, or a dangling link).
+
+    Anything else that exists - a folder, a device, a FIFO, a socket - is an error, --force or not:
+    replacing it would destroy a device node or a folder, and writing into it would block or vanish.
+    A name no file can have is an error too.
+    """
     if "\0" in str(path):
         raise PlannerInputError(f"expected an output file name, got {str(path)!r}")
     try:
@@ -202,13 +214,20 @@ def output_exists(path: str | os.PathLike) -> bool:
     except NotADirectoryError:
         raise PlannerInputError(f"{shown(path)}: cannot write (a parent is a file, not a folder)") from None
     except OSError as error:
-        raise PlannerInputError(f"{shown(path)}: cannot write ({error.strerror or error.__class__.__name__})") from None
+        raise _cannot_write(path, error) from None
+    try:
+        what = _not_a_file(os.stat(path).st_mode)  # follows a link: a link to /dev/null is a device
+    except OSError:  # a dangling link: replacing the link itself harms nothing
+        what = None
+    if what:
+        raise PlannerInputError(f"{shown(path)}: is {what}; expected a regular file to write (outputs never replace "
+                                "folders, devices or pipes)")
     return True
 
 
 def check_new_outputs(paths, force: bool) -> None:
-    """Refuse before any work when an output exists and --force is absent (the atomic write checks
-    again at the end; this saves a long search or fit whose result could not be written)."""
+    """Refuse before any work when an output exists and --force is absent, or is not a regular file (the
+    write checks again at the end; this saves a long search or fit whose result could not be written)."""
     existing = [str(p) for p in paths if output_exists(p)]
     if existing and not force:
         raise PlannerInputError(f"{existing[0]}: already exists; pass --force to overwrite it"
@@ -219,49 +238,170 @@ def _refuse_existing(target: Path, flag: str) -> None:
     raise PlannerInputError(f"{shown(target)}: already exists; pass {flag} to overwrite it")
 
 
-def _write_atomic(path: str | os.PathLike, data: bytes, force: bool, flag: str) -> Path:
-    target = Path(path)
-    if not str(path).strip():
-        raise PlannerInputError("expected an output file name, got an empty name")
-    exists = output_exists(target)
-    if exists and target.is_dir():
-        raise PlannerInputError(f"{shown(target)}: is a folder; expected a file name to write")
-    if exists and not force:
-        _refuse_existing(target, flag)
+def _umask() -> int:
+    # The only portable way to read the umask is to set it; read once per write, restored at once.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _final_mode(target: Path, executable: bool, umask: int) -> int:
+    """A replaced file keeps its mode; a new one gets what a plain open() (or a shell's chmod +x) would give."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as error:
-        raise PlannerInputError(f"{shown(target)}: cannot write ({error.strerror or error.__class__.__name__})") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp_name, _new_file_mode(target))
-        if force:
-            os.replace(temp_name, target)
-        else:
-            try:
-                os.link(temp_name, target)  # fails if the target appeared since the check: never clobber
-            except FileExistsError:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return (0o777 if executable else 0o666) & ~umask
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and missing parents; the ones created, outermost first (for undo)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        each.mkdir(exist_ok=True)
+    return missing[::-1]
+
+
+def _stage(staging: Path, index: int, data: bytes, mode: int) -> Path:
+    temp = staging / str(index)
+    with open(temp, "xb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.chmod(temp, mode)
+    return temp
+
+
+def _move_in(temp: Path, target: Path, force: bool, flag: str, backup: Path) -> tuple[bool, Path | None]:
+    """Move a staged file onto `target`: (whether it replaced a file, a hard link to that file for undo)."""
+    if not force:
+        try:
+            os.link(temp, target)  # fails if the target appeared since the check: never clobber
+        except FileExistsError:
+            _refuse_existing(target, flag)
+        except OSError:  # a filesystem without hard links
+            if os.path.lexists(target):
                 _refuse_existing(target, flag)
-            except OSError:  # a filesystem without hard links
-                if target.exists():
-                    _refuse_existing(target, flag)
-                os.replace(temp_name, target)
-    except OSError as error:
-        raise PlannerInputError(f"{shown(target)}: cannot write ({error.strerror or error.__class__.__name__})") from None
+            os.replace(temp, target)
+        return False, None
+    replaced = os.path.lexists(target)
+    if replaced:
+        try:
+            os.link(target, backup, follow_symlinks=False)
+        except OSError:  # no hard links here: the old file cannot be brought back, only replaced
+            backup = None
+    os.replace(temp, target)
+    return replaced, backup if replaced else None
+
+
+def _undo(moved: list[tuple[Path, bool, Path | None]], staging: Path | None, folders: list[Path]) -> None:
+    """Best effort: new files removed, replaced ones restored from their links, the staging folder and
+    the folders this write created removed."""
+    for target, replaced, backup in reversed(moved):
+        try:
+            if backup is not None:
+                os.replace(backup, target)
+            elif not replaced:
+                target.unlink()
+        except OSError:
+            pass
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def write_files_atomic(files: dict, force: bool = False, flag: str = "--force", executable=()) -> list[Path]:
+    """Write a set of files (path -> bytes) all or nothing.
+
+    Every file is first written into one temporary folder beside the outputs (this is the slow part:
+    data and fsync), then moved into place by rename. An error or interrupt (Ctrl-C; SIGTERM, which
+    the CLI turns into one) while staging leaves the outputs as they were; during the moves, the files
+    already moved are taken back (new ones removed, replaced ones restored from hard links) and the
+    folders this call created are removed. Paths in `executable` get execute bits on creation.
+    """
+    if any(not str(path).strip() for path in files):  # before Path(), which reads "" as "."
+        raise PlannerInputError("expected an output file name, got an empty name")
+    targets = [Path(path) for path in files]
+    if not targets:
+        return []
+    for target in targets:
+        if output_exists(target) and not force:
+            _refuse_existing(target, flag)
+    umask, scripts = _umask(), {Path(p) for p in executable}
+    root = Path(os.path.commonpath([os.path.abspath(t.parent) for t in targets]))
+    folders: list[Path] = []
+    moved: list[tuple[Path, bool, Path | None]] = []
+    current, staging = root, None
+    try:
+        for parent in dict.fromkeys(t.parent for t in targets):
+            current = parent
+            folders += _make_folders(parent)
+        current = targets[0]
+        staging = Path(tempfile.mkdtemp(prefix=f".{targets[0].name}.", suffix=".tmp", dir=root))
+        staged = []
+        for index, (target, data) in enumerate(zip(targets, files.values())):
+            current = target
+            staged.append(_stage(staging, index, data, _final_mode(target, target in scripts, umask)))
+        for index, (target, temp) in enumerate(zip(targets, staged)):
+            current = target
+            moved.append((target, *_move_in(temp, target, force, flag, staging / f"{index}.old")))
+    except BaseException as error:
+        _undo(moved, staging, folders)
+        if isinstance(error, OSError):
+            raise _cannot_write(current, error) from None
+        raise
     finally:
-        Path(temp_name).unlink(missing_ok=True)
-    return target
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return targets
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, force: bool = False, flag: str = "--force") -> Path:
     """Write `text` (UTF-8) to `path` atomically; refuse to overwrite unless `force`."""
-    return _write_atomic(path, text.encode("utf-8"), force, flag)
+    return write_files_atomic({path: text.encode("utf-8")}, force, flag)[0]
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, force: bool = False, flag: str = "--force") -> Path:
     """Binary twin of `write_text_atomic` (plots, archives)."""
-    return _write_atomic(path, data, force, flag)
+    return write_files_atomic({path: data}, force, flag)[0]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def append_text(path: str | os.PathLike, text: str) -> Path:
+    """Add `text` (UTF-8) at the end of the existing regular file `path`; the bytes already there are
+    never touched. All or nothing: a write that fails or is interrupted part-way (a full disk) is cut
+    back to the old length."""
+    target = Path(path)
+    if not output_exists(target):  # refuses a FIFO before open() could wait for a reader
+        raise PlannerInputError(f"{shown(target)}: no such file to append to")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise _cannot_write(target, error) from None
+    try:
+        what = _not_a_file(os.fstat(fd).st_mode)  # it may have been swapped since the check
+        if what:
+            raise PlannerInputError(f"{shown(target)}: is {what}; expected a regular file to append to")
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    except OSError as error:
+        raise _cannot_write(target, error) from None
+    finally:
+        os.close(fd)
+    return target

@@ -2,13 +2,19 @@
 
 Each subcommand is one module in this package with `register(subparsers)`; the module's
 `run(args) -> int` does the work. Bad input anywhere surfaces as `PlannerInputError` and is
-printed as one line with exit code 2; an infeasible plan exits 1 with its explanation.
+printed as one line with exit code 2; an infeasible plan exits 1 with its explanation. Standard
+output that cannot be written (a full disk) is one line and exit 2 too; a reader that went away
+(`planner laws | head -1`) ends the command quietly with exit 141, as a shell reports SIGPIPE.
+Ctrl-C and SIGTERM unwind the program (so partial outputs are cleaned up) and exit 130 and 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
+import signal
 import sys
 
 from planner.errors import PlannerInputError
@@ -72,6 +78,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors a write to standard output raises when the disk or quota is full or the device fails.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell shows for a writer whose reader went away
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that the `finally` blocks that remove temporary files
+    run as they do for Ctrl-C (the default action kills the process on the spot)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _set_sigterm(handler):
+    """Install a SIGTERM handler; the previous one, or None where handlers cannot be set (not the main thread)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def _detach_stdout() -> None:
+    """Point stdout at the null device: the interpreter flushes what is still buffered at exit, which would
+    fail a second time with a traceback (the recipe in Python's `signal` docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # a captured stdout (tests) has no file descriptor
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,16 +118,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         sys.stderr.write(f"planner: error: no command given; choose one of {', '.join(SUBCOMMANDS)}\n")
         return 2
+    previous = _set_sigterm(_raise_terminated)
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a full disk or closed pipe shows here, not in the interpreter's flush at exit
+        return code
     except PlannerInputError as error:
         sys.stderr.write(f"planner {args.command}: error: {error}\n")
         return 2
-    except KeyboardInterrupt:
-        sys.stderr.write(f"planner {args.command}: interrupted\n")
-        return 130
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        sys.stderr.write(f"planner {args.command}: {'terminated' if terminated else 'interrupted'}\n")
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except BrokenPipeError:
-        return 0
+        _detach_stdout()
+        return BROKEN_PIPE_EXIT
+    except OSError as error:
+        # Files are written through planner.io, which names them; an unnamed write error is stdout's.
+        if error.errno not in _OUTPUT_ERRNOS or error.filename is not None:
+            raise
+        _detach_stdout()
+        sys.stderr.write(f"planner {args.command}: error: cannot write standard output ({error.strerror})\n")
+        return 2
+    finally:
+        if previous is not None:
+            _set_sigterm(previous)
 
 
 if __name__ == "__main__":

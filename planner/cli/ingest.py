@@ -6,6 +6,11 @@
 Layout the log does not print is taken from the flags. Problems (unreadable lines, logs without a
 step time, layout gaps) are printed as `file:line: reason`; the rest is used. Exit 0 when every log
 gave a row, 1 when some did not, 2 when none did or the input is unusable.
+
+--append adds the new rows at the end of --out and never rewrites what is there: the rows follow the
+file's own header, and nothing is written when a new row's id is already in the file (give it another
+--id, or remove the old row) or when a new row fills a column the header lacks (write to a new file;
+the commands that read runs take several files).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("logs", nargs="+", metavar="LOG", help="training log files")
     parser.add_argument("--out", "-o", help="runs CSV to write (default: print to stdout)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--append", action="store_true", help="add rows to --out (rows with the same id are replaced)")
+    mode.add_argument("--append", action="store_true",
+                      help="add rows at the end of --out without rewriting it; an id already there is refused "
+                           "(pass another --id), as is a column its header lacks")
     mode.add_argument("--force", action="store_true", help="overwrite --out")
     parser.add_argument("--skip", type=whole_number(0), default=1, help="logged steps to drop as warm-up before the median (default 1)")
     parser.add_argument("--id", help="row id (one log only; default: the log file name without extension)")
@@ -58,27 +65,23 @@ def run_ingest(args) -> int:
     from planner.profile.deepspeed_logs import parse_log_file
     from planner.profile.ingest import row_from_log
     from planner.io import input_file, output_exists
-    from planner.profile.runs_csv import runs_to_csv_text, write_runs
-    from planner.profile.runs_csv import read_runs
+    from planner.profile.runs_csv import append_runs, runs_to_csv_text, write_runs
 
     if args.id and len(args.logs) > 1:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
     if (args.append or args.force) and not args.out:
         raise PlannerInputError("--append/--force need --out FILE")
-    if args.out and output_exists(args.out) and not (args.append or args.force):
+    exists = bool(args.out) and output_exists(args.out)  # also refuses a folder, device or FIFO
+    if exists and not (args.append or args.force):
         raise PlannerInputError(f"--out {args.out}: already exists; pass --append to add rows or --force to overwrite it")
     for path in args.logs:
         input_file(path, "training log")
     flags = {key: value for key, value in vars(args).items() if value is not None}
-    existing, notes = [], []  # notes go to stderr once there is a result; with none they make the one error line
-    if args.out and args.append and output_exists(args.out):
-        existing, problems = read_runs(args.out, "runs file to append to")
-        notes += [f"warning: {problem}; skipped" for problem in problems]
-    rows, taken, failed = [], {run.id for run in existing}, 0
+    notes = []  # notes go to stderr once there is a result; with none they make the one error line
+    rows, taken, failed = [], set(), 0
     for path in args.logs:
         log = parse_log_file(path)
-        wanted = args.id or Path(path).stem
-        row_id = wanted if args.append and wanted not in {r.id for r in rows} else _unique_id(wanted, taken)
+        row_id = _unique_id(args.id or Path(path).stem, taken)  # logs with one name in different folders
         run, problems = row_from_log(log, flags, row_id, skip=args.skip)
         notes += [str(problem) for problem in problems]
         if run is None:
@@ -91,12 +94,13 @@ def run_ingest(args) -> int:
     if not rows:
         shown = "; ".join(notes[:3]) + (f"; and {len(notes) - 3} more" if len(notes) > 3 else "")
         raise PlannerInputError(f"no rows: none of the {len(args.logs)} log(s) had a step time" + (f": {shown}" if shown else ""))
+    if args.out and args.append and exists:
+        append_runs(args.out, rows)  # refuses (nothing written) before the notes are printed
+    elif args.out:
+        write_runs(args.out, rows, force=args.force)
     for note in notes:
         sys.stderr.write(f"planner ingest: {note}\n")
     if args.out:
-        new_ids = {run.id for run in rows}
-        merged = [run for run in existing if run.id not in new_ids] + rows
-        write_runs(args.out, merged, force=args.append or args.force)
         sys.stderr.write(f"planner ingest: {len(rows)} row(s) -> {args.out}\n")
     else:
         sys.stdout.write(runs_to_csv_text(rows))

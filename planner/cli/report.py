@@ -2,7 +2,9 @@
 
 Writes OUT.html (self-contained: figures embedded as base64 PNG), OUT.md (the same text and tables)
 and OUT_figures/*.png (the figures the Markdown links). Existing files are refused unless --force,
-checked before the search starts. Also home of the writers `optimize --report/--emit-deepspeed`
+checked before the search starts. The files are written as one set, all or nothing: staged in a
+temporary folder and moved in at the end, so Ctrl-C or SIGTERM never leaves a Markdown file linking
+figures that are not there. Also home of the writers `optimize --report/--emit-deepspeed`
 and `simulate --emit-deepspeed` share.
 """
 
@@ -53,7 +55,7 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
 
 def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool) -> None:
     from planner import plots, report, review as review_module
-    from planner.io import write_bytes_atomic, write_text_atomic
+    from planner.io import write_files_atomic
     from planner.sensitivity import run_cases
 
     cluster, law, constraints = inputs
@@ -65,17 +67,12 @@ def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool
     blocks = report.document(review)
     markdown_dir = paths["md"].parent
     figure_links = {name: os.path.relpath(paths[name], markdown_dir).replace(os.sep, "/") for name in figures}
-    _readable(write_text_atomic(paths["html"], report.to_html(blocks, figures), force=args.force))
-    _readable(write_text_atomic(paths["md"], report.to_markdown(blocks, figure_links), force=args.force))
-    for name, data in figures.items():
-        _readable(write_bytes_atomic(paths[name], data, force=args.force))
+    files = {paths["html"]: report.to_html(blocks, figures).encode("utf-8"),
+             paths["md"]: report.to_markdown(blocks, figure_links).encode("utf-8"),
+             **{paths[name]: data for name, data in figures.items()}}
+    write_files_atomic(files, force=args.force)  # all or nothing: the Markdown never links a missing figure
     figure_dir = f" (figures in {paths[next(iter(figures))].parent}/)" if figures else ""
     sys.stderr.write(f"wrote {paths['html']} and {paths['md']}{figure_dir}\n")
-
-
-def _readable(path: Path, executable: bool = False) -> None:
-    """Atomic writes go through mkstemp (mode 0600); reports and launch files are meant to be shared."""
-    path.chmod(0o755 if executable else 0o644)
 
 
 def _command_line() -> str:
@@ -83,14 +80,13 @@ def _command_line() -> str:
 
 
 def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
-    """Write the --emit-deepspeed files (atomic; refused over existing files unless --force)."""
+    """Write the --emit-deepspeed files (all or nothing; refused over existing files unless --force)."""
     from planner.deepspeed_config import compatibility_notes, deepspeed_files
-    from planner.io import write_text_atomic
+    from planner.io import write_files_atomic
 
     files = deepspeed_files(model, layout, cluster.gpus_per_node, tokens=tokens, summary=summary)
-    for name, text in files.items():
-        path = write_text_atomic(Path(folder) / name, text, force=force)
-        _readable(path, executable=name == "launch.sh")
+    write_files_atomic({Path(folder) / name: text.encode("utf-8") for name, text in files.items()}, force=force,
+                       executable=[Path(folder) / "launch.sh"])
     sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")
     for note in compatibility_notes(layout, cluster.gpus_per_node):
         sys.stderr.write(f"warning: {note}\n")

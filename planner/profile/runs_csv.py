@@ -2,7 +2,8 @@
 
 One row is one training configuration and what was measured on it. Reading never drops a row
 silently: a row whose cells cannot be parsed becomes a `RowProblem` (file, line, reason) and the
-rest of the file is still used. Writing is atomic and keeps the column order of the spec.
+rest of the file is still used. Writing is atomic and keeps the column order of the spec;
+appending (`append_runs`) adds bytes after the existing ones and never rewrites a row.
 """
 
 from __future__ import annotations
@@ -179,29 +180,110 @@ def read_runs_files(paths) -> tuple[list[MeasuredRun], list[RowProblem]]:
 
 
 def cell_text(value: object) -> str:
-    """A CSV cell: empty for None, 6 significant digits for floats (also used for extra columns)."""
+    """A CSV cell: empty for None; a float as its shortest text that reads back to the same float (repr),
+    so that writing never rounds a measurement (also used for extra columns)."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return repr(float(value))  # float(): a numpy scalar's repr is 'np.float64(...)'
     return str(value)
 
 
-def runs_to_csv_text(runs: list[MeasuredRun]) -> str:
-    """Render rows in spec column order, extra columns after."""
-    extra_columns: list[str] = []
-    for run in runs:
-        for key in run.extra:
-            if key not in extra_columns:
-                extra_columns.append(key)
+def _columns(runs: list[MeasuredRun]) -> list[str]:
+    """Spec columns, then extra columns in order of first appearance."""
+    extra = dict.fromkeys(key for run in runs for key in run.extra if key not in COLUMNS)
+    return list(COLUMNS) + list(extra)
+
+
+def _cells(run: MeasuredRun) -> dict[str, str]:
+    return {**run.extra, **{name: cell_text(getattr(run, name)) for name in COLUMNS}}
+
+
+def runs_to_csv_text(runs: list[MeasuredRun], columns: list[str] | None = None, header: bool = True,
+                     line_end: str = "\n") -> str:
+    """Render rows in `columns` order (default: spec column order, extra columns after), with a header line."""
+    columns = _columns(runs) if columns is None else columns
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(list(COLUMNS) + extra_columns)
+    writer = csv.writer(buffer, lineterminator=line_end)
+    if header:
+        writer.writerow(columns)
     for run in runs:
-        writer.writerow([cell_text(getattr(run, name)) for name in COLUMNS] + [run.extra.get(k, "") for k in extra_columns])
+        cells = _cells(run)
+        writer.writerow([cells.get(name, "") for name in columns])
     return buffer.getvalue()
 
 
 def write_runs(path: str | Path, runs: list[MeasuredRun], force: bool = False) -> Path:
     """Write rows atomically; refuses to overwrite an existing file unless `force`."""
     return write_text_atomic(path, runs_to_csv_text(runs), force=force)
+
+
+def append_runs(path: str | Path, runs: list[MeasuredRun]) -> Path:
+    """Add rows at the end of an existing runs CSV without rewriting a byte of what is there.
+
+    The new rows follow the file's own header (column order, line ending). Refused with a one-line
+    error, before anything is written: a new id that the file already has (replacing that row would
+    mean rewriting the file; two rows with one id would make the reader drop one), and a value for a
+    column the header lacks (it would be lost). An empty file gets a header first.
+    """
+    from planner.io import append_text, output_exists
+
+    if not output_exists(path):  # also refuses a FIFO or device before reading it
+        raise PlannerInputError(f"{shown(path)}: no such runs file to append to")
+    header, ids = _header_and_ids(path)
+    if header is None:
+        return append_text(path, runs_to_csv_text(runs))
+    _check_appendable(path, header, ids, runs)
+    line_end, open_last_line = _line_ends(path)
+    text = runs_to_csv_text(runs, header, header=False, line_end=line_end)
+    return append_text(path, (line_end if open_last_line else "") + text)
+
+
+def _header_and_ids(path: str | Path) -> tuple[list[str] | None, dict[str, int]]:
+    """The header of a runs CSV and the line of each id in it, streamed; rows the reader would refuse
+    count too (their ids are taken all the same)."""
+    name, line = shown(path), 1
+    try:
+        with open(path, encoding="utf-8", newline="") as stream:
+            reader = csv.reader(stream)
+            header = next(reader, None)
+            if header is None:
+                return None, {}
+            if "id" not in header or len(set(header)) < len(header):
+                raise PlannerInputError(f"{name}: header has no 'id' column or repeats a column; --append adds rows "
+                                        "only to a runs CSV with a valid header")
+            column, ids = header.index("id"), {}
+            for row in reader:
+                line = reader.line_num
+                if len(row) > column:
+                    ids.setdefault(row[column].strip(), line)
+            return header, ids
+    except UnicodeDecodeError:
+        raise PlannerInputError(f"{name}: not UTF-8 text; --append adds rows only to a readable runs CSV") from None
+    except csv.Error as error:
+        raise PlannerInputError(f"{name}:{line}: malformed CSV ({error}); --append adds rows only to a readable "
+                                "runs CSV") from None
+    except OSError as error:
+        raise PlannerInputError(f"{name}: cannot read ({error.strerror or error.__class__.__name__})") from None
+
+
+def _check_appendable(path: str | Path, header: list[str], ids: dict[str, int], runs: list[MeasuredRun]) -> None:
+    taken = [run.id for run in runs if run.id in ids]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise PlannerInputError(f"{shown(path)}:{ids[taken[0]]}: id {taken[0]!r} is already there{more}; --append "
+                                "never replaces rows: give the new row another id (--id) or remove the old one first")
+    lost = [name for name in _columns(runs) if name not in header and any(_cells(run).get(name) for run in runs)]
+    if lost:
+        raise PlannerInputError(f"{shown(path)}: header has no column {', '.join(lost)}, which the new rows fill; "
+                                "--append never rewrites the header: write the rows to a new file and pass both files")
+
+
+def _line_ends(path: str | Path) -> tuple[str, bool]:
+    """(the line ending of the file's header, whether its last line lacks one): appended rows match the
+    file, and start on a line of their own."""
+    with open(path, "rb") as stream:
+        first = stream.readline()
+        stream.seek(-1, 2)
+        last = stream.read(1)
+    return ("\r\n" if first.endswith(b"\r\n") else "\n"), last not in (b"\n", b"\r")

@@ -1,0 +1,312 @@
+"""No data loss (issue 12, items 12 and 15-17): a full disk or closed pipe is a one-line error, --append
+never rewrites the user's rows, outputs never replace devices, folders or pipes, a report is written
+all or nothing (also on SIGINT and SIGTERM), and new files' modes follow the umask.
+
+Interrupts are made deterministic by raising from inside the write (a patched os.fsync or move), never
+by sending a signal after a delay.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner import io as planner_io
+from planner.cli import main
+from planner.errors import PlannerInputError
+from planner.profile.runs_csv import COLUMNS, MeasuredRun, parse_runs, read_runs, runs_to_csv_text
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOGS = REPO_ROOT / "tests" / "fixtures" / "logs"
+MEGATRON = LOGS / "megatron_gpt_1p3b_tp2_dp4.log"
+TRUNCATED = LOGS / "megatron_deepspeed_truncated.log"
+TRUNCATED_FLAGS = ["--gpus", "1", "--layers", "12", "--hidden", "768", "--seq-len", "1024"]
+REPORT = ["report", "--budget", "500gpuh", "--cluster", "dgx-a100-80gb", "--no-sensitivity"]
+
+
+def _planner(argv, **kwargs) -> subprocess.CompletedProcess:
+    """`planner ARGV` in a fresh interpreter (what a user's shell runs)."""
+    return subprocess.run([sys.executable, "-m", "planner.cli", *map(str, argv)], capture_output=True,
+                          text=True, timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def _everything(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 12: a full device or a closed pipe on stdout
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_device_on_stdout_is_a_one_line_error():
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "planner.cli", "laws"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("planner laws: error: "), done.stderr
+    assert "No space left on device" in done.stderr
+
+
+def test_closed_stdout_pipe_exits_quietly_and_nonzero():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte, as with `| head -c 0`
+    try:
+        done = subprocess.run([sys.executable, "-m", "planner.cli", "laws"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode != 0
+    assert done.stderr == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# 15: --append adds bytes; it never rewrites existing rows
+# ---------------------------------------------------------------------------------------------
+
+def test_append_keeps_every_existing_byte(tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(MEGATRON), "--cluster", "dgx-a100-80gb", "--out", str(out)]) == 0
+    header = out.read_text(encoding="utf-8").splitlines()[0].split(",")
+
+    def row(**cells) -> str:
+        return ",".join(cells.get(column, "") for column in header) + "\n"
+
+    # A row the reader rejects (a typo) and a float with more than 6 significant digits: both are the user's.
+    with open(out, "a", encoding="utf-8") as stream:
+        stream.write(row(id="typo", gpus="eight") + row(id="precise", step_time_s="1.23456789012345"))
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out), "--append"]) == 0
+    after = out.read_bytes()
+    assert after.startswith(before), "existing rows were rewritten"
+    added = after[len(before):].decode("utf-8")
+    assert added.count("\n") == 1 and added.startswith("megatron_deepspeed_truncated,")
+    runs, _ = read_runs(out)
+    assert [r.step_time_s for r in runs if r.id == "precise"] == [1.23456789012345]
+
+
+def test_append_writes_rows_in_the_existing_files_column_order(tmp_path):
+    fresh, out = tmp_path / "fresh.csv", tmp_path / "runs.csv"
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(fresh)]) == 0
+    columns = fresh.read_text(encoding="utf-8").splitlines()[0].split(",")[::-1]
+    out.write_text(",".join(columns) + "\n", encoding="utf-8")
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out), "--append"]) == 0
+    (expected,), _ = read_runs(fresh)
+    (got,), problems = read_runs(out)
+    assert not problems and got == expected and got.extra == expected.extra
+
+
+def test_append_refuses_a_header_that_would_drop_values(tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    out.write_text("id,step_time_s\nmine,1.5\n", encoding="utf-8")
+    before = out.read_bytes()
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out), "--append"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "gpus" in err and "tflops_per_gpu" in err, err
+    assert out.read_bytes() == before
+
+
+def test_append_refuses_an_id_already_in_the_file(tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--gpus", "2", "--out", str(out), "--append"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'megatron_deepspeed_truncated'" in err and "--id" in err, err
+    assert out.read_bytes() == before
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--id", "again", "--out", str(out), "--append"]) == 0
+    assert [r.id for r in read_runs(out)[0]] == ["megatron_deepspeed_truncated", "again"]
+
+
+def test_append_to_a_file_without_a_final_newline_starts_a_new_line(tmp_path):
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out)]) == 0
+    out.write_bytes(out.read_bytes().rstrip(b"\n"))
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--id", "b", "--out", str(out), "--append"]) == 0
+    runs, problems = read_runs(out)
+    assert not problems and [r.id for r in runs] == ["megatron_deepspeed_truncated", "b"]
+
+
+def test_a_failed_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    out = tmp_path / "runs.csv"
+    out.write_text("id,notes\na,x\n", encoding="utf-8")
+
+    def full_disk(fd, data):
+        os.ftruncate(fd, os.fstat(fd).st_size + 3)  # the kernel took a few bytes, then the disk filled
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(PlannerInputError, match="No space left on device"):
+        planner_io.append_text(out, "b,y\nc,z\n")
+    assert out.read_bytes() == b"id,notes\na,x\n"
+
+
+def test_new_floats_keep_full_precision():
+    import numpy as np
+
+    runs = [MeasuredRun(id="a", step_time_s=0.123456789012345, mem_gib=float(np.float64(71.23456789))),
+            MeasuredRun(id="b", step_time_s=np.float64(0.1) * 3, mem_gib=80 / 3)]  # 0.30000000000000004
+    back, problems = parse_runs(runs_to_csv_text(runs), "x.csv")
+    assert not problems and [(r.step_time_s, r.mem_gib) for r in back] == [(r.step_time_s, r.mem_gib) for r in runs]
+    assert "np.float64" not in runs_to_csv_text(runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# 16: outputs are regular files; devices, folders and pipes are refused
+# ---------------------------------------------------------------------------------------------
+
+def _fifo(folder: Path) -> Path:
+    path = folder / "out.csv"
+    os.mkfifo(path)
+    return path
+
+
+def _device_link(folder: Path) -> Path:
+    path = folder / "out.csv"  # a link, so that a failure replaces the link and never /dev/null itself
+    path.symlink_to("/dev/null")
+    return path
+
+
+def _folder(folder: Path) -> Path:
+    path = folder / "out.csv"
+    path.mkdir()
+    return path
+
+
+NOT_FILES = {"fifo": (_fifo, "FIFO"), "device": (_device_link, "character device"), "folder": (_folder, "folder")}
+
+
+def _unchanged(path: Path, kind: str) -> bool:
+    info = os.lstat(path)
+    return {"fifo": stat.S_ISFIFO, "device": stat.S_ISLNK, "folder": stat.S_ISDIR}[kind](info.st_mode)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", sorted(NOT_FILES))
+def test_force_never_replaces_what_is_not_a_regular_file(tmp_path, capsys, kind):
+    make, words = NOT_FILES[kind]
+    target = make(tmp_path)
+    code = main(["ingest", str(MEGATRON), "--cluster", "dgx-a100-80gb", "--out", str(target), "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(target) in err and words in err, err
+    assert _unchanged(target, kind)
+    with pytest.raises(PlannerInputError, match=words):
+        planner_io.write_text_atomic(target, "x\n", force=True)
+    assert _unchanged(target, kind)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_report_refuses_a_fifo_among_its_outputs_before_searching(tmp_path, capsys):
+    os.mkfifo(tmp_path / "r.md")
+    assert main([*REPORT, "--out", str(tmp_path / "r.html"), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "r.md" in err and "FIFO" in err, err
+    assert _everything(tmp_path) == ["r.md"] and stat.S_ISFIFO(os.lstat(tmp_path / "r.md").st_mode)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_append_target_must_be_a_regular_file(tmp_path):
+    target = _fifo(tmp_path)  # reading it would wait for a writer forever
+    done = _planner(["ingest", MEGATRON, "--cluster", "dgx-a100-80gb", "--out", target, "--append"], timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "FIFO" in done.stderr, done.stderr
+    assert stat.S_ISFIFO(os.lstat(target).st_mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# 17: multi-file outputs all or nothing; SIGINT and SIGTERM clean up; modes follow the umask
+# ---------------------------------------------------------------------------------------------
+
+def _fail_on_call(function, number: int, error: BaseException):
+    """`function`, except that call `number` raises `error` (a deterministic interrupt mid-write)."""
+    calls = []
+
+    def patched(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == number:
+            raise error
+        return function(*args, **kwargs)
+
+    return patched
+
+
+def test_interrupted_report_leaves_no_files(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(os, "fsync", _fail_on_call(os.fsync, 3, KeyboardInterrupt()))  # during the 3rd of 7 files
+    assert main([*REPORT, "--out", str(tmp_path / "r.html")]) == 130
+    assert _everything(tmp_path) == [], "a partial report (or a temporary) was left behind"
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_sigterm_during_report_cleans_up(tmp_path):
+    pytest.importorskip("matplotlib")
+    code = ("import os, signal, sys\n"
+            "from planner.cli import main\n"
+            "real, calls = os.fsync, []\n"
+            "def fsync(fd):\n"
+            "    calls.append(fd)\n"
+            "    if len(calls) == 3:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return real(fd)\n"
+            "os.fsync = fsync\n"
+            f"sys.exit(main({[*REPORT, '--out', 'r.html']!r}))\n")
+    done = _python(code, tmp_path)
+    assert done.returncode == 128 + signal.SIGTERM, (done.returncode, done.stderr)
+    assert _everything(tmp_path) == [], "a partial report (or a temporary) was left behind"
+
+
+def _files(folder: Path, names) -> dict:
+    return {folder / name: name.encode() for name in names}
+
+
+@pytest.mark.parametrize("mover", ["link", "replace"])
+def test_a_set_interrupted_while_moving_in_is_rolled_back(tmp_path, monkeypatch, mover):
+    names = ["a.html", "a.md", "a_figures/x.png", "a_figures/y.png"]
+    force = mover == "replace"
+    if force:  # an older set is in place; it must come back intact
+        for path, data in _files(tmp_path, names).items():
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"old " + data)
+    before = {name: (tmp_path / name).read_bytes() for name in names} if force else {}
+    monkeypatch.setattr(os, mover, _fail_on_call(getattr(os, mover), 3, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        planner_io.write_files_atomic(_files(tmp_path, names), force=force)
+    if force:
+        assert {name: (tmp_path / name).read_bytes() for name in names} == before
+        assert _everything(tmp_path) == ["a.html", "a.md", "a_figures", "a_figures/x.png", "a_figures/y.png"]
+    else:
+        assert _everything(tmp_path) == []
+
+
+def test_a_set_with_one_existing_file_writes_none_without_force(tmp_path):
+    (tmp_path / "a.md").write_bytes(b"mine")
+    with pytest.raises(PlannerInputError, match="a.md: already exists"):
+        planner_io.write_files_atomic(_files(tmp_path, ["a.html", "a.md", "a_figures/x.png"]))
+    assert _everything(tmp_path) == ["a.md"] and (tmp_path / "a.md").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("umask, mode, script_mode", [(0o077, 0o600, 0o700), (0o022, 0o644, 0o755)])
+def test_new_files_follow_the_umask(tmp_path, umask, mode, script_mode):
+    pytest.importorskip("matplotlib")
+    code = ("import os, sys\n"
+            f"os.umask({umask:#o})\n"
+            "from planner.cli import main\n"
+            f"code = main({[*REPORT, '--out', 'r.html']!r})\n"
+            "code = code or main(['simulate', '--model', 'gpt2-small', '--dp', '8', '--emit-deepspeed', 'ds'])\n"
+            "sys.exit(code)\n")
+    done = _python(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode)
+             for name in ("r.html", "r.md", "r_figures/isoflop.png", "ds/ds_config.json", "ds/launch.sh")}
+    assert modes == {**dict.fromkeys(modes, mode), "ds/launch.sh": script_mode}
