@@ -92,7 +92,7 @@ def swiglu_ffn(hidden: int, multiple_of: int = 256) -> int:
     return multiple_of * math.ceil(int(8 * hidden / 3) / multiple_of)
 
 
-def _mlp_matrices(mlp):
+def mlp_matrices(mlp):
     """2 weight matrices for GELU, 3 for SwiGLU (gate, up, down); works on strings or arrays of codes."""
     if isinstance(mlp, str):
         return 3 if mlp == "swiglu" else 2
@@ -111,7 +111,7 @@ def param_breakdown(model: ModelSpec) -> dict[str, float]:
     norm_params = 2 * h if model.norm == "layernorm" and model.bias else h
     bias = model.bias
     attention = L * (h * qkv_out + h * h + (qkv_out + h if bias else 0))
-    matrices = _mlp_matrices(model.mlp)
+    matrices = mlp_matrices(model.mlp)
     mlp = L * (matrices * h * f + ((matrices - 1) * f + h if bias else 0))
     norms = (2 * L + 1 + int(model.embedding_norm)) * norm_params
     embedding = V * h
@@ -129,11 +129,15 @@ def param_breakdown(model: ModelSpec) -> dict[str, float]:
     return parts
 
 
-def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices, vocab, seq_len, tokens):
+def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices, vocab, seq_len, tokens,
+                             causal: bool = False):
     """Model FLOPs of one training step (forward + backward, no recompute) by part, for `tokens` tokens.
 
-    Arguments may be numpy arrays (the search) or scalars. Attention core counts the full s x s score
-    matrix, as Megatron and llm-foundry MFU do (not halved for causal masking).
+    Arguments may be numpy arrays (the search) or scalars. By default the attention core counts the
+    full s x s score matrix, as Megatron-LM's logged TFLOP/s and llm-foundry's MFU do. `causal=True`
+    counts the half a causal decoder needs (what a causal flash kernel computes): the cost model's MFU
+    uses it, so MFU <= HFU <= 1 holds at any sequence length (with the full count, a 1M-token sequence
+    "achieves" more than peak because its time is charged for the causal half only).
     """
     h = np.asarray(hidden, dtype=float)
     kv_fraction = np.asarray(kv_heads, dtype=float) / np.asarray(heads, dtype=float)
@@ -142,7 +146,7 @@ def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices,
         # QKV projection (K and V shrink with GQA) and the output projection: 2·h·h·(2 + 2g/a).
         "attention_linear": 2.0 * h * h * (2.0 + 2.0 * kv_fraction),
         # Q·K^T and scores·V: 2·s·h each.
-        "attention_core": 4.0 * np.asarray(seq_len, dtype=float) * h,
+        "attention_core": 4.0 * np.asarray(seq_len, dtype=float) * h * (0.5 if causal else 1.0),
         # 2 or 3 matrices of h x f.
         "mlp": 2.0 * np.asarray(mlp_matrices, dtype=float) * h * np.asarray(ffn, dtype=float),
     }
@@ -157,7 +161,7 @@ def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices,
 def model_flops_per_step(model: ModelSpec, global_batch: int) -> dict[str, float]:
     """Named training-FLOP breakdown for one optimizer step of `global_batch` sequences."""
     parts = training_flops_breakdown(
-        model.layers, model.hidden, model.heads, model.kv, model.ffn_size, _mlp_matrices(model.mlp),
+        model.layers, model.hidden, model.heads, model.kv, model.ffn_size, mlp_matrices(model.mlp),
         model.vocab, model.seq_len, global_batch * model.seq_len,
     )
     return {k: float(v) for k, v in parts.items()}

@@ -19,8 +19,9 @@ from planner.hardware import ClusterSpec
 from planner.laws.batch_size import RULES as BATCH_RULES
 from planner.layout import Layout, make_layout
 from planner.model import ModelSpec, make_model
+from planner.search.bounds import flops_per_token
 from planner.search.optimize import OptimizeResult, build_problem, score_space
-from planner.search.score import Problem
+from planner.search.score import Problem, batch_tokens_estimate
 from planner.search.space import enumerate_space, family_models, gpu_counts
 
 BAND_LEVEL = 0.8  # the band optimize reports (plan["loss_interval"])
@@ -126,13 +127,14 @@ def _fixed_token_problem(cluster: ClusterSpec, law, constraints: Constraints, pl
     """
     searched, models, _ = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
     sizes = [m.total_params for m in models]
-    estimate = (searched.tokens_estimate[sizes.index(model.total_params)] if model.total_params in sizes
-                else plan["tokens"])
+    estimate = (batch_tokens_estimate(searched, np.array([sizes.index(model.total_params)]), np.array([plan["gpus"]]))[0]
+                if model.total_params in sizes else plan["tokens"])
     fixed = Constraints(target_loss=plan["predicted_loss"], deadline_s=np.inf)
     return Problem(cluster=cluster, law=law, constraints=fixed, dtype=dtype, batch_rule=batch_rule,
                    law_params=np.array([plan["law_params"]]), total_params=np.array([float(model.total_params)]),
                    nonembedding_params=np.array([float(model.non_embedding_params)]),
-                   tokens_estimate=np.array([float(estimate)]), tokens_needed=np.array([plan["tokens"]]))
+                   tokens_estimate=np.array([float(estimate)]), tokens_needed=np.array([plan["tokens"]]),
+                   flops_per_token=flops_per_token([model]))
 
 
 def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: dict, dtype: str,

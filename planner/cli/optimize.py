@@ -74,7 +74,7 @@ def solve(args, inputs=None):
 def result_json(result) -> dict:
     return {
         "status": result.status, "plan": result.plan, "alternatives": result.alternatives, "pareto": result.pareto,
-        "dropped": result.dropped, "candidates_scored": result.scored,
+        "dropped": result.dropped, "ruled_out_cells": result.ruled_out, "candidates_scored": result.scored,
         "combinations_skipped_invalid": result.skipped_invalid, "explanation": result.explanation,
         "assumptions": result.assumptions,
     }  # no elapsed time: the same problem must give byte-identical JSON (the human output shows it)

@@ -382,6 +382,21 @@ def _optimizer(batch, cluster, fw, w, hbm, params):
     return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
 
 
+def flop_rate_ceiling(cluster: ClusterSpec) -> float:
+    """The largest fraction of peak any model FLOP runs at in this cost model, so MFU <= this <= 1.
+
+    GEMMs reach at most matmul_peak_fraction; fused attention at most the best entry of its measured
+    tables (kernels.ATTENTION_EFFICIENCY); GEMM-timed attention matmul_peak_fraction x
+    attention_relative_efficiency. Everything else (communication, elementwise, bubbles) only adds
+    time. The search bounds what a layout can reach with it (search/bounds.py); tests/property hold
+    every candidate to it.
+    """
+    eff = cluster.efficiency
+    fractions = (eff.matmul_peak_fraction, float(np.nanmax(kernels.ATTENTION_EFFICIENCY)),
+                 eff.matmul_peak_fraction * eff.attention_relative_efficiency)
+    return min(1.0, max(fractions))
+
+
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
     eff = cluster.efficiency
@@ -480,13 +495,18 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
     # in the difference, which the slot (micro_batch_s) already accounts for.
     total = sum(parts.values())
+    # Model FLOPs count the causal half of attention (what the model needs); the hardware also runs what
+    # an unfused kernel computes in the masked half, and what recompute runs again (one forward of every
+    # layer for full, of the attention core for selective). Same accounting as the time above, so
+    # MFU <= HFU <= 1.
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
-                                          batch.global_batch * batch.seq_len)
+                                          batch.global_batch * batch.seq_len, causal=True)
     flops = flop_parts["total"]
-    # Hardware FLOPs add what recompute runs again: one forward of every layer (full) or of the attention core.
+    executed_core = flop_parts["attention_core"] * np.where(batch.flash_attention, 1.0, 2.0)
+    executed = flops - flop_parts["attention_core"] + executed_core
     recompute_flops = np.select([batch.recompute == 2, batch.recompute == 1],
-                                [(flops - flop_parts["logits"]) / 3.0, flop_parts["attention_core"] / 3.0], 0.0)
+                                [(executed - flop_parts["logits"]) / 3.0, executed_core / 3.0], 0.0)
     tflops_per_gpu = flops / total / batch.gpus
     return {
         "parts": parts,
@@ -495,7 +515,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "model_flops_per_step": flops,
         "tflops_per_gpu": tflops_per_gpu / 1e12,
         "mfu": tflops_per_gpu / peak,
-        "hfu": (flops + recompute_flops) / total / batch.gpus / peak,
+        "hfu": (executed + recompute_flops) / total / batch.gpus / peak,
         "comm_bytes_per_step": {
             "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
             "dp": dp_bytes,

@@ -14,17 +14,19 @@ import numpy as np
 
 from planner.budget import Constraints
 from planner.cost.estimate import simulate
+from planner.cost.step_time import flop_rate_ceiling
 from planner.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
-from planner.search.score import DROP_REASONS, Problem, score_chunk
-from planner.search.space import Space, enumerate_space, family_models, gpu_counts
+from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token
+from planner.search.score import DROP_REASONS, NOMINAL_MFU, Problem, score_chunk
+from planner.search.space import Space, concatenate, enumerate_cells, family_models, gpu_counts
 
 CHUNK = 262_144  # candidates per vectorised batch: large enough for numpy, small enough for memory
-NOMINAL_MFU = 0.45  # assumed, only to centre the model-size window before anything is simulated
-WINDOW_BELOW, WINDOW_ABOVE = 12.0, 6.0  # model sizes searched around the law's compute-optimal N
-MAX_MODELS = 48
+CELLS_PER_ROUND = 48  # (model, GPU count) cells enumerated at once between bound checks
+WINDOW_BELOW, WINDOW_ABOVE = 12.0, 6.0  # context: model sizes always scored around the compute-optimal N
+MAX_CONTEXT_MODELS = 48
 
 
 @dataclass
@@ -33,7 +35,8 @@ class OptimizeResult:
     plan: dict | None
     alternatives: list = field(default_factory=list)
     pareto: list = field(default_factory=list)
-    dropped: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)  # scored candidates dropped, by reason
+    ruled_out: dict = field(default_factory=dict)  # (model, GPU count) cells never scored, by reason
     scored: int = 0
     skipped_invalid: int = 0
     explanation: list = field(default_factory=list)
@@ -59,50 +62,71 @@ def tokens_for_loss(law, N: np.ndarray, target: float) -> np.ndarray:
     return np.where(reachable, np.exp(hi), np.inf)
 
 
-def _window(law, constraints: Constraints, cluster: ClusterSpec, dtype: str) -> tuple[float, float, float]:
-    """Centre of the model-size window (compute-optimal N) and its bounds."""
-    peak = cluster.peak_flops_per_s(dtype)
+def most_gpus(cluster: ClusterSpec, constraints: Constraints) -> int:
+    """The largest GPU count a plan may use: --gpus, else --max-gpus, else the whole cluster."""
+    whole = cluster.max_nodes * cluster.gpus_per_node
+    if constraints.gpus is not None:
+        return constraints.gpus
+    return min(whole, constraints.max_gpus) if constraints.max_gpus is not None else whole
+
+
+def spendable_gpu_seconds(cluster: ClusterSpec, constraints: Constraints) -> float:
+    """Budget mode: the GPU-seconds a plan can actually spend (the deadline and GPU cap may leave less)."""
+    return min(constraints.gpu_seconds, most_gpus(cluster, constraints) * constraints.deadline_s)
+
+
+def _context_centre(law, constraints: Constraints, cluster: ClusterSpec, dtype: str) -> float:
+    """Compute-optimal N for the spendable compute at a nominal MFU (centres the always-scored window)."""
     if constraints.target_loss is None:
-        flops = constraints.gpu_seconds * peak * NOMINAL_MFU
+        flops = spendable_gpu_seconds(cluster, constraints) * cluster.peak_flops_per_s(dtype) * NOMINAL_MFU
     else:
         budgets = np.logspace(17, 28, 221)
         n_opt, d_opt = law.compute_optimal(budgets)
         reach = np.flatnonzero(law.predict(n_opt, d_opt) <= constraints.target_loss)
         flops = budgets[reach[0]] if len(reach) else budgets[-1]
-    n_opt = float(law.compute_optimal(np.array([flops]))[0][0])
-    # Serving demand favours smaller, longer-trained models (Sardana et al. 2024): widen the window down.
-    below = WINDOW_BELOW * (10.0 if constraints.inference_tokens else 1.0)
-    return n_opt, n_opt / below, n_opt * WINDOW_ABOVE
+    return float(law.compute_optimal(np.array([max(flops, 1.0)]))[0][0])
+
+
+def context_models(models: list, n_opt: float) -> np.ndarray:
+    """Indices of the models always scored: a window around n_opt (for alternatives and the frontier).
+
+    The chosen plan does not depend on it (the search is exact over every model); it only decides
+    which runners-up and frontier points are there to show.
+    """
+    total = np.array([m.total_params for m in models], dtype=float)
+    inside = np.flatnonzero((total >= n_opt / WINDOW_BELOW) & (total <= n_opt * WINDOW_ABOVE))
+    if len(inside) == 0:
+        inside = np.array([int(np.argmin(np.abs(np.log(total / n_opt))))])
+    if len(inside) > MAX_CONTEXT_MODELS:
+        inside = inside[np.linspace(0, len(inside) - 1, MAX_CONTEXT_MODELS).round().astype(int)]
+    return inside
 
 
 def build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab):
-    n_opt, n_lo, n_hi = _window(law, constraints, cluster, dtype)
-    models = family_models(seq_len, vocab, n_lo, n_hi)
-    if not models:
-        models = family_models(seq_len, vocab, 0, np.inf)[:1] if n_hi < 1e8 else family_models(seq_len, vocab, 0, np.inf)[-1:]
-    if len(models) > MAX_MODELS:
-        models = [models[i] for i in np.linspace(0, len(models) - 1, MAX_MODELS).round().astype(int)]
+    """The scoring set-up over every family shape, and the compute-optimal N estimate."""
+    models = family_models(seq_len, vocab, 0, np.inf)
     law_n, total, nonemb = _law_params(law, models)
-    if constraints.target_loss is None:
-        flops = constraints.gpu_seconds * cluster.peak_flops_per_s(dtype) * NOMINAL_MFU
-        tokens_estimate, needed = flops / (6.0 * total), None
-    else:
-        needed = tokens_for_loss(law, law_n, constraints.target_loss)
-        tokens_estimate = np.where(np.isfinite(needed), needed, 1e12)
+    needed = None if constraints.target_loss is None else tokens_for_loss(law, law_n, constraints.target_loss)
     problem = Problem(cluster=cluster, law=law, constraints=constraints, dtype=dtype, batch_rule=batch_rule,
                       law_params=law_n, total_params=total, nonembedding_params=nonemb,
-                      tokens_estimate=tokens_estimate, tokens_needed=needed)
-    return problem, models, n_opt
+                      tokens_estimate=None if needed is None else np.where(np.isfinite(needed), needed, 1e12),
+                      tokens_needed=needed, flops_per_token=flops_per_token(models))
+    return problem, models, _context_centre(law, constraints, cluster, dtype)
 
 
 def candidate_gpu_counts(cluster: ClusterSpec, constraints: Constraints) -> list[int]:
-    low, high = 1.0, np.inf
-    if constraints.target_loss is None and constraints.gpus is None:
-        # Fewer GPUs than this cannot spend a quarter of the budget before the deadline; more than
-        # this finish in under an hour.
-        low = constraints.gpu_seconds / (4.0 * constraints.deadline_s)
-        high = constraints.gpu_seconds / 3600.0
-    return gpu_counts(cluster.gpus_per_node, cluster.max_nodes, constraints.gpus, constraints.max_gpus, low, high)
+    """Every GPU count the grid offers up to the caps (bounds, not a window, rule out the hopeless)."""
+    return gpu_counts(cluster.gpus_per_node, cluster.max_nodes, constraints.gpus, constraints.max_gpus)
+
+
+def _context_counts(counts: list[int], constraints: Constraints) -> np.ndarray:
+    """GPU counts always scored: those that can spend a quarter of the budget and still take an hour."""
+    counts = np.array(counts)
+    if constraints.target_loss is not None or constraints.gpus is not None:
+        return counts
+    spend = constraints.gpu_seconds
+    inside = counts[(counts >= spend / (4.0 * constraints.deadline_s)) & (counts <= spend / 3600.0)]
+    return inside if len(inside) else counts[-1:]
 
 
 def _progress(done: int, total: int, enabled: bool) -> None:
@@ -110,42 +134,125 @@ def _progress(done: int, total: int, enabled: bool) -> None:
         return
     width = 30
     filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\rscoring candidates [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
+    sys.stderr.write(f"\rscoring (model, GPU count) cells [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()
 
 
+class Scoreboard:
+    """What scoring keeps: metrics of feasible candidates, drop counts, and for each constraint the
+    candidates that fail it alone (relaxing that one constraint would make them feasible)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, list] = {}
+        self.dropped = np.zeros(len(DROP_REASONS), dtype=np.int64)
+        self.sole = np.zeros(len(DROP_REASONS), dtype=np.int64)
+        self.combinations: dict[int, int] = {}  # failed-check bit mask -> candidates
+        self.closest = {"deadline_wall_s": np.inf, "budget_gpu_s": np.inf, "memory_bytes": np.inf}
+        self.offset = 0
+        self.best = np.inf  # best primary objective seen so far (branch-and-bound threshold)
+
+    def add(self, problem: Problem, space: Space) -> None:
+        n = len(space)
+        for start in range(0, n, CHUNK):
+            index = np.arange(start, min(start + CHUNK, n))
+            arrays = {k: v[index] for k, v in space.arrays.items()}
+            metrics = score_chunk(problem, space.models, arrays)
+            infeasible = ~metrics["feasible"]
+            self.dropped += np.bincount(metrics["drop_code"][infeasible], minlength=len(DROP_REASONS))
+            failed = metrics["failed"]
+            for code in range(len(DROP_REASONS)):
+                self.sole[code] += int(np.count_nonzero(failed == (1 << code)))
+            masks, counts = np.unique(failed[infeasible], return_counts=True)
+            for mask, count in zip(masks.tolist(), counts.tolist()):
+                self.combinations[mask] = self.combinations.get(mask, 0) + count
+            for reason, key, value in ((DEADLINE, "deadline_wall_s", "wall_s"), (BUDGET, "budget_gpu_s", "gpu_seconds"),
+                                       (MEMORY, "memory_bytes", "memory_bytes")):
+                # The closest a candidate came to the constraint among those that fail it alone.
+                hit = failed == (1 << DROP_REASONS.index(reason))
+                if reason == MEMORY:
+                    hit = (failed & 1).astype(bool)
+                if hit.any():
+                    self.closest[key] = min(self.closest[key], float(np.min(metrics[value][hit])))
+            good = metrics["feasible"]
+            self.kept.setdefault("index", []).append(self.offset + index[good])
+            for key, value in metrics.items():
+                if key not in ("feasible", "drop_code", "failed"):
+                    self.kept.setdefault(key, []).append(value[good])
+            if good.any():
+                primary, _ = primary_objective(problem, {k: v[good] for k, v in metrics.items()})
+                self.best = min(self.best, float(np.min(primary)))
+        self.offset += n
+
+    def result(self) -> dict:
+        feasible = {k: np.concatenate(v) for k, v in self.kept.items()} if self.kept else {"index": np.array([], int)}
+        return {"feasible": feasible, "dropped": dict(zip(DROP_REASONS, self.dropped.tolist())),
+                "combinations": self.combinations,
+                "sole": dict(zip(DROP_REASONS, self.sole.tolist())), "closest": self.closest}
+
+
+MEMORY, DEADLINE, BUDGET = DROP_REASONS[0], "misses the deadline", "over the budget"
+
+
 def score_space(problem: Problem, space: Space, progress: bool = False) -> dict:
-    """Score every candidate in chunks; keep the metrics of feasible ones and count the dropped."""
-    n = len(space)
-    kept: dict[str, list] = {}
-    dropped = np.zeros(len(DROP_REASONS), dtype=np.int64)
-    closest = {"deadline_wall_s": np.inf, "budget_gpu_s": np.inf, "memory_bytes": np.inf}
-    for start in range(0, n, CHUNK):
-        index = np.arange(start, min(start + CHUNK, n))
-        arrays = {k: v[index] for k, v in space.arrays.items()}
-        metrics = score_chunk(problem, space.models, arrays)
-        dropped += np.bincount(metrics["drop_code"][~metrics["feasible"]], minlength=len(DROP_REASONS))
-        for code, key, value in ((5, "deadline_wall_s", "wall_s"), (6, "budget_gpu_s", "gpu_seconds"),
-                                 (0, "memory_bytes", "memory_bytes")):
-            hit = metrics["drop_code"] == code
-            if hit.any():
-                closest[key] = min(closest[key], float(np.min(metrics[value][hit])))
-        good = metrics["feasible"]
-        kept.setdefault("index", []).append(index[good])
-        for key, value in metrics.items():
-            if key not in ("feasible", "drop_code"):
-                kept.setdefault(key, []).append(value[good])
-        _progress(int(index[-1]) + 1, n, progress)
-    feasible = {k: np.concatenate(v) for k, v in kept.items()}
-    return {"feasible": feasible, "dropped": dict(zip(DROP_REASONS, dropped.tolist())), "closest": closest}
+    """Score every candidate of `space` in chunks; keep the metrics of feasible ones and count the dropped."""
+    board = Scoreboard()
+    board.add(problem, space)
+    _progress(1, 1, progress)
+    return board.result()
+
+
+def branch_and_bound(problem: Problem, models: list, counts: list[int], context: tuple[np.ndarray, np.ndarray],
+                     progress: bool = False) -> tuple[dict, Space, dict]:
+    """Exact search over every (model, GPU count) cell: context cells first, then the rest by bound,
+    stopping where no cell's bound can reach the best found (within the tie tolerance).
+
+    Returns the scoreboard result, the scored candidates as one Space, and the cells ruled out by
+    their bound alone, by reason.
+    """
+    cell_model, cell_gpus = (g.reshape(-1) for g in np.meshgrid(np.arange(len(models)), np.array(counts), indexing="ij"))
+    best_rate = problem.peak * flop_rate_ceiling(problem.cluster)
+    cells = cell_bounds(problem.law, problem.constraints, best_rate, problem.law_params, problem.total_params,
+                        problem.flops_per_token, problem.tokens_needed,
+                        np.log(np.array([m.vocab for m in models], dtype=float)), cell_model, cell_gpus)
+    bound, reason = cells["bound"], cells["reason"]
+    in_context = np.isin(cell_model, context[0]) & np.isin(cell_gpus, context[1])
+    # Context cells first (smallest bound first within them), then everything else by bound.
+    order = np.lexsort((bound, ~in_context))
+    order = order[np.isfinite(bound[order])]
+    ruled_out = {r: int(np.count_nonzero(reason == r)) for r in set(reason.tolist()) if r}
+    # The least wall-clock and GPU-seconds of the cells ruled out for the deadline or the budget, for the
+    # explanation ("even at the best rate the fastest plan needs ...").
+    for key, floor, why in (("deadline_wall_s", "wall_floor_s", MISSES_DEADLINE), ("budget_gpu_s", "gpu_seconds_floor", OVER_BUDGET)):
+        hit = reason == why
+        if hit.any():
+            ruled_out[key] = float(np.min(cells[floor][hit]))
+    board, spaces, done = Scoreboard(), [], 0
+    tolerance = LOSS_TIE_RELATIVE if problem.constraints.target_loss is None else COST_TIE_RELATIVE
+    while done < len(order):
+        threshold = board.best + abs(board.best) * tolerance
+        # The context in one round (it is scored whatever the bounds say), then the rest a round at a time.
+        size = max(CELLS_PER_ROUND, int(np.count_nonzero(in_context[order[done:]])))
+        take = order[done:done + size]
+        take = take[in_context[take] | (bound[take] <= threshold)]
+        if len(take) == 0:
+            break
+        space = enumerate_cells(models, cell_model[take], cell_gpus[take], problem.cluster.gpus_per_node)
+        board.add(problem, space)
+        spaces.append(space)
+        done += size
+        _progress(min(done, len(order)), len(order), progress)
+    _progress(len(order), len(order), progress and done < len(order))
+    scored = concatenate(spaces) if spaces else enumerate_cells(models, cell_model[:0], cell_gpus[:0], problem.cluster.gpus_per_node)
+    return board.result(), scored, ruled_out
 
 
 # Losses within 0.1% (cost within 1% in target mode) count as equal - far inside the law's own
 # uncertainty band - and the shorter wall-clock wins among them.
 LOSS_TIE_RELATIVE = 1e-3
 COST_TIE_RELATIVE = 1e-2
+WALL_TIE_RELATIVE = 1e-6
 
 
 def primary_objective(problem: Problem, feasible: dict) -> tuple[np.ndarray, float]:
@@ -167,8 +274,12 @@ def select(problem: Problem, feasible: dict, mask: np.ndarray | None = None) -> 
         return None
     best = np.min(primary[allowed])
     near = allowed & (primary <= best + abs(best) * tolerance)
-    candidates = np.flatnonzero(near)
-    order = np.lexsort((primary[candidates], feasible["wall_s"][candidates]))
+    # Wall-clocks within WALL_TIE_RELATIVE are equal too (plans bound by the same budget differ only by
+    # rounding, or by a negligible serving demand), and then the objective decides.
+    wall = feasible["wall_s"]
+    fastest = np.min(wall[near])
+    candidates = np.flatnonzero(near & (wall <= fastest * (1 + WALL_TIE_RELATIVE)))
+    order = np.lexsort((wall[candidates], primary[candidates]))
     return int(candidates[order[0]])
 
 
@@ -258,40 +369,74 @@ def alternatives(problem, space, feasible, best: int) -> list[dict]:
     return out
 
 
-def explain_infeasible(problem: Problem, dropped: dict, closest: dict, models: list) -> list[str]:
-    """Which constraint binds, and what would make the problem feasible."""
+def _binding_line(reason: str, problem: Problem, closest: dict, models: list) -> str:
+    """What one binding constraint is and what would relax it."""
     c, cluster = problem.constraints, problem.cluster
-    lines = []
-    binding = max(dropped, key=dropped.get) if any(dropped.values()) else None
-    for reason, count in dropped.items():
-        if count:
-            lines.append(f"{count:,} candidates dropped: {reason}")
-    # Memory only binds when nothing else does: layouts that do not fit are plentiful in every search,
-    # so their count says little when the deadline, budget or target also dropped candidates.
-    others = [r for r, n in dropped.items() if n and r not in ("does not fit GPU memory", "offload exceeds host memory")]
-    if dropped.get("does not fit GPU memory") and not others:
-        lines.append(f"memory binds: the smallest layout still needs {closest['memory_bytes'] / 2**30:.2f} GiB per GPU "
-                     f"of {cluster.accelerator.hbm_bytes / 2**30:.2f} GiB; allow more GPUs (--max-gpus/--gpus), "
-                     "use a cluster with more HBM, or a smaller model")
-    if dropped.get("misses the deadline"):
-        lines.append(f"the deadline binds: the fastest plan needs {closest['deadline_wall_s'] / 86400:.1f} days "
-                     f"(deadline {c.deadline_s / 86400:.1f} d); give a longer --deadline or allow more GPUs")
-    if dropped.get("over the budget"):
-        lines.append(f"the budget binds: the cheapest plan needs {closest['budget_gpu_s'] / 3600:,.0f} GPU-hours; "
-                     "raise --budget or relax --target-loss")
-    # Only when no model searched reaches the target with any data: then it binds whatever else dropped
-    # the candidates first (with --gpus 8 and target 1.7 every one is dropped for memory first).
-    floor = (float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
-             if c.target_loss is not None else None)
-    if floor is not None and c.target_loss < floor:
-        lines.append(f"the target loss {c.target_loss} is below what the law reaches for these model sizes "
-                     f"(about {floor:.3f} at 1e16 tokens); choose a higher --target-loss")
-    if dropped.get("global batch above the batch-size limit") and binding == "global batch above the batch-size limit":
-        lines.append("the batch-size limit binds: so many GPUs need a global batch far above the critical batch; "
-                     "use fewer GPUs (--max-gpus) or a larger budget")
-    if dropped.get("inference alone exceeds the budget"):
-        lines.append("serving --inference-tokens alone costs more than --budget; raise the budget or lower the inference volume")
-    return lines
+    if reason == MEMORY:
+        return (f"memory binds: the smallest layout still needs {closest['memory_bytes'] / 2**30:.2f} GiB per GPU "
+                f"of {cluster.accelerator.hbm_bytes / 2**30:.2f} GiB; allow more GPUs (--max-gpus/--gpus), "
+                "use a cluster with more HBM, or a smaller model")
+    if reason == "offload exceeds host memory":
+        return "host memory binds: the layouts that fit in HBM offload more than the nodes' host memory holds"
+    if reason == "inference alone exceeds the budget":
+        return "serving --inference-tokens alone costs more than --budget; raise the budget or lower the inference volume"
+    if reason == "global batch above the batch-size limit":
+        return ("the batch-size limit binds: these GPU counts need a global batch above what the planned tokens "
+                "allow (the critical batch); use fewer GPUs (--max-gpus) or a larger budget")
+    if reason == "target loss unreachable at this model size":
+        floor = float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
+        return (f"the target loss {c.target_loss} is below what the law reaches for these model sizes "
+                f"(about {floor:.3f} at 1e16 tokens); choose a higher --target-loss")
+    if reason == "predicted loss above uniform guessing (ln vocab)":
+        return (f"every plan's predicted loss is above uniform guessing over the vocabulary (ln V = "
+                f"{np.log(models[0].vocab):.2f} nats): the law says nothing is learned; allow more --unique-tokens "
+                "or more budget")
+    if reason == DEADLINE:
+        shortest = closest["deadline_wall_s"]
+        need = f"the fastest plan needs {shortest / 86400:.2f} days" if np.isfinite(shortest) else "no plan finishes"
+        return (f"the deadline binds: {need} (deadline {c.deadline_s / 86400:.2f} d); give a longer --deadline "
+                "or allow more GPUs")
+    if reason == BUDGET:
+        cheapest = closest["budget_gpu_s"]
+        need = f"the cheapest plan needs {cheapest / 3600:,.0f} GPU-hours" if np.isfinite(cheapest) else "no plan fits it"
+        return f"the budget binds: {need}; raise --budget or relax --target-loss"
+    return f"{reason} binds"
+
+
+def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: list) -> list[str]:
+    """Which constraints bind, and what would make the problem feasible.
+
+    A constraint binds when some simulated candidate fails it and nothing else (relaxing it alone
+    would give a plan); memory binds when a candidate that does not fit fails nothing else even at the
+    best rate any layout reaches. When every candidate fails two or more, the combination closest to
+    feasible is named; when nothing was scored, the reasons that ruled out whole (model, GPU count)
+    cells by their optimistic bound.
+    """
+    lines = [f"{count:,} candidates dropped: {reason}" for reason, count in scored["dropped"].items() if count]
+    lines += [f"{ruled_out[reason]:,} (model, GPU count) pairs ruled out even at the best FLOP rate any kernel "
+              f"reaches: {reason}" for reason in DROP_REASONS if ruled_out.get(reason)]
+    closest = dict(scored["closest"])
+    binding = [reason for reason in DROP_REASONS if scored["sole"].get(reason) and reason != MEMORY]
+    if not binding and scored["sole"].get(MEMORY):
+        binding = [MEMORY]
+    if not binding and scored["combinations"]:
+        # Every scored candidate fails two or more: name the combination closest to feasible (fewest
+        # constraints failed, then the most common).
+        mask = min(scored["combinations"], key=lambda m: (bin(m).count("1"), -scored["combinations"][m]))
+        binding = [reason for code, reason in enumerate(DROP_REASONS) if mask >> code & 1]
+        lines.append("no single constraint binds alone: every candidate fails two or more; the closest fail "
+                     + " and ".join(binding))
+    if not binding:
+        # Cells too small to reach the target never bind while larger ones do (checked below).
+        binding = [reason for reason in DROP_REASONS
+                   if ruled_out.get(reason) and reason != "target loss unreachable at this model size"]
+        for key in ("deadline_wall_s", "budget_gpu_s"):
+            closest[key] = min(closest[key], ruled_out.get(key, np.inf))
+    if problem.constraints.target_loss is not None and "target loss unreachable at this model size" not in binding:
+        floor = float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
+        if problem.constraints.target_loss < floor:
+            binding.append("target loss unreachable at this model size")
+    return lines + [_binding_line(reason, problem, closest, models) for reason in binding]
 
 
 def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "bf16", batch_rule: str = "step-law",
@@ -302,9 +447,11 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         raise PlannerInputError(f"--gpus {constraints.gpus} exceeds cluster {cluster.name!r} "
                                 f"({cluster.max_nodes} nodes x {cluster.gpus_per_node} GPUs)")
     problem, models, n_opt = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
-    space = enumerate_space(models, candidate_gpu_counts(cluster, constraints), cluster.gpus_per_node)
-    scored = score_space(problem, space, progress)
+    counts = candidate_gpu_counts(cluster, constraints)
+    context = (context_models(models, n_opt), _context_counts(counts, constraints))
+    scored, space, ruled_out = branch_and_bound(problem, models, counts, context, progress)
     feasible = scored["feasible"]
+    searched_models = np.unique(space.arrays["model_index"])
     assumptions = {
         "cluster": cluster.name, "calibration": cluster.calibration, "law": law.name, "law_source": law.source,
         "law_n_definition": law.n_definition, "dtype": dtype, "seq_len": seq_len, "vocab": vocab,
@@ -312,13 +459,15 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         "deadline_is_default": constraints.deadline_is_default, "budget_gpu_hours": constraints.gpu_hours,
         "budget_usd": constraints.money, "target_loss": constraints.target_loss,
         "unique_tokens": constraints.unique_tokens, "inference_tokens": constraints.inference_tokens,
-        "models_searched": len(models), "model_size_range": [models[0].total_params, models[-1].total_params],
+        "models_searched": len(models), "models_scored": int(len(searched_models)),
+        "model_size_range": [models[0].total_params, models[-1].total_params],
         "compute_optimal_params_estimate": n_opt,
     }
     result = OptimizeResult(status="infeasible", plan=None, dropped=scored["dropped"], scored=len(space),
+                            ruled_out={k: v for k, v in ruled_out.items() if k in DROP_REASONS},
                             skipped_invalid=space.skipped_invalid, assumptions=assumptions)
     if len(feasible["index"]) == 0:
-        result.explanation = explain_infeasible(problem, scored["dropped"], scored["closest"], models)
+        result.explanation = explain_infeasible(problem, scored, ruled_out, models)
     else:
         best = select(problem, feasible)
         result.status = "ok"

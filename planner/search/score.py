@@ -7,7 +7,13 @@ Target mode (minimise cost): D is what the law needs to reach the target loss at
 With --inference-tokens, serving cost 2·N FLOP per token (Sardana et al. 2024) at the plan's achieved
 FLOP rate is added to the cost (target mode) or taken out of the budget first (budget mode).
 
-Every candidate that is scored but cannot be used is counted under the first reason that drops it.
+Every candidate that is scored but cannot be used is counted under the first reason that drops it,
+and its full set of failed checks is kept as a bit mask (`failed`), so an infeasible result can name
+the constraints that alone stand in the way (optimize.explain_infeasible).
+
+Physical bounds are checked, not assumed: a plan predicted to lose more than uniform guessing over the
+vocabulary (ln V nats) is dropped with that reason, and a non-finite score is an error naming the
+cluster spec it came from, never a candidate.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.budget import Constraints
+from planner.errors import PlannerInputError
 from planner.cost.memory import per_gpu_memory
-from planner.cost.step_time import step_time
+from planner.cost.step_time import flop_rate_ceiling, step_time
 from planner.cost.goodput import goodput
 from planner.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, build_batch
+from planner.search.bounds import inference_gpu_seconds_floor, training_gpu_seconds
+
+NOMINAL_MFU = 0.45  # assumed, only to size the global batch before a candidate's own throughput is known
 
 DROP_REASONS = (
     "does not fit GPU memory",
@@ -32,6 +42,7 @@ DROP_REASONS = (
     "inference alone exceeds the budget",
     "global batch above the batch-size limit",
     "target loss unreachable at this model size",
+    "predicted loss above uniform guessing (ln vocab)",
     "misses the deadline",
     "over the budget",
 )
@@ -49,15 +60,48 @@ class Problem:
     law_params: np.ndarray  # per model: N as the law defines it
     total_params: np.ndarray  # per model: total parameters (memory, checkpoints, inference FLOPs)
     nonembedding_params: np.ndarray  # per model (batch-size rules use non-embedding N)
-    tokens_estimate: np.ndarray  # per model: D used to size the global batch before D is known
+    tokens_estimate: np.ndarray | None  # per model, target mode: D used to size the global batch
     tokens_needed: np.ndarray | None  # per model, target mode: D reaching the target loss (inf if never)
+    flops_per_token: np.ndarray | None = None  # per model: model FLOPs per token as MFU counts them
+
+    @property
+    def peak(self) -> float:
+        return self.cluster.peak_flops_per_s(self.dtype)
+
+
+def batch_tokens_estimate(problem: Problem, model_index: np.ndarray, gpus: np.ndarray) -> np.ndarray:
+    """D used to size a candidate's global batch before its own D is known.
+
+    Target mode: the D the law needs. Budget mode: what this GPU count can spend (budget after serving,
+    capped by gpus x deadline) at a nominal MFU, so a budget the deadline makes unspendable never sizes
+    the batch.
+    """
+    if problem.constraints.target_loss is not None:
+        return problem.tokens_estimate[model_index]
+    serving = inference_gpu_seconds_floor(problem.constraints, problem.total_params[model_index], problem.peak)
+    spendable = training_gpu_seconds(problem.constraints, gpus, serving)
+    return np.maximum(spendable * problem.peak * NOMINAL_MFU / problem.flops_per_token[model_index], 1.0)
+
+
+def tokens_allowing_batch(batch_tokens: np.ndarray, nonembedding_params: np.ndarray, rule: str) -> np.ndarray:
+    """Smallest D whose batch-size limit admits `batch_tokens` (bisection in log D; the limit rises with D).
+
+    Target mode trains at least this much: a target reached with fewer tokens than one allowed step
+    needs is reached, more cheaply than not at all, by training the first allowed D.
+    """
+    lo, hi = np.zeros(len(batch_tokens)), np.full(len(batch_tokens), np.log(1e18))
+    for _ in range(48):  # 2^-48 of the log range: far below a token
+        mid = (lo + hi) / 2
+        ok = batch_size.max_batch_tokens(np.exp(mid), nonembedding_params, rule) >= batch_tokens
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    return np.exp(hi)
 
 
 def global_batch_sequences(problem: Problem, arrays: dict, seq_len: np.ndarray) -> np.ndarray:
     """Global batch per candidate: the batch-size law's B_opt rounded to whole micro-batches x dp."""
     mi = arrays["model_index"]
-    b_opt = batch_size.optimal_batch_tokens(problem.tokens_estimate[mi], problem.nonembedding_params[mi],
-                                            problem.batch_rule)
+    estimate = batch_tokens_estimate(problem, mi, arrays["gpus"])
+    b_opt = batch_size.optimal_batch_tokens(estimate, problem.nonembedding_params[mi], problem.batch_rule)
     per_step = arrays["micro_batch"] * arrays["dp"]
     accumulation = np.maximum(1, np.round(b_opt / seq_len / per_step))
     return accumulation * per_step
@@ -85,13 +129,18 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         out[fitting] = values
         return out
 
-    tokens_per_s = spread(time_parts["tokens_per_s"])
+    # A candidate that does not fit is not simulated; its other checks are judged at the best rate any
+    # layout could reach (step_time.flop_rate_ceiling), so "memory binds" means relaxing memory alone
+    # could give a plan. Only fitting candidates can be feasible, so these rates never reach a plan.
+    best_tflops = problem.peak * flop_rate_ceiling(problem.cluster) / 1e12
+    optimistic = best_tflops * 1e12 * arrays["gpus"] / problem.flops_per_token[arrays["model_index"]]
+    tokens_per_s = np.where(fits, spread(time_parts["tokens_per_s"]), optimistic)
     mi = arrays["model_index"]
     gpus = arrays["gpus"].astype(float)
     gp = goodput(problem.total_params[mi], gpus, problem.cluster)["goodput"]
     effective_rate = tokens_per_s * gp
     c = problem.constraints
-    flops_rate = spread(time_parts["tflops_per_gpu"]) * 1e12 * gpus  # achieved model FLOP/s of the job
+    flops_rate = np.where(fits, spread(time_parts["tflops_per_gpu"]), best_tflops) * 1e12 * gpus  # achieved model FLOP/s of the job
     inference_gpu_s = (2.0 * problem.total_params[mi] * c.inference_tokens / flops_rate * gpus
                        if c.inference_tokens else np.zeros(len(gpus)))
 
@@ -100,7 +149,14 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         wall = np.minimum(np.maximum(training_gpu_s, 0.0) / gpus, c.deadline_s)
         tokens = effective_rate * wall
     else:
-        tokens = problem.tokens_needed[mi]
+        needed = problem.tokens_needed[mi]
+        # Target mode: at least the tokens this candidate's batch is allowed at (tokens_allowing_batch).
+        floor = np.ones(n)
+        reachable = np.isfinite(needed)
+        if reachable.any():
+            floor[reachable] = tokens_allowing_batch(global_batch[reachable] * seq_len[reachable],
+                                                     problem.nonembedding_params[mi][reachable], problem.batch_rule)
+        tokens = np.maximum(needed, floor)
         wall = tokens / effective_rate
     gpu_seconds = gpus * wall + inference_gpu_s
     # Target mode: model sizes that never reach the target have D = inf (dropped below); inf - inf in
@@ -109,22 +165,37 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         loss = problem.law.predict(problem.law_params[mi], np.maximum(tokens, 1.0))
         limit = batch_size.max_batch_tokens(np.maximum(tokens, 1.0), problem.nonembedding_params[mi],
                                             problem.batch_rule)
+    _check_finite(problem, fitting, time_parts)
+    uniform_guess = np.log(np.array([m.vocab for m in space_models], dtype=float))[mi]
 
+    none = np.zeros(n, bool)
     checks = [
         ~memory["fits"],
         ~memory["host_fits"],
-        (inference_gpu_s >= c.gpu_seconds) if (c.inference_tokens and c.gpu_seconds) else np.zeros(len(gpus), bool),
+        (inference_gpu_s >= c.gpu_seconds) if (c.inference_tokens and c.gpu_seconds) else none,
         global_batch * seq_len > limit,
-        ~np.isfinite(tokens) if c.target_loss is not None else np.zeros(len(gpus), bool),
+        ~np.isfinite(tokens) if c.target_loss is not None else none,
+        loss > uniform_guess,
         wall > c.deadline_s * (1 + 1e-9),
-        (gpu_seconds > c.gpu_seconds * (1 + 1e-9)) if c.gpu_seconds is not None else np.zeros(len(gpus), bool),
+        (gpu_seconds > c.gpu_seconds * (1 + 1e-9)) if c.gpu_seconds is not None else none,
     ]
-    drop_code = np.full(len(gpus), -1)
-    for code, failed in reversed(list(enumerate(checks))):
-        drop_code = np.where(failed, code, drop_code)
+    drop_code = np.full(n, -1)
+    failed = np.zeros(n, dtype=np.int64)
+    for code, check in reversed(list(enumerate(checks))):
+        drop_code = np.where(check, code, drop_code)
+        failed |= check.astype(np.int64) << code
     return {
-        "feasible": drop_code < 0, "drop_code": drop_code, "loss": loss, "tokens": tokens, "wall_s": wall,
-        "gpu_seconds": gpu_seconds, "inference_gpu_seconds": inference_gpu_s, "tokens_per_s": tokens_per_s,
-        "step_time_s": spread(time_parts["step_time_s"]), "mfu": spread(time_parts["mfu"]), "goodput": gp,
-        "global_batch": global_batch, "memory_bytes": memory["total_bytes"],
+        "feasible": drop_code < 0, "drop_code": drop_code, "failed": failed, "loss": loss, "tokens": tokens,
+        "wall_s": wall, "gpu_seconds": gpu_seconds, "inference_gpu_seconds": inference_gpu_s,
+        "tokens_per_s": spread(time_parts["tokens_per_s"]), "step_time_s": spread(time_parts["step_time_s"]),
+        "mfu": spread(time_parts["mfu"]), "goodput": gp, "global_batch": global_batch,
+        "memory_bytes": memory["total_bytes"],
     }
+
+
+def _check_finite(problem: Problem, fitting: np.ndarray, time_parts: dict) -> None:
+    """A NaN or infinite step time is a spec the cost model cannot use: an error, never a score."""
+    if len(fitting) and not np.all(np.isfinite(time_parts["step_time_s"]) & (time_parts["step_time_s"] > 0)):
+        raise PlannerInputError(
+            f"cluster spec {problem.cluster.name!r}: its figures give a non-finite step time; check the "
+            "accelerator's peak FLOP/s, bandwidths and efficiency values are finite and positive")

@@ -75,19 +75,28 @@ class Space:
 
 
 def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int) -> Space:
-    """Every valid (model, gpus, layout) combination, as flat arrays.
+    """Every valid layout of every model at every GPU count in `gpu_options` (see enumerate_cells)."""
+    cell_model, cell_gpus = (g.reshape(-1) for g in np.meshgrid(np.arange(len(models)), np.array(gpu_options, dtype=int),
+                                                                 indexing="ij"))
+    return enumerate_cells(models, cell_model, cell_gpus, gpus_per_node)
+
+
+def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray, gpus_per_node: int) -> Space:
+    """Every valid layout of each (model, GPU count) cell, as flat arrays.
 
     Built in two steps so the full cartesian product is never materialised: first the placement
-    (model, gpus, tp, pp, vpp, cp, sp) filtered for divisibility, then each surviving placement crossed
+    (cell, tp, pp, vpp, cp, sp) filtered for divisibility, then each surviving placement crossed
     with the memory/schedule options (ZeRO and offload, micro-batch, recompute).
     """
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
     kv_heads = np.array([m.kv for m in models])
     seq_lens = np.array([m.seq_len for m in models])
-    grids = np.meshgrid(np.arange(len(models)), np.array(gpu_options), np.array(TP_CHOICES), np.array(PP_CHOICES),
+    grids = np.meshgrid(np.arange(len(cell_model)), np.array(TP_CHOICES), np.array(PP_CHOICES),
                         np.array(VPP_CHOICES), np.array(CP_CHOICES), np.array(SEQ_PARALLEL_CHOICES), indexing="ij")
-    model_index, gpus, tp, pp, vpp, cp, sp = (g.reshape(-1) for g in grids)
+    cell, tp, pp, vpp, cp, sp = (g.reshape(-1) for g in grids)
+    model_index = np.asarray(cell_model, dtype=int)[cell]
+    gpus = np.asarray(cell_gpus, dtype=int)[cell]
     L = layers[model_index]
     placement_ok = (
         (tp <= gpus_per_node) & (heads[model_index] % tp == 0) & (kv_heads[model_index] % tp == 0)
@@ -119,3 +128,11 @@ def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_no
     }
     total = len(model_index) * len(zo)
     return Space(models=models, arrays=arrays, skipped_invalid=int(total - len(keep)))
+
+
+def concatenate(spaces: list[Space]) -> Space:
+    """One space holding the candidates of several (over the same model list), in order."""
+    if not spaces:
+        raise ValueError("concatenate needs at least one space")
+    arrays = {key: np.concatenate([s.arrays[key] for s in spaces]) for key in spaces[0].arrays}
+    return Space(models=spaces[0].models, arrays=arrays, skipped_invalid=sum(s.skipped_invalid for s in spaces))
