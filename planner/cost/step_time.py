@@ -91,13 +91,13 @@ def hidden_behind(compute, comm, chunks, eta):
     return ideal + (1.0 - eta) * (comm - ideal)
 
 
-def rank_share(batch: CandidateBatch, cluster: ClusterSpec):
-    """How many accelerators' worth of compute one rank gets: 1 on GPUs; on a CPU node whose cores are
-    split between the ranks, accelerators_per_node / ranks on the node."""
+def rank_share(gpus, cluster: ClusterSpec):
+    """How many accelerators' worth of compute one rank of a `gpus`-rank job gets: 1 on GPUs; on a CPU
+    node whose cores are split between the ranks, accelerators_per_node / ranks on the node."""
     if not cluster.node.compute_shared_by_ranks:
         return 1.0
     gpn = cluster.gpus_per_node
-    return gpn / np.minimum(gpn, batch.gpus)
+    return gpn / np.minimum(gpn, gpus)
 
 
 def peak_flops_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
@@ -402,7 +402,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     eff = cluster.efficiency
     fw = batch_framework_arrays(batch)
     # What one rank gets of its accelerator's compute and HBM bandwidth.
-    share = rank_share(batch, cluster)
+    share = rank_share(batch.gpus, cluster)
     peak = peak_flops_array(batch, cluster) * share
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * share
     w = DTYPE_BYTES[batch.dtype.astype(int)]

@@ -51,14 +51,15 @@ def training_gpu_seconds(constraints: Constraints, gpus: np.ndarray, inference_f
     return np.maximum(np.minimum(left, np.asarray(gpus, dtype=float) * constraints.deadline_s), 0.0)
 
 
-def cell_bounds(law, constraints: Constraints, best_rate: float, law_params: np.ndarray, total_params: np.ndarray,
+def cell_bounds(law, constraints: Constraints, best_rate, law_params: np.ndarray, total_params: np.ndarray,
                 per_token_flops: np.ndarray, tokens_needed: np.ndarray | None, uniform_guess: np.ndarray,
                 cell_model: np.ndarray, cell_gpus: np.ndarray) -> dict[str, np.ndarray]:
     """Per cell: `bound` (lower bound on the objective), `reason` ("" or why the cell cannot hold a plan),
     and in target mode the least wall-clock (`wall_floor_s`) and GPU-seconds (`gpu_seconds_floor`).
 
     The objective is the loss in budget mode and the GPU-seconds in target mode, as in optimize's
-    `primary_objective`. `best_rate` is the most model FLOP/s one GPU can reach (peak x ceiling);
+    `primary_objective`. `best_rate` (per cell or one number) is the most model FLOP/s one GPU can reach (peak x ceiling x
+    the rank's share of a shared CPU node);
     `uniform_guess` per model is ln(vocab), the loss of guessing uniformly.
     A cell with a reason has an infinite bound.
     """

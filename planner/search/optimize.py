@@ -14,7 +14,7 @@ import numpy as np
 
 from planner.budget import Constraints
 from planner.cost.estimate import simulate
-from planner.cost.step_time import flop_rate_ceiling
+from planner.cost.step_time import flop_rate_ceiling, rank_share
 from planner.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
@@ -212,7 +212,7 @@ def branch_and_bound(problem: Problem, models: list, counts: list[int], context:
     their bound alone, by reason.
     """
     cell_model, cell_gpus = (g.reshape(-1) for g in np.meshgrid(np.arange(len(models)), np.array(counts), indexing="ij"))
-    best_rate = problem.peak * flop_rate_ceiling(problem.cluster)
+    best_rate = problem.peak * flop_rate_ceiling(problem.cluster) * rank_share(cell_gpus, problem.cluster)
     cells = cell_bounds(problem.law, problem.constraints, best_rate, problem.law_params, problem.total_params,
                         problem.flops_per_token, problem.tokens_needed,
                         np.log(np.array([m.vocab for m in models], dtype=float)), cell_model, cell_gpus)

@@ -25,7 +25,7 @@ import numpy as np
 from planner.budget import Constraints
 from planner.errors import PlannerInputError
 from planner.cost.memory import per_gpu_memory
-from planner.cost.step_time import flop_rate_ceiling, step_time
+from planner.cost.step_time import flop_rate_ceiling, rank_share, step_time
 from planner.cost.goodput import goodput
 from planner.hardware import ClusterSpec
 from planner.laws import batch_size
@@ -132,7 +132,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     # A candidate that does not fit is not simulated; its other checks are judged at the best rate any
     # layout could reach (step_time.flop_rate_ceiling), so "memory binds" means relaxing memory alone
     # could give a plan. Only fitting candidates can be feasible, so these rates never reach a plan.
-    best_tflops = problem.peak * flop_rate_ceiling(problem.cluster) / 1e12
+    best_tflops = problem.peak * flop_rate_ceiling(problem.cluster) * rank_share(arrays["gpus"], problem.cluster) / 1e12
     optimistic = best_tflops * 1e12 * arrays["gpus"] / problem.flops_per_token[arrays["model_index"]]
     tokens_per_s = np.where(fits, spread(time_parts["tokens_per_s"]), optimistic)
     mi = arrays["model_index"]

@@ -165,3 +165,32 @@ def test_more_peak_flops_never_lengthens_a_step(gen, data, factor):
     model, layout, cluster = data.draw(gen.cases())
     slow = simulate(model, layout, _slower(cluster, "peak", factor))["step_time_s"]
     assert simulate(model, layout, cluster)["step_time_s"] <= slow * (1 + REL)
+
+
+@settings(max_examples=EXAMPLES * 2)
+@given(data=st.data())
+def test_mfu_below_hfu_below_the_flop_rate_ceiling(gen, data):
+    """Issue 12: MFU <= HFU <= 1 and TFLOP/s <= peak for every candidate, and MFU never above the
+    ceiling the search's bounds assume (step_time.flop_rate_ceiling), at any sequence length."""
+    from planner.cost.step_time import flop_rate_ceiling, rank_share
+
+    model, layout, cluster = data.draw(gen.cases())
+    result = simulate(model, layout, cluster)
+    # The peak of what one rank gets (a CPU node's cores are shared by its ranks).
+    peak = cluster.peak_flops_per_s(layout.dtype) * rank_share(layout.gpus, cluster)
+    assert result["mfu"] <= result["hfu"] * (1 + REL)
+    assert result["hfu"] <= 1.0 + REL
+    assert result["mfu"] <= flop_rate_ceiling(cluster) * (1 + REL)
+    assert result["tflops_per_gpu"] * 1e12 <= peak * (1 + REL)
+
+
+def test_a_million_token_sequence_stays_below_peak():
+    """Issue 12 reproduction 3: 2 layers, 2 heads of 2048, a 1M-token sequence gave MFU 107% (model FLOPs
+    counted full attention while time charged the causal half)."""
+    from planner.hardware import load_cluster
+    from planner.layout import make_layout
+    from planner.model import ModelSpec
+
+    model = ModelSpec(layers=2, hidden=4096, heads=2, vocab=32000, seq_len=1048576)
+    result = simulate(model, make_layout(), load_cluster("dgx-h100"))
+    assert 0 < result["mfu"] <= result["hfu"] <= 1.0
