@@ -20,7 +20,7 @@ import pytest
 from planner import io as planner_io
 from planner.cli import main
 from planner.errors import PlannerInputError
-from planner.profile.runs_csv import COLUMNS, MeasuredRun, parse_runs, read_runs, runs_to_csv_text
+from planner.profile.runs_csv import MeasuredRun, parse_runs, read_runs, runs_to_csv_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOGS = REPO_ROOT / "tests" / "fixtures" / "logs"
