@@ -13,6 +13,17 @@ from planner import units
 from planner.errors import PlannerInputError
 
 DEFAULT_DEADLINE_S = 30 * 86400.0  # assumed: plans longer than a month are rarely what people ask for
+# Longest deadline accepted: a century is beyond any training plan, and it keeps GPUs x deadline (the budget
+# of `--gpus N --deadline T`) and the token counts derived from it finite.
+MAX_DEADLINE_S = 100 * 365.25 * 86400.0
+
+
+def parse_deadline(text: str) -> float:
+    """--deadline as seconds, at most a century."""
+    seconds = units.parse_duration(text, "--deadline")
+    if seconds > MAX_DEADLINE_S:
+        raise PlannerInputError(f"--deadline: expected a duration up to 100 years like '30d' or '12h', got {text!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ def build_constraints(*, budget: str | None, deadline: str | None, gpus: int | N
     gpu_seconds, money = parse_budget(budget, price_per_gpu_hour, cluster_name) if budget is not None else (None, None)
     if gpu_seconds is None and target_loss is None:
         # "1,024 H100s for 30 days": the budget is every GPU for the whole deadline.
-        gpu_seconds = gpus * units.parse_duration(deadline, "--deadline")
+        gpu_seconds = gpus * parse_deadline(deadline)
     if gpus is not None and gpus <= 0:
         raise PlannerInputError(f"--gpus: expected a positive whole number, got {gpus}")
     if max_gpus is not None and max_gpus <= 0:
@@ -65,7 +76,7 @@ def build_constraints(*, budget: str | None, deadline: str | None, gpus: int | N
         raise PlannerInputError(f"--gpus {gpus} contradicts --max-gpus {max_gpus}")
     if target_loss is not None and not (0.0 < target_loss < 20.0):
         raise PlannerInputError(f"--target-loss: expected a loss in nats between 0 and 20, got {target_loss}")
-    deadline_s = units.parse_duration(deadline, "--deadline") if deadline is not None else DEFAULT_DEADLINE_S
+    deadline_s = parse_deadline(deadline) if deadline is not None else DEFAULT_DEADLINE_S
     return Constraints(
         gpu_seconds=gpu_seconds, money=money, deadline_s=deadline_s, deadline_is_default=deadline is None,
         gpus=gpus, max_gpus=max_gpus,

@@ -48,11 +48,25 @@ def _unit(parser):
     return BeforeValidator(convert)
 
 
-Bytes = Annotated[float, _unit(units.parse_bytes)]
-BytesOrZero = Annotated[float, _unit(lambda v, w: units.parse_bytes(v, w, allow_zero=True))]
-BytesPerSecond = Annotated[float, _unit(units.parse_bandwidth)]
-FlopsPerSecond = Annotated[float, _unit(units.parse_flops_rate)]
-Seconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, allow_zero=True))]
+# Plausible ranges: a value outside is a typo (a unit prefix off by 10^3 or more, `1e-300`, `.inf`) that
+# would otherwise reach the cost model as NaN or overflow. Generous on purpose (assumed): 1 GFLOP/s is below
+# one CPU core, 1 EFLOP/s is 200x a B200's dense fp8 peak (4.5 PFLOP/s, Blackwell Technical Brief);
+# 1 MB/s is below any link, 1 PB/s is 100x HBM3e (8 TB/s); memories from 1 MiB to 1 PiB; latencies,
+# checkpoint restarts and MTBFs below 1 s ... 100 years are kept where each makes sense.
+MIN_FLOPS, MAX_FLOPS = 1e9, 1e18
+MIN_BYTES_PER_S, MAX_BYTES_PER_S = 1e6, 1e15
+MIN_BYTES, MAX_BYTES = 2.0**20, 2.0**50
+MAX_SECONDS = 100 * 365.25 * 86400.0
+
+Bytes = Annotated[float, _unit(units.parse_bytes), Field(ge=MIN_BYTES, le=MAX_BYTES)]
+BytesOrZero = Annotated[float, _unit(lambda v, w: units.parse_bytes(v, w, allow_zero=True)), Field(le=MAX_BYTES)]
+BytesPerSecond = Annotated[float, _unit(units.parse_bandwidth), Field(ge=MIN_BYTES_PER_S, le=MAX_BYTES_PER_S)]
+FlopsPerSecond = Annotated[float, _unit(units.parse_flops_rate), Field(ge=MIN_FLOPS, le=MAX_FLOPS)]
+Seconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, allow_zero=True)), Field(le=MAX_SECONDS)]
+# Mean time between failures per GPU: 0 would mean failing continuously (goodput divides by it); specs for
+# CPUs that never fail in practice write very long ones, so only a finite value is asked for above.
+MAX_MTBF_SECONDS = 1e15
+PositiveSeconds = Annotated[float, _unit(units.parse_duration), Field(gt=0, le=MAX_MTBF_SECONDS)]
 
 
 class _Frozen(BaseModel):
@@ -95,7 +109,7 @@ class Node(_Frozen):
     nvme_bytes_per_s: BytesPerSecond = Field(alias="nvme_bandwidth")
     # Host-side Adam throughput for ZeRO-Offload, parameters updated per second per node (assumed
     # from DeepSpeed CPU-Adam figures unless calibrated).
-    host_adam_params_per_s: float = Field(default=1.0e9, gt=0)
+    host_adam_params_per_s: float = Field(default=1.0e9, gt=0, allow_inf_nan=False)
     # True for CPU "devices": ranks split the node's cores between them (OMP_NUM_THREADS = cores / ranks),
     # so a job with fewer ranks than accelerators_per_node gets proportionally more compute per rank.
     compute_shared_by_ranks: bool = False
@@ -107,13 +121,13 @@ class Network(_Frozen):
     latency_s: Seconds = Field(alias="latency")
     topology: Literal["fat-tree", "rail-optimized", "dragonfly", "single-node"]
     # Ratio of node-facing to spine-facing bandwidth at the leaf; 1 = non-blocking.
-    oversubscription: float = Field(default=1.0, ge=1.0)
+    oversubscription: float = Field(default=1.0, ge=1.0, le=1e3)
 
 
 class Reliability(_Frozen):
     """Inputs to goodput: failures per GPU-time and checkpoint write speed."""
 
-    mtbf_per_gpu_s: Seconds = Field(alias="mtbf_per_gpu")
+    mtbf_per_gpu_s: PositiveSeconds = Field(alias="mtbf_per_gpu")
     checkpoint_bytes_per_s: BytesPerSecond = Field(alias="checkpoint_bandwidth")
     restart_s: Seconds = Field(alias="restart_time")
 
@@ -134,8 +148,8 @@ class Efficiency(_Frozen):
     # GEMM size at which efficiency is half the ceiling. None = derived from the roofline ridge: a
     # 16-bit n x n x n GEMM does 2n^3 FLOP on 6n^2 bytes, so it turns compute-bound at
     # n = 3 x peak / HBM bandwidth (A100 ~460, H100 ~890): faster GPUs need bigger GEMMs.
-    matmul_half_size: float | None = Field(default=None, gt=0)
-    matmul_size_exponent: float = Field(default=1.5, gt=0)
+    matmul_half_size: float | None = Field(default=None, gt=0, le=1e7)  # le: a 10M-wide GEMM
+    matmul_size_exponent: float = Field(default=1.5, gt=0, le=10)
     # Flash-attention core relative to a GEMM of the same size (assumed: attention kernels run ~20% below GEMMs).
     attention_relative_efficiency: float = Field(default=0.8, gt=0, le=1.5)
     # Achieved fraction of HBM bandwidth for memory-bound kernels (elementwise, norms, optimizer).
@@ -156,11 +170,11 @@ class Efficiency(_Frozen):
     # Fixed costs: per optimizer step (launch, sync, logging), per micro-batch per stage, and per layer per
     # micro-batch (kernel launches / framework dispatch of one layer's forward and backward). Assumed 0 on
     # GPUs until calibrated; they dominate small models on CPUs.
-    step_overhead_s: float = Field(default=0.0, ge=0)
-    microbatch_overhead_s: float = Field(default=0.0, ge=0)
-    layer_overhead_s: float = Field(default=0.0, ge=0)
+    step_overhead_s: float = Field(default=0.0, ge=0, le=3600)
+    microbatch_overhead_s: float = Field(default=0.0, ge=0, le=3600)
+    layer_overhead_s: float = Field(default=0.0, ge=0, le=3600)
     # Multiplies every link latency in the collective model (per-call software latency, e.g. gloo ~10x NCCL).
-    latency_scale: float = Field(default=1.0, gt=0)
+    latency_scale: float = Field(default=1.0, gt=0, le=1e6)
     # Memory the allocator cannot give to tensors beyond the named terms of cost/memory.py (CUDA context
     # and workspaces, NCCL buffers, TE userbuffers): the fraction of the bytes freed and re-allocated every
     # micro-batch lost to fragmentation (assumed 5%; GMLake measured ~15% on average for large models,
@@ -178,7 +192,7 @@ class ClusterSpec(_Frozen):
     node: Node
     network: Network
     reliability: Reliability
-    price_per_accelerator_hour: float | None = Field(default=None, gt=0)
+    price_per_accelerator_hour: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_nodes: int = Field(default=4096, gt=0, le=MAX_NODES)
     efficiency: Efficiency = Efficiency()
     # Provenance of the efficiency block: "assumed defaults" or "calibrated on FILES, DATE".

@@ -150,8 +150,11 @@ def format_result(result) -> str:
     from planner.render import human_count, table
 
     a = result.assumptions
-    budget = (f"{a['budget_gpu_hours']:,.0f} GPU-hours" if a["budget_gpu_hours"] else "none") + (
-        f" (${a['budget_usd']:,.0f})" if a["budget_usd"] else "")
+    def amount(x: float) -> str:  # digits grouped, but 1e300 not written out in full
+        return f"{x:,.0f}" if x < 1e15 else f"{x:.3g}"
+
+    budget = (f"{amount(a['budget_gpu_hours'])} GPU-hours" if a["budget_gpu_hours"] else "none") + (
+        f" (${amount(a['budget_usd'])})" if a["budget_usd"] else "")
     lines = [
         f"cluster {a['cluster']} ({a['calibration']}); law {a['law']} ({a['law_source']}; N = {a['law_n_definition']} params)",
         f"budget {budget}; deadline {a['deadline_s'] / 86400:.1f} d{' (default)' if a['deadline_is_default'] else ''}"

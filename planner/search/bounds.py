@@ -42,7 +42,8 @@ def inference_gpu_seconds_floor(constraints: Constraints, total_params: np.ndarr
     """Least GPU-seconds serving --inference-tokens can take: 2·N FLOPs per token at `rate` FLOP/s per GPU."""
     if not constraints.inference_tokens:
         return np.zeros_like(np.asarray(total_params, dtype=float))
-    return 2.0 * np.asarray(total_params, dtype=float) * constraints.inference_tokens / rate
+    # Divided before multiplied: 1e300 tokens must give a large finite number, not an overflow.
+    return 2.0 * np.asarray(total_params, dtype=float) * (constraints.inference_tokens / rate)
 
 
 def training_gpu_seconds(constraints: Constraints, gpus: np.ndarray, inference_floor: np.ndarray) -> np.ndarray:

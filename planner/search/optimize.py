@@ -134,7 +134,7 @@ def _progress(done: int, total: int, enabled: bool) -> None:
         return
     width = 30
     filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\rscoring (model, GPU count) cells [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
+    sys.stderr.write(f"\rscoring candidates, (model, GPU count) cells [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
     if done >= total:
         sys.stderr.write("\n")
     sys.stderr.flush()

@@ -141,7 +141,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     effective_rate = tokens_per_s * gp
     c = problem.constraints
     flops_rate = np.where(fits, spread(time_parts["tflops_per_gpu"]), best_tflops) * 1e12 * gpus  # achieved model FLOP/s of the job
-    inference_gpu_s = (2.0 * problem.total_params[mi] * c.inference_tokens / flops_rate * gpus
+    inference_gpu_s = (2.0 * problem.total_params[mi] * (c.inference_tokens / flops_rate) * gpus
                        if c.inference_tokens else np.zeros(len(gpus)))
 
     if c.target_loss is None:

@@ -225,7 +225,7 @@ def small_search():
         patch.setattr(space, "DEPTHS", (8, 16, 24, 32))
         patch.setattr(space, "MICRO_BATCH_CHOICES", (1, 4))
         patch.setattr(space, "PP_CHOICES", (1, 2))
-        patch.setattr(optimize, "MAX_MODELS", 4)
+        patch.setattr(optimize, "MAX_CONTEXT_MODELS", 4)
         yield
 
 
