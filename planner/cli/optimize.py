@@ -13,12 +13,14 @@ def register(subparsers, name: str) -> None:
         description="Search model shapes x token counts x GPU counts x parallel layouts with the simulator and "
                     "a loss law; print the best plan, materially different runners-up and the loss-vs-time frontier.")
     add_optimize_arguments(parser)
+    from planner.cli.fixed_model import add_fixed_model_arguments
+    add_fixed_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--report", metavar="OUT.html",
                         help="also write the review document (OUT.html, OUT.md and OUT_figures/), as `planner report` does")
     parser.add_argument("--emit-deepspeed", metavar="DIR",
                         help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for the plan")
-    parser.add_argument("--force", action="store_true", help="overwrite files written by --report/--emit-deepspeed")
+    parser.add_argument("--force", action="store_true", help="overwrite files written by --report/--emit-deepspeed/--emit/--all-layouts")
     parser.set_defaults(run=run)
 
 
@@ -28,7 +30,9 @@ def add_optimize_arguments(parser) -> None:
 
     parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
     parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d)")
-    parser.add_argument("--gpus", type=whole_number(), help="use exactly this many GPUs")
+    from planner.cli.fixed_model import parse_gpu_list
+    parser.add_argument("--gpus", type=parse_gpu_list,
+                        help="use exactly this many GPUs; with --model also a list '64,128' or a doubling range '256-8192'")
     parser.add_argument("--max-gpus", type=whole_number(), help="use at most this many GPUs")
     parser.add_argument("--cluster", default=DEFAULT_CLUSTER, help=f"cluster spec name or YAML path (default {DEFAULT_CLUSTER})")
     parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
@@ -51,8 +55,11 @@ def load_inputs(args):
     from planner.laws.registry import DEFAULT_LAW, load_law
 
     cluster = load_cluster(args.cluster, args.cluster_dir)
+    if args.gpus and len(args.gpus) > 1:
+        raise PlannerInputError("--gpus: a list of counts sweeps a fixed model; give --model or --params with it "
+                                "(choosing the model takes one count)")
     constraints = build_constraints(
-        budget=args.budget, deadline=args.deadline, gpus=args.gpus, max_gpus=args.max_gpus,
+        budget=args.budget, deadline=args.deadline, gpus=args.gpus[0] if args.gpus else None, max_gpus=args.max_gpus,
         unique_tokens=args.unique_tokens, target_loss=args.target_loss, inference_tokens=args.inference_tokens,
         price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name)
     if args.seq_len <= 0 or args.vocab <= 0:
@@ -85,6 +92,9 @@ def run(args) -> int:
     from planner.io import check_new_outputs
     from planner.render import to_json
 
+    from planner.cli.fixed_model import run_fixed_model, wants_fixed_model
+    if wants_fixed_model(args):
+        return run_fixed_model(args)
     report_paths = report_cli.report_outputs(args.report) if args.report else {}
     check_new_outputs([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed)], args.force)
     inputs = load_inputs(args)

@@ -65,6 +65,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(f"cp({layout.cp}) > 1: {framework} has no context parallelism")
     if layout.zero not in stack.zero_stages:
         problems.append(f"zero={layout.zero}: {framework} supports stages {sorted(stack.zero_stages)}")
+    if layout.pp > 1 and layout.zero > stack.max_zero_with_pipeline:
+        problems.append(f"zero={layout.zero} with pp({layout.pp}) > 1: {framework} pipelines with ZeRO stages up to "
+                        f"{stack.max_zero_with_pipeline}")
     if layout.offload != "none" and not stack.supports_offload:
         problems.append(f"offload={layout.offload}: {framework} has no optimizer/parameter offload")
     if layout.tp_comm_overlap and not stack.tp_comm_overlap_available:

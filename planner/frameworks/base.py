@@ -61,6 +61,9 @@ class Framework:
     # Kernels are issued one by one from Python (eager PyTorch) rather than from a compiled program.
     eager_dispatch: bool
     zero_stages: frozenset = frozenset({0, 1, 2, 3})
+    # Highest ZeRO stage the stack runs together with pipeline parallelism (DeepSpeed's pipeline engine and
+    # Megatron's distributed optimizer: 1; torchtitan shards each pipeline stage with FSDP2: 3).
+    max_zero_with_pipeline: int = 1
     # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);
     # every stack runs FlashAttention-2 on Ampere.
     attention_kernel_hopper: str = "flash2"

@@ -20,6 +20,8 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
 
 from planner.frameworks.base import Framework
 
+# max_zero_with_pipeline stays 1: "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism"
+# (`deepspeed/runtime/pipe/engine.py`:78 @38327e07).
 DEEPSPEED = Framework(
     name="deepspeed",
     grad_bytes_bf16=2.0, grad_bytes_fp16=2.0, reduce_bytes_bf16=2.0, reduce_bytes_fp16=2.0,

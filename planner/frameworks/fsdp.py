@@ -20,6 +20,9 @@ from planner.frameworks.base import Framework
 
 FSDP = Framework(
     name="fsdp",
+    # Each pipeline stage's model chunk goes through the same parallelize function, FSDP2 included
+    # (torchtitan@b5bcd76c `torchtitan/distributed/pipeline_parallel.py`:111): ZeRO-3 with pipelining.
+    max_zero_with_pipeline=3,
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,

@@ -1,0 +1,292 @@
+"""`planner optimize --model PRESET|FILE` (or `--params 70B`): a model already chosen -> GPUs, layout, days.
+
+    planner optimize --model gpt3-175b --gpus 64 --global-batch 1536 --cluster dgx-a100-80gb --dtype fp16
+    planner optimize --model llama3-70b --tokens 15T --deadline 90d
+    planner optimize --model llama3-70b --tokens 15T --gpus 256,512,1024,2048,4096,8192
+    planner optimize --params 8B --gpus 512 --framework megatron --emit launch/
+
+Exit 0 with a plan, 1 when no GPU count works (what binds is printed), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+
+from planner.errors import PlannerInputError
+
+
+def add_fixed_model_arguments(parser) -> None:
+    from planner.cli.arguments import real_number, whole_number
+
+    group = parser.add_argument_group("a model already chosen (switches optimize to the layout / GPU-count search)")
+    group.add_argument("--model", metavar="PRESET|FILE", help="model preset (see `planner simulate --list-models`) or a model YAML")
+    group.add_argument("--params", metavar="N", help="a model of about N parameters from the family dial, like '70B'")
+    group.add_argument("--tokens", metavar="D", help="tokens to train on, like '15T': gives days, GPU-hours and cost")
+    group.add_argument("--global-batch", type=whole_number(), help="global batch in sequences (default: the batch law for --tokens)")
+    group.add_argument("--framework", metavar="STACK[,STACK]",
+                       help="stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other (default megatron,deepspeed,fsdp)")
+    group.add_argument("--knee", type=real_number(0.0, 1.0, low_open=True), default=None,
+                       help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
+    group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
+    group.add_argument("--emit", metavar="DIR", help="write the chosen layout's launch config for its stack")
+
+
+def wants_fixed_model(args) -> bool:
+    return bool(getattr(args, "model", None) or getattr(args, "params", None))
+
+
+def parse_gpu_list(text: str) -> list[int]:
+    """'64' -> [64]; '64,128,256' -> those; '256-8192' -> powers of two from 256 to 8192."""
+    raw = str(text).strip()
+    expected = "a GPU count like '64', a list like '64,128,256' or a doubling range like '256-8192'"
+    try:
+        if "-" in raw:
+            low, high = (int(part) for part in raw.split("-", 1))
+            if not 1 <= low <= high:
+                raise ValueError
+            counts = []
+            while low <= high:
+                counts.append(low)
+                low *= 2
+            return counts
+        counts = [int(part) for part in raw.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not counts or any(c < 1 or c > 2**31 for c in counts):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return counts
+
+
+def load_model(args):
+    """--model PRESET|FILE or --params N -> ModelSpec (the --seq-len/--vocab flags only shape --params models)."""
+    from pathlib import Path
+
+    from planner.model import make_model, preset
+    if args.model and args.params:
+        raise PlannerInputError("--model and --params: give one (a preset or file, or a size for the family dial)")
+    if args.model:
+        if args.model.endswith((".yaml", ".yml")) or Path(args.model).is_file():
+            from planner.io import load_yaml_file
+            data = load_yaml_file(args.model, "model file (.yaml)")
+            if not isinstance(data, dict):
+                raise PlannerInputError(f"{args.model}: expected a YAML mapping of model fields (layers, hidden, heads, ...)")
+            return make_model(args.model, **data)
+        return preset(args.model)
+    from planner import units
+    from planner.search.space import family_models
+    target = units.parse_count(args.params, "--params")
+    family = family_models(args.seq_len, args.vocab, 0, float("inf"))
+    return min(family, key=lambda m: abs(m.total_params / target - 1.0))
+
+
+def _frameworks(text: str | None) -> tuple[str, ...]:
+    from planner.frameworks import FRAMEWORKS
+    from planner.search.layouts import DEFAULT_FRAMEWORKS
+    if not text:
+        return DEFAULT_FRAMEWORKS
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in FRAMEWORKS]
+    if unknown or not names:
+        raise PlannerInputError(f"--framework: unknown stack {', '.join(unknown) or repr(text)}; choose from {', '.join(FRAMEWORKS)}")
+    return names
+
+
+def _counts(args, cluster) -> list[int]:
+    from planner.search.space import gpu_counts
+    if args.gpus:
+        counts = list(args.gpus)
+    else:
+        if not (args.deadline or args.budget):
+            raise PlannerInputError("with --model/--params give --gpus N (or a list), or --tokens with --deadline or --budget")
+        counts = gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, args.max_gpus)
+    capacity = cluster.max_nodes * cluster.gpus_per_node
+    too_many = [c for c in counts if c > capacity or (args.max_gpus and c > args.max_gpus)]
+    if too_many:
+        limit = min(capacity, args.max_gpus or capacity)
+        raise PlannerInputError(f"--gpus {too_many[0]}: more than the {limit} GPUs allowed "
+                                f"(cluster {cluster.name!r}: {cluster.max_nodes} nodes x {cluster.gpus_per_node})")
+    return counts
+
+
+def solve_fixed_model(args):
+    from planner import units
+    from planner.budget import parse_budget, parse_deadline
+    from planner.hardware import load_cluster
+    from planner.search.fixed_model import DEFAULT_KNEE, plan_fixed_model
+
+    for flag in ("target_loss", "unique_tokens", "inference_tokens", "law"):
+        if getattr(args, flag, None) is not None:
+            raise PlannerInputError(f"--{flag.replace('_', '-')} applies to choosing a model; with --model/--params "
+                                    "the model is fixed (give --tokens instead)")
+    cluster = load_cluster(args.cluster, args.cluster_dir)
+    model = load_model(args)
+    tokens = units.parse_count(args.tokens, "--tokens") if args.tokens else None
+    deadline_s = parse_deadline(args.deadline) if args.deadline else None
+    budget_s = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0] if args.budget else None
+    if (deadline_s or budget_s) and not tokens:
+        raise PlannerInputError("--deadline/--budget with --model need --tokens (how much to train) to turn steps into days")
+    return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
+                            frameworks=_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
+                            budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule)
+
+
+def check_outputs(args) -> None:
+    from planner.io import check_new_outputs
+    paths = [args.all_layouts] if args.all_layouts else []
+    check_new_outputs(paths, args.force)
+
+
+def run_fixed_model(args) -> int:
+    from planner.io import write_text_atomic
+    from planner.render import to_json
+
+    check_outputs(args)
+    result = solve_fixed_model(args)
+    if args.json:
+        print(to_json(result_json(result)))
+    else:
+        print(format_fixed_model(result))
+    if args.all_layouts:
+        write_text_atomic(args.all_layouts, layouts_csv(result), force=args.force, flag="--force")
+    if args.emit and result.chosen is not None:
+        from planner.cli import report as report_cli
+        chosen = result.chosen
+        layout = chosen.search.layout(chosen.best)
+        summary = (f"optimize --model: {result.model.name}, {chosen.gpus} GPUs of {result.cluster.name}, "
+                   f"step {float(chosen.search.step_time_s[chosen.best]):.3f} s")
+        report_cli.emit_launch(args.emit, result.model, layout, result.cluster, result.tokens, summary, args.force)
+    return 0 if result.chosen is not None else 1
+
+
+def layouts_csv(result) -> str:
+    out = io.StringIO()
+    rows = [row for count in result.counts if count.search is not None for row in count.search.rows()]
+    if not rows:
+        return ""
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _count_json(count) -> dict:
+    return {"gpus": count.gpus, "feasible": count.feasible, "reason": count.reason,
+            "layouts_scored": 0 if count.search is None else len(count.search),
+            "best": count.row, "goodput": None if count.search is None else count.search.goodput,
+            "days": count.days, "days_band": count.days_band, "gpu_hours": count.gpu_hours,
+            "cost_usd": count.cost_usd, "scaling_efficiency": count.scaling_efficiency}
+
+
+def result_json(result) -> dict:
+    return {
+        "status": "ok" if result.chosen is not None else "infeasible",
+        "model": {**result.model.model_dump(), "total_params": result.model.total_params},
+        "cluster": result.cluster.name, "tokens": result.tokens,
+        "chosen": None if result.chosen is None else _count_json(result.chosen),
+        "runners_up": [] if result.chosen is None else runners_up(result.chosen),
+        "counts": [_count_json(c) for c in result.counts], "knee_gpus": result.knee_gpus,
+        "explanation": result.explanation, "assumptions": result.assumptions,
+    }
+
+
+# Runners-up that differ materially from the best: each the fastest under its own restriction.
+RUNNER_UP_RULES = (
+    ("fastest without pipeline parallelism", lambda r: r["pp"] == 1),
+    ("fastest without tensor parallelism", lambda r: r["tp"] == 1),
+    ("fastest with ZeRO-3 / FSDP", lambda r: r["zero"] == 3),
+    ("fastest without recompute", lambda r: r["recompute"] == "none"),
+)
+
+
+def runners_up(count, limit: int = 4) -> list[dict]:
+    search = count.search
+    order = search.order
+    rows = search.rows(order[: min(len(order), 20000)])
+    best = rows[0]
+    picks, seen = [], {tuple(best.items())}
+    stacks = {r["framework"] for r in rows}
+    rules = list(RUNNER_UP_RULES) + [(f"fastest on {name}", lambda r, n=name: r["framework"] == n)
+                                     for name in sorted(stacks) if name != best["framework"]]
+    for label, rule in rules:
+        match = next((r for r in rows if rule(r)), None)
+        if match is not None and tuple(match.items()) not in seen and not rule(best):
+            seen.add(tuple(match.items()))
+            picks.append({"label": label, **match})
+    return picks[:limit + len(stacks)]
+
+
+def _layout_text(row: dict) -> str:
+    text = f"{row['framework']} tp{row['tp']} pp{row['pp']}"
+    text += f" vpp{row['vpp']}" if row["vpp"] > 1 else ""
+    text += f" cp{row['cp']}" if row["cp"] > 1 else ""
+    text += f" dp{row['dp']} z{row['zero']} mb{row['micro_batch']}"
+    text += "" if row["offload"] == "none" else f" offload={row['offload']}"
+    text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
+    text += " sp" if row["seq_parallel"] else ""
+    return text
+
+
+def format_fixed_model(result) -> str:
+    from planner.render import human_bytes, human_count, human_seconds, table
+
+    m = result.model
+    lines = [f"model {m.name}: {human_count(m.total_params)} params, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
+             f"ffn={m.ffn_size} V={m.vocab} s={m.seq_len}; cluster {result.cluster.name}; stacks "
+             f"{', '.join(result.assumptions['frameworks'])}; {result.assumptions['dtype']}"
+             + (f"; {human_count(result.tokens)} tokens" if result.tokens else "")]
+    scored = sum(len(c.search) for c in result.counts if c.search is not None)
+    searched = sum(1 for c in result.counts if c.search is not None)
+    lines.append(f"searched {scored:,} layouts over {searched} GPU count(s)")
+    skipped = [c for c in result.counts if c.search is None]
+    if skipped:
+        lines.append(f"skipped {len(skipped)} count(s) from {skipped[0].gpus} to {skipped[-1].gpus} GPUs without a search: "
+                     f"{skipped[0].reason}")
+    shown = [c for c in result.counts if c.search is not None]
+    if len(shown) > 1 or (shown and not result.chosen):
+        rows = []
+        for c in shown:
+            if not c.feasible:
+                rows.append([str(c.gpus), c.reason or "-", "", "", "", "", "", ""])
+                continue
+            r = c.row
+            knee = " <- knee" if result.knee_gpus == c.gpus else ""
+            rows.append([str(c.gpus), _layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
+                         f"{100 * c.scaling_efficiency:.0f}%{knee}",
+                         "" if c.days is None else f"{c.days:.1f}", "" if c.gpu_hours is None else f"{c.gpu_hours:,.0f}",
+                         "" if c.cost_usd is None else f"${c.cost_usd:,.0f}"])
+        lines += ["", table(["GPUs", "best layout", "step", "MFU", "scaling", "days", "GPU-h", "cost"], rows,
+                            align="llrrrrrr")]
+    if result.chosen is None:
+        return "\n".join(lines + ["", "no feasible plan:"] + [f"  {line}" for line in result.explanation])
+    c = result.chosen
+    r = c.row
+    search = c.search
+    layout = search.layout(c.best)
+    from planner.cost.estimate import simulate
+    sim = simulate(result.model, layout, result.cluster)
+    lines += ["", f"chosen: {c.gpus} GPUs", f"  layout     {_layout_text(r)}, global batch {r['global_batch']}"
+              + (" tp-overlap" if r["tp_comm_overlap"] else "") + (" dp-overlap" if r["dp_comm_overlap"] else ""),
+              f"  speed      step {human_seconds(r['step_time_s'])}, {r['tokens_per_s']:,.0f} tokens/s, MFU "
+              f"{100 * r['mfu']:.1f}%, goodput {100 * search.goodput:.1f}%",
+              f"  memory     {human_bytes(sim['memory']['total_bytes'])} of {human_bytes(sim['memory']['hbm_bytes'])} "
+              f"per GPU (headroom {human_bytes(sim['memory']['hbm_bytes'] - sim['memory']['total_bytes'])})"]
+    if c.days is not None:
+        band = f" (band {c.days_band[0]:.1f}-{c.days_band[1]:.1f})" if c.days_band else ""
+        cost = f", ${c.cost_usd:,.0f}" if c.cost_usd else ""
+        lines.append(f"  time/cost  {c.days:.1f} days{band}, {c.gpu_hours:,.0f} GPU-hours{cost}")
+    parts = sorted(((k, v) for k, v in sim["time"].items() if v > 0), key=lambda kv: -kv[1])
+    lines.append("  step parts " + ", ".join(f"{k} {100 * v / sim['step_time_s']:.0f}%" for k, v in parts[:6]))
+    memory = sorted(((k, v) for k, v in sim["memory_parts"].items() if v > 0), key=lambda kv: -kv[1])
+    lines.append("  memory     " + ", ".join(f"{k} {human_bytes(v)}" for k, v in memory[:5]))
+    ups = runners_up(c)
+    if ups:
+        lines += ["", "runners-up (each the fastest under its restriction)"]
+        lines.append(table(["", "layout", "step", "MFU", "GiB/GPU"],
+                           [[u["label"], _layout_text(u), human_seconds(u["step_time_s"]), f"{100 * u['mfu']:.1f}%",
+                             f"{u['memory_gib']:.1f}"] for u in ups], align="llrrr"))
+    return "\n".join(lines)
+
+
+__all__ = ["add_fixed_model_arguments", "wants_fixed_model", "run_fixed_model", "solve_fixed_model", "parse_gpu_list"]

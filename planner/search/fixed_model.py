@@ -1,0 +1,187 @@
+"""Fixed-model planning: for a model already chosen, the GPU count, layout, days, GPU-hours and cost.
+
+Each GPU count is a layout search (search/layouts.py). Tokens turn the best step time into time and
+cost: days = tokens / (tokens/s x goodput), GPU-hours = GPUs x that, cost at the cluster price, with
+the step-time band of the published runs (error_bands). Which count is chosen:
+
+  --deadline     the smallest count whose best layout meets it (within --budget when given too);
+  --budget       the largest count whose GPU-hours fit it (the fastest plan the budget pays for);
+  a sweep        (several --gpus): the largest count before the knee, where scaling efficiency (tokens/s
+                 per GPU relative to the smallest count's) falls below --knee;
+  one --gpus     that count.
+
+Counts that cannot meet the deadline even at the best FLOP rate any kernel reaches
+(step_time.flop_rate_ceiling) are skipped without a search, as the budget search's bounds do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from planner.cost.step_time import flop_rate_ceiling, rank_share
+from planner.error_bands import interval as step_time_interval
+from planner.hardware import ClusterSpec
+from planner.model import ModelSpec, training_flops_breakdown
+from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layouts
+
+DEFAULT_KNEE = 0.8  # assumed: below 80% scaling efficiency more GPUs mostly buy waste
+
+
+@dataclass
+class CountPlan:
+    """The best layout at one GPU count and what it means for the run."""
+
+    gpus: int
+    search: LayoutSearch | None  # None: skipped by the bound
+    best: int | None
+    reason: str = ""  # why there is no plan at this count
+    days: float | None = None
+    gpu_hours: float | None = None
+    cost_usd: float | None = None
+    days_band: list | None = None
+    scaling_efficiency: float | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return self.best is not None and not self.reason
+
+    @property
+    def row(self) -> dict | None:
+        return self.search.rows([self.best])[0] if self.best is not None else None
+
+
+@dataclass
+class FixedModelPlan:
+    model: ModelSpec
+    cluster: ClusterSpec
+    tokens: float | None
+    counts: list[CountPlan]
+    chosen: CountPlan | None
+    explanation: list[str] = field(default_factory=list)
+    knee_gpus: int | None = None
+    assumptions: dict = field(default_factory=dict)
+
+
+def flops_per_token(model: ModelSpec) -> float:
+    return float(training_flops_breakdown(model.layers, model.hidden, model.heads, model.kv, model.ffn_size,
+                                          3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len, 1.0,
+                                          causal=True)["total"])
+
+
+def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: float, dtype: str) -> float:
+    """Fewest days `tokens` can take on `gpus` GPUs: every FLOP at the cost model's ceiling rate, goodput 1."""
+    rate = cluster.peak_flops_per_s(dtype) * flop_rate_ceiling(cluster) * float(rank_share(gpus, cluster)) * gpus
+    return tokens * flops_per_token(model) / rate / 86400.0
+
+
+def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule) -> CountPlan:
+    search = search_layouts(model, cluster, gpus, global_batch=global_batch, tokens=tokens, frameworks=frameworks,
+                            dtype=dtype, batch_rule=batch_rule)
+    best = search.best
+    if best is None:
+        reasons = search.reason_counts()
+        why = ("no layout divides the model and batch" if len(search) == 0
+               else max(reasons, key=reasons.get) if reasons else "no layout fits")
+        return CountPlan(gpus=gpus, search=search, best=None, reason=why)
+    plan = CountPlan(gpus=gpus, search=search, best=best)
+    if tokens:
+        rate = float(search.tokens_per_s[best]) * search.goodput
+        seconds = tokens / rate
+        plan.days = seconds / 86400.0
+        plan.gpu_hours = gpus * seconds / 3600.0
+        price = cluster.price_per_accelerator_hour
+        plan.cost_usd = plan.gpu_hours * price if price else None
+        row = search.rows([best])[0]
+        band = step_time_interval(float(search.step_time_s[best]), row["framework"])
+        if band is not None:
+            step = float(search.step_time_s[best])
+            plan.days_band = [plan.days * band["low_s"] / step, plan.days * band["high_s"] / step]
+    return plan
+
+
+def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[int], *, tokens: float | None = None,
+                     global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
+                     deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
+                     batch_rule: str = "step-law") -> FixedModelPlan:
+    """Evaluate GPU counts and choose one (module docstring)."""
+    common = dict(tokens=tokens, global_batch=global_batch, frameworks=tuple(frameworks), dtype=dtype,
+                  batch_rule=batch_rule)
+    options = sorted(set(int(g) for g in gpu_options))
+    result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None,
+                            assumptions={"frameworks": list(frameworks), "dtype": dtype, "knee": knee,
+                                         "global_batch": global_batch, "batch_rule": batch_rule,
+                                         "deadline_s": deadline_s, "budget_gpu_hours": None if budget_gpu_s is None
+                                         else budget_gpu_s / 3600.0})
+    if deadline_s is not None and tokens:
+        for gpus in options:
+            if fastest_days(model, cluster, gpus, tokens, dtype) * 86400.0 > deadline_s:
+                result.counts.append(CountPlan(gpus=gpus, search=None, best=None,
+                                               reason="misses the deadline even at the best FLOP rate"))
+                continue
+            plan = evaluate_count(model, cluster, gpus, **common)
+            result.counts.append(plan)
+            if plan.feasible and plan.days * 86400.0 <= deadline_s:
+                within = budget_gpu_s is None or plan.gpu_hours * 3600.0 <= budget_gpu_s
+                if within:
+                    result.chosen = plan
+                    break
+    elif budget_gpu_s is not None and tokens:
+        for gpus in reversed(options):
+            plan = evaluate_count(model, cluster, gpus, **common)
+            result.counts.insert(0, plan)
+            if plan.feasible and plan.gpu_hours * 3600.0 <= budget_gpu_s:
+                result.chosen = plan
+                break
+    else:
+        result.counts = [evaluate_count(model, cluster, gpus, **common) for gpus in options]
+    _scaling(result, knee)
+    if result.chosen is None and deadline_s is None and budget_gpu_s is None:
+        feasible = [c for c in result.counts if c.feasible]
+        if feasible:
+            before_knee = [c for c in feasible if result.knee_gpus is None or c.gpus < result.knee_gpus]
+            result.chosen = (before_knee or feasible)[-1]
+    if result.chosen is None:
+        result.explanation = _explain(result, deadline_s, budget_gpu_s)
+    return result
+
+
+def _scaling(result: FixedModelPlan, knee: float) -> None:
+    """Scaling efficiency of each feasible count relative to the smallest feasible one, and the knee."""
+    feasible = [c for c in result.counts if c.feasible]
+    if not feasible:
+        return
+    base = feasible[0]
+    base_rate = float(base.search.tokens_per_s[base.best]) * base.search.goodput / base.gpus
+    for count in feasible:
+        rate = float(count.search.tokens_per_s[count.best]) * count.search.goodput / count.gpus
+        count.scaling_efficiency = rate / base_rate
+    below = [c.gpus for c in feasible if c.scaling_efficiency < knee]
+    result.knee_gpus = below[0] if below else None
+
+
+def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s) -> list[str]:
+    lines = [f"{c.gpus} GPUs: {c.reason}" for c in result.counts if c.reason]
+    feasible = [c for c in result.counts if c.feasible]
+    if not feasible:
+        reasons = {c.reason for c in result.counts}
+        if any("memory" in r for r in reasons):
+            lines.append("memory binds: no layout of this model fits at these GPU counts; allow more GPUs, "
+                         "a cluster with more HBM, or offload")
+        if any("divides" in r for r in reasons):
+            lines.append("batch divisibility binds: no data-parallel size divides --global-batch at these counts")
+        if any("deadline" in r for r in reasons):
+            lines.append("the deadline binds: even the largest count allowed cannot finish in time")
+        return lines
+    if deadline_s is not None:
+        fastest = min(feasible, key=lambda c: c.days)
+        lines.append(f"the deadline binds: the fastest plan ({fastest.gpus} GPUs) needs {fastest.days:.1f} days "
+                     f"(deadline {deadline_s / 86400:.1f} d); allow more GPUs (--max-gpus) or a longer --deadline")
+        if budget_gpu_s is not None:
+            lines.append("or the budget binds: plans meeting the deadline cost more than --budget")
+    elif budget_gpu_s is not None:
+        cheapest = min(feasible, key=lambda c: c.gpu_hours)
+        lines.append(f"the budget binds: the cheapest plan ({cheapest.gpus} GPUs) needs {cheapest.gpu_hours:,.0f} "
+                     f"GPU-hours; raise --budget")
+    return lines

@@ -1,0 +1,255 @@
+"""Best layouts for a model already chosen: the fixed-model search (Calculon's llm-optimal-execution).
+
+For one model, one cluster and one GPU count, every layout the chosen stacks can run is enumerated as
+numpy arrays and scored in one vectorised pass of the cost model:
+
+  tp      every divisor of the heads (and kv heads) up to 64, across nodes too;
+  cp      1, 2, 4, 8, 16 dividing the sequence;
+  pp      every divisor of gpus / (tp x cp) up to the depth, stages uneven as Megatron splits them
+          (layout.stage_layers), interleaved with vpp 1..16 where vpp x pp divides the depth;
+  dp      what is left: gpus / (tp x cp x pp);
+  micro   with --global-batch: every divisor of the per-replica batch up to 64; without it, 1..64 in
+          powers of two, the global batch rounded to whole micro-batches x dp from the batch law;
+  ZeRO 0-3 (pipelines up to the stack's max_zero_with_pipeline), optimizer / optimizer+params offload
+  where the stack has it, recompute none/selective/full, sequence parallelism with tp > 1, and the
+  tensor- and data-parallel communication overlaps on and off where the stack has them (each changes
+  memory, so neither setting dominates).
+
+Which stack runs what is data (planner.frameworks): a layout a stack cannot run is never enumerated
+for it. The best layout has the shortest step time among those that fit (ties: less memory).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from planner.cost.goodput import goodput
+from planner.cost.memory import per_gpu_memory
+from planner.cost.step_time import step_time
+from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS
+from planner.hardware import ClusterSpec
+from planner.laws import batch_size
+from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
+from planner.model import ModelSpec
+
+MAX_TP = 64
+MAX_VPP = 16
+MAX_MICRO_BATCH = 64
+CP_CHOICES = (1, 2, 4, 8, 16)
+RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
+# (zero stage, offload code): offload is DeepSpeed's ZeRO-Offload (optimizer, ZeRO-2/3) and ZeRO-Infinity
+# (optimizer + parameters, ZeRO-3).
+ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1), (3, 2))
+# Stacks searched when none is named: the three the cost model knows in detail.
+DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
+REASONS = ("does not fit GPU memory", "offload exceeds host memory")
+
+
+@functools.lru_cache(maxsize=4096)
+def divisors(n: int) -> tuple[int, ...]:
+    n = int(n)
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
+    return tuple(sorted(set(small + [n // d for d in small])))
+
+
+def batch_sequences(model: ModelSpec, tokens: float, rule: str = batch_size.DEFAULT_RULE) -> int:
+    """The batch law's optimal global batch for training `tokens`, in whole sequences."""
+    tokens_per_batch = float(batch_size.optimal_batch_tokens(np.array([tokens]), np.array([model.non_embedding_params]), rule)[0])
+    return max(1, round(tokens_per_batch / model.seq_len))
+
+
+def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
+    """(tp, cp, pp, vpp, dp) rows that divide the GPUs and the model."""
+    rows = []
+    for tp in divisors(gpus):
+        if tp > MAX_TP or model.heads % tp or model.kv % tp:
+            continue
+        for cp in CP_CHOICES:
+            if (gpus // tp) % cp or model.seq_len % cp:
+                continue
+            for pp in divisors(gpus // (tp * cp)):
+                if pp > model.layers:
+                    continue
+                vpps = [1] + [v for v in range(2, MAX_VPP + 1) if pp > 1 and model.layers % (pp * v) == 0]
+                rows += [(tp, cp, pp, v, gpus // (tp * cp * pp)) for v in vpps]
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(placement index, micro-batch) pairs: divisors of the per-replica batch, or powers of two."""
+    powers = tuple(m for m in (1, 2, 4, 8, 16, 32, 64) if m <= MAX_MICRO_BATCH)
+    choices = {}
+    for dp in np.unique(placements[:, 4]).tolist():
+        if global_batch is None:
+            choices[dp] = powers
+        elif global_batch % dp == 0:
+            choices[dp] = tuple(m for m in divisors(global_batch // dp) if m <= MAX_MICRO_BATCH)
+    per = [choices.get(dp, ()) for dp in placements[:, 4].tolist()]
+    index = np.repeat(np.arange(len(per)), [len(c) for c in per])
+    micro = np.array([m for c in per for m in c], dtype=np.int64)
+    return index.astype(np.int64), micro
+
+
+def _stack_options(stacks) -> np.ndarray:
+    """(zero, offload, recompute, sp, tp_overlap, dp_overlap, stack) rows each stack can run whatever the
+    placement: its ZeRO stages, offload where it has it, the TP overlap where it has it (with sequence
+    parallelism where it needs it)."""
+    rows = []
+    for f, s in enumerate(stacks):
+        for z, o in ZERO_OFFLOAD_CHOICES:
+            if z not in s.zero_stages or (o and not s.supports_offload):
+                continue
+            for r in RECOMPUTE_CHOICES:
+                for sp in (0, 1):
+                    for tpo in ((0, 1) if s.tp_comm_overlap_available and (sp or not s.tp_comm_overlap_needs_sequence_parallel) else (0,)):
+                        rows += [(z, o, r, sp, tpo, dpo, f) for dpo in (0, 1)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 7)
+
+
+def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
+                      batch_target: int | None = None) -> dict[str, np.ndarray]:
+    """Every layout of `model` on `gpus` GPUs each stack in `frameworks` can run, as arrays.
+
+    `global_batch` fixes the batch (layouts whose dp does not divide it are not enumerated); without it,
+    each layout's batch is `batch_target` rounded to whole micro-batches x dp.
+    """
+    placements = _placements(model, gpus)
+    p_index, micro = _micro_batches(placements, global_batch)
+    if global_batch is None and batch_target is None:
+        raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
+    stacks = [FRAMEWORKS[name] for name in frameworks]
+    options = _stack_options(stacks)
+    # Sequence parallelism and the TP overlap only exist with tp > 1: placements without tensor
+    # parallelism are crossed with the options that have neither (a quarter of them).
+    plain = options[(options[:, 3] == 0) & (options[:, 4] == 0)]
+    with_tp = placements[p_index, 0] > 1
+    pairs = [(np.flatnonzero(~with_tp), plain), (np.flatnonzero(with_tp), options)]
+    rows = np.concatenate([np.repeat(r, len(o)) for r, o in pairs])
+    chosen = np.concatenate([np.tile(o, (len(r), 1)) for r, o in pairs]).reshape(-1, options.shape[1])
+    tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
+    zero, offload, recompute, sp, tpo, dpo, f = chosen.T
+    stack = lambda attr: np.array([float(getattr(s, attr)) for s in stacks])[f]  # noqa: E731
+    keep = (
+        ((zero == 0) | (dp > 1)) & ((pp == 1) | (zero <= stack("max_zero_with_pipeline")))
+        & ((vpp == 1) | (stack("supports_interleaving") > 0)) & ((cp == 1) | (stack("supports_context_parallel") > 0))
+    )
+    keep = np.flatnonzero(keep)
+    micro_batch = micro[rows[keep]]
+    dp_kept = dp[keep]
+    if global_batch is not None:
+        batch = np.full(len(keep), global_batch)
+    else:
+        per_step = micro_batch * dp_kept
+        batch = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64) * per_step
+    codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
+    return {
+        "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
+        "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
+        "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
+        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
+    }
+
+
+@dataclass
+class LayoutSearch:
+    """Every scored layout of one (model, cluster, GPU count), with the cost model's verdict."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    gpus: int
+    dtype: str
+    arrays: dict  # layout fields (codes as in planner.layout), one entry per layout
+    step_time_s: np.ndarray
+    tokens_per_s: np.ndarray
+    mfu: np.ndarray
+    memory_bytes: np.ndarray
+    fits: np.ndarray  # fits HBM and host memory
+    reason_code: np.ndarray  # -1, or the index into REASONS of the first reason that rules the layout out
+    goodput: float
+    order: np.ndarray = field(default=None)  # feasible layouts, fastest first
+
+    def __post_init__(self) -> None:
+        feasible = np.flatnonzero(self.fits)
+        self.order = feasible[np.lexsort((self.memory_bytes[feasible], self.step_time_s[feasible]))]
+
+    def reason(self, i: int) -> str:
+        code = int(self.reason_code[i])
+        return REASONS[code] if code >= 0 else ""
+
+    def reason_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.reason_code[self.reason_code >= 0], minlength=len(REASONS))
+        return {reason: int(n) for reason, n in zip(REASONS, counts) if n}
+
+    def __len__(self) -> int:
+        return len(self.step_time_s)
+
+    @property
+    def best(self) -> int | None:
+        return int(self.order[0]) if len(self.order) else None
+
+    def layout(self, i: int):
+        """Layout i as a validated planner.layout.Layout."""
+        a = {k: v[i] for k, v in self.arrays.items()}
+        framework = next(name for name, code in FRAMEWORK_CODES.items() if code == a["framework"])
+        return make_layout(
+            "layout", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
+            zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
+            global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
+            seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
+            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]))
+
+    def rows(self, which=None) -> list[dict]:
+        """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
+        index = range(len(self)) if which is None else which
+        names = {code: name for name, code in FRAMEWORK_CODES.items()}
+        out = []
+        for i in index:
+            a = {k: v[i] for k, v in self.arrays.items()}
+            out.append({
+                "gpus": self.gpus, "framework": names[int(a["framework"])], "tp": int(a["tp"]), "pp": int(a["pp"]),
+                "vpp": int(a["vpp"]), "cp": int(a["cp"]), "dp": int(a["dp"]), "micro_batch": int(a["micro_batch"]),
+                "global_batch": int(a["global_batch"]), "zero": int(a["zero"]),
+                "offload": list(OFFLOAD_CODES)[int(a["offload"])], "recompute": list(RECOMPUTE_CODES)[int(a["recompute"])],
+                "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
+                "dp_comm_overlap": bool(a["dp_comm_overlap"]), "feasible": bool(self.fits[i]), "reason": self.reason(i),
+                "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
+                "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
+            })
+        return out
+
+
+def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_batch: int | None = None,
+                   tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
+                   batch_rule: str = batch_size.DEFAULT_RULE) -> LayoutSearch:
+    """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
+
+    Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
+    Chinchilla's compute-optimal ratio) and each layout rounds it to whole micro-batches x dp.
+    """
+    cluster.peak_flops_per_s(dtype)
+    capacity = cluster.max_nodes * cluster.gpus_per_node
+    if gpus > capacity:
+        raise PlannerInputError(f"--gpus {gpus} exceeds cluster {cluster.name!r} ({cluster.max_nodes} nodes x "
+                                f"{cluster.gpus_per_node} GPUs)")
+    for name in frameworks:
+        if name not in FRAMEWORKS:
+            raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
+    target = None
+    if global_batch is None:
+        target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
+    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target)
+    batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+    memory = per_gpu_memory(batch, cluster)
+    fits = memory["fits"] & memory["host_fits"]
+    fitting = np.flatnonzero(fits)
+    times = step_time(batch.take(fitting), cluster)
+    spread = lambda v: np.put(out := np.full(len(batch), np.nan), fitting, v) or out  # noqa: E731
+    reason = np.where(~memory["fits"], 0, np.where(~memory["host_fits"], 1, -1)).astype(np.int8)
+    return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
+                        step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
+                        mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
+                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]))
