@@ -81,7 +81,7 @@ def _command_line() -> str:
 
 def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
     """Write the --emit-deepspeed files (all or nothing; refused over existing files unless --force)."""
-    from planner.deepspeed_config import compatibility_notes, deepspeed_files
+    from planner.emit.deepspeed import compatibility_notes, deepspeed_files
     from planner.io import write_files_atomic
 
     files = deepspeed_files(model, layout, cluster.gpus_per_node, tokens=tokens, summary=summary)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.deepspeed_config import (compatibility_notes, deepspeed_files, ds_config, megatron_arguments,
-                                      step_law_learning_rate, train_sequences)
+from planner.emit.deepspeed import (compatibility_notes, deepspeed_files, ds_config, megatron_arguments,
+                                    step_law_learning_rate, train_sequences)
 from planner.layout import Layout
 from planner.model import preset
 

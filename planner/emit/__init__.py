@@ -1,0 +1,1 @@
+"""Launch files for a plan, one module per training stack."""
