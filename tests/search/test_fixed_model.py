@@ -1,0 +1,207 @@
+"""The fixed-model search (issue 13): exact against a scalar brute force, only what each stack runs,
+GPU-count choice by deadline, budget and knee, and the command line around it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+import planner
+from planner.cli import main
+from planner.cost.estimate import simulate
+from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
+from planner.hardware import load_cluster
+from planner.layout import check_layout
+from planner.model import ModelSpec, preset
+from planner.search import layouts as layouts_module
+from planner.search.fixed_model import plan_fixed_model
+from planner.search.layouts import search_layouts
+
+SMALL = ModelSpec(name="small", layers=8, hidden=1024, heads=8, kv_heads=8, mlp="swiglu", vocab=32000, seq_len=2048)
+
+
+def run(capsys, *argv):
+    try:
+        code = main(["optimize", *map(str, argv)])
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("framework", ["megatron", "deepspeed", "fsdp"])
+def test_best_layout_is_the_brute_force_optimum_with_the_scalar_simulator(monkeypatch, framework):
+    """Every enumerated layout through the scalar `simulate` (one at a time): none that fits is faster than
+    the search's best, and the best's numbers are the scalar path's."""
+    monkeypatch.setattr(layouts_module, "MAX_VPP", 2)
+    monkeypatch.setattr(layouts_module, "MAX_MICRO_BATCH", 4)
+    cluster = load_cluster("dgx-h100")
+    result = search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=(framework,))
+    assert len(result) > 100 and result.best is not None
+    fastest = math.inf
+    for i in range(len(result)):
+        sim = simulate(SMALL, result.layout(i), cluster)
+        fits = sim["fits"] and sim["memory"]["host_fits"]
+        assert fits == bool(result.fits[i])
+        if fits:
+            assert sim["step_time_s"] == pytest.approx(result.step_time_s[i], rel=1e-9)
+            fastest = min(fastest, sim["step_time_s"])
+    assert result.step_time_s[result.best] == pytest.approx(fastest, rel=1e-12)
+
+
+@pytest.mark.parametrize("model_name, gpus, batch", [("llama3-8b", 64, 512), ("gpt3-13b", 32, 256), ("llama2-70b", 128, 1024)])
+def test_every_layout_is_one_its_stack_runs(model_name, gpus, batch):
+    """Each enumerated layout passes check_layout, the framework's unsupported_features included."""
+    model = preset(model_name)
+    for framework in FRAMEWORK_NAMES:
+        result = search_layouts(model, load_cluster("dgx-h100"), gpus, global_batch=batch, frameworks=(framework,))
+        assert len(result) > 0
+        sample = np.unique(np.linspace(0, len(result) - 1, 400).round().astype(int))
+        for i in sample:
+            layout = result.layout(int(i))
+            assert layout.framework == framework
+            assert unsupported_features(framework, layout) == []
+            check_layout(model, layout, gpus=gpus)
+
+
+def test_stacks_differ_as_their_data_says():
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    deepspeed = search_layouts(model, cluster, 64, global_batch=512, frameworks=("deepspeed",))
+    megatron = search_layouts(model, cluster, 64, global_batch=512, frameworks=("megatron",))
+    # Megatron-DeepSpeed: no interleaving, no context parallelism, ZeRO <= 1 with pipelining (engine.py:78).
+    assert deepspeed.arrays["vpp"].max() == 1 and deepspeed.arrays["cp"].max() == 1
+    assert not ((deepspeed.arrays["pp"] > 1) & (deepspeed.arrays["zero"] > 1)).any()
+    assert megatron.arrays["vpp"].max() > 1 and megatron.arrays["cp"].max() > 1
+    assert megatron.arrays["offload"].max() == 0  # Megatron-Core has no ZeRO-Offload
+
+
+def test_gpt3_175b_case_covers_the_calculon_dimensions():
+    """The acceptance case: tp across nodes, pp up to the depth, interleaving, micro-batches dividing the
+    per-replica batch, every ZeRO stage, offload, three recompute modes and sequence parallelism."""
+    result = search_layouts(preset("gpt3-175b"), load_cluster("dgx-a100-80gb"), 64, global_batch=1536, dtype="fp16")
+    a = result.arrays
+    assert set(np.unique(a["tp"])) == {1, 2, 4, 8, 16, 32}  # every divisor of 96 heads that divides 64 GPUs
+    assert a["pp"].max() == 64 and a["vpp"].max() >= 8
+    assert set(np.unique(a["zero"])) == {0, 1, 2, 3} and set(np.unique(a["recompute"])) == {0, 1, 2}
+    assert set(np.unique(a["offload"])) == {0, 1, 2} and a["seq_parallel"].any()
+    assert (1536 % (a["micro_batch"] * a["dp"]) == 0).all()
+    assert result.best is not None
+
+
+def test_deadline_picks_the_smallest_count_that_meets_it():
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    counts = [64, 128, 256, 512, 1024]
+    sweep = plan_fixed_model(model, cluster, counts, tokens=1e12)
+    days = {c.gpus: c.days for c in sweep.counts}
+    deadline = (days[256] * 1.01) * 86400
+    chosen = plan_fixed_model(model, cluster, counts, tokens=1e12, deadline_s=deadline).chosen
+    assert chosen.gpus == min(g for g in counts if days[g] * 86400 <= deadline)
+
+
+def test_budget_picks_the_largest_count_within_it():
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    counts = [64, 128, 256, 512, 1024]
+    sweep = plan_fixed_model(model, cluster, counts, tokens=1e12)
+    hours = {c.gpus: c.gpu_hours for c in sweep.counts}
+    budget = hours[256] * 1.0001 * 3600
+    chosen = plan_fixed_model(model, cluster, counts, tokens=1e12, budget_gpu_s=budget).chosen
+    assert chosen.gpus == max(g for g in counts if hours[g] * 3600 <= budget)
+
+
+def test_sweep_marks_the_knee_and_stops_before_it():
+    plan = plan_fixed_model(preset("llama3-8b"), load_cluster("dgx-h100"), [8, 64, 512, 4096], tokens=1e12, knee=0.95)
+    efficiencies = [c.scaling_efficiency for c in plan.counts]
+    assert efficiencies[0] == pytest.approx(1.0)
+    if plan.knee_gpus is not None:
+        assert plan.chosen.gpus < plan.knee_gpus
+        knee = next(c for c in plan.counts if c.gpus == plan.knee_gpus)
+        assert knee.scaling_efficiency < 0.95
+
+
+def test_python_api_takes_names_and_returns_rows():
+    result = planner.search_layouts("llama3-8b", "dgx-h100", 64, tokens=1e12, frameworks=("megatron",))
+    rows = result.rows([result.best])
+    assert rows[0]["feasible"] and rows[0]["framework"] == "megatron" and rows[0]["step_time_s"] > 0
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def test_acceptance_gpt3_175b_on_64_a100(capsys):
+    code, out, err = run(capsys, "--model", "gpt3-175b", "--gpus", "64", "--global-batch", "1536",
+                         "--cluster", "dgx-a100-80gb", "--dtype", "fp16", "--json")
+    result = json.loads(out)
+    assert code == 0 and err == ""
+    assert result["chosen"]["gpus"] == 64 and result["chosen"]["best"]["global_batch"] == 1536
+    assert result["chosen"]["layouts_scored"] > 100_000
+
+
+def test_acceptance_llama3_70b_15t_in_90_days(capsys):
+    code, out, err = run(capsys, "--model", "llama3-70b", "--tokens", "15T", "--deadline", "90d", "--json")
+    chosen = json.loads(out)["chosen"]
+    assert code == 0 and err == ""
+    assert chosen["days"] <= 90 and chosen["gpu_hours"] > 0 and chosen["cost_usd"] > 0
+    assert chosen["days_band"][0] <= chosen["days"] <= chosen["days_band"][1]
+
+
+def test_sweep_prints_a_table(capsys):
+    code, out, err = run(capsys, "--model", "llama3-8b", "--tokens", "1T", "--gpus", "64-256")
+    assert code == 0
+    for gpus in ("64", "128", "256"):
+        assert any(line.startswith(gpus + " ") for line in out.splitlines())
+    assert "scaling" in out
+
+
+def test_all_layouts_csv(tmp_path, capsys):
+    path = tmp_path / "layouts.csv"
+    code, out, err = run(capsys, "--model", "llama3-8b", "--gpus", "16", "--framework", "megatron",
+                         "--global-batch", "64", "--all-layouts", path)
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert code == 0 and len(rows) > 1000
+    assert {r["feasible"] for r in rows} == {"True", "False"}
+    assert {r["reason"] for r in rows if r["feasible"] == "False"} <= {"does not fit GPU memory", "offload exceeds host memory"}
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--model", "no-such-model", "--gpus", "8"], "--model"),
+    (["--model", "llama3-8b", "--gpus", "100000"], "--gpus"),
+    (["--model", "llama3-8b", "--gpus", "8", "--framework", "jaxx"], "--framework"),
+    (["--model", "llama3-8b", "--gpus", "8,x"], "--gpus"),
+    (["--model", "llama3-8b", "--gpus", "8", "--target-loss", "2.0"], "--target-loss"),
+    (["--model", "llama3-8b", "--deadline", "30d"], "--tokens"),
+    (["--model", "llama3-8b", "--params", "8B", "--gpus", "8"], "--params"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, named):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and named in err, err
+
+
+def test_impossible_batch_is_infeasible_and_says_so(capsys):
+    # GPT-2 small on 1024 GPUs: tp <= 4, pp <= 8, cp <= 16 leave dp >= 2, which no odd batch divides.
+    code, out, err = run(capsys, "--model", "gpt2-small", "--gpus", "1024", "--global-batch", "7")
+    assert code == 1 and "batch divisibility binds" in out
+
+
+def test_memory_binding_is_named(capsys):
+    code, out, err = run(capsys, "--model", "llama3-405b", "--gpus", "1")
+    assert code == 1 and "memory binds" in out
+
+
+def test_deadline_binding_is_named(capsys):
+    code, out, err = run(capsys, "--model", "llama3-70b", "--tokens", "15T", "--deadline", "1d", "--max-gpus", "64")
+    assert code == 1 and "deadline binds" in out
+
+
+def test_budget_mode_refuses_a_gpu_list(capsys):
+    code, out, err = run(capsys, "--budget", "1000gpuh", "--gpus", "8,16")
+    assert code == 2 and "--gpus" in err
+
+
+def test_unknown_framework_in_the_api_is_an_input_error():
+    with pytest.raises(PlannerInputError, match="--framework"):
+        search_layouts(SMALL, load_cluster("dgx-h100"), 8, global_batch=8, frameworks=("nope",))
