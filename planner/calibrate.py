@@ -139,8 +139,11 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
                 skipped.append(f"{run.origin or run.id}: no positive {time_column} (got {raw!r})")
                 continue
             run = dataclasses.replace(run, step_time_s=value)
-        if not run.step_time_s:
+        if run.step_time_s is None:
             skipped.append(f"{run.origin or run.id}: no measured step time")
+            continue
+        if not np.isfinite(run.step_time_s) or run.step_time_s <= 0:  # the CSV reader refuses these; rows built in code may not
+            skipped.append(f"{run.origin or run.id}: step time {run.step_time_s!r} is not a positive finite number of seconds")
             continue
         if run.cluster not in (cluster.name, base_name):
             skipped.append(f"{run.origin or run.id}: cluster {run.cluster!r} is not {base_name!r}")
@@ -151,6 +154,15 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
             skipped.append(str(error))
             continue
         samples.append(Sample(run, model, layout, run.source or "(no source)"))
+    if samples:
+        # The fit takes log(predicted / measured): a row the model cannot predict (a zero, NaN or infinite
+        # step time) would make every residual vector non-finite, so it is skipped here with its reason.
+        with np.errstate(all="ignore"):
+            predicted = predict(samples, cluster)
+        keep = np.isfinite(predicted) & (predicted > 0)
+        skipped += [f"{s.run.origin or s.run.id}: predicted step time {float(p)!r} is not a positive finite number"
+                    for s, p, ok in zip(samples, predicted, keep) if not ok]
+        samples = [s for s, ok in zip(samples, keep) if ok]
     return samples, skipped
 
 
@@ -251,6 +263,11 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
             costs.append(objective(candidate))
         x0[i] = trials[int(np.argmin(costs))]
 
+    with np.errstate(all="ignore"):
+        finite = bool(np.all(np.isfinite(residuals(x0))))
+    if not finite:  # scipy would raise "Residuals are not finite in the initial point"
+        raise PlannerInputError(f"calibration of {', '.join(names)}: the model's step time is not finite at the "
+                                f"starting values for some of the {len(samples)} rows; check their shapes and layouts")
     solution = least_squares(residuals, x0, loss="soft_l1", f_scale=ROBUST_SCALE, diff_step=1e-3, max_nfev=200 * len(names))
     return _cluster_with(cluster, names, solution.x)
 

@@ -4,25 +4,26 @@ Cluster specs (.yaml): bytes that are not UTF-8, YAML syntax, duplicate keys (YA
 last), then every schema problem pydantic finds (unknown keys, missing keys, bad units, non-positive
 sizes), located on the line of the offending key.
 Runs CSVs (.csv): the header (no id column, a column given twice, a spec column misspelt by case or
-separator), rows that do not parse (non-numeric cells, truncated rows, duplicate ids with the line
-of the first), then rows that parse but cannot be simulated (unknown cluster, a cluster path leaving
-the spec folder, a layout that does not divide, missing shape) with the arithmetic. Rows whose
-`status` is not ok record failed runs; they are data, not problems, and are not simulated.
+separator), rows that do not parse (non-numeric cells, sizes and times outside their ranges, truncated
+rows, duplicate ids with the line of the first), then rows that parse but cannot be simulated (unknown
+cluster, a cluster path leaving the spec folder, a layout that does not divide, missing shape, more GPUs
+than the cluster has) with the arithmetic. Rows whose `status` is not ok record failed runs; they are
+data, not problems, and are not simulated. The file is streamed (a row at a time), so a file at the
+input cap is checked in bounded memory.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from planner.errors import PlannerInputError
-from planner.io import MAX_YAML_BYTES, input_file, parse_yaml
+from planner.io import MAX_YAML_BYTES, input_file, parse_yaml, shown
 
 
 @dataclass(frozen=True)
@@ -88,20 +89,17 @@ def check_cluster_spec(path: Path, data: bytes) -> list[Finding]:
     return sorted(findings, key=lambda f: int(f.where.rsplit(":", 1)[1]))
 
 
-def _header_findings(path: Path, text: str) -> list[Finding]:
+def _header_findings(path: Path, header: list[str]) -> list[Finding]:
     from planner.profile.runs_csv import COLUMNS
 
-    try:
-        header = next(csv.reader(io.StringIO(text)), [])
-    except csv.Error as error:
-        return [Finding(f"{path}:1", f"malformed CSV header ({error})")]
     findings = []
     seen: set[str] = set()
     canonical = {re.sub(r"[\s_-]+", "_", c.lower()): c for c in COLUMNS}
     for column in header:
         name = column.strip()
-        if name in seen:
-            findings.append(Finding(f"{path}:1", f"column '{name}' appears twice (only the last one would be read)"))
+        if name and name in seen:
+            findings.append(Finding(f"{path}:1", f"column '{name}' appears twice (only the last one would be read; "
+                                                 "rows are not checked until it is renamed or removed)"))
         seen.add(name)
         close = canonical.get(re.sub(r"[\s_-]+", "_", name.lower()))
         if name not in COLUMNS and close:
@@ -109,52 +107,53 @@ def _header_findings(path: Path, text: str) -> list[Finding]:
     return findings
 
 
-def _first_lines_of_ids(text: str) -> dict[str, int]:
-    reader = csv.DictReader(io.StringIO(text))
-    first: dict[str, int] = {}
+def _until_text(lines) -> tuple[list[str], bool]:
+    """The lines up to the first that is not blank, and whether there was one."""
+    head = []
+    for line in lines:
+        head.append(line)
+        if line.strip():
+            return head, True
+    return head, False
+
+
+def check_runs_csv(path: Path, cluster_dir=None, progress=None) -> list[Finding]:
+    """Every problem of a runs CSV, streamed: rows are read and checked one at a time, so memory holds
+    the findings and the ids seen (duplicates), not the file. `progress.update(rows)` is called per row."""
+    from planner.profile.runs_csv import RowProblem, UnreadableText, runs_from_lines, text_lines
+    from planner.validation import check_simulable, run_to_config
+
+    lines = text_lines(path, "runs file (.csv)")
+    findings: list[Finding] = []
     try:
-        for row in reader:
-            row_id = (row.get("id") or "").strip()
-            if row_id:
-                first.setdefault(row_id, reader.line_num)
-    except csv.Error:
-        pass
-    return first
-
-
-def check_runs_csv(path: Path, data: bytes, cluster_dir=None) -> list[Finding]:
-    from planner.profile.runs_csv import parse_runs
-    from planner.validation import run_to_config
-
-    text, findings = _decode(path, data)
-    if text is None:
-        return findings
-    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as parse_runs reads it
-    if not text.strip():
-        return [Finding(f"{path}:1", "empty file (expected a header line with id, cluster, ... and one row per run)")]
-    findings = _header_findings(path, text)
-    if any(f.message.startswith("malformed CSV header") for f in findings):
-        return findings
-    try:
-        runs, problems = parse_runs(text, path)  # the bytes already read: no second read of the file
-    except PlannerInputError as error:
-        return findings + [Finding(f"{path}:1", str(error).removeprefix(f"{path}: "))]
-    first = _first_lines_of_ids(text)
-    for problem in problems:
-        message = problem.reason
-        duplicate = re.fullmatch(r"duplicate id '(.*)'", message)
-        if duplicate and duplicate.group(1) in first:
-            message += f" (first at line {first[duplicate.group(1)]})"
-        findings.append(Finding(problem.origin, message))
-    if not runs and not problems:
-        findings.append(Finding(f"{path}:1", "no rows after the header"))
-    for run in runs:
-        if (run.extra.get("status") or "ok").strip() != "ok":
-            continue
-        try:
-            run_to_config(run, cluster_dir)
-        except PlannerInputError as error:
-            findings.append(Finding(run.origin, str(error).removeprefix(f"{run.origin}: ")))
+        head, has_text = _until_text(lines)
+        if not has_text:
+            return [Finding(f"{path}:1", "empty file (expected a header line with id, cluster, ... and one row per run)")]
+        rows = runs_from_lines(chain(head, lines), path, on_header=lambda h: findings.extend(_header_findings(path, h)))
+        clusters: dict = {}  # specs loaded so far, by name: one load per cluster, not per row
+        count = 0
+        for item in rows:
+            count += 1
+            if progress is not None:
+                progress.update(count)
+            if isinstance(item, RowProblem):
+                findings.append(Finding(item.origin, item.reason))
+                continue
+            if (item.extra.get("status") or "ok").strip() != "ok":
+                continue
+            try:
+                model, layout, cluster = run_to_config(item, cluster_dir, clusters)
+                check_simulable(model, layout, cluster)
+                clusters.setdefault(item.cluster, cluster)
+            except PlannerInputError as error:
+                findings.append(Finding(item.origin, str(error).removeprefix(f"{item.origin}: ")))
+        if count == 0:
+            findings.append(Finding(f"{path}:1", "no rows after the header"))
+    except UnreadableText as error:
+        findings.append(Finding(f"{path}:{error.line}", error.reason))
+    except PlannerInputError as error:  # the header: no id column, a column twice, malformed
+        if not any("appears twice" in f.message for f in findings):
+            findings.append(Finding(f"{path}:1", str(error).removeprefix(f"{shown(path)}: ").removeprefix(f"{shown(path)}:1: ")))
     return sorted(findings, key=lambda f: int(f.where.rsplit(":", 1)[1]))
 
 
@@ -177,17 +176,16 @@ def check_paths(paths) -> list[Path]:
     return checked
 
 
-def check_file(path: str | Path, cluster_dir=None) -> list[Finding]:
+def check_file(path: str | Path, cluster_dir=None, progress=None) -> list[Finding]:
     """Every problem in one file; raises PlannerInputError when the file cannot be checked at all."""
     source = check_paths([path])[0]
-    limit = MAX_YAML_BYTES if _kind(source) == "yaml" else None
+    if _kind(source) == "csv":
+        return check_runs_csv(source, cluster_dir, progress)
     try:
         with open(source, "rb") as stream:
-            data = stream.read() if limit is None else stream.read(limit + 1)
+            data = stream.read(MAX_YAML_BYTES + 1)
     except OSError as error:
         raise PlannerInputError(f"{source}: cannot read ({error.strerror or error.__class__.__name__})") from None
-    if _kind(source) == "yaml":
-        if len(data) > MAX_YAML_BYTES:
-            return [Finding(f"{source}:1", f"more than the {MAX_YAML_BYTES:,} bytes accepted for a cluster spec")]
-        return check_cluster_spec(source, data)
-    return check_runs_csv(source, data, cluster_dir)
+    if len(data) > MAX_YAML_BYTES:
+        return [Finding(f"{source}:1", f"more than the {MAX_YAML_BYTES:,} bytes accepted for a cluster spec")]
+    return check_cluster_spec(source, data)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from array import array
 from importlib import resources
 
 import numpy as np
@@ -24,27 +25,41 @@ BAND_PERCENTILES = (5.0, 95.0)
 TABLE_FILE = "error_bands.json"
 
 
+class BandAccumulator:
+    """compute_bands a row at a time: keeps one residual (8 bytes) per row, per group, not the rows."""
+
+    def __init__(self) -> None:
+        self._by_group: dict[str, array] = {}
+
+    def add(self, row) -> None:
+        error = row.step_error
+        if error is None or not math.isfinite(error) or error <= -1.0:
+            return
+        framework = (row.run.extra.get("framework") or "").strip() or "other"
+        residual = -math.log1p(error)  # log(measured / predicted)
+        self._by_group.setdefault(framework, array("d")).append(residual)
+        self._by_group.setdefault("all", array("d")).append(residual)
+
+    def bands(self) -> dict:
+        bands = {}
+        for group, residuals in sorted(self._by_group.items()):
+            if group != "all" and len(residuals) < MIN_ROWS:
+                continue
+            values = np.frombuffer(residuals)
+            low, high = np.percentile(values, BAND_PERCENTILES)
+            bands[group] = {"rows": len(values), "low": round(float(np.exp(low)), 4),
+                            "high": round(float(np.exp(high)), 4),
+                            "mape": round(float(np.mean(np.abs(np.expm1(-values)))), 4)}
+        return bands
+
+
 def compute_bands(results) -> dict:
     """{group: {"rows", "low", "high", "mape"}} from validation results (RowResult list); groups are
     framework names with at least MIN_ROWS rows, plus "all"."""
-    by_group: dict[str, list[float]] = {}
+    accumulator = BandAccumulator()
     for row in results:
-        error = row.step_error
-        if error is None or not math.isfinite(error) or error <= -1.0:
-            continue
-        framework = (row.run.extra.get("framework") or "").strip() or "other"
-        residual = -math.log1p(error)  # log(measured / predicted)
-        by_group.setdefault(framework, []).append(residual)
-        by_group.setdefault("all", []).append(residual)
-    bands = {}
-    for group, residuals in sorted(by_group.items()):
-        if group != "all" and len(residuals) < MIN_ROWS:
-            continue
-        values = np.array(residuals)
-        low, high = np.percentile(values, BAND_PERCENTILES)
-        bands[group] = {"rows": len(values), "low": round(float(np.exp(low)), 4), "high": round(float(np.exp(high)), 4),
-                        "mape": round(float(np.mean(np.abs(np.expm1(-values)))), 4)}
-    return bands
+        accumulator.add(row)
+    return accumulator.bands()
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,15 +7,17 @@ unknown cluster, a layout that does not divide) is kept with its reason, never d
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import numpy as np
 
-from planner.cost.estimate import simulate
+from planner.cost.estimate import estimate
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec, load_cluster
-from planner.layout import Layout
+from planner.layout import Layout, check_layout, layouts_batch
 from planner.model import ModelSpec, make_model
 from planner.profile.runs_csv import MeasuredRun
 
@@ -26,7 +28,7 @@ _SWITCH_TEXT = {"1": True, "true": True, "yes": True, "0": False, "false": False
 @dataclass(frozen=True)
 class RowResult:
     run: MeasuredRun
-    predicted: dict | None = None  # simulate() output
+    predicted: dict | None = None  # simulate()'s figures that validation reports (_figures)
     reason: str | None = None  # why the row could not be simulated
     cluster_name: str | None = None
     inferred: dict = field(default_factory=dict)  # settings the row left empty, as inferred (cost.infer)
@@ -105,56 +107,128 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     return model, layout, cluster
 
 
+# Rows simulated per call of the vectorised cost model: a call costs ~2.5 ms whatever its size up to a few
+# thousand candidates (measured, 2-core VM), so batching is the speed-up; a chunk this size keeps the
+# arrays (a few hundred per candidate) at a few MB.
+CHUNK_ROWS = 2048
+# What simulate() counts as "model states" (a tensor count's view, mem_method=counted-tensors); the same
+# list as planner.cost.estimate.simulate, checked against it by tests/test_input_validation_gaps.py.
+MODEL_STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
+
+
 def predict_runs(runs: list[MeasuredRun], cluster_dir=None, clusters: dict | None = None) -> list[RowResult]:
     """Simulate every row; rows that cannot be simulated carry their reason."""
-    results = []
+    return list(iter_predictions(runs, cluster_dir, clusters))
+
+
+def iter_predictions(runs: Iterable[MeasuredRun], cluster_dir=None, clusters: dict | None = None,
+                     chunk_rows: int = CHUNK_ROWS) -> Iterator[RowResult]:
+    """`predict_runs` as a stream, in row order: rows are simulated a chunk at a time, one vectorised
+    cost-model call per cluster in the chunk (the figures are those of simulate(), row by row)."""
+    known = dict(clusters or {})  # clusters loaded so far, by the name a row gives
+    chunk: list[MeasuredRun] = []
     for run in runs:
+        chunk.append(run)
+        if len(chunk) >= chunk_rows:
+            yield from _predict_chunk(chunk, cluster_dir, known)
+            chunk = []
+    yield from _predict_chunk(chunk, cluster_dir, known)
+
+
+def _predict_chunk(runs: list[MeasuredRun], cluster_dir, known: dict) -> list[RowResult]:
+    results: list[RowResult | None] = [None] * len(runs)
+    groups: dict[int, list] = {}  # id(cluster) -> [(row index, model, layout, inferred)]
+    specs: dict[int, ClusterSpec] = {}
+    for i, run in enumerate(runs):
         try:
             inferred: dict = {}
-            model, layout, cluster = run_to_config(run, cluster_dir, clusters, inferred)
-            results.append(RowResult(run, simulate(model, layout, cluster), cluster_name=cluster.name,
-                                     inferred=inferred))
+            model, layout, cluster = run_to_config(run, cluster_dir, known, inferred)
+            check_simulable(model, layout, cluster)
         except PlannerInputError as error:
-            results.append(RowResult(run, reason=str(error)))
-    return results
+            results[i] = RowResult(run, reason=str(error))
+            continue
+        if run.cluster not in known:
+            known[run.cluster] = cluster
+        groups.setdefault(id(cluster), []).append((i, model, layout, inferred))
+        specs[id(cluster)] = cluster
+    for key, members in groups.items():
+        cluster = specs[key]
+        estimate_ = estimate(layouts_batch([m for _, m, _, _ in members], [l for _, _, l, _ in members]), cluster)
+        for position, (i, _, _, inferred) in enumerate(members):
+            results[i] = RowResult(runs[i], _figures(estimate_, position), cluster_name=cluster.name, inferred=inferred)
+    return results  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class ErrorSummary:
-    count: int
-    mape: float
-    median_ape: float
-    worst_ape: float
-    worst_id: str
-    mean_signed: float
-    by_source: dict = field(default_factory=dict)
+def check_simulable(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> None:
+    """The checks planner.cost.estimate.simulate makes before it runs the model, with its messages."""
+    check_layout(model, layout)
+    cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
+    capacity = cluster.max_nodes * cluster.gpus_per_node
+    if layout.gpus > capacity:
+        raise PlannerInputError(
+            f"layout needs {layout.gpus} GPUs but cluster {cluster.name!r} has max_nodes({cluster.max_nodes})"
+            f" * gpus_per_node({cluster.gpus_per_node}) = {capacity}"
+        )
 
 
-def _stats(pairs: list[tuple[str, float]]) -> dict:
-    errors = np.array([abs(e) for _, e in pairs])
-    worst = int(np.argmax(errors))
+def _figures(result, i: int) -> dict:
+    """Candidate i of a batch estimate: the figures of simulate() that validation reports."""
+    memory, time = result.memory, result.time
+    parts = {name: float(memory["parts"][name][i]) for name in MODEL_STATE_PARTS}
     return {
-        "count": len(pairs),
-        "mape": float(errors.mean()),
-        "median_ape": float(np.median(errors)),
-        "worst_ape": float(errors[worst]),
-        "worst_id": pairs[worst][0],
-        "mean_signed": float(np.mean([e for _, e in pairs])),
+        "step_time_s": float(time["step_time_s"][i]),
+        "mfu": float(time["mfu"][i]),
+        "fits": bool(memory["fits"][i]),
+        "memory": {"total_bytes": float(memory["total_bytes"][i]), "model_states_bytes": sum(parts.values())},
     }
 
 
-def summarize(results: list[RowResult], metric: str = "step") -> dict | None:
-    """MAPE, median, worst and signed mean of the relative error, overall and per source."""
-    pairs_by_source: dict[str, list[tuple[str, float]]] = {}
-    pairs: list[tuple[str, float]] = []
-    for row in results:
-        error = row.step_error if metric == "step" else row.memory_error
+def _stats(errors: np.ndarray, ids: list[str] | None = None, worst: tuple[float, str] | None = None) -> dict:
+    absolute = np.abs(errors)
+    return {
+        "count": len(errors),
+        "mape": float(absolute.mean()),
+        "median_ape": float(np.median(absolute)),
+        "worst_ape": float(worst[0]),
+        "worst_id": worst[1],
+        "mean_signed": float(np.mean(errors)),
+    }
+
+
+class ErrorSummary:
+    """MAPE, median, worst and signed mean of relative errors, overall and per source, added a row at a
+    time. Holds 8 bytes per error (the median needs them all) and the worst row's id per source."""
+
+    def __init__(self) -> None:
+        self._all = array("d")
+        self._by_source: dict[str, array] = {}
+        self._worst: dict[str, tuple[float, int, str]] = {}  # source -> (|error|, -row number, id)
+        self._rows = 0
+
+    def add(self, source: str, row_id: str, error: float | None) -> None:
+        self._rows += 1
         if error is None or not math.isfinite(error):
-            continue
-        pairs.append((row.run.id, error))
-        pairs_by_source.setdefault(row.run.source or "(no source)", []).append((row.run.id, error))
-    if not pairs:
-        return None
-    summary = _stats(pairs)
-    summary["by_source"] = {source: _stats(p) for source, p in sorted(pairs_by_source.items())}
-    return summary
+            return
+        self._all.append(error)
+        self._by_source.setdefault(source, array("d")).append(error)
+        candidate = (abs(error), -self._rows, row_id)  # ties go to the earlier row, as np.argmax's
+        if source not in self._worst or candidate[:2] > self._worst[source][:2]:
+            self._worst[source] = candidate
+
+    def summary(self) -> dict | None:
+        if not self._all:
+            return None
+        overall = max(self._worst.values(), key=lambda w: w[:2])
+        summary = _stats(np.frombuffer(self._all), worst=(overall[0], overall[2]))
+        summary["by_source"] = {source: _stats(np.frombuffer(errors), worst=(self._worst[source][0], self._worst[source][2]))
+                                for source, errors in sorted(self._by_source.items())}
+        return summary
+
+
+def summarize(results: Iterable[RowResult], metric: str = "step") -> dict | None:
+    """MAPE, median, worst and signed mean of the relative error, overall and per source."""
+    accumulator = ErrorSummary()
+    for row in results:
+        accumulator.add(row.run.source or "(no source)", row.run.id,
+                        row.step_error if metric == "step" else row.memory_error)
+    return accumulator.summary()

@@ -1,4 +1,8 @@
-"""`planner doctor FILE...`: list every problem in cluster specs and runs files at once, with file and line."""
+"""`planner doctor FILE...`: list every problem in cluster specs and runs files at once, with file and line.
+
+Runs CSVs are streamed (bounded memory at the input cap); while one is read, a progress line shows on
+stderr when it is a terminal (planner.cli.progress).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,17 @@ def register(subparsers, name: str) -> None:
 
 
 def run(args) -> int:
+    from planner.cli.progress import Progress
     from planner.doctor import check_file, check_paths
 
     check_paths(args.files)  # a path that names no checkable file stops doctor before any output
     total = 0
     for path in args.files:
-        findings = check_file(path, args.cluster_dir)
+        progress = Progress("doctor")  # on stderr when it is a terminal; erased before the findings print
+        try:
+            findings = check_file(path, args.cluster_dir, progress)
+        finally:
+            progress.done()
         for finding in findings:
             print(finding)
         if not findings:

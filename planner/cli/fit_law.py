@@ -14,7 +14,7 @@ from planner.errors import PlannerInputError
 from planner.io import check_new_outputs
 from planner.laws.data import read_loss_data
 from planner.laws.fit_report import DEFAULT_BUDGETS, drop_highest_loss, fit_and_report
-from planner.laws.fitter import LawFitter
+from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter
 from planner.laws.forms import FORMS
 from planner.laws.law_file import save_law
 from planner.render import to_json
@@ -36,7 +36,8 @@ def register(subparsers, name: str) -> None:
     p.add_argument("--drop-highest-loss", type=whole_number(0), default=0, metavar="K",
                    help="drop the K highest-loss points first (Besiroglu et al. 2024 dropped 5)")
     fit = p.add_argument_group("fit")
-    fit.add_argument("--huber-delta", type=real_number(0.0, low_open=True), default=1e-3, help="Huber delta on log L (default 1e-3)")
+    fit.add_argument("--huber-delta", type=real_number(*HUBER_DELTA_RANGE), default=1e-3,
+                     help=f"Huber delta on log L, {HUBER_DELTA_RANGE[0]:g} to {HUBER_DELTA_RANGE[1]:g} (default 1e-3)")
     fit.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="fix a parameter, e.g. alpha=0.34")
     fit.add_argument("--tie", action="append", default=[], metavar="NAME=NAME", help="tie two parameters, e.g. alpha=beta")
     fit.add_argument("--bound", action="append", default=[], metavar="NAME=LOW:HIGH",
@@ -45,7 +46,8 @@ def register(subparsers, name: str) -> None:
                      help="run L-BFGS-B from the K best grid starts, or from all (default 20)")
     fit.add_argument("--max-iter", type=whole_number(1, 10**7), default=10_000, help="L-BFGS-B iterations per start")
     unc = p.add_argument_group("uncertainty and validation")
-    unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=200, metavar="R", help="run-level bootstrap resamples (0: none)")
+    unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=200, metavar="R",
+                     help="run-level bootstrap resamples (0: no intervals)")
     unc.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.9, help="interval level (default 0.9)")
     unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0)
     unc.add_argument("--holdout-n-above", metavar="N",

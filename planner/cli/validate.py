@@ -1,6 +1,21 @@
-"""`planner validate RUNS.csv`: simulate every measured run and report the prediction error."""
+"""`planner validate RUNS.csv`: simulate every measured run and report the prediction error.
+
+Streams: rows are read, simulated a chunk at a time and folded into the summaries as they come, and
+what is printed per row is spooled to a temporary file (disk about the size of the output), so memory
+stays bounded on a file at the input cap (benchmarks/bench_validate_stream.py): what grows with the
+rows is 8 bytes per error for the medians and percentiles, and the ids seen (duplicate ids). Nothing is printed until every row is done: an
+input error found late (bytes that are not UTF-8 at row 150,000) leaves stdout empty. A progress
+line shows on stderr when it is a terminal (planner.cli.progress).
+"""
 
 from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from itertools import chain
+
+from planner.render import to_json
 
 
 def register(subparsers, name: str) -> None:
@@ -8,7 +23,7 @@ def register(subparsers, name: str) -> None:
         name, help="predicted vs measured step time and memory for a runs CSV",
         description="Simulate every row of a runs CSV (shared/spec/runs_csv.md) and report the error: "
                     "per row, MAPE / median / worst overall and per source. Rows that cannot be simulated "
-                    "are listed with the reason.")
+                    "are listed with the reason. Exit 2 when no row of the files can be read.")
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv")
     parser.add_argument("--cluster-dir", metavar="DIR", help="resolve cluster names in this folder instead of the bundled specs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -17,6 +32,55 @@ def register(subparsers, name: str) -> None:
                              "that simulate and optimize attach to predictions (the shipped planner/error_bands.json)")
     parser.add_argument("--force", action="store_true", help="overwrite the --write-error-bands file")
     parser.set_defaults(run=run)
+
+
+class Spool:
+    """Items (JSON-able) written to a temporary file and read back in order: output that must wait
+    for the end of the input without being held in memory."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self.count = 0
+
+    def add(self, item) -> None:
+        self._file.write(json.dumps(item) + "\n")
+        self.count += 1
+
+    def __iter__(self):
+        self._file.seek(0)
+        return (json.loads(line) for line in self._file)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+TABLE_HEADERS = ["id", "source", "cluster", "gpus", "step s", "pred s", "error", "mem GiB", "pred GiB", "mem err",
+                 "inferred"]
+TABLE_ALIGN = "lllrrrrrrrl"
+
+
+class SpooledTable:
+    """planner.render.table's layout (columns as wide as their widest cell, two spaces apart, trailing
+    blanks cut) for rows spooled one at a time."""
+
+    def __init__(self, headers: list[str], align: str) -> None:
+        self.headers, self.align = headers, align
+        self.widths = [len(h) for h in headers]
+        self.rows = Spool()
+
+    def add(self, cells: list) -> None:
+        cells = [str(c) for c in cells]
+        self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells)]
+        self.rows.add(cells)
+
+    def _line(self, values) -> str:
+        return "  ".join(v.ljust(w) if a == "l" else v.rjust(w)
+                         for v, w, a in zip(values, self.widths, self.align)).rstrip()
+
+    def lines(self):
+        yield self._line(self.headers)
+        yield self._line(["-" * w for w in self.widths])
+        yield from (self._line(cells) for cells in self.rows)
 
 
 def _row_json(row) -> dict:
@@ -38,55 +102,141 @@ def _row_json(row) -> dict:
     return out
 
 
+def _row_cells(r) -> list:
+    p = r.predicted
+    return [
+        r.run.id, (r.run.source or "")[:34], r.cluster_name, r.run.gpus or "-",
+        f"{r.run.step_time_s:.3f}" if r.run.step_time_s else "-", f"{p['step_time_s']:.3f}",
+        f"{100 * r.step_error:+.1f}%" if r.step_error is not None else "-",
+        f"{r.run.mem_gib:.1f}" if r.run.mem_gib else "-", f"{r.predicted_memory_bytes / 2**30:.1f}",
+        f"{100 * r.memory_error:+.1f}%" if r.memory_error is not None else "-",
+        ", ".join(f"{k}={v}" for k, v in r.inferred.items()),
+    ]
+
+
+class _Collected:
+    """What validate prints, gathered while rows stream: summaries in memory (a float per row), per-row
+    output in spools."""
+
+    def __init__(self, as_json: bool) -> None:
+        from planner.error_bands import BandAccumulator
+        from planner.validation import ErrorSummary
+
+        self.as_json = as_json
+        self.step, self.memory, self.bands = ErrorSummary(), ErrorSummary(), BandAccumulator()
+        self.sources: set[str] = set()
+        self.rows_read = 0
+        self.rows = Spool() if as_json else SpooledTable(TABLE_HEADERS, TABLE_ALIGN)
+        self.unreadable, self.skipped = Spool(), Spool()
+        self.first_problem = None
+
+    def problem(self, problem) -> None:
+        self.first_problem = self.first_problem or problem
+        self.unreadable.add(str(problem))
+
+    def result(self, r) -> None:
+        self.rows_read += 1
+        source = r.run.source or "(no source)"
+        self.step.add(source, r.run.id, r.step_error)
+        self.memory.add(source, r.run.id, r.memory_error)
+        self.bands.add(r)
+        if r.step_error is not None:
+            self.sources.add(source)
+        if r.reason:
+            self.skipped.add({"id": r.run.id, "reason": r.reason})
+        if self.as_json:
+            self.rows.add(to_json(_row_json(r)))  # rendered once, here: printing only copies the text
+        elif not r.reason:
+            self.rows.add(_row_cells(r))
+
+    def close(self) -> None:
+        for spool in (self.rows.rows if isinstance(self.rows, SpooledTable) else self.rows, self.unreadable, self.skipped):
+            spool.close()
+
+
+def _collect(paths, cluster_dir, collected: _Collected, progress) -> None:
+    from planner.profile.runs_csv import RowProblem, iter_runs
+    from planner.validation import iter_predictions
+
+    def runs():
+        for item in chain.from_iterable(iter_runs(path) for path in paths):
+            if isinstance(item, RowProblem):
+                collected.problem(item)
+            else:
+                yield item
+
+    for result in iter_predictions(runs(), cluster_dir):
+        collected.result(result)
+        progress.update(collected.rows_read + collected.unreadable.count)
+
+
 def run(args) -> int:
-    from planner.render import table, to_json
-    from planner.profile.runs_csv import read_runs_files
-    from planner.validation import predict_runs, summarize
+    from planner.cli.progress import Progress
+    from planner.errors import PlannerInputError
+    from planner.io import check_new_outputs, input_file, write_text_atomic
+    from planner.profile.runs_csv import RUNS_FILE
 
-    from planner.error_bands import compute_bands
-    from planner.io import check_new_outputs, write_text_atomic
-
+    for path in args.runs:  # a missing or unreadable file stops validate before any row is simulated
+        input_file(path, RUNS_FILE)
     if args.write_error_bands:
         check_new_outputs([args.write_error_bands], args.force)
-    runs, problems = read_runs_files(args.runs)
-    results = predict_runs(runs, args.cluster_dir)
-    bands = compute_bands(results)
-    if args.write_error_bands:
-        sources = sorted({r.run.source or "(no source)" for r in results if r.step_error is not None})
-        write_text_atomic(args.write_error_bands, to_json({"runs": [str(p) for p in args.runs], "sources": sources,
-                                                           "bands": bands}) + "\n", force=args.force)
-    step = summarize(results, "step")
-    memory = summarize(results, "memory")
-    skipped = [r for r in results if r.reason]
-    if args.json:
-        print(to_json({
-            "rows": [_row_json(r) for r in results],
-            "step_time": step,
-            "memory": memory,
-            "unreadable_rows": [str(p) for p in problems],
-            "skipped_rows": [{"id": r.run.id, "reason": r.reason} for r in skipped],
-            "error_bands": bands,
-        }))
-        return 0
-    rows = []
-    for r in results:
-        if r.reason:
-            continue
-        p = r.predicted
-        rows.append([
-            r.run.id, (r.run.source or "")[:34], r.cluster_name, r.run.gpus or "-",
-            f"{r.run.step_time_s:.3f}" if r.run.step_time_s else "-", f"{p['step_time_s']:.3f}",
-            f"{100 * r.step_error:+.1f}%" if r.step_error is not None else "-",
-            f"{r.run.mem_gib:.1f}" if r.run.mem_gib else "-", f"{r.predicted_memory_bytes / 2**30:.1f}",
-            f"{100 * r.memory_error:+.1f}%" if r.memory_error is not None else "-",
-            ", ".join(f"{k}={v}" for k, v in r.inferred.items()),
-        ])
-    print(table(["id", "source", "cluster", "gpus", "step s", "pred s", "error", "mem GiB", "pred GiB", "mem err",
-                 "inferred"], rows, align="lllrrrrrrrl"))
-    for problem in problems:
+    collected = _Collected(args.json)
+    progress = Progress("validate")
+    try:
+        try:
+            _collect(args.runs, args.cluster_dir, collected, progress)
+        finally:
+            progress.done()
+        if collected.rows_read == 0:
+            files = ", ".join(args.runs)
+            if collected.first_problem is None:
+                raise PlannerInputError(f"{files}: no rows after the header; expected one row per measured run")
+            raise PlannerInputError(f"{files}: no readable row ({collected.unreadable.count} unreadable, the first "
+                                    f"{collected.first_problem}); run `planner doctor` for every problem")
+        bands = collected.bands.bands()
+        if args.write_error_bands:
+            write_text_atomic(args.write_error_bands, to_json({"runs": [str(p) for p in args.runs],
+                                                               "sources": sorted(collected.sources),
+                                                               "bands": bands}) + "\n", force=args.force)
+        step, memory = collected.step.summary(), collected.memory.summary()
+        if args.json:
+            _print_json(collected, step, memory, bands)
+        else:
+            _print_text(collected, step, memory, bands)
+    finally:
+        collected.close()
+    return 0
+
+
+def _print_json(collected: _Collected, step, memory, bands) -> None:
+    """The JSON document planner.render.to_json would make of the whole result (sorted keys, indent 2),
+    written part by part: the lists of rows come from their spools, an item at a time."""
+    document = {"error_bands": bands, "memory": memory, "rows": collected.rows, "skipped_rows": collected.skipped,
+                "step_time": step, "unreadable_rows": collected.unreadable}
+    write = sys.stdout.write
+    write("{\n")
+    for n, (key, value) in enumerate(sorted(document.items())):
+        write(f"  {json.dumps(key)}: ")
+        if isinstance(value, Spool) and value.count:
+            for i, item in enumerate(value):
+                text = item if value is collected.rows else to_json(item)  # rows are spooled as JSON text
+                write(("[\n    " if i == 0 else ",\n    ") + text.replace("\n", "\n    "))
+            write("\n  ]")
+        else:
+            write(to_json([] if isinstance(value, Spool) else value).replace("\n", "\n  "))
+        write(",\n" if n < len(document) - 1 else "\n")
+    write("}\n")
+
+
+def _print_text(collected: _Collected, step, memory, bands) -> None:
+    from planner.render import table
+
+    for line in collected.rows.lines():
+        print(line)
+    for problem in collected.unreadable:
         print(f"unreadable: {problem}")
-    for r in skipped:
-        print(f"skipped: {r.run.id}: {r.reason}")
+    for skipped in collected.skipped:
+        print(f"skipped: {skipped['id']}: {skipped['reason']}")
     for label, summary in (("step time", step), ("memory", memory)):
         if summary is None:
             print(f"\n{label}: no rows with a measured {label}")
@@ -103,4 +253,3 @@ def run(args) -> int:
         print(table(["framework", "rows", "MAPE", "low", "high"],
                     [[g, b["rows"], f"{100 * b['mape']:.1f}%", f"x{b['low']:.3f}", f"x{b['high']:.3f}"] for g, b in bands.items()],
                     align="lrrrr"))
-    return 0

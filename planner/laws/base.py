@@ -64,14 +64,22 @@ class Validity:
         for symbol, values, low, high, what in checks:
             if values.size == 0:
                 continue
-            top, bottom = float(np.nanmax(values)), float(np.nanmin(values))
+            with np.errstate(all="ignore"):
+                top, bottom = float(np.nanmax(values)), float(np.nanmin(values))
             if top > high * self.far_factor:
-                out.append(f"{law_name}: {symbol} = {top:.3g} is {top / high:.0f}x above the largest "
+                out.append(f"{law_name}: {symbol} = {top:.3g} is {_times(top / high)} above the largest "
                            f"{what} it was fitted on ({high:.3g}); the prediction is a far extrapolation")
             if bottom < low / self.far_factor:
-                out.append(f"{law_name}: {symbol} = {bottom:.3g} is {low / bottom:.0f}x below the smallest "
+                # A query of 0 (or below) is infinitely far below any fitted range: no ratio to print.
+                ratio = _times(low / bottom) if bottom > 0 else "far"
+                out.append(f"{law_name}: {symbol} = {bottom:.3g} is {ratio} below the smallest "
                            f"{what} it was fitted on ({low:.3g}); the prediction is a far extrapolation")
         return out
+
+
+def _times(ratio: float) -> str:
+    """'42x', or 'over 1e+100x' for a ratio too large to print usefully (or infinite)."""
+    return f"{ratio:.0f}x" if ratio < 1e100 else "over 1e+100x"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -166,3 +174,39 @@ def _iso_flop_minimum(predict, C: np.ndarray, grid_points: int = 241, refine_ste
         low = np.where(left_better, low, x1)
     n_opt = np.exp(0.5 * (low + high))[..., 0]
     return n_opt.reshape(shape), (C[..., 0] / (6.0 * n_opt)).reshape(shape)
+
+
+# Model sizes, token counts and compute budgets a plan can ask a law about (the search's whole range).
+_CHECK_N = np.logspace(6, 14, 9)
+_CHECK_D = np.logspace(6, 17, 12)
+_CHECK_C = np.logspace(15, 30, 16)
+
+
+def behaviour_problem(law: LossLaw) -> str | None:
+    """"loss" or "compute-optimal frontier" when that part of `law` is unusable, else None.
+
+    Usable: losses finite, positive and non-increasing in N and D, and the compute-optimal frontier
+    finite and positive, over every size the search can ask about (N 1e6-1e14, D 1e6-1e17, C
+    1e15-1e30). Coefficients outside that (a negative exponent, fitted to columns that are not N, D
+    and loss) make the planner divide by zero, overflow or raise later."""
+    N, D = np.meshgrid(_CHECK_N, _CHECK_D, indexing="ij")
+    loss = _evaluated(lambda: law.predict(N, D))
+    sane = (loss is not None and loss.shape == N.shape and np.all(loss > 0)
+            and np.all(np.diff(loss, axis=0) <= 1e-12 * loss[1:]) and np.all(np.diff(loss, axis=1) <= 1e-12 * loss[:, 1:]))
+    if not sane:
+        return "loss"
+    frontier = _evaluated(lambda: np.stack(law.compute_optimal(_CHECK_C)))
+    return None if frontier is not None and np.all(frontier > 0) else "compute-optimal frontier"
+
+
+def _evaluated(compute) -> np.ndarray | None:
+    """compute() as a real, finite array, or None (it raised, or gave complex, NaN or infinite values:
+    a negative base to a fractional power is complex in Python and NaN in numpy)."""
+    try:
+        with np.errstate(all="ignore"):
+            values = np.asarray(compute())
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    if np.iscomplexobj(values) or not np.all(np.isfinite(values)):
+        return None
+    return values

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.laws.base import LossLaw, percentile_interval
+from planner.laws.base import LossLaw, behaviour_problem, percentile_interval
 from planner.laws.fitter import LawFitter, refit_like
 
 # Bootstrap refits start from the full-data optimum and from other distinct optima the full fit
@@ -54,6 +54,9 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
         try:
             refit = refit_like(fitter).fit(N, D, loss, sample_weight=weight, starts=starts)
         except PlannerInputError:
+            failed += 1
+            continue
+        if behaviour_problem(refit.law_) is not None:  # e.g. a negative exponent: no frontier to sample
             failed += 1
             continue
         samples.append([refit.coef_[name] for name in names])

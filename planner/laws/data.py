@@ -5,7 +5,8 @@ the Epoch digitisation of Chinchilla (`Model Size`, `Training FLOP`, `loss`; D =
 Gemstones checkpoints (`params_active_precise`, `tokens`, `final_loss`, grouped by `run_name`, one
 run contributing many rows). Rows without a run column are runs of their own. Counts accept the
 planner's count syntax ("70B", "1.4e12"). Every problem is a one-line PlannerInputError naming
-the file, row and column.
+the file, row and column; a column (or JSON key) given twice, and one column named for two roles
+(`--n-col loss`), are refused rather than one of them silently winning.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
     where = str(path)
     chosen = {key: _pick(header, key, given, where) for key, given in
               (("n", n_col), ("d", d_col), ("c", c_col), ("loss", loss_col), ("run", run_col))}
+    _check_roles(chosen, where)
     for key in ("n", "loss"):
         if chosen[key] is None:
             raise PlannerInputError(f"{where}: no {_what(key)} column (looked for {', '.join(CANDIDATES[key])}); "
@@ -101,6 +103,34 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
                     {k: v for k, v in chosen.items() if v is not None})
 
 
+def _check_roles(chosen: dict[str, str | None], where: str) -> None:
+    """One column cannot be two of N, D, C, loss and run (`--n-col loss` would fit the loss to itself)."""
+    taken: dict[str, str] = {}
+    for key in ("n", "d", "c", "loss", "run"):
+        column = chosen[key]
+        if column is None:
+            continue
+        if column in taken:
+            raise PlannerInputError(f"{where}: column {column!r} cannot hold both {_role(taken[column])} and {_role(key)}; "
+                                    f"name a different column with {FLAGS[key]} or {FLAGS[taken[column]]}")
+        taken[column] = key
+
+
+def _role(key: str) -> str:
+    return {"n": "N (parameters)", "d": "D (tokens)", "c": "C (compute)", "loss": "the loss", "run": "the run name"}[key]
+
+
+def _json_object(pairs: list[tuple[str, object]], path: Path, number: int) -> dict:
+    """json.loads' object hook: a key given twice is an error (json keeps the last one silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise PlannerInputError(f"{shown(path)} line {number}: key {key!r} appears twice in the object; "
+                                    "expected each key once")
+        out[key] = value
+    return out
+
+
 def _read_rows(name: str) -> tuple[list[tuple[int, dict]], list[str]]:
     """[(line number in the file, row)], column names."""
     text = read_input_text(name, "data file (CSV or JSON lines)", encoding="utf-8-sig")
@@ -111,7 +141,7 @@ def _read_rows(name: str) -> tuple[list[tuple[int, dict]], list[str]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=lambda pairs: _json_object(pairs, path, number))
             except json.JSONDecodeError as error:
                 raise PlannerInputError(f"{path} line {number}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
@@ -122,6 +152,10 @@ def _read_rows(name: str) -> tuple[list[tuple[int, dict]], list[str]]:
         reader = csv.DictReader(text.splitlines())
         try:
             header = list(reader.fieldnames or [])
+            if len(set(header)) < len(header):  # DictReader would keep the last of two equal names
+                twice = next(column for i, column in enumerate(header) if column in header[:i])
+                raise PlannerInputError(f"{shown(path)} line 1: column {twice!r} appears twice in the header; "
+                                        "expected each column once (rename or remove one)")
             rows = [(number, row) for number, row in enumerate(reader, start=2)]
         except csv.Error as error:  # a cell over the csv module's 128 KiB field limit
             # line_num counts the lines read before the one that failed

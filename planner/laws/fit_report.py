@@ -10,10 +10,11 @@ import dataclasses
 
 import numpy as np
 
-from planner.laws.base import LossLaw, percentile_interval
+from planner.errors import PlannerInputError
+from planner.laws.base import LossLaw, behaviour_problem, percentile_interval
 from planner.laws.bootstrap import bootstrap_over_runs, frontier_samples, parameter_intervals
 from planner.laws.chinchilla import OvertrainingLaw
-from planner.laws.data import LossData
+from planner.laws.data import FLAGS, LossData
 from planner.laws.fitter import DataError, LawFitter
 from planner.laws.forms import FORMS
 from planner.laws.holdout import extrapolation_error, heldout_runs
@@ -39,6 +40,12 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         fitter.fit(data.N, data.D, data.loss)
     except DataError as error:
         raise DataError(f"{data.path}: {error}") from None
+    broken = behaviour_problem(fitter.law_)
+    if broken is not None:
+        coefficients = ", ".join(f"{k} = {v:.4g}" for k, v in fitter.coef_.items())
+        raise PlannerInputError(f"{data.path}: the {fitter.form} fit ({coefficients}) gives a {broken} that is not "
+                                "finite, positive and falling with N and D; check that the columns hold N, D and the "
+                                f"loss ({', '.join(f'{FLAGS[k]} {v!r}' for k, v in data.columns.items())}), or fix or bound parameters")
     boot = None
     if n_bootstrap > 0:
         boot = bootstrap_over_runs(fitter, data.N, data.D, data.loss, data.run, n_bootstrap, seed)

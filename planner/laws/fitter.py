@@ -45,6 +45,21 @@ except ImportError:  # threadpoolctl is optional: without it fits are correct, o
         return contextlib.nullcontext()
 
 
+# Range of the Huber delta, a threshold on |log L_pred - log L_obs|. Above 1 (a loss off by a factor
+# e = 2.7) every residual of real data lies inside it and the fit is plain least squares, so nothing is
+# gained beyond; below 1e-9 it is under the rounding of log L in the objective (float64 eps x the sum
+# over points), a plain L1 fit. Hoffmann et al. 2022 and Besiroglu et al. 2024 use 1e-3.
+HUBER_DELTA_RANGE = (1e-9, 1.0)
+
+
+def check_huber_delta(delta) -> None:
+    """Refuse a delta the objective cannot use (it divides by delta): --huber-delta's rule."""
+    low, high = HUBER_DELTA_RANGE
+    if not isinstance(delta, (int, float)) or not np.isfinite(delta) or not low <= delta <= high:
+        raise PlannerInputError(f"--huber-delta: expected a finite number from {low:g} to {high:g} "
+                                f"(a threshold on |log L_pred - log L_obs|), got {delta!r}")
+
+
 def huber(residual: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     """Huber loss and its derivative (scipy.special.huber convention: 0.5 r^2 inside delta)."""
     size = np.abs(residual)
@@ -83,6 +98,7 @@ class LawFitter:
     def fit(self, N, D, loss, sample_weight=None, starts=None) -> "LawFitter":
         """Fit; `starts` (rows of full theta vectors) replaces the form's grid, e.g. for bootstrap refits."""
         form = self._form()
+        check_huber_delta(self.huber_delta)
         pmap = ParameterMap(form, self.fixed, self.tied, self.bounds)
         N, D, loss = (np.asarray(v, dtype=float) for v in (N, D, loss))
         weight = np.ones_like(loss) if sample_weight is None else np.asarray(sample_weight, dtype=float)
@@ -209,10 +225,14 @@ def _check_points(N, D, loss, weight, n_free: int) -> None:
         if bad.any():
             raise DataError(f"{label}: {int(bad.sum())} value(s) not positive and finite "
                                     f"(first at index {int(np.argmax(bad))}: {values[bad][0]!r})")
-    used = int(np.count_nonzero(weight > 0))
-    if used <= n_free:
-        raise DataError(f"{used} data point(s) but the fit has {n_free} free parameters; "
-                                f"need at least {n_free + 1}")
+    # Points at the same (N, D) (seeds, copies) pin the law at one place only: a law with k free
+    # parameters needs k + 1 distinct places, one more than it can pass through exactly, so that the
+    # residuals say something about its error. Counted among the points a (bootstrap) weight keeps.
+    used = weight > 0
+    distinct = len(np.unique(np.stack([N[used], D[used]], axis=1), axis=0)) if used.any() else 0
+    if distinct <= n_free:
+        raise DataError(f"{int(used.sum())} data point(s) at {distinct} distinct (N, D) but the fit has {n_free} free "
+                        f"parameters; need at least {n_free + 1} distinct (N, D) points (or fix or tie parameters)")
 
 
 def _distinct(optima: list[tuple[float, np.ndarray]], tol: float = 1e-3) -> list[tuple[float, np.ndarray]]:

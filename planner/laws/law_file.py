@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 
 from planner.errors import PlannerInputError
 from planner.io import load_yaml_file, write_text_atomic
-from planner.laws.base import LossLaw, Validity
+from planner.laws.base import LossLaw, Validity, behaviour_problem
 from planner.laws.chinchilla import ChinchillaLaw, OvertrainingLaw
 from planner.laws.farseer import FarseerLaw
 from planner.laws.kaplan import KaplanLaw
@@ -108,10 +108,12 @@ def load_law_file(path: str) -> LossLaw:
                                 f"for form {model.form}, got {', '.join(model.coefficients)}")
     samples = None
     if model.samples:
+        width = len(cls.coefficient_names)
+        for i, row in enumerate(model.samples):  # before numpy, which refuses ragged rows with a traceback
+            if len(row) != width:
+                raise PlannerInputError(f"{where}: key 'samples[{i}]' has {len(row)} values; each row needs "
+                                        f"{width} ({', '.join(cls.coefficient_names)}) for form {model.form}")
         samples = np.array(model.samples, dtype=float)
-        if samples.ndim != 2 or samples.shape[1] != len(cls.coefficient_names):
-            raise PlannerInputError(f"{where}: key 'samples' rows must have {len(cls.coefficient_names)} values "
-                                    f"({', '.join(cls.coefficient_names)})")
     try:
         law = cls(name=model.name, source=model.source, n_definition=model.n_definition,
                   c_definition=model.c_definition, validity=Validity(**model.validity.model_dump()),
@@ -124,27 +126,10 @@ def load_law_file(path: str) -> LossLaw:
     return law
 
 
-# Model sizes, token counts and compute budgets a plan can ask a law about (the search's whole range).
-_CHECK_N = np.logspace(6, 14, 9)
-_CHECK_D = np.logspace(6, 17, 12)
-_CHECK_C = np.logspace(15, 30, 16)
-
-
 def _check_behaviour(law: LossLaw, where: str, key: str) -> None:
     """Coefficients a fit could not have produced make the planner divide by zero or overflow later;
-    refuse them here: losses must be finite, positive and non-increasing in N and D, and the
-    compute-optimal frontier finite and positive, over every size the search can ask about."""
-    N, D = np.meshgrid(_CHECK_N, _CHECK_D, indexing="ij")
-    try:
-        with np.errstate(all="ignore"):
-            loss = law.predict(N, D)
-            n_opt, d_opt = law.compute_optimal(_CHECK_C)
-    except (ArithmeticError, ValueError):
-        loss = n_opt = d_opt = np.array([np.nan])
-    sane = (np.all(np.isfinite(loss)) and np.all(loss > 0) and np.all(np.diff(loss, axis=0) <= 1e-12 * loss[1:])
-            and np.all(np.diff(loss, axis=1) <= 1e-12 * loss[:, 1:]))
-    frontier = np.all(np.isfinite(n_opt)) and np.all(n_opt > 0) and np.all(np.isfinite(d_opt)) and np.all(d_opt > 0)
-    if not (sane and frontier):
-        what = "loss" if not sane else "compute-optimal frontier"
+    refuse them here (planner.laws.base.behaviour_problem)."""
+    what = behaviour_problem(law)
+    if what is not None:
         raise PlannerInputError(f"{where}: key '{key}' {law.coefficients()} give a {what} that is not finite, "
                                 "positive and falling with N and D for N 1e6-1e14, D 1e6-1e17; was the file edited?")

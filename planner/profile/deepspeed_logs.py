@@ -20,12 +20,15 @@ Megatron-LM
   memory                `(after 10 iterations) memory (MB) | allocated: ... | max allocated: 2345.6 | ...`
 
 A line that looks like one of these but cannot be read is a `LogProblem` (file:line, reason) and is
-skipped; the rest of the log is still used. All times are converted to seconds, memory to GiB.
+skipped; the rest of the log is still used. So is a time or rate that is NaN, infinite or negative
+(or zero, for a step's elapsed time or a rate): it is never a measurement. All times are converted
+to seconds, memory to GiB.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +79,7 @@ class ParsedLog:
     megatron_iterations: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     megatron_args: dict[str, str] = field(default_factory=dict)
     problems: list[LogProblem] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)  # where each Megatron argument / DeepSpeed config key was printed
 
     def problem(self, line: int, reason: str) -> None:
         self.problems.append(LogProblem(f"{self.path}:{line}", reason))
@@ -101,10 +105,15 @@ def _parse_timer_line(log: ParsedLog, number: int, body: str) -> None:
         try:
             if not sep:
                 raise ValueError
-            values[TIMER_ALIASES.get(name, name)] = float(value) / 1000.0
+            milliseconds = float(value)
         except ValueError:
             log.problem(number, f"wall_clock_breakdown entry {item.strip()!r} is not 'name: milliseconds'; line skipped")
             return
+        if not math.isfinite(milliseconds) or milliseconds < 0:  # a timer can read 0 (nothing to reduce), never less
+            log.problem(number, f"wall_clock_breakdown entry {item.strip()!r} is not a finite, non-negative time; "
+                                "line skipped")
+            return
+        values[TIMER_ALIASES.get(name, name)] = milliseconds / 1000.0
     if any(name.endswith("_microstep") for name in values):
         log.micro_timers.append((number, {k.removesuffix("_microstep"): v for k, v in values.items()}))
     elif "fwd" in values or "bwd" in values:
@@ -119,8 +128,11 @@ def _parse_throughput(log: ParsedLog, number: int, match: re.Match) -> None:
     except ValueError:
         log.problem(number, "ThroughputTimer line has a non-numeric field; line skipped")
         return
-    if entry["samples_per_s"] <= 0:
-        log.problem(number, f"CurrSamplesPerSec={match.group(3)} is not positive; line skipped")
+    if not math.isfinite(entry["samples_per_s"]) or entry["samples_per_s"] <= 0:
+        log.problem(number, f"CurrSamplesPerSec={match.group(3)} is not a positive finite rate; line skipped")
+        return
+    if not all(math.isfinite(entry[k]) and entry[k] >= 0 for k in ("mem_gib", "max_mem_gib", "running_samples_per_s")):
+        log.problem(number, "ThroughputTimer line has a negative or non-finite field; line skipped")
         return
     log.throughput.append((number, entry))
     log.max_memory_gib.append((number, entry["max_mem_gib"]))
@@ -146,8 +158,24 @@ def _parse_megatron_iteration(log: ParsedLog, number: int, match: re.Match) -> N
     if "elapsed_s" not in entry:
         log.problem(number, "Megatron iteration line has no 'elapsed time per iteration (ms)' (truncated?); line skipped")
         return
+    if not all(math.isfinite(v) for v in entry.values()) or entry["elapsed_s"] <= 0:
+        bad = "elapsed time per iteration (ms)" if not (math.isfinite(entry["elapsed_s"]) and entry["elapsed_s"] > 0) \
+            else next(key for key, name in keys.items() if key in fields and not math.isfinite(entry[name]))
+        log.problem(number, f"Megatron field '{bad}' has value {fields.get(bad)!r}, not a positive finite number; line skipped")
+        return
     entry["elapsed_s"] /= 1000.0
     log.megatron_iterations.append((number, entry))
+
+
+def _memory(log: ParsedLog, number: int, text: str, to_gib: float, what: str) -> None:
+    try:
+        value = float(text) * to_gib
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        log.problem(number, f"{what} value {text!r} is not a finite, non-negative number; ignored")
+        return
+    log.max_memory_gib.append((number, value))
 
 
 def _read_json_block(log: ParsedLog, lines: list[str], start: int, first: str) -> int:
@@ -178,14 +206,22 @@ def parse_log_text(text: str, path: str) -> ParsedLog:
             in_megatron_args = False
         elif in_megatron_args and (match := _MEGATRON_ARG.search(line)):
             log.megatron_args[match.group(1)] = match.group(2)
+            log.lines[match.group(1)] = number
         elif "DeepSpeed Flops Profiler" in line:
             in_flops = True
         elif in_flops and (match := _FLOPS_FIELD.search(line)):
             name = "flops_per_gpu" if match.group(1).startswith("FLOPS per GPU") else match.group(1)
             try:
-                log.flops_profile[name] = si_value(match.group(2))
+                value = si_value(match.group(2))
             except ValueError:
                 log.problem(number, f"flops profiler '{match.group(1)}' value {match.group(2)!r} is not a number; skipped")
+            else:
+                if math.isfinite(value) and value >= 0 and not (name.endswith("latency") and value == 0):
+                    log.flops_profile[name] = value
+                    log.lines[f"flops profiler {name}"] = number
+                else:
+                    log.problem(number, f"flops profiler '{match.group(1)}' value {match.group(2)!r} is not a "
+                                        f"{'positive' if name.endswith('latency') else 'non-negative'} finite number; skipped")
         elif match := _TIMER.search(line):
             _parse_timer_line(log, number, match.group(1))
         elif match := _THROUGHPUT.search(line):
@@ -193,17 +229,19 @@ def parse_log_text(text: str, path: str) -> ParsedLog:
         elif "CurrSamplesPerSec=" in line:
             log.problem(number, "ThroughputTimer line is incomplete (truncated?); line skipped")
         elif match := _SEE_MEMORY.search(line):
-            log.max_memory_gib.append((number, float(match.group(2))))
+            _memory(log, number, match.group(2), 1.0, "see_memory_usage Max_MA")
         elif match := _DS_JSON.search(line):
             index = _read_json_block(log, lines, index, match.group(1))
         elif match := _DS_GROUPS.search(line):  # the engine's "distributed groups summary"
             log.ds_config[match.group(1)] = match.group(2)
+            log.lines[match.group(1)] = number
         elif match := _DS_CONFIG.search(line):
             log.ds_config[match.group(1)] = match.group(2)
+            log.lines[match.group(1)] = number
         elif match := _MEGATRON_ITERATION.search(line):
             _parse_megatron_iteration(log, number, match)
         elif match := _MEGATRON_MEMORY.search(line):
-            log.max_memory_gib.append((number, float(match.group(1)) / 1024.0))
+            _memory(log, number, match.group(1), 1.0 / 1024.0, "Megatron 'max allocated'")
         index += 1
     return log
 

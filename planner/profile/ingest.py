@@ -11,16 +11,19 @@ say something (a disagreement is reported). The step time comes from, in this or
 
 Each is the median over the logged steps after dropping the first `skip` (warm-up). The method used
 is written in the row's notes; the others, where present, go in extra columns for cross-checking.
+The row holds only values the runs-CSV reader accepts (runs_csv.check_value): a step time or size the
+log gives outside that (NaN, infinite, zero, negative, absurd) is a problem, never a cell.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from pathlib import Path
 
 from planner.profile.deepspeed_logs import LogProblem, ParsedLog
-from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, MeasuredRun
+from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, INT_RANGES, MeasuredRun, check_value
 
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
@@ -35,11 +38,61 @@ def _truthy(text: str | None) -> bool | None:
 
 
 def _int_or_none(text) -> int | None:
+    """A whole number, or None for text that is not one ("None", "2.5", "inf", "1e400")."""
     try:
         value = float(str(text).strip())
     except (TypeError, ValueError):
         return None
-    return int(value) if value == int(value) else None
+    return int(value) if math.isfinite(value) and value == int(value) else None
+
+
+# Printed Megatron-LM arguments (names as in megatron/training/arguments.py) and DeepSpeed engine config
+# keys that give a whole-number runs-CSV column; a number there the CSV cannot hold is a log problem.
+NUMERIC_KEYS = {
+    "world_size": "gpus", "num_layers": "layers", "hidden_size": "hidden", "num_attention_heads": "heads",
+    "num_query_groups": "kv_heads", "ffn_hidden_size": "ffn", "seq_length": "seq_len", "padded_vocab_size": "vocab",
+    "vocab_size": "vocab", "tensor_model_parallel_size": "tp", "pipeline_model_parallel_size": "pp",
+    "context_parallel_size": "cp", "virtual_pipeline_model_parallel_size": "vpp", "data_parallel_size": "dp",
+    "micro_batch_size": "micro_batch", "global_batch_size": "global_batch",
+    "dp_world_size": "dp", "train_micro_batch_size_per_gpu": "micro_batch", "train_batch_size": "global_batch",
+    "zero_optimization_stage": "zero",
+}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def unusable_numbers(log: ParsedLog) -> tuple[list[LogProblem], set[str]]:
+    """Numbers the log printed for layout columns that a runs CSV cannot hold (1e400, 0, -3, 2.5, 2**40),
+    as problems with their line, and the columns they were for (left out of the row)."""
+    problems, columns = [], set()
+    for printed in (log.megatron_args, log.ds_config):
+        for key, text in printed.items():
+            column = NUMERIC_KEYS.get(key)
+            if column is None or not _is_number(text.strip()):
+                continue
+            reason = check_value(column, text.strip())
+            if reason is not None:
+                problems.append(LogProblem(f"{log.path}:{log.lines.get(key, 0)}", f"{key} = {text.strip()}: {reason}; ignored"))
+                columns.add(column)
+    return problems, columns
+
+
+def _checked_layout(layout: dict, where: str, skip_reporting: set[str], problems: list[LogProblem]) -> dict:
+    """`layout` without values the runs-CSV reader would refuse (check_value), each reported once."""
+    kept = {}
+    for key, value in layout.items():
+        reason = check_value(key, value) if key in INT_RANGES else None
+        if reason is None:
+            kept[key] = value
+        elif key not in skip_reporting:
+            problems.append(LogProblem(where, f"{reason}; left empty"))
+    return kept
 
 
 def megatron_layout(args: dict[str, str]) -> dict:
@@ -154,8 +207,13 @@ def _median_after(entries: list, skip: int) -> tuple[float, int]:
     return statistics.median(kept), len(kept)
 
 
-def measurements(log: ParsedLog, global_batch: int | None, skip: int) -> tuple[dict, str | None]:
-    """Candidate step times (s) and extra figures; returns (values, name of the method chosen)."""
+def measurements(log: ParsedLog, global_batch: int | None, skip: int,
+                 problems: list[LogProblem] | None = None) -> tuple[dict, str | None]:
+    """Candidate step times (s) and extra figures; returns (values, name of the method chosen).
+
+    A step time the runs CSV cannot hold (planner.profile.runs_csv.check_value: positive, finite, in
+    range) is never chosen: it is reported in `problems` and the next method is tried."""
+    problems = problems if problems is not None else []
     values: dict[str, float] = {}
     if log.megatron_iterations:
         values["megatron_step_time_s"], n = _median_after([e["elapsed_s"] for _, e in log.megatron_iterations], skip)
@@ -164,21 +222,36 @@ def measurements(log: ParsedLog, global_batch: int | None, skip: int) -> tuple[d
             values["tflops_per_gpu"] = statistics.median(tflops)
     if log.throughput and global_batch:
         values["throughput_step_time_s"], _ = _median_after([global_batch / e["samples_per_s"] for _, e in log.throughput], skip)
-    if log.timers:
-        totals = [sum(t.get(k, 0.0) for k in ("fwd", "bwd", "step")) for _, t in log.timers]
+    timers = []
+    for number, timer in log.timers:  # each entry is finite and >= 0 (the parser checks); their sum must be > 0
+        if sum(timer.get(k, 0.0) for k in ("fwd", "bwd", "step")) > 0:
+            timers.append((number, timer))
+        else:
+            problems.append(LogProblem(f"{log.path}:{number}", "wall_clock_breakdown fwd + bwd + step is 0 ms; line skipped"))
+    if timers:
+        totals = [sum(t.get(k, 0.0) for k in ("fwd", "bwd", "step")) for _, t in timers]
         values["timer_step_time_s"], _ = _median_after(totals, skip)
         for key, name in (("fwd", "fwd_s"), ("bwd", "bwd_s"), ("bwd_allreduce", "bwd_allreduce_s"), ("step", "opt_s")):
-            series = [t[key] for _, t in log.timers if key in t]
+            series = [t[key] for _, t in timers if key in t]
             if series:
                 values[name], _ = _median_after(series, skip)
     if "iter latency" in log.flops_profile:
         values["flops_profiler_step_time_s"] = log.flops_profile["iter latency"]
     if "flops_per_gpu" in log.flops_profile:
         values["flops_profiler_tflops_per_gpu"] = log.flops_profile["flops_per_gpu"] / 1e12
-    for method in ("megatron_step_time_s", "throughput_step_time_s", "timer_step_time_s", "flops_profiler_step_time_s"):
-        if method in values:
+    for method in STEP_TIME_METHODS:
+        if method not in values:
+            continue
+        reason = check_value("step_time_s", values[method])
+        if reason is None:
             return values, method
+        problems.append(LogProblem(log.path, f"{METHOD_TEXT[method]} gives a step time of {values[method]:.6g} s: "
+                                             f"{reason}; not used"))
+        del values[method]
     return values, None
+
+
+STEP_TIME_METHODS = ("megatron_step_time_s", "throughput_step_time_s", "timer_step_time_s", "flops_profiler_step_time_s")
 
 
 METHOD_TEXT = {
@@ -192,19 +265,26 @@ METHOD_TEXT = {
 def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tuple[MeasuredRun | None, list[LogProblem]]:
     """One runs-CSV row from a parsed log and layout flags; (None, problems) if no step time was found."""
     problems = list(log.problems)
+    unusable, reported = unusable_numbers(log)
+    problems += unusable
     from_log = megatron_layout(log.megatron_args) | deepspeed_layout(log)
     megatron_batches = [e["global_batch"] for _, e in log.megatron_iterations if "global_batch" in e]
     if "global_batch" not in from_log and megatron_batches:
         from_log["global_batch"] = int(megatron_batches[-1])
+    from_log = _checked_layout(from_log, log.path, reported, problems)
     layout = dict(from_log)
     for key, value in flags.items():
         if key in LAYOUT_FIELDS and value is not None:
+            reason = check_value(key, value) if key in INT_RANGES else None
+            if reason is not None:  # a flag the runs CSV cannot hold (the CLI takes whole numbers up to 2**53)
+                problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value}: {reason}; not used"))
+                continue
             if key in from_log and from_log[key] != value:
                 problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
             layout[key] = value
     if "global_batch" not in layout and all(k in layout for k in ("micro_batch", "dp")):
         layout["global_batch"] = layout["micro_batch"] * layout["dp"]  # no gradient accumulation known
-    values, method = measurements(log, layout.get("global_batch"), skip)
+    values, method = measurements(log, layout.get("global_batch"), skip, problems)
     if method is None:
         problems.append(LogProblem(log.path, "no step time found (looked for Megatron 'elapsed time per iteration (ms)', "
                                              "DeepSpeed 'CurrSamplesPerSec=', 'time (ms) | fwd: ...', flops profiler 'iter latency'); file skipped"))
@@ -214,6 +294,11 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         problems.append(LogProblem(log.path, f"layout incomplete, not in the log or flags: {', '.join(missing)} (pass --{missing[0].replace('_', '-')} ...)"))
     layout_from_flags = [k for k in layout if k not in from_log and k != "cluster" and k in flags]
     memory = [gib for _, gib in log.max_memory_gib]
+    peak = max(memory) if memory else None
+    if peak is not None and check_value("mem_gib", peak) is not None:
+        problems.append(LogProblem(log.path, f"peak memory {peak:.6g} GiB: {check_value('mem_gib', peak)}; "
+                                             "mem_gib left empty (a CPU run reads 0)"))
+        peak = None
     notes = f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, median after skipping {skip} logged step(s)"
     if layout_from_flags:
         notes += f"; from flags: {', '.join(layout_from_flags)}"
@@ -221,11 +306,11 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     for key in INT_COLUMNS:
         if key in fields and fields[key] is not None:
             fields[key] = int(fields[key])
-    extra = {key: f"{value:.6g}" for key, value in values.items() if key != method}
+    extra = {key: f"{value:.6g}" for key, value in values.items() if key != method and math.isfinite(value)}
     run = MeasuredRun(
         id=row_id, source=flags.get("source") or str(log.path),
         confidence=flags.get("confidence") or ("medium" if layout_from_flags or missing else "high"),
-        step_time_s=values[method], mem_gib=max(memory) if memory else None,
+        step_time_s=values[method], mem_gib=peak,
         notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes, extra=extra, **fields,
     )
     return run, problems

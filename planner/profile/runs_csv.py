@@ -13,9 +13,10 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from planner.errors import PlannerInputError
-from planner.io import read_input_text, shown, write_text_atomic
+from planner.io import MAX_INPUT_BYTES, input_file, shown, write_text_atomic
 
 # Column order of the spec; unknown columns are kept in `MeasuredRun.extra` and written after these.
 COLUMNS = (
@@ -79,18 +80,58 @@ class RowProblem:
         return f"{self.origin}: {self.reason}"
 
 
+# Largest value of a size or count column (gpus, layers, hidden, ..., global_batch). Derived:
+# planner/topology.py packs a parallel group's size and stride into 32 bits each, so 2**32 GPUs already
+# fail there, and with every size column at 2**31 - 1 the cost model's float64 products stay finite and
+# warning-free (tests/test_input_validation_gaps.py runs such a row). Real runs are far below it: hidden
+# sizes reach ~2**15, vocabularies ~2**18, GPU counts ~2**17.
+MAX_SIZE = 2**31 - 1
+# Inclusive ranges of the whole-number columns: sizes and counts are at least 1 (0 is not "unknown":
+# an empty cell is); the ZeRO stage is 0-3 (spec/runs_csv.md) and seq_parallel a 0/1 switch.
+INT_RANGES = {**{name: (1, MAX_SIZE) for name in INT_COLUMNS}, "zero": (0, 3), "seq_parallel": (0, 1)}
+# Inclusive ranges of the measured columns. Assumed, generous on both sides: no training step takes less
+# than a microsecond (one GPU kernel launch takes several) or more than 10**7 s (116 days); no device
+# has a PiB (2**20 GiB) of memory or a KiB (2**-20 GiB) of it. Zero, negative and non-finite values are
+# measurement or transcription errors, not "unknown" (an empty cell is).
+FLOAT_RANGES = {"step_time_s": (1e-6, 1e7, "seconds"), "mem_gib": (2.0**-20, 2.0**20, "GiB")}
+# Longest line read: far above any real row (the csv module refuses a cell over 128 KiB), and it keeps
+# memory bounded when a file has no line breaks.
+MAX_LINE_BYTES = 16 * 2**20
+
+
 def _parse_int(text: str, column: str) -> int:
     value = float(text)
-    if not math.isfinite(value) or value != int(value):
-        raise ValueError(f"column '{column}' must be a whole number, got {text!r}")
+    low, high = INT_RANGES[column]
+    if not math.isfinite(value) or value != int(value) or not low <= value <= high:
+        raise ValueError(f"column '{column}' must be a whole number from {low:,} to {high:,}, got {text!r}")
     return int(value)
 
 
 def _parse_float(text: str, column: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"column '{column}' must be a finite number, got {text!r}")
+    low, high, unit = FLOAT_RANGES[column]
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"column '{column}' must be a positive finite number of {unit} from {low:g} to {high:g}, "
+                         f"got {text!r}")
     return value
+
+
+def check_value(column: str, value) -> str | None:
+    """Why `value` cannot go in `column` of a runs CSV (the reader's rule), or None when it can.
+
+    Row builders (`planner ingest`) use it so that they never write a row the reader refuses."""
+    try:
+        if column in INT_RANGES:
+            _parse_int(repr(value) if isinstance(value, float) else str(value), column)
+        elif column in FLOAT_RANGES:
+            _parse_float(repr(float(value)), column)
+    except (TypeError, ValueError, OverflowError) as error:
+        message = str(error)
+        return message if message.startswith("column") else f"column '{column}' must be a number, got {value!r}"
+    return None
+
+
+_SPEC_COLUMNS, _INT_SET, _FLOAT_SET = frozenset(COLUMNS), frozenset(INT_COLUMNS), frozenset(FLOAT_COLUMNS)
 
 
 def _parse_row(cells: dict[str, str], origin: str) -> MeasuredRun:
@@ -102,15 +143,15 @@ def _parse_row(cells: dict[str, str], origin: str) -> MeasuredRun:
         if raw is None:
             raise ValueError(f"row has fewer cells than the header (truncated?): no cell for '{key}'")
         text = (raw or "").strip()
-        if key not in COLUMNS:
+        if key not in _SPEC_COLUMNS:
             extra[key] = text
             continue
         if text == "":
             continue
         try:
-            if key in INT_COLUMNS:
+            if key in _INT_SET:
                 values[key] = _parse_int(text, key)
-            elif key in FLOAT_COLUMNS:
+            elif key in _FLOAT_SET:
                 values[key] = _parse_float(text, key)
             else:
                 values[key] = text
@@ -130,42 +171,132 @@ RUNS_FILE = "runs file (a runs CSV, see spec/runs_csv.md)"
 def read_runs(path: str | Path, what: str = RUNS_FILE) -> tuple[list[MeasuredRun], list[RowProblem]]:
     """Read a runs CSV. Returns the parsed rows and the rows that could not be parsed.
 
-    The file itself must be readable (bounded, UTF-8; see planner.io.read_input_text), and its header
+    The file itself must be readable (bounded, UTF-8; see planner.io.input_file), and its header
     must parse: a header the csv module refuses (a cell over its 128 KiB field limit) is a one-line
     error naming the file, not csv's traceback.
     """
-    return parse_runs(read_input_text(path, what), path)
+    return _split(iter_runs(path, what))
 
 
 def parse_runs(text: str, path: str | Path) -> tuple[list[MeasuredRun], list[RowProblem]]:
-    """`read_runs` on text already read from `path` (doctor has the bytes in hand)."""
-    source = Path(path)
+    """`read_runs` on text already read from `path`."""
     # Universal newlines, as open() in text mode would give: a bare CR ends a line too.
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    reader = csv.DictReader(io.StringIO(text))
+    return _split(runs_from_lines(io.StringIO(text), path))
+
+
+def iter_runs(path: str | Path, what: str = RUNS_FILE) -> Iterator[MeasuredRun | RowProblem]:
+    """The rows of a runs CSV one at a time, in file order: a `MeasuredRun` or a `RowProblem` each.
+
+    Streams the file (memory does not grow with its length, except for the ids seen, which duplicate
+    ids need). A file that cannot be read at all (missing, over the size cap, not UTF-8, no or a bad
+    header) raises PlannerInputError naming it, possibly after some rows were yielded (bytes that are
+    not UTF-8 are found where they are): callers that print must hold output until the end."""
+    return runs_from_lines(text_lines(path, what), path)
+
+
+class UnreadableText(PlannerInputError):
+    """Bytes of an input file that are not text (or a line too long), found at `line`."""
+
+    def __init__(self, name: str, line: int, reason: str, what: str):
+        super().__init__(f"{name}:{line}: {reason}; expected a {what}")
+        self.line, self.reason = line, reason
+
+
+def text_lines(path: str | Path, what: str, limit: int = MAX_INPUT_BYTES) -> Iterator[str]:
+    """Lines of a UTF-8 text file with universal newlines, read as they are used.
+
+    The checks of planner.io.read_input_text, without holding the text: the file must be readable
+    (input_file), at most `limit` bytes (counted as read, for a FIFO), and UTF-8 (the error names the
+    line of the first bad byte)."""
+    source, name = input_file(path, what, limit), shown(path)
+    total = 0
+    try:
+        with open(source, "rb") as stream:
+            for number, raw in enumerate(iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b""), start=1):
+                total += len(raw)
+                if total > limit:
+                    raise PlannerInputError(f"{name}: more than the {limit:,} bytes accepted for a {what}")
+                if len(raw) > MAX_LINE_BYTES:
+                    raise UnreadableText(name, number, f"line longer than {MAX_LINE_BYTES:,} bytes", what)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise UnreadableText(name, number, f"not UTF-8 text (byte 0x{raw[error.start]:02x})", what) from None
+                if "\r" not in text:
+                    yield text
+                    continue
+                # A bare CR ends a line too (universal newlines); CR LF is one line end.
+                pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                yield from (piece + "\n" for piece in pieces[:-1])
+                if pieces[-1]:
+                    yield pieces[-1]
+    except OSError as error:
+        raise PlannerInputError(f"{name}: cannot read {what} ({error.strerror or error.__class__.__name__})") from None
+
+
+def check_header(header: list[str], path: str | Path) -> None:
+    """A runs-CSV header needs an 'id' column and names each column once (csv.DictReader would keep
+    only the last of two equal names, silently)."""
+    source = shown(path)
+    if "id" not in header:
+        raise PlannerInputError(f"{source}: header has no 'id' column (expected the runs-CSV columns: "
+                                f"{', '.join(COLUMNS[:6])}, ...)")
+    duplicate = first_duplicate(header)
+    if duplicate is not None:
+        raise PlannerInputError(f"{source}:1: column {duplicate!r} appears twice in the header; "
+                                "expected each column once (rename or remove one)")
+
+
+def first_duplicate(header: list[str]) -> str | None:
+    """The first column name (blank-trimmed) that appears twice in a header; empty names are ignored."""
+    seen: set[str] = set()
+    for column in header:
+        name = column.strip()
+        if name and name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def runs_from_lines(lines: Iterable[str], path: str | Path, on_header=None) -> Iterator[MeasuredRun | RowProblem]:
+    """Rows and row problems from lines of CSV text (see `iter_runs`); `on_header(names)`, when given,
+    sees the header before it is checked (doctor lists what it finds in it)."""
+    source = Path(path)
+    reader = csv.DictReader(lines)
     try:
         header = reader.fieldnames or []
     except csv.Error as error:
         raise PlannerInputError(f"{shown(path)}: malformed CSV header ({error})") from None
-    if "id" not in header:
-        raise PlannerInputError(f"{source}: header has no 'id' column (expected the runs-CSV columns: {', '.join(COLUMNS[:6])}, ...)")
+    if on_header is not None:
+        on_header(list(header))
+    check_header(header, source)
+    first_line: dict[str, int] = {}  # id -> line of its first readable row
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield RowProblem(f"{source}:{reader.line_num}", f"malformed CSV ({error})")
+            return
+        origin = f"{source}:{reader.line_num}"
+        try:
+            run = _parse_row(row, origin)
+            if run.id in first_line:
+                raise ValueError(f"duplicate id {run.id!r} (first at line {first_line[run.id]})")
+        except ValueError as error:
+            yield RowProblem(origin, str(error))
+            continue
+        first_line[run.id] = reader.line_num
+        yield run
+
+
+def _split(items: Iterable[MeasuredRun | RowProblem]) -> tuple[list[MeasuredRun], list[RowProblem]]:
     runs: list[MeasuredRun] = []
     problems: list[RowProblem] = []
-    seen: set[str] = set()
-    try:
-        for row in reader:
-            origin = f"{source}:{reader.line_num}"
-            try:
-                run = _parse_row(row, origin)
-                if run.id in seen:
-                    raise ValueError(f"duplicate id {run.id!r}")
-            except ValueError as error:
-                problems.append(RowProblem(origin, str(error)))
-                continue
-            seen.add(run.id)
-            runs.append(run)
-    except csv.Error as error:
-        problems.append(RowProblem(f"{source}:{reader.line_num}", f"malformed CSV ({error})"))
+    for item in items:
+        (problems if isinstance(item, RowProblem) else runs).append(item)
     return runs, problems
 
 
