@@ -268,8 +268,28 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
     if not finite:  # scipy would raise "Residuals are not finite in the initial point"
         raise PlannerInputError(f"calibration of {', '.join(names)}: the model's step time is not finite at the "
                                 f"starting values for some of the {len(samples)} rows; check their shapes and layouts")
-    solution = least_squares(residuals, x0, loss="soft_l1", f_scale=ROBUST_SCALE, diff_step=1e-3, max_nfev=200 * len(names))
+    solution = least_squares(residuals, x0, jac=_forward_differences(residuals), loss="soft_l1", f_scale=ROBUST_SCALE,
+                             max_nfev=200 * len(names))
     return _cluster_with(cluster, names, solution.x)
+
+
+# Step of the finite-difference Jacobian in the free (logit / log) coordinates: absolute, because scipy's
+# relative diff_step shrinks to nothing at a free value of 0 (a fraction at 0.5), where the slope then reads
+# as zero and the fit stops.
+JACOBIAN_STEP = 1e-3
+
+
+def _forward_differences(residuals):
+    def jacobian(free):
+        base = residuals(free)
+        columns = []
+        for j in range(len(free)):
+            moved = np.array(free, dtype=float)
+            moved[j] += JACOBIAN_STEP
+            columns.append((residuals(moved) - base) / JACOBIAN_STEP)
+        return np.stack(columns, axis=1)
+
+    return jacobian
 
 
 def _folds(samples: list[Sample], k: int) -> list[np.ndarray]:
