@@ -1,1 +1,78 @@
-"""Launch files for a plan, one module per training stack."""
+"""Launch files for a plan, one module per training stack: `launch_files` picks it by `layout.framework`.
+
+- deepspeed  -> planner.emit.deepspeed:  ds_config.json, Megatron-DeepSpeed arguments, hostfile, launch.sh
+- megatron   -> planner.emit.megatron:   Megatron-LM pretrain_gpt.py arguments, torchrun launch.sh
+- fsdp       -> planner.emit.torchtitan: torchtitan TOML job config, torchrun launch.sh
+
+Before writing anything a layout is checked twice: against the stack's data
+(planner.frameworks.unsupported_features: schedules, cp, ZeRO stages, offload, overlaps) and against what
+the launch target itself can express (each module's `unsupported`: model architecture, dtypes, how it
+maps ZeRO). Either refusal is one PlannerInputError line naming the stack and every reason.
+"""
+
+from __future__ import annotations
+
+from planner.emit import deepspeed, megatron, torchtitan
+from planner.emit.schedule import step_law_learning_rate
+from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
+from planner.layout import Layout
+from planner.model import ModelSpec
+
+# framework -> (launch target named in messages, its own refusals, files)
+LAUNCH_TARGETS = {
+    "deepspeed": ("Megatron-DeepSpeed", deepspeed.unsupported),
+    "megatron": ("Megatron-LM", megatron.unsupported),
+    "fsdp": ("torchtitan", torchtitan.unsupported),
+}
+EMITTABLE = tuple(LAUNCH_TARGETS)
+# Every file launch_files may return, by framework (hostfile only with several nodes).
+LAUNCH_FILE_NAMES = {"deepspeed": ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile"),
+                     "megatron": ("megatron_args.txt", "launch.sh"), "fsdp": ("job_config.toml", "launch.sh")}
+
+
+def launch_problems(model: ModelSpec, layout: Layout) -> list[str]:
+    """Every reason the layout's framework cannot run this plan as priced (empty when it can)."""
+    framework = layout.framework
+    if framework not in LAUNCH_TARGETS:
+        return []
+    _, target_unsupported = LAUNCH_TARGETS[framework]
+    return [*unsupported_features(framework, layout), *target_unsupported(model, layout)]
+
+
+def check_emittable(model: ModelSpec, layout: Layout) -> None:
+    """Raise a one-line PlannerInputError when no launch config of the layout's framework runs the plan."""
+    framework = layout.framework
+    if framework not in LAUNCH_TARGETS:
+        others = ", ".join(name for name in FRAMEWORK_NAMES if name not in LAUNCH_TARGETS)
+        raise PlannerInputError(f"framework {framework!r} has no launch config to emit (none for: {others}); "
+                                f"supported: {', '.join(EMITTABLE)} (set --framework)")
+    problems = launch_problems(model, layout)
+    if problems:
+        target, _ = LAUNCH_TARGETS[framework]
+        raise PlannerInputError(f"{framework} ({target}) cannot run this plan: " + "; ".join(problems))
+
+
+def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None = None,
+                 summary: str = "") -> dict[str, str]:
+    """File name -> text of the launch config of `layout.framework` for this plan on `cluster`."""
+    check_emittable(model, layout)
+    gpus_per_node = cluster.gpus_per_node
+    learning_rate = step_law_learning_rate(model.non_embedding_params, tokens) if tokens else None
+    if layout.framework == "deepspeed":
+        return deepspeed.deepspeed_files(model, layout, gpus_per_node, tokens=tokens, summary=summary)
+    if layout.framework == "megatron":
+        return megatron.megatron_files(model, layout, gpus_per_node, tokens, learning_rate, summary)
+    return torchtitan.torchtitan_files(model, layout, gpus_per_node, tokens, learning_rate, summary)
+
+
+def launch_notes(layout: Layout, gpus_per_node: int) -> list[str]:
+    """Warnings about files that run but need a hand (a partly used last node)."""
+    if layout.gpus > gpus_per_node and layout.gpus % gpus_per_node:
+        return [f"{layout.gpus} GPUs is not a whole number of {gpus_per_node}-GPU nodes; the launcher starts "
+                f"{gpus_per_node} ranks per node, so run the last node with fewer"]
+    return []
+
+
+__all__ = ["launch_files", "check_emittable", "launch_problems", "launch_notes", "EMITTABLE", "LAUNCH_TARGETS",
+           "LAUNCH_FILE_NAMES"]

@@ -12,27 +12,17 @@ uses the memory the plan was checked against.
 from __future__ import annotations
 
 import json
-import math
 
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
+from planner.emit.schedule import (MIN_LR_RATIO, WARMUP_FRACTION, step_law_learning_rate,  # noqa: F401
+                                   train_sequences)
 from planner.layout import Layout
 from planner.model import ModelSpec
 
 # DeepSpeed's default stage3_param_persistence_threshold (elements): parameters this small stay
 # gathered on every rank instead of being fetched per use (DeepSpeed docs, "ZeRO optimizations").
 ZERO3_PERSISTENCE_THRESHOLD = 1e5
-# Step Law (Li et al. 2025, "Predictable Scale: Part I", eq. 1): eta_opt = 1.79 N^-0.713 D^0.307
-# with N non-embedding parameters and D tokens; the same paper's batch law sizes the plan's batch.
-STEP_LAW_LR = (1.79, -0.713, 0.307)
-WARMUP_FRACTION = 0.01  # assumed: 1% of samples of linear warm-up, common Llama/Megatron practice
-MIN_LR_RATIO = 0.1  # assumed: cosine decay to 10% of the peak (Chinchilla, Llama 2)
 DEFAULT_SEQUENCES_WHEN_UNKNOWN = "${TRAIN_SAMPLES:?set TRAIN_SAMPLES (sequences to train on)}"
-
-
-def step_law_learning_rate(non_embedding_params: float, tokens: float) -> float:
-    """Peak learning rate from Step Law; a starting point to sweep around, not a guarantee."""
-    scale, n_exp, d_exp = STEP_LAW_LR
-    return scale * non_embedding_params**n_exp * tokens**d_exp
 
 
 def zero_block(layout: Layout) -> dict:
@@ -92,6 +82,15 @@ def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
     return config
 
 
+def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
+    """What Megatron-DeepSpeed + DeepSpeed cannot run as planned beyond the framework data
+    (planner.frameworks.deepspeed: no vpp, no cp, ZeRO <= 1 with pp). `launch_files` refuses these;
+    --emit-deepspeed only warns (compatibility_notes)."""
+    if layout.dtype == "fp8":
+        return ["dtype=fp8: DeepSpeed with Megatron-DeepSpeed trains in bf16/fp16; fp8 matmuls need Transformer Engine"]
+    return []
+
+
 def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:
     """What the plan asks for that Megatron-DeepSpeed + DeepSpeed cannot run as written."""
     notes = []
@@ -110,12 +109,6 @@ def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:
     if layout.dtype == "fp8":
         notes.append("fp8: ds_config.json runs bf16; fp8 matmuls need Transformer Engine (Megatron-LM --fp8-format hybrid)")
     return notes
-
-
-def train_sequences(layout: Layout, tokens: float, seq_len: int) -> int:
-    """Sequences to train on, rounded up to whole optimizer steps."""
-    steps = math.ceil(tokens / (layout.global_batch * seq_len))
-    return steps * layout.global_batch
 
 
 def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, learning_rate: float | None) -> list[str]:

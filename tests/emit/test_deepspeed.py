@@ -86,6 +86,34 @@ def test_deepspeed_parses_every_generated_config():
         assert (got["offload_param"] is not None) == (layout.offload == "optimizer+params")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+def test_deepspeed_parses_the_configs_launch_files_emits_for_searched_plans():
+    """planner.emit.launch_files (--emit with --framework deepspeed): the fastest plans the layout search finds
+    for several problems, and the LAYOUTS above, each accepted by DeepSpeed's own parser as planned."""
+    from planner import search_layouts
+    from planner.emit import launch_files
+    from planner.hardware import load_cluster
+
+    cluster = load_cluster("dgx-h100")
+    plans = {name: (preset("llama2-7b"), layout.model_copy(update={"framework": "deepspeed"}))
+             for name, layout in LAYOUTS.items()}
+    for name, gpus in (("llama3-8b", 64), ("llama3-70b", 256), ("gpt3-175b", 64), ("llama2-7b", 16)):
+        search = search_layouts(preset(name), cluster, gpus, frameworks=("deepspeed",), tokens=1e11)
+        plans[f"{name}-{gpus}"] = (preset(name), search.layout(search.best))
+    payload = {name: (json.loads(launch_files(model, layout, cluster, tokens=1e11)["ds_config.json"]), layout.dp)
+               for name, (model, layout) in plans.items()}
+    completed = subprocess.run([sys.executable, "-c", DEEPSPEED_CHECK, _free_port()], input=json.dumps(payload),
+                               capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    result_lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and result_lines, completed.stderr[-3000:]
+    parsed = json.loads(result_lines[0].removeprefix("RESULT "))
+    for name, (_, layout) in plans.items():
+        got = parsed[name]
+        assert (got["train_batch_size"], got["micro"], got["accumulation"], got["zero_stage"]) == (
+            layout.global_batch, layout.micro_batch, layout.grad_accumulation, layout.zero), name
+
+
 def test_batch_arithmetic_matches_deepspeeds_rule():
     for layout in LAYOUTS.values():
         config = ds_config(layout)

@@ -1,0 +1,226 @@
+"""A plan's layout as a Megatron-LM (Megatron-Core) run: `pretrain_gpt.py` arguments and a torchrun script.
+
+Pure: model, layout and node size in, text out. Flag names are checked against NVIDIA/Megatron-LM@d98e8a64
+(2026-08-22), whose parser builds most options from config dataclasses (megatron/training/argument_utils.py
+ArgumentGroupFactory: field `foo_bar` -> `--foo-bar`; a bool defaulting to True -> `--disable-foo-bar`).
+Sources, abbreviated below:
+  MP  = megatron/training/arguments.py          MPC = megatron/core/model_parallel_config.py
+  TC  = megatron/core/transformer/transformer_config.py
+  TRC = megatron/training/config/training_config.py   CC = megatron/training/config/common_config.py
+tests/emit/data/megatron_arguments.txt lists every option that parser accepts at that commit.
+
+ZeRO maps onto Megatron-Core's data-parallel sharding: 0 = DDP, 1 = the distributed optimizer, 2 and 3 =
+Megatron-FSDP with `optim_grads` / `optim_grads_params` (MP:3190, the FSDP strategies; CC:92
+`--use-megatron-fsdp`). Offload is refused upstream (planner.frameworks.megatron: supports_offload).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from planner.emit.pipeline import split_kind, virtual_stage_layers
+from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY, nodes,
+                                   train_sequences)
+from planner.layout import Layout
+from planner.model import ModelSpec
+
+MEGATRON_COMMIT = "NVIDIA/Megatron-LM@d98e8a64"
+# Megatron-FSDP strategies by ZeRO stage (MP:3190-3192 choices no_shard, optim, optim_grads, optim_grads_params).
+FSDP_STRATEGY = {2: "optim_grads", 3: "optim_grads_params"}
+TRAIN_SAMPLES_UNKNOWN = "${TRAIN_SAMPLES:?set TRAIN_SAMPLES (sequences to train on)}"
+LR_UNKNOWN = "${LR:?set LR (peak learning rate)}"
+
+Argument = tuple[str, "str | None"]  # (flag, value or None for a switch)
+
+
+def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
+    """What Megatron-Core's GPT model cannot run as planned (beyond planner.frameworks.unsupported_features)."""
+    problems = []
+    if model.position == "alibi":  # MP:2397 choices learned_absolute, rope, yarn, mrope, relative, none
+        problems.append("position=alibi: Megatron-LM's --position-embedding-type has no ALiBi")
+    if model.embedding_norm:
+        problems.append("embedding_norm: Megatron-Core's GPT model has no LayerNorm after the embedding")
+    # TC:1461-1468: num_query_groups must be a multiple or a divisor of the tensor-parallel size.
+    if model.kv % layout.tp and layout.tp % model.kv:
+        problems.append(f"kv_heads({model.kv}) is neither a multiple nor a divisor of tp({layout.tp})")
+    return problems
+
+
+def parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
+    """tp/pp/vpp/cp, sequence parallelism and the pipeline split."""
+    args: list[Argument] = [("--tensor-model-parallel-size", str(layout.tp)),      # MPC:55
+                            ("--pipeline-model-parallel-size", str(layout.pp))]    # MPC:83
+    args += pipeline_split_arguments(model.layers, layout.pp, layout.vpp)
+    if layout.cp > 1:
+        args.append(("--context-parallel-size", str(layout.cp)))                   # MPC:100
+    if layout.seq_parallel and layout.tp > 1:  # MP:1433-1439 turns it off at tp = 1 anyway
+        args.append(("--sequence-parallel", None))                                 # MPC:94
+    if layout.tp_comm_overlap_on and layout.tp > 1:  # TE userbuffers; needs --sequence-parallel (MP:1441-1442)
+        args.append(("--tp-comm-overlap", None))                                   # MPC:265
+    return args
+
+
+def pipeline_split_arguments(layers: int, pp: int, vpp: int) -> list[Argument]:
+    """How Megatron splits the layers over pp x vpp stages, as the plan priced it (planner.emit.pipeline).
+
+    At most one of --num-virtual-stages-per-pipeline-rank and --pipeline-model-parallel-layout may be set
+    (MP:928-939); the layout string also fixes vpp (MP:941-951)."""
+    if pp == 1:
+        return []
+    kind = split_kind(layers, pp, vpp)
+    args: list[Argument] = []
+    if kind == "uneven":
+        # MP:3103; grammar in megatron/core/transformer/pipeline_parallel_layer_layout.py:283-321:
+        # stages split by '|', E = embedding, L = loss, t = one transformer layer, x*n repeats x.
+        chunks = virtual_stage_layers(layers, pp, vpp)
+        stages = [("E" if i == 0 else "") + (f"t*{n}" if n > 1 else "t" * n) + ("L" if i == len(chunks) - 1 else "")
+                  for i, n in enumerate(chunks)]
+        return [("--pipeline-model-parallel-layout", "|".join(stages))]
+    if kind == "slots":  # TC:137, 141; the split checked at TC:2372-2413
+        args += [("--account-for-embedding-in-pipeline-split", None), ("--account-for-loss-in-pipeline-split", None)]
+    if vpp > 1:  # interleaved 1F1B; pp = 2 is allowed with p2p overlap, on by default (MP:1000-1008)
+        args.append(("--num-virtual-stages-per-pipeline-rank", str(vpp)))         # MP:3116
+    return args
+
+
+def data_parallel_arguments(layout: Layout) -> list[Argument]:
+    """ZeRO stage, gradient dtype and the data-parallel overlaps."""
+    args: list[Argument] = []
+    if layout.zero == 1:
+        args.append(("--use-distributed-optimizer", None))                         # MP:3156
+    elif layout.zero >= 2:
+        args += [("--use-megatron-fsdp", None),                                    # CC:92
+                 ("--data-parallel-sharding-strategy", FSDP_STRATEGY[layout.zero]),  # MP:3190
+                 ("--ckpt-format", "fsdp_dtensor")]  # Megatron-FSDP requires it (MP:1169-1170; TRC:486)
+    if layout.grad_reduce_in_fp32 is False and layout.dtype in ("bf16", "fp8"):
+        args.append(("--grad-reduce-in-bf16", None))  # MP:3053; else bf16 reduces in fp32 (MP:1213-1217)
+    elif layout.grad_reduce_in_fp32 and layout.dtype == "fp16":
+        args.append(("--accumulate-allreduce-grads-in-fp32", None))                # MP:3069
+    if layout.dp_comm_overlap_on and layout.dp * layout.cp > 1:
+        args.append(("--overlap-grad-reduce", None))                               # MP:3121
+        if layout.zero >= 1:  # needs the distributed optimizer or Megatron-FSDP, and --overlap-grad-reduce (MP:1023-1028)
+            args.append(("--overlap-param-gather", None))                          # MP:3148
+    return args
+
+
+def model_arguments(model: ModelSpec) -> list[Argument]:
+    """The transformer shape (TC fields unless noted)."""
+    args: list[Argument] = [("--num-layers", str(model.layers)),                  # TC:65
+                            ("--hidden-size", str(model.hidden)),                  # TC:145
+                            ("--ffn-hidden-size", str(model.ffn_size)),            # TC:180
+                            ("--num-attention-heads", str(model.heads))]           # TC:148
+    if model.kv != model.heads:
+        args += [("--group-query-attention", None), ("--num-query-groups", str(model.kv))]  # MP:2382, TC:175
+    args += [("--seq-length", str(model.seq_len)),                                # MP:3305
+             ("--max-position-embeddings", str(model.positions)),                 # MP:2394
+             ("--position-embedding-type", "rope" if model.position == "rotary" else "learned_absolute"),  # MP:2397
+             ("--normalization", "RMSNorm" if model.norm == "rmsnorm" else "LayerNorm")]  # TC:256
+    if model.mlp == "swiglu":
+        args.append(("--swiglu", None))                                            # MP:2450
+    if not model.tied_embeddings:
+        args.append(("--untie-embeddings-and-output-weights", None))               # MP:2460
+    if not model.bias:
+        args.append(("--disable-bias-linear", None))  # TC:212 add_bias_linear (default True)
+    return args
+
+
+def compute_arguments(layout: Layout) -> list[Argument]:
+    """Precision, recompute and the attention kernel."""
+    args: list[Argument] = {"bf16": [("--bf16", None)], "fp16": [("--fp16", None)], "fp32": [],  # MPC:177, 180
+                            # Transformer Engine fp8 GEMMs on bf16 weights (TC:587); hybrid = e4m3 fwd, e5m2 bwd.
+                            "fp8": [("--bf16", None), ("--fp8-format", "hybrid")]}[layout.dtype]
+    if layout.recompute == "full":  # TC:532, 543, 551: every layer's input kept, the layer recomputed
+        args += [("--recompute-granularity", "full"), ("--recompute-method", "uniform"), ("--recompute-num-layers", "1")]
+    elif layout.recompute == "selective":  # no --recompute-method with selective (MP:1425-1428)
+        args.append(("--recompute-granularity", "selective"))
+    if not layout.flash_attention:
+        args.append(("--attention-backend", "unfused"))  # TC:151; the default (auto) picks a fused kernel
+    return args
+
+
+def schedule_arguments(model: ModelSpec, layout: Layout, tokens: float | None,
+                       learning_rate: float | None) -> list[Argument]:
+    """Batch, length of training, learning-rate schedule and AdamW (TRC fields unless noted)."""
+    args: list[Argument] = [("--micro-batch-size", str(layout.micro_batch)),      # TRC:11
+                            ("--global-batch-size", str(layout.global_batch))]    # TRC:15
+    samples = train_sequences(layout, tokens, model.seq_len) if tokens else None
+    args.append(("--train-samples", str(samples) if samples else TRAIN_SAMPLES_UNKNOWN))  # TRC:69
+    if samples and learning_rate:
+        args += [("--lr", f"{learning_rate:.3g}"), ("--min-lr", f"{learning_rate * MIN_LR_RATIO:.3g}"),  # MP:2984, 2991
+                 ("--lr-decay-style", "cosine"),                                   # TRC:169
+                 ("--lr-warmup-samples", str(max(1, round(WARMUP_FRACTION * samples)))),  # TRC:193
+                 ("--lr-decay-samples", str(samples))]                            # TRC:178
+    else:  # no token count (simulate): the schedule is the user's to set
+        args += [("--lr", LR_UNKNOWN), ("--lr-decay-style", "cosine"),
+                 ("--lr-warmup-fraction", str(WARMUP_FRACTION))]                  # TRC:187
+    args += [("--weight-decay", str(WEIGHT_DECAY)), ("--adam-beta1", str(ADAM_BETAS[0])),  # MP:2611, 2617
+             ("--adam-beta2", str(ADAM_BETAS[1])), ("--clip-grad", str(GRADIENT_CLIP)),    # MP:2620, 2615
+             ("--attention-dropout", "0.0"), ("--hidden-dropout", "0.0")]         # TC:191, 188
+    return args
+
+
+def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None = None,
+                       learning_rate: float | None = None) -> list[Argument]:
+    """Every pretrain_gpt.py argument the plan decides, as (flag, value) pairs."""
+    return [*parallel_arguments(model, layout), *data_parallel_arguments(layout), *model_arguments(model),
+            *compute_arguments(layout), *schedule_arguments(model, layout, tokens, learning_rate)]
+
+
+# Data, tokenizer, logging and checkpoints: the run's, not the plan's (MP:3255, 3266; TRC:698, 714, 247, 119, 115, 395-430).
+DATA_ARGUMENTS: list[Argument] = [
+    ("--data-path", "$DATA_PATH"), ("--tokenizer-type", "HuggingFaceTokenizer"), ("--tokenizer-model", "$TOKENIZER"),
+    ("--split", "98,2,0"), ("--log-interval", "10"), ("--eval-interval", "1000"), ("--eval-iters", "10"),
+    ("--save-interval", "1000"), ("--save", "$CHECKPOINTS"), ("--load", "$CHECKPOINTS")]
+
+
+def arguments_text(arguments: list[Argument]) -> str:
+    """One `--flag value` (or `--flag`) per line, values as written (megatron_args.txt)."""
+    return "\n".join(flag if value is None else f"{flag} {value}" for flag, value in arguments) + "\n"
+
+
+def _shell_word(value: str) -> str:
+    # "$VAR" and "${VAR:?...}" expand; everything else is quoted (layout strings hold | and *).
+    return f'"{value}"' if value.startswith("$") else shlex.quote(value)
+
+
+def launch_script(model: ModelSpec, layout: Layout, gpus_per_node: int, arguments: list[Argument], summary: str) -> str:
+    """bash script running pretrain_gpt.py under torchrun, one invocation per node."""
+    node_count = nodes(layout, gpus_per_node)
+    per_node = min(layout.gpus, gpus_per_node)
+    launcher = f"torchrun --nproc_per_node {per_node}"
+    if node_count > 1:
+        launcher += (f' --nnodes {node_count} --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"'
+                     ' --master_port "${MASTER_PORT:-6000}"')
+    words = [f'{launcher} "$MEGATRON_LM"/pretrain_gpt.py',
+             *(flag if value is None else f"{flag} {_shell_word(value)}" for flag, value in [*arguments, *DATA_ARGUMENTS])]
+    lines = ["#!/usr/bin/env bash", f"# {summary}" if summary else "# planner launch script",
+             f"# Generated by `planner --emit` for Megatron-LM pretrain_gpt.py; flags checked against {MEGATRON_COMMIT}",
+             "# megatron/training/arguments.py. Run it on every node (NODE_RANK 0..nodes-1).",
+             "set -euo pipefail", 'cd "$(dirname "$0")"',
+             ': "${MEGATRON_LM:?set MEGATRON_LM to your Megatron-LM checkout}"',
+             ': "${DATA_PATH:?set DATA_PATH to the preprocessed dataset prefix}"',
+             f': "${{TOKENIZER:?set TOKENIZER to a Hugging Face tokenizer with vocab size {model.vocab}}}"',
+             'CHECKPOINTS="${CHECKPOINTS:-checkpoints}"']
+    if node_count > 1:
+        lines += [': "${MASTER_ADDR:?set MASTER_ADDR to the address of node 0}"',
+                  ': "${NODE_RANK:?set NODE_RANK to this node (0 for the node at MASTER_ADDR)}"']
+    lines += cuda_connections_lines(layout)
+    lines.append(" \\\n  ".join(words))
+    return "\n".join(lines) + "\n"
+
+
+def cuda_connections_lines(layout: Layout) -> list[str]:
+    """Before Blackwell, tp or cp > 1 needs CUDA_DEVICE_MAX_CONNECTIONS=1 (MP:1451-1479); FSDP needs it unset (MP:1166-1167)."""
+    if layout.zero >= 2:
+        return ["unset CUDA_DEVICE_MAX_CONNECTIONS  # Megatron-FSDP refuses 1 (arguments.py:1166)"]
+    if layout.tp > 1 or layout.cp > 1:
+        return ["export CUDA_DEVICE_MAX_CONNECTIONS=1  # tp/cp kernel ordering (arguments.py:1451-1479)"]
+    return []
+
+
+def megatron_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,
+                   learning_rate: float | None = None, summary: str = "") -> dict[str, str]:
+    """File name -> text: megatron_args.txt (the plan's arguments) and launch.sh."""
+    arguments = megatron_arguments(model, layout, tokens, learning_rate)
+    return {"megatron_args.txt": arguments_text(arguments),
+            "launch.sh": launch_script(model, layout, gpus_per_node, arguments, summary)}

@@ -1,0 +1,61 @@
+"""Which transformer layers each (virtual) pipeline stage holds, in model order.
+
+The cost model prices the first, a middle and the last pipeline rank (planner.layout.stage_layers);
+a launch config has to name every stage. `virtual_stage_layers` spells out the same split: even when
+pp x vpp divides the layers; else, when it divides layers + 2, the embedding and the loss each take a
+layer's slot (first and last stage one layer lighter); else the first and last rank get what
+stage_layers gives them and the middle ranks share the rest, the fullest holding stage_layers' middle.
+Each rank's layers are dealt over its vpp chunks, chunk c of the model living on rank c % pp
+(Megatron-LM's interleaved schedule and torchtitan's looped schedules both place stages so).
+"""
+
+from __future__ import annotations
+
+from planner.errors import PlannerInputError
+from planner.layout import stage_layers
+
+
+def split_kind(layers: int, pp: int, vpp: int) -> str:
+    """'even', 'slots' (embedding and loss count as one layer each) or 'uneven'."""
+    stages = pp * vpp
+    if layers % stages == 0:
+        return "even"
+    if pp > 1 and (layers + 2) % stages == 0:
+        return "slots"
+    return "uneven"
+
+
+def rank_layers(layers: int, pp: int, vpp: int) -> list[int]:
+    """Transformer layers on each pipeline rank (all its virtual stages together)."""
+    kind = split_kind(layers, pp, vpp)
+    if kind == "even":
+        return [layers // pp] * pp
+    if kind == "slots":
+        per_rank = (layers + 2) // pp
+        return [per_rank - 1, *([per_rank] * (pp - 2)), per_rank - 1]
+    if pp == 1:
+        return [layers]
+    first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp))
+    # The middle ranks share the rest; stage_layers prices the fullest of them, which gets `middle`.
+    share, extra = divmod(layers - first - last, pp - 2) if pp > 2 else (0, 0)
+    ranks = [first, *(share + (1 if i < extra else 0) for i in range(pp - 2)), last]
+    if pp > 2 and max(ranks[1:-1]) != middle:  # guards the arithmetic against stage_layers
+        raise PlannerInputError(f"pipeline split {ranks} of {layers} layers over pp({pp}) is not the one priced "
+                                f"(fullest middle stage {middle})")
+    return ranks
+
+
+def virtual_stage_layers(layers: int, pp: int, vpp: int) -> list[int]:
+    """Layers of each of the pp x vpp model chunks in model order (chunk c runs on rank c % pp)."""
+    if split_kind(layers, pp, vpp) == "slots":  # the embedding's slot is in chunk 0, the loss's in the last
+        per_chunk = (layers + 2) // (pp * vpp)
+        chunks = [per_chunk] * (pp * vpp)
+        chunks[0] -= 1
+        chunks[-1] -= 1
+        return chunks
+    chunks = [0] * (pp * vpp)
+    for rank, count in enumerate(rank_layers(layers, pp, vpp)):
+        base, extra = divmod(count, vpp)
+        for v in range(vpp):
+            chunks[v * pp + rank] = base + (1 if v < extra else 0)
+    return chunks

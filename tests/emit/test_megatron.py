@@ -1,0 +1,188 @@
+"""Megatron-LM launch files: every flag exists in Megatron-LM's parser at the cited commit, parses with its
+types and choices, and carries the plan (parallel sizes, pipeline split, ZeRO as Megatron-Core sharding)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from planner.emit import launch_files
+from planner.emit.megatron import megatron_arguments, megatron_files, unsupported
+from planner.emit.pipeline import virtual_stage_layers
+from planner.errors import PlannerInputError
+from planner.layout import Layout, stage_layers
+from planner.model import preset
+
+MEGATRON = dict(framework="megatron")
+# (model, layout) pairs covering every branch: ZeRO 0-3, vpp, cp, even / slot / uneven pipeline splits,
+# selective and full recompute, bf16/fp16/fp8/fp32, GQA, GPT-3 style (learned positions, biases, tied).
+CASES = {
+    "llama3-70b-3d-vpp": ("llama3-70b", Layout(tp=8, pp=4, vpp=5, dp=8, zero=1, global_batch=512, micro_batch=1,
+                                              seq_parallel=True, tp_comm_overlap=True, dp_comm_overlap=True, **MEGATRON)),
+    "llama3-70b-uneven": ("llama3-70b", Layout(tp=8, pp=3, dp=2, zero=1, global_batch=64, recompute="selective",
+                                              seq_parallel=True, **MEGATRON)),
+    "llama3-405b-slots": ("llama3-405b", Layout(tp=8, pp=16, vpp=2, dp=4, zero=1, global_batch=256, recompute="full",
+                                               seq_parallel=True, dtype="fp8", grad_reduce_in_fp32=False, **MEGATRON)),
+    "llama3-8b-cp-fsdp": ("llama3-8b", Layout(tp=2, cp=2, dp=16, zero=3, global_batch=64, seq_parallel=True,
+                                             dp_comm_overlap=True, **MEGATRON)),
+    "llama3-8b-zero2": ("llama3-8b", Layout(dp=64, zero=2, global_batch=256, micro_batch=2, **MEGATRON)),
+    "gpt3-175b-fp16": ("gpt3-175b", Layout(tp=8, pp=8, dp=1, zero=0, global_batch=1536, dtype="fp16",
+                                          flash_attention=False, grad_reduce_in_fp32=True, **MEGATRON)),
+    "gpt2-fp32": ("gpt2-small", Layout(dp=8, global_batch=64, dtype="fp32", **MEGATRON)),
+}
+
+
+def pairs(arguments_text: str) -> list[tuple[str, str | None]]:
+    """megatron_args.txt back into (flag, value) pairs."""
+    out = []
+    for line in arguments_text.splitlines():
+        flag, _, value = line.partition(" ")
+        out.append((flag, value or None))
+    return out
+
+
+def megatron_parser(options: dict) -> argparse.ArgumentParser:
+    """A reproduction of Megatron-LM's parser from the extracted option list: same names, value kinds and
+    choices (allow_abbrev=False as in MP:119-120), so a misspelt flag or a bad value fails here as there."""
+    parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False, exit_on_error=False)
+    types = {"int": int, "float": float, "str": str, "enum": str}
+    for option, (kind, choices) in options.items():
+        if kind == "flag":
+            parser.add_argument(option, action="store_true")
+            continue
+        base = kind.rstrip("*+?0123456789")
+        suffix = kind[len(base):]
+        nargs = int(suffix) if suffix.isdigit() else suffix or None
+        parser.add_argument(option, type=types[base], choices=choices, nargs=nargs)
+    return parser
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_emitted_flag_exists_in_megatron_and_parses(case, megatron_options, h100):
+    name, layout = CASES[case]
+    files = launch_files(preset(name), layout, h100, tokens=2e12)
+    arguments = pairs(files["megatron_args.txt"])
+    assert {flag for flag, _ in arguments} <= set(megatron_options)
+    argv = [word for flag, value in arguments for word in ([flag] if value is None else [flag, value])]
+    parsed = megatron_parser(megatron_options).parse_args(argv)
+    assert (parsed.tensor_model_parallel_size, parsed.pipeline_model_parallel_size) == (layout.tp, layout.pp)
+    assert (parsed.micro_batch_size, parsed.global_batch_size) == (layout.micro_batch, layout.global_batch)
+    assert (parsed.context_parallel_size or 1) == layout.cp
+    assert parsed.num_layers == preset(name).layers and parsed.seq_length == preset(name).seq_len
+
+
+def test_the_launch_script_passes_exactly_those_arguments(tmp_path, megatron_options, h100):
+    model, layout = preset("llama3-70b"), CASES["llama3-70b-uneven"][1]
+    files = launch_files(model, layout, h100, tokens=1e12, summary="test plan")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    stub = tmp_path / "bin" / "torchrun"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "MEGATRON_LM": "/m",
+           "DATA_PATH": "/data/prefix", "TOKENIZER": "tok", "MASTER_ADDR": "node0", "NODE_RANK": "1"}
+    completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    argv = completed.stdout.splitlines()
+    assert argv[:6] == ["--nproc_per_node", "8", "--nnodes", "6", "--node_rank", "1"]
+    script_args = argv[argv.index("/m/pretrain_gpt.py") + 1:]
+    expected = [w for f, v in pairs(files["megatron_args.txt"]) for w in ([f] if v is None else [f, v])]
+    assert script_args[:len(expected)] == expected  # the layout string survives the shell (it holds | and *)
+    assert script_args[script_args.index("--data-path") + 1] == "/data/prefix"
+    assert {w for w in script_args if w.startswith("--")} <= set(megatron_options)
+
+
+def parse_layout(layout: str) -> list[list[str]]:
+    """Megatron's own layout grammar (megatron/core/transformer/pipeline_parallel_layer_layout.py:288-321 @d98e8a64)."""
+    layout = layout.replace(",", "")
+    for pattern in (r"\(([^)]+)\)\*(\d+)", r"(.)\*(\d+)"):
+        layout = re.sub(pattern, lambda m: m.group(1) * int(m.group(2)), layout)
+    return [list(stage) for stage in layout.split("|")]
+
+
+@pytest.mark.parametrize("layers,pp,vpp", [(80, 3, 1), (33, 4, 2), (7, 2, 1), (126, 8, 2), (80, 4, 2), (30, 4, 1)])
+def test_the_pipeline_split_is_the_one_the_plan_priced(layers, pp, vpp):
+    chunks = virtual_stage_layers(layers, pp, vpp)
+    assert sum(chunks) == layers and len(chunks) == pp * vpp
+    first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp))
+    per_rank = [sum(chunks[rank::pp]) for rank in range(pp)]
+    assert (per_rank[0], per_rank[-1], max(per_rank)) == (first, last, max(first, middle, last))
+    args = dict(megatron_arguments(preset("llama3-8b").model_copy(update={"layers": layers}),
+                                   Layout(pp=pp, vpp=vpp, dp=1, global_batch=8, framework="megatron")))
+    if layers % (pp * vpp) == 0:
+        assert "--pipeline-model-parallel-layout" not in args
+        assert args.get("--num-virtual-stages-per-pipeline-rank") == (str(vpp) if vpp > 1 else None)
+    elif (layers + 2) % (pp * vpp) == 0:  # Megatron's own split: embedding and loss take a layer's slot each
+        assert "--account-for-embedding-in-pipeline-split" in args and "--account-for-loss-in-pipeline-split" in args
+        assert (chunks[0], chunks[-1]) == ((layers + 2) // (pp * vpp) - 1,) * 2
+    else:
+        stages = parse_layout(args["--pipeline-model-parallel-layout"])
+        assert [stage.count("t") for stage in stages] == chunks
+        assert stages[0][0] == "E" and stages[-1][-1] == "L"
+        assert "--num-virtual-stages-per-pipeline-rank" not in args  # at most one of them (MP:928-939)
+
+
+def test_zero_stages_map_to_megatron_core_sharding():
+    model = preset("llama3-8b")
+    flags = {zero: dict(megatron_arguments(model, Layout(dp=8, zero=zero, global_batch=8, framework="megatron")))
+             for zero in (0, 1, 2, 3)}
+    assert not {"--use-distributed-optimizer", "--use-megatron-fsdp"} & set(flags[0])
+    assert "--use-distributed-optimizer" in flags[1] and "--use-megatron-fsdp" not in flags[1]
+    assert flags[2]["--data-parallel-sharding-strategy"] == "optim_grads"
+    assert flags[3]["--data-parallel-sharding-strategy"] == "optim_grads_params"
+    assert flags[3]["--ckpt-format"] == "fsdp_dtensor"  # Megatron-FSDP requires it (MP:1169-1170)
+
+
+def test_overlaps_precision_and_recompute_follow_the_layout():
+    model = preset("llama3-70b")
+    on = dict(megatron_arguments(model, CASES["llama3-70b-3d-vpp"][1]))
+    assert {"--sequence-parallel", "--tp-comm-overlap", "--overlap-grad-reduce", "--overlap-param-gather"} <= set(on)
+    off = dict(megatron_arguments(model, Layout(tp=8, dp=8, zero=0, global_batch=8, framework="megatron",
+                                                dp_comm_overlap=True)))
+    assert "--overlap-grad-reduce" in off and "--overlap-param-gather" not in off  # needs the dist. optimizer
+    fp8 = dict(megatron_arguments(preset("llama3-405b"), CASES["llama3-405b-slots"][1]))
+    assert fp8["--fp8-format"] == "hybrid" and "--bf16" in fp8 and "--grad-reduce-in-bf16" in fp8
+    assert (fp8["--recompute-granularity"], fp8["--recompute-method"]) == ("full", "uniform")
+    gpt3 = dict(megatron_arguments(preset("gpt3-175b"), CASES["gpt3-175b-fp16"][1]))
+    assert "--fp16" in gpt3 and gpt3["--position-embedding-type"] == "learned_absolute"
+    assert "--untie-embeddings-and-output-weights" not in gpt3 and "--disable-bias-linear" not in gpt3
+    assert gpt3["--attention-backend"] == "unfused" and "--accumulate-allreduce-grads-in-fp32" in gpt3
+
+
+def test_schedule_without_tokens_is_left_to_the_user():
+    args = dict(megatron_arguments(preset("llama3-8b"), Layout(dp=8, global_batch=64, framework="megatron")))
+    assert args["--train-samples"].startswith("${TRAIN_SAMPLES:?") and args["--lr"].startswith("${LR:?")
+    with_tokens = dict(megatron_arguments(preset("llama3-8b"), Layout(dp=8, global_batch=64, framework="megatron"),
+                                          tokens=1e9, learning_rate=3e-4))
+    samples = int(with_tokens["--train-samples"])
+    assert samples % 64 == 0 and samples * 8192 >= 1e9 and with_tokens["--lr-decay-samples"] == str(samples)
+
+
+def test_what_megatron_core_cannot_build_is_refused_in_one_line(h100):
+    assert "ALiBi" in " ".join(unsupported(preset("mpt-7b"), Layout(dp=8, global_batch=8)))
+    assert "embedding" in " ".join(unsupported(preset("bloom-176b"), Layout(dp=8, global_batch=8)))
+    # kv_heads 8 with tp 16 is allowed: each query group is replicated on two ranks (TC:1461-1468).
+    assert unsupported(preset("llama3-70b"), Layout(tp=16, dp=1, global_batch=8)) == []
+    assert "kv_heads(3)" in " ".join(unsupported(preset("llama3-8b").model_copy(update={"heads": 24, "kv_heads": 3}),
+                                                 Layout(tp=8, global_batch=8)))
+    with pytest.raises(PlannerInputError) as refused:
+        launch_files(preset("mpt-7b"), Layout(dp=8, global_batch=8, framework="megatron"), h100)
+    assert str(refused.value).startswith("megatron (Megatron-LM) cannot run this plan: position=alibi")
+    assert "\n" not in str(refused.value)
+
+
+def test_files_without_a_token_count_still_launch(tmp_path):
+    files = megatron_files(preset("gpt2-small"), Layout(dp=8, global_batch=64, framework="megatron"), 8)
+    assert set(files) == {"megatron_args.txt", "launch.sh"}
+    script = tmp_path / "launch.sh"
+    script.write_text(files["launch.sh"])
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert '"${TRAIN_SAMPLES:?' in files["launch.sh"] and "--nnodes" not in files["launch.sh"]
+    assert "CUDA_DEVICE_MAX_CONNECTIONS" not in files["launch.sh"]
+    assert shlex.split(files["megatron_args.txt"].splitlines()[0]) == ["--tensor-model-parallel-size", "1"]

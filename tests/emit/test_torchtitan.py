@@ -1,0 +1,141 @@
+"""torchtitan launch files: the TOML parses, every [section] key exists in torchtitan's JobConfig at the cited
+commit with a value of its type, and the tables carry the plan (mesh degrees, batch, pipeline split)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import tomllib
+
+import pytest
+
+from planner.emit import launch_files
+from planner.emit.torchtitan import custom_flavor, llama3_ffn, llama3_flavor, unsupported
+from planner.errors import PlannerInputError
+from planner.layout import Layout, stage_layers
+from planner.model import preset
+
+FSDP = dict(framework="fsdp")
+CASES = {
+    "llama3-8b-fsdp": ("llama3-8b", Layout(dp=64, zero=3, global_batch=256, micro_batch=2, **FSDP)),
+    "llama3-8b-ddp": ("llama3-8b", Layout(dp=8, zero=0, global_batch=64, micro_batch=2, dtype="fp32", **FSDP)),
+    "llama3-70b-tp-cp-async": ("llama3-70b", Layout(tp=8, cp=2, dp=8, zero=3, global_batch=64, seq_parallel=True,
+                                                    tp_comm_overlap=True, recompute="selective", **FSDP)),
+    "llama3-70b-pp-vpp-fp8": ("llama3-70b", Layout(tp=8, pp=4, vpp=2, dp=4, zero=3, global_batch=64, micro_batch=2,
+                                                   recompute="full", seq_parallel=True, dtype="fp8", **FSDP)),
+    "llama3-405b-uneven-offload": ("llama3-405b", Layout(tp=8, pp=5, dp=2, zero=3, global_batch=40, seq_parallel=True,
+                                                         offload="optimizer+params", **FSDP)),
+    "llama2-7b-custom-flavor": ("llama2-7b", Layout(dp=16, zero=3, global_batch=64, **FSDP)),
+}
+# JobConfig annotation -> the TOML values tomllib gives for it (an int is a valid float, a bool is not an int).
+TOML_TYPES = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,), "list": (list,)}
+
+
+def leaves(table: dict, prefix: str = ""):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_key_is_a_torchtitan_job_config_field_of_its_type(case, torchtitan_fields, h100):
+    name, layout = CASES[case]
+    config = tomllib.loads(launch_files(preset(name), layout, h100, tokens=1e12)["job_config.toml"])
+    for key, value in leaves(config):
+        assert key in torchtitan_fields, key  # what ConfigManager._dict_to_dataclass refuses (manager.py:160-171)
+        kinds = tuple(t for kind in torchtitan_fields[key].split("|") for t in TOML_TYPES[kind])
+        assert isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds), (key, value)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_tables_carry_the_plan(case, h100):
+    name, layout = CASES[case]
+    model = preset(name)
+    config = tomllib.loads(launch_files(model, layout, h100, tokens=1e12)["job_config.toml"])
+    mesh, training = config["parallelism"], config["training"]
+    replicate, shard = mesh["data_parallel_replicate_degree"], mesh["data_parallel_shard_degree"]
+    # parallel_dims.py:53: replicate x shard x cp x tp x pp = world size
+    assert replicate * shard * mesh["context_parallel_degree"] * mesh["tensor_parallel_degree"] \
+        * mesh["pipeline_parallel_degree"] == layout.gpus
+    assert replicate * shard == layout.dp and (shard == layout.dp if layout.zero == 3 else shard == 1)
+    # train.py:196-215: accumulation = global / (local x dp); with pp the local batch is split into micro-batches
+    local, micro = training["local_batch_size"], mesh.get("pipeline_parallel_microbatch_size", training["local_batch_size"])
+    assert training["global_batch_size"] == layout.global_batch and training["global_batch_size"] % (local * layout.dp) == 0
+    assert micro == layout.micro_batch
+    assert (training["global_batch_size"] // (local * layout.dp)) * (local // micro) == layout.grad_accumulation
+    assert training["seq_len"] == model.seq_len and training["steps"] * layout.global_batch * model.seq_len >= 1e12
+    assert config["activation_checkpoint"]["mode"] == layout.recompute
+    assert training.get("enable_cpu_offload", False) == (layout.offload != "none")
+    if layout.pp > 1:
+        parts = mesh["module_fqns_per_model_part"]
+        assert len(parts) == layout.pp * layout.vpp
+        assert mesh["pipeline_parallel_schedule"] == ("Interleaved1F1B" if layout.vpp > 1 else "1F1B")
+        names = [n for part in parts for n in part]
+        assert names == ["tok_embeddings", *(f"layers.{i}" for i in range(model.layers)), "norm", "output"]
+        per_rank = [sum(n.startswith("layers.") for part in parts[r::layout.pp] for n in part) for r in range(layout.pp)]
+        first, _, last = (int(x) for x in stage_layers(model.layers, layout.pp, layout.vpp))
+        assert (per_rank[0], per_rank[-1]) == (first, last)
+    assert mesh.get("enable_async_tensor_parallel", False) == (layout.tp_comm_overlap_on and layout.tp > 1)
+    if mesh.get("enable_async_tensor_parallel"):
+        assert config["compile"]["enable"] and "model" in config["compile"]["components"]  # tensor_parallel.py:16-23
+    assert ("quantize.linear.float8" in config["model"].get("converters", [])) == (layout.dtype == "fp8")
+
+
+def test_shipped_flavors_are_named_and_other_shapes_get_model_args(h100):
+    assert [llama3_flavor(preset(n)) for n in ("llama3-8b", "llama3-70b", "llama3-405b")] == ["8B", "70B", "405B"]
+    assert llama3_flavor(preset("llama2-7b")) is None
+    for name in ("llama2-7b", "llama2-70b", "chinchilla-70b"):
+        model = preset(name)
+        args = custom_flavor(model)
+        multiple_of = int(args.split("multiple_of=")[1].split(",")[0])
+        multiplier = ast.literal_eval(args.split("ffn_dim_multiplier=")[1].split(",")[0])  # a float or None
+        assert llama3_ffn(model.hidden, multiplier, multiple_of) == model.ffn_size
+    text = launch_files(preset("llama2-7b"), CASES["llama2-7b-custom-flavor"][1], h100)["job_config.toml"]
+    assert 'flavor = "planner"' in text and 'llama3_args["planner"] = TransformerModelArgs(dim=4096' in text
+
+
+@pytest.mark.parametrize("model,layout,reason", [
+    ("gpt3-1.3b", Layout(dp=8, zero=3, global_batch=8), "mlp=gelu"),
+    ("llama3-8b", Layout(dp=8, zero=2, global_batch=8), "zero=2"),
+    ("llama3-8b", Layout(dp=8, zero=1, global_batch=8), "zero=1"),
+    ("llama3-8b", Layout(tp=2, dp=4, zero=0, global_batch=8), "zero=0 (DDP) with tp or pp > 1"),
+    ("llama3-8b", Layout(cp=2, dp=4, zero=0, global_batch=8), "zero=0 with cp(2)"),
+    ("llama3-8b", Layout(dp=8, zero=3, global_batch=8, dtype="fp16"), "dtype=fp16"),
+    ("llama3-8b", Layout(dp=8, zero=3, global_batch=8, offload="optimizer"), "offload=optimizer"),
+    ("llama3-8b", Layout(dp=8, zero=3, global_batch=8, flash_attention=False), "flash_attention=0"),
+    ("llama3-70b", Layout(tp=16, dp=1, zero=3, global_batch=8), "kv_heads(8) is not divisible by tp(16)"),
+])
+def test_what_torchtitan_cannot_run_is_refused(model, layout, reason, h100):
+    assert any(problem.startswith(reason) for problem in unsupported(preset(model), layout))
+    with pytest.raises(PlannerInputError) as refused:
+        launch_files(preset(model), layout.model_copy(update={"framework": "fsdp"}), h100)
+    assert str(refused.value).startswith("fsdp (torchtitan) cannot run this plan:") and reason in str(refused.value)
+
+
+def test_the_launch_script_runs_torchtitan_with_the_config(tmp_path, h100):
+    model, layout = preset("llama3-8b"), CASES["llama3-8b-fsdp"][1]
+    files = launch_files(model, layout, h100, summary="test plan")  # no tokens: steps and lr from the environment
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    stub = tmp_path / "bin" / "torchrun"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    titan = tmp_path / "torchtitan"
+    titan.mkdir()
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "TORCHTITAN": str(titan),
+           "HF_ASSETS": "/hf/tok", "MASTER_ADDR": "node0", "NODE_RANK": "0", "TRAIN_STEPS": "100", "LR": "3e-4"}
+    completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    argv = completed.stdout.splitlines()
+    assert argv[:4] == ["--nproc_per_node", "8", "--nnodes", "8"]
+    assert argv[argv.index("-m") + 1] == "torchtitan.train"
+    assert argv[argv.index("--job.config_file") + 1] == str(tmp_path / "job_config.toml")
+    assert argv[argv.index("--training.steps") + 1] == "100" and argv[argv.index("--optimizer.lr") + 1] == "3e-4"
+    assert "steps" not in tomllib.loads(files["job_config.toml"])["training"]
+    env.pop("TRAIN_STEPS")
+    missing = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "TRAIN_STEPS" in missing.stderr
