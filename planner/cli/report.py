@@ -4,8 +4,8 @@ Writes OUT.html (self-contained: figures embedded as base64 PNG), OUT.md (the sa
 and OUT_figures/*.png (the figures the Markdown links). Existing files are refused unless --force,
 checked before the search starts. The files are written as one set, all or nothing: staged in a
 temporary folder and moved in at the end, so Ctrl-C or SIGTERM never leaves a Markdown file linking
-figures that are not there. Also home of the writers `optimize --report/--emit-deepspeed`
-and `simulate --emit-deepspeed` share.
+figures that are not there. Also home of the writers `optimize --report/--emit/--emit-deepspeed`
+and `simulate --emit/--emit-deepspeed` share.
 """
 
 from __future__ import annotations
@@ -89,6 +89,27 @@ def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, su
                        executable=[Path(folder) / "launch.sh"])
     sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")
     for note in compatibility_notes(layout, cluster.gpus_per_node):
+        sys.stderr.write(f"warning: {note}\n")
+
+
+def launch_outputs(folder: str | None, framework: str) -> list[Path]:
+    """Every path --emit may write for this framework (checked before any work; none for a stack without one)."""
+    from planner.emit import LAUNCH_FILE_NAMES
+
+    return [Path(folder) / name for name in LAUNCH_FILE_NAMES.get(framework, ())] if folder else []
+
+
+def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
+    """Write the launch config of the layout's framework (--emit): all or nothing, refused over existing
+    files unless --force; a layout its stack cannot run is a one-line PlannerInputError, nothing written."""
+    from planner.emit import launch_files, launch_notes
+    from planner.io import write_files_atomic
+
+    files = launch_files(model, layout, cluster, tokens=tokens, summary=summary)
+    write_files_atomic({Path(folder) / name: text.encode("utf-8") for name, text in files.items()}, force=force,
+                       executable=[Path(folder) / "launch.sh"])
+    sys.stderr.write(f"wrote {', '.join(files)} ({layout.framework}) to {folder}/\n")
+    for note in launch_notes(layout, cluster.gpus_per_node):
         sys.stderr.write(f"warning: {note}\n")
 
 

@@ -55,9 +55,15 @@ def register(subparsers, name: str) -> None:
                         help="fill the settings not given (micro-batch, recompute, vpp, sequence parallelism, flash "
                              "attention, framework) with the fastest that fits, and say which were inferred")
     parser.add_argument("--list-models", action="store_true", help="list model presets and exit")
-    parser.add_argument("--emit-deepspeed", metavar="DIR",
-                        help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for this layout")
-    parser.add_argument("--force", action="store_true", help="overwrite files written by --emit-deepspeed")
+    emit = parser.add_mutually_exclusive_group()
+    emit.add_argument("--emit", metavar="DIR",
+                      help="also write the launch config of the layout's --framework: deepspeed (ds_config.json, "
+                           "Megatron-DeepSpeed arguments, launch.sh), megatron (Megatron-LM arguments, launch.sh) or "
+                           "fsdp (torchtitan job_config.toml, launch.sh); refused when that stack cannot run the layout")
+    emit.add_argument("--emit-deepspeed", metavar="DIR",
+                      help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for this "
+                           "layout whatever its framework (what that stack cannot run is a warning)")
+    parser.add_argument("--force", action="store_true", help="overwrite files written by --emit/--emit-deepspeed")
     parser.set_defaults(run=run)
 
 
@@ -168,11 +174,16 @@ def run(args) -> int:
                   f"heads={spec.heads}/{spec.kv} ffn={spec.ffn_size} {spec.mlp} V={spec.vocab} s={spec.seq_len}")
         return 0
     model, layout, cluster, _ = resolve_configuration(args)
-    if args.emit_deepspeed:
-        from planner.cli.report import deepspeed_outputs
+    if args.emit or args.emit_deepspeed:
+        from planner.cli.report import deepspeed_outputs, launch_outputs
         from planner.io import check_new_outputs
 
-        check_new_outputs(deepspeed_outputs(args.emit_deepspeed), args.force)
+        if args.emit:
+            from planner.emit import check_emittable
+
+            check_emittable(model, layout)  # before simulating: a stack that cannot run it is bad input
+        check_new_outputs([*deepspeed_outputs(args.emit_deepspeed), *launch_outputs(args.emit, layout.framework)],
+                          args.force)
     from planner.error_bands import interval
 
     result = simulate(model, layout, cluster)
@@ -184,12 +195,15 @@ def run(args) -> int:
                        "calibration": cluster.calibration}))
     else:
         print(format_simulation(model, layout, cluster, result))
-    if args.emit_deepspeed:
-        from planner.cli.report import emit_deepspeed
+    if args.emit or args.emit_deepspeed:
+        from planner.cli.report import emit_deepspeed, emit_launch
 
         summary = (f"simulated: {human_count(model.total_params)} params, {layout.gpus} GPUs of {cluster.name}, "
                    f"step {result['step_time_s']:.3g} s, fits: {'yes' if result['fits'] else 'NO'}")
-        emit_deepspeed(args.emit_deepspeed, model, layout, cluster, None, summary, args.force)
+        if args.emit:
+            emit_launch(args.emit, model, layout, cluster, None, summary, args.force)
+        else:
+            emit_deepspeed(args.emit_deepspeed, model, layout, cluster, None, summary, args.force)
     return 0
 
 

@@ -1,0 +1,160 @@
+"""launch_files across stacks: every emitted plan uses only what its stack runs (read back from the files
+and checked against planner.frameworks), everything else is refused in one line, and the CLI's --emit
+writes the files or exits 2 with that line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+
+import numpy as np
+import pytest
+
+from planner import search_layouts
+from planner.emit import EMITTABLE, LAUNCH_FILE_NAMES, launch_files, launch_problems
+from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORKS
+from planner.model import preset
+
+# Problems across shapes and scales: Llama 3 (GQA, SwiGLU), GPT-3 (GELU, biases, learned positions, tied),
+# Llama 2, an ALiBi model (MPT) that Megatron-LM and torchtitan cannot build.
+PROBLEMS = [("llama3-8b", 64), ("llama3-70b", 256), ("gpt3-175b", 64), ("llama2-7b", 16), ("mpt-7b", 32)]
+SAMPLES_PER_PROBLEM = 40
+TOKENS = 1e11
+
+
+def megatron_features(files: dict) -> dict:
+    args = dict((line.split(" ", 1) + [None])[:2] for line in files["megatron_args.txt"].splitlines())
+    pp = int(args["--pipeline-model-parallel-size"])
+    layout_string = args.get("--pipeline-model-parallel-layout")
+    vpp = int(args.get("--num-virtual-stages-per-pipeline-rank") or (len(layout_string.split("|")) // pp
+                                                                     if layout_string else 1))
+    zero = ({"optim_grads": 2, "optim_grads_params": 3}[args["--data-parallel-sharding-strategy"]]
+            if "--use-megatron-fsdp" in args else int("--use-distributed-optimizer" in args))
+    return {"tp": int(args["--tensor-model-parallel-size"]), "pp": pp, "vpp": vpp,
+            "cp": int(args.get("--context-parallel-size", 1)), "zero": zero,
+            "offload": "--optimizer-cpu-offload" in args, "tp_comm_overlap": "--tp-comm-overlap" in args}
+
+
+def torchtitan_features(files: dict) -> dict:
+    config = tomllib.loads(files["job_config.toml"])
+    mesh = config["parallelism"]
+    pp = mesh["pipeline_parallel_degree"]
+    replicate, shard = mesh["data_parallel_replicate_degree"], mesh["data_parallel_shard_degree"]
+    zero = 3 if shard > 1 or mesh["context_parallel_degree"] > 1 else 0 if replicate > 1 else None  # None: no dp
+    return {"tp": mesh["tensor_parallel_degree"], "pp": pp, "cp": mesh["context_parallel_degree"],
+            "vpp": len(mesh["module_fqns_per_model_part"]) // pp if pp > 1 else 1, "zero": zero,
+            "offload": config["training"].get("enable_cpu_offload", False),
+            "tp_comm_overlap": mesh.get("enable_async_tensor_parallel", False)}
+
+
+def deepspeed_features(files: dict) -> dict:
+    config = json.loads(files["ds_config.json"])
+    args = dict((line.split(" ", 1) + [None])[:2] for line in files["megatron_args.txt"].splitlines())
+    assert not {"--num-layers-per-virtual-pipeline-stage", "--context-parallel-size"} & set(args)
+    return {"tp": int(args["--tensor-model-parallel-size"]), "pp": int(args["--pipeline-model-parallel-size"]),
+            "vpp": 1, "cp": 1, "zero": config["zero_optimization"]["stage"],
+            "offload": "offload_optimizer" in config["zero_optimization"], "tp_comm_overlap": False}
+
+
+READERS = {"megatron": megatron_features, "fsdp": torchtitan_features, "deepspeed": deepspeed_features}
+
+
+def check_supported(framework: str, used: dict) -> None:
+    """What the files ask of the stack is what planner.frameworks says it runs."""
+    stack = FRAMEWORKS[framework]
+    assert used["vpp"] == 1 or stack.supports_interleaving
+    assert used["cp"] == 1 or stack.supports_context_parallel
+    assert used["zero"] is None or used["zero"] in stack.zero_stages
+    assert used["pp"] == 1 or used["zero"] is None or used["zero"] <= stack.max_zero_with_pipeline
+    assert not used["offload"] or stack.supports_offload
+    assert not used["tp_comm_overlap"] or stack.tp_comm_overlap_available
+
+
+def sampled_layouts(model, cluster, gpus: int, framework: str):
+    """The fastest layout the search finds for the stack, and layouts spread over all that fit."""
+    search = search_layouts(model, cluster, gpus, frameworks=(framework,), tokens=TOKENS)
+    fitting = np.flatnonzero(search.fits)
+    picks = fitting[np.linspace(0, len(fitting) - 1, min(SAMPLES_PER_PROBLEM, len(fitting))).astype(int)]
+    best = [search.best] if search.best is not None else []
+    return [search.layout(int(i)) for i in dict.fromkeys([*best, *picks.tolist()])]
+
+
+@pytest.mark.parametrize("framework", EMITTABLE)
+def test_every_emitted_plan_uses_only_what_its_stack_runs(framework, h100):
+    emitted = refused = 0
+    for name, gpus in PROBLEMS:
+        model = preset(name)
+        for layout in sampled_layouts(model, h100, gpus, framework):
+            assert layout.framework == framework
+            if launch_problems(model, layout):
+                with pytest.raises(PlannerInputError) as error:
+                    launch_files(model, layout, h100, tokens=TOKENS)
+                assert str(error.value).startswith(f"{framework} (") and "\n" not in str(error.value)
+                refused += 1
+                continue
+            files = launch_files(model, layout, h100, tokens=TOKENS)
+            assert set(files) <= set(LAUNCH_FILE_NAMES[framework])
+            used = READERS[framework](files)
+            check_supported(framework, used)
+            planned = {"tp": layout.tp, "pp": layout.pp, "vpp": layout.vpp, "cp": layout.cp,
+                       "offload": layout.offload != "none", "tp_comm_overlap": layout.tp_comm_overlap_on and layout.tp > 1}
+            assert {k: used[k] for k in planned} == planned, layout
+            assert used["zero"] in (None, layout.zero) or (layout.dp == 1 and used["zero"] == 3 and layout.cp > 1)
+            emitted += 1
+    assert emitted >= 20  # each stack emits plans across problems
+    if framework != "deepspeed":
+        assert refused > 0  # the ALiBi problem at least
+
+
+def test_stacks_without_a_launch_config_are_refused(h100):
+    from planner.layout import Layout
+
+    for framework in ("jax", "other"):
+        with pytest.raises(PlannerInputError) as error:
+            launch_files(preset("llama3-8b"), Layout(dp=8, global_batch=8, framework=framework), h100)
+        assert f"framework {framework!r} has no launch config" in str(error.value)
+        assert "supported: deepspeed, megatron, fsdp" in str(error.value)
+
+
+BASE = ["simulate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch", "64"]
+
+
+@pytest.mark.parametrize("framework,flags,files", [
+    ("deepspeed", ["--gpus", "16", "--zero", "1"], {"ds_config.json", "megatron_args.txt", "launch.sh", "hostfile"}),
+    ("megatron", ["--gpus", "16", "--tp", "2", "--seq-parallel", "1", "--zero", "1", "--dp-comm-overlap", "1"],
+     {"megatron_args.txt", "launch.sh"}),
+    ("fsdp", ["--gpus", "16", "--zero", "3"], {"job_config.toml", "launch.sh"}),
+])
+def test_simulate_emit_writes_the_stack_files_refuses_and_forces(framework, flags, files, cli, tmp_path):
+    folder = tmp_path / "run"
+    argv = [*BASE, *flags, "--framework", framework, "--emit", folder]
+    code, out, err = cli(argv)
+    assert code == 0 and "step time" in out and f"({framework}) to {folder}/" in err, err
+    assert {p.name for p in folder.iterdir()} == files
+    assert subprocess.run(["bash", "-n", str(folder / "launch.sh")]).returncode == 0
+    code, _, err = cli(argv)
+    assert code == 2 and "already exists; pass --force" in err
+    assert cli([*argv, "--force"])[0] == 0
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["simulate", "--model", "gpt3-1.3b", "--gpus", "8", "--zero", "3", "--framework", "fsdp"], "mlp=gelu"),
+    ([*BASE, "--gpus", "8", "--zero", "2", "--framework", "fsdp"], "zero=2"),
+    ([*BASE, "--gpus", "8", "--zero", "0", "--tp", "2", "--framework", "fsdp"], "DDP"),
+    (["simulate", "--model", "mpt-7b", "--gpus", "8", "--framework", "megatron"], "position=alibi"),
+    ([*BASE, "--gpus", "8", "--dtype", "fp8", "--framework", "deepspeed"], "dtype=fp8"),
+    ([*BASE, "--gpus", "8", "--framework", "jax"], "framework 'jax' has no launch config"),
+    ([*BASE, "--gpus", "8"], "framework 'other' has no launch config"),
+    # refused by the framework data (planner.frameworks) already while the layout is read
+    ([*BASE, "--gpus", "16", "--pp", "4", "--vpp", "2", "--framework", "deepspeed"], "no interleaved pipeline"),
+    ([*BASE, "--gpus", "8", "--zero", "2", "--offload", "optimizer", "--framework", "megatron"], "no optimizer/parameter offload"),
+    ([*BASE, "--gpus", "16", "--pp", "2", "--zero", "2", "--framework", "megatron"], "pipelines with ZeRO stages up to 1"),
+])
+def test_unsupported_plans_exit_2_with_one_line_and_write_nothing(argv, names, cli, tmp_path):
+    folder = tmp_path / "run"
+    code, out, err = cli([*argv, "--emit", folder])
+    assert code == 2 and names in err, err
+    assert len(err.strip().splitlines()) == 1 and out == ""
+    assert not folder.exists()
