@@ -10,9 +10,10 @@ key listed in tests/emit/data/torchtitan_job_config.txt); other sources at the s
   MOD = torchtitan/models/llama3/model/model.py
 
 Data parallelism: ZeRO-3 = FSDP2 over data_parallel_shard_degree (the fsdp mesh is dp_shard x cp, PD:197);
-ZeRO-0 = DDP over data_parallel_replicate_degree, which torchtitan runs only as the sole parallelism
-(PAR:148-151). ZeRO-1/2 have no torchtitan equivalent; HSDP (replicate x shard) needs a split of dp the
-planner's layout does not carry.
+ZeRO-2 = the same with fsdp_reshard_after_forward "never" (JC:336-349: parameters stay gathered from
+forward to backward, as ZeRO-2 keeps them whole); ZeRO-0 = DDP over data_parallel_replicate_degree,
+which torchtitan runs only as the sole parallelism (PAR:148-151). ZeRO-1 has no torchtitan equivalent;
+HSDP (replicate x shard) needs a split of dp the planner's layout does not carry.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
                     (model.tied_embeddings, "tied_embeddings: torchtitan's llama3 model has an untied output layer"),
                     (model.embedding_norm, "embedding_norm: torchtitan's llama3 model has no norm after the embedding")]
     problems = [text for failed, text in architecture if failed]
-    if layout.zero in (1, 2):
-        problems.append(f"zero={layout.zero}: torchtitan shards everything (FSDP2, zero=3) or nothing (DDP, zero=0)")
+    if layout.zero == 1:
+        problems.append("zero=1: torchtitan shards parameters with the optimizer (FSDP2, zero=2 or 3) or nothing "
+                        "(DDP, zero=0)")
     if layout.zero == 0 and layout.cp > 1:
         problems.append(f"zero=0 with cp({layout.cp}) > 1: torchtitan always shards parameters over the cp ranks "
                         "(FSDP over dp_shard x cp); plan zero=3")
@@ -159,12 +161,14 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
 
 def parallelism_table(model: ModelSpec, layout: Layout, async_tp: bool) -> dict:
     """[parallelism]: mesh degrees (PD:35-55: replicate x shard x cp x tp x pp = world size) and the schedule."""
-    sharded = layout.zero == 3
+    sharded = layout.zero >= 2
     table = {"data_parallel_replicate_degree": 1 if sharded else layout.dp,             # JC:313
              "data_parallel_shard_degree": layout.dp if sharded else 1,                  # JC:324
              "tensor_parallel_degree": layout.tp,                                          # JC:351
              "pipeline_parallel_degree": layout.pp,                                        # JC:360
              "context_parallel_degree": layout.cp}                                         # JC:428
+    if layout.zero == 2:  # ZeRO-2: parameters stay gathered from forward to backward (JC:336-349)
+        table["fsdp_reshard_after_forward"] = "never"
     if async_tp:
         table["enable_async_tensor_parallel"] = True                                      # JC:357
     if layout.pp > 1:

@@ -70,6 +70,13 @@ def unsupported_features(framework: str, layout) -> list[str]:
                         f"{stack.max_zero_with_pipeline}")
     if layout.offload != "none" and not stack.supports_offload:
         problems.append(f"offload={layout.offload}: {framework} has no optimizer/parameter offload")
+    elif layout.offload != "none" and layout.offload not in stack.offload_modes:
+        problems.append(f"offload={layout.offload}: {framework} offloads only {' or '.join(sorted(stack.offload_modes))}")
+    if stack.replicated_dp_alone and layout.zero == 0 and (layout.cp > 1 or (layout.dp > 1 and layout.tp * layout.pp > 1)):
+        problems.append(f"zero=0 with tp, pp or cp > 1: {framework} runs replicated data parallelism only as the sole "
+                        "parallelism and shards parameters over context-parallel ranks")
+    if layout.dtype not in stack.dtypes:
+        problems.append(f"dtype={layout.dtype}: {framework} trains in {', '.join(sorted(stack.dtypes))}")
     if layout.tp_comm_overlap and not stack.tp_comm_overlap_available:
         problems.append(f"tp_comm_overlap: {framework} cannot overlap tensor-parallel communication with GEMMs")
     if (layout.tp_comm_overlap and layout.tp > 1 and stack.tp_comm_overlap_needs_sequence_parallel

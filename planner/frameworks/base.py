@@ -64,6 +64,12 @@ class Framework:
     # Highest ZeRO stage the stack runs together with pipeline parallelism (DeepSpeed's pipeline engine and
     # Megatron's distributed optimizer: 1; torchtitan shards each pipeline stage with FSDP2: 3).
     max_zero_with_pipeline: int = 1
+    # Offload modes the stack has (planner.layout offload names), when supports_offload.
+    offload_modes: frozenset = frozenset({"optimizer", "optimizer+params"})
+    # Plain replicated data parallelism (ZeRO-0 over dp > 1) only as the sole parallelism (no tp or pp), and
+    # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).
+    replicated_dp_alone: bool = False
+    dtypes: frozenset = frozenset({"bf16", "fp16", "fp8", "fp32"})
     # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);
     # every stack runs FlashAttention-2 on Ampere.
     attention_kernel_hopper: str = "flash2"

@@ -23,6 +23,15 @@ FSDP = Framework(
     # Each pipeline stage's model chunk goes through the same parallelize function, FSDP2 included
     # (torchtitan@b5bcd76c `torchtitan/distributed/pipeline_parallel.py`:111): ZeRO-3 with pipelining.
     max_zero_with_pipeline=3,
+    # FSDP2 (torchtitan@238fa995 `torchtitan/models/llama3/infra/parallelize.py`:125-151): ZeRO-3 is
+    # fully_shard; ZeRO-2 the same with reshard_after_forward never (`config/job_config.py`:336-349:
+    # parameters stay gathered from forward to backward); no ZeRO-1. DDP (ZeRO-0) only when it is the sole
+    # parallelism ("DDP has not supported > 1D parallelism", parallelize.py:150) and parameters always sharded
+    # over cp (the fsdp mesh is dp_shard x cp, `distributed/parallel_dims.py`:197); CPU offload moves
+    # parameters, gradients and optimizer state together (training.enable_cpu_offload); bf16 or fp32
+    # parameters (training.mixed_precision_param), fp8 through float8 linears, no fp16.
+    zero_stages=frozenset({0, 2, 3}), replicated_dp_alone=True, offload_modes=frozenset({"optimizer+params"}),
+    dtypes=frozenset({"bf16", "fp8", "fp32"}),
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,

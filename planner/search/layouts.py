@@ -6,10 +6,11 @@ numpy arrays and scored in one vectorised pass of the cost model:
   tp      every divisor of the heads (and kv heads) up to 64, across nodes too;
   cp      1, 2, 4, 8, 16 dividing the sequence;
   pp      every divisor of gpus / (tp x cp) up to the depth, stages uneven as Megatron splits them
-          (layout.stage_layers), interleaved with vpp 1..16 where vpp x pp divides the depth;
+          (layout.stage_layers), interleaved with every vpp for which vpp x pp divides the depth (as
+          Calculon's llm-optimal-execution: every divisor of blocks / pp);
   dp      what is left: gpus / (tp x cp x pp);
-  micro   with --global-batch: every divisor of the per-replica batch up to 64; without it, 1..64 in
-          powers of two, the global batch rounded to whole micro-batches x dp from the batch law;
+  micro   with --global-batch: every divisor of the per-replica batch (as Calculon); without it, 1..64
+          in powers of two, the global batch rounded to whole micro-batches x dp from the batch law;
   ZeRO 0-3 (pipelines up to the stack's max_zero_with_pipeline), optimizer / optimizer+params offload
   where the stack has it, recompute none/selective/full, sequence parallelism with tp > 1, and the
   tensor- and data-parallel communication overlaps on and off where the stack has them (each changes
@@ -37,8 +38,9 @@ from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_ba
 from planner.model import ModelSpec
 
 MAX_TP = 64
-MAX_VPP = 16
-MAX_MICRO_BATCH = 64
+MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
+MAX_MICRO_BATCH = 1 << 31  # no cap beyond the per-replica batch (tests shrink it)
+BATCH_LAW_MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)  # without --global-batch
 CP_CHOICES = (1, 2, 4, 8, 16)
 RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 # (zero stage, offload code): offload is DeepSpeed's ZeRO-Offload (optimizer, ZeRO-2/3) and ZeRO-Infinity
@@ -74,14 +76,15 @@ def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
             for pp in divisors(gpus // (tp * cp)):
                 if pp > model.layers:
                     continue
-                vpps = [1] + [v for v in range(2, MAX_VPP + 1) if pp > 1 and model.layers % (pp * v) == 0]
+                vpps = [1] + [v for v in divisors(model.layers // pp) if 1 < v <= MAX_VPP and pp > 1
+                              and model.layers % (pp * v) == 0]
                 rows += [(tp, cp, pp, v, gpus // (tp * cp * pp)) for v in vpps]
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
 def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(placement index, micro-batch) pairs: divisors of the per-replica batch, or powers of two."""
-    powers = tuple(m for m in (1, 2, 4, 8, 16, 32, 64) if m <= MAX_MICRO_BATCH)
+    powers = tuple(m for m in BATCH_LAW_MICRO_BATCHES if m <= MAX_MICRO_BATCH)
     choices = {}
     for dp in np.unique(placements[:, 4]).tolist():
         if global_batch is None:
@@ -101,7 +104,7 @@ def _stack_options(stacks) -> np.ndarray:
     rows = []
     for f, s in enumerate(stacks):
         for z, o in ZERO_OFFLOAD_CHOICES:
-            if z not in s.zero_stages or (o and not s.supports_offload):
+            if z not in s.zero_stages or (o and (not s.supports_offload or list(OFFLOAD_CODES)[o] not in s.offload_modes)):
                 continue
             for r in RECOMPUTE_CHOICES:
                 for sp in (0, 1):
@@ -111,7 +114,7 @@ def _stack_options(stacks) -> np.ndarray:
 
 
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
-                      batch_target: int | None = None) -> dict[str, np.ndarray]:
+                      batch_target: int | None = None, dtype: str = "bf16") -> dict[str, np.ndarray]:
     """Every layout of `model` on `gpus` GPUs each stack in `frameworks` can run, as arrays.
 
     `global_batch` fixes the batch (layouts whose dp does not divide it are not enumerated); without it,
@@ -121,7 +124,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     p_index, micro = _micro_batches(placements, global_batch)
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
-    stacks = [FRAMEWORKS[name] for name in frameworks]
+    stacks = [FRAMEWORKS[name] for name in frameworks if dtype in FRAMEWORKS[name].dtypes]
     options = _stack_options(stacks)
     # Sequence parallelism and the TP overlap only exist with tp > 1: placements without tensor
     # parallelism are crossed with the options that have neither (a quarter of them).
@@ -135,6 +138,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     stack = lambda attr: np.array([float(getattr(s, attr)) for s in stacks])[f]  # noqa: E731
     keep = (
         ((zero == 0) | (dp > 1)) & ((pp == 1) | (zero <= stack("max_zero_with_pipeline")))
+        & ~((stack("replicated_dp_alone") > 0) & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))
         & ((vpp == 1) | (stack("supports_interleaving") > 0)) & ((cp == 1) | (stack("supports_context_parallel") > 0))
     )
     keep = np.flatnonzero(keep)
@@ -241,7 +245,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     target = None
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
-    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target)
+    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     memory = per_gpu_memory(batch, cluster)
     fits = memory["fits"] & memory["host_fits"]

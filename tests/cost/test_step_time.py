@@ -178,9 +178,11 @@ def _gpt3_full_recompute(a100):
     return m, B, 8 * 8 * 24, result, result["step_time_s"][0]
 
 
-def test_mfu_counts_megatron_model_flops(a100):
+def test_mfu_counts_megatron_model_flops_with_causal_attention(a100):
+    """Megatron's formula with the attention core halved for the causal mask (s/(6h) -> s/(12h)): the half the
+    time is charged for, so MFU <= HFU <= 1 at any sequence length (issue 12)."""
     m, B, gpus, result, step = _gpt3_full_recompute(a100)
-    model_flops = 72 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (6 * m.hidden)
+    model_flops = 72 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (12 * m.hidden)
                                                                   + m.vocab / (12 * m.layers * m.hidden))
     assert result["mfu"][0] * step * gpus * 312e12 == pytest.approx(model_flops, rel=1e-9)
     assert result["tflops_per_gpu"][0] * 1e12 * step * gpus == pytest.approx(model_flops, rel=1e-9)
@@ -188,9 +190,10 @@ def test_mfu_counts_megatron_model_flops(a100):
 
 
 def test_hfu_with_full_recompute_is_narayanan_eq3(a100):
-    """Narayanan et al. 2021 eq. 3 counts the recompute forward: 96·B·s·L·h²·(1 + s/(6h) + V/(16·L·h))."""
+    """Narayanan et al. 2021 eq. 3 counts the recompute forward: 96·B·s·L·h²·(1 + s/(6h) + V/(16·L·h)); with a
+    causal flash kernel the attention core executed is half, s/(6h) -> s/(12h)."""
     m, B, gpus, result, step = _gpt3_full_recompute(a100)
-    eq3 = 96 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (6 * m.hidden)
+    eq3 = 96 * B * m.seq_len * m.layers * m.hidden**2 * (1 + m.seq_len / (12 * m.hidden)
                                                          + m.vocab / (16 * m.layers * m.hidden))
     assert result["hfu"][0] * step * gpus * 312e12 == pytest.approx(eq3, rel=1e-9)
     assert result["hfu"][0] > result["mfu"][0]
@@ -214,7 +217,7 @@ CANDIDATES = [
     ("llama3-8b", Layout(tp=2, dp=16, zero=3, offload="optimizer", micro_batch=2, global_batch=64)),
     ("llama3-8b", Layout(dp=4, cp=2, zero=2, offload="optimizer", offload_device="nvme", global_batch=8)),
     ("gpt2-small", Layout(dp=2, zero=3, offload="optimizer+params", global_batch=2)),
-    ("llama2-7b", Layout(tp=4, pp=2, dp=32, cp=2, zero=2, micro_batch=1, global_batch=512, seq_parallel=True)),
+    ("llama2-7b", Layout(tp=4, pp=2, dp=32, cp=2, zero=1, micro_batch=1, global_batch=512, seq_parallel=True)),
 ]
 
 

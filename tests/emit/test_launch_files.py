@@ -42,7 +42,9 @@ def torchtitan_features(files: dict) -> dict:
     mesh = config["parallelism"]
     pp = mesh["pipeline_parallel_degree"]
     replicate, shard = mesh["data_parallel_replicate_degree"], mesh["data_parallel_shard_degree"]
-    zero = 3 if shard > 1 or mesh["context_parallel_degree"] > 1 else 0 if replicate > 1 else None  # None: no dp
+    # FSDP2 over the shard (x cp) ranks: ZeRO-2 when parameters stay gathered after forward, else ZeRO-3.
+    sharded = 2 if mesh.get("fsdp_reshard_after_forward") == "never" else 3
+    zero = sharded if shard > 1 or mesh["context_parallel_degree"] > 1 else 0 if replicate > 1 else None  # None: no dp
     return {"tp": mesh["tensor_parallel_degree"], "pp": pp, "cp": mesh["context_parallel_degree"],
             "vpp": len(mesh["module_fqns_per_model_part"]) // pp if pp > 1 else 1, "zero": zero,
             "offload": config["training"].get("enable_cpu_offload", False),
@@ -101,7 +103,7 @@ def test_every_emitted_plan_uses_only_what_its_stack_runs(framework, h100):
             planned = {"tp": layout.tp, "pp": layout.pp, "vpp": layout.vpp, "cp": layout.cp,
                        "offload": layout.offload != "none", "tp_comm_overlap": layout.tp_comm_overlap_on and layout.tp > 1}
             assert {k: used[k] for k in planned} == planned, layout
-            assert used["zero"] in (None, layout.zero) or (layout.dp == 1 and used["zero"] == 3 and layout.cp > 1)
+            assert used["zero"] in (None, layout.zero) or (layout.dp == 1 and used["zero"] in (2, 3) and layout.cp > 1)
             emitted += 1
     assert emitted >= 20  # each stack emits plans across problems
     if framework != "deepspeed":
@@ -141,8 +143,8 @@ def test_simulate_emit_writes_the_stack_files_refuses_and_forces(framework, flag
 
 @pytest.mark.parametrize("argv,names", [
     (["simulate", "--model", "gpt3-1.3b", "--gpus", "8", "--zero", "3", "--framework", "fsdp"], "mlp=gelu"),
-    ([*BASE, "--gpus", "8", "--zero", "2", "--framework", "fsdp"], "zero=2"),
-    ([*BASE, "--gpus", "8", "--zero", "0", "--tp", "2", "--framework", "fsdp"], "DDP"),
+    ([*BASE, "--gpus", "8", "--zero", "1", "--framework", "fsdp"], "zero=1"),
+    ([*BASE, "--gpus", "8", "--zero", "0", "--tp", "2", "--framework", "fsdp"], "replicated data parallelism"),
     (["simulate", "--model", "mpt-7b", "--gpus", "8", "--framework", "megatron"], "position=alibi"),
     ([*BASE, "--gpus", "8", "--dtype", "fp8", "--framework", "deepspeed"], "dtype=fp8"),
     ([*BASE, "--gpus", "8", "--framework", "jax"], "framework 'jax' has no launch config"),

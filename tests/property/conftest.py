@@ -46,10 +46,16 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     """A layout that passes check_layout for `model` and fits the cluster's GPU count and dtypes."""
     capacity = min(MAX_GPUS, cluster.max_nodes * cluster.gpus_per_node)
     tp = fixed.get("tp", draw(st.sampled_from([d for d in _divisors(model.heads) if d <= min(16, capacity)])))
-    framework = fixed.get("framework", draw(st.sampled_from(FRAMEWORK_NAMES)))
+    # Stacks that can run what the caller fixed (a ZeRO stage, plain replicated data parallelism).
+    zero_fixed = fixed.get("zero")
+    stacks = [name for name in FRAMEWORK_NAMES if zero_fixed is None or (
+        zero_fixed in FRAMEWORKS[name].zero_stages and not (zero_fixed == 0 and FRAMEWORKS[name].replicated_dp_alone))]
+    framework = fixed.get("framework", draw(st.sampled_from(stacks)))
     stack = FRAMEWORKS[framework]
     # Stages may be uneven (layout.stage_layers); each virtual stage needs a layer.
     pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
+    if zero_fixed is not None and zero_fixed > stack.max_zero_with_pipeline:
+        pp_options = [1]
     pp = fixed.get("pp", draw(st.sampled_from(pp_options)))
     vpp_options = [v for v in (1, 2, 3, 4)
                    if v == 1 or (pp > 1 and pp * v <= model.layers and stack.supports_interleaving)]
@@ -59,14 +65,17 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     cp = fixed.get("cp", draw(st.sampled_from(cp_options)))
     most_dp = max(1, capacity // (tp * pp * cp))
     dp = fixed.get("dp", draw(st.integers(1, min(most_dp, 32))))
-    zero = fixed.get("zero", draw(st.sampled_from(sorted(stack.zero_stages))))
+    zero_options = [z for z in sorted(stack.zero_stages) if (pp == 1 or z <= stack.max_zero_with_pipeline)
+                    and not (z == 0 and stack.replicated_dp_alone and (cp > 1 or (dp > 1 and tp * pp > 1)))]
+    zero = fixed.get("zero", draw(st.sampled_from(zero_options)))
     offload_options = ["none"]
     if stack.supports_offload:
         offload_options += (["optimizer"] if zero >= 1 else []) + (["optimizer+params"] if zero == 3 else [])
+        offload_options = [o for o in offload_options if o == "none" or o in stack.offload_modes]
     offload = fixed.get("offload", draw(st.sampled_from(offload_options)))
     micro_batch = fixed.get("micro_batch", draw(st.integers(1, 8)))
     accumulation = fixed.get("accumulation", draw(st.integers(1, 16)))
-    dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d)]
+    dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes]
     layout = Layout(
         tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,
         offload_device=fixed.get("offload_device", draw(st.sampled_from(["cpu", "nvme"]))),
