@@ -14,6 +14,8 @@ import argparse
 import csv
 import io
 
+import numpy as np
+
 from planner.errors import PlannerInputError
 
 
@@ -191,30 +193,35 @@ def result_json(result) -> dict:
     }
 
 
-# Runners-up that differ materially from the best: each the fastest under its own restriction.
+# Runners-up that differ materially from the best: each the fastest under its own restriction, as masks
+# over the search's layout arrays.
 RUNNER_UP_RULES = (
-    ("fastest without pipeline parallelism", lambda r: r["pp"] == 1),
-    ("fastest without tensor parallelism", lambda r: r["tp"] == 1),
-    ("fastest with ZeRO-3 / FSDP", lambda r: r["zero"] == 3),
-    ("fastest without recompute", lambda r: r["recompute"] == "none"),
+    ("fastest without pipeline parallelism", lambda a: a["pp"] == 1),
+    ("fastest without tensor parallelism", lambda a: a["tp"] == 1),
+    ("fastest with ZeRO-3 / FSDP", lambda a: a["zero"] == 3),
+    ("fastest without recompute", lambda a: a["recompute"] == 0),
 )
 
 
-def runners_up(count, limit: int = 4) -> list[dict]:
+def runners_up(count) -> list[dict]:
+    from planner.frameworks import FRAMEWORK_CODES
+
     search = count.search
-    order = search.order
-    rows = search.rows(order[: min(len(order), 20000)])
-    best = rows[0]
-    picks, seen = [], {tuple(best.items())}
-    stacks = {r["framework"] for r in rows}
-    rules = list(RUNNER_UP_RULES) + [(f"fastest on {name}", lambda r, n=name: r["framework"] == n)
-                                     for name in sorted(stacks) if name != best["framework"]]
+    order = search.order  # feasible, fastest first
+    arrays = {key: values[order] for key, values in search.arrays.items()}
+    best = int(order[0])
+    rules = list(RUNNER_UP_RULES) + [(f"fastest on {name}", lambda a, c=code: a["framework"] == c)
+                                     for name, code in FRAMEWORK_CODES.items()
+                                     if code != search.arrays["framework"][best]]
+    picks, seen = [], {best}
     for label, rule in rules:
-        match = next((r for r in rows if rule(r)), None)
-        if match is not None and tuple(match.items()) not in seen and not rule(best):
-            seen.add(tuple(match.items()))
-            picks.append({"label": label, **match})
-    return picks[:limit + len(stacks)]
+        if rule({k: v[[0]] for k, v in arrays.items()})[0]:
+            continue  # the best already satisfies it
+        hits = np.flatnonzero(rule(arrays))
+        if len(hits) and int(order[hits[0]]) not in seen:
+            seen.add(int(order[hits[0]]))
+            picks.append({"label": label, **search.rows([int(order[hits[0]])])[0]})
+    return picks
 
 
 def _layout_text(row: dict) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,10 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
     result = estimate(single_batch(model, layout), cluster)
     memory = _scalar(result.memory)
     time = _scalar(result.time)
+    if not (math.isfinite(time["step_time_s"]) and time["step_time_s"] > 0 and math.isfinite(memory["total_bytes"])):
+        # Never a NaN score (issue 12): the spec's figures are what the arithmetic could not use.
+        raise PlannerInputError(f"cluster spec {cluster.name!r}: its figures give a non-finite step time or memory for "
+                                "this model and layout; check the peak FLOP/s, bandwidths and efficiency values")
     return {
         "step_time_s": time["step_time_s"],
         "tokens_per_s": time["tokens_per_s"],
