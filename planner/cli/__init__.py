@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "ingest": "ingest",
     "fit-law": "fit_law",
     "laws": "laws",
+    "predict": "predict",
     "report": "report",
     "clusters": "clusters",
     "doctor": "doctor",

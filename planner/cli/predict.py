@@ -1,0 +1,147 @@
+"""`planner predict`: the loss a law gives for model size N and training tokens D, with its interval.
+
+Parse -> load the law (a built-in name or a file from `planner fit-law --out`) -> law.predict and
+law.predict_interval over every (N, D) pair -> render a table or JSON. D is given directly (--tokens),
+as tokens per parameter (D = M·N) or as a compute budget (D = C / 6N). N is the N the law counts:
+total parameters for the Chinchilla-form laws, non-embedding parameters for Kaplan's (the law's
+`n_definition`, shown in the output); converting a model's parameter count is the caller's job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cli.arguments import real_number
+from planner.errors import PlannerInputError
+from planner.laws.registry import DEFAULT_LAW, load_law
+from planner.render import human_count, table, to_json
+from planner.units import parse_count
+
+DEFAULT_LEVEL = 0.8
+# A grid this large is a table nobody reads; each cell also costs one prediction per coefficient sample.
+MAX_GRID_ROWS = 10_000
+
+
+def register(subparsers, name: str) -> None:
+    p = subparsers.add_parser(
+        name, help="loss and its interval for given N and D from a loss law",
+        description="Predict the final loss L(N, D) from a built-in law (see `planner laws`) or a law file from "
+                    "`planner fit-law --out`, with the law's interval. Lists ('1B,7B,70B') give a grid of every "
+                    "N x D. N is the parameter count the law uses: total parameters for epoch, chinchilla and "
+                    "muennighoff, non-embedding parameters for kaplan, and the file's n_definition for a law file.")
+    p.add_argument("--law", default=DEFAULT_LAW, metavar="NAME|FILE",
+                   help=f"built-in law name (see `planner laws`) or a law.yaml from `planner fit-law --out` "
+                        f"(default {DEFAULT_LAW})")
+    p.add_argument("--params", required=True, metavar="N[,N...]",
+                   help="model size N as the law counts it (its n_definition: total or non-embedding parameters), "
+                        "like '70B' or a list '1B,7B,70B'")
+    tokens = p.add_mutually_exclusive_group(required=True)
+    tokens.add_argument("--tokens", metavar="D[,D...]", help="training tokens D, like '15T' or a list '1T,15T'")
+    tokens.add_argument("--tokens-per-param", metavar="M[,M...]",
+                        help="tokens per parameter instead of --tokens: D = M x N, like '20' or '20,100'")
+    tokens.add_argument("--compute", metavar="C[,C...]",
+                        help="training compute in FLOP instead of --tokens: D = C / (6N), like '1e24'")
+    p.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=DEFAULT_LEVEL,
+                   help=f"central level of the loss interval (default {DEFAULT_LEVEL})")
+    p.add_argument("--unique-tokens", metavar="U",
+                   help="unique training data available, like '2T' (the data-constrained variant of the law, "
+                        "Muennighoff et al. 2023)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def parse_count_list(text: str, flag: str) -> np.ndarray:
+    """'1B,7B,70B' -> array([1e9, 7e9, 7e10]); every item a positive count, errors naming the flag."""
+    items = str(text).split(",")
+    if any(not item.strip() for item in items):
+        raise PlannerInputError(f"{flag}: expected a count or a comma-separated list of counts like '1B,7B,70B', "
+                                f"got {text!r}")
+    return np.array([parse_count(item.strip(), flag) for item in items], dtype=float)
+
+
+def query_grid(args) -> tuple[np.ndarray, np.ndarray]:
+    """Every (N, D) pair the flags ask for, N outermost, as two flat arrays."""
+    params = parse_count_list(args.params, "--params")
+    if args.tokens is not None:
+        second, flag = parse_count_list(args.tokens, "--tokens"), "--tokens"
+    elif args.tokens_per_param is not None:
+        second, flag = parse_count_list(args.tokens_per_param, "--tokens-per-param"), "--tokens-per-param"
+    else:
+        second, flag = parse_count_list(args.compute, "--compute"), "--compute"
+    rows = params.size * second.size
+    if rows > MAX_GRID_ROWS:
+        raise PlannerInputError(f"--params x {flag}: {params.size:,} x {second.size:,} = {rows:,} rows; "
+                                f"at most {MAX_GRID_ROWS:,}")
+    N, X = (a.ravel() for a in np.meshgrid(params, second, indexing="ij"))
+    with np.errstate(all="ignore"):  # overflow and underflow are refused just below, naming the pair
+        D = {"--tokens": lambda: X, "--tokens-per-param": lambda: X * N, "--compute": lambda: X / (6.0 * N)}[flag]()
+        derived = np.stack([D, D / N, 6.0 * N * D])
+    bad = ~np.all(np.isfinite(derived) & (derived > 0), axis=0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        d, tpp, c = derived[:, i]
+        raise PlannerInputError(f"--params {N[i]:.4g} with {flag} {X[i]:.4g} gives D = {d:.4g} tokens, "
+                                f"D/N = {tpp:.4g}, C = 6ND = {c:.4g}: outside the range of floating-point numbers")
+    return N, D
+
+
+def predictions(law, N: np.ndarray, D: np.ndarray, level: float) -> list[dict]:
+    with np.errstate(all="ignore"):  # a non-finite loss is refused just below
+        loss = law.predict(N, D)
+        low, high = law.predict_interval(N, D, level=level)
+    bad = ~(np.isfinite(loss) & np.isfinite(low) & np.isfinite(high))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise PlannerInputError(f"--law {law.name} gives no finite loss at N = {N[i]:.4g}, D = {D[i]:.4g}")
+    return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(6.0 * n * d),
+             "loss": float(l), "loss_low": float(lo), "loss_high": float(hi)}
+            for n, d, l, lo, hi in zip(N, D, loss, low, high)]
+
+
+def extrapolation_warnings(law, N: np.ndarray, D: np.ndarray) -> list[str]:
+    with np.errstate(all="ignore"):  # D/N of a tiny N overflows to inf: still "far above", as it says
+        return law.extrapolation_warnings(N, D)
+
+
+def interval_basis(law) -> str:
+    """Where the interval comes from: coefficient samples (bootstrap refits or published covariance) or
+    an assumed relative error (LossLaw.predict_interval; a data-constrained law uses its base law's)."""
+    source = getattr(law, "base", law)
+    if source.samples is not None and len(source.samples):
+        return f"spread of the law over {len(source.samples)} coefficient samples (not run-to-run scatter)"
+    if source.relative_sigma:
+        return f"an assumed {source.relative_sigma:.3g} relative error (one sigma) stated with the law"
+    return "none: the law carries no uncertainty"
+
+
+def run(args) -> int:
+    unique_tokens = parse_count(args.unique_tokens, "--unique-tokens") if args.unique_tokens is not None else None
+    N, D = query_grid(args)
+    law = load_law(args.law, unique_tokens)
+    result = {
+        "law": {"name": law.name, "form": law.form, "source": law.source, "n_definition": law.n_definition,
+                "c_definition": law.c_definition, "coefficients": law.coefficients()},
+        "level": args.level,
+        "interval_basis": interval_basis(law),
+        "unique_tokens": unique_tokens,
+        "predictions": predictions(law, N, D, args.level),
+        "warnings": extrapolation_warnings(law, N, D),
+    }
+    print(to_json(result) if args.json else format_result(result))
+    return 0
+
+
+def format_result(result: dict) -> str:
+    law, level = result["law"], result["level"]
+    pct = f"{level * 100:g}%"
+    lines = [f"law {law['name']} ({law['form']}): {law['source']}",
+             "  " + ", ".join(f"{k} = {v:.5g}" for k, v in law["coefficients"].items()),
+             f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}",
+             f"interval: central {pct} band; {result['interval_basis']}", ""]
+    headers = ["N (" + law["n_definition"] + ")", "D", "D/N", "C=6ND", "loss", f"{pct} low", f"{pct} high"]
+    rows = [[human_count(r["params"]), human_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
+             f"{r['compute_flop']:.3g}", f"{r['loss']:.4f}", f"{r['loss_low']:.4f}", f"{r['loss_high']:.4f}"]
+            for r in result["predictions"]]
+    lines.append(table(headers, rows))
+    lines += [f"warning  {w}" for w in result["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""`planner predict`: the loss of a given N and D from a built-in law or a law file (issue 14, item 1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from planner.laws.law_file import load_law_file
+from planner.laws.published import EPOCH_2024
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMALL_RUNS = REPO_ROOT / "examples" / "05-fit-your-own-law" / "small_runs.csv"
+
+
+def chinchilla_formula(coefficients: dict, N: float, D: float) -> float:
+    """Hoffmann et al. 2022, eq. 2: E + A/N^alpha + B/D^beta, written out here rather than taken from the law."""
+    c = coefficients
+    return c["E"] + c["A"] / N ** c["alpha"] + c["B"] / D ** c["beta"]
+
+
+def test_epoch_70b_15t_json_matches_formula(cli):
+    code, out, err = cli(["predict", "--law", "epoch", "--params", "70B", "--tokens", "15T", "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    (row,) = result["predictions"]
+    # Besiroglu et al. 2024, Table 1 (as in planner/laws/published.py).
+    cited = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+    assert EPOCH_2024.coefficients() == cited
+    expected = chinchilla_formula(cited, 70e9, 15e12)
+    assert row["loss"] == pytest.approx(expected, rel=1e-9)
+    assert row["params"] == 70e9 and row["tokens"] == 15e12
+    assert row["compute_flop"] == pytest.approx(6 * 70e9 * 15e12, rel=1e-12)
+    assert row["tokens_per_param"] == pytest.approx(15e12 / 70e9, rel=1e-12)
+    assert row["loss_low"] < row["loss"] < row["loss_high"]
+    assert result["level"] == 0.8 and result["law"]["n_definition"] == "total"
+    assert any("D = 1.5e+13" in w for w in result["warnings"])  # 47x beyond the fitted tokens
+
+
+def test_text_output_names_n_definition_and_warns(cli):
+    code, out, err = cli(["predict", "--law", "kaplan", "--params", "7B", "--tokens", "1T"])
+    assert code == 0, err
+    assert "non-embedding parameters" in out and "N (non-embedding)" in out
+    assert "warning  kaplan: D = 1e+12" in out
+    assert "assumed 0.02 relative error" in out
+
+
+def test_grid_has_every_n_times_d(cli):
+    code, out, err = cli(["predict", "--params", "1B,7B,70B", "--tokens", "1T,15T", "--json"])
+    assert code == 0, err
+    rows = json.loads(out)["predictions"]
+    assert len(rows) == 3 * 2
+    assert {(r["params"], r["tokens"]) for r in rows} == {(n, d) for n in (1e9, 7e9, 70e9) for d in (1e12, 15e12)}
+    for r in rows:
+        assert r["loss"] == pytest.approx(chinchilla_formula(EPOCH_2024.coefficients(), r["params"], r["tokens"]), rel=1e-9)
+    code, out, _ = cli(["predict", "--params", "1B,7B,70B", "--tokens", "1T,15T"])
+    table_rows = [line for line in out.splitlines() if line.split() and line.split()[0] in ("1B", "7B", "70B")]
+    assert code == 0 and len(table_rows) == 6
+
+
+def test_tokens_per_param_and_compute_set_d(cli):
+    code, out, _ = cli(["predict", "--params", "1B,10B", "--tokens-per-param", "20", "--json"])
+    assert code == 0
+    assert [r["tokens"] for r in json.loads(out)["predictions"]] == pytest.approx([20e9, 200e9])
+    code, out, _ = cli(["predict", "--params", "70B", "--compute", "1e24,6.3e24", "--json"])
+    assert code == 0
+    rows = json.loads(out)["predictions"]
+    assert [r["tokens"] for r in rows] == pytest.approx([1e24 / (6 * 70e9), 15e12])
+    assert [r["compute_flop"] for r in rows] == pytest.approx([1e24, 6.3e24])
+
+
+def test_level_widens_interval_and_unique_tokens_raise_loss(cli):
+    def row(*extra):
+        code, out, err = cli(["predict", "--params", "7B", "--tokens", "2T", "--json", *extra])
+        assert code == 0, err
+        return json.loads(out)["predictions"][0]
+
+    narrow, wide = row("--level", "0.5"), row("--level", "0.95")
+    assert wide["loss_low"] < narrow["loss_low"] < narrow["loss_high"] < wide["loss_high"]
+    assert row("--unique-tokens", "100B")["loss"] > row()["loss"]  # 20 epochs over 100B unique tokens
+
+
+def test_law_file_round_trip(cli, tmp_path):
+    law_file = tmp_path / "my-law.yaml"
+    code, _, err = cli(["fit-law", SMALL_RUNS, "--bootstrap", "10", "--seed", "0", "--no-holdout",
+                        "--out", law_file])
+    assert code == 0, err
+    law = load_law_file(str(law_file))
+    code, out, err = cli(["predict", "--law", law_file, "--params", "1B,70B", "--tokens", "100B", "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["law"]["name"] == law.name == "fitted-small_runs"
+    assert len(result["predictions"]) == 2
+    for r in result["predictions"]:
+        assert r["loss"] == pytest.approx(chinchilla_formula(law.coefficients(), r["params"], r["tokens"]), rel=1e-9)
+        assert r["loss_low"] <= r["loss"] <= r["loss_high"]
+    assert any("7e+10" in w and "above the largest parameters" in w for w in result["warnings"])
+
+
+def one_line_error(result, *fragments: str) -> str:
+    code, out, err = result
+    assert code == 2, (out, err)
+    assert out == "" and err.endswith("\n") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--law", "nope", "--params", "7B", "--tokens", "1T"], ("--law", "unknown law 'nope'")),
+    (["--law", "missing.yaml", "--params", "7B", "--tokens", "1T"], ("--law missing.yaml", "no such law file")),
+    (["--law", "muennighoff", "--params", "7B", "--tokens", "1T"], ("--unique-tokens",)),
+    (["--params", "0", "--tokens", "1T"], ("--params", "'0'")),
+    (["--params", "7B,", "--tokens", "1T"], ("--params",)),
+    (["--params", "7X", "--tokens", "1T"], ("--params", "'7X'")),
+    (["--params", "7B", "--tokens", "-1T"], ("--tokens",)),
+    (["--params", "7B", "--tokens-per-param", "inf"], ("--tokens-per-param",)),
+    (["--params", "7B", "--compute", "nan"], ("--compute",)),
+    (["--params", "7B", "--tokens", "1T", "--tokens-per-param", "20"], ("--tokens-per-param", "--tokens")),
+    (["--params", "7B", "--tokens", "1T", "--compute", "1e24"], ("--compute", "--tokens")),
+    (["--tokens", "1T"], ("--params",)),
+    (["--params", "7B"], ("--tokens", "--tokens-per-param", "--compute")),
+    (["--params", "7B", "--tokens", "1T", "--level", "1"], ("--level",)),
+    (["--params", "7B", "--tokens", "1T", "--unique-tokens", "0"], ("--unique-tokens",)),
+    (["--params", "1e300", "--tokens-per-param", "1"], ("--params 1e+300", "C = 6ND = inf")),
+    (["--params", "2T,1e-320", "--tokens", "1e21"], ("--params 1e-320", "D/N = inf")),
+    (["--params", ",".join(["1B"] * 101), "--tokens", ",".join(["1T"] * 100)], ("--params x --tokens", "10,000")),
+])
+def test_bad_input_is_one_line_exit_2(cli, argv, fragments):
+    one_line_error(cli(["predict", *argv]), *fragments)
