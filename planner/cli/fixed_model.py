@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import sys
 
 import numpy as np
 
@@ -140,24 +141,47 @@ def check_outputs(args) -> None:
     check_new_outputs(paths, args.force)
 
 
+def emittable_layout(count, model, limit: int = 5000):
+    """The fastest layout of `count` whose stack's launcher runs it as priced (planner.emit.launch_problems),
+    or None: --emit writes that one, so the config never describes a plan the stack would refuse."""
+    from planner.emit import EMITTABLE, launch_problems
+
+    for i in count.search.order[:limit]:
+        layout = count.search.layout(int(i))
+        if layout.framework in EMITTABLE and not launch_problems(model, layout):
+            return int(i), layout
+    return None
+
+
 def run_fixed_model(args) -> int:
     from planner.io import write_text_atomic
     from planner.render import to_json
 
     check_outputs(args)
     result = solve_fixed_model(args)
+    emitted = None
+    if args.emit and result.chosen is not None:
+        emitted = emittable_layout(result.chosen, result.model)
+        if emitted is None:
+            raise PlannerInputError(f"--emit: no layout of the chosen {result.chosen.gpus} GPUs is one a launcher "
+                                    "(deepspeed, megatron, fsdp/torchtitan) runs for this model; see `planner "
+                                    "simulate --emit` for the reasons")
     if args.json:
         print(to_json(result_json(result)))
     else:
         print(format_fixed_model(result))
     if args.all_layouts:
         write_text_atomic(args.all_layouts, layouts_csv(result), force=args.force, flag="--force")
-    if args.emit and result.chosen is not None:
+    if emitted is not None:
         from planner.cli import report as report_cli
         chosen = result.chosen
-        layout = chosen.search.layout(chosen.best)
+        index, layout = emitted
+        if index != chosen.best:
+            sys.stderr.write(f"note: --emit writes the fastest layout its launcher runs, "
+                             f"{float(chosen.search.step_time_s[index]):.3f} s/step against the best "
+                             f"{float(chosen.search.step_time_s[chosen.best]):.3f} s\n")
         summary = (f"optimize --model: {result.model.name}, {chosen.gpus} GPUs of {result.cluster.name}, "
-                   f"step {float(chosen.search.step_time_s[chosen.best]):.3f} s")
+                   f"step {float(chosen.search.step_time_s[index]):.3f} s")
         report_cli.emit_launch(args.emit, result.model, layout, result.cluster, result.tokens, summary, args.force)
     return 0 if result.chosen is not None else 1
 

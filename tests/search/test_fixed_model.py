@@ -205,3 +205,15 @@ def test_budget_mode_refuses_a_gpu_list(capsys):
 def test_unknown_framework_in_the_api_is_an_input_error():
     with pytest.raises(PlannerInputError, match="--framework"):
         search_layouts(SMALL, load_cluster("dgx-h100"), 8, global_batch=8, frameworks=("nope",))
+
+
+def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, capsys):
+    """MPT-7B has ALiBi, which Megatron-LM's and torchtitan's launch configs cannot carry: --emit falls back to
+    the fastest layout whose stack's launcher runs it (DeepSpeed here) and says so."""
+    folder = tmp_path / "launch"
+    code, out, err = run(capsys, "--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--emit", folder)
+    assert code == 0
+    assert "ds_config.json" in {p.name for p in folder.iterdir()}
+    best = json.loads(run(capsys, "--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
+    if best["framework"] != "deepspeed":
+        assert "fastest layout its launcher runs" in err
