@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
-from planner.emit.schedule import (MIN_LR_RATIO, WARMUP_FRACTION, step_law_learning_rate,  # noqa: F401
-                                   train_sequences)
+from planner.emit.schedule import (MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY, step_law_learning_rate,  # noqa: F401
+                                   train_sequences, warmup_count)
 from planner.layout import Layout
 from planner.model import ModelSpec
 
@@ -128,13 +128,17 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
     samples = str(train_sequences(layout, tokens, model.seq_len)) if tokens else DEFAULT_SEQUENCES_WHEN_UNKNOWN
     args += [f"--train-samples {samples}"]
     if learning_rate and tokens:
-        warmup = max(1, round(WARMUP_FRACTION * int(samples)))
+        # Megatron-DeepSpeed's --lr-decay-style offers constant/linear/cosine only (no WSD, megatron/arguments.py),
+        # so the plan's WSD becomes cosine to MIN_LR_RATIO over the run, which Hagele et al. 2024 find matched by
+        # WSD at equal length. ds_config.json gets no "scheduler": Megatron builds the scheduler and hands it to
+        # deepspeed.initialize; a second one in the config would be ignored or, in older DeepSpeed, win.
+        warmup = warmup_count(int(samples))
         args += [f"--lr {learning_rate:.3g}", f"--min-lr {learning_rate * MIN_LR_RATIO:.3g}", "--lr-decay-style cosine",
                  f"--lr-warmup-samples {warmup}", f"--lr-decay-samples {samples}"]
     else:  # no token count (simulate): the schedule is the user's to set
         args += ["--lr ${LR:?set LR (peak learning rate)}", "--lr-decay-style cosine",
                  f"--lr-warmup-fraction {WARMUP_FRACTION}"]
-    args += ["--weight-decay 0.1", "--adam-beta1 0.9", "--adam-beta2 0.95", "--clip-grad 1.0",
+    args += [f"--weight-decay {WEIGHT_DECAY}", "--adam-beta1 0.9", "--adam-beta2 0.95", "--clip-grad 1.0",
              "--attention-dropout 0", "--hidden-dropout 0"]
     args += {"bf16": ["--bf16"], "fp8": ["--bf16"], "fp16": ["--fp16"], "fp32": []}[layout.dtype]
     if layout.flash_attention:
@@ -184,7 +188,9 @@ def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: i
                  "--split 98,2,0", "--log-interval 10", "--eval-interval 1000", "--eval-iters 10",
                  "--save-interval 1000", '--save "$CHECKPOINTS"', '--load "$CHECKPOINTS"']
     body = " \\\n  ".join([f"{launcher} \"$MEGATRON_DEEPSPEED\"/pretrain_gpt.py", *arguments, *data_args])
-    schedule = ("# The peak learning rate is Step Law's estimate for this N and D: a starting point to sweep around."
+    schedule = ("# The peak learning rate is Step Law's estimate for this N and D: a starting point to sweep around.\n"
+                "# Schedule: linear warm-up, cosine decay to 10% (Megatron-DeepSpeed has no WSD; the plan's WSD with a\n"
+                "# 1-sqrt cool-down over the last 20% runs as-is under Megatron-LM and torchtitan)."
                 if learning_rate else "# Set TRAIN_SAMPLES and LR: a layout alone does not say how long to train.")
     lines = [
         "#!/usr/bin/env bash",

@@ -19,8 +19,8 @@ from __future__ import annotations
 import shlex
 
 from planner.emit.pipeline import split_kind, virtual_stage_layers
-from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY, nodes,
-                                   train_sequences)
+from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, WARMUP_FRACTION, WEIGHT_DECAY, WSD_MIN_LR_RATIO,
+                                   cooldown_count, nodes, train_sequences, warmup_count)
 from planner.layout import Layout
 from planner.model import ModelSpec
 
@@ -146,11 +146,15 @@ def schedule_arguments(model: ModelSpec, layout: Layout, tokens: float | None,
     samples = train_sequences(layout, tokens, model.seq_len) if tokens else None
     args.append(("--train-samples", str(samples) if samples else TRAIN_SAMPLES_UNKNOWN))  # TRC:69
     if samples and learning_rate:
-        args += [("--lr", f"{learning_rate:.3g}"), ("--min-lr", f"{learning_rate * MIN_LR_RATIO:.3g}"),  # MP:2984, 2991
-                 ("--lr-decay-style", "cosine"),                                   # TRC:169
-                 ("--lr-warmup-samples", str(max(1, round(WARMUP_FRACTION * samples)))),  # TRC:193
-                 ("--lr-decay-samples", str(samples))]                            # TRC:178
-    else:  # no token count (simulate): the schedule is the user's to set
+        # WSD: warm-up, constant peak, (1 - sqrt) cool-down ("minus_sqrt") over the last COOLDOWN_FRACTION to
+        # min-lr (planner.laws.hyperparameters: Hagele et al. 2024).
+        args += [("--lr", f"{learning_rate:.3g}"),                                # MP:2984
+                 ("--min-lr", f"{learning_rate * WSD_MIN_LR_RATIO:.3g}"),           # MP:2991
+                 ("--lr-decay-style", "WSD"), ("--lr-wsd-decay-style", "minus_sqrt"),  # TRC:169
+                 ("--lr-warmup-samples", str(warmup_count(samples))),                # TRC:193
+                 ("--lr-decay-samples", str(samples)),                              # TRC:178
+                 ("--lr-wsd-decay-samples", str(cooldown_count(samples)))]
+    else:  # no token count (simulate): the schedule is the user's to set (WSD needs a cool-down length)
         args += [("--lr", LR_UNKNOWN), ("--lr-decay-style", "cosine"),
                  ("--lr-warmup-fraction", str(WARMUP_FRACTION))]                  # TRC:187
     args += [("--weight-decay", str(WEIGHT_DECAY)), ("--adam-beta1", str(ADAM_BETAS[0])),  # MP:2611, 2617

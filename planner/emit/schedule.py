@@ -1,29 +1,22 @@
-"""What every launch target shares: how long to train and at which peak learning rate.
+"""What every launch target shares: how long to train and the plan's hyperparameters.
 
-Pure arithmetic on a layout and a token count; each emitter spells the result in its stack's names.
+Pure arithmetic on a layout and a token count; each emitter spells the result in its stack's names. The
+values and their sources live in planner.laws.hyperparameters (Step Law learning rate, WSD schedule with a
+(1 - sqrt) cool-down, AdamW settings); this module turns fractions of training into sample and step counts.
 """
 
 from __future__ import annotations
 
 import math
 
+from planner.laws.hyperparameters import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, WARMUP_FRACTION,
+                                          WEIGHT_DECAY, WSD_MIN_LR_RATIO, plan_hyperparameters,
+                                          step_law_learning_rate)
 from planner.layout import Layout
+from planner.model import ModelSpec
 
-# Step Law (Li et al. 2025, "Predictable Scale: Part I", eq. 1): eta_opt = 1.79 N^-0.713 D^0.307
-# with N non-embedding parameters and D tokens; the same paper's batch law sizes the plan's batch.
-STEP_LAW_LR = (1.79, -0.713, 0.307)
-WARMUP_FRACTION = 0.01  # assumed: 1% of samples of linear warm-up, common Llama/Megatron practice
-MIN_LR_RATIO = 0.1  # assumed: cosine decay to 10% of the peak (Chinchilla, Llama 2)
-# AdamW settings every emitter writes (Llama 2 / GPT-3 practice; assumed, not planned).
-WEIGHT_DECAY = 0.1
-ADAM_BETAS = (0.9, 0.95)
-GRADIENT_CLIP = 1.0
-
-
-def step_law_learning_rate(non_embedding_params: float, tokens: float) -> float:
-    """Peak learning rate from Step Law; a starting point to sweep around, not a guarantee."""
-    scale, n_exp, d_exp = STEP_LAW_LR
-    return scale * non_embedding_params**n_exp * tokens**d_exp
+# Cosine decay to 10% of the peak (Chinchilla, Llama 2): only for launch targets without WSD (Megatron-DeepSpeed).
+MIN_LR_RATIO = 0.1
 
 
 def train_steps(layout: Layout, tokens: float, seq_len: int) -> int:
@@ -36,6 +29,27 @@ def train_sequences(layout: Layout, tokens: float, seq_len: int) -> int:
     return train_steps(layout, tokens, seq_len) * layout.global_batch
 
 
+def warmup_count(total: int) -> int:
+    """Warm-up length in the unit of `total` (samples or steps): WARMUP_FRACTION of it, at least 1."""
+    return max(1, round(WARMUP_FRACTION * total))
+
+
+def cooldown_count(total: int) -> int:
+    """WSD cool-down length in the unit of `total`: COOLDOWN_FRACTION of it, at least 1."""
+    return max(1, round(COOLDOWN_FRACTION * total))
+
+
+def plan_hyperparameters_for(model: ModelSpec, layout: Layout, tokens: float) -> dict:
+    """planner.laws.hyperparameters.plan_hyperparameters for this model, token count and global batch."""
+    return plan_hyperparameters(model.non_embedding_params, tokens, layout.global_batch * model.seq_len)
+
+
 def nodes(layout: Layout, gpus_per_node: int) -> int:
     """Nodes the launcher starts: whole nodes, the last one possibly partly used."""
     return -(-layout.gpus // gpus_per_node)
+
+
+# The emitters read the plan's constants from here; their values and sources are planner.laws.hyperparameters'.
+__all__ = ["ADAM_BETAS", "COOLDOWN_FRACTION", "GRADIENT_CLIP", "MIN_LR_RATIO", "WARMUP_FRACTION", "WEIGHT_DECAY",
+           "WSD_MIN_LR_RATIO", "cooldown_count", "nodes", "plan_hyperparameters_for", "step_law_learning_rate",
+           "train_sequences", "train_steps", "warmup_count"]

@@ -19,8 +19,8 @@ HSDP (replicate x shard) needs a split of dp the planner's layout does not carry
 from __future__ import annotations
 
 from planner.emit.pipeline import virtual_stage_layers
-from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY, nodes,
-                                   train_steps)
+from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, WEIGHT_DECAY, WSD_MIN_LR_RATIO,
+                                   nodes, train_steps, warmup_count)
 from planner.layout import Layout
 from planner.model import ModelSpec
 
@@ -132,8 +132,11 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
                   **({"converters": ["quantize.linear.float8"]} if fp8 else {})},         # JC:118; float8.py:238
         "optimizer": {"name": "AdamW", **({"lr": float(f"{learning_rate:.3g}")} if learning_rate else {}),  # JC:135, 138
                       "beta1": ADAM_BETAS[0], "beta2": ADAM_BETAS[1], "weight_decay": WEIGHT_DECAY},   # JC:141, 142, 148
-        "lr_scheduler": {**({"warmup_steps": max(1, round(WARMUP_FRACTION * steps))} if steps else {}),  # JC:170
-                         "decay_type": "cosine", "min_lr_factor": MIN_LR_RATIO},         # JC:192, 200
+        # WSD (planner.laws.hyperparameters, Hagele et al. 2024): stable peak, then a (1 - sqrt) cool-down
+        # ("sqrt") over the last decay_ratio of the steps down to min_lr_factor x peak.
+        "lr_scheduler": {**({"warmup_steps": warmup_count(steps)} if steps else {}),   # JC:170
+                         "decay_ratio": COOLDOWN_FRACTION, "decay_type": "sqrt",          # JC:183, 192
+                         "min_lr_factor": WSD_MIN_LR_RATIO},                              # JC:200
         "training": {
             # Without pp, local_batch_size is the micro-batch and torchtitan accumulates up to the global
             # batch (train.py:196-213); with pp it is the whole per-replica batch the schedule splits into
