@@ -6,6 +6,70 @@ calibration -> loss laws (laws/) -> search -> report / CLI.
 
 __version__ = "0.1.0"
 
+__all__ = ["load_cluster", "preset", "make_model", "make_layout", "simulate", "plan", "search_layouts",
+           "plan_fixed_model"]
+
+
+def load_cluster(name: str = "dgx-h100", cluster_dir=None):
+    """A bundled cluster spec by name (`planner clusters` lists them) or a spec YAML path."""
+    from planner.hardware import load_cluster as load
+
+    return load(name, cluster_dir)
+
+
+def preset(name: str):
+    """A published model shape by name (`planner simulate --list-models`), e.g. "llama3-70b"."""
+    from planner.model import preset as get
+
+    return get(name)
+
+
+def make_model(**fields):
+    """A model from its shape: layers, hidden, heads (kv_heads, ffn, mlp, vocab, seq_len, ... optional)."""
+    from planner.model import make_model as make
+
+    return make("model", **fields)
+
+
+def make_layout(**fields):
+    """A parallel layout: tp, pp, dp, cp, vpp, zero, offload, micro_batch, global_batch, recompute,
+    seq_parallel, dtype, framework, ... (defaults: one GPU, no sharding, bf16)."""
+    from planner.layout import make_layout as make
+
+    return make("layout", **fields)
+
+
+def simulate(model, layout=None, cluster="dgx-h100") -> dict:
+    """Step time (named parts), memory per GPU (named parts, fits), MFU/HFU of one model and layout.
+
+    `model` may be a preset name, `cluster` a spec name; `layout` defaults to one GPU.
+    """
+    from planner.cost.estimate import simulate as run
+
+    model = preset(model) if isinstance(model, str) else model
+    cluster = load_cluster(cluster) if isinstance(cluster, str) else cluster
+    return run(model, layout if layout is not None else make_layout(), cluster)
+
+
+def plan(budget_gpu_hours: float | None = None, *, cluster="dgx-h100", law: str = "epoch", deadline: str | None = None,
+         gpus: int | None = None, max_gpus: int | None = None, target_loss: float | None = None,
+         unique_tokens: str | None = None, inference_tokens: str | None = None, seq_len: int = 4096,
+         vocab: int = 32000, dtype: str = "bf16"):
+    """`planner optimize` from Python: the best N, D, GPU count and layout for a budget in GPU-hours (or a
+    target loss). Returns planner.search.optimize.OptimizeResult (`.plan` is a dict, `.status` "ok" or
+    "infeasible" with `.explanation`)."""
+    from planner.budget import build_constraints
+    from planner.laws.registry import load_law
+    from planner.search.optimize import optimize
+
+    cluster = load_cluster(cluster) if isinstance(cluster, str) else cluster
+    constraints = build_constraints(
+        budget=None if budget_gpu_hours is None else f"{budget_gpu_hours}gpuh", deadline=deadline, gpus=gpus,
+        max_gpus=max_gpus, unique_tokens=unique_tokens, target_loss=target_loss, inference_tokens=inference_tokens,
+        price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name)
+    return optimize(cluster, load_law(law, constraints.unique_tokens), constraints, dtype=dtype, seq_len=seq_len,
+                    vocab=vocab)
+
 
 def search_layouts(model, cluster, gpus: int, **options):
     """Every layout of a chosen model on `gpus` GPUs, scored: `planner.search.layouts.search_layouts`.

@@ -12,6 +12,7 @@ calibrate` fits them to measured runs and writes `<name>.calibrated.yaml` with t
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 from importlib import resources
@@ -337,5 +338,7 @@ def load_cluster(name_or_path: str, cluster_dir: str | os.PathLike | None = None
         if not _is_dir(folder):
             raise PlannerInputError(f"unknown cluster {name!r}: cluster folder {shown(folder)} does not exist")
         names = ", ".join(available_clusters(folder)) or "(none)"
-        raise PlannerInputError(f"unknown cluster {name!r} in {shown(folder)} (known: {names})")
+        close = difflib.get_close_matches(name, available_clusters(folder), n=1, cutoff=0.3)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise PlannerInputError(f"unknown cluster {name!r} in {shown(folder)}; {hint}(known: {names})")
     return _load_cached(str(path.resolve()), path.stat().st_mtime)

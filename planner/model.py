@@ -10,6 +10,7 @@ FLOPs follow Megatron-LM's `num_floating_point_operations` (REFERENCE.md): 3 pas
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Literal
 
@@ -252,7 +253,9 @@ def preset(name: str) -> ModelSpec:
     try:
         return PRESETS[name]
     except KeyError:
-        raise PlannerInputError(f"--model: unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None
+        close = difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise PlannerInputError(f"--model: unknown preset {name!r}; {hint}(known: {', '.join(sorted(PRESETS))})") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,13 @@ _SECONDS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0,
     "min": 60.0, "m": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0, "day": 86400.0,
     "days": 86400.0, "w": 604800.0, "wk": 604800.0, "weeks": 604800.0,
+    # A month as 30 days (the default deadline's unit); a year as 365 days.
+    "mo": 2592000.0, "month": 2592000.0, "months": 2592000.0, "y": 31536000.0, "yr": 31536000.0, "year": 31536000.0,
+    "years": 31536000.0,
 }
+# Thousands separators as the planner prints them ("10,000gpuh", "737,280 GPU-hours"): every number the
+# tool prints is accepted back.
+_GROUPED = re.compile(r"^\s*[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 
 
 def _split(text: object, where: str, expected: str) -> tuple[float, str]:
@@ -30,6 +36,9 @@ def _split(text: object, where: str, expected: str) -> tuple[float, str]:
         raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
     if isinstance(text, (int, float)):
         return float(text), ""
+    grouped = _GROUPED.match(str(text))
+    if grouped:
+        text = grouped.group(0).replace(",", "") + str(text)[grouped.end():]
     match = re.fullmatch(r"\s*" + _NUMBER + r"\s*([^\s\d].*?)?\s*", str(text))
     if not match:
         raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")

@@ -205,12 +205,23 @@ def _count_json(count) -> dict:
             "cost_usd": count.cost_usd, "scaling_efficiency": count.scaling_efficiency}
 
 
+def _hyperparameters(result) -> dict | None:
+    """Learning rate, schedule and batch of the chosen plan (planner.laws.hyperparameters), with --tokens."""
+    if result.chosen is None or not result.tokens:
+        return None
+    from planner.laws.hyperparameters import plan_hyperparameters
+    row = result.chosen.row
+    return plan_hyperparameters(float(result.model.non_embedding_params), result.tokens,
+                                float(row["global_batch"] * result.model.seq_len))
+
+
 def result_json(result) -> dict:
     return {
         "status": "ok" if result.chosen is not None else "infeasible",
         "model": {**result.model.model_dump(), "total_params": result.model.total_params},
         "cluster": result.cluster.name, "tokens": result.tokens,
         "chosen": None if result.chosen is None else _count_json(result.chosen),
+        "hyperparameters": _hyperparameters(result),
         "runners_up": [] if result.chosen is None else runners_up(result.chosen),
         "counts": [_count_json(c) for c in result.counts], "knee_gpus": result.knee_gpus,
         "explanation": result.explanation, "assumptions": result.assumptions,
@@ -307,6 +318,8 @@ def format_fixed_model(result) -> str:
         band = f" (band {c.days_band[0]:.1f}-{c.days_band[1]:.1f})" if c.days_band else ""
         cost = f", ${c.cost_usd:,.0f}" if c.cost_usd else ""
         lines.append(f"  time/cost  {c.days:.1f} days{band}, {c.gpu_hours:,.0f} GPU-hours{cost}")
+    from planner.cli.optimize import hyperparameter_lines
+    lines += hyperparameter_lines(_hyperparameters(result))
     parts = sorted(((k, v) for k, v in sim["time"].items() if v > 0), key=lambda kv: -kv[1])
     lines.append("  step parts " + ", ".join(f"{k} {100 * v / sim['step_time_s']:.0f}%" for k, v in parts[:6]))
     memory = sorted(((k, v) for k, v in sim["memory_parts"].items() if v > 0), key=lambda kv: -kv[1])

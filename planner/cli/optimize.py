@@ -122,7 +122,7 @@ def _plan_lines(plan: dict) -> list[str]:
         f"  data       {human_count(plan['tokens'])} tokens ({plan['tokens_per_param']:.1f} per parameter), "
         f"{plan['steps']:,.0f} steps of {lay['global_batch']} sequences",
         f"  hardware   {plan['gpus']} GPUs on {plan['nodes']} node(s)",
-        f"  layout     tp={lay['tp']} pp={lay['pp']} dp={lay['dp']} vpp={lay['vpp']} zero={lay['zero']} offload={lay['offload']} "
+        f"  layout     tp={lay['tp']} pp={lay['pp']} dp={lay['dp']} cp={lay['cp']} vpp={lay['vpp']} zero={lay['zero']} offload={lay['offload']} "
         f"micro_batch={lay['micro_batch']} grad_accum={lay['grad_accumulation']} recompute={lay['recompute']} "
         f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}",
         f"  speed      step {human_seconds(plan['step_time_s'])}, {plan['tokens_per_s']:,.0f} tokens/s, "
@@ -133,9 +133,24 @@ def _plan_lines(plan: dict) -> list[str]:
         f"  time/cost  {plan['wall_clock_days']:.1f} days wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
         + (f" (incl. {plan['inference_gpu_hours']:,.0f} for inference)" if plan.get("inference_gpu_hours") else ""),
         f"  loss       {plan['predicted_loss']:.3f} (80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f})",
+        *hyperparameter_lines(plan.get("hyperparameters")),
     ]
     lines += [f"  warning    {w}" for w in plan.get("law_warnings", [])]
     return lines
+
+
+def hyperparameter_lines(hyper: dict | None) -> list[str]:
+    """The plan's learning rate, schedule and batch from their laws (planner.laws.hyperparameters)."""
+    if not hyper:
+        return []
+    from planner.render import human_count
+
+    lr, schedule, batch = hyper["learning_rate"], hyper["schedule"], hyper["batch_size"]
+    lines = [f"  training   peak LR {lr['peak']:.3g} (Step Law), {schedule['kind'].upper()} schedule: warm-up "
+             f"{100 * schedule['warmup_fraction']:.0f}%, cool-down {100 * schedule['cooldown_fraction']:.0f}% "
+             f"({schedule['cooldown_shape']}); weight decay {hyper['weight_decay']['value']:g}; batch "
+             f"{human_count(batch['planned_tokens'])} tokens ({batch['planned_over_optimal']:.2f}x Step Law's B_opt)"]
+    return lines + [f"  warning    {w}" for w in hyper.get("validity_warnings", [])]
 
 
 def _band_lines(plan: dict) -> list[str]:

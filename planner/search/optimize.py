@@ -19,6 +19,7 @@ from planner.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
+from planner.laws.hyperparameters import plan_hyperparameters
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token
 from planner.search.score import DROP_REASONS, NOMINAL_MFU, Problem, score_chunk
 from planner.search.space import Space, concatenate, enumerate_cells, family_models, gpu_counts
@@ -332,6 +333,8 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "predicted_loss": float(feasible["loss"][position]), "loss_interval": [float(low[0]), float(high[0])],
         "law_warnings": problem.law.extrapolation_warnings(np.array([law_n]), np.array([tokens])),
     }
+    plan["hyperparameters"] = plan_hyperparameters(float(model.non_embedding_params), tokens,
+                                                   float(layout.global_batch * model.seq_len))
     # The step-time band from the published runs (error_bands): at a fixed budget a slower step trains fewer
     # tokens; at a fixed token count (target mode) it takes longer and costs more.
     band = step_time_interval(sim["step_time_s"], layout.framework)
