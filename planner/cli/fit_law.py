@@ -130,7 +130,7 @@ def render_text(report: dict) -> str:
              f"  summed Huber loss {fit['objective']:.6g} (delta {fit['huber_delta']:g}), {fit['iterations']} "
              f"iterations, {fit['free_parameters']} free parameters"]
     boot = report["bootstrap"]
-    head = "value" if boot is None else f"value      se         {boot['level']:.0%} interval (bootstrap over runs, {boot['resamples']} resamples, {boot['failed']} failed)"
+    head = "value" if boot is None else f"value      se         {boot['level']:.0%} interval (bootstrap over runs, {boot['resamples']} resamples, {boot['failed']} failed; se = std of the resamples)"
     lines += ["", f"parameters   {head}"]
     for name, p in report["parameters"].items():
         extra = "" if "se" not in p else f"  {_g(p['se']):<9}  [{_g(p['low'])}, {_g(p['high'])}]"
@@ -148,9 +148,12 @@ def render_text(report: dict) -> str:
                       f"mean {ext['mean_abs_rel_error']:.2%}, max {ext['max_abs_rel_error']:.2%}"]
         lines += [f"  {r['run']:<32} N={r['N']:.3g} D={r['D']:.3g} L={r['observed']:.4f} "
                   f"predicted {r['predicted']:.4f} ({r['rel_error']:+.2%})" for r in ext["rows"]]
-    lines += ["", "compute-optimal frontier (C = 6ND)" + ("" if boot is None else f", {boot['level']:.0%} intervals:")]
+    with_spread = "N_opt_se" in (report["frontier"] or [{}])[0]
+    lines += ["", "compute-optimal frontier (C = 6ND)"
+              + (f", value ± se [{boot['level']:.0%} interval]:" if with_spread else ":")]
     for row in report["frontier"]:
-        cell = lambda k: _g(row[k]) + (f" [{_g(row[k + '_low'])}, {_g(row[k + '_high'])}]" if k + "_low" in row else "")
+        cell = lambda k: _g(row[k]) + (f" ± {_g(row[k + '_se'])} [{_g(row[k + '_low'])}, {_g(row[k + '_high'])}]"
+                                       if k + "_se" in row else "")
         lines.append(f"  C={row['C']:.0e}  N_opt={cell('N_opt')}  D_opt={cell('D_opt')}  "
                      f"D/N={cell('tokens_per_param')}  L={cell('loss')}")
     lines += [f"warning: {w}" for w in report["warnings"]]

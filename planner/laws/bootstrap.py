@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.laws.base import LossLaw, behaviour_problem, percentile_interval
-from planner.laws.fitter import LawFitter, refit_like
+from planner.laws.base import LossLaw, percentile_interval
+from planner.laws.fitter import LawFitter, refit_like, soundness_problem
 
 # Bootstrap refits start from the full-data optimum and from other distinct optima the full fit
 # found whose objective is within this factor of the best (plausible alternative basins), at most
@@ -56,7 +56,7 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
         except PlannerInputError:
             failed += 1
             continue
-        if behaviour_problem(refit.law_) is not None:  # e.g. a negative exponent: no frontier to sample
+        if soundness_problem(refit.law_, interior_frontier=False) is not None:  # a resample law must be usable too
             failed += 1
             continue
         samples.append([refit.coef_[name] for name in names])
@@ -66,13 +66,22 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
     return BootstrapResult(np.array(samples).reshape(-1, len(names)), tuple(names), failed)
 
 
+def bootstrap_se(samples: np.ndarray) -> np.ndarray:
+    """The bootstrap standard error: the standard deviation (ddof 1) of the resampled values, axis 0.
+
+    It is the spread of the same samples the percentile intervals come from, so the two always go
+    together; a heavy tail (weakly identified A, B) shows as an se wide next to a narrower interval."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an ill-posed fit can spread over 100 decades: inf
+        return np.std(samples, axis=0, ddof=1)
+
+
 def parameter_intervals(result: BootstrapResult, level: float) -> dict[str, dict[str, float]]:
-    """{name: {low, high, se}}: percentile interval at `level` and the bootstrap standard error."""
-    if not len(result.samples):
+    """{name: {low, high, se}}: percentile interval at `level` and the bootstrap standard error, both from
+    the resamples; none at all (no interval without its se) when fewer than 2 resamples converged."""
+    if len(result.samples) < 2:
         return {}
     low, high = percentile_interval(result.samples, level)
-    with np.errstate(over="ignore"):  # resamples of an ill-posed fit can spread over 100 decades: se = inf
-        se = result.samples.std(axis=0, ddof=1) if len(result.samples) > 1 else np.full(len(result.names), np.nan)
+    se = bootstrap_se(result.samples)
     return {name: {"low": float(lo), "high": float(hi), "se": float(s)}
             for name, lo, hi, s in zip(result.names, low, high, se)}
 

@@ -11,11 +11,11 @@ import dataclasses
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.laws.base import LossLaw, behaviour_problem, percentile_interval
-from planner.laws.bootstrap import bootstrap_over_runs, frontier_samples, parameter_intervals
+from planner.laws.base import LossLaw, percentile_interval
+from planner.laws.bootstrap import bootstrap_over_runs, bootstrap_se, frontier_samples, parameter_intervals
 from planner.laws.chinchilla import OvertrainingLaw
 from planner.laws.data import FLAGS, LossData
-from planner.laws.fitter import DataError, LawFitter
+from planner.laws.fitter import DataError, LawFitter, soundness_problem
 from planner.laws.forms import FORMS
 from planner.laws.holdout import extrapolation_error, heldout_runs
 
@@ -40,12 +40,12 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         fitter.fit(data.N, data.D, data.loss)
     except DataError as error:
         raise DataError(f"{data.path}: {error}") from None
-    broken = behaviour_problem(fitter.law_)
-    if broken is not None:
+    unsound = soundness_problem(fitter.law_)
+    if unsound is not None:
         coefficients = ", ".join(f"{k} = {v:.4g}" for k, v in fitter.coef_.items())
-        raise PlannerInputError(f"{data.path}: the {fitter.form} fit ({coefficients}) gives a {broken} that is not "
-                                "finite, positive and falling with N and D; check that the columns hold N, D and the "
-                                f"loss ({', '.join(f'{FLAGS[k]} {v!r}' for k, v in data.columns.items())}), or fix or bound parameters")
+        raise PlannerInputError(f"{data.path}: the {fitter.form} fit ({coefficients}) gives a law that is not finite, positive "
+                                f"and falling with N and D (soundness check: {unsound}); no law saved. Check that the columns hold N, D and the loss "
+                                f"({', '.join(f'{FLAGS[k]} {v!r}' for k, v in data.columns.items())}), or fix or bound parameters")
     boot = None
     if n_bootstrap > 0:
         boot = bootstrap_over_runs(fitter, data.N, data.D, data.loss, data.run, n_bootstrap, seed)
@@ -69,7 +69,8 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
                 "starts_run": fitter.n_starts},
         "parameters": _parameters(law, boot, level),
         "bootstrap": None if boot is None else {"resamples": n_bootstrap, "failed": boot.n_failed,
-                                                "level": level, "unit": "run", "seed": seed},
+                                                "level": level, "unit": "run", "seed": seed,
+                                                "se": "standard deviation of the resampled values"},
         "residuals": _residuals(data, fitter),
         "extrapolation": None,
         "frontier": _frontier(law, budgets, n_opt, d_opt, level),
@@ -104,14 +105,15 @@ def _residuals(data: LossData, fitter: LawFitter) -> dict:
 def _frontier(law: LossLaw, budgets: np.ndarray, n_opt: np.ndarray, d_opt: np.ndarray, level: float) -> list[dict]:
     point = {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_param": d_opt / n_opt, "loss": law.predict(n_opt, d_opt)}
     spread = None
-    if law.samples is not None and len(law.samples):
-        spread = {k: percentile_interval(v, level) for k, v in frontier_samples(law, law.samples, budgets).items()}
+    if law.samples is not None and len(law.samples) >= 2:  # as parameter_intervals: no interval without its se
+        spread = {k: (*percentile_interval(v, level), bootstrap_se(v))
+                  for k, v in frontier_samples(law, law.samples, budgets).items()}
     rows = []
     for j, budget in enumerate(budgets):
         row = {"C": float(budget)}
         for key, values in point.items():
             row[key] = float(values[j])
             if spread is not None:
-                row[f"{key}_low"], row[f"{key}_high"] = float(spread[key][0][j]), float(spread[key][1][j])
+                row[f"{key}_low"], row[f"{key}_high"], row[f"{key}_se"] = (float(v[j]) for v in spread[key])
         rows.append(row)
     return rows

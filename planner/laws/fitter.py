@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from planner.errors import PlannerInputError
-from planner.laws.base import Validity
+from planner.laws.base import LossLaw, Validity, behaviour_problem
 from planner.laws.forms import FORMS, FitForm
 from planner.laws.parameters import ParameterMap
 
@@ -58,6 +58,18 @@ def check_huber_delta(delta) -> None:
     if not isinstance(delta, (int, float)) or not np.isfinite(delta) or not low <= delta <= high:
         raise PlannerInputError(f"--huber-delta: expected a finite number from {low:g} to {high:g} "
                                 f"(a threshold on |log L_pred - log L_obs|), got {delta!r}")
+
+
+# Lower bound on the loss floor (E, or exp(b3) for Farseer) as a fraction of the smallest loss fitted,
+# unless --bound or --fix sets it. CHOSEN: published floors are most of the loss (Chinchilla E = 1.69
+# against losses of 2-4; Epoch 1.82; Gemstones ~1.95 against 2.5-4), so a tenth is far below any real
+# fit and only stops bootstrap resamples from running E to 0 (a pure power law with no floor).
+FLOOR_FRACTION = 0.1
+# Points per axis of the soundness grid over the validity range extended by its far_factor (10x).
+SOUNDNESS_GRID_POINTS = 25
+# Just inside the tokens-per-parameter range planner.laws.base searches for the frontier (1e-2 to 1e5): an
+# optimum at its edge is the search box's, not the law's (a law whose data term vanishes puts it there).
+FRONTIER_TPP_EDGES = (1.05e-2, 0.95e5)
 
 
 def huber(residual: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +111,9 @@ class LawFitter:
         """Fit; `starts` (rows of full theta vectors) replaces the form's grid, e.g. for bootstrap refits."""
         form = self._form()
         check_huber_delta(self.huber_delta)
-        pmap = ParameterMap(form, self.fixed, self.tied, self.bounds)
         N, D, loss = (np.asarray(v, dtype=float) for v in (N, D, loss))
         weight = np.ones_like(loss) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        pmap = ParameterMap(form, self.fixed, self.tied, self._bounds_with_floor(form, loss, weight))
         _check_points(N, D, loss, weight, pmap.n_free)
         log_n, log_d, log_l = np.log(N), np.log(D), np.log(loss)
         objective = _Objective(form, pmap, log_n, log_d, log_l, weight, self.huber_delta)
@@ -151,12 +163,25 @@ class LawFitter:
             raise PlannerInputError(f"--form: unknown law form {self.form!r}; choose one of {', '.join(FORMS)}")
         return FORMS[self.form]
 
+    def _bounds_with_floor(self, form: FitForm, loss: np.ndarray, weight: np.ndarray) -> dict:
+        """The settings' bounds plus a lower bound on the loss floor (FLOOR_FRACTION of the smallest
+        loss fitted) unless the floor parameter is bounded, fixed or tied by the caller."""
+        bounds = dict(self.bounds or {})
+        if form.floor is None or loss.size != weight.size or not np.any(weight > 0):
+            return bounds
+        name, to_parameter = form.floor
+        taken = set(bounds) | set(self.fixed or {}) | {n for pair in self.tied or () for n in pair}
+        smallest = float(np.min(loss[weight > 0]))
+        if name not in taken and np.isfinite(smallest) and smallest > 0:
+            bounds[name] = (float(to_parameter(FLOOR_FRACTION * smallest)), None)
+        return bounds
+
     def _grid_starts(self, form: FitForm, N, D, loss, weight) -> np.ndarray:
         if form.seed_form is None:
             return form.default_starts()
         seed = LawFitter(form=form.seed_form, huber_delta=self.huber_delta, n_starts=self.n_starts,
                          max_iter=self.max_iter).fit(N, D, loss, sample_weight=weight)
-        return form.starts_from_seed(seed.coef_)
+        return form.starts_from_seed(seed.coef_, N[weight > 0])
 
     def _run(self, objective: "_Objective", pmap: ParameterMap, x0: np.ndarray):
         options = {"maxiter": self.max_iter, "ftol": 1e-14, "gtol": 1e-9, "maxcor": 20}
@@ -248,6 +273,51 @@ def _validity_of(N: np.ndarray, D: np.ndarray) -> Validity:
     tpp = D / N
     return Validity(n_min=float(N.min()), n_max=float(N.max()), d_min=float(D.min()),
                     d_max=float(D.max()), tpp_min=float(tpp.min()), tpp_max=float(tpp.max()))
+
+
+def soundness_problem(law: LossLaw, interior_frontier: bool = True) -> str | None:
+    """Why `law` is unsound, in one line, or None.
+
+    Sound: the loss is finite, positive and falls (weakly) with N and with D on a log grid over the
+    runs it was fitted on, extended by its validity's far_factor (10x) each way, and it passes
+    planner.laws.base.behaviour_problem (the same over every size a plan may ask about, and a finite
+    frontier), which is what loading a law file demands: a law that fails is never saved.
+    `interior_frontier`: also demand that the compute-optimal tokens per parameter over the fitted
+    budgets lie inside the range searched, not at its edge (where a law whose data term vanishes puts
+    it). Bootstrap resamples skip this: they need only be usable, and the frontier intervals show them.
+    """
+    v = law.validity
+    n = np.geomspace(v.n_min / v.far_factor, v.n_max * v.far_factor, SOUNDNESS_GRID_POINTS)
+    d = np.geomspace(v.d_min / v.far_factor, v.d_max * v.far_factor, SOUNDNESS_GRID_POINTS)
+    N, D = np.meshgrid(n, d, indexing="ij")
+    with np.errstate(all="ignore"):
+        loss = np.asarray(law.predict(N, D), dtype=float)
+    where = f"over N {n[0]:.3g}-{n[-1]:.3g}, D {d[0]:.3g}-{d[-1]:.3g} (the fitted range, 10x wider)"
+    bad = ~np.isfinite(loss) | (loss <= 0)
+    if bad.any():
+        i, j = np.unravel_index(np.argmax(bad), bad.shape)
+        return f"the loss is {loss[i, j]:.4g} at N = {n[i]:.3g}, D = {d[j]:.3g}: not finite and positive {where}"
+    for axis, symbol, values in ((0, "N", n), (1, "D", d)):
+        rise = np.diff(loss, axis=axis) > 1e-12 * np.abs(np.delete(loss, 0, axis=axis))
+        if rise.any():
+            i, j = np.unravel_index(np.argmax(rise), rise.shape)
+            a, b = ((i, j), (i + 1, j)) if axis == 0 else ((i, j), (i, j + 1))
+            step = f"{symbol} = {values[a[axis]]:.3g} to {values[b[axis]]:.3g}"
+            other = f"D = {d[j]:.3g}" if axis == 0 else f"N = {n[i]:.3g}"
+            return (f"the loss rises with {symbol} from {loss[a]:.6g} to {loss[b]:.6g} ({step} at {other}) "
+                    f"{where}")
+    budgets = np.geomspace(6.0 * v.n_min * v.d_min, 6.0 * v.n_max * v.d_max, 5)  # C = 6ND over the fitted runs
+    with np.errstate(all="ignore"):
+        tpp = np.asarray(law.tokens_per_param_opt(budgets), dtype=float) if interior_frontier else np.ones(1)
+    edge = ~np.isfinite(tpp) | (tpp <= FRONTIER_TPP_EDGES[0]) | (tpp >= FRONTIER_TPP_EDGES[1])
+    if edge.any():
+        return (f"its compute-optimal tokens per parameter at C = {budgets[np.argmax(edge)]:.3g} is "
+                f"{tpp[np.argmax(edge)]:.3g}, at the edge of the range searched: the loss has no optimum along C = 6ND")
+    broken = behaviour_problem(law)
+    if broken is not None:
+        return (f"its {broken} is not finite, positive and falling with N and D over N 1e6-1e14, D 1e6-1e17 "
+                "(every size a plan may ask about)")
+    return None
 
 
 def refit_like(fitter: LawFitter) -> LawFitter:

@@ -22,6 +22,7 @@ from planner.io import load_yaml_file, write_text_atomic
 from planner.laws.base import LossLaw, Validity, behaviour_problem
 from planner.laws.chinchilla import ChinchillaLaw, OvertrainingLaw
 from planner.laws.farseer import FarseerLaw
+from planner.laws.fitter import soundness_problem
 from planner.laws.kaplan import KaplanLaw
 
 FORMAT_VERSION = 1
@@ -86,6 +87,11 @@ def law_to_yaml(law: LossLaw, fit_record: dict | None = None) -> str:
 
 
 def save_law(law: LossLaw, path: str, force: bool = False, fit_record: dict | None = None) -> Path:
+    """Write `law` to `path`, unless it fails the soundness check (then nothing is written): a file that
+    loading would refuse, or that gives a loss rising with N or D, is worse than none."""
+    unsound = soundness_problem(law)
+    if unsound is not None:
+        raise PlannerInputError(f"{path}: not saved: the law {law.name!r} failed the soundness check: {unsound}")
     return write_text_atomic(path, law_to_yaml(law, fit_record), force=force)
 
 

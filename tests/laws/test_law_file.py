@@ -32,7 +32,7 @@ def test_round_trip_of_fitted_only_forms(tmp_path):
     laws = [OvertrainingLaw(name="ot", source="s", n_definition="total", c_definition="6ND", validity=validity,
                             E=1.8, A=500.0, B=1500.0, alpha=0.33, beta=0.33),
             FarseerLaw(name="fs", source="s", n_definition="total", c_definition="6ND", validity=validity,
-                       a1=0.1, b1=-1.0, alpha=0.3, a2=0.2, b2=7.0, beta=-0.2, a3=0.5, b3=0.6, gamma=-0.1)]
+                       a1=-0.1, b1=-1.0, alpha=-0.3, a2=0.2, b2=7.0, beta=-0.2, a3=0.5, b3=0.6, gamma=-0.1)]
     for law in laws:
         loaded = load_law_file(save_law(law, tmp_path / f"{law.name}.yaml"))
         assert type(loaded) is type(law)
