@@ -25,6 +25,7 @@ from planner.laws.fitter import LawFitter, refit_like, soundness_problem
 # MAX_BOOTSTRAP_STARTS; re-running the whole grid per resample would cost 200x more.
 ALTERNATIVE_OPTIMUM_FACTOR = 1.1
 MAX_BOOTSTRAP_STARTS = 3
+EQUIVALENT_OPTIMUM_RTOL = 1e-8
 # More failed refits than this fraction of resamples makes the intervals untrustworthy.
 MAX_FAILED_FRACTION = 0.1
 
@@ -45,8 +46,11 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
         raise PlannerInputError("the bootstrap over runs needs at least 2 runs; pass --bootstrap 0 to skip it")
     rng = np.random.default_rng(seed)
     best = fitter.optima_objective_[0]
-    starts = np.array([theta for theta, value in zip(fitter.optima_, fitter.optima_objective_)
-                       if value <= ALTERNATIVE_OPTIMUM_FACTOR * best][:MAX_BOOTSTRAP_STARTS])
+    # An optimum at the best objective (to 1e-8) is the same fit reached along a flat direction (Farseer's
+    # alpha and beta once a1 = a2 = 0), not an alternative basin: refitting from it too only costs time.
+    alternatives = [theta for theta, value in zip(fitter.optima_[1:], fitter.optima_objective_[1:])
+                    if best * (1 + EQUIVALENT_OPTIMUM_RTOL) < value <= ALTERNATIVE_OPTIMUM_FACTOR * best]
+    starts = np.array([fitter.optima_[0], *alternatives][:MAX_BOOTSTRAP_STARTS])
     names = fitter.law_.coefficient_names
     samples, failed = [], 0
     for _ in range(n_resamples):
