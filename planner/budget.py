@@ -39,6 +39,9 @@ class Constraints:
     unique_tokens: float | None = None
     target_loss: float | None = None
     inference_tokens: float | None = None
+    # Fraction of HBM a plan must leave free (--min-headroom): a user's margin against allocator spikes and
+    # longer sequences, on top of the cost model's own reserves (cost/memory.py).
+    min_headroom: float = 0.0
 
     @property
     def gpu_hours(self) -> float | None:
@@ -59,7 +62,7 @@ def parse_budget(text: str, price_per_gpu_hour: float | None, cluster_name: str)
 
 def build_constraints(*, budget: str | None, deadline: str | None, gpus: int | None, max_gpus: int | None,
                       unique_tokens: str | None, target_loss: float | None, inference_tokens: str | None,
-                      price_per_gpu_hour: float | None, cluster_name: str) -> Constraints:
+                      price_per_gpu_hour: float | None, cluster_name: str, min_headroom: float = 0.0) -> Constraints:
     """Parse and cross-check the optimize flags."""
     if budget is None and target_loss is None and not (gpus and deadline):
         raise PlannerInputError("give --budget (e.g. '10000gpuh' or '$2M'), --target-loss (e.g. 2.1), "
@@ -83,4 +86,5 @@ def build_constraints(*, budget: str | None, deadline: str | None, gpus: int | N
         unique_tokens=units.parse_count(unique_tokens, "--unique-tokens") if unique_tokens is not None else None,
         target_loss=target_loss,
         inference_tokens=units.parse_count(inference_tokens, "--inference-tokens") if inference_tokens is not None else None,
+        min_headroom=min_headroom,
     )

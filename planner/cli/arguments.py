@@ -47,3 +47,19 @@ def real_number(low: float | None = None, high: float | None = None, low_open: b
 
     parse.__name__ = "number"
     return parse
+
+
+def fraction(high: float = 1.0):
+    """An argparse type: a fraction in [0, high) written as '5%' or '0.05'."""
+    def parse(text: str) -> float:
+        raw = text.strip()
+        try:
+            value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0.0 <= value < high):
+            raise argparse.ArgumentTypeError(f"expected a fraction like '5%' or '0.05' (0 <= x < {high:g}), got {text!r}")
+        return value
+
+    parse.__name__ = "fraction"
+    return parse

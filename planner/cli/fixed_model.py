@@ -132,7 +132,8 @@ def solve_fixed_model(args):
         raise PlannerInputError("--deadline/--budget with --model need --tokens (how much to train) to turn steps into days")
     return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
                             frameworks=_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
-                            budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule)
+                            budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
+                            min_headroom=args.min_headroom or 0.0)
 
 
 def check_outputs(args) -> None:
@@ -314,6 +315,8 @@ def format_fixed_model(result) -> str:
               f"{100 * r['mfu']:.1f}%, goodput {100 * search.goodput:.1f}%",
               f"  memory     {human_bytes(sim['memory']['total_bytes'])} of {human_bytes(sim['memory']['hbm_bytes'])} "
               f"per GPU (headroom {human_bytes(sim['memory']['hbm_bytes'] - sim['memory']['total_bytes'])})"]
+    from planner.cli.optimize import memory_risk_lines
+    lines += memory_risk_lines(sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"], sim["memory"]["hbm_bytes"])
     if c.days is not None:
         band = f" (band {c.days_band[0]:.1f}-{c.days_band[1]:.1f})" if c.days_band else ""
         cost = f", ${c.cost_usd:,.0f}" if c.cost_usd else ""

@@ -26,7 +26,7 @@ def register(subparsers, name: str) -> None:
 
 def add_optimize_arguments(parser) -> None:
     """The problem flags (budget, cluster, law, constraints, training settings); shared with `planner report`."""
-    from planner.cli.arguments import real_number, whole_number
+    from planner.cli.arguments import fraction, real_number, whole_number
 
     parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
     parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d)")
@@ -43,6 +43,9 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--seq-len", type=whole_number(), default=4096, help="training sequence length (default 4096)")
     parser.add_argument("--vocab", type=whole_number(), default=32000, help="vocabulary size of the planned model (default 32000)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"])
+    parser.add_argument("--min-headroom", type=fraction(0.9), default=0.0, metavar="FRACTION",
+                        help="HBM a plan must leave free, like '5%%' (default 0: the cost model's own reserves only; "
+                             "plans under 5%% are flagged)")
     parser.add_argument("--batch-rule", default="step-law", choices=["step-law", "deepseek"],
                         help="optimal global batch law used to size and limit the batch (default step-law)")
 
@@ -61,7 +64,8 @@ def load_inputs(args):
     constraints = build_constraints(
         budget=args.budget, deadline=args.deadline, gpus=args.gpus[0] if args.gpus else None, max_gpus=args.max_gpus,
         unique_tokens=args.unique_tokens, target_loss=args.target_loss, inference_tokens=args.inference_tokens,
-        price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name)
+        price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name,
+        min_headroom=getattr(args, "min_headroom", 0.0) or 0.0)
     if args.seq_len <= 0 or args.vocab <= 0:
         raise PlannerInputError(f"--seq-len and --vocab must be positive, got {args.seq_len} and {args.vocab}")
     law = load_law(args.law or DEFAULT_LAW, constraints.unique_tokens)
@@ -130,6 +134,7 @@ def _plan_lines(plan: dict) -> list[str]:
         *_band_lines(plan),
         f"  memory     {human_bytes(plan['memory_bytes'])} per GPU of {human_bytes(plan['hbm_bytes'])} "
         f"(headroom {human_bytes(plan['memory_headroom_bytes'])})",
+        *memory_risk_lines(plan['memory_headroom_bytes'], plan['hbm_bytes']),
         f"  time/cost  {plan['wall_clock_days']:.1f} days wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
         + (f" (incl. {plan['inference_gpu_hours']:,.0f} for inference)" if plan.get("inference_gpu_hours") else ""),
         f"  loss       {plan['predicted_loss']:.3f} (80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f})",
@@ -137,6 +142,19 @@ def _plan_lines(plan: dict) -> list[str]:
     ]
     lines += [f"  warning    {w}" for w in plan.get("law_warnings", [])]
     return lines
+
+
+# Below this fraction of HBM free a plan is flagged: allocator spikes and fragmentation beyond the model's
+# reserve have been measured at several GiB (GMLake: ~15% on average; cost/memory.py cites it).
+MEMORY_RISK_FRACTION = 0.05
+
+
+def memory_risk_lines(headroom_bytes: float, hbm_bytes: float) -> list[str]:
+    if headroom_bytes >= MEMORY_RISK_FRACTION * hbm_bytes:
+        return []
+    from planner.render import human_bytes
+    return [f"  risk       only {human_bytes(headroom_bytes)} ({100 * headroom_bytes / hbm_bytes:.1f}%) of HBM free: an "
+            "allocator spike or a longer sequence may run out of memory; --min-headroom 5% plans with a margin"]
 
 
 def hyperparameter_lines(hyper: dict | None) -> list[str]:

@@ -76,9 +76,10 @@ def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: floa
     return tokens * flops_per_token(model) / rate / 86400.0
 
 
-def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule) -> CountPlan:
+def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,
+                   min_headroom=0.0) -> CountPlan:
     search = search_layouts(model, cluster, gpus, global_batch=global_batch, tokens=tokens, frameworks=frameworks,
-                            dtype=dtype, batch_rule=batch_rule)
+                            dtype=dtype, batch_rule=batch_rule, min_headroom=min_headroom)
     best = search.best
     if best is None:
         reasons = search.reason_counts()
@@ -104,10 +105,10 @@ def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dt
 def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[int], *, tokens: float | None = None,
                      global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
-                     batch_rule: str = "step-law") -> FixedModelPlan:
+                     batch_rule: str = "step-law", min_headroom: float = 0.0) -> FixedModelPlan:
     """Evaluate GPU counts and choose one (module docstring)."""
     common = dict(tokens=tokens, global_batch=global_batch, frameworks=tuple(frameworks), dtype=dtype,
-                  batch_rule=batch_rule)
+                  batch_rule=batch_rule, min_headroom=min_headroom)
     options = sorted(set(int(g) for g in gpu_options))
     result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None,
                             assumptions={"frameworks": list(frameworks), "dtype": dtype, "knee": knee,

@@ -228,11 +228,12 @@ class LayoutSearch:
 
 def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
-                   batch_rule: str = batch_size.DEFAULT_RULE) -> LayoutSearch:
+                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
-    Chinchilla's compute-optimal ratio) and each layout rounds it to whole micro-batches x dp.
+    Chinchilla's compute-optimal ratio) and each layout rounds it to whole micro-batches x dp. A layout
+    must leave `min_headroom` (a fraction) of HBM free.
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -248,11 +249,12 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     memory = per_gpu_memory(batch, cluster)
-    fits = memory["fits"] & memory["host_fits"]
+    in_hbm = memory["total_bytes"] <= memory["hbm_bytes"] * (1.0 - min_headroom)
+    fits = in_hbm & memory["host_fits"]
     fitting = np.flatnonzero(fits)
     times = step_time(batch.take(fitting), cluster)
     spread = lambda v: np.put(out := np.full(len(batch), np.nan), fitting, v) or out  # noqa: E731
-    reason = np.where(~memory["fits"], 0, np.where(~memory["host_fits"], 1, -1)).astype(np.int8)
+    reason = np.where(~in_hbm, 0, np.where(~memory["host_fits"], 1, -1)).astype(np.int8)
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,

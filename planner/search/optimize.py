@@ -376,8 +376,9 @@ def _binding_line(reason: str, problem: Problem, closest: dict, models: list) ->
     """What one binding constraint is and what would relax it."""
     c, cluster = problem.constraints, problem.cluster
     if reason == MEMORY:
+        margin = f" less the {100 * c.min_headroom:g}% --min-headroom" if c.min_headroom else ""
         return (f"memory binds: the smallest layout still needs {closest['memory_bytes'] / 2**30:.2f} GiB per GPU "
-                f"of {cluster.accelerator.hbm_bytes / 2**30:.2f} GiB; allow more GPUs (--max-gpus/--gpus), "
+                f"of {cluster.accelerator.hbm_bytes / 2**30:.2f} GiB{margin}; allow more GPUs (--max-gpus/--gpus), "
                 "use a cluster with more HBM, or a smaller model")
     if reason == "offload exceeds host memory":
         return "host memory binds: the layouts that fit in HBM offload more than the nodes' host memory holds"

@@ -119,7 +119,9 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     )
     # Memory is cheap; step time is only computed for candidates that fit (the rest are dropped anyway).
     memory = per_gpu_memory(batch, problem.cluster)
-    fits = memory["fits"] & memory["host_fits"]
+    # --min-headroom: the plan must leave that fraction of HBM free.
+    in_hbm = memory["total_bytes"] <= memory["hbm_bytes"] * (1.0 - problem.constraints.min_headroom)
+    fits = in_hbm & memory["host_fits"]
     fitting = np.flatnonzero(fits)
     time_parts = step_time(batch.take(fitting), problem.cluster)
     n = len(batch)
@@ -170,7 +172,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
 
     none = np.zeros(n, bool)
     checks = [
-        ~memory["fits"],
+        ~in_hbm,
         ~memory["host_fits"],
         (inference_gpu_s >= c.gpu_seconds) if (c.inference_tokens and c.gpu_seconds) else none,
         global_batch * seq_len > limit,

@@ -217,3 +217,16 @@ def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, capsys):
     best = json.loads(run(capsys, "--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
     if best["framework"] != "deepspeed":
         assert "fastest layout its launcher runs" in err
+
+
+def test_min_headroom_keeps_that_much_hbm_free_and_thin_margins_are_flagged(capsys):
+    """Issue 15: --min-headroom is a constraint; a plan with under 5% of HBM free says so."""
+    argv = ["--model", "gpt3-175b", "--gpus", "64", "--global-batch", "1536", "--cluster", "dgx-a100-80gb",
+            "--dtype", "fp16", "--framework", "megatron"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "risk" in out  # the fastest layout leaves under 1 GiB of 80
+    code, out, _ = run(capsys, *argv, "--min-headroom", "10%", "--json")
+    best = json.loads(out)["chosen"]["best"]
+    assert code == 0 and best["memory_gib"] <= 0.9 * 80.0 * 1.0000001
+    code, out, err = run(capsys, *argv, "--min-headroom", "95%")
+    assert code == 2 and "--min-headroom" in err
