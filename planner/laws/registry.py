@@ -8,6 +8,8 @@ its data-constrained variant (Muennighoff et al. 2023).
 
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 
 from planner.errors import PlannerInputError
@@ -42,12 +44,21 @@ def load_law(name_or_path: str, unique_tokens: float | None = None) -> LossLaw:
     return data_constrained(law, unique_tokens)
 
 
+def _is_file(path: str) -> bool:
+    try:  # a 300-character name or a NUL byte is not a file, not a traceback
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _lookup(name_or_path: str) -> LossLaw:
     if name_or_path in BUILTIN_LAWS:
         return BUILTIN_LAWS[name_or_path]
-    if Path(name_or_path).suffix.lower() in (".yaml", ".yml") or Path(name_or_path).is_file():
-        if not Path(name_or_path).is_file():
-            raise PlannerInputError(f"--law {name_or_path}: no such law file")
+    if Path(name_or_path).suffix.lower() in (".yaml", ".yml") or _is_file(name_or_path):
+        if not _is_file(name_or_path):
+            raise PlannerInputError(f"--law {name_or_path[:200]}: no such law file")
         return load_law_file(name_or_path)
-    raise PlannerInputError(f"--law: unknown law {name_or_path!r}; choose one of {', '.join(BUILTIN_LAWS)} "
+    close = difflib.get_close_matches(name_or_path, BUILTIN_LAWS, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise PlannerInputError(f"--law: unknown law {name_or_path[:200]!r}; {hint}choose one of {', '.join(BUILTIN_LAWS)} "
                             f"or a law file saved by 'planner fit-law --out'")
