@@ -35,7 +35,7 @@ from planner.laws.forms import FORMS
 from planner.laws.holdout import extrapolation_error, heldout_runs
 from planner.laws.published import EPOCH_2024, HOFFMANN_2022
 
-LAWS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "laws"
+LAWS_DIR = Path(__file__).resolve().parents[1] / "data" / "laws"
 
 
 def synthetic_runs(n_runs: int = 100, checkpoints: int = 20, seed: int = 0) -> LossData:

@@ -1,6 +1,6 @@
 """How long `planner validate` (and `planner doctor`) take on a large runs CSV, and how much memory.
 
-Builds a runs CSV of `--rows` rows by repeating the rows of shared/data/runs/published_runs_dev.csv
+Builds a runs CSV of `--rows` rows by repeating the rows of data/runs/published_runs_dev.csv
 (each copy gets a unique id, so nothing is a duplicate), then runs the command in a child process and
 reports its wall time and peak resident memory (`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`, the
 high-water mark of the child, in KiB on Linux). Output of the command goes to /dev/null.
@@ -25,12 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-DEV_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "runs" / "published_runs_dev.csv"
+DEV_FILE = Path(__file__).resolve().parents[1] / "data" / "runs" / "published_runs_dev.csv"
 
 
 def dev_file() -> Path:
-    """The shared dev file: next to the checkout (../shared) or at /work/shared."""
-    for candidate in (DEV_FILE, Path("/work/shared/data/runs/published_runs_dev.csv")):
+    """The dev file: data/ in the checkout, or /work/shared as a fallback."""
+    for candidate in (DEV_FILE, Path("/work/data/runs/published_runs_dev.csv")):
         if candidate.is_file():
             return candidate
     raise SystemExit(f"cannot find published_runs_dev.csv (looked at {DEV_FILE})")

@@ -1,6 +1,6 @@
 """How far off a step-time prediction is likely to be, from the model's errors on published runs.
 
-`planner validate` on the published runs (shared/data/runs) gives, per row, log(measured / predicted).
+`planner validate` on the published runs (data/runs) gives, per row, log(measured / predicted).
 No constant of the cost model is fitted to those rows, so each residual is a held-out error. Their 5th
 and 95th percentiles, per framework where there are at least MIN_ROWS rows of it and over all rows
 otherwise, make a 90% band that `simulate`, `validate` and `optimize` attach to every step time (and so to

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the repo and ../shared are, a reference cluster, and a CLI runner.
+"""Shared fixtures: where the repo and its data are, a reference cluster, and a CLI runner.
 
 Tests run with --import-mode=importlib, so helpers are handed out as fixtures rather than imported.
 """
@@ -36,11 +36,9 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The project's shared folder (../shared next to the repo root); tests needing it skip without it."""
-    folder = REPO_ROOT.parent / "shared"
-    if not folder.is_dir():
-        pytest.skip(f"shared folder not found at {folder} (expected ../shared beside the repo)")
-    return folder
+    """Where the checking data live: `data/` in the repository (runs, laws, spec; data/SOURCES.md), so no
+    test skips for want of a folder outside it. Tests address files as shared_dir / "data" / ..."""
+    return REPO_ROOT
 
 
 @pytest.fixture(scope="session")

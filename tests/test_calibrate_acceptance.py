@@ -1,7 +1,7 @@
 """Calibration on real measurements: the committed cpu-local profiles and the published A100 runs.
 
 These hold the figures the calibration issue asks for, on the data committed to the repo (the
-profiles) and in ../shared (the published runs), with explicit tolerances."""
+profiles) and in data/ (the published runs), with explicit tolerances."""
 
 from __future__ import annotations
 

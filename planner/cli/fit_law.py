@@ -27,7 +27,7 @@ def register(subparsers, name: str) -> None:
                                           "Reproduce Epoch's Chinchilla refit with --drop-highest-loss 5.")
     p.add_argument("data", metavar="DATA", help="CSV or JSON-lines file of runs or checkpoints")
     p.add_argument("--form", default="chinchilla", choices=list(FORMS), help="law form (default chinchilla)")
-    cols = p.add_argument_group("columns (default: detected; the shared/data/laws formats work as they are)")
+    cols = p.add_argument_group("columns (default: detected; the data/laws formats work as they are)")
     for key, what in (("n", "parameters N"), ("d", "tokens D"), ("c", "compute C = 6ND, if no D column"),
                       ("loss", "loss"), ("run", "run name (checkpoints of a run are resampled together)")):
         cols.add_argument(f"--{key}-col", metavar="NAME", help=f"column holding {what}")

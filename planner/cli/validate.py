@@ -21,7 +21,7 @@ from planner.render import to_json
 def register(subparsers, name: str) -> None:
     parser = subparsers.add_parser(
         name, help="predicted vs measured step time and memory for a runs CSV",
-        description="Simulate every row of a runs CSV (shared/spec/runs_csv.md) and report the error: "
+        description="Simulate every row of a runs CSV (data/spec/runs_csv.md) and report the error: "
                     "per row, MAPE / median / worst overall and per source. Rows that cannot be simulated "
                     "are listed with the reason. Exit 2 when no row of the files can be read.")
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv")

@@ -1,6 +1,6 @@
 """Read (N, D, loss) points for law fits from CSV or JSON-lines, grouped into runs.
 
-Column names are configurable; by default the formats in shared/data/laws/ work as they are:
+Column names are configurable; by default the formats in data/laws/ work as they are:
 the Epoch digitisation of Chinchilla (`Model Size`, `Training FLOP`, `loss`; D = C/(6N)) and the
 Gemstones checkpoints (`params_active_precise`, `tokens`, `final_loss`, grouped by `run_name`, one
 run contributing many rows). Rows without a run column are runs of their own. Counts accept the

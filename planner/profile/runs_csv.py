@@ -1,4 +1,4 @@
-"""The measured-runs CSV (`shared/spec/runs_csv.md`): read it, write it.
+"""The measured-runs CSV (`data/spec/runs_csv.md`): read it, write it.
 
 One row is one training configuration and what was measured on it. Reading never drops a row
 silently: a row whose cells cannot be parsed becomes a `RowProblem` (file, line, reason) and the

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LAW_DATA = REPO_ROOT.parent / "shared" / "data" / "laws" / "chinchilla_epoch_svg_extracted.csv"
+LAW_DATA = REPO_ROOT / "data" / "laws" / "chinchilla_epoch_svg_extracted.csv"
 
 
 def one_line_error(result, *fragments: str) -> str:

@@ -144,7 +144,7 @@ def write_seeds(folder: Path) -> None:
     for name in ("dgx-a100-80gb", "cpu-local"):
         shutil.copy(specs / f"{name}.yaml", folder / "clusters" / f"{name}.yaml")
     shutil.copy(specs / "dgx-a100-80gb.yaml", folder / "spec.yaml")
-    published = REPO_ROOT.parent / "shared" / "data" / "runs" / "published_runs_dev.csv"
+    published = REPO_ROOT / "data" / "runs" / "published_runs_dev.csv"
     runs = (published.read_text(encoding="utf-8").splitlines()[:5] if published.is_file() else
             ["id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s",
              "1,dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,1.5",
