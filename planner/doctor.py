@@ -121,7 +121,8 @@ def check_runs_csv(path: Path, cluster_dir=None, progress=None) -> list[Finding]
     """Every problem of a runs CSV, streamed: rows are read and checked one at a time, so memory holds
     the findings and the ids seen (duplicates), not the file. `progress.update(rows)` is called per row."""
     from planner.profile.runs_csv import RowProblem, UnreadableText, runs_from_lines, text_lines
-    from planner.validation import check_simulable, run_to_config
+    from planner.cost.estimate import check_simulable
+    from planner.validation import run_to_config
 
     lines = text_lines(path, "runs file (.csv)")
     findings: list[Finding] = []

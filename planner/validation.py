@@ -13,11 +13,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from planner.cost.estimate import estimate
+from planner.cost.estimate import MODEL_STATE_PARTS, check_simulable, estimate
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec, load_cluster
-from planner.layout import Layout, check_layout, layouts_batch
+from planner.layout import Layout, layouts_batch
 from planner.model import ModelSpec, make_model
 from planner.profile.runs_csv import MeasuredRun
 
@@ -111,9 +111,6 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
 # thousand candidates (measured, 2-core VM), so batching is the speed-up; a chunk this size keeps the
 # arrays (a few hundred per candidate) at a few MB.
 CHUNK_ROWS = 2048
-# What simulate() counts as "model states" (a tensor count's view, mem_method=counted-tensors); the same
-# list as planner.cost.estimate.simulate, checked against it by tests/test_input_validation_gaps.py.
-MODEL_STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
 
 
 def predict_runs(runs: list[MeasuredRun], cluster_dir=None, clusters: dict | None = None) -> list[RowResult]:
@@ -157,18 +154,6 @@ def _predict_chunk(runs: list[MeasuredRun], cluster_dir, known: dict) -> list[Ro
         for position, (i, _, _, inferred) in enumerate(members):
             results[i] = RowResult(runs[i], _figures(estimate_, position), cluster_name=cluster.name, inferred=inferred)
     return results  # type: ignore[return-value]
-
-
-def check_simulable(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> None:
-    """The checks planner.cost.estimate.simulate makes before it runs the model, with its messages."""
-    check_layout(model, layout)
-    cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
-    capacity = cluster.max_nodes * cluster.gpus_per_node
-    if layout.gpus > capacity:
-        raise PlannerInputError(
-            f"layout needs {layout.gpus} GPUs but cluster {cluster.name!r} has max_nodes({cluster.max_nodes})"
-            f" * gpus_per_node({cluster.gpus_per_node}) = {capacity}"
-        )
 
 
 def _figures(result, i: int) -> dict:

@@ -43,8 +43,12 @@ def _scalar(tree):
     return bool(value) if value.dtype == bool else float(value)
 
 
-def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
-    """The scalar path: validate, run the vectorised model on a batch of one, return plain numbers."""
+# What a tensor count sees (the CPU profiles' mem_method=counted-tensors): model states and buffers.
+MODEL_STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
+
+
+def check_simulable(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> None:
+    """What simulate checks before it runs the model (validation and doctor check rows the same way)."""
     check_layout(model, layout)
     cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -53,6 +57,11 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             f"layout needs {layout.gpus} GPUs but cluster {cluster.name!r} has max_nodes({cluster.max_nodes})"
             f" * gpus_per_node({cluster.gpus_per_node}) = {capacity}"
         )
+
+
+def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
+    """The scalar path: validate, run the vectorised model on a batch of one, return plain numbers."""
+    check_simulable(model, layout, cluster)
     result = estimate(single_batch(model, layout), cluster)
     memory = _scalar(result.memory)
     time = _scalar(result.time)
@@ -74,9 +83,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             "total_bytes": memory["total_bytes"],
             "hbm_bytes": memory["hbm_bytes"],
             "shortfall_bytes": max(0.0, memory["total_bytes"] - memory["hbm_bytes"]),
-            # What a tensor count sees (the CPU profiles' mem_method=counted-tensors): model states and buffers.
-            "model_states_bytes": sum(memory["parts"][k] for k in ("weights", "gradients", "optimizer", "fp8_weights",
-                                                                    "zero3_gathered", "comm_buckets")),
+            "model_states_bytes": sum(memory["parts"][k] for k in MODEL_STATE_PARTS),
             "host_bytes_per_node": memory["host_bytes_per_node"],
             "nvme_bytes_per_node": memory["nvme_bytes_per_node"],
             "host_fits": memory["host_fits"],
