@@ -328,3 +328,9 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         "params_per_gpu": pick(other["params"]),
         "binding_stage": binding,
     }
+
+
+def within_hbm(memory: dict, min_headroom: float = 0.0) -> np.ndarray:
+    """Candidates of a per_gpu_memory result that leave `min_headroom` (a fraction) of HBM free: the
+    searches' --min-headroom, a user's margin on top of the reserves above."""
+    return memory["total_bytes"] <= memory["hbm_bytes"] * (1.0 - min_headroom)

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from planner.cost.step_time import flop_rate_ceiling, rank_share
 from planner.error_bands import interval as step_time_interval
 from planner.hardware import ClusterSpec
-from planner.model import ModelSpec, training_flops_breakdown
+from planner.model import ModelSpec
+from planner.search.bounds import flops_per_token
 from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layouts
 
 DEFAULT_KNEE = 0.8  # assumed: below 80% scaling efficiency more GPUs mostly buy waste
@@ -64,16 +63,10 @@ class FixedModelPlan:
     assumptions: dict = field(default_factory=dict)
 
 
-def flops_per_token(model: ModelSpec) -> float:
-    return float(training_flops_breakdown(model.layers, model.hidden, model.heads, model.kv, model.ffn_size,
-                                          3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len, 1.0,
-                                          causal=True)["total"])
-
-
 def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: float, dtype: str) -> float:
     """Fewest days `tokens` can take on `gpus` GPUs: every FLOP at the cost model's ceiling rate, goodput 1."""
     rate = cluster.peak_flops_per_s(dtype) * flop_rate_ceiling(cluster) * float(rank_share(gpus, cluster)) * gpus
-    return tokens * flops_per_token(model) / rate / 86400.0
+    return tokens * float(flops_per_token([model])[0]) / rate / 86400.0
 
 
 def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.cost.goodput import goodput
-from planner.cost.memory import per_gpu_memory
+from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS
@@ -249,11 +249,16 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     memory = per_gpu_memory(batch, cluster)
-    in_hbm = memory["total_bytes"] <= memory["hbm_bytes"] * (1.0 - min_headroom)
+    in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"]
     fitting = np.flatnonzero(fits)
     times = step_time(batch.take(fitting), cluster)
-    spread = lambda v: np.put(out := np.full(len(batch), np.nan), fitting, v) or out  # noqa: E731
+
+    def spread(values):  # back to every layout; those that do not fit get NaN
+        out = np.full(len(batch), np.nan)
+        out[fitting] = values
+        return out
+
     reason = np.where(~in_hbm, 0, np.where(~memory["host_fits"], 1, -1)).astype(np.int8)
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),

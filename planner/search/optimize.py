@@ -142,13 +142,13 @@ def _progress(done: int, total: int, enabled: bool) -> None:
 
 
 class Scoreboard:
-    """What scoring keeps: metrics of feasible candidates, drop counts, and for each constraint the
-    candidates that fail it alone (relaxing that one constraint would make them feasible)."""
+    """What scoring keeps: metrics of feasible candidates and, for the infeasible, how many failed each
+    combination of checks (a bit mask per candidate, score.DROP_REASONS order). The drop counts (first
+    failed check) and the candidates failing one constraint alone (relaxing it would make them feasible)
+    both follow from those combinations."""
 
     def __init__(self) -> None:
         self.kept: dict[str, list] = {}
-        self.dropped = np.zeros(len(DROP_REASONS), dtype=np.int64)
-        self.sole = np.zeros(len(DROP_REASONS), dtype=np.int64)
         self.combinations: dict[int, int] = {}  # failed-check bit mask -> candidates
         self.closest = {"deadline_wall_s": np.inf, "budget_gpu_s": np.inf, "memory_bytes": np.inf}
         self.offset = 0
@@ -160,26 +160,20 @@ class Scoreboard:
             index = np.arange(start, min(start + CHUNK, n))
             arrays = {k: v[index] for k, v in space.arrays.items()}
             metrics = score_chunk(problem, space.models, arrays)
-            infeasible = ~metrics["feasible"]
-            self.dropped += np.bincount(metrics["drop_code"][infeasible], minlength=len(DROP_REASONS))
-            failed = metrics["failed"]
-            for code in range(len(DROP_REASONS)):
-                self.sole[code] += int(np.count_nonzero(failed == (1 << code)))
-            masks, counts = np.unique(failed[infeasible], return_counts=True)
+            failed, good = metrics["failed"], metrics["feasible"]
+            masks, counts = np.unique(failed[~good], return_counts=True)
             for mask, count in zip(masks.tolist(), counts.tolist()):
                 self.combinations[mask] = self.combinations.get(mask, 0) + count
-            for reason, key, value in ((DEADLINE, "deadline_wall_s", "wall_s"), (BUDGET, "budget_gpu_s", "gpu_seconds"),
-                                       (MEMORY, "memory_bytes", "memory_bytes")):
-                # The closest a candidate came to the constraint among those that fail it alone.
-                hit = failed == (1 << DROP_REASONS.index(reason))
-                if reason == MEMORY:
-                    hit = (failed & 1).astype(bool)
+            # How close candidates came: any that do not fit (memory), those failing the deadline or the
+            # budget alone.
+            for hit, key, value in (((failed & 1).astype(bool), "memory_bytes", "memory_bytes"),
+                                    (failed == _bit(DEADLINE), "deadline_wall_s", "wall_s"),
+                                    (failed == _bit(BUDGET), "budget_gpu_s", "gpu_seconds")):
                 if hit.any():
                     self.closest[key] = min(self.closest[key], float(np.min(metrics[value][hit])))
-            good = metrics["feasible"]
             self.kept.setdefault("index", []).append(self.offset + index[good])
             for key, value in metrics.items():
-                if key not in ("feasible", "drop_code", "failed"):
+                if key not in ("feasible", "failed"):
                     self.kept.setdefault(key, []).append(value[good])
             if good.any():
                 primary, _ = primary_objective(problem, {k: v[good] for k, v in metrics.items()})
@@ -188,9 +182,16 @@ class Scoreboard:
 
     def result(self) -> dict:
         feasible = {k: np.concatenate(v) for k, v in self.kept.items()} if self.kept else {"index": np.array([], int)}
-        return {"feasible": feasible, "dropped": dict(zip(DROP_REASONS, self.dropped.tolist())),
-                "combinations": self.combinations,
-                "sole": dict(zip(DROP_REASONS, self.sole.tolist())), "closest": self.closest}
+        dropped = dict.fromkeys(DROP_REASONS, 0)
+        for mask, count in self.combinations.items():
+            dropped[DROP_REASONS[(mask & -mask).bit_length() - 1]] += count  # the first failed check
+        sole = {reason: self.combinations.get(_bit(reason), 0) for reason in DROP_REASONS}
+        return {"feasible": feasible, "dropped": dropped, "combinations": self.combinations, "sole": sole,
+                "closest": self.closest}
+
+
+def _bit(reason: str) -> int:
+    return 1 << DROP_REASONS.index(reason)
 
 
 MEMORY, DEADLINE, BUDGET = DROP_REASONS[0], "misses the deadline", "over the budget"

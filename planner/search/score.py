@@ -24,7 +24,7 @@ import numpy as np
 
 from planner.budget import Constraints
 from planner.errors import PlannerInputError
-from planner.cost.memory import per_gpu_memory
+from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import flop_rate_ceiling, rank_share, step_time
 from planner.cost.goodput import goodput
 from planner.hardware import ClusterSpec
@@ -108,7 +108,8 @@ def global_batch_sequences(problem: Problem, arrays: dict, seq_len: np.ndarray) 
 
 
 def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str, np.ndarray]:
-    """Simulate and evaluate one chunk. Returns per-candidate metrics, `feasible` and `drop_code`."""
+    """Simulate and evaluate one chunk. Returns per-candidate metrics, `feasible` and `failed` (a bit per
+    DROP_REASONS entry the candidate fails)."""
     seq_len = np.array([m.seq_len for m in space_models], dtype=float)[arrays["model_index"]]
     global_batch = global_batch_sequences(problem, arrays, seq_len)
     batch = build_batch(
@@ -120,7 +121,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     # Memory is cheap; step time is only computed for candidates that fit (the rest are dropped anyway).
     memory = per_gpu_memory(batch, problem.cluster)
     # --min-headroom: the plan must leave that fraction of HBM free.
-    in_hbm = memory["total_bytes"] <= memory["hbm_bytes"] * (1.0 - problem.constraints.min_headroom)
+    in_hbm = within_hbm(memory, problem.constraints.min_headroom)
     fits = in_hbm & memory["host_fits"]
     fitting = np.flatnonzero(fits)
     time_parts = step_time(batch.take(fitting), problem.cluster)
@@ -136,7 +137,8 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     # could give a plan. Only fitting candidates can be feasible, so these rates never reach a plan.
     best_tflops = problem.peak * flop_rate_ceiling(problem.cluster) * rank_share(arrays["gpus"], problem.cluster) / 1e12
     optimistic = best_tflops * 1e12 * arrays["gpus"] / problem.flops_per_token[arrays["model_index"]]
-    tokens_per_s = np.where(fits, spread(time_parts["tokens_per_s"]), optimistic)
+    simulated_tokens_per_s = spread(time_parts["tokens_per_s"])
+    tokens_per_s = np.where(fits, simulated_tokens_per_s, optimistic)
     mi = arrays["model_index"]
     gpus = arrays["gpus"].astype(float)
     gp = goodput(problem.total_params[mi], gpus, problem.cluster)["goodput"]
@@ -181,15 +183,13 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         wall > c.deadline_s * (1 + 1e-9),
         (gpu_seconds > c.gpu_seconds * (1 + 1e-9)) if c.gpu_seconds is not None else none,
     ]
-    drop_code = np.full(n, -1)
     failed = np.zeros(n, dtype=np.int64)
-    for code, check in reversed(list(enumerate(checks))):
-        drop_code = np.where(check, code, drop_code)
+    for code, check in enumerate(checks):
         failed |= check.astype(np.int64) << code
     return {
-        "feasible": drop_code < 0, "drop_code": drop_code, "failed": failed, "loss": loss, "tokens": tokens,
+        "feasible": failed == 0, "failed": failed, "loss": loss, "tokens": tokens,
         "wall_s": wall, "gpu_seconds": gpu_seconds, "inference_gpu_seconds": inference_gpu_s,
-        "tokens_per_s": spread(time_parts["tokens_per_s"]), "step_time_s": spread(time_parts["step_time_s"]),
+        "tokens_per_s": simulated_tokens_per_s, "step_time_s": spread(time_parts["step_time_s"]),
         "mfu": spread(time_parts["mfu"]), "goodput": gp, "global_batch": global_batch,
         "memory_bytes": memory["total_bytes"],
     }
