@@ -46,9 +46,7 @@ def simulate(model, layout=None, cluster="dgx-h100") -> dict:
     """
     from planner.cost.estimate import simulate as run
 
-    model = preset(model) if isinstance(model, str) else model
-    cluster = load_cluster(cluster) if isinstance(cluster, str) else cluster
-    return run(model, layout if layout is not None else make_layout(), cluster)
+    return run(_model(model), layout if layout is not None else make_layout(), _cluster(cluster))
 
 
 def plan(budget_gpu_hours: float | None = None, *, cluster="dgx-h100", law: str = "epoch", deadline: str | None = None,
@@ -62,7 +60,7 @@ def plan(budget_gpu_hours: float | None = None, *, cluster="dgx-h100", law: str 
     from planner.laws.registry import load_law
     from planner.search.optimize import optimize
 
-    cluster = load_cluster(cluster) if isinstance(cluster, str) else cluster
+    cluster = _cluster(cluster)
     constraints = build_constraints(
         budget=None if budget_gpu_hours is None else f"{budget_gpu_hours}gpuh", deadline=deadline, gpus=gpus,
         max_gpus=max_gpus, unique_tokens=unique_tokens, target_loss=target_loss, inference_tokens=inference_tokens,
@@ -79,22 +77,24 @@ def search_layouts(model, cluster, gpus: int, **options):
     is the fastest layout that fits, `layout(i)` a validated Layout. Imported lazily so that
     `import planner` stays cheap.
     """
-    from planner.hardware import ClusterSpec, load_cluster
-    from planner.model import ModelSpec, preset
     from planner.search.layouts import search_layouts as search
 
-    model = model if isinstance(model, ModelSpec) else preset(model)
-    cluster = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
-    return search(model, cluster, gpus, **options)
+    return search(_model(model), _cluster(cluster), gpus, **options)
 
 
 def plan_fixed_model(model, cluster, gpus, **options):
     """GPU count, layout, days and cost for a chosen model: `planner.search.fixed_model.plan_fixed_model`
     (`gpus` is a list of counts to consider); names are accepted as in `search_layouts`."""
-    from planner.hardware import ClusterSpec, load_cluster
-    from planner.model import ModelSpec, preset
     from planner.search.fixed_model import plan_fixed_model as plan
 
-    model = model if isinstance(model, ModelSpec) else preset(model)
-    cluster = cluster if isinstance(cluster, ClusterSpec) else load_cluster(cluster)
-    return plan(model, cluster, list(gpus), **options)
+    return plan(_model(model), _cluster(cluster), list(gpus), **options)
+
+
+def _model(model):
+    """A preset name, or a ModelSpec as it is."""
+    return preset(model) if isinstance(model, str) else model
+
+
+def _cluster(cluster):
+    """A cluster spec name or path, or a ClusterSpec as it is."""
+    return load_cluster(cluster) if isinstance(cluster, str) else cluster
