@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,18 @@ def h100():
     from planner.hardware import load_cluster
 
     return load_cluster("dgx-h100")
+
+
+@pytest.fixture
+def launch_folder(tmp_path):
+    """write(files) -> (folder, PATH with a stub torchrun that prints its arguments one per line)."""
+    def write(files: dict[str, str]):
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+        stub = tmp_path / "bin" / "torchrun"
+        stub.parent.mkdir()
+        stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+        stub.chmod(0o755)
+        return tmp_path, f"{stub.parent}{os.pathsep}{os.environ['PATH']}"
+
+    return write

@@ -67,15 +67,20 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
-def test_deepspeed_parses_every_generated_config():
-    payload = {name: (ds_config(layout), layout.dp) for name, layout in LAYOUTS.items()}
+def parsed_by_deepspeed(payload: dict) -> dict:
+    """name -> what DeepSpeed's own config parser made of (ds_config, dp), in a CPU-only subprocess."""
     completed = subprocess.run([sys.executable, "-c", DEEPSPEED_CHECK, _free_port()], input=json.dumps(payload),
                                capture_output=True, text=True, timeout=300,
                                env={**os.environ, "DS_ACCELERATOR": "cpu"})
     result_lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert completed.returncode == 0 and result_lines, completed.stderr[-3000:]
-    parsed = json.loads(result_lines[0].removeprefix("RESULT "))
+    return json.loads(result_lines[0].removeprefix("RESULT "))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+def test_deepspeed_parses_every_generated_config():
+    payload = {name: (ds_config(layout), layout.dp) for name, layout in LAYOUTS.items()}
+    parsed = parsed_by_deepspeed(payload)
     for name, layout in LAYOUTS.items():
         got = parsed[name]
         assert got["train_batch_size"] == layout.global_batch
@@ -102,12 +107,7 @@ def test_deepspeed_parses_the_configs_launch_files_emits_for_searched_plans():
         plans[f"{name}-{gpus}"] = (preset(name), search.layout(search.best))
     payload = {name: (json.loads(launch_files(model, layout, cluster, tokens=1e11)["ds_config.json"]), layout.dp)
                for name, (model, layout) in plans.items()}
-    completed = subprocess.run([sys.executable, "-c", DEEPSPEED_CHECK, _free_port()], input=json.dumps(payload),
-                               capture_output=True, text=True, timeout=300,
-                               env={**os.environ, "DS_ACCELERATOR": "cpu"})
-    result_lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and result_lines, completed.stderr[-3000:]
-    parsed = json.loads(result_lines[0].removeprefix("RESULT "))
+    parsed = parsed_by_deepspeed(payload)
     for name, (_, layout) in plans.items():
         got = parsed[name]
         assert (got["train_batch_size"], got["micro"], got["accumulation"], got["zero_stage"]) == (

@@ -76,16 +76,11 @@ def test_every_emitted_flag_exists_in_megatron_and_parses(case, megatron_options
     assert parsed.num_layers == preset(name).layers and parsed.seq_length == preset(name).seq_len
 
 
-def test_the_launch_script_passes_exactly_those_arguments(tmp_path, megatron_options, h100):
+def test_the_launch_script_passes_exactly_those_arguments(launch_folder, megatron_options, h100):
     model, layout = preset("llama3-70b"), CASES["llama3-70b-uneven"][1]
     files = launch_files(model, layout, h100, tokens=1e12, summary="test plan")
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    stub = tmp_path / "bin" / "torchrun"
-    stub.parent.mkdir()
-    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
-    stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "MEGATRON_LM": "/m",
+    tmp_path, path = launch_folder(files)
+    env = {**os.environ, "PATH": path, "MEGATRON_LM": "/m",
            "DATA_PATH": "/data/prefix", "TOKENIZER": "tok", "MASTER_ADDR": "node0", "NODE_RANK": "1"}
     completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr

@@ -114,18 +114,13 @@ def test_what_torchtitan_cannot_run_is_refused(model, layout, reason, h100):
     assert str(refused.value).startswith("fsdp (torchtitan) cannot run this plan:") and reason in str(refused.value)
 
 
-def test_the_launch_script_runs_torchtitan_with_the_config(tmp_path, h100):
+def test_the_launch_script_runs_torchtitan_with_the_config(launch_folder, h100):
     model, layout = preset("llama3-8b"), CASES["llama3-8b-fsdp"][1]
     files = launch_files(model, layout, h100, summary="test plan")  # no tokens: steps and lr from the environment
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    stub = tmp_path / "bin" / "torchrun"
-    stub.parent.mkdir()
-    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
-    stub.chmod(0o755)
+    tmp_path, path = launch_folder(files)
     titan = tmp_path / "torchtitan"
     titan.mkdir()
-    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "TORCHTITAN": str(titan),
+    env = {**os.environ, "PATH": path, "TORCHTITAN": str(titan),
            "HF_ASSETS": "/hf/tok", "MASTER_ADDR": "node0", "NODE_RANK": "0", "TRAIN_STEPS": "100", "LR": "3e-4"}
     completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
