@@ -48,6 +48,9 @@ from planner.hardware import load_cluster
 from planner.model import preset
 from planner.search.layouts import search_layouts
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks share one timing helper
+from bench_optimize import best_of  # noqa: E402
+
 MODEL, CLUSTER, GPUS, GLOBAL_BATCH, DTYPE = "gpt3-175b", "dgx-a100-80gb", 64, 1536, "fp16"
 CALCULON_MODEL, CALCULON_SYSTEM, CALCULON_DTYPE = "models/gpt3-175B.json", "systems/a100_80g.json", "float16"
 TARGET_CLI_S = 1.5
@@ -63,11 +66,11 @@ SPACE = (
      "pp: divisors of gpus/(tp x cp) up to the depth, uneven stages too (adds pp 64 here)"),
     ("data_par", "optimal_execution.py:84: procs / (tp x pp)", "dp: gpus / (tp x cp x pp)"),
     ("pipeline_interleaving", "optimal_execution.py:85; llm.py:233: divisors of blocks/pp (up to 48 here)",
-     "vpp 1-16 with pp x vpp dividing the depth: lacks 24 and 48"),
+     "every vpp with pp x vpp dividing the depth: same set"),
     ("batch_size", "optimal_execution.py:86,165: largest multiple of dp <= max batch",
      "global batch fixed (1536); dp must divide it"),
     ("microbatch_size", "optimal_execution.py:205; llm.py:242: every divisor of the local batch (mbs x seq % tp == 0)",
-     "divisors of the per-replica batch up to 64: lacks 96-1536"),
+     "every divisor of the per-replica batch: same set"),
     ("activation_recompute", "optimal_execution.py:89: full, attn_only, none", "recompute full, selective, none"),
     ("optimizer_sharding", "optimal_execution.py:90: on/off with dp > 1", "ZeRO 1 (and ZeRO 2, 3 beyond it)"),
     ("tensor_par_comm_type", "optimal_execution.py:91: ar, p2p_rs_ag, rs_ag",
@@ -160,15 +163,6 @@ for tp in Llm.get_all_tensor_parallelisms(procs, app.hidden, app.attn_heads):
             rows += [(tp, pp, dp, v, m) for m in Llm.get_valid_microbatch_sizes(app.seq_size, tp, dp, local, pp)]
 print(json.dumps(rows))
 """
-
-
-def best_of(function, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def search(frameworks: tuple[str, ...]):
