@@ -231,7 +231,7 @@ def branch_and_bound(problem: Problem, models: list, counts: list[int], context:
         if hit.any():
             ruled_out[key] = float(np.min(cells[floor][hit]))
     board, spaces, done = Scoreboard(), [], 0
-    tolerance = LOSS_TIE_RELATIVE if problem.constraints.target_loss is None else COST_TIE_RELATIVE
+    tolerance = tie_tolerance(problem)
     while done < len(order):
         threshold = board.best + abs(board.best) * tolerance
         # The context in one round (it is scored whatever the bounds say), then the rest a round at a time.
@@ -257,11 +257,14 @@ COST_TIE_RELATIVE = 1e-2
 WALL_TIE_RELATIVE = 1e-6
 
 
+def tie_tolerance(problem: Problem) -> float:
+    return LOSS_TIE_RELATIVE if problem.constraints.target_loss is None else COST_TIE_RELATIVE
+
+
 def primary_objective(problem: Problem, feasible: dict) -> tuple[np.ndarray, float]:
     """What is minimised first (loss, or GPU-seconds in target mode) and its tie tolerance."""
-    if problem.constraints.target_loss is None:
-        return feasible["loss"], LOSS_TIE_RELATIVE
-    return feasible["gpu_seconds"], COST_TIE_RELATIVE
+    key = "loss" if problem.constraints.target_loss is None else "gpu_seconds"
+    return feasible[key], tie_tolerance(problem)
 
 
 def select(problem: Problem, feasible: dict, mask: np.ndarray | None = None) -> int | None:
