@@ -274,7 +274,14 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
 
 
 def default_cluster_dir() -> Path:
-    """The bundled `cluster_specs/` (the repo folder in a checkout, package data when installed)."""
+    """The bundled `cluster_specs/`: the repo folder in a checkout, package data when installed.
+
+    The checkout folder is looked up beside the package first, so a second checkout (a git worktree
+    put first on PYTHONPATH) reads its own specs rather than those of the editable install.
+    """
+    checkout = Path(__file__).resolve().parents[1] / "cluster_specs"
+    if checkout.is_dir():
+        return checkout
     return Path(str(resources.files("planner.cluster_specs")))
 
 
