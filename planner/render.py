@@ -1,4 +1,9 @@
-"""Plain-text and JSON rendering shared by the commands. Formats numbers; computes nothing."""
+"""Plain-text and JSON rendering shared by the commands. Formats numbers; computes nothing.
+
+Every JSON object a command prints is a `json_document`: the result with a top-level `schema_version`
+(JSON_SCHEMA_VERSION, raised when a key is renamed or removed or its meaning changes; new keys do not
+raise it), so a script can check what it reads.
+"""
 
 from __future__ import annotations
 
@@ -76,3 +81,14 @@ def _jsonable(value):
 def to_json(value) -> str:
     """Deterministic JSON: sorted keys, NaN/inf as null, numpy scalars as plain numbers."""
     return json.dumps(_jsonable(value), indent=2, sort_keys=True)
+
+
+# The version of the JSON every command prints (`schema_version` at the top of each object).
+JSON_SCHEMA_VERSION = 1
+
+
+def json_document(value: dict) -> str:
+    """What `--json` prints: `value` with the schema version at its top, as deterministic JSON (to_json)."""
+    if "schema_version" in value:
+        raise ValueError("a JSON result must not carry its own schema_version")
+    return to_json({"schema_version": JSON_SCHEMA_VERSION, **value})

@@ -332,11 +332,11 @@ def test_item18_chunk_size_does_not_change_results(published_runs_csv):
 def test_item18_streamed_json_is_what_to_json_of_the_whole_result_gives(cli, published_runs_csv):
     from planner.cli.validate import _row_json
     from planner.error_bands import compute_bands
-    from planner.render import to_json
+    from planner.render import json_document
 
     code, out, _ = cli(["validate", published_runs_csv, "--json"])
     results = predict_runs(read_runs(published_runs_csv)[0])
-    expected = to_json({"rows": [_row_json(r) for r in results], "step_time": summarize(results, "step"),
+    expected = json_document({"rows": [_row_json(r) for r in results], "step_time": summarize(results, "step"),
                         "memory": summarize(results, "memory"), "unreadable_rows": [],
                         "skipped_rows": [{"id": r.run.id, "reason": r.reason} for r in results if r.reason],
                         "error_bands": compute_bands(results)})

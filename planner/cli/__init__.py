@@ -1,8 +1,16 @@
 """`planner` command line: parse -> load -> call -> render. No modelling logic lives here.
 
 Each subcommand is one module in this package with `register(subparsers)`; the module's
-`run(args) -> int` does the work. Bad input anywhere surfaces as `PlannerInputError` and is
-printed as one line with exit code 2; an infeasible plan exits 1 with its explanation. Standard
+`run(args) -> int` does the work.
+
+The contract every subcommand keeps (tests/cli/test_cli_contract.py runs each one):
+- exit code 0: done; 1: done, and the answer is negative (no feasible plan, the layout does not fit,
+  problems found, some inputs gave no result); 2: bad input, as one line naming the flag or key
+  (`PlannerInputError`, or argparse's usage error);
+- results on stdout; status, warnings and progress on stderr;
+- `--json` prints one JSON object with a top-level `schema_version` (planner.render.json_document);
+- `--quiet` turns progress off (it is off anyway when stderr is not a terminal);
+- `--help` shows every flag's default. Standard
 output that cannot be written (a full disk) is one line and exit 2 too; a reader that went away
 (`planner laws | head -1`) ends the command quietly with exit 141, as a shell reports SIGPIPE.
 Ctrl-C and SIGTERM unwind the program (so partial outputs are cleaned up) and exit 130 and 143.
@@ -33,7 +41,31 @@ SUBCOMMANDS = {
     "report": "report",
     "clusters": "clusters",
     "doctor": "doctor",
+    "completion": "completion",
 }
+
+EXIT_OK, EXIT_NEGATIVE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows a flag's default in --help, unless its help text already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or default in (None, False, argparse.SUPPRESS)
+                or default == [] or "%(default)" in text):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """--json and --quiet on every subcommand (a module may define its own --json help)."""
+    if "--json" not in parser._option_string_actions:
+        parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    if "--quiet" not in parser._option_string_actions:
+        parser.add_argument("--quiet", "-q", action="store_true",
+                            help="no progress display on stderr (it shows only when stderr is a terminal)")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -44,13 +76,19 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:  # argparse joins them with spaces, so an empty or blank one would vanish from the message
-            self.error("unrecognized arguments: "
-                       + " ".join(a if a.strip() == a and a and a.isprintable() else repr(a) for a in extras))
+            message = "unrecognized arguments: " + " ".join(
+                a if a.strip() == a and a and a.isprintable() else repr(a) for a in extras)
+            command = getattr(parsed, "command", None)  # the subcommand they were given to names the error
+            if command and self.prog == "planner":
+                sys.stderr.write(f"planner {command}: error: {message}\n")
+                sys.exit(2)
+            self.error(message)
         return parsed
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -76,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers, name)
+        add_common_flags(subparsers.choices[name])
     return parser
 
 

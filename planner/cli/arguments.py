@@ -63,3 +63,30 @@ def fraction(high: float = 1.0):
 
     parse.__name__ = "fraction"
     return parse
+
+
+# Help for the flags that mirror runs-CSV columns (simulate, ingest): data/spec/runs_csv.md has the details.
+CONFIG_HELP = {
+    "gpus": "total GPUs",
+    "layers": "transformer layers",
+    "hidden": "hidden size (model width)",
+    "heads": "attention heads",
+    "kv-heads": "key/value heads (grouped-query attention; default: --heads)",
+    "ffn": "feed-forward inner size (default: 4 x hidden for gelu, the preset's for swiglu)",
+    "seq-len": "sequence length in tokens",
+    "vocab": "vocabulary size",
+    "tp": "tensor-parallel degree",
+    "pp": "pipeline-parallel degree (stages)",
+    "dp": "data-parallel degree",
+    "cp": "context-parallel degree (sequence split across GPUs)",
+    "vpp": "virtual pipeline stages per GPU (interleaved schedule)",
+    "zero": "ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters sharded",
+    "micro-batch": "sequences per micro-batch per GPU",
+    "global-batch": "sequences per optimizer step (default: micro-batch x dp)",
+    "seq-parallel": "Megatron sequence parallelism (1) or not (0)",
+    "mlp": "feed-forward kind",
+    "offload": "what ZeRO-Offload moves off the GPU",
+    "offload-device": "where offloaded state lives",
+    "recompute": "activation recomputation",
+    "dtype": "training number format",
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -15,7 +16,7 @@ def register(subparsers, name: str) -> None:
                     "respond to, and that lower the cross-validated error, are fitted (forward selection); the "
                     "others keep their defaults and the output says why. Prints error before/after on the fitted "
                     "rows and on held-out rows, and writes cluster_specs/<name>.calibrated.yaml.")
-    parser.add_argument("runs", nargs="+", metavar="RUNS.csv")
+    parser.add_argument("runs", nargs="+", metavar="RUNS.csv", help="runs CSV files with measured step times (data/spec/runs_csv.md)")
     parser.add_argument("--cluster", required=True, help="cluster spec name (or YAML path) whose rows to fit")
     parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in (and to write into)")
     parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
@@ -40,7 +41,7 @@ def run(args) -> int:
     from planner.errors import PlannerInputError
     from planner.hardware import default_cluster_dir, load_cluster, parse_cluster_spec
     from planner.io import check_new_outputs, load_yaml_file, write_text_atomic
-    from planner.render import table, to_json
+    from planner.render import json_document, table
     from planner.profile.runs_csv import read_runs_files
 
     cluster = load_cluster(args.cluster, args.cluster_dir)
@@ -77,7 +78,8 @@ def run(args) -> int:
     out.update({"rows_fitted": len(samples), "rows_held_out": len(holdout or []), "skipped_rows": skipped,
                 "unreadable_rows": [str(p) for p in problems], "written": written, "sources": sources})
     if args.json:
-        print(to_json(out))
+        print(json_document(out))
+        _say_written(written)
         return 0
     print(f"cluster {cluster.name}: fitted on {len(samples)} rows from {len(sources)} source(s)"
           + (f", {len(holdout)} rows held out" if holdout else ""))
@@ -103,6 +105,10 @@ def run(args) -> int:
               f"the spec keeps the defaults")
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
-    if written:
-        print(f"wrote {written} (use --cluster {Path(written).stem})")
+    _say_written(written)
     return 0
+
+
+def _say_written(written: str | None) -> None:
+    if written:
+        sys.stderr.write(f"wrote {written} (use --cluster {Path(written).stem})\n")

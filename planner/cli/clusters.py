@@ -12,11 +12,11 @@ def register(subparsers, name: str) -> None:
 
 def run(args) -> int:
     from planner.hardware import available_clusters, load_cluster
-    from planner.render import human_bytes, table, to_json
+    from planner.render import human_bytes, json_document, table
 
     specs = [load_cluster(name, args.cluster_dir) for name in available_clusters(args.cluster_dir)]
     if args.json:
-        print(to_json({s.name: s.model_dump(by_alias=False) for s in specs}))
+        print(json_document({"clusters": {s.name: s.model_dump(by_alias=False) for s in specs}}))
         return 0
     rows = []
     for s in specs:

@@ -12,7 +12,7 @@ def register(subparsers, name: str) -> None:
         name, help="check cluster specs (.yaml) and runs files (.csv); print every problem with file:line",
         description="Check hand-edited cluster specs and runs CSVs. Exit 0 when clean, 1 when problems were "
                     "found, 2 when a file cannot be checked at all.")
-    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="cluster specs (.yaml) and runs files (.csv) to check")
     parser.add_argument("--cluster-dir", metavar="DIR", help="resolve cluster names in runs files against this folder")
     parser.set_defaults(run=run)
 
@@ -20,20 +20,28 @@ def register(subparsers, name: str) -> None:
 def run(args) -> int:
     from planner.cli.progress import Progress
     from planner.doctor import check_file, check_paths
+    from planner.render import json_document
 
     check_paths(args.files)  # a path that names no checkable file stops doctor before any output
-    total = 0
+    checked = {}
     for path in args.files:
-        progress = Progress("doctor")  # on stderr when it is a terminal; erased before the findings print
+        progress = Progress("doctor", quiet=args.quiet)  # on stderr when it is a terminal; erased before the findings print
         try:
             findings = check_file(path, args.cluster_dir, progress)
         finally:
             progress.done()
+        checked[path] = findings
+        if args.json:
+            continue
         for finding in findings:
             print(finding)
         if not findings:
             print(f"{path}: ok")
-        total += len(findings)
-    if total:
+    total = sum(len(findings) for findings in checked.values())
+    if args.json:
+        print(json_document({"problems": total, "files": [
+            {"path": path, "problems": [{"where": f.where, "message": f.message} for f in findings]}
+            for path, findings in checked.items()]}))
+    elif total:
         print(f"{total} problem(s) found")
     return 1 if total else 0

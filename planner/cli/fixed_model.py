@@ -156,7 +156,7 @@ def emittable_layout(count, model, limit: int = 5000):
 
 def run_fixed_model(args) -> int:
     from planner.io import write_text_atomic
-    from planner.render import to_json
+    from planner.render import json_document
 
     check_outputs(args)
     result = solve_fixed_model(args)
@@ -168,7 +168,7 @@ def run_fixed_model(args) -> int:
                                     "(deepspeed, megatron, fsdp/torchtitan) runs for this model; see `planner "
                                     "simulate --emit` for the reasons")
     if args.json:
-        print(to_json(result_json(result)))
+        print(json_document(result_json(result)))
     else:
         print(format_fixed_model(result))
     if args.all_layouts:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from planner.cli.arguments import whole_number
+from planner.cli.arguments import CONFIG_HELP, whole_number
 from planner.errors import PlannerInputError
 
 _INT_FLAGS = ("gpus", "layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab", "tp", "pp", "dp", "cp",
@@ -46,11 +46,11 @@ def register(subparsers, name: str) -> None:
     layout.add_argument("--cluster", help="cluster spec name (logs never say)")
     for flag in _INT_FLAGS:
         low, high = {"zero": (0, 3), "seq-parallel": (0, 1)}.get(flag, (1, None))
-        layout.add_argument(f"--{flag}", type=whole_number(low, high) if high else whole_number(low))
-    layout.add_argument("--mlp", choices=("gelu", "swiglu"))
-    layout.add_argument("--offload", choices=("none", "optimizer", "optimizer+params"))
-    layout.add_argument("--recompute", choices=("none", "selective", "full"))
-    layout.add_argument("--dtype", choices=("bf16", "fp16", "fp8", "fp32"))
+        layout.add_argument(f"--{flag}", type=whole_number(low, high) if high else whole_number(low), help=CONFIG_HELP[flag])
+    layout.add_argument("--mlp", choices=("gelu", "swiglu"), help=CONFIG_HELP["mlp"])
+    layout.add_argument("--offload", choices=("none", "optimizer", "optimizer+params"), help=CONFIG_HELP["offload"])
+    layout.add_argument("--recompute", choices=("none", "selective", "full"), help=CONFIG_HELP["recompute"])
+    layout.add_argument("--dtype", choices=("bf16", "fp16", "fp8", "fp32"), help=CONFIG_HELP["dtype"])
     parser.set_defaults(run=run_ingest)
 
 
@@ -102,6 +102,14 @@ def run_ingest(args) -> int:
         sys.stderr.write(f"planner ingest: {note}\n")
     if args.out:
         sys.stderr.write(f"planner ingest: {len(rows)} row(s) -> {args.out}\n")
-    else:
+    if args.json:
+        from planner.render import json_document
+
+        from dataclasses import asdict
+
+        print(json_document({"rows": [{k: v for k, v in asdict(run).items() if k != "origin"} for run in rows],
+                             "logs_without_row": failed,
+                             "notes": notes, "written": args.out}))
+    elif not args.out:
         sys.stdout.write(runs_to_csv_text(rows))
     return 1 if failed else 0

@@ -42,7 +42,7 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--inference-tokens", help="tokens to be served later, like '1T': minimise training + inference compute")
     parser.add_argument("--seq-len", type=whole_number(), default=4096, help="training sequence length (default 4096)")
     parser.add_argument("--vocab", type=whole_number(), default=32000, help="vocabulary size of the planned model (default 32000)")
-    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"])
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
     parser.add_argument("--min-headroom", type=fraction(0.9), default=0.0, metavar="FRACTION",
                         help="HBM a plan must leave free, like '5%%' (default 0: the cost model's own reserves only; "
                              "plans under 5%% are flagged)")
@@ -77,7 +77,7 @@ def solve(args, inputs=None):
     from planner.search.optimize import optimize
 
     cluster, law, constraints = inputs or load_inputs(args)
-    progress = sys.stderr.isatty() and not getattr(args, "json", False)
+    progress = sys.stderr.isatty() and not getattr(args, "quiet", False)
     return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
                     seq_len=args.seq_len, vocab=args.vocab, progress=progress)
 
@@ -94,7 +94,7 @@ def result_json(result) -> dict:
 def run(args) -> int:
     from planner.cli import report as report_cli
     from planner.io import check_new_outputs
-    from planner.render import to_json
+    from planner.render import json_document
 
     from planner.cli.fixed_model import run_fixed_model, wants_fixed_model
     if wants_fixed_model(args):
@@ -104,7 +104,7 @@ def run(args) -> int:
     inputs = load_inputs(args)
     result = solve(args, inputs)
     if args.json:
-        print(to_json(result_json(result)))
+        print(json_document(result_json(result)))
     else:
         print(format_result(result))
     if args.report:

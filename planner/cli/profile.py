@@ -11,6 +11,7 @@ with status and error), 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -89,6 +90,7 @@ def _raise_interrupt(signum, frame) -> None:
 def run_profile(args) -> int:
     from planner.profile import grid as grids
     from planner.profile import harness
+    from planner.render import json_document
 
     grid_file, source = grids.load_grid_file(args.grid)
     grid_file = grids.override_axes(grid_file, _overrides(args), f"{source} with command-line axes")
@@ -99,7 +101,8 @@ def run_profile(args) -> int:
     if args.timeout_s <= 0:
         raise PlannerInputError(f"--timeout-s must be positive, got {args.timeout_s:g}")
     harness.require_deepspeed()
-    accelerator = harness.detect_accelerator()
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's logger, made at its import, writes to stdout
+        accelerator = harness.detect_accelerator()
     grid = grids.expand(grid_file, harness.resolve_dtype(accelerator))
     cluster = args.cluster or ("cpu-local" if accelerator == "cpu" else None)
     if cluster is None:
@@ -122,6 +125,11 @@ def run_profile(args) -> int:
            f"({steps} steps after {warmup} warm-up, timeout {args.timeout_s:g} s each)"
            + (f"; {len(grid.dropped)} invalid combinations left out" if grid.dropped else ""))
     if args.dry_run:
+        if args.json:
+            print(json_document({"source": source, "accelerator": accelerator, "steps": steps, "warmup": warmup,
+                                 "configurations": [config.config_id for config in grid.configs],
+                                 "invalid_combinations_left_out": len(grid.dropped)}))
+            return 0
         for config in grid.configs:
             print(config.config_id)
         return 0
@@ -142,4 +150,6 @@ def run_profile(args) -> int:
         signal.signal(signal.SIGTERM, previous)
     report(f"planner profile: {counts['ok']} ok, {counts['failed']} failed, {counts['timeout']} timed out, "
            f"{counts['skipped']} skipped in {time.monotonic() - started:.0f} s -> {store.csv_path}, {store.json_path}")
+    if args.json:
+        print(json_document({"counts": counts, "csv": str(store.csv_path), "json": str(store.json_path)}))
     return 1 if counts["failed"] or counts["timeout"] else 0

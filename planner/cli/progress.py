@@ -16,12 +16,13 @@ _ERASE = "\r\x1b[K"  # carriage return, then ANSI "erase to end of line"
 
 
 class Progress:
-    def __init__(self, command: str, stream=None, interval_s: float = UPDATE_INTERVAL_S, enabled: bool | None = None):
+    def __init__(self, command: str, stream=None, interval_s: float = UPDATE_INTERVAL_S, enabled: bool | None = None,
+                 quiet: bool = False):
         self.command = command
         self.stream = stream if stream is not None else sys.stderr
         if enabled is None:
             isatty = getattr(self.stream, "isatty", None)
-            enabled = bool(isatty and isatty())
+            enabled = bool(isatty and isatty()) and not quiet
         self.enabled = enabled
         self.interval_s = interval_s
         self.started = time.monotonic()

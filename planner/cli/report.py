@@ -132,6 +132,12 @@ def run(args) -> int:
     inputs = load_inputs(args)
     result = solve(args, inputs)
     write_report(args, inputs, result, paths, sensitivity=not args.no_sensitivity)
+    if args.json:
+        from planner.cli.optimize import result_json
+        from planner.render import json_document
+
+        print(json_document({**result_json(result), "written": {"html": str(paths["html"]), "md": str(paths["md"])}}))
+        return 0 if result.status == "ok" else 1
     if result.status != "ok":
         print("no feasible plan: " + "; ".join(result.explanation[-1:]))
         return 1

@@ -1,11 +1,14 @@
-"""`planner simulate`: one configuration -> step time, memory verdict and their breakdowns."""
+"""`planner simulate`: one configuration -> step time, memory verdict and their breakdowns.
+
+Exit 0 when the layout fits in memory, 1 when it does not (the breakdown still prints), 2 on bad input.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from planner.cli.arguments import whole_number
+from planner.cli.arguments import CONFIG_HELP, whole_number
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 
@@ -26,14 +29,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpus", type=whole_number(), help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
     for key in ("layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab",
                 "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
-        group.add_argument(f"--{key}", type=whole_number())
-    group.add_argument("--mlp", choices=["gelu", "swiglu"])
-    group.add_argument("--zero", type=int, choices=[0, 1, 2, 3])
-    group.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"])
-    group.add_argument("--offload-device", choices=["cpu", "nvme"])
-    group.add_argument("--recompute", choices=["none", "selective", "full"])
-    group.add_argument("--seq-parallel", type=int, choices=[0, 1])
-    group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"])
+        group.add_argument(f"--{key}", type=whole_number(), help=CONFIG_HELP[key])
+    group.add_argument("--mlp", choices=["gelu", "swiglu"], help=CONFIG_HELP["mlp"])
+    group.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help=CONFIG_HELP["zero"] + " (default 0)")
+    group.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"], help=CONFIG_HELP["offload"] + " (default none)")
+    group.add_argument("--offload-device", choices=["cpu", "nvme"], help=CONFIG_HELP["offload-device"] + " (default cpu)")
+    group.add_argument("--recompute", choices=["none", "selective", "full"], help=CONFIG_HELP["recompute"] + " (default none)")
+    group.add_argument("--seq-parallel", type=int, choices=[0, 1], help=CONFIG_HELP["seq-parallel"] + " (default 0)")
+    group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"], help=CONFIG_HELP["dtype"] + " (default bf16)")
     group.add_argument("--flash-attention", type=int, choices=[0, 1], help="1 (default): flash attention; 0: unfused softmax")
     group.add_argument("--framework", choices=list(FRAMEWORK_NAMES),
                        help="training stack: what it shards, in which dtype, which overlaps it has (default other)")
@@ -163,11 +166,12 @@ def resolve_configuration(args) -> tuple:
 def run(args) -> int:
     from planner.cost.estimate import simulate
     from planner.model import PRESETS
-    from planner.render import human_count, to_json
+    from planner.render import human_count, json_document
 
     if args.list_models:
         if args.json:
-            print(to_json({name: {**spec.model_dump(), "params": spec.total_params} for name, spec in PRESETS.items()}))
+            print(json_document({"models": {name: {**spec.model_dump(), "params": spec.total_params}
+                                            for name, spec in PRESETS.items()}}))
             return 0
         for name, spec in sorted(PRESETS.items()):
             print(f"{name:18} {human_count(spec.total_params):>7} params  L={spec.layers} h={spec.hidden} "
@@ -190,7 +194,7 @@ def run(args) -> int:
     result["step_time_band"] = interval(result["step_time_s"], layout.framework)
     result["inferred"] = getattr(args, "inferred", {})
     if args.json:
-        print(to_json({**result, "model": model.model_dump(), "params": model.total_params,
+        print(json_document({**result, "model": model.model_dump(), "params": model.total_params,
                        "layout": layout.model_dump(), "gpus": layout.gpus, "cluster": cluster.name,
                        "calibration": cluster.calibration}))
     else:
@@ -204,7 +208,7 @@ def run(args) -> int:
             emit_launch(args.emit, model, layout, cluster, None, summary, args.force)
         else:
             emit_deepspeed(args.emit_deepspeed, model, layout, cluster, None, summary, args.force)
-    return 0
+    return 0 if result["fits"] else 1
 
 
 def format_simulation(model, layout, cluster, result: dict) -> str:

@@ -24,7 +24,7 @@ def register(subparsers, name: str) -> None:
         description="Simulate every row of a runs CSV (data/spec/runs_csv.md) and report the error: "
                     "per row, MAPE / median / worst overall and per source. Rows that cannot be simulated "
                     "are listed with the reason. Exit 2 when no row of the files can be read.")
-    parser.add_argument("runs", nargs="+", metavar="RUNS.csv")
+    parser.add_argument("runs", nargs="+", metavar="RUNS.csv", help="runs CSV files (data/spec/runs_csv.md)")
     parser.add_argument("--cluster-dir", metavar="DIR", help="resolve cluster names in this folder instead of the bundled specs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--write-error-bands", metavar="FILE.json",
@@ -181,7 +181,7 @@ def run(args) -> int:
     if args.write_error_bands:
         check_new_outputs([args.write_error_bands], args.force)
     collected = _Collected(args.json)
-    progress = Progress("validate")
+    progress = Progress("validate", quiet=args.quiet)
     try:
         try:
             _collect(args.runs, args.cluster_dir, collected, progress)
@@ -211,8 +211,10 @@ def run(args) -> int:
 def _print_json(collected: _Collected, step, memory, bands) -> None:
     """The JSON document planner.render.to_json would make of the whole result (sorted keys, indent 2),
     written part by part: the lists of rows come from their spools, an item at a time."""
-    document = {"error_bands": bands, "memory": memory, "rows": collected.rows, "skipped_rows": collected.skipped,
-                "step_time": step, "unreadable_rows": collected.unreadable}
+    from planner.render import JSON_SCHEMA_VERSION
+
+    document = {"error_bands": bands, "memory": memory, "rows": collected.rows, "schema_version": JSON_SCHEMA_VERSION,
+                "skipped_rows": collected.skipped, "step_time": step, "unreadable_rows": collected.unreadable}
     write = sys.stdout.write
     write("{\n")
     for n, (key, value) in enumerate(sorted(document.items())):

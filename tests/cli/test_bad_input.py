@@ -122,7 +122,7 @@ def test_a_cell_over_the_csv_field_limit(cli, tmp_path, command, name, text, fra
 
 def test_list_models_honours_json(cli):
     code, out, _ = cli(["simulate", "--list-models", "--json"])
-    assert code == 0 and json.loads(out)["gpt2-small"]["params"] == 124_439_808
+    assert code == 0 and json.loads(out)["models"]["gpt2-small"]["params"] == 124_439_808
 
 
 @pytest.mark.parametrize("config, fragment", [

@@ -13,7 +13,7 @@ import pytest
 from planner.cli import SUBCOMMANDS, build_parser
 
 PLANNED_SUBCOMMANDS = {"optimize", "simulate", "validate", "calibrate", "profile", "ingest", "fit-law", "laws",
-                       "report", "clusters", "doctor", "predict"}
+                       "report", "clusters", "doctor", "predict", "completion"}
 # Subcommands whose modules are committed with the simulator core and must always be present.
 REQUIRED_SUBCOMMANDS = {"simulate", "validate", "profile"}
 SIMULATE_FLAGS = ("--cluster --layers --hidden --heads --kv-heads --ffn --mlp --seq-len --vocab --tp --pp --dp --cp "

@@ -32,7 +32,7 @@ def test_simulate_json_is_byte_identical_on_repeat(gen, data):
 def test_simulate_cli_json_is_byte_identical_on_repeat(cli, model, tp, zero, recompute):
     argv = ["simulate", "--model", model, "--tp", tp, "--dp", 4, "--zero", zero, "--recompute", recompute, "--json"]
     first = cli(argv)
-    assert first[0] == 0, first[2]
+    assert first[0] in (0, 1), first[2]  # 1: the layout does not fit
     assert cli(argv) == first
 
 
