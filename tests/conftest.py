@@ -29,6 +29,19 @@ settings.register_profile("campaign", max_examples=3000, deadline=None, print_bl
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_user_config_folder(tmp_path_factory):
+    """The suite's own (empty) user config folder: specs a person calibrated on this machine (in
+    ~/.config/planner/cluster_specs, searched before the bundled ones) must not change what tests see."""
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("user-config"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = saved
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -15,7 +15,8 @@ def register(subparsers, name: str) -> None:
                     "step times of the rows on --cluster, by robust least squares. Only parameters the rows "
                     "respond to, and that lower the cross-validated error, are fitted (forward selection); the "
                     "others keep their defaults and the output says why. Prints error before/after on the fitted "
-                    "rows and on held-out rows, and writes cluster_specs/<name>.calibrated.yaml.")
+                    "rows and on held-out rows, and writes <name>.calibrated.yaml into the user spec folder "
+                    "(`planner clusters` shows it), --cluster-dir or --out.")
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv", help="runs CSV files with measured step times (data/spec/runs_csv.md)")
     parser.add_argument("--cluster", required=True, help="cluster spec name (or YAML path) whose rows to fit")
     parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in (and to write into)")
@@ -27,7 +28,8 @@ def register(subparsers, name: str) -> None:
                         help="measured column to fit (default step_time_s; step_time_p10_s for profiles taken on a "
                              "shared machine, where contention only slows steps down)")
     parser.add_argument("--out", metavar="FILE.yaml", help="where to write the calibrated spec "
-                        "(default <cluster-dir>/<name>.calibrated.yaml)")
+                        "(default <name>.calibrated.yaml in --cluster-dir, else in the user spec folder, "
+                        "~/.config/planner/cluster_specs on Linux)")
     parser.add_argument("--no-write", action="store_true", help="report only; write no spec")
     parser.add_argument("--force", action="store_true", help="overwrite an existing calibrated spec")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -39,7 +41,7 @@ def run(args) -> int:
 
     from planner.calibrate import calibrate, calibrated_spec_mapping, load_samples
     from planner.errors import PlannerInputError
-    from planner.hardware import default_cluster_dir, load_cluster, parse_cluster_spec
+    from planner.hardware import load_cluster, parse_cluster_spec, user_cluster_dir
     from planner.io import check_new_outputs, load_yaml_file, write_text_atomic
     from planner.render import json_document, table
     from planner.profile.runs_csv import read_runs_files
@@ -47,7 +49,7 @@ def run(args) -> int:
     cluster = load_cluster(args.cluster, args.cluster_dir)
     target = None
     if not args.no_write:  # refuse an existing output before the fit, not after it
-        folder = Path(args.cluster_dir) if args.cluster_dir else default_cluster_dir()
+        folder = Path(args.cluster_dir) if args.cluster_dir else user_cluster_dir()
         target = Path(args.out) if args.out else folder / f"{cluster.name}.calibrated.yaml"
         check_new_outputs([target], args.force)
     runs, problems = read_runs_files(args.runs)
@@ -73,13 +75,15 @@ def run(args) -> int:
         header = "".join(f"# {name}: {value:.6g} (fitted)\n" for name, value in report["fitted_parameters"].items())
         header += "".join(f"# {name}: left at default ({why})\n" for name, why in report["left_at_default"].items())
         text = f"# {mapping['calibration']}\n# written by `planner calibrate`\n{header}" + yaml.safe_dump(mapping, sort_keys=False)
+        if not args.out and not args.cluster_dir:
+            target.parent.mkdir(parents=True, exist_ok=True)  # the user folder, made on first use
         written = str(write_text_atomic(target, text, force=args.force))
     out = {k: v for k, v in report.items() if k != "cluster"}
     out.update({"rows_fitted": len(samples), "rows_held_out": len(holdout or []), "skipped_rows": skipped,
                 "unreadable_rows": [str(p) for p in problems], "written": written, "sources": sources})
     if args.json:
         print(json_document(out))
-        _say_written(written)
+        _say_written(written, args.cluster_dir)
         return 0
     print(f"cluster {cluster.name}: fitted on {len(samples)} rows from {len(sources)} source(s)"
           + (f", {len(holdout)} rows held out" if holdout else ""))
@@ -105,10 +109,21 @@ def run(args) -> int:
               f"the spec keeps the defaults")
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
-    _say_written(written)
+    _say_written(written, args.cluster_dir)
     return 0
 
 
-def _say_written(written: str | None) -> None:
-    if written:
-        sys.stderr.write(f"wrote {written} (use --cluster {Path(written).stem})\n")
+def _say_written(written: str | None, cluster_dir: str | None) -> None:
+    """Name the file as --cluster takes it: by name when that name resolves to it, else by path."""
+    from planner.errors import PlannerInputError
+    from planner.hardware import load_cluster
+
+    if not written:
+        return
+    name = Path(written).stem
+    try:
+        resolves = Path(load_cluster(name, cluster_dir).source_file).resolve() == Path(written).resolve()
+    except PlannerInputError:
+        resolves = False
+    flag = f"--cluster {name}" + (f" --cluster-dir {cluster_dir}" if cluster_dir else "") if resolves else f"--cluster {written}"
+    sys.stderr.write(f"wrote {written} (use {flag})\n")

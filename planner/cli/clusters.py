@@ -1,34 +1,47 @@
-"""`planner clusters`: list the bundled (or --cluster-dir) cluster specs with their headline figures."""
+"""`planner clusters`: every cluster spec a name resolves to, with where it comes from and its headline figures.
+
+Names resolve in a stated order, first match wins (planner.hardware.cluster_folders): the working
+directory, the user spec folder (where `planner calibrate` writes), then the bundled specs; with
+--cluster-dir in that folder alone.
+"""
 
 from __future__ import annotations
 
 
 def register(subparsers, name: str) -> None:
-    parser = subparsers.add_parser(name, help="list cluster specs", description="List cluster specs and their key figures.")
-    parser.add_argument("--cluster-dir", metavar="DIR", help="folder of cluster specs (default: the bundled ones)")
+    parser = subparsers.add_parser(name, help="list cluster specs and where each comes from",
+                                   description=(__doc__ or "").split("\n\n")[0] + " " + (__doc__ or "").split("\n\n")[1])
+    parser.add_argument("--cluster-dir", metavar="DIR",
+                        help="list this folder of cluster specs only (default: the working directory, the user "
+                             "spec folder and the bundled specs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from planner.hardware import available_clusters, load_cluster
+    from planner.hardware import cluster_folders, find_clusters, load_cluster_file
     from planner.render import human_bytes, json_document, table
 
-    specs = [load_cluster(name, args.cluster_dir) for name in available_clusters(args.cluster_dir)]
+    found = [(origin, path, load_cluster_file(path)) for _, origin, path in find_clusters(args.cluster_dir)]
+    order = [{"origin": origin, "folder": str(folder)} for origin, folder in cluster_folders(args.cluster_dir)]
     if args.json:
-        print(json_document({"clusters": {s.name: s.model_dump(by_alias=False) for s in specs}}))
+        print(json_document({"search_order": order, "clusters": {
+            path.name.removesuffix(".yaml"): {"origin": origin, "path": str(path), **s.model_dump(by_alias=False)}
+            for origin, path, s in found}}))
         return 0
     rows = []
-    for s in specs:
+    for origin, path, s in found:
         peak = s.accelerator.peak_flops
         rows.append([
-            s.name, s.accelerator.name, s.gpus_per_node,
+            path.name.removesuffix(".yaml"), s.accelerator.name, s.gpus_per_node,
             f"{(peak.bf16 or peak.fp16 or peak.fp32) / 1e12:,.1f}", human_bytes(s.accelerator.hbm_bytes),
             f"{s.node.scale_up.link_bytes_per_s_per_direction / 1e9:,.0f}",
             f"{s.network.nics_per_node}x{s.network.nic_bytes_per_s_per_direction * 8 / 1e9:,.0f}Gb/s {s.network.topology}",
             f"${s.price_per_accelerator_hour:.2f}" if s.price_per_accelerator_hour else "-",
-            "calibrated" if s.calibration.startswith("calibrated") else "defaults",
+            "calibrated" if s.calibration.startswith("calibrated") else "defaults", origin,
         ])
     print(table(["name", "accelerator", "per node", "16-bit TFLOP/s", "HBM", "scale-up GB/s", "network", "price/h",
-                 "efficiency"], rows, align="llrrrrlrl"))
+                 "efficiency", "from"], rows, align="llrrrrlrll"))
+    print("\nnames resolve in this order, first match wins: "
+          + "; ".join(f"{entry['origin']} ({entry['folder']})" for entry in order))
     return 0

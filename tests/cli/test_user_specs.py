@@ -1,0 +1,111 @@
+"""User spec folders (issue 15, item 3): cluster names resolve in the working directory, then the user
+folder (platformdirs; XDG_CONFIG_HOME here), then the bundled specs; `calibrate` writes to the user folder
+(or --out), and the name it suggests resolves; `planner clusters` lists every spec with its origin."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from planner.hardware import default_cluster_dir, load_cluster, user_cluster_dir
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh HOME and XDG_CONFIG_HOME, and a fresh working directory; returns the user spec folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    folder = user_cluster_dir()
+    assert folder == tmp_path / "home" / ".config" / "planner" / "cluster_specs"
+    return folder
+
+
+@pytest.fixture
+def runs_csv(tmp_path) -> Path:
+    path = tmp_path / "runs.csv"
+    path.write_text("id,source,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s\n"
+                    + "".join(f"r{i},s{i % 2},dgx-a100-80gb,8,24,2048,16,2048,50304,{tp},1,{8 // tp},1,8,{t}\n"
+                              for i, (tp, t) in enumerate(((1, 1.5), (2, 1.7), (4, 2.0), (8, 2.6)))))
+    return path
+
+
+def _spec_with_price(price: float) -> str:
+    data = yaml.safe_load((default_cluster_dir() / "dgx-h100.yaml").read_text(encoding="utf-8"))
+    data["price_per_accelerator_hour"] = price
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _suggested(err: str) -> list[str]:
+    match = re.search(r"\(use (--cluster .*)\)$", err.strip().splitlines()[-1])
+    assert match, err
+    return match.group(1).split()
+
+
+def test_calibrate_writes_the_user_folder_and_the_suggested_name_resolves(home, runs_csv, cli):
+    code, out, err = cli(["calibrate", runs_csv, "--cluster", "dgx-a100-80gb", "--folds", "2"])
+    assert code == 0, err
+    written = home / "dgx-a100-80gb.calibrated.yaml"
+    assert written.is_file() and f"wrote {written}" in err
+    assert _suggested(err) == ["--cluster", "dgx-a100-80gb.calibrated"]
+    code, out, err = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", *_suggested(err)])
+    assert code == 0 and "cluster  dgx-a100-80gb.calibrated" in out, err
+    listed = json.loads(cli(["clusters", "--json"])[1])["clusters"]
+    assert listed["dgx-a100-80gb.calibrated"]["origin"] == "user"
+    assert listed["dgx-a100-80gb.calibrated"]["path"] == str(written)
+    assert listed["dgx-h100"]["origin"] == "bundled"
+
+
+def test_calibrate_out_in_the_working_directory_resolves_by_name(home, runs_csv, cli):
+    """The issue's report: `--out my-a100.calibrated.yaml` then `--cluster my-a100.calibrated` was unknown."""
+    code, _, err = cli(["calibrate", runs_csv, "--cluster", "dgx-a100-80gb", "--folds", "2",
+                        "--out", "my-a100.calibrated.yaml"])
+    assert code == 0, err
+    assert _suggested(err) == ["--cluster", "my-a100.calibrated"]
+    assert load_cluster("my-a100.calibrated").calibration.startswith(("calibrated", "uncalibrated"))
+    code, out, _ = cli(["clusters"])
+    line = next(line for line in out.splitlines() if line.startswith("my-a100.calibrated "))
+    assert line.rstrip().endswith("working directory")
+    assert not home.exists()  # --out wrote nothing into the user folder
+
+
+def test_calibrate_out_elsewhere_suggests_the_path(home, runs_csv, cli, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    target = tmp_path / "elsewhere" / "mine.yaml"
+    code, _, err = cli(["calibrate", runs_csv, "--cluster", "dgx-a100-80gb", "--folds", "2", "--out", target])
+    assert code == 0, err
+    assert _suggested(err) == ["--cluster", str(target)]
+    assert Path(load_cluster(str(target)).source_file) == target
+
+
+def test_search_order_working_directory_then_user_then_bundled(home, cli):
+    bundled = load_cluster("dgx-h100").price_per_accelerator_hour
+    home.mkdir(parents=True)
+    (home / "dgx-h100.yaml").write_text(_spec_with_price(1.25))
+    assert load_cluster("dgx-h100").price_per_accelerator_hour == 1.25 != bundled
+    Path("dgx-h100.yaml").write_text(_spec_with_price(0.5))
+    assert load_cluster("dgx-h100").price_per_accelerator_hour == 0.5
+    document = json.loads(cli(["clusters", "--json"])[1])
+    assert [entry["origin"] for entry in document["search_order"]] == ["working directory", "user", "bundled"]
+    assert document["clusters"]["dgx-h100"]["origin"] == "working directory"
+    # --cluster-dir replaces the search path: only that folder
+    assert load_cluster("dgx-h100", default_cluster_dir()).price_per_accelerator_hour == bundled
+
+
+def test_other_yaml_in_the_working_directory_is_not_listed(home, cli):
+    Path("law.yaml").write_text("form: chinchilla\nE: 1.8\n")
+    Path("notes.yaml").write_text("- a list\n")
+    code, out, _ = cli(["clusters", "--json"])
+    assert code == 0 and not {"law", "notes"} & set(json.loads(out)["clusters"])
+
+
+def test_unknown_cluster_names_the_search_path_and_suggests(home, cli):
+    code, out, err = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", "h100"])
+    assert code == 2 and out == ""
+    assert "did you mean 'dgx-h100'?" in err and str(home) in err and "working directory" in err
