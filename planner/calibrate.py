@@ -370,12 +370,26 @@ def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = I
     return current, {"fitted": chosen, "selection_path": path, "left_at_default": reasons}
 
 
-def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: list[Sample] | None = None) -> dict:
-    """Fit on `samples`; report error before/after on them and on held-out rows (given or k-fold)."""
+def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: list[Sample] | None = None,
+              progress=None) -> dict:
+    """Fit on `samples`; report error before/after on them and on held-out rows (given or k-fold).
+    `progress(done, total)`, if given, hears of each calibration done: the fit, then one per fold."""
     if len(samples) < 3:
         raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
     measured = np.array([s.run.step_time_s for s in samples])
-    fitted, decided = select_parameters(samples, cluster)
+    total = 1 if holdout else 1 + len(_folds(samples, k))
+    done = [0]
+
+    def select(train):  # a parameter selection and fit, counted for `progress`
+        chosen = select_parameters(train, cluster)
+        done[0] += 1
+        if progress:
+            progress(done[0], total)
+        return chosen
+
+    if progress:
+        progress(0, total)
+    fitted, decided = select(samples)
     before = predict(samples, cluster) / measured - 1
     after = predict(samples, fitted) / measured - 1
     report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in decided["fitted"]},
@@ -391,7 +405,7 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
         held_before = before
         # Nested: each fold's calibration, selection included, never saw that fold.
         held_after = held_out_predictions(
-            samples, k, lambda train: select_parameters(train, cluster)[0] if len(train) >= 3 else cluster
+            samples, k, lambda train: select(train)[0] if len(train) >= 3 else cluster
         ) / measured - 1
         by = "source" if len({s.group for s in samples}) >= 2 else "row"
         report["heldout_kind"] = f"{len(_folds(samples, k))}-fold cross-validation by {by}, selection and fit redone per fold"

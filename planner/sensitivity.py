@@ -64,15 +64,21 @@ def keep_plan(plan: dict, cluster: ClusterSpec) -> dict:
 
 
 def run_cases(cluster: ClusterSpec, law, constraints: Constraints, result: OptimizeResult, *, dtype: str,
-              batch_rule: str, seq_len: int, vocab: int) -> list[dict]:
-    """Every case: what changed, the kept plan under it, and the re-planned optimum (or why none)."""
+              batch_rule: str, seq_len: int, vocab: int, progress=None) -> list[dict]:
+    """Every case: what changed, the kept plan under it, and the re-planned optimum (or why none).
+    `progress(done, total)`, if given, hears of each case re-planned (each is a full search)."""
     if result.status != "ok":
         return []
     out = []
-    for case in cases(cluster, constraints):
+    todo = cases(cluster, constraints)
+    for case in todo:
+        if progress:
+            progress(len(out), len(todo))
         replanned = optimize(case["cluster"], law, case["constraints"], dtype=dtype, batch_rule=batch_rule,
                              seq_len=seq_len, vocab=vocab)
         kept = keep_plan(result.plan, case["cluster"]) if case["cluster"] is not cluster else None
         out.append({"key": case["key"], "label": case["label"], "change": case["change"], "kept": kept,
                     "replanned": replanned.plan, "explanation": replanned.explanation})
+    if progress:
+        progress(len(out), len(todo))
     return out

@@ -40,6 +40,7 @@ def run(args) -> int:
     import yaml
 
     from planner.calibrate import calibrate, calibrated_spec_mapping, load_samples
+    from planner.cli.progress import Progress
     from planner.errors import PlannerInputError
     from planner.hardware import load_cluster, parse_cluster_spec, user_cluster_dir
     from planner.io import check_new_outputs, load_yaml_file, write_text_atomic
@@ -65,7 +66,8 @@ def run(args) -> int:
         if not holdout:
             raise PlannerInputError(f"--holdout-source: no rows on {cluster.name} have a source starting with "
                                     f"{' or '.join(map(repr, args.holdout_source))}")
-    report = calibrate(samples, cluster, k=args.folds, holdout=holdout)
+    with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
+        report = calibrate(samples, cluster, k=args.folds, holdout=holdout, progress=progress)
     sources = sorted({s.run.source or "(no source)" for s in samples})
     written = None
     if target is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 DEFAULT_CLUSTER = "dgx-h100"
 
@@ -74,12 +73,14 @@ def load_inputs(args):
 
 def solve(args, inputs=None):
     """Parse the flags (or take loaded `inputs`), run the search; shared with `planner report`."""
+    from planner.cli.progress import Progress
     from planner.search.optimize import optimize
 
     cluster, law, constraints = inputs or load_inputs(args)
-    progress = sys.stderr.isatty() and not getattr(args, "quiet", False)
-    return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
-                    seq_len=args.seq_len, vocab=args.vocab, progress=progress)
+    # One unit: a (model shape, GPU count) cell scored; the search stops early when no cell left can win.
+    with Progress(args.command, unit="cells", quiet=args.quiet) as progress:
+        return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
+                        seq_len=args.seq_len, vocab=args.vocab, progress=progress)
 
 
 def result_json(result) -> dict:

@@ -1,47 +1,55 @@
-"""A progress line on stderr for commands that read large files (`validate`, `doctor`).
+"""Progress on stderr for the commands that take more than a moment (tqdm): count, rate and, where the
+total is known, an ETA.
 
-Shown only when stderr is a terminal: a person waiting sees the row count climb, while scripts, logs
-and pipes (stderr redirected) get nothing but errors, so their output does not depend on timing. The
-line is rewritten in place at most every `interval_s` seconds and erased when the command finishes
-or fails, before anything else is printed.
+Shown only when stderr is a terminal and --quiet is not given: a person waiting sees the work advance,
+while scripts, logs and pipes (stderr redirected) get nothing but status and errors, so their output does
+not depend on timing. The line is rewritten in place at most every `interval_s` seconds and erased when
+the command finishes or fails, before anything else is printed.
+
+    with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
+        calibrate(..., progress=progress)      # the work calls progress(done, total)
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
-import time
+
+from tqdm import tqdm
 
 UPDATE_INTERVAL_S = 0.5  # often enough to look alive, rare enough to cost nothing per row
-_ERASE = "\r\x1b[K"  # carriage return, then ANSI "erase to end of line"
 
 
 class Progress:
     def __init__(self, command: str, stream=None, interval_s: float = UPDATE_INTERVAL_S, enabled: bool | None = None,
-                 quiet: bool = False):
-        self.command = command
-        self.stream = stream if stream is not None else sys.stderr
+                 quiet: bool = False, unit: str = "rows", total: int | None = None):
+        stream = stream if stream is not None else sys.stderr
         if enabled is None:
-            isatty = getattr(self.stream, "isatty", None)
+            isatty = getattr(stream, "isatty", None)
             enabled = bool(isatty and isatty()) and not quiet
         self.enabled = enabled
-        self.interval_s = interval_s
-        self.started = time.monotonic()
-        self._last = float("-inf")
-        self._shown = False
+        # A terminal that reports no size (a bare pseudo-terminal) would make tqdm print nothing: 80x24 then.
+        size = shutil.get_terminal_size()
+        self._bar = tqdm(total=total, desc=f"planner {command}", unit=f" {unit}", file=stream, disable=not enabled,
+                         leave=False, mininterval=interval_s, miniters=1, ncols=size.columns, nrows=size.lines)
 
-    def update(self, rows: int, what: str = "rows") -> None:
+    def __call__(self, done: int, total: int | None = None) -> None:
+        """`done` of `total` units finished (absolute counts; the total may be learned late or change)."""
         if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self._last < self.interval_s:
-            return
-        self._last = now
-        self.stream.write(f"{_ERASE}planner {self.command}: {rows:,} {what} ({now - self.started:.0f} s)")
-        self.stream.flush()
-        self._shown = True
+        if total is not None and total != self._bar.total:
+            self._bar.total = total
+            self._bar.refresh()
+        self._bar.update(done - self._bar.n)
+
+    def update(self, rows: int) -> None:  # the interface validate and doctor stream rows through
+        self(rows)
 
     def done(self) -> None:
-        if self._shown:
-            self.stream.write(_ERASE)
-            self.stream.flush()
-            self._shown = False
+        self._bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done()

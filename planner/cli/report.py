@@ -60,7 +60,13 @@ def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool
 
     cluster, law, constraints = inputs
     options = {"dtype": args.dtype, "batch_rule": args.batch_rule, "seq_len": args.seq_len, "vocab": args.vocab}
-    cases = run_cases(cluster, law, constraints, result, **options) if sensitivity else None
+    cases = None
+    if sensitivity:
+        from planner.cli.progress import Progress
+
+        with Progress(f"{args.command}: sensitivity", unit="searches",
+                      quiet=args.quiet) as progress:
+            cases = run_cases(cluster, law, constraints, result, **options, progress=progress)
     review = review_module.build_review(cluster, law, constraints, result, sensitivity=cases,
                                         command=_command_line(), **options)
     figures = plots.all_figures(review) if result.status == "ok" else {}

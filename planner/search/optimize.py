@@ -6,7 +6,6 @@ brute force over the same space with the scalar simulator finds nothing better (
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -130,15 +129,10 @@ def _context_counts(counts: list[int], constraints: Constraints) -> np.ndarray:
     return inside if len(inside) else counts[-1:]
 
 
-def _progress(done: int, total: int, enabled: bool) -> None:
-    if not enabled:
-        return
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\rscoring candidates, (model, GPU count) cells [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def _progress(done: int, total: int, progress) -> None:
+    """Report `done` of `total` (model, GPU count) cells scored to the caller's `progress(done, total)`, if any."""
+    if callable(progress):
+        progress(done, total)
 
 
 class Scoreboard:
@@ -197,7 +191,7 @@ def _bit(reason: str) -> int:
 MEMORY, DEADLINE, BUDGET = DROP_REASONS[0], "misses the deadline", "over the budget"
 
 
-def score_space(problem: Problem, space: Space, progress: bool = False) -> dict:
+def score_space(problem: Problem, space: Space, progress=None) -> dict:
     """Score every candidate of `space` in chunks; keep the metrics of feasible ones and count the dropped."""
     board = Scoreboard()
     board.add(problem, space)
@@ -206,7 +200,7 @@ def score_space(problem: Problem, space: Space, progress: bool = False) -> dict:
 
 
 def branch_and_bound(problem: Problem, models: list, counts: list[int], context: tuple[np.ndarray, np.ndarray],
-                     progress: bool = False) -> tuple[dict, Space, dict]:
+                     progress=None) -> tuple[dict, Space, dict]:
     """Exact search over every (model, GPU count) cell: context cells first, then the rest by bound,
     stopping where no cell's bound can reach the best found (within the tie tolerance).
 
@@ -245,7 +239,7 @@ def branch_and_bound(problem: Problem, models: list, counts: list[int], context:
         spaces.append(space)
         done += size
         _progress(min(done, len(order)), len(order), progress)
-    _progress(len(order), len(order), progress and done < len(order))
+    _progress(len(order), len(order), progress)
     scored = concatenate(spaces) if spaces else enumerate_cells(models, cell_model[:0], cell_gpus[:0], problem.cluster.gpus_per_node)
     return board.result(), scored, ruled_out
 
@@ -448,7 +442,7 @@ def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: 
 
 
 def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "bf16", batch_rule: str = "step-law",
-             seq_len: int = 4096, vocab: int = 32000, progress: bool = False) -> OptimizeResult:
+             seq_len: int = 4096, vocab: int = 32000, progress=None) -> OptimizeResult:
     started = time.perf_counter()
     cluster.peak_flops_per_s(dtype)
     if constraints.gpus is not None and constraints.gpus > cluster.max_nodes * cluster.gpus_per_node:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import pty
 import subprocess
 import sys
@@ -80,14 +81,15 @@ def test_piped_stderr_is_empty_on_success(json_runs):
     text = planner("--budget", "10000gpuh", "--gpus", "64")
     assert text.returncode == 0
     assert text.stderr == ""
-    assert "chosen plan" in text.stdout and "scoring candidates" not in text.stdout
+    assert "chosen plan" in text.stdout and "planner optimize: scoring" not in text.stdout
 
 
-def test_progress_goes_to_stderr_only_on_a_tty():
+def _optimize_on_a_terminal(*flags: str) -> tuple[subprocess.CompletedProcess, bytes]:
+    """`planner optimize` with stderr on a pseudo-terminal: (the run, what the terminal received)."""
     primary, secondary = pty.openpty()
     try:
-        run = subprocess.run([sys.executable, "-m", "planner.cli", "optimize", "--budget", "10000gpuh", "--gpus", "64"],
-                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+        run = subprocess.run([sys.executable, "-m", "planner.cli", "optimize", "--budget", "10000gpuh", "--gpus", "64",
+                              *flags], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=secondary, timeout=120)
         os.close(secondary)
         secondary = None
         tty_text = b""
@@ -103,9 +105,19 @@ def test_progress_goes_to_stderr_only_on_a_tty():
         if secondary is not None:
             os.close(secondary)
         os.close(primary)
+    return run, tty_text
+
+
+def test_progress_goes_to_stderr_only_on_a_tty():
+    run, tty_text = _optimize_on_a_terminal()
     assert run.returncode == 0
-    assert b"scoring candidates" in tty_text
-    assert b"scoring candidates" not in run.stdout
+    # tqdm: "planner optimize:  50%|#####     | 58/117 [00:01<00:01, 50.0 cells/s]"
+    assert b"planner optimize:" in tty_text and b"cells/s]" in tty_text
+    assert re.search(rb"\d+/\d+ \[\d\d:\d\d<(\?|\d\d:\d\d)", tty_text), tty_text  # done/total [elapsed<ETA
+    assert b"planner optimize:" not in run.stdout
+    quiet, tty_text = _optimize_on_a_terminal("--quiet")
+    untimed = lambda out: [line for line in out.splitlines() if not line.startswith(b"searched ")]  # noqa: E731
+    assert quiet.returncode == 0 and b"planner optimize" not in tty_text and untimed(quiet.stdout) == untimed(run.stdout)
 
 
 @pytest.mark.parametrize("argv, needle", [
