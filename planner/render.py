@@ -37,6 +37,27 @@ def human_seconds(value: float) -> str:
     return f"{value * 1e6:.1f} us"
 
 
+def human_days(days: float) -> str:
+    """A wall-clock span given in days, in the unit that reads best: '4.2 days', '1.25 h', '45 min'
+    (never '0.1 days' for a 1.25 h plan). Every form is accepted back by units.parse_duration."""
+    if days is None or not math.isfinite(days):
+        return "-"
+    hours = days * 24.0
+    if hours < 1.0:
+        return f"{hours * 60.0:.3g} min"
+    if hours < 24.0:
+        return f"{hours:.3g} h" if hours < 10.0 else f"{hours:.1f} h"
+    return f"{days:.1f} days"
+
+
+def human_days_range(low: float, high: float) -> str:
+    """'1.1-1.3 days', '19.2-22.0 h' (one unit when both ends share it), else '20.1 h-1.1 days'."""
+    first, second = human_days(low), human_days(high)
+    a, _, unit_a = first.partition(" ")
+    b, _, unit_b = second.partition(" ")
+    return f"{a}-{b} {unit_b}" if unit_a == unit_b else f"{first}-{second}"
+
+
 def human_count(value: float) -> str:
     """7.0B, 1.4T, 350M."""
     if value is None or not math.isfinite(value):

@@ -272,7 +272,7 @@ def _layout_text(row: dict) -> str:
 
 
 def format_fixed_model(result) -> str:
-    from planner.render import human_bytes, human_count, human_seconds, table
+    from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds, table
 
     m = result.model
     lines = [f"model {m.name}: {human_count(m.total_params)} params, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
@@ -297,9 +297,9 @@ def format_fixed_model(result) -> str:
             knee = " <- knee" if result.knee_gpus == c.gpus else ""
             rows.append([str(c.gpus), _layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
                          f"{100 * c.scaling_efficiency:.0f}%{knee}",
-                         "" if c.days is None else f"{c.days:.1f}", "" if c.gpu_hours is None else f"{c.gpu_hours:,.0f}",
+                         "" if c.days is None else human_days(c.days), "" if c.gpu_hours is None else f"{c.gpu_hours:,.0f}",
                          "" if c.cost_usd is None else f"${c.cost_usd:,.0f}"])
-        lines += ["", table(["GPUs", "best layout", "step", "MFU", "scaling", "days", "GPU-h", "cost"], rows,
+        lines += ["", table(["GPUs", "best layout", "step", "MFU", "scaling", "wall-clock", "GPU-h", "cost"], rows,
                             align="llrrrrrr")]
     if result.chosen is None:
         return "\n".join(lines + ["", "no feasible plan:"] + [f"  {line}" for line in result.explanation])
@@ -318,9 +318,9 @@ def format_fixed_model(result) -> str:
     from planner.cli.optimize import memory_risk_lines
     lines += memory_risk_lines(sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"], sim["memory"]["hbm_bytes"])
     if c.days is not None:
-        band = f" (band {c.days_band[0]:.1f}-{c.days_band[1]:.1f})" if c.days_band else ""
+        band = f" (band {human_days_range(*c.days_band)})" if c.days_band else ""
         cost = f", ${c.cost_usd:,.0f}" if c.cost_usd else ""
-        lines.append(f"  time/cost  {c.days:.1f} days{band}, {c.gpu_hours:,.0f} GPU-hours{cost}")
+        lines.append(f"  time/cost  {human_days(c.days)}{band}, {c.gpu_hours:,.0f} GPU-hours{cost}")
     from planner.cli.optimize import hyperparameter_lines
     lines += hyperparameter_lines(_hyperparameters(result))
     parts = sorted(((k, v) for k, v in sim["time"].items() if v > 0), key=lambda kv: -kv[1])

@@ -116,7 +116,7 @@ def run(args) -> int:
 
 
 def _plan_lines(plan: dict) -> list[str]:
-    from planner.render import human_bytes, human_count, human_seconds
+    from planner.render import human_bytes, human_count, human_days, human_seconds
 
     s, lay = plan["shape"], plan["layout"]
     cost = f", ${plan['cost_usd']:,.0f}" if plan.get("cost_usd") else ""
@@ -136,8 +136,8 @@ def _plan_lines(plan: dict) -> list[str]:
         f"  memory     {human_bytes(plan['memory_bytes'])} per GPU of {human_bytes(plan['hbm_bytes'])} "
         f"(headroom {human_bytes(plan['memory_headroom_bytes'])})",
         *memory_risk_lines(plan['memory_headroom_bytes'], plan['hbm_bytes']),
-        f"  time/cost  {plan['wall_clock_days']:.1f} days wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
-        + (f" (incl. {plan['inference_gpu_hours']:,.0f} for inference)" if plan.get("inference_gpu_hours") else ""),
+        f"  time/cost  {human_days(plan['wall_clock_days'])} wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
+        + (f" (incl. {plan['inference_gpu_hours']:,.0f} GPU-hours for inference)" if plan.get("inference_gpu_hours") else ""),
         f"  loss       {plan['predicted_loss']:.3f} (80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f})",
         *hyperparameter_lines(plan.get("hyperparameters")),
     ]
@@ -177,7 +177,7 @@ def _band_lines(plan: dict) -> list[str]:
     band = plan.get("step_time_band")
     if not band:
         return []
-    from planner.render import human_count, human_seconds
+    from planner.render import human_count, human_days_range, human_seconds
 
     text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, residuals of "
             f"{band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)")
@@ -186,12 +186,12 @@ def _band_lines(plan: dict) -> list[str]:
         text += f": {human_count(low)}-{human_count(high)} tokens in the budget"
     elif plan.get("wall_clock_days_band"):
         low, high = plan["wall_clock_days_band"]
-        text += f": {low:.1f}-{high:.1f} days, {plan['gpu_hours_band'][0]:,.0f}-{plan['gpu_hours_band'][1]:,.0f} GPU-hours"
+        text += f": {human_days_range(low, high)}, {plan['gpu_hours_band'][0]:,.0f}-{plan['gpu_hours_band'][1]:,.0f} GPU-hours"
     return [text]
 
 
 def format_result(result) -> str:
-    from planner.render import human_count, table
+    from planner.render import human_count, human_days, table
 
     a = result.assumptions
     def amount(x: float) -> str:  # digits grouped, but 1e300 not written out in full
@@ -201,7 +201,7 @@ def format_result(result) -> str:
         f" (${amount(a['budget_usd'])})" if a["budget_usd"] else "")
     lines = [
         f"cluster {a['cluster']} ({a['calibration']}); law {a['law']} ({a['law_source']}; N = {a['law_n_definition']} params)",
-        f"budget {budget}; deadline {a['deadline_s'] / 86400:.1f} d{' (default)' if a['deadline_is_default'] else ''}"
+        f"budget {budget}; deadline {human_days(a['deadline_s'] / 86400)}{' (default)' if a['deadline_is_default'] else ''}"
         + (f"; target loss {a['target_loss']}" if a["target_loss"] else "")
         + (f"; unique tokens {human_count(a['unique_tokens'])}" if a["unique_tokens"] else "")
         + (f"; inference tokens {human_count(a['inference_tokens'])}" if a["inference_tokens"] else "")
@@ -220,14 +220,14 @@ def format_result(result) -> str:
         lines += ["", "runners-up"]
         rows = [[alt["label"], human_count(alt["params"]), human_count(alt["tokens"]), alt["gpus"],
                  f"tp{alt['layout']['tp']} pp{alt['layout']['pp']} z{alt['layout']['zero']}",
-                 f"{100 * alt['mfu']:.0f}%", f"{alt['wall_clock_days']:.1f}", f"{alt['gpu_hours']:,.0f}",
+                 f"{100 * alt['mfu']:.0f}%", human_days(alt['wall_clock_days']), f"{alt['gpu_hours']:,.0f}",
                  f"{alt['predicted_loss']:.3f}"] for alt in result.alternatives]
-        lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "days", "GPU-h", "loss"], rows, align="lrrrlrrrr"))
+        lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "wall-clock", "GPU-h", "loss"], rows, align="lrrrlrrrr"))
     if result.pareto:
         lines += ["", "loss vs wall-clock frontier (no plan is both faster and better)"]
-        rows = [[f"{p['wall_clock_days']:.2f}", p["gpus"], human_count(p["params"]), human_count(p["tokens"]),
+        rows = [[human_days(p["wall_clock_days"]), p["gpus"], human_count(p["params"]), human_count(p["tokens"]),
                  f"{p['predicted_loss']:.3f}"] for p in result.pareto]
-        lines.append(table(["days", "GPUs", "N", "D", "loss"], rows, align="rrrrr"))
+        lines.append(table(["wall-clock", "GPUs", "N", "D", "loss"], rows, align="rrrrr"))
     dropped = ", ".join(f"{count:,} {reason}" for reason, count in result.dropped.items() if count)
     lines += ["", f"dropped: {dropped or 'none'}"]
     return "\n".join(lines)

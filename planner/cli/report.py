@@ -120,18 +120,18 @@ def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summa
 
 
 def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
-    from planner.render import human_count
+    from planner.render import human_count, human_days
     from planner.review import plan_layout, plan_model
 
     summary = (f"plan: {human_count(plan['params'])} params on {human_count(plan['tokens'])} tokens, {plan['gpus']} GPUs "
-               f"of {cluster.name}, predicted {plan['wall_clock_days']:.1f} days")
+               f"of {cluster.name}, predicted {human_days(plan['wall_clock_days'])}")
     emit_deepspeed(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], summary, force)
 
 
 def run(args) -> int:
     from planner.cli.optimize import load_inputs, solve
     from planner.io import check_new_outputs
-    from planner.render import human_count
+    from planner.render import human_count, human_days
 
     paths = report_outputs(args.out)
     check_new_outputs(paths.values(), args.force)
@@ -149,6 +149,6 @@ def run(args) -> int:
         return 1
     plan = result.plan
     print(f"chosen plan: {human_count(plan['params'])} params, {human_count(plan['tokens'])} tokens, {plan['gpus']} GPUs, "
-          f"{plan['wall_clock_days']:.1f} days, loss {plan['predicted_loss']:.3f}")
+          f"{human_days(plan['wall_clock_days'])}, loss {plan['predicted_loss']:.3f}")
     print(f"report: {paths['html']} (Markdown: {paths['md']})")
     return 0

@@ -1,0 +1,64 @@
+"""Every number the tool prints is accepted back as input, and durations read in the unit that suits them
+(issue 15: a 1.25 h plan printed as "0.1 days"; inference cost without a unit)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds
+from planner.units import parse_bytes, parse_count, parse_duration, parse_gpu_hours, parse_money
+
+
+@pytest.mark.parametrize("days, text", [
+    (1.25 / 24, "1.25 h"), (0.8125, "19.5 h"), (0.5 / 24, "30 min"), (1.6, "1.6 days"), (30.0, "30.0 days"),
+])
+def test_durations_under_a_day_print_as_hours_or_minutes(days, text):
+    assert human_days(days) == text
+
+
+def test_a_range_shares_its_unit_when_it_can():
+    assert human_days_range(0.8, 0.9) == "19.2-21.6 h"
+    assert human_days_range(0.9, 1.2) == "21.6 h-1.2 days"
+
+
+def _close(printed: float, value: float) -> bool:
+    return math.isclose(printed, value, rel_tol=0.06)  # the printed form keeps 2-3 significant digits
+
+
+@given(st.floats(1e-4, 1e4))
+def test_printed_durations_parse_back(days):
+    assert _close(parse_duration(human_days(days), "x") / 86400, days)
+
+
+@given(st.floats(1e-5, 1e7))
+def test_printed_step_times_parse_back(seconds):
+    assert _close(parse_duration(human_seconds(seconds), "x"), seconds)
+
+
+@given(st.floats(100.0, 2.0**50))
+def test_printed_sizes_parse_back(size):
+    assert _close(parse_bytes(human_bytes(size), "x"), size)
+
+
+@given(st.floats(100.0, 1e15))
+def test_printed_counts_parse_back(count):
+    assert _close(parse_count(human_count(count), "x"), count)
+
+
+def test_printed_budgets_parse_back():
+    assert parse_gpu_hours("737,280 GPU-hours", "x") == 737_280 * 3600
+    assert parse_money("$2,211,840", "x") == 2_211_840
+
+
+def test_plan_prints_wall_clock_in_hours_and_inference_with_its_unit(cli):
+    code, out, _ = cli(["optimize", "--budget", "2000gpuh", "--gpus", "256", "--inference-tokens", "1T"])
+    assert code == 0, out
+    line = next(line for line in out.splitlines() if line.startswith("  time/cost"))
+    assert " h wall-clock" in line and "days" not in line  # 2000 GPU-hours on 256 GPUs: under 8 h
+    assert "GPU-hours for inference)" in line
+    wall = line.split("time/cost")[1].split(" wall-clock")[0].strip()
+    assert 0 < parse_duration(wall, "x") <= 2000 / 256 * 3600 * 1.01
