@@ -273,6 +273,10 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterSpec:
     return parse_cluster_spec(load_yaml_file(path, "cluster spec (.yaml)"), str(path))
 
 
+# The cluster every command (and the Python API) plans for when none is named.
+DEFAULT_CLUSTER = "dgx-h100"
+
+
 def default_cluster_dir() -> Path:
     """The bundled `cluster_specs/`: the repo folder in a checkout, package data when installed.
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-
-DEFAULT_CLUSTER = "dgx-h100"
+from planner.hardware import DEFAULT_CLUSTER
 
 
 def register(subparsers, name: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from planner.cli.arguments import CONFIG_HELP, whole_number
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
+from planner.hardware import DEFAULT_CLUSTER
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
@@ -24,7 +25,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (flags override --config, which overrides --model)")
     group.add_argument("--config", metavar="FILE.yaml", help="YAML mapping with any of these keys (runs-CSV names)")
     group.add_argument("--model", metavar="PRESET", help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models)")
-    group.add_argument("--cluster", help="cluster spec name in cluster_specs/ or a path to a YAML file (default dgx-a100-80gb)")
+    group.add_argument("--cluster", help=f"cluster spec name (see `planner clusters`) or a path to a YAML file "
+                                         f"(default {DEFAULT_CLUSTER}, as for optimize)")
     group.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
     group.add_argument("--gpus", type=whole_number(), help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
     for key in ("layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab",
@@ -140,7 +142,7 @@ def resolve_configuration(args) -> tuple:
     if missing:
         raise PlannerInputError(f"missing model shape: give --model PRESET or --{', --'.join(m.replace('_', '-') for m in missing)}")
     model = make_model("model", **model_fields)
-    cluster = load_cluster(values.get("cluster") or "dgx-a100-80gb", values.get("cluster_dir"), data_file=cluster_from_file)
+    cluster = load_cluster(values.get("cluster") or DEFAULT_CLUSTER, values.get("cluster_dir"), data_file=cluster_from_file)
     layout_fields = {k: values[k] for k in LAYOUT_KEYS if values.get(k) is not None}
     gpus = values.get("gpus")
     if "dp" not in layout_fields and gpus:

@@ -119,3 +119,11 @@ def test_completion_script_names_every_subcommand_and_flag(cli, shell):
     for command in SUBCOMMANDS:
         assert command in out
     assert "--min-headroom" in out and "--cluster-dir" in out
+
+
+def test_simulate_and_optimize_default_to_the_same_cluster(cli):
+    from planner.hardware import DEFAULT_CLUSTER
+
+    simulated = json.loads(cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--json"])[1])
+    planned = json.loads(cli(["optimize", "--budget", "1000gpuh", "--gpus", "8", "--json"])[1])
+    assert simulated["cluster"] == planned["assumptions"]["cluster"] == DEFAULT_CLUSTER

@@ -30,7 +30,7 @@ def _assert_one_line_error(code, out, err, fragment: str):
 # ---------------------------------------------------------------------------------------------
 
 def test_json_output_matches_the_library(cli):
-    code, out, err = cli(["simulate", "--model", "llama2-7b", "--tp", "2", "--dp", "4", "--zero", "1",
+    code, out, err = cli(["simulate", "--cluster", "dgx-a100-80gb", "--model", "llama2-7b", "--tp", "2", "--dp", "4", "--zero", "1",
                           "--micro-batch", "2", "--global-batch", "64", "--json"])
     assert code == 0 and err == ""
     result = json.loads(out)
@@ -112,7 +112,7 @@ def test_list_models(cli):
         ([*GPT2, "--micro-batch", "-1"], "argument --micro-batch"),
         ([*GPT2, "--global-batch", "1" + "0" * 30], "argument --global-batch"),
         (["--layers", "2"], "missing model shape"),
-        ([*GPT2, "--dtype", "fp8"], "dtype 'fp8' is not supported"),
+        ([*GPT2, "--cluster", "dgx-a100-80gb", "--dtype", "fp8"], "dtype 'fp8' is not supported"),  # no FP8 on A100
         ([*GPT2, "--zero", "5"], "--zero"),
         ([*GPT2, "--tp", "two"], "--tp"),
         ([*GPT2, "--bogus", "1"], "--bogus"),
