@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import PurePath
 
 import numpy as np
+from pydantic import BaseModel
 
 
 def human_bytes(value: float) -> str:
@@ -96,11 +98,18 @@ def _jsonable(value):
         return value if math.isfinite(value) else None
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
+    if isinstance(value, (set, frozenset)):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, BaseModel):
+        return _jsonable(value.model_dump())
+    if isinstance(value, PurePath):
+        return str(value)
     return value
 
 
 def to_json(value) -> str:
-    """Deterministic JSON: sorted keys, NaN/inf as null, numpy scalars as plain numbers."""
+    """Deterministic JSON: sorted keys, NaN/inf as null, numpy scalars and arrays as plain numbers and lists,
+    pydantic models as their fields, paths as text, sets as sorted lists."""
     return json.dumps(_jsonable(value), indent=2, sort_keys=True)
 
 

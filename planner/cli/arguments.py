@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 # Counts beyond 2**53 are not exact in the float64 arithmetic of the cost model.
 MAX_WHOLE = 2**53
 
 
 def whole_number(low: int = 1, high: int = MAX_WHOLE):
-    """An argparse type: a whole number in [low, high] (Python's int syntax, so '8' or ' 8 ')."""
+    """An argparse type: a whole number in [low, high] (Python's int syntax, so '8' or ' 8 ', or grouped by
+    thousands as the planner prints it, '1,024')."""
     def parse(text: str) -> int:
+        if re.fullmatch(r"\s*\d{1,3}(,\d{3})+\s*", text):
+            text = text.replace(",", "")
         try:
             value = int(text.strip()) if text.strip().lstrip("+-").isdigit() and text.strip().isascii() else None
         except ValueError:  # more digits than Python converts

@@ -55,6 +55,10 @@ def parse_gpu_list(text: str) -> list[int]:
                 low *= 2
             return counts
         counts = [int(part) for part in raw.split(",")]
+        if any(part.strip().startswith("0") for part in raw.split(",")[1:]):
+            # '1,024' is a thousands separator, not the list 1, 24: refuse rather than guess
+            raise argparse.ArgumentTypeError(f"a count in {text!r} has a leading zero; a comma separates counts "
+                                             f"here, so write {raw.replace(',', '')} without it")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     if not counts or any(c < 1 or c > 2**31 for c in counts):

@@ -62,3 +62,26 @@ def test_plan_prints_wall_clock_in_hours_and_inference_with_its_unit(cli):
     assert "GPU-hours for inference)" in line
     wall = line.split("time/cost")[1].split(" wall-clock")[0].strip()
     assert 0 < parse_duration(wall, "x") <= 2000 / 256 * 3600 * 1.01
+
+
+def test_whole_numbers_take_thousands_separators_and_gpu_lists_refuse_ambiguity(cli):
+    code, out, _ = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--global-batch", "1,024", "--json"])
+    assert code == 0 and '"global_batch": 1024' in out
+    code, out, err = cli(["optimize", "--model", "llama2-7b", "--tokens", "1T", "--gpus", "1,024"])
+    assert code == 2 and out == "" and "write 1024 without it" in err
+
+
+def test_json_serialises_numpy_models_paths_and_non_finite_values():
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from planner.layout import make_layout
+    from planner.render import json_document
+
+    document = json.loads(json_document({"a": np.float32(1.5), "b": np.arange(3), "c": np.int64(7), "d": np.nan,
+                                         "e": np.bool_(True), "f": Path("x/y"), "g": make_layout(tp=2), "h": {3, 1}}))
+    assert document["schema_version"] == 1
+    assert (document["a"], document["b"], document["c"], document["d"], document["e"]) == (1.5, [0, 1, 2], 7, None, True)
+    assert document["f"] == "x/y" and document["g"]["tp"] == 2 and document["h"] == [1, 3]
