@@ -13,6 +13,7 @@ import numpy as np
 
 from planner.cli.arguments import real_number
 from planner.errors import PlannerInputError
+from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active
 from planner.laws.registry import DEFAULT_LAW, load_law
 from planner.render import human_count, table, to_json
 from planner.units import parse_count
@@ -32,9 +33,20 @@ def register(subparsers, name: str) -> None:
     p.add_argument("--law", default=DEFAULT_LAW, metavar="NAME|FILE",
                    help=f"built-in law name (see `planner laws`) or a law.yaml from `planner fit-law --out` "
                         f"(default {DEFAULT_LAW})")
-    p.add_argument("--params", required=True, metavar="N[,N...]",
-                   help="model size N as the law counts it (its n_definition: total or non-embedding parameters), "
-                        "like '70B' or a list '1B,7B,70B'")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--params", metavar="N[,N...]",
+                      help="model size N as the law counts it (its n_definition: total or non-embedding parameters), "
+                           "like '70B' or a list '1B,7B,70B'; for a mixture-of-experts law, total parameters")
+    size.add_argument("--active-params", metavar="N[,N...]",
+                      help="mixture-of-experts laws only: active non-embedding parameters per token; total parameters "
+                           "follow from --expansion-rate with Krajewski et al. 2024's blocks, N = N_act (8E + 4) / 12")
+    moe = p.add_argument_group("mixture-of-experts laws (--law krajewski-moe or a moe law file)")
+    moe.add_argument("--granularity", type=real_number(1.0, 1e6), metavar="G",
+                     help="expert granularity G = d_ff / d_expert (1 = experts as wide as the dense FFN); required for "
+                          "a moe law")
+    moe.add_argument("--expansion-rate", type=real_number(1.0, 1e6), default=None, metavar="E",
+                     help="with --active-params: total / active parameters of the MoE layers (default 64, the rate the "
+                          "published law was fitted at)")
     tokens = p.add_mutually_exclusive_group(required=True)
     tokens.add_argument("--tokens", metavar="D[,D...]", help="training tokens D, like '15T' or a list '1T,15T'")
     tokens.add_argument("--tokens-per-param", metavar="M[,M...]",
@@ -60,8 +72,13 @@ def parse_count_list(text: str, flag: str) -> np.ndarray:
 
 
 def query_grid(args) -> tuple[np.ndarray, np.ndarray]:
-    """Every (N, D) pair the flags ask for, N outermost, as two flat arrays."""
-    params = parse_count_list(args.params, "--params")
+    """Every (N, D) pair the flags ask for, N outermost, as two flat arrays (N total: --active-params is
+    converted with the expansion rate)."""
+    if args.params is not None:
+        params = parse_count_list(args.params, "--params")
+    else:
+        expansion = FITTED_EXPANSION_RATE if args.expansion_rate is None else args.expansion_rate
+        params = total_params_from_active(parse_count_list(args.active_params, "--active-params"), expansion)
     if args.tokens is not None:
         second, flag = parse_count_list(args.tokens, "--tokens"), "--tokens"
     elif args.tokens_per_param is not None:
@@ -117,10 +134,11 @@ def interval_basis(law) -> str:
 def run(args) -> int:
     unique_tokens = parse_count(args.unique_tokens, "--unique-tokens") if args.unique_tokens is not None else None
     N, D = query_grid(args)
-    law = load_law(args.law, unique_tokens)
+    law = moe_setting(load_law(args.law, unique_tokens, allow_moe=True), args)
     result = {
         "law": {"name": law.name, "form": law.form, "source": law.source, "n_definition": law.n_definition,
                 "c_definition": law.c_definition, "coefficients": law.coefficients()},
+        "granularity": getattr(law, "granularity", None),
         "level": args.level,
         "interval_basis": interval_basis(law),
         "unique_tokens": unique_tokens,
@@ -131,12 +149,28 @@ def run(args) -> int:
     return 0
 
 
+def moe_setting(law, args):
+    """The law at --granularity for a moe law; the MoE flags refused for any other law."""
+    if isinstance(law, FineGrainedMoELaw):
+        if args.granularity is None:
+            raise PlannerInputError(f"--granularity: --law {args.law} is a mixture-of-experts law; give the expert "
+                                    "granularity G = d_ff / d_expert, like '--granularity 8' (1 = experts as wide as the FFN)")
+        return law.with_granularity(args.granularity)
+    for flag, value in (("--granularity", args.granularity), ("--active-params", args.active_params),
+                        ("--expansion-rate", args.expansion_rate)):
+        if value is not None:
+            raise PlannerInputError(f"{flag}: only for a mixture-of-experts law (--law krajewski-moe or a moe law file); "
+                                    f"--law {args.law} is a {law.form} law")
+    return law
+
+
 def format_result(result: dict) -> str:
     law, level = result["law"], result["level"]
     pct = f"{level * 100:g}%"
     lines = [f"law {law['name']} ({law['form']}): {law['source']}",
              "  " + ", ".join(f"{k} = {v:.5g}" for k, v in law["coefficients"].items()),
-             f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}",
+             f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}"
+             + (f"; granularity G = {result['granularity']:g}" if result.get("granularity") is not None else ""),
              f"interval: central {pct} band; {result['interval_basis']}", ""]
     headers = ["N (" + law["n_definition"] + ")", "D", "D/N", "C=6ND", "loss", f"{pct} low", f"{pct} high"]
     rows = [[human_count(r["params"]), human_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
