@@ -48,8 +48,8 @@ def register(subparsers, name: str) -> None:
                      help="expert granularity G = d_ff / d_expert (1 = experts as wide as the dense FFN); required for "
                           "a moe law")
     moe.add_argument("--expansion-rate", type=real_number(1.0, 1e6), default=None, metavar="E",
-                     help="with --active-params: total / active parameters of the MoE layers (default 64, the rate the "
-                          "published law was fitted at)")
+                     help="with --active-params: total / active parameters of the MoE layers (default the rate the law was "
+                          "fitted at: 64 for krajewski-moe, 16 for krajewski-moe-e16)")
     tokens = p.add_mutually_exclusive_group()
     tokens.add_argument("--tokens", metavar="D[,D...]", help="training tokens D, like '15T' or a list '1T,15T'")
     tokens.add_argument("--tokens-per-param", metavar="M[,M...]",
@@ -98,13 +98,13 @@ def parse_count_list(text: str, flag: str) -> np.ndarray:
     return np.array([parse_count(item.strip(), flag) for item in items], dtype=float)
 
 
-def query_grid(args) -> tuple[np.ndarray, np.ndarray]:
+def query_grid(args, law=None) -> tuple[np.ndarray, np.ndarray]:
     """Every (N, D) pair the flags ask for, N outermost, as two flat arrays (N total: --active-params is
-    converted with the expansion rate)."""
+    converted with --expansion-rate, by default the moe law's own)."""
     if args.params is not None:
         params = parse_count_list(args.params, "--params")
     else:
-        expansion = FITTED_EXPANSION_RATE if args.expansion_rate is None else args.expansion_rate
+        expansion = args.expansion_rate or getattr(law, "expansion_rate", FITTED_EXPANSION_RATE)
         params = total_params_from_active(parse_count_list(args.active_params, "--active-params"), expansion)
     if args.tokens is not None:
         second, flag = parse_count_list(args.tokens, "--tokens"), "--tokens"
@@ -174,8 +174,8 @@ def run(args) -> int:
         raise PlannerInputError("--tokens: expected the training tokens, like '--tokens 15T' (or --tokens-per-param, "
                                 "--compute)")
     unique_tokens = parse_count(args.unique_tokens, "--unique-tokens") if args.unique_tokens is not None else None
-    N, D = query_grid(args)
     law = moe_setting(load_law(args.law, unique_tokens, allow_moe=True), args)
+    N, D = query_grid(args, law)
     result = {
         "law": {"name": law.name, "form": law.form, "source": law.source, "n_definition": law.n_definition,
                 "c_definition": law.c_definition, "coefficients": law.coefficients()},

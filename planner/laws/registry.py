@@ -17,7 +17,7 @@ from planner.laws.base import LossLaw
 from planner.laws.chinchilla import ChinchillaLaw
 from planner.laws.data_constrained import DataConstrainedLaw, data_constrained
 from planner.laws.law_file import load_law_file
-from planner.laws.moe import KRAJEWSKI_2024, FineGrainedMoELaw
+from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_E16, FineGrainedMoELaw
 from planner.laws.published import EPOCH_2024, HOFFMANN_2022, KAPLAN_2020, MUENNIGHOFF_2023
 
 BUILTIN_LAWS: dict[str, LossLaw] = {
@@ -26,7 +26,7 @@ BUILTIN_LAWS: dict[str, LossLaw] = {
 DEFAULT_LAW = "epoch"
 # Mixture-of-experts laws: N is total parameters of an MoE at a granularity; a dense search must not use them
 # as if they were dense laws, so load_law gives them only to callers that ask (allow_moe=True).
-MOE_LAWS: dict[str, FineGrainedMoELaw] = {KRAJEWSKI_2024.name: KRAJEWSKI_2024}
+MOE_LAWS: dict[str, FineGrainedMoELaw] = {law.name: law for law in (KRAJEWSKI_2024, KRAJEWSKI_2024_E16)}
 # Laws whose fit only means something with a cap on unique tokens.
 NEEDS_UNIQUE_TOKENS = frozenset({"muennighoff"})
 
