@@ -13,9 +13,8 @@ import numpy as np
 
 from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
-from planner.laws.annealing import (COOLDOWN_SHAPES, DEFAULT_DECAY, cosine_schedule, fit_annealing_law,
-                                    wsd_schedule)
-from planner.laws.curve_data import cooldown_schedule, hot_schedule, read_curves
+from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_areas, cosine_schedule, wsd_schedule
+from planner.laws.curve_data import fit_run, read_curves
 from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active
 from planner.laws.registry import DEFAULT_LAW, load_law
 from planner.render import human_count, table, to_json
@@ -234,7 +233,6 @@ def prediction_schedule(args, total_steps: int):
 
 
 def _annealing_negligible(law, schedules, losses) -> bool:
-    from planner.laws.annealing import annealing_areas
     ends = [law.C * annealing_areas(lr, law.decay)[1][-1] / loss[-1] for lr, loss in zip(schedules[1:], losses[1:])]
     return max(ends, default=0.0) < 1e-3
 
@@ -265,13 +263,8 @@ def run_curve(args) -> int:
     if name not in runs:
         raise PlannerInputError(f"--run: no run {name!r} in {args.curve_data}")
     data = runs[name]
-    if not data.cooldowns:
-        raise PlannerInputError(f"--cool-data: run {name!r} has no cool-down ends; a constant-LR curve alone cannot fix "
-                                "the annealing coefficient C (give --cool-data with its cool-downs)")
-    schedules = [hot_schedule(data.hot_steps.max())] + [cooldown_schedule(c) for c in data.cooldowns]
-    steps = [data.hot_steps] + [np.array([c.end_step]) for c in data.cooldowns]
-    losses = [data.hot_loss] + [np.array([c.loss]) for c in data.cooldowns]
-    law, info = fit_annealing_law(schedules, steps, losses, decay=_decay(args.decay))
+    law, info = fit_run(data, decay=_decay(args.decay))
+    schedules, losses = info["schedules"], info["losses"]
     total = args.steps or int(data.hot_steps.max())
     lr = prediction_schedule(args, total)
     loss = law.curve(lr)

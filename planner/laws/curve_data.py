@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.laws.annealing import wsd_schedule
+from planner.laws.annealing import DEFAULT_DECAY, AnnealingLaw, fit_annealing_law, wsd_schedule
 from planner.io import read_input_text
 
 GEMSTONES_COOLDOWN_FRACTION = 0.1  # of the tokens (steps) trained before the cool-down; see the docstring
@@ -106,3 +106,16 @@ def cooldown_schedule(cooldown: Cooldown) -> np.ndarray:
     """Constant LR (1) up to the start, then the cool-down to 0 at its end."""
     return wsd_schedule(cooldown.end_step, 0, cooldown.end_step - cooldown.start_step, cooldown.shape,
                         cooldown_start=cooldown.start_step)
+
+
+def fit_run(run: RunCurves, decay: float | None = DEFAULT_DECAY) -> tuple[AnnealingLaw, dict]:
+    """The annealing law of one logged run: its constant-LR checkpoints and its cool-down ends (decay=None fits
+    lambda). info also holds the schedules and losses fitted, for diagnostics."""
+    if not run.cooldowns:
+        raise PlannerInputError(f"--cool-data: run {run.name!r} has no cool-down ends; a constant-LR curve alone cannot "
+                                "fix the annealing coefficient C (give --cool-data with its cool-downs)")
+    schedules = [hot_schedule(run.hot_steps.max())] + [cooldown_schedule(c) for c in run.cooldowns]
+    steps = [run.hot_steps] + [np.array([c.end_step]) for c in run.cooldowns]
+    losses = [run.hot_loss] + [np.array([c.loss]) for c in run.cooldowns]
+    law, info = fit_annealing_law(schedules, steps, losses, decay=decay)
+    return law, {**info, "schedules": schedules, "losses": losses}
