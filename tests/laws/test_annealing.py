@@ -133,3 +133,17 @@ def test_curve_cli_needs_cooldowns(cli, laws_dir):
     code, _, err = cli(["predict", "--curve-data", laws_dir / "gemstones_hot_100b.jsonl", "--run",
                         "PyGemma-512x12_pretrain"])
     assert code == 2 and "--cool-data" in err
+
+
+def test_cooldown_without_a_matching_checkpoint_is_refused(tmp_path):
+    hot, cool = tmp_path / "hot.jsonl", tmp_path / "cool.jsonl"
+    hot.write_text("\n".join(json.dumps({"run_name": "r", "step": s, "final_loss": 4.0 - s / 1e4})
+                             for s in (1000, 2000, 3000)) + "\n")
+    cool.write_text(json.dumps({"run_name": "r", "step": 2500, "final_loss": 3.6}) + "\n")  # 2500 / 1.1 = 2273
+    with pytest.raises(PlannerInputError, match="matches no constant-LR checkpoint"):
+        read_curves(str(hot), str(cool))
+    cool.write_text(json.dumps({"run_name": "r", "step": 2200, "final_loss": 3.7}) + "\n")  # from step 2000
+    (run,) = read_curves(str(hot), str(cool)).values()
+    assert run.cooldowns[0].start_step == 2000 and run.cooldowns[0].end_step == 2200
+    lr = cooldown_schedule(run.cooldowns[0])
+    assert lr[1999] == 1.0 and lr[-1] == 0.0 and lr.size == 2200

@@ -164,3 +164,14 @@ def test_fit_law_cli_moe_missing_column(cli, tmp_path, drop):
     _write_moe_csv(data, KRAJEWSKI_2024, np.random.default_rng(3), drop=drop)
     code, _, err = cli(["fit-law", str(data), "--form", "moe"])
     assert code == 2 and repr(drop) in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_law_cli_moe_total_below_active(cli, tmp_path):
+    data = tmp_path / "moe.csv"
+    _write_moe_csv(data, KRAJEWSKI_2024, np.random.default_rng(3))
+    lines = data.read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[2] = str(float(fields[1]) / 2)  # total_params below active_params on the first row
+    data.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    code, _, err = cli(["fit-law", str(data), "--form", "moe"])
+    assert code == 2 and "line 2" in err and "total >= active" in err
