@@ -135,15 +135,19 @@ def breakdown_blocks(review: dict) -> list:
 
 def scaling_blocks(review: dict) -> list:
     rows = [[str(r["gpus"]), f"{100 * r['mfu']:.1f}%" if r["feasible"] else "-",
+             f"{r['global_batch']:,}" if r["feasible"] else "-",
+             human_count(r["tokens"]) if r["feasible"] else "-",
              f"{r['wall_clock_days']:.2f}" if r["feasible"] else "-",
              r["layout"] if r["feasible"] else r["reason"]] for r in review["scaling"]]
     plan = review["plans"][0]
     return [("figure", "scaling", "MFU and wall-clock vs number of GPUs for the chosen model."),
-            ("p", f"The chosen model ({human_count(plan['params'])}) trained on the same {human_count(plan['tokens'])} "
-                  "tokens, with the fastest layout that fits at each GPU count (same batch-size rule and limit as "
-                  "the search). MFU falls as the per-GPU batch shrinks and communication is exposed. Layouts: "
-                  "z = ZeRO stage, mb = micro-batch, rc = recompute."),
-            ("table", ["GPUs", "MFU", "days", "best layout (or why none)"], rows)]
+            ("p", f"The chosen model ({human_count(plan['params'])}) trained to the plan's loss with the fastest "
+                  "layout that fits at each GPU count (same batch-size rule and limit as the search). MFU falls as "
+                  "the per-GPU batch shrinks and communication is exposed. More GPUs need a larger global batch; "
+                  f"above the critical batch the rule asks for more than the plan's {human_count(plan['tokens'])} "
+                  "tokens to reach the same loss, so wall-clock can rise with GPUs. Layouts: z = ZeRO stage, "
+                  "mb = micro-batch, rc = recompute."),
+            ("table", ["GPUs", "MFU", "global batch (seq.)", "tokens", "days", "best layout (or why none)"], rows)]
 
 
 def sensitivity_blocks(review: dict) -> list:

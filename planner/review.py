@@ -139,7 +139,7 @@ def _fixed_token_problem(cluster: ClusterSpec, law, constraints: Constraints, pl
 
 def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: dict, dtype: str,
                      batch_rule: str, seq_len: int, vocab: int) -> list[dict]:
-    """Best layout (highest tokens/s) for the chosen model and tokens at each GPU count the cluster offers."""
+    """Fastest layout to the plan's loss for the chosen model at each GPU count the cluster offers."""
     model = plan_model(plan)
     problem = _fixed_token_problem(cluster, law, constraints, plan, model, dtype, batch_rule, seq_len, vocab)
     low, high = plan["gpus"] / SCALING_SPAN, plan["gpus"] * SCALING_SPAN
@@ -156,13 +156,19 @@ def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: 
             reason = max(scored["dropped"], key=scored["dropped"].get)
             rows.append({"gpus": gpus, "feasible": False, "reason": reason})
             continue
-        best = int(np.argmax(feasible["tokens_per_s"] * feasible["goodput"]))
+        # Fastest to the plan's loss, not highest tokens/s: a larger global batch raises tokens/s but,
+        # above the critical batch, needs more tokens, and can take longer in all.
+        best = int(np.argmin(feasible["wall_s"]))
         i = int(feasible["index"][best])
         a = {k: int(v[i]) for k, v in space.arrays.items()}
         rows.append({"gpus": gpus, "feasible": True, "mfu": float(feasible["mfu"][best]),
                      # Perfect strong scaling from the plan's own point, for reference.
                      "ideal_wall_clock_days": plan["wall_clock_days"] * plan["gpus"] / gpus,
                      "tokens_per_s": float(feasible["tokens_per_s"][best]),
+                     # Tokens to reach the plan's loss with this layout's global batch: above the critical
+                     # batch the batch-size rule asks for more tokens, so days can rise with GPUs.
+                     "tokens": float(feasible["tokens"][best]),
+                     "global_batch": int(feasible["global_batch"][best]),
                      "wall_clock_days": float(feasible["wall_s"][best]) / 86400.0,
                      "layout": f"tp{a['tp']} pp{a['pp']} dp{a['dp']} z{a['zero']}"
                                + (" offload" if a["offload"] else "") + f" mb{a['micro_batch']}"
