@@ -74,8 +74,32 @@ def summary_blocks(review: dict) -> list:
         facts.append(f"Why not the lowest loss: {best['predicted_loss']:.3f} is reachable with {best['gpus']} GPUs in "
                      f"{best['wall_clock_days']:.1f} days; losses within 0.1% count as equal (far inside the law's "
                      "band), and among them the shorter wall-clock wins.")
+    facts += logistics_facts(review)
     facts += [f"Warning: {w}" for w in plan.get("law_warnings", [])]
     return [("p", text), ("list", facts)]
+
+
+def logistics_facts(review: dict) -> list[str]:
+    """Time and GPU-hour bands with the contingency they imply; checkpoints, storage and failures."""
+    plan, g = review["plans"][0], review.get("logistics")
+    if not g:
+        return []
+    facts = []
+    if "gpu_hours_band" in g:
+        days, hours = g["wall_clock_days_band"], g["gpu_hours_band"]
+        facts.append(
+            f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens: {days[0]:.2f}-{days[1]:.2f} days, "
+            f"{hours[0]:,.0f}-{hours[1]:,.0f} GPU-hours (90% band of the cost model's step-time error on "
+            f"{g['band_rows']} published runs, group '{g['band_group']}'). Contingency: hold back "
+            f"{g['contingency_gpu_hours']:,.0f} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
+            "of the plan) for the slow end, or accept fewer tokens.")
+    facts.append(
+        f"Checkpoints: {human_bytes(g['checkpoint_bytes'])} each (bf16 weights + fp32 master + Adam moments, "
+        f"14 bytes per parameter), written in {human_seconds(g['checkpoint_write_s'])} every "
+        f"{human_seconds(g['checkpoint_interval_s'])} (Young/Daly interval), ~{g['checkpoints_written']:,.0f} over the run; "
+        f"storage for the {g['checkpoints_kept']} kept at once (the one being written and the last complete one): "
+        f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {g['expected_failures']:.1f}.")
+    return facts
 
 
 def plans_table(review: dict) -> tuple:

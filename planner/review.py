@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.budget import Constraints
+from planner.cost.goodput import CHECKPOINT_BYTES_PER_PARAM, goodput
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.laws.batch_size import RULES as BATCH_RULES
@@ -203,6 +204,38 @@ def law_assumptions(law) -> dict:
             "validity": law.validity.as_dict(), "band": band}
 
 
+# Checkpoints kept on storage at once: the one being written and the last complete one to restart from
+# (the fewest that survive a failure during a write; a choice, stated in the review).
+CHECKPOINTS_KEPT = 2
+
+
+def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
+    """What the run needs besides GPUs: a time and GPU-hour band with the contingency it implies, and the
+    checkpoints (size, storage, cadence) and failures the goodput model assumes."""
+    reliability = goodput(plan["params"], plan["gpus"], cluster)
+    wall_s = plan["wall_clock_s"]
+    checkpoint_bytes = CHECKPOINT_BYTES_PER_PARAM * plan["params"]
+    out = {
+        "checkpoint_bytes": checkpoint_bytes,
+        "checkpoints_kept": CHECKPOINTS_KEPT,
+        "storage_bytes": CHECKPOINTS_KEPT * checkpoint_bytes,
+        "checkpoint_write_s": float(reliability["checkpoint_write_s"]),
+        "checkpoint_interval_s": float(reliability["checkpoint_interval_s"]),
+        "checkpoints_written": wall_s / float(reliability["checkpoint_interval_s"]),
+        "expected_failures": wall_s / float(reliability["job_mtbf_s"]),
+    }
+    band = plan.get("step_time_band")
+    if band:
+        # The plan's own tokens at the band's slow and fast ends: time and GPU-hours scale with step time.
+        low, high = band["low_s"] / plan["step_time_s"], band["high_s"] / plan["step_time_s"]
+        out.update({"band_group": band["group"], "band_rows": band["rows"],
+                    "wall_clock_days_band": [plan["wall_clock_days"] * low, plan["wall_clock_days"] * high],
+                    "gpu_hours_band": [plan["gpu_hours"] * low, plan["gpu_hours"] * high],
+                    # GPU-hours to hold back so the slow end of the band still finishes the plan's tokens.
+                    "contingency_gpu_hours": max(0.0, plan["gpu_hours"] * (high - 1.0))})
+    return out
+
+
 def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: OptimizeResult, *, dtype: str,
                  batch_rule: str, seq_len: int, vocab: int, sensitivity: list | None = None,
                  command: str = "") -> dict:
@@ -228,5 +261,6 @@ def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: Op
         "memory": [(plan["label"], memory_parts(plan), plan["memory_bytes"]) for plan in plans],
         "time": [(plan["label"], time_parts(plan), plan["step_time_s"]) for plan in plans],
         "scaling": mfu_by_gpu_count(cluster, law, constraints, result.plan, dtype, batch_rule, seq_len, vocab),
+        "logistics": run_logistics(result.plan, cluster),
     })
     return review

@@ -192,3 +192,24 @@ def test_report_renders_in_headless_chromium(written, tmp_path):
     pixels = imread(screenshot)
     assert pixels.shape[:2] == (4000, 1400)
     assert float(pixels[..., :3].std()) > 0.05, "the screenshot is blank"
+
+
+def test_logistics_bands_contingency_and_checkpoints(review):
+    data, (cluster, _, _) = review
+    plan, g = data["plans"][0], data["logistics"]
+    # The band brackets the plan's own figures, and the contingency covers the slow end exactly.
+    assert g["wall_clock_days_band"][0] <= plan["wall_clock_days"] <= g["wall_clock_days_band"][1]
+    assert g["gpu_hours_band"][0] <= plan["gpu_hours"] <= g["gpu_hours_band"][1]
+    assert plan["gpu_hours"] + g["contingency_gpu_hours"] == pytest.approx(g["gpu_hours_band"][1], rel=1e-9)
+    # A restartable checkpoint holds weights, fp32 master and both Adam moments: 14 bytes per parameter.
+    assert g["checkpoint_bytes"] == pytest.approx(14 * plan["params"], rel=1e-12)
+    assert g["storage_bytes"] == pytest.approx(g["checkpoints_kept"] * g["checkpoint_bytes"], rel=1e-12)
+    # Checkpoints are written from the spec's storage bandwidth and failures from its MTBF.
+    assert g["checkpoint_write_s"] == pytest.approx(g["checkpoint_bytes"] / cluster.reliability.checkpoint_bytes_per_s)
+    assert g["expected_failures"] == pytest.approx(
+        plan["wall_clock_s"] * plan["gpus"] / cluster.reliability.mtbf_per_gpu_s, rel=1e-9)
+
+
+def test_review_text_states_the_contingency_and_storage(written):
+    markdown = (written[1] / "review.md").read_text(encoding="utf-8")
+    assert "Contingency: hold back" in markdown and "storage for the 2 kept at once" in markdown
