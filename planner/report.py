@@ -102,7 +102,12 @@ def logistics_facts(review: dict) -> list[str]:
     return facts
 
 
-def plans_table(review: dict) -> tuple:
+# Columns that are the same for every plan (GPU-hours and cost when the budget binds them all) are stated
+# once under the table rather than repeated down a column.
+CONSTANT_COLUMNS = ("GPU-hours", "cost")
+
+
+def plans_table(review: dict) -> list:
     headers = ["", "option", "N", "D", "D/N", "GPUs", "layout", "MFU", "GiB/GPU", "days", "GPU-hours", "cost",
                "loss [80% band]"]
     rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
@@ -110,7 +115,14 @@ def plans_table(review: dict) -> tuple:
              f"{plan['memory_bytes'] / GIB:.1f}", f"{plan['wall_clock_days']:.2f}", f"{plan['gpu_hours']:,.0f}",
              _money(plan["cost_usd"]), _loss_with_band(plan["predicted_loss"], *plan["loss_interval"])]
             for tag, plan in zip(review["tags"], review["plans"])]
-    return ("table", headers, rows)
+    constant = [headers.index(name) for name in CONSTANT_COLUMNS
+                if len(rows) > 1 and len({row[headers.index(name)] for row in rows}) == 1]
+    keep = [i for i in range(len(headers)) if i not in constant]
+    blocks = [("table", [headers[i] for i in keep], [[row[i] for i in keep] for row in rows])]
+    if constant:
+        spent = [rows[0][i] + (" GPU-hours" if headers[i] == "GPU-hours" else "") for i in constant]
+        blocks.append(("p", f"Every plan spends {', '.join(spent)}: the budget binds them all."))
+    return blocks
 
 
 def isoflop_blocks(review: dict) -> list:
@@ -274,7 +286,7 @@ def document(review: dict) -> list:
                    ("h2", "Assumptions"), *assumption_blocks(review)]
         return blocks
     blocks += [("h2", "Recommendation"), *summary_blocks(review),
-               ("h2", "Chosen plan and runners-up"), plans_table(review),
+               ("h2", "Chosen plan and runners-up"), *plans_table(review),
                ("p", "Runners-up are the best plans that differ materially (fewer GPUs, shorter wall-clock, dp only, "
                      "smaller or larger model). Loss in nats/token; the band is the law's 80% interval."),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),

@@ -213,3 +213,15 @@ def test_logistics_bands_contingency_and_checkpoints(review):
 def test_review_text_states_the_contingency_and_storage(written):
     markdown = (written[1] / "review.md").read_text(encoding="utf-8")
     assert "Contingency: hold back" in markdown and "storage for the 2 kept at once" in markdown
+
+
+def test_plans_table_states_constant_columns_once(review):
+    from planner.report import plans_table
+
+    data, _ = review
+    table, *note = plans_table(data)
+    spent = {f"{plan['gpu_hours']:,.0f}" for plan in data["plans"]}
+    if len(spent) == 1:  # the budget binds every plan: no repeated column, one sentence instead
+        assert "GPU-hours" not in table[1] and note and spent.pop() in note[0][1]
+    else:
+        assert "GPU-hours" in table[1] and not note
