@@ -20,7 +20,9 @@ FIGURES = ("isoflop", "frontier", "memory", "step_time", "scaling")
 
 
 def _layout(lay: dict) -> str:
+    # cp and ep shown whenever they are used: they change the GPU count and the communication.
     text = f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}" + (f" vpp{lay['vpp']}" if lay["vpp"] > 1 else "")
+    text += "".join(f" {key}{lay[key]}" for key in ("cp", "ep") if lay.get(key, 1) > 1)
     text += f", ZeRO-{lay['zero']}" + (f" + {lay['offload']} offload" if lay["offload"] != "none" else "")
     text += f", micro-batch {lay['micro_batch']}, grad. accum. {lay['grad_accumulation']}"
     return text + (f", recompute {lay['recompute']}" if lay["recompute"] != "none" else "")

@@ -171,7 +171,9 @@ def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: 
                      "tokens": float(feasible["tokens"][best]),
                      "global_batch": int(feasible["global_batch"][best]),
                      "wall_clock_days": float(feasible["wall_s"][best]) / 86400.0,
-                     "layout": f"tp{a['tp']} pp{a['pp']} dp{a['dp']} z{a['zero']}"
+                     "layout": f"tp{a['tp']} pp{a['pp']} dp{a['dp']}"
+                               + "".join(f" {key}{a[key]}" for key in ("cp", "ep") if a.get(key, 1) > 1)
+                               + f" z{a['zero']}"
                                + (" offload" if a["offload"] else "") + f" mb{a['micro_batch']}"
                                + ("", " rc-sel", " rc-full")[a["recompute"]]})
     return rows

@@ -225,3 +225,12 @@ def test_plans_table_states_constant_columns_once(review):
         assert "GPU-hours" not in table[1] and note and spent.pop() in note[0][1]
     else:
         assert "GPU-hours" in table[1] and not note
+
+
+def test_layout_text_shows_context_parallelism():
+    from planner.report import _layout
+
+    base = dict(tp=8, pp=2, dp=4, cp=1, vpp=1, zero=1, offload="none", micro_batch=1, grad_accumulation=4,
+                recompute="none")
+    assert " cp" not in _layout(base)
+    assert "dp4 cp2," in _layout({**base, "cp": 2})
