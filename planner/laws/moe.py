@@ -157,6 +157,47 @@ def moe_loss(active_params, tokens, granularity=1.0, total_params=None, expansio
     return law.loss(total, tokens, granularity)
 
 
+# Granularities the compute-optimal search tries: powers of two, as in the paper's Table 2 (G = 8 ... 64).
+OPTIMAL_GRANULARITIES = 2.0 ** np.arange(0, 9)
+
+
+def moe_compute_optimal(flops, law: FineGrainedMoELaw = KRAJEWSKI_2024, granularities=OPTIMAL_GRANULARITIES,
+                        active_range: tuple[float, float] = (1e6, 1e14)) -> dict[str, np.ndarray]:
+    """Section 6.2: minimise eq. 9 over active parameters, tokens and G subject to eq. 10's FLOPs = F (the
+    paper reduces it to one dimension and uses Brent's method; here a log grid over N_act for every G, then
+    golden-section refinement at the best G). Arrays over `flops`: active_params, total_params, tokens,
+    granularity, loss."""
+    flops = np.atleast_1d(as_array(flops))
+    grid = np.linspace(np.log(active_range[0]), np.log(active_range[1]), 801)
+    G = np.asarray(granularities, dtype=float)
+
+    def loss_at(log_active, g, budget):
+        active = np.exp(log_active)
+        tokens = budget / training_flops(active, 1.0, g, law.expansion_rate)
+        return law.loss(total_params_from_active(active, law.expansion_rate), tokens, g)
+
+    out = {k: np.empty(flops.shape) for k in ("active_params", "total_params", "tokens", "granularity", "loss")}
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    for k, budget in enumerate(flops):
+        table = loss_at(grid[:, None], G[None, :], budget)
+        i, j = np.unravel_index(np.argmin(table), table.shape)
+        i = int(np.clip(i, 1, grid.size - 2))
+        low, high = grid[i - 1], grid[i + 1]
+        for _ in range(60):
+            x1, x2 = high - ratio * (high - low), low + ratio * (high - low)
+            if loss_at(x1, G[j], budget) < loss_at(x2, G[j], budget):
+                high = x2
+            else:
+                low = x1
+        active = float(np.exp(0.5 * (low + high)))
+        out["active_params"][k] = active
+        out["total_params"][k] = float(total_params_from_active(active, law.expansion_rate))
+        out["tokens"][k] = budget / float(training_flops(active, 1.0, G[j], law.expansion_rate))
+        out["granularity"][k] = G[j]
+        out["loss"][k] = float(loss_at(np.log(active), G[j], budget))
+    return out
+
+
 # --- fitting ---------------------------------------------------------------------------------------
 _LOG_PARAMS = ("a", "b", "g", "c")  # fitted as logs (positive); exponents in natural units
 _EXPONENT_BOUNDS = (0.0, 2.0)
