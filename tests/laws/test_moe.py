@@ -63,6 +63,30 @@ def test_table_2_compute_optimal_allocation_reproduced():
     assert np.allclose(training_flops(best["active_params"], best["tokens"], best["granularity"]), flops, rtol=1e-9)
 
 
+def dense_compute_matching_moe(budget_flops: float) -> float:
+    """Compute a dense Transformer needs (Table 1 dense law, on its compute-optimal frontier, C = 6ND) to reach
+    the loss of the compute-optimal MoE at `budget_flops` (section 6.2)."""
+    from scipy.optimize import brentq
+
+    target = float(moe_compute_optimal(budget_flops)["loss"][0])
+    gap = lambda log_c: float(KRAJEWSKI_2024_DENSE.predict(*KRAJEWSKI_2024_DENSE.compute_optimal(np.exp(log_c)))) - target
+    return float(np.exp(brentq(gap, np.log(1e15), np.log(1e40))))
+
+
+def test_moe_matches_dense_with_20x_less_compute_at_1e20():
+    """Section 1 / Figure 1(b): "a compute-optimal MoE model trained with a budget of 10^20 FLOPs will achieve the
+    same quality as a dense Transformer trained with a 20x greater computing budget". Measured 21.3x; tolerance
+    15% (the figure is read as "20x")."""
+    assert dense_compute_matching_moe(1e20) / 1e20 == pytest.approx(20.0, rel=0.15)
+
+
+@pytest.mark.xfail(strict=True, reason="Figure 1(b): 'exceeding 40x when budget of 10^25 FLOPs is surpassed'; measured "
+                                       "32.0x at 1e25 (34.2x at 1e26) with Table 1's rounded coefficients; the ratio "
+                                       "does grow with budget (21x at 1e20) as the paper says. Not tuned")
+def test_moe_advantage_exceeds_40x_beyond_1e25():
+    assert dense_compute_matching_moe(1e25) / 1e25 > 40.0
+
+
 def test_total_params_follow_the_papers_blocks():
     # 12 d^2 active and d^2 (8E + 4) total per block (section 6.1): 43x at E = 64; E = 1 is dense.
     assert total_params_from_active(1e9) == pytest.approx(43e9)
