@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.signal import lfilter
 
 from planner.errors import PlannerInputError
 
@@ -91,6 +90,8 @@ def annealing_areas(lr, decay: float = DEFAULT_DECAY) -> tuple[np.ndarray, np.nd
     peak_reached = np.maximum.accumulate(lr, axis=-1) >= lr.max(axis=-1, keepdims=True)
     first_peak = np.argmax(peak_reached, axis=-1)[..., None]
     drop = np.where(np.arange(lr.shape[-1]) > first_peak, drop, 0.0)
+    from scipy.signal import lfilter  # here, not at module level: scipy.signal adds ~1 s to every CLI start
+
     momentum = lfilter([1.0], [1.0, -decay], drop, axis=-1)  # m_i = lambda m_{i-1} + drop_i
     return s1, np.cumsum(momentum, axis=-1)
 
