@@ -15,7 +15,7 @@ from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_areas, cosine_schedule, wsd_schedule
 from planner.laws.curve_data import fit_run, read_curves
-from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active
+from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active, training_flops
 from planner.laws.registry import DEFAULT_LAW, load_law
 from planner.render import human_count, table, to_json
 from planner.units import parse_count
@@ -105,6 +105,9 @@ def query_grid(args, law=None) -> tuple[np.ndarray, np.ndarray]:
     else:
         expansion = args.expansion_rate or getattr(law, "expansion_rate", FITTED_EXPANSION_RATE)
         params = total_params_from_active(parse_count_list(args.active_params, "--active-params"), expansion)
+    if isinstance(law, FineGrainedMoELaw) and args.tokens is None:
+        raise PlannerInputError("--tokens: a mixture-of-experts law takes training tokens directly (its training FLOPs "
+                                "follow Krajewski et al.'s eq. 10, not 6ND, and D/N is ambiguous between total and active)")
     if args.tokens is not None:
         second, flag = parse_count_list(args.tokens, "--tokens"), "--tokens"
     elif args.tokens_per_param is not None:
@@ -136,9 +139,14 @@ def predictions(law, N: np.ndarray, D: np.ndarray, level: float) -> list[dict]:
     if bad.any():
         i = int(np.argmax(bad))
         raise PlannerInputError(f"--law {law.name} gives no finite loss at N = {N[i]:.4g}, D = {D[i]:.4g}")
-    return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(6.0 * n * d),
+    if isinstance(law, FineGrainedMoELaw):  # MoE training FLOPs: eq. 10 on the active parameters
+        active = N * 12.0 / (8.0 * law.expansion_rate + 4.0)
+        flops = training_flops(active, D, law.granularity, law.expansion_rate)
+    else:
+        flops = 6.0 * N * D
+    return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(c),
              "loss": float(l), "loss_low": float(lo), "loss_high": float(hi)}
-            for n, d, l, lo, hi in zip(N, D, loss, low, high)]
+            for n, d, c, l, lo, hi in zip(N, D, flops, loss, low, high)]
 
 
 def extrapolation_warnings(law, N: np.ndarray, D: np.ndarray) -> list[str]:
@@ -212,7 +220,8 @@ def format_result(result: dict) -> str:
              f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}"
              + (f"; granularity G = {result['granularity']:g}" if result.get("granularity") is not None else ""),
              f"interval: central {pct} band; {result['interval_basis']}", ""]
-    headers = ["N (" + law["n_definition"] + ")", "D", "D/N", "C=6ND", "loss", f"{pct} low", f"{pct} high"]
+    flops_header = "C (eq. 10)" if law["form"] == "moe" else "C=6ND"
+    headers = ["N (" + law["n_definition"] + ")", "D", "D/N", flops_header, "loss", f"{pct} low", f"{pct} high"]
     rows = [[human_count(r["params"]), human_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
              f"{r['compute_flop']:.3g}", f"{r['loss']:.4f}", f"{r['loss_low']:.4f}", f"{r['loss_high']:.4f}"]
             for r in result["predictions"]]

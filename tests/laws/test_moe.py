@@ -158,12 +158,14 @@ def test_predict_cli_active_params(cli):
     expected = 0.47 + (2.1 / 32**0.58 + 18.1) / (7e9 * 43) ** 0.115 + 30.8 / 137.6e9**0.147
     assert row["loss"] == pytest.approx(expected, rel=1e-12)
     assert row["params"] == pytest.approx(7e9 * 43)
+    assert row["compute_flop"] == pytest.approx(6.46e21, rel=0.005)  # Table 2's FLOPs (eq. 10), not 6ND
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--law", "krajewski-moe", "--params", "1B", "--tokens", "20B"], "--granularity"),
     (["--law", "epoch", "--params", "1B", "--tokens", "20B", "--granularity", "2"], "--granularity"),
     (["--law", "epoch", "--active-params", "1B", "--tokens", "20B"], "--active-params"),
+    (["--law", "krajewski-moe", "--params", "1B", "--compute", "1e21", "--granularity", "8"], "--tokens"),
 ])
 def test_predict_cli_moe_flag_errors(cli, argv, message):
     code, out, err = cli(["predict", *argv])
