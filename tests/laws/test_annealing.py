@@ -53,7 +53,7 @@ def test_fit_refuses_constant_lr_only():
         fit_annealing_law([np.ones(1000)], [np.arange(100, 1001, 100)], [np.linspace(4, 3, 10)])
 
 
-def gemstones_cooldown_errors(hot, cool, decay=0.999):
+def gemstones_cooldown_errors(hot, cool, decay=0.999, keep=lambda run: True):
     """Per run: fit on the constant-LR checkpoints (35 per run, 10B to 350B tokens) and the FIRST cool-down end
     (from 10B tokens; C is not identifiable from constant-LR points, where S2 = 0), then predict the run's other
     cool-down ends (from 20B ... 100B tokens). Relative errors of those predictions, and of the constant-LR curve
@@ -61,7 +61,7 @@ def gemstones_cooldown_errors(hot, cool, decay=0.999):
     runs = read_curves(str(hot), str(cool))
     errors, hot_only = [], []
     for run in runs.values():
-        if len(run.cooldowns) < 2:
+        if len(run.cooldowns) < 2 or not keep(run):
             continue
         first, rest = run.cooldowns[0], run.cooldowns[1:]
         law, _ = fit_annealing_law([hot_schedule(run.hot_steps.max()), cooldown_schedule(first)],
@@ -147,3 +147,28 @@ def test_cooldown_without_a_matching_checkpoint_is_refused(tmp_path):
     assert run.cooldowns[0].start_step == 2000 and run.cooldowns[0].end_step == 2200
     lr = cooldown_schedule(run.cooldowns[0])
     assert lr[1999] == 1.0 and lr[-1] == 0.0 and lr.size == 2200
+
+
+SMALL_RUN_PARAMS = 600e6  # the law-fitting split of issue 14: fit on runs of N <= 600M, predict the larger ones
+
+
+# lambda candidates, 1 - lambda evenly spread in log from 0.1 to 0.001 (the paper's default 0.999 included).
+DECAY_GRID = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+def test_gemstones_cooldown_ends_held_out_by_size(laws_dir):
+    """The same protocol with lambda treated as a coefficient of the law (the paper's eq. 1 leaves it to the
+    user): chosen once from DECAY_GRID on the runs of N <= 600M, then every larger run's L0, A, alpha, C fitted
+    on its own constant-LR curve and first cool-down, and its other cool-down ends predicted. Measured: lambda
+    0.95 (0.21% on the small runs), 0.76% mean absolute error (max 2.6%) on the 53 held-out cool-down ends of
+    the 1B-2B runs, against 2.27% for the constant-LR curve alone (issue 14 asks <= 1%)."""
+    hot, cool = laws_dir / "gemstones_hot_100b.jsonl", laws_dir / "gemstones_cool_end.jsonl"
+    small = lambda run: run.params <= SMALL_RUN_PARAMS  # noqa: E731
+    large = lambda run: run.params > SMALL_RUN_PARAMS  # noqa: E731
+    fit_errors = [np.mean(np.abs(gemstones_cooldown_errors(hot, cool, lam, small)[0])) for lam in DECAY_GRID]
+    decay = DECAY_GRID[int(np.argmin(fit_errors))]
+    errors, hot_only = gemstones_cooldown_errors(hot, cool, decay, large)
+    assert errors.size > 50 and np.all(np.isfinite(errors))
+    assert np.mean(np.abs(errors)) <= 0.01
+    # The annealing term earns its place: the constant-LR curve alone misses the same points by more.
+    assert np.mean(np.abs(errors)) < 0.5 * np.mean(np.abs(hot_only))
