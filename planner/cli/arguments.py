@@ -94,3 +94,7 @@ CONFIG_HELP = {
     "recompute": "activation recomputation",
     "dtype": "training number format",
 }
+
+# --cluster-dir on every command that resolves cluster names (planner.hardware.cluster_folders).
+CLUSTER_DIR_HELP = ("resolve cluster names in this folder alone (default: the working directory, then the user "
+                    "spec folder, then the bundled specs; `planner clusters` lists them)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers, name: str) -> None:
-    from planner.cli.arguments import whole_number
+    from planner.cli.arguments import CLUSTER_DIR_HELP, whole_number
 
     parser = subparsers.add_parser(
         name, help="fit the cost model's efficiency parameters to measured runs of one cluster",
@@ -19,7 +19,7 @@ def register(subparsers, name: str) -> None:
                     "(`planner clusters` shows it), --cluster-dir or --out.")
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv", help="runs CSV files with measured step times (data/spec/runs_csv.md)")
     parser.add_argument("--cluster", required=True, help="cluster spec name (or YAML path) whose rows to fit")
-    parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in (and to write into)")
+    parser.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP + "; the calibrated spec is written there too")
     parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
                         help="hold out the rows of source SOURCE, or of every source starting with SOURCE when none is named "
                              "exactly that (repeatable); default: k-fold by source")

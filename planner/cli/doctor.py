@@ -8,12 +8,14 @@ from __future__ import annotations
 
 
 def register(subparsers, name: str) -> None:
+    from planner.cli.arguments import CLUSTER_DIR_HELP
+
     parser = subparsers.add_parser(
         name, help="check cluster specs (.yaml) and runs files (.csv); print every problem with file:line",
         description="Check hand-edited cluster specs and runs CSVs. Exit 0 when clean, 1 when problems were "
                     "found, 2 when a file cannot be checked at all.")
     parser.add_argument("files", nargs="+", metavar="FILE", help="cluster specs (.yaml) and runs files (.csv) to check")
-    parser.add_argument("--cluster-dir", metavar="DIR", help="resolve cluster names in runs files against this folder")
+    parser.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
     parser.set_defaults(run=run)
 
 

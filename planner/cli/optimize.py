@@ -24,7 +24,7 @@ def register(subparsers, name: str) -> None:
 
 def add_optimize_arguments(parser) -> None:
     """The problem flags (budget, cluster, law, constraints, training settings); shared with `planner report`."""
-    from planner.cli.arguments import fraction, real_number, whole_number
+    from planner.cli.arguments import CLUSTER_DIR_HELP, fraction, real_number, whole_number
 
     parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
     parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d)")
@@ -33,7 +33,7 @@ def add_optimize_arguments(parser) -> None:
                         help="use exactly this many GPUs; with --model also a list '64,128' or a doubling range '256-8192'")
     parser.add_argument("--max-gpus", type=whole_number(), help="use at most this many GPUs")
     parser.add_argument("--cluster", default=DEFAULT_CLUSTER, help=f"cluster spec name or YAML path (default {DEFAULT_CLUSTER})")
-    parser.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
+    parser.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
     parser.add_argument("--law", default=None, help="loss law name (see `planner laws`) or a law.yaml from `planner fit-law --out` (default epoch)")
     parser.add_argument("--unique-tokens", help="unique training data available, like '2T' (switches to the data-constrained law)")
     parser.add_argument("--target-loss", type=real_number(0.0, 20.0, low_open=True, high_open=True), help="instead of maximising quality, find the cheapest plan reaching this loss")

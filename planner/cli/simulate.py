@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from planner.cli.arguments import CONFIG_HELP, whole_number
+from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, whole_number
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.hardware import DEFAULT_CLUSTER
@@ -27,7 +27,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", metavar="PRESET", help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models)")
     group.add_argument("--cluster", help=f"cluster spec name (see `planner clusters`) or a path to a YAML file "
                                          f"(default {DEFAULT_CLUSTER}, as for optimize)")
-    group.add_argument("--cluster-dir", metavar="DIR", help="folder to resolve cluster names in")
+    group.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
     group.add_argument("--gpus", type=whole_number(), help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
     for key in ("layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab",
                 "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):

@@ -19,13 +19,15 @@ from planner.render import to_json
 
 
 def register(subparsers, name: str) -> None:
+    from planner.cli.arguments import CLUSTER_DIR_HELP
+
     parser = subparsers.add_parser(
         name, help="predicted vs measured step time and memory for a runs CSV",
         description="Simulate every row of a runs CSV (data/spec/runs_csv.md) and report the error: "
                     "per row, MAPE / median / worst overall and per source. Rows that cannot be simulated "
                     "are listed with the reason. Exit 2 when no row of the files can be read.")
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv", help="runs CSV files (data/spec/runs_csv.md)")
-    parser.add_argument("--cluster-dir", metavar="DIR", help="resolve cluster names in this folder instead of the bundled specs")
+    parser.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--write-error-bands", metavar="FILE.json",
                         help="write the step-time error bands (5th-95th percentile of measured/predicted, by framework) "
