@@ -78,6 +78,15 @@ def test_json_exit_code_and_streams(cli, inputs, name, argv, expected):
         assert STATUS_LINE.match(line), f"stderr carries more than status: {line!r}"
 
 
+@pytest.mark.parametrize("name, argv, expected", CASES, ids=[c[0] for c in CASES])
+def test_text_output_same_exit_code_and_streams(cli, inputs, name, argv, expected):
+    code, out, err = cli(argv(inputs))
+    assert code == expected, err
+    assert out.strip(), "a result goes to stdout"
+    for line in err.splitlines():
+        assert STATUS_LINE.match(line), f"stderr carries more than status: {line!r}"
+
+
 def test_simulate_that_does_not_fit_still_prints_its_breakdown(cli):
     code, out, err = cli(["simulate", "--model", "llama2-70b", "--gpus", "8"])
     assert code == 1 and "fits: NO" in out and err == ""
