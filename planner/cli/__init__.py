@@ -19,9 +19,11 @@ Ctrl-C and SIGTERM unwind the program (so partial outputs are cleaned up) and ex
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import os
+import re
 import signal
 import sys
 
@@ -85,13 +87,23 @@ class OneLineArgumentParser(argparse.ArgumentParser):
             message = "unrecognized arguments: " + " ".join(
                 a if a.strip() == a and a and a.isprintable() else repr(a) for a in extras)
             command = getattr(parsed, "command", None)  # the subcommand they were given to names the error
-            if command and self.prog == "planner":
-                sys.stderr.write(f"planner {command}: error: {message}\n")
-                sys.exit(2)
-            self.error(message)
+            parser = self._subcommand(command) or self
+            flags = [flag for flag in parser._option_string_actions if flag.startswith("--")]
+            guesses = [difflib.get_close_matches(a.split("=")[0], flags, n=1, cutoff=0.6) for a in extras if a.startswith("--")]
+            close = next((guess[0] for guess in guesses if guess), None)
+            parser.error(message + (f"; did you mean {close!r}?" if close else ""))
         return parsed
 
+    def _subcommand(self, command: str | None) -> argparse.ArgumentParser | None:
+        action = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        return action.choices.get(command) if action is not None and command else None
+
     def error(self, message: str) -> None:  # type: ignore[override]
+        invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if invalid:  # "did you mean" for a misspelt subcommand or choice
+            choices = re.findall(r"'([^']*)'", invalid.group(2))
+            close = difflib.get_close_matches(invalid.group(1), choices, n=1, cutoff=0.5)
+            message += f"; did you mean {close[0]!r}?" if close else ""
         sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())}\n")
         sys.exit(2)
 

@@ -136,3 +136,13 @@ def test_simulate_and_optimize_default_to_the_same_cluster(cli):
     simulated = json.loads(cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--json"])[1])
     planned = json.loads(cli(["optimize", "--budget", "1000gpuh", "--gpus", "8", "--json"])[1])
     assert simulated["cluster"] == planned["assumptions"]["cluster"] == DEFAULT_CLUSTER
+
+
+@pytest.mark.parametrize("argv, suggestion", [
+    (["simulat"], "did you mean 'simulate'?"),
+    (["simulate", "--model", "gpt2-small", "--clustr", "dgx-h100"], "did you mean '--cluster'?"),
+    (["optimize", "--budget", "1000gpuh", "--dtype", "bf61"], "did you mean 'bf16'?"),
+])
+def test_misspelt_commands_flags_and_choices_get_a_suggestion(cli, argv, suggestion):
+    code, out, err = cli(argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and suggestion in err
