@@ -10,8 +10,11 @@ SHELLS = ("bash", "zsh", "tcsh")
 
 
 def register(subparsers, name: str) -> None:
-    parser = subparsers.add_parser(name, help="print the shell completion script (bash, zsh or tcsh)",
-                                   description=(__doc__ or "").split("\n\n")[0])
+    parser = subparsers.add_parser(
+        name, help="print the shell completion script (bash, zsh or tcsh)",
+        description="Print the completion script for every subcommand and flag. Install it with, for example, "
+                    "`planner completion bash > ~/.local/share/bash-completion/completions/planner` or "
+                    "`planner completion zsh > \"${fpath[1]}/_planner\"`, then start a new shell.")
     parser.add_argument("shell", choices=SHELLS, help="the shell to complete in")
     parser.set_defaults(run=run)
 
