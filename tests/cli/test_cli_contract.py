@@ -146,3 +146,19 @@ def test_simulate_and_optimize_default_to_the_same_cluster(cli):
 def test_misspelt_commands_flags_and_choices_get_a_suggestion(cli, argv, suggestion):
     code, out, err = cli(argv)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and suggestion in err
+
+
+def test_bash_completion_script_is_valid_bash(cli, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash on this machine")
+    script = tmp_path / "planner.bash"
+    script.write_text(cli(["completion", "bash"])[1])
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    # sourced, it completes subcommands: `planner sim<TAB>` offers simulate
+    probe = (f"source {script}; COMP_WORDS=(planner sim); COMP_CWORD=1; COMP_LINE='planner sim'; COMP_POINT=11; "
+             "_shtab_planner; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    offered = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
+    assert "simulate" in offered.stdout.split(), offered.stderr
