@@ -40,11 +40,13 @@ def human_seconds(value: float) -> str:
 
 
 def human_days(days: float) -> str:
-    """A wall-clock span given in days, in the unit that reads best: '4.2 days', '1.25 h', '45 min'
+    """A wall-clock span given in days, in the unit that reads best: '4.2 days', '1.25 h', '45 min', '12.000 s'
     (never '0.1 days' for a 1.25 h plan). Every form is accepted back by units.parse_duration."""
     if days is None or not math.isfinite(days):
         return "-"
     hours = days * 24.0
+    if hours * 60.0 < 1.0:
+        return human_seconds(hours * 3600.0)
     if hours < 1.0:
         return f"{hours * 60.0:.3g} min"
     if hours < 24.0:

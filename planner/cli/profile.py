@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import signal
 import sys
 import time
@@ -90,7 +91,7 @@ def _raise_interrupt(signum, frame) -> None:
 def run_profile(args) -> int:
     from planner.profile import grid as grids
     from planner.profile import harness
-    from planner.render import json_document
+    from planner.render import human_days, json_document
 
     grid_file, source = grids.load_grid_file(args.grid)
     grid_file = grids.override_axes(grid_file, _overrides(args), f"{source} with command-line axes")
@@ -117,7 +118,15 @@ def run_profile(args) -> int:
         for config in grid.configs:
             harness.nodes_and_ranks(config.world_size, slots)
 
+    began = time.monotonic()
+
     def report(line: str) -> None:
+        """A status line on stderr; a sweep line ("[i/N] config: ...") also gets the time left at this pace."""
+        position = re.match(r"\[(\d+)/(\d+)\]", line)
+        if position and int(position.group(1)) < int(position.group(2)):
+            done, total = int(position.group(1)), int(position.group(2))
+            left_s = (time.monotonic() - began) / done * (total - done)
+            line += f"; about {human_days(left_s / 86400)} left"
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
 

@@ -162,3 +162,21 @@ def test_bash_completion_script_is_valid_bash(cli, tmp_path):
              "_shtab_planner; printf '%s\\n' \"${COMPREPLY[@]}\"")
     offered = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
     assert "simulate" in offered.stdout.split(), offered.stderr
+
+
+def test_profile_sweep_lines_say_how_long_is_left(cli, monkeypatch, tmp_path):
+    """`planner profile` runs for minutes: each configuration's status line carries the time left at this pace."""
+    from planner.profile import harness
+
+    def fake_sweep(configs, settings, store, cluster, name, resume, report, redo=frozenset()):
+        for index, config in enumerate(configs, 1):
+            report(f"[{index}/{len(configs)}] {config.config_id}: ok")
+        return {"ok": len(configs), "failed": 0, "timeout": 0, "skipped": 0}
+
+    monkeypatch.setattr(harness, "require_deepspeed", lambda: None)
+    monkeypatch.setattr(harness, "sweep", fake_sweep)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    code, out, err = cli(["profile", "--name", "eta", "--grid", "ci", "--out-dir", tmp_path, "--json"])
+    assert code == 0 and json.loads(out)["counts"]["ok"] == 2
+    lines = [line for line in err.splitlines() if line.startswith("[")]
+    assert re.search(r"^\[1/2\] .*: ok; about [\d.]+ (us|ms|s) left$", lines[0]) and lines[1].endswith(": ok"), lines
