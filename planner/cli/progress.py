@@ -18,6 +18,10 @@ import sys
 from tqdm import tqdm
 
 UPDATE_INTERVAL_S = 0.5  # often enough to look alive, rare enough to cost nothing per row
+# "planner optimize:  50%|#####     | 58/117 cells [00:01<00:01]" (elapsed<ETA) once the total is known;
+# "planner validate: 2000 rows [00:01]" while it is not.
+WITH_TOTAL = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}]"
+WITHOUT_TOTAL = "{desc}: {n_fmt} {unit} [{elapsed}]"
 
 
 class Progress:
@@ -30,15 +34,16 @@ class Progress:
         self.enabled = enabled
         # A terminal that reports no size (a bare pseudo-terminal) would make tqdm print nothing: 80x24 then.
         size = shutil.get_terminal_size()
-        self._bar = tqdm(total=total, desc=f"planner {command}", unit=f" {unit}", file=stream, disable=not enabled,
-                         leave=False, mininterval=interval_s, miniters=1, ncols=size.columns, nrows=size.lines)
+        self._bar = tqdm(total=total, desc=f"planner {command}", unit=unit, file=stream, disable=not enabled,
+                         leave=False, mininterval=interval_s, miniters=1, ncols=size.columns, nrows=size.lines,
+                         bar_format=WITHOUT_TOTAL if total is None else WITH_TOTAL)
 
     def __call__(self, done: int, total: int | None = None) -> None:
         """`done` of `total` units finished (absolute counts; the total may be learned late or change)."""
         if not self.enabled:
             return
         if total is not None and total != self._bar.total:
-            self._bar.total = total
+            self._bar.total, self._bar.bar_format = total, WITH_TOTAL
             self._bar.refresh()
         self._bar.update(done - self._bar.n)
 

@@ -111,9 +111,9 @@ def _optimize_on_a_terminal(*flags: str) -> tuple[subprocess.CompletedProcess, b
 def test_progress_goes_to_stderr_only_on_a_tty():
     run, tty_text = _optimize_on_a_terminal()
     assert run.returncode == 0
-    # tqdm: "planner optimize:  50%|#####     | 58/117 [00:01<00:01, 50.0 cells/s]"
-    assert b"planner optimize:" in tty_text and b"cells/s]" in tty_text
-    assert re.search(rb"\d+/\d+ \[\d\d:\d\d<(\?|\d\d:\d\d)", tty_text), tty_text  # done/total [elapsed<ETA
+    # tqdm: "planner optimize:  50%|#####     | 58/117 cells [00:01<00:01]"
+    assert b"planner optimize:" in tty_text
+    assert re.search(rb"\d+/\d+ cells \[\d\d:\d\d<(\?|\d\d:\d\d)\]", tty_text), tty_text  # done/total [elapsed<ETA]
     assert b"planner optimize:" not in run.stdout
     quiet, tty_text = _optimize_on_a_terminal("--quiet")
     untimed = lambda out: [line for line in out.splitlines() if not line.startswith(b"searched ")]  # noqa: E731
