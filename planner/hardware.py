@@ -322,18 +322,21 @@ def _is_cluster_spec(path: Path) -> bool:
         return False
 
 
-def find_clusters(cluster_dir: str | os.PathLike | None = None) -> list[tuple[str, str, Path]]:
-    """(name, origin, path) of every spec the search path holds, in search order; a name found in an earlier
-    folder hides the same name in later ones. In the working directory only files that load as a spec count."""
-    found: dict[str, tuple[str, str, Path]] = {}
+def find_clusters(cluster_dir: str | os.PathLike | None = None) -> list[tuple[str, str, Path, list[str]]]:
+    """(name, origin, path, origins it hides) of every spec the search path holds, in search order: a name
+    found in an earlier folder hides the same name in later ones. In the working directory only files that
+    load as a spec count."""
+    found: dict[str, tuple[str, str, Path, list[str]]] = {}
     folders = cluster_folders(cluster_dir)
     if cluster_dir and ("\0" in str(cluster_dir) or not _is_dir(Path(cluster_dir))):
         raise PlannerInputError(f"cluster folder {shown(cluster_dir)} does not exist")
     for origin, folder in folders:
         for path in sorted(folder.glob("*.yaml")) if _is_dir(folder) else []:
             name = path.name.removesuffix(".yaml")
-            if name not in found and (origin != "working directory" or _is_cluster_spec(path)):
-                found[name] = (name, origin, path)
+            if name in found:
+                found[name][3].append(origin)
+            elif origin != "working directory" or _is_cluster_spec(path):
+                found[name] = (name, origin, path, [])
     return list(found.values())
 
 

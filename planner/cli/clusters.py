@@ -22,15 +22,16 @@ def run(args) -> int:
     from planner.hardware import cluster_folders, find_clusters, load_cluster_file
     from planner.render import human_bytes, json_document, table
 
-    found = [(origin, path, load_cluster_file(path)) for _, origin, path in find_clusters(args.cluster_dir)]
+    found = [(origin, path, load_cluster_file(path), hidden) for _, origin, path, hidden in find_clusters(args.cluster_dir)]
     order = [{"origin": origin, "folder": str(folder)} for origin, folder in cluster_folders(args.cluster_dir)]
     if args.json:
         print(json_document({"search_order": order, "clusters": {
-            path.name.removesuffix(".yaml"): {"origin": origin, "path": str(path), **s.model_dump(by_alias=False)}
-            for origin, path, s in found}}))
+            path.name.removesuffix(".yaml"): {"origin": origin, "path": str(path), "hides": hidden,
+                                              **s.model_dump(by_alias=False)}
+            for origin, path, s, hidden in found}}))
         return 0
     rows = []
-    for origin, path, s in found:
+    for origin, path, s, hidden in found:
         peak = s.accelerator.peak_flops
         rows.append([
             path.name.removesuffix(".yaml"), s.accelerator.name, s.gpus_per_node,
@@ -38,7 +39,8 @@ def run(args) -> int:
             f"{s.node.scale_up.link_bytes_per_s_per_direction / 1e9:,.0f}",
             f"{s.network.nics_per_node}x{s.network.nic_bytes_per_s_per_direction * 8 / 1e9:,.0f}Gb/s {s.network.topology}",
             f"${s.price_per_accelerator_hour:.2f}" if s.price_per_accelerator_hour else "-",
-            "calibrated" if s.calibration.startswith("calibrated") else "defaults", origin,
+            "calibrated" if s.calibration.startswith("calibrated") else "defaults",
+            origin + (f" (hides {', '.join(hidden)})" if hidden else ""),
         ])
     print(table(["name", "accelerator", "per node", "16-bit TFLOP/s", "HBM", "scale-up GB/s", "network", "price/h",
                  "efficiency", "from"], rows, align="llrrrrlrll"))

@@ -94,6 +94,9 @@ def test_search_order_working_directory_then_user_then_bundled(home, cli):
     document = json.loads(cli(["clusters", "--json"])[1])
     assert [entry["origin"] for entry in document["search_order"]] == ["working directory", "user", "bundled"]
     assert document["clusters"]["dgx-h100"]["origin"] == "working directory"
+    assert document["clusters"]["dgx-h100"]["hides"] == ["user", "bundled"]
+    row = next(line for line in cli(["clusters"])[1].splitlines() if line.startswith("dgx-h100 "))
+    assert row.rstrip().endswith("working directory (hides user, bundled)")
     # --cluster-dir replaces the search path: only that folder
     assert load_cluster("dgx-h100", default_cluster_dir()).price_per_accelerator_hour == bundled
 
