@@ -10,8 +10,9 @@ The contract every subcommand keeps (tests/cli/test_cli_contract.py runs each on
 - results on stdout; status, warnings and progress on stderr;
 - `--json` prints one JSON object with a top-level `schema_version` (planner.render.json_document);
 - `--quiet` turns progress off (it is off anyway when stderr is not a terminal);
-- `--help` shows every flag's default. Standard
-output that cannot be written (a full disk) is one line and exit 2 too; a reader that went away
+- `--help` shows every flag's default; a misspelt subcommand, flag or choice gets a "did you mean".
+
+Standard output that cannot be written (a full disk) is one line and exit 2 too; a reader that went away
 (`planner laws | head -1`) ends the command quietly with exit 141, as a shell reports SIGPIPE.
 Ctrl-C and SIGTERM unwind the program (so partial outputs are cleaned up) and exit 130 and 143.
 """
@@ -46,6 +47,7 @@ SUBCOMMANDS = {
     "completion": "completion",
 }
 
+# The exit codes every subcommand keeps (the module docstring says when each applies).
 EXIT_OK, EXIT_NEGATIVE, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except PlannerInputError as error:
         sys.stderr.write(f"planner {args.command}: error: {error}\n")
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
         sys.stderr.write(f"planner {args.command}: {'terminated' if terminated else 'interrupted'}\n")
