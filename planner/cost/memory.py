@@ -92,6 +92,17 @@ def sharding_degree(batch: CandidateBatch, stack: dict | None = None) -> np.ndar
     return batch.dp * np.where(stack["shards_over_context_parallel"] > 0, batch.cp, 1.0)
 
 
+def state_sharding_degrees(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
+    """Ranks each model state is sharded over under hierarchical partitioning (layout.shard_group,
+    grad_shard_group; 0 = the whole sharding group): weights and optimizer over the shard group (MiCS
+    `mics_shard_size`, HSDP), gradients over the gradient group (default: the shard group), and `hpz`, the
+    size of ZeRO++'s secondary weight partition (1 = none). Flat ZeRO: all equal sharding_degree."""
+    d = sharding_degree(batch, stack)
+    weights = np.where(batch.shard_group > 0, np.minimum(batch.shard_group, d), d)
+    grads = np.where(batch.grad_shard_group > 0, np.minimum(batch.grad_shard_group, weights), weights)
+    return {"weights": weights, "optimizer": weights, "grads": grads, "hpz": np.minimum(batch.zero_hpz, d)}
+
+
 def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
     """Bytes per parameter element: weights, sharded (ZeRO-3) weights, gradient buffer, gradient reduce
     dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy)."""
@@ -139,9 +150,14 @@ def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) 
     (per tp rank), plus what optimizer/parameter offload moves to the host or NVMe."""
     stack = _stack(batch, stack)
     size = element_bytes(batch, stack)
-    d, zero = sharding_degree(batch, stack), batch.zero
+    zero = batch.zero
+    degree = state_sharding_degrees(batch, stack)
+    d, d_grads = degree["weights"], degree["grads"]
     weights = np.where(zero == 3, size["sharded_weights"] * params / d, size["weights"] * params)
-    grads = np.where(zero >= 2, size["grads"] * params / d, size["grads"] * params)
+    # ZeRO++ hpZ: the secondary partition, in the weights' 16-bit dtype, over hpz ranks (DeepSpeed
+    # partition_parameters.py:1673-1700 `_partition_param_sec`: tensor_size // num_ranks_in_param_group).
+    weights = weights + np.where((zero == 3) & (degree["hpz"] > 1), size["weights"] * params / degree["hpz"], 0.0)
+    grads = np.where(zero >= 2, size["grads"] * params / d_grads, size["grads"] * params)
     optimizer = np.where(zero >= 1, size["optimizer"] * params / d, size["optimizer"] * params)
 
     offloaded = np.where(batch.offload >= 1, optimizer, 0.0)

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, kernels
-from planner.cost.memory import activation_bytes_per_layer, element_bytes, sharding_degree
+from planner.cost import collectives, hierarchy, kernels
+from planner.cost.hierarchy import hierarchical_rows
+from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
@@ -334,15 +335,22 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
-    fwd_exposed = gather + (units - 1.0) * np.maximum(gather - stage["layer_forward"], 0.0)
-    bwd_exposed = gather + scatter + (units - 1.0) * np.maximum(gather + scatter - stage["layer_backward"], 0.0)
-    ideal = np.where(prefetch, fwd_exposed + bwd_exposed, units * (2.0 * gather + scatter))
-    all_units = units * (2.0 * gather + scatter)
+
+    def per_micro_batch(gather_fwd, gather_bwd, scatter_):
+        """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
+        fwd_exposed = gather_fwd + (units - 1.0) * np.maximum(gather_fwd - stage["layer_forward"], 0.0)
+        bwd_exposed = gather_bwd + scatter_ + (units - 1.0) * np.maximum(gather_bwd + scatter_ - stage["layer_backward"], 0.0)
+        all_units = units * (gather_fwd + gather_bwd + scatter_)
+        ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
+        return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
+
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = _Rows(zero3 & (outside > 0), shard_links)
     outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
                     + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside, **kw))
-    zero3_mb = ideal + (1.0 - eff.dp_overlap) * (all_units - ideal) + outside_comm
+    zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
+    zero3_step = m * zero3_mb + _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gather, scatter,
+                                                    zero3_mb, m, per_micro_batch, kw)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
@@ -361,16 +369,81 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     param_gather = _only_where(sharded_12, collectives.all_gather_time, w * params, shard_links, calls=buckets, **kw)
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
-    exposed = np.select([zero == 3], [m * zero3_mb], reduce + np.where(zero >= 1, param_gather, 0.0))
+    exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
 
 
+def _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gather, scatter, flat_mb, m, per_micro_batch, kw):
+    """What ZeRO++ / hierarchical partitioning (cost.hierarchy) changes in the ZeRO-3 step: 0 on every other
+    row, so flat ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's
+    backward, once per step."""
+    rows = np.flatnonzero(hierarchical_rows(batch) & (batch.dp * batch.cp > 1))
+    extra = np.zeros(len(batch))
+    if not rows.size:
+        return extra
+    sub = batch.take(rows)
+    sub_fw = batch_framework_arrays(sub)
+    hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency * rank_share(sub.gpus, cluster)
+    links = lambda sizes, strides: _links(cluster, sizes, strides)  # noqa: E731
+    pick = lambda a: np.broadcast_to(a, batch.tp.shape)[rows]  # noqa: E731
+    w_, r_ = pick(w), pick(reduce_bytes)
+    layer = hierarchy.zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm)
+    rest = hierarchy.zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(outside), sub_fw["gathers_outside_layers"], links,
+                                     kw, hbm)
+    rest_mb = np.where(pick(outside) > 0, rest["forward"] + rest["backward"] + rest["scatter"], 0.0)
+
+    def full(values):  # back to the whole batch's rows (the callee's per_micro_batch reads whole-batch arrays)
+        out = np.zeros(len(batch))
+        out[rows] = values
+        return out
+
+    gf, gb, rs, rep = (full(layer[k]) for k in ("forward", "backward", "scatter", "replica"))
+    normal = per_micro_batch(gf, gb, rs)
+    last = per_micro_batch(gf, gb, rs + rep)
+    replica_rest = full(np.where(pick(outside) > 0, rest["replica"], 0.0))
+    hierarchical = m * (normal + full(rest_mb)) + (last - normal) + replica_rest
+    flat = m * flat_mb
+    extra[rows] = (hierarchical - flat)[rows]
+    return extra
+
+
+def _dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
+    """Data-parallel bytes per step crossing node boundaries, per node of one dp row (cost.hierarchy): ZeRO-3
+    by collective (forward and backward gathers, gradient reduction, replica all-reduce); ZeRO-0/1/2 their
+    whole traffic when the group spans nodes."""
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    cross = hierarchy.zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, params)
+    zero3 = m * (cross["forward"] + cross["backward"] + cross["scatter"]) + cross["replica"]
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
+    return np.where(batch.zero == 3, zero3, np.where(spans, dp_bytes, 0.0))
+
+
+def _offload_fetch(batch, cluster, w, params, stage, m):
+    """ZeRO-Infinity: exposed seconds of fetching each rank's weight shard from host memory (PCIe, one link
+    per GPU) or NVMe (the node's drives, shared by its GPUs) for forward and again for backward, every
+    micro-batch. Bandwidth-centric partitioning: every rank reads only its own 1/dp shard, then the
+    all-gather assembles the unit (ZeRO-Infinity section 6.1). DeepSpeed prefetches the next units' shards
+    while one computes (partitioned_param_coordinator.py:380-416 prefetch, 557-580 `swap_in(...,
+    async_op=True)` for NVMe), so per pass the first unit's fetch is exposed and, per further unit, what its
+    fetch exceeds the unit's compute by (the same two-stage pipeline as the ZeRO-3 gathers)."""
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
+    shard_bytes = w * params / batch.dp
+    fetch = np.maximum(shard_bytes / cluster.node.pcie_bytes_per_s_per_accelerator,
+                       np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
+    units = np.maximum(stage["layers"], 1.0)
+    per_unit = fetch / units
+    prefetched = 2.0 * per_unit + (units - 1.0) * (np.maximum(per_unit - stage["layer_forward"], 0.0)
+                                                   + np.maximum(per_unit - stage["layer_backward"], 0.0))
+    return np.where(batch.offload >= 2, m * prefetched, 0.0)
+
+
 def _optimizer(batch, cluster, fw, w, hbm, params):
     """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
     eff = cluster.efficiency
-    shard = sharding_degree(batch, fw)
+    shard = state_sharding_degrees(batch, fw)["optimizer"]
     opt_params = np.where(batch.zero >= 1, params / shard, params)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -467,14 +540,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     }
     dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
-    # ZeRO-Infinity: each rank's weight shard comes from host memory (PCIe per GPU) or NVMe (shared by
-    # the node's GPUs) for forward and for backward, every micro-batch.
-    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    shard_bytes = w * params / batch.dp
-    fetch = np.maximum(shard_bytes / cluster.node.pcie_bytes_per_s_per_accelerator,
-                       np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
-    offload_fetch = np.where(batch.offload >= 2, m * 2.0 * fetch, 0.0)
-
+    offload_fetch = _offload_fetch(batch, cluster, w, params, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
     parts = {
@@ -519,6 +585,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "comm_bytes_per_step": {
             "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
             "dp": dp_bytes,
+            "dp_cross_node": _dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
             "pp": m * p2p_bytes,
         },
     }
