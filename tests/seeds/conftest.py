@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from planner.hardware import ClusterSpec, load_cluster
 
 
@@ -11,3 +13,9 @@ def with_nics(name: str, nics_per_node: int) -> ClusterSpec:
     spec = load_cluster(name)
     network = spec.network.model_copy(update={"nics_per_node": nics_per_node})
     return spec.model_copy(update={"network": network, "name": f"{name}-{nics_per_node}nic"})
+
+
+@pytest.fixture(scope="session")
+def nics():
+    """with_nics, handed out as a fixture (tests run with --import-mode=importlib)."""
+    return with_nics

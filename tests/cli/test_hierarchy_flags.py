@@ -1,0 +1,51 @@
+"""CLI surface of the ZeRO-3 hierarchy flags: bad groups are one line naming the flag and the arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+BASE = ["simulate", "--model", "llama2-13b", "--cluster", "dgx-h100", "--zero", "3", "--framework", "deepspeed"]
+
+
+def _one_line(result, *fragments):
+    code, out, err = result
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_hpz_group_not_dividing_the_node(cli):
+    # 48 GPUs: dp 48 is divisible by 3, the 8-GPU node is not.
+    _one_line(cli([*BASE, "--gpus", "48", "--zero-hpz", "3"]), "--zero-hpz 3 does not divide the node",
+              "gpus_per_node(8) % 3 = 2")
+
+
+def test_shard_group_not_dividing_dp(cli):
+    _one_line(cli([*BASE, "--gpus", "64", "--shard-group", "5"]), "--shard-group 5 does not divide dp",
+              "dp(64) % 5 = 4")
+
+
+def test_hierarchy_needs_zero3(cli):
+    argv = ["simulate", "--model", "llama2-13b", "--cluster", "dgx-h100", "--zero", "2", "--framework", "deepspeed",
+            "--gpus", "64", "--zero-hpz", "8"]
+    _one_line(cli(argv), "needs zero=3")
+
+
+def test_stack_without_zeropp_is_refused(cli):
+    _one_line(cli(["simulate", "--model", "llama2-13b", "--cluster", "dgx-h100", "--zero", "3", "--framework", "fsdp",
+                   "--gpus", "64", "--zero-quantized-weights", "1"]), "fsdp has no ZeRO++")
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--zero-hpz", "8"], {"zero_hpz": 8}), (["--shard-group", "8"], {"shard_group": 8}),
+    (["--zero-quantized-weights", "1", "--zero-quantized-gradients", "1"],
+     {"zero_quantized_weights": True, "zero_quantized_gradients": True})])
+def test_flags_reach_the_layout(cli, extra, expected):
+    code, out, err = cli([*BASE, "--gpus", "64", "--json", *extra])
+    assert code == 0, err
+    layout = json.loads(out)["layout"]
+    assert {key: layout[key] for key in expected} == expected
