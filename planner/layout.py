@@ -75,6 +75,12 @@ class Layout(BaseModel):
     # all-reduce of the shard across groups at the step boundary), weights and optimizer as above: with
     # zero_hpz, the 3-level partitioning of Xu et al. on Frontier (GCD pair / node / all). None = as weights.
     grad_shard_group: int | None = Field(default=None, gt=0)
+    # ZeRO-Infinity (Rajbhandari et al. 2021): memory-centric tiling splits each large Linear into this many
+    # tiles fetched one at a time (section 5.1.3; DeepSpeed `TiledLinear`, runtime/zero/tiling.py:32-64), and
+    # activation checkpoints kept in host memory (`activation_checkpointing.cpu_checkpointing`,
+    # runtime/activation_checkpointing/checkpointing.py:59, 529-553; needs full recompute).
+    zero_tiling: int = Field(default=1, gt=0)
+    activation_offload: bool = False
 
     @property
     def gpus(self) -> int:
@@ -134,6 +140,11 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
     if layout.offload == "optimizer+params" and layout.zero != 3:
         problems.append(f"offload=optimizer+params (ZeRO-Infinity) needs zero=3, got zero={layout.zero}")
     problems += hierarchy_problems(layout)
+    if layout.zero_tiling > 1 and layout.zero != 3:
+        problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
+    if layout.activation_offload and layout.recompute != "full":
+        problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
+                        f"got recompute={layout.recompute}")
     problems += unsupported_features(layout.framework, layout)
     if problems:
         raise PlannerInputError(f"{where}: " + "; ".join(problems))
@@ -274,6 +285,8 @@ class CandidateBatch:
     zero_quantized_gradients: np.ndarray  # bool
     shard_group: np.ndarray
     grad_shard_group: np.ndarray
+    zero_tiling: np.ndarray
+    activation_offload: np.ndarray  # bool
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -335,7 +348,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
                     dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
                     zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
-                    grad_shard_group=0)
+                    grad_shard_group=0, zero_tiling=1, activation_offload=False)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
@@ -366,6 +379,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         zero_hpz=column(lambda l: l.zero_hpz), zero_quantized_weights=column(lambda l: l.zero_quantized_weights),
         zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
         shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
+        zero_tiling=column(lambda l: l.zero_tiling), activation_offload=column(lambda l: l.activation_offload),
     )
 
 

@@ -13,7 +13,7 @@ MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", 
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
-               "zero_quantized_gradients", "shard_group", "grad_shard_group")
+               "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 
 
@@ -59,6 +59,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     hierarchy.add_argument("--grad-shard-group", type=whole_number(),
                            help="shard gradients over groups of this many ranks (all-reduced across groups once per step); "
                                 "with --zero-hpz, the 3-level partitioning of Xu et al.; default: the shard group")
+    hierarchy.add_argument("--zero-tiling", type=whole_number(),
+                           help="ZeRO-Infinity memory-centric tiling: gather each large Linear in this many tiles "
+                                "(DeepSpeed TiledLinear; default 1)")
+    hierarchy.add_argument("--activation-offload", type=int, choices=[0, 1],
+                           help="keep activation checkpoints in host memory (DeepSpeed cpu_checkpointing; needs "
+                                "--recompute full)")
 
 
 def register(subparsers, name: str) -> None:
@@ -84,7 +90,7 @@ def register(subparsers, name: str) -> None:
 
 _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
-                "zero_quantized_weights", "zero_quantized_gradients")
+                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload")
 
 
 def _check_config_value(key: str, value, where: str):

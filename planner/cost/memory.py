@@ -134,7 +134,9 @@ def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> 
     stack = _stack(batch, stack)
     size = element_bytes(batch, stack)
     w, g, r = size["weights"], size["grads"], size["reduce"]
-    by_module = np.where(stack["gathers_largest_module"] > 0, (w + g) * largest_matrix_params(batch), 0.0)
+    # Memory-centric tiling (ZeRO-Infinity 5.1.3): one tile of the largest module is gathered at a time.
+    tiles = np.maximum(batch.zero_tiling, 1.0)
+    by_module = np.where(stack["gathers_largest_module"] > 0, (w + g) * largest_matrix_params(batch) / tiles, 0.0)
     unit = batch.layer_params / batch.tp
     blocks = stack["units_in_flight"] * w * unit + (w + r) * unit
     # torchtitan + torch.distributed.pipelining: the whole stage stays unsharded, gradients accumulate
@@ -297,18 +299,23 @@ def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tu
     buckets = np.where(separate, w * (ipg + prefetch), 0.0)
     overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
                        + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
+    stored = per_layer["stored"] * layers * inflight
+    # Activation checkpoints on the host (DeepSpeed cpu_checkpointing): the GPU keeps the one being copied
+    # out in forward and the one brought back for backward's recompute.
+    on_host = batch.activation_offload
     parts = {
         "weights": states["weights"], "gradients": states["gradients"], "optimizer": states["optimizer"],
         "fp8_weights": fp8_weight_bytes(layers, batch, stack),
         "zero3_gathered": gathered, "comm_buckets": buckets,
-        "activations": per_layer["stored"] * layers * inflight,
+        "activations": np.where(on_host, np.minimum(stored, 2.0 * per_layer["stored"]), stored),
         # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
         "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
     transient = parts["activations"] + parts["recompute_working"] + logits + gathered + buckets
     parts.update(reserve_parts(batch, cluster, transient, stack))
     parts = {name: np.broadcast_to(value, params.shape) for name, value in parts.items()}
-    return parts, {"host": states["host_per_gpu"], "nvme": states["nvme_per_gpu"], "params": params}
+    host = states["host_per_gpu"] + np.where(on_host, stored, 0.0)
+    return parts, {"host": host, "nvme": states["nvme_per_gpu"], "params": params}
 
 
 def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | None = None) -> dict[str, np.ndarray]:

@@ -440,6 +440,18 @@ def _offload_fetch(batch, cluster, w, params, stage, m):
     return np.where(batch.offload >= 2, m * prefetched, 0.0)
 
 
+def _activation_offload(batch, cluster, stage, m):
+    """Activation checkpoints kept on the host (layout.activation_offload): each checkpoint goes out over the
+    GPU's PCIe link in forward and comes back for backward's recompute, asynchronously; exposed is what the
+    copies exceed the passes by."""
+    if not np.any(batch.activation_offload):
+        return 0.0
+    pcie = cluster.node.pcie_bytes_per_s_per_accelerator
+    copy = activation_bytes_per_layer(batch)["stored"] * stage["layers"] / pcie
+    exposed = np.maximum(copy - stage["forward"], 0.0) + np.maximum(copy - stage["backward"], 0.0)
+    return np.where(batch.activation_offload, m * exposed, 0.0)
+
+
 def _optimizer(batch, cluster, fw, w, hbm, params):
     """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
     eff = cluster.efficiency
@@ -540,7 +552,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     }
     dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
-    offload_fetch = _offload_fetch(batch, cluster, w, params, stage, m)
+    offload_fetch = _offload_fetch(batch, cluster, w, params, stage, m) + _activation_offload(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
     parts = {
