@@ -49,3 +49,14 @@ def test_flags_reach_the_layout(cli, extra, expected):
     assert code == 0, err
     layout = json.loads(out)["layout"]
     assert {key: layout[key] for key in expected} == expected
+
+
+def test_deepspeed_config_carries_zeropp_keys():
+    from planner.emit.deepspeed import zero_block
+    from planner.layout import Layout
+
+    block = zero_block(Layout(dp=64, zero=3, framework="deepspeed", zero_hpz=8, zero_quantized_weights=True,
+                              zero_quantized_gradients=True, global_batch=64))
+    assert (block["zero_hpz_partition_size"], block["zero_quantized_weights"], block["zero_quantized_gradients"]) == (8, True, True)
+    assert zero_block(Layout(dp=64, zero=3, framework="deepspeed", shard_group=8, global_batch=64))["mics_shard_size"] == 8
+    assert "zero_hpz_partition_size" not in zero_block(Layout(dp=64, zero=3, framework="deepspeed", global_batch=64))
