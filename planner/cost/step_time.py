@@ -351,6 +351,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
     zero3_step = m * zero3_mb + _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gather, scatter,
                                                     zero3_mb, m, per_micro_batch, kw)
+    offload_fetch = _offload_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
@@ -372,7 +373,31 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
-    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
+
+
+def _offload_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch):
+    """ZeRO-Infinity: exposed seconds of fetching each rank's weight shard from host memory (PCIe, one link
+    per GPU) or NVMe (the node's drives, shared by its GPUs) for forward and again for backward, every
+    micro-batch. Bandwidth-centric partitioning: every rank reads only its own 1/dp shard, then the
+    all-gather assembles the unit (ZeRO-Infinity section 6.1). DeepSpeed prefetches the next units' shards
+    while one computes (partitioned_param_coordinator.py:380-416 prefetch, 557-580 `swap_in(...,
+    async_op=True)` for NVMe): a unit's fetch runs ahead of its all-gather in the same prefetch chain, so it
+    hides behind compute together with the gathers; the rest of the model is fetched exposed."""
+    rows = batch.offload >= 2
+    if not np.any(rows):
+        return np.zeros(len(batch))
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
+    node = cluster.node
+
+    def fetch(elements):
+        shard = w * elements / batch.dp
+        return np.maximum(shard / node.pcie_bytes_per_s_per_accelerator,
+                          np.where(batch.offload_nvme, shard * gpus_on_node / node.nvme_bytes_per_s, 0.0))
+
+    per_unit = fetch(unit)
+    chained = per_micro_batch(gather + per_unit, gather + per_unit, scatter) - per_micro_batch(gather, gather, scatter)
+    return np.where(rows, m * (chained + 2.0 * fetch(outside)), 0.0)
 
 
 def _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gather, scatter, flat_mb, m, per_micro_batch, kw):
@@ -419,25 +444,6 @@ def _dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
     return np.where(batch.zero == 3, zero3, np.where(spans, dp_bytes, 0.0))
-
-
-def _offload_fetch(batch, cluster, w, params, stage, m):
-    """ZeRO-Infinity: exposed seconds of fetching each rank's weight shard from host memory (PCIe, one link
-    per GPU) or NVMe (the node's drives, shared by its GPUs) for forward and again for backward, every
-    micro-batch. Bandwidth-centric partitioning: every rank reads only its own 1/dp shard, then the
-    all-gather assembles the unit (ZeRO-Infinity section 6.1). DeepSpeed prefetches the next units' shards
-    while one computes (partitioned_param_coordinator.py:380-416 prefetch, 557-580 `swap_in(...,
-    async_op=True)` for NVMe), so per pass the first unit's fetch is exposed and, per further unit, what its
-    fetch exceeds the unit's compute by (the same two-stage pipeline as the ZeRO-3 gathers)."""
-    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    shard_bytes = w * params / batch.dp
-    fetch = np.maximum(shard_bytes / cluster.node.pcie_bytes_per_s_per_accelerator,
-                       np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
-    units = np.maximum(stage["layers"], 1.0)
-    per_unit = fetch / units
-    prefetched = 2.0 * per_unit + (units - 1.0) * (np.maximum(per_unit - stage["layer_forward"], 0.0)
-                                                   + np.maximum(per_unit - stage["layer_backward"], 0.0))
-    return np.where(batch.offload >= 2, m * prefetched, 0.0)
 
 
 def _activation_offload(batch, cluster, stage, m):
@@ -550,9 +556,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
         "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
-    dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
+    dp_exposed, dp_bytes, offload_fetch = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
-    offload_fetch = _offload_fetch(batch, cluster, w, params, stage, m) + _activation_offload(batch, cluster, stage, m)
+    offload_fetch = offload_fetch + _activation_offload(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
     parts = {
