@@ -59,3 +59,20 @@ def test_each_zeropp_option_helps_on_a_slow_network(nics):
     for option in ({"zero_hpz": 8}, {"zero_quantized_weights": True}, {"zero_quantized_gradients": True},
                    {"shard_group": 8}):
         assert simulate(MODEL, Layout(**layout, **option), slow)["time"]["dp_comm_exposed"] < base, option
+
+
+def test_three_level_partitioning_of_xu_et_al():
+    """Xu et al. (Frontier, low-bandwidth partitioning) through the same fields: weights' secondary copy over a
+    pair of ranks (hpZ 2), gradients over the node (grad_shard_group 8), optimizer and primary weights over all
+    of dp. Per micro-batch only the forward gather crosses nodes; the gradient shards cross once per step."""
+    three = Layout(dp=64, zero=3, framework="other", micro_batch=1, global_batch=128, recompute="full",
+                   zero_hpz=2, grad_shard_group=8)
+    flat = three.model_copy(update={"zero_hpz": 1, "grad_shard_group": None})
+    cross3 = simulate(MODEL, three, H100)["comm_bytes_per_step"]["dp_cross_node"]
+    cross = simulate(MODEL, flat, H100)["comm_bytes_per_step"]["dp_cross_node"]
+    m = 2  # micro-batches per step
+    # flat: m x 3 x (2 bytes x params); three-level: m x 1 x (2 x params) + the all-reduce of 8 gradient shards (2 x 2 x params)
+    assert cross3 / cross == pytest.approx((m * 1 + 2) / (m * 3), rel=1e-12)
+    memory = simulate(MODEL, three, H100)["memory"]
+    flat_memory = simulate(MODEL, flat, H100)["memory"]
+    assert memory["gradients"] == pytest.approx(8.0 * flat_memory["gradients"], rel=1e-9)
