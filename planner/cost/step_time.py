@@ -403,7 +403,8 @@ def _offload_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_mic
 def _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gather, scatter, flat_mb, m, per_micro_batch, kw):
     """What ZeRO++ / hierarchical partitioning (cost.hierarchy) changes in the ZeRO-3 step: 0 on every other
     row, so flat ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's
-    backward, once per step."""
+    backward, once per step, or behind every micro-batch's where the stack reduces every micro-batch
+    (Framework.replica_reduce_every_microbatch)."""
     rows = np.flatnonzero(hierarchical_rows(batch) & (batch.dp * batch.cp > 1))
     extra = np.zeros(len(batch))
     if not rows.size:
@@ -428,7 +429,9 @@ def _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gath
     normal = per_micro_batch(gf, gb, rs)
     last = per_micro_batch(gf, gb, rs + rep)
     replica_rest = full(np.where(pick(outside) > 0, rest["replica"], 0.0))
-    hierarchical = m * (normal + full(rest_mb)) + (last - normal) + replica_rest
+    every = full(sub_fw["replica_reduce_every_microbatch"]) > 0
+    hierarchical = np.where(every, m * (last + full(rest_mb) + replica_rest),
+                            m * (normal + full(rest_mb)) + (last - normal) + replica_rest)
     flat = m * flat_mb
     extra[rows] = (hierarchical - flat)[rows]
     return extra
@@ -440,7 +443,8 @@ def _dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     whole traffic when the group spans nodes."""
     reduce_bytes = element_bytes(batch, fw)["reduce"]
     cross = hierarchy.zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, params)
-    zero3 = m * (cross["forward"] + cross["backward"] + cross["scatter"]) + cross["replica"]
+    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
+    zero3 = m * (cross["forward"] + cross["backward"] + cross["scatter"]) + replica_calls * cross["replica"]
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
     return np.where(batch.zero == 3, zero3, np.where(spans, dp_bytes, 0.0))

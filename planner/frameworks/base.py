@@ -99,3 +99,7 @@ class Framework:
     zeropp: bool = False
     shard_groups: bool = False
     gradient_groups: bool = False
+    # Hierarchical sharding: the all-reduce of the gradient shards across replica groups runs with every
+    # micro-batch's reduce-scatter (FSDP2 HSDP under torchtitan) rather than once at the accumulation
+    # boundary (DeepSpeed MiCS, mics.py:432-440).
+    replica_reduce_every_microbatch: bool = False

@@ -76,3 +76,15 @@ def test_three_level_partitioning_of_xu_et_al():
     memory = simulate(MODEL, three, H100)["memory"]
     flat_memory = simulate(MODEL, flat, H100)["memory"]
     assert memory["gradients"] == pytest.approx(8.0 * flat_memory["gradients"], rel=1e-9)
+
+
+@pytest.mark.parametrize("framework, per_micro_batch", [("fsdp", True), ("deepspeed", False)])
+def test_replica_all_reduce_per_micro_batch_or_per_step(framework, per_micro_batch):
+    """HSDP (FSDP2 under torchtitan) all-reduces the gradient shards with every micro-batch's reduction, MiCS
+    once per step (mics.py:432-440): with node-sized groups that all-reduce is all that crosses nodes."""
+    def cross(global_batch):
+        layout = Layout(dp=64, zero=3, framework=framework, micro_batch=1, global_batch=global_batch,
+                        recompute="full", shard_group=8)
+        return simulate(MODEL, layout, H100)["comm_bytes_per_step"]["dp_cross_node"]
+
+    assert cross(128) / cross(64) == pytest.approx(2.0 if per_micro_batch else 1.0, rel=1e-12)
