@@ -174,10 +174,10 @@ def hierarchy_problems(layout: Layout) -> list[str]:
                       ("zero_hpz", layout.zero_hpz)):
         if size is not None and d % size:
             problems.append(f"{HIERARCHY_FLAGS[key]} {size} does not divide dp: dp({d}) % {size} = {d % size}")
-    if layout.grad_shard_group is not None and g % layout.grad_shard_group:
+    if layout.shard_group is not None and layout.grad_shard_group is not None and g % layout.grad_shard_group:
         problems.append(f"--grad-shard-group {layout.grad_shard_group} does not divide the weight shard group "
                         f"{g}: {g} % {layout.grad_shard_group} = {g % layout.grad_shard_group}")
-    if layout.zero_hpz > 1 and g % layout.zero_hpz:
+    if layout.shard_group is not None and layout.zero_hpz > 1 and g % layout.zero_hpz:
         problems.append(f"--zero-hpz {layout.zero_hpz} does not divide the weight shard group {g}: "
                         f"{g} % {layout.zero_hpz} = {g % layout.zero_hpz}")
     return problems

@@ -60,3 +60,18 @@ def test_deepspeed_config_carries_zeropp_keys():
     assert (block["zero_hpz_partition_size"], block["zero_quantized_weights"], block["zero_quantized_gradients"]) == (8, True, True)
     assert zero_block(Layout(dp=64, zero=3, framework="deepspeed", shard_group=8, global_batch=64))["mics_shard_size"] == 8
     assert "zero_hpz_partition_size" not in zero_block(Layout(dp=64, zero=3, framework="deepspeed", global_batch=64))
+
+
+def test_runs_csv_columns_reach_validate(cli, tmp_path):
+    """zero_hpz / zero_quantized_* columns of a runs CSV set the layout; a bad group skips the row with the
+    arithmetic."""
+    header = ("id,cluster,gpus,layers,hidden,heads,seq_len,vocab,zero,dtype,micro_batch,global_batch,recompute,"
+              "framework,zero_hpz,zero_quantized_weights,zero_quantized_gradients,step_time_s")
+    shape = "dgx2-v100,384,40,6144,32,512,50257,3,fp16,2,768,full,deepspeed"
+    runs = tmp_path / "runs.csv"
+    runs.write_text(f"{header}\nzpp,{shape},16,1,1,5.0\nflat,{shape},,,,5.0\nbad,{shape},5,,,5.0\n")
+    code, out, err = cli(["validate", str(runs)])
+    assert code == 0, err
+    predicted = {line.split()[0]: float(line.split()[4]) for line in out.splitlines() if line.startswith(("zpp ", "flat "))}
+    assert predicted["zpp"] < predicted["flat"]
+    assert "skipped: bad:" in out and "--zero-hpz 5 does not divide dp: dp(384) % 5 = 4" in out
