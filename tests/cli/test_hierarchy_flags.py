@@ -75,3 +75,13 @@ def test_runs_csv_columns_reach_validate(cli, tmp_path):
     predicted = {line.split()[0]: float(line.split()[4]) for line in out.splitlines() if line.startswith(("zpp ", "flat "))}
     assert predicted["zpp"] < predicted["flat"]
     assert "skipped: bad:" in out and "--zero-hpz 5 does not divide dp: dp(384) % 5 = 4" in out
+
+
+def test_torchtitan_mesh_carries_hsdp():
+    from planner.emit.torchtitan import parallelism_table
+    from planner.layout import Layout
+    from planner.model import preset
+
+    table = parallelism_table(preset("llama2-13b"), Layout(dp=64, zero=3, framework="fsdp", shard_group=8,
+                                                           global_batch=64), async_tp=False)
+    assert (table["data_parallel_replicate_degree"], table["data_parallel_shard_degree"]) == (8, 8)
