@@ -33,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives
-from planner.cost.memory import sharding_degree, state_sharding_degrees
+from planner.cost.memory import element_bytes, sharding_degree, state_sharding_degrees
+from planner.frameworks import batch_framework_arrays
 
 INT8_BYTES = 1.0  # qwZ: 8-bit weights (partition_parameters.py:805 `quantize(..., groups, 8, Symmetric)`)
 INT4_BYTES = 0.5  # qgZ: 4-bit gradients (coalesced_collectives.py:57 `swizzle_quant(tensor, group, 4, ...)`)
@@ -121,3 +122,52 @@ def zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, elements) -> dict
                             crossing(reduce_bytes * elements, grads_group, stride)),
         "replica": crossing(2.0 * reduce_bytes * elements / grads_group, replicas, stride * grads_group),
     }
+
+
+def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_mb, m, per_micro_batch, kw, links, hbm):
+    """What ZeRO++ / hierarchical partitioning changes in the ZeRO-3 step's exposed seconds (step_time's
+    `per_micro_batch` pipeline over the per-unit times of zero3_unit_comm, minus `m` x the flat `flat_mb`): 0 on every other
+    row, so flat ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's
+    backward, once per step, or behind every micro-batch's where the stack reduces every micro-batch
+    (Framework.replica_reduce_every_microbatch)."""
+    rows = np.flatnonzero(hierarchical_rows(batch) & (batch.dp * batch.cp > 1))
+    extra = np.zeros(len(batch))
+    if not rows.size:
+        return extra
+    sub = batch.take(rows)
+    sub_fw = batch_framework_arrays(sub)
+    pick = lambda a: np.broadcast_to(a, batch.tp.shape)[rows]  # noqa: E731
+    w_, r_ = pick(w), pick(reduce_bytes)
+    hbm_ = pick(hbm)
+    layer = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm_)
+    rest = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(outside), sub_fw["gathers_outside_layers"], links, kw, hbm_)
+    rest_mb = np.where(pick(outside) > 0, rest["forward"] + rest["backward"] + rest["scatter"], 0.0)
+
+    def full(values):  # back to the whole batch's rows (the callee's per_micro_batch reads whole-batch arrays)
+        out = np.zeros(len(batch))
+        out[rows] = values
+        return out
+
+    gf, gb, rs, rep = (full(layer[k]) for k in ("forward", "backward", "scatter", "replica"))
+    normal = per_micro_batch(gf, gb, rs)
+    last = per_micro_batch(gf, gb, rs + rep)
+    replica_rest = full(np.where(pick(outside) > 0, rest["replica"], 0.0))
+    every = full(sub_fw["replica_reduce_every_microbatch"]) > 0
+    hierarchical = np.where(every, m * (last + full(rest_mb) + replica_rest),
+                            m * (normal + full(rest_mb)) + (last - normal) + replica_rest)
+    flat = m * flat_mb
+    extra[rows] = (hierarchical - flat)[rows]
+    return extra
+
+
+def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
+    """Data-parallel bytes per step crossing node boundaries, per node of one dp row (module docstring): ZeRO-3
+    by collective (forward and backward gathers, gradient reduction, replica all-reduce); ZeRO-0/1/2 their
+    whole traffic when the group spans nodes."""
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    cross = zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, params)
+    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
+    zero3 = m * (cross["forward"] + cross["backward"] + cross["scatter"]) + replica_calls * cross["replica"]
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
+    return np.where(batch.zero == 3, zero3, np.where(spans, dp_bytes, 0.0))

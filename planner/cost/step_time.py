@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, hierarchy, kernels
-from planner.cost.hierarchy import hierarchical_rows
+from planner.cost import collectives, hierarchy, kernels, offload
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
@@ -349,9 +348,11 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
                     + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside, **kw))
     zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
-    zero3_step = m * zero3_mb + _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gather, scatter,
-                                                    zero3_mb, m, per_micro_batch, kw)
-    offload_fetch = _offload_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
+    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
+    zero3_step = m * zero3_mb + hierarchy.zero3_step_change(
+        batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,
+        lambda sizes, strides: _links(cluster, sizes, strides), hbm)
+    offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
@@ -374,92 +375,6 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
-
-
-def _offload_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch):
-    """ZeRO-Infinity: exposed seconds of fetching each rank's weight shard from host memory (PCIe, one link
-    per GPU) or NVMe (the node's drives, shared by its GPUs) for forward and again for backward, every
-    micro-batch. Bandwidth-centric partitioning: every rank reads only its own 1/dp shard, then the
-    all-gather assembles the unit (ZeRO-Infinity section 6.1). DeepSpeed prefetches the next units' shards
-    while one computes (partitioned_param_coordinator.py:380-416 prefetch, 557-580 `swap_in(...,
-    async_op=True)` for NVMe): a unit's fetch runs ahead of its all-gather in the same prefetch chain, so it
-    hides behind compute together with the gathers; the rest of the model is fetched exposed."""
-    rows = batch.offload >= 2
-    if not np.any(rows):
-        return np.zeros(len(batch))
-    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    node = cluster.node
-
-    def fetch(elements):
-        shard = w * elements / batch.dp
-        return np.maximum(shard / node.pcie_bytes_per_s_per_accelerator,
-                          np.where(batch.offload_nvme, shard * gpus_on_node / node.nvme_bytes_per_s, 0.0))
-
-    per_unit = fetch(unit)
-    chained = per_micro_batch(gather + per_unit, gather + per_unit, scatter) - per_micro_batch(gather, gather, scatter)
-    return np.where(rows, m * (chained + 2.0 * fetch(outside)), 0.0)
-
-
-def _hierarchical_zero3(batch, cluster, fw, w, reduce_bytes, unit, outside, gather, scatter, flat_mb, m, per_micro_batch, kw):
-    """What ZeRO++ / hierarchical partitioning (cost.hierarchy) changes in the ZeRO-3 step: 0 on every other
-    row, so flat ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's
-    backward, once per step, or behind every micro-batch's where the stack reduces every micro-batch
-    (Framework.replica_reduce_every_microbatch)."""
-    rows = np.flatnonzero(hierarchical_rows(batch) & (batch.dp * batch.cp > 1))
-    extra = np.zeros(len(batch))
-    if not rows.size:
-        return extra
-    sub = batch.take(rows)
-    sub_fw = batch_framework_arrays(sub)
-    hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency * rank_share(sub.gpus, cluster)
-    links = lambda sizes, strides: _links(cluster, sizes, strides)  # noqa: E731
-    pick = lambda a: np.broadcast_to(a, batch.tp.shape)[rows]  # noqa: E731
-    w_, r_ = pick(w), pick(reduce_bytes)
-    layer = hierarchy.zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm)
-    rest = hierarchy.zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(outside), sub_fw["gathers_outside_layers"], links,
-                                     kw, hbm)
-    rest_mb = np.where(pick(outside) > 0, rest["forward"] + rest["backward"] + rest["scatter"], 0.0)
-
-    def full(values):  # back to the whole batch's rows (the callee's per_micro_batch reads whole-batch arrays)
-        out = np.zeros(len(batch))
-        out[rows] = values
-        return out
-
-    gf, gb, rs, rep = (full(layer[k]) for k in ("forward", "backward", "scatter", "replica"))
-    normal = per_micro_batch(gf, gb, rs)
-    last = per_micro_batch(gf, gb, rs + rep)
-    replica_rest = full(np.where(pick(outside) > 0, rest["replica"], 0.0))
-    every = full(sub_fw["replica_reduce_every_microbatch"]) > 0
-    hierarchical = np.where(every, m * (last + full(rest_mb) + replica_rest),
-                            m * (normal + full(rest_mb)) + (last - normal) + replica_rest)
-    flat = m * flat_mb
-    extra[rows] = (hierarchical - flat)[rows]
-    return extra
-
-
-def _dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
-    """Data-parallel bytes per step crossing node boundaries, per node of one dp row (cost.hierarchy): ZeRO-3
-    by collective (forward and backward gathers, gradient reduction, replica all-reduce); ZeRO-0/1/2 their
-    whole traffic when the group spans nodes."""
-    reduce_bytes = element_bytes(batch, fw)["reduce"]
-    cross = hierarchy.zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, params)
-    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
-    zero3 = m * (cross["forward"] + cross["backward"] + cross["scatter"]) + replica_calls * cross["replica"]
-    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
-    spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
-    return np.where(batch.zero == 3, zero3, np.where(spans, dp_bytes, 0.0))
-
-
-def _activation_offload(batch, cluster, stage, m):
-    """Activation checkpoints kept on the host (layout.activation_offload): each checkpoint goes out over the
-    GPU's PCIe link in forward and comes back for backward's recompute, asynchronously; exposed is what the
-    copies exceed the passes by."""
-    if not np.any(batch.activation_offload):
-        return 0.0
-    pcie = cluster.node.pcie_bytes_per_s_per_accelerator
-    copy = activation_bytes_per_layer(batch)["stored"] * stage["layers"] / pcie
-    exposed = np.maximum(copy - stage["forward"], 0.0) + np.maximum(copy - stage["backward"], 0.0)
-    return np.where(batch.activation_offload, m * exposed, 0.0)
 
 
 def _optimizer(batch, cluster, fw, w, hbm, params):
@@ -562,7 +477,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     }
     dp_exposed, dp_bytes, offload_fetch = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
-    offload_fetch = offload_fetch + _activation_offload(batch, cluster, stage, m)
+    offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
     parts = {
@@ -607,7 +522,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "comm_bytes_per_step": {
             "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
             "dp": dp_bytes,
-            "dp_cross_node": _dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
+            "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
             "pp": m * p2p_bytes,
         },
     }
