@@ -108,6 +108,8 @@ class Node(_Frozen):
     host_memory_bytes: Bytes = Field(alias="host_memory")
     pcie_bytes_per_s_per_accelerator: BytesPerSecond = Field(alias="pcie_bandwidth_per_accelerator")
     nvme_bytes_per_s: BytesPerSecond = Field(alias="nvme_bandwidth")
+    # Node-local NVMe capacity for ZeRO-Infinity offload; None = not stated (no capacity check).
+    nvme_capacity_bytes: Bytes | None = Field(default=None, alias="nvme_capacity")
     # Host-side Adam throughput for ZeRO-Offload, parameters updated per second per node (assumed
     # from DeepSpeed CPU-Adam figures unless calibrated).
     host_adam_params_per_s: float = Field(default=1.0e9, gt=0, allow_inf_nan=False)

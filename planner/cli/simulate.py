@@ -283,5 +283,6 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
                      f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
     if memory["nvme_bytes_per_node"] > 0:
-        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}")
+        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}"
+                     f"{'' if memory.get('nvme_fits', True) else ' - exceeds the node NVMe capacity'}")
     return "\n".join(lines)

@@ -88,6 +88,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             "host_bytes_per_node": memory["host_bytes_per_node"],
             "nvme_bytes_per_node": memory["nvme_bytes_per_node"],
             "host_fits": memory["host_fits"],
+            "nvme_fits": memory["nvme_fits"],
         },
         "time": time["parts"],
         "comm_bytes_per_step": time["comm_bytes_per_step"],

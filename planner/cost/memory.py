@@ -340,14 +340,16 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     hbm = cluster.accelerator.hbm_bytes
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     host_per_node = np.max(np.broadcast_to(other["host"], totals.shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
+    nvme_per_node = np.max(np.broadcast_to(other["nvme"], totals.shape), axis=0) * gpus_on_node
     return {
         "parts": parts,
         "total_bytes": total,
         "hbm_bytes": np.full(len(batch), hbm),
         "fits": total <= hbm,
         "host_bytes_per_node": host_per_node,
-        "nvme_bytes_per_node": np.max(np.broadcast_to(other["nvme"], totals.shape), axis=0) * gpus_on_node,
+        "nvme_bytes_per_node": nvme_per_node,
         "host_fits": host_per_node <= cluster.node.host_memory_bytes,
+        "nvme_fits": nvme_per_node <= (cluster.node.nvme_capacity_bytes or np.inf),
         "params_per_gpu": pick(other["params"]),
         "binding_stage": binding,
     }

@@ -48,7 +48,7 @@ RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1), (3, 2))
 # Stacks searched when none is named: the three the cost model knows in detail.
 DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
-REASONS = ("does not fit GPU memory", "offload exceeds host memory")
+REASONS = ("does not fit GPU memory", "offload exceeds host memory", "offload exceeds NVMe capacity")
 # ZeRO-3 hierarchy options tried beside flat ZeRO-3 (no offload), each with its group = the data-parallel
 # ranks of one node, where the stack has it (planner.frameworks zeropp / shard_groups): (hpZ, qwZ, qgZ, shard group).
 HIERARCHY_CHOICES = ((True, False, False, False), (True, True, True, False), (False, False, False, True))
@@ -305,7 +305,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
-    fits = in_hbm & memory["host_fits"]
+    fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]
     fitting = np.flatnonzero(fits)
     times = step_time(batch.take(fitting), cluster)
 
@@ -314,7 +314,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
         out[fitting] = values
         return out
 
-    reason = np.where(~in_hbm, 0, np.where(~memory["host_fits"], 1, -1)).astype(np.int8)
+    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"]], [0, 1, 2], -1).astype(np.int8)
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,

@@ -22,7 +22,6 @@ from planner.model import make_model
 
 V100 = load_cluster("dgx2-v100")
 V100_FP16_PEAK = 125e12
-DGX2_NVME_BYTES = 30e12  # DGX-2 datasheet: 30 TB of NVMe (8 x 3.84 TB)
 MODEL_1T = make_model("infinity-1t", layers=128, hidden=25600, heads=160, seq_len=1024, vocab=50257)
 MODEL_20T = make_model("infinity-20t", layers=390, hidden=65536, heads=512, seq_len=1024, vocab=50257)
 BASE = dict(zero=3, framework="deepspeed", dtype="fp16", recompute="full", micro_batch=1)
@@ -40,9 +39,17 @@ def test_1t_fine_tunes_on_one_dgx2_node_only_with_nvme():
     nvme = _one_node(offload="optimizer+params", offload_device="nvme")
     assert not gpu_only["fits"]
     assert cpu["fits"] and not cpu["memory"]["host_fits"]
-    assert nvme["fits"] and nvme["memory"]["host_fits"]
-    assert 0 < nvme["memory"]["nvme_bytes_per_node"] <= DGX2_NVME_BYTES
+    assert nvme["fits"] and nvme["memory"]["host_fits"] and nvme["memory"]["nvme_fits"]
+    assert 0 < nvme["memory"]["nvme_bytes_per_node"] <= V100.node.nvme_capacity_bytes == 30e12
     assert 0 < nvme["step_time_s"] < 3 * 3600
+
+
+def test_2t_does_not_fit_one_dgx2_node():
+    """Twice the layers: its ~20 bytes per parameter on NVMe exceed the node's 30 TB."""
+    model = make_model("infinity-2t", layers=256, hidden=25600, heads=160, seq_len=1024, vocab=50257)
+    result = simulate(model, Layout(dp=16, global_batch=16, offload="optimizer+params", offload_device="nvme", **BASE),
+                      V100)
+    assert result["fits"] and not result["memory"]["nvme_fits"]
 
 
 def _at_512(**options):
@@ -54,7 +61,7 @@ def test_tens_of_trillions_fit_on_512_gpus():
     tiled = _at_512(zero_tiling=16, activation_offload=True)
     assert MODEL_20T.total_params > 2e13
     assert tiled["fits"] and tiled["memory"]["host_fits"]
-    assert tiled["memory"]["nvme_bytes_per_node"] <= DGX2_NVME_BYTES
+    assert tiled["memory"]["nvme_fits"]
     # Without tiling the gathered 4h x h Linear alone (2 x 2 bytes x 17e9) exceeds a V100's 32 GB.
     assert not _at_512()["fits"]
 
