@@ -385,7 +385,9 @@ def _optimizer(batch, cluster, fw, w, hbm, params):
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
     host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
-    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes.
+    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes. The optimizer state's
+    # NVMe swaps run before and after CPU-Adam, not beside it: DeepSpeed pipelines them only with
+    # offload_optimizer.pipeline_read / pipeline_write, off by default (runtime/zero/offload_config.py:78-84).
     nvme = 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s
     copies = 2.0 * w * opt_params / pcie + np.where(batch.offload_nvme, nvme, 0.0)
     optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
