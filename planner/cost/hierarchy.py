@@ -160,6 +160,21 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_mb, m
     return extra
 
 
+def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m):
+    """Bytes per step each rank's ZeRO-3 collectives carry, buffer sizes as step_time's `dp` figure counts
+    them: two gathers (int8 with qwZ) and the gradient reduction (qgZ: the int4 buffer inside the node plus
+    1/k of it across nodes) per micro-batch, the replica all-reduce once per step or per micro-batch."""
+    degree = state_sharding_degrees(batch, fw)
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    sent = np.where(batch.zero_quantized_weights, INT8_BYTES, w)
+    k, n = _shape(degree["grads"], stride, cluster.gpus_per_node)
+    scatter = np.where(batch.zero_quantized_gradients, INT4_BYTES * (1.0 + np.where(n > 1, 1.0 / k, 0.0)), reduce_bytes)
+    replicas = sharding_degree(batch, fw) / degree["grads"]
+    replica = np.where(replicas > 1, 2.0 * reduce_bytes / degree["grads"], 0.0)
+    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
+    return (m * (2.0 * sent + scatter) + replica_calls * replica) * params
+
+
 def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     """Data-parallel bytes per step crossing node boundaries, per node of one dp row (module docstring): ZeRO-3
     by collective (forward and backward gathers, gradient reduction, replica all-reduce); ZeRO-0/1/2 their

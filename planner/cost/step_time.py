@@ -374,6 +374,8 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
+    bytes_moved = np.where(hierarchy.hierarchical_rows(batch),
+                           hierarchy.zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m), bytes_moved)
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
 
 

@@ -88,3 +88,11 @@ def test_replica_all_reduce_per_micro_batch_or_per_step(framework, per_micro_bat
         return simulate(MODEL, layout, H100)["comm_bytes_per_step"]["dp_cross_node"]
 
     assert cross(128) / cross(64) == pytest.approx(2.0 if per_micro_batch else 1.0, rel=1e-12)
+
+
+def test_dp_bytes_follow_the_options():
+    """qwZ halves both gathers' bytes, qgZ sends int4 (plus 1/8 of it again across nodes); flat ZeRO-3 moves
+    3 x 2 bytes per parameter."""
+    flat = _run()["comm_bytes_per_step"]["dp"]
+    quantised = _run(zero_quantized_weights=True, zero_quantized_gradients=True)["comm_bytes_per_step"]["dp"]
+    assert quantised / flat == pytest.approx((2 * 1.0 + 0.5 * (1 + 1 / 8)) / 6.0, rel=1e-12)
