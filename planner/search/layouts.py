@@ -257,12 +257,20 @@ class LayoutSearch:
                 "global_batch": int(a["global_batch"]), "zero": int(a["zero"]),
                 "offload": list(OFFLOAD_CODES)[int(a["offload"])], "recompute": list(RECOMPUTE_CODES)[int(a["recompute"])],
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
-                "dp_comm_overlap": bool(a["dp_comm_overlap"]), **_hierarchy_fields(a),
+                "dp_comm_overlap": bool(a["dp_comm_overlap"]), **_hierarchy_columns(a),
                 "feasible": bool(self.fits[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
             })
         return out
+
+
+def _hierarchy_columns(a: dict) -> dict:
+    """Every row's ZeRO-3 hierarchy values when the search tried them (same columns on every row, for CSVs)."""
+    if "zero_hpz" not in a:
+        return {}
+    return {"zero_hpz": int(a["zero_hpz"]), "zero_quantized_weights": bool(a["zero_quantized_weights"]),
+            "zero_quantized_gradients": bool(a["zero_quantized_gradients"]), "shard_group": int(a["shard_group"])}
 
 
 def _hierarchy_fields(a: dict) -> dict:

@@ -39,3 +39,15 @@ def test_nvlink_rich_cluster_need_not():
     found, best = _best(h100, True)
     flat, flat_best = _best(h100, False)
     assert flat.step_time_s[flat_best] == pytest.approx(found.step_time_s[best], rel=0.02)
+
+
+def test_all_layouts_csv_has_the_same_columns_on_every_row(cli, tmp_path):
+    """Flat and hierarchical rows share one header (a DictWriter keyed on the first row used to refuse)."""
+    out = tmp_path / "layouts.csv"
+    code, _, err = cli(["optimize", "--model", "llama2-13b", "--gpus", "64", "--global-batch", "512",
+                        "--framework", "deepspeed", "--all-layouts", str(out)])
+    assert code == 0, err
+    lines = out.read_text().splitlines()
+    header = lines[0].split(",")
+    assert "zero_hpz" in header and "shard_group" in header
+    assert all(len(line.split(",")) == len(header) for line in lines[1:])
