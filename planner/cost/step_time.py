@@ -12,7 +12,9 @@ the slowest stage sets the pace:
   context parallel: K/V ring exchange hidden behind the attention core it feeds (ring attention);
   ZeRO-3 / FSDP: unit i+1's all-gather runs during unit i's compute (prefetch), so a pass exposes the
                    first gather plus, per unit, what its gather (+ reduce-scatter in backward) exceeds
-                   the unit's compute by; the framework sets the calls per unit;
+                   the unit's compute by; the framework sets the calls per unit; ZeRO++ / MiCS / HSDP change
+                   the groups, bytes and collectives of those gathers and reductions (cost.hierarchy), and
+                   ZeRO-Infinity's fetch from host / NVMe joins the same chain (cost.offload);
   ZeRO-0/1/2: bucketed gradient reduce behind the last micro-batch's backward (a two-stage pipeline of
                    B buckets exposes max(a, b) + min(a, b)/B - a), ZeRO-2 in DeepSpeed after every
                    micro-batch; the parameter all-gather after the step behind the next forward where the
