@@ -1,14 +1,16 @@
 """ZeRO (Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models",
 SC'20): 100B-parameter models on 400 V100s at over 15 PFLOP/s aggregate (over 38 TFLOP/s per GPU, ZeRO-2 with
 Megatron model parallelism); models up to 13B train without model parallelism (ZeRO-2), up to 6B with ZeRO-1
-(DeepSpeed docs/_tutorials/megatron.md:389-400@38327e07, the paper's abstract and Figure 2).
+(DeepSpeed docs/_tutorials/megatron.md:389-400@38327e07, the paper's abstract and Figure 2, reproduced in
+DeepSpeed's docs/assets/images/zero-full.png: its bottom-right panel runs ZeRO-2 DP on 128 GPUs, the
+"4.5 Pflops (aggregate)" line at 35 TFLOP/s per GPU; baseline DP points stop at 1.4B).
 
 Hardware: 25 DGX-2 nodes (16 V100-SXM3-32GB, 8 x 100 Gb/s InfiniBand each): the dgx2-v100 spec.
 Assumed where this reproduction could not read the paper's configuration table: the 100B model is a
 GPT-2-style stack of 125 layers of hidden 8192 (12 L h^2 = 100.7B), 64 heads, sequence 1024, vocabulary
 50257, tensor (Megatron) parallelism 16 inside a node, dp 25, micro-batch 4 and one micro-batch per step,
-fp16, activation checkpointing; the 1.4-15B models for the fit verdicts are GPT-2 shapes (layers x hidden below)
-at micro-batch 1 and 4 on 128 GPUs. The paper's TFLOP/s are Megatron's, which count the recompute forward:
+fp16, activation checkpointing; the 6-15B models for the fit verdicts are GPT-2 shapes (layers x hidden below)
+at micro-batch 1 and 4 (the figure does not give them). The paper's TFLOP/s are Megatron's, which count the recompute forward:
 hfu x peak is compared.
 """
 
