@@ -60,6 +60,27 @@ class Layout(BaseModel):
     # or in the 16-bit model dtype (NeMo's performance recipes: grad_reduce_in_fp32=False; Megatron's
     # --grad-reduce-in-bf16); None = the framework's default.
     grad_reduce_in_fp32: bool | None = None
+    # ZeRO-3 hierarchy (planner.cost.hierarchy). Defaults = flat ZeRO-3 over the whole data-parallel group.
+    # ZeRO++ (Wang et al. 2023; DeepSpeed `zero_hpz_partition_size`, `zero_quantized_weights`,
+    # `zero_quantized_gradients`, runtime/zero/config.py:294-310): hpZ keeps a secondary copy of the weights
+    # sharded over `zero_hpz` data-parallel ranks inside a node, so backward gathers stay on the scale-up link;
+    # qwZ all-gathers int8 weights; qgZ reduces gradients with a hierarchical int4 all-to-all.
+    zero_hpz: int = Field(default=1, gt=0)
+    zero_quantized_weights: bool = False
+    zero_quantized_gradients: bool = False
+    # Hierarchical partitioning: shard the model states over groups of `shard_group` data-parallel ranks and
+    # replicate across dp / shard_group groups (MiCS `mics_shard_size`, PyTorch HSDP); None = the whole group.
+    shard_group: int | None = Field(default=None, gt=0)
+    # Gradients alone sharded over groups of `grad_shard_group` ranks (reduce-scatter inside the group,
+    # all-reduce of the shard across groups at the step boundary), weights and optimizer as above: with
+    # zero_hpz, the 3-level partitioning of Xu et al. on Frontier (GCD pair / node / all). None = as weights.
+    grad_shard_group: int | None = Field(default=None, gt=0)
+    # ZeRO-Infinity (Rajbhandari et al. 2021): memory-centric tiling splits each large Linear into this many
+    # tiles fetched one at a time (section 5.1.3; DeepSpeed `TiledLinear`, runtime/zero/tiling.py:32-64), and
+    # activation checkpoints kept in host memory (`activation_checkpointing.cpu_checkpointing`,
+    # runtime/activation_checkpointing/checkpointing.py:59, 529-553; needs full recompute).
+    zero_tiling: int = Field(default=1, gt=0)
+    activation_offload: bool = False
 
     @property
     def gpus(self) -> int:
@@ -118,9 +139,58 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"offload={layout.offload} needs ZeRO (zero >= 1; params offload needs zero=3)")
     if layout.offload == "optimizer+params" and layout.zero != 3:
         problems.append(f"offload=optimizer+params (ZeRO-Infinity) needs zero=3, got zero={layout.zero}")
+    problems += hierarchy_problems(layout)
+    if layout.zero_tiling > 1 and layout.zero != 3:
+        problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
+    if layout.activation_offload and layout.recompute != "full":
+        problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
+                        f"got recompute={layout.recompute}")
     problems += unsupported_features(layout.framework, layout)
     if problems:
         raise PlannerInputError(f"{where}: " + "; ".join(problems))
+
+
+HIERARCHY_FLAGS = {"zero_hpz": "--zero-hpz", "shard_group": "--shard-group", "grad_shard_group": "--grad-shard-group",
+                   "zero_quantized_weights": "--zero-quantized-weights",
+                   "zero_quantized_gradients": "--zero-quantized-gradients"}
+
+
+def _is_hierarchical(layout: Layout) -> bool:
+    return (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients
+            or layout.shard_group is not None or layout.grad_shard_group is not None)
+
+
+def hierarchy_problems(layout: Layout) -> list[str]:
+    """The ZeRO++ / hierarchical-partitioning settings that do not fit the layout, with the arithmetic."""
+    if not _is_hierarchical(layout):
+        return []
+    problems = []
+    if layout.zero != 3:
+        problems.append(f"ZeRO++ / hierarchical partitioning (--zero-hpz, --zero-quantized-*, --shard-group, "
+                        f"--grad-shard-group) needs zero=3, got zero={layout.zero}")
+    d = layout.dp
+    g = layout.shard_group or d
+    for key, size in (("shard_group", layout.shard_group), ("grad_shard_group", layout.grad_shard_group),
+                      ("zero_hpz", layout.zero_hpz)):
+        if size is not None and d % size:
+            problems.append(f"{HIERARCHY_FLAGS[key]} {size} does not divide dp: dp({d}) % {size} = {d % size}")
+    if layout.shard_group is not None and layout.grad_shard_group is not None and g % layout.grad_shard_group:
+        problems.append(f"--grad-shard-group {layout.grad_shard_group} does not divide the weight shard group "
+                        f"{g}: {g} % {layout.grad_shard_group} = {g % layout.grad_shard_group}")
+    if layout.shard_group is not None and layout.zero_hpz > 1 and g % layout.zero_hpz:
+        problems.append(f"--zero-hpz {layout.zero_hpz} does not divide the weight shard group {g}: "
+                        f"{g} % {layout.zero_hpz} = {g % layout.zero_hpz}")
+    return problems
+
+
+def check_hierarchy_on_node(layout: Layout, gpus_per_node: int, where: str = "layout") -> None:
+    """hpZ's secondary group must lie inside one node (its point: backward gathers on the scale-up link):
+    zero_hpz data-parallel ranks, tp apart (cp too), must divide the node's accelerators."""
+    span = layout.zero_hpz * layout.tp * layout.cp
+    if layout.zero_hpz > 1 and gpus_per_node % span:
+        raise PlannerInputError(
+            f"{where}: --zero-hpz {layout.zero_hpz} does not divide the node: zero_hpz({layout.zero_hpz}) * tp({layout.tp})"
+            f" * cp({layout.cp}) = {span} ranks, gpus_per_node({gpus_per_node}) % {span} = {gpus_per_node % span}")
 
 
 def stage_layers(layers, pp, vpp):
@@ -209,6 +279,14 @@ class CandidateBatch:
     tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
     dp_comm_overlap: np.ndarray  # bool, resolved
     grad_reduce_in_fp32: np.ndarray  # -1 = the framework's default, 0 = the model dtype, 1 = fp32
+    # ZeRO-3 hierarchy (Layout fields of the same names; 0 = the whole sharding group)
+    zero_hpz: np.ndarray
+    zero_quantized_weights: np.ndarray  # bool
+    zero_quantized_gradients: np.ndarray  # bool
+    shard_group: np.ndarray
+    grad_shard_group: np.ndarray
+    zero_tiling: np.ndarray
+    activation_offload: np.ndarray  # bool
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -268,7 +346,9 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
     defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
-                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1)
+                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
+                    zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
+                    grad_shard_group=0, zero_tiling=1, activation_offload=False)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
@@ -296,6 +376,10 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
         grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
+        zero_hpz=column(lambda l: l.zero_hpz), zero_quantized_weights=column(lambda l: l.zero_quantized_weights),
+        zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
+        shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
+        zero_tiling=column(lambda l: l.zero_tiling), activation_offload=column(lambda l: l.activation_offload),
     )
 
 
@@ -303,6 +387,6 @@ def _tristate(value: bool | None) -> int:
     return -1 if value is None else int(value)
 
 
-__all__ = ["Layout", "make_layout", "check_layout", "stage_layers", "stage_param_counts", "CandidateBatch", "build_batch", "single_batch",
+__all__ = ["Layout", "make_layout", "check_layout", "hierarchy_problems", "check_hierarchy_on_node", "stage_layers", "stage_param_counts", "CandidateBatch", "build_batch", "single_batch",
            "layouts_batch", "FRAMEWORK_CODES",
            "RECOMPUTE_CODES", "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES", "MLP_CODES"]

@@ -272,6 +272,11 @@ def _layout_text(row: dict) -> str:
     text += "" if row["offload"] == "none" else f" offload={row['offload']}"
     text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
     text += " sp" if row["seq_parallel"] else ""
+    # ZeRO-3 hierarchy (search/layouts.py HIERARCHY_CHOICES): ZeRO++ and MiCS / HSDP shard groups.
+    text += f" hpZ{row['zero_hpz']}" if row.get("zero_hpz", 1) > 1 else ""
+    text += " qwZ" if row.get("zero_quantized_weights") else ""
+    text += " qgZ" if row.get("zero_quantized_gradients") else ""
+    text += f" shard{row['shard_group']}" if row.get("shard_group", 0) > 0 else ""
     return text
 
 

@@ -16,7 +16,8 @@ from planner.hardware import DEFAULT_CLUSTER
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
-               "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+               "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
+               "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 
 
@@ -49,6 +50,26 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
                        help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
                             "(Megatron: fp32 with bf16; NeMo's performance recipes: 0)")
+    hierarchy = parser.add_argument_group("ZeRO-3 hierarchy (ZeRO++, MiCS / HSDP; need --zero 3)")
+    hierarchy.add_argument("--zero-hpz", type=whole_number(),
+                           help="ZeRO++ hpZ: secondary weight partition over this many data-parallel ranks inside a node, "
+                                "backward all-gathers on the scale-up link (DeepSpeed zero_hpz_partition_size; default 1 = off)")
+    hierarchy.add_argument("--zero-quantized-weights", type=int, choices=[0, 1],
+                           help="ZeRO++ qwZ: all-gather int8 weights (DeepSpeed zero_quantized_weights)")
+    hierarchy.add_argument("--zero-quantized-gradients", type=int, choices=[0, 1],
+                           help="ZeRO++ qgZ: hierarchical int4 all-to-all gradient reduction (DeepSpeed zero_quantized_gradients)")
+    hierarchy.add_argument("--shard-group", type=whole_number(),
+                           help="shard model states over groups of this many data-parallel ranks and replicate across "
+                                "groups (MiCS mics_shard_size, PyTorch HSDP); must divide dp; default: all of dp")
+    hierarchy.add_argument("--grad-shard-group", type=whole_number(),
+                           help="shard gradients over groups of this many ranks (all-reduced across groups once per step); "
+                                "with --zero-hpz, the 3-level partitioning of Xu et al.; default: the shard group")
+    hierarchy.add_argument("--zero-tiling", type=whole_number(),
+                           help="ZeRO-Infinity memory-centric tiling: gather each large Linear in this many tiles "
+                                "(DeepSpeed TiledLinear; default 1)")
+    hierarchy.add_argument("--activation-offload", type=int, choices=[0, 1],
+                           help="keep activation checkpoints in host memory (DeepSpeed cpu_checkpointing; needs "
+                                "--recompute full)")
 
 
 def register(subparsers, name: str) -> None:
@@ -73,7 +94,8 @@ def register(subparsers, name: str) -> None:
 
 
 _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
-_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
+                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload")
 
 
 def _check_config_value(key: str, value, where: str):
@@ -118,7 +140,7 @@ def _load_config_file(path: str) -> dict:
 def resolve_configuration(args) -> tuple:
     """Merge preset < config file < flags into (model, layout, cluster, gpus)."""
     from planner.hardware import load_cluster
-    from planner.layout import check_layout, make_layout
+    from planner.layout import check_hierarchy_on_node, check_layout, make_layout
     from planner.model import make_model, preset
 
     values = _load_config_file(args.config) if args.config else {}
@@ -162,6 +184,7 @@ def resolve_configuration(args) -> tuple:
         return model, layout, cluster, gpus
     layout = make_layout("layout", **layout_fields)
     check_layout(model, layout, gpus=gpus)
+    check_hierarchy_on_node(layout, cluster.gpus_per_node)
     return model, layout, cluster, gpus
 
 
@@ -213,6 +236,15 @@ def run(args) -> int:
     return 0 if result["fits"] else 1
 
 
+def _hierarchy_text(layout) -> str:
+    """The ZeRO-3 hierarchy settings that differ from flat ZeRO-3, as ' zero_hpz=16 ...' (empty when none)."""
+    parts = [f"{key}={int(value)}" for key, value in (
+        ("zero_hpz", layout.zero_hpz if layout.zero_hpz > 1 else None),
+        ("qwZ", layout.zero_quantized_weights or None), ("qgZ", layout.zero_quantized_gradients or None),
+        ("shard_group", layout.shard_group), ("grad_shard_group", layout.grad_shard_group)) if value]
+    return "".join(" " + p for p in parts)
+
+
 def format_simulation(model, layout, cluster, result: dict) -> str:
     from planner.render import human_bytes, human_count, human_seconds, table
 
@@ -239,7 +271,8 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
         f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
         f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
-        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}",
+        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
+        + _hierarchy_text(layout),
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
@@ -256,5 +289,6 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
                      f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
     if memory["nvme_bytes_per_node"] > 0:
-        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}")
+        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}"
+                     f"{'' if memory.get('nvme_fits', True) else ' - exceeds the node NVMe capacity'}")
     return "\n".join(lines)

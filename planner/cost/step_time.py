@@ -12,7 +12,9 @@ the slowest stage sets the pace:
   context parallel: K/V ring exchange hidden behind the attention core it feeds (ring attention);
   ZeRO-3 / FSDP: unit i+1's all-gather runs during unit i's compute (prefetch), so a pass exposes the
                    first gather plus, per unit, what its gather (+ reduce-scatter in backward) exceeds
-                   the unit's compute by; the framework sets the calls per unit;
+                   the unit's compute by; the framework sets the calls per unit; ZeRO++ / MiCS / HSDP change
+                   the groups, bytes and collectives of those gathers and reductions (cost.hierarchy), and
+                   ZeRO-Infinity's fetch from host / NVMe joins the same chain (cost.offload);
   ZeRO-0/1/2: bucketed gradient reduce behind the last micro-batch's backward (a two-stage pipeline of
                    B buckets exposes max(a, b) + min(a, b)/B - a), ZeRO-2 in DeepSpeed after every
                    micro-batch; the parameter all-gather after the step behind the next forward where the
@@ -31,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, kernels
-from planner.cost.memory import activation_bytes_per_layer, element_bytes, sharding_degree
+from planner.cost import collectives, hierarchy, kernels, offload
+from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
@@ -334,15 +336,25 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
-    fwd_exposed = gather + (units - 1.0) * np.maximum(gather - stage["layer_forward"], 0.0)
-    bwd_exposed = gather + scatter + (units - 1.0) * np.maximum(gather + scatter - stage["layer_backward"], 0.0)
-    ideal = np.where(prefetch, fwd_exposed + bwd_exposed, units * (2.0 * gather + scatter))
-    all_units = units * (2.0 * gather + scatter)
+
+    def per_micro_batch(gather_fwd, gather_bwd, scatter_):
+        """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
+        fwd_exposed = gather_fwd + (units - 1.0) * np.maximum(gather_fwd - stage["layer_forward"], 0.0)
+        bwd_exposed = gather_bwd + scatter_ + (units - 1.0) * np.maximum(gather_bwd + scatter_ - stage["layer_backward"], 0.0)
+        all_units = units * (gather_fwd + gather_bwd + scatter_)
+        ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
+        return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
+
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = _Rows(zero3 & (outside > 0), shard_links)
     outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
                     + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside, **kw))
-    zero3_mb = ideal + (1.0 - eff.dp_overlap) * (all_units - ideal) + outside_comm
+    zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
+    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
+    zero3_step = m * zero3_mb + hierarchy.zero3_step_change(
+        batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,
+        lambda sizes, strides: _links(cluster, sizes, strides), hbm)
+    offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
@@ -361,21 +373,25 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     param_gather = _only_where(sharded_12, collectives.all_gather_time, w * params, shard_links, calls=buckets, **kw)
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
-    exposed = np.select([zero == 3], [m * zero3_mb], reduce + np.where(zero >= 1, param_gather, 0.0))
+    exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
-    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
+    bytes_moved = np.where(hierarchy.hierarchical_rows(batch),
+                           hierarchy.zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m), bytes_moved)
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
 
 
 def _optimizer(batch, cluster, fw, w, hbm, params):
     """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
     eff = cluster.efficiency
-    shard = sharding_degree(batch, fw)
+    shard = state_sharding_degrees(batch, fw)["optimizer"]
     opt_params = np.where(batch.zero >= 1, params / shard, params)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
     host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
-    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes.
+    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes. The optimizer state's
+    # NVMe swaps run before and after CPU-Adam, not beside it: DeepSpeed pipelines them only with
+    # offload_optimizer.pipeline_read / pipeline_write, off by default (runtime/zero/offload_config.py:78-84).
     nvme = 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s
     copies = 2.0 * w * opt_params / pcie + np.where(batch.offload_nvme, nvme, 0.0)
     optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
@@ -465,16 +481,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
         "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
-    dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
+    dp_exposed, dp_bytes, offload_fetch = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
-    # ZeRO-Infinity: each rank's weight shard comes from host memory (PCIe per GPU) or NVMe (shared by
-    # the node's GPUs) for forward and for backward, every micro-batch.
-    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    shard_bytes = w * params / batch.dp
-    fetch = np.maximum(shard_bytes / cluster.node.pcie_bytes_per_s_per_accelerator,
-                       np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
-    offload_fetch = np.where(batch.offload >= 2, m * 2.0 * fetch, 0.0)
-
+    offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
     parts = {
@@ -519,6 +528,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "comm_bytes_per_step": {
             "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
             "dp": dp_bytes,
+            "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
             "pp": m * p2p_bytes,
         },
     }

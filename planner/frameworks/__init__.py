@@ -82,6 +82,12 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if (layout.tp_comm_overlap and layout.tp > 1 and stack.tp_comm_overlap_needs_sequence_parallel
             and not layout.seq_parallel):
         problems.append(f"tp_comm_overlap: {framework} overlaps TP communication only with sequence parallelism (seq_parallel=1)")
+    if (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients) and not stack.zeropp:
+        problems.append(f"--zero-hpz / --zero-quantized-weights / --zero-quantized-gradients: {framework} has no ZeRO++")
+    if layout.shard_group is not None and not stack.shard_groups:
+        problems.append(f"--shard-group: {framework} has no hierarchical (MiCS / HSDP) sharding")
+    if layout.grad_shard_group is not None and not stack.gradient_groups:
+        problems.append(f"--grad-shard-group: {framework} has no gradient partition group of its own")
     return problems
 
 

@@ -48,7 +48,10 @@ RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1), (3, 2))
 # Stacks searched when none is named: the three the cost model knows in detail.
 DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
-REASONS = ("does not fit GPU memory", "offload exceeds host memory")
+REASONS = ("does not fit GPU memory", "offload exceeds host memory", "offload exceeds NVMe capacity")
+# ZeRO-3 hierarchy options tried beside flat ZeRO-3 (no offload), each with its group = the data-parallel
+# ranks of one node, where the stack has it (planner.frameworks zeropp / shard_groups): (hpZ, qwZ, qgZ, shard group).
+HIERARCHY_CHOICES = ((True, False, False, False), (True, True, True, False), (False, False, False, True))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -113,12 +116,43 @@ def _stack_options(stacks) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 7)
 
 
+def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int) -> dict:
+    """`arrays` plus, for each flat ZeRO-3 row whose data-parallel group spans nodes, one row per
+    HIERARCHY_CHOICES entry its stack runs, with hpZ / shard group = the node's data-parallel ranks."""
+    n = len(arrays["tp"])
+    flat = {"zero_hpz": np.ones(n, dtype=np.int64), "zero_quantized_weights": np.zeros(n, dtype=bool),
+            "zero_quantized_gradients": np.zeros(n, dtype=bool), "shard_group": np.zeros(n, dtype=np.int64)}
+    out = {**arrays, **flat}
+    span = arrays["tp"] * arrays["cp"]
+    node_ranks = np.where(span <= gpus_per_node, gpus_per_node // np.maximum(span, 1), 0)
+    base = ((arrays["zero"] == 3) & (arrays["offload"] == 0) & (node_ranks > 1) & (gpus_per_node % span == 0)
+            & (arrays["dp"] > node_ranks) & (arrays["dp"] % np.maximum(node_ranks, 1) == 0))
+    zeropp = np.array([float(s.zeropp) for s in stacks])[stack_index] > 0
+    groups = np.array([float(s.shard_groups) for s in stacks])[stack_index] > 0
+    extra = []
+    for hpz, qw, qg, shard in HIERARCHY_CHOICES:
+        rows = np.flatnonzero(base & (groups if shard else zeropp))
+        if not rows.size:
+            continue
+        block = {k: v[rows] for k, v in arrays.items()}
+        block.update(zero_hpz=np.where(hpz, node_ranks[rows], 1), zero_quantized_weights=np.full(rows.size, qw),
+                     zero_quantized_gradients=np.full(rows.size, qg),
+                     shard_group=np.where(shard, node_ranks[rows], 0))
+        extra.append(block)
+    if not extra:
+        return out
+    return {k: np.concatenate([out[k]] + [b[k] for b in extra]) for k in out}
+
+
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
-                      batch_target: int | None = None, dtype: str = "bf16") -> dict[str, np.ndarray]:
+                      batch_target: int | None = None, dtype: str = "bf16",
+                      gpus_per_node: int | None = None) -> dict[str, np.ndarray]:
     """Every layout of `model` on `gpus` GPUs each stack in `frameworks` can run, as arrays.
 
     `global_batch` fixes the batch (layouts whose dp does not divide it are not enumerated); without it,
-    each layout's batch is `batch_target` rounded to whole micro-batches x dp.
+    each layout's batch is `batch_target` rounded to whole micro-batches x dp. With `gpus_per_node`,
+    ZeRO-3 layouts whose data-parallel group spans nodes are also tried with ZeRO++ (hpZ; hpZ + qwZ + qgZ)
+    and with a node-sized shard group (MiCS / HSDP), where the stack has them (HIERARCHY_CHOICES).
     """
     placements = _placements(model, gpus)
     p_index, micro = _micro_batches(placements, global_batch)
@@ -150,12 +184,15 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         per_step = micro_batch * dp_kept
         batch = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
-    return {
+    arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
         "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
         "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
     }
+    if gpus_per_node is None:
+        return arrays
+    return _with_hierarchy(arrays, stacks, f[keep], gpus_per_node)
 
 
 @dataclass
@@ -204,7 +241,8 @@ class LayoutSearch:
             zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
             global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
             seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
-            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]))
+            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]),
+            **_hierarchy_fields(a))
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
@@ -219,21 +257,45 @@ class LayoutSearch:
                 "global_batch": int(a["global_batch"]), "zero": int(a["zero"]),
                 "offload": list(OFFLOAD_CODES)[int(a["offload"])], "recompute": list(RECOMPUTE_CODES)[int(a["recompute"])],
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
-                "dp_comm_overlap": bool(a["dp_comm_overlap"]), "feasible": bool(self.fits[i]), "reason": self.reason(i),
+                "dp_comm_overlap": bool(a["dp_comm_overlap"]), **_hierarchy_columns(a),
+                "feasible": bool(self.fits[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
             })
         return out
 
 
+def _hierarchy_columns(a: dict) -> dict:
+    """Every row's ZeRO-3 hierarchy values when the search tried them (same columns on every row, for CSVs)."""
+    if "zero_hpz" not in a:
+        return {}
+    return {"zero_hpz": int(a["zero_hpz"]), "zero_quantized_weights": bool(a["zero_quantized_weights"]),
+            "zero_quantized_gradients": bool(a["zero_quantized_gradients"]), "shard_group": int(a["shard_group"])}
+
+
+def _hierarchy_fields(a: dict) -> dict:
+    """The Layout fields of a row's ZeRO-3 hierarchy (only those set, so flat rows read as before)."""
+    fields = {}
+    if int(a.get("zero_hpz", 1)) > 1:
+        fields["zero_hpz"] = int(a["zero_hpz"])
+    for key in ("zero_quantized_weights", "zero_quantized_gradients"):
+        if bool(a.get(key, False)):
+            fields[key] = True
+    if int(a.get("shard_group", 0)) > 0:
+        fields["shard_group"] = int(a["shard_group"])
+    return fields
+
+
 def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
-                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0) -> LayoutSearch:
+                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
+                   hierarchy: bool = True) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
     Chinchilla's compute-optimal ratio) and each layout rounds it to whole micro-batches x dp. A layout
-    must leave `min_headroom` (a fraction) of HBM free.
+    must leave `min_headroom` (a fraction) of HBM free. `hierarchy` also tries ZeRO++ and MiCS / HSDP
+    shard groups for ZeRO-3 (enumerate_layouts).
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -246,11 +308,12 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     target = None
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
-    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype)
+    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype,
+                               gpus_per_node=cluster.gpus_per_node if hierarchy else None)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
-    fits = in_hbm & memory["host_fits"]
+    fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]
     fitting = np.flatnonzero(fits)
     times = step_time(batch.take(fitting), cluster)
 
@@ -259,7 +322,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
         out[fitting] = values
         return out
 
-    reason = np.where(~in_hbm, 0, np.where(~memory["host_fits"], 1, -1)).astype(np.int8)
+    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"]], [0, 1, 2], -1).astype(np.int8)
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
