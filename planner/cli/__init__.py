@@ -6,7 +6,7 @@ Each subcommand is one module in this package with `register(subparsers)`; the m
 The contract every subcommand keeps (tests/cli/test_cli_contract.py runs each one):
 - exit code 0: done; 1: done, and the answer is negative (no feasible plan, the layout does not fit,
   problems found, some inputs gave no result); 2: bad input, as one line naming the flag or key
-  (`PlannerInputError`, or argparse's usage error);
+  (`PlannerInputError`, or argparse's usage error); 70: a bug in the planner (with its traceback);
 - results on stdout; status, warnings and progress on stderr;
 - `--json` prints one JSON object with a top-level `schema_version` (planner.render.json_document);
 - `--quiet` turns progress off (it is off anyway when stderr is not a terminal);
@@ -27,6 +27,7 @@ import os
 import re
 import signal
 import sys
+import traceback
 
 from planner.errors import PlannerInputError
 
@@ -47,8 +48,9 @@ SUBCOMMANDS = {
     "completion": "completion",
 }
 
-# The exit codes every subcommand keeps (the module docstring says when each applies).
-EXIT_OK, EXIT_NEGATIVE, EXIT_BAD_INPUT = 0, 1, 2
+# The exit codes every subcommand keeps (the module docstring says when each applies); a bug in the planner
+# exits EX_SOFTWARE of BSD's sysexits.h.
+EXIT_OK, EXIT_NEGATIVE, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 70
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -166,6 +168,17 @@ def _detach_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. A bug (an exception the command did not expect) prints its traceback
+    and exits EXIT_INTERNAL, so that 1 keeps meaning "a negative answer" to scripts."""
+    try:
+        return _run(argv)
+    except Exception:  # noqa: BLE001 - the last resort: a traceback to report, and an exit code that says so
+        traceback.print_exc()
+        sys.stderr.write(f"planner: internal error (exit {EXIT_INTERNAL}); please report it with the command line\n")
+        return EXIT_INTERNAL
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -180,3 +180,15 @@ def test_profile_sweep_lines_say_how_long_is_left(cli, monkeypatch, tmp_path):
     assert code == 0 and json.loads(out)["counts"]["ok"] == 2
     lines = [line for line in err.splitlines() if line.startswith("[")]
     assert re.search(r"^\[1/2\] .*: ok; about [\d.]+ (us|ms|s) left$", lines[0]) and lines[1].endswith(": ok"), lines
+
+
+def test_a_bug_exits_70_not_1(cli, monkeypatch):
+    """1 means a negative answer; an unexpected exception must not look like one to a script."""
+    import planner.cli.clusters as clusters
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(clusters, "run", broken)
+    code, out, err = cli(["clusters"])
+    assert code == 70 and out == "" and "ZeroDivisionError: a bug" in err and "internal error" in err
