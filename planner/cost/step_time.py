@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, kernels
+from planner.cost import collectives, kernels, moe
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, sharding_degree
 from planner.frameworks import batch_framework_arrays
+from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
 from planner.model import training_flops_breakdown
@@ -67,6 +68,15 @@ def matmul_efficiency(m, n, k, eff: Efficiency, half_size):
         usable = np.minimum(1.0, (exponent - 1.0) ** (-1.0 / exponent) / ratio)
         ratio = ratio * usable
     return usable * eff.matmul_peak_fraction / (1.0 + ratio ** exponent)
+
+
+def gemm_seconds(m, n, k, peak, eff: Efficiency, half):
+    """Seconds of a GEMM of (m, n, k) at `peak` FLOP/s and its matmul_efficiency; 0 for an empty one."""
+    m, n, k = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (m, n, k)))
+    empty = (m * n * k) <= 0
+    safe = [np.where(empty, 1.0, x) for x in (m, n, k)]
+    seconds = 2.0 * safe[0] * safe[1] * safe[2] / (peak * matmul_efficiency(*safe, eff, half))
+    return np.where(empty, 0.0, seconds)
 
 
 def matmul_half_size_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
@@ -168,12 +178,17 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
         (tokens, up_width / t, h),
         (tokens, h, batch.ffn / t),
     ]
-    gemm = sum(2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
+    if batch.core_width is None:
+        gemm = sum(2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
+    else:  # attention variants / MoE: a model may have no dense MLP (ffn 0)
+        gemm = sum(gemm_seconds(m, n, k, peak, eff, half) for m, n, k in gemms)
     # Attention core: per head (s x head_dim) x (head_dim x s) and back. Flash attention with a causal
-    # mask skips the masked half; the older unfused path computes the whole square.
-    head_dim = h / batch.heads
+    # mask skips the masked half; the older unfused path computes the whole square. MLA and heads whose
+    # width differs from h/heads multiply by their own core width (model.flops_columns).
+    core = h if batch.core_width is None else batch.core_width
+    head_dim = core / batch.heads
     attention_peak = _attention_peak(batch, cluster, peak)
-    core_flops = 4.0 * tokens * batch.seq_len * h / t * np.where(batch.flash_attention, 0.5, 1.0)
+    core_flops = 4.0 * tokens * batch.seq_len * core / t * np.where(batch.flash_attention, 0.5, 1.0)
     # Fused attention at the efficiency published for its kernel, head dim and (per cp rank) sequence;
     # the unfused path as its two thin GEMMs (the softmax is in the elementwise traffic).
     code = attention_kernel_codes(batch, cluster)
@@ -367,10 +382,11 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
 
 
-def _optimizer(batch, cluster, fw, w, hbm, params):
-    """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
+def _optimizer(batch, cluster, fw, w, hbm, params, shard=None):
+    """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded
+    (`shard`: the sharding group, default dp or dp x cp)."""
     eff = cluster.efficiency
-    shard = sharding_degree(batch, fw)
+    shard = sharding_degree(batch, fw) if shard is None else shard
     opt_params = np.where(batch.zero >= 1, params / shard, params)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -380,6 +396,46 @@ def _optimizer(batch, cluster, fw, w, hbm, params):
     copies = 2.0 * w * opt_params / pcie + np.where(batch.offload_nvme, nvme, 0.0)
     optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
     return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
+
+
+def _moe_layer(batch, cluster, peak, half, hbm, layer):
+    """The MoE parts of a layer (cost/moe.py) with the exposed all-to-all; None for a dense batch."""
+    if not batch.has_moe:
+        return None
+    eff = cluster.efficiency
+    parts = moe.moe_layer_times(batch, cluster, lambda m, n, k: gemm_seconds(m, n, k, peak, eff, half), hbm,
+                                lambda size, stride: _links(cluster, size, stride), _collective_kwargs(cluster))
+    # What the other micro-batch computes in this layer while the all-to-all runs (batch-level overlap).
+    compute = moe.moe_fraction(batch) * (layer["forward"] + layer["backward"]) + parts["forward"] + parts["backward"]
+    parts["exposed"] = moe.exposed_ep_comm(parts, compute)
+    return parts
+
+
+def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
+    """Exposed seconds (and bytes) of the experts' gradient reduction over the expert data-parallel group
+    (etp x ep consecutive ranks are one expert replica): all-reduce (ZeRO-0) or reduce-scatter and the
+    parameter all-gather after the step (ZeRO >= 1), behind backward/forward where overlapped, as the dense
+    gradients are (it shares the backward window with them: assumed not to contend)."""
+    eff = cluster.efficiency
+    kw = _collective_kwargs(cluster)
+    d = moe.expert_dp(batch)
+    links = _links(cluster, d, batch.ep * batch.etp)
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
+    buckets = np.maximum(np.ceil(expert_params / bucket_elements), 1.0)
+    many = (d > 1) & (expert_params > 0)
+    sharded = batch.zero >= 1
+    reduce = np.where(sharded, _only_where(many & sharded, collectives.reduce_scatter_time, reduce_bytes * expert_params,
+                                           links, calls=buckets, **kw),
+                      _only_where(many & ~sharded, collectives.all_reduce_time, reduce_bytes * expert_params, links,
+                                  calls=buckets, **kw))
+    gather = _only_where(many & sharded, collectives.all_gather_time, w * expert_params, links, calls=buckets, **kw)
+    overlapped = batch.dp_comm_overlap
+    reduce = np.where(overlapped, hidden_behind(stage["backward"], reduce, buckets, eff.dp_overlap), reduce)
+    gather = np.where(overlapped & (fw["param_gather_overlap"] > 0),
+                      hidden_behind(stage["forward"], gather, buckets, eff.dp_overlap), gather)
+    moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, w * expert_params, 0.0)
+    return np.where(many, reduce + gather, 0.0), np.where(many, moved, 0.0)
 
 
 def flop_rate_ceiling(cluster: ClusterSpec) -> float:
@@ -420,6 +476,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # 2x backward) charges the GEMMs three times and the loss once.
     logits = logits_gemm + cross_entropy / 3.0
     p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
+    moe_layer = _moe_layer(batch, cluster, peak, half, hbm, layer)
 
     issue = layer["issue"]
     # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
@@ -436,6 +493,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "cp_comm": comm["cp"],
         "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
+    if moe_layer is not None:  # averaged over the layers (cost/moe.py)
+        per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]
+        per_layer["ep_comm"] = moe_layer["exposed"]
     layer_total = sum(per_layer.values())
     first_layers, middle_layers, last_layers = batch.stages
     # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
@@ -458,6 +518,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
     layer_forward = layer["forward"] + comm["forward"] + floor["forward"]
     layer_backward = layer["backward"] + layer["recompute"] + comm["backward"] + floor["backward"]
+    if moe_layer is not None:
+        layer_forward = layer_forward + moe_layer["forward"]
+        layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"]
     stage = {
         "layers": dp_layers,
         "layer_forward": layer_forward,
@@ -475,7 +538,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
                        np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
     offload_fetch = np.where(batch.offload >= 2, m * 2.0 * fetch, 0.0)
 
-    bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
+    bubble_slots = np.where(p > 1, (p - 1) / v, 0.0) if moe_layer is None else moe_bubble_slots(p, v, batch.a2a_overlap)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
     parts = {
         "forward": pace(per_layer["forward"]) + m * np.where(on_last, logits, 0.0),
@@ -492,6 +555,13 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "offload_copies": offload_copies + offload_fetch,
         "overhead": pace(per_layer["overhead"]) + m * eff.microbatch_overhead_s + eff.step_overhead_s,
     }
+    if moe_layer is not None:
+        expert_params = moe.expert_params_per_gpu(batch, dp_layers)
+        expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)
+        expert_optimizer = _optimizer(batch, cluster, fw, w, hbm, expert_params, moe.expert_dp(batch))[0]
+        parts.update({"moe_experts": pace(per_layer["moe_experts"]), "ep_comm": pace(per_layer["ep_comm"]),
+                      "expert_dp_comm_exposed": expert_dp_exposed})
+        parts["optimizer"] = parts["optimizer"] + expert_optimizer
     # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
     # in the difference, which the slot (micro_batch_s) already accounts for.
     total = sum(parts.values())
@@ -499,9 +569,12 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # an unfused kernel computes in the masked half, and what recompute runs again (one forward of every
     # layer for full, of the attention core for selective). Same accounting as the time above, so
     # MFU <= HFU <= 1.
+    variant = {} if batch.core_width is None else dict(
+        core_width=batch.core_width, moe_layers=batch.moe_layers, expert_ffn=batch.expert_ffn, top_k=batch.top_k,
+        experts=batch.experts)
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
-                                          batch.global_batch * batch.seq_len, causal=True)
+                                          batch.global_batch * batch.seq_len, causal=True, **variant)
     flops = flop_parts["total"]
     executed_core = flop_parts["attention_core"] * np.where(batch.flash_attention, 1.0, 2.0)
     executed = flops - flop_parts["attention_core"] + executed_core
@@ -520,5 +593,6 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
             "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
             "dp": dp_bytes,
             "pp": m * p2p_bytes,
+            **({} if moe_layer is None else {"ep": m * pace_layers * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
         },
     }
