@@ -268,6 +268,9 @@ def _layout_text(row: dict) -> str:
     text += "" if row["offload"] == "none" else f" offload={row['offload']}"
     text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
     text += " sp" if row["seq_parallel"] else ""
+    if row.get("ep") is not None:  # MoE: expert parallel, expert tp (when not tp), all-to-all overlap
+        text += f" ep{row['ep']}" + (f" etp{row['etp']}" if row["etp"] != row["tp"] else "")
+        text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
     return text
 
 
@@ -275,7 +278,10 @@ def format_fixed_model(result) -> str:
     from planner.render import human_bytes, human_count, human_seconds, table
 
     m = result.model
-    lines = [f"model {m.name}: {human_count(m.total_params)} params, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
+    experts = (f", {human_count(m.total_active_params)} active ({m.moe_experts} experts top-{m.moe_top_k}"
+               f"{f' + {m.moe_shared_experts} shared' if m.moe_shared_experts else ''} in {m.moe_layers} layers)"
+               if m.is_moe else "")
+    lines = [f"model {m.name}: {human_count(m.total_params)} params{experts}, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
              f"ffn={m.ffn_size} V={m.vocab} s={m.seq_len}; cluster {result.cluster.name}; stacks "
              f"{', '.join(result.assumptions['frameworks'])}; {result.assumptions['dtype']}"
              + (f"; {human_count(result.tokens)} tokens" if result.tokens else "")]

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from planner.cost.step_time import flop_rate_ceiling, rank_share
 from planner.error_bands import interval as step_time_interval
 from planner.hardware import ClusterSpec
-from planner.model import ModelSpec
-from planner.search.bounds import flops_per_token
+from planner.model import ModelSpec, model_training_flops
 from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layouts
 
 DEFAULT_KNEE = 0.8  # assumed: below 80% scaling efficiency more GPUs mostly buy waste
@@ -66,7 +65,8 @@ class FixedModelPlan:
 def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: float, dtype: str) -> float:
     """Fewest days `tokens` can take on `gpus` GPUs: every FLOP at the cost model's ceiling rate, goodput 1."""
     rate = cluster.peak_flops_per_s(dtype) * flop_rate_ceiling(cluster) * float(rank_share(gpus, cluster)) * gpus
-    return tokens * float(flops_per_token([model])[0]) / rate / 86400.0
+    # The model's own (active, for MoE) FLOPs per token, counted as the cost model's MFU counts them.
+    return tokens * float(model_training_flops(model, 1.0, causal=True)["total"]) / rate / 86400.0
 
 
 def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,

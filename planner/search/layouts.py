@@ -14,7 +14,10 @@ numpy arrays and scored in one vectorised pass of the cost model:
   ZeRO 0-3 (pipelines up to the stack's max_zero_with_pipeline), optimizer / optimizer+params offload
   where the stack has it, recompute none/selective/full, sequence parallelism with tp > 1, and the
   tensor- and data-parallel communication overlaps on and off where the stack has them (each changes
-  memory, so neither setting dominates).
+  memory, so neither setting dominates);
+  MoE     (MoE models) ep: every divisor of the experts that, with etp, divides tp x cp x dp (Megatron's
+          expert grid); etp 1 and tp; the all-to-all overlaps the stack has (planner.frameworks.moe:
+          Megatron's needs an interleaved schedule with pp > 1 and no full recompute).
 
 Which stack runs what is data (planner.frameworks): a layout a stack cannot run is never enumerated
 for it. The best layout has the shortest step time among those that fit (ties: less memory).
@@ -32,6 +35,7 @@ from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS
+from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
 from planner.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
@@ -150,12 +154,45 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         per_step = micro_batch * dp_kept
         batch = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
-    return {
+    arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
         "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
         "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
     }
+    if model.is_moe:
+        arrays = _with_expert_options(model, arrays, [s.name for s in stacks], f[keep])
+    return arrays
+
+
+def _with_expert_options(model: ModelSpec, arrays: dict, stack_names: list, stack_index) -> dict:
+    """Every layout crossed with the (ep, etp, all-to-all overlap) choices it can run (module docstring)."""
+    grid = arrays["tp"] * arrays["cp"] * arrays["dp"]
+    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": []}
+    overlaps = np.array([[name in MOE_STACKS.get(stack, MOE_STACKS["other"]).overlaps for name in A2A_OVERLAP_NAMES]
+                         for stack in stack_names])[stack_index]
+    for ep in divisors(model.moe_experts):
+        for etp_is_tp in (False, True):
+            etp = arrays["tp"] if etp_is_tp else np.ones_like(arrays["tp"])
+            fits = (grid % (ep * etp) == 0) & (model.expert_ffn_size % etp == 0)
+            if etp_is_tp:
+                fits &= arrays["tp"] > 1  # etp = tp = 1 is the first pass
+            for name, overlap in A2A_OVERLAPS.items():
+                ok = fits & overlaps[:, overlap.code]
+                if name != "none":
+                    ok &= ep > 1
+                    if overlap.needs_interleaving_with_pp:
+                        ok &= (arrays["pp"] == 1) | (arrays["vpp"] > 1)
+                        ok &= arrays["recompute"] != RECOMPUTE_CODES["full"]
+                rows = np.flatnonzero(ok)
+                picks.append(rows)
+                columns["ep"].append(np.full(len(rows), ep))
+                columns["etp"].append(etp[rows])
+                columns["a2a_overlap"].append(np.full(len(rows), A2A_OVERLAP_CODES[name]))
+    index = np.concatenate(picks)
+    out = {name: values[index] for name, values in arrays.items()}
+    out.update({name: np.concatenate(values) for name, values in columns.items()})
+    return out
 
 
 @dataclass
@@ -199,12 +236,14 @@ class LayoutSearch:
         """Layout i as a validated planner.layout.Layout."""
         a = {k: v[i] for k, v in self.arrays.items()}
         framework = next(name for name, code in FRAMEWORK_CODES.items() if code == a["framework"])
+        moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),
+                                             moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])])
         return make_layout(
             "layout", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
             zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
             global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
             seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
-            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]))
+            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]), **moe)
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
@@ -223,6 +262,9 @@ class LayoutSearch:
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
             })
+            if "ep" in a:
+                out[-1].update({"ep": int(a["ep"]), "etp": int(a["etp"]),
+                                "moe_a2a_overlap": A2A_OVERLAP_NAMES[int(a["a2a_overlap"])]})
         return out
 
 
