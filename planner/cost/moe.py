@@ -38,6 +38,7 @@ ROUTER_SCORE_BYTES = 4.0  # router logits and probabilities in fp32 (Megatron's 
 PROB_BYTES = 4.0
 _HIDES = np.array([float(o.hides_all_to_all) for o in A2A_OVERLAPS.values()])
 _COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
+_SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
 
 
 def moe_fraction(batch: CandidateBatch) -> np.ndarray:
@@ -167,6 +168,13 @@ def exposed_ep_comm(moe: dict, layer_compute) -> np.ndarray:
     the other micro-batch's compute of the layer (forward + backward) does not cover."""
     hidden = np.maximum(moe["comm"] - layer_compute, 0.0)
     return np.where(moe["hides"], hidden, moe["comm"])
+
+
+def sm_share_seconds(batch: CandidateBatch, layer_compute) -> np.ndarray:
+    """Extra seconds of the compute that runs beside overlapped communication kernels holding some SMs
+    (DualPipe: 20 of 132), on the MoE layers' compute (forward + backward) per layer and micro-batch."""
+    fraction = _SM_FRACTION[batch.a2a_overlap.astype(int)]
+    return layer_compute * (1.0 / fraction - 1.0)
 
 
 def parameter_copies(batch: CandidateBatch) -> np.ndarray:

@@ -408,6 +408,7 @@ def _moe_layer(batch, cluster, peak, half, hbm, layer):
     # What the other micro-batch computes in this layer while the all-to-all runs (batch-level overlap).
     compute = moe.moe_fraction(batch) * (layer["forward"] + layer["backward"]) + parts["forward"] + parts["backward"]
     parts["exposed"] = moe.exposed_ep_comm(parts, compute)
+    parts["sm_share"] = moe.sm_share_seconds(batch, compute)
     return parts
 
 
@@ -496,6 +497,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     if moe_layer is not None:  # averaged over the layers (cost/moe.py)
         per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]
         per_layer["ep_comm"] = moe_layer["exposed"]
+        per_layer["a2a_sm_share"] = moe_layer["sm_share"]
     layer_total = sum(per_layer.values())
     first_layers, middle_layers, last_layers = batch.stages
     # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
@@ -560,6 +562,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)
         expert_optimizer = _optimizer(batch, cluster, fw, w, hbm, expert_params, moe.expert_dp(batch))[0]
         parts.update({"moe_experts": pace(per_layer["moe_experts"]), "ep_comm": pace(per_layer["ep_comm"]),
+                      "a2a_sm_share": pace(per_layer["a2a_sm_share"]),
                       "expert_dp_comm_exposed": expert_dp_exposed})
         parts["optimizer"] = parts["optimizer"] + expert_optimizer
     # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle

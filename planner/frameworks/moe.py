@@ -35,13 +35,19 @@ class A2AOverlap:
     parameter_copies: float  # model weights held (DualPipe keeps 2)
     needs_interleaving_with_pp: bool  # Megatron's overlap needs vpp > 1 when pp > 1
     source: str
+    # Fraction of the GPU's SMs left to compute while the overlapped communication kernels run: DualPipe's
+    # dispatch/combine kernels take 20 SMs (10 channels) of the H800's 132 (arXiv:2412.19437 section 3.2.2;
+    # 132 SMs: NVIDIA H100/H800 SXM5). Megatron's overlap runs NCCL's all-to-all, whose CTA count NCCL picks
+    # at run time: not modelled (1.0).
+    compute_sm_fraction: float = 1.0
 
 
 A2A_OVERLAPS = {
     "none": A2AOverlap("none", 0, False, 1.0, False, "all-to-all on the critical path"),
     "megatron": A2AOverlap("megatron", 1, True, 1.0, True,
                            "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)"),
-    "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)"),
+    "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
+                           compute_sm_fraction=(132 - 20) / 132),
 }
 A2A_OVERLAP_NAMES = tuple(A2A_OVERLAPS)
 A2A_OVERLAP_CODES = {name: o.code for name, o in A2A_OVERLAPS.items()}
