@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives
+from planner.cost import collectives, kernels
 from planner.frameworks.moe import A2A_OVERLAPS, MOE_STACKS
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 
@@ -121,6 +121,13 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
     traffic = (2.0 * (per_rank * h * w + per_rank * k * h * w * batch.moe_imbalance)  # permute + unpermute
                + rows * (2.0 * h + mlp_coeff * fe) * scale  # expert activation functions, one pass
                + 3.0 * per_rank * E * ROUTER_SCORE_BYTES)  # router softmax / top-k
+    # fp8 training: each expert GEMM casts its operands (and backward its output gradient) as the dense
+    # GEMMs do (cost.kernels.fp8_linear_cast_hbm_bytes, weights cached after the first micro-batch).
+    fp8 = batch.dtype == DTYPE_CODES["fp8"]
+    if fp8.any():
+        casts = local_experts * (kernels.fp8_linear_cast_hbm_bytes(m_per_expert, up_width, h, weight_cached=True)
+                                 + kernels.fp8_linear_cast_hbm_bytes(m_per_expert, h, fe, weight_cached=True))
+        traffic = traffic + np.where(fp8, casts / 3.0, 0.0)  # forward 1/3, backward 2/3 (as elementwise below)
     elementwise = traffic / hbm
     forward = experts_fwd + router_fwd + elementwise
     backward = 2.0 * (experts_fwd + router_fwd + elementwise)

@@ -27,6 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+HOPPER_SMS = 132  # H100 / H800 SXM5 streaming multiprocessors (NVIDIA H100 datasheet)
+NCCL_CHANNELS = 16  # as cost.memory.NCCL_CHANNELS (assumed there; frameworks stand before cost in the data flow)
+
+
 @dataclass(frozen=True)
 class A2AOverlap:
     name: str
@@ -37,17 +41,19 @@ class A2AOverlap:
     source: str
     # Fraction of the GPU's SMs left to compute while the overlapped communication kernels run: DualPipe's
     # dispatch/combine kernels take 20 SMs (10 channels) of the H800's 132 (arXiv:2412.19437 section 3.2.2;
-    # 132 SMs: NVIDIA H100/H800 SXM5). Megatron's overlap runs NCCL's all-to-all, whose CTA count NCCL picks
-    # at run time: not modelled (1.0).
+    # 132 SMs: NVIDIA H100/H800 SXM5). Megatron's overlap runs NCCL's all-to-all: one CTA (one SM) per
+    # channel (NCCL runs each channel as a thread block), at cost.memory's assumed 16 channels per
+    # communicator. Hopper's 132 SMs are assumed for every GPU.
     compute_sm_fraction: float = 1.0
 
 
 A2A_OVERLAPS = {
     "none": A2AOverlap("none", 0, False, 1.0, False, "all-to-all on the critical path"),
     "megatron": A2AOverlap("megatron", 1, True, 1.0, True,
-                           "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)"),
+                           "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)",
+                           compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS),
     "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
-                           compute_sm_fraction=(132 - 20) / 132),
+                           compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS),
 }
 A2A_OVERLAP_NAMES = tuple(A2A_OVERLAPS)
 A2A_OVERLAP_CODES = {name: o.code for name, o in A2A_OVERLAPS.items()}

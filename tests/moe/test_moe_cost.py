@@ -122,6 +122,10 @@ def test_overlap_hides_all_to_all_and_dualpipe_shrinks_the_bubble():
     assert dual["parts"]["ep_comm"][0] < plain["parts"]["ep_comm"][0]
     assert dual["parts"]["bubble"][0] < plain["parts"]["bubble"][0]
     assert np.isfinite(dual["step_time_s"][0]) and dual["mfu"][0] < 1.0
+    # DualPipe's communication kernels hold 20 of 132 SMs: the compute beside them is 132/112 slower.
+    assert plain["parts"]["a2a_sm_share"][0] == 0.0
+    compute = sum(dual["parts"][name][0] for name in ("moe_experts", "forward", "backward", "elementwise"))
+    assert 0.0 < dual["parts"]["a2a_sm_share"][0] < compute * (132 / 112 - 1.0)
 
 
 def test_build_batch_refuses_ep_without_moe_model():
