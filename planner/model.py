@@ -461,3 +461,24 @@ def family_model(depth: int, aspect_ratio: int = 128, seq_len: int = 4096, vocab
     while heads % kv_heads:
         kv_heads -= 1
     return _llama(f"family-d{depth}-ar{aspect_ratio}", depth, hidden, heads, kv_heads, swiglu_ffn(hidden), vocab, seq_len)
+
+
+def family_moe_model(depth: int, experts: int, top_k: int = 1, granularity: int = 1, shared_experts: int = 0,
+                     aspect_ratio: int = 128, seq_len: int = 4096, vocab: int = FAMILY_VOCAB,
+                     gqa_group: int = 1) -> ModelSpec:
+    """The MoE sibling of family_model(depth): every layer's MLP becomes `experts` x `granularity` routed
+    experts of width ffn / granularity, each token sent to `top_k` x `granularity` of them (Krajewski et al.
+    2024, "Scaling Laws for Fine-Grained Mixture of Experts", section 3: granularity G splits each expert
+    into G and routes to G times as many, keeping active FLOPs), plus `shared_experts` always-on ones of
+    the same width. top_k = granularity = 1 with one expert is the dense model plus a router."""
+    dense = family_model(depth, aspect_ratio, seq_len, vocab, gqa_group)
+    if experts < 1 or top_k < 1 or granularity < 1 or top_k > experts:
+        raise PlannerInputError(f"MoE family: need experts >= top_k >= 1 and granularity >= 1 (got experts={experts}, "
+                                f"top_k={top_k}, granularity={granularity})")
+    width = dense.ffn_size // granularity
+    if width * granularity != dense.ffn_size or width == 0:
+        raise PlannerInputError(f"MoE family: granularity {granularity} does not divide the expert width {dense.ffn_size}")
+    return make_model("MoE family", **{**dense.model_dump(), **dict(
+        name=f"family-d{depth}-ar{aspect_ratio}-e{experts}k{top_k}g{granularity}" + (f"s{shared_experts}" if shared_experts else ""),
+        moe_experts=experts * granularity, moe_top_k=top_k * granularity, moe_ffn=width,
+        moe_shared_experts=shared_experts * granularity)})

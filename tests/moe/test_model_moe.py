@@ -103,3 +103,19 @@ def test_moe_layer_frequency():
     model = make_model(layers=12, hidden=256, heads=4, vocab=1000, seq_len=128, moe_experts=4, moe_top_k=1,
                        moe_layer_freq=2, moe_first_dense=1)
     assert model.moe_layers == len([i for i in range(1, 12) if (i - 1) % 2 == 0]) == 6
+
+
+def test_moe_family_keeps_active_flops_across_granularity():
+    """Krajewski et al. 2024: granularity G splits experts G ways and routes to G x top-k: same active FLOPs."""
+    from planner.model import family_model, family_moe_model
+
+    coarse = family_moe_model(16, experts=8, top_k=2)
+    fine = family_moe_model(16, experts=8, top_k=2, granularity=4)
+    assert fine.moe_experts == 32 and fine.moe_top_k == 8 and fine.moe_ffn * 4 == coarse.moe_ffn
+    assert fine.total_params == pytest.approx(coarse.total_params, rel=1e-3)  # routers grow with the experts
+    assert model_training_flops(fine, 1.0)["experts"] == pytest.approx(model_training_flops(coarse, 1.0)["experts"])
+    dense = family_model(16)
+    one = family_moe_model(16, experts=1)
+    assert one.total_params == dense.total_params + 16 * dense.hidden
+    with pytest.raises(PlannerInputError):
+        family_moe_model(16, experts=2, top_k=3)
