@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.cost import moe
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import ClusterSpec
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
@@ -302,8 +303,6 @@ def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tu
 def _moe_stage_parts(batch: CandidateBatch, stack: dict, layers, inflight, states) -> dict:
     """Routed experts' states (sharded over the expert data-parallel group), their fp8 copies, the
     DualPipe second weight copy, expert activations and the dispatch buffers (cost/moe.py)."""
-    from planner.cost import moe
-
     expert_params = moe.expert_params_per_gpu(batch, layers)
     expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack))
     fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)

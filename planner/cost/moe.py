@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives, kernels
+from planner.frameworks import FRAMEWORK_NAMES
 from planner.frameworks.moe import A2A_OVERLAPS, MOE_STACKS
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 
@@ -66,15 +67,9 @@ def _tokens(batch: CandidateBatch):
 def dispatch_element_bytes(batch: CandidateBatch) -> np.ndarray:
     """Bytes per element of dispatched tokens: fp8 where the stack dispatches fp8 in fp8 training."""
     w = DTYPE_BYTES[batch.dtype.astype(int)]
-    fp8_stacks = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_dispatch)
-                           for name in _framework_names()])
+    fp8_stacks = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_dispatch) for name in FRAMEWORK_NAMES])
     fp8 = (batch.dtype == DTYPE_CODES["fp8"]) & (fp8_stacks[batch.framework.astype(int)] > 0)
     return np.where(fp8, 1.0, w)
-
-
-def _framework_names():
-    from planner.frameworks import FRAMEWORK_NAMES
-    return FRAMEWORK_NAMES
 
 
 def all_to_all_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:

@@ -20,6 +20,10 @@ the slowest stage sets the pace:
   pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
                    slowest stage, with p2p sends hidden where the framework overlaps them.
 Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded).
+Mixture-of-experts layers (only in batches with MoE models; `cost/moe.py`) add, averaged over the layers,
+the experts' grouped GEMMs, the router and the token permutation, the dispatch/combine all-to-all over the
+ep group (exposed, or hidden behind the other micro-batch where the layout overlaps it), the experts'
+gradient reduction over the expert data-parallel group and their Adam step; DualPipe sets the bubble.
 
 Collectives are timed as NCCL runs them (`collectives`), over the links each group crosses
 (`topology`). What differs between frameworks is looked up in `planner.frameworks`, never branched on.
