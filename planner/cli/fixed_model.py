@@ -34,6 +34,8 @@ def add_fixed_model_arguments(parser) -> None:
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
     group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
     group.add_argument("--emit", metavar="DIR", help="write the chosen layout's launch config for its stack")
+    group.add_argument("--moe-load-imbalance", type=real_number(1.0), default=None,
+                       help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0)")
 
 
 def wants_fixed_model(args) -> bool:
@@ -130,10 +132,14 @@ def solve_fixed_model(args):
     budget_s = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0] if args.budget else None
     if (deadline_s or budget_s) and not tokens:
         raise PlannerInputError("--deadline/--budget with --model need --tokens (how much to train) to turn steps into days")
+    imbalance = getattr(args, "moe_load_imbalance", None)
+    if imbalance is not None and not model.is_moe:
+        raise PlannerInputError(f"--moe-load-imbalance applies to mixture-of-experts models ({model.name} is dense)")
     return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
                             frameworks=_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
-                            min_headroom=args.min_headroom or 0.0)
+                            min_headroom=args.min_headroom or 0.0,
+                            **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
 
 
 def check_outputs(args) -> None:

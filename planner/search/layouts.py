@@ -212,6 +212,7 @@ class LayoutSearch:
     reason_code: np.ndarray  # -1, or the index into REASONS of the first reason that rules the layout out
     goodput: float
     order: np.ndarray = field(default=None)  # feasible layouts, fastest first
+    moe_load_imbalance: float = 1.0  # MoE models: the busiest expert rank's load over the mean
 
     def __post_init__(self) -> None:
         feasible = np.flatnonzero(self.fits)
@@ -237,7 +238,8 @@ class LayoutSearch:
         a = {k: v[i] for k, v in self.arrays.items()}
         framework = next(name for name, code in FRAMEWORK_CODES.items() if code == a["framework"])
         moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),
-                                             moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])])
+                                             moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
+                                             moe_load_imbalance=self.moe_load_imbalance)
         return make_layout(
             "layout", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
             zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
@@ -270,7 +272,8 @@ class LayoutSearch:
 
 def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
-                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0) -> LayoutSearch:
+                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
+                   moe_load_imbalance: float = 1.0) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
@@ -289,7 +292,8 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
     arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype)
-    batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+    moe = {"moe_imbalance": moe_load_imbalance} if model.is_moe else {}
+    batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, **moe, dtype=DTYPE_CODES[dtype])
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"]
@@ -305,4 +309,5 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
-                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]))
+                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]),
+                        moe_load_imbalance=moe_load_imbalance)
