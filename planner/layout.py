@@ -311,7 +311,9 @@ MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn
 
 def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
     """Columns of models with an attention variant or experts; overrides kv_heads, ffn and layer_params
-    with their effective values (see CandidateBatch)."""
+    with their effective values (see CandidateBatch). Multi-token-prediction modules are simulated as
+    that many more layers like the last (their projection and extra logits are left out: ~4% of
+    DeepSeek-V3's MTP FLOPs)."""
     rows = []
     for model in models:
         parts = param_breakdown(model)
@@ -321,14 +323,20 @@ def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
         # The kv heads that make h·(h + 2·kv·h/H) + h·h the attention GEMMs' weights (exact for MHA/GQA).
         kv = model.kv if attention is None else H * (attention / (h * h) - 2.0) / 2.0
         norm_params = parts["norms"] / (2 * L + 1 + int(model.embedding_norm))
-        layer = (parts["attention"] + parts["mlp"] + parts.get("router", 0.0)) / L + 2 * norm_params
         moe = model.moe_layers
+        mtp = model.mtp_layers
+        # Per-layer means over the layers and the MTP blocks (each a copy of the last layer: an MoE layer
+        # when the model has experts).
+        mtp_width = model.moe_shared_experts * model.expert_ffn_size if moe else model.ffn_size
+        ffn = (columns["ffn"] * L + mtp * mtp_width) / (L + mtp)
+        expert_params = parts.get("experts", 0.0) / moe if moe else 0.0
+        mtp_dense = model.mtp_params - mtp * expert_params
+        layer = (parts["attention"] + parts["mlp"] + parts.get("router", 0.0) + 2 * norm_params * L + mtp_dense) / (L + mtp)
         dispatch = min(model.moe_top_k, model.moe_topk_groups) if model.moe_groups > 1 else model.moe_top_k
-        rows.append((kv, columns["ffn"], layer, columns.get("core_width", h), moe, model.moe_experts,
-                     model.moe_top_k, model.expert_ffn_size if moe else 0.0,
-                     parts.get("experts", 0.0) / moe if moe else 0.0, dispatch))
+        rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe + (mtp if moe else 0), model.moe_experts,
+                     model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, dispatch))
     table = np.array(rows, dtype=float)
-    names = ("kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
+    names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
     return {name: table[:, i] for i, name in enumerate(names)}
 
 

@@ -71,6 +71,11 @@ class ModelSpec(BaseModel):
     moe_router_bias: bool = False
     moe_groups: int = Field(default=1, gt=0)
     moe_topk_groups: int = Field(default=1, gt=0)
+    # Multi-token prediction modules trained beside the model (DeepSeek-V3 section 2.2, config.json
+    # num_nextn_predict_layers = 1): each is two RMSNorms, a 2h -> h projection and one more block like the
+    # last layer, sharing the embedding and the output head. Trained (FLOPs, time, memory) but not counted
+    # in the model's parameters, as the report's 671B does not count them.
+    mtp_layers: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check_shape(self) -> "ModelSpec":
@@ -105,6 +110,22 @@ class ModelSpec(BaseModel):
         if not self.moe_experts:
             return 0
         return len(range(self.moe_first_dense, self.layers, self.moe_layer_freq))
+
+    @property
+    def mtp_params(self) -> int:
+        """Parameters of the multi-token-prediction modules (without the embedding and head they share)."""
+        if not self.mtp_layers:
+            return 0
+        parts = param_breakdown(self)
+        h, L = self.hidden, self.layers
+        block = attention_layer_params(self) + 2 * h
+        if self.is_moe:
+            moe = self.moe_layers
+            block += (parts["mlp"] - (L - moe) * mlp_matrices(self.mlp) * h * self.ffn_size
+                      + parts["experts"] + parts["router"]) // moe
+        else:
+            block += parts["mlp"] // L
+        return self.mtp_layers * (block + 2 * h * h + 3 * h)
 
     @property
     def expert_ffn_size(self) -> int:
@@ -312,11 +333,25 @@ def flops_columns(model: ModelSpec) -> dict:
 
 
 def model_training_flops(model: ModelSpec, tokens, causal: bool = False) -> dict:
-    """training_flops_breakdown of one model for `tokens` tokens (active FLOPs for MoE)."""
+    """training_flops_breakdown of one model for `tokens` tokens (active FLOPs for MoE), with `mtp`: the
+    multi-token-prediction modules (one more last-type block, the 2h -> h projection and the shared head's
+    logits each)."""
     columns = flops_columns(model)
     ffn = columns.pop("ffn")
-    return training_flops_breakdown(model.layers, model.hidden, model.heads, model.kv, ffn, mlp_matrices(model.mlp),
-                                    model.vocab, model.seq_len, tokens, causal, **columns)
+    parts = training_flops_breakdown(model.layers, model.hidden, model.heads, model.kv, ffn, mlp_matrices(model.mlp),
+                                     model.vocab, model.seq_len, tokens, causal, **columns)
+    if model.mtp_layers:
+        last = dict(columns)
+        if model.is_moe:
+            last.update(moe_layers=1)
+        width = model.moe_shared_experts * model.expert_ffn_size if model.is_moe else model.ffn_size
+        one = training_flops_breakdown(1, model.hidden, model.heads, model.kv, width, mlp_matrices(model.mlp),
+                                       model.vocab, model.seq_len, tokens, causal, **last)
+        projection = 3.0 * np.asarray(tokens, dtype=float) * 2.0 * 2.0 * model.hidden * model.hidden
+        total = parts.pop("total")
+        parts["mtp"] = model.mtp_layers * (one["total"] + projection)
+        parts["total"] = total + parts["mtp"]
+    return parts
 
 
 def model_flops_per_step(model: ModelSpec, global_batch: int) -> dict[str, float]:
@@ -406,12 +441,13 @@ PRESETS: dict[str, ModelSpec] = {
     # intermediate_size 18432, then 256 routed experts (top-8, moe_intermediate_size 2048) + 1 shared,
     # sigmoid router with e_score_correction_bias, n_group 8 / topk_group 4 (node-limited routing),
     # vocab 129280, untied; pre-trained at 4K tokens (section 4.2). The 671B excludes the multi-token-
-    # prediction module (the report: 671B main model + 14B MTP = the 685B checkpoint); it is not modelled.
+    # prediction module (one, num_nextn_predict_layers = 1; DeepSeek-V3 README: 685B = 671B main + 14B MTP):
+    # it is trained (FLOPs, time, memory) but not in total_params.
     "deepseek-v3": ModelSpec(name="deepseek-v3", layers=61, hidden=7168, heads=128, ffn=18432, mlp="swiglu",
                              vocab=129280, seq_len=4096, attention="mla", q_lora_rank=1536, kv_lora_rank=512,
                              qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, moe_experts=256,
                              moe_top_k=8, moe_shared_experts=1, moe_ffn=2048, moe_first_dense=3,
-                             moe_router_bias=True, moe_groups=8, moe_topk_groups=4),
+                             moe_router_bias=True, moe_groups=8, moe_topk_groups=4, mtp_layers=1),
     # Qwen3-30B-A3B (Qwen team 2025, Qwen3 technical report Table 2; Qwen/Qwen3-30B-A3B config.json):
     # 48 layers, hidden 2048, 32 q heads / 4 kv heads of head_dim 128 with q/k RMSNorm, 128 experts of 768,
     # top-8, no shared expert, vocab 151936, untied; 4096-token first pre-training stage.

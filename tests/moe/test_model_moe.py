@@ -76,8 +76,24 @@ def test_active_training_flops_count_top_k_experts():
     # Dense part: the 3 dense MLPs and 58 shared experts.
     assert flops["mlp"] == pytest.approx(6.0 * active["mlp"])
     # Non-attention-core FLOPs are about 6 x active parameters (embedding lookup excluded).
-    linear = flops["total"] - flops["attention_core"]
+    linear = flops["total"] - flops["attention_core"] - flops["mtp"]
     assert linear == pytest.approx(6.0 * (model.total_active_params - 129280 * 7168), rel=1e-3)
+
+
+def test_deepseek_v3_mtp_module():
+    """One MTP module (num_nextn_predict_layers 1): an MoE block, eh_proj (2h x h) and enorm, hnorm and the
+    head's norm; with the embedding and head copies the checkpoint stores for it, 671.0B + 13.5B = 684.5B
+    (DeepSeek-V3 README: "685B ... 671B of the Main Model weights and 14B of the MTP Module weights")."""
+    model = PRESETS["deepseek-v3"]
+    h = 7168
+    block = 187_107_328 + 257 * 3 * h * 2048 + 256 * h + 256 + 2 * h
+    assert model.mtp_params == block + 2 * h * h + 3 * h
+    assert round((model.total_params + model.mtp_params + 2 * 129280 * h) / 1e9, 1) == 684.5
+    flops = model_training_flops(model, 1.0)
+    assert flops["total"] == pytest.approx(sum(v for k, v in flops.items() if k != "total"))
+    # About one more MoE layer and one more output head per token.
+    assert flops["mtp"] == pytest.approx(flops["experts"] / 58 + flops["logits"] + flops["attention_linear"] / 61
+                                         + flops["attention_core"] / 61 + 6 * (3 * h * 2048 + 256 * h + 2 * h * h), rel=1e-6)
 
 
 def test_flops_vectorise_over_arrays():

@@ -60,11 +60,11 @@ def test_deepseek_v3_report_layout_fits():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured: the fixed-model search on megatron/deepspeed/fsdp picks megatron "
-                   "tp2 pp1 cp2 dp512 z2 ep256 with the batch-level a2a overlap at 2.110M GPU-hours, -20.8% of "
-                   "2.664M: the cost model is optimistic for MoE layers (see test_megatron_bridge_qwen3_30b_a3b_h100)")
 def test_optimize_deepseek_v3_gpu_hours_within_20_percent():
-    """planner optimize --model deepseek-v3 --tokens 14.8T --gpus 2048 --cluster h800-deepseek --dtype fp8."""
+    """planner optimize --model deepseek-v3 --tokens 14.8T --gpus 2048 --cluster h800-deepseek --dtype fp8.
+    Measured: megatron tp2 pp1 cp2 dp512 z2 ep256 with the batch-level a2a overlap, 2.144M GPU-hours, -19.5%
+    of 2.664M: at the edge of the tolerance, and on the optimistic side (the cost model is optimistic for MoE
+    layers, see test_megatron_bridge_qwen3_30b_a3b_h100)."""
     plan = plan_fixed_model(PRESETS["deepseek-v3"], load_cluster("h800-deepseek"), [DEEPSEEK_GPUS],
                             tokens=DEEPSEEK_TOKENS, dtype="fp8")
     assert plan.chosen is not None
