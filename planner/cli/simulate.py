@@ -14,6 +14,9 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
+# Mixture-of-experts layout keys (planner.layout.Layout: expert parallelism and routing).
+MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor")
+LAYOUT_KEYS += MOE_LAYOUT_KEYS
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +47,23 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
                        help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
                             "(Megatron: fp32 with bf16; NeMo's performance recipes: 0)")
+    add_moe_arguments(parser)
+
+
+def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Expert-parallel layout flags (MoE models)."""
+    from planner.cli.arguments import real_number, whole_number
+    from planner.frameworks.moe import A2A_OVERLAP_NAMES
+
+    group = parser.add_argument_group("mixture of experts (MoE presets: mixtral-8x7b, deepseek-v3, qwen3-30b-a3b)")
+    group.add_argument("--ep", type=whole_number(), help="expert parallel ranks (fold into tp*cp*dp, as Megatron-Core)")
+    group.add_argument("--etp", type=whole_number(), help="expert tensor parallel ranks (default: tp)")
+    group.add_argument("--moe-a2a-overlap", choices=list(A2A_OVERLAP_NAMES),
+                       help="all-to-all overlap: megatron (--overlap-moe-expert-parallel-comm) or dualpipe (DeepSeek-V3)")
+    group.add_argument("--moe-load-imbalance", type=real_number(1.0),
+                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
+    group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
+                       help="cap tokens per expert at this multiple of the mean (default: dropless)")
 
 
 def register(subparsers, name: str) -> None:
@@ -67,7 +87,9 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
-_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
+_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",
+              "moe_a2a_overlap")
+_REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
 
 
@@ -84,6 +106,10 @@ def _check_config_value(key: str, value, where: str):
         if value not in (0, 1) or isinstance(value, float):  # True/False are 1/0
             raise PlannerInputError(f"{where}: key '{key}': expected true/false or 1/0, got {value!r}")
         return bool(value)
+    elif key in _REAL_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise PlannerInputError(f"{where}: key '{key}': expected a positive number, got {value!r}")
+        return float(value)
     else:
         low = 0 if key == "zero" else 1
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WHOLE:
@@ -225,15 +251,19 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     band = result.get("step_time_band")
     band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
                  f"(validate residuals of {band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)") if band else ""
+    experts = (f" ({human_count(model.total_active_params)} active: {model.moe_experts} experts top-{model.moe_top_k} in "
+               f"{model.moe_layers} layers)" if model.is_moe else "")
+    moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
+                  if model.is_moe else "")
     lines = [
-        f"model    {model.name}: {human_count(model.total_params)} params, L={model.layers} h={model.hidden} "
+        f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
         f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
         f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
         f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
         f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
         f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
-        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}",
+        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}{moe_layout}",
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",

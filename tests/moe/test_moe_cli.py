@@ -44,3 +44,26 @@ def test_load_imbalance_slows_the_plan_and_is_refused_for_dense(capsys):
     code, _, err = _optimize(capsys, "--model", "llama3-8b", "--gpus", 8, "--cluster", "dgx-h100", "--tokens", "100B",
                              "--moe-load-imbalance", "1.5")
     assert code == 2 and "dense" in err
+
+
+def test_simulate_takes_the_expert_layout(capsys):
+    code = main(["simulate", "--model", "mixtral-8x7b", "--cluster", "dgx-h100", "--gpus", "64", "--pp", "4", "--ep", "8",
+                 "--global-batch", "256", "--recompute", "full", "--framework", "megatron", "--zero", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "12.9B active" in out and "ep=8 etp=1 edp=2" in out and "moe_experts" in out
+
+
+def test_simulate_config_file_moe_keys(capsys, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: deepseek-v3\ncluster: h800-deepseek\ntp: 1\npp: 16\ndp: 128\nep: 64\nmicro_batch: 1\n"
+                      "global_batch: 15360\nzero: 1\ndtype: fp8\nmoe_a2a_overlap: dualpipe\nmoe_load_imbalance: 1.1\n")
+    code = main(["simulate", "--config", str(config), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and "a2a_sm_share" in out
+    config.write_text("model: deepseek-v3\nmoe_load_imbalance: fast\n")
+    try:
+        code = main(["simulate", "--config", str(config)])
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 2 and "moe_load_imbalance" in capsys.readouterr().err
