@@ -206,8 +206,14 @@ def moe_activation_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
     mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
     # Per routed row: the expert input (2h, fc1's wgrad), fc1 outputs and the activation output
     # (Korthikanti's MLP terms at the expert width); per token: the top-k probabilities and router scores.
-    full = (rows * (2.0 * h + mlp_coeff * fe) * w / 2.0
-            + per_rank * (batch.top_k * PROB_BYTES + batch.experts * ROUTER_SCORE_BYTES)) * moe_fraction(batch)
-    stored = np.where(batch.recompute == 2, 0.0, full)
+    router = per_rank * (batch.top_k * PROB_BYTES + batch.experts * ROUTER_SCORE_BYTES)
+    full = (rows * (2.0 * h + mlp_coeff * fe) * w / 2.0 + router) * moe_fraction(batch)
+    # Stacks that keep them in fp8 (planner.frameworks.moe): the expert input and the fc1 outputs (the
+    # activation's inputs) at one byte, the activation output recomputed.
+    fp8_kept = (rows * (h + (mlp_coeff - 2.0) / 2.0 * fe) + router) * moe_fraction(batch)
+    fp8_stacks = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_expert_activations)
+                           for name in FRAMEWORK_NAMES])
+    low_precision = (batch.dtype == DTYPE_CODES["fp8"]) & (fp8_stacks[batch.framework.astype(int)] > 0)
+    stored = np.where(batch.recompute == 2, 0.0, np.where(low_precision, fp8_kept, full))
     buffers = 2.0 * per_rank * batch.top_k * h * w * batch.moe_imbalance
     return {"stored": stored, "full": full, "dispatch_buffers": buffers}

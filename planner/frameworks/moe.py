@@ -80,6 +80,10 @@ class MoEStack:
     overlaps: tuple[str, ...]  # A2A_OVERLAPS names it can run
     fp8_dispatch: bool  # tokens dispatched in fp8 when training in fp8 (DeepSeek's recipe)
     source: str
+    # fp8 training keeps the experts' activations for backward in fp8 and recomputes the SwiGLU output
+    # (DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs are
+    # cached in FP8, the SwiGLU output is recomputed in the backward pass).
+    fp8_expert_activations: bool = False
 
 
 MOE_STACKS = {
@@ -88,7 +92,8 @@ MOE_STACKS = {
     "fsdp": MoEStack(True, ("none",), False, "torchtitan expert parallel"),
     "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),
     # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
-    "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)"),
+    "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
+                      fp8_expert_activations=True),
 }
 
 
