@@ -107,3 +107,21 @@ def test_megatron_bridge_qwen3_30b_a3b_h100():
     result = estimate(single_batch(model, layout), cluster)
     per_gpu = float(result.time["tokens_per_s"][0]) / 16
     assert per_gpu == pytest.approx(QWEN3_H100_TOKENS_PER_S_PER_GPU, rel=0.15)
+
+
+# The same page and release, DGX-B200 table: DeepSeekV3, 256 GPUs, FP8-MX, GBS 2048, MBS 1, seq 4096,
+# TP1 PP16 CP1 VP1 EP8, GA 128: 2,139 tokens/s/GPU (557 model TFLOP/s/GPU). FP8-MX (MXFP8 block scaling)
+# is priced as the spec's fp8 peak; otherwise assumed as the H100 row.
+DEEPSEEK_B200_TOKENS_PER_S_PER_GPU = 2139
+
+
+@pytest.mark.xfail(strict=True, reason="measured 3,921 tokens/s/GPU, 1.8x the published 2,139: the same MoE-layer "
+                   "overheads as the Qwen3 row")
+def test_megatron_bridge_deepseek_v3_b200():
+    model, cluster = PRESETS["deepseek-v3"], load_cluster("dgx-b200")
+    layout = make_layout(tp=1, pp=16, dp=16, ep=8, micro_batch=1, global_batch=2048, dtype="fp8",
+                         framework="megatron", zero=1, dp_comm_overlap=True)
+    check_layout(model, layout, gpus=256)
+    result = estimate(single_batch(model, layout), cluster)
+    per_gpu = float(result.time["tokens_per_s"][0]) / 256
+    assert per_gpu == pytest.approx(DEEPSEEK_B200_TOKENS_PER_S_PER_GPU, rel=0.15)
