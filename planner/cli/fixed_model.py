@@ -34,6 +34,9 @@ def add_fixed_model_arguments(parser) -> None:
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
     group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
     group.add_argument("--emit", metavar="DIR", help="write the chosen layout's launch config for its stack")
+    group.add_argument("--moe", action="store_true",
+                       help="with --budget: the best dense and the best mixture-of-experts plan side by side "
+                            "(Krajewski et al. 2024 laws)")
     group.add_argument("--moe-load-imbalance", type=real_number(1.0), default=None,
                        help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0)")
 
