@@ -67,3 +67,12 @@ def test_simulate_config_file_moe_keys(capsys, tmp_path):
     except SystemExit as stop:
         code = stop.code
     assert code == 2 and "moe_load_imbalance" in capsys.readouterr().err
+
+
+def test_simulate_emit_for_moe_is_a_one_line_error(capsys, tmp_path):
+    try:
+        code = main(["simulate", "--model", "mixtral-8x7b", "--gpus", "8", "--ep", "8", "--emit", str(tmp_path / "x")])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and "mixture-of-experts" in err and not (tmp_path / "x").exists()
