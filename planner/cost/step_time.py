@@ -419,8 +419,9 @@ def _moe_layer(batch, cluster, peak, half, hbm, layer):
 def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
     """Exposed seconds (and bytes) of the experts' gradient reduction over the expert data-parallel group
     (etp x ep consecutive ranks are one expert replica): all-reduce (ZeRO-0) or reduce-scatter and the
-    parameter all-gather after the step (ZeRO >= 1), behind backward/forward where overlapped, as the dense
-    gradients are (it shares the backward window with them: assumed not to contend)."""
+    parameter all-gather after the step (ZeRO-1/2), behind backward/forward where overlapped, as the dense
+    gradients are (it shares the backward window with them: assumed not to contend); ZeRO-3 every
+    micro-batch."""
     eff = cluster.efficiency
     kw = _collective_kwargs(cluster)
     d = moe.expert_dp(batch)
@@ -436,11 +437,20 @@ def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
                                   calls=buckets, **kw))
     gather = _only_where(many & sharded, collectives.all_gather_time, w * expert_params, links, calls=buckets, **kw)
     overlapped = batch.dp_comm_overlap
-    reduce = np.where(overlapped, hidden_behind(stage["backward"], reduce, buckets, eff.dp_overlap), reduce)
-    gather = np.where(overlapped & (fw["param_gather_overlap"] > 0),
-                      hidden_behind(stage["forward"], gather, buckets, eff.dp_overlap), gather)
+    once = (np.where(overlapped, hidden_behind(stage["backward"], reduce, buckets, eff.dp_overlap), reduce)
+            + np.where(overlapped & (fw["param_gather_overlap"] > 0),
+                       hidden_behind(stage["forward"], gather, buckets, eff.dp_overlap), gather))
+    # ZeRO-3 / FSDP: the experts' weights are gathered for forward and again for backward and their
+    # gradients reduce-scattered every micro-batch, behind that micro-batch's compute where prefetched.
+    m = batch.grad_accumulation
+    zero3 = batch.zero == 3
+    per_micro_batch = 2.0 * gather + reduce
+    zero3_exposed = m * np.where(overlapped | (fw["prefetches_next_unit"] > 0),
+                                 hidden_behind(stage["forward"] + stage["backward"], per_micro_batch, buckets, eff.dp_overlap),
+                                 per_micro_batch)
     moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, w * expert_params, 0.0)
-    return np.where(many, reduce + gather, 0.0), np.where(many, moved, 0.0)
+    moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
+    return np.where(many, np.where(zero3, zero3_exposed, once), 0.0), np.where(many, moved, 0.0)
 
 
 def flop_rate_ceiling(cluster: ClusterSpec) -> float:
