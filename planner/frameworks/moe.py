@@ -3,7 +3,10 @@
 Sources:
 - Megatron-Core (NVIDIA/Megatron-LM@d98e8a64): expert parallelism (`--expert-model-parallel-size`) and expert
   tensor parallelism (`--expert-tensor-parallel-size`, default tp: megatron/core/parallel_state.py:871-872);
-  the expert grid etp x ep x edp x pp = world (parallel_state.py:873-880). EP all-to-all overlap
+  the expert grid etp x ep x edp x pp = world (parallel_state.py:873-880), its own rank generator with
+  cp = 1 (parallel_state.py:887-895): "MoE Parallel Folding", attention TP x CP x DP x PP and MoE
+  ETP x EP x EDP x PP over the same ranks (moe/README.md "MoE Parallel Folding"; Liu et al. 2025,
+  arXiv:2504.14960), so ep may exceed dp by folding into tp and cp. EP all-to-all overlap
   `--overlap-moe-expert-parallel-comm --delay-wgrad-compute` "merging FWD-BWD passes of adjacent
   microbatches" (megatron/core/transformer/moe/README.md:434), default off (README.md:562); it needs ep > 1,
   no full recompute and, with pp > 1, an interleaved schedule (megatron/core/transformer/transformer_config.py:
