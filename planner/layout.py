@@ -61,6 +61,29 @@ class Layout(BaseModel):
     # or in the 16-bit model dtype (NeMo's performance recipes: grad_reduce_in_fp32=False; Megatron's
     # --grad-reduce-in-bf16); None = the framework's default.
     grad_reduce_in_fp32: bool | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def tp_comm_overlap_on(self) -> bool:
+        """Whether TP communication overlaps GEMMs: the explicit setting or the framework's default."""
+        if self.tp_comm_overlap is None:
+            return FRAMEWORKS[self.framework].tp_comm_overlap_default
+        return self.tp_comm_overlap
+
+    @property
+    def dp_comm_overlap_on(self) -> bool:
+        if self.dp_comm_overlap is None:
+            return FRAMEWORKS[self.framework].dp_comm_overlap_default
+        return self.dp_comm_overlap
+
+    @property
+    def grad_accumulation(self) -> int:
+        """Micro-batches per pipeline per optimizer step (m)."""
+        return self.global_batch // (self.micro_batch * self.dp)
+
     # Mixture of experts (Megatron-Core's expert grid, planner.frameworks.moe): experts split over ep ranks,
     # each expert's matrices over etp ranks (None = tp, Megatron's default); ep x etp folds into the
     # tp x cp x dp ranks of a pipeline stage, and what is left, edp = tp·cp·dp / (ep·etp), is the expert
@@ -84,28 +107,6 @@ class Layout(BaseModel):
     def expert_dp(self) -> int:
         """Expert data-parallel ranks: Megatron's expert_data_parallel_size (parallel_state.py:873-880)."""
         return self.tp * self.cp * self.dp // (self.ep * self.expert_tp)
-
-    @property
-    def gpus(self) -> int:
-        return self.tp * self.pp * self.dp * self.cp
-
-    @property
-    def tp_comm_overlap_on(self) -> bool:
-        """Whether TP communication overlaps GEMMs: the explicit setting or the framework's default."""
-        if self.tp_comm_overlap is None:
-            return FRAMEWORKS[self.framework].tp_comm_overlap_default
-        return self.tp_comm_overlap
-
-    @property
-    def dp_comm_overlap_on(self) -> bool:
-        if self.dp_comm_overlap is None:
-            return FRAMEWORKS[self.framework].dp_comm_overlap_default
-        return self.dp_comm_overlap
-
-    @property
-    def grad_accumulation(self) -> int:
-        """Micro-batches per pipeline per optimizer step (m)."""
-        return self.global_batch // (self.micro_batch * self.dp)
 
 
 def make_layout(where: str = "layout", **values) -> Layout:
@@ -234,24 +235,6 @@ class CandidateBatch:
     tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
     dp_comm_overlap: np.ndarray  # bool, resolved
     grad_reduce_in_fp32: np.ndarray  # -1 = the framework's default, 0 = the model dtype, 1 = fp32
-    # Attention variants and MoE: None when every candidate is a dense model with standard attention (the
-    # cost model then runs the dense path unchanged). kv_heads is then the effective count that gives the
-    # attention GEMMs' weights (MLA, head_dim != hidden/heads) and ffn the per-layer mean dense MLP width.
-    core_width: np.ndarray | None = None  # heads x (qk + v head dims)/2: the attention core's width (h for MHA)
-    moe_layers: np.ndarray | None = None  # MoE layers of the model
-    experts: np.ndarray | None = None
-    top_k: np.ndarray | None = None
-    expert_ffn: np.ndarray | None = None
-    expert_params: np.ndarray | None = None  # routed experts' parameters of one MoE layer (all experts)
-    dispatch_nodes: np.ndarray | None = None  # most nodes a token is sent to (node-limited routing), else top_k
-    ep: np.ndarray | None = None
-    etp: np.ndarray | None = None
-    moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
-    a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
-
-    @property
-    def has_moe(self) -> bool:
-        return self.moe_layers is not None and bool(np.any(self.moe_layers > 0))
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -281,6 +264,25 @@ class CandidateBatch:
         """The sub-batch at `index` (an index array or boolean mask)."""
         return CandidateBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
                                  for f in fields(self)})
+
+    # Attention variants and MoE: None when every candidate is a dense model with standard attention (the
+    # cost model then runs the dense path unchanged). kv_heads is then the effective count that gives the
+    # attention GEMMs' weights (MLA, head_dim != hidden/heads) and ffn the per-layer mean dense MLP width.
+    core_width: np.ndarray | None = None  # heads x (qk + v head dims)/2: the attention core's width (h for MHA)
+    moe_layers: np.ndarray | None = None  # MoE layers of the model
+    experts: np.ndarray | None = None
+    top_k: np.ndarray | None = None
+    expert_ffn: np.ndarray | None = None
+    expert_params: np.ndarray | None = None  # routed experts' parameters of one MoE layer (all experts)
+    dispatch_nodes: np.ndarray | None = None  # most nodes a token is sent to (node-limited routing), else top_k
+    ep: np.ndarray | None = None
+    etp: np.ndarray | None = None
+    moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
+    a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
+
+    @property
+    def has_moe(self) -> bool:
+        return self.moe_layers is not None and bool(np.any(self.moe_layers > 0))
 
 
 def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
@@ -375,7 +377,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
     """Candidate i is models[i] with layouts[i] (validation and calibration rows, one batch)."""
     column = lambda f: np.array([f(layout) for layout in layouts])  # noqa: E731
     return build_batch(
-        models, np.arange(len(layouts)),
+        models, np.arange(len(layouts)), **_moe_layout_columns(layouts, column),
         tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
         vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
         offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
@@ -385,7 +387,6 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
         grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
-        **_moe_layout_columns(layouts, column),
     )
 
 

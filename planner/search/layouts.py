@@ -25,6 +25,7 @@ for it. The best layout has the shortest step time among those that fit (ties: l
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -84,6 +85,37 @@ def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
                               and model.layers % (pp * v) == 0]
                 rows += [(tp, cp, pp, v, gpus // (tp * cp * pp)) for v in vpps]
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_index, stacks):
+    """`keep` repeated once per (ep, etp, all-to-all overlap) choice each layout can run (module docstring),
+    and those choices as columns; `keep` as it is and no columns for a dense model."""
+    if not model.is_moe:
+        return keep, {}
+    tp, cp, dp, pp, vpp, recompute = (x[keep] for x in (tp, cp, dp, pp, vpp, recompute))
+    grid = tp * cp * dp
+    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": []}
+    overlaps = np.array([[name in MOE_STACKS.get(s.name, MOE_STACKS["other"]).overlaps for name in A2A_OVERLAP_NAMES]
+                         for s in stacks])[stack_index[keep]]
+    for ep in divisors(model.moe_experts):
+        for etp_is_tp in (False, True):
+            etp = tp if etp_is_tp else np.ones_like(tp)
+            fits = (grid % (ep * etp) == 0) & (model.expert_ffn_size % etp == 0)
+            if etp_is_tp:
+                fits &= tp > 1  # etp = tp = 1 is the first pass
+            for name, overlap in A2A_OVERLAPS.items():
+                ok = fits & overlaps[:, overlap.code]
+                if name != "none":
+                    ok &= ep > 1
+                    if overlap.needs_interleaving_with_pp:
+                        ok &= ((pp == 1) | (vpp > 1)) & (recompute != RECOMPUTE_CODES["full"])
+                rows = np.flatnonzero(ok)
+                picks.append(rows)
+                columns["ep"].append(np.full(len(rows), ep))
+                columns["etp"].append(etp[rows])
+                columns["a2a_overlap"].append(np.full(len(rows), A2A_OVERLAP_CODES[name]))
+    index = np.concatenate(picks)
+    return keep[index], {name: np.concatenate(values) for name, values in columns.items()}
 
 
 def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +178,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         & ((vpp == 1) | (stack("supports_interleaving") > 0)) & ((cp == 1) | (stack("supports_context_parallel") > 0))
     )
     keep = np.flatnonzero(keep)
+    keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
     dp_kept = dp[keep]
     if global_batch is not None:
@@ -154,45 +187,12 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         per_step = micro_batch * dp_kept
         batch = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
-    arrays = {
+    return {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
         "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
-        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
+        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]], **expert,
     }
-    if model.is_moe:
-        arrays = _with_expert_options(model, arrays, [s.name for s in stacks], f[keep])
-    return arrays
-
-
-def _with_expert_options(model: ModelSpec, arrays: dict, stack_names: list, stack_index) -> dict:
-    """Every layout crossed with the (ep, etp, all-to-all overlap) choices it can run (module docstring)."""
-    grid = arrays["tp"] * arrays["cp"] * arrays["dp"]
-    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": []}
-    overlaps = np.array([[name in MOE_STACKS.get(stack, MOE_STACKS["other"]).overlaps for name in A2A_OVERLAP_NAMES]
-                         for stack in stack_names])[stack_index]
-    for ep in divisors(model.moe_experts):
-        for etp_is_tp in (False, True):
-            etp = arrays["tp"] if etp_is_tp else np.ones_like(arrays["tp"])
-            fits = (grid % (ep * etp) == 0) & (model.expert_ffn_size % etp == 0)
-            if etp_is_tp:
-                fits &= arrays["tp"] > 1  # etp = tp = 1 is the first pass
-            for name, overlap in A2A_OVERLAPS.items():
-                ok = fits & overlaps[:, overlap.code]
-                if name != "none":
-                    ok &= ep > 1
-                    if overlap.needs_interleaving_with_pp:
-                        ok &= (arrays["pp"] == 1) | (arrays["vpp"] > 1)
-                        ok &= arrays["recompute"] != RECOMPUTE_CODES["full"]
-                rows = np.flatnonzero(ok)
-                picks.append(rows)
-                columns["ep"].append(np.full(len(rows), ep))
-                columns["etp"].append(etp[rows])
-                columns["a2a_overlap"].append(np.full(len(rows), A2A_OVERLAP_CODES[name]))
-    index = np.concatenate(picks)
-    out = {name: values[index] for name, values in arrays.items()}
-    out.update({name: np.concatenate(values) for name, values in columns.items()})
-    return out
 
 
 @dataclass
@@ -241,11 +241,11 @@ class LayoutSearch:
                                              moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
                                              moe_load_imbalance=self.moe_load_imbalance)
         return make_layout(
-            "layout", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
+            "layout", **moe, tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
             zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
             global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
             seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
-            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]), **moe)
+            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]))
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
@@ -270,10 +270,10 @@ class LayoutSearch:
         return out
 
 
-def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_batch: int | None = None,
+def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_load_imbalance: float = 1.0,
+                   global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
-                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
-                   moe_load_imbalance: float = 1.0) -> LayoutSearch:
+                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
@@ -292,8 +292,9 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
     arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype)
-    moe = {"moe_imbalance": moe_load_imbalance} if model.is_moe else {}
-    batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, **moe, dtype=DTYPE_CODES[dtype])
+    batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+    if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search
+        batch = dataclasses.replace(batch, moe_imbalance=np.full(len(batch), float(moe_load_imbalance)))
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"]
