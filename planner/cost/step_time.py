@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, kernels, moe
+from planner.cost import collectives, kernels
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, sharding_degree
 from planner.frameworks import batch_framework_arrays
-from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
 from planner.model import training_flops_breakdown
 from planner.topology import group_links_arrays
+
+from planner.cost import moe  # noqa: E402 (mixture-of-experts parts, cost/moe.py)
+from planner.frameworks.moe import bubble_slots as moe_bubble_slots  # noqa: E402
 
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
 # Cross-entropy over the vocabulary is memory-bound and runs in fp32 (Megatron's
@@ -386,11 +388,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
 
 
-def _optimizer(batch, cluster, fw, w, hbm, params, shard=None):
-    """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded
-    (`shard`: the sharding group, default dp or dp x cp)."""
+def _optimizer(batch, cluster, fw, w, hbm, params):
+    """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
     eff = cluster.efficiency
-    shard = sharding_degree(batch, fw) if shard is None else shard
+    shard = sharding_degree(batch, fw)
     opt_params = np.where(batch.zero >= 1, params / shard, params)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -554,8 +555,10 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
                        np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
     offload_fetch = np.where(batch.offload >= 2, m * 2.0 * fetch, 0.0)
 
-    bubble_slots = np.where(p > 1, (p - 1) / v, 0.0) if moe_layer is None else moe_bubble_slots(p, v, batch.a2a_overlap)
+    bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
+    if moe_layer is not None:  # DualPipe's bubble (frameworks/moe.py)
+        bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
     parts = {
         "forward": pace(per_layer["forward"]) + m * np.where(on_last, logits, 0.0),
         "backward": pace(per_layer["backward"]) + m * np.where(on_last, 2.0 * logits, 0.0),
@@ -574,7 +577,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     if moe_layer is not None:
         expert_params = moe.expert_params_per_gpu(batch, dp_layers)
         expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)
-        expert_optimizer = _optimizer(batch, cluster, fw, w, hbm, expert_params, moe.expert_dp(batch))[0]
+        expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, ADAM_BYTES_PER_PARAM + w, hbm,
+                                                        cluster.efficiency.optimizer_relative_efficiency)
         parts.update({"moe_experts": pace(per_layer["moe_experts"]), "ep_comm": pace(per_layer["ep_comm"]),
                       "a2a_sm_share": pace(per_layer["a2a_sm_share"]),
                       "expert_dp_comm_exposed": expert_dp_exposed})
