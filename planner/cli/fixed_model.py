@@ -278,12 +278,12 @@ def _layout_text(row: dict) -> str:
     text += f" vpp{row['vpp']}" if row["vpp"] > 1 else ""
     text += f" cp{row['cp']}" if row["cp"] > 1 else ""
     text += f" dp{row['dp']} z{row['zero']} mb{row['micro_batch']}"
-    text += "" if row["offload"] == "none" else f" offload={row['offload']}"
-    text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
-    text += " sp" if row["seq_parallel"] else ""
     if row.get("ep") is not None:  # MoE: expert parallel, expert tp (when not tp), all-to-all overlap
         text += f" ep{row['ep']}" + (f" etp{row['etp']}" if row["etp"] != row["tp"] else "")
         text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
+    text += "" if row["offload"] == "none" else f" offload={row['offload']}"
+    text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
+    text += " sp" if row["seq_parallel"] else ""
     return text
 
 

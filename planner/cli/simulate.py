@@ -47,29 +47,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
                        help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
                             "(Megatron: fp32 with bf16; NeMo's performance recipes: 0)")
-    add_moe_arguments(parser)
-
-
-def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
-    """Expert-parallel layout flags (MoE models)."""
-    from planner.cli.arguments import real_number, whole_number
-    from planner.frameworks.moe import A2A_OVERLAP_NAMES
-
-    group = parser.add_argument_group("mixture of experts (MoE presets: mixtral-8x7b, deepseek-v3, qwen3-30b-a3b)")
-    group.add_argument("--ep", type=whole_number(), help="expert parallel ranks (fold into tp*cp*dp, as Megatron-Core)")
-    group.add_argument("--etp", type=whole_number(), help="expert tensor parallel ranks (default: tp)")
-    group.add_argument("--moe-a2a-overlap", choices=list(A2A_OVERLAP_NAMES),
-                       help="all-to-all overlap: megatron (--overlap-moe-expert-parallel-comm) or dualpipe (DeepSeek-V3)")
-    group.add_argument("--moe-load-imbalance", type=real_number(1.0),
-                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
-    group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
-                       help="cap tokens per expert at this multiple of the mean (default: dropless)")
 
 
 def register(subparsers, name: str) -> None:
     parser = subparsers.add_parser(name, help="simulate one configuration: step time, memory, fits or not",
                                    description="Simulate one training configuration on a cluster.")
     add_config_arguments(parser)
+    add_moe_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--infer", action="store_true",
                         help="fill the settings not given (micro-batch, recompute, vpp, sequence parallelism, flash "
@@ -87,9 +71,7 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
-_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",
-              "moe_a2a_overlap")
-_REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
+_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
 
 
@@ -115,6 +97,11 @@ def _check_config_value(key: str, value, where: str):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WHOLE:
             raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {MAX_WHOLE:,}, got {value!r}")
     return value
+
+
+# Mixture-of-experts config keys (MOE_LAYOUT_KEYS): the overlap scheme is text, the routing figures real numbers.
+_TEXT_KEYS += ("moe_a2a_overlap",)
+_REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
 
 
 def _load_config_file(path: str) -> dict:
@@ -267,7 +254,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
         f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
         f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
-        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}{moe_layout}",
+        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}",
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
@@ -280,9 +267,26 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         table(["memory per GPU", "bytes"], memory_rows),
         verdict,
     ]
+    lines[2] += moe_layout  # the layout line: the expert grid of an MoE model
     if memory["host_bytes_per_node"] > 0:
         lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
                      f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
     if memory["nvme_bytes_per_node"] > 0:
         lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}")
     return "\n".join(lines)
+
+
+def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Expert-parallel layout flags (MoE models)."""
+    from planner.cli.arguments import real_number, whole_number
+    from planner.frameworks.moe import A2A_OVERLAP_NAMES
+
+    group = parser.add_argument_group("mixture of experts (MoE presets: mixtral-8x7b, deepseek-v3, qwen3-30b-a3b)")
+    group.add_argument("--ep", type=whole_number(), help="expert parallel ranks (fold into tp*cp*dp, as Megatron-Core)")
+    group.add_argument("--etp", type=whole_number(), help="expert tensor parallel ranks (default: tp)")
+    group.add_argument("--moe-a2a-overlap", choices=list(A2A_OVERLAP_NAMES),
+                       help="all-to-all overlap: megatron (--overlap-moe-expert-parallel-comm) or dualpipe (DeepSeek-V3)")
+    group.add_argument("--moe-load-imbalance", type=real_number(1.0),
+                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
+    group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
+                       help="cap tokens per expert at this multiple of the mean (default: dropless)")
