@@ -19,6 +19,9 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
                "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
+# Mixture-of-experts layout keys (planner.layout.Layout: expert parallelism and routing).
+MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor")
+LAYOUT_KEYS += MOE_LAYOUT_KEYS
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +79,7 @@ def register(subparsers, name: str) -> None:
     parser = subparsers.add_parser(name, help="simulate one configuration: step time, memory, fits or not",
                                    description="Simulate one training configuration on a cluster.")
     add_config_arguments(parser)
+    add_moe_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--infer", action="store_true",
                         help="fill the settings not given (micro-batch, recompute, vpp, sequence parallelism, flash "
@@ -111,11 +115,20 @@ def _check_config_value(key: str, value, where: str):
         if value not in (0, 1) or isinstance(value, float):  # True/False are 1/0
             raise PlannerInputError(f"{where}: key '{key}': expected true/false or 1/0, got {value!r}")
         return bool(value)
+    elif key in _REAL_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise PlannerInputError(f"{where}: key '{key}': expected a positive number, got {value!r}")
+        return float(value)
     else:
         low = 0 if key == "zero" else 1
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WHOLE:
             raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {MAX_WHOLE:,}, got {value!r}")
     return value
+
+
+# Mixture-of-experts config keys (MOE_LAYOUT_KEYS): the overlap scheme is text, the routing figures real numbers.
+_TEXT_KEYS += ("moe_a2a_overlap",)
+_REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
 
 
 def _load_config_file(path: str) -> dict:
@@ -203,6 +216,10 @@ def run(args) -> int:
                   f"heads={spec.heads}/{spec.kv} ffn={spec.ffn_size} {spec.mlp} V={spec.vocab} s={spec.seq_len}")
         return 0
     model, layout, cluster, _ = resolve_configuration(args)
+    if (args.emit or args.emit_deepspeed) and model.is_moe:
+        # The emitters write dense launches: an MoE model's experts, ep and etp would be silently dropped.
+        raise PlannerInputError(f"--emit: no launch config is written for mixture-of-experts models yet "
+                                f"({model.name}: experts, ep and etp are not in the emitters)")
     if args.emit or args.emit_deepspeed:
         from planner.cli.report import deepspeed_outputs, launch_outputs
         from planner.io import check_new_outputs
@@ -263,8 +280,12 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     band = result.get("step_time_band")
     band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
                  f"(validate residuals of {band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)") if band else ""
+    experts = (f" ({human_count(model.total_active_params)} active: {model.moe_experts} experts top-{model.moe_top_k} in "
+               f"{model.moe_layers} layers)" if model.is_moe else "")
+    moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
+                  if model.is_moe else "")
     lines = [
-        f"model    {model.name}: {human_count(model.total_params)} params, L={model.layers} h={model.hidden} "
+        f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
         f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
         f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
@@ -285,6 +306,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         table(["memory per GPU", "bytes"], memory_rows),
         verdict,
     ]
+    lines[2] += moe_layout  # the layout line: the expert grid of an MoE model
     if memory["host_bytes_per_node"] > 0:
         lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
                      f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
@@ -292,3 +314,19 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}"
                      f"{'' if memory.get('nvme_fits', True) else ' - exceeds the node NVMe capacity'}")
     return "\n".join(lines)
+
+
+def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Expert-parallel layout flags (MoE models)."""
+    from planner.cli.arguments import real_number, whole_number
+    from planner.frameworks.moe import A2A_OVERLAP_NAMES
+
+    group = parser.add_argument_group("mixture of experts (MoE presets: mixtral-8x7b, deepseek-v3, qwen3-30b-a3b)")
+    group.add_argument("--ep", type=whole_number(), help="expert parallel ranks (fold into tp*cp*dp, as Megatron-Core)")
+    group.add_argument("--etp", type=whole_number(), help="expert tensor parallel ranks (default: tp)")
+    group.add_argument("--moe-a2a-overlap", choices=list(A2A_OVERLAP_NAMES),
+                       help="all-to-all overlap: megatron (--overlap-moe-expert-parallel-comm) or dualpipe (DeepSeek-V3)")
+    group.add_argument("--moe-load-imbalance", type=real_number(1.0),
+                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
+    group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
+                       help="cap tokens per expert at this multiple of the mean (default: dropless)")

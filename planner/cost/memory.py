@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.cost import moe
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import ClusterSpec
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
@@ -312,10 +313,28 @@ def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tu
         "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
     transient = parts["activations"] + parts["recompute_working"] + logits + gathered + buckets
+    if batch.has_moe:
+        moe_parts = _moe_stage_parts(batch, stack, layers, inflight, states)
+        parts.update(moe_parts)
+        transient = transient + moe_parts["moe_activations"] + moe_parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))
     parts = {name: np.broadcast_to(value, params.shape) for name, value in parts.items()}
     host = states["host_per_gpu"] + np.where(on_host, stored, 0.0)
     return parts, {"host": host, "nvme": states["nvme_per_gpu"], "params": params}
+
+
+def _moe_stage_parts(batch: CandidateBatch, stack: dict, layers, inflight, states) -> dict:
+    """Routed experts' states (sharded over the expert data-parallel group), their fp8 copies, the
+    DualPipe second weight copy, expert activations and the dispatch buffers (cost/moe.py)."""
+    expert_params = moe.expert_params_per_gpu(batch, layers)
+    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack))
+    fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
+    acts = moe.moe_activation_bytes(batch)
+    return {"expert_weights": expert["weights"] + fp8, "expert_gradients": expert["gradients"],
+            "expert_optimizer": expert["optimizer"],
+            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * states["weights"],
+            "moe_activations": acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0),
+            "moe_dispatch_buffers": acts["dispatch_buffers"]}
 
 
 def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | None = None) -> dict[str, np.ndarray]:

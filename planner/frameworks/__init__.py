@@ -4,7 +4,8 @@ The cost model never branches on a framework's name. It asks this table for per-
 (`framework_arrays(codes)`): which dtype gradients are held and reduced in, which group shards the
 optimizer, how many collective calls a ZeRO-3/FSDP pass makes, which overlaps exist and are on by
 default, which schedules the stack can run. Each stack's module cites the source file or doc each
-value comes from. `other` (also an empty cell in a runs CSV) is a neutral default.
+value comes from. `other` (also an empty cell in a runs CSV) is a neutral default. What the stacks do with
+mixture-of-experts layers (expert parallelism, all-to-all overlaps) is in `moe.py`.
 """
 
 from __future__ import annotations

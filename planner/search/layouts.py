@@ -14,7 +14,10 @@ numpy arrays and scored in one vectorised pass of the cost model:
   ZeRO 0-3 (pipelines up to the stack's max_zero_with_pipeline), optimizer / optimizer+params offload
   where the stack has it, recompute none/selective/full, sequence parallelism with tp > 1, and the
   tensor- and data-parallel communication overlaps on and off where the stack has them (each changes
-  memory, so neither setting dominates).
+  memory, so neither setting dominates);
+  MoE     (MoE models) ep: every divisor of the experts that, with etp, divides tp x cp x dp (Megatron's
+          expert grid); etp 1 and tp; the all-to-all overlaps the stack has (planner.frameworks.moe:
+          Megatron's needs an interleaved schedule with pp > 1 and no full recompute).
 
 Which stack runs what is data (planner.frameworks): a layout a stack cannot run is never enumerated
 for it. The best layout has the shortest step time among those that fit (ties: less memory).
@@ -22,6 +25,7 @@ for it. The best layout has the shortest step time among those that fit (ties: l
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -32,6 +36,7 @@ from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS
+from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
 from planner.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
@@ -83,6 +88,37 @@ def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
                               and model.layers % (pp * v) == 0]
                 rows += [(tp, cp, pp, v, gpus // (tp * cp * pp)) for v in vpps]
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_index, stacks):
+    """`keep` repeated once per (ep, etp, all-to-all overlap) choice each layout can run (module docstring),
+    and those choices as columns; `keep` as it is and no columns for a dense model."""
+    if not model.is_moe:
+        return keep, {}
+    tp, cp, dp, pp, vpp, recompute = (x[keep] for x in (tp, cp, dp, pp, vpp, recompute))
+    grid = tp * cp * dp
+    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": []}
+    overlaps = np.array([[name in MOE_STACKS.get(s.name, MOE_STACKS["other"]).overlaps for name in A2A_OVERLAP_NAMES]
+                         for s in stacks])[stack_index[keep]]
+    for ep in divisors(model.moe_experts):
+        for etp_is_tp in (False, True):
+            etp = tp if etp_is_tp else np.ones_like(tp)
+            fits = (grid % (ep * etp) == 0) & (model.expert_ffn_size % etp == 0)
+            if etp_is_tp:
+                fits &= tp > 1  # etp = tp = 1 is the first pass
+            for name, overlap in A2A_OVERLAPS.items():
+                ok = fits & overlaps[:, overlap.code]
+                if name != "none":
+                    ok &= ep > 1
+                    if overlap.needs_interleaving_with_pp:
+                        ok &= ((pp == 1) | (vpp > 1)) & (recompute != RECOMPUTE_CODES["full"])
+                rows = np.flatnonzero(ok)
+                picks.append(rows)
+                columns["ep"].append(np.full(len(rows), ep))
+                columns["etp"].append(etp[rows])
+                columns["a2a_overlap"].append(np.full(len(rows), A2A_OVERLAP_CODES[name]))
+    index = np.concatenate(picks)
+    return keep[index], {name: np.concatenate(values) for name, values in columns.items()}
 
 
 def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +212,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         & ((vpp == 1) | (stack("supports_interleaving") > 0)) & ((cp == 1) | (stack("supports_context_parallel") > 0))
     )
     keep = np.flatnonzero(keep)
+    keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
     dp_kept = dp[keep]
     if global_batch is not None:
@@ -188,7 +225,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
         "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
-        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
+        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]], **expert,
     }
     if gpus_per_node is None:
         return arrays
@@ -212,6 +249,7 @@ class LayoutSearch:
     reason_code: np.ndarray  # -1, or the index into REASONS of the first reason that rules the layout out
     goodput: float
     order: np.ndarray = field(default=None)  # feasible layouts, fastest first
+    moe_load_imbalance: float = 1.0  # MoE models: the busiest expert rank's load over the mean
 
     def __post_init__(self) -> None:
         feasible = np.flatnonzero(self.fits)
@@ -236,8 +274,11 @@ class LayoutSearch:
         """Layout i as a validated planner.layout.Layout."""
         a = {k: v[i] for k, v in self.arrays.items()}
         framework = next(name for name, code in FRAMEWORK_CODES.items() if code == a["framework"])
+        moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),
+                                             moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
+                                             moe_load_imbalance=self.moe_load_imbalance)
         return make_layout(
-            "layout", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
+            "layout", **moe, tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
             zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
             global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
             seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
@@ -262,6 +303,9 @@ class LayoutSearch:
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
             })
+            if "ep" in a:
+                out[-1].update({"ep": int(a["ep"]), "etp": int(a["etp"]),
+                                "moe_a2a_overlap": A2A_OVERLAP_NAMES[int(a["a2a_overlap"])]})
         return out
 
 
@@ -286,7 +330,8 @@ def _hierarchy_fields(a: dict) -> dict:
     return fields
 
 
-def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_batch: int | None = None,
+def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_load_imbalance: float = 1.0,
+                   global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
                    hierarchy: bool = True) -> LayoutSearch:
@@ -311,6 +356,8 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype,
                                gpus_per_node=cluster.gpus_per_node if hierarchy else None)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+    if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search
+        batch = dataclasses.replace(batch, moe_imbalance=np.full(len(batch), float(moe_load_imbalance)))
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]
@@ -326,4 +373,5 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
-                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]))
+                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]),
+                        moe_load_imbalance=moe_load_imbalance)
