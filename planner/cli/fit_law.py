@@ -7,6 +7,7 @@ optionally save the law (--out law.yaml, loadable with `--law law.yaml`).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter, soundness_problem
 from planner.laws.forms import FORMS
 from planner.laws.law_file import save_law
 from planner.laws.moe import KRAJEWSKI_MOE_COEFFICIENTS, fit_moe_law
-from planner.render import to_json
+from planner.render import json_document, to_json
 from planner.units import parse_count
 
 
@@ -58,7 +59,7 @@ def register(subparsers, name: str) -> None:
     unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=200, metavar="R",
                      help="run-level bootstrap resamples (0: no intervals)")
     unc.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.9, help="interval level (default 0.9)")
-    unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0)
+    unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed of the bootstrap resampling")
     unc.add_argument("--holdout-n-above", metavar="N",
                      help="hold out runs with more parameters than N (e.g. 600M)")
     unc.add_argument("--holdout-fraction", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.1,
@@ -86,18 +87,21 @@ def run(args) -> int:
     data = drop_highest_loss(data, args.drop_highest_loss)
     budgets = [parse_count(b, "--budgets") for b in args.budgets.split(",") if b.strip()]
     holdout_n = None if args.holdout_n_above is None else parse_count(args.holdout_n_above, "--holdout-n-above")
-    law, report = fit_and_report(
-        data, fitter, n_bootstrap=args.bootstrap, level=args.level, budgets=budgets,
-        holdout_n_above=holdout_n, holdout_fraction=args.holdout_fraction, check_extrapolation=not args.no_holdout,
-        seed=args.seed, name=args.name or f"fitted-{Path(args.data).stem}", n_definition=args.n_definition)
+    from planner.cli.progress import Progress
+
+    with Progress("fit-law: bootstrap", unit="refits", quiet=args.quiet) as progress:
+        law, report = fit_and_report(
+            data, fitter, n_bootstrap=args.bootstrap, level=args.level, budgets=budgets,
+            holdout_n_above=holdout_n, holdout_fraction=args.holdout_fraction, check_extrapolation=not args.no_holdout,
+            seed=args.seed, name=args.name or f"fitted-{Path(args.data).stem}", n_definition=args.n_definition,
+            progress=progress)
     report["data"]["dropped_highest_loss"] = args.drop_highest_loss
-    print(to_json(report) if args.json else render_text(report))  # strict JSON: no Infinity/NaN tokens
+    print(json_document(report) if args.json else render_text(report))  # strict JSON: no Infinity/NaN tokens
     if args.out:
         record = {k: report[k] for k in ("data", "fit", "bootstrap")}
         record["extrapolation_mean_abs_rel_error"] = (report["extrapolation"] or {}).get("mean_abs_rel_error")
         save_law(law, args.out, force=args.force, fit_record=json.loads(json.dumps(record)))
-        if not args.json:
-            print(f"saved {args.out}")
+        sys.stderr.write(f"saved {args.out}\n")  # status, not the result
     return 0
 
 
@@ -125,7 +129,7 @@ def run_moe(args) -> int:
               "residuals": {"mean_abs_rel": float(np.mean(np.abs(rel))), "max_abs_rel": float(np.max(np.abs(rel)))},
               "bootstrap": None, "validity": law.validity.as_dict()}
     if args.json:
-        print(to_json(report))
+        print(json_document(report))
     else:
         d = report["data"]
         lines = [f"moe fit to {d['path']}: {d['points']} points, {d['runs']} runs (columns "
@@ -140,8 +144,7 @@ def run_moe(args) -> int:
         print("\n".join(lines))
     if args.out:
         save_law(law, args.out, force=args.force, fit_record=json.loads(to_json({k: report[k] for k in ("data", "fit")})))
-        if not args.json:
-            print(f"saved {args.out}")
+        sys.stderr.write(f"saved {args.out}\n")  # status, not the result
     return 0
 
 

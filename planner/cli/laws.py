@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from planner.laws import batch_size
 from planner.laws.registry import BUILTIN_LAWS, DEFAULT_LAW, MOE_LAWS, NEEDS_UNIQUE_TOKENS
+from planner.render import json_document
 
 # Budgets at which the frontier is summarised: its local exponent and tokens per parameter.
 _EXPONENT_BUDGETS = (1e21, 1e25)
@@ -51,7 +50,7 @@ def describe_laws() -> dict:
 def run(args) -> int:
     info = describe_laws()
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json_document(info))
         return 0
     lines = []
     for name, law in info["laws"].items():

@@ -17,7 +17,7 @@ from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_are
 from planner.laws.curve_data import fit_run, read_curves
 from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active, training_flops
 from planner.laws.registry import DEFAULT_LAW, load_law
-from planner.render import human_count, table, to_json
+from planner.render import human_count, json_document, table
 from planner.units import parse_count
 
 DEFAULT_LEVEL = 0.8
@@ -193,7 +193,7 @@ def run(args) -> int:
         "predictions": predictions(law, N, D, args.level),
         "warnings": extrapolation_warnings(law, N, D),
     }
-    print(to_json(result) if args.json else format_result(result))
+    print(json_document(result) if args.json else format_result(result))
     return 0
 
 
@@ -295,7 +295,7 @@ def run_curve(args) -> int:
                            "cooldown_shape": args.cooldown_shape if args.schedule == "wsd" else None},
               "curve": rows}
     if args.json:
-        print(to_json(result))
+        print(json_document(result))
         return 0
     c = law.coefficients()
     lines = [f"loss curve of {name}: {law.source}",

@@ -38,8 +38,9 @@ class BootstrapResult:
 
 
 def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 200,
-                        seed: int = 0) -> BootstrapResult:
-    """Refit `n_resamples` run-level resamples; `fitter` must already be fitted on the full data."""
+                        seed: int = 0, progress=None) -> BootstrapResult:
+    """Refit `n_resamples` run-level resamples; `fitter` must already be fitted on the full data.
+    `progress(done, total)`, if given, hears of each resample refitted."""
     run = np.asarray(run)
     n_runs = int(run.max()) + 1
     if n_runs < 2:
@@ -53,7 +54,9 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
     starts = np.array([fitter.optima_[0], *alternatives][:MAX_BOOTSTRAP_STARTS])
     names = fitter.law_.coefficient_names
     samples, failed = [], 0
-    for _ in range(n_resamples):
+    for done in range(n_resamples):
+        if progress:
+            progress(done, n_resamples)
         weight = rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs))[run].astype(float)
         try:
             refit = refit_like(fitter).fit(N, D, loss, sample_weight=weight, starts=starts)

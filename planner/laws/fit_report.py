@@ -35,7 +35,7 @@ def drop_highest_loss(data: LossData, count: int) -> LossData:
 def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, level: float = 0.9,
                    budgets=DEFAULT_BUDGETS, holdout_n_above: float | None = None,
                    holdout_fraction: float = 0.1, check_extrapolation: bool = True, seed: int = 0,
-                   name: str = "fitted", n_definition: str = "total") -> tuple[LossLaw, dict]:
+                   name: str = "fitted", n_definition: str = "total", progress=None) -> tuple[LossLaw, dict]:
     try:
         fitter.fit(data.N, data.D, data.loss)
     except DataError as error:
@@ -48,7 +48,7 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
                                 f"({', '.join(f'{FLAGS[k]} {v!r}' for k, v in data.columns.items())}), or fix or bound parameters")
     boot = None
     if n_bootstrap > 0:
-        boot = bootstrap_over_runs(fitter, data.N, data.D, data.loss, data.run, n_bootstrap, seed)
+        boot = bootstrap_over_runs(fitter, data.N, data.D, data.loss, data.run, n_bootstrap, seed, progress)
     law = dataclasses.replace(
         fitter.law_, name=name, n_definition=n_definition,
         source=f"fitted by 'planner fit-law' to {data.path} ({data.loss.size} points, {data.n_runs} runs), "
