@@ -100,6 +100,29 @@ class ScaleUp(_Frozen):
     # NVSwitch (H100/H200, NVIDIA H100 Tensor Core GPU Architecture whitepaper) and the NVLink 5 switch
     # (B200, NVIDIA Blackwell Architecture Technical Brief) have it; A100's NVSwitch does not.
     nvls: bool = False
+    # The widths of the links one accelerator has into this fabric, when it is a set of point-to-point links
+    # rather than a switch (AMD Infinity Fabric: one dual and one single xGMI link per MI250X GCD toward the
+    # other packages). Descriptive and checked: their sum must be `bandwidth_per_direction`, the most one
+    # accelerator can push into the fabric (RCCL stripes its rings over all of them).
+    fabric_links_bytes_per_s: tuple[BytesPerSecond, ...] | None = Field(default=None, alias="fabric_links", min_length=1)
+
+    @model_validator(mode="after")
+    def _links_sum_to_bandwidth(self) -> "ScaleUp":
+        if self.fabric_links_bytes_per_s is not None:
+            total = sum(self.fabric_links_bytes_per_s)
+            if abs(total - self.link_bytes_per_s_per_direction) > 1e-6 * total:
+                raise ValueError(f"fabric_links sum to {total / 1e9:g} GB/s but bandwidth_per_direction is "
+                                 f"{self.link_bytes_per_s_per_direction / 1e9:g} GB/s; they must be equal")
+        return self
+
+
+class Package(_Frozen):
+    """Accelerators sharing one package (MI250X: two GCDs) and the faster link between them. A level below
+    the node's fabric: a group whose members sit in one package talks over this link, not the fabric."""
+
+    accelerators_per_package: int = Field(gt=1, le=MAX_ACCELERATORS_PER_NODE)
+    link_bytes_per_s_per_direction: BytesPerSecond = Field(alias="bandwidth_per_direction")
+    latency_s: Seconds = Field(alias="latency")
 
 
 class Node(_Frozen):
@@ -114,6 +137,25 @@ class Node(_Frozen):
     # True for CPU "devices": ranks split the node's cores between them (OMP_NUM_THREADS = cores / ranks),
     # so a job with fewer ranks than accelerators_per_node gets proportionally more compute per rank.
     compute_shared_by_ranks: bool = False
+    # Optional third level inside the node (None: every accelerator hangs off the scale-up fabric alone).
+    package: Package | None = None
+
+    @model_validator(mode="after")
+    def _packages_divide_node(self) -> "Node":
+        if self.package is not None and self.accelerators_per_node % self.package.accelerators_per_package:
+            raise ValueError(f"package.accelerators_per_package({self.package.accelerators_per_package}) does not divide "
+                             f"accelerators_per_node({self.accelerators_per_node})")
+        return self
+
+
+class Dragonfly(_Frozen):
+    """Scale-out as a dragonfly (HPE Slingshot, Cray EX): nodes in groups whose switches are all-to-all
+    connected (non-blocking inside a group with adaptive routing), groups joined by global links. Traffic
+    leaving a group shares the group's global bandwidth."""
+
+    nodes_per_group: int = Field(gt=0, le=MAX_NODES)
+    # Sum of the group's global links, per direction.
+    global_bytes_per_s_per_group: BytesPerSecond = Field(alias="global_bandwidth_per_group")
 
 
 class Network(_Frozen):
@@ -123,6 +165,14 @@ class Network(_Frozen):
     topology: Literal["fat-tree", "rail-optimized", "dragonfly", "single-node"]
     # Ratio of node-facing to spine-facing bandwidth at the leaf; 1 = non-blocking.
     oversubscription: float = Field(default=1.0, ge=1.0, le=1e3)
+    # Only with topology dragonfly: the groups and global links (None: the leaf/spine taper above alone).
+    dragonfly: Dragonfly | None = None
+
+    @model_validator(mode="after")
+    def _dragonfly_only_for_dragonfly(self) -> "Network":
+        if self.dragonfly is not None and self.topology != "dragonfly":
+            raise ValueError(f"a dragonfly block needs topology: dragonfly (got {self.topology})")
+        return self
 
 
 class Reliability(_Frozen):

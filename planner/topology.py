@@ -5,6 +5,11 @@ equivalent) and, for scale-out, off a NIC; NICs attach to the fabric as the topo
 (rail-optimised: NIC j of every node on rail switch j; fat-tree/dragonfly: all NICs of a node on
 one leaf, leaves joined by a spine whose capacity is divided by the oversubscription ratio).
 
+Two optional levels (planner.hardware): a package (MI250X: two GCDs joined by a faster link than the
+node's fabric; a path through it is preferred) and a dragonfly scale-out (groups of nodes non-blocking
+inside, global links between groups shared by the rings that leave a group: `dragonfly_flow_bytes_per_s`).
+A spec without them builds exactly the two-level graph above.
+
 Ranks are placed tp-innermost (Megatron order tp, cp, dp, pp): a group of `size` ranks whose members
 are `stride` ranks apart. All groups of one kind communicate at once (every dp group all-reduces
 together), so each ring flow gets its share of every edge it crosses; the flow's bandwidth is the
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from planner.hardware import ClusterSpec, Network, Node
+from planner.hardware import ClusterSpec, Dragonfly, Network, Node
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,11 @@ def group_shape(size: int, stride: int, gpus_per_node: int) -> tuple[int, int]:
     return per_node, -(-size // per_node)
 
 
-def _link(graph: nx.DiGraph, a, b, bytes_per_s: float, latency_s: float) -> None:
-    """A full-duplex link: one directed edge each way, each with the per-direction bandwidth."""
-    graph.add_edge(a, b, bytes_per_s=bytes_per_s, latency_s=latency_s)
-    graph.add_edge(b, a, bytes_per_s=bytes_per_s, latency_s=latency_s)
+def _link(graph: nx.DiGraph, a, b, bytes_per_s: float, latency_s: float, weight: float = 1.0) -> None:
+    """A full-duplex link: one directed edge each way, each with the per-direction bandwidth. `weight` is the
+    routing cost, read only in graphs marked weighted (clusters with a package level)."""
+    graph.add_edge(a, b, bytes_per_s=bytes_per_s, latency_s=latency_s, weight=weight)
+    graph.add_edge(b, a, bytes_per_s=bytes_per_s, latency_s=latency_s, weight=weight)
 
 
 def build_graph(cluster: ClusterSpec, nodes: int) -> nx.DiGraph:
@@ -62,11 +68,17 @@ def build_graph(cluster: ClusterSpec, nodes: int) -> nx.DiGraph:
     up = cluster.node.scale_up
     net = cluster.network
     nics = max(net.nics_per_node, 1)
+    package = cluster.node.package
+    # With a package level, a path through the package link (weight 1) beats one through the fabric (2).
+    graph.graph["weighted"] = package is not None
     for node in range(nodes):
         switch = ("switch", node)
         for local in range(gpn):
             gpu = ("gpu", node, local)
             _link(graph, gpu, switch, bytes_per_s=up.link_bytes_per_s_per_direction, latency_s=up.latency_s / 2)
+            if package is not None:
+                _link(graph, gpu, ("package", node, local // package.accelerators_per_package),
+                      bytes_per_s=package.link_bytes_per_s_per_direction, latency_s=package.latency_s / 2, weight=0.5)
             if net.topology != "single-node" and net.nics_per_node > 0:
                 # GPU -> its NIC over PCIe: GPUs share NICs evenly when there are fewer NICs than GPUs.
                 nic = ("nic", node, local * nics // gpn)
@@ -104,7 +116,8 @@ def _flow_bandwidth(graph: nx.DiGraph, flows: list[tuple[int, int]], gpn: int) -
     def gpu(rank):
         return ("gpu", rank // gpn, rank % gpn)
 
-    paths = [nx.shortest_path(graph, gpu(src), gpu(dst)) for src, dst in flows]
+    weight = "weight" if graph.graph.get("weighted") else None
+    paths = [nx.shortest_path(graph, gpu(src), gpu(dst), weight=weight) for src, dst in flows]
     load: dict[tuple, int] = {}
     for path in paths:
         for edge in zip(path, path[1:]):
@@ -151,7 +164,26 @@ def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
         # Members sit on different nodes at the same local index (a symmetric fabric makes the exact
         # node distance irrelevant), and every local index runs its own ring at once.
         inter_bw, inter_lat = _flow_bandwidth(graph, _ring_flows(built, gpn, built * gpn), gpn)
+        if cluster.network.dragonfly is not None:
+            inter_bw = min(inter_bw, dragonfly_flow_bytes_per_s(cluster.network.dragonfly, nodes,
+                                                                max(1, stride // gpn), gpn))
     return GroupLinks(per_node, nodes, intra_bw, intra_lat, inter_bw, inter_lat)
+
+
+def dragonfly_flow_bytes_per_s(dragonfly: Dragonfly, nodes: int, hop_nodes: int, flows_per_node: int) -> float:
+    """Per-flow share of the global links for ring traffic `hop_nodes` nodes apart over `nodes` nodes.
+
+    Ranks are placed on consecutive nodes from the start of a dragonfly group (assumed: a contiguous
+    allocation). Inside a group the fabric is non-blocking (all-to-all switches, adaptive routing); a
+    ring whose members span more than one group sends, out of each group, from min(nodes_per_group,
+    hop_nodes) nodes (the last hop_nodes nodes of the group, or all of them), `flows_per_node` flows each,
+    over the group's global links. Infinite when the ring stays inside one group.
+    """
+    span = (nodes - 1) * hop_nodes + 1
+    if span <= dragonfly.nodes_per_group:
+        return float("inf")
+    senders = min(dragonfly.nodes_per_group, hop_nodes)
+    return dragonfly.global_bytes_per_s_per_group / (senders * flows_per_node)
 
 
 def group_links(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:

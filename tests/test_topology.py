@@ -86,3 +86,64 @@ def test_vectorised_lookup_matches_scalar(a100):
         links = group_links(a100, int(size), int(stride))
         for name, values in arrays.items():
             assert values[i] == getattr(links, name), (size, stride, name)
+
+
+# --- Three levels and a dragonfly (issue 16 item 3) -------------------------------------------------
+
+def _frontier_data():
+    return yaml.safe_load((default_cluster_dir() / "frontier-mi250x.yaml").read_text(encoding="utf-8"))
+
+
+def test_frontier_groups_inside_one_package_use_the_package_link():
+    """OLCF Frontier User Guide: the two GCDs of an MI250X share 200+200 GB/s; across packages a GCD has a
+    dual and a single 50+50 GB/s xGMI link (150 per direction)."""
+    frontier = parse_cluster_spec(_frontier_data(), "frontier-mi250x.yaml")
+    assert group_links(frontier, 2, 1).intra_bytes_per_s == 200e9
+    for size, stride in [(4, 1), (8, 1), (4, 2), (2, 2)]:
+        assert group_links(frontier, size, stride).intra_bytes_per_s == 150e9
+    # The cross-node phase is one Slingshot NIC per package, shared by its two GCDs.
+    assert group_links(frontier, 16, 1).inter_bytes_per_s == 25e9 / 2
+
+
+def test_a_spec_without_a_package_level_keeps_its_fabric_figures():
+    data = _frontier_data()
+    del data["node"]["package"]
+    flat = parse_cluster_spec(data, "flat.yaml")
+    assert group_links(flat, 2, 1).intra_bytes_per_s == 150e9
+
+
+def test_fabric_links_must_sum_to_the_scale_up_bandwidth():
+    data = _frontier_data()
+    data["node"]["scale_up"]["fabric_links"] = ["100GB/s", "100GB/s"]
+    with pytest.raises(Exception, match="fabric_links sum to 200 GB/s but bandwidth_per_direction is 150 GB/s"):
+        parse_cluster_spec(data, "bad.yaml")
+
+
+def test_package_must_divide_the_node():
+    data = _frontier_data()
+    data["node"]["package"]["accelerators_per_package"] = 3
+    with pytest.raises(Exception, match=r"accelerators_per_package\(3\) does not divide accelerators_per_node\(8\)"):
+        parse_cluster_spec(data, "bad.yaml")
+
+
+def test_dragonfly_block_needs_a_dragonfly_topology():
+    raw = yaml.safe_load((default_cluster_dir() / "dgx-a100-80gb.yaml").read_text(encoding="utf-8"))
+    raw["network"]["dragonfly"] = {"nodes_per_group": 4, "global_bandwidth_per_group": "100GB/s"}
+    with pytest.raises(Exception, match="a dragonfly block needs topology: dragonfly"):
+        parse_cluster_spec(raw, "bad.yaml")
+
+
+def test_tapered_global_links_slow_only_rings_that_leave_their_group():
+    """A dragonfly whose groups of 4 nodes share 40 GB/s of global links (a 10:1 taper of 4 x 100 GB/s injection)."""
+    data = _frontier_data()
+    data["network"]["dragonfly"] = {"nodes_per_group": 4, "global_bandwidth_per_group": "40GB/s"}
+    tapered = parse_cluster_spec(data, "tapered.yaml")
+    nic_share = 25e9 / 2
+    assert group_links(tapered, 4, 8).inter_bytes_per_s == nic_share  # 4 consecutive nodes: one group
+    # 8 nodes, neighbours one node apart: one node per group sends its 8 flows out over the global links.
+    assert group_links(tapered, 8, 8).inter_bytes_per_s == pytest.approx(40e9 / (1 * 8))
+    # Pipeline-like hops 4 nodes apart: every node of a group sends out of it.
+    assert group_links(tapered, 2, 32).inter_bytes_per_s == pytest.approx(40e9 / (4 * 8))
+    # Frontier's own global links match its injection bandwidth: no taper for any ring.
+    frontier = parse_cluster_spec(_frontier_data(), "frontier-mi250x.yaml")
+    assert group_links(frontier, 2, 8 * 200).inter_bytes_per_s == nic_share
