@@ -100,19 +100,20 @@ class ScaleUp(_Frozen):
     # NVSwitch (H100/H200, NVIDIA H100 Tensor Core GPU Architecture whitepaper) and the NVLink 5 switch
     # (B200, NVIDIA Blackwell Architecture Technical Brief) have it; A100's NVSwitch does not.
     nvls: bool = False
-    # The widths of the links one accelerator has into this fabric, when it is a set of point-to-point links
-    # rather than a switch (AMD Infinity Fabric: one dual and one single xGMI link per MI250X GCD toward the
-    # other packages). Descriptive and checked: their sum must be `bandwidth_per_direction`, the most one
-    # accelerator can push into the fabric (RCCL stripes its rings over all of them).
-    fabric_links_bytes_per_s: tuple[BytesPerSecond, ...] | None = Field(default=None, alias="fabric_links", min_length=1)
+    # Where the fabric is point-to-point links rather than a switch (AMD Infinity Fabric): the bandwidth of
+    # one link, and every link as [accelerator, accelerator, parallel links]. Collectives inside the node
+    # then run as rings over these links (planner.topology), and bandwidth_per_direction is the most one
+    # accelerator can push to accelerators outside its package (checked).
+    link_unit_bytes_per_s: BytesPerSecond | None = Field(default=None, alias="link_bandwidth_per_direction")
+    links: tuple[tuple[int, int, int], ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
-    def _links_sum_to_bandwidth(self) -> "ScaleUp":
-        if self.fabric_links_bytes_per_s is not None:
-            total = sum(self.fabric_links_bytes_per_s)
-            if abs(total - self.link_bytes_per_s_per_direction) > 1e-6 * total:
-                raise ValueError(f"fabric_links sum to {total / 1e9:g} GB/s but bandwidth_per_direction is "
-                                 f"{self.link_bytes_per_s_per_direction / 1e9:g} GB/s; they must be equal")
+    def _links_need_their_bandwidth(self) -> "ScaleUp":
+        if (self.links is None) != (self.link_unit_bytes_per_s is None):
+            raise ValueError("links and link_bandwidth_per_direction go together: give both or neither")
+        for a, b, count in self.links or ():
+            if a == b or min(a, b) < 0 or count < 1:
+                raise ValueError(f"links: expected [accelerator, other accelerator, links >= 1], got {[a, b, count]}")
         return self
 
 
@@ -145,7 +146,29 @@ class Node(_Frozen):
         if self.package is not None and self.accelerators_per_node % self.package.accelerators_per_package:
             raise ValueError(f"package.accelerators_per_package({self.package.accelerators_per_package}) does not divide "
                              f"accelerators_per_node({self.accelerators_per_node})")
+        if self.scale_up.links is not None:
+            self._check_links()
         return self
+
+    def _check_links(self) -> None:
+        """Link ends inside the node; the package link and the fastest cross-package total as the spec states."""
+        up, n = self.scale_up, self.accelerators_per_node
+        if any(max(a, b) >= n for a, b, _ in up.links):
+            raise ValueError(f"scale_up.links: an accelerator index is >= accelerators_per_node({n})")
+        per_package = self.package.accelerators_per_package if self.package else 1
+        outside = [0.0] * n
+        for a, b, count in up.links:
+            bandwidth = count * up.link_unit_bytes_per_s
+            if a // per_package == b // per_package:
+                if self.package and abs(bandwidth - self.package.link_bytes_per_s_per_direction) > 1e-6 * bandwidth:
+                    raise ValueError(f"scale_up.links [{a}, {b}, {count}] give {bandwidth / 1e9:g} GB/s inside a package "
+                                     f"but package.bandwidth_per_direction is {self.package.link_bytes_per_s_per_direction / 1e9:g} GB/s")
+                continue
+            outside[a] += bandwidth
+            outside[b] += bandwidth
+        if abs(max(outside) - up.link_bytes_per_s_per_direction) > 1e-6 * max(outside):
+            raise ValueError(f"scale_up.bandwidth_per_direction is {up.link_bytes_per_s_per_direction / 1e9:g} GB/s but the "
+                             f"fastest accelerator's links outside its package give {max(outside) / 1e9:g} GB/s")
 
 
 class Dragonfly(_Frozen):

@@ -24,10 +24,12 @@ unique combination rather than per candidate.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+from scipy.optimize import linprog
 
 from planner.hardware import ClusterSpec, Dragonfly, Network, Node
 
@@ -152,7 +154,9 @@ def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
     gpn = cluster.gpus_per_node
     per_node, nodes = group_shape(size, stride, gpn)
     intra_bw = intra_lat = inter_bw = inter_lat = 0.0
-    if per_node > 1:
+    if per_node > 1 and cluster.node.scale_up.links is not None:
+        intra_bw, intra_lat = _point_to_point_intra(cluster.node, per_node, stride)
+    elif per_node > 1:
         # Intra-node phase: rings of `per_node` members `stride` apart, every such ring in the node at once.
         graph = build_graph(cluster, 1)
         intra_bw, intra_lat = _flow_bandwidth(graph, _ring_flows(per_node, stride, gpn), gpn)
@@ -168,6 +172,74 @@ def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
             inter_bw = min(inter_bw, dragonfly_flow_bytes_per_s(cluster.network.dragonfly, nodes,
                                                                 max(1, stride // gpn), gpn))
     return GroupLinks(per_node, nodes, intra_bw, intra_lat, inter_bw, inter_lat)
+
+
+def _groups_in_node(size: int, stride: int, gpn: int) -> list[list[int]]:
+    """Members (local indices) of every group of this shape inside one node."""
+    block = size * stride
+    return [[start + offset + i * stride for i in range(size)]
+            for start in range(0, gpn, block) for offset in range(stride) if start + offset + (size - 1) * stride < gpn]
+
+
+def _directed_rings(members: list[int], capacity: dict) -> list[list[tuple[int, int]]]:
+    """Every directed Hamiltonian cycle through `members` over direct links, as its list of directed edges."""
+    first, rest = members[0], members[1:]
+    rings = []
+    for order in itertools.permutations(rest):
+        cycle = (first, *order)
+        edges = list(zip(cycle, cycle[1:] + cycle[:1]))
+        if all(edge in capacity for edge in edges):
+            rings.append(edges)
+    return rings
+
+
+def ring_packing_bytes_per_s(capacity: dict, groups: list[list[int]]) -> float | None:
+    """Per-rank bandwidth of groups that run rings over point-to-point links, all groups at once.
+
+    RCCL/NCCL build several rings (channels) over different links and split each collective between them;
+    a rank's bandwidth is the sum of its rings' rates. The best split is a linear program: maximise t, each
+    group's rings together carrying at least t, no directed link over its capacity. None when a group has
+    no ring over direct links (its members are not all neighbours in some order).
+    """
+    rings = [_directed_rings(members, capacity) for members in groups]
+    if any(not group_rings for group_rings in rings):
+        return None
+    columns = [(g, ring) for g, group_rings in enumerate(rings) for ring in group_rings]
+    edges = sorted(capacity)
+    row = {edge: i for i, edge in enumerate(edges)}
+    n = len(columns)
+    usage = np.zeros((len(edges) + len(groups), n + 1))
+    for j, (g, ring) in enumerate(columns):
+        for edge in ring:
+            usage[row[edge], j] += 1.0
+        usage[len(edges) + g, j] = -1.0
+    usage[len(edges):, n] = 1.0  # t - (group g's rings) <= 0
+    limits = np.concatenate([[capacity[e] for e in edges], np.zeros(len(groups))])
+    objective = np.zeros(n + 1)
+    objective[n] = -1.0
+    solution = linprog(objective, A_ub=usage, b_ub=limits / 1e9, bounds=(0, None), method="highs")  # in GB/s
+    return float(solution.x[n]) * 1e9 if solution.success else None
+
+
+def _point_to_point_intra(node: Node, size: int, stride: int) -> tuple[float, float]:
+    """Per-rank bandwidth and latency of `size`-rank groups inside a node wired by explicit links."""
+    up, gpn = node.scale_up, node.accelerators_per_node
+    capacity = {}
+    for a, b, count in up.links:
+        capacity[(a, b)] = capacity.get((a, b), 0.0) + count * up.link_unit_bytes_per_s
+        capacity[(b, a)] = capacity.get((b, a), 0.0) + count * up.link_unit_bytes_per_s
+    groups = _groups_in_node(size, stride, gpn)
+    per_package = node.package.accelerators_per_package if node.package else 0
+    in_package = per_package and all(g[0] // per_package == g[-1] // per_package for g in groups)
+    latency = node.package.latency_s if in_package else up.latency_s
+    bandwidth = ring_packing_bytes_per_s(capacity, groups)
+    if bandwidth is None:
+        # No ring over direct links: each hop takes the fewest links, all rings share them (one channel).
+        graph = nx.DiGraph()
+        for (a, b), bytes_per_s in capacity.items():
+            graph.add_edge(("gpu", 0, a), ("gpu", 0, b), bytes_per_s=bytes_per_s, latency_s=0.0)
+        bandwidth, _ = _flow_bandwidth(graph, _ring_flows(size, stride, gpn), gpn)
+    return bandwidth, latency
 
 
 def dragonfly_flow_bytes_per_s(dragonfly: Dragonfly, nodes: int, hop_nodes: int, flows_per_node: int) -> float:

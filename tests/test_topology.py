@@ -94,28 +94,55 @@ def _frontier_data():
     return yaml.safe_load((default_cluster_dir() / "frontier-mi250x.yaml").read_text(encoding="utf-8"))
 
 
-def test_frontier_groups_inside_one_package_use_the_package_link():
-    """OLCF Frontier User Guide: the two GCDs of an MI250X share 200+200 GB/s; across packages a GCD has a
-    dual and a single 50+50 GB/s xGMI link (150 per direction)."""
+def test_frontier_groups_run_rings_over_the_infinity_fabric_links():
+    """OLCF Frontier node diagram: 4 links (200 GB/s) inside an MI250X; between packages 1 or 2 links of 50.
+    Rings over direct links, split as RCCL's channels are (the best packing): by hand,
+    - tp 2 {0,1}: the package link, 200;
+    - tp 4 {0,1,2,3}: one ring 0-1-3-2 through two single links, both directions: 2 x 50 = 100;
+    - tp 8: the rings 0-1-3-2-4-5-7-6 and 0-1-5-4-6-7-3-2 use disjoint cross-package links; 2 rings x 2
+      directions x 50 = 200;
+    - dp 2 stride 2 {0,2}, {1,3}, ...: one single link each way, 50."""
     frontier = parse_cluster_spec(_frontier_data(), "frontier-mi250x.yaml")
-    assert group_links(frontier, 2, 1).intra_bytes_per_s == 200e9
-    for size, stride in [(4, 1), (8, 1), (4, 2), (2, 2)]:
-        assert group_links(frontier, size, stride).intra_bytes_per_s == 150e9
+    expected = {(2, 1): 200e9, (4, 1): 100e9, (8, 1): 200e9, (4, 2): 100e9, (2, 2): 50e9}
+    for (size, stride), bandwidth in expected.items():
+        assert group_links(frontier, size, stride).intra_bytes_per_s == pytest.approx(bandwidth, rel=1e-9), (size, stride)
     # The cross-node phase is one Slingshot NIC per package, shared by its two GCDs.
     assert group_links(frontier, 16, 1).inter_bytes_per_s == 25e9 / 2
 
 
-def test_a_spec_without_a_package_level_keeps_its_fabric_figures():
+def test_ring_packing_is_the_best_split_over_links():
+    from planner.topology import ring_packing_bytes_per_s
+
+    # A triangle with one slow edge: each direction's ring is capped by it.
+    capacity = {}
+    for a, b, bandwidth in [(0, 1, 100e9), (1, 2, 100e9), (0, 2, 30e9)]:
+        capacity[(a, b)] = capacity[(b, a)] = bandwidth
+    assert ring_packing_bytes_per_s(capacity, [[0, 1, 2]]) == pytest.approx(60e9)
+    assert ring_packing_bytes_per_s(capacity, [[0, 1, 3]]) is None  # 3 has no link
+
+
+def test_without_explicit_links_the_package_level_is_a_faster_path():
     data = _frontier_data()
+    del data["node"]["scale_up"]["links"], data["node"]["scale_up"]["link_bandwidth_per_direction"]
+    coarse = parse_cluster_spec(data, "coarse.yaml")
+    assert group_links(coarse, 2, 1).intra_bytes_per_s == 200e9  # through the package
+    assert group_links(coarse, 8, 1).intra_bytes_per_s == 150e9  # the ring leaves each package on the fabric
     del data["node"]["package"]
-    flat = parse_cluster_spec(data, "flat.yaml")
-    assert group_links(flat, 2, 1).intra_bytes_per_s == 150e9
+    assert group_links(parse_cluster_spec(data, "flat.yaml"), 2, 1).intra_bytes_per_s == 150e9
 
 
-def test_fabric_links_must_sum_to_the_scale_up_bandwidth():
+def test_links_must_match_the_stated_bandwidths():
     data = _frontier_data()
-    data["node"]["scale_up"]["fabric_links"] = ["100GB/s", "100GB/s"]
-    with pytest.raises(Exception, match="fabric_links sum to 200 GB/s but bandwidth_per_direction is 150 GB/s"):
+    data["node"]["scale_up"]["links"][0] = [0, 1, 3]
+    with pytest.raises(Exception, match=r"links \[0, 1, 3\] give 150 GB/s inside a package but package.bandwidth_per_direction is 200"):
+        parse_cluster_spec(data, "bad.yaml")
+    data = _frontier_data()
+    data["node"]["scale_up"]["bandwidth_per_direction"] = "100GB/s"
+    with pytest.raises(Exception, match="fastest accelerator's links outside its package give 150 GB/s"):
+        parse_cluster_spec(data, "bad.yaml")
+    data = _frontier_data()
+    data["node"]["scale_up"]["links"].append([7, 8, 1])
+    with pytest.raises(Exception, match=r"accelerator index is >= accelerators_per_node\(8\)"):
         parse_cluster_spec(data, "bad.yaml")
 
 
