@@ -5,10 +5,12 @@ equivalent) and, for scale-out, off a NIC; NICs attach to the fabric as the topo
 (rail-optimised: NIC j of every node on rail switch j; fat-tree/dragonfly: all NICs of a node on
 one leaf, leaves joined by a spine whose capacity is divided by the oversubscription ratio).
 
-Two optional levels (planner.hardware): a package (MI250X: two GCDs joined by a faster link than the
-node's fabric; a path through it is preferred) and a dragonfly scale-out (groups of nodes non-blocking
-inside, global links between groups shared by the rings that leave a group: `dragonfly_flow_bytes_per_s`).
-A spec without them builds exactly the two-level graph above.
+Optional levels (planner.hardware): a package (MI250X: two GCDs joined by a faster link than the node's
+fabric; a path through it is preferred); an in-node fabric of explicit point-to-point links (Infinity
+Fabric), over which a group runs the best packing of rings, as RCCL/NCCL split a collective over channels
+(`ring_packing_bytes_per_s`); and a dragonfly scale-out (groups of nodes non-blocking inside, global links
+between groups shared by the rings that leave a group: `dragonfly_flow_bytes_per_s`). A spec without them
+builds exactly the two-level graph above.
 
 Ranks are placed tp-innermost (Megatron order tp, cp, dp, pp): a group of `size` ranks whose members
 are `stride` ranks apart. All groups of one kind communicate at once (every dp group all-reduces
