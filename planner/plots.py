@@ -96,8 +96,11 @@ def frontier(points: list[dict], plans: list[dict], tags: list[str], deadline_da
     loss = np.array([p["predicted_loss"] for p in points])
     errors = np.array([[p["predicted_loss"] - p["loss_low"] for p in points],
                        [p["loss_high"] - p["predicted_loss"] for p in points]])
-    ax.errorbar(days, loss, yerr=errors, fmt="o-", color=CURVE_COLOR, ms=4, lw=1.5, capsize=2, elinewidth=0.8,
-                label="frontier: best loss by that wall-clock (bars: law's 80% band)")
+    # The law's band comes from one set of coefficient samples shared by every point: the points move
+    # together within it, so it is drawn as one shaded band, not as independent-looking error bars.
+    ax.fill_between(days, loss - errors[0], loss + errors[1], color=CURVE_COLOR, alpha=0.15, lw=0,
+                    label="law's 80% band (shared by all points: they move together)")
+    ax.plot(days, loss, "o-", color=CURVE_COLOR, ms=4, lw=1.5, label="frontier: best loss by that wall-clock")
     for p in points[:: max(1, len(points) // 8)]:
         ax.annotate(f"{p['gpus']} GPUs", (p["wall_clock_days"], p["predicted_loss"]), textcoords="offset points",
                     xytext=(4, 6), fontsize=7, color="0.3")
@@ -120,7 +123,7 @@ def frontier(points: list[dict], plans: list[dict], tags: list[str], deadline_da
 
 
 def stacked_bars(rows: list[tuple[str, list[tuple[str, float]], float]], *, unit_scale: float, xlabel: str,
-                 title: str, limit: float | None = None, limit_label: str = "", percent: bool = False,
+                 title: str, limit: float | None = None, limit_label: str = "",
                  total_format=None) -> bytes:
     """Horizontal stacked bars, one per plan; parts that are zero in every plan are left out of the legend."""
     names = [name for name, _ in rows[0][1]]
@@ -129,8 +132,7 @@ def stacked_bars(rows: list[tuple[str, list[tuple[str, float]], float]], *, unit
     y = np.arange(len(rows))[::-1]
     left = np.zeros(len(rows))
     for color, i in zip(PART_COLORS * 2, used):
-        values = np.array([parts[i][1] / (total if percent else unit_scale) * (100 if percent else 1)
-                           for _, parts, total in rows])
+        values = np.array([parts[i][1] / unit_scale for _, parts, _ in rows])
         ax.barh(y, values, left=left, color=color, edgecolor="white", lw=0.5, label=names[i], height=0.6)
         left += values
     if total_format:
@@ -150,12 +152,12 @@ def stacked_bars(rows: list[tuple[str, list[tuple[str, float]], float]], *, unit
 def memory(rows, hbm_bytes: float) -> bytes:
     return stacked_bars(rows, unit_scale=GIB, xlabel="memory per GPU (GiB)",
                         title="Per-GPU memory of each plan (first pipeline stage, the fullest) against HBM",
-                        limit=hbm_bytes, limit_label=f"HBM capacity ({hbm_bytes / GIB:.0f} GiB)",
+                        limit=hbm_bytes, limit_label=f"HBM capacity ({hbm_bytes / GIB:.2f} GiB)",
                         total_format=lambda total: f"{total / GIB:.1f} GiB")
 
 
 def step_time(rows) -> bytes:
-    return stacked_bars(rows, unit_scale=1.0, percent=True, xlabel="share of one optimizer step (%)",
+    return stacked_bars(rows, unit_scale=1.0, xlabel="seconds per optimizer step",
                         title="Where each step's time goes (label: seconds per step)",
                         total_format=lambda total: f"{total:.3g} s")
 

@@ -20,7 +20,9 @@ FIGURES = ("isoflop", "frontier", "memory", "step_time", "scaling")
 
 
 def _layout(lay: dict) -> str:
+    # cp and ep shown whenever they are used: they change the GPU count and the communication.
     text = f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}" + (f" vpp{lay['vpp']}" if lay["vpp"] > 1 else "")
+    text += "".join(f" {key}{lay[key]}" for key in ("cp", "ep") if lay.get(key, 1) > 1)
     text += f", ZeRO-{lay['zero']}" + (f" + {lay['offload']} offload" if lay["offload"] != "none" else "")
     text += f", micro-batch {lay['micro_batch']}, grad. accum. {lay['grad_accumulation']}"
     return text + (f", recompute {lay['recompute']}" if lay["recompute"] != "none" else "")
@@ -74,11 +76,40 @@ def summary_blocks(review: dict) -> list:
         facts.append(f"Why not the lowest loss: {best['predicted_loss']:.3f} is reachable with {best['gpus']} GPUs in "
                      f"{best['wall_clock_days']:.1f} days; losses within 0.1% count as equal (far inside the law's "
                      "band), and among them the shorter wall-clock wins.")
+    facts += logistics_facts(review)
     facts += [f"Warning: {w}" for w in plan.get("law_warnings", [])]
     return [("p", text), ("list", facts)]
 
 
-def plans_table(review: dict) -> tuple:
+def logistics_facts(review: dict) -> list[str]:
+    """Time and GPU-hour bands with the contingency they imply; checkpoints, storage and failures."""
+    plan, g = review["plans"][0], review.get("logistics")
+    if not g:
+        return []
+    facts = []
+    if "gpu_hours_band" in g:
+        days, hours = g["wall_clock_days_band"], g["gpu_hours_band"]
+        facts.append(
+            f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens: {days[0]:.2f}-{days[1]:.2f} days, "
+            f"{hours[0]:,.0f}-{hours[1]:,.0f} GPU-hours (90% band of the cost model's step-time error on "
+            f"{g['band_rows']} published runs, group '{g['band_group']}'). Contingency: hold back "
+            f"{g['contingency_gpu_hours']:,.0f} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
+            "of the plan) for the slow end, or accept fewer tokens.")
+    facts.append(
+        f"Checkpoints: {human_bytes(g['checkpoint_bytes'])} each (bf16 weights + fp32 master + Adam moments, "
+        f"14 bytes per parameter), written in {human_seconds(g['checkpoint_write_s'])} every "
+        f"{human_seconds(g['checkpoint_interval_s'])} (Young/Daly interval), ~{g['checkpoints_written']:,.0f} over the run; "
+        f"storage for the {g['checkpoints_kept']} kept at once (the one being written and the last complete one): "
+        f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {g['expected_failures']:.1f}.")
+    return facts
+
+
+# Columns that are the same for every plan (GPU-hours and cost when the budget binds them all) are stated
+# once under the table rather than repeated down a column.
+CONSTANT_COLUMNS = ("GPU-hours", "cost")
+
+
+def plans_table(review: dict) -> list:
     headers = ["", "option", "N", "D", "D/N", "GPUs", "layout", "MFU", "GiB/GPU", "days", "GPU-hours", "cost",
                "loss [80% band]"]
     rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
@@ -86,7 +117,14 @@ def plans_table(review: dict) -> tuple:
              f"{plan['memory_bytes'] / GIB:.1f}", f"{plan['wall_clock_days']:.2f}", f"{plan['gpu_hours']:,.0f}",
              _money(plan["cost_usd"]), _loss_with_band(plan["predicted_loss"], *plan["loss_interval"])]
             for tag, plan in zip(review["tags"], review["plans"])]
-    return ("table", headers, rows)
+    constant = [headers.index(name) for name in CONSTANT_COLUMNS
+                if len(rows) > 1 and len({row[headers.index(name)] for row in rows}) == 1]
+    keep = [i for i in range(len(headers)) if i not in constant]
+    blocks = [("table", [headers[i] for i in keep], [[row[i] for i in keep] for row in rows])]
+    if constant:
+        spent = [rows[0][i] + (" GPU-hours" if headers[i] == "GPU-hours" else "") for i in constant]
+        blocks.append(("p", f"Every plan spends {', '.join(spent)}: the budget binds them all."))
+    return blocks
 
 
 def isoflop_blocks(review: dict) -> list:
@@ -135,15 +173,19 @@ def breakdown_blocks(review: dict) -> list:
 
 def scaling_blocks(review: dict) -> list:
     rows = [[str(r["gpus"]), f"{100 * r['mfu']:.1f}%" if r["feasible"] else "-",
+             f"{r['global_batch']:,}" if r["feasible"] else "-",
+             human_count(r["tokens"]) if r["feasible"] else "-",
              f"{r['wall_clock_days']:.2f}" if r["feasible"] else "-",
              r["layout"] if r["feasible"] else r["reason"]] for r in review["scaling"]]
     plan = review["plans"][0]
     return [("figure", "scaling", "MFU and wall-clock vs number of GPUs for the chosen model."),
-            ("p", f"The chosen model ({human_count(plan['params'])}) trained on the same {human_count(plan['tokens'])} "
-                  "tokens, with the fastest layout that fits at each GPU count (same batch-size rule and limit as "
-                  "the search). MFU falls as the per-GPU batch shrinks and communication is exposed. Layouts: "
-                  "z = ZeRO stage, mb = micro-batch, rc = recompute."),
-            ("table", ["GPUs", "MFU", "days", "best layout (or why none)"], rows)]
+            ("p", f"The chosen model ({human_count(plan['params'])}) trained to the plan's loss with the fastest "
+                  "layout that fits at each GPU count (same batch-size rule and limit as the search). MFU falls as "
+                  "the per-GPU batch shrinks and communication is exposed. More GPUs need a larger global batch; "
+                  f"above the critical batch the rule asks for more than the plan's {human_count(plan['tokens'])} "
+                  "tokens to reach the same loss, so wall-clock can rise with GPUs. Layouts: z = ZeRO stage, "
+                  "mb = micro-batch, rc = recompute."),
+            ("table", ["GPUs", "MFU", "global batch (seq.)", "tokens", "days", "best layout (or why none)"], rows)]
 
 
 def sensitivity_blocks(review: dict) -> list:
@@ -246,7 +288,7 @@ def document(review: dict) -> list:
                    ("h2", "Assumptions"), *assumption_blocks(review)]
         return blocks
     blocks += [("h2", "Recommendation"), *summary_blocks(review),
-               ("h2", "Chosen plan and runners-up"), plans_table(review),
+               ("h2", "Chosen plan and runners-up"), *plans_table(review),
                ("p", "Runners-up are the best plans that differ materially (fewer GPUs, shorter wall-clock, dp only, "
                      "smaller or larger model). Loss in nats/token; the band is the law's 80% interval."),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),

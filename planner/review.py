@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.budget import Constraints
+from planner.cost.goodput import CHECKPOINT_BYTES_PER_PARAM, goodput
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.laws.batch_size import RULES as BATCH_RULES
@@ -139,7 +140,7 @@ def _fixed_token_problem(cluster: ClusterSpec, law, constraints: Constraints, pl
 
 def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: dict, dtype: str,
                      batch_rule: str, seq_len: int, vocab: int) -> list[dict]:
-    """Best layout (highest tokens/s) for the chosen model and tokens at each GPU count the cluster offers."""
+    """Fastest layout to the plan's loss for the chosen model at each GPU count the cluster offers."""
     model = plan_model(plan)
     problem = _fixed_token_problem(cluster, law, constraints, plan, model, dtype, batch_rule, seq_len, vocab)
     low, high = plan["gpus"] / SCALING_SPAN, plan["gpus"] * SCALING_SPAN
@@ -156,15 +157,23 @@ def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: 
             reason = max(scored["dropped"], key=scored["dropped"].get)
             rows.append({"gpus": gpus, "feasible": False, "reason": reason})
             continue
-        best = int(np.argmax(feasible["tokens_per_s"] * feasible["goodput"]))
+        # Fastest to the plan's loss, not highest tokens/s: a larger global batch raises tokens/s but,
+        # above the critical batch, needs more tokens, and can take longer in all.
+        best = int(np.argmin(feasible["wall_s"]))
         i = int(feasible["index"][best])
         a = {k: int(v[i]) for k, v in space.arrays.items()}
         rows.append({"gpus": gpus, "feasible": True, "mfu": float(feasible["mfu"][best]),
                      # Perfect strong scaling from the plan's own point, for reference.
                      "ideal_wall_clock_days": plan["wall_clock_days"] * plan["gpus"] / gpus,
                      "tokens_per_s": float(feasible["tokens_per_s"][best]),
+                     # Tokens to reach the plan's loss with this layout's global batch: above the critical
+                     # batch the batch-size rule asks for more tokens, so days can rise with GPUs.
+                     "tokens": float(feasible["tokens"][best]),
+                     "global_batch": int(feasible["global_batch"][best]),
                      "wall_clock_days": float(feasible["wall_s"][best]) / 86400.0,
-                     "layout": f"tp{a['tp']} pp{a['pp']} dp{a['dp']} z{a['zero']}"
+                     "layout": f"tp{a['tp']} pp{a['pp']} dp{a['dp']}"
+                               + "".join(f" {key}{a[key]}" for key in ("cp", "ep") if a.get(key, 1) > 1)
+                               + f" z{a['zero']}"
                                + (" offload" if a["offload"] else "") + f" mb{a['micro_batch']}"
                                + ("", " rc-sel", " rc-full")[a["recompute"]]})
     return rows
@@ -197,6 +206,38 @@ def law_assumptions(law) -> dict:
             "validity": law.validity.as_dict(), "band": band}
 
 
+# Checkpoints kept on storage at once: the one being written and the last complete one to restart from
+# (the fewest that survive a failure during a write; a choice, stated in the review).
+CHECKPOINTS_KEPT = 2
+
+
+def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
+    """What the run needs besides GPUs: a time and GPU-hour band with the contingency it implies, and the
+    checkpoints (size, storage, cadence) and failures the goodput model assumes."""
+    reliability = goodput(plan["params"], plan["gpus"], cluster)
+    wall_s = plan["wall_clock_s"]
+    checkpoint_bytes = CHECKPOINT_BYTES_PER_PARAM * plan["params"]
+    out = {
+        "checkpoint_bytes": checkpoint_bytes,
+        "checkpoints_kept": CHECKPOINTS_KEPT,
+        "storage_bytes": CHECKPOINTS_KEPT * checkpoint_bytes,
+        "checkpoint_write_s": float(reliability["checkpoint_write_s"]),
+        "checkpoint_interval_s": float(reliability["checkpoint_interval_s"]),
+        "checkpoints_written": wall_s / float(reliability["checkpoint_interval_s"]),
+        "expected_failures": wall_s / float(reliability["job_mtbf_s"]),
+    }
+    band = plan.get("step_time_band")
+    if band:
+        # The plan's own tokens at the band's slow and fast ends: time and GPU-hours scale with step time.
+        low, high = band["low_s"] / plan["step_time_s"], band["high_s"] / plan["step_time_s"]
+        out.update({"band_group": band["group"], "band_rows": band["rows"],
+                    "wall_clock_days_band": [plan["wall_clock_days"] * low, plan["wall_clock_days"] * high],
+                    "gpu_hours_band": [plan["gpu_hours"] * low, plan["gpu_hours"] * high],
+                    # GPU-hours to hold back so the slow end of the band still finishes the plan's tokens.
+                    "contingency_gpu_hours": max(0.0, plan["gpu_hours"] * (high - 1.0))})
+    return out
+
+
 def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: OptimizeResult, *, dtype: str,
                  batch_rule: str, seq_len: int, vocab: int, sensitivity: list | None = None,
                  command: str = "") -> dict:
@@ -222,5 +263,6 @@ def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: Op
         "memory": [(plan["label"], memory_parts(plan), plan["memory_bytes"]) for plan in plans],
         "time": [(plan["label"], time_parts(plan), plan["step_time_s"]) for plan in plans],
         "scaling": mfu_by_gpu_count(cluster, law, constraints, result.plan, dtype, batch_rule, seq_len, vocab),
+        "logistics": run_logistics(result.plan, cluster),
     })
     return review

@@ -137,9 +137,13 @@ def test_review_series_are_consistent_with_the_plan(review):
     assert on_curve == pytest.approx(plan["predicted_loss"], rel=1e-9)
     assert iso["optimum"]["loss"] <= plan["predicted_loss"] + 1e-12
     assert np.all(iso["curves"][1.0]["low"] <= iso["curves"][1.0]["loss"] + 1e-12)
-    # The scaling series contains the plan's GPU count, at least as fast as the plan itself.
+    # The scaling series contains the plan's GPU count, reaching the plan's loss at least as fast as the plan
+    # (it once chose the highest tokens/s, whose larger batch needed more tokens and more days than the plan).
     at_plan = [r for r in data["scaling"] if r["gpus"] == plan["gpus"]]
-    assert at_plan and at_plan[0]["feasible"] and at_plan[0]["mfu"] >= plan["mfu"] - 1e-9
+    assert at_plan and at_plan[0]["feasible"]
+    assert at_plan[0]["wall_clock_days"] <= plan["wall_clock_days"] * (1 + 1e-9)
+    # No row reaches the plan's loss on fewer tokens than the plan needs.
+    assert all(r["tokens"] >= plan["tokens"] * (1 - 1e-9) for r in data["scaling"] if r["feasible"])
     # Every frontier point carries a band around its loss.
     assert all(p["loss_low"] <= p["predicted_loss"] <= p["loss_high"] for p in data["frontier"])
 
@@ -188,3 +192,45 @@ def test_report_renders_in_headless_chromium(written, tmp_path):
     pixels = imread(screenshot)
     assert pixels.shape[:2] == (4000, 1400)
     assert float(pixels[..., :3].std()) > 0.05, "the screenshot is blank"
+
+
+def test_logistics_bands_contingency_and_checkpoints(review):
+    data, (cluster, _, _) = review
+    plan, g = data["plans"][0], data["logistics"]
+    # The band brackets the plan's own figures, and the contingency covers the slow end exactly.
+    assert g["wall_clock_days_band"][0] <= plan["wall_clock_days"] <= g["wall_clock_days_band"][1]
+    assert g["gpu_hours_band"][0] <= plan["gpu_hours"] <= g["gpu_hours_band"][1]
+    assert plan["gpu_hours"] + g["contingency_gpu_hours"] == pytest.approx(g["gpu_hours_band"][1], rel=1e-9)
+    # A restartable checkpoint holds weights, fp32 master and both Adam moments: 14 bytes per parameter.
+    assert g["checkpoint_bytes"] == pytest.approx(14 * plan["params"], rel=1e-12)
+    assert g["storage_bytes"] == pytest.approx(g["checkpoints_kept"] * g["checkpoint_bytes"], rel=1e-12)
+    # Checkpoints are written from the spec's storage bandwidth and failures from its MTBF.
+    assert g["checkpoint_write_s"] == pytest.approx(g["checkpoint_bytes"] / cluster.reliability.checkpoint_bytes_per_s)
+    assert g["expected_failures"] == pytest.approx(
+        plan["wall_clock_s"] * plan["gpus"] / cluster.reliability.mtbf_per_gpu_s, rel=1e-9)
+
+
+def test_review_text_states_the_contingency_and_storage(written):
+    markdown = (written[1] / "review.md").read_text(encoding="utf-8")
+    assert "Contingency: hold back" in markdown and "storage for the 2 kept at once" in markdown
+
+
+def test_plans_table_states_constant_columns_once(review):
+    from planner.report import plans_table
+
+    data, _ = review
+    table, *note = plans_table(data)
+    spent = {f"{plan['gpu_hours']:,.0f}" for plan in data["plans"]}
+    if len(spent) == 1:  # the budget binds every plan: no repeated column, one sentence instead
+        assert "GPU-hours" not in table[1] and note and spent.pop() in note[0][1]
+    else:
+        assert "GPU-hours" in table[1] and not note
+
+
+def test_layout_text_shows_context_parallelism():
+    from planner.report import _layout
+
+    base = dict(tp=8, pp=2, dp=4, cp=1, vpp=1, zero=1, offload="none", micro_batch=1, grad_accumulation=4,
+                recompute="none")
+    assert " cp" not in _layout(base)
+    assert "dp4 cp2," in _layout({**base, "cp": 2})
