@@ -91,6 +91,22 @@ def hidden_behind(compute, comm, chunks, eta):
     return ideal + (1.0 - eta) * (comm - ideal)
 
 
+def _behind_later_chunks(backward, comm, buckets, eta, v, p):
+    """Exposed seconds of a gradient reduction launched chunk by chunk (MegaScale section 3.2).
+
+    With v model chunks per stage, chunk j's gradients are final when its last micro-batch backward is done;
+    in the interleaved 1F1B cool-down about p chunk-steps of backward (each backward / v) separate one
+    chunk's end from the next, so the first v-1 chunks' reductions (comm (v-1)/v) run behind a window of
+    (v-1) p backward / v, and the last chunk's (comm / v) behind its own buckets as in `hidden_behind`.
+    Derived from the schedule, an approximation: the earlier chunks' reductions are taken as one pipelined
+    stream against that window.
+    """
+    last = hidden_behind(backward / v, comm / v, np.maximum(buckets / v, 1.0), eta)
+    window = (v - 1.0) * p * backward / v
+    earlier = np.maximum(comm * (v - 1.0) / v - eta * window, comm * (v - 1.0) / v * (1.0 - eta))
+    return last + earlier
+
+
 def rank_share(gpus, cluster: ClusterSpec):
     """How many accelerators' worth of compute one rank of a `gpus`-rank job gets: 1 on GPUs; on a CPU
     node whose cores are split between the ranks, accelerators_per_node / ranks on the node."""
@@ -369,22 +385,6 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
-
-
-def _behind_later_chunks(backward, comm, buckets, eta, v, p):
-    """Exposed seconds of a gradient reduction launched chunk by chunk (MegaScale section 3.2).
-
-    With v model chunks per stage, chunk j's gradients are final when its last micro-batch backward is done;
-    in the interleaved 1F1B cool-down about p chunk-steps of backward (each backward / v) separate one
-    chunk's end from the next, so the first v-1 chunks' reductions (comm (v-1)/v) run behind a window of
-    (v-1) p backward / v, and the last chunk's (comm / v) behind its own buckets as in `hidden_behind`.
-    Derived from the schedule, an approximation: the earlier chunks' reductions are taken as one pipelined
-    stream against that window.
-    """
-    last = hidden_behind(backward / v, comm / v, np.maximum(buckets / v, 1.0), eta)
-    window = (v - 1.0) * p * backward / v
-    earlier = np.maximum(comm * (v - 1.0) / v - eta * window, comm * (v - 1.0) / v * (1.0 - eta))
-    return last + earlier
 
 
 def _optimizer(batch, cluster, fw, w, hbm, params):
