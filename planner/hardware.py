@@ -204,6 +204,10 @@ class Reliability(_Frozen):
     mtbf_per_gpu_s: PositiveSeconds = Field(alias="mtbf_per_gpu")
     checkpoint_bytes_per_s: BytesPerSecond = Field(alias="checkpoint_bandwidth")
     restart_s: Seconds = Field(alias="restart_time")
+    # How the job checkpoints (planner.cost.goodput): training stops for the whole write (sync), or only for
+    # the copy to host memory with the write in the background (async: MegaScale's two-stage checkpoint,
+    # PyTorch DCP async_save), restoring from host memory after a failure (in-memory: Gemini).
+    checkpoint_mode: Literal["sync", "async", "in-memory"] = Field(default="sync", alias="checkpoint")
 
 
 class Efficiency(_Frozen):

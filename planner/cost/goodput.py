@@ -15,7 +15,7 @@ How a checkpoint is taken sets delta and the lag (`CHECKPOINT_MODES`):
              bandwidth) and a failure restores the last persisted one (lag = the persist time).
   in-memory  as async, but a failure restores the host-memory copy (kept on peers, Gemini, Wang et al. 2023),
              so the lag is only the copy.
-`restart_s` overrides the spec's restart time (a fast restart: MegaScale's in-place restart without a requeue).
+The mode is the spec's `reliability.checkpoint` unless given. `restart_s` overrides the spec's restart time (a fast restart: MegaScale's in-place restart without a requeue).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ CHECKPOINT_BYTES_PER_PARAM = 14.0
 CHECKPOINT_MODES = ("sync", "async", "in-memory")
 
 
-def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str = "sync", restart_s=None) -> dict[str, np.ndarray]:
-    """Goodput fraction and its inputs for arrays of (params, gpus)."""
+def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, restart_s=None) -> dict[str, np.ndarray]:
+    """Goodput fraction and its inputs for arrays of (params, gpus); `checkpoint` defaults to the spec's
+    reliability.checkpoint (sync unless the spec says otherwise)."""
+    checkpoint = cluster.reliability.checkpoint_mode if checkpoint is None else checkpoint
     if checkpoint not in CHECKPOINT_MODES:
         raise PlannerInputError(f"checkpoint mode: expected one of {', '.join(CHECKPOINT_MODES)}, got {checkpoint!r}")
     reliability = cluster.reliability

@@ -110,3 +110,19 @@ def test_unknown_checkpoint_mode_is_one_line_error(h100):
 
     with pytest.raises(PlannerInputError, match="checkpoint mode: expected one of sync, async, in-memory"):
         goodput(1e9, 8, h100, checkpoint="lazy")
+
+
+def test_the_spec_names_its_checkpoint_mode():
+    import yaml
+
+    from planner.hardware import default_cluster_dir, parse_cluster_spec
+
+    data = yaml.safe_load((default_cluster_dir() / "dgx-h100.yaml").read_text(encoding="utf-8"))
+    assert parse_cluster_spec(data, "h100.yaml").reliability.checkpoint_mode == "sync"  # the default
+    data["reliability"]["checkpoint"] = "async"
+    asynchronous = parse_cluster_spec(data, "async.yaml")
+    assert float(goodput(175e9, 12288, asynchronous)["goodput"]) == float(
+        goodput(175e9, 12288, asynchronous, checkpoint="async")["goodput"])
+    data["reliability"]["checkpoint"] = "lazy"
+    with pytest.raises(Exception, match="reliability.checkpoint"):
+        parse_cluster_spec(data, "bad.yaml")
