@@ -183,6 +183,11 @@ def _groups_in_node(size: int, stride: int, gpn: int) -> list[list[int]]:
             for start in range(0, gpn, block) for offset in range(stride) if start + offset + (size - 1) * stride < gpn]
 
 
+# Rings are enumerated (members - 1)! ways: 8 members (a Frontier node) is 5,040; beyond this a group takes
+# the shortest-path model instead (assumed cap: 10 members would be 362,880 orders per group).
+MAX_RING_MEMBERS = 8
+
+
 def _directed_rings(members: list[int], capacity: dict) -> list[list[tuple[int, int]]]:
     """Every directed Hamiltonian cycle through `members` over direct links, as its list of directed edges."""
     first, rest = members[0], members[1:]
@@ -201,8 +206,11 @@ def ring_packing_bytes_per_s(capacity: dict, groups: list[list[int]]) -> float |
     RCCL/NCCL build several rings (channels) over different links and split each collective between them;
     a rank's bandwidth is the sum of its rings' rates. The best split is a linear program: maximise t, each
     group's rings together carrying at least t, no directed link over its capacity. None when a group has
-    no ring over direct links (its members are not all neighbours in some order).
+    no ring over direct links (its members are not all neighbours in some order) or more than
+    MAX_RING_MEMBERS members.
     """
+    if len(groups[0]) > MAX_RING_MEMBERS:
+        return None
     rings = [_directed_rings(members, capacity) for members in groups]
     if any(not group_rings for group_rings in rings):
         return None

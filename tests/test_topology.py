@@ -174,3 +174,15 @@ def test_tapered_global_links_slow_only_rings_that_leave_their_group():
     # Frontier's own global links match its injection bandwidth: no taper for any ring.
     frontier = parse_cluster_spec(_frontier_data(), "frontier-mi250x.yaml")
     assert group_links(frontier, 2, 8 * 200).inter_bytes_per_s == nic_share
+
+
+def test_large_point_to_point_groups_take_the_path_model_quickly():
+    """A 16-accelerator ring of links: enumerating 15! ring orders would never finish; the path model answers."""
+    data = _frontier_data()
+    data["node"]["accelerators_per_node"] = 16
+    del data["node"]["package"]
+    data["node"]["scale_up"]["links"] = [[i, (i + 1) % 16, 2] for i in range(16)]
+    data["node"]["scale_up"]["bandwidth_per_direction"] = "200GB/s"
+    data["network"]["nics_per_node"] = 8
+    ring = parse_cluster_spec(data, "ring16.yaml")
+    assert group_links(ring, 16, 1).intra_bytes_per_s == pytest.approx(100e9)  # one channel over 2 x 50 links
