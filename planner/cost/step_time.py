@@ -320,7 +320,8 @@ def _pipeline_send(batch, cluster, message, fw):
     send = collectives.p2p_time(size, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
     # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,
     # forced off without virtual stages: megatron/training/arguments.py).
-    exposed = np.where((fw["p2p_overlap"] > 0) & (batch.vpp > 1), 0.0, 2.0 * batch.vpp * send)
+    overlapped = (fw["p2p_overlap"] > 0) & ((batch.vpp > 1) | (fw["p2p_overlap_without_interleaving"] > 0))
+    exposed = np.where(overlapped, 0.0, 2.0 * batch.vpp * send)
     return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
 
 

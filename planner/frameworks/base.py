@@ -99,6 +99,10 @@ class Framework:
     # micro-batch backward is done, behind the backward of the other chunks (MegaScale section 3.2), rather
     # than once after the stage's last backward.
     dp_reduce_per_model_chunk: bool = False
+    # Pipeline sends overlapped with compute in the non-interleaved 1F1B schedule too (MegaScale section 3.2:
+    # send and receive decoupled, the warm-up's sends behind the next micro-batch's forward); Megatron-LM
+    # overlaps them only with interleaving.
+    p2p_overlap_without_interleaving: bool = False
     # fp8 training: bytes per Linear-weight element of the fp8 copies kept besides the 16-bit weights
     # (Transformer Engine: row-wise + column-wise fp8 data, 1 + 1).
     fp8_weight_copy_bytes: float = 2.0

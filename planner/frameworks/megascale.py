@@ -11,7 +11,8 @@ only); every other value is Megatron-LM's, cited in planner/frameworks/megatron.
 - Overlap of data-parallel communication (section 3.2): each model chunk's reduce-scatter launched as soon as
   its last micro-batch backward is done, behind the backward of the remaining chunks (interleaved 1F1B);
   the parameter all-gather prefetched before the forward of its chunk.
-- Overlap of pipeline sends (section 3.2): send and receive decoupled and overlapped with compute.
+- Overlap of pipeline sends (section 3.2): send and receive decoupled and overlapped with compute, with or
+  without interleaving.
 - Data-loader overlap (section 3.4): the planner charges no data-loading time to any stack, so there is
   nothing to remove.
 - LAMB (section 3.1) lets the batch grow 4x without loss of accuracy: the batch is a layout input here,
@@ -33,5 +34,6 @@ MEGASCALE = replace(
     p2p_overlap=True,
     tp_collectives_per_layer=1.0,
     dp_reduce_per_model_chunk=True,
+    p2p_overlap_without_interleaving=True,
     attention_kernel_hopper="flash2",  # section 3.3: FlashAttention-2
 )
