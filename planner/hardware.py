@@ -155,6 +155,18 @@ class Node(_Frozen):
         up, n = self.scale_up, self.accelerators_per_node
         if any(max(a, b) >= n for a, b, _ in up.links):
             raise ValueError(f"scale_up.links: an accelerator index is >= accelerators_per_node({n})")
+        neighbours: dict[int, set[int]] = {}
+        for a, b, _ in up.links:
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+        reached, frontier = {0}, [0]  # every accelerator reachable over the links (else no ring or path exists)
+        while frontier:
+            for there in neighbours.get(frontier.pop(), set()) - reached:
+                reached.add(there)
+                frontier.append(there)
+        if len(reached) < n:
+            raise ValueError(f"scale_up.links leave accelerators {sorted(set(range(n)) - reached)} unreachable "
+                             "from accelerator 0")
         per_package = self.package.accelerators_per_package if self.package else 1
         outside = [0.0] * n
         for a, b, count in up.links:

@@ -186,3 +186,10 @@ def test_large_point_to_point_groups_take_the_path_model_quickly():
     data["network"]["nics_per_node"] = 8
     ring = parse_cluster_spec(data, "ring16.yaml")
     assert group_links(ring, 16, 1).intra_bytes_per_s == pytest.approx(100e9)  # one channel over 2 x 50 links
+
+
+def test_links_must_join_every_accelerator():
+    data = _frontier_data()
+    data["node"]["scale_up"]["links"] = [link for link in data["node"]["scale_up"]["links"] if 7 not in link[:2]]
+    with pytest.raises(Exception, match=r"leave accelerators \[7\] unreachable"):
+        parse_cluster_spec(data, "bad.yaml")
