@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.io import check_new_outputs
-from planner.laws.data import read_loss_data
+from planner.laws.data import read_loss_data, read_moe_data
 from planner.laws.fit_report import DEFAULT_BUDGETS, drop_highest_loss, fit_and_report
-from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter
+from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter, soundness_problem
 from planner.laws.forms import FORMS
 from planner.laws.law_file import save_law
+from planner.laws.moe import KRAJEWSKI_MOE_COEFFICIENTS, fit_moe_law
 from planner.render import to_json
 from planner.units import parse_count
 
@@ -26,11 +29,17 @@ def register(subparsers, name: str) -> None:
                               description="Fit a loss law to (N, D, loss) points from CSV or JSON-lines. "
                                           "Reproduce Epoch's Chinchilla refit with --drop-highest-loss 5.")
     p.add_argument("data", metavar="DATA", help="CSV or JSON-lines file of runs or checkpoints")
-    p.add_argument("--form", default="chinchilla", choices=list(FORMS), help="law form (default chinchilla)")
+    p.add_argument("--form", default="chinchilla", choices=[*FORMS, "moe"],
+                   help="law form (default chinchilla); moe: Krajewski et al. 2024 eq. 9, L(N total, D, granularity), "
+                        "needs columns total_params, active_params, granularity (see --active-col)")
     cols = p.add_argument_group("columns (default: detected; the data/laws formats work as they are)")
     for key, what in (("n", "parameters N"), ("d", "tokens D"), ("c", "compute C = 6ND, if no D column"),
                       ("loss", "loss"), ("run", "run name (checkpoints of a run are resampled together)")):
         cols.add_argument(f"--{key}-col", metavar="NAME", help=f"column holding {what}")
+    cols.add_argument("--active-col", metavar="NAME", help="--form moe: column of active parameters (default active_params; "
+                                                           "total parameters: --n-col, default total_params)")
+    cols.add_argument("--granularity-col", metavar="NAME", help="--form moe: column of expert granularity d_ff / d_expert "
+                                                                "(default granularity)")
     p.add_argument("--n-definition", default="total", choices=["total", "non-embedding"],
                    help="what N counts in this data (recorded in the saved law; default total)")
     p.add_argument("--drop-highest-loss", type=whole_number(0), default=0, metavar="K",
@@ -66,6 +75,10 @@ def register(subparsers, name: str) -> None:
 
 def run(args) -> int:
     check_new_outputs([args.out] if args.out else [], args.force)
+    if args.form == "moe":
+        return run_moe(args)
+    if args.active_col or args.granularity_col:
+        raise PlannerInputError(f"--active-col/--granularity-col: only with --form moe, not --form {args.form}")
     fitter = LawFitter(form=args.form, huber_delta=args.huber_delta, fixed=_pairs(args.fix, "--fix", float),
                        tied=list(_pairs(args.tie, "--tie", str).items()), bounds=_pairs(args.bound, "--bound", _range),
                        n_starts=_n_starts(args.n_starts), max_iter=args.max_iter)
@@ -86,6 +99,61 @@ def run(args) -> int:
         if not args.json:
             print(f"saved {args.out}")
     return 0
+
+
+def run_moe(args) -> int:
+    """--form moe: fit Krajewski et al. 2024 eq. 9 (no bootstrap, holdout or frontier: the MoE frontier needs
+    the routing FLOPs of eq. 10, not 6ND; compare with the published Table 1 instead)."""
+    for flag, given in (("--fix", args.fix), ("--tie", args.tie), ("--bound", args.bound)):
+        if given:
+            raise PlannerInputError(f"{flag}: not supported with --form moe")
+    data, active, granularity = read_moe_data(args.data, args.n_col, args.active_col, args.granularity_col,
+                                              args.d_col, args.c_col, args.loss_col, args.run_col)
+    data, active, granularity = drop_highest_loss_moe(data, active, granularity, args.drop_highest_loss)
+    law, info = fit_moe_law(data.N, data.D, granularity, data.loss, huber_delta=args.huber_delta,
+                            name=args.name or f"fitted-{Path(args.data).stem}")
+    unsound = soundness_problem(law)
+    if unsound is not None:
+        raise PlannerInputError(f"{data.path}: the moe fit gives a law that fails the soundness check ({unsound}); no law saved")
+    rel = np.expm1(info["residuals"])
+    report = {"form": "moe", "form_summary": MOE_SUMMARY,
+              "data": {"path": data.path, "columns": data.columns, "points": int(data.loss.size), "runs": data.n_runs,
+                       "expansion_rate_range": [float(np.min(data.N / active)), float(np.max(data.N / active))],
+                       "granularity_range": [float(granularity.min()), float(granularity.max())]},
+              "fit": {"objective": info["objective"], "huber_delta": args.huber_delta, "converged": info["converged"]},
+              "parameters": {k: {"value": v, "published": KRAJEWSKI_MOE_COEFFICIENTS[k]} for k, v in law.coefficients().items()},
+              "residuals": {"mean_abs_rel": float(np.mean(np.abs(rel))), "max_abs_rel": float(np.max(np.abs(rel)))},
+              "bootstrap": None, "validity": law.validity.as_dict()}
+    if args.json:
+        print(to_json(report))
+    else:
+        d = report["data"]
+        lines = [f"moe fit to {d['path']}: {d['points']} points, {d['runs']} runs (columns "
+                 f"{', '.join(f'{k}={v}' for k, v in d['columns'].items())}); total/active "
+                 f"{d['expansion_rate_range'][0]:.3g}-{d['expansion_rate_range'][1]:.3g}, G {d['granularity_range'][0]:g}-"
+                 f"{d['granularity_range'][1]:g}", f"  {MOE_SUMMARY}", "",
+                 "parameters   value      published (Krajewski et al. 2024, Table 1)"]
+        lines += [f"  {k:<10} {_g(p['value']):<10} {_g(p['published'])}" for k, p in report["parameters"].items()]
+        r = report["residuals"]
+        lines += ["", f"residuals: mean |L_pred/L_obs - 1| = {r['mean_abs_rel']:.3%}, max {r['max_abs_rel']:.3%}",
+                  "no bootstrap intervals for the moe form"]
+        print("\n".join(lines))
+    if args.out:
+        save_law(law, args.out, force=args.force, fit_record=json.loads(to_json({k: report[k] for k in ("data", "fit")})))
+        if not args.json:
+            print(f"saved {args.out}")
+    return 0
+
+
+MOE_SUMMARY = "L = c + (g/G^gamma + a)/N^alpha + b/D^beta, N total non-embedding (Krajewski et al. 2024, eq. 9)"
+
+
+def drop_highest_loss_moe(data, active, granularity, count: int):
+    if count <= 0:
+        return data, active, granularity
+    keep = np.ones(data.loss.size, dtype=bool)
+    keep[np.argsort(data.loss, kind="stable")[-count:]] = False
+    return data.subset(keep), active[keep], granularity[keep]
 
 
 def _pairs(items: list[str], flag: str, convert) -> dict:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from planner.laws import batch_size
-from planner.laws.registry import BUILTIN_LAWS, DEFAULT_LAW, NEEDS_UNIQUE_TOKENS
+from planner.laws.registry import BUILTIN_LAWS, DEFAULT_LAW, MOE_LAWS, NEEDS_UNIQUE_TOKENS
 
 # Budgets at which the frontier is summarised: its local exponent and tokens per parameter.
 _EXPONENT_BUDGETS = (1e21, 1e25)
@@ -39,7 +39,11 @@ def describe_laws() -> dict:
             "tokens_per_param_at_1e24": float(law.tokens_per_param_opt(_TPP_BUDGET)),
         }
     rules = {rule: {"formula": text, "default": rule == batch_size.DEFAULT_RULE} for rule, text in batch_size.RULES.items()}
-    return {"laws": laws, "batch_size_rules": rules,
+    moe = {name: {"form": law.form, "source": law.source, "n_definition": law.n_definition + " (total, all experts)",
+                  "coefficients": law.coefficients(), "validity": law.validity.as_dict(),
+                  "inputs": "total parameters N, tokens D, granularity G (planner predict --granularity)"}
+           for name, law in MOE_LAWS.items()}
+    return {"laws": laws, "moe_laws": moe, "batch_size_rules": rules,
             "critical_over_optimal": batch_size.CRITICAL_OVER_OPTIMAL,
             "max_extra_tokens": batch_size.DEFAULT_MAX_EXTRA_TOKENS}
 
@@ -60,6 +64,12 @@ def run(args) -> int:
                   f"{v['n_max']:.2g}, D {v['d_min']:.2g}-{v['d_max']:.2g}, D/N {v['tpp_min']:.2g}-{v['tpp_max']:.2g}",
                   f"  compute-optimal: N_opt ∝ C^{law['n_opt_exponent']:.3f}, "
                   f"{law['tokens_per_param_at_1e24']:.1f} tokens/param at C = 1e24", ""]
+    for name, law in info["moe_laws"].items():
+        v = law["validity"]
+        lines += [f"{name} (mixture of experts; predict only): {law['source']}",
+                  "  " + ", ".join(f"{k} = {c:.5g}" for k, c in law["coefficients"].items()),
+                  f"  inputs: {law['inputs']}; N = {law['n_definition']} parameters, fitted on N {v['n_min']:.2g}-"
+                  f"{v['n_max']:.2g}, D {v['d_min']:.2g}-{v['d_max']:.2g}", ""]
     lines.append("batch-size rules (B_opt in tokens):")
     for rule, r in info["batch_size_rules"].items():
         lines.append(f"  {rule}{' (default)' if r['default'] else ''}: {r['formula']}")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cli.arguments import real_number
+from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
+from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_areas, cosine_schedule, wsd_schedule
+from planner.laws.curve_data import fit_run, read_curves
+from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active, training_flops
 from planner.laws.registry import DEFAULT_LAW, load_law
 from planner.render import human_count, table, to_json
 from planner.units import parse_count
@@ -32,10 +35,21 @@ def register(subparsers, name: str) -> None:
     p.add_argument("--law", default=DEFAULT_LAW, metavar="NAME|FILE",
                    help=f"built-in law name (see `planner laws`) or a law.yaml from `planner fit-law --out` "
                         f"(default {DEFAULT_LAW})")
-    p.add_argument("--params", required=True, metavar="N[,N...]",
-                   help="model size N as the law counts it (its n_definition: total or non-embedding parameters), "
-                        "like '70B' or a list '1B,7B,70B'")
-    tokens = p.add_mutually_exclusive_group(required=True)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--params", metavar="N[,N...]",
+                      help="model size N as the law counts it (its n_definition: total or non-embedding parameters), "
+                           "like '70B' or a list '1B,7B,70B'; for a mixture-of-experts law, total parameters")
+    size.add_argument("--active-params", metavar="N[,N...]",
+                      help="mixture-of-experts laws only: active non-embedding parameters per token; total parameters "
+                           "follow from --expansion-rate with Krajewski et al. 2024's blocks, N = N_act (8E + 4) / 12")
+    moe = p.add_argument_group("mixture-of-experts laws (--law krajewski-moe or a moe law file)")
+    moe.add_argument("--granularity", type=real_number(1.0, 1e6), metavar="G",
+                     help="expert granularity G = d_ff / d_expert (1 = experts as wide as the dense FFN); required for "
+                          "a moe law")
+    moe.add_argument("--expansion-rate", type=real_number(1.0, 1e6), default=None, metavar="E",
+                     help="with --active-params: total / active parameters of the MoE layers (default the rate the law was "
+                          "fitted at: 64 for krajewski-moe, 16 for krajewski-moe-e16)")
+    tokens = p.add_mutually_exclusive_group()
     tokens.add_argument("--tokens", metavar="D[,D...]", help="training tokens D, like '15T' or a list '1T,15T'")
     tokens.add_argument("--tokens-per-param", metavar="M[,M...]",
                         help="tokens per parameter instead of --tokens: D = M x N, like '20' or '20,100'")
@@ -47,6 +61,30 @@ def register(subparsers, name: str) -> None:
                    help="unique training data available, like '2T' (the data-constrained variant of the law, "
                         "Muennighoff et al. 2023)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    curve = p.add_argument_group(
+        "loss curve (--curve-data): fit Tissue et al. 2024's LR-annealing law L = L0 + A S1^-alpha - C S2 to one run's "
+        "logged losses and print its predicted curve under a schedule")
+    curve.add_argument("--curve-data", metavar="HOT.jsonl",
+                       help="constant-LR checkpoints (JSON lines: run_name, step, final_loss[, tokens]), e.g. "
+                            "data/laws/gemstones_hot_100b.jsonl; replaces --params/--tokens")
+    curve.add_argument("--cool-data", metavar="COOL.jsonl",
+                       help="cool-down end losses of the same runs (linear to 0 over 10%% of the steps before them, "
+                            "the Gemstones protocol), e.g. data/laws/gemstones_cool_end.jsonl; needed to fit C")
+    curve.add_argument("--run", dest="run_name", metavar="NAME", help="run to fit (default: the only run in the file)")
+    curve.add_argument("--steps", type=whole_number(2, 10**8), metavar="S",
+                       help="length of the predicted schedule in steps (default: the run's last logged step)")
+    curve.add_argument("--schedule", choices=["wsd", "cosine", "constant"], default="wsd",
+                       help="LR schedule of the prediction (default wsd)")
+    curve.add_argument("--warmup", type=real_number(0.0, 1.0), default=0.0, metavar="F",
+                       help="linear warm-up, fraction of the steps (default 0)")
+    curve.add_argument("--cooldown", type=real_number(0.0, 1.0), default=0.2, metavar="F",
+                       help="wsd cool-down to 0, fraction of the steps (default 0.2, Hagele et al. 2024)")
+    curve.add_argument("--cooldown-shape", choices=list(COOLDOWN_SHAPES), default="1-sqrt",
+                       help="wsd cool-down shape (default 1-sqrt, Hagele et al. 2024)")
+    curve.add_argument("--points", type=whole_number(2, 10_000), default=11, help="steps printed (default 11)")
+    curve.add_argument("--decay", default=str(DEFAULT_DECAY), metavar="LAMBDA|fit",
+                       help=f"momentum decay lambda of the annealing area, in [0, 1), or 'fit' (needs cool-downs of "
+                            f"several lengths) (default {DEFAULT_DECAY}, Tissue et al. 2024)")
     p.set_defaults(run=run)
 
 
@@ -59,9 +97,17 @@ def parse_count_list(text: str, flag: str) -> np.ndarray:
     return np.array([parse_count(item.strip(), flag) for item in items], dtype=float)
 
 
-def query_grid(args) -> tuple[np.ndarray, np.ndarray]:
-    """Every (N, D) pair the flags ask for, N outermost, as two flat arrays."""
-    params = parse_count_list(args.params, "--params")
+def query_grid(args, law=None) -> tuple[np.ndarray, np.ndarray]:
+    """Every (N, D) pair the flags ask for, N outermost, as two flat arrays (N total: --active-params is
+    converted with --expansion-rate, by default the moe law's own)."""
+    if args.params is not None:
+        params = parse_count_list(args.params, "--params")
+    else:
+        expansion = args.expansion_rate or getattr(law, "expansion_rate", FITTED_EXPANSION_RATE)
+        params = total_params_from_active(parse_count_list(args.active_params, "--active-params"), expansion)
+    if isinstance(law, FineGrainedMoELaw) and args.tokens is None:
+        raise PlannerInputError("--tokens: a mixture-of-experts law takes training tokens directly (its training FLOPs "
+                                "follow Krajewski et al.'s eq. 10, not 6ND, and D/N is ambiguous between total and active)")
     if args.tokens is not None:
         second, flag = parse_count_list(args.tokens, "--tokens"), "--tokens"
     elif args.tokens_per_param is not None:
@@ -93,9 +139,14 @@ def predictions(law, N: np.ndarray, D: np.ndarray, level: float) -> list[dict]:
     if bad.any():
         i = int(np.argmax(bad))
         raise PlannerInputError(f"--law {law.name} gives no finite loss at N = {N[i]:.4g}, D = {D[i]:.4g}")
-    return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(6.0 * n * d),
+    if isinstance(law, FineGrainedMoELaw):  # MoE training FLOPs: eq. 10 on the active parameters
+        active = N * 12.0 / (8.0 * law.expansion_rate + 4.0)
+        flops = training_flops(active, D, law.granularity, law.expansion_rate)
+    else:
+        flops = 6.0 * N * D
+    return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(c),
              "loss": float(l), "loss_low": float(lo), "loss_high": float(hi)}
-            for n, d, l, lo, hi in zip(N, D, loss, low, high)]
+            for n, d, c, l, lo, hi in zip(N, D, flops, loss, low, high)]
 
 
 def extrapolation_warnings(law, N: np.ndarray, D: np.ndarray) -> list[str]:
@@ -114,13 +165,28 @@ def interval_basis(law) -> str:
     return "none: the law carries no uncertainty"
 
 
+_CURVE_ONLY = (("--cool-data", "cool_data"), ("--run", "run_name"), ("--steps", "steps"))
+
+
 def run(args) -> int:
+    if args.curve_data is not None:
+        return run_curve(args)
+    for flag, name in _CURVE_ONLY:
+        if getattr(args, name) is not None:
+            raise PlannerInputError(f"{flag}: only with --curve-data (the loss-curve mode)")
+    if args.params is None and args.active_params is None:
+        raise PlannerInputError("--params: expected the model size, like '--params 70B' (or --active-params for a "
+                                "mixture-of-experts law, or --curve-data for a loss curve)")
+    if args.tokens is None and args.tokens_per_param is None and args.compute is None:
+        raise PlannerInputError("--tokens: expected the training tokens, like '--tokens 15T' (or --tokens-per-param, "
+                                "--compute)")
     unique_tokens = parse_count(args.unique_tokens, "--unique-tokens") if args.unique_tokens is not None else None
-    N, D = query_grid(args)
-    law = load_law(args.law, unique_tokens)
+    law = moe_setting(load_law(args.law, unique_tokens, allow_moe=True), args)
+    N, D = query_grid(args, law)
     result = {
         "law": {"name": law.name, "form": law.form, "source": law.source, "n_definition": law.n_definition,
                 "c_definition": law.c_definition, "coefficients": law.coefficients()},
+        "granularity": getattr(law, "granularity", None),
         "level": args.level,
         "interval_basis": interval_basis(law),
         "unique_tokens": unique_tokens,
@@ -131,17 +197,116 @@ def run(args) -> int:
     return 0
 
 
+def moe_setting(law, args):
+    """The law at --granularity for a moe law; the MoE flags refused for any other law."""
+    if isinstance(law, FineGrainedMoELaw):
+        if args.granularity is None:
+            raise PlannerInputError(f"--granularity: --law {args.law} is a mixture-of-experts law; give the expert "
+                                    "granularity G = d_ff / d_expert, like '--granularity 8' (1 = experts as wide as the FFN)")
+        return law.with_granularity(args.granularity)
+    for flag, value in (("--granularity", args.granularity), ("--active-params", args.active_params),
+                        ("--expansion-rate", args.expansion_rate)):
+        if value is not None:
+            raise PlannerInputError(f"{flag}: only for a mixture-of-experts law (--law krajewski-moe or a moe law file); "
+                                    f"--law {args.law} is a {law.form} law")
+    return law
+
+
 def format_result(result: dict) -> str:
     law, level = result["law"], result["level"]
     pct = f"{level * 100:g}%"
     lines = [f"law {law['name']} ({law['form']}): {law['source']}",
              "  " + ", ".join(f"{k} = {v:.5g}" for k, v in law["coefficients"].items()),
-             f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}",
+             f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}"
+             + (f"; granularity G = {result['granularity']:g}" if result.get("granularity") is not None else ""),
              f"interval: central {pct} band; {result['interval_basis']}", ""]
-    headers = ["N (" + law["n_definition"] + ")", "D", "D/N", "C=6ND", "loss", f"{pct} low", f"{pct} high"]
+    flops_header = "C (eq. 10)" if law["form"] == "moe" else "C=6ND"
+    headers = ["N (" + law["n_definition"] + ")", "D", "D/N", flops_header, "loss", f"{pct} low", f"{pct} high"]
     rows = [[human_count(r["params"]), human_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
              f"{r['compute_flop']:.3g}", f"{r['loss']:.4f}", f"{r['loss_low']:.4f}", f"{r['loss_high']:.4f}"]
             for r in result["predictions"]]
     lines.append(table(headers, rows))
     lines += [f"warning  {w}" for w in result["warnings"]]
     return "\n".join(lines)
+
+
+def prediction_schedule(args, total_steps: int):
+    """LR / peak per step for --schedule."""
+    warmup = int(round(args.warmup * total_steps))
+    if args.schedule == "cosine":
+        return cosine_schedule(total_steps, warmup)
+    cooldown = int(round(args.cooldown * total_steps)) if args.schedule == "wsd" else 0
+    if warmup + cooldown > total_steps:
+        raise PlannerInputError(f"--warmup {args.warmup:g} + --cooldown {args.cooldown:g}: more than the whole run")
+    return wsd_schedule(total_steps, warmup, cooldown, args.cooldown_shape)
+
+
+def _annealing_negligible(law, schedules, losses) -> bool:
+    ends = [law.C * annealing_areas(lr, law.decay)[1][-1] / loss[-1] for lr, loss in zip(schedules[1:], losses[1:])]
+    return max(ends, default=0.0) < 1e-3
+
+
+def _decay(text: str) -> float | None:
+    if text == "fit":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value < 1.0:
+        raise PlannerInputError(f"--decay: expected lambda in [0, 1) or 'fit', got {text!r}")
+    return value
+
+
+def run_curve(args) -> int:
+    """--curve-data: fit the annealing law to one run and print its curve under --schedule."""
+    for flag, value in (("--params", args.params), ("--active-params", args.active_params), ("--tokens", args.tokens),
+                        ("--tokens-per-param", args.tokens_per_param), ("--compute", args.compute),
+                        ("--granularity", args.granularity), ("--unique-tokens", args.unique_tokens)):
+        if value is not None:
+            raise PlannerInputError(f"{flag}: not used with --curve-data (the curve is fitted to the run's own losses)")
+    runs = read_curves(args.curve_data, args.cool_data)
+    if args.run_name is None and len(runs) != 1:
+        raise PlannerInputError(f"--run: {args.curve_data} has {len(runs)} runs; name one, e.g. --run {next(iter(runs))}")
+    name = args.run_name if args.run_name is not None else next(iter(runs))
+    if name not in runs:
+        raise PlannerInputError(f"--run: no run {name!r} in {args.curve_data}")
+    data = runs[name]
+    law, info = fit_run(data, decay=_decay(args.decay))
+    schedules, losses = info["schedules"], info["losses"]
+    total = args.steps or int(data.hot_steps.max())
+    lr = prediction_schedule(args, total)
+    loss = law.curve(lr)
+    at = np.unique(np.linspace(total / args.points, total, args.points).round().astype(int).clip(1, total))
+    tokens_per_step = data.tokens_per_step if np.isfinite(data.tokens_per_step) else None
+    rows = [{"step": int(s), "tokens": None if tokens_per_step is None else float(s * tokens_per_step),
+             "lr_fraction": float(lr[s - 1]), "loss": float(loss[s - 1])} for s in at]
+    rel = np.expm1(info["residuals"])
+    result = {"law": {"form": "lr-annealing", "source": law.source, "coefficients": law.coefficients(),
+                      "units": "S1 and S2 in peak-LR steps (LR / peak summed over steps)"},
+              "run": name, "fitted_points": info["points"], "cooldowns_fitted": len(data.cooldowns),
+              "fit_mean_abs_rel_error": float(np.mean(np.abs(rel))),
+              "warnings": ([f"the fitted annealing coefficient C is negligible (C x S2 < 0.1% of the loss at the end of "
+                            f"every cool-down): with lambda = {law.decay:g} the law cannot separate these cool-downs' "
+                            "gains from the constant-LR curve; try --decay fit"]
+                           if _annealing_negligible(law, schedules, losses) else []),
+              "schedule": {"kind": args.schedule, "steps": total, "warmup": args.warmup,
+                           "cooldown": args.cooldown if args.schedule == "wsd" else None,
+                           "cooldown_shape": args.cooldown_shape if args.schedule == "wsd" else None},
+              "curve": rows}
+    if args.json:
+        print(to_json(result))
+        return 0
+    c = law.coefficients()
+    lines = [f"loss curve of {name}: {law.source}",
+             f"  L0 = {c['L0']:.4g}, A = {c['A']:.4g}, alpha = {c['alpha']:.4g}, C = {c['C']:.4g} (lambda = {c['decay']:g}); "
+             f"fitted to {info['points']} points ({len(data.cooldowns)} cool-downs), mean |error| "
+             f"{result['fit_mean_abs_rel_error']:.2%}",
+             f"schedule: {args.schedule}, {total} steps" + (f", cool-down {args.cooldown:g} ({args.cooldown_shape})"
+                                                          if args.schedule == "wsd" else ""), ""]
+    lines[-1:-1] = [f"warning  {w}" for w in result["warnings"]]
+    headers = ["step", "tokens", "LR/peak", "loss"]
+    lines.append(table(headers, [[str(r["step"]), "-" if r["tokens"] is None else human_count(r["tokens"]),
+                                  f"{r['lr_fraction']:.3f}", f"{r['loss']:.4f}"] for r in rows]))
+    print("\n".join(lines))
+    return 0

@@ -9,4 +9,7 @@ Where things are:
   bootstrap.py, holdout.py, fit_report.py       intervals, extrapolation check, the fit-law analysis
   data.py, law_file.py                          reading runs; saving/loading fitted laws
   batch_size.py        optimal / critical batch size and the token penalty above them
+  annealing.py, curve_data.py   the loss curve under an LR schedule (Tissue et al. 2024) and logged curves
+  inference.py         inference-aware sizing in FLOPs (Sardana et al. 2024), the paper check of --inference-tokens
+  moe.py               mixture-of-experts law L(N total, D, granularity) (Krajewski et al. 2024), its fit
 """

@@ -201,3 +201,47 @@ def _cell(row: dict, column: str, number: int, where: str):
     if value is None or (isinstance(value, str) and not value.strip()):
         raise PlannerInputError(f"{where} line {number} column {column!r}: empty")
     return value
+
+
+# Columns a mixture-of-experts fit needs beyond D and the loss (planner.laws.moe, Krajewski et al. 2024).
+MOE_COLUMNS = {"total": "total_params", "active": "active_params", "granularity": "granularity"}
+
+
+def read_moe_data(path: str, total_col=None, active_col=None, granularity_col=None, d_col=None, c_col=None,
+                  loss_col=None, run_col=None) -> tuple[LossData, np.ndarray, np.ndarray]:
+    """(points with N = total non-embedding parameters, active parameters, granularity) for a moe fit.
+
+    Columns by default `total_params`, `active_params`, `granularity` (flags --n-col, --active-col,
+    --granularity-col); a missing column, a bad value, or total below active is a one-line error."""
+    rows, header = _read_rows(path)
+    where = str(path)
+    names = {"total": total_col or MOE_COLUMNS["total"], "active": active_col or MOE_COLUMNS["active"],
+             "granularity": granularity_col or MOE_COLUMNS["granularity"]}
+    flags = {"total": "--n-col", "active": "--active-col", "granularity": "--granularity-col"}
+    what = {"total": "total non-embedding parameters", "active": "active parameters per token",
+            "granularity": "expert granularity d_ff / d_expert"}
+    for key, column in names.items():
+        if column not in header:
+            raise PlannerInputError(f"{where}: a moe fit needs a {column!r} column ({what[key]}); name it with "
+                                    f"{flags[key]}; columns are {', '.join(header)}")
+    data = read_loss_data(path, names["total"], d_col, c_col, loss_col, run_col)
+    active = np.array([_count(r, names["active"], i, where) for i, r in rows])
+    granularity = np.array([_granularity(r, names["granularity"], i, where) for i, r in rows])
+    below = data.N < active
+    if below.any():
+        i = int(np.argmax(below))
+        raise PlannerInputError(f"{where} line {rows[i][0]}: {names['total']} ({data.N[i]:.4g}) is below "
+                                f"{names['active']} ({active[i]:.4g}); expected total >= active")
+    columns = {**data.columns, "active": names["active"], "granularity": names["granularity"]}
+    return LossData(data.N, data.D, data.loss, data.run, data.run_names, data.path, columns), active, granularity
+
+
+def _granularity(row: dict, column: str, number: int, where: str) -> float:
+    raw = _cell(row, column, number, where)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value < 1:
+        raise PlannerInputError(f"{where} line {number} column {column!r}: expected a granularity >= 1, got {raw!r}")
+    return value

@@ -24,10 +24,11 @@ from planner.laws.chinchilla import ChinchillaLaw, OvertrainingLaw
 from planner.laws.farseer import FarseerLaw
 from planner.laws.fitter import soundness_problem
 from planner.laws.kaplan import KaplanLaw
+from planner.laws.moe import FineGrainedMoELaw
 
 FORMAT_VERSION = 1
 LAW_CLASSES: dict[str, type[LossLaw]] = {
-    cls.form: cls for cls in (ChinchillaLaw, OvertrainingLaw, KaplanLaw, FarseerLaw)
+    cls.form: cls for cls in (ChinchillaLaw, OvertrainingLaw, KaplanLaw, FarseerLaw, FineGrainedMoELaw)
 }
 
 

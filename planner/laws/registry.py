@@ -17,18 +17,29 @@ from planner.laws.base import LossLaw
 from planner.laws.chinchilla import ChinchillaLaw
 from planner.laws.data_constrained import DataConstrainedLaw, data_constrained
 from planner.laws.law_file import load_law_file
+from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_E16, FineGrainedMoELaw
 from planner.laws.published import EPOCH_2024, HOFFMANN_2022, KAPLAN_2020, MUENNIGHOFF_2023
 
 BUILTIN_LAWS: dict[str, LossLaw] = {
     law.name: law for law in (EPOCH_2024, HOFFMANN_2022, KAPLAN_2020, MUENNIGHOFF_2023)
 }
 DEFAULT_LAW = "epoch"
+# Mixture-of-experts laws: N is total parameters of an MoE at a granularity; a dense search must not use them
+# as if they were dense laws, so load_law gives them only to callers that ask (allow_moe=True).
+MOE_LAWS: dict[str, FineGrainedMoELaw] = {law.name: law for law in (KRAJEWSKI_2024, KRAJEWSKI_2024_E16)}
 # Laws whose fit only means something with a cap on unique tokens.
 NEEDS_UNIQUE_TOKENS = frozenset({"muennighoff"})
 
 
-def load_law(name_or_path: str, unique_tokens: float | None = None) -> LossLaw:
+def load_law(name_or_path: str, unique_tokens: float | None = None, allow_moe: bool = False) -> LossLaw:
     law = _lookup(name_or_path)
+    if isinstance(law, FineGrainedMoELaw):
+        if not allow_moe:
+            raise PlannerInputError(f"--law {name_or_path[:200]}: a mixture-of-experts law (N = total parameters at a "
+                                    f"granularity); use it with 'planner predict --law {name_or_path[:200]} --granularity G'")
+        if unique_tokens is not None:
+            raise PlannerInputError(f"--unique-tokens works with Chinchilla-form laws; --law {name_or_path[:200]} is a moe law")
+        return law
     if unique_tokens is None:
         if name_or_path in NEEDS_UNIQUE_TOKENS:
             raise PlannerInputError(f"--law {name_or_path} models repeated data and needs --unique-tokens")
@@ -54,11 +65,14 @@ def _is_file(path: str) -> bool:
 def _lookup(name_or_path: str) -> LossLaw:
     if name_or_path in BUILTIN_LAWS:
         return BUILTIN_LAWS[name_or_path]
+    if name_or_path in MOE_LAWS:
+        return MOE_LAWS[name_or_path]
     if Path(name_or_path).suffix.lower() in (".yaml", ".yml") or _is_file(name_or_path):
         if not _is_file(name_or_path):
             raise PlannerInputError(f"--law {name_or_path[:200]}: no such law file")
         return load_law_file(name_or_path)
-    close = difflib.get_close_matches(name_or_path, BUILTIN_LAWS, n=1, cutoff=0.5)
+    names = [*BUILTIN_LAWS, *MOE_LAWS]
+    close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise PlannerInputError(f"--law: unknown law {name_or_path[:200]!r}; {hint}choose one of {', '.join(BUILTIN_LAWS)} "
+    raise PlannerInputError(f"--law: unknown law {name_or_path[:200]!r}; {hint}choose one of {', '.join(names)} "
                             f"or a law file saved by 'planner fit-law --out'")
