@@ -63,6 +63,7 @@ Bytes = Annotated[float, _unit(units.parse_bytes), Field(ge=MIN_BYTES, le=MAX_BY
 BytesOrZero = Annotated[float, _unit(lambda v, w: units.parse_bytes(v, w, allow_zero=True)), Field(le=MAX_BYTES)]
 BytesPerSecond = Annotated[float, _unit(units.parse_bandwidth), Field(ge=MIN_BYTES_PER_S, le=MAX_BYTES_PER_S)]
 FlopsPerSecond = Annotated[float, _unit(units.parse_flops_rate), Field(ge=MIN_FLOPS, le=MAX_FLOPS)]
+Watts = Annotated[float, _unit(units.parse_power), Field(ge=1.0, le=1e5)]  # a board, 1 W to 100 kW
 Seconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, allow_zero=True)), Field(le=MAX_SECONDS)]
 # Mean time between failures per GPU: 0 would mean failing continuously (goodput divides by it); specs for
 # CPUs that never fail in practice write very long ones, so only a finite value is asked for above.
@@ -88,6 +89,8 @@ class Accelerator(_Frozen):
     peak_flops: PeakFlops
     hbm_bytes: Bytes = Field(alias="hbm")
     hbm_bytes_per_s: BytesPerSecond = Field(alias="hbm_bandwidth")
+    # Board power (the datasheet's max TDP), for the energy of a plan; None = not stated in the spec.
+    power_w: Watts | None = Field(default=None, alias="power")
 
 
 class ScaleUp(_Frozen):
@@ -132,6 +135,8 @@ class Node(_Frozen):
     host_memory_bytes: Bytes = Field(alias="host_memory")
     pcie_bytes_per_s_per_accelerator: BytesPerSecond = Field(alias="pcie_bandwidth_per_accelerator")
     nvme_bytes_per_s: BytesPerSecond = Field(alias="nvme_bandwidth")
+    # Node-local NVMe capacity for ZeRO-Infinity offload; None = not stated (no capacity check).
+    nvme_capacity_bytes: Bytes | None = Field(default=None, alias="nvme_capacity")
     # Host-side Adam throughput for ZeRO-Offload, parameters updated per second per node (assumed
     # from DeepSpeed CPU-Adam figures unless calibrated).
     host_adam_params_per_s: float = Field(default=1.0e9, gt=0, allow_inf_nan=False)

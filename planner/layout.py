@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, unsupported_features
-from planner.model import MLP_CODES, ModelSpec, param_breakdown
+from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, moe_unsupported
+from planner.model import MLP_CODES, ModelSpec, flops_columns, param_breakdown, standard_attention
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD_CODES = {"none": 0, "optimizer": 1, "optimizer+params": 2}
@@ -60,6 +61,27 @@ class Layout(BaseModel):
     # or in the 16-bit model dtype (NeMo's performance recipes: grad_reduce_in_fp32=False; Megatron's
     # --grad-reduce-in-bf16); None = the framework's default.
     grad_reduce_in_fp32: bool | None = None
+    # ZeRO-3 hierarchy (planner.cost.hierarchy). Defaults = flat ZeRO-3 over the whole data-parallel group.
+    # ZeRO++ (Wang et al. 2023; DeepSpeed `zero_hpz_partition_size`, `zero_quantized_weights`,
+    # `zero_quantized_gradients`, runtime/zero/config.py:294-310): hpZ keeps a secondary copy of the weights
+    # sharded over `zero_hpz` data-parallel ranks inside a node, so backward gathers stay on the scale-up link;
+    # qwZ all-gathers int8 weights; qgZ reduces gradients with a hierarchical int4 all-to-all.
+    zero_hpz: int = Field(default=1, gt=0)
+    zero_quantized_weights: bool = False
+    zero_quantized_gradients: bool = False
+    # Hierarchical partitioning: shard the model states over groups of `shard_group` data-parallel ranks and
+    # replicate across dp / shard_group groups (MiCS `mics_shard_size`, PyTorch HSDP); None = the whole group.
+    shard_group: int | None = Field(default=None, gt=0)
+    # Gradients alone sharded over groups of `grad_shard_group` ranks (reduce-scatter inside the group,
+    # all-reduce of the shard across groups at the step boundary), weights and optimizer as above: with
+    # zero_hpz, the 3-level partitioning of Xu et al. on Frontier (GCD pair / node / all). None = as weights.
+    grad_shard_group: int | None = Field(default=None, gt=0)
+    # ZeRO-Infinity (Rajbhandari et al. 2021): memory-centric tiling splits each large Linear into this many
+    # tiles fetched one at a time (section 5.1.3; DeepSpeed `TiledLinear`, runtime/zero/tiling.py:32-64), and
+    # activation checkpoints kept in host memory (`activation_checkpointing.cpu_checkpointing`,
+    # runtime/activation_checkpointing/checkpointing.py:59, 529-553; needs full recompute).
+    zero_tiling: int = Field(default=1, gt=0)
+    activation_offload: bool = False
 
     @property
     def gpus(self) -> int:
@@ -82,6 +104,30 @@ class Layout(BaseModel):
     def grad_accumulation(self) -> int:
         """Micro-batches per pipeline per optimizer step (m)."""
         return self.global_batch // (self.micro_batch * self.dp)
+
+    # Mixture of experts (Megatron-Core's expert grid, planner.frameworks.moe): experts split over ep ranks,
+    # each expert's matrices over etp ranks (None = tp, Megatron's default); ep x etp folds into the
+    # tp x cp x dp ranks of a pipeline stage, and what is left, edp = tp·cp·dp / (ep·etp), is the expert
+    # data-parallel group the experts' gradients and optimizer states are reduced and sharded over.
+    ep: int = Field(default=1, gt=0)
+    etp: int | None = Field(default=None, gt=0)
+    # Tokens per expert are capped at capacity_factor x the mean (None = dropless, Megatron's default,
+    # transformer_config.py:917); dropless routing runs at the busiest expert rank's load over the mean,
+    # moe_load_imbalance (assumed 1.0 = balanced by default: DeepSeek-V3's auxiliary-loss-free balancing
+    # keeps expert load balanced, arXiv:2412.19437 section 2.1.2; set it from a measured run).
+    moe_capacity_factor: float | None = Field(default=None, gt=0)
+    moe_load_imbalance: float = Field(default=1.0, ge=1.0)
+    # How the dispatch/combine all-to-all overlaps compute (planner.frameworks.moe.A2A_OVERLAPS).
+    moe_a2a_overlap: Literal[A2A_OVERLAP_NAMES] = "none"
+
+    @property
+    def expert_tp(self) -> int:
+        return self.etp or self.tp
+
+    @property
+    def expert_dp(self) -> int:
+        """Expert data-parallel ranks: Megatron's expert_data_parallel_size (parallel_state.py:873-880)."""
+        return self.tp * self.cp * self.dp // (self.ep * self.expert_tp)
 
 
 def make_layout(where: str = "layout", **values) -> Layout:
@@ -118,9 +164,59 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"offload={layout.offload} needs ZeRO (zero >= 1; params offload needs zero=3)")
     if layout.offload == "optimizer+params" and layout.zero != 3:
         problems.append(f"offload=optimizer+params (ZeRO-Infinity) needs zero=3, got zero={layout.zero}")
+    problems += hierarchy_problems(layout)
+    if layout.zero_tiling > 1 and layout.zero != 3:
+        problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
+    if layout.activation_offload and layout.recompute != "full":
+        problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
+                        f"got recompute={layout.recompute}")
     problems += unsupported_features(layout.framework, layout)
+    problems += moe_unsupported(layout.framework, layout, model)
     if problems:
         raise PlannerInputError(f"{where}: " + "; ".join(problems))
+
+
+HIERARCHY_FLAGS = {"zero_hpz": "--zero-hpz", "shard_group": "--shard-group", "grad_shard_group": "--grad-shard-group",
+                   "zero_quantized_weights": "--zero-quantized-weights",
+                   "zero_quantized_gradients": "--zero-quantized-gradients"}
+
+
+def _is_hierarchical(layout: Layout) -> bool:
+    return (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients
+            or layout.shard_group is not None or layout.grad_shard_group is not None)
+
+
+def hierarchy_problems(layout: Layout) -> list[str]:
+    """The ZeRO++ / hierarchical-partitioning settings that do not fit the layout, with the arithmetic."""
+    if not _is_hierarchical(layout):
+        return []
+    problems = []
+    if layout.zero != 3:
+        problems.append(f"ZeRO++ / hierarchical partitioning (--zero-hpz, --zero-quantized-*, --shard-group, "
+                        f"--grad-shard-group) needs zero=3, got zero={layout.zero}")
+    d = layout.dp
+    g = layout.shard_group or d
+    for key, size in (("shard_group", layout.shard_group), ("grad_shard_group", layout.grad_shard_group),
+                      ("zero_hpz", layout.zero_hpz)):
+        if size is not None and d % size:
+            problems.append(f"{HIERARCHY_FLAGS[key]} {size} does not divide dp: dp({d}) % {size} = {d % size}")
+    if layout.shard_group is not None and layout.grad_shard_group is not None and g % layout.grad_shard_group:
+        problems.append(f"--grad-shard-group {layout.grad_shard_group} does not divide the weight shard group "
+                        f"{g}: {g} % {layout.grad_shard_group} = {g % layout.grad_shard_group}")
+    if layout.shard_group is not None and layout.zero_hpz > 1 and g % layout.zero_hpz:
+        problems.append(f"--zero-hpz {layout.zero_hpz} does not divide the weight shard group {g}: "
+                        f"{g} % {layout.zero_hpz} = {g % layout.zero_hpz}")
+    return problems
+
+
+def check_hierarchy_on_node(layout: Layout, gpus_per_node: int, where: str = "layout") -> None:
+    """hpZ's secondary group must lie inside one node (its point: backward gathers on the scale-up link):
+    zero_hpz data-parallel ranks, tp apart (cp too), must divide the node's accelerators."""
+    span = layout.zero_hpz * layout.tp * layout.cp
+    if layout.zero_hpz > 1 and gpus_per_node % span:
+        raise PlannerInputError(
+            f"{where}: --zero-hpz {layout.zero_hpz} does not divide the node: zero_hpz({layout.zero_hpz}) * tp({layout.tp})"
+            f" * cp({layout.cp}) = {span} ranks, gpus_per_node({gpus_per_node}) % {span} = {gpus_per_node % span}")
 
 
 def stage_layers(layers, pp, vpp):
@@ -209,6 +305,14 @@ class CandidateBatch:
     tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
     dp_comm_overlap: np.ndarray  # bool, resolved
     grad_reduce_in_fp32: np.ndarray  # -1 = the framework's default, 0 = the model dtype, 1 = fp32
+    # ZeRO-3 hierarchy (Layout fields of the same names; 0 = the whole sharding group)
+    zero_hpz: np.ndarray
+    zero_quantized_weights: np.ndarray  # bool
+    zero_quantized_gradients: np.ndarray  # bool
+    shard_group: np.ndarray
+    grad_shard_group: np.ndarray
+    zero_tiling: np.ndarray
+    activation_offload: np.ndarray  # bool
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -236,7 +340,27 @@ class CandidateBatch:
 
     def take(self, index) -> "CandidateBatch":
         """The sub-batch at `index` (an index array or boolean mask)."""
-        return CandidateBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return CandidateBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                                 for f in fields(self)})
+
+    # Attention variants and MoE: None when every candidate is a dense model with standard attention (the
+    # cost model then runs the dense path unchanged). kv_heads is then the effective count that gives the
+    # attention GEMMs' weights (MLA, head_dim != hidden/heads) and ffn the per-layer mean dense MLP width.
+    core_width: np.ndarray | None = None  # heads x (qk + v head dims)/2: the attention core's width (h for MHA)
+    moe_layers: np.ndarray | None = None  # MoE layers of the model
+    experts: np.ndarray | None = None
+    top_k: np.ndarray | None = None
+    expert_ffn: np.ndarray | None = None
+    expert_params: np.ndarray | None = None  # routed experts' parameters of one MoE layer (all experts)
+    dispatch_nodes: np.ndarray | None = None  # most nodes a token is sent to (node-limited routing), else top_k
+    ep: np.ndarray | None = None
+    etp: np.ndarray | None = None
+    moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
+    a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
+
+    @property
+    def has_moe(self) -> bool:
+        return self.moe_layers is not None and bool(np.any(self.moe_layers > 0))
 
 
 def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
@@ -257,7 +381,43 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
              "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
+    if not all(standard_attention(m) and not m.is_moe for m in models):
+        arrays.update(_moe_model_arrays(models))
     return arrays
+
+
+MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes")
+
+
+def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
+    """Columns of models with an attention variant or experts; overrides kv_heads, ffn and layer_params
+    with their effective values (see CandidateBatch). Multi-token-prediction modules are simulated as
+    that many more layers like the last (their projection and extra logits are left out: ~4% of
+    DeepSeek-V3's MTP FLOPs)."""
+    rows = []
+    for model in models:
+        parts = param_breakdown(model)
+        columns = flops_columns(model)
+        h, L, H = model.hidden, model.layers, model.heads
+        attention = columns.get("attention_params")
+        # The kv heads that make h·(h + 2·kv·h/H) + h·h the attention GEMMs' weights (exact for MHA/GQA).
+        kv = model.kv if attention is None else H * (attention / (h * h) - 2.0) / 2.0
+        norm_params = parts["norms"] / (2 * L + 1 + int(model.embedding_norm))
+        moe = model.moe_layers
+        mtp = model.mtp_layers
+        # Per-layer means over the layers and the MTP blocks (each a copy of the last layer: an MoE layer
+        # when the model has experts).
+        mtp_width = model.moe_shared_experts * model.expert_ffn_size if moe else model.ffn_size
+        ffn = (columns["ffn"] * L + mtp * mtp_width) / (L + mtp)
+        expert_params = parts.get("experts", 0.0) / moe if moe else 0.0
+        mtp_dense = model.mtp_params - mtp * expert_params
+        layer = (parts["attention"] + parts["mlp"] + parts.get("router", 0.0) + 2 * norm_params * L + mtp_dense) / (L + mtp)
+        dispatch = min(model.moe_top_k, model.moe_topk_groups) if model.moe_groups > 1 else model.moe_top_k
+        rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe + (mtp if moe else 0), model.moe_experts,
+                     model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, dispatch))
+    table = np.array(rows, dtype=float)
+    names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
+    return {name: table[:, i] for i, name in enumerate(names)}
 
 
 def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> CandidateBatch:
@@ -268,10 +428,21 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
     defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
-                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1)
+                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
+                    zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
+                    grad_shard_group=0, zero_tiling=1, activation_offload=False)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
+    # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
+    moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0)
+    moe_layout = {name: layout_arrays.pop(name) for name in moe_defaults if name in layout_arrays}
+    if "moe_layers" in columns:
+        for name, default in moe_defaults.items():
+            columns[name] = np.broadcast_to(np.asarray(moe_layout.get(name, default), dtype=float), index.shape)
+    elif any(np.any(np.asarray(moe_layout[name]) != default) for name, default in moe_defaults.items()
+             if name in moe_layout and name != "etp"):
+        raise ValueError("ep, moe_imbalance and a2a_overlap need an MoE model")
     if layout_arrays:
         raise TypeError(f"unknown layout arrays: {sorted(layout_arrays)}")
     return CandidateBatch(**columns)
@@ -286,7 +457,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
     """Candidate i is models[i] with layouts[i] (validation and calibration rows, one batch)."""
     column = lambda f: np.array([f(layout) for layout in layouts])  # noqa: E731
     return build_batch(
-        models, np.arange(len(layouts)),
+        models, np.arange(len(layouts)), **_moe_layout_columns(layouts, column),
         tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
         vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
         offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
@@ -296,13 +467,34 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
         grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
+        zero_hpz=column(lambda l: l.zero_hpz), zero_quantized_weights=column(lambda l: l.zero_quantized_weights),
+        zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
+        shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
+        zero_tiling=column(lambda l: l.zero_tiling), activation_offload=column(lambda l: l.activation_offload),
     )
+
+
+def _moe_layout_columns(layouts: list[Layout], column) -> dict:
+    """ep, etp, the effective load imbalance and the overlap code, only for layouts that use them."""
+    if all(l.ep == 1 and l.etp is None and l.moe_a2a_overlap == "none" and l.moe_load_imbalance == 1.0
+           and l.moe_capacity_factor is None for l in layouts):
+        return {}
+    return {"ep": column(lambda l: l.ep), "etp": column(lambda l: l.expert_tp),
+            "moe_imbalance": column(lambda l: moe_imbalance(l)), "a2a_overlap": column(lambda l: A2A_OVERLAP_CODES[l.moe_a2a_overlap])}
+
+
+def moe_imbalance(layout: Layout) -> float:
+    """Busiest expert rank's tokens over the mean: the dropless imbalance, capped by the capacity factor
+    (tokens beyond capacity are dropped, Megatron's moe_expert_capacity_factor)."""
+    if layout.moe_capacity_factor is None:
+        return layout.moe_load_imbalance
+    return min(layout.moe_load_imbalance, layout.moe_capacity_factor)
 
 
 def _tristate(value: bool | None) -> int:
     return -1 if value is None else int(value)
 
 
-__all__ = ["Layout", "make_layout", "check_layout", "stage_layers", "stage_param_counts", "CandidateBatch", "build_batch", "single_batch",
+__all__ = ["Layout", "make_layout", "check_layout", "hierarchy_problems", "check_hierarchy_on_node", "stage_layers", "stage_param_counts", "CandidateBatch", "build_batch", "single_batch",
            "layouts_batch", "FRAMEWORK_CODES",
            "RECOMPUTE_CODES", "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES", "MLP_CODES"]

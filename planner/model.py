@@ -41,14 +41,100 @@ class ModelSpec(BaseModel):
     bias: bool = False  # GPT-2/3 have biases in every linear and LayerNorm; Llama has none
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
     embedding_norm: bool = False  # BLOOM normalises the embedding output (one extra norm)
+    # Attention variants (all default to the standard multi-head/grouped-query attention above).
+    # head_dim: per-head width when heads x head_dim != hidden (Qwen3: 32 x 128 on hidden 2048).
+    head_dim: int | None = Field(default=None, gt=0)
+    qk_norm: bool = False  # RMSNorm over each head's q and k (Qwen3: q_norm, k_norm of head_dim each)
+    # Multi-head latent attention (DeepSeek-V2/V3): q and kv go through low-rank projections; names and
+    # meanings as in DeepSeek-V3's config.json (q_lora_rank, kv_lora_rank, qk_rope_head_dim,
+    # qk_nope_head_dim, v_head_dim). q_lora_rank None = q projected directly (DeepSeek-V2-Lite).
+    attention: Literal["mha", "mla"] = "mha"
+    q_lora_rank: int | None = Field(default=None, gt=0)
+    kv_lora_rank: int | None = Field(default=None, gt=0)
+    qk_rope_head_dim: int | None = Field(default=None, gt=0)
+    qk_nope_head_dim: int | None = Field(default=None, gt=0)
+    v_head_dim: int | None = Field(default=None, gt=0)
+    # Mixture of experts (0 experts = dense). Layer i (0-based) is an MoE layer when i >= moe_first_dense
+    # and (i - moe_first_dense) % moe_layer_freq == 0 (DeepSeek-V3's first_k_dense_replace = 3 and
+    # moe_layer_freq = 1; Megatron-Core's --moe-layer-freq). Each MoE layer has moe_experts routed experts
+    # of width moe_ffn (same MLP kind as the dense layers), moe_top_k of them per token, moe_shared_experts
+    # always-on experts of the same width, and a linear router (hidden x experts, no bias; plus a per-expert
+    # score-correction bias with moe_router_bias, DeepSeek-V3's e_score_correction_bias). Node-limited
+    # routing: experts form moe_groups groups and each token picks from moe_topk_groups of them
+    # (DeepSeek-V3 n_group 8, topk_group 4).
+    moe_experts: int = Field(default=0, ge=0)
+    moe_top_k: int = Field(default=0, ge=0)
+    moe_shared_experts: int = Field(default=0, ge=0)
+    moe_ffn: int | None = Field(default=None, gt=0)
+    moe_layer_freq: int = Field(default=1, gt=0)
+    moe_first_dense: int = Field(default=0, ge=0)
+    moe_router_bias: bool = False
+    moe_groups: int = Field(default=1, gt=0)
+    moe_topk_groups: int = Field(default=1, gt=0)
+    # Multi-token prediction modules trained beside the model (DeepSeek-V3 section 2.2, config.json
+    # num_nextn_predict_layers = 1): each is two RMSNorms, a 2h -> h projection and one more block like the
+    # last layer, sharing the embedding and the output head. Trained (FLOPs, time, memory) but not counted
+    # in the model's parameters, as the report's 671B does not count them.
+    mtp_layers: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check_shape(self) -> "ModelSpec":
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.head_dim is None and self.attention == "mha" and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) unless head_dim is given")
         if self.heads % self.kv:
             raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv})")
+        mla = (self.kv_lora_rank, self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim)
+        if self.attention == "mla" and None in mla:
+            raise ValueError("attention 'mla' needs kv_lora_rank, qk_rope_head_dim, qk_nope_head_dim and v_head_dim")
+        if self.attention != "mla" and any(v is not None for v in mla + (self.q_lora_rank,)):
+            raise ValueError("q_lora_rank, kv_lora_rank and the qk/v head dims need attention 'mla'")
+        if self.moe_experts:
+            if not 1 <= self.moe_top_k <= self.moe_experts:
+                raise ValueError(f"moe_top_k ({self.moe_top_k}) must be between 1 and moe_experts ({self.moe_experts})")
+            if self.moe_experts % self.moe_groups or self.moe_topk_groups > self.moe_groups:
+                raise ValueError(f"moe_groups ({self.moe_groups}) must divide moe_experts ({self.moe_experts}) "
+                                 f"and be >= moe_topk_groups ({self.moe_topk_groups})")
+            if self.moe_layers == 0:
+                raise ValueError(f"moe_first_dense ({self.moe_first_dense}) leaves no MoE layer of {self.layers}")
+        elif self.moe_top_k or self.moe_shared_experts or self.moe_ffn:
+            raise ValueError("moe_top_k, moe_shared_experts and moe_ffn need moe_experts > 0")
         return self
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe_experts > 0
+
+    @property
+    def moe_layers(self) -> int:
+        """Number of MoE layers (0 for a dense model)."""
+        if not self.moe_experts:
+            return 0
+        return len(range(self.moe_first_dense, self.layers, self.moe_layer_freq))
+
+    @property
+    def mtp_params(self) -> int:
+        """Parameters of the multi-token-prediction modules (without the embedding and head they share)."""
+        if not self.mtp_layers:
+            return 0
+        parts = param_breakdown(self)
+        h, L = self.hidden, self.layers
+        block = attention_layer_params(self) + 2 * h
+        if self.is_moe:
+            moe = self.moe_layers
+            block += (parts["mlp"] - (L - moe) * mlp_matrices(self.mlp) * h * self.ffn_size
+                      + parts["experts"] + parts["router"]) // moe
+        else:
+            block += parts["mlp"] // L
+        return self.mtp_layers * (block + 2 * h * h + 3 * h)
+
+    @property
+    def expert_ffn_size(self) -> int:
+        return self.moe_ffn or self.ffn_size
+
+    @property
+    def attention_head_dim(self) -> int:
+        """Width of one head's q, k (and v, outside MLA)."""
+        return self.head_dim or self.hidden // self.heads
 
     @property
     def kv(self) -> int:
@@ -75,6 +161,14 @@ class ModelSpec(BaseModel):
     def non_embedding_params(self) -> int:
         parts = param_breakdown(self)
         return int(parts["total"] - parts["embedding"] - parts["position"] - parts["logits"])
+
+    def active_params(self) -> dict[str, int]:
+        return {k: int(v) for k, v in param_breakdown(self, active=True).items()}
+
+    @property
+    def total_active_params(self) -> int:
+        """Parameters one token passes through: the total less the routed experts it is not sent to."""
+        return int(param_breakdown(self, active=True)["total"])
 
 
 def make_model(where: str = "model", **fields) -> ModelSpec:
@@ -103,17 +197,40 @@ def mlp_matrices(mlp):
 MLP_CODES = {"gelu": 0, "swiglu": 1}
 
 
-def param_breakdown(model: ModelSpec) -> dict[str, float]:
-    """Exact parameter count by part. Checks itself: the parts sum to `total`."""
+def attention_layer_params(model: ModelSpec) -> int:
+    """Parameters of one layer's attention (projections and their biases, and MLA's/Qwen3's inner norms)."""
+    h = model.hidden
+    if model.attention == "mla":
+        # DeepSeek-V3 modeling_deepseek.py DeepseekV3Attention: q_a_proj (h x q_lora) + q_a_layernorm +
+        # q_b_proj (q_lora x heads·(nope + rope)), or q_proj (h x heads·(nope + rope)) without q_lora;
+        # kv_a_proj_with_mqa (h x (kv_lora + rope)) + kv_a_layernorm + kv_b_proj (kv_lora x heads·(nope + v));
+        # o_proj (heads·v x h). No biases (attention_bias false).
+        H, qk = model.heads, model.qk_nope_head_dim + model.qk_rope_head_dim
+        q = (h * model.q_lora_rank + model.q_lora_rank + model.q_lora_rank * H * qk) if model.q_lora_rank else h * H * qk
+        kv = h * (model.kv_lora_rank + model.qk_rope_head_dim) + model.kv_lora_rank \
+            + model.kv_lora_rank * H * (model.qk_nope_head_dim + model.v_head_dim)
+        return q + kv + H * model.v_head_dim * h
+    d = model.attention_head_dim
+    q_out, qkv_out = model.heads * d, (model.heads + 2 * model.kv) * d
+    biases = qkv_out + h if model.bias else 0
+    return h * qkv_out + q_out * h + biases + (2 * d if model.qk_norm else 0)
+
+
+def param_breakdown(model: ModelSpec, active: bool = False) -> dict[str, float]:
+    """Exact parameter count by part. Checks itself: the parts sum to `total`.
+
+    MoE models add `experts` (routed experts: all of them, or with `active` the top-k one token uses)
+    and `router`; `mlp` holds the dense layers' MLPs and the shared experts.
+    """
     h, L, V, f = model.hidden, model.layers, model.vocab, model.ffn_size
-    head_dim = h // model.heads
-    qkv_out = h + 2 * model.kv * head_dim
     # LayerNorm with bias has a weight and a bias vector; RMSNorm (or bias-free LayerNorm) only a weight.
     norm_params = 2 * h if model.norm == "layernorm" and model.bias else h
     bias = model.bias
-    attention = L * (h * qkv_out + h * h + (qkv_out + h if bias else 0))
+    attention = L * attention_layer_params(model)
     matrices = mlp_matrices(model.mlp)
-    mlp = L * (matrices * h * f + ((matrices - 1) * f + h if bias else 0))
+    one_mlp = lambda width: matrices * h * width + ((matrices - 1) * width + h if bias else 0)  # noqa: E731
+    moe = model.moe_layers
+    mlp = (L - moe) * one_mlp(f) + moe * model.moe_shared_experts * one_mlp(model.expert_ffn_size)
     norms = (2 * L + 1 + int(model.embedding_norm)) * norm_params
     embedding = V * h
     position = model.positions * h if model.position == "learned" else 0
@@ -126,12 +243,17 @@ def param_breakdown(model: ModelSpec) -> dict[str, float]:
         "norms": norms,
         "logits": logits,
     }
+    if model.is_moe:
+        used = model.moe_top_k if active else model.moe_experts
+        parts["experts"] = moe * used * one_mlp(model.expert_ffn_size)
+        parts["router"] = moe * model.moe_experts * (h + int(model.moe_router_bias))
     parts["total"] = sum(parts.values())
     return parts
 
 
 def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices, vocab, seq_len, tokens,
-                             causal: bool = False):
+                             causal: bool = False, *, attention_params=None, core_width=None, moe_layers=0.0,
+                             expert_ffn=0.0, top_k=0.0, experts=0.0):
     """Model FLOPs of one training step (forward + backward, no recompute) by part, for `tokens` tokens.
 
     Arguments may be numpy arrays (the search) or scalars. By default the attention core counts the
@@ -139,32 +261,102 @@ def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices,
     counts the half a causal decoder needs (what a causal flash kernel computes): the cost model's MFU
     uses it, so MFU <= HFU <= 1 holds at any sequence length (with the full count, a 1M-token sequence
     "achieves" more than peak because its time is charged for the causal half only).
+
+    Attention variants and MoE (see `flops_columns`): `attention_params` is one layer's attention weight
+    elements (default h·h·(2 + 2g/a)), `core_width` the heads x (qk + v head dims)/2 the core multiplies by
+    (default h); `ffn` is then the per-layer mean dense MLP width (dense layers and shared experts), and
+    each of `moe_layers` layers adds `top_k` routed experts of width `expert_ffn` (Megatron-LM's
+    `num_floating_point_operations` counts them so) and a router GEMM of h x `experts`.
     """
     h = np.asarray(hidden, dtype=float)
-    kv_fraction = np.asarray(kv_heads, dtype=float) / np.asarray(heads, dtype=float)
     passes = 3.0  # forward + backward (2x forward)
-    per_token_layer = {
+    if attention_params is None:
+        kv_fraction = np.asarray(kv_heads, dtype=float) / np.asarray(heads, dtype=float)
         # QKV projection (K and V shrink with GQA) and the output projection: 2·h·h·(2 + 2g/a).
-        "attention_linear": 2.0 * h * h * (2.0 + 2.0 * kv_fraction),
+        attention_linear = 2.0 * h * h * (2.0 + 2.0 * kv_fraction)
+    else:
+        attention_linear = 2.0 * np.asarray(attention_params, dtype=float)
+    width = h if core_width is None else np.asarray(core_width, dtype=float)
+    m = np.asarray(mlp_matrices, dtype=float)
+    per_token_layer = {
+        "attention_linear": attention_linear,
         # Q·K^T and scores·V: 2·s·h each.
-        "attention_core": 4.0 * np.asarray(seq_len, dtype=float) * h * (0.5 if causal else 1.0),
+        "attention_core": 4.0 * np.asarray(seq_len, dtype=float) * width * (0.5 if causal else 1.0),
         # 2 or 3 matrices of h x f.
-        "mlp": 2.0 * np.asarray(mlp_matrices, dtype=float) * h * np.asarray(ffn, dtype=float),
+        "mlp": 2.0 * m * h * np.asarray(ffn, dtype=float),
     }
     tokens = np.asarray(tokens, dtype=float)
     L = np.asarray(layers, dtype=float)
     parts = {name: passes * tokens * L * value for name, value in per_token_layer.items()}
     parts["logits"] = passes * tokens * 2.0 * h * np.asarray(vocab, dtype=float)
+    if np.any(np.asarray(moe_layers) > 0):
+        moe = passes * tokens * np.asarray(moe_layers, dtype=float)
+        parts["experts"] = moe * 2.0 * m * h * np.asarray(expert_ffn, dtype=float) * np.asarray(top_k, dtype=float)
+        parts["router"] = moe * 2.0 * h * np.asarray(experts, dtype=float)
     parts["total"] = sum(parts.values())
+    return parts
+
+
+def attention_matmul_params(model: ModelSpec) -> int:
+    """Weight elements of one layer's attention GEMMs (no biases or norms): what its FLOPs multiply."""
+    h = model.hidden
+    if model.attention == "mla":
+        H, qk = model.heads, model.qk_nope_head_dim + model.qk_rope_head_dim
+        q = (h + H * qk) * model.q_lora_rank if model.q_lora_rank else h * H * qk
+        kv = h * (model.kv_lora_rank + model.qk_rope_head_dim) + model.kv_lora_rank * H * (model.qk_nope_head_dim + model.v_head_dim)
+        return q + kv + H * model.v_head_dim * h
+    d = model.attention_head_dim
+    return h * (model.heads + 2 * model.kv) * d + model.heads * d * h
+
+
+def standard_attention(model: ModelSpec) -> bool:
+    """Multi-head / grouped-query attention with heads x head_dim = hidden: the dense columns describe it."""
+    return model.attention == "mha" and model.head_dim in (None, model.hidden // model.heads)
+
+
+def flops_columns(model: ModelSpec) -> dict:
+    """The keyword arguments of training_flops_breakdown that describe this model (attention variant,
+    per-layer mean dense MLP width, MoE), beside layers, hidden, heads, kv_heads, mlp_matrices, vocab."""
+    columns = {"ffn": model.ffn_size}
+    if not standard_attention(model):
+        if model.attention == "mla":
+            core = model.heads * (model.qk_nope_head_dim + model.qk_rope_head_dim + model.v_head_dim) / 2.0
+        else:
+            core = model.heads * model.attention_head_dim
+        columns.update(attention_params=attention_matmul_params(model), core_width=core)
+    if model.is_moe:
+        dense, moe = model.layers - model.moe_layers, model.moe_layers
+        columns.update(ffn=(dense * model.ffn_size + moe * model.moe_shared_experts * model.expert_ffn_size) / model.layers,
+                       moe_layers=moe, expert_ffn=model.expert_ffn_size, top_k=model.moe_top_k,
+                       experts=model.moe_experts)
+    return columns
+
+
+def model_training_flops(model: ModelSpec, tokens, causal: bool = False) -> dict:
+    """training_flops_breakdown of one model for `tokens` tokens (active FLOPs for MoE), with `mtp`: the
+    multi-token-prediction modules (one more last-type block, the 2h -> h projection and the shared head's
+    logits each)."""
+    columns = flops_columns(model)
+    ffn = columns.pop("ffn")
+    parts = training_flops_breakdown(model.layers, model.hidden, model.heads, model.kv, ffn, mlp_matrices(model.mlp),
+                                     model.vocab, model.seq_len, tokens, causal, **columns)
+    if model.mtp_layers:
+        last = dict(columns)
+        if model.is_moe:
+            last.update(moe_layers=1)
+        width = model.moe_shared_experts * model.expert_ffn_size if model.is_moe else model.ffn_size
+        one = training_flops_breakdown(1, model.hidden, model.heads, model.kv, width, mlp_matrices(model.mlp),
+                                       model.vocab, model.seq_len, tokens, causal, **last)
+        projection = 3.0 * np.asarray(tokens, dtype=float) * 2.0 * 2.0 * model.hidden * model.hidden
+        total = parts.pop("total")
+        parts["mtp"] = model.mtp_layers * (one["total"] + projection)
+        parts["total"] = total + parts["mtp"]
     return parts
 
 
 def model_flops_per_step(model: ModelSpec, global_batch: int) -> dict[str, float]:
     """Named training-FLOP breakdown for one optimizer step of `global_batch` sequences."""
-    parts = training_flops_breakdown(
-        model.layers, model.hidden, model.heads, model.kv, model.ffn_size, mlp_matrices(model.mlp),
-        model.vocab, model.seq_len, global_batch * model.seq_len,
-    )
+    parts = model_training_flops(model, global_batch * model.seq_len)
     return {k: float(v) for k, v in parts.items()}
 
 
@@ -238,6 +430,30 @@ PRESETS: dict[str, ModelSpec] = {
     "bloom-176b": ModelSpec(name="bloom-176b", layers=70, hidden=14336, heads=112, mlp="gelu", vocab=250880,
                             seq_len=2048, tied_embeddings=True, position="alibi", bias=True, norm="layernorm",
                             embedding_norm=True),
+    # Mixture-of-experts presets (HF config.json of each; seq_len is the pre-training length).
+    # Mixtral 8x7B (Jiang et al. 2024, Table 1; mistralai/Mixtral-8x7B-v0.1 config.json): 8 experts,
+    # top-2, every layer MoE, SwiGLU experts of 14336. 4096 tokens as NeMo's Mixtral recipes train it.
+    "mixtral-8x7b": ModelSpec(name="mixtral-8x7b", layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336,
+                              mlp="swiglu", vocab=32000, seq_len=4096, moe_experts=8, moe_top_k=2, moe_ffn=14336),
+    # DeepSeek-V3 (DeepSeek-AI 2024, arXiv:2412.19437, sections 2 and 4.2; deepseek-ai/DeepSeek-V3
+    # config.json): 61 layers, hidden 7168, 128 heads of MLA (q_lora_rank 1536, kv_lora_rank 512,
+    # qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128), first_k_dense_replace 3 dense layers of
+    # intermediate_size 18432, then 256 routed experts (top-8, moe_intermediate_size 2048) + 1 shared,
+    # sigmoid router with e_score_correction_bias, n_group 8 / topk_group 4 (node-limited routing),
+    # vocab 129280, untied; pre-trained at 4K tokens (section 4.2). The 671B excludes the multi-token-
+    # prediction module (one, num_nextn_predict_layers = 1; DeepSeek-V3 README: 685B = 671B main + 14B MTP):
+    # it is trained (FLOPs, time, memory) but not in total_params.
+    "deepseek-v3": ModelSpec(name="deepseek-v3", layers=61, hidden=7168, heads=128, ffn=18432, mlp="swiglu",
+                             vocab=129280, seq_len=4096, attention="mla", q_lora_rank=1536, kv_lora_rank=512,
+                             qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128, moe_experts=256,
+                             moe_top_k=8, moe_shared_experts=1, moe_ffn=2048, moe_first_dense=3,
+                             moe_router_bias=True, moe_groups=8, moe_topk_groups=4, mtp_layers=1),
+    # Qwen3-30B-A3B (Qwen team 2025, Qwen3 technical report Table 2; Qwen/Qwen3-30B-A3B config.json):
+    # 48 layers, hidden 2048, 32 q heads / 4 kv heads of head_dim 128 with q/k RMSNorm, 128 experts of 768,
+    # top-8, no shared expert, vocab 151936, untied; 4096-token first pre-training stage.
+    "qwen3-30b-a3b": ModelSpec(name="qwen3-30b-a3b", layers=48, hidden=2048, heads=32, kv_heads=4, head_dim=128,
+                               qk_norm=True, ffn=6144, mlp="swiglu", vocab=151936, seq_len=4096, moe_experts=128,
+                               moe_top_k=8, moe_ffn=768),
     # MosaicML MPT / llm-foundry benchmark shapes (benchmarking/README.md; vocab 50368).
     **{
         f"mpt-{size}": ModelSpec(name=f"mpt-{size}", layers=L, hidden=h, heads=a, mlp="gelu", vocab=50368,
@@ -281,3 +497,24 @@ def family_model(depth: int, aspect_ratio: int = 128, seq_len: int = 4096, vocab
     while heads % kv_heads:
         kv_heads -= 1
     return _llama(f"family-d{depth}-ar{aspect_ratio}", depth, hidden, heads, kv_heads, swiglu_ffn(hidden), vocab, seq_len)
+
+
+def family_moe_model(depth: int, experts: int, top_k: int = 1, granularity: int = 1, shared_experts: int = 0,
+                     aspect_ratio: int = 128, seq_len: int = 4096, vocab: int = FAMILY_VOCAB,
+                     gqa_group: int = 1) -> ModelSpec:
+    """The MoE sibling of family_model(depth): every layer's MLP becomes `experts` x `granularity` routed
+    experts of width ffn / granularity, each token sent to `top_k` x `granularity` of them (Krajewski et al.
+    2024, "Scaling Laws for Fine-Grained Mixture of Experts", section 3: granularity G splits each expert
+    into G and routes to G times as many, keeping active FLOPs), plus `shared_experts` always-on ones of
+    the same width. top_k = granularity = 1 with one expert is the dense model plus a router."""
+    dense = family_model(depth, aspect_ratio, seq_len, vocab, gqa_group)
+    if experts < 1 or top_k < 1 or granularity < 1 or top_k > experts:
+        raise PlannerInputError(f"MoE family: need experts >= top_k >= 1 and granularity >= 1 (got experts={experts}, "
+                                f"top_k={top_k}, granularity={granularity})")
+    width = dense.ffn_size // granularity
+    if width * granularity != dense.ffn_size or width == 0:
+        raise PlannerInputError(f"MoE family: granularity {granularity} does not divide the expert width {dense.ffn_size}")
+    return make_model("MoE family", **{**dense.model_dump(), **dict(
+        name=f"family-d{depth}-ar{aspect_ratio}-e{experts}k{top_k}g{granularity}" + (f"s{shared_experts}" if shared_experts else ""),
+        moe_experts=experts * granularity, moe_top_k=top_k * granularity, moe_ffn=width,
+        moe_shared_experts=shared_experts * granularity)})

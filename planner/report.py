@@ -101,6 +101,11 @@ def logistics_facts(review: dict) -> list[str]:
         f"{human_seconds(g['checkpoint_interval_s'])} (Young/Daly interval), ~{g['checkpoints_written']:,.0f} over the run; "
         f"storage for the {g['checkpoints_kept']} kept at once (the one being written and the last complete one): "
         f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {g['expected_failures']:.1f}.")
+    if g["gpu_energy_j"]:
+        facts.append(f"Energy: {g['gpu_energy_j'] / 3.6e9:,.1f} MWh for the GPUs at their {g['board_power_w']:.0f} W "
+                     "board power (GPU-hours x max TDP, as Llama 2 counts it); host, network and cooling come on top.")
+    else:
+        facts.append("Energy: the cluster spec states no accelerator power (accelerator.power), so none is given.")
     return facts
 
 

@@ -225,6 +225,11 @@ def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
         "checkpoint_interval_s": float(reliability["checkpoint_interval_s"]),
         "checkpoints_written": wall_s / float(reliability["checkpoint_interval_s"]),
         "expected_failures": wall_s / float(reliability["job_mtbf_s"]),
+        # GPU energy as Llama 2's carbon accounting counts it (Touvron et al. 2023, sec. 2.2.1, Table 2):
+        # GPU-hours x the board's max power; host CPUs, network and cooling (PUE) are not included.
+        "gpu_energy_j": (plan["gpu_hours"] * 3600.0 * cluster.accelerator.power_w
+                         if cluster.accelerator.power_w else None),
+        "board_power_w": cluster.accelerator.power_w,
     }
     band = plan.get("step_time_band")
     if band:

@@ -99,6 +99,17 @@ def parse_flops_rate(text: object, where: str, allow_zero: bool = False) -> floa
     return _finite_positive(value, where, expected, text, allow_zero)
 
 
+def parse_power(text: object, where: str, allow_zero: bool = False) -> float:
+    """'700W' or '10.2kW' -> watts."""
+    expected = "a power like '700W' or '10.2kW'"
+    value, unit = _split(text, where, expected)
+    match = re.fullmatch(r"([kKM])?W", unit)
+    if not match:
+        raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
+    value *= _DECIMAL[match.group(1) or ""]
+    return _finite_positive(value, where, expected, text, allow_zero)
+
+
 def parse_duration(text: object, where: str, allow_zero: bool = False) -> float:
     """'30d' -> 2592000.0 s; '5us' -> 5e-6; '14 days'; bare numbers are seconds."""
     expected = "a duration like '30d', '12h' or '5us'"

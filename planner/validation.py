@@ -67,6 +67,21 @@ def _switch(run: MeasuredRun, column: str, where: str) -> bool | None:
     return _SWITCH_TEXT[text]
 
 
+def _whole(run: MeasuredRun, column: str, where: str) -> int | None:
+    """A whole-number column (>= 1) kept in the row's extra cells; None when empty."""
+    text = (run.extra.get(column) or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise PlannerInputError(f"{where}: column '{column}': expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+# ZeRO-3 hierarchy columns (planner.layout): whole numbers and 0/1 switches.
+HIERARCHY_COLUMNS = {"zero_hpz": _whole, "shard_group": _whole, "grad_shard_group": _whole,
+                     "zero_quantized_weights": _switch, "zero_quantized_gradients": _switch}
+
+
 def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = None,
                   inferred: dict | None = None) -> tuple[ModelSpec, Layout, ClusterSpec]:
     """Build (model, layout, cluster) from a runs-CSV row; raises PlannerInputError with the reason.
@@ -98,6 +113,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
         "dtype": run.dtype or "bf16", "flash_attention": _switch(run, "flash_attention", where),
         "framework": framework, "tp_comm_overlap": _switch(run, "tp_comm_overlap", where),
         "dp_comm_overlap": _switch(run, "dp_comm_overlap", where),
+        **{column: parse(run, column, where) for column, parse in HIERARCHY_COLUMNS.items()},
     }
     unknown = tuple(name for name in INFERABLE if fields.get(name) is None)
     fields = {k: v for k, v in fields.items() if v is not None}

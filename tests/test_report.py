@@ -206,6 +206,8 @@ def test_logistics_bands_contingency_and_checkpoints(review):
     assert g["storage_bytes"] == pytest.approx(g["checkpoints_kept"] * g["checkpoint_bytes"], rel=1e-12)
     # Checkpoints are written from the spec's storage bandwidth and failures from its MTBF.
     assert g["checkpoint_write_s"] == pytest.approx(g["checkpoint_bytes"] / cluster.reliability.checkpoint_bytes_per_s)
+    # Energy: GPU-hours at the board's power (dgx-a100-80gb: 400 W), in joules.
+    assert g["gpu_energy_j"] == pytest.approx(plan["gpu_hours"] * 3600 * 400.0, rel=1e-12)
     assert g["expected_failures"] == pytest.approx(
         plan["wall_clock_s"] * plan["gpus"] / cluster.reliability.mtbf_per_gpu_s, rel=1e-9)
 

@@ -130,3 +130,11 @@ def test_bits_are_an_eighth_of_bytes(value, prefix):
     bits = units.parse_bandwidth(f"{value!r}{prefix}b/s", "x")
     octets = units.parse_bandwidth(f"{value!r}{prefix}B/s", "x")
     assert math.isclose(bits * 8, octets, rel_tol=1e-12)
+
+
+def test_power_parses_watts_and_kilowatts():
+    from planner.units import parse_power
+
+    assert parse_power("700W", "x") == 700.0 and parse_power("10.2kW", "x") == 10200.0
+    with pytest.raises(PlannerInputError, match="x: expected a power like"):
+        parse_power("700", "x")

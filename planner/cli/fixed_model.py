@@ -34,6 +34,11 @@ def add_fixed_model_arguments(parser) -> None:
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
     group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
     group.add_argument("--emit", metavar="DIR", help="write the chosen layout's launch config for its stack")
+    group.add_argument("--moe", action="store_true",
+                       help="with --budget: the best dense and the best mixture-of-experts plan side by side "
+                            "(Krajewski et al. 2024 laws)")
+    group.add_argument("--moe-load-imbalance", type=real_number(1.0), default=None,
+                       help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0)")
 
 
 def wants_fixed_model(args) -> bool:
@@ -130,10 +135,14 @@ def solve_fixed_model(args):
     budget_s = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0] if args.budget else None
     if (deadline_s or budget_s) and not tokens:
         raise PlannerInputError("--deadline/--budget with --model need --tokens (how much to train) to turn steps into days")
+    imbalance = getattr(args, "moe_load_imbalance", None)
+    if imbalance is not None and not model.is_moe:
+        raise PlannerInputError(f"--moe-load-imbalance applies to mixture-of-experts models ({model.name} is dense)")
     return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
                             frameworks=_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
-                            min_headroom=args.min_headroom or 0.0)
+                            min_headroom=args.min_headroom or 0.0,
+                            **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
 
 
 def check_outputs(args) -> None:
@@ -161,6 +170,10 @@ def run_fixed_model(args) -> int:
     check_outputs(args)
     result = solve_fixed_model(args)
     emitted = None
+    if args.emit and result.chosen is not None and result.model.is_moe:
+        # The emitters write dense launches: an MoE plan's experts, ep and etp would be silently dropped.
+        raise PlannerInputError(f"--emit: no launch config is written for mixture-of-experts models yet "
+                                f"({result.model.name}: experts, ep and etp are not in the emitters)")
     if args.emit and result.chosen is not None:
         emitted = emittable_layout(result.chosen, result.model)
         if emitted is None:
@@ -265,9 +278,17 @@ def _layout_text(row: dict) -> str:
     text += f" vpp{row['vpp']}" if row["vpp"] > 1 else ""
     text += f" cp{row['cp']}" if row["cp"] > 1 else ""
     text += f" dp{row['dp']} z{row['zero']} mb{row['micro_batch']}"
+    if row.get("ep") is not None:  # MoE: expert parallel, expert tp (when not tp), all-to-all overlap
+        text += f" ep{row['ep']}" + (f" etp{row['etp']}" if row["etp"] != row["tp"] else "")
+        text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
     text += "" if row["offload"] == "none" else f" offload={row['offload']}"
     text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
     text += " sp" if row["seq_parallel"] else ""
+    # ZeRO-3 hierarchy (search/layouts.py HIERARCHY_CHOICES): ZeRO++ and MiCS / HSDP shard groups.
+    text += f" hpZ{row['zero_hpz']}" if row.get("zero_hpz", 1) > 1 else ""
+    text += " qwZ" if row.get("zero_quantized_weights") else ""
+    text += " qgZ" if row.get("zero_quantized_gradients") else ""
+    text += f" shard{row['shard_group']}" if row.get("shard_group", 0) > 0 else ""
     return text
 
 
@@ -275,7 +296,10 @@ def format_fixed_model(result) -> str:
     from planner.render import human_bytes, human_count, human_seconds, table
 
     m = result.model
-    lines = [f"model {m.name}: {human_count(m.total_params)} params, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
+    experts = (f", {human_count(m.total_active_params)} active ({m.moe_experts} experts top-{m.moe_top_k}"
+               f"{f' + {m.moe_shared_experts} shared' if m.moe_shared_experts else ''} in {m.moe_layers} layers)"
+               if m.is_moe else "")
+    lines = [f"model {m.name}: {human_count(m.total_params)} params{experts}, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
              f"ffn={m.ffn_size} V={m.vocab} s={m.seq_len}; cluster {result.cluster.name}; stacks "
              f"{', '.join(result.assumptions['frameworks'])}; {result.assumptions['dtype']}"
              + (f"; {human_count(result.tokens)} tokens" if result.tokens else "")]

@@ -97,6 +97,9 @@ def run(args) -> int:
     from planner.render import to_json
 
     from planner.cli.fixed_model import run_fixed_model, wants_fixed_model
+    if getattr(args, "moe", False):
+        from planner.cli.moe_budget import run_moe_budget
+        return run_moe_budget(args)
     if wants_fixed_model(args):
         return run_fixed_model(args)
     report_paths = report_cli.report_outputs(args.report) if args.report else {}

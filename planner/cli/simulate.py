@@ -12,8 +12,12 @@ from planner.frameworks import FRAMEWORK_NAMES
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
-               "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+               "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
+               "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
+# Mixture-of-experts layout keys (planner.layout.Layout: expert parallelism and routing).
+MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor")
+LAYOUT_KEYS += MOE_LAYOUT_KEYS
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,12 +48,33 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
                        help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
                             "(Megatron: fp32 with bf16; NeMo's performance recipes: 0)")
+    hierarchy = parser.add_argument_group("ZeRO-3 hierarchy (ZeRO++, MiCS / HSDP; need --zero 3)")
+    hierarchy.add_argument("--zero-hpz", type=whole_number(),
+                           help="ZeRO++ hpZ: secondary weight partition over this many data-parallel ranks inside a node, "
+                                "backward all-gathers on the scale-up link (DeepSpeed zero_hpz_partition_size; default 1 = off)")
+    hierarchy.add_argument("--zero-quantized-weights", type=int, choices=[0, 1],
+                           help="ZeRO++ qwZ: all-gather int8 weights (DeepSpeed zero_quantized_weights)")
+    hierarchy.add_argument("--zero-quantized-gradients", type=int, choices=[0, 1],
+                           help="ZeRO++ qgZ: hierarchical int4 all-to-all gradient reduction (DeepSpeed zero_quantized_gradients)")
+    hierarchy.add_argument("--shard-group", type=whole_number(),
+                           help="shard model states over groups of this many data-parallel ranks and replicate across "
+                                "groups (MiCS mics_shard_size, PyTorch HSDP); must divide dp; default: all of dp")
+    hierarchy.add_argument("--grad-shard-group", type=whole_number(),
+                           help="shard gradients over groups of this many ranks (all-reduced across groups once per step); "
+                                "with --zero-hpz, the 3-level partitioning of Xu et al.; default: the shard group")
+    hierarchy.add_argument("--zero-tiling", type=whole_number(),
+                           help="ZeRO-Infinity memory-centric tiling: gather each large Linear in this many tiles "
+                                "(DeepSpeed TiledLinear; default 1)")
+    hierarchy.add_argument("--activation-offload", type=int, choices=[0, 1],
+                           help="keep activation checkpoints in host memory (DeepSpeed cpu_checkpointing; needs "
+                                "--recompute full)")
 
 
 def register(subparsers, name: str) -> None:
     parser = subparsers.add_parser(name, help="simulate one configuration: step time, memory, fits or not",
                                    description="Simulate one training configuration on a cluster.")
     add_config_arguments(parser)
+    add_moe_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--infer", action="store_true",
                         help="fill the settings not given (micro-batch, recompute, vpp, sequence parallelism, flash "
@@ -68,7 +93,8 @@ def register(subparsers, name: str) -> None:
 
 
 _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
-_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
+                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload")
 
 
 def _check_config_value(key: str, value, where: str):
@@ -84,11 +110,20 @@ def _check_config_value(key: str, value, where: str):
         if value not in (0, 1) or isinstance(value, float):  # True/False are 1/0
             raise PlannerInputError(f"{where}: key '{key}': expected true/false or 1/0, got {value!r}")
         return bool(value)
+    elif key in _REAL_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise PlannerInputError(f"{where}: key '{key}': expected a positive number, got {value!r}")
+        return float(value)
     else:
         low = 0 if key == "zero" else 1
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WHOLE:
             raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {MAX_WHOLE:,}, got {value!r}")
     return value
+
+
+# Mixture-of-experts config keys (MOE_LAYOUT_KEYS): the overlap scheme is text, the routing figures real numbers.
+_TEXT_KEYS += ("moe_a2a_overlap",)
+_REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
 
 
 def _load_config_file(path: str) -> dict:
@@ -113,7 +148,7 @@ def _load_config_file(path: str) -> dict:
 def resolve_configuration(args) -> tuple:
     """Merge preset < config file < flags into (model, layout, cluster, gpus)."""
     from planner.hardware import load_cluster
-    from planner.layout import check_layout, make_layout
+    from planner.layout import check_hierarchy_on_node, check_layout, make_layout
     from planner.model import make_model, preset
 
     values = _load_config_file(args.config) if args.config else {}
@@ -157,6 +192,7 @@ def resolve_configuration(args) -> tuple:
         return model, layout, cluster, gpus
     layout = make_layout("layout", **layout_fields)
     check_layout(model, layout, gpus=gpus)
+    check_hierarchy_on_node(layout, cluster.gpus_per_node)
     return model, layout, cluster, gpus
 
 
@@ -174,6 +210,10 @@ def run(args) -> int:
                   f"heads={spec.heads}/{spec.kv} ffn={spec.ffn_size} {spec.mlp} V={spec.vocab} s={spec.seq_len}")
         return 0
     model, layout, cluster, _ = resolve_configuration(args)
+    if (args.emit or args.emit_deepspeed) and model.is_moe:
+        # The emitters write dense launches: an MoE model's experts, ep and etp would be silently dropped.
+        raise PlannerInputError(f"--emit: no launch config is written for mixture-of-experts models yet "
+                                f"({model.name}: experts, ep and etp are not in the emitters)")
     if args.emit or args.emit_deepspeed:
         from planner.cli.report import deepspeed_outputs, launch_outputs
         from planner.io import check_new_outputs
@@ -207,6 +247,15 @@ def run(args) -> int:
     return 0
 
 
+def _hierarchy_text(layout) -> str:
+    """The ZeRO-3 hierarchy settings that differ from flat ZeRO-3, as ' zero_hpz=16 ...' (empty when none)."""
+    parts = [f"{key}={int(value)}" for key, value in (
+        ("zero_hpz", layout.zero_hpz if layout.zero_hpz > 1 else None),
+        ("qwZ", layout.zero_quantized_weights or None), ("qgZ", layout.zero_quantized_gradients or None),
+        ("shard_group", layout.shard_group), ("grad_shard_group", layout.grad_shard_group)) if value]
+    return "".join(" " + p for p in parts)
+
+
 def format_simulation(model, layout, cluster, result: dict) -> str:
     from planner.render import human_bytes, human_count, human_seconds, table
 
@@ -225,15 +274,20 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     band = result.get("step_time_band")
     band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
                  f"(validate residuals of {band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)") if band else ""
+    experts = (f" ({human_count(model.total_active_params)} active: {model.moe_experts} experts top-{model.moe_top_k} in "
+               f"{model.moe_layers} layers)" if model.is_moe else "")
+    moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
+                  if model.is_moe else "")
     lines = [
-        f"model    {model.name}: {human_count(model.total_params)} params, L={model.layers} h={model.hidden} "
+        f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
         f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
         f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
         f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
         f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
         f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
-        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}",
+        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
+        + _hierarchy_text(layout),
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
@@ -246,9 +300,27 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         table(["memory per GPU", "bytes"], memory_rows),
         verdict,
     ]
+    lines[2] += moe_layout  # the layout line: the expert grid of an MoE model
     if memory["host_bytes_per_node"] > 0:
         lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
                      f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
     if memory["nvme_bytes_per_node"] > 0:
-        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}")
+        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}"
+                     f"{'' if memory.get('nvme_fits', True) else ' - exceeds the node NVMe capacity'}")
     return "\n".join(lines)
+
+
+def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Expert-parallel layout flags (MoE models)."""
+    from planner.cli.arguments import real_number, whole_number
+    from planner.frameworks.moe import A2A_OVERLAP_NAMES
+
+    group = parser.add_argument_group("mixture of experts (MoE presets: mixtral-8x7b, deepseek-v3, qwen3-30b-a3b)")
+    group.add_argument("--ep", type=whole_number(), help="expert parallel ranks (fold into tp*cp*dp, as Megatron-Core)")
+    group.add_argument("--etp", type=whole_number(), help="expert tensor parallel ranks (default: tp)")
+    group.add_argument("--moe-a2a-overlap", choices=list(A2A_OVERLAP_NAMES),
+                       help="all-to-all overlap: megatron (--overlap-moe-expert-parallel-comm) or dualpipe (DeepSeek-V3)")
+    group.add_argument("--moe-load-imbalance", type=real_number(1.0),
+                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
+    group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
+                       help="cap tokens per expert at this multiple of the mean (default: dropless)")

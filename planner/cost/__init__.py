@@ -2,9 +2,13 @@
 
 memory.py       bytes per GPU as each framework holds them (weights, grads, optimizer, activations,
                 CUDA context, NCCL buffers, fragmentation) and host/NVMe bytes
-collectives.py  NCCL's tuner model (ring / tree / NVLS / PAT x LL / LL128 / Simple) on the links a group crosses
+collectives.py  NCCL's tuner model (ring / tree / NVLS / PAT x LL / LL128 / Simple) on the links a group crosses;
+                the all-to-all as NCCL's grouped per-peer sends
+moe.py          mixture-of-experts layers: expert GEMMs, router, dispatch/combine all-to-all, expert states
 kernels.py      published kernel data: fused-attention efficiencies, launch floor, fp8 cast bytes
 step_time.py    seconds per optimizer step as named parts: a per-layer schedule of compute and overlapped comm
+hierarchy.py    ZeRO-3 under ZeRO++ (hpZ, qwZ, qgZ) and MiCS / HSDP / gradient groups: times, cross-node bytes
+offload.py      ZeRO-Infinity's parameter fetch and activation-checkpoint copies during the passes
 infer.py        settings a run leaves unstated -> the fastest that fits
 goodput.py      failures, checkpoints, restarts
 estimate.py     memory + time for a batch; `simulate` on a batch of one

@@ -280,3 +280,32 @@ def chosen_algorithm(collective: str, volume_bytes, links, efficiency_up, effici
 def p2p_time(volume_bytes, bytes_per_s, latency_s, efficiency: float):
     """One point-to-point send of `volume_bytes` over a link."""
     return volume_bytes / (bytes_per_s * efficiency) + latency_s
+
+
+def all_to_all_time(volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, inter_bytes=None):
+    """Seconds of an all-to-all in which each rank holds `volume_bytes` split evenly over the N ranks of the
+    group (itself included), in `calls` equal collectives.
+
+    NCCL has no all-to-all algorithm: it is one grouped ncclSend/ncclRecv per peer (the `alltoall` of
+    nccl-tests, src/alltoall.cu, and torch's all_to_all_single), so no tuning-table algorithm applies.
+    Each rank sends V/N to each of its N - 1 peers: (k - 1)·V/N over the scale-up link to the peers in
+    its node and (N - k)·V/N over its share of the scale-out link to the others, both at once; the
+    exchange lasts as long as the slower of the two (the bottleneck link crossed). `inter_bytes`
+    replaces the scale-out bytes per rank where the dispatch deduplicates across nodes (DeepSeek's
+    node-limited routing); the scale-up link then also forwards what arrived over the network.
+    Latency: one step on each link the group crosses (peers are served in parallel over NCCL's p2p
+    channels; assumed). Arrays broadcast; a group of one or an empty buffer takes 0 s.
+    """
+    k = np.asarray(links["ranks_per_node"], dtype=float)
+    n = np.asarray(links["nodes"], dtype=float)
+    N = k * n
+    calls = np.maximum(np.asarray(calls, dtype=float), 1.0)
+    per_call = np.asarray(volume_bytes, dtype=float) / calls
+    out = per_call * (N - k) / N if inter_bytes is None else np.asarray(inter_bytes, dtype=float) / calls
+    up = per_call * (k - 1.0) / N + np.where(inter_bytes is None, 0.0, out * (k - 1.0) / np.maximum(k, 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_up = np.where(k > 1, up / (links["intra_bytes_per_s"] * efficiency_up), 0.0)
+        t_out = np.where(n > 1, out / (links["inter_bytes_per_s"] * efficiency_out), 0.0)
+    latency = np.where(k > 1, links["intra_latency_s"], 0.0) + np.where(n > 1, links["inter_latency_s"], 0.0)
+    seconds = calls * (np.maximum(t_up, t_out) + latency)
+    return np.where((N > 1) & (per_call > 0), seconds, 0.0)

@@ -12,7 +12,7 @@ from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
-from planner.layout import CandidateBatch, Layout, check_layout, single_batch
+from planner.layout import CandidateBatch, Layout, check_hierarchy_on_node, check_layout, single_batch
 from planner.model import ModelSpec
 
 
@@ -50,6 +50,7 @@ MODEL_STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_
 def check_simulable(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> None:
     """What simulate checks before it runs the model (validation and doctor check rows the same way)."""
     check_layout(model, layout)
+    check_hierarchy_on_node(layout, cluster.gpus_per_node)
     cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
     capacity = cluster.max_nodes * cluster.gpus_per_node
     if layout.gpus > capacity:
@@ -87,6 +88,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             "host_bytes_per_node": memory["host_bytes_per_node"],
             "nvme_bytes_per_node": memory["nvme_bytes_per_node"],
             "host_fits": memory["host_fits"],
+            "nvme_fits": memory["nvme_fits"],
         },
         "time": time["parts"],
         "comm_bytes_per_step": time["comm_bytes_per_step"],

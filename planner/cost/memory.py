@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.cost import moe
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import ClusterSpec
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
@@ -92,6 +93,17 @@ def sharding_degree(batch: CandidateBatch, stack: dict | None = None) -> np.ndar
     return batch.dp * np.where(stack["shards_over_context_parallel"] > 0, batch.cp, 1.0)
 
 
+def state_sharding_degrees(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
+    """Ranks each model state is sharded over under hierarchical partitioning (layout.shard_group,
+    grad_shard_group; 0 = the whole sharding group): weights and optimizer over the shard group (MiCS
+    `mics_shard_size`, HSDP), gradients over the gradient group (default: the shard group), and `hpz`, the
+    size of ZeRO++'s secondary weight partition (1 = none). Flat ZeRO: all equal sharding_degree."""
+    d = sharding_degree(batch, stack)
+    weights = np.where(batch.shard_group > 0, np.minimum(batch.shard_group, d), d)
+    grads = np.where(batch.grad_shard_group > 0, np.minimum(batch.grad_shard_group, weights), weights)
+    return {"weights": weights, "optimizer": weights, "grads": grads, "hpz": np.minimum(batch.zero_hpz, d)}
+
+
 def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
     """Bytes per parameter element: weights, sharded (ZeRO-3) weights, gradient buffer, gradient reduce
     dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy)."""
@@ -123,7 +135,9 @@ def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> 
     stack = _stack(batch, stack)
     size = element_bytes(batch, stack)
     w, g, r = size["weights"], size["grads"], size["reduce"]
-    by_module = np.where(stack["gathers_largest_module"] > 0, (w + g) * largest_matrix_params(batch), 0.0)
+    # Memory-centric tiling (ZeRO-Infinity 5.1.3): one tile of the largest module is gathered at a time.
+    tiles = np.maximum(batch.zero_tiling, 1.0)
+    by_module = np.where(stack["gathers_largest_module"] > 0, (w + g) * largest_matrix_params(batch) / tiles, 0.0)
     unit = batch.layer_params / batch.tp
     blocks = stack["units_in_flight"] * w * unit + (w + r) * unit
     # torchtitan + torch.distributed.pipelining: the whole stage stays unsharded, gradients accumulate
@@ -139,9 +153,14 @@ def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) 
     (per tp rank), plus what optimizer/parameter offload moves to the host or NVMe."""
     stack = _stack(batch, stack)
     size = element_bytes(batch, stack)
-    d, zero = sharding_degree(batch, stack), batch.zero
+    zero = batch.zero
+    degree = state_sharding_degrees(batch, stack)
+    d, d_grads = degree["weights"], degree["grads"]
     weights = np.where(zero == 3, size["sharded_weights"] * params / d, size["weights"] * params)
-    grads = np.where(zero >= 2, size["grads"] * params / d, size["grads"] * params)
+    # ZeRO++ hpZ: the secondary partition, in the weights' 16-bit dtype, over hpz ranks (DeepSpeed
+    # partition_parameters.py:1673-1700 `_partition_param_sec`: tensor_size // num_ranks_in_param_group).
+    weights = weights + np.where((zero == 3) & (degree["hpz"] > 1), size["weights"] * params / degree["hpz"], 0.0)
+    grads = np.where(zero >= 2, size["grads"] * params / d_grads, size["grads"] * params)
     optimizer = np.where(zero >= 1, size["optimizer"] * params / d, size["optimizer"] * params)
 
     offloaded = np.where(batch.offload >= 1, optimizer, 0.0)
@@ -281,18 +300,41 @@ def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tu
     buckets = np.where(separate, w * (ipg + prefetch), 0.0)
     overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
                        + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
+    stored = per_layer["stored"] * layers * inflight
+    # Activation checkpoints on the host (DeepSpeed cpu_checkpointing): the GPU keeps the one being copied
+    # out in forward and the one brought back for backward's recompute.
+    on_host = batch.activation_offload
     parts = {
         "weights": states["weights"], "gradients": states["gradients"], "optimizer": states["optimizer"],
         "fp8_weights": fp8_weight_bytes(layers, batch, stack),
         "zero3_gathered": gathered, "comm_buckets": buckets,
-        "activations": per_layer["stored"] * layers * inflight,
+        "activations": np.where(on_host, np.minimum(stored, 2.0 * per_layer["stored"]), stored),
         # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
         "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
     transient = parts["activations"] + parts["recompute_working"] + logits + gathered + buckets
+    if batch.has_moe:
+        moe_parts = _moe_stage_parts(batch, stack, layers, inflight, states)
+        parts.update(moe_parts)
+        transient = transient + moe_parts["moe_activations"] + moe_parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))
     parts = {name: np.broadcast_to(value, params.shape) for name, value in parts.items()}
-    return parts, {"host": states["host_per_gpu"], "nvme": states["nvme_per_gpu"], "params": params}
+    host = states["host_per_gpu"] + np.where(on_host, stored, 0.0)
+    return parts, {"host": host, "nvme": states["nvme_per_gpu"], "params": params}
+
+
+def _moe_stage_parts(batch: CandidateBatch, stack: dict, layers, inflight, states) -> dict:
+    """Routed experts' states (sharded over the expert data-parallel group), their fp8 copies, the
+    DualPipe second weight copy, expert activations and the dispatch buffers (cost/moe.py)."""
+    expert_params = moe.expert_params_per_gpu(batch, layers)
+    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack))
+    fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
+    acts = moe.moe_activation_bytes(batch)
+    return {"expert_weights": expert["weights"] + fp8, "expert_gradients": expert["gradients"],
+            "expert_optimizer": expert["optimizer"],
+            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * states["weights"],
+            "moe_activations": acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0),
+            "moe_dispatch_buffers": acts["dispatch_buffers"]}
 
 
 def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | None = None) -> dict[str, np.ndarray]:
@@ -317,14 +359,16 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     hbm = cluster.accelerator.hbm_bytes
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     host_per_node = np.max(np.broadcast_to(other["host"], totals.shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
+    nvme_per_node = np.max(np.broadcast_to(other["nvme"], totals.shape), axis=0) * gpus_on_node
     return {
         "parts": parts,
         "total_bytes": total,
         "hbm_bytes": np.full(len(batch), hbm),
         "fits": total <= hbm,
         "host_bytes_per_node": host_per_node,
-        "nvme_bytes_per_node": np.max(np.broadcast_to(other["nvme"], totals.shape), axis=0) * gpus_on_node,
+        "nvme_bytes_per_node": nvme_per_node,
         "host_fits": host_per_node <= cluster.node.host_memory_bytes,
+        "nvme_fits": nvme_per_node <= (cluster.node.nvme_capacity_bytes or np.inf),
         "params_per_gpu": pick(other["params"]),
         "binding_stage": binding,
     }

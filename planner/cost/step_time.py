@@ -12,7 +12,9 @@ the slowest stage sets the pace:
   context parallel: K/V ring exchange hidden behind the attention core it feeds (ring attention);
   ZeRO-3 / FSDP: unit i+1's all-gather runs during unit i's compute (prefetch), so a pass exposes the
                    first gather plus, per unit, what its gather (+ reduce-scatter in backward) exceeds
-                   the unit's compute by; the framework sets the calls per unit;
+                   the unit's compute by; the framework sets the calls per unit; ZeRO++ / MiCS / HSDP change
+                   the groups, bytes and collectives of those gathers and reductions (cost.hierarchy), and
+                   ZeRO-Infinity's fetch from host / NVMe joins the same chain (cost.offload);
   ZeRO-0/1/2: bucketed gradient reduce behind the last micro-batch's backward (a two-stage pipeline of
                    B buckets exposes max(a, b) + min(a, b)/B - a), ZeRO-2 in DeepSpeed after every
                    micro-batch; the parameter all-gather after the step behind the next forward where the
@@ -20,6 +22,10 @@ the slowest stage sets the pace:
   pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
                    slowest stage, with p2p sends hidden where the framework overlaps them.
 Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded).
+Mixture-of-experts layers (only in batches with MoE models; `cost/moe.py`) add, averaged over the layers,
+the experts' grouped GEMMs, the router and the token permutation, the dispatch/combine all-to-all over the
+ep group (exposed, or hidden behind the other micro-batch where the layout overlaps it), the experts'
+gradient reduction over the expert data-parallel group and their Adam step; DualPipe sets the bubble.
 
 Collectives are timed as NCCL runs them (`collectives`), over the links each group crosses
 (`topology`). What differs between frameworks is looked up in `planner.frameworks`, never branched on.
@@ -31,13 +37,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, kernels
-from planner.cost.memory import activation_bytes_per_layer, element_bytes, sharding_degree
+from planner.cost import collectives, hierarchy, kernels, offload
+from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
 from planner.model import training_flops_breakdown
 from planner.topology import group_links_arrays
+
+from planner.cost import moe  # noqa: E402 (mixture-of-experts parts, cost/moe.py)
+from planner.frameworks.moe import bubble_slots as moe_bubble_slots  # noqa: E402
 
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
 # Cross-entropy over the vocabulary is memory-bound and runs in fp32 (Megatron's
@@ -67,6 +76,15 @@ def matmul_efficiency(m, n, k, eff: Efficiency, half_size):
         usable = np.minimum(1.0, (exponent - 1.0) ** (-1.0 / exponent) / ratio)
         ratio = ratio * usable
     return usable * eff.matmul_peak_fraction / (1.0 + ratio ** exponent)
+
+
+def gemm_seconds(m, n, k, peak, eff: Efficiency, half):
+    """Seconds of a GEMM of (m, n, k) at `peak` FLOP/s and its matmul_efficiency; 0 for an empty one."""
+    m, n, k = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (m, n, k)))
+    empty = (m * n * k) <= 0
+    safe = [np.where(empty, 1.0, x) for x in (m, n, k)]
+    seconds = 2.0 * safe[0] * safe[1] * safe[2] / (peak * matmul_efficiency(*safe, eff, half))
+    return np.where(empty, 0.0, seconds)
 
 
 def matmul_half_size_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
@@ -184,12 +202,17 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
         (tokens, up_width / t, h),
         (tokens, h, batch.ffn / t),
     ]
-    gemm = sum(2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
+    if batch.core_width is None:
+        gemm = sum(2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
+    else:  # attention variants / MoE: a model may have no dense MLP (ffn 0)
+        gemm = sum(gemm_seconds(m, n, k, peak, eff, half) for m, n, k in gemms)
     # Attention core: per head (s x head_dim) x (head_dim x s) and back. Flash attention with a causal
-    # mask skips the masked half; the older unfused path computes the whole square.
-    head_dim = h / batch.heads
+    # mask skips the masked half; the older unfused path computes the whole square. MLA and heads whose
+    # width differs from h/heads multiply by their own core width (model.flops_columns).
+    core = h if batch.core_width is None else batch.core_width
+    head_dim = core / batch.heads
     attention_peak = _attention_peak(batch, cluster, peak)
-    core_flops = 4.0 * tokens * batch.seq_len * h / t * np.where(batch.flash_attention, 0.5, 1.0)
+    core_flops = 4.0 * tokens * batch.seq_len * core / t * np.where(batch.flash_attention, 0.5, 1.0)
     # Fused attention at the efficiency published for its kernel, head dim and (per cp rank) sequence;
     # the unfused path as its two thin GEMMs (the softmax is in the elementwise traffic).
     code = attention_kernel_codes(batch, cluster)
@@ -352,15 +375,25 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
-    fwd_exposed = gather + (units - 1.0) * np.maximum(gather - stage["layer_forward"], 0.0)
-    bwd_exposed = gather + scatter + (units - 1.0) * np.maximum(gather + scatter - stage["layer_backward"], 0.0)
-    ideal = np.where(prefetch, fwd_exposed + bwd_exposed, units * (2.0 * gather + scatter))
-    all_units = units * (2.0 * gather + scatter)
+
+    def per_micro_batch(gather_fwd, gather_bwd, scatter_):
+        """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
+        fwd_exposed = gather_fwd + (units - 1.0) * np.maximum(gather_fwd - stage["layer_forward"], 0.0)
+        bwd_exposed = gather_bwd + scatter_ + (units - 1.0) * np.maximum(gather_bwd + scatter_ - stage["layer_backward"], 0.0)
+        all_units = units * (gather_fwd + gather_bwd + scatter_)
+        ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
+        return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
+
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = _Rows(zero3 & (outside > 0), shard_links)
     outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
                     + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside, **kw))
-    zero3_mb = ideal + (1.0 - eff.dp_overlap) * (all_units - ideal) + outside_comm
+    zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
+    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
+    zero3_step = m * zero3_mb + hierarchy.zero3_step_change(
+        batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,
+        lambda sizes, strides: _links(cluster, sizes, strides), hbm)
+    offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
@@ -382,25 +415,80 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     param_gather = _only_where(sharded_12, collectives.all_gather_time, w * params, shard_links, calls=buckets, **kw)
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
-    exposed = np.select([zero == 3], [m * zero3_mb], reduce + np.where(zero >= 1, param_gather, 0.0))
+    exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
-    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0)
+    bytes_moved = np.where(hierarchy.hierarchical_rows(batch),
+                           hierarchy.zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m), bytes_moved)
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
 
 
 def _optimizer(batch, cluster, fw, w, hbm, params):
     """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
     eff = cluster.efficiency
-    shard = sharding_degree(batch, fw)
+    shard = state_sharding_degrees(batch, fw)["optimizer"]
     opt_params = np.where(batch.zero >= 1, params / shard, params)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
     host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
-    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes.
+    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes. The optimizer state's
+    # NVMe swaps run before and after CPU-Adam, not beside it: DeepSpeed pipelines them only with
+    # offload_optimizer.pipeline_read / pipeline_write, off by default (runtime/zero/offload_config.py:78-84).
     nvme = 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s
     copies = 2.0 * w * opt_params / pcie + np.where(batch.offload_nvme, nvme, 0.0)
     optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
     return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
+
+
+def _moe_layer(batch, cluster, peak, half, hbm, layer):
+    """The MoE parts of a layer (cost/moe.py) with the exposed all-to-all; None for a dense batch."""
+    if not batch.has_moe:
+        return None
+    eff = cluster.efficiency
+    parts = moe.moe_layer_times(batch, cluster, lambda m, n, k: gemm_seconds(m, n, k, peak, eff, half), hbm,
+                                lambda size, stride: _links(cluster, size, stride), _collective_kwargs(cluster))
+    # What the other micro-batch computes in this layer while the all-to-all runs (batch-level overlap).
+    compute = moe.moe_fraction(batch) * (layer["forward"] + layer["backward"]) + parts["forward"] + parts["backward"]
+    parts["exposed"] = moe.exposed_ep_comm(parts, compute)
+    parts["sm_share"] = moe.sm_share_seconds(batch, compute)
+    return parts
+
+
+def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
+    """Exposed seconds (and bytes) of the experts' gradient reduction over the expert data-parallel group
+    (etp x ep consecutive ranks are one expert replica): all-reduce (ZeRO-0) or reduce-scatter and the
+    parameter all-gather after the step (ZeRO-1/2), behind backward/forward where overlapped, as the dense
+    gradients are (it shares the backward window with them: assumed not to contend); ZeRO-3 every
+    micro-batch."""
+    eff = cluster.efficiency
+    kw = _collective_kwargs(cluster)
+    d = moe.expert_dp(batch)
+    links = _links(cluster, d, batch.ep * batch.etp)
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
+    buckets = np.maximum(np.ceil(expert_params / bucket_elements), 1.0)
+    many = (d > 1) & (expert_params > 0)
+    sharded = batch.zero >= 1
+    reduce = np.where(sharded, _only_where(many & sharded, collectives.reduce_scatter_time, reduce_bytes * expert_params,
+                                           links, calls=buckets, **kw),
+                      _only_where(many & ~sharded, collectives.all_reduce_time, reduce_bytes * expert_params, links,
+                                  calls=buckets, **kw))
+    gather = _only_where(many & sharded, collectives.all_gather_time, w * expert_params, links, calls=buckets, **kw)
+    overlapped = batch.dp_comm_overlap
+    once = (np.where(overlapped, hidden_behind(stage["backward"], reduce, buckets, eff.dp_overlap), reduce)
+            + np.where(overlapped & (fw["param_gather_overlap"] > 0),
+                       hidden_behind(stage["forward"], gather, buckets, eff.dp_overlap), gather))
+    # ZeRO-3 / FSDP: the experts' weights are gathered for forward and again for backward and their
+    # gradients reduce-scattered every micro-batch, behind that micro-batch's compute where prefetched.
+    m = batch.grad_accumulation
+    zero3 = batch.zero == 3
+    per_micro_batch = 2.0 * gather + reduce
+    zero3_exposed = m * np.where(overlapped | (fw["prefetches_next_unit"] > 0),
+                                 hidden_behind(stage["forward"] + stage["backward"], per_micro_batch, buckets, eff.dp_overlap),
+                                 per_micro_batch)
+    moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, w * expert_params, 0.0)
+    moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
+    return np.where(many, np.where(zero3, zero3_exposed, once), 0.0), np.where(many, moved, 0.0)
 
 
 def flop_rate_ceiling(cluster: ClusterSpec) -> float:
@@ -441,6 +529,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # 2x backward) charges the GEMMs three times and the loss once.
     logits = logits_gemm + cross_entropy / 3.0
     p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
+    moe_layer = _moe_layer(batch, cluster, peak, half, hbm, layer)
 
     issue = layer["issue"]
     # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
@@ -457,6 +546,10 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "cp_comm": comm["cp"],
         "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
+    if moe_layer is not None:  # averaged over the layers (cost/moe.py)
+        per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]
+        per_layer["ep_comm"] = moe_layer["exposed"]
+        per_layer["a2a_sm_share"] = moe_layer["sm_share"]
     layer_total = sum(per_layer.values())
     first_layers, middle_layers, last_layers = batch.stages
     # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
@@ -479,6 +572,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
     layer_forward = layer["forward"] + comm["forward"] + floor["forward"]
     layer_backward = layer["backward"] + layer["recompute"] + comm["backward"] + floor["backward"]
+    if moe_layer is not None:
+        layer_forward = layer_forward + moe_layer["forward"]
+        layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"]
     stage = {
         "layers": dp_layers,
         "layer_forward": layer_forward,
@@ -486,18 +582,13 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
         "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
-    dp_exposed, dp_bytes = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
+    dp_exposed, dp_bytes, offload_fetch = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
-    # ZeRO-Infinity: each rank's weight shard comes from host memory (PCIe per GPU) or NVMe (shared by
-    # the node's GPUs) for forward and for backward, every micro-batch.
-    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    shard_bytes = w * params / batch.dp
-    fetch = np.maximum(shard_bytes / cluster.node.pcie_bytes_per_s_per_accelerator,
-                       np.where(batch.offload_nvme, shard_bytes * gpus_on_node / cluster.node.nvme_bytes_per_s, 0.0))
-    offload_fetch = np.where(batch.offload >= 2, m * 2.0 * fetch, 0.0)
-
+    offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
+    if moe_layer is not None:  # DualPipe's bubble (frameworks/moe.py)
+        bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
     parts = {
         "forward": pace(per_layer["forward"]) + m * np.where(on_last, logits, 0.0),
         "backward": pace(per_layer["backward"]) + m * np.where(on_last, 2.0 * logits, 0.0),
@@ -513,6 +604,15 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "offload_copies": offload_copies + offload_fetch,
         "overhead": pace(per_layer["overhead"]) + m * eff.microbatch_overhead_s + eff.step_overhead_s,
     }
+    if moe_layer is not None:
+        expert_params = moe.expert_params_per_gpu(batch, dp_layers)
+        expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)
+        expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, ADAM_BYTES_PER_PARAM + w, hbm,
+                                                        cluster.efficiency.optimizer_relative_efficiency)
+        parts.update({"moe_experts": pace(per_layer["moe_experts"]), "ep_comm": pace(per_layer["ep_comm"]),
+                      "a2a_sm_share": pace(per_layer["a2a_sm_share"]),
+                      "expert_dp_comm_exposed": expert_dp_exposed})
+        parts["optimizer"] = parts["optimizer"] + expert_optimizer
     # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
     # in the difference, which the slot (micro_batch_s) already accounts for.
     total = sum(parts.values())
@@ -520,9 +620,12 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # an unfused kernel computes in the masked half, and what recompute runs again (one forward of every
     # layer for full, of the attention core for selective). Same accounting as the time above, so
     # MFU <= HFU <= 1.
+    variant = {} if batch.core_width is None else dict(
+        core_width=batch.core_width, moe_layers=batch.moe_layers, expert_ffn=batch.expert_ffn, top_k=batch.top_k,
+        experts=batch.experts)
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
-                                          batch.global_batch * batch.seq_len, causal=True)
+                                          batch.global_batch * batch.seq_len, causal=True, **variant)
     flops = flop_parts["total"]
     executed_core = flop_parts["attention_core"] * np.where(batch.flash_attention, 1.0, 2.0)
     executed = flops - flop_parts["attention_core"] + executed_core
@@ -540,6 +643,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "comm_bytes_per_step": {
             "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
             "dp": dp_bytes,
+            "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
             "pp": m * p2p_bytes,
+            **({} if moe_layer is None else {"ep": m * pace_layers * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
         },
     }

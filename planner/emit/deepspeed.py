@@ -38,11 +38,28 @@ def zero_block(layout: Layout) -> dict:
         block.update({"stage3_prefetch_bucket_size": int(ZERO3_BUCKET_ELEMENTS),
                       "stage3_param_persistence_threshold": int(ZERO3_PERSISTENCE_THRESHOLD),
                       "stage3_gather_16bit_weights_on_model_save": True})
+        block.update(_hierarchy_keys(layout))
     if layout.offload != "none":
         block["offload_optimizer"] = _offload_target(layout)
     if layout.offload == "optimizer+params":
         block["offload_param"] = _offload_target(layout)
     return block
+
+
+def _hierarchy_keys(layout: Layout) -> dict:
+    """ZeRO++ and MiCS keys for the layout's ZeRO-3 hierarchy, only those set (DeepSpeed@38327e07
+    runtime/zero/config.py:294-310 zero_hpz_partition_size / zero_quantized_weights / zero_quantized_gradients,
+    326 mics_shard_size). A separate gradient group (grad_shard_group) has no upstream key."""
+    keys = {}
+    if layout.zero_hpz > 1:
+        keys["zero_hpz_partition_size"] = layout.zero_hpz
+    if layout.zero_quantized_weights:
+        keys["zero_quantized_weights"] = True
+    if layout.zero_quantized_gradients:
+        keys["zero_quantized_gradients"] = True
+    if layout.shard_group is not None:
+        keys["mics_shard_size"] = layout.shard_group
+    return keys
 
 
 def _offload_target(layout: Layout) -> dict:

@@ -13,7 +13,7 @@ Data parallelism: ZeRO-3 = FSDP2 over data_parallel_shard_degree (the fsdp mesh 
 ZeRO-2 = the same with fsdp_reshard_after_forward "never" (JC:336-349: parameters stay gathered from
 forward to backward, as ZeRO-2 keeps them whole); ZeRO-0 = DDP over data_parallel_replicate_degree,
 which torchtitan runs only as the sole parallelism (PAR:148-151). ZeRO-1 has no torchtitan equivalent;
-HSDP (replicate x shard) needs a split of dp the planner's layout does not carry.
+HSDP (replicate x shard) is the layout's shard_group: shard degree = shard_group, replicate = dp / shard_group.
 """
 
 from __future__ import annotations
@@ -165,8 +165,9 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
 def parallelism_table(model: ModelSpec, layout: Layout, async_tp: bool) -> dict:
     """[parallelism]: mesh degrees (PD:35-55: replicate x shard x cp x tp x pp = world size) and the schedule."""
     sharded = layout.zero >= 2
-    table = {"data_parallel_replicate_degree": 1 if sharded else layout.dp,             # JC:313
-             "data_parallel_shard_degree": layout.dp if sharded else 1,                  # JC:324
+    shard = layout.shard_group or layout.dp  # HSDP: shard inside groups, replicate across them
+    table = {"data_parallel_replicate_degree": layout.dp // shard if sharded else layout.dp,  # JC:313
+             "data_parallel_shard_degree": shard if sharded else 1,                           # JC:324
              "tensor_parallel_degree": layout.tp,                                          # JC:351
              "pipeline_parallel_degree": layout.pp,                                        # JC:360
              "context_parallel_degree": layout.cp}                                         # JC:428

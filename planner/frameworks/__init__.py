@@ -4,7 +4,8 @@ The cost model never branches on a framework's name. It asks this table for per-
 (`framework_arrays(codes)`): which dtype gradients are held and reduced in, which group shards the
 optimizer, how many collective calls a ZeRO-3/FSDP pass makes, which overlaps exist and are on by
 default, which schedules the stack can run. Each stack's module cites the source file or doc each
-value comes from. `other` (also an empty cell in a runs CSV) is a neutral default.
+value comes from. `other` (also an empty cell in a runs CSV) is a neutral default. What the stacks do with
+mixture-of-experts layers (expert parallelism, all-to-all overlaps) is in `moe.py`.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if (layout.tp_comm_overlap and layout.tp > 1 and stack.tp_comm_overlap_needs_sequence_parallel
             and not layout.seq_parallel):
         problems.append(f"tp_comm_overlap: {framework} overlaps TP communication only with sequence parallelism (seq_parallel=1)")
+    if (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients) and not stack.zeropp:
+        problems.append(f"--zero-hpz / --zero-quantized-weights / --zero-quantized-gradients: {framework} has no ZeRO++")
+    if layout.shard_group is not None and not stack.shard_groups:
+        problems.append(f"--shard-group: {framework} has no hierarchical (MiCS / HSDP) sharding")
+    if layout.grad_shard_group is not None and not stack.gradient_groups:
+        problems.append(f"--grad-shard-group: {framework} has no gradient partition group of its own")
     return problems
 
 

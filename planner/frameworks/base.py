@@ -106,3 +106,12 @@ class Framework:
     # fp8 training: bytes per Linear-weight element of the fp8 copies kept besides the 16-bit weights
     # (Transformer Engine: row-wise + column-wise fp8 data, 1 + 1).
     fp8_weight_copy_bytes: float = 2.0
+    # ZeRO-3 hierarchy (planner.cost.hierarchy): ZeRO++'s hpZ / qwZ / qgZ; a shard group with replication
+    # across groups (MiCS, HSDP); a gradient group of its own (the 3-level scheme of Xu et al.).
+    zeropp: bool = False
+    shard_groups: bool = False
+    gradient_groups: bool = False
+    # Hierarchical sharding: the all-reduce of the gradient shards across replica groups runs with every
+    # micro-batch's reduce-scatter (FSDP2 HSDP under torchtitan) rather than once at the accumulation
+    # boundary (DeepSpeed MiCS, mics.py:432-440).
+    replica_reduce_every_microbatch: bool = False

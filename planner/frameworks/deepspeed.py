@@ -38,4 +38,8 @@ DEEPSPEED = Framework(
     # Memory: ZeRO-3 gathers submodule by submodule (estimator: 4 x largest layer, stage3.py:3019);
     # the IPG gradient bucket is its own buffer (stage_1_and_2.py:2048-2060, stage3.py:536-540).
     gathers_largest_module=True, gathers_whole_layers=False, grad_buckets_separate=True,
+    # ZeRO++ (`zero_hpz_partition_size`, `zero_quantized_weights`, `zero_quantized_gradients`,
+    # runtime/zero/config.py:294-310) and MiCS (`mics_shard_size`, config.py:326; runtime/zero/mics.py).
+    # No separate gradient group upstream (Xu et al. patch DeepSpeed for theirs).
+    zeropp=True, shard_groups=True,
 )

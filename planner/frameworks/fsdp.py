@@ -46,4 +46,10 @@ FSDP = Framework(
     # `backward_maybe_with_nosync`): the stage's weights and its reduce-dtype gradients stay unsharded.
     # Without pp the final norm + output layer unit is not resharded after forward (fsdp.py:258-265).
     unsharded_stage_with_pp=True, output_unit_held=True,
+    # HSDP: fully_shard over a 2-D (replicate, shard) mesh, torchtitan's data_parallel_replicate_degree x
+    # data_parallel_shard_degree (`distributed/parallel_dims.py`); no quantised collectives. FSDP2 all-reduces
+    # the reduce-scattered shard over the replicate group in the same post-backward reduction
+    # (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py `foreach_reduce`, all_reduce_group), and
+    # torchtitan reduces every micro-batch (above).
+    shard_groups=True, replica_reduce_every_microbatch=True,
 )

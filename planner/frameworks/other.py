@@ -22,4 +22,6 @@ OTHER = Framework(
     # Memory never below DeepSpeed's: its bucket buffers, and the larger of its module working set and
     # FSDP's whole-block one.
     gathers_largest_module=True, gathers_whole_layers=True, grad_buckets_separate=True,
+    # Neutral: every ZeRO-3 hierarchy option the cost model knows.
+    zeropp=True, shard_groups=True, gradient_groups=True,
 )

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from planner.cost.step_time import flop_rate_ceiling, rank_share
 from planner.error_bands import interval as step_time_interval
 from planner.hardware import ClusterSpec
-from planner.model import ModelSpec
-from planner.search.bounds import flops_per_token
+from planner.model import ModelSpec, model_training_flops
 from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layouts
 
 DEFAULT_KNEE = 0.8  # assumed: below 80% scaling efficiency more GPUs mostly buy waste
@@ -66,13 +65,15 @@ class FixedModelPlan:
 def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: float, dtype: str) -> float:
     """Fewest days `tokens` can take on `gpus` GPUs: every FLOP at the cost model's ceiling rate, goodput 1."""
     rate = cluster.peak_flops_per_s(dtype) * flop_rate_ceiling(cluster) * float(rank_share(gpus, cluster)) * gpus
-    return tokens * float(flops_per_token([model])[0]) / rate / 86400.0
+    # The model's own (active, for MoE) FLOPs per token, counted as the cost model's MFU counts them.
+    return tokens * float(model_training_flops(model, 1.0, causal=True)["total"]) / rate / 86400.0
 
 
 def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,
-                   min_headroom=0.0) -> CountPlan:
+                   min_headroom=0.0, moe_load_imbalance=1.0) -> CountPlan:
     search = search_layouts(model, cluster, gpus, global_batch=global_batch, tokens=tokens, frameworks=frameworks,
-                            dtype=dtype, batch_rule=batch_rule, min_headroom=min_headroom)
+                            dtype=dtype, batch_rule=batch_rule, min_headroom=min_headroom,
+                            moe_load_imbalance=moe_load_imbalance)
     best = search.best
     if best is None:
         reasons = search.reason_counts()
@@ -98,16 +99,19 @@ def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dt
 def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[int], *, tokens: float | None = None,
                      global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
-                     batch_rule: str = "step-law", min_headroom: float = 0.0) -> FixedModelPlan:
-    """Evaluate GPU counts and choose one (module docstring)."""
+                     batch_rule: str = "step-law", min_headroom: float = 0.0,
+                     moe_load_imbalance: float = 1.0) -> FixedModelPlan:
+    """Evaluate GPU counts and choose one (module docstring). `moe_load_imbalance`: MoE models' busiest
+    expert rank's load over the mean (layout.Layout.moe_load_imbalance)."""
     common = dict(tokens=tokens, global_batch=global_batch, frameworks=tuple(frameworks), dtype=dtype,
-                  batch_rule=batch_rule, min_headroom=min_headroom)
+                  batch_rule=batch_rule, min_headroom=min_headroom, moe_load_imbalance=moe_load_imbalance)
     options = sorted(set(int(g) for g in gpu_options))
     result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None,
                             assumptions={"frameworks": list(frameworks), "dtype": dtype, "knee": knee,
                                          "global_batch": global_batch, "batch_rule": batch_rule,
                                          "deadline_s": deadline_s, "budget_gpu_hours": None if budget_gpu_s is None
-                                         else budget_gpu_s / 3600.0})
+                                         else budget_gpu_s / 3600.0,
+                                         **({"moe_load_imbalance": moe_load_imbalance} if model.is_moe else {})})
     if deadline_s is not None and tokens:
         for gpus in options:
             if fastest_days(model, cluster, gpus, tokens, dtype) * 86400.0 > deadline_s:

@@ -14,7 +14,10 @@ numpy arrays and scored in one vectorised pass of the cost model:
   ZeRO 0-3 (pipelines up to the stack's max_zero_with_pipeline), optimizer / optimizer+params offload
   where the stack has it, recompute none/selective/full, sequence parallelism with tp > 1, and the
   tensor- and data-parallel communication overlaps on and off where the stack has them (each changes
-  memory, so neither setting dominates).
+  memory, so neither setting dominates);
+  MoE     (MoE models) ep: every divisor of the experts that, with etp, divides tp x cp x dp (Megatron's
+          expert grid); etp 1 and tp; the all-to-all overlaps the stack has (planner.frameworks.moe:
+          Megatron's needs an interleaved schedule with pp > 1 and no full recompute).
 
 Which stack runs what is data (planner.frameworks): a layout a stack cannot run is never enumerated
 for it. The best layout has the shortest step time among those that fit (ties: less memory).
@@ -22,6 +25,7 @@ for it. The best layout has the shortest step time among those that fit (ties: l
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -32,6 +36,7 @@ from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS
+from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
 from planner.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
@@ -48,7 +53,10 @@ RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1), (3, 2))
 # Stacks searched when none is named: the three the cost model knows in detail.
 DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
-REASONS = ("does not fit GPU memory", "offload exceeds host memory")
+REASONS = ("does not fit GPU memory", "offload exceeds host memory", "offload exceeds NVMe capacity")
+# ZeRO-3 hierarchy options tried beside flat ZeRO-3 (no offload), each with its group = the data-parallel
+# ranks of one node, where the stack has it (planner.frameworks zeropp / shard_groups): (hpZ, qwZ, qgZ, shard group).
+HIERARCHY_CHOICES = ((True, False, False, False), (True, True, True, False), (False, False, False, True))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -82,6 +90,37 @@ def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
+def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_index, stacks):
+    """`keep` repeated once per (ep, etp, all-to-all overlap) choice each layout can run (module docstring),
+    and those choices as columns; `keep` as it is and no columns for a dense model."""
+    if not model.is_moe:
+        return keep, {}
+    tp, cp, dp, pp, vpp, recompute = (x[keep] for x in (tp, cp, dp, pp, vpp, recompute))
+    grid = tp * cp * dp
+    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": []}
+    overlaps = np.array([[name in MOE_STACKS.get(s.name, MOE_STACKS["other"]).overlaps for name in A2A_OVERLAP_NAMES]
+                         for s in stacks])[stack_index[keep]]
+    for ep in divisors(model.moe_experts):
+        for etp_is_tp in (False, True):
+            etp = tp if etp_is_tp else np.ones_like(tp)
+            fits = (grid % (ep * etp) == 0) & (model.expert_ffn_size % etp == 0)
+            if etp_is_tp:
+                fits &= tp > 1  # etp = tp = 1 is the first pass
+            for name, overlap in A2A_OVERLAPS.items():
+                ok = fits & overlaps[:, overlap.code]
+                if name != "none":
+                    ok &= ep > 1
+                    if overlap.needs_interleaving_with_pp:
+                        ok &= ((pp == 1) | (vpp > 1)) & (recompute != RECOMPUTE_CODES["full"])
+                rows = np.flatnonzero(ok)
+                picks.append(rows)
+                columns["ep"].append(np.full(len(rows), ep))
+                columns["etp"].append(etp[rows])
+                columns["a2a_overlap"].append(np.full(len(rows), A2A_OVERLAP_CODES[name]))
+    index = np.concatenate(picks)
+    return keep[index], {name: np.concatenate(values) for name, values in columns.items()}
+
+
 def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(placement index, micro-batch) pairs: divisors of the per-replica batch, or powers of two."""
     powers = tuple(m for m in BATCH_LAW_MICRO_BATCHES if m <= MAX_MICRO_BATCH)
@@ -113,12 +152,43 @@ def _stack_options(stacks) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 7)
 
 
+def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int) -> dict:
+    """`arrays` plus, for each flat ZeRO-3 row whose data-parallel group spans nodes, one row per
+    HIERARCHY_CHOICES entry its stack runs, with hpZ / shard group = the node's data-parallel ranks."""
+    n = len(arrays["tp"])
+    flat = {"zero_hpz": np.ones(n, dtype=np.int64), "zero_quantized_weights": np.zeros(n, dtype=bool),
+            "zero_quantized_gradients": np.zeros(n, dtype=bool), "shard_group": np.zeros(n, dtype=np.int64)}
+    out = {**arrays, **flat}
+    span = arrays["tp"] * arrays["cp"]
+    node_ranks = np.where(span <= gpus_per_node, gpus_per_node // np.maximum(span, 1), 0)
+    base = ((arrays["zero"] == 3) & (arrays["offload"] == 0) & (node_ranks > 1) & (gpus_per_node % span == 0)
+            & (arrays["dp"] > node_ranks) & (arrays["dp"] % np.maximum(node_ranks, 1) == 0))
+    zeropp = np.array([float(s.zeropp) for s in stacks])[stack_index] > 0
+    groups = np.array([float(s.shard_groups) for s in stacks])[stack_index] > 0
+    extra = []
+    for hpz, qw, qg, shard in HIERARCHY_CHOICES:
+        rows = np.flatnonzero(base & (groups if shard else zeropp))
+        if not rows.size:
+            continue
+        block = {k: v[rows] for k, v in arrays.items()}
+        block.update(zero_hpz=np.where(hpz, node_ranks[rows], 1), zero_quantized_weights=np.full(rows.size, qw),
+                     zero_quantized_gradients=np.full(rows.size, qg),
+                     shard_group=np.where(shard, node_ranks[rows], 0))
+        extra.append(block)
+    if not extra:
+        return out
+    return {k: np.concatenate([out[k]] + [b[k] for b in extra]) for k in out}
+
+
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
-                      batch_target: int | None = None, dtype: str = "bf16") -> dict[str, np.ndarray]:
+                      batch_target: int | None = None, dtype: str = "bf16",
+                      gpus_per_node: int | None = None) -> dict[str, np.ndarray]:
     """Every layout of `model` on `gpus` GPUs each stack in `frameworks` can run, as arrays.
 
     `global_batch` fixes the batch (layouts whose dp does not divide it are not enumerated); without it,
-    each layout's batch is `batch_target` rounded to whole micro-batches x dp.
+    each layout's batch is `batch_target` rounded to whole micro-batches x dp. With `gpus_per_node`,
+    ZeRO-3 layouts whose data-parallel group spans nodes are also tried with ZeRO++ (hpZ; hpZ + qwZ + qgZ)
+    and with a node-sized shard group (MiCS / HSDP), where the stack has them (HIERARCHY_CHOICES).
     """
     placements = _placements(model, gpus)
     p_index, micro = _micro_batches(placements, global_batch)
@@ -142,6 +212,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         & ((vpp == 1) | (stack("supports_interleaving") > 0)) & ((cp == 1) | (stack("supports_context_parallel") > 0))
     )
     keep = np.flatnonzero(keep)
+    keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
     dp_kept = dp[keep]
     if global_batch is not None:
@@ -150,12 +221,15 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         per_step = micro_batch * dp_kept
         batch = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
-    return {
+    arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
         "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
-        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
+        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]], **expert,
     }
+    if gpus_per_node is None:
+        return arrays
+    return _with_hierarchy(arrays, stacks, f[keep], gpus_per_node)
 
 
 @dataclass
@@ -175,6 +249,7 @@ class LayoutSearch:
     reason_code: np.ndarray  # -1, or the index into REASONS of the first reason that rules the layout out
     goodput: float
     order: np.ndarray = field(default=None)  # feasible layouts, fastest first
+    moe_load_imbalance: float = 1.0  # MoE models: the busiest expert rank's load over the mean
 
     def __post_init__(self) -> None:
         feasible = np.flatnonzero(self.fits)
@@ -199,12 +274,16 @@ class LayoutSearch:
         """Layout i as a validated planner.layout.Layout."""
         a = {k: v[i] for k, v in self.arrays.items()}
         framework = next(name for name, code in FRAMEWORK_CODES.items() if code == a["framework"])
+        moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),
+                                             moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
+                                             moe_load_imbalance=self.moe_load_imbalance)
         return make_layout(
-            "layout", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
+            "layout", **moe, tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
             zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
             global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
             seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
-            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]))
+            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]),
+            **_hierarchy_fields(a))
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
@@ -219,21 +298,49 @@ class LayoutSearch:
                 "global_batch": int(a["global_batch"]), "zero": int(a["zero"]),
                 "offload": list(OFFLOAD_CODES)[int(a["offload"])], "recompute": list(RECOMPUTE_CODES)[int(a["recompute"])],
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
-                "dp_comm_overlap": bool(a["dp_comm_overlap"]), "feasible": bool(self.fits[i]), "reason": self.reason(i),
+                "dp_comm_overlap": bool(a["dp_comm_overlap"]), **_hierarchy_columns(a),
+                "feasible": bool(self.fits[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
             })
+            if "ep" in a:
+                out[-1].update({"ep": int(a["ep"]), "etp": int(a["etp"]),
+                                "moe_a2a_overlap": A2A_OVERLAP_NAMES[int(a["a2a_overlap"])]})
         return out
 
 
-def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_batch: int | None = None,
+def _hierarchy_columns(a: dict) -> dict:
+    """Every row's ZeRO-3 hierarchy values when the search tried them (same columns on every row, for CSVs)."""
+    if "zero_hpz" not in a:
+        return {}
+    return {"zero_hpz": int(a["zero_hpz"]), "zero_quantized_weights": bool(a["zero_quantized_weights"]),
+            "zero_quantized_gradients": bool(a["zero_quantized_gradients"]), "shard_group": int(a["shard_group"])}
+
+
+def _hierarchy_fields(a: dict) -> dict:
+    """The Layout fields of a row's ZeRO-3 hierarchy (only those set, so flat rows read as before)."""
+    fields = {}
+    if int(a.get("zero_hpz", 1)) > 1:
+        fields["zero_hpz"] = int(a["zero_hpz"])
+    for key in ("zero_quantized_weights", "zero_quantized_gradients"):
+        if bool(a.get(key, False)):
+            fields[key] = True
+    if int(a.get("shard_group", 0)) > 0:
+        fields["shard_group"] = int(a["shard_group"])
+    return fields
+
+
+def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_load_imbalance: float = 1.0,
+                   global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
-                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0) -> LayoutSearch:
+                   batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
+                   hierarchy: bool = True) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
     Chinchilla's compute-optimal ratio) and each layout rounds it to whole micro-batches x dp. A layout
-    must leave `min_headroom` (a fraction) of HBM free.
+    must leave `min_headroom` (a fraction) of HBM free. `hierarchy` also tries ZeRO++ and MiCS / HSDP
+    shard groups for ZeRO-3 (enumerate_layouts).
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -246,11 +353,14 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
     target = None
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
-    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype)
+    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype,
+                               gpus_per_node=cluster.gpus_per_node if hierarchy else None)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+    if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search
+        batch = dataclasses.replace(batch, moe_imbalance=np.full(len(batch), float(moe_load_imbalance)))
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
-    fits = in_hbm & memory["host_fits"]
+    fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]
     fitting = np.flatnonzero(fits)
     times = step_time(batch.take(fitting), cluster)
 
@@ -259,8 +369,9 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, global_
         out[fitting] = values
         return out
 
-    reason = np.where(~in_hbm, 0, np.where(~memory["host_fits"], 1, -1)).astype(np.int8)
+    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"]], [0, 1, 2], -1).astype(np.int8)
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
-                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]))
+                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]),
+                        moe_load_imbalance=moe_load_imbalance)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from planner.hardware import available_clusters, load_cluster
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS
-from planner.layout import Layout, check_layout
+from planner.layout import Layout, check_hierarchy_on_node, check_layout
 from planner.model import ModelSpec
 
 CLUSTERS = tuple(name for name in available_clusters() if not name.endswith(".calibrated"))
@@ -90,8 +90,35 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     sequence_parallel = layout.seq_parallel and tp > 1
     if stack.tp_comm_overlap_available and (sequence_parallel or not stack.tp_comm_overlap_needs_sequence_parallel):
         layout = layout.model_copy(update={"tp_comm_overlap": fixed.get("tp_comm_overlap", draw(st.booleans()))})
+    layout = layout.model_copy(update=draw(_hierarchy(layout, stack, cluster.gpus_per_node)))
     check_layout(model, layout)
+    check_hierarchy_on_node(layout, cluster.gpus_per_node)
     return layout
+
+
+@st.composite
+def _hierarchy(draw, layout: Layout, stack, gpus_per_node: int) -> dict:
+    """ZeRO-3 hierarchy options (ZeRO++, shard and gradient groups, tiling) the stack runs, valid for the layout."""
+    update = {}
+    if layout.recompute == "full" and draw(st.booleans()):
+        update["activation_offload"] = True
+    if layout.zero != 3 or not draw(st.booleans()):
+        return update
+    update["zero_tiling"] = draw(st.sampled_from([1, 2, 4]))
+    dp_divisors = _divisors(layout.dp)
+    group = layout.dp
+    if stack.shard_groups and draw(st.booleans()):
+        group = draw(st.sampled_from(dp_divisors))
+        update["shard_group"] = group
+    if stack.gradient_groups and draw(st.booleans()):
+        update["grad_shard_group"] = draw(st.sampled_from(_divisors(group)))
+    if stack.zeropp:
+        span = layout.tp * layout.cp
+        hpz = [1] + [z for z in _divisors(group) if z > 1 and gpus_per_node % (z * span) == 0]
+        update["zero_hpz"] = draw(st.sampled_from(hpz))
+        update["zero_quantized_weights"] = draw(st.booleans())
+        update["zero_quantized_gradients"] = draw(st.booleans())
+    return update
 
 
 @st.composite

@@ -1,0 +1,107 @@
+"""`planner optimize --budget B --moe`: the best dense and the best mixture-of-experts plan side by side.
+
+    planner optimize --budget 1000000gpuh --moe
+    planner optimize --budget 1000000gpuh --moe --deadline 60d --cluster dgx-h200 --json
+
+Both judged by Krajewski et al. 2024's pair of laws (planner.search.moe_budget). Exit 0 with both plans,
+1 when either side has no layout that fits, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+from planner.errors import PlannerInputError
+
+DEFAULT_DEADLINE = "30d"
+
+
+def solve_moe_budget(args):
+    from planner.budget import parse_budget, parse_deadline
+    from planner.hardware import load_cluster
+    from planner.search.moe_budget import compare_dense_moe
+
+    for flag in ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params"):
+        if getattr(args, flag, None):
+            raise PlannerInputError(f"--moe compares the Krajewski et al. 2024 dense and MoE laws under a --budget; "
+                                    f"--{flag.replace('_', '-')} does not apply")
+    if not args.budget:
+        raise PlannerInputError("--moe needs --budget (GPU-hours like '1000000gpuh' or money like '$2M')")
+    cluster = load_cluster(args.cluster, args.cluster_dir)
+    gpu_seconds = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0]
+    deadline_s = parse_deadline(args.deadline or DEFAULT_DEADLINE)
+    gpus = args.gpus[0] if args.gpus else None
+    if args.framework:
+        from planner.cli.fixed_model import _frameworks
+        frameworks = _frameworks(args.framework)
+    else:
+        frameworks = ("megatron",)
+    return compare_dense_moe(cluster, gpu_seconds, deadline_s, dtype=args.dtype, frameworks=frameworks,
+                             seq_len=args.seq_len, vocab=args.vocab, gpus=gpus)
+
+
+def _side_json(side) -> dict | None:
+    if side is None:
+        return None
+    m = side.model
+    return {"kind": side.kind, "law": side.law, "model": m.name, "params": m.total_params,
+            "active_params": m.total_active_params, "layers": m.layers, "hidden": m.hidden,
+            "experts": m.moe_experts, "top_k": m.moe_top_k, "expert_ffn": m.moe_ffn, "granularity": side.granularity,
+            "tokens": side.tokens, "predicted_loss": side.loss, "layout": side.layout.model_dump() if side.layout else None,
+            "step_time_s": side.step_time_s, "tokens_per_s": side.tokens_per_s, "mfu": side.mfu,
+            "inference_flops_per_token": side.inference_flops_per_token, "warnings": side.warnings}
+
+
+def result_json(result) -> dict:
+    d, m = result.dense, result.moe
+    winner = None if d is None or m is None else ("moe" if m.loss < d.loss else "dense")
+    return {"cluster": result.cluster.name, "gpus": result.gpus, "wall_clock_s": result.wall_s,
+            "gpu_hours": result.gpus * result.wall_s / 3600.0, "budget_gpu_hours": result.gpu_seconds / 3600.0,
+            "dense": _side_json(d), "moe": _side_json(m), "winner": winner,
+            "loss_difference": None if winner is None else d.loss - m.loss}
+
+
+def format_result(result) -> str:
+    from planner.render import human_count, table
+
+    lines = [f"budget {result.gpu_seconds / 3600:,.0f} GPU-hours on {result.gpus} GPUs of {result.cluster.name} for "
+             f"{result.wall_s / 86400:.1f} days; losses from Krajewski et al. 2024 (dense eq. 1 and MoE eq. 9, C4)", ""]
+    sides = [s for s in (result.dense, result.moe) if s is not None]
+
+    def layout_text(s):
+        lay = s.layout
+        text = f"tp{lay.tp} pp{lay.pp} dp{lay.dp} z{lay.zero} mb{lay.micro_batch}"
+        return text + (f" ep{lay.ep}" if s.kind == "moe" else "")
+
+    rows = [
+        ("model", *(s.model.name for s in sides)),
+        ("parameters (total)", *(human_count(s.model.total_params) for s in sides)),
+        ("parameters (active)", *(human_count(s.model.total_active_params) for s in sides)),
+        ("experts x top-k", *(f"{s.model.moe_experts} x {s.model.moe_top_k} (G {s.granularity:g})" if s.kind == "moe"
+                             else "dense" for s in sides)),
+        ("tokens", *(human_count(s.tokens) for s in sides)),
+        ("layout", *(layout_text(s) for s in sides)),
+        ("MFU", *(f"{100 * s.mfu:.1f}%" for s in sides)),
+        ("predicted loss", *(f"{s.loss:.3f}" for s in sides)),
+        ("inference GFLOP/token", *(f"{s.inference_flops_per_token / 1e9:.0f}" for s in sides)),
+        ("law", *(s.law for s in sides)),
+    ]
+    lines.append(table(["", *(s.kind for s in sides)], rows))
+    if result.dense is not None and result.moe is not None:
+        d, m = result.dense, result.moe
+        better = "MoE" if m.loss < d.loss else "dense"
+        lines += ["", f"{better} wins by {abs(d.loss - m.loss):.3f} nats of predicted loss; the MoE serves a token at "
+                      f"{m.inference_flops_per_token / d.inference_flops_per_token:.2f}x the dense model's FLOPs "
+                      f"(its {human_count(m.model.total_params)} parameters must all be in memory)"]
+    warnings = [w for s in sides for w in s.warnings]
+    lines += [f"warning    {w}" for w in dict.fromkeys(warnings)]
+    return "\n".join(lines)
+
+
+def run_moe_budget(args) -> int:
+    from planner.render import to_json
+
+    result = solve_moe_budget(args)
+    if args.json:
+        print(to_json(result_json(result)))
+    else:
+        print(format_result(result))
+    return 0 if result.dense is not None and result.moe is not None else 1

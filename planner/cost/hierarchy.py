@@ -1,0 +1,188 @@
+"""ZeRO-3 communication under hierarchical partitioning: ZeRO++ (qwZ, hpZ, qgZ), MiCS / HSDP shard groups
+and gradient groups (the 3-level scheme of Xu et al. on Frontier). Pure, vectorised.
+
+Per ZeRO-3 unit (a transformer layer's parameters, or the rest of the model) and micro-batch:
+
+  forward gather   all-gather of the unit over the weight shard group (layout.shard_group, default all of dp);
+                   qwZ sends int8 (1 byte per element) and adds the quantise / dequantise kernels
+                   (DeepSpeed partition_parameters.py:769-806 `CUDAQuantizer`, 8 bits, symmetric, groups of
+                   at most 16k elements: the fp32 scales, < 0.1% of the bytes, are left out);
+  backward gather  the same, or with hpZ over the `zero_hpz` ranks of the secondary partition inside the node
+                   (partition_parameters.py:1215-1225: `zero_param_process_group` when the param has a
+                   `ds_secondary_tensor`; qwZ quantises it too, partitioned_param_coordinator.py:461-471);
+  gradient reduce  reduce-scatter over the gradient group (grad_shard_group, default the shard group); qgZ
+                   replaces it with DeepSpeed's `all_to_all_quant_reduce` (runtime/comm/coalesced_collectives.py:
+                   31-78, called from stage3.py:1388): int4 swizzled quantisation, all-to-all inside the node,
+                   reduction and re-quantisation, all-to-all across nodes between the ranks of one local index,
+                   dequantisation and the sum of the node chunks;
+  replica reduce   once per step, the all-reduce of each rank's gradient shard across the dp / group replicas
+                   (MiCS at the accumulation boundary, mics.py:425-456; HSDP the same).
+
+All-to-all is timed as a reduce-scatter of the same buffer over the same group (assumed: each rank sends
+(N-1)/N of its buffer through the same bottleneck link; NCCL runs all-to-all as point-to-point sends whose
+latency this does not model separately).
+
+Cross-node volume: bytes that cross a node boundary, per node, for one data-parallel row (the dp ranks
+of one tp/pp coordinate), counting each collective at its buffer size as ZeRO (section 7) and ZeRO++
+(section 3) do, the (N-1)/N factors left out: a ring over nodes carries its whole buffer through every
+node's NICs, the hierarchical all-to-all only its int4 quarter (ZeRO++'s 3M -> 0.75M).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost import collectives
+from planner.cost.memory import element_bytes, sharding_degree, state_sharding_degrees
+from planner.frameworks import batch_framework_arrays
+
+INT8_BYTES = 1.0  # qwZ: 8-bit weights (partition_parameters.py:805 `quantize(..., groups, 8, Symmetric)`)
+INT4_BYTES = 0.5  # qgZ: 4-bit gradients (coalesced_collectives.py:57 `swizzle_quant(tensor, group, 4, ...)`)
+
+
+def hierarchical_rows(batch) -> np.ndarray:
+    """Candidates whose ZeRO-3 runs with any hierarchy or quantisation option (the others keep the flat path)."""
+    return ((batch.zero == 3) & ((batch.zero_hpz > 1) | batch.zero_quantized_weights | batch.zero_quantized_gradients
+                                 | (batch.shard_group > 0) | (batch.grad_shard_group > 0)))
+
+
+def _shape(size, stride, gpus_per_node):
+    """(members per node, nodes) of a group of `size` ranks `stride` apart (topology.group_shape, vectorised)."""
+    size, stride = np.asarray(size, dtype=float), np.asarray(stride, dtype=float)
+    per_node = np.where(stride >= gpus_per_node, 1.0,
+                        np.maximum(1.0, np.minimum(size, np.floor(gpus_per_node / np.maximum(stride, 1.0)))))
+    per_node = np.where(size <= 1, 1.0, per_node)
+    return per_node, np.where(size <= 1, 1.0, np.ceil(size / per_node))
+
+
+def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls, links, kw, hbm) -> dict:
+    """Seconds of one ZeRO-3 unit of `elements` parameters (per tp rank): forward gather, backward gather,
+    gradient reduction (per micro-batch) and replica all-reduce (per step), see the module docstring. `links(sizes, strides)` gives group links (step_time._links); `kw` the collective keywords;
+    `hbm` the achieved HBM bytes/s for the quantisation kernels."""
+    gpn = cluster.gpus_per_node
+    degree = state_sharding_degrees(batch, fw)
+    d = sharding_degree(batch, fw)
+    # Sharding-group members are tp apart when the stack shards over cp ranks too, else tp x cp apart.
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    weights_group, grads_group = degree["weights"], degree["grads"]
+    hpz = degree["hpz"]
+    qw, qg = batch.zero_quantized_weights, batch.zero_quantized_gradients
+    sent = np.where(qw, INT8_BYTES, w)  # bytes per element on the wire of a weight gather
+    # qwZ kernels: quantise the local shard (read w, write 1 byte), dequantise the gathered unit (read 1, write w).
+    quant_w = np.where(qw, (elements / weights_group + elements) * (w + INT8_BYTES) / hbm, 0.0)
+
+    def gather(size):
+        return collectives.all_gather_time(sent * elements, links(size, stride), calls=gather_calls, **kw) * (size > 1)
+
+    forward = gather(weights_group) + quant_w
+    backward = np.where(hpz > 1, gather(hpz), gather(weights_group)) + quant_w
+
+    # Gradient reduction: ring reduce-scatter, or qgZ's two all-to-alls of int4.
+    k, n = _shape(grads_group, stride, gpn)
+    ring = collectives.reduce_scatter_time(reduce_bytes * elements, links(grads_group, stride), **kw) * (grads_group > 1)
+    intra = collectives.reduce_scatter_time(INT4_BYTES * elements, links(k, stride), **kw) * (k > 1)
+    inter = collectives.reduce_scatter_time(INT4_BYTES * elements / k, links(n, stride * k), **kw) * (n > 1)
+    # Kernels (bytes per element of the unit): swizzled quantisation reads the gradient and writes int4;
+    # the reduction reads the k received chunks and writes one; dequantisation and the sum of node chunks
+    # touch 1/k of the unit.
+    kernel_bytes = (reduce_bytes + INT4_BYTES) + INT4_BYTES * (1.0 + 1.0 / k) + (INT4_BYTES + 2.0 * reduce_bytes) / k
+    scatter = np.where(qg, intra + inter + elements * kernel_bytes / hbm, ring)
+
+    replicas = d / grads_group
+    replica = collectives.all_reduce_time(reduce_bytes * elements / grads_group, links(replicas, stride * grads_group),
+                                          **kw) * (replicas > 1)
+
+    return {"forward": forward, "backward": backward, "scatter": scatter, "replica": replica}
+
+
+def zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, elements) -> dict:
+    """Bytes of one ZeRO-3 unit's collectives that cross node boundaries, per node of one data-parallel row
+    (see the module docstring): forward and backward gathers and the gradient reduction per micro-batch, the
+    replica all-reduce per step. Flat ZeRO-3 is the case of no options."""
+    gpn = cluster.gpus_per_node
+    degree = state_sharding_degrees(batch, fw)
+    d = sharding_degree(batch, fw)
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    weights_group, grads_group, hpz = degree["weights"], degree["grads"], degree["hpz"]
+    qg = batch.zero_quantized_gradients
+    sent = np.where(batch.zero_quantized_weights, INT8_BYTES, w)
+    row_per_node, _ = _shape(d, stride, gpn)
+
+    def crossing(volume, size, member_stride):
+        per_node, nodes = _shape(size, member_stride, gpn)
+        return np.where(nodes > 1, volume / per_node, 0.0) * row_per_node
+
+    k, n = _shape(grads_group, stride, gpn)
+    forward = crossing(sent * elements, weights_group, stride)
+    replicas = d / grads_group
+    return {
+        "forward": forward,
+        "backward": np.where(hpz > 1, crossing(sent * elements, hpz, stride), forward),
+        "scatter": np.where(qg, crossing(INT4_BYTES * elements / k, n, stride * k),
+                            crossing(reduce_bytes * elements, grads_group, stride)),
+        "replica": crossing(2.0 * reduce_bytes * elements / grads_group, replicas, stride * grads_group),
+    }
+
+
+def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_mb, m, per_micro_batch, kw, links, hbm):
+    """What ZeRO++ / hierarchical partitioning changes in the ZeRO-3 step's exposed seconds (step_time's
+    `per_micro_batch` pipeline over the per-unit times of zero3_unit_comm, minus `m` x the flat `flat_mb`): 0 on every other
+    row, so flat ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's
+    backward, once per step, or behind every micro-batch's where the stack reduces every micro-batch
+    (Framework.replica_reduce_every_microbatch)."""
+    rows = np.flatnonzero(hierarchical_rows(batch) & (batch.dp * batch.cp > 1))
+    extra = np.zeros(len(batch))
+    if not rows.size:
+        return extra
+    sub = batch.take(rows)
+    sub_fw = batch_framework_arrays(sub)
+    pick = lambda a: np.broadcast_to(a, batch.tp.shape)[rows]  # noqa: E731
+    w_, r_ = pick(w), pick(reduce_bytes)
+    hbm_ = pick(hbm)
+    layer = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm_)
+    rest = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(outside), sub_fw["gathers_outside_layers"], links, kw, hbm_)
+    rest_mb = np.where(pick(outside) > 0, rest["forward"] + rest["backward"] + rest["scatter"], 0.0)
+
+    def full(values):  # back to the whole batch's rows (the callee's per_micro_batch reads whole-batch arrays)
+        out = np.zeros(len(batch))
+        out[rows] = values
+        return out
+
+    gf, gb, rs, rep = (full(layer[k]) for k in ("forward", "backward", "scatter", "replica"))
+    normal = per_micro_batch(gf, gb, rs)
+    last = per_micro_batch(gf, gb, rs + rep)
+    replica_rest = full(np.where(pick(outside) > 0, rest["replica"], 0.0))
+    every = full(sub_fw["replica_reduce_every_microbatch"]) > 0
+    hierarchical = np.where(every, m * (last + full(rest_mb) + replica_rest),
+                            m * (normal + full(rest_mb)) + (last - normal) + replica_rest)
+    flat = m * flat_mb
+    extra[rows] = (hierarchical - flat)[rows]
+    return extra
+
+
+def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m):
+    """Bytes per step each rank's ZeRO-3 collectives carry, buffer sizes as step_time's `dp` figure counts
+    them: two gathers (int8 with qwZ) and the gradient reduction (qgZ: the int4 buffer inside the node plus
+    1/k of it across nodes) per micro-batch, the replica all-reduce once per step or per micro-batch."""
+    degree = state_sharding_degrees(batch, fw)
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    sent = np.where(batch.zero_quantized_weights, INT8_BYTES, w)
+    k, n = _shape(degree["grads"], stride, cluster.gpus_per_node)
+    scatter = np.where(batch.zero_quantized_gradients, INT4_BYTES * (1.0 + np.where(n > 1, 1.0 / k, 0.0)), reduce_bytes)
+    replicas = sharding_degree(batch, fw) / degree["grads"]
+    replica = np.where(replicas > 1, 2.0 * reduce_bytes / degree["grads"], 0.0)
+    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
+    return (m * (2.0 * sent + scatter) + replica_calls * replica) * params
+
+
+def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
+    """Data-parallel bytes per step crossing node boundaries, per node of one dp row (module docstring): ZeRO-3
+    by collective (forward and backward gathers, gradient reduction, replica all-reduce); ZeRO-0/1/2 their
+    whole traffic when the group spans nodes."""
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    cross = zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, params)
+    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
+    zero3 = m * (cross["forward"] + cross["backward"] + cross["scatter"]) + replica_calls * cross["replica"]
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
+    return np.where(batch.zero == 3, zero3, np.where(spans, dp_bytes, 0.0))

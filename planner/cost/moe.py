@@ -1,0 +1,226 @@
+"""Mixture-of-experts layers in the cost model: expert GEMMs, router, token dispatch and combine, the
+experts' gradient reduction and optimizer, and their memory. Pure, vectorised; called by step_time and
+memory only for batches with MoE columns (a batch of dense models never gets here).
+
+Per MoE layer and micro-batch, on one GPU of a pipeline stage (T = micro_batch x seq / cp tokens per tp
+group, T/tp per rank as Megatron's alltoall dispatcher holds them under sequence parallelism):
+  router      GEMM (T/tp, E, h) + softmax/top-k traffic over T/tp x E fp32 scores;
+  dispatch    all-to-all over the ep group of the rank's T/tp x k token copies (h elements each, fp8 where
+              the stack dispatches fp8 in fp8 training), combine the same back in the model dtype, both
+              again in backward (and in a full recompute); with etp > 1 the received tokens are all-gathered
+              over the etp group and the outputs reduce-scattered;
+  experts     E/ep local experts, each a grouped GEMM of M = T·k·etp·ep / (tp·E) rows (the ep group's tokens
+              routed to it) x the expert's matrices split over etp, at the matmul efficiency of that
+              shape (the same curve as every other GEMM), times the load imbalance (the busiest rank
+              paces the layer); backward 2x;
+  permute     read and write the token copies on each side of the all-to-all (memory-bound).
+Everything is averaged over the model's layers (moe_layers / layers of them are MoE), as the stage
+split is.
+
+Overlap (planner.frameworks.moe): with Megatron's --overlap-moe-expert-parallel-comm or DeepSeek's
+DualPipe the all-to-all of one micro-batch runs while another computes: exposed = what the layer's
+compute (forward + backward) does not cover; otherwise all of it is exposed.
+
+Expert weights, gradients and optimizer states live on ep x etp ranks and are replicated over the
+edp = tp·cp·dp / (ep·etp) expert data-parallel ranks: gradients are reduced and (ZeRO >= 1) the optimizer
+sharded over edp (Megatron's expert data-parallel group, parallel_state.py:873-880).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost import collectives, kernels
+from planner.frameworks import FRAMEWORK_NAMES
+from planner.frameworks.moe import A2A_OVERLAPS, MOE_STACKS
+from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
+
+ROUTER_SCORE_BYTES = 4.0  # router logits and probabilities in fp32 (Megatron's router casts to fp32)
+PROB_BYTES = 4.0
+_HIDES = np.array([float(o.hides_all_to_all) for o in A2A_OVERLAPS.values()])
+_COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
+_SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
+
+
+def moe_fraction(batch: CandidateBatch) -> np.ndarray:
+    return batch.moe_layers / batch.layers
+
+
+def expert_params_per_gpu(batch: CandidateBatch, stage_layers) -> np.ndarray:
+    """Routed-expert parameters one GPU holds for `stage_layers` layers (its E/ep experts, 1/etp of each)."""
+    return stage_layers * moe_fraction(batch) * batch.expert_params / (batch.ep * batch.etp)
+
+
+def expert_dp(batch: CandidateBatch) -> np.ndarray:
+    """Expert data-parallel ranks: tp·cp·dp / (ep·etp)."""
+    return batch.tp * batch.cp * batch.dp / (batch.ep * batch.etp)
+
+
+def _tokens(batch: CandidateBatch):
+    """Tokens per rank (T/tp) and the token-expert rows this GPU's experts process (M_total), imbalance in."""
+    T = batch.micro_batch * batch.seq_len / batch.cp
+    per_rank = T / batch.tp
+    rows = T * batch.top_k * batch.etp / batch.tp * batch.moe_imbalance
+    return per_rank, rows
+
+
+def dispatch_element_bytes(batch: CandidateBatch) -> np.ndarray:
+    """Bytes per element of dispatched tokens: fp8 where the stack dispatches fp8 in fp8 training."""
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    fp8_stacks = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_dispatch) for name in FRAMEWORK_NAMES])
+    fp8 = (batch.dtype == DTYPE_CODES["fp8"]) & (fp8_stacks[batch.framework.astype(int)] > 0)
+    return np.where(fp8, 1.0, w)
+
+
+def all_to_all_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
+    """Bytes each rank puts into one dispatch and one combine all-to-all of one MoE layer (its T/tp x k token
+    copies of h elements, at the busiest rank's load)."""
+    per_rank, _ = _tokens(batch)
+    copies = per_rank * batch.top_k * batch.hidden * batch.moe_imbalance
+    return {"dispatch": copies * dispatch_element_bytes(batch), "combine": copies * DTYPE_BYTES[batch.dtype.astype(int)]}
+
+
+def _inter_node_bytes(batch: CandidateBatch, links, volume):
+    """Scale-out bytes per rank where node-limited routing sends each token to at most `dispatch_nodes`
+    nodes once (DeepSeek-V3 section 3.2.2: IB to the target nodes, then NVLink within them): of the
+    min(dispatch_nodes, n) nodes a token picks, (n-1)/n are remote. None where routing is not node-limited."""
+    n = links["nodes"]
+    limited = batch.dispatch_nodes < batch.top_k
+    if not np.any(limited & (n > 1)):
+        return None
+    naive = volume * (links["ranks_per_node"] * n - links["ranks_per_node"]) / np.maximum(links["ranks_per_node"] * n, 1.0)
+    picked = np.minimum(batch.dispatch_nodes, n)
+    dedup = volume / batch.top_k * picked * (n - 1.0) / np.maximum(n, 1.0)
+    return np.where(limited, np.minimum(dedup, naive), naive)
+
+
+def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, collective_kw) -> dict:
+    """Seconds per layer (averaged over all layers) per micro-batch of the MoE parts; see the module doc.
+
+    gemm_seconds(m, n, k): seconds of one GEMM at the cost model's efficiency; links(size, stride): the
+    group links; collective_kw: NCCL keyword arguments (efficiencies, nvls).
+    """
+    frac = moe_fraction(batch)
+    h, k, E = batch.hidden, batch.top_k, batch.experts
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    per_rank, rows = _tokens(batch)
+    local_experts = E / batch.ep
+    # Dense rows of a mixed batch have no experts (E = 0, k = 0): no rows, no GEMMs.
+    m_per_expert = np.where(E > 0, rows / np.where(E > 0, local_experts, 1.0), 0.0)
+    fe = batch.expert_ffn / batch.etp
+    up_width = (batch.mlp_matrices - 1.0) * fe
+    experts_fwd = local_experts * (gemm_seconds(m_per_expert, up_width, h) + gemm_seconds(m_per_expert, h, fe))
+    router_fwd = gemm_seconds(per_rank, E, h)
+    mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
+    scale = w / 2.0
+    traffic = (2.0 * (per_rank * h * w + per_rank * k * h * w * batch.moe_imbalance)  # permute + unpermute
+               + rows * (2.0 * h + mlp_coeff * fe) * scale  # expert activation functions, one pass
+               + 3.0 * per_rank * E * ROUTER_SCORE_BYTES)  # router softmax / top-k
+    # fp8 training: each expert GEMM casts its operands (and backward its output gradient) as the dense
+    # GEMMs do (cost.kernels.fp8_linear_cast_hbm_bytes, weights cached after the first micro-batch).
+    fp8 = batch.dtype == DTYPE_CODES["fp8"]
+    if fp8.any():
+        casts = local_experts * (kernels.fp8_linear_cast_hbm_bytes(m_per_expert, up_width, h, weight_cached=True)
+                                 + kernels.fp8_linear_cast_hbm_bytes(m_per_expert, h, fe, weight_cached=True))
+        traffic = traffic + np.where(fp8, casts / 3.0, 0.0)  # forward 1/3, backward 2/3 (as elementwise below)
+    elementwise = traffic / hbm
+    forward = experts_fwd + router_fwd + elementwise
+    backward = 2.0 * (experts_fwd + router_fwd + elementwise)
+    recompute = np.where(batch.recompute == 2, forward, 0.0)
+
+    # Dispatch and combine over the ep group (ep consecutive expert-grid ranks, etp apart).
+    ep_links = links(batch.ep, batch.etp)
+    volume = all_to_all_bytes(batch)
+    a2a = {}
+    for name in ("dispatch", "combine"):
+        inter = _inter_node_bytes(batch, ep_links, volume[name])
+        a2a[name] = collectives.all_to_all_time(volume[name], ep_links, collective_kw["efficiency_up"],
+                                                collective_kw["efficiency_out"], inter_bytes=inter)
+    # Backward sends the gradients back the same way, in the model dtype.
+    backward_volume = volume["combine"]
+    inter = _inter_node_bytes(batch, ep_links, backward_volume)
+    a2a_bwd_one = collectives.all_to_all_time(backward_volume, ep_links, collective_kw["efficiency_up"],
+                                              collective_kw["efficiency_out"], inter_bytes=inter)
+    a2a_fwd = a2a["dispatch"] + a2a["combine"]
+    a2a_bwd = 2.0 * a2a_bwd_one
+    # etp > 1: received tokens all-gathered over etp, outputs reduce-scattered (forward; backward the reverse).
+    etp_comm = np.zeros(len(batch))
+    if np.any(batch.etp > 1):
+        etp_links = links(batch.etp, np.ones_like(batch.etp))
+        gathered = rows * h * w
+        ag = collectives.all_gather_time(gathered, etp_links, **collective_kw)
+        rs = collectives.reduce_scatter_time(gathered, etp_links, **collective_kw)
+        etp_comm = np.where(batch.etp > 1, ag + rs, 0.0)
+    comm_fwd = a2a_fwd + etp_comm
+    comm_bwd = a2a_bwd + etp_comm + np.where(batch.recompute == 2, comm_fwd, 0.0)
+    comm = comm_fwd + comm_bwd
+    hides = _HIDES[batch.a2a_overlap.astype(int)] > 0
+    return {
+        "forward": frac * forward, "backward": frac * backward, "recompute": frac * recompute,
+        "comm_forward": frac * comm_fwd, "comm_backward": frac * comm_bwd, "comm": frac * comm,
+        "hides": hides,
+        # Bytes each rank sends to other ranks in the all-to-alls of one layer (averaged) and micro-batch.
+        "bytes": frac * (batch.ep - 1.0) / batch.ep * (volume["dispatch"] + volume["combine"] + 2.0 * backward_volume
+                         + np.where(batch.recompute == 2, volume["dispatch"] + volume["combine"], 0.0)),
+    }
+
+
+def exposed_ep_comm(moe: dict, layer_compute) -> np.ndarray:
+    """Exposed all-to-all seconds per layer per micro-batch: all of it, or with a batch-level overlap what
+    the other micro-batch's compute of the layer (forward + backward) does not cover."""
+    hidden = np.maximum(moe["comm"] - layer_compute, 0.0)
+    return np.where(moe["hides"], hidden, moe["comm"])
+
+
+def sm_share_seconds(batch: CandidateBatch, layer_compute) -> np.ndarray:
+    """Extra seconds of the compute that runs beside overlapped communication kernels holding some SMs
+    (DualPipe: 20 of 132), on the MoE layers' compute (forward + backward) per layer and micro-batch."""
+    fraction = _SM_FRACTION[batch.a2a_overlap.astype(int)]
+    return layer_compute * (1.0 / fraction - 1.0)
+
+
+def expert_optimizer_seconds(batch: CandidateBatch, expert_params, bytes_per_param, hbm, relative_efficiency):
+    """Adam over this GPU's expert shard (ZeRO >= 1: / edp) on HBM, memory-bound like the dense step
+    (optimizer offload is not applied to the experts)."""
+    shard = np.where(batch.zero >= 1, expert_params / expert_dp(batch), expert_params)
+    return bytes_per_param * shard / hbm / relative_efficiency
+
+
+def parameter_copies(batch: CandidateBatch) -> np.ndarray:
+    """Weight copies the pipeline schedule keeps (DualPipe: 2)."""
+    return _COPIES[batch.a2a_overlap.astype(int)]
+
+
+def expert_state_bytes(batch: CandidateBatch, expert_params, size: dict) -> dict[str, np.ndarray]:
+    """Weights, gradients and optimizer states of `expert_params` routed-expert parameters on one GPU,
+    sharded over the expert data-parallel group as the dense part is over dp (ZeRO stage by stage);
+    `size` is cost.memory.element_bytes."""
+    d, zero = expert_dp(batch), batch.zero
+    weights = np.where(zero == 3, size["sharded_weights"] * expert_params / d, size["weights"] * expert_params)
+    grads = np.where(zero >= 2, size["grads"] * expert_params / d, size["grads"] * expert_params)
+    optimizer = np.where(zero >= 1, size["optimizer"] * expert_params / d, size["optimizer"] * expert_params)
+    return {"weights": weights * parameter_copies(batch), "gradients": grads, "optimizer": optimizer}
+
+
+def moe_activation_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
+    """Activation bytes per layer (averaged over layers) per micro-batch the experts keep for backward
+    (`stored`; only the layer input under full recompute, counted by the dense part), what one layer
+    materialises (`full`), and the dispatch/combine send and receive buffers of one layer in flight."""
+    h = batch.hidden
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    per_rank, rows = _tokens(batch)
+    fe = batch.expert_ffn / batch.etp
+    mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
+    # Per routed row: the expert input (2h, fc1's wgrad), fc1 outputs and the activation output
+    # (Korthikanti's MLP terms at the expert width); per token: the top-k probabilities and router scores.
+    router = per_rank * (batch.top_k * PROB_BYTES + batch.experts * ROUTER_SCORE_BYTES)
+    full = (rows * (2.0 * h + mlp_coeff * fe) * w / 2.0 + router) * moe_fraction(batch)
+    # Stacks that keep them in fp8 (planner.frameworks.moe): the expert input and the fc1 outputs (the
+    # activation's inputs) at one byte, the activation output recomputed.
+    fp8_kept = (rows * (h + (mlp_coeff - 2.0) / 2.0 * fe) + router) * moe_fraction(batch)
+    fp8_stacks = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_expert_activations)
+                           for name in FRAMEWORK_NAMES])
+    low_precision = (batch.dtype == DTYPE_CODES["fp8"]) & (fp8_stacks[batch.framework.astype(int)] > 0)
+    stored = np.where(batch.recompute == 2, 0.0, np.where(low_precision, fp8_kept, full))
+    buffers = 2.0 * per_rank * batch.top_k * h * w * batch.moe_imbalance
+    return {"stored": stored, "full": full, "dispatch_buffers": buffers}

@@ -1,0 +1,44 @@
+"""ZeRO-Infinity's traffic between the GPU and host memory or NVMe that runs during the passes (the optimizer's
+copies are with the optimizer step, cost/step_time.py `_optimizer`). Pure, vectorised."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost.memory import activation_bytes_per_layer
+
+
+def parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch):
+    """ZeRO-Infinity: exposed seconds of fetching each rank's weight shard from host memory (PCIe, one link
+    per GPU) or NVMe (the node's drives, shared by its GPUs) for forward and again for backward, every
+    micro-batch. Bandwidth-centric partitioning: every rank reads only its own 1/dp shard, then the
+    all-gather assembles the unit (ZeRO-Infinity section 6.1). DeepSpeed prefetches the next units' shards
+    while one computes (partitioned_param_coordinator.py:380-416 prefetch, 557-580 `swap_in(...,
+    async_op=True)` for NVMe): a unit's fetch runs ahead of its all-gather in the same prefetch chain, so it
+    hides behind compute together with the gathers; the rest of the model is fetched exposed."""
+    rows = batch.offload >= 2
+    if not np.any(rows):
+        return np.zeros(len(batch))
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
+    node = cluster.node
+
+    def fetch(elements):
+        shard = w * elements / batch.dp
+        return np.maximum(shard / node.pcie_bytes_per_s_per_accelerator,
+                          np.where(batch.offload_nvme, shard * gpus_on_node / node.nvme_bytes_per_s, 0.0))
+
+    per_unit = fetch(unit)
+    chained = per_micro_batch(gather + per_unit, gather + per_unit, scatter) - per_micro_batch(gather, gather, scatter)
+    return np.where(rows, m * (chained + 2.0 * fetch(outside)), 0.0)
+
+
+def activation_copies(batch, cluster, stage, m):
+    """Activation checkpoints kept on the host (layout.activation_offload): each checkpoint goes out over the
+    GPU's PCIe link in forward and comes back for backward's recompute, asynchronously; exposed is what the
+    copies exceed the passes by."""
+    if not np.any(batch.activation_offload):
+        return 0.0
+    pcie = cluster.node.pcie_bytes_per_s_per_accelerator
+    copy = activation_bytes_per_layer(batch)["stored"] * stage["layers"] / pcie
+    exposed = np.maximum(copy - stage["forward"], 0.0) + np.maximum(copy - stage["backward"], 0.0)
+    return np.where(batch.activation_offload, m * exposed, 0.0)

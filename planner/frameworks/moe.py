@@ -1,0 +1,130 @@
+"""What the training stacks do with mixture-of-experts layers, as data (one row per stack).
+
+Sources:
+- Megatron-Core (NVIDIA/Megatron-LM@d98e8a64): expert parallelism (`--expert-model-parallel-size`) and expert
+  tensor parallelism (`--expert-tensor-parallel-size`, default tp: megatron/core/parallel_state.py:871-872);
+  the expert grid etp x ep x edp x pp = world (parallel_state.py:873-880), its own rank generator with
+  cp = 1 (parallel_state.py:887-895): "MoE Parallel Folding", attention TP x CP x DP x PP and MoE
+  ETP x EP x EDP x PP over the same ranks (moe/README.md "MoE Parallel Folding"; Liu et al. 2025,
+  arXiv:2504.14960), so ep may exceed dp by folding into tp and cp. EP all-to-all overlap
+  `--overlap-moe-expert-parallel-comm --delay-wgrad-compute` "merging FWD-BWD passes of adjacent
+  microbatches" (megatron/core/transformer/moe/README.md:434), default off (README.md:562); it needs ep > 1,
+  no full recompute and, with pp > 1, an interleaved schedule (megatron/core/transformer/transformer_config.py:
+  3007-3032). Capacity factor default None = dropless (transformer_config.py:917-919, README.md:553).
+- DeepSeek-V3 (arXiv:2412.19437, section 3.2.1): DualPipe overlaps the dispatch/combine all-to-all of one
+  chunk with the computation of a forward and a backward chunk ("both all-to-all and PP communication can
+  be fully hidden"); its bubble is (PP/2 - 1)(F&B + B - 3W) against 1F1B's (PP - 1)(F + B) (Table 2), and
+  it keeps two copies of the model parameters (Table 2, "Parameter 2x"). Dispatch in FP8, combine in BF16
+  (section 3.3.1 / 3.3.4: "activations before MoE up-projections are quantised into FP8 ... then dispatch").
+- DeepSpeed-MoE (deepspeed/moe/layer.py: `ep_size`) and torchtitan (expert parallel on FSDP2) run expert
+  parallelism without a batch-level all-to-all overlap.
+
+Overlap schemes (`A2A_OVERLAPS`): each says whether the all-to-all hides behind the other micro-batch's
+compute, the pipeline bubble in forward+backward slots as a function of pp, and the parameter copies kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+HOPPER_SMS = 132  # H100 / H800 SXM5 streaming multiprocessors (NVIDIA H100 datasheet)
+NCCL_CHANNELS = 16  # as cost.memory.NCCL_CHANNELS (assumed there; frameworks stand before cost in the data flow)
+
+
+@dataclass(frozen=True)
+class A2AOverlap:
+    name: str
+    code: int
+    hides_all_to_all: bool  # dispatch/combine run while another micro-batch (chunk) computes
+    parameter_copies: float  # model weights held (DualPipe keeps 2)
+    needs_interleaving_with_pp: bool  # Megatron's overlap needs vpp > 1 when pp > 1
+    source: str
+    # Fraction of the GPU's SMs left to compute while the overlapped communication kernels run: DualPipe's
+    # dispatch/combine kernels take 20 SMs (10 channels) of the H800's 132 (arXiv:2412.19437 section 3.2.2;
+    # 132 SMs: NVIDIA H100/H800 SXM5). Megatron's overlap runs NCCL's all-to-all: one CTA (one SM) per
+    # channel (NCCL runs each channel as a thread block), at cost.memory's assumed 16 channels per
+    # communicator. Hopper's 132 SMs are assumed for every GPU.
+    compute_sm_fraction: float = 1.0
+
+
+A2A_OVERLAPS = {
+    "none": A2AOverlap("none", 0, False, 1.0, False, "all-to-all on the critical path"),
+    "megatron": A2AOverlap("megatron", 1, True, 1.0, True,
+                           "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)",
+                           compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS),
+    "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
+                           compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS),
+}
+A2A_OVERLAP_NAMES = tuple(A2A_OVERLAPS)
+A2A_OVERLAP_CODES = {name: o.code for name, o in A2A_OVERLAPS.items()}
+
+
+def bubble_slots(pp, vpp, overlap_code):
+    """Pipeline bubble in units of one micro-batch's forward + backward (F + B = 3F) on the slowest stage.
+
+    1F1B / interleaved: (p - 1)/v (Narayanan et al. 2021). DualPipe: (p/2 - 1)(F&B + B - 3W) with F&B
+    = F + B (the pair's compute, its communication hidden), B = 2F, W = F (weight gradients are half the
+    backward): (p/2 - 1)·2F = (p/2 - 1)·(2/3) slots. Arrays broadcast.
+    """
+    p, v = np.asarray(pp, dtype=float), np.asarray(vpp, dtype=float)
+    standard = np.where(p > 1, (p - 1.0) / v, 0.0)
+    dualpipe = np.maximum(p / 2.0 - 1.0, 0.0) * (2.0 / 3.0)
+    return np.where(np.asarray(overlap_code) == A2A_OVERLAP_CODES["dualpipe"], dualpipe, standard)
+
+
+@dataclass(frozen=True)
+class MoEStack:
+    """A stack's MoE support."""
+
+    expert_parallel: bool
+    overlaps: tuple[str, ...]  # A2A_OVERLAPS names it can run
+    fp8_dispatch: bool  # tokens dispatched in fp8 when training in fp8 (DeepSeek's recipe)
+    source: str
+    # fp8 training keeps the experts' activations for backward in fp8 and recomputes the SwiGLU output
+    # (DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs are
+    # cached in FP8, the SwiGLU output is recomputed in the backward pass).
+    fp8_expert_activations: bool = False
+
+
+MOE_STACKS = {
+    "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)"),
+    "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size"),
+    "fsdp": MoEStack(True, ("none",), False, "torchtitan expert parallel"),
+    "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),
+    # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
+    "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
+                      fp8_expert_activations=True),
+}
+
+
+def moe_unsupported(framework: str, layout, model) -> list[str]:
+    """MoE features of `layout` this stack (or model) cannot run, each with the reason."""
+    stack = MOE_STACKS.get(framework, MOE_STACKS["other"])
+    problems = []
+    etp = layout.expert_tp
+    grid = layout.tp * layout.cp * layout.dp
+    if (layout.ep > 1 or etp != layout.tp) and not model.is_moe:
+        problems.append(f"ep({layout.ep}) / etp({etp}) need an MoE model ({model.name} is dense)")
+    if model.is_moe and model.moe_experts % layout.ep:
+        problems.append(f"moe_experts({model.moe_experts}) is not divisible by ep({layout.ep})")
+    if grid % (layout.ep * etp):
+        problems.append(f"tp({layout.tp}) * cp({layout.cp}) * dp({layout.dp}) = {grid} is not divisible by "
+                        f"ep({layout.ep}) * etp({etp}) = {layout.ep * etp} (Megatron's expert grid)")
+    if model.is_moe and model.expert_ffn_size % etp:
+        problems.append(f"moe_ffn({model.expert_ffn_size}) is not divisible by etp({etp})")
+    if layout.ep > 1 and not stack.expert_parallel:
+        problems.append(f"ep({layout.ep}) > 1: {framework} has no expert parallelism")
+    overlap = layout.moe_a2a_overlap
+    if overlap != "none":
+        if overlap not in stack.overlaps:
+            problems.append(f"moe_a2a_overlap={overlap}: {framework} runs {' or '.join(stack.overlaps)}")
+        if layout.ep == 1:
+            problems.append(f"moe_a2a_overlap={overlap} needs ep > 1")
+        if A2A_OVERLAPS[overlap].needs_interleaving_with_pp and layout.pp > 1 and layout.vpp == 1:
+            problems.append(f"moe_a2a_overlap={overlap} with pp({layout.pp}) > 1 needs vpp > 1")
+        if overlap == "megatron" and layout.recompute == "full":
+            problems.append("moe_a2a_overlap=megatron cannot run with recompute=full")
+    return problems

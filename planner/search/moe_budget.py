@@ -1,0 +1,151 @@
+"""A budget question with mixtures of experts beside dense models: which wins, and by how much.
+
+`planner optimize --budget B --moe`. Both sides are judged by one pair of laws fitted on the same data, so
+their losses compare: Krajewski et al. 2024 (fine-grained MoE, C4) eq. 9 for the MoE and their dense
+baseline (eq. 1, Table 1) for the dense model (planner.laws.moe). For each side, a fixed point between
+the law and the cost model:
+
+  1. the compute C the budget buys (start: every GPU at 40% of peak for the whole wall-clock);
+  2. the law's compute-optimal shape for C: dense N and D (Chinchilla form), or the MoE's active
+     parameters, tokens and granularity G (section 6.2, eq. 10 FLOPs) at each published expansion rate
+     (E = 64, Table 1; E = 16, Appendix D Table 8), the lower loss winning; a shape none of whose layouts
+     fits memory is shrunk until one does (an E = 64 optimum can hold trillions of parameters);
+  3. the nearest shape of the planner's family (family_model / family_moe_model: 64·G experts of
+     width ffn/G, top-G, the paper's fine-grained construction), searched over its layouts (expert
+     parallelism included) on the GPU count the budget keeps busy until the deadline;
+  4. the tokens that layout trains in the wall-clock (tokens/s x goodput) give the compute of step 1 for
+     the next round; three rounds.
+
+The answer is each side's model, layout, tokens and predicted loss, plus the inference cost per token
+(2 x active parameters), which active parameters set for serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from planner.cost.goodput import goodput
+from planner.errors import PlannerInputError
+from planner.hardware import ClusterSpec
+from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal, training_flops
+from planner.model import ModelSpec, family_model, family_moe_model
+from planner.search.layouts import search_layouts
+from planner.search.space import gpu_counts
+
+ROUNDS = 3
+START_MFU = 0.4  # assumed first guess only; the fixed point replaces it with the searched layout's rate
+DEPTHS = range(4, 161)
+SHRINK, SHRINK_TRIES = 0.7, 10  # step down from a shape that fits no layout (a search, not a fitted value)
+
+
+@dataclass
+class SidePlan:
+    kind: str  # "dense" or "moe"
+    model: ModelSpec
+    layout: object | None
+    tokens: float
+    loss: float
+    granularity: float
+    step_time_s: float
+    tokens_per_s: float
+    mfu: float
+    warnings: list = field(default_factory=list)
+    law: str = ""
+
+    @property
+    def inference_flops_per_token(self) -> float:
+        return 2.0 * self.model.total_active_params
+
+
+@dataclass
+class MoEComparison:
+    cluster: ClusterSpec
+    gpus: int
+    wall_s: float
+    gpu_seconds: float
+    dense: SidePlan | None
+    moe: SidePlan | None
+
+
+def _nearest_dense(params: float, seq_len: int, vocab: int) -> ModelSpec:
+    return min((family_model(d, seq_len=seq_len, vocab=vocab) for d in DEPTHS),
+               key=lambda m: abs(np.log(m.non_embedding_params / params)))
+
+
+def _nearest_moe(active: float, granularity: float, experts: int, seq_len: int, vocab: int) -> tuple[ModelSpec, float]:
+    """The family MoE whose active non-embedding parameters are nearest `active`, at the largest power-of-two
+    granularity <= G that divides its expert width."""
+    dense = _nearest_dense(active, seq_len, vocab)
+    g = int(2 ** np.floor(np.log2(max(granularity, 1.0))))
+    while g > 1 and dense.ffn_size % g:
+        g //= 2
+    return family_moe_model(dense.layers, experts=experts, top_k=1, granularity=g, seq_len=seq_len, vocab=vocab), float(g)
+
+
+def _fitting(make, size, cluster, gpus, dtype, frameworks, tokens_guess):
+    """The model make(size) or, where none of its layouts fits, make(0.7·size), make(0.49·size), ...: the
+    budget's compute-optimal shape can outgrow the GPUs' memory (an MoE's total parameters above all)."""
+    for _ in range(SHRINK_TRIES):
+        model, g = make(size)
+        search = search_layouts(model, cluster, gpus, tokens=tokens_guess, frameworks=frameworks, dtype=dtype)
+        if search.best is not None:
+            return model, g, search
+        size *= SHRINK
+    return None
+
+
+def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab) -> SidePlan | None:
+    compute = gpus * cluster.peak_flops_per_s(dtype) * START_MFU * wall_s
+    plan = None
+    experts = int(getattr(law, "expansion_rate", 1))
+    for _ in range(ROUNDS):
+        if kind == "dense":
+            size, d_opt = (float(x) for x in law.compute_optimal(compute))
+            make = lambda n: (_nearest_dense(n, seq_len, vocab), 1.0)  # noqa: E731
+        else:
+            optimum = moe_compute_optimal(compute, law)
+            size, d_opt = float(optimum["active_params"][0]), float(optimum["tokens"][0])
+            g_opt = float(optimum["granularity"][0])
+            make = lambda n, g_opt=g_opt: _nearest_moe(n, g_opt, experts, seq_len, vocab)  # noqa: E731
+        found = _fitting(make, size, cluster, gpus, dtype, frameworks, d_opt)
+        if found is None:
+            break
+        model, g, search = found
+        best = search.best
+        tokens = float(search.tokens_per_s[best]) * search.goodput * wall_s
+        n = model.non_embedding_params
+        if kind == "dense":
+            loss = float(law.predict(n, tokens))
+            compute = 6.0 * n * tokens
+            warnings = law.extrapolation_warnings(n, tokens)
+        else:
+            at_g = law.with_granularity(g)
+            loss = float(at_g.loss(n, tokens, g))
+            parts = model.params()
+            active = model.total_active_params - parts["embedding"] - parts["logits"]
+            compute = float(training_flops(active, tokens, g, law.expansion_rate))
+            warnings = at_g.extrapolation_warnings(n, tokens)
+        plan = SidePlan(kind, model, search.layout(best), tokens, loss, g, float(search.step_time_s[best]),
+                        float(search.tokens_per_s[best]), float(search.mfu[best]), list(warnings), law.name)
+    return plan
+
+
+def compare_dense_moe(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, *, dtype: str = "bf16",
+                      frameworks=("megatron",), seq_len: int = 4096, vocab: int = 32000,
+                      gpus: int | None = None) -> MoEComparison:
+    """Best dense and best MoE plan for a GPU-time budget and a deadline (module docstring)."""
+    if not gpu_seconds or gpu_seconds <= 0:
+        raise PlannerInputError("--moe: give --budget (GPU-hours or money) to compare dense and MoE plans")
+    if gpus is None:
+        busy = gpu_seconds / deadline_s
+        counts = [g for g in gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None) if g <= busy]
+        gpus = max(counts) if counts else cluster.gpus_per_node
+    wall = min(deadline_s, gpu_seconds / gpus)
+    run = lambda kind, law: _side(kind, law, cluster, gpus, wall, dtype, tuple(frameworks), seq_len, vocab)  # noqa: E731
+    dense = run("dense", KRAJEWSKI_2024_DENSE)
+    # Both published expansion rates (E = 64, Table 1; E = 16, Table 8): the lower predicted loss wins.
+    moes = [plan for plan in (run("moe", law) for law in (KRAJEWSKI_2024, KRAJEWSKI_2024_E16)) if plan is not None]
+    moe = min(moes, key=lambda plan: plan.loss) if moes else None
+    return MoEComparison(cluster, gpus, wall, gpu_seconds, dense, moe)

@@ -1,0 +1,98 @@
+"""ZeRO-3 hierarchy (cost/hierarchy.py, cost/memory.py): ZeRO++ hpZ / qwZ / qgZ and MiCS / HSDP shard groups."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.cost.estimate import simulate
+from planner.hardware import load_cluster
+from planner.layout import Layout
+from planner.model import make_model
+
+MODEL = make_model("h-13b", layers=40, hidden=5120, heads=40, seq_len=2048, vocab=50257)
+H100 = load_cluster("dgx-h100")
+
+
+@pytest.fixture
+def nics():
+    def variant(name, count):
+        spec = load_cluster(name)
+        return spec.model_copy(update={"network": spec.network.model_copy(update={"nics_per_node": count})})
+    return variant
+
+
+def _run(**options):
+    layout = Layout(dp=64, zero=3, framework="deepspeed", micro_batch=1, global_batch=64, recompute="full", **options)
+    return simulate(MODEL, layout, H100)
+
+
+def test_defaults_are_flat_zero3():
+    """Every option at its default is the flat ZeRO-3 of before, to the bit."""
+    explicit = _run(zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False)
+    assert explicit["step_time_s"] == _run()["step_time_s"]
+    assert explicit["memory"]["total_bytes"] == _run()["memory"]["total_bytes"]
+
+
+def test_hpz_adds_the_secondary_partition_and_shard_group_the_replicas():
+    """hpZ keeps a 16-bit copy of the weights sharded over the node (partition_parameters.py:1685); a shard
+    group of 8 holds weights, gradients and optimizer over 8 ranks instead of 64 (MiCS)."""
+    flat, hpz, mics = _run(), _run(zero_hpz=8), _run(shard_group=8)
+    params = MODEL.total_params
+    assert hpz["memory"]["weights"] - flat["memory"]["weights"] == pytest.approx(2.0 * params / 8, rel=1e-3)
+    assert mics["memory"]["weights"] == pytest.approx(8.0 * flat["memory"]["weights"], rel=1e-9)
+    assert mics["memory"]["optimizer"] == pytest.approx(8.0 * flat["memory"]["optimizer"], rel=1e-9)
+
+
+def test_node_sized_groups_keep_gathers_off_the_network():
+    """A shard group of one node moves nothing across nodes per micro-batch; only the per-step replica
+    all-reduce of the gradient shards (2 x reduce bytes x params / 8 per rank, 8 ranks per node) crosses."""
+    mics = _run(shard_group=8)["comm_bytes_per_step"]["dp_cross_node"]
+    params = 2.0 * _run()["comm_bytes_per_step"]["dp_cross_node"] / 6.0  # flat: 3 x 2 bytes x params
+    assert mics == pytest.approx(2.0 * params, rel=1e-12)
+
+
+def test_each_zeropp_option_helps_on_a_slow_network(nics):
+    """On one 200 Gb/s NIC per node every option cuts the exposed data-parallel time."""
+    slow = nics("dgx-a100-40gb", 1)
+    layout = dict(dp=64, zero=3, framework="deepspeed", micro_batch=1, global_batch=64, recompute="full")
+    base = simulate(MODEL, Layout(**layout), slow)["time"]["dp_comm_exposed"]
+    for option in ({"zero_hpz": 8}, {"zero_quantized_weights": True}, {"zero_quantized_gradients": True},
+                   {"shard_group": 8}):
+        assert simulate(MODEL, Layout(**layout, **option), slow)["time"]["dp_comm_exposed"] < base, option
+
+
+def test_three_level_partitioning_of_xu_et_al():
+    """Xu et al. (Frontier, low-bandwidth partitioning) through the same fields: weights' secondary copy over a
+    pair of ranks (hpZ 2), gradients over the node (grad_shard_group 8), optimizer and primary weights over all
+    of dp. Per micro-batch only the forward gather crosses nodes; the gradient shards cross once per step."""
+    three = Layout(dp=64, zero=3, framework="other", micro_batch=1, global_batch=128, recompute="full",
+                   zero_hpz=2, grad_shard_group=8)
+    flat = three.model_copy(update={"zero_hpz": 1, "grad_shard_group": None})
+    cross3 = simulate(MODEL, three, H100)["comm_bytes_per_step"]["dp_cross_node"]
+    cross = simulate(MODEL, flat, H100)["comm_bytes_per_step"]["dp_cross_node"]
+    m = 2  # micro-batches per step
+    # flat: m x 3 x (2 bytes x params); three-level: m x 1 x (2 x params) + the all-reduce of 8 gradient shards (2 x 2 x params)
+    assert cross3 / cross == pytest.approx((m * 1 + 2) / (m * 3), rel=1e-12)
+    memory = simulate(MODEL, three, H100)["memory"]
+    flat_memory = simulate(MODEL, flat, H100)["memory"]
+    assert memory["gradients"] == pytest.approx(8.0 * flat_memory["gradients"], rel=1e-9)
+
+
+@pytest.mark.parametrize("framework, per_micro_batch", [("fsdp", True), ("deepspeed", False)])
+def test_replica_all_reduce_per_micro_batch_or_per_step(framework, per_micro_batch):
+    """HSDP (FSDP2 under torchtitan) all-reduces the gradient shards with every micro-batch's reduction, MiCS
+    once per step (mics.py:432-440): with node-sized groups that all-reduce is all that crosses nodes."""
+    def cross(global_batch):
+        layout = Layout(dp=64, zero=3, framework=framework, micro_batch=1, global_batch=global_batch,
+                        recompute="full", shard_group=8)
+        return simulate(MODEL, layout, H100)["comm_bytes_per_step"]["dp_cross_node"]
+
+    assert cross(128) / cross(64) == pytest.approx(2.0 if per_micro_batch else 1.0, rel=1e-12)
+
+
+def test_dp_bytes_follow_the_options():
+    """qwZ halves both gathers' bytes, qgZ sends int4 (plus 1/8 of it again across nodes); flat ZeRO-3 moves
+    3 x 2 bytes per parameter."""
+    flat = _run()["comm_bytes_per_step"]["dp"]
+    quantised = _run(zero_quantized_weights=True, zero_quantized_gradients=True)["comm_bytes_per_step"]["dp"]
+    assert quantised / flat == pytest.approx((2 * 1.0 + 0.5 * (1 + 1 / 8)) / 6.0, rel=1e-12)

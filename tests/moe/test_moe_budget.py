@@ -1,0 +1,62 @@
+"""optimize --budget B --moe: the best dense and the best MoE plan side by side under one pair of laws."""
+
+import json
+
+import numpy as np
+import pytest
+
+from planner.cli import main
+from planner.hardware import load_cluster
+from planner.laws.moe import KRAJEWSKI_2024_DENSE
+from planner.search.moe_budget import compare_dense_moe
+
+
+def _optimize(capsys, *argv):
+    try:
+        code = main(["optimize", *map(str, argv)])
+    except SystemExit as stop:
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_budget_moe_json_compares_both_sides(capsys):
+    code, out, _ = _optimize(capsys, "--budget", "20000gpuh", "--moe", "--json")
+    assert code == 0
+    result = json.loads(out)
+    dense, moe = result["dense"], result["moe"]
+    assert dense["experts"] == 0 and moe["experts"] > 0
+    assert moe["active_params"] < moe["params"] and dense["active_params"] == dense["params"]
+    assert result["winner"] in ("dense", "moe")
+    assert result["loss_difference"] == pytest.approx(dense["predicted_loss"] - moe["predicted_loss"])
+    assert result["gpu_hours"] <= 20000 * (1 + 1e-9)
+    # The dense side is the law's own prediction at the plan's shape and tokens.
+    n = dense["params"] - 2 * 32000 * dense["hidden"]
+    assert dense["predicted_loss"] == pytest.approx(float(KRAJEWSKI_2024_DENSE.predict(n, dense["tokens"])), rel=1e-9)
+
+
+def test_budget_moe_text_names_the_winner(capsys):
+    code, out, _ = _optimize(capsys, "--budget", "20000gpuh", "--moe")
+    assert code == 0
+    assert "predicted loss" in out and "inference GFLOP/token" in out
+    assert ("MoE wins by" in out) or ("dense wins by" in out)
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--moe"], "--budget"),
+    (["--budget", "1000gpuh", "--moe", "--law", "epoch"], "--law"),
+    (["--budget", "1000gpuh", "--moe", "--model", "mixtral-8x7b"], "--model"),
+])
+def test_budget_moe_bad_input_is_one_line(capsys, argv, key):
+    code, _, err = _optimize(capsys, *argv)
+    assert code == 2 and key in err and len(err.strip().splitlines()) == 1
+
+
+def test_more_budget_never_worse_on_either_side():
+    cluster = load_cluster("dgx-h100")
+    small = compare_dense_moe(cluster, 5_000 * 3600.0, 30 * 86400.0)
+    large = compare_dense_moe(cluster, 50_000 * 3600.0, 30 * 86400.0)
+    for kind in ("dense", "moe"):
+        a, b = getattr(small, kind), getattr(large, kind)
+        assert np.isfinite(a.loss) and np.isfinite(b.loss)
+        assert b.loss <= a.loss + 1e-9

@@ -1,0 +1,133 @@
+"""MoE in the cost model: all-to-all timing and volume by hand, the dense path untouched, memory with ep."""
+
+import numpy as np
+import pytest
+
+from planner.cost import collectives
+from planner.cost.estimate import estimate
+from planner.cost.memory import per_gpu_memory
+from planner.cost.step_time import step_time
+from planner.errors import PlannerInputError
+from planner.hardware import load_cluster
+from planner.layout import build_batch, check_layout, layouts_batch, make_layout, single_batch
+from planner.model import PRESETS, make_model, model_training_flops
+
+H100 = load_cluster("dgx-h100")
+
+
+def test_all_to_all_time_by_hand():
+    """8 ranks in one node: 7/8 of the buffer over NVLink; 2 nodes x 8: 8/16 over the NIC, 7/16 NVLink."""
+    links = {"ranks_per_node": np.array([8.0, 8.0]), "nodes": np.array([1.0, 2.0]),
+             "intra_bytes_per_s": np.array([400e9, 400e9]), "intra_latency_s": np.array([3e-6, 3e-6]),
+             "inter_bytes_per_s": np.array([0.0, 50e9]), "inter_latency_s": np.array([0.0, 5e-6])}
+    seconds = collectives.all_to_all_time(1.6e9, links, 1.0, 1.0)
+    assert seconds[0] == pytest.approx(1.6e9 * 7 / 8 / 400e9 + 3e-6)
+    assert seconds[1] == pytest.approx(max(1.6e9 * 7 / 16 / 400e9, 1.6e9 * 8 / 16 / 50e9) + 8e-6)
+    one = {k: v[:1] for k, v in links.items()}
+    one["ranks_per_node"] = np.array([1.0])
+    assert collectives.all_to_all_time(1e9, one, 1.0, 1.0)[0] == 0.0  # a group of one sends nothing
+
+
+def _mixtral(ep, **extra):
+    values = dict(tp=1, pp=1, dp=8, ep=ep, micro_batch=1, global_batch=16, framework="megatron",
+                  recompute="full", zero=1)
+    values.update(extra)
+    return make_layout(**values)
+
+
+def test_all_to_all_volume_per_step_by_hand():
+    """Mixtral 8x7B on 8 GPUs, ep 8: each of 32 MoE layers sends T x k token copies of h bf16 elements in
+    dispatch and combine, both again in backward and in the full recompute; 2 micro-batches per step."""
+    model = PRESETS["mixtral-8x7b"]
+    layout = _mixtral(8)
+    check_layout(model, layout, gpus=8)
+    time = step_time(single_batch(model, layout), H100)
+    T, k, h, bf16, layers, micro_batches = 4096, 2, 4096, 2, 32, 2
+    # forward, backward, recompute: dispatch + combine each; 7 of the 8 equal parts leave the rank.
+    per_layer = T * k * h * bf16 * (2 + 2 + 2) * 7 / 8
+    assert time["comm_bytes_per_step"]["ep"][0] == pytest.approx(micro_batches * layers * per_layer)
+
+
+def test_ep1_sends_nothing_and_dense_rows_are_unchanged():
+    """ep = 1: no all-to-all. A dense model scored beside an MoE model gets exactly the dense path's numbers."""
+    model = PRESETS["mixtral-8x7b"]
+    time = step_time(single_batch(model, _mixtral(1)), H100)
+    assert time["parts"]["ep_comm"][0] == 0.0 and time["comm_bytes_per_step"]["ep"][0] == 0.0
+    dense = PRESETS["llama3-8b"]
+    layout = make_layout(tp=2, pp=2, dp=2, micro_batch=1, global_batch=16, framework="megatron", zero=1)
+    alone = estimate(single_batch(dense, layout), H100)
+    mixed = estimate(layouts_batch([dense, model], [layout, _mixtral(8)]), H100)
+    assert mixed.step_time_s[0] == alone.step_time_s[0]
+    assert mixed.memory["total_bytes"][0] == alone.memory["total_bytes"][0]
+    assert mixed.time["mfu"][0] == alone.time["mfu"][0]
+    for name, value in alone.time["parts"].items():
+        assert mixed.time["parts"][name][0] == value[0], name
+    assert mixed.time["parts"]["moe_experts"][0] == 0.0
+
+
+def test_one_expert_moe_counts_like_its_dense_model_plus_router():
+    shape = dict(layers=8, hidden=1024, heads=8, vocab=32000, seq_len=2048, mlp="swiglu", ffn=2816)
+    dense = make_model(**shape)
+    moe = make_model(**shape, moe_experts=1, moe_top_k=1, moe_ffn=2816)
+    assert moe.total_params == dense.total_params + 8 * 1024
+    flops_dense, flops_moe = model_training_flops(dense, 1.0), model_training_flops(moe, 1.0)
+    assert flops_moe["total"] == pytest.approx(flops_dense["total"] + 6.0 * 8 * 1024)
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_more_ep_never_increases_expert_memory(zero):
+    model = PRESETS["mixtral-8x7b"]
+    layouts = [_mixtral(ep, zero=zero) for ep in (1, 2, 4, 8)]
+    memory = per_gpu_memory(layouts_batch([model] * 4, layouts), H100)
+    expert = sum(memory["parts"][p] for p in ("expert_weights", "expert_gradients", "expert_optimizer"))
+    assert np.all(np.diff(expert) < 0)
+    assert np.all(np.isfinite(memory["total_bytes"]))
+
+
+def test_expert_states_shard_over_expert_data_parallel():
+    """ZeRO-1: Adam states of the experts / edp, edp = tp·cp·dp / (ep·etp) (Megatron's expert grid); Megatron
+    bf16 keeps fp32 gradients and 12 optimizer bytes (6 + 12/d, dist_optimizer.md:16-20)."""
+    model = PRESETS["mixtral-8x7b"]
+    layout = _mixtral(4, zero=1)
+    assert layout.expert_dp == 2
+    memory = per_gpu_memory(single_batch(model, layout), H100)
+    expert_params = 32 * 8 * 3 * 4096 * 14336 / 4
+    assert memory["parts"]["expert_optimizer"][0] == pytest.approx(12 * expert_params / 2)
+    assert memory["parts"]["expert_gradients"][0] == pytest.approx(4 * expert_params)
+    assert memory["parts"]["expert_weights"][0] == pytest.approx(2 * expert_params)
+
+
+@pytest.mark.parametrize("values, key", [
+    (dict(tp=1, pp=1, dp=8, ep=3), "ep(3)"),
+    (dict(tp=1, pp=1, dp=4, ep=8), "expert grid"),
+    (dict(tp=1, pp=2, dp=4, ep=4, moe_a2a_overlap="megatron"), "vpp"),
+    (dict(tp=1, pp=1, dp=8, ep=1, moe_a2a_overlap="dualpipe"), "needs ep > 1"),
+])
+def test_bad_expert_layouts_are_one_line_errors(values, key):
+    with pytest.raises(PlannerInputError) as error:
+        check_layout(PRESETS["mixtral-8x7b"], make_layout(micro_batch=1, global_batch=64, **values))
+    assert key in str(error.value) and "\n" not in str(error.value)
+
+
+def test_ep_on_a_dense_model_is_refused():
+    with pytest.raises(PlannerInputError, match="need an MoE model"):
+        check_layout(PRESETS["llama3-8b"], make_layout(dp=8, ep=2, global_batch=8))
+
+
+def test_overlap_hides_all_to_all_and_dualpipe_shrinks_the_bubble():
+    model = PRESETS["deepseek-v3"]
+    base = dict(tp=1, pp=4, dp=16, ep=16, micro_batch=1, global_batch=256, zero=1, dtype="fp8")
+    plain = step_time(single_batch(model, make_layout(**base)), H100)
+    dual = step_time(single_batch(model, make_layout(**base, moe_a2a_overlap="dualpipe")), H100)
+    assert dual["parts"]["ep_comm"][0] < plain["parts"]["ep_comm"][0]
+    assert dual["parts"]["bubble"][0] < plain["parts"]["bubble"][0]
+    assert np.isfinite(dual["step_time_s"][0]) and dual["mfu"][0] < 1.0
+    # DualPipe's communication kernels hold 20 of 132 SMs: the compute beside them is 132/112 slower.
+    assert plain["parts"]["a2a_sm_share"][0] == 0.0
+    compute = sum(dual["parts"][name][0] for name in ("moe_experts", "forward", "backward", "elementwise"))
+    assert 0.0 < dual["parts"]["a2a_sm_share"][0] < compute * (132 / 112 - 1.0)
+
+
+def test_build_batch_refuses_ep_without_moe_model():
+    with pytest.raises(ValueError):
+        build_batch([PRESETS["llama3-8b"]], [0], ep=np.array([2]))

@@ -1,0 +1,86 @@
+"""Property tests of the MoE cost model over random MoE shapes and expert layouts: finite and positive,
+MFU <= 1, more ep never more expert memory, the vectorised path equals the scalar one, dense rows untouched."""
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.cost.estimate import estimate
+from planner.cost.memory import per_gpu_memory
+from planner.hardware import load_cluster
+from planner.layout import check_layout, layouts_batch, make_layout, single_batch
+from planner.model import PRESETS, make_model
+
+CLUSTERS = [load_cluster(name) for name in ("dgx-h100", "h800-deepseek", "dgx-a100-80gb")]
+EXPERT_PARTS = ("expert_weights", "expert_gradients", "expert_optimizer")
+
+
+@st.composite
+def moe_cases(draw):
+    heads = draw(st.sampled_from([4, 8, 16]))
+    hidden = heads * draw(st.sampled_from([32, 64, 128]))
+    experts = draw(st.sampled_from([2, 4, 8, 16, 64]))
+    layers = draw(st.integers(2, 12))
+    mla = draw(st.booleans())
+    attention = dict(attention="mla", q_lora_rank=draw(st.sampled_from([None, 64])), kv_lora_rank=64,
+                     qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=32) if mla else {}
+    model = make_model(layers=layers, hidden=hidden, heads=heads, vocab=draw(st.integers(100, 50_000)),
+                       seq_len=draw(st.sampled_from([128, 1024, 4096])), mlp=draw(st.sampled_from(["gelu", "swiglu"])),
+                       moe_experts=experts, moe_top_k=draw(st.integers(1, experts)), moe_ffn=draw(st.sampled_from([64, 256, 1024])),
+                       moe_shared_experts=draw(st.integers(0, 2)), moe_first_dense=draw(st.integers(0, layers - 1)),
+                       **attention)
+    tp = draw(st.sampled_from([t for t in (1, 2, 4) if heads % t == 0]))
+    dp = draw(st.sampled_from([1, 2, 4, 8]))
+    pp = draw(st.sampled_from([p for p in (1, 2) if p <= layers]))
+    grid = tp * dp
+    ep = draw(st.sampled_from([e for e in (1, 2, 4, 8, 16, 64) if experts % e == 0 and grid % e == 0]))
+    overlap = draw(st.sampled_from(["none", "dualpipe"] if ep > 1 else ["none"]))
+    micro = draw(st.sampled_from([1, 2]))
+    layout = make_layout(tp=tp, pp=pp, dp=dp, ep=ep, etp=1, micro_batch=micro, global_batch=micro * dp * draw(st.integers(1, 4)),
+                         zero=draw(st.sampled_from([0, 1])), recompute=draw(st.sampled_from(["none", "selective", "full"])),
+                         seq_parallel=tp > 1, dtype=draw(st.sampled_from(["bf16", "fp8"])), moe_a2a_overlap=overlap,
+                         moe_load_imbalance=draw(st.sampled_from([1.0, 1.3])))
+    check_layout(model, layout)
+    return model, layout, draw(st.sampled_from(CLUSTERS))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(moe_cases())
+def test_moe_estimates_are_finite_and_below_peak(case):
+    model, layout, cluster = case
+    if layout.dtype == "fp8" and not cluster.accelerator.peak_flops.fp8:
+        return
+    result = estimate(single_batch(model, layout), cluster)
+    time = result.time
+    assert np.isfinite(time["step_time_s"]).all() and (time["step_time_s"] > 0).all()
+    assert all(np.isfinite(v).all() and (v >= 0).all() for v in time["parts"].values())
+    assert np.isfinite(result.memory["total_bytes"]).all()
+    assert (time["mfu"] <= time["hfu"] + 1e-12).all() and (time["hfu"] <= 1.0).all()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(moe_cases())
+def test_more_ep_never_increases_expert_memory(case):
+    model, layout, cluster = case
+    grid = layout.tp * layout.cp * layout.dp
+    eps = [e for e in (1, 2, 4, 8, 16, 32, 64) if model.moe_experts % e == 0 and grid % e == 0]
+    layouts = [layout.model_copy(update={"ep": e, "moe_a2a_overlap": "none"}) for e in eps]
+    memory = per_gpu_memory(layouts_batch([model] * len(eps), layouts), cluster)
+    expert = sum(memory["parts"][p] for p in EXPERT_PARTS)
+    assert np.all(np.diff(expert) <= 1e-6 * expert[:-1])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(moe_cases(), min_size=2, max_size=4))
+def test_vectorised_equals_scalar_with_dense_rows(cases):
+    cluster = load_cluster("dgx-h100")
+    cases = [(m, l) for m, l, _ in cases if l.dtype == "bf16"]
+    dense = PRESETS["gpt2-small"]
+    dense_layout = make_layout(dp=2, global_batch=4)
+    models = [dense] + [m for m, _ in cases]
+    layouts = [dense_layout] + [l for _, l in cases]
+    together = estimate(layouts_batch(models, layouts), cluster)
+    for i, (model, layout) in enumerate(zip(models, layouts)):
+        alone = estimate(single_batch(model, layout), cluster)
+        assert np.isclose(together.step_time_s[i], alone.step_time_s[0], rtol=1e-12)
+        assert np.isclose(together.memory["total_bytes"][i], alone.memory["total_bytes"][0], rtol=1e-12)
