@@ -103,6 +103,30 @@ class ScaleUp(_Frozen):
     # NVSwitch (H100/H200, NVIDIA H100 Tensor Core GPU Architecture whitepaper) and the NVLink 5 switch
     # (B200, NVIDIA Blackwell Architecture Technical Brief) have it; A100's NVSwitch does not.
     nvls: bool = False
+    # Where the fabric is point-to-point links rather than a switch (AMD Infinity Fabric): the bandwidth of
+    # one link, and every link as [accelerator, accelerator, parallel links]. Collectives inside the node
+    # then run as rings over these links (planner.topology), and bandwidth_per_direction is the most one
+    # accelerator can push to accelerators outside its package (checked).
+    link_unit_bytes_per_s: BytesPerSecond | None = Field(default=None, alias="link_bandwidth_per_direction")
+    links: tuple[tuple[int, int, int], ...] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _links_need_their_bandwidth(self) -> "ScaleUp":
+        if (self.links is None) != (self.link_unit_bytes_per_s is None):
+            raise ValueError("links and link_bandwidth_per_direction go together: give both or neither")
+        for a, b, count in self.links or ():
+            if a == b or min(a, b) < 0 or count < 1:
+                raise ValueError(f"links: expected [accelerator, other accelerator, links >= 1], got {[a, b, count]}")
+        return self
+
+
+class Package(_Frozen):
+    """Accelerators sharing one package (MI250X: two GCDs) and the faster link between them. A level below
+    the node's fabric: a group whose members sit in one package talks over this link, not the fabric."""
+
+    accelerators_per_package: int = Field(gt=1, le=MAX_ACCELERATORS_PER_NODE)
+    link_bytes_per_s_per_direction: BytesPerSecond = Field(alias="bandwidth_per_direction")
+    latency_s: Seconds = Field(alias="latency")
 
 
 class Node(_Frozen):
@@ -119,6 +143,59 @@ class Node(_Frozen):
     # True for CPU "devices": ranks split the node's cores between them (OMP_NUM_THREADS = cores / ranks),
     # so a job with fewer ranks than accelerators_per_node gets proportionally more compute per rank.
     compute_shared_by_ranks: bool = False
+    # Optional third level inside the node (None: every accelerator hangs off the scale-up fabric alone).
+    package: Package | None = None
+
+    @model_validator(mode="after")
+    def _packages_divide_node(self) -> "Node":
+        if self.package is not None and self.accelerators_per_node % self.package.accelerators_per_package:
+            raise ValueError(f"package.accelerators_per_package({self.package.accelerators_per_package}) does not divide "
+                             f"accelerators_per_node({self.accelerators_per_node})")
+        if self.scale_up.links is not None:
+            self._check_links()
+        return self
+
+    def _check_links(self) -> None:
+        """Link ends inside the node; the package link and the fastest cross-package total as the spec states."""
+        up, n = self.scale_up, self.accelerators_per_node
+        if any(max(a, b) >= n for a, b, _ in up.links):
+            raise ValueError(f"scale_up.links: an accelerator index is >= accelerators_per_node({n})")
+        neighbours: dict[int, set[int]] = {}
+        for a, b, _ in up.links:
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+        reached, frontier = {0}, [0]  # every accelerator reachable over the links (else no ring or path exists)
+        while frontier:
+            for there in neighbours.get(frontier.pop(), set()) - reached:
+                reached.add(there)
+                frontier.append(there)
+        if len(reached) < n:
+            raise ValueError(f"scale_up.links leave accelerators {sorted(set(range(n)) - reached)} unreachable "
+                             "from accelerator 0")
+        per_package = self.package.accelerators_per_package if self.package else 1
+        outside = [0.0] * n
+        for a, b, count in up.links:
+            bandwidth = count * up.link_unit_bytes_per_s
+            if a // per_package == b // per_package:
+                if self.package and abs(bandwidth - self.package.link_bytes_per_s_per_direction) > 1e-6 * bandwidth:
+                    raise ValueError(f"scale_up.links [{a}, {b}, {count}] give {bandwidth / 1e9:g} GB/s inside a package "
+                                     f"but package.bandwidth_per_direction is {self.package.link_bytes_per_s_per_direction / 1e9:g} GB/s")
+                continue
+            outside[a] += bandwidth
+            outside[b] += bandwidth
+        if abs(max(outside) - up.link_bytes_per_s_per_direction) > 1e-6 * max(outside):
+            raise ValueError(f"scale_up.bandwidth_per_direction is {up.link_bytes_per_s_per_direction / 1e9:g} GB/s but the "
+                             f"fastest accelerator's links outside its package give {max(outside) / 1e9:g} GB/s")
+
+
+class Dragonfly(_Frozen):
+    """Scale-out as a dragonfly (HPE Slingshot, Cray EX): nodes in groups whose switches are all-to-all
+    connected (non-blocking inside a group with adaptive routing), groups joined by global links. Traffic
+    leaving a group shares the group's global bandwidth."""
+
+    nodes_per_group: int = Field(gt=0, le=MAX_NODES)
+    # Sum of the group's global links, per direction.
+    global_bytes_per_s_per_group: BytesPerSecond = Field(alias="global_bandwidth_per_group")
 
 
 class Network(_Frozen):
@@ -128,6 +205,14 @@ class Network(_Frozen):
     topology: Literal["fat-tree", "rail-optimized", "dragonfly", "single-node"]
     # Ratio of node-facing to spine-facing bandwidth at the leaf; 1 = non-blocking.
     oversubscription: float = Field(default=1.0, ge=1.0, le=1e3)
+    # Only with topology dragonfly: the groups and global links (None: the leaf/spine taper above alone).
+    dragonfly: Dragonfly | None = None
+
+    @model_validator(mode="after")
+    def _dragonfly_only_for_dragonfly(self) -> "Network":
+        if self.dragonfly is not None and self.topology != "dragonfly":
+            raise ValueError(f"a dragonfly block needs topology: dragonfly (got {self.topology})")
+        return self
 
 
 class Reliability(_Frozen):
@@ -136,6 +221,10 @@ class Reliability(_Frozen):
     mtbf_per_gpu_s: PositiveSeconds = Field(alias="mtbf_per_gpu")
     checkpoint_bytes_per_s: BytesPerSecond = Field(alias="checkpoint_bandwidth")
     restart_s: Seconds = Field(alias="restart_time")
+    # How the job checkpoints (planner.cost.goodput): training stops for the whole write (sync), or only for
+    # the copy to host memory with the write in the background (async: MegaScale's two-stage checkpoint,
+    # PyTorch DCP async_save), restoring from host memory after a failure (in-memory: Gemini).
+    checkpoint_mode: Literal["sync", "async", "in-memory"] = Field(default="sync", alias="checkpoint")
 
 
 class Efficiency(_Frozen):

@@ -5,6 +5,13 @@ equivalent) and, for scale-out, off a NIC; NICs attach to the fabric as the topo
 (rail-optimised: NIC j of every node on rail switch j; fat-tree/dragonfly: all NICs of a node on
 one leaf, leaves joined by a spine whose capacity is divided by the oversubscription ratio).
 
+Optional levels (planner.hardware): a package (MI250X: two GCDs joined by a faster link than the node's
+fabric; a path through it is preferred); an in-node fabric of explicit point-to-point links (Infinity
+Fabric), over which a group runs the best packing of rings, as RCCL/NCCL split a collective over channels
+(`ring_packing_bytes_per_s`); and a dragonfly scale-out (groups of nodes non-blocking inside, global links
+between groups shared by the rings that leave a group: `dragonfly_flow_bytes_per_s`). A spec without them
+builds exactly the two-level graph above.
+
 Ranks are placed tp-innermost (Megatron order tp, cp, dp, pp): a group of `size` ranks whose members
 are `stride` ranks apart. All groups of one kind communicate at once (every dp group all-reduces
 together), so each ring flow gets its share of every edge it crosses; the flow's bandwidth is the
@@ -19,12 +26,14 @@ unique combination rather than per candidate.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+from scipy.optimize import linprog
 
-from planner.hardware import ClusterSpec, Network, Node
+from planner.hardware import ClusterSpec, Dragonfly, Network, Node
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,11 @@ def group_shape(size: int, stride: int, gpus_per_node: int) -> tuple[int, int]:
     return per_node, -(-size // per_node)
 
 
-def _link(graph: nx.DiGraph, a, b, bytes_per_s: float, latency_s: float) -> None:
-    """A full-duplex link: one directed edge each way, each with the per-direction bandwidth."""
-    graph.add_edge(a, b, bytes_per_s=bytes_per_s, latency_s=latency_s)
-    graph.add_edge(b, a, bytes_per_s=bytes_per_s, latency_s=latency_s)
+def _link(graph: nx.DiGraph, a, b, bytes_per_s: float, latency_s: float, weight: float = 1.0) -> None:
+    """A full-duplex link: one directed edge each way, each with the per-direction bandwidth. `weight` is the
+    routing cost, read only in graphs marked weighted (clusters with a package level)."""
+    graph.add_edge(a, b, bytes_per_s=bytes_per_s, latency_s=latency_s, weight=weight)
+    graph.add_edge(b, a, bytes_per_s=bytes_per_s, latency_s=latency_s, weight=weight)
 
 
 def build_graph(cluster: ClusterSpec, nodes: int) -> nx.DiGraph:
@@ -62,11 +72,17 @@ def build_graph(cluster: ClusterSpec, nodes: int) -> nx.DiGraph:
     up = cluster.node.scale_up
     net = cluster.network
     nics = max(net.nics_per_node, 1)
+    package = cluster.node.package
+    # With a package level, a path through the package link (weight 1) beats one through the fabric (2).
+    graph.graph["weighted"] = package is not None
     for node in range(nodes):
         switch = ("switch", node)
         for local in range(gpn):
             gpu = ("gpu", node, local)
             _link(graph, gpu, switch, bytes_per_s=up.link_bytes_per_s_per_direction, latency_s=up.latency_s / 2)
+            if package is not None:
+                _link(graph, gpu, ("package", node, local // package.accelerators_per_package),
+                      bytes_per_s=package.link_bytes_per_s_per_direction, latency_s=package.latency_s / 2, weight=0.5)
             if net.topology != "single-node" and net.nics_per_node > 0:
                 # GPU -> its NIC over PCIe: GPUs share NICs evenly when there are fewer NICs than GPUs.
                 nic = ("nic", node, local * nics // gpn)
@@ -104,7 +120,8 @@ def _flow_bandwidth(graph: nx.DiGraph, flows: list[tuple[int, int]], gpn: int) -
     def gpu(rank):
         return ("gpu", rank // gpn, rank % gpn)
 
-    paths = [nx.shortest_path(graph, gpu(src), gpu(dst)) for src, dst in flows]
+    weight = "weight" if graph.graph.get("weighted") else None
+    paths = [nx.shortest_path(graph, gpu(src), gpu(dst), weight=weight) for src, dst in flows]
     load: dict[tuple, int] = {}
     for path in paths:
         for edge in zip(path, path[1:]):
@@ -139,7 +156,9 @@ def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
     gpn = cluster.gpus_per_node
     per_node, nodes = group_shape(size, stride, gpn)
     intra_bw = intra_lat = inter_bw = inter_lat = 0.0
-    if per_node > 1:
+    if per_node > 1 and cluster.node.scale_up.links is not None:
+        intra_bw, intra_lat = _point_to_point_intra(cluster.node, per_node, stride)
+    elif per_node > 1:
         # Intra-node phase: rings of `per_node` members `stride` apart, every such ring in the node at once.
         graph = build_graph(cluster, 1)
         intra_bw, intra_lat = _flow_bandwidth(graph, _ring_flows(per_node, stride, gpn), gpn)
@@ -151,7 +170,102 @@ def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
         # Members sit on different nodes at the same local index (a symmetric fabric makes the exact
         # node distance irrelevant), and every local index runs its own ring at once.
         inter_bw, inter_lat = _flow_bandwidth(graph, _ring_flows(built, gpn, built * gpn), gpn)
+        if cluster.network.dragonfly is not None:
+            inter_bw = min(inter_bw, dragonfly_flow_bytes_per_s(cluster.network.dragonfly, nodes,
+                                                                max(1, stride // gpn), gpn))
     return GroupLinks(per_node, nodes, intra_bw, intra_lat, inter_bw, inter_lat)
+
+
+def _groups_in_node(size: int, stride: int, gpn: int) -> list[list[int]]:
+    """Members (local indices) of every group of this shape inside one node."""
+    block = size * stride
+    return [[start + offset + i * stride for i in range(size)]
+            for start in range(0, gpn, block) for offset in range(stride) if start + offset + (size - 1) * stride < gpn]
+
+
+# Rings are enumerated (members - 1)! ways: 8 members (a Frontier node) is 5,040; beyond this a group takes
+# the shortest-path model instead (assumed cap: 10 members would be 362,880 orders per group).
+MAX_RING_MEMBERS = 8
+
+
+def _directed_rings(members: list[int], capacity: dict) -> list[list[tuple[int, int]]]:
+    """Every directed Hamiltonian cycle through `members` over direct links, as its list of directed edges."""
+    first, rest = members[0], members[1:]
+    rings = []
+    for order in itertools.permutations(rest):
+        cycle = (first, *order)
+        edges = list(zip(cycle, cycle[1:] + cycle[:1]))
+        if all(edge in capacity for edge in edges):
+            rings.append(edges)
+    return rings
+
+
+def ring_packing_bytes_per_s(capacity: dict, groups: list[list[int]]) -> float | None:
+    """Per-rank bandwidth of groups that run rings over point-to-point links, all groups at once.
+
+    RCCL/NCCL build several rings (channels) over different links and split each collective between them;
+    a rank's bandwidth is the sum of its rings' rates. The best split is a linear program: maximise t, each
+    group's rings together carrying at least t, no directed link over its capacity. None when a group has
+    no ring over direct links (its members are not all neighbours in some order) or more than
+    MAX_RING_MEMBERS members.
+    """
+    if len(groups[0]) > MAX_RING_MEMBERS:
+        return None
+    rings = [_directed_rings(members, capacity) for members in groups]
+    if any(not group_rings for group_rings in rings):
+        return None
+    columns = [(g, ring) for g, group_rings in enumerate(rings) for ring in group_rings]
+    edges = sorted(capacity)
+    row = {edge: i for i, edge in enumerate(edges)}
+    n = len(columns)
+    usage = np.zeros((len(edges) + len(groups), n + 1))
+    for j, (g, ring) in enumerate(columns):
+        for edge in ring:
+            usage[row[edge], j] += 1.0
+        usage[len(edges) + g, j] = -1.0
+    usage[len(edges):, n] = 1.0  # t - (group g's rings) <= 0
+    limits = np.concatenate([[capacity[e] for e in edges], np.zeros(len(groups))])
+    objective = np.zeros(n + 1)
+    objective[n] = -1.0
+    solution = linprog(objective, A_ub=usage, b_ub=limits / 1e9, bounds=(0, None), method="highs")  # in GB/s
+    return float(solution.x[n]) * 1e9 if solution.success else None
+
+
+def _point_to_point_intra(node: Node, size: int, stride: int) -> tuple[float, float]:
+    """Per-rank bandwidth and latency of `size`-rank groups inside a node wired by explicit links."""
+    up, gpn = node.scale_up, node.accelerators_per_node
+    capacity = {}
+    for a, b, count in up.links:
+        capacity[(a, b)] = capacity.get((a, b), 0.0) + count * up.link_unit_bytes_per_s
+        capacity[(b, a)] = capacity.get((b, a), 0.0) + count * up.link_unit_bytes_per_s
+    groups = _groups_in_node(size, stride, gpn)
+    per_package = node.package.accelerators_per_package if node.package else 0
+    in_package = per_package and all(g[0] // per_package == g[-1] // per_package for g in groups)
+    latency = node.package.latency_s if in_package else up.latency_s
+    bandwidth = ring_packing_bytes_per_s(capacity, groups)
+    if bandwidth is None:
+        # No ring over direct links: each hop takes the fewest links, all rings share them (one channel).
+        graph = nx.DiGraph()
+        for (a, b), bytes_per_s in capacity.items():
+            graph.add_edge(("gpu", 0, a), ("gpu", 0, b), bytes_per_s=bytes_per_s, latency_s=0.0)
+        bandwidth, _ = _flow_bandwidth(graph, _ring_flows(size, stride, gpn), gpn)
+    return bandwidth, latency
+
+
+def dragonfly_flow_bytes_per_s(dragonfly: Dragonfly, nodes: int, hop_nodes: int, flows_per_node: int) -> float:
+    """Per-flow share of the global links for ring traffic `hop_nodes` nodes apart over `nodes` nodes.
+
+    Ranks are placed on consecutive nodes from the start of a dragonfly group (assumed: a contiguous
+    allocation). Inside a group the fabric is non-blocking (all-to-all switches, adaptive routing); a
+    ring whose members span more than one group sends, out of each group, from min(nodes_per_group,
+    hop_nodes) nodes (the last hop_nodes nodes of the group, or all of them), `flows_per_node` flows each,
+    over the group's global links. Infinite when the ring stays inside one group.
+    """
+    span = (nodes - 1) * hop_nodes + 1
+    if span <= dragonfly.nodes_per_group:
+        return float("inf")
+    senders = min(dragonfly.nodes_per_group, hop_nodes)
+    return dragonfly.global_bytes_per_s_per_group / (senders * flows_per_node)
 
 
 def group_links(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:

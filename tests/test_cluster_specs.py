@@ -195,3 +195,13 @@ def test_cluster_names_no_file_can_have_are_one_line_errors(name):
     with pytest.raises(PlannerInputError) as caught:
         load_cluster(name)
     assert "\n" not in str(caught.value)
+
+
+def test_every_gpu_spec_states_its_board_power():
+    """The review's energy line needs accelerator.power; every bundled GPU cluster cites one (CPU specs need not)."""
+    from planner.hardware import available_clusters, load_cluster
+
+    for name in available_clusters():
+        cluster = load_cluster(name)
+        if not name.startswith("cpu-"):
+            assert cluster.accelerator.power_w and 100 <= cluster.accelerator.power_w <= 2000, name

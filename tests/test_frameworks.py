@@ -15,11 +15,13 @@ from planner.model import PRESETS
 
 
 def test_the_stacks_the_runs_csv_names():
-    """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other."""
-    assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other"}
+    """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other; and MegaScale (issue 16), appended
+    last so that the codes of the others stay as they were."""
+    assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other", "megascale"}
+    assert FRAMEWORK_NAMES[:5] == ("megatron", "deepspeed", "fsdp", "jax", "other")
 
 
-@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax"])
+@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale"])
 def test_every_stack_cites_its_source(name):
     doc = importlib.import_module(f"planner.frameworks.{name}").__doc__
     assert "Sources" in doc and (".py" in doc or ".yml" in doc or ".md" in doc)
@@ -51,3 +53,29 @@ def test_overlap_defaults_come_from_the_stack():
     assert Layout(framework="fsdp").dp_comm_overlap_on
     assert Layout(framework="megatron", dp_comm_overlap=True).dp_comm_overlap_on
     assert Layout(framework="jax").tp_comm_overlap_on  # XLA collective matmul
+
+
+def test_megascale_parallel_block_and_per_chunk_reduction_change_only_their_parts():
+    """MegaScale (Jiang et al. 2024, sections 3.1-3.2): one TP collective per layer pass instead of two, and
+    each model chunk's gradient reduction behind the backward of the chunks still running."""
+    from planner.cost.estimate import simulate
+    from planner.hardware import load_cluster
+
+    cluster = load_cluster("dgx-a100-80gb")
+    model = PRESETS["gpt3-175b"]
+    common = dict(tp=8, pp=8, dp=4, vpp=2, micro_batch=1, global_batch=128, seq_parallel=True,
+                  tp_comm_overlap=False, dp_comm_overlap=True)
+    megatron = simulate(model, Layout(framework="megatron", **common), cluster)
+    megascale = simulate(model, Layout(framework="megascale", **common), cluster)
+    assert megascale["comm_bytes_per_step"]["tp"] == pytest.approx(megatron["comm_bytes_per_step"]["tp"] / 2)
+    assert megascale["time"]["tp_comm"] == pytest.approx(megatron["time"]["tp_comm"] / 2, rel=1e-9)
+    assert megascale["time"]["dp_comm_exposed"] < megatron["time"]["dp_comm_exposed"]
+    assert megascale["time"]["forward"] == pytest.approx(megatron["time"]["forward"], rel=1e-12)
+    # Without interleaving there is no later chunk to hide behind: the reduction is Megatron's (tp 1, so that
+    # the backward it hides behind is the same).
+    flat = {**common, "vpp": 1, "tp": 1, "seq_parallel": False}
+    flat_megascale = simulate(model, Layout(framework="megascale", **flat), cluster)
+    flat_megatron = simulate(model, Layout(framework="megatron", **flat), cluster)
+    assert flat_megascale["time"]["dp_comm_exposed"] == pytest.approx(flat_megatron["time"]["dp_comm_exposed"])
+    # Pipeline sends: Megatron-LM overlaps them only with interleaving, MegaScale always.
+    assert flat_megatron["time"]["pp_p2p"] > 0 and flat_megascale["time"]["pp_p2p"] == 0

@@ -86,3 +86,110 @@ def test_vectorised_lookup_matches_scalar(a100):
         links = group_links(a100, int(size), int(stride))
         for name, values in arrays.items():
             assert values[i] == getattr(links, name), (size, stride, name)
+
+
+# --- Three levels and a dragonfly (issue 16 item 3) -------------------------------------------------
+
+def _frontier_data():
+    return yaml.safe_load((default_cluster_dir() / "frontier-mi250x.yaml").read_text(encoding="utf-8"))
+
+
+def test_frontier_groups_run_rings_over_the_infinity_fabric_links():
+    """OLCF Frontier node diagram: 4 links (200 GB/s) inside an MI250X; between packages 1 or 2 links of 50.
+    Rings over direct links, split as RCCL's channels are (the best packing): by hand,
+    - tp 2 {0,1}: the package link, 200;
+    - tp 4 {0,1,2,3}: one ring 0-1-3-2 through two single links, both directions: 2 x 50 = 100;
+    - tp 8: the rings 0-1-3-2-4-5-7-6 and 0-1-5-4-6-7-3-2 use disjoint cross-package links; 2 rings x 2
+      directions x 50 = 200;
+    - dp 2 stride 2 {0,2}, {1,3}, ...: one single link each way, 50."""
+    frontier = parse_cluster_spec(_frontier_data(), "frontier-mi250x.yaml")
+    expected = {(2, 1): 200e9, (4, 1): 100e9, (8, 1): 200e9, (4, 2): 100e9, (2, 2): 50e9}
+    for (size, stride), bandwidth in expected.items():
+        assert group_links(frontier, size, stride).intra_bytes_per_s == pytest.approx(bandwidth, rel=1e-9), (size, stride)
+    # The cross-node phase is one Slingshot NIC per package, shared by its two GCDs.
+    assert group_links(frontier, 16, 1).inter_bytes_per_s == 25e9 / 2
+
+
+def test_ring_packing_is_the_best_split_over_links():
+    from planner.topology import ring_packing_bytes_per_s
+
+    # A triangle with one slow edge: each direction's ring is capped by it.
+    capacity = {}
+    for a, b, bandwidth in [(0, 1, 100e9), (1, 2, 100e9), (0, 2, 30e9)]:
+        capacity[(a, b)] = capacity[(b, a)] = bandwidth
+    assert ring_packing_bytes_per_s(capacity, [[0, 1, 2]]) == pytest.approx(60e9)
+    assert ring_packing_bytes_per_s(capacity, [[0, 1, 3]]) is None  # 3 has no link
+
+
+def test_without_explicit_links_the_package_level_is_a_faster_path():
+    data = _frontier_data()
+    del data["node"]["scale_up"]["links"], data["node"]["scale_up"]["link_bandwidth_per_direction"]
+    coarse = parse_cluster_spec(data, "coarse.yaml")
+    assert group_links(coarse, 2, 1).intra_bytes_per_s == 200e9  # through the package
+    assert group_links(coarse, 8, 1).intra_bytes_per_s == 150e9  # the ring leaves each package on the fabric
+    del data["node"]["package"]
+    assert group_links(parse_cluster_spec(data, "flat.yaml"), 2, 1).intra_bytes_per_s == 150e9
+
+
+def test_links_must_match_the_stated_bandwidths():
+    data = _frontier_data()
+    data["node"]["scale_up"]["links"][0] = [0, 1, 3]
+    with pytest.raises(Exception, match=r"links \[0, 1, 3\] give 150 GB/s inside a package but package.bandwidth_per_direction is 200"):
+        parse_cluster_spec(data, "bad.yaml")
+    data = _frontier_data()
+    data["node"]["scale_up"]["bandwidth_per_direction"] = "100GB/s"
+    with pytest.raises(Exception, match="fastest accelerator's links outside its package give 150 GB/s"):
+        parse_cluster_spec(data, "bad.yaml")
+    data = _frontier_data()
+    data["node"]["scale_up"]["links"].append([7, 8, 1])
+    with pytest.raises(Exception, match=r"accelerator index is >= accelerators_per_node\(8\)"):
+        parse_cluster_spec(data, "bad.yaml")
+
+
+def test_package_must_divide_the_node():
+    data = _frontier_data()
+    data["node"]["package"]["accelerators_per_package"] = 3
+    with pytest.raises(Exception, match=r"accelerators_per_package\(3\) does not divide accelerators_per_node\(8\)"):
+        parse_cluster_spec(data, "bad.yaml")
+
+
+def test_dragonfly_block_needs_a_dragonfly_topology():
+    raw = yaml.safe_load((default_cluster_dir() / "dgx-a100-80gb.yaml").read_text(encoding="utf-8"))
+    raw["network"]["dragonfly"] = {"nodes_per_group": 4, "global_bandwidth_per_group": "100GB/s"}
+    with pytest.raises(Exception, match="a dragonfly block needs topology: dragonfly"):
+        parse_cluster_spec(raw, "bad.yaml")
+
+
+def test_tapered_global_links_slow_only_rings_that_leave_their_group():
+    """A dragonfly whose groups of 4 nodes share 40 GB/s of global links (a 10:1 taper of 4 x 100 GB/s injection)."""
+    data = _frontier_data()
+    data["network"]["dragonfly"] = {"nodes_per_group": 4, "global_bandwidth_per_group": "40GB/s"}
+    tapered = parse_cluster_spec(data, "tapered.yaml")
+    nic_share = 25e9 / 2
+    assert group_links(tapered, 4, 8).inter_bytes_per_s == nic_share  # 4 consecutive nodes: one group
+    # 8 nodes, neighbours one node apart: one node per group sends its 8 flows out over the global links.
+    assert group_links(tapered, 8, 8).inter_bytes_per_s == pytest.approx(40e9 / (1 * 8))
+    # Pipeline-like hops 4 nodes apart: every node of a group sends out of it.
+    assert group_links(tapered, 2, 32).inter_bytes_per_s == pytest.approx(40e9 / (4 * 8))
+    # Frontier's own global links match its injection bandwidth: no taper for any ring.
+    frontier = parse_cluster_spec(_frontier_data(), "frontier-mi250x.yaml")
+    assert group_links(frontier, 2, 8 * 200).inter_bytes_per_s == nic_share
+
+
+def test_large_point_to_point_groups_take_the_path_model_quickly():
+    """A 16-accelerator ring of links: enumerating 15! ring orders would never finish; the path model answers."""
+    data = _frontier_data()
+    data["node"]["accelerators_per_node"] = 16
+    del data["node"]["package"]
+    data["node"]["scale_up"]["links"] = [[i, (i + 1) % 16, 2] for i in range(16)]
+    data["node"]["scale_up"]["bandwidth_per_direction"] = "200GB/s"
+    data["network"]["nics_per_node"] = 8
+    ring = parse_cluster_spec(data, "ring16.yaml")
+    assert group_links(ring, 16, 1).intra_bytes_per_s == pytest.approx(100e9)  # one channel over 2 x 50 links
+
+
+def test_links_must_join_every_accelerator():
+    data = _frontier_data()
+    data["node"]["scale_up"]["links"] = [link for link in data["node"]["scale_up"]["links"] if 7 not in link[:2]]
+    with pytest.raises(Exception, match=r"leave accelerators \[7\] unreachable"):
+        parse_cluster_spec(data, "bad.yaml")

@@ -29,7 +29,7 @@ def add_fixed_model_arguments(parser) -> None:
     group.add_argument("--tokens", metavar="D", help="tokens to train on, like '15T': gives days, GPU-hours and cost")
     group.add_argument("--global-batch", type=whole_number(), help="global batch in sequences (default: the batch law for --tokens)")
     group.add_argument("--framework", metavar="STACK[,STACK]",
-                       help="stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other (default megatron,deepspeed,fsdp)")
+                       help="stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other, megascale (default megatron,deepspeed,fsdp)")
     group.add_argument("--knee", type=real_number(0.0, 1.0, low_open=True), default=None,
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
     group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")

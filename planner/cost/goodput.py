@@ -1,35 +1,62 @@
 """Goodput: the fraction of wall-clock that trains, given failures, checkpoints and restarts.
 
-Job failures arrive at rate gpus / MTBF_per_gpu. Checkpoints cost delta seconds to write (model-state
-bytes over the storage bandwidth); Young/Daly's first-order optimal interval is tau = sqrt(2·delta·M)
-with M the job's mean time between failures. Per unit of useful work the job also spends delta/tau
-writing checkpoints and, per failure, redoes on average tau/2 of work and waits the restart time R:
-  goodput = 1 / (1 + delta/tau + (tau/2 + delta + R) / M)          (Daly 2006, first order)
+Job failures arrive at rate gpus / MTBF_per_gpu. A checkpoint stops training for delta seconds; Young/Daly's
+first-order optimal interval is tau = sqrt(2·delta·M) with M the job's mean time between failures. Per unit of
+useful work the job also spends delta/tau checkpointing and, per failure, redoes the work since the last
+checkpoint it can restore (on average tau/2 plus how far that checkpoint lags) and waits the restart time R:
+  goodput = 1 / (1 + delta/tau + (tau/2 + lag + R) / M)          (Daly 2006, first order)
+
+How a checkpoint is taken sets delta and the lag (`CHECKPOINT_MODES`):
+  sync       training stops while the whole state is written to storage: delta = lag = S / storage bandwidth
+             (S = CHECKPOINT_BYTES_PER_PARAM x parameters; the job's writers share the storage bandwidth).
+  async      two stages (MegaScale, Jiang et al. 2024 section 4.3; PyTorch DCP async_save; CheckFreq): training
+             stops only while each GPU copies its share S / gpus to host memory over PCIe (every GPU at once);
+             a background process then persists it, so the next checkpoint waits for that (tau >= S / storage
+             bandwidth) and a failure restores the last persisted one (lag = the persist time).
+  in-memory  as async, but a failure restores the host-memory copy (kept on peers, Gemini, Wang et al. 2023),
+             so the lag is only the copy.
+The mode is the spec's `reliability.checkpoint` unless given. `restart_s` overrides the spec's restart time (a fast restart: MegaScale's in-place restart without a requeue).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 
 # Bytes per parameter in a restartable checkpoint: 16-bit weights 2 + fp32 master 4 + Adam m 4 + v 4.
 CHECKPOINT_BYTES_PER_PARAM = 14.0
+CHECKPOINT_MODES = ("sync", "async", "in-memory")
 
 
-def goodput(params, gpus, cluster: ClusterSpec) -> dict[str, np.ndarray]:
-    """Goodput fraction and its inputs for arrays of (params, gpus)."""
+def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, restart_s=None) -> dict[str, np.ndarray]:
+    """Goodput fraction and its inputs for arrays of (params, gpus); `checkpoint` defaults to the spec's
+    reliability.checkpoint (sync unless the spec says otherwise)."""
+    checkpoint = cluster.reliability.checkpoint_mode if checkpoint is None else checkpoint
+    if checkpoint not in CHECKPOINT_MODES:
+        raise PlannerInputError(f"checkpoint mode: expected one of {', '.join(CHECKPOINT_MODES)}, got {checkpoint!r}")
     reliability = cluster.reliability
     params = np.asarray(params, dtype=float)
     gpus = np.asarray(gpus, dtype=float)
+    restart = reliability.restart_s if restart_s is None else float(restart_s)
     job_mtbf = reliability.mtbf_per_gpu_s / gpus
-    checkpoint_s = CHECKPOINT_BYTES_PER_PARAM * params / reliability.checkpoint_bytes_per_s
-    interval = np.sqrt(2.0 * checkpoint_s * job_mtbf)
-    overhead = checkpoint_s / interval + (interval / 2.0 + checkpoint_s + reliability.restart_s) / job_mtbf
+    state_bytes = CHECKPOINT_BYTES_PER_PARAM * params
+    persist_s = state_bytes / reliability.checkpoint_bytes_per_s
+    if checkpoint == "sync":
+        stall_s, lag_s, floor_s = persist_s, persist_s, 0.0
+    else:
+        # Every GPU copies its share to host memory at once, over its own PCIe link.
+        stall_s = state_bytes / gpus / cluster.node.pcie_bytes_per_s_per_accelerator
+        lag_s = persist_s if checkpoint == "async" else stall_s
+        floor_s = persist_s  # the next snapshot waits for the background write of the last
+    interval = np.maximum(np.sqrt(2.0 * stall_s * job_mtbf), floor_s)
+    overhead = stall_s / interval + (interval / 2.0 + lag_s + restart) / job_mtbf
     return {
         "goodput": 1.0 / (1.0 + overhead),
         "job_mtbf_s": job_mtbf,
-        "checkpoint_write_s": checkpoint_s,
+        "checkpoint_write_s": persist_s,
+        "checkpoint_stall_s": np.broadcast_to(stall_s, np.shape(overhead)),
         "checkpoint_interval_s": interval,
         "expected_failures_per_day": 86400.0 / job_mtbf,
     }

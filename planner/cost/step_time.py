@@ -109,6 +109,22 @@ def hidden_behind(compute, comm, chunks, eta):
     return ideal + (1.0 - eta) * (comm - ideal)
 
 
+def _behind_later_chunks(backward, comm, buckets, eta, v, p):
+    """Exposed seconds of a gradient reduction launched chunk by chunk (MegaScale section 3.2).
+
+    With v model chunks per stage, chunk j's gradients are final when its last micro-batch backward is done;
+    in the interleaved 1F1B cool-down about p chunk-steps of backward (each backward / v) separate one
+    chunk's end from the next, so the first v-1 chunks' reductions (comm (v-1)/v) run behind a window of
+    (v-1) p backward / v, and the last chunk's (comm / v) behind its own buckets as in `hidden_behind`.
+    Derived from the schedule, an approximation: the earlier chunks' reductions are taken as one pipelined
+    stream against that window.
+    """
+    last = hidden_behind(backward / v, comm / v, np.maximum(buckets / v, 1.0), eta)
+    window = (v - 1.0) * p * backward / v
+    earlier = np.maximum(comm * (v - 1.0) / v - eta * window, comm * (v - 1.0) / v * (1.0 - eta))
+    return last + earlier
+
+
 def rank_share(gpus, cluster: ClusterSpec):
     """How many accelerators' worth of compute one rank of a `gpus`-rank job gets: 1 on GPUs; on a CPU
     node whose cores are split between the ranks, accelerators_per_node / ranks on the node."""
@@ -284,7 +300,7 @@ def _only_where(mask, collective, volume, links, calls=1.0, **kw):
     return _Rows(mask, links).run(collective, volume, calls=calls, **kw)
 
 
-def _tensor_parallel(batch, cluster, layer, w):
+def _tensor_parallel(batch, cluster, layer, w, fw):
     """Exposed tensor- and context-parallel seconds per layer per micro-batch, forward and backward."""
     eff = cluster.efficiency
     t, c = batch.tp, batch.cp
@@ -299,15 +315,16 @@ def _tensor_parallel(batch, cluster, layer, w):
         hidden = hidden_behind(gemm, comm, t, eff.tp_overlap)
         return np.where(batch.tp_comm_overlap, hidden, comm)
 
-    recompute_tp = np.where(batch.recompute == 2, exposed(2.0, layer["gemm"]), 0.0)
-    tp_fwd, tp_bwd = exposed(2.0, layer["gemm"]), exposed(2.0, 2.0 * layer["gemm"]) + recompute_tp
+    calls = fw["tp_collectives_per_layer"]  # 2, or 1 with the parallel block
+    recompute_tp = np.where(batch.recompute == 2, exposed(calls, layer["gemm"]), 0.0)
+    tp_fwd, tp_bwd = exposed(calls, layer["gemm"]), exposed(calls, 2.0 * layer["gemm"]) + recompute_tp
     # Context parallel (ring attention): K and V travel around the cp ring while the attention core
     # computes on the chunk at hand; forward moves K, V; backward K, V and their gradients.
     kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
     kv = _only_where(c > 1, collectives.all_gather_time, kv_bytes, _links(cluster, c, t), **kw)
     cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
     cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
-    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "forward": tp_fwd + cp_fwd, "backward": tp_bwd + cp_bwd, "tp_count": 4.0 + np.where(batch.recompute == 2, 2.0, 0.0),
+    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "forward": tp_fwd + cp_fwd, "backward": tp_bwd + cp_bwd, "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)),
             "message": message}
 
 
@@ -326,7 +343,8 @@ def _pipeline_send(batch, cluster, message, fw):
     send = collectives.p2p_time(size, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
     # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,
     # forced off without virtual stages: megatron/training/arguments.py).
-    exposed = np.where((fw["p2p_overlap"] > 0) & (batch.vpp > 1), 0.0, 2.0 * batch.vpp * send)
+    overlapped = (fw["p2p_overlap"] > 0) & ((batch.vpp > 1) | (fw["p2p_overlap_without_interleaving"] > 0))
+    exposed = np.where(overlapped, 0.0, 2.0 * batch.vpp * send)
     return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
 
 
@@ -387,7 +405,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                                  calls=buckets, **kw)
     backward = stage["backward"]
     overlapped = batch.dp_comm_overlap
-    behind = lambda comm: np.where(overlapped, hidden_behind(backward, comm, buckets, eff.dp_overlap), comm)  # noqa: E731
+    per_chunk = (fw["dp_reduce_per_model_chunk"] > 0) & (batch.vpp > 1)
+    behind = lambda comm: np.where(overlapped, np.where(  # noqa: E731
+        per_chunk, _behind_later_chunks(backward, comm, buckets, eff.dp_overlap, batch.vpp, batch.pp),
+        hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
     every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0)
     reduce = np.select([zero == 0, every_mb], [behind(all_reduce), m * behind(reduce_scatter)], behind(reduce_scatter))
     # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped.
@@ -500,7 +521,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
 
     half = matmul_half_size_array(batch, cluster)
     layer = _layer(batch, cluster, peak, half, hbm, fw)
-    comm = _tensor_parallel(batch, cluster, layer, w)
+    comm = _tensor_parallel(batch, cluster, layer, w, fw)
     logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
     logits_gemm = 2.0 * logits_m * logits_n * logits_k / (peak * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
     cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm

@@ -18,10 +18,12 @@ from planner.frameworks.base import Framework
 from planner.frameworks.deepspeed import DEEPSPEED
 from planner.frameworks.fsdp import FSDP
 from planner.frameworks.jax import JAX
+from planner.frameworks.megascale import MEGASCALE
 from planner.frameworks.megatron import MEGATRON
 from planner.frameworks.other import OTHER
 
-FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSDP, JAX, OTHER)}
+# New stacks go at the end: a stack's code is its position, stored in candidate batches.
+FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSDP, JAX, OTHER, MEGASCALE)}
 FRAMEWORK_NAMES = tuple(FRAMEWORKS)
 FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
 _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))

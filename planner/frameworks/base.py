@@ -91,6 +91,18 @@ class Framework:
     unsharded_stage_with_pp: bool = False
     # ZeRO-3/FSDP without pipelining: the final norm + output layer stay gathered from forward to backward.
     output_unit_held: bool = False
+    # Tensor-parallel collectives per transformer layer per pass (forward, backward, recompute): 2 for the
+    # sequential block (after attention, after the MLP); 1 for the parallel block (attention and MLP read
+    # the same input and their outputs are summed before one collective: GPT-J, PaLM, MegaScale).
+    tp_collectives_per_layer: float = 2.0
+    # Interleaved pipeline: the gradient reduction of each model chunk starts when that chunk's last
+    # micro-batch backward is done, behind the backward of the other chunks (MegaScale section 3.2), rather
+    # than once after the stage's last backward.
+    dp_reduce_per_model_chunk: bool = False
+    # Pipeline sends overlapped with compute in the non-interleaved 1F1B schedule too (MegaScale section 3.2:
+    # send and receive decoupled, the warm-up's sends behind the next micro-batch's forward); Megatron-LM
+    # overlaps them only with interleaving.
+    p2p_overlap_without_interleaving: bool = False
     # fp8 training: bytes per Linear-weight element of the fp8 copies kept besides the 16-bit weights
     # (Transformer Engine: row-wise + column-wise fp8 data, 1 + 1).
     fp8_weight_copy_bytes: float = 2.0

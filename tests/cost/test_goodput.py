@@ -80,3 +80,49 @@ def test_arrays_broadcast_elementwise(h100):
     one_by_one = [float(goodput(p, g, h100)["goodput"]) for p, g in zip(params, gpus)]
     assert together.shape == (3,)
     assert together == pytest.approx(one_by_one, rel=1e-15)
+
+
+def test_async_checkpoint_stalls_only_for_the_host_copy(h100):
+    """Two-stage checkpoint (MegaScale section 4.3): the stall is each GPU's share over PCIe; the next snapshot
+    waits for the background write, and a failure restores the last persisted one."""
+    params, gpus = 175e9, 12288
+    out = goodput(params, gpus, h100, checkpoint="async")
+    stall = 14 * params / gpus / h100.node.pcie_bytes_per_s_per_accelerator
+    persist = 14 * params / h100.reliability.checkpoint_bytes_per_s
+    M = h100.reliability.mtbf_per_gpu_s / gpus
+    tau = max(math.sqrt(2 * stall * M), persist)
+    assert float(out["checkpoint_stall_s"]) == pytest.approx(stall, rel=1e-12)
+    assert float(out["checkpoint_interval_s"]) == pytest.approx(tau, rel=1e-12)
+    expected = 1.0 / (1.0 + stall / tau + (tau / 2 + persist + h100.reliability.restart_s) / M)
+    assert float(out["goodput"]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_checkpoint_modes_order_and_fast_restart_helps(h100):
+    sync, asynchronous, memory = (float(goodput(175e9, 12288, h100, checkpoint=mode)["goodput"])
+                                  for mode in ("sync", "async", "in-memory"))
+    assert sync < asynchronous < memory < 1.0
+    fast = float(goodput(175e9, 12288, h100, checkpoint="in-memory", restart_s=60.0)["goodput"])
+    assert fast > memory
+
+
+def test_unknown_checkpoint_mode_is_one_line_error(h100):
+    from planner.errors import PlannerInputError
+
+    with pytest.raises(PlannerInputError, match="checkpoint mode: expected one of sync, async, in-memory"):
+        goodput(1e9, 8, h100, checkpoint="lazy")
+
+
+def test_the_spec_names_its_checkpoint_mode():
+    import yaml
+
+    from planner.hardware import default_cluster_dir, parse_cluster_spec
+
+    data = yaml.safe_load((default_cluster_dir() / "dgx-h100.yaml").read_text(encoding="utf-8"))
+    assert parse_cluster_spec(data, "h100.yaml").reliability.checkpoint_mode == "sync"  # the default
+    data["reliability"]["checkpoint"] = "async"
+    asynchronous = parse_cluster_spec(data, "async.yaml")
+    assert float(goodput(175e9, 12288, asynchronous)["goodput"]) == float(
+        goodput(175e9, 12288, asynchronous, checkpoint="async")["goodput"])
+    data["reliability"]["checkpoint"] = "lazy"
+    with pytest.raises(Exception, match="reliability.checkpoint"):
+        parse_cluster_spec(data, "bad.yaml")
