@@ -136,8 +136,11 @@ def stacked_bars(rows: list[tuple[str, list[tuple[str, float]], float]], *, unit
         ax.barh(y, values, left=left, color=color, edgecolor="white", lw=0.5, label=names[i], height=0.6)
         left += values
     if total_format:
+        # A label that would run across the limit line starts after it instead.
+        line = limit / unit_scale if limit is not None else None
         for yi, end, (_, _, total) in zip(y, left, rows):
-            ax.annotate(total_format(total), (end, yi), textcoords="offset points", xytext=(4, -3), fontsize=8)
+            at = max(end, line) if line is not None and end > 0.8 * line else end
+            ax.annotate(total_format(total), (at, yi), textcoords="offset points", xytext=(4, -3), fontsize=8)
     if limit is not None:
         ax.axvline(limit / unit_scale, color="k", ls="--", lw=1.2, label=limit_label)
     ax.set_yticks(y, [label for label, _, _ in rows])

@@ -13,7 +13,7 @@ import html
 import re
 
 from planner import __version__
-from planner.render import human_bytes, human_count, human_seconds
+from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds
 
 GIB = 2.0**30
 FIGURES = ("isoflop", "frontier", "memory", "step_time", "scaling")
@@ -55,7 +55,7 @@ def summary_blocks(review: dict) -> list:
     s, lay = plan["shape"], plan["layout"]
     text = (f"**{human_count(plan['params'])} parameters** ({s['layers']} layers x {s['hidden']} hidden) trained "
             f"on **{human_count(plan['tokens'])} tokens** ({plan['tokens_per_param']:.1f} tokens per parameter) using "
-            f"**{plan['gpus']} {cl['accelerator']} GPUs** ({plan['nodes']} nodes) for **{plan['wall_clock_days']:.1f} days**: "
+            f"**{plan['gpus']} {cl['accelerator']} GPUs** ({plan['nodes']} nodes) for **{human_days(plan['wall_clock_days'])}**: "
             f"{plan['gpu_hours']:,.0f} GPU-hours{', ' + _money(plan['cost_usd']) if plan['cost_usd'] else ''}. "
             f"Predicted final loss **{plan['predicted_loss']:.3f}** nats/token (law's 80% band "
             f"{plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}).")
@@ -74,7 +74,7 @@ def summary_blocks(review: dict) -> list:
     best = review["lowest_loss"]
     if best and best["predicted_loss"] < plan["predicted_loss"] - 5e-4:
         facts.append(f"Why not the lowest loss: {best['predicted_loss']:.3f} is reachable with {best['gpus']} GPUs in "
-                     f"{best['wall_clock_days']:.1f} days; losses within 0.1% count as equal (far inside the law's "
+                     f"{human_days(best['wall_clock_days'])}; losses within 0.1% count as equal (far inside the law's "
                      "band), and among them the shorter wall-clock wins.")
     facts += logistics_facts(review)
     facts += [f"Warning: {w}" for w in plan.get("law_warnings", [])]
@@ -90,15 +90,15 @@ def logistics_facts(review: dict) -> list[str]:
     if "gpu_hours_band" in g:
         days, hours = g["wall_clock_days_band"], g["gpu_hours_band"]
         facts.append(
-            f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens: {days[0]:.2f}-{days[1]:.2f} days, "
+            f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens: {human_days_range(*days)}, "
             f"{hours[0]:,.0f}-{hours[1]:,.0f} GPU-hours (90% band of the cost model's step-time error on "
             f"{g['band_rows']} published runs, group '{g['band_group']}'). Contingency: hold back "
             f"{g['contingency_gpu_hours']:,.0f} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
             "of the plan) for the slow end, or accept fewer tokens.")
     facts.append(
         f"Checkpoints: {human_bytes(g['checkpoint_bytes'])} each (bf16 weights + fp32 master + Adam moments, "
-        f"14 bytes per parameter), written in {human_seconds(g['checkpoint_write_s'])} every "
-        f"{human_seconds(g['checkpoint_interval_s'])} (Young/Daly interval), ~{g['checkpoints_written']:,.0f} over the run; "
+        f"14 bytes per parameter), written in {human_days(g['checkpoint_write_s'] / 86400)} every "
+        f"{human_days(g['checkpoint_interval_s'] / 86400)} (Young/Daly interval), ~{g['checkpoints_written']:,.0f} over the run; "
         f"storage for the {g['checkpoints_kept']} kept at once (the one being written and the last complete one): "
         f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {g['expected_failures']:.1f}.")
     if g["gpu_energy_j"]:
@@ -115,11 +115,11 @@ CONSTANT_COLUMNS = ("GPU-hours", "cost")
 
 
 def plans_table(review: dict) -> list:
-    headers = ["", "option", "N", "D", "D/N", "GPUs", "layout", "MFU", "GiB/GPU", "days", "GPU-hours", "cost",
+    headers = ["", "option", "N", "D", "D/N", "GPUs", "layout", "MFU", "GiB/GPU", "wall-clock", "GPU-hours", "cost",
                "loss [80% band]"]
     rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
              f"{plan['tokens_per_param']:.0f}", str(plan["gpus"]), _layout(plan["layout"]), f"{100 * plan['mfu']:.1f}%",
-             f"{plan['memory_bytes'] / GIB:.1f}", f"{plan['wall_clock_days']:.2f}", f"{plan['gpu_hours']:,.0f}",
+             f"{plan['memory_bytes'] / GIB:.1f}", human_days(plan['wall_clock_days']), f"{plan['gpu_hours']:,.0f}",
              _money(plan["cost_usd"]), _loss_with_band(plan["predicted_loss"], *plan["loss_interval"])]
             for tag, plan in zip(review["tags"], review["plans"])]
     constant = [headers.index(name) for name in CONSTANT_COLUMNS
@@ -145,13 +145,13 @@ def isoflop_blocks(review: dict) -> list:
 
 
 def frontier_blocks(review: dict) -> list:
-    rows = [[f"{p['wall_clock_days']:.2f}", str(p["gpus"]), human_count(p["params"]), human_count(p["tokens"]),
+    rows = [[human_days(p['wall_clock_days']), str(p["gpus"]), human_count(p["params"]), human_count(p["tokens"]),
              f"{p['gpu_hours']:,.0f}", _loss_with_band(p["predicted_loss"], p["loss_low"], p["loss_high"])]
             for p in review["frontier"]]
     return [("figure", "frontier", "Loss vs wall-clock frontier."),
             ("p", "Each point is the best-loss plan finishing within that wall-clock under the budget. Going "
                   "faster needs more GPUs, larger batches and lower MFU, so loss rises as time shrinks."),
-            ("table", ["days", "GPUs", "N", "D", "GPU-hours", "loss [80% band]"], rows)]
+            ("table", ["wall-clock", "GPUs", "N", "D", "GPU-hours", "loss [80% band]"], rows)]
 
 
 def breakdown_blocks(review: dict) -> list:
@@ -180,7 +180,7 @@ def scaling_blocks(review: dict) -> list:
     rows = [[str(r["gpus"]), f"{100 * r['mfu']:.1f}%" if r["feasible"] else "-",
              f"{r['global_batch']:,}" if r["feasible"] else "-",
              human_count(r["tokens"]) if r["feasible"] else "-",
-             f"{r['wall_clock_days']:.2f}" if r["feasible"] else "-",
+             human_days(r["wall_clock_days"]) if r["feasible"] else "-",
              r["layout"] if r["feasible"] else r["reason"]] for r in review["scaling"]]
     plan = review["plans"][0]
     return [("figure", "scaling", "MFU and wall-clock vs number of GPUs for the chosen model."),
@@ -190,7 +190,7 @@ def scaling_blocks(review: dict) -> list:
                   f"above the critical batch the rule asks for more than the plan's {human_count(plan['tokens'])} "
                   "tokens to reach the same loss, so wall-clock can rise with GPUs. Layouts: z = ZeRO stage, "
                   "mb = micro-batch, rc = recompute."),
-            ("table", ["GPUs", "MFU", "global batch (seq.)", "tokens", "days", "best layout (or why none)"], rows)]
+            ("table", ["GPUs", "MFU", "global batch (seq.)", "tokens", "wall-clock", "best layout (or why none)"], rows)]
 
 
 def sensitivity_blocks(review: dict) -> list:
@@ -202,13 +202,13 @@ def sensitivity_blocks(review: dict) -> list:
     for case in cases:
         kept, new = case["kept"], case["replanned"]
         kept_text = ("unchanged (it spends the original budget)" if kept is None else
-                     f"{kept['wall_clock_days']:.2f} d ({_delta(kept['wall_clock_days'], base['wall_clock_days'])}), "
+                     f"{human_days(kept['wall_clock_days'])} ({_delta(kept['wall_clock_days'], base['wall_clock_days'])}), "
                      f"{kept['gpu_hours']:,.0f} GPU-h ({_delta(kept['gpu_hours'], base['gpu_hours'])}), MFU {100 * kept['mfu']:.1f}%")
         if new is None:
             new_text = "no feasible plan: " + "; ".join(case["explanation"][-1:])
         else:
             new_text = (f"{human_count(new['params'])} on {human_count(new['tokens'])} tokens, {new['gpus']} GPUs, "
-                        f"{_layout(new['layout'])}; MFU {100 * new['mfu']:.1f}%, {new['wall_clock_days']:.2f} d, "
+                        f"{_layout(new['layout'])}; MFU {100 * new['mfu']:.1f}%, {human_days(new['wall_clock_days'])}, "
                         f"loss {new['predicted_loss']:.3f} ({_loss_delta(new['predicted_loss'], base['predicted_loss'])})")
         rows.append([case["label"], case["change"], kept_text, new_text])
     return [("p", "Keep the plan: the chosen model, tokens, GPUs and layout under the changed conditions (same tokens, "
