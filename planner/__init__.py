@@ -39,14 +39,27 @@ def make_layout(**fields):
     return make("layout", **fields)
 
 
-def simulate(model, layout=None, cluster="dgx-h100") -> dict:
+def simulate(model, layout=None, cluster="dgx-h100", *, gpus: int | None = None, **layout_fields) -> dict:
     """Step time (named parts), memory per GPU (named parts, fits), MFU/HFU of one model and layout.
 
-    `model` may be a preset name, `cluster` a spec name; `layout` defaults to one GPU.
+    `model` may be a preset name, `cluster` a spec name. Give a `layout`, or `gpus` with any layout fields
+    (tp, pp, cp, zero, micro_batch, ...): dp is then gpus / (tp x pp x cp) and the global batch defaults to
+    one micro-batch per replica, e.g. `planner.simulate("llama3-70b", gpus=64, tp=8, zero=1)`. With neither,
+    one GPU.
     """
     from planner.cost.estimate import simulate as run
 
-    return run(_model(model), layout if layout is not None else make_layout(), _cluster(cluster))
+    if layout is None:
+        if gpus is not None:
+            span = layout_fields.get("tp", 1) * layout_fields.get("pp", 1) * layout_fields.get("cp", 1)
+            if gpus % span:
+                raise ValueError(f"gpus={gpus} is not a multiple of tp x pp x cp = {span}")
+            layout_fields.setdefault("dp", gpus // span)
+            layout_fields.setdefault("global_batch", layout_fields["dp"] * layout_fields.get("micro_batch", 1))
+        layout = make_layout(**layout_fields)
+    elif gpus is not None or layout_fields:
+        raise TypeError("planner.simulate: give a layout, or gpus and layout fields, not both")
+    return run(_model(model), layout, _cluster(cluster))
 
 
 def plan(budget_gpu_hours: float | None = None, *, cluster="dgx-h100", law: str = "epoch", deadline: str | None = None,

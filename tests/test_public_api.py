@@ -56,3 +56,19 @@ def test_months_and_years_are_durations():
 def test_misplaced_separators_are_refused(text):
     with pytest.raises(PlannerInputError):
         (units.parse_gpu_hours if "gpuh" in text else units.parse_count)(text, "--flag")
+
+
+def test_simulate_takes_gpus_and_layout_fields():
+    """`planner.simulate("llama3-70b", gpus=64, tp=8, ...)`: dp follows from the GPUs, one micro-batch per replica."""
+    import planner
+    from planner.cost.estimate import simulate as run
+
+    given = planner.simulate("llama3-70b", gpus=64, tp=8, zero=1, recompute="full")
+    spelled = run(planner.preset("llama3-70b"),
+                  planner.make_layout(tp=8, dp=8, zero=1, recompute="full", global_batch=8),
+                  planner.load_cluster("dgx-h100"))
+    assert given["step_time_s"] == spelled["step_time_s"] and given["fits"] == spelled["fits"]
+    with pytest.raises(ValueError, match="not a multiple of tp x pp x cp = 8"):
+        planner.simulate("llama3-70b", gpus=60, tp=8)
+    with pytest.raises(TypeError, match="not both"):
+        planner.simulate("llama3-70b", planner.make_layout(), gpus=8)
