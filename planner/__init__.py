@@ -10,11 +10,12 @@ __all__ = ["load_cluster", "preset", "make_model", "make_layout", "simulate", "p
            "plan_fixed_model"]
 
 
-def load_cluster(name: str = "dgx-h100", cluster_dir=None):
-    """A bundled cluster spec by name (`planner clusters` lists them) or a spec YAML path."""
-    from planner.hardware import load_cluster as load
+def load_cluster(name: str | None = None, cluster_dir=None):
+    """A bundled cluster spec by name (`planner clusters` lists them) or a spec YAML path; None = the
+    default cluster the CLI uses (hardware.DEFAULT_CLUSTER)."""
+    from planner.hardware import DEFAULT_CLUSTER, load_cluster as load
 
-    return load(name, cluster_dir)
+    return load(name or DEFAULT_CLUSTER, cluster_dir)
 
 
 def preset(name: str):
@@ -39,7 +40,7 @@ def make_layout(**fields):
     return make("layout", **fields)
 
 
-def simulate(model, layout=None, cluster="dgx-h100", *, gpus: int | None = None, **layout_fields) -> dict:
+def simulate(model, layout=None, cluster=None, *, gpus: int | None = None, **layout_fields) -> dict:
     """Step time (named parts), memory per GPU (named parts, fits), MFU/HFU of one model and layout.
 
     `model` may be a preset name, `cluster` a spec name. Give a `layout`, or `gpus` with any layout fields
@@ -62,7 +63,7 @@ def simulate(model, layout=None, cluster="dgx-h100", *, gpus: int | None = None,
     return run(_model(model), layout, _cluster(cluster))
 
 
-def plan(budget_gpu_hours: float | None = None, *, cluster="dgx-h100", law: str = "epoch", deadline: str | None = None,
+def plan(budget_gpu_hours: float | None = None, *, cluster=None, law: str = "epoch", deadline: str | None = None,
          gpus: int | None = None, max_gpus: int | None = None, target_loss: float | None = None,
          unique_tokens: str | None = None, inference_tokens: str | None = None, seq_len: int = 4096,
          vocab: int = 32000, dtype: str = "bf16"):
@@ -109,5 +110,5 @@ def _model(model):
 
 
 def _cluster(cluster):
-    """A cluster spec name or path, or a ClusterSpec as it is."""
-    return load_cluster(cluster) if isinstance(cluster, str) else cluster
+    """A cluster spec name or path (None: the default cluster), or a ClusterSpec as it is."""
+    return load_cluster(cluster) if cluster is None or isinstance(cluster, str) else cluster
