@@ -9,7 +9,8 @@ fitted to training-run step times. docs/kernels.md lists the figures and the der
    FlashAttention benchmark scripts (flash-attention `benchmarks/benchmark_flash_attention.py` `flops`):
    forward 4·batch·s²·heads·head_dim, halved when causal (masked blocks are not counted), backward
    2.5x the forward (5 GEMMs against 2). `attention_flops` implements it; divide by efficiency·peak.
-2. Launch floor: a layer's pass cannot finish before the host has issued its kernels.
+2. Launch floor: a layer's pass cannot finish before the host has issued its kernels (MoE layers: their
+   router, dispatch and per-expert kernels, counted in MOE_*_KERNELS).
 3. FP8: the fraction of fp8 peak a large fp8 GEMM reaches and the HBM bytes its operand casts move.
 """
 
@@ -254,6 +255,68 @@ def layer_launch_floor_s(direction, tensor_parallel=1, sequence_parallel=False, 
     FRAMEWORK_OVERHEAD_PER_LAYER_S for eager Python dispatch (CUDA graphs remove both)."""
     floor = kernels_per_layer(direction, tensor_parallel, sequence_parallel) * KERNEL_LAUNCH_S
     return floor + np.where(np.asarray(framework_overhead, dtype=bool), FRAMEWORK_OVERHEAD_PER_LAYER_S, 0.0)
+
+
+# Mixture-of-experts layers (cost/moe.py): Megatron-Core's MoE layer with the alltoall token dispatcher,
+# permute and router fusion and the aux-loss load balancing (NVIDIA/Megatron-LM core_v0.15.0, the release of
+# the NeMo 25.11 container; R = megatron/core/transformer/moe/router.py, D = .../moe/token_dispatcher.py) and
+# Transformer Engine's GroupedLinear experts (NVIDIA/TransformerEngine v2.9). Counted by reading the code
+# (not measured). Kernels launched once per MoE layer, issued one by one from Python:
+MOE_FORWARD_KERNELS_BEFORE_SYNC = {
+    "router GEMM (R:75 gating)": 1, "force-balance random logits (R:556, benchmarks only)": 1,
+    "fused top-k + score function (R:490)": 1, "fused aux-loss scores (R:516)": 1,
+    "aux loss: tokens per expert, fused loss, log scale, tracker add (R:267-291, moe_utils.py:740)": 4,
+    "preprocess: counts, splits, count all-gather, slices and sums (D:429-550)": 7,
+    "device-to-host copies of the splits (D:822-859)": 5,
+    "fused permute with probs: row-id map + permute (D:597)": 4,
+}
+# The host waits for the token counts before the all-to-all (D:524, D:857-859) when ep or tp > 1; the rest
+# of the layer is issued after that wait.
+MOE_FORWARD_KERNELS_AFTER_SYNC = {
+    "dispatch all-to-all, tokens + probs (D:626-629)": 2,
+    "sort chunks by local expert, tokens + probs (D:692)": 2, "fused weighted SwiGLU": 1,
+    "sort chunks back (D:727)": 2, "combine all-to-all (D:770)": 1, "fused unpermute (D:793)": 1,
+}
+MOE_FORWARD_KERNELS = {**MOE_FORWARD_KERNELS_BEFORE_SYNC, **MOE_FORWARD_KERNELS_AFTER_SYNC}
+MOE_BACKWARD_KERNELS = {
+    "unpermute, combine all-to-all, sort chunks (reverse)": 4, "weighted SwiGLU backward": 1,
+    "sort chunks, dispatch all-to-all (tokens + probs), permute (reverse)": 5,
+    "top-k, aux-loss scores and aux loss backward": 3, "router GEMM dgrad + wgrad": 2,
+    "router and expert-path input gradients summed": 1, "random logits (straight-through)": 1,
+}
+MOE_KERNELS_PER_LAYER = {FORWARD: sum(MOE_FORWARD_KERNELS.values()), BACKWARD: sum(MOE_BACKWARD_KERNELS.values())}
+# Per local expert, looped in C++: GroupedLinear launches one cuBLAS GEMM per expert, round-robin on 4
+# streams (TE v2.9 common/gemm/cublaslt_gemm.cu:924-960 multi_stream_cublas_gemm; Megatron's
+# moe/README.md:223 "launch multiple local GEMM kernels in multiple streams"): fc1 and fc2 forward, their
+# dgrad and wgrad backward.
+MOE_GEMMS_PER_EXPERT = {FORWARD: 2, BACKWARD: 4}
+# fp8 with per-tensor current scaling (Megatron-Bridge's FP8-CS): each GEMM's activation operand (forward: the
+# expert's fc1 and fc2 inputs; backward: their output gradients) is quantised per expert, each with an amax,
+# a scale and a cast kernel (TE v2.9 pytorch/csrc/quantizer.cpp:516-535 Float8CurrentScalingQuantizer::
+# quantize_impl; split_quantize loops over the experts, csrc/extensions/cast.cpp:145-148, the fused multi-cast
+# being for delayed scaling only, :116-143). The fp8 weights are cast on the first micro-batch only.
+FP8_CURRENT_SCALING_KERNELS_PER_TENSOR = 3
+MOE_QUANTIZED_OPERANDS_PER_EXPERT = {FORWARD: 2, BACKWARD: 2}
+
+
+def moe_before_sync_issue_s(eager=True) -> np.ndarray:
+    """Host seconds of the MoE forward kernels issued before the host waits for the token counts."""
+    per_fixed = np.where(np.asarray(eager, dtype=bool), EAGER_OP_S, KERNEL_LAUNCH_S)
+    return sum(MOE_FORWARD_KERNELS_BEFORE_SYNC.values()) * per_fixed
+
+
+def moe_layer_issue_s(direction, local_experts, fp8=False, eager=True) -> np.ndarray:
+    """Host seconds to issue one MoE layer's own kernels (router, dispatch, experts, combine) in one pass of one
+    micro-batch: the once-per-layer kernels at EAGER_OP_S each when issued from eager Python (KERNEL_LAUNCH_S
+    otherwise), the per-expert loop (GEMMs and fp8 quantisation) at KERNEL_LAUNCH_S each (issued from C++)."""
+    direction = _direction_codes(direction)
+    fixed = np.where(direction == BACKWARD, MOE_KERNELS_PER_LAYER[BACKWARD], MOE_KERNELS_PER_LAYER[FORWARD])
+    gemms = np.where(direction == BACKWARD, MOE_GEMMS_PER_EXPERT[BACKWARD], MOE_GEMMS_PER_EXPERT[FORWARD])
+    casts = np.where(np.asarray(fp8, dtype=bool), FP8_CURRENT_SCALING_KERNELS_PER_TENSOR
+                     * np.where(direction == BACKWARD, MOE_QUANTIZED_OPERANDS_PER_EXPERT[BACKWARD],
+                                MOE_QUANTIZED_OPERANDS_PER_EXPERT[FORWARD]), 0)
+    per_fixed = np.where(np.asarray(eager, dtype=bool), EAGER_OP_S, KERNEL_LAUNCH_S)
+    return fixed * per_fixed + np.asarray(local_experts, dtype=float) * (gemms + casts) * KERNEL_LAUNCH_S
 
 
 def kernel_time_floor_s(compute_s) -> np.ndarray:

@@ -40,6 +40,7 @@ PROB_BYTES = 4.0
 _HIDES = np.array([float(o.hides_all_to_all) for o in A2A_OVERLAPS.values()])
 _COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
 _SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
+_SYNCS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).host_syncs_per_layer_forward) for name in FRAMEWORK_NAMES])
 
 
 def moe_fraction(batch: CandidateBatch) -> np.ndarray:
@@ -172,6 +173,37 @@ def exposed_ep_comm(moe: dict, layer_compute) -> np.ndarray:
     return np.where(moe["hides"], hidden, moe["comm"])
 
 
+def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, eager) -> np.ndarray:
+    """Seconds per layer (averaged over the layers) per micro-batch the GPU waits for the host to issue the MoE
+    layers' own kernels (cost.kernels.moe_layer_issue_s): what their issue time exceeds the GPU time they
+    launch (compute + all-to-all) by, less the slack the dense part of the layer leaves (the GPU time by
+    which it outlasts its own issue: the host runs ahead by that much).
+
+    A host sync per layer forward (planner.frameworks.moe host_syncs_per_layer_forward, with ep or tp > 1:
+    Megatron's alltoall dispatcher) stops the host from running ahead: only the kernels before it hide behind
+    the dense slack, those after it are issued to an idle GPU, which waits one eager op (EAGER_OP_S) for the
+    first of them and then for whatever the rest takes to issue beyond their GPU time. A full recompute runs
+    the forward (and its sync) again. `dense_slack`: {"forward", "backward"} seconds per layer."""
+    frac = moe_fraction(batch)
+    per_layer = np.where(frac > 0, frac, 1.0)
+    local = batch.experts / batch.ep
+    fp8 = batch.dtype == DTYPE_CODES["fp8"]
+    issue_fwd = kernels.moe_layer_issue_s(kernels.FORWARD, local, fp8, eager)
+    issue_bwd = kernels.moe_layer_issue_s(kernels.BACKWARD, local, fp8, eager)
+    gpu_fwd = (moe["forward"] + moe["comm_forward"]) / per_layer
+    gpu_bwd = (moe["backward"] + moe["comm_backward"] - np.where(batch.recompute == 2, moe["comm_forward"], 0.0)) / per_layer
+    free_fwd = np.maximum(issue_fwd - gpu_fwd - dense_slack["forward"], 0.0)
+    before = kernels.moe_before_sync_issue_s(eager)
+    wake = np.where(np.asarray(eager, dtype=bool), kernels.EAGER_OP_S, kernels.KERNEL_LAUNCH_S)
+    synced_fwd = (np.maximum(before - dense_slack["forward"], 0.0) + wake
+                  + np.maximum(issue_fwd - before - gpu_fwd, 0.0))
+    syncs = _SYNCS[batch.framework.astype(int)] * ((batch.ep > 1) | (batch.tp > 1))
+    floor_fwd = np.where(syncs > 0, synced_fwd, free_fwd)
+    floor_bwd = np.maximum(issue_bwd - gpu_bwd - dense_slack["backward"], 0.0)
+    has_experts = batch.experts > 0
+    return np.where(has_experts, frac * (floor_fwd + floor_bwd + np.where(batch.recompute == 2, floor_fwd, 0.0)), 0.0)
+
+
 def sm_share_seconds(batch: CandidateBatch, layer_compute) -> np.ndarray:
     """Extra seconds of the compute that runs beside overlapped communication kernels holding some SMs
     (DualPipe: 20 of 132), on the MoE layers' compute (forward + backward) per layer and micro-batch."""
@@ -215,12 +247,14 @@ def moe_activation_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
     # (Korthikanti's MLP terms at the expert width); per token: the top-k probabilities and router scores.
     router = per_rank * (batch.top_k * PROB_BYTES + batch.experts * ROUTER_SCORE_BYTES)
     full = (rows * (2.0 * h + mlp_coeff * fe) * w / 2.0 + router) * moe_fraction(batch)
-    # Stacks that keep them in fp8 (planner.frameworks.moe): the expert input and the fc1 outputs (the
-    # activation's inputs) at one byte, the activation output recomputed.
-    fp8_kept = (rows * (h + (mlp_coeff - 2.0) / 2.0 * fe) + router) * moe_fraction(batch)
-    fp8_stacks = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_expert_activations)
-                           for name in FRAMEWORK_NAMES])
-    low_precision = (batch.dtype == DTYPE_CODES["fp8"]) & (fp8_stacks[batch.framework.astype(int)] > 0)
+    # fp8 training: what each stack keeps of (expert input, fc1 output, activation output), bytes per element
+    # (planner.frameworks.moe fp8_saved_bytes: Megatron + TE keep the quantised GEMM inputs, DeepSeek also
+    # the fc1 output in fp8 and recomputes the activation output).
+    saved = np.array([MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_saved_bytes for name in FRAMEWORK_NAMES])
+    saved = saved[batch.framework.astype(int)]
+    fc1_out = (mlp_coeff / 2.0 - 1.0) * fe  # elements per routed row: (matrices - 1) x expert ffn
+    fp8_kept = (rows * (saved[:, 0] * h + saved[:, 1] * fc1_out + saved[:, 2] * fe) + router) * moe_fraction(batch)
+    low_precision = batch.dtype == DTYPE_CODES["fp8"]
     stored = np.where(batch.recompute == 2, 0.0, np.where(low_precision, fp8_kept, full))
     buffers = 2.0 * per_rank * batch.top_k * h * w * batch.moe_imbalance
     return {"stored": stored, "full": full, "dispatch_buffers": buffers}

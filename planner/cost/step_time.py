@@ -547,6 +547,11 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
     if moe_layer is not None:  # averaged over the layers (cost/moe.py)
+        # GPU time the dense part of a layer leaves beyond its own issue time (the host's lead).
+        slack = {"forward": np.maximum(layer["forward"] + comm["forward"] - issue["forward"], 0.0),
+                 "backward": np.maximum(layer["backward"] + layer["recompute"] + comm["backward"]
+                                        - issue["backward"] - issue["recompute"], 0.0)}
+        per_layer["moe_launch_floor"] = moe.launch_floor_seconds(batch, moe_layer, slack, fw["eager_dispatch"] > 0)
         per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]
         per_layer["ep_comm"] = moe_layer["exposed"]
         per_layer["a2a_sm_share"] = moe_layer["sm_share"]
@@ -610,6 +615,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, ADAM_BYTES_PER_PARAM + w, hbm,
                                                         cluster.efficiency.optimizer_relative_efficiency)
         parts.update({"moe_experts": pace(per_layer["moe_experts"]), "ep_comm": pace(per_layer["ep_comm"]),
+                      "moe_launch_floor": pace(per_layer["moe_launch_floor"]),
                       "a2a_sm_share": pace(per_layer["a2a_sm_share"]),
                       "expert_dp_comm_exposed": expert_dp_exposed})
         parts["optimizer"] = parts["optimizer"] + expert_optimizer

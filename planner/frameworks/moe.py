@@ -83,20 +83,35 @@ class MoEStack:
     overlaps: tuple[str, ...]  # A2A_OVERLAPS names it can run
     fp8_dispatch: bool  # tokens dispatched in fp8 when training in fp8 (DeepSeek's recipe)
     source: str
-    # fp8 training keeps the experts' activations for backward in fp8 and recomputes the SwiGLU output
-    # (DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs are
-    # cached in FP8, the SwiGLU output is recomputed in the backward pass).
-    fp8_expert_activations: bool = False
+    # Bytes per element the experts keep for backward in fp8 training, of (the expert input, the fc1 output =
+    # the activation's input, the activation output = fc2's input); 16-bit training keeps (2, 2, 2).
+    # Default: as in 16-bit (no source read for the stack's fp8 storage).
+    fp8_saved_bytes: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    # Host-device synchronisations per MoE layer forward (ep or tp > 1): the host waits for the GPU to
+    # reach the point, so it cannot issue the rest of the layer ahead of the GPU (cost/step_time.py).
+    host_syncs_per_layer_forward: int = 0
 
+
+# Megatron-Core with Transformer Engine in fp8 (TE v2.9 pytorch/module/grouped_linear.py:196-203: GroupedLinear
+# keeps its quantised fp8 input, column-wise only, for the wgrad GEMM; Megatron's fused weighted SwiGLU keeps
+# its 16-bit input, megatron/core/fusions/fused_bias_swiglu.py:194-196 at core_v0.15.0, fp8 only with
+# activation_func_fp8_input_store, default off). The alltoall dispatcher copies the token counts to the host
+# and waits on them before the expert-parallel all-to-all when ep or tp > 1
+# (moe/token_dispatcher.py:524 "before_ep_alltoall", :857-859 d2h_event.synchronize(), core_v0.15.0).
+MEGATRON_FP8_SAVED_BYTES = (1.0, 2.0, 1.0)
+# DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs cached in FP8,
+# the SwiGLU output recomputed in the backward pass.
+DEEPSEEK_FP8_SAVED_BYTES = (1.0, 1.0, 0.0)
 
 MOE_STACKS = {
-    "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)"),
+    "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
+                         fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1),
     "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size"),
     "fsdp": MoEStack(True, ("none",), False, "torchtitan expert parallel"),
     "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),
     # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
     "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
-                      fp8_expert_activations=True),
+                      fp8_saved_bytes=DEEPSEEK_FP8_SAVED_BYTES),
 }
 
 
