@@ -61,6 +61,11 @@ class Layout(BaseModel):
     # or in the 16-bit model dtype (NeMo's performance recipes: grad_reduce_in_fp32=False; Megatron's
     # --grad-reduce-in-bf16); None = the framework's default.
     grad_reduce_in_fp32: bool | None = None
+    # fp8 training with the Linear weights held as fp8 parameters and all-gathered in fp8 (Megatron's
+    # --fp8-param-gather: Transformer Engine's fp8 model init, the distributed optimizer keeping the fp32 master;
+    # NVIDIA-NeMo/Megatron-Bridge v0.2.0 src/megatron/bridge/training/mixed_precision.py:289, set by its FP8
+    # current-scaling recipe): no 16-bit copy of those weights besides their fp8 data (cost.memory).
+    fp8_param_gather: bool = False
     # ZeRO-3 hierarchy (planner.cost.hierarchy). Defaults = flat ZeRO-3 over the whole data-parallel group.
     # ZeRO++ (Wang et al. 2023; DeepSpeed `zero_hpz_partition_size`, `zero_quantized_weights`,
     # `zero_quantized_gradients`, runtime/zero/config.py:294-310): hpZ keeps a secondary copy of the weights
@@ -167,6 +172,11 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
     problems += hierarchy_problems(layout)
     if layout.zero_tiling > 1 and layout.zero != 3:
         problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
+    if layout.fp8_param_gather and (layout.dtype != "fp8" or layout.zero not in (1, 2)
+                                    or layout.framework not in ("megatron", "other")):
+        problems.append(f"--fp8-param-gather keeps the Linear weights as fp8 parameters with the fp32 master in "
+                        f"Megatron's distributed optimizer: needs dtype=fp8, zero 1 or 2 and framework megatron, got "
+                        f"dtype={layout.dtype} zero={layout.zero} framework={layout.framework}")
     if layout.activation_offload and layout.recompute != "full":
         problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
                         f"got recompute={layout.recompute}")
@@ -305,6 +315,7 @@ class CandidateBatch:
     tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
     dp_comm_overlap: np.ndarray  # bool, resolved
     grad_reduce_in_fp32: np.ndarray  # -1 = the framework's default, 0 = the model dtype, 1 = fp32
+    fp8_param_gather: np.ndarray  # bool
     # ZeRO-3 hierarchy (Layout fields of the same names; 0 = the whole sharding group)
     zero_hpz: np.ndarray
     zero_quantized_weights: np.ndarray  # bool
@@ -357,6 +368,7 @@ class CandidateBatch:
     etp: np.ndarray | None = None
     moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
     a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
+    moe_dropless: np.ndarray | None = None  # 1 = no capacity factor (token counts known only on the GPU)
 
     @property
     def has_moe(self) -> bool:
@@ -429,13 +441,14 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
                     dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
+                    fp8_param_gather=False,
                     zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
                     grad_shard_group=0, zero_tiling=1, activation_offload=False)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
     # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
-    moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0)
+    moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0, moe_dropless=1.0)
     moe_layout = {name: layout_arrays.pop(name) for name in moe_defaults if name in layout_arrays}
     if "moe_layers" in columns:
         for name, default in moe_defaults.items():
@@ -467,6 +480,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
         grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
+        fp8_param_gather=column(lambda l: l.fp8_param_gather),
         zero_hpz=column(lambda l: l.zero_hpz), zero_quantized_weights=column(lambda l: l.zero_quantized_weights),
         zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
         shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
@@ -480,7 +494,8 @@ def _moe_layout_columns(layouts: list[Layout], column) -> dict:
            and l.moe_capacity_factor is None for l in layouts):
         return {}
     return {"ep": column(lambda l: l.ep), "etp": column(lambda l: l.expert_tp),
-            "moe_imbalance": column(lambda l: moe_imbalance(l)), "a2a_overlap": column(lambda l: A2A_OVERLAP_CODES[l.moe_a2a_overlap])}
+            "moe_imbalance": column(lambda l: moe_imbalance(l)), "a2a_overlap": column(lambda l: A2A_OVERLAP_CODES[l.moe_a2a_overlap]),
+            "moe_dropless": column(lambda l: float(l.moe_capacity_factor is None))}
 
 
 def moe_imbalance(layout: Layout) -> float:

@@ -17,7 +17,8 @@ MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", 
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
-               "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload")
+               "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload",
+               "fp8_param_gather")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 # Mixture-of-experts layout keys (planner.layout.Layout: expert parallelism and routing).
 MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor")
@@ -53,6 +54,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
                        help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
                             "(Megatron: fp32 with bf16; NeMo's performance recipes: 0)")
+    group.add_argument("--fp8-param-gather", type=int, choices=[0, 1],
+                       help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
+                            "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")
     hierarchy = parser.add_argument_group("ZeRO-3 hierarchy (ZeRO++, MiCS / HSDP; need --zero 3)")
     hierarchy.add_argument("--zero-hpz", type=whole_number(),
                            help="ZeRO++ hpZ: secondary weight partition over this many data-parallel ranks inside a node, "
@@ -99,7 +103,7 @@ def register(subparsers, name: str) -> None:
 
 _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
-                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload")
+                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather")
 
 
 def _check_config_value(key: str, value, where: str):

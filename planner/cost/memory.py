@@ -304,8 +304,11 @@ def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tu
     # Activation checkpoints on the host (DeepSpeed cpu_checkpointing): the GPU keeps the one being copied
     # out in forward and the one brought back for backward's recompute.
     on_host = batch.activation_offload
+    # --fp8-param-gather: the layers' Linear weights are fp8 parameters (their fp8 data are `fp8_weights`), with no
+    # 16-bit copy beside them; embeddings and the output layer stay 16-bit.
+    fp8_params = np.where(batch.fp8_param_gather, w * layers * batch.layer_params / batch.tp, 0.0)
     parts = {
-        "weights": states["weights"], "gradients": states["gradients"], "optimizer": states["optimizer"],
+        "weights": states["weights"] - fp8_params, "gradients": states["gradients"], "optimizer": states["optimizer"],
         "fp8_weights": fp8_weight_bytes(layers, batch, stack),
         "zero3_gathered": gathered, "comm_buckets": buckets,
         "activations": np.where(on_host, np.minimum(stored, 2.0 * per_layer["stored"]), stored),
@@ -330,7 +333,8 @@ def _moe_stage_parts(batch: CandidateBatch, stack: dict, layers, inflight, state
     expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack))
     fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
     acts = moe.moe_activation_bytes(batch)
-    return {"expert_weights": expert["weights"] + fp8, "expert_gradients": expert["gradients"],
+    weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only
+    return {"expert_weights": weights + fp8, "expert_gradients": expert["gradients"],
             "expert_optimizer": expert["optimizer"],
             "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * states["weights"],
             "moe_activations": acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0),

@@ -197,7 +197,10 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     wake = np.where(np.asarray(eager, dtype=bool), kernels.EAGER_OP_S, kernels.KERNEL_LAUNCH_S)
     synced_fwd = (np.maximum(before - dense_slack["forward"], 0.0) + wake
                   + np.maximum(issue_fwd - before - gpu_fwd, 0.0))
-    syncs = _SYNCS[batch.framework.astype(int)] * ((batch.ep > 1) | (batch.tp > 1))
+    # Megatron's drop-and-pad path (a capacity factor, taken as Megatron-Bridge's token-drop recipe: capacity
+    # 1.0 with padding, training/utils/moe_token_drop.py) has static shapes and returns before any sync point
+    # (token_dispatcher.py:444-468).
+    syncs = _SYNCS[batch.framework.astype(int)] * ((batch.ep > 1) | (batch.tp > 1)) * (batch.moe_dropless > 0)
     floor_fwd = np.where(syncs > 0, synced_fwd, free_fwd)
     floor_bwd = np.maximum(issue_bwd - gpu_bwd - dense_slack["backward"], 0.0)
     has_experts = batch.experts > 0

@@ -411,16 +411,23 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
     every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0)
     reduce = np.select([zero == 0, every_mb], [behind(all_reduce), m * behind(reduce_scatter)], behind(reduce_scatter))
-    # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped.
-    param_gather = _only_where(sharded_12, collectives.all_gather_time, w * params, shard_links, calls=buckets, **kw)
+    # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
+    # (--fp8-param-gather: the layers' Linear weights in fp8, one byte).
+    gathered_bytes = w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage), 0.0)
+    param_gather = _only_where(sharded_12, collectives.all_gather_time, gathered_bytes, shard_links, calls=buckets, **kw)
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
-                            reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
+                            reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, gathered_bytes, 0.0))
     bytes_moved = np.where(hierarchy.hierarchical_rows(batch),
                            hierarchy.zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m), bytes_moved)
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
+
+
+def _stage_layer_params(batch, stage):
+    """Parameters of the transformer layers (per tp rank) on the stage whose data-parallel traffic the step waits for."""
+    return stage["layers"] * batch.layer_params / batch.tp
 
 
 def _optimizer(batch, cluster, fw, w, hbm, params):
@@ -473,7 +480,8 @@ def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
                                            links, calls=buckets, **kw),
                       _only_where(many & ~sharded, collectives.all_reduce_time, reduce_bytes * expert_params, links,
                                   calls=buckets, **kw))
-    gather = _only_where(many & sharded, collectives.all_gather_time, w * expert_params, links, calls=buckets, **kw)
+    gathered = np.where(batch.fp8_param_gather, 1.0, w) * expert_params  # --fp8-param-gather: fp8 expert weights
+    gather = _only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=buckets, **kw)
     overlapped = batch.dp_comm_overlap
     once = (np.where(overlapped, hidden_behind(stage["backward"], reduce, buckets, eff.dp_overlap), reduce)
             + np.where(overlapped & (fw["param_gather_overlap"] > 0),
@@ -486,7 +494,7 @@ def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
     zero3_exposed = m * np.where(overlapped | (fw["prefetches_next_unit"] > 0),
                                  hidden_behind(stage["forward"] + stage["backward"], per_micro_batch, buckets, eff.dp_overlap),
                                  per_micro_batch)
-    moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, w * expert_params, 0.0)
+    moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, gathered, 0.0)
     moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
     return np.where(many, np.where(zero3, zero3_exposed, once), 0.0), np.where(many, moved, 0.0)
 
