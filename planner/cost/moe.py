@@ -13,7 +13,10 @@ group, T/tp per rank as Megatron's alltoall dispatcher holds them under sequence
               routed to it) x the expert's matrices split over etp, at the matmul efficiency of that
               shape (the same curve as every other GEMM), times the load imbalance (the busiest rank
               paces the layer); backward 2x;
-  permute     read and write the token copies on each side of the all-to-all (memory-bound).
+  permute     read and write the token copies on each side of the all-to-all (memory-bound); in fp8
+              dropless on Megatron + TE, the copies that pad each expert's rows to the fp8 alignment;
+  launches    the router's, dispatcher's and per-expert kernels the host issues (cost.kernels), after
+              Megatron's per-layer host sync on the token counts (launch_floor_seconds).
 Everything is averaged over the model's layers (moe_layers / layers of them are MoE), as the stage
 split is.
 
@@ -40,6 +43,7 @@ PROB_BYTES = 4.0
 _HIDES = np.array([float(o.hides_all_to_all) for o in A2A_OVERLAPS.values()])
 _COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
 _SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
+_PADS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_pads_expert_rows) for name in FRAMEWORK_NAMES])
 _SYNCS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).host_syncs_per_layer_forward) for name in FRAMEWORK_NAMES])
 
 
@@ -125,8 +129,13 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
                                  + kernels.fp8_linear_cast_hbm_bytes(m_per_expert, h, fe, weight_cached=True))
         traffic = traffic + np.where(fp8, casts / 3.0, 0.0)  # forward 1/3, backward 2/3 (as elementwise below)
     elementwise = traffic / hbm
-    forward = experts_fwd + router_fwd + elementwise
-    backward = 2.0 * (experts_fwd + router_fwd + elementwise)
+    # fp8 dropless on stacks that pad each expert's rows to the fp8 GEMM alignment by copying
+    # (planner.frameworks.moe fp8_pads_expert_rows): forward the tokens into the padded buffer and the experts'
+    # output back, each read and written in the model dtype; backward their gradients the same way.
+    pads = fp8 & (_PADS[batch.framework.astype(int)] > 0) & (batch.moe_dropless > 0)
+    padding = np.where(pads, 2.0 * 2.0 * rows * h * w / hbm, 0.0)
+    forward = experts_fwd + router_fwd + elementwise + padding
+    backward = 2.0 * (experts_fwd + router_fwd + elementwise) + padding
     recompute = np.where(batch.recompute == 2, forward, 0.0)
 
     # Dispatch and combine over the ep group (ep consecutive expert-grid ranks, etp apart).

@@ -90,12 +90,21 @@ class MoEStack:
     # Host-device synchronisations per MoE layer forward (ep or tp > 1): the host waits for the GPU to
     # reach the point, so it cannot issue the rest of the layer ahead of the GPU (cost/step_time.py).
     host_syncs_per_layer_forward: int = 0
+    # fp8 dropless: each expert's rows are padded to the fp8 GEMM alignment by copying the dispatched tokens
+    # into a padded buffer, and the experts' output copied back unpadded (forward; their gradients likewise in
+    # backward).
+    fp8_pads_expert_rows: bool = False
 
 
-# Megatron-Core with Transformer Engine in fp8 (TE v2.9 pytorch/module/grouped_linear.py:196-203: GroupedLinear
-# keeps its quantised fp8 input, column-wise only, for the wgrad GEMM; Megatron's fused weighted SwiGLU keeps
-# its 16-bit input, megatron/core/fusions/fused_bias_swiglu.py:194-196 at core_v0.15.0, fp8 only with
-# activation_func_fp8_input_store, default off). The alltoall dispatcher copies the token counts to the host
+# Megatron-Core with Transformer Engine in fp8: TEGroupedMLP pads the permuted tokens per expert before fc1 and
+# unpads fc2's output (megatron/core/transformer/moe/experts.py:857-866, 950-951 at core_v0.15.0, unless
+# --moe-router-padding-for-fp8), and TE's Fp8Padding copies whenever a count is not a multiple of 16 (32 for
+# MXFP8), transformer_engine/pytorch/module/fp8_padding.py:33-38 (forward), 53-64 (backward), 113-122 (v2.9):
+# with dropless routing the counts vary, so taken as always. Drop-and-pad routing (a capacity factor) pads to
+# the capacity in the dispatcher and copies nothing here. GroupedLinear keeps its quantised fp8 input,
+# column-wise only, for the wgrad GEMM (TE v2.9 pytorch/module/grouped_linear.py:196-203); Megatron's fused
+# weighted SwiGLU keeps its 16-bit input (megatron/core/fusions/fused_bias_swiglu.py:194-196 at core_v0.15.0;
+# fp8 only with activation_func_fp8_input_store, default off). The alltoall dispatcher copies the token counts to the host
 # and waits on them before the expert-parallel all-to-all when ep or tp > 1
 # (moe/token_dispatcher.py:524 "before_ep_alltoall", :857-859 d2h_event.synchronize(), core_v0.15.0).
 MEGATRON_FP8_SAVED_BYTES = (1.0, 2.0, 1.0)
@@ -105,7 +114,8 @@ DEEPSEEK_FP8_SAVED_BYTES = (1.0, 1.0, 0.0)
 
 MOE_STACKS = {
     "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
-                         fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1),
+                         fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
+                         fp8_pads_expert_rows=True),
     "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size"),
     "fsdp": MoEStack(True, ("none",), False, "torchtitan expert parallel"),
     "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),

@@ -93,41 +93,118 @@ def test_optimize_deepseek_v3_gpu_hours_within_20_percent():
     assert plan.chosen.gpu_hours == pytest.approx(DEEPSEEK_GPU_HOURS, rel=0.20)
 
 
-# Megatron-Bridge performance summary, 25.11 NeMo container, DGX-H100 table (NVIDIA-NeMo/Megatron-Bridge
-# docs/performance-summary.md@00b7660b; docs.nvidia.com/nemo/megatron-bridge/latest/performance-summary.html):
-# Qwen3_30B_a3B, 16 GPUs, FP8-CS, GBS 512, MBS 2, seq 4096, TP1 PP2 CP1 VP24 EP8, GA 32: 5,275 tokens/s/GPU
-# (121 model TFLOP/s/GPU). "we force-balance the token distribution among experts and all benchmarks are
-# token-dropless" (imbalance 1.0). Assumed: distributed optimizer (ZeRO-1) with overlapped gradient reduce
-# and parameter gather (the NeMo performance recipes' default), no recompute.
+# Megatron-Bridge's own performance pages (NVIDIA-NeMo/Megatron-Bridge docs/performance-summary.md@00b7660b,
+# 25.11 NeMo container; earlier releases in docs/performance-summary-archive.md). The layouts are the tables';
+# everything else is the recipe that produced them, cited by file and line. "we force-balance the token
+# distribution among experts and all benchmarks are token-dropless" (imbalance 1.0).
+
+
+def _per_gpu(model, cluster, gpus, **values):
+    layout = make_layout(**values)
+    check_layout(model, layout, gpus=gpus)
+    result = estimate(single_batch(model, layout), cluster)
+    return float(result.time["tokens_per_s"][0]) / gpus, result
+
+
+# 25.11, DGX-H100: Qwen3_30B_a3B, 16 GPUs, FP8-CS, GBS 512, MBS 2, seq 4096, TP1 PP2 CP1 VP24 EP8, GA 32:
+# 5,275 tokens/s/GPU (121 model TFLOP/s/GPU). Recipe (Megatron-Bridge v0.2.0, the 25.11 release):
+# scripts/performance/configs/qwen3/workload_base_configs.py:233-239 (moe_a2a_overlap=True: utils/helpers.py:
+# 182-186 sets overlap_moe_expert_parallel_comm + delay_wgrad_compute; its VP 12 and default MBS 1 disagree
+# with the table, whose GA 32 needs MBS 2: the table's layout is kept); qwen3_llm_pretrain.py:33-47 (no
+# recompute, router fusion, grad_reduce_in_fp32=False, force-balanced); utils/helpers.py:37-41 FP8-CS =
+# bf16_with_fp8_current_scaling_mixed, which sets fp8_param_gather (src/megatron/bridge/training/
+# mixed_precision.py:289); recipes/qwen/qwen3_moe.py:305-318 (distributed optimizer, overlapped grad reduce and
+# param gather); models/qwen/qwen_provider.py:390-396 (aux-loss router, grouped GEMM, alltoall dispatcher,
+# permute fusion). The maintainers call this figure a regression: "the perf in 25.11 is 2X slower than 25.09",
+# dropless against token-drop (NVIDIA-NeMo/Megatron-Bridge issue #1998); 25.09 measured 10,494 on the same
+# layout (below), later releases ~9,000 (26.02.01: 9,058; 26.04.01: 8,960, with other layouts).
 QWEN3_H100_TOKENS_PER_S_PER_GPU = 5275
 
 
-@pytest.mark.xfail(strict=True, reason="measured 13,826 tokens/s/GPU, 2.6x the published 5,275 (and 87 GiB, not "
-                   "fitting 80 GB): MoE-layer overheads (per-expert GEMM launches of TE's grouped linear, "
-                   "permutation kernels, router auxiliary losses, host-side dispatch) are not in the cost model")
+def qwen3_h100_recipe(**overrides):
+    values = dict(tp=1, pp=2, vpp=24, dp=8, ep=8, micro_batch=2, global_batch=512, dtype="fp8",
+                  framework="megatron", zero=1, dp_comm_overlap=True, moe_a2a_overlap="megatron",
+                  grad_reduce_in_fp32=False, fp8_param_gather=True)
+    values.update(overrides)
+    return values
+
+
+@pytest.mark.xfail(strict=True, reason="measured 14,498 tokens/s/GPU, 2.7x the published 5,275, a figure its maintainers "
+                   "report as a 2x regression (Megatron-Bridge issue #1998); the counted MoE launches, the per-layer "
+                   "host sync and the fp8 padding copies are in the cost model and explain little of it")
 def test_megatron_bridge_qwen3_30b_a3b_h100():
-    model, cluster = PRESETS["qwen3-30b-a3b"], load_cluster("dgx-h100")
-    layout = make_layout(tp=1, pp=2, vpp=24, dp=8, ep=8, micro_batch=2, global_batch=512, dtype="fp8",
-                         framework="megatron", zero=1, dp_comm_overlap=True)
-    check_layout(model, layout, gpus=16)
-    result = estimate(single_batch(model, layout), cluster)
-    per_gpu = float(result.time["tokens_per_s"][0]) / 16
+    per_gpu, _ = _per_gpu(PRESETS["qwen3-30b-a3b"], load_cluster("dgx-h100"), 16, **qwen3_h100_recipe())
     assert per_gpu == pytest.approx(QWEN3_H100_TOKENS_PER_S_PER_GPU, rel=0.15)
 
 
-# The same page and release, DGX-B200 table: DeepSeekV3, 256 GPUs, FP8-MX, GBS 2048, MBS 1, seq 4096,
-# TP1 PP16 CP1 VP1 EP8, GA 128: 2,139 tokens/s/GPU (557 model TFLOP/s/GPU). FP8-MX (MXFP8 block scaling)
-# is priced as the spec's fp8 peak; otherwise assumed as the H100 row.
+def test_megatron_bridge_qwen3_30b_a3b_h100_fits():
+    """It ran on 80 GB H100s. Measured 76.9 GiB of 79.6 (it was 87 GiB): the recipe's fp8 parameters (no bf16
+    weight copy) and Megatron + TE keeping the expert GEMM inputs in fp8 (frameworks/moe.py). Each one matters:
+    with bf16 expert activations or bf16 weights beside the fp8 ones it would not fit."""
+    model, cluster = PRESETS["qwen3-30b-a3b"], load_cluster("dgx-h100")
+    _, result = _per_gpu(model, cluster, 16, **qwen3_h100_recipe())
+    assert bool(result.memory["fits"][0])
+    _, bf16_weights = _per_gpu(model, cluster, 16, **qwen3_h100_recipe(fp8_param_gather=False))
+    assert not bool(bf16_weights.memory["fits"][0])
+    moe_bytes = result.memory["parts"]["moe_activations"][0]
+    bf16_moe = moe_bytes * (2 * 2048 + 6 * 768) / (2048 + 5 * 768)  # routed rows' bytes, T·k·(2h + 6f) vs (h + 5f)
+    assert result.memory["total_bytes"][0] - moe_bytes + bf16_moe > result.memory["hbm_bytes"][0]
+
+
+# 25.09, DGX-H100 (archive): Qwen3_30B_a3B (tokendrop), 16 GPUs, GBS 512, MBS 2, seq 4096, TP1 PP2 CP1 VP24 EP8,
+# GA 32: 10,494 tokens/s/GPU. Recipe (Megatron-Bridge v0.1.0rc4): scripts/performance/configs/qwen3/
+# qwen3_30b_a3b_llm_pretrain.yaml (no recompute, router fusion, grad_reduce_in_fp32 false; h100 fp8_cs: mbs 2,
+# vp 12, no CUDA graphs), run_script.py:102-108 (apply_moe_token_drop: capacity factor 1.0 padded to capacity,
+# training/utils/moe_token_drop.py), utils/helpers.py:97-101 + training/mixed_precision.py:268 (FP8-CS with
+# fp8_param_gather). No expert-parallel overlap.
+QWEN3_H100_TOKENDROP_TOKENS_PER_S_PER_GPU = 10494
+
+
+@pytest.mark.xfail(strict=True, reason="measured 13,809 tokens/s/GPU, +31.6% of the published 10,494; the same stack's "
+                   "dense Llama3-70B FP8 H100 row of the 25.11 page (1,602) is predicted +14% (not a test here)")
+def test_megatron_bridge_qwen3_30b_a3b_h100_tokendrop():
+    per_gpu, _ = _per_gpu(PRESETS["qwen3-30b-a3b"], load_cluster("dgx-h100"), 16,
+                          **qwen3_h100_recipe(moe_a2a_overlap="none", moe_capacity_factor=1.0))
+    assert per_gpu == pytest.approx(QWEN3_H100_TOKENDROP_TOKENS_PER_S_PER_GPU, rel=0.15)
+
+
+# 25.11, DGX-B200: DeepSeekV3, 256 GPUs, FP8-MX, GBS 2048, MBS 1, seq 4096, TP1 PP16 CP1 VP1 EP8, GA 128:
+# 2,139 tokens/s/GPU (557 model TFLOP/s/GPU); 25.09 measured 2,265 (token-drop) on the same layout. Recipe
+# (Megatron-Bridge v0.2.0): configs/deepseek/workload_base_configs.py:63-71 (no expert-parallel overlap,
+# recompute_modules=["mla_up_proj"]: not modelled), deepseek_llm_pretrain.py:31-43, 142 (router fusion,
+# grad_reduce_in_fp32=False, force-balanced, overlapped grad reduce), MXFP8 = bf16_with_mxfp8_mixed with
+# fp8_param_gather (training/mixed_precision.py:242-253; priced as the spec's fp8 peak), models/deepseek/
+# deepseek_provider.py:74-79 (grouped GEMM, alltoall dispatcher, fp32 router: priced as the model dtype).
+# The MTP layer on the last stage (recipes/deepseek/deepseek_v3.py:233-240) is not simulated.
 DEEPSEEK_B200_TOKENS_PER_S_PER_GPU = 2139
 
 
-@pytest.mark.xfail(strict=True, reason="measured 3,921 tokens/s/GPU, 1.8x the published 2,139: the same MoE-layer "
-                   "overheads as the Qwen3 row")
+@pytest.mark.xfail(strict=True, reason="measured 3,827 tokens/s/GPU, 1.8x the published 2,139; the same page's dense "
+                   "Llama3.1-405B FP8 B200 row (661) is predicted +26% (not a test here)")
 def test_megatron_bridge_deepseek_v3_b200():
-    model, cluster = PRESETS["deepseek-v3"], load_cluster("dgx-b200")
-    layout = make_layout(tp=1, pp=16, dp=16, ep=8, micro_batch=1, global_batch=2048, dtype="fp8",
-                         framework="megatron", zero=1, dp_comm_overlap=True)
-    check_layout(model, layout, gpus=256)
-    result = estimate(single_batch(model, layout), cluster)
-    per_gpu = float(result.time["tokens_per_s"][0]) / 256
+    per_gpu, _ = _per_gpu(PRESETS["deepseek-v3"], load_cluster("dgx-b200"), 256, tp=1, pp=16, dp=16, ep=8,
+                          micro_batch=1, global_batch=2048, dtype="fp8", framework="megatron", zero=1,
+                          dp_comm_overlap=True, grad_reduce_in_fp32=False, fp8_param_gather=True)
     assert per_gpu == pytest.approx(DEEPSEEK_B200_TOKENS_PER_S_PER_GPU, rel=0.15)
+
+
+# Megatron-Core's MoE page (NVIDIA/Megatron-LM@0b981f9c megatron/core/transformer/moe/README.md:3, 297-311):
+# "Mixtral 8X7B bf16 training to achieve 438 TFLOPS as of MCore v0.8" and, in the same revision, the reference
+# mapping of MCore v0.8 on 8xH100 nodes (NVLink 4, 8x400 Gb/s IB): dropless, all-to-all dispatcher, BF16,
+# 64 GPUs, seq 4096, TP1 EP8 PP4 VP8 MBS1 GBS256. Assumed where it is silent: that the 438 TFLOPS were measured
+# with that mapping; its example script's distributed optimizer with overlapped gradient reduce and parameter
+# gather (README.md:190-200); no recompute; balanced routing (imbalance 1.0). Megatron counts model FLOPs
+# per token as 12·L·h²·[(1 + g/a + s/h) + (f/h)·k·3/2 + V/(2·L·h)] (core_r0.8.0 megatron/training/
+# training.py:73-108): 82.93 GFLOP, so 438 TFLOP/s is 5,282 tokens/s/GPU.
+MIXTRAL_MEGATRON_FLOPS_PER_TOKEN = 12 * 32 * 4096**2 * ((1 + 8 / 32 + 4096 / 4096) + 14336 / 4096 * 2 * 1.5
+                                                       + 32000 / (2 * 32 * 4096))
+MIXTRAL_H100_TOKENS_PER_S_PER_GPU = 438e12 / MIXTRAL_MEGATRON_FLOPS_PER_TOKEN
+
+
+@pytest.mark.xfail(strict=True, reason="measured 6,748 tokens/s/GPU (560 Megatron TFLOP/s), +27.8% of the published "
+                   "438 TFLOP/s = 5,282 tokens/s/GPU")
+def test_megatron_core_mixtral_8x7b_h100():
+    per_gpu, _ = _per_gpu(PRESETS["mixtral-8x7b"], load_cluster("dgx-h100"), 64, tp=1, pp=4, vpp=8, dp=16, ep=8,
+                          micro_batch=1, global_batch=256, dtype="bf16", framework="megatron", zero=1,
+                          dp_comm_overlap=True)
+    assert per_gpu == pytest.approx(MIXTRAL_H100_TOKENS_PER_S_PER_GPU, rel=0.15)

@@ -1,0 +1,132 @@
+"""MoE layers as Megatron-Core + Transformer Engine run them: counted kernel launches, the per-layer host
+sync of the alltoall dispatcher, the fp8 padding copies, what the experts keep for backward in fp8, and fp8
+parameters (--fp8-param-gather). Every expected value is computed here by hand from the cited counts."""
+
+import numpy as np
+import pytest
+
+from planner.cost import kernels as K
+from planner.cost import moe
+from planner.cost.estimate import estimate
+from planner.cost.step_time import gemm_seconds, matmul_half_size_array, peak_flops_array, _collective_kwargs, _links
+from planner.errors import PlannerInputError
+from planner.hardware import load_cluster
+from planner.layout import check_layout, make_layout, single_batch
+from planner.model import PRESETS, make_model
+
+H100 = load_cluster("dgx-h100")
+FORWARD, BACKWARD = K.FORWARD, K.BACKWARD
+
+
+def test_moe_kernel_counts_add_up():
+    """The forward table is the kernels before the host's wait plus those after; the per-expert loop costs
+    KERNEL_LAUNCH_S per GEMM and, in fp8, 3 kernels per quantised operand (amax, scale, cast)."""
+    assert K.MOE_KERNELS_PER_LAYER[FORWARD] == (sum(K.MOE_FORWARD_KERNELS_BEFORE_SYNC.values())
+                                                + sum(K.MOE_FORWARD_KERNELS_AFTER_SYNC.values()))
+    slope = lambda direction, fp8: (K.moe_layer_issue_s(direction, 16, fp8) - K.moe_layer_issue_s(direction, 8, fp8)) / 8  # noqa: E731
+    assert slope(FORWARD, False) == pytest.approx(2 * K.KERNEL_LAUNCH_S)
+    assert slope(FORWARD, True) == pytest.approx((2 + 2 * 3) * K.KERNEL_LAUNCH_S)
+    assert slope(BACKWARD, True) == pytest.approx((4 + 2 * 3) * K.KERNEL_LAUNCH_S)
+    eager_extra = K.moe_layer_issue_s(FORWARD, 4, eager=True) - K.moe_layer_issue_s(FORWARD, 4, eager=False)
+    assert eager_extra == pytest.approx(K.MOE_KERNELS_PER_LAYER[FORWARD] * (K.EAGER_OP_S - K.KERNEL_LAUNCH_S))
+
+
+def _tiny_moe():
+    """Many tiny experts: the host issues kernels slower than the GPU runs them."""
+    return make_model("tiny-moe", layers=4, hidden=256, heads=4, kv_heads=4, ffn=512, mlp="swiglu", vocab=1024,
+                      seq_len=256, moe_experts=64, moe_top_k=4, moe_ffn=64)
+
+
+def _parts(model, **values):
+    layout = make_layout(**{**dict(tp=1, pp=1, dp=8, ep=8, micro_batch=1, global_batch=8, framework="megatron",
+                                   zero=1), **values})
+    check_layout(model, layout, gpus=8)
+    return estimate(single_batch(model, layout), H100).time["parts"]
+
+
+def test_host_sync_exposes_the_issue_time_of_a_host_bound_moe_layer():
+    """Megatron's dropless alltoall dispatcher waits for the token counts every MoE layer forward, so the
+    kernels after the wait meet an idle GPU; the drop-and-pad path (capacity factor) has static shapes and no
+    wait; a stack without the sync hides the MoE kernels' issue time behind the dense part's GPU slack."""
+    model = _tiny_moe()
+    dropless = _parts(model)["moe_launch_floor"][0]
+    padded = _parts(model, moe_capacity_factor=1.0)["moe_launch_floor"][0]
+    no_sync = _parts(model, framework="deepspeed")["moe_launch_floor"][0]
+    assert dropless > padded >= 0.0 and dropless > no_sync
+    # The wait costs at least one eager op of GPU idle per MoE layer forward and micro-batch.
+    assert dropless - padded >= model.layers * K.EAGER_OP_S * 0.999
+
+
+def test_large_experts_pay_only_the_wait():
+    """Mixtral's experts are long GEMMs: after each wait (forward and the full recompute's forward, one
+    micro-batch, 32 layers) the GPU idles only until the first kernel is issued; without the wait, nothing."""
+    model = PRESETS["mixtral-8x7b"]
+    assert _parts(model, recompute="full")["moe_launch_floor"][0] == pytest.approx(32 * 2 * K.EAGER_OP_S)
+    assert _parts(model, recompute="full", moe_capacity_factor=1.0)["moe_launch_floor"][0] == 0.0
+
+
+def _moe_times(model, layout):
+    batch = single_batch(model, layout)
+    eff = H100.efficiency
+    peak, half = peak_flops_array(batch, H100), matmul_half_size_array(batch, H100)
+    hbm = H100.accelerator.hbm_bytes_per_s * eff.hbm_efficiency
+    times = moe.moe_layer_times(batch, H100, lambda m, n, k: gemm_seconds(m, n, k, peak, eff, half), hbm,
+                                lambda size, stride: _links(H100, size, stride), _collective_kwargs(H100))
+    return times, hbm
+
+
+def test_fp8_padding_copies_by_hand():
+    """Qwen3-30B-A3B, fp8, dropless on Megatron: the T·k dispatched rows of h bf16 elements are copied into
+    the padded buffer and the output back (read + write each), forward and again backward; none with a
+    capacity factor (padded to capacity by the dispatcher)."""
+    model = PRESETS["qwen3-30b-a3b"]
+    base = dict(tp=1, pp=2, dp=8, ep=8, micro_batch=2, global_batch=512, dtype="fp8", framework="megatron", zero=1)
+    dropless, hbm = _moe_times(model, make_layout(**base))
+    padded, _ = _moe_times(model, make_layout(**base, moe_capacity_factor=1.0))
+    rows, h, bf16 = 2 * 4096 * 8, 2048, 2
+    copies = 2 * 2 * rows * h * bf16 / hbm  # pad + unpad, each read + write
+    assert dropless["forward"][0] - padded["forward"][0] == pytest.approx(copies)
+    assert dropless["backward"][0] - padded["backward"][0] == pytest.approx(copies)
+    bf16_run, _ = _moe_times(model, make_layout(**{**base, "dtype": "bf16"}))
+    bf16_pad, _ = _moe_times(model, make_layout(**{**base, "dtype": "bf16"}, moe_capacity_factor=1.0))
+    assert bf16_run["forward"][0] == bf16_pad["forward"][0]  # 16-bit GEMMs need no alignment copies
+
+
+def test_megatron_fp8_expert_activations_by_hand():
+    """Per routed row Megatron + TE keep the fc1 input in fp8 (h bytes), the SwiGLU input in bf16 (2 x 2f)
+    and fc2's input in fp8 (f); 16-bit training keeps 2h + 6f; DeepSeek's recipe h + 2f."""
+    model = PRESETS["qwen3-30b-a3b"]
+    h, f, T, k, E = 2048, 768, 4096, 8, 128
+    router = T * (k * 4 + E * 4)
+
+    def stored(**values):
+        layout = make_layout(**{**dict(tp=1, pp=2, dp=8, ep=8, micro_batch=1, global_batch=64, dtype="fp8",
+                                       framework="megatron", zero=1), **values})
+        return moe.moe_activation_bytes(single_batch(model, layout))["stored"][0]
+
+    assert stored() == pytest.approx(T * k * (h + 4 * f + f) + router)
+    assert stored(dtype="bf16") == pytest.approx(T * k * (2 * h + 6 * f) + router)
+    assert stored(framework="other") == pytest.approx(T * k * (h + 2 * f) + router)
+
+
+def test_fp8_param_gather_drops_the_16_bit_weights_and_halves_the_gather():
+    """--fp8-param-gather: the layers' Linear weights are their fp8 data only (the 2-byte copy goes, dense and
+    expert), and the ZeRO-1 all-gather after the step moves them in one byte instead of two."""
+    model = PRESETS["qwen3-30b-a3b"]
+    base = dict(tp=1, pp=2, dp=8, ep=8, micro_batch=2, global_batch=512, dtype="fp8", framework="megatron", zero=1,
+                dp_comm_overlap=True)
+    plain = estimate(single_batch(model, make_layout(**base)), H100)
+    fp8 = estimate(single_batch(model, make_layout(**base, fp8_param_gather=True)), H100)
+    batch = single_batch(model, make_layout(**base))
+    stage_layers = batch.stages[0][0]  # 24 of 48 on each of the two stages
+    dense_linear = stage_layers * batch.layer_params[0]
+    experts = moe.expert_params_per_gpu(batch, stage_layers)[0]
+    parts, fp8_parts = plain.memory["parts"], fp8.memory["parts"]
+    assert parts["weights"][0] - fp8_parts["weights"][0] == pytest.approx(2 * dense_linear)
+    assert parts["expert_weights"][0] - fp8_parts["expert_weights"][0] == pytest.approx(2 * experts)
+    moved = plain.time["comm_bytes_per_step"]["dp"][0] - fp8.time["comm_bytes_per_step"]["dp"][0]
+    assert moved == pytest.approx(dense_linear)
+    with pytest.raises(PlannerInputError, match="fp8-param-gather"):
+        check_layout(model, make_layout(**{**base, "dtype": "bf16"}, fp8_param_gather=True), gpus=16)
+    with pytest.raises(PlannerInputError, match="fp8-param-gather"):
+        check_layout(model, make_layout(**{**base, "framework": "deepspeed"}, fp8_param_gather=True), gpus=16)
