@@ -122,6 +122,11 @@ class Layout(BaseModel):
     # keeps expert load balanced, arXiv:2412.19437 section 2.1.2; set it from a measured run).
     moe_capacity_factor: float | None = Field(default=None, gt=0)
     moe_load_imbalance: float = Field(default=1.0, ge=1.0)
+    # With a capacity factor, pad every expert's input to the capacity (Megatron's
+    # moe_pad_expert_input_to_capacity, transformer_config.py:921; Megatron-Bridge's token-drop recipe,
+    # training/utils/moe_token_drop.py): static shapes, so no host sync on the token counts, and every expert
+    # computes capacity_factor x the mean.
+    moe_pad_to_capacity: bool = False
     # How the dispatch/combine all-to-all overlaps compute (planner.frameworks.moe.A2A_OVERLAPS).
     moe_a2a_overlap: Literal[A2A_OVERLAP_NAMES] = "none"
 
@@ -172,6 +177,8 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
     problems += hierarchy_problems(layout)
     if layout.zero_tiling > 1 and layout.zero != 3:
         problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
+    if layout.moe_pad_to_capacity and layout.moe_capacity_factor is None:
+        problems.append("--moe-pad-to-capacity pads each expert's input to its capacity: needs --moe-capacity-factor")
     if layout.fp8_param_gather and (layout.dtype != "fp8" or layout.zero not in (1, 2)
                                     or layout.framework not in ("megatron", "other")):
         problems.append(f"--fp8-param-gather keeps the Linear weights as fp8 parameters with the fp32 master in "
@@ -368,7 +375,7 @@ class CandidateBatch:
     etp: np.ndarray | None = None
     moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
     a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
-    moe_dropless: np.ndarray | None = None  # 1 = no capacity factor (token counts known only on the GPU)
+    moe_padded: np.ndarray | None = None  # 1 = expert inputs padded to capacity (static shapes)
 
     @property
     def has_moe(self) -> bool:
@@ -448,7 +455,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
     # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
-    moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0, moe_dropless=1.0)
+    moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0, moe_padded=0.0)
     moe_layout = {name: layout_arrays.pop(name) for name in moe_defaults if name in layout_arrays}
     if "moe_layers" in columns:
         for name, default in moe_defaults.items():
@@ -491,11 +498,11 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
 def _moe_layout_columns(layouts: list[Layout], column) -> dict:
     """ep, etp, the effective load imbalance and the overlap code, only for layouts that use them."""
     if all(l.ep == 1 and l.etp is None and l.moe_a2a_overlap == "none" and l.moe_load_imbalance == 1.0
-           and l.moe_capacity_factor is None for l in layouts):
+           and l.moe_capacity_factor is None and not l.moe_pad_to_capacity for l in layouts):
         return {}
     return {"ep": column(lambda l: l.ep), "etp": column(lambda l: l.expert_tp),
             "moe_imbalance": column(lambda l: moe_imbalance(l)), "a2a_overlap": column(lambda l: A2A_OVERLAP_CODES[l.moe_a2a_overlap]),
-            "moe_dropless": column(lambda l: float(l.moe_capacity_factor is None))}
+            "moe_padded": column(lambda l: float(l.moe_pad_to_capacity))}
 
 
 def moe_imbalance(layout: Layout) -> float:
@@ -503,6 +510,8 @@ def moe_imbalance(layout: Layout) -> float:
     (tokens beyond capacity are dropped, Megatron's moe_expert_capacity_factor)."""
     if layout.moe_capacity_factor is None:
         return layout.moe_load_imbalance
+    if layout.moe_pad_to_capacity:  # every expert's input padded to the capacity
+        return layout.moe_capacity_factor
     return min(layout.moe_load_imbalance, layout.moe_capacity_factor)
 
 

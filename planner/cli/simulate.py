@@ -21,7 +21,7 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "fp8_param_gather")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 # Mixture-of-experts layout keys (planner.layout.Layout: expert parallelism and routing).
-MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor")
+MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity")
 LAYOUT_KEYS += MOE_LAYOUT_KEYS
 
 
@@ -103,7 +103,8 @@ def register(subparsers, name: str) -> None:
 
 _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
-                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather")
+                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
+                "moe_pad_to_capacity")
 
 
 def _check_config_value(key: str, value, where: str):
@@ -334,3 +335,6 @@ def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
     group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
                        help="cap tokens per expert at this multiple of the mean (default: dropless)")
+    group.add_argument("--moe-pad-to-capacity", type=int, choices=[0, 1],
+                       help="pad every expert's input to the capacity (Megatron --moe-pad-expert-input-to-capacity): "
+                            "static shapes, no host sync on the token counts; needs --moe-capacity-factor")

@@ -44,7 +44,8 @@ _HIDES = np.array([float(o.hides_all_to_all) for o in A2A_OVERLAPS.values()])
 _COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
 _SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
 _PADS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_pads_expert_rows) for name in FRAMEWORK_NAMES])
-_SYNCS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).host_syncs_per_layer_forward) for name in FRAMEWORK_NAMES])
+_SYNCS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).host_syncs_per_layer_forward)
+                   for name in FRAMEWORK_NAMES])
 
 
 def moe_fraction(batch: CandidateBatch) -> np.ndarray:
@@ -129,10 +130,11 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
                                  + kernels.fp8_linear_cast_hbm_bytes(m_per_expert, h, fe, weight_cached=True))
         traffic = traffic + np.where(fp8, casts / 3.0, 0.0)  # forward 1/3, backward 2/3 (as elementwise below)
     elementwise = traffic / hbm
-    # fp8 dropless on stacks that pad each expert's rows to the fp8 GEMM alignment by copying
-    # (planner.frameworks.moe fp8_pads_expert_rows): forward the tokens into the padded buffer and the experts'
-    # output back, each read and written in the model dtype; backward their gradients the same way.
-    pads = fp8 & (_PADS[batch.framework.astype(int)] > 0) & (batch.moe_dropless > 0)
+    # fp8 on stacks that pad each expert's rows to the fp8 GEMM alignment by copying (planner.frameworks.moe
+    # fp8_pads_expert_rows) unless the dispatcher already padded them to capacity: forward the tokens into
+    # the padded buffer and the experts' output back, each read and written in the model dtype; backward
+    # their gradients the same way.
+    pads = fp8 & (_PADS[batch.framework.astype(int)] > 0) & (batch.moe_padded == 0)
     padding = np.where(pads, 2.0 * 2.0 * rows * h * w / hbm, 0.0)
     forward = experts_fwd + router_fwd + elementwise + padding
     backward = 2.0 * (experts_fwd + router_fwd + elementwise) + padding
@@ -200,16 +202,16 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     issue_fwd = kernels.moe_layer_issue_s(kernels.FORWARD, local, fp8, eager)
     issue_bwd = kernels.moe_layer_issue_s(kernels.BACKWARD, local, fp8, eager)
     gpu_fwd = (moe["forward"] + moe["comm_forward"]) / per_layer
-    gpu_bwd = (moe["backward"] + moe["comm_backward"] - np.where(batch.recompute == 2, moe["comm_forward"], 0.0)) / per_layer
+    recompute_comm = np.where(batch.recompute == 2, moe["comm_forward"], 0.0)
+    gpu_bwd = (moe["backward"] + moe["comm_backward"] - recompute_comm) / per_layer
     free_fwd = np.maximum(issue_fwd - gpu_fwd - dense_slack["forward"], 0.0)
     before = kernels.moe_before_sync_issue_s(eager)
     wake = np.where(np.asarray(eager, dtype=bool), kernels.EAGER_OP_S, kernels.KERNEL_LAUNCH_S)
     synced_fwd = (np.maximum(before - dense_slack["forward"], 0.0) + wake
                   + np.maximum(issue_fwd - before - gpu_fwd, 0.0))
-    # Megatron's drop-and-pad path (a capacity factor, taken as Megatron-Bridge's token-drop recipe: capacity
-    # 1.0 with padding, training/utils/moe_token_drop.py) has static shapes and returns before any sync point
-    # (token_dispatcher.py:444-468).
-    syncs = _SYNCS[batch.framework.astype(int)] * ((batch.ep > 1) | (batch.tp > 1)) * (batch.moe_dropless > 0)
+    # Megatron's drop-and-pad path (layout moe_pad_to_capacity) has static shapes and returns before any sync
+    # point (token_dispatcher.py:444-468); a capacity factor without padding still waits (:470-480).
+    syncs = _SYNCS[batch.framework.astype(int)] * ((batch.ep > 1) | (batch.tp > 1)) * (batch.moe_padded == 0)
     floor_fwd = np.where(syncs > 0, synced_fwd, free_fwd)
     floor_bwd = np.maximum(issue_bwd - gpu_bwd - dense_slack["backward"], 0.0)
     has_experts = batch.experts > 0

@@ -137,6 +137,8 @@ def moe_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
                      ("--moe-router-group-topk", str(model.moe_topk_groups))]     # TC:796
         if layout.moe_capacity_factor is not None:
             args.append(("--moe-expert-capacity-factor", f"{layout.moe_capacity_factor:g}"))  # TC:917
+        if layout.moe_pad_to_capacity:
+            args.append(("--moe-pad-expert-input-to-capacity", None))  # TC:921
     if model.mtp_layers:
         args.append(("--mtp-num-layers", str(model.mtp_layers)))                  # TC:68
     if model.attention == "mla":  # MLATransformerConfig (TC:3280-3300)

@@ -100,12 +100,12 @@ class MoEStack:
 # unpads fc2's output (megatron/core/transformer/moe/experts.py:857-866, 950-951 at core_v0.15.0, unless
 # --moe-router-padding-for-fp8), and TE's Fp8Padding copies whenever a count is not a multiple of 16 (32 for
 # MXFP8), transformer_engine/pytorch/module/fp8_padding.py:33-38 (forward), 53-64 (backward), 113-122 (v2.9):
-# with dropless routing the counts vary, so taken as always. Drop-and-pad routing (a capacity factor) pads to
-# the capacity in the dispatcher and copies nothing here. GroupedLinear keeps its quantised fp8 input,
+# the routed counts vary, so taken as always. Drop-and-pad routing (moe_pad_to_capacity) pads to the
+# capacity in the dispatcher and copies nothing here. GroupedLinear keeps its quantised fp8 input,
 # column-wise only, for the wgrad GEMM (TE v2.9 pytorch/module/grouped_linear.py:196-203); Megatron's fused
 # weighted SwiGLU keeps its 16-bit input (megatron/core/fusions/fused_bias_swiglu.py:194-196 at core_v0.15.0;
-# fp8 only with activation_func_fp8_input_store, default off). The alltoall dispatcher copies the token counts to the host
-# and waits on them before the expert-parallel all-to-all when ep or tp > 1
+# fp8 only with activation_func_fp8_input_store, default off). The alltoall dispatcher copies the token counts
+# to the host and waits on them before the expert-parallel all-to-all when ep or tp > 1
 # (moe/token_dispatcher.py:524 "before_ep_alltoall", :857-859 d2h_event.synchronize(), core_v0.15.0).
 MEGATRON_FP8_SAVED_BYTES = (1.0, 2.0, 1.0)
 # DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs cached in FP8,

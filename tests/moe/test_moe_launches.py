@@ -46,13 +46,15 @@ def _parts(model, **values):
 
 def test_host_sync_exposes_the_issue_time_of_a_host_bound_moe_layer():
     """Megatron's dropless alltoall dispatcher waits for the token counts every MoE layer forward, so the
-    kernels after the wait meet an idle GPU; the drop-and-pad path (capacity factor) has static shapes and no
-    wait; a stack without the sync hides the MoE kernels' issue time behind the dense part's GPU slack."""
+    kernels after the wait meet an idle GPU; the drop-and-pad path (moe_pad_to_capacity) has static shapes
+    and no wait (a capacity factor without padding still waits); a stack without the sync hides the MoE
+    kernels' issue time behind the dense part's GPU slack."""
     model = _tiny_moe()
     dropless = _parts(model)["moe_launch_floor"][0]
-    padded = _parts(model, moe_capacity_factor=1.0)["moe_launch_floor"][0]
+    padded = _parts(model, moe_capacity_factor=1.0, moe_pad_to_capacity=True)["moe_launch_floor"][0]
+    capped = _parts(model, moe_capacity_factor=1.0)["moe_launch_floor"][0]  # dropping without padding still waits
     no_sync = _parts(model, framework="deepspeed")["moe_launch_floor"][0]
-    assert dropless > padded >= 0.0 and dropless > no_sync
+    assert dropless > padded >= 0.0 and dropless > no_sync and capped == pytest.approx(dropless)
     # The wait costs at least one eager op of GPU idle per MoE layer forward and micro-batch.
     assert dropless - padded >= model.layers * K.EAGER_OP_S * 0.999
 
@@ -62,7 +64,7 @@ def test_large_experts_pay_only_the_wait():
     micro-batch, 32 layers) the GPU idles only until the first kernel is issued; without the wait, nothing."""
     model = PRESETS["mixtral-8x7b"]
     assert _parts(model, recompute="full")["moe_launch_floor"][0] == pytest.approx(32 * 2 * K.EAGER_OP_S)
-    assert _parts(model, recompute="full", moe_capacity_factor=1.0)["moe_launch_floor"][0] == 0.0
+    assert _parts(model, recompute="full", moe_capacity_factor=1.0, moe_pad_to_capacity=True)["moe_launch_floor"][0] == 0.0
 
 
 def _moe_times(model, layout):
@@ -77,18 +79,19 @@ def _moe_times(model, layout):
 
 def test_fp8_padding_copies_by_hand():
     """Qwen3-30B-A3B, fp8, dropless on Megatron: the T·k dispatched rows of h bf16 elements are copied into
-    the padded buffer and the output back (read + write each), forward and again backward; none with a
-    capacity factor (padded to capacity by the dispatcher)."""
+    the padded buffer and the output back (read + write each), forward and again backward; none when the
+    dispatcher pads to capacity."""
     model = PRESETS["qwen3-30b-a3b"]
     base = dict(tp=1, pp=2, dp=8, ep=8, micro_batch=2, global_batch=512, dtype="fp8", framework="megatron", zero=1)
     dropless, hbm = _moe_times(model, make_layout(**base))
-    padded, _ = _moe_times(model, make_layout(**base, moe_capacity_factor=1.0))
+    padded, _ = _moe_times(model, make_layout(**base, moe_capacity_factor=1.0, moe_pad_to_capacity=True))
     rows, h, bf16 = 2 * 4096 * 8, 2048, 2
     copies = 2 * 2 * rows * h * bf16 / hbm  # pad + unpad, each read + write
     assert dropless["forward"][0] - padded["forward"][0] == pytest.approx(copies)
     assert dropless["backward"][0] - padded["backward"][0] == pytest.approx(copies)
     bf16_run, _ = _moe_times(model, make_layout(**{**base, "dtype": "bf16"}))
-    bf16_pad, _ = _moe_times(model, make_layout(**{**base, "dtype": "bf16"}, moe_capacity_factor=1.0))
+    bf16_pad, _ = _moe_times(model, make_layout(**{**base, "dtype": "bf16"}, moe_capacity_factor=1.0,
+                                                moe_pad_to_capacity=True))
     assert bf16_run["forward"][0] == bf16_pad["forward"][0]  # 16-bit GEMMs need no alignment copies
 
 
@@ -130,3 +133,14 @@ def test_fp8_param_gather_drops_the_16_bit_weights_and_halves_the_gather():
         check_layout(model, make_layout(**{**base, "dtype": "bf16"}, fp8_param_gather=True), gpus=16)
     with pytest.raises(PlannerInputError, match="fp8-param-gather"):
         check_layout(model, make_layout(**{**base, "framework": "deepspeed"}, fp8_param_gather=True), gpus=16)
+
+
+def test_pad_to_capacity_needs_a_capacity_and_runs_at_it():
+    """Padding to capacity: every expert computes capacity_factor x the mean, whatever the imbalance."""
+    model = PRESETS["qwen3-30b-a3b"]
+    base = dict(tp=1, pp=2, dp=8, ep=8, micro_batch=1, global_batch=64, framework="megatron", zero=1)
+    with pytest.raises(PlannerInputError, match="moe-pad-to-capacity"):
+        check_layout(model, make_layout(**base, moe_pad_to_capacity=True), gpus=16)
+    padded = single_batch(model, make_layout(**base, moe_capacity_factor=1.25, moe_pad_to_capacity=True))
+    dropped = single_batch(model, make_layout(**base, moe_capacity_factor=1.25))
+    assert padded.moe_imbalance[0] == 1.25 and dropped.moe_imbalance[0] == 1.0
