@@ -154,7 +154,7 @@ def test_megatron_bridge_qwen3_30b_a3b_h100_fits():
 # 25.09, DGX-H100 (archive): Qwen3_30B_a3B (tokendrop), 16 GPUs, GBS 512, MBS 2, seq 4096, TP1 PP2 CP1 VP24 EP8,
 # GA 32: 10,494 tokens/s/GPU. Recipe (Megatron-Bridge v0.1.0rc4): scripts/performance/configs/qwen3/
 # qwen3_30b_a3b_llm_pretrain.yaml (no recompute, router fusion, grad_reduce_in_fp32 false; h100 fp8_cs: mbs 2,
-# vp 12, no CUDA graphs), run_script.py:102-108 (apply_moe_token_drop: capacity factor 1.0 padded to capacity,
+# vp 12, no CUDA graphs), run_script.py:103-109 (apply_moe_token_drop: capacity factor 1.0 padded to capacity,
 # training/utils/moe_token_drop.py), utils/helpers.py:97-101 + training/mixed_precision.py:268 (FP8-CS with
 # fp8_param_gather). No expert-parallel overlap.
 QWEN3_H100_TOKENDROP_TOKENS_PER_S_PER_GPU = 10494
@@ -194,7 +194,7 @@ def test_megatron_bridge_deepseek_v3_b200():
 # mapping of MCore v0.8 on 8xH100 nodes (NVLink 4, 8x400 Gb/s IB): dropless, all-to-all dispatcher, BF16,
 # 64 GPUs, seq 4096, TP1 EP8 PP4 VP8 MBS1 GBS256. Assumed where it is silent: that the 438 TFLOPS were measured
 # with that mapping; its example script's distributed optimizer with overlapped gradient reduce and parameter
-# gather (README.md:190-200); no recompute; balanced routing (imbalance 1.0). Megatron counts model FLOPs
+# gather (README.md:201-209, and the tuning advice at :289); no recompute; balanced routing (imbalance 1.0). Megatron counts model FLOPs
 # per token as 12·L·h²·[(1 + g/a + s/h) + (f/h)·k·3/2 + V/(2·L·h)] (core_r0.8.0 megatron/training/
 # training.py:73-108): 82.93 GFLOP, so 438 TFLOP/s is 5,282 tokens/s/GPU.
 MIXTRAL_MEGATRON_FLOPS_PER_TOKEN = 12 * 32 * 4096**2 * ((1 + 8 / 32 + 4096 / 4096) + 14336 / 4096 * 2 * 1.5
