@@ -189,13 +189,13 @@ def test_megatron_bridge_deepseek_v3_b200():
     assert per_gpu == pytest.approx(DEEPSEEK_B200_TOKENS_PER_S_PER_GPU, rel=0.15)
 
 
-# Megatron-Core's MoE page (NVIDIA/Megatron-LM@0b981f9c megatron/core/transformer/moe/README.md:3, 297-311):
+# Megatron-Core's MoE page (NVIDIA/Megatron-LM@0b981f9c megatron/core/transformer/moe/README.md:3, 297-312):
 # "Mixtral 8X7B bf16 training to achieve 438 TFLOPS as of MCore v0.8" and, in the same revision, the reference
 # mapping of MCore v0.8 on 8xH100 nodes (NVLink 4, 8x400 Gb/s IB): dropless, all-to-all dispatcher, BF16,
 # 64 GPUs, seq 4096, TP1 EP8 PP4 VP8 MBS1 GBS256. Assumed where it is silent: that the 438 TFLOPS were measured
 # with that mapping; its example script's distributed optimizer with overlapped gradient reduce and parameter
-# gather (README.md:201-209, and the tuning advice at :289); no recompute; balanced routing (imbalance 1.0). Megatron counts model FLOPs
-# per token as 12·L·h²·[(1 + g/a + s/h) + (f/h)·k·3/2 + V/(2·L·h)] (core_r0.8.0 megatron/training/
+# gather (README.md:201-209, and the tuning advice at :289); no recompute; balanced routing (imbalance 1.0).
+# Megatron counts model FLOPs per token as 12·L·h²·[(1 + g/a + s/h) + (f/h)·k·3/2 + V/(2·L·h)] (core_r0.8.0 megatron/training/
 # training.py:73-108): 82.93 GFLOP, so 438 TFLOP/s is 5,282 tokens/s/GPU.
 MIXTRAL_MEGATRON_FLOPS_PER_TOKEN = 12 * 32 * 4096**2 * ((1 + 8 / 32 + 4096 / 4096) + 14336 / 4096 * 2 * 1.5
                                                        + 32000 / (2 * 32 * 4096))
