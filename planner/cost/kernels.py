@@ -270,8 +270,8 @@ MOE_FORWARD_KERNELS_BEFORE_SYNC = {
     "device-to-host copies of the splits (D:822-859)": 5,
     "fused permute with probs: row-id map + permute (D:597)": 4,
 }
-# The host waits for the token counts before the all-to-all (D:524, D:857-859) when ep or tp > 1; the rest
-# of the layer is issued after that wait.
+# The host waits for the token counts before the all-to-all (D:524, D:857-859) when ep or tp > 1 (else before
+# the experts, D:533); the rest of the layer is issued after that wait.
 MOE_FORWARD_KERNELS_AFTER_SYNC = {
     "dispatch all-to-all, tokens + probs (D:626-629)": 2,
     "sort chunks by local expert, tokens + probs (D:692)": 2, "fused weighted SwiGLU": 1,

@@ -190,8 +190,8 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     launch (compute + all-to-all) by, less the slack the dense part of the layer leaves (the GPU time by
     which it outlasts its own issue: the host runs ahead by that much).
 
-    A host sync per layer forward (planner.frameworks.moe host_syncs_per_layer_forward, with ep or tp > 1:
-    Megatron's alltoall dispatcher) stops the host from running ahead: only the kernels before it hide behind
+    A host sync per layer forward (planner.frameworks.moe host_syncs_per_layer_forward: Megatron's dropless
+    alltoall dispatcher) stops the host from running ahead: only the kernels before it hide behind
     the dense slack, those after it are issued to an idle GPU, which waits one eager op (EAGER_OP_S) for the
     first of them and then for whatever the rest takes to issue beyond their GPU time. A full recompute runs
     the forward (and its sync) again. `dense_slack`: {"forward", "backward"} seconds per layer."""
@@ -209,9 +209,10 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     wake = np.where(np.asarray(eager, dtype=bool), kernels.EAGER_OP_S, kernels.KERNEL_LAUNCH_S)
     synced_fwd = (np.maximum(before - dense_slack["forward"], 0.0) + wake
                   + np.maximum(issue_fwd - before - gpu_fwd, 0.0))
-    # Megatron's drop-and-pad path (layout moe_pad_to_capacity) has static shapes and returns before any sync
-    # point (token_dispatcher.py:444-468); a capacity factor without padding still waits (:470-480).
-    syncs = _SYNCS[batch.framework.astype(int)] * ((batch.ep > 1) | (batch.tp > 1)) * (batch.moe_padded == 0)
+    # Megatron waits with ep or tp > 1 before the all-to-all, else before the experts (token_dispatcher.py:524,
+    # 533; taken as the same split of the kernels). The drop-and-pad path (layout moe_pad_to_capacity) has
+    # static shapes and returns before any sync point (:444-468); a capacity factor alone still waits (:470-480).
+    syncs = _SYNCS[batch.framework.astype(int)] * (batch.moe_padded == 0)
     floor_fwd = np.where(syncs > 0, synced_fwd, free_fwd)
     floor_bwd = np.maximum(issue_bwd - gpu_bwd - dense_slack["backward"], 0.0)
     has_experts = batch.experts > 0

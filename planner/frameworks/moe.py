@@ -87,8 +87,8 @@ class MoEStack:
     # the activation's input, the activation output = fc2's input); 16-bit training keeps (2, 2, 2).
     # Default: as in 16-bit (no source read for the stack's fp8 storage).
     fp8_saved_bytes: tuple[float, float, float] = (2.0, 2.0, 2.0)
-    # Host-device synchronisations per MoE layer forward (ep or tp > 1): the host waits for the GPU to
-    # reach the point, so it cannot issue the rest of the layer ahead of the GPU (cost/step_time.py).
+    # Host-device synchronisations per MoE layer forward (dropless routing): the host waits for the GPU to
+    # reach the point, so it cannot issue the rest of the layer ahead of the GPU (cost/moe.py).
     host_syncs_per_layer_forward: int = 0
     # fp8 dropless: each expert's rows are padded to the fp8 GEMM alignment by copying the dispatched tokens
     # into a padded buffer, and the experts' output copied back unpadded (forward; their gradients likewise in
@@ -105,8 +105,9 @@ class MoEStack:
 # column-wise only, for the wgrad GEMM (TE v2.9 pytorch/module/grouped_linear.py:196-203); Megatron's fused
 # weighted SwiGLU keeps its 16-bit input (megatron/core/fusions/fused_bias_swiglu.py:194-196 at core_v0.15.0;
 # fp8 only with activation_func_fp8_input_store, default off). The alltoall dispatcher copies the token counts
-# to the host and waits on them before the expert-parallel all-to-all when ep or tp > 1
-# (moe/token_dispatcher.py:524 "before_ep_alltoall", :857-859 d2h_event.synchronize(), core_v0.15.0).
+# to the host and waits on them before the expert-parallel all-to-all when ep or tp > 1, else before the experts
+# (moe/token_dispatcher.py:524 "before_ep_alltoall", :533 "before_finish", :857-859 d2h_event.synchronize(),
+# core_v0.15.0).
 MEGATRON_FP8_SAVED_BYTES = (1.0, 2.0, 1.0)
 # DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs cached in FP8,
 # the SwiGLU output recomputed in the backward pass.
