@@ -348,6 +348,24 @@ def _pipeline_send(batch, cluster, message, fw):
     return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
 
 
+def _zero3_host_issue(fw, shard_links, units, has_outside, layer_backward):
+    """Exposed host seconds per micro-batch of issuing ZeRO-3 collectives that walk the group rank by rank.
+
+    Where the stack's collectives do `host_ops_per_rank_per_call` eager ops per rank of the N-rank sharding
+    group (list-form collectives: frameworks/deepspeed_v03.py), each call costs that x N x kernels.EAGER_OP_S
+    of host time. The all-gathers are issued after a device synchronize from the hook that precedes the
+    compute (forward and backward pass): exposed in full. The reduce-scatters are issued while the layer's
+    backward kernels run: exposed only beyond the layer's backward; those of the rest of the model come after
+    the last backward kernel: exposed. 0 where the stack issues flat-buffer collectives (ops = 0).
+    """
+    ranks = shard_links["ranks_per_node"] * shard_links["nodes"]
+    per_call = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
+    gathers = 2.0 * per_call * (units * fw["gathers_per_layer"] + has_outside * fw["gathers_outside_layers"])
+    scatters = (units * np.maximum(per_call * fw["scatter_calls_per_layer"] - layer_backward, 0.0)
+                + has_outside * per_call * fw["scatter_calls_outside_layers"])
+    return gathers + scatters
+
+
 def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     """Exposed data-parallel seconds per step: ZeRO-3/FSDP gathers per micro-batch, gradient reduction,
     parameter all-gather after the step. `stage` has the pacing stage's layers and seconds."""
@@ -372,7 +390,8 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     unit = batch.layer_params / t
     zero3_rows = _Rows(zero3, shard_links)
     gather = zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw)
-    scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, **kw)
+    scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, calls=fw["scatter_calls_per_layer"],
+                             **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
 
@@ -387,10 +406,12 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = _Rows(zero3 & (outside > 0), shard_links)
     outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
-                    + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside, **kw))
+                    + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
+                                       calls=fw["scatter_calls_outside_layers"], **kw))
     zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
+    host_mb = np.where(zero3, _zero3_host_issue(fw, shard_links, units, outside > 0, stage["layer_backward"]), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
-    zero3_step = m * zero3_mb + hierarchy.zero3_step_change(
+    zero3_step = m * (zero3_mb + host_mb) + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,
         lambda sizes, strides: _links(cluster, sizes, strides), hbm)
     offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
