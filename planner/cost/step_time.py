@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, hierarchy, kernels, offload
+from planner.cost import collectives, hierarchy, kernels, offload, zero3_fetch
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
@@ -348,24 +348,6 @@ def _pipeline_send(batch, cluster, message, fw):
     return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
 
 
-def _zero3_host_issue(fw, shard_links, units, has_outside, layer_backward):
-    """Exposed host seconds per micro-batch of issuing ZeRO-3 collectives that walk the group rank by rank.
-
-    Where the stack's collectives do `host_ops_per_rank_per_call` eager ops per rank of the N-rank sharding
-    group (list-form collectives: frameworks/deepspeed_v03.py), each call costs that x N x kernels.EAGER_OP_S
-    of host time. The all-gathers are issued after a device synchronize from the hook that precedes the
-    compute (forward and backward pass): exposed in full. The reduce-scatters are issued while the layer's
-    backward kernels run: exposed only beyond the layer's backward; those of the rest of the model come after
-    the last backward kernel: exposed. 0 where the stack issues flat-buffer collectives (ops = 0).
-    """
-    ranks = shard_links["ranks_per_node"] * shard_links["nodes"]
-    per_call = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
-    gathers = 2.0 * per_call * (units * fw["gathers_per_layer"] + has_outside * fw["gathers_outside_layers"])
-    scatters = (units * np.maximum(per_call * fw["scatter_calls_per_layer"] - layer_backward, 0.0)
-                + has_outside * per_call * fw["scatter_calls_outside_layers"])
-    return gathers + scatters
-
-
 def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     """Exposed data-parallel seconds per step: ZeRO-3/FSDP gathers per micro-batch, gradient reduction,
     parameter all-gather after the step. `stage` has the pacing stage's layers and seconds."""
@@ -394,6 +376,18 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                              **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
+    # Stacks whose fetch schedule has limits of its own (cost/zero3_fetch.py; DeepSpeed before v0.5.5): the
+    # share of each pass's gathers that can be prefetched, and the re-gathers after a full recompute.
+    limited = zero3 & (np.isfinite(fw["prefetch_live_limit_elements"]) | np.isfinite(fw["reuse_limit_elements"]))
+    regather_calls = np.zeros(len(batch))
+    if limited.any():
+        share_fwd, share_bwd = zero3_fetch.prefetched_shares(batch, fw["prefetch_live_limit_elements"])
+        regather_elements, regather_calls = zero3_fetch.regathered(batch, fw["reuse_limit_elements"])
+        regather_calls = np.where(limited, regather_calls, 0.0)
+        gather_bwd = gather + _only_where(limited & (regather_calls > 0), collectives.all_gather_time,
+                                          w * regather_elements, shard_links, calls=regather_calls, **kw)
+    else:
+        gather_bwd = gather
 
     def per_micro_batch(gather_fwd, gather_bwd, scatter_):
         """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
@@ -401,6 +395,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         bwd_exposed = gather_bwd + scatter_ + (units - 1.0) * np.maximum(gather_bwd + scatter_ - stage["layer_backward"], 0.0)
         all_units = units * (gather_fwd + gather_bwd + scatter_)
         ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
+        if limited.any():  # what is not prefetched waits in full
+            partial = (share_fwd * fwd_exposed + (1.0 - share_fwd) * units * gather_fwd
+                       + share_bwd * bwd_exposed + (1.0 - share_bwd) * units * (gather_bwd + scatter_))
+            ideal = np.where(prefetch & limited, partial, ideal)
         return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
 
     outside = np.maximum(params - units * unit, 0.0)
@@ -408,8 +406,9 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
                     + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
                                        calls=fw["scatter_calls_outside_layers"], **kw))
-    zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
-    host_mb = np.where(zero3, _zero3_host_issue(fw, shard_links, units, outside > 0, stage["layer_backward"]), 0.0)
+    zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + outside_comm
+    host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, stage["layer_backward"],
+                                                       regather_calls), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
     zero3_step = m * (zero3_mb + host_mb) + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,

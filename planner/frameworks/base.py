@@ -120,6 +120,11 @@ class Framework:
     # copy each into or out of a flat buffer (DeepSpeed before v0.5.5 over torch.distributed.all_gather /
     # reduce_scatter). 0: the call is one flat-buffer collective whatever the group size.
     host_ops_per_rank_per_call: float = 0.0
+    # ZeRO-3 fetch limits in elements (planner.cost.zero3_fetch): the next parameter is prefetched only while
+    # fewer gathered elements than this are alive; a gathered parameter is kept from the recompute forward to
+    # its backward only while fewer elements than this are used in between. inf: not modelled.
+    prefetch_live_limit_elements: float = float("inf")
+    reuse_limit_elements: float = float("inf")
     # Hierarchical sharding: the all-reduce of the gradient shards across replica groups runs with every
     # micro-batch's reduce-scatter (FSDP2 HSDP under torchtitan) rather than once at the accumulation
     # boundary (DeepSpeed MiCS, mics.py:432-440).

@@ -34,6 +34,10 @@ deepspeed/runtime/zero/; the same code is in v0.3.13 and v0.4.0 (same functions,
   so the host time of every gather runs while the GPU is idle: exposed. The reduce-scatters are issued from
   the gradient hooks while the layer's backward kernels are queued (stage3.py:1396-1420): their host time
   hides behind the layer's backward compute (cost.step_time).
+- Prefetch looks one parameter ahead (prefetch bucket 5e7 elements, stage3.py:564, 188-218) and only while
+  fewer than stage3_max_live_parameters (1e9) gathered elements are alive (stage3.py:319); a parameter gathered
+  for the recompute forward is kept for its backward only while its reuse distance is under
+  stage3_max_reuse_distance (1e9, `_keep_for_later` stage3.py:464-470): planner.cost.zero3_fetch.
 Everything else (memory, buckets, overlaps, ZeRO-1/2) is taken as today's `deepspeed`; ZeRO++ (2023) and
 MiCS (2022) did not exist.
 """
@@ -47,5 +51,9 @@ DEEPSPEED_V03 = replace(
     gathers_per_layer=4.0, gathers_outside_layers=2.0,
     scatter_calls_per_layer=12.0, scatter_calls_outside_layers=4.0,
     host_ops_per_rank_per_call=1.0,
+    # stage3_max_live_parameters and stage3_max_reuse_distance, both 1e9 by default (constants.py:87, 91):
+    # passed to the coordinator at stage3.py:636-637; prefetch only while fewer gathered elements are alive
+    # (stage3.py:319), keep a parameter only while its reuse distance is under it (`_keep_for_later`, :464-470).
+    prefetch_live_limit_elements=1e9, reuse_limit_elements=1e9,
     zeropp=False, shard_groups=False,
 )
