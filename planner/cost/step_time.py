@@ -379,11 +379,12 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     # Stacks whose fetch schedule has limits of its own (cost/zero3_fetch.py; DeepSpeed before v0.5.5): the
     # share of each pass's gathers that can be prefetched, and the re-gathers after a full recompute.
     limited = zero3 & (np.isfinite(fw["prefetch_live_limit_elements"]) | np.isfinite(fw["reuse_limit_elements"]))
-    regather_calls = np.zeros(len(batch))
+    regather_calls, regathered_bytes = np.zeros(len(batch)), 0.0
     if limited.any():
         share_fwd, share_bwd = zero3_fetch.prefetched_shares(batch, fw["prefetch_live_limit_elements"])
         regather_elements, regather_calls = zero3_fetch.regathered(batch, fw["reuse_limit_elements"])
         regather_calls = np.where(limited, regather_calls, 0.0)
+        regathered_bytes = np.where(limited, m * units * w * regather_elements, 0.0)
         gather_bwd = gather + _only_where(limited & (regather_calls > 0), collectives.all_gather_time,
                                           w * regather_elements, shard_links, calls=regather_calls, **kw)
     else:
@@ -436,7 +437,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
-    bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
+    bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params + regathered_bytes],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
     bytes_moved = np.where(hierarchy.hierarchical_rows(batch),
                            hierarchy.zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m), bytes_moved)
