@@ -408,8 +408,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                     + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
                                        calls=fw["scatter_calls_outside_layers"], **kw))
     zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + outside_comm
-    host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, stage["layer_backward"],
-                                                       regather_calls), 0.0)
+    host_mb = 0.0
+    if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
+        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, stage["layer_backward"],
+                                                           regather_calls), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
     zero3_step = m * (zero3_mb + host_mb) + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,
