@@ -28,7 +28,8 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
     differing = {k for k in new if old[k] != new[k]}
     assert differing == {"name", "gathers_per_layer", "gathers_outside_layers", "scatter_calls_per_layer",
                          "scatter_calls_outside_layers", "host_ops_per_rank_per_call", "prefetch_live_limit_elements",
-                         "reuse_limit_elements", "zeropp", "shard_groups"}
+                         "reuse_limit_elements", "zeropp", "shard_groups", "dtypes"}
+    assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}
     with pytest.raises(PlannerInputError, match="no ZeRO\\+\\+"):
         check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed-v0.3", zero=3, dp=16, zero_hpz=8))
 

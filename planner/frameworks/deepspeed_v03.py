@@ -39,7 +39,7 @@ deepspeed/runtime/zero/; the same code is in v0.3.13 and v0.4.0 (same functions,
   for the recompute forward is kept for its backward only while its reuse distance is under
   stage3_max_reuse_distance (1e9, `_keep_for_later` stage3.py:464-470): planner.cost.zero3_fetch.
 Everything else (memory, buckets, overlaps, ZeRO-1/2) is taken as today's `deepspeed`; ZeRO++ (2023) and
-MiCS (2022) did not exist.
+MiCS (2022) did not exist, nor bf16 training (below).
 """
 
 from dataclasses import replace
@@ -56,4 +56,7 @@ DEEPSPEED_V03 = replace(
     # (stage3.py:319), keep a parameter only while its reuse distance is under it (`_keep_for_later`, :464-470).
     prefetch_live_limit_elements=1e9, reuse_limit_elements=1e9,
     zeropp=False, shard_groups=False,
+    # fp16 or fp32 only: no bf16 in runtime/config.py or constants.py at v0.3.14 or v0.5.4; bf16 came with
+    # 648f7bfa (#1398, ZeRO-2, 2021-11-01) and 4912e0ad (#1453, ZeRO-3, 2022-01-20).
+    dtypes=frozenset({"fp16", "fp32"}),
 )
