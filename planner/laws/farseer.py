@@ -10,7 +10,7 @@ The resulting law, in the paper's own variables, is
     L(N, D) = exp(a3·N^gamma + b3) + exp(a2·N^beta + b2) · D^(-exp(a1·N^alpha + b1))
 
 with E + U(N) = exp(a3·N^gamma + b3), B(N) = exp(a2·N^beta + b2), A(N) = exp(a1·N^alpha + b1).
-Sources checked (issue 17 brief, item 3): the paper's equation numbers could NOT be read from here: of
+Sources checked: the paper's equation numbers could NOT be read from here: of
 arXiv 2506.10972v3 only the abstract and introduction were reachable. The decomposition
 L = E + U(N) + V(D) + H(N, D), the differences Delta_D L (Fig. 3a, Figs. 12-14 of App. C.2), the power law
 V(D) + H(N, D) ~ B(N) D^(-A(N)) and Algorithm 2 (App. C.1) agree with a secondary review of the paper
