@@ -4,7 +4,9 @@ Two pieces, from two places, and the output says which is which:
 - SHAPE: Tissue et al. 2024's annealing law L(s) = L0 + A S1^-alpha - C S2 (planner.laws.annealing), fitted per
   run on the Gemstones constant-LR checkpoints and their cool-down ends (McLeish et al. 2025; data/laws). The
   plan uses the fit of the Gemstones run nearest its size (log of total parameters; the files' N is
-  `params_active_precise`, ASSUMED comparable to the plan's total) and evaluates it on the plan's schedule
+  `params_active_precise`, ASSUMED comparable to the plan's total); runs within SAME_SIZE of that size
+  (Gemstones varies width and depth at near-equal N) are told apart by the width / depth ratio nearest the
+  plan's (hidden / layers; McLeish et al. vary shape because it changes the curves), and it evaluates the fit on the plan's schedule
   in that run's steps: the plan's token t is the run's step t / (run tokens per step). ASSUMED: equal tokens
   give equal loss whatever the batch, which holds below the critical batch size (McCandlish et al. 2018,
   "An Empirical Model of Large-Batch Training"); the plan's batch is sized by Step Law near its optimum.
@@ -44,6 +46,7 @@ DECAY_GRID = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 SELECTION_MAX_PARAMS = 600e6  # issue 14's split: choose on runs of N <= 600M, check on the larger ones
 # Fractions of the plan's tokens at which the curve is reported; 0.8 is where the default cool-down starts.
 CURVE_FRACTIONS = tuple(np.round(np.arange(1, 21) / 20, 2))
+SAME_SIZE = 1.25  # runs within this factor of the nearest run's N count as the same size (then shape decides)
 MAX_ENTRIES = 2**18  # schedule entries evaluated; longer runs are sampled every k steps (coarse_annealing_areas)
 SHAPE_SOURCE = ("shape: Tissue et al. 2024 annealing law L = L0 + A S1^-alpha - C S2 fitted on Gemstones run {run} "
                 "({params} params, constant LR + cool-downs, McLeish et al. 2025); level: scaled so the curve ends "
@@ -86,7 +89,8 @@ def fit_shapes(hot_path: str, cool_path: str) -> dict:
         if not run.cooldowns or not np.isfinite(run.tokens_per_step):
             continue
         law, info = fit_run(run, decay=decay)
-        shapes.append({"run": run.name, "params": run.params, "tokens_per_step": run.tokens_per_step,
+        shapes.append({"run": run.name, "params": run.params, "width": run.width, "depth": run.depth,
+                       "tokens_per_step": run.tokens_per_step,
                        "min_tokens": float(run.hot_steps.min() * run.tokens_per_step),
                        "max_tokens": float(run.hot_steps.max() * run.tokens_per_step),
                        **{k: getattr(law, k) for k in law.coefficient_names},
@@ -104,9 +108,15 @@ def load_shapes() -> dict:
     return json.loads(SHAPES_FILE.read_text(encoding="utf-8"))
 
 
-def nearest_shape(params: float, shapes: dict) -> dict:
+def nearest_shape(params: float, shapes: dict, aspect: float | None = None) -> dict:
+    """The run nearest `params` in log N; among runs within SAME_SIZE of it, the one whose width / depth is
+    nearest `aspect` (the plan's hidden / layers), when given."""
     runs = shapes["runs"]
-    return min(runs, key=lambda r: (abs(np.log(r["params"] / params)), r["run"]))
+    nearest = min(runs, key=lambda r: (abs(np.log(r["params"] / params)), r["run"]))
+    if aspect is None or not np.isfinite(aspect) or aspect <= 0:
+        return nearest
+    same = [r for r in runs if abs(np.log(r["params"] / nearest["params"])) <= np.log(SAME_SIZE)]
+    return min(same, key=lambda r: (abs(np.log(r["width"] / r["depth"] / aspect)), r["run"]))
 
 
 def shape_law(run: dict, decay: float) -> AnnealingLaw:
@@ -114,14 +124,14 @@ def shape_law(run: dict, decay: float) -> AnnealingLaw:
 
 
 def plan_loss_curve(params: float, tokens: float, end_loss: float, schedule: dict, shapes: dict | None = None,
-                    fractions=CURVE_FRACTIONS) -> dict | None:
+                    fractions=CURVE_FRACTIONS, aspect: float | None = None) -> dict | None:
     """The plan's loss at `fractions` of its `tokens` under `schedule` (plan_hyperparameters' 'schedule'), ending
-    at `end_loss` (the law's L(N, D)); see the module docstring. None when the schedule has no curve here
-    (not WSD) or the inputs are not positive and finite."""
+    at `end_loss` (the law's L(N, D)); `aspect` is the model's hidden / layers. See the module docstring. None
+    when the schedule has no curve here (not WSD) or the inputs are not positive and finite."""
     if schedule.get("kind") != "wsd" or not all(np.isfinite(v) and v > 0 for v in (params, tokens, end_loss)):
         return None
     shapes = load_shapes() if shapes is None else shapes
-    run = nearest_shape(params, shapes)
+    run = nearest_shape(params, shapes, aspect)
     law = shape_law(run, shapes["decay"])
     run_steps = max(1, int(round(tokens / run["tokens_per_step"])))
     per_entry = -(-run_steps // MAX_ENTRIES)
@@ -135,6 +145,7 @@ def plan_loss_curve(params: float, tokens: float, end_loss: float, schedule: dic
     points = [{"fraction": float(f), "tokens": float(f * tokens), "lr_fraction": float(lr[i]),
                "loss": float(scale * shape[i])} for f, i in zip(fractions, at)]
     return {"points": points, "shape_run": run["run"], "shape_run_params": run["params"],
+            "shape_run_width_depth": [run["width"], run["depth"]],
             "shape_coefficients": {k: run[k] for k in law.coefficient_names} | {"decay": law.decay},
             "level_scale": float(scale), "anchored": "the last point equals the loss law's L(N, D); the shape before it "
                                                      "is the Gemstones run's, scaled by level_scale",

@@ -478,7 +478,8 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         # The chosen plan only: its loss along training, ending at the law's L(N, D) (planner.laws.plan_curve).
         result.plan["loss_curve"] = plan_loss_curve(float(result.plan["params"]), result.plan["tokens"],
                                                     result.plan["predicted_loss"],
-                                                    result.plan["hyperparameters"]["schedule"])
+                                                    result.plan["hyperparameters"]["schedule"],
+                                                    aspect=result.plan["shape"]["hidden"] / result.plan["shape"]["layers"])
         result.alternatives = alternatives(problem, space, feasible, best)
         front = pareto_front(feasible)
         result.pareto = [{"wall_clock_days": float(feasible["wall_s"][p]) / 86400.0,

@@ -82,3 +82,13 @@ def test_no_curve_for_other_schedules_or_bad_inputs():
     assert plan_loss_curve(1e9, 20e9, 2.3, {**schedule, "kind": "cosine"}) is None
     assert plan_loss_curve(1e9, 20e9, float("nan"), schedule) is None
     assert plan_loss_curve(1e9, 0.0, 2.3, schedule) is None
+
+
+@pytest.mark.parametrize("aspect, run", [(5120 / 40, "PyGemma-2048x27_pretrain"), (300.0, "PyGemma-3072x12_pretrain"),
+                                         (30.0, "PyGemma-1536x50_pretrain")])
+def test_runs_of_the_same_size_are_told_apart_by_width_over_depth(aspect, run):
+    """The three ~2B Gemstones runs (1.90B-2.01B): an 11B plan takes the one whose width / depth is nearest its own."""
+    shapes = load_shapes()
+    assert nearest_shape(11e9, shapes, aspect)["run"] == run
+    assert nearest_shape(11e9, shapes)["run"] == "PyGemma-3072x12_pretrain"  # by size alone: the largest
+    assert nearest_shape(1e8, shapes, aspect)["params"] < 2e8  # shape never overrides size
