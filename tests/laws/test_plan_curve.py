@@ -92,3 +92,30 @@ def test_runs_of_the_same_size_are_told_apart_by_width_over_depth(aspect, run):
     assert nearest_shape(11e9, shapes, aspect)["run"] == run
     assert nearest_shape(11e9, shapes)["run"] == "PyGemma-3072x12_pretrain"  # by size alone: the largest
     assert nearest_shape(1e8, shapes, aspect)["params"] < 2e8  # shape never overrides size
+
+
+def test_shape_transfers_from_small_runs_to_held_out_large_ones(laws_dir):
+    """The design's premise, on data: a shape from another, smaller model, scaled to end at a run's true final
+    loss, gives that run's curve. For every Gemstones run of N > 600M (issue 14's split), take the shape of the
+    nearest run of N <= 600M (plan_curve's choice), evaluate it on the large run's own schedule (constant LR,
+    then its last cool-down, to 100B tokens), scale it to that cool-down's end and predict the run's constant-LR
+    checkpoints before it (10B-91B tokens). Measured: 0.81% mean absolute error over 59 checkpoints (max 4.4%,
+    at 10B tokens, every worst point the first and too low). Tolerance 1%, issue 14's bar for the annealing law.
+    In the planner the anchor is the law's L(N, D), whose own error comes on top."""
+    from planner.laws.curve_data import cooldown_schedule
+
+    runs = read_curves(str(laws_dir / "gemstones_hot_100b.jsonl"), str(laws_dir / "gemstones_cool_end.jsonl"))
+    shapes = load_shapes()
+    small = {**shapes, "runs": [r for r in shapes["runs"] if r["params"] <= 600e6]}
+    errors = []
+    for run in runs.values():
+        if run.params <= 600e6 or not run.cooldowns:
+            continue
+        shape = nearest_shape(run.params, small, run.width / run.depth)
+        last = run.cooldowns[-1]
+        f = shape_law(shape, shapes["decay"]).curve(cooldown_schedule(last))
+        before = run.hot_steps <= last.start_step
+        errors += list(last.loss / f[-1] * f[run.hot_steps[before] - 1] / run.hot_loss[before] - 1.0)
+    errors = np.array(errors)
+    assert errors.size > 50 and np.all(np.isfinite(errors))
+    assert np.mean(np.abs(errors)) <= 0.01
