@@ -300,6 +300,22 @@ def assumption_blocks(review: dict) -> list:
             ("h3", "Loss law"), _kv_table(law_rows), ("h3", "Constraints and search"), _kv_table(search)]
 
 
+def moe_blocks(review: dict) -> list:
+    """Dense or mixture of experts (--moe): the two best plans side by side under one pair of laws."""
+    view = review.get("moe")
+    if view is None:
+        return []
+    blocks = [("h2", "Dense or mixture of experts"),
+              ("p", view["header"] + ". Both sides are judged by the same pair of laws, fitted on the same data, so "
+                    "their losses compare with each other; they do not compare with the chosen plan's loss above, "
+                    "which comes from " + review["law"]["name"] + "."),
+              ("table", ["", *view["kinds"]], [list(row) for row in view["rows"]])]
+    blocks += [("p", view["verdict"] + ".")] if view["verdict"] else []
+    blocks += [("list", view["missing"])] if view["missing"] else []
+    blocks += [("list", view["warnings"])] if view["warnings"] else []
+    return blocks
+
+
 def document(review: dict) -> list:
     """The report as blocks: ("h1"|"h2"|"h3"|"p", text), ("list", items), ("table", headers, rows),
     ("figure", name, caption)."""
@@ -314,6 +330,7 @@ def document(review: dict) -> list:
                ("h2", "Chosen plan and runners-up"), *plans_table(review),
                ("p", "Runners-up are the best plans that differ materially (fewer GPUs, shorter wall-clock, dp only, "
                      "smaller or larger model). Loss in nats/token; the band is the law's 80% interval."),
+               *moe_blocks(review),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),
                ("h2", "Loss along training"), *loss_curve_blocks(review),
                ("h2", "Loss vs wall-clock"), *frontier_blocks(review),

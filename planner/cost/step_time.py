@@ -37,16 +37,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, hierarchy, kernels, offload
+from planner.cost import collectives, hierarchy, kernels, moe, offload
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
+from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
 from planner.model import training_flops_breakdown
 from planner.topology import group_links_arrays
-
-from planner.cost import moe  # noqa: E402 (mixture-of-experts parts, cost/moe.py)
-from planner.frameworks.moe import bubble_slots as moe_bubble_slots  # noqa: E402
 
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
 # Cross-entropy over the vocabulary is memory-bound and runs in fp32 (Megatron's
