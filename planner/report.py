@@ -16,7 +16,7 @@ from planner import __version__
 from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds
 
 GIB = 2.0**30
-FIGURES = ("isoflop", "frontier", "memory", "step_time", "scaling")
+FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling")
 
 
 def _layout(lay: dict) -> str:
@@ -142,6 +142,24 @@ def isoflop_blocks(review: dict) -> list:
              "The valley is flat: sizes near the minimum trade a few thousandths of a nat for faster or cheaper "
              "runs, which is why the search may pick one off the exact minimum. The shaded band is the "
              "law's 80% coefficient uncertainty; C/2 and 2C curves show what halving or doubling compute buys.")]
+
+
+def loss_curve_blocks(review: dict) -> list:
+    curve = review.get("loss_curve")
+    if not curve:
+        return [("p", "No loss curve: the plan's schedule is not one the curve model covers (WSD).")]
+    schedule = curve["schedule"]
+    rows = [[f"{100 * p['fraction']:.0f}%", human_count(p["tokens"]), f"{p['lr_fraction']:.2f}", f"{p['loss']:.4f}"]
+            for p in curve["points"] if round(100 * p["fraction"]) % 10 == 0]
+    return [("figure", "loss_curve", "Predicted loss along training under the plan's schedule."),
+            ("p", f"The plan's {schedule['kind'].upper()} schedule (warm-up {100 * schedule['warmup_fraction']:.0f}%, "
+                  f"{schedule['cooldown_shape']} cool-down over the last {100 * schedule['cooldown_fraction']:.0f}%). "
+                  f"What is anchored: only the last point, which is the loss law's prediction for the plan. The "
+                  f"{curve['source'].split('; level')[0]}; it is scaled by {curve['level_scale']:.3f} to end there. "
+                  "Read the shape (how much the cool-down buys, how early the curve flattens), not the early "
+                  "losses, as the prediction."),
+            ("table", ["progress", "tokens", "LR / peak", "loss"], rows),
+            *([("list", curve["warnings"])] if curve["warnings"] else [])]
 
 
 def frontier_blocks(review: dict) -> list:
@@ -314,6 +332,7 @@ def document(review: dict) -> list:
                      "smaller or larger model). Loss in nats/token; the band is the law's 80% interval."),
                *moe_blocks(review),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),
+               ("h2", "Loss along training"), *loss_curve_blocks(review),
                ("h2", "Loss vs wall-clock"), *frontier_blocks(review),
                *breakdown_blocks(review),
                ("h2", "MFU vs number of GPUs"), *scaling_blocks(review),

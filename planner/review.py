@@ -1,6 +1,7 @@
 """The numbers a capacity-planning review shows beyond the optimize result itself.
 
 - the iso-FLOP curve: loss vs model size at the chosen plan's compute C = 6·N·D, with the law's band;
+- the chosen plan's predicted loss curve under its schedule (as optimize computes it: planner.laws.plan_curve);
 - the loss-vs-wall-clock frontier, each point with its law band;
 - memory and step-time breakdowns of the chosen plan and the runners-up, as named parts;
 - MFU vs number of GPUs for the chosen model and token count (best layout at each GPU count);
@@ -308,6 +309,7 @@ def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: Op
         # Short names the table, the figures and their captions all use for the plans.
         "tags": ["plan"] + [f"R{i}" for i in range(1, len(plans))],
         "isoflop": isoflop_curve(law, result.plan),
+        "loss_curve": result.plan.get("loss_curve"),  # planner.laws.plan_curve, computed by optimize
         "frontier": frontier_with_band(law, result.pareto, seq_len, vocab),
         "lowest_loss": lowest_loss_point(result.pareto),
         "fit_range": fit_range_notes(law, result.plan),

@@ -23,7 +23,8 @@ from planner.cli import main  # noqa: E402
 from planner.report import FIGURES  # noqa: E402
 
 PROBLEM = ["--budget", "500gpuh", "--cluster", "dgx-a100-80gb"]
-SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Loss vs model size (iso-FLOP)", "Loss vs wall-clock",
+SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Loss vs model size (iso-FLOP)", "Loss along training",
+            "Loss vs wall-clock",
             "Memory per GPU", "Step time", "MFU vs number of GPUs", "Sensitivity", "Uncertainty", "Assumptions")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -236,6 +237,14 @@ def test_layout_text_shows_context_parallelism():
                 recompute="none")
     assert " cp" not in _layout(base)
     assert "dp4 cp2," in _layout({**base, "cp": 2})
+
+
+def test_loss_curve_ends_at_the_plans_predicted_loss(review):
+    data, _ = review
+    plan, curve = data["plans"][0], data["loss_curve"]
+    assert curve["points"][-1]["loss"] == pytest.approx(plan["predicted_loss"], rel=1e-12)
+    assert curve["points"][-1]["tokens"] == pytest.approx(plan["tokens"])
+    assert curve["schedule"]["cooldown_fraction"] == plan["hyperparameters"]["schedule"]["cooldown_fraction"]
 
 
 MOE_PROBLEM = ["--budget", "20000gpuh", "--gpus", "64", "--cluster", "dgx-h100"]
