@@ -289,6 +289,10 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
                f"{model.moe_layers} layers)" if model.is_moe else "")
     moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
                   if model.is_moe else "")
+    # Shown only when set, so the default header reads as before.
+    if model.is_moe and layout.moe_capacity_factor is not None:
+        moe_layout += f" capacity={layout.moe_capacity_factor:g}{' padded' if layout.moe_pad_to_capacity else ''}"
+    fp8_params = " fp8_param_gather=1" if layout.fp8_param_gather else ""
     lines = [
         f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
@@ -298,7 +302,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
         f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
         f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
-        + _hierarchy_text(layout),
+        + fp8_params + _hierarchy_text(layout),
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
