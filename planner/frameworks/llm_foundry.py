@@ -3,8 +3,10 @@
 Sources: mosaicml/llm-foundry, mosaicml/composer, pytorch/pytorch v2.1 torch/distributed/fsdp/*.py (below).
 The rows of llm-foundry's scripts/train/benchmarking/README.md were made with the code of their date:
 the H100 tables by mosaicml/llm-foundry@b2a43a1 (2023-10-19, PR #543; sweep.sh: image
-`mosaicml/pytorch:2.1.0_cu121`, composer >= 0.16.4, < 0.17 in setup.py), the A100 tables earlier with the
-same model code and yamls. Composer's FSDP defaults are read at mosaicml/composer@28cc4ca (2023-10-13).
+`mosaicml/pytorch:2.1.0_cu121`, composer >= 0.16.4, < 0.17 in setup.py; its A100-80GB amp_bf16 rows
+re-run then), the A100-40GB table and the A100-80GB 70B rows ("bf16 PURE") already at llm-foundry@300cc5c
+(2023-05-03), whose yamls also set attn_impl: triton and limit_all_gathers: true. Composer's FSDP
+defaults are read at mosaicml/composer@28cc4ca (2023-10-13).
 
 - Units: Composer wraps each block the model's `fsdp_wrap_fn` names (MPTBlock,
   llmfoundry/models/mpt/modeling_mpt.py:478) and the root FSDP instance keeps the rest (embedding, final
