@@ -87,6 +87,21 @@ def test_run_to_config_derives_dp_from_gpus():
     assert layout.dp == 16 and cluster.name == "dgx-a100-80gb"
 
 
+@pytest.mark.parametrize("cell, expected", [("", None), ("0", False), ("1", True)])
+def test_run_to_config_reads_the_gradient_reduce_dtype(cell, expected):
+    """Composer's FSDP mixed_precision PURE reduces in bf16 (the llm-foundry A100-40GB table): column
+    grad_reduce_in_fp32 = 0; empty keeps the framework's default (llm-foundry: fp32, Composer DEFAULT)."""
+    run = MeasuredRun(id="r", cluster="dgx-a100-40gb", gpus=8, layers=24, hidden=2048, heads=16, seq_len=2048,
+                      vocab=50368, zero=3, micro_batch=2, global_batch=16,
+                      extra={"framework": "llm-foundry", "grad_reduce_in_fp32": cell})
+    _, layout, _ = run_to_config(run)
+    assert layout.grad_reduce_in_fp32 is expected
+    bad = MeasuredRun(id="r", cluster="dgx-a100-40gb", gpus=8, layers=24, hidden=2048, heads=16, seq_len=2048,
+                      vocab=50368, micro_batch=2, global_batch=16, extra={"grad_reduce_in_fp32": "fp32"})
+    with pytest.raises(PlannerInputError, match="grad_reduce_in_fp32"):
+        run_to_config(bad)
+
+
 def test_run_to_config_errors_are_one_line():
     run = MeasuredRun(id="r", cluster="dgx-a100-80gb", layers=24, hidden=2048, heads=16, seq_len=2048, vocab=50257,
                       tp=3, micro_batch=1, global_batch=8, origin="runs.csv:7")
