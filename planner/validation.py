@@ -113,6 +113,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
         "dtype": run.dtype or "bf16", "flash_attention": _switch(run, "flash_attention", where),
         "framework": framework, "tp_comm_overlap": _switch(run, "tp_comm_overlap", where),
         "dp_comm_overlap": _switch(run, "dp_comm_overlap", where),
+        "grad_reduce_in_fp32": _switch(run, "grad_reduce_in_fp32", where),
         **{column: parse(run, column, where) for column, parse in HIERARCHY_COLUMNS.items()},
     }
     unknown = tuple(name for name in INFERABLE if fields.get(name) is None)

@@ -15,10 +15,13 @@ from planner.model import PRESETS
 
 
 def test_the_stacks_the_runs_csv_names():
-    """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other; then MegaScale (issue 16) and
-    DeepSpeed's ZeRO-3 of 2021 (deepspeed-v0.3), appended last so that the codes of the others stay as they were."""
-    assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other", "megascale", "deepspeed-v0.3"}
+    """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other; then MegaScale (issue 16),
+    DeepSpeed's ZeRO-3 of 2021 (deepspeed-v0.3) and llm-foundry (FSDP1 under Composer, issue 11), appended last
+    so that the codes of the others stay as they were."""
+    assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other", "megascale", "deepspeed-v0.3",
+                                    "llm-foundry"}
     assert FRAMEWORK_NAMES[:6] == ("megatron", "deepspeed", "fsdp", "jax", "other", "megascale")
+    assert FRAMEWORK_NAMES[6:] == ("deepspeed-v0.3", "llm-foundry")
 
 
 def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
@@ -34,9 +37,9 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
         check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed-v0.3", zero=3, dp=16, zero_hpz=8))
 
 
-@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale", "deepspeed_v03"])
+@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale", "deepspeed_v03", "llm-foundry"])
 def test_every_stack_cites_its_source(name):
-    doc = importlib.import_module(f"planner.frameworks.{name}").__doc__
+    doc = importlib.import_module(f"planner.frameworks.{name.replace('-', '_')}").__doc__
     assert "Sources" in doc and (".py" in doc or ".yml" in doc or ".md" in doc)
 
 
@@ -55,6 +58,9 @@ def test_arrays_follow_the_codes_per_candidate():
     (dict(framework="megatron", zero=1, offload="optimizer"), "no optimizer/parameter offload"),
     (dict(framework="deepspeed", tp=2, tp_comm_overlap=True), "cannot overlap tensor-parallel communication"),
     (dict(framework="fsdp", tp=2, tp_comm_overlap=True), "only with sequence parallelism"),
+    (dict(framework="llm-foundry", tp=2, zero=3), "no tensor parallelism"),
+    (dict(framework="llm-foundry", pp=2, dp=2, zero=3, global_batch=4), "no pipeline parallelism"),
+    (dict(framework="llm-foundry", zero=1), "supports stages"),
 ])
 def test_a_layout_the_stack_cannot_run_is_refused(layout, reason):
     with pytest.raises(PlannerInputError, match=reason):

@@ -43,8 +43,14 @@ ATTENTION_KERNELS = (
     AttentionKernel("flash3", "h100", H100_PEAK_FLOPS, f"{FA3} Figs. 5-6 'FlashAttention-3'"),
     AttentionKernel("cudnn", "h100", H100_PEAK_FLOPS, f"{FA3} Figs. 5-6 'cuDNN'"),
     AttentionKernel("unfused", "h100", H100_PEAK_FLOPS, f"{FA3} Figs. 5-6 'Standard attention'"),
+    # The FlashAttention Triton kernel (flash_attn/flash_attn_triton.py on triton 2.0.0.dev20221202, which
+    # llm-foundry copies as `attn_impl: triton`, llmfoundry/models/layers/flash_attn_triton.py).
+    AttentionKernel("triton", "a100", A100_PEAK_FLOPS, f"{FA2} Fig. 4 'FlashAttention Triton' (fwd+bwd only)"),
+    AttentionKernel("triton", "h100", H100_PEAK_FLOPS,
+                    f"derived: {FA2} Fig. 7 'FlashAttention' x Fig. 4 'FlashAttention Triton'/'FlashAttention'"),
 )
-UNFUSED_A100, FLASH2_A100, FLASH2_H100, FLASH3_H100, CUDNN_H100, UNFUSED_H100 = range(len(ATTENTION_KERNELS))
+(UNFUSED_A100, FLASH2_A100, FLASH2_H100, FLASH3_H100, CUDNN_H100, UNFUSED_H100,
+ TRITON_A100, TRITON_H100) = range(len(ATTENTION_KERNELS))
 DIRECTIONS = ("forward", "backward")
 FORWARD, BACKWARD = 0, 1
 BACKWARD_FLOPS_RATIO = 2.5  # 5 GEMMs (dV, dP, dS->dQ, dK, recompute S) against the forward's 2
@@ -58,13 +64,37 @@ HEAD_DIMS = (64, 128, 256)
 # digitised from bar height (marked *, about +-2%).
 _ = np.nan
 _NONE = [_] * 6
-# Dao 2023 Fig. 4 = flash-attention README asset flash2_a100_fwd_bwd_benchmark.png (A100 80GB SXM4).
-_A100_FWD_BWD = {
+# Kernels published fwd+bwd only. Dao 2023 Fig. 4 = flash-attention README asset
+# flash2_a100_fwd_bwd_benchmark.png (A100 80GB SXM4); the H100 Triton row is derived (below).
+_FWD_BWD_ONLY = {
     UNFUSED_A100: [[[36, 40, 43, 45, 46, _], [53, 67, 76, 79, 86, _], _NONE],
                    [[15, 16, 17, 18, 18, _], [23, 28, 32, 32, 34, _], _NONE]],
     FLASH2_A100: [[[132, 153, 162, 171, 175, 176], [151, 173, 187, 196, 201, 203], _NONE],  # 151*
                   [[88, 119, 140, 156, 165, 171], [99, 133, 155, 173, 182, 189], _NONE]],
+    TRITON_A100: [[[90, 102, 98, 98, 100, 100], [78, 85, 90, 93, 95, 95], _NONE],
+                  [[59, 75, 79, 76, 79, 80], [50, 61, 68, 74, 78, 80], _NONE]],
 }
+# FlashAttention (v1, CUDA) fwd+bwd in the same figures: Dao 2023 Fig. 4 (A100) and Fig. 7 (H100 80GB SXM5,
+# README asset flash2_h100_fwd_bwd_benchmark.png), [no mask, causal] x [hd 64, hd 128] x SEQ_LENS.
+FLASH1_FWD_BWD_ONLY = [[[91, 92, 104, 108, 110, 110], [76, 72, 76, 80, 82, 83]],
+                       [[58, 70, 77, 87, 92, 97], [55, 62, 69, 76, 80, 83]]]
+FLASH1_H100_FWD_BWD = [[[157, 159, 161, 161, 166, 168], [127, 127, 128, 131, 137, 139]],
+                       [[104, 123, 136, 138, 149, 156], [98, 109, 108, 126, 135, 137]]]
+
+
+def _triton_h100_fwd_bwd() -> list:
+    """The Triton kernel on H100 has no published benchmark. Both it (Triton 2.0 pre-MLIR, Ampere mma.sync
+    code; llm-foundry builds it for sm90 from vchiley/triton@triton_pre_mlir_sm90, setup.py at
+    mosaicml/llm-foundry@b2a43a1) and FlashAttention v1 predate Hopper's wgmma, and the kernel's docstring
+    says its "forward + backward is slightly slower than CUDA" FlashAttention. Derived: FA1's H100 figure
+    times the Triton/FA1 ratio both reach on A100 (Fig. 4), point by point."""
+    triton = np.array(_FWD_BWD_ONLY[TRITON_A100][0][:2] + _FWD_BWD_ONLY[TRITON_A100][1][:2], dtype=float)
+    ratio = triton.reshape(2, 2, -1) / np.array(FLASH1_FWD_BWD_ONLY, dtype=float)
+    derived = ratio * np.array(FLASH1_H100_FWD_BWD, dtype=float)
+    return [[list(derived[0, 0]), list(derived[0, 1]), _NONE], [list(derived[1, 0]), list(derived[1, 1]), _NONE]]
+
+
+_FWD_BWD_ONLY[TRITON_H100] = _triton_h100_fwd_bwd()
 # Shah et al. 2024 Fig. 5 (forward, H100 80GB SXM5, fp16) = flash-attention README asset flash3_fp16_fwd.png.
 _H100_FORWARD = {
     UNFUSED_H100: [[[52, 63, 67, 72, 73, _], [74, 100, 119, 133, 139, _], _NONE],
@@ -122,9 +152,11 @@ def _build_tflops() -> np.ndarray:
         table[k] = fwd, bwd
     # A100 publishes fwd+bwd only: split at the forward/backward ratio the same code reaches on H100
     # (FA3 paper Figs. 5-6, no mask), for both masks.
-    for k, ratio_kernel in ((FLASH2_A100, FLASH2_H100), (UNFUSED_A100, UNFUSED_H100)):
+    # The Triton kernel has no H100 forward/backward split either: split at FA2's (assumed).
+    for k, ratio_kernel in ((FLASH2_A100, FLASH2_H100), (UNFUSED_A100, UNFUSED_H100), (TRITON_A100, FLASH2_H100),
+                            (TRITON_H100, FLASH2_H100)):
         ratio = table[ratio_kernel, FORWARD, 0] / table[ratio_kernel, BACKWARD, 0]
-        table[k] = [_fill_unpublished(t) for t in _split_fwd_bwd(np.array(_A100_FWD_BWD[k], dtype=float), ratio)]
+        table[k] = [_fill_unpublished(t) for t in _split_fwd_bwd(np.array(_FWD_BWD_ONLY[k], dtype=float), ratio)]
     return table
 
 

@@ -21,7 +21,8 @@ the slowest stage sets the pace:
                    framework overlaps it (Megatron's distributed optimizer), else exposed;
   pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
                    slowest stage, with p2p sends hidden where the framework overlaps them.
-Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded).
+Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded), and for
+PyTorch FSDP1 the flat-parameter passes over HBM (cast, assemble, divide the gradients; `flat_param`).
 Mixture-of-experts layers (only in batches with MoE models; `cost/moe.py`) add, averaged over the layers,
 the experts' grouped GEMMs, the router and the token permutation, the dispatch/combine all-to-all over the
 ep group (exposed, or hidden behind the other micro-batch where the layout overlaps it), the experts'
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, hierarchy, kernels, moe, offload, zero3_fetch
+from planner.cost import collectives, flat_param, hierarchy, kernels, moe, offload, zero3_fetch
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
@@ -163,7 +164,8 @@ def attention_kernel_codes(batch: CandidateBatch, cluster: ClusterSpec):
     if gpu is None:
         return np.full(len(batch), -1)
     per_framework = np.array([
-        kernels.attention_kernel_code(FRAMEWORKS[fw].attention_kernel_hopper if gpu == "h100" else "flash2", gpu)
+        kernels.attention_kernel_code(FRAMEWORKS[fw].attention_kernel_hopper if gpu == "h100"
+                                      else FRAMEWORKS[fw].attention_kernel_ampere, gpu)
         for fw in FRAMEWORK_NAMES])
     return per_framework[batch.framework.astype(int)]
 
@@ -638,6 +640,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "offload_copies": offload_copies + offload_fetch,
         "overhead": pace(per_layer["overhead"]) + m * eff.microbatch_overhead_s + eff.step_overhead_s,
     }
+    if (fw["flat_param_passes"] > 0).any():  # FSDP1's flat-parameter HBM passes (cost/flat_param.py)
+        parts["flat_param_passes"] = flat_param.seconds_per_step(
+            batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)
     if moe_layer is not None:
         expert_params = moe.expert_params_per_gpu(batch, dp_layers)
         expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)

@@ -19,13 +19,14 @@ from planner.frameworks.deepspeed import DEEPSPEED
 from planner.frameworks.deepspeed_v03 import DEEPSPEED_V03
 from planner.frameworks.fsdp import FSDP
 from planner.frameworks.jax import JAX
+from planner.frameworks.llm_foundry import LLM_FOUNDRY
 from planner.frameworks.megascale import MEGASCALE
 from planner.frameworks.megatron import MEGATRON
 from planner.frameworks.other import OTHER
 
 # New stacks go at the end: a stack's code is its position, stored in candidate batches.
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSDP, JAX, OTHER, MEGASCALE,
-                                                               DEEPSPEED_V03)}
+                                                               DEEPSPEED_V03, LLM_FOUNDRY)}
 FRAMEWORK_NAMES = tuple(FRAMEWORKS)
 FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
 _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))
@@ -64,6 +65,10 @@ def unsupported_features(framework: str, layout) -> list[str]:
     """The features of `layout` this stack cannot run, each with the reason (empty when it can)."""
     stack = FRAMEWORKS[framework]
     problems = []
+    if layout.tp > 1 and not stack.supports_tensor_parallel:
+        problems.append(f"tp({layout.tp}) > 1: {framework} has no tensor parallelism")
+    if layout.pp > 1 and not stack.supports_pipeline:
+        problems.append(f"pp({layout.pp}) > 1: {framework} has no pipeline parallelism")
     if layout.vpp > 1 and not stack.supports_interleaving:
         problems.append(f"vpp({layout.vpp}) > 1: {framework} has no interleaved pipeline schedule")
     if layout.cp > 1 and not stack.supports_context_parallel:

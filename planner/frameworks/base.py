@@ -71,8 +71,10 @@ class Framework:
     replicated_dp_alone: bool = False
     dtypes: frozenset = frozenset({"bf16", "fp16", "fp8", "fp32"})
     # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);
-    # every stack runs FlashAttention-2 on Ampere.
+    # on Ampere, attention_kernel_ampere.
     attention_kernel_hopper: str = "flash2"
+    # The same on Ampere (A100 / A800): FlashAttention-2 unless the stack ran another kernel.
+    attention_kernel_ampere: str = "flash2"
     # Bucket growth with the data-parallel size, elements per rank (the bucket is the larger of this x dp
     # and grad_bucket_elements), so per-call ring latency over many ranks stays amortised.
     grad_bucket_elements_per_rank: float = 0.0
@@ -129,3 +131,11 @@ class Framework:
     # micro-batch's reduce-scatter (FSDP2 HSDP under torchtitan) rather than once at the accumulation
     # boundary (DeepSpeed MiCS, mics.py:432-440).
     replica_reduce_every_microbatch: bool = False
+    # PyTorch FSDP1 (FullyShardedDataParallel with FlatParameter): every micro-batch's backward makes extra
+    # HBM passes over each unit's whole unsharded gradient (assembled from the per-parameter views, cast to
+    # the reduce dtype, pre-divided) and over its shard (sharded parameter cast before each all-gather,
+    # post-divide, accumulation); bytes in cost/flat_param.py.
+    flat_param_passes: bool = False
+    # Tensor and pipeline parallelism (Composer 0.16 / llm-foundry v0.3 shard with FSDP alone).
+    supports_tensor_parallel: bool = True
+    supports_pipeline: bool = True

@@ -1,4 +1,4 @@
-"""PyTorch FSDP / FSDP2 (torchtitan; Composer / llm-foundry).
+"""PyTorch FSDP2 (torchtitan). FSDP1 as MosaicML llm-foundry / Composer ran it: llm_foundry.py.
 
 Sources: pytorch/torchtitan@b5bcd76c, pytorch/pytorch.
 - torchtitan keeps sharded parameters in fp32 (`training.dtype = "float32"`), all-gathers them in bf16

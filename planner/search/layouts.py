@@ -210,6 +210,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         ((zero == 0) | (dp > 1)) & ((pp == 1) | (zero <= stack("max_zero_with_pipeline")))
         & ~((stack("replicated_dp_alone") > 0) & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))
         & ((vpp == 1) | (stack("supports_interleaving") > 0)) & ((cp == 1) | (stack("supports_context_parallel") > 0))
+        & ((tp == 1) | (stack("supports_tensor_parallel") > 0)) & ((pp == 1) | (stack("supports_pipeline") > 0))
     )
     keep = np.flatnonzero(keep)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)

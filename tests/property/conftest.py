@@ -45,16 +45,21 @@ def models(draw, max_layers: int = 24) -> ModelSpec:
 def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     """A layout that passes check_layout for `model` and fits the cluster's GPU count and dtypes."""
     capacity = min(MAX_GPUS, cluster.max_nodes * cluster.gpus_per_node)
-    tp = fixed.get("tp", draw(st.sampled_from([d for d in _divisors(model.heads) if d <= min(16, capacity)])))
-    # Stacks that can run what the caller fixed (a ZeRO stage, plain replicated data parallelism).
+    # Stacks that can run what the caller fixed (a ZeRO stage, plain replicated data parallelism, tp or pp).
     zero_fixed = fixed.get("zero")
-    stacks = [name for name in FRAMEWORK_NAMES if zero_fixed is None or (
-        zero_fixed in FRAMEWORKS[name].zero_stages and not (zero_fixed == 0 and FRAMEWORKS[name].replicated_dp_alone))]
+    stacks = [name for name in FRAMEWORK_NAMES if (zero_fixed is None or (
+        zero_fixed in FRAMEWORKS[name].zero_stages and not (zero_fixed == 0 and FRAMEWORKS[name].replicated_dp_alone)))
+        and (fixed.get("tp", 1) == 1 or FRAMEWORKS[name].supports_tensor_parallel)
+        and (fixed.get("pp", 1) == 1 or FRAMEWORKS[name].supports_pipeline)
+        and (fixed.get("cp", 1) == 1 or FRAMEWORKS[name].supports_context_parallel)
+        and (fixed.get("vpp", 1) == 1 or FRAMEWORKS[name].supports_interleaving)]
     framework = fixed.get("framework", draw(st.sampled_from(stacks)))
     stack = FRAMEWORKS[framework]
+    tp_options = [d for d in _divisors(model.heads) if d <= min(16, capacity) and (d == 1 or stack.supports_tensor_parallel)]
+    tp = fixed.get("tp", draw(st.sampled_from(tp_options)))
     # Stages may be uneven (layout.stage_layers); each virtual stage needs a layer.
     pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
-    if zero_fixed is not None and zero_fixed > stack.max_zero_with_pipeline:
+    if (zero_fixed is not None and zero_fixed > stack.max_zero_with_pipeline) or not stack.supports_pipeline:
         pp_options = [1]
     pp = fixed.get("pp", draw(st.sampled_from(pp_options)))
     vpp_options = [v for v in (1, 2, 3, 4)
