@@ -13,7 +13,7 @@ from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.hardware import DEFAULT_CLUSTER
 
-MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
+MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
@@ -37,6 +37,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
         group.add_argument(f"--{key}", type=whole_number(), help=CONFIG_HELP[key])
     group.add_argument("--mlp", choices=["gelu", "swiglu"], help=CONFIG_HELP["mlp"])
+    group.add_argument("--attention-window", type=whole_number(),
+                       help="sliding-window attention: keys each query attends, itself included (Mistral, Gemma 2, "
+                            "MegaScale; default: full causal attention)")
     group.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help=CONFIG_HELP["zero"] + " (default 0)")
     group.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"], help=CONFIG_HELP["offload"] + " (default none)")
     group.add_argument("--offload-device", choices=["cpu", "nvme"], help=CONFIG_HELP["offload-device"] + " (default cpu)")
@@ -286,7 +289,8 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
                   if model.is_moe else "")
     lines = [
         f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
-        f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
+        f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}"
+        + (f" window={model.attention_window}" if model.attention_window else ""),
         f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
         f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
         f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "

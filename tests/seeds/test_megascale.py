@@ -7,7 +7,9 @@ MFU, 15% on the ratio (issue 16's acceptance table); the effective training time
 
 Configurations. The paper's text beyond its abstract was not in the stored corpora this was written from,
 so its settings are as recalled and flagged where assumed:
-- Model: GPT-3 175B's shape (96 layers, hidden 12288, 96 heads: Brown et al. 2020 Table 2.1), sequence 2048;
+- Model: GPT-3 175B's shape (96 layers, hidden 12288, 96 heads: Brown et al. 2020 Table 2.1), sequence 2048,
+  full causal attention (section 3.1 names sliding-window attention among MegaScale's techniques but, as
+  recalled, gives no window size for this job; any window of 2048 or more is the same job);
   vocabulary 51,200 (assumed: GPT-3's 50,257 BPE padded to Megatron's multiple of 128 x tp).
 - Job (Table 2): 12,288 GPUs, global batch 6,144 sequences. Layout tp 8 x pp 8 x dp 192 with sequence
   parallelism (section 3.2 overlaps TP/SP communication), micro-batch 1 (assumed), interleaved 1F1B
