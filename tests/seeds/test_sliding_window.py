@@ -107,3 +107,21 @@ def test_simulate_flag_and_config_key(capsys, tmp_path):
     config.write_text("attention_window: 0\n")
     assert main(base + ["--config", str(config)]) == 2
     assert "attention_window" in capsys.readouterr().err
+
+
+def test_a_mixed_batch_scores_each_model_as_alone(h100):
+    """Windowed and full-attention models (an MLA MoE among them) in one vectorised batch: each row is what the
+    scalar path gives it (the window column is inf for the full-attention rows)."""
+    from planner.cost.step_time import step_time
+    from planner.layout import layouts_batch, single_batch
+
+    deepseek = preset("deepseek-v3").model_copy(update={"layers": 8, "moe_first_dense": 1, "mtp_layers": 0})
+    models = [LLAMA, windowed(1024), windowed(512, deepseek), deepseek]
+    layouts = [make_layout(tp=2, dp=4, global_batch=32, framework="megatron", cp=c) for c in (1, 2, 1, 1)]
+    layouts[2:] = [make_layout(tp=8, ep=8, dp=8, global_batch=64, framework="megatron")] * 2
+    batch = step_time(layouts_batch(models, layouts), h100)
+    for i, (model, layout) in enumerate(zip(models, layouts)):
+        alone = step_time(single_batch(model, layout), h100)
+        assert batch["step_time_s"][i] == pytest.approx(alone["step_time_s"][0], rel=1e-12)
+        assert batch["mfu"][i] == pytest.approx(alone["mfu"][0], rel=1e-12)
+    assert batch["step_time_s"][2] < batch["step_time_s"][3]
