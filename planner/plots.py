@@ -86,6 +86,31 @@ def isoflop(data: dict, n_definition: str) -> bytes:
     return _png(figure)
 
 
+def loss_curve(curve: dict) -> bytes:
+    """The chosen plan's predicted loss against tokens, with the LR schedule on a second axis and the anchored
+    end point marked (planner.laws.plan_curve)."""
+    figure, ax = _figure()
+    points = curve["points"]
+    tokens = np.array([p["tokens"] for p in points])
+    loss = np.array([p["loss"] for p in points])
+    cooldown_start = tokens[-1] * (1.0 - curve["schedule"]["cooldown_fraction"])
+    ax.axvspan(cooldown_start, tokens[-1], color="0.9", lw=0, label="cool-down")
+    ax.plot(tokens, loss, "o-", color=CURVE_COLOR, ms=3, lw=2, label=f"predicted loss (shape: {curve['shape_run']})")
+    ax.plot(tokens[-1], loss[-1], "*", color=PLAN_COLOR, ms=15, zorder=5, label="anchored: the loss law's L(N, D)")
+    lr = ax.twinx()
+    lr.plot(tokens, [p["lr_fraction"] for p in points], ":", color="0.4", lw=1.2)
+    lr.set_ylim(0, 1.6)
+    lr.set_ylabel("LR / peak (dotted)")
+    ax.xaxis.set_major_formatter(_count_formatter())
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("predicted loss (nats/token)")
+    ax.set_title("Loss along training under the plan's schedule (only the end point is the law's)")
+    ax.set_ylim(loss[-1] - 0.05 * (loss[0] - loss[-1]) - 0.01, loss[0] + 0.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    return _png(figure)
+
+
 RUNNER_UP_MARKERS = ("s", "D", "^", "v", "P", "X", "h")
 
 
@@ -208,6 +233,7 @@ def all_figures(review: dict) -> dict[str, bytes]:
     bar_names = [_plan_label(tag, plan) for tag, plan in zip(tags, plans)]
     return {
         "isoflop": isoflop(review["isoflop"], review["law"]["n_definition"]),
+        **({"loss_curve": loss_curve(review["loss_curve"])} if review.get("loss_curve") else {}),
         "frontier": frontier(review["frontier"], plans, tags, review["constraints"]["deadline_s"] / 86400.0),
         "memory": memory([(name, parts, total) for name, (_, parts, total) in zip(bar_names, review["memory"])],
                          plans[0]["hbm_bytes"]),

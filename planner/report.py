@@ -16,7 +16,7 @@ from planner import __version__
 from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds
 
 GIB = 2.0**30
-FIGURES = ("isoflop", "frontier", "memory", "step_time", "scaling")
+FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling")
 
 
 def _layout(lay: dict) -> str:
@@ -145,6 +145,24 @@ def isoflop_blocks(review: dict) -> list:
              "The valley is flat: sizes near the minimum trade a few thousandths of a nat for faster or cheaper "
              "runs, which is why the search may pick one off the exact minimum. The shaded band is the "
              "law's 80% coefficient uncertainty; C/2 and 2C curves show what halving or doubling compute buys.")]
+
+
+def loss_curve_blocks(review: dict) -> list:
+    curve = review.get("loss_curve")
+    if not curve:
+        return [("p", "No loss curve: the plan's schedule is not one the curve model covers (WSD).")]
+    schedule = curve["schedule"]
+    rows = [[f"{100 * p['fraction']:.0f}%", human_count(p["tokens"]), f"{p['lr_fraction']:.2f}", f"{p['loss']:.4f}"]
+            for p in curve["points"] if round(100 * p["fraction"]) % 10 == 0]
+    return [("figure", "loss_curve", "Predicted loss along training under the plan's schedule."),
+            ("p", f"The plan's {schedule['kind'].upper()} schedule (warm-up {100 * schedule['warmup_fraction']:.0f}%, "
+                  f"{schedule['cooldown_shape']} cool-down over the last {100 * schedule['cooldown_fraction']:.0f}%). "
+                  f"What is anchored: only the last point, which is the loss law's prediction for the plan. The "
+                  f"{curve['source'].split('; level')[0]}; it is scaled by {curve['level_scale']:.3f} to end there. "
+                  "Read the shape (how much the cool-down buys, how early the curve flattens), not the early "
+                  "losses, as the prediction."),
+            ("table", ["progress", "tokens", "LR / peak", "loss"], rows),
+            *([("list", curve["warnings"])] if curve["warnings"] else [])]
 
 
 def frontier_blocks(review: dict) -> list:
@@ -285,6 +303,22 @@ def assumption_blocks(review: dict) -> list:
             ("h3", "Loss law"), _kv_table(law_rows), ("h3", "Constraints and search"), _kv_table(search)]
 
 
+def moe_blocks(review: dict) -> list:
+    """Dense or mixture of experts (--moe): the two best plans side by side under one pair of laws."""
+    view = review.get("moe")
+    if view is None:
+        return []
+    blocks = [("h2", "Dense or mixture of experts"),
+              ("p", view["header"] + ". Both sides are judged by the same pair of laws, fitted on the same data, so "
+                    "their losses compare with each other; they do not compare with the chosen plan's loss above, "
+                    "which comes from " + review["law"]["name"] + "."),
+              ("table", ["", *view["kinds"]], [list(row) for row in view["rows"]])]
+    blocks += [("p", view["verdict"] + ".")] if view["verdict"] else []
+    blocks += [("list", view["missing"])] if view["missing"] else []
+    blocks += [("list", view["warnings"])] if view["warnings"] else []
+    return blocks
+
+
 def document(review: dict) -> list:
     """The report as blocks: ("h1"|"h2"|"h3"|"p", text), ("list", items), ("table", headers, rows),
     ("figure", name, caption)."""
@@ -299,7 +333,9 @@ def document(review: dict) -> list:
                ("h2", "Chosen plan and runners-up"), *plans_table(review),
                ("p", "Runners-up are the best plans that differ materially (fewer GPUs, shorter wall-clock, dp only, "
                      "smaller or larger model). Loss in nats/token; the band is the law's 80% interval."),
+               *moe_blocks(review),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),
+               ("h2", "Loss along training"), *loss_curve_blocks(review),
                ("h2", "Loss vs wall-clock"), *frontier_blocks(review),
                *breakdown_blocks(review),
                ("h2", "MFU vs number of GPUs"), *scaling_blocks(review),

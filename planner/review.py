@@ -1,10 +1,12 @@
 """The numbers a capacity-planning review shows beyond the optimize result itself.
 
 - the iso-FLOP curve: loss vs model size at the chosen plan's compute C = 6·N·D, with the law's band;
+- the chosen plan's predicted loss curve under its schedule (as optimize computes it: planner.laws.plan_curve);
 - the loss-vs-wall-clock frontier, each point with its law band;
 - memory and step-time breakdowns of the chosen plan and the runners-up, as named parts;
 - MFU vs number of GPUs for the chosen model and token count (best layout at each GPU count);
-- every assumption: cluster spec (and whether it is calibrated), law, constraints, search settings.
+- every assumption: cluster spec (and whether it is calibrated), law, constraints, search settings;
+- with --moe, the best dense and the best mixture-of-experts plan side by side (moe_comparison).
 
 Sensitivity re-runs live in planner/sensitivity.py. planner/report.py turns this into text and plots.
 """
@@ -243,12 +245,57 @@ def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
     return out
 
 
+def _moe_layout_text(side) -> str:
+    lay = side.layout
+    text = f"tp{lay.tp} pp{lay.pp} dp{lay.dp} z{lay.zero} mb{lay.micro_batch}"
+    return text + (f" ep{lay.ep}" if side.kind == "moe" else "")
+
+
+def moe_comparison(comparison) -> dict:
+    """The dense-vs-MoE answer of `optimize --budget B --moe` (planner.search.moe_budget.MoEComparison) as
+    plain rows: one column per side that has a plan, the winner and by how much, the laws' warnings."""
+    from planner.render import human_count
+
+    sides = [s for s in (comparison.dense, comparison.moe) if s is not None]
+    rows = [
+        ("model", *(s.model.name for s in sides)),
+        ("parameters (total)", *(human_count(s.model.total_params) for s in sides)),
+        ("parameters (active)", *(human_count(s.model.total_active_params) for s in sides)),
+        ("experts x top-k", *(f"{s.model.moe_experts} x {s.model.moe_top_k} (G {s.granularity:g})" if s.kind == "moe"
+                             else "dense" for s in sides)),
+        ("tokens", *(human_count(s.tokens) for s in sides)),
+        ("layout", *(_moe_layout_text(s) for s in sides)),
+        ("step time", *(f"{s.step_time_s:.2f} s" for s in sides)),
+        ("MFU", *(f"{100 * s.mfu:.1f}%" for s in sides)),
+        ("predicted loss", *(f"{s.loss:.3f}" for s in sides)),
+        ("inference GFLOP/token", *(f"{s.inference_flops_per_token / 1e9:.0f}" for s in sides)),
+        ("law", *(s.law for s in sides)),
+    ]
+    verdict = None
+    if comparison.dense is not None and comparison.moe is not None:
+        d, m = comparison.dense, comparison.moe
+        better = "MoE" if m.loss < d.loss else "dense"
+        verdict = (f"{better} wins by {abs(d.loss - m.loss):.3f} nats of predicted loss; the MoE serves a token at "
+                   f"{m.inference_flops_per_token / d.inference_flops_per_token:.2f}x the dense model's FLOPs "
+                   f"(its {human_count(m.model.total_params)} parameters must all be in memory)")
+    missing = [kind for kind, side in (("dense", comparison.dense), ("MoE", comparison.moe)) if side is None]
+    return {
+        "header": (f"budget {comparison.gpu_seconds / 3600:,.0f} GPU-hours on {comparison.gpus} GPUs of "
+                   f"{comparison.cluster.name} for {comparison.wall_s / 86400:.1f} days; losses from Krajewski et al. "
+                   f"2024 (dense eq. 1 and MoE eq. 9, C4)"),
+        "kinds": [s.kind for s in sides], "rows": rows, "verdict": verdict,
+        "missing": [f"no {kind} model of the family fits a layout on {comparison.gpus} GPUs" for kind in missing],
+        "warnings": list(dict.fromkeys(w for s in sides for w in s.warnings)),
+    }
+
+
 def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: OptimizeResult, *, dtype: str,
                  batch_rule: str, seq_len: int, vocab: int, sensitivity: list | None = None,
-                 command: str = "") -> dict:
-    """Everything the report renders, as plain data."""
+                 command: str = "", moe=None) -> dict:
+    """Everything the report renders, as plain data; `moe` is the dense-vs-MoE comparison (--moe) or None."""
     review = {
         "command": command, "status": result.status, "result": result,
+        "moe": None if moe is None else moe_comparison(moe),
         "cluster": cluster_assumptions(cluster, dtype), "law": law_assumptions(law),
         "constraints": {**result.assumptions, "gpus": constraints.gpus, "max_gpus": constraints.max_gpus,
                         "batch_rule_text": BATCH_RULES.get(batch_rule, batch_rule)},
@@ -262,6 +309,7 @@ def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: Op
         # Short names the table, the figures and their captions all use for the plans.
         "tags": ["plan"] + [f"R{i}" for i in range(1, len(plans))],
         "isoflop": isoflop_curve(law, result.plan),
+        "loss_curve": result.plan.get("loss_curve"),  # planner.laws.plan_curve, computed by optimize
         "frontier": frontier_with_band(law, result.pareto, seq_len, vocab),
         "lowest_loss": lowest_loss_point(result.pareto),
         "fit_range": fit_range_notes(law, result.plan),

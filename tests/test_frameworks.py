@@ -15,13 +15,26 @@ from planner.model import PRESETS
 
 
 def test_the_stacks_the_runs_csv_names():
-    """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other; and MegaScale (issue 16), appended
-    last so that the codes of the others stay as they were."""
-    assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other", "megascale"}
-    assert FRAMEWORK_NAMES[:5] == ("megatron", "deepspeed", "fsdp", "jax", "other")
+    """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other; then MegaScale (issue 16) and
+    DeepSpeed's ZeRO-3 of 2021 (deepspeed-v0.3), appended last so that the codes of the others stay as they were."""
+    assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other", "megascale", "deepspeed-v0.3"}
+    assert FRAMEWORK_NAMES[:6] == ("megatron", "deepspeed", "fsdp", "jax", "other", "megascale")
 
 
-@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale"])
+def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
+    """frameworks/deepspeed_v03.py: per-parameter calls, host work per rank, fetch limits; ZeRO++ and MiCS absent."""
+    from dataclasses import asdict
+    old, new = asdict(FRAMEWORKS["deepspeed-v0.3"]), asdict(FRAMEWORKS["deepspeed"])
+    differing = {k for k in new if old[k] != new[k]}
+    assert differing == {"name", "gathers_per_layer", "gathers_outside_layers", "scatter_calls_per_layer",
+                         "scatter_calls_outside_layers", "host_ops_per_rank_per_call", "prefetch_live_limit_elements",
+                         "reuse_limit_elements", "zeropp", "shard_groups", "dtypes"}
+    assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}
+    with pytest.raises(PlannerInputError, match="no ZeRO\\+\\+"):
+        check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed-v0.3", zero=3, dp=16, zero_hpz=8))
+
+
+@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale", "deepspeed_v03"])
 def test_every_stack_cites_its_source(name):
     doc = importlib.import_module(f"planner.frameworks.{name}").__doc__
     assert "Sources" in doc and (".py" in doc or ".yml" in doc or ".md" in doc)

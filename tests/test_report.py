@@ -23,7 +23,8 @@ from planner.cli import main  # noqa: E402
 from planner.report import FIGURES  # noqa: E402
 
 PROBLEM = ["--budget", "500gpuh", "--cluster", "dgx-a100-80gb"]
-SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Loss vs model size (iso-FLOP)", "Loss vs wall-clock",
+SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Loss vs model size (iso-FLOP)", "Loss along training",
+            "Loss vs wall-clock",
             "Memory per GPU", "Step time", "MFU vs number of GPUs", "Sensitivity", "Uncertainty", "Assumptions")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
@@ -236,3 +237,45 @@ def test_layout_text_shows_context_parallelism():
                 recompute="none")
     assert " cp" not in _layout(base)
     assert "dp4 cp2," in _layout({**base, "cp": 2})
+
+
+def test_loss_curve_ends_at_the_plans_predicted_loss(review):
+    data, _ = review
+    plan, curve = data["plans"][0], data["loss_curve"]
+    assert curve["points"][-1]["loss"] == pytest.approx(plan["predicted_loss"], rel=1e-12)
+    assert curve["points"][-1]["tokens"] == pytest.approx(plan["tokens"])
+    assert curve["schedule"]["cooldown_fraction"] == plan["hyperparameters"]["schedule"]["cooldown_fraction"]
+
+
+MOE_PROBLEM = ["--budget", "20000gpuh", "--gpus", "64", "--cluster", "dgx-h100"]
+
+
+def test_report_moe_section_matches_optimize_moe(tmp_path, cli):
+    """`report --moe` puts the best dense and the best MoE plan side by side, with the same numbers
+    `optimize --moe` gives on the same GPUs (issue 17: the report compares them)."""
+    import json
+
+    code, out, _ = cli(["report", *MOE_PROBLEM, "--moe", "--no-sensitivity", "--json", "--out", tmp_path / "r.html"])
+    assert code == 0
+    written = json.loads(out)["moe_comparison"]
+    code, out, _ = cli(["optimize", *MOE_PROBLEM, "--moe", "--json"])
+    assert code == 0
+    alone = json.loads(out)
+    for side in ("dense", "moe"):
+        assert written[side]["predicted_loss"] == pytest.approx(alone[side]["predicted_loss"], rel=1e-12)
+        assert written[side]["model"] == alone[side]["model"]
+    markdown = (tmp_path / "r.md").read_text(encoding="utf-8")
+    section = markdown.split("## Dense or mixture of experts", 1)[1].split("\n## ", 1)[0]
+    assert "| model | " + alone["dense"]["model"] + " | " + alone["moe"]["model"] + " |" in section
+    assert f"| predicted loss | {alone['dense']['predicted_loss']:.3f} | {alone['moe']['predicted_loss']:.3f} |" in section
+    winner = "MoE" if alone["winner"] == "moe" else "dense"
+    assert f"{winner} wins by {abs(alone['loss_difference']):.3f} nats" in section
+    # Without --moe the section is absent.
+    code, _, _ = cli(["report", *MOE_PROBLEM, "--no-sensitivity", "--out", tmp_path / "plain.html"])
+    assert code == 0 and "Dense or mixture of experts" not in (tmp_path / "plain.md").read_text(encoding="utf-8")
+
+
+def test_report_moe_needs_a_budget(tmp_path, cli):
+    code, _, err = cli(["report", "--target-loss", "2.2", "--moe", "--out", tmp_path / "r.html"])
+    assert code == 2 and "--moe needs --budget" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()

@@ -174,10 +174,6 @@ def run_fixed_model(args) -> int:
     check_outputs(args)
     result = solve_fixed_model(args)
     emitted = None
-    if args.emit and result.chosen is not None and result.model.is_moe:
-        # The emitters write dense launches: an MoE plan's experts, ep and etp would be silently dropped.
-        raise PlannerInputError(f"--emit: no launch config is written for mixture-of-experts models yet "
-                                f"({result.model.name}: experts, ep and etp are not in the emitters)")
     if args.emit and result.chosen is not None:
         emitted = emittable_layout(result.chosen, result.model)
         if emitted is None:

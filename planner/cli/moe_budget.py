@@ -14,13 +14,15 @@ from planner.errors import PlannerInputError
 DEFAULT_DEADLINE = "30d"
 
 
-def solve_moe_budget(args):
+def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
+    """The comparison for `optimize --moe` (alone: the flags of a single-law plan are refused) or for the
+    review's section (`report --moe`: beside the plan, on its GPU count `gpus` unless --gpus says)."""
     from planner.budget import parse_budget, parse_deadline
     from planner.hardware import load_cluster
     from planner.search.moe_budget import compare_dense_moe
 
     for flag in ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params"):
-        if getattr(args, flag, None):
+        if alone and getattr(args, flag, None):
             raise PlannerInputError(f"--moe compares the Krajewski et al. 2024 dense and MoE laws under a --budget; "
                                     f"--{flag.replace('_', '-')} does not apply")
     if not args.budget:
@@ -28,8 +30,8 @@ def solve_moe_budget(args):
     cluster = load_cluster(args.cluster, args.cluster_dir)
     gpu_seconds = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0]
     deadline_s = parse_deadline(args.deadline or DEFAULT_DEADLINE)
-    gpus = args.gpus[0] if args.gpus else None
-    if args.framework:
+    gpus = args.gpus[0] if args.gpus else gpus
+    if getattr(args, "framework", None):
         from planner.cli.fixed_model import _frameworks
         frameworks = _frameworks(args.framework)
     else:
@@ -60,39 +62,14 @@ def result_json(result) -> dict:
 
 
 def format_result(result) -> str:
-    from planner.render import human_count, table
+    from planner.render import table
+    from planner.review import moe_comparison
 
-    lines = [f"budget {result.gpu_seconds / 3600:,.0f} GPU-hours on {result.gpus} GPUs of {result.cluster.name} for "
-             f"{result.wall_s / 86400:.1f} days; losses from Krajewski et al. 2024 (dense eq. 1 and MoE eq. 9, C4)", ""]
-    sides = [s for s in (result.dense, result.moe) if s is not None]
-
-    def layout_text(s):
-        lay = s.layout
-        text = f"tp{lay.tp} pp{lay.pp} dp{lay.dp} z{lay.zero} mb{lay.micro_batch}"
-        return text + (f" ep{lay.ep}" if s.kind == "moe" else "")
-
-    rows = [
-        ("model", *(s.model.name for s in sides)),
-        ("parameters (total)", *(human_count(s.model.total_params) for s in sides)),
-        ("parameters (active)", *(human_count(s.model.total_active_params) for s in sides)),
-        ("experts x top-k", *(f"{s.model.moe_experts} x {s.model.moe_top_k} (G {s.granularity:g})" if s.kind == "moe"
-                             else "dense" for s in sides)),
-        ("tokens", *(human_count(s.tokens) for s in sides)),
-        ("layout", *(layout_text(s) for s in sides)),
-        ("MFU", *(f"{100 * s.mfu:.1f}%" for s in sides)),
-        ("predicted loss", *(f"{s.loss:.3f}" for s in sides)),
-        ("inference GFLOP/token", *(f"{s.inference_flops_per_token / 1e9:.0f}" for s in sides)),
-        ("law", *(s.law for s in sides)),
-    ]
-    lines.append(table(["", *(s.kind for s in sides)], rows))
-    if result.dense is not None and result.moe is not None:
-        d, m = result.dense, result.moe
-        better = "MoE" if m.loss < d.loss else "dense"
-        lines += ["", f"{better} wins by {abs(d.loss - m.loss):.3f} nats of predicted loss; the MoE serves a token at "
-                      f"{m.inference_flops_per_token / d.inference_flops_per_token:.2f}x the dense model's FLOPs "
-                      f"(its {human_count(m.model.total_params)} parameters must all be in memory)"]
-    warnings = [w for s in sides for w in s.warnings]
-    lines += [f"warning    {w}" for w in dict.fromkeys(warnings)]
+    view = moe_comparison(result)
+    lines = [view["header"], "", table(["", *view["kinds"]], view["rows"])]
+    lines += ["", view["verdict"]] if view["verdict"] else []
+    lines += [f"no plan     {m}" for m in view["missing"]]
+    lines += [f"warning    {w}" for w in view["warnings"]]
     return "\n".join(lines)
 
 

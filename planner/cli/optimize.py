@@ -154,6 +154,7 @@ def _plan_lines(plan: dict) -> list[str]:
         + (f" (incl. {plan['inference_gpu_hours']:,.0f} GPU-hours for inference)" if plan.get("inference_gpu_hours") else ""),
         f"  loss       {plan['predicted_loss']:.3f} (80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f})",
         *hyperparameter_lines(plan.get("hyperparameters")),
+        *loss_curve_lines(plan.get("loss_curve")),
     ]
     lines += [f"  warning    {w}" for w in plan.get("law_warnings", [])]
     return lines
@@ -184,6 +185,23 @@ def hyperparameter_lines(hyper: dict | None) -> list[str]:
              f"({schedule['cooldown_shape']}); weight decay {hyper['weight_decay']['value']:g}; batch "
              f"{human_count(batch['planned_tokens'])} tokens ({batch['planned_over_optimal']:.2f}x Step Law's B_opt)"]
     return lines + [f"  warning    {w}" for w in hyper.get("validity_warnings", [])]
+
+
+# Fractions of the tokens the text output shows (JSON has every point): early, mid, cool-down start, end.
+CURVE_TEXT_FRACTIONS = (0.1, 0.25, 0.5, 0.8, 0.9, 1.0)
+
+
+def loss_curve_lines(curve: dict | None) -> list[str]:
+    """A few points of the plan's predicted loss curve (planner.laws.plan_curve), and what is anchored."""
+    if not curve:
+        return []
+    from planner.render import human_count
+
+    shown = [p for p in curve["points"] if any(abs(p["fraction"] - f) < 1e-9 for f in CURVE_TEXT_FRACTIONS)]
+    text = ", ".join(f"{human_count(p['tokens'])} {p['loss']:.3f}" for p in shown)
+    return [f"  curve      loss by tokens: {text} (cool-down from {100 * (1 - curve['schedule']['cooldown_fraction']):.0f}%)",
+            f"             {curve['source']}",
+            *[f"  warning    {w}" for w in curve["warnings"]]]
 
 
 def _band_lines(plan: dict) -> list[str]:

@@ -34,6 +34,9 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing report files")
     parser.add_argument("--no-sensitivity", action="store_true",
                         help="skip the three sensitivity re-runs (each is a full search)")
+    parser.add_argument("--moe", action="store_true",
+                        help="add a section with the best dense and the best mixture-of-experts plan side by side "
+                             "(`optimize --budget B --moe`; Krajewski et al. 2024 laws)")
     parser.set_defaults(run=run)
 
 
@@ -53,7 +56,7 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
     return [Path(folder) / name for name in DEEPSPEED_FILES] if folder else []
 
 
-def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool) -> None:
+def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool, moe=None) -> None:
     from planner import plots, report, review as review_module
     from planner.io import write_files_atomic
     from planner.sensitivity import run_cases
@@ -68,7 +71,7 @@ def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool
                       quiet=args.quiet) as progress:
             cases = run_cases(cluster, law, constraints, result, **options, progress=progress)
     review = review_module.build_review(cluster, law, constraints, result, sensitivity=cases,
-                                        command=_command_line(), **options)
+                                        command=_command_line(), moe=moe, **options)
     figures = plots.all_figures(review) if result.status == "ok" else {}
     blocks = report.document(review)
     markdown_dir = paths["md"].parent
@@ -135,14 +138,24 @@ def run(args) -> int:
 
     paths = report_outputs(args.out)
     check_new_outputs(paths.values(), args.force)
+    if args.moe and not args.budget:
+        raise PlannerInputError("--moe needs --budget (GPU-hours like '1000000gpuh' or money like '$2M')")
     inputs = load_inputs(args)
     result = solve(args, inputs)
-    write_report(args, inputs, result, paths, sensitivity=not args.no_sensitivity)
+    moe = None
+    if args.moe:  # on the chosen plan's GPUs, so the section and the plan share a cluster size
+        from planner.cli.moe_budget import solve_moe_budget
+
+        moe = solve_moe_budget(args, gpus=result.plan["gpus"] if result.status == "ok" else None, alone=False)
+    write_report(args, inputs, result, paths, sensitivity=not args.no_sensitivity, moe=moe)
     if args.json:
+        from planner.cli.moe_budget import result_json as moe_json
         from planner.cli.optimize import result_json
         from planner.render import json_document
 
-        print(json_document({**result_json(result), "written": {"html": str(paths["html"]), "md": str(paths["md"])}}))
+        extra = {} if moe is None else {"moe_comparison": moe_json(moe)}
+        print(json_document({**result_json(result), **extra,
+                             "written": {"html": str(paths["html"]), "md": str(paths["md"])}}))
         return 0 if result.status == "ok" else 1
     if result.status != "ok":
         print("no feasible plan: " + "; ".join(result.explanation[-1:]))

@@ -223,10 +223,10 @@ def run(args) -> int:
                   f"heads={spec.heads}/{spec.kv} ffn={spec.ffn_size} {spec.mlp} V={spec.vocab} s={spec.seq_len}")
         return 0
     model, layout, cluster, _ = resolve_configuration(args)
-    if (args.emit or args.emit_deepspeed) and model.is_moe:
-        # The emitters write dense launches: an MoE model's experts, ep and etp would be silently dropped.
-        raise PlannerInputError(f"--emit: no launch config is written for mixture-of-experts models yet "
-                                f"({model.name}: experts, ep and etp are not in the emitters)")
+    if args.emit_deepspeed and model.is_moe:
+        # The DeepSpeed files describe a dense GPT: an MoE model's experts, ep and etp would be silently dropped.
+        raise PlannerInputError(f"--emit-deepspeed: the DeepSpeed files describe a dense GPT, not {model.name}'s "
+                                f"experts; use --emit DIR with --framework megatron")
     if args.emit or args.emit_deepspeed:
         from planner.cli.report import deepspeed_outputs, launch_outputs
         from planner.io import check_new_outputs

@@ -37,16 +37,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, hierarchy, kernels, offload
+from planner.cost import collectives, hierarchy, kernels, moe, offload, zero3_fetch
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
+from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
 from planner.model import attended_keys, training_flops_breakdown
 from planner.topology import group_links_arrays
-
-from planner.cost import moe  # noqa: E402 (mixture-of-experts parts, cost/moe.py)
-from planner.frameworks.moe import bubble_slots as moe_bubble_slots  # noqa: E402
 
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
 # Cross-entropy over the vocabulary is memory-bound and runs in fp32 (Megatron's
@@ -383,9 +381,23 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     unit = batch.layer_params / t
     zero3_rows = _Rows(zero3, shard_links)
     gather = zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw)
-    scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, **kw)
+    scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, calls=fw["scatter_calls_per_layer"],
+                             **kw)
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
+    # Stacks whose fetch schedule has limits of its own (cost/zero3_fetch.py; DeepSpeed before v0.5.5): the
+    # share of each pass's gathers that can be prefetched, and the re-gathers after a full recompute.
+    limited = zero3 & (np.isfinite(fw["prefetch_live_limit_elements"]) | np.isfinite(fw["reuse_limit_elements"]))
+    regather_calls, regathered_bytes = np.zeros(len(batch)), 0.0
+    if limited.any():
+        share_fwd, share_bwd = zero3_fetch.prefetched_shares(batch, fw["prefetch_live_limit_elements"])
+        regather_elements, regather_calls = zero3_fetch.regathered(batch, fw["reuse_limit_elements"])
+        regather_calls = np.where(limited, regather_calls, 0.0)
+        regathered_bytes = np.where(limited, m * units * w * regather_elements, 0.0)
+        gather_bwd = gather + _only_where(limited & (regather_calls > 0), collectives.all_gather_time,
+                                          w * regather_elements, shard_links, calls=regather_calls, **kw)
+    else:
+        gather_bwd = gather
 
     def per_micro_batch(gather_fwd, gather_bwd, scatter_):
         """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
@@ -393,15 +405,24 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         bwd_exposed = gather_bwd + scatter_ + (units - 1.0) * np.maximum(gather_bwd + scatter_ - stage["layer_backward"], 0.0)
         all_units = units * (gather_fwd + gather_bwd + scatter_)
         ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
+        if limited.any():  # what is not prefetched waits in full
+            partial = (share_fwd * fwd_exposed + (1.0 - share_fwd) * units * gather_fwd
+                       + share_bwd * bwd_exposed + (1.0 - share_bwd) * units * (gather_bwd + scatter_))
+            ideal = np.where(prefetch & limited, partial, ideal)
         return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
 
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = _Rows(zero3 & (outside > 0), shard_links)
     outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
-                    + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside, **kw))
-    zero3_mb = per_micro_batch(gather, gather, scatter) + outside_comm
+                    + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
+                                       calls=fw["scatter_calls_outside_layers"], **kw))
+    zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + outside_comm
+    host_mb = 0.0
+    if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
+        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, stage["layer_backward"],
+                                                           regather_calls), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
-    zero3_step = m * zero3_mb + hierarchy.zero3_step_change(
+    zero3_step = m * (zero3_mb + host_mb) + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,
         lambda sizes, strides: _links(cluster, sizes, strides), hbm)
     offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
@@ -427,7 +448,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
-    bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params],
+    bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params + regathered_bytes],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, w * params, 0.0))
     bytes_moved = np.where(hierarchy.hierarchical_rows(batch),
                            hierarchy.zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m), bytes_moved)

@@ -103,9 +103,13 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     """What Megatron-DeepSpeed + DeepSpeed cannot run as planned beyond the framework data
     (planner.frameworks.deepspeed: no vpp, no cp, ZeRO <= 1 with pp). `launch_files` refuses these;
     --emit-deepspeed only warns (compatibility_notes)."""
+    problems = []
     if layout.dtype == "fp8":
-        return ["dtype=fp8: DeepSpeed with Megatron-DeepSpeed trains in bf16/fp16; fp8 matmuls need Transformer Engine"]
-    return []
+        problems.append("dtype=fp8: DeepSpeed with Megatron-DeepSpeed trains in bf16/fp16; fp8 matmuls need Transformer Engine")
+    if model.is_moe or model.attention == "mla":
+        problems.append("mixture of experts / latent attention: the Megatron-DeepSpeed launch written here is a dense "
+                        "GPT with standard attention (use --framework megatron)")
+    return problems
 
 
 def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:

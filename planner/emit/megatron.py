@@ -43,6 +43,10 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     # TC:1461-1468: num_query_groups must be a multiple or a divisor of the tensor-parallel size.
     if model.kv % layout.tp and layout.tp % model.kv:
         problems.append(f"kv_heads({model.kv}) is neither a multiple nor a divisor of tp({layout.tp})")
+    if model.attention == "mla" and model.q_lora_rank is None:  # TC:3288 q_lora_rank: int = 512, no None from the CLI
+        problems.append("q_lora_rank=None (queries projected directly): Megatron-LM's --q-lora-rank takes a number")
+    if model.is_moe and model.bias and layout.expert_tp > 1:  # TC:2612-2615
+        problems.append(f"bias with etp({layout.expert_tp}) > 1: Megatron-Core supports expert biases only at etp 1")
     return problems
 
 
@@ -83,6 +87,66 @@ def pipeline_split_arguments(layers: int, pp: int, vpp: int) -> list[Argument]:
     return args
 
 
+def expert_parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
+    """Expert parallelism (ep, expert tp) and the all-to-all overlap of an MoE plan; none for a dense model."""
+    if not model.is_moe:
+        return []
+    args: list[Argument] = [("--expert-model-parallel-size", str(layout.ep))]    # MPC:127
+    if layout.expert_tp != layout.tp:  # None = tp (MPC:130)
+        args.append(("--expert-tensor-parallel-size", str(layout.expert_tp)))  # MPC:130
+    if layout.moe_a2a_overlap == "megatron":
+        args.append(("--overlap-moe-expert-parallel-comm", None))               # MPC:343
+    return args
+
+
+def moe_layer_pattern(model: ModelSpec) -> str:
+    """--moe-layer-freq: an integer N (one MoE layer every N, from the first) or, when the first layers are dense,
+    the pattern expression Megatron evaluates (MP:327-349, e.g. "([0]*3+[1]*58)")."""
+    if not model.moe_first_dense:
+        return str(model.moe_layer_freq)
+    flags = [int(i >= model.moe_first_dense and (i - model.moe_first_dense) % model.moe_layer_freq == 0)
+             for i in range(model.layers)]
+    runs: list[list[int]] = []
+    for flag in flags:
+        if runs and runs[-1][0] == flag:
+            runs[-1][1] += 1
+        else:
+            runs.append([flag, 1])
+    return "(" + "+".join(f"[{flag}]*{count}" for flag, count in runs) + ")"
+
+
+def moe_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
+    """The experts, the router and multi-head latent attention (TC fields unless noted)."""
+    args: list[Argument] = []
+    if model.is_moe:
+        args += [("--num-experts", str(model.moe_experts)),                        # TC:239
+                 ("--moe-router-topk", str(model.moe_top_k)),                      # TC:760
+                 ("--moe-ffn-hidden-size", str(model.expert_ffn_size)),            # TC:740
+                 ("--moe-layer-freq", moe_layer_pattern(model)),                   # TC:735
+                 # The plan prices grouped expert GEMMs and the all-to-all dispatcher (planner.cost.moe);
+                 # Megatron's defaults are a GEMM loop and the all-gather dispatcher (TC:850, 891).
+                 ("--moe-grouped-gemm", None), ("--moe-token-dispatcher-type", "alltoall")]
+        if model.moe_shared_experts:
+            args.append(("--moe-shared-expert-intermediate-size",                 # TC:701
+                         str(model.moe_shared_experts * model.expert_ffn_size)))
+        if model.moe_router_bias:  # aux-loss-free balancing needs a sigmoid (or sqrtsoftplus) score (TC:2617-2625)
+            args += [("--moe-router-enable-expert-bias", None),                   # TC:816
+                     ("--moe-router-score-function", "sigmoid")]                  # TC:808
+        if model.moe_groups > 1:  # node-limited routing (DeepSeek-V3 section 3.2.2)
+            args += [("--moe-router-num-groups", str(model.moe_groups)),          # TC:780
+                     ("--moe-router-group-topk", str(model.moe_topk_groups))]     # TC:796
+        if layout.moe_capacity_factor is not None:
+            args.append(("--moe-expert-capacity-factor", f"{layout.moe_capacity_factor:g}"))  # TC:917
+    if model.mtp_layers:
+        args.append(("--mtp-num-layers", str(model.mtp_layers)))                  # TC:68
+    if model.attention == "mla":  # MLATransformerConfig (TC:3280-3300)
+        args += [("--multi-latent-attention", None),                              # TC:288
+                 ("--q-lora-rank", str(model.q_lora_rank)), ("--kv-lora-rank", str(model.kv_lora_rank)),
+                 ("--qk-head-dim", str(model.qk_nope_head_dim)), ("--qk-pos-emb-head-dim", str(model.qk_rope_head_dim)),
+                 ("--v-head-dim", str(model.v_head_dim))]
+    return args
+
+
 def data_parallel_arguments(layout: Layout) -> list[Argument]:
     """ZeRO stage, gradient dtype and the data-parallel overlaps."""
     args: list[Argument] = []
@@ -111,6 +175,10 @@ def model_arguments(model: ModelSpec) -> list[Argument]:
                             ("--num-attention-heads", str(model.heads))]           # TC:148
     if model.kv != model.heads:
         args += [("--group-query-attention", None), ("--num-query-groups", str(model.kv))]  # MP:2382, TC:175
+    if model.head_dim and model.head_dim * model.heads != model.hidden:  # else hidden / heads (TC:1455-1456)
+        args.append(("--kv-channels", str(model.head_dim)))                        # TC:184
+    if model.qk_norm:
+        args.append(("--qk-layernorm", None))                                      # TC:259
     args += [("--seq-length", str(model.seq_len)),                                # MP:3305
              ("--max-position-embeddings", str(model.positions)),                 # MP:2394
              ("--position-embedding-type", "rope" if model.position == "rotary" else "learned_absolute"),  # MP:2397
@@ -166,7 +234,8 @@ def schedule_arguments(model: ModelSpec, layout: Layout, tokens: float | None,
 def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None = None,
                        learning_rate: float | None = None) -> list[Argument]:
     """Every pretrain_gpt.py argument the plan decides, as (flag, value) pairs."""
-    return [*parallel_arguments(model, layout), *data_parallel_arguments(layout), *model_arguments(model),
+    return [*parallel_arguments(model, layout), *expert_parallel_arguments(model, layout),
+            *data_parallel_arguments(layout), *model_arguments(model), *moe_arguments(model, layout),
             *compute_arguments(layout), *schedule_arguments(model, layout, tokens, learning_rate)]
 
 

@@ -42,7 +42,9 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
                      f"position={model.position}: torchtitan's llama3 model has rotary embeddings only"),
                     (model.norm != "rmsnorm", f"norm={model.norm}: torchtitan's llama3 model has RMSNorm only"),
                     (model.tied_embeddings, "tied_embeddings: torchtitan's llama3 model has an untied output layer"),
-                    (model.embedding_norm, "embedding_norm: torchtitan's llama3 model has no norm after the embedding")]
+                    (model.embedding_norm, "embedding_norm: torchtitan's llama3 model has no norm after the embedding"),
+                    (model.is_moe or model.attention == "mla",
+                     "mixture of experts / latent attention: torchtitan's llama3 model is dense with standard attention")]
     problems = [text for failed, text in architecture if failed]
     if layout.zero == 1:
         problems.append("zero=1: torchtitan shards parameters with the optimizer (FSDP2, zero=2 or 3) or nothing "

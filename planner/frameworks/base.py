@@ -111,6 +111,20 @@ class Framework:
     zeropp: bool = False
     shard_groups: bool = False
     gradient_groups: bool = False
+    # ZeRO-3 gradient reduce-scatter calls per transformer layer per micro-batch, and for the rest of the model
+    # (1: one bucketed call; DeepSpeed before v0.5.5 issued one per parameter, frameworks/deepspeed_v03.py).
+    scatter_calls_per_layer: float = 1.0
+    scatter_calls_outside_layers: float = 1.0
+    # Host work per rank of the sharding group in every ZeRO-3 all-gather / reduce-scatter call, in eager ops
+    # (planner.cost.kernels.EAGER_OP_S each): list-form collectives that build one tensor view per rank and
+    # copy each into or out of a flat buffer (DeepSpeed before v0.5.5 over torch.distributed.all_gather /
+    # reduce_scatter). 0: the call is one flat-buffer collective whatever the group size.
+    host_ops_per_rank_per_call: float = 0.0
+    # ZeRO-3 fetch limits in elements (planner.cost.zero3_fetch): the next parameter is prefetched only while
+    # fewer gathered elements than this are alive; a gathered parameter is kept from the recompute forward to
+    # its backward only while fewer elements than this are used in between. inf: not modelled.
+    prefetch_live_limit_elements: float = float("inf")
+    reuse_limit_elements: float = float("inf")
     # Hierarchical sharding: the all-reduce of the gradient shards across replica groups runs with every
     # micro-batch's reduce-scatter (FSDP2 HSDP under torchtitan) rather than once at the accumulation
     # boundary (DeepSpeed MiCS, mics.py:432-440).

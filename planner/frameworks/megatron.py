@@ -17,7 +17,10 @@ megatron/core/distributed/distributed_data_parallel_config.py, DDP = .../distrib
 - TE userbuffers overlap needs sequence parallelism (MP:1441). p2p overlap is on with interleaving and
   forced off without it (MP:1010-1013, 3118-3120).
 - Schedules 1F1B and interleaved (`core/pipeline_parallel/schedules.py`); context parallelism native.
-- ZeRO-3-style sharding is Megatron-FSDP (`megatron/core/distributed/fsdp`): one gather per layer.
+- ZeRO-2/3-style sharding is Megatron-FSDP (`megatron/core/distributed/fsdp`, `--use-megatron-fsdp`,
+  `--data-parallel-sharding-strategy` optim_grads = ZeRO-2, optim_grads_params = ZeRO-3, MP:3190-3191): one
+  gather per layer; "optim_grads: additionally, RS communication groups on all microbatches"
+  (`core/distributed/fsdp/mcore_fsdp_adapter.py`:166-169), so its ZeRO-2 reduce-scatters every micro-batch.
 """
 
 from planner.frameworks.base import Framework
@@ -28,7 +31,7 @@ MEGATRON = Framework(
     optimizer_bytes=12.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=True,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
-    dp_comm_overlap_default=False, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
+    dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
     grad_bucket_elements=4.0e7,  # Megatron-Core DDP buckets of max(40M, 1M x dp) parameters (`distributed_data_parallel_config.py`, bucket_size)

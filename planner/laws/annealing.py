@@ -96,6 +96,34 @@ def annealing_areas(lr, decay: float = DEFAULT_DECAY) -> tuple[np.ndarray, np.nd
     return s1, np.cumsum(momentum, axis=-1)
 
 
+def coarse_annealing_areas(lr, steps_per_entry: int, decay: float = DEFAULT_DECAY) -> tuple[np.ndarray, np.ndarray]:
+    """(S1, S2) after each entry of a schedule sampled every `steps_per_entry` optimizer steps (1-D `lr`, LR / peak
+    per entry), in steps: how a plan of millions of steps gets its curve without a per-step array.
+
+    Summing the momentum recursion gives S2(s) = sum_j d_j (1 - lambda^(s-j+1)) / (1 - lambda) over the LR drops
+    d_j up to step s, i.e. (cumsum(d) - lambda * E) / (1 - lambda) with E an exponential filter of the drops;
+    with entries k steps apart each entry's drop is placed at its step and E decays by lambda^k per entry. Exact
+    for k = 1 (annealing_areas); for k > 1 the error is of order k / (steps of the cool-down). Warm-up drops
+    are excluded as in annealing_areas."""
+    lr = np.asarray(lr, dtype=float)
+    if steps_per_entry < 1 or int(steps_per_entry) != steps_per_entry:
+        raise PlannerInputError(f"schedule: expected a whole number of steps per entry >= 1, got {steps_per_entry!r}")
+    if lr.ndim != 1 or lr.size == 0 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
+        raise PlannerInputError("schedule: expected a non-empty 1-D array of non-negative, finite learning rates")
+    if not 0.0 <= decay < 1.0:
+        raise PlannerInputError(f"--decay: expected lambda in [0, 1), got {decay!r}")
+    k = int(steps_per_entry)
+    s1 = k * np.cumsum(lr)
+    drop = np.zeros_like(lr)
+    drop[1:] = lr[:-1] - lr[1:]
+    first_peak = int(np.argmax(lr >= lr.max()))
+    drop[: first_peak + 1] = 0.0
+    from scipy.signal import lfilter  # here, not at module level (see annealing_areas)
+
+    recent = lfilter([1.0], [1.0, -decay**k], drop)  # E_i = lambda^k E_(i-1) + d_i
+    return s1, (np.cumsum(drop) - decay * recent) / (1.0 - decay)
+
+
 @dataclass(frozen=True)
 class AnnealingLaw:
     """L(s) = L0 + A S1^-alpha - C S2 (Tissue et al. 2024) for one model; S1, S2 in peak-LR steps."""

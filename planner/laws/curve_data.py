@@ -42,6 +42,8 @@ class RunCurves:
     hot_steps: np.ndarray
     hot_loss: np.ndarray
     cooldowns: list[Cooldown] = field(default_factory=list)
+    width: float = float("nan")  # d_model and layers, where the file gives them (Gemstones does)
+    depth: float = float("nan")
 
 
 def _rows(path: str) -> list[dict]:
@@ -79,7 +81,8 @@ def read_curves(hot_path: str, cool_path: str | None = None,
         first = rows[0]
         tokens_per_step = float(first["tokens"]) / first["step"] if "tokens" in first else float("nan")
         runs[name] = RunCurves(name, float(first.get("params_active_precise", float("nan"))), tokens_per_step,
-                               steps, np.array([float(r["final_loss"]) for r in rows]))
+                               steps, np.array([float(r["final_loss"]) for r in rows]),
+                               width=float(first.get("width", float("nan"))), depth=float(first.get("depth", float("nan"))))
     if cool_path is None:
         return runs
     for row in _rows(cool_path):

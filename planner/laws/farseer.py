@@ -10,6 +10,14 @@ The resulting law, in the paper's own variables, is
     L(N, D) = exp(a3·N^gamma + b3) + exp(a2·N^beta + b2) · D^(-exp(a1·N^alpha + b1))
 
 with E + U(N) = exp(a3·N^gamma + b3), B(N) = exp(a2·N^beta + b2), A(N) = exp(a1·N^alpha + b1).
+Sources checked: the paper's equation numbers could NOT be read from here: of
+arXiv 2506.10972v3 only the abstract and introduction were reachable. The decomposition
+L = E + U(N) + V(D) + H(N, D), the differences Delta_D L (Fig. 3a, Figs. 12-14 of App. C.2), the power law
+V(D) + H(N, D) ~ B(N) D^(-A(N)) and Algorithm 2 (App. C.1) agree with a secondary review of the paper
+(themoonlight.io, "Farseer: A Refined Scaling Law in Large Language Models"); the stretched-exponential
+pieces and the final form above are as the paper's project page and review describe them, not checked
+against a numbered equation. Cite it by section, figure and algorithm until the equations can be read.
+
 Here N is scaled by N_REF: x = N / N_REF replaces N, an exact reparameterisation (a_i absorbs
 N_REF^exponent) that keeps the fit well conditioned; coefficients are therefore stated for
 x = N / 1e9, not for raw N. No published coefficients are carried: the paper's were fitted in

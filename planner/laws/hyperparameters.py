@@ -10,9 +10,12 @@ input outside that range (the value is then an extrapolation, a starting point t
   numbers could not be checked from here; the two formulas are the paper's headline "Step Law".
 - Weight decay: Power Lines (Bergsma et al. 2025, arXiv 2505.13738) keep the AdamW timescale
   tau = B / (eta * lambda * D) (B and D in the same unit, here tokens) at an optimum that falls as a power law
-  in tokens per parameter, tau_opt = c * (D/N)^m. The coefficient c was not found in the sources reachable
-  here (a secondary summary gives m ~ -0.527, unverified), so the weight decay stays at the common 0.1 and
-  the plan reports the timescale tau that 0.1 implies, for comparison with the paper's fit.
+  in tokens per parameter, tau_opt = c * (D/N)^m. Checked against the paper's own text (arXiv 2505.13738v2,
+  abstract): the definition tau = B/(eta lambda D), "optimal lambda scales linearly with B, for a fixed N, D",
+  and "optimal tau obeys a precise power law in the tokens-per-parameter ratio, D/N". The fitted c and m
+  (their Figure 1 left / section 3) were NOT reachable: only a secondary review gives m ~ -0.527 and none
+  gives c, so no Power Lines constant is used: the weight decay stays at the common 0.1 and the plan reports
+  the timescale tau that 0.1 implies, for comparison with the paper's fit.
 - Schedule: warm-up-stable-decay (WSD) with a (1 - sqrt) cool-down over the last 20% of training, decaying
   to zero (Hagele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations",
   arXiv 2405.18392: a constant LR with a cool-down of about 20% of training matches cosine at the same length,

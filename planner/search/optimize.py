@@ -20,6 +20,7 @@ from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
 from planner.laws.hyperparameters import plan_hyperparameters
+from planner.laws.plan_curve import plan_loss_curve
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token
 from planner.search.score import DROP_REASONS, NOMINAL_MFU, Problem, score_chunk
 from planner.search.space import Space, concatenate, enumerate_cells, family_models, gpu_counts, hierarchy_fields
@@ -480,6 +481,11 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         best = select(problem, feasible)
         result.status = "ok"
         result.plan = describe(problem, space, feasible, best, "chosen plan")
+        # The chosen plan only: its loss along training, ending at the law's L(N, D) (planner.laws.plan_curve).
+        result.plan["loss_curve"] = plan_loss_curve(float(result.plan["params"]), result.plan["tokens"],
+                                                    result.plan["predicted_loss"],
+                                                    result.plan["hyperparameters"]["schedule"],
+                                                    aspect=result.plan["shape"]["hidden"] / result.plan["shape"]["layers"])
         result.alternatives = alternatives(problem, space, feasible, best)
         front = pareto_front(feasible)
         result.pareto = [{"wall_clock_days": float(feasible["wall_s"][p]) / 86400.0,

@@ -34,6 +34,11 @@ CASES = {
     "gpt3-175b-fp16": ("gpt3-175b", Layout(tp=8, pp=8, dp=1, zero=0, global_batch=1536, dtype="fp16",
                                           flash_attention=False, grad_reduce_in_fp32=True, **MEGATRON)),
     "gpt2-fp32": ("gpt2-small", Layout(dp=8, global_batch=64, dtype="fp32", **MEGATRON)),
+    # Mixtures of experts: ep folded into dp, expert tp apart from tp, the a2a overlap, MLA, dense first layers.
+    "qwen3-30b-a3b-ep": ("qwen3-30b-a3b", Layout(tp=1, pp=2, vpp=24, dp=8, ep=8, zero=1, global_batch=512,
+                                                micro_batch=2, dtype="fp8", moe_a2a_overlap="megatron", **MEGATRON)),
+    "deepseek-v3-mla": ("deepseek-v3", Layout(tp=2, pp=16, dp=32, ep=64, etp=1, zero=1, global_batch=2048,
+                                             recompute="full", dtype="fp8", moe_capacity_factor=1.25, **MEGATRON)),
 }
 
 
@@ -74,6 +79,37 @@ def test_every_emitted_flag_exists_in_megatron_and_parses(case, megatron_options
     assert (parsed.micro_batch_size, parsed.global_batch_size) == (layout.micro_batch, layout.global_batch)
     assert (parsed.context_parallel_size or 1) == layout.cp
     assert parsed.num_layers == preset(name).layers and parsed.seq_length == preset(name).seq_len
+
+
+def test_moe_plans_carry_experts_router_and_expert_parallelism(megatron_options, h100):
+    """The MoE flags a plan decides (issue 17: the emitters carry ep), checked against the preset and layout."""
+    options = megatron_parser(megatron_options)
+
+    def parsed(case):
+        name, layout = CASES[case]
+        arguments = pairs(launch_files(preset(name), layout, h100, tokens=1e12)["megatron_args.txt"])
+        return options.parse_args([w for f, v in arguments for w in ([f] if v is None else [f, v])])
+
+    qwen = parsed("qwen3-30b-a3b-ep")
+    assert (qwen.num_experts, qwen.moe_router_topk, qwen.moe_ffn_hidden_size) == (128, 8, 768)
+    assert qwen.expert_model_parallel_size == 8 and qwen.expert_tensor_parallel_size is None  # etp = tp = 1
+    assert qwen.overlap_moe_expert_parallel_comm and qwen.moe_grouped_gemm and qwen.moe_token_dispatcher_type == "alltoall"
+    assert qwen.kv_channels == 128 and qwen.qk_layernorm  # 32 heads x 128 on hidden 2048
+    assert qwen.moe_layer_freq == "1" and not qwen.multi_latent_attention
+    v3 = parsed("deepseek-v3-mla")
+    model = preset("deepseek-v3")
+    assert (v3.expert_model_parallel_size, v3.expert_tensor_parallel_size) == (64, 1)
+    # Megatron evaluates the pattern (MP:327-349): 3 dense layers, then 58 MoE layers.
+    assert eval(v3.moe_layer_freq) == [0] * 3 + [1] * 58  # noqa: S307 (Megatron's own parsing of the flag)
+    assert v3.moe_shared_expert_intermediate_size == model.moe_shared_experts * model.expert_ffn_size
+    assert v3.moe_router_enable_expert_bias and v3.moe_router_score_function == "sigmoid"
+    assert (v3.moe_router_num_groups, v3.moe_router_group_topk) == (model.moe_groups, model.moe_topk_groups)
+    assert v3.multi_latent_attention and (v3.q_lora_rank, v3.kv_lora_rank) == (model.q_lora_rank, model.kv_lora_rank)
+    assert (v3.qk_head_dim, v3.qk_pos_emb_head_dim, v3.v_head_dim) == (128, 64, 128)
+    assert v3.mtp_num_layers == model.mtp_layers and v3.moe_expert_capacity_factor == 1.25
+    name, layout = CASES["llama3-8b-zero2"]
+    dense = pairs(launch_files(preset(name), layout, h100)["megatron_args.txt"])
+    assert not any(flag.startswith(("--num-experts", "--moe-", "--expert-")) for flag, _ in dense)
 
 
 def test_the_launch_script_passes_exactly_those_arguments(launch_folder, megatron_options, h100):

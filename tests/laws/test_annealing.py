@@ -167,6 +167,8 @@ def test_gemstones_cooldown_ends_held_out_by_size(laws_dir):
     large = lambda run: run.params > SMALL_RUN_PARAMS  # noqa: E731
     fit_errors = [np.mean(np.abs(gemstones_cooldown_errors(hot, cool, lam, small)[0])) for lam in DECAY_GRID]
     decay = DECAY_GRID[int(np.argmin(fit_errors))]
+    from planner.laws.plan_curve import load_shapes
+    assert decay == load_shapes()["decay"]  # the plan curve's shipped shapes use the same choice
     errors, hot_only = gemstones_cooldown_errors(hot, cool, decay, large)
     assert errors.size > 50 and np.all(np.isfinite(errors))
     assert np.mean(np.abs(errors)) <= 0.01

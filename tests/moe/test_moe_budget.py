@@ -5,23 +5,19 @@ import json
 import numpy as np
 import pytest
 
-from planner.cli import main
 from planner.hardware import load_cluster
 from planner.laws.moe import KRAJEWSKI_2024_DENSE
 from planner.search.moe_budget import compare_dense_moe
 
 
-def _optimize(capsys, *argv):
-    try:
-        code = main(["optimize", *map(str, argv)])
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+@pytest.fixture
+def optimize(cli):
+    """optimize(*argv) -> (exit code, stdout, stderr) of `planner optimize ...` (the shared `cli` runner)."""
+    return lambda *argv: cli(["optimize", *argv])
 
 
-def test_budget_moe_json_compares_both_sides(capsys):
-    code, out, _ = _optimize(capsys, "--budget", "20000gpuh", "--moe", "--json")
+def test_budget_moe_json_compares_both_sides(optimize):
+    code, out, _ = optimize("--budget", "20000gpuh", "--moe", "--json")
     assert code == 0
     result = json.loads(out)
     dense, moe = result["dense"], result["moe"]
@@ -35,8 +31,8 @@ def test_budget_moe_json_compares_both_sides(capsys):
     assert dense["predicted_loss"] == pytest.approx(float(KRAJEWSKI_2024_DENSE.predict(n, dense["tokens"])), rel=1e-9)
 
 
-def test_budget_moe_text_names_the_winner(capsys):
-    code, out, _ = _optimize(capsys, "--budget", "20000gpuh", "--moe")
+def test_budget_moe_text_names_the_winner(optimize):
+    code, out, _ = optimize("--budget", "20000gpuh", "--moe")
     assert code == 0
     assert "predicted loss" in out and "inference GFLOP/token" in out
     assert ("MoE wins by" in out) or ("dense wins by" in out)
@@ -47,8 +43,8 @@ def test_budget_moe_text_names_the_winner(capsys):
     (["--budget", "1000gpuh", "--moe", "--law", "epoch"], "--law"),
     (["--budget", "1000gpuh", "--moe", "--model", "mixtral-8x7b"], "--model"),
 ])
-def test_budget_moe_bad_input_is_one_line(capsys, argv, key):
-    code, _, err = _optimize(capsys, *argv)
+def test_budget_moe_bad_input_is_one_line(optimize, argv, key):
+    code, _, err = optimize(*argv)
     assert code == 2 and key in err and len(err.strip().splitlines()) == 1
 
 

@@ -1,48 +1,56 @@
-"""The fixed-model CLI on MoE presets: the plan names its expert layout; --emit refuses rather than dropping it."""
+"""The fixed-model CLI on MoE presets: the plan names its expert layout; --emit writes it for Megatron-LM and
+refuses the stacks whose launch files would drop the experts."""
+
+import json
 
 from planner.cli import main
 
 
-def _optimize(capsys, *argv):
-    try:
-        code = main(["optimize", *map(str, argv)])
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_fixed_model_plan_shows_active_params_and_expert_layout(capsys):
-    code, out, _ = _optimize(capsys, "--model", "qwen3-30b-a3b", "--gpus", 8, "--cluster", "dgx-h100",
-                             "--tokens", "100B", "--framework", "megatron")
+def test_fixed_model_plan_shows_active_params_and_expert_layout(cli):
+    code, out, _ = cli(["optimize", "--model", "qwen3-30b-a3b", "--gpus", 8, "--cluster", "dgx-h100",
+                        "--tokens", "100B", "--framework", "megatron"])
     assert code == 0
     assert "3.35B active (128 experts top-8 in 48 layers)" in out
     layout_line = next(line for line in out.splitlines() if line.strip().startswith("layout"))
     assert " ep" in layout_line
 
 
-def test_emit_for_moe_is_a_one_line_error(capsys, tmp_path):
-    code, _, err = _optimize(capsys, "--model", "qwen3-30b-a3b", "--gpus", 8, "--cluster", "dgx-h100",
-                             "--tokens", "100B", "--framework", "megatron", "--emit", tmp_path / "launch")
-    assert code == 2
-    assert "mixture-of-experts" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "launch").exists()
+def test_emit_writes_the_expert_layout_the_plan_chose(cli, tmp_path):
+    argv = ["optimize", "--model", "qwen3-30b-a3b", "--gpus", 8, "--cluster", "dgx-h100", "--tokens", "100B",
+            "--framework", "megatron"]
+    code, out, _ = cli([*argv, "--json"])
+    assert code == 0
+    ep = json.loads(out)["chosen"]["best"]["ep"]
+    code, _, err = cli([*argv, "--emit", tmp_path / "launch"])
+    assert code == 0, err
+    arguments = (tmp_path / "launch" / "megatron_args.txt").read_text().splitlines()
+    assert f"--expert-model-parallel-size {ep}" in arguments
+    assert "--num-experts 128" in arguments and "--moe-router-topk 8" in arguments
 
 
-def test_load_imbalance_slows_the_plan_and_is_refused_for_dense(capsys):
-    import json
+def test_emit_for_moe_on_a_dense_only_launcher_is_a_one_line_error(cli, tmp_path):
+    code, _, err = cli(["simulate", "--model", "mixtral-8x7b", "--gpus", "8", "--ep", "8", "--framework", "fsdp",
+                        "--zero", "3", "--emit", tmp_path / "x"])
+    assert code == 2 and "mixture of experts" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    code, _, err = cli(["simulate", "--model", "mixtral-8x7b", "--gpus", "8", "--ep", "8", "--framework", "megatron",
+                        "--emit-deepspeed", tmp_path / "y"])
+    assert code == 2 and "--emit-deepspeed" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "y").exists()
 
+
+def test_load_imbalance_slows_the_plan_and_is_refused_for_dense(cli):
     runs = {}
     for extra in ([], ["--moe-load-imbalance", "1.5"]):
-        code, out, _ = _optimize(capsys, "--model", "qwen3-30b-a3b", "--gpus", 8, "--cluster", "dgx-h100",
-                                 "--tokens", "100B", "--framework", "megatron", "--global-batch", 256, "--json", *extra)
+        code, out, _ = cli(["optimize", "--model", "qwen3-30b-a3b", "--gpus", 8, "--cluster", "dgx-h100",
+                            "--tokens", "100B", "--framework", "megatron", "--global-batch", 256, "--json", *extra])
         assert code == 0
         runs[bool(extra)] = json.loads(out)
     slow, fast = runs[True], runs[False]
     assert slow["assumptions"]["moe_load_imbalance"] == 1.5
     assert slow["chosen"]["gpu_hours"] > fast["chosen"]["gpu_hours"]
-    code, _, err = _optimize(capsys, "--model", "llama3-8b", "--gpus", 8, "--cluster", "dgx-h100", "--tokens", "100B",
-                             "--moe-load-imbalance", "1.5")
+    code, _, err = cli(["optimize", "--model", "llama3-8b", "--gpus", 8, "--cluster", "dgx-h100", "--tokens", "100B",
+                        "--moe-load-imbalance", "1.5"])
     assert code == 2 and "dense" in err
 
 
@@ -67,12 +75,3 @@ def test_simulate_config_file_moe_keys(capsys, tmp_path):
     except SystemExit as stop:
         code = stop.code
     assert code == 2 and "moe_load_imbalance" in capsys.readouterr().err
-
-
-def test_simulate_emit_for_moe_is_a_one_line_error(capsys, tmp_path):
-    try:
-        code = main(["simulate", "--model", "mixtral-8x7b", "--gpus", "8", "--ep", "8", "--emit", str(tmp_path / "x")])
-    except SystemExit as stop:
-        code = stop.code
-    err = capsys.readouterr().err
-    assert code == 2 and "mixture-of-experts" in err and not (tmp_path / "x").exists()

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import planner
-from planner.cli import main
 from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
@@ -26,13 +25,10 @@ from planner.search.layouts import search_layouts
 SMALL = ModelSpec(name="small", layers=8, hidden=1024, heads=8, kv_heads=8, mlp="swiglu", vocab=32000, seq_len=2048)
 
 
-def run(capsys, *argv):
-    try:
-        code = main(["optimize", *map(str, argv)])
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+@pytest.fixture
+def optimize(cli):
+    """optimize(*argv) -> (exit code, stdout, stderr) of `planner optimize ...` (the shared `cli` runner)."""
+    return lambda *argv: cli(["optimize", *argv])
 
 
 @pytest.mark.parametrize("framework", ["megatron", "deepspeed", "fsdp"])
@@ -132,8 +128,8 @@ def test_python_api_takes_names_and_returns_rows():
 
 # --- the command line ------------------------------------------------------------------------
 
-def test_acceptance_gpt3_175b_on_64_a100(capsys):
-    code, out, err = run(capsys, "--model", "gpt3-175b", "--gpus", "64", "--global-batch", "1536",
+def test_acceptance_gpt3_175b_on_64_a100(optimize):
+    code, out, err = optimize("--model", "gpt3-175b", "--gpus", "64", "--global-batch", "1536",
                          "--cluster", "dgx-a100-80gb", "--dtype", "fp16", "--json")
     result = json.loads(out)
     assert code == 0 and err == ""
@@ -141,25 +137,25 @@ def test_acceptance_gpt3_175b_on_64_a100(capsys):
     assert result["chosen"]["layouts_scored"] > 100_000
 
 
-def test_acceptance_llama3_70b_15t_in_90_days(capsys):
-    code, out, err = run(capsys, "--model", "llama3-70b", "--tokens", "15T", "--deadline", "90d", "--json")
+def test_acceptance_llama3_70b_15t_in_90_days(optimize):
+    code, out, err = optimize("--model", "llama3-70b", "--tokens", "15T", "--deadline", "90d", "--json")
     chosen = json.loads(out)["chosen"]
     assert code == 0 and err == ""
     assert chosen["days"] <= 90 and chosen["gpu_hours"] > 0 and chosen["cost_usd"] > 0
     assert chosen["days_band"][0] <= chosen["days"] <= chosen["days_band"][1]
 
 
-def test_sweep_prints_a_table(capsys):
-    code, out, err = run(capsys, "--model", "llama3-8b", "--tokens", "1T", "--gpus", "64-256")
+def test_sweep_prints_a_table(optimize):
+    code, out, err = optimize("--model", "llama3-8b", "--tokens", "1T", "--gpus", "64-256")
     assert code == 0
     for gpus in ("64", "128", "256"):
         assert any(line.startswith(gpus + " ") for line in out.splitlines())
     assert "scaling" in out
 
 
-def test_all_layouts_csv(tmp_path, capsys):
+def test_all_layouts_csv(tmp_path, optimize):
     path = tmp_path / "layouts.csv"
-    code, out, err = run(capsys, "--model", "llama3-8b", "--gpus", "16", "--framework", "megatron",
+    code, out, err = optimize("--model", "llama3-8b", "--gpus", "16", "--framework", "megatron",
                          "--global-batch", "64", "--all-layouts", path)
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert code == 0 and len(rows) > 1000
@@ -176,29 +172,29 @@ def test_all_layouts_csv(tmp_path, capsys):
     (["--model", "llama3-8b", "--deadline", "30d"], "--tokens"),
     (["--model", "llama3-8b", "--params", "8B", "--gpus", "8"], "--params"),
 ])
-def test_bad_input_is_one_line_exit_2(capsys, argv, named):
-    code, out, err = run(capsys, *argv)
+def test_bad_input_is_one_line_exit_2(optimize, argv, named):
+    code, out, err = optimize(*argv)
     assert code == 2 and err.count("\n") == 1 and named in err, err
 
 
-def test_impossible_batch_is_infeasible_and_says_so(capsys):
+def test_impossible_batch_is_infeasible_and_says_so(optimize):
     # GPT-2 small on 1024 GPUs: tp <= 4, pp <= 8, cp <= 16 leave dp >= 2, which no odd batch divides.
-    code, out, err = run(capsys, "--model", "gpt2-small", "--gpus", "1024", "--global-batch", "7")
+    code, out, err = optimize("--model", "gpt2-small", "--gpus", "1024", "--global-batch", "7")
     assert code == 1 and "batch divisibility binds" in out
 
 
-def test_memory_binding_is_named(capsys):
-    code, out, err = run(capsys, "--model", "llama3-405b", "--gpus", "1")
+def test_memory_binding_is_named(optimize):
+    code, out, err = optimize("--model", "llama3-405b", "--gpus", "1")
     assert code == 1 and "memory binds" in out
 
 
-def test_deadline_binding_is_named(capsys):
-    code, out, err = run(capsys, "--model", "llama3-70b", "--tokens", "15T", "--deadline", "1d", "--max-gpus", "64")
+def test_deadline_binding_is_named(optimize):
+    code, out, err = optimize("--model", "llama3-70b", "--tokens", "15T", "--deadline", "1d", "--max-gpus", "64")
     assert code == 1 and "deadline binds" in out
 
 
-def test_budget_mode_refuses_a_gpu_list(capsys):
-    code, out, err = run(capsys, "--budget", "1000gpuh", "--gpus", "8,16")
+def test_budget_mode_refuses_a_gpu_list(optimize):
+    code, out, err = optimize("--budget", "1000gpuh", "--gpus", "8,16")
     assert code == 2 and "--gpus" in err
 
 
@@ -207,26 +203,26 @@ def test_unknown_framework_in_the_api_is_an_input_error():
         search_layouts(SMALL, load_cluster("dgx-h100"), 8, global_batch=8, frameworks=("nope",))
 
 
-def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, capsys):
+def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, optimize):
     """MPT-7B has ALiBi, which Megatron-LM's and torchtitan's launch configs cannot carry: --emit falls back to
     the fastest layout whose stack's launcher runs it (DeepSpeed here) and says so."""
     folder = tmp_path / "launch"
-    code, out, err = run(capsys, "--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--emit", folder)
+    code, out, err = optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--emit", folder)
     assert code == 0
     assert "ds_config.json" in {p.name for p in folder.iterdir()}
-    best = json.loads(run(capsys, "--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
+    best = json.loads(optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
     if best["framework"] != "deepspeed":
         assert "fastest layout its launcher runs" in err
 
 
-def test_min_headroom_keeps_that_much_hbm_free_and_thin_margins_are_flagged(capsys):
+def test_min_headroom_keeps_that_much_hbm_free_and_thin_margins_are_flagged(optimize):
     """Issue 15: --min-headroom is a constraint; a plan with under 5% of HBM free says so."""
     argv = ["--model", "gpt3-175b", "--gpus", "64", "--global-batch", "1536", "--cluster", "dgx-a100-80gb",
             "--dtype", "fp16", "--framework", "megatron"]
-    code, out, _ = run(capsys, *argv)
+    code, out, _ = optimize(*argv)
     assert code == 0 and "risk" in out  # the fastest layout leaves under 1 GiB of 80
-    code, out, _ = run(capsys, *argv, "--min-headroom", "10%", "--json")
+    code, out, _ = optimize(*argv, "--min-headroom", "10%", "--json")
     best = json.loads(out)["chosen"]["best"]
     assert code == 0 and best["memory_gib"] <= 0.9 * 80.0 * 1.0000001
-    code, out, err = run(capsys, *argv, "--min-headroom", "95%")
+    code, out, err = optimize(*argv, "--min-headroom", "95%")
     assert code == 2 and "--min-headroom" in err

@@ -1,0 +1,80 @@
+"""What a ZeRO-3 stack's parameter-fetch schedule adds to its collectives, from the stack's own limits.
+
+Three mechanisms, each switched on by a framework field (planner.frameworks.base) and absent (the functions
+return their neutral value) for stacks that leave the field at its default:
+
+- Prefetch stops while too many gathered parameters are alive (`prefetch_live_limit_elements`): DeepSpeed issues
+  the next parameter's gather from a module's pre-hook only while `total_available_parameter_numel <
+  max_available_parameters_in_numel` (stage3_max_live_parameters; frameworks/deepspeed_v03.py). A module whose
+  own weight reaches the limit therefore computes with no gather in flight, and the gather of the module that
+  follows it is exposed. Per GPT block, with its four gathered matrices in forward order QKV, attention output,
+  h->4h, 4h->h (backward: the reverse), the share of the layer's gathered bytes that is prefetched.
+- Re-gathers after recompute (`reuse_limit_elements`): with full recompute a layer's weights are gathered for
+  the recompute forward and kept for the backward only while the reuse distance (the elements of the
+  parameters used in between) is under `max_reuse_distance_in_numel` (stage3_max_reuse_distance); between a
+  matrix's recompute-forward and its backward use run the recompute and the backward of every later matrix
+  of the block: 2 x their elements. Matrices at or over the limit are gathered again.
+- Host issue time of collectives that walk the group rank by rank (`host_ops_per_rank_per_call`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost import kernels
+
+
+def block_matrices(batch):
+    """Elements per tp rank of a transformer block's four gathered weight matrices, in forward order:
+    QKV, attention output, h->4h (gate and up fused for SwiGLU, as Megatron does), 4h->h."""
+    h, t = batch.hidden, batch.tp
+    qkv = h * (h + 2.0 * h * batch.kv_heads / batch.heads) / t
+    out = h * h / t
+    fc1 = (batch.mlp_matrices - 1.0) * h * batch.ffn / t
+    fc2 = h * batch.ffn / t
+    return qkv, out, fc1, fc2
+
+
+def prefetched_shares(batch, limit):
+    """(forward, backward) share of a block's gathered bytes whose gather runs behind the previous module's
+    compute: the bytes of each matrix that follows one of at least `limit` elements count as not prefetched
+    (forward: QKV -> out -> fc1 -> fc2 -> next QKV; backward: fc2 -> fc1 -> out -> QKV -> previous fc2).
+    1 where `limit` is infinite."""
+    qkv, out, fc1, fc2 = block_matrices(batch)
+    total = qkv + out + fc1 + fc2
+    big = lambda x: x >= limit  # noqa: E731
+    forward = out * big(qkv) + fc1 * big(out) + fc2 * big(fc1) + qkv * big(fc2)
+    backward = fc1 * big(fc2) + out * big(fc1) + qkv * big(out) + fc2 * big(qkv)
+    return 1.0 - forward / total, 1.0 - backward / total
+
+
+def regathered(batch, limit):
+    """(elements, calls) per block gathered a second time in backward under full recompute: the matrices
+    whose reuse distance, 2 x the elements of the later matrices of the block, reaches `limit`. 0 without
+    full recompute or with an infinite limit."""
+    qkv, out, fc1, fc2 = block_matrices(batch)
+    later = (out + fc1 + fc2, fc1 + fc2, fc2, 0.0 * fc2)
+    again = [2.0 * after >= limit for after in later]
+    full = batch.recompute == 2
+    elements = full * sum(m * a for m, a in zip((qkv, out, fc1, fc2), again))
+    calls = full * sum(np.asarray(a, dtype=float) for a in again)
+    return elements, calls
+
+
+def host_issue_s(fw, shard_links, units, has_outside, layer_backward, regather_calls):
+    """Exposed host seconds per micro-batch of issuing ZeRO-3 collectives that walk the group rank by rank.
+
+    Where the stack's collectives do `host_ops_per_rank_per_call` eager ops per rank of the N-rank sharding
+    group (list-form collectives: frameworks/deepspeed_v03.py), each call costs that x N x kernels.EAGER_OP_S
+    of host time. The all-gathers are issued after a device synchronize from the hook that precedes the
+    compute (forward and backward, re-gathers included): exposed in full. The reduce-scatters are issued while
+    the layer's backward kernels run: exposed only beyond the layer's backward; those of the rest of the model
+    come after the last backward kernel: exposed. 0 where the stack issues flat-buffer collectives (ops = 0).
+    """
+    ranks = shard_links["ranks_per_node"] * shard_links["nodes"]
+    per_call = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
+    gathers = per_call * (units * (2.0 * fw["gathers_per_layer"] + regather_calls)
+                          + has_outside * 2.0 * fw["gathers_outside_layers"])
+    scatters = (units * np.maximum(per_call * fw["scatter_calls_per_layer"] - layer_backward, 0.0)
+                + has_outside * per_call * fw["scatter_calls_outside_layers"])
+    return gathers + scatters

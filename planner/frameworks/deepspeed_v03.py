@@ -1,0 +1,62 @@
+"""DeepSpeed ZeRO-3 as released from v0.3.13 (March 2021) until v0.5.5 (October 2021): per-parameter collectives.
+
+The runs of 2021 papers with ZeRO-3 (Narayanan et al. SC21 Table 2, arXiv 2104.04473 of April 2021; ZeRO-Infinity,
+April 2021) used this code. Stage 3 first shipped in v0.3.13 (microsoft/DeepSpeed 599258f9 "ZeRO 3 Offload",
+2021-03-08; tag v0.3.13 2021-03-16). It differs from today's `deepspeed` entry only in how the ZeRO-3
+collectives are issued. Sources: microsoft/DeepSpeed@0cd9abf2 (tag v0.3.14, 2021-04-08), files under
+deepspeed/runtime/zero/; the same code is in v0.3.13 and v0.4.0 (same functions, shifted lines):
+
+- One all-gather per parameter, not per submodule. `fetch_sub_module` and the prefetch pass the submodule's
+  parameters to `_all_gather(..., async_op=True)` (stage3.py:402, 324), which calls `_allgather_param` once per
+  parameter (partition_parameters.py:487-507, 493), each one `torch.distributed.all_gather` (:643). Coalesced
+  gathers (`_allgather_params_coalesced`, `_all_gather_base`) arrived in c0eeb69d (#1188, 2021-10-31, first
+  tagged v0.5.5); `runtime/comm/coalesced_collectives.py` in 4912e0ad (#1453, 2022-01-20).
+- Parameters under `param_persistence_threshold` (1e5 elements, stage3.py:567, 1058) stay gathered: in a
+  Megatron GPT block (the models of these runs) the norms and biases (h, 3h, 4h elements, h <= 25,000), so the
+  four weight matrices (QKV, attention output, h->4h, 4h->h) are gathered: 4 calls per layer per pass. Outside
+  the layers: the word and position embeddings (the final norm persists): 2.
+- One reduce-scatter per parameter: `average_tensor` (stage3.py:1502-1519) calls `reduce_gradients_at_owner`
+  (:1517) -> `_reduce_scatter_gradients`, one `torch.distributed.reduce_scatter` per parameter
+  (partition_parameters.py:716-745, 725, 780), persistent parameters included (their gradients are
+  partitioned too): a GPT block has 12 parameters (2 norms x weight, bias; 4 linears x weight, bias); outside
+  the layers 4 (2 embeddings, final norm weight and bias).
+- Each call walks the whole data-parallel group on the host: DeepSpeed builds one `narrow` view per rank
+  (partition_parameters.py:637 all-gather, :755 reduce-scatter), and PyTorch's list-form collectives copy
+  each rank's piece out of (all_gather) or into (reduce_scatter) a flat buffer, one `copy_` per rank
+  (pytorch/pytorch@00f5dfd5 torch/lib/c10d/ProcessGroupNCCL.cpp, `ProcessGroupNCCL::allgather` "Copy the
+  flattened output tensors to the outputs", `ProcessGroupNCCL::reduce_scatter` "Copy the input tensors to
+  the flattened inputs"; the list form is the only all_gather DeepSpeed called before #1188). Counted as one
+  eager op per rank per call: the view is an op without a launch (EAGER_OP_S - KERNEL_LAUNCH_S) and the copy
+  at least a launch (KERNEL_LAUNCH_S), together planner.cost.kernels.EAGER_OP_S. The reduce-scatter loop
+  also calls `view(-1)` per rank (:761), not counted (a lower bound).
+- `_allgather_param` begins with `torch.cuda.synchronize()` (partition_parameters.py:625), and the gather is
+  issued from the submodule's pre-forward/pre-backward hook before its compute is queued (stage3.py:1141-1177),
+  so the host time of every gather runs while the GPU is idle: exposed. The reduce-scatters are issued from
+  the gradient hooks while the layer's backward kernels are queued (stage3.py:1396-1420): their host time
+  hides behind the layer's backward compute (cost.step_time).
+- Prefetch looks one parameter ahead (prefetch bucket 5e7 elements, stage3.py:564, 188-218) and only while
+  fewer than stage3_max_live_parameters (1e9) gathered elements are alive (stage3.py:319); a parameter gathered
+  for the recompute forward is kept for its backward only while its reuse distance is under
+  stage3_max_reuse_distance (1e9, `_keep_for_later` stage3.py:464-470): planner.cost.zero3_fetch.
+Everything else (memory, buckets, overlaps, ZeRO-1/2) is taken as today's `deepspeed`; ZeRO++ (2023) and
+MiCS (2022) did not exist, nor bf16 training (below).
+"""
+
+from dataclasses import replace
+
+from planner.frameworks.deepspeed import DEEPSPEED
+
+DEEPSPEED_V03 = replace(
+    DEEPSPEED, name="deepspeed-v0.3",
+    gathers_per_layer=4.0, gathers_outside_layers=2.0,
+    scatter_calls_per_layer=12.0, scatter_calls_outside_layers=4.0,
+    host_ops_per_rank_per_call=1.0,
+    # stage3_max_live_parameters and stage3_max_reuse_distance, both 1e9 by default (constants.py:87, 91):
+    # passed to the coordinator at stage3.py:636-637; prefetch only while fewer gathered elements are alive
+    # (stage3.py:319), keep a parameter only while its reuse distance is under it (`_keep_for_later`, :464-470).
+    prefetch_live_limit_elements=1e9, reuse_limit_elements=1e9,
+    zeropp=False, shard_groups=False,
+    # fp16 or fp32 only: no bf16 in runtime/config.py or constants.py at v0.3.14 or v0.5.4; bf16 came with
+    # 648f7bfa (#1398, ZeRO-2, 2021-11-01) and 4912e0ad (#1453, ZeRO-3, 2022-01-20).
+    dtypes=frozenset({"fp16", "fp32"}),
+)
