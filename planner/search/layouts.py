@@ -150,8 +150,9 @@ def _stack_options(stacks) -> np.ndarray:
 
 def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int) -> dict:
     """space.with_hierarchy with each row's stack deciding which hierarchy options it runs."""
-    zeropp = np.array([bool(s.zeropp) for s in stacks])[stack_index]
-    groups = np.array([bool(s.shard_groups) for s in stacks])[stack_index]
+    index = np.asarray(stack_index, dtype=np.int64)  # (an empty selection may come as floats)
+    zeropp = np.array([bool(s.zeropp) for s in stacks], dtype=bool)[index]
+    groups = np.array([bool(s.shard_groups) for s in stacks], dtype=bool)[index]
     return with_hierarchy(arrays, zeropp, groups, gpus_per_node)
 
 

@@ -157,6 +157,7 @@ def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, g
     node_ranks = np.where(span <= gpus_per_node, gpus_per_node // np.maximum(span, 1), 0)
     base = ((arrays["zero"] == 3) & (arrays["offload"] == 0) & (node_ranks > 1) & (gpus_per_node % np.maximum(span, 1) == 0)
             & (arrays["dp"] > node_ranks) & (arrays["dp"] % np.maximum(node_ranks, 1) == 0))
+    zeropp, shard_groups = np.asarray(zeropp, dtype=bool), np.asarray(shard_groups, dtype=bool)
     extra = []
     for hpz, qw, qg, shard in HIERARCHY_CHOICES:
         rows = np.flatnonzero(base & (shard_groups if shard else zeropp))
