@@ -376,6 +376,9 @@ class CandidateBatch:
     moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
     a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
     moe_padded: np.ndarray | None = None  # 1 = expert inputs padded to capacity (static shapes)
+    # Sliding-window attention: keys per query (inf = full causal); None when no model of the batch has a
+    # window (the cost model then runs the full-attention path unchanged).
+    attention_window: np.ndarray | None = None
 
     @property
     def has_moe(self) -> bool:
@@ -402,6 +405,8 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
     if not all(standard_attention(m) and not m.is_moe for m in models):
         arrays.update(_moe_model_arrays(models))
+    if any(m.attention_window is not None for m in models):
+        arrays["attention_window"] = np.array([m.attention_window or np.inf for m in models], dtype=float)
     return arrays
 
 

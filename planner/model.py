@@ -76,6 +76,11 @@ class ModelSpec(BaseModel):
     # last layer, sharing the embedding and the output head. Trained (FLOPs, time, memory) but not counted
     # in the model's parameters, as the report's 671B does not count them.
     mtp_layers: int = Field(default=0, ge=0)
+    # Sliding-window attention (Mistral 7B, Jiang et al. 2023 section 2; Gemma 2; MegaScale section 3.1):
+    # each query attends to the `attention_window` most recent keys, itself included (FlashAttention's
+    # window_size=(attention_window - 1, 0); Megatron-Core's TransformerConfig.window_size). None = full
+    # causal attention. A window >= seq_len changes nothing.
+    attention_window: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check_shape(self) -> "ModelSpec":
@@ -251,9 +256,23 @@ def param_breakdown(model: ModelSpec, active: bool = False) -> dict[str, float]:
     return parts
 
 
+def attended_keys(seq_len, window=None):
+    """Mean keys a query attends under a causal mask, over the positions of a sequence (arrays welcome).
+
+    Query i (continuous position x in [0, s)) attends min(window, x) keys, so the mean is
+      (1/s)·integral_0^s min(w, x) dx = w - w²/(2s) for w < s, and s/2 (the causal half) for w >= s.
+    The continuous form keeps the planner's causal convention (s/2, not (s+1)/2): with no window, or a
+    window of at least s, it is exactly the causal half."""
+    s = np.asarray(seq_len, dtype=float)
+    if window is None:
+        return 0.5 * s
+    w = np.minimum(np.asarray(window, dtype=float), s)
+    return w - w * w / (2.0 * s)
+
+
 def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices, vocab, seq_len, tokens,
                              causal: bool = False, *, attention_params=None, core_width=None, moe_layers=0.0,
-                             expert_ffn=0.0, top_k=0.0, experts=0.0):
+                             expert_ffn=0.0, top_k=0.0, experts=0.0, attention_window=None):
     """Model FLOPs of one training step (forward + backward, no recompute) by part, for `tokens` tokens.
 
     Arguments may be numpy arrays (the search) or scalars. By default the attention core counts the
@@ -267,6 +286,12 @@ def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices,
     (default h); `ffn` is then the per-layer mean dense MLP width (dense layers and shared experts), and
     each of `moe_layers` layers adds `top_k` routed experts of width `expert_ffn` (Megatron-LM's
     `num_floating_point_operations` counts them so) and a router GEMM of h x `experts`.
+
+    Sliding-window attention (`attention_window`, keys per query; inf or None = none): the causal count
+    charges each query the keys it attends (`attended_keys`), so the model FLOPs, and the MFU built on them,
+    fall with the window. The full count (causal=False) stays Megatron-LM's, which ignores the window
+    (megatron/training/training.py `num_floating_point_operations` at d98e8a6 has no window_size term, though
+    --window-size exists in arguments.py line 2384): it is what Megatron logs.
     """
     h = np.asarray(hidden, dtype=float)
     passes = 3.0  # forward + backward (2x forward)
@@ -281,7 +306,9 @@ def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices,
     per_token_layer = {
         "attention_linear": attention_linear,
         # Q·K^T and scores·V: 2·s·h each.
-        "attention_core": 4.0 * np.asarray(seq_len, dtype=float) * width * (0.5 if causal else 1.0),
+        "attention_core": (4.0 * np.asarray(seq_len, dtype=float) * width * (0.5 if causal else 1.0)
+                           if attention_window is None or not causal
+                           else 4.0 * attended_keys(seq_len, attention_window) * width),
         # 2 or 3 matrices of h x f.
         "mlp": 2.0 * m * h * np.asarray(ffn, dtype=float),
     }
@@ -315,9 +342,11 @@ def standard_attention(model: ModelSpec) -> bool:
 
 
 def flops_columns(model: ModelSpec) -> dict:
-    """The keyword arguments of training_flops_breakdown that describe this model (attention variant,
-    per-layer mean dense MLP width, MoE), beside layers, hidden, heads, kv_heads, mlp_matrices, vocab."""
+    """The keyword arguments of training_flops_breakdown that describe this model (attention variant and
+    window, per-layer mean dense MLP width, MoE), beside layers, hidden, heads, kv_heads, mlp_matrices, vocab."""
     columns = {"ffn": model.ffn_size}
+    if model.attention_window is not None:
+        columns["attention_window"] = model.attention_window
     if not standard_attention(model):
         if model.attention == "mla":
             core = model.heads * (model.qk_nope_head_dim + model.qk_rope_head_dim + model.v_head_dim) / 2.0

@@ -24,6 +24,9 @@ def _layout(lay: dict) -> str:
     text = f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}" + (f" vpp{lay['vpp']}" if lay["vpp"] > 1 else "")
     text += "".join(f" {key}{lay[key]}" for key in ("cp", "ep") if lay.get(key, 1) > 1)
     text += f", ZeRO-{lay['zero']}" + (f" + {lay['offload']} offload" if lay["offload"] != "none" else "")
+    text += f" (ZeRO++ hpZ over {lay['zero_hpz']})" if lay.get("zero_hpz", 1) > 1 else ""
+    text += " (qwZ, qgZ)" if lay.get("zero_quantized_weights") or lay.get("zero_quantized_gradients") else ""
+    text += f" (shard group {lay['shard_group']}, MiCS / HSDP)" if lay.get("shard_group") else ""
     text += f", micro-batch {lay['micro_batch']}, grad. accum. {lay['grad_accumulation']}"
     return text + (f", recompute {lay['recompute']}" if lay["recompute"] != "none" else "")
 

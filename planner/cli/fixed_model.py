@@ -145,7 +145,7 @@ def solve_fixed_model(args):
     return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
                             frameworks=_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
-                            min_headroom=args.min_headroom or 0.0,
+                            min_headroom=args.min_headroom or 0.0, hierarchy=not getattr(args, "flat_zero", False),
                             **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
 
 

@@ -41,6 +41,9 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--seq-len", type=whole_number(), default=4096, help="training sequence length (default 4096)")
     parser.add_argument("--vocab", type=whole_number(), default=32000, help="vocabulary size of the planned model (default 32000)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
+    parser.add_argument("--flat-zero", action="store_true",
+                        help="search flat ZeRO-3 only: without ZeRO++ (hpZ, qwZ, qgZ) or node-sized MiCS / HSDP shard "
+                             "groups, which are tried by default where the data-parallel group spans nodes")
     parser.add_argument("--min-headroom", type=fraction(0.9), default=0.0, metavar="FRACTION",
                         help="HBM a plan must leave free, like '5%%' (default 0: the cost model's own reserves only; "
                              "plans under 5%% are flagged)")
@@ -79,7 +82,8 @@ def solve(args, inputs=None):
     # One unit: a (model shape, GPU count) cell scored; the search stops early when no cell left can win.
     with Progress(args.command, unit="cells", quiet=args.quiet) as progress:
         return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
-                        seq_len=args.seq_len, vocab=args.vocab, progress=progress)
+                        seq_len=args.seq_len, vocab=args.vocab, progress=progress,
+                        hierarchy=not getattr(args, "flat_zero", False))
 
 
 def result_json(result) -> dict:
@@ -117,6 +121,14 @@ def run(args) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def hierarchy_text(lay: dict) -> str:
+    """The ZeRO-3 hierarchy a plan uses (ZeRO++ hpZ / qwZ / qgZ, MiCS / HSDP shard group); empty when flat."""
+    parts = [f"zero_hpz={lay['zero_hpz']}" if lay.get("zero_hpz", 1) > 1 else "",
+             "qwZ" if lay.get("zero_quantized_weights") else "", "qgZ" if lay.get("zero_quantized_gradients") else "",
+             f"shard_group={lay['shard_group']}" if lay.get("shard_group") else ""]
+    return "".join(" " + p for p in parts if p)
+
+
 def _plan_lines(plan: dict) -> list[str]:
     from planner.render import human_bytes, human_count, human_days, human_seconds
 
@@ -131,7 +143,7 @@ def _plan_lines(plan: dict) -> list[str]:
         f"  hardware   {plan['gpus']} GPUs on {plan['nodes']} node(s)",
         f"  layout     tp={lay['tp']} pp={lay['pp']} dp={lay['dp']} cp={lay['cp']} vpp={lay['vpp']} zero={lay['zero']} offload={lay['offload']} "
         f"micro_batch={lay['micro_batch']} grad_accum={lay['grad_accumulation']} recompute={lay['recompute']} "
-        f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}",
+        f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}" + hierarchy_text(lay),
         f"  speed      step {human_seconds(plan['step_time_s'])}, {plan['tokens_per_s']:,.0f} tokens/s, "
         f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}%",
         *_band_lines(plan),

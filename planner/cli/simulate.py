@@ -13,7 +13,7 @@ from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.hardware import DEFAULT_CLUSTER
 
-MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab")
+MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
@@ -38,6 +38,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
         group.add_argument(f"--{key}", type=whole_number(), help=CONFIG_HELP[key])
     group.add_argument("--mlp", choices=["gelu", "swiglu"], help=CONFIG_HELP["mlp"])
+    group.add_argument("--attention-window", type=whole_number(),
+                       help="sliding-window attention: keys each query attends, itself included (Mistral, Gemma 2, "
+                            "MegaScale; default: full causal attention)")
     group.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help=CONFIG_HELP["zero"] + " (default 0)")
     group.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"], help=CONFIG_HELP["offload"] + " (default none)")
     group.add_argument("--offload-device", choices=["cpu", "nvme"], help=CONFIG_HELP["offload-device"] + " (default cpu)")
@@ -84,6 +87,10 @@ def register(subparsers, name: str) -> None:
                                    description="Simulate one training configuration on a cluster.")
     add_config_arguments(parser)
     add_moe_arguments(parser)
+    parser.add_argument("--checkpoint-mode", choices=["sync", "async", "in-memory"],
+                        help="how the job checkpoints, for the goodput line: training stops for the whole write "
+                             "(sync), only for the copy to host memory (async: MegaScale's two-stage checkpoint) or "
+                             "restores from host memory too (in-memory); default: the cluster spec's reliability.checkpoint")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--infer", action="store_true",
                         help="fill the settings not given (micro-batch, recompute, vpp, sequence parallelism, flash "
@@ -237,8 +244,11 @@ def run(args) -> int:
                           args.force)
     from planner.error_bands import interval
 
+    from planner.cost.goodput import goodput_summary
+
     result = simulate(model, layout, cluster)
     result["step_time_band"] = interval(result["step_time_s"], layout.framework)
+    result["goodput"] = goodput_summary(model.total_params, layout.gpus, cluster, getattr(args, "checkpoint_mode", None))
     result["inferred"] = getattr(args, "inferred", {})
     if args.json:
         print(json_document({**result, "model": model.model_dump(), "params": model.total_params,
@@ -265,6 +275,20 @@ def _hierarchy_text(layout) -> str:
         ("qwZ", layout.zero_quantized_weights or None), ("qgZ", layout.zero_quantized_gradients or None),
         ("shard_group", layout.shard_group), ("grad_shard_group", layout.grad_shard_group)) if value]
     return "".join(" " + p for p in parts)
+
+
+def goodput_text(g: dict) -> str:
+    """The goodput line: the effective training time and the failures and checkpoints it rests on."""
+    from planner.render import human_bytes, human_days, human_seconds
+
+    span = lambda seconds: human_days(seconds / 86400.0)  # noqa: E731
+    stall = (f"stalls {human_seconds(g['checkpoint_stall_s'])} (copy to host), persists in {span(g['checkpoint_write_s'])}"
+             if g["checkpoint_mode"] != "sync" else f"stalls {span(g['checkpoint_write_s'])}")
+    paced = g["checkpoint_mode"] != "sync" and g["checkpoint_interval_s"] <= g["checkpoint_write_s"]
+    cadence = "each waits for the last to persist" if paced else "Young/Daly"
+    return (f"goodput {100 * g['goodput']:.1f}% (effective training time): {g['expected_failures_per_day']:.2f} failures "
+            f"a day (job MTBF {span(g['job_mtbf_s'])}, restart {span(g['restart_s'])}); {g['checkpoint_mode']} checkpoint "
+            f"of {human_bytes(g['checkpoint_bytes'])} every {span(g['checkpoint_interval_s'])} ({cadence}), {stall}")
 
 
 def format_simulation(model, layout, cluster, result: dict) -> str:
@@ -295,7 +319,8 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     fp8_params = " fp8_param_gather=1" if layout.fp8_param_gather else ""
     lines = [
         f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
-        f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}",
+        f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}"
+        + (f" window={model.attention_window}" if model.attention_window else ""),
         f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
         f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
         f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
@@ -309,6 +334,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         *([band_text.strip()] if band_text else []),
         *([f"inferred {', '.join(f'{k}={v}' for k, v in result['inferred'].items())} (the fastest that fits)"]
           if result.get("inferred") else []),
+        *([goodput_text(result["goodput"])] if result.get("goodput") else []),
         "",
         table(["time part", "seconds", "share"], time_rows),
         "",

@@ -60,3 +60,17 @@ def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, r
         "checkpoint_interval_s": interval,
         "expected_failures_per_day": 86400.0 / job_mtbf,
     }
+
+
+def goodput_summary(params: float, gpus: int, cluster: ClusterSpec, checkpoint: str | None = None) -> dict:
+    """goodput() of one job as plain numbers, with the inputs it rests on (what `planner simulate` reports)."""
+    mode = cluster.reliability.checkpoint_mode if checkpoint is None else checkpoint
+    result = {key: float(np.asarray(value).item()) for key, value in goodput(params, gpus, cluster, mode).items()}
+    return {
+        **result,
+        "checkpoint_mode": mode,
+        "checkpoint_bytes": CHECKPOINT_BYTES_PER_PARAM * float(params),
+        "checkpoint_bytes_per_s": cluster.reliability.checkpoint_bytes_per_s,
+        "mtbf_per_gpu_s": cluster.reliability.mtbf_per_gpu_s,
+        "restart_s": cluster.reliability.restart_s,
+    }

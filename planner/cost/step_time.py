@@ -44,7 +44,7 @@ from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.hardware import DTYPES, ClusterSpec, Efficiency
 from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
-from planner.model import training_flops_breakdown
+from planner.model import attended_keys, training_flops_breakdown
 from planner.topology import group_links_arrays
 
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
@@ -212,12 +212,23 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     core = h if batch.core_width is None else batch.core_width
     head_dim = core / batch.heads
     attention_peak = _attention_peak(batch, cluster, peak)
-    core_flops = 4.0 * tokens * batch.seq_len * core / t * np.where(batch.flash_attention, 0.5, 1.0)
+    local_seq = batch.seq_len / batch.cp
+    if batch.attention_window is None:
+        core_flops = 4.0 * tokens * batch.seq_len * core / t * np.where(batch.flash_attention, 0.5, 1.0)
+    else:
+        # Sliding window: a fused kernel skips the key blocks outside the window as it skips the masked
+        # half (flash-attention README changelog 2.3 'Local (i.e., sliding window) attention', window_size), so it runs the keys
+        # each query attends (model.attended_keys); the unfused path still computes the whole square.
+        # Its efficiency is read at the causal sequence with the same mean keys per query (2 x attended
+        # keys: the same work per query row), capped at the local sequence. (An assumption: no published
+        # sliding-window kernel benchmark was at hand; it is exact when the window covers the sequence.)
+        keys = attended_keys(batch.seq_len, batch.attention_window)
+        core_flops = 4.0 * tokens * core / t * np.where(batch.flash_attention, keys, batch.seq_len)
+        local_seq = np.minimum(local_seq, 2.0 * keys)
     # Fused attention at the efficiency published for its kernel, head dim and (per cp rank) sequence;
     # the unfused path as its two thin GEMMs (the softmax is in the elementwise traffic).
     code = attention_kernel_codes(batch, cluster)
     tabled = code >= 0
-    local_seq = batch.seq_len / batch.cp
     safe_code = np.where(tabled, code, 0)
     # Fractions of the kernel's own GPU peak, taken as fractions of this accelerator's peak.
     flash_fwd, flash_bwd = _attention_table_lookup(head_dim, local_seq, safe_code)
@@ -656,18 +667,22 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
     # in the difference, which the slot (micro_batch_s) already accounts for.
     total = sum(parts.values())
-    # Model FLOPs count the causal half of attention (what the model needs); the hardware also runs what
+    # Model FLOPs count the causal half of attention (what the model needs; with a sliding window only the
+    # keys inside it, so the window lowers the model FLOPs and MFU does not credit the skipped pairs); the hardware also runs what
     # an unfused kernel computes in the masked half, and what recompute runs again (one forward of every
     # layer for full, of the attention core for selective). Same accounting as the time above, so
     # MFU <= HFU <= 1.
     variant = {} if batch.core_width is None else dict(
         core_width=batch.core_width, moe_layers=batch.moe_layers, expert_ffn=batch.expert_ffn, top_k=batch.top_k,
         experts=batch.experts)
+    window = {} if batch.attention_window is None else {"attention_window": batch.attention_window}
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
-                                          batch.global_batch * batch.seq_len, causal=True, **variant)
+                                          batch.global_batch * batch.seq_len, causal=True, **variant, **window)
     flops = flop_parts["total"]
-    executed_core = flop_parts["attention_core"] * np.where(batch.flash_attention, 1.0, 2.0)
+    # The unfused path computes the whole square: s keys per query against the attended ones counted.
+    unfused_factor = 2.0 if not window else batch.seq_len / attended_keys(batch.seq_len, batch.attention_window)
+    executed_core = flop_parts["attention_core"] * np.where(batch.flash_attention, 1.0, unfused_factor)
     executed = flops - flop_parts["attention_core"] + executed_core
     recompute_flops = np.select([batch.recompute == 2, batch.recompute == 1],
                                 [(executed - flop_parts["logits"]) / 3.0, executed_core / 3.0], 0.0)

@@ -70,10 +70,10 @@ def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: floa
 
 
 def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,
-                   min_headroom=0.0, moe_load_imbalance=1.0) -> CountPlan:
+                   min_headroom=0.0, moe_load_imbalance=1.0, hierarchy=True) -> CountPlan:
     search = search_layouts(model, cluster, gpus, global_batch=global_batch, tokens=tokens, frameworks=frameworks,
                             dtype=dtype, batch_rule=batch_rule, min_headroom=min_headroom,
-                            moe_load_imbalance=moe_load_imbalance)
+                            moe_load_imbalance=moe_load_imbalance, hierarchy=hierarchy)
     best = search.best
     if best is None:
         reasons = search.reason_counts()
@@ -100,11 +100,13 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                      global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
                      batch_rule: str = "step-law", min_headroom: float = 0.0,
-                     moe_load_imbalance: float = 1.0) -> FixedModelPlan:
+                     moe_load_imbalance: float = 1.0, hierarchy: bool = True) -> FixedModelPlan:
     """Evaluate GPU counts and choose one (module docstring). `moe_load_imbalance`: MoE models' busiest
-    expert rank's load over the mean (layout.Layout.moe_load_imbalance)."""
+    expert rank's load over the mean (layout.Layout.moe_load_imbalance); `hierarchy` False searches flat
+    ZeRO-3 only (no ZeRO++ / MiCS / HSDP: search_layouts)."""
     common = dict(tokens=tokens, global_batch=global_batch, frameworks=tuple(frameworks), dtype=dtype,
-                  batch_rule=batch_rule, min_headroom=min_headroom, moe_load_imbalance=moe_load_imbalance)
+                  batch_rule=batch_rule, min_headroom=min_headroom, moe_load_imbalance=moe_load_imbalance,
+                  hierarchy=hierarchy)
     options = sorted(set(int(g) for g in gpu_options))
     result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None,
                             assumptions={"frameworks": list(frameworks), "dtype": dtype, "knee": knee,

@@ -41,6 +41,7 @@ from planner.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
 from planner.model import ModelSpec
+from planner.search.space import HIERARCHY_CHOICES, hierarchy_fields, with_hierarchy  # noqa: F401 (HIERARCHY_CHOICES: read here too)
 
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
@@ -54,11 +55,6 @@ ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1), (3, 2))
 # Stacks searched when none is named: the three the cost model knows in detail.
 DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
 REASONS = ("does not fit GPU memory", "offload exceeds host memory", "offload exceeds NVMe capacity")
-# ZeRO-3 hierarchy options tried beside flat ZeRO-3 (no offload), each with its group = the data-parallel
-# ranks of one node, where the stack has it (planner.frameworks zeropp / shard_groups): (hpZ, qwZ, qgZ, shard group).
-HIERARCHY_CHOICES = ((True, False, False, False), (True, True, True, False), (False, False, False, True))
-
-
 @functools.lru_cache(maxsize=4096)
 def divisors(n: int) -> tuple[int, ...]:
     n = int(n)
@@ -153,31 +149,11 @@ def _stack_options(stacks) -> np.ndarray:
 
 
 def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int) -> dict:
-    """`arrays` plus, for each flat ZeRO-3 row whose data-parallel group spans nodes, one row per
-    HIERARCHY_CHOICES entry its stack runs, with hpZ / shard group = the node's data-parallel ranks."""
-    n = len(arrays["tp"])
-    flat = {"zero_hpz": np.ones(n, dtype=np.int64), "zero_quantized_weights": np.zeros(n, dtype=bool),
-            "zero_quantized_gradients": np.zeros(n, dtype=bool), "shard_group": np.zeros(n, dtype=np.int64)}
-    out = {**arrays, **flat}
-    span = arrays["tp"] * arrays["cp"]
-    node_ranks = np.where(span <= gpus_per_node, gpus_per_node // np.maximum(span, 1), 0)
-    base = ((arrays["zero"] == 3) & (arrays["offload"] == 0) & (node_ranks > 1) & (gpus_per_node % span == 0)
-            & (arrays["dp"] > node_ranks) & (arrays["dp"] % np.maximum(node_ranks, 1) == 0))
-    zeropp = np.array([float(s.zeropp) for s in stacks])[stack_index] > 0
-    groups = np.array([float(s.shard_groups) for s in stacks])[stack_index] > 0
-    extra = []
-    for hpz, qw, qg, shard in HIERARCHY_CHOICES:
-        rows = np.flatnonzero(base & (groups if shard else zeropp))
-        if not rows.size:
-            continue
-        block = {k: v[rows] for k, v in arrays.items()}
-        block.update(zero_hpz=np.where(hpz, node_ranks[rows], 1), zero_quantized_weights=np.full(rows.size, qw),
-                     zero_quantized_gradients=np.full(rows.size, qg),
-                     shard_group=np.where(shard, node_ranks[rows], 0))
-        extra.append(block)
-    if not extra:
-        return out
-    return {k: np.concatenate([out[k]] + [b[k] for b in extra]) for k in out}
+    """space.with_hierarchy with each row's stack deciding which hierarchy options it runs."""
+    index = np.asarray(stack_index, dtype=np.int64)  # (an empty selection may come as floats)
+    zeropp = np.array([bool(s.zeropp) for s in stacks], dtype=bool)[index]
+    groups = np.array([bool(s.shard_groups) for s in stacks], dtype=bool)[index]
+    return with_hierarchy(arrays, zeropp, groups, gpus_per_node)
 
 
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
@@ -284,7 +260,7 @@ class LayoutSearch:
             global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
             seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
             tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]),
-            **_hierarchy_fields(a))
+            **hierarchy_fields(a))
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
@@ -316,19 +292,6 @@ def _hierarchy_columns(a: dict) -> dict:
         return {}
     return {"zero_hpz": int(a["zero_hpz"]), "zero_quantized_weights": bool(a["zero_quantized_weights"]),
             "zero_quantized_gradients": bool(a["zero_quantized_gradients"]), "shard_group": int(a["shard_group"])}
-
-
-def _hierarchy_fields(a: dict) -> dict:
-    """The Layout fields of a row's ZeRO-3 hierarchy (only those set, so flat rows read as before)."""
-    fields = {}
-    if int(a.get("zero_hpz", 1)) > 1:
-        fields["zero_hpz"] = int(a["zero_hpz"])
-    for key in ("zero_quantized_weights", "zero_quantized_gradients"):
-        if bool(a.get(key, False)):
-            fields[key] = True
-    if int(a.get("shard_group", 0)) > 0:
-        fields["shard_group"] = int(a["shard_group"])
-    return fields
 
 
 def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_load_imbalance: float = 1.0,

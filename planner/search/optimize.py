@@ -6,6 +6,7 @@ brute force over the same space with the scalar simulator finds nothing better (
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import plan_loss_curve
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token
 from planner.search.score import DROP_REASONS, NOMINAL_MFU, Problem, score_chunk
-from planner.search.space import Space, concatenate, enumerate_cells, family_models, gpu_counts
+from planner.search.space import Space, concatenate, enumerate_cells, family_models, gpu_counts, hierarchy_fields
 
 CHUNK = 262_144  # candidates per vectorised batch: large enough for numpy, small enough for memory
 CELLS_PER_ROUND = 48  # (model, GPU count) cells enumerated at once between bound checks
@@ -235,13 +236,15 @@ def branch_and_bound(problem: Problem, models: list, counts: list[int], context:
         take = take[in_context[take] | (bound[take] <= threshold)]
         if len(take) == 0:
             break
-        space = enumerate_cells(models, cell_model[take], cell_gpus[take], problem.cluster.gpus_per_node)
+        space = enumerate_cells(models, cell_model[take], cell_gpus[take], problem.cluster.gpus_per_node,
+                                problem.hierarchy)
         board.add(problem, space)
         spaces.append(space)
         done += size
         _progress(min(done, len(order)), len(order), progress)
     _progress(len(order), len(order), progress)
-    scored = concatenate(spaces) if spaces else enumerate_cells(models, cell_model[:0], cell_gpus[:0], problem.cluster.gpus_per_node)
+    scored = concatenate(spaces) if spaces else enumerate_cells(models, cell_model[:0], cell_gpus[:0],
+                                                                problem.cluster.gpus_per_node, problem.hierarchy)
     return board.result(), scored, ruled_out
 
 
@@ -306,7 +309,7 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "plan", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]), zero=int(a["zero"]),
         offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
         global_batch=int(feasible["global_batch"][position]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
-        seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype)
+        seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype, **hierarchy_fields(a))
     sim = simulate(model, layout, cluster)
     tokens = float(feasible["tokens"][position])
     law_n = float(problem.law_params[mi])
@@ -443,13 +446,16 @@ def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: 
 
 
 def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "bf16", batch_rule: str = "step-law",
-             seq_len: int = 4096, vocab: int = 32000, progress=None) -> OptimizeResult:
+             seq_len: int = 4096, vocab: int = 32000, progress=None, hierarchy: bool = True) -> OptimizeResult:
+    """The best plan under `constraints` (module docstring). `hierarchy` False searches flat ZeRO-3 only
+    (no ZeRO++ hpZ / qwZ / qgZ or MiCS / HSDP shard groups: space.with_hierarchy)."""
     started = time.perf_counter()
     cluster.peak_flops_per_s(dtype)
     if constraints.gpus is not None and constraints.gpus > cluster.max_nodes * cluster.gpus_per_node:
         raise PlannerInputError(f"--gpus {constraints.gpus} exceeds cluster {cluster.name!r} "
                                 f"({cluster.max_nodes} nodes x {cluster.gpus_per_node} GPUs)")
     problem, models, n_opt = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
+    problem = dataclasses.replace(problem, hierarchy=hierarchy)
     counts = candidate_gpu_counts(cluster, constraints)
     context = (context_models(models, n_opt), _context_counts(counts, constraints))
     scored, space, ruled_out = branch_and_bound(problem, models, counts, context, progress)

@@ -32,6 +32,8 @@ from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, build_batch
 from planner.search.bounds import inference_gpu_seconds_floor, training_gpu_seconds
 
+# The ZeRO-3 hierarchy columns of a space (space.with_hierarchy), passed to the cost model as they are.
+HIERARCHY_COLUMNS = ("zero_hpz", "zero_quantized_weights", "zero_quantized_gradients", "shard_group")
 NOMINAL_MFU = 0.45  # assumed, only to size the global batch before a candidate's own throughput is known
 
 DROP_REASONS = (
@@ -63,6 +65,7 @@ class Problem:
     tokens_estimate: np.ndarray | None  # per model, target mode: D used to size the global batch
     tokens_needed: np.ndarray | None  # per model, target mode: D reaching the target loss (inf if never)
     flops_per_token: np.ndarray | None = None  # per model: model FLOPs per token as MFU counts them
+    hierarchy: bool = True  # also try ZeRO++ / MiCS / HSDP on flat ZeRO-3 layouts (space.with_hierarchy)
 
     @property
     def peak(self) -> float:
@@ -116,7 +119,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         space_models, arrays["model_index"], tp=arrays["tp"], pp=arrays["pp"], dp=arrays["dp"], vpp=arrays["vpp"],
         cp=arrays["cp"], zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"],
         global_batch=global_batch, recompute=arrays["recompute"], seq_parallel=arrays["seq_parallel"], flash_attention=True,
-        dtype=DTYPE_CODES[problem.dtype],
+        dtype=DTYPE_CODES[problem.dtype], **{k: arrays[k] for k in HIERARCHY_COLUMNS if k in arrays},
     )
     # Memory is cheap; step time is only computed for candidates that fit (the rest are dropped anyway).
     memory = per_gpu_memory(batch, problem.cluster)

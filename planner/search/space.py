@@ -6,7 +6,10 @@ heads (Llama-3 practice). GPU counts are whole nodes on a geometric grid, plus 1
 node for small plans. Layouts: tp in {1, 2, 4, 8} (inside a node, dividing heads and kv heads), pp
 dividing the depth, interleaving vpp in {1, 2}, context parallelism cp in {1, 2}, ZeRO 0-3 (0-1 with
 pipelining), optimizer offload (ZeRO-2/3), micro-batch 1-8, recompute none/selective/full, sequence
-parallelism on or off when tp > 1. Everything is a cartesian product filtered with vector operations.
+parallelism on or off when tp > 1. Flat ZeRO-3 layouts whose data-parallel group spans nodes are also tried
+with the ZeRO-3 hierarchy (HIERARCHY_CHOICES: ZeRO++ hpZ, hpZ + qwZ + qgZ, a node-sized MiCS / HSDP shard
+group), as the fixed-model search tries them, where the searched stack (planner.frameworks "other") runs
+them. Everything is a cartesian product filtered with vector operations.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner.frameworks import FRAMEWORKS
 from planner.model import ModelSpec, family_model
 
 TP_CHOICES = (1, 2, 4, 8)
@@ -27,6 +31,11 @@ MICRO_BATCH_CHOICES = (1, 2, 4, 8)
 RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 # (zero stage, offload code): offload only where DeepSpeed supports it well (ZeRO-2/3 + CPU optimizer).
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1))
+# ZeRO-3 hierarchy options tried beside flat ZeRO-3 (no offload), each with its group = the data-parallel
+# ranks of one node, where the stack has it (planner.frameworks zeropp / shard_groups): (hpZ, qwZ, qgZ, shard group).
+HIERARCHY_CHOICES = ((True, False, False, False), (True, True, True, False), (False, False, False, True))
+# The stack the budget search plans for (build_batch's default framework).
+BUDGET_STACK = "other"
 ASPECT_RATIOS = (64, 96, 128)
 DEPTHS = tuple(range(8, 161, 4))
 NODE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024,
@@ -74,19 +83,21 @@ class Space:
         return len(self.arrays["tp"])
 
 
-def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int) -> Space:
+def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int, hierarchy: bool = True) -> Space:
     """Every valid layout of every model at every GPU count in `gpu_options` (see enumerate_cells)."""
     cell_model, cell_gpus = (g.reshape(-1) for g in np.meshgrid(np.arange(len(models)), np.array(gpu_options, dtype=int),
                                                                  indexing="ij"))
-    return enumerate_cells(models, cell_model, cell_gpus, gpus_per_node)
+    return enumerate_cells(models, cell_model, cell_gpus, gpus_per_node, hierarchy)
 
 
-def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray, gpus_per_node: int) -> Space:
+def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray, gpus_per_node: int,
+                    hierarchy: bool = True) -> Space:
     """Every valid layout of each (model, GPU count) cell, as flat arrays.
 
     Built in two steps so the full cartesian product is never materialised: first the placement
     (cell, tp, pp, vpp, cp, sp) filtered for divisibility, then each surviving placement crossed
-    with the memory/schedule options (ZeRO and offload, micro-batch, recompute).
+    with the memory/schedule options (ZeRO and offload, micro-batch, recompute); then, with `hierarchy`,
+    the ZeRO-3 hierarchy rows (with_hierarchy; the columns are there either way).
     """
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
@@ -127,7 +138,52 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
         "recompute": recompute[o_index[keep]],
     }
     total = len(model_index) * len(zo)
+    stack = FRAMEWORKS[BUDGET_STACK]
+    every = np.full(len(keep), hierarchy)
+    arrays = with_hierarchy(arrays, every & stack.zeropp, every & stack.shard_groups, gpus_per_node)
     return Space(models=models, arrays=arrays, skipped_invalid=int(total - len(keep)))
+
+
+def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, gpus_per_node: int) -> dict:
+    """`arrays` with the ZeRO-3 hierarchy columns (zero_hpz 1, no quantisation, shard_group 0: flat) plus, for
+    each flat ZeRO-3 row whose data-parallel group spans nodes, one row per HIERARCHY_CHOICES entry its stack
+    runs (`zeropp`, `shard_groups`: per row), with hpZ / shard group = the node's data-parallel ranks. The
+    extra rows follow the flat ones, so where a hierarchy only ties a flat layout the flat one stays first."""
+    n = len(arrays["tp"])
+    flat = {"zero_hpz": np.ones(n, dtype=np.int64), "zero_quantized_weights": np.zeros(n, dtype=bool),
+            "zero_quantized_gradients": np.zeros(n, dtype=bool), "shard_group": np.zeros(n, dtype=np.int64)}
+    out = {**arrays, **flat}
+    span = arrays["tp"] * arrays["cp"]
+    node_ranks = np.where(span <= gpus_per_node, gpus_per_node // np.maximum(span, 1), 0)
+    base = ((arrays["zero"] == 3) & (arrays["offload"] == 0) & (node_ranks > 1) & (gpus_per_node % np.maximum(span, 1) == 0)
+            & (arrays["dp"] > node_ranks) & (arrays["dp"] % np.maximum(node_ranks, 1) == 0))
+    zeropp, shard_groups = np.asarray(zeropp, dtype=bool), np.asarray(shard_groups, dtype=bool)
+    extra = []
+    for hpz, qw, qg, shard in HIERARCHY_CHOICES:
+        rows = np.flatnonzero(base & (shard_groups if shard else zeropp))
+        if not rows.size:
+            continue
+        block = {k: v[rows] for k, v in arrays.items()}
+        block.update(zero_hpz=np.where(hpz, node_ranks[rows], 1), zero_quantized_weights=np.full(rows.size, qw),
+                     zero_quantized_gradients=np.full(rows.size, qg),
+                     shard_group=np.where(shard, node_ranks[rows], 0))
+        extra.append(block)
+    if not extra:
+        return out
+    return {k: np.concatenate([out[k]] + [b[k] for b in extra]) for k in out}
+
+
+def hierarchy_fields(a: dict) -> dict:
+    """The Layout fields of a row's ZeRO-3 hierarchy (only those set, so flat rows read as before)."""
+    fields = {}
+    if int(a.get("zero_hpz", 1)) > 1:
+        fields["zero_hpz"] = int(a["zero_hpz"])
+    for key in ("zero_quantized_weights", "zero_quantized_gradients"):
+        if bool(a.get(key, False)):
+            fields[key] = True
+    if int(a.get("shard_group", 0)) > 0:
+        fields["shard_group"] = int(a["shard_group"])
+    return fields
 
 
 def concatenate(spaces: list[Space]) -> Space:

@@ -189,3 +189,28 @@ def test_console_script_reports_bad_input_in_one_line(tmp_path):
     ok = subprocess.run(command + ["simulate", "--model", "gpt2-small", "--json"], capture_output=True, text=True,
                         timeout=60, cwd=tmp_path)
     assert ok.returncode == 0 and json.loads(ok.stdout)["fits"] is True
+
+
+def test_goodput_and_its_inputs_in_text_and_json(cli):
+    """simulate reports the effective training time with the failures and checkpoints it rests on; the JSON
+    figures reproduce the goodput by Daly's first-order formula (planner/cost/goodput.py)."""
+    base = ["simulate", "--cluster", "dgx-a100-80gb", "--model", "llama2-70b", "--tp", "8", "--pp", "4", "--dp", "32",
+            "--global-batch", "1024", "--recompute", "full", "--seq-parallel", "1"]
+    runs = {}
+    for mode in ("sync", "async", "in-memory"):
+        code, out, err = cli(base + ["--checkpoint-mode", mode, "--json"])
+        assert code in (0, 1) and err == ""
+        runs[mode] = json.loads(out)["goodput"]
+        g = runs[mode]
+        lag = g["checkpoint_write_s"] if mode != "in-memory" else g["checkpoint_stall_s"]
+        overhead = (g["checkpoint_stall_s"] / g["checkpoint_interval_s"]
+                    + (g["checkpoint_interval_s"] / 2 + lag + g["restart_s"]) / g["job_mtbf_s"])
+        assert g["goodput"] == pytest.approx(1 / (1 + overhead), rel=1e-12)
+        assert g["job_mtbf_s"] == pytest.approx(g["mtbf_per_gpu_s"] / 1024, rel=1e-12)
+        assert g["checkpoint_bytes"] == 14 * PRESETS["llama2-70b"].total_params
+    assert runs["sync"]["goodput"] < runs["async"]["goodput"] <= runs["in-memory"]["goodput"]
+    code, out, err = cli(base)
+    line = next(line for line in out.splitlines() if line.startswith("goodput"))
+    assert f"{100 * runs['sync']['goodput']:.1f}%" in line and "failures a day" in line and "sync checkpoint" in line
+    code, out, err = cli(base + ["--checkpoint-mode", "never"])
+    assert code == 2 and "--checkpoint-mode" in err

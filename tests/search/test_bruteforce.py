@@ -72,10 +72,13 @@ def models():
 
 
 @functools.lru_cache(maxsize=None)
-def simulated(model_index, tp, pp, dp, vpp, zero, offload, micro, global_batch, recompute):
+def simulated(model_index, tp, pp, dp, vpp, zero, offload, micro, global_batch, recompute, hpz=1, qwz=False, qgz=False,
+              shard=0):
+    hierarchy = dict(zero_hpz=hpz, zero_quantized_weights=qwz, zero_quantized_gradients=qgz,
+                     shard_group=shard or None)
     layout = make_layout(tp=tp, pp=pp, dp=dp, vpp=vpp, zero=zero, offload=OFFLOAD[offload], micro_batch=micro,
                          global_batch=global_batch, recompute=RECOMPUTE[recompute], seq_parallel=tp > 1,
-                         dtype="bf16")
+                         dtype="bf16", **hierarchy)
     return simulate(models()[model_index], layout, cluster())
 
 
@@ -134,8 +137,16 @@ def layouts(c):
             continue
         if pp > 1 and zero > 1:  # pipeline engines run with ZeRO-0/1 only
             continue
-        yield dict(mi=mi, gpus=gpus, tp=tp, pp=pp, dp=dp, vpp=vpp, zero=zero, offload=offload, micro=micro,
-                   recompute=recompute)
+        flat = dict(mi=mi, gpus=gpus, tp=tp, pp=pp, dp=dp, vpp=vpp, zero=zero, offload=offload, micro=micro,
+                    recompute=recompute, hpz=1, qwz=False, qgz=False, shard=0)
+        yield flat
+        # space.py: flat ZeRO-3 whose data-parallel group spans nodes is also tried with hpZ, hpZ + qwZ + qgZ
+        # and a shard group, each over the node's data-parallel ranks (the "other" stack runs all three).
+        node_ranks = cluster().gpus_per_node // tp
+        if zero == 3 and offload == 0 and node_ranks > 1 and dp > node_ranks and dp % node_ranks == 0:
+            yield {**flat, "hpz": node_ranks}
+            yield {**flat, "hpz": node_ranks, "qwz": True, "qgz": True}
+            yield {**flat, "shard": node_ranks}
 
 
 def brute_force(law, c):
@@ -157,7 +168,7 @@ def brute_force(law, c):
         per_step = cand["micro"] * cand["dp"]
         global_batch = int(max(1, round(step_law_b_opt(d_estimate) / SEQ_LEN / per_step)) * per_step)
         sim = simulated(cand["mi"], cand["tp"], cand["pp"], cand["dp"], cand["vpp"], cand["zero"], cand["offload"],
-                        cand["micro"], global_batch, cand["recompute"])
+                        cand["micro"], global_batch, cand["recompute"], cand["hpz"], cand["qwz"], cand["qgz"], cand["shard"])
         rate = sim["tokens_per_s"] * reference_goodput(N, gpus)
         # Serving 2·N FLOP per token at the plan's achieved FLOP rate (score.py docstring).
         inference_gpu_s = (2 * N * c.inference_tokens / (sim["tflops_per_gpu"] * 1e12)) if c.inference_tokens else 0.0
@@ -207,7 +218,9 @@ def row_of(rows, plan):
                and (r["gpus"], r["tp"], r["pp"], r["dp"], r["vpp"], r["zero"], r["micro"], r["global_batch"])
                == (lay["gpus"], lay["tp"], lay["pp"], lay["dp"], lay["vpp"], lay["zero"], lay["micro_batch"],
                    lay["global_batch"])
-               and OFFLOAD[r["offload"]] == lay["offload"] and RECOMPUTE[r["recompute"]] == lay["recompute"]]
+               and OFFLOAD[r["offload"]] == lay["offload"] and RECOMPUTE[r["recompute"]] == lay["recompute"]
+               and (r["hpz"], r["qwz"], r["qgz"], r["shard"]) == (lay["zero_hpz"], lay["zero_quantized_weights"],
+                                                                  lay["zero_quantized_gradients"], lay["shard_group"] or 0)]
     assert len(matches) == 1, f"plan {lay} is not one feasible brute-force candidate"
     return matches[0]
 

@@ -51,3 +51,36 @@ def test_all_layouts_csv_has_the_same_columns_on_every_row(cli, tmp_path):
     header = lines[0].split(",")
     assert "zero_hpz" in header and "shard_group" in header
     assert all(len(line.split(",")) == len(header) for line in lines[1:])
+
+
+# --- The budget search (optimize --budget) tries the same hierarchy options (space.with_hierarchy). ---
+
+def _budget_plans(cluster):
+    """optimize --budget 10000gpuh on `cluster`, with and without (--flat-zero) the ZeRO-3 hierarchy."""
+    from planner.budget import build_constraints
+    from planner.laws.registry import load_law
+    from planner.search.optimize import optimize
+
+    constraints = build_constraints(budget="10000gpuh", deadline=None, gpus=None, max_gpus=None, unique_tokens=None,
+                                    target_loss=None, inference_tokens=None, price_per_gpu_hour=None,
+                                    cluster_name=cluster.name)
+    return [optimize(cluster, load_law("epoch"), constraints, hierarchy=h).plan for h in (True, False)]
+
+
+def test_budget_search_on_a_200_gbps_per_node_cluster_picks_hpz_or_hsdp():
+    """One 200 Gb/s NIC per A100 node: the chosen plan shards ZeRO-3 hierarchically and ranks above the best
+    flat plan by the selection rule (lower loss and a shorter wall-clock)."""
+    a100 = load_cluster("dgx-a100-40gb")
+    slow = a100.model_copy(update={"network": a100.network.model_copy(update={"nics_per_node": 1})})
+    plan, flat = _budget_plans(slow)
+    lay = plan["layout"]
+    assert lay["zero"] == 3 and (lay["zero_hpz"] > 1 or (lay["shard_group"] or 0) > 0), lay
+    assert flat["layout"]["zero_hpz"] == 1 and not flat["layout"]["shard_group"]
+    assert plan["predicted_loss"] < flat["predicted_loss"]
+    assert plan["wall_clock_s"] < flat["wall_clock_s"]
+
+
+def test_budget_search_on_nvlink_nodes_with_8_ndr_nics_need_not():
+    """DGX H100: the best flat plan loses nothing that counts (its loss is within the 0.1% tie of the plan)."""
+    plan, flat = _budget_plans(load_cluster("dgx-h100"))
+    assert flat["predicted_loss"] <= plan["predicted_loss"] * (1 + 1e-3)

