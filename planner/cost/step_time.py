@@ -349,13 +349,23 @@ def _pipeline_send(batch, cluster, message, fw):
     bandwidth = np.where(spans_nodes, links["inter_bytes_per_s"], links["intra_bytes_per_s"])
     efficiency = np.where(spans_nodes, eff.scale_out_bandwidth_efficiency, eff.scale_up_bandwidth_efficiency)
     latency = np.where(spans_nodes, links["inter_latency_s"], links["intra_latency_s"])
-    size = message / np.where(batch.seq_parallel | (fw["p2p_scatter_gather"] > 0), t, 1.0)
+    scattered = fw["p2p_scatter_gather"] > 0
+    size = message / np.where(batch.seq_parallel | scattered, t, 1.0)
     # A group of one (pp = 1) has no link (bandwidth 0): divide by 1 there, the result is masked anyway.
     send = collectives.p2p_time(size, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
+    # Transfers the stage waits for one after another (2: send and receive of a step issued together; 4: each
+    # its own blocking call, frameworks/base.py), plus latency-only metadata sends of partitioned tensors.
+    serial = fw["p2p_transfers_per_microbatch"] * send + fw["p2p_meta_sends_per_microbatch"] * latency
+    # Scatter/gather without sequence parallelism: the received activation (forward) and gradient (backward)
+    # are all-gathered over tp before use, where the framework does it on the compute stream.
+    regather = scattered & ~np.asarray(batch.seq_parallel, dtype=bool) & (fw["p2p_gather_after_recv"] > 0) & (t > 1) & (p > 1)
+    gather = _only_where(regather, collectives.all_gather_time, message, _links(cluster, t, np.ones_like(t)),
+                         **_collective_kwargs(cluster))
     # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,
     # forced off without virtual stages: megatron/training/arguments.py).
     overlapped = (fw["p2p_overlap"] > 0) & ((batch.vpp > 1) | (fw["p2p_overlap_without_interleaving"] > 0))
-    exposed = np.where(overlapped, 0.0, 2.0 * batch.vpp * send)
+    exposed = np.where(overlapped, 0.0, batch.vpp * (serial + 2.0 * gather))
+    # Bytes each stage sends per micro-batch: the activation forward and the gradient back, however issued.
     return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
 
 

@@ -81,6 +81,17 @@ class Framework:
     # Pipeline sends carry 1/tp of the activation per tp rank, all-gathered over the scale-up link on the
     # other side (Narayanan et al. 2021, section 4.1, "scatter/gather"), even without sequence parallelism.
     p2p_scatter_gather: bool = False
+    # Pipeline transfers a stage waits for, one after another, per micro-batch (per virtual stage): 2 where
+    # the send and the receive of a schedule step go out together (Megatron's `send_forward_recv_backward`,
+    # one batch_isend_irecv); 4 where each of receive activation, send gradient, send activation, receive
+    # gradient is its own blocking call executed in order (DeepSpeed's pipeline engine, frameworks/deepspeed.py).
+    p2p_transfers_per_microbatch: float = 2.0
+    # Extra latency-only sends per micro-batch: the small metadata tensor sent ahead of each partitioned
+    # (scatter/gather) activation or gradient (DeepSpeed's PartitionedTensor meta).
+    p2p_meta_sends_per_microbatch: float = 0.0
+    # With p2p_scatter_gather: the receiving stage all-gathers each received tensor over tp (forward
+    # activation, backward gradient) before it computes, on the stage's stream (exposed).
+    p2p_gather_after_recv: bool = False
     # Memory (cost.memory). ZeRO-3 working set: the largest module's 16-bit weight and gradient (DeepSpeed
     # fetches submodule by submodule) and/or `units_in_flight` whole transformer blocks (FSDP units).
     gathers_largest_module: bool = False

@@ -13,6 +13,20 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
 - Gradients go into `reduce_bucket_size` (5e8) buckets, one reduce-scatter each (stage3.py:1258-1330;
   stage_1_and_2.py); ZeRO-2 reduces during every micro-batch's backward.
 - `overlap_comm` defaults to True only for stage 3 (`zero/config.py`:134, 351-353).
+- Pipeline engine p2p (the same at microsoft/DeepSpeed@0457bb1c, 2021-09-30, the release line MT-NLG trained on,
+  and @38327e07): every SendActivation / RecvGrad / RecvActivation / SendGrad instruction is its own blocking
+  `dist.send` / `dist.recv` (`runtime/pipe/p2p.py`:52-85 @0457bb1c, `async_op=False` asserted; :46-84
+  @38327e07), executed in instruction order (`pipe/engine.py` `_exec_schedule`), a forward step receiving
+  then sending and a backward step sending then receiving (`pipe/schedule.py`:205-219 @0457bb1c, 200-223
+  @38327e07): four transfers one after another per micro-batch, where Megatron issues a step's send and
+  receive in one batch (two). An event simulation of that instruction list (tests/test_frameworks.py) gives
+  the 1F1B makespan without communication and about four exposed transfers per micro-batch slot with it.
+- With tensor parallelism the engine partitions what it sends over the tp ("slice") group:
+  `is_pipe_partitioned = is_grad_partitioned = is_model_parallel` (engine.py:113-115 @0457bb1c;
+  `pipe_partitioned` / `grad_partitioned` default True, `runtime/config.py`:467-468 @38327e07); each send is a
+  LongTensor of metadata then the 1/tp part (engine.py:589-600, 867-870, 909-915), and the receiver rebuilds
+  the whole tensor with `PartitionedTensor.full()`, one `dist.all_gather` over tp (`runtime/utils.py`:693-721),
+  before its forward (engine.py:564-572) and backward (engine.py:649-670).
 - The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
   parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
   data(-and-sequence)-parallel group (engine.py:1655).
@@ -42,4 +56,8 @@ DEEPSPEED = Framework(
     # runtime/zero/config.py:294-310) and MiCS (`mics_shard_size`, config.py:326; runtime/zero/mics.py).
     # No separate gradient group upstream (Xu et al. patch DeepSpeed for theirs).
     zeropp=True, shard_groups=True,
+    # Pipeline engine p2p (module docstring): partitioned over tp, four blocking transfers per micro-batch each
+    # preceded by a metadata send, the whole tensor all-gathered over tp on receipt.
+    p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,
+    p2p_gather_after_recv=True,
 )
