@@ -98,3 +98,80 @@ def test_megascale_parallel_block_and_per_chunk_reduction_change_only_their_part
     assert flat_megascale["time"]["dp_comm_exposed"] == pytest.approx(flat_megatron["time"]["dp_comm_exposed"])
     # Pipeline sends: Megatron-LM overlaps them only with interleaving, MegaScale always.
     assert flat_megatron["time"]["pp_p2p"] > 0 and flat_megascale["time"]["pp_p2p"] == 0
+
+
+def _deepspeed_train_schedule(stages, micro_batches, stage):
+    """The instruction list of DeepSpeed's TrainSchedule (`runtime/pipe/schedule.py`:189-289 @0457bb1c) for one
+    stage: ("recv"|"send", "act"|"grad", micro-batch) and ("F"|"B", micro-batch), in execution order."""
+    out, prev = [], -1
+    valid = lambda k: 0 <= k < micro_batches  # noqa: E731
+    for step in range(2 * (micro_batches + stages - 1)):
+        forward = step % 2 == stage % 2
+        base = step // 2 if step % 2 == 0 else (step - 1) // 2
+        k = base - stage // 2 if forward else (
+            base - stages + (stage + 1) // 2 if step % 2 == 0 else base - stages + 1 + stage // 2)
+        if forward:
+            out += [("recv", "act", k)] * (valid(k) and stage > 0) + [("send", "grad", prev)] * (valid(prev) and stage > 0)
+        else:
+            out += ([("send", "act", prev)] * (valid(prev) and stage < stages - 1)
+                    + [("recv", "grad", k)] * (valid(k) and stage < stages - 1))
+        out += [("F" if forward else "B", k)] * valid(k)
+        prev = k
+    return out
+
+
+def _makespan(stages, micro_batches, forward_s, backward_s, transfer_s):
+    """Each stage runs its instructions in order; a send and its matching receive are one blocking transfer
+    (both sides wait for each other, then both take transfer_s): `dist.send` / `dist.recv`, p2p.py:52-85."""
+    program = [_deepspeed_train_schedule(stages, micro_batches, s) for s in range(stages)]
+    pos, clock, posted, moved = [0] * stages, [0.0] * stages, {}, True
+    while moved:
+        moved = False
+        for s in range(stages):
+            while pos[s] < len(program[s]):
+                op = program[s][pos[s]]
+                if op[0] in ("F", "B"):
+                    clock[s] += forward_s if op[0] == "F" else backward_s
+                    pos[s] += 1
+                    moved = True
+                    continue
+                peer = s + 1 if (op[0] == "send") == (op[1] == "act") else s - 1
+                key = (min(s, peer), op[1], op[2])
+                if key in posted and posted[key][0] != s:
+                    other, ready = posted.pop(key)
+                    clock[s] = clock[other] = max(ready, clock[s]) + transfer_s
+                    pos[s] += 1
+                    pos[other] += 1
+                    moved = True
+                    continue
+                posted.setdefault(key, (s, clock[s]))
+                break
+    assert pos == [len(p) for p in program]  # no deadlock: every instruction ran
+    return max(clock)
+
+
+@pytest.mark.parametrize("stages,micro_batches", [(4, 8), (12, 48), (35, 240)])
+def test_deepspeed_pipeline_schedule_is_1f1b_with_four_serial_transfers(stages, micro_batches):
+    """Why frameworks/deepspeed.py sets p2p_transfers_per_microbatch = 4: simulating the engine's instruction list
+    with blocking transfers gives the 1F1B makespan (m + p - 1)(F + B) without communication (so its bubble is
+    Megatron's), and each further micro-batch costs F + B + 4 transfers (a middle stage's receive activation,
+    send gradient, send activation, receive gradient in series; Megatron's batched send+recv: 2)."""
+    forward_s, backward_s, transfer_s = 1.0, 3.0, 0.02  # full recompute: backward = 2 F + recompute F
+    slots = micro_batches + stages - 1
+    assert _makespan(stages, micro_batches, forward_s, backward_s, 0.0) == pytest.approx(slots * 4.0)
+    extra = (_makespan(stages, 2 * micro_batches, forward_s, backward_s, transfer_s)
+             - _makespan(stages, micro_batches, forward_s, backward_s, transfer_s)) / micro_batches
+    assert (extra - forward_s - backward_s) / transfer_s == pytest.approx(4.0, abs=1e-6)
+
+
+def test_deepspeed_pipeline_p2p_is_partitioned_serial_and_regathered():
+    """frameworks/deepspeed.py: 1/tp per send plus a metadata send, 4 blocking transfers, tp all-gather on receipt
+    (engine.py:113-115, 589-600, 909-915; utils.py:693-721 @0457bb1c). The other stacks keep 2 batched transfers."""
+    ds = FRAMEWORKS["deepspeed"]
+    assert (ds.p2p_scatter_gather, ds.p2p_transfers_per_microbatch, ds.p2p_meta_sends_per_microbatch,
+            ds.p2p_gather_after_recv) == (True, 4.0, 4.0, True)
+    assert FRAMEWORKS["deepspeed-v0.3"].p2p_transfers_per_microbatch == 4.0
+    for name in ("megatron", "fsdp", "jax", "other", "megascale", "llm-foundry"):
+        stack = FRAMEWORKS[name]
+        assert (stack.p2p_transfers_per_microbatch, stack.p2p_meta_sends_per_microbatch,
+                stack.p2p_gather_after_recv) == (2.0, 0.0, False), name

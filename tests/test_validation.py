@@ -171,3 +171,21 @@ def test_csv_round_trip_keeps_values_and_extra_columns(tmp_path):
     again.write_text(runs_to_csv_text(runs), encoding="utf-8")
     reread, problems = read_runs(again)
     assert problems == [] and reread == runs and reread[0].extra == {"flash_attention": "0"}
+
+
+MT_NLG_SOURCE = "MT-NLG paper (2201.11990) Sec2.4"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 19.1% MAPE, bias -19.1% (rows 69-71: -17.8%, -18.7%, -20.9%; 16.5% before the DeepSpeed pipeline "
+    "engine's p2p was modelled from source, which makes the sends cheaper: 1/tp per send). Nothing else in the "
+    "engine at microsoft/DeepSpeed@0457bb1c (schedule = 1F1B, ZeRO-1 reduce once per step) accounts for the "
+    "~1.27x per-sample gap to Megatron's PTD-P on the same layout (rows 20-22, within 1%)."))
+def test_mt_nlg_rows_within_the_per_source_limit(published_results):
+    """MT-NLG Sec 2.4 iteration times (60.1, 50.2, 44.4 s on 2240/2800/3360 A100s, Megatron-DeepSpeed with
+    DeepSpeed's pipeline engine, framework deepspeed): issue 11's per-source limit, 12%."""
+    runs, results = published_results
+    stats = summarize(results, "step")["by_source"][MT_NLG_SOURCE]
+    assert stats["count"] == 3
+    assert {r.extra.get("framework") for r in runs if r.source == MT_NLG_SOURCE} == {"deepspeed"}
+    assert stats["mape"] <= PER_SOURCE_MAPE_LIMIT, f"MT-NLG MAPE {stats['mape']:.1%}"
