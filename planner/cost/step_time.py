@@ -359,8 +359,8 @@ def _pipeline_send(batch, cluster, message, fw):
     # Scatter/gather without sequence parallelism: the received activation (forward) and gradient (backward)
     # are all-gathered over tp before use, where the framework does it on the compute stream.
     regather = scattered & ~np.asarray(batch.seq_parallel, dtype=bool) & (fw["p2p_gather_after_recv"] > 0) & (t > 1) & (p > 1)
-    gather = _only_where(regather, collectives.all_gather_time, message, _links(cluster, t, np.ones_like(t)),
-                         **_collective_kwargs(cluster))
+    gather = (_only_where(regather, collectives.all_gather_time, message, _links(cluster, t, np.ones_like(t)),
+                          **_collective_kwargs(cluster)) if regather.any() else np.zeros(len(batch)))
     # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,
     # forced off without virtual stages: megatron/training/arguments.py).
     overlapped = (fw["p2p_overlap"] > 0) & ((batch.vpp > 1) | (fw["p2p_overlap_without_interleaving"] > 0))
