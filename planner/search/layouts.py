@@ -314,6 +314,10 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     for name in frameworks:
         if name not in FRAMEWORKS:
             raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
+    if not any(dtype in FRAMEWORKS[name].dtypes for name in frameworks):
+        # Bad input rather than "no layout": none of the stacks asked for trains in this precision.
+        offered = ", ".join(f"{name}: {'/'.join(sorted(FRAMEWORKS[name].dtypes))}" for name in frameworks)
+        raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
     target = None
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
