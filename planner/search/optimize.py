@@ -472,6 +472,8 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         "models_searched": len(models), "models_scored": int(len(searched_models)),
         "model_size_range": [models[0].total_params, models[-1].total_params],
         "compute_optimal_params_estimate": n_opt,
+        # The ZeRO-3 hierarchy options tried, as (hpZ, qwZ, qgZ, shard group) flags (space.hierarchy_choices).
+        "zero3_hierarchy": [list(choice) for choice in hierarchy],
     }
     result = OptimizeResult(status="infeasible", plan=None, dropped=scored["dropped"], scored=len(space),
                             ruled_out={k: v for k, v in ruled_out.items() if k in DROP_REASONS},
