@@ -25,7 +25,7 @@ from planner.model import ModelSpec, make_model
 from planner.search.bounds import flops_per_token
 from planner.search.optimize import OptimizeResult, build_problem, score_space
 from planner.search.score import Problem, batch_tokens_estimate
-from planner.search.space import enumerate_space, family_models, gpu_counts
+from planner.search.space import LOSSLESS_HIERARCHY, enumerate_space, family_models, gpu_counts
 
 BAND_LEVEL = 0.8  # the band optimize reports (plan["loss_interval"])
 ISOFLOP_SPAN = 12.0  # the curve spans N_opt / span .. N_opt x span (the search window is /12 .. x6)
@@ -141,15 +141,16 @@ def _fixed_token_problem(cluster: ClusterSpec, law, constraints: Constraints, pl
 
 
 def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: dict, dtype: str,
-                     batch_rule: str, seq_len: int, vocab: int) -> list[dict]:
-    """Fastest layout to the plan's loss for the chosen model at each GPU count the cluster offers."""
+                     batch_rule: str, seq_len: int, vocab: int, hierarchy: tuple = LOSSLESS_HIERARCHY) -> list[dict]:
+    """Fastest layout to the plan's loss for the chosen model at each GPU count the cluster offers, over the
+    ZeRO-3 hierarchy options the plan's search tried."""
     model = plan_model(plan)
     problem = _fixed_token_problem(cluster, law, constraints, plan, model, dtype, batch_rule, seq_len, vocab)
     low, high = plan["gpus"] / SCALING_SPAN, plan["gpus"] * SCALING_SPAN
     counts = [g for g in gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None) if low <= g <= high]
     rows = []
     for gpus in counts:
-        space = enumerate_space([model], [gpus], cluster.gpus_per_node)
+        space = enumerate_space([model], [gpus], cluster.gpus_per_node, hierarchy)
         if len(space) == 0:
             rows.append({"gpus": gpus, "feasible": False, "reason": "no layout divides the model"})
             continue
@@ -315,7 +316,8 @@ def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: Op
         "fit_range": fit_range_notes(law, result.plan),
         "memory": [(plan["label"], memory_parts(plan), plan["memory_bytes"]) for plan in plans],
         "time": [(plan["label"], time_parts(plan), plan["step_time_s"]) for plan in plans],
-        "scaling": mfu_by_gpu_count(cluster, law, constraints, result.plan, dtype, batch_rule, seq_len, vocab),
+        "scaling": mfu_by_gpu_count(cluster, law, constraints, result.plan, dtype, batch_rule, seq_len, vocab,
+                                    tuple(tuple(c) for c in result.assumptions.get("zero3_hierarchy", LOSSLESS_HIERARCHY))),
         "logistics": run_logistics(result.plan, cluster),
     })
     return review

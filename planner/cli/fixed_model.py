@@ -142,10 +142,12 @@ def solve_fixed_model(args):
     imbalance = getattr(args, "moe_load_imbalance", None)
     if imbalance is not None and not model.is_moe:
         raise PlannerInputError(f"--moe-load-imbalance applies to mixture-of-experts models ({model.name} is dense)")
+    from planner.cli.optimize import search_hierarchy
+
     return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
                             frameworks=_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
-                            min_headroom=args.min_headroom or 0.0, hierarchy=not getattr(args, "flat_zero", False),
+                            min_headroom=args.min_headroom or 0.0, hierarchy=search_hierarchy(args),
                             **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
 
 
@@ -284,7 +286,7 @@ def _layout_text(row: dict) -> str:
     text += "" if row["offload"] == "none" else f" offload={row['offload']}"
     text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
     text += " sp" if row["seq_parallel"] else ""
-    # ZeRO-3 hierarchy (search/layouts.py HIERARCHY_CHOICES): ZeRO++ and MiCS / HSDP shard groups.
+    # ZeRO-3 hierarchy (search/space.py hierarchy_choices): ZeRO++ and MiCS / HSDP shard groups.
     text += f" hpZ{row['zero_hpz']}" if row.get("zero_hpz", 1) > 1 else ""
     text += " qwZ" if row.get("zero_quantized_weights") else ""
     text += " qgZ" if row.get("zero_quantized_gradients") else ""

@@ -42,8 +42,11 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--vocab", type=whole_number(), default=32000, help="vocabulary size of the planned model (default 32000)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
     parser.add_argument("--flat-zero", action="store_true",
-                        help="search flat ZeRO-3 only: without ZeRO++ (hpZ, qwZ, qgZ) or node-sized MiCS / HSDP shard "
-                             "groups, which are tried by default where the data-parallel group spans nodes")
+                        help="search flat ZeRO-3 only: without ZeRO++ hpZ or node-sized MiCS / HSDP shard groups, "
+                             "which are tried by default where the data-parallel group spans nodes")
+    parser.add_argument("--quantized-comm", action="store_true",
+                        help="also try ZeRO++'s quantised collectives (qwZ int8 weight gathers, qgZ int4 gradient reduce); "
+                             "off by default: the loss laws do not price their effect on training")
     parser.add_argument("--min-headroom", type=fraction(0.9), default=0.0, metavar="FRACTION",
                         help="HBM a plan must leave free, like '5%%' (default 0: the cost model's own reserves only; "
                              "plans under 5%% are flagged)")
@@ -83,7 +86,7 @@ def solve(args, inputs=None):
     with Progress(args.command, unit="cells", quiet=args.quiet) as progress:
         return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
                         seq_len=args.seq_len, vocab=args.vocab, progress=progress,
-                        hierarchy=not getattr(args, "flat_zero", False))
+                        hierarchy=search_hierarchy(args))
 
 
 def result_json(result) -> dict:
@@ -119,6 +122,17 @@ def run(args) -> int:
     if args.emit_deepspeed and result.status == "ok":
         report_cli.emit_plan(args.emit_deepspeed, result.plan, inputs[0], args.force)
     return 0 if result.status == "ok" else 1
+
+
+def search_hierarchy(args) -> tuple:
+    """The ZeRO-3 hierarchy choices --flat-zero / --quantized-comm ask the search to try."""
+    from planner.errors import PlannerInputError
+    from planner.search.space import hierarchy_choices
+
+    flat, quantized = getattr(args, "flat_zero", False), getattr(args, "quantized_comm", False)
+    if flat and quantized:
+        raise PlannerInputError("--quantized-comm needs the ZeRO-3 hierarchy (ZeRO++), which --flat-zero turns off")
+    return hierarchy_choices(flat=flat, quantized=quantized)
 
 
 def hierarchy_text(lay: dict) -> str:

@@ -96,7 +96,8 @@ def _inter_node_bytes(batch: CandidateBatch, links, volume):
         return None
     naive = volume * (links["ranks_per_node"] * n - links["ranks_per_node"]) / np.maximum(links["ranks_per_node"] * n, 1.0)
     picked = np.minimum(batch.dispatch_nodes, n)
-    dedup = volume / batch.top_k * picked * (n - 1.0) / np.maximum(n, 1.0)
+    # Dense rows of a mixed batch (top_k 0) send nothing: divide by at least 1 so they stay 0, not 0/0.
+    dedup = volume / np.maximum(batch.top_k, 1.0) * picked * (n - 1.0) / np.maximum(n, 1.0)
     return np.where(limited, np.minimum(dedup, naive), naive)
 
 

@@ -23,6 +23,7 @@ from planner.error_bands import interval as step_time_interval
 from planner.hardware import ClusterSpec
 from planner.model import ModelSpec, model_training_flops
 from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layouts
+from planner.search.space import LOSSLESS_HIERARCHY
 
 DEFAULT_KNEE = 0.8  # assumed: below 80% scaling efficiency more GPUs mostly buy waste
 
@@ -70,7 +71,7 @@ def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: floa
 
 
 def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,
-                   min_headroom=0.0, moe_load_imbalance=1.0, hierarchy=True) -> CountPlan:
+                   min_headroom=0.0, moe_load_imbalance=1.0, hierarchy=LOSSLESS_HIERARCHY) -> CountPlan:
     search = search_layouts(model, cluster, gpus, global_batch=global_batch, tokens=tokens, frameworks=frameworks,
                             dtype=dtype, batch_rule=batch_rule, min_headroom=min_headroom,
                             moe_load_imbalance=moe_load_imbalance, hierarchy=hierarchy)
@@ -100,7 +101,7 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                      global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
                      batch_rule: str = "step-law", min_headroom: float = 0.0,
-                     moe_load_imbalance: float = 1.0, hierarchy: bool = True) -> FixedModelPlan:
+                     moe_load_imbalance: float = 1.0, hierarchy: tuple = LOSSLESS_HIERARCHY) -> FixedModelPlan:
     """Evaluate GPU counts and choose one (module docstring). `moe_load_imbalance`: MoE models' busiest
     expert rank's load over the mean (layout.Layout.moe_load_imbalance); `hierarchy` False searches flat
     ZeRO-3 only (no ZeRO++ / MiCS / HSDP: search_layouts)."""

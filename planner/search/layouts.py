@@ -41,7 +41,7 @@ from planner.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
 from planner.model import ModelSpec
-from planner.search.space import HIERARCHY_CHOICES, hierarchy_fields, with_hierarchy  # noqa: F401 (HIERARCHY_CHOICES: read here too)
+from planner.search.space import LOSSLESS_HIERARCHY, hierarchy_fields, with_hierarchy
 
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
@@ -148,23 +148,23 @@ def _stack_options(stacks) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 7)
 
 
-def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int) -> dict:
+def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int, choices: tuple) -> dict:
     """space.with_hierarchy with each row's stack deciding which hierarchy options it runs."""
     index = np.asarray(stack_index, dtype=np.int64)  # (an empty selection may come as floats)
     zeropp = np.array([bool(s.zeropp) for s in stacks], dtype=bool)[index]
     groups = np.array([bool(s.shard_groups) for s in stacks], dtype=bool)[index]
-    return with_hierarchy(arrays, zeropp, groups, gpus_per_node)
+    return with_hierarchy(arrays, zeropp, groups, gpus_per_node, choices)
 
 
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
                       batch_target: int | None = None, dtype: str = "bf16",
-                      gpus_per_node: int | None = None) -> dict[str, np.ndarray]:
+                      gpus_per_node: int | None = None, hierarchy: tuple = LOSSLESS_HIERARCHY) -> dict[str, np.ndarray]:
     """Every layout of `model` on `gpus` GPUs each stack in `frameworks` can run, as arrays.
 
     `global_batch` fixes the batch (layouts whose dp does not divide it are not enumerated); without it,
     each layout's batch is `batch_target` rounded to whole micro-batches x dp. With `gpus_per_node`,
-    ZeRO-3 layouts whose data-parallel group spans nodes are also tried with ZeRO++ (hpZ; hpZ + qwZ + qgZ)
-    and with a node-sized shard group (MiCS / HSDP), where the stack has them (HIERARCHY_CHOICES).
+    ZeRO-3 layouts whose data-parallel group spans nodes are also tried with each `hierarchy` choice
+    (space.py: ZeRO++ hpZ, hpZ + qwZ + qgZ, a node-sized MiCS / HSDP shard group) where the stack has it.
     """
     placements = _placements(model, gpus)
     p_index, micro = _micro_batches(placements, global_batch)
@@ -206,7 +206,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     }
     if gpus_per_node is None:
         return arrays
-    return _with_hierarchy(arrays, stacks, f[keep], gpus_per_node)
+    return _with_hierarchy(arrays, stacks, f[keep], gpus_per_node, hierarchy)
 
 
 @dataclass
@@ -298,13 +298,13 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                    global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
-                   hierarchy: bool = True) -> LayoutSearch:
+                   hierarchy: tuple = LOSSLESS_HIERARCHY) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
     Chinchilla's compute-optimal ratio) and each layout rounds it to whole micro-batches x dp. A layout
-    must leave `min_headroom` (a fraction) of HBM free. `hierarchy` also tries ZeRO++ and MiCS / HSDP
-    shard groups for ZeRO-3 (enumerate_layouts).
+    must leave `min_headroom` (a fraction) of HBM free. `hierarchy`: the ZeRO-3 hierarchy choices tried
+    besides flat ZeRO-3 (space.hierarchy_choices; default the lossless ones, hpZ and shard groups).
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -314,11 +314,15 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     for name in frameworks:
         if name not in FRAMEWORKS:
             raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
+    if not any(dtype in FRAMEWORKS[name].dtypes for name in frameworks):
+        # Bad input rather than "no layout": none of the stacks asked for trains in this precision.
+        offered = ", ".join(f"{name}: {'/'.join(sorted(FRAMEWORKS[name].dtypes))}" for name in frameworks)
+        raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
     target = None
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
     arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype,
-                               gpus_per_node=cluster.gpus_per_node if hierarchy else None)
+                               gpus_per_node=cluster.gpus_per_node if hierarchy else None, hierarchy=hierarchy)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search
         batch = dataclasses.replace(batch, moe_imbalance=np.full(len(batch), float(moe_load_imbalance)))

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.cost.goodput import goodput
 from planner.errors import PlannerInputError
 from planner.hardware import ClusterSpec
 from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal, training_flops

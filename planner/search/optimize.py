@@ -23,7 +23,8 @@ from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import plan_loss_curve
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token
 from planner.search.score import DROP_REASONS, NOMINAL_MFU, Problem, score_chunk
-from planner.search.space import Space, concatenate, enumerate_cells, family_models, gpu_counts, hierarchy_fields
+from planner.search.space import (LOSSLESS_HIERARCHY, Space, concatenate, enumerate_cells, family_models, gpu_counts,
+                                  hierarchy_fields)
 
 CHUNK = 262_144  # candidates per vectorised batch: large enough for numpy, small enough for memory
 CELLS_PER_ROUND = 48  # (model, GPU count) cells enumerated at once between bound checks
@@ -446,9 +447,9 @@ def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: 
 
 
 def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "bf16", batch_rule: str = "step-law",
-             seq_len: int = 4096, vocab: int = 32000, progress=None, hierarchy: bool = True) -> OptimizeResult:
-    """The best plan under `constraints` (module docstring). `hierarchy` False searches flat ZeRO-3 only
-    (no ZeRO++ hpZ / qwZ / qgZ or MiCS / HSDP shard groups: space.with_hierarchy)."""
+             seq_len: int = 4096, vocab: int = 32000, progress=None, hierarchy: tuple = LOSSLESS_HIERARCHY) -> OptimizeResult:
+    """The best plan under `constraints` (module docstring). `hierarchy`: the ZeRO-3 hierarchy choices tried
+    besides flat ZeRO-3 (space.hierarchy_choices: () = flat only; default hpZ and MiCS / HSDP shard groups)."""
     started = time.perf_counter()
     cluster.peak_flops_per_s(dtype)
     if constraints.gpus is not None and constraints.gpus > cluster.max_nodes * cluster.gpus_per_node:
@@ -471,6 +472,8 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         "models_searched": len(models), "models_scored": int(len(searched_models)),
         "model_size_range": [models[0].total_params, models[-1].total_params],
         "compute_optimal_params_estimate": n_opt,
+        # The ZeRO-3 hierarchy options tried, as (hpZ, qwZ, qgZ, shard group) flags (space.hierarchy_choices).
+        "zero3_hierarchy": [list(choice) for choice in hierarchy],
     }
     result = OptimizeResult(status="infeasible", plan=None, dropped=scored["dropped"], scored=len(space),
                             ruled_out={k: v for k, v in ruled_out.items() if k in DROP_REASONS},

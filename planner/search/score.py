@@ -31,6 +31,7 @@ from planner.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.layout import DTYPE_CODES, build_batch
 from planner.search.bounds import inference_gpu_seconds_floor, training_gpu_seconds
+from planner.search.space import LOSSLESS_HIERARCHY
 
 # The ZeRO-3 hierarchy columns of a space (space.with_hierarchy), passed to the cost model as they are.
 HIERARCHY_COLUMNS = ("zero_hpz", "zero_quantized_weights", "zero_quantized_gradients", "shard_group")
@@ -65,7 +66,9 @@ class Problem:
     tokens_estimate: np.ndarray | None  # per model, target mode: D used to size the global batch
     tokens_needed: np.ndarray | None  # per model, target mode: D reaching the target loss (inf if never)
     flops_per_token: np.ndarray | None = None  # per model: model FLOPs per token as MFU counts them
-    hierarchy: bool = True  # also try ZeRO++ / MiCS / HSDP on flat ZeRO-3 layouts (space.with_hierarchy)
+    # ZeRO-3 hierarchy choices also tried on flat ZeRO-3 layouts (space.hierarchy_choices: default hpZ and
+    # MiCS / HSDP shard groups; () = flat only).
+    hierarchy: tuple = LOSSLESS_HIERARCHY
 
     @property
     def peak(self) -> float:

@@ -7,9 +7,9 @@ node for small plans. Layouts: tp in {1, 2, 4, 8} (inside a node, dividing heads
 dividing the depth, interleaving vpp in {1, 2}, context parallelism cp in {1, 2}, ZeRO 0-3 (0-1 with
 pipelining), optimizer offload (ZeRO-2/3), micro-batch 1-8, recompute none/selective/full, sequence
 parallelism on or off when tp > 1. Flat ZeRO-3 layouts whose data-parallel group spans nodes are also tried
-with the ZeRO-3 hierarchy (HIERARCHY_CHOICES: ZeRO++ hpZ, hpZ + qwZ + qgZ, a node-sized MiCS / HSDP shard
-group), as the fixed-model search tries them, where the searched stack (planner.frameworks "other") runs
-them. Everything is a cartesian product filtered with vector operations.
+with the ZeRO-3 hierarchy (LOSSLESS_HIERARCHY: ZeRO++ hpZ, a node-sized MiCS / HSDP shard group; with
+--quantized-comm also hpZ + qwZ + qgZ), as the fixed-model search tries them, where the searched stack
+(planner.frameworks "other") runs them. Everything is a cartesian product filtered with vector operations.
 """
 
 from __future__ import annotations
@@ -33,7 +33,20 @@ RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1))
 # ZeRO-3 hierarchy options tried beside flat ZeRO-3 (no offload), each with its group = the data-parallel
 # ranks of one node, where the stack has it (planner.frameworks zeropp / shard_groups): (hpZ, qwZ, qgZ, shard group).
-HIERARCHY_CHOICES = ((True, False, False, False), (True, True, True, False), (False, False, False, True))
+HPZ = (True, False, False, False)
+HPZ_QUANTIZED = (True, True, True, False)  # full ZeRO++: int8 weight gathers, int4 gradient reduce
+SHARD_GROUP = (False, False, False, True)
+# Tried by default: the options that change where bytes go, not what they are. qwZ / qgZ quantise the
+# weight gathers (int8) and the gradient reduce (int4); Wang et al. 2023 report loss parity on their runs, but
+# the loss laws here cannot price a quantised run, so the search tries them only when asked (--quantized-comm).
+LOSSLESS_HIERARCHY = (HPZ, SHARD_GROUP)
+ALL_HIERARCHY = (HPZ, HPZ_QUANTIZED, SHARD_GROUP)
+FLAT = ()
+
+
+def hierarchy_choices(flat: bool = False, quantized: bool = False) -> tuple:
+    """The ZeRO-3 hierarchy options a search tries: none (--flat-zero), the lossless ones, or all."""
+    return FLAT if flat else ALL_HIERARCHY if quantized else LOSSLESS_HIERARCHY
 # The stack the budget search plans for (build_batch's default framework).
 BUDGET_STACK = "other"
 ASPECT_RATIOS = (64, 96, 128)
@@ -83,7 +96,8 @@ class Space:
         return len(self.arrays["tp"])
 
 
-def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int, hierarchy: bool = True) -> Space:
+def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int,
+                    hierarchy: tuple = LOSSLESS_HIERARCHY) -> Space:
     """Every valid layout of every model at every GPU count in `gpu_options` (see enumerate_cells)."""
     cell_model, cell_gpus = (g.reshape(-1) for g in np.meshgrid(np.arange(len(models)), np.array(gpu_options, dtype=int),
                                                                  indexing="ij"))
@@ -91,13 +105,13 @@ def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_no
 
 
 def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray, gpus_per_node: int,
-                    hierarchy: bool = True) -> Space:
+                    hierarchy: tuple = LOSSLESS_HIERARCHY) -> Space:
     """Every valid layout of each (model, GPU count) cell, as flat arrays.
 
     Built in two steps so the full cartesian product is never materialised: first the placement
     (cell, tp, pp, vpp, cp, sp) filtered for divisibility, then each surviving placement crossed
     with the memory/schedule options (ZeRO and offload, micro-batch, recompute); then, with `hierarchy`,
-    the ZeRO-3 hierarchy rows (with_hierarchy; the columns are there either way).
+    the ZeRO-3 hierarchy rows of the `hierarchy` choices (with_hierarchy; the columns are there either way).
     """
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
@@ -139,14 +153,15 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     }
     total = len(model_index) * len(zo)
     stack = FRAMEWORKS[BUDGET_STACK]
-    every = np.full(len(keep), hierarchy)
-    arrays = with_hierarchy(arrays, every & stack.zeropp, every & stack.shard_groups, gpus_per_node)
+    every = np.full(len(keep), bool(hierarchy))
+    arrays = with_hierarchy(arrays, every & stack.zeropp, every & stack.shard_groups, gpus_per_node, hierarchy)
     return Space(models=models, arrays=arrays, skipped_invalid=int(total - len(keep)))
 
 
-def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, gpus_per_node: int) -> dict:
+def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, gpus_per_node: int,
+                   choices: tuple = LOSSLESS_HIERARCHY) -> dict:
     """`arrays` with the ZeRO-3 hierarchy columns (zero_hpz 1, no quantisation, shard_group 0: flat) plus, for
-    each flat ZeRO-3 row whose data-parallel group spans nodes, one row per HIERARCHY_CHOICES entry its stack
+    each flat ZeRO-3 row whose data-parallel group spans nodes, one row per entry of `choices` its stack
     runs (`zeropp`, `shard_groups`: per row), with hpZ / shard group = the node's data-parallel ranks. The
     extra rows follow the flat ones, so where a hierarchy only ties a flat layout the flat one stays first."""
     n = len(arrays["tp"])
@@ -159,7 +174,7 @@ def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, g
             & (arrays["dp"] > node_ranks) & (arrays["dp"] % np.maximum(node_ranks, 1) == 0))
     zeropp, shard_groups = np.asarray(zeropp, dtype=bool), np.asarray(shard_groups, dtype=bool)
     extra = []
-    for hpz, qw, qg, shard in HIERARCHY_CHOICES:
+    for hpz, qw, qg, shard in choices:
         rows = np.flatnonzero(base & (shard_groups if shard else zeropp))
         if not rows.size:
             continue

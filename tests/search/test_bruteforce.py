@@ -144,8 +144,7 @@ def layouts(c):
         # and a shard group, each over the node's data-parallel ranks (the "other" stack runs all three).
         node_ranks = cluster().gpus_per_node // tp
         if zero == 3 and offload == 0 and node_ranks > 1 and dp > node_ranks and dp % node_ranks == 0:
-            yield {**flat, "hpz": node_ranks}
-            yield {**flat, "hpz": node_ranks, "qwz": True, "qgz": True}
+            yield {**flat, "hpz": node_ranks}  # the default search's lossless hierarchy (no qwZ / qgZ)
             yield {**flat, "shard": node_ranks}
 
 

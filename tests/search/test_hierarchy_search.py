@@ -1,9 +1,11 @@
 """The fixed-model search chooses ZeRO++ / hierarchical sharding where they win (issue 16).
 
 A 13B GPT on 64 GPUs with the sharded data-parallel stacks (DeepSpeed, FSDP): on A100 nodes with a single
-200 Gb/s NIC the best layout uses hpZ or a node-sized shard group and beats every flat layout clearly; on
-DGX H100 nodes (NVLink 4, 8 NDR NICs) the flat layouts are as good within a tie, so nothing forces them.
-(With Megatron in the search, its tp x pp layouts edge out both on the slow cluster: 7.51 s vs 7.52 s.)
+200 Gb/s NIC the best layout, with ZeRO++'s quantised collectives allowed (--quantized-comm), uses hpZ and
+beats every flat layout clearly (7.52 s against flat ZeRO-2's 8.41 s); hpZ or a shard group without
+quantisation (the default) does not beat flat ZeRO-2 on this problem (HSDP's 8-way optimizer shard does not
+fit 40 GB). On DGX H100 nodes (NVLink 4, 8 NDR NICs) the flat layouts are as good within a tie, so nothing
+forces them. (With Megatron in the search, its tp x pp layouts edge out both on the slow cluster: 7.51 s vs 7.52 s.)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 from planner.hardware import load_cluster
 from planner.model import make_model
 from planner.search.layouts import search_layouts
+from planner.search.space import ALL_HIERARCHY, FLAT, LOSSLESS_HIERARCHY
 
 MODEL = make_model("search-13b", layers=40, hidden=5120, heads=40, seq_len=2048, vocab=50257)
 STACKS = ("deepspeed", "fsdp")
@@ -26,18 +29,20 @@ def _best(cluster, hierarchy):
 def test_low_bandwidth_cluster_picks_hpz_or_hsdp():
     a100 = load_cluster("dgx-a100-40gb")
     slow = a100.model_copy(update={"network": a100.network.model_copy(update={"nics_per_node": 1})})
-    found, best = _best(slow, True)
-    flat, flat_best = _best(slow, False)
+    found, best = _best(slow, ALL_HIERARCHY)
+    flat, flat_best = _best(slow, FLAT)
     row = found.rows([best])[0]
     assert row.get("zero_hpz", 1) > 1 or row.get("shard_group", 0) > 0, row
     assert found.layout(best).zero == 3
     assert flat.step_time_s[flat_best] / found.step_time_s[best] > 1.05
+    lossless, lossless_best = _best(slow, LOSSLESS_HIERARCHY)  # the default: no lossy collectives
+    assert not lossless.rows([lossless_best])[0].get("zero_quantized_weights")
 
 
 def test_nvlink_rich_cluster_need_not():
     h100 = load_cluster("dgx-h100")
-    found, best = _best(h100, True)
-    flat, flat_best = _best(h100, False)
+    found, best = _best(h100, ALL_HIERARCHY)
+    flat, flat_best = _best(h100, FLAT)
     assert flat.step_time_s[flat_best] == pytest.approx(found.step_time_s[best], rel=0.02)
 
 
@@ -56,7 +61,8 @@ def test_all_layouts_csv_has_the_same_columns_on_every_row(cli, tmp_path):
 # --- The budget search (optimize --budget) tries the same hierarchy options (space.with_hierarchy). ---
 
 def _budget_plans(cluster):
-    """optimize --budget 10000gpuh on `cluster`, with and without (--flat-zero) the ZeRO-3 hierarchy."""
+    """optimize --budget 10000gpuh on `cluster`, with every ZeRO-3 hierarchy option (--quantized-comm) and flat
+    (--flat-zero)."""
     from planner.budget import build_constraints
     from planner.laws.registry import load_law
     from planner.search.optimize import optimize
@@ -64,7 +70,7 @@ def _budget_plans(cluster):
     constraints = build_constraints(budget="10000gpuh", deadline=None, gpus=None, max_gpus=None, unique_tokens=None,
                                     target_loss=None, inference_tokens=None, price_per_gpu_hour=None,
                                     cluster_name=cluster.name)
-    return [optimize(cluster, load_law("epoch"), constraints, hierarchy=h).plan for h in (True, False)]
+    return [optimize(cluster, load_law("epoch"), constraints, hierarchy=h).plan for h in (ALL_HIERARCHY, FLAT)]
 
 
 def test_budget_search_on_a_200_gbps_per_node_cluster_picks_hpz_or_hsdp():
@@ -84,3 +90,18 @@ def test_budget_search_on_nvlink_nodes_with_8_ndr_nics_need_not():
     """DGX H100: the best flat plan loses nothing that counts (its loss is within the 0.1% tie of the plan)."""
     plan, flat = _budget_plans(load_cluster("dgx-h100"))
     assert flat["predicted_loss"] <= plan["predicted_loss"] * (1 + 1e-3)
+
+
+def test_quantized_collectives_only_when_asked(cli):
+    """qwZ / qgZ change what is sent (int8 weights, int4 gradients), which the loss laws cannot price: the
+    searches try them only with --quantized-comm, and --flat-zero with it is a one-line error."""
+    import json
+
+    argv = ["optimize", "--model", "llama2-13b", "--gpus", "64", "--global-batch", "512", "--framework", "deepspeed",
+            "--cluster", "dgx-a100-40gb", "--json"]
+    code, out, _ = cli(argv)
+    assert code == 0
+    best = json.loads(out)["chosen"]["best"]
+    assert not best["zero_quantized_weights"] and not best["zero_quantized_gradients"]
+    code, _, err = cli([*argv, "--flat-zero", "--quantized-comm"])
+    assert code == 2 and "--quantized-comm" in err and len(err.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ from planner.hardware import load_cluster
 from planner.laws import batch_size
 from planner.laws.published import EPOCH_2024, HOFFMANN_2022
 from planner.laws.registry import load_law
+from planner.search.space import hierarchy_choices
 from planner.search.optimize import pareto_front, select, tokens_for_loss
 from planner.search.optimize import optimize as run_optimize
 
@@ -35,7 +36,7 @@ def solved(cluster="dgx-h100", law="epoch", seq_len=4096, hierarchy=True, **flag
     constraints = build_constraints(**values, price_per_gpu_hour=spec.price_per_accelerator_hour,
                                     cluster_name=spec.name)
     result = run_optimize(spec, load_law(law, constraints.unique_tokens), constraints, seq_len=seq_len,
-                          hierarchy=hierarchy)
+                          hierarchy=hierarchy_choices(flat=not hierarchy))
     return result, constraints, spec
 
 
@@ -128,14 +129,12 @@ def chinchilla_budget_gpu_hours() -> float:
     return CHINCHILLA_FLOPS / (A100_PEAK * first.plan["mfu"]) / 3600
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 34.7B parameters (70B / 2.02, just outside the factor of two): with ZeRO++ / HSDP in the budget "
-    "search (issue 16), 34.7B on 4,096 A100s with ZeRO-3 + hpZ 8 + qwZ/qgZ reaches loss 1.9211 in 7.8 days, "
-    "within the 0.1% loss tie of 42.0B on 3,072 GPUs with flat ZeRO-3 (1.9200, 10.4 days; the plan before), "
-    "and the tie rule prefers the shorter wall-clock"))
 def test_chinchilla_budget_model_size_within_a_factor_of_two():
+    """Hoffmann et al. trained 70B on 1.4T tokens. (With ZeRO++'s quantised collectives allowed,
+    --quantized-comm, the plan is 34.7B on 4,096 A100s with hpZ 8 + qwZ/qgZ, loss 1.9211 in 7.8 days: within the
+    0.1% loss tie of 42.0B on 3,072 GPUs, 1.9200 in 10.4 days, so the tie rule prefers it; by default the
+    search tries only lossless hierarchies and keeps the 42.0B plan.)"""
     result, _, _ = solved(**CHINCHILLA, budget=gpuh(chinchilla_budget_gpu_hours()))
-    # Hoffmann et al. trained 70B on 1.4T tokens.
     assert 35e9 <= result.plan["params"] <= 140e9
 
 
@@ -175,15 +174,12 @@ def test_ten_times_the_budget_gives_a_larger_model_and_more_data():
 
 
 def test_short_deadline_forces_more_gpus_at_lower_mfu():
-    # Flat ZeRO-3 (--flat-zero): with ZeRO++ in the search the relaxed plan already takes all 4,096 GPUs
-    # --max-gpus allows (see the xfail above), leaving a deadline no GPUs to add.
     budget = gpuh(chinchilla_budget_gpu_hours())
-    relaxed, _, _ = solved(**CHINCHILLA, budget=budget, hierarchy=False)
+    relaxed, _, _ = solved(**CHINCHILLA, budget=budget)
     assert relaxed.plan["gpus"] < CHINCHILLA["max_gpus"]
     # A deadline at half the relaxed plan's wall clock really binds the rushed plan.
     deadline_days = relaxed.plan["wall_clock_s"] / DAY_S / 2
-    rushed, constraints, _ = solved(**{**CHINCHILLA, "deadline": f"{deadline_days:.3f}d"}, budget=budget,
-                                    hierarchy=False)
+    rushed, constraints, _ = solved(**{**CHINCHILLA, "deadline": f"{deadline_days:.3f}d"}, budget=budget)
     assert rushed.plan["wall_clock_s"] <= constraints.deadline_s * (1 + 1e-9)
     assert rushed.plan["gpus"] > relaxed.plan["gpus"]
     assert rushed.plan["mfu"] < relaxed.plan["mfu"]

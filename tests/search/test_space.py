@@ -58,7 +58,7 @@ def test_gpu_counts_respect_exact_max_and_window():
     assert gpu_counts(8, 1024, exact=None, max_gpus=64, low=1000, high=2000) == [64]
 
 
-def _reference_layouts(models, gpu_options, gpus_per_node, hierarchy=True):
+def _reference_layouts(models, gpu_options, gpus_per_node, hierarchy=True, quantized=False):
     """The layouts space.py's docstring promises, enumerated one by one with plain Python."""
     out = []
     for mi, gpus, tp, pp, vpp, cp, sp, (zero, offload), micro, recompute in itertools.product(
@@ -79,25 +79,29 @@ def _reference_layouts(models, gpu_options, gpus_per_node, hierarchy=True):
             continue
         row = (mi, gpus, tp, pp, dp, vpp, cp, bool(sp and tp > 1), zero, offload, micro, recompute)
         out.append(row + (1, False, False, 0))
-        # Flat ZeRO-3 whose data-parallel group spans nodes, also with hpZ, hpZ + qwZ + qgZ and a shard group
-        # over the node's data-parallel ranks (the "other" stack the budget search plans for runs all three).
+        # Flat ZeRO-3 whose data-parallel group spans nodes, also with hpZ and a shard group over the node's
+        # data-parallel ranks, and with `quantized` hpZ + qwZ + qgZ (the "other" stack the budget search plans for
+        # runs all three).
         node_ranks = gpus_per_node // (tp * cp) if tp * cp <= gpus_per_node else 0
         if hierarchy and zero == 3 and offload == 0 and node_ranks > 1 and dp > node_ranks and dp % node_ranks == 0:
-            out += [row + (node_ranks, False, False, 0), row + (node_ranks, True, True, 0), row + (1, False, False, node_ranks)]
+            out += [row + (node_ranks, False, False, 0), row + (1, False, False, node_ranks)]
+            out += [row + (node_ranks, True, True, 0)] if quantized else []
     return out
 
 
-@pytest.mark.parametrize("hierarchy", [True, False])
-def test_enumerated_space_is_exactly_the_valid_cartesian_product(hierarchy):
+@pytest.mark.parametrize("hierarchy, quantized", [(True, False), (True, True), (False, False)])
+def test_enumerated_space_is_exactly_the_valid_cartesian_product(hierarchy, quantized):
     models = family_models(4096, 32000, 2e9, 8e9)[:4]
     gpu_options = [1, 4, 8, 24, 64]
-    s = enumerate_space(models, gpu_options, gpus_per_node=8, hierarchy=hierarchy)
+    s = enumerate_space(models, gpu_options, gpus_per_node=8,
+                        hierarchy=space.hierarchy_choices(flat=not hierarchy, quantized=quantized))
     fields = ("model_index", "gpus", "tp", "pp", "dp", "vpp", "cp", "seq_parallel", "zero", "offload", "micro_batch",
               "recompute", "zero_hpz", "zero_quantized_weights", "zero_quantized_gradients", "shard_group")
     got = sorted(zip(*(s.arrays[f].tolist() for f in fields)))
-    expected = sorted(_reference_layouts(models, gpu_options, 8, hierarchy))
+    expected = sorted(_reference_layouts(models, gpu_options, 8, hierarchy, quantized))
     assert got == expected
     assert any(row[12] > 1 or row[15] > 0 for row in got) == hierarchy
+    assert any(row[13] or row[14] for row in got) == quantized  # lossy qwZ / qgZ only when asked
     raw = (len(models) * len(gpu_options) * len(space.TP_CHOICES) * len(space.PP_CHOICES) * len(space.VPP_CHOICES)
            * len(space.CP_CHOICES) * len(space.SEQ_PARALLEL_CHOICES) * len(space.ZERO_OFFLOAD_CHOICES) * len(space.MICRO_BATCH_CHOICES) * len(space.RECOMPUTE_CHOICES))
     hierarchical = np.count_nonzero((s.arrays["zero_hpz"] > 1) | (s.arrays["shard_group"] > 0))
