@@ -139,6 +139,16 @@ def peak_flops_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
     return peaks[batch.dtype.astype(int)]
 
 
+def gemm_peak_array(batch: CandidateBatch, cluster: ClusterSpec, peak):
+    """The peak each candidate's GEMMs take their matmul_efficiency of: fp8 GEMMs reach
+    fp8_matmul_relative_efficiency x the 16-bit ceiling as a fraction of the fp8 peak (the MAMF table's fp8
+    vs bf16 efficiency, hardware.Efficiency); other dtypes the peak itself."""
+    relative = cluster.efficiency.fp8_matmul_relative_efficiency
+    if relative == 1.0:
+        return peak
+    return np.where(batch.dtype == DTYPE_CODES["fp8"], peak * relative, peak)
+
+
 def _attention_peak(batch: CandidateBatch, cluster: ClusterSpec, peak):
     """Attention runs in bf16 even in fp8 training (Transformer Engine keeps dot-product attention in
     bf16 unless fp8 attention is asked for: `transformer_engine/pytorch/attention`, fp8_dpa=False)."""
@@ -194,6 +204,7 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
     eff = cluster.efficiency
     t, h = batch.tp, batch.hidden
     tokens = batch.micro_batch * batch.seq_len / batch.cp
+    gemm_peak = gemm_peak_array(batch, cluster, peak)
     qkv_width = h * (1.0 + 2.0 * batch.kv_heads / batch.heads)
     up_width = (batch.mlp_matrices - 1.0) * batch.ffn
     gemms = [  # (M, N, K) per tp rank
@@ -203,9 +214,9 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
         (tokens, h, batch.ffn / t),
     ]
     if batch.core_width is None:
-        gemm = sum(2.0 * m * n * k / (peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
+        gemm = sum(2.0 * m * n * k / (gemm_peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
     else:  # attention variants / MoE: a model may have no dense MLP (ffn 0)
-        gemm = sum(gemm_seconds(m, n, k, peak, eff, half) for m, n, k in gemms)
+        gemm = sum(gemm_seconds(m, n, k, gemm_peak, eff, half) for m, n, k in gemms)
     # Attention core: per head (s x head_dim) x (head_dim x s) and back. Flash attention with a causal
     # mask skips the masked half; the older unfused path computes the whole square. MLA and heads whose
     # width differs from h/heads multiply by their own core width (model.flops_columns).
@@ -496,7 +507,8 @@ def _moe_layer(batch, cluster, peak, half, hbm, layer):
     if not batch.has_moe:
         return None
     eff = cluster.efficiency
-    parts = moe.moe_layer_times(batch, cluster, lambda m, n, k: gemm_seconds(m, n, k, peak, eff, half), hbm,
+    gemm_peak = gemm_peak_array(batch, cluster, peak)
+    parts = moe.moe_layer_times(batch, cluster, lambda m, n, k: gemm_seconds(m, n, k, gemm_peak, eff, half), hbm,
                                 lambda size, stride: _links(cluster, size, stride), _collective_kwargs(cluster))
     # What the other micro-batch computes in this layer while the all-to-all runs (batch-level overlap).
     compute = moe.moe_fraction(batch) * (layer["forward"] + layer["backward"]) + parts["forward"] + parts["backward"]
@@ -546,7 +558,7 @@ def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
 def flop_rate_ceiling(cluster: ClusterSpec) -> float:
     """The largest fraction of peak any model FLOP runs at in this cost model, so MFU <= this <= 1.
 
-    GEMMs reach at most matmul_peak_fraction; fused attention at most the best entry of its measured
+    GEMMs reach at most matmul_peak_fraction (fp8 ones that x fp8_matmul_relative_efficiency <= 1); fused attention at most the best entry of its measured
     tables (kernels.ATTENTION_EFFICIENCY); GEMM-timed attention matmul_peak_fraction x
     attention_relative_efficiency. Everything else (communication, elementwise, bubbles) only adds
     time. The search bounds what a layout can reach with it (search/bounds.py); tests/property hold
@@ -575,7 +587,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     layer = _layer(batch, cluster, peak, half, hbm, fw)
     comm = _tensor_parallel(batch, cluster, layer, w, fw)
     logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
-    logits_gemm = 2.0 * logits_m * logits_n * logits_k / (peak * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
+    logits_gemm = 2.0 * logits_m * logits_n * logits_k / (gemm_peak_array(batch, cluster, peak)
+                                                          * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
     cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm
     # Forward of the output layer plus a third of the loss traffic, so that 3 x logits (forward and the
     # 2x backward) charges the GEMMs three times and the loss once.

@@ -133,7 +133,8 @@ def clusters(draw):
     if draw(st.booleans()):
         fraction = st.floats(0.05, 1.0)
         cluster = cluster.with_efficiency(
-            matmul_peak_fraction=draw(fraction), hbm_efficiency=draw(fraction),
+            matmul_peak_fraction=draw(fraction), fp8_matmul_relative_efficiency=draw(fraction),
+            hbm_efficiency=draw(fraction),
             scale_up_bandwidth_efficiency=draw(fraction), scale_out_bandwidth_efficiency=draw(fraction),
             dp_overlap=draw(st.floats(0.0, 1.0)), tp_overlap=draw(st.floats(0.0, 1.0)),
             matmul_size_exponent=draw(st.floats(0.5, 3.0)),
