@@ -21,9 +21,9 @@ import time
 import numpy as np
 
 from planner.cost.estimate import estimate
-from planner.hardware import load_cluster
-from planner.layout import OFFLOAD_CODES, RECOMPUTE_CODES, CandidateBatch, build_batch
-from planner.model import preset
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES, CandidateBatch, build_batch
+from planner.specs.model import preset
 
 CANDIDATES = 1_000_000
 TARGET_S = 1.0  # issue "Fidelity at scale": scoring 1,000,000 layouts stays under 1 s

@@ -44,8 +44,8 @@ import sys
 import time
 from pathlib import Path
 
-from planner.hardware import load_cluster
-from planner.model import preset
+from planner.specs.clusters import load_cluster
+from planner.specs.model import preset
 from planner.search.layouts import search_layouts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks share one timing helper
@@ -86,7 +86,7 @@ SPACE = (
     ("optimizer_offload", "optimal_execution.py:202: on/off", "offload optimizer (ZeRO 2/3)"),
     ("fused_activation", "optimal_execution.py:204 (-f, default true only)", "not a dimension (fixed per framework)"),
     ("tensor/pipeline/data_par_net", "optimal_execution.py:208-210: which of the 2 networks each group uses",
-     "not searched: groups placed in Megatron rank order, links from the span (planner.topology)"),
+     "not searched: groups placed in Megatron rank order, links from the span (planner.specs.topology)"),
     ("(none)", "no context parallelism, no ZeRO 2/3, no framework", "cp 1-16, ZeRO 0-3, megatron/deepspeed/fsdp"),
 )
 

@@ -1,33 +1,36 @@
 """planner: a distributed-training scale planner and simulator.
 
-Data flows one way: specs (units, hardware, model, layout) -> cost model (cost/) ->
-calibration -> loss laws (laws/) -> search -> report / CLI.
+Data flows one way: specs/ (units, hardware, clusters, topology, model, layout) -> frameworks/ and cost/
+(the cost model) -> calibrate/ -> laws/ -> search/ -> emit/, report/ and cli/.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["load_cluster", "preset", "make_model", "make_layout", "simulate", "plan", "search_layouts",
+__all__ = ["load_cluster", "model", "preset", "make_model", "make_layout", "simulate", "plan", "search_layouts",
            "plan_fixed_model"]
 
 
 def load_cluster(name: str | None = None, cluster_dir=None):
     """A bundled cluster spec by name (`planner clusters` lists them) or a spec YAML path; None = the
-    default cluster the CLI uses (hardware.DEFAULT_CLUSTER)."""
-    from planner.hardware import DEFAULT_CLUSTER, load_cluster as load
+    default cluster the CLI uses (planner.specs.clusters.DEFAULT_CLUSTER)."""
+    from planner.specs.clusters import DEFAULT_CLUSTER, load_cluster as load
 
     return load(name or DEFAULT_CLUSTER, cluster_dir)
 
 
-def preset(name: str):
-    """A published model shape by name (`planner simulate --list-models`), e.g. "llama3-70b"."""
-    from planner.model import preset as get
+def model(name: str):
+    """A published model shape by name (`planner simulate --list-models`), e.g. planner.model("llama3-70b")."""
+    from planner.specs.model import preset as get
 
     return get(name)
 
 
+preset = model  # the same function under the name the CLI uses for it (--model PRESET)
+
+
 def make_model(**fields):
     """A model from its shape: layers, hidden, heads (kv_heads, ffn, mlp, vocab, seq_len, ... optional)."""
-    from planner.model import make_model as make
+    from planner.specs.model import make_model as make
 
     return make("model", **fields)
 
@@ -35,7 +38,7 @@ def make_model(**fields):
 def make_layout(**fields):
     """A parallel layout: tp, pp, dp, cp, vpp, zero, offload, micro_batch, global_batch, recompute,
     seq_parallel, dtype, framework, ... (defaults: one GPU, no sharding, bf16)."""
-    from planner.layout import make_layout as make
+    from planner.specs.layout import make_layout as make
 
     return make("layout", **fields)
 
@@ -70,7 +73,7 @@ def plan(budget_gpu_hours: float | None = None, *, cluster=None, law: str = "epo
     """`planner optimize` from Python: the best N, D, GPU count and layout for a budget in GPU-hours (or a
     target loss). Returns planner.search.optimize.OptimizeResult (`.plan` is a dict, `.status` "ok" or
     "infeasible" with `.explanation`)."""
-    from planner.budget import build_constraints
+    from planner.search.budget import build_constraints
     from planner.laws.registry import load_law
     from planner.search.optimize import optimize
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
-from planner.hardware import default_cluster_dir, load_cluster
-from planner.layout import Layout, single_batch
+from planner.specs.clusters import default_cluster_dir, load_cluster
+from planner.specs.layout import Layout, single_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,10 @@
-"""planner.budget: budgets with units parsed at the edge into GPU-seconds; contradictions are input errors."""
+"""planner.search.budget: budgets with units parsed at the edge into GPU-seconds; contradictions are input errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from planner.budget import DEFAULT_DEADLINE_S, build_constraints, parse_budget
+from planner.search.budget import DEFAULT_DEADLINE_S, build_constraints, parse_budget
 from planner.errors import PlannerInputError
 
 HOUR_S = 3600.0

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planner.calibrate import calibrate, fit, identifiable, load_samples, predict
+from planner.calibrate.calibration import calibrate, fit, identifiable, load_samples, predict
 from planner.cli import main
-from planner.hardware import load_cluster
+from planner.specs.clusters import load_cluster
 from planner.profile.runs_csv import MeasuredRun, write_runs
 
 SHAPES = [  # (layers, hidden, heads, seq, vocab, tp, pp, dp, zero, micro, global, recompute)

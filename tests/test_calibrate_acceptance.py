@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.calibrate import calibrate, load_samples, predict
-from planner.hardware import load_cluster
+from planner.calibrate.calibration import calibrate, load_samples, predict
+from planner.specs.clusters import load_cluster
 from planner.profile.runs_csv import read_runs
 
 HELD_OUT_TARGET = 0.15  # the bar for held-out step-time MAPE on the committed profiles

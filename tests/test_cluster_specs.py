@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from planner.errors import PlannerInputError
-from planner.hardware import DTYPES, available_clusters, default_cluster_dir, load_cluster, load_cluster_file
+from planner.specs.hardware import DTYPES, load_cluster_file
+from planner.specs.clusters import available_clusters, default_cluster_dir, load_cluster
 
 TOLERANCE = 0.02
 GiB = 2**30
@@ -199,7 +200,7 @@ def test_cluster_names_no_file_can_have_are_one_line_errors(name):
 
 def test_every_gpu_spec_states_its_board_power():
     """The review's energy line needs accelerator.power; every bundled GPU cluster cites one (CPU specs need not)."""
-    from planner.hardware import available_clusters, load_cluster
+    from planner.specs.clusters import available_clusters, load_cluster
 
     for name in available_clusters():
         cluster = load_cluster(name)

@@ -9,8 +9,9 @@ import re
 import pytest
 import yaml
 
-from planner.doctor import check_file
-from planner.hardware import available_clusters, default_cluster_dir, load_cluster_file
+from planner.specs.doctor import check_file
+from planner.specs.hardware import load_cluster_file
+from planner.specs.clusters import available_clusters, default_cluster_dir
 
 HEADER = "id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s"
 GOOD_ROW = "{id},dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,1.5"

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from planner.cost.infer import infer_layout
-from planner.error_bands import compute_bands, interval, shipped_bands
-from planner.hardware import load_cluster
-from planner.model import PRESETS
+from planner.calibrate.error_bands import compute_bands, interval, shipped_bands
+from planner.specs.clusters import load_cluster
+from planner.specs.model import PRESETS
 from planner.profile.runs_csv import read_runs
-from planner.validation import predict_runs
+from planner.calibrate.validation import predict_runs
 
 
 def test_shipped_error_bands_match_a_fresh_validate(shared_dir):
@@ -38,7 +38,7 @@ def test_unknown_micro_batch_and_recompute_are_the_fastest_that_fit():
     """GPT-3 175B on 64 A100-80GB at tp8 pp8 with micro-batch and recompute unstated: the inferred layout
     fits, and no other choice of the two that fits is faster."""
     from planner.cost.estimate import simulate
-    from planner.layout import Layout
+    from planner.specs.layout import Layout
 
     model, cluster = PRESETS["gpt3-175b"], load_cluster("dgx-a100-80gb")
     fields = dict(tp=8, pp=8, dp=1, global_batch=64, framework="megatron")

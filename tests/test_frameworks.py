@@ -10,8 +10,8 @@ import pytest
 
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, framework_arrays
-from planner.layout import Layout, check_layout
-from planner.model import PRESETS
+from planner.specs.layout import Layout, check_layout
+from planner.specs.model import PRESETS
 
 
 def test_the_stacks_the_runs_csv_names():
@@ -78,7 +78,7 @@ def test_megascale_parallel_block_and_per_chunk_reduction_change_only_their_part
     """MegaScale (Jiang et al. 2024, sections 3.1-3.2): one TP collective per layer pass instead of two, and
     each model chunk's gradient reduction behind the backward of the chunks still running."""
     from planner.cost.estimate import simulate
-    from planner.hardware import load_cluster
+    from planner.specs.clusters import load_cluster
 
     cluster = load_cluster("dgx-a100-80gb")
     model = PRESETS["gpt3-175b"]

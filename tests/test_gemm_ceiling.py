@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.calibrate import calibrated_spec_mapping
+from planner.calibrate.calibration import calibrated_spec_mapping
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.hardware import (SUSTAINED_CLOCK_FACTOR, Efficiency, load_cluster, load_yaml_file,
-                              parse_cluster_spec)
-from planner.layout import Layout, single_batch
-from planner.model import PRESETS
+from planner.specs.clusters import load_cluster
+from planner.specs.hardware import SUSTAINED_CLOCK_FACTOR, Efficiency, load_yaml_file, parse_cluster_spec
+from planner.specs.layout import Layout, single_batch
+from planner.specs.model import PRESETS
 
 ROUNDING = 5e-4  # the specs carry 3 decimals
 

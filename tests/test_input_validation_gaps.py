@@ -25,7 +25,7 @@ from planner.laws.published import EPOCH_2024
 from planner.profile.deepspeed_logs import parse_log_text
 from planner.profile.ingest import row_from_log
 from planner.profile.runs_csv import MAX_SIZE, RowProblem, iter_runs, read_runs, runs_to_csv_text
-from planner.validation import iter_predictions, predict_runs, run_to_config, summarize
+from planner.calibrate.validation import iter_predictions, predict_runs, run_to_config, summarize
 
 HEADER = "id,source,cluster,gpus,layers,hidden,heads,ffn,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s"
 ROW = "{id},t,dgx-a100-80gb,8,24,2048,16,8192,2048,50304,1,1,8,1,8,{step}"
@@ -293,7 +293,7 @@ def test_item11_calibrate_with_a_negative_step_time_reports_the_row(tmp_path, cl
 def test_item11_calibration_residuals_are_checked_before_scipy_sees_them(a100, published_runs_csv):
     import dataclasses
 
-    from planner.calibrate import fit, load_samples
+    from planner.calibrate.calibration import fit, load_samples
 
     runs = [r for r in read_runs(published_runs_csv)[0] if r.cluster == "dgx-a100-80gb"][:3]
     built = [dataclasses.replace(runs[0], step_time_s=-3.5, id="neg"), *runs[1:]]  # rows built in code
@@ -331,8 +331,8 @@ def test_item18_chunk_size_does_not_change_results(published_runs_csv):
 
 def test_item18_streamed_json_is_what_to_json_of_the_whole_result_gives(cli, published_runs_csv):
     from planner.cli.validate import _row_json
-    from planner.error_bands import compute_bands
-    from planner.render import json_document
+    from planner.calibrate.error_bands import compute_bands
+    from planner.report.render import json_document
 
     code, out, _ = cli(["validate", published_runs_csv, "--json"])
     results = predict_runs(read_runs(published_runs_csv)[0])
@@ -345,7 +345,7 @@ def test_item18_streamed_json_is_what_to_json_of_the_whole_result_gives(cli, pub
 
 def test_item18_spooled_table_matches_render_table():
     from planner.cli.validate import SpooledTable
-    from planner.render import table
+    from planner.report.render import table
 
     rows = [["a", "long source name", 3, "x"], ["bb", "", 12345, "yy"]]
     spooled = SpooledTable(["id", "source", "n", "z"], "llrl")

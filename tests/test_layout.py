@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from planner.errors import PlannerInputError
-from planner.layout import (stage_layers, OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch, check_layout, make_layout,
+from planner.specs.layout import (stage_layers, OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch, check_layout, make_layout,
                             model_arrays, single_batch)
-from planner.model import PRESETS, make_model
+from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]  # 96 layers, 96 heads
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.errors import PlannerInputError
-from planner.model import (PRESETS, ModelSpec, family_model, make_model, model_flops_per_step, param_breakdown,
+from planner.specs.model import (PRESETS, ModelSpec, family_model, make_model, model_flops_per_step, param_breakdown,
                            preset, swiglu_ffn)
 
 # Exact totals as reported by Hugging Face transformers (`sum(p.numel() for p in model.parameters())`, tied

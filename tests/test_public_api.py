@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import planner
-from planner import units
+from planner.specs import units
 from planner.errors import PlannerInputError
 
 
@@ -19,8 +19,8 @@ def test_python_dash_m_planner_is_the_cli():
 
 def test_simulate_takes_names_and_matches_the_cost_model():
     from planner.cost.estimate import simulate
-    from planner.hardware import load_cluster
-    from planner.model import preset
+    from planner.specs.clusters import load_cluster
+    from planner.specs.model import preset
 
     layout = planner.make_layout(tp=8, global_batch=8)
     by_name = planner.simulate("llama3-8b", layout, "dgx-h100")
@@ -72,3 +72,13 @@ def test_simulate_takes_gpus_and_layout_fields():
         planner.simulate("llama3-70b", gpus=60, tp=8)
     with pytest.raises(TypeError, match="not both"):
         planner.simulate("llama3-70b", planner.make_layout(), gpus=8)
+
+
+def test_model_by_name_is_the_issue_spelling():
+    """Issue 15: `planner.simulate(planner.model("llama3-70b"), gpus=64, cluster="dgx-h100")` (the model
+    module lives in planner.specs, so the package-top name is free for the function)."""
+    from planner.specs.model import preset
+
+    assert planner.model("llama3-70b") == preset("llama3-70b") == planner.preset("llama3-70b")
+    got = planner.simulate(planner.model("llama3-70b"), gpus=64, cluster="dgx-h100")
+    assert got["step_time_s"] == planner.simulate("llama3-70b", gpus=64, cluster="dgx-h100")["step_time_s"]

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from planner.cli import main  # noqa: E402
-from planner.report import FIGURES  # noqa: E402
+from planner.report.document import FIGURES  # noqa: E402
 
 PROBLEM = ["--budget", "500gpuh", "--cluster", "dgx-a100-80gb"]
 SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Loss vs model size (iso-FLOP)", "Loss along training",
@@ -42,8 +42,8 @@ def review():
     """The review data for PROBLEM, built the way the command builds it."""
     from planner.cli.optimize import load_inputs, solve
     from planner.cli import build_parser
-    from planner.review import build_review
-    from planner.sensitivity import run_cases
+    from planner.report.review import build_review
+    from planner.report.sensitivity import run_cases
 
     args = build_parser().parse_args(["report", *PROBLEM])
     inputs = load_inputs(args)
@@ -168,7 +168,7 @@ def test_report_module_only_renders():
     source = Path(__file__).resolve().parents[1] / "planner" / "report.py"
     imported = {node.module for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "planner", "planner.render"}, imported
+    assert imported <= {"__future__", "planner", "planner.report.render"}, imported
 
 
 def _chromium() -> str | None:
@@ -219,7 +219,7 @@ def test_review_text_states_the_contingency_and_storage(written):
 
 
 def test_plans_table_states_constant_columns_once(review):
-    from planner.report import plans_table
+    from planner.report.document import plans_table
 
     data, _ = review
     table, *note = plans_table(data)
@@ -231,7 +231,7 @@ def test_plans_table_states_constant_columns_once(review):
 
 
 def test_layout_text_shows_context_parallelism():
-    from planner.report import _layout
+    from planner.report.document import _layout
 
     base = dict(tp=8, pp=2, dp=4, cp=1, vpp=1, zero=1, offload="none", micro_batch=1, grad_accumulation=4,
                 recompute="none")

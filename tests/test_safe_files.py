@@ -15,7 +15,8 @@ import yaml
 
 from planner import io as planner_io
 from planner.errors import PlannerInputError
-from planner.hardware import default_cluster_dir, load_cluster, load_cluster_file
+from planner.specs.hardware import load_cluster_file
+from planner.specs.clusters import default_cluster_dir, load_cluster
 from planner.io import load_yaml, read_input_text, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -225,11 +226,11 @@ def test_every_writer_refuses_to_overwrite_without_force(cli, tmp_path, monkeypa
 
 
 def test_calibrate_refuses_an_existing_output_before_fitting(cli, tmp_path, monkeypatch):
-    import planner.calibrate
+    import planner.calibrate.calibration
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "calibrated.yaml").write_text("keep\n")
-    monkeypatch.setattr(planner.calibrate, "calibrate", lambda *a, **k: pytest.fail("fitted before refusing"))
+    monkeypatch.setattr(planner.calibrate.calibration, "calibrate", lambda *a, **k: pytest.fail("fitted before refusing"))
     code, _, err = cli(["calibrate", _runs_csv(tmp_path), "--cluster", "dgx-a100-80gb", "--out", "calibrated.yaml"])
     assert code == 2 and "calibrated.yaml: already exists" in err
     assert (tmp_path / "calibrated.yaml").read_text() == "keep\n"

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from planner.hardware import default_cluster_dir, parse_cluster_spec
-from planner.topology import group_links, group_links_arrays, group_shape
+from planner.specs.hardware import parse_cluster_spec
+
+from planner.specs.clusters import default_cluster_dir
+from planner.specs.topology import group_links, group_links_arrays, group_shape
 
 NVLINK3_PER_DIRECTION = 300e9  # A100 datasheet: 600 GB/s total, 300 each way (REFERENCE.md)
 HDR_PER_DIRECTION = 25e9  # HDR InfiniBand 200 Gb/s
@@ -70,7 +72,7 @@ def test_oversubscribed_fat_tree_divides_the_spine_share():
 
 
 def test_single_node_cluster_groups_inside_the_node():
-    from planner.hardware import load_cluster
+    from planner.specs.clusters import load_cluster
 
     cpu = load_cluster("cpu-local")
     links = group_links(cpu, 2, 1)
@@ -111,7 +113,7 @@ def test_frontier_groups_run_rings_over_the_infinity_fabric_links():
 
 
 def test_ring_packing_is_the_best_split_over_links():
-    from planner.topology import ring_packing_bytes_per_s
+    from planner.specs.topology import ring_packing_bytes_per_s
 
     # A triangle with one slow edge: each direction's ring is capped by it.
     capacity = {}

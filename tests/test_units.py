@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from planner import units
+from planner.specs import units
 from planner.errors import PlannerInputError
 
 GiB = 2**30
@@ -133,7 +133,7 @@ def test_bits_are_an_eighth_of_bytes(value, prefix):
 
 
 def test_power_parses_watts_and_kilowatts():
-    from planner.units import parse_power
+    from planner.specs.units import parse_power
 
     assert parse_power("700W", "x") == 700.0 and parse_power("10.2kW", "x") == 10200.0
     with pytest.raises(PlannerInputError, match="x: expected a power like"):

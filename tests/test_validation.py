@@ -8,7 +8,7 @@ import pytest
 
 from planner.errors import PlannerInputError
 from planner.profile.runs_csv import COLUMNS, MeasuredRun, read_runs, runs_to_csv_text
-from planner.validation import predict_runs, run_to_config, summarize
+from planner.calibrate.validation import predict_runs, run_to_config, summarize
 
 # Regression guard, not the current value: the uncalibrated model must stay within 15% step-time MAPE
 # on the published runs (peer tools: Calculon 3.65% mean on 8 Selene runs, vTrain 8.4-14.7% MAPE).

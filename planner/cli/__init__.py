@@ -8,7 +8,7 @@ The contract every subcommand keeps (tests/cli/test_cli_contract.py runs each on
   problems found, some inputs gave no result); 2: bad input, as one line naming the flag or key
   (`PlannerInputError`, or argparse's usage error); 70: a bug in the planner (with its traceback);
 - results on stdout; status, warnings and progress on stderr;
-- `--json` prints one JSON object with a top-level `schema_version` (planner.render.json_document);
+- `--json` prints one JSON object with a top-level `schema_version` (planner.report.render.json_document);
 - `--quiet` turns progress off (it is off anyway when stderr is not a terminal);
 - `--help` shows every flag's default; a misspelt subcommand, flag or choice gets a "did you mean".
 

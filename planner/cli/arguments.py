@@ -95,6 +95,6 @@ CONFIG_HELP = {
     "dtype": "training number format",
 }
 
-# --cluster-dir on every command that resolves cluster names (planner.hardware.cluster_folders).
+# --cluster-dir on every command that resolves cluster names (planner.specs.clusters.cluster_folders).
 CLUSTER_DIR_HELP = ("resolve cluster names in this folder alone (default: the working directory, then the user "
                     "spec folder, then the bundled specs; `planner clusters` lists them)")

@@ -39,12 +39,13 @@ def register(subparsers, name: str) -> None:
 def run(args) -> int:
     import yaml
 
-    from planner.calibrate import calibrate, calibrated_spec_mapping, load_samples
+    from planner.calibrate.calibration import calibrate, calibrated_spec_mapping, load_samples
     from planner.cli.progress import Progress
     from planner.errors import PlannerInputError
-    from planner.hardware import load_cluster, parse_cluster_spec, user_cluster_dir
+    from planner.specs.hardware import parse_cluster_spec
+    from planner.specs.clusters import load_cluster, user_cluster_dir
     from planner.io import check_new_outputs, load_yaml_file, write_text_atomic
-    from planner.render import json_document, table
+    from planner.report.render import json_document, table
     from planner.profile.runs_csv import read_runs_files
 
     cluster = load_cluster(args.cluster, args.cluster_dir)
@@ -118,7 +119,7 @@ def run(args) -> int:
 def _say_written(written: str | None, cluster_dir: str | None) -> None:
     """Name the file as --cluster takes it: by name when that name resolves to it, else by path."""
     from planner.errors import PlannerInputError
-    from planner.hardware import load_cluster
+    from planner.specs.clusters import load_cluster
 
     if not written:
         return

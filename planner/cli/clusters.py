@@ -1,6 +1,6 @@
 """`planner clusters`: every cluster spec a name resolves to, with where it comes from and its headline figures.
 
-Names resolve in a stated order, first match wins (planner.hardware.cluster_folders): the working
+Names resolve in a stated order, first match wins (planner.specs.clusters.cluster_folders): the working
 directory, the user spec folder (where `planner calibrate` writes), then the bundled specs; with
 --cluster-dir in that folder alone.
 """
@@ -19,8 +19,9 @@ def register(subparsers, name: str) -> None:
 
 
 def run(args) -> int:
-    from planner.hardware import cluster_folders, find_clusters, load_cluster_file
-    from planner.render import human_bytes, json_document, table
+    from planner.specs.hardware import load_cluster_file
+    from planner.specs.clusters import cluster_folders, find_clusters
+    from planner.report.render import human_bytes, json_document, table
 
     found = [(origin, path, load_cluster_file(path), hidden) for _, origin, path, hidden in find_clusters(args.cluster_dir)]
     order = [{"origin": origin, "folder": str(folder)} for origin, folder in cluster_folders(args.cluster_dir)]

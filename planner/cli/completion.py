@@ -23,7 +23,7 @@ def run(args) -> int:
     import shtab
 
     from planner.cli import build_parser
-    from planner.render import json_document
+    from planner.report.render import json_document
 
     script = shtab.complete(build_parser(), shell=args.shell)
     print(json_document({"shell": args.shell, "script": script}) if args.json else script)

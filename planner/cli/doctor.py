@@ -21,8 +21,8 @@ def register(subparsers, name: str) -> None:
 
 def run(args) -> int:
     from planner.cli.progress import Progress
-    from planner.doctor import check_file, check_paths
-    from planner.render import json_document
+    from planner.specs.doctor import check_file, check_paths
+    from planner.report.render import json_document
 
     check_paths(args.files)  # a path that names no checkable file stops doctor before any output
     checked = {}

@@ -21,8 +21,8 @@ from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter, soundness_problem
 from planner.laws.forms import FORMS
 from planner.laws.law_file import save_law
 from planner.laws.moe import KRAJEWSKI_MOE_COEFFICIENTS, fit_moe_law
-from planner.render import json_document, to_json
-from planner.units import parse_count
+from planner.report.render import json_document, to_json
+from planner.specs.units import parse_count
 
 
 def register(subparsers, name: str) -> None:

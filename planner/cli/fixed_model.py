@@ -75,7 +75,7 @@ def load_model(args):
     """--model PRESET|FILE or --params N -> ModelSpec (the --seq-len/--vocab flags only shape --params models)."""
     from pathlib import Path
 
-    from planner.model import make_model, preset
+    from planner.specs.model import make_model, preset
     if args.model and args.params:
         raise PlannerInputError("--model and --params: give one (a preset or file, or a size for the family dial)")
     if args.model:
@@ -86,7 +86,7 @@ def load_model(args):
                 raise PlannerInputError(f"{args.model}: expected a YAML mapping of model fields (layers, hidden, heads, ...)")
             return make_model(args.model, **data)
         return preset(args.model)
-    from planner import units
+    from planner.specs import units
     from planner.search.space import family_models
     target = units.parse_count(args.params, "--params")
     family = family_models(args.seq_len, args.vocab, 0, float("inf"))
@@ -123,9 +123,9 @@ def _counts(args, cluster) -> list[int]:
 
 
 def solve_fixed_model(args):
-    from planner import units
-    from planner.budget import parse_budget, parse_deadline
-    from planner.hardware import load_cluster
+    from planner.specs import units
+    from planner.search.budget import parse_budget, parse_deadline
+    from planner.specs.clusters import load_cluster
     from planner.search.fixed_model import DEFAULT_KNEE, plan_fixed_model
 
     for flag in ("target_loss", "unique_tokens", "inference_tokens", "law"):
@@ -171,7 +171,7 @@ def emittable_layout(count, model, limit: int = 5000):
 
 def run_fixed_model(args) -> int:
     from planner.io import write_text_atomic
-    from planner.render import json_document
+    from planner.report.render import json_document
 
     check_outputs(args)
     result = solve_fixed_model(args)
@@ -295,7 +295,7 @@ def _layout_text(row: dict) -> str:
 
 
 def format_fixed_model(result) -> str:
-    from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds, table
+    from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds, table
 
     m = result.model
     experts = (f", {human_count(m.total_active_params)} active ({m.moe_experts} experts top-{m.moe_top_k}"

@@ -103,7 +103,7 @@ def run_ingest(args) -> int:
     if args.out:
         sys.stderr.write(f"planner ingest: {len(rows)} row(s) -> {args.out}\n")
     if args.json:
-        from planner.render import json_document
+        from planner.report.render import json_document
 
         from dataclasses import asdict
 

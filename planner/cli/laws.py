@@ -6,7 +6,7 @@ import numpy as np
 
 from planner.laws import batch_size
 from planner.laws.registry import BUILTIN_LAWS, DEFAULT_LAW, MOE_LAWS, NEEDS_UNIQUE_TOKENS
-from planner.render import json_document
+from planner.report.render import json_document
 
 # Budgets at which the frontier is summarised: its local exponent and tokens per parameter.
 _EXPONENT_BUDGETS = (1e21, 1e25)

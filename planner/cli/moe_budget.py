@@ -17,8 +17,8 @@ DEFAULT_DEADLINE = "30d"
 def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     """The comparison for `optimize --moe` (alone: the flags of a single-law plan are refused) or for the
     review's section (`report --moe`: beside the plan, on its GPU count `gpus` unless --gpus says)."""
-    from planner.budget import parse_budget, parse_deadline
-    from planner.hardware import load_cluster
+    from planner.search.budget import parse_budget, parse_deadline
+    from planner.specs.clusters import load_cluster
     from planner.search.moe_budget import compare_dense_moe
 
     for flag in ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params"):
@@ -62,8 +62,8 @@ def result_json(result) -> dict:
 
 
 def format_result(result) -> str:
-    from planner.render import table
-    from planner.review import moe_comparison
+    from planner.report.render import table
+    from planner.report.review import moe_comparison
 
     view = moe_comparison(result)
     lines = [view["header"], "", table(["", *view["kinds"]], view["rows"])]
@@ -74,7 +74,7 @@ def format_result(result) -> str:
 
 
 def run_moe_budget(args) -> int:
-    from planner.render import to_json
+    from planner.report.render import to_json
 
     result = solve_moe_budget(args)
     if args.json:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.hardware import DEFAULT_CLUSTER
+from planner.specs.clusters import DEFAULT_CLUSTER
 
 
 def register(subparsers, name: str) -> None:
@@ -56,9 +56,9 @@ def add_optimize_arguments(parser) -> None:
 
 def load_inputs(args):
     """Parse the flags into (cluster, law, constraints); shared with `planner report`."""
-    from planner.budget import build_constraints
+    from planner.search.budget import build_constraints
     from planner.errors import PlannerInputError
-    from planner.hardware import load_cluster
+    from planner.specs.clusters import load_cluster
     from planner.laws.registry import DEFAULT_LAW, load_law
 
     cluster = load_cluster(args.cluster, args.cluster_dir)
@@ -101,7 +101,7 @@ def result_json(result) -> dict:
 def run(args) -> int:
     from planner.cli import report as report_cli
     from planner.io import check_new_outputs
-    from planner.render import json_document
+    from planner.report.render import json_document
 
     from planner.cli.fixed_model import run_fixed_model, wants_fixed_model
     if getattr(args, "moe", False):
@@ -144,7 +144,7 @@ def hierarchy_text(lay: dict) -> str:
 
 
 def _plan_lines(plan: dict) -> list[str]:
-    from planner.render import human_bytes, human_count, human_days, human_seconds
+    from planner.report.render import human_bytes, human_count, human_days, human_seconds
 
     s, lay = plan["shape"], plan["layout"]
     cost = f", ${plan['cost_usd']:,.0f}" if plan.get("cost_usd") else ""
@@ -182,7 +182,7 @@ MEMORY_RISK_FRACTION = 0.05
 def memory_risk_lines(headroom_bytes: float, hbm_bytes: float) -> list[str]:
     if headroom_bytes >= MEMORY_RISK_FRACTION * hbm_bytes:
         return []
-    from planner.render import human_bytes
+    from planner.report.render import human_bytes
     return [f"  risk       only {human_bytes(headroom_bytes)} ({100 * headroom_bytes / hbm_bytes:.1f}%) of HBM free: an "
             "allocator spike or a longer sequence may run out of memory; --min-headroom 5% plans with a margin"]
 
@@ -191,7 +191,7 @@ def hyperparameter_lines(hyper: dict | None) -> list[str]:
     """The plan's learning rate, schedule and batch from their laws (planner.laws.hyperparameters)."""
     if not hyper:
         return []
-    from planner.render import human_count
+    from planner.report.render import human_count
 
     lr, schedule, batch = hyper["learning_rate"], hyper["schedule"], hyper["batch_size"]
     lines = [f"  training   peak LR {lr['peak']:.3g} (Step Law), {schedule['kind'].upper()} schedule: warm-up "
@@ -209,7 +209,7 @@ def loss_curve_lines(curve: dict | None) -> list[str]:
     """A few points of the plan's predicted loss curve (planner.laws.plan_curve), and what is anchored."""
     if not curve:
         return []
-    from planner.render import human_count
+    from planner.report.render import human_count
 
     shown = [p for p in curve["points"] if any(abs(p["fraction"] - f) < 1e-9 for f in CURVE_TEXT_FRACTIONS)]
     text = ", ".join(f"{human_count(p['tokens'])} {p['loss']:.3f}" for p in shown)
@@ -223,7 +223,7 @@ def _band_lines(plan: dict) -> list[str]:
     band = plan.get("step_time_band")
     if not band:
         return []
-    from planner.render import human_count, human_days_range, human_seconds
+    from planner.report.render import human_count, human_days_range, human_seconds
 
     text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, residuals of "
             f"{band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)")
@@ -237,7 +237,7 @@ def _band_lines(plan: dict) -> list[str]:
 
 
 def format_result(result) -> str:
-    from planner.render import human_count, human_days, table
+    from planner.report.render import human_count, human_days, table
 
     a = result.assumptions
     def amount(x: float) -> str:  # digits grouped, but 1e300 not written out in full

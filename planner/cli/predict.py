@@ -17,8 +17,8 @@ from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_are
 from planner.laws.curve_data import fit_run, read_curves
 from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active, training_flops
 from planner.laws.registry import DEFAULT_LAW, load_law
-from planner.render import human_count, json_document, table
-from planner.units import parse_count
+from planner.report.render import human_count, json_document, table
+from planner.specs.units import parse_count
 
 DEFAULT_LEVEL = 0.8
 # A grid this large is a table nobody reads; each cell also costs one prediction per coefficient sample.

@@ -91,7 +91,7 @@ def _raise_interrupt(signum, frame) -> None:
 def run_profile(args) -> int:
     from planner.profile import grid as grids
     from planner.profile import harness
-    from planner.render import human_days, json_document
+    from planner.report.render import human_days, json_document
 
     grid_file, source = grids.load_grid_file(args.grid)
     grid_file = grids.override_axes(grid_file, _overrides(args), f"{source} with command-line axes")

@@ -42,7 +42,7 @@ def register(subparsers, name: str) -> None:
 
 def report_outputs(out: str) -> dict[str, Path]:
     """Every path the report writes: html, md, and one PNG per figure in OUT_figures/."""
-    from planner.report import FIGURES
+    from planner.report.document import FIGURES
 
     html_path = Path(out)
     if html_path.suffix.lower() not in (".html", ".htm"):
@@ -57,9 +57,11 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
 
 
 def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool, moe=None) -> None:
-    from planner import plots, report, review as review_module
+    from planner.report import plots
+    from planner.report import document as report
+    from planner.report import review as review_module
     from planner.io import write_files_atomic
-    from planner.sensitivity import run_cases
+    from planner.report.sensitivity import run_cases
 
     cluster, law, constraints = inputs
     options = {"dtype": args.dtype, "batch_rule": args.batch_rule, "seq_len": args.seq_len, "vocab": args.vocab}
@@ -123,8 +125,8 @@ def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summa
 
 
 def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
-    from planner.render import human_count, human_days
-    from planner.review import plan_layout, plan_model
+    from planner.report.render import human_count, human_days
+    from planner.report.review import plan_layout, plan_model
 
     summary = (f"plan: {human_count(plan['params'])} params on {human_count(plan['tokens'])} tokens, {plan['gpus']} GPUs "
                f"of {cluster.name}, predicted {human_days(plan['wall_clock_days'])}")
@@ -134,7 +136,7 @@ def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
 def run(args) -> int:
     from planner.cli.optimize import load_inputs, solve
     from planner.io import check_new_outputs
-    from planner.render import human_count, human_days
+    from planner.report.render import human_count, human_days
 
     paths = report_outputs(args.out)
     check_new_outputs(paths.values(), args.force)
@@ -151,7 +153,7 @@ def run(args) -> int:
     if args.json:
         from planner.cli.moe_budget import result_json as moe_json
         from planner.cli.optimize import result_json
-        from planner.render import json_document
+        from planner.report.render import json_document
 
         extra = {} if moe is None else {"moe_comparison": moe_json(moe)}
         print(json_document({**result_json(result), **extra,

@@ -11,7 +11,7 @@ from pathlib import Path
 from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, whole_number
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
-from planner.hardware import DEFAULT_CLUSTER
+from planner.specs.clusters import DEFAULT_CLUSTER
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
@@ -20,7 +20,7 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload",
                "fp8_param_gather")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
-# Mixture-of-experts layout keys (planner.layout.Layout: expert parallelism and routing).
+# Mixture-of-experts layout keys (planner.specs.layout.Layout: expert parallelism and routing).
 MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity")
 LAYOUT_KEYS += MOE_LAYOUT_KEYS
 
@@ -164,9 +164,9 @@ def _load_config_file(path: str) -> dict:
 
 def resolve_configuration(args) -> tuple:
     """Merge preset < config file < flags into (model, layout, cluster, gpus)."""
-    from planner.hardware import load_cluster
-    from planner.layout import check_hierarchy_on_node, check_layout, make_layout
-    from planner.model import make_model, preset
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import check_hierarchy_on_node, check_layout, make_layout
+    from planner.specs.model import make_model, preset
 
     values = _load_config_file(args.config) if args.config else {}
     # A cluster named in the config file (not on the command line) must stay inside the spec folder or
@@ -215,8 +215,8 @@ def resolve_configuration(args) -> tuple:
 
 def run(args) -> int:
     from planner.cost.estimate import simulate
-    from planner.model import PRESETS
-    from planner.render import human_count, json_document
+    from planner.specs.model import PRESETS
+    from planner.report.render import human_count, json_document
 
     if args.list_models:
         if args.json:
@@ -242,7 +242,7 @@ def run(args) -> int:
             check_emittable(model, layout)  # before simulating: a stack that cannot run it is bad input
         check_new_outputs([*deepspeed_outputs(args.emit_deepspeed), *launch_outputs(args.emit, layout.framework)],
                           args.force)
-    from planner.error_bands import interval
+    from planner.calibrate.error_bands import interval
 
     from planner.cost.goodput import goodput_summary
 
@@ -279,7 +279,7 @@ def _hierarchy_text(layout) -> str:
 
 def goodput_text(g: dict) -> str:
     """The goodput line: the effective training time and the failures and checkpoints it rests on."""
-    from planner.render import human_bytes, human_days, human_seconds
+    from planner.report.render import human_bytes, human_days, human_seconds
 
     span = lambda seconds: human_days(seconds / 86400.0)  # noqa: E731
     stall = (f"stalls {human_seconds(g['checkpoint_stall_s'])} (copy to host), persists in {span(g['checkpoint_write_s'])}"
@@ -292,7 +292,7 @@ def goodput_text(g: dict) -> str:
 
 
 def format_simulation(model, layout, cluster, result: dict) -> str:
-    from planner.render import human_bytes, human_count, human_seconds, table
+    from planner.report.render import human_bytes, human_count, human_seconds, table
 
     step = result["step_time_s"]
     memory = result["memory"]

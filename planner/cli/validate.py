@@ -15,7 +15,7 @@ import sys
 import tempfile
 from itertools import chain
 
-from planner.render import to_json
+from planner.report.render import to_json
 
 
 def register(subparsers, name: str) -> None:
@@ -62,7 +62,7 @@ TABLE_ALIGN = "lllrrrrrrrl"
 
 
 class SpooledTable:
-    """planner.render.table's layout (columns as wide as their widest cell, two spaces apart, trailing
+    """planner.report.render.table's layout (columns as wide as their widest cell, two spaces apart, trailing
     blanks cut) for rows spooled one at a time."""
 
     def __init__(self, headers: list[str], align: str) -> None:
@@ -121,8 +121,8 @@ class _Collected:
     output in spools."""
 
     def __init__(self, as_json: bool) -> None:
-        from planner.error_bands import BandAccumulator
-        from planner.validation import ErrorSummary
+        from planner.calibrate.error_bands import BandAccumulator
+        from planner.calibrate.validation import ErrorSummary
 
         self.as_json = as_json
         self.step, self.memory, self.bands = ErrorSummary(), ErrorSummary(), BandAccumulator()
@@ -158,7 +158,7 @@ class _Collected:
 
 def _collect(paths, cluster_dir, collected: _Collected, progress) -> None:
     from planner.profile.runs_csv import RowProblem, iter_runs
-    from planner.validation import iter_predictions
+    from planner.calibrate.validation import iter_predictions
 
     def runs():
         for item in chain.from_iterable(iter_runs(path) for path in paths):
@@ -211,9 +211,9 @@ def run(args) -> int:
 
 
 def _print_json(collected: _Collected, step, memory, bands) -> None:
-    """The JSON document planner.render.to_json would make of the whole result (sorted keys, indent 2),
+    """The JSON document planner.report.render.to_json would make of the whole result (sorted keys, indent 2),
     written part by part: the lists of rows come from their spools, an item at a time."""
-    from planner.render import JSON_SCHEMA_VERSION
+    from planner.report.render import JSON_SCHEMA_VERSION
 
     document = {"error_bands": bands, "memory": memory, "rows": collected.rows, "schema_version": JSON_SCHEMA_VERSION,
                 "skipped_rows": collected.skipped, "step_time": step, "unreadable_rows": collected.unreadable}
@@ -233,7 +233,7 @@ def _print_json(collected: _Collected, step, memory, bands) -> None:
 
 
 def _print_text(collected: _Collected, step, memory, bands) -> None:
-    from planner.render import table
+    from planner.report.render import table
 
     for line in collected.rows.lines():
         print(line)

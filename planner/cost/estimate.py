@@ -11,9 +11,9 @@ import numpy as np
 from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.hardware import ClusterSpec
-from planner.layout import CandidateBatch, Layout, check_hierarchy_on_node, check_layout, single_batch
-from planner.model import ModelSpec
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import CandidateBatch, Layout, check_hierarchy_on_node, check_layout, single_batch
+from planner.specs.model import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.hardware import ClusterSpec
+from planner.specs.hardware import ClusterSpec
 
 # Bytes per parameter in a restartable checkpoint: 16-bit weights 2 + fp32 master 4 + Adam m 4 + v 4.
 CHECKPOINT_BYTES_PER_PARAM = 14.0

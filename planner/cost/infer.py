@@ -16,9 +16,9 @@ import numpy as np
 from planner.cost.estimate import estimate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
-from planner.hardware import ClusterSpec
-from planner.layout import Layout, check_layout, layouts_batch, make_layout
-from planner.model import ModelSpec
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import Layout, check_layout, layouts_batch, make_layout
+from planner.specs.model import ModelSpec
 
 INFERABLE = ("micro_batch", "recompute", "vpp", "seq_parallel", "flash_attention", "framework")
 MAX_MICRO_BATCH = 64

@@ -42,10 +42,10 @@ from planner.cost import collectives, flat_param, hierarchy, kernels, moe, offlo
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
-from planner.hardware import DTYPES, ClusterSpec, Efficiency
-from planner.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
-from planner.model import attended_keys, training_flops_breakdown
-from planner.topology import group_links_arrays
+from planner.specs.hardware import DTYPES, ClusterSpec, Efficiency
+from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
+from planner.specs.model import attended_keys, training_flops_breakdown
+from planner.specs.topology import group_links_arrays
 
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
 # Cross-entropy over the vocabulary is memory-bound and runs in fp32 (Megatron's

@@ -16,8 +16,8 @@ from planner.emit import deepspeed, megatron, torchtitan
 from planner.emit.schedule import step_law_learning_rate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
-from planner.layout import Layout
-from planner.model import ModelSpec
+from planner.specs.layout import Layout
+from planner.specs.model import ModelSpec
 
 # framework -> (launch target named in messages, its own refusals, files)
 LAUNCH_TARGETS = {

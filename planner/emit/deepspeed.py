@@ -16,8 +16,8 @@ import json
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
 from planner.emit.schedule import (MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY, step_law_learning_rate,  # noqa: F401
                                    train_sequences, warmup_count)
-from planner.layout import Layout
-from planner.model import ModelSpec
+from planner.specs.layout import Layout
+from planner.specs.model import ModelSpec
 
 # DeepSpeed's default stage3_param_persistence_threshold (elements): parameters this small stay
 # gathered on every rank instead of being fetched per use (DeepSpeed docs, "ZeRO optimizations").

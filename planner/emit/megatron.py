@@ -21,8 +21,8 @@ import shlex
 from planner.emit.pipeline import split_kind, virtual_stage_layers
 from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, WARMUP_FRACTION, WEIGHT_DECAY, WSD_MIN_LR_RATIO,
                                    cooldown_count, nodes, train_sequences, warmup_count)
-from planner.layout import Layout
-from planner.model import ModelSpec
+from planner.specs.layout import Layout
+from planner.specs.model import ModelSpec
 
 MEGATRON_COMMIT = "NVIDIA/Megatron-LM@d98e8a64"
 # Megatron-FSDP strategies by ZeRO stage (MP:3190-3192 choices no_shard, optim, optim_grads, optim_grads_params).

@@ -12,8 +12,8 @@ import math
 from planner.laws.hyperparameters import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, WARMUP_FRACTION,
                                           WEIGHT_DECAY, WSD_MIN_LR_RATIO, plan_hyperparameters,
                                           step_law_learning_rate)
-from planner.layout import Layout
-from planner.model import ModelSpec
+from planner.specs.layout import Layout
+from planner.specs.model import ModelSpec
 
 # Cosine decay to 10% of the peak (Chinchilla, Llama 2): only for launch targets without WSD (Megatron-DeepSpeed).
 MIN_LR_RATIO = 0.1

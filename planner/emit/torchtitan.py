@@ -21,8 +21,8 @@ from __future__ import annotations
 from planner.emit.pipeline import virtual_stage_layers
 from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, WEIGHT_DECAY, WSD_MIN_LR_RATIO,
                                    nodes, train_steps, warmup_count)
-from planner.layout import Layout
-from planner.model import ModelSpec
+from planner.specs.layout import Layout
+from planner.specs.model import ModelSpec
 
 TORCHTITAN_COMMIT = "pytorch/torchtitan@238fa995"
 # torchtitan's Llama 3 flavors (L3:51-99): (dim, n_layers, n_heads, n_kv_heads, ffn_dim_multiplier, multiple_of);

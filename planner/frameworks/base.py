@@ -64,7 +64,7 @@ class Framework:
     # Highest ZeRO stage the stack runs together with pipeline parallelism (DeepSpeed's pipeline engine and
     # Megatron's distributed optimizer: 1; torchtitan shards each pipeline stage with FSDP2: 3).
     max_zero_with_pipeline: int = 1
-    # Offload modes the stack has (planner.layout offload names), when supports_offload.
+    # Offload modes the stack has (planner.specs.layout offload names), when supports_offload.
     offload_modes: frozenset = frozenset({"optimizer", "optimizer+params"})
     # Plain replicated data parallelism (ZeRO-0 over dp > 1) only as the sole parallelism (no tp or pp), and
     # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).

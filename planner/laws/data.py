@@ -21,7 +21,7 @@ import numpy as np
 
 from planner.errors import PlannerInputError
 from planner.io import read_input_text, shown
-from planner.units import parse_count
+from planner.specs.units import parse_count
 
 # Column names tried in order when no name is given (case-sensitive first, then case-insensitive).
 CANDIDATES = {

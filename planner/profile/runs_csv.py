@@ -81,7 +81,7 @@ class RowProblem:
 
 
 # Largest value of a size or count column (gpus, layers, hidden, ..., global_batch). Derived:
-# planner/topology.py packs a parallel group's size and stride into 32 bits each, so 2**32 GPUs already
+# planner/specs/topology.py packs a parallel group's size and stride into 32 bits each, so 2**32 GPUs already
 # fail there, and with every size column at 2**31 - 1 the cost model's float64 products stay finite and
 # warning-free (tests/test_input_validation_gaps.py runs such a row). Real runs are far below it: hidden
 # sizes reach ~2**15, vocabularies ~2**18, GPU counts ~2**17.

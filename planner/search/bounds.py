@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.budget import Constraints
-from planner.model import mlp_matrices, training_flops_breakdown
+from planner.search.budget import Constraints
+from planner.specs.model import mlp_matrices, training_flops_breakdown
 
 # Reasons a cell is ruled out before scoring (names shared with score.DROP_REASONS).
 INFERENCE_EXCEEDS_BUDGET = "inference alone exceeds the budget"

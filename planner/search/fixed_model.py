@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.cost.step_time import flop_rate_ceiling, rank_share
-from planner.error_bands import interval as step_time_interval
-from planner.hardware import ClusterSpec
-from planner.model import ModelSpec, model_training_flops
+from planner.calibrate.error_bands import interval as step_time_interval
+from planner.specs.hardware import ClusterSpec
+from planner.specs.model import ModelSpec, model_training_flops
 from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layouts
 from planner.search.space import LOSSLESS_HIERARCHY
 

@@ -37,10 +37,10 @@ from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
-from planner.hardware import ClusterSpec
+from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
-from planner.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
-from planner.model import ModelSpec
+from planner.specs.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
+from planner.specs.model import ModelSpec
 from planner.search.space import LOSSLESS_HIERARCHY, hierarchy_fields, with_hierarchy
 
 MAX_TP = 64
@@ -217,7 +217,7 @@ class LayoutSearch:
     cluster: ClusterSpec
     gpus: int
     dtype: str
-    arrays: dict  # layout fields (codes as in planner.layout), one entry per layout
+    arrays: dict  # layout fields (codes as in planner.specs.layout), one entry per layout
     step_time_s: np.ndarray
     tokens_per_s: np.ndarray
     mfu: np.ndarray
@@ -248,7 +248,7 @@ class LayoutSearch:
         return int(self.order[0]) if len(self.order) else None
 
     def layout(self, i: int):
-        """Layout i as a validated planner.layout.Layout."""
+        """Layout i as a validated planner.specs.layout.Layout."""
         a = {k: v[i] for k, v in self.arrays.items()}
         framework = next(name for name, code in FRAMEWORK_CODES.items() if code == a["framework"])
         moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.hardware import ClusterSpec
+from planner.specs.hardware import ClusterSpec
 from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal, training_flops
-from planner.model import ModelSpec, family_model, family_moe_model
+from planner.specs.model import ModelSpec, family_model, family_moe_model
 from planner.search.layouts import search_layouts
 from planner.search.space import gpu_counts
 

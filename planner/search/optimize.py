@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.budget import Constraints
+from planner.search.budget import Constraints
 from planner.cost.estimate import simulate
 from planner.cost.step_time import flop_rate_ceiling, rank_share
-from planner.error_bands import interval as step_time_interval
+from planner.calibrate.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
-from planner.hardware import ClusterSpec
-from planner.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import plan_loss_curve
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.budget import Constraints
+from planner.search.budget import Constraints
 from planner.errors import PlannerInputError
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import flop_rate_ceiling, rank_share, step_time
 from planner.cost.goodput import goodput
-from planner.hardware import ClusterSpec
+from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
-from planner.layout import DTYPE_CODES, build_batch
+from planner.specs.layout import DTYPE_CODES, build_batch
 from planner.search.bounds import inference_gpu_seconds_floor, training_gpu_seconds
 from planner.search.space import LOSSLESS_HIERARCHY
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.frameworks import FRAMEWORKS
-from planner.model import ModelSpec, family_model
+from planner.specs.model import ModelSpec, family_model
 
 TP_CHOICES = (1, 2, 4, 8)
 PP_CHOICES = (1, 2, 4, 8, 16, 32)

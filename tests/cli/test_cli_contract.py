@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from planner.cli import SUBCOMMANDS, DefaultsHelpFormatter, build_parser
-from planner.render import JSON_SCHEMA_VERSION
+from planner.report.render import JSON_SCHEMA_VERSION
 
 # What stderr may carry: status and warning lines, never a result. A line is status when it starts so.
 # DeepSpeed's own log lines ("[2026-11-30 09:59:49,590] [WARNING] [real_accelerator.py:213:...") are status too.
@@ -131,7 +131,7 @@ def test_completion_script_names_every_subcommand_and_flag(cli, shell):
 
 
 def test_simulate_and_optimize_default_to_the_same_cluster(cli):
-    from planner.hardware import DEFAULT_CLUSTER
+    from planner.specs.clusters import DEFAULT_CLUSTER
 
     simulated = json.loads(cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--json"])[1])
     planned = json.loads(cli(["optimize", "--budget", "1000gpuh", "--gpus", "8", "--json"])[1])

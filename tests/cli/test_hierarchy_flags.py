@@ -53,7 +53,7 @@ def test_flags_reach_the_layout(cli, extra, expected):
 
 def test_deepspeed_config_carries_zeropp_keys():
     from planner.emit.deepspeed import zero_block
-    from planner.layout import Layout
+    from planner.specs.layout import Layout
 
     block = zero_block(Layout(dp=64, zero=3, framework="deepspeed", zero_hpz=8, zero_quantized_weights=True,
                               zero_quantized_gradients=True, global_batch=64))
@@ -79,8 +79,8 @@ def test_runs_csv_columns_reach_validate(cli, tmp_path):
 
 def test_torchtitan_mesh_carries_hsdp():
     from planner.emit.torchtitan import parallelism_table
-    from planner.layout import Layout
-    from planner.model import preset
+    from planner.specs.layout import Layout
+    from planner.specs.model import preset
 
     table = parallelism_table(preset("llama2-13b"), Layout(dp=64, zero=3, framework="fsdp", shard_group=8,
                                                            global_batch=64), async_tp=False)

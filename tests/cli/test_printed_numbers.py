@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds
-from planner.units import parse_bytes, parse_count, parse_duration, parse_gpu_hours, parse_money
+from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds
+from planner.specs.units import parse_bytes, parse_count, parse_duration, parse_gpu_hours, parse_money
 
 
 @pytest.mark.parametrize("days, text", [
@@ -78,8 +78,8 @@ def test_json_serialises_numpy_models_paths_and_non_finite_values():
 
     import numpy as np
 
-    from planner.layout import make_layout
-    from planner.render import json_document
+    from planner.specs.layout import make_layout
+    from planner.report.render import json_document
 
     document = json.loads(json_document({"a": np.float32(1.5), "b": np.arange(3), "c": np.int64(7), "d": np.nan,
                                          "e": np.bool_(True), "f": Path("x/y"), "g": make_layout(tp=2), "h": {3, 1}}))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from planner.cost.estimate import simulate
-from planner.hardware import load_cluster
-from planner.layout import Layout
-from planner.model import PRESETS
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout
+from planner.specs.model import PRESETS
 
 GPT2 = ["--model", "gpt2-small"]
 

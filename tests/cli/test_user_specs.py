@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner.hardware import default_cluster_dir, load_cluster, user_cluster_dir
+from planner.specs.clusters import default_cluster_dir, load_cluster, user_cluster_dir
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from planner.cost import collectives
-from planner.hardware import load_cluster
-from planner.topology import group_links_arrays
+from planner.specs.clusters import load_cluster
+from planner.specs.topology import group_links_arrays
 
 GB = 1e9
 US = 1e-6

@@ -8,9 +8,9 @@ import pytest
 
 from planner.cost import kernels
 from planner.cost.estimate import simulate
-from planner.hardware import load_cluster
-from planner.layout import Layout
-from planner.model import PRESETS, make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout
+from planner.specs.model import PRESETS, make_model
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_tiny_work_cannot_run_faster_than_its_kernel_launches(a100):
       (tuning.cc: base + 2 x 7 NVLink steps), which no bandwidth can remove.
     A layer's pass takes max(issue time, GPU work + exposed communication)."""
     from planner.cost import collectives
-    from planner.topology import group_links_arrays
+    from planner.specs.topology import group_links_arrays
 
     model = make_model(name="tiny", layers=12, hidden=1024, heads=16, vocab=51200, seq_len=2048)
     result = simulate(model, Layout(tp=8, micro_batch=1, global_batch=1, framework="megatron"), a100)

@@ -8,9 +8,9 @@ import pytest
 
 from planner.cost import flat_param
 from planner.cost.step_time import step_time
-from planner.hardware import load_cluster
-from planner.layout import Layout, single_batch
-from planner.model import make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout, single_batch
+from planner.specs.model import make_model
 
 
 def _torch_predivide_factor(world_size: int) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from planner.cost.goodput import goodput
-from planner.hardware import load_cluster
+from planner.specs.clusters import load_cluster
 
 DAY_S = 86400.0
 
@@ -115,7 +115,9 @@ def test_unknown_checkpoint_mode_is_one_line_error(h100):
 def test_the_spec_names_its_checkpoint_mode():
     import yaml
 
-    from planner.hardware import default_cluster_dir, parse_cluster_spec
+    from planner.specs.hardware import parse_cluster_spec
+
+    from planner.specs.clusters import default_cluster_dir
 
     data = yaml.safe_load((default_cluster_dir() / "dgx-h100.yaml").read_text(encoding="utf-8"))
     assert parse_cluster_spec(data, "h100.yaml").reliability.checkpoint_mode == "sync"  # the default

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from planner.cost.estimate import simulate
-from planner.hardware import load_cluster
-from planner.layout import Layout
-from planner.model import make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout
+from planner.specs.model import make_model
 
 MODEL = make_model("h-13b", layers=40, hidden=5120, heads=40, seq_len=2048, vocab=50257)
 H100 = load_cluster("dgx-h100")

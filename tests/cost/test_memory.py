@@ -15,9 +15,9 @@ from planner.cost.memory import (CUDA_CONTEXT_BYTES, LIBRARY_WORKSPACE_BYTES, NC
                                  activation_bytes_per_layer, inflight_microbatches, model_state_bytes,
                                  per_gpu_memory, stage_inflight)
 from planner.frameworks import FRAMEWORKS
-from planner.hardware import load_cluster
-from planner.layout import Layout, single_batch, stage_layers
-from planner.model import PRESETS, make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout, single_batch, stage_layers
+from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]
 LLAMA2_7B = PRESETS["llama2-7b"]

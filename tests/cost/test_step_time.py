@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from planner.cost.estimate import estimate, simulate
 from planner.cost.step_time import overlap, step_time
 from planner.errors import PlannerInputError
-from planner.hardware import load_cluster
-from planner.layout import Layout, build_batch, single_batch
-from planner.model import PRESETS, make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout, build_batch, single_batch
+from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]
 PER_MICROBATCH_PARTS = ("forward", "backward", "elementwise", "recompute", "launch_floor", "tp_comm", "cp_comm",
@@ -49,7 +49,7 @@ def test_gradient_reduce_behind_backward_is_a_two_stage_pipeline_of_buckets(a100
     on, so max(a, b) + min(a, b)/B - a is exposed (a: backward, b: the all-reduce, B buckets); the
     residual eta = 0 exposes the whole all-reduce."""
     from planner.cost import collectives
-    from planner.topology import group_links_arrays
+    from planner.specs.topology import group_links_arrays
 
     model = PRESETS["gpt2-xl"]
     layout = dict(dp=8, micro_batch=4, global_batch=32, dp_comm_overlap=True)

@@ -10,10 +10,10 @@ import pytest
 from planner.cost import kernels, zero3_fetch
 from planner.cost.estimate import simulate
 from planner.frameworks import FRAMEWORK_CODES, framework_arrays
-from planner.layout import Layout, single_batch
-from planner.model import make_model
+from planner.specs.layout import Layout, single_batch
+from planner.specs.model import make_model
 from planner.profile.runs_csv import read_runs
-from planner.validation import run_to_config
+from planner.calibrate.validation import run_to_config
 
 GPT_175B = make_model("gpt3-175b-table2", layers=96, hidden=12288, heads=96, ffn=49152, seq_len=2048, vocab=51200)
 GPT_530B = make_model("mt-nlg-530b-table2", layers=105, hidden=20480, heads=128, ffn=81920, seq_len=2048, vocab=51200)

@@ -34,7 +34,7 @@ def torchtitan_fields() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def h100():
-    from planner.hardware import load_cluster
+    from planner.specs.clusters import load_cluster
 
     return load_cluster("dgx-h100")
 

@@ -15,8 +15,8 @@ import pytest
 
 from planner.emit.deepspeed import (compatibility_notes, deepspeed_files, ds_config, megatron_arguments,
                                     step_law_learning_rate, train_sequences)
-from planner.layout import Layout
-from planner.model import preset
+from planner.specs.layout import Layout
+from planner.specs.model import preset
 
 # Layouts covering every branch of ds_config: ZeRO 0-3, CPU/NVMe offload, optimizer+params offload,
 # bf16/fp16/fp32, full recompute (activation checkpointing block), tp and pp.
@@ -97,7 +97,7 @@ def test_deepspeed_parses_the_configs_launch_files_emits_for_searched_plans():
     for several problems, and the LAYOUTS above, each accepted by DeepSpeed's own parser as planned."""
     from planner import search_layouts
     from planner.emit import launch_files
-    from planner.hardware import load_cluster
+    from planner.specs.clusters import load_cluster
 
     cluster = load_cluster("dgx-h100")
     plans = {name: (preset("llama2-7b"), layout.model_copy(update={"framework": "deepspeed"}))

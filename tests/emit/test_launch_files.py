@@ -15,7 +15,7 @@ from planner import search_layouts
 from planner.emit import EMITTABLE, LAUNCH_FILE_NAMES, launch_files, launch_problems
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
-from planner.model import preset
+from planner.specs.model import preset
 
 # Problems across shapes and scales: Llama 3 (GQA, SwiGLU), GPT-3 (GELU, biases, learned positions, tied),
 # Llama 2, an ALiBi model (MPT) that Megatron-LM and torchtitan cannot build.
@@ -111,7 +111,7 @@ def test_every_emitted_plan_uses_only_what_its_stack_runs(framework, h100):
 
 
 def test_stacks_without_a_launch_config_are_refused(h100):
-    from planner.layout import Layout
+    from planner.specs.layout import Layout
 
     for framework in ("jax", "other"):
         with pytest.raises(PlannerInputError) as error:

@@ -15,8 +15,8 @@ from planner.emit import launch_files
 from planner.emit.megatron import megatron_arguments, megatron_files, unsupported
 from planner.emit.pipeline import virtual_stage_layers
 from planner.errors import PlannerInputError
-from planner.layout import Layout, stage_layers
-from planner.model import preset
+from planner.specs.layout import Layout, stage_layers
+from planner.specs.model import preset
 
 MEGATRON = dict(framework="megatron")
 # (model, layout) pairs covering every branch: ZeRO 0-3, vpp, cp, even / slot / uneven pipeline splits,

@@ -13,8 +13,8 @@ import pytest
 from planner.emit import launch_files
 from planner.emit.torchtitan import custom_flavor, llama3_ffn, llama3_flavor, unsupported
 from planner.errors import PlannerInputError
-from planner.layout import Layout, stage_layers
-from planner.model import preset
+from planner.specs.layout import Layout, stage_layers
+from planner.specs.model import preset
 
 FSDP = dict(framework="fsdp")
 CASES = {
@@ -140,8 +140,8 @@ def test_zero2_is_fsdp2_that_keeps_parameters_gathered_after_forward():
     import tomllib
 
     from planner.emit.torchtitan import torchtitan_files
-    from planner.layout import Layout as L
-    from planner.model import preset as p
+    from planner.specs.layout import Layout as L
+    from planner.specs.model import preset as p
     files = torchtitan_files(p("llama3-8b"), L(dp=8, zero=2, global_batch=8, framework="fsdp"), 8, tokens=1e9)
     mesh = tomllib.loads(files["job_config.toml"])["parallelism"]
     assert mesh["data_parallel_shard_degree"] == 8 and mesh["data_parallel_replicate_degree"] == 1

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner.hardware import default_cluster_dir
+from planner.specs.clusters import default_cluster_dir
 from planner.laws.law_file import law_to_yaml
 from planner.laws.published import EPOCH_2024
 

@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.cost.estimate import simulate
-from planner.doctor import check_file
+from planner.specs.doctor import check_file
 from planner.errors import PlannerInputError
-from planner.hardware import available_clusters, default_cluster_dir, load_cluster_file
-from planner.layout import Layout
-from planner.model import ModelSpec
+from planner.specs.hardware import load_cluster_file
+from planner.specs.clusters import available_clusters, default_cluster_dir
+from planner.specs.layout import Layout
+from planner.specs.model import ModelSpec
 
 EXAMPLES = settings.default.max_examples
 BASES = {name: (default_cluster_dir() / f"{name}.yaml").read_text(encoding="utf-8")

@@ -6,12 +6,12 @@ import pytest
 
 from planner.emit import launch_files
 from planner.emit.schedule import train_sequences, train_steps
-from planner.hardware import load_cluster
+from planner.specs.clusters import load_cluster
 from planner.laws.batch_size import optimal_batch_tokens
 from planner.laws.hyperparameters import (COOLDOWN_FRACTION, WARMUP_FRACTION, WEIGHT_DECAY, plan_hyperparameters,
                                           step_law_learning_rate)
-from planner.layout import Layout
-from planner.model import preset
+from planner.specs.layout import Layout
+from planner.specs.model import preset
 
 
 @pytest.mark.parametrize(("params", "tokens", "lr", "batch_tokens"), [

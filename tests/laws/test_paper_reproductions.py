@@ -48,8 +48,8 @@ def test_sardana_figure_1_through_the_planner_search():
     """The planner's own search (target loss = the 13B model's, --inference-tokens 2T, GPU time on a DGX H100
     cluster at each plan's modelled MFU) picks 6.64B parameters (measured); paper 7B. Tolerance 15%: the search
     minimises GPU-hours, not FLOPs, over discrete model shapes whose MFU differs."""
-    from planner.budget import build_constraints
-    from planner.hardware import load_cluster
+    from planner.search.budget import build_constraints
+    from planner.specs.clusters import load_cluster
     from planner.search.optimize import optimize
 
     spec = load_cluster("dgx-h100")

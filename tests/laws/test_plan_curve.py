@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.laws.annealing import AnnealingLaw, annealing_areas, coarse_annealing_areas, plan_schedule, wsd_schedule
+from planner.laws.annealing import annealing_areas, coarse_annealing_areas, plan_schedule, wsd_schedule
 from planner.laws.curve_data import fit_run, read_curves
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import load_shapes, nearest_shape, plan_loss_curve, shape_law

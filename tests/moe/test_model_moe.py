@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from planner.errors import PlannerInputError
-from planner.model import PRESETS, make_model, model_training_flops, param_breakdown
+from planner.specs.model import PRESETS, make_model, model_training_flops, param_breakdown
 
 # (preset, published total, published active, how the publisher states them). Each publisher prints a
 # few digits: a count is exact to the published figure when it prints as that figure the publisher's way.
@@ -123,7 +123,7 @@ def test_moe_layer_frequency():
 
 def test_moe_family_keeps_active_flops_across_granularity():
     """Krajewski et al. 2024: granularity G splits experts G ways and routes to G x top-k: same active FLOPs."""
-    from planner.model import family_model, family_moe_model
+    from planner.specs.model import family_model, family_moe_model
 
     coarse = family_moe_model(16, experts=8, top_k=2)
     fine = family_moe_model(16, experts=8, top_k=2, granularity=4)

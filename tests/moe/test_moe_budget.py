@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from planner.hardware import load_cluster
+from planner.specs.clusters import load_cluster
 from planner.laws.moe import KRAJEWSKI_2024_DENSE
 from planner.search.moe_budget import compare_dense_moe
 

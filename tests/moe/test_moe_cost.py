@@ -8,9 +8,9 @@ from planner.cost.estimate import estimate
 from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.hardware import load_cluster
-from planner.layout import build_batch, check_layout, layouts_batch, make_layout, single_batch
-from planner.model import PRESETS, make_model, model_training_flops
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import build_batch, check_layout, layouts_batch, make_layout, single_batch
+from planner.specs.model import PRESETS, make_model, model_training_flops
 
 H100 = load_cluster("dgx-h100")
 

@@ -2,7 +2,6 @@
 sync of the alltoall dispatcher, the fp8 padding copies, what the experts keep for backward in fp8, and fp8
 parameters (--fp8-param-gather). Every expected value is computed here by hand from the cited counts."""
 
-import numpy as np
 import pytest
 
 from planner.cost import kernels as K
@@ -10,9 +9,9 @@ from planner.cost import moe
 from planner.cost.estimate import estimate
 from planner.cost.step_time import gemm_seconds, matmul_half_size_array, peak_flops_array, _collective_kwargs, _links
 from planner.errors import PlannerInputError
-from planner.hardware import load_cluster
-from planner.layout import check_layout, make_layout, single_batch
-from planner.model import PRESETS, make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import check_layout, make_layout, single_batch
+from planner.specs.model import PRESETS, make_model
 
 H100 = load_cluster("dgx-h100")
 FORWARD, BACKWARD = K.FORWARD, K.BACKWARD

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from planner.cost.estimate import estimate
 from planner.cost.memory import per_gpu_memory
-from planner.hardware import load_cluster
-from planner.layout import check_layout, layouts_batch, make_layout, single_batch
-from planner.model import PRESETS, make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import check_layout, layouts_batch, make_layout, single_batch
+from planner.specs.model import PRESETS, make_model
 
 CLUSTERS = [load_cluster(name) for name in ("dgx-h100", "h800-deepseek", "dgx-a100-80gb")]
 EXPERT_PARTS = ("expert_weights", "expert_gradients", "expert_optimizer")

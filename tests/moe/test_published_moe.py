@@ -6,9 +6,9 @@ import pytest
 
 from planner.cost.estimate import estimate
 from planner.cost.goodput import goodput
-from planner.hardware import load_cluster
-from planner.layout import check_layout, make_layout, single_batch
-from planner.model import PRESETS
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import check_layout, make_layout, single_batch
+from planner.specs.model import PRESETS
 from planner.search.fixed_model import plan_fixed_model
 
 # DeepSeek-V3 technical report (arXiv:2412.19437), Table 1: pre-training 2,664K H800 GPU-hours for 14.8T

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import strategies as st
 
-from planner.hardware import available_clusters, load_cluster
+from planner.specs.clusters import available_clusters, load_cluster
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS
-from planner.layout import Layout, check_hierarchy_on_node, check_layout
-from planner.model import ModelSpec
+from planner.specs.layout import Layout, check_hierarchy_on_node, check_layout
+from planner.specs.model import ModelSpec
 
 CLUSTERS = tuple(name for name in available_clusters() if not name.endswith(".calibrated"))
 HEAD_DIMS = (8, 16, 32, 64, 128)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from planner.cost.estimate import simulate
 from planner.cost.memory import model_state_bytes, per_gpu_memory, sharding_degree, stage_params
-from planner.layout import single_batch
+from planner.specs.layout import single_batch
 
 EXAMPLES = settings.default.max_examples
 # Float noise allowed when a slower input must not give a smaller output: the step time is a sum of
@@ -187,9 +187,9 @@ def test_mfu_below_hfu_below_the_flop_rate_ceiling(gen, data):
 def test_a_million_token_sequence_stays_below_peak():
     """Issue 12 reproduction 3: 2 layers, 2 heads of 2048, a 1M-token sequence gave MFU 107% (model FLOPs
     counted full attention while time charged the causal half)."""
-    from planner.hardware import load_cluster
-    from planner.layout import make_layout
-    from planner.model import ModelSpec
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import make_layout
+    from planner.specs.model import ModelSpec
 
     model = ModelSpec(layers=2, hidden=4096, heads=2, vocab=32000, seq_len=1048576)
     result = simulate(model, make_layout(), load_cluster("dgx-h100"))

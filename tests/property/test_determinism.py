@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.cost.estimate import simulate
-from planner.render import to_json
+from planner.report.render import to_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = settings.default.max_examples

@@ -16,12 +16,12 @@ import math
 
 import pytest
 
-from planner.budget import build_constraints
+from planner.search.budget import build_constraints
 from planner.cost.estimate import simulate
-from planner.hardware import load_cluster
+from planner.specs.clusters import load_cluster
 from planner.laws.registry import load_law
-from planner.layout import make_layout
-from planner.model import family_model
+from planner.specs.layout import make_layout
+from planner.specs.model import family_model
 from planner.search import space as space_module
 from planner.search.optimize import optimize
 

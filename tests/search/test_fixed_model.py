@@ -15,9 +15,9 @@ import planner
 from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, unsupported_features
-from planner.hardware import load_cluster
-from planner.layout import check_layout
-from planner.model import ModelSpec, preset
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import check_layout
+from planner.specs.model import ModelSpec, preset
 from planner.search import layouts as layouts_module
 from planner.search.fixed_model import plan_fixed_model
 from planner.search.layouts import search_layouts

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from planner.hardware import load_cluster
-from planner.model import make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.model import make_model
 from planner.search.layouts import search_layouts
 from planner.search.space import ALL_HIERARCHY, FLAT, LOSSLESS_HIERARCHY
 
@@ -63,7 +63,7 @@ def test_all_layouts_csv_has_the_same_columns_on_every_row(cli, tmp_path):
 def _budget_plans(cluster):
     """optimize --budget 10000gpuh on `cluster`, with every ZeRO-3 hierarchy option (--quantized-comm) and flat
     (--flat-zero)."""
-    from planner.budget import build_constraints
+    from planner.search.budget import build_constraints
     from planner.laws.registry import load_law
     from planner.search.optimize import optimize
 

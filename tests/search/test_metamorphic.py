@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.budget import build_constraints
-from planner.hardware import load_cluster
+from planner.search.budget import build_constraints
+from planner.specs.clusters import load_cluster
 from planner.laws.registry import load_law
 from planner.search import space as space_module
 from planner.search.optimize import COST_TIE_RELATIVE, LOSS_TIE_RELATIVE, optimize
@@ -107,8 +107,8 @@ def test_more_budget_is_never_worse(name, budget, deadline, cap, factor):
 @given(name=st.sampled_from(CLUSTERS), budget=budgets, deadline=deadlines, cap=max_gpus, factor=factors,
        target=st.one_of(st.none(), targets))
 def test_a_longer_deadline_is_never_worse(name, budget, deadline, cap, factor, target):
-    from planner.budget import MAX_DEADLINE_S
-    from planner.units import parse_duration
+    from planner.search.budget import MAX_DEADLINE_S
+    from planner.specs.units import parse_duration
 
     spec = cluster(name)
     longer = f"{min(parse_duration(deadline, '--deadline') * factor, MAX_DEADLINE_S)}s"

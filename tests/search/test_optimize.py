@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 import pytest
 
-from planner.budget import build_constraints
-from planner.hardware import load_cluster
+from planner.search.budget import build_constraints
+from planner.specs.clusters import load_cluster
 from planner.laws import batch_size
 from planner.laws.published import EPOCH_2024, HOFFMANN_2022
 from planner.laws.registry import load_law

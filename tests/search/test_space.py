@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from planner.layout import check_hierarchy_on_node, check_layout, make_layout
-from planner.model import family_model
+from planner.specs.layout import check_hierarchy_on_node, check_layout, make_layout
+from planner.specs.model import family_model
 from planner.search import space
 from planner.search.space import Space, enumerate_space, family_models, gpu_counts
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from planner.hardware import ClusterSpec, load_cluster
+from planner.specs.hardware import ClusterSpec
+
+from planner.specs.clusters import load_cluster
 
 
 def with_nics(name: str, nics_per_node: int) -> ClusterSpec:

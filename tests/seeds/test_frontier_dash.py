@@ -27,9 +27,9 @@ from __future__ import annotations
 import pytest
 
 from planner.cost.estimate import simulate
-from planner.hardware import load_cluster
-from planner.layout import make_layout
-from planner.model import make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import make_layout
+from planner.specs.model import make_model
 
 TOLERANCE = 0.15
 GLOBAL_BATCH = 1536

@@ -24,9 +24,9 @@ from __future__ import annotations
 import pytest
 
 from planner.cost.estimate import simulate
-from planner.hardware import load_cluster
-from planner.layout import Layout
-from planner.model import make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout
+from planner.specs.model import make_model
 
 TOLERANCE = 0.15
 MODEL = make_model("gpt-neox-20b", layers=44, hidden=6144, heads=64, seq_len=2048, vocab=50432)

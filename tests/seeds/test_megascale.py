@@ -32,9 +32,9 @@ import pytest
 
 from planner.cost.estimate import simulate
 from planner.cost.goodput import goodput
-from planner.hardware import load_cluster
-from planner.layout import make_layout
-from planner.model import make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import make_layout
+from planner.specs.model import make_model
 
 GPUS = 12288
 MODEL = dict(layers=96, hidden=12288, heads=96, seq_len=2048, vocab=51200)

@@ -15,9 +15,9 @@ import pytest
 from planner.cli import main
 from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
-from planner.hardware import load_cluster
-from planner.layout import make_layout
-from planner.model import attended_keys, make_model, model_training_flops, preset
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import make_layout
+from planner.specs.model import attended_keys, make_model, model_training_flops, preset
 
 LLAMA = preset("llama2-7b")  # 32 layers, hidden 4096, seq 4096
 
@@ -113,7 +113,7 @@ def test_a_mixed_batch_scores_each_model_as_alone(h100):
     """Windowed and full-attention models (an MLA MoE among them) in one vectorised batch: each row is what the
     scalar path gives it (the window column is inf for the full-attention rows)."""
     from planner.cost.step_time import step_time
-    from planner.layout import layouts_batch, single_batch
+    from planner.specs.layout import layouts_batch, single_batch
 
     deepseek = preset("deepseek-v3").model_copy(update={"layers": 8, "moe_first_dense": 1, "mtp_layers": 0})
     models = [LLAMA, windowed(1024), windowed(512, deepseek), deepseek]

@@ -19,9 +19,9 @@ from __future__ import annotations
 import pytest
 
 from planner.cost.estimate import simulate
-from planner.hardware import load_cluster
-from planner.layout import Layout
-from planner.model import make_model
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout
+from planner.specs.model import make_model
 
 V100 = load_cluster("dgx2-v100")
 V100_FP16_PEAK = 125e12

@@ -18,8 +18,8 @@ from __future__ import annotations
 import pytest
 
 from planner.cost.estimate import simulate
-from planner.layout import Layout, single_batch, stage_param_counts
-from planner.model import make_model
+from planner.specs.layout import Layout, single_batch, stage_param_counts
+from planner.specs.model import make_model
 
 MODEL_18B = make_model("zeropp-18b", layers=40, hidden=6144, heads=32, seq_len=512, vocab=50257)
 GPUS = 384

@@ -5,7 +5,7 @@ equivalent) and, for scale-out, off a NIC; NICs attach to the fabric as the topo
 (rail-optimised: NIC j of every node on rail switch j; fat-tree/dragonfly: all NICs of a node on
 one leaf, leaves joined by a spine whose capacity is divided by the oversubscription ratio).
 
-Optional levels (planner.hardware): a package (MI250X: two GCDs joined by a faster link than the node's
+Optional levels (planner.specs.hardware): a package (MI250X: two GCDs joined by a faster link than the node's
 fabric; a path through it is preferred); an in-node fabric of explicit point-to-point links (Infinity
 Fabric), over which a group runs the best packing of rings, as RCCL/NCCL split a collective over channels
 (`ring_packing_bytes_per_s`); and a dragonfly scale-out (groups of nodes non-blocking inside, global links
@@ -33,7 +33,7 @@ import networkx as nx
 import numpy as np
 from scipy.optimize import linprog
 
-from planner.hardware import ClusterSpec, Dragonfly, Network, Node
+from planner.specs.hardware import ClusterSpec, Dragonfly, Network, Node
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ import numpy as np
 from planner.cost.estimate import MODEL_STATE_PARTS, check_simulable, estimate
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
-from planner.hardware import ClusterSpec, load_cluster
-from planner.layout import Layout, layouts_batch
-from planner.model import ModelSpec, make_model
+from planner.specs.hardware import ClusterSpec
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout, layouts_batch
+from planner.specs.model import ModelSpec, make_model
 from planner.profile.runs_csv import MeasuredRun
 
 REQUIRED = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "global_batch")
@@ -77,7 +78,7 @@ def _whole(run: MeasuredRun, column: str, where: str) -> int | None:
     return int(text)
 
 
-# ZeRO-3 hierarchy columns (planner.layout): whole numbers and 0/1 switches.
+# ZeRO-3 hierarchy columns (planner.specs.layout): whole numbers and 0/1 switches.
 HIERARCHY_COLUMNS = {"zero_hpz": _whole, "shard_group": _whole, "grad_shard_group": _whole,
                      "zero_quantized_weights": _switch, "zero_quantized_gradients": _switch}
 

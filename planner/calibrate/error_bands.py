@@ -66,7 +66,7 @@ def compute_bands(results) -> dict:
 def shipped_bands() -> dict:
     """The table shipped with the package (empty when absent)."""
     try:
-        text = resources.files("planner").joinpath(TABLE_FILE).read_text()
+        text = resources.files("planner.calibrate").joinpath(TABLE_FILE).read_text()
     except FileNotFoundError:
         return {}
     return json.loads(text)["bands"]

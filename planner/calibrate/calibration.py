@@ -32,11 +32,11 @@ from scipy.optimize import least_squares
 
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.hardware import ClusterSpec
-from planner.layout import Layout, layouts_batch
-from planner.model import ModelSpec
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import Layout, layouts_batch
+from planner.specs.model import ModelSpec
 from planner.profile.runs_csv import MeasuredRun
-from planner.validation import run_to_config
+from planner.calibrate.validation import run_to_config
 
 # name -> (kind, lower, upper): "fraction" parameters live in (lower, upper) through a logit,
 # "positive" ones in (lower, upper) through a log.
@@ -126,7 +126,6 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
     percentile is the better estimate of the uncontended time.
     """
     samples, skipped = [], []
-    clusters = {cluster.name: cluster}
     base_name = cluster.name.removesuffix(".calibrated")
     for run in runs:
         if time_column != "step_time_s":

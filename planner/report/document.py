@@ -2,8 +2,8 @@
 
 `document(review)` lays the review out as a list of blocks (headings, paragraphs, tables, figures)
 with every number already formatted; `to_html` and `to_markdown` only typeset those blocks, so the
-two files always say the same thing. Nothing is computed here: planner/review.py and
-planner/sensitivity.py build the data, planner/plots.py draws the figures.
+two files always say the same thing. Nothing is computed here: planner/report/review.py and
+planner/report/sensitivity.py build the data, planner/report/plots.py draws the figures.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import html
 import re
 
 from planner import __version__
-from planner.render import human_bytes, human_count, human_days, human_days_range, human_seconds
+from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds
 
 GIB = 2.0**30
 FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling")

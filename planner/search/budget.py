@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner import units
+from planner.specs import units
 from planner.errors import PlannerInputError
 
 DEFAULT_DEADLINE_S = 30 * 86400.0  # assumed: plans longer than a month are rarely what people ask for

@@ -69,7 +69,7 @@ def _decode(path: Path, data: bytes) -> tuple[str | None, list[Finding]]:
 
 
 def check_cluster_spec(path: Path, data: bytes) -> list[Finding]:
-    from planner.hardware import ClusterSpec, describe_validation_problem
+    from planner.specs.hardware import ClusterSpec, describe_validation_problem
 
     text, findings = _decode(path, data)
     if text is None:
@@ -122,7 +122,7 @@ def check_runs_csv(path: Path, cluster_dir=None, progress=None) -> list[Finding]
     the findings and the ids seen (duplicates), not the file. `progress.update(rows)` is called per row."""
     from planner.profile.runs_csv import RowProblem, UnreadableText, runs_from_lines, text_lines
     from planner.cost.estimate import check_simulable
-    from planner.validation import run_to_config
+    from planner.calibrate.validation import run_to_config
 
     lines = text_lines(path, "runs file (.csv)")
     findings: list[Finding] = []

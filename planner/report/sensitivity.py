@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from planner.budget import Constraints
+from planner.search.budget import Constraints
 from planner.cost.estimate import simulate
-from planner.hardware import ClusterSpec
-from planner.review import plan_layout, plan_model
+from planner.specs.hardware import ClusterSpec
+from planner.report.review import plan_layout, plan_model
 from planner.search.optimize import OptimizeResult, optimize
 
 DEGRADATION = 0.8  # "20% lower": the question, not a measured spread

@@ -1,6 +1,6 @@
 """The review's figures as PNG bytes (matplotlib, Agg canvas: no display, no pyplot global state).
 
-Each function takes the plain data planner/review.py builds and draws it; nothing is computed here
+Each function takes the plain data planner/report/review.py builds and draws it; nothing is computed here
 beyond unit conversion for the axes. matplotlib is the optional `report` extra.
 """
 
@@ -11,7 +11,7 @@ import io
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.render import human_count
+from planner.report.render import human_count
 
 GIB = 2.0**30
 DPI = 110
@@ -228,7 +228,7 @@ def _plan_label(tag: str, plan: dict) -> str:
 
 
 def all_figures(review: dict) -> dict[str, bytes]:
-    """Every figure of an ok review, by the names planner/report.py places them under."""
+    """Every figure of an ok review, by the names planner/report/document.py places them under."""
     plans, tags = review["plans"], review["tags"]
     bar_names = [_plan_label(tag, plan) for tag, plan in zip(tags, plans)]
     return {

@@ -8,20 +8,20 @@
 - every assumption: cluster spec (and whether it is calibrated), law, constraints, search settings;
 - with --moe, the best dense and the best mixture-of-experts plan side by side (moe_comparison).
 
-Sensitivity re-runs live in planner/sensitivity.py. planner/report.py turns this into text and plots.
+Sensitivity re-runs live in planner/report/sensitivity.py. planner/report/document.py turns this into text and plots.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from planner.budget import Constraints
+from planner.search.budget import Constraints
 from planner.cost.goodput import CHECKPOINT_BYTES_PER_PARAM, goodput
 from planner.errors import PlannerInputError
-from planner.hardware import ClusterSpec
+from planner.specs.hardware import ClusterSpec
 from planner.laws.batch_size import RULES as BATCH_RULES
-from planner.layout import Layout, make_layout
-from planner.model import ModelSpec, make_model
+from planner.specs.layout import Layout, make_layout
+from planner.specs.model import ModelSpec, make_model
 from planner.search.bounds import flops_per_token
 from planner.search.optimize import OptimizeResult, build_problem, score_space
 from planner.search.score import Problem, batch_tokens_estimate
@@ -255,7 +255,7 @@ def _moe_layout_text(side) -> str:
 def moe_comparison(comparison) -> dict:
     """The dense-vs-MoE answer of `optimize --budget B --moe` (planner.search.moe_budget.MoEComparison) as
     plain rows: one column per side that has a plan, the winner and by how much, the laws' warnings."""
-    from planner.render import human_count
+    from planner.report.render import human_count
 
     sides = [s for s in (comparison.dense, comparison.moe) if s is not None]
     rows = [

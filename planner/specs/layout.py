@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, unsupported_features
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, moe_unsupported
-from planner.model import MLP_CODES, ModelSpec, flops_columns, param_breakdown, standard_attention
+from planner.specs.model import MLP_CODES, ModelSpec, flops_columns, param_breakdown, standard_attention
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD_CODES = {"none": 0, "optimizer": 1, "optimizer+params": 2}
