@@ -15,7 +15,7 @@ from planner.calibrate.validation import predict_runs
 
 
 def test_shipped_error_bands_match_a_fresh_validate(shared_dir):
-    """planner/error_bands.json is what `planner validate RUNS --write-error-bands` gives on the shipped runs:
+    """planner/calibrate/error_bands.json is what `planner validate RUNS --write-error-bands` gives on the shipped runs:
     a cost-model change that moves the errors must regenerate it."""
     runs, _ = read_runs(shared_dir / "data" / "runs" / "published_runs_dev.csv")
     fresh = compute_bands(predict_runs(runs))

@@ -31,7 +31,7 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--write-error-bands", metavar="FILE.json",
                         help="write the step-time error bands (5th-95th percentile of measured/predicted, by framework) "
-                             "that simulate and optimize attach to predictions (the shipped planner/error_bands.json)")
+                             "that simulate and optimize attach to predictions (the shipped planner/calibrate/error_bands.json)")
     parser.add_argument("--force", action="store_true", help="overwrite the --write-error-bands file")
     parser.set_defaults(run=run)
 

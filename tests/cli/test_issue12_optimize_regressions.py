@@ -150,6 +150,7 @@ def test_9_14_zero_or_tiny_spec_values_are_refused(tmp_path, capsys, old, new, k
 
 def test_9_infinite_matmul_half_size_is_refused(tmp_path, capsys):
     text = (REPO_ROOT / "cluster_specs" / "dgx-h100.yaml").read_text()
-    (tmp_path / "odd.yaml").write_text(text + "efficiency:\n  matmul_half_size: .inf\n")
+    assert "\nefficiency:\n" in text  # the spec's own block (its GEMM ceiling): add the key inside it
+    (tmp_path / "odd.yaml").write_text(text.replace("\nefficiency:\n", "\nefficiency:\n  matmul_half_size: .inf\n", 1))
     code, out, err = run(capsys, "simulate", "--cluster-dir", tmp_path, "--cluster", "odd", "--model", "llama3-8b")
     assert code == 2 and "matmul_half_size" in err
