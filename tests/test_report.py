@@ -164,8 +164,8 @@ def test_sensitivity_moves_in_the_expected_direction(review):
 
 
 def test_report_module_only_renders():
-    """report.py turns review data into text: it imports no search, cost or law code."""
-    source = Path(__file__).resolve().parents[1] / "planner" / "report.py"
+    """report/document.py turns review data into text: it imports no search, cost or law code."""
+    source = Path(__file__).resolve().parents[1] / "planner" / "report" / "document.py"
     imported = {node.module for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
                 if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "planner", "planner.report.render"}, imported
