@@ -127,3 +127,16 @@ def test_holdout_source_names_one_source_exactly_or_a_prefix(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["rows_held_out"] == exact
     assert main(common + ["--holdout-source", "paper T3;"]) == 0
     assert json.loads(capsys.readouterr().out)["rows_held_out"] == len(runs) - exact
+
+
+def test_fits_far_from_their_defaults_are_flagged_not_refused():
+    """A fitted efficiency more than IMPLAUSIBLE_FACTOR from its (datasheet- or benchmark-derived) default is
+    reported; overheads (default 0) and the latency multiplier are not judged."""
+    from planner.calibrate.calibration import IMPLAUSIBLE_FACTOR, implausible_fits
+
+    defaults = {"hbm_efficiency": 0.7, "matmul_peak_fraction": 0.72, "step_overhead_s": 0.0, "latency_scale": 1.0}
+    fitted = {"hbm_efficiency": 0.185, "matmul_peak_fraction": 0.6, "step_overhead_s": 0.5, "latency_scale": 30.0}
+    flagged = implausible_fits(fitted, defaults)
+    assert set(flagged) == {"hbm_efficiency"} and flagged["hbm_efficiency"] == pytest.approx(0.185 / 0.7)
+    edge = {"hbm_efficiency": 0.7 / IMPLAUSIBLE_FACTOR}
+    assert implausible_fits(edge, defaults) == {}

@@ -65,6 +65,11 @@ POSITIVE_PROBE_FACTOR = 100.0  # identifiability probe of a positive quantity: x
 ROBUST_SCALE = 0.02  # soft-L1 scale on log residuals: errors beyond ~2% count linearly, not squared
 MIN_SENSITIVITY = 0.001  # rms change of log step time under the identifiability probe: 0.1%
 MAX_COLLINEARITY = 0.98  # |cosine| above which a column adds nothing new
+# A fitted efficiency more than this factor away from its default (a datasheet- or benchmark-derived value,
+# specs/hardware.py) is reported as implausible: it more likely absorbs a cost the model does not have than
+# measures the hardware. A reporting threshold, not a model constant: the fit is kept or refused on its
+# held-out error alone.
+IMPLAUSIBLE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -420,10 +425,24 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
                       left_at_default={**{n: reason for n in decided["fitted"]}, **decided["left_at_default"]})
         report["train"]["after"] = report["train"]["before"]
         held_after = held_before
+    report["implausible"] = implausible_fits(report["fitted_parameters"], report["defaults"])
     log_residuals = np.log1p(held_after)
     report["prediction_interval_90"] = [float(np.expm1(np.quantile(log_residuals, 0.05))),
                                         float(np.expm1(np.quantile(log_residuals, 0.95)))]
     return report
+
+
+def implausible_fits(fitted: dict, defaults: dict) -> dict[str, float]:
+    """Fitted efficiencies (fractions) that moved more than IMPLAUSIBLE_FACTOR away from their default,
+    as fitted / default. Overheads default to 0 and latency_scale is a multiplier: not judged."""
+    out = {}
+    for name, value in fitted.items():
+        if PARAMETERS[name][0] != "fraction" or not defaults.get(name):
+            continue
+        ratio = value / defaults[name]
+        if not 1.0 / IMPLAUSIBLE_FACTOR <= ratio <= IMPLAUSIBLE_FACTOR:
+            out[name] = float(ratio)
+    return out
 
 
 def calibrated_spec_mapping(raw: dict, report: dict, sources: list[str], rows: int) -> dict:

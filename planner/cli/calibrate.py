@@ -110,6 +110,10 @@ def run(args) -> int:
         print(f"not applied: calibrating predicted held-out rows worse than the defaults "
               f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%); "
               f"the spec keeps the defaults")
+    for name, ratio in report["implausible"].items():
+        print(f"warning    {name} fitted {report['fitted_parameters'][name]:.3g} is {ratio:.2f}x its default "
+              f"{report['defaults'][name]:.3g} (datasheet- or benchmark-derived): it more likely absorbs a cost the "
+              f"model lacks for these runs than measures the hardware; judge the fit by its held-out error")
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
     _say_written(written, args.cluster_dir)
