@@ -14,6 +14,12 @@ from planner.errors import PlannerInputError
 DEFAULT_DEADLINE = "30d"
 
 
+def require_budget(args) -> None:
+    """--moe compares plans under a budget: one line naming the flag when there is none."""
+    if not args.budget:
+        raise PlannerInputError("--moe needs --budget (GPU-hours like '1000000gpuh' or money like '$2M')")
+
+
 def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     """The comparison for `optimize --moe` (alone: the flags of a single-law plan are refused) or for the
     review's section (`report --moe`: beside the plan, on its GPU count `gpus` unless --gpus says)."""
@@ -25,8 +31,7 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
         if alone and getattr(args, flag, None):
             raise PlannerInputError(f"--moe compares the Krajewski et al. 2024 dense and MoE laws under a --budget; "
                                     f"--{flag.replace('_', '-')} does not apply")
-    if not args.budget:
-        raise PlannerInputError("--moe needs --budget (GPU-hours like '1000000gpuh' or money like '$2M')")
+    require_budget(args)
     cluster = load_cluster(args.cluster, args.cluster_dir)
     gpu_seconds = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0]
     deadline_s = parse_deadline(args.deadline or DEFAULT_DEADLINE)

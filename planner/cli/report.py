@@ -140,8 +140,10 @@ def run(args) -> int:
 
     paths = report_outputs(args.out)
     check_new_outputs(paths.values(), args.force)
-    if args.moe and not args.budget:
-        raise PlannerInputError("--moe needs --budget (GPU-hours like '1000000gpuh' or money like '$2M')")
+    if args.moe:  # before the dense search, so a missing budget fails at once
+        from planner.cli.moe_budget import require_budget
+
+        require_budget(args)
     inputs = load_inputs(args)
     result = solve(args, inputs)
     moe = None

@@ -199,12 +199,11 @@ def _attention_table_lookup(head_dim, local_seq, code):
     return forward[index], backward[index]
 
 
-def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, half, hbm, fw):
+def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, half, hbm, fw):
     """Seconds of one transformer layer for one micro-batch on one tp rank, by part."""
     eff = cluster.efficiency
     t, h = batch.tp, batch.hidden
     tokens = batch.micro_batch * batch.seq_len / batch.cp
-    gemm_peak = gemm_peak_array(batch, cluster, peak)
     qkv_width = h * (1.0 + 2.0 * batch.kv_heads / batch.heads)
     up_width = (batch.mlp_matrices - 1.0) * batch.ffn
     gemms = [  # (M, N, K) per tp rank
@@ -502,12 +501,11 @@ def _optimizer(batch, cluster, fw, w, hbm, params):
     return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
 
 
-def _moe_layer(batch, cluster, peak, half, hbm, layer):
+def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer):
     """The MoE parts of a layer (cost/moe.py) with the exposed all-to-all; None for a dense batch."""
     if not batch.has_moe:
         return None
     eff = cluster.efficiency
-    gemm_peak = gemm_peak_array(batch, cluster, peak)
     parts = moe.moe_layer_times(batch, cluster, lambda m, n, k: gemm_seconds(m, n, k, gemm_peak, eff, half), hbm,
                                 lambda size, stride: _links(cluster, size, stride), _collective_kwargs(cluster))
     # What the other micro-batch computes in this layer while the all-to-all runs (batch-level overlap).
@@ -584,17 +582,17 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     tokens = batch.micro_batch * batch.seq_len / batch.cp
 
     half = matmul_half_size_array(batch, cluster)
-    layer = _layer(batch, cluster, peak, half, hbm, fw)
+    gemm_peak = gemm_peak_array(batch, cluster, peak)  # the dense, logits and expert GEMMs' peak
+    layer = _layer(batch, cluster, peak, gemm_peak, half, hbm, fw)
     comm = _tensor_parallel(batch, cluster, layer, w, fw)
     logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
-    logits_gemm = 2.0 * logits_m * logits_n * logits_k / (gemm_peak_array(batch, cluster, peak)
-                                                          * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
+    logits_gemm = 2.0 * logits_m * logits_n * logits_k / (gemm_peak * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
     cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm
     # Forward of the output layer plus a third of the loss traffic, so that 3 x logits (forward and the
     # 2x backward) charges the GEMMs three times and the loss once.
     logits = logits_gemm + cross_entropy / 3.0
     p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
-    moe_layer = _moe_layer(batch, cluster, peak, half, hbm, layer)
+    moe_layer = _moe_layer(batch, cluster, gemm_peak, half, hbm, layer)
 
     issue = layer["issue"]
     # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
