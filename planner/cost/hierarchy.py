@@ -180,9 +180,24 @@ def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     by collective (forward and backward gathers, gradient reduction, replica all-reduce); ZeRO-0/1/2 their
     whole traffic when the group spans nodes."""
     reduce_bytes = element_bytes(batch, fw)["reduce"]
-    cross = zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, params)
-    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
-    zero3 = m * (cross["forward"] + cross["backward"] + cross["scatter"]) + replica_calls * cross["replica"]
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
-    return np.where(batch.zero == 3, zero3, np.where(spans, dp_bytes, 0.0))
+    out = np.where(spans, dp_bytes, 0.0)
+    zero3 = batch.zero == 3
+    if not zero3.any():
+        return out
+    # Flat ZeRO-3: every collective runs over the whole sharding group, so the per-unit bytes of
+    # zero3_unit_cross_node reduce to m x (2w + r) x params through each of its nodes (no replica term).
+    d = sharding_degree(batch, fw)
+    per_node, nodes = _shape(d, stride, cluster.gpus_per_node)
+    flat = np.where(nodes > 1, m * (2.0 * w + reduce_bytes) * params, 0.0)
+    out = np.where(zero3, flat, out)
+    rows = np.flatnonzero(hierarchical_rows(batch))  # the general case, on the rows that need it
+    if rows.size:
+        sub, pick = batch.take(rows), (lambda a: np.broadcast_to(a, batch.tp.shape)[rows])  # noqa: E731
+        sub_fw = batch_framework_arrays(sub)
+        cross = zero3_unit_cross_node(sub, cluster, sub_fw, pick(w), pick(reduce_bytes), pick(params))
+        replica_calls = np.where(sub_fw["replica_reduce_every_microbatch"] > 0, pick(m), 1.0)
+        out[rows] = (pick(m) * (cross["forward"] + cross["backward"] + cross["scatter"])
+                     + replica_calls * cross["replica"])
+    return out

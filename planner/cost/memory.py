@@ -106,8 +106,15 @@ def state_sharding_degrees(batch: CandidateBatch, stack: dict | None = None) -> 
 
 def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
     """Bytes per parameter element: weights, sharded (ZeRO-3) weights, gradient buffer, gradient reduce
-    dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy)."""
-    stack = _stack(batch, stack)
+    dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy). Computed once per batch for
+    its own stacks (memory and step time ask several times); the arrays are shared: do not modify them."""
+    own = batch_framework_arrays(batch)
+    if stack is None or stack is own:
+        return batch.cached("element_bytes", lambda b: _element_bytes(b, own))
+    return _element_bytes(batch, stack)
+
+
+def _element_bytes(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
     dtype = batch.dtype.astype(int)
     fp32, fp16 = dtype == DTYPE_CODES["fp32"], dtype == DTYPE_CODES["fp16"]
     weights = DTYPE_BYTES[dtype]
@@ -124,10 +131,13 @@ def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str,
 
 
 def largest_matrix_params(batch: CandidateBatch) -> np.ndarray:
-    """The largest single weight matrix on a tp rank (ZeRO-3 gathers one module at a time)."""
+    """The largest single weight matrix on a tp rank (ZeRO-3 gathers one module at a time). With SwiGLU the
+    gate and up projections are one module, `dense_h_to_4h` of width 2 x ffn, in Megatron(-DeepSpeed)
+    (microsoft/Megatron-DeepSpeed@f4157bea megatron/model/transformer.py:112-117)."""
     h = batch.hidden
     qkv = h * (h + 2 * h * batch.kv_heads / batch.heads)
-    return np.maximum.reduce([batch.vocab * h, h * batch.ffn, qkv]) / batch.tp
+    fc1 = h * batch.ffn * (batch.mlp_matrices - 1.0)
+    return np.maximum.reduce([batch.vocab * h, fc1, qkv]) / batch.tp
 
 
 def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:

@@ -474,8 +474,13 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params + regathered_bytes],
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, gathered_bytes, 0.0))
-    bytes_moved = np.where(hierarchy.hierarchical_rows(batch),
-                           hierarchy.zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m), bytes_moved)
+    hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
+    if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
+        pick = lambda a: np.broadcast_to(a, batch.tp.shape)[hierarchical]  # noqa: E731
+        sub = batch.take(hierarchical)
+        bytes_moved = np.array(bytes_moved, dtype=float)
+        bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, batch_framework_arrays(sub), pick(w),
+                                                                pick(reduce_bytes), pick(params), pick(m))
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
 
 
@@ -553,6 +558,16 @@ def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
     return np.where(many, np.where(zero3, zero3_exposed, once), 0.0), np.where(many, moved, 0.0)
 
 
+def _fp32_grad_accumulation(batch, fw, hbm):
+    """Seconds per parameter per micro-batch of the stack's own pass adding 16-bit gradients into their fp32
+    copy (Framework.fp32_grad_accumulation_bytes: DeepSpeed's BF16_Optimizer, which runs at ZeRO 0 and 1 only,
+    runtime/engine.py:1316-1318, 1349-1350); 0 elsewhere."""
+    sixteen_bit = batch.dtype.astype(int) != DTYPE_CODES["fp32"]
+    fp32_grads = element_bytes(batch, fw)["grads"] >= 4.0
+    runs = sixteen_bit & fp32_grads & (batch.zero <= 1)
+    return np.where(runs, fw["fp32_grad_accumulation_bytes"] / hbm, 0.0)
+
+
 def flop_rate_ceiling(cluster: ClusterSpec) -> float:
     """The largest fraction of peak any model FLOP runs at in this cost model, so MFU <= this <= 1.
 
@@ -620,15 +635,17 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         per_layer["a2a_sm_share"] = moe_layer["sm_share"]
     layer_total = sum(per_layer.values())
     first_layers, middle_layers, last_layers = batch.stages
+    first_params, middle_params, last_params = stage_param_counts(batch)
+    accumulate = _fp32_grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
     # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
-    stage_seconds = np.stack([first_layers * layer_total, middle_layers * layer_total,
-                              last_layers * layer_total + 3.0 * logits])
+    stage_seconds = np.stack([first_layers * layer_total + accumulate * first_params,
+                              middle_layers * layer_total + accumulate * middle_params,
+                              last_layers * layer_total + 3.0 * logits + accumulate * last_params])
     pacing = np.argmax(stage_seconds, axis=0)
     pace_layers = np.choose(pacing, [first_layers, middle_layers, last_layers])
+    pace_params = np.choose(pacing, [first_params, middle_params, last_params])
     on_last = pacing == 2
     micro_batch_s = stage_seconds.max(axis=0) + p2p + eff.microbatch_overhead_s
-
-    first_params, middle_params, last_params = stage_param_counts(batch)
     # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
     # data-parallel traffic the step waits for. (It is fixed by the model and layout, not by the hardware:
     # taking the pacing stage's would let a slower GPU move the pace and shrink the traffic.)
@@ -672,6 +689,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "offload_copies": offload_copies + offload_fetch,
         "overhead": pace(per_layer["overhead"]) + m * eff.microbatch_overhead_s + eff.step_overhead_s,
     }
+    if np.any(accumulate):
+        parts["grad_accumulation"] = m * accumulate * pace_params
     if (fw["flat_param_passes"] > 0).any():  # FSDP1's flat-parameter HBM passes (cost/flat_param.py)
         parts["flat_param_passes"] = flat_param.seconds_per_step(
             batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)

@@ -150,3 +150,9 @@ class Framework:
     # Tensor and pipeline parallelism (Composer 0.16 / llm-foundry v0.3 shard with FSDP alone).
     supports_tensor_parallel: bool = True
     supports_pipeline: bool = True
+    # 16-bit weights with fp32 gradient accumulation (gradients held in 4 bytes) at ZeRO 0 or 1, where the
+    # stack adds each micro-batch's 16-bit .grad into the fp32 copy in a pass of its own after backward: HBM
+    # bytes per parameter per micro-batch (DeepSpeed's BF16_Optimizer, frameworks/deepspeed.py). 0 where the
+    # weight-gradient GEMM accumulates into the fp32 buffer itself (Megatron's gradient_accumulation_fusion)
+    # or no stack-level pass exists.
+    fp32_grad_accumulation_bytes: float = 0.0

@@ -8,8 +8,15 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
 - ZeRO-3 fetches each submodule's direct parameters in one `all_gather_coalesced` call; prefetch adds
   whole parameters up to the prefetch bucket (5e7), never splitting one
   (`zero/partitioned_param_coordinator.py`:300-314, 380-413; `zero/partition_parameters.py`:1200-1320).
-  Norms under `param_persistence_threshold` (1e5) stay resident: a GPT block fetches QKV, attention
-  output and the MLP matrices (with HF Llama's separate q, k, v and gate/up: more), counted as 6 here.
+  Norms and biases under `param_persistence_threshold` (1e5) stay resident. The layer is Megatron-DeepSpeed's
+  (the stack `--emit deepspeed` writes): fused `query_key_value` (GQA too), `dense`, `dense_h_to_4h` (2 x ffn
+  with SwiGLU) and `dense_4h_to_h` (microsoft/Megatron-DeepSpeed@f4157bea megatron/model/transformer.py:117,
+  151, 580-582, 632): 4 fetched submodules per layer per pass. The prefetch never makes that fewer calls in
+  steady state: each fetch pops whole parameters up to min(prefetch bucket 5e7, stage3_max_live_parameters
+  1e9 - gathered) elements (coordinator :380-395); modules of 5e7 elements and more (every layer from
+  hidden ~4k at tp 1) go one per call, and smaller ones run the look-ahead into the live limit, after which
+  each fetch prefetches about what the last release freed, one module. A HuggingFace Llama block has 7
+  (q, k, v, o, gate, up, down): with it, count 7.
 - Gradients go into `reduce_bucket_size` (5e8) buckets, one reduce-scatter each (stage3.py:1258-1330;
   stage_1_and_2.py); ZeRO-2 reduces during every micro-batch's backward.
 - `overlap_comm` defaults to True only for stage 3 (`zero/config.py`:134, 351-353).
@@ -27,6 +34,15 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   LongTensor of metadata then the 1/tp part (engine.py:589-600, 867-870, 909-915), and the receiver rebuilds
   the whole tensor with `PartitionedTensor.full()`, one `dist.all_gather` over tp (`runtime/utils.py`:693-721),
   before its forward (engine.py:564-572) and backward (engine.py:649-670).
+- bf16 with fp32 gradient accumulation at ZeRO 0 or 1 runs the BF16_Optimizer (`_do_optimizer_sanity_check`,
+  runtime/engine.py:1316-1318 for ZeRO-1 with grad_accum_dtype fp32; :1349-1350 for ZeRO-0, whose default
+  grad_accum_dtype is fp32, engine.py:1017-1021): it shards the fp32 master and Adam states over dp (its own
+  ZeRO-1), keeps full-size fp32 gradients (bf16_optimizer.py:162-163) and all-reduces them in fp32
+  (`get_grads_for_reduction`). After every micro-batch's backward it adds each parameter's bf16 .grad into the
+  fp32 copy, `hp_grad.add_(lp.grad.to(fp32))` (bf16_optimizer.py:332-347; called per micro-batch from
+  `backward(update_hp_grads=True)`, :316-329, and the pipeline engine, pipe/engine.py:864-867): the cast reads 2
+  and writes 4 bytes, the add reads 4 + 4 and writes 4, 18 bytes per parameter per micro-batch at HBM speed.
+  (The lp gradients are set to None before each backward, :445-459, so nothing is zeroed or accumulated in bf16.)
 - The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
   parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
   data(-and-sequence)-parallel group (engine.py:1655).
@@ -43,7 +59,7 @@ DEEPSPEED = Framework(
     # flattens (stage_1_and_2.py:1892-1902): 16 B/param as in the ZeRO-2 estimator's 18 = 2 + 16.
     optimizer_bytes=12.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=False,
-    gathers_per_layer=6.0, gathers_outside_layers=3.0, units_in_flight=2.0, prefetches_next_unit=True,
+    gathers_per_layer=4.0, gathers_outside_layers=3.0, units_in_flight=2.0, prefetches_next_unit=True,
     dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=False,
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
@@ -60,4 +76,5 @@ DEEPSPEED = Framework(
     # preceded by a metadata send, the whole tensor all-gathered over tp on receipt.
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,
     p2p_gather_after_recv=True,
+    fp32_grad_accumulation_bytes=18.0,  # BF16_Optimizer's cast + add per micro-batch (module docstring)
 )

@@ -38,14 +38,16 @@ def test_fsdp_weak_scaling_is_flat_to_8192_gpus(h100, gpus):
     assert _zero3_70b(gpus, "fsdp", h100)["step_time_s"] / base == pytest.approx(1.0, abs=0.10)
 
 
-def test_deepspeed_zero3_pays_ring_latency_per_submodule_at_scale(h100):
-    """DeepSpeed gathers each submodule in its own call; NCCL's ring all-gather latency grows with the
-    ranks (tuning.cc), so at 8,192 GPUs its six calls per layer outrun the layer's forward: slower than FSDP's
-    one call per layer, and slower than at 128 GPUs."""
-    fsdp = _zero3_70b(8192, "fsdp", h100)["step_time_s"]
-    deepspeed = _zero3_70b(8192, "deepspeed", h100)["step_time_s"]
-    assert deepspeed > fsdp
-    assert _zero3_70b(2048, "deepspeed", h100)["step_time_s"] / _zero3_70b(128, "deepspeed", h100)["step_time_s"] < 1.10
+@pytest.mark.parametrize("gpus", [2048, 8192])
+def test_deepspeed_zero3_weak_scaling_is_flat_to_8192_gpus(h100, gpus):
+    """DeepSpeed fetches Megatron-DeepSpeed's four weight modules per layer in a call each (coalesced,
+    prefetched on its own stream: partitioned_param_coordinator.py). NCCL's ring all-gather latency grows
+    with the ranks (tuning.cc), yet four calls per layer still fit behind the layer's compute at 8,192 GPUs:
+    within 10% of 128 GPUs, and never faster than FSDP's one call per layer."""
+    base = _zero3_70b(128, "deepspeed", h100)["step_time_s"]
+    step = _zero3_70b(gpus, "deepspeed", h100)["step_time_s"]
+    assert step / base == pytest.approx(1.0, abs=0.10)
+    assert step >= _zero3_70b(gpus, "fsdp", h100)["step_time_s"]
 
 
 @pytest.mark.parametrize("framework", ["other", "fsdp"])
