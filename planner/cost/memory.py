@@ -130,6 +130,16 @@ def _element_bytes(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
             "grads": grads, "reduce": reduce, "optimizer": ADAM_STATE_BYTES + master + grad_copy}
 
 
+def fp32_accumulation_rows(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """Candidates whose stack adds each micro-batch's 16-bit gradients into an fp32 copy in a pass of its own
+    (Framework.fp32_grad_accumulation_bytes > 0: DeepSpeed's BF16_Optimizer, which runs at ZeRO 0 and 1 only,
+    runtime/engine.py:1316-1318, 1349-1350): 16-bit weights, gradients held in fp32."""
+    stack = _stack(batch, stack)
+    sixteen_bit = batch.dtype.astype(int) != DTYPE_CODES["fp32"]
+    return (stack["fp32_grad_accumulation_bytes"] > 0) & sixteen_bit & (element_bytes(batch, stack)["grads"] >= 4.0) \
+        & (batch.zero <= 1)
+
+
 def largest_matrix_params(batch: CandidateBatch) -> np.ndarray:
     """The largest single weight matrix on a tp rank (ZeRO-3 gathers one module at a time). With SwiGLU the
     gate and up projections are one module, `dense_h_to_4h` of width 2 x ffn, in Megatron(-DeepSpeed)
@@ -171,6 +181,9 @@ def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) 
     # partition_parameters.py:1673-1700 `_partition_param_sec`: tensor_size // num_ranks_in_param_group).
     weights = weights + np.where((zero == 3) & (degree["hpz"] > 1), size["weights"] * params / degree["hpz"], 0.0)
     grads = np.where(zero >= 2, size["grads"] * params / d_grads, size["grads"] * params)
+    # BF16_Optimizer: each micro-batch's bf16 .grad lives beside the fp32 copy until it is added in
+    # (bf16_optimizer.py:332-347; set to None only before the next backward, :445-459).
+    grads = grads + np.where(fp32_accumulation_rows(batch, stack), size["weights"] * params, 0.0)
     optimizer = np.where(zero >= 1, size["optimizer"] * params / d, size["optimizer"] * params)
 
     offloaded = np.where(batch.offload >= 1, optimizer, 0.0)

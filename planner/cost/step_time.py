@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives, flat_param, hierarchy, kernels, moe, offload, zero3_fetch
-from planner.cost.memory import activation_bytes_per_layer, element_bytes, state_sharding_degrees
+from planner.cost.memory import activation_bytes_per_layer, element_bytes, fp32_accumulation_rows, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.specs.hardware import DTYPES, ClusterSpec, Efficiency
@@ -560,12 +560,8 @@ def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
 
 def _fp32_grad_accumulation(batch, fw, hbm):
     """Seconds per parameter per micro-batch of the stack's own pass adding 16-bit gradients into their fp32
-    copy (Framework.fp32_grad_accumulation_bytes: DeepSpeed's BF16_Optimizer, which runs at ZeRO 0 and 1 only,
-    runtime/engine.py:1316-1318, 1349-1350); 0 elsewhere."""
-    sixteen_bit = batch.dtype.astype(int) != DTYPE_CODES["fp32"]
-    fp32_grads = element_bytes(batch, fw)["grads"] >= 4.0
-    runs = sixteen_bit & fp32_grads & (batch.zero <= 1)
-    return np.where(runs, fw["fp32_grad_accumulation_bytes"] / hbm, 0.0)
+    copy (memory.fp32_accumulation_rows); 0 elsewhere."""
+    return np.where(fp32_accumulation_rows(batch, fw), fw["fp32_grad_accumulation_bytes"] / hbm, 0.0)
 
 
 def flop_rate_ceiling(cluster: ClusterSpec) -> float:

@@ -132,6 +132,25 @@ def test_megatron_reduces_bf16_gradients_in_fp32(h100):
     assert megatron == pytest.approx((4 + 2) * P, rel=1e-3)  # fp32 reduce-scatter + bf16 parameter all-gather
 
 
+def test_deepspeed_bf16_optimizer_adds_each_micro_batch_into_fp32_gradients(h100):
+    """DeepSpeed bf16 with fp32 gradient accumulation at ZeRO-1 runs the BF16_Optimizer (engine.py:1316-1318):
+    after every micro-batch it casts each bf16 .grad to fp32 and adds it into the fp32 copy, 2 + 4 + 4 + 4 + 4
+    = 18 bytes per parameter at HBM speed (bf16_optimizer.py:332-347), and holds both gradients. Megatron
+    accumulates into its fp32 main_grad inside the wgrad GEMM: no such pass."""
+    model = PRESETS["llama3-8b"]
+    layout = dict(dp=8, zero=1, micro_batch=1, global_batch=32, grad_reduce_in_fp32=True)
+    fp32 = simulate(model, Layout(**layout, framework="deepspeed"), h100)
+    hbm = h100.accelerator.hbm_bytes_per_s * h100.efficiency.hbm_efficiency
+    m, P = 4, model.total_params
+    assert fp32["time"]["grad_accumulation"] == pytest.approx(m * 18.0 * P / hbm, rel=1e-6)
+    assert fp32["memory"]["gradients"] == pytest.approx((4 + 2) * P, rel=1e-6)
+    bf16 = simulate(model, Layout(**{**layout, "grad_reduce_in_fp32": False}, framework="deepspeed"), h100)
+    megatron = simulate(model, Layout(**layout, framework="megatron"), h100)
+    for other in (bf16, megatron):
+        assert "grad_accumulation" not in other["time"]
+    assert fp32["step_time_s"] > bf16["step_time_s"]
+
+
 def test_context_parallel_ranks_join_the_gradient_reduction(h100):
     """cp ranks hold the same weights on different tokens: their gradients are reduced with dp's."""
     model = PRESETS["llama3-8b"]
