@@ -29,6 +29,7 @@ import signal
 import sys
 import traceback
 
+from planner.cli.allocator import keep_freed_memory
 from planner.errors import PlannerInputError
 
 # Subcommand name -> module in planner.cli. Order is the order shown in --help.
@@ -170,6 +171,7 @@ def _detach_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code. A bug (an exception the command did not expect) prints its traceback
     and exits EXIT_INTERNAL, so that 1 keeps meaning "a negative answer" to scripts."""
+    keep_freed_memory()  # numpy temporaries reuse heap blocks instead of page-faulting (cli/allocator.py)
     try:
         return _run(argv)
     except Exception:  # noqa: BLE001 - the last resort: a traceback to report, and an exit code that says so

@@ -298,17 +298,26 @@ class _Rows:
     them. A search scores candidates of every kind at once (ZeRO-3 beside ZeRO-1, tp 1 beside tp 8): each
     row pays only for the collectives it runs, and the numbers are the same elementwise."""
 
+    # Above this share of rows, computing every row and zeroing the others beats gathering the rows' links
+    # and scattering the result back (the collectives are elementwise, so the numbers are the same).
+    DENSE_SHARE = 0.5
+
     def __init__(self, mask, links):
         mask = np.asarray(mask, dtype=bool)
         self.size = mask.shape
         self.every = bool(mask.all())
-        self.rows = None if self.every else np.flatnonzero(mask)
-        self.links = links if self.every else {k: v[self.rows] for k, v in links.items()}
+        self.dense = not self.every and np.count_nonzero(mask) > self.DENSE_SHARE * mask.size
+        self.mask = mask
+        self.rows = None if self.every or self.dense else np.flatnonzero(mask)
+        self.links = links if self.rows is None else {k: v[self.rows] for k, v in links.items()}
 
     def run(self, collective, volume, calls=1.0, **kw):
         """`collective` on these rows, 0 elsewhere."""
         if self.every:
             return collective(volume, self.links, calls=calls, **kw)
+        if self.dense:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                return np.where(self.mask, collective(volume, self.links, calls=calls, **kw), 0.0)
         out = np.zeros(self.size)
         if self.rows.size:
             pick = lambda a: a[self.rows] if np.ndim(a) else a  # noqa: E731
