@@ -287,6 +287,60 @@ def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
     return links
 
 
+# Bits per parallel size when (tp, pp, dp, cp) is packed into one int64 key (tp, pp, cp < 4,096; dp < 16.7M).
+_SHAPE_BITS = {"tp": 12, "pp": 12, "cp": 12, "dp": 24}
+
+
+def _parallel_shapes(batch: CandidateBatch):
+    """The distinct (tp, pp, dp, cp) of a batch and each row's index into them, or None when a size is out
+    of the packing's range. A search scores many rows per shape: group links are looked up per shape."""
+    key = np.zeros(len(batch), dtype=np.int64)
+    for name, bits in _SHAPE_BITS.items():
+        column = np.asarray(getattr(batch, name), dtype=np.int64)
+        if column.size and (column.min() < 0 or column.max() >= 1 << bits):
+            return None
+        key = (key << bits) | column
+    unique, inverse = np.unique(key, return_inverse=True)
+    sizes, rest = {}, unique
+    for name, bits in reversed(_SHAPE_BITS.items()):
+        sizes[name], rest = rest & ((1 << bits) - 1), rest >> bits
+    return sizes, inverse.reshape(-1)
+
+
+def _layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str, np.ndarray]:
+    """_links of the group `group(tp, pp, dp, cp) -> (sizes, strides)`, computed once per distinct layout shape
+    and spread to the rows (the same numbers as _links on the rows' own sizes)."""
+    shapes = batch.cached("parallel_shapes", _parallel_shapes)
+    if shapes is None or len(batch) == 0:
+        return _links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp))
+    sizes, inverse = shapes
+    few = _links(cluster, *group(sizes["tp"], sizes["pp"], sizes["dp"], sizes["cp"]))
+    names = tuple(few)
+    table = np.stack([np.broadcast_to(few[name], sizes["tp"].shape) for name in names]).astype(float)
+    return dict(zip(names, np.take(table, inverse, axis=1)))
+
+
+# Groups as (sizes, strides) of the layout's parallel sizes, ranks placed tp-innermost, then cp, dp, pp.
+def tp_group(t, p, d, c):
+    return t, np.ones_like(t)
+
+
+def cp_group(t, p, d, c):
+    return c, t
+
+
+def pp_group(t, p, d, c):
+    return p, t * c * d
+
+
+def dp_cp_group(t, p, d, c):  # gradient reduction: cp ranks hold the same weights
+    return d * c, t
+
+
+def dp_group(t, p, d, c):
+    return d, t * c
+
+
 def _collective_kwargs(cluster: ClusterSpec):
     eff = cluster.efficiency
     return {"efficiency_up": eff.scale_up_bandwidth_efficiency, "efficiency_out": eff.scale_out_bandwidth_efficiency,
@@ -337,7 +391,7 @@ def _tensor_parallel(batch, cluster, layer, w, fw):
     kw = _collective_kwargs(cluster)
     tokens = batch.micro_batch * batch.seq_len / c
     message = tokens * batch.hidden * w
-    one = _only_where(t > 1, collectives.all_reduce_time, message, _links(cluster, t, np.ones_like(t)), **kw)
+    one = _only_where(t > 1, collectives.all_reduce_time, message, _layout_links(batch, cluster, tp_group), **kw)
     # Overlapped (TE userbuffers, async TP): the collective is split into tp chunks pipelined against the
     # GEMM it feeds; the first chunk and what the GEMMs cannot cover stay exposed.
     def exposed(count, gemm):
@@ -351,7 +405,7 @@ def _tensor_parallel(batch, cluster, layer, w, fw):
     # Context parallel (ring attention): K and V travel around the cp ring while the attention core
     # computes on the chunk at hand; forward moves K, V; backward K, V and their gradients.
     kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
-    kv = _only_where(c > 1, collectives.all_gather_time, kv_bytes, _links(cluster, c, t), **kw)
+    kv = _only_where(c > 1, collectives.all_gather_time, kv_bytes, _layout_links(batch, cluster, cp_group), **kw)
     cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
     cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
     return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "forward": tp_fwd + cp_fwd, "backward": tp_bwd + cp_bwd, "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)),
@@ -362,7 +416,7 @@ def _pipeline_send(batch, cluster, message, fw):
     """Exposed point-to-point seconds per micro-batch per stage (activation forward, gradient back, per
     virtual stage); with sequence parallelism the tensor is sharded over tp."""
     t, p = batch.tp, batch.pp
-    links = _links(cluster, p, t * batch.cp * batch.dp)
+    links = _layout_links(batch, cluster, pp_group)
     spans_nodes = links["nodes"] > 1
     eff = cluster.efficiency
     bandwidth = np.where(spans_nodes, links["inter_bytes_per_s"], links["intra_bytes_per_s"])
@@ -397,12 +451,12 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     zero = batch.zero
     reduce_bytes = element_bytes(batch, fw)["reduce"]
     # Gradients of cp ranks (different tokens, same weights) are reduced together with dp's.
-    grad_links = _links(cluster, d * c, t)
+    grad_links = _layout_links(batch, cluster, dp_cp_group)
     shard_over_cp = fw["shards_over_context_parallel"] > 0
     if shard_over_cp.all() or (c == 1).all():  # the same group either way: no second lookup
         shard_links = grad_links
     else:
-        shard_links = {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _links(cluster, d, t * c).items()}
+        shard_links = {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _layout_links(batch, cluster, dp_group).items()}
     replicas = d * c
     many = replicas > 1
     zero3 = many & (zero == 3)

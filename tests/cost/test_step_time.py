@@ -303,3 +303,25 @@ def test_deepspeed_pipeline_sends_are_partitioned_serial_and_regathered():
     # No pipeline, no sends.
     flat = _time(GPT3, cluster, framework="deepspeed", tp=8, pp=1, dp=8, micro_batch=1, global_batch=64)
     assert float(flat["parts"]["pp_p2p"][0]) == 0.0
+
+
+@pytest.mark.parametrize("group", ["tp_group", "cp_group", "pp_group", "dp_cp_group", "dp_group"])
+def test_group_links_per_layout_shape_equal_the_rows_own(group):
+    """step_time looks group links up once per distinct (tp, pp, dp, cp) and spreads them to the rows: the same
+    numbers as looking each row up itself (topology.group_links_arrays)."""
+    from planner.cost import step_time as module
+
+    rng = np.random.default_rng(7)
+    rows = 500
+    tp, pp = rng.choice([1, 2, 4, 8], rows), rng.choice([1, 2, 4, 8, 16], rows)
+    dp, cp = rng.choice([1, 2, 3, 16, 64, 512], rows), rng.choice([1, 2, 4], rows)
+    model = PRESETS["llama3-70b"]
+    batch = build_batch([model], np.zeros(rows, dtype=np.int64), tp=tp, pp=pp, dp=dp, cp=cp, micro_batch=np.ones(rows),
+                        global_batch=dp * 8)
+    cluster = load_cluster("dgx-h100")
+    function = getattr(module, group)
+    spread = module._layout_links(batch, cluster, function)
+    own = module._links(cluster, *function(batch.tp, batch.pp, batch.dp, batch.cp))
+    assert set(spread) == set(own)
+    for name in own:
+        np.testing.assert_array_equal(spread[name], np.broadcast_to(own[name], (rows,)))
