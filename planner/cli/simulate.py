@@ -56,7 +56,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help="overlap gradient reduction with backward (and the parameter all-gather with forward); default: the framework's")
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
                        help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
-                            "(Megatron: fp32 with bf16; NeMo's performance recipes: 0)")
+                            "(Megatron: fp32 with bf16; NeMo's performance recipes: 0). DeepSpeed bf16 at ZeRO 0/1 "
+                            "with 1 is its BF16_Optimizer, which adds each micro-batch's gradients into the fp32 "
+                            "copy in a pass of its own")
     group.add_argument("--fp8-param-gather", type=int, choices=[0, 1],
                        help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
                             "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")

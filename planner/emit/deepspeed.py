@@ -91,6 +91,10 @@ def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
         "steps_per_print": 10,
         "wall_clock_breakdown": False,
     }
+    if layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8") and layout.zero <= 1:
+        # bf16 with fp32 gradient accumulation at ZeRO 0/1: DeepSpeed's BF16_Optimizer, the stack the cost model
+        # prices for this layout (runtime/constants.py:421-428 `data_types.grad_accum_dtype`; engine.py:1316-1318).
+        config["data_types"] = {"grad_accum_dtype": "fp32"}
     if layout.recompute == "full":
         # Megatron-DeepSpeed's --deepspeed-activation-checkpointing reads this block; partitioning the
         # checkpointed layer inputs over tp ranks only helps when tp > 1.

@@ -27,6 +27,8 @@ LAYOUTS = {
     "zero3-full-recompute": Layout(tp=2, dp=32, zero=3, global_batch=512, recompute="full", seq_parallel=True),
     "zero3-infinity-nvme": Layout(dp=16, zero=3, offload="optimizer+params", offload_device="nvme", global_batch=32),
     "3d-fp16": Layout(tp=8, pp=4, dp=2, zero=1, global_batch=64, dtype="fp16", recompute="selective"),
+    # bf16 with fp32 gradient accumulation at ZeRO-1: DeepSpeed's BF16_Optimizer (frameworks/deepspeed.py).
+    "zero1-bf16-fp32-accumulation": Layout(dp=8, zero=1, global_batch=64, grad_reduce_in_fp32=True),
 }
 
 # Run in a fresh interpreter: DeepSpeed's config parser reads the data-parallel world size from an
@@ -51,6 +53,7 @@ DEEPSPEED_CHECK = textwrap.dedent("""
                      "micro": parsed.train_micro_batch_size_per_gpu,
                      "accumulation": parsed.gradient_accumulation_steps,
                      "zero_stage": parsed.zero_optimization_stage,
+                     "grad_accum_dtype": parsed.grad_accum_dtype,
                      "offload_optimizer": str(parsed.zero_config.offload_optimizer.device)
                                           if parsed.zero_config.offload_optimizer else None,
                      "offload_param": str(parsed.zero_config.offload_param.device)
@@ -89,6 +92,8 @@ def test_deepspeed_parses_every_generated_config():
         offload = None if layout.offload == "none" else layout.offload_device
         assert (got["offload_optimizer"] or "none").endswith(offload or "none")
         assert (got["offload_param"] is not None) == (layout.offload == "optimizer+params")
+        # What the engine's optimizer choice reads (engine.py:1017-1025, 1316-1318): fp32 only where asked for.
+        assert got["grad_accum_dtype"] == ("fp32" if name == "zero1-bf16-fp32-accumulation" else None)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
