@@ -63,14 +63,21 @@ def input_file(path: str | os.PathLike, what: str, limit: int = MAX_INPUT_BYTES)
     return source
 
 
+def read_at_most(source: str | os.PathLike, limit: int, what: str = "", name: str | None = None) -> bytes:
+    """Up to `limit` + 1 bytes of a file (one more than accepted, so the caller sees an oversized file);
+    an OSError becomes a one-line input error naming the file (`name`, default the path) and `what` it is."""
+    try:
+        with open(source, "rb") as stream:
+            return stream.read(limit + 1)
+    except OSError as error:
+        reason = error.strerror or error.__class__.__name__
+        raise PlannerInputError(f"{name or shown(source)}: cannot read {what + ' ' if what else ''}({reason})") from None
+
+
 def read_input_text(path: str | os.PathLike, what: str, limit: int = MAX_INPUT_BYTES, encoding: str = "utf-8") -> str:
     """The text of an input file, read at most `limit` bytes far; errors name the file (and line)."""
     source, name = input_file(path, what, limit), shown(path)
-    try:
-        with open(source, "rb") as stream:
-            data = stream.read(limit + 1)
-    except OSError as error:
-        raise PlannerInputError(f"{name}: cannot read {what} ({error.strerror or error.__class__.__name__})") from None
+    data = read_at_most(source, limit, what, name)
     if len(data) > limit:
         raise PlannerInputError(f"{name}: more than the {limit:,} bytes accepted for a {what}")
     try:

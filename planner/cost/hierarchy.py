@@ -40,6 +40,12 @@ INT8_BYTES = 1.0  # qwZ: 8-bit weights (partition_parameters.py:805 `quantize(..
 INT4_BYTES = 0.5  # qgZ: 4-bit gradients (coalesced_collectives.py:57 `swizzle_quant(tensor, group, 4, ...)`)
 
 
+def rows_picker(batch, rows):
+    """a -> a at `rows`, for whole-batch arrays and scalars alike (broadcast first): what a sub-batch of
+    `batch.take(rows)` needs of the caller's arrays."""
+    return lambda a: np.broadcast_to(a, batch.tp.shape)[rows]
+
+
 def hierarchical_rows(batch) -> np.ndarray:
     """Candidates whose ZeRO-3 runs with any hierarchy or quantisation option (the others keep the flat path)."""
     return ((batch.zero == 3) & ((batch.zero_hpz > 1) | batch.zero_quantized_weights | batch.zero_quantized_gradients
@@ -136,7 +142,7 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_mb, m
         return extra
     sub = batch.take(rows)
     sub_fw = batch_framework_arrays(sub)
-    pick = lambda a: np.broadcast_to(a, batch.tp.shape)[rows]  # noqa: E731
+    pick = rows_picker(batch, rows)
     w_, r_ = pick(w), pick(reduce_bytes)
     hbm_ = pick(hbm)
     layer = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm_)
@@ -194,7 +200,7 @@ def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     out = np.where(zero3, flat, out)
     rows = np.flatnonzero(hierarchical_rows(batch))  # the general case, on the rows that need it
     if rows.size:
-        sub, pick = batch.take(rows), (lambda a: np.broadcast_to(a, batch.tp.shape)[rows])  # noqa: E731
+        sub, pick = batch.take(rows), rows_picker(batch, rows)
         sub_fw = batch_framework_arrays(sub)
         cross = zero3_unit_cross_node(sub, cluster, sub_fw, pick(w), pick(reduce_bytes), pick(params))
         replica_calls = np.where(sub_fw["replica_reduce_every_microbatch"] > 0, pick(m), 1.0)

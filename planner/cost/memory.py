@@ -134,7 +134,13 @@ def fp32_accumulation_rows(batch: CandidateBatch, stack: dict | None = None) -> 
     """Candidates whose stack adds each micro-batch's 16-bit gradients into an fp32 copy in a pass of its own
     (Framework.fp32_grad_accumulation_bytes > 0: DeepSpeed's BF16_Optimizer, which runs at ZeRO 0 and 1 only,
     runtime/engine.py:1316-1318, 1349-1350): 16-bit weights, gradients held in fp32."""
-    stack = _stack(batch, stack)
+    own = batch_framework_arrays(batch)
+    if stack is None or stack is own:
+        return batch.cached("fp32_accumulation_rows", lambda b: _fp32_accumulation_rows(b, own))
+    return _fp32_accumulation_rows(batch, stack)
+
+
+def _fp32_accumulation_rows(batch: CandidateBatch, stack: dict) -> np.ndarray:
     sixteen_bit = batch.dtype.astype(int) != DTYPE_CODES["fp32"]
     return (stack["fp32_grad_accumulation_bytes"] > 0) & sixteen_bit & (element_bytes(batch, stack)["grads"] >= 4.0) \
         & (batch.zero <= 1)

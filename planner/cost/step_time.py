@@ -539,7 +539,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
     if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
-        pick = lambda a: np.broadcast_to(a, batch.tp.shape)[hierarchical]  # noqa: E731
+        pick = hierarchy.rows_picker(batch, hierarchical)
         sub = batch.take(hierarchical)
         bytes_moved = np.array(bytes_moved, dtype=float)
         bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, batch_framework_arrays(sub), pick(w),

@@ -23,7 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from planner.errors import PlannerInputError
-from planner.io import MAX_YAML_BYTES, input_file, parse_yaml, shown
+from planner.io import MAX_YAML_BYTES, input_file, parse_yaml, read_at_most, shown
 
 
 @dataclass(frozen=True)
@@ -182,11 +182,7 @@ def check_file(path: str | Path, cluster_dir=None, progress=None) -> list[Findin
     source = check_paths([path])[0]
     if _kind(source) == "csv":
         return check_runs_csv(source, cluster_dir, progress)
-    try:
-        with open(source, "rb") as stream:
-            data = stream.read(MAX_YAML_BYTES + 1)
-    except OSError as error:
-        raise PlannerInputError(f"{source}: cannot read ({error.strerror or error.__class__.__name__})") from None
+    data = read_at_most(source, MAX_YAML_BYTES)
     if len(data) > MAX_YAML_BYTES:
         return [Finding(f"{source}:1", f"more than the {MAX_YAML_BYTES:,} bytes accepted for a cluster spec")]
     return check_cluster_spec(source, data)

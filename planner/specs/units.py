@@ -71,15 +71,21 @@ def parse_bytes(text: object, where: str, allow_zero: bool = False) -> float:
     return _finite_positive(value, where, expected, text, allow_zero)
 
 
-def parse_bandwidth(text: object, where: str, allow_zero: bool = False) -> float:
-    """'400Gb/s' -> 5e10 bytes/s; '25GB/s' -> 2.5e10; '1.6TB/s' -> 1.6e12. Bits are divided by 8."""
-    expected = "a bandwidth like '400Gb/s' or '25GB/s'"
+def _with_unit(text: object, where: str, expected: str, pattern: str) -> tuple[float, re.Match]:
+    """The number of `text` and the match of its unit against `pattern`; the unit is required."""
     value, unit = _split(text, where, expected)
     if not unit:
         raise PlannerInputError(f"{where}: expected {expected} with explicit units, got {text!r}")
-    match = re.fullmatch(r"([kKMGTPE]i?)?(B|b|bit)(?:/s|ps)", unit)
+    match = re.fullmatch(pattern, unit)
     if not match:
         raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
+    return value, match
+
+
+def parse_bandwidth(text: object, where: str, allow_zero: bool = False) -> float:
+    """'400Gb/s' -> 5e10 bytes/s; '25GB/s' -> 2.5e10; '1.6TB/s' -> 1.6e12. Bits are divided by 8."""
+    expected = "a bandwidth like '400Gb/s' or '25GB/s'"
+    value, match = _with_unit(text, where, expected, r"([kKMGTPE]i?)?(B|b|bit)(?:/s|ps)")
     value *= _prefix_scale(match.group(1) or "", where, expected, text)
     if match.group(2) in ("b", "bit"):
         value /= 8.0
@@ -89,12 +95,7 @@ def parse_bandwidth(text: object, where: str, allow_zero: bool = False) -> float
 def parse_flops_rate(text: object, where: str, allow_zero: bool = False) -> float:
     """'989TFLOPs' or '989 TFLOP/s' -> 9.89e14 FLOP/s."""
     expected = "a compute rate like '989TFLOPs' or '312 TFLOP/s'"
-    value, unit = _split(text, where, expected)
-    if not unit:
-        raise PlannerInputError(f"{where}: expected {expected} with explicit units, got {text!r}")
-    match = re.fullmatch(r"([kKMGTPE])?FLOP(?:S|s|/s)", unit)
-    if not match:
-        raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
+    value, match = _with_unit(text, where, expected, r"([kKMGTPE])?FLOP(?:S|s|/s)")
     value *= _DECIMAL[match.group(1) or ""]
     return _finite_positive(value, where, expected, text, allow_zero)
 
