@@ -42,11 +42,6 @@ SHARD_GROUP = (False, False, False, True)
 LOSSLESS_HIERARCHY = (HPZ, SHARD_GROUP)
 ALL_HIERARCHY = (HPZ, HPZ_QUANTIZED, SHARD_GROUP)
 FLAT = ()
-
-
-def hierarchy_choices(flat: bool = False, quantized: bool = False) -> tuple:
-    """The ZeRO-3 hierarchy options a search tries: none (--flat-zero), the lossless ones, or all."""
-    return FLAT if flat else ALL_HIERARCHY if quantized else LOSSLESS_HIERARCHY
 # The stack the budget search plans for (build_batch's default framework).
 BUDGET_STACK = "other"
 ASPECT_RATIOS = (64, 96, 128)
@@ -94,6 +89,11 @@ class Space:
 
     def __len__(self) -> int:
         return len(self.arrays["tp"])
+
+
+def hierarchy_choices(flat: bool = False, quantized: bool = False) -> tuple:
+    """The ZeRO-3 hierarchy options a search tries: none (--flat-zero), the lossless ones, or all."""
+    return FLAT if flat else ALL_HIERARCHY if quantized else LOSSLESS_HIERARCHY
 
 
 def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int,
