@@ -237,6 +237,8 @@ def test_layout_text_shows_context_parallelism():
                 recompute="none")
     assert " cp" not in _layout(base)
     assert "dp4 cp2," in _layout({**base, "cp": 2})
+    # A plan's layout names its stack first.
+    assert _layout({**base, "framework": "megatron"}).startswith("megatron: tp8 pp2 dp4")
 
 
 def test_loss_curve_ends_at_the_plans_predicted_loss(review):

@@ -28,8 +28,6 @@ def add_fixed_model_arguments(parser) -> None:
     group.add_argument("--params", metavar="N", help="a model of about N parameters from the family dial, like '70B'")
     group.add_argument("--tokens", metavar="D", help="tokens to train on, like '15T': gives days, GPU-hours and cost")
     group.add_argument("--global-batch", type=whole_number(), help="global batch in sequences (default: the batch law for --tokens)")
-    group.add_argument("--framework", metavar="STACK[,STACK]",
-                       help="stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other, megascale (default megatron,deepspeed,fsdp)")
     group.add_argument("--knee", type=real_number(0.0, 1.0, low_open=True), default=None,
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
     group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
@@ -93,7 +91,7 @@ def load_model(args):
     return min(family, key=lambda m: abs(m.total_params / target - 1.0))
 
 
-def _frameworks(text: str | None) -> tuple[str, ...]:
+def parse_frameworks(text: str | None) -> tuple[str, ...]:
     from planner.frameworks import FRAMEWORKS
     from planner.search.layouts import DEFAULT_FRAMEWORKS
     if not text:
@@ -145,7 +143,7 @@ def solve_fixed_model(args):
     from planner.cli.optimize import search_hierarchy
 
     return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
-                            frameworks=_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
+                            frameworks=parse_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
                             min_headroom=args.min_headroom or 0.0, hierarchy=search_hierarchy(args),
                             **({} if imbalance is None else {"moe_load_imbalance": imbalance}))

@@ -37,8 +37,8 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     deadline_s = parse_deadline(args.deadline or DEFAULT_DEADLINE)
     gpus = args.gpus[0] if args.gpus else gpus
     if getattr(args, "framework", None):
-        from planner.cli.fixed_model import _frameworks
-        frameworks = _frameworks(args.framework)
+        from planner.cli.fixed_model import parse_frameworks
+        frameworks = parse_frameworks(args.framework)
     else:
         frameworks = ("megatron",)
     return compare_dense_moe(cluster, gpu_seconds, deadline_s, dtype=args.dtype, frameworks=frameworks,

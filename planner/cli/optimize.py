@@ -41,6 +41,11 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--seq-len", type=whole_number(), default=4096, help="training sequence length (default 4096)")
     parser.add_argument("--vocab", type=whole_number(), default=32000, help="vocabulary size of the planned model (default 32000)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
+    parser.add_argument("--framework", metavar="STACK[,STACK]",
+                        help="training stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other (a neutral "
+                             "stack with every ZeRO-3 option), megascale, deepspeed-v0.3, llm-foundry (default "
+                             "megatron,deepspeed,fsdp); the plan "
+                             "names the stack it chose")
     parser.add_argument("--flat-zero", action="store_true",
                         help="search flat ZeRO-3 only: without ZeRO++ hpZ or node-sized MiCS / HSDP shard groups, "
                              "which are tried by default where the data-parallel group spans nodes")
@@ -81,12 +86,15 @@ def solve(args, inputs=None):
     from planner.cli.progress import Progress
     from planner.search.optimize import optimize
 
+    from planner.cli.fixed_model import parse_frameworks
+
     cluster, law, constraints = inputs or load_inputs(args)
+    frameworks = parse_frameworks(getattr(args, "framework", None))
     # One unit: a (model shape, GPU count) cell scored; the search stops early when no cell left can win.
     with Progress(args.command, unit="cells", quiet=args.quiet) as progress:
         return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
                         seq_len=args.seq_len, vocab=args.vocab, progress=progress,
-                        hierarchy=search_hierarchy(args))
+                        hierarchy=search_hierarchy(args), frameworks=frameworks)
 
 
 def result_json(result) -> dict:
@@ -109,8 +117,22 @@ def run(args) -> int:
         return run_moe_budget(args)
     if wants_fixed_model(args):
         return run_fixed_model(args)
+    from planner.cli.fixed_model import parse_frameworks
+
     report_paths = report_cli.report_outputs(args.report) if args.report else {}
-    check_new_outputs([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed)], args.force)
+    # --emit writes the launch files of whichever searched stack the plan picks: each needs a launcher (refused
+    # before the search, not after the plan), and none of their files may be in the way.
+    frameworks = parse_frameworks(args.framework)
+    if args.emit:
+        from planner.emit import EMITTABLE
+        from planner.errors import PlannerInputError
+        missing = [name for name in frameworks if name not in EMITTABLE]
+        if missing:
+            raise PlannerInputError(f"--emit: no launch config for stack {', '.join(missing)}; search stacks that have "
+                                    f"one (--framework {','.join(EMITTABLE)}) or drop --emit")
+    launch_paths = [path for name in frameworks for path in report_cli.launch_outputs(args.emit, name)]
+    check_new_outputs([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed), *launch_paths],
+                      args.force)
     inputs = load_inputs(args)
     result = solve(args, inputs)
     if args.json:
@@ -121,6 +143,8 @@ def run(args) -> int:
         report_cli.write_report(args, inputs, result, report_paths, sensitivity=True)
     if args.emit_deepspeed and result.status == "ok":
         report_cli.emit_plan(args.emit_deepspeed, result.plan, inputs[0], args.force)
+    if args.emit and result.status == "ok":
+        report_cli.emit_plan_launch(args.emit, result.plan, inputs[0], args.force)
     return 0 if result.status == "ok" else 1
 
 
@@ -143,6 +167,13 @@ def hierarchy_text(lay: dict) -> str:
     return "".join(" " + p for p in parts if p)
 
 
+def overlap_text(lay: dict) -> str:
+    """The communication overlaps a plan's layout runs with, as ' (overlaps: ...)'; empty when none."""
+    names = [name for key, name in (("dp_comm_overlap", "gradient reduce"), ("tp_comm_overlap", "tensor-parallel"))
+             if lay.get(key)]
+    return f" (overlaps: {', '.join(names)})" if names else ""
+
+
 def _plan_lines(plan: dict) -> list[str]:
     from planner.report.render import human_bytes, human_count, human_days, human_seconds
 
@@ -155,7 +186,7 @@ def _plan_lines(plan: dict) -> list[str]:
         f"  data       {human_count(plan['tokens'])} tokens ({plan['tokens_per_param']:.1f} per parameter), "
         f"{plan['steps']:,.0f} steps of {lay['global_batch']} sequences",
         f"  hardware   {plan['gpus']} GPUs on {plan['nodes']} node(s)",
-        f"  layout     tp={lay['tp']} pp={lay['pp']} dp={lay['dp']} cp={lay['cp']} vpp={lay['vpp']} zero={lay['zero']} offload={lay['offload']} "
+        f"  layout     {lay['framework']}{overlap_text(lay)}: tp={lay['tp']} pp={lay['pp']} dp={lay['dp']} cp={lay['cp']} vpp={lay['vpp']} zero={lay['zero']} offload={lay['offload']} "
         f"micro_batch={lay['micro_batch']} grad_accum={lay['grad_accumulation']} recompute={lay['recompute']} "
         f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}" + hierarchy_text(lay),
         f"  speed      step {human_seconds(plan['step_time_s'])}, {plan['tokens_per_s']:,.0f} tokens/s, "
@@ -265,7 +296,7 @@ def format_result(result) -> str:
     if result.alternatives:
         lines += ["", "runners-up"]
         rows = [[alt["label"], human_count(alt["params"]), human_count(alt["tokens"]), alt["gpus"],
-                 f"tp{alt['layout']['tp']} pp{alt['layout']['pp']} z{alt['layout']['zero']}",
+                 f"{alt['layout']['framework']} tp{alt['layout']['tp']} pp{alt['layout']['pp']} z{alt['layout']['zero']}",
                  f"{100 * alt['mfu']:.0f}%", human_days(alt['wall_clock_days']), f"{alt['gpu_hours']:,.0f}",
                  f"{alt['predicted_loss']:.3f}"] for alt in result.alternatives]
         lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "wall-clock", "GPU-h", "loss"], rows, align="lrrrlrrrr"))

@@ -124,13 +124,25 @@ def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summa
         sys.stderr.write(f"warning: {note}\n")
 
 
-def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
+def _plan_summary(plan: dict, cluster) -> str:
     from planner.report.render import human_count, human_days
+
+    return (f"plan: {human_count(plan['params'])} params on {human_count(plan['tokens'])} tokens, {plan['gpus']} GPUs "
+            f"of {cluster.name}, predicted {human_days(plan['wall_clock_days'])}")
+
+
+def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
+    """--emit-deepspeed of a budget plan: DeepSpeed's files for its layout, whatever its stack."""
     from planner.report.review import plan_layout, plan_model
 
-    summary = (f"plan: {human_count(plan['params'])} params on {human_count(plan['tokens'])} tokens, {plan['gpus']} GPUs "
-               f"of {cluster.name}, predicted {human_days(plan['wall_clock_days'])}")
-    emit_deepspeed(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], summary, force)
+    emit_deepspeed(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], _plan_summary(plan, cluster), force)
+
+
+def emit_plan_launch(folder: str, plan: dict, cluster, force: bool) -> None:
+    """--emit of a budget plan: the launch config of the stack the plan chose (emit_launch)."""
+    from planner.report.review import plan_layout, plan_model
+
+    emit_launch(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], _plan_summary(plan, cluster), force)
 
 
 def run(args) -> int:

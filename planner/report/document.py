@@ -21,7 +21,8 @@ FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling"
 
 def _layout(lay: dict) -> str:
     # cp and ep shown whenever they are used: they change the GPU count and the communication.
-    text = f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}" + (f" vpp{lay['vpp']}" if lay["vpp"] > 1 else "")
+    text = (f"{lay['framework']}: " if lay.get("framework") else "") + f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}"
+    text += f" vpp{lay['vpp']}" if lay["vpp"] > 1 else ""
     text += "".join(f" {key}{lay[key]}" for key in ("cp", "ep") if lay.get(key, 1) > 1)
     text += f", ZeRO-{lay['zero']}" + (f" + {lay['offload']} offload" if lay["offload"] != "none" else "")
     text += f" (ZeRO++ hpZ over {lay['zero_hpz']})" if lay.get("zero_hpz", 1) > 1 else ""

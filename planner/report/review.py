@@ -142,15 +142,15 @@ def _fixed_token_problem(cluster: ClusterSpec, law, constraints: Constraints, pl
 
 def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: dict, dtype: str,
                      batch_rule: str, seq_len: int, vocab: int, hierarchy: tuple = LOSSLESS_HIERARCHY) -> list[dict]:
-    """Fastest layout to the plan's loss for the chosen model at each GPU count the cluster offers, over the
-    ZeRO-3 hierarchy options the plan's search tried."""
+    """Fastest layout to the plan's loss for the chosen model at each GPU count the cluster offers, on the plan's
+    stack, over the ZeRO-3 hierarchy options the plan's search tried."""
     model = plan_model(plan)
     problem = _fixed_token_problem(cluster, law, constraints, plan, model, dtype, batch_rule, seq_len, vocab)
     low, high = plan["gpus"] / SCALING_SPAN, plan["gpus"] * SCALING_SPAN
     counts = [g for g in gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None) if low <= g <= high]
     rows = []
     for gpus in counts:
-        space = enumerate_space([model], [gpus], cluster.gpus_per_node, hierarchy)
+        space = enumerate_space([model], [gpus], cluster.gpus_per_node, hierarchy, (plan["layout"]["framework"],))
         if len(space) == 0:
             rows.append({"gpus": gpus, "feasible": False, "reason": "no layout divides the model"})
             continue

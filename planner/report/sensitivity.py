@@ -71,11 +71,14 @@ def run_cases(cluster: ClusterSpec, law, constraints: Constraints, result: Optim
         return []
     out = []
     todo = cases(cluster, constraints)
+    # Re-plan over what the plan's own search covered: its stacks and ZeRO-3 hierarchy options.
+    searched = {"frameworks": tuple(result.assumptions["frameworks"]),
+                "hierarchy": tuple(tuple(choice) for choice in result.assumptions["zero3_hierarchy"])}
     for case in todo:
         if progress:
             progress(len(out), len(todo))
         replanned = optimize(case["cluster"], law, case["constraints"], dtype=dtype, batch_rule=batch_rule,
-                             seq_len=seq_len, vocab=vocab)
+                             seq_len=seq_len, vocab=vocab, **searched)
         kept = keep_plan(result.plan, case["cluster"]) if case["cluster"] is not cluster else None
         out.append({"key": case["key"], "label": case["label"], "change": case["change"], "kept": kept,
                     "replanned": replanned.plan, "explanation": replanned.explanation})

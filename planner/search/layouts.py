@@ -41,7 +41,7 @@ from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
 from planner.specs.model import ModelSpec
-from planner.search.space import LOSSLESS_HIERARCHY, hierarchy_fields, with_hierarchy
+from planner.search.space import LOSSLESS_HIERARCHY, checked_stacks, hierarchy_fields, stack_runs, with_hierarchy
 
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
@@ -181,14 +181,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     chosen = np.concatenate([np.tile(o, (len(r), 1)) for r, o in pairs]).reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f = chosen.T
-    stack = lambda attr: np.array([float(getattr(s, attr)) for s in stacks])[f]  # noqa: E731
-    keep = (
-        ((zero == 0) | (dp > 1)) & ((pp == 1) | (zero <= stack("max_zero_with_pipeline")))
-        & ~((stack("replicated_dp_alone") > 0) & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))
-        & ((vpp == 1) | (stack("supports_interleaving") > 0)) & ((cp == 1) | (stack("supports_context_parallel") > 0))
-        & ((tp == 1) | (stack("supports_tensor_parallel") > 0)) & ((pp == 1) | (stack("supports_pipeline") > 0))
-    )
-    keep = np.flatnonzero(keep)
+    keep = np.flatnonzero(((zero == 0) | (dp > 1)) & stack_runs(stacks, f, zero, offload, tp, pp, vpp, cp, dp))
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
     dp_kept = dp[keep]
@@ -311,13 +304,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     if gpus > capacity:
         raise PlannerInputError(f"--gpus {gpus} exceeds cluster {cluster.name!r} ({cluster.max_nodes} nodes x "
                                 f"{cluster.gpus_per_node} GPUs)")
-    for name in frameworks:
-        if name not in FRAMEWORKS:
-            raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
-    if not any(dtype in FRAMEWORKS[name].dtypes for name in frameworks):
-        # Bad input rather than "no layout": none of the stacks asked for trains in this precision.
-        offered = ", ".join(f"{name}: {'/'.join(sorted(FRAMEWORKS[name].dtypes))}" for name in frameworks)
-        raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
+    checked_stacks(frameworks, dtype)
     target = None
     if global_batch is None:
         target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)

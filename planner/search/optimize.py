@@ -23,8 +23,8 @@ from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import plan_loss_curve
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token
 from planner.search.score import DROP_REASONS, NOMINAL_MFU, Problem, score_chunk
-from planner.search.space import (LOSSLESS_HIERARCHY, Space, concatenate, enumerate_cells, family_models, gpu_counts,
-                                  hierarchy_fields)
+from planner.search.space import (BUDGET_STACK, LOSSLESS_HIERARCHY, Space, concatenate, enumerate_cells, family_models,
+                                  checked_stacks, gpu_counts, hierarchy_fields, stack_fields)
 
 CHUNK = 262_144  # candidates per vectorised batch: large enough for numpy, small enough for memory
 CELLS_PER_ROUND = 48  # (model, GPU count) cells enumerated at once between bound checks
@@ -238,14 +238,15 @@ def branch_and_bound(problem: Problem, models: list, counts: list[int], context:
         if len(take) == 0:
             break
         space = enumerate_cells(models, cell_model[take], cell_gpus[take], problem.cluster.gpus_per_node,
-                                problem.hierarchy)
+                                problem.hierarchy, problem.frameworks)
         board.add(problem, space)
         spaces.append(space)
         done += size
         _progress(min(done, len(order)), len(order), progress)
     _progress(len(order), len(order), progress)
     scored = concatenate(spaces) if spaces else enumerate_cells(models, cell_model[:0], cell_gpus[:0],
-                                                                problem.cluster.gpus_per_node, problem.hierarchy)
+                                                                problem.cluster.gpus_per_node, problem.hierarchy,
+                                                                problem.frameworks)
     return board.result(), scored, ruled_out
 
 
@@ -310,7 +311,7 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "plan", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]), zero=int(a["zero"]),
         offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
         global_batch=int(feasible["global_batch"][position]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
-        seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype, **hierarchy_fields(a))
+        seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype, **hierarchy_fields(a), **stack_fields(a))
     sim = simulate(model, layout, cluster)
     tokens = float(feasible["tokens"][position])
     law_n = float(problem.law_params[mi])
@@ -447,16 +448,19 @@ def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: 
 
 
 def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "bf16", batch_rule: str = "step-law",
-             seq_len: int = 4096, vocab: int = 32000, progress=None, hierarchy: tuple = LOSSLESS_HIERARCHY) -> OptimizeResult:
+             seq_len: int = 4096, vocab: int = 32000, progress=None, hierarchy: tuple = LOSSLESS_HIERARCHY,
+             frameworks: tuple = (BUDGET_STACK,)) -> OptimizeResult:
     """The best plan under `constraints` (module docstring). `hierarchy`: the ZeRO-3 hierarchy choices tried
-    besides flat ZeRO-3 (space.hierarchy_choices: () = flat only; default hpZ and MiCS / HSDP shard groups)."""
+    besides flat ZeRO-3 (space.hierarchy_choices: () = flat only; default hpZ and MiCS / HSDP shard groups).
+    `frameworks`: the training stacks whose layouts are searched (planner.frameworks names)."""
     started = time.perf_counter()
     cluster.peak_flops_per_s(dtype)
     if constraints.gpus is not None and constraints.gpus > cluster.max_nodes * cluster.gpus_per_node:
         raise PlannerInputError(f"--gpus {constraints.gpus} exceeds cluster {cluster.name!r} "
                                 f"({cluster.max_nodes} nodes x {cluster.gpus_per_node} GPUs)")
     problem, models, n_opt = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
-    problem = dataclasses.replace(problem, hierarchy=hierarchy)
+    frameworks = checked_stacks(frameworks, dtype)
+    problem = dataclasses.replace(problem, hierarchy=hierarchy, frameworks=frameworks)
     counts = candidate_gpu_counts(cluster, constraints)
     context = (context_models(models, n_opt), _context_counts(counts, constraints))
     scored, space, ruled_out = branch_and_bound(problem, models, counts, context, progress)
@@ -474,6 +478,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         "compute_optimal_params_estimate": n_opt,
         # The ZeRO-3 hierarchy options tried, as (hpZ, qwZ, qgZ, shard group) flags (space.hierarchy_choices).
         "zero3_hierarchy": [list(choice) for choice in hierarchy],
+        "frameworks": list(frameworks),
     }
     result = OptimizeResult(status="infeasible", plan=None, dropped=scored["dropped"], scored=len(space),
                             ruled_out={k: v for k, v in ruled_out.items() if k in DROP_REASONS},

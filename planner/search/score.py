@@ -31,10 +31,12 @@ from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.layout import DTYPE_CODES, build_batch
 from planner.search.bounds import inference_gpu_seconds_floor, training_gpu_seconds
-from planner.search.space import LOSSLESS_HIERARCHY
+from planner.search.space import BUDGET_STACK, LOSSLESS_HIERARCHY
 
 # The ZeRO-3 hierarchy columns of a space (space.with_hierarchy), passed to the cost model as they are.
 HIERARCHY_COLUMNS = ("zero_hpz", "zero_quantized_weights", "zero_quantized_gradients", "shard_group")
+# The stack of each candidate and the overlaps it runs with (space.stack_columns).
+STACK_COLUMNS = ("framework", "tp_comm_overlap", "dp_comm_overlap")
 NOMINAL_MFU = 0.45  # assumed, only to size the global batch before a candidate's own throughput is known
 
 DROP_REASONS = (
@@ -69,6 +71,8 @@ class Problem:
     # ZeRO-3 hierarchy choices also tried on flat ZeRO-3 layouts (space.hierarchy_choices: default hpZ and
     # MiCS / HSDP shard groups; () = flat only).
     hierarchy: tuple = LOSSLESS_HIERARCHY
+    # Training stacks whose layouts are searched (planner.frameworks names; space.BUDGET_STACK by default).
+    frameworks: tuple = (BUDGET_STACK,)
 
     @property
     def peak(self) -> float:
@@ -122,7 +126,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         space_models, arrays["model_index"], tp=arrays["tp"], pp=arrays["pp"], dp=arrays["dp"], vpp=arrays["vpp"],
         cp=arrays["cp"], zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"],
         global_batch=global_batch, recompute=arrays["recompute"], seq_parallel=arrays["seq_parallel"], flash_attention=True,
-        dtype=DTYPE_CODES[problem.dtype], **{k: arrays[k] for k in HIERARCHY_COLUMNS if k in arrays},
+        dtype=DTYPE_CODES[problem.dtype], **{k: arrays[k] for k in HIERARCHY_COLUMNS + STACK_COLUMNS if k in arrays},
     )
     # Memory is cheap; step time is only computed for candidates that fit (the rest are dropped anyway).
     memory = per_gpu_memory(batch, problem.cluster)

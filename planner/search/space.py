@@ -4,12 +4,15 @@ Model shapes come from the depth dial (`model.family_model`): depth in steps of 
 aspect ratio rounded to 128-wide heads, SwiGLU ffn rounded to 256, 8 kv heads once a model has 16+
 heads (Llama-3 practice). GPU counts are whole nodes on a geometric grid, plus 1/2/4 GPUs inside a
 node for small plans. Layouts: tp in {1, 2, 4, 8} (inside a node, dividing heads and kv heads), pp
-dividing the depth, interleaving vpp in {1, 2}, context parallelism cp in {1, 2}, ZeRO 0-3 (0-1 with
-pipelining), optimizer offload (ZeRO-2/3), micro-batch 1-8, recompute none/selective/full, sequence
-parallelism on or off when tp > 1. Flat ZeRO-3 layouts whose data-parallel group spans nodes are also tried
-with the ZeRO-3 hierarchy (LOSSLESS_HIERARCHY: ZeRO++ hpZ, a node-sized MiCS / HSDP shard group; with
---quantized-comm also hpZ + qwZ + qgZ), as the fixed-model search tries them, where the searched stack
-(planner.frameworks "other") runs them. Everything is a cartesian product filtered with vector operations.
+dividing the depth, interleaving vpp in {1, 2}, context parallelism cp in {1, 2}, ZeRO 0-3 (with
+pipelining up to the stack's maximum), optimizer offload (ZeRO-2/3, where the stack has it), micro-batch
+1-8, recompute none/selective/full, sequence parallelism on or off when tp > 1. Flat ZeRO-3 layouts whose
+data-parallel group spans nodes are also tried with the ZeRO-3 hierarchy (LOSSLESS_HIERARCHY: ZeRO++ hpZ, a
+node-sized MiCS / HSDP shard group; with --quantized-comm also hpZ + qwZ + qgZ), as the fixed-model search
+tries them. Each layout is enumerated once per searched stack (planner.frameworks; the budget search's
+--framework) and kept only where that stack runs it (stack_runs: its ZeRO stages, offload, schedules and
+ZeRO-3 hierarchy options), with the stack's overlaps (stack_columns). Everything is a cartesian product
+filtered with vector operations.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.frameworks import FRAMEWORKS
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS
+from planner.errors import PlannerInputError
+from planner.specs.layout import OFFLOAD_CODES
 from planner.specs.model import ModelSpec, family_model
 
 TP_CHOICES = (1, 2, 4, 8)
@@ -42,7 +47,8 @@ SHARD_GROUP = (False, False, False, True)
 LOSSLESS_HIERARCHY = (HPZ, SHARD_GROUP)
 ALL_HIERARCHY = (HPZ, HPZ_QUANTIZED, SHARD_GROUP)
 FLAT = ()
-# The stack the budget search plans for (build_batch's default framework).
+# The stack enumerate_cells and the library's optimize() plan for when not told (build_batch's default
+# framework); the CLI searches --framework, default planner.search.layouts.DEFAULT_FRAMEWORKS.
 BUDGET_STACK = "other"
 ASPECT_RATIOS = (64, 96, 128)
 DEPTHS = tuple(range(8, 161, 4))
@@ -97,21 +103,22 @@ def hierarchy_choices(flat: bool = False, quantized: bool = False) -> tuple:
 
 
 def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int,
-                    hierarchy: tuple = LOSSLESS_HIERARCHY) -> Space:
+                    hierarchy: tuple = LOSSLESS_HIERARCHY, frameworks: tuple = (BUDGET_STACK,)) -> Space:
     """Every valid layout of every model at every GPU count in `gpu_options` (see enumerate_cells)."""
     cell_model, cell_gpus = (g.reshape(-1) for g in np.meshgrid(np.arange(len(models)), np.array(gpu_options, dtype=int),
                                                                  indexing="ij"))
-    return enumerate_cells(models, cell_model, cell_gpus, gpus_per_node, hierarchy)
+    return enumerate_cells(models, cell_model, cell_gpus, gpus_per_node, hierarchy, frameworks)
 
 
 def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray, gpus_per_node: int,
-                    hierarchy: tuple = LOSSLESS_HIERARCHY) -> Space:
+                    hierarchy: tuple = LOSSLESS_HIERARCHY, frameworks: tuple = (BUDGET_STACK,)) -> Space:
     """Every valid layout of each (model, GPU count) cell, as flat arrays.
 
     Built in two steps so the full cartesian product is never materialised: first the placement
     (cell, tp, pp, vpp, cp, sp) filtered for divisibility, then each surviving placement crossed
-    with the memory/schedule options (ZeRO and offload, micro-batch, recompute); then, with `hierarchy`,
-    the ZeRO-3 hierarchy rows of the `hierarchy` choices (with_hierarchy; the columns are there either way).
+    with the memory/schedule options (ZeRO and offload, micro-batch, recompute); then once per stack of
+    `frameworks`, keeping what that stack runs (stack_runs, stack_columns); then, with `hierarchy`, the ZeRO-3 hierarchy rows
+    of the `hierarchy` choices where the stack has them (with_hierarchy; the columns are there either way).
     """
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
@@ -131,31 +138,110 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
         & (L >= pp * vpp)
     )
     placements = np.flatnonzero(placement_ok)
-    options = np.meshgrid(np.arange(len(ZERO_OFFLOAD_CHOICES)), np.array(MICRO_BATCH_CHOICES),
-                          np.array(RECOMPUTE_CHOICES), indexing="ij")
-    zo, micro, recompute = (o.reshape(-1) for o in options)
-    # Cross every placement with every option: placement-major order, as a nested loop would give.
+    # Options: (ZeRO and offload, stack) pairs, each stack with its own ZeRO stages and offload modes only;
+    # micro-batch and recompute are crossed in last, after the checks that do not depend on them.
+    stacks = [FRAMEWORKS[name] for name in frameworks]
+    pairs = np.meshgrid(np.arange(len(ZERO_OFFLOAD_CHOICES)), np.arange(len(stacks)), indexing="ij")
+    zo, stack_of = (o.reshape(-1) for o in pairs)
+    zero_choice = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES])
+    offload_choice = np.array([o for _, o in ZERO_OFFLOAD_CHOICES])
+    schedule = np.meshgrid(np.array(MICRO_BATCH_CHOICES), np.array(RECOMPUTE_CHOICES), indexing="ij")
+    micro_choice, recompute_choice = (o.reshape(-1) for o in schedule)
+    total = len(model_index) * len(zo) * len(micro_choice)
+    own = _stack_tables(stacks)
+    runs = own["zero"][stack_of, zero_choice[zo]] & own["offload"][stack_of, offload_choice[zo]]
+    zo, stack_of = zo[runs], stack_of[runs]
+    # Cross every placement with every option: placement-major order, as a nested loop would give (on a tie
+    # between stacks the one listed first stays first).
     p_index = np.repeat(placements, len(zo))
     o_index = np.tile(np.arange(len(zo)), len(placements))
-    zero = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES])[zo[o_index]]
-    offload = np.array([o for _, o in ZERO_OFFLOAD_CHOICES])[zo[o_index]]
-    dp = gpus[p_index] // (tp[p_index] * pp[p_index] * cp[p_index])
-    # ZeRO stages only differ when there is data parallelism to shard over; pipeline parallelism runs with
-    # ZeRO-0/1 only (Megatron's distributed optimizer and DeepSpeed's pipeline engine are both ZeRO-1).
-    option_ok = ((dp > 1) | (zero == 0)) & ((pp[p_index] == 1) | (zero <= 1))
-    keep = np.flatnonzero(option_ok)
-    p_keep = p_index[keep]
+    zero, offload, f = zero_choice[zo][o_index], offload_choice[zo][o_index], stack_of[o_index]
+    tp_p, pp_p, cp_p = tp[p_index], pp[p_index], cp[p_index]
+    dp = gpus[p_index] // (tp_p * pp_p * cp_p)
+    # ZeRO stages only differ when there is data parallelism to shard over; the rest is the stack's
+    # (stack_runs: e.g. pipelining with ZeRO-1 at most on Megatron and DeepSpeed, ZeRO-3 on torchtitan).
+    ok = np.flatnonzero(((dp > 1) | (zero == 0))
+                        & stack_runs(stacks, f, zero, offload, tp_p, pp_p, vpp[p_index], cp_p, dp, own_checked=True))
+    # Each kept (placement, option) once per (micro-batch, recompute).
+    per = len(micro_choice)
+    keep = np.repeat(ok, per)
+    p_keep, f_keep = p_index[keep], f[keep]
     arrays = {
         "model_index": model_index[p_keep], "gpus": gpus[p_keep], "tp": tp[p_keep], "pp": pp[p_keep],
         "dp": dp[keep], "vpp": vpp[p_keep], "cp": cp[p_keep], "seq_parallel": (sp & (tp > 1))[p_keep],
-        "zero": zero[keep], "offload": offload[keep], "micro_batch": micro[o_index[keep]],
-        "recompute": recompute[o_index[keep]],
+        "zero": zero[keep], "offload": offload[keep], "micro_batch": np.tile(micro_choice, len(ok)),
+        "recompute": np.tile(recompute_choice, len(ok)),
+        **stack_columns(stacks, f_keep, tp[p_keep], (sp & (tp > 1))[p_keep]),
     }
-    total = len(model_index) * len(zo)
-    stack = FRAMEWORKS[BUDGET_STACK]
     every = np.full(len(keep), bool(hierarchy))
-    arrays = with_hierarchy(arrays, every & stack.zeropp, every & stack.shard_groups, gpus_per_node, hierarchy)
+    arrays = with_hierarchy(arrays, every & own["zeropp"][f_keep], every & own["shard_groups"][f_keep], gpus_per_node,
+                            hierarchy)
     return Space(models=models, arrays=arrays, skipped_invalid=int(total - len(keep)))
+
+
+def checked_stacks(frameworks, dtype: str) -> tuple:
+    """The stacks of `frameworks` that train in `dtype`, in order; bad input (an unknown name, or no stack with
+    that precision: an error rather than "no layout") is a PlannerInputError naming --framework / --dtype."""
+    for name in frameworks:
+        if name not in FRAMEWORKS:
+            raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
+    usable = tuple(name for name in frameworks if dtype in FRAMEWORKS[name].dtypes)
+    if not usable:
+        offered = ", ".join(f"{name}: {'/'.join(sorted(FRAMEWORKS[name].dtypes))}" for name in frameworks)
+        raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
+    return usable
+
+
+def _stack_tables(stacks) -> dict[str, np.ndarray]:
+    """Per-stack lookup tables: zero[stack, stage] and offload[stack, code] (what it runs), zeropp and shard_groups."""
+    offload_names = list(OFFLOAD_CODES)
+    return {
+        "zero": np.array([[z in s.zero_stages for z in range(4)] for s in stacks], dtype=bool),
+        "offload": np.array([[o == 0 or (s.supports_offload and offload_names[o] in s.offload_modes)
+                              for o in range(len(offload_names))] for s in stacks], dtype=bool),
+        "zeropp": np.array([s.zeropp for s in stacks], dtype=bool),
+        "shard_groups": np.array([s.shard_groups for s in stacks], dtype=bool),
+    }
+
+
+def stack_runs(stacks, stack_index, zero, offload, tp, pp, vpp, cp, dp, own_checked: bool = False) -> np.ndarray:
+    """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): its
+    ZeRO stages and offload modes (unless `own_checked`: the caller only made such rows), ZeRO with pipelining
+    up to its maximum, replicated data parallelism only where it allows it, interleaving, context, tensor and
+    pipeline parallelism where it has them. A property every stack shares costs nothing per row."""
+    index = np.asarray(stack_index, dtype=np.intp)
+
+    def per_stack(attr):  # the rows' value of a stack property; a scalar when the stacks agree on it
+        values = np.array([getattr(s, attr) for s in stacks])
+        return values[0] if np.all(values == values[0]) else values[index]
+
+    ok = np.ones(index.shape, dtype=bool)
+    if not own_checked:
+        own = _stack_tables(stacks)
+        ok &= own["zero"][index, np.asarray(zero, dtype=np.intp)] & own["offload"][index, np.asarray(offload, dtype=np.intp)]
+    ok &= (pp == 1) | (zero <= per_stack("max_zero_with_pipeline"))
+    alone = per_stack("replicated_dp_alone")
+    if np.any(alone):
+        ok &= ~(alone & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))
+    for attr, uses in (("supports_interleaving", lambda: vpp > 1), ("supports_context_parallel", lambda: cp > 1),
+                       ("supports_tensor_parallel", lambda: tp > 1), ("supports_pipeline", lambda: pp > 1)):
+        has = per_stack(attr)
+        if not np.all(has):
+            ok &= has | ~uses()
+    return ok
+
+
+def stack_columns(stacks, stack_index, tp, seq_parallel) -> dict[str, np.ndarray]:
+    """The rows' stack columns: `framework` (its code), `dp_comm_overlap` on (every stack has a gradient-reduce
+    overlap, a switch away where it is off by default: Megatron's --overlap-grad-reduce, DeepSpeed's
+    overlap_comm) and `tp_comm_overlap` at the stack's default (TE userbuffers cost memory, so turning them on
+    is a trade-off the fixed-model search weighs, not a default), with sequence parallelism where it needs it."""
+    index = np.asarray(stack_index, dtype=np.intp)
+    tp_overlap = np.array([s.tp_comm_overlap_default for s in stacks], dtype=bool)[index] & (tp > 1)
+    needs_sp = np.array([s.tp_comm_overlap_needs_sequence_parallel for s in stacks], dtype=bool)[index]
+    return {"framework": np.array([FRAMEWORK_CODES[s.name] for s in stacks])[index],
+            "tp_comm_overlap": tp_overlap & (~needs_sp | np.asarray(seq_parallel, dtype=bool)),
+            "dp_comm_overlap": np.ones(index.shape, dtype=bool)}
 
 
 def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, gpus_per_node: int,
@@ -199,6 +285,14 @@ def hierarchy_fields(a: dict) -> dict:
     if int(a.get("shard_group", 0)) > 0:
         fields["shard_group"] = int(a["shard_group"])
     return fields
+
+
+def stack_fields(a: dict) -> dict:
+    """The Layout fields of a row's stack and overlaps (none for a row without them: the Layout defaults)."""
+    if "framework" not in a:
+        return {}
+    return {"framework": FRAMEWORK_NAMES[int(a["framework"])], "tp_comm_overlap": bool(a["tp_comm_overlap"]),
+            "dp_comm_overlap": bool(a["dp_comm_overlap"])}
 
 
 def concatenate(spaces: list[Space]) -> Space:
