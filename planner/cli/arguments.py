@@ -98,3 +98,14 @@ CONFIG_HELP = {
 # --cluster-dir on every command that resolves cluster names (planner.specs.clusters.cluster_folders).
 CLUSTER_DIR_HELP = ("resolve cluster names in this folder alone (default: the working directory, then the user "
                     "spec folder, then the bundled specs; `planner clusters` lists them)")
+
+
+def refuse_flags(args, names, reason: str) -> None:
+    """A one-line PlannerInputError naming the first of `names` (argparse dests) the user set, with `reason`:
+    a flag that does not apply to the mode asked for is refused, never silently ignored. A flag counts as set
+    when it is not None, False or 0 (the defaults of the flags checked this way)."""
+    from planner.errors import PlannerInputError
+
+    for name in names:
+        if getattr(args, name, None) not in (None, False, 0, 0.0):
+            raise PlannerInputError(f"--{name.replace('_', '-')}: {reason}")

@@ -27,10 +27,15 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     from planner.specs.clusters import load_cluster
     from planner.search.moe_budget import compare_dense_moe
 
-    for flag in ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params"):
-        if alone and getattr(args, flag, None):
-            raise PlannerInputError(f"--moe compares the Krajewski et al. 2024 dense and MoE laws under a --budget; "
-                                    f"--{flag.replace('_', '-')} does not apply")
+    if alone:
+        from planner.cli.arguments import refuse_flags
+        from planner.cli.optimize import FIXED_MODEL_ONLY
+        # Nothing of a single plan's search applies: not its law, model, launch files, review or ZeRO-3 options.
+        refuse_flags(args, ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params",
+                            *FIXED_MODEL_ONLY, "emit", "emit_deepspeed", "report", "flat_zero", "quantized_comm",
+                            "min_headroom"),
+                     "does not apply to --moe, which compares the Krajewski et al. 2024 dense and MoE laws' plans "
+                     "under a --budget")
     require_budget(args)
     cluster = load_cluster(args.cluster, args.cluster_dir)
     gpu_seconds = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0]

@@ -117,6 +117,9 @@ def run(args) -> int:
         return run_moe_budget(args)
     if wants_fixed_model(args):
         return run_fixed_model(args)
+    from planner.cli.arguments import refuse_flags
+    refuse_flags(args, FIXED_MODEL_ONLY, "applies to a model already chosen (give --model or --params); the budget "
+                                         "search chooses the model, its tokens and its batch")
     from planner.cli.fixed_model import parse_frameworks
 
     report_paths = report_cli.report_outputs(args.report) if args.report else {}
@@ -146,6 +149,10 @@ def run(args) -> int:
     if args.emit and result.status == "ok":
         report_cli.emit_plan_launch(args.emit, result.plan, inputs[0], args.force)
     return 0 if result.status == "ok" else 1
+
+
+# Flags of the fixed-model search (cli/fixed_model.py) that the budget search has no use for.
+FIXED_MODEL_ONLY = ("tokens", "global_batch", "knee", "all_layouts", "moe_load_imbalance")
 
 
 def search_hierarchy(args) -> tuple:

@@ -42,6 +42,11 @@ def test_budget_moe_text_names_the_winner(optimize):
     (["--moe"], "--budget"),
     (["--budget", "1000gpuh", "--moe", "--law", "epoch"], "--law"),
     (["--budget", "1000gpuh", "--moe", "--model", "mixtral-8x7b"], "--model"),
+    # Flags of a single plan's search are refused, not ignored (they were ignored before).
+    (["--budget", "1000gpuh", "--moe", "--emit", "launch"], "--emit"),
+    (["--budget", "1000gpuh", "--moe", "--report", "r.html"], "--report"),
+    (["--budget", "1000gpuh", "--moe", "--tokens", "1T"], "--tokens"),
+    (["--budget", "1000gpuh", "--moe", "--flat-zero"], "--flat-zero"),
 ])
 def test_budget_moe_bad_input_is_one_line(optimize, argv, key):
     code, _, err = optimize(*argv)

@@ -119,3 +119,13 @@ def test_cli_budget_emit_refuses_a_stack_without_launcher_before_searching(cli, 
                           tmp_path / "launch"])
     assert code == 2 and out == "" and "--emit" in err and "other" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "launch").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--tokens", "1T"), ("--global-batch", "512"), ("--knee", "0.5"),
+                                         ("--all-layouts", "all.csv"), ("--moe-load-imbalance", "1.5")])
+def test_cli_budget_refuses_fixed_model_flags(cli, tmp_path, flag, value):
+    """Flags of the fixed-model search are refused in budget mode (they were ignored: --all-layouts wrote
+    nothing, --tokens and --global-batch changed nothing)."""
+    code, out, err = cli(["optimize", "--budget", "3000gpuh", flag, tmp_path / value if flag == "--all-layouts" else value])
+    assert code == 2 and out == "" and flag in err and "--model" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "all.csv").exists()
