@@ -114,11 +114,12 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
                     hierarchy: tuple = LOSSLESS_HIERARCHY, frameworks: tuple = (BUDGET_STACK,)) -> Space:
     """Every valid layout of each (model, GPU count) cell, as flat arrays.
 
-    Built in two steps so the full cartesian product is never materialised: first the placement
-    (cell, tp, pp, vpp, cp, sp) filtered for divisibility, then each surviving placement crossed
-    with the memory/schedule options (ZeRO and offload, micro-batch, recompute); then once per stack of
-    `frameworks`, keeping what that stack runs (stack_runs, stack_columns); then, with `hierarchy`, the ZeRO-3 hierarchy rows
-    of the `hierarchy` choices where the stack has them (with_hierarchy; the columns are there either way).
+    Built in steps so the full cartesian product is never materialised: first the placement (cell, tp, pp,
+    vpp, cp, sp) filtered for divisibility; each surviving placement crossed with the (ZeRO and offload, stack)
+    options of the stacks in `frameworks`, keeping what each stack runs (stack_runs; its columns from
+    stack_columns); each kept pair crossed with micro-batch and recompute; then, with `hierarchy`, the ZeRO-3
+    hierarchy rows of the `hierarchy` choices where the stack has them (with_hierarchy; the columns are there
+    either way).
     """
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
