@@ -125,11 +125,15 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     heads = np.array([m.heads for m in models])
     kv_heads = np.array([m.kv for m in models])
     seq_lens = np.array([m.seq_len for m in models])
-    grids = np.meshgrid(np.arange(len(cell_model)), np.array(TP_CHOICES), np.array(PP_CHOICES),
-                        np.array(VPP_CHOICES), np.array(CP_CHOICES), np.array(SEQ_PARALLEL_CHOICES), indexing="ij")
+    # Layout columns in 32 bits (products such as tp·pp·cp·dp stay far below 2^31): half the bytes of the
+    # millions of rows to gather and concatenate; the cost model converts each scored chunk to float.
+    small = np.int32
+    grids = np.meshgrid(np.arange(len(cell_model)), np.array(TP_CHOICES, dtype=small), np.array(PP_CHOICES, dtype=small),
+                        np.array(VPP_CHOICES, dtype=small), np.array(CP_CHOICES, dtype=small),
+                        np.array(SEQ_PARALLEL_CHOICES), indexing="ij")
     cell, tp, pp, vpp, cp, sp = (g.reshape(-1) for g in grids)
-    model_index = np.asarray(cell_model, dtype=int)[cell]
-    gpus = np.asarray(cell_gpus, dtype=int)[cell]
+    model_index = np.asarray(cell_model, dtype=small)[cell]
+    gpus = np.asarray(cell_gpus, dtype=small)[cell]
     L = layers[model_index]
     placement_ok = (
         (tp <= gpus_per_node) & (heads[model_index] % tp == 0) & (kv_heads[model_index] % tp == 0)
@@ -144,9 +148,10 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     stacks = [FRAMEWORKS[name] for name in frameworks]
     pairs = np.meshgrid(np.arange(len(ZERO_OFFLOAD_CHOICES)), np.arange(len(stacks)), indexing="ij")
     zo, stack_of = (o.reshape(-1) for o in pairs)
-    zero_choice = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES])
-    offload_choice = np.array([o for _, o in ZERO_OFFLOAD_CHOICES])
-    schedule = np.meshgrid(np.array(MICRO_BATCH_CHOICES), np.array(RECOMPUTE_CHOICES), indexing="ij")
+    zero_choice = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES], dtype=small)
+    offload_choice = np.array([o for _, o in ZERO_OFFLOAD_CHOICES], dtype=small)
+    schedule = np.meshgrid(np.array(MICRO_BATCH_CHOICES, dtype=small), np.array(RECOMPUTE_CHOICES, dtype=small),
+                           indexing="ij")
     micro_choice, recompute_choice = (o.reshape(-1) for o in schedule)
     total = len(model_index) * len(zo) * len(micro_choice)
     own = _stack_tables(stacks)
@@ -240,7 +245,7 @@ def stack_columns(stacks, stack_index, tp, seq_parallel) -> dict[str, np.ndarray
     index = np.asarray(stack_index, dtype=np.intp)
     tp_overlap = np.array([s.tp_comm_overlap_default for s in stacks], dtype=bool)[index] & (tp > 1)
     needs_sp = np.array([s.tp_comm_overlap_needs_sequence_parallel for s in stacks], dtype=bool)[index]
-    return {"framework": np.array([FRAMEWORK_CODES[s.name] for s in stacks])[index],
+    return {"framework": np.array([FRAMEWORK_CODES[s.name] for s in stacks], dtype=np.int32)[index],
             "tp_comm_overlap": tp_overlap & (~needs_sp | np.asarray(seq_parallel, dtype=bool)),
             "dp_comm_overlap": np.ones(index.shape, dtype=bool)}
 
@@ -252,8 +257,8 @@ def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, g
     runs (`zeropp`, `shard_groups`: per row), with hpZ / shard group = the node's data-parallel ranks. The
     extra rows follow the flat ones, so where a hierarchy only ties a flat layout the flat one stays first."""
     n = len(arrays["tp"])
-    flat = {"zero_hpz": np.ones(n, dtype=np.int64), "zero_quantized_weights": np.zeros(n, dtype=bool),
-            "zero_quantized_gradients": np.zeros(n, dtype=bool), "shard_group": np.zeros(n, dtype=np.int64)}
+    flat = {"zero_hpz": np.ones(n, dtype=np.int32), "zero_quantized_weights": np.zeros(n, dtype=bool),
+            "zero_quantized_gradients": np.zeros(n, dtype=bool), "shard_group": np.zeros(n, dtype=np.int32)}
     out = {**arrays, **flat}
     span = arrays["tp"] * arrays["cp"]
     node_ranks = np.where(span <= gpus_per_node, gpus_per_node // np.maximum(span, 1), 0)
