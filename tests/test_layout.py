@@ -81,6 +81,19 @@ def test_offload_needs_the_right_zero_stage(zero, offload):
     assert "offload" in _check_error(GPT3, dp=2, global_batch=2, zero=zero, offload=offload)
 
 
+@pytest.mark.parametrize("values, says", [
+    (dict(offload_device="nvme"), "offload_device=nvme"),  # nowhere to put: nothing is offloaded
+    (dict(moe_capacity_factor=1.0), "moe_capacity_factor needs an MoE model"),
+    (dict(moe_load_imbalance=1.2), "moe_load_imbalance needs an MoE model"),
+])
+def test_settings_that_would_change_nothing_are_refused(values, says):
+    """Settings that only mean something with offload or with experts are refused on a layout without them
+    (they were ignored)."""
+    with pytest.raises(PlannerInputError, match=says):
+        check_layout(PRESETS["llama3-8b"], make_layout(dp=8, global_batch=8, **values))
+    check_layout(PRESETS["llama3-8b"], make_layout(dp=8, global_batch=8, zero=1, offload="optimizer", offload_device="nvme"))
+
+
 def test_several_problems_are_reported_together():
     message = _check_error(GPT3, gpus=10, tp=7, pp=5)
     assert "!= gpus(10)" in message and "tp(7)" in message and "pp(5)" in message

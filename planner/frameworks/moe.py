@@ -134,6 +134,12 @@ def moe_unsupported(framework: str, layout, model) -> list[str]:
     grid = layout.tp * layout.cp * layout.dp
     if (layout.ep > 1 or etp != layout.tp) and not model.is_moe:
         problems.append(f"ep({layout.ep}) / etp({etp}) need an MoE model ({model.name} is dense)")
+    # Routing settings of a dense model would change nothing: refused rather than ignored.
+    routing = [name for name, given in (("moe_capacity_factor", layout.moe_capacity_factor is not None),
+                                        ("moe_pad_to_capacity", layout.moe_pad_to_capacity),
+                                        ("moe_load_imbalance", layout.moe_load_imbalance != 1.0)) if given]
+    if routing and not model.is_moe:
+        problems.append(f"{', '.join(routing)} {'need' if len(routing) > 1 else 'needs'} an MoE model ({model.name} is dense)")
     if model.is_moe and model.moe_experts % layout.ep:
         problems.append(f"moe_experts({model.moe_experts}) is not divisible by ep({layout.ep})")
     if grid % (layout.ep * etp):

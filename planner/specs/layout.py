@@ -174,6 +174,9 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"offload={layout.offload} needs ZeRO (zero >= 1; params offload needs zero=3)")
     if layout.offload == "optimizer+params" and layout.zero != 3:
         problems.append(f"offload=optimizer+params (ZeRO-Infinity) needs zero=3, got zero={layout.zero}")
+    if layout.offload_device != "cpu" and layout.offload == "none":
+        problems.append(f"offload_device={layout.offload_device} says where offloaded state goes: needs --offload "
+                        "optimizer or optimizer+params")
     problems += hierarchy_problems(layout)
     if layout.zero_tiling > 1 and layout.zero != 3:
         problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
