@@ -73,16 +73,16 @@ def register(subparsers, name: str) -> None:
     curve.add_argument("--run", dest="run_name", metavar="NAME", help="run to fit (default: the only run in the file)")
     curve.add_argument("--steps", type=whole_number(2, 10**8), metavar="S",
                        help="length of the predicted schedule in steps (default: the run's last logged step)")
-    curve.add_argument("--schedule", choices=["wsd", "cosine", "constant"], default="wsd",
+    curve.add_argument("--schedule", choices=["wsd", "cosine", "constant"],
                        help="LR schedule of the prediction (default wsd)")
-    curve.add_argument("--warmup", type=real_number(0.0, 1.0), default=0.0, metavar="F",
+    curve.add_argument("--warmup", type=real_number(0.0, 1.0), metavar="F",
                        help="linear warm-up, fraction of the steps (default 0)")
-    curve.add_argument("--cooldown", type=real_number(0.0, 1.0), default=0.2, metavar="F",
+    curve.add_argument("--cooldown", type=real_number(0.0, 1.0), metavar="F",
                        help="wsd cool-down to 0, fraction of the steps (default 0.2, Hagele et al. 2024)")
-    curve.add_argument("--cooldown-shape", choices=list(COOLDOWN_SHAPES), default="1-sqrt",
+    curve.add_argument("--cooldown-shape", choices=list(COOLDOWN_SHAPES),
                        help="wsd cool-down shape (default 1-sqrt, Hagele et al. 2024)")
-    curve.add_argument("--points", type=whole_number(2, 10_000), default=11, help="steps printed (default 11)")
-    curve.add_argument("--decay", default=str(DEFAULT_DECAY), metavar="LAMBDA|fit",
+    curve.add_argument("--points", type=whole_number(2, 10_000), help="steps printed (default 11)")
+    curve.add_argument("--decay", metavar="LAMBDA|fit",
                        help=f"momentum decay lambda of the annealing area, in [0, 1), or 'fit' (needs cool-downs of "
                             f"several lengths) (default {DEFAULT_DECAY}, Tissue et al. 2024)")
     p.set_defaults(run=run)
@@ -166,12 +166,19 @@ def interval_basis(law) -> str:
 
 
 _CURVE_ONLY = (("--cool-data", "cool_data"), ("--run", "run_name"), ("--steps", "steps"))
+# The loss-curve flags with a default: None until the curve mode fills it in, so a flag given without
+# --curve-data is refused rather than ignored.
+CURVE_DEFAULTS = {"schedule": "wsd", "warmup": 0.0, "cooldown": 0.2, "cooldown_shape": "1-sqrt", "points": 11,
+                  "decay": str(DEFAULT_DECAY)}
 
 
 def run(args) -> int:
     if args.curve_data is not None:
+        for name, default in CURVE_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
         return run_curve(args)
-    for flag, name in _CURVE_ONLY:
+    for flag, name in _CURVE_ONLY + tuple((f"--{name.replace('_', '-')}", name) for name in CURVE_DEFAULTS):
         if getattr(args, name) is not None:
             raise PlannerInputError(f"{flag}: only with --curve-data (the loss-curve mode)")
     if args.params is None and args.active_params is None:

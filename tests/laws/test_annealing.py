@@ -123,6 +123,10 @@ def test_curve_cli_json(cli, laws_dir):
 @pytest.mark.parametrize("argv, flag", [
     (["--run", "x", "--params", "1B", "--tokens", "1T"], "--run"),
     (["--law", "epoch"], "--params"),
+    # The curve's schedule flags mean nothing for L(N, D): refused, not ignored (they were ignored).
+    *[(["--law", "epoch", "--params", "1B", "--tokens", "1T", flag, value], flag)
+      for flag, value in (("--schedule", "cosine"), ("--warmup", "0.1"), ("--cooldown", "0.3"),
+                          ("--cooldown-shape", "linear"), ("--points", "5"), ("--decay", "fit"))],
 ])
 def test_curve_cli_errors(cli, argv, flag):
     code, _, err = cli(["predict", *argv])
