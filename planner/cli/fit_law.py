@@ -16,7 +16,7 @@ from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.io import check_new_outputs
 from planner.laws.data import read_loss_data, read_moe_data
-from planner.laws.fit_report import DEFAULT_BUDGETS, drop_highest_loss, fit_and_report
+from planner.laws.fit_report import DEFAULT_BUDGETS, DEFAULT_HOLDOUT_FRACTION, drop_highest_loss, fit_and_report
 from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter, soundness_problem
 from planner.laws.forms import FORMS
 from planner.laws.law_file import save_law
@@ -62,8 +62,8 @@ def register(subparsers, name: str) -> None:
     unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed of the bootstrap resampling")
     unc.add_argument("--holdout-n-above", metavar="N",
                      help="hold out runs with more parameters than N (e.g. 600M)")
-    unc.add_argument("--holdout-fraction", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.1,
-                     help="otherwise hold out this fraction of the most expensive runs (default 0.1)")
+    unc.add_argument("--holdout-fraction", type=real_number(0.0, 1.0, low_open=True, high_open=True),
+                     help=f"otherwise hold out this fraction of the most expensive runs (default {DEFAULT_HOLDOUT_FRACTION})")
     unc.add_argument("--no-holdout", action="store_true", help="skip the extrapolation check")
     p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS),
                    help="compute budgets (FLOP, comma-separated) for the frontier table")
@@ -86,13 +86,17 @@ def run(args) -> int:
     data = read_loss_data(args.data, args.n_col, args.d_col, args.c_col, args.loss_col, args.run_col)
     data = drop_highest_loss(data, args.drop_highest_loss)
     budgets = [parse_count(b, "--budgets") for b in args.budgets.split(",") if b.strip()]
+    if args.no_holdout and (args.holdout_n_above is not None or args.holdout_fraction is not None):
+        flag = "--holdout-n-above" if args.holdout_n_above is not None else "--holdout-fraction"
+        raise PlannerInputError(f"{flag} chooses the runs held out, which --no-holdout skips: give one of them")
     holdout_n = None if args.holdout_n_above is None else parse_count(args.holdout_n_above, "--holdout-n-above")
+    holdout_fraction = DEFAULT_HOLDOUT_FRACTION if args.holdout_fraction is None else args.holdout_fraction
     from planner.cli.progress import Progress
 
     with Progress("fit-law: bootstrap", unit="refits", quiet=args.quiet) as progress:
         law, report = fit_and_report(
             data, fitter, n_bootstrap=args.bootstrap, level=args.level, budgets=budgets,
-            holdout_n_above=holdout_n, holdout_fraction=args.holdout_fraction, check_extrapolation=not args.no_holdout,
+            holdout_n_above=holdout_n, holdout_fraction=holdout_fraction, check_extrapolation=not args.no_holdout,
             seed=args.seed, name=args.name or f"fitted-{Path(args.data).stem}", n_definition=args.n_definition,
             progress=progress)
     report["data"]["dropped_highest_loss"] = args.drop_highest_loss
@@ -108,7 +112,9 @@ def run(args) -> int:
 def run_moe(args) -> int:
     """--form moe: fit Krajewski et al. 2024 eq. 9 (no bootstrap, holdout or frontier: the MoE frontier needs
     the routing FLOPs of eq. 10, not 6ND; compare with the published Table 1 instead)."""
-    for flag, given in (("--fix", args.fix), ("--tie", args.tie), ("--bound", args.bound)):
+    for flag, given in (("--fix", args.fix), ("--tie", args.tie), ("--bound", args.bound),
+                        ("--holdout-n-above", args.holdout_n_above), ("--holdout-fraction", args.holdout_fraction),
+                        ("--no-holdout", args.no_holdout)):
         if given:
             raise PlannerInputError(f"{flag}: not supported with --form moe")
     data, active, granularity = read_moe_data(args.data, args.n_col, args.active_col, args.granularity_col,

@@ -20,6 +20,8 @@ from planner.laws.forms import FORMS
 from planner.laws.holdout import extrapolation_error, heldout_runs
 
 DEFAULT_BUDGETS = (1e21, 1e22, 1e23, 1e24, 1e25)  # FLOP
+# Fraction of the most expensive runs held out for the extrapolation check when no N threshold is given.
+DEFAULT_HOLDOUT_FRACTION = 0.1
 WORST_RESIDUALS_SHOWN = 5
 
 
@@ -34,7 +36,7 @@ def drop_highest_loss(data: LossData, count: int) -> LossData:
 
 def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, level: float = 0.9,
                    budgets=DEFAULT_BUDGETS, holdout_n_above: float | None = None,
-                   holdout_fraction: float = 0.1, check_extrapolation: bool = True, seed: int = 0,
+                   holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION, check_extrapolation: bool = True, seed: int = 0,
                    name: str = "fitted", n_definition: str = "total", progress=None) -> tuple[LossLaw, dict]:
     try:
         fitter.fit(data.N, data.D, data.loss)
