@@ -44,8 +44,7 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--framework", metavar="STACK[,STACK]",
                         help="training stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other (a neutral "
                              "stack with every ZeRO-3 option), megascale, deepspeed-v0.3, llm-foundry (default "
-                             "megatron,deepspeed,fsdp); the plan "
-                             "names the stack it chose")
+                             "megatron,deepspeed,fsdp); the plan names the stack it chose")
     parser.add_argument("--flat-zero", action="store_true",
                         help="search flat ZeRO-3 only: without ZeRO++ hpZ or node-sized MiCS / HSDP shard groups, "
                              "which are tried by default where the data-parallel group spans nodes")

@@ -40,10 +40,11 @@ INT8_BYTES = 1.0  # qwZ: 8-bit weights (partition_parameters.py:805 `quantize(..
 INT4_BYTES = 0.5  # qgZ: 4-bit gradients (coalesced_collectives.py:57 `swizzle_quant(tensor, group, 4, ...)`)
 
 
-def rows_picker(batch, rows):
-    """a -> a at `rows`, for whole-batch arrays and scalars alike (broadcast first): what a sub-batch of
-    `batch.take(rows)` needs of the caller's arrays."""
-    return lambda a: np.broadcast_to(a, batch.tp.shape)[rows]
+def sub_batch(batch, rows):
+    """(sub, sub_fw, pick) for computing on `rows` only: the sub-batch `batch.take(rows)`, its framework
+    arrays, and pick: a -> a at `rows` for the caller's whole-batch arrays and scalars alike (broadcast first)."""
+    sub = batch.take(rows)
+    return sub, batch_framework_arrays(sub), lambda a: np.broadcast_to(a, batch.tp.shape)[rows]
 
 
 def hierarchical_rows(batch) -> np.ndarray:
@@ -140,9 +141,7 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_mb, m
     extra = np.zeros(len(batch))
     if not rows.size:
         return extra
-    sub = batch.take(rows)
-    sub_fw = batch_framework_arrays(sub)
-    pick = rows_picker(batch, rows)
+    sub, sub_fw, pick = sub_batch(batch, rows)
     w_, r_ = pick(w), pick(reduce_bytes)
     hbm_ = pick(hbm)
     layer = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm_)
@@ -200,8 +199,7 @@ def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     out = np.where(zero3, flat, out)
     rows = np.flatnonzero(hierarchical_rows(batch))  # the general case, on the rows that need it
     if rows.size:
-        sub, pick = batch.take(rows), rows_picker(batch, rows)
-        sub_fw = batch_framework_arrays(sub)
+        sub, sub_fw, pick = sub_batch(batch, rows)
         cross = zero3_unit_cross_node(sub, cluster, sub_fw, pick(w), pick(reduce_bytes), pick(params))
         replica_calls = np.where(sub_fw["replica_reduce_every_microbatch"] > 0, pick(m), 1.0)
         out[rows] = (pick(m) * (cross["forward"] + cross["backward"] + cross["scatter"])

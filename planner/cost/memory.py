@@ -87,6 +87,15 @@ def _stack(batch: CandidateBatch, stack: dict | None) -> dict:
     return batch_framework_arrays(batch) if stack is None else stack
 
 
+def _once_per_batch(batch: CandidateBatch, stack: dict | None, name: str, compute):
+    """compute(batch, stack), cached on the batch under `name` when `stack` is the batch's own (memory and step
+    time ask several times); another stack's is computed afresh. The cached arrays are shared: do not modify."""
+    own = batch_framework_arrays(batch)
+    if stack is None or stack is own:
+        return batch.cached(name, lambda b: compute(b, own))
+    return compute(batch, stack)
+
+
 def sharding_degree(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
     """Ranks the optimizer (and ZeRO-2/3 gradients, weights) are sharded over: dp, or dp x cp."""
     stack = _stack(batch, stack)
@@ -106,12 +115,8 @@ def state_sharding_degrees(batch: CandidateBatch, stack: dict | None = None) -> 
 
 def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
     """Bytes per parameter element: weights, sharded (ZeRO-3) weights, gradient buffer, gradient reduce
-    dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy). Computed once per batch for
-    its own stacks (memory and step time ask several times); the arrays are shared: do not modify them."""
-    own = batch_framework_arrays(batch)
-    if stack is None or stack is own:
-        return batch.cached("element_bytes", lambda b: _element_bytes(b, own))
-    return _element_bytes(batch, stack)
+    dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy); once per batch (_once_per_batch)."""
+    return _once_per_batch(batch, stack, "element_bytes", _element_bytes)
 
 
 def _element_bytes(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
@@ -134,10 +139,7 @@ def fp32_accumulation_rows(batch: CandidateBatch, stack: dict | None = None) -> 
     """Candidates whose stack adds each micro-batch's 16-bit gradients into an fp32 copy in a pass of its own
     (Framework.fp32_grad_accumulation_bytes > 0: DeepSpeed's BF16_Optimizer, which runs at ZeRO 0 and 1 only,
     runtime/engine.py:1316-1318, 1349-1350): 16-bit weights, gradients held in fp32."""
-    own = batch_framework_arrays(batch)
-    if stack is None or stack is own:
-        return batch.cached("fp32_accumulation_rows", lambda b: _fp32_accumulation_rows(b, own))
-    return _fp32_accumulation_rows(batch, stack)
+    return _once_per_batch(batch, stack, "fp32_accumulation_rows", _fp32_accumulation_rows)
 
 
 def _fp32_accumulation_rows(batch: CandidateBatch, stack: dict) -> np.ndarray:

@@ -539,11 +539,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                             reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
     if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
-        pick = hierarchy.rows_picker(batch, hierarchical)
-        sub = batch.take(hierarchical)
+        sub, sub_fw, pick = hierarchy.sub_batch(batch, hierarchical)
         bytes_moved = np.array(bytes_moved, dtype=float)
-        bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, batch_framework_arrays(sub), pick(w),
-                                                                pick(reduce_bytes), pick(params), pick(m))
+        bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, sub_fw, pick(w), pick(reduce_bytes),
+                                                                pick(params), pick(m))
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
 
 

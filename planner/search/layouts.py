@@ -181,7 +181,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     chosen = np.concatenate([np.tile(o, (len(r), 1)) for r, o in pairs]).reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f = chosen.T
-    keep = np.flatnonzero(((zero == 0) | (dp > 1)) & stack_runs(stacks, f, zero, offload, tp, pp, vpp, cp, dp))
+    keep = np.flatnonzero(((zero == 0) | (dp > 1)) & stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp))
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
     dp_kept = dp[keep]

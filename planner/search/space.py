@@ -167,7 +167,7 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     # ZeRO stages only differ when there is data parallelism to shard over; the rest is the stack's
     # (stack_runs: e.g. pipelining with ZeRO-1 at most on Megatron and DeepSpeed, ZeRO-3 on torchtitan).
     ok = np.flatnonzero(((dp > 1) | (zero == 0))
-                        & stack_runs(stacks, f, zero, offload, tp_p, pp_p, vpp[p_index], cp_p, dp, own_checked=True))
+                        & stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp))
     # Each kept (placement, option) once per (micro-batch, recompute).
     per = len(micro_choice)
     keep = np.repeat(ok, per)
@@ -210,22 +210,19 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
     }
 
 
-def stack_runs(stacks, stack_index, zero, offload, tp, pp, vpp, cp, dp, own_checked: bool = False) -> np.ndarray:
-    """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): its
-    ZeRO stages and offload modes (unless `own_checked`: the caller only made such rows), ZeRO with pipelining
-    up to its maximum, replicated data parallelism only where it allows it, interleaving, context, tensor and
-    pipeline parallelism where it has them. A property every stack shares costs nothing per row."""
+def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp) -> np.ndarray:
+    """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
+    with pipelining up to its maximum, replicated data parallelism only where it allows it, interleaving,
+    context, tensor and pipeline parallelism where it has them. The rows' ZeRO stage and offload mode are the
+    stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
+    layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
 
     def per_stack(attr):  # the rows' value of a stack property; a scalar when the stacks agree on it
         values = np.array([getattr(s, attr) for s in stacks])
         return values[0] if np.all(values == values[0]) else values[index]
 
-    ok = np.ones(index.shape, dtype=bool)
-    if not own_checked:
-        own = _stack_tables(stacks)
-        ok &= own["zero"][index, np.asarray(zero, dtype=np.intp)] & own["offload"][index, np.asarray(offload, dtype=np.intp)]
-    ok &= (pp == 1) | (zero <= per_stack("max_zero_with_pipeline"))
+    ok = (pp == 1) | (zero <= per_stack("max_zero_with_pipeline"))
     alone = per_stack("replicated_dp_alone")
     if np.any(alone):
         ok &= ~(alone & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))
