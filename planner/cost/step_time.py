@@ -22,7 +22,8 @@ the slowest stage sets the pace:
   pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
                    slowest stage, with p2p sends hidden where the framework overlaps them.
 Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded), and for
-PyTorch FSDP1 the flat-parameter passes over HBM (cast, assemble, divide the gradients; `flat_param`).
+PyTorch FSDP the HBM copies around its collectives (FSDP1's flat-parameter passes, FSDP2's copy-in/out;
+`shard_copies`).
 Mixture-of-experts layers (only in batches with MoE models; `cost/moe.py`) add, averaged over the layers,
 the experts' grouped GEMMs, the router and the token permutation, the dispatch/combine all-to-all over the
 ep group (exposed, or hidden behind the other micro-batch where the layout overlaps it), the experts'
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, flat_param, hierarchy, kernels, moe, offload, zero3_fetch
+from planner.cost import collectives, hierarchy, kernels, moe, offload, shard_copies, zero3_fetch
 from planner.cost.memory import activation_bytes_per_layer, element_bytes, fp32_accumulation_rows, state_sharding_degrees
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
@@ -749,9 +750,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     }
     if np.any(accumulate):
         parts["grad_accumulation"] = m * accumulate * pace_params
-    if (fw["flat_param_passes"] > 0).any():  # FSDP1's flat-parameter HBM passes (cost/flat_param.py)
-        parts["flat_param_passes"] = flat_param.seconds_per_step(
-            batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)
+    if shard_copies.has_copies(batch):  # FSDP's HBM copies around its collectives (cost/shard_copies.py)
+        parts["shard_copies"] = shard_copies.seconds_per_step(batch, w, element_bytes(batch, fw)["reduce"], params,
+                                                              m, hbm)
     if moe_layer is not None:
         expert_params = moe.expert_params_per_gpu(batch, dp_layers)
         expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)

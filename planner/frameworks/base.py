@@ -142,11 +142,10 @@ class Framework:
     # micro-batch's reduce-scatter (FSDP2 HSDP under torchtitan) rather than once at the accumulation
     # boundary (DeepSpeed MiCS, mics.py:432-440).
     replica_reduce_every_microbatch: bool = False
-    # PyTorch FSDP1 (FullyShardedDataParallel with FlatParameter): every micro-batch's backward makes extra
-    # HBM passes over each unit's whole unsharded gradient (assembled from the per-parameter views, cast to
-    # the reduce dtype, pre-divided) and over its shard (sharded parameter cast before each all-gather,
-    # post-divide, accumulation); bytes in cost/flat_param.py.
-    flat_param_passes: bool = False
+    # The HBM copies the stack's sharded data parallelism makes around its collectives (copy out of each
+    # all-gather, copy/cast into the reduce-scatter buffer, shard casts): a recipe of
+    # planner.cost.shard_copies.SHARD_COPY_RECIPES ("none", "fsdp1-flat-parameter", "fsdp2-per-parameter").
+    shard_copies: str = "none"
     # Tensor and pipeline parallelism (Composer 0.16 / llm-foundry v0.3 shard with FSDP alone).
     supports_tensor_parallel: bool = True
     supports_pipeline: bool = True

@@ -23,7 +23,7 @@ defaults are read at mosaicml/composer@28cc4ca (2023-10-13).
 - Prefetch: Composer's defaults backward_prefetch BACKWARD_POST, forward_prefetch False
   (composer/trainer/dist_strategy.py:135, 138); the yamls set limit_all_gathers: true, which caps FSDP1
   at two all-gathers in flight (torch `_limiter_utils._FreeEventQueue`): two units unsharded at once.
-- FlatParameter passes over HBM every micro-batch (cost/flat_param.py).
+- FlatParameter passes over HBM every micro-batch (cost/shard_copies.py).
 - Attention: the yamls' `attn_impl: triton` (scripts/train/yamls/pretrain/mpt-*.yaml; submit_benchmarks.py
   `--attn_impl` default 'triton'), llm-foundry's copy of FlashAttention's Triton kernel
   (llmfoundry/models/layers/flash_attn_triton.py on triton-pre-mlir): kernels ATTENTION_KERNELS "triton".
@@ -54,5 +54,5 @@ LLM_FOUNDRY = Framework(
     # HYBRID_SHARD all-reduces the reduce-scattered shard across replicas in each post-backward
     # (torch `_runtime_utils._reduce_grad`), every micro-batch (above).
     shard_groups=True, replica_reduce_every_microbatch=True,
-    flat_param_passes=True,
+    shard_copies="fsdp1-flat-parameter",
 )

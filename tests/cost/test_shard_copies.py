@@ -1,12 +1,13 @@
-"""FSDP1's flat-parameter HBM passes (planner/cost/flat_param.py) against the PyTorch code they count, and
-the llm-foundry stack that has them (planner/frameworks/llm_foundry.py)."""
+"""Sharded data parallelism's HBM copies (planner/cost/shard_copies.py) against the PyTorch code they count:
+FSDP1's flat-parameter passes (the llm-foundry stack, planner/frameworks/llm_foundry.py) and FSDP2's
+copy-in / copy-out (the fsdp stack, planner/frameworks/fsdp.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from planner.cost import flat_param
+from planner.cost import shard_copies
 from planner.cost.step_time import step_time
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout, single_batch
@@ -24,8 +25,8 @@ def _torch_predivide_factor(world_size: int) -> float:
 
 def test_predivide_factor_is_fsdp1s():
     worlds = np.arange(1, 2049)
-    np.testing.assert_array_equal(flat_param.predivide_factor(worlds), [_torch_predivide_factor(n) for n in worlds])
-    assert flat_param.predivide_factor(np.array([8, 32, 64, 128])).tolist() == [4.0, 8.0, 8.0, 16.0]
+    np.testing.assert_array_equal(shard_copies.predivide_factor(worlds), [_torch_predivide_factor(n) for n in worlds])
+    assert shard_copies.predivide_factor(np.array([8, 32, 64, 128])).tolist() == [4.0, 8.0, 8.0, 16.0]
 
 
 @pytest.mark.parametrize("reduce_bytes, unsharded", [(4.0, 18.0), (2.0, 8.0)])
@@ -33,11 +34,11 @@ def test_bytes_per_unsharded_element(reduce_bytes, unsharded):
     """bf16 parameters: assemble the flat gradient (2 + 2), cast to fp32 only when the reduce dtype differs
     (Composer DEFAULT: 2 + 4; PURE: none), pre-divide in place (r + r). The shard's passes are 1/N of a
     handful of bytes: at N = 1024 they add under 0.05 B."""
-    got = flat_param.hbm_bytes_per_element(1024, 2.0, reduce_bytes, 2.0, 1.0)
+    got = shard_copies.hbm_bytes_per_element(1024, 2.0, reduce_bytes, 2.0, 1.0)
     assert unsharded < got < unsharded + 0.05
     # Shard passes: 2 gathers x (4 + 2) cast, post-divide 2r, accumulation 3r (m - 1)/m.
     shard = 2 * 6.0 + 2 * reduce_bytes + 3 * reduce_bytes * 3 / 4
-    assert flat_param.hbm_bytes_per_element(8, 2.0, reduce_bytes, 2.0, 4.0) == pytest.approx(unsharded + shard / 8)
+    assert shard_copies.hbm_bytes_per_element(8, 2.0, reduce_bytes, 2.0, 4.0) == pytest.approx(unsharded + shard / 8)
 
 
 def _llm_foundry_13b(framework, micro_batches=3, zero=3):
@@ -54,22 +55,22 @@ def test_llm_foundry_step_charges_the_passes_and_only_it():
     parts = step_time(batch, cluster)["parts"]
     hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency
     # Every parameter of the model is gathered on each GPU (dp only): 3 micro-batches x bytes x params / HBM.
-    expected = 3 * flat_param.hbm_bytes_per_element(8, 2.0, 4.0, 2.0, 3.0) * model.total_params / hbm
-    assert parts["flat_param_passes"][0] == pytest.approx(expected, rel=1e-6)
-    assert 0.02 < parts["flat_param_passes"][0] / sum(parts.values())[0] < 0.2
+    expected = 3 * shard_copies.hbm_bytes_per_element(8, 2.0, 4.0, 2.0, 3.0) * model.total_params / hbm
+    assert parts["shard_copies"][0] == pytest.approx(expected, rel=1e-6)
+    assert 0.02 < parts["shard_copies"][0] / sum(parts.values())[0] < 0.2
     fsdp2, _ = _llm_foundry_13b("fsdp")
-    assert "flat_param_passes" not in step_time(fsdp2, cluster)["parts"]
+    assert "shard_copies" not in step_time(fsdp2, cluster)["parts"]
 
 
 def test_passes_grow_with_micro_batches_and_vanish_without_sharding():
     cluster = load_cluster("dgx-h100")
     one, _ = _llm_foundry_13b("llm-foundry", micro_batches=1)
     four, _ = _llm_foundry_13b("llm-foundry", micro_batches=4)
-    t1 = step_time(one, cluster)["parts"]["flat_param_passes"][0]
-    t4 = step_time(four, cluster)["parts"]["flat_param_passes"][0]
+    t1 = step_time(one, cluster)["parts"]["shard_copies"][0]
+    t4 = step_time(four, cluster)["parts"]["shard_copies"][0]
     assert t4 > 3.9 * t1
     ddp, _ = _llm_foundry_13b("llm-foundry", zero=0)
-    assert step_time(ddp, cluster)["parts"]["flat_param_passes"][0] == 0.0
+    assert step_time(ddp, cluster)["parts"]["shard_copies"][0] == 0.0
 
 
 def test_llm_foundry_runs_the_triton_attention_kernel_on_both_gpus():

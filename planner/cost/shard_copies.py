@@ -1,0 +1,126 @@
+"""The HBM copies sharded data parallelism makes around its collectives, per implementation: what the
+gathered weights, the gradients and the shards go through besides the all-gather and reduce-scatter
+themselves. Pure, vectorised.
+
+Each stack names its implementation (`Framework.shard_copies`, one of SHARD_COPY_RECIPES); a recipe gives
+the HBM bytes per unsharded parameter element per micro-batch, with w the parameter (gather) dtype bytes,
+r the reduce dtype bytes and N the sharding world. The copies are memory-bound and take the HBM time they
+would take alone (assumed for those on FSDP's side streams: a concurrent elementwise kernel does not find
+idle bandwidth beside a GEMM; FSDP2's run on the compute stream itself).
+
+PyTorch FSDP1 (FullyShardedDataParallel with FlatParameter), pytorch/pytorch v2.1 (the torch of
+mosaicml/llm-foundry@b2a43a1's benchmark image `mosaicml/pytorch:2.1.0_cu121`,
+scripts/train/benchmarking/sweep.sh), torch/distributed/fsdp (function names; the repository is too large
+to bring here for line numbers):
+- Unsharded gradient, every micro-batch's backward of every unit (sharded strategies), per element:
+  * assembly: the module's parameters are views of the flat parameter (`FlatParamHandle._use_unsharded_views`,
+    split + view), so autograd builds `flat_param.grad` by copying the per-parameter gradients into one
+    flat tensor (the backward of `split`): read w, write w;
+  * `_post_backward_hook` casts it to the reduce dtype when that differs from the parameter dtype
+    (`flat_param.grad.to(handle._reduce_dtype)`, Composer mixed_precision DEFAULT: bf16 -> fp32,
+    composer `mosaic_fsdp_utils.get_mixed_precision`): read w, write r;
+  * `_reduce_grad` divides it in place by the pre-divide factor before the reduce-scatter
+    (`_div_if_needed(padded_unsharded_grad, state._gradient_predivide_factor)`), factor > 1 unless the
+    world size is 1 (`_get_gradient_predivide_factor`: doubles while N % f == 0 and N / f > f): read r, write r.
+  The all-gather writes straight into the flat unsharded parameter the views read: no copy out.
+- Shard (1/N of the unit), per element: the fp32 shard cast to the parameter dtype before each all-gather
+  (`_use_low_precision_shard`: read 4, write w; forward and, with FULL_SHARD, backward), the post-divide
+  after the reduce-scatter (read r, write r, when N / f > 1) and the accumulation into the saved gradient
+  shard on every micro-batch after the first (`_accumulate_sharded_gradient`: read 2r, write r).
+
+PyTorch FSDP2 (fully_shard, per-parameter sharding; torchtitan's FSDP), torch 2.13.0 as installed here,
+torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py (line numbers of that file):
+- Every all-gather copies its output out into the per-parameter unsharded tensors the module reads
+  (`foreach_all_gather_copy_out` :431-518, `split_with_sizes_copy` :485-491, on the compute stream after
+  the gather's wait): read w, write w per unsharded element, per gather (forward, and backward again when
+  resharded after forward: ZeRO-3).
+- Every reduction copies the unsharded gradients into the reduce-scatter buffer in the reduce dtype
+  (`foreach_reduce` :603, `foreach_reduce_scatter_copy_in` :778-785, `torch._chunk_cat` with an output of
+  reduce_dtype: the cast is the copy): read w, write r, whether or not the dtypes differ. No division pass
+  for fp32 / bf16 reductions: NCCL's AVG does it (`_get_gradient_divide_factors` :812-870).
+- Shard (1/N), per element and gather: the fp32 shard cast to the parameter dtype with mixed precision
+  (`_get_param_all_gather_inputs` :382-428, `_foreach_copy_` into a flat param-dtype tensor: read 4, write
+  w) and copied into the all-gather input (`all_gather_copy_in` :263-276: read w, write w); per reduction:
+  the reduced shard cast back to the fp32 sharded dtype when the reduce dtype is narrower
+  (`_to_dtype_if_needed(reduce_output, orig_dtype)`, :696: read r, write 4) and added into the saved fp32
+  gradient on every micro-batch after the first (`sharded_param.grad._local_tensor += ...` :749: read 8, write 4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHARDED_PARAM_BYTES = 4.0  # FSDP1 and FSDP2 keep the sharded parameter (and its gradient) in fp32
+
+
+def predivide_factor(world) -> np.ndarray:
+    """FSDP1's gradient pre-divide factor for a world of N ranks (`_get_gradient_predivide_factor`)."""
+    world = np.asarray(world, dtype=float)
+    factor = np.ones_like(world)
+    for _ in range(64):  # doubles at most log2(N) times
+        grow = (np.mod(world, factor) == 0) & (world / factor > factor)
+        if not grow.any():
+            break
+        factor = np.where(grow, factor * 2.0, factor)
+    return factor
+
+
+def hbm_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches) -> np.ndarray:
+    """HBM bytes FSDP1 moves per unsharded parameter element per micro-batch (averaged over the step's
+    micro-batches), with w the parameter (gather) dtype bytes, r the reduce dtype bytes, N = world."""
+    world = np.asarray(world, dtype=float)
+    pre = predivide_factor(world)
+    unsharded = 2.0 * w + np.where(r != w, w + r, 0.0) + np.where(pre > 1.0, 2.0 * r, 0.0)
+    accumulate = 3.0 * r * (micro_batches - 1.0) / micro_batches
+    shard = (gathers_per_micro_batch * (SHARDED_PARAM_BYTES + w) + np.where(world / pre > 1.0, 2.0 * r, 0.0)
+             + accumulate)
+    return unsharded + shard / world
+
+
+def fsdp2_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches) -> np.ndarray:
+    """HBM bytes FSDP2 moves per unsharded parameter element per micro-batch (averaged over the step's
+    micro-batches): the copy out of every gather, the copy (and cast) into the reduce-scatter buffer, and the
+    shard's casts, copy-in and accumulation (module docstring)."""
+    world = np.asarray(world, dtype=float)
+    unsharded = gathers_per_micro_batch * 2.0 * w + (w + r)
+    cast_in = np.where(w < SHARDED_PARAM_BYTES, SHARDED_PARAM_BYTES + w, 0.0)
+    cast_out = np.where(r < SHARDED_PARAM_BYTES, r + SHARDED_PARAM_BYTES, 0.0)
+    accumulate = 3.0 * SHARDED_PARAM_BYTES * (micro_batches - 1.0) / micro_batches
+    shard = gathers_per_micro_batch * (cast_in + 2.0 * w) + cast_out + accumulate
+    return unsharded + shard / world
+
+
+# Framework.shard_copies names -> bytes per unsharded element per micro-batch (None: no such copies).
+SHARD_COPY_RECIPES = {
+    "none": None,
+    "fsdp1-flat-parameter": hbm_bytes_per_element,
+    "fsdp2-per-parameter": fsdp2_bytes_per_element,
+}
+
+
+def seconds_per_step(batch, w, r, params, m, hbm) -> np.ndarray:
+    """Seconds per step of the copies on the `params` one GPU gathers (the stage's), for the candidates
+    whose stack makes them, with sharded data parallelism (ZeRO 2 or 3) over more than one rank."""
+    from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
+
+    world = batch.dp * batch.cp
+    sharded = (world > 1) & (batch.zero >= 2)
+    gathers = np.where(batch.zero == 3, 2.0, 1.0)  # ZeRO-3 gathers again for backward; ZeRO-2 does not
+    stacks = batch.framework.astype(int)
+    seconds = np.zeros(len(batch))
+    for code in np.unique(stacks):
+        recipe = SHARD_COPY_RECIPES[FRAMEWORKS[FRAMEWORK_NAMES[code]].shard_copies]
+        rows = sharded & (stacks == code)
+        if recipe is None or not rows.any():
+            continue
+        per_micro_batch = recipe(world, w, r, gathers, m) * params / hbm
+        seconds = np.where(rows, m * per_micro_batch, seconds)
+    return seconds
+
+
+def has_copies(batch) -> bool:
+    """Whether any candidate's stack names a copy recipe (the step then reports a `shard_copies` part)."""
+    from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
+
+    return any(SHARD_COPY_RECIPES[FRAMEWORKS[FRAMEWORK_NAMES[code]].shard_copies] is not None
+               for code in np.unique(batch.framework.astype(int)))
