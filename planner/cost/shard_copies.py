@@ -44,6 +44,22 @@ torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py (line numbers of that f
   the reduced shard cast back to the fp32 sharded dtype when the reduce dtype is narrower
   (`_to_dtype_if_needed(reduce_output, orig_dtype)`, :696: read r, write 4) and added into the saved fp32
   gradient on every micro-batch after the first (`sharded_param.grad._local_tensor += ...` :749: read 8, write 4).
+
+DeepSpeed ZeRO-3 (DeepSpeed@38327e07, deepspeed/runtime/zero/stage3.py unless named), every micro-batch's
+gradient reduction, on its reduce_and_partition_stream, per unsharded element:
+- the gradient is copied into the contiguous bucket (`__add_grad_to_ipg_bucket` :1279-1288,
+  `contiguous_gradients` default True, zero/config.py:98): read w, write w;
+- cast to the communication dtype when it differs (`__avg_scatter_grads` :1376-1377): read w, write r;
+- `reduce_scatter_coalesced` (runtime/comm/coalesced_collectives.py) interleaves the bucket's tensors by
+  rank into one flat buffer (`torch.cat` :199; skipped only for a single tensor that divides evenly, and a
+  bucket of 5e8 elements, zero/config.py:109, holds many) and pre-divides it in place (`div_` :201):
+  read r, write r, twice;
+- shard (1/N): cast back from the communication dtype (:1397-1398) and copied (first micro-batch) or added
+  (later ones) into the fp32 gradient partition (`partition_grads` :1481-1487).
+Not charged: the copy out of a coalesced all-gather (partition_parameters.py:707, `torch.cat` of the rank
+partitions into each parameter), which runs only when one fetch gathers several parameters; a fetch of a
+single parameter gathers into its own buffer (:1246-1267), and how many parameters each of the
+prefetcher's calls holds is not modelled (cost/zero3_fetch.py, frameworks/deepspeed.py).
 """
 
 from __future__ import annotations
@@ -90,31 +106,51 @@ def fsdp2_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches)
     return unsharded + shard / world
 
 
-# Framework.shard_copies names -> bytes per unsharded element per micro-batch (None: no such copies).
+def deepspeed_zero3_bytes_per_element(world, w, r, micro_batches) -> np.ndarray:
+    """HBM bytes DeepSpeed ZeRO-3 moves per unsharded parameter element per micro-batch in its gradient
+    reduction (module docstring): bucket copy, cast when the communication dtype differs, interleave and
+    pre-divide; on the shard, the cast back and the copy or add into the fp32 partition."""
+    world = np.asarray(world, dtype=float)
+    unsharded = 2.0 * w + np.where(r != w, w + r, 0.0) + 4.0 * r
+    cast_back = np.where(r != w, r + w, 0.0)
+    into_partition = (r + SHARDED_PARAM_BYTES) / micro_batches + (r + 2.0 * SHARDED_PARAM_BYTES) * (
+        micro_batches - 1.0) / micro_batches
+    return unsharded + (cast_back + into_partition) / world
+
+
+# ZeRO-3 gathers each unit twice per micro-batch (forward, and backward after resharding), ZeRO-2 once.
+def _gathers(zero):
+    return np.where(zero == 3, 2.0, 1.0)
+
+
+# Framework.shard_copies names -> HBM bytes per unsharded parameter element per micro-batch, as a function of
+# (world, zero stage, w, r, micro-batches), for the ZeRO stages the implementation shards with (None: no
+# such copies).
 SHARD_COPY_RECIPES = {
     "none": None,
-    "fsdp1-flat-parameter": hbm_bytes_per_element,
-    "fsdp2-per-parameter": fsdp2_bytes_per_element,
+    "fsdp1-flat-parameter": lambda world, zero, w, r, m: np.where(
+        zero >= 2, hbm_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
+    "fsdp2-per-parameter": lambda world, zero, w, r, m: np.where(
+        zero >= 2, fsdp2_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
+    "deepspeed-zero3": lambda world, zero, w, r, m: np.where(
+        zero == 3, deepspeed_zero3_bytes_per_element(world, w, r, m), 0.0),
 }
 
 
 def seconds_per_step(batch, w, r, params, m, hbm) -> np.ndarray:
     """Seconds per step of the copies on the `params` one GPU gathers (the stage's), for the candidates
-    whose stack makes them, with sharded data parallelism (ZeRO 2 or 3) over more than one rank."""
+    whose stack makes them, with sharded data parallelism over more than one rank."""
     from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
 
     world = batch.dp * batch.cp
-    sharded = (world > 1) & (batch.zero >= 2)
-    gathers = np.where(batch.zero == 3, 2.0, 1.0)  # ZeRO-3 gathers again for backward; ZeRO-2 does not
     stacks = batch.framework.astype(int)
     seconds = np.zeros(len(batch))
     for code in np.unique(stacks):
         recipe = SHARD_COPY_RECIPES[FRAMEWORKS[FRAMEWORK_NAMES[code]].shard_copies]
-        rows = sharded & (stacks == code)
+        rows = (world > 1) & (stacks == code)
         if recipe is None or not rows.any():
             continue
-        per_micro_batch = recipe(world, w, r, gathers, m) * params / hbm
-        seconds = np.where(rows, m * per_micro_batch, seconds)
+        seconds = np.where(rows, m * recipe(world, batch.zero, w, r, m) * params / hbm, seconds)
     return seconds
 
 

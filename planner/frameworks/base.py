@@ -144,7 +144,8 @@ class Framework:
     replica_reduce_every_microbatch: bool = False
     # The HBM copies the stack's sharded data parallelism makes around its collectives (copy out of each
     # all-gather, copy/cast into the reduce-scatter buffer, shard casts): a recipe of
-    # planner.cost.shard_copies.SHARD_COPY_RECIPES ("none", "fsdp1-flat-parameter", "fsdp2-per-parameter").
+    # planner.cost.shard_copies.SHARD_COPY_RECIPES ("none", "fsdp1-flat-parameter", "fsdp2-per-parameter",
+    # "deepspeed-zero3").
     shard_copies: str = "none"
     # Tensor and pipeline parallelism (Composer 0.16 / llm-foundry v0.3 shard with FSDP alone).
     supports_tensor_parallel: bool = True

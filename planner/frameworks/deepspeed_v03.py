@@ -61,4 +61,7 @@ DEEPSPEED_V03 = replace(
     dtypes=frozenset({"fp16", "fp32"}),
     # No BF16_Optimizer before bf16 existed (it came with BigScience's BLOOM work in 2022).
     fp32_grad_accumulation_bytes=0.0,
+    # Its reduction predates reduce_scatter_coalesced (v0.3.14 stage3.py: a bucket copy :1461-1468 and an
+    # in-place divide :1510, per parameter): not modelled, about 1% of Narayanan21 Table 2's ZeRO-3 steps.
+    shard_copies="none",
 )

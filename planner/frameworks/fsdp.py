@@ -11,7 +11,10 @@ Sources: pytorch/torchtitan@b5bcd76c, pytorch/pytorch.
   fully_shard docs). Forward prefetches the next unit implicitly, backward explicitly: two units
   unsharded at once.
 - The shard mesh is dp_shard x cp (`torchtitan/distributed/parallel_dims.py`:225-228, 281).
-- torchtitan reduce-scatters every micro-batch (no `set_requires_gradient_sync(False)`, trainer.py:856-900).
+- torchtitan reduce-scatters every micro-batch (no `set_requires_gradient_sync(False)`, trainer.py:856-900),
+  also with ZeRO-2 (reshard_after_forward never: the parameters are resharded after each backward).
+- Around each collective FSDP2 copies on HBM: the gathered output out into the per-parameter tensors, the
+  gradients into the reduce-scatter buffer (cost/shard_copies.py, with file and line).
 - Async tensor parallelism `enable_async_tensor_parallel` (off by default, needs compile; configs.py:298-312);
   interleaved and zero-bubble schedules from torch.distributed.pipelining; context parallelism.
 """
@@ -36,7 +39,7 @@ FSDP = Framework(
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
-    dp_comm_overlap_default=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
+    dp_comm_overlap_default=True, zero2_reduces_every_microbatch=True, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=False,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
@@ -52,4 +55,7 @@ FSDP = Framework(
     # (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py `foreach_reduce`, all_reduce_group), and
     # torchtitan reduces every micro-batch (above).
     shard_groups=True, replica_reduce_every_microbatch=True,
+    # Per-parameter sharding copies every gather out into the parameters and every gradient into the
+    # reduce-scatter buffer (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py; cost/shard_copies.py).
+    shard_copies="fsdp2-per-parameter",
 )

@@ -43,11 +43,12 @@ def test_deepspeed_zero3_weak_scaling_is_flat_to_8192_gpus(h100, gpus):
     """DeepSpeed fetches Megatron-DeepSpeed's four weight modules per layer in a call each (coalesced,
     prefetched on its own stream: partitioned_param_coordinator.py). NCCL's ring all-gather latency grows
     with the ranks (tuning.cc), yet four calls per layer still fit behind the layer's compute at 8,192 GPUs:
-    within 10% of 128 GPUs, and never faster than FSDP's one call per layer."""
+    within 10% of 128 GPUs, and its exposed communication never below FSDP's one call per layer (the steps
+    also differ by each stack's HBM copies, cost/shard_copies.py)."""
     base = _zero3_70b(128, "deepspeed", h100)["step_time_s"]
-    step = _zero3_70b(gpus, "deepspeed", h100)["step_time_s"]
-    assert step / base == pytest.approx(1.0, abs=0.10)
-    assert step >= _zero3_70b(gpus, "fsdp", h100)["step_time_s"]
+    deepspeed = _zero3_70b(gpus, "deepspeed", h100)
+    assert deepspeed["step_time_s"] / base == pytest.approx(1.0, abs=0.10)
+    assert deepspeed["time"]["dp_comm_exposed"] >= _zero3_70b(gpus, "fsdp", h100)["time"]["dp_comm_exposed"]
 
 
 @pytest.mark.parametrize("framework", ["other", "fsdp"])

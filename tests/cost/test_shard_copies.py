@@ -49,7 +49,7 @@ def _llm_foundry_13b(framework, micro_batches=3, zero=3):
     return single_batch(model, layout), model
 
 
-def test_llm_foundry_step_charges_the_passes_and_only_it():
+def test_llm_foundry_step_charges_the_flat_parameter_passes():
     cluster = load_cluster("dgx-a100-80gb")
     batch, model = _llm_foundry_13b("llm-foundry")
     parts = step_time(batch, cluster)["parts"]
@@ -58,8 +58,9 @@ def test_llm_foundry_step_charges_the_passes_and_only_it():
     expected = 3 * shard_copies.hbm_bytes_per_element(8, 2.0, 4.0, 2.0, 3.0) * model.total_params / hbm
     assert parts["shard_copies"][0] == pytest.approx(expected, rel=1e-6)
     assert 0.02 < parts["shard_copies"][0] / sum(parts.values())[0] < 0.2
+    # FSDP2 (the fsdp stack) copies fewer bytes: no flat-gradient assembly, no pre-divide.
     fsdp2, _ = _llm_foundry_13b("fsdp")
-    assert "shard_copies" not in step_time(fsdp2, cluster)["parts"]
+    assert 0.0 < step_time(fsdp2, cluster)["parts"]["shard_copies"][0] < parts["shard_copies"][0]
 
 
 def test_passes_grow_with_micro_batches_and_vanish_without_sharding():
@@ -81,3 +82,126 @@ def test_llm_foundry_runs_the_triton_attention_kernel_on_both_gpus():
         foundry, _ = _llm_foundry_13b("llm-foundry")
         fsdp2, _ = _llm_foundry_13b("fsdp")
         assert step_time(foundry, cluster)["parts"]["forward"][0] > step_time(fsdp2, cluster)["parts"]["forward"][0]
+
+
+def test_fsdp2_bytes_per_unsharded_element():
+    """bf16 gathers, fp32 reduction (torchtitan's mixed precision): two copy-outs of the gathered weights at
+    ZeRO-3 (2 x (2 + 2)), one copy-with-cast into the reduce-scatter buffer (2 + 4); one copy-out at ZeRO-2.
+    The shard's passes are 1/N: two casts fp32 -> bf16 (4 + 2) and copy-ins (2 + 2), accumulation 3 x 4 on
+    all micro-batches but the first; a bf16 reduction adds the cast of the reduced shard back to fp32."""
+    assert shard_copies.fsdp2_bytes_per_element(1 << 20, 2.0, 4.0, 2.0, 1.0) == pytest.approx(14.0, abs=1e-4)
+    assert shard_copies.fsdp2_bytes_per_element(1 << 20, 2.0, 4.0, 1.0, 1.0) == pytest.approx(10.0, abs=1e-4)
+    shard = 2 * (6.0 + 4.0) + 12.0 * 3 / 4
+    assert shard_copies.fsdp2_bytes_per_element(8, 2.0, 4.0, 2.0, 4.0) == pytest.approx(14.0 + shard / 8)
+    # bf16 reduction: the copy into the buffer is 2 + 2, the reduced shard is cast back (2 + 4).
+    assert shard_copies.fsdp2_bytes_per_element(8, 2.0, 2.0, 2.0, 1.0) == pytest.approx(12.0 + (2 * 10.0 + 6.0) / 8)
+
+
+def test_fsdp_stack_charges_fsdp2_copies():
+    cluster = load_cluster("dgx-h100")
+    batch, model = _llm_foundry_13b("fsdp", micro_batches=2)
+    parts = step_time(batch, cluster)["parts"]
+    hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency
+    expected = 2 * shard_copies.fsdp2_bytes_per_element(8, 2.0, 4.0, 2.0, 2.0) * model.total_params / hbm
+    assert parts["shard_copies"][0] == pytest.approx(expected, rel=1e-6)
+    zero2, _ = _llm_foundry_13b("fsdp", micro_batches=2, zero=2)
+    assert 0.0 < step_time(zero2, cluster)["parts"]["shard_copies"][0] < parts["shard_copies"][0]
+    ddp, _ = _llm_foundry_13b("fsdp", zero=0)
+    assert step_time(ddp, cluster)["parts"]["shard_copies"][0] == 0.0
+
+
+FSDP2_PROBE = r"""
+import json, os, sys, torch, torch.distributed as dist
+from torch.distributed.fsdp import fully_shard, MixedPrecisionPolicy
+from torch.profiler import profile, ProfilerActivity
+
+def run(rank, world, port, reshard, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    blocks = [torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)) for _ in range(3)]
+    model = torch.nn.Sequential(*blocks)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in blocks:
+        fully_shard(block, mp_policy=policy, reshard_after_forward=reshard)
+    fully_shard(model, mp_policy=policy, reshard_after_forward=reshard)
+    x = torch.randn(8, 64)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        model(x).sum().backward()
+    if rank == 0:
+        counts = {"copy_out": 0, "reduce_copy_in": 0}
+        for event in prof.events():
+            if event.name == "fsdp::split_with_sizes_copy":  # input: the gather output, (world, shard)
+                counts["copy_out"] += event.input_shapes[0][0] * event.input_shapes[0][1]
+            elif event.name == "fsdp::chunk_cat":  # output: the reduce-scatter buffer, (world, shard)
+                counts["reduce_copy_in"] += event.input_shapes[-1][0] * event.input_shapes[-1][1]
+        counts["params"] = sum(p.numel() for p in model.parameters())
+        with open(out, "w") as handle:
+            json.dump(counts, handle)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    port, reshard, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+    torch.multiprocessing.spawn(run, args=(2, port, reshard, out), nprocs=2)
+"""
+
+
+@pytest.mark.parametrize("zero, reshard", [(3, "1"), (2, "0")])
+def test_fsdp2_copies_are_what_torch_runs(tmp_path, zero, reshard):
+    """The recipe's passes, counted in the real fully_shard (the installed torch, 2 ranks on gloo): one forward
+    and backward of three bf16/fp32 mixed-precision units copies every gathered element out once per gather
+    (twice at ZeRO-3: reshard_after_forward=True; once at ZeRO-2) and every gradient element once into the
+    reduce-scatter buffer. The blocks' sizes divide by 2, so nothing is padded."""
+    pytest.importorskip("torch.distributed.fsdp")
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    out = tmp_path / "counts.json"
+    script = tmp_path / "probe.py"
+    script.write_text(FSDP2_PROBE)
+    subprocess.run([sys.executable, str(script), port, reshard, str(out)], check=True, capture_output=True,
+                   timeout=300)
+    counts = json.loads(out.read_text())
+    gathers = 2.0 if zero == 3 else 1.0
+    params = counts["params"]
+    assert counts["copy_out"] == gathers * params
+    assert counts["reduce_copy_in"] == params
+    # Those elements at the recipe's dtypes are the recipe's unsharded bytes (its shard terms are 1/N).
+    w, r = 2.0, 4.0
+    observed = counts["copy_out"] * 2 * w + counts["reduce_copy_in"] * (w + r)
+    assert shard_copies.fsdp2_bytes_per_element(1 << 30, w, r, gathers, 1.0) * params == pytest.approx(observed)
+
+
+def test_deepspeed_zero3_bytes_per_unsharded_element():
+    """bf16 gradients reduced in bf16 (DeepSpeed's default communication dtype): bucket copy (2 + 2),
+    interleave (2 + 2) and pre-divide (2 + 2); with fp32 communication a cast (2 + 4) and both passes in 4
+    bytes. Shard (1/N): copied into the fp32 partition on the first micro-batch (2 + 4), added on later
+    ones (2 + 8), and cast back first when communicated in fp32."""
+    assert shard_copies.deepspeed_zero3_bytes_per_element(1 << 30, 2.0, 2.0, 1.0) == pytest.approx(12.0, abs=1e-6)
+    assert shard_copies.deepspeed_zero3_bytes_per_element(1 << 30, 2.0, 4.0, 1.0) == pytest.approx(26.0, abs=1e-6)
+    shard = 6.0 / 4 + 10.0 * 3 / 4
+    assert shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 4.0) == pytest.approx(12.0 + shard / 8)
+
+
+def test_deepspeed_charges_its_copies_at_zero3_only():
+    """The recipe is stage 3's reduction (stage3.py); stages 1 and 2 run stage_1_and_2.py, not counted here."""
+    cluster = load_cluster("dgx-h100")
+    model = make_model(layers=40, hidden=5120, heads=40, vocab=50368, seq_len=2048)
+    parts = {zero: step_time(single_batch(model, Layout(dp=8, zero=zero, micro_batch=2, global_batch=32,
+                                                        framework="deepspeed")), cluster)["parts"]
+             for zero in (2, 3)}
+    hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency
+    expected = 2 * shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 2.0) * model.total_params / hbm
+    assert parts[3]["shard_copies"][0] == pytest.approx(expected, rel=1e-6)
+    assert parts[2]["shard_copies"][0] == 0.0
+
+
+def test_every_stack_names_a_known_recipe():
+    from planner.frameworks import FRAMEWORKS
+
+    assert {stack.shard_copies for stack in FRAMEWORKS.values()} <= set(shard_copies.SHARD_COPY_RECIPES)

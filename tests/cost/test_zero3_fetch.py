@@ -100,7 +100,7 @@ def test_table2_rows_ran_deepspeed_v03(table2):
 def test_only_the_data_parallel_part_differs_from_todays_deepspeed(table2):
     old, new = _step(table2[12], "deepspeed-v0.3"), _step(table2[12], "deepspeed")
     for part, seconds in new["time"].items():
-        if part != "dp_comm_exposed":
+        if part not in ("dp_comm_exposed", "shard_copies"):  # today's DeepSpeed also copies (cost/shard_copies.py)
             assert old["time"][part] == pytest.approx(seconds), part
     assert old["time"]["dp_comm_exposed"] > new["time"]["dp_comm_exposed"]
     assert old["memory"]["total_bytes"] == new["memory"]["total_bytes"]
@@ -134,8 +134,8 @@ def test_doubling_the_gpus_shrinks_the_step_less_than_with_coalesced_collectives
 
 
 @pytest.mark.xfail(strict=True, reason="measured with deepspeed-v0.3: -28.8%, -48.2%, -49.0% (175B on 384, 768, 1,536) "
-                                       "and -28.5%, -37.4%, -51.6% (530B on 640, 1,120, 2,240); today's deepspeed: -33.1% "
-                                       "to -78.9%. Not modelled: the GPU side of the per-rank copies, "
+                                       "and -28.5%, -37.4%, -51.6% (530B on 640, 1,120, 2,240); today's deepspeed: -31.3% "
+                                       "to -76.7%. Not modelled: the GPU side of the per-rank copies, "
                                        "torch.distributed.get_rank per rank in the gather loop, NCCL 2.8's own latencies")
 def test_table2_zero3_rows_within_15_percent(table2):
     """Narayanan et al. SC21 Table 2 (ZeRO-3 without model parallelism), step time within 15%."""
