@@ -535,9 +535,13 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     param_gather = _only_where(sharded_12, collectives.all_gather_time, gathered_bytes, shard_links, calls=buckets, **kw)
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
-    exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, param_gather, 0.0))
+    # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
+    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0), m, 1.0)
+    reductions = np.where(every_mb, m, 1.0)
+    exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, gathers * param_gather, 0.0))
     bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params + regathered_bytes],
-                            reduce_bytes * params * np.where(zero == 0, 2.0, 1.0) + np.where(zero >= 1, gathered_bytes, 0.0))
+                            reduce_bytes * params * np.where(zero == 0, 2.0, reductions)
+                            + np.where(zero >= 1, gathers * gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
     if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
         sub, sub_fw, pick = hierarchy.sub_batch(batch, hierarchical)

@@ -142,6 +142,11 @@ class Framework:
     # micro-batch's reduce-scatter (FSDP2 HSDP under torchtitan) rather than once at the accumulation
     # boundary (DeepSpeed MiCS, mics.py:432-440).
     replica_reduce_every_microbatch: bool = False
+    # ZeRO-2 keeps only a shard of the parameters between micro-batches and all-gathers them again before every
+    # micro-batch's forward (FSDP's SHARD_GRAD_OP / reshard_after_forward=False: resharded after backward),
+    # rather than once after the optimizer step (Megatron's distributed optimizer and Megatron-FSDP
+    # optim_grads, DeepSpeed ZeRO-2: the 16-bit parameters stay whole).
+    zero2_gathers_every_microbatch: bool = False
     # The HBM copies the stack's sharded data parallelism makes around its collectives (copy out of each
     # all-gather, copy/cast into the reduce-scatter buffer, shard casts): a recipe of
     # planner.cost.shard_copies.SHARD_COPY_RECIPES ("none", "fsdp1-flat-parameter", "fsdp2-per-parameter",

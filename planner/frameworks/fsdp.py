@@ -58,4 +58,7 @@ FSDP = Framework(
     # Per-parameter sharding copies every gather out into the parameters and every gradient into the
     # reduce-scatter buffer (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py; cost/shard_copies.py).
     shard_copies="fsdp2-per-parameter",
+    # ZeRO-2 = reshard_after_forward False: FSDPParamGroup reshards after backward (reshard_after_backward
+    # defaults True, torch 2.13 _fully_shard/_fsdp_param_group.py:223, 637), so each micro-batch gathers again.
+    zero2_gathers_every_microbatch=True,
 )

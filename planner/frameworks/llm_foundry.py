@@ -55,4 +55,7 @@ LLM_FOUNDRY = Framework(
     # (torch `_runtime_utils._reduce_grad`), every micro-batch (above).
     shard_groups=True, replica_reduce_every_microbatch=True,
     shard_copies="fsdp1-flat-parameter",
+    # SHARD_GRAD_OP frees the unsharded parameters after backward (torch `_runtime_utils._post_backward_reshard`):
+    # every micro-batch's forward all-gathers them again.
+    zero2_gathers_every_microbatch=True,
 )

@@ -183,3 +183,20 @@ def test_unfused_attention_backward_is_two_forwards_flash_two_and_a_half(a100):
     """FlashAttention recomputes the scores in backward (5 products to 2: 2.5x); the unfused path keeps P
     (4 to 2: 2x). With the same per-direction efficiency the ratio of backward to forward shows it."""
     assert kernels.BACKWARD_FLOPS_RATIO == 2.5
+
+
+def test_fsdp_zero2_gathers_and_reduces_every_micro_batch(h100):
+    """FSDP's ZeRO-2 (reshard_after_forward=False) reshards after each backward and torchtitan reduces every
+    micro-batch: with 4 micro-batches it moves 4 all-gathers and 4 reduce-scatters of the model; Megatron's
+    ZeRO-2 (Megatron-FSDP optim_grads) gathers once after the step; DeepSpeed's ZeRO-2 reduces every
+    micro-batch and gathers once."""
+    model = make_model(layers=16, hidden=4096, heads=32, vocab=32000, seq_len=4096)
+
+    def dp_bytes(framework):
+        layout = Layout(dp=64, zero=2, micro_batch=1, global_batch=256, framework=framework)
+        return simulate(model, layout, h100)["comm_bytes_per_step"]["dp"]
+
+    params = model.total_params
+    assert dp_bytes("fsdp") == pytest.approx(4 * (4.0 + 2.0) * params, rel=1e-5)  # fp32 reduce, bf16 gather
+    assert dp_bytes("megatron") == pytest.approx(4 * 4.0 * params + 2.0 * params, rel=1e-5)
+    assert dp_bytes("deepspeed") == pytest.approx(4 * 2.0 * params + 2.0 * params, rel=1e-5)
