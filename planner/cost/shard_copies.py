@@ -66,6 +66,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
+
 SHARDED_PARAM_BYTES = 4.0  # FSDP1 and FSDP2 keep the sharded parameter (and its gradient) in fp32
 
 
@@ -81,7 +83,7 @@ def predivide_factor(world) -> np.ndarray:
     return factor
 
 
-def hbm_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches) -> np.ndarray:
+def fsdp1_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches) -> np.ndarray:
     """HBM bytes FSDP1 moves per unsharded parameter element per micro-batch (averaged over the step's
     micro-batches), with w the parameter (gather) dtype bytes, r the reduce dtype bytes, N = world."""
     world = np.asarray(world, dtype=float)
@@ -129,7 +131,7 @@ def _gathers(zero):
 SHARD_COPY_RECIPES = {
     "none": None,
     "fsdp1-flat-parameter": lambda world, zero, w, r, m: np.where(
-        zero >= 2, hbm_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
+        zero >= 2, fsdp1_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
     "fsdp2-per-parameter": lambda world, zero, w, r, m: np.where(
         zero >= 2, fsdp2_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
     "deepspeed-zero3": lambda world, zero, w, r, m: np.where(
@@ -140,8 +142,6 @@ SHARD_COPY_RECIPES = {
 def seconds_per_step(batch, w, r, params, m, hbm) -> np.ndarray:
     """Seconds per step of the copies on the `params` one GPU gathers (the stage's), for the candidates
     whose stack makes them, with sharded data parallelism over more than one rank."""
-    from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
-
     world = batch.dp * batch.cp
     stacks = batch.framework.astype(int)
     seconds = np.zeros(len(batch))
@@ -156,7 +156,5 @@ def seconds_per_step(batch, w, r, params, m, hbm) -> np.ndarray:
 
 def has_copies(batch) -> bool:
     """Whether any candidate's stack names a copy recipe (the step then reports a `shard_copies` part)."""
-    from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
-
     return any(SHARD_COPY_RECIPES[FRAMEWORKS[FRAMEWORK_NAMES[code]].shard_copies] is not None
                for code in np.unique(batch.framework.astype(int)))

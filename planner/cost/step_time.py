@@ -22,8 +22,8 @@ the slowest stage sets the pace:
   pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
                    slowest stage, with p2p sends hidden where the framework overlaps them.
 Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded), and for
-PyTorch FSDP the HBM copies around its collectives (FSDP1's flat-parameter passes, FSDP2's copy-in/out;
-`shard_copies`).
+sharded data parallelism the HBM copies around its collectives (FSDP1's flat-parameter passes, FSDP2's
+copy-in/out, DeepSpeed ZeRO-3's gradient bucket; `shard_copies`).
 Mixture-of-experts layers (only in batches with MoE models; `cost/moe.py`) add, averaged over the layers,
 the experts' grouped GEMMs, the router and the token permutation, the dispatch/combine all-to-all over the
 ep group (exposed, or hidden behind the other micro-batch where the layout overlaps it), the experts'

@@ -34,11 +34,11 @@ def test_bytes_per_unsharded_element(reduce_bytes, unsharded):
     """bf16 parameters: assemble the flat gradient (2 + 2), cast to fp32 only when the reduce dtype differs
     (Composer DEFAULT: 2 + 4; PURE: none), pre-divide in place (r + r). The shard's passes are 1/N of a
     handful of bytes: at N = 1024 they add under 0.05 B."""
-    got = shard_copies.hbm_bytes_per_element(1024, 2.0, reduce_bytes, 2.0, 1.0)
+    got = shard_copies.fsdp1_bytes_per_element(1024, 2.0, reduce_bytes, 2.0, 1.0)
     assert unsharded < got < unsharded + 0.05
     # Shard passes: 2 gathers x (4 + 2) cast, post-divide 2r, accumulation 3r (m - 1)/m.
     shard = 2 * 6.0 + 2 * reduce_bytes + 3 * reduce_bytes * 3 / 4
-    assert shard_copies.hbm_bytes_per_element(8, 2.0, reduce_bytes, 2.0, 4.0) == pytest.approx(unsharded + shard / 8)
+    assert shard_copies.fsdp1_bytes_per_element(8, 2.0, reduce_bytes, 2.0, 4.0) == pytest.approx(unsharded + shard / 8)
 
 
 def _llm_foundry_13b(framework, micro_batches=3, zero=3):
@@ -55,7 +55,7 @@ def test_llm_foundry_step_charges_the_flat_parameter_passes():
     parts = step_time(batch, cluster)["parts"]
     hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency
     # Every parameter of the model is gathered on each GPU (dp only): 3 micro-batches x bytes x params / HBM.
-    expected = 3 * shard_copies.hbm_bytes_per_element(8, 2.0, 4.0, 2.0, 3.0) * model.total_params / hbm
+    expected = 3 * shard_copies.fsdp1_bytes_per_element(8, 2.0, 4.0, 2.0, 3.0) * model.total_params / hbm
     assert parts["shard_copies"][0] == pytest.approx(expected, rel=1e-6)
     assert 0.02 < parts["shard_copies"][0] / sum(parts.values())[0] < 0.2
     # FSDP2 (the fsdp stack) copies fewer bytes: no flat-gradient assembly, no pre-divide.
