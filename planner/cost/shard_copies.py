@@ -56,6 +56,13 @@ gradient reduction, on its reduce_and_partition_stream, per unsharded element:
   read r, write r, twice;
 - shard (1/N): cast back from the communication dtype (:1397-1398) and copied (first micro-batch) or added
   (later ones) into the fp32 gradient partition (`partition_grads` :1481-1487).
+DeepSpeed ZeRO-2 (deepspeed/runtime/zero/stage_1_and_2.py at the same commit), every micro-batch's reduction
+(its backward hooks), per element: the gradient copied into the contiguous bucket
+(`reduce_independent_p_g_buckets_and_remove_grads` :960-963, `contiguous_gradients` default True) and divided in
+place before the reduce (`average_tensor` :1122): read w, write w, twice; the rank's own partition copied into
+its gradient buffer (`copy_grads_in_partition` :1359-1361, 1/N). ZeRO-1 runs the same once per step (under
+0.1% of a step; not charged), and bf16 with fp32 accumulation at ZeRO-1 is the BF16_Optimizer
+(frameworks/deepspeed.py `fp32_grad_accumulation_bytes`).
 Not charged: the copy out of a coalesced all-gather (partition_parameters.py:707, `torch.cat` of the rank
 partitions into each parameter), which runs only when one fetch gathers several parameters; a fetch of a
 single parameter gathers into its own buffer (:1246-1267), and how many parameters each of the
@@ -120,6 +127,12 @@ def deepspeed_zero3_bytes_per_element(world, w, r, micro_batches) -> np.ndarray:
     return unsharded + (cast_back + into_partition) / world
 
 
+def deepspeed_zero2_bytes_per_element(world, w) -> np.ndarray:
+    """HBM bytes DeepSpeed ZeRO-2 moves per parameter element per micro-batch in its gradient reduction (module
+    docstring): bucket copy and in-place divide, and the copy of the rank's partition."""
+    return 4.0 * w + 2.0 * w / np.asarray(world, dtype=float)
+
+
 # ZeRO-3 gathers each unit twice per micro-batch (forward, and backward after resharding), ZeRO-2 once.
 def _gathers(zero):
     return np.where(zero == 3, 2.0, 1.0)
@@ -134,8 +147,9 @@ SHARD_COPY_RECIPES = {
         zero >= 2, fsdp1_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
     "fsdp2-per-parameter": lambda world, zero, w, r, m: np.where(
         zero >= 2, fsdp2_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
-    "deepspeed-zero3": lambda world, zero, w, r, m: np.where(
-        zero == 3, deepspeed_zero3_bytes_per_element(world, w, r, m), 0.0),
+    "deepspeed": lambda world, zero, w, r, m: np.select(
+        [zero == 3, zero == 2],
+        [deepspeed_zero3_bytes_per_element(world, w, r, m), deepspeed_zero2_bytes_per_element(world, w)], 0.0),
 }
 
 

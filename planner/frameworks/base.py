@@ -150,7 +150,7 @@ class Framework:
     # The HBM copies the stack's sharded data parallelism makes around its collectives (copy out of each
     # all-gather, copy/cast into the reduce-scatter buffer, shard casts): a recipe of
     # planner.cost.shard_copies.SHARD_COPY_RECIPES ("none", "fsdp1-flat-parameter", "fsdp2-per-parameter",
-    # "deepspeed-zero3").
+    # "deepspeed").
     shard_copies: str = "none"
     # Tensor and pipeline parallelism (Composer 0.16 / llm-foundry v0.3 shard with FSDP alone).
     supports_tensor_parallel: bool = True

@@ -77,6 +77,6 @@ DEEPSPEED = Framework(
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,
     p2p_gather_after_recv=True,
     fp32_grad_accumulation_bytes=18.0,  # BF16_Optimizer's cast + add per micro-batch (module docstring)
-    # ZeRO-3's gradient bucket copy, interleave and pre-divide every micro-batch (cost/shard_copies.py).
-    shard_copies="deepspeed-zero3",
+    # ZeRO-2's and ZeRO-3's gradient bucket copies and divides every micro-batch (cost/shard_copies.py).
+    shard_copies="deepspeed",
 )

@@ -188,17 +188,19 @@ def test_deepspeed_zero3_bytes_per_unsharded_element():
     assert shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 4.0) == pytest.approx(12.0 + shard / 8)
 
 
-def test_deepspeed_charges_its_copies_at_zero3_only():
-    """The recipe is stage 3's reduction (stage3.py); stages 1 and 2 run stage_1_and_2.py, not counted here."""
+def test_deepspeed_charges_its_zero2_and_zero3_copies():
+    """Stage 3's reduction (stage3.py) and stage 2's (stage_1_and_2.py: bucket copy and divide, 4 bytes per bf16
+    element, plus the rank's partition); stage 1 reduces once per step and is not charged."""
     cluster = load_cluster("dgx-h100")
     model = make_model(layers=40, hidden=5120, heads=40, vocab=50368, seq_len=2048)
     parts = {zero: step_time(single_batch(model, Layout(dp=8, zero=zero, micro_batch=2, global_batch=32,
                                                         framework="deepspeed")), cluster)["parts"]
-             for zero in (2, 3)}
+             for zero in (1, 2, 3)}
     hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency
     expected = 2 * shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 2.0) * model.total_params / hbm
     assert parts[3]["shard_copies"][0] == pytest.approx(expected, rel=1e-6)
-    assert parts[2]["shard_copies"][0] == 0.0
+    assert parts[2]["shard_copies"][0] == pytest.approx(2 * (8.0 + 4.0 / 8) * model.total_params / hbm, rel=1e-6)
+    assert parts[1]["shard_copies"][0] == 0.0
 
 
 def test_every_stack_names_a_known_recipe():
