@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.cost.memory import sharding_degree
 from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
 
 SHARDED_PARAM_BYTES = 4.0  # FSDP1 and FSDP2 keep the sharded parameter (and its gradient) in fp32
@@ -153,22 +154,23 @@ SHARD_COPY_RECIPES = {
 }
 
 
-def seconds_per_step(batch, w, r, params, m, hbm) -> np.ndarray:
+# Each stack's recipe, by framework code (the order of FRAMEWORK_NAMES).
+_RECIPE_OF_STACK = tuple(SHARD_COPY_RECIPES[FRAMEWORKS[name].shard_copies] for name in FRAMEWORK_NAMES)
+
+
+def seconds_per_step(batch, stack, w, r, params, m, hbm) -> np.ndarray | None:
     """Seconds per step of the copies on the `params` one GPU gathers (the stage's), for the candidates
-    whose stack makes them, with sharded data parallelism over more than one rank."""
-    world = batch.dp * batch.cp
-    stacks = batch.framework.astype(int)
+    whose stack makes them, with sharded data parallelism over more than one rank; None when no stack of
+    the batch makes any (the step then has no `shard_copies` part). `stack`: the batch's framework arrays."""
+    codes = batch.framework.astype(int)
+    present = np.flatnonzero(np.bincount(codes, minlength=len(FRAMEWORK_NAMES)))  # O(n), unlike np.unique
+    recipes = [(code, _RECIPE_OF_STACK[code]) for code in present if _RECIPE_OF_STACK[code] is not None]
+    if not recipes:
+        return None
+    world = sharding_degree(batch, stack)
     seconds = np.zeros(len(batch))
-    for code in np.unique(stacks):
-        recipe = SHARD_COPY_RECIPES[FRAMEWORKS[FRAMEWORK_NAMES[code]].shard_copies]
-        rows = (world > 1) & (stacks == code)
-        if recipe is None or not rows.any():
-            continue
-        seconds = np.where(rows, m * recipe(world, batch.zero, w, r, m) * params / hbm, seconds)
+    for code, recipe in recipes:
+        rows = (world > 1) & (codes == code)
+        if rows.any():
+            seconds = np.where(rows, m * recipe(world, batch.zero, w, r, m) * params / hbm, seconds)
     return seconds
-
-
-def has_copies(batch) -> bool:
-    """Whether any candidate's stack names a copy recipe (the step then reports a `shard_copies` part)."""
-    return any(SHARD_COPY_RECIPES[FRAMEWORKS[FRAMEWORK_NAMES[code]].shard_copies] is not None
-               for code in np.unique(batch.framework.astype(int)))

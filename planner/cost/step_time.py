@@ -754,9 +754,10 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     }
     if np.any(accumulate):
         parts["grad_accumulation"] = m * accumulate * pace_params
-    if shard_copies.has_copies(batch):  # FSDP's HBM copies around its collectives (cost/shard_copies.py)
-        parts["shard_copies"] = shard_copies.seconds_per_step(batch, w, element_bytes(batch, fw)["reduce"], params,
-                                                              m, hbm)
+    # The HBM copies sharded data parallelism makes around its collectives (cost/shard_copies.py).
+    copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)
+    if copies is not None:
+        parts["shard_copies"] = copies
     if moe_layer is not None:
         expert_params = moe.expert_params_per_gpu(batch, dp_layers)
         expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)
