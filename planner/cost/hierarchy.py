@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives
-from planner.cost.memory import element_bytes, sharding_degree, state_sharding_degrees
+from planner.cost.memory import element_bytes, sharding_degree, state_sharding_degrees, unsharded_through_step
 from planner.frameworks import batch_framework_arrays
 
 INT8_BYTES = 1.0  # qwZ: 8-bit weights (partition_parameters.py:805 `quantize(..., groups, 8, Symmetric)`)
@@ -131,12 +131,14 @@ def zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, elements) -> dict
     }
 
 
-def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_mb, m, per_micro_batch, kw, links, hbm):
+def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once,
+                      kw, links, hbm):
     """What ZeRO++ / hierarchical partitioning changes in the ZeRO-3 step's exposed seconds (step_time's
-    `per_micro_batch` pipeline over the per-unit times of zero3_unit_comm, minus `m` x the flat `flat_mb`): 0 on every other
-    row, so flat ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's
-    backward, once per step, or behind every micro-batch's where the stack reduces every micro-batch
-    (Framework.replica_reduce_every_microbatch)."""
+    `per_micro_batch` pipeline over the per-unit times of zero3_unit_comm, or its `per_step_once` on the `once`
+    rows that gather and reduce once per step, minus the flat `flat_step`): 0 on every other row, so flat
+    ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's backward, once
+    per step, or behind every micro-batch's where the stack reduces every micro-batch
+    (Framework.replica_reduce_every_microbatch); on `once` rows with the one reduction after the last backward."""
     rows = np.flatnonzero(hierarchical_rows(batch) & (batch.dp * batch.cp > 1))
     extra = np.zeros(len(batch))
     if not rows.size:
@@ -160,15 +162,18 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_mb, m
     every = full(sub_fw["replica_reduce_every_microbatch"]) > 0
     hierarchical = np.where(every, m * (last + full(rest_mb) + replica_rest),
                             m * (normal + full(rest_mb)) + (last - normal) + replica_rest)
-    flat = m * flat_mb
-    extra[rows] = (hierarchical - flat)[rows]
+    if np.any(once[rows]):
+        rest_once = full(np.where(pick(outside) > 0, rest["forward"] + rest["scatter"], 0.0))
+        hierarchical = np.where(once, per_step_once(gf, rs + rep) + rest_once + replica_rest, hierarchical)
+    extra[rows] = (hierarchical - flat_step)[rows]
     return extra
 
 
-def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m):
+def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m, once):
     """Bytes per step each rank's ZeRO-3 collectives carry, buffer sizes as step_time's `dp` figure counts
     them: two gathers (int8 with qwZ) and the gradient reduction (qgZ: the int4 buffer inside the node plus
-    1/k of it across nodes) per micro-batch, the replica all-reduce once per step or per micro-batch."""
+    1/k of it across nodes) per micro-batch, the replica all-reduce once per step or per micro-batch; on the
+    `once` rows (memory.unsharded_through_step) one gather, one reduction and one replica all-reduce a step."""
     degree = state_sharding_degrees(batch, fw)
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     sent = np.where(batch.zero_quantized_weights, INT8_BYTES, w)
@@ -176,13 +181,14 @@ def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m):
     scatter = np.where(batch.zero_quantized_gradients, INT4_BYTES * (1.0 + np.where(n > 1, 1.0 / k, 0.0)), reduce_bytes)
     replicas = sharding_degree(batch, fw) / degree["grads"]
     replica = np.where(replicas > 1, 2.0 * reduce_bytes / degree["grads"], 0.0)
-    replica_calls = np.where(fw["replica_reduce_every_microbatch"] > 0, m, 1.0)
-    return (m * (2.0 * sent + scatter) + replica_calls * replica) * params
+    replica_calls = np.where((fw["replica_reduce_every_microbatch"] > 0) & ~once, m, 1.0)
+    return (np.where(once, sent + scatter, m * (2.0 * sent + scatter)) + replica_calls * replica) * params
 
 
 def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     """Data-parallel bytes per step crossing node boundaries, per node of one dp row (module docstring): ZeRO-3
-    by collective (forward and backward gathers, gradient reduction, replica all-reduce); ZeRO-0/1/2 their
+    by collective (forward and backward gathers, gradient reduction, replica all-reduce; one gather and one
+    reduction a step on memory.unsharded_through_step rows); ZeRO-0/1/2 their
     whole traffic when the group spans nodes."""
     reduce_bytes = element_bytes(batch, fw)["reduce"]
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
@@ -195,13 +201,16 @@ def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     # zero3_unit_cross_node reduce to m x (2w + r) x params through each of its nodes (no replica term).
     d = sharding_degree(batch, fw)
     per_node, nodes = _shape(d, stride, cluster.gpus_per_node)
-    flat = np.where(nodes > 1, m * (2.0 * w + reduce_bytes) * params, 0.0)
+    once = unsharded_through_step(batch, fw)
+    flat = np.where(nodes > 1, np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes)) * params, 0.0)
     out = np.where(zero3, flat, out)
     rows = np.flatnonzero(hierarchical_rows(batch))  # the general case, on the rows that need it
     if rows.size:
         sub, sub_fw, pick = sub_batch(batch, rows)
         cross = zero3_unit_cross_node(sub, cluster, sub_fw, pick(w), pick(reduce_bytes), pick(params))
-        replica_calls = np.where(sub_fw["replica_reduce_every_microbatch"] > 0, pick(m), 1.0)
-        out[rows] = (pick(m) * (cross["forward"] + cross["backward"] + cross["scatter"])
+        sub_once = pick(once)
+        replica_calls = np.where((sub_fw["replica_reduce_every_microbatch"] > 0) & ~sub_once, pick(m), 1.0)
+        out[rows] = (np.where(sub_once, cross["forward"] + cross["scatter"],
+                              pick(m) * (cross["forward"] + cross["backward"] + cross["scatter"]))
                      + replica_calls * cross["replica"])
     return out

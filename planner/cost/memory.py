@@ -102,6 +102,17 @@ def sharding_degree(batch: CandidateBatch, stack: dict | None = None) -> np.ndar
     return batch.dp * np.where(stack["shards_over_context_parallel"] > 0, batch.cp, 1.0)
 
 
+def unsharded_through_step(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """Rows whose sharded data parallelism gathers the stage's weights once per step and reduces its gradients
+    once, after the last micro-batch, holding both unsharded in between: torchtitan's FSDP2 (ZeRO-2 or -3)
+    under torch.distributed.pipelining (Framework.unsharded_stage_with_pp). torchtitan does not reshard after
+    forward when pp > 1 (torchtitan@b5bcd76c `torchtitan/distributed/fsdp.py`:129-132), the pipeline stage turns
+    gradient sync and reshard-after-backward off for every micro-batch (torch 2.13
+    `distributed/pipelining/stage.py`:844-847) and reduces once in `perform_reduce_grad` (:1164-1185)."""
+    stack = _stack(batch, stack)
+    return (stack["unsharded_stage_with_pp"] > 0) & (batch.pp > 1) & (batch.zero >= 2)
+
+
 def state_sharding_degrees(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
     """Ranks each model state is sharded over under hierarchical partitioning (layout.shard_group,
     grad_shard_group; 0 = the whole sharding group): weights and optimizer over the shard group (MiCS
@@ -170,8 +181,7 @@ def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> 
     blocks = stack["units_in_flight"] * w * unit + (w + r) * unit
     # torchtitan + torch.distributed.pipelining: the whole stage stays unsharded, gradients accumulate
     # unsharded in the reduce dtype until the last micro-batch's backward.
-    whole_stage = (stack["unsharded_stage_with_pp"] > 0) & (batch.pp > 1)
-    blocks = np.where(whole_stage, (w + r) * params, blocks)
+    blocks = np.where(unsharded_through_step(batch, stack), (w + r) * params, blocks)
     by_block = np.where(stack["gathers_whole_layers"] > 0, blocks, 0.0)
     return np.where(batch.zero == 3, np.maximum(by_module, by_block), 0.0)
 
@@ -189,6 +199,9 @@ def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) 
     # partition_parameters.py:1673-1700 `_partition_param_sec`: tensor_size // num_ranks_in_param_group).
     weights = weights + np.where((zero == 3) & (degree["hpz"] > 1), size["weights"] * params / degree["hpz"], 0.0)
     grads = np.where(zero >= 2, size["grads"] * params / d_grads, size["grads"] * params)
+    # ZeRO-2 under pipelining (torchtitan's FSDP2): the stage's gradients accumulate unsharded in the reduce
+    # dtype until the last micro-batch (ZeRO-3 counts them in its gathered set, gathered_bytes).
+    grads = np.where(unsharded_through_step(batch, stack) & (zero == 2), size["reduce"] * params, grads)
     # BF16_Optimizer: each micro-batch's bf16 .grad lives beside the fp32 copy until it is added in
     # (bf16_optimizer.py:332-347; set to None only before the next backward, :445-459).
     grads = grads + np.where(fp32_accumulation_rows(batch, stack), size["weights"] * params, 0.0)

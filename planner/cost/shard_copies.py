@@ -45,6 +45,14 @@ torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py (line numbers of that f
   (`_to_dtype_if_needed(reduce_output, orig_dtype)`, :696: read r, write 4) and added into the saved fp32
   gradient on every micro-batch after the first (`sharded_param.grad._local_tensor += ...` :749: read 8, write 4).
 
+FSDP2 under torch.distributed.pipelining (torchtitan with pp > 1, memory.unsharded_through_step: gathered once
+a step, reduced once after the last micro-batch), per unsharded element and step: the one gather's copy-out
+(read w, write w); each micro-batch's gradient kept unsharded in the reduce dtype, the first cast into it
+(`to_accumulated_grad_if_needed`, torch 2.13 _fully_shard/_fsdp_param.py:802-813: read w, write r, when the
+dtypes differ) and the later ones added to it (`accumulate_unsharded_grad_if_needed` :815-821, or autograd's
+own accumulation when the dtypes agree: read r + w, write r); the one reduction's copy-in from the
+accumulated gradient (read r, write r); the shard terms of one gather and one reduction.
+
 DeepSpeed ZeRO-3 (DeepSpeed@38327e07, deepspeed/runtime/zero/stage3.py unless named), every micro-batch's
 gradient reduction, on its reduce_and_partition_stream, per unsharded element:
 - the gradient is copied into the contiguous bucket (`__add_grad_to_ipg_bucket` :1279-1288,
@@ -73,7 +81,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost.memory import sharding_degree
+from planner.cost.memory import sharding_degree, unsharded_through_step
 from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
 
 SHARDED_PARAM_BYTES = 4.0  # FSDP1 and FSDP2 keep the sharded parameter (and its gradient) in fp32
@@ -116,6 +124,19 @@ def fsdp2_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches)
     return unsharded + shard / world
 
 
+def fsdp2_pipelined_bytes_per_element(world, w, r, micro_batches) -> np.ndarray:
+    """HBM bytes FSDP2 under pipelining moves per unsharded parameter element per micro-batch (averaged over the
+    step's micro-batches): one gather's copy-out, the unsharded gradient accumulation in the reduce dtype and
+    one reduction's copy-in (module docstring)."""
+    world = np.asarray(world, dtype=float)
+    first_cast = np.where(r != w, w + r, 0.0)
+    accumulate = (micro_batches - 1.0) * (2.0 * r + w)
+    cast_in = np.where(w < SHARDED_PARAM_BYTES, SHARDED_PARAM_BYTES + w, 0.0)
+    cast_out = np.where(r < SHARDED_PARAM_BYTES, r + SHARDED_PARAM_BYTES, 0.0)
+    per_step = 2.0 * w + first_cast + accumulate + 2.0 * r + (cast_in + 2.0 * w + cast_out) / world
+    return per_step / micro_batches
+
+
 def deepspeed_zero3_bytes_per_element(world, w, r, micro_batches) -> np.ndarray:
     """HBM bytes DeepSpeed ZeRO-3 moves per unsharded parameter element per micro-batch in its gradient
     reduction (module docstring): bucket copy, cast when the communication dtype differs, interleave and
@@ -140,15 +161,16 @@ def _gathers(zero):
 
 
 # Framework.shard_copies names -> HBM bytes per unsharded parameter element per micro-batch, as a function of
-# (world, zero stage, w, r, micro-batches), for the ZeRO stages the implementation shards with (None: no
-# such copies).
+# (world, zero stage, w, r, micro-batches, once: the rows that gather and reduce once a step,
+# memory.unsharded_through_step), for the ZeRO stages the implementation shards with (None: no such copies).
 SHARD_COPY_RECIPES = {
     "none": None,
-    "fsdp1-flat-parameter": lambda world, zero, w, r, m: np.where(
+    "fsdp1-flat-parameter": lambda world, zero, w, r, m, once: np.where(
         zero >= 2, fsdp1_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
-    "fsdp2-per-parameter": lambda world, zero, w, r, m: np.where(
-        zero >= 2, fsdp2_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
-    "deepspeed": lambda world, zero, w, r, m: np.select(
+    "fsdp2-per-parameter": lambda world, zero, w, r, m, once: np.where(
+        zero >= 2, np.where(once, fsdp2_pipelined_bytes_per_element(world, w, r, m),
+                            fsdp2_bytes_per_element(world, w, r, _gathers(zero), m)), 0.0),
+    "deepspeed": lambda world, zero, w, r, m, once: np.select(
         [zero == 3, zero == 2],
         [deepspeed_zero3_bytes_per_element(world, w, r, m), deepspeed_zero2_bytes_per_element(world, w)], 0.0),
 }
@@ -168,9 +190,10 @@ def seconds_per_step(batch, stack, w, r, params, m, hbm) -> np.ndarray | None:
     if not recipes:
         return None
     world = sharding_degree(batch, stack)
+    once = unsharded_through_step(batch, stack)
     seconds = np.zeros(len(batch))
     for code, recipe in recipes:
         rows = (world > 1) & (codes == code)
         if rows.any():
-            seconds = np.where(rows, m * recipe(world, batch.zero, w, r, m) * params / hbm, seconds)
+            seconds = np.where(rows, m * recipe(world, batch.zero, w, r, m, once) * params / hbm, seconds)
     return seconds

@@ -40,7 +40,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives, hierarchy, kernels, moe, offload, shard_copies, zero3_fetch
-from planner.cost.memory import activation_bytes_per_layer, element_bytes, fp32_accumulation_rows, state_sharding_degrees
+from planner.cost.memory import (activation_bytes_per_layer, element_bytes, fp32_accumulation_rows, state_sharding_degrees,
+                                 unsharded_through_step)
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.specs.hardware import DTYPES, ClusterSpec, Efficiency
@@ -497,19 +498,32 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
             ideal = np.where(prefetch & limited, partial, ideal)
         return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
 
+    # FSDP2 under pipelining (memory.unsharded_through_step): the stage is gathered once per step, in the first
+    # micro-batch's forward, and reduced once, after the last backward.
+    once = many & unsharded_through_step(batch, fw)
+
+    def per_step_once(gather_fwd, scatter_):
+        """Exposed seconds of a step that gathers each unit once (the first micro-batch's forward, prefetched
+        as ever) and reduce-scatters every unit after the last backward (`perform_reduce_grad`): no compute
+        is left on the stage to hide the reduction behind."""
+        ideal = np.where(prefetch, gather_fwd + (units - 1.0) * np.maximum(gather_fwd - stage["layer_forward"], 0.0),
+                         units * gather_fwd)
+        return ideal + (1.0 - eff.dp_overlap) * (units * gather_fwd - ideal) + units * scatter_
+
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = _Rows(zero3 & (outside > 0), shard_links)
-    outside_comm = (2.0 * outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
-                    + outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
-                                       calls=fw["scatter_calls_outside_layers"], **kw))
-    zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + outside_comm
+    outside_gather = outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
+    outside_scatter = outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
+                                       calls=fw["scatter_calls_outside_layers"], **kw)
+    zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + 2.0 * outside_gather + outside_scatter
     host_mb = 0.0
     if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
         host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, stage["layer_backward"],
                                                            regather_calls), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
-    zero3_step = m * (zero3_mb + host_mb) + hierarchy.zero3_step_change(
-        batch, cluster, w, reduce_bytes, unit, outside, zero3_mb, m, per_micro_batch, kw,
+    flat_step = np.where(once, per_step_once(gather, scatter) + outside_gather + outside_scatter, m * zero3_mb)
+    zero3_step = flat_step + m * host_mb + hierarchy.zero3_step_change(
+        batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: _links(cluster, sizes, strides), hbm)
     offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
 
@@ -527,8 +541,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     behind = lambda comm: np.where(overlapped, np.where(  # noqa: E731
         per_chunk, _behind_later_chunks(backward, comm, buckets, eff.dp_overlap, batch.vpp, batch.pp),
         hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
-    every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0)
-    reduce = np.select([zero == 0, every_mb], [behind(all_reduce), m * behind(reduce_scatter)], behind(reduce_scatter))
+    every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0) & ~once
+    # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
+    reduce = np.select([zero == 0, once, every_mb], [behind(all_reduce), reduce_scatter, m * behind(reduce_scatter)],
+                       behind(reduce_scatter))
     # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
     # (--fp8-param-gather: the layers' Linear weights in fp8, one byte).
     gathered_bytes = w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage), 0.0)
@@ -536,10 +552,11 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
     # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
-    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0), m, 1.0)
+    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     reductions = np.where(every_mb, m, 1.0)
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, gathers * param_gather, 0.0))
-    bytes_moved = np.select([zero == 3], [m * (2.0 * w + reduce_bytes) * params + regathered_bytes],
+    zero3_passes = np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes))
+    bytes_moved = np.select([zero == 3], [zero3_passes * params + regathered_bytes],
                             reduce_bytes * params * np.where(zero == 0, 2.0, reductions)
                             + np.where(zero >= 1, gathers * gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
@@ -547,7 +564,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         sub, sub_fw, pick = hierarchy.sub_batch(batch, hierarchical)
         bytes_moved = np.array(bytes_moved, dtype=float)
         bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, sub_fw, pick(w), pick(reduce_bytes),
-                                                                pick(params), pick(m))
+                                                                pick(params), pick(m), pick(once))
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
 
 

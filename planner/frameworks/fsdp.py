@@ -12,7 +12,9 @@ Sources: pytorch/torchtitan@b5bcd76c, pytorch/pytorch.
   unsharded at once.
 - The shard mesh is dp_shard x cp (`torchtitan/distributed/parallel_dims.py`:225-228, 281).
 - torchtitan reduce-scatters every micro-batch (no `set_requires_gradient_sync(False)`, trainer.py:856-900),
-  also with ZeRO-2 (reshard_after_forward never: the parameters are resharded after each backward).
+  also with ZeRO-2 (reshard_after_forward never: the parameters are resharded after each backward), except
+  under pipelining: there the stage is gathered once and reduced once a step (unsharded_stage_with_pp below;
+  cost.memory.unsharded_through_step).
 - Around each collective FSDP2 copies on HBM: the gathered output out into the per-parameter tensors, the
   gradients into the reduce-scatter buffer (cost/shard_copies.py, with file and line).
 - Async tensor parallelism `enable_async_tensor_parallel` (off by default, needs compile; configs.py:298-312);
@@ -44,9 +46,10 @@ FSDP = Framework(
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
     eager_dispatch=True,
-    # Memory: with pp > 1 torchtitan does not reshard after forward (`distributed/fsdp.py`:129-132) and
+    # With pp > 1 torchtitan does not reshard after forward (`distributed/fsdp.py`:129-132) and
     # torch.distributed.pipelining turns gradient sync off until the last backward (`pipelining/stage.py`,
-    # `backward_maybe_with_nosync`): the stage's weights and its reduce-dtype gradients stay unsharded.
+    # `backward_maybe_with_nosync`): the stage's weights and its reduce-dtype gradients stay unsharded, and
+    # the stage is gathered once (first micro-batch's forward) and reduced once (after the last backward) a step.
     # Without pp the final norm + output layer unit is not resharded after forward (fsdp.py:258-265).
     unsharded_stage_with_pp=True, output_unit_held=True,
     # HSDP: fully_shard over a 2-D (replicate, shard) mesh, torchtitan's data_parallel_replicate_degree x

@@ -444,3 +444,13 @@ def test_tiny_model_memory_is_positive_and_small(a100):
     fixed = sum(memory["parts"][k][0] for k in ("cuda_context", "nccl_buffers", "reserve"))
     assert memory["fits"][0]
     assert 0 < memory["total_bytes"][0] - fixed < 2 * 20 * model.total_params
+
+
+def test_fsdp_zero2_with_pipeline_keeps_the_stage_gradients_unsharded():
+    """ZeRO-2 (reshard_after_forward False) under pipelining: the stage's gradients accumulate unsharded in the
+    fp32 reduce dtype until the last micro-batch (torch pipelining/stage.py:844-847), not 1/dp of them."""
+    P = 5e9
+    piped = single_batch(LLAMA2_7B, Layout(pp=4, dp=8, zero=2, global_batch=64, framework="fsdp"))
+    flat = single_batch(LLAMA2_7B, Layout(pp=1, dp=8, zero=2, global_batch=64, framework="fsdp"))
+    assert model_state_bytes(np.array([P]), piped)["gradients"][0] == pytest.approx(4 * P, rel=1e-9)
+    assert model_state_bytes(np.array([P]), flat)["gradients"][0] == pytest.approx(4 * P / 8, rel=1e-9)

@@ -207,3 +207,87 @@ def test_every_stack_names_a_known_recipe():
     from planner.frameworks import FRAMEWORKS
 
     assert {stack.shard_copies for stack in FRAMEWORKS.values()} <= set(shard_copies.SHARD_COPY_RECIPES)
+
+
+FSDP2_PIPELINE_PROBE = r"""
+import json, os, sys, torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard, MixedPrecisionPolicy
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+from torch.profiler import profile, ProfilerActivity
+
+def run(rank, world, port, microbatches, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("pp", "dp"))
+    stage_index = mesh["pp"].get_local_rank()
+    torch.manual_seed(stage_index)
+    blocks = [torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64)) for _ in range(2)]
+    stage_module = torch.nn.Sequential(*blocks)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    # As torchtitan shards a pipeline stage: no reshard after forward with pp (distributed/fsdp.py:129-132).
+    for block in blocks:
+        fully_shard(block, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
+    fully_shard(stage_module, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
+    stage = PipelineStage(stage_module, stage_index, 2, torch.device("cpu"), group=mesh["pp"].get_group())
+    schedule = Schedule1F1B(stage, n_microbatches=microbatches, loss_fn=lambda y, t: (y.float() - t).pow(2).mean())
+    x, target = torch.randn(4 * microbatches, 64), torch.randn(4 * microbatches, 64)
+    step = (lambda: schedule.step(x)) if stage_index == 0 else (lambda: schedule.step(target=target, losses=[]))
+    step()  # the first step also infers the stages' shapes
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    counts = {"copy_out": 0, "reduce_copy_in": 0}
+    for event in prof.events():
+        if event.name == "fsdp::split_with_sizes_copy":
+            counts["copy_out"] += event.input_shapes[0][0] * event.input_shapes[0][1]
+        elif event.name == "fsdp::chunk_cat":
+            counts["reduce_copy_in"] += event.input_shapes[-1][0] * event.input_shapes[-1][1]
+    counts["params"] = sum(p.numel() for p in stage_module.parameters())
+    if rank == 0:
+        with open(out, "w") as handle:
+            json.dump(counts, handle)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    port, microbatches, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    torch.multiprocessing.spawn(run, args=(4, port, microbatches, out), nprocs=4)
+"""
+
+
+@pytest.mark.parametrize("microbatches", [2, 4])  # 1F1B needs at least as many as stages
+def test_fsdp2_under_pipelining_gathers_and_reduces_once_a_step(tmp_path, microbatches):
+    """The real torch.distributed.pipelining 1F1B schedule over FSDP2 stages as torchtitan shards them (4 ranks on
+    gloo: pp 2 x dp 2): whatever the number of micro-batches, one step copies every stage element out of a
+    gather once and into a reduce-scatter buffer once, which is what memory.unsharded_through_step rows are
+    charged (the per-micro-batch recipe would count 4 gathers' and 4 reductions' copies at 4 micro-batches)."""
+    pytest.importorskip("torch.distributed.pipelining")
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    out = tmp_path / "counts.json"
+    script = tmp_path / "probe.py"
+    script.write_text(FSDP2_PIPELINE_PROBE)
+    subprocess.run([sys.executable, str(script), port, str(microbatches), str(out)], check=True, capture_output=True,
+                   timeout=300)
+    counts = json.loads(out.read_text())
+    assert counts["copy_out"] == counts["params"]
+    assert counts["reduce_copy_in"] == counts["params"]
+
+
+def test_fsdp2_pipelined_bytes_per_element():
+    """bf16 weights, fp32 reduction, 4 micro-batches: one copy-out (2 + 2), the first gradient cast into the fp32
+    accumulator (2 + 4), three adds into it (4 + 2 + 4 each), one copy-in from it (4 + 4); per micro-batch a
+    quarter. One micro-batch with bf16 reduction is ZeRO-2's copy-out and copy-in (4 + 4) exactly."""
+    big = 1 << 30
+    assert shard_copies.fsdp2_pipelined_bytes_per_element(big, 2.0, 4.0, 4.0) == pytest.approx(
+        (4.0 + 6.0 + 3 * 10.0 + 8.0) / 4, abs=1e-6)
+    assert shard_copies.fsdp2_pipelined_bytes_per_element(big, 2.0, 2.0, 1.0) == pytest.approx(
+        shard_copies.fsdp2_bytes_per_element(big, 2.0, 2.0, 1.0, 1.0), abs=1e-6)
+    # Fewer bytes a micro-batch than gathering and reducing every micro-batch (14 at ZeRO-3 with fp32 reduce).
+    assert shard_copies.fsdp2_pipelined_bytes_per_element(big, 2.0, 4.0, 32.0) < shard_copies.fsdp2_bytes_per_element(
+        big, 2.0, 4.0, 2.0, 32.0)

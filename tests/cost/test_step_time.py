@@ -325,3 +325,25 @@ def test_group_links_per_layout_shape_equal_the_rows_own(group):
     assert set(spread) == set(own)
     for name in own:
         np.testing.assert_array_equal(spread[name], np.broadcast_to(own[name], (rows,)))
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_fsdp_under_pipelining_gathers_and_reduces_once_a_step(zero):
+    """torchtitan's FSDP2 with pp > 1 (memory.unsharded_through_step): one all-gather of the stage and one
+    reduce-scatter of its fp32 gradients a step, however many micro-batches, the reduction after the last
+    backward; without pp the same stack gathers and reduces every micro-batch."""
+    model, cluster = PRESETS["llama3-70b"], load_cluster("dgx-h100")
+
+    def dp(pp, global_batch):
+        result = _time(model, cluster, tp=8, pp=pp, dp=8, zero=zero, micro_batch=1, global_batch=global_batch,
+                       recompute="full", framework="fsdp")
+        return result["comm_bytes_per_step"]["dp"][0], result["parts"]["dp_comm_exposed"][0]
+
+    # The pacing stage: 20 of the 80 layers and the input embedding, per tp rank.
+    layer_params = single_batch(model, Layout(tp=8, pp=4, dp=8, zero=zero, global_batch=64)).layer_params[0]
+    stage_params = (20 * layer_params + model.vocab * model.hidden) / 8
+    for global_batch in (32, 256):  # 4 and 32 micro-batches
+        moved, _ = dp(4, global_batch)
+        assert moved == pytest.approx((2 + 4) * stage_params, rel=1e-3)  # one bf16 gather, one fp32 reduction
+    assert dp(4, 256)[1] == pytest.approx(dp(4, 32)[1], rel=1e-9)
+    assert dp(1, 256)[0] == pytest.approx(8 * dp(1, 32)[0], rel=1e-9)
