@@ -80,7 +80,8 @@ def test_overlap_defaults_come_from_the_stack():
 
 def test_megascale_parallel_block_and_per_chunk_reduction_change_only_their_parts():
     """MegaScale (Jiang et al. 2024, sections 3.1-3.2): one TP collective per layer pass instead of two, and
-    each model chunk's gradient reduction behind the backward of the chunks still running."""
+    each model chunk's gradient reduction behind the backward of the chunks still running, which Megatron-Core
+    does too with --overlap-grad-reduce (schedules.py:1419-1426): the same exposure."""
     from planner.cost.estimate import simulate
     from planner.specs.clusters import load_cluster
 
@@ -92,7 +93,8 @@ def test_megascale_parallel_block_and_per_chunk_reduction_change_only_their_part
     megascale = simulate(model, Layout(framework="megascale", **common), cluster)
     assert megascale["comm_bytes_per_step"]["tp"] == pytest.approx(megatron["comm_bytes_per_step"]["tp"] / 2)
     assert megascale["time"]["tp_comm"] == pytest.approx(megatron["time"]["tp_comm"] / 2, rel=1e-9)
-    assert megascale["time"]["dp_comm_exposed"] < megatron["time"]["dp_comm_exposed"]
+    # Both reduce chunk by chunk (Framework.dp_reduce_per_model_chunk; the mechanism is tested below).
+    assert FRAMEWORKS["megatron"].dp_reduce_per_model_chunk and FRAMEWORKS["megascale"].dp_reduce_per_model_chunk
     assert megascale["time"]["forward"] == pytest.approx(megatron["time"]["forward"], rel=1e-12)
     # Without interleaving there is no later chunk to hide behind: the reduction is Megatron's (tp 1, so that
     # the backward it hides behind is the same).
@@ -179,3 +181,15 @@ def test_deepspeed_pipeline_p2p_is_partitioned_serial_and_regathered():
         stack = FRAMEWORKS[name]
         assert (stack.p2p_transfers_per_microbatch, stack.p2p_meta_sends_per_microbatch,
                 stack.p2p_gather_after_recv) == (2.0, 0.0, False), name
+
+
+def test_reducing_chunk_by_chunk_hides_more_than_one_reduction_after_the_last_backward():
+    """Interleaved 1F1B with v model chunks: the first v-1 chunks' reductions run behind the cool-down's
+    remaining backward (step_time._behind_later_chunks), so less is exposed than when the whole reduction waits
+    for the stage's last backward; with one chunk the two agree."""
+    from planner.cost.step_time import _behind_later_chunks, hidden_behind
+
+    backward, comm, buckets = np.array([0.2]), np.array([0.5]), np.array([8.0])
+    flat = hidden_behind(backward, comm, buckets, 1.0)
+    assert _behind_later_chunks(backward, comm, buckets, 1.0, 2.0, 8.0) < flat
+    assert _behind_later_chunks(backward, comm, buckets, 1.0, 1.0, 8.0) == pytest.approx(flat, rel=1e-12)

@@ -10,7 +10,8 @@ only); every other value is Megatron-LM's, cited in planner/frameworks/megatron.
   adjacent matmuls): on by default.
 - Overlap of data-parallel communication (section 3.2): each model chunk's reduce-scatter launched as soon as
   its last micro-batch backward is done, behind the backward of the remaining chunks (interleaved 1F1B);
-  the parameter all-gather prefetched before the forward of its chunk.
+  the parameter all-gather prefetched before the forward of its chunk. Megatron-Core does the same with
+  --overlap-grad-reduce (frameworks/megatron.py, dp_reduce_per_model_chunk); MegaScale has it on by default.
 - Overlap of pipeline sends (section 3.2): send and receive decoupled and overlapped with compute, with or
   without interleaving.
 - Data-loader overlap (section 3.4): the planner charges no data-loading time to any stack, so there is
@@ -34,7 +35,6 @@ MEGASCALE = replace(
     dp_comm_overlap_default=True,
     p2p_overlap=True,
     tp_collectives_per_layer=1.0,
-    dp_reduce_per_model_chunk=True,
     p2p_overlap_without_interleaving=True,
     attention_kernel_hopper="flash2",  # section 3.3: FlashAttention-2
 )

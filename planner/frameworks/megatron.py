@@ -45,4 +45,9 @@ MEGATRON = Framework(
     # `--no-scatter-gather-tensors-in-pipeline` turned it off, i.e. on by default; with sequence
     # parallelism the tensor is sharded anyway).
     p2p_scatter_gather=True,
+    # With --overlap-grad-reduce and interleaving, each model chunk's gradient reduction starts with the backward
+    # of its last micro-batch (`core/pipeline_parallel/schedules.py`:1419-1426 enables grad sync there; with
+    # align_grad_reduce, training.py:4356-4359, `start_grad_sync` per chunk at :1438-1455), behind the other
+    # chunks' remaining backward, as MegaScale describes it (section 3.2).
+    dp_reduce_per_model_chunk=True,
 )
