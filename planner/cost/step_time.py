@@ -521,7 +521,9 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, stage["layer_backward"],
                                                            regather_calls), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
-    flat_step = np.where(once, per_step_once(gather, scatter) + outside_gather + outside_scatter, m * zero3_mb)
+    flat_step = m * zero3_mb
+    if once.any():
+        flat_step = np.where(once, per_step_once(gather, scatter) + outside_gather + outside_scatter, flat_step)
     zero3_step = flat_step + m * host_mb + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: _links(cluster, sizes, strides), hbm)
