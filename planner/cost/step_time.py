@@ -557,8 +557,8 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     reductions = np.where(every_mb, m, 1.0)
     exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, gathers * param_gather, 0.0))
-    zero3_passes = np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes))
-    bytes_moved = np.select([zero == 3], [zero3_passes * params + regathered_bytes],
+    zero3_bytes_per_element = np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes))  # gathers + reductions
+    bytes_moved = np.select([zero == 3], [zero3_bytes_per_element * params + regathered_bytes],
                             reduce_bytes * params * np.where(zero == 0, 2.0, reductions)
                             + np.where(zero >= 1, gathers * gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))

@@ -146,13 +146,9 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("zero, reshard", [(3, "1"), (2, "0")])
-def test_fsdp2_copies_are_what_torch_runs(tmp_path, zero, reshard):
-    """The recipe's passes, counted in the real fully_shard (the installed torch, 2 ranks on gloo): one forward
-    and backward of three bf16/fp32 mixed-precision units copies every gathered element out once per gather
-    (twice at ZeRO-3: reshard_after_forward=True; once at ZeRO-2) and every gradient element once into the
-    reduce-scatter buffer. The blocks' sizes divide by 2, so nothing is padded."""
-    pytest.importorskip("torch.distributed.fsdp")
+def _run_probe(tmp_path, source: str, argument: str) -> dict:
+    """Run a probe script (its ranks spawned on gloo, a free local port) with `argument`; return the counts
+    JSON rank 0 wrote."""
     import json
     import socket
     import subprocess
@@ -163,10 +159,19 @@ def test_fsdp2_copies_are_what_torch_runs(tmp_path, zero, reshard):
         port = str(probe.getsockname()[1])
     out = tmp_path / "counts.json"
     script = tmp_path / "probe.py"
-    script.write_text(FSDP2_PROBE)
-    subprocess.run([sys.executable, str(script), port, reshard, str(out)], check=True, capture_output=True,
-                   timeout=300)
-    counts = json.loads(out.read_text())
+    script.write_text(source)
+    subprocess.run([sys.executable, str(script), port, argument, str(out)], check=True, capture_output=True, timeout=300)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("zero, reshard", [(3, "1"), (2, "0")])
+def test_fsdp2_copies_are_what_torch_runs(tmp_path, zero, reshard):
+    """The recipe's passes, counted in the real fully_shard (the installed torch, 2 ranks on gloo): one forward
+    and backward of three bf16/fp32 mixed-precision units copies every gathered element out once per gather
+    (twice at ZeRO-3: reshard_after_forward=True; once at ZeRO-2) and every gradient element once into the
+    reduce-scatter buffer. The blocks' sizes divide by 2, so nothing is padded."""
+    pytest.importorskip("torch.distributed.fsdp")
+    counts = _run_probe(tmp_path, FSDP2_PROBE, reshard)
     gathers = 2.0 if zero == 3 else 1.0
     params = counts["params"]
     assert counts["copy_out"] == gathers * params
@@ -261,20 +266,7 @@ def test_fsdp2_under_pipelining_gathers_and_reduces_once_a_step(tmp_path, microb
     gather once and into a reduce-scatter buffer once, which is what memory.unsharded_through_step rows are
     charged (the per-micro-batch recipe would count 4 gathers' and 4 reductions' copies at 4 micro-batches)."""
     pytest.importorskip("torch.distributed.pipelining")
-    import json
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    out = tmp_path / "counts.json"
-    script = tmp_path / "probe.py"
-    script.write_text(FSDP2_PIPELINE_PROBE)
-    subprocess.run([sys.executable, str(script), port, str(microbatches), str(out)], check=True, capture_output=True,
-                   timeout=300)
-    counts = json.loads(out.read_text())
+    counts = _run_probe(tmp_path, FSDP2_PIPELINE_PROBE, str(microbatches))
     assert counts["copy_out"] == counts["params"]
     assert counts["reduce_copy_in"] == counts["params"]
 
