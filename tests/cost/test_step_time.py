@@ -347,3 +347,19 @@ def test_fsdp_under_pipelining_gathers_and_reduces_once_a_step(zero):
         assert moved == pytest.approx((2 + 4) * stage_params, rel=1e-3)  # one bf16 gather, one fp32 reduction
     assert dp(4, 256)[1] == pytest.approx(dp(4, 32)[1], rel=1e-9)
     assert dp(1, 256)[0] == pytest.approx(8 * dp(1, 32)[0], rel=1e-9)
+
+
+def test_hsdp_under_pipelining_reduces_across_replicas_once_a_step():
+    """HSDP (shard group 8 of dp 16) under torchtitan's pipeline: the replica all-reduce joins the one reduction
+    after the last backward, so bytes and exposure do not grow with the micro-batches, and the replica
+    all-reduce adds to flat FSDP's bytes."""
+    model, cluster = PRESETS["llama3-70b"], load_cluster("dgx-h100")
+
+    def dp(global_batch, **hsdp):
+        result = _time(model, cluster, tp=8, pp=4, dp=16, zero=3, micro_batch=1, global_batch=global_batch,
+                       recompute="full", framework="fsdp", **hsdp)
+        return result["comm_bytes_per_step"]["dp"][0], result["parts"]["dp_comm_exposed"][0]
+
+    for value_64, value_512 in zip(dp(64, shard_group=8), dp(512, shard_group=8)):
+        assert value_512 == pytest.approx(value_64, rel=1e-9)
+    assert dp(64, shard_group=8)[0] > dp(64)[0]
