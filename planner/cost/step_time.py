@@ -527,7 +527,8 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     zero3_step = flat_step + m * host_mb + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: _links(cluster, sizes, strides), hbm)
-    offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch)
+    offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch,
+                                            once, per_step_once)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)

@@ -363,3 +363,16 @@ def test_hsdp_under_pipelining_reduces_across_replicas_once_a_step():
     for value_64, value_512 in zip(dp(64, shard_group=8), dp(512, shard_group=8)):
         assert value_512 == pytest.approx(value_64, rel=1e-9)
     assert dp(64, shard_group=8)[0] > dp(64)[0]
+
+
+def test_fsdp_cpu_offload_under_pipelining_copies_the_shard_in_once_a_step():
+    """FSDP2 with CPU offload copies the shard to the GPU for each all-gather: once a step under torchtitan's
+    pipeline (cost/offload.py), every micro-batch without it."""
+    model, cluster = PRESETS["llama3-70b"], load_cluster("dgx-h100")
+
+    def copies(pp, global_batch):
+        return _time(model, cluster, tp=8, pp=pp, dp=8, zero=3, micro_batch=1, global_batch=global_batch,
+                     recompute="full", framework="fsdp", offload="optimizer+params")["parts"]["offload_copies"][0]
+
+    assert copies(4, 256) == pytest.approx(copies(4, 32), rel=1e-9)
+    assert copies(1, 256) > 4 * copies(1, 32)
