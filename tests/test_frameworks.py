@@ -193,3 +193,19 @@ def test_reducing_chunk_by_chunk_hides_more_than_one_reduction_after_the_last_ba
     flat = hidden_behind(backward, comm, buckets, 1.0)
     assert _behind_later_chunks(backward, comm, buckets, 1.0, 2.0, 8.0) < flat
     assert _behind_later_chunks(backward, comm, buckets, 1.0, 1.0, 8.0) == pytest.approx(flat, rel=1e-12)
+
+
+@pytest.mark.parametrize("name, kernel", [("megatron", "cudnn"), ("jax", "cudnn"), ("fsdp", "flash2"),
+                                          ("llm-foundry", "triton"), ("megascale", "flash2")])
+def test_each_stack_runs_its_cited_attention_kernel_on_hopper(name, kernel):
+    """Transformer Engine's DotProductAttention prefers cuDNN on Hopper (frameworks/megatron.py); MaxText's GPU
+    configs set attention cudnn_flash_te (frameworks/jax.py); torchtitan SDPA's flash backend, llm-foundry's
+    Triton kernel, MegaScale's FlashAttention-2 (section 3.3). The step uses that row of the kernel table."""
+    from planner.cost.step_time import attention_kernel_codes
+    from planner.cost import kernels
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import Layout, single_batch
+
+    assert FRAMEWORKS[name].attention_kernel_hopper == kernel
+    batch = single_batch(PRESETS["llama3-8b"], Layout(dp=8, framework=name))
+    assert attention_kernel_codes(batch, load_cluster("dgx-h100"))[0] == kernels.attention_kernel_code(kernel, "h100")

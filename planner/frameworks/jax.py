@@ -1,11 +1,18 @@
 """JAX / XLA stacks (MaxText, Pax).
 
-Sources (google/maxtext, `MaxText/configs/base.yml` as read 2026-11):
-- Weights sharded over the fsdp mesh axis are gathered per layer inside the scanned layer loop, and
-  XLA's latency-hiding scheduler overlaps the gather with the previous layer's compute; gradients are
-  reduce-scattered per layer in the same way.
-- Parameters and optimizer state are kept in fp32 by default (`weight_dtype: float32`), gradients are
-  reduced in fp32; activations and gathered weights in bf16.
+Sources: AI-Hypercomputer/maxtext@e591f30c (B = src/maxtext/configs/base.yml, G = src/maxtext/configs/gpu/).
+- Weights sharded over the fsdp mesh axis are gathered per layer inside the scanned layer loop
+  (`scan_layers: true`, B:387), and XLA's latency-hiding scheduler overlaps the gather with the previous
+  layer's compute; gradients are reduce-scattered per layer in the same way (the GPU recipes turn on
+  `--xla_gpu_enable_latency_hiding_scheduler` and pipelined all-gather / reduce-scatter, G/a3/llama_3.1_405b/
+  128vm.sh:25-33).
+- Parameters and optimizer state are kept in fp32 by default (`weight_dtype: float32`, B:174; Adam's mu
+  inherits it, B:993), gradients in fp32 (`grad_dtype: float32`, B:111); activations and gathered weights in
+  bf16 (`dtype: bfloat16`, B:114).
+- Attention on GPU: the GPU model configs set `attention: "cudnn_flash_te"` (G/models/llama3_8b.yml:25,
+  llama3_70b.yml:25, llama2_7b.yml:10, mixtral_8x7b.yml:25; the 405B script :43), cuDNN's fused attention
+  through Transformer Engine. (The base default `autoselected` runs a Pallas Triton kernel on GPU,
+  src/maxtext/layers/attention_op.py:1439-1497.)
 - XLA's collective matmul overlaps tensor-parallel communication with the GEMMs.
 - The whole step is one compiled program: no per-kernel Python dispatch.
 """
@@ -23,4 +30,5 @@ JAX = Framework(
     supports_interleaving=False, supports_context_parallel=True, supports_offload=False,
     grad_bucket_elements=6.25e6,  # no gradient buckets in XLA: one reduce per layer, taken as DDP's 25 MiB
     eager_dispatch=False,
+    attention_kernel_hopper="cudnn",  # cudnn_flash_te in MaxText's GPU configs (module docstring)
 )
