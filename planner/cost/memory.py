@@ -109,8 +109,8 @@ def unsharded_through_step(batch: CandidateBatch, stack: dict | None = None) -> 
     forward when pp > 1 (torchtitan@b5bcd76c `torchtitan/distributed/fsdp.py`:129-132), the pipeline stage turns
     gradient sync and reshard-after-backward off for every micro-batch (torch 2.13
     `distributed/pipelining/stage.py`:844-847) and reduces once in `perform_reduce_grad` (:1164-1185)."""
-    stack = _stack(batch, stack)
-    return (stack["unsharded_stage_with_pp"] > 0) & (batch.pp > 1) & (batch.zero >= 2)
+    return _once_per_batch(batch, stack, "unsharded_through_step", lambda b, s: (
+        (s["unsharded_stage_with_pp"] > 0) & (b.pp > 1) & (b.zero >= 2)))
 
 
 def state_sharding_degrees(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:

@@ -111,14 +111,21 @@ def fsdp1_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches)
     return unsharded + shard / world
 
 
+def _fsdp2_shard_casts(w, r):
+    """FSDP2's shard casts per element: the fp32 shard to the gather dtype before a gather, the reduced shard back
+    to fp32 after a reduction, each where the dtype is narrower (module docstring)."""
+    cast_in = np.where(w < SHARDED_PARAM_BYTES, SHARDED_PARAM_BYTES + w, 0.0)
+    cast_out = np.where(r < SHARDED_PARAM_BYTES, r + SHARDED_PARAM_BYTES, 0.0)
+    return cast_in, cast_out
+
+
 def fsdp2_bytes_per_element(world, w, r, gathers_per_micro_batch, micro_batches) -> np.ndarray:
     """HBM bytes FSDP2 moves per unsharded parameter element per micro-batch (averaged over the step's
     micro-batches): the copy out of every gather, the copy (and cast) into the reduce-scatter buffer, and the
     shard's casts, copy-in and accumulation (module docstring)."""
     world = np.asarray(world, dtype=float)
     unsharded = gathers_per_micro_batch * 2.0 * w + (w + r)
-    cast_in = np.where(w < SHARDED_PARAM_BYTES, SHARDED_PARAM_BYTES + w, 0.0)
-    cast_out = np.where(r < SHARDED_PARAM_BYTES, r + SHARDED_PARAM_BYTES, 0.0)
+    cast_in, cast_out = _fsdp2_shard_casts(w, r)
     accumulate = 3.0 * SHARDED_PARAM_BYTES * (micro_batches - 1.0) / micro_batches
     shard = gathers_per_micro_batch * (cast_in + 2.0 * w) + cast_out + accumulate
     return unsharded + shard / world
@@ -131,8 +138,7 @@ def fsdp2_pipelined_bytes_per_element(world, w, r, micro_batches) -> np.ndarray:
     world = np.asarray(world, dtype=float)
     first_cast = np.where(r != w, w + r, 0.0)
     accumulate = (micro_batches - 1.0) * (2.0 * r + w)
-    cast_in = np.where(w < SHARDED_PARAM_BYTES, SHARDED_PARAM_BYTES + w, 0.0)
-    cast_out = np.where(r < SHARDED_PARAM_BYTES, r + SHARDED_PARAM_BYTES, 0.0)
+    cast_in, cast_out = _fsdp2_shard_casts(w, r)
     per_step = 2.0 * w + first_cast + accumulate + 2.0 * r + (cast_in + 2.0 * w + cast_out) / world
     return per_step / micro_batches
 

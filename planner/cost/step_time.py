@@ -486,17 +486,26 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     else:
         gather_bwd = gather
 
+    def behind_units(comm, unit_compute):
+        """Exposed seconds of a pass whose unit i+1 communication runs behind unit i's compute: the first unit's
+        in full, then what each later one's exceeds its predecessor's compute."""
+        return comm + (units - 1.0) * np.maximum(comm - unit_compute, 0.0)
+
+    def hidden_in_practice(ideal, all_units):
+        """The schedule's `ideal` exposure, with the residual eta of what it could hide actually hidden."""
+        return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
+
     def per_micro_batch(gather_fwd, gather_bwd, scatter_):
         """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
-        fwd_exposed = gather_fwd + (units - 1.0) * np.maximum(gather_fwd - stage["layer_forward"], 0.0)
-        bwd_exposed = gather_bwd + scatter_ + (units - 1.0) * np.maximum(gather_bwd + scatter_ - stage["layer_backward"], 0.0)
+        fwd_exposed = behind_units(gather_fwd, stage["layer_forward"])
+        bwd_exposed = behind_units(gather_bwd + scatter_, stage["layer_backward"])
         all_units = units * (gather_fwd + gather_bwd + scatter_)
         ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
         if limited.any():  # what is not prefetched waits in full
             partial = (share_fwd * fwd_exposed + (1.0 - share_fwd) * units * gather_fwd
                        + share_bwd * bwd_exposed + (1.0 - share_bwd) * units * (gather_bwd + scatter_))
             ideal = np.where(prefetch & limited, partial, ideal)
-        return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
+        return hidden_in_practice(ideal, all_units)
 
     # FSDP2 under pipelining (memory.unsharded_through_step): the stage is gathered once per step, in the first
     # micro-batch's forward, and reduced once, after the last backward.
@@ -506,9 +515,9 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         """Exposed seconds of a step that gathers each unit once (the first micro-batch's forward, prefetched
         as ever) and reduce-scatters every unit after the last backward (`perform_reduce_grad`): no compute
         is left on the stage to hide the reduction behind."""
-        ideal = np.where(prefetch, gather_fwd + (units - 1.0) * np.maximum(gather_fwd - stage["layer_forward"], 0.0),
-                         units * gather_fwd)
-        return ideal + (1.0 - eff.dp_overlap) * (units * gather_fwd - ideal) + units * scatter_
+        all_units = units * gather_fwd
+        ideal = np.where(prefetch, behind_units(gather_fwd, stage["layer_forward"]), all_units)
+        return hidden_in_practice(ideal, all_units) + units * scatter_
 
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = _Rows(zero3 & (outside > 0), shard_links)
