@@ -527,7 +527,12 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + 2.0 * outside_gather + outside_scatter
     host_mb = 0.0
     if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
-        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, stage["layer_backward"],
+        # The host issues a layer's reduce-scatters while the GPU is busy with that layer's backward, and the
+        # collectives of the chain run on the network meanwhile: the layer takes the longest of the three, so
+        # the issue hides only behind what the compute and the chain's own traffic already take (hiding it
+        # behind the compute alone as well would count the same window twice).
+        unit_backward = np.maximum(stage["layer_backward"], gather_bwd + scatter)
+        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, unit_backward,
                                                            regather_calls), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
     flat_step = m * zero3_mb
@@ -560,9 +565,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
     # (--fp8-param-gather: the layers' Linear weights in fp8, one byte).
     gathered_bytes = w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage), 0.0)
-    param_gather = _only_where(sharded_12, collectives.all_gather_time, gathered_bytes, shard_links, calls=buckets, **kw)
+    param_gather_s = _only_where(sharded_12, collectives.all_gather_time, gathered_bytes, shard_links, calls=buckets,
+                                 **kw)
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
-                            hidden_behind(stage["forward"], param_gather, buckets, eff.dp_overlap), param_gather)
+                            hidden_behind(stage["forward"], param_gather_s, buckets, eff.dp_overlap), param_gather_s)
     # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
     gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     reductions = np.where(every_mb, m, 1.0)
@@ -577,7 +583,17 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         bytes_moved = np.array(bytes_moved, dtype=float)
         bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, sub_fw, pick(w), pick(reduce_bytes),
                                                                 pick(params), pick(m), pick(once))
-    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch
+    # The seconds of each compute window this traffic hides in, which the experts' own reduction over the same
+    # links cannot use again (_expert_data_parallel): the last backward (gradient reduction, per reduction),
+    # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes.
+    reduce_s = np.select([zero == 0, once, every_mb], [all_reduce, reduce_scatter, m * reduce_scatter], reduce_scatter)
+    zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
+                       m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
+    zero3_on = many & (zero == 3)
+    used = {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - reduce, 0.0) / reductions, 0.0),
+            "forward": np.where(many & ~zero3_on, np.maximum(param_gather_s - param_gather, 0.0), 0.0),
+            "micro_batch": np.where(zero3_on, np.maximum(zero3_s - flat_step, 0.0) / m, 0.0)}
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch, used
 
 
 def _stage_layer_params(batch, stage):
@@ -616,12 +632,13 @@ def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer):
     return parts
 
 
-def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
+def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used):
     """Exposed seconds (and bytes) of the experts' gradient reduction over the expert data-parallel group
     (etp x ep consecutive ranks are one expert replica): all-reduce (ZeRO-0) or reduce-scatter and the
     parameter all-gather after the step (ZeRO-1/2), behind backward/forward where overlapped, as the dense
-    gradients are (it shares the backward window with them: assumed not to contend); ZeRO-3 every
-    micro-batch."""
+    gradients are; ZeRO-3 every micro-batch. It hides only in what the dense traffic leaves of each window
+    (`dense_used`, from _data_parallel): both run on the same links while the same compute runs, so more
+    compute can hide each at most once and never makes the step shorter."""
     eff = cluster.efficiency
     kw = _collective_kwargs(cluster)
     d = moe.expert_dp(batch)
@@ -638,16 +655,19 @@ def _expert_data_parallel(batch, cluster, fw, w, stage, expert_params):
     gathered = np.where(batch.fp8_param_gather, 1.0, w) * expert_params  # --fp8-param-gather: fp8 expert weights
     gather = _only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=buckets, **kw)
     overlapped = batch.dp_comm_overlap
-    once = (np.where(overlapped, hidden_behind(stage["backward"], reduce, buckets, eff.dp_overlap), reduce)
+    backward_left = np.maximum(stage["backward"] - dense_used["backward"], 0.0)
+    forward_left = np.maximum(stage["forward"] - dense_used["forward"], 0.0)
+    once = (np.where(overlapped, hidden_behind(backward_left, reduce, buckets, eff.dp_overlap), reduce)
             + np.where(overlapped & (fw["param_gather_overlap"] > 0),
-                       hidden_behind(stage["forward"], gather, buckets, eff.dp_overlap), gather))
+                       hidden_behind(forward_left, gather, buckets, eff.dp_overlap), gather))
     # ZeRO-3 / FSDP: the experts' weights are gathered for forward and again for backward and their
     # gradients reduce-scattered every micro-batch, behind that micro-batch's compute where prefetched.
     m = batch.grad_accumulation
     zero3 = batch.zero == 3
     per_micro_batch = 2.0 * gather + reduce
     zero3_exposed = m * np.where(overlapped | (fw["prefetches_next_unit"] > 0),
-                                 hidden_behind(stage["forward"] + stage["backward"], per_micro_batch, buckets, eff.dp_overlap),
+                                 hidden_behind(np.maximum(stage["forward"] + stage["backward"] - dense_used["micro_batch"],
+                                                          0.0), per_micro_batch, buckets, eff.dp_overlap),
                                  per_micro_batch)
     moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, gathered, 0.0)
     moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
@@ -759,7 +779,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
         "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
-    dp_exposed, dp_bytes, offload_fetch = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
+    dp_exposed, dp_bytes, offload_fetch, dp_window_used = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
     offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
@@ -789,7 +809,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         parts["shard_copies"] = copies
     if moe_layer is not None:
         expert_params = moe.expert_params_per_gpu(batch, dp_layers)
-        expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params)
+        expert_dp_exposed, expert_dp_bytes = _expert_data_parallel(batch, cluster, fw, w, stage, expert_params,
+                                                                   dp_window_used)
         expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, ADAM_BYTES_PER_PARAM + w, hbm,
                                                         cluster.efficiency.optimizer_relative_efficiency)
         parts.update({"moe_experts": pace(per_layer["moe_experts"]), "ep_comm": pace(per_layer["ep_comm"]),

@@ -61,20 +61,22 @@ def regathered(batch, limit):
     return elements, calls
 
 
-def host_issue_s(fw, shard_links, units, has_outside, layer_backward, regather_calls):
+def host_issue_s(fw, shard_links, units, has_outside, unit_backward, regather_calls):
     """Exposed host seconds per micro-batch of issuing ZeRO-3 collectives that walk the group rank by rank.
 
     Where the stack's collectives do `host_ops_per_rank_per_call` eager ops per rank of the N-rank sharding
     group (list-form collectives: frameworks/deepspeed_v03.py), each call costs that x N x kernels.EAGER_OP_S
     of host time. The all-gathers are issued after a device synchronize from the hook that precedes the
     compute (forward and backward, re-gathers included): exposed in full. The reduce-scatters are issued while
-    the layer's backward kernels run: exposed only beyond the layer's backward; those of the rest of the model
-    come after the last backward kernel: exposed. 0 where the stack issues flat-buffer collectives (ops = 0).
+    the layer's backward kernels run: exposed only beyond `unit_backward`, the seconds a layer's backward
+    takes already (the longer of its compute and its share of the ZeRO-3 traffic); those of the rest of the
+    model come after the last backward kernel: exposed. 0 where the stack issues flat-buffer collectives
+    (ops = 0).
     """
     ranks = shard_links["ranks_per_node"] * shard_links["nodes"]
     per_call = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
     gathers = per_call * (units * (2.0 * fw["gathers_per_layer"] + regather_calls)
                           + has_outside * 2.0 * fw["gathers_outside_layers"])
-    scatters = (units * np.maximum(per_call * fw["scatter_calls_per_layer"] - layer_backward, 0.0)
+    scatters = (units * np.maximum(per_call * fw["scatter_calls_per_layer"] - unit_backward, 0.0)
                 + has_outside * per_call * fw["scatter_calls_outside_layers"])
     return gathers + scatters
