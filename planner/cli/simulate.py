@@ -304,10 +304,14 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     memory_rows.append(["total", human_bytes(memory["total_bytes"])])
     if result["fits"]:
         verdict = f"fits: yes ({human_bytes(memory['hbm_bytes'] - memory['total_bytes'])} headroom of {human_bytes(memory['hbm_bytes'])} HBM)"
-    else:
+    elif not memory["hbm_fits"]:
         verdict = (f"fits: NO - needs {human_bytes(memory['total_bytes'])} per GPU, HBM is {human_bytes(memory['hbm_bytes'])}"
                    f" (short by {human_bytes(memory['shortfall_bytes'])}); try more tp/pp, a higher ZeRO stage,"
                    f" recompute, a smaller micro-batch, or offload")
+    else:  # HBM holds it; what offload moves off the GPUs does not fit the node (lines below)
+        tier = "host memory" if not memory["host_fits"] else "NVMe"
+        verdict = (f"fits: NO - fits in HBM, but the offloaded states exceed the node's {tier}; spread them over more "
+                   f"nodes or offload less")
     band = result.get("step_time_band")
     band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
                  f"(validate residuals of {band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)") if band else ""

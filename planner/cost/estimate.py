@@ -87,6 +87,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             "model_states_bytes": sum(memory["parts"][k] for k in MODEL_STATE_PARTS),
             "host_bytes_per_node": memory["host_bytes_per_node"],
             "nvme_bytes_per_node": memory["nvme_bytes_per_node"],
+            "hbm_fits": memory["hbm_fits"],
             "host_fits": memory["host_fits"],
             "nvme_fits": memory["nvme_fits"],
         },

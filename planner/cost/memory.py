@@ -8,7 +8,8 @@ g the gradient-buffer bytes (framework record, by dtype) and K the optimizer sid
   ZeRO-2: w·P + g·P/d + K·P/d              DeepSpeed 2P + 18P/N (estimate_zero2_model_states_mem_needs)
   ZeRO-3: w3·P/d + g·P/d + K·P/d + gathered    DeepSpeed 20P/N + 4·largest, FSDP2 16P/N + units
 K = 8 (Adam m, v in fp32) + the fp32 master copy (framework `optimizer_bytes` - 8: 4, or 0 where the
-sharded fp32 parameter is the master, FSDP/JAX; 0 in fp32 training) + 4 for the fp32 gradient copy the
+fp32 parameter is the master, FSDP/JAX, whose ZeRO-0/1 weights then add 4·P and ZeRO-2 4·P/d for it;
+0 in fp32 training) + 4 for the fp32 gradient copy the
 optimizer steps on whenever the gradient buffer is 16-bit (DeepSpeed stage_1_and_2.py:1892-1902 and
 stage3.py:1895-1903 `single_grad_partition`; Megatron's fp16 row). The copy only exists during the
 optimizer step; it is counted throughout, as DeepSpeed's estimators and Megatron's table count it.
@@ -142,7 +143,11 @@ def _element_bytes(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
     reduce = np.select([chosen == 1, chosen == 0], [4.0, weights], reduce)
     master = np.where(fp32, 0.0, stack["optimizer_bytes"] - ADAM_STATE_BYTES)
     grad_copy = np.where(grads < 4.0, FP32_GRAD_COPY_BYTES, 0.0)
-    return {"weights": weights, "sharded_weights": np.where(fp32, 4.0, stack["sharded_param_bytes"]),
+    sharded_weights = np.where(fp32, 4.0, stack["sharded_param_bytes"])
+    # Where the stack keeps no master copy on the optimizer side, its (sharded) fp32 parameter is the master
+    # and lives beside the 16-bit compute weights at every ZeRO stage, not only as ZeRO-3's sharded weights.
+    param_master = np.where(fp32 | (master > 0), 0.0, sharded_weights)
+    return {"weights": weights, "sharded_weights": sharded_weights, "param_master": param_master,
             "grads": grads, "reduce": reduce, "optimizer": ADAM_STATE_BYTES + master + grad_copy}
 
 
@@ -194,14 +199,23 @@ def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) 
     zero = batch.zero
     degree = state_sharding_degrees(batch, stack)
     d, d_grads = degree["weights"], degree["grads"]
-    weights = np.where(zero == 3, size["sharded_weights"] * params / d, size["weights"] * params)
+    # ZeRO-0/1/2 on stacks whose fp32 parameter is the master (FSDP, JAX: `param_master`): it is sharded with the
+    # parameters at ZeRO-2 (FSDP2 with reshard_after_forward=False, FSDP1 SHARD_GRAD_OP) and whole where the
+    # parameters are replicated (DDP / NO_SHARD, MaxText without an fsdp axis), beside the 16-bit weights
+    # computed from it (torchtitan: 4 + 4 + 8 = 16 B over the mesh, frameworks/fsdp.py).
+    unsharded_master = size["param_master"] * params / np.where(zero == 2, d, 1.0)
+    weights = np.where(zero == 3, size["sharded_weights"] * params / d, size["weights"] * params + unsharded_master)
     # ZeRO++ hpZ: the secondary partition, in the weights' 16-bit dtype, over hpz ranks (DeepSpeed
     # partition_parameters.py:1673-1700 `_partition_param_sec`: tensor_size // num_ranks_in_param_group).
     weights = weights + np.where((zero == 3) & (degree["hpz"] > 1), size["weights"] * params / degree["hpz"], 0.0)
     grads = np.where(zero >= 2, size["grads"] * params / d_grads, size["grads"] * params)
     # ZeRO-2 under pipelining (torchtitan's FSDP2): the stage's gradients accumulate unsharded in the reduce
     # dtype until the last micro-batch (ZeRO-3 counts them in its gathered set, gathered_bytes).
-    grads = np.where(unsharded_through_step(batch, stack) & (zero == 2), size["reduce"] * params, grads)
+    # ZeRO-3 the same, in its gathered set; its sharded gradients appear only as the last backward's reduction
+    # frees the unsharded ones unit by unit (the previous step's were set to None by zero_grad), so they do not
+    # add to the peak: ZeRO-2 and -3 under torchtitan's pipeline hold the same states.
+    piped = unsharded_through_step(batch, stack)
+    grads = np.where(piped & (zero == 2), size["reduce"] * params, np.where(piped & (zero == 3), 0.0, grads))
     # BF16_Optimizer: each micro-batch's bf16 .grad lives beside the fp32 copy until it is added in
     # (bf16_optimizer.py:332-347; set to None only before the next backward, :445-459).
     grads = grads + np.where(fp32_accumulation_rows(batch, stack), size["weights"] * params, 0.0)
@@ -408,15 +422,21 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     host_per_node = np.max(np.broadcast_to(other["host"], totals.shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
     nvme_per_node = np.max(np.broadcast_to(other["nvme"], totals.shape), axis=0) * gpus_on_node
+    host_fits = host_per_node <= cluster.node.host_memory_bytes
+    nvme_fits = nvme_per_node <= (cluster.node.nvme_capacity_bytes or np.inf)
+    hbm_fits = total <= hbm
     return {
         "parts": parts,
         "total_bytes": total,
         "hbm_bytes": np.full(len(batch), hbm),
-        "fits": total <= hbm,
+        # A layout runs only where every tier holds what it is given: HBM, and the node's host memory and
+        # NVMe for what offload moves there (the searches rule out the same, search/layouts.py).
+        "fits": hbm_fits & host_fits & nvme_fits,
+        "hbm_fits": hbm_fits,
         "host_bytes_per_node": host_per_node,
         "nvme_bytes_per_node": nvme_per_node,
-        "host_fits": host_per_node <= cluster.node.host_memory_bytes,
-        "nvme_fits": nvme_per_node <= (cluster.node.nvme_capacity_bytes or np.inf),
+        "host_fits": host_fits,
+        "nvme_fits": nvme_fits,
         "params_per_gpu": pick(other["params"]),
         "binding_stage": binding,
     }

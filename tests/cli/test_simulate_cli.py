@@ -60,6 +60,20 @@ def test_layout_that_does_not_fit_is_a_result_not_an_error(cli):
     assert code == 1 and "fits: NO" in out
 
 
+def test_offload_beyond_the_host_memory_does_not_fit(cli):
+    """HBM holds the 405B shards, the eight GPUs' offloaded states do not fit the node's 2 TB: not a fit (exit 1),
+    and the verdict says which tier binds (it printed "fits: yes" with exit 0)."""
+    code, out, err = cli(["simulate", "--model", "llama3-405b", "--gpus", "8", "--zero", "3", "--offload",
+                          "optimizer+params", "--framework", "deepspeed", "--recompute", "full", "--global-batch", "8"])
+    assert code == 1 and err == ""
+    assert "fits: NO - fits in HBM, but the offloaded states exceed the node's host memory" in out
+    code, out, _ = cli(["simulate", "--model", "llama3-405b", "--gpus", "8", "--zero", "3", "--offload",
+                        "optimizer+params", "--framework", "deepspeed", "--recompute", "full", "--global-batch", "8",
+                        "--json"])
+    memory = json.loads(out)["memory"]
+    assert code == 1 and memory["hbm_fits"] and not memory["host_fits"] and not json.loads(out)["fits"]
+
+
 def test_gpus_sets_dp(cli):
     code, out, _ = cli(["simulate", *GPT2, "--gpus", "16", "--tp", "2", "--json"])
     assert code == 0 and json.loads(out)["layout"]["dp"] == 8

@@ -132,6 +132,33 @@ def test_fsdp_shards_16_bytes_per_param_over_dp_and_cp(dp, cp):
     assert float(states["zero3_gathered"][0]) == pytest.approx(2 * 2 * block + (2 + 4) * block, rel=1e-9)
 
 
+@pytest.mark.parametrize("framework", ["fsdp", "llm-foundry", "jax"])
+@pytest.mark.parametrize("zero, dp", [(0, 1), (2, 8), (2, 64)])
+def test_fsdp_keeps_its_fp32_master_parameter_below_zero3(framework, zero, dp):
+    """The stacks whose fp32 parameter is the master (no master on the optimizer side) hold it at ZeRO-0 and -2
+    too: torchtitan DDP / FSDP1 NO_SHARD keep the fp32 parameter whole beside the bf16 copy the forward runs on
+    (4 + 2 + 4 + 8 = 18 B); ZeRO-2 (FSDP2 reshard_after_forward=False, FSDP1 SHARD_GRAD_OP) shards it with the
+    gradients and Adam (16 B / dp) and keeps the gathered bf16 weights (2 B)."""
+    P = 7e9
+    states = model_state_bytes(np.array([P]), single_batch(LLAMA2_7B, Layout(dp=dp, zero=zero, global_batch=dp,
+                                                                             framework=framework)))
+    total = float((states["weights"] + states["gradients"] + states["optimizer"])[0])
+    expected = {0: 18 * P, 2: 2 * P + 16 * P / dp}[zero]
+    assert total == pytest.approx(expected, rel=1e-9)
+
+
+def test_fsdp_zero2_and_zero3_hold_the_same_states_under_pipelining():
+    """Under pipelining torchtitan does not reshard after forward at ZeRO-2 or -3 (distributed/fsdp.py:129-132)
+    and syncs gradients only after the last backward: either way the stage's bf16 weights and fp32 gradients
+    unsharded, the fp32 master and Adam sharded, 6P + 12P/d. (ZeRO-2 held 4P/d less when its master was left
+    out, ZeRO-3 4P/d more with sharded gradients that are not alive at the peak.)"""
+    P, d = 4.4e9, 4
+    states = {zero: _states(P, model=PRESETS["llama2-70b"], tp=2, pp=8, dp=d, zero=zero, global_batch=16,
+                            framework="fsdp") for zero in (2, 3)}
+    assert states[2] == pytest.approx(6 * P + 12 * P / d, rel=1e-9)
+    assert states[3] == pytest.approx(states[2], rel=1e-9)
+
+
 def test_fsdp_with_pipeline_keeps_the_stage_unsharded():
     """torchtitan does not reshard after forward with pp (distributed/fsdp.py:129-132) and the pipeline
     schedule syncs gradients only at the last backward: bf16 weights + fp32 gradients of the stage."""
@@ -382,6 +409,18 @@ def test_parts_sum_to_total_and_verdict_follows(a100):
     memory = per_gpu_memory(single_batch(PRESETS["llama2-70b"], Layout(tp=8, pp=2, global_batch=8)), a100)
     assert sum(memory["parts"].values())[0] == pytest.approx(memory["total_bytes"][0], rel=1e-12)
     assert bool(memory["fits"][0]) == (memory["total_bytes"][0] <= a100.accelerator.hbm_bytes)
+    assert bool(memory["hbm_fits"][0]) == bool(memory["fits"][0])  # no offload: HBM alone decides
+
+
+def test_offload_beyond_the_node_host_memory_does_not_fit():
+    """A layout whose offloaded states exceed the node's host memory does not run, whatever HBM holds: `fits`
+    is false there as in the layout search (search/layouts.py), and `hbm_fits` still says HBM holds it."""
+    h100 = load_cluster("dgx-h100")
+    layout = Layout(dp=8, zero=3, offload="optimizer+params", framework="deepspeed", recompute="full", global_batch=8)
+    memory = per_gpu_memory(single_batch(PRESETS["llama3-405b"], layout), h100)
+    assert memory["hbm_fits"][0] and not memory["host_fits"][0]
+    assert memory["host_bytes_per_node"][0] > h100.node.host_memory_bytes
+    assert not memory["fits"][0]
 
 
 def test_175b_on_one_gpu_does_not_fit(a100):

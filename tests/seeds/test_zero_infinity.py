@@ -41,7 +41,7 @@ def test_1t_fine_tunes_on_one_dgx2_node_only_with_nvme():
     cpu = _one_node(offload="optimizer+params", offload_device="cpu")
     nvme = _one_node(offload="optimizer+params", offload_device="nvme")
     assert not gpu_only["fits"]
-    assert cpu["fits"] and not cpu["memory"]["host_fits"]
+    assert cpu["memory"]["hbm_fits"] and not cpu["memory"]["host_fits"] and not cpu["fits"]
     assert nvme["fits"] and nvme["memory"]["host_fits"] and nvme["memory"]["nvme_fits"]
     assert 0 < nvme["memory"]["nvme_bytes_per_node"] <= V100.node.nvme_capacity_bytes == 30e12
     assert 0 < nvme["step_time_s"] < 3 * 3600
@@ -52,7 +52,7 @@ def test_2t_does_not_fit_one_dgx2_node():
     model = make_model("infinity-2t", layers=256, hidden=25600, heads=160, seq_len=1024, vocab=50257)
     result = simulate(model, Layout(dp=16, global_batch=16, offload="optimizer+params", offload_device="nvme", **BASE),
                       V100)
-    assert result["fits"] and not result["memory"]["nvme_fits"]
+    assert result["memory"]["hbm_fits"] and not result["memory"]["nvme_fits"] and not result["fits"]
 
 
 def _at_512(**options):
