@@ -20,7 +20,8 @@ numpy arrays and scored in one vectorised pass of the cost model:
           Megatron's needs an interleaved schedule with pp > 1 and no full recompute).
 
 Which stack runs what is data (planner.frameworks): a layout a stack cannot run is never enumerated
-for it. The best layout has the shortest step time among those that fit (ties: less memory).
+for it. The best layout trains the most tokens per second among those that fit (the shortest step when the
+global batch is fixed; without one each layout rounds the batch law's to its own; ties: less memory).
 """
 
 from __future__ import annotations
@@ -218,12 +219,15 @@ class LayoutSearch:
     fits: np.ndarray  # fits HBM and host memory
     reason_code: np.ndarray  # -1, or the index into REASONS of the first reason that rules the layout out
     goodput: float
-    order: np.ndarray = field(default=None)  # feasible layouts, fastest first
+    order: np.ndarray = field(default=None)  # feasible layouts, most tokens per second first
     moe_load_imbalance: float = 1.0  # MoE models: the busiest expert rank's load over the mean
 
     def __post_init__(self) -> None:
+        # By throughput, not step time: without a fixed global batch each layout rounds the batch law's target
+        # to its own micro-batch x dp, so a shorter step can carry fewer tokens and train the tokens slower.
+        # (With one global batch for all the two orders agree.) Less memory breaks ties.
         feasible = np.flatnonzero(self.fits)
-        self.order = feasible[np.lexsort((self.memory_bytes[feasible], self.step_time_s[feasible]))]
+        self.order = feasible[np.lexsort((self.memory_bytes[feasible], -self.tokens_per_s[feasible]))]
 
     def reason(self, i: int) -> str:
         code = int(self.reason_code[i])
