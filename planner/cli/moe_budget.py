@@ -47,7 +47,8 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     else:
         frameworks = ("megatron",)
     return compare_dense_moe(cluster, gpu_seconds, deadline_s, dtype=args.dtype, frameworks=frameworks,
-                             seq_len=args.seq_len, vocab=args.vocab, gpus=gpus)
+                             seq_len=args.seq_len, vocab=args.vocab, gpus=gpus,
+                             max_gpus=getattr(args, "max_gpus", None))
 
 
 def _side_json(side) -> dict | None:

@@ -280,8 +280,12 @@ def moe_comparison(comparison) -> dict:
                    f"{m.inference_flops_per_token / d.inference_flops_per_token:.2f}x the dense model's FLOPs "
                    f"(its {human_count(m.model.total_params)} parameters must all be in memory)")
     missing = [kind for kind, side in (("dense", comparison.dense), ("MoE", comparison.moe)) if side is None]
+    spent = comparison.gpus * comparison.wall_s
+    # Fewer GPUs than the budget needs by the deadline (--max-gpus, --gpus, the cluster's size): say what is left.
+    unspent = (f" (spends {spent / 3600:,.0f} of them: {comparison.gpus} GPUs cannot use more by the deadline)"
+               if spent < comparison.gpu_seconds * (1 - 1e-9) else "")
     return {
-        "header": (f"budget {comparison.gpu_seconds / 3600:,.0f} GPU-hours on {comparison.gpus} GPUs of "
+        "header": (f"budget {comparison.gpu_seconds / 3600:,.0f} GPU-hours{unspent} on {comparison.gpus} GPUs of "
                    f"{comparison.cluster.name} for {comparison.wall_s / 86400:.1f} days; losses from Krajewski et al. "
                    f"2024 (dense eq. 1 and MoE eq. 9, C4)"),
         "kinds": [s.kind for s in sides], "rows": rows, "verdict": verdict,

@@ -12,7 +12,8 @@ the law and the cost model:
      fits memory is shrunk until one does (an E = 64 optimum can hold trillions of parameters);
   3. the nearest shape of the planner's family (family_model / family_moe_model: 64·G experts of
      width ffn/G, top-G, the paper's fine-grained construction), searched over its layouts (expert
-     parallelism included) on the GPU count the budget keeps busy until the deadline;
+     parallelism included) on the fewest GPUs that spend the budget by the deadline (the budget / deadline
+     rounded up to a count the cluster has; at most --max-gpus, where the cap then runs the whole deadline);
   4. the tokens that layout trains in the wall-clock (tokens/s x goodput) give the compute of step 1 for
      the next round; three rounds.
 
@@ -131,16 +132,24 @@ def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab) -
     return plan
 
 
+def spending_gpu_count(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, max_gpus: int | None = None) -> int:
+    """The fewest GPUs (of the counts the search tries) that spend `gpu_seconds` within the deadline: the smallest
+    count >= budget / deadline, which finishes at or before it. (The largest count below it runs the whole
+    deadline and leaves the rest of the budget unspent: 8 GPUs x 30 days of a 10,000 GPU-hour budget used
+    58% of it.) Under `max_gpus`, or where the cluster has fewer, the largest count there is."""
+    counts = gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, max_gpus)
+    enough = [g for g in counts if g * deadline_s >= gpu_seconds]
+    return min(enough) if enough else max(counts)
+
+
 def compare_dense_moe(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, *, dtype: str = "bf16",
                       frameworks=("megatron",), seq_len: int = 4096, vocab: int = 32000,
-                      gpus: int | None = None) -> MoEComparison:
+                      gpus: int | None = None, max_gpus: int | None = None) -> MoEComparison:
     """Best dense and best MoE plan for a GPU-time budget and a deadline (module docstring)."""
     if not gpu_seconds or gpu_seconds <= 0:
         raise PlannerInputError("--moe: give --budget (GPU-hours or money) to compare dense and MoE plans")
     if gpus is None:
-        busy = gpu_seconds / deadline_s
-        counts = [g for g in gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None) if g <= busy]
-        gpus = max(counts) if counts else cluster.gpus_per_node
+        gpus = spending_gpu_count(cluster, gpu_seconds, deadline_s, max_gpus)
     wall = min(deadline_s, gpu_seconds / gpus)
     run = lambda kind, law: _side(kind, law, cluster, gpus, wall, dtype, tuple(frameworks), seq_len, vocab)  # noqa: E731
     dense = run("dense", KRAJEWSKI_2024_DENSE)

@@ -61,3 +61,29 @@ def test_more_budget_never_worse_on_either_side():
         a, b = getattr(small, kind), getattr(large, kind)
         assert np.isfinite(a.loss) and np.isfinite(b.loss)
         assert b.loss <= a.loss + 1e-9
+
+
+@pytest.mark.parametrize("budget_hours", [10_000, 20_000])
+def test_the_whole_budget_is_spent_by_the_deadline(budget_hours):
+    """The fewest GPUs that spend the budget within the 30 days (it took the most GPUs that fit under budget /
+    deadline instead, and left 42% of a 10,000 GPU-hour budget unspent on 8 GPUs)."""
+    cluster, deadline = load_cluster("dgx-h100"), 30 * 86400.0
+    result = compare_dense_moe(cluster, budget_hours * 3600.0, deadline)
+    assert result.gpus * result.wall_s == pytest.approx(budget_hours * 3600.0, rel=1e-9)
+    assert result.wall_s <= deadline
+    fewer = max(g for g in (1, 2, 4, 8, 16, 32, 64, 128, 256) if g < result.gpus)
+    assert fewer * deadline < budget_hours * 3600.0  # one count down could not have spent it
+
+
+def test_max_gpus_caps_the_moe_comparison(optimize):
+    """--max-gpus was ignored (256 GPUs under --max-gpus 64); under the cap the deadline binds and the header
+    says how much of the budget is spent."""
+    code, out, _ = optimize("--budget", "200000gpuh", "--moe", "--max-gpus", "64", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["gpus"] == 64
+    for side in ("dense", "moe"):
+        layout = result[side]["layout"]
+        assert layout["tp"] * layout["pp"] * layout["dp"] * layout["cp"] == 64
+    assert result["gpu_hours"] == pytest.approx(64 * 30 * 24)
+    code, out, _ = optimize("--budget", "200000gpuh", "--moe", "--max-gpus", "64")
+    assert code == 0 and "(spends 46,080 of them" in out.splitlines()[0]
