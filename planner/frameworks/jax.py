@@ -28,7 +28,10 @@ JAX = Framework(
     dp_comm_overlap_default=True, zero2_reduces_every_microbatch=False, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=True, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=True,
     supports_interleaving=False, supports_context_parallel=True, supports_offload=False,
-    grad_bucket_elements=6.25e6,  # no gradient buckets in XLA: one reduce per layer, taken as DDP's 25 MiB
+    # XLA combines the gradients' collectives up to a byte threshold that MaxText's GPU recipes set: 128 MiB for
+    # reduce-scatter (G/a3/llama_3.1_405b/128vm.sh:29, llama_2_7b/*vm.sh) and 1 GiB for all-reduce (:28); the
+    # reduce-scatter's, in fp32 gradient elements (B:111), for both: at either size a call's latency is small.
+    grad_bucket_elements=134217728 / 4.0,
     eager_dispatch=False,
     attention_kernel_hopper="cudnn",  # cudnn_flash_te in MaxText's GPU configs (module docstring)
 )
