@@ -393,13 +393,17 @@ def _tensor_parallel(batch, cluster, layer, w, fw):
     kw = _collective_kwargs(cluster)
     tokens = batch.micro_batch * batch.seq_len / c
     message = tokens * batch.hidden * w
-    one = _only_where(t > 1, collectives.all_reduce_time, message, _layout_links(batch, cluster, tp_group), **kw)
+    tp_links = _layout_links(batch, cluster, tp_group)
+    one = _only_where(t > 1, collectives.all_reduce_time, message, tp_links, **kw)
     # Overlapped (TE userbuffers, async TP): the collective is split into tp chunks pipelined against the
-    # GEMM it feeds; the first chunk and what the GEMMs cannot cover stay exposed.
+    # GEMM it feeds; the first chunk and what the GEMMs cannot cover stay exposed. Stacks whose overlap needs
+    # one NVLink domain (Framework.tp_comm_overlap_within_scale_up) do not overlap a tp group across nodes.
+    overlapped = batch.tp_comm_overlap & ((fw["tp_comm_overlap_within_scale_up"] == 0) | (tp_links["nodes"] <= 1))
+
     def exposed(count, gemm):
         comm = count * one
         hidden = hidden_behind(gemm, comm, t, eff.tp_overlap)
-        return np.where(batch.tp_comm_overlap, hidden, comm)
+        return np.where(overlapped, hidden, comm)
 
     calls = fw["tp_collectives_per_layer"]  # 2, or 1 with the parallel block
     recompute_tp = np.where(batch.recompute == 2, exposed(calls, layer["gemm"]), 0.0)

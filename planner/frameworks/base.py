@@ -78,6 +78,11 @@ class Framework:
     # Bucket growth with the data-parallel size, elements per rank (the bucket is the larger of this x dp
     # and grad_bucket_elements), so per-call ring latency over many ranks stays amortised.
     grad_bucket_elements_per_rank: float = 0.0
+    # The TP overlap moves data by direct loads/stores between the GPUs' memories (TE userbuffers over CUDA IPC,
+    # torch symmetric memory), so it works only inside one NVLink (scale-up) domain: a tp group across nodes
+    # runs its collectives unoverlapped. False where the overlap runs over the network too (XLA's collective
+    # matmul is built from NCCL collective-permutes).
+    tp_comm_overlap_within_scale_up: bool = False
     # Pipeline sends carry 1/tp of the activation per tp rank, all-gathered over the scale-up link on the
     # other side (Narayanan et al. 2021, section 4.1, "scatter/gather"), even without sequence parallelism.
     p2p_scatter_gather: bool = False

@@ -43,6 +43,10 @@ FSDP = Framework(
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
     dp_comm_overlap_default=True, zero2_reduces_every_microbatch=True, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=False,
+    # Async TP pipelines the all-gather through symmetric memory, which "works only when the group is within
+    # NVLink domain or similar. It does not work across network interfaces" (torch 2.13
+    # distributed/_symmetric_memory/__init__.py:479-486, used by _pipelined_all_gather_and_consume, :296).
+    tp_comm_overlap_within_scale_up=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
     eager_dispatch=True,

@@ -14,7 +14,11 @@ megatron/core/distributed/distributed_data_parallel_config.py, DDP = .../distrib
 - Overlaps default off: `overlap_grad_reduce`, `overlap_param_gather` (DDPC:18, 21), `tp_comm_overlap`
   (`core/model_parallel_config.py`:265); NeMo's H100 recipes turn all three on
   (NVIDIA/NeMo@8cfedd72 `nemo/collections/llm/recipes/llama31_405b.py`:127-128, 238-241).
-- TE userbuffers overlap needs sequence parallelism (MP:1441). p2p overlap is on with interleaving and
+- TE userbuffers overlap needs sequence parallelism (MP:1441) and one NVLink domain: Transformer Engine's
+  userbuffers exchange through CUDA IPC, "only up to 8 GPUs in an NVLink domain", and "for TP-parallelism,
+  only single node is implemented" (NVIDIA/TransformerEngine@d0067d0d transformer_engine/common/
+  comm_gemm_overlap/userbuffers/userbuffers-host.cpp:664, userbuffers.h:194; multi-node NVLink fabrics
+  excepted, :94-115). p2p overlap is on with interleaving and
   forced off without it (MP:1010-1013, 3118-3120).
 - Schedules 1F1B and interleaved (`core/pipeline_parallel/schedules.py`); context parallelism native.
 - ZeRO-2/3-style sharding is Megatron-FSDP (`megatron/core/distributed/fsdp`, `--use-megatron-fsdp`,
@@ -33,6 +37,7 @@ MEGATRON = Framework(
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
     dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=True,
+    tp_comm_overlap_within_scale_up=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
     grad_bucket_elements=4.0e7,  # Megatron-Core DDP buckets of max(40M, 1M x dp) parameters (`distributed_data_parallel_config.py`, bucket_size)
     eager_dispatch=True,

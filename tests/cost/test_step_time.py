@@ -376,3 +376,23 @@ def test_fsdp_cpu_offload_under_pipelining_copies_the_shard_in_once_a_step():
 
     assert copies(4, 256) == pytest.approx(copies(4, 32), rel=1e-9)
     assert copies(1, 256) > 4 * copies(1, 32)
+
+
+@pytest.mark.parametrize("framework, across_nodes_overlaps", [("megatron", False), ("fsdp", False), ("jax", True)])
+def test_tp_overlap_stays_inside_one_nvlink_domain_where_the_stack_needs_it(framework, across_nodes_overlaps):
+    """TE userbuffers (Megatron) and torch's symmetric-memory async TP (torchtitan) exchange through the NVLink
+    domain only (frameworks/megatron.py, fsdp.py, with file and line): tp 16 over two 8-GPU nodes runs its
+    collectives unoverlapped; inside a node (tp 8) the overlap hides them. XLA's collective matmul (jax) is built
+    from NCCL permutes and overlaps across nodes too. (The search picked tp 16 across nodes with the overlap.)"""
+    model, cluster = PRESETS["gpt3-175b"], load_cluster("dgx-a100-80gb")
+
+    def tp_seconds(tp, overlap):
+        layout = Layout(tp=tp, pp=4, dp=1, micro_batch=1, global_batch=64, seq_parallel=True, dtype="bf16",
+                        framework=framework, tp_comm_overlap=overlap)
+        return simulate(model, layout, cluster)["time"]["tp_comm"]
+
+    assert tp_seconds(8, True) < tp_seconds(8, False)
+    if across_nodes_overlaps:
+        assert tp_seconds(16, True) < tp_seconds(16, False)
+    else:
+        assert tp_seconds(16, True) == tp_seconds(16, False)
