@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from planner.specs.clusters import DEFAULT_CLUSTER
 
 
@@ -78,11 +76,6 @@ def load_inputs(args):
         min_headroom=getattr(args, "min_headroom", 0.0) or 0.0)
     if args.seq_len <= 0 or args.vocab <= 0:
         raise PlannerInputError(f"--seq-len and --vocab must be positive, got {args.seq_len} and {args.vocab}")
-    if constraints.target_loss is not None and constraints.target_loss >= math.log(args.vocab):
-        # Every model starts at uniform guessing, ln V; the search drops plans predicted above it, so a target
-        # there would be met only by plans pushed far past it (it cost more than a harder target).
-        raise PlannerInputError(f"--target-loss: {constraints.target_loss:g} is not below ln(--vocab {args.vocab}) = "
-                                f"{math.log(args.vocab):.3f}, the loss of guessing uniformly; give a lower target")
     law = load_law(args.law or DEFAULT_LAW, constraints.unique_tokens)
     return cluster, law, constraints
 

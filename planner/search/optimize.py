@@ -7,6 +7,7 @@ brute force over the same space with the scalar simulator finds nothing better (
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -105,11 +106,19 @@ def context_models(models: list, n_opt: float) -> np.ndarray:
     return inside
 
 
+UNIFORM_MARGIN = 1e-9  # relative: "just below" ln V, so the plan's predicted loss passes score's `loss > ln V` check
+
+
 def build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab):
     """The scoring set-up over every family shape, and the compute-optimal N estimate."""
     models = family_models(seq_len, vocab, 0, np.inf)
     law_n, total, nonemb = _law_params(law, models)
-    needed = None if constraints.target_loss is None else tokens_for_loss(law, law_n, constraints.target_loss)
+    # A target at or above ln V (uniform guessing, which every model starts from and no plan is allowed to
+    # predict above) is aimed at just below ln V: the cheapest plans that reach it. (Aimed at the target
+    # itself, only plans pushed far past it by the batch floor survived, and it cost more than a harder one.)
+    target = None if constraints.target_loss is None else min(constraints.target_loss,
+                                                               math.log(vocab) * (1.0 - UNIFORM_MARGIN))
+    needed = None if target is None else tokens_for_loss(law, law_n, target)
     problem = Problem(cluster=cluster, law=law, constraints=constraints, dtype=dtype, batch_rule=batch_rule,
                       law_params=law_n, total_params=total, nonembedding_params=nonemb,
                       tokens_estimate=None if needed is None else np.where(np.isfinite(needed), needed, 1e12),

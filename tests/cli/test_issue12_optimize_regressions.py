@@ -154,3 +154,14 @@ def test_9_infinite_matmul_half_size_is_refused(tmp_path, capsys):
     (tmp_path / "odd.yaml").write_text(text.replace("\nefficiency:\n", "\nefficiency:\n  matmul_half_size: .inf\n", 1))
     code, out, err = run(capsys, "simulate", "--cluster-dir", tmp_path, "--cluster", "odd", "--model", "llama3-8b")
     assert code == 2 and "matmul_half_size" in err
+
+
+def test_a_target_above_uniform_guessing_costs_no_more_than_a_harder_one(capsys):
+    """At or above ln V (10.37 for the default vocabulary) the target is aimed just below ln V: it cost 17 GPU-s
+    against 7.5 for --target-loss 10, only plans the batch floor pushed far past it being left."""
+    costs = {}
+    for target in ("9", "10", "10.5", "19.99"):
+        code, out = plan(capsys, "--target-loss", target)
+        assert code == 0
+        costs[target] = out["plan"]["gpu_hours"]
+    assert costs["19.99"] <= costs["10.5"] <= costs["10"] <= costs["9"]
