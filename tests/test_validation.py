@@ -80,6 +80,16 @@ def test_a_row_that_cannot_be_simulated_is_kept_with_its_reason(tmp_path):
     assert summary["count"] == 1
 
 
+@pytest.mark.parametrize("framework", ["megatron-lm", "Megatron"])
+def test_an_unknown_framework_is_a_reason_not_a_traceback(framework):
+    """A framework value outside the stacks (a case or spelling slip) raised KeyError in the inference (exit 70
+    from validate, calibrate and doctor); it is the row's reason, naming the column and the choices."""
+    run = MeasuredRun(id="fw", source="t", cluster="dgx-a100-80gb", gpus=8, layers=12, hidden=768, heads=12,
+                      seq_len=1024, vocab=50257, dp=8, global_batch=32, step_time_s=1.0, extra={"framework": framework})
+    result, = predict_runs([run])
+    assert f"column 'framework': expected one of megatron, deepspeed" in result.reason and repr(framework) in result.reason
+
+
 def test_run_to_config_derives_dp_from_gpus():
     run = MeasuredRun(id="r", cluster="dgx-a100-80gb", gpus=64, layers=24, hidden=2048, heads=16, seq_len=2048,
                       vocab=50257, tp=2, pp=2, micro_batch=1, global_batch=64)

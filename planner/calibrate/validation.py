@@ -16,6 +16,7 @@ import numpy as np
 from planner.cost.estimate import MODEL_STATE_PARTS, check_simulable, estimate
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORKS
 from planner.specs.hardware import ClusterSpec
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout, layouts_batch
@@ -107,6 +108,9 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     tp, pp, cp = run.tp or 1, run.pp or 1, run.cp or 1
     dp = run.dp or (run.gpus // (tp * pp * cp) if run.gpus else 1)
     framework = (run.extra.get("framework") or "").strip() or None
+    if framework is not None and framework not in FRAMEWORKS:
+        raise PlannerInputError(f"{where}: column 'framework': expected one of {', '.join(FRAMEWORKS)} or empty, "
+                                f"got {framework!r}")
     fields = {
         "tp": tp, "pp": pp, "dp": dp, "cp": cp, "vpp": run.vpp, "zero": run.zero or 0,
         "offload": run.offload or "none", "micro_batch": run.micro_batch, "global_batch": run.global_batch,
