@@ -139,7 +139,9 @@ def megatron_layout(args: dict[str, str]) -> dict:
 
 def deepspeed_layout(log: ParsedLog) -> dict:
     """Layout from DeepSpeed's printed engine config, user JSON and flops profiler summary."""
-    printed, user = log.ds_config, log.ds_user_config or {}
+    printed = log.ds_config
+    # A user config that is not a JSON object (a number, a list) says nothing about the layout.
+    user = log.ds_user_config if isinstance(log.ds_user_config, dict) else {}
     layout: dict = {}
     world = _int_or_none(printed.get("world_size")) or _int_or_none(log.flops_profile.get("world size"))
     if world:
@@ -157,6 +159,11 @@ def deepspeed_layout(log: ParsedLog) -> dict:
     if micro:
         layout["micro_batch"] = micro
     total = _int_or_none(printed.get("train_batch_size")) or _int_or_none(user.get("train_batch_size"))
+    accumulation = (_int_or_none(printed.get("gradient_accumulation_steps"))
+                    or _int_or_none(user.get("gradient_accumulation_steps")))
+    if not total and micro and data_parallel and accumulation:
+        # DeepSpeed's batch identity: train_batch_size = micro-batch x gradient accumulation x data parallel.
+        total = micro * accumulation * data_parallel
     if total:
         layout["global_batch"] = total
     zero = user.get("zero_optimization") if isinstance(user.get("zero_optimization"), dict) else {}
@@ -195,7 +202,8 @@ def _dtype(user: dict, printed: dict) -> str | None:
             return name
     if _truthy(printed.get("bfloat16_enabled")) or "enabled=True" in printed.get("bfloat16_config", ""):
         return "bf16"
-    if _truthy(printed.get("fp16_enabled")):
+    # DeepSpeed 0.19 prints `float16_config ... enabled=True` (no fp16_enabled line).
+    if _truthy(printed.get("fp16_enabled")) or "enabled=True" in printed.get("float16_config", ""):
         return "fp16"
     if user or printed:
         return "fp32"
@@ -208,20 +216,35 @@ def _median_after(entries: list, skip: int) -> tuple[float, int]:
 
 
 def measurements(log: ParsedLog, global_batch: int | None, skip: int,
-                 problems: list[LogProblem] | None = None) -> tuple[dict, str | None]:
+                 problems: list[LogProblem] | None = None, accumulation: int | None = None,
+                 logged: dict | None = None) -> tuple[dict, str | None]:
     """Candidate step times (s) and extra figures; returns (values, name of the method chosen).
 
     A step time the runs CSV cannot hold (planner.profile.runs_csv.check_value: positive, finite, in
-    range) is never chosen: it is reported in `problems` and the next method is tried."""
+    range) is never chosen: it is reported in `problems` and the next method is tried. Megatron iterations
+    logged at another global batch (batch-size ramp-up) are left out. `logged` receives, per method, how many
+    logged steps its median had to work with (the warm-up ones are in it when there were no more than `skip`).
+    With gradient accumulation (`accumulation` > 1) the flops profiler's iter latency may cover one micro-batch,
+    not the step: kept as a figure, never chosen."""
     problems = problems if problems is not None else []
+    logged = logged if logged is not None else {}
     values: dict[str, float] = {}
-    if log.megatron_iterations:
-        values["megatron_step_time_s"], n = _median_after([e["elapsed_s"] for _, e in log.megatron_iterations], skip)
-        tflops = [e["tflops"] for _, e in log.megatron_iterations[skip:] if "tflops" in e]
+    iterations = [e for _, e in log.megatron_iterations]
+    if iterations and global_batch:
+        at_batch = [e for e in iterations if e.get("global_batch", global_batch) == global_batch]
+        if len(at_batch) < len(iterations):
+            problems.append(LogProblem(log.path, f"{len(iterations) - len(at_batch)} logged iteration(s) at another "
+                                                 f"global batch (ramp-up) left out; step time at {global_batch}"))
+        iterations = at_batch
+    if iterations:
+        values["megatron_step_time_s"], _ = _median_after([e["elapsed_s"] for e in iterations], skip)
+        logged["megatron_step_time_s"] = len(iterations)
+        tflops = [e["tflops"] for e in iterations[skip:] if "tflops" in e]
         if tflops:
             values["tflops_per_gpu"] = statistics.median(tflops)
     if log.throughput and global_batch:
         values["throughput_step_time_s"], _ = _median_after([global_batch / e["samples_per_s"] for _, e in log.throughput], skip)
+        logged["throughput_step_time_s"] = len(log.throughput)
     timers = []
     for number, timer in log.timers:  # each entry is finite and >= 0 (the parser checks); their sum must be > 0
         if sum(timer.get(k, 0.0) for k in ("fwd", "bwd", "step")) > 0:
@@ -231,6 +254,7 @@ def measurements(log: ParsedLog, global_batch: int | None, skip: int,
     if timers:
         totals = [sum(t.get(k, 0.0) for k in ("fwd", "bwd", "step")) for _, t in timers]
         values["timer_step_time_s"], _ = _median_after(totals, skip)
+        logged["timer_step_time_s"] = len(totals)
         for key, name in (("fwd", "fwd_s"), ("bwd", "bwd_s"), ("bwd_allreduce", "bwd_allreduce_s"), ("step", "opt_s")):
             series = [t[key] for _, t in timers if key in t]
             if series:
@@ -241,6 +265,13 @@ def measurements(log: ParsedLog, global_batch: int | None, skip: int,
         values["flops_profiler_tflops_per_gpu"] = log.flops_profile["flops_per_gpu"] / 1e12
     for method in STEP_TIME_METHODS:
         if method not in values:
+            continue
+        if method == "flops_profiler_step_time_s" and (accumulation or 1) > 1:
+            # A profile may span one micro-batch or the whole step (0.019 s and 0.050 s in one log of two
+            # micro-batches a step): kept as a figure, not taken as the step time.
+            problems.append(LogProblem(log.path, f"flops profiler iter latency with {accumulation} micro-batches "
+                                                 "a step (gradient accumulation) may cover one of them; not used "
+                                                 "as the step time"))
             continue
         reason = check_value("step_time_s", values[method])
         if reason is None:
@@ -267,7 +298,12 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     problems = list(log.problems)
     unusable, reported = unusable_numbers(log)
     problems += unusable
-    from_log = megatron_layout(log.megatron_args) | deepspeed_layout(log)
+    megatron, deepspeed = megatron_layout(log.megatron_args), deepspeed_layout(log)
+    if "dtype" in megatron and deepspeed.get("dtype") == "fp32":
+        # Megatron-DeepSpeed: DeepSpeed's config says fp32 only because it names no half precision; Megatron's
+        # arguments (bf16 / fp16) say what the model ran in.
+        del deepspeed["dtype"]
+    from_log = megatron | deepspeed
     megatron_batches = [e["global_batch"] for _, e in log.megatron_iterations if "global_batch" in e]
     if "global_batch" not in from_log and megatron_batches:
         from_log["global_batch"] = int(megatron_batches[-1])
@@ -284,7 +320,10 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
             layout[key] = value
     if "global_batch" not in layout and all(k in layout for k in ("micro_batch", "dp")):
         layout["global_batch"] = layout["micro_batch"] * layout["dp"]  # no gradient accumulation known
-    values, method = measurements(log, layout.get("global_batch"), skip, problems)
+    per_step = layout.get("micro_batch", 0) * layout.get("dp", 0)
+    accumulation = layout["global_batch"] // per_step if per_step and layout.get("global_batch") else None
+    logged: dict = {}
+    values, method = measurements(log, layout.get("global_batch"), skip, problems, accumulation, logged)
     if method is None:
         problems.append(LogProblem(log.path, "no step time found (looked for Megatron 'elapsed time per iteration (ms)', "
                                              "DeepSpeed 'CurrSamplesPerSec=', 'time (ms) | fwd: ...', flops profiler 'iter latency'); file skipped"))
@@ -299,7 +338,13 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         problems.append(LogProblem(log.path, f"peak memory {peak:.6g} GiB: {check_value('mem_gib', peak)}; "
                                              "mem_gib left empty (a CPU run reads 0)"))
         peak = None
-    notes = f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, median after skipping {skip} logged step(s)"
+    warm_up_in = skip > 0 and logged.get(method, skip + 1) <= skip
+    if warm_up_in:  # too few logged steps to leave the warm-up out
+        problems.append(LogProblem(log.path, f"only {logged[method]} logged step(s), no more than --skip {skip}: the "
+                                             "step time includes the warm-up (confidence low)"))
+    notes = (f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, "
+             + (f"median of all {logged[method]} logged step(s), warm-up included" if warm_up_in
+                else f"median after skipping {skip} logged step(s)"))
     if layout_from_flags:
         notes += f"; from flags: {', '.join(layout_from_flags)}"
     fields = {k: v for k, v in layout.items() if k in COLUMNS}
@@ -309,7 +354,8 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     extra = {key: f"{value:.6g}" for key, value in values.items() if key != method and math.isfinite(value)}
     run = MeasuredRun(
         id=row_id, source=flags.get("source") or str(log.path),
-        confidence=flags.get("confidence") or ("medium" if layout_from_flags or missing else "high"),
+        confidence=flags.get("confidence") or ("low" if warm_up_in else "medium" if layout_from_flags or missing
+                                               else "high"),
         step_time_s=values[method], mem_gib=peak,
         notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes, extra=extra, **fields,
     )

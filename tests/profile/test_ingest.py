@@ -1,12 +1,13 @@
 """`planner ingest`: DeepSpeed and Megatron-LM logs -> runs-CSV rows (fixtures in tests/fixtures/logs)."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from planner.cli import main
 from planner.profile.deepspeed_logs import parse_log_file, parse_log_text, si_value
-from planner.profile.ingest import row_from_log
+from planner.profile.ingest import deepspeed_layout, row_from_log
 from planner.profile.runs_csv import read_runs
 
 LOGS = Path(__file__).parent.parent / "fixtures" / "logs"
@@ -149,3 +150,78 @@ def test_truncated_deepspeed_config_json_is_reported_and_the_rest_used():
     log = parse_log_text(text, "killed.log")
     assert [str(p) for p in log.problems] == [f"killed.log:{start + 1}: DeepSpeed user config JSON is truncated or malformed; ignored"]
     assert log.ds_config["zero_optimization_stage"] == "2"  # printed before the JSON, still used
+
+
+# Silent wrong rows found by exploratory testing, each from a fixture edited as a user's log would differ.
+MEGATRON_LOG = LOGS / "megatron_gpt_1p3b_tp2_dp4.log"
+ITERATION = re.compile(r"^ \[.*\] iteration\s+(\d+)/.*$")
+
+
+def _megatron_variant(tmp_path, keep) -> Path:
+    """The Megatron fixture with its iteration lines replaced by keep(number, line) (None drops the line)."""
+    lines = []
+    for line in MEGATRON_LOG.read_text().splitlines():
+        match = ITERATION.match(line)
+        new = keep(int(match.group(1)), line) if match else line
+        if new is not None:
+            lines.append(new)
+    path = tmp_path / "variant.log"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_too_few_logged_steps_say_the_warm_up_is_in(tmp_path):
+    """One logged iteration (the warm-up one): it was taken as the steady step with high confidence and notes
+    saying it had been skipped."""
+    log = parse_log_file(_megatron_variant(tmp_path, lambda n, line: line if n == 10 else None))
+    run, problems = row_from_log(log, {"cluster": "dgx-a100-80gb"}, "one")
+    assert run.step_time_s == pytest.approx(4.1052)
+    assert run.confidence == "low" and "warm-up included" in run.notes
+    assert any("includes the warm-up" in p.reason for p in problems)
+
+
+def test_megatron_ramp_up_iterations_are_left_out(tmp_path):
+    """Batch-size ramp-up: iterations 10-40 at global batch 64 (~1 s), 50 on at 256. The row is at 256 and its
+    step time only from those (the median mixed both regimes)."""
+    def ramp(n, line):
+        if n <= 40:
+            line = re.sub(r"global batch size:\s+256", "global batch size:    64", line)
+            return re.sub(r"elapsed time per iteration \(ms\): [\d.]+", "elapsed time per iteration (ms): 1001.0", line)
+        return line
+    run, problems = row_from_log(parse_log_file(_megatron_variant(tmp_path, ramp)), {"cluster": "dgx-a100-80gb"}, "r")
+    assert run.global_batch == 256
+    assert run.step_time_s == pytest.approx(3.7198, rel=1e-3)  # iterations 60 on (50 skipped): 3716.8, 3722.6, ...
+    assert any("ramp-up" in p.reason for p in problems)
+
+
+def test_deepspeed_accumulation_sizes_the_global_batch_without_train_batch_size(tmp_path):
+    """Without a printed train_batch_size the global batch was micro x dp (4 instead of 16 with 4 accumulation
+    steps), and the ThroughputTimer's step time a quarter of the real one."""
+    text = ZERO2.read_text()
+    text = re.sub(r"^.*train_batch_size \.+.*$\n", "", text, flags=re.M)
+    text = re.sub(r'"train_batch_size": \d+,?\s*', "", text)
+    path = tmp_path / "no_tbs.log"
+    path.write_text(text)
+    log = parse_log_file(path)
+    run, _ = row_from_log(log, TINY_FLAGS, "ga")
+    assert run.global_batch == run.micro_batch * run.dp * 2  # the fixture's gradient_accumulation_steps 2
+
+
+def test_megatron_deepspeed_dtype_comes_from_megatrons_arguments(tmp_path):
+    """A Megatron log (bf16 True) with one DeepSpeed config line was ingested as fp32: DeepSpeed's fallback for a
+    config naming no half precision overrode Megatron's arguments."""
+    text = MEGATRON_LOG.read_text() + "[2024-06-11 14:07:00,000] [INFO] [config.py:1000:print]   dp_world_size ........ 4\n"
+    path = tmp_path / "mds.log"
+    path.write_text(text)
+    run, _ = row_from_log(parse_log_file(path), {"cluster": "dgx-a100-80gb"}, "mds")
+    assert run.dtype == "bf16"
+
+
+@pytest.mark.parametrize("user_json", ["5", "[1, 2]", '"abc"'])
+def test_a_user_config_that_is_not_an_object_is_ignored(tmp_path, user_json):
+    """A DeepSpeed user config printed as a number, a list or a string raised AttributeError (exit 70)."""
+    path = tmp_path / "j.log"
+    path.write_text("[2026] [INFO] [config.py:678:print]   zero_optimization_stage ...... 2\n"
+                    f"[2026] [INFO] [config.py:664:print_user_config]   json = {user_json}\n"
+                    "[Rank 0] time (ms) | fwd: 10 | bwd: 20 | step: 5\n" * 1)
+    assert deepspeed_layout(parse_log_file(path))["zero"] == 2  # from the printed config
