@@ -139,6 +139,20 @@ def test_append_to_a_file_without_a_final_newline_starts_a_new_line(tmp_path):
     assert not problems and [r.id for r in runs] == ["megatron_deepspeed_truncated", "b"]
 
 
+def test_append_refuses_a_file_ending_inside_a_quoted_cell(tmp_path, capsys):
+    """A last row cut inside a quoted cell (no closing quote): the lenient reader took the cell to run to the end
+    of the file, the appended row landed inside it, and `ingest` said it had written the row."""
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out)]) == 0
+    cut = out.read_bytes().rstrip(b"\n") + b',"notes cut, mid-cell'
+    out.write_bytes(cut)
+    capsys.readouterr()
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--id", "b", "--out", str(out), "--append"]) == 2
+    err = capsys.readouterr().err
+    assert "malformed CSV (unexpected end of data)" in err and err.count("\n") == 1
+    assert out.read_bytes() == cut
+
+
 def test_a_failed_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     out = tmp_path / "runs.csv"
     out.write_text("id,notes\na,x\n", encoding="utf-8")

@@ -373,10 +373,12 @@ def append_runs(path: str | Path, runs: list[MeasuredRun]) -> Path:
 def _header_and_ids(path: str | Path) -> tuple[list[str] | None, dict[str, int]]:
     """The header of a runs CSV and the line of each id in it, streamed; rows the reader would refuse
     count too (their ids are taken all the same)."""
-    name, line = shown(path), 1
+    name, line, reader = shown(path), 1, None
     try:
         with open(path, encoding="utf-8", newline="") as stream:
-            reader = csv.reader(stream)
+            # strict: a quoted cell left open at the end of the file is an error, not a cell that runs to the
+            # end (an appended row would land inside it and be lost to every reader).
+            reader = csv.reader(stream, strict=True)
             header = next(reader, None)
             if header is None:
                 return None, {}
@@ -392,6 +394,7 @@ def _header_and_ids(path: str | Path) -> tuple[list[str] | None, dict[str, int]]
     except UnicodeDecodeError:
         raise PlannerInputError(f"{name}: not UTF-8 text; --append adds rows only to a readable runs CSV") from None
     except csv.Error as error:
+        line = reader.line_num if reader is not None else line  # where the reader stopped
         raise PlannerInputError(f"{name}:{line}: malformed CSV ({error}); --append adds rows only to a readable "
                                 "runs CSV") from None
     except OSError as error:
