@@ -140,3 +140,15 @@ def test_fits_far_from_their_defaults_are_flagged_not_refused():
     assert set(flagged) == {"hbm_efficiency"} and flagged["hbm_efficiency"] == pytest.approx(0.185 / 0.7)
     edge = {"hbm_efficiency": 0.7 / IMPLAUSIBLE_FACTOR}
     assert implausible_fits(edge, defaults) == {}
+
+
+def test_a_fit_that_predicts_the_given_hold_out_rows_worse_is_not_applied():
+    """--holdout-source: rows made with a slow matmul ceiling are fitted, rows made with the defaults held out.
+    The fit predicts the held-out rows worse than the defaults, so (README, "Calibration") it is not applied:
+    the guard ran only for the k-fold hold-out, and such a fit was written with exit 0."""
+    base = load_cluster("dgx-a100-80gb")
+    fitting, _ = load_samples(rows(base.with_efficiency(matmul_peak_fraction=0.35), "slow"), base)
+    held, _ = load_samples(rows(base, "defaults"), base)
+    report = calibrate(fitting, base, holdout=held)
+    assert report["heldout"]["after"]["mape"] > report["heldout"]["before"]["mape"]
+    assert report["applied"] is False and report["fitted_parameters"] == {} and report["cluster"] == base

@@ -415,10 +415,11 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
         report["heldout_kind"] = f"{len(_folds(samples, k))}-fold cross-validation by {by}, selection and fit redone per fold"
     report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
     report["applied"] = True
-    if not holdout and decided["fitted"] and report["heldout"]["after"]["mape"] >= report["heldout"]["before"]["mape"]:
-        # Calibrating, done the same way on all but one fold, predicted that fold worse than the
-        # defaults: the fit would not generalise, so the spec keeps the defaults. (A given hold-out
-        # set is the final test and is not used to decide.)
+    if decided["fitted"] and report["heldout"]["after"]["mape"] >= report["heldout"]["before"]["mape"]:
+        # Calibrating predicted the held-out rows worse than the defaults: the rows a fold never saw (each
+        # fold's calibration done the same way on the others), or the user's own --holdout-source rows.
+        # The fit would not generalise, so the spec keeps the defaults (README, "Calibration"). (A given
+        # hold-out set decides only this yes/no; it never chooses or fits a parameter.)
         reason = (f"kept: calibrating predicted held-out rows worse than the defaults "
                   f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%)")
         report.update(applied=False, cluster=cluster, fitted_parameters={},
