@@ -122,6 +122,13 @@ def run_moe(args) -> int:
     data, active, granularity = drop_highest_loss_moe(data, active, granularity, args.drop_highest_loss)
     law, info = fit_moe_law(data.N, data.D, granularity, data.loss, huber_delta=args.huber_delta,
                             name=args.name or f"fitted-{Path(args.data).stem}")
+    # The expansion rate the data ran at, N_total = N_act (8E + 4) / 12 (planner.laws.moe): one E for all the
+    # points is the law's setting (what --active-params converts with later); data at several E keep the
+    # published 64 and say so.
+    rates = (12.0 * data.N / active - 4.0) / 8.0
+    one_rate = bool(np.max(rates) <= np.min(rates) * 1.01)
+    if one_rate:
+        law = type(law)(**{**law.__dict__, "expansion_rate": float(np.median(rates))})
     unsound = soundness_problem(law)
     if unsound is not None:
         raise PlannerInputError(f"{data.path}: the moe fit gives a law that fails the soundness check ({unsound}); no law saved")
@@ -129,6 +136,7 @@ def run_moe(args) -> int:
     report = {"form": "moe", "form_summary": MOE_SUMMARY,
               "data": {"path": data.path, "columns": data.columns, "points": int(data.loss.size), "runs": data.n_runs,
                        "expansion_rate_range": [float(np.min(data.N / active)), float(np.max(data.N / active))],
+                       "expansion_rate": law.expansion_rate if one_rate else None,
                        "granularity_range": [float(granularity.min()), float(granularity.max())]},
               "fit": {"objective": info["objective"], "huber_delta": args.huber_delta, "converged": info["converged"]},
               "parameters": {k: {"value": v, "published": KRAJEWSKI_MOE_COEFFICIENTS[k]} for k, v in law.coefficients().items()},

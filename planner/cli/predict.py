@@ -97,14 +97,19 @@ def parse_count_list(text: str, flag: str) -> np.ndarray:
     return np.array([parse_count(item.strip(), flag) for item in items], dtype=float)
 
 
+def expansion_rate(args, law) -> float:
+    """E of the query: --expansion-rate, else the moe law's own."""
+    return args.expansion_rate or getattr(law, "expansion_rate", FITTED_EXPANSION_RATE)
+
+
 def query_grid(args, law=None) -> tuple[np.ndarray, np.ndarray]:
     """Every (N, D) pair the flags ask for, N outermost, as two flat arrays (N total: --active-params is
     converted with --expansion-rate, by default the moe law's own)."""
     if args.params is not None:
         params = parse_count_list(args.params, "--params")
     else:
-        expansion = args.expansion_rate or getattr(law, "expansion_rate", FITTED_EXPANSION_RATE)
-        params = total_params_from_active(parse_count_list(args.active_params, "--active-params"), expansion)
+        params = total_params_from_active(parse_count_list(args.active_params, "--active-params"),
+                                          expansion_rate(args, law))
     if isinstance(law, FineGrainedMoELaw) and args.tokens is None:
         raise PlannerInputError("--tokens: a mixture-of-experts law takes training tokens directly (its training FLOPs "
                                 "follow Krajewski et al.'s eq. 10, not 6ND, and D/N is ambiguous between total and active)")
@@ -131,7 +136,9 @@ def query_grid(args, law=None) -> tuple[np.ndarray, np.ndarray]:
     return N, D
 
 
-def predictions(law, N: np.ndarray, D: np.ndarray, level: float) -> list[dict]:
+def predictions(law, N: np.ndarray, D: np.ndarray, level: float, expansion: float | None = None) -> list[dict]:
+    """One record per (N, D). `expansion`: the MoE query's E (query_grid's), which sets its active parameters
+    and eq. 10 FLOPs; the law's own when None."""
     with np.errstate(all="ignore"):  # a non-finite loss is refused just below
         loss = law.predict(N, D)
         low, high = law.predict_interval(N, D, level=level)
@@ -140,8 +147,9 @@ def predictions(law, N: np.ndarray, D: np.ndarray, level: float) -> list[dict]:
         i = int(np.argmax(bad))
         raise PlannerInputError(f"--law {law.name} gives no finite loss at N = {N[i]:.4g}, D = {D[i]:.4g}")
     if isinstance(law, FineGrainedMoELaw):  # MoE training FLOPs: eq. 10 on the active parameters
-        active = N * 12.0 / (8.0 * law.expansion_rate + 4.0)
-        flops = training_flops(active, D, law.granularity, law.expansion_rate)
+        rate = expansion or law.expansion_rate
+        active = N * 12.0 / (8.0 * rate + 4.0)
+        flops = training_flops(active, D, law.granularity, rate)
     else:
         flops = 6.0 * N * D
     return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(c),
@@ -197,7 +205,7 @@ def run(args) -> int:
         "level": args.level,
         "interval_basis": interval_basis(law),
         "unique_tokens": unique_tokens,
-        "predictions": predictions(law, N, D, args.level),
+        "predictions": predictions(law, N, D, args.level, expansion_rate(args, law)),
         "warnings": extrapolation_warnings(law, N, D),
     }
     print(json_document(result) if args.json else format_result(result))

@@ -65,6 +65,8 @@ class _LawFileModel(BaseModel):
     validity: _ValidityModel
     samples: list[list[FiniteFloat]] | None = None
     relative_sigma: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)  # a 1-sigma relative error
+    # form moe: the expansion rate E the coefficients were fitted at (what --active-params converts with)
+    expansion_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     fit: dict[str, Any] = {}
 
 
@@ -82,6 +84,7 @@ def law_to_yaml(law: LossLaw, fit_record: dict | None = None) -> str:
         "validity": law.validity.as_dict(),
         "samples": None if law.samples is None else [[float(v) for v in row] for row in law.samples],
         "relative_sigma": law.relative_sigma,
+        **({"expansion_rate": float(law.expansion_rate)} if law.form == FineGrainedMoELaw.form else {}),
         "fit": fit_record or {},
     }
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=120)
@@ -121,10 +124,15 @@ def load_law_file(path: str) -> LossLaw:
                 raise PlannerInputError(f"{where}: key 'samples[{i}]' has {len(row)} values; each row needs "
                                         f"{width} ({', '.join(cls.coefficient_names)}) for form {model.form}")
         samples = np.array(model.samples, dtype=float)
+    settings = {}
+    if model.expansion_rate is not None:
+        if cls is not FineGrainedMoELaw:
+            raise PlannerInputError(f"{where}: key 'expansion_rate' belongs to form moe only, not {model.form}")
+        settings["expansion_rate"] = model.expansion_rate
     try:
         law = cls(name=model.name, source=model.source, n_definition=model.n_definition,
                   c_definition=model.c_definition, validity=Validity(**model.validity.model_dump()),
-                  samples=samples, relative_sigma=model.relative_sigma, **model.coefficients)
+                  samples=samples, relative_sigma=model.relative_sigma, **model.coefficients, **settings)
     except ValueError as error:
         raise PlannerInputError(f"{where}: {error}") from None
     _check_behaviour(law, where, "coefficients")

@@ -214,3 +214,34 @@ def test_fit_law_cli_moe_total_below_active(cli, tmp_path):
     data.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
     code, _, err = cli(["fit-law", str(data), "--form", "moe"])
     assert code == 2 and "line 2" in err and "total >= active" in err
+
+
+def test_predict_cli_eq10_flops_use_the_given_expansion_rate(cli):
+    """--expansion-rate 16 converted --active-params with E = 16 but computed eq. 10's FLOPs with the law's 64:
+    C came out 3.6x too low (that of 0.26B active parameters)."""
+    code, out, _ = cli(["predict", "--law", "krajewski-moe", "--active-params", "1B", "--expansion-rate", "16",
+                        "--granularity", "8", "--tokens", "100B", "--json"])
+    row = json.loads(out)["predictions"][0]
+    assert code == 0 and row["params"] == pytest.approx(float(total_params_from_active(1e9, 16)))
+    assert row["compute_flop"] == pytest.approx(float(training_flops(1e9, 1e11, 8, 16)), rel=1e-12)
+
+
+def test_a_fitted_moe_law_keeps_the_expansion_rate_of_its_data(cli, tmp_path):
+    """Data at E = 16 (total = 11 x active): the saved law converts --active-params with 16, not the published 64
+    (it read 4.3B total for 100M active instead of 1.1B)."""
+    data, out = tmp_path / "moe16.csv", tmp_path / "moe16.yaml"
+    fields = ["run", "active_params", "total_params", "granularity", "tokens", "loss"]
+    rng = np.random.default_rng(5)
+    with open(data, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        for i in range(40):
+            active = float(np.exp(rng.uniform(np.log(3e6), np.log(9e7))))
+            G, D = float(rng.choice([1, 2, 4, 8, 16])), float(np.exp(rng.uniform(np.log(16e9), np.log(130e9))))
+            writer.writerow([f"r{i}", active, 11 * active, G, D, float(KRAJEWSKI_2024_E16.loss(11 * active, D, G))])
+    code, _, err = cli(["fit-law", str(data), "--form", "moe", "--out", str(out)])
+    assert code == 0, err
+    assert load_law_file(str(out)).expansion_rate == pytest.approx(16.0)
+    code, text, _ = cli(["predict", "--law", str(out), "--active-params", "100M", "--tokens", "50B", "--granularity",
+                         "4", "--json"])
+    assert json.loads(text)["predictions"][0]["params"] == pytest.approx(1.1e9)
