@@ -176,6 +176,17 @@ def test_header_problems(cli, tmp_path):
     assert f"{path}:1: column 'cluster' appears twice" in out
 
 
+def test_misspelt_optional_columns_are_named(cli, tmp_path):
+    """'Framework' and 'flash-attention' passed doctor, and validate ignored them (the row was simulated as the
+    neutral stack without flash attention: -36.6% where the right names give +2.6%)."""
+    path = tmp_path / "runs.csv"
+    path.write_text("id,cluster,Framework,flash-attention,Zero-HPZ\nx,dgx-h100,megatron,1,8\n", encoding="utf-8")
+    _, out, _ = cli(["doctor", path])
+    assert f"{path}:1: unknown column 'Framework' (did you mean 'framework'?)" in out
+    assert f"{path}:1: unknown column 'flash-attention' (did you mean 'flash_attention'?)" in out
+    assert f"{path}:1: unknown column 'Zero-HPZ' (did you mean 'zero_hpz'?)" in out
+
+
 @pytest.mark.parametrize("text, fragment", [
     ("\r0", "no 'id' column"),  # a bare carriage return made csv raise (campaign)
     ("id," + "x" * 200_000 + "\n", "malformed CSV header (field larger than field limit"),

@@ -59,6 +59,10 @@ class RowResult:
         return self.predicted_memory_bytes / (self.run.mem_gib * 2**30) - 1.0
 
 
+# The optional columns a row's simulation reads (data/spec/runs_csv.md), beside the core COLUMNS.
+SIMULATED_EXTRA_COLUMNS = ("framework", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+
+
 def _switch(run: MeasuredRun, column: str, where: str) -> bool | None:
     """A 0/1 column kept in the row's extra cells; None when empty."""
     text = (run.extra.get(column) or "").strip().lower()

@@ -90,11 +90,15 @@ def check_cluster_spec(path: Path, data: bytes) -> list[Finding]:
 
 
 def _header_findings(path: Path, header: list[str]) -> list[Finding]:
+    from planner.calibrate.validation import HIERARCHY_COLUMNS, SIMULATED_EXTRA_COLUMNS
     from planner.profile.runs_csv import COLUMNS
 
     findings = []
     seen: set[str] = set()
-    canonical = {re.sub(r"[\s_-]+", "_", c.lower()): c for c in COLUMNS}
+    # The core columns and the optional ones a simulation reads: a case or separator slip in either is a
+    # column the reader ignores (validate then infers what the row says: Framework -> framework=other).
+    known = (*COLUMNS, *SIMULATED_EXTRA_COLUMNS, *HIERARCHY_COLUMNS)
+    canonical = {re.sub(r"[\s_-]+", "_", c.lower()): c for c in known}
     for column in header:
         name = column.strip()
         if name and name in seen:
@@ -102,7 +106,7 @@ def _header_findings(path: Path, header: list[str]) -> list[Finding]:
                                                  "rows are not checked until it is renamed or removed)"))
         seen.add(name)
         close = canonical.get(re.sub(r"[\s_-]+", "_", name.lower()))
-        if name not in COLUMNS and close:
+        if name not in known and close:
             findings.append(Finding(f"{path}:1", f"unknown column '{column}' (did you mean '{close}'?)"))
     return findings
 
