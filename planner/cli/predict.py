@@ -14,6 +14,7 @@ import numpy as np
 from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_areas, cosine_schedule, wsd_schedule
+from planner.laws.base import MIN_INTERVAL_SAMPLES
 from planner.laws.curve_data import fit_run, read_curves
 from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active, training_flops
 from planner.laws.registry import DEFAULT_LAW, load_law
@@ -166,7 +167,7 @@ def interval_basis(law) -> str:
     """Where the interval comes from: coefficient samples (bootstrap refits or published covariance) or
     an assumed relative error (LossLaw.predict_interval; a data-constrained law uses its base law's)."""
     source = getattr(law, "base", law)
-    if source.samples is not None and len(source.samples):
+    if source.samples is not None and len(source.samples) >= MIN_INTERVAL_SAMPLES:
         return f"spread of the law over {len(source.samples)} coefficient samples (not run-to-run scatter)"
     if source.relative_sigma:
         return f"an assumed {source.relative_sigma:.3g} relative error (one sigma) stated with the law"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,22 @@ def test_overtraining_form_is_chinchilla_with_tied_exponents():
     with pytest.raises(ValueError):
         OvertrainingLaw(name="t", source="t", n_definition="total", c_definition="6ND",
                         validity=EPOCH_2024.validity, E=1.8, A=500.0, B=1500.0, alpha=0.3, beta=0.4)
+
+
+@pytest.mark.parametrize("level", [0.01, 0.05, 0.5])
+def test_a_narrow_band_still_holds_the_point(level):
+    """Bootstrap quantiles need not straddle the fit's own prediction: at level 0.05 the band of epoch's 70B x 15T
+    was 1.93052-1.93062 beside a point of 1.93027. The band now always holds the point it is printed with."""
+    N, D = np.array([7e10]), np.array([1.5e13])
+    low, high = EPOCH_2024.predict_interval(N, D, level)
+    center = EPOCH_2024.predict(N, D)
+    assert np.all(low <= center) and np.all(center <= high)
+
+
+def test_one_coefficient_sample_gives_no_spread():
+    """A law saved from one bootstrap sample printed a zero-width band away from its point; fewer than two samples
+    is no spread: the law's stated relative error (none here), so the band is the point."""
+    one = dataclasses.replace(EPOCH_2024, samples=EPOCH_2024.samples[:1], relative_sigma=None)
+    N, D = np.array([1e9, 2e10]), np.array([2e10, 2e12])
+    low, high = one.predict_interval(N, D, 0.95)
+    assert np.array_equal(low, one.predict(N, D)) and np.array_equal(high, one.predict(N, D))
