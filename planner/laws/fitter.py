@@ -308,7 +308,13 @@ def soundness_problem(law: LossLaw, interior_frontier: bool = True) -> str | Non
                     f"{where}")
     budgets = np.geomspace(6.0 * v.n_min * v.d_min, 6.0 * v.n_max * v.d_max, 5)  # C = 6ND over the fitted runs
     with np.errstate(all="ignore"):
-        tpp = np.asarray(law.tokens_per_param_opt(budgets), dtype=float) if interior_frontier else np.ones(1)
+        try:
+            raw = np.asarray(law.tokens_per_param_opt(budgets)) if interior_frontier else np.ones(1)
+        except (OverflowError, ZeroDivisionError, ValueError):  # Python floats of such coefficients: no optimum
+            raw = np.full(np.shape(budgets), np.nan)
+    # Coefficients off their signs (--fix alpha=-1) take fractional powers of negatives: complex, no optimum
+    # (cast to float, numpy would warn on stderr and keep the real part).
+    tpp = np.where(raw.imag == 0, raw.real, np.nan) if np.iscomplexobj(raw) else raw.astype(float)
     edge = ~np.isfinite(tpp) | (tpp <= FRONTIER_TPP_EDGES[0]) | (tpp >= FRONTIER_TPP_EDGES[1])
     if edge.any():
         return (f"its compute-optimal tokens per parameter at C = {budgets[np.argmax(edge)]:.3g} is "

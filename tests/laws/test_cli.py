@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -105,3 +106,13 @@ def test_flag_errors_are_one_line(cli, tmp_path, good_rows):
         assert code == 2 and message in stderr and stderr.count("\n") == 1, argv
     code, _, stderr = cli(["fit-law", tmp_path / "absent.csv"])
     assert code == 2 and "no such data file" in stderr
+
+
+def test_coefficients_off_their_signs_give_one_error_line_and_no_warning(cli, tmp_path, good_rows):
+    """--fix alpha=-1: the soundness check took fractional powers of negatives and cast the complex result to
+    float, and numpy's ComplexWarning printed two lines on stderr before the one-line error."""
+    data = write_csv(tmp_path / "runs.csv", good_rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning fails the command instead of printing
+        code, _, stderr = cli(["fit-law", data, *FAST, "--fix", "alpha=-1"])
+    assert code == 2 and "soundness check" in stderr and stderr.count("\n") == 1
