@@ -201,3 +201,16 @@ def test_mt_nlg_rows_within_the_per_source_limit(published_results):
     assert stats["count"] == 3
     assert {r.extra.get("framework") for r in runs if r.source == MT_NLG_SOURCE} == {"deepspeed"}
     assert stats["mape"] <= PER_SOURCE_MAPE_LIMIT, f"MT-NLG MAPE {stats['mape']:.1%}"
+
+
+@pytest.mark.parametrize("header_of", [lambda h: ", ".join(h), lambda h: "\ufeff" + ",".join(h)],
+                         ids=["blanks after commas", "byte order mark"])
+def test_a_hand_written_header_reads_as_its_names(tmp_path, header_of):
+    """'id, cluster, ...' (blanks after the commas) made every column but the first 'missing', and a spreadsheet's
+    UTF-8 byte order mark made the file 'have no id column'."""
+    columns = ["id", "source", "cluster", "gpus", "layers", "hidden", "heads", "seq_len", "vocab", "dp",
+               "micro_batch", "global_batch", "step_time_s"]
+    path = tmp_path / "runs.csv"
+    path.write_text(header_of(columns) + "\nr1,t,dgx-a100-80gb,8,12,768,12,1024,50257,8,4,32,1.0\n", encoding="utf-8")
+    runs, problems = read_runs(path)
+    assert not problems and runs[0].cluster == "dgx-a100-80gb" and runs[0].hidden == 768

@@ -268,6 +268,12 @@ def runs_from_lines(lines: Iterable[str], path: str | Path, on_header=None) -> I
         header = reader.fieldnames or []
     except csv.Error as error:
         raise PlannerInputError(f"{shown(path)}: malformed CSV header ({error})") from None
+    # Names as written by hand or by a spreadsheet: blanks after the commas ("id, cluster") and a UTF-8 byte
+    # order mark before the first are not part of the name (they made every column 'missing').
+    header = [name.strip() for name in header]
+    if header:
+        header[0] = header[0].lstrip("\ufeff").strip()
+    reader.fieldnames = header
     if on_header is not None:
         on_header(list(header))
     check_header(header, source)
