@@ -83,12 +83,22 @@ def test_cross_validation_keeps_the_defaults_when_they_already_predict_the_rows(
 def test_cli_writes_a_loadable_calibrated_spec_and_refuses_to_overwrite(tmp_path, capsys):
     base = load_cluster("dgx-a100-80gb")
     runs_file = tmp_path / "runs.csv"
-    write_runs(runs_file, rows(base.with_efficiency(matmul_peak_fraction=0.6)))
+    good = rows(base.with_efficiency(matmul_peak_fraction=0.6))
+    # A row of this cluster that cannot be simulated (its batch does not divide), and one of another cluster:
+    # the first is listed with its reason (it was only counted), the second only counted.
+    bad = dataclasses.replace(good[0], id="bad-batch", global_batch=good[0].global_batch + 1)
+    other = dataclasses.replace(good[0], id="elsewhere", cluster="dgx-h100")
+    write_runs(runs_file, good + [bad, other])
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
     (spec_dir / "dgx-a100-80gb.yaml").write_text(Path(base.source_file).read_text())
     argv = ["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--cluster-dir", str(spec_dir), "--folds", "4"]
+    capsys.readouterr()
     assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 rows" in out
+    listed = [line for line in out.splitlines() if line.startswith("skipped    ")]
+    assert len(listed) == 1 and "is not divisible" in listed[0]
     written = spec_dir / "dgx-a100-80gb.calibrated.yaml"
     calibrated = load_cluster("dgx-a100-80gb.calibrated", spec_dir)
     assert calibrated.calibration.startswith("calibrated")

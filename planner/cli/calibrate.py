@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 
+SKIPPED_SHOWN = 10  # rows of the cluster listed with their reason in the text output
+
+
 def register(subparsers, name: str) -> None:
     from planner.cli.arguments import CLUSTER_DIR_HELP, whole_number
 
@@ -93,6 +96,12 @@ def run(args) -> int:
     for problem in problems:
         print(f"unreadable: {problem}")
     print(f"skipped {len(skipped)} rows (other clusters, no step time, or not simulatable)")
+    # Rows of this cluster that could not be used say why (a typo in a row should not vanish into a count).
+    own = [reason for reason in skipped if " is not " not in reason or "cluster " not in reason]
+    for reason in own[:SKIPPED_SHOWN]:
+        print(f"skipped    {reason}")
+    if len(own) > SKIPPED_SHOWN:
+        print(f"skipped    ... and {len(own) - SKIPPED_SHOWN} more (--json lists every one)")
     rows = [[name, f"{report['defaults'][name]:.4g}", f"{value:.4g}"] for name, value in report["fitted_parameters"].items()]
     rows += [[name, f"{report['defaults'][name]:.4g}", f"default: {why}"] for name, why in report["left_at_default"].items()]
     print(table(["parameter", "default", "calibrated"], rows, align="lrl"))
