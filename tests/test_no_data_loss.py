@@ -324,3 +324,13 @@ def test_new_files_follow_the_umask(tmp_path, umask, mode, script_mode):
     modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode)
              for name in ("r.html", "r.md", "r_figures/isoflop.png", "ds/ds_config.json", "ds/launch.sh")}
     assert modes == {**dict.fromkeys(modes, mode), "ds/launch.sh": script_mode}
+
+
+@pytest.mark.parametrize("mode", ["--force", "--append"])
+def test_ingest_never_writes_over_the_log_it_reads(tmp_path, capsys, mode):
+    """`ingest LOG --out LOG --force` replaced the training log with one CSV row."""
+    log = tmp_path / "train.log"
+    log.write_bytes(MEGATRON.read_bytes())
+    assert main(["ingest", str(log), "--cluster", "dgx-a100-80gb", "--out", str(log), mode]) == 2
+    assert "is one of the logs being ingested" in capsys.readouterr().err
+    assert log.read_bytes() == MEGATRON.read_bytes()

@@ -71,6 +71,9 @@ def run_ingest(args) -> int:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
     if (args.append or args.force) and not args.out:
         raise PlannerInputError("--append/--force need --out FILE")
+    if args.out and any(Path(log).resolve() == Path(args.out).resolve() for log in args.logs):
+        # --force or --append would overwrite or extend the very log being read: never what was meant.
+        raise PlannerInputError(f"--out {args.out}: is one of the logs being ingested; write the rows to another file")
     exists = bool(args.out) and output_exists(args.out)  # also refuses a folder, device or FIFO
     if exists and not (args.append or args.force):
         raise PlannerInputError(f"--out {args.out}: already exists; pass --append to add rows or --force to overwrite it")
