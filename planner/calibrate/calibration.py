@@ -122,6 +122,16 @@ def _from_free(name: str, free: float) -> float:
     return float(min(max(np.exp(free), low), high))
 
 
+def on_cluster(run: MeasuredRun, cluster: ClusterSpec) -> bool:
+    """The row was measured on `cluster` (or on the spec a `.calibrated` one was made from)."""
+    return run.cluster in (cluster.name, cluster.name.removesuffix(".calibrated"))
+
+
+def other_cluster_reason(run: MeasuredRun, cluster: ClusterSpec) -> str:
+    """load_samples' reason for a row of another cluster (the CLI lists the other reasons only)."""
+    return f"{run.origin or run.id}: cluster {run.cluster!r} is not {cluster.name.removesuffix('.calibrated')!r}"
+
+
 def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
                  time_column: str = "step_time_s") -> tuple[list[Sample], list[str]]:
     """Rows with a measured step time that simulate on this cluster; the rest with reasons.
@@ -131,7 +141,6 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
     percentile is the better estimate of the uncontended time.
     """
     samples, skipped = [], []
-    base_name = cluster.name.removesuffix(".calibrated")
     for run in runs:
         if time_column != "step_time_s":
             raw = run.extra.get(time_column, "")
@@ -149,8 +158,8 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
         if not np.isfinite(run.step_time_s) or run.step_time_s <= 0:  # the CSV reader refuses these; rows built in code may not
             skipped.append(f"{run.origin or run.id}: step time {run.step_time_s!r} is not a positive finite number of seconds")
             continue
-        if run.cluster not in (cluster.name, base_name):
-            skipped.append(f"{run.origin or run.id}: cluster {run.cluster!r} is not {base_name!r}")
+        if not on_cluster(run, cluster):
+            skipped.append(other_cluster_reason(run, cluster))
             continue
         try:
             model, layout, _ = run_to_config(run, clusters={run.cluster: cluster})

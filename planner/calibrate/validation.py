@@ -59,8 +59,10 @@ class RowResult:
         return self.predicted_memory_bytes / (self.run.mem_gib * 2**30) - 1.0
 
 
-# The optional columns a row's simulation reads (data/spec/runs_csv.md), beside the core COLUMNS.
-SIMULATED_EXTRA_COLUMNS = ("framework", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+# The optional 0/1 columns a row's simulation reads (data/spec/runs_csv.md), and with `framework` every
+# optional column besides the core COLUMNS and HIERARCHY_COLUMNS.
+SWITCH_COLUMNS = ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+SIMULATED_EXTRA_COLUMNS = ("framework", *SWITCH_COLUMNS)
 
 
 def _switch(run: MeasuredRun, column: str, where: str) -> bool | None:
@@ -119,10 +121,8 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
         "tp": tp, "pp": pp, "dp": dp, "cp": cp, "vpp": run.vpp, "zero": run.zero or 0,
         "offload": run.offload or "none", "micro_batch": run.micro_batch, "global_batch": run.global_batch,
         "recompute": run.recompute, "seq_parallel": None if run.seq_parallel is None else bool(run.seq_parallel),
-        "dtype": run.dtype or "bf16", "flash_attention": _switch(run, "flash_attention", where),
-        "framework": framework, "tp_comm_overlap": _switch(run, "tp_comm_overlap", where),
-        "dp_comm_overlap": _switch(run, "dp_comm_overlap", where),
-        "grad_reduce_in_fp32": _switch(run, "grad_reduce_in_fp32", where),
+        "dtype": run.dtype or "bf16", "framework": framework,
+        **{column: _switch(run, column, where) for column in SWITCH_COLUMNS},
         **{column: parse(run, column, where) for column, parse in HIERARCHY_COLUMNS.items()},
     }
     unknown = tuple(name for name in INFERABLE if fields.get(name) is None)

@@ -42,7 +42,8 @@ def register(subparsers, name: str) -> None:
 def run(args) -> int:
     import yaml
 
-    from planner.calibrate.calibration import calibrate, calibrated_spec_mapping, load_samples
+    from planner.calibrate.calibration import (calibrate, calibrated_spec_mapping, load_samples, on_cluster,
+                                               other_cluster_reason)
     from planner.cli.progress import Progress
     from planner.errors import PlannerInputError
     from planner.specs.hardware import parse_cluster_spec
@@ -97,7 +98,8 @@ def run(args) -> int:
         print(f"unreadable: {problem}")
     print(f"skipped {len(skipped)} rows (other clusters, no step time, or not simulatable)")
     # Rows of this cluster that could not be used say why (a typo in a row should not vanish into a count).
-    own = [reason for reason in skipped if " is not " not in reason or "cluster " not in reason]
+    foreign = {other_cluster_reason(run, cluster) for run in runs if not on_cluster(run, cluster)}
+    own = [reason for reason in skipped if reason not in foreign]
     for reason in own[:SKIPPED_SHOWN]:
         print(f"skipped    {reason}")
     if len(own) > SKIPPED_SHOWN:

@@ -20,7 +20,7 @@ from planner.laws.fit_report import DEFAULT_BUDGETS, DEFAULT_HOLDOUT_FRACTION, d
 from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter, soundness_problem
 from planner.laws.forms import FORMS
 from planner.laws.law_file import save_law
-from planner.laws.moe import KRAJEWSKI_MOE_COEFFICIENTS, fit_moe_law
+from planner.laws.moe import KRAJEWSKI_MOE_COEFFICIENTS, expansion_rate_from_params, fit_moe_law
 from planner.report.render import json_document, to_json
 from planner.specs.units import parse_count
 
@@ -122,10 +122,9 @@ def run_moe(args) -> int:
     data, active, granularity = drop_highest_loss_moe(data, active, granularity, args.drop_highest_loss)
     law, info = fit_moe_law(data.N, data.D, granularity, data.loss, huber_delta=args.huber_delta,
                             name=args.name or f"fitted-{Path(args.data).stem}")
-    # The expansion rate the data ran at, N_total = N_act (8E + 4) / 12 (planner.laws.moe): one E for all the
-    # points is the law's setting (what --active-params converts with later); data at several E keep the
-    # published 64 and say so.
-    rates = (12.0 * data.N / active - 4.0) / 8.0
+    # The expansion rate the data ran at: one E for all the points is the law's setting (what --active-params
+    # converts with later); data at several E keep the published 64 and say so.
+    rates = expansion_rate_from_params(data.N, active)
     one_rate = bool(np.max(rates) <= np.min(rates) * 1.01)
     if one_rate:
         law = type(law)(**{**law.__dict__, "expansion_rate": float(np.median(rates))})

@@ -16,7 +16,8 @@ from planner.errors import PlannerInputError
 from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_areas, cosine_schedule, wsd_schedule
 from planner.laws.base import MIN_INTERVAL_SAMPLES
 from planner.laws.curve_data import fit_run, read_curves
-from planner.laws.moe import FITTED_EXPANSION_RATE, FineGrainedMoELaw, total_params_from_active, training_flops
+from planner.laws.moe import (FITTED_EXPANSION_RATE, FineGrainedMoELaw, active_params_from_total,
+                              total_params_from_active, training_flops)
 from planner.laws.registry import DEFAULT_LAW, load_law
 from planner.report.render import human_count, json_document, table
 from planner.specs.units import parse_count
@@ -149,8 +150,7 @@ def predictions(law, N: np.ndarray, D: np.ndarray, level: float, expansion: floa
         raise PlannerInputError(f"--law {law.name} gives no finite loss at N = {N[i]:.4g}, D = {D[i]:.4g}")
     if isinstance(law, FineGrainedMoELaw):  # MoE training FLOPs: eq. 10 on the active parameters
         rate = expansion or law.expansion_rate
-        active = N * 12.0 / (8.0 * rate + 4.0)
-        flops = training_flops(active, D, law.granularity, rate)
+        flops = training_flops(active_params_from_total(N, rate), D, law.granularity, rate)
     else:
         flops = 6.0 * N * D
     return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(c),

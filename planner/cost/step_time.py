@@ -589,14 +589,18 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                                                                 pick(params), pick(m), pick(once))
     # The seconds of each compute window this traffic hides in, which the experts' own reduction over the same
     # links cannot use again (_expert_data_parallel): the last backward (gradient reduction, per reduction),
-    # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes.
-    reduce_s = np.select([zero == 0, once, every_mb], [all_reduce, reduce_scatter, m * reduce_scatter], reduce_scatter)
-    zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
-                       m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
-    zero3_on = many & (zero == 3)
-    used = {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - reduce, 0.0) / reductions, 0.0),
-            "forward": np.where(many & ~zero3_on, np.maximum(param_gather_s - param_gather, 0.0), 0.0),
-            "micro_batch": np.where(zero3_on, np.maximum(zero3_s - flat_step, 0.0) / m, 0.0)}
+    # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes. MoE batches only:
+    # the dense search's hot path does not pay for it.
+    used = None
+    if batch.has_moe:
+        reduce_s = np.select([zero == 0, once, every_mb], [all_reduce, reduce_scatter, m * reduce_scatter],
+                             reduce_scatter)
+        zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
+                           m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
+        zero3_on = many & (zero == 3)
+        used = {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - reduce, 0.0) / reductions, 0.0),
+                "forward": np.where(many & ~zero3_on, np.maximum(param_gather_s - param_gather, 0.0), 0.0),
+                "micro_batch": np.where(zero3_on, np.maximum(zero3_s - flat_step, 0.0) / m, 0.0)}
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch, used
 
 

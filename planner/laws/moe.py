@@ -126,6 +126,16 @@ def total_params_from_active(active_params, expansion_rate=FITTED_EXPANSION_RATE
     return as_array(active_params) * (8.0 * as_array(expansion_rate) + 4.0) / 12.0
 
 
+def active_params_from_total(total_params, expansion_rate=FITTED_EXPANSION_RATE) -> np.ndarray:
+    """N_act = 12 N_total / (8E + 4): total_params_from_active inverted."""
+    return as_array(total_params) * 12.0 / (8.0 * as_array(expansion_rate) + 4.0)
+
+
+def expansion_rate_from_params(total_params, active_params) -> np.ndarray:
+    """E = (12 N_total / N_act - 4) / 8: the expansion rate total_params_from_active implies."""
+    return (12.0 * as_array(total_params) / as_array(active_params) - 4.0) / 8.0
+
+
 def training_flops(active_params, tokens, granularity, expansion_rate=FITTED_EXPANSION_RATE) -> np.ndarray:
     """Eq. 10 with the section 6.1 shape: N_act = 12 d^2 n_blocks, d = 64 n_blocks."""
     n_blocks = (as_array(active_params) / (12.0 * D_MODEL_PER_BLOCK**2)) ** (1.0 / 3.0)
