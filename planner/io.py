@@ -63,6 +63,24 @@ def input_file(path: str | os.PathLike, what: str, limit: int = MAX_INPUT_BYTES)
     return source
 
 
+def distinct_input_files(paths, what: str) -> list[Path]:
+    """Every path checked by `input_file`; one that names a file already named (the same path, or another
+    name for it: a link, ./a.csv beside a.csv) is a one-line error, since its rows would count twice (in
+    calibrate a held-out row would also be in the training set)."""
+    sources, seen = [], {}
+    for path in paths:
+        source = input_file(path, what)
+        info = source.stat()
+        key = (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+        if key in seen:
+            raise PlannerInputError(f"{shown(path)}: names the same {what} as {shown(seen[key])}; "
+                                    "name each file once (its rows would count twice)")
+        if key is not None:
+            seen[key] = path
+        sources.append(source)
+    return sources
+
+
 def read_at_most(source: str | os.PathLike, limit: int, what: str = "", name: str | None = None) -> bytes:
     """Up to `limit` + 1 bytes of a file (one more than accepted, so the caller sees an oversized file);
     an OSError becomes a one-line input error naming the file (`name`, default the path) and `what` it is."""

@@ -334,3 +334,26 @@ def test_ingest_never_writes_over_the_log_it_reads(tmp_path, capsys, mode):
     assert main(["ingest", str(log), "--cluster", "dgx-a100-80gb", "--out", str(log), mode]) == 2
     assert "is one of the logs being ingested" in capsys.readouterr().err
     assert log.read_bytes() == MEGATRON.read_bytes()
+
+
+@pytest.mark.parametrize("command", [
+    ["validate", "{a}", "{b}"],
+    ["calibrate", "--cluster", "dgx-a100-80gb", "--no-write", "{a}", "{b}"],
+    ["ingest", "{log}", "{log_again}", "--cluster", "dgx-a100-80gb"],
+])
+def test_a_file_named_twice_is_refused(tmp_path, capsys, command):
+    """`validate a.csv a.csv` counted every row twice (and `calibrate` would hold a row out while its twin
+    stayed in the training set); another name for the same file (a link, ../dir/file) is the same file."""
+    runs = tmp_path / "a.csv"
+    runs.write_text("id,cluster,model,gpus,tp,pp,dp,micro_batch,global_batch,measured_step_time_s\n"
+                    "r1,dgx-a100-80gb,gpt3-1.3b,8,1,1,8,4,256,1.0\n")
+    (tmp_path / "b.csv").symlink_to(runs)
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "train.log"
+    log.write_bytes(MEGATRON.read_bytes())
+    names = {"a": str(runs), "b": str(tmp_path / "b.csv"), "log": str(log),
+             "log_again": str(tmp_path / "logs" / ".." / "logs" / "train.log")}
+    assert main([part.format(**names) for part in command]) == 2
+    err = capsys.readouterr().err
+    assert "name each file once" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv", "logs"]  # nothing written

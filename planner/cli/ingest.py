@@ -64,7 +64,7 @@ def _unique_id(wanted: str, taken: set[str]) -> str:
 def run_ingest(args) -> int:
     from planner.profile.deepspeed_logs import parse_log_file
     from planner.profile.ingest import row_from_log
-    from planner.io import input_file, output_exists
+    from planner.io import distinct_input_files, output_exists
     from planner.profile.runs_csv import append_runs, runs_to_csv_text, write_runs
 
     if args.id and len(args.logs) > 1:
@@ -77,8 +77,7 @@ def run_ingest(args) -> int:
     exists = bool(args.out) and output_exists(args.out)  # also refuses a folder, device or FIFO
     if exists and not (args.append or args.force):
         raise PlannerInputError(f"--out {args.out}: already exists; pass --append to add rows or --force to overwrite it")
-    for path in args.logs:
-        input_file(path, "training log")
+    distinct_input_files(args.logs, "training log")
     flags = {key: value for key, value in vars(args).items() if value is not None}
     notes = []  # notes go to stderr once there is a result; with none they make the one error line
     rows, taken, failed = [], set(), 0

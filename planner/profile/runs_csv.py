@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from planner.errors import PlannerInputError
-from planner.io import MAX_INPUT_BYTES, input_file, shown, write_text_atomic
+from planner.io import MAX_INPUT_BYTES, distinct_input_files, input_file, shown, write_text_atomic
 
 # Column order of the spec; unknown columns are kept in `MeasuredRun.extra` and written after these.
 COLUMNS = (
@@ -307,7 +307,9 @@ def _split(items: Iterable[MeasuredRun | RowProblem]) -> tuple[list[MeasuredRun]
 
 
 def read_runs_files(paths) -> tuple[list[MeasuredRun], list[RowProblem]]:
-    """Rows (and unreadable rows) of several runs CSVs; a path that names no readable file is an error."""
+    """Rows (and unreadable rows) of several runs CSVs; a path that names no readable file, or a file already
+    named, is an error."""
+    distinct_input_files(paths, RUNS_FILE)
     runs, problems = [], []
     for path in paths:
         file_runs, file_problems = read_runs(path)
