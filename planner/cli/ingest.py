@@ -20,6 +20,7 @@ from pathlib import Path
 
 from planner.cli.arguments import CONFIG_HELP, whole_number
 from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_NAMES
 
 _INT_FLAGS = ("gpus", "layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab", "tp", "pp", "dp", "cp",
               "vpp", "zero", "micro-batch", "global-batch", "seq-parallel")
@@ -51,6 +52,12 @@ def register(subparsers, name: str) -> None:
     layout.add_argument("--offload", choices=("none", "optimizer", "optimizer+params"), help=CONFIG_HELP["offload"])
     layout.add_argument("--recompute", choices=("none", "selective", "full"), help=CONFIG_HELP["recompute"])
     layout.add_argument("--dtype", choices=("bf16", "fp16", "fp8", "fp32"), help=CONFIG_HELP["dtype"])
+    layout.add_argument("--framework", choices=list(FRAMEWORK_NAMES),
+                        help="the training stack that ran (default: what the log shows: deepspeed for DeepSpeed's "
+                             "engine output, megatron for a Megatron-LM arguments block)")
+    layout.add_argument("--flash-attention", type=int, choices=[0, 1],
+                        help="1: fused flash attention, 0: unfused softmax (default: what Megatron's "
+                             "attention arguments say; empty otherwise)")
     parser.set_defaults(run=run_ingest)
 
 

@@ -46,6 +46,10 @@ from dataclasses import replace
 
 from planner.frameworks.deepspeed import DEEPSPEED
 
+# The releases that ran this code (above): v0.3.13, the first with stage 3, to v0.5.4, the last before the
+# coalesced gathers of v0.5.5. `planner ingest` names a log of these versions' engine `deepspeed-v0.3`.
+RELEASES = ((0, 3, 13), (0, 5, 4))
+
 DEEPSPEED_V03 = replace(
     DEEPSPEED, name="deepspeed-v0.3",
     gathers_per_layer=4.0, gathers_outside_layers=2.0,

@@ -9,6 +9,7 @@ DeepSpeed
                         MemAllocated=0.5GB, MaxMemAllocated=1.2GB`
   see_memory_usage      `MA 0.12 GB         Max_MA 0.45 GB         CA ... Max_CA ...`
   flops profiler        the "DeepSpeed Flops Profiler" summary (`world size:`, `iter latency:`, `FLOPS per GPU = ...`)
+  version               `DeepSpeed info: version=0.19.8, git-hash=...` (deepspeed/__init__.py, at initialize)
   engine config         `[config.py:NNN:print]   train_batch_size ............. 4` and the user config after
                         `[config.py:NNN:print_user_config]   json = {` (multi-line JSON); the groups summary
                         (`self.dp_world_size=2`, `self.mp_world_size=1`, `self.sequence_parallel_size=1`)
@@ -46,6 +47,7 @@ _THROUGHPUT = re.compile(
 _SEE_MEMORY = re.compile(r"\bMA ([\d.]+) GB\s+Max_MA ([\d.]+) GB")
 _DS_CONFIG = re.compile(r"\[config\.py:\d+:print\]\s+(\w+) \.* ?(.*?)\s*$")
 _DS_GROUPS = re.compile(r"^\s*self\.(dp_world_size|mp_world_size|sequence_parallel_size)=(\d+)\s*$")
+_DS_VERSION = re.compile(r"DeepSpeed info: version=(\d+)\.(\d+)\.(\d+)")
 _DS_JSON = re.compile(r"\[config\.py:\d+:print_user_config\]\s+json = (.*)$")
 _FLOPS_FIELD = re.compile(r"(?:^|[\s:\]])(world size|data parallel size|model parallel size|batch size per GPU|params per GPU|"
                           r"fwd latency|bwd latency|step latency|iter latency|samples/second|"
@@ -76,6 +78,7 @@ class ParsedLog:
     flops_profile: dict[str, float] = field(default_factory=dict)
     ds_config: dict[str, str] = field(default_factory=dict)
     ds_user_config: dict | None = None
+    ds_version: tuple[int, int, int] | None = None
     megatron_iterations: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     megatron_args: dict[str, str] = field(default_factory=dict)
     problems: list[LogProblem] = field(default_factory=list)
@@ -230,6 +233,9 @@ def parse_log_text(text: str, path: str) -> ParsedLog:
             log.problem(number, "ThroughputTimer line is incomplete (truncated?); line skipped")
         elif match := _SEE_MEMORY.search(line):
             _memory(log, number, match.group(2), 1.0, "see_memory_usage Max_MA")
+        elif match := _DS_VERSION.search(line):
+            log.ds_version = tuple(int(part) for part in match.groups())
+            log.lines["deepspeed version"] = number
         elif match := _DS_JSON.search(line):
             index = _read_json_block(log, lines, index, match.group(1))
         elif match := _DS_GROUPS.search(line):  # the engine's "distributed groups summary"

@@ -1,7 +1,8 @@
 """Turn logs of runs people already did into runs-CSV rows (one row per log file).
 
 The layout comes from what the log printed (DeepSpeed's engine config and user JSON, the flops
-profiler summary, Megatron's arguments block); flags fill what the log lacks and win where both
+profiler summary, Megatron's arguments block), and so do the training stack (`framework`: which engine
+printed, and its version) and `flash_attention` (Megatron's attention arguments); flags fill what the log lacks and win where both
 say something (a disagreement is reported). The step time comes from, in this order of preference:
 
   1. Megatron  "elapsed time per iteration (ms)" (already an average over the log interval)
@@ -22,13 +23,16 @@ import re
 import statistics
 from pathlib import Path
 
+from planner.frameworks.deepspeed_v03 import RELEASES as DEEPSPEED_V03_RELEASES
 from planner.profile.deepspeed_logs import LogProblem, ParsedLog
 from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, INT_RANGES, MeasuredRun, check_value
 
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
     "dp", "cp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute", "seq_parallel", "dtype",
+    "flash_attention", "framework",
 )
+STACK_COLUMNS = ("framework", "flash_attention")  # optional columns of the runs CSV
 
 
 def _truthy(text: str | None) -> bool | None:
@@ -135,6 +139,47 @@ def megatron_layout(args: dict[str, str]) -> dict:
     if layout["dp"] is None and layout["gpus"] and all(layout[k] for k in ("tp", "pp")):
         layout["dp"] = layout["gpus"] // (layout["tp"] * layout["pp"] * (layout["cp"] or 1))
     return {k: v for k, v in layout.items() if v is not None}
+
+
+def _ran_deepspeed(log: ParsedLog) -> bool:
+    """The DeepSpeed engine ran: it printed its version, config, timers, throughput or flops profile, or
+    Megatron-DeepSpeed's arguments say `deepspeed True`."""
+    return bool(log.ds_version or log.ds_config or log.ds_user_config is not None or log.timers or log.micro_timers
+                or log.throughput or log.flops_profile or _truthy(log.megatron_args.get("deepspeed")))
+
+
+def framework_from_log(log: ParsedLog) -> str | None:
+    """The runs-CSV `framework` the log shows: `deepspeed` (DeepSpeed, Megatron-DeepSpeed), `deepspeed-v0.3` for
+    the engine releases with per-parameter ZeRO-3 collectives (frameworks.deepspeed_v03.RELEASES), `megatron`
+    for a Megatron-LM arguments block without DeepSpeed; None when the log shows neither."""
+    if _ran_deepspeed(log):
+        first, last = DEEPSPEED_V03_RELEASES
+        return "deepspeed-v0.3" if log.ds_version and first <= log.ds_version <= last else "deepspeed"
+    return "megatron" if log.megatron_args else None
+
+
+def flash_attention_from_log(args: dict[str, str]) -> int | None:
+    """1 when Megatron-LM's printed arguments put attention on a fused (flash or cuDNN) kernel, 0 on the unfused
+    softmax, None when they do not say (NVIDIA/Megatron-LM@d98e8a64):
+    - `attention_backend` (Megatron-Core >= 0.10): AttnBackend.local and .unfused run the unfused softmax;
+      .flash, .fused and .auto leave Transformer Engine's flash and cuDNN fused attention enabled, which TE
+      prefers where they run (megatron/core/models/common/language_module/language_module.py:129-147);
+    - else `use_flash_attn True` (the flash-attn package, --use-flash-attn, megatron/training/arguments.py:2910);
+    - else `transformer_impl transformer_engine`: TE's DotProductAttention, flash and fused attention on by
+      default (NVTE_FLASH_ATTN / NVTE_FUSED_ATTN unset mean 1); `local` without --use-flash-attn: unfused."""
+    backend = args.get("attention_backend", "").strip().rsplit(".", 1)[-1].lower()
+    if backend in ("local", "unfused"):
+        return 0
+    if backend in ("flash", "fused", "auto"):
+        return 1
+    if _truthy(args.get("use_flash_attn")):
+        return 1
+    implementation = args.get("transformer_impl", "").strip().lower()
+    if implementation == "transformer_engine":
+        return 1
+    if implementation == "local" and _truthy(args.get("use_flash_attn")) is False:
+        return 0
+    return None
 
 
 def deepspeed_layout(log: ParsedLog) -> dict:
@@ -304,6 +349,8 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         # arguments (bf16 / fp16) say what the model ran in.
         del deepspeed["dtype"]
     from_log = megatron | deepspeed
+    stack = {"framework": framework_from_log(log), "flash_attention": flash_attention_from_log(log.megatron_args)}
+    from_log |= {key: value for key, value in stack.items() if value is not None}
     megatron_batches = [e["global_batch"] for _, e in log.megatron_iterations if "global_batch" in e]
     if "global_batch" not in from_log and megatron_batches:
         from_log["global_batch"] = int(megatron_batches[-1])
@@ -352,6 +399,8 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         if key in fields and fields[key] is not None:
             fields[key] = int(fields[key])
     extra = {key: f"{value:.6g}" for key, value in values.items() if key != method and math.isfinite(value)}
+    # The stack columns are optional columns of the runs CSV (spec/runs_csv.md), kept with the extra ones.
+    extra |= {key: str(layout[key]) for key in STACK_COLUMNS if key in layout}
     run = MeasuredRun(
         id=row_id, source=flags.get("source") or str(log.path),
         confidence=flags.get("confidence") or ("low" if warm_up_in else "medium" if layout_from_flags or missing

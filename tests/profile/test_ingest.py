@@ -225,3 +225,65 @@ def test_a_user_config_that_is_not_an_object_is_ignored(tmp_path, user_json):
                     f"[2026] [INFO] [config.py:664:print_user_config]   json = {user_json}\n"
                     "[Rank 0] time (ms) | fwd: 10 | bwd: 20 | step: 5\n" * 1)
     assert deepspeed_layout(parse_log_file(path))["zero"] == 2  # from the printed config
+
+
+def test_the_stack_comes_from_the_log_and_validate_reads_it(tmp_path):
+    """ingest wrote neither `framework` nor `flash_attention`, so validate priced every ingested row on the
+    neutral stack with flash attention inferred. Megatron's arguments block names megatron and its
+    transformer_impl (TE's attention: flash / fused on by default); DeepSpeed's engine output names deepspeed."""
+    megatron, _ = row_from_log(parse_log_file(LOGS / "megatron_gpt_1p3b_tp2_dp4.log"), {"cluster": "dgx-a100-80gb"}, "m")
+    assert (megatron.extra["framework"], megatron.extra["flash_attention"]) == ("megatron", "1")
+    zero2, _ = row_from_log(parse_log_file(LOGS / "deepspeed_0.19.8_zero2_ga2_flops_profiler.log"), {}, "d")
+    assert zero2.extra["framework"] == "deepspeed" and "flash_attention" not in zero2.extra  # the log does not say
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log"), "--cluster", "dgx-a100-80gb",
+                 "--out", str(out)]) == 0
+    (run,), _ = read_runs(out)
+    from planner.calibrate.validation import run_to_config
+    inferred = {}
+    _, layout, _ = run_to_config(run, inferred=inferred)
+    assert (layout.framework, layout.flash_attention) == ("megatron", True)
+    assert "framework" not in inferred and "flash_attention" not in inferred
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    ({"attention_backend": "AttnBackend.auto"}, 1),
+    ({"attention_backend": "AttnBackend.flash", "transformer_impl": "local"}, 1),
+    ({"attention_backend": "AttnBackend.fused"}, 1),
+    ({"attention_backend": "AttnBackend.unfused", "transformer_impl": "transformer_engine"}, 0),
+    ({"attention_backend": "AttnBackend.local", "use_flash_attn": "True"}, 0),
+    ({"use_flash_attn": "True", "transformer_impl": "local"}, 1),
+    ({"use_flash_attn": "False", "transformer_impl": "transformer_engine"}, 1),
+    ({"use_flash_attn": "False", "transformer_impl": "local"}, 0),
+    ({"use_flash_attn": "False"}, None),  # Megatron before Transformer Engine: the args do not settle it
+    ({}, None),
+])
+def test_flash_attention_from_megatrons_arguments(arguments, expected):
+    from planner.profile.ingest import flash_attention_from_log
+
+    assert flash_attention_from_log(arguments) == expected
+
+
+@pytest.mark.parametrize("version, expected", [("0.3.12", "deepspeed"), ("0.3.13", "deepspeed-v0.3"),
+                                               ("0.5.4", "deepspeed-v0.3"), ("0.5.5", "deepspeed"),
+                                               ("0.10.0", "deepspeed")])
+def test_deepspeed_releases_with_per_parameter_zero3_collectives_are_deepspeed_v03(version, expected):
+    """frameworks/deepspeed_v03.py: v0.3.13 (first stage 3) to v0.5.4 (last before the coalesced gathers)."""
+    from planner.profile.ingest import framework_from_log
+
+    text = (f"[2021-04-01 10:00:00,000] [INFO] [logging.py:60:log_dist] [Rank 0] DeepSpeed info: version={version}, "
+            "git-hash=abc, git-branch=master\n")
+    assert framework_from_log(parse_log_text(text, "x.log")) == expected
+    megatron_deepspeed = parse_log_text("------ arguments ------\n  deepspeed ........ True\n"
+                                        "  num_layers ........ 24\n-- end of arguments --\n", "md.log")
+    assert framework_from_log(megatron_deepspeed) == "deepspeed"
+
+
+def test_stack_flags_win_over_the_log_and_say_so(capsys, tmp_path):
+    log = str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
+    assert main(["ingest", log, "--cluster", "dgx-a100-80gb", "--framework", "megatron", "--flash-attention", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "--flash-attention 0 overrides flash_attention=1 from the log" in captured.err
+    header, row = captured.out.splitlines()[:2]
+    cells = dict(zip(header.split(","), next(iter(__import__("csv").reader([row])))))
+    assert (cells["framework"], cells["flash_attention"]) == ("megatron", "0")
