@@ -232,8 +232,16 @@ def read_moe_data(path: str, total_col=None, active_col=None, granularity_col=No
         i = int(np.argmax(below))
         raise PlannerInputError(f"{where} line {rows[i][0]}: {names['total']} ({data.N[i]:.4g}) is below "
                                 f"{names['active']} ({active[i]:.4g}); expected total >= active")
+    tokens = data.D
+    if "c" in data.columns:
+        # read_loss_data took D = C / (6·N) with N the total parameters; a MoE's training compute is eq. 10 of
+        # Krajewski et al. 2024 on the active parameters (planner.laws.moe.training_flops), so D = C / F_token.
+        from planner.laws.moe import expansion_rate_from_params, training_flops
+
+        compute = 6.0 * data.N * data.D
+        tokens = compute / training_flops(active, 1.0, granularity, expansion_rate_from_params(data.N, active))
     columns = {**data.columns, "active": names["active"], "granularity": names["granularity"]}
-    return LossData(data.N, data.D, data.loss, data.run, data.run_names, data.path, columns), active, granularity
+    return LossData(data.N, tokens, data.loss, data.run, data.run_names, data.path, columns), active, granularity
 
 
 def _granularity(row: dict, column: str, number: int, where: str) -> float:

@@ -245,3 +245,22 @@ def test_a_fitted_moe_law_keeps_the_expansion_rate_of_its_data(cli, tmp_path):
     code, text, _ = cli(["predict", "--law", str(out), "--active-params", "100M", "--tokens", "50B", "--granularity",
                          "4", "--json"])
     assert json.loads(text)["predictions"][0]["params"] == pytest.approx(1.1e9)
+
+
+def test_fit_law_moe_reads_a_compute_column_as_eq_10_flops(cli, tmp_path):
+    """With a C column and no tokens, D was C / (6·N_total): at E = 64 (total = 43 x active) every run's tokens
+    came out ~40x too few and the fit was off. C of a MoE run is eq. 10's FLOPs on the active parameters."""
+    tokens_csv, compute_csv = tmp_path / "moe.csv", tmp_path / "moe_c.csv"
+    _write_moe_csv(tokens_csv, KRAJEWSKI_2024, np.random.default_rng(3))
+    with open(tokens_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(compute_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "active_params", "total_params", "granularity", "C", "loss"])
+        for r in rows:
+            flops = float(training_flops(float(r["active_params"]), float(r["tokens"]), float(r["granularity"])))
+            writer.writerow([r["run"], r["active_params"], r["total_params"], r["granularity"], flops, r["loss"]])
+    code, text, err = cli(["fit-law", str(compute_csv), "--form", "moe", "--json"])
+    assert code == 0, err
+    for name, p in json.loads(text)["parameters"].items():
+        assert p["value"] == pytest.approx(p["published"], rel=1e-3), name
