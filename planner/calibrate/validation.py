@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from planner.cost.estimate import MODEL_STATE_PARTS, check_simulable, estimate
+from planner.cost.estimate import check_simulable, estimate, model_states
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
@@ -185,12 +185,12 @@ def _predict_chunk(runs: list[MeasuredRun], cluster_dir, known: dict) -> list[Ro
 def _figures(result, i: int) -> dict:
     """Candidate i of a batch estimate: the figures of simulate() that validation reports."""
     memory, time = result.memory, result.time
-    parts = {name: float(memory["parts"][name][i]) for name in MODEL_STATE_PARTS}
     return {
         "step_time_s": float(time["step_time_s"][i]),
         "mfu": float(time["mfu"][i]),
         "fits": bool(memory["fits"][i]),
-        "memory": {"total_bytes": float(memory["total_bytes"][i]), "model_states_bytes": sum(parts.values())},
+        "memory": {"total_bytes": float(memory["total_bytes"][i]),
+                   "model_states_bytes": float(model_states(memory["parts"], i))},
     }
 
 

@@ -43,8 +43,15 @@ def _scalar(tree):
     return bool(value) if value.dtype == bool else float(value)
 
 
-# What a tensor count sees (the CPU profiles' mem_method=counted-tensors): model states and buffers.
-MODEL_STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
+# What a tensor count sees (the CPU profiles' mem_method=counted-tensors): model states and buffers; MoE batches
+# also have the experts' states and DualPipe's second weight copy (cost.memory, absent from dense batches).
+MODEL_STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets",
+                     "expert_weights", "expert_gradients", "expert_optimizer", "pipeline_weight_copy")
+
+
+def model_states(parts: dict, index=None):
+    """Bytes of the MODEL_STATE_PARTS among `parts` (memory parts of a batch; candidate `index` of it if given)."""
+    return sum((parts[name] if index is None else parts[name][index]) for name in MODEL_STATE_PARTS if name in parts)
 
 
 def check_simulable(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> None:
@@ -84,7 +91,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             "total_bytes": memory["total_bytes"],
             "hbm_bytes": memory["hbm_bytes"],
             "shortfall_bytes": max(0.0, memory["total_bytes"] - memory["hbm_bytes"]),
-            "model_states_bytes": sum(memory["parts"][k] for k in MODEL_STATE_PARTS),
+            "model_states_bytes": model_states(memory["parts"]),
             "host_bytes_per_node": memory["host_bytes_per_node"],
             "nvme_bytes_per_node": memory["nvme_bytes_per_node"],
             "hbm_fits": memory["hbm_fits"],

@@ -185,8 +185,8 @@ def exposed_ep_comm(moe: dict, layer_compute) -> np.ndarray:
     return np.where(moe["hides"], hidden, moe["comm"])
 
 
-def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, eager) -> np.ndarray:
-    """Seconds per layer (averaged over the layers) per micro-batch the GPU waits for the host to issue the MoE
+def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, eager) -> dict[str, np.ndarray]:
+    """{"forward", "backward"} seconds per layer (averaged over the layers) per micro-batch the GPU waits for the host to issue the MoE
     layers' own kernels (cost.kernels.moe_layer_issue_s): what their issue time exceeds the GPU time they
     launch (compute + all-to-all) by, less the slack the dense part of the layer leaves (the GPU time by
     which it outlasts its own issue: the host runs ahead by that much).
@@ -217,7 +217,9 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     floor_fwd = np.where(syncs > 0, synced_fwd, free_fwd)
     floor_bwd = np.maximum(issue_bwd - gpu_bwd - dense_slack["backward"], 0.0)
     has_experts = batch.experts > 0
-    return np.where(has_experts, frac * (floor_fwd + floor_bwd + np.where(batch.recompute == 2, floor_fwd, 0.0)), 0.0)
+    # By pass: a full recompute's forward (and its floor) runs in the backward pass.
+    return {"forward": np.where(has_experts, frac * floor_fwd, 0.0),
+            "backward": np.where(has_experts, frac * (floor_bwd + np.where(batch.recompute == 2, floor_fwd, 0.0)), 0.0)}
 
 
 def sm_share_seconds(batch: CandidateBatch, layer_compute) -> np.ndarray:

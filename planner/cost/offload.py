@@ -8,7 +8,8 @@ import numpy as np
 from planner.cost.memory import activation_bytes_per_layer
 
 
-def parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch, once=None, per_step_once=None):
+def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once=None,
+                    per_step_once=None):
     """ZeRO-Infinity: exposed seconds of fetching each rank's weight shard from host memory (PCIe, one link
     per GPU) or NVMe (the node's drives, shared by its GPUs) for forward and again for backward, every
     micro-batch. Bandwidth-centric partitioning: every rank reads only its own 1/dp shard, then the
@@ -17,10 +18,12 @@ def parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_mi
     async_op=True)` for NVMe): a unit's fetch runs ahead of its all-gather in the same prefetch chain, so it
     hides behind compute together with the gathers; the rest of the model is fetched exposed. On the `once`
     rows (FSDP2 with CPU offload under pipelining, cost.memory.unsharded_through_step) the shard is copied in
-    for the step's one gather only, in step_time's `per_step_once` chain."""
+    for the step's one gather only, in step_time's `per_step_once` chain.
+
+    Returns (exposed seconds per step, seconds the fetches take in all, exposed or hidden)."""
     rows = batch.offload >= 2
     if not np.any(rows):
-        return np.zeros(len(batch))
+        return np.zeros(len(batch)), np.zeros(len(batch))
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     node = cluster.node
 
@@ -32,10 +35,12 @@ def parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_mi
     per_unit = fetch(unit)
     chained = per_micro_batch(gather + per_unit, gather + per_unit, scatter) - per_micro_batch(gather, gather, scatter)
     seconds = m * (chained + 2.0 * fetch(outside))
+    total = m * 2.0 * (units * per_unit + fetch(outside))  # forward and backward, hidden or not
     if once is not None and np.any(once & rows):
         seconds = np.where(once, per_step_once(gather + per_unit, scatter) - per_step_once(gather, scatter)
                            + fetch(outside), seconds)
-    return np.where(rows, seconds, 0.0)
+        total = np.where(once, units * per_unit + fetch(outside), total)
+    return np.where(rows, seconds, 0.0), np.where(rows, total, 0.0)
 
 
 def activation_copies(batch, cluster, stage, m):

@@ -545,8 +545,8 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     zero3_step = flat_step + m * host_mb + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: _links(cluster, sizes, strides), hbm)
-    offload_fetch = offload.parameter_fetch(batch, cluster, w, unit, outside, gather, scatter, m, per_micro_batch,
-                                            once, per_step_once)
+    offload_fetch, offload_fetch_s = offload.parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
+                                                             per_micro_batch, once, per_step_once)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
@@ -600,7 +600,9 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         zero3_on = many & (zero == 3)
         used = {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - reduce, 0.0) / reductions, 0.0),
                 "forward": np.where(many & ~zero3_on, np.maximum(param_gather_s - param_gather, 0.0), 0.0),
-                "micro_batch": np.where(zero3_on, np.maximum(zero3_s - flat_step, 0.0) / m, 0.0)}
+                # ZeRO-Infinity's fetch from host or NVMe runs in the same prefetch chain as the gathers.
+                "micro_batch": np.where(zero3_on, np.maximum(zero3_s + offload_fetch_s - flat_step - offload_fetch,
+                                                             0.0) / m, 0.0)}
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch, used
 
 
@@ -626,7 +628,7 @@ def _optimizer(batch, cluster, fw, w, hbm, params):
     return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
 
 
-def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer):
+def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm):
     """The MoE parts of a layer (cost/moe.py) with the exposed all-to-all; None for a dense batch."""
     if not batch.has_moe:
         return None
@@ -635,7 +637,11 @@ def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer):
                                 lambda size, stride: _links(cluster, size, stride), _collective_kwargs(cluster))
     # What the other micro-batch computes in this layer while the all-to-all runs (batch-level overlap).
     compute = moe.moe_fraction(batch) * (layer["forward"] + layer["backward"]) + parts["forward"] + parts["backward"]
-    parts["exposed"] = moe.exposed_ep_comm(parts, compute)
+    # It hides behind what the layer occupies the GPU for, its exposed tp/cp communication included: behind the
+    # compute alone, compute that already hides the cp ring or tp collectives would hide the all-to-all again,
+    # and a slower GPU would shorten the step.
+    occupied = compute + moe.moe_fraction(batch) * (comm["forward"] + comm["backward"])
+    parts["exposed"] = moe.exposed_ep_comm(parts, occupied)
     parts["sm_share"] = moe.sm_share_seconds(batch, compute)
     return parts
 
@@ -727,7 +733,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # 2x backward) charges the GEMMs three times and the loss once.
     logits = logits_gemm + cross_entropy / 3.0
     p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
-    moe_layer = _moe_layer(batch, cluster, gemm_peak, half, hbm, layer)
+    moe_layer = _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm)
 
     issue = layer["issue"]
     # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
@@ -749,7 +755,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         slack = {"forward": np.maximum(layer["forward"] + comm["forward"] - issue["forward"], 0.0),
                  "backward": np.maximum(layer["backward"] + layer["recompute"] + comm["backward"]
                                         - issue["backward"] - issue["recompute"], 0.0)}
-        per_layer["moe_launch_floor"] = moe.launch_floor_seconds(batch, moe_layer, slack, fw["eager_dispatch"] > 0)
+        moe_floor = moe.launch_floor_seconds(batch, moe_layer, slack, fw["eager_dispatch"] > 0)
+        per_layer["moe_launch_floor"] = moe_floor["forward"] + moe_floor["backward"]
         per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]
         per_layer["ep_comm"] = moe_layer["exposed"]
         per_layer["a2a_sm_share"] = moe_layer["sm_share"]
@@ -777,9 +784,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
     layer_forward = layer["forward"] + comm["forward"] + floor["forward"]
     layer_backward = layer["backward"] + layer["recompute"] + comm["backward"] + floor["backward"]
-    if moe_layer is not None:
-        layer_forward = layer_forward + moe_layer["forward"]
-        layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"]
+    if moe_layer is not None:  # the MoE layers' launch floor too: the GPU is held by the layer meanwhile
+        layer_forward = layer_forward + moe_layer["forward"] + moe_floor["forward"]
+        layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"] + moe_floor["backward"]
     stage = {
         "layers": dp_layers,
         "layer_forward": layer_forward,
