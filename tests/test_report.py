@@ -281,3 +281,19 @@ def test_report_moe_needs_a_budget(tmp_path, cli):
     code, _, err = cli(["report", "--target-loss", "2.2", "--moe", "--out", tmp_path / "r.html"])
     assert code == 2 and "--moe needs --budget" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.html").exists()
+
+
+def test_what_binds_every_plan_is_the_budget_only_when_they_spend_it(review):
+    """Helper-found: `report --budget 1000000gpuh --max-gpus 64 --deadline 7d` said 'the budget binds them all'
+    of plans spending 10,752 GPU-hours; 64 GPUs for the 7-day deadline did."""
+    import copy
+
+    from planner.report.document import _what_binds_all
+
+    data = copy.deepcopy(review[0])
+    plan = data["plans"][0]
+    data["constraints"]["budget_gpu_hours"] = plan["gpu_hours"]
+    assert _what_binds_all(data) == "the budget binds"
+    data["constraints"]["budget_gpu_hours"] = 1e6
+    text = _what_binds_all(data)
+    assert f"{plan['gpus']} GPUs for the" in text and "deadline" in text and "1,000,000" in text

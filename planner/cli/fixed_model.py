@@ -171,6 +171,11 @@ def run_fixed_model(args) -> int:
     from planner.io import write_text_atomic
     from planner.report.render import json_document
 
+    from planner.cli.arguments import refuse_flags
+    refuse_flags(args, ("report",), "reviews a budget plan (the model chosen by the search); with --model or --params "
+                                    "use --json or --all-layouts")
+    refuse_flags(args, ("emit_deepspeed",), "with --model or --params give --emit DIR, which writes the chosen "
+                                            "layout's launch files for its stack (--framework deepspeed for DeepSpeed)")
     check_outputs(args)
     result = solve_fixed_model(args)
     emitted = None

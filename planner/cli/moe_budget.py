@@ -40,7 +40,12 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     cluster = load_cluster(args.cluster, args.cluster_dir)
     gpu_seconds = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0]
     deadline_s = parse_deadline(args.deadline or DEFAULT_DEADLINE)
+    if args.gpus and len(args.gpus) > 1:
+        raise PlannerInputError("--gpus: --moe compares the dense and MoE plans on one count; give one number")
     gpus = args.gpus[0] if args.gpus else gpus
+    max_gpus = getattr(args, "max_gpus", None)
+    if args.gpus and max_gpus is not None and gpus > max_gpus:
+        raise PlannerInputError(f"--gpus {gpus} contradicts --max-gpus {max_gpus}")
     if getattr(args, "framework", None):
         from planner.cli.fixed_model import parse_frameworks
         frameworks = parse_frameworks(args.framework)
@@ -48,7 +53,7 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
         frameworks = ("megatron",)
     return compare_dense_moe(cluster, gpu_seconds, deadline_s, dtype=args.dtype, frameworks=frameworks,
                              seq_len=args.seq_len, vocab=args.vocab, gpus=gpus,
-                             max_gpus=getattr(args, "max_gpus", None))
+                             max_gpus=max_gpus)
 
 
 def _side_json(side) -> dict | None:

@@ -27,7 +27,8 @@ def add_optimize_arguments(parser) -> None:
     from planner.cli.arguments import CLUSTER_DIR_HELP, fraction, real_number, whole_number
 
     parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
-    parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d)")
+    parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d when choosing the model; with --model "
+                                             "or --params none: the plan says how long the tokens take)")
     from planner.cli.fixed_model import parse_gpu_list
     parser.add_argument("--gpus", type=parse_gpu_list,
                         help="use exactly this many GPUs; with --model also a list '64,128' or a doubling range '256-8192'")

@@ -132,8 +132,19 @@ def plans_table(review: dict) -> list:
     blocks = [("table", [headers[i] for i in keep], [[row[i] for i in keep] for row in rows])]
     if constant:
         spent = [rows[0][i] + (" GPU-hours" if headers[i] == "GPU-hours" else "") for i in constant]
-        blocks.append(("p", f"Every plan spends {', '.join(spent)}: the budget binds them all."))
+        blocks.append(("p", f"Every plan spends {', '.join(spent)}: {_what_binds_all(review)} them all."))
     return blocks
+
+
+def _what_binds_all(review: dict) -> str:
+    """What makes every plan spend the same: the budget when they spend it, else the GPUs they may use for the
+    whole deadline (--gpus / --max-gpus / the cluster's size, with a budget left unspent)."""
+    c, plan = review["constraints"], review["plans"][0]
+    budget = c.get("budget_gpu_hours")
+    if budget and plan["gpu_hours"] >= budget * (1.0 - 1e-3):
+        return "the budget binds"
+    left = f" (of the budget's {budget:,.0f} GPU-hours)" if budget else ""
+    return f"{plan['gpus']} GPUs for the {human_days(c['deadline_s'] / 86400.0)} deadline{left} bind"
 
 
 def isoflop_blocks(review: dict) -> list:

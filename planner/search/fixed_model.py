@@ -5,9 +5,14 @@ cost: days = tokens / (tokens/s x goodput), GPU-hours = GPUs x that, cost at the
 the step-time band of the published runs (error_bands). Which count is chosen:
 
   --deadline     the smallest count whose best layout meets it (within --budget when given too);
-  --budget       the largest count whose GPU-hours fit it (the fastest plan the budget pays for);
-  a sweep        (several --gpus): the largest count before the knee, where scaling efficiency (tokens/s
-                 per GPU relative to the smallest count's) falls below --knee;
+  --budget       the count whose plan is fastest among those whose GPU-hours fit it (the fastest plan the
+                 budget pays for: usually the largest affordable count, not past the scaling knee);
+  a sweep        (several --gpus): the fastest count before the knee, where scaling efficiency (tokens/s
+                 per GPU relative to the smallest count's) falls below --knee (the largest, unless a larger
+                 count is slower);
+  batch          without --global-batch each layout rounds the batch law's target to micro-batch x dp, and a
+                 layout whose batch exceeds the law's largest useful batch (laws.batch_size.max_batch_tokens,
+                 the budget search's limit) is ruled out;
   one --gpus     that count.
 
 Counts that cannot meet the deadline even at the best FLOP rate any kernel reaches
@@ -129,12 +134,17 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                     result.chosen = plan
                     break
     elif budget_gpu_s is not None and tokens:
+        # The fastest plan within the budget: more GPUs are not always faster (past the scaling knee a larger
+        # count can take longer), so counts below the first affordable one are searched too, down to where even
+        # the best FLOP rate (fastest_days, falling with the count) cannot beat the fastest found.
         for gpus in reversed(options):
+            if result.chosen is not None and fastest_days(model, cluster, gpus, tokens, dtype) >= result.chosen.days:
+                break
             plan = evaluate_count(model, cluster, gpus, **common)
             result.counts.insert(0, plan)
-            if plan.feasible and plan.gpu_hours * 3600.0 <= budget_gpu_s:
+            if (plan.feasible and plan.gpu_hours * 3600.0 <= budget_gpu_s
+                    and (result.chosen is None or plan.days < result.chosen.days)):
                 result.chosen = plan
-                break
     else:
         result.counts = [evaluate_count(model, cluster, gpus, **common) for gpus in options]
     _scaling(result, knee)
@@ -142,7 +152,9 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
         feasible = [c for c in result.counts if c.feasible]
         if feasible:
             before_knee = [c for c in feasible if result.knee_gpus is None or c.gpus < result.knee_gpus]
-            result.chosen = (before_knee or feasible)[-1]
+            # The fastest of them (the largest count, unless a larger one is slower): fewer GPUs on ties.
+            speed = lambda c: float(c.search.tokens_per_s[c.best]) * c.search.goodput  # noqa: E731
+            result.chosen = max(before_knee or feasible, key=lambda c: (speed(c), -c.gpus))
     if result.chosen is None:
         result.explanation = _explain(result, deadline_s, budget_gpu_s)
     return result
@@ -174,13 +186,22 @@ def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s) -> list[str]:
             lines.append("batch divisibility binds: no data-parallel size divides --global-batch at these counts")
         if any("deadline" in r for r in reasons):
             lines.append("the deadline binds: even the largest count allowed cannot finish in time")
+        if any("batch law" in r for r in reasons):
+            lines.append("the batch limit binds: at these counts every layout's micro-batch x data-parallel size "
+                         "exceeds the largest useful global batch for these tokens (the batch law's limit); "
+                         "allow fewer GPUs or give --global-batch")
         return lines
     if deadline_s is not None:
         fastest = min(feasible, key=lambda c: c.days)
-        lines.append(f"the deadline binds: the fastest plan ({fastest.gpus} GPUs) needs {fastest.days:.1f} days "
-                     f"(deadline {deadline_s / 86400:.1f} d); allow more GPUs (--max-gpus) or a longer --deadline")
-        if budget_gpu_s is not None:
-            lines.append("or the budget binds: plans meeting the deadline cost more than --budget")
+        in_time = [c for c in feasible if c.days * 86400.0 <= deadline_s]
+        if in_time and budget_gpu_s is not None:  # some plan meets the deadline: the budget is what binds
+            cheapest = min(in_time, key=lambda c: c.gpu_hours)
+            lines.append(f"the budget binds: the cheapest plan meeting the deadline ({cheapest.gpus} GPUs, "
+                         f"{cheapest.days:.1f} days) needs {cheapest.gpu_hours:,.0f} GPU-hours (budget "
+                         f"{budget_gpu_s / 3600:,.0f}); raise --budget or allow a longer --deadline")
+        else:
+            lines.append(f"the deadline binds: the fastest plan ({fastest.gpus} GPUs) needs {fastest.days:.1f} days "
+                         f"(deadline {deadline_s / 86400:.1f} d); allow more GPUs (--max-gpus) or a longer --deadline")
     elif budget_gpu_s is not None:
         cheapest = min(feasible, key=lambda c: c.gpu_hours)
         lines.append(f"the budget binds: the cheapest plan ({cheapest.gpus} GPUs) needs {cheapest.gpu_hours:,.0f} "

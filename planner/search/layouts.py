@@ -55,7 +55,8 @@ RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1), (3, 2))
 # Stacks searched when none is named: the three the cost model knows in detail.
 DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
-REASONS = ("does not fit GPU memory", "offload exceeds host memory", "offload exceeds NVMe capacity")
+REASONS = ("does not fit GPU memory", "offload exceeds host memory", "offload exceeds NVMe capacity",
+           "global batch above the batch law's limit")
 @functools.lru_cache(maxsize=4096)
 def divisors(n: int) -> tuple[int, ...]:
     n = int(n)
@@ -221,12 +222,20 @@ class LayoutSearch:
     goodput: float
     order: np.ndarray = field(default=None)  # feasible layouts, most tokens per second first
     moe_load_imbalance: float = 1.0  # MoE models: the busiest expert rank's load over the mean
+    # Without a given global batch: each layout's batch (the law's target rounded to micro-batch x dp) is at most
+    # the batch law's largest useful batch (batch_size.max_batch_tokens, the budget search's limit). None: all.
+    within_batch_limit: np.ndarray | None = None
+
+    @property
+    def feasible(self) -> np.ndarray:
+        """Fits memory and, where the search sized the batch, the batch limit."""
+        return self.fits if self.within_batch_limit is None else self.fits & self.within_batch_limit
 
     def __post_init__(self) -> None:
         # By throughput, not step time: without a fixed global batch each layout rounds the batch law's target
         # to its own micro-batch x dp, so a shorter step can carry fewer tokens and train the tokens slower.
         # (With one global batch for all the two orders agree.) Less memory breaks ties.
-        feasible = np.flatnonzero(self.fits)
+        feasible = np.flatnonzero(self.feasible)
         self.order = feasible[np.lexsort((self.memory_bytes[feasible], -self.tokens_per_s[feasible]))]
 
     def reason(self, i: int) -> str:
@@ -273,7 +282,7 @@ class LayoutSearch:
                 "offload": list(OFFLOAD_CODES)[int(a["offload"])], "recompute": list(RECOMPUTE_CODES)[int(a["recompute"])],
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
                 "dp_comm_overlap": bool(a["dp_comm_overlap"]), **_hierarchy_columns(a),
-                "feasible": bool(self.fits[i]), "reason": self.reason(i),
+                "feasible": bool(self.feasible[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
             })
@@ -309,9 +318,14 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         raise PlannerInputError(f"--gpus {gpus} exceeds cluster {cluster.name!r} ({cluster.max_nodes} nodes x "
                                 f"{cluster.gpus_per_node} GPUs)")
     checked_stacks(frameworks, dtype)
-    target = None
+    target = limit = None
     if global_batch is None:
-        target = batch_sequences(model, tokens if tokens else 20.0 * model.total_params, batch_rule)
+        trained = tokens if tokens else 20.0 * model.total_params
+        target = batch_sequences(model, trained, batch_rule)
+        # Rounding the target up to micro-batch x dp has no end at large dp (268M-token batches on 32,768 GPUs,
+        # 242x the law's optimum, a few hundred steps): past this limit the tokens buy less loss than the law.
+        limit = float(batch_size.max_batch_tokens(np.array([trained]), np.array([model.non_embedding_params]),
+                                                  batch_rule)[0]) / model.seq_len
     arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype,
                                gpus_per_node=cluster.gpus_per_node if hierarchy else None, hierarchy=hierarchy)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
@@ -328,9 +342,12 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         out[fitting] = values
         return out
 
-    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"]], [0, 1, 2], -1).astype(np.int8)
+    within = None if limit is None else np.maximum(arrays["global_batch"], 1) <= max(limit, 1.0)
+    batch_ok = np.ones(len(batch), dtype=bool) if within is None else within
+    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"], ~batch_ok], [0, 1, 2, 3],
+                       -1).astype(np.int8)
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
                         goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]),
-                        moe_load_imbalance=moe_load_imbalance)
+                        moe_load_imbalance=moe_load_imbalance, within_batch_limit=within)

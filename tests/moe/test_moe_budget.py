@@ -47,6 +47,9 @@ def test_budget_moe_text_names_the_winner(optimize):
     (["--budget", "1000gpuh", "--moe", "--report", "r.html"], "--report"),
     (["--budget", "1000gpuh", "--moe", "--tokens", "1T"], "--tokens"),
     (["--budget", "1000gpuh", "--moe", "--flat-zero"], "--flat-zero"),
+    # Helper-found: planned on 1,024 GPUs past --max-gpus 256, and on the first count of a list silently.
+    (["--budget", "100000gpuh", "--moe", "--gpus", "1024", "--max-gpus", "256"], "--max-gpus 256"),
+    (["--budget", "100000gpuh", "--moe", "--gpus", "256-8192"], "--gpus"),
 ])
 def test_budget_moe_bad_input_is_one_line(optimize, argv, key):
     code, _, err = optimize(*argv)

@@ -118,14 +118,63 @@ def test_deadline_picks_the_smallest_count_that_meets_it():
     assert chosen.gpus == min(g for g in counts if days[g] * 86400 <= deadline)
 
 
-def test_budget_picks_the_largest_count_within_it():
+def test_budget_picks_the_fastest_count_within_it():
     model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
     counts = [64, 128, 256, 512, 1024]
     sweep = plan_fixed_model(model, cluster, counts, tokens=1e12)
-    hours = {c.gpus: c.gpu_hours for c in sweep.counts}
+    hours, days = {c.gpus: c.gpu_hours for c in sweep.counts}, {c.gpus: c.days for c in sweep.counts}
     budget = hours[256] * 1.0001 * 3600
     chosen = plan_fixed_model(model, cluster, counts, tokens=1e12, budget_gpu_s=budget).chosen
-    assert chosen.gpus == max(g for g in counts if hours[g] * 3600 <= budget)
+    assert chosen.days == min(days[g] for g in counts if hours[g] * 3600 <= budget)
+
+
+def test_budget_does_not_pick_a_larger_count_that_is_slower():
+    """Helper-found: Llama 3 8B, 100B tokens, batch 64: 32,768 GPUs take 2.28 h and 16,384 take 1.96 h; the
+    budget mode took the largest affordable count, so doubling the budget gave a slower, costlier plan."""
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    counts = [8192, 16384, 32768]
+    sweep = plan_fixed_model(model, cluster, counts, tokens=100e9, global_batch=64)
+    days = {c.gpus: c.days for c in sweep.counts}
+    assert days[32768] > days[16384]  # the premise: past the knee more GPUs are slower
+    plan = plan_fixed_model(model, cluster, counts, tokens=100e9, global_batch=64, budget_gpu_s=1e5 * 3600)
+    assert plan.chosen.gpus == min(days, key=days.get)
+    # A sweep whose knee lets every count in chose the largest (32,768); it takes the fastest before the knee.
+    unbounded = plan_fixed_model(model, cluster, counts, tokens=100e9, global_batch=64, knee=0.01)
+    assert unbounded.chosen.gpus == min(days, key=days.get)
+
+
+def test_the_searched_batch_stays_within_the_batch_laws_limit():
+    """Without --global-batch each layout rounded the law's target up to micro-batch x dp without end: Llama 3 8B
+    for 100B tokens on 32,768 GPUs planned a 268M-token batch (242x B_opt, 373 steps)."""
+    from planner.laws import batch_size
+
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    limit = float(batch_size.max_batch_tokens(np.array([100e9]), np.array([model.non_embedding_params]))[0])
+    search = search_layouts(model, cluster, 32768, tokens=100e9, frameworks=("megatron",))
+    feasible = np.flatnonzero(search.feasible)
+    assert len(feasible) and (search.arrays["global_batch"][feasible] * model.seq_len <= limit).all()
+    assert (search.arrays["global_batch"] * model.seq_len > limit).any()  # what the limit rules out
+    assert search.arrays["global_batch"][search.best] * model.seq_len <= limit
+    # Where no layout is within it, the plan says the batch limit binds.
+    plan = plan_fixed_model(preset("gpt2-small"), cluster, [16384], tokens=1e7)
+    assert plan.chosen is None and any("batch limit binds" in line for line in plan.explanation)
+
+
+def test_a_budget_that_binds_with_a_deadline_is_named():
+    """Helper-found: the deadline was named (with 'allow more GPUs') when a plan met it but cost over the budget."""
+    plan = plan_fixed_model(preset("llama3-70b"), load_cluster("dgx-h100"), [16384, 24576], tokens=15e12,
+                            deadline_s=10 * 86400, budget_gpu_s=3e6 * 3600)
+    assert plan.chosen is None
+    text = " ".join(plan.explanation)
+    assert "the budget binds" in text and "deadline binds" not in text
+
+
+@pytest.mark.parametrize("flag, value", [("--report", "r.html"), ("--emit-deepspeed", "ds")])
+def test_budget_only_outputs_are_refused_for_a_fixed_model(tmp_path, optimize, flag, value):
+    """They were ignored: exit 0 and no file."""
+    code, _, err = optimize("--model", "llama3-8b", "--gpus", "64", "--tokens", "100B", flag, str(tmp_path / value))
+    assert code == 2 and flag in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sweep_marks_the_knee_and_stops_before_it():
