@@ -304,8 +304,13 @@ def stage_params(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nccl_communicators(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
-    """NCCL communicators a rank connects: tp, cp, pipeline neighbours, and the gradient group."""
+    """NCCL communicators a rank connects: tp, cp, pipeline neighbours, and the gradient group; MoE layouts also
+    the expert-parallel group (dispatch and combine) and the expert data-parallel group (the experts' gradients),
+    each its own process group in Megatron-Core (parallel_state.py's expert model- and data-parallel groups)."""
     groups = [batch.tp, batch.cp, batch.pp, sharding_degree(batch, stack)]
+    if batch.has_moe:
+        experts = batch.experts > 0
+        groups += [np.where(experts, batch.ep, 1), np.where(experts, moe.expert_dp(batch), 1)]
     return sum(np.where(size > 1, 1.0, 0.0) for size in groups)
 
 

@@ -405,6 +405,18 @@ def test_reserve_terms(a100):
     assert single["nccl_buffers"][0] == 0
 
 
+def test_moe_layouts_connect_the_expert_groups_too(a100):
+    """The expert-parallel group (all-to-all) and the expert data-parallel group (the experts' gradients) are
+    communicators of their own: Mixtral on pp 4 x dp 16 with ep 8 connects pp, dp, ep and edp (was pp, dp)."""
+    layout = Layout(pp=4, vpp=8, dp=16, ep=8, zero=1, global_batch=256, framework="megatron")
+    parts = per_gpu_memory(single_batch(PRESETS["mixtral-8x7b"], layout), a100)["parts"]
+    assert parts["nccl_buffers"][0] == pytest.approx(4 * 16 * 2 * NCCL_CONNECTION_BYTES)
+    # ep = dp (edp 1): the expert gradients need no group of their own.
+    whole = Layout(pp=4, vpp=8, dp=8, ep=8, zero=1, global_batch=256, framework="megatron")
+    parts = per_gpu_memory(single_batch(PRESETS["mixtral-8x7b"], whole), a100)["parts"]
+    assert parts["nccl_buffers"][0] == pytest.approx(3 * 16 * 2 * NCCL_CONNECTION_BYTES)
+
+
 def test_parts_sum_to_total_and_verdict_follows(a100):
     memory = per_gpu_memory(single_batch(PRESETS["llama2-70b"], Layout(tp=8, pp=2, global_batch=8)), a100)
     assert sum(memory["parts"].values())[0] == pytest.approx(memory["total_bytes"][0], rel=1e-12)

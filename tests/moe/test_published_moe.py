@@ -53,7 +53,7 @@ def test_deepseek_v3_report_layout_gpu_hours_within_20_percent():
 
 
 def test_deepseek_v3_report_layout_fits():
-    """Measured 76.1 GiB of the H800's 79.65: it fits only with DeepSeek's fp8 storage of the expert activations
+    """Measured 76.7 GiB of the H800's 79.65: it fits only with DeepSeek's fp8 storage of the expert activations
     (section 3.3.2, frameworks/moe.py); in bf16 storage the experts alone would need 47 GiB (104 GiB in all).
     Its norm and MLA up-projection recomputation and BF16 Adam moments are not modelled."""
     model, cluster = PRESETS["deepseek-v3"], load_cluster("h800-deepseek")
@@ -140,7 +140,7 @@ def test_megatron_bridge_qwen3_30b_a3b_h100():
 
 
 def test_megatron_bridge_qwen3_30b_a3b_h100_fits():
-    """It ran on 80 GB H100s. Measured 76.9 GiB of 79.6 (it was 87 GiB): the recipe's fp8 parameters (no bf16
+    """It ran on 80 GB H100s. Measured 77.2 GiB of 79.6 (it was 87 GiB): the recipe's fp8 parameters (no bf16
     weight copy) and Megatron + TE keeping the expert GEMM inputs in fp8 (frameworks/moe.py). Each one matters:
     with bf16 expert activations or bf16 weights beside the fp8 ones it would not fit."""
     model, cluster = PRESETS["qwen3-30b-a3b"], load_cluster("dgx-h100")
