@@ -47,9 +47,9 @@ def zero_block(layout: Layout) -> dict:
 
 
 def _hierarchy_keys(layout: Layout) -> dict:
-    """ZeRO++ and MiCS keys for the layout's ZeRO-3 hierarchy, only those set (DeepSpeed@38327e07
-    runtime/zero/config.py:294-310 zero_hpz_partition_size / zero_quantized_weights / zero_quantized_gradients,
-    326 mics_shard_size). A separate gradient group (grad_shard_group) has no upstream key."""
+    """ZeRO++ keys for the layout's ZeRO-3 hierarchy, only those set (DeepSpeed@38327e07
+    runtime/zero/config.py:294-310 zero_hpz_partition_size / zero_quantized_weights / zero_quantized_gradients;
+    still read by DeepSpeed 0.19.8). A separate gradient group (grad_shard_group) has no upstream key."""
     keys = {}
     if layout.zero_hpz > 1:
         keys["zero_hpz_partition_size"] = layout.zero_hpz
@@ -57,9 +57,7 @@ def _hierarchy_keys(layout: Layout) -> dict:
         keys["zero_quantized_weights"] = True
     if layout.zero_quantized_gradients:
         keys["zero_quantized_gradients"] = True
-    if layout.shard_group is not None:
-        keys["mics_shard_size"] = layout.shard_group
-    return keys
+    return keys  # MiCS (mics_shard_size) is refused by unsupported(): today's DeepSpeed removed it
 
 
 def _offload_target(layout: Layout) -> dict:
@@ -91,15 +89,19 @@ def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
         "steps_per_print": 10,
         "wall_clock_breakdown": False,
     }
-    if layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8") and layout.zero <= 1:
-        # bf16 with fp32 gradient accumulation at ZeRO 0/1: DeepSpeed's BF16_Optimizer, the stack the cost model
+    if layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8") and layout.zero == 1:
+        # bf16 with fp32 gradient accumulation at ZeRO-1: DeepSpeed's BF16_Optimizer, the stack the cost model
         # prices for this layout (runtime/constants.py:421-428 `data_types.grad_accum_dtype`; engine.py:1316-1318).
+        # ZeRO-0 refuses the mix (engine.py:2313-2323 in 0.19.8): unsupported() below.
         config["data_types"] = {"grad_accum_dtype": "fp32"}
-    if layout.recompute == "full":
+    if layout.recompute == "full" or layout.activation_offload:
         # Megatron-DeepSpeed's --deepspeed-activation-checkpointing reads this block; partitioning the
-        # checkpointed layer inputs over tp ranks only helps when tp > 1.
+        # checkpointed layer inputs over tp ranks only helps when tp > 1. Megatron-DeepSpeed passes its own
+        # --partition-activations / --checkpoint-in-cpu to deepspeed.checkpointing.configure, which override these
+        # (checkpointing.py:1210-1220), so megatron_arguments writes them too.
         config["activation_checkpointing"] = {"partition_activations": layout.tp > 1,
-                                              "contiguous_memory_optimization": False, "cpu_checkpointing": False}
+                                              "contiguous_memory_optimization": False,
+                                              "cpu_checkpointing": bool(layout.activation_offload)}
     return config
 
 
@@ -113,6 +115,15 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     if model.is_moe or model.attention == "mla":
         problems.append("mixture of experts / latent attention: the Megatron-DeepSpeed launch written here is a dense "
                         "GPT with standard attention (use --framework megatron)")
+    if layout.shard_group is not None:  # runtime/config.py:119-140 (DeepSpeed 0.19.8) rejects mics_shard_size
+        problems.append(f"--shard-group {layout.shard_group}: today's DeepSpeed removed MiCS sharding "
+                        "(zero_optimization.mics_shard_size is refused); plan hpZ (--zero-hpz) instead")
+    if layout.zero == 0 and layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8"):
+        problems.append("zero=0 with grad_reduce_in_fp32 in bf16: DeepSpeed accumulates bf16 gradients in fp32 only "
+                        "with ZeRO-1 or more (BF16_Optimizer; engine.py:2313-2323 refuses the mix at ZeRO-0)")
+    if model.attention_window:
+        problems.append(f"attention_window={model.attention_window}: Megatron-DeepSpeed's GPT has no sliding-window "
+                        "attention (use --framework megatron: --window-size)")
     return problems
 
 
@@ -171,6 +182,10 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
     if layout.recompute == "full":
         args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1",
                  "--deepspeed-activation-checkpointing"]
+        if layout.tp > 1:  # as ds_config's activation_checkpointing, which this flag overrides (see ds_config)
+            args.append("--partition-activations")
+    if layout.activation_offload:  # checkpoints kept on the host, as the plan prices them
+        args.append("--checkpoint-in-cpu")
     elif layout.recompute == "selective":
         args.append("--recompute-granularity selective")
     if layout.offload != "none":

@@ -47,6 +47,16 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
         problems.append("q_lora_rank=None (queries projected directly): Megatron-LM's --q-lora-rank takes a number")
     if model.is_moe and model.bias and layout.expert_tp > 1:  # TC:2612-2615
         problems.append(f"bias with etp({layout.expert_tp}) > 1: Megatron-Core supports expert biases only at etp 1")
+    # The interleaved schedule runs groups of at least pp micro-batches per virtual stage (schedules.py:1160-1168).
+    if layout.pp > 1 and layout.vpp > 1 and layout.grad_accumulation < layout.pp:
+        problems.append(f"vpp({layout.vpp}) with {layout.grad_accumulation} micro-batch(es) per step: Megatron's "
+                        f"interleaved schedule needs at least pp({layout.pp}) (core/pipeline_parallel/schedules.py:"
+                        "1160-1168)")
+    if layout.activation_offload:  # no CPU activation checkpointing in Megatron-Core's GPT training
+        problems.append("activation_offload: Megatron-LM has no CPU activation checkpointing for pretrain_gpt.py")
+    if layout.moe_a2a_overlap == "megatron" and layout.dtype not in ("bf16", "fp8"):  # TC:3035-3037
+        problems.append(f"moe_a2a_overlap=megatron with dtype={layout.dtype}: Megatron overlaps the expert-parallel "
+                        "all-to-all only in bf16 training")
     return problems
 
 
@@ -54,7 +64,12 @@ def parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
     """tp/pp/vpp/cp, sequence parallelism and the pipeline split."""
     args: list[Argument] = [("--tensor-model-parallel-size", str(layout.tp)),      # MPC:55
                             ("--pipeline-model-parallel-size", str(layout.pp))]    # MPC:83
-    args += pipeline_split_arguments(model.layers, layout.pp, layout.vpp)
+    args += pipeline_split_arguments(model.layers, layout.pp, layout.vpp, model.mtp_layers)
+    m = layout.grad_accumulation
+    if layout.pp > 1 and layout.vpp > 1 and m % layout.pp:
+        # With the default group of pp micro-batches per virtual stage a remainder below pp is refused
+        # (schedules.py:1170-1180); one group of all m runs (MPC:431-436, breadth-first).
+        args.append(("--microbatch-group-size-per-virtual-pipeline-stage", str(m)))  # MPC:431
     if layout.cp > 1:
         args.append(("--context-parallel-size", str(layout.cp)))                   # MPC:100
     if layout.seq_parallel and layout.tp > 1:  # MP:1433-1439 turns it off at tp = 1 anyway
@@ -64,11 +79,13 @@ def parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
     return args
 
 
-def pipeline_split_arguments(layers: int, pp: int, vpp: int) -> list[Argument]:
+def pipeline_split_arguments(layers: int, pp: int, vpp: int, mtp_layers: int = 0) -> list[Argument]:
     """How Megatron splits the layers over pp x vpp stages, as the plan priced it (planner.emit.pipeline).
 
     At most one of --num-virtual-stages-per-pipeline-rank and --pipeline-model-parallel-layout may be set
-    (MP:928-939); the layout string also fixes vpp (MP:941-951)."""
+    (MP:928-939); the layout string also fixes vpp (MP:941-951). A layout string names each multi-token-
+    prediction layer ('m'), in the last virtual stage of the last rank, before the loss
+    (pipeline_parallel_layer_layout.py:112-114, 121-126)."""
     if pp == 1:
         return []
     kind = split_kind(layers, pp, vpp)
@@ -77,8 +94,8 @@ def pipeline_split_arguments(layers: int, pp: int, vpp: int) -> list[Argument]:
         # MP:3103; grammar in megatron/core/transformer/pipeline_parallel_layer_layout.py:283-321:
         # stages split by '|', E = embedding, L = loss, t = one transformer layer, x*n repeats x.
         chunks = virtual_stage_layers(layers, pp, vpp)
-        stages = [("E" if i == 0 else "") + (f"t*{n}" if n > 1 else "t" * n) + ("L" if i == len(chunks) - 1 else "")
-                  for i, n in enumerate(chunks)]
+        stages = [("E" if i == 0 else "") + (f"t*{n}" if n > 1 else "t" * n)
+                  + ("m" * mtp_layers + "L" if i == len(chunks) - 1 else "") for i, n in enumerate(chunks)]
         return [("--pipeline-model-parallel-layout", "|".join(stages))]
     if kind == "slots":  # TC:137, 141; the split checked at TC:2372-2413
         args += [("--account-for-embedding-in-pipeline-split", None), ("--account-for-loss-in-pipeline-split", None)]
@@ -181,6 +198,8 @@ def model_arguments(model: ModelSpec) -> list[Argument]:
         args.append(("--kv-channels", str(model.head_dim)))                        # TC:184
     if model.qk_norm:
         args.append(("--qk-layernorm", None))                                      # TC:259
+    if model.attention_window:  # FlashAttention's (left, right) window: the window counts the query itself
+        args.append(("--window-size", f"{model.attention_window - 1},0"))          # MP:2384, TC:247
     args += [("--seq-length", str(model.seq_len)),                                # MP:3305
              ("--max-position-embeddings", str(model.positions)),                 # MP:2394
              ("--position-embedding-type", "rope" if model.position == "rotary" else "learned_absolute"),  # MP:2397

@@ -66,6 +66,20 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
         problems.append(f"seq_len({model.seq_len}) is not divisible by 2 * tp({layout.tp}) * cp({layout.cp}) = {divisor}")
     if model.kv % layout.tp:  # wk/wv are column-sharded by whole heads (MOD:206-207)
         problems.append(f"kv_heads({model.kv}) is not divisible by tp({layout.tp})")
+    # Without FSDP (shard degree 1, no cp) and with tp or pp, torchtitan turns mixed precision off and trains in
+    # fp32 (torchtitan@238fa995 distributed/utils.py:246-256, config/job_config.py:282-288).
+    shard = (layout.shard_group or layout.dp) if layout.zero >= 2 else 1
+    if shard == 1 and layout.cp == 1 and layout.tp * layout.pp > 1 and layout.dtype != "fp32":
+        problems.append(f"dtype={layout.dtype} with no FSDP sharding (dp shard degree 1, cp 1) and tp or pp > 1: "
+                        "torchtitan disables mixed precision there and trains in fp32")
+    # torch's 1F1B needs at least as many micro-batches as stages (torch/distributed/pipelining/schedules.py:1020).
+    if layout.pp > 1 and layout.vpp == 1 and layout.grad_accumulation < layout.pp:
+        problems.append(f"{layout.grad_accumulation} micro-batch(es) per step on pp({layout.pp}) stages: torch's 1F1B "
+                        "schedule needs at least one per stage")
+    if layout.activation_offload:
+        problems.append("activation_offload: torchtitan's activation checkpointing keeps checkpoints on the GPU")
+    if model.attention_window:
+        problems.append(f"attention_window={model.attention_window}: torchtitan's llama3 attention is full causal")
     return problems
 
 

@@ -161,3 +161,44 @@ def test_unsupported_plans_exit_2_with_one_line_and_write_nothing(argv, names, c
     assert code == 2 and names in err, err
     assert len(err.strip().splitlines()) == 1 and out == ""
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("argv, names", [
+    # torchtitan without FSDP sharding and with tp/pp turns mixed precision off (fp32 training)
+    (["simulate", "--model", "llama3-70b", "--gpus", "64", "--tp", "8", "--pp", "8", "--zero", "3", "--seq-parallel",
+      "1", "--global-batch", "64", "--framework", "fsdp"], "disables mixed precision"),
+    # torch's 1F1B with fewer micro-batches than stages
+    (["simulate", "--model", "llama3-70b", "--gpus", "64", "--tp", "8", "--pp", "4", "--zero", "3", "--seq-parallel",
+      "1", "--recompute", "full", "--global-batch", "2", "--framework", "fsdp"], "needs at least one per stage"),
+    # Megatron's interleaving with fewer micro-batches than pp
+    ([*BASE[:-1], "48", "--gpus", "32", "--tp", "8", "--pp", "4", "--vpp", "2", "--micro-batch", "16",
+      "--framework", "megatron"], "interleaved schedule needs at least pp(4)"),
+    # activation offload: no CPU checkpointing in Megatron-LM or torchtitan
+    (["simulate", "--model", "llama2-70b", "--gpus", "64", "--zero", "3", "--recompute", "full", "--activation-offload",
+      "1", "--micro-batch", "16", "--global-batch", "1024", "--framework", "fsdp"], "activation_offload"),
+    # today's DeepSpeed removed MiCS; ZeRO-0 bf16 refuses fp32 gradient accumulation
+    (["simulate", "--model", "llama2-13b", "--gpus", "64", "--zero", "3", "--shard-group", "8", "--global-batch", "256",
+      "--framework", "deepspeed"], "removed MiCS"),
+    (["simulate", "--model", "llama2-7b", "--gpus", "8", "--zero", "0", "--grad-reduce-in-fp32", "1", "--global-batch",
+      "64", "--framework", "deepspeed"], "ZeRO-1 or more"),
+])
+def test_launches_their_stack_would_refuse_are_refused(argv, names, cli, tmp_path):
+    """Helper-found: each wrote files that stop at start-up (or, for torchtitan without FSDP, train in fp32)."""
+    folder = tmp_path / "run"
+    code, out, err = cli([*argv, "--emit", folder])
+    assert code == 2 and names in err, err
+    assert not folder.exists()
+
+
+def test_deepspeed_activation_offload_is_written_where_megatron_deepspeed_reads_it(h100):
+    """--activation-offload was dropped (ds_config cpu_checkpointing false, no --checkpoint-in-cpu): the run kept
+    its checkpoints on the GPU, 133 GiB for a plan that fits in 80. Megatron-DeepSpeed's own flags override the
+    ds_config block (deepspeed checkpointing.py:1210-1220), so both say it."""
+    from planner.specs.layout import Layout
+
+    layout = Layout(dp=64, zero=3, recompute="full", activation_offload=True, micro_batch=16, global_batch=1024,
+                    framework="deepspeed")
+    files = launch_files(preset("llama2-70b"), layout, h100)
+    config = json.loads(files["ds_config.json"])
+    assert config["activation_checkpointing"]["cpu_checkpointing"] is True
+    assert "--checkpoint-in-cpu" in files["launch.sh"] or "--checkpoint-in-cpu" in "".join(files.values())

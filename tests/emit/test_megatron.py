@@ -217,3 +217,41 @@ def test_files_without_a_token_count_still_launch(tmp_path):
     assert '"${TRAIN_SAMPLES:?' in files["launch.sh"] and "--nnodes" not in files["launch.sh"]
     assert "CUDA_DEVICE_MAX_CONNECTIONS" not in files["launch.sh"]
     assert shlex.split(files["megatron_args.txt"].splitlines()[0]) == ["--tensor-model-parallel-size", "1"]
+
+
+def test_multi_token_prediction_layers_are_in_the_layout_string():
+    """DeepSeek-V3's 61 layers on pp 16 take a layout string; Megatron requires one 'm' per MTP layer in it, in the
+    last virtual stage (pipeline_parallel_layer_layout.py:112-114, 121-130): without it every launch failed."""
+    model = preset("deepseek-v3")
+    args = dict(megatron_arguments(model, CASES["deepseek-v3-mla"][1]))
+    stages = parse_layout(args["--pipeline-model-parallel-layout"])
+    assert sum(stage.count("m") for stage in stages) == model.mtp_layers == int(args["--mtp-num-layers"])
+    assert stages[-1][-1] == "L" and stages[-1][-1 - model.mtp_layers:-1] == ["m"] * model.mtp_layers
+    assert sum(stage.count("t") for stage in stages) == model.layers
+
+
+@pytest.mark.parametrize("global_batch, expected", [(8, None), (10, "10"), (2, "refused")])
+def test_interleaving_runs_the_micro_batches_megatron_accepts(global_batch, expected):
+    """Megatron's interleaved schedule takes groups of at least pp micro-batches (schedules.py:1160-1180): with
+    fewer than pp it cannot run; with a remainder the group is all of them (--microbatch-group-size-...)."""
+    from planner.emit.megatron import unsupported
+
+    model = preset("llama3-8b")
+    layout = Layout(pp=4, vpp=2, dp=1, micro_batch=1, global_batch=global_batch, framework="megatron")
+    problems = unsupported(model, layout)
+    if expected == "refused":
+        assert any("interleaved schedule needs at least pp(4)" in p for p in problems)
+        return
+    assert not problems
+    args = dict(megatron_arguments(model, layout))
+    assert args.get("--microbatch-group-size-per-virtual-pipeline-stage") == expected
+
+
+def test_sliding_window_attention_is_written():
+    """--attention-window was dropped: the launch ran full causal attention (13.5 s) for a plan priced with the
+    window (9.6 s). Megatron's --window-size is FlashAttention's (left, right) (MP:2384, TC:247)."""
+    model = preset("llama3-8b").model_copy(update={"attention_window": 4096})
+    args = dict(megatron_arguments(model, Layout(dp=8, global_batch=64, framework="megatron")))
+    assert args["--window-size"] == "4095,0"
+    assert "--window-size" not in dict(megatron_arguments(preset("llama3-8b"), Layout(dp=8, global_batch=64,
+                                                                                      framework="megatron")))
