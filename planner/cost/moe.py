@@ -14,7 +14,9 @@ group, T/tp per rank as Megatron's alltoall dispatcher holds them under sequence
               shape (the same curve as every other GEMM), times the load imbalance (the busiest rank
               paces the layer); backward 2x;
   permute     read and write the token copies on each side of the all-to-all (memory-bound); in fp8
-              dropless on Megatron + TE, the copies that pad each expert's rows to the fp8 alignment;
+              dropless on Megatron + TE, the copies that pad each expert's rows to the fp8 alignment; on
+              Megatron with more than one local expert, the received rows sorted into expert order and the
+              experts' output unsorted (its dispatcher's "Permutation 2");
   launches    the router's, dispatcher's and per-expert kernels the host issues (cost.kernels), after
               Megatron's per-layer host sync on the token counts (launch_floor_seconds).
 Everything is averaged over the model's layers (moe_layers / layers of them are MoE), as the stage
@@ -45,6 +47,8 @@ _COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
 _SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
 _PADS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_pads_expert_rows) for name in FRAMEWORK_NAMES])
 _SYNCS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).host_syncs_per_layer_forward)
+                   for name in FRAMEWORK_NAMES])
+_SORTS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).sorts_received_tokens_by_expert)
                    for name in FRAMEWORK_NAMES])
 
 
@@ -137,8 +141,13 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
     # their gradients the same way.
     pads = fp8 & (_PADS[batch.framework.astype(int)] > 0) & (batch.moe_padded == 0)
     padding = np.where(pads, 2.0 * 2.0 * rows * h * w / hbm, 0.0)
-    forward = experts_fwd + router_fwd + elementwise + padding
-    backward = 2.0 * (experts_fwd + router_fwd + elementwise) + padding
+    # Stacks that sort the received tokens by local expert (planner.frameworks.moe): with more than one local
+    # expert, the received rows read and written into expert order (in the dispatch dtype) and the experts'
+    # output back (model dtype); backward moves their gradients the same way once.
+    sorts = (_SORTS[batch.framework.astype(int)] > 0) & (local_experts > 1)
+    sorting = np.where(sorts, 2.0 * rows * h * (dispatch_element_bytes(batch) + w) / hbm, 0.0)
+    forward = experts_fwd + router_fwd + elementwise + padding + sorting
+    backward = 2.0 * (experts_fwd + router_fwd + elementwise) + padding + sorting
     recompute = np.where(batch.recompute == 2, forward, 0.0)
 
     # Dispatch and combine over the ep group (ep consecutive expert-grid ranks, etp apart).

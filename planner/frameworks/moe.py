@@ -94,6 +94,10 @@ class MoEStack:
     # into a padded buffer, and the experts' output copied back unpadded (forward; their gradients likewise in
     # backward).
     fp8_pads_expert_rows: bool = False
+    # With more than one local expert the tokens received from the all-to-all arrive grouped by source rank and
+    # are copied into expert order before the experts, and the experts' output copied back before the combine
+    # (forward; their gradients likewise in backward): a second permutation beside the one around the all-to-all.
+    sorts_received_tokens_by_expert: bool = False
 
 
 # Megatron-Core with Transformer Engine in fp8: TEGroupedMLP pads the permuted tokens per expert before fc1 and
@@ -107,7 +111,9 @@ class MoEStack:
 # fp8 only with activation_func_fp8_input_store, default off). The alltoall dispatcher copies the token counts
 # to the host and waits on them before the expert-parallel all-to-all when ep or tp > 1, else before the experts
 # (moe/token_dispatcher.py:524 "before_ep_alltoall", :533 "before_finish", :857-859 d2h_event.synchronize(),
-# core_v0.15.0).
+# core_v0.15.0). With more than one local expert the alltoall dispatcher sorts the received tokens by local
+# expert ("Permutation 2", sort_chunks_by_idxs, or a transpose copy when dropping and padding) and unsorts the
+# experts' output ("Unpermutation 2"): moe/token_dispatcher.py:753-788 and 802-818 at d98e8a64.
 MEGATRON_FP8_SAVED_BYTES = (1.0, 2.0, 1.0)
 # DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs cached in FP8,
 # the SwiGLU output recomputed in the backward pass.
@@ -116,7 +122,7 @@ DEEPSEEK_FP8_SAVED_BYTES = (1.0, 1.0, 0.0)
 MOE_STACKS = {
     "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
-                         fp8_pads_expert_rows=True),
+                         fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True),
     "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size"),
     "fsdp": MoEStack(True, ("none",), False, "torchtitan expert parallel"),
     "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),

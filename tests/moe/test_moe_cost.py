@@ -131,3 +131,30 @@ def test_overlap_hides_all_to_all_and_dualpipe_shrinks_the_bubble():
 def test_build_batch_refuses_ep_without_moe_model():
     with pytest.raises(ValueError):
         build_batch([PRESETS["llama3-8b"]], [0], ep=np.array([2]))
+
+
+def test_megatron_sorts_received_tokens_by_local_expert(monkeypatch):
+    """Megatron's alltoall dispatcher copies the received tokens into local-expert order and the experts' output
+    back ("Permutation 2" / "Unpermutation 2", token_dispatcher.py:753-788, 802-818 @d98e8a64) when a rank holds
+    more than one expert: 2 x rows x h x (dispatch + model bytes) of HBM traffic per MoE layer forward and again
+    in backward, by hand for Qwen3-30B-A3B at ep 8 (16 local experts); none with one local expert (Mixtral ep 8)."""
+    from planner.cost import moe
+    from planner.cost.step_time import _collective_kwargs, _links, gemm_seconds, matmul_half_size_array, peak_flops_array
+
+    def forward_seconds(model, layout, sorts):
+        batch = single_batch(model, layout)
+        monkeypatch.setattr(moe, "_SORTS", moe._SORTS * 0.0 + (1.0 if sorts else 0.0))
+        hbm = H100.accelerator.hbm_bytes_per_s * H100.efficiency.hbm_efficiency
+        peak, half = peak_flops_array(batch, H100), matmul_half_size_array(batch, H100)
+        parts = moe.moe_layer_times(batch, H100, lambda m, n, k: gemm_seconds(m, n, k, peak, H100.efficiency, half),
+                                    hbm, lambda size, stride: _links(H100, size, stride), _collective_kwargs(H100))
+        return float(parts["forward"][0]), float(parts["backward"][0]), hbm
+
+    qwen = PRESETS["qwen3-30b-a3b"]
+    layout = make_layout(dp=8, ep=8, micro_batch=2, global_batch=16, framework="megatron")
+    (f1, b1, hbm), (f0, b0, _) = forward_seconds(qwen, layout, True), forward_seconds(qwen, layout, False)
+    rows = 2 * qwen.seq_len * qwen.moe_top_k  # T·k routed rows received (tp 1, balanced)
+    expected = qwen.moe_layers / qwen.layers * 2.0 * rows * qwen.hidden * (2.0 + 2.0) / hbm
+    assert f1 - f0 == pytest.approx(expected, rel=1e-9) and b1 - b0 == pytest.approx(expected, rel=1e-9)
+    mixtral = _mixtral(8)
+    assert forward_seconds(PRESETS["mixtral-8x7b"], mixtral, True)[0] == forward_seconds(PRESETS["mixtral-8x7b"], mixtral, False)[0]
