@@ -107,3 +107,14 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def alibi_preset(monkeypatch):
+    """The released MPT-7B's architecture (ALiBi, no biases; mosaicml/mpt-7b config.json), which Megatron-LM's and
+    torchtitan's launch configs cannot build, registered as preset "mpt-7b-alibi" for the test."""
+    from planner.specs import model as model_module
+
+    alibi = model_module.PRESETS["mpt-7b"].model_copy(update={"name": "mpt-7b-alibi", "position": "alibi", "bias": False})
+    monkeypatch.setitem(model_module.PRESETS, "mpt-7b-alibi", alibi)
+    return alibi

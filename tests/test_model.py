@@ -175,3 +175,11 @@ def test_model_spec_is_frozen():
     with pytest.raises(Exception):
         PRESETS["gpt2-small"].layers = 3  # type: ignore[misc]
     assert isinstance(PRESETS["gpt2-small"], ModelSpec)
+
+
+@pytest.mark.parametrize("name, published", [("mpt-125m", 125_311_488), ("mpt-1b", 1_315_950_592),
+                                             ("mpt-13b", 12_853_954_560), ("mpt-70b", 64_862_437_376)])
+def test_mpt_presets_are_the_benchmarked_shapes(name, published):
+    """llm-foundry scripts/train/benchmarking/README.md, NumParams at SeqLen 2048: learned positions and biases (its
+    yamls leave MPTConfig's learned_pos_emb=True, no_bias=False); the presets had ALiBi and no biases."""
+    assert PRESETS[name].total_params == published

@@ -483,10 +483,14 @@ PRESETS: dict[str, ModelSpec] = {
     "qwen3-30b-a3b": ModelSpec(name="qwen3-30b-a3b", layers=48, hidden=2048, heads=32, kv_heads=4, head_dim=128,
                                qk_norm=True, ffn=6144, mlp="swiglu", vocab=151936, seq_len=4096, moe_experts=128,
                                moe_top_k=8, moe_ffn=768),
-    # MosaicML MPT / llm-foundry benchmark shapes (benchmarking/README.md; vocab 50368).
+    # MosaicML MPT / llm-foundry benchmark shapes (scripts/train/benchmarking/README.md; vocab 50368) as its yamls
+    # train them: scripts/train/yamls/pretrain/mpt-*.yaml set neither ALiBi nor no_bias, so MPTConfig's defaults
+    # hold (learned_pos_emb=True, attn_config alibi=False, no_bias=False), and the README's NumParams grow with the
+    # sequence length (mpt-125m 125,311,488 and mpt-70b 64,862,437,376 at 2,048). The released MPT-7B / 30B
+    # checkpoints were trained with ALiBi and without biases instead.
     **{
         f"mpt-{size}": ModelSpec(name=f"mpt-{size}", layers=L, hidden=h, heads=a, mlp="gelu", vocab=50368,
-                                 seq_len=2048, tied_embeddings=True, position="alibi", bias=False, norm="layernorm")
+                                 seq_len=2048, tied_embeddings=True, position="learned", bias=True, norm="layernorm")
         for size, L, h, a in [("125m", 12, 768, 12), ("350m", 24, 1024, 16), ("760m", 24, 1536, 12),
                               ("1b", 24, 2048, 16), ("3b", 32, 2560, 20), ("7b", 32, 4096, 32),
                               ("13b", 40, 5120, 40), ("30b", 48, 7168, 56), ("70b", 80, 8192, 64)]

@@ -18,8 +18,8 @@ from planner.frameworks import FRAMEWORKS
 from planner.specs.model import preset
 
 # Problems across shapes and scales: Llama 3 (GQA, SwiGLU), GPT-3 (GELU, biases, learned positions, tied),
-# Llama 2, an ALiBi model (MPT) that Megatron-LM and torchtitan cannot build.
-PROBLEMS = [("llama3-8b", 64), ("llama3-70b", 256), ("gpt3-175b", 64), ("llama2-7b", 16), ("mpt-7b", 32)]
+# Llama 2, an ALiBi model (BLOOM, also with an embedding norm) that Megatron-LM and torchtitan cannot build.
+PROBLEMS = [("llama3-8b", 64), ("llama3-70b", 256), ("gpt3-175b", 64), ("llama2-7b", 16), ("bloom-176b", 128)]
 SAMPLES_PER_PROBLEM = 40
 TOKENS = 1e11
 
@@ -146,7 +146,7 @@ def test_simulate_emit_writes_the_stack_files_refuses_and_forces(framework, flag
     (["simulate", "--model", "gpt3-1.3b", "--gpus", "8", "--zero", "3", "--framework", "fsdp"], "mlp=gelu"),
     ([*BASE, "--gpus", "8", "--zero", "1", "--framework", "fsdp"], "zero=1"),
     ([*BASE, "--gpus", "8", "--zero", "0", "--tp", "2", "--framework", "fsdp"], "replicated data parallelism"),
-    (["simulate", "--model", "mpt-7b", "--gpus", "8", "--framework", "megatron"], "position=alibi"),
+    (["simulate", "--model", "mpt-7b-alibi", "--gpus", "8", "--framework", "megatron"], "position=alibi"),
     ([*BASE, "--gpus", "8", "--dtype", "fp8", "--framework", "deepspeed"], "dtype=fp8"),
     ([*BASE, "--gpus", "8", "--framework", "jax"], "framework 'jax' has no launch config"),
     ([*BASE, "--gpus", "8"], "framework 'other' has no launch config"),
@@ -155,7 +155,7 @@ def test_simulate_emit_writes_the_stack_files_refuses_and_forces(framework, flag
     ([*BASE, "--gpus", "8", "--zero", "2", "--offload", "optimizer", "--framework", "megatron"], "no optimizer/parameter offload"),
     ([*BASE, "--gpus", "16", "--pp", "2", "--zero", "2", "--framework", "megatron"], "pipelines with ZeRO stages up to 1"),
 ])
-def test_unsupported_plans_exit_2_with_one_line_and_write_nothing(argv, names, cli, tmp_path):
+def test_unsupported_plans_exit_2_with_one_line_and_write_nothing(argv, names, cli, tmp_path, alibi_preset):
     folder = tmp_path / "run"
     code, out, err = cli([*argv, "--emit", folder])
     assert code == 2 and names in err, err

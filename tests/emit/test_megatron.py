@@ -195,15 +195,15 @@ def test_schedule_without_tokens_is_left_to_the_user():
     assert samples % 64 == 0 and samples * 8192 >= 1e9 and with_tokens["--lr-decay-samples"] == str(samples)
 
 
-def test_what_megatron_core_cannot_build_is_refused_in_one_line(h100):
-    assert "ALiBi" in " ".join(unsupported(preset("mpt-7b"), Layout(dp=8, global_batch=8)))
+def test_what_megatron_core_cannot_build_is_refused_in_one_line(h100, alibi_preset):
+    assert "ALiBi" in " ".join(unsupported(alibi_preset, Layout(dp=8, global_batch=8)))
     assert "embedding" in " ".join(unsupported(preset("bloom-176b"), Layout(dp=8, global_batch=8)))
     # kv_heads 8 with tp 16 is allowed: each query group is replicated on two ranks (TC:1461-1468).
     assert unsupported(preset("llama3-70b"), Layout(tp=16, dp=1, global_batch=8)) == []
     assert "kv_heads(3)" in " ".join(unsupported(preset("llama3-8b").model_copy(update={"heads": 24, "kv_heads": 3}),
                                                  Layout(tp=8, global_batch=8)))
     with pytest.raises(PlannerInputError) as refused:
-        launch_files(preset("mpt-7b"), Layout(dp=8, global_batch=8, framework="megatron"), h100)
+        launch_files(alibi_preset, Layout(dp=8, global_batch=8, framework="megatron"), h100)
     assert str(refused.value).startswith("megatron (Megatron-LM) cannot run this plan: position=alibi")
     assert "\n" not in str(refused.value)
 

@@ -272,14 +272,14 @@ def test_unknown_framework_in_the_api_is_an_input_error():
         search_layouts(SMALL, load_cluster("dgx-h100"), 8, global_batch=8, frameworks=("nope",))
 
 
-def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, optimize):
-    """MPT-7B has ALiBi, which Megatron-LM's and torchtitan's launch configs cannot carry: --emit falls back to
-    the fastest layout whose stack's launcher runs it (DeepSpeed here) and says so."""
+def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, optimize, alibi_preset):
+    """The released MPT-7B has ALiBi, which Megatron-LM's and torchtitan's launch configs cannot carry: --emit
+    falls back to the fastest layout whose stack's launcher runs it (DeepSpeed here) and says so."""
     folder = tmp_path / "launch"
-    code, out, err = optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--emit", folder)
+    code, out, err = optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--emit", folder)
     assert code == 0
     assert "ds_config.json" in {p.name for p in folder.iterdir()}
-    best = json.loads(optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
+    best = json.loads(optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
     if best["framework"] != "deepspeed":
         assert "fastest layout its launcher runs" in err
 
