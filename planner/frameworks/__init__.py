@@ -71,6 +71,10 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(f"pp({layout.pp}) > 1: {framework} has no pipeline parallelism")
     if layout.vpp > 1 and not stack.supports_interleaving:
         problems.append(f"vpp({layout.vpp}) > 1: {framework} has no interleaved pipeline schedule")
+    elif (layout.vpp > 1 and layout.pp > 1 and stack.interleaving_needs_pp_micro_batches
+          and layout.grad_accumulation < layout.pp):
+        problems.append(f"vpp({layout.vpp}) with {layout.grad_accumulation} micro-batch(es) per step: {framework}'s "
+                        f"interleaved schedule needs at least pp({layout.pp})")
     if layout.cp > 1 and not stack.supports_context_parallel:
         problems.append(f"cp({layout.cp}) > 1: {framework} has no context parallelism")
     if layout.zero not in stack.zero_stages:

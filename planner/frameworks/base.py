@@ -83,6 +83,9 @@ class Framework:
     # runs its collectives unoverlapped. False where the overlap runs over the network too (XLA's collective
     # matmul is built from NCCL collective-permutes).
     tp_comm_overlap_within_scale_up: bool = False
+    # The interleaved schedule runs micro-batches in groups of at least pp per virtual stage, so a step needs at
+    # least pp micro-batches (Megatron-Core). Stacks without it run interleaving with any count.
+    interleaving_needs_pp_micro_batches: bool = False
     # Pipeline sends carry 1/tp of the activation per tp rank, all-gathered over the scale-up link on the
     # other side (Narayanan et al. 2021, section 4.1, "scatter/gather"), even without sequence parallelism.
     p2p_scatter_gather: bool = False

@@ -38,6 +38,9 @@ MEGATRON = Framework(
     dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=True,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=True,
     tp_comm_overlap_within_scale_up=True,
+    # microbatch_group_size_per_vp_stage defaults to pp (core/model_parallel_config.py:567-568) and may not exceed the
+    # step's micro-batches (core/pipeline_parallel/schedules.py:1160-1168, NVIDIA/Megatron-LM@d98e8a64).
+    interleaving_needs_pp_micro_batches=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
     grad_bucket_elements=4.0e7,  # Megatron-Core DDP buckets of max(40M, 1M x dp) parameters (`distributed_data_parallel_config.py`, bucket_size)
     eager_dispatch=True,

@@ -183,7 +183,14 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     chosen = np.concatenate([np.tile(o, (len(r), 1)) for r, o in pairs]).reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f = chosen.T
-    keep = np.flatnonzero(((zero == 0) | (dp > 1)) & stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp))
+    runs = ((zero == 0) | (dp > 1)) & stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
+    # Stacks whose interleaved schedule needs at least pp micro-batches a step (Framework.
+    # interleaving_needs_pp_micro_batches): with a given batch the layouts with fewer are not run; without one,
+    # their batch is rounded up to pp micro-batches (what such a stack's user would run).
+    needs_pp = np.array([s.interleaving_needs_pp_micro_batches for s in stacks], dtype=bool)[f] & (vpp > 1) & (pp > 1)
+    if global_batch is not None:
+        runs &= ~needs_pp | (global_batch // (micro[rows] * dp) >= pp)
+    keep = np.flatnonzero(runs)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
     dp_kept = dp[keep]
@@ -191,7 +198,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         batch = np.full(len(keep), global_batch)
     else:
         per_step = micro_batch * dp_kept
-        batch = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64) * per_step
+        steps = np.maximum(1, np.round(batch_target / per_step))
+        batch = np.where(needs_pp[keep], np.maximum(steps, pp[keep]), steps).astype(np.int64) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
     arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,

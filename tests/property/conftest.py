@@ -80,6 +80,8 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     offload = fixed.get("offload", draw(st.sampled_from(offload_options)))
     micro_batch = fixed.get("micro_batch", draw(st.integers(1, 8)))
     accumulation = fixed.get("accumulation", draw(st.integers(1, 16)))
+    if vpp > 1 and stack.interleaving_needs_pp_micro_batches:  # Megatron: at least pp micro-batches a step
+        accumulation = max(accumulation, pp)
     dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes]
     layout = Layout(
         tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,

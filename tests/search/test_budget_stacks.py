@@ -30,7 +30,8 @@ def _layouts(space, rows):
         yield make_layout(
             "x", tp=int(a["tp"][i]), pp=int(a["pp"][i]), dp=int(a["dp"][i]), vpp=int(a["vpp"][i]), cp=int(a["cp"][i]),
             zero=int(a["zero"][i]), offload=list(OFFLOAD_CODES)[int(a["offload"][i])],
-            micro_batch=int(a["micro_batch"][i]), global_batch=int(a["micro_batch"][i] * a["dp"][i]),
+            # pp micro-batches a step: the fewest the scored batch gives an interleaved Megatron row (score.py)
+            micro_batch=int(a["micro_batch"][i]), global_batch=int(a["micro_batch"][i] * a["dp"][i] * a["pp"][i]),
             recompute=list(RECOMPUTE_CODES)[int(a["recompute"][i])], seq_parallel=bool(a["seq_parallel"][i]),
             framework=FRAMEWORK_NAMES[int(a["framework"][i])], dp_comm_overlap=bool(a["dp_comm_overlap"][i]),
             tp_comm_overlap=bool(a["tp_comm_overlap"][i]), zero_hpz=int(a["zero_hpz"][i]),
@@ -129,3 +130,31 @@ def test_cli_budget_refuses_fixed_model_flags(cli, tmp_path, flag, value):
     code, out, err = cli(["optimize", "--budget", "3000gpuh", flag, tmp_path / value if flag == "--all-layouts" else value])
     assert code == 2 and out == "" and flag in err and "--model" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "all.csv").exists()
+
+
+def test_interleaved_megatron_rows_get_at_least_pp_micro_batches():
+    """Megatron's interleaved schedule needs pp micro-batches a step (schedules.py:1160-1168): the budget search
+    gave tp8 pp2 vpp2 rows the law's batch of one micro-batch, a layout Megatron refuses to run."""
+    from planner.search.score import global_batch_sequences
+    from planner.frameworks import FRAMEWORK_CODES
+
+    class Problem:  # what global_batch_sequences reads of the search problem
+        pass
+
+    arrays = {"model_index": np.zeros(4, dtype=int), "gpus": np.full(4, 64), "micro_batch": np.ones(4),
+              "dp": np.full(4, 4), "pp": np.array([2, 2, 8, 8]), "vpp": np.array([2, 1, 2, 2]),
+              "framework": np.array([FRAMEWORK_CODES["megatron"]] * 3 + [FRAMEWORK_CODES["fsdp"]])}
+    import planner.search.score as score
+    original = score.batch_tokens_estimate
+    try:
+        score.batch_tokens_estimate = lambda problem, mi, gpus: np.full(len(mi), 1e6)
+        problem = Problem()
+        problem.nonembedding_params, problem.batch_rule = np.array([1e8]), "step-law"
+        from planner.laws import batch_size
+        tiny = float(batch_size.optimal_batch_tokens(np.array([1e6]), np.array([1e8]), "step-law")[0])
+        seq_len = np.full(4, tiny)  # one sequence is the whole optimal batch: the law asks for 1 micro-batch / dp
+        batch = global_batch_sequences(problem, arrays, seq_len)
+    finally:
+        score.batch_tokens_estimate = original
+    steps = batch / (arrays["micro_batch"] * arrays["dp"])
+    assert steps.tolist() == [2, 1, 8, 1]  # interleaved Megatron rows at pp; vpp 1 and torchtitan as the law says

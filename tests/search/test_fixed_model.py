@@ -295,3 +295,23 @@ def test_min_headroom_keeps_that_much_hbm_free_and_thin_margins_are_flagged(opti
     assert code == 0 and best["memory_gib"] <= 0.9 * 80.0 * 1.0000001
     code, out, err = optimize(*argv, "--min-headroom", "95%")
     assert code == 2 and "--min-headroom" in err
+
+
+def test_interleaved_megatron_layouts_have_at_least_pp_micro_batches():
+    """Megatron refuses an interleaved step of fewer micro-batches than pp (schedules.py:1160-1168): the search
+    offered them (Llama 3 70B on 512 GPUs with batch 64: tp8 pp2 vpp40 dp32 mb2, one micro-batch), and simulate
+    priced them. Now they are not enumerated with a given batch, rounded up to pp micro-batches without one, and
+    refused by simulate's stack check."""
+    from planner.frameworks import unsupported_features
+    from planner.specs.layout import Layout
+
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    for global_batch in (16, None):
+        search = search_layouts(model, cluster, 64, global_batch=global_batch, tokens=1e11, frameworks=("megatron",))
+        a = search.arrays
+        interleaved = (a["vpp"] > 1) & (a["pp"] > 1)
+        assert interleaved.any()
+        steps = a["global_batch"] // (a["micro_batch"] * a["dp"])
+        assert np.all(steps[interleaved] >= a["pp"][interleaved])
+    short = Layout(tp=8, pp=4, vpp=2, dp=2, micro_batch=2, global_batch=8, framework="megatron")
+    assert any("needs at least pp(4)" in p for p in unsupported_features("megatron", short))
