@@ -23,7 +23,7 @@ def require_budget(args) -> None:
 def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     """The comparison for `optimize --moe` (alone: the flags of a single-law plan are refused) or for the
     review's section (`report --moe`: beside the plan, on its GPU count `gpus` unless --gpus says)."""
-    from planner.search.budget import parse_budget, parse_deadline
+    from planner.search.budget import check_gpu_counts, parse_budget, parse_deadline
     from planner.specs.clusters import load_cluster
     from planner.search.moe_budget import compare_dense_moe
 
@@ -42,10 +42,9 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
     deadline_s = parse_deadline(args.deadline or DEFAULT_DEADLINE)
     if args.gpus and len(args.gpus) > 1:
         raise PlannerInputError("--gpus: --moe compares the dense and MoE plans on one count; give one number")
-    gpus = args.gpus[0] if args.gpus else gpus
     max_gpus = getattr(args, "max_gpus", None)
-    if args.gpus and max_gpus is not None and gpus > max_gpus:
-        raise PlannerInputError(f"--gpus {gpus} contradicts --max-gpus {max_gpus}")
+    check_gpu_counts(args.gpus[0] if args.gpus else None, max_gpus)
+    gpus = args.gpus[0] if args.gpus else gpus
     if getattr(args, "framework", None):
         from planner.cli.fixed_model import parse_frameworks
         frameworks = parse_frameworks(args.framework)

@@ -45,11 +45,19 @@ PROB_BYTES = 4.0
 _HIDES = np.array([float(o.hides_all_to_all) for o in A2A_OVERLAPS.values()])
 _COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
 _SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
-_PADS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_pads_expert_rows) for name in FRAMEWORK_NAMES])
-_SYNCS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).host_syncs_per_layer_forward)
-                   for name in FRAMEWORK_NAMES])
-_SORTS = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).sorts_received_tokens_by_expert)
-                   for name in FRAMEWORK_NAMES])
+
+
+def _stack_column(field: str) -> np.ndarray:
+    """A MoEStack field per framework code (stacks without an entry take `other`'s), as floats."""
+    return np.array([np.asarray(getattr(MOE_STACKS.get(name, MOE_STACKS["other"]), field), dtype=float)
+                     for name in FRAMEWORK_NAMES])
+
+
+_PADS = _stack_column("fp8_pads_expert_rows")
+_SYNCS = _stack_column("host_syncs_per_layer_forward")
+_SORTS = _stack_column("sorts_received_tokens_by_expert")
+_FP8_DISPATCH = _stack_column("fp8_dispatch")
+_FP8_SAVED_BYTES = _stack_column("fp8_saved_bytes")  # (frameworks, 3)
 
 
 def moe_fraction(batch: CandidateBatch) -> np.ndarray:
@@ -77,8 +85,7 @@ def _tokens(batch: CandidateBatch):
 def dispatch_element_bytes(batch: CandidateBatch) -> np.ndarray:
     """Bytes per element of dispatched tokens: fp8 where the stack dispatches fp8 in fp8 training."""
     w = DTYPE_BYTES[batch.dtype.astype(int)]
-    fp8_stacks = np.array([float(MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_dispatch) for name in FRAMEWORK_NAMES])
-    fp8 = (batch.dtype == DTYPE_CODES["fp8"]) & (fp8_stacks[batch.framework.astype(int)] > 0)
+    fp8 = (batch.dtype == DTYPE_CODES["fp8"]) & (_FP8_DISPATCH[batch.framework.astype(int)] > 0)
     return np.where(fp8, 1.0, w)
 
 
@@ -277,8 +284,7 @@ def moe_activation_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
     # fp8 training: what each stack keeps of (expert input, fc1 output, activation output), bytes per element
     # (planner.frameworks.moe fp8_saved_bytes: Megatron + TE keep the quantised GEMM inputs, DeepSeek also
     # the fc1 output in fp8 and recomputes the activation output).
-    saved = np.array([MOE_STACKS.get(name, MOE_STACKS["other"]).fp8_saved_bytes for name in FRAMEWORK_NAMES])
-    saved = saved[batch.framework.astype(int)]
+    saved = _FP8_SAVED_BYTES[batch.framework.astype(int)]
     fc1_out = (mlp_coeff / 2.0 - 1.0) * fe  # elements per routed row: (matrices - 1) x expert ffn
     fp8_kept = (rows * (saved[:, 0] * h + saved[:, 1] * fc1_out + saved[:, 2] * fe) + router) * moe_fraction(batch)
     low_precision = batch.dtype == DTYPE_CODES["fp8"]

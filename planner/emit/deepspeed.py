@@ -184,10 +184,10 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
                  "--deepspeed-activation-checkpointing"]
         if layout.tp > 1:  # as ds_config's activation_checkpointing, which this flag overrides (see ds_config)
             args.append("--partition-activations")
-    if layout.activation_offload:  # checkpoints kept on the host, as the plan prices them
-        args.append("--checkpoint-in-cpu")
     elif layout.recompute == "selective":
         args.append("--recompute-granularity selective")
+    if layout.activation_offload:  # checkpoints kept on the host, as the plan prices them (needs full recompute)
+        args.append("--checkpoint-in-cpu")
     if layout.offload != "none":
         args.append("--cpu-optimizer")
     args += ["--deepspeed", "--deepspeed_config ds_config.json", f"--zero-stage {layout.zero}"]

@@ -61,6 +61,14 @@ def batch_framework_arrays(batch) -> dict[str, np.ndarray]:
     return batch.cached("framework", lambda b: framework_arrays(b.framework))
 
 
+def fewest_micro_batches(needs_pp, pp, vpp) -> np.ndarray:
+    """Micro-batches a step must hold: pp where the stack's interleaved schedule runs groups of pp per virtual
+    stage (Framework.interleaving_needs_pp_micro_batches, with vpp > 1 and pp > 1), else 1. Arrays broadcast;
+    unsupported_features checks a layout against it, the searches size their batches by it."""
+    pp = np.asarray(pp)
+    return np.where(np.asarray(needs_pp, dtype=bool) & (np.asarray(vpp) > 1) & (pp > 1), pp, 1)
+
+
 def unsupported_features(framework: str, layout) -> list[str]:
     """The features of `layout` this stack cannot run, each with the reason (empty when it can)."""
     stack = FRAMEWORKS[framework]
@@ -71,10 +79,10 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(f"pp({layout.pp}) > 1: {framework} has no pipeline parallelism")
     if layout.vpp > 1 and not stack.supports_interleaving:
         problems.append(f"vpp({layout.vpp}) > 1: {framework} has no interleaved pipeline schedule")
-    elif (layout.vpp > 1 and layout.pp > 1 and stack.interleaving_needs_pp_micro_batches
-          and layout.grad_accumulation < layout.pp):
+    elif layout.grad_accumulation < fewest_micro_batches(stack.interleaving_needs_pp_micro_batches, layout.pp,
+                                                          layout.vpp):
         problems.append(f"vpp({layout.vpp}) with {layout.grad_accumulation} micro-batch(es) per step: {framework}'s "
-                        f"interleaved schedule needs at least pp({layout.pp})")
+                        f"interleaved schedule needs at least pp({layout.pp}) (a group of pp per virtual stage)")
     if layout.cp > 1 and not stack.supports_context_parallel:
         problems.append(f"cp({layout.cp}) > 1: {framework} has no context parallelism")
     if layout.zero not in stack.zero_stages:
@@ -106,4 +114,4 @@ def unsupported_features(framework: str, layout) -> list[str]:
 
 
 __all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "framework_arrays", "batch_framework_arrays",
-           "unsupported_features"]
+           "fewest_micro_batches", "unsupported_features"]

@@ -60,6 +60,16 @@ def parse_budget(text: str, price_per_gpu_hour: float | None, cluster_name: str)
     return units.parse_gpu_hours(raw, "--budget"), None
 
 
+def check_gpu_counts(gpus: int | None, max_gpus: int | None) -> None:
+    """--gpus and --max-gpus are positive and agree; else a one-line error naming the flag."""
+    if gpus is not None and gpus <= 0:
+        raise PlannerInputError(f"--gpus: expected a positive whole number, got {gpus}")
+    if max_gpus is not None and max_gpus <= 0:
+        raise PlannerInputError(f"--max-gpus: expected a positive whole number, got {max_gpus}")
+    if gpus is not None and max_gpus is not None and gpus > max_gpus:
+        raise PlannerInputError(f"--gpus {gpus} contradicts --max-gpus {max_gpus}")
+
+
 def build_constraints(*, budget: str | None, deadline: str | None, gpus: int | None, max_gpus: int | None,
                       unique_tokens: str | None, target_loss: float | None, inference_tokens: str | None,
                       price_per_gpu_hour: float | None, cluster_name: str, min_headroom: float = 0.0) -> Constraints:
@@ -71,12 +81,7 @@ def build_constraints(*, budget: str | None, deadline: str | None, gpus: int | N
     if gpu_seconds is None and target_loss is None:
         # "1,024 H100s for 30 days": the budget is every GPU for the whole deadline.
         gpu_seconds = gpus * parse_deadline(deadline)
-    if gpus is not None and gpus <= 0:
-        raise PlannerInputError(f"--gpus: expected a positive whole number, got {gpus}")
-    if max_gpus is not None and max_gpus <= 0:
-        raise PlannerInputError(f"--max-gpus: expected a positive whole number, got {max_gpus}")
-    if gpus is not None and max_gpus is not None and gpus > max_gpus:
-        raise PlannerInputError(f"--gpus {gpus} contradicts --max-gpus {max_gpus}")
+    check_gpu_counts(gpus, max_gpus)
     if target_loss is not None and not (0.0 < target_loss < 20.0):
         raise PlannerInputError(f"--target-loss: expected a loss in nats between 0 and 20, got {target_loss}")
     deadline_s = parse_deadline(deadline) if deadline is not None else DEFAULT_DEADLINE_S

@@ -36,7 +36,7 @@ from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS, fewest_micro_batches
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
@@ -187,9 +187,9 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     # Stacks whose interleaved schedule needs at least pp micro-batches a step (Framework.
     # interleaving_needs_pp_micro_batches): with a given batch the layouts with fewer are not run; without one,
     # their batch is rounded up to pp micro-batches (what such a stack's user would run).
-    needs_pp = np.array([s.interleaving_needs_pp_micro_batches for s in stacks], dtype=bool)[f] & (vpp > 1) & (pp > 1)
+    least = fewest_micro_batches(np.array([s.interleaving_needs_pp_micro_batches for s in stacks])[f], pp, vpp)
     if global_batch is not None:
-        runs &= ~needs_pp | (global_batch // (micro[rows] * dp) >= pp)
+        runs &= global_batch // (micro[rows] * dp) >= least
     keep = np.flatnonzero(runs)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
@@ -199,7 +199,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     else:
         per_step = micro_batch * dp_kept
         steps = np.maximum(1, np.round(batch_target / per_step))
-        batch = np.where(needs_pp[keep], np.maximum(steps, pp[keep]), steps).astype(np.int64) * per_step
+        batch = np.maximum(steps, least[keep]).astype(np.int64) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
     arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
@@ -350,9 +350,9 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         out[fitting] = values
         return out
 
-    within = None if limit is None else np.maximum(arrays["global_batch"], 1) <= max(limit, 1.0)
-    batch_ok = np.ones(len(batch), dtype=bool) if within is None else within
-    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"], ~batch_ok], [0, 1, 2, 3],
+    within = (np.ones(len(batch), dtype=bool) if limit is None
+              else np.maximum(arrays["global_batch"], 1) <= max(limit, 1.0))
+    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"], ~within], [0, 1, 2, 3],
                        -1).astype(np.int8)
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),

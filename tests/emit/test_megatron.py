@@ -234,11 +234,11 @@ def test_multi_token_prediction_layers_are_in_the_layout_string():
 def test_interleaving_runs_the_micro_batches_megatron_accepts(global_batch, expected):
     """Megatron's interleaved schedule takes groups of at least pp micro-batches (schedules.py:1160-1180): with
     fewer than pp it cannot run; with a remainder the group is all of them (--microbatch-group-size-...)."""
-    from planner.emit.megatron import unsupported
+    from planner.emit import launch_problems
 
     model = preset("llama3-8b")
     layout = Layout(pp=4, vpp=2, dp=1, micro_batch=1, global_batch=global_batch, framework="megatron")
-    problems = unsupported(model, layout)
+    problems = launch_problems(model, layout)
     if expected == "refused":
         assert any("interleaved schedule needs at least pp(4)" in p for p in problems)
         return
