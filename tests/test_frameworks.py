@@ -33,7 +33,7 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
     differing = {k for k in new if old[k] != new[k]}
     assert differing == {"name", "gathers_outside_layers", "scatter_calls_per_layer",
                          "scatter_calls_outside_layers", "host_ops_per_rank_per_call", "prefetch_live_limit_elements",
-                         "reuse_limit_elements", "zeropp", "shard_groups", "dtypes", "fp32_grad_accumulation_bytes",
+                         "reuse_limit_elements", "zeropp", "dtypes", "fp32_grad_accumulation_bytes",
                          "shard_copies"}
     assert FRAMEWORKS["deepspeed-v0.3"].gathers_per_layer == FRAMEWORKS["deepspeed"].gathers_per_layer == 4.0
     assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}

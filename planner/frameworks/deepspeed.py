@@ -69,9 +69,11 @@ DEEPSPEED = Framework(
     # the IPG gradient bucket is its own buffer (stage_1_and_2.py:2048-2060, stage3.py:536-540).
     gathers_largest_module=True, gathers_whole_layers=False, grad_buckets_separate=True,
     # ZeRO++ (`zero_hpz_partition_size`, `zero_quantized_weights`, `zero_quantized_gradients`,
-    # runtime/zero/config.py:294-310) and MiCS (`mics_shard_size`, config.py:326; runtime/zero/mics.py).
-    # No separate gradient group upstream (Xu et al. patch DeepSpeed for theirs).
-    zeropp=True, shard_groups=True,
+    # runtime/zero/config.py:294-310, still read by 0.19.8). No MiCS shard groups: DeepSpeed 0.19.8 removed MiCS
+    # and refuses `mics_shard_size` at start-up (runtime/config.py:119-140, `_reject_removed_config_keys`), so
+    # the searches do not offer them and simulate refuses them (HSDP under fsdp, or `other`, model the
+    # scheme). No separate gradient group upstream (Xu et al. patch DeepSpeed for theirs).
+    zeropp=True, shard_groups=False,
     # Pipeline engine p2p (module docstring): partitioned over tp, four blocking transfers per micro-batch each
     # preceded by a metadata send, the whole tensor all-gathered over tp on receipt.
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,

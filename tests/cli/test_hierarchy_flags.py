@@ -7,6 +7,7 @@ import json
 import pytest
 
 BASE = ["simulate", "--model", "llama2-13b", "--cluster", "dgx-h100", "--zero", "3", "--framework", "deepspeed"]
+FSDP = [*BASE[:-1], "fsdp"]
 
 
 def _one_line(result, *fragments):
@@ -25,7 +26,7 @@ def test_hpz_group_not_dividing_the_node(cli):
 
 
 def test_shard_group_not_dividing_dp(cli):
-    _one_line(cli([*BASE, "--gpus", "64", "--shard-group", "5"]), "--shard-group 5 does not divide dp",
+    _one_line(cli([*FSDP, "--gpus", "64", "--shard-group", "5"]), "--shard-group 5 does not divide dp",
               "dp(64) % 5 = 4")
 
 
@@ -36,16 +37,20 @@ def test_hierarchy_needs_zero3(cli):
 
 
 def test_stack_without_zeropp_is_refused(cli):
-    _one_line(cli(["simulate", "--model", "llama2-13b", "--cluster", "dgx-h100", "--zero", "3", "--framework", "fsdp",
-                   "--gpus", "64", "--zero-quantized-weights", "1"]), "fsdp has no ZeRO++")
+    _one_line(cli([*FSDP, "--gpus", "64", "--zero-quantized-weights", "1"]), "fsdp has no ZeRO++")
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--zero-hpz", "8"], {"zero_hpz": 8}), (["--shard-group", "8"], {"shard_group": 8}),
-    (["--zero-quantized-weights", "1", "--zero-quantized-gradients", "1"],
+def test_deepspeed_has_no_mics_shard_groups(cli):
+    """DeepSpeed 0.19.8 removed MiCS and refuses mics_shard_size at start-up (runtime/config.py:119-140)."""
+    _one_line(cli([*BASE, "--gpus", "64", "--shard-group", "8"]), "--shard-group", "deepspeed has no hierarchical")
+
+
+@pytest.mark.parametrize("base, extra, expected", [
+    (BASE, ["--zero-hpz", "8"], {"zero_hpz": 8}), (FSDP, ["--shard-group", "8"], {"shard_group": 8}),
+    (BASE, ["--zero-quantized-weights", "1", "--zero-quantized-gradients", "1"],
      {"zero_quantized_weights": True, "zero_quantized_gradients": True})])
-def test_flags_reach_the_layout(cli, extra, expected):
-    code, out, err = cli([*BASE, "--gpus", "64", "--json", *extra])
+def test_flags_reach_the_layout(cli, base, extra, expected):
+    code, out, err = cli([*base, "--gpus", "64", "--json", *extra])
     assert code == 0, err
     layout = json.loads(out)["layout"]
     assert {key: layout[key] for key in expected} == expected

@@ -21,8 +21,8 @@ def nics():
     return variant
 
 
-def _run(**options):
-    layout = Layout(dp=64, zero=3, framework="deepspeed", micro_batch=1, global_batch=64, recompute="full", **options)
+def _run(framework="deepspeed", **options):
+    layout = Layout(dp=64, zero=3, framework=framework, micro_batch=1, global_batch=64, recompute="full", **options)
     return simulate(MODEL, layout, H100)
 
 
@@ -35,8 +35,9 @@ def test_defaults_are_flat_zero3():
 
 def test_hpz_adds_the_secondary_partition_and_shard_group_the_replicas():
     """hpZ keeps a 16-bit copy of the weights sharded over the node (partition_parameters.py:1685); a shard
-    group of 8 holds weights, gradients and optimizer over 8 ranks instead of 64 (MiCS)."""
-    flat, hpz, mics = _run(), _run(zero_hpz=8), _run(shard_group=8)
+    group of 8 holds weights, gradients and optimizer over 8 ranks instead of 64 (MiCS: the neutral stack, since
+    today's DeepSpeed removed it)."""
+    flat, hpz, mics = _run("other"), _run("other", zero_hpz=8), _run("other", shard_group=8)
     params = MODEL.total_params
     assert hpz["memory"]["weights"] - flat["memory"]["weights"] == pytest.approx(2.0 * params / 8, rel=1e-3)
     assert mics["memory"]["weights"] == pytest.approx(8.0 * flat["memory"]["weights"], rel=1e-9)
@@ -46,19 +47,20 @@ def test_hpz_adds_the_secondary_partition_and_shard_group_the_replicas():
 def test_node_sized_groups_keep_gathers_off_the_network():
     """A shard group of one node moves nothing across nodes per micro-batch; only the per-step replica
     all-reduce of the gradient shards (2 x reduce bytes x params / 8 per rank, 8 ranks per node) crosses."""
-    mics = _run(shard_group=8)["comm_bytes_per_step"]["dp_cross_node"]
-    params = 2.0 * _run()["comm_bytes_per_step"]["dp_cross_node"] / 6.0  # flat: 3 x 2 bytes x params
+    mics = _run("other", shard_group=8)["comm_bytes_per_step"]["dp_cross_node"]
+    params = 2.0 * _run("other")["comm_bytes_per_step"]["dp_cross_node"] / 6.0  # flat: 3 x 2 bytes x params
     assert mics == pytest.approx(2.0 * params, rel=1e-12)
 
 
 def test_each_zeropp_option_helps_on_a_slow_network(nics):
     """On one 200 Gb/s NIC per node every option cuts the exposed data-parallel time."""
     slow = nics("dgx-a100-40gb", 1)
-    layout = dict(dp=64, zero=3, framework="deepspeed", micro_batch=1, global_batch=64, recompute="full")
-    base = simulate(MODEL, Layout(**layout), slow)["time"]["dp_comm_exposed"]
-    for option in ({"zero_hpz": 8}, {"zero_quantized_weights": True}, {"zero_quantized_gradients": True},
-                   {"shard_group": 8}):
-        assert simulate(MODEL, Layout(**layout, **option), slow)["time"]["dp_comm_exposed"] < base, option
+    for framework, option in (("deepspeed", {"zero_hpz": 8}), ("deepspeed", {"zero_quantized_weights": True}),
+                              ("deepspeed", {"zero_quantized_gradients": True}), ("fsdp", {"shard_group": 8}),
+                              ("other", {"shard_group": 8})):
+        layout = dict(dp=64, zero=3, framework=framework, micro_batch=1, global_batch=64, recompute="full")
+        base = simulate(MODEL, Layout(**layout), slow)["time"]["dp_comm_exposed"]
+        assert simulate(MODEL, Layout(**layout, **option), slow)["time"]["dp_comm_exposed"] < base, (framework, option)
 
 
 def test_three_level_partitioning_of_xu_et_al():
@@ -78,10 +80,10 @@ def test_three_level_partitioning_of_xu_et_al():
     assert memory["gradients"] == pytest.approx(8.0 * flat_memory["gradients"], rel=1e-9)
 
 
-@pytest.mark.parametrize("framework, per_micro_batch", [("fsdp", True), ("deepspeed", False)])
+@pytest.mark.parametrize("framework, per_micro_batch", [("fsdp", True), ("other", False)])
 def test_replica_all_reduce_per_micro_batch_or_per_step(framework, per_micro_batch):
     """HSDP (FSDP2 under torchtitan) all-reduces the gradient shards with every micro-batch's reduction, MiCS
-    once per step (mics.py:432-440): with node-sized groups that all-reduce is all that crosses nodes."""
+    (the neutral stack's default) once per step (mics.py:432-440): with node-sized groups that all-reduce is all that crosses nodes."""
     def cross(global_batch):
         layout = Layout(dp=64, zero=3, framework=framework, micro_batch=1, global_batch=global_batch,
                         recompute="full", shard_group=8)
