@@ -57,7 +57,7 @@ def _hierarchy_keys(layout: Layout) -> dict:
         keys["zero_quantized_weights"] = True
     if layout.zero_quantized_gradients:
         keys["zero_quantized_gradients"] = True
-    return keys  # MiCS (mics_shard_size) is refused by unsupported(): today's DeepSpeed removed it
+    return keys  # no MiCS (mics_shard_size): today's DeepSpeed removed it (frameworks/deepspeed.py)
 
 
 def _offload_target(layout: Layout) -> dict:
@@ -115,9 +115,6 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     if model.is_moe or model.attention == "mla":
         problems.append("mixture of experts / latent attention: the Megatron-DeepSpeed launch written here is a dense "
                         "GPT with standard attention (use --framework megatron)")
-    if layout.shard_group is not None:  # runtime/config.py:119-140 (DeepSpeed 0.19.8) rejects mics_shard_size
-        problems.append(f"--shard-group {layout.shard_group}: today's DeepSpeed removed MiCS sharding "
-                        "(zero_optimization.mics_shard_size is refused); plan hpZ (--zero-hpz) instead")
     if layout.zero == 0 and layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8"):
         problems.append("zero=0 with grad_reduce_in_fp32 in bf16: DeepSpeed accumulates bf16 gradients in fp32 only "
                         "with ZeRO-1 or more (BF16_Optimizer; engine.py:2313-2323 refuses the mix at ZeRO-0)")

@@ -72,10 +72,6 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     if shard == 1 and layout.cp == 1 and layout.tp * layout.pp > 1 and layout.dtype != "fp32":
         problems.append(f"dtype={layout.dtype} with no FSDP sharding (dp shard degree 1, cp 1) and tp or pp > 1: "
                         "torchtitan disables mixed precision there and trains in fp32")
-    # torch's 1F1B needs at least as many micro-batches as stages (torch/distributed/pipelining/schedules.py:1020).
-    if layout.pp > 1 and layout.vpp == 1 and layout.grad_accumulation < layout.pp:
-        problems.append(f"{layout.grad_accumulation} micro-batch(es) per step on pp({layout.pp}) stages: torch's 1F1B "
-                        "schedule needs at least one per stage")
     if layout.activation_offload:
         problems.append("activation_offload: torchtitan's activation checkpointing keeps checkpoints on the GPU")
     if model.attention_window:

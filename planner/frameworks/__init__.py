@@ -61,12 +61,54 @@ def batch_framework_arrays(batch) -> dict[str, np.ndarray]:
     return batch.cached("framework", lambda b: framework_arrays(b.framework))
 
 
-def fewest_micro_batches(needs_pp, pp, vpp) -> np.ndarray:
-    """Micro-batches a step must hold: pp where the stack's interleaved schedule runs groups of pp per virtual
-    stage (Framework.interleaving_needs_pp_micro_batches, with vpp > 1 and pp > 1), else 1. Arrays broadcast;
+# The Framework fields runnable_micro_batches reads (base.py: "How many micro-batches a step must hold").
+MICRO_BATCH_RULE_FIELDS = ("interleaving_needs_pp_micro_batches", "one_f_one_b_needs_pp_micro_batches",
+                           "interleaving_rounds_divide_micro_batches")
+
+
+def runnable_micro_batches(columns, pp, vpp, count) -> np.ndarray:
+    """The fewest micro-batches a step at least `count` that the stack's pipeline schedule runs.
+
+    `columns` maps the MICRO_BATCH_RULE_FIELDS to per-row values (framework_arrays, or one stack's). With pp > 1: interleaving (vpp > 1) or 1F1B (vpp 1) that needs a group of pp raises the
+    count to pp; torch's interleaved rounds (max(1, m // pp) of them) must divide m, so the count rises to the
+    next m they divide (a multiple of pp always is). Everything else runs as it is. Arrays broadcast;
     unsupported_features checks a layout against it, the searches size their batches by it."""
-    pp = np.asarray(pp)
-    return np.where(np.asarray(needs_pp, dtype=bool) & (np.asarray(vpp) > 1) & (pp > 1), pp, 1)
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    piped, interleaved = pp > 1, np.asarray(vpp) > 1
+    needs_group = piped & np.where(interleaved, np.asarray(columns["interleaving_needs_pp_micro_batches"], dtype=bool),
+                                   np.asarray(columns["one_f_one_b_needs_pp_micro_batches"], dtype=bool))
+    count = np.maximum(np.asarray(count), np.where(needs_group, pp, 1))
+    rounds_rule = piped & interleaved & np.asarray(columns["interleaving_rounds_divide_micro_batches"], dtype=bool)
+    if not rounds_rule.any():
+        return count
+    count = np.array(np.broadcast_to(count, np.broadcast_shapes(count.shape, rounds_rule.shape, pp.shape)))
+    safe_pp = np.broadcast_to(np.maximum(pp, 1), count.shape)
+    rounds_rule = np.broadcast_to(rounds_rule, count.shape)
+    while True:  # at most pp - 1 steps: the next multiple of pp always runs
+        refused = rounds_rule & (count % np.maximum(1, count // safe_pp) != 0)
+        if not refused.any():
+            return count
+        count[refused] += 1
+
+
+def micro_batch_rules(stack: Framework) -> dict:
+    """One stack's MICRO_BATCH_RULE_FIELDS, as runnable_micro_batches reads them for a single layout."""
+    return {name: getattr(stack, name) for name in MICRO_BATCH_RULE_FIELDS}
+
+
+def _micro_batch_rule(stack: Framework, layout) -> str:
+    """Why the stack's pipeline schedule refuses the layout's micro-batch count (empty when it runs it)."""
+    m = layout.grad_accumulation
+    if int(runnable_micro_batches(micro_batch_rules(stack), layout.pp, layout.vpp, m)) == m:
+        return ""
+    if layout.vpp > 1 and stack.interleaving_needs_pp_micro_batches:
+        return (f"vpp({layout.vpp}) with {m} micro-batch(es) per step: {stack.name}'s interleaved schedule needs at "
+                f"least pp({layout.pp}) (a group of pp per virtual stage)")
+    if layout.vpp > 1:
+        return (f"vpp({layout.vpp}) with {m} micro-batches per step on pp({layout.pp}): {stack.name}'s interleaved "
+                f"schedule runs max(1, m // pp) = {max(1, m // layout.pp)} rounds, which must divide m")
+    return (f"{m} micro-batch(es) per step on pp({layout.pp}) stages: {stack.name}'s 1F1B schedule needs at least "
+            "one per stage")
 
 
 def unsupported_features(framework: str, layout) -> list[str]:
@@ -79,10 +121,8 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(f"pp({layout.pp}) > 1: {framework} has no pipeline parallelism")
     if layout.vpp > 1 and not stack.supports_interleaving:
         problems.append(f"vpp({layout.vpp}) > 1: {framework} has no interleaved pipeline schedule")
-    elif layout.grad_accumulation < fewest_micro_batches(stack.interleaving_needs_pp_micro_batches, layout.pp,
-                                                          layout.vpp):
-        problems.append(f"vpp({layout.vpp}) with {layout.grad_accumulation} micro-batch(es) per step: {framework}'s "
-                        f"interleaved schedule needs at least pp({layout.pp}) (a group of pp per virtual stage)")
+    elif layout.pp > 1 and (reason := _micro_batch_rule(stack, layout)):
+        problems.append(reason)
     if layout.cp > 1 and not stack.supports_context_parallel:
         problems.append(f"cp({layout.cp}) > 1: {framework} has no context parallelism")
     if layout.zero not in stack.zero_stages:
@@ -107,11 +147,12 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients) and not stack.zeropp:
         problems.append(f"--zero-hpz / --zero-quantized-weights / --zero-quantized-gradients: {framework} has no ZeRO++")
     if layout.shard_group is not None and not stack.shard_groups:
-        problems.append(f"--shard-group: {framework} has no hierarchical (MiCS / HSDP) sharding")
+        problems.append(f"--shard-group: {framework} has no hierarchical (MiCS / HSDP) sharding (HSDP: --framework "
+                        "fsdp; MiCS: --framework other)")
     if layout.grad_shard_group is not None and not stack.gradient_groups:
         problems.append(f"--grad-shard-group: {framework} has no gradient partition group of its own")
     return problems
 
 
 __all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "framework_arrays", "batch_framework_arrays",
-           "fewest_micro_batches", "unsupported_features"]
+           "MICRO_BATCH_RULE_FIELDS", "micro_batch_rules", "runnable_micro_batches", "unsupported_features"]

@@ -83,9 +83,14 @@ class Framework:
     # runs its collectives unoverlapped. False where the overlap runs over the network too (XLA's collective
     # matmul is built from NCCL collective-permutes).
     tp_comm_overlap_within_scale_up: bool = False
-    # The interleaved schedule runs micro-batches in groups of at least pp per virtual stage, so a step needs at
-    # least pp micro-batches (Megatron-Core). Stacks without it run interleaving with any count.
+    # How many micro-batches a step must hold for the stack's pipeline schedules to run (frameworks.
+    # runnable_micro_batches). Interleaved: groups of at least pp micro-batches per virtual stage, so at least
+    # pp a step (Megatron-Core). Plain 1F1B: at least one per stage (torch.distributed.pipelining's
+    # Schedule1F1B). Interleaved in rounds: max(1, m // pp) rounds that must divide m (torch's
+    # ScheduleInterleaved1F1B). Stacks with none of these run any count.
     interleaving_needs_pp_micro_batches: bool = False
+    one_f_one_b_needs_pp_micro_batches: bool = False
+    interleaving_rounds_divide_micro_batches: bool = False
     # Pipeline sends carry 1/tp of the activation per tp rank, all-gathered over the scale-up link on the
     # other side (Narayanan et al. 2021, section 4.1, "scatter/gather"), even without sequence parallelism.
     p2p_scatter_gather: bool = False

@@ -48,6 +48,11 @@ FSDP = Framework(
     # distributed/_symmetric_memory/__init__.py:479-486, used by _pipelined_all_gather_and_consume, :296).
     tp_comm_overlap_within_scale_up=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
+    # torchtitan's pipeline_parallel_schedule 1F1B / Interleaved1F1B (emit/torchtitan.py) are torch's
+    # Schedule1F1B, which refuses fewer micro-batches than stages (torch 2.13 distributed/pipelining/
+    # schedules.py:1020-1024), and ScheduleInterleaved1F1B, which runs max(1, m // pp) rounds that must divide
+    # m (:2935-2941: with pp 4, m 9 is refused, 7 and 10 run).
+    one_f_one_b_needs_pp_micro_batches=True, interleaving_rounds_divide_micro_batches=True,
     grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
     eager_dispatch=True,
     # With pp > 1 torchtitan does not reshard after forward (`distributed/fsdp.py`:129-132) and

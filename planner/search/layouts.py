@@ -36,7 +36,7 @@ from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS, fewest_micro_batches
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, runnable_micro_batches
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
@@ -184,12 +184,13 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f = chosen.T
     runs = ((zero == 0) | (dp > 1)) & stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
-    # Stacks whose interleaved schedule needs at least pp micro-batches a step (Framework.
-    # interleaving_needs_pp_micro_batches): with a given batch the layouts with fewer are not run; without one,
-    # their batch is rounded up to pp micro-batches (what such a stack's user would run).
-    least = fewest_micro_batches(np.array([s.interleaving_needs_pp_micro_batches for s in stacks])[f], pp, vpp)
+    # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
+    # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
+    # (what such a stack's user would run).
+    schedule_rules = {name: np.array([getattr(s, name) for s in stacks])[f] for name in MICRO_BATCH_RULE_FIELDS}
     if global_batch is not None:
-        runs &= global_batch // (micro[rows] * dp) >= least
+        given = global_batch // (micro[rows] * dp)
+        runs &= runnable_micro_batches(schedule_rules, pp, vpp, given) == given
     keep = np.flatnonzero(runs)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
     micro_batch = micro[rows[keep]]
@@ -198,8 +199,9 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         batch = np.full(len(keep), global_batch)
     else:
         per_step = micro_batch * dp_kept
-        steps = np.maximum(1, np.round(batch_target / per_step))
-        batch = np.maximum(steps, least[keep]).astype(np.int64) * per_step
+        steps = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64)
+        rules = {name: column[keep] for name, column in schedule_rules.items()}
+        batch = runnable_micro_batches(rules, pp[keep], vpp[keep], steps) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
     arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,

@@ -27,7 +27,7 @@ from planner.errors import PlannerInputError
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import flop_rate_ceiling, rank_share, step_time
 from planner.cost.goodput import goodput
-from planner.frameworks import fewest_micro_batches, framework_arrays
+from planner.frameworks import framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.layout import DTYPE_CODES, build_batch
@@ -115,9 +115,9 @@ def global_batch_sequences(problem: Problem, arrays: dict, seq_len: np.ndarray) 
     b_opt = batch_size.optimal_batch_tokens(estimate, problem.nonembedding_params[mi], problem.batch_rule)
     per_step = arrays["micro_batch"] * arrays["dp"]
     accumulation = np.maximum(1, np.round(b_opt / seq_len / per_step))
-    if "framework" in arrays:  # interleaving on a stack that needs pp micro-batches a step: at least pp of them
-        needs = framework_arrays(arrays["framework"])["interleaving_needs_pp_micro_batches"]
-        accumulation = np.maximum(accumulation, fewest_micro_batches(needs, arrays["pp"], arrays["vpp"]))
+    if "framework" in arrays:  # the next micro-batch count the stack's pipeline schedule runs
+        accumulation = runnable_micro_batches(framework_arrays(arrays["framework"]), arrays["pp"], arrays["vpp"],
+                                              accumulation.astype(np.int64)).astype(float)
     return accumulation * per_step
 
 

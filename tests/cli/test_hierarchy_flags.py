@@ -63,13 +63,13 @@ def test_deepspeed_config_carries_zeropp_keys():
     block = zero_block(Layout(dp=64, zero=3, framework="deepspeed", zero_hpz=8, zero_quantized_weights=True,
                               zero_quantized_gradients=True, global_batch=64))
     assert (block["zero_hpz_partition_size"], block["zero_quantized_weights"], block["zero_quantized_gradients"]) == (8, True, True)
-    # MiCS: today's DeepSpeed (0.19.8 runtime/config.py:119-140) refuses mics_shard_size: the launch is refused
-    # (planner.emit.deepspeed.unsupported), never written with a key that stops deepspeed.initialize.
-    from planner.emit.deepspeed import unsupported
-    from planner.specs.model import preset
+    # MiCS: today's DeepSpeed (0.19.8 runtime/config.py:119-140) refuses mics_shard_size: the stack has no shard
+    # groups (planner.frameworks.unsupported_features), so no launch is written with a key that stops
+    # deepspeed.initialize.
+    from planner.frameworks import unsupported_features
     mics = Layout(dp=64, zero=3, framework="deepspeed", shard_group=8, global_batch=64)
     assert "mics_shard_size" not in zero_block(mics)
-    assert any("MiCS" in problem for problem in unsupported(preset("llama2-13b"), mics))
+    assert any("MiCS" in problem for problem in unsupported_features("deepspeed", mics))
     assert "zero_hpz_partition_size" not in zero_block(Layout(dp=64, zero=3, framework="deepspeed", global_batch=64))
 
 

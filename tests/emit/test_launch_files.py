@@ -178,7 +178,7 @@ def test_unsupported_plans_exit_2_with_one_line_and_write_nothing(argv, names, c
       "1", "--micro-batch", "16", "--global-batch", "1024", "--framework", "fsdp"], "activation_offload"),
     # today's DeepSpeed removed MiCS; ZeRO-0 bf16 refuses fp32 gradient accumulation
     (["simulate", "--model", "llama2-13b", "--gpus", "64", "--zero", "3", "--shard-group", "8", "--global-batch", "256",
-      "--framework", "deepspeed"], "removed MiCS"),
+      "--framework", "deepspeed"], "deepspeed has no hierarchical (MiCS / HSDP) sharding"),
     (["simulate", "--model", "llama2-7b", "--gpus", "8", "--zero", "0", "--grad-reduce-in-fp32", "1", "--global-batch",
       "64", "--framework", "deepspeed"], "ZeRO-1 or more"),
 ])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import strategies as st
 
 from planner.specs.clusters import available_clusters, load_cluster
-from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS
+from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, micro_batch_rules, runnable_micro_batches
 from planner.specs.layout import Layout, check_hierarchy_on_node, check_layout
 from planner.specs.model import ModelSpec
 
@@ -80,8 +80,9 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     offload = fixed.get("offload", draw(st.sampled_from(offload_options)))
     micro_batch = fixed.get("micro_batch", draw(st.integers(1, 8)))
     accumulation = fixed.get("accumulation", draw(st.integers(1, 16)))
-    if vpp > 1 and stack.interleaving_needs_pp_micro_batches:  # Megatron: at least pp micro-batches a step
-        accumulation = max(accumulation, pp)
+    # A count the stack's pipeline schedule runs (Megatron interleaving, torch 1F1B: at least pp; torch
+    # interleaving: rounds that divide it).
+    accumulation = int(runnable_micro_batches(micro_batch_rules(stack), pp, vpp, accumulation))
     dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes]
     layout = Layout(
         tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,
