@@ -20,6 +20,17 @@ Configurations. The paper's text beyond its abstract was not in the stored corpo
 - Global batch 1,536 sequences (assumed: GPT-3 175B's 3.2M tokens, Brown et al. 2020 Table 2.1) at the largest
   GCD count; weak scaling keeps the per-replica batch, strong scaling keeps the global batch. Scaling ranges
   (assumed): weak 175B 128 -> 1,024 GCDs, 1T 512 -> 3,072; strong 175B 256 -> 1,024, 1T 1,024 -> 3,072.
+
+The authors' own launch scripts, found later (github.com/sajal-vt/Megatron-DeepSpeed-ORNL, commit 43e2250
+"Updated launch scripts", 2024-01-04, after the paper; launch_gpt{22b,175b,1T}_bf16.slurm): 22B tp 1 x pp 8,
+ZeRO-0; 175B tp 4 x pp 16, ZeRO-1; 1T tp 4 x pp 128 with 200 heads, ZeRO-1; micro-batch 1, full recompute,
+--use-flash-attn-v2, fp16, ROCm 5.7; GPT-2's vocabulary padded by tp. The older OLCF training-series script
+has 1T at tp 8 x pp 64 (olcf/ai-training-series launch_gpt1T_srun.frontier), as here. They are not confirmed as
+the paper's rows, so the layouts above stay; on the scripts' layouts the planner gives 0.573 / 0.537 / 0.436 of
+peak (measured 2026-12-01), as far from the paper as these: the gap is not the assumed layouts. The MI250X GEMM
+ceiling (147 TFLOP/s MAMF, ROCm 6.2) is the likely part: a second user measured 127 on one GCD (stas00/
+ml-engineering issue #76, "setup differences"), and the paper ran ROCm 5.x; no dated ROCm 5 figure was found,
+so the spec is unchanged.
 """
 
 from __future__ import annotations
