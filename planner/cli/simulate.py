@@ -18,7 +18,7 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
                "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload",
-               "fp8_param_gather")
+               "fp8_param_gather", "fp8_recipe")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 # Mixture-of-experts layout keys (planner.specs.layout.Layout: expert parallelism and routing).
 MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity")
@@ -62,6 +62,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fp8-param-gather", type=int, choices=[0, 1],
                        help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
                             "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")
+    group.add_argument("--fp8-recipe", choices=["delayed", "tensorwise"],
+                       help="how fp8 casts are scaled (Megatron --fp8-recipe): delayed, from the amax history (default, "
+                            "Megatron-Core's), or tensorwise per-tensor current scaling (NeMo's FP8-CS recipes: an "
+                            "amax pass before every cast); needs --dtype fp8")
     hierarchy = parser.add_argument_group("ZeRO-3 hierarchy (ZeRO++, MiCS / HSDP; need --zero 3)")
     hierarchy.add_argument("--zero-hpz", type=whole_number(),
                            help="ZeRO++ hpZ: secondary weight partition over this many data-parallel ranks inside a node, "
@@ -110,7 +114,8 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
-_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework")
+_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",
+              "fp8_recipe")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
                 "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
                 "moe_pad_to_capacity")
@@ -322,7 +327,8 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     # Shown only when set, so the default header reads as before.
     if model.is_moe and layout.moe_capacity_factor is not None:
         moe_layout += f" capacity={layout.moe_capacity_factor:g}{' padded' if layout.moe_pad_to_capacity else ''}"
-    fp8_params = " fp8_param_gather=1" if layout.fp8_param_gather else ""
+    fp8_params = (" fp8_param_gather=1" if layout.fp8_param_gather else "") + (
+        f" fp8_recipe={layout.fp8_recipe}" if layout.fp8_recipe != "delayed" else "")
     lines = [
         f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}"

@@ -329,6 +329,9 @@ MOE_GEMMS_PER_EXPERT = {FORWARD: 2, BACKWARD: 4}
 # being for delayed scaling only, :116-143). The fp8 weights are cast on the first micro-batch only.
 FP8_CURRENT_SCALING_KERNELS_PER_TENSOR = 3
 MOE_QUANTIZED_OPERANDS_PER_EXPERT = {FORWARD: 2, BACKWARD: 2}
+# Delayed scaling (Megatron-Core's default recipe) casts all the experts' operands of one GEMM in one fused
+# kernel (nvte_multi_cast_transpose, "Currently only have fused kernel for FP8 delayed scaling": TE
+# pytorch/csrc/extensions/cast.cpp multi_tensor_quantize_impl): one launch per operand group, not per expert.
 
 
 def moe_before_sync_issue_s(eager=True) -> np.ndarray:
@@ -337,18 +340,24 @@ def moe_before_sync_issue_s(eager=True) -> np.ndarray:
     return sum(MOE_FORWARD_KERNELS_BEFORE_SYNC.values()) * per_fixed
 
 
-def moe_layer_issue_s(direction, local_experts, fp8=False, eager=True) -> np.ndarray:
+def moe_layer_issue_s(direction, local_experts, fp8=False, eager=True, current_scaling=False) -> np.ndarray:
     """Host seconds to issue one MoE layer's own kernels (router, dispatch, experts, combine) in one pass of one
     micro-batch: the once-per-layer kernels at EAGER_OP_S each when issued from eager Python (KERNEL_LAUNCH_S
-    otherwise), the per-expert loop (GEMMs and fp8 quantisation) at KERNEL_LAUNCH_S each (issued from C++)."""
+    otherwise), the per-expert loop (GEMMs and fp8 quantisation) at KERNEL_LAUNCH_S each (issued from C++).
+    fp8 casts: per expert and operand with current scaling, one fused kernel per operand group with delayed."""
     direction = _direction_codes(direction)
     fixed = np.where(direction == BACKWARD, MOE_KERNELS_PER_LAYER[BACKWARD], MOE_KERNELS_PER_LAYER[FORWARD])
     gemms = np.where(direction == BACKWARD, MOE_GEMMS_PER_EXPERT[BACKWARD], MOE_GEMMS_PER_EXPERT[FORWARD])
-    casts = np.where(np.asarray(fp8, dtype=bool), FP8_CURRENT_SCALING_KERNELS_PER_TENSOR
-                     * np.where(direction == BACKWARD, MOE_QUANTIZED_OPERANDS_PER_EXPERT[BACKWARD],
-                                MOE_QUANTIZED_OPERANDS_PER_EXPERT[FORWARD]), 0)
+    operands = np.where(direction == BACKWARD, MOE_QUANTIZED_OPERANDS_PER_EXPERT[BACKWARD],
+                        MOE_QUANTIZED_OPERANDS_PER_EXPERT[FORWARD])
+    current = np.asarray(current_scaling, dtype=bool)
+    fp8 = np.asarray(fp8, dtype=bool)
+    casts_per_expert = np.where(fp8 & current, FP8_CURRENT_SCALING_KERNELS_PER_TENSOR * operands, 0)
+    fused_casts = np.where(fp8 & ~current, operands, 0)
     per_fixed = np.where(np.asarray(eager, dtype=bool), EAGER_OP_S, KERNEL_LAUNCH_S)
-    return fixed * per_fixed + np.asarray(local_experts, dtype=float) * (gemms + casts) * KERNEL_LAUNCH_S
+    local_experts = np.asarray(local_experts, dtype=float)
+    return (fixed * per_fixed + local_experts * (gemms + casts_per_expert) * KERNEL_LAUNCH_S
+            + fused_casts * KERNEL_LAUNCH_S)
 
 
 def kernel_time_floor_s(compute_s) -> np.ndarray:

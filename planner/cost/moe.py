@@ -138,8 +138,9 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
     # GEMMs do (cost.kernels.fp8_linear_cast_hbm_bytes, weights cached after the first micro-batch).
     fp8 = batch.dtype == DTYPE_CODES["fp8"]
     if fp8.any():
-        casts = local_experts * (kernels.fp8_linear_cast_hbm_bytes(m_per_expert, up_width, h, weight_cached=True)
-                                 + kernels.fp8_linear_cast_hbm_bytes(m_per_expert, h, fe, weight_cached=True))
+        current = batch.fp8_current_scaling
+        casts = local_experts * (kernels.fp8_linear_cast_hbm_bytes(m_per_expert, up_width, h, True, current)
+                                 + kernels.fp8_linear_cast_hbm_bytes(m_per_expert, h, fe, True, current))
         traffic = traffic + np.where(fp8, casts / 3.0, 0.0)  # forward 1/3, backward 2/3 (as elementwise below)
     elementwise = traffic / hbm
     # fp8 on stacks that pad each expert's rows to the fp8 GEMM alignment by copying (planner.frameworks.moe
@@ -216,8 +217,8 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     per_layer = np.where(frac > 0, frac, 1.0)
     local = batch.experts / batch.ep
     fp8 = batch.dtype == DTYPE_CODES["fp8"]
-    issue_fwd = kernels.moe_layer_issue_s(kernels.FORWARD, local, fp8, eager)
-    issue_bwd = kernels.moe_layer_issue_s(kernels.BACKWARD, local, fp8, eager)
+    issue_fwd = kernels.moe_layer_issue_s(kernels.FORWARD, local, fp8, eager, batch.fp8_current_scaling)
+    issue_bwd = kernels.moe_layer_issue_s(kernels.BACKWARD, local, fp8, eager, batch.fp8_current_scaling)
     gpu_fwd = (moe["forward"] + moe["comm_forward"]) / per_layer
     recompute_comm = np.where(batch.recompute == 2, moe["comm_forward"], 0.0)
     gpu_bwd = (moe["backward"] + moe["comm_backward"] - recompute_comm) / per_layer

@@ -259,10 +259,11 @@ def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, half, h
     # Memory-bound kernels (norms, GELU/SwiGLU, dropout, residual adds, unfused softmax): about one pass
     # over the layer's activation bytes in forward (Korthikanti's breakdown), 2x in backward.
     elementwise = activation_bytes_per_layer(batch)["full"] / hbm
-    # fp8 GEMMs first cast their inputs (read 2 bytes, write 1, plus the amax reduction).
+    # fp8 GEMMs first cast their inputs (read 2 bytes, write 1; current scaling reads them once more for the amax).
     fp8 = batch.dtype == DTYPE_CODES["fp8"]
     fp8_casts = 0.0 if not fp8.any() else np.where(
-        fp8, sum(kernels.fp8_linear_cast_hbm_bytes(m, n, k, weight_cached=True) for m, n, k in gemms) / hbm, 0.0)
+        fp8, sum(kernels.fp8_linear_cast_hbm_bytes(m, n, k, True, batch.fp8_current_scaling)
+                 for m, n, k in gemms) / hbm, 0.0)
     forward = gemm + attention + elementwise + fp8_casts / 2.0  # the cast bytes are for forward + backward
     backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0
     recompute = np.select([batch.recompute == 2, batch.recompute == 1],

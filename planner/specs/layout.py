@@ -66,6 +66,13 @@ class Layout(BaseModel):
     # NVIDIA-NeMo/Megatron-Bridge v0.2.0 src/megatron/bridge/training/mixed_precision.py:289, set by its FP8
     # current-scaling recipe): no 16-bit copy of those weights besides their fp8 data (cost.memory).
     fp8_param_gather: bool = False
+    # How fp8 training scales each cast (Megatron-Core --fp8-recipe, TransformerConfig.fp8_recipe, default
+    # 'delayed': megatron/core/transformer/transformer_config.py:594-600). 'delayed': the scale comes from the
+    # amax history and the amax is taken inside the cast, one read of the 16-bit tensor; 'tensorwise' (per-tensor
+    # current scaling, Megatron-Bridge's FP8-CS recipes): an amax pass over the tensor, a scale kernel, then the
+    # cast, two reads (Transformer Engine pytorch/csrc/quantizer.cpp Float8CurrentScalingQuantizer::
+    # quantize_impl). Used only with dtype fp8.
+    fp8_recipe: Literal["delayed", "tensorwise"] = "delayed"
     # ZeRO-3 hierarchy (planner.cost.hierarchy). Defaults = flat ZeRO-3 over the whole data-parallel group.
     # ZeRO++ (Wang et al. 2023; DeepSpeed `zero_hpz_partition_size`, `zero_quantized_weights`,
     # `zero_quantized_gradients`, runtime/zero/config.py:294-310): hpZ keeps a secondary copy of the weights
@@ -187,6 +194,8 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"--fp8-param-gather keeps the Linear weights as fp8 parameters with the fp32 master in "
                         f"Megatron's distributed optimizer: needs dtype=fp8, zero 1 or 2 and framework megatron, got "
                         f"dtype={layout.dtype} zero={layout.zero} framework={layout.framework}")
+    if layout.fp8_recipe != "delayed" and layout.dtype != "fp8":
+        problems.append(f"--fp8-recipe {layout.fp8_recipe} scales fp8 casts: needs dtype=fp8, got dtype={layout.dtype}")
     if layout.activation_offload and layout.recompute != "full":
         problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
                         f"got recompute={layout.recompute}")
@@ -326,6 +335,7 @@ class CandidateBatch:
     dp_comm_overlap: np.ndarray  # bool, resolved
     grad_reduce_in_fp32: np.ndarray  # -1 = the framework's default, 0 = the model dtype, 1 = fp32
     fp8_param_gather: np.ndarray  # bool
+    fp8_current_scaling: np.ndarray  # bool: fp8_recipe 'tensorwise'
     # ZeRO-3 hierarchy (Layout fields of the same names; 0 = the whole sharding group)
     zero_hpz: np.ndarray
     zero_quantized_weights: np.ndarray  # bool
@@ -456,7 +466,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
                     dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
-                    fp8_param_gather=False,
+                    fp8_param_gather=False, fp8_current_scaling=False,
                     zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
                     grad_shard_group=0, zero_tiling=1, activation_offload=False)
     for name, default in defaults.items():
@@ -496,6 +506,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
         grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
         fp8_param_gather=column(lambda l: l.fp8_param_gather),
+        fp8_current_scaling=column(lambda l: l.dtype == "fp8" and l.fp8_recipe == "tensorwise"),
         zero_hpz=column(lambda l: l.zero_hpz), zero_quantized_weights=column(lambda l: l.zero_quantized_weights),
         zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
         shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),

@@ -19,13 +19,20 @@ FORWARD, BACKWARD = K.FORWARD, K.BACKWARD
 
 def test_moe_kernel_counts_add_up():
     """The forward table is the kernels before the host's wait plus those after; the per-expert loop costs
-    KERNEL_LAUNCH_S per GEMM and, in fp8, 3 kernels per quantised operand (amax, scale, cast)."""
+    KERNEL_LAUNCH_S per GEMM and, in fp8 with current scaling, 3 kernels per quantised operand (amax, scale,
+    cast); with delayed scaling one fused cast per operand group, whatever the expert count."""
     assert K.MOE_KERNELS_PER_LAYER[FORWARD] == (sum(K.MOE_FORWARD_KERNELS_BEFORE_SYNC.values())
                                                 + sum(K.MOE_FORWARD_KERNELS_AFTER_SYNC.values()))
-    slope = lambda direction, fp8: (K.moe_layer_issue_s(direction, 16, fp8) - K.moe_layer_issue_s(direction, 8, fp8)) / 8  # noqa: E731
+    def slope(direction, fp8, current=False):
+        return (K.moe_layer_issue_s(direction, 16, fp8, True, current)
+                - K.moe_layer_issue_s(direction, 8, fp8, True, current)) / 8
     assert slope(FORWARD, False) == pytest.approx(2 * K.KERNEL_LAUNCH_S)
-    assert slope(FORWARD, True) == pytest.approx((2 + 2 * 3) * K.KERNEL_LAUNCH_S)
-    assert slope(BACKWARD, True) == pytest.approx((4 + 2 * 3) * K.KERNEL_LAUNCH_S)
+    assert slope(FORWARD, True, current=True) == pytest.approx((2 + 2 * 3) * K.KERNEL_LAUNCH_S)
+    assert slope(BACKWARD, True, current=True) == pytest.approx((4 + 2 * 3) * K.KERNEL_LAUNCH_S)
+    assert slope(FORWARD, True) == pytest.approx(slope(FORWARD, False))
+    assert slope(BACKWARD, True) == pytest.approx(slope(BACKWARD, False))
+    fused = K.moe_layer_issue_s(FORWARD, 8, True) - K.moe_layer_issue_s(FORWARD, 8, False)
+    assert fused == pytest.approx(2 * K.KERNEL_LAUNCH_S)  # fc1 and fc2 inputs, one fused cast each
     eager_extra = K.moe_layer_issue_s(FORWARD, 4, eager=True) - K.moe_layer_issue_s(FORWARD, 4, eager=False)
     assert eager_extra == pytest.approx(K.MOE_KERNELS_PER_LAYER[FORWARD] * (K.EAGER_OP_S - K.KERNEL_LAUNCH_S))
 
@@ -143,3 +150,21 @@ def test_pad_to_capacity_needs_a_capacity_and_runs_at_it():
     padded = single_batch(model, make_layout(**base, moe_capacity_factor=1.25, moe_pad_to_capacity=True))
     dropped = single_batch(model, make_layout(**base, moe_capacity_factor=1.25))
     assert padded.moe_imbalance[0] == 1.25 and dropped.moe_imbalance[0] == 1.0
+
+
+def test_fp8_recipe_current_scaling_reads_each_cast_input_twice():
+    """--fp8-recipe tensorwise (per-tensor current scaling) takes an amax pass over every cast input before the
+    cast (TE quantizer.cpp Float8CurrentScalingQuantizer::quantize_impl): more HBM traffic and, for the
+    experts, per-expert cast kernels; it needs fp8 and Megatron's launch carries it."""
+    from planner.emit.megatron import compute_arguments
+
+    model = PRESETS["qwen3-30b-a3b"]
+    base = dict(tp=1, pp=1, dp=16, ep=8, micro_batch=2, global_batch=64, dtype="fp8", framework="megatron", zero=1)
+    delayed = estimate(single_batch(model, make_layout(**base)), H100).time
+    current = estimate(single_batch(model, make_layout(**base, fp8_recipe="tensorwise")), H100).time
+    assert current["step_time_s"][0] > delayed["step_time_s"][0]
+    assert current["parts"]["forward"][0] > delayed["parts"]["forward"][0]
+    with pytest.raises(PlannerInputError, match="--fp8-recipe tensorwise .* needs dtype=fp8"):
+        check_layout(model, make_layout(**{**base, "dtype": "bf16"}, fp8_recipe="tensorwise"), gpus=16)
+    assert ("--fp8-recipe", "tensorwise") in compute_arguments(make_layout(**base, fp8_recipe="tensorwise"))
+    assert ("--fp8-recipe", "delayed") in compute_arguments(make_layout(**base))
