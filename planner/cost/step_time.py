@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, hierarchy, kernels, moe, offload, shard_copies, zero3_fetch
+from planner.cost import collectives, distinct, hierarchy, kernels, moe, offload, shard_copies, zero3_fetch
 from planner.cost.memory import (activation_bytes_per_layer, element_bytes, fp32_accumulation_rows, state_sharding_degrees,
                                  unsharded_through_step)
 from planner.frameworks import batch_framework_arrays
@@ -710,23 +710,56 @@ def flop_rate_ceiling(cluster: ClusterSpec) -> float:
     return min(1.0, max(fractions))
 
 
+# What the per-layer times (_layer) and their exposed tensor/context-parallel communication (_tensor_parallel)
+# read, directly or through what they call: the model, tp and cp (their groups' links), the micro-batch, the
+# dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch size.
+LAYER_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "cp", "micro_batch", "dtype", "flash_attention", "recompute",
+                                          "seq_parallel", "framework", "tp_comm_overlap")
+# Where a node's compute is split between the ranks on it (rank_share), a rank's peak and HBM bandwidth also
+# depend on the job's size.
+SHARED_NODE_COLUMNS = ("pp", "dp")
+
+
+def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
+    """Peak FLOP/s and HBM bytes/s one rank gets of its accelerator, the GEMMs' half-efficiency size and peak."""
+    share = rank_share(batch.gpus, cluster)
+    peak = peak_flops_array(batch, cluster) * share
+    hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency * share
+    half = matmul_half_size_array(batch, cluster)
+    gemm_peak = gemm_peak_array(batch, cluster, peak)  # the dense, logits and expert GEMMs' peak
+    return peak, hbm, half, gemm_peak
+
+
+def _layer_and_tensor_parallel(batch: CandidateBatch, cluster: ClusterSpec):
+    """_layer and _tensor_parallel, computed once per distinct combination of LAYER_COLUMNS (a search has a few
+    hundred among a million candidates: cost/distinct.py) and spread to the candidates."""
+    columns = LAYER_COLUMNS + (SHARED_NODE_COLUMNS if cluster.node.compute_shared_by_ranks else ())
+    rows = distinct.distinct_rows(batch, columns)
+    if rows is None:
+        return _layer_and_tensor_parallel_per_row(batch, cluster)
+    representative, inverse = rows
+    return distinct.spread(_layer_and_tensor_parallel_per_row(batch.take(representative), cluster), inverse)
+
+
+def _layer_and_tensor_parallel_per_row(batch: CandidateBatch, cluster: ClusterSpec):
+    peak, hbm, half, gemm_peak = _rank_rates(batch, cluster)
+    fw = batch_framework_arrays(batch)
+    layer = _layer(batch, cluster, peak, gemm_peak, half, hbm, fw)
+    return layer, _tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw)
+
+
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
     eff = cluster.efficiency
     fw = batch_framework_arrays(batch)
     # What one rank gets of its accelerator's compute and HBM bandwidth.
-    share = rank_share(batch.gpus, cluster)
-    peak = peak_flops_array(batch, cluster) * share
-    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * share
+    peak, hbm, half, gemm_peak = _rank_rates(batch, cluster)
     w = DTYPE_BYTES[batch.dtype.astype(int)]
     p, v = batch.pp, batch.vpp
     m = batch.grad_accumulation
     tokens = batch.micro_batch * batch.seq_len / batch.cp
 
-    half = matmul_half_size_array(batch, cluster)
-    gemm_peak = gemm_peak_array(batch, cluster, peak)  # the dense, logits and expert GEMMs' peak
-    layer = _layer(batch, cluster, peak, gemm_peak, half, hbm, fw)
-    comm = _tensor_parallel(batch, cluster, layer, w, fw)
+    layer, comm = _layer_and_tensor_parallel(batch, cluster)
     logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
     logits_gemm = 2.0 * logits_m * logits_n * logits_k / (gemm_peak * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
     cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm
