@@ -22,6 +22,9 @@ from planner.specs.layout import CandidateBatch
 MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len", "layer_params",
                  "embedding_params", "logits_params", "total_params", "tied_embeddings", "core_width", "moe_layers",
                  "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes", "attention_window")
+PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
+# Bits per parallel size when (tp, pp, dp, cp) is packed into one int64 key (tp, pp, cp < 4,096; dp < 16.7M).
+_SHAPE_BITS = {"tp": 12, "pp": 12, "cp": 12, "dp": 24}
 # Largest key space numbered through a table of that many flags (one pass); larger ones are sorted.
 _TABLE_LIMIT = 1 << 22
 # Above this share of distinct rows, gathering and spreading costs more than computing every row.
@@ -40,18 +43,18 @@ def _dense_codes(key: np.ndarray, size: int) -> tuple[np.ndarray, int]:
 
 
 def _column_codes(column: np.ndarray) -> tuple[np.ndarray | None, int]:
-    """A column as codes 0 .. count - 1 (equal values, equal codes) and the count; None for a constant column."""
+    """A column as codes 0 .. count - 1 (equal values, equal codes; not every code need occur) and the count;
+    None for a constant column."""
     if column.dtype == bool:
-        return (column.astype(np.int64), 2) if column.any() and not column.all() else (None, 1)
-    low, high = column.min(), column.max()
-    if low == high:
+        return (column, 2) if column.any() and not column.all() else (None, 1)
+    if len(column) == 0 or (column == column[0]).all():  # one pass: most key columns are constant in a search
         return None, 1
-    span = high - low
-    if np.isfinite(span) and span < _TABLE_LIMIT:
-        shifted = column - low
-        codes = shifted.astype(np.int64)
-        if np.array_equal(codes, shifted):  # small whole numbers (parallel sizes, codes, batch sizes)
-            return _dense_codes(codes, int(span) + 1)
+    low, high = column.min(), column.max()
+    if np.isfinite(high - low) and high - low < _TABLE_LIMIT:
+        codes = column.astype(np.int64)
+        if np.array_equal(codes, column):  # whole numbers in a small range (parallel sizes, codes, batch sizes)
+            codes -= int(low)
+            return codes, int(high - low) + 1
     unique, inverse = np.unique(column, return_inverse=True)
     return inverse.reshape(-1), len(unique)
 
@@ -61,8 +64,35 @@ def _codes(batch: CandidateBatch, name: str) -> tuple[np.ndarray | None, int]:
     return batch.cached(f"distinct_codes:{name}", lambda b: _column_codes(np.asarray(getattr(b, name))))
 
 
+def parallel_shapes(batch: CandidateBatch):
+    """The distinct (tp, pp, dp, cp) of a batch and each row's index into them, or None when a size is out
+    of the packing's range or not a whole number; once per batch. A search scores many rows per shape: group
+    links are looked up per shape (step_time._layout_links), and keys with all four sizes start from it."""
+    return batch.cached("parallel_shapes", _parallel_shapes)
+
+
+def _parallel_shapes(batch: CandidateBatch):
+    key = np.zeros(len(batch), dtype=np.int64)
+    for name, bits in _SHAPE_BITS.items():
+        sizes = getattr(batch, name)
+        column = np.asarray(sizes, dtype=np.int64)
+        if column.size and (column.min() < 0 or column.max() >= 1 << bits or not np.array_equal(column, sizes)):
+            return None
+        key = (key << bits) | column
+    unique, inverse = np.unique(key, return_inverse=True)
+    sizes, rest = {}, unique
+    for name, bits in reversed(_SHAPE_BITS.items()):
+        sizes[name], rest = rest & ((1 << bits) - 1), rest >> bits
+    return sizes, inverse.reshape(-1)
+
+
 def _distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
-    key, size = np.zeros(len(batch), dtype=np.int64), 1
+    shapes = parallel_shapes(batch) if set(PARALLEL_SIZES) <= set(columns) else None
+    if shapes is None:
+        key, size = np.zeros(len(batch), dtype=np.int64), 1
+    else:  # numbered already: the key starts from the row's shape
+        key, size = shapes[1], len(shapes[0]["tp"])
+        columns = tuple(name for name in columns if name not in PARALLEL_SIZES)
     for name in columns:
         if getattr(batch, name) is None:
             continue

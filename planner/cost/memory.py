@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import moe
+from planner.cost import distinct, moe
 from planner.frameworks import batch_framework_arrays
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
@@ -339,40 +339,71 @@ def reserve_parts(batch: CandidateBatch, cluster: ClusterSpec, transient, stack:
             "reserve": np.full(n, eff.memory_reserve_bytes)}
 
 
-def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tuple[dict, dict]:
-    """Named bytes of the first, fullest middle and last pipeline stage: arrays of shape (3, candidates)."""
+# What _stage_states reads, directly or through what it calls: the model, the stage split (tp, pp, vpp), the
+# sharding (dp, cp, ZeRO and its hierarchy), offload, dtypes and the stack; not the micro-batch, the batch
+# size or recompute.
+STAGE_STATE_COLUMNS = distinct.MODEL_COLUMNS + (
+    "tp", "pp", "vpp", "dp", "cp", "zero", "offload", "offload_nvme", "dtype", "framework", "grad_reduce_in_fp32",
+    "shard_group", "grad_shard_group", "zero_hpz", "zero_tiling", "fp8_param_gather", "dp_comm_overlap")
+
+
+def _stage_states(batch: CandidateBatch, stack: dict) -> dict:
+    """The parts of each stage's bytes fixed by its parameters (model states, fp8 copies, gathered set, gradient
+    buckets), computed once per distinct combination of STAGE_STATE_COLUMNS (a search has a few thousand among
+    a million candidates: cost/distinct.py) when `stack` is the batch's own, and spread to the candidates."""
+    rows = distinct.distinct_rows(batch, STAGE_STATE_COLUMNS) if stack is batch_framework_arrays(batch) else None
+    if rows is None:
+        return _stage_states_per_row(batch, stack)
+    representative, inverse = rows
+    sub = batch.take(representative)
+    return distinct.spread(_stage_states_per_row(sub, batch_framework_arrays(sub)), inverse)
+
+
+def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     params = np.stack(stage_param_counts(batch))
     layers = np.stack(batch.stages)
-    inflight = np.stack(stage_inflight(batch))
     last = np.array([[0.0], [0.0], [1.0]])
     states = model_state_bytes(params, batch, stack)
-    per_layer = activation_bytes_per_layer(batch)
     w = element_bytes(batch, stack)["weights"]
-    tokens = batch.micro_batch * batch.seq_len / batch.cp
     # FSDP2 keeps the final norm + output layer gathered from forward to backward (torchtitan
-    # distributed/fsdp.py:258-265); the last stage holds the fp32 logits of one micro-batch for the
-    # cross-entropy, 4·s·b·V/t bytes (Korthikanti et al. 2022, section 4.1).
+    # distributed/fsdp.py:258-265).
     held = (batch.zero == 3) & (stack["output_unit_held"] > 0) & (batch.pp == 1)
     gathered = states["zero3_gathered"] + last * np.where(held, w * batch.logits_params / batch.tp, 0.0)
-    logits = last * (4.0 * tokens * batch.vocab / batch.tp)
     # DeepSpeed's IPG gradient bucket (stage_1_and_2.py:2048-2060, two with overlap_comm; stage3.py:536-540)
     # and, for ZeRO-3, the prefetch bucket; never more than the parameters it buckets.
     ipg = np.where((batch.zero < 3) & batch.dp_comm_overlap, 2.0, 1.0) * np.minimum(ZERO12_BUCKET_ELEMENTS, params)
     prefetch = np.where(batch.zero == 3, np.minimum(ZERO3_BUCKET_ELEMENTS, params), 0.0)
     separate = (stack["grad_buckets_separate"] > 0) & (batch.zero >= 1)
     buckets = np.where(separate, w * (ipg + prefetch), 0.0)
+    # --fp8-param-gather: the layers' Linear weights are fp8 parameters (their fp8 data are `fp8_weights`), with no
+    # 16-bit copy beside them; embeddings and the output layer stay 16-bit.
+    fp8_params = np.where(batch.fp8_param_gather, w * layers * batch.layer_params / batch.tp, 0.0)
+    return {"params": params, "layers": layers, "states": states, "gathered": gathered, "buckets": buckets,
+            "fp8_params": fp8_params, "fp8_weights": fp8_weight_bytes(layers, batch, stack)}
+
+
+def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tuple[dict, dict]:
+    """Named bytes of the first, fullest middle and last pipeline stage: arrays of shape (3, candidates)."""
+    fixed = _stage_states(batch, stack)
+    params, layers, states = fixed["params"], fixed["layers"], fixed["states"]
+    gathered, buckets = fixed["gathered"], fixed["buckets"]
+    inflight = np.stack(stage_inflight(batch))
+    last = np.array([[0.0], [0.0], [1.0]])
+    per_layer = activation_bytes_per_layer(batch)
+    w = element_bytes(batch, stack)["weights"]
+    tokens = batch.micro_batch * batch.seq_len / batch.cp
+    # The last stage holds the fp32 logits of one micro-batch for the cross-entropy, 4·s·b·V/t bytes
+    # (Korthikanti et al. 2022, section 4.1).
+    logits = last * (4.0 * tokens * batch.vocab / batch.tp)
     overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
                        + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
     stored = per_layer["stored"] * layers * inflight
     # Activation checkpoints on the host (DeepSpeed cpu_checkpointing): the GPU keeps the one being copied
     # out in forward and the one brought back for backward's recompute.
     on_host = batch.activation_offload
-    # --fp8-param-gather: the layers' Linear weights are fp8 parameters (their fp8 data are `fp8_weights`), with no
-    # 16-bit copy beside them; embeddings and the output layer stay 16-bit.
-    fp8_params = np.where(batch.fp8_param_gather, w * layers * batch.layer_params / batch.tp, 0.0)
     parts = {
-        "weights": states["weights"] - fp8_params, "gradients": states["gradients"], "optimizer": states["optimizer"],
-        "fp8_weights": fp8_weight_bytes(layers, batch, stack),
+        "weights": states["weights"] - fixed["fp8_params"], "gradients": states["gradients"],
+        "optimizer": states["optimizer"], "fp8_weights": fixed["fp8_weights"],
         "zero3_gathered": gathered, "comm_buckets": buckets,
         "activations": np.where(on_host, np.minimum(stored, 2.0 * per_layer["stored"]), stored),
         # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.

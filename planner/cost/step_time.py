@@ -290,30 +290,10 @@ def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
     return links
 
 
-# Bits per parallel size when (tp, pp, dp, cp) is packed into one int64 key (tp, pp, cp < 4,096; dp < 16.7M).
-_SHAPE_BITS = {"tp": 12, "pp": 12, "cp": 12, "dp": 24}
-
-
-def _parallel_shapes(batch: CandidateBatch):
-    """The distinct (tp, pp, dp, cp) of a batch and each row's index into them, or None when a size is out
-    of the packing's range. A search scores many rows per shape: group links are looked up per shape."""
-    key = np.zeros(len(batch), dtype=np.int64)
-    for name, bits in _SHAPE_BITS.items():
-        column = np.asarray(getattr(batch, name), dtype=np.int64)
-        if column.size and (column.min() < 0 or column.max() >= 1 << bits):
-            return None
-        key = (key << bits) | column
-    unique, inverse = np.unique(key, return_inverse=True)
-    sizes, rest = {}, unique
-    for name, bits in reversed(_SHAPE_BITS.items()):
-        sizes[name], rest = rest & ((1 << bits) - 1), rest >> bits
-    return sizes, inverse.reshape(-1)
-
-
 def _layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str, np.ndarray]:
     """_links of the group `group(tp, pp, dp, cp) -> (sizes, strides)`, computed once per distinct layout shape
     and spread to the rows (the same numbers as _links on the rows' own sizes)."""
-    shapes = batch.cached("parallel_shapes", _parallel_shapes)
+    shapes = distinct.parallel_shapes(batch)
     if shapes is None or len(batch) == 0:
         return _links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp))
     sizes, inverse = shapes
@@ -713,12 +693,9 @@ def flop_rate_ceiling(cluster: ClusterSpec) -> float:
 # What the per-layer times (_layer) and their exposed tensor/context-parallel communication (_tensor_parallel)
 # read, directly or through what they call: the model, tp and cp (their groups' links), the micro-batch, the
 # dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch size.
-LAYER_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "cp", "micro_batch", "dtype", "flash_attention", "recompute",
-                                          "seq_parallel", "framework", "tp_comm_overlap")
-# Where a node's compute is split between the ranks on it (rank_share), a rank's peak and HBM bandwidth also
-# depend on the job's size.
-SHARED_NODE_COLUMNS = ("pp", "dp")
-
+# (pp and dp are in the key only because the batch's (tp, pp, dp, cp) shapes are numbered already.)
+LAYER_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
+    "micro_batch", "dtype", "flash_attention", "recompute", "seq_parallel", "framework", "tp_comm_overlap")
 
 def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
     """Peak FLOP/s and HBM bytes/s one rank gets of its accelerator, the GEMMs' half-efficiency size and peak."""
@@ -732,9 +709,9 @@ def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
 
 def _layer_and_tensor_parallel(batch: CandidateBatch, cluster: ClusterSpec):
     """_layer and _tensor_parallel, computed once per distinct combination of LAYER_COLUMNS (a search has a few
-    hundred among a million candidates: cost/distinct.py) and spread to the candidates."""
-    columns = LAYER_COLUMNS + (SHARED_NODE_COLUMNS if cluster.node.compute_shared_by_ranks else ())
-    rows = distinct.distinct_rows(batch, columns)
+    thousand among a million candidates: cost/distinct.py) and spread to the candidates. (Where the ranks share a
+    node's compute, rank_share, a rank's peak also depends on the job's size: tp, pp, dp, cp are in the key.)"""
+    rows = distinct.distinct_rows(batch, LAYER_COLUMNS)
     if rows is None:
         return _layer_and_tensor_parallel_per_row(batch, cluster)
     representative, inverse = rows
