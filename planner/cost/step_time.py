@@ -437,24 +437,19 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     t, c, d = batch.tp, batch.cp, batch.dp
     zero = batch.zero
     reduce_bytes = element_bytes(batch, fw)["reduce"]
-    # Gradients of cp ranks (different tokens, same weights) are reduced together with dp's.
-    grad_links = _layout_links(batch, cluster, dp_cp_group)
-    shard_over_cp = fw["shards_over_context_parallel"] > 0
-    if shard_over_cp.all() or (c == 1).all():  # the same group either way: no second lookup
-        shard_links = grad_links
-    else:
-        shard_links = {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _layout_links(batch, cluster, dp_group).items()}
     replicas = d * c
     many = replicas > 1
     zero3 = many & (zero == 3)
+    timed = _data_parallel_collectives(batch, cluster)
+    shard_links = None  # this layout's group links, looked up per row only where a rarer stack needs them
+
+    def row_shard_links():
+        return _shard_links(batch, cluster, fw) if shard_links is None else shard_links
 
     # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
     # gradients reduce-scattered; the rest of the model (embedding, head) once each.
     unit = batch.layer_params / t
-    zero3_rows = _Rows(zero3, shard_links)
-    gather = zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw)
-    scatter = zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit, calls=fw["scatter_calls_per_layer"],
-                             **kw)
+    gather, scatter = timed["gather"], timed["scatter"]
     units = stage["layers"]
     prefetch = fw["prefetches_next_unit"] > 0
     # Stacks whose fetch schedule has limits of its own (cost/zero3_fetch.py; DeepSpeed before v0.5.5): the
@@ -466,6 +461,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         regather_elements, regather_calls = zero3_fetch.regathered(batch, fw["reuse_limit_elements"])
         regather_calls = np.where(limited, regather_calls, 0.0)
         regathered_bytes = np.where(limited, m * units * w * regather_elements, 0.0)
+        shard_links = row_shard_links()
         gather_bwd = gather + _only_where(limited & (regather_calls > 0), collectives.all_gather_time,
                                           w * regather_elements, shard_links, calls=regather_calls, **kw)
     else:
@@ -505,10 +501,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         return hidden_in_practice(ideal, all_units) + units * scatter_
 
     outside = np.maximum(params - units * unit, 0.0)
-    outside_rows = _Rows(zero3 & (outside > 0), shard_links)
-    outside_gather = outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"], **kw)
-    outside_scatter = outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
-                                       calls=fw["scatter_calls_outside_layers"], **kw)
+    outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
     zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + 2.0 * outside_gather + outside_scatter
     host_mb = 0.0
     if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
@@ -517,7 +510,7 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         # the issue hides only behind what the compute and the chain's own traffic already take (hiding it
         # behind the compute alone as well would count the same window twice).
         unit_backward = np.maximum(stage["layer_backward"], gather_bwd + scatter)
-        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links, units, outside > 0, unit_backward,
+        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, row_shard_links(), units, outside > 0, unit_backward,
                                                            regather_calls), 0.0)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
     flat_step = m * zero3_mb
@@ -530,13 +523,9 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                                                              per_micro_batch, once, per_step_once)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
-    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
-    buckets = np.maximum(np.ceil(params / bucket_elements), 1.0)
-    all_reduce = _only_where(many & (zero == 0), collectives.all_reduce_time, reduce_bytes * params, grad_links,
-                             calls=buckets, **kw)
+    buckets = _gradient_buckets(batch, fw, params)
+    all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
     sharded_12 = many & ((zero == 1) | (zero == 2))
-    reduce_scatter = _only_where(sharded_12, collectives.reduce_scatter_time, reduce_bytes * params, grad_links,
-                                 calls=buckets, **kw)
     backward = stage["backward"]
     overlapped = batch.dp_comm_overlap
     per_chunk = (fw["dp_reduce_per_model_chunk"] > 0) & (batch.vpp > 1)
@@ -549,9 +538,8 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
                        behind(reduce_scatter))
     # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
     # (--fp8-param-gather: the layers' Linear weights in fp8, one byte).
-    gathered_bytes = w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage), 0.0)
-    param_gather_s = _only_where(sharded_12, collectives.all_gather_time, gathered_bytes, shard_links, calls=buckets,
-                                 **kw)
+    gathered_bytes = _parameter_gather_bytes(batch, w, params, units)
+    param_gather_s = timed["param_gather"]
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather_s, buckets, eff.dp_overlap), param_gather_s)
     # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
@@ -587,9 +575,99 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch, used
 
 
-def _stage_layer_params(batch, stage):
+def _stage_layer_params(batch, stage_layers):
     """Parameters of the transformer layers (per tp rank) on the stage whose data-parallel traffic the step waits for."""
-    return stage["layers"] * batch.layer_params / batch.tp
+    return stage_layers * batch.layer_params / batch.tp
+
+
+def _parameter_gather_bytes(batch, w, params, stage_layers):
+    """Bytes of the ZeRO-1/2 parameter all-gather after the step (--fp8-param-gather: the layers' Linear weights
+    in fp8, one byte)."""
+    return w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage_layers), 0.0)
+
+
+def _gradient_buckets(batch, fw, params):
+    """Buckets the stage's gradients are reduced in (ZeRO-0/1/2), at least one."""
+    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * batch.dp)
+    return np.maximum(np.ceil(params / bucket_elements), 1.0)
+
+
+def _data_parallel_stage(batch):
+    """The stage holding the most parameters, whose data-parallel traffic the step waits for (it is fixed by the
+    model and layout, not by the hardware: taking the pacing stage's would let a slower GPU move the pace and
+    shrink the traffic): its parameters, its layers and whether it is the last stage, once per batch."""
+    return batch.cached("data_parallel_stage", _data_parallel_stage_per_row)
+
+
+def _data_parallel_stage_per_row(batch):
+    first_layers, middle_layers, last_layers = batch.stages
+    first_params, middle_params, last_params = stage_param_counts(batch)
+    dp_stage = np.argmax(np.stack([first_params, middle_params, last_params]), axis=0)
+    params = np.choose(dp_stage, [first_params, middle_params, last_params])
+    dp_layers = np.choose(dp_stage, [first_layers, middle_layers, last_layers])
+    return params, dp_layers, (dp_stage == 2) | (batch.pp == 1)
+
+
+def _shard_links(batch, cluster, fw):
+    """Links of the group the model states are sharded over: dp x cp where the stack shards over context-parallel
+    ranks too, else dp."""
+    # Gradients of cp ranks (different tokens, same weights) are reduced together with dp's.
+    grad_links = _layout_links(batch, cluster, dp_cp_group)
+    shard_over_cp = fw["shards_over_context_parallel"] > 0
+    if shard_over_cp.all() or (batch.cp == 1).all():  # the same group either way: no second lookup
+        return grad_links
+    return {k: np.where(shard_over_cp, grad_links[k], v) for k, v in _layout_links(batch, cluster, dp_group).items()}
+
+
+# What _data_parallel_collectives reads: the model, the parallel sizes and vpp (the stage's parameters and
+# groups), ZeRO, the dtypes and the stack; not the micro-batch, the batch size, recompute or the hierarchy.
+DATA_PARALLEL_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
+    "vpp", "zero", "dtype", "framework", "grad_reduce_in_fp32", "fp8_param_gather")
+
+
+def _data_parallel_collectives(batch, cluster):
+    """Seconds of the flat data-parallel collectives of _data_parallel (ZeRO-3 gathers and reduce-scatters per
+    layer and outside the layers, ZeRO-0 all-reduce, ZeRO-1/2 reduce-scatter and parameter all-gather), once per
+    distinct combination of DATA_PARALLEL_COLUMNS (cost/distinct.py) and spread to the candidates."""
+    rows = distinct.distinct_rows(batch, DATA_PARALLEL_COLUMNS)
+    if rows is None:
+        return _data_parallel_collectives_per_row(batch, cluster)
+    representative, inverse = rows
+    return distinct.spread(_data_parallel_collectives_per_row(batch.take(representative), cluster), inverse)
+
+
+def _data_parallel_collectives_per_row(batch, cluster):
+    kw = _collective_kwargs(cluster)
+    fw = batch_framework_arrays(batch)
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    zero = batch.zero
+    params, units, _ = _data_parallel_stage(batch)
+    grad_links = _layout_links(batch, cluster, dp_cp_group)
+    shard_links = _shard_links(batch, cluster, fw)
+    many = batch.dp * batch.cp > 1
+    zero3 = many & (zero == 3)
+    unit = batch.layer_params / batch.tp
+    zero3_rows = _Rows(zero3, shard_links)
+    outside = np.maximum(params - units * unit, 0.0)
+    outside_rows = _Rows(zero3 & (outside > 0), shard_links)
+    buckets = _gradient_buckets(batch, fw, params)
+    sharded_12 = many & ((zero == 1) | (zero == 2))
+    return {
+        "gather": zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw),
+        "scatter": zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit,
+                                  calls=fw["scatter_calls_per_layer"], **kw),
+        "outside_gather": outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"],
+                                           **kw),
+        "outside_scatter": outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
+                                            calls=fw["scatter_calls_outside_layers"], **kw),
+        "all_reduce": _only_where(many & (zero == 0), collectives.all_reduce_time, reduce_bytes * params, grad_links,
+                                  calls=buckets, **kw),
+        "reduce_scatter": _only_where(sharded_12, collectives.reduce_scatter_time, reduce_bytes * params, grad_links,
+                                      calls=buckets, **kw),
+        "param_gather": _only_where(sharded_12, collectives.all_gather_time, _parameter_gather_bytes(batch, w, params, units),
+                                    shard_links, calls=buckets, **kw),
+    }
 
 
 def _optimizer(batch, cluster, fw, w, hbm, params):
@@ -785,12 +863,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     on_last = pacing == 2
     micro_batch_s = stage_seconds.max(axis=0) + p2p + eff.microbatch_overhead_s
     # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
-    # data-parallel traffic the step waits for. (It is fixed by the model and layout, not by the hardware:
-    # taking the pacing stage's would let a slower GPU move the pace and shrink the traffic.)
-    dp_stage = np.argmax(np.stack([first_params, middle_params, last_params]), axis=0)
-    params = np.choose(dp_stage, [first_params, middle_params, last_params])
-    dp_layers = np.choose(dp_stage, [first_layers, middle_layers, last_layers])
-    dp_on_last = (dp_stage == 2) | (p == 1)
+    # data-parallel traffic the step waits for.
+    params, dp_layers, dp_on_last = _data_parallel_stage(batch)
     # Data-parallel traffic hides behind what a layer occupies the GPU for: its compute, its exposed
     # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
     layer_forward = layer["forward"] + comm["forward"] + floor["forward"]
