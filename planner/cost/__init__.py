@@ -12,4 +12,5 @@ offload.py      ZeRO-Infinity's parameter fetch and activation-checkpoint copies
 infer.py        settings a run leaves unstated -> the fastest that fits
 goodput.py      failures, checkpoints, restarts
 estimate.py     memory + time for a batch; `simulate` on a batch of one
+distinct.py     a part of the model evaluated once per distinct combination of the columns it reads, spread back
 """

@@ -18,7 +18,7 @@ import numpy as np
 from planner.specs.layout import CandidateBatch
 
 # The model's shape and parameter columns, and the attention-variant / MoE ones (None on dense batches):
-# every part reads some, and in a one-model batch they are constant, so they cost nothing in a key.
+# every part reads some; in a one-model batch they are constant and cost one pass each to find so.
 MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len", "layer_params",
                  "embedding_params", "logits_params", "total_params", "tied_embeddings", "core_width", "moe_layers",
                  "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes", "attention_window")

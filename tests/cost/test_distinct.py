@@ -1,0 +1,75 @@
+"""Parts of the cost model evaluated once per distinct combination of the columns they read (cost/distinct.py)
+give every candidate the numbers it gets when every row is computed: bit for bit, on a batch of mixed stacks,
+dtypes, ZeRO stages, hierarchies and switches whose rows repeat."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+
+from planner.cost import distinct, memory, step_time
+from planner.cost.estimate import estimate
+from planner.frameworks import FRAMEWORK_NAMES
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import CandidateBatch, build_batch
+from planner.specs.model import preset
+
+
+def _flatten(tree, prefix=""):
+    if isinstance(tree, dict):
+        for name, value in tree.items():
+            yield from _flatten(value, f"{prefix}/{name}")
+    else:
+        yield prefix, np.asarray(tree)
+
+
+def _mixed_batch(model_name: str) -> CandidateBatch:
+    """Layouts of every stack with random dtypes, switches, offload and hierarchies, each repeated four times."""
+    rng = np.random.default_rng(7)
+    table = np.array([row for row in itertools.product(
+        (1, 2, 8), (1, 4), (1, 2), (1, 16), (1, 2), (0, 1, 2, 3), (1, 2), (0, 2), range(len(FRAMEWORK_NAMES)))
+        if not (row[2] > 1 and row[1] == 1)], dtype=float)
+    tp, pp, vpp, dp, cp, zero, mb, recompute, framework = table.T
+    n = len(table)
+    columns = dict(
+        tp=tp, pp=pp, vpp=vpp, dp=dp, cp=cp, zero=zero, micro_batch=mb, global_batch=mb * dp * 8, recompute=recompute,
+        framework=framework, dtype=rng.choice([0, 1, 2], n), seq_parallel=(tp > 1) & (rng.random(n) < 0.5),
+        tp_comm_overlap=(tp > 1) & (rng.random(n) < 0.5), dp_comm_overlap=rng.random(n) < 0.5,
+        offload=np.where(zero >= 1, rng.choice([0, 1], n) + (zero == 3), 0), flash_attention=rng.random(n) < 0.8,
+        shard_group=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 8), 0),
+        zero_hpz=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 2), 1))
+    return build_batch([preset(model_name)], np.zeros(4 * n, dtype=np.int64),
+                       **{name: np.tile(values, 4) for name, values in columns.items()})
+
+
+@pytest.mark.parametrize("model_name, cluster_name", [("llama2-70b", "dgx-h100"), ("mixtral-8x7b", "dgx-h100"),
+                                                      ("gpt3-13b", "frontier-mi250x")])
+def test_distinct_evaluation_equals_every_row(monkeypatch, model_name, cluster_name):
+    batch, cluster = _mixed_batch(model_name), load_cluster(cluster_name)
+    keyed = dict(_flatten(dataclasses.asdict(estimate(batch, cluster))))
+    for columns in (step_time.LAYER_COLUMNS, step_time.DATA_PARALLEL_COLUMNS, memory.STAGE_STATE_COLUMNS):
+        assert distinct.distinct_rows(batch, columns) is not None  # the keyed path ran
+    monkeypatch.setattr(distinct, "_WORTHWHILE_SHARE", -1.0)  # never worthwhile: every part on every row
+    fresh = dataclasses.replace(batch)
+    every_row = dict(_flatten(dataclasses.asdict(estimate(fresh, cluster))))
+    assert keyed.keys() == every_row.keys()
+    for name, values in every_row.items():
+        np.testing.assert_array_equal(keyed[name], values, err_msg=name)
+
+
+def test_spread_gathers_per_stage_arrays_on_the_candidate_axis():
+    inverse = np.array([1, 0, 1, 1])
+    spread = distinct.spread({"stages": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), "scalar": 0.5}, inverse)
+    np.testing.assert_array_equal(spread["stages"], [[2, 1, 2, 2], [4, 3, 4, 4], [6, 5, 6, 6]])
+    assert spread["scalar"] == 0.5
+
+
+def test_column_codes_number_equal_values_alike():
+    codes, count = distinct._column_codes(np.array([4.0, 1.0, 4.0, 2.5, 1.0]))  # not whole: sorted path
+    assert codes[0] == codes[2] and codes[1] == codes[4] and len(set(codes)) == 3 and count == 3
+    codes, count = distinct._column_codes(np.array([8.0, 1.0, 8.0]))
+    assert codes[0] == codes[2] != codes[1] and count == 8
+    assert distinct._column_codes(np.full(5, 3.0)) == (None, 1)
