@@ -87,6 +87,8 @@ def _parallel_shapes(batch: CandidateBatch):
 
 
 def _distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
+    if len(batch) == 0:
+        return None
     shapes = parallel_shapes(batch) if set(PARALLEL_SIZES) <= set(columns) else None
     if shapes is None:
         key, size = np.zeros(len(batch), dtype=np.int64), 1

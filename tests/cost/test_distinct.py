@@ -73,3 +73,9 @@ def test_column_codes_number_equal_values_alike():
     codes, count = distinct._column_codes(np.array([8.0, 1.0, 8.0]))
     assert codes[0] == codes[2] != codes[1] and count == 8
     assert distinct._column_codes(np.full(5, 3.0)) == (None, 1)
+
+
+def test_an_empty_batch_is_not_keyed():
+    batch = build_batch([preset("gpt3-13b")], np.zeros(0, dtype=np.int64))
+    assert distinct.distinct_rows(batch, step_time.LAYER_COLUMNS) is None
+    assert len(estimate(batch, load_cluster("dgx-h100")).step_time_s) == 0
