@@ -773,7 +773,8 @@ def flop_rate_ceiling(cluster: ClusterSpec) -> float:
 # dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch size.
 # (pp and dp are in the key only because the batch's (tp, pp, dp, cp) shapes are numbered already.)
 LAYER_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
-    "micro_batch", "dtype", "flash_attention", "recompute", "seq_parallel", "framework", "tp_comm_overlap")
+    "micro_batch", "dtype", "fp8_current_scaling", "flash_attention", "recompute", "seq_parallel", "framework",
+    "tp_comm_overlap")
 
 def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
     """Peak FLOP/s and HBM bytes/s one rank gets of its accelerator, the GEMMs' half-efficiency size and peak."""
