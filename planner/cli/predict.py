@@ -13,9 +13,10 @@ import numpy as np
 
 from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
-from planner.laws.annealing import COOLDOWN_SHAPES, DEFAULT_DECAY, annealing_areas, cosine_schedule, wsd_schedule
+from planner.laws.annealing import COOLDOWN_SHAPES, annealing_areas, cosine_schedule, wsd_schedule
 from planner.laws.base import MIN_INTERVAL_SAMPLES
 from planner.laws.curve_data import fit_run, read_curves
+from planner.laws.plan_curve import default_decay
 from planner.laws.moe import (FITTED_EXPANSION_RATE, FineGrainedMoELaw, active_params_from_total,
                               total_params_from_active, training_flops)
 from planner.laws.registry import DEFAULT_LAW, load_law
@@ -85,8 +86,9 @@ def register(subparsers, name: str) -> None:
                        help="wsd cool-down shape (default 1-sqrt, Hagele et al. 2024)")
     curve.add_argument("--points", type=whole_number(2, 10_000), help="steps printed (default 11)")
     curve.add_argument("--decay", metavar="LAMBDA|fit",
-                       help=f"momentum decay lambda of the annealing area, in [0, 1), or 'fit' (needs cool-downs of "
-                            f"several lengths) (default {DEFAULT_DECAY}, Tissue et al. 2024)")
+                       help="momentum decay lambda of the annealing area, in [0, 1), or 'fit' (needs cool-downs of "
+                            "two or more lengths) (default: fit where the run has them, else the lambda selected on "
+                            "the Gemstones runs, as optimize's loss curve uses; the output says which)")
     p.set_defaults(run=run)
 
 
@@ -174,11 +176,11 @@ def interval_basis(law) -> str:
     return "none: the law carries no uncertainty"
 
 
-_CURVE_ONLY = (("--cool-data", "cool_data"), ("--run", "run_name"), ("--steps", "steps"))
+_CURVE_ONLY = (("--cool-data", "cool_data"), ("--run", "run_name"), ("--steps", "steps"), ("--decay", "decay"))
 # The loss-curve flags with a default: None until the curve mode fills it in, so a flag given without
 # --curve-data is refused rather than ignored.
-CURVE_DEFAULTS = {"schedule": "wsd", "warmup": 0.0, "cooldown": 0.2, "cooldown_shape": "1-sqrt", "points": 11,
-                  "decay": str(DEFAULT_DECAY)}
+CURVE_DEFAULTS = {"schedule": "wsd", "warmup": 0.0, "cooldown": 0.2, "cooldown_shape": "1-sqrt", "points": 11}
+# --decay has no fixed default: curve_decay chooses one per run (plan_curve.default_decay).
 
 
 def run(args) -> int:
@@ -262,16 +264,19 @@ def _annealing_negligible(law, schedules, losses) -> bool:
     return max(ends, default=0.0) < 1e-3
 
 
-def _decay(text: str) -> float | None:
+def curve_decay(text: str | None, run) -> tuple[float | None, str]:
+    """lambda to fit the run with (None: fitted) and why: --decay as given, else plan_curve.default_decay."""
+    if text is None:
+        return default_decay(run)
     if text == "fit":
-        return None
+        return None, "fitted (--decay fit)"
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not 0.0 <= value < 1.0:
         raise PlannerInputError(f"--decay: expected lambda in [0, 1) or 'fit', got {text!r}")
-    return value
+    return value, "given (--decay)"
 
 
 def run_curve(args) -> int:
@@ -288,7 +293,8 @@ def run_curve(args) -> int:
     if name not in runs:
         raise PlannerInputError(f"--run: no run {name!r} in {args.curve_data}")
     data = runs[name]
-    law, info = fit_run(data, decay=_decay(args.decay))
+    decay, decay_basis = curve_decay(args.decay, data)
+    law, info = fit_run(data, decay=decay)
     schedules, losses = info["schedules"], info["losses"]
     total = args.steps or int(data.hot_steps.max())
     lr = prediction_schedule(args, total)
@@ -300,6 +306,7 @@ def run_curve(args) -> int:
     rel = np.expm1(info["residuals"])
     result = {"law": {"form": "lr-annealing", "source": law.source, "coefficients": law.coefficients(),
                       "units": "S1 and S2 in peak-LR steps (LR / peak summed over steps)"},
+              "decay": {"lambda": law.decay, "basis": decay_basis},
               "run": name, "fitted_points": info["points"], "cooldowns_fitted": len(data.cooldowns),
               "fit_mean_abs_rel_error": float(np.mean(np.abs(rel))),
               "warnings": ([f"the fitted annealing coefficient C is negligible (C x S2 < 0.1% of the loss at the end of "
@@ -315,9 +322,10 @@ def run_curve(args) -> int:
         return 0
     c = law.coefficients()
     lines = [f"loss curve of {name}: {law.source}",
-             f"  L0 = {c['L0']:.4g}, A = {c['A']:.4g}, alpha = {c['alpha']:.4g}, C = {c['C']:.4g} (lambda = {c['decay']:g}); "
+             f"  L0 = {c['L0']:.4g}, A = {c['A']:.4g}, alpha = {c['alpha']:.4g}, C = {c['C']:.4g}; "
              f"fitted to {info['points']} points ({len(data.cooldowns)} cool-downs), mean |error| "
              f"{result['fit_mean_abs_rel_error']:.2%}",
+             f"  lambda = {law.decay:g}: {decay_basis}",
              f"schedule: {args.schedule}, {total} steps" + (f", cool-down {args.cooldown:g} ({args.cooldown_shape})"
                                                           if args.schedule == "wsd" else ""), ""]
     lines[-1:-1] = [f"warning  {w}" for w in result["warnings"]]

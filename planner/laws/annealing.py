@@ -10,8 +10,11 @@ so a constant LR (S2 = 0) gives a power law in steps, and a cool-down adds the e
 the LR change by about 1/(1 - lambda) steps. Equation numbers past eq. 1 could not be checked from here (only
 the abstract and secondary reimplementations were reachable); the definitions above are those of the abstract
 ("S1 is the area under the LR curve, S2 is the LR annealing area") and of the momentum form every public
-reimplementation uses. lambda = 0.999 is the value the paper reports using (ASSUMED from memory of the paper;
-`DEFAULT_DECAY`).
+reimplementation uses. The value of lambda the paper uses could not be checked either: `DEFAULT_DECAY` = 0.999
+(a lag of ~1,000 steps) is an ASSUMPTION recalled from the paper, NOT verified, kept only as the library
+functions' default. On the Gemstones runs it predicts held-out cool-down ends worst of the values tried (8.1%
+mean error against 0.21% for 0.95; planner.laws.plan_curve.choose_decay), so `planner predict --curve-data`
+fits lambda, or uses the Gemstones-selected value, instead (planner.laws.plan_curve.default_decay).
 
 Units here: eta is the LR divided by the schedule's peak (1 on the stable phase), so S1 counts peak-LR steps and
 the fitted A and C absorb the peak LR. Warm-up is counted in S1 with its LR; S2 starts after the warm-up
@@ -28,7 +31,7 @@ from scipy.optimize import least_squares
 
 from planner.errors import PlannerInputError
 
-DEFAULT_DECAY = 0.999  # lambda; see the module docstring
+DEFAULT_DECAY = 0.999  # lambda; ASSUMED, unverified (see the module docstring): library default only
 COOLDOWN_SHAPES = ("linear", "1-sqrt", "cosine")
 
 

@@ -111,12 +111,29 @@ def cooldown_schedule(cooldown: Cooldown) -> np.ndarray:
                         cooldown_start=cooldown.start_step)
 
 
+def cooldown_lengths(run: RunCurves) -> list[int]:
+    """The distinct cool-down lengths of a run, in steps, shortest first."""
+    return sorted({c.end_step - c.start_step for c in run.cooldowns})
+
+
+def can_fit_decay(run: RunCurves) -> bool:
+    """Whether lambda can be fitted to the run: it sets how the annealing gain grows with the cool-down's length
+    (the momentum lags the LR by ~1/(1 - lambda) steps), so only cool-downs of two or more lengths tell values
+    of lambda apart; with one length any lambda fits as well, C absorbing the difference."""
+    return len(cooldown_lengths(run)) >= 2
+
+
 def fit_run(run: RunCurves, decay: float | None = DEFAULT_DECAY) -> tuple[AnnealingLaw, dict]:
     """The annealing law of one logged run: its constant-LR checkpoints and its cool-down ends (decay=None fits
-    lambda). info also holds the schedules and losses fitted, for diagnostics."""
+    lambda, which needs cool-downs of two or more lengths: `can_fit_decay`). info also holds the schedules and
+    losses fitted, for diagnostics."""
     if not run.cooldowns:
         raise PlannerInputError(f"--cool-data: run {run.name!r} has no cool-down ends; a constant-LR curve alone cannot "
                                 "fix the annealing coefficient C (give --cool-data with its cool-downs)")
+    if decay is None and not can_fit_decay(run):
+        raise PlannerInputError(f"--decay fit: run {run.name!r} has cool-downs of one length only "
+                                f"({cooldown_lengths(run)[0]} steps); fitting lambda needs two or more lengths, "
+                                "give --decay VALUE in [0, 1)")
     schedules = [hot_schedule(run.hot_steps.max())] + [cooldown_schedule(c) for c in run.cooldowns]
     steps = [run.hot_steps] + [np.array([c.end_step]) for c in run.cooldowns]
     losses = [run.hot_loss] + [np.array([c.loss]) for c in run.cooldowns]

@@ -44,7 +44,8 @@ from planner.errors import PlannerInputError
 from planner.laws.annealing import AnnealingLaw, annealing_areas, coarse_annealing_areas, plan_schedule
 
 SHAPES_FILE = Path(__file__).with_name("gemstones_curve_shapes.json")
-# lambda candidates: 1 - lambda evenly spread in log from 0.1 to 0.001 (the paper's 0.999 included).
+# lambda candidates: 1 - lambda evenly spread in log from 0.1 to 0.001 (0.999, the annealing module's unverified
+# DEFAULT_DECAY, included).
 DECAY_GRID = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 SELECTION_MAX_PARAMS = 600e6  # issue 14's split: choose on runs of N <= 600M, check on the larger ones
 # Fractions of the plan's tokens at which the curve is reported; 0.8 is where the default cool-down starts.
@@ -109,6 +110,24 @@ def fit_shapes(hot_path: str, cool_path: str) -> dict:
 @functools.lru_cache(maxsize=1)
 def load_shapes() -> dict:
     return json.loads(SHAPES_FILE.read_text(encoding="utf-8"))
+
+
+def default_decay(run) -> tuple[float | None, str]:
+    """lambda for fitting one logged run (planner.laws.curve_data.RunCurves) when none is given, and why: fitted
+    (None) where the run's cool-downs have two or more lengths, which is what tells values of lambda apart
+    (curve_data.can_fit_decay); else the value chosen on the Gemstones runs of N <= SELECTION_MAX_PARAMS
+    (choose_decay, shipped in the shapes file), the one the plan's loss curve uses."""
+    from planner.laws.curve_data import can_fit_decay, cooldown_lengths
+
+    lengths = len(cooldown_lengths(run))
+    if can_fit_decay(run):
+        return None, f"fitted: the run has cool-downs of {lengths} lengths, which tell values of lambda apart"
+    shapes = load_shapes()
+    errors = shapes["decay_selection"]["held_out_mean_abs_rel_error"]
+    return float(shapes["decay"]), (
+        f"selected on the Gemstones runs of N <= {shapes['decay_selection']['max_params'] / 1e6:.0f}M (best of "
+        f"{len(errors)} values at predicting held-out cool-down ends, {errors[str(shapes['decay'])]:.2%} mean error; "
+        f"the value optimize's loss curve uses): the run's cool-downs have {lengths} length, too few to fit it")
 
 
 def nearest_shape(params: float, shapes: dict, aspect: float | None = None) -> dict:
