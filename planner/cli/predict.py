@@ -16,7 +16,7 @@ from planner.errors import PlannerInputError
 from planner.laws.annealing import COOLDOWN_SHAPES, annealing_areas, cosine_schedule, wsd_schedule
 from planner.laws.base import MIN_INTERVAL_SAMPLES
 from planner.laws.curve_data import fit_run, read_curves
-from planner.laws.plan_curve import default_decay
+from planner.laws.plan_curve import default_decay, logged_range_warnings
 from planner.laws.moe import (FITTED_EXPANSION_RATE, FineGrainedMoELaw, active_params_from_total,
                               total_params_from_active, training_flops)
 from planner.laws.registry import DEFAULT_LAW, load_law
@@ -312,7 +312,9 @@ def run_curve(args) -> int:
               "warnings": ([f"the fitted annealing coefficient C is negligible (C x S2 < 0.1% of the loss at the end of "
                             f"every cool-down): with lambda = {law.decay:g} the law cannot separate these cool-downs' "
                             "gains from the constant-LR curve; try --decay fit"]
-                           if _annealing_negligible(law, schedules, losses) else []),
+                           if _annealing_negligible(law, schedules, losses) else [])
+                          + logged_range_warnings([r["step"] for r in rows], data.hot_steps.min(), data.hot_steps.max(),
+                                                  name, "steps", lambda steps: f"{steps:,.0f} steps"),
               "schedule": {"kind": args.schedule, "steps": total, "warmup": args.warmup,
                            "cooldown": args.cooldown if args.schedule == "wsd" else None,
                            "cooldown_shape": args.cooldown_shape if args.schedule == "wsd" else None},

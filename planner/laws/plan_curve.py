@@ -178,20 +178,29 @@ def plan_loss_curve(params: float, tokens: float, end_loss: float, schedule: dic
 
 def _extrapolation_warnings(params: float, points: list[dict], run: dict, shapes: dict) -> list[str]:
     sizes = [r["params"] for r in shapes["runs"]]
-    tokens, first = points[-1]["tokens"], points[0]["tokens"]
     out = []
     if not min(sizes) / 2 <= params <= max(sizes) * 2:
         side = f"{params / max(sizes):.0f}x the largest" if params > max(sizes) else f"1/{min(sizes) / params:.0f} of the smallest"
         out.append(f"loss curve: the model ({params / 1e9:.3g}B params) is {side} Gemstones run "
                    f"({min(sizes) / 1e9:.2g}B-{max(sizes) / 1e9:.2g}B); the curve's shape is run {run['run']}'s, "
                    "only its end is the law's")
-    if tokens > 2 * run["max_tokens"]:
-        out.append(f"loss curve: {tokens / run['max_tokens']:.0f}x more tokens than run {run['run']} was logged for "
-                   f"({run['max_tokens'] / 1e9:.0f}B): the shape's power law in tokens is extrapolated")
-    if first < run["min_tokens"] / 2:
-        early = sum(p["tokens"] < run["min_tokens"] for p in points)
-        out.append(f"loss curve: the first {early} point(s) lie before run {run['run']}'s first logged checkpoint "
-                   f"({run['min_tokens'] / 1e9:.0f}B tokens): the early curve is extrapolated")
+    return out + logged_range_warnings([p["tokens"] for p in points], run["min_tokens"], run["max_tokens"], run["run"],
+                                       "tokens", lambda tokens: f"{tokens / 1e9:.0f}B tokens")
+
+
+def logged_range_warnings(at: list[float], first_logged: float, last_logged: float, run_name: str, unit: str,
+                          show) -> list[str]:
+    """Warnings for a curve's points `at` (ascending, in `unit`: tokens or steps) past twice the run's last logged
+    checkpoint or before half its first: there the fitted power law is extrapolated. `show` formats an amount.
+    Used by the plan's curve (tokens) and by `planner predict --curve-data` (steps)."""
+    out = []
+    if at[-1] > 2 * last_logged:
+        out.append(f"loss curve: {at[-1] / last_logged:.0f}x more {unit} than run {run_name} was logged for "
+                   f"({show(last_logged)}): the power law in {unit} is extrapolated")
+    if at[0] < first_logged / 2:
+        early = sum(x < first_logged for x in at)
+        out.append(f"loss curve: the first {early} point(s) lie before run {run_name}'s first logged checkpoint "
+                   f"({show(first_logged)}): the early curve is extrapolated")
     return out
 
 

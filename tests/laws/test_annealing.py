@@ -219,3 +219,25 @@ def test_curve_cli_default_decay_is_gemstones_selected_with_one_cooldown_length(
     assert code == 2 and "--decay" in err and len(err.strip().splitlines()) == 1
     code, out, err = cli(["predict", "--curve-data", hot, "--cool-data", cool, "--decay", "0.99", "--json"])
     assert code == 0 and json.loads(out)["decay"] == {"lambda": 0.99, "basis": "given (--decay)"}
+
+
+@pytest.mark.parametrize("steps, expected", [
+    ("10", "lie before run PyGemma-1024x28_pretrain's first logged checkpoint (2,385 steps)"),
+    ("10000000", "120x more steps than run PyGemma-1024x28_pretrain was logged for (83,475 steps)"),
+])
+def test_curve_cli_warns_outside_the_logged_steps(cli, laws_dir, steps, expected):
+    """The same extrapolation warnings as optimize's loss curve (plan_curve.logged_range_warnings); predict had
+    none ('warnings': [] at --steps 10, whose step 1 loss is 15, and at 120x the logged range)."""
+    argv = ["predict", "--curve-data", laws_dir / "gemstones_hot_100b.jsonl", "--cool-data",
+            laws_dir / "gemstones_cool_end.jsonl", "--run", "PyGemma-1024x28_pretrain", "--steps", steps]
+    code, out, err = cli([*argv, "--json"])
+    assert code == 0, err
+    assert any(expected in w for w in json.loads(out)["warnings"])
+    code, out, err = cli(argv)
+    assert code == 0 and any(line.startswith("warning") and expected in line for line in out.splitlines())
+
+
+def test_curve_cli_no_warning_inside_the_logged_steps(cli, laws_dir):
+    code, out, err = cli(["predict", "--curve-data", laws_dir / "gemstones_hot_100b.jsonl", "--cool-data",
+                          laws_dir / "gemstones_cool_end.jsonl", "--run", "PyGemma-1024x28_pretrain", "--json"])
+    assert code == 0 and json.loads(out)["warnings"] == []
