@@ -232,10 +232,11 @@ def hyperparameter_lines(hyper: dict | None) -> list[str]:
     from planner.report.render import human_count
 
     lr, schedule, batch = hyper["learning_rate"], hyper["schedule"], hyper["batch_size"]
-    lines = [f"  training   peak LR {lr['peak']:.3g} (Step Law), {schedule['kind'].upper()} schedule: warm-up "
+    lines = [f"  training   peak LR {lr['peak']:.3g} ({lr['law']}), {schedule['kind'].upper()} schedule: warm-up "
              f"{100 * schedule['warmup_fraction']:.0f}%, cool-down {100 * schedule['cooldown_fraction']:.0f}% "
              f"({schedule['cooldown_shape']}); weight decay {hyper['weight_decay']['value']:g}; batch "
-             f"{human_count(batch['planned_tokens'])} tokens ({batch['planned_over_optimal']:.2f}x Step Law's B_opt)"]
+             f"{human_count(batch['planned_tokens'])} tokens ({batch['planned_over_optimal']:.2f}x "
+             f"{batch['rule_name']}'s B_opt)"]
     return lines + [f"  warning    {w}" for w in hyper.get("validity_warnings", [])]
 
 

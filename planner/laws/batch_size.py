@@ -30,6 +30,8 @@ RULES = {
     "step-law": "Li et al. 2025 (Step Law): B_opt = 0.58 * D^0.571 tokens",
     "deepseek": "DeepSeek LLM 2024, eq. 1: B_opt = 0.292 * C^0.3271 tokens, C = 6ND (non-embedding N)",
 }
+# Short names for text output ("2.8x Step Law's B_opt").
+RULE_NAMES = {"step-law": "Step Law", "deepseek": "DeepSeek LLM"}
 DEFAULT_RULE = "step-law"
 CRITICAL_OVER_OPTIMAL = 2.0  # ASSUMED, see the module docstring
 # Largest batch allowed: one that needs at most this fraction more tokens than B_opt for the same

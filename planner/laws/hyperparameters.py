@@ -5,6 +5,9 @@ input outside that range (the value is then an extrapolation, a starting point t
 
 - Learning rate and batch size: Step Law (Li et al. 2025, "Predictable Scale: Part I", arXiv 2503.04715),
   eta_opt = 1.79 N^-0.713 D^0.307 and B_opt = 0.58 D^0.571 tokens, N non-embedding parameters, D tokens.
+  The reference B_opt follows the plan's batch rule (planner.laws.batch_size.RULES: Step Law or DeepSeek LLM),
+  the one the search sized the batch by; the learning rate is Step Law's whatever that rule, and the plan says
+  so (Step Law fits eta and B together, so with another batch rule its eta is a starting point, not a pair).
   B is in tokens: the authors' fitting code multiplies the batch in sequences by the sequence length
   before the fit (step-law/steplaw, code/fit_tool.py, query_optimal_lr_bs_data). The paper's equation
   numbers could not be checked from here; the two formulas are the paper's headline "Step Law".
@@ -25,12 +28,11 @@ input outside that range (the value is then an extrapolation, a starting point t
 from __future__ import annotations
 
 
-from planner.laws.batch_size import optimal_batch_tokens
+from planner.laws.batch_size import DEFAULT_RULE, RULE_NAMES, RULES, optimal_batch_tokens
 
 # Step Law (Li et al. 2025): eta_opt = 1.79 * N^-0.713 * D^0.307; B_opt = 0.58 * D^0.571 tokens.
 STEP_LAW_LR = (1.79, -0.713, 0.307)
 STEP_LAW_LR_SOURCE = "Step Law (Li et al. 2025, 'Predictable Scale: Part I'): eta_opt = 1.79 N^-0.713 D^0.307"
-STEP_LAW_BATCH_SOURCE = "Step Law (Li et al. 2025, 'Predictable Scale: Part I'): B_opt = 0.58 D^0.571 tokens"
 # Range of the Step Law fit as confirmed here: the released grid runs start at N = 119M on 7B tokens
 # (huggingface.co/StepLaw, StepLaw-N_119M-D_7.0B-*) and the paper's Figure 1 grid searches reach 400M / 40B
 # and 1B / 100B (the held-out test point). The paper's full grid may reach a little lower; not checked.
@@ -87,22 +89,24 @@ def validity_warnings(non_embedding_params: float, tokens: float) -> list[str]:
 
 def plan_hyperparameters(non_embedding_params: float, tokens: float, global_batch_tokens: float, *,
                          weight_decay: float = WEIGHT_DECAY, warmup_fraction: float = WARMUP_FRACTION,
-                         cooldown_fraction: float = COOLDOWN_FRACTION) -> dict:
+                         cooldown_fraction: float = COOLDOWN_FRACTION, batch_rule: str = DEFAULT_RULE) -> dict:
     """Learning rate, batch size, weight decay and LR schedule for N non-embedding parameters, D tokens and
-    the plan's global batch (tokens), each with its source and validity range. Plain data (JSON-ready)."""
+    the plan's global batch (tokens), each with its source and validity range; the batch's B_opt by
+    `batch_rule` (the search's --batch-rule). Plain data (JSON-ready)."""
     if non_embedding_params <= 0 or tokens <= 0 or global_batch_tokens <= 0:
         raise ValueError(f"N, D and the global batch must be positive, got {non_embedding_params}, {tokens}, "
                          f"{global_batch_tokens}")
     if not 0 <= warmup_fraction + cooldown_fraction <= 1:
         raise ValueError(f"warm-up ({warmup_fraction}) + cool-down ({cooldown_fraction}) must be within [0, 1]")
     peak = step_law_learning_rate(non_embedding_params, tokens)
-    b_opt = float(optimal_batch_tokens(tokens, rule="step-law"))
+    b_opt = float(optimal_batch_tokens(tokens, non_embedding_params, rule=batch_rule))
     step_law_range = {"non_embedding_params": list(STEP_LAW_PARAMS_RANGE), "tokens": list(STEP_LAW_TOKENS_RANGE)}
     return {
-        "learning_rate": {"peak": peak, "source": STEP_LAW_LR_SOURCE, "validity": step_law_range},
+        "learning_rate": {"peak": peak, "law": "Step Law", "source": STEP_LAW_LR_SOURCE, "validity": step_law_range},
         "batch_size": {"optimal_tokens": b_opt, "planned_tokens": float(global_batch_tokens),
-                       "planned_over_optimal": global_batch_tokens / b_opt,
-                       "source": STEP_LAW_BATCH_SOURCE, "validity": step_law_range},
+                       "planned_over_optimal": global_batch_tokens / b_opt, "rule": batch_rule,
+                       "rule_name": RULE_NAMES[batch_rule], "source": RULES[batch_rule],
+                       **({"validity": step_law_range} if batch_rule == "step-law" else {})},
         "weight_decay": {"value": weight_decay,
                          "timescale_tau": adamw_timescale(global_batch_tokens, peak, weight_decay, tokens),
                          "tokens_per_parameter": tokens / non_embedding_params,

@@ -9,7 +9,7 @@ Two pieces, from two places, and the output says which is which:
   plan's (hidden / layers; McLeish et al. vary shape because it changes the curves), and it evaluates the fit on the plan's schedule
   in that run's steps: the plan's token t is the run's step t / (run tokens per step). ASSUMED: equal tokens
   give equal loss whatever the batch, which holds below the critical batch size (McCandlish et al. 2018,
-  "An Empirical Model of Large-Batch Training"); the plan's batch is sized by Step Law near its optimum.
+  "An Empirical Model of Large-Batch Training"); the plan's batch is sized near B_opt by its batch rule.
 - LEVEL: the plan's loss law gives L(N, D), the loss at the end of a run of D tokens with its schedule
   complete. The curve is scaled by one factor so its last point equals that number:
       L_plan(t) = L(N, D) * f(t) / f(D),   f = the Gemstones run's annealing law on the plan's schedule.

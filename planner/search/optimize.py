@@ -347,7 +347,8 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "law_warnings": problem.law.extrapolation_warnings(np.array([law_n]), np.array([tokens])),
     }
     plan["hyperparameters"] = plan_hyperparameters(float(model.non_embedding_params), tokens,
-                                                   float(layout.global_batch * model.seq_len))
+                                                   float(layout.global_batch * model.seq_len),
+                                                   batch_rule=problem.batch_rule)
     # The step-time band from the published runs (error_bands): at a fixed budget a slower step trains fewer
     # tokens; at a fixed token count (target mode) it takes longer and costs more.
     band = step_time_interval(sim["step_time_s"], layout.framework)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from planner.emit import launch_files
@@ -112,3 +114,28 @@ def test_megatron_and_torchtitan_run_the_plans_wsd_schedule():
     for expected in (f"warmup_steps = {round(0.01 * steps)}", "decay_ratio = 0.2", 'decay_type = "sqrt"',
                      "min_lr_factor = 0.0"):
         assert expected in toml
+
+
+def test_batch_rule_sets_the_reference_batch_and_the_learning_rate_names_its_law():
+    """B_opt follows the search's batch rule (it was always Step Law's, so a DeepSeek-sized batch read '2.81x
+    Step Law's B_opt'); the learning rate stays Step Law's and says so."""
+    plan = plan_hyperparameters(1e9, 1e11, global_batch_tokens=2**22, batch_rule="deepseek")
+    deepseek = float(optimal_batch_tokens(1e11, 1e9, rule="deepseek"))
+    assert plan["batch_size"]["optimal_tokens"] == pytest.approx(deepseek)
+    assert plan["batch_size"]["planned_over_optimal"] == pytest.approx(2**22 / deepseek)
+    assert plan["batch_size"]["rule"] == "deepseek" and "DeepSeek" in plan["batch_size"]["source"]
+    assert plan["learning_rate"]["law"] == "Step Law"
+    assert plan_hyperparameters(1e9, 1e11, global_batch_tokens=2**22)["batch_size"]["rule"] == "step-law"
+
+
+def test_optimize_reports_the_batch_against_its_own_rule(capsys):
+    from planner.cli import main
+
+    assert main(["optimize", "--budget", "20000gpuh", "--gpus", "64", "--batch-rule", "deepseek", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    batch = plan["hyperparameters"]["batch_size"]
+    tokens, n = plan["tokens"], plan["hyperparameters"]["weight_decay"]["tokens_per_parameter"]
+    assert batch["optimal_tokens"] == pytest.approx(float(optimal_batch_tokens(tokens, tokens / n, rule="deepseek")))
+    assert main(["optimize", "--budget", "20000gpuh", "--gpus", "64", "--batch-rule", "deepseek"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("training"))
+    assert "(Step Law)" in line and "DeepSeek LLM's B_opt" in line and "Step Law's B_opt" not in line
