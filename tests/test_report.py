@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -255,7 +256,6 @@ MOE_PROBLEM = ["--budget", "20000gpuh", "--gpus", "64", "--cluster", "dgx-h100"]
 def test_report_moe_section_matches_optimize_moe(tmp_path, cli):
     """`report --moe` puts the best dense and the best MoE plan side by side, with the same numbers
     `optimize --moe` gives on the same GPUs (issue 17: the report compares them)."""
-    import json
 
     code, out, _ = cli(["report", *MOE_PROBLEM, "--moe", "--no-sensitivity", "--json", "--out", tmp_path / "r.html"])
     assert code == 0
@@ -297,3 +297,35 @@ def test_what_binds_every_plan_is_the_budget_only_when_they_spend_it(review):
     data["constraints"]["budget_gpu_hours"] = 1e6
     text = _what_binds_all(data)
     assert f"{plan['gpus']} GPUs for the" in text and "deadline" in text and "1,000,000" in text
+
+
+NO_BAND_LAW = """planner_law_file: 1
+form: chinchilla
+name: no-band
+source: a law with neither coefficient samples nor a relative sigma
+n_definition: total
+c_definition: 6ND
+coefficients: {E: 1.8913, A: 495.726, B: 12845.6, alpha: 0.34931, beta: 0.45305}
+validity: {n_min: 5.7e7, n_max: 1.6e10, d_min: 2.4e8, d_max: 3.2e11, tpp_min: 0.036, tpp_max: 341.0}
+samples: null
+relative_sigma: null
+"""
+
+
+def test_a_law_without_uncertainty_gets_no_band(tmp_path, capsys):
+    """A law with no samples and no relative sigma has no interval: optimize and the report said
+    '80% band 2.091-2.091' and 'assumed relative sigma 0' (a zero-width band nobody measured)."""
+    law = tmp_path / "no_band.yaml"
+    law.write_text(NO_BAND_LAW)
+    problem = [*PROBLEM, "--law", str(law)]
+    assert main(["optimize", *problem]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("loss "))
+    assert "no interval: the law carries no uncertainty" in line and "band" not in line
+    assert main(["optimize", *problem, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan["loss_interval"] is None and plan["loss_interval_basis"].startswith("no interval")
+    assert main(["report", *problem, "--no-sensitivity", "--out", str(tmp_path / "r.html")]) == 0
+    markdown = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "no interval: the law carries no uncertainty" in markdown
+    assert "80% band" not in markdown and "relative sigma 0" not in markdown
+    assert not re.search(r"(\d\.\d{3}) \[\1-\1\]", markdown)  # no 'loss [loss-loss]' cells

@@ -204,12 +204,19 @@ def _plan_lines(plan: dict) -> list[str]:
         *memory_risk_lines(plan['memory_headroom_bytes'], plan['hbm_bytes']),
         f"  time/cost  {human_days(plan['wall_clock_days'])} wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
         + (f" (incl. {plan['inference_gpu_hours']:,.0f} GPU-hours for inference)" if plan.get("inference_gpu_hours") else ""),
-        f"  loss       {plan['predicted_loss']:.3f} (80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f})",
+        f"  loss       {plan['predicted_loss']:.3f} ({loss_band_text(plan)})",
         *hyperparameter_lines(plan.get("hyperparameters")),
         *loss_curve_lines(plan.get("loss_curve")),
     ]
     lines += [f"  warning    {w}" for w in plan.get("law_warnings", [])]
     return lines
+
+
+def loss_band_text(plan: dict) -> str:
+    """'80% band 2.042-2.105', or why there is none (a law with no uncertainty)."""
+    if plan["loss_interval"] is None:
+        return plan["loss_interval_basis"]
+    return f"80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}"
 
 
 # Below this fraction of HBM free a plan is flagged: allocator spikes and fragmentation beyond the model's

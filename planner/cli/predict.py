@@ -14,7 +14,8 @@ import numpy as np
 from planner.cli.arguments import real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.laws.annealing import COOLDOWN_SHAPES, annealing_areas, cosine_schedule, wsd_schedule
-from planner.laws.base import MIN_INTERVAL_SAMPLES
+from planner.laws.base import NO_INTERVAL
+from planner.laws.base import interval_basis as law_interval_basis
 from planner.laws.curve_data import fit_run, read_curves
 from planner.laws.plan_curve import default_decay, logged_range_warnings
 from planner.laws.moe import (FITTED_EXPANSION_RATE, FineGrainedMoELaw, active_params_from_total,
@@ -166,14 +167,8 @@ def extrapolation_warnings(law, N: np.ndarray, D: np.ndarray) -> list[str]:
 
 
 def interval_basis(law) -> str:
-    """Where the interval comes from: coefficient samples (bootstrap refits or published covariance) or
-    an assumed relative error (LossLaw.predict_interval; a data-constrained law uses its base law's)."""
-    source = getattr(law, "base", law)
-    if source.samples is not None and len(source.samples) >= MIN_INTERVAL_SAMPLES:
-        return f"spread of the law over {len(source.samples)} coefficient samples (not run-to-run scatter)"
-    if source.relative_sigma:
-        return f"an assumed {source.relative_sigma:.3g} relative error (one sigma) stated with the law"
-    return "none: the law carries no uncertainty"
+    """Where the interval comes from (planner.laws.base.interval_basis), or that there is none."""
+    return law_interval_basis(law) or NO_INTERVAL
 
 
 _CURVE_ONLY = (("--cool-data", "cool_data"), ("--run", "run_name"), ("--steps", "steps"), ("--decay", "decay"))

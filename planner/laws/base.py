@@ -37,6 +37,20 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, n
 # Fewer coefficient samples than this give no spread to take quantiles of (one sample is a zero-width band
 # away from the point): the law then falls back to its relative_sigma, or no interval.
 MIN_INTERVAL_SAMPLES = 2
+# What a law with neither samples nor a relative sigma prints instead of a band (predict_interval gives the point
+# itself twice: a zero-width "band" would claim a certainty nobody measured).
+NO_INTERVAL = "no interval: the law carries no uncertainty"
+
+
+def interval_basis(law) -> str | None:
+    """Where `law.predict_interval`'s band comes from, or None when the law carries no uncertainty (the band is
+    then the point itself). A data-constrained law's band is its base law's (it has a `base`)."""
+    source = getattr(law, "base", law)
+    if source.samples is not None and len(source.samples) >= MIN_INTERVAL_SAMPLES:
+        return f"spread of the law over {len(source.samples)} coefficient samples (not run-to-run scatter)"
+    if source.relative_sigma:
+        return f"an assumed {source.relative_sigma:.3g} relative error (one sigma) stated with the law"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,8 +32,13 @@ def _layout(lay: dict) -> str:
     return text + (f", recompute {lay['recompute']}" if lay["recompute"] != "none" else "")
 
 
-def _loss_with_band(loss: float, low: float, high: float) -> str:
-    return f"{loss:.3f} [{low:.3f}-{high:.3f}]"
+def _loss_with_band(loss: float, low: float | None, high: float | None) -> str:
+    """'2.067 [2.042-2.105]'; the loss alone when the law carries no uncertainty (low and high None)."""
+    return f"{loss:.3f}" if low is None else f"{loss:.3f} [{low:.3f}-{high:.3f}]"
+
+
+def _loss_header(law: dict) -> str:
+    return "loss [80% band]" if law["has_band"] else "loss (no interval)"
 
 
 def _money(value) -> str:
@@ -61,8 +66,9 @@ def summary_blocks(review: dict) -> list:
             f"on **{human_count(plan['tokens'])} tokens** ({plan['tokens_per_param']:.1f} tokens per parameter) using "
             f"**{plan['gpus']} {cl['accelerator']} GPUs** ({plan['nodes']} nodes) for **{human_days(plan['wall_clock_days'])}**: "
             f"{plan['gpu_hours']:,.0f} GPU-hours{', ' + _money(plan['cost_usd']) if plan['cost_usd'] else ''}. "
-            f"Predicted final loss **{plan['predicted_loss']:.3f}** nats/token (law's 80% band "
-            f"{plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}).")
+            f"Predicted final loss **{plan['predicted_loss']:.3f}** nats/token ("
+            + (plan["loss_interval_basis"] if plan["loss_interval"] is None else
+               f"law's 80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}") + ").")
     facts = [
         f"Layout: {_layout(lay)}; global batch {lay['global_batch']} sequences "
         f"({human_count(lay['global_batch'] * s['seq_len'])} tokens), {plan['steps']:,.0f} steps.",
@@ -120,11 +126,11 @@ CONSTANT_COLUMNS = ("GPU-hours", "cost")
 
 def plans_table(review: dict) -> list:
     headers = ["", "option", "N", "D", "D/N", "GPUs", "layout", "MFU", "GiB/GPU", "wall-clock", "GPU-hours", "cost",
-               "loss [80% band]"]
+               _loss_header(review["law"])]
     rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
              f"{plan['tokens_per_param']:.0f}", str(plan["gpus"]), _layout(plan["layout"]), f"{100 * plan['mfu']:.1f}%",
              f"{plan['memory_bytes'] / GIB:.1f}", human_days(plan['wall_clock_days']), f"{plan['gpu_hours']:,.0f}",
-             _money(plan["cost_usd"]), _loss_with_band(plan["predicted_loss"], *plan["loss_interval"])]
+             _money(plan["cost_usd"]), _loss_with_band(plan["predicted_loss"], *(plan["loss_interval"] or (None, None)))]
             for tag, plan in zip(review["tags"], review["plans"])]
     constant = [headers.index(name) for name in CONSTANT_COLUMNS
                 if len(rows) > 1 and len({row[headers.index(name)] for row in rows}) == 1]
@@ -155,8 +161,10 @@ def isoflop_blocks(review: dict) -> list:
              f"loss-minimising model at N = {human_count(optimum['params'])} ({law['n_definition']} parameters), loss "
              f"{optimum['loss']:.4f}; the chosen N = {human_count(chosen['params'])} predicts {chosen['loss']:.4f}. "
              "The valley is flat: sizes near the minimum trade a few thousandths of a nat for faster or cheaper "
-             "runs, which is why the search may pick one off the exact minimum. The shaded band is the "
-             "law's 80% coefficient uncertainty; C/2 and 2C curves show what halving or doubling compute buys.")]
+             "runs, which is why the search may pick one off the exact minimum. "
+             + ("The shaded band is the law's 80% coefficient uncertainty; " if law["has_band"] else
+                f"No band is shaded ({law['band']}); ")
+             + "C/2 and 2C curves show what halving or doubling compute buys.")]
 
 
 def loss_curve_blocks(review: dict) -> list:
@@ -184,7 +192,7 @@ def frontier_blocks(review: dict) -> list:
     return [("figure", "frontier", "Loss vs wall-clock frontier."),
             ("p", "Each point is the best-loss plan finishing within that wall-clock under the budget. Going "
                   "faster needs more GPUs, larger batches and lower MFU, so loss rises as time shrinks."),
-            ("table", ["wall-clock", "GPUs", "N", "D", "GPU-hours", "loss [80% band]"], rows)]
+            ("table", ["wall-clock", "GPUs", "N", "D", "GPU-hours", _loss_header(review["law"])], rows)]
 
 
 def breakdown_blocks(review: dict) -> list:
@@ -252,8 +260,10 @@ def sensitivity_blocks(review: dict) -> list:
 def uncertainty_blocks(review: dict) -> list:
     law, cl = review["law"], review["cluster"]
     return [("list", [
-        f"Loss: bands are the law's {law['band']}, at 80%; they describe where the law's mean curve lies, "
-        "not seed-to-seed scatter of single runs (typically another ~0.01 nats).",
+        (f"Loss: the 80% bands are the {law['band']}: where the law's mean curve lies; single runs scatter around "
+         "it by typically another ~0.01 nats." if law["has_band"] else
+         f"Loss: {law['band']} (no coefficient samples, no stated relative error), so no band is given; single runs "
+         "also scatter around the law's mean curve (typically ~0.01 nats)."),
         "Against the runs the law was fitted on: " + "; ".join(review["fit_range"]) + ".",
         ("Step time: the cluster's efficiency parameters were fitted to measured runs (" + cl["calibration"] + ")."
          if cl["calibrated"] else
@@ -344,7 +354,9 @@ def document(review: dict) -> list:
     blocks += [("h2", "Recommendation"), *summary_blocks(review),
                ("h2", "Chosen plan and runners-up"), *plans_table(review),
                ("p", "Runners-up are the best plans that differ materially (fewer GPUs, shorter wall-clock, dp only, "
-                     "smaller or larger model). Loss in nats/token; the band is the law's 80% interval."),
+                     "smaller or larger model). Loss in nats/token; "
+                     + ("the band is the law's 80% interval." if review["law"]["has_band"] else
+                        f"{review['law']['band']}.")),
                *moe_blocks(review),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),
                ("h2", "Loss along training"), *loss_curve_blocks(review),

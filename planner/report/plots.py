@@ -66,8 +66,9 @@ def isoflop(data: dict, n_definition: str) -> bytes:
     for factor, (style, color, name) in styles.items():
         ax.plot(N, data["curves"][factor]["loss"], style, color=color, lw=1.2, label=f"{name} = {factor * data['compute_flops']:.2g} FLOP")
     main = data["curves"][1.0]
-    ax.fill_between(N, main["low"], main["high"], color=CURVE_COLOR, alpha=0.2,
-                    label=f"law uncertainty, {data['level']:.0%} band")
+    if main["low"] is not None:  # None: the law carries no uncertainty (laws.base.interval_basis)
+        ax.fill_between(N, main["low"], main["high"], color=CURVE_COLOR, alpha=0.2,
+                        label=f"law uncertainty, {data['level']:.0%} band")
     ax.plot(N, main["loss"], color=CURVE_COLOR, lw=2, label=f"plan's compute C = {data['compute_flops']:.2g} FLOP")
     ax.plot(data["chosen"]["params"], data["chosen"]["loss"], "*", color=PLAN_COLOR, ms=16, label="chosen plan")
     # Drawn over the star: the two often coincide, and both must stay visible.
@@ -79,7 +80,8 @@ def isoflop(data: dict, n_definition: str) -> bytes:
     ax.set_ylabel("predicted final loss (nats/token)")
     ax.set_title("Loss vs model size at fixed training compute (iso-FLOP, C = 6ND)")
     # The interesting part is the valleys (down to the 2C minimum), not the far tails.
-    low = min(float(np.min(data["curves"][2.0]["loss"])), float(np.min(main["low"])))
+    low = min(float(np.min(data["curves"][2.0]["loss"])),
+              float(np.min(main["loss"] if main["low"] is None else main["low"])))
     ax.set_ylim(low - 0.015, low + 0.4)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper center", fontsize=8, ncol=2)
@@ -119,12 +121,12 @@ def frontier(points: list[dict], plans: list[dict], tags: list[str], deadline_da
     figure, ax = _figure()
     days = np.array([p["wall_clock_days"] for p in points])
     loss = np.array([p["predicted_loss"] for p in points])
-    errors = np.array([[p["predicted_loss"] - p["loss_low"] for p in points],
-                       [p["loss_high"] - p["predicted_loss"] for p in points]])
     # The law's band comes from one set of coefficient samples shared by every point: the points move
-    # together within it, so it is drawn as one shaded band, not as independent-looking error bars.
-    ax.fill_between(days, loss - errors[0], loss + errors[1], color=CURVE_COLOR, alpha=0.15, lw=0,
-                    label="law's 80% band (shared by all points: they move together)")
+    # together within it, so it is drawn as one shaded band, not as independent-looking error bars. None when
+    # the law carries no uncertainty: no band drawn.
+    if points[0]["loss_low"] is not None:
+        ax.fill_between(days, [p["loss_low"] for p in points], [p["loss_high"] for p in points], color=CURVE_COLOR,
+                        alpha=0.15, lw=0, label="law's 80% band (shared by all points: they move together)")
     ax.plot(days, loss, "o-", color=CURVE_COLOR, ms=4, lw=1.5, label="frontier: best loss by that wall-clock")
     for p in points[:: max(1, len(points) // 8)]:
         ax.annotate(f"{p['gpus']} GPUs", (p["wall_clock_days"], p["predicted_loss"]), textcoords="offset points",

@@ -19,6 +19,7 @@ from planner.search.budget import Constraints
 from planner.cost.goodput import CHECKPOINT_BYTES_PER_PARAM, goodput
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
+from planner.laws.base import NO_INTERVAL, interval_basis
 from planner.laws.batch_size import RULES as BATCH_RULES
 from planner.specs.layout import Layout, make_layout
 from planner.specs.model import ModelSpec, make_model
@@ -73,7 +74,7 @@ def isoflop_curve(law, plan: dict, points: int = 97) -> dict:
     curves = {}
     for factor in (0.5, 1.0, 2.0):
         D = factor * compute / (6.0 * N)
-        low, high = law.predict_interval(N, D, BAND_LEVEL)
+        low, high = law.predict_interval(N, D, BAND_LEVEL) if interval_basis(law) else (None, None)
         curves[factor] = {"loss": law.predict(N, D), "low": low, "high": high}
     return {"compute_flops": compute, "params": N, "curves": curves, "level": BAND_LEVEL,
             "optimum": {"params": n_opt, "loss": float(law.predict(n_opt, d_opt))},
@@ -86,6 +87,9 @@ def frontier_with_band(law, pareto: list[dict], seq_len: int, vocab: int) -> lis
     for point in pareto:
         family = family_models(seq_len, vocab, point["params"], point["params"])
         n = law_params_of(law, family[0]) if family else float(point["params"])
+        if not interval_basis(law):  # no uncertainty: no band (laws.base.NO_INTERVAL)
+            out.append({**point, "loss_low": None, "loss_high": None})
+            continue
         low, high = law.predict_interval(np.array([n]), np.array([point["tokens"]]), BAND_LEVEL)
         out.append({**point, "loss_low": float(low[0]), "loss_high": float(high[0])})
     return out
@@ -200,13 +204,10 @@ def cluster_assumptions(cluster: ClusterSpec, dtype: str) -> dict:
 
 
 def law_assumptions(law) -> dict:
-    if law.samples is not None and len(law.samples):
-        band = f"{len(law.samples)} coefficient samples (bootstrap refits or draws around published estimates)"
-    else:
-        band = f"assumed relative sigma {law.relative_sigma or 0:.3g} of the predicted loss"
+    band = interval_basis(law) or NO_INTERVAL  # the basis predict and optimize state (laws.base)
     return {"name": law.name, "source": law.source, "form": law.form, "n_definition": law.n_definition,
             "c_definition": law.c_definition, "coefficients": law.coefficients(),
-            "validity": law.validity.as_dict(), "band": band}
+            "validity": law.validity.as_dict(), "band": band, "has_band": interval_basis(law) is not None}
 
 
 # Checkpoints kept on storage at once: the one being written and the last complete one to restart from

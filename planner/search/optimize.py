@@ -20,6 +20,7 @@ from planner.calibrate.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
+from planner.laws.base import NO_INTERVAL, interval_basis
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import plan_loss_curve
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds, flops_per_token
@@ -343,7 +344,9 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "wall_clock_days": float(feasible["wall_s"][position]) / 86400.0,
         "gpu_hours": gpu_hours, "inference_gpu_hours": float(feasible["inference_gpu_seconds"][position]) / 3600.0,
         "cost_usd": gpu_hours * price if price else None,
-        "predicted_loss": float(feasible["loss"][position]), "loss_interval": [float(low[0]), float(high[0])],
+        "predicted_loss": float(feasible["loss"][position]), # No band for a law with no uncertainty (its "band" is the point twice): null, and the basis says so.
+        "loss_interval": [float(low[0]), float(high[0])] if interval_basis(problem.law) else None,
+        "loss_interval_basis": interval_basis(problem.law) or NO_INTERVAL,
         "law_warnings": problem.law.extrapolation_warnings(np.array([law_n]), np.array([tokens])),
     }
     plan["hyperparameters"] = plan_hyperparameters(float(model.non_embedding_params), tokens,
