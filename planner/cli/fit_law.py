@@ -241,4 +241,5 @@ def render_text(report: dict) -> str:
         lines.append(f"  C={row['C']:.0e}  N_opt={cell('N_opt')}  D_opt={cell('D_opt')}  "
                      f"D/N={cell('tokens_per_param')}  L={cell('loss')}")
     lines += [f"warning: {w}" for w in report["warnings"]]
+    lines += [f"note: {boot['note']}"] if boot is not None and boot.get("note") else []
     return "\n".join(lines)

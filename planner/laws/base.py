@@ -34,6 +34,12 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[np.ndarray, n
     return np.quantile(values, tail, axis=0), np.quantile(values, 1.0 - tail, axis=0)
 
 
+def interval_holding(center, low, high) -> tuple[np.ndarray, np.ndarray]:
+    """[low, high] widened to hold `center`, the fit's own value: the samples' quantiles need not straddle it (few
+    samples, a narrow level), and an interval printed beside a point must hold that point."""
+    return np.minimum(low, center), np.maximum(high, center)
+
+
 # Fewer coefficient samples than this give no spread to take quantiles of (one sample is a zero-width band
 # away from the point): the law then falls back to its relative_sigma, or no interval.
 MIN_INTERVAL_SAMPLES = 2
@@ -161,11 +167,7 @@ class LossLaw:
             raise ValueError(f"level must be in (0, 1), got {level}")
         if self.samples is not None and len(self.samples) >= MIN_INTERVAL_SAMPLES:
             preds = np.stack([self.with_coefficients(row).predict(N, D) for row in self.samples])
-            low, high = percentile_interval(preds, level)
-            # The samples' quantiles need not straddle the fit's own prediction (few samples, a narrow level):
-            # the band always holds the point it is printed beside.
-            center = self.predict(N, D)
-            return np.minimum(low, center), np.maximum(high, center)
+            return interval_holding(self.predict(N, D), *percentile_interval(preds, level))
         center = self.predict(N, D)
         sigma = self.relative_sigma if self.relative_sigma is not None else 0.0
         z = float(ndtri(0.5 + level / 2.0))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.laws.base import LossLaw, percentile_interval
+from planner.laws.base import MIN_INTERVAL_SAMPLES, LossLaw, interval_holding, percentile_interval
 from planner.laws.fitter import LawFitter, refit_like, soundness_problem
 
 # Bootstrap refits start from the full-data optimum and from other distinct optima the full fit
@@ -82,12 +82,17 @@ def bootstrap_se(samples: np.ndarray) -> np.ndarray:
         return np.std(samples, axis=0, ddof=1)
 
 
-def parameter_intervals(result: BootstrapResult, level: float) -> dict[str, dict[str, float]]:
+def parameter_intervals(result: BootstrapResult, level: float,
+                        center: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """{name: {low, high, se}}: percentile interval at `level` and the bootstrap standard error, both from
-    the resamples; none at all (no interval without its se) when fewer than 2 resamples converged."""
-    if len(result.samples) < 2:
+    the resamples; none at all (no interval without its se) when fewer than MIN_INTERVAL_SAMPLES resamples
+    converged. `center` (the full-data fit's coefficients): each interval widened to hold its value, as
+    LossLaw.predict_interval widens its bands (base.interval_holding)."""
+    if len(result.samples) < MIN_INTERVAL_SAMPLES:
         return {}
     low, high = percentile_interval(result.samples, level)
+    if center is not None:
+        low, high = interval_holding(np.array([center[name] for name in result.names]), low, high)
     se = bootstrap_se(result.samples)
     return {name: {"low": float(lo), "high": float(hi), "se": float(s)}
             for name, lo, hi, s in zip(result.names, low, high, se)}

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.laws.base import LossLaw, percentile_interval
+from planner.laws.base import MIN_INTERVAL_SAMPLES, LossLaw, interval_holding, percentile_interval
 from planner.laws.bootstrap import bootstrap_over_runs, bootstrap_se, frontier_samples, parameter_intervals
 from planner.laws.chinchilla import OvertrainingLaw
 from planner.laws.data import FLAGS, LossData
@@ -72,7 +72,8 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         "parameters": _parameters(law, boot, level),
         "bootstrap": None if boot is None else {"resamples": n_bootstrap, "failed": boot.n_failed,
                                                 "level": level, "unit": "run", "seed": seed,
-                                                "se": "standard deviation of the resampled values"},
+                                                "se": "standard deviation of the resampled values",
+                                                "note": _few_resamples_note(boot)},
         "residuals": _residuals(data, fitter),
         "extrapolation": None,
         "frontier": _frontier(law, budgets, n_opt, d_opt, level),
@@ -87,8 +88,17 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
 
 
 def _parameters(law: LossLaw, boot, level: float) -> dict:
-    intervals = parameter_intervals(boot, level) if boot is not None else {}
+    intervals = parameter_intervals(boot, level, law.coefficients()) if boot is not None else {}
     return {name: {"value": value, **intervals.get(name, {})} for name, value in law.coefficients().items()}
+
+
+def _few_resamples_note(boot) -> str | None:
+    """Why there are no intervals although a bootstrap ran: fewer converged resamples than the laws need for
+    a band (base.MIN_INTERVAL_SAMPLES, the same count predict and optimize use)."""
+    if len(boot.samples) >= MIN_INTERVAL_SAMPLES:
+        return None
+    return (f"{len(boot.samples)} resample(s) converged, fewer than the {MIN_INTERVAL_SAMPLES} an interval needs: no "
+            "intervals, and the saved law carries no uncertainty; rerun with more --bootstrap resamples")
 
 
 def _residuals(data: LossData, fitter: LawFitter) -> dict:
@@ -107,8 +117,9 @@ def _residuals(data: LossData, fitter: LawFitter) -> dict:
 def _frontier(law: LossLaw, budgets: np.ndarray, n_opt: np.ndarray, d_opt: np.ndarray, level: float) -> list[dict]:
     point = {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_param": d_opt / n_opt, "loss": law.predict(n_opt, d_opt)}
     spread = None
-    if law.samples is not None and len(law.samples) >= 2:  # as parameter_intervals: no interval without its se
-        spread = {k: (*percentile_interval(v, level), bootstrap_se(v))
+    if law.samples is not None and len(law.samples) >= MIN_INTERVAL_SAMPLES:  # as parameter_intervals
+        # Widened to hold the fit's own value, as parameter_intervals and LossLaw.predict_interval do.
+        spread = {k: (*interval_holding(point[k], *percentile_interval(v, level)), bootstrap_se(v))
                   for k, v in frontier_samples(law, law.samples, budgets).items()}
     rows = []
     for j, budget in enumerate(budgets):

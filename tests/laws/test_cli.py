@@ -116,3 +116,26 @@ def test_coefficients_off_their_signs_give_one_error_line_and_no_warning(cli, tm
         warnings.simplefilter("error")  # a warning fails the command instead of printing
         code, _, stderr = cli(["fit-law", data, *FAST, "--fix", "alpha=-1"])
     assert code == 2 and "soundness check" in stderr and stderr.count("\n") == 1
+
+
+def test_fit_law_intervals_hold_the_fitted_value(cli, epoch_csv):
+    """Two resamples (seed 3) put E's, B's and beta's 90% intervals and every frontier interval above the fit's
+    own value; they are widened to hold it, as LossLaw.predict_interval widens its bands (base.interval_holding)."""
+    code, out, err = cli(["fit-law", epoch_csv, "--bootstrap", "2", "--seed", "3", "--no-holdout", "--json"])
+    assert code == 0, err
+    report = json.loads(out)
+    for name, p in report["parameters"].items():
+        assert p["low"] <= p["value"] <= p["high"], name
+    for row in report["frontier"]:
+        for key in ("N_opt", "D_opt", "tokens_per_param", "loss"):
+            assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], (row["C"], key)
+    assert report["bootstrap"]["note"] is None
+
+
+def test_fit_law_notes_too_few_resamples_for_an_interval(cli, epoch_csv):
+    """One resample gives no interval (fewer than base.MIN_INTERVAL_SAMPLES): a note line in the fit's output,
+    not a silent table without intervals; nothing on stderr."""
+    code, out, err = cli(["fit-law", epoch_csv, "--bootstrap", "1", "--no-holdout", "--n-starts", "5"])
+    assert code == 0 and err == ""
+    note = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert len(note) == 1 and "fewer than the 2 an interval needs" in note[0]
