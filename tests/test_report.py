@@ -24,7 +24,8 @@ from planner.cli import main  # noqa: E402
 from planner.report.document import FIGURES  # noqa: E402
 
 PROBLEM = ["--budget", "500gpuh", "--cluster", "dgx-a100-80gb"]
-SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Loss vs model size (iso-FLOP)", "Loss along training",
+SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Training hyperparameters", "Loss vs model size (iso-FLOP)",
+            "Loss along training",
             "Loss vs wall-clock",
             "Memory per GPU", "Step time", "MFU vs number of GPUs", "Sensitivity", "Uncertainty", "Assumptions")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -329,3 +330,20 @@ def test_a_law_without_uncertainty_gets_no_band(tmp_path, capsys):
     assert "no interval: the law carries no uncertainty" in markdown
     assert "80% band" not in markdown and "relative sigma 0" not in markdown
     assert not re.search(r"(\d\.\d{3}) \[\1-\1\]", markdown)  # no 'loss [loss-loss]' cells
+
+
+def test_report_states_the_plans_hyperparameters_with_their_sources(written, review):
+    """The report carries what optimize prints under 'training' (it stated none of it): learning rate, warm-up,
+    schedule, weight decay, batch against its rule, optimizer, each with the source plan.hyperparameters gives."""
+    markdown = (written[1] / "review.md").read_text(encoding="utf-8")
+    section = markdown.split("## Training hyperparameters", 1)[1].split("\n## ", 1)[0]
+    hyper = review[0]["plans"][0]["hyperparameters"]
+    for setting, value, source in (
+            ("peak learning rate", f"{hyper['learning_rate']['peak']:.3g}", hyper["learning_rate"]["source"]),
+            ("warm-up", "1% of training", hyper["schedule"]["warmup_source"]),
+            ("schedule", "1-sqrt cool-down over the last 20%", hyper["schedule"]["source"]),
+            ("weight decay", "0.1", hyper["weight_decay"]["source"]),
+            ("batch size", "Step Law's B_opt", hyper["batch_size"]["source"]),
+            ("optimizer", "AdamW", hyper["optimizer"]["source"])):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {setting} |"))
+        assert value in row and source in row, setting

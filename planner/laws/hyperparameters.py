@@ -56,6 +56,7 @@ WARMUP_FRACTION = 0.01
 COOLDOWN_FRACTION = 0.2
 COOLDOWN_SHAPE = "1-sqrt"
 WSD_MIN_LR_RATIO = 0.0
+WARMUP_SOURCE = "assumed: Llama / Megatron practice (linear warm-up over 1% of training)"
 SCHEDULE_SOURCE = ("WSD: Hagele et al. 2024, 'Scaling Laws and Compute-Optimal Training Beyond Fixed Training "
                    "Durations' (constant LR, then a (1-sqrt) cool-down over the last 20% to zero); "
                    "linear warm-up over 1% of training (assumed, Llama / Megatron practice)")
@@ -114,7 +115,7 @@ def plan_hyperparameters(non_embedding_params: float, tokens: float, global_batc
                          "validity": {"non_embedding_params": list(POWER_LINES_PARAMS_RANGE)}},
         "schedule": {"kind": "wsd", "warmup_fraction": warmup_fraction, "cooldown_fraction": cooldown_fraction,
                      "cooldown_shape": COOLDOWN_SHAPE, "peak_lr": peak, "min_lr": peak * WSD_MIN_LR_RATIO,
-                     "source": SCHEDULE_SOURCE},
+                     "source": SCHEDULE_SOURCE, "warmup_source": WARMUP_SOURCE},
         "optimizer": {"name": "AdamW", "beta1": ADAM_BETAS[0], "beta2": ADAM_BETAS[1],
                       "gradient_clip": GRADIENT_CLIP, "source": "Llama 2 / GPT-3 practice (assumed)"},
         "validity_warnings": validity_warnings(non_embedding_params, tokens),

@@ -185,6 +185,31 @@ def loss_curve_blocks(review: dict) -> list:
             *([("list", curve["warnings"])] if curve["warnings"] else [])]
 
 
+def hyperparameter_blocks(review: dict) -> list:
+    """The chosen plan's training hyperparameters (planner.laws.hyperparameters via optimize), each with the source
+    optimize carries for it; nothing for a plan without them."""
+    hyper = review["plans"][0].get("hyperparameters")
+    if not hyper:
+        return []
+    lr, schedule, wd, batch, opt = (hyper[k] for k in ("learning_rate", "schedule", "weight_decay", "batch_size",
+                                                       "optimizer"))
+    rows = [["peak learning rate", f"{lr['peak']:.3g}", lr["source"]],
+            ["warm-up", f"linear, {100 * schedule['warmup_fraction']:g}% of training", schedule["warmup_source"]],
+            ["schedule", f"{schedule['kind'].upper()}: constant, then a {schedule['cooldown_shape']} cool-down over the "
+                         f"last {100 * schedule['cooldown_fraction']:g}% to {schedule['min_lr']:.3g}", schedule["source"]],
+            ["weight decay", f"{wd['value']:g} (AdamW timescale tau = {wd['timescale_tau']:.3g} of training at "
+                             f"{wd['tokens_per_parameter']:.1f} tokens per non-embedding parameter)", wd["source"]],
+            ["batch size", f"{human_count(batch['planned_tokens'])} tokens, {batch['planned_over_optimal']:.2f}x "
+                           f"{batch['rule_name']}'s B_opt ({human_count(batch['optimal_tokens'])})", batch["source"]],
+            ["optimizer", f"{opt['name']}, betas ({opt['beta1']:g}, {opt['beta2']:g}), gradient clip "
+                          f"{opt['gradient_clip']:g}", opt["source"]]]
+    return [("h2", "Training hyperparameters"),
+            ("p", "Starting points for the chosen plan from published laws, to sweep around rather than to trust. "
+                  "The search sizes the batch by its batch rule; it does not use the others."),
+            ("table", ["setting", "value", "source"], rows),
+            *([("list", hyper["validity_warnings"])] if hyper.get("validity_warnings") else [])]
+
+
 def frontier_blocks(review: dict) -> list:
     rows = [[human_days(p['wall_clock_days']), str(p["gpus"]), human_count(p["params"]), human_count(p["tokens"]),
              f"{p['gpu_hours']:,.0f}", _loss_with_band(p["predicted_loss"], p["loss_low"], p["loss_high"])]
@@ -358,6 +383,7 @@ def document(review: dict) -> list:
                      + ("the band is the law's 80% interval." if review["law"]["has_band"] else
                         f"{review['law']['band']}.")),
                *moe_blocks(review),
+               *hyperparameter_blocks(review),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),
                ("h2", "Loss along training"), *loss_curve_blocks(review),
                ("h2", "Loss vs wall-clock"), *frontier_blocks(review),
