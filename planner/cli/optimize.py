@@ -138,10 +138,12 @@ def run(args) -> int:
                       args.force)
     inputs = load_inputs(args)
     result = solve(args, inputs)
+    emitted = emit_deepspeed_notes(args.emit_deepspeed, result)
     if args.json:
-        print(json_document(result_json(result)))
+        print(json_document(result_json(result) | emitted))
     else:
-        print(format_result(result))
+        print(format_result(result) + "".join(f"\nemit-deepspeed  {note}" for note in emitted.get("emit_deepspeed", {})
+                                                                              .values()))
     if args.report:
         report_cli.write_report(args, inputs, result, report_paths, sensitivity=True)
     if args.emit_deepspeed and result.status == "ok":
@@ -149,6 +151,15 @@ def run(args) -> int:
     if args.emit and result.status == "ok":
         report_cli.emit_plan_launch(args.emit, result.plan, inputs[0], args.force)
     return 0 if result.status == "ok" else 1
+
+
+def emit_deepspeed_notes(folder: str | None, result) -> dict:
+    """{"emit_deepspeed": {"schedule_difference": ...}} when --emit-deepspeed writes a plan's files: they cannot run
+    its WSD schedule (planner.emit.deepspeed.schedule_difference); empty otherwise."""
+    if not folder or result.status != "ok":
+        return {}
+    from planner.emit.deepspeed import schedule_difference
+    return {"emit_deepspeed": {"schedule_difference": schedule_difference(result.plan["tokens"])}}
 
 
 # Flags of the fixed-model search (cli/fixed_model.py) that the budget search has no use for.

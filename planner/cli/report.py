@@ -17,7 +17,7 @@ from pathlib import Path
 
 from planner.errors import PlannerInputError
 
-DEEPSPEED_FILES = ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile")
+DEEPSPEED_FILES = ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile", "NOTES.md")  # emit.deepspeed's
 
 
 def register(subparsers, name: str) -> None:

@@ -27,7 +27,7 @@ LAUNCH_TARGETS = {
 }
 EMITTABLE = tuple(LAUNCH_TARGETS)
 # Every file launch_files may return, by framework (hostfile only with several nodes).
-LAUNCH_FILE_NAMES = {"deepspeed": ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile"),
+LAUNCH_FILE_NAMES = {"deepspeed": ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile", deepspeed.NOTES_FILE),
                      "megatron": ("megatron_args.txt", "launch.sh"), "fsdp": ("job_config.toml", "launch.sh")}
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
-from planner.emit.schedule import (MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY, step_law_learning_rate,  # noqa: F401
-                                   train_sequences, warmup_count)
+from planner.emit.schedule import (COOLDOWN_FRACTION, MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY,  # noqa: F401
+                                   step_law_learning_rate, train_sequences, warmup_count)
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -23,6 +23,13 @@ from planner.specs.model import ModelSpec
 # gathered on every rank instead of being fetched per use (DeepSpeed docs, "ZeRO optimizations").
 ZERO3_PERSISTENCE_THRESHOLD = 1e5
 DEFAULT_SEQUENCES_WHEN_UNKNOWN = "${TRAIN_SAMPLES:?set TRAIN_SAMPLES (sequences to train on)}"
+# Megatron-DeepSpeed cannot run the plan's WSD schedule: --lr-decay-style takes constant, linear, cosine or
+# inverse-square-root (deepspeedai/Megatron-DeepSpeed@4efb479d megatron/arguments.py:1021-1022), and
+# OptimizerParamScheduler.get_lr (megatron/optimizer_param_scheduler.py) decays from the end of the warm-up to
+# --lr-decay-samples with no stable phase before it. The files therefore run cosine decay to MIN_LR_RATIO over
+# the whole run, and say so (schedule_difference): megatron_args.txt has one argument per line and no comment
+# syntax (argparse reads no argument files here; launch.sh does not read it), so the note goes to NOTES.md.
+NOTES_FILE = "NOTES.md"
 
 
 def zero_block(layout: Layout) -> dict:
@@ -161,7 +168,7 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
     samples = str(train_sequences(layout, tokens, model.seq_len)) if tokens else DEFAULT_SEQUENCES_WHEN_UNKNOWN
     args += [f"--train-samples {samples}"]
     if learning_rate and tokens:
-        # Megatron-DeepSpeed's --lr-decay-style offers constant/linear/cosine only (no WSD, megatron/arguments.py),
+        # Megatron-DeepSpeed's --lr-decay-style has no WSD (see NOTES_FILE above; the files' NOTES.md says so),
         # so the plan's WSD becomes cosine to MIN_LR_RATIO over the run, which Hagele et al. 2024 find matched by
         # WSD at equal length. ds_config.json gets no "scheduler": Megatron builds the scheduler and hands it to
         # deepspeed.initialize; a second one in the config would be ignored or, in older DeepSpeed, win.
@@ -204,6 +211,25 @@ def _architecture_flags(model: ModelSpec) -> list[str]:
     if not model.bias:
         flags.append("--disable-bias-linear")
     return flags
+
+
+def schedule_difference(tokens: float | None) -> str:
+    """How the emitted LR schedule differs from the plan's (see NOTES_FILE's comment above)."""
+    emitted = (f"linear warm-up over {WARMUP_FRACTION:.0%} of the samples, then cosine decay to {MIN_LR_RATIO:.0%} of "
+               "the peak over the rest of the run" + ("" if tokens else " (LR and TRAIN_SAMPLES are yours to set)"))
+    return (f"the LR schedule differs from the plan's: Megatron-DeepSpeed has no WSD (--lr-decay-style constant, "
+            f"linear, cosine or inverse-square-root, decaying from the end of the warm-up), so these files run "
+            f"{emitted}, not a constant LR with a 1-sqrt cool-down over the last {COOLDOWN_FRACTION:.0%} to 0; the "
+            "plan's loss curve assumes the WSD schedule (Hagele et al. 2024 find cosine matched by WSD at equal "
+            "length); Megatron-LM (--emit with --framework megatron) runs WSD as planned")
+
+
+def notes(layout: Layout, gpus_per_node: int, tokens: float | None) -> str:
+    """NOTES.md: what the files do differently from the plan (the schedule) and what needs a hand."""
+    difference = schedule_difference(tokens)
+    items = [f"{difference[0].upper()}{difference[1:]}.",
+             *(f"Warning: {note}." for note in compatibility_notes(layout, gpus_per_node))]
+    return "# Notes on these files (planner --emit-deepspeed)\n\n" + "".join(f"- {item}\n" for item in items)
 
 
 def hostfile(nodes: int, gpus_per_node: int) -> str:
@@ -259,4 +285,5 @@ def deepspeed_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens
     }
     if nodes > 1:
         files["hostfile"] = hostfile(nodes, gpus_per_node)
+    files[NOTES_FILE] = notes(layout, gpus_per_node, tokens)
     return files

@@ -167,7 +167,7 @@ def test_files_and_launch_script_run_under_a_stub_launcher(tmp_path):
     model = preset("llama2-7b")
     layout = Layout(tp=2, dp=8, zero=1, global_batch=64, seq_parallel=True)
     files = deepspeed_files(model, layout, gpus_per_node=8, tokens=1e9, summary="test plan")
-    assert set(files) == {"ds_config.json", "megatron_args.txt", "launch.sh", "hostfile"}
+    assert set(files) == {"ds_config.json", "megatron_args.txt", "launch.sh", "hostfile", "NOTES.md"}
     assert files["hostfile"].count("slots=8") == 2
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -217,3 +217,22 @@ def test_optimize_emit_deepspeed_matches_the_plan(cli, tmp_path):
     args = (folder / "megatron_args.txt").read_text()
     assert f"--num-layers {plan['shape']['layers']}" in args and "--lr " in args
     assert Path(folder / "hostfile").exists() == (plan["nodes"] > 1)
+
+
+def test_optimize_emit_deepspeed_states_the_schedule_it_cannot_run(cli, tmp_path):
+    """Megatron-DeepSpeed has no WSD (--lr-decay-style constant|linear|cosine|inverse-square-root, Megatron-DeepSpeed
+    @4efb479d megatron/arguments.py:1021-1022): the files run cosine, and the plan output (text and JSON) and
+    NOTES.md now say so (only a launch.sh comment did). megatron_args.txt stays one argument per line."""
+    folder = tmp_path / "run"
+    argv = ["optimize", "--budget", "500gpuh", "--cluster", "dgx-a100-80gb", "--emit-deepspeed", folder]
+    code, out, err = cli([*argv, "--json"])
+    assert code == 0, err
+    difference = json.loads(out)["emit_deepspeed"]["schedule_difference"]
+    assert "no WSD" in difference and "cosine" in difference and "1-sqrt cool-down" in difference
+    assert difference[1:] in (folder / "NOTES.md").read_text()
+    assert all(line.startswith("--") for line in (folder / "megatron_args.txt").read_text().splitlines())
+    assert "--lr-decay-style cosine" in (folder / "megatron_args.txt").read_text()
+    code, out, err = cli([*argv, "--force"])
+    assert code == 0 and f"emit-deepspeed  {difference}" in out
+    code, out, _ = cli(["optimize", "--budget", "500gpuh", "--cluster", "dgx-a100-80gb", "--json"])
+    assert code == 0 and "emit_deepspeed" not in json.loads(out)

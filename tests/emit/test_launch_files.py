@@ -124,7 +124,8 @@ BASE = ["simulate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-b
 
 
 @pytest.mark.parametrize("framework,flags,files", [
-    ("deepspeed", ["--gpus", "16", "--zero", "1"], {"ds_config.json", "megatron_args.txt", "launch.sh", "hostfile"}),
+    ("deepspeed", ["--gpus", "16", "--zero", "1"], {"ds_config.json", "megatron_args.txt", "launch.sh", "hostfile",
+                                                    "NOTES.md"}),
     ("megatron", ["--gpus", "16", "--tp", "2", "--seq-parallel", "1", "--zero", "1", "--dp-comm-overlap", "1"],
      {"megatron_args.txt", "launch.sh"}),
     ("fsdp", ["--gpus", "16", "--zero", "3"], {"job_config.toml", "launch.sh"}),
