@@ -25,6 +25,9 @@ from planner.report.render import json_document, to_json
 from planner.specs.units import parse_count
 
 
+DEFAULT_BOOTSTRAP = 200  # run-level resamples when --bootstrap is not given (the moe form has none)
+
+
 def register(subparsers, name: str) -> None:
     p = subparsers.add_parser(name, help="fit a loss law L(N, D) to training runs",
                               description="Fit a loss law to (N, D, loss) points from CSV or JSON-lines. "
@@ -56,8 +59,9 @@ def register(subparsers, name: str) -> None:
                      help="run L-BFGS-B from the K best grid starts, or from all (default 20)")
     fit.add_argument("--max-iter", type=whole_number(1, 10**7), default=10_000, help="L-BFGS-B iterations per start")
     unc = p.add_argument_group("uncertainty and validation")
-    unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=200, metavar="R",
-                     help="run-level bootstrap resamples (0: no intervals)")
+    unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=None, metavar="R",
+                     help=f"run-level bootstrap resamples (0: no intervals; default {DEFAULT_BOOTSTRAP}; "
+                          "not for --form moe)")
     unc.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.9, help="interval level (default 0.9)")
     unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed of the bootstrap resampling")
     unc.add_argument("--holdout-n-above", metavar="N",
@@ -95,7 +99,8 @@ def run(args) -> int:
 
     with Progress("fit-law: bootstrap", unit="refits", quiet=args.quiet) as progress:
         law, report = fit_and_report(
-            data, fitter, n_bootstrap=args.bootstrap, level=args.level, budgets=budgets,
+            data, fitter, n_bootstrap=DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap,
+            level=args.level, budgets=budgets,
             holdout_n_above=holdout_n, holdout_fraction=holdout_fraction, check_extrapolation=not args.no_holdout,
             seed=args.seed, name=args.name or f"fitted-{Path(args.data).stem}", n_definition=args.n_definition,
             progress=progress)
@@ -114,8 +119,8 @@ def run_moe(args) -> int:
     the routing FLOPs of eq. 10, not 6ND; compare with the published Table 1 instead)."""
     for flag, given in (("--fix", args.fix), ("--tie", args.tie), ("--bound", args.bound),
                         ("--holdout-n-above", args.holdout_n_above), ("--holdout-fraction", args.holdout_fraction),
-                        ("--no-holdout", args.no_holdout)):
-        if given:
+                        ("--no-holdout", args.no_holdout), ("--bootstrap", args.bootstrap)):
+        if given:  # --bootstrap 0 asks for what the moe fit does anyway
             raise PlannerInputError(f"{flag}: not supported with --form moe")
     data, active, granularity = read_moe_data(args.data, args.n_col, args.active_col, args.granularity_col,
                                               args.d_col, args.c_col, args.loss_col, args.run_col)

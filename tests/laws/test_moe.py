@@ -264,3 +264,13 @@ def test_fit_law_moe_reads_a_compute_column_as_eq_10_flops(cli, tmp_path):
     assert code == 0, err
     for name, p in json.loads(text)["parameters"].items():
         assert p["value"] == pytest.approx(p["published"], rel=1e-3), name
+
+
+def test_fit_law_cli_moe_refuses_bootstrap(cli, tmp_path):
+    """The moe fit has no bootstrap: --bootstrap 50 was silently ignored; refused like --holdout-n-above."""
+    data = tmp_path / "moe.csv"
+    _write_moe_csv(data, KRAJEWSKI_2024, np.random.default_rng(3))
+    code, _, err = cli(["fit-law", str(data), "--form", "moe", "--bootstrap", "50"])
+    assert code == 2 and "--bootstrap" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(["fit-law", str(data), "--form", "moe", "--bootstrap", "0"])  # asks for what it does
+    assert code == 0, err
