@@ -116,8 +116,10 @@ def query_grid(args, law=None) -> tuple[np.ndarray, np.ndarray]:
         params = total_params_from_active(parse_count_list(args.active_params, "--active-params"),
                                           expansion_rate(args, law))
     if isinstance(law, FineGrainedMoELaw) and args.tokens is None:
-        raise PlannerInputError("--tokens: a mixture-of-experts law takes training tokens directly (its training FLOPs "
-                                "follow Krajewski et al.'s eq. 10, not 6ND, and D/N is ambiguous between total and active)")
+        given = "--compute" if args.compute is not None else "--tokens-per-param"  # query_grid: one of the three
+        raise PlannerInputError(f"{given}: a mixture-of-experts law takes training tokens directly, like '--tokens 100B' "
+                                "(its training FLOPs follow Krajewski et al.'s eq. 10, not 6ND, and D/N is ambiguous "
+                                "between total and active)")
     if args.tokens is not None:
         second, flag = parse_count_list(args.tokens, "--tokens"), "--tokens"
     elif args.tokens_per_param is not None:

@@ -165,7 +165,10 @@ def test_predict_cli_active_params(cli):
     (["--law", "krajewski-moe", "--params", "1B", "--tokens", "20B"], "--granularity"),
     (["--law", "epoch", "--params", "1B", "--tokens", "20B", "--granularity", "2"], "--granularity"),
     (["--law", "epoch", "--active-params", "1B", "--tokens", "20B"], "--active-params"),
-    (["--law", "krajewski-moe", "--params", "1B", "--compute", "1e21", "--granularity", "8"], "--tokens"),
+    # The error names the flag given (it named --tokens, which was not given), and says to use --tokens.
+    (["--law", "krajewski-moe", "--params", "1B", "--compute", "1e21", "--granularity", "8"], "--compute: "),
+    (["--law", "krajewski-moe", "--params", "1B", "--tokens-per-param", "20", "--granularity", "8"],
+     "--tokens-per-param: "),
 ])
 def test_predict_cli_moe_flag_errors(cli, argv, message):
     code, out, err = cli(["predict", *argv])
