@@ -182,6 +182,11 @@ CURVE_DEFAULTS = {"schedule": "wsd", "warmup": 0.0, "cooldown": 0.2, "cooldown_s
 
 def run(args) -> int:
     if args.curve_data is not None:
+        if args.schedule in ("cosine", "constant"):  # checked before the defaults fill them in
+            for flag, value in (("--cooldown", args.cooldown), ("--cooldown-shape", args.cooldown_shape)):
+                if value is not None:
+                    raise PlannerInputError(f"{flag}: only with --schedule wsd (the {args.schedule} schedule has no "
+                                            "cool-down)")
         for name, default in CURVE_DEFAULTS.items():
             if getattr(args, name) is None:
                 setattr(args, name, default)

@@ -241,3 +241,13 @@ def test_curve_cli_no_warning_inside_the_logged_steps(cli, laws_dir):
     code, out, err = cli(["predict", "--curve-data", laws_dir / "gemstones_hot_100b.jsonl", "--cool-data",
                           laws_dir / "gemstones_cool_end.jsonl", "--run", "PyGemma-1024x28_pretrain", "--json"])
     assert code == 0 and json.loads(out)["warnings"] == []
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+@pytest.mark.parametrize("flag, value", [("--cooldown", "0.3"), ("--cooldown-shape", "linear")])
+def test_curve_cli_refuses_cooldown_flags_without_wsd(cli, laws_dir, schedule, flag, value):
+    """--cooldown and --cooldown-shape shape the WSD cool-down only; with cosine or constant they were ignored."""
+    code, _, err = cli(["predict", "--curve-data", laws_dir / "gemstones_hot_100b.jsonl", "--cool-data",
+                        laws_dir / "gemstones_cool_end.jsonl", "--run", "PyGemma-512x12_pretrain",
+                        "--schedule", schedule, flag, value])
+    assert code == 2 and f"error: {flag}: only with --schedule wsd" in err and len(err.strip().splitlines()) == 1
