@@ -7,21 +7,14 @@ values and their sources live in planner.laws.hyperparameters (Step Law learning
 
 from __future__ import annotations
 
-import math
-
 from planner.laws.hyperparameters import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, WARMUP_FRACTION,
                                           WEIGHT_DECAY, WSD_MIN_LR_RATIO, plan_hyperparameters,
                                           step_law_learning_rate)
-from planner.specs.layout import Layout
+from planner.specs.layout import Layout, train_steps
 from planner.specs.model import ModelSpec
 
 # Cosine decay to 10% of the peak (Chinchilla, Llama 2): only for launch targets without WSD (Megatron-DeepSpeed).
 MIN_LR_RATIO = 0.1
-
-
-def train_steps(layout: Layout, tokens: float, seq_len: int) -> int:
-    """Optimizer steps to see `tokens` tokens, rounded up to a whole step."""
-    return math.ceil(tokens / (layout.global_batch * seq_len))
 
 
 def train_sequences(layout: Layout, tokens: float, seq_len: int) -> int:

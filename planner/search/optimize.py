@@ -19,7 +19,7 @@ from planner.cost.step_time import flop_rate_ceiling, rank_share
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout
+from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout, train_steps
 from planner.laws.base import NO_INTERVAL, interval_basis
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import plan_loss_curve
@@ -336,7 +336,7 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "gpus": layout.gpus, "nodes": -(-layout.gpus // cluster.gpus_per_node),
         "layout": {**layout.model_dump(), "grad_accumulation": layout.grad_accumulation, "gpus": layout.gpus},
         "step_time_s": sim["step_time_s"], "tokens_per_s": sim["tokens_per_s"], "mfu": sim["mfu"],
-        "tflops_per_gpu": sim["tflops_per_gpu"], "steps": tokens / (layout.global_batch * model.seq_len),
+        "tflops_per_gpu": sim["tflops_per_gpu"], "steps": train_steps(layout, tokens, model.seq_len),
         "memory_bytes": sim["memory"]["total_bytes"], "hbm_bytes": sim["memory"]["hbm_bytes"],
         "memory_headroom_bytes": sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"],
         "memory": {k: v for k, v in sim["memory"].items()}, "time": sim["time"],

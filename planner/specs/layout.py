@@ -10,6 +10,7 @@ scalar and vectorised paths are the same code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -145,6 +146,12 @@ class Layout(BaseModel):
     def expert_dp(self) -> int:
         """Expert data-parallel ranks: Megatron's expert_data_parallel_size (parallel_state.py:873-880)."""
         return self.tp * self.cp * self.dp // (self.ep * self.expert_tp)
+
+
+def train_steps(layout: Layout, tokens: float, seq_len: int) -> int:
+    """Optimizer steps to see `tokens` tokens, rounded up to a whole step: what a run executes. The plan reports
+    this count and every launch target trains it (planner.emit.schedule)."""
+    return math.ceil(tokens / (layout.global_batch * seq_len))
 
 
 def make_layout(where: str = "layout", **values) -> Layout:

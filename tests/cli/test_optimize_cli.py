@@ -7,6 +7,7 @@ Exit codes: 0 with a plan, 1 for an infeasible problem (explained on stdout), 2 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import pty
@@ -215,3 +216,19 @@ def test_unique_tokens_flag_shows_the_data_constrained_law(capsys):
     assert "Muennighoff" in assumptions["law_source"]
     code, text, _ = in_process(capsys, "--budget", "10000gpuh", "--gpus", "64", "--unique-tokens", "50B")
     assert "law epoch+unique-tokens" in text and "unique tokens 50B" in text
+
+
+def test_steps_are_the_whole_count_the_launch_files_train(capsys, tmp_path):
+    """JSON 'steps' was tokens / batch (188523.49 for this problem) while the text printed it rounded to the
+    nearest and the launch files train ceil (planner.specs.layout.train_steps): one whole count everywhere."""
+    code, out, err = in_process(capsys, "--budget", "20000gpuh", "--gpus", "64", "--json", "--emit", tmp_path / "run")
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    tokens_per_step = plan["layout"]["global_batch"] * plan["shape"]["seq_len"]
+    assert plan["steps"] == math.ceil(plan["tokens"] / tokens_per_step) and isinstance(plan["steps"], int)
+    files = {path.name: path.read_text() for path in (tmp_path / "run").iterdir()}
+    samples = re.search(r"--train-(samples|iters) (\d+)", files["megatron_args.txt"])
+    per_step = plan["layout"]["global_batch"] if samples.group(1) == "samples" else 1
+    assert int(samples.group(2)) == plan["steps"] * per_step
+    code, out, _ = in_process(capsys, "--budget", "20000gpuh", "--gpus", "64")
+    assert f"{plan['steps']:,} steps of" in out
