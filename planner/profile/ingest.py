@@ -128,6 +128,12 @@ def megatron_layout(args: dict[str, str]) -> dict:
     if "recompute_granularity" in args:
         granularity = args["recompute_granularity"].strip().lower()
         layout["recompute"] = granularity if granularity in ("full", "selective") else "none"
+    if _truthy(args.get("checkpoint_activations")):
+        # Megatron-DeepSpeed keeps the old flag for DeepSpeed's activation checkpointing and leaves
+        # recompute_granularity None (megatron/arguments.py:136-143, 862-866 at deepspeedai/Megatron-DeepSpeed
+        # 4efb479d); its ParallelTransformer then runs every layer through _checkpointed_forward, ahead of any
+        # recompute_granularity (megatron/model/transformer.py:1691, 2082-2089): full recompute.
+        layout["recompute"] = "full"
     if args.get("fp8") not in (None, "None", "False", "false"):
         layout["dtype"] = "fp8"
     elif _truthy(args.get("bf16")):

@@ -287,3 +287,43 @@ def test_stack_flags_win_over_the_log_and_say_so(capsys, tmp_path):
     header, row = captured.out.splitlines()[:2]
     cells = dict(zip(header.split(","), next(iter(__import__("csv").reader([row])))))
     assert (cells["framework"], cells["flash_attention"]) == ("megatron", "0")
+
+
+MDS_ARGUMENTS = """------------------------ arguments ------------------------
+  bf16 ............................................ True
+  checkpoint_activations .......................... {checkpoint}
+  deepspeed ....................................... True
+  global_batch_size ............................... 256
+  hidden_size ..................................... 2048
+  micro_batch_size ................................ 4
+  num_attention_heads ............................. 16
+  num_layers ...................................... 24
+  padded_vocab_size ............................... 50304
+  pipeline_model_parallel_size .................... 2
+  recompute_granularity ........................... None
+  seq_length ...................................... 2048
+  tensor_model_parallel_size ...................... 2
+  world_size ...................................... 16
+-------------------- end of arguments ---------------------
+"""
+MDS_ITERATION = (" iteration       {n}/    1000 | consumed samples:     2560 | elapsed time per iteration (ms): 3720.0 | "
+                 "global batch size:   256 | TFLOPs: 150.30 |\n")
+
+
+def _megatron_deepspeed_log(tmp_path, checkpoint="True", deepspeed_world=4, megatron_world=16) -> Path:
+    """A Megatron-DeepSpeed log as its arguments block and DeepSpeed's config print write it."""
+    text = MDS_ARGUMENTS.format(checkpoint=checkpoint).replace("world_size ...................................... 16",
+                                                                f"world_size ...................................... {megatron_world}")
+    text += ("[2024-06-11 14:02:05,000] [INFO] [config.py:988:print]   train_batch_size ............ 256\n"
+             f"[2024-06-11 14:02:05,000] [INFO] [config.py:988:print]   world_size .................. {deepspeed_world}\n")
+    text += "".join(MDS_ITERATION.format(n=n) for n in (10, 20, 30))
+    path = tmp_path / "mds.log"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("checkpoint, expected", [("True", "full"), ("False", "none")])
+def test_megatron_deepspeed_checkpoint_activations_is_full_recompute(tmp_path, checkpoint, expected):
+    """Megatron-DeepSpeed's --checkpoint-activations (recompute_granularity stays None) was written as recompute=none."""
+    run, _ = row_from_log(parse_log_file(_megatron_deepspeed_log(tmp_path, checkpoint)), {"cluster": "dgx-a100-80gb"}, "m")
+    assert run.recompute == expected
