@@ -3,7 +3,9 @@
 The layout comes from what the log printed (DeepSpeed's engine config and user JSON, the flops
 profiler summary, Megatron's arguments block), and so do the training stack (`framework`: which engine
 printed, and its version) and `flash_attention` (Megatron's attention arguments); flags fill what the log lacks and win where both
-say something (a disagreement is reported). The step time comes from, in this order of preference:
+say something (a disagreement is reported). Megatron's world_size is the GPU count; DeepSpeed's config print
+`world_size` counts them only without Megatron (else it is the data-parallel size). A layout whose
+tp * pp * dp * cp is not the GPU count gives no row. The step time comes from, in this order of preference:
 
   1. Megatron  "elapsed time per iteration (ms)" (already an average over the log interval)
   2. DeepSpeed ThroughputTimer: global batch / CurrSamplesPerSec (whole-step wall time)
@@ -188,13 +190,54 @@ def flash_attention_from_log(args: dict[str, str]) -> int | None:
     return None
 
 
+def printed_world_is_data_parallel(log: ParsedLog) -> bool:
+    """DeepSpeed's config print `world_size` is the data-parallel size when the engine got an mpu
+    (deepspeed/runtime/config.py:458-463, DeepSpeed 0.19.8): Megatron-DeepSpeed always gives one, its own or,
+    with pipeline parallelism, the pipeline module's grid (deepspeed/__init__.py:582-583; Megatron-DeepSpeed
+    megatron/training.py:539-543), and a model-parallel size above 1 in the groups summary comes from one."""
+    return bool(log.megatron_args) or (_int_or_none(log.ds_config.get("mp_world_size")) or 1) > 1
+
+
+def world_size_problems(log: ParsedLog, layout: dict) -> list[LogProblem]:
+    """DeepSpeed's printed world_size set against Megatron's: under an mpu it is the data-parallel size, so it
+    may differ from Megatron's world_size (the GPU count, which the row takes); said when they differ, and
+    flagged when it is not the data-parallel size either."""
+    deepspeed_world = _int_or_none(log.ds_config.get("world_size"))
+    megatron_world = _int_or_none(log.megatron_args.get("world_size"))
+    if deepspeed_world is None or megatron_world is None or deepspeed_world == megatron_world:
+        return []
+    where = f"{log.path}:{log.lines.get('world_size', 0)}"
+    data_parallel = layout.get("dp")
+    if deepspeed_world == data_parallel:
+        why = f"it is the data-parallel size ({data_parallel}), as DeepSpeed prints it under Megatron's mpu"
+    else:
+        why = (f"it is not the data-parallel size ({data_parallel if data_parallel else 'not known'}) either "
+               "(DeepSpeed prints that under Megatron's mpu): check the log")
+    return [LogProblem(where, f"DeepSpeed world_size {deepspeed_world} differs from Megatron's world_size "
+                              f"{megatron_world}; gpus = {megatron_world} from Megatron; {why}")]
+
+
+def layout_product_problem(layout: dict) -> str | None:
+    """Why tp * pp * dp * cp cannot be the GPU count (a row validate would refuse), or None."""
+    if not all(layout.get(key) for key in ("gpus", "tp", "pp", "dp")):
+        return None
+    tp, pp, dp, cp = (layout.get(key) or 1 for key in ("tp", "pp", "dp", "cp"))
+    if tp * pp * dp * cp == layout["gpus"]:
+        return None
+    return (f"tp({tp}) * pp({pp}) * dp({dp}) * cp({cp}) = {tp * pp * dp * cp} != gpus({layout['gpus']}); "
+            "file skipped (pass the right --gpus/--tp/--pp/--dp/--cp)")
+
+
 def deepspeed_layout(log: ParsedLog) -> dict:
     """Layout from DeepSpeed's printed engine config, user JSON and flops profiler summary."""
     printed = log.ds_config
     # A user config that is not a JSON object (a number, a list) says nothing about the layout.
     user = log.ds_user_config if isinstance(log.ds_user_config, dict) else {}
     layout: dict = {}
-    world = _int_or_none(printed.get("world_size")) or _int_or_none(log.flops_profile.get("world size"))
+    # The config print's world_size counts GPUs only when no mpu was passed (see printed_world_is_data_parallel);
+    # the flops profiler prints the engine's dist.get_world_size() (runtime/engine.py:1945).
+    printed_world = None if printed_world_is_data_parallel(log) else _int_or_none(printed.get("world_size"))
+    world = printed_world or _int_or_none(log.flops_profile.get("world size"))
     if world:
         layout["gpus"] = world
     data_parallel = _int_or_none(printed.get("dp_world_size")) or _int_or_none(log.flops_profile.get("data parallel size"))
@@ -350,6 +393,7 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     unusable, reported = unusable_numbers(log)
     problems += unusable
     megatron, deepspeed = megatron_layout(log.megatron_args), deepspeed_layout(log)
+    problems += world_size_problems(log, megatron | deepspeed)
     if "dtype" in megatron and deepspeed.get("dtype") == "fp32":
         # Megatron-DeepSpeed: DeepSpeed's config says fp32 only because it names no half precision; Megatron's
         # arguments (bf16 / fp16) say what the model ran in.
@@ -371,6 +415,10 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
             if key in from_log and from_log[key] != value:
                 problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
             layout[key] = value
+    product = layout_product_problem(layout)
+    if product is not None:  # the row would not simulate: never written
+        problems.append(LogProblem(log.path, product))
+        return None, problems
     if "global_batch" not in layout and all(k in layout for k in ("micro_batch", "dp")):
         layout["global_batch"] = layout["micro_batch"] * layout["dp"]  # no gradient accumulation known
     per_step = layout.get("micro_batch", 0) * layout.get("dp", 0)

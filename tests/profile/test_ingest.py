@@ -327,3 +327,36 @@ def test_megatron_deepspeed_checkpoint_activations_is_full_recompute(tmp_path, c
     """Megatron-DeepSpeed's --checkpoint-activations (recompute_granularity stays None) was written as recompute=none."""
     run, _ = row_from_log(parse_log_file(_megatron_deepspeed_log(tmp_path, checkpoint)), {"cluster": "dgx-a100-80gb"}, "m")
     assert run.recompute == expected
+
+
+def test_megatron_deepspeed_gpus_come_from_megatrons_world_size(tmp_path):
+    """DeepSpeed's config print world_size is the data-parallel size under Megatron's mpu
+    (deepspeed/runtime/config.py:458-463); ingest took it as gpus (4 for 16 GPUs at tp2 pp2 dp4)."""
+    run, problems = row_from_log(parse_log_file(_megatron_deepspeed_log(tmp_path)), {"cluster": "dgx-a100-80gb"}, "m")
+    assert (run.gpus, run.tp, run.pp, run.dp) == (16, 2, 2, 4)
+    assert any("DeepSpeed world_size 4 differs from Megatron's world_size 16; gpus = 16" in str(p)
+               and "it is the data-parallel size (4)" in str(p) for p in problems)
+
+
+def test_a_deepspeed_world_size_that_is_neither_is_reported(tmp_path):
+    run, problems = row_from_log(parse_log_file(_megatron_deepspeed_log(tmp_path, deepspeed_world=3)),
+                                 {"cluster": "dgx-a100-80gb"}, "m")
+    assert run.gpus == 16
+    assert any("it is not the data-parallel size (4) either" in str(p) for p in problems)
+
+
+def test_plain_deepspeed_world_size_is_still_the_gpu_count():
+    log = parse_log_file(ZERO2)
+    assert deepspeed_layout(log)["gpus"] == int(log.ds_config["world_size"])
+
+
+def test_a_layout_that_does_not_multiply_to_the_gpus_is_not_written(tmp_path, capsys):
+    """tp * pp * dp * cp != gpus made a row validate refuses; it is a problem of that log, nothing written."""
+    path = _megatron_deepspeed_log(tmp_path)
+    run, problems = row_from_log(parse_log_file(path), {"cluster": "dgx-a100-80gb", "dp": 2}, "m")
+    assert run is None
+    assert any("tp(2) * pp(2) * dp(2) * cp(1) = 8 != gpus(16); file skipped" in str(p) for p in problems)
+    out = tmp_path / "rows.csv"
+    assert main(["ingest", str(path), "--cluster", "dgx-a100-80gb", "--dp", "2", "--out", str(out)]) == 2
+    assert not out.exists()
+    assert "8 != gpus(16)" in capsys.readouterr().err
