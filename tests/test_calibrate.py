@@ -162,3 +162,44 @@ def test_a_fit_that_predicts_the_given_hold_out_rows_worse_is_not_applied():
     report = calibrate(fitting, base, holdout=held)
     assert report["heldout"]["after"]["mape"] > report["heldout"]["before"]["mape"]
     assert report["applied"] is False and report["fitted_parameters"] == {} and report["cluster"] == base
+
+
+def _calibrated_spec(tmp_path, capsys) -> tuple[Path, dict]:
+    """A spec calibrated on the synthetic rows with a spread of -6% .. +9% laid on their step times, and the
+    report `calibrate --json` printed."""
+    import json
+
+    base = load_cluster("dgx-a100-80gb")
+    spread = [0.94, 1.0, 1.09, 0.97, 1.05, 1.02, 0.99, 1.07]
+    runs = [dataclasses.replace(r, step_time_s=r.step_time_s * f)
+            for r, f in zip(rows(base.with_efficiency(matmul_peak_fraction=0.6)), spread)]
+    runs_file, out = tmp_path / "runs.csv", tmp_path / "mine.calibrated.yaml"
+    write_runs(runs_file, runs)
+    capsys.readouterr()
+    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--folds", "4", "--out", str(out), "--json"]) == 0
+    return out, json.loads(capsys.readouterr().out)
+
+
+def test_the_calibrated_spec_carries_its_held_out_band_and_simulate_uses_it(tmp_path, capsys):
+    """simulate and optimize printed the published A100/H100 runs' band even on a calibrated cluster, whose own
+    held-out interval calibrate had just printed."""
+    import json
+
+    spec, report = _calibrated_spec(tmp_path, capsys)
+    calibrated = load_cluster(str(spec))
+    band = report["held_out_band"]
+    assert calibrated.calibrated_on.held_out_rows == band["rows"] == 8
+    low, high = calibrated.calibrated_on.held_out_step_time_ratio_90
+    assert (low, high) == (pytest.approx(band["low"], abs=1e-4), pytest.approx(band["high"], abs=1e-4))
+    assert low < 1.0 < high
+    simulate = ["simulate", "--model", "gpt2-xl", "--cluster", str(spec), "--gpus", "8"]
+    assert main(simulate + ["--json"]) in (0, 1)
+    result = json.loads(capsys.readouterr().out)
+    got = result["step_time_band"]
+    assert (got["basis"], got["rows"]) == ("calibrated", 8)
+    assert got["low_s"] == pytest.approx(result["step_time_s"] * low) and got["high_s"] == pytest.approx(result["step_time_s"] * high)
+    assert main(simulate) in (0, 1)
+    assert "(held-out residuals of 8 rows of this cluster's calibration)" in capsys.readouterr().out
+    assert main(["optimize", "--budget", "2000gpuh", "--gpus", "64", "--cluster", str(spec)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  band "))
+    assert "(90%, held-out residuals of 8 rows of this cluster's calibration)" in line

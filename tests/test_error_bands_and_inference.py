@@ -91,3 +91,27 @@ def test_simulate_infer_fills_what_the_user_left_out(cli):
     assert result["layout"]["recompute"] == "full" and result["fits"]
     code, out, _ = cli(["simulate", "--model", "gpt2-xl", "--gpus", "8", "--json"])
     assert json.loads(out)["inferred"] == {}  # without --infer the stated defaults apply
+
+
+def test_shipped_error_bands_name_the_clusters_of_the_published_runs(published_runs_csv):
+    runs, _ = read_runs(published_runs_csv)
+    from planner.calibrate.error_bands import shipped_clusters
+
+    assert shipped_clusters() == sorted({run.cluster for run in runs if run.step_time_s})
+
+
+def test_a_cluster_without_published_runs_says_its_band_comes_from_other_hardware(cli):
+    """cpu-local has neither published runs nor a calibration: the band is the published one, and said to be
+    from other hardware (it read as if measured on the cluster)."""
+    from planner.calibrate.error_bands import band_origin
+
+    own = interval(10.0, "megatron", load_cluster("dgx-a100-80gb"))
+    other = interval(10.0, "megatron", load_cluster("cpu-local"))
+    assert own["basis"] == "published" and other["basis"] == "other-hardware"
+    assert (other["low_s"], other["high_s"]) == (own["low_s"], own["high_s"])
+    assert "on other hardware (dgx-a100-40gb, dgx-a100-80gb, dgx-h100, jean-zay-a100)" in band_origin(other)
+    code, out, err = cli(["simulate", "--model", "gpt2-small", "--cluster", "cpu-local", "--gpus", "2"])
+    assert "published runs on other hardware (dgx-a100-40gb" in out
+    code, out, err = cli(["simulate", "--model", "gpt2-small", "--cluster", "cpu-local", "--gpus", "2", "--json"])
+    band = json.loads(out)["step_time_band"]
+    assert band["basis"] == "other-hardware" and "dgx-h100" in band["clusters"]

@@ -439,7 +439,17 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     log_residuals = np.log1p(held_after)
     report["prediction_interval_90"] = [float(np.expm1(np.quantile(log_residuals, 0.05))),
                                         float(np.expm1(np.quantile(log_residuals, 0.95)))]
+    report["held_out_band"] = held_out_band(held_after)
     return report
+
+
+def held_out_band(errors: np.ndarray) -> dict:
+    """The 90% band of held-out step-time errors (predicted / measured - 1) as measured / predicted ratios at
+    the 5th and 95th percentiles, the form simulate and optimize scale a prediction by (error_bands.interval,
+    which takes the published runs' band the same way); and the rows behind it."""
+    ratios = -np.log1p(np.asarray(errors, dtype=float))  # log(measured / predicted)
+    return {"rows": int(len(ratios)), "low": float(np.exp(np.quantile(ratios, 0.05))),
+            "high": float(np.exp(np.quantile(ratios, 0.95)))}
 
 
 def implausible_fits(fitted: dict, defaults: dict) -> dict[str, float]:
@@ -470,4 +480,7 @@ def calibrated_spec_mapping(raw: dict, report: dict, sources: list[str], rows: i
     mapping["efficiency"] = efficiency
     mapping["calibration"] = (f"calibrated {date} on {rows} rows of {', '.join(sources)}; fitted {fitted_names}; "
                               f"held-out step-time MAPE {100 * held:.1f}% ({report['heldout_kind']})")
+    band = report["held_out_band"]
+    mapping["calibrated_on"] = {"held_out_rows": band["rows"],
+                                "held_out_step_time_ratio_90": [round(band["low"], 4), round(band["high"], 4)]}
     return mapping

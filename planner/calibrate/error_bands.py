@@ -6,6 +6,11 @@ and 95th percentiles, per framework where there are at least MIN_ROWS rows of it
 otherwise, make a 90% band that `simulate`, `validate` and `optimize` attach to every step time (and so to
 a plan's days and GPU-hours).
 
+Those rows ran on a few clusters (the table lists them). A cluster the user calibrated carries its own
+held-out band (`planner calibrate` writes it into the spec: ClusterSpec.calibrated_on), which is used
+instead: it measures this model on that hardware and stack. On a cluster that is neither, the published
+band is all there is, and the band says it comes from other hardware.
+
 The table ships with the package (`error_bands.json`) and is regenerated with
 `planner validate RUNS.csv --write-error-bands`; a test checks the shipped one matches a fresh run.
 """
@@ -30,11 +35,14 @@ class BandAccumulator:
 
     def __init__(self) -> None:
         self._by_group: dict[str, array] = {}
+        self.clusters: set[str] = set()  # the clusters the residuals come from
 
     def add(self, row) -> None:
         error = row.step_error
         if error is None or not math.isfinite(error) or error <= -1.0:
             return
+        if row.cluster_name:
+            self.clusters.add(row.cluster_name)
         framework = (row.run.extra.get("framework") or "").strip() or "other"
         residual = -math.log1p(error)  # log(measured / predicted)
         self._by_group.setdefault(framework, array("d")).append(residual)
@@ -63,13 +71,21 @@ def compute_bands(results) -> dict:
 
 
 @functools.lru_cache(maxsize=1)
-def shipped_bands() -> dict:
-    """The table shipped with the package (empty when absent)."""
+def _shipped_table() -> dict:
     try:
-        text = resources.files("planner.calibrate").joinpath(TABLE_FILE).read_text()
+        return json.loads(resources.files("planner.calibrate").joinpath(TABLE_FILE).read_text())
     except FileNotFoundError:
         return {}
-    return json.loads(text)["bands"]
+
+
+def shipped_bands() -> dict:
+    """The table shipped with the package (empty when absent)."""
+    return _shipped_table().get("bands", {})
+
+
+def shipped_clusters() -> list[str]:
+    """The clusters the shipped table's published runs ran on."""
+    return list(_shipped_table().get("clusters", []))
 
 
 def band_for(framework: str, bands: dict | None = None) -> dict | None:
@@ -81,10 +97,32 @@ def band_for(framework: str, bands: dict | None = None) -> dict | None:
     return {"group": group, **bands[group]}
 
 
-def interval(step_time_s: float, framework: str) -> dict | None:
-    """The 90% interval of a predicted step time: measured/predicted ratios applied to the prediction."""
+def interval(step_time_s: float, framework: str, cluster=None) -> dict | None:
+    """The 90% interval of a predicted step time: measured/predicted ratios applied to the prediction.
+
+    `basis` says where the ratios come from: "calibrated" (the held-out band `planner calibrate` wrote into
+    `cluster`), "published" (the published runs, some of which ran on `cluster`, or no cluster given) or
+    "other-hardware" (the published runs, none of which ran on `cluster`); `clusters` names the hardware."""
+    calibrated = getattr(cluster, "calibrated_on", None)
+    if calibrated is not None:
+        low, high = calibrated.held_out_step_time_ratio_90
+        return {"low_s": step_time_s * low, "high_s": step_time_s * high, "group": "calibrated",
+                "rows": calibrated.held_out_rows, "basis": "calibrated", "clusters": [cluster.name]}
     band = band_for(framework)
     if band is None:
         return None
+    clusters = shipped_clusters()
+    own = cluster is None or cluster.name.removesuffix(".calibrated") in clusters
     return {"low_s": step_time_s * band["low"], "high_s": step_time_s * band["high"], "group": band["group"],
-            "rows": band["rows"]}
+            "rows": band["rows"], "basis": "published" if own else "other-hardware", "clusters": clusters}
+
+
+def band_origin(band: dict) -> str:
+    """Where a band's ratios come from, as the reports say it ("held-out residuals of 42 rows ...")."""
+    if band.get("basis") == "calibrated":
+        return f"held-out residuals of {band['rows']} rows of this cluster's calibration"
+    runs = f"{band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs"
+    if band.get("basis") == "other-hardware":
+        return (f"validate residuals of {runs} on other hardware ({', '.join(band['clusters'])}); "
+                "calibrate this cluster for its own")
+    return f"validate residuals of {runs}"

@@ -127,6 +127,9 @@ def run(args) -> int:
               f"model lacks for these runs than measures the hardware; judge the fit by its held-out error")
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
+    band = report["held_out_band"]
+    print(f"step-time band for this cluster: measured {band['low']:.3g}x .. {band['high']:.3g}x the predicted (90% of "
+          f"{band['rows']} held-out rows)" + ("; written into the spec, simulate and optimize use it" if written else ""))
     _say_written(written, args.cluster_dir)
     return 0
 

@@ -276,14 +276,15 @@ def loss_curve_lines(curve: dict | None) -> list[str]:
 
 
 def _band_lines(plan: dict) -> list[str]:
-    """The step-time band from the published runs, and what it means for tokens or days."""
+    """The step-time band (the cluster's calibration, else the published runs), and what it means for tokens or days."""
     band = plan.get("step_time_band")
     if not band:
         return []
+    from planner.calibrate.error_bands import band_origin
     from planner.report.render import human_count, human_days_range, human_seconds
 
-    text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, residuals of "
-            f"{band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)")
+    text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, "
+            f"{band_origin(band)})")
     if plan.get("tokens_band"):
         low, high = plan["tokens_band"]
         text += f": {human_count(low)}-{human_count(high)} tokens in the budget"

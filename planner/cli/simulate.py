@@ -254,7 +254,7 @@ def run(args) -> int:
     from planner.cost.goodput import goodput_summary
 
     result = simulate(model, layout, cluster)
-    result["step_time_band"] = interval(result["step_time_s"], layout.framework)
+    result["step_time_band"] = interval(result["step_time_s"], layout.framework, cluster)
     result["goodput"] = goodput_summary(model.total_params, layout.gpus, cluster, getattr(args, "checkpoint_mode", None))
     result["inferred"] = getattr(args, "inferred", {})
     if args.json:
@@ -299,6 +299,7 @@ def goodput_text(g: dict) -> str:
 
 
 def format_simulation(model, layout, cluster, result: dict) -> str:
+    from planner.calibrate.error_bands import band_origin
     from planner.report.render import human_bytes, human_count, human_seconds, table
 
     step = result["step_time_s"]
@@ -319,7 +320,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
                    f"nodes or offload less")
     band = result.get("step_time_band")
     band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
-                 f"(validate residuals of {band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs)") if band else ""
+                 f"({band_origin(band)})") if band else ""
     experts = (f" ({human_count(model.total_active_params)} active: {model.moe_experts} experts top-{model.moe_top_k} in "
                f"{model.moe_layers} layers)" if model.is_moe else "")
     moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"

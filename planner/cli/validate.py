@@ -198,6 +198,7 @@ def run(args) -> int:
         if args.write_error_bands:
             write_text_atomic(args.write_error_bands, to_json({"runs": [str(p) for p in args.runs],
                                                                "sources": sorted(collected.sources),
+                                                               "clusters": sorted(collected.bands.clusters),
                                                                "bands": bands}) + "\n", force=args.force)
         step, memory = collected.step.summary(), collected.memory.summary()
         if args.json:

@@ -101,8 +101,8 @@ def logistics_facts(review: dict) -> list[str]:
         days, hours = g["wall_clock_days_band"], g["gpu_hours_band"]
         facts.append(
             f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens: {human_days_range(*days)}, "
-            f"{hours[0]:,.0f}-{hours[1]:,.0f} GPU-hours (90% band of the cost model's step-time error on "
-            f"{g['band_rows']} published runs, group '{g['band_group']}'). Contingency: hold back "
+            f"{hours[0]:,.0f}-{hours[1]:,.0f} GPU-hours (90% band of the cost model's step-time error: "
+            f"{g['band_origin']}). Contingency: hold back "
             f"{g['contingency_gpu_hours']:,.0f} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
             "of the plan) for the slow end, or accept fewer tokens.")
     facts.append(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.calibrate.error_bands import band_origin
 from planner.search.budget import Constraints
 from planner.cost.goodput import CHECKPOINT_BYTES_PER_PARAM, goodput
 from planner.errors import PlannerInputError
@@ -239,7 +240,8 @@ def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
     if band:
         # The plan's own tokens at the band's slow and fast ends: time and GPU-hours scale with step time.
         low, high = band["low_s"] / plan["step_time_s"], band["high_s"] / plan["step_time_s"]
-        out.update({"band_group": band["group"], "band_rows": band["rows"],
+        out.update({"band_group": band["group"], "band_rows": band["rows"], "band_basis": band.get("basis"),
+                    "band_origin": band_origin(band),
                     "wall_clock_days_band": [plan["wall_clock_days"] * low, plan["wall_clock_days"] * high],
                     "gpu_hours_band": [plan["gpu_hours"] * low, plan["gpu_hours"] * high],
                     # GPU-hours to hold back so the slow end of the band still finishes the plan's tokens.

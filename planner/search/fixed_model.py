@@ -2,7 +2,7 @@
 
 Each GPU count is a layout search (search/layouts.py). Tokens turn the best step time into time and
 cost: days = tokens / (tokens/s x goodput), GPU-hours = GPUs x that, cost at the cluster price, with
-the step-time band of the published runs (error_bands). Which count is chosen:
+the step-time band (error_bands: the cluster's own calibration, else the published runs). Which count is chosen:
 
   --deadline     the smallest count whose best layout meets it (within --budget when given too);
   --budget       the count whose plan is fastest among those whose GPU-hours fit it (the fastest plan the
@@ -95,7 +95,7 @@ def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dt
         price = cluster.price_per_accelerator_hour
         plan.cost_usd = plan.gpu_hours * price if price else None
         row = search.rows([best])[0]
-        band = step_time_interval(float(search.step_time_s[best]), row["framework"])
+        band = step_time_interval(float(search.step_time_s[best]), row["framework"], cluster)
         if band is not None:
             step = float(search.step_time_s[best])
             plan.days_band = [plan.days * band["low_s"] / step, plan.days * band["high_s"] / step]

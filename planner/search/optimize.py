@@ -352,9 +352,9 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
     plan["hyperparameters"] = plan_hyperparameters(float(model.non_embedding_params), tokens,
                                                    float(layout.global_batch * model.seq_len),
                                                    batch_rule=problem.batch_rule)
-    # The step-time band from the published runs (error_bands): at a fixed budget a slower step trains fewer
-    # tokens; at a fixed token count (target mode) it takes longer and costs more.
-    band = step_time_interval(sim["step_time_s"], layout.framework)
+    # The step-time band (error_bands: the cluster's own calibration, else the published runs): at a fixed budget
+    # a slower step trains fewer tokens; at a fixed token count (target mode) it takes longer and costs more.
+    band = step_time_interval(sim["step_time_s"], layout.framework, cluster)
     if band is not None:
         low, high = band["low_s"] / sim["step_time_s"], band["high_s"] / sim["step_time_s"]
         plan["step_time_band"] = band

@@ -288,6 +288,28 @@ class Efficiency(_Frozen):
     memory_reserve_bytes: BytesOrZero = Field(default=0.0, ge=0, alias="memory_reserve")
 
 
+class CalibratedOn(_Frozen):
+    """What `planner calibrate` measured its fit against, written beside the efficiency block it fitted.
+
+    The 90% band of the step-time error on held-out rows (rows no fit of the nested cross-validation saw, or the
+    user's --holdout-source rows), as measured / predicted step time at the 5th and 95th percentiles: simulate
+    and optimize scale a prediction on this cluster by it instead of the published runs' band
+    (planner.calibrate.error_bands)."""
+
+    held_out_rows: int = Field(ge=1)
+    held_out_step_time_ratio_90: tuple[float, float]
+
+    @field_validator("held_out_step_time_ratio_90")
+    @classmethod
+    def _ordered_positive(cls, pair: tuple[float, float]) -> tuple[float, float]:
+        low, high = pair
+        # A step time predicted 1000x off is a unit error in the rows, not a band (assumed bound).
+        if not (1e-3 <= low <= high <= 1e3):
+            raise ValueError(f"expected [low, high] with 0.001 <= low <= high <= 1000 (measured / predicted), "
+                             f"got [{low}, {high}]")
+        return pair
+
+
 class ClusterSpec(_Frozen):
     """A whole cluster spec, as loaded from YAML. Sizes in SI units."""
 
@@ -302,6 +324,8 @@ class ClusterSpec(_Frozen):
     efficiency: Efficiency = Efficiency()
     # Provenance of the efficiency block: "assumed defaults" or "calibrated on FILES, DATE".
     calibration: str = "uncalibrated: efficiency values are the planner's assumed defaults"
+    # What a `planner calibrate` fit was measured against (None: not calibrated, or calibrated before it was kept).
+    calibrated_on: CalibratedOn | None = None
     source_file: str = ""
 
     @field_validator("name")
