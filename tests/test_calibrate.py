@@ -203,3 +203,24 @@ def test_the_calibrated_spec_carries_its_held_out_band_and_simulate_uses_it(tmp_
     assert main(["optimize", "--budget", "2000gpuh", "--gpus", "64", "--cluster", str(spec)]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  band "))
     assert "(90%, held-out residuals of 8 rows of this cluster's calibration)" in line
+
+
+def test_a_calibrated_spec_warns_once_outside_the_fitted_frameworks_and_dtypes(tmp_path, capsys):
+    """A calibrated spec was applied to any stack or number format silently."""
+    spec, report = _calibrated_spec(tmp_path, capsys)
+    calibrated = load_cluster(str(spec))
+    assert calibrated.calibrated_on.frameworks == tuple(report["fitted_frameworks"]) == ("other",)  # rows that name no stack
+    assert calibrated.calibrated_on.dtypes == tuple(report["fitted_dtypes"]) == ("bf16",)
+    simulate = ["simulate", "--model", "gpt2-xl", "--cluster", str(spec), "--gpus", "8"]
+    main(simulate + ["--framework", "other", "--dtype", "bf16"])
+    assert "warning" not in capsys.readouterr().err
+    main(simulate + ["--framework", "megatron", "--dtype", "fp16"])
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"planner simulate: warning: {calibrated.name} was calibrated on other bf16 runs, not framework "
+                   "megatron and dtype fp16; its efficiencies may not transfer"]
+    main(["optimize", "--budget", "2000gpuh", "--gpus", "64", "--cluster", str(spec), "--dtype", "fp16",
+          "--framework", "other"])
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warning" in line] == [
+        f"planner optimize: warning: {calibrated.name} was calibrated on other bf16 runs, not dtype fp16; its "
+        "efficiencies may not transfer"]

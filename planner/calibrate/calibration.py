@@ -440,6 +440,9 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     report["prediction_interval_90"] = [float(np.expm1(np.quantile(log_residuals, 0.05))),
                                         float(np.expm1(np.quantile(log_residuals, 0.95)))]
     report["held_out_band"] = held_out_band(held_after)
+    # What the fit saw: the efficiencies need not transfer to another stack or number format.
+    report["fitted_frameworks"] = sorted({s.layout.framework for s in samples})
+    report["fitted_dtypes"] = sorted({s.layout.dtype for s in samples})
     return report
 
 
@@ -482,5 +485,6 @@ def calibrated_spec_mapping(raw: dict, report: dict, sources: list[str], rows: i
                               f"held-out step-time MAPE {100 * held:.1f}% ({report['heldout_kind']})")
     band = report["held_out_band"]
     mapping["calibrated_on"] = {"held_out_rows": band["rows"],
-                                "held_out_step_time_ratio_90": [round(band["low"], 4), round(band["high"], 4)]}
+                                "held_out_step_time_ratio_90": [round(band["low"], 4), round(band["high"], 4)],
+                                "frameworks": report["fitted_frameworks"], "dtypes": report["fitted_dtypes"]}
     return mapping

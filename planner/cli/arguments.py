@@ -100,6 +100,18 @@ CLUSTER_DIR_HELP = ("resolve cluster names in this folder alone (default: the wo
                     "spec folder, then the bundled specs; `planner clusters` lists them)")
 
 
+def warn_outside_calibration(command: str, cluster, framework: str, dtype: str) -> None:
+    """One stderr line when a calibrated spec is used for a stack or dtype its fitted rows did not have."""
+    import sys
+
+    recorded = cluster.calibrated_on
+    outside = recorded.outside(framework, dtype) if recorded is not None else []
+    if outside:
+        sys.stderr.write(f"planner {command}: warning: {cluster.name} was calibrated on {', '.join(recorded.frameworks)} "
+                         f"{'/'.join(recorded.dtypes)} runs, not {' and '.join(outside)}; its efficiencies may not "
+                         "transfer\n")
+
+
 def refuse_flags(args, names, reason: str) -> None:
     """A one-line PlannerInputError naming the first of `names` (argparse dests) the user set, with `reason`:
     a flag that does not apply to the mode asked for is refused, never silently ignored. A flag counts as set

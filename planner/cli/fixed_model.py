@@ -178,6 +178,11 @@ def run_fixed_model(args) -> int:
                                             "layout's launch files for its stack (--framework deepspeed for DeepSpeed)")
     check_outputs(args)
     result = solve_fixed_model(args)
+    if result.chosen is not None and result.chosen.best is not None:
+        from planner.cli.arguments import warn_outside_calibration
+
+        row = result.chosen.search.rows([result.chosen.best])[0]
+        warn_outside_calibration("optimize", result.cluster, row["framework"], row.get("dtype", args.dtype))
     emitted = None
     if args.emit and result.chosen is not None:
         emitted = emittable_layout(result.chosen, result.model)

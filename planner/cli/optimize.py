@@ -139,6 +139,10 @@ def run(args) -> int:
     inputs = load_inputs(args)
     result = solve(args, inputs)
     emitted = emit_deepspeed_notes(args.emit_deepspeed, result)
+    if result.plan:
+        from planner.cli.arguments import warn_outside_calibration
+
+        warn_outside_calibration("optimize", inputs[0], result.plan["layout"]["framework"], result.plan["layout"]["dtype"])
     if args.json:
         print(json_document(result_json(result) | emitted))
     else:

@@ -253,6 +253,9 @@ def run(args) -> int:
 
     from planner.cost.goodput import goodput_summary
 
+    from planner.cli.arguments import warn_outside_calibration
+
+    warn_outside_calibration("simulate", cluster, layout.framework, layout.dtype)
     result = simulate(model, layout, cluster)
     result["step_time_band"] = interval(result["step_time_s"], layout.framework, cluster)
     result["goodput"] = goodput_summary(model.total_params, layout.gpus, cluster, getattr(args, "checkpoint_mode", None))

@@ -298,6 +298,27 @@ class CalibratedOn(_Frozen):
 
     held_out_rows: int = Field(ge=1)
     held_out_step_time_ratio_90: tuple[float, float]
+    # The training stacks and number formats of the fitted rows: efficiencies fitted on one stack and dtype
+    # (DeepSpeed fp32 on CPUs) need not hold for another; simulate and optimize warn outside them. Empty: not
+    # recorded (a spec calibrated before they were).
+    frameworks: tuple[str, ...] = ()
+    dtypes: tuple[Literal[DTYPES], ...] = ()
+
+    @field_validator("frameworks")
+    @classmethod
+    def _known_frameworks(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from planner.frameworks import FRAMEWORK_NAMES
+
+        unknown = [name for name in names if name not in FRAMEWORK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown framework {unknown[0]!r} (expected one of {', '.join(FRAMEWORK_NAMES)})")
+        return names
+
+    def outside(self, framework: str, dtype: str) -> list[str]:
+        """What of (framework, dtype) the fitted rows did not have, as 'framework X' / 'dtype Y' (empty: inside,
+        or not recorded)."""
+        return ([f"framework {framework}"] if self.frameworks and framework not in self.frameworks else []) + \
+            ([f"dtype {dtype}"] if self.dtypes and dtype not in self.dtypes else [])
 
     @field_validator("held_out_step_time_ratio_90")
     @classmethod
