@@ -224,3 +224,46 @@ def test_a_calibrated_spec_warns_once_outside_the_fitted_frameworks_and_dtypes(t
     assert [line for line in err if "warning" in line] == [
         f"planner optimize: warning: {calibrated.name} was calibrated on other bf16 runs, not dtype fp16; its "
         "efficiencies may not transfer"]
+
+
+@pytest.mark.parametrize("with_record", [True, False])
+def test_recalibrating_a_calibrated_spec_keeps_its_name_defaults_and_provenance(tmp_path, capsys, with_record):
+    """Recalibrating X.calibrated wrote X.calibrated.calibrated, listed the first fit's values as defaults (and
+    judged the new fit against them), and dropped the first calibration's record line. A spec calibrated before
+    the record was kept (with_record False) finds its defaults in the spec it was made from."""
+    import json
+
+    import yaml
+
+    from planner.calibrate.calibration import PARAMETERS, _default_value
+
+    base = load_cluster("dgx-a100-80gb")
+    runs_file, spec_dir = tmp_path / "runs.csv", tmp_path / "specs"
+    write_runs(runs_file, rows(base.with_efficiency(matmul_peak_fraction=0.3)))
+    spec_dir.mkdir()
+    (spec_dir / "dgx-a100-80gb.yaml").write_text(Path(base.source_file).read_text())
+    argv = ["calibrate", str(runs_file), "--cluster-dir", str(spec_dir), "--folds", "2", "--json"]
+    assert main(argv + ["--cluster", "dgx-a100-80gb"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["fitted_parameters"]
+    written = spec_dir / "dgx-a100-80gb.calibrated.yaml"
+    first_line = load_cluster(str(written)).calibration
+    if not with_record:
+        mapping = yaml.safe_load(written.read_text())
+        del mapping["calibrated_on"]
+        written.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    assert main(argv + ["--cluster", "dgx-a100-80gb.calibrated", "--force"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in spec_dir.iterdir()) == ["dgx-a100-80gb.calibrated.yaml", "dgx-a100-80gb.yaml"]
+    again = load_cluster("dgx-a100-80gb.calibrated", spec_dir)
+    assert again.name == "dgx-a100-80gb.calibrated"
+    assert again.calibrated_on.earlier == (first_line,)
+    assert f"# earlier: {first_line}" in written.read_text()
+    datasheet = {n: _default_value(base, n, []) for n in PARAMETERS if n != "matmul_half_size"}
+    assert {n: second["defaults"][n] for n in datasheet} == pytest.approx(datasheet)
+    assert set(second["earlier_fitted"]) >= set(first["fitted_parameters"])
+    assert set(again.calibrated_on.defaults) >= set(first["fitted_parameters"]) | set(second["fitted_parameters"])
+    # Judged against the datasheet: 0.3 of peak is under half the A100 default however often it is refitted.
+    refit = second["fitted_parameters"]
+    if "matmul_peak_fraction" in refit:
+        assert "matmul_peak_fraction" in second["implausible"]

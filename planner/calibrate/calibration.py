@@ -122,14 +122,23 @@ def _from_free(name: str, free: float) -> float:
     return float(min(max(np.exp(free), low), high))
 
 
+CALIBRATED_SUFFIX = ".calibrated"
+
+
+def base_name(cluster: ClusterSpec) -> str:
+    """The name of the spec a calibrated one was made from ('x' for 'x.calibrated'); a recalibration writes
+    'x.calibrated' again, never 'x.calibrated.calibrated'."""
+    return cluster.name.removesuffix(CALIBRATED_SUFFIX)
+
+
 def on_cluster(run: MeasuredRun, cluster: ClusterSpec) -> bool:
     """The row was measured on `cluster` (or on the spec a `.calibrated` one was made from)."""
-    return run.cluster in (cluster.name, cluster.name.removesuffix(".calibrated"))
+    return run.cluster in (cluster.name, base_name(cluster))
 
 
 def other_cluster_reason(run: MeasuredRun, cluster: ClusterSpec) -> str:
     """load_samples' reason for a row of another cluster (the CLI lists the other reasons only)."""
-    return f"{run.origin or run.id}: cluster {run.cluster!r} is not {cluster.name.removesuffix('.calibrated')!r}"
+    return f"{run.origin or run.id}: cluster {run.cluster!r} is not {base_name(cluster)!r}"
 
 
 def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
@@ -383,10 +392,24 @@ def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = I
     return current, {"fitted": chosen, "selection_path": path, "left_at_default": reasons}
 
 
+def earlier_defaults(cluster: ClusterSpec, uncalibrated: ClusterSpec | None = None) -> dict[str, float]:
+    """The uncalibrated values of what an earlier calibration of `cluster` fitted: its record
+    (CalibratedOn.defaults), else, for a spec calibrated before the record was kept, the values of
+    `uncalibrated` (the spec it was made from) that differ from it; empty for an uncalibrated spec."""
+    if cluster.calibrated_on is not None and cluster.calibrated_on.defaults:
+        return dict(cluster.calibrated_on.defaults)
+    if uncalibrated is None:
+        return {}
+    return {n: _default_value(uncalibrated, n, []) for n in PARAMETERS
+            if getattr(uncalibrated.efficiency, n) != getattr(cluster.efficiency, n)}
+
+
 def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: list[Sample] | None = None,
-              progress=None) -> dict:
+              progress=None, uncalibrated: ClusterSpec | None = None) -> dict:
     """Fit on `samples`; report error before/after on them and on held-out rows (given or k-fold).
-    `progress(done, total)`, if given, hears of each calibration done: the fit, then one per fold."""
+    `progress(done, total)`, if given, hears of each calibration done: the fit, then one per fold. When
+    `cluster` was calibrated before, the defaults reported and judged are the uncalibrated spec's
+    (earlier_defaults; `uncalibrated` is that spec, for a calibrated one without the record)."""
     if len(samples) < 3:
         raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
     measured = np.array([s.run.step_time_s for s in samples])
@@ -405,8 +428,12 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     fitted, decided = select(samples)
     before = predict(samples, cluster) / measured - 1
     after = predict(samples, fitted) / measured - 1
+    # A spec calibrated before keeps the uncalibrated values of what it fitted (CalibratedOn.defaults): the
+    # report compares against those, and lists what stays at an earlier fit's value as such.
+    earlier = earlier_defaults(cluster, uncalibrated)
     report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in decided["fitted"]},
-              "defaults": {n: _default_value(cluster, n, samples) for n in PARAMETERS},
+              "defaults": {n: earlier.get(n, _default_value(cluster, n, samples)) for n in PARAMETERS},
+              "earlier_fitted": {n: _default_value(cluster, n, samples) for n in PARAMETERS if n in earlier},
               "left_at_default": decided["left_at_default"], "selection_path": decided["selection_path"],
               "train": {"before": _stats(before), "after": _stats(after)}, "cluster": fitted}
     if holdout:
@@ -479,12 +506,26 @@ def calibrated_spec_mapping(raw: dict, report: dict, sources: list[str], rows: i
     if not applied:
         fitted_names += " (a fit predicted held-out rows worse than the defaults)"
     mapping = dict(raw)
-    mapping["name"] = f"{raw['name']}.calibrated"
+    mapping["name"] = f"{str(raw['name']).removesuffix(CALIBRATED_SUFFIX)}{CALIBRATED_SUFFIX}"
     mapping["efficiency"] = efficiency
     mapping["calibration"] = (f"calibrated {date} on {rows} rows of {', '.join(sources)}; fitted {fitted_names}; "
                               f"held-out step-time MAPE {100 * held:.1f}% ({report['heldout_kind']})")
     band = report["held_out_band"]
+    before = raw.get("calibrated_on") if isinstance(raw.get("calibrated_on"), dict) else {}
+    fitted_or_earlier = set(report["fitted_parameters"]) | set(report.get("earlier_fitted", {}))
     mapping["calibrated_on"] = {"held_out_rows": band["rows"],
                                 "held_out_step_time_ratio_90": [round(band["low"], 4), round(band["high"], 4)],
-                                "frameworks": report["fitted_frameworks"], "dtypes": report["fitted_dtypes"]}
+                                "frameworks": report["fitted_frameworks"], "dtypes": report["fitted_dtypes"],
+                                "defaults": {n: float(report["defaults"][n]) for n in PARAMETERS if n in fitted_or_earlier},
+                                "earlier": earlier_records(raw, before)}
     return mapping
+
+
+def earlier_records(raw: dict, before: dict) -> list[str]:
+    """The provenance lines a recalibration keeps: those the spec kept, then its own calibration line (a spec
+    loaded from a calibrated file; the uncalibrated default line is no record)."""
+    records = list(before.get("earlier", []))
+    line = str(raw.get("calibration", ""))
+    if line.startswith("calibrated"):
+        records.append(line)
+    return records

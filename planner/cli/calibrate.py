@@ -42,7 +42,7 @@ def register(subparsers, name: str) -> None:
 def run(args) -> int:
     import yaml
 
-    from planner.calibrate.calibration import (calibrate, calibrated_spec_mapping, load_samples, on_cluster,
+    from planner.calibrate.calibration import (base_name, calibrate, calibrated_spec_mapping, load_samples, on_cluster,
                                                other_cluster_reason)
     from planner.cli.progress import Progress
     from planner.errors import PlannerInputError
@@ -56,7 +56,7 @@ def run(args) -> int:
     target = None
     if not args.no_write:  # refuse an existing output before the fit, not after it
         folder = Path(args.cluster_dir) if args.cluster_dir else user_cluster_dir()
-        target = Path(args.out) if args.out else folder / f"{cluster.name}.calibrated.yaml"
+        target = Path(args.out) if args.out else folder / f"{base_name(cluster)}.calibrated.yaml"
         check_new_outputs([target], args.force)
     runs, problems = read_runs_files(args.runs)
     samples, skipped = load_samples(runs, cluster, args.time_column)
@@ -72,7 +72,8 @@ def run(args) -> int:
             raise PlannerInputError(f"--holdout-source: no rows on {cluster.name} have a source starting with "
                                     f"{' or '.join(map(repr, args.holdout_source))}")
     with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
-        report = calibrate(samples, cluster, k=args.folds, holdout=holdout, progress=progress)
+        report = calibrate(samples, cluster, k=args.folds, holdout=holdout, progress=progress,
+                           uncalibrated=_uncalibrated(cluster, args.cluster_dir))
     sources = sorted({s.run.source or "(no source)" for s in samples})
     written = None
     if target is not None:
@@ -80,8 +81,10 @@ def run(args) -> int:
         mapping = calibrated_spec_mapping(raw, report, [Path(p).name for p in args.runs], len(samples))
         parse_cluster_spec(mapping, str(target))  # the file we write must load
         header = "".join(f"# {name}: {value:.6g} (fitted)\n" for name, value in report["fitted_parameters"].items())
-        header += "".join(f"# {name}: left at default ({why})\n" for name, why in report["left_at_default"].items())
-        text = f"# {mapping['calibration']}\n# written by `planner calibrate`\n{header}" + yaml.safe_dump(mapping, sort_keys=False)
+        header += "".join(f"# {name}: left at {_kept(report, name)} ({why})\n" for name, why in report["left_at_default"].items())
+        earlier = "".join(f"# earlier: {line}\n" for line in mapping["calibrated_on"]["earlier"])
+        text = (f"# {mapping['calibration']}\n{earlier}# written by `planner calibrate`\n{header}"
+                + yaml.safe_dump(mapping, sort_keys=False))
         if not args.out and not args.cluster_dir:
             target.parent.mkdir(parents=True, exist_ok=True)  # the user folder, made on first use
         written = str(write_text_atomic(target, text, force=args.force))
@@ -105,7 +108,8 @@ def run(args) -> int:
     if len(own) > SKIPPED_SHOWN:
         print(f"skipped    ... and {len(own) - SKIPPED_SHOWN} more (--json lists every one)")
     rows = [[name, f"{report['defaults'][name]:.4g}", f"{value:.4g}"] for name, value in report["fitted_parameters"].items()]
-    rows += [[name, f"{report['defaults'][name]:.4g}", f"default: {why}"] for name, why in report["left_at_default"].items()]
+    rows += [[name, f"{report['defaults'][name]:.4g}", f"{_kept(report, name)}: {why}"]
+             for name, why in report["left_at_default"].items()]
     print(table(["parameter", "default", "calibrated"], rows, align="lrl"))
     stat_rows = []
     for label, key in (("fitted rows", "train"), (f"held-out ({report['heldout_kind']})", "heldout")):
@@ -132,6 +136,26 @@ def run(args) -> int:
           f"{band['rows']} held-out rows)" + ("; written into the spec, simulate and optimize use it" if written else ""))
     _say_written(written, args.cluster_dir)
     return 0
+
+
+def _uncalibrated(cluster, cluster_dir):
+    """The spec a calibrated one without a record of its defaults was made from, when it can be found by name."""
+    from planner.calibrate.calibration import base_name
+    from planner.errors import PlannerInputError
+    from planner.specs.clusters import load_cluster
+
+    if base_name(cluster) == cluster.name or (cluster.calibrated_on is not None and cluster.calibrated_on.defaults):
+        return None
+    try:
+        return load_cluster(base_name(cluster), cluster_dir)
+    except PlannerInputError:
+        return None
+
+
+def _kept(report: dict, name: str) -> str:
+    """What a parameter this fit left alone stays at: the default, or an earlier calibration's value."""
+    earlier = report.get("earlier_fitted", {})
+    return f"{earlier[name]:.4g} from the earlier calibration" if name in earlier else "default"
 
 
 def _say_written(written: str | None, cluster_dir: str | None) -> None:

@@ -12,6 +12,7 @@ calibrate` fits them to measured runs and writes `<name>.calibrated.yaml` with t
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Annotated, Literal
 
@@ -303,6 +304,11 @@ class CalibratedOn(_Frozen):
     # recorded (a spec calibrated before they were).
     frameworks: tuple[str, ...] = ()
     dtypes: tuple[Literal[DTYPES], ...] = ()
+    # The uncalibrated spec's values of every parameter a calibration (this one or an earlier one it started
+    # from) fitted: a recalibration reports and judges its fit against these, not against earlier fitted values.
+    defaults: dict[str, float] = {}
+    # The record lines of the calibrations this one started from, oldest first.
+    earlier: tuple[str, ...] = ()
 
     @field_validator("frameworks")
     @classmethod
@@ -313,6 +319,16 @@ class CalibratedOn(_Frozen):
         if unknown:
             raise ValueError(f"unknown framework {unknown[0]!r} (expected one of {', '.join(FRAMEWORK_NAMES)})")
         return names
+
+    @field_validator("defaults")
+    @classmethod
+    def _efficiency_names(cls, values: dict[str, float]) -> dict[str, float]:
+        unknown = [name for name in values if name not in Efficiency.model_fields]
+        if unknown:
+            raise ValueError(f"unknown efficiency parameter {unknown[0]!r}")
+        if not all(math.isfinite(v) and v >= 0 for v in values.values()):
+            raise ValueError("expected finite, non-negative values")
+        return values
 
     def outside(self, framework: str, dtype: str) -> list[str]:
         """What of (framework, dtype) the fitted rows did not have, as 'framework X' / 'dtype Y' (empty: inside,
