@@ -107,6 +107,23 @@ def test_append_writes_rows_in_the_existing_files_column_order(tmp_path):
     assert not problems and got == expected and got.extra == expected.extra
 
 
+@pytest.mark.parametrize("bom, separator", [("\ufeff", ","), ("", ", "), ("\ufeff", ", ")])
+def test_append_reads_the_header_as_the_reader_does(tmp_path, bom, separator):
+    """--append refused a header with a UTF-8 byte order mark or blanks after the commas ("no 'id' column"),
+    which the reader and doctor accept (runs_csv.header_names)."""
+    fresh, out = tmp_path / "fresh.csv", tmp_path / "runs.csv"
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(fresh)]) == 0
+    header = fresh.read_text(encoding="utf-8").splitlines()[0].split(",")
+    out.write_text(bom + separator.join(header) + "\nmine" + "," * (len(header) - 1) + "\n", encoding="utf-8")
+    before = out.read_bytes()
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out), "--append"]) == 0
+    assert out.read_bytes().startswith(before)
+    (expected,), _ = read_runs(fresh)
+    (mine, got), problems = read_runs(out)
+    assert not problems and mine.id == "mine" and got == expected and got.extra == expected.extra
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--id", "mine", "--out", str(out), "--append"]) == 2
+
+
 def test_append_refuses_a_header_that_would_drop_values(tmp_path, capsys):
     out = tmp_path / "runs.csv"
     out.write_text("id,step_time_s\nmine,1.5\n", encoding="utf-8")

@@ -259,6 +259,16 @@ def first_duplicate(header: list[str]) -> str | None:
     return None
 
 
+def header_names(cells: list[str]) -> list[str]:
+    """Column names of a header row as written by hand or by a spreadsheet: blanks after the commas
+    ("id, cluster") and a UTF-8 byte order mark before the first are not part of the name (they made every
+    column 'missing'). The reader and `--append` both read a header through this."""
+    names = [name.strip() for name in cells]
+    if names:
+        names[0] = names[0].lstrip("\ufeff").strip()
+    return names
+
+
 def runs_from_lines(lines: Iterable[str], path: str | Path, on_header=None) -> Iterator[MeasuredRun | RowProblem]:
     """Rows and row problems from lines of CSV text (see `iter_runs`); `on_header(names)`, when given,
     sees the header before it is checked (doctor lists what it finds in it)."""
@@ -268,11 +278,7 @@ def runs_from_lines(lines: Iterable[str], path: str | Path, on_header=None) -> I
         header = reader.fieldnames or []
     except csv.Error as error:
         raise PlannerInputError(f"{shown(path)}: malformed CSV header ({error})") from None
-    # Names as written by hand or by a spreadsheet: blanks after the commas ("id, cluster") and a UTF-8 byte
-    # order mark before the first are not part of the name (they made every column 'missing').
-    header = [name.strip() for name in header]
-    if header:
-        header[0] = header[0].lstrip("\ufeff").strip()
+    header = header_names(header)
     reader.fieldnames = header
     if on_header is not None:
         on_header(list(header))
@@ -390,6 +396,7 @@ def _header_and_ids(path: str | Path) -> tuple[list[str] | None, dict[str, int]]
             header = next(reader, None)
             if header is None:
                 return None, {}
+            header = header_names(header)  # as the reader takes it (a BOM, blanks after commas)
             if "id" not in header or len(set(header)) < len(header):
                 raise PlannerInputError(f"{name}: header has no 'id' column or repeats a column; --append adds rows "
                                         "only to a runs CSV with a valid header")
