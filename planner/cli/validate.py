@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from itertools import chain
 
 from planner.report.render import to_json
 
@@ -157,11 +156,11 @@ class _Collected:
 
 
 def _collect(paths, cluster_dir, collected: _Collected, progress) -> None:
-    from planner.profile.runs_csv import RowProblem, iter_runs
+    from planner.profile.runs_csv import RowProblem, iter_runs_files
     from planner.calibrate.validation import iter_predictions
 
     def runs():
-        for item in chain.from_iterable(iter_runs(path) for path in paths):
+        for item in iter_runs_files(paths):
             if isinstance(item, RowProblem):
                 collected.problem(item)
             else:

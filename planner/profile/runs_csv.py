@@ -314,14 +314,25 @@ def _split(items: Iterable[MeasuredRun | RowProblem]) -> tuple[list[MeasuredRun]
 
 def read_runs_files(paths) -> tuple[list[MeasuredRun], list[RowProblem]]:
     """Rows (and unreadable rows) of several runs CSVs; a path that names no readable file, or a file already
-    named, is an error."""
+    named, is an error, and so is an id in two of the files (iter_runs_files)."""
     distinct_input_files(paths, RUNS_FILE)
-    runs, problems = [], []
+    return _split(iter_runs_files(paths))
+
+
+def iter_runs_files(paths) -> Iterator[MeasuredRun | RowProblem]:
+    """iter_runs over several files in turn. An id already read from another file is a PlannerInputError naming
+    both places: counting the row twice would weigh that run double in every error and fit, silently (within
+    one file the reader reports a repeat as a row problem, as doctor does)."""
+    first: dict[str, str] = {}  # id -> origin of its first row, "file.csv:12"
     for path in paths:
-        file_runs, file_problems = read_runs(path)
-        runs += file_runs
-        problems += file_problems
-    return runs, problems
+        for item in iter_runs(path):
+            if isinstance(item, MeasuredRun):
+                # Within a file the reader made a repeat a RowProblem: an id seen before is another file's.
+                if item.id in first:
+                    raise PlannerInputError(f"{item.origin}: id {item.id!r} is also in {first[item.id]}; expected "
+                                            "each id once across the runs files (rename or remove one)")
+                first[item.id] = item.origin
+            yield item
 
 
 def cell_text(value: object) -> str:

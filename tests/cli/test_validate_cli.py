@@ -77,3 +77,18 @@ def test_corrupt_and_unsimulatable_rows_are_reported_and_the_rest_validated(cli,
 def test_missing_runs_file_is_a_one_line_error(cli, tmp_path):
     code, _, err = cli(["validate", tmp_path / "absent.csv"])
     assert code == 2 and err.count("\n") == 1 and "no such runs file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["validate", "calibrate"])
+def test_an_id_in_two_runs_files_is_refused_naming_both(cli, tmp_path, published_runs_csv, command):
+    """The same id in two files was counted twice, silently (the reader caught repeats within one file only)."""
+    lines = published_runs_csv.read_text(encoding="utf-8").splitlines()
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
+    second.write_text("\n".join([lines[0], lines[5], lines[3]]) + "\n", encoding="utf-8")
+    row_id = lines[3].split(",")[lines[0].split(",").index("id")]
+    extra = ["--cluster", "dgx-a100-80gb", "--no-write"] if command == "calibrate" else []
+    code, out, err = cli([command, str(first), str(second), *extra])
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert f"{second}:3: id {row_id!r} is also in {first}:4" in err
