@@ -14,7 +14,7 @@ from planner.specs.hardware import load_cluster_file
 from planner.specs.clusters import available_clusters, default_cluster_dir
 
 HEADER = "id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s"
-GOOD_ROW = "{id},dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,1.5"
+GOOD_ROW = "{id},dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,0.15"  # a step time the model predicts within 10x (0.12 s)
 
 
 def _lines(out: str) -> list[str]:
@@ -254,3 +254,28 @@ def test_a_device_is_not_read(cli):
 def test_check_file_matches_the_loader_on_bundled_specs():
     for name in available_clusters():
         assert check_file(default_cluster_dir() / f"{name}.yaml") == []
+
+
+def test_confidence_seq_parallel_and_unit_slips_are_found(cli, tmp_path):
+    """doctor passed a confidence outside high/medium/low, seq_parallel=1 at tp=1, and step times 1000x off the
+    model (milliseconds written as seconds) or 100x under it."""
+    runs = tmp_path / "runs.csv"
+    header = "id,confidence,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,seq_parallel,step_time_s"
+    shape = "dgx-a100-80gb,8,24,2048,16,2048,50304"
+    runs.write_text("\n".join([
+        header,
+        f"ok,high,{shape},1,1,8,1,8,0,0.15",
+        f"sure,certain,{shape},1,1,8,1,8,0,0.15",        # 3 confidence
+        f"sp,medium,{shape},1,1,8,1,8,1,0.15",           # 4 seq_parallel at tp 1
+        f"ms,low,{shape},1,1,8,1,8,0,150",               # 5 milliseconds as seconds
+        f"fast,,{shape},1,1,8,1,8,0,0.001",              # 6 far under the model
+        f"sp-ok,,{shape},2,1,4,1,8,1,0.15",              # tp 2: sequence parallelism is fine
+    ]) + "\n")
+    code, out, _ = cli(["doctor", str(runs)])
+    assert code == 1
+    found = {_where(line)[1]: line for line in _lines(out)}
+    assert set(found) == {3, 4, 5, 6}, out
+    assert "column 'confidence': expected high, medium or low" in found[3] and "'certain'" in found[3]
+    assert "seq_parallel=1 with tp=1" in found[4]
+    assert "x the predicted" in found[5] and "check its unit" in found[5]
+    assert "more than 10x off" in found[6]

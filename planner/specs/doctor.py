@@ -5,15 +5,18 @@ last), then every schema problem pydantic finds (unknown keys, missing keys, bad
 sizes), located on the line of the offending key.
 Runs CSVs (.csv): the header (no id column, a column given twice, a spec column misspelt by case or
 separator), rows that do not parse (non-numeric cells, sizes and times outside their ranges, truncated
-rows, duplicate ids with the line of the first), then rows that parse but cannot be simulated (unknown
+rows, duplicate ids with the line of the first), cells the spec restricts (confidence other than
+high / medium / low, seq_parallel=1 at tp=1), then rows that parse but cannot be simulated (unknown
 cluster, a cluster path leaving the spec folder, a layout that does not divide, missing shape, more GPUs
-than the cluster has) with the arithmetic. Rows whose `status` is not ok record failed runs; they are
+than the cluster has) with the arithmetic, and rows whose measured step time is more than UNIT_ERROR_RATIO
+times off the model's prediction either way (a unit slip: ms for s, per micro-batch for per step). Rows whose `status` is not ok record failed runs; they are
 data, not problems, and are not simulated. The file is streamed (a row at a time), so a file at the
 input cap is checked in bounded memory.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from itertools import chain
@@ -121,12 +124,60 @@ def _until_text(lines) -> tuple[list[str], bool]:
     return head, False
 
 
+CONFIDENCE = ("high", "medium", "low")  # spec/runs_csv.md, column confidence
+# A measured step time this many times off the prediction, either way, is taken for a unit slip, not a model
+# error: the model's worst published row is 1.8x off (README, "Accuracy against published runs"); a unit slip
+# is 1000x (ms for s) or the accumulation count (per micro-batch for per step). Assumed, generous.
+UNIT_ERROR_RATIO = 10.0
+
+
+def row_cell_findings(run) -> list[str]:
+    """Cells of a parsed row the runs-CSV spec restricts beyond their type."""
+    found = []
+    if run.confidence is not None and run.confidence not in CONFIDENCE:
+        found.append(f"column 'confidence': expected high, medium or low (spec/runs_csv.md), got {run.confidence!r}")
+    if run.seq_parallel == 1 and (run.tp or 1) == 1:
+        # Sequence parallelism splits activations over the tensor-parallel group: there is none at tp 1, and
+        # Megatron turns the flag off there (Megatron-DeepSpeed megatron/arguments.py:384-388).
+        found.append("seq_parallel=1 with tp=1: sequence parallelism needs tp > 1 (spec/runs_csv.md); set it to 0")
+    return found
+
+
+def ratio_finding(result) -> str | None:
+    """A row whose measured / predicted step time is above UNIT_ERROR_RATIO or below its inverse."""
+    error = result.step_error
+    if error is None or not math.isfinite(error) or error <= -1.0:
+        return None
+    ratio = 1.0 / (1.0 + error)
+    if 1.0 / UNIT_ERROR_RATIO <= ratio <= UNIT_ERROR_RATIO:
+        return None
+    return (f"step_time_s {result.run.step_time_s:g} s is {ratio:.3g}x the predicted {result.predicted['step_time_s']:.3g} s "
+            f"(more than {UNIT_ERROR_RATIO:g}x off either way): check its unit (seconds per optimizer step)")
+
+
+def _rows_to_simulate(rows, findings: list[Finding], progress, counted: list[int]):
+    """The rows that parse and record a run, with the findings of the rest and of their cells."""
+    from planner.profile.runs_csv import RowProblem
+
+    for item in rows:
+        counted[0] += 1
+        if progress is not None:
+            progress.update(counted[0])
+        if isinstance(item, RowProblem):
+            findings.append(Finding(item.origin, item.reason))
+            continue
+        if (item.extra.get("status") or "ok").strip() != "ok":
+            continue
+        findings.extend(Finding(item.origin, message) for message in row_cell_findings(item))
+        yield item
+
+
 def check_runs_csv(path: Path, cluster_dir=None, progress=None) -> list[Finding]:
-    """Every problem of a runs CSV, streamed: rows are read and checked one at a time, so memory holds
-    the findings and the ids seen (duplicates), not the file. `progress.update(rows)` is called per row."""
-    from planner.profile.runs_csv import RowProblem, UnreadableText, runs_from_lines, text_lines
-    from planner.cost.estimate import check_simulable
-    from planner.calibrate.validation import run_to_config
+    """Every problem of a runs CSV, streamed: rows are read and checked one at a time (simulated a chunk at a
+    time), so memory holds the findings and the ids seen (duplicates), not the file. `progress.update(rows)`
+    is called per row."""
+    from planner.profile.runs_csv import UnreadableText, runs_from_lines, text_lines
+    from planner.calibrate.validation import iter_predictions
 
     lines = text_lines(path, "runs file (.csv)")
     findings: list[Finding] = []
@@ -135,24 +186,14 @@ def check_runs_csv(path: Path, cluster_dir=None, progress=None) -> list[Finding]
         if not has_text:
             return [Finding(f"{path}:1", "empty file (expected a header line with id, cluster, ... and one row per run)")]
         rows = runs_from_lines(chain(head, lines), path, on_header=lambda h: findings.extend(_header_findings(path, h)))
-        clusters: dict = {}  # specs loaded so far, by name: one load per cluster, not per row
-        count = 0
-        for item in rows:
-            count += 1
-            if progress is not None:
-                progress.update(count)
-            if isinstance(item, RowProblem):
-                findings.append(Finding(item.origin, item.reason))
-                continue
-            if (item.extra.get("status") or "ok").strip() != "ok":
-                continue
-            try:
-                model, layout, cluster = run_to_config(item, cluster_dir, clusters)
-                check_simulable(model, layout, cluster)
-                clusters.setdefault(item.cluster, cluster)
-            except PlannerInputError as error:
-                findings.append(Finding(item.origin, str(error).removeprefix(f"{item.origin}: ")))
-        if count == 0:
+        counted = [0]
+        for result in iter_predictions(_rows_to_simulate(rows, findings, progress, counted), cluster_dir):
+            origin = result.run.origin
+            if result.reason is not None:  # cannot be simulated
+                findings.append(Finding(origin, result.reason.removeprefix(f"{origin}: ")))
+            elif (message := ratio_finding(result)) is not None:
+                findings.append(Finding(origin, message))
+        if counted[0] == 0:
             findings.append(Finding(f"{path}:1", "no rows after the header"))
     except UnreadableText as error:
         findings.append(Finding(f"{path}:{error.line}", error.reason))
