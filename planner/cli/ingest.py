@@ -85,6 +85,15 @@ def run_ingest(args) -> int:
     if exists and not (args.append or args.force):
         raise PlannerInputError(f"--out {args.out}: already exists; pass --append to add rows or --force to overwrite it")
     distinct_input_files(args.logs, "training log")
+    if args.cluster is not None:
+        from planner.specs.clusters import load_cluster
+
+        # The row names the cluster validate and calibrate will load: one they cannot find is bad input here,
+        # before any row is written (the error lists the known names, as doctor's does).
+        try:
+            load_cluster(args.cluster)
+        except PlannerInputError as error:
+            raise PlannerInputError(f"--cluster {args.cluster}: {error}") from None
     flags = {key: value for key, value in vars(args).items() if value is not None}
     notes = []  # notes go to stderr once there is a result; with none they make the one error line
     rows, taken, failed = [], set(), 0

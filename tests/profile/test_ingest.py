@@ -360,3 +360,13 @@ def test_a_layout_that_does_not_multiply_to_the_gpus_is_not_written(tmp_path, ca
     assert main(["ingest", str(path), "--cluster", "dgx-a100-80gb", "--dp", "2", "--out", str(out)]) == 2
     assert not out.exists()
     assert "8 != gpus(16)" in capsys.readouterr().err
+
+
+def test_an_unknown_cluster_is_refused_before_anything_is_written(tmp_path, capsys):
+    """--cluster nosuch wrote the row and exited 0; validate then could not simulate it."""
+    out = tmp_path / "rows.csv"
+    assert main(["ingest", str(MEGATRON_LOG), "--cluster", "nosuch", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert not out.exists() and captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert "--cluster nosuch: unknown cluster 'nosuch'" in line and "dgx-a100-80gb" in line
