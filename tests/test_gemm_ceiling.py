@@ -104,7 +104,9 @@ def test_a_calibrated_ceiling_overrides_the_table_and_still_carries_fp8():
     fitted = h100.with_efficiency(matmul_peak_fraction=0.5)
     raw = load_yaml_file(h100.source_file, "cluster spec (.yaml)")
     report = {"cluster": fitted, "heldout": {"after": {"mape": 0.1}}, "fitted_parameters": {"matmul_peak_fraction": 0.5},
-              "heldout_kind": "test"}
+              "heldout_kind": "test", "held_out_band": {"rows": 3, "low": 0.9, "high": 1.1},
+              "fitted_frameworks": ["megatron"], "fitted_dtypes": ["bf16"],
+              "defaults": {"matmul_peak_fraction": h100.efficiency.matmul_peak_fraction}}
     calibrated = parse_cluster_spec(calibrated_spec_mapping(raw, report, ["runs.csv"], 3), "calibrated.yaml")
     assert calibrated.efficiency.matmul_peak_fraction == 0.5
     assert calibrated.efficiency.fp8_matmul_relative_efficiency == h100.efficiency.fp8_matmul_relative_efficiency

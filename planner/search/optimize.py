@@ -344,7 +344,8 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "wall_clock_days": float(feasible["wall_s"][position]) / 86400.0,
         "gpu_hours": gpu_hours, "inference_gpu_hours": float(feasible["inference_gpu_seconds"][position]) / 3600.0,
         "cost_usd": gpu_hours * price if price else None,
-        "predicted_loss": float(feasible["loss"][position]), # No band for a law with no uncertainty (its "band" is the point twice): null, and the basis says so.
+        "predicted_loss": float(feasible["loss"][position]),
+        # No band for a law with no uncertainty (its "band" is the point twice): null, and the basis says so.
         "loss_interval": [float(low[0]), float(high[0])] if interval_basis(problem.law) else None,
         "loss_interval_basis": interval_basis(problem.law) or NO_INTERVAL,
         "law_warnings": problem.law.extrapolation_warnings(np.array([law_n]), np.array([tokens])),
