@@ -29,11 +29,15 @@ _SHAPE_BITS = {"tp": 12, "pp": 12, "cp": 12, "dp": 24}
 _TABLE_LIMIT = 1 << 22
 # Above this share of distinct rows, gathering and spreading costs more than computing every row.
 _WORTHWHILE_SHARE = 0.25
+# Below this many rows keying costs more than it saves (validate's and calibrate's batches of tens of rows,
+# scored thousands of times by the calibration's fits): every row is computed.
+_FEWEST_KEYED_ROWS = 2048
 
 
 def _dense_codes(key: np.ndarray, size: int) -> tuple[np.ndarray, int]:
-    """`key` (values in [0, size)) renumbered 0 .. distinct - 1 in increasing order, and the count."""
-    if size <= _TABLE_LIMIT:
+    """`key` (values in [0, size)) renumbered 0 .. distinct - 1 in increasing order, and the count. Through a
+    table of `size` flags where that is not much larger than the key (a pass over the table), else sorted."""
+    if size <= min(_TABLE_LIMIT, 8 * len(key)):
         present = np.zeros(size, dtype=bool)
         present[key] = True
         number = np.cumsum(present, dtype=np.int64) - 1
@@ -87,7 +91,7 @@ def _parallel_shapes(batch: CandidateBatch):
 
 
 def _distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
-    if len(batch) == 0:
+    if len(batch) < _FEWEST_KEYED_ROWS:
         return None
     shapes = parallel_shapes(batch) if set(PARALLEL_SIZES) <= set(columns) else None
     if shapes is None:
