@@ -69,12 +69,13 @@ MICRO_BATCH_RULE_FIELDS = ("interleaving_needs_pp_micro_batches", "one_f_one_b_n
 def runnable_micro_batches(columns, pp, vpp, count) -> np.ndarray:
     """The fewest micro-batches a step at least `count` that the stack's pipeline schedule runs.
 
-    `columns` maps the MICRO_BATCH_RULE_FIELDS to per-row values (framework_arrays, or one stack's). With pp > 1: interleaving (vpp > 1) or 1F1B (vpp 1) that needs a group of pp raises the
-    count to pp; torch's interleaved rounds (max(1, m // pp) of them) must divide m, so the count rises to the
-    next m they divide (a multiple of pp always is). Everything else runs as it is. Arrays broadcast;
+    `columns` maps the MICRO_BATCH_RULE_FIELDS to per-row values (framework_arrays, or one stack's). With
+    pp > 1: interleaving (vpp > 1) or 1F1B (vpp 1) that needs a group of pp raises the count to pp; torch's
+    interleaved rounds (max(1, m // pp) of them) must divide m, so the count rises to the next m they divide (a
+    multiple of pp always is). Everything else runs as it is. Arrays broadcast;
     unsupported_features checks a layout against it, the searches size their batches by it."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
-    piped, interleaved = pp > 1, np.asarray(vpp) > 1
+    piped, interleaved = pp > 1, vpp > 1
     needs_group = piped & np.where(interleaved, np.asarray(columns["interleaving_needs_pp_micro_batches"], dtype=bool),
                                    np.asarray(columns["one_f_one_b_needs_pp_micro_batches"], dtype=bool))
     count = np.maximum(np.asarray(count), np.where(needs_group, pp, 1))
