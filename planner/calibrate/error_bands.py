@@ -112,7 +112,9 @@ def interval(step_time_s: float, framework: str, cluster=None) -> dict | None:
     if band is None:
         return None
     clusters = shipped_clusters()
-    own = cluster is None or cluster.name.removesuffix(".calibrated") in clusters
+    from planner.calibrate.calibration import base_name  # the spec a calibrated one was made from
+
+    own = cluster is None or base_name(cluster) in clusters
     return {"low_s": step_time_s * band["low"], "high_s": step_time_s * band["high"], "group": band["group"],
             "rows": band["rows"], "basis": "published" if own else "other-hardware", "clusters": clusters}
 

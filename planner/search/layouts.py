@@ -36,7 +36,8 @@ from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, runnable_micro_batches
+from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, micro_batch_rules,
+                                runnable_micro_batches)
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
@@ -187,7 +188,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
     # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
     # (what such a stack's user would run).
-    schedule_rules = {name: np.array([getattr(s, name) for s in stacks])[f] for name in MICRO_BATCH_RULE_FIELDS}
+    per_stack = [micro_batch_rules(s) for s in stacks]
+    schedule_rules = {name: np.array([rules[name] for rules in per_stack])[f] for name in MICRO_BATCH_RULE_FIELDS}
     if global_batch is not None:
         given = global_batch // (micro[rows] * dp)
         runs &= runnable_micro_batches(schedule_rules, pp, vpp, given) == given
