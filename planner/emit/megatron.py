@@ -175,6 +175,12 @@ def data_parallel_arguments(layout: Layout) -> list[Argument]:
         args.append(("--grad-reduce-in-bf16", None))  # MP:3053; else bf16 reduces in fp32 (MP:1213-1217)
     elif layout.grad_reduce_in_fp32 and layout.dtype == "fp16":
         args.append(("--accumulate-allreduce-grads-in-fp32", None))                # MP:3069
+    fp32_grads = layout.grad_reduce_in_fp32 or (layout.grad_reduce_in_fp32 is None and layout.dtype in ("bf16", "fp8"))
+    if layout.zero >= 2 and layout.dtype != "fp32" and fp32_grads:
+        # Megatron-FSDP ignores the two flags above: its gradients are held and reduce-scattered in the model's
+        # 16-bit dtype unless asked (MP:3691 default 'auto' -> None, MP:1077-1092; megatron_fsdp/
+        # param_and_grad_buffer.py:2313-2322), where the plan priced fp32 gradients.
+        args.append(("--megatron-fsdp-main-grads-dtype", "fp32"))                   # MP:3691
     if layout.dp_comm_overlap_on and layout.dp * layout.cp > 1:
         args.append(("--overlap-grad-reduce", None))                               # MP:3121
         if layout.zero >= 1:  # needs the distributed optimizer or Megatron-FSDP, and --overlap-grad-reduce (MP:1023-1028)

@@ -170,6 +170,19 @@ def test_zero_stages_map_to_megatron_core_sharding():
     assert flags[3]["--ckpt-format"] == "fsdp_dtensor"  # Megatron-FSDP requires it (MP:1169-1170)
 
 
+def test_megatron_fsdp_holds_gradients_in_the_dtype_the_plan_priced():
+    # Megatron-FSDP keeps gradients in the model dtype unless --megatron-fsdp-main-grads-dtype says otherwise
+    # (arguments.py:3691, param_and_grad_buffer.py:2313-2322); the plan prices fp32 gradients with bf16/fp8.
+    model = preset("llama3-8b")
+    args = lambda **kw: dict(megatron_arguments(model, Layout(dp=8, global_batch=8, framework="megatron", **kw)))  # noqa: E731
+    for zero in (2, 3):
+        assert args(zero=zero)["--megatron-fsdp-main-grads-dtype"] == "fp32"
+        assert args(zero=zero, dtype="fp16", grad_reduce_in_fp32=True)["--megatron-fsdp-main-grads-dtype"] == "fp32"
+        assert "--megatron-fsdp-main-grads-dtype" not in args(zero=zero, grad_reduce_in_fp32=False)  # bf16, as priced
+        assert "--megatron-fsdp-main-grads-dtype" not in args(zero=zero, dtype="fp16")
+    assert "--megatron-fsdp-main-grads-dtype" not in args(zero=1)  # the distributed optimizer follows --bf16
+
+
 def test_overlaps_precision_and_recompute_follow_the_layout():
     model = preset("llama3-70b")
     on = dict(megatron_arguments(model, CASES["llama3-70b-3d-vpp"][1]))
