@@ -72,6 +72,10 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     if shard == 1 and layout.cp == 1 and layout.tp * layout.pp > 1 and layout.dtype != "fp32":
         problems.append(f"dtype={layout.dtype} with no FSDP sharding (dp shard degree 1, cp 1) and tp or pp > 1: "
                         "torchtitan disables mixed precision there and trains in fp32")
+    if layout.recompute == "selective":  # Korthikanti's attention-core recompute, which torchtitan does not have
+        problems.append("recompute=selective: torchtitan's selective AC recomputes every nth layer or, op-level, every "
+                        "second matmul (distributed/activation_checkpoint.py:27-49, 106-122), not the attention core "
+                        "the plan priced; plan recompute none or full")
     if layout.activation_offload:
         problems.append("activation_offload: torchtitan's activation checkpointing keeps checkpoints on the GPU")
     if model.attention_window:
@@ -163,9 +167,7 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
             "mixed_precision_reduce": "float32",
             **({"enable_cpu_offload": True} if layout.offload != "none" else {})},        # JC:270
         "parallelism": parallelism_table(model, layout, async_tp),
-        "activation_checkpoint": {"mode": layout.recompute,                               # JC:652
-                                  # op-level SAC keeps matmul outputs and recomputes the rest (JC:655)
-                                  **({"selective_ac_option": "op"} if layout.recompute == "selective" else {})},
+        "activation_checkpoint": {"mode": layout.recompute},  # none or full (JC:652; default selective)
     }
     if async_tp:  # async TP is a compiler pass: it needs the model compiled (tensor_parallel.py:16-23)
         sections["compile"] = {"enable": True, "components": ["model", "loss"]}          # JC:722, 725
