@@ -31,6 +31,7 @@ LLAMA3_FLAVORS = {"8B": (4096, 32, 32, 8, 1.3, 1024), "70B": (8192, 80, 64, 8, 1
                   "405B": (16384, 126, 128, 8, 1.2, 4096)}
 LLAMA3_VOCAB = 128256
 CUSTOM_FLAVOR = "planner"
+CHECKPOINT_INTERVAL_STEPS = 1000  # the run's choice, as Megatron-LM's and Megatron-DeepSpeed's --save-interval
 
 
 def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
@@ -168,6 +169,10 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
             **({"enable_cpu_offload": True} if layout.offload != "none" else {})},        # JC:270
         "parallelism": parallelism_table(model, layout, async_tp),
         "activation_checkpoint": {"mode": layout.recompute},  # none or full (JC:652; default selective)
+        # Off by default (JC:488): without it a failure restarts from step 0, where the plan's goodput prices a
+        # restart from the last checkpoint. Every 1000 steps, as the Megatron launch files save; in
+        # {dump_folder}/checkpoint, loaded back on restart (components/checkpoint.py:558-633).
+        "checkpoint": {"enable": True, "interval": CHECKPOINT_INTERVAL_STEPS},               # JC:488, 519
     }
     if async_tp:  # async TP is a compiler pass: it needs the model compiled (tensor_parallel.py:16-23)
         sections["compile"] = {"enable": True, "components": ["model", "loss"]}          # JC:722, 725

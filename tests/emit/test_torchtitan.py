@@ -82,6 +82,8 @@ def test_the_tables_carry_the_plan(case, h100):
     if mesh.get("enable_async_tensor_parallel"):
         assert config["compile"]["enable"] and "model" in config["compile"]["components"]  # tensor_parallel.py:16-23
     assert ("quantize.linear.float8" in config["model"].get("converters", [])) == (layout.dtype == "fp8")
+    # checkpoint.enable defaults to False (job_config.py:488): the plan's goodput prices restarts from checkpoints
+    assert config["checkpoint"]["enable"] and config["checkpoint"]["interval"] > 0
 
 
 def test_shipped_flavors_are_named_and_other_shapes_get_model_args(h100):
