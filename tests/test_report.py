@@ -300,6 +300,22 @@ def test_what_binds_every_plan_is_the_budget_only_when_they_spend_it(review):
     assert f"{plan['gpus']} GPUs for the" in text and "deadline" in text and "1,000,000" in text
 
 
+def test_why_not_the_lowest_loss_only_when_the_search_minimised_loss(review):
+    """Helper-found: `report --target-loss 2.2` said 'Why not the lowest loss: 1.943 is reachable with 32768 GPUs
+    in 16.8 days; losses within 0.1% count as equal': a cheapest-plan search ties on cost, not loss."""
+    import copy
+
+    from planner.report.document import frontier_blocks, summary_blocks
+
+    data = copy.deepcopy(review[0])
+    plan = data["plans"][0]
+    data["lowest_loss"] = {**plan, "predicted_loss": plan["predicted_loss"] - 0.1}
+    assert "Why not the lowest loss" in " ".join(summary_blocks(data)[1][1])
+    data["constraints"]["target_loss"] = plan["predicted_loss"]
+    assert "Why not the lowest loss" not in " ".join(summary_blocks(data)[1][1])
+    assert "under the budget" not in frontier_blocks(data)[1][1]  # there is none: the frontier's plans cost any amount
+
+
 NO_BAND_LAW = """planner_law_file: 1
 form: chinchilla
 name: no-band

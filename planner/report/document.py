@@ -82,7 +82,9 @@ def summary_blocks(review: dict) -> list:
         + " Step times are predictions; see Sensitivity and Uncertainty.",
     ]
     best = review["lowest_loss"]
-    if best and best["predicted_loss"] < plan["predicted_loss"] - 5e-4:
+    # Only when the search minimised loss: with a target loss it minimised cost, and the frontier's lowest loss
+    # is a far costlier plan, not one tied with the chosen one.
+    if best and review["constraints"].get("target_loss") is None and best["predicted_loss"] < plan["predicted_loss"] - 5e-4:
         facts.append(f"Why not the lowest loss: {best['predicted_loss']:.3f} is reachable with {best['gpus']} GPUs in "
                      f"{human_days(best['wall_clock_days'])}; losses within 0.1% count as equal (far inside the law's "
                      "band), and among them the shorter wall-clock wins.")
@@ -214,8 +216,10 @@ def frontier_blocks(review: dict) -> list:
     rows = [[human_days(p['wall_clock_days']), str(p["gpus"]), human_count(p["params"]), human_count(p["tokens"]),
              f"{p['gpu_hours']:,.0f}", _loss_with_band(p["predicted_loss"], p["loss_low"], p["loss_high"])]
             for p in review["frontier"]]
+    within = ("under the budget" if review["constraints"].get("target_loss") is None else
+              "among the plans reaching the target loss, whatever they cost")
     return [("figure", "frontier", "Loss vs wall-clock frontier."),
-            ("p", "Each point is the best-loss plan finishing within that wall-clock under the budget. Going "
+            ("p", f"Each point is the best-loss plan finishing within that wall-clock {within}. Going "
                   "faster needs more GPUs, larger batches and lower MFU, so loss rises as time shrinks."),
             ("table", ["wall-clock", "GPUs", "N", "D", "GPU-hours", _loss_header(review["law"])], rows)]
 
