@@ -316,6 +316,21 @@ def test_why_not_the_lowest_loss_only_when_the_search_minimised_loss(review):
     assert "under the budget" not in frontier_blocks(data)[1][1]  # there is none: the frontier's plans cost any amount
 
 
+def test_the_review_flags_a_plan_with_little_hbm_free_as_optimize_does(review):
+    """Helper-found: `report --budget '$50000' --gpus 64` chose a plan with 3.18 GiB (4.0%) of 79.65 GiB free;
+    optimize printed a 'risk' line for it, the review said nothing."""
+    import copy
+
+    from planner.report.document import summary_blocks
+
+    data = copy.deepcopy(review[0])
+    plan = data["plans"][0]
+    plan["memory_headroom_bytes"] = 0.04 * plan["hbm_bytes"]
+    assert "Risk:** only 4.0% of HBM free" in " ".join(summary_blocks(data)[1][1])
+    plan["memory_headroom_bytes"] = 0.06 * plan["hbm_bytes"]
+    assert "Risk" not in " ".join(summary_blocks(data)[1][1])
+
+
 NO_BAND_LAW = """planner_law_file: 1
 form: chinchilla
 name: no-band

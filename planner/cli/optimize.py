@@ -234,12 +234,11 @@ def loss_band_text(plan: dict) -> str:
     return f"80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}"
 
 
-# Below this fraction of HBM free a plan is flagged: allocator spikes and fragmentation beyond the model's
-# reserve have been measured at several GiB (GMLake: ~15% on average; cost/memory.py cites it).
-MEMORY_RISK_FRACTION = 0.05
 
 
 def memory_risk_lines(headroom_bytes: float, hbm_bytes: float) -> list[str]:
+    from planner.search.budget import MEMORY_RISK_FRACTION
+
     if headroom_bytes >= MEMORY_RISK_FRACTION * hbm_bytes:
         return []
     from planner.report.render import human_bytes

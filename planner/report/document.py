@@ -76,7 +76,7 @@ def summary_blocks(review: dict) -> list:
         f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}% "
         "after failures and checkpoints.",
         f"Memory: {human_bytes(plan['memory_bytes'])} of {human_bytes(plan['hbm_bytes'])} HBM per GPU "
-        f"({human_bytes(plan['memory_headroom_bytes'])} headroom).",
+        f"({human_bytes(plan['memory_headroom_bytes'])} headroom)." + memory_risk(plan, review["memory_risk_fraction"]),
         (f"Cost model: **calibrated** ({cl['calibration']})." if cl["calibrated"] else
          "Cost model: **not calibrated**: efficiency values are the planner's assumed defaults.")
         + " Step times are predictions; see Sensitivity and Uncertainty.",
@@ -91,6 +91,15 @@ def summary_blocks(review: dict) -> list:
     facts += logistics_facts(review)
     facts += [f"Warning: {w}" for w in plan.get("law_warnings", [])]
     return [("p", text), ("list", facts)]
+
+
+def memory_risk(plan: dict, fraction: float) -> str:
+    """The risk optimize flags when under `fraction` of HBM is left free (search.budget.MEMORY_RISK_FRACTION)."""
+    headroom, hbm = plan["memory_headroom_bytes"], plan["hbm_bytes"]
+    if headroom >= fraction * hbm:
+        return ""
+    return (f" **Risk:** only {100 * headroom / hbm:.1f}% of HBM free: an allocator spike or a longer sequence may "
+            f"run out of memory; `--min-headroom {100 * fraction:g}%` plans with a margin.")
 
 
 def logistics_facts(review: dict) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.calibrate.error_bands import band_origin
-from planner.search.budget import Constraints
+from planner.search.budget import MEMORY_RISK_FRACTION, Constraints
 from planner.cost.goodput import CHECKPOINT_BYTES_PER_PARAM, goodput
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
@@ -308,6 +308,7 @@ def build_review(cluster: ClusterSpec, law, constraints: Constraints, result: Op
         "constraints": {**result.assumptions, "gpus": constraints.gpus, "max_gpus": constraints.max_gpus,
                         "batch_rule_text": BATCH_RULES.get(batch_rule, batch_rule)},
         "sensitivity": sensitivity,
+        "memory_risk_fraction": MEMORY_RISK_FRACTION,  # below it free, the plan's memory is flagged (as optimize does)
     }
     if result.status != "ok":
         return review

@@ -16,6 +16,9 @@ DEFAULT_DEADLINE_S = 30 * 86400.0  # assumed: plans longer than a month are rare
 # Longest deadline accepted: a century is beyond any training plan, and it keeps GPUs x deadline (the budget
 # of `--gpus N --deadline T`) and the token counts derived from it finite.
 MAX_DEADLINE_S = 100 * 365.25 * 86400.0
+# Below this fraction of HBM free a plan is flagged (optimize and the review): allocator spikes and fragmentation
+# beyond the model's reserve have been measured at several GiB (GMLake: ~15% on average; cost/memory.py cites it).
+MEMORY_RISK_FRACTION = 0.05
 
 
 def parse_deadline(text: str) -> float:
