@@ -234,10 +234,9 @@ def loss_band_text(plan: dict) -> str:
     return f"80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}"
 
 
-
-
 def memory_risk_lines(headroom_bytes: float, hbm_bytes: float) -> list[str]:
-    from planner.search.budget import MEMORY_RISK_FRACTION
+    """The risk line of a plan with under search.budget.MEMORY_RISK_FRACTION of HBM free (the report says the same)."""
+    from planner.search.budget import MEMORY_RISK_FRACTION  # imported on use, as the CLI does: a fast --help
 
     if headroom_bytes >= MEMORY_RISK_FRACTION * hbm_bytes:
         return []
