@@ -65,10 +65,34 @@ def test_arrays_follow_the_codes_per_candidate():
     (dict(framework="llm-foundry", tp=2, zero=3), "no tensor parallelism"),
     (dict(framework="llm-foundry", pp=2, dp=2, zero=3, global_batch=4), "no pipeline parallelism"),
     (dict(framework="llm-foundry", zero=1), "supports stages"),
+    (dict(framework="fsdp", dtype="fp8", fp8_recipe="delayed"), "fsdp scales fp8 casts with tensorwise"),
+    (dict(framework="deepspeed", dtype="fp8", fp8_recipe="tensorwise"), "deepspeed scales fp8 casts with delayed"),
 ])
 def test_a_layout_the_stack_cannot_run_is_refused(layout, reason):
     with pytest.raises(PlannerInputError, match=reason):
         check_layout(PRESETS["gpt2-xl"], Layout(**layout))
+
+
+def test_fp8_recipe_defaults_to_the_stacks_and_search_batches_price_it():
+    """torchtitan's float8 is tensorwise current scaling (frameworks/fsdp.py), Megatron's default delayed: a
+    layout that names no recipe gets its stack's, and a search batch (build_batch with no recipe column) prices
+    the same as the layout does. Before, every stack was priced as delayed, which torchtitan cannot run."""
+    from planner.cost.estimate import estimate
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import DTYPE_CODES, build_batch, single_batch
+
+    assert Layout(framework="fsdp", dtype="fp8").fp8_recipe_used == "tensorwise"
+    assert Layout(framework="megatron", dtype="fp8").fp8_recipe_used == "delayed"
+    assert Layout(framework="megatron", dtype="fp8", fp8_recipe="tensorwise").fp8_recipe_used == "tensorwise"
+    model, cluster = PRESETS["llama3-8b"], load_cluster("dgx-h100")
+    layout = Layout(framework="fsdp", dtype="fp8", zero=3, dp=8, global_batch=8, recompute="full")
+    priced = estimate(single_batch(model, layout), cluster).step_time_s[0]
+    arrays = dict(dp=8, zero=3, global_batch=8, recompute=2, dtype=DTYPE_CODES["fp8"],
+                  framework=FRAMEWORK_CODES["fsdp"], dp_comm_overlap=True)
+    searched = estimate(build_batch([model], [0], **arrays), cluster).step_time_s[0]
+    delayed = estimate(build_batch([model], [0], **arrays, fp8_current_scaling=False), cluster).step_time_s[0]
+    assert searched == priced
+    assert searched > delayed  # the amax pass before each cast costs time
 
 
 def test_overlap_defaults_come_from_the_stack():

@@ -63,9 +63,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
                             "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")
     group.add_argument("--fp8-recipe", choices=["delayed", "tensorwise"],
-                       help="how fp8 casts are scaled (Megatron --fp8-recipe): delayed, from the amax history (default, "
-                            "Megatron-Core's), or tensorwise per-tensor current scaling (NeMo's FP8-CS recipes: an "
-                            "amax pass before every cast); needs --dtype fp8")
+                       help="how fp8 casts are scaled (Megatron --fp8-recipe): delayed, from the amax history, or "
+                            "tensorwise per-tensor current scaling (NeMo's FP8-CS recipes, torchtitan's float8: an "
+                            "amax pass before every cast); needs --dtype fp8; default: the stack's (delayed; "
+                            "tensorwise for fsdp, which has no delayed scaling)")
     hierarchy = parser.add_argument_group("ZeRO-3 hierarchy (ZeRO++, MiCS / HSDP; need --zero 3)")
     hierarchy.add_argument("--zero-hpz", type=whole_number(),
                            help="ZeRO++ hpZ: secondary weight partition over this many data-parallel ranks inside a node, "
@@ -332,7 +333,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     if model.is_moe and layout.moe_capacity_factor is not None:
         moe_layout += f" capacity={layout.moe_capacity_factor:g}{' padded' if layout.moe_pad_to_capacity else ''}"
     fp8_params = (" fp8_param_gather=1" if layout.fp8_param_gather else "") + (
-        f" fp8_recipe={layout.fp8_recipe}" if layout.fp8_recipe != "delayed" else "")
+        f" fp8_recipe={layout.fp8_recipe_used}" if layout.dtype == "fp8" and layout.fp8_recipe_used != "delayed" else "")
     lines = [
         f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
         f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}"

@@ -221,7 +221,7 @@ def compute_arguments(layout: Layout) -> list[Argument]:
                             # Transformer Engine fp8 GEMMs on bf16 weights (TC:587); hybrid = e4m3 fwd, e5m2 bwd.
                             "fp8": [("--bf16", None), ("--fp8-format", "hybrid")]}[layout.dtype]
     if layout.dtype == "fp8":  # the scaling the plan priced (transformer_config.py:594-600; default delayed)
-        args.append(("--fp8-recipe", layout.fp8_recipe))
+        args.append(("--fp8-recipe", layout.fp8_recipe_used))
     if layout.fp8_param_gather:  # MP:2016; needs the distributed optimizer or Megatron-FSDP (MP:1097)
         args.append(("--fp8-param-gather", None))
     if layout.recompute == "full":  # TC:532, 543, 551: every layer's input kept, the layer recomputed

@@ -30,6 +30,8 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSD
 FRAMEWORK_NAMES = tuple(FRAMEWORKS)
 FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
 _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))
+# Per stack code: whether its default fp8 recipe is per-tensor current scaling (Layout.fp8_recipe_used).
+FP8_TENSORWISE_BY_DEFAULT = np.array([FRAMEWORKS[n].fp8_recipes[0] == "tensorwise" for n in FRAMEWORK_NAMES])
 _TABLE = np.array([[float(getattr(FRAMEWORKS[n], field)) for field in _NUMERIC] for n in FRAMEWORK_NAMES])
 
 
@@ -140,6 +142,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
                         "parallelism and shards parameters over context-parallel ranks")
     if layout.dtype not in stack.dtypes:
         problems.append(f"dtype={layout.dtype}: {framework} trains in {', '.join(sorted(stack.dtypes))}")
+    elif layout.dtype == "fp8" and layout.fp8_recipe is not None and layout.fp8_recipe not in stack.fp8_recipes:
+        problems.append(f"--fp8-recipe {layout.fp8_recipe}: {framework} scales fp8 casts with "
+                        f"{' or '.join(stack.fp8_recipes)}")
     if layout.tp_comm_overlap and not stack.tp_comm_overlap_available:
         problems.append(f"tp_comm_overlap: {framework} cannot overlap tensor-parallel communication with GEMMs")
     if (layout.tp_comm_overlap and layout.tp > 1 and stack.tp_comm_overlap_needs_sequence_parallel
@@ -155,5 +160,5 @@ def unsupported_features(framework: str, layout) -> list[str]:
     return problems
 
 
-__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "framework_arrays", "batch_framework_arrays",
+__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT", "framework_arrays", "batch_framework_arrays",
            "MICRO_BATCH_RULE_FIELDS", "micro_batch_rules", "runnable_micro_batches", "unsupported_features"]

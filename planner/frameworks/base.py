@@ -70,6 +70,8 @@ class Framework:
     # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).
     replicated_dp_alone: bool = False
     dtypes: frozenset = frozenset({"bf16", "fp16", "fp8", "fp32"})
+    # fp8 scaling recipes the stack runs (planner.specs.layout.Layout.fp8_recipe); the first is its default.
+    fp8_recipes: tuple = ("delayed", "tensorwise")
     # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);
     # on Ampere, attention_kernel_ampere.
     attention_kernel_hopper: str = "flash2"

@@ -74,6 +74,9 @@ DEEPSPEED = Framework(
     # the searches do not offer them and simulate refuses them (HSDP under fsdp, or `other`, model the
     # scheme). No separate gradient group upstream (Xu et al. patch DeepSpeed for theirs).
     zeropp=True, shard_groups=False,
+    # fp8 through Transformer Engine with a DelayedScaling recipe, the only one Megatron-DeepSpeed builds
+    # (deepspeedai/Megatron-DeepSpeed megatron/model/transformer.py:1716-1730).
+    fp8_recipes=("delayed",),
     # Pipeline engine p2p (module docstring): partitioned over tp, four blocking transfers per micro-batch each
     # preceded by a metadata send, the whole tensor all-gathered over tp on receipt.
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,

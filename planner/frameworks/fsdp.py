@@ -37,6 +37,11 @@ FSDP = Framework(
     # parameters (training.mixed_precision_param), fp8 through float8 linears, no fp16.
     zero_stages=frozenset({0, 2, 3}), replicated_dp_alone=True, offload_modes=frozenset({"optimizer+params"}),
     dtypes=frozenset({"bf16", "fp8", "fp32"}),
+    # fp8 is torchao's Float8Linear with dynamic (current) tensorwise scaling: the emitted config names no
+    # recipe (`quantize.linear.float8.recipe_name` None, torchtitan@238fa995 config/job_config.py:738), which
+    # builds torchao's default config, "Float8 tensorwise scaled training" (components/quantization/
+    # float8.py:46-81); the recipes it can name are tensorwise and rowwise ones, no delayed scaling.
+    fp8_recipes=("tensorwise",),
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,

@@ -18,7 +18,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerInputError
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, unsupported_features
+from planner.frameworks import (FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS,
+                                unsupported_features)
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, moe_unsupported
 from planner.specs.model import MLP_CODES, ModelSpec, flops_columns, param_breakdown, standard_attention
 
@@ -72,8 +73,8 @@ class Layout(BaseModel):
     # amax history and the amax is taken inside the cast, one read of the 16-bit tensor; 'tensorwise' (per-tensor
     # current scaling, Megatron-Bridge's FP8-CS recipes): an amax pass over the tensor, a scale kernel, then the
     # cast, two reads (Transformer Engine pytorch/csrc/quantizer.cpp Float8CurrentScalingQuantizer::
-    # quantize_impl). Used only with dtype fp8.
-    fp8_recipe: Literal["delayed", "tensorwise"] = "delayed"
+    # quantize_impl). Used only with dtype fp8; None = the stack's default (`fp8_recipe_used`).
+    fp8_recipe: Literal["delayed", "tensorwise"] | None = None
     # ZeRO-3 hierarchy (planner.cost.hierarchy). Defaults = flat ZeRO-3 over the whole data-parallel group.
     # ZeRO++ (Wang et al. 2023; DeepSpeed `zero_hpz_partition_size`, `zero_quantized_weights`,
     # `zero_quantized_gradients`, runtime/zero/config.py:294-310): hpZ keeps a secondary copy of the weights
@@ -112,6 +113,11 @@ class Layout(BaseModel):
         if self.dp_comm_overlap is None:
             return FRAMEWORKS[self.framework].dp_comm_overlap_default
         return self.dp_comm_overlap
+
+    @property
+    def fp8_recipe_used(self) -> str:
+        """How fp8 casts are scaled: the explicit setting or the stack's default (its first fp8 recipe)."""
+        return self.fp8_recipe or FRAMEWORKS[self.framework].fp8_recipes[0]
 
     @property
     def grad_accumulation(self) -> int:
@@ -201,7 +207,7 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"--fp8-param-gather keeps the Linear weights as fp8 parameters with the fp32 master in "
                         f"Megatron's distributed optimizer: needs dtype=fp8, zero 1 or 2 and framework megatron, got "
                         f"dtype={layout.dtype} zero={layout.zero} framework={layout.framework}")
-    if layout.fp8_recipe != "delayed" and layout.dtype != "fp8":
+    if layout.fp8_recipe is not None and layout.dtype != "fp8":
         problems.append(f"--fp8-recipe {layout.fp8_recipe} scales fp8 casts: needs dtype=fp8, got dtype={layout.dtype}")
     if layout.activation_offload and layout.recompute != "full":
         problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
@@ -473,12 +479,17 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
                     dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
-                    fp8_param_gather=False, fp8_current_scaling=False,
+                    fp8_param_gather=False,
                     zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
                     grad_shard_group=0, zero_tiling=1, activation_offload=False)
+    current_scaling = layout_arrays.pop("fp8_current_scaling", None)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
         columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
+    if current_scaling is None:  # fp8 casts scaled as each stack does by default (Layout.fp8_recipe_used)
+        current_scaling = ((columns["dtype"] == DTYPE_CODES["fp8"])
+                           & FP8_TENSORWISE_BY_DEFAULT[columns["framework"].astype(np.int64)])
+    columns["fp8_current_scaling"] = np.broadcast_to(np.asarray(current_scaling, dtype=bool), index.shape)
     # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
     moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0, moe_padded=0.0)
     moe_layout = {name: layout_arrays.pop(name) for name in moe_defaults if name in layout_arrays}
@@ -513,7 +524,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
         grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
         fp8_param_gather=column(lambda l: l.fp8_param_gather),
-        fp8_current_scaling=column(lambda l: l.dtype == "fp8" and l.fp8_recipe == "tensorwise"),
+        fp8_current_scaling=column(lambda l: l.dtype == "fp8" and l.fp8_recipe_used == "tensorwise"),
         zero_hpz=column(lambda l: l.zero_hpz), zero_quantized_weights=column(lambda l: l.zero_quantized_weights),
         zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
         shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
