@@ -93,9 +93,11 @@ def _command_line() -> str:
 def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
     """Write the --emit-deepspeed files (all or nothing; refused over existing files unless --force)."""
     from planner.emit.deepspeed import compatibility_notes, deepspeed_files
+    from planner.emit.schedule import checkpoint_interval_steps
     from planner.io import write_files_atomic
 
-    files = deepspeed_files(model, layout, cluster.gpus_per_node, tokens=tokens, summary=summary)
+    files = deepspeed_files(model, layout, cluster.gpus_per_node, tokens=tokens, summary=summary,
+                            save_interval=checkpoint_interval_steps(model, layout, cluster))
     write_files_atomic({Path(folder) / name: text.encode("utf-8") for name, text in files.items()}, force=force,
                        executable=[Path(folder) / "launch.sh"])
     sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")

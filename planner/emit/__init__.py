@@ -13,7 +13,7 @@ maps ZeRO). Either refusal is one PlannerInputError line naming the stack and ev
 from __future__ import annotations
 
 from planner.emit import deepspeed, megatron, torchtitan
-from planner.emit.schedule import step_law_learning_rate
+from planner.emit.schedule import checkpoint_interval_steps, step_law_learning_rate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
 from planner.specs.layout import Layout
@@ -59,11 +59,13 @@ def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None
     check_emittable(model, layout)
     gpus_per_node = cluster.gpus_per_node
     learning_rate = step_law_learning_rate(model.non_embedding_params, tokens) if tokens else None
+    save_interval = checkpoint_interval_steps(model, layout, cluster)
     if layout.framework == "deepspeed":
-        return deepspeed.deepspeed_files(model, layout, gpus_per_node, tokens=tokens, summary=summary)
+        return deepspeed.deepspeed_files(model, layout, gpus_per_node, tokens=tokens, summary=summary,
+                                         save_interval=save_interval)
     if layout.framework == "megatron":
-        return megatron.megatron_files(model, layout, gpus_per_node, tokens, learning_rate, summary)
-    return torchtitan.torchtitan_files(model, layout, gpus_per_node, tokens, learning_rate, summary)
+        return megatron.megatron_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval)
+    return torchtitan.torchtitan_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval)
 
 
 def launch_notes(layout: Layout, gpus_per_node: int) -> list[str]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
-from planner.emit.schedule import (COOLDOWN_FRACTION, MIN_LR_RATIO, WARMUP_FRACTION, WEIGHT_DECAY,  # noqa: F401
-                                   step_law_learning_rate, train_sequences, warmup_count)
+from planner.emit.schedule import (COOLDOWN_FRACTION, MIN_LR_RATIO, SAVE_INTERVAL_WITHOUT_PLAN,  # noqa: F401
+                                   WARMUP_FRACTION, WEIGHT_DECAY, step_law_learning_rate, train_sequences, warmup_count)
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -241,7 +241,7 @@ def hostfile(nodes: int, gpus_per_node: int) -> str:
 
 
 def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: int, tokens: float | None,
-                  learning_rate: float | None, summary: str) -> str:
+                  learning_rate: float | None, summary: str, save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> str:
     """bash script running pretrain_gpt.py under the `deepspeed` launcher with this plan's arguments."""
     per_node = min(layout.gpus, gpus_per_node)
     launcher = (f"deepspeed --num_gpus {per_node}" if nodes == 1
@@ -249,7 +249,7 @@ def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: i
     arguments = megatron_arguments(model, layout, tokens, learning_rate)
     data_args = ['--data-path "$DATA_PATH"', "--tokenizer-type HFTokenizer", '--tokenizer-model "$TOKENIZER"',
                  "--split 98,2,0", "--log-interval 10", "--eval-interval 1000", "--eval-iters 10",
-                 "--save-interval 1000", '--save "$CHECKPOINTS"', '--load "$CHECKPOINTS"']
+                 f"--save-interval {save_interval}", '--save "$CHECKPOINTS"', '--load "$CHECKPOINTS"']
     body = " \\\n  ".join([f"{launcher} \"$MEGATRON_DEEPSPEED\"/pretrain_gpt.py", *arguments, *data_args])
     schedule = ("# The peak learning rate is Step Law's estimate for this N and D: a starting point to sweep around.\n"
                 "# Schedule: linear warm-up, cosine decay to 10% (Megatron-DeepSpeed has no WSD; the plan's WSD with a\n"
@@ -274,14 +274,14 @@ def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: i
 
 
 def deepspeed_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,
-                    summary: str = "") -> dict[str, str]:
+                    summary: str = "", save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> dict[str, str]:
     """File name -> text for everything --emit-deepspeed writes."""
     nodes = -(-layout.gpus // gpus_per_node)
     lr = step_law_learning_rate(model.non_embedding_params, tokens) if tokens else None
     files = {
         "ds_config.json": json.dumps(ds_config(layout), indent=2) + "\n",
         "megatron_args.txt": "\n".join(megatron_arguments(model, layout, tokens, lr)) + "\n",
-        "launch.sh": launch_script(model, layout, nodes, gpus_per_node, tokens, lr, summary),
+        "launch.sh": launch_script(model, layout, nodes, gpus_per_node, tokens, lr, summary, save_interval),
     }
     if nodes > 1:
         files["hostfile"] = hostfile(nodes, gpus_per_node)

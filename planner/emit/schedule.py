@@ -13,6 +13,10 @@ from planner.laws.hyperparameters import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIEN
 from planner.specs.layout import Layout, train_steps
 from planner.specs.model import ModelSpec
 
+# Steps between checkpoints when no cluster prices them (an emitter called on a layout alone); launch_files
+# writes the plan's own interval (checkpoint_interval_steps).
+SAVE_INTERVAL_WITHOUT_PLAN = 1000
+
 # Cosine decay to 10% of the peak (Chinchilla, Llama 2): only for launch targets without WSD (Megatron-DeepSpeed).
 MIN_LR_RATIO = 0.1
 
@@ -37,12 +41,23 @@ def plan_hyperparameters_for(model: ModelSpec, layout: Layout, tokens: float) ->
     return plan_hyperparameters(model.non_embedding_params, tokens, layout.global_batch * model.seq_len)
 
 
+def checkpoint_interval_steps(model: ModelSpec, layout: Layout, cluster) -> int:
+    """Optimizer steps between checkpoints: the interval the plan's goodput is priced at (Young/Daly on the
+    cluster's failure rate and checkpoint write time, planner.cost.goodput) over the simulated step time, at
+    least 1. The launch files save at that cadence, so the plan's failure overhead is what the run pays."""
+    from planner.cost.estimate import simulate
+    from planner.cost.goodput import goodput_summary
+
+    interval_s = goodput_summary(model.total_params, layout.gpus, cluster)["checkpoint_interval_s"]
+    return max(1, round(interval_s / simulate(model, layout, cluster)["step_time_s"]))
+
+
 def nodes(layout: Layout, gpus_per_node: int) -> int:
     """Nodes the launcher starts: whole nodes, the last one possibly partly used."""
     return -(-layout.gpus // gpus_per_node)
 
 
 # The emitters read the plan's constants from here; their values and sources are planner.laws.hyperparameters'.
-__all__ = ["ADAM_BETAS", "COOLDOWN_FRACTION", "GRADIENT_CLIP", "MIN_LR_RATIO", "WARMUP_FRACTION", "WEIGHT_DECAY",
-           "WSD_MIN_LR_RATIO", "cooldown_count", "nodes", "plan_hyperparameters_for", "step_law_learning_rate",
+__all__ = ["ADAM_BETAS", "COOLDOWN_FRACTION", "GRADIENT_CLIP", "MIN_LR_RATIO", "SAVE_INTERVAL_WITHOUT_PLAN",
+           "WARMUP_FRACTION", "WEIGHT_DECAY", "WSD_MIN_LR_RATIO", "checkpoint_interval_steps", "cooldown_count", "nodes", "plan_hyperparameters_for", "step_law_learning_rate",
            "train_sequences", "train_steps", "warmup_count"]

@@ -19,8 +19,8 @@ HSDP (replicate x shard) is the layout's shard_group: shard degree = shard_group
 from __future__ import annotations
 
 from planner.emit.pipeline import virtual_stage_layers
-from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, WEIGHT_DECAY, WSD_MIN_LR_RATIO,
-                                   nodes, train_steps, warmup_count)
+from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN,
+                                   WEIGHT_DECAY, WSD_MIN_LR_RATIO, nodes, train_steps, warmup_count)
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -31,7 +31,6 @@ LLAMA3_FLAVORS = {"8B": (4096, 32, 32, 8, 1.3, 1024), "70B": (8192, 80, 64, 8, 1
                   "405B": (16384, 126, 128, 8, 1.2, 4096)}
 LLAMA3_VOCAB = 128256
 CUSTOM_FLAVOR = "planner"
-CHECKPOINT_INTERVAL_STEPS = 1000  # the run's choice, as Megatron-LM's and Megatron-DeepSpeed's --save-interval
 
 
 def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
@@ -136,7 +135,8 @@ def stage_modules(layers: int, pp: int, vpp: int) -> list[list[str]]:
     return chunks
 
 
-def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_rate: float | None) -> dict:
+def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_rate: float | None,
+               save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> dict:
     """The [section] -> {key: value} tables of the job config (JC line of each field in the comments)."""
     fp8 = layout.dtype == "fp8"
     async_tp = layout.tp_comm_overlap_on and layout.tp > 1
@@ -170,9 +170,9 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
         "parallelism": parallelism_table(model, layout, async_tp),
         "activation_checkpoint": {"mode": layout.recompute},  # none or full (JC:652; default selective)
         # Off by default (JC:488): without it a failure restarts from step 0, where the plan's goodput prices a
-        # restart from the last checkpoint. Every 1000 steps, as the Megatron launch files save; in
+        # restart from the last checkpoint. At the plan's interval (schedule.checkpoint_interval_steps); in
         # {dump_folder}/checkpoint, loaded back on restart (components/checkpoint.py:558-633).
-        "checkpoint": {"enable": True, "interval": CHECKPOINT_INTERVAL_STEPS},               # JC:488, 519
+        "checkpoint": {"enable": True, "interval": save_interval},                          # JC:488, 519
     }
     if async_tp:  # async TP is a compiler pass: it needs the model compiled (tensor_parallel.py:16-23)
         sections["compile"] = {"enable": True, "components": ["model", "loss"]}          # JC:722, 725
@@ -237,7 +237,8 @@ def launch_script(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: 
 
 
 def torchtitan_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,
-                     learning_rate: float | None = None, summary: str = "") -> dict[str, str]:
+                     learning_rate: float | None = None, summary: str = "",
+                     save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> dict[str, str]:
     """File name -> text: job_config.toml and launch.sh."""
     flavor = llama3_flavor(model)
     header = [summary or "planner plan",
@@ -251,5 +252,5 @@ def torchtitan_files(model: ModelSpec, layout: Layout, gpus_per_node: int, token
                       "the plan's seq_parallel=0 activation memory is an upper bound")
     if tokens is None:
         header.append("No token count: launch.sh takes the steps and the peak learning rate from TRAIN_STEPS and LR.")
-    return {"job_config.toml": toml_text(job_config(model, layout, tokens, learning_rate), header),
+    return {"job_config.toml": toml_text(job_config(model, layout, tokens, learning_rate, save_interval), header),
             "launch.sh": launch_script(model, layout, gpus_per_node, tokens, summary)}

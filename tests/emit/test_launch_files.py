@@ -203,3 +203,28 @@ def test_deepspeed_activation_offload_is_written_where_megatron_deepspeed_reads_
     config = json.loads(files["ds_config.json"])
     assert config["activation_checkpointing"]["cpu_checkpointing"] is True
     assert "--checkpoint-in-cpu" in files["launch.sh"] or "--checkpoint-in-cpu" in "".join(files.values())
+
+
+@pytest.mark.parametrize("framework", ["megatron", "deepspeed", "fsdp"])
+def test_checkpoints_are_saved_at_the_interval_the_plan_priced(framework):
+    """The plan's goodput is priced with the Young/Daly checkpoint interval (cost.goodput); each stack's files
+    save every that many steps (the interval over the simulated step time). Before, every launch file saved
+    every 1,000 steps whatever the plan: 914 steps on this plan."""
+    import re
+
+    from planner.cost.estimate import simulate
+    from planner.cost.goodput import goodput_summary
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import Layout
+
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    layout = Layout(dp=64, zero=1 if framework != "fsdp" else 3, micro_batch=1, global_batch=512, framework=framework)
+    interval_s = goodput_summary(model.total_params, layout.gpus, cluster)["checkpoint_interval_s"]
+    expected = round(interval_s / simulate(model, layout, cluster)["step_time_s"])
+    assert expected != 1000 and expected > 1
+    files = launch_files(model, layout, cluster, tokens=TOKENS)
+    if framework == "fsdp":
+        written = tomllib.loads(files["job_config.toml"])["checkpoint"]["interval"]
+    else:
+        written = int(re.search(r"--save-interval (\d+)", files["launch.sh"]).group(1))
+    assert written == expected
