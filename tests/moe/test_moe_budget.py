@@ -102,3 +102,22 @@ def test_moe_granularity_is_chosen_on_the_cost_model_not_the_law_alone():
     large = compare_dense_moe(cluster, 12_000 * 3600.0, deadline).moe
     assert large.loss <= small.loss
     assert large.loss < 2.026  # at least as good as G 16 at the old plan's depth on the same 24 GPUs
+
+
+def test_comparison_layout_names_every_parallel_dimension():
+    """The side-by-side table printed 'tp16 pp6 dp8 z1 mb4 ep16' for a plan on 1,536 GPUs: 16 x 6 x 8 = 768, its
+    cp 2 (and vpp 11, etp 1) left out. The layout text names each dimension that is used."""
+    from planner.report.review import moe_comparison
+    from planner.search.moe_budget import MoEComparison, SidePlan
+    from planner.specs.layout import Layout
+    from planner.specs.model import family_model, family_moe_model
+
+    moe_layout = Layout(tp=16, pp=6, cp=2, dp=8, vpp=11, zero=1, micro_batch=4, global_batch=1248, ep=16, etp=1)
+    dense_layout = Layout(tp=8, pp=4, dp=48, vpp=19, zero=1, micro_batch=4, global_batch=2112)
+    moe = SidePlan("moe", family_moe_model(66, experts=16, granularity=32), moe_layout, 1e12, 1.7, 32.0, 7.6, 6e5, 0.15)
+    dense = SidePlan("dense", family_model(76), dense_layout, 3e12, 1.8, 1.0, 5.5, 1.5e6, 0.6)
+    view = moe_comparison(MoEComparison(load_cluster("dgx-h100"), 1536, 86400.0, 1536 * 86400.0, dense, moe))
+    row = next(row for row in view["rows"] if row[0] == "layout")
+    layouts = dict(zip(view["kinds"], row[1:]))
+    assert layouts["moe"] == "tp16 pp6 vpp11 cp2 dp8 z1 mb4 ep16 etp1"
+    assert layouts["dense"] == "tp8 pp4 vpp19 dp48 z1 mb4"
