@@ -66,9 +66,12 @@ def human_count(value: float) -> str:
     """7.0B, 1.4T, 350M."""
     if value is None or not math.isfinite(value):
         return "-"
+    # The unit follows the printed digits: 999.6e9 shows as 1T, not 1e+03B.
+    rounded = float(f"{value:.3g}")
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{unit}"
+        if abs(rounded) >= scale:
+            shown = rounded / scale
+            return f"{shown:.3g}{unit}" if abs(shown) < 1000 else f"{shown:.0f}{unit}"
     return f"{value:.0f}"
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given
@@ -48,6 +49,12 @@ def test_printed_sizes_parse_back(size):
 @given(st.floats(100.0, 1e15))
 def test_printed_counts_parse_back(count):
     assert _close(parse_count(human_count(count), "x"), count)
+
+
+@given(st.floats(1.0, 1e17))
+def test_printed_counts_have_no_exponent(count):
+    """999.6e9 printed as '1e+03B' (the unit chosen before rounding to three digits)."""
+    assert re.fullmatch(r"\d+(\.\d+)?[kMBT]?", human_count(count)), human_count(count)
 
 
 def test_printed_budgets_parse_back():
