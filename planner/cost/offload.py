@@ -9,7 +9,7 @@ from planner.cost.memory import activation_bytes_per_layer
 
 
 def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once=None,
-                    per_step_once=None):
+                    per_step_once=None, chain_without_fetch=None):
     """ZeRO-Infinity: exposed seconds of fetching each rank's weight shard from host memory (PCIe, one link
     per GPU) or NVMe (the node's drives, shared by its GPUs) for forward and again for backward, every
     micro-batch. Bandwidth-centric partitioning: every rank reads only its own 1/dp shard, then the
@@ -19,6 +19,8 @@ def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
     hides behind compute together with the gathers; the rest of the model is fetched exposed. On the `once`
     rows (FSDP2 with CPU offload under pipelining, cost.memory.unsharded_through_step) the shard is copied in
     for the step's one gather only, in step_time's `per_step_once` chain.
+
+    `chain_without_fetch`: per_micro_batch(gather, gather, scatter) where the caller has it already.
 
     Returns (exposed seconds per step, seconds the fetches take in all, exposed or hidden)."""
     rows = batch.offload >= 2
@@ -32,14 +34,16 @@ def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
         return np.maximum(shard / node.pcie_bytes_per_s_per_accelerator,
                           np.where(batch.offload_nvme, shard * gpus_on_node / node.nvme_bytes_per_s, 0.0))
 
-    per_unit = fetch(unit)
-    chained = per_micro_batch(gather + per_unit, gather + per_unit, scatter) - per_micro_batch(gather, gather, scatter)
-    seconds = m * (chained + 2.0 * fetch(outside))
-    total = m * 2.0 * (units * per_unit + fetch(outside))  # forward and backward, hidden or not
+    per_unit, per_outside = fetch(unit), fetch(outside)
+    if chain_without_fetch is None:
+        chain_without_fetch = per_micro_batch(gather, gather, scatter)
+    chained = per_micro_batch(gather + per_unit, gather + per_unit, scatter) - chain_without_fetch
+    seconds = m * (chained + 2.0 * per_outside)
+    total = m * 2.0 * (units * per_unit + per_outside)  # forward and backward, hidden or not
     if once is not None and np.any(once & rows):
         seconds = np.where(once, per_step_once(gather + per_unit, scatter) - per_step_once(gather, scatter)
-                           + fetch(outside), seconds)
-        total = np.where(once, units * per_unit + fetch(outside), total)
+                           + per_outside, seconds)
+        total = np.where(once, units * per_unit + per_outside, total)
     return np.where(rows, seconds, 0.0), np.where(rows, total, 0.0)
 
 

@@ -502,7 +502,8 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
 
     outside = np.maximum(params - units * unit, 0.0)
     outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
-    zero3_mb = per_micro_batch(gather, gather_bwd, scatter) + 2.0 * outside_gather + outside_scatter
+    layers_mb = per_micro_batch(gather, gather_bwd, scatter)
+    zero3_mb = layers_mb + 2.0 * outside_gather + outside_scatter
     host_mb = 0.0
     if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
         # The host issues a layer's reduce-scatters while the GPU is busy with that layer's backward, and the
@@ -519,8 +520,10 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
     zero3_step = flat_step + m * host_mb + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: _links(cluster, sizes, strides), hbm)
-    offload_fetch, offload_fetch_s = offload.parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
-                                                             per_micro_batch, once, per_step_once)
+    # (Without re-gathers the layers' chain above is the one the fetch is added to: not computed twice.)
+    offload_fetch, offload_fetch_s = offload.parameter_fetch(
+        batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once, per_step_once,
+        chain_without_fetch=layers_mb if gather_bwd is gather else None)
 
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     buckets = _gradient_buckets(batch, fw, params)
@@ -533,9 +536,11 @@ def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
         per_chunk, _behind_later_chunks(backward, comm, buckets, eff.dp_overlap, batch.vpp, batch.pp),
         hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
     every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0) & ~once
+    # Each row's own reduction (all-reduce at ZeRO-0, else reduce-scatter) behind its backward, in one pass of
+    # `behind` (elementwise: the same numbers as a pass over each collective, at a third of the cost).
+    reduce_behind = behind(np.where(zero == 0, all_reduce, reduce_scatter))
     # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
-    reduce = np.select([zero == 0, once, every_mb], [behind(all_reduce), reduce_scatter, m * behind(reduce_scatter)],
-                       behind(reduce_scatter))
+    reduce = np.select([zero == 0, once, every_mb], [reduce_behind, reduce_scatter, m * reduce_behind], reduce_behind)
     # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
     # (--fp8-param-gather: the layers' Linear weights in fp8, one byte).
     gathered_bytes = _parameter_gather_bytes(batch, w, params, units)
