@@ -399,9 +399,11 @@ def _tensor_parallel(batch, cluster, layer, w, fw):
             "message": message}
 
 
-def _pipeline_send(batch, cluster, message, fw):
-    """Exposed point-to-point seconds per micro-batch per stage (activation forward, gradient back, per
-    virtual stage); with sequence parallelism the tensor is sharded over tp."""
+def _pipeline_transfers(batch, cluster, message, fw):
+    """Seconds a stage waits for its point-to-point transfers per micro-batch and virtual stage (activation
+    forward, gradient back), and the bytes of one transfer; with sequence parallelism the tensor is sharded over
+    tp. It reads only LAYER_COLUMNS (tp, pp, dp, cp, the tp message, the stack, sp): _layer_seconds runs it once
+    per distinct combination of them; _pipeline_send takes it over the virtual stages."""
     t, p = batch.tp, batch.pp
     links = _layout_links(batch, cluster, pp_group)
     spans_nodes = links["nodes"] > 1
@@ -421,15 +423,22 @@ def _pipeline_send(batch, cluster, message, fw):
     regather = scattered & ~np.asarray(batch.seq_parallel, dtype=bool) & (fw["p2p_gather_after_recv"] > 0) & (t > 1) & (p > 1)
     gather = (_only_where(regather, collectives.all_gather_time, message, _links(cluster, t, np.ones_like(t)),
                           **_collective_kwargs(cluster)) if regather.any() else np.zeros(len(batch)))
+    return serial + 2.0 * gather, size
+
+
+def _pipeline_send(batch, transfers, size, fw):
+    """Exposed point-to-point seconds per micro-batch per stage, and the bytes each stage sends (the
+    _pipeline_transfers of every virtual stage)."""
+    p = batch.pp
     # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,
     # forced off without virtual stages: megatron/training/arguments.py).
     overlapped = (fw["p2p_overlap"] > 0) & ((batch.vpp > 1) | (fw["p2p_overlap_without_interleaving"] > 0))
-    exposed = np.where(overlapped, 0.0, batch.vpp * (serial + 2.0 * gather))
+    exposed = np.where(overlapped, 0.0, batch.vpp * transfers)
     # Bytes each stage sends per micro-batch: the activation forward and the gradient back, however issued.
     return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)
 
 
-def _data_parallel(batch, cluster, fw, w, layer_times, stage, params, m):
+def _data_parallel(batch, cluster, fw, w, stage, params, m):
     """Exposed data-parallel seconds per step: ZeRO-3/FSDP gathers per micro-batch, gradient reduction,
     parameter all-gather after the step. `stage` has the pacing stage's layers and seconds."""
     eff = cluster.efficiency
@@ -773,9 +782,9 @@ def flop_rate_ceiling(cluster: ClusterSpec) -> float:
     return min(1.0, max(fractions))
 
 
-# What the per-layer times (_layer) and their exposed tensor/context-parallel communication (_tensor_parallel)
-# read, directly or through what they call: the model, tp and cp (their groups' links), the micro-batch, the
-# dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch size.
+# What the per-layer times (_layer), their exposed tensor/context-parallel communication (_tensor_parallel) and the
+# output layer's time read, directly or through what they call: the model, tp and cp (their groups' links), the
+# micro-batch, the dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch size.
 # (pp and dp are in the key only because the batch's (tp, pp, dp, cp) shapes are numbered already.)
 LAYER_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
     "micro_batch", "dtype", "fp8_current_scaling", "flash_attention", "recompute", "seq_parallel", "framework",
@@ -791,45 +800,34 @@ def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
     return peak, hbm, half, gemm_peak
 
 
-def _layer_and_tensor_parallel(batch: CandidateBatch, cluster: ClusterSpec):
-    """_layer and _tensor_parallel, computed once per distinct combination of LAYER_COLUMNS (a search has a few
+def _layer_seconds(batch: CandidateBatch, cluster: ClusterSpec) -> dict:
+    """_layer_seconds_per_row, computed once per distinct combination of LAYER_COLUMNS (a search has a few
     thousand among a million candidates: cost/distinct.py) and spread to the candidates. (Where the ranks share a
     node's compute, rank_share, a rank's peak also depends on the job's size: tp, pp, dp, cp are in the key.)"""
+    with_layer = batch.has_moe  # the MoE parts read the layer's own arrays: spread them only for MoE batches
     rows = distinct.distinct_rows(batch, LAYER_COLUMNS)
     if rows is None:
-        return _layer_and_tensor_parallel_per_row(batch, cluster)
+        return _layer_seconds_per_row(batch, cluster, with_layer)
     representative, inverse = rows
-    return distinct.spread(_layer_and_tensor_parallel_per_row(batch.take(representative), cluster), inverse)
+    return distinct.spread(_layer_seconds_per_row(batch.take(representative), cluster, with_layer), inverse)
 
 
-def _layer_and_tensor_parallel_per_row(batch: CandidateBatch, cluster: ClusterSpec):
+def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_layer: bool) -> dict:
+    """One transformer layer's seconds per micro-batch by step part (`per_layer`) and their sum (`dense_total`),
+    what the layer occupies the GPU for in forward and backward (`occupied`: the window data-parallel traffic
+    hides in), the output layer's forward (`logits`), the tp collectives' message bytes and count per layer and
+    the pipeline's transfers (_pipeline_transfers); with `with_layer` also _layer's and _tensor_parallel's own
+    arrays (`layer`, `comm`)."""
+    eff = cluster.efficiency
     peak, hbm, half, gemm_peak = _rank_rates(batch, cluster)
     fw = batch_framework_arrays(batch)
     layer = _layer(batch, cluster, peak, gemm_peak, half, hbm, fw)
-    return layer, _tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw)
-
-
-def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
-    """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
-    eff = cluster.efficiency
-    fw = batch_framework_arrays(batch)
-    # What one rank gets of its accelerator's compute and HBM bandwidth.
-    peak, hbm, half, gemm_peak = _rank_rates(batch, cluster)
-    w = DTYPE_BYTES[batch.dtype.astype(int)]
-    p, v = batch.pp, batch.vpp
-    m = batch.grad_accumulation
+    comm = _tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw)
     tokens = batch.micro_batch * batch.seq_len / batch.cp
-
-    layer, comm = _layer_and_tensor_parallel(batch, cluster)
     logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
     logits_gemm = 2.0 * logits_m * logits_n * logits_k / (gemm_peak * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
     cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm
-    # Forward of the output layer plus a third of the loss traffic, so that 3 x logits (forward and the
-    # 2x backward) charges the GEMMs three times and the loss once.
-    logits = logits_gemm + cross_entropy / 3.0
-    p2p, p2p_bytes = _pipeline_send(batch, cluster, comm["message"], fw)
-    moe_layer = _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm)
-
+    p2p_transfers, p2p_size = _pipeline_transfers(batch, cluster, comm["message"], fw)
     issue = layer["issue"]
     # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
     floor = {"forward": np.maximum(issue["forward"] - layer["forward"] - comm["forward"], 0.0),
@@ -845,7 +843,47 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "cp_comm": comm["cp"],
         "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
-    if moe_layer is not None:  # averaged over the layers (cost/moe.py)
+    seconds = {
+        "per_layer": per_layer,
+        "dense_total": sum(per_layer.values()),
+        # Data-parallel traffic hides behind what a layer occupies the GPU for: its compute, its exposed
+        # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
+        "occupied": {"forward": layer["forward"] + comm["forward"] + floor["forward"],
+                     "backward": layer["backward"] + layer["recompute"] + comm["backward"] + floor["backward"]},
+        # Forward of the output layer plus a third of the loss traffic, so that 3 x logits (forward and the
+        # 2x backward) charges the GEMMs three times and the loss once.
+        "logits": logits_gemm + cross_entropy / 3.0,
+        "tp_message": comm["message"],
+        "tp_count": comm["tp_count"],
+        "p2p_transfers": p2p_transfers,
+        "p2p_size": p2p_size,
+    }
+    if with_layer:
+        seconds.update(layer=layer, comm=comm)
+    return seconds
+
+
+def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
+    """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
+    eff = cluster.efficiency
+    fw = batch_framework_arrays(batch)
+    # What one rank gets of its accelerator's compute and HBM bandwidth.
+    peak, hbm, half, gemm_peak = _rank_rates(batch, cluster)
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    p, v = batch.pp, batch.vpp
+    m = batch.grad_accumulation
+
+    seconds = _layer_seconds(batch, cluster)
+    per_layer = dict(seconds["per_layer"])
+    logits = seconds["logits"]
+    layer_total = seconds["dense_total"]
+    layer_forward, layer_backward = seconds["occupied"]["forward"], seconds["occupied"]["backward"]
+    p2p, p2p_bytes = _pipeline_send(batch, seconds["p2p_transfers"], seconds["p2p_size"], fw)
+    moe_layer = None
+    if batch.has_moe:  # averaged over the layers (cost/moe.py)
+        layer, comm = seconds["layer"], seconds["comm"]
+        moe_layer = _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm)
+        issue = layer["issue"]
         # GPU time the dense part of a layer leaves beyond its own issue time (the host's lead).
         slack = {"forward": np.maximum(layer["forward"] + comm["forward"] - issue["forward"], 0.0),
                  "backward": np.maximum(layer["backward"] + layer["recompute"] + comm["backward"]
@@ -855,7 +893,12 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]
         per_layer["ep_comm"] = moe_layer["exposed"]
         per_layer["a2a_sm_share"] = moe_layer["sm_share"]
-    layer_total = sum(per_layer.values())
+        # The sum of every per_layer part, in per_layer's order (the dense parts' sum came with them).
+        layer_total = (layer_total + per_layer["moe_launch_floor"] + per_layer["moe_experts"] + per_layer["ep_comm"]
+                       + per_layer["a2a_sm_share"])
+        # The MoE layers' launch floor too: the GPU is held by the layer meanwhile.
+        layer_forward = layer_forward + moe_layer["forward"] + moe_floor["forward"]
+        layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"] + moe_floor["backward"]
     first_layers, middle_layers, last_layers = batch.stages
     first_params, middle_params, last_params = stage_param_counts(batch)
     accumulate = _fp32_grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
@@ -871,13 +914,6 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
     # data-parallel traffic the step waits for.
     params, dp_layers, dp_on_last = _data_parallel_stage(batch)
-    # Data-parallel traffic hides behind what a layer occupies the GPU for: its compute, its exposed
-    # tp/cp communication and the launch floor (max(issue, compute + comm), monotone in every input).
-    layer_forward = layer["forward"] + comm["forward"] + floor["forward"]
-    layer_backward = layer["backward"] + layer["recompute"] + comm["backward"] + floor["backward"]
-    if moe_layer is not None:  # the MoE layers' launch floor too: the GPU is held by the layer meanwhile
-        layer_forward = layer_forward + moe_layer["forward"] + moe_floor["forward"]
-        layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"] + moe_floor["backward"]
     stage = {
         "layers": dp_layers,
         "layer_forward": layer_forward,
@@ -885,11 +921,12 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
         "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
-    dp_exposed, dp_bytes, offload_fetch, dp_window_used = _data_parallel(batch, cluster, fw, w, layer, stage, params, m)
+    dp_exposed, dp_bytes, offload_fetch, dp_window_used = _data_parallel(batch, cluster, fw, w, stage, params, m)
     optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
     offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
-    pace = lambda part: m * pace_layers * part  # noqa: E731 - a per-layer part over the step's micro-batches
+    layers_per_step = m * pace_layers  # the pacing stage's layers over the step's micro-batches
+    pace = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
     if moe_layer is not None:  # DualPipe's bubble (frameworks/moe.py)
         bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
     parts = {
@@ -956,10 +993,10 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "mfu": tflops_per_gpu / peak,
         "hfu": (executed + recompute_flops) / total / batch.gpus / peak,
         "comm_bytes_per_step": {
-            "tp": np.where(batch.tp > 1, m * pace_layers * comm["tp_count"] * comm["message"], 0.0),
+            "tp": np.where(batch.tp > 1, layers_per_step * seconds["tp_count"] * seconds["tp_message"], 0.0),
             "dp": dp_bytes,
             "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
             "pp": m * p2p_bytes,
-            **({} if moe_layer is None else {"ep": m * pace_layers * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
+            **({} if moe_layer is None else {"ep": layers_per_step * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
         },
     }
