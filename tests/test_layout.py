@@ -8,7 +8,7 @@ import pytest
 
 from planner.errors import PlannerInputError
 from planner.specs.layout import (stage_layers, OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch, check_layout, make_layout,
-                            model_arrays, single_batch)
+                            model_arrays, single_batch, stage_argmax)
 from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]  # 96 layers, 96 heads
@@ -55,6 +55,20 @@ def test_stage_layers(layers, pp, vpp, expected):
     first, middle, last = stage_layers(layers, pp, vpp)
     assert (first, middle, last) == expected
     assert first + last + middle * max(pp - 2, 0) == (layers if pp > 1 else 2 * layers)
+
+
+def test_stage_argmax_is_numpys_argmax_over_the_stages():
+    """Ties go to the first stage and a NaN counts as the largest (the first NaN wins), as np.argmax has it."""
+    nan = np.nan
+    values = np.array([[1.0, 2.0, 3.0, 3.0, 2.0, 5.0, nan, 1.0, 1.0, nan, -np.inf, 0.0],
+                       [2.0, 2.0, 1.0, 3.0, 4.0, 5.0, 1.0, nan, nan, nan, -np.inf, -0.0],
+                       [0.0, 2.0, 3.0, 4.0, 4.0, 5.0, 9.0, 9.0, nan, nan, -np.inf, 0.0]])
+    rng = np.random.default_rng(3)
+    values = np.concatenate([values, rng.integers(0, 3, (3, 500)).astype(float)], axis=1)
+    got = stage_argmax(values)
+    np.testing.assert_array_equal(got, np.argmax(values, axis=0))
+    assert got.dtype == np.argmax(values, axis=0).dtype
+    np.testing.assert_array_equal(stage_argmax(tuple(values)), got)
 
 
 def test_embedding_stage_partition_is_accepted():

@@ -48,7 +48,7 @@ import numpy as np
 from planner.cost import distinct, moe
 from planner.frameworks import batch_framework_arrays
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
+from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_argmax, stage_param_counts
 
 MIB = 2.0**20
 ADAM_STATE_BYTES = 8.0  # fp32 Adam m and v
@@ -441,8 +441,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     stages, other = _stage_parts(batch, cluster, _stack(batch, stack))
     totals = sum(stages.values())
     middle = np.array([[False], [True], [False]])
-    totals = np.where(middle & (batch.pp <= 2), -np.inf, totals)  # a middle stage needs pp > 2
-    binding = np.argmax(totals, axis=0)
+    binding = stage_argmax(np.where(middle & (batch.pp <= 2), -np.inf, totals))  # a middle stage needs pp > 2
     flat = binding * totals.shape[1] + np.arange(totals.shape[1])
 
     def pick(values):
@@ -453,7 +452,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         return np.ascontiguousarray(values).reshape(-1)[flat]
 
     parts = {name: pick(value) for name, value in stages.items()}
-    total = sum(parts.values())
+    total = pick(totals)  # the sum of `parts`, added in the same order (not summed a second time)
     hbm = cluster.accelerator.hbm_bytes
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     host_per_node = np.max(np.broadcast_to(other["host"], totals.shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR

@@ -45,7 +45,7 @@ from planner.cost.memory import (activation_bytes_per_layer, element_bytes, fp32
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.specs.hardware import DTYPES, ClusterSpec, Efficiency
-from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_param_counts
+from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_argmax, stage_param_counts
 from planner.specs.model import attended_keys, training_flops_breakdown
 from planner.specs.topology import group_links_arrays
 
@@ -616,7 +616,7 @@ def _data_parallel_stage(batch):
 def _data_parallel_stage_per_row(batch):
     first_layers, middle_layers, last_layers = batch.stages
     first_params, middle_params, last_params = stage_param_counts(batch)
-    dp_stage = np.argmax(np.stack([first_params, middle_params, last_params]), axis=0)
+    dp_stage = stage_argmax((first_params, middle_params, last_params))
     params = np.choose(dp_stage, [first_params, middle_params, last_params])
     dp_layers = np.choose(dp_stage, [first_layers, middle_layers, last_layers])
     return params, dp_layers, (dp_stage == 2) | (batch.pp == 1)
@@ -906,7 +906,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     stage_seconds = np.stack([first_layers * layer_total + accumulate * first_params,
                               middle_layers * layer_total + accumulate * middle_params,
                               last_layers * layer_total + 3.0 * logits + accumulate * last_params])
-    pacing = np.argmax(stage_seconds, axis=0)
+    pacing = stage_argmax(stage_seconds)
     pace_layers = np.choose(pacing, [first_layers, middle_layers, last_layers])
     pace_params = np.choose(pacing, [first_params, middle_params, last_params])
     on_last = pacing == 2

@@ -310,6 +310,18 @@ def _stage_param_counts(batch: "CandidateBatch"):
     return first / batch.tp, middle / batch.tp, last / batch.tp
 
 
+def stage_argmax(values) -> np.ndarray:
+    """Per candidate, which of the first, middle and last stage (0, 1, 2) holds the largest of `values`, three
+    float arrays (or a (3, candidates) array): np.argmax over the stages, with the same answer (the first of equal
+    values; a NaN counts as the largest and the first NaN wins) in half the time (numpy runs that argmax as one
+    3-element loop per candidate over a transposed copy)."""
+    first, middle, last = values
+    past_first = ~((middle <= first) | np.isnan(first))
+    larger = np.where(past_first, middle, first)
+    past_middle = ~((last <= larger) | np.isnan(larger))
+    return np.where(past_middle, 2, past_first.astype(np.intp))
+
+
 @dataclass(frozen=True)
 class CandidateBatch:
     """Struct of arrays: entry i is candidate i. All arrays have the same length."""
@@ -556,6 +568,6 @@ def _tristate(value: bool | None) -> int:
     return -1 if value is None else int(value)
 
 
-__all__ = ["Layout", "make_layout", "check_layout", "hierarchy_problems", "check_hierarchy_on_node", "stage_layers", "stage_param_counts", "CandidateBatch", "build_batch", "single_batch",
+__all__ = ["Layout", "make_layout", "check_layout", "hierarchy_problems", "check_hierarchy_on_node", "stage_layers", "stage_param_counts", "stage_argmax", "CandidateBatch", "build_batch", "single_batch",
            "layouts_batch", "FRAMEWORK_CODES",
            "RECOMPUTE_CODES", "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES", "MLP_CODES"]
