@@ -23,8 +23,6 @@ MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices",
                  "embedding_params", "logits_params", "total_params", "tied_embeddings", "core_width", "moe_layers",
                  "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes", "attention_window")
 PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
-# Bits per parallel size when (tp, pp, dp, cp) is packed into one int64 key (tp, pp, cp < 4,096; dp < 16.7M).
-_SHAPE_BITS = {"tp": 12, "pp": 12, "cp": 12, "dp": 24}
 # Largest key space numbered through a table of that many flags (one pass); larger ones are sorted.
 _TABLE_LIMIT = 1 << 22
 # Above this share of distinct rows, gathering and spreading costs more than computing every row.
@@ -69,36 +67,22 @@ def _codes(batch: CandidateBatch, name: str) -> tuple[np.ndarray | None, int]:
 
 
 def parallel_shapes(batch: CandidateBatch):
-    """The distinct (tp, pp, dp, cp) of a batch and each row's index into them, or None when a size is out
-    of the packing's range or not a whole number; once per batch. A search scores many rows per shape: group
-    links are looked up per shape (step_time._layout_links), and keys with all four sizes start from it."""
+    """The distinct (tp, pp, dp, cp) of a batch and each row's index into them, once per batch. A search scores
+    many rows per shape: group links are looked up per shape (step_time._layout_links), and keys with all four
+    sizes start from it."""
     return batch.cached("parallel_shapes", _parallel_shapes)
 
 
 def _parallel_shapes(batch: CandidateBatch):
-    key = np.zeros(len(batch), dtype=np.int64)
-    for name, bits in _SHAPE_BITS.items():
-        sizes = getattr(batch, name)
-        column = np.asarray(sizes, dtype=np.int64)
-        if column.size and (column.min() < 0 or column.max() >= 1 << bits or not np.array_equal(column, sizes)):
-            return None
-        key = (key << bits) | column
-    unique, inverse = np.unique(key, return_inverse=True)
-    sizes, rest = {}, unique
-    for name, bits in reversed(_SHAPE_BITS.items()):
-        sizes[name], rest = rest & ((1 << bits) - 1), rest >> bits
-    return sizes, inverse.reshape(-1)
+    key, size = _refined(batch, PARALLEL_SIZES, np.zeros(len(batch), dtype=np.int64), 1)
+    inverse, count = _dense_codes(key, size)
+    representative = _representatives(inverse, count)
+    return {name: np.asarray(getattr(batch, name))[representative] for name in PARALLEL_SIZES}, inverse
 
 
-def _distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
-    if len(batch) < _FEWEST_KEYED_ROWS:
-        return None
-    shapes = parallel_shapes(batch) if set(PARALLEL_SIZES) <= set(columns) else None
-    if shapes is None:
-        key, size = np.zeros(len(batch), dtype=np.int64), 1
-    else:  # numbered already: the key starts from the row's shape
-        key, size = shapes[1], len(shapes[0]["tp"])
-        columns = tuple(name for name in columns if name not in PARALLEL_SIZES)
+def _refined(batch: CandidateBatch, columns: tuple[str, ...], key: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """`key` (codes below `size`) combined with the codes of `columns` (None and constant columns skipped): rows
+    with equal keys have equal values in every column. Returns the new key and its size."""
     for name in columns:
         if getattr(batch, name) is None:
             continue
@@ -109,18 +93,45 @@ def _distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
             key, size = _dense_codes(key, size)
         key = key * count + codes
         size *= count
+    return key, size
+
+
+def _representatives(inverse: np.ndarray, count: int) -> np.ndarray:
+    """One row of each of the `count` combinations that `inverse` numbers (any row of each will do)."""
+    representative = np.empty(count, dtype=np.int64)
+    representative[inverse] = np.arange(len(inverse))
+    return representative
+
+
+def _distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
+    if len(batch) < _FEWEST_KEYED_ROWS:
+        return None
+    if set(PARALLEL_SIZES) <= set(columns):  # numbered already: the key starts from the row's shape
+        sizes, key = parallel_shapes(batch)
+        key, size = _refined(batch, tuple(name for name in columns if name not in PARALLEL_SIZES), key,
+                             len(sizes["tp"]))
+    else:
+        key, size = _refined(batch, columns, np.zeros(len(batch), dtype=np.int64), 1)
     inverse, distinct = _dense_codes(key, size)
     if distinct > _WORTHWHILE_SHARE * len(batch):
         return None
-    representative = np.empty(distinct, dtype=np.int64)
-    representative[inverse] = np.arange(len(batch))  # any row of each combination will do
-    return representative, inverse
+    return _representatives(inverse, distinct), inverse
 
 
 def distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
     """(representative rows, each row's index into them) of the distinct combinations of `columns` (None
     columns skipped), or None where distinct combinations are too many for the detour to pay."""
     return batch.cached("distinct_rows:" + ",".join(columns), lambda b: _distinct_rows(b, columns))
+
+
+def once_per_combination(batch: CandidateBatch, columns: tuple[str, ...], compute):
+    """compute(batch) (arrays per row, nested in dicts and tuples), evaluated on one representative row of each
+    distinct combination of `columns` and spread to every row; on every row where that does not pay."""
+    rows = distinct_rows(batch, columns)
+    if rows is None:
+        return compute(batch)
+    representative, inverse = rows
+    return spread(compute(batch.take(representative)), inverse)
 
 
 def spread(values, inverse: np.ndarray):

@@ -351,12 +351,10 @@ def _stage_states(batch: CandidateBatch, stack: dict) -> dict:
     """The parts of each stage's bytes fixed by its parameters (model states, fp8 copies, gathered set, gradient
     buckets), computed once per distinct combination of STAGE_STATE_COLUMNS (a search has a few thousand among
     a million candidates: cost/distinct.py) when `stack` is the batch's own, and spread to the candidates."""
-    rows = distinct.distinct_rows(batch, STAGE_STATE_COLUMNS) if stack is batch_framework_arrays(batch) else None
-    if rows is None:
+    if stack is not batch_framework_arrays(batch):
         return _stage_states_per_row(batch, stack)
-    representative, inverse = rows
-    sub = batch.take(representative)
-    return distinct.spread(_stage_states_per_row(sub, batch_framework_arrays(sub)), inverse)
+    return distinct.once_per_combination(batch, STAGE_STATE_COLUMNS,
+                                         lambda b: _stage_states_per_row(b, batch_framework_arrays(b)))
 
 
 def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:

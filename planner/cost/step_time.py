@@ -293,10 +293,9 @@ def _links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
 def _layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str, np.ndarray]:
     """_links of the group `group(tp, pp, dp, cp) -> (sizes, strides)`, computed once per distinct layout shape
     and spread to the rows (the same numbers as _links on the rows' own sizes)."""
-    shapes = distinct.parallel_shapes(batch)
-    if shapes is None or len(batch) == 0:
+    if len(batch) == 0:
         return _links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp))
-    sizes, inverse = shapes
+    sizes, inverse = distinct.parallel_shapes(batch)
     few = _links(cluster, *group(sizes["tp"], sizes["pp"], sizes["dp"], sizes["cp"]))
     names = tuple(few)
     table = np.stack([np.broadcast_to(few[name], sizes["tp"].shape) for name in names]).astype(float)
@@ -643,11 +642,8 @@ def _data_parallel_collectives(batch, cluster):
     """Seconds of the flat data-parallel collectives of _data_parallel (ZeRO-3 gathers and reduce-scatters per
     layer and outside the layers, ZeRO-0 all-reduce, ZeRO-1/2 reduce-scatter and parameter all-gather), once per
     distinct combination of DATA_PARALLEL_COLUMNS (cost/distinct.py) and spread to the candidates."""
-    rows = distinct.distinct_rows(batch, DATA_PARALLEL_COLUMNS)
-    if rows is None:
-        return _data_parallel_collectives_per_row(batch, cluster)
-    representative, inverse = rows
-    return distinct.spread(_data_parallel_collectives_per_row(batch.take(representative), cluster), inverse)
+    return distinct.once_per_combination(batch, DATA_PARALLEL_COLUMNS,
+                                         lambda b: _data_parallel_collectives_per_row(b, cluster))
 
 
 def _data_parallel_collectives_per_row(batch, cluster):
@@ -805,11 +801,7 @@ def _layer_seconds(batch: CandidateBatch, cluster: ClusterSpec) -> dict:
     thousand among a million candidates: cost/distinct.py) and spread to the candidates. (Where the ranks share a
     node's compute, rank_share, a rank's peak also depends on the job's size: tp, pp, dp, cp are in the key.)"""
     with_layer = batch.has_moe  # the MoE parts read the layer's own arrays: spread them only for MoE batches
-    rows = distinct.distinct_rows(batch, LAYER_COLUMNS)
-    if rows is None:
-        return _layer_seconds_per_row(batch, cluster, with_layer)
-    representative, inverse = rows
-    return distinct.spread(_layer_seconds_per_row(batch.take(representative), cluster, with_layer), inverse)
+    return distinct.once_per_combination(batch, LAYER_COLUMNS, lambda b: _layer_seconds_per_row(b, cluster, with_layer))
 
 
 def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_layer: bool) -> dict:
