@@ -23,6 +23,14 @@ MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices",
                  "embedding_params", "logits_params", "total_params", "tied_embeddings", "core_width", "moe_layers",
                  "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes", "attention_window")
 PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
+# What one transformer layer's activation bytes (cost.memory) and its times and exposed tensor/context-parallel
+# communication (cost.step_time) read, directly or through what they call: the model, tp and cp (their groups'
+# links), the micro-batch, the dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch
+# size. (pp and dp are in the key only because the batch's (tp, pp, dp, cp) shapes are numbered already.) One key
+# for both modules, so that a batch is numbered by it once.
+LAYER_COLUMNS = MODEL_COLUMNS + PARALLEL_SIZES + (
+    "micro_batch", "dtype", "fp8_current_scaling", "flash_attention", "recompute", "seq_parallel", "framework",
+    "tp_comm_overlap")
 # Largest key space numbered through a table of that many flags (one pass); larger ones are sorted.
 _TABLE_LIMIT = 1 << 22
 # Above this share of distinct rows, gathering and spreading costs more than computing every row.

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives
-from planner.cost.memory import element_bytes, sharding_degree, state_sharding_degrees, unsharded_through_step
+from planner.cost import collectives, distinct
+from planner.cost.memory import (STAGE_STATE_COLUMNS, element_bytes, sharding_degree, state_sharding_degrees,
+                                 unsharded_through_step)
 from planner.frameworks import batch_framework_arrays
 
 INT8_BYTES = 1.0  # qwZ: 8-bit weights (partition_parameters.py:805 `quantize(..., groups, 8, Symmetric)`)
@@ -185,24 +186,33 @@ def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m, once):
     return (np.where(once, sent + scatter, m * (2.0 * sent + scatter)) + replica_calls * replica) * params
 
 
+def _groups_span_nodes(batch, cluster, fw):
+    """Per row, whether its data-parallel group (dp x cp ranks) spans nodes, and whether its sharding group does.
+    (It reads only columns the model states read too: memory.STAGE_STATE_COLUMNS.)"""
+    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
+    _, nodes = _shape(sharding_degree(batch, fw), stride, cluster.gpus_per_node)
+    return batch.dp * batch.cp * stride > cluster.gpus_per_node, nodes > 1
+
+
 def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     """Data-parallel bytes per step crossing node boundaries, per node of one dp row (module docstring): ZeRO-3
     by collective (forward and backward gathers, gradient reduction, replica all-reduce; one gather and one
     reduction a step on memory.unsharded_through_step rows); ZeRO-0/1/2 their
     whole traffic when the group spans nodes."""
     reduce_bytes = element_bytes(batch, fw)["reduce"]
-    stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
-    spans = batch.dp * batch.cp * stride > cluster.gpus_per_node
+    if fw is batch_framework_arrays(batch):  # the batch's own stack: once per distinct combination (_groups_span_nodes)
+        spans, sharding_spans = distinct.once_per_combination(
+            batch, STAGE_STATE_COLUMNS, lambda b: _groups_span_nodes(b, cluster, batch_framework_arrays(b)))
+    else:
+        spans, sharding_spans = _groups_span_nodes(batch, cluster, fw)
     out = np.where(spans, dp_bytes, 0.0)
     zero3 = batch.zero == 3
     if not zero3.any():
         return out
     # Flat ZeRO-3: every collective runs over the whole sharding group, so the per-unit bytes of
     # zero3_unit_cross_node reduce to m x (2w + r) x params through each of its nodes (no replica term).
-    d = sharding_degree(batch, fw)
-    per_node, nodes = _shape(d, stride, cluster.gpus_per_node)
     once = unsharded_through_step(batch, fw)
-    flat = np.where(nodes > 1, np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes)) * params, 0.0)
+    flat = np.where(sharding_spans, np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes)) * params, 0.0)
     out = np.where(zero3, flat, out)
     rows = np.flatnonzero(hierarchical_rows(batch))  # the general case, on the rows that need it
     if rows.size:

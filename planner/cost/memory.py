@@ -128,7 +128,16 @@ def state_sharding_degrees(batch: CandidateBatch, stack: dict | None = None) -> 
 def element_bytes(batch: CandidateBatch, stack: dict | None = None) -> dict[str, np.ndarray]:
     """Bytes per parameter element: weights, sharded (ZeRO-3) weights, gradient buffer, gradient reduce
     dtype, and the optimizer side K (Adam, fp32 master, fp32 gradient copy); once per batch (_once_per_batch)."""
-    return _once_per_batch(batch, stack, "element_bytes", _element_bytes)
+    return _once_per_batch(batch, stack, "element_bytes", _keyed_element_bytes)
+
+
+def _keyed_element_bytes(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
+    """_element_bytes, computed once per distinct combination of STAGE_STATE_COLUMNS (more than it reads: the
+    batch is numbered by that key for the model states already) when `stack` is the batch's own."""
+    if stack is not batch_framework_arrays(batch):
+        return _element_bytes(batch, stack)
+    return distinct.once_per_combination(batch, STAGE_STATE_COLUMNS,
+                                         lambda b: _element_bytes(b, batch_framework_arrays(b)))
 
 
 def _element_bytes(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
@@ -247,8 +256,11 @@ def fp8_weight_bytes(stage_layer_count, batch: CandidateBatch, stack: dict | Non
 
 
 def activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
-    """Korthikanti per-layer activation bytes (see _activation_bytes_per_layer), once per batch."""
-    return batch.cached("activation_bytes", _activation_bytes_per_layer)
+    """Korthikanti per-layer activation bytes (see _activation_bytes_per_layer), once per batch: computed once per
+    distinct combination of distinct.LAYER_COLUMNS (more than they read; the batch is numbered by that key once, for
+    step_time's per-layer times too) and spread to the candidates."""
+    return batch.cached("activation_bytes", lambda b: distinct.once_per_combination(
+        b, distinct.LAYER_COLUMNS, _activation_bytes_per_layer))
 
 
 def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
@@ -287,9 +299,15 @@ def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
     return np.where(p == 1, 1.0, np.where(v > 1, chunks / v, one_f_one_b))
 
 
+# What the micro-batches in flight read: the pipeline's size and interleaving and the micro-batches per step.
+INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation")
+
+
 def stage_inflight(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Micro-batches in flight on the first (rank 0), fullest middle (rank 1) and last pipeline stage."""
-    return _inflight(batch, 0.0), _inflight(batch, 1.0), _inflight(batch, batch.pp - 1.0)
+    """Micro-batches in flight on the first (rank 0), fullest middle (rank 1) and last pipeline stage, computed
+    once per distinct combination of INFLIGHT_COLUMNS (a search has a few dozen: cost/distinct.py)."""
+    return distinct.once_per_combination(batch, INFLIGHT_COLUMNS, lambda b: (
+        _inflight(b, 0.0), _inflight(b, 1.0), _inflight(b, b.pp - 1.0)))
 
 
 def inflight_microbatches(batch: CandidateBatch) -> np.ndarray:

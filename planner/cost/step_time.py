@@ -40,8 +40,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives, distinct, hierarchy, kernels, moe, offload, shard_copies, zero3_fetch
-from planner.cost.memory import (activation_bytes_per_layer, element_bytes, fp32_accumulation_rows, state_sharding_degrees,
-                                 unsharded_through_step)
+from planner.cost.memory import (STAGE_STATE_COLUMNS, activation_bytes_per_layer, element_bytes, fp32_accumulation_rows,
+                                 state_sharding_degrees, unsharded_through_step)
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.specs.hardware import DTYPES, ClusterSpec, Efficiency
@@ -605,14 +605,29 @@ def _gradient_buckets(batch, fw, params):
     return np.maximum(np.ceil(params / bucket_elements), 1.0)
 
 
+# What the stage split reads (specs.layout.stage_layers, stage_param_counts): the model, tp, pp and vpp.
+STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp")
+
+
+def _stage_split(batch):
+    """Layers and parameters (per tp rank) of the first, middle and last pipeline stage, and the data-parallel
+    stage's (_data_parallel_stage), computed once per distinct combination of STAGE_COLUMNS (a search has a few
+    dozen: cost/distinct.py) and spread to the candidates; once per batch."""
+    return batch.cached("stage_split", lambda b: distinct.once_per_combination(b, STAGE_COLUMNS, _stage_split_per_row))
+
+
+def _stage_split_per_row(batch):
+    return {"layers": batch.stages, "params": stage_param_counts(batch), "data_parallel": _most_parameters_stage(batch)}
+
+
 def _data_parallel_stage(batch):
     """The stage holding the most parameters, whose data-parallel traffic the step waits for (it is fixed by the
     model and layout, not by the hardware: taking the pacing stage's would let a slower GPU move the pace and
-    shrink the traffic): its parameters, its layers and whether it is the last stage, once per batch."""
-    return batch.cached("data_parallel_stage", _data_parallel_stage_per_row)
+    shrink the traffic): its parameters, its layers and whether it is the last stage."""
+    return _stage_split(batch)["data_parallel"]
 
 
-def _data_parallel_stage_per_row(batch):
+def _most_parameters_stage(batch):
     first_layers, middle_layers, last_layers = batch.stages
     first_params, middle_params, last_params = stage_param_counts(batch)
     dp_stage = stage_argmax((first_params, middle_params, last_params))
@@ -680,8 +695,19 @@ def _data_parallel_collectives_per_row(batch, cluster):
     }
 
 
-def _optimizer(batch, cluster, fw, w, hbm, params):
+def _optimizer(batch, cluster):
+    """_optimizer_per_row, computed once per distinct combination of memory.STAGE_STATE_COLUMNS (it reads only
+    columns the model states read too; the batch is numbered by that key for the memory model already) and spread
+    to the candidates."""
+    return distinct.once_per_combination(batch, STAGE_STATE_COLUMNS, lambda b: _optimizer_per_row(b, cluster))
+
+
+def _optimizer_per_row(batch, cluster):
     """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
+    fw = batch_framework_arrays(batch)
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    hbm = _rank_rates(batch, cluster)[1]
+    params = _data_parallel_stage(batch)[0]
     eff = cluster.efficiency
     shard = state_sharding_degrees(batch, fw)["optimizer"]
     opt_params = np.where(batch.zero >= 1, params / shard, params)
@@ -779,12 +805,9 @@ def flop_rate_ceiling(cluster: ClusterSpec) -> float:
 
 
 # What the per-layer times (_layer), their exposed tensor/context-parallel communication (_tensor_parallel) and the
-# output layer's time read, directly or through what they call: the model, tp and cp (their groups' links), the
-# micro-batch, the dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch size.
-# (pp and dp are in the key only because the batch's (tp, pp, dp, cp) shapes are numbered already.)
-LAYER_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
-    "micro_batch", "dtype", "fp8_current_scaling", "flash_attention", "recompute", "seq_parallel", "framework",
-    "tp_comm_overlap")
+# output layer's time read (distinct.LAYER_COLUMNS; the per-layer activation bytes share the key).
+LAYER_COLUMNS = distinct.LAYER_COLUMNS
+
 
 def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
     """Peak FLOP/s and HBM bytes/s one rank gets of its accelerator, the GEMMs' half-efficiency size and peak."""
@@ -891,8 +914,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         # The MoE layers' launch floor too: the GPU is held by the layer meanwhile.
         layer_forward = layer_forward + moe_layer["forward"] + moe_floor["forward"]
         layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"] + moe_floor["backward"]
-    first_layers, middle_layers, last_layers = batch.stages
-    first_params, middle_params, last_params = stage_param_counts(batch)
+    split = _stage_split(batch)
+    first_layers, middle_layers, last_layers = split["layers"]
+    first_params, middle_params, last_params = split["params"]
     accumulate = _fp32_grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
     # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
     stage_seconds = np.stack([first_layers * layer_total + accumulate * first_params,
@@ -914,7 +938,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
     dp_exposed, dp_bytes, offload_fetch, dp_window_used = _data_parallel(batch, cluster, fw, w, stage, params, m)
-    optimizer, offload_copies = _optimizer(batch, cluster, fw, w, hbm, params)
+    optimizer, offload_copies = _optimizer(batch, cluster)
     offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     layers_per_step = m * pace_layers  # the pacing stage's layers over the step's micro-batches
