@@ -184,7 +184,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     chosen = np.concatenate([np.tile(o, (len(r), 1)) for r, o in pairs]).reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f = chosen.T
-    runs = ((zero == 0) | (dp > 1)) & stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
+    runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
     # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
     # (what such a stack's user would run).

@@ -164,10 +164,9 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     zero, offload, f = zero_choice[zo][o_index], offload_choice[zo][o_index], stack_of[o_index]
     tp_p, pp_p, cp_p = tp[p_index], pp[p_index], cp[p_index]
     dp = gpus[p_index] // (tp_p * pp_p * cp_p)
-    # ZeRO stages only differ when there is data parallelism to shard over; the rest is the stack's
-    # (stack_runs: e.g. pipelining with ZeRO-1 at most on Megatron and DeepSpeed, ZeRO-3 on torchtitan).
-    ok = np.flatnonzero(((dp > 1) | (zero == 0))
-                        & stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp))
+    # What the stack runs (stack_runs: ZeRO only with ranks to shard over; e.g. pipelining with ZeRO-1 at most on
+    # Megatron and DeepSpeed, ZeRO-3 on torchtitan).
+    ok = np.flatnonzero(stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp))
     # Each kept (placement, option) once per (micro-batch, recompute).
     per = len(micro_choice)
     keep = np.repeat(ok, per)
@@ -212,7 +211,7 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
 
 def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
-    with pipelining up to its maximum, replicated data parallelism only where it allows it, interleaving,
+    only with ranks to shard over, with pipelining up to its maximum, replicated data parallelism only where it allows it, interleaving,
     context, tensor and pipeline parallelism where it has them. The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
@@ -223,6 +222,10 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp) -> np.ndarray:
         return values[0] if np.all(values == values[0]) else values[index]
 
     ok = (pp == 1) | (zero <= per_stack("max_zero_with_pipeline"))
+    # ZeRO needs ranks to shard over: the data-parallel ones, times the context-parallel ones where the stack's
+    # sharding group is dp x cp (cost.memory.sharding_degree: Megatron's distributed optimizer, FSDP's
+    # dp_shard x cp mesh), so dp = 1 with cp > 1 still shards there.
+    ok &= (zero == 0) | (dp * np.where(per_stack("shards_over_context_parallel"), cp, 1) > 1)
     alone = per_stack("replicated_dp_alone")
     if np.any(alone):
         ok &= ~(alone & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))

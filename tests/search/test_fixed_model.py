@@ -84,6 +84,22 @@ def test_every_layout_is_one_its_stack_runs(model_name, gpus, batch):
             check_layout(model, layout, gpus=gpus)
 
 
+def test_zero_shards_over_context_parallel_ranks_without_data_parallelism():
+    """Megatron's distributed optimizer and FSDP shard over dp x cp, so ZeRO runs with dp = 1 and cp > 1. The
+    search dropped every ZeRO layout with dp = 1: Llama 3 70B on 16 H100s with a one-sequence batch came out at
+    1.094 s (tp8 pp2, full recompute) where tp8 cp2 with ZeRO-3 fits and takes 1.014 s."""
+    model, cluster = preset("llama3-70b"), load_cluster("dgx-h100")
+    result = search_layouts(model, cluster, 16, global_batch=1, frameworks=("megatron",))
+    a = result.arrays
+    assert ((a["dp"] == 1) & (a["cp"] > 1) & (a["zero"] > 0)).any()
+    layout = planner.make_layout(tp=8, cp=2, dp=1, zero=3, recompute="full", seq_parallel=True, framework="megatron")
+    sim = simulate(model, layout, cluster)
+    assert sim["fits"]
+    assert result.step_time_s[result.best] <= sim["step_time_s"] * (1 + 1e-9)
+    fsdp = search_layouts(model, cluster, 16, global_batch=1, frameworks=("fsdp",)).arrays
+    assert ((fsdp["dp"] == 1) & (fsdp["cp"] > 1)).any()  # torchtitan shards dp_shard x cp: ZeRO-2/3 there
+
+
 def test_stacks_differ_as_their_data_says():
     model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
     deepspeed = search_layouts(model, cluster, 64, global_batch=512, frameworks=("deepspeed",))
