@@ -211,8 +211,8 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
 
 def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
-    only with ranks to shard over, with pipelining up to its maximum, replicated data parallelism only where it allows it, interleaving,
-    context, tensor and pipeline parallelism where it has them. The rows' ZeRO stage and offload mode are the
+    only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
+    it allows it, interleaving, context, tensor and pipeline parallelism where it has them. The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
