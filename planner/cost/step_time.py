@@ -401,8 +401,8 @@ def _tensor_parallel(batch, cluster, layer, w, fw):
 def _pipeline_transfers(batch, cluster, message, fw):
     """Seconds a stage waits for its point-to-point transfers per micro-batch and virtual stage (activation
     forward, gradient back), and the bytes of one transfer; with sequence parallelism the tensor is sharded over
-    tp. It reads only LAYER_COLUMNS (tp, pp, dp, cp, the tp message, the stack, sp): _layer_seconds runs it once
-    per distinct combination of them; _pipeline_send takes it over the virtual stages."""
+    tp. It reads only distinct.LAYER_COLUMNS (tp, pp, dp, cp, the tp message, the stack, sp): _layer_seconds runs it
+    once per distinct combination of them; _pipeline_send takes it over the virtual stages."""
     t, p = batch.tp, batch.pp
     links = _layout_links(batch, cluster, pp_group)
     spans_nodes = links["nodes"] > 1
@@ -804,10 +804,6 @@ def flop_rate_ceiling(cluster: ClusterSpec) -> float:
     return min(1.0, max(fractions))
 
 
-# What the per-layer times (_layer), their exposed tensor/context-parallel communication (_tensor_parallel) and the
-# output layer's time read (distinct.LAYER_COLUMNS; the per-layer activation bytes share the key).
-LAYER_COLUMNS = distinct.LAYER_COLUMNS
-
 
 def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
     """Peak FLOP/s and HBM bytes/s one rank gets of its accelerator, the GEMMs' half-efficiency size and peak."""
@@ -820,11 +816,13 @@ def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
 
 
 def _layer_seconds(batch: CandidateBatch, cluster: ClusterSpec) -> dict:
-    """_layer_seconds_per_row, computed once per distinct combination of LAYER_COLUMNS (a search has a few
+    """_layer_seconds_per_row, computed once per distinct combination of distinct.LAYER_COLUMNS (what the per-layer
+    times, their exposed tp/cp communication and the output layer read; a search has a few
     thousand among a million candidates: cost/distinct.py) and spread to the candidates. (Where the ranks share a
     node's compute, rank_share, a rank's peak also depends on the job's size: tp, pp, dp, cp are in the key.)"""
     with_layer = batch.has_moe  # the MoE parts read the layer's own arrays: spread them only for MoE batches
-    return distinct.once_per_combination(batch, LAYER_COLUMNS, lambda b: _layer_seconds_per_row(b, cluster, with_layer))
+    return distinct.once_per_combination(batch, distinct.LAYER_COLUMNS,
+                                         lambda b: _layer_seconds_per_row(b, cluster, with_layer))
 
 
 def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_layer: bool) -> dict:

@@ -53,7 +53,7 @@ def _mixed_batch(model_name: str) -> CandidateBatch:
 def test_distinct_evaluation_equals_every_row(monkeypatch, model_name, cluster_name):
     batch, cluster = _mixed_batch(model_name), load_cluster(cluster_name)
     keyed = dict(_flatten(dataclasses.asdict(estimate(batch, cluster))))
-    for columns in (step_time.LAYER_COLUMNS, step_time.DATA_PARALLEL_COLUMNS, memory.STAGE_STATE_COLUMNS,
+    for columns in (distinct.LAYER_COLUMNS, step_time.DATA_PARALLEL_COLUMNS, memory.STAGE_STATE_COLUMNS,
                     step_time.STAGE_COLUMNS, memory.INFLIGHT_COLUMNS):
         assert distinct.distinct_rows(batch, columns) is not None  # the keyed path ran
     monkeypatch.setattr(distinct, "_WORTHWHILE_SHARE", -1.0)  # never worthwhile: every part on every row
@@ -81,7 +81,7 @@ def test_column_codes_number_equal_values_alike():
 
 def test_an_empty_batch_is_not_keyed():
     batch = build_batch([preset("gpt3-13b")], np.zeros(0, dtype=np.int64))
-    assert distinct.distinct_rows(batch, step_time.LAYER_COLUMNS) is None
+    assert distinct.distinct_rows(batch, distinct.LAYER_COLUMNS) is None
     assert len(estimate(batch, load_cluster("dgx-h100")).step_time_s) == 0
 
 
@@ -117,7 +117,7 @@ NOT_READ = {
 }
 
 
-@pytest.mark.parametrize("part, columns", [("layer", step_time.LAYER_COLUMNS),
+@pytest.mark.parametrize("part, columns", [("layer", distinct.LAYER_COLUMNS),
                                            ("data_parallel", step_time.DATA_PARALLEL_COLUMNS),
                                            ("stage_states", memory.STAGE_STATE_COLUMNS),
                                            ("stage", step_time.STAGE_COLUMNS),
