@@ -236,9 +236,9 @@ def loss_band_text(plan: dict) -> str:
 
 def memory_risk_lines(headroom_bytes: float, hbm_bytes: float) -> list[str]:
     """The risk line of a plan with under search.budget.MEMORY_RISK_FRACTION of HBM free (the report says the same)."""
-    from planner.search.budget import MEMORY_RISK_FRACTION  # imported on use, as the CLI does: a fast --help
+    from planner.search.budget import memory_at_risk  # imported on use, as the CLI does: a fast --help
 
-    if headroom_bytes >= MEMORY_RISK_FRACTION * hbm_bytes:
+    if not memory_at_risk(headroom_bytes, hbm_bytes):
         return []
     from planner.report.render import human_bytes
     return [f"  risk       only {human_bytes(headroom_bytes)} ({100 * headroom_bytes / hbm_bytes:.1f}%) of HBM free: an "

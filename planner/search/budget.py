@@ -21,6 +21,11 @@ MAX_DEADLINE_S = 100 * 365.25 * 86400.0
 MEMORY_RISK_FRACTION = 0.05
 
 
+def memory_at_risk(headroom_bytes: float, hbm_bytes: float) -> bool:
+    """Whether a plan leaves under MEMORY_RISK_FRACTION of HBM free (optimize and the review flag it)."""
+    return headroom_bytes < MEMORY_RISK_FRACTION * hbm_bytes
+
+
 def parse_deadline(text: str) -> float:
     """--deadline as seconds, at most a century."""
     seconds = units.parse_duration(text, "--deadline")
