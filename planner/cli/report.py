@@ -58,7 +58,7 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
 
 def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool, moe=None) -> None:
     from planner.report import plots
-    from planner.report import document as report
+    from planner.report import document, typeset
     from planner.report import review as review_module
     from planner.io import write_files_atomic
     from planner.report.sensitivity import run_cases
@@ -75,11 +75,11 @@ def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool
     review = review_module.build_review(cluster, law, constraints, result, sensitivity=cases,
                                         command=_command_line(), moe=moe, **options)
     figures = plots.all_figures(review) if result.status == "ok" else {}
-    blocks = report.document(review)
+    blocks = document.document(review)
     markdown_dir = paths["md"].parent
     figure_links = {name: os.path.relpath(paths[name], markdown_dir).replace(os.sep, "/") for name in figures}
-    files = {paths["html"]: report.to_html(blocks, figures).encode("utf-8"),
-             paths["md"]: report.to_markdown(blocks, figure_links).encode("utf-8"),
+    files = {paths["html"]: typeset.to_html(blocks, figures).encode("utf-8"),
+             paths["md"]: typeset.to_markdown(blocks, figure_links).encode("utf-8"),
              **{paths[name]: data for name, data in figures.items()}}
     write_files_atomic(files, force=args.force)  # all or nothing: the Markdown never links a missing figure
     figure_dir = f" (figures in {paths[next(iter(figures))].parent}/)" if figures else ""

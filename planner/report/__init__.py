@@ -1,2 +1,2 @@
 """The review of a plan: its numbers (review, sensitivity), figures (plots), text, tables and JSON
-(render), and the document (HTML and Markdown)."""
+(render), the document's blocks (document) and their HTML and Markdown (typeset)."""
