@@ -31,6 +31,27 @@ def test_heads_not_divisible_by_tp():
     assert "heads(12) is not divisible by tp(8)" in _check_error(PRESETS["gpt2-small"], tp=8)
 
 
+@pytest.mark.parametrize("framework", ["deepspeed", "fsdp", "other"])
+def test_kv_heads_not_divisible_by_tp(framework):
+    """Llama 3 70B has 64 query heads but 8 kv heads: tp 16 divides the first, not the second. torchtitan and
+    Megatron-DeepSpeed shard the kv heads whole (simulate priced half a kv head per rank)."""
+    model = PRESETS["llama3-70b"]
+    message = _check_error(model, gpus=16, tp=16, zero=1 if framework != "fsdp" else 3, global_batch=16,
+                           framework=framework)
+    assert f"kv_heads(8) is not divisible by tp(16): {framework} needs tp a divisor of the key/value heads" in message
+    check_layout(model, Layout(tp=8, dp=2, zero=1 if framework != "fsdp" else 3, global_batch=16,
+                               framework=framework), gpus=16)
+
+
+def test_megatron_runs_tp_a_divisor_or_a_multiple_of_the_kv_heads():
+    """Megatron-Core: num_query_groups a multiple or divisor of tp (transformer_config.py:1461-1468)."""
+    check_layout(PRESETS["llama3-70b"], Layout(tp=16, dp=1, zero=1, global_batch=16, framework="megatron"), gpus=16)
+    model = make_model(layers=4, hidden=3072, heads=24, kv_heads=8, vocab=1000, seq_len=1024)
+    message = _check_error(model, gpus=12, tp=12, global_batch=1, framework="megatron")
+    assert "kv_heads(8) is not divisible by tp(12): megatron needs tp a divisor of the key/value heads or a multiple" \
+        in message
+
+
 def test_fewer_layers_than_virtual_stages():
     message = _check_error(GPT3, pp=16, vpp=8, global_batch=16)
     assert "layers(96) < pp(16) * vpp(8) = 128" in message

@@ -58,4 +58,8 @@ MEGATRON = Framework(
     # align_grad_reduce, training.py:4356-4359, `start_grad_sync` per chunk at :1438-1455), behind the other
     # chunks' remaining backward, as MegaScale describes it (section 3.2).
     dp_reduce_per_model_chunk=True,
+    # num_query_groups "must be a multiple or divisor of" tp (core/transformer/transformer_config.py:1461-1468); with
+    # fewer groups than tp the QKV output is all-gathered and sliced (core/transformer/attention.py:353-380,
+    # 1851-1870; mappings.py:546-549: all-gather forward, reduce-scatter backward).
+    tp_multiple_of_kv_heads=True,
 )

@@ -55,7 +55,8 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
         and (fixed.get("vpp", 1) == 1 or FRAMEWORKS[name].supports_interleaving)]
     framework = fixed.get("framework", draw(st.sampled_from(stacks)))
     stack = FRAMEWORKS[framework]
-    tp_options = [d for d in _divisors(model.heads) if d <= min(16, capacity) and (d == 1 or stack.supports_tensor_parallel)]
+    tp_options = [d for d in _divisors(model.heads) if d <= min(16, capacity)
+                  and (model.kv % d == 0 or (stack.tp_multiple_of_kv_heads and d % model.kv == 0)) and (d == 1 or stack.supports_tensor_parallel)]
     tp = fixed.get("tp", draw(st.sampled_from(tp_options)))
     # Stages may be uneven (layout.stage_layers); each virtual stage needs a layer.
     pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
