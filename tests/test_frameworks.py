@@ -10,7 +10,7 @@ import pytest
 
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, framework_arrays
-from planner.specs.layout import Layout, check_layout
+from planner.specs.layout import RECOMPUTE_CODES, Layout, check_layout
 from planner.specs.model import PRESETS
 
 
@@ -34,7 +34,7 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
     assert differing == {"name", "gathers_outside_layers", "scatter_calls_per_layer",
                          "scatter_calls_outside_layers", "host_ops_per_rank_per_call", "prefetch_live_limit_elements",
                          "reuse_limit_elements", "zeropp", "dtypes", "fp32_grad_accumulation_bytes",
-                         "shard_copies"}
+                         "shard_copies", "recompute_modes"}
     assert FRAMEWORKS["deepspeed-v0.3"].gathers_per_layer == FRAMEWORKS["deepspeed"].gathers_per_layer == 4.0
     assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}
     with pytest.raises(PlannerInputError, match="no ZeRO\\+\\+"):
@@ -67,10 +67,23 @@ def test_arrays_follow_the_codes_per_candidate():
     (dict(framework="llm-foundry", zero=1), "supports stages"),
     (dict(framework="fsdp", dtype="fp8", fp8_recipe="delayed"), "fsdp scales fp8 casts with tensorwise"),
     (dict(framework="deepspeed", dtype="fp8", fp8_recipe="tensorwise"), "deepspeed scales fp8 casts with delayed"),
+    # No Korthikanti selective recompute in torchtitan, Composer / llm-foundry or the Megatron-DeepSpeed of 2021.
+    (dict(framework="fsdp", zero=3, dp=2, global_batch=2, recompute="selective"),
+     "recompute=selective: fsdp recomputes activations none or full"),
+    (dict(framework="llm-foundry", zero=3, dp=2, global_batch=2, recompute="selective"),
+     "recompute=selective: llm-foundry recomputes activations none or full"),
+    (dict(framework="deepspeed-v0.3", dtype="fp16", recompute="selective"),
+     "recompute=selective: deepspeed-v0.3 recomputes activations none or full"),
 ])
 def test_a_layout_the_stack_cannot_run_is_refused(layout, reason):
     with pytest.raises(PlannerInputError, match=reason):
         check_layout(PRESETS["gpt2-xl"], Layout(**layout))
+
+
+def test_every_stack_runs_without_recompute_and_names_only_layout_modes():
+    for stack in FRAMEWORKS.values():
+        assert stack.recompute_modes[0] == "none" and set(stack.recompute_modes) <= set(RECOMPUTE_CODES), stack.name
+    check_layout(PRESETS["gpt2-xl"], Layout(framework="fsdp", zero=3, dp=2, global_batch=2, recompute="full"))
 
 
 def test_fp8_recipe_defaults_to_the_stacks_and_search_batches_price_it():

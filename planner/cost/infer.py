@@ -32,7 +32,7 @@ def _options(name: str, model: ModelSpec, fields: dict) -> list:
         per_replica = fields["global_batch"] // fields.get("dp", 1)
         return [b for b in range(1, min(per_replica, MAX_MICRO_BATCH) + 1) if per_replica % b == 0] or [1]
     if name == "recompute":
-        return ["none", "selective", "full"]
+        return list(framework.recompute_modes)
     if name == "vpp":
         pp = fields.get("pp", 1)
         if pp == 1 or not framework.supports_interleaving:

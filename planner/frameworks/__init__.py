@@ -140,6 +140,8 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if stack.replicated_dp_alone and layout.zero == 0 and (layout.cp > 1 or (layout.dp > 1 and layout.tp * layout.pp > 1)):
         problems.append(f"zero=0 with tp, pp or cp > 1: {framework} runs replicated data parallelism only as the sole "
                         "parallelism and shards parameters over context-parallel ranks")
+    if layout.recompute not in stack.recompute_modes:
+        problems.append(f"recompute={layout.recompute}: {framework} recomputes activations {' or '.join(stack.recompute_modes)}")
     if layout.dtype not in stack.dtypes:
         problems.append(f"dtype={layout.dtype}: {framework} trains in {', '.join(sorted(stack.dtypes))}")
     elif layout.dtype == "fp8" and layout.fp8_recipe is not None and layout.fp8_recipe not in stack.fp8_recipes:

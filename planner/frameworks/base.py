@@ -70,6 +70,10 @@ class Framework:
     # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).
     replicated_dp_alone: bool = False
     dtypes: frozenset = frozenset({"bf16", "fp16", "fp8", "fp32"})
+    # Activation recompute modes the stack runs (planner.specs.layout.Layout.recompute names): "selective" is
+    # Korthikanti et al.'s, the attention core recomputed from kept projections (Megatron's
+    # --recompute-granularity selective), which is what the cost model prices under that name.
+    recompute_modes: tuple = ("none", "selective", "full")
     # fp8 scaling recipes the stack runs (planner.specs.layout.Layout.fp8_recipe); the first is its default.
     fp8_recipes: tuple = ("delayed", "tensorwise")
     # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);

@@ -84,4 +84,8 @@ DEEPSPEED = Framework(
     fp32_grad_accumulation_bytes=18.0,  # BF16_Optimizer's cast + add per micro-batch (module docstring)
     # ZeRO-2's and ZeRO-3's gradient bucket copies and divides every micro-batch (cost/shard_copies.py).
     shard_copies="deepspeed",
+    # DeepSpeed's own activation checkpointing recomputes whole calls (full); Megatron-DeepSpeed, the stack `--emit
+    # deepspeed` writes, also has --recompute-granularity selective, the attention core alone (deepspeedai/
+    # Megatron-DeepSpeed@4efb479d megatron/arguments.py:830-832, megatron/model/transformer.py:629).
+    recompute_modes=("none", "selective", "full"),
 )

@@ -68,4 +68,8 @@ DEEPSPEED_V03 = replace(
     # Its reduction predates reduce_scatter_coalesced (v0.3.14 stage3.py: a bucket copy :1461-1468 and an
     # in-place divide :1510, per parameter): not modelled, about 1% of Narayanan21 Table 2's ZeRO-3 steps.
     shard_copies="none",
+    # No selective recompute before 2022: Megatron-DeepSpeed of these releases had --checkpoint-activations (whole
+    # layers, --activations-checkpoint-method uniform or block) only (deepspeedai/Megatron-DeepSpeed@e64507f0,
+    # 2021-10-31, megatron/arguments.py:416-425); --recompute-granularity selective came with bbab79f8 (2022-05-16).
+    recompute_modes=("none", "full"),
 )

@@ -42,6 +42,11 @@ FSDP = Framework(
     # builds torchao's default config, "Float8 tensorwise scaled training" (components/quantization/
     # float8.py:46-81); the recipes it can name are tensorwise and rowwise ones, no delayed scaling.
     fp8_recipes=("tensorwise",),
+    # No Korthikanti selective recompute (the attention core recomputed, every matmul output kept): torchtitan's
+    # selective AC saves the compute-intensive ops' outputs, the attention kernel's among them, and recomputes every
+    # second matmul (torchtitan@b5bcd76c torchtitan/distributed/activation_checkpoint.py:185-191, 268-273; at
+    # @238fa995, which emit/torchtitan.py writes for, every nth layer or the same op-level policy, :27-49, 106-122).
+    recompute_modes=("none", "full"),
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,

@@ -34,4 +34,7 @@ JAX = Framework(
     grad_bucket_elements=134217728 / 4.0,
     eager_dispatch=False,
     attention_kernel_hopper="cudnn",  # cudnn_flash_te in MaxText's GPU configs (module docstring)
+    # remat_policy (B:355-358): 'full', 'none', and 'minimal', which saves every named projection output except the
+    # attention's context (src/maxtext/layers/decoders.py:357-359), i.e. recomputes the attention core: selective.
+    recompute_modes=("none", "selective", "full"),
 )

@@ -58,4 +58,7 @@ LLM_FOUNDRY = Framework(
     # SHARD_GRAD_OP frees the unsharded parameters after backward (torch `_runtime_utils._post_backward_reshard`):
     # every micro-batch's forward all-gathers them again.
     zero2_gathers_every_microbatch=True,
+    # Activation checkpointing wraps whole blocks (`activation_checkpointing_fn` returns isinstance(module, MPTBlock),
+    # llm-foundry@b2a43a1 llmfoundry/models/mpt/modeling_mpt.py:482-483): full or none.
+    recompute_modes=("none", "full"),
 )

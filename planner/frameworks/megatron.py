@@ -62,4 +62,7 @@ MEGATRON = Framework(
     # fewer groups than tp the QKV output is all-gathered and sliced (core/transformer/attention.py:353-380,
     # 1851-1870; mappings.py:546-549: all-gather forward, reduce-scatter backward).
     tp_multiple_of_kv_heads=True,
+    # --recompute-granularity full or selective (core/transformer/transformer_config.py:532; selective recomputes
+    # "core_attn", :533-535), or none.
+    recompute_modes=("none", "selective", "full"),
 )

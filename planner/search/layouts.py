@@ -12,9 +12,9 @@ numpy arrays and scored in one vectorised pass of the cost model:
   micro   with --global-batch: every divisor of the per-replica batch (as Calculon); without it, 1..64
           in powers of two, the global batch rounded to whole micro-batches x dp from the batch law;
   ZeRO 0-3 (pipelines up to the stack's max_zero_with_pipeline), optimizer / optimizer+params offload
-  where the stack has it, recompute none/selective/full, sequence parallelism with tp > 1, and the
-  tensor- and data-parallel communication overlaps on and off where the stack has them (each changes
-  memory, so neither setting dominates);
+  where the stack has it, recompute none/selective/full (the modes the stack has), sequence parallelism
+  with tp > 1, and the tensor- and data-parallel communication overlaps on and off where the stack has
+  them (each changes memory, so neither setting dominates);
   MoE     (MoE models) ep: every divisor of the experts that, with etp, divides tp x cp x dp (Megatron's
           expert grid); etp 1 and tp; the all-to-all overlaps the stack has (planner.frameworks.moe:
           Megatron's needs an interleaved schedule with pp > 1 and no full recompute).
@@ -137,14 +137,16 @@ def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np
 
 def _stack_options(stacks) -> np.ndarray:
     """(zero, offload, recompute, sp, tp_overlap, dp_overlap, stack) rows each stack can run whatever the
-    placement: its ZeRO stages, offload where it has it, the TP overlap where it has it (with sequence
-    parallelism where it needs it)."""
+    placement: its ZeRO stages, offload where it has it, its recompute modes, the TP overlap where it has it
+    (with sequence parallelism where it needs it)."""
     rows = []
     for f, s in enumerate(stacks):
         for z, o in ZERO_OFFLOAD_CHOICES:
             if z not in s.zero_stages or (o and (not s.supports_offload or list(OFFLOAD_CODES)[o] not in s.offload_modes)):
                 continue
             for r in RECOMPUTE_CHOICES:
+                if list(RECOMPUTE_CODES)[r] not in s.recompute_modes:
+                    continue
                 for sp in (0, 1):
                     for tpo in ((0, 1) if s.tp_comm_overlap_available and (sp or not s.tp_comm_overlap_needs_sequence_parallel) else (0,)):
                         rows += [(z, o, r, sp, tpo, dpo, f) for dpo in (0, 1)]

@@ -6,10 +6,10 @@ heads (Llama-3 practice). GPU counts are whole nodes on a geometric grid, plus 1
 node for small plans. Layouts: tp in {1, 2, 4, 8} (inside a node, dividing heads and kv heads), pp
 dividing the depth, interleaving vpp in {1, 2}, context parallelism cp in {1, 2}, ZeRO 0-3 (with
 pipelining up to the stack's maximum), optimizer offload (ZeRO-2/3, where the stack has it), micro-batch
-1-8, recompute none/selective/full, sequence parallelism on or off when tp > 1. Flat ZeRO-3 layouts whose
-data-parallel group spans nodes are also tried with the ZeRO-3 hierarchy (LOSSLESS_HIERARCHY: ZeRO++ hpZ, a
-node-sized MiCS / HSDP shard group; with --quantized-comm also hpZ + qwZ + qgZ), as the fixed-model search
-tries them. Each layout is enumerated once per searched stack (planner.frameworks; the budget search's
+1-8, recompute none/selective/full (the modes the stack has), sequence parallelism on or off when tp > 1.
+Flat ZeRO-3 layouts whose data-parallel group spans nodes are also tried with the ZeRO-3 hierarchy
+(LOSSLESS_HIERARCHY: ZeRO++ hpZ, a node-sized MiCS / HSDP shard group; with --quantized-comm also hpZ + qwZ +
+qgZ), as the fixed-model search tries them. Each layout is enumerated once per searched stack (planner.frameworks; the budget search's
 --framework) and kept only where that stack runs it (stack_runs: its ZeRO stages, offload, schedules and
 ZeRO-3 hierarchy options), with the stack's overlaps (stack_columns). Everything is a cartesian product
 filtered with vector operations.
@@ -23,7 +23,7 @@ import numpy as np
 
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS
 from planner.errors import PlannerInputError
-from planner.specs.layout import OFFLOAD_CODES
+from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.specs.model import ModelSpec, family_model
 
 TP_CHOICES = (1, 2, 4, 8)
@@ -33,7 +33,7 @@ CP_CHOICES = (1, 2)  # context parallelism: splits the sequence (ring attention)
 # Sequence parallelism with tp > 1 (same traffic, less activation memory); tp = 1 keeps only "off".
 SEQ_PARALLEL_CHOICES = (False, True)
 MICRO_BATCH_CHOICES = (1, 2, 4, 8)
-RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
+RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full: those the stack has (Framework.recompute_modes)
 # (zero stage, offload code): offload only where DeepSpeed supports it well (ZeRO-2/3 + CPU optimizer).
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1))
 # ZeRO-3 hierarchy options tried beside flat ZeRO-3 (no offload), each with its group = the data-parallel
@@ -167,15 +167,17 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     # What the stack runs (stack_runs: ZeRO only with ranks to shard over; e.g. pipelining with ZeRO-1 at most on
     # Megatron and DeepSpeed, ZeRO-3 on torchtitan).
     ok = np.flatnonzero(stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp))
-    # Each kept (placement, option) once per (micro-batch, recompute).
-    per = len(micro_choice)
-    keep = np.repeat(ok, per)
+    # Each kept (placement, option) once per (micro-batch, recompute), the recompute modes its stack has.
+    keep = np.repeat(ok, len(micro_choice))
+    micro_rows, recompute_rows = np.tile(micro_choice, len(ok)), np.tile(recompute_choice, len(ok))
+    if not own["recompute"].all():
+        has_mode = own["recompute"][f[keep], recompute_rows]
+        keep, micro_rows, recompute_rows = keep[has_mode], micro_rows[has_mode], recompute_rows[has_mode]
     p_keep, f_keep = p_index[keep], f[keep]
     arrays = {
         "model_index": model_index[p_keep], "gpus": gpus[p_keep], "tp": tp[p_keep], "pp": pp[p_keep],
         "dp": dp[keep], "vpp": vpp[p_keep], "cp": cp[p_keep], "seq_parallel": (sp & (tp > 1))[p_keep],
-        "zero": zero[keep], "offload": offload[keep], "micro_batch": np.tile(micro_choice, len(ok)),
-        "recompute": np.tile(recompute_choice, len(ok)),
+        "zero": zero[keep], "offload": offload[keep], "micro_batch": micro_rows, "recompute": recompute_rows,
         **stack_columns(stacks, f_keep, tp[p_keep], (sp & (tp > 1))[p_keep]),
     }
     every = np.full(len(keep), bool(hierarchy))
@@ -198,9 +200,11 @@ def checked_stacks(frameworks, dtype: str) -> tuple:
 
 
 def _stack_tables(stacks) -> dict[str, np.ndarray]:
-    """Per-stack lookup tables: zero[stack, stage] and offload[stack, code] (what it runs), zeropp and shard_groups."""
+    """Per-stack lookup tables: zero[stack, stage], offload[stack, code] and recompute[stack, code] (what it runs),
+    zeropp and shard_groups."""
     offload_names = list(OFFLOAD_CODES)
     return {
+        "recompute": np.array([[name in s.recompute_modes for name in RECOMPUTE_CODES] for s in stacks], dtype=bool),
         "zero": np.array([[z in s.zero_stages for z in range(4)] for s in stacks], dtype=bool),
         "offload": np.array([[o == 0 or (s.supports_offload and offload_names[o] in s.offload_modes)
                               for o in range(len(offload_names))] for s in stacks], dtype=bool),

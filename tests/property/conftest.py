@@ -90,7 +90,7 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
         # Where offloaded state goes only means something with offload (a layout refuses nvme without it).
         offload_device=fixed.get("offload_device", draw(st.sampled_from(["cpu", "nvme"])) if offload != "none" else "cpu"),
         micro_batch=micro_batch, global_batch=micro_batch * dp * accumulation,
-        recompute=fixed.get("recompute", draw(st.sampled_from(["none", "selective", "full"]))),
+        recompute=fixed.get("recompute", draw(st.sampled_from(stack.recompute_modes))),
         seq_parallel=fixed.get("seq_parallel", draw(st.booleans())),
         dtype=fixed.get("dtype", draw(st.sampled_from(dtypes))),
         flash_attention=fixed.get("flash_attention", draw(st.booleans())),

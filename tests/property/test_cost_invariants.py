@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from planner.cost.estimate import simulate
 from planner.cost.memory import model_state_bytes, per_gpu_memory, sharding_degree, stage_params
-from planner.specs.layout import single_batch
+from planner.frameworks import FRAMEWORKS
+from planner.specs.layout import RECOMPUTE_CODES, single_batch
 
 EXAMPLES = settings.default.max_examples
 # Float noise allowed when a slower input must not give a smaller output: the step time is a sum of
@@ -109,18 +110,19 @@ def test_model_states_never_grow_with_the_zero_stage(gen, data):
 @settings(max_examples=EXAMPLES * 2)
 @given(data=st.data())
 def test_recompute_trades_time_for_memory(gen, data):
-    """Activation memory: none >= selective >= full recompute; step time the other way round."""
+    """Activation memory: none >= selective >= full recompute; step time the other way round (over the modes the
+    layout's stack runs)."""
     model, layout, cluster = data.draw(gen.cases(recompute="none"))
-    results = [simulate(model, layout.model_copy(update={"recompute": mode}), cluster)
-               for mode in ("none", "selective", "full")]
+    modes = [mode for mode in RECOMPUTE_CODES if mode in FRAMEWORKS[layout.framework].recompute_modes]
+    results = [simulate(model, layout.model_copy(update={"recompute": mode}), cluster) for mode in modes]
     memory = [r["memory"]["total_bytes"] for r in results]
     time = [r["step_time_s"] for r in results]
-    assert memory[0] >= memory[1] * (1 - REL) and memory[1] >= memory[2] * (1 - REL), memory
-    assert time[0] <= time[1] * (1 + REL) and time[1] <= time[2] * (1 + REL), time
+    assert all(more >= less * (1 - REL) for more, less in zip(memory, memory[1:])), memory
+    assert all(shorter <= longer * (1 + REL) for shorter, longer in zip(time, time[1:])), time
     if layout.pp == 1:  # one stage: the activation parts themselves are ordered too
         activations = [r["memory"]["activations"] + r["memory"]["recompute_working"] + r["memory"]["logits"]
                        for r in results]
-        assert activations[0] >= activations[1] * (1 - REL) >= activations[2] * (1 - REL) ** 2, activations
+        assert all(more >= less * (1 - REL) for more, less in zip(activations, activations[1:])), activations
 
 
 def _slower(cluster, what: str, factor: float):

@@ -15,7 +15,7 @@ from planner.search.layouts import DEFAULT_FRAMEWORKS
 from planner.search.optimize import optimize
 from planner.search.space import enumerate_space, family_models
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import make_layout, OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.specs.layout import check_layout, make_layout, OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.laws.registry import load_law
 
 
@@ -47,6 +47,22 @@ def test_every_candidate_is_one_its_stack_runs(models):
     rows = np.random.default_rng(0).choice(len(space), 3000, replace=False)
     for layout in _layouts(space, rows):
         assert unsupported_features(layout.framework, layout) == [], layout
+
+
+def test_no_stack_is_given_a_layout_check_layout_refuses(models):
+    """A space over every stack, in a dtype each trains in: sampled rows pass check_layout (the rule simulate applies),
+    and each stack gets exactly its recompute modes (the search gave torchtitan selective recompute, which
+    check_layout and its launch files refuse)."""
+    space = enumerate_space(models, [8, 64], 8, frameworks=FRAMEWORK_NAMES)
+    a = space.arrays
+    stack = np.array(FRAMEWORK_NAMES)[a["framework"]]
+    for name in FRAMEWORK_NAMES:
+        offered = {list(RECOMPUTE_CODES)[r] for r in np.unique(a["recompute"][stack == name]).tolist()}
+        assert offered == set(FRAMEWORKS[name].recompute_modes), name
+    rows = np.random.default_rng(1).choice(len(space), 2000, replace=False)
+    for i, layout in zip(rows, _layouts(space, rows)):
+        dtype = "bf16" if "bf16" in FRAMEWORKS[layout.framework].dtypes else "fp16"
+        check_layout(models[a["model_index"][i]], layout.model_copy(update={"dtype": dtype}), gpus=int(a["gpus"][i]))
 
 
 def test_stack_capabilities_shape_the_space(models):

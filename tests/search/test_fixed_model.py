@@ -16,7 +16,7 @@ from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, unsupported_features
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import check_layout
+from planner.specs.layout import RECOMPUTE_CODES, check_layout
 from planner.specs.model import ModelSpec, preset
 from planner.search import layouts as layouts_module
 from planner.search.fixed_model import plan_fixed_model
@@ -82,6 +82,16 @@ def test_every_layout_is_one_its_stack_runs(model_name, gpus, batch):
             assert layout.framework == framework
             assert unsupported_features(framework, layout) == []
             check_layout(model, layout, gpus=gpus)
+
+
+def test_each_stack_is_offered_exactly_its_recompute_modes():
+    """torchtitan, Composer and 2021's DeepSpeed have no selective (attention-core) recompute: the search offered it
+    to them, and a plan's torchtitan launch files then failed (planner.frameworks recompute_modes)."""
+    for framework in FRAMEWORK_NAMES:
+        dtype = "bf16" if "bf16" in FRAMEWORKS[framework].dtypes else "fp16"
+        recompute = layouts_module.enumerate_layouts(preset("llama3-8b"), 64, 512, (framework,), dtype=dtype)["recompute"]
+        offered = {list(RECOMPUTE_CODES)[r] for r in np.unique(recompute).tolist()}
+        assert offered == set(FRAMEWORKS[framework].recompute_modes), framework
 
 
 def test_zero_shards_over_context_parallel_ranks_without_data_parallelism():
