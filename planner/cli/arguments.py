@@ -33,6 +33,20 @@ def whole_number(low: int = 1, high: int = MAX_WHOLE):
     return parse
 
 
+class RecordGiven(argparse.Action):
+    """Stores the value as `store` does and records the flag's dest in `namespace.given`, so that a command can
+    tell a flag the user gave from its default (optimize's --seq-len 4096 applies to a --model only when given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def given(args, name: str) -> bool:
+    """Whether the user gave the flag whose dest is `name` (one declared with action=RecordGiven)."""
+    return name in getattr(args, "given", ())
+
+
 def real_number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False):
     """An argparse type: a finite number in [low, high] (or the open interval where asked); no NaN or inf."""
     def parse(text: str) -> float:

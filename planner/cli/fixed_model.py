@@ -70,9 +70,11 @@ def parse_gpu_list(text: str) -> list[int]:
 
 
 def load_model(args):
-    """--model PRESET|FILE or --params N -> ModelSpec (the --seq-len/--vocab flags only shape --params models)."""
+    """--model PRESET|FILE or --params N -> ModelSpec. --seq-len/--vocab shape a --params model; given with
+    --model they replace the model's own, as the flags of `planner simulate` override its --model."""
     from pathlib import Path
 
+    from planner.cli.arguments import given
     from planner.specs.model import make_model, preset
     if args.model and args.params:
         raise PlannerInputError("--model and --params: give one (a preset or file, or a size for the family dial)")
@@ -82,8 +84,11 @@ def load_model(args):
             data = load_yaml_file(args.model, "model file (.yaml)")
             if not isinstance(data, dict):
                 raise PlannerInputError(f"{args.model}: expected a YAML mapping of model fields (layers, hidden, heads, ...)")
-            return make_model(args.model, **data)
-        return preset(args.model)
+            model = make_model(args.model, **data)
+        else:
+            model = preset(args.model)
+        overrides = {key: getattr(args, key) for key in ("seq_len", "vocab") if given(args, key)}
+        return make_model(f"--model {args.model} with --seq-len/--vocab", **{**model.model_dump(), **overrides})
     from planner.specs import units
     from planner.search.space import family_models
     target = units.parse_count(args.params, "--params")

@@ -24,7 +24,7 @@ def register(subparsers, name: str) -> None:
 
 def add_optimize_arguments(parser) -> None:
     """The problem flags (budget, cluster, law, constraints, training settings); shared with `planner report`."""
-    from planner.cli.arguments import CLUSTER_DIR_HELP, fraction, real_number, whole_number
+    from planner.cli.arguments import CLUSTER_DIR_HELP, RecordGiven, fraction, real_number, whole_number
 
     parser.add_argument("--budget", help="GPU-hours like '10000gpuh', or money like '$2M' (needs a cluster price)")
     parser.add_argument("--deadline", help="wall-clock limit like '14d' or '36h' (default 30d when choosing the model; with --model "
@@ -39,8 +39,10 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--unique-tokens", help="unique training data available, like '2T' (switches to the data-constrained law)")
     parser.add_argument("--target-loss", type=real_number(0.0, 20.0, low_open=True, high_open=True), help="instead of maximising quality, find the cheapest plan reaching this loss")
     parser.add_argument("--inference-tokens", help="tokens to be served later, like '1T': minimise training + inference compute")
-    parser.add_argument("--seq-len", type=whole_number(), default=4096, help="training sequence length (default 4096)")
-    parser.add_argument("--vocab", type=whole_number(), default=32000, help="vocabulary size of the planned model (default 32000)")
+    parser.add_argument("--seq-len", type=whole_number(), default=4096, action=RecordGiven,
+                        help="training sequence length (default 4096; with --model it replaces the model's)")
+    parser.add_argument("--vocab", type=whole_number(), default=32000, action=RecordGiven,
+                        help="vocabulary size of the planned model (default 32000; with --model it replaces the model's)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
     parser.add_argument("--framework", metavar="STACK[,STACK]",
                         help="training stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other (a neutral "

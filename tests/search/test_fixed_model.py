@@ -341,3 +341,15 @@ def test_interleaved_megatron_layouts_have_at_least_pp_micro_batches():
         assert np.all(steps[interleaved] >= a["pp"][interleaved])
     short = Layout(tp=8, pp=4, vpp=2, dp=2, micro_batch=2, global_batch=8, framework="megatron")
     assert any("needs at least pp(4)" in p for p in unsupported_features("megatron", short))
+
+
+def test_seq_len_and_vocab_given_with_a_model_replace_its_own(optimize):
+    """Helper-found: `--model gpt2-small --seq-len 512` planned the preset's 1,024-token sequences (the flags
+    shaped --params models only, and were dropped without a word for a --model)."""
+    base = ("--model", "gpt2-small", "--gpus", "8", "--framework", "megatron", "--global-batch", "64", "--json")
+    preset_model = json.loads(optimize(*base)[1])["model"]
+    code, out, err = optimize(*base, "--seq-len", "512", "--vocab", "32000")
+    model = json.loads(out)["model"]
+    assert code == 0 and (preset_model["seq_len"], preset_model["vocab"]) == (1024, 50257)
+    assert (model["seq_len"], model["vocab"]) == (512, 32000)
+    assert model["total_params"] < preset_model["total_params"]  # the smaller embedding table
