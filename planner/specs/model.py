@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import difflib
 import math
+import typing
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from planner.errors import PlannerInputError
 
@@ -81,6 +82,17 @@ class ModelSpec(BaseModel):
     # window_size=(attention_window - 1, 0); Megatron-Core's TransformerConfig.window_size). None = full
     # causal attention. A window >= seq_len changes nothing.
     attention_window: int | None = Field(default=None, gt=0)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_switch_for_a_number(cls, value, info):
+        # pydantic's lax mode reads YAML's `layers: true` as 1 (a one-layer model, silently); a true/false is
+        # only a value of the switch fields.
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation is not bool:
+            kind = "a whole number" if int in (annotation, *typing.get_args(annotation)) else "text"
+            raise ValueError(f"expected {kind}, not {str(value).lower()}")
+        return value
 
     @model_validator(mode="after")
     def _check_shape(self) -> "ModelSpec":

@@ -353,3 +353,14 @@ def test_seq_len_and_vocab_given_with_a_model_replace_its_own(optimize):
     assert code == 0 and (preset_model["seq_len"], preset_model["vocab"]) == (1024, 50257)
     assert (model["seq_len"], model["vocab"]) == (512, 32000)
     assert model["total_params"] < preset_model["total_params"]  # the smaller embedding table
+
+
+@pytest.mark.parametrize("key", ["layers", "moe_experts"])
+def test_a_true_for_a_count_in_a_model_file_is_bad_input(tmp_path, optimize, key):
+    """Helper-found: `layers: true` in a model YAML was read as 1 (pydantic's lax int), and the plan was for a
+    one-layer model; simulate's --config already refused it."""
+    shape = {"layers": 4, "hidden": 256, "heads": 4, "vocab": 1000, "seq_len": 256, key: True}
+    path = tmp_path / "model.yaml"
+    path.write_text("".join(f"{k}: {str(v).lower()}\n" for k, v in shape.items()))
+    code, out, err = optimize("--model", path, "--gpus", "8", "--global-batch", "64")
+    assert code == 2 and err.count("\n") == 1 and f"{key}: expected a whole number" in err, err
