@@ -93,6 +93,16 @@ def test_simulate_infer_fills_what_the_user_left_out(cli):
     assert json.loads(out)["inferred"] == {}  # without --infer the stated defaults apply
 
 
+def test_simulate_infer_says_when_nothing_fits(cli):
+    """Helper-found: when no inferred choice fits, the text listed 'inferred_fits=False' among the settings and
+    still called them 'the fastest that fits'."""
+    argv = ["simulate", "--model", "llama3-70b", "--gpus", "64", "--tp", "8", "--global-batch", "256", "--infer"]
+    code, out, _ = cli(argv)
+    line = next(line for line in out.splitlines() if line.startswith("inferred "))
+    assert code == 1 and json.loads(cli([*argv, "--json"])[1])["inferred"]["inferred_fits"] is False
+    assert "none fits" in line and "fastest that fits" not in line and "inferred_fits" not in line
+
+
 def test_shipped_error_bands_name_the_clusters_of_the_published_runs(published_runs_csv):
     runs, _ = read_runs(published_runs_csv)
     from planner.calibrate.error_bands import shipped_clusters

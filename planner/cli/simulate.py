@@ -288,6 +288,15 @@ def _hierarchy_text(layout) -> str:
     return "".join(" " + p for p in parts)
 
 
+def _inferred_text(inferred: dict) -> str:
+    """The settings --infer filled, and on what ground: the fastest that fits, or (cost/infer.py) when no choice
+    fits, the one that needs the least memory."""
+    settings = ", ".join(f"{k}={v}" for k, v in inferred.items() if k != "inferred_fits")
+    ground = ("none fits: the one needing the least memory" if inferred.get("inferred_fits") is False
+              else "the fastest that fits")
+    return f"inferred {settings} ({ground})"
+
+
 def goodput_text(g: dict) -> str:
     """The goodput line: the effective training time and the failures and checkpoints it rests on."""
     from planner.report.render import human_bytes, human_days, human_seconds
@@ -349,8 +358,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
         *([band_text.strip()] if band_text else []),
-        *([f"inferred {', '.join(f'{k}={v}' for k, v in result['inferred'].items())} (the fastest that fits)"]
-          if result.get("inferred") else []),
+        *([_inferred_text(result["inferred"])] if result.get("inferred") else []),
         *([goodput_text(result["goodput"])] if result.get("goodput") else []),
         "",
         table(["time part", "seconds", "share"], time_rows),
