@@ -85,7 +85,7 @@ def run(args) -> int:
     if args.active_col or args.granularity_col:
         raise PlannerInputError(f"--active-col/--granularity-col: only with --form moe, not --form {args.form}")
     fitter = LawFitter(form=args.form, huber_delta=args.huber_delta, fixed=_pairs(args.fix, "--fix", float),
-                       tied=list(_pairs(args.tie, "--tie", str).items()), bounds=_pairs(args.bound, "--bound", _range),
+                       tied=_pair_list(args.tie, "--tie", str), bounds=_pairs(args.bound, "--bound", _range),
                        n_starts=_n_starts(args.n_starts), max_iter=args.max_iter)
     data = read_loss_data(args.data, args.n_col, args.d_col, args.c_col, args.loss_col, args.run_col)
     data = drop_highest_loss(data, args.drop_highest_loss)
@@ -178,13 +178,24 @@ def drop_highest_loss_moe(data, active, granularity, count: int):
 
 
 def _pairs(items: list[str], flag: str, convert) -> dict:
+    """{NAME: value} of a repeated NAME=VALUE flag; a NAME given twice is refused (the later one silently won)."""
     out = {}
+    for name, value in _pair_list(items, flag, convert):
+        if name in out:
+            raise PlannerInputError(f"{flag}: {name} given twice ({out[name]} and {value}); give it once")
+        out[name] = value
+    return out
+
+
+def _pair_list(items: list[str], flag: str, convert) -> list[tuple]:
+    """[(NAME, value)] of a repeated NAME=VALUE flag, in order (--tie alpha=beta --tie alpha=E keeps both)."""
+    out = []
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
             raise PlannerInputError(f"{flag}: expected NAME=VALUE, got {item!r}")
         try:
-            out[name.strip()] = convert(value.strip())
+            out.append((name.strip(), convert(value.strip())))
         except ValueError:
             raise PlannerInputError(f"{flag}: cannot read the value in {item!r}") from None
     return out

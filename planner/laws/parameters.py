@@ -18,6 +18,7 @@ class ParameterMap:
         names = form.param_names
         index = {name: i for i, name in enumerate(names)}
         fixed = dict(fixed or {})
+        given_bounds = dict(bounds or {})
         bounds = {**{n: (lo, hi) for n, lo, hi in form.default_bounds}, **dict(bounds or {})}
         for name in [*fixed, *bounds, *(n for pair in (*form.default_ties, *tied) for n in pair)]:
             if name not in index:
@@ -40,7 +41,9 @@ class ParameterMap:
             if len(values) > 1:
                 raise PlannerInputError(f"tied parameters {', '.join(group_names)} are fixed to different values")
             if values:
-                self.offset[group_members] = form.to_theta(group_names[0], values.pop())
+                value = values.pop()
+                _check_fixed_within_bounds(group_names, value, given_bounds)
+                self.offset[group_members] = form.to_theta(group_names[0], value)
                 continue
             column = np.zeros(len(names))
             column[group_members] = 1.0
@@ -69,6 +72,17 @@ class ParameterMap:
         low = np.array([-np.inf if lo is None else lo for lo, _ in self.free_bounds])
         high = np.array([np.inf if hi is None else hi for _, hi in self.free_bounds])
         return np.clip(free, low, high)
+
+
+def _check_fixed_within_bounds(group_names: list[str], value: float, bounds: dict) -> None:
+    """A parameter fixed (or tied to one fixed) outside a bound the caller set: the two disagree, and the fit
+    would silently keep the fixed value."""
+    for name in group_names:
+        low, high = bounds.get(name, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"{'' if low is None else f'{low:g}'}:{'' if high is None else f'{high:g}'}"
+            raise PlannerInputError(f"{name} fixed at {value:g} is outside its bound {name}={span} (--fix and --bound "
+                                    "disagree; give one of them)")
 
 
 def _group_bounds(form, group_names: list[str], bounds: dict) -> tuple[float | None, float | None]:

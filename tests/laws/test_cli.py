@@ -108,6 +108,27 @@ def test_flag_errors_are_one_line(cli, tmp_path, good_rows):
     assert code == 2 and "no such data file" in stderr
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--fix", "E=1.8", "--fix", "E=1.9"], "--fix: E given twice"),  # the later one silently won
+    (["--bound", "alpha=0.3:0.4", "--bound", "alpha=0.5:0.6"], "--bound: alpha given twice"),
+    (["--fix", "alpha=0.1", "--bound", "alpha=0.3:0.4"], "outside its bound"),  # the bound was dropped
+    (["--fix", "alpha=0.1", "--tie", "alpha=beta", "--bound", "beta=0.3:0.4"], "outside its bound"),
+])
+def test_constraints_that_contradict_are_refused(cli, tmp_path, good_rows, argv, message):
+    """Helper-found: contradictory --fix/--bound were fitted with one of them silently dropped."""
+    code, _, stderr = cli(["fit-law", write_csv(tmp_path / "runs.csv", good_rows), *FAST, *argv])
+    assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_every_tie_holds(cli, tmp_path, good_rows):
+    """Helper-found: --tie A=B --tie A=E kept only the last tie of A (a dict by name)."""
+    code, stdout, stderr = cli(["fit-law", write_csv(tmp_path / "runs.csv", good_rows), *FAST, "--json",
+                                "--tie", "A=B", "--tie", "A=E"])
+    values = json.loads(stdout)["parameters"]
+    assert code == 0, stderr
+    assert values["A"]["value"] == pytest.approx(values["B"]["value"]) == pytest.approx(values["E"]["value"])
+
+
 def test_coefficients_off_their_signs_give_one_error_line_and_no_warning(cli, tmp_path, good_rows):
     """--fix alpha=-1: the soundness check took fractional powers of negatives and cast the complex result to
     float, and numpy's ComplexWarning printed two lines on stderr before the one-line error."""
