@@ -25,6 +25,13 @@ class ParameterMap:
                 raise PlannerInputError(f"parameter {name!r} is not in the {form.name} form; "
                                         f"its parameters are {', '.join(names)}")
 
+        for pair in tied:
+            if len({name in form.log_params for name in pair}) > 1:
+                # A tie shares one fitted coordinate; across a log and a linear parameter that would fit
+                # log(E) = alpha, not E = alpha.
+                log_name, linear_name = sorted(pair, key=lambda name: name not in form.log_params)
+                raise PlannerInputError(f"cannot tie {pair[0]} and {pair[1]}: {log_name} is fitted as a logarithm, "
+                                        f"{linear_name} as itself; tie parameters of one kind")
         group = list(range(len(names)))  # union-find over tied names: group[i] = representative
         root = lambda i: i if group[i] == i else root(group[i])
         for first, second in (*form.default_ties, *tied):

@@ -120,6 +120,13 @@ def test_constraints_that_contradict_are_refused(cli, tmp_path, good_rows, argv,
     assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
 
 
+def test_a_tie_across_a_log_and_a_linear_parameter_is_refused(cli, tmp_path, good_rows):
+    """Helper-found: a tie shares one fitted coordinate, and E is fitted as log(E): --tie alpha=E fitted
+    E = exp(alpha) and called them tied."""
+    code, _, stderr = cli(["fit-law", write_csv(tmp_path / "runs.csv", good_rows), *FAST, "--tie", "alpha=E"])
+    assert code == 2 and "cannot tie alpha and E" in stderr and stderr.count("\n") == 1, stderr
+
+
 def test_every_tie_holds(cli, tmp_path, good_rows):
     """Helper-found: --tie A=B --tie A=E kept only the last tie of A (a dict by name)."""
     code, stdout, stderr = cli(["fit-law", write_csv(tmp_path / "runs.csv", good_rows), *FAST, "--json",
