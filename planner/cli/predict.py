@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cli.arguments import real_number, whole_number
+from planner.cli.arguments import RecordGiven, given, real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.laws.annealing import COOLDOWN_SHAPES, annealing_areas, cosine_schedule, wsd_schedule
 from planner.laws.base import NO_INTERVAL
@@ -36,7 +36,7 @@ def register(subparsers, name: str) -> None:
                     "`planner fit-law --out`, with the law's interval. Lists ('1B,7B,70B') give a grid of every "
                     "N x D. N is the parameter count the law uses: total parameters for epoch, chinchilla and "
                     "muennighoff, non-embedding parameters for kaplan, and the file's n_definition for a law file.")
-    p.add_argument("--law", default=DEFAULT_LAW, metavar="NAME|FILE",
+    p.add_argument("--law", default=DEFAULT_LAW, metavar="NAME|FILE", action=RecordGiven,
                    help=f"built-in law name (see `planner laws`) or a law.yaml from `planner fit-law --out` "
                         f"(default {DEFAULT_LAW})")
     size = p.add_mutually_exclusive_group()
@@ -60,6 +60,7 @@ def register(subparsers, name: str) -> None:
     tokens.add_argument("--compute", metavar="C[,C...]",
                         help="training compute in FLOP instead of --tokens: D = C / (6N), like '1e24'")
     p.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=DEFAULT_LEVEL,
+                   action=RecordGiven,
                    help=f"central level of the loss interval (default {DEFAULT_LEVEL})")
     p.add_argument("--unique-tokens", metavar="U",
                    help="unique training data available, like '2T' (the data-constrained variant of the law, "
@@ -285,7 +286,11 @@ def run_curve(args) -> int:
     """--curve-data: fit the annealing law to one run and print its curve under --schedule."""
     for flag, value in (("--params", args.params), ("--active-params", args.active_params), ("--tokens", args.tokens),
                         ("--tokens-per-param", args.tokens_per_param), ("--compute", args.compute),
-                        ("--granularity", args.granularity), ("--unique-tokens", args.unique_tokens)):
+                        ("--granularity", args.granularity), ("--unique-tokens", args.unique_tokens),
+                        ("--expansion-rate", args.expansion_rate),
+                        # a loss law, and the level of its interval: the curve has neither (they were ignored)
+                        ("--law", args.law if given(args, "law") else None),
+                        ("--level", args.level if given(args, "level") else None)):
         if value is not None:
             raise PlannerInputError(f"{flag}: not used with --curve-data (the curve is fitted to the run's own losses)")
     runs = read_curves(args.curve_data, args.cool_data)

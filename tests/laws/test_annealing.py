@@ -139,6 +139,15 @@ def test_curve_cli_needs_cooldowns(cli, laws_dir):
     assert code == 2 and "--cool-data" in err
 
 
+@pytest.mark.parametrize("flag, value", [("--law", "chinchilla"), ("--level", "0.9"), ("--expansion-rate", "8")])
+def test_curve_cli_refuses_the_flags_of_a_loss_law(cli, tmp_path, flag, value):
+    """Helper-found: a loss law, its interval level and the MoE expansion rate were accepted with --curve-data
+    and ignored (the curve fitted to the run has none of them)."""
+    hot, cool = _one_cooldown_run(tmp_path)
+    code, _, err = cli(["predict", "--curve-data", hot, "--cool-data", cool, flag, value])
+    assert code == 2 and flag in err and err.count("\n") == 1, err
+
+
 def test_cooldown_without_a_matching_checkpoint_is_refused(tmp_path):
     hot, cool = tmp_path / "hot.jsonl", tmp_path / "cool.jsonl"
     hot.write_text("\n".join(json.dumps({"run_name": "r", "step": s, "final_loss": 4.0 - s / 1e4})
