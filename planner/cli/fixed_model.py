@@ -147,7 +147,13 @@ def solve_fixed_model(args):
         raise PlannerInputError(f"--moe-load-imbalance applies to mixture-of-experts models ({model.name} is dense)")
     from planner.cli.optimize import search_hierarchy
 
-    return plan_fixed_model(model, cluster, _counts(args, cluster), tokens=tokens, global_batch=args.global_batch,
+    counts = _counts(args, cluster)
+    if args.knee is not None and (deadline_s or budget_s or len(counts) < 2):
+        # plan_fixed_model stops only a sweep at the knee: the choice was otherwise made without it.
+        raise PlannerInputError("--knee: only stops a sweep of several --gpus counts; "
+                                + ("here --deadline/--budget choose the count" if deadline_s or budget_s
+                                   else "one count has no knee"))
+    return plan_fixed_model(model, cluster, counts, tokens=tokens, global_batch=args.global_batch,
                             frameworks=parse_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
                             min_headroom=args.min_headroom or 0.0, hierarchy=search_hierarchy(args),

@@ -266,6 +266,10 @@ def test_all_layouts_csv(tmp_path, optimize):
     (["--model", "llama3-8b", "--params", "8B", "--gpus", "8"], "--params"),
     # A precision none of the stacks trains in is bad input, not "no layout divides the model".
     (["--model", "llama3-8b", "--gpus", "8", "--framework", "deepspeed-v0.3"], "--dtype"),
+    # Helper-found: --knee was accepted and ignored where no sweep stops at it (exit 0, the choice unchanged).
+    (["--model", "gpt2-small", "--gpus", "8", "--knee", "0.5"], "--knee"),
+    (["--model", "gpt2-small", "--tokens", "1T", "--budget", "100000gpuh", "--knee", "0.5"], "--knee"),
+    (["--model", "gpt2-small", "--tokens", "1T", "--deadline", "30d", "--gpus", "8,16", "--knee", "0.5"], "--knee"),
 ])
 def test_bad_input_is_one_line_exit_2(optimize, argv, named):
     code, out, err = optimize(*argv)
