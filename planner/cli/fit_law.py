@@ -37,7 +37,7 @@ def register(subparsers, name: str) -> None:
                    help="law form (default chinchilla); moe: Krajewski et al. 2024 eq. 9, L(N total, D, granularity), "
                         "needs columns total_params, active_params, granularity (see --active-col)")
     cols = p.add_argument_group("columns (default: detected; the data/laws formats work as they are)")
-    for key, what in (("n", "parameters N"), ("d", "tokens D"), ("c", "compute C = 6ND, if no D column (--form moe: eq. 10 FLOPs of Krajewski et al. 2024 on the active parameters)"),
+    for key, what in (("n", "parameters N"), ("d", "tokens D"), ("c", "compute C = 6ND, used for D = C / 6N when named or when no D column is found (--form moe: eq. 10 FLOPs of Krajewski et al. 2024 on the active parameters)"),
                       ("loss", "loss"), ("run", "run name (checkpoints of a run are resampled together)")):
         cols.add_argument(f"--{key}-col", metavar="NAME", help=f"column holding {what}")
     cols.add_argument("--active-col", metavar="NAME", help="--form moe: column of active parameters (default active_params; "

@@ -75,8 +75,12 @@ class LossData:
 def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None, run_col=None) -> LossData:
     rows, header = _read_rows(path)
     where = str(path)
+    if d_col is not None and c_col is not None:
+        raise PlannerInputError("--d-col and --c-col: give one (D is read from a tokens column, or is C / 6N)")
     chosen = {key: _pick(header, key, given, where) for key, given in
               (("n", n_col), ("d", d_col), ("c", c_col), ("loss", loss_col), ("run", run_col))}
+    if c_col is not None:  # the compute column named: not a tokens column found by name (it silently won)
+        chosen["d"] = None
     _check_roles(chosen, where)
     for key in ("n", "loss"):
         if chosen[key] is None:

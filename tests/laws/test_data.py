@@ -17,6 +17,19 @@ def test_epoch_csv_derives_tokens_from_flops(epoch_csv):
     assert data.D[0] == pytest.approx(9.993852799709755e18 / (6 * 6795600349.289497), rel=1e-12)
 
 
+def test_a_named_compute_column_is_used_over_a_tokens_column_found_by_name(tmp_path):
+    """Helper-found: with columns N, D, C, `--c-col C` was dropped for the D column found by name (the fit
+    said 'd=D' and took the tokens from it); both named at once is bad input."""
+    path = tmp_path / "runs.csv"
+    path.write_text("N,D,C,loss\n1e8,2e9,6e18,3.0\n2e8,4e9,2.4e19,2.8\n")
+    data = read_loss_data(str(path), c_col="C")
+    assert data.columns == {"n": "N", "c": "C", "loss": "loss"}
+    assert data.D == pytest.approx(np.array([6e18 / (6 * 1e8), 2.4e19 / (6 * 2e8)]))  # C / 6N, not column D
+    assert read_loss_data(str(path)).columns["d"] == "D"  # none named: the tokens column, as documented
+    with pytest.raises(PlannerInputError, match="--d-col and --c-col"):
+        read_loss_data(str(path), d_col="D", c_col="C")
+
+
 def test_gemstones_checkpoints_group_into_runs(gemstones_hot):
     data = read_loss_data(str(gemstones_hot))
     assert data.n_runs == 22 and data.loss.size == 770
