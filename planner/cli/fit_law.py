@@ -93,6 +93,9 @@ def run(args) -> int:
     if args.no_holdout and (args.holdout_n_above is not None or args.holdout_fraction is not None):
         flag = "--holdout-n-above" if args.holdout_n_above is not None else "--holdout-fraction"
         raise PlannerInputError(f"{flag} chooses the runs held out, which --no-holdout skips: give one of them")
+    if args.holdout_n_above is not None and args.holdout_fraction is not None:
+        # two rules for the runs held out: the N threshold silently won
+        raise PlannerInputError("--holdout-n-above and --holdout-fraction: give one rule for the runs held out")
     holdout_n = None if args.holdout_n_above is None else parse_count(args.holdout_n_above, "--holdout-n-above")
     holdout_fraction = DEFAULT_HOLDOUT_FRACTION if args.holdout_fraction is None else args.holdout_fraction
     from planner.cli.progress import Progress

@@ -101,7 +101,9 @@ def test_flag_errors_are_one_line(cli, tmp_path, good_rows):
                           (["--budgets", "1e24,lots"], "--budgets"), (["--level", "2"], "--level"),
                           # contradictory: a hold-out rule with the hold-out skipped (the rule was ignored)
                           (["--no-holdout", "--holdout-n-above", "1B"], "--holdout-n-above"),
-                          (["--no-holdout", "--holdout-fraction", "0.3"], "--holdout-fraction")):
+                          (["--no-holdout", "--holdout-fraction", "0.3"], "--holdout-fraction"),
+                          # two hold-out rules: the fraction was ignored (helper-found)
+                          (["--holdout-n-above", "1B", "--holdout-fraction", "0.5"], "--holdout-fraction")):
         code, _, stderr = cli(["fit-law", data, *FAST, *argv])
         assert code == 2 and message in stderr and stderr.count("\n") == 1, argv
     code, _, stderr = cli(["fit-law", tmp_path / "absent.csv"])
