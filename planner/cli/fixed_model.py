@@ -247,7 +247,8 @@ def _hyperparameters(result) -> dict | None:
     from planner.laws.hyperparameters import plan_hyperparameters
     row = result.chosen.row
     return plan_hyperparameters(float(result.model.non_embedding_params), result.tokens,
-                                float(row["global_batch"] * result.model.seq_len))
+                                float(row["global_batch"] * result.model.seq_len),
+                                batch_rule=result.assumptions["batch_rule"])  # the rule the batch was sized by
 
 
 def result_json(result) -> dict:

@@ -368,3 +368,13 @@ def test_a_true_for_a_count_in_a_model_file_is_bad_input(tmp_path, optimize, key
     path.write_text("".join(f"{k}: {str(v).lower()}\n" for k, v in shape.items()))
     code, out, err = optimize("--model", path, "--gpus", "8", "--global-batch", "64")
     assert code == 2 and err.count("\n") == 1 and f"{key}: expected a whole number" in err, err
+
+
+def test_the_batch_is_compared_with_the_rule_it_was_sized_by(optimize):
+    """Helper-found: with --batch-rule deepseek the batch was sized by DeepSeek's rule, and the plan called it
+    '1.78x Step Law's B_opt' (its hyperparameters took the default rule)."""
+    argv = ("--model", "gpt2-small", "--gpus", "8", "--tokens", "10B", "--framework", "megatron", "--json")
+    for rule, name in (("deepseek", "DeepSeek"), ("step-law", "Step Law")):
+        code, out, err = optimize(*argv, "--batch-rule", rule)
+        batch = json.loads(out)["hyperparameters"]["batch_size"]
+        assert code == 0 and batch["rule"] == rule and name in batch["rule_name"], batch
