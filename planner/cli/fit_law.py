@@ -90,6 +90,8 @@ def run(args) -> int:
     data = read_loss_data(args.data, args.n_col, args.d_col, args.c_col, args.loss_col, args.run_col)
     data = drop_highest_loss(data, args.drop_highest_loss)
     budgets = [parse_count(b, "--budgets") for b in args.budgets.split(",") if b.strip()]
+    if not budgets:  # an empty frontier table, headed as if it had rows
+        raise PlannerInputError(f"--budgets: expected compute budgets in FLOP like '1e21,1e24', got {args.budgets!r}")
     if args.no_holdout and (args.holdout_n_above is not None or args.holdout_fraction is not None):
         flag = "--holdout-n-above" if args.holdout_n_above is not None else "--holdout-fraction"
         raise PlannerInputError(f"{flag} chooses the runs held out, which --no-holdout skips: give one of them")

@@ -99,6 +99,7 @@ def test_flag_errors_are_one_line(cli, tmp_path, good_rows):
     for argv, message in ((["--fix", "gamma=1"], "'gamma' is not in"), (["--tie", "alpha"], "--tie"),
                           (["--loss-col", "val"], "--loss-col 'val' is not a column"),
                           (["--budgets", "1e24,lots"], "--budgets"), (["--level", "2"], "--level"),
+                          (["--budgets", " , "], "--budgets"),  # printed an empty frontier table (helper-found)
                           # contradictory: a hold-out rule with the hold-out skipped (the rule was ignored)
                           (["--no-holdout", "--holdout-n-above", "1B"], "--holdout-n-above"),
                           (["--no-holdout", "--holdout-fraction", "0.3"], "--holdout-fraction"),
