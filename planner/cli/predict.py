@@ -236,16 +236,21 @@ def moe_setting(law, args):
 def format_result(result: dict) -> str:
     law, level = result["law"], result["level"]
     pct = f"{level * 100:g}%"
+    banded = result["interval_basis"] != NO_INTERVAL
     lines = [f"law {law['name']} ({law['form']}): {law['source']}",
              "  " + ", ".join(f"{k} = {v:.5g}" for k, v in law["coefficients"].items()),
              f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}"
              + (f"; granularity G = {result['granularity']:g}" if result.get("granularity") is not None else ""),
+             # a law without samples has no band: not a zero-width "95% band" with low = high = loss
+             f"interval: {result['interval_basis']}" if not banded else
              f"interval: central {pct} band; {result['interval_basis']}", ""]
     flops_header = "C (eq. 10)" if law["form"] == "moe" else "C=6ND"
     headers = ["N (" + law["n_definition"] + ")", "D", "D/N", flops_header, "loss", f"{pct} low", f"{pct} high"]
     rows = [[human_count(r["params"]), human_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
              f"{r['compute_flop']:.3g}", f"{r['loss']:.4f}", f"{r['loss_low']:.4f}", f"{r['loss_high']:.4f}"]
             for r in result["predictions"]]
+    if not banded:
+        headers, rows = headers[:-2], [row[:-2] for row in rows]
     lines.append(table(headers, rows))
     lines += [f"warning  {w}" for w in result["warnings"]]
     return "\n".join(lines)

@@ -98,6 +98,18 @@ def test_law_file_round_trip(cli, tmp_path):
     assert any("7e+10" in w and "above the largest parameters" in w for w in result["warnings"])
 
 
+def test_a_law_without_samples_prints_no_band(cli, tmp_path):
+    """Helper-found: a law fitted with --bootstrap 0 printed '95% low 2.4640  95% high 2.4640' (a zero-width band
+    under 'interval: central 95% band; no interval: ...') where optimize says 'no interval'."""
+    law_file = tmp_path / "law.yaml"
+    assert cli(["fit-law", SMALL_RUNS, "--bootstrap", "0", "--no-holdout", "--out", law_file])[0] == 0
+    code, out, err = cli(["predict", "--law", law_file, "--params", "1B", "--tokens", "100B", "--level", "0.95"])
+    assert code == 0, err
+    assert "no interval" in out and "95%" not in out and "band" not in out
+    code, out, _ = cli(["predict", "--params", "1B", "--tokens", "100B", "--level", "0.95"])
+    assert "95% low" in out and "central 95% band" in out  # a law with samples keeps its band
+
+
 def one_line_error(result, *fragments: str) -> str:
     code, out, err = result
     assert code == 2, (out, err)
