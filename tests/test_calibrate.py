@@ -267,3 +267,21 @@ def test_recalibrating_a_calibrated_spec_keeps_its_name_defaults_and_provenance(
     refit = second["fitted_parameters"]
     if "matmul_peak_fraction" in refit:
         assert "matmul_peak_fraction" in second["implausible"]
+
+
+@pytest.mark.parametrize("extra, flag", [
+    (["--holdout-source", "paper", "--folds", "3", "--no-write"], "--folds"),
+    (["--no-write", "--out", "cal.yaml"], "--out"),
+    (["--no-write", "--force"], "--force"),
+])
+def test_a_flag_the_mode_does_not_use_is_refused_not_ignored(tmp_path, capsys, monkeypatch, extra, flag):
+    """--folds with --holdout-source (no k-fold runs: the given rows are the held-out ones) and --out / --force
+    with --no-write (nothing is written) were accepted and silently dropped."""
+    monkeypatch.chdir(tmp_path)
+    runs_file = tmp_path / "runs.csv"
+    write_runs(runs_file, [dataclasses.replace(r, source="paper") for r in rows(load_cluster("dgx-a100-80gb"))])
+    capsys.readouterr()
+    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {flag}: " in err[0]
+    assert not (tmp_path / "cal.yaml").exists()

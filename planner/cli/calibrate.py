@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 SKIPPED_SHOWN = 10  # rows of the cluster listed with their reason in the text output
+DEFAULT_FOLDS = 5
 
 
 def register(subparsers, name: str) -> None:
@@ -26,7 +27,8 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
                         help="hold out the rows of source SOURCE, or of every source starting with SOURCE when none is named "
                              "exactly that (repeatable); default: k-fold by source")
-    parser.add_argument("--folds", type=whole_number(2, 1000), default=5, help="k for k-fold cross-validation (default 5)")
+    parser.add_argument("--folds", type=whole_number(2, 1000),
+                        help=f"k for k-fold cross-validation (default {DEFAULT_FOLDS}; not with --holdout-source)")
     parser.add_argument("--time-column", default="step_time_s", metavar="COLUMN",
                         help="measured column to fit (default step_time_s; step_time_p10_s for profiles taken on a "
                              "shared machine, where contention only slows steps down)")
@@ -37,6 +39,18 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite an existing calibrated spec")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
+
+
+def _refuse_unused_flags(args) -> None:
+    """A flag the mode asked for would not use is refused, never silently dropped: with --holdout-source the
+    held-out error comes from those rows and no k-fold runs; with --no-write no spec is written."""
+    from planner.cli.arguments import refuse_flags
+
+    if args.holdout_source:
+        refuse_flags(args, ("folds",), "the held-out rows are the --holdout-source ones, so no k-fold "
+                                       "cross-validation runs; give one or the other")
+    if args.no_write:
+        refuse_flags(args, ("out", "force"), "--no-write writes no spec; drop one or the other")
 
 
 def run(args) -> int:
@@ -52,6 +66,7 @@ def run(args) -> int:
     from planner.report.render import json_document, table
     from planner.profile.runs_csv import read_runs_files
 
+    _refuse_unused_flags(args)
     cluster = load_cluster(args.cluster, args.cluster_dir)
     target = None
     if not args.no_write:  # refuse an existing output before the fit, not after it
@@ -72,7 +87,7 @@ def run(args) -> int:
             raise PlannerInputError(f"--holdout-source: no rows on {cluster.name} have a source starting with "
                                     f"{' or '.join(map(repr, args.holdout_source))}")
     with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
-        report = calibrate(samples, cluster, k=args.folds, holdout=holdout, progress=progress,
+        report = calibrate(samples, cluster, k=args.folds or DEFAULT_FOLDS, holdout=holdout, progress=progress,
                            uncalibrated=_uncalibrated(cluster, args.cluster_dir))
     sources = sorted({s.run.source or "(no source)" for s in samples})
     written = None
