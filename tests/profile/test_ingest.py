@@ -370,3 +370,19 @@ def test_an_unknown_cluster_is_refused_before_anything_is_written(tmp_path, caps
     assert not out.exists() and captured.out == ""
     (line,) = captured.err.strip().splitlines()
     assert "--cluster nosuch: unknown cluster 'nosuch'" in line and "dgx-a100-80gb" in line
+
+
+def _megatron_text_without(*markers: str) -> str:
+    """The Megatron fixture without the lines containing any of `markers`."""
+    text = (LOGS / "megatron_gpt_1p3b_tp2_dp4.log").read_text()
+    return "\n".join(line for line in text.splitlines() if not any(marker in line for marker in markers))
+
+
+def test_a_row_validate_cannot_simulate_is_reported_incomplete_not_high_confidence():
+    """A log without the vocabulary (and no --vocab) gave a row with vocab empty, confidence high and no problem;
+    validate then skipped it ("missing vocab"). Every column validate requires is checked, heads and vocab too."""
+    log = parse_log_text(_megatron_text_without("padded_vocab_size", "padded vocab"), "megatron.log")
+    run, problems = row_from_log(log, {"cluster": "dgx-a100-80gb"}, "m")
+    assert run.vocab is None
+    assert any("layout incomplete" in str(p) and "vocab" in str(p) for p in problems)
+    assert run.confidence == "medium"
