@@ -19,6 +19,9 @@ Megatron-LM
                         (Megatron-DeepSpeed writes `TFLOPs: 150.30`)
   arguments             the `------ arguments ------` block (`  num_layers ........... 24`)
   memory                `(after 10 iterations) memory (MB) | allocated: ... | max allocated: 2345.6 | ...`
+  vocabulary            ` > padded vocab (size: 50257) with 47 dummy tokens (new size: 50304)`: the model's vocabulary,
+                        printed when the tokenizer is built, after the arguments block (which shows padded_vocab_size
+                        only when it was given)
 
 A line that looks like one of these but cannot be read is a `LogProblem` (file:line, reason) and is
 skipped; the rest of the log is still used. So is a time or rate that is NaN, infinite or negative
@@ -54,6 +57,9 @@ _FLOPS_FIELD = re.compile(r"(?:^|[\s:\]])(world size|data parallel size|model pa
                           r"FLOPS per GPU = [\d.]+ \* fwd flops per GPU / iter latency)\s*:\s+(\S.*?)\s*$")
 _MEGATRON_ITERATION = re.compile(r"\biteration\s+(\d+)\s*/\s*(\d+)\s*\|(.*)$")
 _MEGATRON_ARG = re.compile(r"\s(\w+) \.{2,} (.*?)\s*$")
+# megatron/training/vocab_utils.py:36 and megatron/core/tokenizers/utils/build_tokenizer.py:142 (NVIDIA/Megatron-LM
+# @d98e8a64), megatron/tokenizer/tokenizer.py:68 (deepspeedai/Megatron-DeepSpeed).
+_MEGATRON_PADDED_VOCAB = re.compile(r"> padded vocab \(size: \d+\) with \d+ dummy tokens \(new size: (\d+)\)")
 _MEGATRON_MEMORY = re.compile(r"memory \(MB\)\s*\|.*max allocated:\s*([\d.]+)")
 
 
@@ -81,6 +87,7 @@ class ParsedLog:
     ds_version: tuple[int, int, int] | None = None
     megatron_iterations: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     megatron_args: dict[str, str] = field(default_factory=dict)
+    padded_vocab: int | None = None  # Megatron's "padded vocab (... new size: N)" line
     problems: list[LogProblem] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)  # where each Megatron argument / DeepSpeed config key was printed
 
@@ -207,6 +214,9 @@ def parse_log_text(text: str, path: str) -> ParsedLog:
             in_megatron_args = True
         elif "end of arguments" in line:
             in_megatron_args = False
+        elif match := _MEGATRON_PADDED_VOCAB.search(line):
+            log.padded_vocab = int(match.group(1))
+            log.lines["padded vocab"] = number
         elif in_megatron_args and (match := _MEGATRON_ARG.search(line)):
             log.megatron_args[match.group(1)] = match.group(2)
             log.lines[match.group(1)] = number

@@ -102,15 +102,17 @@ def _checked_layout(layout: dict, where: str, skip_reporting: set[str], problems
     return kept
 
 
-def megatron_layout(args: dict[str, str]) -> dict:
-    """Layout from Megatron-LM's printed arguments (names as in megatron/training/arguments.py)."""
+def megatron_layout(args: dict[str, str], padded_vocab: int | None = None) -> dict:
+    """Layout from Megatron-LM's printed arguments (names as in megatron/training/arguments.py) and the
+    vocabulary Megatron printed when it padded it (`padded_vocab`): the arguments are printed before the
+    tokenizer is built, so they show padded_vocab_size only when it was given, and vocab_size is unpadded."""
     if not args:
         return {}
     get = lambda name: _int_or_none(args.get(name))  # noqa: E731
     layout = {
         "gpus": get("world_size"), "layers": get("num_layers"), "hidden": get("hidden_size"),
         "heads": get("num_attention_heads"), "ffn": get("ffn_hidden_size"), "seq_len": get("seq_length"),
-        "vocab": get("padded_vocab_size") or get("vocab_size"), "tp": get("tensor_model_parallel_size"),
+        "vocab": get("padded_vocab_size") or padded_vocab or get("vocab_size"), "tp": get("tensor_model_parallel_size"),
         "pp": get("pipeline_model_parallel_size"), "cp": get("context_parallel_size"),
         "vpp": get("virtual_pipeline_model_parallel_size"), "dp": get("data_parallel_size"),
         "micro_batch": get("micro_batch_size"), "global_batch": get("global_batch_size"),
@@ -393,7 +395,7 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     problems = list(log.problems)
     unusable, reported = unusable_numbers(log)
     problems += unusable
-    megatron, deepspeed = megatron_layout(log.megatron_args), deepspeed_layout(log)
+    megatron, deepspeed = megatron_layout(log.megatron_args, log.padded_vocab), deepspeed_layout(log)
     problems += world_size_problems(log, megatron | deepspeed)
     if "dtype" in megatron and deepspeed.get("dtype") == "fp32":
         # Megatron-DeepSpeed: DeepSpeed's config says fp32 only because it names no half precision; Megatron's

@@ -386,3 +386,17 @@ def test_a_row_validate_cannot_simulate_is_reported_incomplete_not_high_confiden
     assert run.vocab is None
     assert any("layout incomplete" in str(p) and "vocab" in str(p) for p in problems)
     assert run.confidence == "medium"
+
+
+def test_megatron_vocabulary_comes_from_the_padded_vocab_line():
+    """Megatron-LM prints its arguments before it builds the tokenizer (megatron/training/arguments.py
+    _print_args, then vocab_utils.py), so a real log shows no padded_vocab_size argument, and vocab_size only when
+    it was given, unpadded. The model's vocabulary is the ' > padded vocab (... new size: N)' line; it was never
+    read (vocab left empty, or the unpadded size taken)."""
+    as_printed = _megatron_text_without("padded_vocab_size")
+    run, _ = row_from_log(parse_log_text(as_printed, "megatron.log"), {"cluster": "dgx-a100-80gb"}, "m")
+    assert run.vocab == 50304 and run.confidence == "high"
+    given = as_printed.replace("vocab_size ...................................... None",
+                               "vocab_size ...................................... 50257")
+    run, _ = row_from_log(parse_log_text(given, "megatron.log"), {"cluster": "dgx-a100-80gb"}, "m")
+    assert run.vocab == 50304
