@@ -220,6 +220,18 @@ def world_size_problems(log: ParsedLog, layout: dict) -> list[LogProblem]:
                               f"{megatron_world}; gpus = {megatron_world} from Megatron; {why}")]
 
 
+def mixture_of_experts_problem(log: ParsedLog) -> str | None:
+    """Why a log of a mixture-of-experts model gives no row, or None. The runs CSV has no expert columns, so the
+    row would describe (and validate would simulate) the dense model of the same shape. Megatron-LM prints
+    num_experts None for a dense model (megatron/training/arguments.py, --num-experts), Megatron-DeepSpeed a list
+    that is [1] for one (megatron/arguments.py:608 at deepspeedai/Megatron-DeepSpeed 4efb479d)."""
+    counts = [int(n) for n in re.findall(r"\d+", log.megatron_args.get("num_experts", ""))]
+    if not any(n > 1 for n in counts):
+        return None
+    return (f"num_experts = {log.megatron_args['num_experts'].strip()}: a mixture-of-experts run, which the runs CSV "
+            "cannot describe (no expert columns: the row would be the dense model); file skipped")
+
+
 def layout_product_problem(layout: dict) -> str | None:
     """Why tp * pp * dp * cp cannot be the GPU count (a row validate would refuse), or None."""
     if not all(layout.get(key) for key in ("gpus", "tp", "pp", "dp")):
@@ -418,9 +430,9 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
             if key in from_log and from_log[key] != value:
                 problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
             layout[key] = value
-    product = layout_product_problem(layout)
-    if product is not None:  # the row would not simulate: never written
-        problems.append(LogProblem(log.path, product))
+    unusable = mixture_of_experts_problem(log) or layout_product_problem(layout)
+    if unusable is not None:  # the row would be wrong or would not simulate: never written
+        problems.append(LogProblem(log.path, unusable))
         return None, problems
     if "global_batch" not in layout and all(k in layout for k in ("micro_batch", "dp")):
         layout["global_batch"] = layout["micro_batch"] * layout["dp"]  # no gradient accumulation known

@@ -400,3 +400,21 @@ def test_megatron_vocabulary_comes_from_the_padded_vocab_line():
                                "vocab_size ...................................... 50257")
     run, _ = row_from_log(parse_log_text(given, "megatron.log"), {"cluster": "dgx-a100-80gb"}, "m")
     assert run.vocab == 50304
+
+
+@pytest.mark.parametrize("printed", ["8", "[8]", "[1, 16]"])
+def test_a_mixture_of_experts_log_gives_no_row(printed):
+    """The runs CSV has no expert columns: a MoE log gave the row of the dense model of the same shape, which
+    validate then simulated as such. Megatron-LM prints num_experts as a number, Megatron-DeepSpeed as a list."""
+    text = (LOGS / "megatron_gpt_1p3b_tp2_dp4.log").read_text().replace(
+        "  num_layers ....", f"  num_experts ..................................... {printed}\n  num_layers ....")
+    run, problems = row_from_log(parse_log_text(text, "moe.log"), {"cluster": "dgx-a100-80gb"}, "m")
+    assert run is None and any("mixture-of-experts" in str(p) and "file skipped" in str(p) for p in problems)
+
+
+@pytest.mark.parametrize("printed", ["None", "[1]"])
+def test_a_dense_model_printing_num_experts_still_gives_its_row(printed):
+    text = (LOGS / "megatron_gpt_1p3b_tp2_dp4.log").read_text().replace(
+        "  num_layers ....", f"  num_experts ..................................... {printed}\n  num_layers ....")
+    run, problems = row_from_log(parse_log_text(text, "dense.log"), {"cluster": "dgx-a100-80gb"}, "m")
+    assert run is not None and not problems
