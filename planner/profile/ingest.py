@@ -232,6 +232,19 @@ def mixture_of_experts_problem(log: ParsedLog) -> str | None:
             "cannot describe (no expert columns: the row would be the dense model); file skipped")
 
 
+def ulysses_problem(log: ParsedLog, flags: dict) -> str | None:
+    """Why a DeepSpeed-Ulysses log (groups summary sequence_parallel_size > 1) gives no row unless --cp says how to
+    describe it, or None. The engine's printed world_size is then the GPU count over the sequence-parallel size
+    (deepspeed/runtime/config.py:458-470, DeepSpeed 0.19.8), so the row counted too few GPUs and no sequence split:
+    the runs CSV's cp is context parallelism, which Ulysses is not (planner/frameworks/deepspeed.py)."""
+    size = _int_or_none(log.ds_config.get("sequence_parallel_size"))
+    if size is None or size <= 1 or flags.get("cp") is not None:
+        return None
+    return (f"DeepSpeed-Ulysses sequence parallelism (sequence_parallel_size={size}): the printed world_size leaves "
+            "its GPUs out and the runs CSV has no Ulysses column; file skipped (pass --gpus and --cp to describe it "
+            "as context parallelism)")
+
+
 def layout_product_problem(layout: dict) -> str | None:
     """Why tp * pp * dp * cp cannot be the GPU count (a row validate would refuse), or None."""
     if not all(layout.get(key) for key in ("gpus", "tp", "pp", "dp")):
@@ -430,7 +443,7 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
             if key in from_log and from_log[key] != value:
                 problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
             layout[key] = value
-    unusable = mixture_of_experts_problem(log) or layout_product_problem(layout)
+    unusable = mixture_of_experts_problem(log) or ulysses_problem(log, flags) or layout_product_problem(layout)
     if unusable is not None:  # the row would be wrong or would not simulate: never written
         problems.append(LogProblem(log.path, unusable))
         return None, problems

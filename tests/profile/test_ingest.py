@@ -418,3 +418,23 @@ def test_a_dense_model_printing_num_experts_still_gives_its_row(printed):
         "  num_layers ....", f"  num_experts ..................................... {printed}\n  num_layers ....")
     run, problems = row_from_log(parse_log_text(text, "dense.log"), {"cluster": "dgx-a100-80gb"}, "m")
     assert run is not None and not problems
+
+
+def _ulysses_log(sequence_parallel: int):
+    """The ZeRO-2 log as the engine prints it with DeepSpeed-Ulysses over both ranks: the config's world_size is
+    the GPU count over the sequence-parallel size (deepspeed/runtime/config.py, mpu-less case)."""
+    text = ZERO2.read_text().replace("self.sequence_parallel_size=1", f"self.sequence_parallel_size={sequence_parallel}")
+    text = text.replace("self.dp_world_size=2", f"self.dp_world_size={2 // sequence_parallel}")
+    text = text.replace("world_size ................... 2", f"world_size ................... {2 / sequence_parallel}")
+    return parse_log_text(text, "ulysses.log")
+
+
+def test_a_ulysses_log_gives_no_row_unless_cp_is_given():
+    """The row took the printed world_size (1.0 for 2 GPUs at sequence_parallel_size 2) as the GPU count and no
+    sequence split: a 1-GPU run, silently."""
+    run, problems = row_from_log(_ulysses_log(2), TINY_FLAGS, "u")
+    assert run is None and any("Ulysses" in str(p) and "file skipped" in str(p) for p in problems)
+    run, _ = row_from_log(_ulysses_log(2), {**TINY_FLAGS, "gpus": 2, "cp": 2}, "u")
+    assert (run.gpus, run.dp, run.cp) == (2, 1, 2)
+    run, _ = row_from_log(_ulysses_log(1), TINY_FLAGS, "u")
+    assert (run.gpus, run.dp, run.cp) == (2, 2, 1)
