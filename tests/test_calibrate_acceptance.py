@@ -82,3 +82,22 @@ def test_calibrating_on_the_other_half_never_makes_the_held_out_half_much_worse(
     report = calibrate(half_a, cluster, holdout=half_b)
     assert report["train"]["after"]["mape"] <= report["train"]["before"]["mape"]
     assert report["heldout"]["after"]["mape"] <= report["heldout"]["before"]["mape"] + 0.01
+
+
+def test_committed_calibrated_spec_records_what_it_was_fitted_on(repo_root):
+    """The shipped spec lacked `calibrated_on` (written by every `planner calibrate` since the band was kept):
+    simulate and optimize then gave its predictions the published runs' band from other hardware, and no warning
+    for a stack or dtype its rows did not have."""
+    runs, _ = read_runs(repo_root / "profiles" / "cpu-local.csv")
+    recorded = load_cluster("cpu-local.calibrated").calibrated_on
+    assert recorded is not None and recorded.held_out_rows == len(runs)
+    assert set(recorded.frameworks) == {r.extra["framework"] for r in runs}
+    assert set(recorded.dtypes) == {r.dtype for r in runs}
+    low, high = recorded.held_out_step_time_ratio_90
+    assert 0 < low < 1 < high
+
+
+def test_committed_calibrated_band_is_the_calibrations_own(cpu_local_report):
+    low, high = load_cluster("cpu-local.calibrated").calibrated_on.held_out_step_time_ratio_90
+    assert (low, high) == pytest.approx((cpu_local_report["held_out_band"]["low"],
+                                         cpu_local_report["held_out_band"]["high"]), abs=0.005)
