@@ -64,3 +64,49 @@ def test_collective_summary_counts_gathered_volume():
     assert summary["all_gather_into_tensor"]["msg_bytes_per_step"] == 20
     assert summary["all_reduce"]["volume_bytes_per_step"] == 100
     assert summary["all_reduce"]["latency_ms_per_call"]["total_per_step"] == 2.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed (the 'profile' extra)")
+def test_the_memory_probe_is_not_timed_as_training_when_there_is_no_warm_up(monkeypatch):
+    """With --warmup 0 the memory probe (a gc.collect and a scan of every live object, after backward) ran inside
+    the first measured step and was counted in its step time."""
+    import time
+
+    import deepspeed.comm
+    import torch
+
+    probe_s = 0.2
+
+    def slow_probe(engine, offload):
+        time.sleep(probe_s)
+        return {"device_bytes": 0, "offloaded_bytes": 0}
+
+    class Engine:
+        device = "cpu"
+
+        def __call__(self, inputs, targets):
+            return torch.zeros(())
+
+        def backward(self, loss):
+            pass
+
+        def step(self):
+            pass
+
+        def get_wall_clock_timers(self):
+            return {}
+
+    class Accelerator:
+        def device_name(self):
+            return "cpu"
+
+        def synchronize(self):
+            pass
+
+    monkeypatch.setattr(worker, "counted_tensor_bytes", slow_probe)
+    monkeypatch.setattr(deepspeed.comm, "get_rank", lambda: 0)
+    monkeypatch.setattr(deepspeed.comm, "barrier", lambda: None)
+    spec = {"vocab": 16, "micro_batch": 1, "seq_len": 4, "warmup": 0, "steps": 1, "grad_accum": 2}
+    measured = worker.run_steps(Engine(), Accelerator(), spec, worker.CollectiveRecorder(FakeCommsLogger()))
+    assert measured["memory"]["after_backward"] is not None  # the probe ran, in the measured step
+    assert measured["step_times_s"][0] < probe_s / 2
