@@ -34,6 +34,8 @@ def _text_list(text: str) -> list[str]:
 
 
 def register(subparsers, name: str) -> None:
+    from planner.cli.arguments import real_number, whole_number
+
     parser = subparsers.add_parser(
         name, help="run real DeepSpeed training steps over a grid and record them as a runs CSV",
         description=(__doc__ or "").split("\n\n")[0])
@@ -52,17 +54,17 @@ def register(subparsers, name: str) -> None:
     for flag in ("layers", "hidden", "heads", "seq-len", "vocab", "ffn"):
         shape.add_argument(f"--{flag}", type=_int_list(f"--{flag}"), help=f"{flag} values, comma-separated")
     run = parser.add_argument_group("running")
-    run.add_argument("--steps", type=int, help="measured steps per configuration (default: the grid's, else 10)")
-    run.add_argument("--warmup", type=int, help="warm-up steps, not measured (default: the grid's, else 5)")
-    run.add_argument("--timeout-s", type=float, default=600.0, help="wall-clock limit per configuration (default 600)")
+    run.add_argument("--steps", type=whole_number(1), help="measured steps per configuration (default: the grid's, else 10)")
+    run.add_argument("--warmup", type=whole_number(0), help="warm-up steps, not measured (default: the grid's, else 5)")
+    run.add_argument("--timeout-s", type=real_number(0, low_open=True), default=600.0, help="wall-clock limit per configuration (default 600)")
     run.add_argument("--hostfile", help="DeepSpeed hostfile ('HOST slots=N' lines) for multi-node runs; "
                      "--work-dir must then be on a shared filesystem")
-    run.add_argument("--master-port", type=int, help="rendezvous port (default: a free local port per run)")
+    run.add_argument("--master-port", type=whole_number(1, 65535), help="rendezvous port (default: a free local port per run)")
     run.add_argument("--work-dir", help="folder for per-run temporary files (default: the system temp folder)")
     run.add_argument("--keep-logs", metavar="DIR", help="keep each configuration's launcher log in DIR")
     run.add_argument("--no-comms-log", action="store_true",
                      help="do not log collectives (the logger synchronises after each op, hiding overlap on GPUs)")
-    run.add_argument("--bucket-elements", type=int, default=5_000_000,
+    run.add_argument("--bucket-elements", type=whole_number(1), default=5_000_000,
                      help="ZeRO reduce/all-gather bucket size in elements (default 5e6)")
     run.add_argument("--ds-log-level", choices=("debug", "info", "warning", "error"),
                      help="DeepSpeed log level in the ranks (info prints the engine config; default: DeepSpeed's)")
@@ -99,8 +101,6 @@ def run_profile(args) -> int:
     warmup = args.warmup if args.warmup is not None else (grid_file.warmup if grid_file.warmup is not None else 5)
     if steps < 1 or warmup < 0:
         raise PlannerInputError(f"--steps must be >= 1 and --warmup >= 0, got steps={steps} warmup={warmup}")
-    if args.timeout_s <= 0:
-        raise PlannerInputError(f"--timeout-s must be positive, got {args.timeout_s:g}")
     harness.require_deepspeed()
     with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's logger, made at its import, writes to stdout
         accelerator = harness.detect_accelerator()

@@ -40,6 +40,12 @@ def one_line_error(result, *fragments: str) -> str:
     (["calibrate", "x.csv", "--cluster", "dgx-h100", "--folds", "1"], "--folds"),
     (["ingest", "x.log", "--skip", "-1"], "--skip"),
     (["ingest", "x.log", "--zero", "4"], "--zero"),
+    # profile: NaN was no time limit at all; 0 or negative buckets and a port past 65535 failed every
+    # configuration at its launch, one by one, instead of the command up front.
+    (["profile", "--name", "p", "--dry-run", "--timeout-s", "nan"], "--timeout-s"),
+    (["profile", "--name", "p", "--dry-run", "--bucket-elements", "0"], "--bucket-elements"),
+    (["profile", "--name", "p", "--dry-run", "--bucket-elements", "-5"], "--bucket-elements"),
+    (["profile", "--name", "p", "--dry-run", "--master-port", "99999"], "--master-port"),
 ])
 def test_numeric_flags_are_checked_where_they_are_parsed(cli, argv, flag):
     one_line_error(cli(argv), f"argument {flag}: expected")
