@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.errors import PlannerInputError
-from planner.io import write_text_atomic
+from planner.io import output_exists, write_text_atomic
 from planner.profile.grid import ProfileConfig
 from planner.profile.runs_csv import MeasuredRun, cell_text, read_runs, write_runs
 
@@ -347,7 +347,9 @@ class ProfileStore:
         self.details: dict = {"profile": name, "runs": {}}
 
     def open(self, resume: bool, force: bool, warn) -> None:
-        exists = self.csv_path.exists() or self.json_path.exists()
+        # output_exists refuses, before any configuration runs, a path the first write would fail on (a parent
+        # that is a file, a folder in the file's place): the sweep would otherwise stop after its first run.
+        exists = any([output_exists(self.csv_path), output_exists(self.json_path)])
         if exists and not (resume or force):
             raise PlannerInputError(f"{self.csv_path}: profile already exists; pass --resume to continue it or --force to start over")
         if not exists or force:

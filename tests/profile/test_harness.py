@@ -235,3 +235,17 @@ def test_interrupt_kills_the_whole_process_group_and_propagates(tmp_path, monkey
     time.sleep(0.2)
     assert not _running(int(pid_file.read_text()))
     assert not list(tmp_path.glob(f"{CONFIG.config_id}.*"))  # the run folder is cleaned up
+
+
+@pytest.mark.parametrize("make", ["parent is a file", "folder in the csv's place"])
+def test_an_unwritable_profile_path_is_refused_before_any_configuration_runs(tmp_path, make):
+    """--out-dir naming a file (or a folder named NAME.csv) was found only when the first configuration's row was
+    written, after it had run (minutes on the default grid); the folder was taken for an existing profile."""
+    if make == "parent is a file":
+        out_dir = tmp_path / "file"
+        out_dir.write_text("not a folder\n")
+    else:
+        out_dir = tmp_path
+        (tmp_path / "p.csv").mkdir()
+    with pytest.raises(PlannerInputError, match="cannot write|is a folder"):
+        harness.ProfileStore(out_dir, "p").open(resume=False, force=True, warn=lambda text: None)
