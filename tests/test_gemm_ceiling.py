@@ -121,3 +121,20 @@ def test_a_bad_fp8_relative_efficiency_is_a_one_line_error_naming_the_key(value)
     with pytest.raises(PlannerInputError, match="fp8_matmul_relative_efficiency") as info:
         parse_cluster_spec(raw, "bad.yaml")
     assert "\n" not in str(info.value)
+
+
+def _forward_with_vocab(cluster, dtype, vocab):
+    model = PRESETS["llama3-8b"].model_copy(update={"vocab": vocab})
+    layout = Layout(tp=1, pp=1, dp=8, micro_batch=1, global_batch=8, dtype=dtype)
+    return float(np.asarray(step_time(single_batch(model, layout), cluster)["parts"]["forward"])[0])
+
+
+def test_the_output_layer_stays_bf16_in_fp8_training():
+    # Megatron, Megatron-DeepSpeed, torchtitan as emitted, llm-foundry, MaxText and DeepSeek-V3 keep the vocabulary
+    # projection out of fp8 (step_time._output_layer_rates): the forward seconds a larger vocabulary adds are the
+    # bf16 GEMM's in fp8 training too, not half of them at the fp8 peak.
+    h100 = load_cluster("dgx-h100")
+    added = {dtype: _forward_with_vocab(h100, dtype, 256 * 1024) - _forward_with_vocab(h100, dtype, 128 * 1024)
+             for dtype in ("bf16", "fp8")}
+    assert added["bf16"] > 0
+    assert added["fp8"] == pytest.approx(added["bf16"], rel=1e-9)

@@ -151,6 +151,26 @@ def gemm_peak_array(batch: CandidateBatch, cluster: ClusterSpec, peak):
     return np.where(batch.dtype == DTYPE_CODES["fp8"], peak * relative, peak)
 
 
+def _output_layer_rates(batch: CandidateBatch, cluster: ClusterSpec, gemm_peak, half):
+    """Peak and half-efficiency size of the output (vocabulary) projection's GEMMs. In fp8 training every
+    stack here keeps it in bf16: Megatron-Core builds it as tensor_parallel.ColumnParallelLinear, outside
+    Transformer Engine, unless fp8_output_proj with the mxfp8 recipe (NVIDIA/Megatron-LM@d98e8a64
+    megatron/core/models/gpt/gpt_model.py:272-276, fp8_utils.py:730-746; fp8_output_proj defaults False,
+    core/transformer/transformer_config.py:635); Megatron-DeepSpeed's parallel_lm_logits calls
+    tensor_parallel.linear_with_grad_accumulation_and_async_allreduce (deepspeedai/Megatron-DeepSpeed@4efb479d
+    megatron/model/language_model.py:37) and llm-foundry's lm_head is a torch nn.Linear (TE's fp8 autocast
+    reaches TE modules only; mosaicml/llm-foundry llmfoundry/models/mpt/modeling_mpt.py:1140); the torchtitan config
+    planner.emit writes filters "output" out of the float8 conversion (emit/torchtitan.py); MaxText: "We do not
+    quantize the logits matmul" (AI-Hypercomputer/maxtext@e591f30c src/maxtext/layers/decoders.py:843);
+    DeepSeek-V3 keeps "the output head" in its original precision (arXiv:2412.19437 section 3.3.1)."""
+    bf16 = cluster.accelerator.peak_flops.bf16
+    if not bf16:
+        return gemm_peak, half
+    fp8 = batch.dtype == DTYPE_CODES["fp8"]
+    return (np.where(fp8, bf16 * rank_share(batch.gpus, cluster), gemm_peak),
+            np.where(fp8, cluster.matmul_half_size("bf16"), half))
+
+
 def _attention_peak(batch: CandidateBatch, cluster: ClusterSpec, peak):
     """Attention runs in bf16 even in fp8 training (Transformer Engine keeps dot-product attention in
     bf16 unless fp8 attention is asked for: `transformer_engine/pytorch/attention`, fp8_dpa=False)."""
@@ -811,7 +831,7 @@ def _rank_rates(batch: CandidateBatch, cluster: ClusterSpec):
     peak = peak_flops_array(batch, cluster) * share
     hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency * share
     half = matmul_half_size_array(batch, cluster)
-    gemm_peak = gemm_peak_array(batch, cluster, peak)  # the dense, logits and expert GEMMs' peak
+    gemm_peak = gemm_peak_array(batch, cluster, peak)  # the dense and expert GEMMs' peak
     return peak, hbm, half, gemm_peak
 
 
@@ -838,7 +858,9 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
     comm = _tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw)
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
-    logits_gemm = 2.0 * logits_m * logits_n * logits_k / (gemm_peak * matmul_efficiency(logits_m, logits_n, logits_k, eff, half))
+    logits_peak, logits_half = _output_layer_rates(batch, cluster, gemm_peak, half)
+    logits_gemm = 2.0 * logits_m * logits_n * logits_k / (logits_peak * matmul_efficiency(logits_m, logits_n, logits_k,
+                                                                                         eff, logits_half))
     cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm
     p2p_transfers, p2p_size = _pipeline_transfers(batch, cluster, comm["message"], fw)
     issue = layer["issue"]

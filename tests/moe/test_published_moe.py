@@ -40,8 +40,8 @@ def _gpu_hours(model, layout, cluster):
 
 def test_deepseek_v3_report_layout_gpu_hours_within_20_percent():
     """The report's own layout, simulated on the h800-deepseek spec, with the planner's goodput (the report's
-    figure is wall-clock GPU-hours). Measured: 2.60M GPU-hours, -2.4% (2.46M, -7.6%, before the per-accelerator
-    GEMM ceilings of docs/gemm_ceiling.md)."""
+    figure is wall-clock GPU-hours). Measured: 2.67M GPU-hours, +0.4% (2.60M, -2.4%, before the output head was
+    priced in bf16; 2.46M, -7.6%, before the per-accelerator GEMM ceilings of docs/gemm_ceiling.md)."""
     model, cluster = PRESETS["deepseek-v3"], load_cluster("h800-deepseek")
     layout = deepseek_report_layout()
     check_layout(model, layout, gpus=DEEPSEEK_GPUS)
@@ -74,11 +74,15 @@ def test_deepseek_v3_report_layout_fits():
 def test_search_on_deepseeks_stack_finds_a_dualpipe_pipeline():
     """With DeepSeek's stack ('other': DualPipe, fp8 dispatch and activation storage) and the report's batch,
     the fixed-model search lands near the report's own layout: measured tp1 pp16 dp128 ZeRO-1 ep128 DualPipe
-    (the report: ep64), 2.279M GPU-hours (-14.5%)."""
+    (the report: ep64), 2.279M GPU-hours (-14.5%); pp8 dp256 came within 0.01% of it. With the output head
+    in bf16 (the report's section 3.3.1; step_time._output_layer_rates) the last stage carries more, and pp8 dp256
+    leads pp16 dp128 by 2.4%: measured 2.475M GPU-hours (-7.1%). The pipeline depth is a near tie, so the test
+    holds the rest of the layout and a depth of 8 or 16."""
     plan = plan_fixed_model(PRESETS["deepseek-v3"], load_cluster("h800-deepseek"), [DEEPSEEK_GPUS],
                             tokens=DEEPSEEK_TOKENS, dtype="fp8", frameworks=("other",), global_batch=15360)
     row = plan.chosen.row
-    assert (row["tp"], row["pp"], row["zero"], row["moe_a2a_overlap"]) == (1, 16, 1, "dualpipe")
+    assert (row["tp"], row["zero"], row["moe_a2a_overlap"]) == (1, 1, "dualpipe")
+    assert row["pp"] in (8, 16)
     assert plan.chosen.gpu_hours == pytest.approx(DEEPSEEK_GPU_HOURS, rel=0.20)
 
 
