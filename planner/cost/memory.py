@@ -48,7 +48,8 @@ import numpy as np
 from planner.cost import distinct, moe
 from planner.frameworks import batch_framework_arrays
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_argmax, stage_param_counts
+from planner.specs.layout import (DTYPE_BYTES, DTYPE_CODES, CandidateBatch, padded_vocab, stage_argmax, stage_param_counts,
+                                  vocab_padding_params)
 
 MIB = 2.0**20
 ADAM_STATE_BYTES = 8.0  # fp32 Adam m and v
@@ -180,7 +181,7 @@ def largest_matrix_params(batch: CandidateBatch) -> np.ndarray:
     h = batch.hidden
     qkv = h * (h + 2 * h * batch.kv_heads / batch.heads)
     fc1 = h * batch.ffn * (batch.mlp_matrices - 1.0)
-    return np.maximum.reduce([batch.vocab * h, fc1, qkv]) / batch.tp
+    return np.maximum.reduce([padded_vocab(batch) * h, fc1, qkv]) / batch.tp
 
 
 def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
@@ -384,7 +385,8 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     # FSDP2 keeps the final norm + output layer gathered from forward to backward (torchtitan
     # distributed/fsdp.py:258-265).
     held = (batch.zero == 3) & (stack["output_unit_held"] > 0) & (batch.pp == 1)
-    gathered = states["zero3_gathered"] + last * np.where(held, w * batch.logits_params / batch.tp, 0.0)
+    head = batch.logits_params + vocab_padding_params(batch)
+    gathered = states["zero3_gathered"] + last * np.where(held, w * head / batch.tp, 0.0)
     # DeepSpeed's IPG gradient bucket (stage_1_and_2.py:2048-2060, two with overlap_comm; stage3.py:536-540)
     # and, for ZeRO-3, the prefetch bucket; never more than the parameters it buckets.
     ipg = np.where((batch.zero < 3) & batch.dp_comm_overlap, 2.0, 1.0) * np.minimum(ZERO12_BUCKET_ELEMENTS, params)
@@ -409,8 +411,8 @@ def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tu
     w = element_bytes(batch, stack)["weights"]
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     # The last stage holds the fp32 logits of one micro-batch for the cross-entropy, 4·s·b·V/t bytes
-    # (Korthikanti et al. 2022, section 4.1).
-    logits = last * (4.0 * tokens * batch.vocab / batch.tp)
+    # (Korthikanti et al. 2022, section 4.1), V the stack's padded vocabulary.
+    logits = last * (4.0 * tokens * padded_vocab(batch) / batch.tp)
     overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
                        + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
     stored = per_layer["stored"] * layers * inflight

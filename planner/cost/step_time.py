@@ -45,7 +45,8 @@ from planner.cost.memory import (STAGE_STATE_COLUMNS, activation_bytes_per_layer
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
 from planner.specs.hardware import DTYPES, ClusterSpec, Efficiency
-from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, stage_argmax, stage_param_counts
+from planner.specs.layout import (DTYPE_BYTES, DTYPE_CODES, CandidateBatch, padded_vocab, stage_argmax,
+                                  stage_param_counts)
 from planner.specs.model import attended_keys, training_flops_breakdown
 from planner.specs.topology import group_links_arrays
 
@@ -625,8 +626,9 @@ def _gradient_buckets(batch, fw, params):
     return np.maximum(np.ceil(params / bucket_elements), 1.0)
 
 
-# What the stage split reads (specs.layout.stage_layers, stage_param_counts): the model, tp, pp and vpp.
-STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp")
+# What the stage split reads (specs.layout.stage_layers, stage_param_counts): the model, tp, pp, vpp and the
+# stack (its vocabulary padding).
+STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp", "framework")
 
 
 def _stage_split(batch):
@@ -857,7 +859,7 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
     layer = _layer(batch, cluster, peak, gemm_peak, half, hbm, fw)
     comm = _tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw)
     tokens = batch.micro_batch * batch.seq_len / batch.cp
-    logits_m, logits_n, logits_k = tokens, batch.vocab / batch.tp, batch.hidden
+    logits_m, logits_n, logits_k = tokens, padded_vocab(batch) / batch.tp, batch.hidden  # the stack's padded rows too
     logits_peak, logits_half = _output_layer_rates(batch, cluster, gemm_peak, half)
     logits_gemm = 2.0 * logits_m * logits_n * logits_k / (logits_peak * matmul_efficiency(logits_m, logits_n, logits_k,
                                                                                          eff, logits_half))

@@ -185,3 +185,7 @@ class Framework:
     # weight-gradient GEMM accumulates into the fp32 buffer itself (Megatron's gradient_accumulation_fusion)
     # or no stack-level pass exists.
     fp32_grad_accumulation_bytes: float = 0.0
+    # The stack builds its embedding and output layer for the vocabulary padded up to a multiple of this x tp
+    # (Megatron's make_vocab_size_divisible_by); 1: the vocabulary as it is. A cost matter only: the model's
+    # parameter count stays the tokenizer's (the padded rows are never trained on).
+    vocab_padding_multiple: float = 1.0

@@ -88,4 +88,8 @@ DEEPSPEED = Framework(
     # deepspeed` writes, also has --recompute-granularity selective, the attention core alone (deepspeedai/
     # Megatron-DeepSpeed@4efb479d megatron/arguments.py:830-832, megatron/model/transformer.py:629).
     recompute_modes=("none", "selective", "full"),
+    # The model is Megatron-DeepSpeed's (the stack --emit deepspeed writes), which pads the vocabulary to a
+    # multiple of --make-vocab-size-divisible-by (default 128) x tp (deepspeedai/Megatron-DeepSpeed@4efb479d
+    # megatron/tokenizer/tokenizer.py:58-70, megatron/arguments.py:644).
+    vocab_padding_multiple=128.0,
 )

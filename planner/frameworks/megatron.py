@@ -65,4 +65,8 @@ MEGATRON = Framework(
     # --recompute-granularity full or selective (core/transformer/transformer_config.py:532; selective recomputes
     # "core_attn", :533-535), or none.
     recompute_modes=("none", "selective", "full"),
+    # The vocabulary is padded to a multiple of make_vocab_size_divisible_by x tp, default 128 (MP:2441;
+    # `core/tokenizers/utils/build_tokenizer.py`:133-146, applied with pad_vocab_size, default True,
+    # `training/config/training_config.py`:686): embedding and output layer hold the padded rows.
+    vocab_padding_multiple=128.0,
 )

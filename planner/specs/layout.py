@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerInputError
 from planner.frameworks import (FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS,
-                                unsupported_features)
+                                batch_framework_arrays, unsupported_features)
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, moe_unsupported
 from planner.specs.model import MLP_CODES, ModelSpec, flops_columns, param_breakdown, standard_attention
 
@@ -304,15 +304,32 @@ def stage_layers(layers, pp, vpp):
 def stage_param_counts(batch: "CandidateBatch"):
     """Parameters one tp rank holds on the first, a middle and the last pipeline stage: the blocks of its
     layers, the embedding on the first, the output layer on the last (the embedding itself when tied
-    and pp = 1)."""
+    and pp = 1), both with the stack's padded vocabulary rows (padded_vocab)."""
     return batch.cached("stage_params", _stage_param_counts)
+
+
+def padded_vocab(batch: "CandidateBatch") -> np.ndarray:
+    """The vocabulary each candidate's stack builds its embedding and output layer for: rounded up to a multiple
+    of the stack's vocab_padding_multiple x tp (Megatron's make_vocab_size_divisible_by; frameworks/base.py)."""
+    return batch.cached("padded_vocab", _padded_vocab)
+
+
+def _padded_vocab(batch: "CandidateBatch") -> np.ndarray:
+    multiple = batch_framework_arrays(batch)["vocab_padding_multiple"] * batch.tp
+    return np.ceil(batch.vocab / multiple) * multiple
+
+
+def vocab_padding_params(batch: "CandidateBatch") -> np.ndarray:
+    """Parameters the padded vocabulary rows add to the embedding, and again to an untied output layer."""
+    return (padded_vocab(batch) - batch.vocab) * batch.hidden
 
 
 def _stage_param_counts(batch: "CandidateBatch"):
     first_layers, middle_layers, last_layers = batch.stages
     single_stage = batch.pp == 1
-    head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params)
-    first = first_layers * batch.layer_params + batch.embedding_params + np.where(single_stage, head, 0.0)
+    padding = vocab_padding_params(batch)
+    head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params + padding)
+    first = first_layers * batch.layer_params + batch.embedding_params + padding + np.where(single_stage, head, 0.0)
     last = np.where(single_stage, first, last_layers * batch.layer_params + head)
     middle = np.where(batch.pp > 2, middle_layers * batch.layer_params, np.maximum(first, last))
     return first / batch.tp, middle / batch.tp, last / batch.tp
@@ -576,6 +593,6 @@ def _tristate(value: bool | None) -> int:
     return -1 if value is None else int(value)
 
 
-__all__ = ["Layout", "make_layout", "check_layout", "hierarchy_problems", "check_hierarchy_on_node", "stage_layers", "stage_param_counts", "stage_argmax", "CandidateBatch", "build_batch", "single_batch",
+__all__ = ["Layout", "make_layout", "check_layout", "hierarchy_problems", "check_hierarchy_on_node", "stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax", "CandidateBatch", "build_batch", "single_batch",
            "layouts_batch", "FRAMEWORK_CODES",
            "RECOMPUTE_CODES", "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES", "MLP_CODES"]

@@ -102,7 +102,7 @@ NOT_READ = {
                      "global_batch", "micro_batch", "moe_imbalance", "moe_padded", "recompute", "seq_parallel",
                      "tp_comm_overlap", "zero_quantized_gradients", "zero_quantized_weights"},
     "stage": {"a2a_overlap", "activation_offload", "cp", "dp", "dp_comm_overlap", "dtype", "ep", "etp", "flash_attention",
-              "fp8_current_scaling", "fp8_param_gather", "framework", "global_batch", "grad_reduce_in_fp32",
+              "fp8_current_scaling", "fp8_param_gather", "global_batch", "grad_reduce_in_fp32",
               "grad_shard_group", "micro_batch", "moe_imbalance", "moe_padded", "offload", "offload_nvme", "recompute",
               "seq_parallel", "shard_group", "tp_comm_overlap", "zero", "zero_hpz", "zero_quantized_gradients",
               "zero_quantized_weights", "zero_tiling"},

@@ -5,6 +5,7 @@ pipeline stages, the reserve terms, and NVIDIA's published Llama 3.1 405B layout
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -362,9 +363,11 @@ def test_uneven_stages_405b_pp8_vpp8():
 
 def test_embedding_on_the_first_stage_output_layer_on_the_last():
     """pp 9 x vpp 7: 14 layers a stage; the first adds the embedding (and binds: most in flight), the last the
-    output layer (untied), a middle stage neither."""
+    output layer (untied), a middle stage neither; both over Megatron's padded vocabulary, a multiple of
+    128 x tp (frameworks/megatron.py)."""
     batch = single_batch(LLAMA405, Layout(pp=9, vpp=7, **NEMO_405B))
-    blocks, head = 14 * batch.layer_params[0], LLAMA405.vocab * LLAMA405.hidden
+    padded_vocab = math.ceil(LLAMA405.vocab / (128 * 8)) * 128 * 8
+    blocks, head = 14 * batch.layer_params[0], padded_vocab * LLAMA405.hidden
     memory = per_gpu_memory(batch, load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
     assert memory["binding_stage"][0] == 0
     assert memory["params_per_gpu"][0] == pytest.approx((blocks + head) / 8, rel=1e-6)
@@ -372,7 +375,7 @@ def test_embedding_on_the_first_stage_output_layer_on_the_last():
                           load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
     assert last["binding_stage"][0] == 2  # one micro-batch each: the output layer and fp32 logits bind
     assert last["params_per_gpu"][0] == pytest.approx((blocks + head) / 8, rel=1e-6)
-    assert last["parts"]["logits"][0] == pytest.approx(4 * 8192 / 2 * LLAMA405.vocab / 8, rel=1e-9)
+    assert last["parts"]["logits"][0] == pytest.approx(4 * 8192 / 2 * padded_vocab / 8, rel=1e-9)
 
 
 @pytest.mark.parametrize("pp, vpp, gpus", [(8, 8, 512), (9, 7, 576)])

@@ -4,6 +4,8 @@ copy-in / copy-out (the fsdp stack, planner/frameworks/fsdp.py)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -202,9 +204,12 @@ def test_deepspeed_charges_its_zero2_and_zero3_copies():
                                                         framework="deepspeed")), cluster)["parts"]
              for zero in (1, 2, 3)}
     hbm = cluster.accelerator.hbm_bytes_per_s * cluster.efficiency.hbm_efficiency
-    expected = 2 * shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 2.0) * model.total_params / hbm
+    # Megatron-DeepSpeed pads the vocabulary to a multiple of 128 (tp 1; frameworks/deepspeed.py): 50,432 rows.
+    padding_rows = (math.ceil(model.vocab / 128) * 128 - model.vocab) * (1 if model.tied_embeddings else 2)
+    params = model.total_params + padding_rows * model.hidden
+    expected = 2 * shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 2.0) * params / hbm
     assert parts[3]["shard_copies"][0] == pytest.approx(expected, rel=1e-6)
-    assert parts[2]["shard_copies"][0] == pytest.approx(2 * (8.0 + 4.0 / 8) * model.total_params / hbm, rel=1e-6)
+    assert parts[2]["shard_copies"][0] == pytest.approx(2 * (8.0 + 4.0 / 8) * params / hbm, rel=1e-6)
     assert parts[1]["shard_copies"][0] == 0.0
 
 
