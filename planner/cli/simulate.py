@@ -259,7 +259,8 @@ def run(args) -> int:
     warn_outside_calibration("simulate", cluster, layout.framework, layout.dtype)
     result = simulate(model, layout, cluster)
     result["step_time_band"] = interval(result["step_time_s"], layout.framework, cluster)
-    result["goodput"] = goodput_summary(model.total_params, layout.gpus, cluster, getattr(args, "checkpoint_mode", None))
+    result["goodput"] = goodput_summary(model.total_params, layout.gpus, cluster, getattr(args, "checkpoint_mode", None),
+                                        framework=layout.framework)
     result["inferred"] = getattr(args, "inferred", {})
     if args.json:
         print(json_document({**result, "model": model.model_dump(), "params": model.total_params,

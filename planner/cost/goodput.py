@@ -8,7 +8,8 @@ checkpoint it can restore (on average tau/2 plus how far that checkpoint lags) a
 
 How a checkpoint is taken sets delta and the lag (`CHECKPOINT_MODES`):
   sync       training stops while the whole state is written to storage: delta = lag = S / storage bandwidth
-             (S = CHECKPOINT_BYTES_PER_PARAM x parameters; the job's writers share the storage bandwidth).
+             (S = the stack's checkpoint_bytes_per_param x parameters, frameworks/base.py; the job's writers
+             share the storage bandwidth).
   async      two stages (MegaScale, Jiang et al. 2024 section 4.3; PyTorch DCP async_save; CheckFreq): training
              stops only while each GPU copies its share S / gpus to host memory over PCIe (every GPU at once);
              a background process then persists it, so the next checkpoint waits for that (tau >= S / storage
@@ -23,16 +24,22 @@ from __future__ import annotations
 import numpy as np
 
 from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORKS
 from planner.specs.hardware import ClusterSpec
 
-# Bytes per parameter in a restartable checkpoint: 16-bit weights 2 + fp32 master 4 + Adam m 4 + v 4.
-CHECKPOINT_BYTES_PER_PARAM = 14.0
 CHECKPOINT_MODES = ("sync", "async", "in-memory")
 
 
-def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, restart_s=None) -> dict[str, np.ndarray]:
+def checkpoint_bytes_per_param(framework: str) -> float:
+    """Bytes per parameter the stack's restartable checkpoint holds (frameworks/base.py, cited per stack)."""
+    return FRAMEWORKS[framework].checkpoint_bytes_per_param
+
+
+def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, restart_s=None,
+            bytes_per_param=None) -> dict[str, np.ndarray]:
     """Goodput fraction and its inputs for arrays of (params, gpus); `checkpoint` defaults to the spec's
-    reliability.checkpoint (sync unless the spec says otherwise)."""
+    reliability.checkpoint (sync unless the spec says otherwise); `bytes_per_param` (an array, or one value) is
+    the stacks' checkpoint_bytes_per_param, by default the neutral `other` stack's."""
     checkpoint = cluster.reliability.checkpoint_mode if checkpoint is None else checkpoint
     if checkpoint not in CHECKPOINT_MODES:
         raise PlannerInputError(f"checkpoint mode: expected one of {', '.join(CHECKPOINT_MODES)}, got {checkpoint!r}")
@@ -41,7 +48,8 @@ def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, r
     gpus = np.asarray(gpus, dtype=float)
     restart = reliability.restart_s if restart_s is None else float(restart_s)
     job_mtbf = reliability.mtbf_per_gpu_s / gpus
-    state_bytes = CHECKPOINT_BYTES_PER_PARAM * params
+    bytes_per_param = checkpoint_bytes_per_param("other") if bytes_per_param is None else bytes_per_param
+    state_bytes = np.asarray(bytes_per_param, dtype=float) * params
     persist_s = state_bytes / reliability.checkpoint_bytes_per_s
     if checkpoint == "sync":
         stall_s, lag_s, floor_s = persist_s, persist_s, 0.0
@@ -62,14 +70,18 @@ def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, r
     }
 
 
-def goodput_summary(params: float, gpus: int, cluster: ClusterSpec, checkpoint: str | None = None) -> dict:
-    """goodput() of one job as plain numbers, with the inputs it rests on (what `planner simulate` reports)."""
+def goodput_summary(params: float, gpus: int, cluster: ClusterSpec, checkpoint: str | None = None,
+                    framework: str = "other") -> dict:
+    """goodput() of one job on `framework` as plain numbers, with the inputs it rests on (what `planner simulate`
+    reports)."""
     mode = cluster.reliability.checkpoint_mode if checkpoint is None else checkpoint
-    result = {key: float(np.asarray(value).item()) for key, value in goodput(params, gpus, cluster, mode).items()}
+    bytes_per_param = checkpoint_bytes_per_param(framework)
+    result = {key: float(np.asarray(value).item())
+              for key, value in goodput(params, gpus, cluster, mode, bytes_per_param=bytes_per_param).items()}
     return {
         **result,
         "checkpoint_mode": mode,
-        "checkpoint_bytes": CHECKPOINT_BYTES_PER_PARAM * float(params),
+        "checkpoint_bytes": bytes_per_param * float(params),
         "checkpoint_bytes_per_s": cluster.reliability.checkpoint_bytes_per_s,
         "mtbf_per_gpu_s": cluster.reliability.mtbf_per_gpu_s,
         "restart_s": cluster.reliability.restart_s,

@@ -48,7 +48,7 @@ def checkpoint_interval_steps(model: ModelSpec, layout: Layout, cluster) -> int:
     from planner.cost.estimate import simulate
     from planner.cost.goodput import goodput_summary
 
-    interval_s = goodput_summary(model.total_params, layout.gpus, cluster)["checkpoint_interval_s"]
+    interval_s = goodput_summary(model.total_params, layout.gpus, cluster, framework=layout.framework)["checkpoint_interval_s"]
     return max(1, round(interval_s / simulate(model, layout, cluster)["step_time_s"]))
 
 

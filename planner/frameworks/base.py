@@ -189,3 +189,8 @@ class Framework:
     # (Megatron's make_vocab_size_divisible_by); 1: the vocabulary as it is. A cost matter only: the model's
     # parameter count stays the tokenizer's (the padded rows are never trained on).
     vocab_padding_multiple: float = 1.0
+    # Bytes per parameter a restartable checkpoint holds for 16-bit training (planner.cost.goodput): the 16-bit
+    # weights 2 + fp32 master 4 + Adam m and v 8 = 14 where the stack saves both weight copies (Megatron's
+    # distributed optimizer, DeepSpeed), fp32 parameters 4 + Adam 8 = 12 where the fp32 parameter is the master
+    # (FSDP, JAX). The default is the ZeRO paper's accounting.
+    checkpoint_bytes_per_param: float = 14.0

@@ -92,4 +92,8 @@ DEEPSPEED = Framework(
     # multiple of --make-vocab-size-divisible-by (default 128) x tp (deepspeedai/Megatron-DeepSpeed@4efb479d
     # megatron/tokenizer/tokenizer.py:58-70, megatron/arguments.py:644).
     vocab_padding_multiple=128.0,
+    # Checkpoint: the 16-bit module state dict (DeepSpeed 0.19.8 runtime/engine.py:5390) plus the ZeRO optimizer's
+    # fp32 partition (SINGLE_PARTITION_OF_FP32_GROUPS) and Adam's state (runtime/zero/stage_1_and_2.py:3376-3388):
+    # 2 + 4 + 8.
+    checkpoint_bytes_per_param=14.0,
 )

@@ -37,4 +37,6 @@ JAX = Framework(
     # remat_policy (B:355-358): 'full', 'none', and 'minimal', which saves every named projection output except the
     # attention's context (src/maxtext/layers/decoders.py:357-359), i.e. recomputes the attention core: selective.
     recompute_modes=("none", "selective", "full"),
+    # Checkpoint (Orbax): the train state's fp32 parameters (B:174) and Adam's mu and nu (B:993): 4 + 8.
+    checkpoint_bytes_per_param=12.0,
 )

@@ -61,4 +61,6 @@ LLM_FOUNDRY = Framework(
     # Activation checkpointing wraps whole blocks (`activation_checkpointing_fn` returns isinstance(module, MPTBlock),
     # llm-foundry@b2a43a1 llmfoundry/models/mpt/modeling_mpt.py:482-483): full or none.
     recompute_modes=("none", "full"),
+    # Checkpoint: FSDP's fp32 flat parameters and Adam's m and v (module docstring): 4 + 8.
+    checkpoint_bytes_per_param=12.0,
 )

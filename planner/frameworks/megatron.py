@@ -69,4 +69,7 @@ MEGATRON = Framework(
     # `core/tokenizers/utils/build_tokenizer.py`:133-146, applied with pad_vocab_size, default True,
     # `training/config/training_config.py`:686): embedding and output layer hold the padded rows.
     vocab_padding_multiple=128.0,
+    # Checkpoint: the model's bf16 state dict plus, per parameter, the distributed optimizer's "param" (the fp32 main
+    # copy) and Adam's exp_avg and exp_avg_sq (`core/optimizer/distrib_optimizer.py`:1090-1117): 2 + 4 + 8.
+    checkpoint_bytes_per_param=14.0,
 )

@@ -17,7 +17,7 @@ import numpy as np
 
 from planner.calibrate.error_bands import band_origin
 from planner.search.budget import MEMORY_RISK_FRACTION, Constraints
-from planner.cost.goodput import CHECKPOINT_BYTES_PER_PARAM, goodput
+from planner.cost.goodput import checkpoint_bytes_per_param, goodput
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
 from planner.laws.base import NO_INTERVAL, interval_basis
@@ -219,9 +219,10 @@ CHECKPOINTS_KEPT = 2
 def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
     """What the run needs besides GPUs: a time and GPU-hour band with the contingency it implies, and the
     checkpoints (size, storage, cadence) and failures the goodput model assumes."""
-    reliability = goodput(plan["params"], plan["gpus"], cluster)
+    bytes_per_param = checkpoint_bytes_per_param(plan["layout"]["framework"])
+    reliability = goodput(plan["params"], plan["gpus"], cluster, bytes_per_param=bytes_per_param)
     wall_s = plan["wall_clock_s"]
-    checkpoint_bytes = CHECKPOINT_BYTES_PER_PARAM * plan["params"]
+    checkpoint_bytes = bytes_per_param * plan["params"]
     out = {
         "checkpoint_bytes": checkpoint_bytes,
         "checkpoints_kept": CHECKPOINTS_KEPT,

@@ -36,8 +36,8 @@ from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, micro_batch_rules,
-                                runnable_micro_batches)
+from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, framework_arrays,
+                                micro_batch_rules, runnable_micro_batches)
 from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
@@ -233,7 +233,7 @@ class LayoutSearch:
     memory_bytes: np.ndarray
     fits: np.ndarray  # fits HBM and host memory
     reason_code: np.ndarray  # -1, or the index into REASONS of the first reason that rules the layout out
-    goodput: float
+    goodputs: np.ndarray  # per layout: its stack's checkpoint size sets it (cost.goodput)
     order: np.ndarray = field(default=None)  # feasible layouts, most tokens per second first
     moe_load_imbalance: float = 1.0  # MoE models: the busiest expert rank's load over the mean
     # Without a given global batch: each layout's batch (the law's target rounded to micro-batch x dp) is at most
@@ -248,9 +248,16 @@ class LayoutSearch:
     def __post_init__(self) -> None:
         # By throughput, not step time: without a fixed global batch each layout rounds the batch law's target
         # to its own micro-batch x dp, so a shorter step can carry fewer tokens and train the tokens slower.
-        # (With one global batch for all the two orders agree.) Less memory breaks ties.
+        # (With one global batch for all the two orders agree.) Trained tokens per second: x the stack's goodput.
+        # Less memory breaks ties.
         feasible = np.flatnonzero(self.feasible)
-        self.order = feasible[np.lexsort((self.memory_bytes[feasible], -self.tokens_per_s[feasible]))]
+        trained = self.tokens_per_s[feasible] * self.goodputs[feasible]
+        self.order = feasible[np.lexsort((self.memory_bytes[feasible], -trained))]
+
+    @property
+    def goodput(self) -> float:
+        """The best layout's goodput; without a feasible layout, the highest any layout would get."""
+        return float(self.goodputs[self.best]) if self.best is not None else float(np.max(self.goodputs, initial=0.0))
 
     def reason(self, i: int) -> str:
         code = int(self.reason_code[i])
@@ -363,5 +370,6 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
                         mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
-                        goodput=float(goodput(np.array([model.total_params]), np.array([gpus]), cluster)["goodput"][0]),
+                        goodputs=goodput(model.total_params, float(gpus), cluster, bytes_per_param=framework_arrays(
+                            arrays["framework"])["checkpoint_bytes_per_param"])["goodput"] * np.ones(len(batch)),
                         moe_load_imbalance=moe_load_imbalance, within_batch_limit=within)

@@ -155,7 +155,9 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     tokens_per_s = np.where(fits, simulated_tokens_per_s, optimistic)
     mi = arrays["model_index"]
     gpus = arrays["gpus"].astype(float)
-    gp = goodput(problem.total_params[mi], gpus, problem.cluster)["goodput"]
+    checkpoint_bytes = (framework_arrays(arrays["framework"])["checkpoint_bytes_per_param"] if "framework" in arrays
+                        else None)  # each stack's checkpoint size (frameworks/base.py)
+    gp = goodput(problem.total_params[mi], gpus, problem.cluster, bytes_per_param=checkpoint_bytes)["goodput"]
     effective_rate = tokens_per_s * gp
     c = problem.constraints
     flops_rate = np.where(fits, spread(time_parts["tflops_per_gpu"]), best_tflops) * 1e12 * gpus  # achieved model FLOP/s of the job

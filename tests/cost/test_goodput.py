@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from planner.cost.goodput import goodput
+from planner.cost.goodput import goodput, goodput_summary
+from planner.frameworks import FRAMEWORK_CODES
 from planner.specs.clusters import load_cluster
 
 DAY_S = 86400.0
@@ -128,3 +129,26 @@ def test_the_spec_names_its_checkpoint_mode():
     data["reliability"]["checkpoint"] = "lazy"
     with pytest.raises(Exception, match="reliability.checkpoint"):
         parse_cluster_spec(data, "bad.yaml")
+
+
+@pytest.mark.parametrize("framework, bytes_per_param", [("megatron", 2 + 4 + 8), ("deepspeed", 2 + 4 + 8),
+                                                        ("fsdp", 4 + 8), ("jax", 4 + 8)])
+def test_each_stack_writes_its_own_checkpoint(h100, framework, bytes_per_param):
+    # Megatron's distributed optimizer and DeepSpeed save the 16-bit weights beside the fp32 master and Adam's m, v;
+    # FSDP (DCP) and JAX (Orbax) save the fp32 parameters, which are the master, and the moments
+    # (frameworks/*.py checkpoint_bytes_per_param, cited there).
+    params, gpus = 70e9, 4096
+    summary = goodput_summary(params, gpus, h100, framework=framework)
+    assert summary["checkpoint_bytes"] == pytest.approx(bytes_per_param * params)
+    assert summary["checkpoint_write_s"] == pytest.approx(bytes_per_param * params / h100.reliability.checkpoint_bytes_per_s)
+
+
+def test_a_search_over_stacks_prices_each_rows_checkpoint(h100):
+    from planner.search.layouts import search_layouts
+    from planner.specs.model import PRESETS
+
+    search = search_layouts(PRESETS["llama3-8b"], h100, 64, global_batch=512, frameworks=("megatron", "fsdp"))
+    codes = search.arrays["framework"]
+    by_stack = {name: set(np.unique(search.goodputs[codes == FRAMEWORK_CODES[name]])) for name in ("megatron", "fsdp")}
+    assert all(len(values) == 1 for values in by_stack.values())
+    assert by_stack["fsdp"].pop() > by_stack["megatron"].pop()  # 12 bytes a parameter write faster than 14

@@ -219,7 +219,7 @@ def test_checkpoints_are_saved_at_the_interval_the_plan_priced(framework):
 
     model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
     layout = Layout(dp=64, zero=1 if framework != "fsdp" else 3, micro_batch=1, global_batch=512, framework=framework)
-    interval_s = goodput_summary(model.total_params, layout.gpus, cluster)["checkpoint_interval_s"]
+    interval_s = goodput_summary(model.total_params, layout.gpus, cluster, framework=framework)["checkpoint_interval_s"]
     expected = round(interval_s / simulate(model, layout, cluster)["step_time_s"])
     assert expected != 1000 and expected > 1
     files = launch_files(model, layout, cluster, tokens=TOKENS)
