@@ -62,7 +62,7 @@ def _side_json(side) -> dict | None:
     return {"kind": side.kind, "law": side.law, "model": m.name, "params": m.total_params,
             "active_params": m.total_active_params, "layers": m.layers, "hidden": m.hidden,
             "experts": m.moe_experts, "top_k": m.moe_top_k, "expert_ffn": m.moe_ffn, "granularity": side.granularity,
-            "tokens": side.tokens, "predicted_loss": side.loss, "layout": side.layout.model_dump() if side.layout else None,
+            "tokens": side.tokens, "gpus": side.gpus, "wall_clock_s": side.wall_s, "predicted_loss": side.loss, "layout": side.layout.model_dump() if side.layout else None,
             "step_time_s": side.step_time_s, "tokens_per_s": side.tokens_per_s, "mfu": side.mfu,
             "inference_flops_per_token": side.inference_flops_per_token, "warnings": side.warnings}
 

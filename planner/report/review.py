@@ -273,6 +273,7 @@ def moe_comparison(comparison) -> dict:
         ("experts x top-k", *(f"{s.model.moe_experts} x {s.model.moe_top_k} (G {s.granularity:g})" if s.kind == "moe"
                              else "dense" for s in sides)),
         ("tokens", *(human_count(s.tokens) for s in sides)),
+        ("GPUs", *(f"{s.gpus:,} for {s.wall_s / 86400:.1f} days" for s in sides)),
         ("layout", *(_moe_layout_text(s) for s in sides)),
         ("step time", *(f"{s.step_time_s:.2f} s" for s in sides)),
         ("MFU", *(f"{100 * s.mfu:.1f}%" for s in sides)),
@@ -293,9 +294,9 @@ def moe_comparison(comparison) -> dict:
     unspent = (f" (spends {spent / 3600:,.0f} of them: {comparison.gpus} GPUs cannot use more by the deadline)"
                if spent < comparison.gpu_seconds * (1 - 1e-9) else "")
     return {
-        "header": (f"budget {comparison.gpu_seconds / 3600:,.0f} GPU-hours{unspent} on {comparison.gpus} GPUs of "
-                   f"{comparison.cluster.name} for {comparison.wall_s / 86400:.1f} days; losses from Krajewski et al. "
-                   f"2024 (dense eq. 1 and MoE eq. 9, C4)"),
+        # Each side's own GPU count and wall-clock are in its column (the count of its lower loss).
+        "header": (f"budget {comparison.gpu_seconds / 3600:,.0f} GPU-hours{unspent} of {comparison.cluster.name}; "
+                   f"losses from Krajewski et al. 2024 (dense eq. 1 and MoE eq. 9, C4)"),
         "kinds": [s.kind for s in sides], "rows": rows, "verdict": verdict,
         "missing": [f"no {kind} model of the family fits a layout on {comparison.gpus} GPUs" for kind in missing],
         "warnings": list(dict.fromkeys(w for s in sides for w in s.warnings)),

@@ -325,13 +325,16 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                    global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
-                   hierarchy: tuple = LOSSLESS_HIERARCHY) -> LayoutSearch:
+                   hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
     Chinchilla's compute-optimal ratio) and each layout rounds it to whole micro-batches x dp. A layout
     must leave `min_headroom` (a fraction) of HBM free. `hierarchy`: the ZeRO-3 hierarchy choices tried
     besides flat ZeRO-3 (space.hierarchy_choices; default the lossless ones, hpZ and shard groups).
+    `memo`: a dict kept by a caller that searches the same model and batch again (the budget comparison's
+    rounds): the layouts' memory and step times are scored once per (model, GPUs, batch target, options);
+    only the batch limit, which follows the tokens, is applied anew.
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -347,7 +350,31 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         # 242x the law's optimum, a few hundred steps): past this limit the tokens buy less loss than the law.
         limit = float(batch_size.max_batch_tokens(np.array([trained]), np.array([model.non_embedding_params]),
                                                   batch_rule)[0]) / model.seq_len
-    arrays = enumerate_layouts(model, gpus, global_batch, tuple(frameworks), target, dtype,
+    key = (model.model_dump_json(), cluster.name, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
+           hierarchy, float(moe_load_imbalance))
+    scored = memo.get(key) if memo is not None else None
+    if scored is None:
+        scored = _score_layouts(model, cluster, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
+                                hierarchy, moe_load_imbalance)
+        if memo is not None:
+            memo[key] = scored
+    arrays, memory, in_hbm, fits, times = scored
+    within = (np.ones(len(fits), dtype=bool) if limit is None
+              else np.maximum(arrays["global_batch"], 1) <= max(limit, 1.0))
+    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"], ~within], [0, 1, 2, 3],
+                       -1).astype(np.int8)
+    return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
+                        step_time_s=times["step_time_s"], tokens_per_s=times["tokens_per_s"],
+                        mfu=times["mfu"], memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
+                        goodputs=goodput(model.total_params, float(gpus), cluster, bytes_per_param=framework_arrays(
+                            arrays["framework"])["checkpoint_bytes_per_param"])["goodput"] * np.ones(len(fits)),
+                        moe_load_imbalance=moe_load_imbalance, within_batch_limit=within)
+
+
+def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype, min_headroom, hierarchy,
+                   moe_load_imbalance):
+    """Every layout of the search and its memory, fit and step time (NaN where it does not fit)."""
+    arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype,
                                gpus_per_node=cluster.gpus_per_node if hierarchy else None, hierarchy=hierarchy)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search
@@ -363,13 +390,6 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         out[fitting] = values
         return out
 
-    within = (np.ones(len(batch), dtype=bool) if limit is None
-              else np.maximum(arrays["global_batch"], 1) <= max(limit, 1.0))
-    reason = np.select([~in_hbm, ~memory["host_fits"], ~memory["nvme_fits"], ~within], [0, 1, 2, 3],
-                       -1).astype(np.int8)
-    return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
-                        step_time_s=spread(times["step_time_s"]), tokens_per_s=spread(times["tokens_per_s"]),
-                        mfu=spread(times["mfu"]), memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
-                        goodputs=goodput(model.total_params, float(gpus), cluster, bytes_per_param=framework_arrays(
-                            arrays["framework"])["checkpoint_bytes_per_param"])["goodput"] * np.ones(len(batch)),
-                        moe_load_imbalance=moe_load_imbalance, within_batch_limit=within)
+    # Only what the search keeps: a memo of whole memory breakdowns would hold gigabytes.
+    memory = {k: memory[k] for k in ("total_bytes", "host_fits", "nvme_fits")}
+    return arrays, memory, in_hbm, fits, {k: spread(times[k]) for k in ("step_time_s", "tokens_per_s", "mfu")}

@@ -12,12 +12,18 @@ the law and the cost model:
      fits memory is shrunk until one does (an E = 64 optimum can hold trillions of parameters);
   3. the nearest shape of the planner's family (family_model / family_moe_model: 64·G experts of
      width ffn/G, top-G, the paper's fine-grained construction), searched over its layouts (expert
-     parallelism included) on the fewest GPUs that spend the budget by the deadline (the budget / deadline
-     rounded up to a count the cluster has; at most --max-gpus, where the cap then runs the whole deadline);
-     for the MoE, the same depth at G/2, G/4, ... while the predicted loss falls (the law's G does not
-     price the slower GEMMs of narrower experts);
+     parallelism included); for the MoE, the same depth at G/2, G/4, ... while the predicted loss falls
+     (the law's G does not price the slower GEMMs of narrower experts);
   4. the tokens that layout trains in the wall-clock (tokens/s x goodput) give the compute of step 1 for
      the next round; three rounds, the round with the lowest predicted loss kept.
+
+Each side is planned on the fewest GPUs that spend the budget by the deadline (the budget / deadline rounded
+up to a count the cluster has; at most --max-gpus, where the cap then runs the whole deadline), then on those
+that spend it by half and by a quarter of the deadline (a plan that finishes early meets the deadline too),
+keeping the lowest loss. The fewest alone made a longer deadline worse: fewer GPUs hold less memory, so the
+MoE shrank (100,000 GPU-hours: 1.773 on 96 GPUs by 60 days, 1.782 on 48 by 90). A larger count is planned
+in full only where it can help: the best plan so far was shrunk to fit memory, or its own model trains to a
+lower loss there (_best_side).
 
 The answer is each side's model, layout, tokens and predicted loss, plus the inference cost per token
 (2 x active parameters), which active parameters set for serving.
@@ -34,9 +40,12 @@ from planner.specs.hardware import ClusterSpec
 from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal, training_flops
 from planner.specs.model import ModelSpec, family_model, family_moe_model
 from planner.search.layouts import search_layouts
+from planner.search.optimize import LOSS_TIE_RELATIVE
 from planner.search.space import gpu_counts
 
 ROUNDS = 3
+# The deadline fractions whose fewest spending GPU counts each side also tries (a geometric set: x1, x2, x4 GPUs).
+DEADLINE_FRACTIONS = (1.0, 0.5, 0.25)
 START_MFU = 0.4  # assumed first guess only; the fixed point replaces it with the searched layout's rate
 DEPTHS = range(4, 161)
 SHRINK, SHRINK_TRIES = 0.7, 10  # step down from a shape that fits no layout (a search, not a fitted value)
@@ -55,6 +64,9 @@ class SidePlan:
     mfu: float
     warnings: list = field(default_factory=list)
     law: str = ""
+    gpus: int = 0  # the GPU count of this side's plan, and its wall-clock
+    wall_s: float = 0.0
+    shrunk: bool = False  # the law's shape fitted no layout on these GPUs and was shrunk until one did
 
     @property
     def inference_flops_per_token(self) -> float:
@@ -64,7 +76,7 @@ class SidePlan:
 @dataclass
 class MoEComparison:
     cluster: ClusterSpec
-    gpus: int
+    gpus: int  # the fewest GPUs that spend the budget by the deadline (each side's own count is on its plan)
     wall_s: float
     gpu_seconds: float
     dense: SidePlan | None
@@ -86,14 +98,15 @@ def _nearest_moe(active: float, granularity: float, experts: int, seq_len: int, 
     return family_moe_model(dense.layers, experts=experts, top_k=1, granularity=g, seq_len=seq_len, vocab=vocab), float(g)
 
 
-def _fitting(make, size, cluster, gpus, dtype, frameworks, tokens_guess):
+def _fitting(make, size, cluster, gpus, dtype, frameworks, tokens_guess, memo):
     """The model make(size) or, where none of its layouts fits, make(0.7·size), make(0.49·size), ...: the
     budget's compute-optimal shape can outgrow the GPUs' memory (an MoE's total parameters above all)."""
-    for _ in range(SHRINK_TRIES):
+    for tries in range(SHRINK_TRIES):
         model, g = make(size)
-        search = search_layouts(model, cluster, gpus, tokens=tokens_guess, frameworks=frameworks, dtype=dtype)
+        search = search_layouts(model, cluster, gpus, tokens=tokens_guess, frameworks=frameworks, dtype=dtype,
+                                memo=memo)
         if search.best is not None:
-            return model, g, search
+            return model, g, search, tries > 0
         size *= SHRINK
     return None
 
@@ -115,11 +128,12 @@ def _evaluate(kind, law, model, g, search, wall_s) -> tuple[SidePlan, float]:
         compute = float(training_flops(active, tokens, g, law.expansion_rate))
         warnings = at_g.extrapolation_warnings(n, tokens)
     plan = SidePlan(kind, model, search.layout(best), tokens, loss, g, float(search.step_time_s[best]),
-                    float(search.tokens_per_s[best]), float(search.mfu[best]), list(warnings), law.name)
+                    float(search.tokens_per_s[best]), float(search.mfu[best]), list(warnings), law.name,
+                    search.gpus, wall_s)
     return plan, compute
 
 
-def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab):
+def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab, memo):
     """The MoE plan at G/2, G/4, ... of the same depth while its predicted loss falls. The law's optimal G
     ignores that narrower experts run slower GEMMs: on the cost model a finer G can train so many fewer
     tokens that a coarser one reaches the lower loss (G 32 -> 16 on 24 GPUs and 12,000 GPU-hours: 2.068 -> 2.026)."""
@@ -128,7 +142,8 @@ def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_l
         g = plan.granularity / 2
         model = family_moe_model(plan.model.layers, experts=experts, top_k=1, granularity=int(g), seq_len=seq_len,
                                  vocab=vocab)
-        search = search_layouts(model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype)
+        search = search_layouts(model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype,
+                                memo=memo)
         if search.best is None:
             break
         other, other_compute = _evaluate("moe", law, model, g, search, wall_s)
@@ -138,7 +153,7 @@ def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_l
     return plan, compute
 
 
-def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab) -> SidePlan | None:
+def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab, memo=None) -> SidePlan | None:
     """The lowest predicted loss of the fixed point's rounds (module docstring); each round is a plan for the
     same GPUs and wall-clock, and the last is not always the best."""
     compute = gpus * cluster.peak_flops_per_s(dtype) * START_MFU * wall_s
@@ -153,16 +168,49 @@ def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab) -
             size, d_opt = float(optimum["active_params"][0]), float(optimum["tokens"][0])
             g_opt = float(optimum["granularity"][0])
             make = lambda n, g_opt=g_opt: _nearest_moe(n, g_opt, experts, seq_len, vocab)  # noqa: E731
-        found = _fitting(make, size, cluster, gpus, dtype, frameworks, d_opt)
+        found = _fitting(make, size, cluster, gpus, dtype, frameworks, d_opt, memo)
         if found is None:
             break
-        candidate, compute = _evaluate(kind, law, *found, wall_s)
+        *fitted, shrunk = found
+        candidate, compute = _evaluate(kind, law, *fitted, wall_s)
         if kind == "moe":
             candidate, compute = _coarser(candidate, compute, law, cluster, gpus, wall_s, dtype, frameworks,
-                                          seq_len, vocab)
+                                          seq_len, vocab, memo)
+        candidate.shrunk = shrunk
         if plan is None or candidate.loss < plan.loss:
             plan = candidate
     return plan
+
+
+def _best_side(kind, laws, counts, gpu_seconds, deadline_s, cluster, dtype, frameworks, seq_len, vocab):
+    """The side's best plan over its `laws` and GPU `counts` (fewest first). On a larger count a law is planned
+    in full where its best plan so far was shrunk to fit memory (or it has none), or where that plan's own model
+    trains on it to a clearly lower loss than the side's best (more memory, faster layouts); otherwise its fixed
+    point is skipped (each costs as much as the fewest count's)."""
+    best = dict.fromkeys(laws)
+    for larger, count in enumerate(counts):
+        wall = min(deadline_s, gpu_seconds / count)
+        leader = min((plan.loss for plan in best.values() if plan is not None), default=np.inf)
+        for law, plan in list(best.items()):
+            if larger and plan is not None and not plan.shrunk and \
+                    not _gains(plan, law, cluster, count, wall, dtype, frameworks, leader):
+                continue
+            # The rounds repeat their layout searches: a memo for this law and count (search_layouts), dropped after.
+            other = _side(kind, law, cluster, count, wall, dtype, frameworks, seq_len, vocab, {})
+            if other is not None and (plan is None or other.loss < plan.loss):
+                best[law] = other
+    plans = [plan for plan in best.values() if plan is not None]
+    return min(plans, key=lambda plan: plan.loss) if plans else None
+
+
+def _gains(plan, law, cluster, gpus, wall_s, dtype, frameworks, leader) -> bool:
+    """Whether `plan`'s model trains to a lower loss on `gpus` for `wall_s` than it and the side's `leader`, by
+    more than the losses optimize counts as equal (LOSS_TIE_RELATIVE, far inside the law's own uncertainty)."""
+    search = search_layouts(plan.model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype)
+    if search.best is None:
+        return False
+    other, _ = _evaluate(plan.kind, law, plan.model, plan.granularity, search, wall_s)
+    return other.loss < min(plan.loss, leader) * (1.0 - LOSS_TIE_RELATIVE)
 
 
 def spending_gpu_count(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, max_gpus: int | None = None) -> int:
@@ -175,18 +223,25 @@ def spending_gpu_count(cluster: ClusterSpec, gpu_seconds: float, deadline_s: flo
     return min(enough) if enough else max(counts)
 
 
+def comparison_gpu_counts(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float,
+                          max_gpus: int | None = None) -> list[int]:
+    """The GPU counts each side is planned on: the fewest that spend the budget by the deadline, then by each
+    shorter DEADLINE_FRACTIONS of it (a plan that finishes early meets the deadline too), distinct, fewest first."""
+    counts = {spending_gpu_count(cluster, gpu_seconds, deadline_s * f, max_gpus) for f in DEADLINE_FRACTIONS}
+    return sorted(counts)
+
+
 def compare_dense_moe(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, *, dtype: str = "bf16",
                       frameworks=("megatron",), seq_len: int = 4096, vocab: int = 32000,
                       gpus: int | None = None, max_gpus: int | None = None) -> MoEComparison:
     """Best dense and best MoE plan for a GPU-time budget and a deadline (module docstring)."""
     if not gpu_seconds or gpu_seconds <= 0:
         raise PlannerInputError("--moe: give --budget (GPU-hours or money) to compare dense and MoE plans")
-    if gpus is None:
-        gpus = spending_gpu_count(cluster, gpu_seconds, deadline_s, max_gpus)
-    wall = min(deadline_s, gpu_seconds / gpus)
-    run = lambda kind, law: _side(kind, law, cluster, gpus, wall, dtype, tuple(frameworks), seq_len, vocab)  # noqa: E731
-    dense = run("dense", KRAJEWSKI_2024_DENSE)
+    counts = [gpus] if gpus is not None else comparison_gpu_counts(cluster, gpu_seconds, deadline_s, max_gpus)
+
+    best = lambda kind, laws: _best_side(kind, laws, counts, gpu_seconds, deadline_s, cluster, dtype,  # noqa: E731
+                                         tuple(frameworks), seq_len, vocab)
+    dense = best("dense", (KRAJEWSKI_2024_DENSE,))
     # Both published expansion rates (E = 64, Table 1; E = 16, Table 8): the lower predicted loss wins.
-    moes = [plan for plan in (run("moe", law) for law in (KRAJEWSKI_2024, KRAJEWSKI_2024_E16)) if plan is not None]
-    moe = min(moes, key=lambda plan: plan.loss) if moes else None
-    return MoEComparison(cluster, gpus, wall, gpu_seconds, dense, moe)
+    moe = best("moe", (KRAJEWSKI_2024, KRAJEWSKI_2024_E16))
+    return MoEComparison(cluster, counts[0], min(deadline_s, gpu_seconds / counts[0]), gpu_seconds, dense, moe)

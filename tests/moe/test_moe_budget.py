@@ -121,3 +121,16 @@ def test_comparison_layout_names_every_parallel_dimension():
     layouts = dict(zip(view["kinds"], row[1:]))
     assert layouts["moe"] == "tp16 pp6 vpp11 cp2 dp8 z1 mb4 ep16 etp1"
     assert layouts["dense"] == "tp8 pp4 vpp19 dp48 z1 mb4"
+
+
+def test_a_longer_deadline_never_gives_a_worse_plan():
+    """The comparison ran both sides on the fewest GPUs that spend the budget by the deadline: a longer deadline
+    meant fewer GPUs, less memory, a smaller MoE and a worse loss (100,000 GPU-hours: 1.773 on 96 GPUs by 60
+    days, 1.782 on 48 by 90; here 1,000 GPU-hours: 2.322 on 4 GPUs by 20 days, 2.345 on 2 by 40). Each side now
+    also tries the counts that finish by a shorter deadline, which the longer one allows too."""
+    cluster, budget = load_cluster("dgx-h100"), 1_000 * 3600.0
+    short = compare_dense_moe(cluster, budget, 20 * 86400.0, max_gpus=4)
+    long = compare_dense_moe(cluster, budget, 40 * 86400.0, max_gpus=4)
+    for kind in ("dense", "moe"):
+        assert getattr(long, kind).loss <= getattr(short, kind).loss + 1e-9, kind
+    assert long.moe.gpus * long.moe.wall_s == pytest.approx(budget, rel=1e-9)  # on its own count, all spent
