@@ -209,6 +209,7 @@ def resolve_configuration(args) -> tuple:
     for key in _SWITCH_KEYS:
         if key in layout_fields:
             layout_fields[key] = bool(layout_fields[key])
+    args.switched_off = _switch_off_sequence_parallel(layout_fields)
     if getattr(args, "infer", False):
         from planner.cost.infer import INFERABLE, infer_layout
 
@@ -219,6 +220,21 @@ def resolve_configuration(args) -> tuple:
     check_layout(model, layout, gpus=gpus)
     check_hierarchy_on_node(layout, cluster.gpus_per_node)
     return model, layout, cluster, gpus
+
+
+# Megatron-LM turns sequence parallelism off at tp 1, with a warning, rather than refusing it
+# (NVIDIA/Megatron-LM@d98e8a64 megatron/training/arguments.py:1430-1439): there is no tensor-parallel group to
+# split the sequence over. The cost model already ignores it there; the layout shown must say so too.
+SEQUENCE_PARALLEL_OFF_AT_TP1 = ("seq_parallel=1 switched off: sequence parallelism needs tp > 1 (Megatron-LM "
+                                "turns it off at tp 1, megatron/training/arguments.py:1433-1439)")
+
+
+def _switch_off_sequence_parallel(layout_fields: dict) -> list[str]:
+    """Set seq_parallel off in `layout_fields` when tp is 1, as Megatron-LM does; the notes saying so."""
+    if layout_fields.get("seq_parallel") and layout_fields.get("tp", 1) == 1:
+        layout_fields["seq_parallel"] = False
+        return [SEQUENCE_PARALLEL_OFF_AT_TP1]
+    return []
 
 
 def run(args) -> int:
@@ -262,6 +278,7 @@ def run(args) -> int:
     result["goodput"] = goodput_summary(model.total_params, layout.gpus, cluster, getattr(args, "checkpoint_mode", None),
                                         framework=layout.framework)
     result["inferred"] = getattr(args, "inferred", {})
+    result["switched_off"] = getattr(args, "switched_off", [])
     if args.json:
         print(json_document({**result, "model": model.model_dump(), "params": model.total_params,
                        "layout": layout.model_dump(), "gpus": layout.gpus, "cluster": cluster.name,
@@ -360,6 +377,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
         *([band_text.strip()] if band_text else []),
         *([_inferred_text(result["inferred"])] if result.get("inferred") else []),
+        *(f"note: {text}" for text in result.get("switched_off", [])),
         *([goodput_text(result["goodput"])] if result.get("goodput") else []),
         "",
         table(["time part", "seconds", "share"], time_rows),

@@ -228,3 +228,22 @@ def test_goodput_and_its_inputs_in_text_and_json(cli):
     assert f"{100 * runs['sync']['goodput']:.1f}%" in line and "failures a day" in line and "sync checkpoint" in line
     code, out, err = cli(base + ["--checkpoint-mode", "never"])
     assert code == 2 and "--checkpoint-mode" in err
+
+
+def test_sequence_parallel_at_tp1_is_switched_off_and_said(cli):
+    """Megatron-LM turns sequence parallelism off at tp 1 (arguments.py:1433-1439): the layout shown is sp=0 and
+    a note says it was switched off, in text and JSON; the step time is that of seq_parallel 0."""
+    flags = ["simulate", *GPT2, "--tp", "1", "--dp", "8"]
+    code, out, err = cli([*flags, "--seq-parallel", "1"])
+    assert code == 0, err
+    layout_line = next(line for line in out.splitlines() if line.startswith("layout"))
+    assert " sp=0 " in layout_line and " sp=1 " not in layout_line
+    assert "seq_parallel=1 switched off" in out and "tp > 1" in out
+    code, out, _ = cli([*flags, "--seq-parallel", "1", "--json"])
+    sp_on = json.loads(out)
+    assert sp_on["layout"]["seq_parallel"] is False and len(sp_on["switched_off"]) == 1
+    code, out, _ = cli([*flags, "--seq-parallel", "0", "--json"])
+    sp_off = json.loads(out)
+    assert sp_off["switched_off"] == [] and sp_on["step_time_s"] == sp_off["step_time_s"]
+    code, out, _ = cli(["simulate", *GPT2, "--tp", "2", "--dp", "4", "--seq-parallel", "1", "--json"])
+    assert json.loads(out)["layout"]["seq_parallel"] is True and json.loads(out)["switched_off"] == []
