@@ -18,6 +18,15 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
+def _tflops_text(flops_per_s: float | None) -> str:
+    """A 16-bit peak in TFLOP/s, to three significant figures below 1 TFLOP/s (cpu-local's 13.4 GFLOP/s reads
+    0.0134, not 0.0); "-" for an accelerator without a 16-bit rate (its fp32 peak is not a 16-bit one)."""
+    if flops_per_s is None:
+        return "-"
+    tflops = flops_per_s / 1e12
+    return f"{tflops:,.1f}" if tflops >= 1 else f"{tflops:.3g}"
+
+
 def run(args) -> int:
     from planner.specs.hardware import load_cluster_file
     from planner.specs.clusters import cluster_folders, find_clusters
@@ -36,7 +45,7 @@ def run(args) -> int:
         peak = s.accelerator.peak_flops
         rows.append([
             path.name.removesuffix(".yaml"), s.accelerator.name, s.gpus_per_node,
-            f"{(peak.bf16 or peak.fp16 or peak.fp32) / 1e12:,.1f}", human_bytes(s.accelerator.hbm_bytes),
+            _tflops_text(peak.bf16 or peak.fp16), human_bytes(s.accelerator.hbm_bytes),
             f"{s.node.scale_up.link_bytes_per_s_per_direction / 1e9:,.0f}",
             f"{s.network.nics_per_node}x{s.network.nic_bytes_per_s_per_direction * 8 / 1e9:,.0f}Gb/s {s.network.topology}",
             f"${s.price_per_accelerator_hour:.2f}" if s.price_per_accelerator_hour else "-",

@@ -51,7 +51,7 @@ def available_clusters(cluster_dir: str | os.PathLike | None = None) -> list[str
     """The spec names in one folder (default: the bundled specs)."""
     folder = Path(cluster_dir) if cluster_dir else default_cluster_dir()
     if "\0" in str(folder) or not _is_dir(folder):
-        raise PlannerInputError(f"cluster folder {shown(folder)} does not exist")
+        raise PlannerInputError(f"cluster folder {shown(folder)} {_missing_folder(folder)}")
     return sorted(p.name.removesuffix(".yaml") for p in folder.glob("*.yaml"))
 
 
@@ -71,7 +71,7 @@ def find_clusters(cluster_dir: str | os.PathLike | None = None) -> list[tuple[st
     found: dict[str, tuple[str, str, Path, list[str]]] = {}
     folders = cluster_folders(cluster_dir)
     if cluster_dir and ("\0" in str(cluster_dir) or not _is_dir(Path(cluster_dir))):
-        raise PlannerInputError(f"cluster folder {shown(cluster_dir)} does not exist")
+        raise PlannerInputError(f"cluster folder {shown(cluster_dir)} {_missing_folder(Path(cluster_dir))}")
     for origin, folder in folders:
         for path in sorted(folder.glob("*.yaml")) if _is_dir(folder) else []:
             name = path.name.removesuffix(".yaml")
@@ -92,6 +92,15 @@ def _is_file(path: Path) -> bool:
         return path.is_file()
     except (OSError, ValueError):  # a name too long for the filesystem, ...
         return False
+
+
+def _missing_folder(path: Path) -> str:
+    """Why `path` is no cluster folder: a file (or other non-folder) stands there, or nothing does."""
+    try:
+        present = "\0" not in str(path) and path.exists()
+    except (OSError, ValueError):
+        present = False
+    return "is not a folder" if present else "does not exist"
 
 
 def _is_dir(path: Path) -> bool:
@@ -135,7 +144,8 @@ def load_cluster(name_or_path: str, cluster_dir: str | os.PathLike | None = None
         _confine(path, folders, name, data_file)
     if not _is_file(path):
         if cluster_dir and not _is_dir(Path(cluster_dir)):
-            raise PlannerInputError(f"unknown cluster {name!r}: cluster folder {shown(cluster_dir)} does not exist")
+            raise PlannerInputError(f"unknown cluster {name!r}: cluster folder {shown(cluster_dir)} "
+                                    f"{_missing_folder(Path(cluster_dir))}")
         known = sorted(found[0] for found in find_clusters(cluster_dir))
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.3)
         hint = f"did you mean {close[0]!r}? " if close else ""

@@ -112,3 +112,36 @@ def test_unknown_cluster_names_the_search_path_and_suggests(home, cli):
     code, out, err = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", "h100"])
     assert code == 2 and out == ""
     assert "did you mean 'dgx-h100'?" in err and str(home) in err and "working directory" in err
+
+
+def _clusters_row(out: str, name: str) -> list[str]:
+    header, _, *rows = out.splitlines()
+    column = header.index("16-bit TFLOP/s")
+    row = next(r for r in rows if r.split()[:1] == [name])
+    return [row, row[column:column + len("16-bit TFLOP/s")].strip()]
+
+
+def test_clusters_16_bit_column_is_16_bit_and_precise(home, cli):
+    """The 16-bit TFLOP/s column shows a spec's 16-bit peak to enough figures (cpu-local's 13.4 GFLOP/s is not
+    0.0) and "-" for an accelerator with an fp32 peak alone (not its fp32 peak under a 16-bit label)."""
+    data = yaml.safe_load((default_cluster_dir() / "dgx-h100.yaml").read_text(encoding="utf-8"))
+    data["accelerator"]["peak_flops"] = {"fp32": "67TFLOPs"}
+    (home / "fp32-only.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (home / "fp32-only.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    code, out, err = cli(["clusters"])
+    assert code == 0, err
+    assert _clusters_row(out, "fp32-only")[1] == "-"
+    cpu_bf16 = load_cluster("cpu-local").accelerator.peak_flops.bf16
+    assert float(_clusters_row(out, "cpu-local")[1]) == pytest.approx(cpu_bf16 / 1e12, rel=5e-3)
+    h100_bf16 = load_cluster("dgx-h100").accelerator.peak_flops.bf16
+    assert float(_clusters_row(out, "dgx-h100")[1].replace(",", "")) == pytest.approx(h100_bf16 / 1e12, rel=1e-3)
+
+
+def test_cluster_dir_naming_a_file_says_not_a_folder(home, cli, tmp_path):
+    a_file = tmp_path / "specs.yaml"
+    a_file.write_text("name: x\n", encoding="utf-8")
+    code, out, err = cli(["clusters", "--cluster-dir", a_file])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "is not a folder" in err and "does not exist" not in err
+    code, _, err = cli(["clusters", "--cluster-dir", tmp_path / "absent"])
+    assert code == 2 and "does not exist" in err
