@@ -6,7 +6,9 @@ the step-time band (error_bands: the cluster's own calibration, else the publish
 
   --deadline     the smallest count whose best layout meets it (within --budget when given too);
   --budget       the count whose plan is fastest among those whose GPU-hours fit it (the fastest plan the
-                 budget pays for: usually the largest affordable count, not past the scaling knee);
+                 budget pays for: usually the largest affordable count, a smaller one where a larger count is
+                 slower). The scaling knee does not limit it: a count past the knee is chosen when it is the
+                 fastest affordable (the CLI refuses --knee here);
   a sweep        (several --gpus): the fastest count before the knee, where scaling efficiency (tokens/s
                  per GPU relative to the smallest count's) falls below --knee (the largest, unless a larger
                  count is slower);
