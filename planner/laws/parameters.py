@@ -105,5 +105,8 @@ def _group_bounds(form, group_names: list[str], bounds: dict) -> tuple[float | N
         low = max(low, -np.inf if lo is None else lo)
         high = min(high, np.inf if hi is None else hi)
     if low > high:
-        raise PlannerInputError(f"bounds for {', '.join(group_names)} are empty ({low} > {high})")
+        # Shown in the user's units (the --bound values), not the log space log parameters are fitted in; a
+        # tied group is all log or all linear (ParameterMap refuses a mixed tie).
+        shown = (lambda v: float(np.exp(v))) if group_names[0] in form.log_params else float
+        raise PlannerInputError(f"bounds for {', '.join(group_names)} are empty ({shown(low):g} > {shown(high):g})")
     return (None if np.isinf(low) else float(low), None if np.isinf(high) else float(high))

@@ -123,6 +123,18 @@ def test_constraints_that_contradict_are_refused(cli, tmp_path, good_rows, argv,
     assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
 
 
+@pytest.mark.parametrize("argv, low, high", [
+    (["--bound", "A=500:100"], 500, 100),  # A is fitted as log(A): the error showed 6.2146... > 4.6051...
+    (["--bound", "A=100:200", "--bound", "B=300:400", "--tie", "A=B"], 300, 200),
+    (["--bound", "alpha=0.5:0.1"], 0.5, 0.1),
+])
+def test_empty_bounds_are_shown_in_the_users_units(cli, tmp_path, good_rows, argv, low, high):
+    code, _, stderr = cli(["fit-law", write_csv(tmp_path / "runs.csv", good_rows), *FAST, *argv])
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    shown = stderr.rsplit("(", 1)[1].rstrip(")\n").split(" > ")
+    assert [float(v) for v in shown] == pytest.approx([low, high], rel=1e-9), stderr
+
+
 def test_a_tie_across_a_log_and_a_linear_parameter_is_refused(cli, tmp_path, good_rows):
     """Helper-found: a tie shares one fitted coordinate, and E is fitted as log(E): --tie alpha=E fitted
     E = exp(alpha) and called them tied."""
