@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.cli.arguments import real_number, whole_number
+from planner.cli.arguments import RecordGiven, given, real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.io import check_new_outputs
 from planner.laws.data import read_loss_data, read_moe_data
@@ -62,8 +62,10 @@ def register(subparsers, name: str) -> None:
     unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=None, metavar="R",
                      help=f"run-level bootstrap resamples (0: no intervals; default {DEFAULT_BOOTSTRAP}; "
                           "not for --form moe)")
-    unc.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.9, help="interval level (default 0.9)")
-    unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, help="seed of the bootstrap resampling")
+    unc.add_argument("--level", type=real_number(0.0, 1.0, low_open=True, high_open=True), default=0.9,
+                     action=RecordGiven, help="level of the bootstrap intervals (default 0.9)")
+    unc.add_argument("--seed", type=whole_number(0, 2**63 - 1), default=0, action=RecordGiven,
+                     help="seed of the bootstrap resampling")
     unc.add_argument("--holdout-n-above", metavar="N",
                      help="hold out runs with more parameters than N (e.g. 600M)")
     unc.add_argument("--holdout-fraction", type=real_number(0.0, 1.0, low_open=True, high_open=True),
@@ -84,6 +86,8 @@ def run(args) -> int:
         return run_moe(args)
     if args.active_col or args.granularity_col:
         raise PlannerInputError(f"--active-col/--granularity-col: only with --form moe, not --form {args.form}")
+    _refuse_bootstrap_settings(args, "--bootstrap 0 asks for no bootstrap; give R > 0 resamples or leave it out"
+                               if args.bootstrap == 0 else None)
     fitter = LawFitter(form=args.form, huber_delta=args.huber_delta, fixed=_pairs(args.fix, "--fix", float),
                        tied=_pair_list(args.tie, "--tie", str), bounds=_pairs(args.bound, "--bound", _range),
                        n_starts=_n_starts(args.n_starts), max_iter=args.max_iter)
@@ -122,11 +126,12 @@ def run(args) -> int:
 def run_moe(args) -> int:
     """--form moe: fit Krajewski et al. 2024 eq. 9 (no bootstrap, holdout or frontier: the MoE frontier needs
     the routing FLOPs of eq. 10, not 6ND; compare with the published Table 1 instead)."""
-    for flag, given in (("--fix", args.fix), ("--tie", args.tie), ("--bound", args.bound),
+    for flag, value in (("--fix", args.fix), ("--tie", args.tie), ("--bound", args.bound),
                         ("--holdout-n-above", args.holdout_n_above), ("--holdout-fraction", args.holdout_fraction),
                         ("--no-holdout", args.no_holdout), ("--bootstrap", args.bootstrap)):
-        if given:  # --bootstrap 0 asks for what the moe fit does anyway
+        if value:  # --bootstrap 0 asks for what the moe fit does anyway
             raise PlannerInputError(f"{flag}: not supported with --form moe")
+    _refuse_bootstrap_settings(args, "the moe form has no bootstrap intervals")
     data, active, granularity = read_moe_data(args.data, args.n_col, args.active_col, args.granularity_col,
                                               args.d_col, args.c_col, args.loss_col, args.run_col)
     data, active, granularity = drop_highest_loss_moe(data, active, granularity, args.drop_highest_loss)
@@ -172,6 +177,16 @@ def run_moe(args) -> int:
 
 
 MOE_SUMMARY = "L = c + (g/G^gamma + a)/N^alpha + b/D^beta, N total non-embedding (Krajewski et al. 2024, eq. 9)"
+
+
+def _refuse_bootstrap_settings(args, why_no_bootstrap: str | None) -> None:
+    """--level and --seed set the bootstrap's intervals and resampling: given by the user (not their defaults)
+    where no bootstrap runs, they would do nothing, so they are refused with `why_no_bootstrap`."""
+    if why_no_bootstrap is None:
+        return
+    for name in ("level", "seed"):
+        if given(args, name):
+            raise PlannerInputError(f"--{name}: sets the bootstrap, and {why_no_bootstrap}")
 
 
 def drop_highest_loss_moe(data, active, granularity, count: int):

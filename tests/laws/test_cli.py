@@ -182,3 +182,15 @@ def test_fit_law_notes_too_few_resamples_for_an_interval(cli, epoch_csv):
     assert code == 0 and err == ""
     note = [line for line in out.splitlines() if line.startswith("note: ")]
     assert len(note) == 1 and "fewer than the 2 an interval needs" in note[0]
+
+
+@pytest.mark.parametrize("flag, value", [("--level", "0.8"), ("--seed", "7"), ("--level", "0.9"), ("--seed", "0")])
+def test_bootstrap_settings_without_a_bootstrap_are_refused(cli, tmp_path, good_rows, flag, value):
+    """--level and --seed set the bootstrap: given with --bootstrap 0 they did nothing and were accepted. Only a
+    flag the user gave is refused (the default values are given here explicitly, and refused too); the defaults
+    alone, as FAST runs them everywhere, are fine."""
+    data = write_csv(tmp_path / "runs.csv", good_rows)
+    code, out, stderr = cli(["fit-law", data, *FAST, "--no-holdout", flag, value])
+    assert code == 2 and out == "" and stderr.count("\n") == 1 and flag in stderr and "--bootstrap 0" in stderr
+    code, _, stderr = cli(["fit-law", data, "--bootstrap", "3", "--n-starts", "5", "--no-holdout", flag, value])
+    assert code == 0, stderr

@@ -277,3 +277,12 @@ def test_fit_law_cli_moe_refuses_bootstrap(cli, tmp_path):
     assert code == 2 and "--bootstrap" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(["fit-law", str(data), "--form", "moe", "--bootstrap", "0"])  # asks for what it does
     assert code == 0, err
+
+
+@pytest.mark.parametrize("flag, value", [("--level", "0.8"), ("--seed", "7")])
+def test_fit_law_cli_moe_refuses_bootstrap_settings(cli, tmp_path, flag, value):
+    """The moe form has no bootstrap: --level and --seed were accepted and did nothing."""
+    data = tmp_path / "moe.csv"
+    _write_moe_csv(data, KRAJEWSKI_2024, np.random.default_rng(3))
+    code, _, err = cli(["fit-law", str(data), "--form", "moe", flag, value])
+    assert code == 2 and flag in err and "moe" in err and len(err.strip().splitlines()) == 1
