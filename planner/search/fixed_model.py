@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from planner.cost.step_time import flop_rate_ceiling, rank_share
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.specs.hardware import ClusterSpec
@@ -158,7 +160,7 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
             speed = lambda c: float(c.search.tokens_per_s[c.best]) * c.search.goodput  # noqa: E731
             result.chosen = max(before_knee or feasible, key=lambda c: (speed(c), -c.gpus))
     if result.chosen is None:
-        result.explanation = _explain(result, deadline_s, budget_gpu_s)
+        result.explanation = _explain(result, deadline_s, budget_gpu_s, min_headroom)
     return result
 
 
@@ -176,14 +178,33 @@ def _scaling(result: FixedModelPlan, knee: float) -> None:
     result.knee_gpus = below[0] if below else None
 
 
-def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s) -> list[str]:
+def _within_limit(search: LayoutSearch) -> np.ndarray:
+    return np.ones(len(search.memory_bytes), dtype=bool) if search.within_batch_limit is None else search.within_batch_limit
+
+
+def _memory_binds_line(result: FixedModelPlan, min_headroom: float) -> str:
+    """Why memory binds: HBM itself, or the --min-headroom margin, when some layout ruled out for GPU memory
+    would fit within HBM without it (then lowering the margin is the first thing to relax)."""
+    hbm = result.cluster.accelerator.hbm_bytes
+    margin_only = [c.search.memory_bytes[c.search.fits_without_headroom & _within_limit(c.search)]
+                   for c in result.counts if c.search is not None and c.search.fits_without_headroom is not None]
+    smallest = min((float(np.min(m)) for m in margin_only if len(m)), default=None)
+    if min_headroom and smallest is not None:
+        return (f"memory binds through the {100 * min_headroom:g}% --min-headroom: the smallest layout needs "
+                f"{smallest / 2**30:.2f} GiB per GPU, within the {hbm / 2**30:.2f} GiB of HBM but not the "
+                f"{hbm * (1 - min_headroom) / 2**30:.2f} GiB the margin leaves; lower --min-headroom, allow more "
+                "GPUs, a cluster with more HBM, or offload")
+    return ("memory binds: no layout of this model fits at these GPU counts; allow more GPUs, "
+            "a cluster with more HBM, or offload")
+
+
+def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: float = 0.0) -> list[str]:
     lines = [f"{c.gpus} GPUs: {c.reason}" for c in result.counts if c.reason]
     feasible = [c for c in result.counts if c.feasible]
     if not feasible:
         reasons = {c.reason for c in result.counts}
         if any("memory" in r for r in reasons):
-            lines.append("memory binds: no layout of this model fits at these GPU counts; allow more GPUs, "
-                         "a cluster with more HBM, or offload")
+            lines.append(_memory_binds_line(result, min_headroom))
         if any("divides" in r for r in reasons):
             lines.append("batch divisibility binds: no data-parallel size divides --global-batch at these counts")
         if any("deadline" in r for r in reasons):

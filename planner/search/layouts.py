@@ -239,6 +239,9 @@ class LayoutSearch:
     # Without a given global batch: each layout's batch (the law's target rounded to micro-batch x dp) is at most
     # the batch law's largest useful batch (batch_size.max_batch_tokens, the budget search's limit). None: all.
     within_batch_limit: np.ndarray | None = None
+    # Would fit HBM and host memory without the --min-headroom margin: where `fits` is False, the margin alone
+    # ruled the layout out (what an infeasible plan's explanation names). None: not recorded.
+    fits_without_headroom: np.ndarray | None = None
 
     @property
     def feasible(self) -> np.ndarray:
@@ -368,7 +371,8 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                         mfu=times["mfu"], memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
                         goodputs=goodput(model.total_params, float(gpus), cluster, bytes_per_param=framework_arrays(
                             arrays["framework"])["checkpoint_bytes_per_param"])["goodput"] * np.ones(len(fits)),
-                        moe_load_imbalance=moe_load_imbalance, within_batch_limit=within)
+                        moe_load_imbalance=moe_load_imbalance, within_batch_limit=within,
+                        fits_without_headroom=memory["fits"])
 
 
 def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype, min_headroom, hierarchy,
@@ -391,5 +395,5 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
         return out
 
     # Only what the search keeps: a memo of whole memory breakdowns would hold gigabytes.
-    memory = {k: memory[k] for k in ("total_bytes", "host_fits", "nvme_fits")}
+    memory = {k: memory[k] for k in ("total_bytes", "fits", "host_fits", "nvme_fits")}
     return arrays, memory, in_hbm, fits, {k: spread(times[k]) for k in ("step_time_s", "tokens_per_s", "mfu")}

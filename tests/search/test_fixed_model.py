@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import math
 
 import numpy as np
@@ -378,3 +379,19 @@ def test_the_batch_is_compared_with_the_rule_it_was_sized_by(optimize):
         code, out, err = optimize(*argv, "--batch-rule", rule)
         batch = json.loads(out)["hyperparameters"]["batch_size"]
         assert code == 0 and batch["rule"] == rule and name in batch["rule_name"], batch
+
+
+def test_memory_binding_through_min_headroom_names_the_flag(optimize):
+    """Llama 2 70B on 2 A100-80GB fits (ZeRO-3 with offload) without a margin; with --min-headroom 89% nothing
+    does, and the explanation said "memory binds ... allow more GPUs" without naming the margin that did it.
+    Without the margin, and where HBM itself binds (1 GPU), the flag is not named."""
+    argv = ["--model", "llama2-70b", "--gpus", "2", "--cluster", "dgx-a100-80gb"]
+    assert optimize(*argv)[0] == 0
+    code, out, _ = optimize(*argv, "--min-headroom", "89%")
+    binds = next(line for line in out.splitlines() if "memory binds" in line)
+    assert code == 1 and "--min-headroom" in binds, out
+    needed, hbm, left = (float(v) for v in re.findall(r"([\d.]+) GiB", binds))
+    assert left == pytest.approx(hbm * 0.11, abs=0.01) and left < needed <= hbm
+    code, out, _ = optimize("--model", "gpt3-175b", "--gpus", "8", "--cluster", "dgx-a100-40gb", "--min-headroom", "50%")
+    binds = next(line for line in out.splitlines() if "memory binds" in line)
+    assert code == 1 and "--min-headroom" not in binds, out
