@@ -125,3 +125,28 @@ def test_a_cluster_without_published_runs_says_its_band_comes_from_other_hardwar
     code, out, err = cli(["simulate", "--model", "gpt2-small", "--cluster", "cpu-local", "--gpus", "2", "--json"])
     band = json.loads(out)["step_time_band"]
     assert band["basis"] == "other-hardware" and "dgx-h100" in band["clusters"]
+
+
+def test_the_published_band_follows_the_hardware_not_the_specs_name(cli, tmp_path):
+    """A copy of dgx-h100.yaml saved as my.yaml keeps `name: dgx-h100`: with its bf16 peak edited it claimed the
+    published runs' band (the band was chosen by the name). The band now follows the hardware blocks: an edited
+    copy is other hardware and says it is named as a bundled spec it differs from; a renamed unchanged copy is
+    the published hardware; every shipped cluster of the published runs keeps its band."""
+    import yaml
+
+    from planner.calibrate.error_bands import band_origin, shipped_clusters
+    from planner.specs.clusters import default_cluster_dir
+
+    for name in shipped_clusters():
+        assert interval(1.0, "megatron", load_cluster(name))["basis"] == "published", name
+    data = yaml.safe_load((default_cluster_dir() / "dgx-h100.yaml").read_text(encoding="utf-8"))
+    edited = {**data, "accelerator": {**data["accelerator"], "peak_flops": {**data["accelerator"]["peak_flops"],
+                                                                             "bf16": "500TFLOPs"}}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(edited), encoding="utf-8")
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump({**data, "name": "same"}), encoding="utf-8")
+    other = interval(1.0, "megatron", load_cluster(str(tmp_path / "my.yaml")))
+    assert other["basis"] == "other-hardware" and other["differs_from"] == "dgx-h100"
+    assert "named dgx-h100 but its accelerator/node/network differ" in band_origin(other)
+    assert interval(1.0, "megatron", load_cluster(str(tmp_path / "same.yaml")))["basis"] == "published"
+    code, out, _ = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", tmp_path / "my.yaml", "--json"])
+    assert code == 0 and json.loads(out)["step_time_band"]["basis"] == "other-hardware"

@@ -114,9 +114,33 @@ def interval(step_time_s: float, framework: str, cluster=None) -> dict | None:
     clusters = shipped_clusters()
     from planner.calibrate.calibration import base_name  # the spec a calibrated one was made from
 
-    own = cluster is None or base_name(cluster) in clusters
-    return {"low_s": step_time_s * band["low"], "high_s": step_time_s * band["high"], "group": band["group"],
-            "rows": band["rows"], "basis": "published" if own else "other-hardware", "clusters": clusters}
+    own = cluster is None or hardware_key(cluster) in _published_hardware()
+    result = {"low_s": step_time_s * band["low"], "high_s": step_time_s * band["high"], "group": band["group"],
+              "rows": band["rows"], "basis": "published" if own else "other-hardware", "clusters": clusters}
+    if not own and base_name(cluster) in clusters:  # named as a published cluster, with other hardware
+        result["differs_from"] = base_name(cluster)
+    return result
+
+
+# The published runs' band belongs to the hardware they were measured on, not to a spec's `name:` (a copy of
+# dgx-h100.yaml keeps `name: dgx-h100` whatever its links or FLOP/s say). A spec is that hardware when its
+# accelerator, node and network blocks equal those of a bundled spec of a cluster the runs ran on; its name,
+# price, reliability and efficiencies (a calibration's fit) do not decide it.
+HARDWARE_BLOCKS = ("accelerator", "node", "network")
+
+
+def hardware_key(cluster) -> str:
+    """The spec's hardware blocks as one comparable text."""
+    return json.dumps([getattr(cluster, block).model_dump() for block in HARDWARE_BLOCKS], sort_keys=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _published_hardware() -> frozenset[str]:
+    from planner.specs.clusters import default_cluster_dir, load_cluster
+
+    folder = default_cluster_dir()
+    return frozenset(hardware_key(load_cluster(name, folder)) for name in shipped_clusters()
+                     if (folder / f"{name}.yaml").is_file())
 
 
 def band_origin(band: dict) -> str:
@@ -125,6 +149,8 @@ def band_origin(band: dict) -> str:
         return f"held-out residuals of {band['rows']} rows of this cluster's calibration"
     runs = f"{band['rows']} published {'' if band['group'] == 'all' else band['group'] + ' '}runs"
     if band.get("basis") == "other-hardware":
-        return (f"validate residuals of {runs} on other hardware ({', '.join(band['clusters'])}); "
+        differs = (f"; this spec is named {band['differs_from']} but its {'/'.join(HARDWARE_BLOCKS)} differ from the "
+                   f"bundled {band['differs_from']}'s" if band.get("differs_from") else "")
+        return (f"validate residuals of {runs} on other hardware ({', '.join(band['clusters'])}{differs}); "
                 "calibrate this cluster for its own")
     return f"validate residuals of {runs}"
