@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import sys
@@ -29,6 +30,14 @@ def _int_list(flag: str):
     return parse
 
 
+def _profile_name(text: str) -> str:
+    """--name becomes OUT_DIR/NAME.csv and .json: a bare file name, so the files stay inside --out-dir."""
+    if not text.strip() or any(sep in text for sep in ("/", "\\", os.sep)) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"expected a file name without path separators (the files go in --out-dir), "
+                                         f"got {text!r}")
+    return text
+
+
 def _text_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -39,7 +48,7 @@ def register(subparsers, name: str) -> None:
     parser = subparsers.add_parser(
         name, help="run real DeepSpeed training steps over a grid and record them as a runs CSV",
         description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--name", required=True, help="profile name: writes OUT_DIR/NAME.csv and OUT_DIR/NAME.json")
+    parser.add_argument("--name", required=True, type=_profile_name, help="profile name: writes OUT_DIR/NAME.csv and OUT_DIR/NAME.json")
     parser.add_argument("--grid", default="default", help="built-in grid (ci, default) or a grid YAML file (default: default)")
     parser.add_argument("--out-dir", default="profiles", help="folder for the profile files (default: profiles)")
     parser.add_argument("--cluster", default=None, help="cluster spec name for the rows (default: cpu-local on CPU; required on GPUs)")

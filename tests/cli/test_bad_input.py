@@ -51,6 +51,14 @@ def test_numeric_flags_are_checked_where_they_are_parsed(cli, argv, flag):
     one_line_error(cli(argv), f"argument {flag}: expected")
 
 
+@pytest.mark.parametrize("name", ["../../x", "sub/x", "..\\x", ".."])
+def test_profile_name_with_a_path_separator_is_refused(cli, tmp_path, name):
+    # --name ../../x wrote OUT_DIR/../../x.csv, outside --out-dir.
+    one_line_error(cli(["profile", "--name", name, "--out-dir", str(tmp_path / "a" / "b"), "--dry-run"]),
+                   "argument --name: expected a file name without path separators")
+    assert not any(tmp_path.rglob("*"))
+
+
 def test_no_command_gives_help_and_one_error_line(cli):
     code, out, err = cli([])
     assert out.startswith("usage: planner")
