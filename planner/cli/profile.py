@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import sys
 import time
@@ -102,7 +101,8 @@ def _raise_interrupt(signum, frame) -> None:
 def run_profile(args) -> int:
     from planner.profile import grid as grids
     from planner.profile import harness
-    from planner.report.render import human_days, json_document
+    from planner.cli.progress import with_time_left
+    from planner.report.render import json_document
 
     grid_file, source = grids.load_grid_file(args.grid)
     grid_file = grids.override_axes(grid_file, _overrides(args), f"{source} with command-line axes")
@@ -131,12 +131,7 @@ def run_profile(args) -> int:
 
     def report(line: str) -> None:
         """A status line on stderr; a sweep line ("[i/N] config: ...") also gets the time left at this pace."""
-        position = re.match(r"\[(\d+)/(\d+)\]", line)
-        if position and int(position.group(1)) < int(position.group(2)):
-            done, total = int(position.group(1)), int(position.group(2))
-            left_s = (time.monotonic() - began) / done * (total - done)
-            line += f"; about {human_days(left_s / 86400)} left"
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(with_time_left(line, time.monotonic() - began) + "\n")
         sys.stderr.flush()
 
     report(f"planner profile: {len(grid.configs)} configurations from {source} on '{accelerator}' "

@@ -12,6 +12,8 @@ the command finishes or fails, before anything else is printed.
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 import sys
 
@@ -58,3 +60,24 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.done()
+
+
+def time_left(seconds: float) -> str:
+    """An estimate of the time left, to the precision an estimate has: whole seconds under a minute ('22 s',
+    not '22.240 s'), then the unit that reads best ('1.5 min', '2.25 h', as report.render.human_days)."""
+    from planner.report.render import human_days
+
+    if not math.isfinite(seconds):
+        return "-"
+    if seconds < 59.5:
+        return f"{max(1, round(seconds))} s"
+    return human_days(seconds / 86400.0)
+
+
+def with_time_left(line: str, elapsed_s: float) -> str:
+    """A sweep line "[i/N] ...": with the time the remaining N - i items take at the pace so far."""
+    position = re.match(r"\[(\d+)/(\d+)\]", line)
+    if not position or not 0 < int(position.group(1)) < int(position.group(2)):
+        return line
+    done, total = int(position.group(1)), int(position.group(2))
+    return line + f"; about {time_left(elapsed_s / done * (total - done))} left"
