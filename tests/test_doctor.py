@@ -208,6 +208,18 @@ def test_failed_runs_are_data_not_problems(cli, tmp_path):
     assert cli(["doctor", path])[0] == 0
 
 
+@pytest.mark.parametrize("status", ["OK", " Ok", "done"])
+def test_a_status_outside_the_spec_is_a_problem(cli, tmp_path, status):
+    # A typo for ok made the row vanish from doctor (not simulated, not reported) while validate skipped it.
+    path = tmp_path / "runs.csv"
+    path.write_text(HEADER + ",status\n" + GOOD_ROW.format(id="a") + ",ok\n" + GOOD_ROW.format(id="b") + f",{status}\n",
+                    encoding="utf-8")
+    code, out, _ = cli(["doctor", path])
+    assert code == 1 and f"{path}:3: column 'status': expected ok, failed, timeout or oom" in out, out
+    code, out, _ = cli(["validate", path])
+    assert "skipped: b: " in out and "column 'status': expected ok" in out, out
+
+
 def test_cluster_dir_resolves_names(cli, tmp_path, cluster_yaml):
     folder = tmp_path / "specs"
     folder.mkdir()

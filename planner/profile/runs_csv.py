@@ -86,6 +86,21 @@ class RowProblem:
 # warning-free (tests/test_input_validation_gaps.py runs such a row). Real runs are far below it: hidden
 # sizes reach ~2**15, vocabularies ~2**18, GPU counts ~2**17.
 MAX_SIZE = 2**31 - 1
+# The `status` column (spec/runs_csv.md): ok is a measurement (an empty cell too); failed and timeout are what
+# `planner profile` records for a configuration that did not finish (harness.Outcome), oom a run recorded by hand
+# as out of memory. Rows not ok are data, not simulated; any other value (a typo such as OK) is reported.
+RUN_STATUSES = ("ok", "failed", "timeout", "oom")
+
+
+def status_problem(run) -> str | None:
+    """Why a row's status is not one of RUN_STATUSES (None when it is)."""
+    status = (run.extra.get("status") or "ok").strip()
+    if status in RUN_STATUSES:
+        return None
+    return (f"column 'status': expected {', '.join(RUN_STATUSES[:-1])} or {RUN_STATUSES[-1]} (spec/runs_csv.md), "
+            f"got {status!r}; the row is not simulated")
+
+
 # Inclusive ranges of the whole-number columns: sizes and counts are at least 1 (0 is not "unknown":
 # an empty cell is); the ZeRO stage is 0-3 (spec/runs_csv.md) and seq_parallel a 0/1 switch.
 INT_RANGES = {**{name: (1, MAX_SIZE) for name in INT_COLUMNS}, "zero": (0, 3), "seq_parallel": (0, 1)}

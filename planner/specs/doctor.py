@@ -9,8 +9,9 @@ rows, duplicate ids with the line of the first), cells the spec restricts (confi
 high / medium / low, seq_parallel=1 at tp=1), then rows that parse but cannot be simulated (unknown
 cluster, a cluster path leaving the spec folder, a layout that does not divide, missing shape, more GPUs
 than the cluster has) with the arithmetic, and rows whose measured step time is more than UNIT_ERROR_RATIO
-times off the model's prediction either way (a unit slip: ms for s, per micro-batch for per step). Rows whose `status` is not ok record failed runs; they are
-data, not problems, and are not simulated. The file is streamed (a row at a time), so a file at the
+times off the model's prediction either way (a unit slip: ms for s, per micro-batch for per step). Rows whose `status` is failed, timeout or oom record runs
+that did not finish; they are data, not problems, and are not simulated. A status outside the spec's values (OK
+for ok) is a problem: the row is not simulated either. The file is streamed (a row at a time), so a file at the
 input cap is checked in bounded memory.
 """
 
@@ -157,7 +158,7 @@ def ratio_finding(result) -> str | None:
 
 def _rows_to_simulate(rows, findings: list[Finding], progress, counted: list[int]):
     """The rows that parse and record a run, with the findings of the rest and of their cells."""
-    from planner.profile.runs_csv import RowProblem
+    from planner.profile.runs_csv import RowProblem, status_problem
 
     for item in rows:
         counted[0] += 1
@@ -165,6 +166,9 @@ def _rows_to_simulate(rows, findings: list[Finding], progress, counted: list[int
             progress.update(counted[0])
         if isinstance(item, RowProblem):
             findings.append(Finding(item.origin, item.reason))
+            continue
+        if (problem := status_problem(item)) is not None:  # validate lists the row as skipped with this reason
+            findings.append(Finding(item.origin, problem))
             continue
         if (item.extra.get("status") or "ok").strip() != "ok":
             continue
