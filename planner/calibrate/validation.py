@@ -90,12 +90,26 @@ HIERARCHY_COLUMNS = {"zero_hpz": _whole, "shard_group": _whole, "grad_shard_grou
                      "zero_quantized_weights": _switch, "zero_quantized_gradients": _switch}
 
 
+# The MLP of a row that does not say: GPT's two-matrix GELU MLP (Radford et al. 2019; Megatron-LM runs it unless
+# --swiglu is given), the architecture of most published runs that leave the column out.
+DEFAULT_MLP = "gelu"
+
+
+def _defaults_for_empty_cells(run: MeasuredRun, framework: str | None) -> dict:
+    """What a row's empty mlp, dtype and zero cells are taken as: the values its stack's users run (the
+    framework table's default_dtype / default_zero; an empty framework cell is the neutral `other`)."""
+    stack = FRAMEWORKS[framework or "other"]
+    defaults = {"mlp": DEFAULT_MLP, "dtype": stack.default_dtype, "zero": stack.default_zero}
+    return {name: value for name, value in defaults.items() if getattr(run, name) is None}
+
+
 def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = None,
                   inferred: dict | None = None) -> tuple[ModelSpec, Layout, ClusterSpec]:
     """Build (model, layout, cluster) from a runs-CSV row; raises PlannerInputError with the reason.
 
-    Settings the row leaves empty (micro-batch, recompute, interleaving, sequence parallelism, flash
-    attention, framework) are inferred (`cost.infer`); pass a dict as `inferred` to learn which."""
+    Settings the row leaves empty are inferred: mlp, dtype and zero as its stack's users run them
+    (_defaults_for_empty_cells), micro-batch, recompute, interleaving, sequence parallelism, flash attention
+    and framework as the fastest that fits (`cost.infer`); pass a dict as `inferred` to learn which."""
     where = run.origin or f"row {run.id}"
     if (problem := status_problem(run)) is not None:
         raise PlannerInputError(f"{where}: {problem}")
@@ -109,21 +123,23 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
         cluster = clusters[run.cluster]
     else:
         cluster = load_cluster(run.cluster, cluster_dir, data_file=where)  # confined: a CSV cannot name /etc/...
-    model = make_model(
-        where, name=f"row-{run.id}", layers=run.layers, hidden=run.hidden, heads=run.heads,
-        kv_heads=run.kv_heads or run.heads, ffn=run.ffn, mlp=run.mlp or "gelu", vocab=run.vocab, seq_len=run.seq_len,
-    )
-    tp, pp, cp = run.tp or 1, run.pp or 1, run.cp or 1
-    dp = run.dp or (run.gpus // (tp * pp * cp) if run.gpus else 1)
     framework = (run.extra.get("framework") or "").strip() or None
     if framework is not None and framework not in FRAMEWORKS:
         raise PlannerInputError(f"{where}: column 'framework': expected one of {', '.join(FRAMEWORKS)} or empty, "
                                 f"got {framework!r}")
+    defaulted = _defaults_for_empty_cells(run, framework)
+    model = make_model(
+        where, name=f"row-{run.id}", layers=run.layers, hidden=run.hidden, heads=run.heads,
+        kv_heads=run.kv_heads or run.heads, ffn=run.ffn, mlp=defaulted.get("mlp", run.mlp), vocab=run.vocab,
+        seq_len=run.seq_len,
+    )
+    tp, pp, cp = run.tp or 1, run.pp or 1, run.cp or 1
+    dp = run.dp or (run.gpus // (tp * pp * cp) if run.gpus else 1)
     fields = {
-        "tp": tp, "pp": pp, "dp": dp, "cp": cp, "vpp": run.vpp, "zero": run.zero or 0,
+        "tp": tp, "pp": pp, "dp": dp, "cp": cp, "vpp": run.vpp, "zero": defaulted.get("zero", run.zero),
         "offload": run.offload or "none", "micro_batch": run.micro_batch, "global_batch": run.global_batch,
         "recompute": run.recompute, "seq_parallel": None if run.seq_parallel is None else bool(run.seq_parallel),
-        "dtype": run.dtype or "bf16", "framework": framework,
+        "dtype": defaulted.get("dtype", run.dtype), "framework": framework,
         **{column: _switch(run, column, where) for column in SWITCH_COLUMNS},
         **{column: parse(run, column, where) for column, parse in HIERARCHY_COLUMNS.items()},
     }
@@ -131,6 +147,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     fields = {k: v for k, v in fields.items() if v is not None}
     layout, filled = infer_layout(model, cluster, fields, unknown, gpus=run.gpus, where=where)
     if inferred is not None:
+        inferred.update(defaulted)
         inferred.update(filled)
     return model, layout, cluster
 

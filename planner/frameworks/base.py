@@ -194,3 +194,10 @@ class Framework:
     # distributed optimizer, DeepSpeed), fp32 parameters 4 + Adam 8 = 12 where the fp32 parameter is the master
     # (FSDP, JAX). The default is the ZeRO paper's accounting.
     checkpoint_bytes_per_param: float = 14.0
+    # What a run on this stack used when it does not say (a runs-CSV row with an empty dtype or zero cell;
+    # calibrate.validation names them as inferred): the stack's usual launch. bf16 with plain data parallelism
+    # (ZeRO 0): DeepSpeed's zero_optimization.stage defaults to 0 (runtime/zero/config.py), Megatron's
+    # --use-distributed-optimizer is off by default (megatron/training/arguments.py:3156), and 16-bit training in
+    # bf16 is how both are run on Ampere and later (their dtype defaults, fp32, are not what a published run used).
+    default_dtype: str = "bf16"
+    default_zero: int = 0

@@ -63,6 +63,7 @@ DEEPSPEED_V03 = replace(
     # fp16 or fp32 only: no bf16 in runtime/config.py or constants.py at v0.3.14 or v0.5.4; bf16 came with
     # 648f7bfa (#1398, ZeRO-2, 2021-11-01) and 4912e0ad (#1453, ZeRO-3, 2022-01-20).
     dtypes=frozenset({"fp16", "fp32"}),
+    default_dtype="fp16",  # 16-bit training could only be fp16 (above)
     # No BF16_Optimizer before bf16 existed (it came with BigScience's BLOOM work in 2022).
     fp32_grad_accumulation_bytes=0.0,
     # Its reduction predates reduce_scatter_coalesced (v0.3.14 stage3.py: a bucket copy :1461-1468 and an

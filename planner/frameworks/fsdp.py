@@ -36,6 +36,9 @@ FSDP = Framework(
     # parameters, gradients and optimizer state together (training.enable_cpu_offload); bf16 or fp32
     # parameters (training.mixed_precision_param), fp8 through float8 linears, no fp16.
     zero_stages=frozenset({0, 2, 3}), replicated_dp_alone=True, offload_modes=frozenset({"optimizer+params"}),
+    # A torchtitan run that does not say: data_parallel_shard_degree = -1 shards over every data-parallel rank
+    # (FSDP full shard, ZeRO-3) and mixed_precision_param = "bfloat16" (torchtitan/config/configs.py:133, 94).
+    default_zero=3, default_dtype="bf16",
     dtypes=frozenset({"bf16", "fp8", "fp32"}),
     # fp8 is torchao's Float8Linear with dynamic (current) tensorwise scaling: the emitted config names no
     # recipe (`quantize.linear.float8.recipe_name` None, torchtitan@238fa995 config/job_config.py:738), which

@@ -37,6 +37,9 @@ LLM_FOUNDRY = Framework(
     name="llm-foundry",
     supports_tensor_parallel=False, supports_pipeline=False,
     zero_stages=frozenset({0, 2, 3}), replicated_dp_alone=True,
+    # The pretraining yamls run `precision: amp_bf16` with fsdp_config `sharding_strategy: FULL_SHARD` (ZeRO-3)
+    # (scripts/train/yamls/pretrain/gpt-neo-125m.yaml:90, 94; likewise every pretrain yaml).
+    default_zero=3, default_dtype="bf16",
     offload_modes=frozenset({"optimizer+params"}),  # FSDP1 CPUOffload(offload_params=True)
     dtypes=frozenset({"bf16", "fp16", "fp8", "fp32"}),  # Composer precision amp_bf16 / amp_fp16 / amp_fp8 / fp32
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,

@@ -92,3 +92,28 @@ def test_an_id_in_two_runs_files_is_refused_naming_both(cli, tmp_path, published
     assert code == 2 and out == ""
     assert err.count("\n") == 1
     assert f"{second}:3: id {row_id!r} is also in {first}:4" in err
+
+
+def test_empty_mlp_dtype_and_zero_cells_are_named_as_inferred_with_the_stacks_defaults(cli, tmp_path):
+    # Empty mlp / dtype / zero cells were taken as gelu / bf16 / 0 whatever the stack and not named as inferred:
+    # an fsdp row at tp 2 became ZeRO-0 (which torchtitan cannot run) and a DeepSpeed v0.3 row bf16 (which it
+    # did not have). Each stack's default is in its frameworks table.
+    header = "id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,dp,micro_batch,global_batch,step_time_s,framework,mlp,dtype,zero"
+    shape = "dgx-a100-80gb,8,12,768,12,1024,50257"
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join([
+        header,
+        f"plain,{shape},1,8,1,8,0.5,,,,",
+        f"titan,{shape},2,4,1,8,0.5,fsdp,swiglu,bf16,",
+        f"old-ds,{shape},1,8,1,8,0.5,deepspeed-v0.3,gelu,,2",
+        f"stated,{shape},1,8,1,8,0.5,megatron,gelu,fp16,1",
+    ]) + "\n", encoding="utf-8")
+    code, out, err = cli(["validate", path, "--json"])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["skipped_rows"] == []
+    inferred = {row["id"]: row["inferred"] for row in report["rows"]}
+    assert {k: inferred["plain"][k] for k in ("mlp", "dtype", "zero")} == {"mlp": "gelu", "dtype": "bf16", "zero": 0}
+    assert inferred["titan"]["zero"] == 3 and "dtype" not in inferred["titan"] and "mlp" not in inferred["titan"]
+    assert inferred["old-ds"]["dtype"] == "fp16" and "zero" not in inferred["old-ds"]
+    assert not {"mlp", "dtype", "zero"} & set(inferred["stated"])
