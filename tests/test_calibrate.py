@@ -285,3 +285,24 @@ def test_a_flag_the_mode_does_not_use_is_refused_not_ignored(tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {flag}: " in err[0]
     assert not (tmp_path / "cal.yaml").exists()
+
+
+def test_rows_naming_the_spec_by_path_are_fitted_and_unresolvable_paths_listed(tmp_path, capsys, monkeypatch):
+    # A row's cluster cell may be a path to the spec file (spec/runs_csv.md). Such rows never matched --cluster
+    # and were left out as "other clusters", unlisted, even when the path named the very spec being calibrated.
+    base = load_cluster("dgx-a100-80gb")
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "dgx-a100-80gb.yaml").write_text(Path(base.source_file).read_text())
+    monkeypatch.chdir(tmp_path)
+    good = rows(base.with_efficiency(matmul_peak_fraction=0.6))
+    by_path = [dataclasses.replace(r, cluster="specs/dgx-a100-80gb.yaml") for r in good[:4]] + good[4:]
+    missing = dataclasses.replace(good[0], id="missing-spec", cluster="specs/nowhere.yaml")
+    write_runs(tmp_path / "runs.csv", by_path + [missing])
+    argv = ["calibrate", "runs.csv", "--cluster", "dgx-a100-80gb", "--cluster-dir", "specs", "--folds", "4", "--no-write"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"fitted on {len(good)} rows" in out, out
+    listed = [line for line in out.splitlines() if line.startswith("skipped    ")]
+    assert len(listed) == 1 and "nowhere.yaml" in listed[0], out

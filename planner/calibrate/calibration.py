@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from scipy.optimize import least_squares
 
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
+from planner.specs.clusters import load_cluster
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import Layout, layouts_batch
 from planner.specs.model import ModelSpec
@@ -131,9 +133,29 @@ def base_name(cluster: ClusterSpec) -> str:
     return cluster.name.removesuffix(CALIBRATED_SUFFIX)
 
 
-def on_cluster(run: MeasuredRun, cluster: ClusterSpec) -> bool:
-    """The row was measured on `cluster` (or on the spec a `.calibrated` one was made from)."""
-    return run.cluster in (cluster.name, base_name(cluster))
+def _spec_named_by_path(run: MeasuredRun, cluster_dir=None) -> ClusterSpec | None:
+    """The spec a row's cluster cell names by file path (spec/runs_csv.md: "or a path to a spec file"); None
+    for a plain name. Raises PlannerInputError with the row's place when the path does not resolve."""
+    if Path(run.cluster or "").suffix not in (".yaml", ".yml"):
+        return None
+    where = run.origin or run.id
+    try:
+        return load_cluster(run.cluster, cluster_dir, data_file=where)
+    except PlannerInputError as error:
+        text = str(error)
+        raise PlannerInputError(text if text.startswith(f"{where}:") else f"{where}: {text}") from None
+
+
+def on_cluster(run: MeasuredRun, cluster: ClusterSpec, cluster_dir=None) -> bool:
+    """The row was measured on `cluster` (or on the spec a `.calibrated` one was made from), named by its
+    name or by a path to its spec file. Raises PlannerInputError when the row's spec path does not resolve."""
+    if run.cluster in (cluster.name, base_name(cluster)):
+        return True
+    spec = _spec_named_by_path(run, cluster_dir)
+    if spec is None:
+        return False
+    same_file = bool(cluster.source_file) and Path(spec.source_file).resolve() == Path(cluster.source_file).resolve()
+    return same_file or spec.name in (cluster.name, base_name(cluster))
 
 
 def other_cluster_reason(run: MeasuredRun, cluster: ClusterSpec) -> str:
@@ -141,8 +163,21 @@ def other_cluster_reason(run: MeasuredRun, cluster: ClusterSpec) -> str:
     return f"{run.origin or run.id}: cluster {run.cluster!r} is not {base_name(cluster)!r}"
 
 
-def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
-                 time_column: str = "step_time_s") -> tuple[list[Sample], list[str]]:
+def other_cluster_reasons(runs: list[MeasuredRun], cluster: ClusterSpec, cluster_dir=None) -> set[str]:
+    """The reasons load_samples gives for rows measured on another cluster (a spec path that does not
+    resolve is not among them: that row may be this cluster's, and is listed)."""
+    reasons = set()
+    for run in runs:
+        try:
+            if not on_cluster(run, cluster, cluster_dir):
+                reasons.add(other_cluster_reason(run, cluster))
+        except PlannerInputError:
+            continue
+    return reasons
+
+
+def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec, time_column: str = "step_time_s",
+                 cluster_dir=None) -> tuple[list[Sample], list[str]]:
     """Rows with a measured step time that simulate on this cluster; the rest with reasons.
 
     `time_column` picks another measured column as the step time, e.g. `step_time_p10_s` from
@@ -167,10 +202,10 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec,
         if not np.isfinite(run.step_time_s) or run.step_time_s <= 0:  # the CSV reader refuses these; rows built in code may not
             skipped.append(f"{run.origin or run.id}: step time {run.step_time_s!r} is not a positive finite number of seconds")
             continue
-        if not on_cluster(run, cluster):
-            skipped.append(other_cluster_reason(run, cluster))
-            continue
         try:
+            if not on_cluster(run, cluster, cluster_dir):
+                skipped.append(other_cluster_reason(run, cluster))
+                continue
             model, layout, _ = run_to_config(run, clusters={run.cluster: cluster})
         except PlannerInputError as error:
             skipped.append(str(error))

@@ -56,8 +56,8 @@ def _refuse_unused_flags(args) -> None:
 def run(args) -> int:
     import yaml
 
-    from planner.calibrate.calibration import (base_name, calibrate, calibrated_spec_mapping, load_samples, on_cluster,
-                                               other_cluster_reason)
+    from planner.calibrate.calibration import (base_name, calibrate, calibrated_spec_mapping, load_samples,
+                                               other_cluster_reasons)
     from planner.cli.progress import Progress
     from planner.errors import PlannerInputError
     from planner.specs.hardware import parse_cluster_spec
@@ -74,7 +74,7 @@ def run(args) -> int:
         target = Path(args.out) if args.out else folder / f"{base_name(cluster)}.calibrated.yaml"
         check_new_outputs([target], args.force)
     runs, problems = read_runs_files(args.runs)
-    samples, skipped = load_samples(runs, cluster, args.time_column)
+    samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)
     holdout = None
     if args.holdout_source:
         sources = {s.run.source or "" for s in samples}
@@ -116,7 +116,7 @@ def run(args) -> int:
         print(f"unreadable: {problem}")
     print(f"skipped {len(skipped)} rows (other clusters, no step time, or not simulatable)")
     # Rows of this cluster that could not be used say why (a typo in a row should not vanish into a count).
-    foreign = {other_cluster_reason(run, cluster) for run in runs if not on_cluster(run, cluster)}
+    foreign = other_cluster_reasons(runs, cluster, args.cluster_dir)
     own = [reason for reason in skipped if reason not in foreign]
     for reason in own[:SKIPPED_SHOWN]:
         print(f"skipped    {reason}")
