@@ -306,3 +306,28 @@ def test_rows_naming_the_spec_by_path_are_fitted_and_unresolvable_paths_listed(t
     assert f"fitted on {len(good)} rows" in out, out
     listed = [line for line in out.splitlines() if line.startswith("skipped    ")]
     assert len(listed) == 1 and "nowhere.yaml" in listed[0], out
+
+
+def test_band_describes_the_written_spec_when_nothing_is_chosen_on_all_rows(monkeypatch):
+    # Selection on all rows chose nothing (the spec written is the defaults) while each fold's selection chose
+    # matmul_peak_fraction: the band and the held-out "after" figures came from those fold fits, a spec never written.
+    from planner.calibrate import calibration
+    from planner.calibrate.calibration import held_out_band
+
+    base = load_cluster("dgx-a100-80gb")
+    samples, _ = load_samples(rows(base.with_efficiency(matmul_peak_fraction=0.45)), base)
+    everything = len(samples)
+
+    def select_parameters(train, cluster):
+        if len(train) == everything:
+            return cluster, {"fitted": [], "selection_path": [{"parameters": [], "cv_mape": 0.0}], "left_at_default": {}}
+        fitted = fit(train, cluster, ["matmul_peak_fraction"])
+        return fitted, {"fitted": ["matmul_peak_fraction"], "selection_path": [], "left_at_default": {}}
+
+    monkeypatch.setattr(calibration, "select_parameters", select_parameters)
+    report = calibrate(samples, base, k=4)
+    measured = np.array([s.run.step_time_s for s in samples])
+    defaults_errors = predict(samples, base) / measured - 1
+    assert report["fitted_parameters"] == {}
+    assert report["held_out_band"] == held_out_band(defaults_errors)
+    assert report["heldout"]["after"] == report["heldout"]["before"]

@@ -476,6 +476,14 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
         held_before = predict(holdout, cluster) / held_measured - 1
         held_after = predict(holdout, fitted) / held_measured - 1
         report["heldout_kind"] = "given hold-out rows"
+    elif not decided["fitted"]:
+        # Nothing chosen on all the rows: the spec written is the defaults, fitted to none of the rows, so each
+        # row's error under it is already a held-out error. Fold fits could choose parameters this spec lacks;
+        # their errors would describe a spec that is not written.
+        held_before = held_after = before
+        report["heldout_kind"] = "no parameter chosen: the defaults, fitted to no row, on every row"
+        if progress:
+            progress(total, total)
     else:
         held_before = before
         # Nested: each fold's calibration, selection included, never saw that fold.
