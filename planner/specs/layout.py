@@ -29,10 +29,6 @@ DTYPE_CODES = {"bf16": 0, "fp16": 1, "fp8": 2, "fp32": 3}
 # Bytes per element of weights, activations and communicated tensors for each training dtype.
 # fp8 training keeps bf16 weights/activations outside the matmuls (Transformer Engine recipe).
 DTYPE_BYTES = np.array([2.0, 2.0, 2.0, 4.0])
-# Stacks shard the key/value heads whole over tp: torchtitan raises "tensor_parallel_degree must divide n_kv_heads"
-# (pytorch/torchtitan@b5bcd76c torchtitan/models/common/decoder.py:195-199), Megatron-DeepSpeed divides them by tp
-# (deepspeedai/Megatron-DeepSpeed@4efb479d megatron/model/transformer.py:566-567, `divide` asserts). Megatron-Core
-# also runs tp a multiple of them (Framework.tp_multiple_of_kv_heads).
 
 
 class Layout(BaseModel):
@@ -182,6 +178,10 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"tp({t}) * pp({p}) * dp({d}) * cp({c}) = {t * p * d * c} != gpus({gpus})")
     if model.heads % t:
         problems.append(f"heads({model.heads}) is not divisible by tp({t})")
+    # Stacks shard the key/value heads whole over tp: torchtitan raises "tensor_parallel_degree must divide
+    # n_kv_heads" (pytorch/torchtitan@b5bcd76c torchtitan/models/common/decoder.py:195-199), Megatron-DeepSpeed
+    # divides them by tp (deepspeedai/Megatron-DeepSpeed@4efb479d megatron/model/transformer.py:566-567, `divide`
+    # asserts). Megatron-Core also runs tp a multiple of them (Framework.tp_multiple_of_kv_heads).
     elif model.kv % t and not (FRAMEWORKS[layout.framework].tp_multiple_of_kv_heads and t % model.kv == 0):
         also = " or a multiple of them" if FRAMEWORKS[layout.framework].tp_multiple_of_kv_heads else ""
         problems.append(f"kv_heads({model.kv}) is not divisible by tp({t}): {layout.framework} needs tp a divisor of "
