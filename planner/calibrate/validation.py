@@ -21,7 +21,7 @@ from planner.specs.hardware import ClusterSpec
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout, layouts_batch
 from planner.specs.model import ModelSpec, make_model
-from planner.profile.runs_csv import MeasuredRun, status_problem
+from planner.profile.runs_csv import MeasuredRun, run_status, status_problem
 
 REQUIRED = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "global_batch")
 _SWITCH_TEXT = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -113,7 +113,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     where = run.origin or f"row {run.id}"
     if (problem := status_problem(run)) is not None:
         raise PlannerInputError(f"{where}: {problem}")
-    status = (run.extra.get("status") or "ok").strip()
+    status = run_status(run)
     if status != "ok":
         raise PlannerInputError(f"{where}: run status is {status!r}, not a measurement")
     missing = [name for name in REQUIRED if getattr(run, name) is None]

@@ -92,9 +92,14 @@ MAX_SIZE = 2**31 - 1
 RUN_STATUSES = ("ok", "failed", "timeout", "oom")
 
 
+def run_status(run) -> str:
+    """A row's status; an empty cell is a measurement ("ok")."""
+    return (run.extra.get("status") or "ok").strip()
+
+
 def status_problem(run) -> str | None:
     """Why a row's status is not one of RUN_STATUSES (None when it is)."""
-    status = (run.extra.get("status") or "ok").strip()
+    status = run_status(run)
     if status in RUN_STATUSES:
         return None
     return (f"column 'status': expected {', '.join(RUN_STATUSES[:-1])} or {RUN_STATUSES[-1]} (spec/runs_csv.md), "

@@ -158,7 +158,7 @@ def ratio_finding(result) -> str | None:
 
 def _rows_to_simulate(rows, findings: list[Finding], progress, counted: list[int]):
     """The rows that parse and record a run, with the findings of the rest and of their cells."""
-    from planner.profile.runs_csv import RowProblem, status_problem
+    from planner.profile.runs_csv import RowProblem, run_status, status_problem
 
     for item in rows:
         counted[0] += 1
@@ -170,7 +170,7 @@ def _rows_to_simulate(rows, findings: list[Finding], progress, counted: list[int
         if (problem := status_problem(item)) is not None:  # validate lists the row as skipped with this reason
             findings.append(Finding(item.origin, problem))
             continue
-        if (item.extra.get("status") or "ok").strip() != "ok":
+        if run_status(item) != "ok":
             continue
         findings.extend(Finding(item.origin, message) for message in row_cell_findings(item))
         yield item
