@@ -21,9 +21,8 @@ from planner.specs.hardware import ClusterSpec
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout, layouts_batch
 from planner.specs.model import ModelSpec, make_model
-from planner.profile.runs_csv import MeasuredRun, run_status, status_problem
+from planner.profile.runs_csv import SIMULATION_COLUMNS, MeasuredRun, run_status, status_problem
 
-REQUIRED = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "global_batch")
 _SWITCH_TEXT = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -116,7 +115,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     status = run_status(run)
     if status != "ok":
         raise PlannerInputError(f"{where}: run status is {status!r}, not a measurement")
-    missing = [name for name in REQUIRED if getattr(run, name) is None]
+    missing = [name for name in SIMULATION_COLUMNS if getattr(run, name) is None]
     if missing:
         raise PlannerInputError(f"{where}: missing {', '.join(missing)}")
     if clusters is not None and run.cluster in clusters:

@@ -25,10 +25,9 @@ import re
 import statistics
 from pathlib import Path
 
-from planner.calibrate.validation import REQUIRED
 from planner.frameworks.deepspeed_v03 import RELEASES as DEEPSPEED_V03_RELEASES
 from planner.profile.deepspeed_logs import LogProblem, ParsedLog
-from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, INT_RANGES, MeasuredRun, check_value
+from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, INT_RANGES, SIMULATION_COLUMNS, MeasuredRun, check_value
 
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
@@ -457,8 +456,9 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         problems.append(LogProblem(log.path, "no step time found (looked for Megatron 'elapsed time per iteration (ms)', "
                                              "DeepSpeed 'CurrSamplesPerSec=', 'time (ms) | fwd: ...', flops profiler 'iter latency'); file skipped"))
         return None, problems
-    # Every column validate needs to simulate the row (validation.REQUIRED; the cluster is the CLI's note), and gpus.
-    missing = [k for k in ("gpus", *REQUIRED) if k != "cluster" and k not in layout]
+    # Every column validate needs to simulate the row (runs_csv.SIMULATION_COLUMNS; the cluster is the CLI's note),
+    # and gpus.
+    missing = [k for k in ("gpus", *SIMULATION_COLUMNS) if k != "cluster" and k not in layout]
     if missing:
         problems.append(LogProblem(log.path, f"layout incomplete, not in the log or flags: {', '.join(missing)} (pass --{missing[0].replace('_', '-')} ...)"))
     layout_from_flags = [k for k in layout if k not in from_log and k != "cluster" and k in flags]

@@ -90,6 +90,9 @@ MAX_SIZE = 2**31 - 1
 # `planner profile` records for a configuration that did not finish (harness.Outcome), oom a run recorded by hand
 # as out of memory. Rows not ok are data, not simulated; any other value (a typo such as OK) is reported.
 RUN_STATUSES = ("ok", "failed", "timeout", "oom")
+# The columns a row needs before it can be simulated (validate skips a row without one; ingest reports it as
+# incomplete): the model's shape, its cluster and its batch. Every other setting is inferred (cost.infer).
+SIMULATION_COLUMNS = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "global_batch")
 
 
 def run_status(run) -> str:
