@@ -222,14 +222,14 @@ def test_deepspeed_pipeline_p2p_is_partitioned_serial_and_regathered():
 
 def test_reducing_chunk_by_chunk_hides_more_than_one_reduction_after_the_last_backward():
     """Interleaved 1F1B with v model chunks: the first v-1 chunks' reductions run behind the cool-down's
-    remaining backward (step_time._behind_later_chunks), so less is exposed than when the whole reduction waits
+    remaining backward (overlap.behind_later_chunks), so less is exposed than when the whole reduction waits
     for the stage's last backward; with one chunk the two agree."""
-    from planner.cost.step_time import _behind_later_chunks, hidden_behind
+    from planner.cost.overlap import behind_later_chunks, hidden_behind
 
     backward, comm, buckets = np.array([0.2]), np.array([0.5]), np.array([8.0])
     flat = hidden_behind(backward, comm, buckets, 1.0)
-    assert _behind_later_chunks(backward, comm, buckets, 1.0, 2.0, 8.0) < flat
-    assert _behind_later_chunks(backward, comm, buckets, 1.0, 1.0, 8.0) == pytest.approx(flat, rel=1e-12)
+    assert behind_later_chunks(backward, comm, buckets, 1.0, 2.0, 8.0) < flat
+    assert behind_later_chunks(backward, comm, buckets, 1.0, 1.0, 8.0) == pytest.approx(flat, rel=1e-12)
 
 
 @pytest.mark.parametrize("name, kernel", [("megatron", "cudnn"), ("jax", "cudnn"), ("fsdp", "flash2"),
@@ -238,7 +238,7 @@ def test_each_stack_runs_its_cited_attention_kernel_on_hopper(name, kernel):
     """Transformer Engine's DotProductAttention prefers cuDNN on Hopper (frameworks/megatron.py); MaxText's GPU
     configs set attention cudnn_flash_te (frameworks/jax.py); torchtitan SDPA's flash backend, llm-foundry's
     Triton kernel, MegaScale's FlashAttention-2 (section 3.3). The step uses that row of the kernel table."""
-    from planner.cost.step_time import attention_kernel_codes
+    from planner.cost.fused_attention import attention_kernel_codes
     from planner.cost import kernels
     from planner.specs.clusters import load_cluster
     from planner.specs.layout import Layout, single_batch

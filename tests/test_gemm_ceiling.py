@@ -131,7 +131,7 @@ def _forward_with_vocab(cluster, dtype, vocab):
 
 def test_the_output_layer_stays_bf16_in_fp8_training():
     # Megatron, Megatron-DeepSpeed, torchtitan as emitted, llm-foundry, MaxText and DeepSeek-V3 keep the vocabulary
-    # projection out of fp8 (step_time._output_layer_rates): the forward seconds a larger vocabulary adds are the
+    # projection out of fp8 (gemm.output_layer_rates): the forward seconds a larger vocabulary adds are the
     # bf16 GEMM's in fp8 training too, not half of them at the fp8 peak.
     h100 = load_cluster("dgx-h100")
     added = {dtype: _forward_with_vocab(h100, dtype, 256 * 1024) - _forward_with_vocab(h100, dtype, 128 * 1024)

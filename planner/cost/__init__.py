@@ -6,6 +6,14 @@ collectives.py  NCCL's tuner model (ring / tree / NVLS / PAT x LL / LL128 / Simp
                 the all-to-all as NCCL's grouped per-peer sends
 moe.py          mixture-of-experts layers: expert GEMMs, router, dispatch/combine all-to-all, expert states
 kernels.py      published kernel data: fused-attention efficiencies, launch floor, fp8 cast bytes
+gemm.py         what one rank computes at: peak FLOP/s per dtype, rank share, HBM, GEMM efficiency over size
+fused_attention.py  which fused-attention kernel a candidate runs on its GPU, its peak and table efficiency
+overlap.py      exposed seconds of communication beside compute (schedule, chunks, calibrated residual)
+groups.py       process groups -> the links they cross; collectives run only on the rows that need them
+model_parallel_comm.py  tensor-, context- and pipeline-parallel communication per layer and micro-batch
+stages.py       the pipeline stage split: first, middle, last stage and the data-parallel stage
+data_parallel.py  ZeRO/FSDP gathers and reductions, gradient reduction, parameter all-gather, experts' reduction
+optimizer_step.py  Adam on HBM or CPU-Adam with its copies; fp32 gradient accumulation
 step_time.py    seconds per optimizer step as named parts: a per-layer schedule of compute and overlapped comm
 hierarchy.py    ZeRO-3 under ZeRO++ (hpZ, qwZ, qgZ) and MiCS / HSDP / gradient groups: times, cross-node bytes
 offload.py      ZeRO-Infinity's parameter fetch and activation-checkpoint copies during the passes

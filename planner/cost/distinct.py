@@ -76,7 +76,7 @@ def _codes(batch: CandidateBatch, name: str) -> tuple[np.ndarray | None, int]:
 
 def parallel_shapes(batch: CandidateBatch):
     """The distinct (tp, pp, dp, cp) of a batch and each row's index into them, once per batch. A search scores
-    many rows per shape: group links are looked up per shape (step_time._layout_links), and keys with all four
+    many rows per shape: group links are looked up per shape (groups.layout_links), and keys with all four
     sizes start from it."""
     return batch.cached("parallel_shapes", _parallel_shapes)
 

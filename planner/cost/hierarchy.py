@@ -65,7 +65,7 @@ def _shape(size, stride, gpus_per_node):
 
 def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls, links, kw, hbm) -> dict:
     """Seconds of one ZeRO-3 unit of `elements` parameters (per tp rank): forward gather, backward gather,
-    gradient reduction (per micro-batch) and replica all-reduce (per step), see the module docstring. `links(sizes, strides)` gives group links (step_time._links); `kw` the collective keywords;
+    gradient reduction (per micro-batch) and replica all-reduce (per step), see the module docstring. `links(sizes, strides)` gives group links (groups.links); `kw` the collective keywords;
     `hbm` the achieved HBM bytes/s for the quantisation kernels."""
     gpn = cluster.gpus_per_node
     degree = state_sharding_degrees(batch, fw)

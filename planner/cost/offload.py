@@ -1,5 +1,5 @@
 """ZeRO-Infinity's traffic between the GPU and host memory or NVMe that runs during the passes (the optimizer's
-copies are with the optimizer step, cost/step_time.py `_optimizer`). Pure, vectorised."""
+copies are with the optimizer step, cost/optimizer_step.py `optimizer`). Pure, vectorised."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ bound is already worse than a scored plan cannot hold a better one, so it is nev
 bounds rest on physical limits the cost model is built to respect (tests/property):
 
 * a job's model FLOP rate is at most gpus x peak x the cost model's FLOP-rate ceiling
-  (step_time.flop_rate_ceiling: no FLOP runs faster than the best GEMM or attention kernel, so
+  (gemm.flop_rate_ceiling: no FLOP runs faster than the best GEMM or attention kernel, so
   MFU <= ceiling <= 1), and goodput is at most 1, so
   tokens <= spendable GPU-seconds x ceiling x peak / (model FLOPs per token);
 * serving costs at least 2·N FLOPs per token at the same rate (Sardana et al. 2024's 2N per token);

@@ -18,7 +18,7 @@ the step-time band (error_bands: the cluster's own calibration, else the publish
   one --gpus     that count.
 
 Counts that cannot meet the deadline even at the best FLOP rate any kernel reaches
-(step_time.flop_rate_ceiling) are skipped without a search, as the budget search's bounds do.
+(gemm.flop_rate_ceiling) are skipped without a search, as the budget search's bounds do.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.cost.step_time import flop_rate_ceiling, rank_share
+from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec, model_training_flops

@@ -15,7 +15,7 @@ import numpy as np
 
 from planner.search.budget import Constraints
 from planner.cost.estimate import simulate
-from planner.cost.step_time import flop_rate_ceiling, rank_share
+from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec

@@ -25,7 +25,8 @@ import numpy as np
 from planner.search.budget import Constraints
 from planner.errors import PlannerInputError
 from planner.cost.memory import per_gpu_memory, within_hbm
-from planner.cost.step_time import flop_rate_ceiling, rank_share, step_time
+from planner.cost.gemm import flop_rate_ceiling, rank_share
+from planner.cost.step_time import step_time
 from planner.cost.goodput import goodput
 from planner.frameworks import framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
@@ -147,7 +148,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         return out
 
     # A candidate that does not fit is not simulated; its other checks are judged at the best rate any
-    # layout could reach (step_time.flop_rate_ceiling), so "memory binds" means relaxing memory alone
+    # layout could reach (gemm.flop_rate_ceiling), so "memory binds" means relaxing memory alone
     # could give a plan. Only fitting candidates can be feasible, so these rates never reach a plan.
     best_tflops = problem.peak * flop_rate_ceiling(problem.cluster) * rank_share(arrays["gpus"], problem.cluster) / 1e12
     optimistic = best_tflops * 1e12 * arrays["gpus"] / problem.flops_per_token[arrays["model_index"]]

@@ -266,7 +266,7 @@ class Efficiency(_Frozen):
     # Achieved fraction of link bandwidth for NCCL-style collectives (busbw / link bw).
     scale_up_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
     scale_out_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
-    # Residuals of the overlap schedule (cost/step_time.py): the fraction of the data-parallel /
+    # Residuals of the overlap schedule (cost/overlap.py, cost/data_parallel.py): the fraction of the data-parallel /
     # tensor-parallel communication the schedule can hide (prefetch, buckets behind backward, TP chunks
     # behind GEMMs) that is hidden in practice. 1 = the schedule's ideal (assumed until calibrated: the
     # mechanism that would lower it, compute slowed by NCCL kernels sharing the SMs, has no derived size);

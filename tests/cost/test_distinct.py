@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from planner.cost import distinct, memory, step_time
+from planner.cost import data_parallel, distinct, memory, stages
 from planner.cost.estimate import estimate
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.specs.clusters import load_cluster
@@ -53,8 +53,8 @@ def _mixed_batch(model_name: str) -> CandidateBatch:
 def test_distinct_evaluation_equals_every_row(monkeypatch, model_name, cluster_name):
     batch, cluster = _mixed_batch(model_name), load_cluster(cluster_name)
     keyed = dict(_flatten(dataclasses.asdict(estimate(batch, cluster))))
-    for columns in (distinct.LAYER_COLUMNS, step_time.DATA_PARALLEL_COLUMNS, memory.STAGE_STATE_COLUMNS,
-                    step_time.STAGE_COLUMNS, memory.INFLIGHT_COLUMNS):
+    for columns in (distinct.LAYER_COLUMNS, data_parallel.DATA_PARALLEL_COLUMNS, memory.STAGE_STATE_COLUMNS,
+                    stages.STAGE_COLUMNS, memory.INFLIGHT_COLUMNS):
         assert distinct.distinct_rows(batch, columns) is not None  # the keyed path ran
     monkeypatch.setattr(distinct, "_WORTHWHILE_SHARE", -1.0)  # never worthwhile: every part on every row
     fresh = dataclasses.replace(batch)
@@ -118,9 +118,9 @@ NOT_READ = {
 
 
 @pytest.mark.parametrize("part, columns", [("layer", distinct.LAYER_COLUMNS),
-                                           ("data_parallel", step_time.DATA_PARALLEL_COLUMNS),
+                                           ("data_parallel", data_parallel.DATA_PARALLEL_COLUMNS),
                                            ("stage_states", memory.STAGE_STATE_COLUMNS),
-                                           ("stage", step_time.STAGE_COLUMNS),
+                                           ("stage", stages.STAGE_COLUMNS),
                                            ("inflight", memory.INFLIGHT_COLUMNS)])
 def test_every_candidate_column_is_keyed_or_declared_unread(part, columns):
     fields = {f.name for f in dataclasses.fields(CandidateBatch)}

@@ -9,7 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from planner.cost.estimate import estimate, simulate
-from planner.cost.step_time import overlap, step_time
+from planner.cost.overlap import overlap
+from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout, build_batch, single_batch
@@ -307,9 +308,9 @@ def test_deepspeed_pipeline_sends_are_partitioned_serial_and_regathered():
 
 @pytest.mark.parametrize("group", ["tp_group", "cp_group", "pp_group", "dp_cp_group", "dp_group"])
 def test_group_links_per_layout_shape_equal_the_rows_own(group):
-    """step_time looks group links up once per distinct (tp, pp, dp, cp) and spreads them to the rows: the same
-    numbers as looking each row up itself (topology.group_links_arrays)."""
-    from planner.cost import step_time as module
+    """groups.layout_links looks group links up once per distinct (tp, pp, dp, cp) and spreads them to the rows: the
+    same numbers as looking each row up itself (topology.group_links_arrays)."""
+    from planner.cost import groups as module
 
     rng = np.random.default_rng(7)
     rows = 500
@@ -320,8 +321,8 @@ def test_group_links_per_layout_shape_equal_the_rows_own(group):
                         global_batch=dp * 8)
     cluster = load_cluster("dgx-h100")
     function = getattr(module, group)
-    spread = module._layout_links(batch, cluster, function)
-    own = module._links(cluster, *function(batch.tp, batch.pp, batch.dp, batch.cp))
+    spread = module.layout_links(batch, cluster, function)
+    own = module.links(cluster, *function(batch.tp, batch.pp, batch.dp, batch.cp))
     assert set(spread) == set(own)
     for name in own:
         np.testing.assert_array_equal(spread[name], np.broadcast_to(own[name], (rows,)))

@@ -138,8 +138,8 @@ def test_megatron_sorts_received_tokens_by_local_expert(monkeypatch):
     back ("Permutation 2" / "Unpermutation 2", token_dispatcher.py:753-788, 802-818 @d98e8a64) when a rank holds
     more than one expert: 2 x rows x h x (dispatch + model bytes) of HBM traffic per MoE layer forward and again
     in backward, by hand for Qwen3-30B-A3B at ep 8 (16 local experts); none with one local expert (Mixtral ep 8)."""
-    from planner.cost import moe
-    from planner.cost.step_time import _collective_kwargs, _links, gemm_seconds, matmul_half_size_array, peak_flops_array
+    from planner.cost import groups, moe
+    from planner.cost.gemm import gemm_seconds, matmul_half_size_array, peak_flops_array
 
     def forward_seconds(model, layout, sorts):
         batch = single_batch(model, layout)
@@ -147,7 +147,8 @@ def test_megatron_sorts_received_tokens_by_local_expert(monkeypatch):
         hbm = H100.accelerator.hbm_bytes_per_s * H100.efficiency.hbm_efficiency
         peak, half = peak_flops_array(batch, H100), matmul_half_size_array(batch, H100)
         parts = moe.moe_layer_times(batch, H100, lambda m, n, k: gemm_seconds(m, n, k, peak, H100.efficiency, half),
-                                    hbm, lambda size, stride: _links(H100, size, stride), _collective_kwargs(H100))
+                                    hbm, lambda size, stride: groups.links(H100, size, stride),
+                                    groups.collective_kwargs(H100))
         return float(parts["forward"][0]), float(parts["backward"][0]), hbm
 
     qwen = PRESETS["qwen3-30b-a3b"]

@@ -4,10 +4,11 @@ parameters (--fp8-param-gather). Every expected value is computed here by hand f
 
 import pytest
 
+from planner.cost import groups
 from planner.cost import kernels as K
 from planner.cost import moe
 from planner.cost.estimate import estimate
-from planner.cost.step_time import gemm_seconds, matmul_half_size_array, peak_flops_array, _collective_kwargs, _links
+from planner.cost.gemm import gemm_seconds, matmul_half_size_array, peak_flops_array
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import check_layout, make_layout, single_batch
@@ -79,7 +80,7 @@ def _moe_times(model, layout):
     peak, half = peak_flops_array(batch, H100), matmul_half_size_array(batch, H100)
     hbm = H100.accelerator.hbm_bytes_per_s * eff.hbm_efficiency
     times = moe.moe_layer_times(batch, H100, lambda m, n, k: gemm_seconds(m, n, k, peak, eff, half), hbm,
-                                lambda size, stride: _links(H100, size, stride), _collective_kwargs(H100))
+                                lambda size, stride: groups.links(H100, size, stride), groups.collective_kwargs(H100))
     return times, hbm
 
 

@@ -75,7 +75,7 @@ def test_search_on_deepseeks_stack_finds_a_dualpipe_pipeline():
     """With DeepSeek's stack ('other': DualPipe, fp8 dispatch and activation storage) and the report's batch,
     the fixed-model search lands near the report's own layout: measured tp1 pp16 dp128 ZeRO-1 ep128 DualPipe
     (the report: ep64), 2.279M GPU-hours (-14.5%); pp8 dp256 came within 0.01% of it. With the output head
-    in bf16 (the report's section 3.3.1; step_time._output_layer_rates) the last stage carries more, and pp8 dp256
+    in bf16 (the report's section 3.3.1; gemm.output_layer_rates) the last stage carries more, and pp8 dp256
     leads pp16 dp128 by 2.4%: measured 2.475M GPU-hours (-7.1%). The pipeline depth is a near tie, so the test
     holds the rest of the layout and a depth of 8 or 16."""
     plan = plan_fixed_model(PRESETS["deepseek-v3"], load_cluster("h800-deepseek"), [DEEPSEEK_GPUS],

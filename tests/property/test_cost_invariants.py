@@ -173,8 +173,8 @@ def test_more_peak_flops_never_lengthens_a_step(gen, data, factor):
 @given(data=st.data())
 def test_mfu_below_hfu_below_the_flop_rate_ceiling(gen, data):
     """Issue 12: MFU <= HFU <= 1 and TFLOP/s <= peak for every candidate, and MFU never above the
-    ceiling the search's bounds assume (step_time.flop_rate_ceiling), at any sequence length."""
-    from planner.cost.step_time import flop_rate_ceiling, rank_share
+    ceiling the search's bounds assume (gemm.flop_rate_ceiling), at any sequence length."""
+    from planner.cost.gemm import flop_rate_ceiling, rank_share
 
     model, layout, cluster = data.draw(gen.cases())
     result = simulate(model, layout, cluster)

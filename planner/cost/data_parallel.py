@@ -1,0 +1,292 @@
+"""Data-parallel communication per step: ZeRO-3 / FSDP gathers and reduce-scatters per unit behind the units'
+compute (ZeRO++ / MiCS / HSDP, cost/hierarchy.py, and ZeRO-Infinity's fetch, cost/offload.py, in the same chain),
+the ZeRO-0/1/2 bucketed gradient reduction behind the last backward and the parameter all-gather after the step,
+and the experts' gradient reduction over the expert data-parallel group in what the dense traffic leaves of
+each window. Pure, vectorised.
+
+Its own module: this traffic hides behind whole passes of a stage, not inside a layer
+(cost/model_parallel_comm.py), and it is where the stacks differ most (what they shard, calls per unit, which
+overlaps they have: planner.frameworks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost import collectives, distinct, groups, hierarchy, moe, offload, zero3_fetch
+from planner.cost.gemm import rank_share
+from planner.cost.memory import element_bytes, unsharded_through_step
+from planner.cost.overlap import behind_later_chunks, hidden_behind
+from planner.cost.stages import data_parallel_stage
+from planner.frameworks import batch_framework_arrays
+from planner.specs.layout import DTYPE_BYTES
+
+
+def data_parallel(batch, cluster, fw, w, stage, params, m):
+    """Exposed data-parallel seconds per step: ZeRO-3/FSDP gathers per micro-batch, gradient reduction,
+    parameter all-gather after the step. `stage` has the pacing stage's layers and seconds."""
+    eff = cluster.efficiency
+    kw = groups.collective_kwargs(cluster)
+    t, c, d = batch.tp, batch.cp, batch.dp
+    zero = batch.zero
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    replicas = d * c
+    many = replicas > 1
+    zero3 = many & (zero == 3)
+    timed = _data_parallel_collectives(batch, cluster)
+    shard_links = None  # this layout's group links, looked up per row only where a rarer stack needs them
+
+    def row_shard_links():
+        return _shard_links(batch, cluster, fw) if shard_links is None else shard_links
+
+    # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
+    # gradients reduce-scattered; the rest of the model (embedding, head) once each.
+    unit = batch.layer_params / t
+    gather, scatter = timed["gather"], timed["scatter"]
+    units = stage["layers"]
+    prefetch = fw["prefetches_next_unit"] > 0
+    # Stacks whose fetch schedule has limits of its own (cost/zero3_fetch.py; DeepSpeed before v0.5.5): the
+    # share of each pass's gathers that can be prefetched, and the re-gathers after a full recompute.
+    limited = zero3 & (np.isfinite(fw["prefetch_live_limit_elements"]) | np.isfinite(fw["reuse_limit_elements"]))
+    regather_calls, regathered_bytes = np.zeros(len(batch)), 0.0
+    if limited.any():
+        share_fwd, share_bwd = zero3_fetch.prefetched_shares(batch, fw["prefetch_live_limit_elements"])
+        regather_elements, regather_calls = zero3_fetch.regathered(batch, fw["reuse_limit_elements"])
+        regather_calls = np.where(limited, regather_calls, 0.0)
+        regathered_bytes = np.where(limited, m * units * w * regather_elements, 0.0)
+        shard_links = row_shard_links()
+        gather_bwd = gather + groups.only_where(limited & (regather_calls > 0), collectives.all_gather_time,
+                                                w * regather_elements, shard_links, calls=regather_calls, **kw)
+    else:
+        gather_bwd = gather
+
+    def behind_units(comm, unit_compute):
+        """Exposed seconds of a pass whose unit i+1 communication runs behind unit i's compute: the first unit's
+        in full, then what each later one's exceeds its predecessor's compute."""
+        return comm + (units - 1.0) * np.maximum(comm - unit_compute, 0.0)
+
+    def hidden_in_practice(ideal, all_units):
+        """The schedule's `ideal` exposure, with the residual eta of what it could hide actually hidden."""
+        return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
+
+    def per_micro_batch(gather_fwd, gather_bwd, scatter_):
+        """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
+        fwd_exposed = behind_units(gather_fwd, stage["layer_forward"])
+        bwd_exposed = behind_units(gather_bwd + scatter_, stage["layer_backward"])
+        all_units = units * (gather_fwd + gather_bwd + scatter_)
+        ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
+        if limited.any():  # what is not prefetched waits in full
+            partial = (share_fwd * fwd_exposed + (1.0 - share_fwd) * units * gather_fwd
+                       + share_bwd * bwd_exposed + (1.0 - share_bwd) * units * (gather_bwd + scatter_))
+            ideal = np.where(prefetch & limited, partial, ideal)
+        return hidden_in_practice(ideal, all_units)
+
+    # FSDP2 under pipelining (memory.unsharded_through_step): the stage is gathered once per step, in the first
+    # micro-batch's forward, and reduced once, after the last backward.
+    once = many & unsharded_through_step(batch, fw)
+
+    def per_step_once(gather_fwd, scatter_):
+        """Exposed seconds of a step that gathers each unit once (the first micro-batch's forward, prefetched
+        as ever) and reduce-scatters every unit after the last backward (`perform_reduce_grad`): no compute
+        is left on the stage to hide the reduction behind."""
+        all_units = units * gather_fwd
+        ideal = np.where(prefetch, behind_units(gather_fwd, stage["layer_forward"]), all_units)
+        return hidden_in_practice(ideal, all_units) + units * scatter_
+
+    outside = np.maximum(params - units * unit, 0.0)
+    outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
+    layers_mb = per_micro_batch(gather, gather_bwd, scatter)
+    zero3_mb = layers_mb + 2.0 * outside_gather + outside_scatter
+    host_mb = 0.0
+    if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
+        # The host issues a layer's reduce-scatters while the GPU is busy with that layer's backward, and the
+        # collectives of the chain run on the network meanwhile: the layer takes the longest of the three, so
+        # the issue hides only behind what the compute and the chain's own traffic already take (hiding it
+        # behind the compute alone as well would count the same window twice).
+        unit_backward = np.maximum(stage["layer_backward"], gather_bwd + scatter)
+        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, row_shard_links(), units, outside > 0, unit_backward,
+                                                           regather_calls), 0.0)
+    hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
+    flat_step = m * zero3_mb
+    if once.any():
+        flat_step = np.where(once, per_step_once(gather, scatter) + outside_gather + outside_scatter, flat_step)
+    zero3_step = flat_step + m * host_mb + hierarchy.zero3_step_change(
+        batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
+        lambda sizes, strides: groups.links(cluster, sizes, strides), hbm)
+    # (Without re-gathers the layers' chain above is the one the fetch is added to: not computed twice.)
+    offload_fetch, offload_fetch_s = offload.parameter_fetch(
+        batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once, per_step_once,
+        chain_without_fetch=layers_mb if gather_bwd is gather else None)
+
+    # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
+    buckets = _gradient_buckets(batch, fw, params)
+    all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
+    sharded_12 = many & ((zero == 1) | (zero == 2))
+    backward = stage["backward"]
+    overlapped = batch.dp_comm_overlap
+    per_chunk = (fw["dp_reduce_per_model_chunk"] > 0) & (batch.vpp > 1)
+    behind = lambda comm: np.where(overlapped, np.where(  # noqa: E731
+        per_chunk, behind_later_chunks(backward, comm, buckets, eff.dp_overlap, batch.vpp, batch.pp),
+        hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
+    every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0) & ~once
+    # Each row's own reduction (all-reduce at ZeRO-0, else reduce-scatter) behind its backward, in one pass of
+    # `behind` (elementwise: the same numbers as a pass over each collective, at a third of the cost).
+    reduce_behind = behind(np.where(zero == 0, all_reduce, reduce_scatter))
+    # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
+    reduce = np.select([zero == 0, once, every_mb], [reduce_behind, reduce_scatter, m * reduce_behind], reduce_behind)
+    # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
+    # (--fp8-param-gather: the layers' Linear weights in fp8, one byte).
+    gathered_bytes = _parameter_gather_bytes(batch, w, params, units)
+    param_gather_s = timed["param_gather"]
+    param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
+                            hidden_behind(stage["forward"], param_gather_s, buckets, eff.dp_overlap), param_gather_s)
+    # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
+    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
+    reductions = np.where(every_mb, m, 1.0)
+    exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, gathers * param_gather, 0.0))
+    zero3_bytes_per_element = np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes))  # gathers + reductions
+    bytes_moved = np.select([zero == 3], [zero3_bytes_per_element * params + regathered_bytes],
+                            reduce_bytes * params * np.where(zero == 0, 2.0, reductions)
+                            + np.where(zero >= 1, gathers * gathered_bytes, 0.0))
+    hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
+    if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
+        sub, sub_fw, pick = hierarchy.sub_batch(batch, hierarchical)
+        bytes_moved = np.array(bytes_moved, dtype=float)
+        bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, sub_fw, pick(w), pick(reduce_bytes),
+                                                                pick(params), pick(m), pick(once))
+    # The seconds of each compute window this traffic hides in, which the experts' own reduction over the same
+    # links cannot use again (expert_data_parallel): the last backward (gradient reduction, per reduction),
+    # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes. MoE batches only:
+    # the dense search's hot path does not pay for it.
+    used = None
+    if batch.has_moe:
+        reduce_s = np.select([zero == 0, once, every_mb], [all_reduce, reduce_scatter, m * reduce_scatter],
+                             reduce_scatter)
+        zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
+                           m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
+        zero3_on = many & (zero == 3)
+        used = {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - reduce, 0.0) / reductions, 0.0),
+                "forward": np.where(many & ~zero3_on, np.maximum(param_gather_s - param_gather, 0.0), 0.0),
+                # ZeRO-Infinity's fetch from host or NVMe runs in the same prefetch chain as the gathers.
+                "micro_batch": np.where(zero3_on, np.maximum(zero3_s + offload_fetch_s - flat_step - offload_fetch,
+                                                             0.0) / m, 0.0)}
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch, used
+
+
+def _stage_layer_params(batch, stage_layers):
+    """Parameters of the transformer layers (per tp rank) on the stage whose data-parallel traffic the step waits for."""
+    return stage_layers * batch.layer_params / batch.tp
+
+
+def _parameter_gather_bytes(batch, w, params, stage_layers):
+    """Bytes of the ZeRO-1/2 parameter all-gather after the step (--fp8-param-gather: the layers' Linear weights
+    in fp8, one byte)."""
+    return w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage_layers), 0.0)
+
+
+def _gradient_buckets(batch, fw, params):
+    """Buckets the stage's gradients are reduced in (ZeRO-0/1/2), at least one."""
+    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * batch.dp)
+    return np.maximum(np.ceil(params / bucket_elements), 1.0)
+
+
+def _shard_links(batch, cluster, fw):
+    """Links of the group the model states are sharded over: dp x cp where the stack shards over context-parallel
+    ranks too, else dp."""
+    # Gradients of cp ranks (different tokens, same weights) are reduced together with dp's.
+    grad_links = groups.layout_links(batch, cluster, groups.dp_cp_group)
+    shard_over_cp = fw["shards_over_context_parallel"] > 0
+    if shard_over_cp.all() or (batch.cp == 1).all():  # the same group either way: no second lookup
+        return grad_links
+    return {k: np.where(shard_over_cp, grad_links[k], v) for k, v in groups.layout_links(batch, cluster, groups.dp_group).items()}
+
+
+# What _data_parallel_collectives reads: the model, the parallel sizes and vpp (the stage's parameters and
+# groups), ZeRO, the dtypes and the stack; not the micro-batch, the batch size, recompute or the hierarchy.
+DATA_PARALLEL_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
+    "vpp", "zero", "dtype", "framework", "grad_reduce_in_fp32", "fp8_param_gather")
+
+
+def _data_parallel_collectives(batch, cluster):
+    """Seconds of the flat data-parallel collectives of data_parallel (ZeRO-3 gathers and reduce-scatters per
+    layer and outside the layers, ZeRO-0 all-reduce, ZeRO-1/2 reduce-scatter and parameter all-gather), once per
+    distinct combination of DATA_PARALLEL_COLUMNS (cost/distinct.py) and spread to the candidates."""
+    return distinct.once_per_combination(batch, DATA_PARALLEL_COLUMNS,
+                                         lambda b: _data_parallel_collectives_per_row(b, cluster))
+
+
+def _data_parallel_collectives_per_row(batch, cluster):
+    kw = groups.collective_kwargs(cluster)
+    fw = batch_framework_arrays(batch)
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    zero = batch.zero
+    params, units, _ = data_parallel_stage(batch)
+    grad_links = groups.layout_links(batch, cluster, groups.dp_cp_group)
+    shard_links = _shard_links(batch, cluster, fw)
+    many = batch.dp * batch.cp > 1
+    zero3 = many & (zero == 3)
+    unit = batch.layer_params / batch.tp
+    zero3_rows = groups.Rows(zero3, shard_links)
+    outside = np.maximum(params - units * unit, 0.0)
+    outside_rows = groups.Rows(zero3 & (outside > 0), shard_links)
+    buckets = _gradient_buckets(batch, fw, params)
+    sharded_12 = many & ((zero == 1) | (zero == 2))
+    return {
+        "gather": zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw),
+        "scatter": zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit,
+                                  calls=fw["scatter_calls_per_layer"], **kw),
+        "outside_gather": outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"],
+                                           **kw),
+        "outside_scatter": outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
+                                            calls=fw["scatter_calls_outside_layers"], **kw),
+        "all_reduce": groups.only_where(many & (zero == 0), collectives.all_reduce_time, reduce_bytes * params,
+                                        grad_links, calls=buckets, **kw),
+        "reduce_scatter": groups.only_where(sharded_12, collectives.reduce_scatter_time, reduce_bytes * params,
+                                            grad_links, calls=buckets, **kw),
+        "param_gather": groups.only_where(sharded_12, collectives.all_gather_time,
+                                          _parameter_gather_bytes(batch, w, params, units), shard_links, calls=buckets,
+                                          **kw),
+    }
+
+
+def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used):
+    """Exposed seconds (and bytes) of the experts' gradient reduction over the expert data-parallel group
+    (etp x ep consecutive ranks are one expert replica): all-reduce (ZeRO-0) or reduce-scatter and the
+    parameter all-gather after the step (ZeRO-1/2), behind backward/forward where overlapped, as the dense
+    gradients are; ZeRO-3 every micro-batch. It hides only in what the dense traffic leaves of each window
+    (`dense_used`, from data_parallel): both run on the same links while the same compute runs, so more
+    compute can hide each at most once and never makes the step shorter."""
+    eff = cluster.efficiency
+    kw = groups.collective_kwargs(cluster)
+    d = moe.expert_dp(batch)
+    links = groups.links(cluster, d, batch.ep * batch.etp)
+    reduce_bytes = element_bytes(batch, fw)["reduce"]
+    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
+    buckets = np.maximum(np.ceil(expert_params / bucket_elements), 1.0)
+    many = (d > 1) & (expert_params > 0)
+    sharded = batch.zero >= 1
+    reduce = np.where(sharded, groups.only_where(many & sharded, collectives.reduce_scatter_time,
+                                                 reduce_bytes * expert_params, links, calls=buckets, **kw),
+                      groups.only_where(many & ~sharded, collectives.all_reduce_time, reduce_bytes * expert_params,
+                                        links, calls=buckets, **kw))
+    gathered = np.where(batch.fp8_param_gather, 1.0, w) * expert_params  # --fp8-param-gather: fp8 expert weights
+    gather = groups.only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=buckets, **kw)
+    overlapped = batch.dp_comm_overlap
+    backward_left = np.maximum(stage["backward"] - dense_used["backward"], 0.0)
+    forward_left = np.maximum(stage["forward"] - dense_used["forward"], 0.0)
+    once = (np.where(overlapped, hidden_behind(backward_left, reduce, buckets, eff.dp_overlap), reduce)
+            + np.where(overlapped & (fw["param_gather_overlap"] > 0),
+                       hidden_behind(forward_left, gather, buckets, eff.dp_overlap), gather))
+    # ZeRO-3 / FSDP: the experts' weights are gathered for forward and again for backward and their
+    # gradients reduce-scattered every micro-batch, behind that micro-batch's compute where prefetched.
+    m = batch.grad_accumulation
+    zero3 = batch.zero == 3
+    per_micro_batch = 2.0 * gather + reduce
+    zero3_exposed = m * np.where(overlapped | (fw["prefetches_next_unit"] > 0),
+                                 hidden_behind(np.maximum(stage["forward"] + stage["backward"] - dense_used["micro_batch"],
+                                                          0.0), per_micro_batch, buckets, eff.dp_overlap),
+                                 per_micro_batch)
+    moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, gathered, 0.0)
+    moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
+    return np.where(many, np.where(zero3, zero3_exposed, once), 0.0), np.where(many, moved, 0.0)

@@ -1,0 +1,103 @@
+"""Process groups and the links they cross: each parallel group (tp, cp, pp, dp, dp x cp) as (sizes, strides) of
+the layout's parallel sizes, its links (specs.topology) with the calibrated latency scale, looked up once per
+distinct layout shape; the cluster's collective keywords; and a collective run only on the rows that need it.
+Pure, vectorised.
+
+Its own module because every communication of the step (tensor, context, pipeline, data and expert parallel,
+the MoE all-to-all) asks the same two questions of it: over which links, and on which rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost import distinct
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import CandidateBatch
+from planner.specs.topology import group_links_arrays
+
+
+def links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
+    """Group links with the calibrated latency scale applied."""
+    links = group_links_arrays(cluster, sizes, strides)
+    scale = cluster.efficiency.latency_scale
+    if scale != 1.0:
+        links = {**links, "intra_latency_s": links["intra_latency_s"] * scale,
+                 "inter_latency_s": links["inter_latency_s"] * scale}
+    return links
+
+
+def layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str, np.ndarray]:
+    """`links` of the group `group(tp, pp, dp, cp) -> (sizes, strides)`, computed once per distinct layout shape
+    and spread to the rows (the same numbers as `links` on the rows' own sizes)."""
+    if len(batch) == 0:
+        return links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp))
+    sizes, inverse = distinct.parallel_shapes(batch)
+    few = links(cluster, *group(sizes["tp"], sizes["pp"], sizes["dp"], sizes["cp"]))
+    names = tuple(few)
+    table = np.stack([np.broadcast_to(few[name], sizes["tp"].shape) for name in names]).astype(float)
+    return dict(zip(names, np.take(table, inverse, axis=1)))
+
+
+# Groups as (sizes, strides) of the layout's parallel sizes, ranks placed tp-innermost, then cp, dp, pp.
+def tp_group(t, p, d, c):
+    return t, np.ones_like(t)
+
+
+def cp_group(t, p, d, c):
+    return c, t
+
+
+def pp_group(t, p, d, c):
+    return p, t * c * d
+
+
+def dp_cp_group(t, p, d, c):  # gradient reduction: cp ranks hold the same weights
+    return d * c, t
+
+
+def dp_group(t, p, d, c):
+    return d, t * c
+
+
+def collective_kwargs(cluster: ClusterSpec):
+    eff = cluster.efficiency
+    return {"efficiency_up": eff.scale_up_bandwidth_efficiency, "efficiency_out": eff.scale_out_bandwidth_efficiency,
+            "nvls": cluster.node.scale_up.nvls}
+
+
+class Rows:
+    """The candidates that run a collective, and their links, picked once and reused by every call on
+    them. A search scores candidates of every kind at once (ZeRO-3 beside ZeRO-1, tp 1 beside tp 8): each
+    row pays only for the collectives it runs, and the numbers are the same elementwise."""
+
+    # Above this share of rows, computing every row and zeroing the others beats gathering the rows' links
+    # and scattering the result back (the collectives are elementwise, so the numbers are the same).
+    DENSE_SHARE = 0.5
+
+    def __init__(self, mask, links):
+        mask = np.asarray(mask, dtype=bool)
+        self.size = mask.shape
+        self.every = bool(mask.all())
+        self.dense = not self.every and np.count_nonzero(mask) > self.DENSE_SHARE * mask.size
+        self.mask = mask
+        self.rows = None if self.every or self.dense else np.flatnonzero(mask)
+        self.links = links if self.rows is None else {k: v[self.rows] for k, v in links.items()}
+
+    def run(self, collective, volume, calls=1.0, **kw):
+        """`collective` on these rows, 0 elsewhere."""
+        if self.every:
+            return collective(volume, self.links, calls=calls, **kw)
+        if self.dense:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                return np.where(self.mask, collective(volume, self.links, calls=calls, **kw), 0.0)
+        out = np.zeros(self.size)
+        if self.rows.size:
+            pick = lambda a: a[self.rows] if np.ndim(a) else a  # noqa: E731
+            out[self.rows] = collective(pick(volume), self.links, calls=pick(calls), **kw)
+        return out
+
+
+def only_where(mask, collective, volume, links, calls=1.0, **kw):
+    """`collective` on the rows where `mask` holds, 0 elsewhere (one-off form of Rows)."""
+    return Rows(mask, links).run(collective, volume, calls=calls, **kw)

@@ -1,0 +1,88 @@
+"""Tensor-, context- and pipeline-parallel communication per layer and micro-batch: the tp collectives (exposed,
+or hidden behind the GEMMs they feed with Transformer Engine userbuffers / async TP), the cp ring's K/V exchange
+behind the attention core (ring attention), and the pipeline's point-to-point transfers (exposed unless the
+stack overlaps them). Pure, vectorised.
+
+Its own module: these are the communications inside a layer's schedule, which step_time adds per layer;
+data-parallel traffic, which hides behind whole passes of a stage, is in cost/data_parallel.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost import collectives, groups
+from planner.cost.overlap import hidden_behind
+
+
+def tensor_parallel(batch, cluster, layer, w, fw):
+    """Exposed tensor- and context-parallel seconds per layer per micro-batch, forward and backward."""
+    eff = cluster.efficiency
+    t, c = batch.tp, batch.cp
+    kw = groups.collective_kwargs(cluster)
+    tokens = batch.micro_batch * batch.seq_len / c
+    message = tokens * batch.hidden * w
+    tp_links = groups.layout_links(batch, cluster, groups.tp_group)
+    one = groups.only_where(t > 1, collectives.all_reduce_time, message, tp_links, **kw)
+    # Overlapped (TE userbuffers, async TP): the collective is split into tp chunks pipelined against the
+    # GEMM it feeds; the first chunk and what the GEMMs cannot cover stay exposed. Stacks whose overlap needs
+    # one NVLink domain (Framework.tp_comm_overlap_within_scale_up) do not overlap a tp group across nodes.
+    overlapped = batch.tp_comm_overlap & ((fw["tp_comm_overlap_within_scale_up"] == 0) | (tp_links["nodes"] <= 1))
+
+    def exposed(count, gemm):
+        comm = count * one
+        hidden = hidden_behind(gemm, comm, t, eff.tp_overlap)
+        return np.where(overlapped, hidden, comm)
+
+    calls = fw["tp_collectives_per_layer"]  # 2, or 1 with the parallel block
+    recompute_tp = np.where(batch.recompute == 2, exposed(calls, layer["gemm"]), 0.0)
+    tp_fwd, tp_bwd = exposed(calls, layer["gemm"]), exposed(calls, 2.0 * layer["gemm"]) + recompute_tp
+    # Context parallel (ring attention): K and V travel around the cp ring while the attention core
+    # computes on the chunk at hand; forward moves K, V; backward K, V and their gradients.
+    kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
+    kv = groups.only_where(c > 1, collectives.all_gather_time, kv_bytes,
+                           groups.layout_links(batch, cluster, groups.cp_group), **kw)
+    cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
+    cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
+    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "forward": tp_fwd + cp_fwd, "backward": tp_bwd + cp_bwd, "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)),
+            "message": message}
+
+
+def pipeline_transfers(batch, cluster, message, fw):
+    """Seconds a stage waits for its point-to-point transfers per micro-batch and virtual stage (activation
+    forward, gradient back), and the bytes of one transfer; with sequence parallelism the tensor is sharded over
+    tp. It reads only distinct.LAYER_COLUMNS (tp, pp, dp, cp, the tp message, the stack, sp): step_time._layer_seconds runs it
+    once per distinct combination of them; pipeline_send takes it over the virtual stages."""
+    t, p = batch.tp, batch.pp
+    links = groups.layout_links(batch, cluster, groups.pp_group)
+    spans_nodes = links["nodes"] > 1
+    eff = cluster.efficiency
+    bandwidth = np.where(spans_nodes, links["inter_bytes_per_s"], links["intra_bytes_per_s"])
+    efficiency = np.where(spans_nodes, eff.scale_out_bandwidth_efficiency, eff.scale_up_bandwidth_efficiency)
+    latency = np.where(spans_nodes, links["inter_latency_s"], links["intra_latency_s"])
+    scattered = fw["p2p_scatter_gather"] > 0
+    size = message / np.where(batch.seq_parallel | scattered, t, 1.0)
+    # A group of one (pp = 1) has no link (bandwidth 0): divide by 1 there, the result is masked anyway.
+    send = collectives.p2p_time(size, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
+    # Transfers the stage waits for one after another (2: send and receive of a step issued together; 4: each
+    # its own blocking call, frameworks/base.py), plus latency-only metadata sends of partitioned tensors.
+    serial = fw["p2p_transfers_per_microbatch"] * send + fw["p2p_meta_sends_per_microbatch"] * latency
+    # Scatter/gather without sequence parallelism: the received activation (forward) and gradient (backward)
+    # are all-gathered over tp before use, where the framework does it on the compute stream.
+    regather = scattered & ~np.asarray(batch.seq_parallel, dtype=bool) & (fw["p2p_gather_after_recv"] > 0) & (t > 1) & (p > 1)
+    gather = (groups.only_where(regather, collectives.all_gather_time, message,
+                                groups.links(cluster, t, np.ones_like(t)), **groups.collective_kwargs(cluster))
+              if regather.any() else np.zeros(len(batch)))
+    return serial + 2.0 * gather, size
+
+
+def pipeline_send(batch, transfers, size, fw):
+    """Exposed point-to-point seconds per micro-batch per stage, and the bytes each stage sends (the
+    pipeline_transfers of every virtual stage)."""
+    p = batch.pp
+    # Megatron overlaps the sends with compute only in its interleaved schedule (`overlap_p2p_comm`,
+    # forced off without virtual stages: megatron/training/arguments.py).
+    overlapped = (fw["p2p_overlap"] > 0) & ((batch.vpp > 1) | (fw["p2p_overlap_without_interleaving"] > 0))
+    exposed = np.where(overlapped, 0.0, batch.vpp * transfers)
+    # Bytes each stage sends per micro-batch: the activation forward and the gradient back, however issued.
+    return np.where(p > 1, exposed, 0.0), np.where(p > 1, 2.0 * batch.vpp * size, 0.0)

@@ -1,0 +1,55 @@
+"""The optimizer step: Adam over this GPU's optimizer shard, memory-bound on HBM, or CPU-Adam with its PCIe / NVMe
+copies when offloaded; and the pass some stacks make every micro-batch adding 16-bit gradients into their fp32
+copy. Pure, vectorised.
+
+Its own module: these parts are timed by the bytes they move and the host's Adam throughput, not by the layer
+schedule or the collectives; the MoE experts' Adam (cost/moe.py) is charged the same bytes per parameter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.cost import distinct
+from planner.cost.gemm import rank_rates
+from planner.cost.memory import STAGE_STATE_COLUMNS, fp32_accumulation_rows, state_sharding_degrees
+from planner.cost.stages import data_parallel_stage
+from planner.frameworks import batch_framework_arrays
+from planner.specs.layout import DTYPE_BYTES
+
+
+ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy
+
+
+def optimizer(batch, cluster):
+    """_optimizer_per_row, computed once per distinct combination of memory.STAGE_STATE_COLUMNS (it reads only
+    columns the model states read too; the batch is numbered by that key for the memory model already) and spread
+    to the candidates."""
+    return distinct.once_per_combination(batch, STAGE_STATE_COLUMNS, lambda b: _optimizer_per_row(b, cluster))
+
+
+def _optimizer_per_row(batch, cluster):
+    """Adam over this GPU's optimizer shard on HBM, or CPU-Adam with its PCIe/NVMe copies when offloaded."""
+    fw = batch_framework_arrays(batch)
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    hbm = rank_rates(batch, cluster)[1]
+    params = data_parallel_stage(batch)[0]
+    eff = cluster.efficiency
+    shard = state_sharding_degrees(batch, fw)["optimizer"]
+    opt_params = np.where(batch.zero >= 1, params / shard, params)
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
+    pcie = cluster.node.pcie_bytes_per_s_per_accelerator
+    host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
+    # The node's NVMe is shared by its GPUs; each GPU also needs its own PCIe lanes. The optimizer state's
+    # NVMe swaps run before and after CPU-Adam, not beside it: DeepSpeed pipelines them only with
+    # offload_optimizer.pipeline_read / pipeline_write, off by default (runtime/zero/offload_config.py:78-84).
+    nvme = 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s
+    copies = 2.0 * w * opt_params / pcie + np.where(batch.offload_nvme, nvme, 0.0)
+    optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
+    return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
+
+
+def fp32_grad_accumulation(batch, fw, hbm):
+    """Seconds per parameter per micro-batch of the stack's own pass adding 16-bit gradients into their fp32
+    copy (memory.fp32_accumulation_rows); 0 elsewhere."""
+    return np.where(fp32_accumulation_rows(batch, fw), fw["fp32_grad_accumulation_bytes"] / hbm, 0.0)
