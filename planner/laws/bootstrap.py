@@ -53,11 +53,12 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
                     if best * (1 + EQUIVALENT_OPTIMUM_RTOL) < value <= ALTERNATIVE_OPTIMUM_FACTOR * best]
     starts = np.array([fitter.optima_[0], *alternatives][:MAX_BOOTSTRAP_STARTS])
     names = fitter.law_.coefficient_names
+    rank = canonical_run_rank(N, D, loss, run, n_runs)
     samples, failed = [], 0
     for done in range(n_resamples):
         if progress:
             progress(done, n_resamples)
-        weight = rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs))[run].astype(float)
+        weight = rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs))[rank[run]].astype(float)
         try:
             refit = refit_like(fitter).fit(N, D, loss, sample_weight=weight, starts=starts)
         except PlannerInputError:
@@ -71,6 +72,19 @@ def bootstrap_over_runs(fitter: LawFitter, N, D, loss, run, n_resamples: int = 2
         raise PlannerInputError(f"{failed} of {n_resamples} bootstrap refits failed (no convergence, or too few "
                                 f"distinct points in a resample); fix or tie parameters, or pass --bootstrap 0")
     return BootstrapResult(np.array(samples).reshape(-1, len(names)), tuple(names), failed)
+
+
+def canonical_run_rank(N, D, loss, run, n_runs: int) -> np.ndarray:
+    """Each run's place in an order set by its points, not by the file: runs without a run column are named by
+    line number, so drawing by run code made a seeded bootstrap depend on the order of the rows. Runs are
+    ordered by their first point in (N, D, loss) order, then by code (only runs that share that point tie)."""
+    N, D, loss = np.asarray(N), np.asarray(D), np.asarray(loss)
+    first = np.full(n_runs, -1)
+    for i in np.lexsort((loss, D, N))[::-1]:  # last write wins: each run keeps its smallest point
+        first[run[i]] = i
+    rank = np.empty(n_runs, dtype=int)
+    rank[np.lexsort((np.arange(n_runs), loss[first], D[first], N[first]))] = np.arange(n_runs)
+    return rank
 
 
 def bootstrap_se(samples: np.ndarray) -> np.ndarray:
