@@ -88,7 +88,7 @@ def run(args) -> int:
         raise PlannerInputError(f"--active-col/--granularity-col: only with --form moe, not --form {args.form}")
     _refuse_bootstrap_settings(args, "--bootstrap 0 asks for no bootstrap; give R > 0 resamples or leave it out"
                                if args.bootstrap == 0 else None)
-    fitter = LawFitter(form=args.form, huber_delta=args.huber_delta, fixed=_pairs(args.fix, "--fix", float),
+    fitter = LawFitter(form=args.form, huber_delta=args.huber_delta, fixed=_pairs(args.fix, "--fix", _finite),
                        tied=_pair_list(args.tie, "--tie", str), bounds=_pairs(args.bound, "--bound", _range),
                        n_starts=_n_starts(args.n_starts), max_iter=args.max_iter)
     data = read_loss_data(args.data, args.n_col, args.d_col, args.c_col, args.loss_col, args.run_col)
@@ -217,15 +217,30 @@ def _pair_list(items: list[str], flag: str, convert) -> list[tuple]:
         try:
             out.append((name.strip(), convert(value.strip())))
         except ValueError:
-            raise PlannerInputError(f"{flag}: cannot read the value in {item!r}") from None
+            expected = {"--fix": "NAME=VALUE with a finite number", "--bound": "NAME=LOW:HIGH with numbers (either may be "
+                        "left empty for no limit)"}.get(flag)
+            raise PlannerInputError(f"{flag}: expected {expected}, got {item!r}" if expected
+                                    else f"{flag}: cannot read the value in {item!r}") from None
     return out
 
 
+def _finite(text: str) -> float:
+    """A --fix value: nan or inf (or 1e400) would only surface later as a fit that 'diverged'."""
+    value = float(text)
+    if not np.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
 def _range(text: str) -> tuple[float | None, float | None]:
+    """A --bound LOW:HIGH; nan is refused (the optimiser read it as no bound), inf is the same as an empty side."""
     low, sep, high = text.partition(":")
     if not sep:
         raise ValueError(text)
-    return (float(low) if low.strip() else None, float(high) if high.strip() else None)
+    low, high = (float(low) if low.strip() else None, float(high) if high.strip() else None)
+    if any(side is not None and np.isnan(side) for side in (low, high)):
+        raise ValueError(text)
+    return low, high
 
 
 def _n_starts(text: str) -> int | None:

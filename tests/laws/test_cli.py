@@ -211,3 +211,13 @@ def test_fit_law_bootstrap_does_not_depend_on_row_order(cli, tmp_path, good_rows
         backward = reports[1]["parameters"][name]
         for key in ("low", "high", "se"):
             assert backward[key] == pytest.approx(forward[key], rel=1e-5), (name, key)
+
+
+@pytest.mark.parametrize("flag, value", [("--fix", "E=nan"), ("--fix", "alpha=inf"), ("--fix", "E=1e400"),
+                                         ("--bound", "alpha=nan:1"), ("--bound", "alpha=0:nan")])
+def test_fit_law_refuses_a_value_that_is_not_a_number(cli, tmp_path, good_rows, flag, value):
+    """--fix E=nan reported that 'the fit diverged' (with a numpy RuntimeWarning for 1e400), and --bound alpha=nan:1
+    fitted as if no bound had been given: a value that is not a finite number is a one-line error naming the flag."""
+    code, _, stderr = cli(["fit-law", write_csv(tmp_path / "runs.csv", good_rows), *FAST, flag, value])
+    assert code == 2 and stderr.count("\n") == 1
+    assert f"{flag}: expected" in stderr and value in stderr
