@@ -161,6 +161,11 @@ def _read_rows(name: str) -> tuple[list[tuple[int, dict]], list[str]]:
                 raise PlannerInputError(f"{shown(path)} line 1: column {twice!r} appears twice in the header; "
                                         "expected each column once (rename or remove one)")
             rows = [(number, row) for number, row in enumerate(reader, start=2)]
+            for number, row in rows:  # DictReader files surplus cells under None: the row's cells are shifted
+                if None in row:
+                    raise PlannerInputError(f"{shown(path)} line {number}: {len(header) + len(row[None])} cells but the "
+                                            f"header names {len(header)} columns; expected one cell per column "
+                                            "(no thousands separators; quote a cell that holds a comma)")
         except csv.Error as error:  # a cell over the csv module's 128 KiB field limit
             # line_num counts the lines read before the one that failed
             raise PlannerInputError(f"{shown(path)} line {reader.line_num + 1}: malformed CSV ({error})") from None

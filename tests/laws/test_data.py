@@ -59,3 +59,12 @@ def test_errors_name_file_line_and_column(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(PlannerInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_loss_data(str(path))
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path):
+    """'70000000,1,400,000,000,2.1' (a thousands separator) was read as N = 7e7, D = 1, loss = 400 with the rest
+    silently dropped: a row longer than the header has shifted cells, so it is an error naming the line."""
+    path = tmp_path / "runs.csv"
+    path.write_text("N,D,loss\n1e8,2e9,3.1\n70000000,1,400,000,000,2.1\n")
+    with pytest.raises(PlannerInputError, match=r"line 3: 6 cells but the header names 3 columns"):
+        read_loss_data(str(path))
