@@ -193,7 +193,7 @@ def drop_highest_loss_moe(data, active, granularity, count: int):
     if count <= 0:
         return data, active, granularity
     keep = np.ones(data.loss.size, dtype=bool)
-    keep[np.argsort(data.loss, kind="stable")[-count:]] = False
+    keep[np.lexsort((granularity, data.D, data.N, data.loss))[-count:]] = False  # ties: as drop_highest_loss
     return data.subset(keep), active[keep], granularity[keep]
 
 

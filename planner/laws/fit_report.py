@@ -26,11 +26,12 @@ WORST_RESIDUALS_SHOWN = 5
 
 
 def drop_highest_loss(data: LossData, count: int) -> LossData:
-    """Without the `count` highest-loss points (Besiroglu et al. 2024 dropped 5 from Chinchilla's)."""
+    """Without the `count` highest-loss points (Besiroglu et al. 2024 dropped 5 from Chinchilla's). Points tied on
+    the loss are ranked by (N, D), not by their place in the file, so the same rows in any order drop the same."""
     if count <= 0:
         return data
     keep = np.ones(data.loss.size, dtype=bool)
-    keep[np.argsort(data.loss, kind="stable")[-count:]] = False
+    keep[np.lexsort((data.D, data.N, data.loss))[-count:]] = False
     return data.subset(keep)
 
 
