@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.errors import PlannerInputError
+from planner.laws.bootstrap import canonical_run_rank
 from planner.laws.data import LossData
 from planner.laws.fitter import LawFitter, refit_like
 
@@ -41,7 +42,9 @@ def heldout_runs(data: LossData, n_above: float | None = None,
     compute = data.run_compute()
     count = max(1, int(round(top_fraction * data.n_runs)))
     mask = np.zeros(data.n_runs, dtype=bool)
-    mask[np.argsort(compute)[-count:]] = True
+    # Runs tied on 6ND go by their points, not by their names (line numbers when the file names no runs).
+    rank = canonical_run_rank(data.N, data.D, data.loss, data.run, data.n_runs)
+    mask[np.lexsort((rank, compute))[-count:]] = True
     return mask, f"the {count} most expensive runs by 6ND ({top_fraction:.0%})"
 
 
