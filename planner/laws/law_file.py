@@ -137,7 +137,11 @@ def load_law_file(path: str) -> LossLaw:
         raise PlannerInputError(f"{where}: {error}") from None
     _check_behaviour(law, where, "coefficients")
     for i, row in enumerate(samples if samples is not None else []):
-        _check_behaviour(law.with_coefficients(row), where, f"samples[{i}]")
+        try:  # a row the form cannot hold (over-training with alpha != beta) is an edited file, not a crash
+            sample_law = law.with_coefficients(row)
+        except ValueError as error:
+            raise PlannerInputError(f"{where}: key 'samples[{i}]': {error}") from None
+        _check_behaviour(sample_law, where, f"samples[{i}]")
     return law
 
 

@@ -106,3 +106,15 @@ def test_a_law_file_that_is_not_a_mapping(tmp_path, text, got):
     with pytest.raises(PlannerInputError, match=f"expected a law file mapping .* got {got}") as caught:
         load_law_file(path)
     assert "_LawFileModel" not in str(caught.value)
+
+
+def test_an_overtraining_sample_with_alpha_not_beta_is_an_input_error(tmp_path):
+    """A samples row of an over-training law with alpha != beta (an edited file) raised the form's ValueError
+    out of the loader: a traceback and exit 70 instead of one line naming the row."""
+    law = OvertrainingLaw(name="ot", source="s", n_definition="total", c_definition="6ND",
+                          validity=EPOCH_2024.validity, E=1.8, A=500.0, B=1500.0, alpha=0.33, beta=0.33,
+                          samples=np.array([[1.8, 500.0, 1500.0, 0.33, 0.33], [1.8, 500.0, 1500.0, 0.33, 0.34]]))
+    path = save_law(law, tmp_path / "ot.yaml")
+    with pytest.raises(PlannerInputError, match=r"key 'samples\[1\]'.*alpha = beta") as caught:
+        load_law_file(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
