@@ -159,8 +159,10 @@ def predictions(law, N: np.ndarray, D: np.ndarray, level: float, expansion: floa
         flops = training_flops(active_params_from_total(N, rate), D, law.granularity, rate)
     else:
         flops = 6.0 * N * D
+    # No band for a law with no uncertainty (its "band" is the point twice): null, as optimize and report give.
+    banded = law_interval_basis(law) is not None
     return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(c),
-             "loss": float(l), "loss_low": float(lo), "loss_high": float(hi)}
+             "loss": float(l), "loss_low": float(lo) if banded else None, "loss_high": float(hi) if banded else None}
             for n, d, c, l, lo, hi in zip(N, D, flops, loss, low, high)]
 
 
@@ -247,7 +249,7 @@ def format_result(result: dict) -> str:
     flops_header = "C (eq. 10)" if law["form"] == "moe" else "C=6ND"
     headers = ["N (" + law["n_definition"] + ")", "D", "D/N", flops_header, "loss", f"{pct} low", f"{pct} high"]
     rows = [[human_count(r["params"]), human_count(r["tokens"]), f"{r['tokens_per_param']:.3g}",
-             f"{r['compute_flop']:.3g}", f"{r['loss']:.4f}", f"{r['loss_low']:.4f}", f"{r['loss_high']:.4f}"]
+             f"{r['compute_flop']:.3g}", f"{r['loss']:.4f}", *(("-",) * 2 if r["loss_low"] is None else (f"{r['loss_low']:.4f}", f"{r['loss_high']:.4f}"))]
             for r in result["predictions"]]
     if not banded:
         headers, rows = headers[:-2], [row[:-2] for row in rows]
