@@ -5,8 +5,10 @@ Coefficients as in shared/REFERENCE.md (primary sources cited per law). Bands fo
 - Chinchilla-form laws (Hoffmann, Epoch, Muennighoff): coefficient samples drawn from a normal
   distribution in (log E, log A, log B, alpha, beta) around the law's own estimates, with the
   covariance MEASURED here by 2,000 run-level bootstrap refits of the Epoch digitisation of
-  Chinchilla with Epoch's procedure (`benchmarks/bench_law_fit.py --covariance` prints it again;
-  its standard errors match Epoch's published ones: E 0.026 vs 0.03, A 120 vs 125, B 1400 vs
+  Chinchilla with Epoch's procedure (`benchmarks/bench_law_fit.py --covariance` reruns them; since
+  the bootstrap draws runs in an order set by their points rather than by file line, it draws other
+  resamples than the ones stored below, so it prints a matrix within bootstrap noise of this one, not
+  the same digits; its standard errors match Epoch's published ones: E 0.026 vs 0.03, A 120 vs 125, B 1400 vs
   1293, alpha 0.015 vs 0.02, beta 0.020 vs 0.02). For Hoffmann and Muennighoff this covariance is a proxy: Hoffmann
   published no intervals for approach 3, and his point estimates are themselves off (Besiroglu
   et al. 2024), which the band does not show; Muennighoff fitted other data.
