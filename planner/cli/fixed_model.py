@@ -316,11 +316,10 @@ def _layout_text(row: dict) -> str:
 
 def format_fixed_model(result) -> str:
     from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds, table
+    from planner.specs.model import experts_summary
 
     m = result.model
-    experts = (f", {human_count(m.total_active_params)} active ({m.moe_experts} experts top-{m.moe_top_k}"
-               f"{f' + {m.moe_shared_experts} shared' if m.moe_shared_experts else ''} in {m.moe_layers} layers)"
-               if m.is_moe else "")
+    experts = f", {human_count(m.total_active_params)} active ({experts_summary(m)})" if m.is_moe else ""
     lines = [f"model {m.name}: {human_count(m.total_params)} params{experts}, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
              f"ffn={m.ffn_size} V={m.vocab} s={m.seq_len}; cluster {result.cluster.name}; stacks "
              f"{', '.join(result.assumptions['frameworks'])}; {result.assumptions['dtype']}"

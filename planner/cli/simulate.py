@@ -332,6 +332,7 @@ def goodput_text(g: dict) -> str:
 def format_simulation(model, layout, cluster, result: dict) -> str:
     from planner.calibrate.error_bands import band_origin
     from planner.report.render import human_bytes, human_count, human_seconds, table
+    from planner.specs.model import experts_summary
 
     step = result["step_time_s"]
     memory = result["memory"]
@@ -352,8 +353,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     band = result.get("step_time_band")
     band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
                  f"({band_origin(band)})") if band else ""
-    experts = (f" ({human_count(model.total_active_params)} active: {model.moe_experts} experts top-{model.moe_top_k} in "
-               f"{model.moe_layers} layers)" if model.is_moe else "")
+    experts = f" ({human_count(model.total_active_params)} active: {experts_summary(model)})" if model.is_moe else ""
     moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
                   if model.is_moe else "")
     # Shown only when set, so the default header reads as before.

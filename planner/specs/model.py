@@ -188,6 +188,15 @@ class ModelSpec(BaseModel):
         return int(param_breakdown(self, active=True)["total"])
 
 
+def experts_summary(model: ModelSpec) -> str:
+    """The expert layout as the CLI headers print it: "256 experts top-8 + 1 shared in 58 layers" (the shared
+    experts every token passes through named, since the active count includes them); empty for a dense model."""
+    if not model.is_moe:
+        return ""
+    shared = f" + {model.moe_shared_experts} shared" if model.moe_shared_experts else ""
+    return f"{model.moe_experts} experts top-{model.moe_top_k}{shared} in {model.moe_layers} layers"
+
+
 def make_model(where: str = "model", **fields) -> ModelSpec:
     """Build a ModelSpec, turning validation errors into one-line PlannerInputErrors naming `where`."""
     try:

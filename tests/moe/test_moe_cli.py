@@ -75,3 +75,18 @@ def test_simulate_config_file_moe_keys(capsys, tmp_path):
     except SystemExit as stop:
         code = stop.code
     assert code == 2 and "moe_load_imbalance" in capsys.readouterr().err
+
+
+def test_simulate_and_optimize_headers_name_the_shared_experts(cli):
+    """DeepSeek-V3 has one always-on shared expert beside its 256 routed ones (config.json n_shared_experts 1):
+    both headers say so, in the same words; a model without shared experts says nothing of them."""
+    args = ["--model", "deepseek-v3", "--cluster", "h800-deepseek", "--gpus", 2048]
+    code, simulated, _ = cli(["simulate", *args, "--pp", 16, "--ep", 64, "--zero", 1, "--global-batch", 15360,
+                                 "--dtype", "fp8", "--recompute", "selective"])
+    assert code == 0
+    code, planned, _ = cli(["optimize", *args, "--tokens", "100B", "--framework", "megatron", "--global-batch", 15360])
+    assert code == 0
+    for out in (simulated, planned):
+        assert "256 experts top-8 + 1 shared in 58 layers" in out.splitlines()[0]
+    code, out, _ = cli(["simulate", "--model", "qwen3-30b-a3b", "--gpus", 64, "--ep", 8, "--zero", 1])
+    assert code == 0 and "128 experts top-8 in 48 layers" in out.splitlines()[0] and "shared" not in out
