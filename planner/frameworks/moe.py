@@ -98,6 +98,15 @@ class MoEStack:
     # are copied into expert order before the experts, and the experts' output copied back before the combine
     # (forward; their gradients likewise in backward): a second permutation beside the one around the all-to-all.
     sorts_received_tokens_by_expert: bool = False
+    # At ZeRO-3 the experts run only without hpZ secondary groups and qgZ, and with etp 1 (DeepSpeed: see
+    # ZERO3_EXPERT_LIMITS_SOURCE).
+    zero3_expert_limits: bool = False
+
+
+# DeepSpeed 0.19.8 refuses its native MoE layer (deepspeed/moe/layer.py) at ZeRO-3 and runs MoE there only through
+# AutoEP, which refuses zero_quantized_gradients, zero_hpz_partition_size > 1 and expert_tensor_parallel_size != 1
+# (deepspeed/runtime/engine.py:2197-2232, _validate_zero3_moe_compatibility).
+ZERO3_EXPERT_LIMITS_SOURCE = "DeepSpeed AutoEP at ZeRO-3, runtime/engine.py:2214-2232"
 
 
 # Megatron-Core with Transformer Engine in fp8: TEGroupedMLP pads the permuted tokens per expert before fc1 and
@@ -123,13 +132,32 @@ MOE_STACKS = {
     "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
                          fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True),
-    "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size"),
+    "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size; AutoEP at ZeRO-3",
+                          zero3_expert_limits=True),
     "fsdp": MoEStack(True, ("none",), False, "torchtitan expert parallel"),
     "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),
     # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
     "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
                       fp8_saved_bytes=DEEPSEEK_FP8_SAVED_BYTES),
 }
+
+
+def zero3_expert_refused(limited, zero, zero_hpz, quantized_gradients, etp) -> np.ndarray:
+    """Rows a stack with zero3_expert_limits (`limited`, per row) cannot run: ZeRO-3 with hpZ, qgZ or etp > 1.
+    Arrays broadcast; moe_unsupported says which for one layout, the searches drop such rows."""
+    return (np.asarray(limited, dtype=bool) & (np.asarray(zero) == 3)
+            & ((np.asarray(zero_hpz) > 1) | np.asarray(quantized_gradients, dtype=bool) | (np.asarray(etp) != 1)))
+
+
+def _zero3_expert_problems(framework: str, layout) -> list[str]:
+    """What of `layout` the stack's ZeRO-3 expert limits refuse, each named by its flag."""
+    given = [flag for flag, used in ((f"--zero-hpz {layout.zero_hpz}", layout.zero_hpz > 1),
+                                     ("--zero-quantized-gradients", layout.zero_quantized_gradients),
+                                     (f"--etp {layout.expert_tp} (default: tp)", layout.expert_tp != 1)) if used]
+    if not given:
+        return []
+    return [f"{framework} runs experts at ZeRO-3 only through AutoEP, which refuses {', '.join(given)}: use --etp 1 "
+            f"without hpZ / qgZ, or zero 1 or 2 ({ZERO3_EXPERT_LIMITS_SOURCE})"]
 
 
 def moe_unsupported(framework: str, layout, model) -> list[str]:
@@ -165,4 +193,6 @@ def moe_unsupported(framework: str, layout, model) -> list[str]:
             problems.append(f"moe_a2a_overlap={overlap} with pp({layout.pp}) > 1 needs vpp > 1")
         if overlap == "megatron" and layout.recompute == "full":
             problems.append("moe_a2a_overlap=megatron cannot run with recompute=full")
+    if model.is_moe and stack.zero3_expert_limits and layout.zero == 3:
+        problems += _zero3_expert_problems(framework, layout)
     return problems

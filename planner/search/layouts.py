@@ -36,9 +36,9 @@ from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, framework_arrays,
+from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, framework_arrays,
                                 micro_batch_rules, runnable_micro_batches)
-from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS
+from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, zero3_expert_refused
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
@@ -213,9 +213,23 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
         "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]], **expert,
     }
-    if gpus_per_node is None:
+    if gpus_per_node is not None:
+        arrays = _with_hierarchy(arrays, stacks, f[keep], gpus_per_node, hierarchy)
+    return _without_refused_zero3_experts(model, arrays)
+
+
+def _without_refused_zero3_experts(model: ModelSpec, arrays: dict) -> dict:
+    """`arrays` less the MoE rows their stack cannot run at ZeRO-3 (frameworks.moe.zero3_expert_refused), so a
+    search never plans what simulate refuses."""
+    if not model.is_moe:
         return arrays
-    return _with_hierarchy(arrays, stacks, f[keep], gpus_per_node, hierarchy)
+    limited = np.array([MOE_STACKS.get(name, MOE_STACKS["other"]).zero3_expert_limits for name in FRAMEWORK_NAMES])
+    n = len(arrays["tp"])
+    refused = zero3_expert_refused(limited[arrays["framework"]], arrays["zero"], arrays.get("zero_hpz", np.ones(n)),
+                                   arrays.get("zero_quantized_gradients", np.zeros(n, dtype=bool)), arrays["etp"])
+    if not refused.any():
+        return arrays
+    return {name: column[~refused] for name, column in arrays.items()}
 
 
 @dataclass
