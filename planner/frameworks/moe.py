@@ -48,7 +48,18 @@ class A2AOverlap:
     # channel (NCCL runs each channel as a thread block), at cost.memory's assumed 16 channels per
     # communicator. Hopper's 132 SMs are assumed for every GPU.
     compute_sm_fraction: float = 1.0
+    # The overlap brings its own pipeline schedule: two model chunks per rank (no vpp), an even pp, and an even
+    # number of micro-batches per step, at least micro_batches_per_stage x pp (0: no such count).
+    own_pipeline_schedule: bool = False
+    micro_batches_per_stage: int = 0
 
+
+# DualPipe's schedule (deepseek-ai/DualPipe, dualpipe/dualpipe.py, DualPipe.step): "assert num_ranks % 2 == 0" and
+# "assert num_chunks > 0 and num_chunks % 2 == 0 and num_chunks >= num_ranks * 2" (num_ranks: pipeline stages,
+# num_chunks: micro-batches per step); the report says the same, arXiv:2412.19437 section 3.2.1 ("DualPipe only
+# requires that the pipeline stages and micro-batches be divisible by 2"). Each rank holds exactly two chunks,
+# `modules: Tuple[nn.Module, nn.Module]` (DualPipe.__init__), so no interleaving beside it.
+DUALPIPE_MICRO_BATCHES_PER_STAGE = 2
 
 A2A_OVERLAPS = {
     "none": A2AOverlap("none", 0, False, 1.0, False, "all-to-all on the critical path"),
@@ -56,10 +67,27 @@ A2A_OVERLAPS = {
                            "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)",
                            compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS),
     "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
-                           compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS),
+                           compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS, own_pipeline_schedule=True,
+                           micro_batches_per_stage=DUALPIPE_MICRO_BATCHES_PER_STAGE),
 }
 A2A_OVERLAP_NAMES = tuple(A2A_OVERLAPS)
 A2A_OVERLAP_CODES = {name: o.code for name, o in A2A_OVERLAPS.items()}
+
+
+def overlap_runs_pipeline(overlap_code, pp, vpp) -> np.ndarray:
+    """Whether the overlap runs on this pipeline: one with a schedule of its own (DualPipe) needs an even pp and
+    no interleaving (vpp 1). Arrays broadcast."""
+    own = np.array([o.own_pipeline_schedule for o in A2A_OVERLAPS.values()])[np.asarray(overlap_code, dtype=np.intp)]
+    return ~own | ((np.asarray(pp) % 2 == 0) & (np.asarray(vpp) == 1))
+
+
+def overlap_micro_batches(overlap_code, pp, count) -> np.ndarray:
+    """The fewest micro-batches per step at least `count` the overlap's schedule runs: for DualPipe even and at
+    least 2 x pp; the others as they are. Arrays broadcast; moe_unsupported checks a layout against it, the
+    searches size their batches by it."""
+    per_stage = np.array([o.micro_batches_per_stage for o in A2A_OVERLAPS.values()])[np.asarray(overlap_code, dtype=np.intp)]
+    count = np.maximum(np.asarray(count), per_stage * np.asarray(pp))
+    return np.where(per_stage > 0, count + count % 2, count)
 
 
 def bubble_slots(pp, vpp, overlap_code):
@@ -160,6 +188,21 @@ def _zero3_expert_problems(framework: str, layout) -> list[str]:
             f"without hpZ / qgZ, or zero 1 or 2 ({ZERO3_EXPERT_LIMITS_SOURCE})"]
 
 
+def _overlap_schedule_problems(layout) -> list[str]:
+    """What of the layout's pipeline the overlap's own schedule refuses (DualPipe: even pp and micro-batches)."""
+    overlap, code, m = layout.moe_a2a_overlap, A2A_OVERLAP_CODES[layout.moe_a2a_overlap], layout.grad_accumulation
+    problems = []
+    if not overlap_runs_pipeline(code, layout.pp, layout.vpp):
+        problems.append(f"--moe-a2a-overlap {overlap} runs its own schedule, two model chunks per rank over an even "
+                        f"number of pipeline stages: needs --pp 2, 4, ... and --vpp 1, got pp({layout.pp}) vpp({layout.vpp})")
+    elif int(overlap_micro_batches(code, layout.pp, m)) != m:
+        per_stage = A2A_OVERLAPS[overlap].micro_batches_per_stage
+        problems.append(f"--moe-a2a-overlap {overlap} needs an even number of micro-batches per step, at least "
+                        f"{per_stage} x pp({layout.pp}) = {per_stage * layout.pp}: got global_batch / (micro_batch x dp)"
+                        f" = {m}")
+    return problems
+
+
 def moe_unsupported(framework: str, layout, model) -> list[str]:
     """MoE features of `layout` this stack (or model) cannot run, each with the reason."""
     stack = MOE_STACKS.get(framework, MOE_STACKS["other"])
@@ -193,6 +236,7 @@ def moe_unsupported(framework: str, layout, model) -> list[str]:
             problems.append(f"moe_a2a_overlap={overlap} with pp({layout.pp}) > 1 needs vpp > 1")
         if overlap == "megatron" and layout.recompute == "full":
             problems.append("moe_a2a_overlap=megatron cannot run with recompute=full")
+        problems += _overlap_schedule_problems(layout)
     if model.is_moe and stack.zero3_expert_limits and layout.zero == 3:
         problems += _zero3_expert_problems(framework, layout)
     return problems

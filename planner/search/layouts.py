@@ -38,7 +38,8 @@ from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, framework_arrays,
                                 micro_batch_rules, runnable_micro_batches)
-from planner.frameworks.moe import A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, zero3_expert_refused
+from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, overlap_micro_batches,
+                                    overlap_runs_pipeline, zero3_expert_refused)
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
@@ -108,7 +109,7 @@ def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_i
             for name, overlap in A2A_OVERLAPS.items():
                 ok = fits & overlaps[:, overlap.code]
                 if name != "none":
-                    ok &= ep > 1
+                    ok &= (ep > 1) & overlap_runs_pipeline(overlap.code, pp, vpp)
                     if overlap.needs_interleaving_with_pp:
                         ok &= ((pp == 1) | (vpp > 1)) & (recompute != RECOMPUTE_CODES["full"])
                 rows = np.flatnonzero(ok)
@@ -197,6 +198,13 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         runs &= runnable_micro_batches(schedule_rules, pp, vpp, given) == given
     keep = np.flatnonzero(runs)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
+    # An all-to-all overlap with a schedule of its own (DualPipe) runs only some micro-batch counts
+    # (frameworks.moe.overlap_micro_batches): as above, refused with a given batch, rounded up without one.
+    overlap = expert.get("a2a_overlap", np.zeros(len(keep), dtype=np.int64))
+    if global_batch is not None:
+        given = global_batch // (micro[rows[keep]] * dp[keep])
+        runs = overlap_micro_batches(overlap, pp[keep], given) == given
+        keep, overlap, expert = keep[runs], overlap[runs], {name: column[runs] for name, column in expert.items()}
     micro_batch = micro[rows[keep]]
     dp_kept = dp[keep]
     if global_batch is not None:
@@ -205,7 +213,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         per_step = micro_batch * dp_kept
         steps = np.maximum(1, np.round(batch_target / per_step)).astype(np.int64)
         rules = {name: column[keep] for name, column in schedule_rules.items()}
-        batch = runnable_micro_batches(rules, pp[keep], vpp[keep], steps) * per_step
+        steps = runnable_micro_batches(rules, pp[keep], vpp[keep], steps)
+        batch = overlap_micro_batches(overlap, pp[keep], steps) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
     arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,

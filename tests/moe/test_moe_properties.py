@@ -36,9 +36,11 @@ def moe_cases(draw):
     pp = draw(st.sampled_from([p for p in (1, 2) if p <= layers]))
     grid = tp * dp
     ep = draw(st.sampled_from([e for e in (1, 2, 4, 8, 16, 64) if experts % e == 0 and grid % e == 0]))
-    overlap = draw(st.sampled_from(["none", "dualpipe"] if ep > 1 else ["none"]))
+    # DualPipe runs an even pp and an even number of micro-batches, at least two per stage (frameworks.moe).
+    overlap = draw(st.sampled_from(["none", "dualpipe"] if ep > 1 and pp == 2 else ["none"]))
     micro = draw(st.sampled_from([1, 2]))
-    layout = make_layout(tp=tp, pp=pp, dp=dp, ep=ep, etp=1, micro_batch=micro, global_batch=micro * dp * draw(st.integers(1, 4)),
+    steps = draw(st.sampled_from([4, 6, 8]) if overlap == "dualpipe" else st.integers(1, 4))
+    layout = make_layout(tp=tp, pp=pp, dp=dp, ep=ep, etp=1, micro_batch=micro, global_batch=micro * dp * steps,
                          zero=draw(st.sampled_from([0, 1])), recompute=draw(st.sampled_from(["none", "selective", "full"])),
                          seq_parallel=tp > 1, dtype=draw(st.sampled_from(["bf16", "fp8"])), moe_a2a_overlap=overlap,
                          moe_load_imbalance=draw(st.sampled_from([1.0, 1.3])))
