@@ -48,8 +48,8 @@ _SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
 
 
 def _stack_column(field: str) -> np.ndarray:
-    """A MoEStack field per framework code (stacks without an entry take `other`'s), as floats."""
-    return np.array([np.asarray(getattr(MOE_STACKS.get(name, MOE_STACKS["other"]), field), dtype=float)
+    """A MoEStack field per framework code (every stack has its row), as floats."""
+    return np.array([np.asarray(getattr(MOE_STACKS[name], field), dtype=float)
                      for name in FRAMEWORK_NAMES])
 
 

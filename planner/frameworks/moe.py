@@ -25,7 +25,7 @@ compute, the pipeline bubble in forward+backward slots as a function of pp, and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -167,7 +167,15 @@ MOE_STACKS = {
     # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
     "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
                       fp8_saved_bytes=DEEPSEEK_FP8_SAVED_BYTES),
+    # llm-foundry runs MoE through MegaBlocks' dMoE, experts sharded over ffn_config.moe_world_size ranks
+    # (llmfoundry/command_utils/train.py:147-153), with no batch-level all-to-all overlap.
+    "llm-foundry": MoEStack(True, ("none",), False, "llm-foundry MegaBlocks dMoE, ffn_config moe_world_size"),
 }
+# MegaScale is Megatron-LM with its own techniques where they change time (frameworks/megascale.py; the paper
+# describes no MoE of its own), so its experts are Megatron-Core's. deepspeed-v0.3 differs from the deepspeed
+# entry only in how ZeRO-3 issues its collectives (frameworks/deepspeed_v03.py), so its experts are DeepSpeed's.
+MOE_STACKS["megascale"] = replace(MOE_STACKS["megatron"], source="Megatron-Core MoE (MegaScale is built on Megatron-LM)")
+MOE_STACKS["deepspeed-v0.3"] = replace(MOE_STACKS["deepspeed"], source="DeepSpeed-MoE, as the deepspeed entry")
 
 
 def zero3_expert_refused(limited, zero, zero_hpz, quantized_gradients, etp) -> np.ndarray:
@@ -205,7 +213,7 @@ def _overlap_schedule_problems(layout) -> list[str]:
 
 def moe_unsupported(framework: str, layout, model) -> list[str]:
     """MoE features of `layout` this stack (or model) cannot run, each with the reason."""
-    stack = MOE_STACKS.get(framework, MOE_STACKS["other"])
+    stack = MOE_STACKS[framework]
     problems = []
     etp = layout.expert_tp
     grid = layout.tp * layout.cp * layout.dp

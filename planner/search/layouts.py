@@ -98,7 +98,7 @@ def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_i
     tp, cp, dp, pp, vpp, recompute = (x[keep] for x in (tp, cp, dp, pp, vpp, recompute))
     grid = tp * cp * dp
     picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": []}
-    overlaps = np.array([[name in MOE_STACKS.get(s.name, MOE_STACKS["other"]).overlaps for name in A2A_OVERLAP_NAMES]
+    overlaps = np.array([[name in MOE_STACKS[s.name].overlaps for name in A2A_OVERLAP_NAMES]
                          for s in stacks])[stack_index[keep]]
     for ep in divisors(model.moe_experts):
         for etp_is_tp in (False, True):
@@ -232,7 +232,7 @@ def _without_refused_zero3_experts(model: ModelSpec, arrays: dict) -> dict:
     search never plans what simulate refuses."""
     if not model.is_moe:
         return arrays
-    limited = np.array([MOE_STACKS.get(name, MOE_STACKS["other"]).zero3_expert_limits for name in FRAMEWORK_NAMES])
+    limited = np.array([MOE_STACKS[name].zero3_expert_limits for name in FRAMEWORK_NAMES])
     n = len(arrays["tp"])
     refused = zero3_expert_refused(limited[arrays["framework"]], arrays["zero"], arrays.get("zero_hpz", np.ones(n)),
                                    arrays.get("zero_quantized_gradients", np.zeros(n, dtype=bool)), arrays["etp"])
