@@ -137,6 +137,11 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(f"offload={layout.offload}: {framework} has no optimizer/parameter offload")
     elif layout.offload != "none" and layout.offload not in stack.offload_modes:
         problems.append(f"offload={layout.offload}: {framework} offloads only {' or '.join(sorted(stack.offload_modes))}")
+    elif layout.offload != "none" and layout.offload_device == "nvme" and layout.zero not in stack.nvme_offload_zero_stages:
+        where = (f"only at zero {' or '.join(map(str, sorted(stack.nvme_offload_zero_stages)))}"
+                 if stack.nvme_offload_zero_stages else "never: it offloads to host memory")
+        problems.append(f"--offload-device nvme: {framework} swaps offloaded state to NVMe {where}, got zero={layout.zero} "
+                        "(use --offload-device cpu)")
     if stack.replicated_dp_alone and layout.zero == 0 and (layout.cp > 1 or (layout.dp > 1 and layout.tp * layout.pp > 1)):
         problems.append(f"zero=0 with tp, pp or cp > 1: {framework} runs replicated data parallelism only as the sole "
                         "parallelism and shards parameters over context-parallel ranks")

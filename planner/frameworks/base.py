@@ -66,6 +66,10 @@ class Framework:
     max_zero_with_pipeline: int = 1
     # Offload modes the stack has (planner.specs.layout offload names), when supports_offload.
     offload_modes: frozenset = frozenset({"optimizer", "optimizer+params"})
+    # ZeRO stages at which offloaded state can live on NVMe (ZeRO-Infinity) rather than in host memory. DeepSpeed
+    # swaps to NVMe only in its ZeRO-3 optimizer (runtime/zero/stage3.py:826, 833); its ZeRO-1/2 optimizer keeps any
+    # offloaded state in host memory whatever offload_optimizer.device says (stage_1_and_2.py:220-222).
+    nvme_offload_zero_stages: frozenset = frozenset({3})
     # Plain replicated data parallelism (ZeRO-0 over dp > 1) only as the sole parallelism (no tp or pp), and
     # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).
     replicated_dp_alone: bool = False

@@ -41,6 +41,7 @@ LLM_FOUNDRY = Framework(
     # (scripts/train/yamls/pretrain/gpt-neo-125m.yaml:90, 94; likewise every pretrain yaml).
     default_zero=3, default_dtype="bf16",
     offload_modes=frozenset({"optimizer+params"}),  # FSDP1 CPUOffload(offload_params=True)
+    nvme_offload_zero_stages=frozenset(),  # CPUOffload: host memory, no NVMe target
     dtypes=frozenset({"bf16", "fp16", "fp8", "fp32"}),  # Composer precision amp_bf16 / amp_fp16 / amp_fp8 / fp32
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,
     optimizer_bytes=8.0, sharded_param_bytes=4.0,

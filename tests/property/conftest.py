@@ -87,8 +87,10 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes]
     layout = Layout(
         tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,
-        # Where offloaded state goes only means something with offload (a layout refuses nvme without it).
-        offload_device=fixed.get("offload_device", draw(st.sampled_from(["cpu", "nvme"])) if offload != "none" else "cpu"),
+        # Where offloaded state goes only means something with offload (a layout refuses nvme without it), and NVMe
+        # only at the stages where the stack swaps to it (Framework.nvme_offload_zero_stages).
+        offload_device=fixed.get("offload_device", draw(st.sampled_from(["cpu", "nvme"]))
+                                 if offload != "none" and zero in stack.nvme_offload_zero_stages else "cpu"),
         micro_batch=micro_batch, global_batch=micro_batch * dp * accumulation,
         recompute=fixed.get("recompute", draw(st.sampled_from(stack.recompute_modes))),
         seq_parallel=fixed.get("seq_parallel", draw(st.booleans())),
