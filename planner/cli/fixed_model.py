@@ -295,27 +295,9 @@ def runners_up(count) -> list[dict]:
     return picks
 
 
-def _layout_text(row: dict) -> str:
-    text = f"{row['framework']} tp{row['tp']} pp{row['pp']}"
-    text += f" vpp{row['vpp']}" if row["vpp"] > 1 else ""
-    text += f" cp{row['cp']}" if row["cp"] > 1 else ""
-    text += f" dp{row['dp']} z{row['zero']} mb{row['micro_batch']}"
-    if row.get("ep") is not None:  # MoE: expert parallel, expert tp (when not tp), all-to-all overlap
-        text += f" ep{row['ep']}" + (f" etp{row['etp']}" if row["etp"] != row["tp"] else "")
-        text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
-    text += "" if row["offload"] == "none" else f" offload={row['offload']}"
-    text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
-    text += " sp" if row["seq_parallel"] else ""
-    # ZeRO-3 hierarchy (search/space.py hierarchy_choices): ZeRO++ and MiCS / HSDP shard groups.
-    text += f" hpZ{row['zero_hpz']}" if row.get("zero_hpz", 1) > 1 else ""
-    text += " qwZ" if row.get("zero_quantized_weights") else ""
-    text += " qgZ" if row.get("zero_quantized_gradients") else ""
-    text += f" shard{row['shard_group']}" if row.get("shard_group", 0) > 0 else ""
-    return text
-
-
 def format_fixed_model(result) -> str:
     from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds, table
+    from planner.report.render import layout_text
     from planner.specs.model import experts_summary
 
     m = result.model
@@ -340,7 +322,7 @@ def format_fixed_model(result) -> str:
                 continue
             r = c.row
             knee = " <- knee" if result.knee_gpus == c.gpus else ""
-            rows.append([str(c.gpus), _layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
+            rows.append([str(c.gpus), layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
                          f"{100 * c.scaling_efficiency:.0f}%{knee}",
                          "" if c.days is None else human_days(c.days), "" if c.gpu_hours is None else f"{c.gpu_hours:,.0f}",
                          "" if c.cost_usd is None else f"${c.cost_usd:,.0f}"])
@@ -354,7 +336,7 @@ def format_fixed_model(result) -> str:
     layout = search.layout(c.best)
     from planner.cost.estimate import simulate
     sim = simulate(result.model, layout, result.cluster)
-    lines += ["", f"chosen: {c.gpus} GPUs", f"  layout     {_layout_text(r)}, global batch {r['global_batch']}"
+    lines += ["", f"chosen: {c.gpus} GPUs", f"  layout     {layout_text(r)}, global batch {r['global_batch']}"
               + (" tp-overlap" if r["tp_comm_overlap"] else "") + (" dp-overlap" if r["dp_comm_overlap"] else ""),
               f"  speed      step {human_seconds(r['step_time_s'])}, {r['tokens_per_s']:,.0f} tokens/s, MFU "
               f"{100 * r['mfu']:.1f}%, goodput {100 * search.goodput:.1f}%",
@@ -376,7 +358,7 @@ def format_fixed_model(result) -> str:
     if ups:
         lines += ["", "runners-up (each the fastest under its restriction)"]
         lines.append(table(["", "layout", "step", "MFU", "GiB/GPU"],
-                           [[u["label"], _layout_text(u), human_seconds(u["step_time_s"]), f"{100 * u['mfu']:.1f}%",
+                           [[u["label"], layout_text(u), human_seconds(u["step_time_s"]), f"{100 * u['mfu']:.1f}%",
                              f"{u['memory_gib']:.1f}"] for u in ups], align="llrrr"))
     return "\n".join(lines)
 

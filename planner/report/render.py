@@ -89,6 +89,27 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
     return "\n".join(out)
 
 
+def layout_text(row: dict) -> str:
+    """One line for a layout (a search row or a Layout's fields): the stack, each parallel dimension used and
+    what changes its time (the fixed-model tables, the dense-vs-MoE comparison). `ep` None: a dense model."""
+    text = f"{row['framework']} tp{row['tp']} pp{row['pp']}"
+    text += f" vpp{row['vpp']}" if row["vpp"] > 1 else ""
+    text += f" cp{row['cp']}" if row["cp"] > 1 else ""
+    text += f" dp{row['dp']} z{row['zero']} mb{row['micro_batch']}"
+    if row.get("ep") is not None:  # MoE: expert parallel, expert tp (when not tp), all-to-all overlap
+        text += f" ep{row['ep']}" + (f" etp{row['etp']}" if row["etp"] != row["tp"] else "")
+        text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
+    text += "" if row["offload"] == "none" else f" offload={row['offload']}"
+    text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
+    text += " sp" if row["seq_parallel"] else ""
+    # ZeRO-3 hierarchy (search/space.py hierarchy_choices): ZeRO++ and MiCS / HSDP shard groups.
+    text += f" hpZ{row['zero_hpz']}" if row.get("zero_hpz", 1) > 1 else ""
+    text += " qwZ" if row.get("zero_quantized_weights") else ""
+    text += " qgZ" if row.get("zero_quantized_gradients") else ""
+    text += f" shard{row['shard_group']}" if (row.get("shard_group") or 0) > 0 else ""
+    return text
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

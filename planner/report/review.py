@@ -251,13 +251,11 @@ def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
 
 
 def _moe_layout_text(side) -> str:
-    # vpp and cp whenever used (cp changes the GPU count: tp x pp x cp x dp); etp where it is not the default tp.
+    from planner.report.render import layout_text
+
+    # Built as the fixed-model tables build theirs: the stack, every parallel dimension used, what changes time.
     lay = side.layout
-    text = f"tp{lay.tp} pp{lay.pp}" + (f" vpp{lay.vpp}" if lay.vpp > 1 else "") + (f" cp{lay.cp}" if lay.cp > 1 else "")
-    text += f" dp{lay.dp} z{lay.zero} mb{lay.micro_batch}"
-    if side.kind != "moe":
-        return text
-    return text + f" ep{lay.ep}" + (f" etp{lay.etp}" if lay.etp is not None and lay.etp != lay.tp else "")
+    return layout_text({**lay.model_dump(), "ep": lay.ep if side.kind == "moe" else None, "etp": lay.expert_tp})
 
 
 def moe_comparison(comparison) -> dict:

@@ -119,8 +119,29 @@ def test_comparison_layout_names_every_parallel_dimension():
     view = moe_comparison(MoEComparison(load_cluster("dgx-h100"), 1536, 86400.0, 1536 * 86400.0, dense, moe))
     row = next(row for row in view["rows"] if row[0] == "layout")
     layouts = dict(zip(view["kinds"], row[1:]))
-    assert layouts["moe"] == "tp16 pp6 vpp11 cp2 dp8 z1 mb4 ep16 etp1"
-    assert layouts["dense"] == "tp8 pp4 vpp19 dp48 z1 mb4"
+    assert layouts["moe"] == "other tp16 pp6 vpp11 cp2 dp8 z1 mb4 ep16 etp1"
+    assert layouts["dense"] == "other tp8 pp4 vpp19 dp48 z1 mb4"
+
+
+def test_comparison_layout_names_the_stack_and_what_changes_its_time():
+    """The side-by-side table printed 'tp1 pp1 dp32 z2 mb1 ep16' for optimize --budget 10000gpuh --moe, whose JSON
+    says Megatron with its all-to-all overlap: the stack, the overlap, recompute, sequence parallelism and the
+    ZeRO-3 hierarchy change the step time, so the row names them as the fixed-model tables do."""
+    from planner.report.review import moe_comparison
+    from planner.search.moe_budget import MoEComparison, SidePlan
+    from planner.specs.layout import Layout
+    from planner.specs.model import family_model, family_moe_model
+
+    moe_layout = Layout(tp=2, dp=16, zero=2, micro_batch=1, global_batch=480, ep=16, etp=1, framework="megatron",
+                        moe_a2a_overlap="megatron", recompute="selective", seq_parallel=True)
+    dense_layout = Layout(dp=16, zero=3, micro_batch=2, global_batch=480, framework="deepspeed", zero_hpz=8)
+    moe = SidePlan("moe", family_moe_model(36, experts=16, granularity=4), moe_layout, 1e12, 2.0, 4.0, 7.6, 6e5, 0.45)
+    dense = SidePlan("dense", family_model(36), dense_layout, 1e12, 2.3, 1.0, 7.6, 6e5, 0.6)
+    view = moe_comparison(MoEComparison(load_cluster("dgx-h100"), 32, 86400.0, 32 * 86400.0, dense, moe))
+    row = next(row for row in view["rows"] if row[0] == "layout")
+    layouts = dict(zip(view["kinds"], row[1:]))
+    assert layouts["moe"] == "megatron tp2 pp1 dp16 z2 mb1 ep16 etp1 a2a-overlap=megatron rc-selective sp"
+    assert layouts["dense"] == "deepspeed tp1 pp1 dp16 z3 mb2 hpZ8"
 
 
 def test_a_longer_deadline_never_gives_a_worse_plan():
