@@ -24,7 +24,7 @@ import numpy as np
 from planner.cli.allocator import keep_freed_memory
 from planner.cost.estimate import estimate
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES, CandidateBatch, build_batch
+from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES, CandidateBatch, build_batch
 from planner.specs.model import preset
 
 CANDIDATES = 1_000_000

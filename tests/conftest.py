@@ -14,7 +14,8 @@ import yaml
 from hypothesis import HealthCheck, settings
 
 from planner.specs.clusters import default_cluster_dir, load_cluster
-from planner.specs.layout import Layout, single_batch
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import Layout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

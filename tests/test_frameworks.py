@@ -10,7 +10,9 @@ import pytest
 
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, framework_arrays
-from planner.specs.layout import RECOMPUTE_CODES, Layout, check_layout
+from planner.specs.candidate_batch import RECOMPUTE_CODES
+from planner.specs.layout import Layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS
 
 
@@ -92,7 +94,7 @@ def test_fp8_recipe_defaults_to_the_stacks_and_search_batches_price_it():
     the same as the layout does. Before, every stack was priced as delayed, which torchtitan cannot run."""
     from planner.cost.estimate import estimate
     from planner.specs.clusters import load_cluster
-    from planner.specs.layout import DTYPE_CODES, build_batch, single_batch
+    from planner.specs.candidate_batch import DTYPE_CODES, build_batch, single_batch
 
     assert Layout(framework="fsdp", dtype="fp8").fp8_recipe_used == "tensorwise"
     assert Layout(framework="megatron", dtype="fp8").fp8_recipe_used == "delayed"
@@ -241,7 +243,8 @@ def test_each_stack_runs_its_cited_attention_kernel_on_hopper(name, kernel):
     from planner.cost.fused_attention import attention_kernel_codes
     from planner.cost import kernels
     from planner.specs.clusters import load_cluster
-    from planner.specs.layout import Layout, single_batch
+    from planner.specs.candidate_batch import single_batch
+    from planner.specs.layout import Layout
 
     assert FRAMEWORKS[name].attention_kernel_hopper == kernel
     batch = single_batch(PRESETS["llama3-8b"], Layout(dp=8, framework=name))

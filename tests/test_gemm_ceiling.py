@@ -16,7 +16,8 @@ from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
 from planner.specs.hardware import SUSTAINED_CLOCK_FACTOR, Efficiency, load_yaml_file, parse_cluster_spec
-from planner.specs.layout import Layout, single_batch
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import Layout
 from planner.specs.model import PRESETS
 
 ROUNDING = 5e-4  # the specs carry 3 decimals

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from planner.errors import PlannerInputError
-from planner.specs.layout import (stage_layers, OFFLOAD_CODES, RECOMPUTE_CODES, Layout, build_batch, check_layout, make_layout,
-                            model_arrays, single_batch, stage_argmax)
+from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, model_arrays, single_batch
+from planner.specs.layout import Layout, make_layout
+from planner.specs.layout_checks import check_layout
+from planner.specs.pipeline_stages import stage_layers, stage_argmax
 from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]  # 96 layers, 96 heads

@@ -6,7 +6,8 @@ NVMe bandwidth, slower than what would run; now refused naming the flag."""
 import pytest
 
 from planner.errors import PlannerInputError
-from planner.specs.layout import check_layout, make_layout
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS
 
 

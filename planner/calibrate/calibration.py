@@ -35,7 +35,8 @@ from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import Layout, layouts_batch
+from planner.specs.candidate_batch import layouts_batch
+from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 from planner.profile.runs_csv import MeasuredRun
 from planner.calibrate.validation import run_to_config

@@ -19,7 +19,8 @@ from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
 from planner.specs.hardware import ClusterSpec
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import Layout, layouts_batch
+from planner.specs.candidate_batch import layouts_batch
+from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec, make_model
 from planner.profile.runs_csv import SIMULATION_COLUMNS, MeasuredRun, run_status, status_problem
 

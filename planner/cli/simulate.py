@@ -173,7 +173,8 @@ def _load_config_file(path: str) -> dict:
 def resolve_configuration(args) -> tuple:
     """Merge preset < config file < flags into (model, layout, cluster, gpus)."""
     from planner.specs.clusters import load_cluster
-    from planner.specs.layout import check_hierarchy_on_node, check_layout, make_layout
+    from planner.specs.layout import make_layout
+    from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
     from planner.specs.model import make_model, preset
 
     values = _load_config_file(args.config) if args.config else {}

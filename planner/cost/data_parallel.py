@@ -19,7 +19,7 @@ from planner.cost.memory import element_bytes, unsharded_through_step
 from planner.cost.overlap import behind_later_chunks, hidden_behind
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
-from planner.specs.layout import DTYPE_BYTES
+from planner.specs.candidate_batch import DTYPE_BYTES
 
 
 def data_parallel(batch, cluster, fw, w, stage, params, m):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.specs.layout import CandidateBatch
+from planner.specs.candidate_batch import CandidateBatch
 
 # The model's shape and parameter columns, and the attention-variant / MoE ones (None on dense batches):
 # every part reads some; in a one-model batch they are constant and cost one pass each to find so.

@@ -12,7 +12,9 @@ from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import CandidateBatch, Layout, check_hierarchy_on_node, check_layout, single_batch
+from planner.specs.candidate_batch import CandidateBatch, single_batch
+from planner.specs.layout import Layout
+from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
 from planner.specs.model import ModelSpec
 
 

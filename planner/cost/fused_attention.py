@@ -12,7 +12,7 @@ import numpy as np
 
 from planner.cost import kernels
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import DTYPE_CODES, CandidateBatch
+from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch
 
 
 def attention_peak(batch: CandidateBatch, cluster: ClusterSpec, peak):

@@ -13,7 +13,7 @@ import numpy as np
 
 from planner.cost import kernels
 from planner.specs.hardware import DTYPES, ClusterSpec, Efficiency
-from planner.specs.layout import DTYPE_CODES, CandidateBatch
+from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch
 
 
 def matmul_efficiency(m, n, k, eff: Efficiency, half_size):

@@ -13,7 +13,7 @@ import numpy as np
 
 from planner.cost import distinct
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import CandidateBatch
+from planner.specs.candidate_batch import CandidateBatch
 from planner.specs.topology import group_links_arrays
 
 

@@ -17,7 +17,9 @@ from planner.cost.estimate import estimate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import Layout, check_layout, layouts_batch, make_layout
+from planner.specs.candidate_batch import layouts_batch
+from planner.specs.layout import Layout, make_layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import ModelSpec
 
 INFERABLE = ("micro_batch", "recompute", "vpp", "seq_parallel", "flash_attention", "framework")

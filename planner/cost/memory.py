@@ -33,7 +33,7 @@ has started and not finished: min(p - r, m) with 1F1B, and with interleaving (wa
 1/v stage each, warm-up = 2(p - r - 1) + (v - 1)·p (Megatron-LM@d98e8a64
 megatron/core/pipeline_parallel/schedules.py:929-975, get_pp_rank_microbatches); for r = 0 that is
 p·(1 + (p - 1)/(p·v)) (Korthikanti §4.2.3). Memory is taken on the first, the fullest middle and the last
-stage (planner.specs.layout.stage_layers: uneven stages allowed) and the largest binds.
+stage (planner.specs.pipeline_stages.stage_layers: uneven stages allowed) and the largest binds.
 
 Beside the tensors: the CUDA context and library workspaces, NCCL's per-connection buffers, TE's
 userbuffers when TP communication overlaps the GEMMs, and allocator fragmentation as a fraction of the
@@ -48,8 +48,8 @@ import numpy as np
 from planner.cost import distinct, moe
 from planner.frameworks import batch_framework_arrays
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import (DTYPE_BYTES, DTYPE_CODES, CandidateBatch, padded_vocab, stage_argmax, stage_param_counts,
-                                  vocab_padding_params)
+from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
+from planner.specs.pipeline_stages import padded_vocab, stage_argmax, stage_param_counts, vocab_padding_params
 
 MIB = 2.0**20
 ADAM_STATE_BYTES = 8.0  # fp32 Adam m and v

@@ -38,7 +38,7 @@ import numpy as np
 from planner.cost import collectives, kernels
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.frameworks.moe import A2A_OVERLAPS, MOE_STACKS
-from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
+from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 
 ROUTER_SCORE_BYTES = 4.0  # router logits and probabilities in fp32 (Megatron's router casts to fp32)
 PROB_BYTES = 4.0

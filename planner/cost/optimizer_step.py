@@ -15,7 +15,7 @@ from planner.cost.gemm import rank_rates
 from planner.cost.memory import STAGE_STATE_COLUMNS, fp32_accumulation_rows, state_sharding_degrees
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
-from planner.specs.layout import DTYPE_BYTES
+from planner.specs.candidate_batch import DTYPE_BYTES
 
 
 ADAM_BYTES_PER_PARAM = 28.0  # fp32 Adam touches p, m, v, g (read 16) and writes p, m, v (12); + w-byte weight copy

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct
-from planner.specs.layout import stage_argmax, stage_param_counts
+from planner.specs.pipeline_stages import stage_argmax, stage_param_counts
 
 
 # What the stage split reads (specs.layout.stage_layers, stage_param_counts): the model, tp, pp, vpp and the

@@ -55,8 +55,9 @@ from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, 
 from planner.cost.stages import data_parallel_stage, stage_split
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
+from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import DTYPE_BYTES, DTYPE_CODES, CandidateBatch, padded_vocab, stage_argmax
+from planner.specs.pipeline_stages import padded_vocab, stage_argmax
 from planner.specs.model import attended_keys, training_flops_breakdown
 
 

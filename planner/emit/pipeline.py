@@ -1,6 +1,6 @@
 """Which transformer layers each (virtual) pipeline stage holds, in model order.
 
-The cost model prices the first, a middle and the last pipeline rank (planner.specs.layout.stage_layers);
+The cost model prices the first, a middle and the last pipeline rank (planner.specs.pipeline_stages.stage_layers);
 a launch config has to name every stage. `virtual_stage_layers` spells out the same split: even when
 pp x vpp divides the layers; else, when it divides layers + 2, the embedding and the loss each take a
 layer's slot (first and last stage one layer lighter); else the first and last rank get what
@@ -12,7 +12,7 @@ Each rank's layers are dealt over its vpp chunks, chunk c of the model living on
 from __future__ import annotations
 
 from planner.errors import PlannerInputError
-from planner.specs.layout import stage_layers
+from planner.specs.pipeline_stages import stage_layers
 
 
 def split_kind(layers: int, pp: int, vpp: int) -> str:

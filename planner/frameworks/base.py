@@ -175,8 +175,8 @@ class Framework:
     # planner.cost.shard_copies.SHARD_COPY_RECIPES ("none", "fsdp1-flat-parameter", "fsdp2-per-parameter",
     # "deepspeed").
     shard_copies: str = "none"
-    # tp may be a multiple of the key/value heads, not only a divisor (planner.specs.layout.check_layout): Megatron-Core
-    # column-splits the fused QKV projection across each head group and all-gathers its output over tp (a
+    # tp may be a multiple of the key/value heads, not only a divisor (planner.specs.layout_checks.check_layout):
+    # Megatron-Core column-splits the fused QKV projection across each head group and all-gathers its output over tp (a
     # reduce-scatter of its gradient in backward) so each rank attends with one kv head. Its weights and FLOPs per
     # rank are those priced; that all-gather / reduce-scatter per layer is not priced (an optimistic step time).
     tp_multiple_of_kv_heads: bool = False

@@ -6,7 +6,7 @@ numpy arrays and scored in one vectorised pass of the cost model:
   tp      every divisor of the heads (and kv heads) up to 64, across nodes too;
   cp      1, 2, 4, 8, 16 dividing the sequence;
   pp      every divisor of gpus / (tp x cp) up to the depth, stages uneven as Megatron splits them
-          (layout.stage_layers), interleaved with every vpp for which vpp x pp divides the depth (as
+          (pipeline_stages.stage_layers), interleaved with every vpp for which vpp x pp divides the depth (as
           Calculon's llm-optimal-execution: every divisor of blocks / pp);
   dp      what is left: gpus / (tp x cp x pp);
   micro   with --global-batch: every divisor of the per-replica batch (as Calculon); without it, 1..64
@@ -42,7 +42,8 @@ from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OV
                                     overlap_runs_pipeline, zero3_expert_refused)
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
-from planner.specs.layout import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, make_layout
+from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch
+from planner.specs.layout import make_layout
 from planner.specs.model import ModelSpec
 from planner.search.space import LOSSLESS_HIERARCHY, checked_stacks, hierarchy_fields, stack_runs, with_hierarchy
 

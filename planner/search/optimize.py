@@ -19,7 +19,8 @@ from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES, make_layout, train_steps
+from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.specs.layout import make_layout, train_steps
 from planner.laws.base import NO_INTERVAL, interval_basis
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.laws.plan_curve import plan_loss_curve

@@ -31,7 +31,7 @@ from planner.cost.goodput import goodput
 from planner.frameworks import framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
-from planner.specs.layout import DTYPE_CODES, build_batch
+from planner.specs.candidate_batch import DTYPE_CODES, build_batch
 from planner.search.bounds import inference_gpu_seconds_floor, training_gpu_seconds
 from planner.search.space import BUDGET_STACK, LOSSLESS_HIERARCHY
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS
 from planner.errors import PlannerInputError
-from planner.specs.layout import OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.specs.model import ModelSpec, family_model
 
 TP_CHOICES = (1, 2, 4, 8)

@@ -14,7 +14,7 @@ from planner.cost import data_parallel, distinct, memory, stages
 from planner.cost.estimate import estimate
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import DTYPE_CODES, CandidateBatch, build_batch
+from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch, build_batch
 from planner.specs.model import preset
 
 

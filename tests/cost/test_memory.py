@@ -17,7 +17,9 @@ from planner.cost.memory import (CUDA_CONTEXT_BYTES, LIBRARY_WORKSPACE_BYTES, NC
                                  per_gpu_memory, stage_inflight)
 from planner.frameworks import FRAMEWORKS
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import Layout, single_batch, stage_layers
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import Layout
+from planner.specs.pipeline_stages import stage_layers
 from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]

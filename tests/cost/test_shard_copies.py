@@ -12,7 +12,8 @@ import pytest
 from planner.cost import shard_copies
 from planner.cost.step_time import step_time
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import Layout, single_batch
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import Layout
 from planner.specs.model import make_model
 
 

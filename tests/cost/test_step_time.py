@@ -13,7 +13,8 @@ from planner.cost.overlap import overlap
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import Layout, build_batch, single_batch
+from planner.specs.candidate_batch import build_batch, single_batch
+from planner.specs.layout import Layout
 from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]

@@ -11,7 +11,8 @@ import pytest
 
 from planner.cost.estimate import estimate
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import Layout, single_batch
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import Layout
 from planner.specs.model import PRESETS
 
 LLAMA3_8B = PRESETS["llama3-8b"]  # vocabulary 128,256: not a multiple of 128 x 8

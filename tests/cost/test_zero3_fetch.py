@@ -11,7 +11,8 @@ from planner.cost import kernels, zero3_fetch
 from planner.cost.estimate import simulate
 from planner.frameworks import FRAMEWORK_CODES, framework_arrays
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import Layout, single_batch
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import Layout
 from planner.specs.model import PRESETS, make_model
 from planner.profile.runs_csv import read_runs
 from planner.calibrate.validation import run_to_config

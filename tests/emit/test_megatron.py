@@ -15,7 +15,8 @@ from planner.emit import launch_files
 from planner.emit.megatron import megatron_arguments, megatron_files, unsupported
 from planner.emit.pipeline import virtual_stage_layers
 from planner.errors import PlannerInputError
-from planner.specs.layout import Layout, stage_layers
+from planner.specs.layout import Layout
+from planner.specs.pipeline_stages import stage_layers
 from planner.specs.model import preset
 
 MEGATRON = dict(framework="megatron")

@@ -13,7 +13,8 @@ import pytest
 from planner.emit import launch_files
 from planner.emit.torchtitan import custom_flavor, llama3_ffn, llama3_flavor, unsupported
 from planner.errors import PlannerInputError
-from planner.specs.layout import Layout, stage_layers
+from planner.specs.layout import Layout
+from planner.specs.pipeline_stages import stage_layers
 from planner.specs.model import preset
 
 FSDP = dict(framework="fsdp")

@@ -8,7 +8,8 @@ import pytest
 from planner.errors import PlannerInputError
 from planner.frameworks.moe import A2A_OVERLAP_CODES
 from planner.search.layouts import enumerate_layouts
-from planner.specs.layout import check_layout, make_layout
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS
 
 DUALPIPE = A2A_OVERLAP_CODES["dualpipe"]

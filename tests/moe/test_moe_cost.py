@@ -9,7 +9,9 @@ from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import build_batch, check_layout, layouts_batch, make_layout, single_batch
+from planner.specs.candidate_batch import build_batch, layouts_batch, single_batch
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS, make_model, model_training_flops
 
 H100 = load_cluster("dgx-h100")

@@ -11,7 +11,9 @@ from planner.cost.estimate import estimate
 from planner.cost.gemm import gemm_seconds, matmul_half_size_array, peak_flops_array
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import check_layout, make_layout, single_batch
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS, make_model
 
 H100 = load_cluster("dgx-h100")

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from planner.cost.estimate import estimate
 from planner.cost.memory import per_gpu_memory
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import check_layout, layouts_batch, make_layout, single_batch
+from planner.specs.candidate_batch import layouts_batch, single_batch
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.errors import PlannerInputError
 from planner.specs.model import PRESETS, make_model
 

@@ -6,7 +6,8 @@ import pytest
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.frameworks.moe import MOE_STACKS
-from planner.specs.layout import check_layout, make_layout
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS
 
 

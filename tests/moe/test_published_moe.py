@@ -7,7 +7,9 @@ import pytest
 from planner.cost.estimate import estimate
 from planner.cost.goodput import goodput
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import check_layout, make_layout, single_batch
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS
 from planner.search.fixed_model import plan_fixed_model
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from planner.specs.clusters import available_clusters, load_cluster
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, micro_batch_rules, runnable_micro_batches
-from planner.specs.layout import Layout, check_hierarchy_on_node, check_layout
+from planner.specs.layout import Layout
+from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
 from planner.specs.model import ModelSpec
 
 CLUSTERS = tuple(name for name in available_clusters() if not name.endswith(".calibrated"))
@@ -58,7 +59,7 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     tp_options = [d for d in _divisors(model.heads) if d <= min(16, capacity)
                   and (model.kv % d == 0 or (stack.tp_multiple_of_kv_heads and d % model.kv == 0)) and (d == 1 or stack.supports_tensor_parallel)]
     tp = fixed.get("tp", draw(st.sampled_from(tp_options)))
-    # Stages may be uneven (layout.stage_layers); each virtual stage needs a layer.
+    # Stages may be uneven (pipeline_stages.stage_layers); each virtual stage needs a layer.
     pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
     if (zero_fixed is not None and zero_fixed > stack.max_zero_with_pipeline) or not stack.supports_pipeline:
         pp_options = [1]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from planner.cost.estimate import simulate
 from planner.cost.memory import model_state_bytes, per_gpu_memory, sharding_degree, stage_params
 from planner.frameworks import FRAMEWORKS
-from planner.specs.layout import RECOMPUTE_CODES, single_batch
+from planner.specs.candidate_batch import RECOMPUTE_CODES, single_batch
 
 EXAMPLES = settings.default.max_examples
 # Float noise allowed when a slower input must not give a smaller output: the step time is a sum of

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.cost.estimate import estimate, simulate
-from planner.specs.layout import layouts_batch
+from planner.specs.candidate_batch import layouts_batch
 
 EXAMPLES = settings.default.max_examples
 

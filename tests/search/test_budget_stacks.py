@@ -15,7 +15,9 @@ from planner.search.layouts import DEFAULT_FRAMEWORKS
 from planner.search.optimize import optimize
 from planner.search.space import enumerate_space, family_models
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import check_layout, make_layout, OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_layout
 from planner.laws.registry import load_law
 
 

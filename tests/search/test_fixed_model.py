@@ -17,7 +17,8 @@ from planner.cost.estimate import simulate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, unsupported_features
 from planner.specs.clusters import load_cluster
-from planner.specs.layout import RECOMPUTE_CODES, check_layout
+from planner.specs.candidate_batch import RECOMPUTE_CODES
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import ModelSpec, preset
 from planner.search import layouts as layouts_module
 from planner.search.fixed_model import plan_fixed_model

@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from planner.specs.layout import check_hierarchy_on_node, check_layout, make_layout
+from planner.specs.layout import make_layout
+from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
 from planner.specs.model import family_model
 from planner.search import space
 from planner.search.space import Space, enumerate_space, family_models, gpu_counts

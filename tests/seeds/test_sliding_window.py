@@ -113,7 +113,7 @@ def test_a_mixed_batch_scores_each_model_as_alone(h100):
     """Windowed and full-attention models (an MLA MoE among them) in one vectorised batch: each row is what the
     scalar path gives it (the window column is inf for the full-attention rows)."""
     from planner.cost.step_time import step_time
-    from planner.specs.layout import layouts_batch, single_batch
+    from planner.specs.candidate_batch import layouts_batch, single_batch
 
     deepseek = preset("deepseek-v3").model_copy(update={"layers": 8, "moe_first_dense": 1, "mtp_layers": 0})
     models = [LLAMA, windowed(1024), windowed(512, deepseek), deepseek]

@@ -20,7 +20,9 @@ import math
 import pytest
 
 from planner.cost.estimate import simulate
-from planner.specs.layout import Layout, single_batch, stage_param_counts
+from planner.specs.candidate_batch import single_batch
+from planner.specs.layout import Layout
+from planner.specs.pipeline_stages import stage_param_counts
 from planner.specs.model import make_model
 
 MODEL_18B = make_model("zeropp-18b", layers=40, hidden=6144, heads=32, seq_len=512, vocab=50257)

@@ -1,0 +1,264 @@
+"""Candidate batches: the struct-of-arrays form of (model shape + layout) the cost model consumes.
+
+`CandidateBatch` holds one numpy array per field, one entry per candidate. A single layout is a batch of size
+one, so the scalar and vectorised paths are the same code. Its own module because it is the boundary between
+the specs (ModelSpec, Layout: validated objects) and the vectorised cost model (numeric codes and arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from planner.frameworks import FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORKS
+from planner.frameworks.moe import A2A_OVERLAP_CODES
+from planner.specs.layout import Layout, moe_imbalance
+from planner.specs.model import ModelSpec, flops_columns, param_breakdown, standard_attention
+from planner.specs.pipeline_stages import stage_layers
+
+RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+OFFLOAD_CODES = {"none": 0, "optimizer": 1, "optimizer+params": 2}
+DTYPE_CODES = {"bf16": 0, "fp16": 1, "fp8": 2, "fp32": 3}
+# Bytes per element of weights, activations and communicated tensors for each training dtype.
+# fp8 training keeps bf16 weights/activations outside the matmuls (Transformer Engine recipe).
+DTYPE_BYTES = np.array([2.0, 2.0, 2.0, 4.0])
+
+
+@dataclass(frozen=True)
+class CandidateBatch:
+    """Struct of arrays: entry i is candidate i. All arrays have the same length."""
+
+    # Model shape
+    layers: np.ndarray
+    hidden: np.ndarray
+    heads: np.ndarray
+    kv_heads: np.ndarray
+    ffn: np.ndarray
+    mlp_matrices: np.ndarray  # 2 (GELU) or 3 (SwiGLU)
+    vocab: np.ndarray
+    seq_len: np.ndarray
+    layer_params: np.ndarray  # exact parameters of one transformer block
+    embedding_params: np.ndarray  # token (+ learned position) embedding
+    logits_params: np.ndarray  # output projection (a copy of the embedding on the last stage when tied and pp > 1)
+    total_params: np.ndarray
+    tied_embeddings: np.ndarray  # bool
+    # Layout
+    tp: np.ndarray
+    pp: np.ndarray
+    dp: np.ndarray
+    cp: np.ndarray
+    vpp: np.ndarray
+    zero: np.ndarray
+    offload: np.ndarray  # OFFLOAD_CODES
+    offload_nvme: np.ndarray  # bool: ZeRO-Infinity target is NVMe rather than host memory
+    micro_batch: np.ndarray
+    global_batch: np.ndarray
+    recompute: np.ndarray  # RECOMPUTE_CODES
+    seq_parallel: np.ndarray  # bool
+    flash_attention: np.ndarray  # bool
+    dtype: np.ndarray  # DTYPE_CODES
+    framework: np.ndarray  # FRAMEWORK_CODES
+    tp_comm_overlap: np.ndarray  # bool, resolved (explicit setting or the framework's default)
+    dp_comm_overlap: np.ndarray  # bool, resolved
+    grad_reduce_in_fp32: np.ndarray  # -1 = the framework's default, 0 = the model dtype, 1 = fp32
+    fp8_param_gather: np.ndarray  # bool
+    fp8_current_scaling: np.ndarray  # bool: fp8_recipe 'tensorwise'
+    # ZeRO-3 hierarchy (Layout fields of the same names; 0 = the whole sharding group)
+    zero_hpz: np.ndarray
+    zero_quantized_weights: np.ndarray  # bool
+    zero_quantized_gradients: np.ndarray  # bool
+    shard_group: np.ndarray
+    grad_shard_group: np.ndarray
+    zero_tiling: np.ndarray
+    activation_offload: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.tp)
+
+    def cached(self, key: str, compute):
+        """compute(self), once per batch: memory and step time both need the stage split, the
+        framework's columns, the activation bytes (a million-candidate batch pays for each once)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            memo[key] = compute(self)
+        return memo[key]
+
+    @property
+    def gpus(self) -> np.ndarray:
+        return self.cached("gpus", lambda b: b.tp * b.pp * b.dp * b.cp)
+
+    @property
+    def grad_accumulation(self) -> np.ndarray:
+        return self.cached("grad_accumulation", lambda b: b.global_batch // (b.micro_batch * b.dp))
+
+    @property
+    def stages(self):
+        """Layers on the first, fullest middle and last pipeline stage (stage_layers)."""
+        return self.cached("stages", lambda b: stage_layers(b.layers, b.pp, b.vpp))
+
+    def take(self, index) -> "CandidateBatch":
+        """The sub-batch at `index` (an index array or boolean mask)."""
+        return CandidateBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                                 for f in fields(self)})
+
+    # Attention variants and MoE: None when every candidate is a dense model with standard attention (the
+    # cost model then runs the dense path unchanged). kv_heads is then the effective count that gives the
+    # attention GEMMs' weights (MLA, head_dim != hidden/heads) and ffn the per-layer mean dense MLP width.
+    core_width: np.ndarray | None = None  # heads x (qk + v head dims)/2: the attention core's width (h for MHA)
+    moe_layers: np.ndarray | None = None  # MoE layers of the model
+    experts: np.ndarray | None = None
+    top_k: np.ndarray | None = None
+    expert_ffn: np.ndarray | None = None
+    expert_params: np.ndarray | None = None  # routed experts' parameters of one MoE layer (all experts)
+    dispatch_nodes: np.ndarray | None = None  # most nodes a token is sent to (node-limited routing), else top_k
+    ep: np.ndarray | None = None
+    etp: np.ndarray | None = None
+    moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
+    a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
+    moe_padded: np.ndarray | None = None  # 1 = expert inputs padded to capacity (static shapes)
+    # Sliding-window attention: keys per query (inf = full causal); None when no model of the batch has a
+    # window (the cost model then runs the full-attention path unchanged).
+    attention_window: np.ndarray | None = None
+
+    @property
+    def has_moe(self) -> bool:
+        return self.moe_layers is not None and bool(np.any(self.moe_layers > 0))
+
+
+def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
+    """Per-model scalars (shape and exact parameter parts) as arrays indexed by model number."""
+    rows = []
+    for model in models:
+        parts = param_breakdown(model)
+        norm_params = parts["norms"] / (2 * model.layers + 1 + int(model.embedding_norm))
+        layer = (parts["attention"] + parts["mlp"]) / model.layers + 2 * norm_params
+        logits = parts["logits"] if parts["logits"] else model.vocab * model.hidden
+        rows.append((
+            model.layers, model.hidden, model.heads, model.kv, model.ffn_size,
+            3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
+            layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
+        ))
+    table = np.array(rows, dtype=float)
+    names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
+             "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings")
+    arrays = {name: table[:, i] for i, name in enumerate(names)}
+    arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
+    if not all(standard_attention(m) and not m.is_moe for m in models):
+        arrays.update(_moe_model_arrays(models))
+    if any(m.attention_window is not None for m in models):
+        arrays["attention_window"] = np.array([m.attention_window or np.inf for m in models], dtype=float)
+    return arrays
+
+
+MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes")
+
+
+def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
+    """Columns of models with an attention variant or experts; overrides kv_heads, ffn and layer_params
+    with their effective values (see CandidateBatch). Multi-token-prediction modules are simulated as
+    that many more layers like the last (their projection and extra logits are left out: ~4% of
+    DeepSeek-V3's MTP FLOPs)."""
+    rows = []
+    for model in models:
+        parts = param_breakdown(model)
+        columns = flops_columns(model)
+        h, L, H = model.hidden, model.layers, model.heads
+        attention = columns.get("attention_params")
+        # The kv heads that make h·(h + 2·kv·h/H) + h·h the attention GEMMs' weights (exact for MHA/GQA).
+        kv = model.kv if attention is None else H * (attention / (h * h) - 2.0) / 2.0
+        norm_params = parts["norms"] / (2 * L + 1 + int(model.embedding_norm))
+        moe = model.moe_layers
+        mtp = model.mtp_layers
+        # Per-layer means over the layers and the MTP blocks (each a copy of the last layer: an MoE layer
+        # when the model has experts).
+        mtp_width = model.moe_shared_experts * model.expert_ffn_size if moe else model.ffn_size
+        ffn = (columns["ffn"] * L + mtp * mtp_width) / (L + mtp)
+        expert_params = parts.get("experts", 0.0) / moe if moe else 0.0
+        mtp_dense = model.mtp_params - mtp * expert_params
+        layer = (parts["attention"] + parts["mlp"] + parts.get("router", 0.0) + 2 * norm_params * L + mtp_dense) / (L + mtp)
+        dispatch = min(model.moe_top_k, model.moe_topk_groups) if model.moe_groups > 1 else model.moe_top_k
+        rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe + (mtp if moe else 0), model.moe_experts,
+                     model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, dispatch))
+    table = np.array(rows, dtype=float)
+    names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
+    return {name: table[:, i] for i, name in enumerate(names)}
+
+
+def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> CandidateBatch:
+    """Gather model arrays by `model_index` and broadcast them with the layout arrays."""
+    per_model = model_arrays(models)
+    index = np.asarray(model_index, dtype=np.int64)
+    columns = {name: values[index] for name, values in per_model.items()}
+    defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
+                    global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
+                    framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
+                    dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
+                    fp8_param_gather=False,
+                    zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
+                    grad_shard_group=0, zero_tiling=1, activation_offload=False)
+    current_scaling = layout_arrays.pop("fp8_current_scaling", None)
+    for name, default in defaults.items():
+        value = np.asarray(layout_arrays.pop(name, default))
+        columns[name] = np.broadcast_to(value, index.shape).astype(value.dtype if value.dtype == bool else float)
+    if current_scaling is None:  # fp8 casts scaled as each stack does by default (Layout.fp8_recipe_used)
+        current_scaling = ((columns["dtype"] == DTYPE_CODES["fp8"])
+                           & FP8_TENSORWISE_BY_DEFAULT[columns["framework"].astype(np.int64)])
+    columns["fp8_current_scaling"] = np.broadcast_to(np.asarray(current_scaling, dtype=bool), index.shape)
+    # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
+    moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0, moe_padded=0.0)
+    moe_layout = {name: layout_arrays.pop(name) for name in moe_defaults if name in layout_arrays}
+    if "moe_layers" in columns:
+        for name, default in moe_defaults.items():
+            columns[name] = np.broadcast_to(np.asarray(moe_layout.get(name, default), dtype=float), index.shape)
+    elif any(np.any(np.asarray(moe_layout[name]) != default) for name, default in moe_defaults.items()
+             if name in moe_layout and name != "etp"):
+        raise ValueError("ep, moe_imbalance and a2a_overlap need an MoE model")
+    if layout_arrays:
+        raise TypeError(f"unknown layout arrays: {sorted(layout_arrays)}")
+    return CandidateBatch(**columns)
+
+
+def single_batch(model: ModelSpec, layout: Layout) -> CandidateBatch:
+    """A batch of one: the scalar path through the same vectorised code."""
+    return layouts_batch([model], [layout])
+
+
+def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBatch:
+    """Candidate i is models[i] with layouts[i] (validation and calibration rows, one batch)."""
+    column = lambda f: np.array([f(layout) for layout in layouts])  # noqa: E731
+    return build_batch(
+        models, np.arange(len(layouts)), **_moe_layout_columns(layouts, column),
+        tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
+        vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
+        offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
+        global_batch=column(lambda l: l.global_batch), recompute=column(lambda l: RECOMPUTE_CODES[l.recompute]),
+        seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention),
+        dtype=column(lambda l: DTYPE_CODES[l.dtype]), framework=column(lambda l: FRAMEWORK_CODES[l.framework]),
+        tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
+        dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),
+        grad_reduce_in_fp32=column(lambda l: _tristate(l.grad_reduce_in_fp32)),
+        fp8_param_gather=column(lambda l: l.fp8_param_gather),
+        fp8_current_scaling=column(lambda l: l.dtype == "fp8" and l.fp8_recipe_used == "tensorwise"),
+        zero_hpz=column(lambda l: l.zero_hpz), zero_quantized_weights=column(lambda l: l.zero_quantized_weights),
+        zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
+        shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
+        zero_tiling=column(lambda l: l.zero_tiling), activation_offload=column(lambda l: l.activation_offload),
+    )
+
+
+def _moe_layout_columns(layouts: list[Layout], column) -> dict:
+    """ep, etp, the effective load imbalance and the overlap code, only for layouts that use them."""
+    if all(l.ep == 1 and l.etp is None and l.moe_a2a_overlap == "none" and l.moe_load_imbalance == 1.0
+           and l.moe_capacity_factor is None and not l.moe_pad_to_capacity for l in layouts):
+        return {}
+    return {"ep": column(lambda l: l.ep), "etp": column(lambda l: l.expert_tp),
+            "moe_imbalance": column(lambda l: moe_imbalance(l)), "a2a_overlap": column(lambda l: A2A_OVERLAP_CODES[l.moe_a2a_overlap]),
+            "moe_padded": column(lambda l: float(l.moe_pad_to_capacity))}
+
+def _tristate(value: bool | None) -> int:
+    return -1 if value is None else int(value)
+
+
+__all__ = ["CandidateBatch", "model_arrays", "build_batch", "single_batch", "layouts_batch", "RECOMPUTE_CODES",
+           "OFFLOAD_CODES", "DTYPE_CODES", "DTYPE_BYTES"]

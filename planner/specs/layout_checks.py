@@ -1,0 +1,117 @@
+"""Checks of a layout against a model and a cluster node, each failure showing its arithmetic.
+
+`check_layout(model, layout)` explains why a layout cannot run a model ("tp(8) * pp(4) * dp(3) * cp(1) = 96
+!= gpus(64)"); the ZeRO++ / hierarchical-partitioning checks need the data-parallel size and the node.
+Its own module because these checks join a layout with a model, a framework and a node, while
+specs.layout holds only what a layout is.
+"""
+
+from __future__ import annotations
+
+from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORKS, unsupported_features
+from planner.frameworks.moe import moe_unsupported
+from planner.specs.layout import Layout
+from planner.specs.model import ModelSpec
+
+
+def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, where: str = "layout") -> None:
+    """Raise PlannerInputError when the layout cannot run this model, showing the arithmetic."""
+    t, p, d, c, v = layout.tp, layout.pp, layout.dp, layout.cp, layout.vpp
+    problems = []
+    if gpus is not None and t * p * d * c != gpus:
+        problems.append(f"tp({t}) * pp({p}) * dp({d}) * cp({c}) = {t * p * d * c} != gpus({gpus})")
+    if model.heads % t:
+        problems.append(f"heads({model.heads}) is not divisible by tp({t})")
+    # Stacks shard the key/value heads whole over tp: torchtitan raises "tensor_parallel_degree must divide
+    # n_kv_heads" (pytorch/torchtitan@b5bcd76c torchtitan/models/common/decoder.py:195-199), Megatron-DeepSpeed
+    # divides them by tp (deepspeedai/Megatron-DeepSpeed@4efb479d megatron/model/transformer.py:566-567, `divide`
+    # asserts). Megatron-Core also runs tp a multiple of them (Framework.tp_multiple_of_kv_heads).
+    elif model.kv % t and not (FRAMEWORKS[layout.framework].tp_multiple_of_kv_heads and t % model.kv == 0):
+        also = " or a multiple of them" if FRAMEWORKS[layout.framework].tp_multiple_of_kv_heads else ""
+        problems.append(f"kv_heads({model.kv}) is not divisible by tp({t}): {layout.framework} needs tp a divisor of "
+                        f"the key/value heads{also}")
+    # Stages need not be even (see stage_layers), but every virtual stage needs a layer.
+    if model.layers < p * v:
+        problems.append(f"layers({model.layers}) < pp({p}) * vpp({v}) = {p * v}: a pipeline stage would have no layer")
+    if v > 1 and p == 1:
+        problems.append(f"vpp({v}) > 1 needs pipeline parallelism (pp > 1)")
+    if model.seq_len % c:
+        problems.append(f"seq_len({model.seq_len}) is not divisible by cp({c})")
+    if layout.global_batch % (layout.micro_batch * d):
+        problems.append(
+            f"global_batch({layout.global_batch}) is not divisible by micro_batch({layout.micro_batch}) * dp({d})"
+            f" = {layout.micro_batch * d}"
+        )
+    if layout.offload != "none" and layout.zero == 0:
+        problems.append(f"offload={layout.offload} needs ZeRO (zero >= 1; params offload needs zero=3)")
+    if layout.offload == "optimizer+params" and layout.zero != 3:
+        problems.append(f"offload=optimizer+params (ZeRO-Infinity) needs zero=3, got zero={layout.zero}")
+    if layout.offload_device != "cpu" and layout.offload == "none":
+        problems.append(f"offload_device={layout.offload_device} says where offloaded state goes: needs --offload "
+                        "optimizer or optimizer+params")
+    problems += hierarchy_problems(layout)
+    if layout.zero_tiling > 1 and layout.zero != 3:
+        problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
+    if layout.moe_pad_to_capacity and layout.moe_capacity_factor is None:
+        problems.append("--moe-pad-to-capacity pads each expert's input to its capacity: needs --moe-capacity-factor")
+    if layout.fp8_param_gather and (layout.dtype != "fp8" or layout.zero not in (1, 2)
+                                    or layout.framework not in ("megatron", "other")):
+        problems.append(f"--fp8-param-gather keeps the Linear weights as fp8 parameters with the fp32 master in "
+                        f"Megatron's distributed optimizer: needs dtype=fp8, zero 1 or 2 and framework megatron, got "
+                        f"dtype={layout.dtype} zero={layout.zero} framework={layout.framework}")
+    if layout.fp8_recipe is not None and layout.dtype != "fp8":
+        problems.append(f"--fp8-recipe {layout.fp8_recipe} scales fp8 casts: needs dtype=fp8, got dtype={layout.dtype}")
+    if layout.activation_offload and layout.recompute != "full":
+        problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
+                        f"got recompute={layout.recompute}")
+    problems += unsupported_features(layout.framework, layout)
+    problems += moe_unsupported(layout.framework, layout, model)
+    if problems:
+        raise PlannerInputError(f"{where}: " + "; ".join(problems))
+
+
+HIERARCHY_FLAGS = {"zero_hpz": "--zero-hpz", "shard_group": "--shard-group", "grad_shard_group": "--grad-shard-group",
+                   "zero_quantized_weights": "--zero-quantized-weights",
+                   "zero_quantized_gradients": "--zero-quantized-gradients"}
+
+
+def _is_hierarchical(layout: Layout) -> bool:
+    return (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients
+            or layout.shard_group is not None or layout.grad_shard_group is not None)
+
+
+def hierarchy_problems(layout: Layout) -> list[str]:
+    """The ZeRO++ / hierarchical-partitioning settings that do not fit the layout, with the arithmetic."""
+    if not _is_hierarchical(layout):
+        return []
+    problems = []
+    if layout.zero != 3:
+        problems.append(f"ZeRO++ / hierarchical partitioning (--zero-hpz, --zero-quantized-*, --shard-group, "
+                        f"--grad-shard-group) needs zero=3, got zero={layout.zero}")
+    d = layout.dp
+    g = layout.shard_group or d
+    for key, size in (("shard_group", layout.shard_group), ("grad_shard_group", layout.grad_shard_group),
+                      ("zero_hpz", layout.zero_hpz)):
+        if size is not None and d % size:
+            problems.append(f"{HIERARCHY_FLAGS[key]} {size} does not divide dp: dp({d}) % {size} = {d % size}")
+    if layout.shard_group is not None and layout.grad_shard_group is not None and g % layout.grad_shard_group:
+        problems.append(f"--grad-shard-group {layout.grad_shard_group} does not divide the weight shard group "
+                        f"{g}: {g} % {layout.grad_shard_group} = {g % layout.grad_shard_group}")
+    if layout.shard_group is not None and layout.zero_hpz > 1 and g % layout.zero_hpz:
+        problems.append(f"--zero-hpz {layout.zero_hpz} does not divide the weight shard group {g}: "
+                        f"{g} % {layout.zero_hpz} = {g % layout.zero_hpz}")
+    return problems
+
+
+def check_hierarchy_on_node(layout: Layout, gpus_per_node: int, where: str = "layout") -> None:
+    """hpZ's secondary group must lie inside one node (its point: backward gathers on the scale-up link):
+    zero_hpz data-parallel ranks, tp apart (cp too), must divide the node's accelerators."""
+    span = layout.zero_hpz * layout.tp * layout.cp
+    if layout.zero_hpz > 1 and gpus_per_node % span:
+        raise PlannerInputError(
+            f"{where}: --zero-hpz {layout.zero_hpz} does not divide the node: zero_hpz({layout.zero_hpz}) * tp({layout.tp})"
+            f" * cp({layout.cp}) = {span} ranks, gpus_per_node({gpus_per_node}) % {span} = {gpus_per_node % span}")
+
+
+__all__ = ["check_layout", "hierarchy_problems", "check_hierarchy_on_node", "HIERARCHY_FLAGS"]

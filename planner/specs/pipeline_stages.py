@@ -1,0 +1,100 @@
+"""Pipeline stages: which layers and parameters sit on the first, a middle and the last stage.
+
+The stage split (as Megatron-Core makes it, even or uneven), the vocabulary the stack pads its embedding and
+output layer to, and the parameters one tp rank holds on each stage. Its own module because memory, step
+time and the launch files all read the same split, and it is derived from a batch of candidates rather
+than a property of one layout.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from planner.frameworks import batch_framework_arrays
+
+if TYPE_CHECKING:
+    from planner.specs.candidate_batch import CandidateBatch
+
+
+def stage_layers(layers, pp, vpp):
+    """Transformer layers on the first, a middle (the fullest) and the last pipeline stage.
+
+    Even when pp x vpp divides the layers. Otherwise as Megatron-Core splits them: when it divides
+    layers + 2, the embedding and the loss each take one layer's slot
+    (`--account-for-embedding-in-pipeline-split`, `--account-for-loss-in-pipeline-split`; DeepSpeed's
+    pipeline engine partitions BLOOM-176B's 70 layers + 2 over pp 12 the same way), so the first and the
+    last stage hold one layer fewer; else the remainder goes to the middle stages and the first and
+    last stage are the lighter ones (`--decoder-first/last-pipeline-num-layers`). One stage holds all.
+    """
+    layers, p, v = (np.asarray(x, dtype=float) for x in (layers, pp, vpp))
+    shape = np.broadcast(layers, p, v).shape
+    stages = p * v
+    even = layers == np.floor(layers / stages) * stages
+    per_stage = layers / p
+    if even.all():  # the usual case, and every candidate of a search over divisors: no uneven arithmetic
+        per_stage = np.broadcast_to(per_stage, shape)
+        return per_stage, per_stage, per_stage
+    slots = layers + 2.0
+    with_slots = ~even & (slots == np.floor(slots / stages) * stages) & (p > 1)
+    middle = np.where(with_slots, slots / p, np.ceil(per_stage))
+    ends_with_slots = middle - 1.0
+    # Remainder to the middle stages: first and last share what the p - 2 full middle stages leave.
+    rest = layers - middle * np.maximum(p - 2.0, 0.0)
+    ends = np.where(p > 2, np.maximum(np.floor(rest / 2.0), 1.0), np.floor(per_stage))
+    first = np.select([p == 1, even, with_slots], [layers, per_stage, ends_with_slots], np.maximum(rest - ends, ends))
+    last = np.select([p == 1, even, with_slots], [layers, per_stage, ends_with_slots], ends)
+    first = np.where((p == 2) & ~even & ~with_slots, np.ceil(layers / 2.0), first)
+    middle = np.where(p > 2, middle, np.maximum(first, last))
+    return first, middle, last
+
+
+def stage_param_counts(batch: "CandidateBatch"):
+    """Parameters one tp rank holds on the first, a middle and the last pipeline stage: the blocks of its
+    layers, the embedding on the first, the output layer on the last (the embedding itself when tied
+    and pp = 1), both with the stack's padded vocabulary rows (padded_vocab)."""
+    return batch.cached("stage_params", _stage_param_counts)
+
+
+def padded_vocab(batch: "CandidateBatch") -> np.ndarray:
+    """The vocabulary each candidate's stack builds its embedding and output layer for: rounded up to a multiple
+    of the stack's vocab_padding_multiple x tp (Megatron's make_vocab_size_divisible_by; frameworks/base.py)."""
+    return batch.cached("padded_vocab", _padded_vocab)
+
+
+def _padded_vocab(batch: "CandidateBatch") -> np.ndarray:
+    multiple = batch_framework_arrays(batch)["vocab_padding_multiple"] * batch.tp
+    return np.ceil(batch.vocab / multiple) * multiple
+
+
+def vocab_padding_params(batch: "CandidateBatch") -> np.ndarray:
+    """Parameters the padded vocabulary rows add to the embedding, and again to an untied output layer."""
+    return (padded_vocab(batch) - batch.vocab) * batch.hidden
+
+
+def _stage_param_counts(batch: "CandidateBatch"):
+    first_layers, middle_layers, last_layers = batch.stages
+    single_stage = batch.pp == 1
+    padding = vocab_padding_params(batch)
+    head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params + padding)
+    first = first_layers * batch.layer_params + batch.embedding_params + padding + np.where(single_stage, head, 0.0)
+    last = np.where(single_stage, first, last_layers * batch.layer_params + head)
+    middle = np.where(batch.pp > 2, middle_layers * batch.layer_params, np.maximum(first, last))
+    return first / batch.tp, middle / batch.tp, last / batch.tp
+
+
+def stage_argmax(values) -> np.ndarray:
+    """Per candidate, which of the first, middle and last stage (0, 1, 2) holds the largest of `values`, three
+    float arrays (or a (3, candidates) array): np.argmax over the stages, with the same answer (the first of equal
+    values; a NaN counts as the largest and the first NaN wins) in half the time (numpy runs that argmax as one
+    3-element loop per candidate over a transposed copy)."""
+    first, middle, last = values
+    past_first = ~((middle <= first) | np.isnan(first))
+    larger = np.where(past_first, middle, first)
+    past_middle = ~((last <= larger) | np.isnan(larger))
+    return np.where(past_middle, 2, past_first.astype(np.intp))
+
+
+
+__all__ = ["stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
