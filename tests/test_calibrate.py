@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planner.calibrate.calibration import calibrate, fit, identifiable, load_samples, predict
+from planner.calibrate.calibration import calibrate
+from planner.calibrate.fitting import fit
+from planner.calibrate.samples import load_samples, predict
+from planner.calibrate.selection import identifiable
 from planner.cli import main
 from planner.specs.clusters import load_cluster
 from planner.profile.runs_csv import MeasuredRun, write_runs
@@ -235,7 +238,8 @@ def test_recalibrating_a_calibrated_spec_keeps_its_name_defaults_and_provenance(
 
     import yaml
 
-    from planner.calibrate.calibration import PARAMETERS, _default_value
+    from planner.calibrate.calibration import _default_value
+    from planner.calibrate.fitting import PARAMETERS
 
     base = load_cluster("dgx-a100-80gb")
     runs_file, spec_dir = tmp_path / "runs.csv", tmp_path / "specs"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.calibrate.calibration import calibrate, load_samples, predict
+from planner.calibrate.calibration import calibrate
+from planner.calibrate.samples import load_samples, predict
 from planner.specs.clusters import load_cluster
 from planner.profile.runs_csv import read_runs
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.calibrate.calibration import calibrated_spec_mapping
+from planner.calibrate.calibrated_spec import calibrated_spec_mapping
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster

@@ -293,7 +293,8 @@ def test_item11_calibrate_with_a_negative_step_time_reports_the_row(tmp_path, cl
 def test_item11_calibration_residuals_are_checked_before_scipy_sees_them(a100, published_runs_csv):
     import dataclasses
 
-    from planner.calibrate.calibration import fit, load_samples
+    from planner.calibrate.fitting import fit
+    from planner.calibrate.samples import load_samples
 
     runs = [r for r in read_runs(published_runs_csv)[0] if r.cluster == "dgx-a100-80gb"][:3]
     built = [dataclasses.replace(runs[0], step_time_s=-3.5, id="neg"), *runs[1:]]  # rows built in code

@@ -112,7 +112,7 @@ def interval(step_time_s: float, framework: str, cluster=None) -> dict | None:
     if band is None:
         return None
     clusters = shipped_clusters()
-    from planner.calibrate.calibration import base_name  # the spec a calibrated one was made from
+    from planner.calibrate.samples import base_name  # the spec a calibrated one was made from
 
     own = cluster is None or hardware_key(cluster) in _published_hardware()
     result = {"low_s": step_time_s * band["low"], "high_s": step_time_s * band["high"], "group": band["group"],

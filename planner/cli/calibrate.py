@@ -56,8 +56,9 @@ def _refuse_unused_flags(args) -> None:
 def run(args) -> int:
     import yaml
 
-    from planner.calibrate.calibration import (base_name, calibrate, calibrated_spec_mapping, load_samples,
-                                               other_cluster_reasons)
+    from planner.calibrate.calibrated_spec import calibrated_spec_mapping
+    from planner.calibrate.calibration import calibrate
+    from planner.calibrate.samples import base_name, load_samples, other_cluster_reasons
     from planner.cli.progress import Progress
     from planner.errors import PlannerInputError
     from planner.specs.hardware import parse_cluster_spec
@@ -155,7 +156,7 @@ def run(args) -> int:
 
 def _uncalibrated(cluster, cluster_dir):
     """The spec a calibrated one without a record of its defaults was made from, when it can be found by name."""
-    from planner.calibrate.calibration import base_name
+    from planner.calibrate.samples import base_name
     from planner.errors import PlannerInputError
     from planner.specs.clusters import load_cluster
 

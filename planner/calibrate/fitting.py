@@ -1,0 +1,142 @@
+"""Robust least-squares fit of the cost model's efficiency parameters to measured step times.
+
+The fit is robust least squares (scipy `least_squares`, soft-L1 loss) on log(predicted / measured)
+step time, in a transformed space that keeps each parameter inside its physical bounds (fractions in
+(0, 1) through a logit, positive quantities through a log). A weak prior pulls every parameter toward
+its default, so a parameter the rows barely constrain stays near its assumed value instead of wandering.
+Its own module because it answers one question, "given these parameters, which values?", while which
+parameters to fit is calibrate.selection's and how well it predicts is calibrate.calibration's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from planner.calibrate.samples import Sample, predict, sample_batch
+from planner.errors import PlannerInputError
+from planner.specs.hardware import ClusterSpec
+
+# name -> (kind, lower, upper): "fraction" parameters live in (lower, upper) through a logit,
+# "positive" ones in (lower, upper) through a log.
+PARAMETERS = {
+    "matmul_peak_fraction": ("fraction", 0.02, 1.0),
+    "matmul_half_size": ("positive", 1.0, 1e5),
+    "attention_relative_efficiency": ("fraction", 0.05, 1.5),
+    "hbm_efficiency": ("fraction", 0.02, 1.0),
+    "optimizer_relative_efficiency": ("fraction", 0.001, 1.0),
+    "scale_up_bandwidth_efficiency": ("fraction", 0.005, 1.0),
+    "scale_out_bandwidth_efficiency": ("fraction", 0.005, 1.0),
+    "dp_overlap": ("fraction", 0.0, 1.0),
+    "tp_overlap": ("fraction", 0.0, 1.0),
+    "step_overhead_s": ("positive", 1e-4, 1e3),
+    "microbatch_overhead_s": ("positive", 1e-5, 1e2),
+    "layer_overhead_s": ("positive", 1e-6, 10.0),
+    "latency_scale": ("positive", 0.01, 1e4),
+}
+# Fixed overheads default to 0, where a log-space sensitivity sees nothing; they start instead at a
+# small share of the measured step time (of a micro-batch, of a layer), so the data can move them.
+OVERHEAD_START_SHARE = {"step_overhead_s": 0.02, "microbatch_overhead_s": 0.01, "layer_overhead_s": 0.005}
+PRIOR_WEIGHT = 0.03  # residual weight of each fitted parameter's pull toward its default (in transformed units)
+ROBUST_SCALE = 0.02  # soft-L1 scale on log residuals: errors beyond ~2% count linearly, not squared
+
+
+def start_value(cluster: ClusterSpec, name: str, samples: list[Sample] | None = None) -> float:
+    value = getattr(cluster.efficiency, name)
+    if name == "matmul_half_size" and value is None:
+        dtypes = [s.layout.dtype for s in samples] if samples else ["bf16"]
+        return cluster.matmul_half_size(max(set(dtypes), key=dtypes.count))
+    if name in OVERHEAD_START_SHARE and value <= 0:
+        if not samples:
+            return PARAMETERS[name][1] * 10  # zero sits on the log bound; start just inside it
+        step = float(np.median([s.run.step_time_s for s in samples]))
+        per = {"step_overhead_s": 1.0,
+               "microbatch_overhead_s": float(np.median([s.layout.grad_accumulation for s in samples])),
+               "layer_overhead_s": float(np.median([s.layout.grad_accumulation * s.model.layers for s in samples]))}[name]
+        return max(OVERHEAD_START_SHARE[name] * step / per, PARAMETERS[name][1] * 10)
+    return value
+
+
+def to_free(name: str, value: float) -> float:
+    kind, low, high = PARAMETERS[name]
+    # A default sitting on a bound (tp_overlap = 0) starts just inside it, where the fit can move it.
+    margin = 0.02 * (high - low) if kind == "fraction" else 0.0
+    value = min(max(value, low + margin + 1e-9 * (high - low)), high - margin - 1e-9 * (high - low))
+    if kind == "fraction":
+        x = (value - low) / (high - low)
+        return float(np.log(x / (1 - x)))
+    return float(np.log(value))
+
+
+def _from_free(name: str, free: float) -> float:
+    kind, low, high = PARAMETERS[name]
+    if kind == "fraction":
+        return float(low + (high - low) / (1 + np.exp(-free)))
+    return float(min(max(np.exp(free), low), high))
+
+
+def _cluster_with(cluster: ClusterSpec, names: list[str], free: np.ndarray) -> ClusterSpec:
+    return cluster.with_efficiency(**{n: _from_free(n, f) for n, f in zip(names, free)})
+
+
+def log_residuals(samples, cluster, names, free, batch=None) -> np.ndarray:
+    measured = np.array([s.run.step_time_s for s in samples])
+    return np.log(predict(samples, _cluster_with(cluster, names, free), batch) / measured)
+
+
+def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_weight: float = PRIOR_WEIGHT) -> ClusterSpec:
+    """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies."""
+    if not names:
+        return cluster
+    start = np.array([to_free(n, start_value(cluster, n, samples)) for n in names])
+    batch = sample_batch(samples)
+
+    def residuals(free):
+        data = log_residuals(samples, cluster, names, free, batch)
+        return np.concatenate([data, prior_weight * (free - start)])
+
+    def objective(free):  # the soft-L1 cost least_squares minimises
+        r = residuals(free) / ROBUST_SCALE
+        return float(np.sum(2.0 * (np.sqrt(1.0 + r * r) - 1.0)))
+
+    # Coordinate pre-search over decades for positive quantities: least squares only follows local
+    # slopes, and a latency that is negligible at its default has none.
+    x0 = start.copy()
+    for i, name in enumerate(names):
+        if PARAMETERS[name][0] != "positive":
+            continue
+        trials = [x0[i] + np.log(10.0) * k for k in (-2, -1, 0, 1, 2, 3)]
+        costs = []
+        for value in trials:
+            candidate = x0.copy()
+            candidate[i] = value
+            costs.append(objective(candidate))
+        x0[i] = trials[int(np.argmin(costs))]
+
+    with np.errstate(all="ignore"):
+        finite = bool(np.all(np.isfinite(residuals(x0))))
+    if not finite:  # scipy would raise "Residuals are not finite in the initial point"
+        raise PlannerInputError(f"calibration of {', '.join(names)}: the model's step time is not finite at the "
+                                f"starting values for some of the {len(samples)} rows; check their shapes and layouts")
+    solution = least_squares(residuals, x0, jac=_forward_differences(residuals), loss="soft_l1", f_scale=ROBUST_SCALE,
+                             max_nfev=200 * len(names))
+    return _cluster_with(cluster, names, solution.x)
+
+
+# Step of the finite-difference Jacobian in the free (logit / log) coordinates: absolute, because scipy's
+# relative diff_step shrinks to nothing at a free value of 0 (a fraction at 0.5), where the slope then reads
+# as zero and the fit stops.
+JACOBIAN_STEP = 1e-3
+
+
+def _forward_differences(residuals):
+    def jacobian(free):
+        base = residuals(free)
+        columns = []
+        for j in range(len(free)):
+            moved = np.array(free, dtype=float)
+            moved[j] += JACOBIAN_STEP
+            columns.append((residuals(moved) - base) / JACOBIAN_STEP)
+        return np.stack(columns, axis=1)
+
+    return jacobian
