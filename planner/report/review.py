@@ -25,7 +25,9 @@ from planner.laws.batch_size import RULES as BATCH_RULES
 from planner.specs.layout import Layout, make_layout
 from planner.specs.model import ModelSpec, make_model
 from planner.search.bounds import flops_per_token
-from planner.search.optimize import OptimizeResult, build_problem, score_space
+from planner.search.branch_and_bound import score_space
+from planner.search.optimize import OptimizeResult
+from planner.search.problem_setup import build_problem
 from planner.search.score import Problem, batch_tokens_estimate
 from planner.search.space import LOSSLESS_HIERARCHY, enumerate_space, family_models, gpu_counts
 

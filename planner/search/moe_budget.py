@@ -40,7 +40,7 @@ from planner.specs.hardware import ClusterSpec
 from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal, training_flops
 from planner.specs.model import ModelSpec, family_model, family_moe_model
 from planner.search.layouts import search_layouts
-from planner.search.optimize import LOSS_TIE_RELATIVE
+from planner.search.selection import LOSS_TIE_RELATIVE
 from planner.search.space import gpu_counts
 
 ROUNDS = 3

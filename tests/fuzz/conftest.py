@@ -218,14 +218,14 @@ def cli_contract():
 @pytest.fixture(scope="module")
 def small_search():
     """Shrink optimize's search space so fuzzed optimize cases take milliseconds; input handling is unchanged."""
-    from planner.search import optimize, space
+    from planner.search import problem_setup, space
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(space, "NODE_GRID", (1, 2, 4))
         patch.setattr(space, "DEPTHS", (8, 16, 24, 32))
         patch.setattr(space, "MICRO_BATCH_CHOICES", (1, 4))
         patch.setattr(space, "PP_CHOICES", (1, 2))
-        patch.setattr(optimize, "MAX_CONTEXT_MODELS", 4)
+        patch.setattr(problem_setup, "MAX_CONTEXT_MODELS", 4)
         yield
 
 

@@ -4,7 +4,7 @@ A reduced space (3 family models x 4 GPU counts x small layout choices) is searc
 and, independently, by brute force: every candidate goes through the scalar simulator
 (`planner.cost.estimate.simulate`), and goodput, the loss law, the batch-size rule and the
 budget/target arithmetic are re-implemented here from the module docstrings (score_chunk is never
-called). The brute force must find no feasible plan the selection rule of optimize.py ranks above
+called). The brute force must find no feasible plan the selection rule of search/selection.py ranks above
 the chosen one, and the same counts of dropped candidates.
 """
 
@@ -43,10 +43,10 @@ GPU_OPTIONS = (4, 8, 32, 128)
 SEQ_LEN, VOCAB = 4096, 32000
 CLUSTER = "dgx-h100"
 
-# From the docstrings: selection (optimize.py), goodput (cost/goodput.py), batch rule (laws/batch_size.py).
+# From the docstrings: selection (search/selection.py), goodput (cost/goodput.py), batch rule (laws/batch_size.py).
 LOSS_TIE, COST_TIE = 1e-3, 1e-2
 CHECKPOINT_BYTES_PER_PARAM = 2 + 4 + 4 + 4  # bf16 weights, fp32 master, Adam m and v
-NOMINAL_MFU = 0.45  # optimize.py: the MFU assumed before simulating, used to size D for the batch
+NOMINAL_MFU = 0.45  # search/score.py: the MFU assumed before simulating, used to size D for the batch
 RECOMPUTE = ("none", "selective", "full")
 OFFLOAD = ("none", "optimizer")
 
@@ -108,7 +108,7 @@ def step_law_b_opt(D):
 
 
 def gpu_options(c):
-    """optimize.py searches every GPU count of the grid (bounds, not a window, rule out the hopeless)."""
+    """search/problem_setup.py searches every GPU count of the grid (bounds, not a window, rule out the hopeless)."""
     return GPU_OPTIONS
 
 
@@ -202,7 +202,7 @@ def brute_force(law, c):
 
 
 def rule_best(rows, key, tolerance):
-    """optimize.py's rule: lowest `key`; within `tolerance` of it the shorter wall-clock wins."""
+    """search/selection.py's rule: lowest `key`; within `tolerance` of it the shorter wall-clock wins."""
     if not rows:
         return None
     best = min(r[key] for r in rows)

@@ -4,7 +4,7 @@ Relaxing a problem never makes its answer worse: a larger budget, a longer deadl
 or a faster cluster never give a higher predicted loss (target mode: never a higher cost) and never
 turn a feasible problem infeasible; a negligible serving demand changes nothing.
 
-"Never worse" holds up to the documented tie rule (optimize.select): plans whose objective is within
+"Never worse" holds up to the documented tie rule (search.selection.select): plans whose objective is within
 LOSS_TIE_RELATIVE (COST_TIE_RELATIVE) of the best count as equal and the faster one is chosen, so the
 chosen objective is at most the optimum x (1 + tolerance). The optimum itself never rises when the
 space only grows, hence: relaxed <= original x (1 + tolerance).
@@ -25,7 +25,8 @@ from planner.search.budget import build_constraints
 from planner.specs.clusters import load_cluster
 from planner.laws.registry import load_law
 from planner.search import space as space_module
-from planner.search.optimize import COST_TIE_RELATIVE, LOSS_TIE_RELATIVE, optimize
+from planner.search.optimize import optimize
+from planner.search.selection import COST_TIE_RELATIVE, LOSS_TIE_RELATIVE
 
 EXAMPLES = max(4, settings.default.max_examples // 8)
 REDUCED = {

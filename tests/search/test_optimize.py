@@ -20,7 +20,8 @@ from planner.laws import batch_size
 from planner.laws.published import EPOCH_2024, HOFFMANN_2022
 from planner.laws.registry import load_law
 from planner.search.space import hierarchy_choices
-from planner.search.optimize import pareto_front, select, tokens_for_loss
+from planner.search.problem_setup import tokens_for_loss
+from planner.search.selection import pareto_front, select
 from planner.search.optimize import optimize as run_optimize
 
 DAY_S = 86400.0

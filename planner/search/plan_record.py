@@ -1,0 +1,100 @@
+"""The record of one chosen plan, and of its runners-up: shape, layout, step time, memory, loss and its interval,
+hyperparameters and the step-time band, re-simulated on the scalar path.
+
+Its own module because turning a scored candidate into the full plan the report and CLI print is separate
+from finding it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.calibrate.error_bands import interval as step_time_interval
+from planner.cost.estimate import simulate
+from planner.laws.base import NO_INTERVAL, interval_basis
+from planner.laws.hyperparameters import plan_hyperparameters
+from planner.search.score import Problem
+from planner.search.selection import select
+from planner.search.space import Space, hierarchy_fields, stack_fields
+from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.specs.layout import make_layout, train_steps
+
+def describe(problem: Problem, space: Space, feasible: dict, position: int, label: str | None = None) -> dict:
+    """Full plan record for one feasible candidate, re-simulated on the scalar path."""
+    cluster = problem.cluster
+    i = int(feasible["index"][position])
+    a = {k: v[i] for k, v in space.arrays.items()}
+    mi = int(a["model_index"])
+    model = space.models[mi]
+    # The space holds layout codes; each code is its name's position in OFFLOAD_CODES / RECOMPUTE_CODES.
+    layout = make_layout(
+        "plan", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]), zero=int(a["zero"]),
+        offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
+        global_batch=int(feasible["global_batch"][position]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
+        seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype, **hierarchy_fields(a), **stack_fields(a))
+    sim = simulate(model, layout, cluster)
+    tokens = float(feasible["tokens"][position])
+    law_n = float(problem.law_params[mi])
+    low, high = problem.law.predict_interval(np.array([law_n]), np.array([tokens]), 0.8)
+    gpu_hours = float(feasible["gpu_seconds"][position]) / 3600.0
+    price = cluster.price_per_accelerator_hour
+    plan = {
+        "label": label,
+        "params": int(model.total_params), "law_params": law_n, "non_embedding_params": int(model.non_embedding_params),
+        "shape": {k: getattr(model, k) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "vocab", "seq_len")},
+        "tokens": tokens, "tokens_per_param": tokens / model.total_params,
+        "gpus": layout.gpus, "nodes": -(-layout.gpus // cluster.gpus_per_node),
+        "layout": {**layout.model_dump(), "grad_accumulation": layout.grad_accumulation, "gpus": layout.gpus},
+        "step_time_s": sim["step_time_s"], "tokens_per_s": sim["tokens_per_s"], "mfu": sim["mfu"],
+        "tflops_per_gpu": sim["tflops_per_gpu"], "steps": train_steps(layout, tokens, model.seq_len),
+        "memory_bytes": sim["memory"]["total_bytes"], "hbm_bytes": sim["memory"]["hbm_bytes"],
+        "memory_headroom_bytes": sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"],
+        "memory": {k: v for k, v in sim["memory"].items()}, "time": sim["time"],
+        "goodput": float(feasible["goodput"][position]), "wall_clock_s": float(feasible["wall_s"][position]),
+        "wall_clock_days": float(feasible["wall_s"][position]) / 86400.0,
+        "gpu_hours": gpu_hours, "inference_gpu_hours": float(feasible["inference_gpu_seconds"][position]) / 3600.0,
+        "cost_usd": gpu_hours * price if price else None,
+        "predicted_loss": float(feasible["loss"][position]),
+        # No band for a law with no uncertainty (its "band" is the point twice): null, and the basis says so.
+        "loss_interval": [float(low[0]), float(high[0])] if interval_basis(problem.law) else None,
+        "loss_interval_basis": interval_basis(problem.law) or NO_INTERVAL,
+        "law_warnings": problem.law.extrapolation_warnings(np.array([law_n]), np.array([tokens])),
+    }
+    plan["hyperparameters"] = plan_hyperparameters(float(model.non_embedding_params), tokens,
+                                                   float(layout.global_batch * model.seq_len),
+                                                   batch_rule=problem.batch_rule)
+    # The step-time band (error_bands: the cluster's own calibration, else the published runs): at a fixed budget
+    # a slower step trains fewer tokens; at a fixed token count (target mode) it takes longer and costs more.
+    band = step_time_interval(sim["step_time_s"], layout.framework, cluster)
+    if band is not None:
+        low, high = band["low_s"] / sim["step_time_s"], band["high_s"] / sim["step_time_s"]
+        plan["step_time_band"] = band
+        if problem.constraints.target_loss is None:
+            plan["tokens_band"] = [tokens / high, tokens / low]
+        else:
+            plan["wall_clock_days_band"] = [plan["wall_clock_days"] * low, plan["wall_clock_days"] * high]
+            plan["gpu_hours_band"] = [gpu_hours * low, gpu_hours * high]
+    return plan
+
+
+def alternatives(problem, space, feasible, best: int) -> list[dict]:
+    """Runners-up that differ materially from the best plan."""
+    gpus, wall = space.arrays["gpus"][feasible["index"]], feasible["wall_s"]
+    tp = space.arrays["tp"][feasible["index"]]
+    pp = space.arrays["pp"][feasible["index"]]
+    params = problem.total_params[space.arrays["model_index"][feasible["index"]]]
+    rules = [
+        ("best with at most half the GPUs", gpus <= gpus[best] / 2),
+        ("best finishing in at most half the wall-clock", wall <= wall[best] / 2),
+        ("best with data parallelism only (tp = pp = 1)", (tp == 1) & (pp == 1)),
+        ("best with a model at least 1.5x smaller", params <= params[best] / 1.5),
+        ("best with a model at least 1.5x larger", params >= params[best] * 1.5),
+    ]
+    out, seen = [], {best}
+    for label, mask in rules:
+        position = select(problem, feasible, mask)
+        if position is None or position in seen:
+            continue
+        seen.add(position)
+        out.append(describe(problem, space, feasible, position, label))
+    return out
