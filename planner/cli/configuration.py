@@ -1,0 +1,233 @@
+"""One training configuration from the command line: the flags (runs-CSV names), a --config YAML file, a --model
+preset, merged into a validated (model, layout, cluster, gpus).
+
+Flags override --config, which overrides --model. Its own module because reading and checking a
+configuration is apart from simulating it and printing the result (cli.simulate, cli.simulation_text).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, whole_number
+from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_NAMES
+from planner.specs.clusters import DEFAULT_CLUSTER
+
+MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window")
+LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
+               "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
+               "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
+               "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload",
+               "fp8_param_gather", "fp8_recipe")
+OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
+# Mixture-of-experts layout keys (planner.specs.layout.Layout: expert parallelism and routing).
+MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity")
+LAYOUT_KEYS += MOE_LAYOUT_KEYS
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags mirroring the runs-CSV columns; shared with other commands that take one configuration."""
+    group = parser.add_argument_group("configuration (flags override --config, which overrides --model)")
+    group.add_argument("--config", metavar="FILE.yaml", help="YAML mapping with any of these keys (runs-CSV names)")
+    group.add_argument("--model", metavar="PRESET", help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models)")
+    group.add_argument("--cluster", help=f"cluster spec name (see `planner clusters`) or a path to a YAML file "
+                                         f"(default {DEFAULT_CLUSTER}, as for optimize)")
+    group.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
+    group.add_argument("--gpus", type=whole_number(), help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
+    for key in ("layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab",
+                "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
+        group.add_argument(f"--{key}", type=whole_number(), help=CONFIG_HELP[key])
+    group.add_argument("--mlp", choices=["gelu", "swiglu"], help=CONFIG_HELP["mlp"])
+    group.add_argument("--attention-window", type=whole_number(),
+                       help="sliding-window attention: keys each query attends, itself included (Mistral, Gemma 2, "
+                            "MegaScale; default: full causal attention)")
+    group.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help=CONFIG_HELP["zero"] + " (default 0)")
+    group.add_argument("--offload", choices=["none", "optimizer", "optimizer+params"], help=CONFIG_HELP["offload"] + " (default none)")
+    group.add_argument("--offload-device", choices=["cpu", "nvme"], help=CONFIG_HELP["offload-device"] + " (default cpu)")
+    group.add_argument("--recompute", choices=["none", "selective", "full"], help=CONFIG_HELP["recompute"] + " (default none)")
+    group.add_argument("--seq-parallel", type=int, choices=[0, 1], help=CONFIG_HELP["seq-parallel"] + " (default 0)")
+    group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"], help=CONFIG_HELP["dtype"] + " (default bf16)")
+    group.add_argument("--flash-attention", type=int, choices=[0, 1], help="1 (default): flash attention; 0: unfused softmax")
+    group.add_argument("--framework", choices=list(FRAMEWORK_NAMES),
+                       help="training stack: what it shards, in which dtype, which overlaps it has (default other)")
+    group.add_argument("--tp-comm-overlap", type=int, choices=[0, 1],
+                       help="overlap tensor-parallel communication with GEMMs (TE userbuffers / async TP); default: the framework's")
+    group.add_argument("--dp-comm-overlap", type=int, choices=[0, 1],
+                       help="overlap gradient reduction with backward (and the parameter all-gather with forward); default: the framework's")
+    group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1],
+                       help="hold and reduce gradients in fp32 (1) or the model dtype (0); default: the framework's "
+                            "(Megatron: fp32 with bf16; NeMo's performance recipes: 0). DeepSpeed bf16 at ZeRO 0/1 "
+                            "with 1 is its BF16_Optimizer, which adds each micro-batch's gradients into the fp32 "
+                            "copy in a pass of its own")
+    group.add_argument("--fp8-param-gather", type=int, choices=[0, 1],
+                       help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
+                            "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")
+    group.add_argument("--fp8-recipe", choices=["delayed", "tensorwise"],
+                       help="how fp8 casts are scaled (Megatron --fp8-recipe): delayed, from the amax history, or "
+                            "tensorwise per-tensor current scaling (NeMo's FP8-CS recipes, torchtitan's float8: an "
+                            "amax pass before every cast); needs --dtype fp8; default: the stack's (delayed; "
+                            "tensorwise for fsdp, which has no delayed scaling)")
+    hierarchy = parser.add_argument_group("ZeRO-3 hierarchy (ZeRO++, MiCS / HSDP; need --zero 3)")
+    hierarchy.add_argument("--zero-hpz", type=whole_number(),
+                           help="ZeRO++ hpZ: secondary weight partition over this many data-parallel ranks inside a node, "
+                                "backward all-gathers on the scale-up link (DeepSpeed zero_hpz_partition_size; default 1 = off)")
+    hierarchy.add_argument("--zero-quantized-weights", type=int, choices=[0, 1],
+                           help="ZeRO++ qwZ: all-gather int8 weights (DeepSpeed zero_quantized_weights)")
+    hierarchy.add_argument("--zero-quantized-gradients", type=int, choices=[0, 1],
+                           help="ZeRO++ qgZ: hierarchical int4 all-to-all gradient reduction (DeepSpeed zero_quantized_gradients)")
+    hierarchy.add_argument("--shard-group", type=whole_number(),
+                           help="shard model states over groups of this many data-parallel ranks and replicate across "
+                                "groups (MiCS mics_shard_size, PyTorch HSDP); must divide dp; default: all of dp")
+    hierarchy.add_argument("--grad-shard-group", type=whole_number(),
+                           help="shard gradients over groups of this many ranks (all-reduced across groups once per step); "
+                                "with --zero-hpz, the 3-level partitioning of Xu et al.; default: the shard group")
+    hierarchy.add_argument("--zero-tiling", type=whole_number(),
+                           help="ZeRO-Infinity memory-centric tiling: gather each large Linear in this many tiles "
+                                "(DeepSpeed TiledLinear; default 1)")
+    hierarchy.add_argument("--activation-offload", type=int, choices=[0, 1],
+                           help="keep activation checkpoints in host memory (DeepSpeed cpu_checkpointing; needs "
+                                "--recompute full)")
+
+
+def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Expert-parallel layout flags (MoE models)."""
+    from planner.cli.arguments import real_number, whole_number
+    from planner.frameworks.moe import A2A_OVERLAP_NAMES
+
+    group = parser.add_argument_group("mixture of experts (MoE presets: mixtral-8x7b, deepseek-v3, qwen3-30b-a3b)")
+    group.add_argument("--ep", type=whole_number(), help="expert parallel ranks (fold into tp*cp*dp, as Megatron-Core)")
+    group.add_argument("--etp", type=whole_number(), help="expert tensor parallel ranks (default: tp)")
+    group.add_argument("--moe-a2a-overlap", choices=list(A2A_OVERLAP_NAMES),
+                       help="all-to-all overlap: megatron (--overlap-moe-expert-parallel-comm) or dualpipe (DeepSeek-V3)")
+    group.add_argument("--moe-load-imbalance", type=real_number(1.0),
+                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
+    group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
+                       help="cap tokens per expert at this multiple of the mean (default: dropless)")
+    group.add_argument("--moe-pad-to-capacity", type=int, choices=[0, 1],
+                       help="pad every expert's input to the capacity (Megatron --moe-pad-expert-input-to-capacity): "
+                            "static shapes, no host sync on the token counts; needs --moe-capacity-factor")
+
+
+_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",
+              "fp8_recipe")
+_SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
+                "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
+                "moe_pad_to_capacity")
+
+
+def _check_config_value(key: str, value, where: str):
+    """A config value of the type its flag takes; errors name the file and the key."""
+    from planner.cli.arguments import MAX_WHOLE
+
+    if value is None:
+        return None
+    if key in _TEXT_KEYS:
+        if not isinstance(value, str) or not value.isprintable():
+            raise PlannerInputError(f"{where}: key '{key}': expected text, got {value!r}")
+    elif key in _SWITCH_KEYS:
+        if value not in (0, 1) or isinstance(value, float):  # True/False are 1/0
+            raise PlannerInputError(f"{where}: key '{key}': expected true/false or 1/0, got {value!r}")
+        return bool(value)
+    elif key in _REAL_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise PlannerInputError(f"{where}: key '{key}': expected a positive number, got {value!r}")
+        return float(value)
+    else:
+        low = 0 if key == "zero" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WHOLE:
+            raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {MAX_WHOLE:,}, got {value!r}")
+    return value
+
+
+# Mixture-of-experts config keys (MOE_LAYOUT_KEYS): the overlap scheme is text, the routing figures real numbers.
+_TEXT_KEYS += ("moe_a2a_overlap",)
+_REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
+
+
+def _load_config_file(path: str) -> dict:
+    from planner.io import load_yaml_file
+
+    where = f"--config {path}"
+    try:
+        data = load_yaml_file(path, "configuration file (.yaml)")
+    except PlannerInputError as error:
+        raise PlannerInputError(f"--config {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PlannerInputError(f"{where}: expected a mapping of keys like layers, hidden, tp, ...")
+    known = set(MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS)
+    for key in data:
+        if key not in known:
+            raise PlannerInputError(f"{where}: unknown key '{key}' (expected: {', '.join(sorted(known))})")
+    return {key: _check_config_value(key, value, where) for key, value in data.items()}
+
+
+def resolve_configuration(args) -> tuple:
+    """Merge preset < config file < flags into (model, layout, cluster, gpus)."""
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import make_layout
+    from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
+    from planner.specs.model import make_model, preset
+
+    values = _load_config_file(args.config) if args.config else {}
+    # A cluster named in the config file (not on the command line) must stay inside the spec folder or
+    # under the working directory, as for runs files; so must a cluster folder named there.
+    cluster_from_file = f"--config {args.config}" if values.get("cluster") and not args.cluster else None
+    if values.get("cluster_dir") and not args.cluster_dir:
+        folder = Path(values["cluster_dir"]).resolve()
+        if Path(values["cluster_dir"]).is_absolute() or not folder.is_relative_to(Path.cwd().resolve()):
+            raise PlannerInputError(f"--config {args.config}: key 'cluster_dir' {values['cluster_dir']!r} is outside the "
+                                    "working directory; give it with --cluster-dir instead")
+    for key in MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS:
+        flag_value = getattr(args, key, None)
+        if flag_value is not None:
+            values[key] = flag_value
+    model_fields = preset(values["model"]).model_dump() if values.get("model") else {}
+    model_fields.update({k: values[k] for k in MODEL_KEYS if values.get(k) is not None})
+    if model_fields.get("kv_heads") is None and "heads" in model_fields and not values.get("model"):
+        model_fields["kv_heads"] = model_fields["heads"]
+    missing = [k for k in ("layers", "hidden", "heads", "vocab", "seq_len") if k not in model_fields]
+    if missing:
+        raise PlannerInputError(f"missing model shape: give --model PRESET or --{', --'.join(m.replace('_', '-') for m in missing)}")
+    model = make_model("model", **model_fields)
+    cluster = load_cluster(values.get("cluster") or DEFAULT_CLUSTER, values.get("cluster_dir"), data_file=cluster_from_file)
+    layout_fields = {k: values[k] for k in LAYOUT_KEYS if values.get(k) is not None}
+    gpus = values.get("gpus")
+    if "dp" not in layout_fields and gpus:
+        model_parallel = layout_fields.get("tp", 1) * layout_fields.get("pp", 1) * layout_fields.get("cp", 1)
+        if gpus % model_parallel:
+            raise PlannerInputError(f"--gpus {gpus} is not divisible by tp*pp*cp = {model_parallel}")
+        layout_fields["dp"] = gpus // model_parallel
+    layout_fields.setdefault("global_batch", layout_fields.get("micro_batch", 1) * layout_fields.get("dp", 1))
+    for key in _SWITCH_KEYS:
+        if key in layout_fields:
+            layout_fields[key] = bool(layout_fields[key])
+    args.switched_off = _switch_off_sequence_parallel(layout_fields)
+    if getattr(args, "infer", False):
+        from planner.cost.infer import INFERABLE, infer_layout
+
+        unknown = tuple(name for name in INFERABLE if name not in layout_fields)
+        layout, args.inferred = infer_layout(model, cluster, layout_fields, unknown, gpus=gpus, where="layout")
+        return model, layout, cluster, gpus
+    layout = make_layout("layout", **layout_fields)
+    check_layout(model, layout, gpus=gpus)
+    check_hierarchy_on_node(layout, cluster.gpus_per_node)
+    return model, layout, cluster, gpus
+
+
+# Megatron-LM turns sequence parallelism off at tp 1, with a warning, rather than refusing it
+# (NVIDIA/Megatron-LM@d98e8a64 megatron/training/arguments.py:1430-1439): there is no tensor-parallel group to
+# split the sequence over. The cost model already ignores it there; the layout shown must say so too.
+SEQUENCE_PARALLEL_OFF_AT_TP1 = ("seq_parallel=1 switched off: sequence parallelism needs tp > 1 (Megatron-LM "
+                                "turns it off at tp 1, megatron/training/arguments.py:1433-1439)")
+
+
+def _switch_off_sequence_parallel(layout_fields: dict) -> list[str]:
+    """Set seq_parallel off in `layout_fields` when tp is 1, as Megatron-LM does; the notes saying so."""
+    if layout_fields.get("seq_parallel") and layout_fields.get("tp", 1) == 1:
+        layout_fields["seq_parallel"] = False
+        return [SEQUENCE_PARALLEL_OFF_AT_TP1]
+    return []

@@ -1,0 +1,104 @@
+"""`planner simulate`'s text output: the model, cluster and layout lines, the step time and its band, goodput,
+the time and memory tables and the memory verdict.
+
+Its own module because it only renders a simulation result (cli.simulate computes it).
+"""
+
+from __future__ import annotations
+
+def _hierarchy_text(layout) -> str:
+    """The ZeRO-3 hierarchy settings that differ from flat ZeRO-3, as ' zero_hpz=16 ...' (empty when none)."""
+    parts = [f"{key}={int(value)}" for key, value in (
+        ("zero_hpz", layout.zero_hpz if layout.zero_hpz > 1 else None),
+        ("qwZ", layout.zero_quantized_weights or None), ("qgZ", layout.zero_quantized_gradients or None),
+        ("shard_group", layout.shard_group), ("grad_shard_group", layout.grad_shard_group)) if value]
+    return "".join(" " + p for p in parts)
+
+
+def _inferred_text(inferred: dict) -> str:
+    """The settings --infer filled, and on what ground: the fastest that fits, or (cost/infer.py) when no choice
+    fits, the one that needs the least memory."""
+    settings = ", ".join(f"{k}={v}" for k, v in inferred.items() if k != "inferred_fits")
+    ground = ("none fits: the one needing the least memory" if inferred.get("inferred_fits") is False
+              else "the fastest that fits")
+    return f"inferred {settings} ({ground})"
+
+
+def goodput_text(g: dict) -> str:
+    """The goodput line: the effective training time and the failures and checkpoints it rests on."""
+    from planner.report.render import human_bytes, human_days, human_seconds
+
+    span = lambda seconds: human_days(seconds / 86400.0)  # noqa: E731
+    stall = (f"stalls {human_seconds(g['checkpoint_stall_s'])} (copy to host), persists in {span(g['checkpoint_write_s'])}"
+             if g["checkpoint_mode"] != "sync" else f"stalls {span(g['checkpoint_write_s'])}")
+    paced = g["checkpoint_mode"] != "sync" and g["checkpoint_interval_s"] <= g["checkpoint_write_s"]
+    cadence = "each waits for the last to persist" if paced else "Young/Daly"
+    return (f"goodput {100 * g['goodput']:.1f}% (effective training time): {g['expected_failures_per_day']:.2f} failures "
+            f"a day (job MTBF {span(g['job_mtbf_s'])}, restart {span(g['restart_s'])}); {g['checkpoint_mode']} checkpoint "
+            f"of {human_bytes(g['checkpoint_bytes'])} every {span(g['checkpoint_interval_s'])} ({cadence}), {stall}")
+
+
+def format_simulation(model, layout, cluster, result: dict) -> str:
+    from planner.calibrate.error_bands import band_origin
+    from planner.report.render import human_bytes, human_count, human_seconds, table
+    from planner.specs.model import experts_summary
+
+    step = result["step_time_s"]
+    memory = result["memory"]
+    time_rows = [[name, human_seconds(value), f"{100 * value / step:5.1f}%"]
+                 for name, value in result["time"].items() if value > 0]
+    memory_rows = [[name, human_bytes(value)] for name, value in result["memory_parts"].items() if value > 0]
+    memory_rows.append(["total", human_bytes(memory["total_bytes"])])
+    if result["fits"]:
+        verdict = f"fits: yes ({human_bytes(memory['hbm_bytes'] - memory['total_bytes'])} headroom of {human_bytes(memory['hbm_bytes'])} HBM)"
+    elif not memory["hbm_fits"]:
+        verdict = (f"fits: NO - needs {human_bytes(memory['total_bytes'])} per GPU, HBM is {human_bytes(memory['hbm_bytes'])}"
+                   f" (short by {human_bytes(memory['shortfall_bytes'])}); try more tp/pp, a higher ZeRO stage,"
+                   f" recompute, a smaller micro-batch, or offload")
+    else:  # HBM holds it; what offload moves off the GPUs does not fit the node (lines below)
+        tier = "host memory" if not memory["host_fits"] else "NVMe"
+        verdict = (f"fits: NO - fits in HBM, but the offloaded states exceed the node's {tier}; spread them over more "
+                   f"nodes or offload less")
+    band = result.get("step_time_band")
+    band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
+                 f"({band_origin(band)})") if band else ""
+    experts = f" ({human_count(model.total_active_params)} active: {experts_summary(model)})" if model.is_moe else ""
+    moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
+                  if model.is_moe else "")
+    # Shown only when set, so the default header reads as before.
+    if model.is_moe and layout.moe_capacity_factor is not None:
+        moe_layout += f" capacity={layout.moe_capacity_factor:g}{' padded' if layout.moe_pad_to_capacity else ''}"
+    fp8_params = (" fp8_param_gather=1" if layout.fp8_param_gather else "") + (
+        f" fp8_recipe={layout.fp8_recipe_used}" if layout.dtype == "fp8" and layout.fp8_recipe_used != "delayed" else "")
+    lines = [
+        f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
+        f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}"
+        + (f" window={model.attention_window}" if model.attention_window else ""),
+        f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
+        f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
+        f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
+        f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
+        f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
+        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
+        + fp8_params + _hierarchy_text(layout),
+        "",
+        f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
+        f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
+        *([band_text.strip()] if band_text else []),
+        *([_inferred_text(result["inferred"])] if result.get("inferred") else []),
+        *(f"note: {text}" for text in result.get("switched_off", [])),
+        *([goodput_text(result["goodput"])] if result.get("goodput") else []),
+        "",
+        table(["time part", "seconds", "share"], time_rows),
+        "",
+        table(["memory per GPU", "bytes"], memory_rows),
+        verdict,
+    ]
+    lines[2] += moe_layout  # the layout line: the expert grid of an MoE model
+    if memory["host_bytes_per_node"] > 0:
+        lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
+                     f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
+    if memory["nvme_bytes_per_node"] > 0:
+        lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}"
+                     f"{'' if memory.get('nvme_fits', True) else ' - exceeds the node NVMe capacity'}")
+    return "\n".join(lines)
