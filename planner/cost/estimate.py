@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner.cost.evaluation import evaluation_fraction
 from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
+from planner.frameworks import FRAMEWORK_CODES
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import CandidateBatch, single_batch
 from planner.specs.layout import Layout
@@ -102,4 +104,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
         },
         "time": time["parts"],
         "comm_bytes_per_step": time["comm_bytes_per_step"],
+        # Evaluation seconds per second of training (cost.evaluation): not a part of the step, a share of the run.
+        "evaluation_fraction": float(np.asarray(evaluation_fraction(time["parts"], time["step_time_s"], layout.zero,
+                                                         FRAMEWORK_CODES[layout.framework])).reshape(-1)[0]),
     }

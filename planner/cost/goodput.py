@@ -16,6 +16,7 @@ How a checkpoint is taken sets delta and the lag (`CHECKPOINT_MODES`):
              bandwidth) and a failure restores the last persisted one (lag = the persist time).
   in-memory  as async, but a failure restores the host-memory copy (kept on peers, Gemini, Wang et al. 2023),
              so the lag is only the copy.
+Evaluation passes (planner.cost.evaluation) divide it by 1 + their share of training time.
 The mode is the spec's `reliability.checkpoint` unless given. `restart_s` overrides the spec's restart time (a fast restart: MegaScale's in-place restart without a requeue).
 """
 
@@ -71,15 +72,21 @@ def goodput(params, gpus, cluster: ClusterSpec, checkpoint: str | None = None, r
 
 
 def goodput_summary(params: float, gpus: int, cluster: ClusterSpec, checkpoint: str | None = None,
-                    framework: str = "other") -> dict:
+                    framework: str = "other", evaluation_fraction: float = 0.0) -> dict:
     """goodput() of one job on `framework` as plain numbers, with the inputs it rests on (what `planner simulate`
-    reports)."""
+    reports). `evaluation_fraction` (planner.cost.evaluation: evaluation seconds per second of training) is
+    folded in, as the search folds it: `goodput` is then the fraction of wall-clock that trains."""
     mode = cluster.reliability.checkpoint_mode if checkpoint is None else checkpoint
     bytes_per_param = checkpoint_bytes_per_param(framework)
     result = {key: float(np.asarray(value).item())
               for key, value in goodput(params, gpus, cluster, mode, bytes_per_param=bytes_per_param).items()}
+    stack = FRAMEWORKS[framework]
     return {
         **result,
+        "goodput": result["goodput"] / (1.0 + evaluation_fraction),
+        "failure_goodput": result["goodput"],
+        "evaluation_fraction": float(evaluation_fraction),
+        "eval_interval_steps": stack.eval_interval_steps, "eval_iters": stack.eval_iters,
         "checkpoint_mode": mode,
         "checkpoint_bytes": bytes_per_param * float(params),
         "checkpoint_bytes_per_s": cluster.reliability.checkpoint_bytes_per_s,

@@ -16,6 +16,7 @@ import json
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
 from planner.emit.schedule import (COOLDOWN_FRACTION, MIN_LR_RATIO, SAVE_INTERVAL_WITHOUT_PLAN,  # noqa: F401
                                    WARMUP_FRACTION, WEIGHT_DECAY, step_law_learning_rate, train_sequences, warmup_count)
+from planner.frameworks import FRAMEWORKS
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -248,7 +249,10 @@ def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: i
                 else f"deepspeed --hostfile hostfile --num_nodes {nodes} --num_gpus {per_node}")
     arguments = megatron_arguments(model, layout, tokens, learning_rate)
     data_args = ['--data-path "$DATA_PATH"', "--tokenizer-type HFTokenizer", '--tokenizer-model "$TOKENIZER"',
-                 "--split 98,2,0", "--log-interval 10", "--eval-interval 1000", "--eval-iters 10",
+                 "--split 98,2,0", "--log-interval 10",
+                 # the evaluation cadence the plan prices (planner.cost.evaluation; frameworks/base.py EVAL_*)
+                 f"--eval-interval {FRAMEWORKS['deepspeed'].eval_interval_steps:g}",
+                 f"--eval-iters {FRAMEWORKS['deepspeed'].eval_iters:g}",
                  f"--save-interval {save_interval}", '--save "$CHECKPOINTS"', '--load "$CHECKPOINTS"']
     body = " \\\n  ".join([f"{launcher} \"$MEGATRON_DEEPSPEED\"/pretrain_gpt.py", *arguments, *data_args])
     schedule = ("# The peak learning rate is Step Law's estimate for this N and D: a starting point to sweep around.\n"

@@ -21,6 +21,7 @@ import shlex
 from planner.emit.pipeline import split_kind, virtual_stage_layers
 from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN, WARMUP_FRACTION,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, cooldown_count, nodes, train_sequences, warmup_count)
+from planner.frameworks import FRAMEWORKS
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -267,10 +268,12 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None = 
 
 
 # Data, tokenizer, logging and checkpoints: the run's, not the plan's (MP:3255, 3266; TRC:698, 714, 247, 119, 115, 395-430).
+# The evaluation cadence is the one the plan prices (planner.cost.evaluation; frameworks/base.py EVAL_*).
+_EVALUATION = FRAMEWORKS["megatron"]
 DATA_ARGUMENTS: list[Argument] = [
     ("--data-path", "$DATA_PATH"), ("--tokenizer-type", "HuggingFaceTokenizer"), ("--tokenizer-model", "$TOKENIZER"),
-    ("--split", "98,2,0"), ("--log-interval", "10"), ("--eval-interval", "1000"), ("--eval-iters", "10"),
-    ("--save", "$CHECKPOINTS"), ("--load", "$CHECKPOINTS")]
+    ("--split", "98,2,0"), ("--log-interval", "10"), ("--eval-interval", f"{_EVALUATION.eval_interval_steps:g}"),
+    ("--eval-iters", f"{_EVALUATION.eval_iters:g}"), ("--save", "$CHECKPOINTS"), ("--load", "$CHECKPOINTS")]
 
 
 def arguments_text(arguments: list[Argument]) -> str:

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The evaluation cadence the launch files planner writes set (planner.emit: Megatron-LM and Megatron-DeepSpeed
+# --eval-interval / --eval-iters): a validation pass every EVAL_INTERVAL_STEPS optimizer steps of EVAL_ITERS
+# forward-only iterations of one global batch each. Megatron's own defaults are eval_iters 100 and no interval
+# (megatron/training/config/training_config.py:115, 119 @d98e8a64); these are the planner's choice, priced by
+# planner.cost.evaluation so the plan's days include what the run spends evaluating.
+EVAL_INTERVAL_STEPS = 1000
+EVAL_ITERS = 10
+
 
 @dataclass(frozen=True)
 class Framework:
@@ -198,6 +206,12 @@ class Framework:
     # distributed optimizer, DeepSpeed), fp32 parameters 4 + Adam 8 = 12 where the fp32 parameter is the master
     # (FSDP, JAX). The default is the ZeRO paper's accounting.
     checkpoint_bytes_per_param: float = 14.0
+    # Evaluation passes the stack's launch runs (planner.cost.evaluation prices them, planner.emit writes them):
+    # one every eval_interval_steps optimizer steps, of eval_iters forward-only global batches; 0 = none (the
+    # torchtitan job config planner writes leaves validation off). MegaScale and deepspeed-v0.3 keep the values of
+    # the Megatron / Megatron-DeepSpeed training loop they derive from; other stacks without launch files: none.
+    eval_interval_steps: float = 0.0
+    eval_iters: float = 0.0
     # What a run on this stack used when it does not say (a runs-CSV row with an empty dtype or zero cell;
     # calibrate.validation names them as inferred): the stack's usual launch. bf16 with plain data parallelism
     # (ZeRO 0): DeepSpeed's zero_optimization.stage defaults to 0 (runtime/zero/config.py), Megatron's

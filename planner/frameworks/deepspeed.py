@@ -48,7 +48,7 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   data(-and-sequence)-parallel group (engine.py:1655).
 """
 
-from planner.frameworks.base import Framework
+from planner.frameworks.base import EVAL_INTERVAL_STEPS, EVAL_ITERS, Framework
 
 # max_zero_with_pipeline stays 1: "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism"
 # (`deepspeed/runtime/pipe/engine.py`:78 @38327e07).
@@ -96,4 +96,6 @@ DEEPSPEED = Framework(
     # fp32 partition (SINGLE_PARTITION_OF_FP32_GROUPS) and Adam's state (runtime/zero/stage_1_and_2.py:3376-3388):
     # 2 + 4 + 8.
     checkpoint_bytes_per_param=14.0,
+    # The launch planner.emit writes for Megatron-DeepSpeed evaluates (--eval-interval / --eval-iters, base.py).
+    eval_interval_steps=EVAL_INTERVAL_STEPS, eval_iters=EVAL_ITERS,
 )

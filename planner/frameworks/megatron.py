@@ -27,7 +27,7 @@ megatron/core/distributed/distributed_data_parallel_config.py, DDP = .../distrib
   (`core/distributed/fsdp/mcore_fsdp_adapter.py`:166-169), so its ZeRO-2 reduce-scatters every micro-batch.
 """
 
-from planner.frameworks.base import Framework
+from planner.frameworks.base import EVAL_INTERVAL_STEPS, EVAL_ITERS, Framework
 
 MEGATRON = Framework(
     name="megatron",
@@ -72,4 +72,6 @@ MEGATRON = Framework(
     # Checkpoint: the model's bf16 state dict plus, per parameter, the distributed optimizer's "param" (the fp32 main
     # copy) and Adam's exp_avg and exp_avg_sq (`core/optimizer/distrib_optimizer.py`:1090-1117): 2 + 4 + 8.
     checkpoint_bytes_per_param=14.0,
+    # The launch planner.emit writes for Megatron-LM evaluates (--eval-interval / --eval-iters, base.py).
+    eval_interval_steps=EVAL_INTERVAL_STEPS, eval_iters=EVAL_ITERS,
 )

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
@@ -257,7 +258,7 @@ class LayoutSearch:
     memory_bytes: np.ndarray
     fits: np.ndarray  # fits HBM and host memory
     reason_code: np.ndarray  # -1, or the index into REASONS of the first reason that rules the layout out
-    goodputs: np.ndarray  # per layout: its stack's checkpoint size sets it (cost.goodput)
+    goodputs: np.ndarray  # per layout: its stack's checkpoint size (cost.goodput) and evaluation passes (cost.evaluation)
     order: np.ndarray = field(default=None)  # feasible layouts, most tokens per second first
     moe_load_imbalance: float = 1.0  # MoE models: the busiest expert rank's load over the mean
     # Without a given global batch: each layout's batch (the law's target rounded to micro-batch x dp) is at most
@@ -266,6 +267,9 @@ class LayoutSearch:
     # Would fit HBM and host memory without the --min-headroom margin: where `fits` is False, the margin alone
     # ruled the layout out (what an infeasible plan's explanation names). None: not recorded.
     fits_without_headroom: np.ndarray | None = None
+    # Evaluation seconds per second of training, per layout (cost.evaluation; 0 where it does not fit), which
+    # `goodputs` already divides by. None: not recorded.
+    evaluation_fractions: np.ndarray | None = None
 
     @property
     def feasible(self) -> np.ndarray:
@@ -393,10 +397,11 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     return LayoutSearch(model=model, cluster=cluster, gpus=gpus, dtype=dtype, arrays=arrays,
                         step_time_s=times["step_time_s"], tokens_per_s=times["tokens_per_s"],
                         mfu=times["mfu"], memory_bytes=memory["total_bytes"], fits=fits, reason_code=reason,
-                        goodputs=goodput(model.total_params, float(gpus), cluster, bytes_per_param=framework_arrays(
-                            arrays["framework"])["checkpoint_bytes_per_param"])["goodput"] * np.ones(len(fits)),
+                        goodputs=with_evaluation(goodput(model.total_params, float(gpus), cluster, bytes_per_param=
+                            framework_arrays(arrays["framework"])["checkpoint_bytes_per_param"])["goodput"],
+                            times["evaluation_fraction"]),
                         moe_load_imbalance=moe_load_imbalance, within_batch_limit=within,
-                        fits_without_headroom=memory["fits"])
+                        fits_without_headroom=memory["fits"], evaluation_fractions=times["evaluation_fraction"])
 
 
 def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype, min_headroom, hierarchy,
@@ -411,7 +416,8 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]
     fitting = np.flatnonzero(fits)
-    times = step_time(batch.take(fitting), cluster)
+    fitted = batch.take(fitting)
+    times = step_time(fitted, cluster)
 
     def spread(values):  # back to every layout; those that do not fit get NaN
         out = np.full(len(batch), np.nan)
@@ -420,4 +426,6 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
 
     # Only what the search keeps: a memo of whole memory breakdowns would hold gigabytes.
     memory = {k: memory[k] for k in ("total_bytes", "fits", "host_fits", "nvme_fits")}
-    return arrays, memory, in_hbm, fits, {k: spread(times[k]) for k in ("step_time_s", "tokens_per_s", "mfu")}
+    kept = {k: spread(times[k]) for k in ("step_time_s", "tokens_per_s", "mfu")}
+    kept["evaluation_fraction"] = np.nan_to_num(spread(batch_evaluation_fraction(fitted, times)))  # cost.evaluation
+    return arrays, memory, in_hbm, fits, kept

@@ -3,7 +3,8 @@
 Budget mode (maximise quality): a plan runs until its GPU-hours or the deadline run out,
   wall = min(budget / gpus, deadline), D = tokens_per_s x goodput x wall, loss = L(N, D).
 Target mode (minimise cost): D is what the law needs to reach the target loss at N,
-  wall = D / (tokens_per_s x goodput), cost = gpus x wall, and the deadline/budget must hold.
+  wall = D / (tokens_per_s x goodput), cost = gpus x wall, and the deadline/budget must hold. Goodput counts
+  failures and checkpoints (cost.goodput) and the launch's evaluation passes (cost.evaluation).
 With --inference-tokens, serving cost 2·N FLOP per token (Sardana et al. 2024) at the plan's achieved
 FLOP rate is added to the cost (target mode) or taken out of the budget first (budget mode).
 
@@ -27,6 +28,7 @@ from planner.errors import PlannerInputError
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.cost.step_time import step_time
+from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
 from planner.frameworks import framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
@@ -139,7 +141,8 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     in_hbm = within_hbm(memory, problem.constraints.min_headroom)
     fits = in_hbm & memory["host_fits"]
     fitting = np.flatnonzero(fits)
-    time_parts = step_time(batch.take(fitting), problem.cluster)
+    fitted = batch.take(fitting)
+    time_parts = step_time(fitted, problem.cluster)
     n = len(batch)
 
     def spread(values):  # back to the whole chunk; non-fitting candidates get NaN
@@ -159,6 +162,8 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     checkpoint_bytes = (framework_arrays(arrays["framework"])["checkpoint_bytes_per_param"] if "framework" in arrays
                         else None)  # each stack's checkpoint size (frameworks/base.py)
     gp = goodput(problem.total_params[mi], gpus, problem.cluster, bytes_per_param=checkpoint_bytes)["goodput"]
+    # The launch's evaluation passes take wall-clock too (cost.evaluation); candidates that do not fit have none.
+    gp = with_evaluation(gp, np.nan_to_num(spread(batch_evaluation_fraction(fitted, time_parts))))
     effective_rate = tokens_per_s * gp
     c = problem.constraints
     flops_rate = np.where(fits, spread(time_parts["tflops_per_gpu"]), best_tflops) * 1e12 * gpus  # achieved model FLOP/s of the job
