@@ -75,7 +75,7 @@ def run(args) -> int:
     result = simulate(model, layout, cluster)
     result["step_time_band"] = interval(result["step_time_s"], layout.framework, cluster)
     result["goodput"] = goodput_summary(model.total_params, layout.gpus, cluster, getattr(args, "checkpoint_mode", None),
-                                        framework=layout.framework)
+                                        framework=layout.framework, evaluation_fraction=result["evaluation_fraction"])
     result["inferred"] = getattr(args, "inferred", {})
     result["switched_off"] = getattr(args, "switched_off", [])
     if args.json:

@@ -35,7 +35,9 @@ def goodput_text(g: dict) -> str:
     cadence = "each waits for the last to persist" if paced else "Young/Daly"
     return (f"goodput {100 * g['goodput']:.1f}% (effective training time): {g['expected_failures_per_day']:.2f} failures "
             f"a day (job MTBF {span(g['job_mtbf_s'])}, restart {span(g['restart_s'])}); {g['checkpoint_mode']} checkpoint "
-            f"of {human_bytes(g['checkpoint_bytes'])} every {span(g['checkpoint_interval_s'])} ({cadence}), {stall}")
+            f"of {human_bytes(g['checkpoint_bytes'])} every {span(g['checkpoint_interval_s'])} ({cadence}), {stall}"
+            + (f"; evaluation {100 * g['evaluation_fraction']:.2f}% of training time ({g['eval_iters']:g} forward-only "
+               f"iterations every {g['eval_interval_steps']:g} steps)" if g.get("evaluation_fraction") else ""))
 
 
 def format_simulation(model, layout, cluster, result: dict) -> str:

@@ -247,3 +247,18 @@ def test_sequence_parallel_at_tp1_is_switched_off_and_said(cli):
     assert sp_off["switched_off"] == [] and sp_on["step_time_s"] == sp_off["step_time_s"]
     code, out, _ = cli(["simulate", *GPT2, "--tp", "2", "--dp", "4", "--seq-parallel", "1", "--json"])
     assert json.loads(out)["layout"]["seq_parallel"] is True and json.loads(out)["switched_off"] == []
+
+
+def test_simulate_goodput_counts_and_prints_the_evaluation_passes(cli):
+    """The goodput simulate prints divides by the launch's evaluation share (planner.cost.evaluation), as the
+    search's does, and the line says so."""
+    from planner.frameworks import FRAMEWORKS
+
+    argv = ["simulate", "--model", "llama2-70b", "--gpus", "64", "--tp", "8", "--pp", "4", "--framework", "megatron"]
+    _, out, _ = cli(argv)
+    stack = FRAMEWORKS["megatron"]
+    assert (f"{stack.eval_iters:g} forward-only iterations every {stack.eval_interval_steps:g} steps") in out
+    _, text, _ = cli([*argv, "--json"])
+    g = json.loads(text)["goodput"]
+    assert g["evaluation_fraction"] > 0
+    assert g["goodput"] == pytest.approx(g["failure_goodput"] / (1.0 + g["evaluation_fraction"]))
