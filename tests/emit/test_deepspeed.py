@@ -54,6 +54,7 @@ DEEPSPEED_CHECK = textwrap.dedent("""
                      "accumulation": parsed.gradient_accumulation_steps,
                      "zero_stage": parsed.zero_optimization_stage,
                      "grad_accum_dtype": parsed.grad_accum_dtype,
+                     "overlap_comm": parsed.zero_config.overlap_comm,
                      "offload_optimizer": str(parsed.zero_config.offload_optimizer.device)
                                           if parsed.zero_config.offload_optimizer else None,
                      "offload_param": str(parsed.zero_config.offload_param.device)
@@ -117,6 +118,21 @@ def test_deepspeed_parses_the_configs_launch_files_emits_for_searched_plans():
         got = parsed[name]
         assert (got["train_batch_size"], got["micro"], got["accumulation"], got["zero_stage"]) == (
             layout.global_batch, layout.micro_batch, layout.grad_accumulation, layout.zero), name
+        assert got["overlap_comm"] == priced_overlap_comm(layout), name
+
+
+def priced_overlap_comm(layout: Layout) -> bool:
+    """The overlap_comm the plan was priced with: ZeRO-1/2 hide the bucketed reduction behind backward and hold a
+    second IPG bucket only with the layout's dp_comm_overlap (cost.step_time, cost.memory); ZeRO-3 is priced with
+    DeepSpeed's stage-3 default, on (runtime/zero/config.py overlap_comm_valid)."""
+    return layout.dp_comm_overlap_on if layout.zero in (1, 2) else layout.zero == 3
+
+
+def test_overlap_comm_is_the_overlap_the_plan_priced():
+    for zero in (1, 2, 3):
+        for overlap in (None, False, True):
+            layout = Layout(dp=8, zero=zero, global_batch=64, framework="deepspeed", dp_comm_overlap=overlap)
+            assert ds_config(layout)["zero_optimization"]["overlap_comm"] == priced_overlap_comm(layout), (zero, overlap)
 
 
 def test_batch_arithmetic_matches_deepspeeds_rule():
