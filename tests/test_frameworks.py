@@ -249,3 +249,22 @@ def test_each_stack_runs_its_cited_attention_kernel_on_hopper(name, kernel):
     assert FRAMEWORKS[name].attention_kernel_hopper == kernel
     batch = single_batch(PRESETS["llama3-8b"], Layout(dp=8, framework=name))
     assert attention_kernel_codes(batch, load_cluster("dgx-h100"))[0] == kernels.attention_kernel_code(kernel, "h100")
+
+
+def test_deepspeed_zero0_is_priced_without_a_reduce_overlap_it_cannot_run(cli):
+    """DeepSpeed's ZeRO-0 all-reduces after backward (frameworks/deepspeed.py reduce_overlaps_at_zero0): simulate
+    refuses the overlap there, and neither search offers it (they had priced it hidden behind backward)."""
+    from planner.search.layouts import search_layouts
+    from planner.specs.clusters import load_cluster
+    from planner.specs.model import PRESETS
+
+    code, _, err = cli(["simulate", "--model", "llama2-7b", "--gpus", "8", "--dp", "8", "--zero", "0",
+                        "--global-batch", "64", "--framework", "deepspeed", "--dp-comm-overlap", "1"])
+    assert code == 2 and "dp_comm_overlap at zero=0" in err
+    search = search_layouts(PRESETS["llama2-7b"], load_cluster("dgx-h100"), 8, global_batch=64,
+                            frameworks=("deepspeed", "megatron"))
+    a = search.arrays
+    zero0 = (a["zero"] == 0) & (a["dp"] > 1)
+    deepspeed = a["framework"] == FRAMEWORK_CODES["deepspeed"]
+    assert np.any(zero0 & deepspeed) and not np.any(a["dp_comm_overlap"][zero0 & deepspeed])
+    assert np.any(a["dp_comm_overlap"][zero0 & ~deepspeed])  # Megatron's DDP overlaps its all-reduce

@@ -145,6 +145,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if stack.replicated_dp_alone and layout.zero == 0 and (layout.cp > 1 or (layout.dp > 1 and layout.tp * layout.pp > 1)):
         problems.append(f"zero=0 with tp, pp or cp > 1: {framework} runs replicated data parallelism only as the sole "
                         "parallelism and shards parameters over context-parallel ranks")
+    if layout.zero == 0 and layout.dp > 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_at_zero0:
+        problems.append(f"dp_comm_overlap at zero=0: {framework} all-reduces the gradients after backward at ZeRO-0, "
+                        "behind nothing (set --dp-comm-overlap 0, or zero >= 1)")
     if layout.recompute not in stack.recompute_modes:
         problems.append(f"recompute={layout.recompute}: {framework} recomputes activations {' or '.join(stack.recompute_modes)}")
     if layout.dtype not in stack.dtypes:

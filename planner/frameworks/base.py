@@ -206,6 +206,9 @@ class Framework:
     # distributed optimizer, DeepSpeed), fp32 parameters 4 + Adam 8 = 12 where the fp32 parameter is the master
     # (FSDP, JAX). The default is the ZeRO paper's accounting.
     checkpoint_bytes_per_param: float = 14.0
+    # dp_comm_overlap exists at ZeRO-0 too: plain data parallelism all-reduces gradient buckets during backward
+    # (DDP, Megatron-Core DDP). False where ZeRO-0 all-reduces only after the last backward, behind nothing.
+    reduce_overlaps_at_zero0: bool = True
     # Evaluation passes the stack's launch runs (planner.cost.evaluation prices them, planner.emit writes them):
     # one every eval_interval_steps optimizer steps, of eval_iters forward-only global batches; 0 = none (the
     # torchtitan job config planner writes leaves validation off). MegaScale and deepspeed-v0.3 keep the values of

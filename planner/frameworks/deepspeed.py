@@ -96,6 +96,10 @@ DEEPSPEED = Framework(
     # fp32 partition (SINGLE_PARTITION_OF_FP32_GROUPS) and Adam's state (runtime/zero/stage_1_and_2.py:3376-3388):
     # 2 + 4 + 8.
     checkpoint_bytes_per_param=14.0,
+    # ZeRO-0 has no reduce hooks: the engine all-reduces every gradient after backward at the accumulation boundary
+    # (runtime/engine.py:3082-3095 in 0.19.8, buffered_allreduce_fallback; the pipeline engine likewise after its
+    # last backward, pipe/engine.py:287-294); overlap_comm is a ZeRO-1/2/3 key (zero/config.py).
+    reduce_overlaps_at_zero0=False,
     # The launch planner.emit writes for Megatron-DeepSpeed evaluates (--eval-interval / --eval-iters, base.py).
     eval_interval_steps=EVAL_INTERVAL_STEPS, eval_iters=EVAL_ITERS,
 )
