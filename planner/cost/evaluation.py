@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.frameworks import framework_arrays
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS, framework_arrays
 
 # Step parts of gradients and the optimizer only: an evaluation iteration has none of them.
 GRADIENT_ONLY_PARTS = ("dp_comm_exposed", "expert_dp_comm_exposed", "optimizer", "grad_accumulation",
@@ -55,3 +55,12 @@ def with_evaluation(goodput, fraction) -> np.ndarray:
 def batch_evaluation_fraction(batch, times: dict) -> np.ndarray:
     """evaluation_fraction of a CandidateBatch from its step_time result `times`."""
     return evaluation_fraction(times["parts"], times["step_time_s"], batch.zero, batch.framework)
+
+
+def plan_evaluation(plan: dict) -> dict:
+    """A plan's (planner optimize) evaluation passes: the fraction of training time, the interval and the iterations."""
+    layout = plan["layout"]
+    stack = FRAMEWORKS[layout["framework"]]
+    fraction = evaluation_fraction(plan["time"], plan["step_time_s"], layout["zero"], FRAMEWORK_CODES[layout["framework"]])
+    return {"fraction": float(np.asarray(fraction).reshape(-1)[0]), "interval_steps": stack.eval_interval_steps,
+            "iters": stack.eval_iters}

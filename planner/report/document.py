@@ -56,6 +56,17 @@ def _budget_text(c: dict) -> str:
     return f"{c['budget_gpu_hours']:,.0f} GPU-hours" + (f" (${c['budget_usd']:,.0f})" if c["budget_usd"] else "")
 
 
+
+def _evaluation_text(plan: dict) -> str:
+    """' and evaluation (...)': the launch's evaluation passes goodput counts (planner.cost.evaluation), if any."""
+    from planner.cost.evaluation import plan_evaluation
+
+    evaluation = plan_evaluation(plan)
+    if not evaluation["fraction"]:
+        return ""
+    return (f" and evaluation ({evaluation['iters']:g} forward-only iterations every {evaluation['interval_steps']:g} "
+            f"steps: {100 * evaluation['fraction']:.2f}% of training time)")
+
 def summary_blocks(review: dict) -> list:
     plan, cl = review["plans"][0], review["cluster"]
     s, lay = plan["shape"], plan["layout"]
@@ -71,7 +82,7 @@ def summary_blocks(review: dict) -> list:
         f"({human_count(lay['global_batch'] * s['seq_len'])} tokens), {plan['steps']:,.0f} steps.",
         f"Speed: {human_seconds(plan['step_time_s'])} per step, {plan['tokens_per_s']:,.0f} tokens/s, "
         f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}% "
-        "after failures and checkpoints.",
+        f"after failures, checkpoints{_evaluation_text(plan)}.",
         f"Memory: {human_bytes(plan['memory_bytes'])} of {human_bytes(plan['hbm_bytes'])} HBM per GPU "
         f"({human_bytes(plan['memory_headroom_bytes'])} headroom)." + memory_risk(plan, review["memory_risk_fraction"]),
         (f"Cost model: **calibrated** ({cl['calibration']})." if cl["calibrated"] else

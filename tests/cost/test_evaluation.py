@@ -80,3 +80,17 @@ def test_the_layout_search_folds_evaluation_into_goodput(h100):
     assert np.all(search.goodputs[fitting] < failure_only)
     assert np.all(search.evaluation_fractions[fitting] > 0)
 
+
+
+def test_the_report_names_the_evaluation_share_of_a_plan(h100):
+    """planner report's speed line says what its goodput counts: the plan's evaluation passes among them."""
+    from planner.cost.evaluation import plan_evaluation
+    from planner.report.document import _evaluation_text
+
+    layout = _layout("megatron")
+    result = simulate(PRESETS["llama2-70b"], layout, h100)
+    plan = {"layout": layout.model_dump(), "time": result["time"], "step_time_s": result["step_time_s"]}
+    assert plan_evaluation(plan)["fraction"] == pytest.approx(result["evaluation_fraction"])
+    assert f"{100 * result['evaluation_fraction']:.2f}% of training time" in _evaluation_text(plan)
+    fsdp = {**plan, "layout": {**plan["layout"], "framework": "fsdp"}}
+    assert _evaluation_text(fsdp) == ""
