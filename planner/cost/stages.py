@@ -14,7 +14,7 @@ from planner.cost import distinct
 from planner.specs.pipeline_stages import stage_argmax, stage_param_counts
 
 
-# What the stage split reads (specs.layout.stage_layers, stage_param_counts): the model, tp, pp, vpp and the
+# What the stage split reads (specs.pipeline_stages.stage_layers, stage_param_counts): the model, tp, pp, vpp and the
 # stack (its vocabulary padding).
 STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp", "framework")
 
