@@ -217,7 +217,7 @@ CANDIDATES = [
     ("gpt3-175b", Layout(tp=8, pp=8, dp=4, zero=1, global_batch=256, recompute="full", flash_attention=False,
                          dtype="fp16")),
     ("llama3-8b", Layout(tp=2, dp=16, zero=3, offload="optimizer", micro_batch=2, global_batch=64)),
-    ("llama3-8b", Layout(dp=4, cp=2, zero=2, offload="optimizer", offload_device="nvme", global_batch=8)),
+    ("llama3-8b", Layout(dp=4, cp=2, zero=3, offload="optimizer", offload_device="nvme", global_batch=8)),  # NVMe swaps at ZeRO-3 only
     ("gpt2-small", Layout(dp=2, zero=3, offload="optimizer+params", global_batch=2)),
     ("llama2-7b", Layout(tp=4, pp=2, dp=32, cp=2, zero=1, micro_batch=1, global_batch=512, seq_parallel=True)),
 ]
