@@ -232,15 +232,22 @@ def test_plans_table_states_constant_columns_once(review):
         assert "GPU-hours" in table[1] and not note
 
 
-def test_layout_text_shows_context_parallelism():
+def test_report_names_a_layout_as_the_cli_tables_do():
+    """The review document prints a layout as the CLI's tables do (render.layout_text): the stack, each parallel
+    size used, then what changes the step time. A budget plan is dense: its Layout fields' ep 1 is not shown."""
     from planner.report.document import _layout
+    from planner.report.render import layout_text
+    from planner.specs.layout import make_layout
 
-    base = dict(tp=8, pp=2, dp=4, cp=1, vpp=1, zero=1, offload="none", micro_batch=1, grad_accumulation=4,
-                recompute="none")
-    assert " cp" not in _layout(base)
-    assert "dp4 cp2," in _layout({**base, "cp": 2})
-    # A plan's layout names its stack first.
-    assert _layout({**base, "framework": "megatron"}).startswith("megatron: tp8 pp2 dp4")
+    lay = make_layout(framework="megatron", tp=8, pp=2, dp=4, cp=2, zero=1, micro_batch=1, global_batch=16,
+                      recompute="selective")
+    plan_layout = {**lay.model_dump(), "grad_accumulation": lay.grad_accumulation, "gpus": lay.gpus}
+    assert _layout(plan_layout) == "megatron tp8 pp2 cp2 dp4 z1 mb1 rc-selective"
+    assert " cp" not in _layout({**plan_layout, "cp": 1})
+    # A MoE Layout's fields (etp None: the experts use tp) name ep and no etp, as the fixed-model rows do.
+    moe = {**lay.model_dump(), "ep": 4}
+    assert layout_text(moe) == "megatron tp8 pp2 cp2 dp4 z1 mb1 ep4 rc-selective"
+    assert layout_text({**moe, "etp": 1}).startswith("megatron tp8 pp2 cp2 dp4 z1 mb1 ep4 etp1")
 
 
 def test_loss_curve_ends_at_the_plans_predicted_loss(review):

@@ -10,23 +10,20 @@ draws the figures.
 from __future__ import annotations
 
 from planner import __version__
-from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds
+from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds, layout_text
 
 GIB = 2.0**30
 FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling")
+# The layouts are render.layout_text's, as the CLI prints them; the document spells its abbreviations out.
+LAYOUT_LEGEND = ("Layouts: the training stack, then the tensor (tp), pipeline (pp; vpp interleaved stages), context (cp) "
+                 "and data (dp) parallel sizes; z = ZeRO stage, mb = micro-batch, rc = recompute, sp = sequence "
+                 "parallelism.")
 
 
 def _layout(lay: dict) -> str:
-    # cp and ep shown whenever they are used: they change the GPU count and the communication.
-    text = (f"{lay['framework']}: " if lay.get("framework") else "") + f"tp{lay['tp']} pp{lay['pp']} dp{lay['dp']}"
-    text += f" vpp{lay['vpp']}" if lay["vpp"] > 1 else ""
-    text += "".join(f" {key}{lay[key]}" for key in ("cp", "ep") if lay.get(key, 1) > 1)
-    text += f", ZeRO-{lay['zero']}" + (f" + {lay['offload']} offload" if lay["offload"] != "none" else "")
-    text += f" (ZeRO++ hpZ over {lay['zero_hpz']})" if lay.get("zero_hpz", 1) > 1 else ""
-    text += " (qwZ, qgZ)" if lay.get("zero_quantized_weights") or lay.get("zero_quantized_gradients") else ""
-    text += f" (shard group {lay['shard_group']}, MiCS / HSDP)" if lay.get("shard_group") else ""
-    text += f", micro-batch {lay['micro_batch']}, grad. accum. {lay['grad_accumulation']}"
-    return text + (f", recompute {lay['recompute']}" if lay["recompute"] != "none" else "")
+    """A budget plan's layout as every command names one (render.layout_text). Budget plans are dense models
+    (search/space.py has no expert grid), so their Layout fields' ep 1 is no expert parallelism."""
+    return layout_text({**lay, "ep": None})
 
 
 def _loss_with_band(loss: float, low: float | None, high: float | None) -> str:
@@ -78,7 +75,7 @@ def summary_blocks(review: dict) -> list:
             + (plan["loss_interval_basis"] if plan["loss_interval"] is None else
                f"law's 80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}") + ").")
     facts = [
-        f"Layout: {_layout(lay)}; global batch {lay['global_batch']} sequences "
+        f"Layout: {_layout(lay)}, grad. accum. {lay['grad_accumulation']}; global batch {lay['global_batch']} sequences "
         f"({human_count(lay['global_batch'] * s['seq_len'])} tokens), {plan['steps']:,.0f} steps.",
         f"Speed: {human_seconds(plan['step_time_s'])} per step, {plan['tokens_per_s']:,.0f} tokens/s, "
         f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}% "
@@ -275,8 +272,7 @@ def scaling_blocks(review: dict) -> list:
                   "layout that fits at each GPU count (same batch-size rule and limit as the search). MFU falls as "
                   "the per-GPU batch shrinks and communication is exposed. More GPUs need a larger global batch; "
                   f"above the critical batch the rule asks for more than the plan's {human_count(plan['tokens'])} "
-                  "tokens to reach the same loss, so wall-clock can rise with GPUs. Layouts: z = ZeRO stage, "
-                  "mb = micro-batch, rc = recompute."),
+                  "tokens to reach the same loss, so wall-clock can rise with GPUs. " + LAYOUT_LEGEND),
             ("table", ["GPUs", "MFU", "global batch (seq.)", "tokens", "wall-clock", "best layout (or why none)"], rows)]
 
 
@@ -402,7 +398,7 @@ def document(review: dict) -> list:
                ("p", "Runners-up are the best plans that differ materially (fewer GPUs, shorter wall-clock, dp only, "
                      "smaller or larger model). Loss in nats/token; "
                      + ("the band is the law's 80% interval." if review["law"]["has_band"] else
-                        f"{review['law']['band']}.")),
+                        f"{review['law']['band']}.") + " " + LAYOUT_LEGEND),
                *moe_blocks(review),
                *hyperparameter_blocks(review),
                ("h2", "Loss vs model size (iso-FLOP)"), *isoflop_blocks(review),

@@ -91,13 +91,16 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
 
 def layout_text(row: dict) -> str:
     """One line for a layout (a search row or a Layout's fields): the stack, each parallel dimension used and
-    what changes its time (the fixed-model tables, the dense-vs-MoE comparison). `ep` None: a dense model."""
+    what changes its time. Every table that names a layout prints this one (the fixed-model tables, the
+    dense-vs-MoE comparison, the review document), so a layout reads the same in every command's output.
+    `ep` None or absent: a dense model (a Layout's fields carry ep 1 for one: the caller says which it is)."""
     text = f"{row['framework']} tp{row['tp']} pp{row['pp']}"
     text += f" vpp{row['vpp']}" if row["vpp"] > 1 else ""
     text += f" cp{row['cp']}" if row["cp"] > 1 else ""
     text += f" dp{row['dp']} z{row['zero']} mb{row['micro_batch']}"
     if row.get("ep") is not None:  # MoE: expert parallel, expert tp (when not tp), all-to-all overlap
-        text += f" ep{row['ep']}" + (f" etp{row['etp']}" if row["etp"] != row["tp"] else "")
+        expert_tp = row.get("etp") or row["tp"]  # a Layout's etp None: the experts use tp (Layout.expert_tp)
+        text += f" ep{row['ep']}" + (f" etp{expert_tp}" if expert_tp != row["tp"] else "")
         text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
     text += "" if row["offload"] == "none" else f" offload={row['offload']}"
     text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
