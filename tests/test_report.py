@@ -250,6 +250,20 @@ def test_report_names_a_layout_as_the_cli_tables_do():
     assert layout_text({**moe, "etp": 1}).startswith("megatron tp8 pp2 cp2 dp4 z1 mb1 ep4 etp1")
 
 
+def test_scaling_rows_name_their_layouts_as_the_plan_does(review):
+    """The MFU-vs-GPUs rows print each layout with render.layout_text, as the plans table does: the plan's stack
+    first, then the parallel sizes."""
+    from planner.report.document import _layout
+
+    data, _ = review
+    plan = data["plans"][0]
+    feasible = [row for row in data["scaling"] if row["feasible"]]
+    assert feasible
+    stack = f"{plan['layout']['framework']} tp"
+    assert _layout(plan["layout"]).startswith(stack)
+    assert all(row["layout"].startswith(stack) for row in feasible), [row["layout"] for row in feasible]
+
+
 def test_loss_curve_ends_at_the_plans_predicted_loss(review):
     data, _ = review
     plan, curve = data["plans"][0], data["loss_curve"]

@@ -29,7 +29,8 @@ from planner.search.branch_and_bound import score_space
 from planner.search.optimize import OptimizeResult
 from planner.search.problem_setup import build_problem
 from planner.search.score import Problem, batch_tokens_estimate
-from planner.search.space import LOSSLESS_HIERARCHY, enumerate_space, family_models, gpu_counts
+from planner.report.render import layout_text
+from planner.search.space import LOSSLESS_HIERARCHY, enumerate_space, family_models, gpu_counts, layout_fields
 
 BAND_LEVEL = 0.8  # the band optimize reports (plan["loss_interval"])
 ISOFLOP_SPAN = 12.0  # the curve spans N_opt / span .. N_opt x span (the search window is /12 .. x6)
@@ -181,11 +182,8 @@ def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: 
                      "tokens": float(feasible["tokens"][best]),
                      "global_batch": int(feasible["global_batch"][best]),
                      "wall_clock_days": float(feasible["wall_s"][best]) / 86400.0,
-                     "layout": f"tp{a['tp']} pp{a['pp']} dp{a['dp']}"
-                               + "".join(f" {key}{a[key]}" for key in ("cp", "ep") if a.get(key, 1) > 1)
-                               + f" z{a['zero']}"
-                               + (" offload" if a["offload"] else "") + f" mb{a['micro_batch']}"
-                               + ("", " rc-sel", " rc-full")[a["recompute"]]})
+                     # Named as every layout table names one (the plan's stack first); a dense space, no ep.
+                     "layout": layout_text(layout_fields(a))})
     return rows
 
 
@@ -253,8 +251,6 @@ def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
 
 
 def _moe_layout_text(side) -> str:
-    from planner.report.render import layout_text
-
     # Built as the fixed-model tables build theirs: the stack, every parallel dimension used, what changes time.
     lay = side.layout
     return layout_text({**lay.model_dump(), "ep": lay.ep if side.kind == "moe" else None, "etp": lay.expert_tp})

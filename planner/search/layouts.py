@@ -46,7 +46,7 @@ from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch
 from planner.specs.layout import make_layout
 from planner.specs.model import ModelSpec
-from planner.search.space import LOSSLESS_HIERARCHY, checked_stacks, hierarchy_fields, stack_runs, with_hierarchy
+from planner.search.space import LOSSLESS_HIERARCHY, checked_stacks, layout_fields, stack_runs, with_hierarchy
 
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
@@ -308,17 +308,10 @@ class LayoutSearch:
     def layout(self, i: int):
         """Layout i as a validated planner.specs.layout.Layout."""
         a = {k: v[i] for k, v in self.arrays.items()}
-        framework = next(name for name, code in FRAMEWORK_CODES.items() if code == a["framework"])
         moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),
                                              moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
                                              moe_load_imbalance=self.moe_load_imbalance)
-        return make_layout(
-            "layout", **moe, tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), cp=int(a["cp"]), vpp=int(a["vpp"]),
-            zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
-            global_batch=int(a["global_batch"]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
-            seq_parallel=bool(a["seq_parallel"]), dtype=self.dtype, framework=framework,
-            tp_comm_overlap=bool(a["tp_comm_overlap"]), dp_comm_overlap=bool(a["dp_comm_overlap"]),
-            **hierarchy_fields(a))
+        return make_layout("layout", **moe, **layout_fields(a), global_batch=int(a["global_batch"]), dtype=self.dtype)
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""

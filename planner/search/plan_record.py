@@ -15,8 +15,7 @@ from planner.laws.base import NO_INTERVAL, interval_basis
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.search.score import Problem
 from planner.search.selection import select
-from planner.search.space import Space, hierarchy_fields, stack_fields
-from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.search.space import Space, layout_fields
 from planner.specs.layout import make_layout, train_steps
 
 def describe(problem: Problem, space: Space, feasible: dict, position: int, label: str | None = None) -> dict:
@@ -26,12 +25,8 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
     a = {k: v[i] for k, v in space.arrays.items()}
     mi = int(a["model_index"])
     model = space.models[mi]
-    # The space holds layout codes; each code is its name's position in OFFLOAD_CODES / RECOMPUTE_CODES.
-    layout = make_layout(
-        "plan", tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]), zero=int(a["zero"]),
-        offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
-        global_batch=int(feasible["global_batch"][position]), recompute=list(RECOMPUTE_CODES)[int(a["recompute"])],
-        seq_parallel=bool(a["seq_parallel"]), dtype=problem.dtype, **hierarchy_fields(a), **stack_fields(a))
+    layout = make_layout("plan", **layout_fields(a), global_batch=int(feasible["global_batch"][position]),
+                         dtype=problem.dtype)
     sim = simulate(model, layout, cluster)
     tokens = float(feasible["tokens"][position])
     law_n = float(problem.law_params[mi])

@@ -286,6 +286,15 @@ def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, g
     return {k: np.concatenate([out[k]] + [b[k] for b in extra]) for k in out}
 
 
+def layout_fields(a: dict) -> dict:
+    """The Layout fields of one candidate (one element of each array), its codes named again: all but the global
+    batch and the dtype, which the scoring chooses."""
+    return dict(tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]),
+                zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
+                recompute=list(RECOMPUTE_CODES)[int(a["recompute"])], seq_parallel=bool(a["seq_parallel"]),
+                **hierarchy_fields(a), **stack_fields(a))
+
+
 def hierarchy_fields(a: dict) -> dict:
     """The Layout fields of a row's ZeRO-3 hierarchy (only those set, so flat rows read as before)."""
     fields = {}
