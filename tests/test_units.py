@@ -138,3 +138,12 @@ def test_power_parses_watts_and_kilowatts():
     assert parse_power("700W", "x") == 700.0 and parse_power("10.2kW", "x") == 10200.0
     with pytest.raises(PlannerInputError, match="x: expected a power like"):
         parse_power("700", "x")
+
+
+@pytest.mark.parametrize("parser", [units.parse_bandwidth, units.parse_flops_rate, units.parse_power,
+                                    units.parse_gpu_hours])
+def test_quantities_that_need_a_unit_say_so_for_a_bare_number(parser):
+    """Every parser whose unit is required reads the number and unit one way (units._with_unit), so a bare
+    number gets the same error from each: the expected form and that the unit is missing."""
+    with pytest.raises(PlannerInputError, match=r"^--flag: expected .* with explicit units, got '700'$"):
+        parser("700", "--flag")

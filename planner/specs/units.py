@@ -103,10 +103,7 @@ def parse_flops_rate(text: object, where: str, allow_zero: bool = False) -> floa
 def parse_power(text: object, where: str, allow_zero: bool = False) -> float:
     """'700W' or '10.2kW' -> watts."""
     expected = "a power like '700W' or '10.2kW'"
-    value, unit = _split(text, where, expected)
-    match = re.fullmatch(r"([kKM])?W", unit)
-    if not match:
-        raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
+    value, match = _with_unit(text, where, expected, r"([kKM])?W")
     value *= _DECIMAL[match.group(1) or ""]
     return _finite_positive(value, where, expected, text, allow_zero)
 
@@ -137,10 +134,7 @@ def parse_count(text: object, where: str, allow_zero: bool = False) -> float:
 def parse_gpu_hours(text: object, where: str) -> float:
     """'10000gpuh', '10k gpuh', '1e4 GPU-hours' -> GPU-seconds (SI inside: 10000 gpuh = 3.6e7 GPU-s)."""
     expected = "GPU-hours like '10000gpuh' or '10k gpuh'"
-    value, unit = _split(text, where, expected)
-    match = re.fullmatch(r"([kKM])?\s*(?:gpuh|gpu-?h(?:ours?)?|GPUh|GPU-?h(?:ours?)?)", unit)
-    if not match:
-        raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
+    value, match = _with_unit(text, where, expected, r"([kKM])?\s*(?:gpuh|gpu-?h(?:ours?)?|GPUh|GPU-?h(?:ours?)?)")
     value *= _DECIMAL[match.group(1) or ""]
     return _finite_positive(value, where, expected, text, allow_zero=False) * 3600.0
 
