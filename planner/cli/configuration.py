@@ -104,10 +104,12 @@ def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--moe-load-imbalance", type=real_number(1.0),
                        help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
     group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
-                       help="cap tokens per expert at this multiple of the mean (default: dropless)")
+                       help="cap tokens per expert at this multiple of the mean (default: the stack's, "
+                            "dropless except deepspeed's 1.0)")
     group.add_argument("--moe-pad-to-capacity", type=int, choices=[0, 1],
                        help="pad every expert's input to the capacity (Megatron --moe-pad-expert-input-to-capacity): "
-                            "static shapes, no host sync on the token counts; needs --moe-capacity-factor")
+                            "static shapes, no host sync on the token counts; needs a capacity factor (default: the "
+                            "stack's, 1 on deepspeed)")
 
 
 _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",

@@ -67,9 +67,11 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     experts = f" ({human_count(model.total_active_params)} active: {experts_summary(model)})" if model.is_moe else ""
     moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
                   if model.is_moe else "")
-    # Shown only when set, so the default header reads as before.
-    if model.is_moe and layout.moe_capacity_factor is not None:
-        moe_layout += f" capacity={layout.moe_capacity_factor:g}{' padded' if layout.moe_pad_to_capacity else ''}"
+    # Shown where tokens are capped, given or the stack's default (DeepSpeed's 1.0), so a dropless header reads as
+    # before.
+    if model.is_moe and layout.moe_capacity_factor_used is not None:
+        moe_layout += (f" capacity={layout.moe_capacity_factor_used:g}{' padded' if layout.moe_pad_to_capacity_used else ''}"
+                       + ("" if layout.moe_capacity_factor is not None else f" ({layout.framework} default)"))
     fp8_params = (" fp8_param_gather=1" if layout.fp8_param_gather else "") + (
         f" fp8_recipe={layout.fp8_recipe_used}" if layout.dtype == "fp8" and layout.fp8_recipe_used != "delayed" else "")
     lines = [

@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from planner.frameworks import FRAMEWORK_NAMES
+
 
 HOPPER_SMS = 132  # H100 / H800 SXM5 streaming multiprocessors (NVIDIA H100 datasheet)
 NCCL_CHANNELS = 16  # as cost.memory.NCCL_CHANNELS (assumed there; frameworks stand before cost in the data flow)
@@ -129,6 +131,11 @@ class MoEStack:
     # At ZeRO-3 the experts run only without hpZ secondary groups and qgZ, and with etp 1 (DeepSpeed: see
     # ZERO3_EXPERT_LIMITS_SOURCE).
     zero3_expert_limits: bool = False
+    # Routing where the layout names no capacity factor: tokens per expert capped at this multiple of the mean
+    # (None = dropless), and whether each expert's input is then padded to the capacity (static shapes).
+    # Default: dropless (Megatron-Core, torchtitan, MegaBlocks, MaxText: see MOE_STACKS).
+    capacity_factor: float | None = None
+    pads_to_capacity: bool = False
 
 
 # DeepSpeed 0.19.8 refuses its native MoE layer (deepspeed/moe/layer.py) at ZeRO-3 and runs MoE there only through
@@ -155,19 +162,34 @@ MEGATRON_FP8_SAVED_BYTES = (1.0, 2.0, 1.0)
 # DeepSeek-V3 section 3.3.2, "Low-Precision Storage": the expert inputs and the SwiGLU inputs cached in FP8,
 # the SwiGLU output recomputed in the backward pass.
 DEEPSEEK_FP8_SAVED_BYTES = (1.0, 1.0, 0.0)
+# DeepSpeed's MoE layer drops tokens by default: deepspeed.moe.layer.MoE(capacity_factor=1.0, drop_tokens=True)
+# (deepspeed/moe/layer.py:44, 49 in 0.19.8), each expert's capacity ceil(tokens / experts x capacity_factor x k)
+# (moe/sharded_moe.py:152-162 _capacity, from top1gating :232, top2gating :364, topkgating :446), and the
+# dispatched tokens placed in an [experts, capacity, d_model] buffer that the all-to-all and the experts take
+# whole (MOELayer.forward, sharded_moe.py:681 _sparse_encode, :188-200, "slots nothing routes to read a zero
+# pad row"): every expert's input padded to the capacity. Megatron-DeepSpeed passes --moe-train-capacity-factor
+# (default 1.0) and drops tokens unless --disable-moe-token-dropping (deepspeedai/Megatron-DeepSpeed@4efb479d
+# megatron/arguments.py:910-916, megatron/model/transformer.py:1077-1080). min_capacity (default 4 tokens per
+# expert) is taken as below every expert's share of a training micro-batch: not modelled.
+DEEPSPEED_CAPACITY_FACTOR = 1.0
 
 MOE_STACKS = {
     "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
-                         fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True),
+                         fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True,
+                         capacity_factor=None),  # dropless: moe_expert_capacity_factor None (transformer_config.py:917-919)
     "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size; AutoEP at ZeRO-3",
-                          zero3_expert_limits=True),
+                          zero3_expert_limits=True, capacity_factor=DEEPSPEED_CAPACITY_FACTOR, pads_to_capacity=True),
+    # Dropless: the all-to-all dispatcher sends the routed counts, all_to_all_single with input/output splits
+    # (pytorch/torchtitan@b5bcd76c torchtitan/models/common/token_dispatcher.py:296-313, AllToAllTokenDispatcher).
     "fsdp": MoEStack(True, ("none",), False, "torchtitan expert parallel"),
+    # Dropless: "capacity_factor: -1.0 # ... no dropping by default" (AI-Hypercomputer/maxtext@e591f30c
+    # src/maxtext/configs/base.yml:217).
     "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),
     # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
     "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
                       fp8_saved_bytes=DEEPSEEK_FP8_SAVED_BYTES),
-    # llm-foundry runs MoE through MegaBlocks' dMoE, experts sharded over ffn_config.moe_world_size ranks
+    # llm-foundry runs MoE through MegaBlocks' dMoE (dropless MoE, Gale et al. 2022, arXiv:2211.15841), experts sharded over ffn_config.moe_world_size ranks
     # (llmfoundry/command_utils/train.py:147-153), with no batch-level all-to-all overlap.
     "llm-foundry": MoEStack(True, ("none",), False, "llm-foundry MegaBlocks dMoE, ffn_config moe_world_size"),
 }
@@ -176,6 +198,31 @@ MOE_STACKS = {
 # entry only in how ZeRO-3 issues its collectives (frameworks/deepspeed_v03.py), so its experts are DeepSpeed's.
 MOE_STACKS["megascale"] = replace(MOE_STACKS["megatron"], source="Megatron-Core MoE (MegaScale is built on Megatron-LM)")
 MOE_STACKS["deepspeed-v0.3"] = replace(MOE_STACKS["deepspeed"], source="DeepSpeed-MoE, as the deepspeed entry")
+
+
+def routing_imbalance(load_imbalance, capacity_factor, padded) -> np.ndarray:
+    """Busiest expert rank's tokens over the mean: dropless (capacity_factor NaN) the load imbalance; padded to
+    the capacity, the capacity factor (every expert computes its capacity); else the load imbalance capped at the
+    capacity factor (tokens beyond it are dropped). Arrays broadcast."""
+    load, capacity = np.asarray(load_imbalance, dtype=float), np.asarray(capacity_factor, dtype=float)
+    dropless = np.isnan(capacity)
+    capped = np.where(np.asarray(padded, dtype=bool), capacity, np.minimum(load, capacity))
+    return np.where(dropless, load, capped)
+
+
+# Per framework code: the stack's default capacity factor (NaN = dropless) and whether it pads to it.
+_DEFAULT_CAPACITY = np.array([np.nan if MOE_STACKS[n].capacity_factor is None else MOE_STACKS[n].capacity_factor
+                              for n in FRAMEWORK_NAMES])
+_DEFAULT_PADDED = np.array([MOE_STACKS[n].pads_to_capacity for n in FRAMEWORK_NAMES])
+
+
+def default_routing_columns(framework_codes, load_imbalance=1.0) -> dict[str, np.ndarray]:
+    """The moe_imbalance and moe_padded batch columns of layouts that give no capacity factor, at each row's
+    stack default (MoEStack.capacity_factor, pads_to_capacity) and this load imbalance."""
+    codes = np.asarray(framework_codes, dtype=np.intp)
+    padded = _DEFAULT_PADDED[codes] & ~np.isnan(_DEFAULT_CAPACITY[codes])
+    return {"moe_imbalance": routing_imbalance(load_imbalance, _DEFAULT_CAPACITY[codes], padded),
+            "moe_padded": padded.astype(float)}
 
 
 def zero3_expert_refused(limited, zero, zero_hpz, quantized_gradients, etp) -> np.ndarray:

@@ -39,8 +39,8 @@ from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, framework_arrays,
                                 micro_batch_rules, runnable_micro_batches)
-from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, overlap_micro_batches,
-                                    overlap_runs_pipeline, zero3_expert_refused)
+from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, default_routing_columns,
+                                    overlap_micro_batches, overlap_runs_pipeline, zero3_expert_refused)
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch
@@ -403,8 +403,8 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype,
                                gpus_per_node=cluster.gpus_per_node if hierarchy else None, hierarchy=hierarchy)
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
-    if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search
-        batch = dataclasses.replace(batch, moe_imbalance=np.full(len(batch), float(moe_load_imbalance)))
+    if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search, at each stack's capacity
+        batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]

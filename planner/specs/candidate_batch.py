@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from planner.frameworks import FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORKS
-from planner.frameworks.moe import A2A_OVERLAP_CODES
+from planner.frameworks.moe import A2A_OVERLAP_CODES, default_routing_columns
 from planner.specs.layout import Layout, moe_imbalance
 from planner.specs.model import ModelSpec, flops_columns, param_breakdown, standard_attention
 from planner.specs.pipeline_stages import stage_layers
@@ -206,13 +206,14 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
                            & FP8_TENSORWISE_BY_DEFAULT[columns["framework"].astype(np.int64)])
     columns["fp8_current_scaling"] = np.broadcast_to(np.asarray(current_scaling, dtype=bool), index.shape)
     # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
-    moe_defaults = dict(ep=1.0, etp=columns["tp"], moe_imbalance=1.0, a2a_overlap=0.0, moe_padded=0.0)
+    # Routing not given: each row's stack default (frameworks.moe.MoEStack.capacity_factor, pads_to_capacity).
+    moe_defaults = dict(ep=1.0, etp=columns["tp"], a2a_overlap=0.0, **default_routing_columns(columns["framework"]))
     moe_layout = {name: layout_arrays.pop(name) for name in moe_defaults if name in layout_arrays}
     if "moe_layers" in columns:
         for name, default in moe_defaults.items():
             columns[name] = np.broadcast_to(np.asarray(moe_layout.get(name, default), dtype=float), index.shape)
     elif any(np.any(np.asarray(moe_layout[name]) != default) for name, default in moe_defaults.items()
-             if name in moe_layout and name != "etp"):
+             if name in moe_layout and name not in ("etp", "moe_padded")):
         raise ValueError("ep, moe_imbalance and a2a_overlap need an MoE model")
     if layout_arrays:
         raise TypeError(f"unknown layout arrays: {sorted(layout_arrays)}")
@@ -250,11 +251,11 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
 def _moe_layout_columns(layouts: list[Layout], column) -> dict:
     """ep, etp, the effective load imbalance and the overlap code, only for layouts that use them."""
     if all(l.ep == 1 and l.etp is None and l.moe_a2a_overlap == "none" and l.moe_load_imbalance == 1.0
-           and l.moe_capacity_factor is None and not l.moe_pad_to_capacity for l in layouts):
-        return {}
+           and l.moe_capacity_factor is None and l.moe_pad_to_capacity is None for l in layouts):
+        return {}  # build_batch fills the stacks' default routing
     return {"ep": column(lambda l: l.ep), "etp": column(lambda l: l.expert_tp),
             "moe_imbalance": column(lambda l: moe_imbalance(l)), "a2a_overlap": column(lambda l: A2A_OVERLAP_CODES[l.moe_a2a_overlap]),
-            "moe_padded": column(lambda l: float(l.moe_pad_to_capacity))}
+            "moe_padded": column(lambda l: float(l.moe_pad_to_capacity_used))}
 
 def _tristate(value: bool | None) -> int:
     return -1 if value is None else int(value)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS
-from planner.frameworks.moe import A2A_OVERLAP_NAMES
+from planner.frameworks.moe import A2A_OVERLAP_NAMES, MOE_STACKS, routing_imbalance
 
 
 class Layout(BaseModel):
@@ -117,8 +117,8 @@ class Layout(BaseModel):
     # data-parallel group the experts' gradients and optimizer states are reduced and sharded over.
     ep: int = Field(default=1, gt=0)
     etp: int | None = Field(default=None, gt=0)
-    # Tokens per expert are capped at capacity_factor x the mean (None = dropless, Megatron's default,
-    # transformer_config.py:917); dropless routing runs at the busiest expert rank's load over the mean,
+    # Tokens per expert are capped at capacity_factor x the mean (None = the stack's default,
+    # MoEStack.capacity_factor: dropless on Megatron, transformer_config.py:917; 1.0 on DeepSpeed); dropless routing runs at the busiest expert rank's load over the mean,
     # moe_load_imbalance (assumed 1.0 = balanced by default: DeepSeek-V3's auxiliary-loss-free balancing
     # keeps expert load balanced, arXiv:2412.19437 section 2.1.2; set it from a measured run).
     moe_capacity_factor: float | None = Field(default=None, gt=0)
@@ -126,10 +126,25 @@ class Layout(BaseModel):
     # With a capacity factor, pad every expert's input to the capacity (Megatron's
     # moe_pad_expert_input_to_capacity, transformer_config.py:921; Megatron-Bridge's token-drop recipe,
     # training/utils/moe_token_drop.py): static shapes, so no host sync on the token counts, and every expert
-    # computes capacity_factor x the mean.
-    moe_pad_to_capacity: bool = False
+    # computes capacity_factor x the mean. None = the stack's default (MoEStack.pads_to_capacity: DeepSpeed pads).
+    moe_pad_to_capacity: bool | None = None
     # How the dispatch/combine all-to-all overlaps compute (planner.frameworks.moe.A2A_OVERLAPS).
     moe_a2a_overlap: Literal[A2A_OVERLAP_NAMES] = "none"
+
+    @property
+    def moe_capacity_factor_used(self) -> float | None:
+        """Tokens per expert capped at this multiple of the mean: the explicit setting or the stack's default
+        (None = dropless)."""
+        if self.moe_capacity_factor is None:
+            return MOE_STACKS[self.framework].capacity_factor
+        return self.moe_capacity_factor
+
+    @property
+    def moe_pad_to_capacity_used(self) -> bool:
+        """Whether experts' inputs are padded to the capacity: the explicit setting or the stack's default."""
+        if self.moe_pad_to_capacity is None:
+            return MOE_STACKS[self.framework].pads_to_capacity and self.moe_capacity_factor_used is not None
+        return self.moe_pad_to_capacity
 
     @property
     def expert_tp(self) -> int:
@@ -159,12 +174,11 @@ def make_layout(where: str = "layout", **values) -> Layout:
 
 def moe_imbalance(layout: Layout) -> float:
     """Busiest expert rank's tokens over the mean: the dropless imbalance, capped by the capacity factor
-    (tokens beyond capacity are dropped, Megatron's moe_expert_capacity_factor)."""
-    if layout.moe_capacity_factor is None:
-        return layout.moe_load_imbalance
-    if layout.moe_pad_to_capacity:  # every expert's input padded to the capacity
-        return layout.moe_capacity_factor
-    return min(layout.moe_load_imbalance, layout.moe_capacity_factor)
+    (tokens beyond capacity are dropped, Megatron's moe_expert_capacity_factor), or the capacity factor where
+    every expert's input is padded to it (frameworks.moe.routing_imbalance)."""
+    capacity = layout.moe_capacity_factor_used
+    return float(routing_imbalance(layout.moe_load_imbalance, float("nan") if capacity is None else capacity,
+                                   layout.moe_pad_to_capacity_used))
 
 
 __all__ = ["Layout", "make_layout", "train_steps", "moe_imbalance"]

@@ -53,8 +53,9 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
     problems += hierarchy_problems(layout)
     if layout.zero_tiling > 1 and layout.zero != 3:
         problems.append(f"--zero-tiling {layout.zero_tiling} (memory-centric tiling) needs zero=3, got zero={layout.zero}")
-    if layout.moe_pad_to_capacity and layout.moe_capacity_factor is None:
-        problems.append("--moe-pad-to-capacity pads each expert's input to its capacity: needs --moe-capacity-factor")
+    if layout.moe_pad_to_capacity and layout.moe_capacity_factor_used is None:
+        problems.append(f"--moe-pad-to-capacity pads each expert's input to its capacity: needs --moe-capacity-factor "
+                        f"({layout.framework} is dropless by default)")
     if layout.fp8_param_gather and (layout.dtype != "fp8" or layout.zero not in (1, 2)
                                     or layout.framework not in ("megatron", "other")):
         problems.append(f"--fp8-param-gather keeps the Linear weights as fp8 parameters with the fp32 master in "
