@@ -20,8 +20,9 @@ from planner.specs.candidate_batch import CandidateBatch
 # The model's shape and parameter columns, and the attention-variant / MoE ones (None on dense batches):
 # every part reads some; in a one-model batch they are constant and cost one pass each to find so.
 MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len", "layer_params",
-                 "embedding_params", "logits_params", "total_params", "tied_embeddings", "core_width", "moe_layers",
-                 "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes", "attention_window")
+                 "embedding_params", "logits_params", "total_params", "tied_embeddings", "query_groups", "qkv_width",
+                 "core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
+                 "attention_window")
 PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
 # What one transformer layer's activation bytes (cost.memory) and its times and exposed tensor/context-parallel
 # communication (cost.step_time) read, directly or through what they call: the model, tp and cp (their groups'

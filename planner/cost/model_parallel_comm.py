@@ -44,8 +44,32 @@ def tensor_parallel(batch, cluster, layer, w, fw):
                            groups.layout_links(batch, cluster, groups.cp_group), **kw)
     cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
     cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
-    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "forward": tp_fwd + cp_fwd, "backward": tp_bwd + cp_bwd, "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)),
-            "message": message}
+    qkv_fwd, qkv_bwd = kv_group_gather(batch, cluster, tokens, w, fw, tp_links)
+    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "qkv_gather": qkv_fwd + qkv_bwd,
+            "forward": tp_fwd + cp_fwd + qkv_fwd, "backward": tp_bwd + cp_bwd + qkv_bwd,
+            "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)), "message": message}
+
+
+def kv_group_gather(batch, cluster, tokens, w, fw, tp_links):
+    """Exposed seconds (forward, backward) per layer per micro-batch of the QKV all-gather that stacks running tp a
+    multiple of the kv heads make (Framework.tp_multiple_of_kv_heads). With fewer query groups than tp, Megatron-Core
+    all-gathers linear_qkv's whole output over tp and each rank slices its group out (NVIDIA/Megatron-LM@d98e8a64
+    core/transformer/attention.py:1851-1871); all_gather_last_dim_from_tensor_parallel_region reduce-scatters the
+    gradient back (core/tensor_parallel/mappings.py:384-402, 546-549). Plain NCCL calls on the compute stream,
+    outside Transformer Engine's userbuffer overlap: exposed. Full recompute gathers again in backward; selective
+    recompute ("core_attn") does not rerun linear_qkv. MLA rows (qkv_width 0) have no linear_qkv. Time only: whether the
+    whole gathered buffer outlives the forward (v reaches Transformer Engine's fused attention as a view of it, saved as
+    given, NVIDIA/TransformerEngine@d0067d0d attention/dot_product_attention/backends.py:1630-1664, unless its layout
+    detection copies it, utils.py:2606-2616) is not settled, so the activation memory is left as it was."""
+    zeros = np.zeros(len(batch))
+    gathers = (fw["tp_multiple_of_kv_heads"] > 0) & (batch.tp > batch.query_groups) & (batch.qkv_width > 0)
+    if not gathers.any():
+        return zeros, zeros
+    volume = tokens * batch.qkv_width * w  # the gathered [s/cp, b, (heads + 2 g) x head_dim] tensor
+    kw = groups.collective_kwargs(cluster)
+    gather = groups.only_where(gathers, collectives.all_gather_time, volume, tp_links, **kw)
+    scatter = groups.only_where(gathers, collectives.reduce_scatter_time, volume, tp_links, **kw)
+    return gather, scatter + np.where(batch.recompute == 2, gather, 0.0)
 
 
 def pipeline_transfers(batch, cluster, message, fw):

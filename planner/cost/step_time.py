@@ -209,6 +209,8 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
         "cp_comm": comm["cp"],
         "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
+    if comm["qkv_gather"].any():  # only stacks that run tp a multiple of the kv heads pay it
+        per_layer["qkv_gather"] = comm["qkv_gather"]
     seconds = {
         "per_layer": per_layer,
         "dense_total": sum(per_layer.values()),
@@ -313,6 +315,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     }
     if np.any(accumulate):
         parts["grad_accumulation"] = m * accumulate * pace_params
+    if "qkv_gather" in per_layer:
+        parts["qkv_gather"] = pace(per_layer["qkv_gather"])
     # The HBM copies sharded data parallelism makes around its collectives (cost/shard_copies.py).
     copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)
     if copies is not None:

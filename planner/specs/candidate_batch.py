@@ -43,6 +43,11 @@ class CandidateBatch:
     logits_params: np.ndarray  # output projection (a copy of the embedding on the last stage when tied and pp > 1)
     total_params: np.ndarray
     tied_embeddings: np.ndarray  # bool
+    # The true key/value heads (Megatron's num_query_groups; kv_heads above is effective on variant batches) and
+    # the fused QKV projection's output elements per token, (heads + 2 x query_groups) x head_dim; 0 for MLA,
+    # which projects through latents (MLASelfAttention has no linear_qkv).
+    query_groups: np.ndarray
+    qkv_width: np.ndarray
     # Layout
     tp: np.ndarray
     pp: np.ndarray
@@ -138,10 +143,12 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
             model.layers, model.hidden, model.heads, model.kv, model.ffn_size,
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
             layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
+            model.kv, 0 if model.attention == "mla" else (model.heads + 2 * model.kv) * model.attention_head_dim,
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
-             "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings")
+             "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings",
+             "query_groups", "qkv_width")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
     if not all(standard_attention(m) and not m.is_moe for m in models):

@@ -110,8 +110,9 @@ NOT_READ = {
                  "dp_comm_overlap", "dtype", "embedding_params", "ep", "etp", "expert_ffn", "expert_params", "experts",
                  "ffn", "flash_attention", "fp8_current_scaling", "fp8_param_gather", "framework", "grad_reduce_in_fp32",
                  "grad_shard_group", "heads", "hidden", "kv_heads", "layer_params", "layers", "logits_params",
-                 "mlp_matrices", "moe_imbalance", "moe_layers", "moe_padded", "offload", "offload_nvme", "recompute",
-                 "seq_len", "seq_parallel", "shard_group", "tied_embeddings", "top_k", "total_params", "tp",
+                 "mlp_matrices", "moe_imbalance", "moe_layers", "moe_padded", "offload", "offload_nvme", "qkv_width",
+                 "query_groups", "recompute", "seq_len", "seq_parallel", "shard_group", "tied_embeddings", "top_k",
+                 "total_params", "tp",
                  "tp_comm_overlap", "vocab", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
                  "zero_tiling"},
 }
