@@ -11,6 +11,8 @@ overlaps they have: planner.frameworks).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from planner.cost import collectives, distinct, groups, hierarchy, moe, offload, zero3_fetch
@@ -25,87 +27,45 @@ from planner.specs.candidate_batch import DTYPE_BYTES
 def data_parallel(batch, cluster, fw, w, stage, params, m):
     """Exposed data-parallel seconds per step: ZeRO-3/FSDP gathers per micro-batch, gradient reduction,
     parameter all-gather after the step. `stage` has the pacing stage's layers and seconds."""
-    eff = cluster.efficiency
     kw = groups.collective_kwargs(cluster)
-    t, c, d = batch.tp, batch.cp, batch.dp
     zero = batch.zero
     reduce_bytes = element_bytes(batch, fw)["reduce"]
-    replicas = d * c
-    many = replicas > 1
-    zero3 = many & (zero == 3)
+    many = batch.dp * batch.cp > 1
     timed = _data_parallel_collectives(batch, cluster)
-    shard_links = None  # this layout's group links, looked up per row only where a rarer stack needs them
-
-    def row_shard_links():
-        return _shard_links(batch, cluster, fw) if shard_links is None else shard_links
-
-    # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
-    # gradients reduce-scattered; the rest of the model (embedding, head) once each.
-    unit = batch.layer_params / t
-    gather, scatter = timed["gather"], timed["scatter"]
-    units = stage["layers"]
-    prefetch = fw["prefetches_next_unit"] > 0
-    # Stacks whose fetch schedule has limits of its own (cost/zero3_fetch.py; DeepSpeed before v0.5.5): the
-    # share of each pass's gathers that can be prefetched, and the re-gathers after a full recompute.
-    limited = zero3 & (np.isfinite(fw["prefetch_live_limit_elements"]) | np.isfinite(fw["reuse_limit_elements"]))
-    regather_calls, regathered_bytes = np.zeros(len(batch)), 0.0
-    if limited.any():
-        share_fwd, share_bwd = zero3_fetch.prefetched_shares(batch, fw["prefetch_live_limit_elements"])
-        regather_elements, regather_calls = zero3_fetch.regathered(batch, fw["reuse_limit_elements"])
-        regather_calls = np.where(limited, regather_calls, 0.0)
-        regathered_bytes = np.where(limited, m * units * w * regather_elements, 0.0)
-        shard_links = row_shard_links()
-        gather_bwd = gather + groups.only_where(limited & (regather_calls > 0), collectives.all_gather_time,
-                                                w * regather_elements, shard_links, calls=regather_calls, **kw)
-    else:
-        gather_bwd = gather
-
-    def behind_units(comm, unit_compute):
-        """Exposed seconds of a pass whose unit i+1 communication runs behind unit i's compute: the first unit's
-        in full, then what each later one's exceeds its predecessor's compute."""
-        return comm + (units - 1.0) * np.maximum(comm - unit_compute, 0.0)
-
-    def hidden_in_practice(ideal, all_units):
-        """The schedule's `ideal` exposure, with the residual eta of what it could hide actually hidden."""
-        return ideal + (1.0 - eff.dp_overlap) * (all_units - ideal)
-
-    def per_micro_batch(gather_fwd, gather_bwd, scatter_):
-        """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
-        fwd_exposed = behind_units(gather_fwd, stage["layer_forward"])
-        bwd_exposed = behind_units(gather_bwd + scatter_, stage["layer_backward"])
-        all_units = units * (gather_fwd + gather_bwd + scatter_)
-        ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
-        if limited.any():  # what is not prefetched waits in full
-            partial = (share_fwd * fwd_exposed + (1.0 - share_fwd) * units * gather_fwd
-                       + share_bwd * bwd_exposed + (1.0 - share_bwd) * units * (gather_bwd + scatter_))
-            ideal = np.where(prefetch & limited, partial, ideal)
-        return hidden_in_practice(ideal, all_units)
-
     # FSDP2 under pipelining (memory.unsharded_through_step): the stage is gathered once per step, in the first
     # micro-batch's forward, and reduced once, after the last backward.
     once = many & unsharded_through_step(batch, fw)
+    zero3 = _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, many & (zero == 3), once, kw)
+    sharded = _zero012_traffic(batch, fw, cluster.efficiency, stage, params, m, timed, once)
+    exposed = np.select([zero == 3], [zero3["step"]],
+                        sharded["reduce"] + np.where(zero >= 1, sharded["gathers"] * sharded["param_gather"], 0.0))
+    bytes_moved = _bytes_moved(batch, cluster, w, reduce_bytes, stage["layers"], params, m, once,
+                               zero3["regathered_bytes"], sharded)
+    # MoE batches only: the dense search's hot path does not pay for the windows the experts' reduction reads.
+    used = _windows_used(batch, m, many, once, timed, stage["layers"], zero3, sharded) if batch.has_moe else None
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), zero3["offload_fetch"], used
 
-    def per_step_once(gather_fwd, scatter_):
-        """Exposed seconds of a step that gathers each unit once (the first micro-batch's forward, prefetched
-        as ever) and reduce-scatters every unit after the last backward (`perform_reduce_grad`): no compute
-        is left on the stage to hide the reduction behind."""
-        all_units = units * gather_fwd
-        ideal = np.where(prefetch, behind_units(gather_fwd, stage["layer_forward"]), all_units)
-        return hidden_in_practice(ideal, all_units) + units * scatter_
 
+def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, zero3, once, kw):
+    """ZeRO-3 / FSDP exposed seconds per step (`step`; `flat_step` before the hierarchy's change and the host's
+    issue), the backward's gather seconds with re-gathers (`gather_bwd`), the re-gathered bytes, and
+    ZeRO-Infinity's fetch (`offload_fetch` exposed, `offload_fetch_s` in all)."""
+    eff = cluster.efficiency
+    # This layout's group links, looked up once and only where a rarer stack needs them.
+    shard_links = functools.cache(lambda: _shard_links(batch, cluster, fw))
+    # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
+    # gradients reduce-scattered; the rest of the model (embedding, head) once each.
+    unit = batch.layer_params / batch.tp
+    gather, scatter = timed["gather"], timed["scatter"]
+    units = stage["layers"]
+    limited, shares, regather_calls, regathered_bytes, gather_bwd = _limited_fetch(batch, fw, zero3, gather, w, m,
+                                                                                   units, shard_links, kw)
+    per_micro_batch, per_step_once = _zero3_schedules(fw, eff, stage, limited, shares)
     outside = np.maximum(params - units * unit, 0.0)
     outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
     layers_mb = per_micro_batch(gather, gather_bwd, scatter)
     zero3_mb = layers_mb + 2.0 * outside_gather + outside_scatter
-    host_mb = 0.0
-    if (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
-        # The host issues a layer's reduce-scatters while the GPU is busy with that layer's backward, and the
-        # collectives of the chain run on the network meanwhile: the layer takes the longest of the three, so
-        # the issue hides only behind what the compute and the chain's own traffic already take (hiding it
-        # behind the compute alone as well would count the same window twice).
-        unit_backward = np.maximum(stage["layer_backward"], gather_bwd + scatter)
-        host_mb = np.where(zero3, zero3_fetch.host_issue_s(fw, row_shard_links(), units, outside > 0, unit_backward,
-                                                           regather_calls), 0.0)
+    host_mb = _host_issue_s(fw, zero3, stage, gather_bwd, scatter, units, outside, regather_calls, shard_links)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
     flat_step = m * zero3_mb
     if once.any():
@@ -117,11 +77,97 @@ def data_parallel(batch, cluster, fw, w, stage, params, m):
     offload_fetch, offload_fetch_s = offload.parameter_fetch(
         batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once, per_step_once,
         chain_without_fetch=layers_mb if gather_bwd is gather else None)
+    return {"step": zero3_step, "flat_step": flat_step, "gather_bwd": gather_bwd, "regathered_bytes": regathered_bytes,
+            "offload_fetch": offload_fetch, "offload_fetch_s": offload_fetch_s}
 
+
+def _limited_fetch(batch, fw, zero3, gather, w, m, units, shard_links, kw):
+    """The rows whose stack's fetch schedule has limits of its own, the shares of each pass's gathers they
+    prefetch (None when no row has), their re-gather calls and bytes per step, and the backward's gather seconds
+    with the re-gathers."""
+    # Stacks whose fetch schedule has limits of its own (cost/zero3_fetch.py; DeepSpeed before v0.5.5): the
+    # share of each pass's gathers that can be prefetched, and the re-gathers after a full recompute.
+    limited = zero3 & (np.isfinite(fw["prefetch_live_limit_elements"]) | np.isfinite(fw["reuse_limit_elements"]))
+    if not limited.any():
+        return limited, None, np.zeros(len(batch)), 0.0, gather
+    shares = zero3_fetch.prefetched_shares(batch, fw["prefetch_live_limit_elements"])
+    regather_elements, regather_calls = zero3_fetch.regathered(batch, fw["reuse_limit_elements"])
+    regather_calls = np.where(limited, regather_calls, 0.0)
+    regathered_bytes = np.where(limited, m * units * w * regather_elements, 0.0)
+    gather_bwd = gather + groups.only_where(limited & (regather_calls > 0), collectives.all_gather_time,
+                                            w * regather_elements, shard_links(), calls=regather_calls, **kw)
+    return limited, shares, regather_calls, regathered_bytes, gather_bwd
+
+
+def _behind_units(comm, unit_compute, units):
+    """Exposed seconds of a pass whose unit i+1 communication runs behind unit i's compute: the first unit's
+    in full, then what each later one's exceeds its predecessor's compute."""
+    return comm + (units - 1.0) * np.maximum(comm - unit_compute, 0.0)
+
+
+def _hidden_in_practice(ideal, all_units, dp_overlap):
+    """The schedule's `ideal` exposure, with the residual eta of what it could hide actually hidden."""
+    return ideal + (1.0 - dp_overlap) * (all_units - ideal)
+
+
+def _zero3_micro_batch_s(gather_fwd, gather_bwd, scatter_, *, stage, prefetch, dp_overlap, limited, shares):
+    """Exposed seconds of one micro-batch's ZeRO-3 traffic over the transformer layers."""
+    units = stage["layers"]
+    fwd_exposed = _behind_units(gather_fwd, stage["layer_forward"], units)
+    bwd_exposed = _behind_units(gather_bwd + scatter_, stage["layer_backward"], units)
+    all_units = units * (gather_fwd + gather_bwd + scatter_)
+    ideal = np.where(prefetch, fwd_exposed + bwd_exposed, all_units)
+    if limited.any():  # what is not prefetched waits in full
+        share_fwd, share_bwd = shares
+        partial = (share_fwd * fwd_exposed + (1.0 - share_fwd) * units * gather_fwd
+                   + share_bwd * bwd_exposed + (1.0 - share_bwd) * units * (gather_bwd + scatter_))
+        ideal = np.where(prefetch & limited, partial, ideal)
+    return _hidden_in_practice(ideal, all_units, dp_overlap)
+
+
+def _zero3_step_once_s(gather_fwd, scatter_, *, stage, prefetch, dp_overlap):
+    """Exposed seconds of a step that gathers each unit once (the first micro-batch's forward, prefetched
+    as ever) and reduce-scatters every unit after the last backward (`perform_reduce_grad`): no compute
+    is left on the stage to hide the reduction behind."""
+    units = stage["layers"]
+    all_units = units * gather_fwd
+    ideal = np.where(prefetch, _behind_units(gather_fwd, stage["layer_forward"], units), all_units)
+    return _hidden_in_practice(ideal, all_units, dp_overlap) + units * scatter_
+
+
+def _zero3_schedules(fw, eff, stage, limited, shares):
+    """The ZeRO-3 chain's exposed seconds as functions of the per-unit collective seconds, for this stage and
+    stack: per micro-batch (gather_fwd, gather_bwd, scatter) and per step gathered once (gather_fwd, scatter).
+    cost/hierarchy.py and cost/offload.py rerun them on their own per-unit seconds."""
+    prefetch = fw["prefetches_next_unit"] > 0
+    per_micro_batch = functools.partial(_zero3_micro_batch_s, stage=stage, prefetch=prefetch,
+                                        dp_overlap=eff.dp_overlap, limited=limited, shares=shares)
+    per_step_once = functools.partial(_zero3_step_once_s, stage=stage, prefetch=prefetch, dp_overlap=eff.dp_overlap)
+    return per_micro_batch, per_step_once
+
+
+def _host_issue_s(fw, zero3, stage, gather_bwd, scatter, units, outside, regather_calls, shard_links):
+    """Seconds per micro-batch the host's issue of the ZeRO-3 collectives adds where the stack's collectives walk
+    the group (0.0 where none does)."""
+    if not (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
+        return 0.0
+    # The host issues a layer's reduce-scatters while the GPU is busy with that layer's backward, and the
+    # collectives of the chain run on the network meanwhile: the layer takes the longest of the three, so
+    # the issue hides only behind what the compute and the chain's own traffic already take (hiding it
+    # behind the compute alone as well would count the same window twice).
+    unit_backward = np.maximum(stage["layer_backward"], gather_bwd + scatter)
+    return np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links(), units, outside > 0, unit_backward,
+                                                    regather_calls), 0.0)
+
+
+def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
+    """ZeRO-0/1/2: the exposed gradient reduction per step (`reduce`) and parameter all-gather per call
+    (`param_gather`), the calls of each per step (`reductions`, `gathers`) and the rows reducing every
+    micro-batch (`every_mb`)."""
+    zero = batch.zero
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
     buckets = _gradient_buckets(batch, fw, params)
     all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
-    sharded_12 = many & ((zero == 1) | (zero == 2))
     backward = stage["backward"]
     overlapped = batch.dp_comm_overlap
     per_chunk = (fw["dp_reduce_per_model_chunk"] > 0) & (batch.vpp > 1)
@@ -135,42 +181,55 @@ def data_parallel(batch, cluster, fw, w, stage, params, m):
     # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
     reduce = np.select([zero == 0, once, every_mb], [reduce_behind, reduce_scatter, m * reduce_behind], reduce_behind)
     # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
-    # (--fp8-param-gather: the layers' Linear weights in fp8, one byte).
-    gathered_bytes = _parameter_gather_bytes(batch, w, params, units)
+    # (--fp8-param-gather: the layers' Linear weights in fp8, one byte; _parameter_gather_bytes).
     param_gather_s = timed["param_gather"]
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather_s, buckets, eff.dp_overlap), param_gather_s)
     # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
     gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
-    reductions = np.where(every_mb, m, 1.0)
-    exposed = np.select([zero == 3], [zero3_step], reduce + np.where(zero >= 1, gathers * param_gather, 0.0))
+    return {"reduce": reduce, "param_gather": param_gather, "reductions": np.where(every_mb, m, 1.0),
+            "gathers": gathers, "every_mb": every_mb}
+
+
+def _bytes_moved(batch, cluster, w, reduce_bytes, units, params, m, once, regathered_bytes, sharded):
+    """Bytes each rank's data-parallel traffic moves per step: ZeRO-3's gathers and reductions (per the
+    hierarchy where ZeRO++ / shard groups change them), or ZeRO-0/1/2's reductions and parameter all-gathers."""
+    zero = batch.zero
+    gathered_bytes = _parameter_gather_bytes(batch, w, params, units)
     zero3_bytes_per_element = np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes))  # gathers + reductions
     bytes_moved = np.select([zero == 3], [zero3_bytes_per_element * params + regathered_bytes],
-                            reduce_bytes * params * np.where(zero == 0, 2.0, reductions)
-                            + np.where(zero >= 1, gathers * gathered_bytes, 0.0))
+                            reduce_bytes * params * np.where(zero == 0, 2.0, sharded["reductions"])
+                            + np.where(zero >= 1, sharded["gathers"] * gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
     if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
         sub, sub_fw, pick = hierarchy.sub_batch(batch, hierarchical)
         bytes_moved = np.array(bytes_moved, dtype=float)
         bytes_moved[hierarchical] = hierarchy.zero3_bytes_moved(sub, cluster, sub_fw, pick(w), pick(reduce_bytes),
                                                                 pick(params), pick(m), pick(once))
+    return bytes_moved
+
+
+def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
+    """Seconds of each compute window the dense data-parallel traffic uses (expert_data_parallel's `dense_used`)."""
+    zero = batch.zero
+    all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
+    gather, scatter, gather_bwd = timed["gather"], timed["scatter"], zero3["gather_bwd"]
+    outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
     # The seconds of each compute window this traffic hides in, which the experts' own reduction over the same
     # links cannot use again (expert_data_parallel): the last backward (gradient reduction, per reduction),
-    # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes. MoE batches only:
-    # the dense search's hot path does not pay for it.
-    used = None
-    if batch.has_moe:
-        reduce_s = np.select([zero == 0, once, every_mb], [all_reduce, reduce_scatter, m * reduce_scatter],
-                             reduce_scatter)
-        zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
-                           m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
-        zero3_on = many & (zero == 3)
-        used = {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - reduce, 0.0) / reductions, 0.0),
-                "forward": np.where(many & ~zero3_on, np.maximum(param_gather_s - param_gather, 0.0), 0.0),
-                # ZeRO-Infinity's fetch from host or NVMe runs in the same prefetch chain as the gathers.
-                "micro_batch": np.where(zero3_on, np.maximum(zero3_s + offload_fetch_s - flat_step - offload_fetch,
-                                                             0.0) / m, 0.0)}
-    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_fetch, used
+    # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes.
+    reduce_s = np.select([zero == 0, once, sharded["every_mb"]], [all_reduce, reduce_scatter, m * reduce_scatter],
+                         reduce_scatter)
+    zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
+                       m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
+    zero3_on = many & (zero == 3)
+    return {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - sharded["reduce"], 0.0)
+                                 / sharded["reductions"], 0.0),
+            "forward": np.where(many & ~zero3_on, np.maximum(timed["param_gather"] - sharded["param_gather"], 0.0),
+                                0.0),
+            # ZeRO-Infinity's fetch from host or NVMe runs in the same prefetch chain as the gathers.
+            "micro_batch": np.where(zero3_on, np.maximum(zero3_s + zero3["offload_fetch_s"] - zero3["flat_step"]
+                                                         - zero3["offload_fetch"], 0.0) / m, 0.0)}
 
 
 def _stage_layer_params(batch, stage_layers):
