@@ -233,20 +233,51 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
 
 def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarray]:
     """Named seconds per step (summing to `step_time_s`) plus throughput figures, per candidate."""
-    eff = cluster.efficiency
     fw = batch_framework_arrays(batch)
     # What one rank gets of its accelerator's compute and HBM bandwidth.
     peak, hbm, half, gemm_peak = rank_rates(batch, cluster)
     w = DTYPE_BYTES[batch.dtype.astype(int)]
-    p, v = batch.pp, batch.vpp
     m = batch.grad_accumulation
-
     seconds = _layer_seconds(batch, cluster)
+    layer = _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm)
+    p2p, p2p_bytes = pipeline_send(batch, seconds["p2p_transfers"], seconds["p2p_size"], fw)
+    pace = _pacing_stage(batch, cluster, fw, hbm, layer["total"], seconds["logits"], p2p)
+    # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
+    # data-parallel traffic the step waits for.
+    params, dp_layers, dp_on_last = data_parallel_stage(batch)
+    stage = _data_parallel_window(dp_layers, dp_on_last, layer["forward"], layer["backward"], seconds["logits"])
+    dp_exposed, dp_bytes, offload_fetch, dp_window_used = data_parallel(batch, cluster, fw, w, stage, params, m)
+    layers_per_step = m * pace["layers"]  # the pacing stage's layers over the step's micro-batches
+    parts = _step_parts(batch, cluster, fw, w, hbm, m, layer, seconds["logits"], pace, layers_per_step, p2p, stage,
+                        params, dp_exposed, offload_fetch)
+    moe_layer = layer["moe"]
+    if moe_layer is not None:
+        expert_dp_bytes = _add_expert_parts(batch, cluster, fw, w, hbm, parts, layer["per_layer"], layers_per_step,
+                                            stage, dp_window_used)
+    # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
+    # in the difference, which the slot (micro_batch_s) already accounts for.
+    total = sum(parts.values())
+    return {
+        "parts": parts,
+        "step_time_s": total,
+        "tokens_per_s": batch.global_batch * batch.seq_len / total,
+        **_flop_rates(batch, total, peak),
+        "comm_bytes_per_step": {
+            "tp": np.where(batch.tp > 1, layers_per_step * seconds["tp_count"] * seconds["tp_message"], 0.0),
+            "dp": dp_bytes,
+            "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
+            "pp": m * p2p_bytes,
+            **({} if moe_layer is None else {"ep": layers_per_step * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
+        },
+    }
+
+
+def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
+    """A layer's seconds by part (`per_layer`) and their sum (`total`), what it occupies the GPU for in forward and
+    backward (`forward`, `backward`), with the MoE parts (`moe`: cost/moe.py; None for a dense batch) added."""
     per_layer = dict(seconds["per_layer"])
-    logits = seconds["logits"]
     layer_total = seconds["dense_total"]
     layer_forward, layer_backward = seconds["occupied"]["forward"], seconds["occupied"]["backward"]
-    p2p, p2p_bytes = pipeline_send(batch, seconds["p2p_transfers"], seconds["p2p_size"], fw)
     moe_layer = None
     if batch.has_moe:  # averaged over the layers (cost/moe.py)
         layer, comm = seconds["layer"], seconds["comm"]
@@ -267,6 +298,14 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
         # The MoE layers' launch floor too: the GPU is held by the layer meanwhile.
         layer_forward = layer_forward + moe_layer["forward"] + moe_floor["forward"]
         layer_backward = layer_backward + moe_layer["backward"] + moe_layer["recompute"] + moe_floor["backward"]
+    return {"per_layer": per_layer, "total": layer_total, "forward": layer_forward, "backward": layer_backward,
+            "moe": moe_layer}
+
+
+def _pacing_stage(batch, cluster, fw, hbm, layer_total, logits, p2p) -> dict:
+    """The stage that sets the pace (the slowest per micro-batch): its `layers` and `params`, whether it is the
+    last (`on_last`), the micro-batch slot `micro_batch_s` and the fp32 gradient accumulation per parameter
+    per micro-batch (`accumulate`)."""
     split = stage_split(batch)
     first_layers, middle_layers, last_layers = split["layers"]
     first_params, middle_params, last_params = split["params"]
@@ -276,65 +315,84 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
                               middle_layers * layer_total + accumulate * middle_params,
                               last_layers * layer_total + 3.0 * logits + accumulate * last_params])
     pacing = stage_argmax(stage_seconds)
-    pace_layers = np.choose(pacing, [first_layers, middle_layers, last_layers])
-    pace_params = np.choose(pacing, [first_params, middle_params, last_params])
-    on_last = pacing == 2
-    micro_batch_s = stage_seconds.max(axis=0) + p2p + eff.microbatch_overhead_s
-    # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
-    # data-parallel traffic the step waits for.
-    params, dp_layers, dp_on_last = data_parallel_stage(batch)
-    stage = {
+    return {"layers": np.choose(pacing, [first_layers, middle_layers, last_layers]),
+            "params": np.choose(pacing, [first_params, middle_params, last_params]),
+            "on_last": pacing == 2,
+            "micro_batch_s": stage_seconds.max(axis=0) + p2p + cluster.efficiency.microbatch_overhead_s,
+            "accumulate": accumulate}
+
+
+def _data_parallel_window(dp_layers, dp_on_last, layer_forward, layer_backward, logits) -> dict:
+    """The compute the data-parallel traffic of the stage holding the most parameters hides behind: its layers,
+    one layer's forward and backward, and its whole forward and backward pass (the output layer's on the last)."""
+    return {
         "layers": dp_layers,
         "layer_forward": layer_forward,
         "layer_backward": layer_backward,
         "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
         "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
     }
-    dp_exposed, dp_bytes, offload_fetch, dp_window_used = data_parallel(batch, cluster, fw, w, stage, params, m)
+
+
+def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_step, p2p, stage, params, dp_exposed,
+                offload_fetch) -> dict:
+    """The step's named dense parts: the pacing stage's per-layer parts over the step, the pipeline's sends and
+    bubble, the data-parallel and offload traffic, the optimizer and the overheads."""
+    eff = cluster.efficiency
+    p, v = batch.pp, batch.vpp
+    per_layer = layer["per_layer"]
+    on_last, accumulate = pace["on_last"], pace["accumulate"]
     optimizer, offload_copies = optimizer_step.optimizer(batch, cluster)
     offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
-    layers_per_step = m * pace_layers  # the pacing stage's layers over the step's micro-batches
-    pace = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
-    if moe_layer is not None:  # DualPipe's bubble (frameworks/moe.py)
+    paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
+    if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
         bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
     parts = {
-        "forward": pace(per_layer["forward"]) + m * np.where(on_last, logits, 0.0),
-        "backward": pace(per_layer["backward"]) + m * np.where(on_last, 2.0 * logits, 0.0),
-        "elementwise": pace(per_layer["elementwise"]),
-        "recompute": pace(per_layer["recompute"]),
-        "launch_floor": pace(per_layer["launch_floor"]),
-        "tp_comm": pace(per_layer["tp_comm"]),
-        "cp_comm": pace(per_layer["cp_comm"]),
+        "forward": paced(per_layer["forward"]) + m * np.where(on_last, logits, 0.0),
+        "backward": paced(per_layer["backward"]) + m * np.where(on_last, 2.0 * logits, 0.0),
+        "elementwise": paced(per_layer["elementwise"]),
+        "recompute": paced(per_layer["recompute"]),
+        "launch_floor": paced(per_layer["launch_floor"]),
+        "tp_comm": paced(per_layer["tp_comm"]),
+        "cp_comm": paced(per_layer["cp_comm"]),
         "pp_p2p": m * p2p,
-        "bubble": bubble_slots * micro_batch_s,
+        "bubble": bubble_slots * pace["micro_batch_s"],
         "dp_comm_exposed": dp_exposed,
         "optimizer": optimizer,
         "offload_copies": offload_copies + offload_fetch,
-        "overhead": pace(per_layer["overhead"]) + m * eff.microbatch_overhead_s + eff.step_overhead_s,
+        "overhead": paced(per_layer["overhead"]) + m * eff.microbatch_overhead_s + eff.step_overhead_s,
     }
     if np.any(accumulate):
-        parts["grad_accumulation"] = m * accumulate * pace_params
+        parts["grad_accumulation"] = m * accumulate * pace["params"]
     if "qkv_gather" in per_layer:
-        parts["qkv_gather"] = pace(per_layer["qkv_gather"])
+        parts["qkv_gather"] = paced(per_layer["qkv_gather"])
     # The HBM copies sharded data parallelism makes around its collectives (cost/shard_copies.py).
     copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)
     if copies is not None:
         parts["shard_copies"] = copies
-    if moe_layer is not None:
-        expert_params = moe.expert_params_per_gpu(batch, dp_layers)
-        expert_dp_exposed, expert_dp_bytes = expert_data_parallel(batch, cluster, fw, w, stage, expert_params,
-                                                                   dp_window_used)
-        expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, optimizer_step.ADAM_BYTES_PER_PARAM + w,
-                                                        hbm, cluster.efficiency.optimizer_relative_efficiency)
-        parts.update({"moe_experts": pace(per_layer["moe_experts"]), "ep_comm": pace(per_layer["ep_comm"]),
-                      "moe_launch_floor": pace(per_layer["moe_launch_floor"]),
-                      "a2a_sm_share": pace(per_layer["a2a_sm_share"]),
-                      "expert_dp_comm_exposed": expert_dp_exposed})
-        parts["optimizer"] = parts["optimizer"] + expert_optimizer
-    # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
-    # in the difference, which the slot (micro_batch_s) already accounts for.
-    total = sum(parts.values())
+    return parts
+
+
+def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_step, stage, dp_window_used):
+    """Add the MoE layers' parts over the step, the experts' exposed gradient reduction and their Adam step to
+    `parts`; returns the experts' data-parallel bytes."""
+    expert_params = moe.expert_params_per_gpu(batch, stage["layers"])
+    expert_dp_exposed, expert_dp_bytes = expert_data_parallel(batch, cluster, fw, w, stage, expert_params,
+                                                               dp_window_used)
+    expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, optimizer_step.ADAM_BYTES_PER_PARAM + w,
+                                                    hbm, cluster.efficiency.optimizer_relative_efficiency)
+    paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
+    parts.update({"moe_experts": paced(per_layer["moe_experts"]), "ep_comm": paced(per_layer["ep_comm"]),
+                  "moe_launch_floor": paced(per_layer["moe_launch_floor"]),
+                  "a2a_sm_share": paced(per_layer["a2a_sm_share"]),
+                  "expert_dp_comm_exposed": expert_dp_exposed})
+    parts["optimizer"] = parts["optimizer"] + expert_optimizer
+    return expert_dp_bytes
+
+
+def _flop_rates(batch, total, peak) -> dict:
+    """Model FLOPs per step and the rates they give: TFLOP/s per GPU, MFU and HFU."""
     # Model FLOPs count the causal half of attention (what the model needs; with a sliding window only the
     # keys inside it, so the window lowers the model FLOPs and MFU does not credit the skipped pairs); the hardware also runs what
     # an unfused kernel computes in the masked half, and what recompute runs again (one forward of every
@@ -355,19 +413,5 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     recompute_flops = np.select([batch.recompute == 2, batch.recompute == 1],
                                 [(executed - flop_parts["logits"]) / 3.0, executed_core / 3.0], 0.0)
     tflops_per_gpu = flops / total / batch.gpus
-    return {
-        "parts": parts,
-        "step_time_s": total,
-        "tokens_per_s": batch.global_batch * batch.seq_len / total,
-        "model_flops_per_step": flops,
-        "tflops_per_gpu": tflops_per_gpu / 1e12,
-        "mfu": tflops_per_gpu / peak,
-        "hfu": (executed + recompute_flops) / total / batch.gpus / peak,
-        "comm_bytes_per_step": {
-            "tp": np.where(batch.tp > 1, layers_per_step * seconds["tp_count"] * seconds["tp_message"], 0.0),
-            "dp": dp_bytes,
-            "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
-            "pp": m * p2p_bytes,
-            **({} if moe_layer is None else {"ep": layers_per_step * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
-        },
-    }
+    return {"model_flops_per_step": flops, "tflops_per_gpu": tflops_per_gpu / 1e12, "mfu": tflops_per_gpu / peak,
+            "hfu": (executed + recompute_flops) / total / batch.gpus / peak}
