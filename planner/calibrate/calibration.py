@@ -60,6 +60,28 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
         raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
     measured = np.array([s.run.step_time_s for s in samples])
     total = 1 if holdout else 1 + len(folds(samples, k))
+    select = _counted_selection(cluster, total, progress)
+    if progress:
+        progress(0, total)
+    fitted, decided = select(samples)
+    before = predict(samples, cluster) / measured - 1
+    after = predict(samples, fitted) / measured - 1
+    report = _fit_report(samples, cluster, uncalibrated, fitted, decided, before, after)
+    held_before, held_after, report["heldout_kind"] = _held_out_errors(
+        samples, cluster, k, holdout, fitted, decided, measured, before, select, progress, total)
+    report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
+    report["applied"] = True
+    if decided["fitted"] and report["heldout"]["after"]["mape"] >= report["heldout"]["before"]["mape"]:
+        held_after = _keep_defaults(report, cluster, decided, held_before)
+    report.update(_held_out_spread(report, held_after))
+    # What the fit saw: the efficiencies need not transfer to another stack or number format.
+    report["fitted_frameworks"] = sorted({s.layout.framework for s in samples})
+    report["fitted_dtypes"] = sorted({s.layout.dtype for s in samples})
+    return report
+
+
+def _counted_selection(cluster: ClusterSpec, total: int, progress):
+    """select_parameters on `cluster` for the rows given, telling `progress(done, total)` of each one done."""
     done = [0]
 
     def select(train):  # a parameter selection and fit, counted for `progress`
@@ -69,62 +91,68 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
             progress(done[0], total)
         return chosen
 
-    if progress:
-        progress(0, total)
-    fitted, decided = select(samples)
-    before = predict(samples, cluster) / measured - 1
-    after = predict(samples, fitted) / measured - 1
+    return select
+
+
+def _fit_report(samples, cluster, uncalibrated, fitted, decided, before, after) -> dict:
+    """The fit on all the rows: what it fitted, the defaults it is judged against, what stays at an earlier
+    fit's value or at its default and why, the error before/after on the rows, and the fitted spec."""
     # A spec calibrated before keeps the uncalibrated values of what it fitted (CalibratedOn.defaults): the
     # report compares against those, and lists what stays at an earlier fit's value as such.
     earlier = earlier_defaults(cluster, uncalibrated)
-    report = {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in decided["fitted"]},
-              "defaults": {n: earlier.get(n, _default_value(cluster, n, samples)) for n in PARAMETERS},
-              "earlier_fitted": {n: _default_value(cluster, n, samples) for n in PARAMETERS if n in earlier},
-              "left_at_default": decided["left_at_default"], "selection_path": decided["selection_path"],
-              "train": {"before": _stats(before), "after": _stats(after)}, "cluster": fitted}
+    return {"fitted_parameters": {n: getattr(fitted.efficiency, n) for n in decided["fitted"]},
+            "defaults": {n: earlier.get(n, _default_value(cluster, n, samples)) for n in PARAMETERS},
+            "earlier_fitted": {n: _default_value(cluster, n, samples) for n in PARAMETERS if n in earlier},
+            "left_at_default": decided["left_at_default"], "selection_path": decided["selection_path"],
+            "train": {"before": _stats(before), "after": _stats(after)}, "cluster": fitted}
+
+
+def _held_out_errors(samples, cluster, k, holdout, fitted, decided, measured, before, select, progress, total):
+    """Held-out errors (predicted / measured - 1) before and after calibrating, and how the rows were held out:
+    the given hold-out rows, or k-fold cross-validation with selection and fit redone per fold (`select`, which
+    tells `progress` of each fold; where no fold is fitted, `progress` hears that all `total` are done)."""
     if holdout:
         held_measured = np.array([s.run.step_time_s for s in holdout])
         held_before = predict(holdout, cluster) / held_measured - 1
         held_after = predict(holdout, fitted) / held_measured - 1
-        report["heldout_kind"] = "given hold-out rows"
-    elif not decided["fitted"]:
+        return held_before, held_after, "given hold-out rows"
+    if not decided["fitted"]:
         # Nothing chosen on all the rows: the spec written is the defaults, fitted to none of the rows, so each
         # row's error under it is already a held-out error. Fold fits could choose parameters this spec lacks;
         # their errors would describe a spec that is not written.
-        held_before = held_after = before
-        report["heldout_kind"] = "no parameter chosen: the defaults, fitted to no row, on every row"
         if progress:
             progress(total, total)
-    else:
-        held_before = before
-        # Nested: each fold's calibration, selection included, never saw that fold.
-        held_after = held_out_predictions(
-            samples, k, lambda train: select(train)[0] if len(train) >= 3 else cluster
-        ) / measured - 1
-        by = "source" if len({s.group for s in samples}) >= 2 else "row"
-        report["heldout_kind"] = f"{len(folds(samples, k))}-fold cross-validation by {by}, selection and fit redone per fold"
-    report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
-    report["applied"] = True
-    if decided["fitted"] and report["heldout"]["after"]["mape"] >= report["heldout"]["before"]["mape"]:
-        # Calibrating predicted the held-out rows worse than the defaults: the rows a fold never saw (each
-        # fold's calibration done the same way on the others), or the user's own --holdout-source rows.
-        # The fit would not generalise, so the spec keeps the defaults (README, "Calibration"). (A given
-        # hold-out set decides only this yes/no; it never chooses or fits a parameter.)
-        reason = (f"kept: calibrating predicted held-out rows worse than the defaults "
-                  f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%)")
-        report.update(applied=False, cluster=cluster, fitted_parameters={},
-                      left_at_default={**{n: reason for n in decided["fitted"]}, **decided["left_at_default"]})
-        report["train"]["after"] = report["train"]["before"]
-        held_after = held_before
-    report["implausible"] = implausible_fits(report["fitted_parameters"], report["defaults"])
+        return before, before, "no parameter chosen: the defaults, fitted to no row, on every row"
+    # Nested: each fold's calibration, selection included, never saw that fold.
+    held_after = held_out_predictions(
+        samples, k, lambda train: select(train)[0] if len(train) >= 3 else cluster
+    ) / measured - 1
+    by = "source" if len({s.group for s in samples}) >= 2 else "row"
+    return before, held_after, f"{len(folds(samples, k))}-fold cross-validation by {by}, selection and fit redone per fold"
+
+
+def _keep_defaults(report: dict, cluster: ClusterSpec, decided: dict, held_before: np.ndarray) -> np.ndarray:
+    """Turn `report` into keeping the defaults, and return the held-out errors that then stand (the defaults')."""
+    # Calibrating predicted the held-out rows worse than the defaults: the rows a fold never saw (each
+    # fold's calibration done the same way on the others), or the user's own --holdout-source rows.
+    # The fit would not generalise, so the spec keeps the defaults (README, "Calibration"). (A given
+    # hold-out set decides only this yes/no; it never chooses or fits a parameter.)
+    reason = (f"kept: calibrating predicted held-out rows worse than the defaults "
+              f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%)")
+    report.update(applied=False, cluster=cluster, fitted_parameters={},
+                  left_at_default={**{n: reason for n in decided["fitted"]}, **decided["left_at_default"]})
+    report["train"]["after"] = report["train"]["before"]
+    return held_before
+
+
+def _held_out_spread(report: dict, held_after: np.ndarray) -> dict:
+    """The implausible fits, and the spread of the held-out errors that stand: the 90% prediction interval and
+    the held-out band."""
     log_residuals = np.log1p(held_after)
-    report["prediction_interval_90"] = [float(np.expm1(np.quantile(log_residuals, 0.05))),
-                                        float(np.expm1(np.quantile(log_residuals, 0.95)))]
-    report["held_out_band"] = held_out_band(held_after)
-    # What the fit saw: the efficiencies need not transfer to another stack or number format.
-    report["fitted_frameworks"] = sorted({s.layout.framework for s in samples})
-    report["fitted_dtypes"] = sorted({s.layout.dtype for s in samples})
-    return report
+    return {"implausible": implausible_fits(report["fitted_parameters"], report["defaults"]),
+            "prediction_interval_90": [float(np.expm1(np.quantile(log_residuals, 0.05))),
+                                       float(np.expm1(np.quantile(log_residuals, 0.95)))],
+            "held_out_band": held_out_band(held_after)}
 
 
 def held_out_band(errors: np.ndarray) -> dict:
