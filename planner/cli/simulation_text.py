@@ -41,50 +41,19 @@ def goodput_text(g: dict) -> str:
 
 
 def format_simulation(model, layout, cluster, result: dict) -> str:
-    from planner.calibrate.error_bands import band_origin
-    from planner.report.render import human_bytes, human_count, human_seconds, table
-    from planner.specs.model import experts_summary
+    """What `planner simulate` prints for one configuration: the model, cluster and layout lines, the step time
+    and what qualifies it, the time and memory tables, the memory verdict and the offload lines."""
+    from planner.report.render import human_seconds, table
 
     step = result["step_time_s"]
-    memory = result["memory"]
     time_rows = [[name, human_seconds(value), f"{100 * value / step:5.1f}%"]
                  for name, value in result["time"].items() if value > 0]
-    memory_rows = [[name, human_bytes(value)] for name, value in result["memory_parts"].items() if value > 0]
-    memory_rows.append(["total", human_bytes(memory["total_bytes"])])
-    if result["fits"]:
-        verdict = f"fits: yes ({human_bytes(memory['hbm_bytes'] - memory['total_bytes'])} headroom of {human_bytes(memory['hbm_bytes'])} HBM)"
-    elif not memory["hbm_fits"]:
-        verdict = (f"fits: NO - needs {human_bytes(memory['total_bytes'])} per GPU, HBM is {human_bytes(memory['hbm_bytes'])}"
-                   f" (short by {human_bytes(memory['shortfall_bytes'])}); try more tp/pp, a higher ZeRO stage,"
-                   f" recompute, a smaller micro-batch, or offload")
-    else:  # HBM holds it; what offload moves off the GPUs does not fit the node (lines below)
-        tier = "host memory" if not memory["host_fits"] else "NVMe"
-        verdict = (f"fits: NO - fits in HBM, but the offloaded states exceed the node's {tier}; spread them over more "
-                   f"nodes or offload less")
-    band = result.get("step_time_band")
-    band_text = (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
-                 f"({band_origin(band)})") if band else ""
-    experts = f" ({human_count(model.total_active_params)} active: {experts_summary(model)})" if model.is_moe else ""
-    moe_layout = (f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
-                  if model.is_moe else "")
-    # Shown where tokens are capped, given or the stack's default (DeepSpeed's 1.0), so a dropless header reads as
-    # before.
-    if model.is_moe and layout.moe_capacity_factor_used is not None:
-        moe_layout += (f" capacity={layout.moe_capacity_factor_used:g}{' padded' if layout.moe_pad_to_capacity_used else ''}"
-                       + ("" if layout.moe_capacity_factor is not None else f" ({layout.framework} default)"))
-    fp8_params = (" fp8_param_gather=1" if layout.fp8_param_gather else "") + (
-        f" fp8_recipe={layout.fp8_recipe_used}" if layout.dtype == "fp8" and layout.fp8_recipe_used != "delayed" else "")
+    band_text = _band_text(result.get("step_time_band"))
     lines = [
-        f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
-        f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}"
-        + (f" window={model.attention_window}" if model.attention_window else ""),
+        _model_line(model),
         f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
-        f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
-        f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
-        f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
-        f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
-        f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
-        + fp8_params + _hierarchy_text(layout),
+        # With the expert grid of an MoE model at its end.
+        _layout_line(layout) + _moe_layout_text(model, layout),
         "",
         f"step time {human_seconds(step)}   tokens/s {result['tokens_per_s']:,.0f}   "
         f"TFLOP/s per GPU {result['tflops_per_gpu']:.1f}   MFU {100 * result['mfu']:.1f}%   HFU {100 * result['hfu']:.1f}%",
@@ -95,14 +64,95 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         "",
         table(["time part", "seconds", "share"], time_rows),
         "",
-        table(["memory per GPU", "bytes"], memory_rows),
-        verdict,
+        table(["memory per GPU", "bytes"], _memory_rows(result["memory_parts"], result["memory"])),
+        _memory_verdict(result),
+        *_offload_lines(result["memory"]),
     ]
-    lines[2] += moe_layout  # the layout line: the expert grid of an MoE model
+    return "\n".join(lines)
+
+
+def _memory_rows(parts: dict, memory: dict) -> list:
+    """The memory table's rows: each part held per GPU, then the total."""
+    from planner.report.render import human_bytes
+
+    memory_rows = [[name, human_bytes(value)] for name, value in parts.items() if value > 0]
+    memory_rows.append(["total", human_bytes(memory["total_bytes"])])
+    return memory_rows
+
+
+def _memory_verdict(result: dict) -> str:
+    """Whether the configuration fits: the headroom left, or what does not fit (HBM, or the node's host memory
+    or NVMe for what offload moves off the GPUs) and what to try."""
+    from planner.report.render import human_bytes
+
+    memory = result["memory"]
+    if result["fits"]:
+        return f"fits: yes ({human_bytes(memory['hbm_bytes'] - memory['total_bytes'])} headroom of {human_bytes(memory['hbm_bytes'])} HBM)"
+    if not memory["hbm_fits"]:
+        return (f"fits: NO - needs {human_bytes(memory['total_bytes'])} per GPU, HBM is {human_bytes(memory['hbm_bytes'])}"
+                f" (short by {human_bytes(memory['shortfall_bytes'])}); try more tp/pp, a higher ZeRO stage,"
+                f" recompute, a smaller micro-batch, or offload")
+    # HBM holds it; what offload moves off the GPUs does not fit the node (lines below)
+    tier = "host memory" if not memory["host_fits"] else "NVMe"
+    return (f"fits: NO - fits in HBM, but the offloaded states exceed the node's {tier}; spread them over more "
+            f"nodes or offload less")
+
+
+def _band_text(band: dict | None) -> str:
+    """The step time's 90% band and where it comes from (empty without a band)."""
+    from planner.calibrate.error_bands import band_origin
+    from planner.report.render import human_seconds
+
+    return (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
+            f"({band_origin(band)})") if band else ""
+
+
+def _model_line(model) -> str:
+    """The model line: parameters (active ones and the experts for MoE) and the shape."""
+    from planner.report.render import human_count
+    from planner.specs.model import experts_summary
+
+    experts = f" ({human_count(model.total_active_params)} active: {experts_summary(model)})" if model.is_moe else ""
+    return (f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
+            f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} V={model.vocab} s={model.seq_len}"
+            + (f" window={model.attention_window}" if model.attention_window else ""))
+
+
+def _layout_line(layout) -> str:
+    """The layout line: parallel sizes, ZeRO, batch, recompute, dtype, stack and overlaps, the fp8 options and the
+    ZeRO-3 hierarchy where set."""
+    fp8_params = (" fp8_param_gather=1" if layout.fp8_param_gather else "") + (
+        f" fp8_recipe={layout.fp8_recipe_used}" if layout.dtype == "fp8" and layout.fp8_recipe_used != "delayed" else "")
+    return (f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
+            f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
+            f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
+            f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
+            f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
+            + fp8_params + _hierarchy_text(layout))
+
+
+def _moe_layout_text(model, layout) -> str:
+    """The expert grid of an MoE model, as ' ep=8 etp=1 ...' (empty for a dense model)."""
+    if not model.is_moe:
+        return ""
+    moe_layout = f" ep={layout.ep} etp={layout.expert_tp} edp={layout.expert_dp} a2a_overlap={layout.moe_a2a_overlap}"
+    # Shown where tokens are capped, given or the stack's default (DeepSpeed's 1.0), so a dropless header reads as
+    # before.
+    if layout.moe_capacity_factor_used is not None:
+        moe_layout += (f" capacity={layout.moe_capacity_factor_used:g}{' padded' if layout.moe_pad_to_capacity_used else ''}"
+                       + ("" if layout.moe_capacity_factor is not None else f" ({layout.framework} default)"))
+    return moe_layout
+
+
+def _offload_lines(memory: dict) -> list:
+    """What offload keeps per node in host memory and on NVMe, and whether it exceeds the node's."""
+    from planner.report.render import human_bytes
+
+    lines = []
     if memory["host_bytes_per_node"] > 0:
         lines.append(f"host memory per node for offload: {human_bytes(memory['host_bytes_per_node'])}"
                      f"{'' if memory['host_fits'] else ' - exceeds the node host memory'}")
     if memory["nvme_bytes_per_node"] > 0:
         lines.append(f"NVMe per node for offload: {human_bytes(memory['nvme_bytes_per_node'])}"
                      f"{'' if memory.get('nvme_fits', True) else ' - exceeds the node NVMe capacity'}")
-    return "\n".join(lines)
+    return lines
