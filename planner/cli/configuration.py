@@ -30,6 +30,14 @@ LAYOUT_KEYS += MOE_LAYOUT_KEYS
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags mirroring the runs-CSV columns; shared with other commands that take one configuration."""
     group = parser.add_argument_group("configuration (flags override --config, which overrides --model)")
+    _add_shape_and_layout_flags(group)
+    _add_stack_and_precision_flags(group)
+    _add_zero3_hierarchy_flags(parser)
+
+
+def _add_shape_and_layout_flags(group) -> None:
+    """Where the configuration comes from (--config, --model, --cluster), the model's shape and the parallel
+    layout: sizes, ZeRO, offload, recompute, sequence parallelism."""
     group.add_argument("--config", metavar="FILE.yaml", help="YAML mapping with any of these keys (runs-CSV names)")
     group.add_argument("--model", metavar="PRESET", help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models)")
     group.add_argument("--cluster", help=f"cluster spec name (see `planner clusters`) or a path to a YAML file "
@@ -48,6 +56,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--offload-device", choices=["cpu", "nvme"], help=CONFIG_HELP["offload-device"] + " (default cpu)")
     group.add_argument("--recompute", choices=["none", "selective", "full"], help=CONFIG_HELP["recompute"] + " (default none)")
     group.add_argument("--seq-parallel", type=int, choices=[0, 1], help=CONFIG_HELP["seq-parallel"] + " (default 0)")
+
+
+def _add_stack_and_precision_flags(group) -> None:
+    """The number format and the training stack's settings: dtype, flash attention, framework, overlaps,
+    gradient reduction dtype and the fp8 options."""
     group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"], help=CONFIG_HELP["dtype"] + " (default bf16)")
     group.add_argument("--flash-attention", type=int, choices=[0, 1], help="1 (default): flash attention; 0: unfused softmax")
     group.add_argument("--framework", choices=list(FRAMEWORK_NAMES),
@@ -69,6 +82,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                             "tensorwise per-tensor current scaling (NeMo's FP8-CS recipes, torchtitan's float8: an "
                             "amax pass before every cast); needs --dtype fp8; default: the stack's (delayed; "
                             "tensorwise for fsdp, which has no delayed scaling)")
+
+
+def _add_zero3_hierarchy_flags(parser: argparse.ArgumentParser) -> None:
+    """ZeRO++ / MiCS / HSDP groups, ZeRO-Infinity tiling and activation offload (need --zero 3)."""
     hierarchy = parser.add_argument_group("ZeRO-3 hierarchy (ZeRO++, MiCS / HSDP; need --zero 3)")
     hierarchy.add_argument("--zero-hpz", type=whole_number(),
                            help="ZeRO++ hpZ: secondary weight partition over this many data-parallel ranks inside a node, "
