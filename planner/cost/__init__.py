@@ -14,11 +14,13 @@ model_parallel_comm.py  tensor-, context- and pipeline-parallel communication pe
 stages.py       the pipeline stage split: first, middle, last stage and the data-parallel stage
 data_parallel.py  ZeRO/FSDP gathers and reductions, gradient reduction, parameter all-gather, experts' reduction
 optimizer_step.py  Adam on HBM or CPU-Adam with its copies; fp32 gradient accumulation
+layer_compute.py  one dense layer's compute per micro-batch: GEMMs, attention core, elementwise, fp8 casts, issue
 step_time.py    seconds per optimizer step as named parts: a per-layer schedule of compute and overlapped comm
 hierarchy.py    ZeRO-3 under ZeRO++ (hpZ, qwZ, qgZ) and MiCS / HSDP / gradient groups: times, cross-node bytes
 offload.py      ZeRO-Infinity's parameter fetch and activation-checkpoint copies during the passes
 infer.py        settings a run leaves unstated -> the fastest that fits
 goodput.py      failures, checkpoints, restarts
+evaluation.py   the launch files' evaluation passes as a share of training time
 estimate.py     memory + time for a batch; `simulate` on a batch of one
 distinct.py     a part of the model evaluated once per distinct combination of the columns it reads, spread back
 """

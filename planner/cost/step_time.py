@@ -34,28 +34,27 @@ Collectives are timed as NCCL runs them (`collectives`), over the links each gro
 `Efficiency.dp_overlap` / `tp_overlap` are residuals: the fraction of the communication the schedule can
 hide that is hidden in practice (1 = the schedule's ideal; calibration fits them, e.g. CPU gloo ranks).
 
-Where each part is computed (this module assembles one step from them: a layer's compute, `_layer`, its
-per-layer parts and `step_time`): the rates one rank computes at and the GEMM efficiency in cost/gemm.py, fused
-attention in cost/fused_attention.py, the overlap arithmetic in cost/overlap.py, groups and their links in
-cost/groups.py, tensor-, context- and pipeline-parallel communication in cost/model_parallel_comm.py, the stage
-split in cost/stages.py, data-parallel communication in cost/data_parallel.py, the optimizer step in
-cost/optimizer_step.py, the MoE layers in cost/moe.py.
+Where each part is computed (this module assembles one step from them: a layer's per-layer parts and
+`step_time`): a dense layer's compute in cost/layer_compute.py, the rates one rank computes at and the GEMM
+efficiency in cost/gemm.py, fused attention in cost/fused_attention.py, the overlap arithmetic in
+cost/overlap.py, groups and their links in cost/groups.py, tensor-, context- and pipeline-parallel communication
+in cost/model_parallel_comm.py, the stage split in cost/stages.py, data-parallel communication in
+cost/data_parallel.py, the optimizer step in cost/optimizer_step.py, the MoE layers in cost/moe.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import (distinct, fused_attention, groups, hierarchy, kernels, moe, offload, optimizer_step,
-                          shard_copies)
+from planner.cost import (distinct, groups, hierarchy, layer_compute, moe, offload, optimizer_step, shard_copies)
 from planner.cost.data_parallel import data_parallel, expert_data_parallel
 from planner.cost.gemm import gemm_seconds, matmul_efficiency, output_layer_rates, rank_rates
-from planner.cost.memory import activation_bytes_per_layer, element_bytes
+from planner.cost.memory import element_bytes
 from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, tensor_parallel
 from planner.cost.stages import data_parallel_stage, stage_split
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots
-from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
+from planner.specs.candidate_batch import DTYPE_BYTES, CandidateBatch
 from planner.specs.hardware import ClusterSpec
 from planner.specs.pipeline_stages import padded_vocab, stage_argmax
 from planner.specs.model import attended_keys, training_flops_breakdown
@@ -66,109 +65,6 @@ from planner.specs.model import attended_keys, training_flops_breakdown
 # forward reads the 16-bit logits (2) and writes fp32 (4), the max/sum-exp pass reads them (4) and the
 # softmax is written for backward (4); backward reads it (4) and writes the 16-bit gradient (2). Derived: 20.
 CROSS_ENTROPY_BYTES_PER_LOGIT = 20.0
-
-
-def _layer(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, half, hbm, fw):
-    """Seconds of one transformer layer for one micro-batch on one tp rank, by part."""
-    tokens = batch.micro_batch * batch.seq_len / batch.cp
-    gemms = _layer_gemm_shapes(batch, tokens)
-    gemm = _layer_gemm_seconds(batch, cluster.efficiency, gemms, gemm_peak, half)
-    attention, attention_bwd = _attention_core_seconds(batch, cluster, peak, half, tokens)
-    # Memory-bound kernels (norms, GELU/SwiGLU, dropout, residual adds, unfused softmax): about one pass
-    # over the layer's activation bytes in forward (Korthikanti's breakdown), 2x in backward.
-    elementwise = activation_bytes_per_layer(batch)["full"] / hbm
-    fp8_casts = _fp8_cast_seconds(batch, gemms, hbm)
-    forward = gemm + attention + elementwise + fp8_casts / 2.0  # the cast bytes are for forward + backward
-    backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0
-    recompute = np.select([batch.recompute == 2, batch.recompute == 1],
-                          [forward, attention + np.where(batch.flash_attention, 0.0, 0.3 * elementwise)], 0.0)
-    return {"gemm": gemm, "attention": attention, "attention_backward": attention_bwd, "forward": forward, "backward": backward,
-            "recompute": recompute, "elementwise": elementwise, "issue": _layer_issue_seconds(batch, fw)}
-
-
-def _layer_gemm_shapes(batch, tokens) -> list:
-    """The layer's four GEMMs (QKV, attention output, MLP up, MLP down) as (M, N, K) per tp rank."""
-    t, h = batch.tp, batch.hidden
-    qkv_width = h * (1.0 + 2.0 * batch.kv_heads / batch.heads)
-    up_width = (batch.mlp_matrices - 1.0) * batch.ffn
-    return [  # (M, N, K) per tp rank
-        (tokens, qkv_width / t, h),
-        (tokens, h, h / t),
-        (tokens, up_width / t, h),
-        (tokens, h, batch.ffn / t),
-    ]
-
-
-def _layer_gemm_seconds(batch, eff, gemms, gemm_peak, half):
-    """Forward seconds of the layer's GEMMs at their size-dependent efficiency."""
-    if batch.core_width is None:
-        return sum(2.0 * m * n * k / (gemm_peak * matmul_efficiency(m, n, k, eff, half)) for m, n, k in gemms)
-    # attention variants / MoE: a model may have no dense MLP (ffn 0)
-    return sum(gemm_seconds(m, n, k, gemm_peak, eff, half) for m, n, k in gemms)
-
-
-def _attention_core_seconds(batch, cluster, peak, half, tokens):
-    """Forward and backward seconds of the attention core (fused kernel or unfused GEMMs)."""
-    eff = cluster.efficiency
-    t, h = batch.tp, batch.hidden
-    # Attention core: per head (s x head_dim) x (head_dim x s) and back. Flash attention with a causal
-    # mask skips the masked half; the older unfused path computes the whole square. MLA and heads whose
-    # width differs from h/heads multiply by their own core width (model.flops_columns).
-    core = h if batch.core_width is None else batch.core_width
-    head_dim = core / batch.heads
-    attention_peak = fused_attention.attention_peak(batch, cluster, peak)
-    local_seq = batch.seq_len / batch.cp
-    if batch.attention_window is None:
-        core_flops = 4.0 * tokens * batch.seq_len * core / t * np.where(batch.flash_attention, 0.5, 1.0)
-    else:
-        # Sliding window: a fused kernel skips the key blocks outside the window as it skips the masked
-        # half (flash-attention README changelog 2.3 'Local (i.e., sliding window) attention', window_size), so it runs the keys
-        # each query attends (model.attended_keys); the unfused path still computes the whole square.
-        # Its efficiency is read at the causal sequence with the same mean keys per query (2 x attended
-        # keys: the same work per query row), capped at the local sequence. (An assumption: no published
-        # sliding-window kernel benchmark was at hand; it is exact when the window covers the sequence.)
-        keys = attended_keys(batch.seq_len, batch.attention_window)
-        core_flops = 4.0 * tokens * core / t * np.where(batch.flash_attention, keys, batch.seq_len)
-        local_seq = np.minimum(local_seq, 2.0 * keys)
-    # Fused attention at the efficiency published for its kernel, head dim and (per cp rank) sequence;
-    # the unfused path as its two thin GEMMs (the softmax is in the elementwise traffic).
-    code = fused_attention.attention_kernel_codes(batch, cluster)
-    tabled = code >= 0
-    safe_code = np.where(tabled, code, 0)
-    # Fractions of the kernel's own GPU peak, taken as fractions of this accelerator's peak.
-    flash_fwd, flash_bwd = fused_attention.attention_table_lookup(head_dim, local_seq, safe_code)
-    fused = batch.flash_attention & tabled
-    # (Skipped when every candidate runs a tabled fused kernel, as in most searches.)
-    unfused = 1.0 if fused.all() else matmul_efficiency(batch.seq_len / batch.cp, batch.seq_len, head_dim, eff, half)
-    # attention_relative_efficiency scales the GEMM-based estimate only: the tables are measured kernels.
-    gemm_based = unfused * eff.attention_relative_efficiency
-    fwd_eff = np.where(fused, flash_fwd, gemm_based)
-    bwd_eff = np.where(fused, flash_bwd, gemm_based)
-    attention = core_flops / (attention_peak * fwd_eff)
-    # Flash backward runs 5 GEMM-like products to forward's 2 (dQ, dK, dV, dP and the recomputed S) =
-    # 2.5x (FlashAttention-2, section 3.1.2); the unfused path stores P and runs 4 (2x).
-    bwd_ratio = np.where(batch.flash_attention, kernels.BACKWARD_FLOPS_RATIO, 2.0)
-    return attention, bwd_ratio * core_flops / (attention_peak * bwd_eff)
-
-
-def _fp8_cast_seconds(batch, gemms, hbm):
-    """Seconds of the fp8 GEMMs' input casts for forward and backward (0.0 when no row is fp8)."""
-    # fp8 GEMMs first cast their inputs (read 2 bytes, write 1; current scaling reads them once more for the amax).
-    fp8 = batch.dtype == DTYPE_CODES["fp8"]
-    return 0.0 if not fp8.any() else np.where(
-        fp8, sum(kernels.fp8_linear_cast_hbm_bytes(m, n, k, True, batch.fp8_current_scaling)
-                 for m, n, k in gemms) / hbm, 0.0)
-
-
-def _layer_issue_seconds(batch, fw) -> dict:
-    """What the CPU needs to issue each pass of a layer; step_time charges the part the GPU's work (compute and
-    exposed communication) does not already cover."""
-    # The CPU issues every kernel: a layer is never faster than its launches (eager frameworks).
-    eager = fw["eager_dispatch"] > 0
-    issue_fwd = kernels.layer_launch_floor_s(kernels.FORWARD, batch.tp, batch.seq_parallel, eager)
-    issue_bwd = kernels.layer_launch_floor_s(kernels.BACKWARD, batch.tp, batch.seq_parallel, eager)
-    return {"forward": issue_fwd, "backward": issue_bwd,
-            "recompute": np.where(batch.recompute == 2, issue_fwd, 0.0)}
 
 
 def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm):
@@ -209,7 +105,7 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
     eff = cluster.efficiency
     peak, hbm, half, gemm_peak = rank_rates(batch, cluster)
     fw = batch_framework_arrays(batch)
-    layer = _layer(batch, cluster, peak, gemm_peak, half, hbm, fw)
+    layer = layer_compute.layer_seconds(batch, cluster, peak, gemm_peak, half, hbm, fw)
     comm = tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw)
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     logits_m, logits_n, logits_k = tokens, padded_vocab(batch) / batch.tp, batch.hidden  # the stack's padded rows too
