@@ -3,7 +3,7 @@ kernels.ATTENTION_KERNELS, or none), at which peak (bf16 even in fp8 training), 
 efficiency at the candidate's head dim and sequence. Pure, vectorised.
 
 Its own module because kernels.py holds the published tables and knows nothing of accelerators, stacks or
-candidates; this module maps a candidate onto them. step_time's layer times the attention core with it.
+candidates; this module maps a candidate onto them. cost/layer_compute.py times the attention core with it.
 """
 
 from __future__ import annotations

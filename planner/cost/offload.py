@@ -18,7 +18,7 @@ def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
     async_op=True)` for NVMe): a unit's fetch runs ahead of its all-gather in the same prefetch chain, so it
     hides behind compute together with the gathers; the rest of the model is fetched exposed. On the `once`
     rows (FSDP2 with CPU offload under pipelining, cost.memory.unsharded_through_step) the shard is copied in
-    for the step's one gather only, in step_time's `per_step_once` chain.
+    for the step's one gather only, in cost/data_parallel.py's `per_step_once` chain.
 
     `chain_without_fetch`: per_micro_batch(gather, gather, scatter) where the caller has it already.
 
