@@ -55,14 +55,13 @@ def _budget_text(c: dict) -> str:
 
 
 def _evaluation_text(plan: dict) -> str:
-    """' and evaluation (...)': the launch's evaluation passes goodput counts (planner.cost.evaluation), if any."""
-    from planner.cost.evaluation import plan_evaluation
-
-    evaluation = plan_evaluation(plan)
-    if not evaluation["fraction"]:
+    """' and evaluation (...)': the launch's evaluation passes goodput counts (the plan's `evaluation`), if any."""
+    evaluation = plan.get("evaluation")
+    if not evaluation or not evaluation["fraction"]:
         return ""
     return (f" and evaluation ({evaluation['iters']:g} forward-only iterations every {evaluation['interval_steps']:g} "
             f"steps: {100 * evaluation['fraction']:.2f}% of training time)")
+
 
 def summary_blocks(review: dict) -> list:
     plan, cl = review["plans"][0], review["cluster"]
