@@ -399,3 +399,19 @@ def test_report_states_the_plans_hyperparameters_with_their_sources(written, rev
             ("optimizer", "AdamW", hyper["optimizer"]["source"])):
         row = next(line for line in section.splitlines() if line.startswith(f"| {setting} |"))
         assert value in row and source in row, setting
+
+
+def test_speed_line_names_the_evaluation_its_goodput_counts(written, review):
+    """The plan's goodput counts the launch's evaluation passes (cost/evaluation.py); the review names them with the
+    plan record's figures, which the document only renders (it imports no cost code)."""
+    plan = review[0]["plans"][0]
+    evaluation = plan["evaluation"]
+    markdown = (written[1] / "review.md").read_text(encoding="utf-8")
+    speed = next(line for line in markdown.splitlines() if "Speed:" in line)
+    if evaluation["fraction"]:
+        assert (f"{evaluation['iters']:g} forward-only iterations every {evaluation['interval_steps']:g} steps: "
+                f"{100 * evaluation['fraction']:.2f}% of training time") in speed
+    else:
+        assert "evaluation" not in speed
+    if plan["layout"]["framework"] in ("megatron", "deepspeed"):  # their launch files evaluate
+        assert evaluation["fraction"] > 0
