@@ -57,10 +57,14 @@ def batch_evaluation_fraction(batch, times: dict) -> np.ndarray:
     return evaluation_fraction(times["parts"], times["step_time_s"], batch.zero, batch.framework)
 
 
+def evaluation_record(framework: str, fraction: float) -> dict:
+    """The evaluation passes a plan names: its share of training time, the interval and the iterations."""
+    stack = FRAMEWORKS[framework]
+    return {"fraction": float(fraction), "interval_steps": stack.eval_interval_steps, "iters": stack.eval_iters}
+
+
 def plan_evaluation(plan: dict) -> dict:
-    """A plan's (planner optimize) evaluation passes: the fraction of training time, the interval and the iterations."""
+    """A plan's (planner optimize) evaluation passes, from its step breakdown (evaluation_record)."""
     layout = plan["layout"]
-    stack = FRAMEWORKS[layout["framework"]]
     fraction = evaluation_fraction(plan["time"], plan["step_time_s"], layout["zero"], FRAMEWORK_CODES[layout["framework"]])
-    return {"fraction": float(np.asarray(fraction).reshape(-1)[0]), "interval_steps": stack.eval_interval_steps,
-            "iters": stack.eval_iters}
+    return evaluation_record(layout["framework"], np.asarray(fraction).reshape(-1)[0])

@@ -11,7 +11,7 @@ import numpy as np
 
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.cost.estimate import simulate
-from planner.cost.evaluation import plan_evaluation
+from planner.cost.evaluation import evaluation_record
 from planner.laws.base import NO_INTERVAL, interval_basis
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.search.score import Problem
@@ -56,8 +56,9 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "loss_interval_basis": interval_basis(problem.law) or NO_INTERVAL,
         "law_warnings": problem.law.extrapolation_warnings(np.array([law_n]), np.array([tokens])),
     }
-    # The launch's evaluation passes its goodput counts (cost/evaluation.py), for the report to name.
-    plan["evaluation"] = plan_evaluation(plan)
+    # The launch's evaluation passes its goodput counts (cost/evaluation.py), for the report to name: the simulation
+    # above has their share already.
+    plan["evaluation"] = evaluation_record(layout.framework, sim["evaluation_fraction"])
     plan["hyperparameters"] = plan_hyperparameters(float(model.non_embedding_params), tokens,
                                                    float(layout.global_batch * model.seq_len),
                                                    batch_rule=problem.batch_rule)
