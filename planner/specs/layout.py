@@ -118,9 +118,10 @@ class Layout(BaseModel):
     ep: int = Field(default=1, gt=0)
     etp: int | None = Field(default=None, gt=0)
     # Tokens per expert are capped at capacity_factor x the mean (None = the stack's default,
-    # MoEStack.capacity_factor: dropless on Megatron, transformer_config.py:917; 1.0 on DeepSpeed); dropless routing runs at the busiest expert rank's load over the mean,
-    # moe_load_imbalance (assumed 1.0 = balanced by default: DeepSeek-V3's auxiliary-loss-free balancing
-    # keeps expert load balanced, arXiv:2412.19437 section 2.1.2; set it from a measured run).
+    # MoEStack.capacity_factor: dropless on Megatron, transformer_config.py:917; 1.0 on DeepSpeed); dropless
+    # routing runs at the busiest expert rank's load over the mean, moe_load_imbalance (assumed 1.0 = balanced by
+    # default: DeepSeek-V3's auxiliary-loss-free balancing keeps expert load balanced, arXiv:2412.19437 section
+    # 2.1.2; set it from a measured run).
     moe_capacity_factor: float | None = Field(default=None, gt=0)
     moe_load_imbalance: float = Field(default=1.0, ge=1.0)
     # With a capacity factor, pad every expert's input to the capacity (Megatron's
