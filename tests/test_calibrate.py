@@ -335,3 +335,23 @@ def test_band_describes_the_written_spec_when_nothing_is_chosen_on_all_rows(monk
     assert report["fitted_parameters"] == {}
     assert report["held_out_band"] == held_out_band(defaults_errors)
     assert report["heldout"]["after"] == report["heldout"]["before"]
+
+
+def test_fit_residuals_are_evaluated_once_per_point_and_handed_out_as_copies():
+    """least_squares asks for the residuals and then the Jacobian at the same point: the second evaluation
+    is the kept value (the model runs once), and a caller that changes what it got cannot change it."""
+    from planner.calibrate.fitting import _last_value_kept
+
+    calls = []
+
+    @_last_value_kept
+    def residuals(free):
+        calls.append(np.array(free))
+        return np.asarray(free, dtype=float) * 2.0
+
+    first = residuals(np.array([1.0, 2.0]))
+    first[0] = 99.0
+    again = residuals(np.array([1.0, 2.0]))
+    assert len(calls) == 1 and again.tolist() == [2.0, 4.0]
+    assert residuals(np.array([1.0, 2.5])).tolist() == [2.0, 5.0] and len(calls) == 2
+    assert residuals(np.array([1.0, 2.0])).tolist() == [2.0, 4.0] and len(calls) == 3  # one point kept

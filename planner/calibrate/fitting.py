@@ -91,6 +91,7 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
     start = np.array([to_free(n, start_value(cluster, n, samples)) for n in names])
     batch = sample_batch(samples)
 
+    @_last_value_kept
     def residuals(free):
         data = log_residuals(samples, cluster, names, free, batch)
         return np.concatenate([data, prior_weight * (free - start)])
@@ -121,6 +122,21 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
     solution = least_squares(residuals, x0, jac=_forward_differences(residuals), loss="soft_l1", f_scale=ROBUST_SCALE,
                              max_nfev=200 * len(names))
     return _cluster_with(cluster, names, solution.x)
+
+
+def _last_value_kept(function):
+    """`function` of a float vector, remembering its last argument and value: least_squares evaluates the
+    residuals at a point and then asks for the Jacobian there, whose forward differences start from the same
+    value. The same numbers, one model evaluation fewer per Jacobian (a third of a two-parameter fit's)."""
+    last = {}
+
+    def kept(free):
+        key = np.asarray(free, dtype=float).tobytes()
+        if last.get("key") != key:
+            last["key"], last["value"] = key, function(free)
+        return last["value"].copy()
+
+    return kept
 
 
 # Step of the finite-difference Jacobian in the free (logit / log) coordinates: absolute, because scipy's
