@@ -17,7 +17,7 @@ import numpy as np
 
 from planner.cost import collectives, distinct, groups, hierarchy, moe, offload, zero3_fetch
 from planner.cost.gemm import rank_share
-from planner.cost.memory import element_bytes, unsharded_through_step
+from planner.cost.memory import element_bytes, fp32_accumulation_rows, unsharded_through_step
 from planner.cost.overlap import behind_later_chunks, hidden_behind
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
@@ -37,8 +37,8 @@ def data_parallel(batch, cluster, fw, w, stage, params, m):
     once = many & unsharded_through_step(batch, fw)
     zero3 = _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, many & (zero == 3), once, kw)
     sharded = _zero012_traffic(batch, fw, cluster.efficiency, stage, params, m, timed, once)
-    exposed = np.select([zero == 3], [zero3["step"]],
-                        sharded["reduce"] + np.where(zero >= 1, sharded["gathers"] * sharded["param_gather"], 0.0))
+    after_step = np.where(sharded["gathered"], sharded["gathers"] * sharded["param_gather"], 0.0)
+    exposed = np.select([zero == 3], [zero3["step"]], sharded["reduce"] + after_step)
     bytes_moved = _bytes_moved(batch, cluster, w, reduce_bytes, stage["layers"], params, m, once,
                                zero3["regathered_bytes"], sharded)
     # MoE batches only: the dense search's hot path does not pay for the windows the experts' reduction reads.
@@ -175,20 +175,40 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
         per_chunk, behind_later_chunks(backward, comm, buckets, eff.dp_overlap, batch.vpp, batch.pp),
         hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
     every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0) & ~once
-    # Each row's own reduction (all-reduce at ZeRO-0, else reduce-scatter) behind its backward, in one pass of
-    # `behind` (elementwise: the same numbers as a pass over each collective, at a third of the cost).
-    reduce_behind = behind(np.where(zero == 0, all_reduce, reduce_scatter))
+    # Each row's own reduction (all-reduce at ZeRO-0 and by DeepSpeed's BF16_Optimizer, else reduce-scatter) behind
+    # its backward, in one pass of `behind` (elementwise: the same numbers as a pass over each collective, at a
+    # third of the cost).
+    whole = whole_gradient_all_reduced(batch, fw)
+    reduce_behind = behind(np.where(whole, all_reduce, reduce_scatter))
     # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
-    reduce = np.select([zero == 0, once, every_mb], [reduce_behind, reduce_scatter, m * reduce_behind], reduce_behind)
-    # ZeRO-1/2: updated 16-bit parameters all-gathered after the step, behind the next forward if overlapped
-    # (--fp8-param-gather: the layers' Linear weights in fp8, one byte; _parameter_gather_bytes).
+    reduce = np.select([whole, once, every_mb], [reduce_behind, reduce_scatter, m * reduce_behind], reduce_behind)
+    # ZeRO-1/2 (and BF16_Optimizer): updated 16-bit parameters all-gathered after the step, behind the next forward
+    # if overlapped (--fp8-param-gather: the layers' Linear weights in fp8, one byte; _parameter_gather_bytes).
     param_gather_s = timed["param_gather"]
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather_s, buckets, eff.dp_overlap), param_gather_s)
     # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
     gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     return {"reduce": reduce, "param_gather": param_gather, "reductions": np.where(every_mb, m, 1.0),
-            "gathers": gathers, "every_mb": every_mb}
+            "gathers": gathers, "every_mb": every_mb, "whole": whole,
+            "gathered": parameters_gathered_after_step(batch, fw)}
+
+
+def whole_gradient_all_reduced(batch, fw):
+    """Rows (ZeRO 0-2) whose gradient reduction all-reduces the whole gradient over dp: ZeRO-0, and the stack's
+    fp32-accumulating optimizer where it has no reduce-scatter of its own (Framework.fp32_accumulation_all_reduces:
+    DeepSpeed's BF16_Optimizer at ZeRO 0 or 1). The rest reduce-scatter."""
+    return (batch.zero == 0) | _all_reducing_fp32_accumulation(batch, fw)
+
+
+def parameters_gathered_after_step(batch, fw):
+    """Rows whose updated 16-bit parameters are all-gathered over dp after the step: ZeRO 1 and up, and the
+    fp32-accumulating optimizer that shards its master over dp at ZeRO-0 too (BF16_Optimizer.update_lp_params)."""
+    return (batch.zero >= 1) | _all_reducing_fp32_accumulation(batch, fw)
+
+
+def _all_reducing_fp32_accumulation(batch, fw):
+    return (fw["fp32_accumulation_all_reduces"] > 0) & fp32_accumulation_rows(batch, fw)
 
 
 def _bytes_moved(batch, cluster, w, reduce_bytes, units, params, m, once, regathered_bytes, sharded):
@@ -198,8 +218,8 @@ def _bytes_moved(batch, cluster, w, reduce_bytes, units, params, m, once, regath
     gathered_bytes = _parameter_gather_bytes(batch, w, params, units)
     zero3_bytes_per_element = np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes))  # gathers + reductions
     bytes_moved = np.select([zero == 3], [zero3_bytes_per_element * params + regathered_bytes],
-                            reduce_bytes * params * np.where(zero == 0, 2.0, sharded["reductions"])
-                            + np.where(zero >= 1, sharded["gathers"] * gathered_bytes, 0.0))
+                            reduce_bytes * params * np.where(sharded["whole"], 2.0, sharded["reductions"])
+                            + np.where(sharded["gathered"], sharded["gathers"] * gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
     if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
         sub, sub_fw, pick = hierarchy.sub_batch(batch, hierarchical)
@@ -218,7 +238,8 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
     # The seconds of each compute window this traffic hides in, which the experts' own reduction over the same
     # links cannot use again (expert_data_parallel): the last backward (gradient reduction, per reduction),
     # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes.
-    reduce_s = np.select([zero == 0, once, sharded["every_mb"]], [all_reduce, reduce_scatter, m * reduce_scatter],
+    reduce_s = np.select([sharded["whole"], once, sharded["every_mb"]],
+                         [all_reduce, reduce_scatter, m * reduce_scatter],
                          reduce_scatter)
     zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
                        m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
@@ -290,7 +311,9 @@ def _data_parallel_collectives_per_row(batch, cluster):
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = groups.Rows(zero3 & (outside > 0), shard_links)
     buckets = _gradient_buckets(batch, fw, params)
+    whole = many & whole_gradient_all_reduced(batch, fw)
     sharded_12 = many & ((zero == 1) | (zero == 2))
+    gathered = many & (zero < 3) & parameters_gathered_after_step(batch, fw)
     return {
         "gather": zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw),
         "scatter": zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit,
@@ -299,11 +322,11 @@ def _data_parallel_collectives_per_row(batch, cluster):
                                            **kw),
         "outside_scatter": outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
                                             calls=fw["scatter_calls_outside_layers"], **kw),
-        "all_reduce": groups.only_where(many & (zero == 0), collectives.all_reduce_time, reduce_bytes * params,
+        "all_reduce": groups.only_where(whole, collectives.all_reduce_time, reduce_bytes * params,
                                         grad_links, calls=buckets, **kw),
-        "reduce_scatter": groups.only_where(sharded_12, collectives.reduce_scatter_time, reduce_bytes * params,
+        "reduce_scatter": groups.only_where(sharded_12 & ~whole, collectives.reduce_scatter_time, reduce_bytes * params,
                                             grad_links, calls=buckets, **kw),
-        "param_gather": groups.only_where(sharded_12, collectives.all_gather_time,
+        "param_gather": groups.only_where(gathered, collectives.all_gather_time,
                                           _parameter_gather_bytes(batch, w, params, units), shard_links, calls=buckets,
                                           **kw),
     }

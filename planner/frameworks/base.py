@@ -197,6 +197,12 @@ class Framework:
     # weight-gradient GEMM accumulates into the fp32 buffer itself (Megatron's gradient_accumulation_fusion)
     # or no stack-level pass exists.
     fp32_grad_accumulation_bytes: float = 0.0
+    # Where that fp32-accumulating pass runs (memory.fp32_accumulation_rows), the stack all-reduces the whole fp32
+    # gradient over dp after the last backward, though each rank updates only its shard of the master, and the
+    # step ends with an all-gather of the updated 16-bit parameters, at ZeRO 0 as at 1 (DeepSpeed's BF16_Optimizer,
+    # its own ZeRO-1 without a reduce-scatter: frameworks/deepspeed.py). False: the reduction follows the layout's
+    # ZeRO stage (an all-reduce at 0, a reduce-scatter and the parameter all-gather at 1 and 2).
+    fp32_accumulation_all_reduces: bool = False
     # The stack builds its embedding and output layer for the vocabulary padded up to a multiple of this x tp
     # (Megatron's make_vocab_size_divisible_by); 1: the vocabulary as it is. A cost matter only: the model's
     # parameter count stays the tokenizer's (the padded rows are never trained on).

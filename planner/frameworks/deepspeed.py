@@ -43,6 +43,13 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   `backward(update_hp_grads=True)`, :316-329, and the pipeline engine, pipe/engine.py:864-867): the cast reads 2
   and writes 4 bytes, the add reads 4 + 4 and writes 4, 18 bytes per parameter per micro-batch at HBM speed.
   (The lp gradients are set to None before each backward, :445-459, so nothing is zeroed or accumulated in bf16.)
+  Its reduction is an all-reduce of the whole fp32 gradient, not a reduce-scatter: BF16_Optimizer has no
+  `reduce_gradients`, so the engine falls back to `buffered_allreduce_fallback` (runtime/engine.py:2056-2062 @38327e07;
+  the pipeline engine calls it directly, `_bf16_reduce_grads`, pipe/engine.py:293-304), which all-reduces buckets
+  over dp (`allreduce_no_retain` -> `allreduce_bucket`, engine.py:2491-2535, `dist.all_reduce` :2505, :2511), though
+  each rank then updates only its shard; `step` ends with `update_lp_params` (bf16_optimizer.py:312, 423-437), an
+  `all_gather_dp_groups` of the updated bf16 parameters. The same at DeepSpeed 0.19.8 (engine.py:3088-3095,
+  bf16_optimizer.py:593-603).
 - The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
   parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
   data(-and-sequence)-parallel group (engine.py:1655).
@@ -82,6 +89,7 @@ DEEPSPEED = Framework(
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,
     p2p_gather_after_recv=True,
     fp32_grad_accumulation_bytes=18.0,  # BF16_Optimizer's cast + add per micro-batch (module docstring)
+    fp32_accumulation_all_reduces=True,  # BF16_Optimizer all-reduces the fp32 gradient, then all-gathers (docstring)
     # ZeRO-2's and ZeRO-3's gradient bucket copies and divides every micro-batch (cost/shard_copies.py).
     shard_copies="deepspeed",
     # DeepSpeed's own activation checkpointing recomputes whole calls (full); Megatron-DeepSpeed, the stack `--emit

@@ -152,6 +152,32 @@ def test_deepspeed_bf16_optimizer_adds_each_micro_batch_into_fp32_gradients(h100
     assert fp32["step_time_s"] > bf16["step_time_s"]
 
 
+def test_deepspeed_bf16_optimizer_all_reduces_the_whole_fp32_gradient_then_gathers(h100):
+    """BF16_Optimizer has no reduce_gradients, so the engine all-reduces every fp32 gradient over dp
+    (buffered_allreduce_fallback: runtime/engine.py:2056-2062, 2491-2535; pipe/engine.py:293-304 @38327e07) though
+    each rank updates only its shard, and its step ends with an all-gather of the bf16 parameters (update_lp_params,
+    bf16_optimizer.py:423-437): per rank 2 x 4P + 2P bytes at ZeRO 0 and 1 alike, where ZeRO-1 with bf16 gradients
+    reduce-scatters them (2P + 2P). Not overlapped (pipeline engine and ZeRO-0: after the last backward)."""
+    from planner.cost import collectives, groups
+    model = PRESETS["llama3-8b"]
+    layout = dict(dp=8, micro_batch=1, global_batch=32, framework="deepspeed")
+    fp32 = {z: simulate(model, Layout(**layout, zero=z, grad_reduce_in_fp32=True), h100) for z in (0, 1)}
+    bf16 = simulate(model, Layout(**layout, zero=1, grad_reduce_in_fp32=False), h100)
+    P = bf16["comm_bytes_per_step"]["dp"] / (2.0 + 2.0)  # the stage's parameters: reduce-scatter + all-gather, 2 B
+    assert P == pytest.approx(model.total_params, rel=1e-5)
+    for z in (0, 1):
+        assert fp32[z]["comm_bytes_per_step"]["dp"] == pytest.approx((2 * 4.0 + 2.0) * P, rel=1e-12)
+    # The time is that of the two collectives, one after the other: 8 ranks in one node, 5e8-element buckets
+    # (DeepSpeed's reduce_bucket_size and allgather_bucket_size).
+    links = groups.links(h100, 8, 1)
+    kw = groups.collective_kwargs(h100)
+    buckets = np.ceil(P / 5e8)
+    expected = (collectives.all_reduce_time(4.0 * P, links, calls=buckets, **kw)
+                + collectives.all_gather_time(2.0 * P, links, calls=buckets, **kw))
+    for z in (0, 1):
+        assert fp32[z]["time"]["dp_comm_exposed"] == pytest.approx(np.ravel(expected)[0], rel=1e-9)
+
+
 def test_context_parallel_ranks_join_the_gradient_reduction(h100):
     """cp ranks hold the same weights on different tokens: their gradients are reduced with dp's."""
     model = PRESETS["llama3-8b"]
