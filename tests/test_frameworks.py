@@ -27,14 +27,17 @@ def test_the_stacks_the_runs_csv_names():
 
 
 def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
-    """frameworks/deepspeed_v03.py: per-parameter calls, host work per rank, fetch limits; ZeRO++, MiCS, the
+    """frameworks/deepspeed_v03.py: per-parameter calls, host work per rank, the persistent parameters' re-gather
+    rank by rank after each step, fetch limits; ZeRO++, MiCS, the
     BF16_Optimizer (so fp16 is its default dtype) and today's coalesced gradient copies absent. A GPT block's gathers are 4 either way (its four weight matrices, one call per
     parameter then, per submodule now), so only the calls outside the layers differ in number."""
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["deepspeed-v0.3"]), asdict(FRAMEWORKS["deepspeed"])
     differing = {k for k in new if old[k] != new[k]}
     assert differing == {"name", "gathers_outside_layers", "scatter_calls_per_layer",
-                         "scatter_calls_outside_layers", "host_ops_per_rank_per_call", "prefetch_live_limit_elements",
+                         "scatter_calls_outside_layers", "host_ops_per_rank_per_call",
+                         "persistent_regather_views_per_rank", "persistent_regather_copies_per_rank",
+                         "prefetch_live_limit_elements",
                          "reuse_limit_elements", "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes",
                          "shard_copies", "recompute_modes"}
     assert FRAMEWORKS["deepspeed-v0.3"].gathers_per_layer == FRAMEWORKS["deepspeed"].gathers_per_layer == 4.0

@@ -70,7 +70,9 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     flat_step = m * zero3_mb
     if once.any():
         flat_step = np.where(once, per_step_once(gather, scatter) + outside_gather + outside_scatter, flat_step)
-    zero3_step = flat_step + m * host_mb + hierarchy.zero3_step_change(
+    # Host work per micro-batch (issuing the collectives) and once per step (the persistent parameters' re-gather).
+    host_s = m * host_mb + _step_regather_s(fw, zero3, batch, units, outside, shard_links)
+    zero3_step = flat_step + host_s + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: groups.links(cluster, sizes, strides), hbm)
     # (Without re-gathers the layers' chain above is the one the fetch is added to: not computed twice.)
@@ -158,6 +160,17 @@ def _host_issue_s(fw, zero3, stage, gather_bwd, scatter, units, outside, regathe
     unit_backward = np.maximum(stage["layer_backward"], gather_bwd + scatter)
     return np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links(), units, outside > 0, unit_backward,
                                                     regather_calls), 0.0)
+
+
+def _step_regather_s(fw, zero3, batch, units, outside, shard_links):
+    """Seconds per step the re-gather of the persistent parameters after the optimizer step adds where the stack
+    does it rank by rank in Python (0.0 where none does)."""
+    if not (fw["persistent_regather_views_per_rank"].any() or fw["persistent_regather_copies_per_rank"].any()):
+        return 0.0
+    regathers = zero3 & (fw["persistent_regather_views_per_rank"] + fw["persistent_regather_copies_per_rank"] > 0)
+    links = shard_links()
+    ranks = links["ranks_per_node"] * links["nodes"]
+    return np.where(regathers, zero3_fetch.step_regather_s(fw, batch, ranks, units, outside > 0), 0.0)
 
 
 def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):

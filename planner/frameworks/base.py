@@ -164,6 +164,13 @@ class Framework:
     # copy each into or out of a flat buffer (DeepSpeed before v0.5.5 over torch.distributed.all_gather /
     # reduce_scatter). 0: the call is one flat-buffer collective whatever the group size.
     host_ops_per_rank_per_call: float = 0.0
+    # The parameters a ZeRO-3 stack keeps gathered between uses (the norms and biases,
+    # planner.cost.zero3_fetch.persistent_elements) are gathered again after every optimizer step by a Python loop
+    # over (parameter, rank) pairs; host work per pair: tensor views (no kernel, planner.cost.kernels.EAGER_OP_S -
+    # KERNEL_LAUNCH_S each) and copies (EAGER_OP_S each). DeepSpeed before v0.5.5, frameworks/deepspeed_v03.py.
+    # 0: no such loop.
+    persistent_regather_views_per_rank: float = 0.0
+    persistent_regather_copies_per_rank: float = 0.0
     # ZeRO-3 fetch limits in elements (planner.cost.zero3_fetch): the next parameter is prefetched only while
     # fewer gathered elements than this are alive; a gathered parameter is kept from the recompute forward to
     # its backward only while fewer elements than this are used in between. inf: not modelled.

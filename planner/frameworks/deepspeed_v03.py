@@ -38,6 +38,16 @@ deepspeed/runtime/zero/; the same code is in v0.3.13 and v0.4.0 (same functions,
   fewer than stage3_max_live_parameters (1e9) gathered elements are alive (stage3.py:319); a parameter gathered
   for the recompute forward is kept for its backward only while its reuse distance is under
   stage3_max_reuse_distance (1e9, `_keep_for_later` stage3.py:464-470): planner.cost.zero3_fetch.
+- The persistent parameters are gathered again after every optimizer step, one (parameter, rank) pair at a time in
+  Python. `backward` ends by partitioning every gathered parameter, the persistent ones too
+  (`_partition_all_parameters`, stage3.py:2559-2563; `release_and_reset_parameter` does not look at ds_persist,
+  :456-462); `step` ends with `_post_step` (:2394), which all-gathers them (:2350) through the blocking
+  `_allgather_params` (partition_parameters.py:501-502): one list-form all_gather of their shards (:664-680),
+  then for each parameter (:686) and each rank (:695) whose slice holds elements (:701) a `narrow` of the
+  gathered buffer (:704), a `view(-1).narrow` of the parameter (:706) and a `copy_` (:708). Counted per pair:
+  two views (the narrows; view(-1) not counted, as above) and one copy issued from Python (an eager op with its
+  launch). Once per step, after the last kernel of the step: nothing hides it (planner.cost.zero3_fetch.
+  step_regather_s). Same loop at v0.3.13 (partition_parameters.py:692) and v0.5.4 (:936).
 Everything else (memory, buckets, overlaps, ZeRO-1/2) is taken as today's `deepspeed`; ZeRO++ (2023) and
 MiCS (2022) did not exist, nor bf16 training (below).
 """
@@ -55,6 +65,9 @@ DEEPSPEED_V03 = replace(
     gathers_per_layer=4.0, gathers_outside_layers=2.0,
     scatter_calls_per_layer=12.0, scatter_calls_outside_layers=4.0,
     host_ops_per_rank_per_call=1.0,
+    # After every step, per persistent parameter and rank: two narrows and a copy_ from Python
+    # (partition_parameters.py:704, 706-708; docstring above).
+    persistent_regather_views_per_rank=2.0, persistent_regather_copies_per_rank=1.0,
     # stage3_max_live_parameters and stage3_max_reuse_distance, both 1e9 by default (constants.py:87, 91):
     # passed to the coordinator at stage3.py:636-637; prefetch only while fewer gathered elements are alive
     # (stage3.py:319), keep a parameter only while its reuse distance is under it (`_keep_for_later`, :464-470).
