@@ -37,6 +37,7 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
     assert differing == {"name", "gathers_outside_layers", "scatter_calls_per_layer",
                          "scatter_calls_outside_layers", "host_ops_per_rank_per_call",
                          "persistent_regather_views_per_rank", "persistent_regather_copies_per_rank",
+                         "persistent_regather_calls_per_tensor",
                          "prefetch_live_limit_elements",
                          "reuse_limit_elements", "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes",
                          "shard_copies", "recompute_modes"}

@@ -97,7 +97,7 @@ def persistent_elements(batch):
 def ranks_holding(elements, ranks):
     """Ranks whose shard of an `elements` parameter holds any of it: DeepSpeed pads the parameter to a multiple
     of the group and gives each rank ceil(elements / ranks), so the last ranks may hold padding only."""
-    return np.ceil(elements / np.ceil(elements / ranks))
+    return np.ceil(elements / np.maximum(np.ceil(elements / ranks), 1.0))  # 0 for an absent (0-element) tensor
 
 
 def step_regather_s(fw, batch, ranks, units, has_outside):

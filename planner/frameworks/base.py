@@ -171,6 +171,10 @@ class Framework:
     # 0: no such loop.
     persistent_regather_views_per_rank: float = 0.0
     persistent_regather_copies_per_rank: float = 0.0
+    # Collectives per persistent (vector) parameter tensor with which a ZeRO-3 stack gathers them again after every
+    # optimizer step (planner.specs.model.vector_tensors; today's DeepSpeed: one all-gather each,
+    # frameworks/deepspeed.py). Each pays the collective's latency over the whole sharding group. 0: none.
+    persistent_regather_calls_per_tensor: float = 0.0
     # ZeRO-3 fetch limits in elements (planner.cost.zero3_fetch): the next parameter is prefetched only while
     # fewer gathered elements than this are alive; a gathered parameter is kept from the recompute forward to
     # its backward only while fewer elements than this are used in between. inf: not modelled.

@@ -50,6 +50,15 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   each rank then updates only its shard; `step` ends with `update_lp_params` (bf16_optimizer.py:312, 423-437), an
   `all_gather_dp_groups` of the updated bf16 parameters. The same at DeepSpeed 0.19.8 (engine.py:3088-3095,
   bf16_optimizer.py:593-603).
+- ZeRO-3 keeps the parameters of at most `stage3_param_persistence_threshold` (1e5) elements gathered between uses
+  (`ds_persist`, partition_parameters.py:1292-1297; zero/config.py:228): the norms and biases
+  (planner.specs.model.vector_tensors). Yet every `step` releases all parameters, the persistent ones too
+  (stage3.py:2878 `_partition_all_parameters` -> `release_and_reset_all`, partitioned_param_coordinator.py:537-546,
+  which does not look at ds_persist), and ends with `_post_step` gathering them again (stage3.py:2839-2841):
+  `all_gather` -> `_all_gather(async_op=False)` -> `_allgather_params_coalesced` (partition_parameters.py:1596-1610,
+  `stage3_allgather_sequential` false), which launches one `all_gather_into_tensor` per parameter (:2065-2074)
+  before waiting on them all. The calls are serial on the group's NCCL stream, each paying the ring's latency over
+  the whole sharding group, after the step's last kernel: exposed (planner.cost.data_parallel).
 - The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
   parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
   data(-and-sequence)-parallel group (engine.py:1655).
@@ -75,6 +84,8 @@ DEEPSPEED = Framework(
     # Memory: ZeRO-3 gathers submodule by submodule (estimator: 4 x largest layer, stage3.py:3019);
     # the IPG gradient bucket is its own buffer (stage_1_and_2.py:2048-2060, stage3.py:536-540).
     gathers_largest_module=True, gathers_whole_layers=False, grad_buckets_separate=True,
+    # The persistent parameters' re-gather after every step: one all-gather per tensor (module docstring).
+    persistent_regather_calls_per_tensor=1.0,
     # ZeRO++ (`zero_hpz_partition_size`, `zero_quantized_weights`, `zero_quantized_gradients`,
     # runtime/zero/config.py:294-310, still read by 0.19.8). No MiCS shard groups: DeepSpeed 0.19.8 removed MiCS
     # and refuses `mics_shard_size` at start-up (runtime/config.py:119-140, `_reject_removed_config_keys`), so

@@ -68,6 +68,9 @@ DEEPSPEED_V03 = replace(
     # After every step, per persistent parameter and rank: two narrows and a copy_ from Python
     # (partition_parameters.py:704, 706-708; docstring above).
     persistent_regather_views_per_rank=2.0, persistent_regather_copies_per_rank=1.0,
+    # ... after one list-form all_gather of all of them (partition_parameters.py:664-680), not one per tensor as
+    # today's `_allgather_params_coalesced` (frameworks/deepspeed.py).
+    persistent_regather_calls_per_tensor=0.0,
     # stage3_max_live_parameters and stage3_max_reuse_distance, both 1e9 by default (constants.py:87, 91):
     # passed to the coordinator at stage3.py:636-637; prefetch only while fewer gathered elements are alive
     # (stage3.py:319), keep a parameter only while its reuse distance is under it (`_keep_for_later`, :464-470).

@@ -14,7 +14,7 @@ import numpy as np
 from planner.frameworks import FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORKS
 from planner.frameworks.moe import A2A_OVERLAP_CODES, default_routing_columns
 from planner.specs.layout import Layout, moe_imbalance
-from planner.specs.model import ModelSpec, flops_columns, param_breakdown, standard_attention
+from planner.specs.model import ModelSpec, flops_columns, param_breakdown, standard_attention, vector_tensors
 from planner.specs.pipeline_stages import stage_layers
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
@@ -48,6 +48,10 @@ class CandidateBatch:
     # which projects through latents (MLASelfAttention has no linear_qkv).
     query_groups: np.ndarray
     qkv_width: np.ndarray
+    # Vector parameter tensors (norms, biases) per transformer layer and outside the layers
+    # (planner.specs.model.vector_tensors): what DeepSpeed's ZeRO-3 gathers again after every step, a call each.
+    vector_tensors_per_layer: np.ndarray
+    vector_tensors_outside: np.ndarray
     # Layout
     tp: np.ndarray
     pp: np.ndarray
@@ -144,11 +148,12 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
             layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
             model.kv, 0 if model.attention == "mla" else (model.heads + 2 * model.kv) * model.attention_head_dim,
+            *vector_tensors(model),
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
              "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings",
-             "query_groups", "qkv_width")
+             "query_groups", "qkv_width", "vector_tensors_per_layer", "vector_tensors_outside")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
     if not all(standard_attention(m) and not m.is_moe for m in models):

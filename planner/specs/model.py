@@ -242,6 +242,24 @@ def attention_layer_params(model: ModelSpec) -> int:
     return h * qkv_out + q_out * h + biases + (2 * d if model.qk_norm else 0)
 
 
+def vector_tensors(model: ModelSpec) -> tuple[int, int]:
+    """Parameter tensors that are vectors, in one transformer layer and in the rest of the model: the norms'
+    weights (and LayerNorm biases), the linear layers' biases, Qwen3's q/k norms and MLA's latent norms.
+    ZeRO-3 stacks keep tensors this small gathered between uses (DeepSpeed's param_persistence_threshold,
+    frameworks/deepspeed.py), and DeepSpeed gathers them again after every step in a call each
+    (planner.cost.data_parallel). Matrices (routers included) are never counted."""
+    per_norm = 2 if model.norm == "layernorm" and model.bias else 1
+    layer = 2 * per_norm
+    if model.bias:  # QKV and attention-output biases, the MLP's two (fc1, gate and up fused as Megatron does; fc2)
+        layer += 4
+    if model.qk_norm:
+        layer += 2
+    if model.attention == "mla":  # kv_a_layernorm, and q_a_layernorm with a q latent
+        layer += 2 if model.q_lora_rank else 1
+    outside = per_norm * (1 + int(model.embedding_norm))  # the final norm (and BLOOM's embedding norm)
+    return layer, outside
+
+
 def param_breakdown(model: ModelSpec, active: bool = False) -> dict[str, float]:
     """Exact parameter count by part. Checks itself: the parts sum to `total`.
 

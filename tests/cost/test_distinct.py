@@ -113,7 +113,7 @@ NOT_READ = {
                  "mlp_matrices", "moe_imbalance", "moe_layers", "moe_padded", "offload", "offload_nvme", "qkv_width",
                  "query_groups", "recompute", "seq_len", "seq_parallel", "shard_group", "tied_embeddings", "top_k",
                  "total_params", "tp",
-                 "tp_comm_overlap", "vocab", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
+                 "tp_comm_overlap", "vector_tensors_outside", "vector_tensors_per_layer", "vocab", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
                  "zero_tiling"},
 }
 

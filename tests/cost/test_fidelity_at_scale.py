@@ -38,13 +38,19 @@ def test_fsdp_weak_scaling_is_flat_to_8192_gpus(h100, gpus):
     assert _zero3_70b(gpus, "fsdp", h100)["step_time_s"] / base == pytest.approx(1.0, abs=0.10)
 
 
-@pytest.mark.parametrize("gpus", [2048, 8192])
+@pytest.mark.parametrize("gpus", [2048, pytest.param(8192, marks=pytest.mark.xfail(strict=True, reason=(
+    "measured 1.146 x the 128-GPU step (19.04 s vs 16.62 s; 1.068 before the persistent parameters' re-gather was "
+    "priced): after every step today's DeepSpeed gathers each of Llama-3 70B's 161 norm weights again in an "
+    "all-gather of its own over all 8,192 ranks (stage3.py:2839-2841 -> partition_parameters.py:2065-2074, "
+    "frameworks/deepspeed.py), 8.2 ms of ring latency each by NCCL's model, 1.31 s a step; issue 11 asks "
+    "for 10%, which DeepSpeed's own schedule does not give at this scale")))])
 def test_deepspeed_zero3_weak_scaling_is_flat_to_8192_gpus(h100, gpus):
     """DeepSpeed fetches Megatron-DeepSpeed's four weight modules per layer in a call each (coalesced,
     prefetched on its own stream: partitioned_param_coordinator.py). NCCL's ring all-gather latency grows
-    with the ranks (tuning.cc), yet four calls per layer still fit behind the layer's compute at 8,192 GPUs:
-    within 10% of 128 GPUs, and its exposed communication never below FSDP's one call per layer (the steps
-    also differ by each stack's HBM copies, cost/shard_copies.py)."""
+    with the ranks (tuning.cc), yet four calls per layer still fit behind the layer's compute at 8,192 GPUs;
+    the persistent parameters' re-gather after each step does not (xfail above). Within 10% of 128 GPUs, and
+    its exposed communication never below FSDP's one call per layer (the steps also differ by each stack's
+    HBM copies, cost/shard_copies.py)."""
     base = _zero3_70b(128, "deepspeed", h100)["step_time_s"]
     deepspeed = _zero3_70b(gpus, "deepspeed", h100)
     assert deepspeed["step_time_s"] / base == pytest.approx(1.0, abs=0.10)

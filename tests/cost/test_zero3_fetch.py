@@ -199,3 +199,42 @@ def test_table2_zero3_rows_within_15_percent(table2):
     """Narayanan et al. SC21 Table 2 (ZeRO-3 without model parallelism), step time within 15%."""
     for config in table2.values():
         assert _step(config, config[1].framework)["step_time_s"] == pytest.approx(config[3], rel=0.15)
+
+
+@pytest.mark.parametrize("preset, per_layer, outside", [
+    ("llama3-70b", 2, 1),    # two RMSNorm weights per layer, the final norm
+    ("gpt3-175b", 8, 2),     # two LayerNorms (weight, bias), QKV/out/fc1/fc2 biases; the final LayerNorm
+    ("bloom-176b", 8, 4),    # GPT's, and BLOOM's embedding LayerNorm
+    ("qwen3-30b-a3b", 4, 1),  # and Qwen3's q_norm, k_norm
+    ("deepseek-v3", 4, 1),   # and MLA's q_a_layernorm, kv_a_layernorm
+])
+def test_vector_tensors_are_the_norms_and_biases(preset, per_layer, outside):
+    """What ZeRO-3 keeps gathered as persistent (every tensor of at most 1e5 elements in these models: norms and
+    biases of hidden or ffn/tp size), counted per layer and outside the layers (planner.specs.model)."""
+    from planner.specs.model import vector_tensors
+
+    assert vector_tensors(PRESETS[preset]) == (per_layer, outside)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 4])
+def test_todays_deepspeed_regathers_each_persistent_tensor_in_a_call_of_its_own(monkeypatch, micro_batches):
+    """Today's DeepSpeed releases every parameter at each step and gathers the persistent ones again with one
+    all-gather per tensor (frameworks/deepspeed.py): Llama-3 70B's 2 x 80 + 1 norm weights, 161 calls over the
+    1,024-rank group once per step, each of 8,192 bf16 elements; FSDP pays nothing of the kind."""
+    from planner.cost import collectives, data_parallel, groups
+
+    cluster = load_cluster("dgx-h100")
+    added = {}
+    for framework in ("deepspeed", "fsdp"):
+        layout = Layout(dp=1024, zero=3, micro_batch=1, global_batch=1024 * micro_batches, recompute="full",
+                        framework=framework)
+        with_regather = simulate(PRESETS["llama3-70b"], layout, cluster)["time"]["dp_comm_exposed"]
+        monkeypatch.setattr(data_parallel, "_persistent_regather_s", lambda *args: 0.0)
+        added[framework] = with_regather - simulate(PRESETS["llama3-70b"], layout, cluster)["time"]["dp_comm_exposed"]
+        monkeypatch.undo()
+    sizes, strides = groups.dp_group(np.array([1]), np.array([1]), np.array([1024]), np.array([1]))
+    expected = collectives.all_gather_time(np.array([161 * 8192 * 2.0]), groups.links(cluster, sizes, strides),
+                                           calls=161.0, **groups.collective_kwargs(cluster))
+    assert added["deepspeed"] == pytest.approx(float(expected[0]), rel=1e-9)
+    assert added["deepspeed"] > 161 * 1e-6  # latency-bound: at least a microsecond a call
+    assert added["fsdp"] == 0.0
