@@ -338,7 +338,7 @@ def _median_after(entries: list, skip: int) -> tuple[float, int]:
 
 def measurements(log: ParsedLog, global_batch: int | None, skip: int,
                  problems: list[LogProblem] | None = None, accumulation: int | None = None,
-                 logged: dict | None = None) -> tuple[dict, str | None]:
+                 logged: dict | None = None, engine_batch: int | None = None) -> tuple[dict, str | None]:
     """Candidate step times (s) and extra figures; returns (values, name of the method chosen).
 
     A step time the runs CSV cannot hold (planner.profile.runs_csv.check_value: positive, finite, in
@@ -346,7 +346,9 @@ def measurements(log: ParsedLog, global_batch: int | None, skip: int,
     logged at another global batch (batch-size ramp-up) are left out. `logged` receives, per method, how many
     logged steps its median had to work with (the warm-up ones are in it when there were no more than `skip`).
     With gradient accumulation (`accumulation` > 1) the flops profiler's iter latency may cover one micro-batch,
-    not the step: kept as a figure, never chosen."""
+    not the step: kept as a figure, never chosen. The ThroughputTimer's rate is the engine's train_batch_size over
+    the step time (deepspeed/runtime/engine.py:637-638, deepspeed/utils/timer.py:271, DeepSpeed 0.19.8), so the
+    step time divides `engine_batch` (what the engine printed) by it when known, never a batch given as a flag."""
     problems = problems if problems is not None else []
     logged = logged if logged is not None else {}
     values: dict[str, float] = {}
@@ -363,8 +365,9 @@ def measurements(log: ParsedLog, global_batch: int | None, skip: int,
         tflops = [e["tflops"] for e in iterations[skip:] if "tflops" in e]
         if tflops:
             values["tflops_per_gpu"] = statistics.median(tflops)
-    if log.throughput and global_batch:
-        values["throughput_step_time_s"], _ = _median_after([global_batch / e["samples_per_s"] for _, e in log.throughput], skip)
+    timer_batch = engine_batch or global_batch
+    if log.throughput and timer_batch:
+        values["throughput_step_time_s"], _ = _median_after([timer_batch / e["samples_per_s"] for _, e in log.throughput], skip)
         logged["throughput_step_time_s"] = len(log.throughput)
     timers = []
     for number, timer in log.timers:  # each entry is finite and >= 0 (the parser checks); their sum must be > 0
@@ -451,7 +454,8 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     per_step = layout.get("micro_batch", 0) * layout.get("dp", 0)
     accumulation = layout["global_batch"] // per_step if per_step and layout.get("global_batch") else None
     logged: dict = {}
-    values, method = measurements(log, layout.get("global_batch"), skip, problems, accumulation, logged)
+    values, method = measurements(log, layout.get("global_batch"), skip, problems, accumulation, logged,
+                                  engine_batch=from_log.get("global_batch") if "global_batch" in deepspeed else None)
     if method is None:
         problems.append(LogProblem(log.path, "no step time found (looked for Megatron 'elapsed time per iteration (ms)', "
                                              "DeepSpeed 'CurrSamplesPerSec=', 'time (ms) | fwd: ...', flops profiler 'iter latency'); file skipped"))

@@ -131,6 +131,16 @@ def test_deepspeed_step_time_from_throughput_timer_with_timer_cross_check():
     assert run.mem_gib == pytest.approx(0.41)  # MaxMemAllocated as DeepSpeed printed it
 
 
+def test_a_global_batch_flag_does_not_rescale_the_throughput_timer_step_time():
+    """DeepSpeed's ThroughputTimer prints CurrSamplesPerSec = the engine's train_batch_size / step time
+    (deepspeed/runtime/engine.py:637-638 passes batch_size=self.train_batch_size(); deepspeed/utils/timer.py:271,
+    DeepSpeed 0.19.8): a --global-batch flag that overrides the printed 8 doubled the step time to 16 / rate."""
+    flags = {**TINY_FLAGS, "global_batch": 16}
+    run, problems = row_from_log(parse_log_file(ZERO2), flags, "z2")
+    assert run.global_batch == 16 and any("--global-batch 16 overrides global_batch=8" in str(p) for p in problems)
+    assert run.step_time_s == pytest.approx((8 / 145.16917795729015 + 8 / 146.94737061148405) / 2)
+
+
 def test_deepspeed_offload_and_stage3_from_printed_zero_config():
     run, _ = row_from_log(parse_log_file(ZERO3_OFFLOAD), TINY_FLAGS, "z3")
     assert (run.zero, run.offload, run.global_batch, run.gpus) == (3, "optimizer", 4, 2)
