@@ -143,15 +143,47 @@ def test_append_refuses_an_id_already_in_the_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'megatron_deepspeed_truncated'" in err and "--id" in err, err
     assert out.read_bytes() == before
-    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--id", "again", "--out", str(out), "--append"]) == 0
+    # Another id is taken for another run (here another GPU count; the same run again is refused, test below).
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--gpus", "2", "--id", "again", "--out", str(out),
+                 "--append"]) == 0
     assert [r.id for r in read_runs(out)[0]] == ["megatron_deepspeed_truncated", "again"]
+
+
+def test_append_refuses_a_row_that_repeats_a_run_already_in_the_file(tmp_path, capsys):
+    """The same log appended again under another name (a copy, a link, --id) gave a second row with the same layout,
+    step time and memory: validate and calibrate then weigh that one run twice, silently."""
+    out, copy = tmp_path / "runs.csv", tmp_path / "renamed.log"
+    copy.write_bytes(MEGATRON.read_bytes())
+    assert main(["ingest", str(MEGATRON), "--cluster", "dgx-a100-80gb", "--out", str(out)]) == 0
+    before = out.read_bytes()
+    for again in (["ingest", str(copy)], ["ingest", str(MEGATRON), "--id", "again"]):
+        capsys.readouterr()
+        assert main([*again, "--cluster", "dgx-a100-80gb", "--out", str(out), "--append"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{out}:2" in err and "'megatron_gpt_1p3b_tp2_dp4'" in err, err
+        assert out.read_bytes() == before
+    # Another run (here: another GPU count given for the same log) is still appended.
+    assert main(["ingest", str(copy), "--cluster", "dgx-a100-80gb", "--gpus", "16", "--dp", "8",
+                 "--out", str(out), "--append"]) == 0
+
+
+def test_ingest_refuses_two_logs_of_one_run(tmp_path, capsys):
+    """Two copies of one log in one call gave two rows of one run (the same file twice was already refused)."""
+    copy = tmp_path / "copy.log"
+    copy.write_bytes(MEGATRON.read_bytes())
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(MEGATRON), str(copy), "--cluster", "dgx-a100-80gb", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(copy) in err and str(MEGATRON) in err, err
+    assert not out.exists()
 
 
 def test_append_to_a_file_without_a_final_newline_starts_a_new_line(tmp_path):
     out = tmp_path / "runs.csv"
     assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out)]) == 0
     out.write_bytes(out.read_bytes().rstrip(b"\n"))
-    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--id", "b", "--out", str(out), "--append"]) == 0
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--gpus", "2", "--id", "b", "--out", str(out),
+                 "--append"]) == 0
     runs, problems = read_runs(out)
     assert not problems and [r.id for r in runs] == ["megatron_deepspeed_truncated", "b"]
 

@@ -9,8 +9,9 @@ gave a row, 1 when some did not, 2 when none did or the input is unusable.
 
 --append adds the new rows at the end of --out and never rewrites what is there: the rows follow the
 file's own header, and nothing is written when a new row's id is already in the file (give it another
---id, or remove the old row) or when a new row fills a column the header lacks (write to a new file;
-the commands that read runs take several files).
+--id, or remove the old row), when a new row repeats a run already there (same layout, step time and
+memory: a log ingested again under another name) or when a new row fills a column the header lacks
+(write to a new file; the commands that read runs take several files).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def register(subparsers, name: str) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true",
                       help="add rows at the end of --out without rewriting it; an id already there is refused "
-                           "(pass another --id), as is a column its header lacks")
+                           "(pass another --id), as are a run already there and a column its header lacks")
     mode.add_argument("--force", action="store_true", help="overwrite --out")
     parser.add_argument("--skip", type=whole_number(0), default=1, help="logged steps to drop as warm-up before the median (default 1)")
     parser.add_argument("--id", help="row id (one log only; default: the log file name without extension)")
@@ -72,7 +73,7 @@ def run_ingest(args) -> int:
     from planner.profile.deepspeed_logs import parse_log_file
     from planner.profile.ingest import row_from_log
     from planner.io import distinct_input_files, output_exists
-    from planner.profile.runs_csv import append_runs, runs_to_csv_text, write_runs
+    from planner.profile.runs_csv import append_runs, repeated_run, runs_to_csv_text, write_runs
 
     if args.id and len(args.logs) > 1:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
@@ -96,7 +97,7 @@ def run_ingest(args) -> int:
             raise PlannerInputError(f"--cluster {args.cluster}: {error}") from None
     flags = {key: value for key, value in vars(args).items() if value is not None}
     notes = []  # notes go to stderr once there is a result; with none they make the one error line
-    rows, taken, failed = [], set(), 0
+    rows, taken, failed, logs_of = [], set(), 0, {}
     for path in args.logs:
         log = parse_log_file(path)
         row_id = _unique_id(args.id or Path(path).stem, taken)  # logs with one name in different folders
@@ -109,9 +110,15 @@ def run_ingest(args) -> int:
             notes.append(f"{path}: no --cluster given; the row's cluster is empty")
         taken.add(run.id)
         rows.append(run)
+        logs_of[run.id] = path
     if not rows:
         shown = "; ".join(notes[:3]) + (f"; and {len(notes) - 3} more" if len(notes) > 3 else "")
         raise PlannerInputError(f"no rows: none of the {len(args.logs)} log(s) had a step time" + (f": {shown}" if shown else ""))
+    repeated = repeated_run(rows)
+    if repeated is not None:  # copies of one log (the same file named twice was refused above)
+        first, again = (logs_of[run.id] for run in repeated)
+        raise PlannerInputError(f"{again}: gives the same layout, step time and memory as {first}: one run would count "
+                                "twice; ingest each log once")
     if args.out and args.append and exists:
         append_runs(args.out, rows)  # refuses (nothing written) before the notes are printed
     elif args.out:

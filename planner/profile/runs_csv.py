@@ -397,30 +397,67 @@ def write_runs(path: str | Path, runs: list[MeasuredRun], force: bool = False) -
     return write_text_atomic(path, runs_to_csv_text(runs), force=force)
 
 
+# What makes two rows one run: every spec column but the names and notes. Rows alike in layout, step time and memory
+# are one measurement written twice (a log ingested again under another id or file name, or a copy of it), which
+# validate and calibrate would weigh double.
+RUN_IDENTITY_COLUMNS = tuple(c for c in COLUMNS if c not in ("id", "source", "confidence", "notes"))
+
+
+def _as_number(text: str) -> float | str:
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def run_identity(cells: dict[str, str]) -> tuple | None:
+    """A row's layout and measurements (RUN_IDENTITY_COLUMNS; numbers compared as numbers, "8" as 8.0), or None
+    for a row without a measured step time (nothing to count twice)."""
+    if not (cells.get("step_time_s") or "").strip():
+        return None
+    return tuple(_as_number(cells.get(c) or "") for c in RUN_IDENTITY_COLUMNS)
+
+
+def repeated_run(runs: list[MeasuredRun]) -> tuple[MeasuredRun, MeasuredRun] | None:
+    """The first two of `runs` that are one run (run_identity), earlier first; None when there are none."""
+    seen: dict[tuple, MeasuredRun] = {}
+    for run in runs:
+        key = run_identity(_cells(run))
+        if key is None:
+            continue
+        if key in seen:
+            return seen[key], run
+        seen[key] = run
+    return None
+
+
 def append_runs(path: str | Path, runs: list[MeasuredRun]) -> Path:
     """Add rows at the end of an existing runs CSV without rewriting a byte of what is there.
 
     The new rows follow the file's own header (column order, line ending). Refused with a one-line
     error, before anything is written: a new id that the file already has (replacing that row would
-    mean rewriting the file; two rows with one id would make the reader drop one), and a value for a
-    column the header lacks (it would be lost). An empty file gets a header first.
+    mean rewriting the file; two rows with one id would make the reader drop one), a row that repeats a run the
+    file has (run_identity: counted twice), and a value for a column the header lacks (it would be lost). An empty
+    file gets a header first.
     """
     from planner.io import append_text, output_exists
 
     if not output_exists(path):  # also refuses a FIFO or device before reading it
         raise PlannerInputError(f"{shown(path)}: no such runs file to append to")
-    header, ids = _header_and_ids(path)
+    header, ids, identities = _header_and_ids(path)
     if header is None:
         return append_text(path, runs_to_csv_text(runs))
     _check_appendable(path, header, ids, runs)
+    _check_new_runs(path, header, identities, runs)
     line_end, open_last_line = _line_ends(path)
     text = runs_to_csv_text(runs, header, header=False, line_end=line_end)
     return append_text(path, (line_end if open_last_line else "") + text)
 
 
-def _header_and_ids(path: str | Path) -> tuple[list[str] | None, dict[str, int]]:
-    """The header of a runs CSV and the line of each id in it, streamed; rows the reader would refuse
-    count too (their ids are taken all the same)."""
+def _header_and_ids(path: str | Path) -> tuple[list[str] | None, dict[str, int], dict[tuple, tuple[int, str]]]:
+    """The header of a runs CSV, the line of each id in it, and the (line, id) of each run (run_identity),
+    streamed; rows the reader would refuse count too (their ids are taken all the same)."""
     name, line, reader = shown(path), 1, None
     try:
         with open(path, encoding="utf-8", newline="") as stream:
@@ -429,17 +466,20 @@ def _header_and_ids(path: str | Path) -> tuple[list[str] | None, dict[str, int]]
             reader = csv.reader(stream, strict=True)
             header = next(reader, None)
             if header is None:
-                return None, {}
+                return None, {}, {}
             header = header_names(header)  # as the reader takes it (a BOM, blanks after commas)
             if "id" not in header or len(set(header)) < len(header):
                 raise PlannerInputError(f"{name}: header has no 'id' column or repeats a column; --append adds rows "
                                         "only to a runs CSV with a valid header")
-            column, ids = header.index("id"), {}
+            column, ids, identities = header.index("id"), {}, {}
             for row in reader:
                 line = reader.line_num
                 if len(row) > column:
                     ids.setdefault(row[column].strip(), line)
-            return header, ids
+                    key = run_identity(dict(zip(header, row)))
+                    if key is not None:
+                        identities.setdefault(key, (line, row[column].strip()))
+            return header, ids, identities
     except UnicodeDecodeError:
         raise PlannerInputError(f"{name}: not UTF-8 text; --append adds rows only to a readable runs CSV") from None
     except csv.Error as error:
@@ -460,6 +500,23 @@ def _check_appendable(path: str | Path, header: list[str], ids: dict[str, int], 
     if lost:
         raise PlannerInputError(f"{shown(path)}: header has no column {', '.join(lost)}, which the new rows fill; "
                                 "--append never rewrites the header: write the rows to a new file and pass both files")
+
+
+def _check_new_runs(path: str | Path, header: list[str], identities: dict, runs: list[MeasuredRun]) -> None:
+    """Refuse a new row that is a run the file already has (as its header shows it) or another new row is."""
+    repeated = repeated_run(runs)
+    if repeated is not None:
+        first, again = repeated
+        raise PlannerInputError(f"rows {first.id!r} and {again.id!r} have the same layout, step time and memory: one "
+                                "run would count twice; ingest each log once")
+    for run in runs:
+        cells = _cells(run)
+        found = identities.get(run_identity({name: cells.get(name, "") for name in header}))
+        if found is not None:
+            line, old = found
+            raise PlannerInputError(f"{shown(path)}:{line}: row {old!r} has the same layout, step time and memory as "
+                                    f"the new row {run.id!r}: one run would count twice; --append adds only new runs "
+                                    "(remove the old row first to replace it)")
 
 
 def _line_ends(path: str | Path) -> tuple[str, bool]:
