@@ -83,6 +83,38 @@ def test_cross_validation_keeps_the_defaults_when_they_already_predict_the_rows(
     assert report["heldout"]["after"]["mape"] <= report["heldout"]["before"]["mape"] + 0.01
 
 
+def test_folds_with_too_few_rows_to_calibrate_on_are_said_so_not_called_worse(tmp_path, capsys):
+    """With 3 rows (the fewest calibrate takes) each fold's calibration would see 2, fewer than it needs, so every
+    held-out row was predicted by the defaults: 'after' equalled 'before' and the fit was 'not applied: calibrating
+    predicted held-out rows worse than the defaults (x% vs x%)' under 'selection and fit redone per fold', none true."""
+    base = load_cluster("dgx-a100-80gb")
+    made = rows(base.with_efficiency(matmul_peak_fraction=0.5, hbm_efficiency=0.5))[:3]
+    samples, _ = load_samples(made, base)
+    report = calibrate(samples, base, k=5)
+    assert report["selection_path"][-1]["parameters"], "the rows should make selection choose a parameter"
+    assert "redone per fold" not in report["heldout_kind"] and "predicted by the defaults" in report["heldout_kind"]
+    assert report["applied"] is False
+    assert not any("worse" in why for why in report["left_at_default"].values()), report["left_at_default"]
+    runs_file = tmp_path / "runs.csv"
+    write_runs(runs_file, made)
+    capsys.readouterr()
+    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert "not applied" in out and "worse" not in out, out
+
+
+def test_a_fold_left_with_too_few_rows_is_named_in_the_held_out_kind():
+    """Four rows of two sources (3 + 1): holding out the 3 leaves 1 row to calibrate on, so that fold's rows are
+    predicted by the defaults; the held-out label said every fold's selection and fit were redone."""
+    base = load_cluster("dgx-a100-80gb")
+    made = rows(base.with_efficiency(matmul_peak_fraction=0.5, hbm_efficiency=0.5))[:4]
+    made = [dataclasses.replace(r, source="a" if i < 3 else "b") for i, r in enumerate(made)]
+    samples, _ = load_samples(made, base)
+    report = calibrate(samples, base, k=5)
+    assert report["selection_path"][-1]["parameters"]
+    assert "1 of 2 folds" in report["heldout_kind"], report["heldout_kind"]
+
+
 def test_cli_writes_a_loadable_calibrated_spec_and_refuses_to_overwrite(tmp_path, capsys):
     base = load_cluster("dgx-a100-80gb")
     runs_file = tmp_path / "runs.csv"

@@ -21,7 +21,7 @@ def calibrated_spec_mapping(raw: dict, report: dict, sources: list[str], rows: i
     held = report["heldout"]["after" if applied else "before"]["mape"]
     fitted_names = ", ".join(report["fitted_parameters"]) or "nothing"
     if not applied:
-        fitted_names += " (a fit predicted held-out rows worse than the defaults)"
+        fitted_names += f" (a fit was not applied: {report['not_applied_because']})"
     mapping = dict(raw)
     mapping["name"] = f"{str(raw['name']).removesuffix(CALIBRATED_SUFFIX)}{CALIBRATED_SUFFIX}"
     mapping["efficiency"] = efficiency

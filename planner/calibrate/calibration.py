@@ -24,6 +24,9 @@ from planner.specs.hardware import ClusterSpec
 # measures the hardware. A reporting threshold, not a model constant: the fit is kept or refused on its
 # held-out error alone.
 IMPLAUSIBLE_FACTOR = 2.0
+# Fewest rows a calibration is made from: calibrate refuses fewer, and a cross-validation fold that leaves fewer to
+# calibrate on predicts its rows by the defaults (said in the held-out kind, never counted as a fit's error).
+MIN_ROWS = 3
 
 
 def _default_value(cluster: ClusterSpec, name: str, samples: list[Sample]) -> float:
@@ -56,8 +59,8 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     `progress(done, total)`, if given, hears of each calibration done: the fit, then one per fold. When
     `cluster` was calibrated before, the defaults reported and judged are the uncalibrated spec's
     (earlier_defaults; `uncalibrated` is that spec, for a calibrated one without the record)."""
-    if len(samples) < 3:
-        raise PlannerInputError(f"calibration needs at least 3 measured rows on cluster {cluster.name!r}, got {len(samples)}")
+    if len(samples) < MIN_ROWS:
+        raise PlannerInputError(f"calibration needs at least {MIN_ROWS} measured rows on cluster {cluster.name!r}, got {len(samples)}")
     measured = np.array([s.run.step_time_s for s in samples])
     total = 1 if holdout else 1 + len(folds(samples, k))
     select = _counted_selection(cluster, total, progress)
@@ -67,12 +70,20 @@ def calibrate(samples: list[Sample], cluster: ClusterSpec, k: int = 5, holdout: 
     before = predict(samples, cluster) / measured - 1
     after = predict(samples, fitted) / measured - 1
     report = _fit_report(samples, cluster, uncalibrated, fitted, decided, before, after)
-    held_before, held_after, report["heldout_kind"] = _held_out_errors(
+    held_before, held_after, report["heldout_kind"], judged = _held_out_errors(
         samples, cluster, k, holdout, fitted, decided, measured, before, select, progress, total)
     report["heldout"] = {"before": _stats(held_before), "after": _stats(held_after)}
     report["applied"] = True
-    if decided["fitted"] and report["heldout"]["after"]["mape"] >= report["heldout"]["before"]["mape"]:
-        held_after = _keep_defaults(report, cluster, decided, held_before)
+    if decided["fitted"] and not judged:
+        # No held-out row was predicted by a calibration: nothing shows the fit generalises (README, "Calibration").
+        held_after = _keep_defaults(report, cluster, decided, held_before,
+                                    f"no held-out row was predicted by a calibration (each fold left fewer than "
+                                    f"{MIN_ROWS} rows to calibrate on)")
+    elif decided["fitted"] and report["heldout"]["after"]["mape"] >= report["heldout"]["before"]["mape"]:
+        held_after = _keep_defaults(report, cluster, decided, held_before,
+                                    f"calibrating predicted held-out rows worse than the defaults "
+                                    f"({100 * report['heldout']['after']['mape']:.1f}% vs "
+                                    f"{100 * report['heldout']['before']['mape']:.1f}%)")
     report.update(_held_out_spread(report, held_after))
     # What the fit saw: the efficiencies need not transfer to another stack or number format.
     report["fitted_frameworks"] = sorted({s.layout.framework for s in samples})
@@ -108,38 +119,51 @@ def _fit_report(samples, cluster, uncalibrated, fitted, decided, before, after) 
 
 
 def _held_out_errors(samples, cluster, k, holdout, fitted, decided, measured, before, select, progress, total):
-    """Held-out errors (predicted / measured - 1) before and after calibrating, and how the rows were held out:
-    the given hold-out rows, or k-fold cross-validation with selection and fit redone per fold (`select`, which
-    tells `progress` of each fold; where no fold is fitted, `progress` hears that all `total` are done)."""
+    """Held-out errors (predicted / measured - 1) before and after calibrating, how the rows were held out, and
+    whether any held-out row was predicted by a calibration: the given hold-out rows, or k-fold cross-validation
+    with selection and fit redone per fold (`select`, which tells `progress` of each fold; a fold that leaves fewer
+    than MIN_ROWS rows to calibrate on predicts its rows by the defaults, and says so; `progress` hears at the end
+    that all `total` are done)."""
     if holdout:
         held_measured = np.array([s.run.step_time_s for s in holdout])
         held_before = predict(holdout, cluster) / held_measured - 1
         held_after = predict(holdout, fitted) / held_measured - 1
-        return held_before, held_after, "given hold-out rows"
+        return held_before, held_after, "given hold-out rows", True
     if not decided["fitted"]:
         # Nothing chosen on all the rows: the spec written is the defaults, fitted to none of the rows, so each
         # row's error under it is already a held-out error. Fold fits could choose parameters this spec lacks;
         # their errors would describe a spec that is not written.
         if progress:
             progress(total, total)
-        return before, before, "no parameter chosen: the defaults, fitted to no row, on every row"
+        return before, before, "no parameter chosen: the defaults, fitted to no row, on every row", True
     # Nested: each fold's calibration, selection included, never saw that fold.
     held_after = held_out_predictions(
-        samples, k, lambda train: select(train)[0] if len(train) >= 3 else cluster
+        samples, k, lambda train: select(train)[0] if len(train) >= MIN_ROWS else cluster
     ) / measured - 1
-    by = "source" if len({s.group for s in samples}) >= 2 else "row"
-    return before, held_after, f"{len(folds(samples, k))}-fold cross-validation by {by}, selection and fit redone per fold"
+    if progress:
+        progress(total, total)  # folds too small to calibrate on were never counted
+    every = len(folds(samples, k))
+    small = sum(len(samples) - len(fold) < MIN_ROWS for fold in folds(samples, k))
+    kind = f"{every}-fold cross-validation by {'source' if len({s.group for s in samples}) >= 2 else 'row'}"
+    if small == every:
+        return before, held_after, (f"{kind}: every fold left fewer than {MIN_ROWS} rows to calibrate on, so every "
+                                    "held-out row is predicted by the defaults"), False
+    if small:
+        kind += (f" ({small} of {every} folds left fewer than {MIN_ROWS} rows to calibrate on: their rows are "
+                 "predicted by the defaults)")
+    return before, held_after, f"{kind}, selection and fit redone per fold", True
 
 
-def _keep_defaults(report: dict, cluster: ClusterSpec, decided: dict, held_before: np.ndarray) -> np.ndarray:
-    """Turn `report` into keeping the defaults, and return the held-out errors that then stand (the defaults')."""
-    # Calibrating predicted the held-out rows worse than the defaults: the rows a fold never saw (each
-    # fold's calibration done the same way on the others), or the user's own --holdout-source rows.
-    # The fit would not generalise, so the spec keeps the defaults (README, "Calibration"). (A given
-    # hold-out set decides only this yes/no; it never chooses or fits a parameter.)
-    reason = (f"kept: calibrating predicted held-out rows worse than the defaults "
-              f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%)")
-    report.update(applied=False, cluster=cluster, fitted_parameters={},
+def _keep_defaults(report: dict, cluster: ClusterSpec, decided: dict, held_before: np.ndarray, why: str) -> np.ndarray:
+    """Turn `report` into keeping the defaults because of `why`, and return the held-out errors that then stand
+    (the defaults')."""
+    # Calibrating predicted the held-out rows worse than the defaults (the rows a fold never saw, each
+    # fold's calibration done the same way on the others, or the user's own --holdout-source rows), or no
+    # held-out row could be predicted by a calibration: nothing shows the fit generalises, so the spec keeps
+    # the defaults (README, "Calibration"). (A given hold-out set decides only this yes/no; it never chooses
+    # or fits a parameter.)
+    reason = f"kept: {why}"
+    report.update(applied=False, not_applied_because=why, cluster=cluster, fitted_parameters={},
                   left_at_default={**{n: reason for n in decided["fitted"]}, **decided["left_at_default"]})
     report["train"]["after"] = report["train"]["before"]
     return held_before

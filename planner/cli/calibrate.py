@@ -138,9 +138,7 @@ def run(args) -> int:
                         for step in report["selection_path"])
     print(f"parameter selection (cross-validated MAPE on the fitted rows): {steps}")
     if not report["applied"]:
-        print(f"not applied: calibrating predicted held-out rows worse than the defaults "
-              f"({100 * report['heldout']['after']['mape']:.1f}% vs {100 * report['heldout']['before']['mape']:.1f}%); "
-              f"the spec keeps the defaults")
+        print(f"not applied: {report['not_applied_because']}; the spec keeps the defaults")
     for name, ratio in report["implausible"].items():
         print(f"warning    {name} fitted {report['fitted_parameters'][name]:.3g} is {ratio:.2f}x its default "
               f"{report['defaults'][name]:.3g} (datasheet- or benchmark-derived): it more likely absorbs a cost the "
