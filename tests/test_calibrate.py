@@ -158,6 +158,18 @@ def test_too_few_rows_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "at least 3" in err[0]
 
 
+def test_a_time_column_no_runs_file_has_is_a_one_line_error_naming_the_flag(tmp_path, capsys):
+    """`--time-column step_tme_s` (a typo) skipped every row and said only 'calibration needs at least 3 measured
+    rows ..., got 0', naming neither the flag nor the column."""
+    base = load_cluster("dgx-a100-80gb")
+    runs_file = tmp_path / "runs.csv"
+    write_runs(runs_file, rows(base))
+    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--no-write",
+                 "--time-column", "step_tme_s"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--time-column step_tme_s" in err[0] and str(runs_file) in err[0], err
+
+
 def test_holdout_source_names_one_source_exactly_or_a_prefix(tmp_path, capsys):
     import json
 

@@ -75,6 +75,11 @@ def run(args) -> int:
         target = Path(args.out) if args.out else folder / f"{base_name(cluster)}.calibrated.yaml"
         check_new_outputs([target], args.force)
     runs, problems = read_runs_files(args.runs)
+    if args.time_column != "step_time_s" and not any(args.time_column in run.extra for run in runs):
+        # A column no row has (a typo) would skip every row and leave only "needs at least 3 rows, got 0".
+        raise PlannerInputError(f"--time-column {args.time_column}: no such column in {', '.join(args.runs)}; expected "
+                                "step_time_s or a measured step-time column of the runs files (step_time_p10_s "
+                                "from `planner profile`)")
     samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)
     holdout = None
     if args.holdout_source:
