@@ -61,7 +61,7 @@ class RowResult:
 
 # The optional 0/1 columns a row's simulation reads (data/spec/runs_csv.md), and with `framework` every
 # optional column besides the core COLUMNS and HIERARCHY_COLUMNS.
-SWITCH_COLUMNS = ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32")
+SWITCH_COLUMNS = ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "partition_activations")
 SIMULATED_EXTRA_COLUMNS = ("framework", *SWITCH_COLUMNS)
 
 

@@ -20,7 +20,7 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
                "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload",
-               "fp8_param_gather", "fp8_recipe")
+               "fp8_param_gather", "fp8_recipe", "partition_activations")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 # Mixture-of-experts layout keys (planner.specs.layout.Layout: expert parallelism and routing).
 MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity")
@@ -74,6 +74,11 @@ def _add_stack_and_precision_flags(group) -> None:
                             "(Megatron: fp32 with bf16; NeMo's performance recipes: 0). DeepSpeed bf16 at ZeRO 0/1 "
                             "with 1 is its BF16_Optimizer, which adds each micro-batch's gradients into the fp32 "
                             "copy in a pass of its own")
+    group.add_argument("--partition-activations", type=int, choices=[0, 1],
+                       help="under --recompute full, keep each layer's checkpointed input as its 1/tp slice and "
+                            "all-gather it over tp before the recompute (DeepSpeed partition_activations, "
+                            "Megatron-DeepSpeed --partition-activations, Megatron-LM --distribute-saved-activations); "
+                            "default: the stack's (off)")
     group.add_argument("--fp8-param-gather", type=int, choices=[0, 1],
                        help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
                             "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")
@@ -133,7 +138,7 @@ _TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster
               "fp8_recipe")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
                 "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
-                "moe_pad_to_capacity")
+                "moe_pad_to_capacity", "partition_activations")
 
 
 def _check_config_value(key: str, value, where: str):

@@ -128,7 +128,7 @@ def _layout_line(layout) -> str:
             f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
             f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
             f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
-            + fp8_params + _hierarchy_text(layout))
+            + (" partition_activations=1" if layout.partition_activations_on else "") + fp8_params + _hierarchy_text(layout))
 
 
 def _moe_layout_text(model, layout) -> str:

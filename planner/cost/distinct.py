@@ -32,7 +32,7 @@ PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
 # for both modules, so that a batch is numbered by it once.
 LAYER_COLUMNS = MODEL_COLUMNS + PARALLEL_SIZES + (
     "micro_batch", "dtype", "fp8_current_scaling", "flash_attention", "recompute", "seq_parallel", "framework",
-    "tp_comm_overlap")
+    "tp_comm_overlap", "partition_activations")
 # Largest key space numbered through a table of that many flags (one pass); larger ones are sorted.
 _TABLE_LIMIT = 1 << 22
 # Above this share of distinct rows, gathering and spreading costs more than computing every row.

@@ -284,10 +284,16 @@ def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     full = tokens * h * (linear + materialised_scores) * scale
     stored = tokens * h * (linear + np.where(batch.recompute == 0, materialised_scores, 0.0)) * scale
     layer_input = tokens * h * 2.0 * scale / np.where(sp, t, 1.0)
-    stored = np.where(batch.recompute == 2, layer_input, stored)
-    # The recomputed layer's own stored input is part of its full activations: count it once.
+    # Partitioned checkpoints keep 1/tp of the input (of the sequence-split input under sequence parallelism: DeepSpeed
+    # splits whatever it is given, checkpointing.py:387-440); `partition_activations` holds only with full
+    # recompute and tp > 1 (candidate_batch).
+    kept_input = layer_input / np.where(batch.partition_activations, t, 1.0)
+    stored = np.where(batch.recompute == 2, kept_input, stored)
+    # The recomputed layer's own stored input is part of its full activations: count it once. A partitioned input is
+    # all-gathered into a whole new buffer before the recompute (checkpointing.py:296-306): the layer's full
+    # activations, its whole input among them, are live on top of the slice already counted as stored.
     working = np.select([batch.recompute == 2, batch.recompute == 1],
-                        [full - layer_input, tokens * h * materialised_scores * scale], 0.0)
+                        [full - kept_input, tokens * h * materialised_scores * scale], 0.0)
     return {"stored": stored, "full": full, "working": working}
 
 

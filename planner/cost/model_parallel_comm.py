@@ -45,8 +45,9 @@ def tensor_parallel(batch, cluster, layer, w, fw):
     cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
     cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
     qkv_fwd, qkv_bwd = kv_group_gather(batch, cluster, tokens, w, fw, tp_links)
-    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "qkv_gather": qkv_fwd + qkv_bwd,
-            "forward": tp_fwd + cp_fwd + qkv_fwd, "backward": tp_bwd + cp_bwd + qkv_bwd,
+    gather = checkpoint_gather(batch, cluster, message, tp_links)
+    return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "qkv_gather": qkv_fwd + qkv_bwd, "checkpoint_gather": gather,
+            "forward": tp_fwd + cp_fwd + qkv_fwd, "backward": tp_bwd + cp_bwd + qkv_bwd + gather,
             "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)), "message": message}
 
 
@@ -70,6 +71,21 @@ def kv_group_gather(batch, cluster, tokens, w, fw, tp_links):
     gather = groups.only_where(gathers, collectives.all_gather_time, volume, tp_links, **kw)
     scatter = groups.only_where(gathers, collectives.reduce_scatter_time, volume, tp_links, **kw)
     return gather, scatter + np.where(batch.recompute == 2, gather, 0.0)
+
+
+def checkpoint_gather(batch, cluster, message, tp_links):
+    """Exposed seconds per layer per micro-batch of rebuilding a partitioned checkpoint (batch.partition_activations):
+    the layer input, kept as 1/tp slices, is all-gathered over tp before the layer's recompute in backward, one
+    synchronous all_gather_into_tensor on the compute stream ahead of the recompute it feeds (DeepSpeed 0.19.8
+    runtime/activation_checkpointing/checkpointing.py:276-306, called at :706-708; Megatron-LM's
+    gather_split_1d_tensor, core/tensor_parallel/random.py:647-651): nothing to hide it behind. The gathered buffer is
+    the whole input, [s/cp, b, h] (or the [s/(cp tp), b, h] sequence-parallel slice)."""
+    partitioned = batch.partition_activations
+    if not np.any(partitioned):
+        return np.zeros(len(batch))
+    volume = message / np.where(batch.seq_parallel, batch.tp, 1.0)
+    return groups.only_where(partitioned, collectives.all_gather_time, volume, tp_links,
+                             **groups.collective_kwargs(cluster))
 
 
 def pipeline_transfers(batch, cluster, message, fw):

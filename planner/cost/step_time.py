@@ -9,6 +9,8 @@ the slowest stage sets the pace:
   tensor parallel: 2 collectives per layer forward and 2 backward (+2 recompute), exposed unless the
                    layout overlaps them with the GEMMs (Transformer Engine userbuffers / async TP: then
                    only the first of tp chunks and what the GEMMs cannot cover are exposed);
+  partitioned checkpoints (full recompute): the layer input all-gathered over tp before each recompute,
+                   exposed (`checkpoint_gather`);
   context parallel: K/V ring exchange hidden behind the attention core it feeds (ring attention);
   ZeRO-3 / FSDP: unit i+1's all-gather runs during unit i's compute (prefetch), so a pass exposes the
                    first gather plus, per unit, what its gather (+ reduce-scatter in backward) exceeds
@@ -131,6 +133,8 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
     }
     if comm["qkv_gather"].any():  # only stacks that run tp a multiple of the kv heads pay it
         per_layer["qkv_gather"] = comm["qkv_gather"]
+    if comm["checkpoint_gather"].any():  # only layouts with partitioned full-recompute checkpoints pay it
+        per_layer["checkpoint_gather"] = comm["checkpoint_gather"]
     seconds = {
         "per_layer": per_layer,
         "dense_total": sum(per_layer.values()),
@@ -287,6 +291,8 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_s
         parts["grad_accumulation"] = m * accumulate * pace["params"]
     if "qkv_gather" in per_layer:
         parts["qkv_gather"] = paced(per_layer["qkv_gather"])
+    if "checkpoint_gather" in per_layer:  # partitioned checkpoints rebuilt over tp before each recompute
+        parts["checkpoint_gather"] = paced(per_layer["checkpoint_gather"])
     # The HBM copies sharded data parallelism makes around its collectives (cost/shard_copies.py).
     copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)
     if copies is not None:

@@ -107,11 +107,12 @@ def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
         # ZeRO-0 refuses the mix (engine.py:2313-2323 in 0.19.8): unsupported() below.
         config["data_types"] = {"grad_accum_dtype": "fp32"}
     if layout.recompute == "full" or layout.activation_offload:
-        # Megatron-DeepSpeed's --deepspeed-activation-checkpointing reads this block; partitioning the
-        # checkpointed layer inputs over tp ranks only helps when tp > 1. Megatron-DeepSpeed passes its own
-        # --partition-activations / --checkpoint-in-cpu to deepspeed.checkpointing.configure, which override these
-        # (checkpointing.py:1210-1220), so megatron_arguments writes them too.
-        config["activation_checkpointing"] = {"partition_activations": layout.tp > 1,
+        # Megatron-DeepSpeed's --deepspeed-activation-checkpointing reads this block; checkpoints are partitioned
+        # over tp as the plan priced them (Layout.partition_activations_on: the setting or the stack's default, off;
+        # only with full recompute and tp > 1). Megatron-DeepSpeed passes its own --partition-activations /
+        # --checkpoint-in-cpu to deepspeed.checkpointing.configure, which override these (checkpointing.py:1210-1220),
+        # so megatron_arguments writes them too.
+        config["activation_checkpointing"] = {"partition_activations": layout.partition_activations_on,
                                               "contiguous_memory_optimization": False,
                                               "cpu_checkpointing": bool(layout.activation_offload)}
     return config
@@ -191,7 +192,7 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
     if layout.recompute == "full":
         args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1",
                  "--deepspeed-activation-checkpointing"]
-        if layout.tp > 1:  # as ds_config's activation_checkpointing, which this flag overrides (see ds_config)
+        if layout.partition_activations_on:  # as ds_config's activation_checkpointing, which this flag overrides
             args.append("--partition-activations")
     elif layout.recompute == "selective":
         args.append("--recompute-granularity selective")

@@ -227,6 +227,8 @@ def compute_arguments(layout: Layout) -> list[Argument]:
         args.append(("--fp8-param-gather", None))
     if layout.recompute == "full":  # TC:532, 543, 551: every layer's input kept, the layer recomputed
         args += [("--recompute-granularity", "full"), ("--recompute-method", "uniform"), ("--recompute-num-layers", "1")]
+        if layout.partition_activations_on:  # TC:557 (a TransformerConfig flag); tp > 1, full recompute (MP:1410-1416)
+            args.append(("--distribute-saved-activations", None))
     elif layout.recompute == "selective":  # no --recompute-method with selective (MP:1425-1428)
         args.append(("--recompute-granularity", "selective"))
     if not layout.flash_attention:

@@ -32,6 +32,8 @@ FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
 _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))
 # Per stack code: whether its default fp8 recipe is per-tensor current scaling (Layout.fp8_recipe_used).
 FP8_TENSORWISE_BY_DEFAULT = np.array([FRAMEWORKS[n].fp8_recipes[0] == "tensorwise" for n in FRAMEWORK_NAMES])
+# Per stack code: whether it partitions full-recompute checkpoints over tp unless told (Layout.partition_activations_on).
+PARTITION_ACTIVATIONS_BY_DEFAULT = np.array([FRAMEWORKS[n].partition_activations_default for n in FRAMEWORK_NAMES])
 _TABLE = np.array([[float(getattr(FRAMEWORKS[n], field)) for field in _NUMERIC] for n in FRAMEWORK_NAMES])
 
 
@@ -160,6 +162,12 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if (layout.tp_comm_overlap and layout.tp > 1 and stack.tp_comm_overlap_needs_sequence_parallel
             and not layout.seq_parallel):
         problems.append(f"tp_comm_overlap: {framework} overlaps TP communication only with sequence parallelism (seq_parallel=1)")
+    if layout.partition_activations and not stack.partition_activations_available:
+        problems.append(f"--partition-activations 1: {framework} has no partitioned activation checkpoints")
+    elif (layout.partition_activations and layout.seq_parallel and layout.tp > 1
+          and not stack.partition_activations_with_sequence_parallel):
+        problems.append(f"--partition-activations 1 with sequence parallelism: {framework} partitions checkpoints only "
+                        "without it (seq_parallel=0)")
     if (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients) and not stack.zeropp:
         problems.append(f"--zero-hpz / --zero-quantized-weights / --zero-quantized-gradients: {framework} has no ZeRO++")
     if layout.shard_group is not None and not stack.shard_groups:
@@ -170,5 +178,6 @@ def unsupported_features(framework: str, layout) -> list[str]:
     return problems
 
 
-__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT", "framework_arrays", "batch_framework_arrays",
+__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT",
+           "PARTITION_ACTIVATIONS_BY_DEFAULT", "framework_arrays", "batch_framework_arrays",
            "MICRO_BATCH_RULE_FIELDS", "micro_batch_rules", "runnable_micro_batches", "unsupported_features"]

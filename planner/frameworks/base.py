@@ -239,3 +239,12 @@ class Framework:
     # bf16 is how both are run on Ampere and later (their dtype defaults, fp32, are not what a published run used).
     default_dtype: str = "bf16"
     default_zero: int = 0
+    # Partitioned activation checkpoints (planner.cost.memory, planner.cost.model_parallel_comm): under full recompute
+    # each checkpointed layer input is kept as its 1/tp slice on every tp rank and all-gathered over tp, on the
+    # compute stream, before the layer is recomputed in backward. Available where the stack has the option
+    # (DeepSpeed `partition_activations`, Megatron-LM --distribute-saved-activations); on by default where the stack
+    # turns it on by itself (none does: frameworks/deepspeed.py, megatron.py); with sequence parallelism where the
+    # stack partitions the already sequence-split input again rather than refusing the mix.
+    partition_activations_available: bool = False
+    partition_activations_default: bool = False
+    partition_activations_with_sequence_parallel: bool = False

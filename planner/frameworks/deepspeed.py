@@ -59,6 +59,22 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   `stage3_allgather_sequential` false), which launches one `all_gather_into_tensor` per parameter (:2065-2074)
   before waiting on them all. The calls are serial on the group's NCCL stream, each paying the ring's latency over
   the whole sharding group, after the step's last kernel: exposed (planner.cost.data_parallel).
+- Partitioned activation checkpoints (`activation_checkpointing.partition_activations`; Megatron-DeepSpeed
+  --partition-activations, which deepspeed.checkpointing.configure lets override the config, DeepSpeed 0.19.8
+  runtime/activation_checkpointing/checkpointing.py:1210-1211; deepspeedai/Megatron-DeepSpeed@4efb479d
+  megatron/initialize.py:186-194). In forward each checkpointed floating-point input with at least mp_size elements
+  is kept as its 1/mp_size slice, mp the tensor-parallel group (checkpointing.py:377-383, 387-440, 611-612;
+  mp_group = the tensor-parallel group, :1236-1243), so the layer input kept under full recompute shrinks by tp
+  (under sequence parallelism the input is already [s/tp, b, h] and is split again). In backward, before the
+  recompute, `gather_partitioned_activations` rebuilds it with one synchronous `all_gather_into_tensor` over that
+  group per checkpointed input (:276-306, called at :706-708): exposed, once per recomputed layer per micro-batch.
+  Off by default: the config key defaults to False (activation_checkpointing/config.py:28) and Megatron-DeepSpeed's
+  flag is `store_true` (megatron/arguments.py:1526), passed by none of its 59 example scripts that use
+  --deepspeed-activation-checkpointing (nor by BLOOM's tr11-176B-ml.slurm); ZeRO's 100B run passed it
+  (DeepSpeedExamples@405ce794 Megatron-LM/scripts/hyperscale/config6_25node.dat). The same code is in v0.3.14
+  (microsoft/DeepSpeed@0cd9abf2 checkpointing.py:441-470 forward, `get_full_inputs` :284-312 with
+  `dist.all_gather` over the model-parallel group, called before the recompute :629-632; default False,
+  activation_checkpointing/config.py:28), so deepspeed-v0.3 inherits it.
 - The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
   parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
   data(-and-sequence)-parallel group (engine.py:1655).
@@ -119,6 +135,10 @@ DEEPSPEED = Framework(
     # (runtime/engine.py:3082-3095 in 0.19.8, buffered_allreduce_fallback; the pipeline engine likewise after its
     # last backward, pipe/engine.py:287-294); overlap_comm is a ZeRO-1/2/3 key (zero/config.py).
     reduce_overlaps_at_zero0=False,
+    # Partitioned activation checkpoints (module docstring): available, off unless asked, and with sequence
+    # parallelism the sequence-split input is partitioned again.
+    partition_activations_available=True, partition_activations_default=False,
+    partition_activations_with_sequence_parallel=True,
     # The launch planner.emit writes for Megatron-DeepSpeed evaluates (--eval-interval / --eval-iters, base.py).
     eval_interval_steps=EVAL_INTERVAL_STEPS, eval_iters=EVAL_ITERS,
 )

@@ -72,6 +72,15 @@ MEGATRON = Framework(
     # Checkpoint: the model's bf16 state dict plus, per parameter, the distributed optimizer's "param" (the fp32 main
     # copy) and Adam's exp_avg and exp_avg_sq (`core/optimizer/distrib_optimizer.py`:1090-1117): 2 + 4 + 8.
     checkpoint_bytes_per_param=14.0,
+    # --distribute-saved-activations (TransformerConfig.distribute_saved_activations, default False: core/transformer/
+    # transformer_config.py:557): full recompute keeps the checkpointed layer input split into tp equal 1-D chunks
+    # (`split_tensor_into_1d_equal_chunks`) and gathers it back with one all_gather_into_tensor over tp before the
+    # recompute (`gather_split_1d_tensor`; core/tensor_parallel/random.py:621-625, 647-651, utils.py:79-95; the
+    # Transformer Engine checkpoint likewise, NVIDIA/TransformerEngine@d0067d0d pytorch/distributed.py:381, 421-425).
+    # Needs tp > 1 and full recompute (training/arguments.py:1410-1416) and refuses sequence parallelism
+    # (transformer_config.py:1934-1938).
+    partition_activations_available=True, partition_activations_default=False,
+    partition_activations_with_sequence_parallel=False,
     # The launch planner.emit writes for Megatron-LM evaluates (--eval-interval / --eval-iters, base.py).
     eval_interval_steps=EVAL_INTERVAL_STEPS, eval_iters=EVAL_ITERS,
 )

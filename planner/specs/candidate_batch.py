@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from planner.frameworks import FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORKS
+from planner.frameworks import FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORKS, PARTITION_ACTIVATIONS_BY_DEFAULT
 from planner.frameworks.moe import A2A_OVERLAP_CODES, default_routing_columns
 from planner.specs.layout import Layout, moe_imbalance
 from planner.specs.model import ModelSpec, flops_columns, param_breakdown, standard_attention, vector_tensors
@@ -81,6 +81,9 @@ class CandidateBatch:
     grad_shard_group: np.ndarray
     zero_tiling: np.ndarray
     activation_offload: np.ndarray  # bool
+    # bool, resolved: full-recompute checkpoints partitioned over tp (Layout.partition_activations_on: the setting
+    # or the stack's default, only with full recompute and tp > 1)
+    partition_activations: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -217,6 +220,12 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
         current_scaling = ((columns["dtype"] == DTYPE_CODES["fp8"])
                            & FP8_TENSORWISE_BY_DEFAULT[columns["framework"].astype(np.int64)])
     columns["fp8_current_scaling"] = np.broadcast_to(np.asarray(current_scaling, dtype=bool), index.shape)
+    partitioned = layout_arrays.pop("partition_activations", None)
+    if partitioned is None:  # each stack's default (Layout.partition_activations_on)
+        partitioned = PARTITION_ACTIVATIONS_BY_DEFAULT[columns["framework"].astype(np.int64)]
+    columns["partition_activations"] = np.broadcast_to(
+        np.asarray(partitioned, dtype=bool) & (columns["tp"] > 1) & (columns["recompute"] == RECOMPUTE_CODES["full"]),
+        index.shape)
     # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
     # Routing not given: each row's stack default (frameworks.moe.MoEStack.capacity_factor, pads_to_capacity).
     moe_defaults = dict(ep=1.0, etp=columns["tp"], a2a_overlap=0.0, **default_routing_columns(columns["framework"]))
@@ -257,6 +266,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         zero_quantized_gradients=column(lambda l: l.zero_quantized_gradients),
         shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
         zero_tiling=column(lambda l: l.zero_tiling), activation_offload=column(lambda l: l.activation_offload),
+        partition_activations=column(lambda l: l.partition_activations_on),
     )
 
 

@@ -55,6 +55,11 @@ class Layout(BaseModel):
     # NVIDIA-NeMo/Megatron-Bridge v0.2.0 src/megatron/bridge/training/mixed_precision.py:289, set by its FP8
     # current-scaling recipe): no 16-bit copy of those weights besides their fp8 data (cost.memory).
     fp8_param_gather: bool = False
+    # Under full recompute, keep each checkpointed layer input as its 1/tp slice and all-gather it over tp before
+    # the layer is recomputed (DeepSpeed `activation_checkpointing.partition_activations` / Megatron-DeepSpeed
+    # --partition-activations; Megatron-LM --distribute-saved-activations): cost.memory, cost.model_parallel_comm.
+    # None = the stack's default (off in every stack: planner.frameworks).
+    partition_activations: bool | None = None
     # How fp8 training scales each cast (Megatron-Core --fp8-recipe, TransformerConfig.fp8_recipe, default
     # 'delayed': megatron/core/transformer/transformer_config.py:594-600). 'delayed': the scale comes from the
     # amax history and the amax is taken inside the cast, one read of the 16-bit tensor; 'tensorwise' (per-tensor
@@ -100,6 +105,14 @@ class Layout(BaseModel):
         if self.dp_comm_overlap is None:
             return FRAMEWORKS[self.framework].dp_comm_overlap_default
         return self.dp_comm_overlap
+
+    @property
+    def partition_activations_on(self) -> bool:
+        """Whether full-recompute checkpoints are partitioned over tp: the explicit setting or the stack's default;
+        only with full recompute and tp > 1 (a group of one has nothing to split)."""
+        chosen = (FRAMEWORKS[self.framework].partition_activations_default if self.partition_activations is None
+                  else self.partition_activations)
+        return bool(chosen) and self.recompute == "full" and self.tp > 1
 
     @property
     def fp8_recipe_used(self) -> str:

@@ -63,6 +63,9 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
                         f"dtype={layout.dtype} zero={layout.zero} framework={layout.framework}")
     if layout.fp8_recipe is not None and layout.dtype != "fp8":
         problems.append(f"--fp8-recipe {layout.fp8_recipe} scales fp8 casts: needs dtype=fp8, got dtype={layout.dtype}")
+    if layout.partition_activations and layout.recompute != "full":
+        problems.append(f"--partition-activations partitions the checkpoints of full recompute: needs recompute=full, "
+                        f"got recompute={layout.recompute}")
     if layout.activation_offload and layout.recompute != "full":
         problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
                         f"got recompute={layout.recompute}")

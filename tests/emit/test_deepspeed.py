@@ -149,8 +149,26 @@ def test_precision_and_zero_blocks():
     assert "bf16" not in fp32 and "fp16" not in fp32 and fp32["zero_optimization"] == {"stage": 0}
     zero3 = ds_config(LAYOUTS["zero3-full-recompute"])
     assert zero3["zero_optimization"]["stage3_prefetch_bucket_size"] == 50_000_000  # what the memory model assumes
-    assert zero3["activation_checkpointing"]["partition_activations"] is True
+    # Checkpoints partitioned as priced: the stack's default, off (frameworks/deepspeed.py), unless the layout asks.
+    assert zero3["activation_checkpointing"]["partition_activations"] is False
     assert ds_config(LAYOUTS["zero2-cpu-offload"])["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("setting, tp, recompute, expected", [
+    (None, 4, "full", False),  # DeepSpeed's default, activation_checkpointing/config.py:28; the flag is store_true
+    (True, 4, "full", True),
+    (False, 4, "full", False),
+    (True, 1, "full", False),  # a tp group of one has nothing to split: not priced, not written
+])
+def test_partitioned_checkpoints_are_written_as_priced(setting, tp, recompute, expected):
+    """ds_config's activation_checkpointing.partition_activations and Megatron-DeepSpeed's --partition-activations
+    (which overrides it, checkpointing.py:1210-1211) carry the layout's resolved setting, the one cost.memory and
+    cost.step_time priced, not tp > 1 whatever the layout says."""
+    layout = Layout(tp=tp, dp=8, zero=1, global_batch=64, recompute=recompute, framework="deepspeed",
+                    partition_activations=setting)
+    assert layout.partition_activations_on is expected
+    assert ds_config(layout)["activation_checkpointing"]["partition_activations"] is expected
+    assert ("--partition-activations" in megatron_arguments(preset("llama2-7b"), layout, None, None)) is expected
 
 
 def test_compatibility_notes_name_what_deepspeed_cannot_run():

@@ -35,6 +35,8 @@ CASES = {
     "gpt3-175b-fp16": ("gpt3-175b", Layout(tp=8, pp=8, dp=1, zero=0, global_batch=1536, dtype="fp16",
                                           flash_attention=False, grad_reduce_in_fp32=True, **MEGATRON)),
     "gpt2-fp32": ("gpt2-small", Layout(dp=8, global_batch=64, dtype="fp32", **MEGATRON)),
+    "gpt3-175b-distributed-checkpoints": ("gpt3-175b", Layout(tp=8, pp=8, dp=1, global_batch=64, recompute="full",
+                                                             partition_activations=True, **MEGATRON)),
     # Mixtures of experts: ep folded into dp, expert tp apart from tp, the a2a overlap, MLA, dense first layers.
     "qwen3-30b-a3b-ep": ("qwen3-30b-a3b", Layout(tp=1, pp=2, vpp=24, dp=8, ep=8, zero=1, global_batch=512,
                                                 micro_batch=2, dtype="fp8", moe_a2a_overlap="megatron", **MEGATRON)),
@@ -194,6 +196,11 @@ def test_overlaps_precision_and_recompute_follow_the_layout():
     fp8 = dict(megatron_arguments(preset("llama3-405b"), CASES["llama3-405b-slots"][1]))
     assert fp8["--fp8-format"] == "hybrid" and "--bf16" in fp8 and "--grad-reduce-in-bf16" in fp8
     assert (fp8["--recompute-granularity"], fp8["--recompute-method"]) == ("full", "uniform")
+    # Partitioned checkpoints as priced: Megatron-LM's --distribute-saved-activations (TC:557) only where the layout
+    # partitions them; its default is off.
+    assert "--distribute-saved-activations" in dict(
+        megatron_arguments(preset("gpt3-175b"), CASES["gpt3-175b-distributed-checkpoints"][1]))
+    assert "--distribute-saved-activations" not in fp8
     gpt3 = dict(megatron_arguments(preset("gpt3-175b"), CASES["gpt3-175b-fp16"][1]))
     assert "--fp16" in gpt3 and gpt3["--position-embedding-type"] == "learned_absolute"
     assert "--untie-embeddings-and-output-weights" not in gpt3 and "--disable-bias-linear" not in gpt3
