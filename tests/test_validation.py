@@ -112,6 +112,23 @@ def test_run_to_config_reads_the_gradient_reduce_dtype(cell, expected):
         run_to_config(bad)
 
 
+@pytest.mark.parametrize("cell, expected", [("", False), ("0", False), ("1", True)])
+def test_run_to_config_reads_partitioned_checkpoints(cell, expected):
+    """Column partition_activations: 1 when the run partitioned its full-recompute checkpoints over tp (DeepSpeed
+    --partition-activations); empty is the stack's default, off (DeepSpeed activation_checkpointing/config.py:28)."""
+    run = MeasuredRun(id="r", cluster="dgx-a100-80gb", gpus=8, layers=24, hidden=2048, heads=16, seq_len=2048,
+                      vocab=50257, tp=4, micro_batch=1, global_batch=8, recompute="full",
+                      extra={"framework": "deepspeed", "partition_activations": cell})
+    _, layout, _ = run_to_config(run)
+    assert layout.partition_activations is (None if cell == "" else expected)
+    assert layout.partition_activations_on is expected
+    bad = MeasuredRun(id="r", cluster="dgx-a100-80gb", gpus=8, layers=24, hidden=2048, heads=16, seq_len=2048,
+                      vocab=50257, tp=4, micro_batch=1, global_batch=8, recompute="full",
+                      extra={"framework": "deepspeed", "partition_activations": "yes please"})
+    with pytest.raises(PlannerInputError, match="partition_activations"):
+        run_to_config(bad)
+
+
 def test_run_to_config_errors_are_one_line():
     run = MeasuredRun(id="r", cluster="dgx-a100-80gb", layers=24, hidden=2048, heads=16, seq_len=2048, vocab=50257,
                       tp=3, micro_batch=1, global_batch=8, origin="runs.csv:7")

@@ -89,6 +89,34 @@ def test_flags_override_config_which_overrides_preset(cli, tmp_path):
     assert result["layout"]["tp"] == 2 and result["layout"]["dp"] == 4
 
 
+@pytest.mark.parametrize("source", ["flag", "config"])
+def test_partition_activations_round_trip(cli, tmp_path, source):
+    """--partition-activations 1 (or the config key) reaches the layout, is shown on the layout line, and is priced
+    as the library prices it: 1/tp checkpoints and the checkpoint_gather part (DeepSpeed partition_activations)."""
+    base = ["--model", "llama2-7b", "--framework", "deepspeed", "--tp", "4", "--dp", "2", "--recompute", "full",
+            "--global-batch", "8"]
+    if source == "flag":
+        argv = [*base, "--partition-activations", "1"]
+    else:
+        config = tmp_path / "run.yaml"
+        config.write_text("partition_activations: true\n", encoding="utf-8")
+        argv = [*base, "--config", config]
+    code, out, err = cli(["simulate", *argv, "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["layout"]["partition_activations"] is True
+    layout = Layout(tp=4, dp=2, recompute="full", global_batch=8, framework="deepspeed", partition_activations=True)
+    expected = simulate(PRESETS["llama2-7b"], layout, load_cluster("dgx-h100"))
+    assert result["step_time_s"] == pytest.approx(expected["step_time_s"], rel=1e-12)
+    assert expected["time"]["checkpoint_gather"] > 0
+    assert result["time"]["checkpoint_gather"] == pytest.approx(expected["time"]["checkpoint_gather"], rel=1e-12)
+    _, default, _ = cli(["simulate", *base, "--json"])
+    assert json.loads(default)["layout"]["partition_activations"] is None  # the stack's default, off
+    assert "checkpoint_gather" not in json.loads(default)["time"]
+    _, text, _ = cli(["simulate", *argv])
+    assert "partition_activations=1" in text and "checkpoint_gather" in text
+
+
 def test_explicit_shape_without_preset(cli):
     code, out, _ = cli(["simulate", "--layers", "4", "--hidden", "256", "--heads", "4", "--kv-heads", "2",
                         "--ffn", "704", "--mlp", "swiglu", "--seq-len", "512", "--vocab", "1000", "--json"])
@@ -116,6 +144,12 @@ def test_list_models(cli):
         ([*GPT2, "--framework", "deepspeed", "--pp", "2", "--vpp", "2"], "deepspeed has no interleaved pipeline schedule"),
         ([*GPT2, "--framework", "megatron", "--tp", "2", "--tp-comm-overlap", "1"],
          "megatron overlaps TP communication only with sequence parallelism"),
+        ([*GPT2, "--framework", "fsdp", "--zero", "3", "--dp", "2", "--recompute", "full", "--partition-activations", "1"],
+         "--partition-activations 1: fsdp has no partitioned activation checkpoints"),
+        ([*GPT2, "--framework", "megatron", "--tp", "2", "--seq-parallel", "1", "--recompute", "full",
+          "--partition-activations", "1"], "megatron partitions checkpoints only without it"),
+        ([*GPT2, "--framework", "deepspeed", "--tp", "2", "--recompute", "selective", "--partition-activations", "1"],
+         "needs recompute=full"),
         ([*GPT2, "--dp", "4", "--micro-batch", "3", "--global-batch", "100"],
          "global_batch(100) is not divisible by micro_batch(3) * dp(4) = 12"),
         ([*GPT2, "--cluster", "no-such-cluster"], "unknown cluster 'no-such-cluster'"),

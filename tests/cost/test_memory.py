@@ -278,6 +278,56 @@ def test_activations_full_recompute_keeps_the_layer_input(name, b):
     assert _per_layer(m, micro_batch=b, recompute="full") == pytest.approx(2 * m.seq_len * b * m.hidden, rel=0.01)
 
 
+# Partitioned checkpoints (DeepSpeed 0.19.8 runtime/activation_checkpointing/checkpointing.py:387-440: each
+# checkpointed floating-point input kept as its 1/mp_size slice, mp = the tensor-parallel group; all-gathered into a
+# whole new buffer before the recompute, :296-306).
+
+@pytest.mark.parametrize("name, b", KORTHIKANTI_SHAPES)
+@pytest.mark.parametrize("seq_parallel", [False, True])
+def test_partitioned_checkpoints_keep_a_tp_slice_of_the_layer_input(name, b, seq_parallel):
+    """deepspeed, tp 4, full recompute: the stored input is tokens x h x 2 bytes / 4, and under sequence parallelism
+    the [s/4, b, h] input is split again (DeepSpeed partitions whatever it is given): / 16."""
+    m = PRESETS[name]
+    tokens_h_bytes = m.seq_len * b * m.hidden * 2.0
+    layout = dict(micro_batch=b, tp=4, recompute="full", framework="deepspeed", seq_parallel=seq_parallel)
+    whole = _per_layer(m, **layout)
+    partitioned = _per_layer(m, partition_activations=True, **layout)
+    assert whole == pytest.approx(tokens_h_bytes / (4 if seq_parallel else 1), rel=1e-12)
+    assert partitioned == pytest.approx(tokens_h_bytes / (16 if seq_parallel else 4), rel=1e-12)
+
+
+def test_the_recompute_rebuilds_the_whole_input_of_a_partitioned_checkpoint():
+    """Stored plus working, the layer being recomputed, is its full activations either way: the gather's buffer is
+    the whole input, of which the stored slice is a part."""
+    def parts(**extra):
+        batch = single_batch(GPT3, Layout(tp=4, recompute="full", framework="deepspeed", **extra))
+        per_layer = activation_bytes_per_layer(batch)
+        return {k: float(v[0]) for k, v in per_layer.items()}
+    whole, partitioned = parts(), parts(partition_activations=True)
+    assert partitioned["full"] == whole["full"]
+    assert partitioned["stored"] + partitioned["working"] == pytest.approx(whole["full"], rel=1e-12)
+    assert partitioned["working"] - whole["working"] == pytest.approx(whole["stored"] * 3 / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize("framework, tp, recompute", [("deepspeed", 1, "full"), ("deepspeed", 4, "none"),
+                                                      ("deepspeed", 4, "selective"), ("megatron", 4, "full"),
+                                                      ("deepspeed-v0.3", 4, "full")])
+def test_checkpoints_are_whole_unless_partitioned(a100, framework, tp, recompute):
+    """Every stack's default is off (DeepSpeed activation_checkpointing/config.py:28, Megatron-LM
+    transformer_config.py:557), and partitioning touches nothing without full recompute over a tp group."""
+    dtype = "fp16"
+    batch = single_batch(GPT3, Layout(tp=tp, recompute=recompute, framework=framework, dtype=dtype))
+    assert not batch.partition_activations[0]
+    memory = per_gpu_memory(batch, a100)
+    on = Layout(tp=tp, recompute=recompute, framework=framework, dtype=dtype,
+                **({"partition_activations": True} if recompute == "full" else {}))
+    same = per_gpu_memory(single_batch(GPT3, on), a100)
+    if tp == 1 or recompute != "full":
+        assert same["total_bytes"][0] == memory["total_bytes"][0]
+    else:
+        assert same["parts"]["activations"][0] == pytest.approx(memory["parts"]["activations"][0] / tp, rel=1e-12)
+
+
 def test_flash_attention_removes_the_score_term():
     batch = single_batch(GPT3, Layout(tp=8, flash_attention=True))
     expected = GPT3.seq_len * GPT3.hidden * (10 + 24 / 8)
