@@ -105,6 +105,11 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     sequence_parallel = layout.seq_parallel and tp > 1
     if stack.tp_comm_overlap_available and (sequence_parallel or not stack.tp_comm_overlap_needs_sequence_parallel):
         layout = layout.model_copy(update={"tp_comm_overlap": fixed.get("tp_comm_overlap", draw(st.booleans()))})
+    # Partitioned full-recompute checkpoints where the stack has them (frameworks: partition_activations_*).
+    if (stack.partition_activations_available and layout.recompute == "full"
+            and (not sequence_parallel or stack.partition_activations_with_sequence_parallel)):
+        layout = layout.model_copy(update={"partition_activations": fixed.get("partition_activations",
+                                                                              draw(st.sampled_from([None, False, True])))})
     layout = layout.model_copy(update=draw(_hierarchy(layout, stack, cluster.gpus_per_node)))
     check_layout(model, layout)
     check_hierarchy_on_node(layout, cluster.gpus_per_node)
