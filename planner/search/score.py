@@ -20,6 +20,7 @@ cluster spec it came from, never a candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from planner.cost.goodput import goodput
 from planner.frameworks import framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
-from planner.specs.candidate_batch import DTYPE_CODES, build_batch
+from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch, build_batch
 from planner.search.bounds import inference_gpu_seconds_floor, training_gpu_seconds
 from planner.search.space import BUDGET_STACK, LOSSLESS_HIERARCHY
 
@@ -129,12 +130,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     DROP_REASONS entry the candidate fails)."""
     seq_len = np.array([m.seq_len for m in space_models], dtype=float)[arrays["model_index"]]
     global_batch = global_batch_sequences(problem, arrays, seq_len)
-    batch = build_batch(
-        space_models, arrays["model_index"], tp=arrays["tp"], pp=arrays["pp"], dp=arrays["dp"], vpp=arrays["vpp"],
-        cp=arrays["cp"], zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"],
-        global_batch=global_batch, recompute=arrays["recompute"], seq_parallel=arrays["seq_parallel"], flash_attention=True,
-        dtype=DTYPE_CODES[problem.dtype], **{k: arrays[k] for k in HIERARCHY_COLUMNS + STACK_COLUMNS if k in arrays},
-    )
+    batch = _chunk_batch(problem, space_models, arrays, global_batch)
     # Memory is cheap; step time is only computed for candidates that fit (the rest are dropped anyway).
     memory = per_gpu_memory(batch, problem.cluster)
     # --min-headroom: the plan must leave that fraction of HBM free.
@@ -144,70 +140,40 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     fitted = batch.take(fitting)
     time_parts = step_time(fitted, problem.cluster)
     n = len(batch)
-
-    def spread(values):  # back to the whole chunk; non-fitting candidates get NaN
-        out = np.full(n, np.nan)
-        out[fitting] = values
-        return out
-
+    spread = partial(_spread, fitting=fitting, n=n)  # back to the whole chunk; non-fitting candidates get NaN
     # A candidate that does not fit is not simulated; its other checks are judged at the best rate any
     # layout could reach (gemm.flop_rate_ceiling), so "memory binds" means relaxing memory alone
     # could give a plan. Only fitting candidates can be feasible, so these rates never reach a plan.
-    best_tflops = problem.peak * flop_rate_ceiling(problem.cluster) * rank_share(arrays["gpus"], problem.cluster) / 1e12
+    best_tflops = _best_tflops_per_gpu(problem, arrays)
     optimistic = best_tflops * 1e12 * arrays["gpus"] / problem.flops_per_token[arrays["model_index"]]
     simulated_tokens_per_s = spread(time_parts["tokens_per_s"])
     tokens_per_s = np.where(fits, simulated_tokens_per_s, optimistic)
     mi = arrays["model_index"]
     gpus = arrays["gpus"].astype(float)
-    checkpoint_bytes = (framework_arrays(arrays["framework"])["checkpoint_bytes_per_param"] if "framework" in arrays
-                        else None)  # each stack's checkpoint size (frameworks/base.py)
-    gp = goodput(problem.total_params[mi], gpus, problem.cluster, bytes_per_param=checkpoint_bytes)["goodput"]
     # The launch's evaluation passes take wall-clock too (cost.evaluation); candidates that do not fit have none.
-    gp = with_evaluation(gp, np.nan_to_num(spread(batch_evaluation_fraction(fitted, time_parts))))
+    gp = _goodput(problem, arrays, gpus, np.nan_to_num(spread(batch_evaluation_fraction(fitted, time_parts))))
     effective_rate = tokens_per_s * gp
     c = problem.constraints
     flops_rate = np.where(fits, spread(time_parts["tflops_per_gpu"]), best_tflops) * 1e12 * gpus  # achieved model FLOP/s of the job
-    inference_gpu_s = (2.0 * problem.total_params[mi] * (c.inference_tokens / flops_rate) * gpus
-                       if c.inference_tokens else np.zeros(len(gpus)))
-
-    if c.target_loss is None:
-        training_gpu_s = c.gpu_seconds - inference_gpu_s
-        wall = np.minimum(np.maximum(training_gpu_s, 0.0) / gpus, c.deadline_s)
-        tokens = effective_rate * wall
-    else:
-        needed = problem.tokens_needed[mi]
-        # Target mode: at least the tokens this candidate's batch is allowed at (tokens_allowing_batch).
-        floor = np.ones(n)
-        reachable = np.isfinite(needed)
-        if reachable.any():
-            floor[reachable] = tokens_allowing_batch(global_batch[reachable] * seq_len[reachable],
-                                                     problem.nonembedding_params[mi][reachable], problem.batch_rule)
-        tokens = np.maximum(needed, floor)
-        wall = tokens / effective_rate
+    inference_gpu_s = _inference_gpu_seconds(problem, mi, gpus, flops_rate)
+    batch_tokens = global_batch * seq_len
+    tokens, wall = _tokens_and_wall(problem, mi, gpus, effective_rate, inference_gpu_s, batch_tokens)
     gpu_seconds = gpus * wall + inference_gpu_s
-    # Target mode: model sizes that never reach the target have D = inf (dropped below); inf - inf in
-    # the batch limit must not print a RuntimeWarning on stderr.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        loss = problem.law.predict(problem.law_params[mi], np.maximum(tokens, 1.0))
-        limit = batch_size.max_batch_tokens(np.maximum(tokens, 1.0), problem.nonembedding_params[mi],
-                                            problem.batch_rule)
+    loss, limit = _loss_and_batch_limit(problem, mi, tokens)
     _check_finite(problem, fitting, time_parts)
     uniform_guess = np.log(np.array([m.vocab for m in space_models], dtype=float))[mi]
 
     none = np.zeros(n, bool)
-    checks = [
+    failed = _failed_bits(n, [
         ~in_hbm,
         ~memory["host_fits"],
         (inference_gpu_s >= c.gpu_seconds) if (c.inference_tokens and c.gpu_seconds) else none,
-        global_batch * seq_len > limit,
+        batch_tokens > limit,
         ~np.isfinite(tokens) if c.target_loss is not None else none,
         loss > uniform_guess,
         wall > c.deadline_s * (1 + 1e-9),
         (gpu_seconds > c.gpu_seconds * (1 + 1e-9)) if c.gpu_seconds is not None else none,
-    ]
-    failed = np.zeros(n, dtype=np.int64)
-    for code, check in enumerate(checks):
-        failed |= check.astype(np.int64) << code
+    ])
     return {
         "feasible": failed == 0, "failed": failed, "loss": loss, "tokens": tokens,
         "wall_s": wall, "gpu_seconds": gpu_seconds, "inference_gpu_seconds": inference_gpu_s,
@@ -215,6 +181,87 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         "mfu": spread(time_parts["mfu"]), "goodput": gp, "global_batch": global_batch,
         "memory_bytes": memory["total_bytes"],
     }
+
+
+def _chunk_batch(problem: Problem, space_models: list, arrays: dict, global_batch: np.ndarray) -> CandidateBatch:
+    """The chunk's candidates as one CandidateBatch for the cost model, with the ZeRO-3 hierarchy and stack
+    columns where the space has them (flash attention always on, the problem's dtype)."""
+    return build_batch(
+        space_models, arrays["model_index"], tp=arrays["tp"], pp=arrays["pp"], dp=arrays["dp"], vpp=arrays["vpp"],
+        cp=arrays["cp"], zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"],
+        global_batch=global_batch, recompute=arrays["recompute"], seq_parallel=arrays["seq_parallel"], flash_attention=True,
+        dtype=DTYPE_CODES[problem.dtype], **{k: arrays[k] for k in HIERARCHY_COLUMNS + STACK_COLUMNS if k in arrays},
+    )
+
+
+def _spread(values: np.ndarray, fitting: np.ndarray, n: int) -> np.ndarray:
+    """Values of the fitting candidates back to the whole chunk of `n`; non-fitting candidates get NaN."""
+    out = np.full(n, np.nan)
+    out[fitting] = values
+    return out
+
+
+def _best_tflops_per_gpu(problem: Problem, arrays: dict) -> np.ndarray:
+    """The best TFLOP/s per GPU any layout could reach at each candidate's GPU count (gemm.flop_rate_ceiling
+    times the rank share): the rate a candidate that does not fit is judged at, as it is never simulated."""
+    return problem.peak * flop_rate_ceiling(problem.cluster) * rank_share(arrays["gpus"], problem.cluster) / 1e12
+
+
+def _goodput(problem: Problem, arrays: dict, gpus: np.ndarray, evaluation_fraction: np.ndarray) -> np.ndarray:
+    """Share of wall-clock that trains: what failures and checkpoints leave (cost.goodput, at each stack's
+    checkpoint size) once the launch's evaluation passes (`evaluation_fraction` of training time) are counted."""
+    checkpoint_bytes = (framework_arrays(arrays["framework"])["checkpoint_bytes_per_param"] if "framework" in arrays
+                        else None)  # each stack's checkpoint size (frameworks/base.py)
+    gp = goodput(problem.total_params[arrays["model_index"]], gpus, problem.cluster,
+                 bytes_per_param=checkpoint_bytes)["goodput"]
+    return with_evaluation(gp, evaluation_fraction)
+
+
+def _inference_gpu_seconds(problem: Problem, mi: np.ndarray, gpus: np.ndarray, flops_rate: np.ndarray) -> np.ndarray:
+    """GPU-seconds of serving --inference-tokens at 2·N FLOP per token (Sardana et al. 2024) at the job's
+    achieved FLOP rate `flops_rate`; zero without --inference-tokens."""
+    c = problem.constraints
+    return (2.0 * problem.total_params[mi] * (c.inference_tokens / flops_rate) * gpus
+            if c.inference_tokens else np.zeros(len(gpus)))
+
+
+def _tokens_and_wall(problem: Problem, mi: np.ndarray, gpus: np.ndarray, effective_rate: np.ndarray,
+                     inference_gpu_s: np.ndarray, batch_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(D, wall seconds) per candidate: budget mode trains for what the budget (after serving) and deadline
+    allow; target mode trains the D the law needs, at least one allowed batch's worth (module doc)."""
+    c = problem.constraints
+    if c.target_loss is None:
+        training_gpu_s = c.gpu_seconds - inference_gpu_s
+        wall = np.minimum(np.maximum(training_gpu_s, 0.0) / gpus, c.deadline_s)
+        return effective_rate * wall, wall
+    needed = problem.tokens_needed[mi]
+    # Target mode: at least the tokens this candidate's batch is allowed at (tokens_allowing_batch).
+    floor = np.ones(len(mi))
+    reachable = np.isfinite(needed)
+    if reachable.any():
+        floor[reachable] = tokens_allowing_batch(batch_tokens[reachable],
+                                                 problem.nonembedding_params[mi][reachable], problem.batch_rule)
+    tokens = np.maximum(needed, floor)
+    return tokens, tokens / effective_rate
+
+
+def _loss_and_batch_limit(problem: Problem, mi: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The law's predicted loss at (N, D) and the batch-size limit (tokens) at D, D taken as at least 1."""
+    # Target mode: model sizes that never reach the target have D = inf (dropped by score_chunk); inf - inf in
+    # the batch limit must not print a RuntimeWarning on stderr.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss = problem.law.predict(problem.law_params[mi], np.maximum(tokens, 1.0))
+        limit = batch_size.max_batch_tokens(np.maximum(tokens, 1.0), problem.nonembedding_params[mi],
+                                            problem.batch_rule)
+    return loss, limit
+
+
+def _failed_bits(n: int, checks: list) -> np.ndarray:
+    """Per candidate of `n`, one bit per failed check: bit i for DROP_REASONS[i] (`checks` are in that order)."""
+    failed = np.zeros(n, dtype=np.int64)
+    for code, check in enumerate(checks):
+        failed |= check.astype(np.int64) << code
+    return failed
 
 
 def _check_finite(problem: Problem, fitting: np.ndarray, time_parts: dict) -> None:
