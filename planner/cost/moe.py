@@ -119,9 +119,28 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
     group links; collective_kw: NCCL keyword arguments (efficiencies, nvls).
     """
     frac = moe_fraction(batch)
-    h, k, E = batch.hidden, batch.top_k, batch.experts
     w = DTYPE_BYTES[batch.dtype.astype(int)]
     per_rank, rows = _tokens(batch)
+    forward, backward = _compute_seconds(batch, per_rank, rows, w, gemm_seconds, hbm)
+    recompute = np.where(batch.recompute == 2, forward, 0.0)
+    volume = all_to_all_bytes(batch)
+    comm_fwd, comm_bwd = _comm_seconds(batch, volume, rows, w, links, collective_kw)
+    comm = comm_fwd + comm_bwd
+    hides = _HIDES[batch.a2a_overlap.astype(int)] > 0
+    return {
+        "forward": frac * forward, "backward": frac * backward, "recompute": frac * recompute,
+        "comm_forward": frac * comm_fwd, "comm_backward": frac * comm_bwd, "comm": frac * comm,
+        "hides": hides,
+        # Bytes each rank sends to other ranks in the all-to-alls of one layer (averaged) and micro-batch.
+        "bytes": frac * (batch.ep - 1.0) / batch.ep * _all_to_all_layer_bytes(batch, volume),
+    }
+
+
+def _compute_seconds(batch: CandidateBatch, per_rank, rows, w, gemm_seconds, hbm) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward) seconds of one MoE layer's compute per micro-batch on this GPU: the experts' and
+    the router's GEMMs and the memory-bound passes (backward twice those), plus the copies some stacks make
+    to pad and to sort the expert rows (once each way)."""
+    h, E = batch.hidden, batch.experts
     local_experts = E / batch.ep
     # Dense rows of a mixed batch have no experts (E = 0, k = 0): no rows, no GEMMs.
     m_per_expert = np.where(E > 0, rows / np.where(E > 0, local_experts, 1.0), 0.0)
@@ -129,11 +148,7 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
     up_width = (batch.mlp_matrices - 1.0) * fe
     experts_fwd = local_experts * (gemm_seconds(m_per_expert, up_width, h) + gemm_seconds(m_per_expert, h, fe))
     router_fwd = gemm_seconds(per_rank, E, h)
-    mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
-    scale = w / 2.0
-    traffic = (2.0 * (per_rank * h * w + per_rank * k * h * w * batch.moe_imbalance)  # permute + unpermute
-               + rows * (2.0 * h + mlp_coeff * fe) * scale  # expert activation functions, one pass
-               + 3.0 * per_rank * E * ROUTER_SCORE_BYTES)  # router softmax / top-k
+    traffic = _elementwise_bytes(batch, per_rank, rows, w, fe)
     # fp8 training: each expert GEMM casts its operands (and backward its output gradient) as the dense
     # GEMMs do (cost.kernels.fp8_linear_cast_hbm_bytes, weights cached after the first micro-batch).
     fp8 = batch.dtype == DTYPE_CODES["fp8"]
@@ -143,56 +158,90 @@ def moe_layer_times(batch: CandidateBatch, cluster, gemm_seconds, hbm, links, co
                                  + kernels.fp8_linear_cast_hbm_bytes(m_per_expert, h, fe, True, current))
         traffic = traffic + np.where(fp8, casts / 3.0, 0.0)  # forward 1/3, backward 2/3 (as elementwise below)
     elementwise = traffic / hbm
+    padding = _fp8_padding_seconds(batch, rows, w, hbm)
+    sorting = _expert_sort_seconds(batch, rows, w, local_experts, hbm)
+    forward = experts_fwd + router_fwd + elementwise + padding + sorting
+    backward = 2.0 * (experts_fwd + router_fwd + elementwise) + padding + sorting
+    return forward, backward
+
+
+def _elementwise_bytes(batch: CandidateBatch, per_rank, rows, w, fe) -> np.ndarray:
+    """HBM bytes of one MoE layer's memory-bound forward passes per micro-batch: the token copies permuted and
+    unpermuted, the experts' activation functions over their `rows` at width `fe`, the router's softmax / top-k."""
+    h, k, E = batch.hidden, batch.top_k, batch.experts
+    mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
+    scale = w / 2.0
+    return (2.0 * (per_rank * h * w + per_rank * k * h * w * batch.moe_imbalance)  # permute + unpermute
+            + rows * (2.0 * h + mlp_coeff * fe) * scale  # expert activation functions, one pass
+            + 3.0 * per_rank * E * ROUTER_SCORE_BYTES)  # router softmax / top-k
+
+
+def _fp8_padding_seconds(batch: CandidateBatch, rows, w, hbm) -> np.ndarray:
+    """Seconds per direction of copying the expert rows into fp8-aligned buffers and back, where the stack does."""
+    fp8 = batch.dtype == DTYPE_CODES["fp8"]
     # fp8 on stacks that pad each expert's rows to the fp8 GEMM alignment by copying (planner.frameworks.moe
     # fp8_pads_expert_rows) unless the dispatcher already padded them to capacity: forward the tokens into
     # the padded buffer and the experts' output back, each read and written in the model dtype; backward
     # their gradients the same way.
     pads = fp8 & (_PADS[batch.framework.astype(int)] > 0) & (batch.moe_padded == 0)
-    padding = np.where(pads, 2.0 * 2.0 * rows * h * w / hbm, 0.0)
+    return np.where(pads, 2.0 * 2.0 * rows * batch.hidden * w / hbm, 0.0)
+
+
+def _expert_sort_seconds(batch: CandidateBatch, rows, w, local_experts, hbm) -> np.ndarray:
+    """Seconds per direction of sorting the received rows into expert order and back, where the stack does."""
     # Stacks that sort the received tokens by local expert (planner.frameworks.moe): with more than one local
     # expert, the received rows read and written into expert order (in the dispatch dtype) and the experts'
     # output back (model dtype); backward moves their gradients the same way once.
     sorts = (_SORTS[batch.framework.astype(int)] > 0) & (local_experts > 1)
-    sorting = np.where(sorts, 2.0 * rows * h * (dispatch_element_bytes(batch) + w) / hbm, 0.0)
-    forward = experts_fwd + router_fwd + elementwise + padding + sorting
-    backward = 2.0 * (experts_fwd + router_fwd + elementwise) + padding + sorting
-    recompute = np.where(batch.recompute == 2, forward, 0.0)
+    return np.where(sorts, 2.0 * rows * batch.hidden * (dispatch_element_bytes(batch) + w) / hbm, 0.0)
 
+
+def _comm_seconds(batch: CandidateBatch, volume: dict, rows, w, links, collective_kw) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward) seconds of one MoE layer's communication per micro-batch: the ep all-to-alls of
+    `volume` and, with etp > 1, the etp collectives over the received `rows` (backward also repeats the
+    forward's under full recompute)."""
     # Dispatch and combine over the ep group (ep consecutive expert-grid ranks, etp apart).
     ep_links = links(batch.ep, batch.etp)
-    volume = all_to_all_bytes(batch)
-    a2a = {}
-    for name in ("dispatch", "combine"):
-        inter = _inter_node_bytes(batch, ep_links, volume[name])
-        a2a[name] = collectives.all_to_all_time(volume[name], ep_links, collective_kw["efficiency_up"],
-                                                collective_kw["efficiency_out"], inter_bytes=inter)
+    a2a = {name: _all_to_all_seconds(batch, ep_links, volume[name], collective_kw) for name in ("dispatch", "combine")}
     # Backward sends the gradients back the same way, in the model dtype.
-    backward_volume = volume["combine"]
-    inter = _inter_node_bytes(batch, ep_links, backward_volume)
-    a2a_bwd_one = collectives.all_to_all_time(backward_volume, ep_links, collective_kw["efficiency_up"],
-                                              collective_kw["efficiency_out"], inter_bytes=inter)
+    a2a_bwd_one = _all_to_all_seconds(batch, ep_links, volume["combine"], collective_kw)
     a2a_fwd = a2a["dispatch"] + a2a["combine"]
     a2a_bwd = 2.0 * a2a_bwd_one
+    etp_comm = _etp_comm_seconds(batch, rows, w, links, collective_kw)
+    comm_fwd = a2a_fwd + etp_comm
+    comm_bwd = a2a_bwd + etp_comm + np.where(batch.recompute == 2, comm_fwd, 0.0)
+    return comm_fwd, comm_bwd
+
+
+def _all_to_all_seconds(batch: CandidateBatch, ep_links, volume, collective_kw) -> np.ndarray:
+    """Seconds of one all-to-all of `volume` bytes per rank over the ep group, node-limited routing's
+    scale-out bytes where it applies (_inter_node_bytes)."""
+    inter = _inter_node_bytes(batch, ep_links, volume)
+    return collectives.all_to_all_time(volume, ep_links, collective_kw["efficiency_up"],
+                                       collective_kw["efficiency_out"], inter_bytes=inter)
+
+
+def _etp_comm_seconds(batch: CandidateBatch, rows, w, links, collective_kw) -> np.ndarray:
+    """Seconds of the expert-tensor-parallel collectives over the received `rows` of one layer, each pass
+    (0 where etp = 1)."""
     # etp > 1: received tokens all-gathered over etp, outputs reduce-scattered (forward; backward the reverse).
     etp_comm = np.zeros(len(batch))
     if np.any(batch.etp > 1):
         etp_links = links(batch.etp, np.ones_like(batch.etp))
-        gathered = rows * h * w
+        gathered = rows * batch.hidden * w
         ag = collectives.all_gather_time(gathered, etp_links, **collective_kw)
         rs = collectives.reduce_scatter_time(gathered, etp_links, **collective_kw)
         etp_comm = np.where(batch.etp > 1, ag + rs, 0.0)
-    comm_fwd = a2a_fwd + etp_comm
-    comm_bwd = a2a_bwd + etp_comm + np.where(batch.recompute == 2, comm_fwd, 0.0)
-    comm = comm_fwd + comm_bwd
-    hides = _HIDES[batch.a2a_overlap.astype(int)] > 0
-    return {
-        "forward": frac * forward, "backward": frac * backward, "recompute": frac * recompute,
-        "comm_forward": frac * comm_fwd, "comm_backward": frac * comm_bwd, "comm": frac * comm,
-        "hides": hides,
-        # Bytes each rank sends to other ranks in the all-to-alls of one layer (averaged) and micro-batch.
-        "bytes": frac * (batch.ep - 1.0) / batch.ep * (volume["dispatch"] + volume["combine"] + 2.0 * backward_volume
-                         + np.where(batch.recompute == 2, volume["dispatch"] + volume["combine"], 0.0)),
-    }
+    return etp_comm
+
+
+def _all_to_all_layer_bytes(batch: CandidateBatch, volume: dict) -> np.ndarray:
+    """Bytes each rank puts into one MoE layer's all-to-alls per micro-batch (`volume`: all_to_all_bytes):
+    dispatch and combine, the gradients sent back twice in the model dtype, and under full recompute the
+    forward's again."""
+    backward_volume = volume["combine"]
+    return (volume["dispatch"] + volume["combine"] + 2.0 * backward_volume
+            + np.where(batch.recompute == 2, volume["dispatch"] + volume["combine"], 0.0))
 
 
 def exposed_ep_comm(moe: dict, layer_compute) -> np.ndarray:
