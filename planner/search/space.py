@@ -55,6 +55,9 @@ DEPTHS = tuple(range(8, 161, 4))
 NODE_GRID = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024,
              1536, 2048, 3072, 4096, 6144, 8192)
 SUB_NODE_GPUS = (1, 2, 4)
+# Layout columns in 32 bits (products such as tp·pp·cp·dp stay far below 2^31): half the bytes of the
+# millions of rows to gather and concatenate; the cost model converts each scored chunk to float.
+_COLUMN_INT = np.int32
 
 
 def family_models(seq_len: int, vocab: int, n_min: float, n_max: float) -> list[ModelSpec]:
@@ -121,58 +124,26 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     hierarchy rows of the `hierarchy` choices where the stack has them (with_hierarchy; the columns are there
     either way).
     """
-    layers = np.array([m.layers for m in models])
-    heads = np.array([m.heads for m in models])
-    kv_heads = np.array([m.kv for m in models])
-    seq_lens = np.array([m.seq_len for m in models])
-    # Layout columns in 32 bits (products such as tp·pp·cp·dp stay far below 2^31): half the bytes of the
-    # millions of rows to gather and concatenate; the cost model converts each scored chunk to float.
-    small = np.int32
-    grids = np.meshgrid(np.arange(len(cell_model)), np.array(TP_CHOICES, dtype=small), np.array(PP_CHOICES, dtype=small),
-                        np.array(VPP_CHOICES, dtype=small), np.array(CP_CHOICES, dtype=small),
-                        np.array(SEQ_PARALLEL_CHOICES), indexing="ij")
-    cell, tp, pp, vpp, cp, sp = (g.reshape(-1) for g in grids)
-    model_index = np.asarray(cell_model, dtype=small)[cell]
-    gpus = np.asarray(cell_gpus, dtype=small)[cell]
-    L = layers[model_index]
-    placement_ok = (
-        (tp <= gpus_per_node) & (heads[model_index] % tp == 0) & (kv_heads[model_index] % tp == 0)
-        & (gpus % (tp * pp * cp) == 0) & (seq_lens[model_index] % cp == 0) & (L % (pp * vpp) == 0)
-        & ((vpp == 1) | (pp > 1)) & ((tp > 1) | (sp == SEQ_PARALLEL_CHOICES[0]))
-        # Deep pipelines need at least one layer per (virtual) stage.
-        & (L >= pp * vpp)
-    )
-    placements = np.flatnonzero(placement_ok)
+    grid, placements = _placement_grid(models, cell_model, cell_gpus, gpus_per_node)
+    model_index, gpus, tp, pp, vpp, cp, sp = (grid[k] for k in ("model_index", "gpus", "tp", "pp", "vpp", "cp", "sp"))
     # Options: (ZeRO and offload, stack) pairs, each stack with its own ZeRO stages and offload modes only;
     # micro-batch and recompute are crossed in last, after the checks that do not depend on them.
     stacks = [FRAMEWORKS[name] for name in frameworks]
-    pairs = np.meshgrid(np.arange(len(ZERO_OFFLOAD_CHOICES)), np.arange(len(stacks)), indexing="ij")
-    zo, stack_of = (o.reshape(-1) for o in pairs)
-    zero_choice = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES], dtype=small)
-    offload_choice = np.array([o for _, o in ZERO_OFFLOAD_CHOICES], dtype=small)
-    schedule = np.meshgrid(np.array(MICRO_BATCH_CHOICES, dtype=small), np.array(RECOMPUTE_CHOICES, dtype=small),
-                           indexing="ij")
-    micro_choice, recompute_choice = (o.reshape(-1) for o in schedule)
-    total = len(model_index) * len(zo) * len(micro_choice)
     own = _stack_tables(stacks)
-    runs = own["zero"][stack_of, zero_choice[zo]] & own["offload"][stack_of, offload_choice[zo]]
-    zo, stack_of = zo[runs], stack_of[runs]
+    zero_option, offload_option, stack_of = _stack_options(own, len(stacks))
+    # Every combination before any check: those not kept are counted as skipped_invalid.
+    total = len(model_index) * len(ZERO_OFFLOAD_CHOICES) * len(stacks) * len(MICRO_BATCH_CHOICES) * len(RECOMPUTE_CHOICES)
     # Cross every placement with every option: placement-major order, as a nested loop would give (on a tie
     # between stacks the one listed first stays first).
-    p_index = np.repeat(placements, len(zo))
-    o_index = np.tile(np.arange(len(zo)), len(placements))
-    zero, offload, f = zero_choice[zo][o_index], offload_choice[zo][o_index], stack_of[o_index]
+    p_index = np.repeat(placements, len(stack_of))
+    o_index = np.tile(np.arange(len(stack_of)), len(placements))
+    zero, offload, f = zero_option[o_index], offload_option[o_index], stack_of[o_index]
     tp_p, pp_p, cp_p = tp[p_index], pp[p_index], cp[p_index]
     dp = gpus[p_index] // (tp_p * pp_p * cp_p)
     # What the stack runs (stack_runs: ZeRO only with ranks to shard over; e.g. pipelining with ZeRO-1 at most on
     # Megatron and DeepSpeed, ZeRO-3 on torchtitan).
     ok = np.flatnonzero(stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp))
-    # Each kept (placement, option) once per (micro-batch, recompute), the recompute modes its stack has.
-    keep = np.repeat(ok, len(micro_choice))
-    micro_rows, recompute_rows = np.tile(micro_choice, len(ok)), np.tile(recompute_choice, len(ok))
-    if not own["recompute"].all():
-        has_mode = own["recompute"][f[keep], recompute_rows]
-        keep, micro_rows, recompute_rows = keep[has_mode], micro_rows[has_mode], recompute_rows[has_mode]
+    keep, micro_rows, recompute_rows = _with_schedules(ok, f, own["recompute"])
     p_keep, f_keep = p_index[keep], f[keep]
     arrays = {
         "model_index": model_index[p_keep], "gpus": gpus[p_keep], "tp": tp[p_keep], "pp": pp[p_keep],
@@ -184,6 +155,60 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     arrays = with_hierarchy(arrays, every & own["zeropp"][f_keep], every & own["shard_groups"][f_keep], gpus_per_node,
                             hierarchy)
     return Space(models=models, arrays=arrays, skipped_invalid=int(total - len(keep)))
+
+
+def _placement_grid(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray,
+                    gpus_per_node: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every (cell, tp, pp, vpp, cp, sp) placement as flat columns (model_index, gpus, tp, pp, vpp, cp, sp),
+    and the indices of those that divide the model and the cell's GPUs (the rest are never crossed further)."""
+    layers = np.array([m.layers for m in models])
+    heads = np.array([m.heads for m in models])
+    kv_heads = np.array([m.kv for m in models])
+    seq_lens = np.array([m.seq_len for m in models])
+    grids = np.meshgrid(np.arange(len(cell_model)), np.array(TP_CHOICES, dtype=_COLUMN_INT), np.array(PP_CHOICES, dtype=_COLUMN_INT),
+                        np.array(VPP_CHOICES, dtype=_COLUMN_INT), np.array(CP_CHOICES, dtype=_COLUMN_INT),
+                        np.array(SEQ_PARALLEL_CHOICES), indexing="ij")
+    cell, tp, pp, vpp, cp, sp = (g.reshape(-1) for g in grids)
+    model_index = np.asarray(cell_model, dtype=_COLUMN_INT)[cell]
+    gpus = np.asarray(cell_gpus, dtype=_COLUMN_INT)[cell]
+    L = layers[model_index]
+    placement_ok = (
+        (tp <= gpus_per_node) & (heads[model_index] % tp == 0) & (kv_heads[model_index] % tp == 0)
+        & (gpus % (tp * pp * cp) == 0) & (seq_lens[model_index] % cp == 0) & (L % (pp * vpp) == 0)
+        & ((vpp == 1) | (pp > 1)) & ((tp > 1) | (sp == SEQ_PARALLEL_CHOICES[0]))
+        # Deep pipelines need at least one layer per (virtual) stage.
+        & (L >= pp * vpp)
+    )
+    grid = {"model_index": model_index, "gpus": gpus, "tp": tp, "pp": pp, "vpp": vpp, "cp": cp, "sp": sp}
+    return grid, np.flatnonzero(placement_ok)
+
+
+def _stack_options(own: dict[str, np.ndarray], n_stacks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(zero, offload, stack index) of each (ZeRO and offload, stack) pair the stack runs (`own`: _stack_tables),
+    ZeRO-and-offload-major as ZERO_OFFLOAD_CHOICES lists them."""
+    pairs = np.meshgrid(np.arange(len(ZERO_OFFLOAD_CHOICES)), np.arange(n_stacks), indexing="ij")
+    zo, stack_of = (o.reshape(-1) for o in pairs)
+    zero_choice = np.array([z for z, _ in ZERO_OFFLOAD_CHOICES], dtype=_COLUMN_INT)
+    offload_choice = np.array([o for _, o in ZERO_OFFLOAD_CHOICES], dtype=_COLUMN_INT)
+    runs = own["zero"][stack_of, zero_choice[zo]] & own["offload"][stack_of, offload_choice[zo]]
+    zo, stack_of = zo[runs], stack_of[runs]
+    return zero_choice[zo], offload_choice[zo], stack_of
+
+
+def _with_schedules(ok: np.ndarray, stack_index: np.ndarray,
+                    recompute_modes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows `ok` (of the placement x option cross) each repeated once per (micro-batch, recompute), keeping the
+    recompute modes its stack has (`recompute_modes[stack, code]`): (row, micro-batch, recompute) per kept row."""
+    schedule = np.meshgrid(np.array(MICRO_BATCH_CHOICES, dtype=_COLUMN_INT), np.array(RECOMPUTE_CHOICES, dtype=_COLUMN_INT),
+                           indexing="ij")
+    micro_choice, recompute_choice = (o.reshape(-1) for o in schedule)
+    # Each kept (placement, option) once per (micro-batch, recompute), the recompute modes its stack has.
+    keep = np.repeat(ok, len(micro_choice))
+    micro_rows, recompute_rows = np.tile(micro_choice, len(ok)), np.tile(recompute_choice, len(ok))
+    if not recompute_modes.all():
+        has_mode = recompute_modes[stack_index[keep], recompute_rows]
+        keep, micro_rows, recompute_rows = keep[has_mode], micro_rows[has_mode], recompute_rows[has_mode]
+    return keep, micro_rows, recompute_rows
 
 
 def checked_stacks(frameworks, dtype: str) -> tuple:
