@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import dataclasses
 import json
 import re
 import shutil
@@ -312,10 +313,19 @@ def test_what_binds_every_plan_is_the_budget_only_when_they_spend_it(review):
 
     from planner.report.document import _what_binds_all
 
+    from planner.search.plan_record import binding
+
     data = copy.deepcopy(review[0])
     plan = data["plans"][0]
+    constraints, cluster = review[1][2], review[1][0]
+    counts = [plan["gpus"]]  # the plan's count the largest allowed
+    every_gpu = cluster.max_nodes * cluster.gpus_per_node
+    spent = dataclasses.replace(constraints, gpu_seconds=plan["gpu_hours"] * 3600.0)
+    plan["binds"] = binding(spent, plan, counts, every_gpu)
     data["constraints"]["budget_gpu_hours"] = plan["gpu_hours"]
     assert _what_binds_all(data) == "the budget binds"
+    unspent = dataclasses.replace(constraints, gpu_seconds=1e6 * 3600.0)
+    plan["binds"] = binding(unspent, plan, counts, every_gpu)
     data["constraints"]["budget_gpu_hours"] = 1e6
     text = _what_binds_all(data)
     assert f"{plan['gpus']} GPUs for the" in text and "deadline" in text and "1,000,000" in text
@@ -415,3 +425,28 @@ def test_speed_line_names_the_evaluation_its_goodput_counts(written, review):
         assert "evaluation" not in speed
     if plan["layout"]["framework"] in ("megatron", "deepspeed"):  # their launch files evaluate
         assert evaluation["fraction"] > 0
+
+
+def test_report_of_a_huge_budget_says_what_binds_and_prints_the_budget_readably(tmp_path):
+    """Helper-found: `report --budget 1e30gpuh` titled the plan '1,000,000,000,000,000,019,884,624,838,656
+    GPU-hours' and never said that the deadline, not the budget, bound a plan spending 23.6M of them
+    ("Infeasible is not an error: say what binds", planner/errors.py:5)."""
+    out = tmp_path / "r.html"
+    code = main(["report", "--budget", "1e30gpuh", "--max-gpus", "64", "--deadline", "1d", "--cluster",
+                 "dgx-a100-80gb", "--no-sensitivity", "--out", str(out)])
+    assert code == 0
+    markdown = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# Training plan: 1e+30 GPU-hours on dgx-a100-80gb")
+    assert "019,884" not in markdown
+    assert "- What binds: the deadline (1.0 days) binds on 64 GPUs, the most --max-gpus allows: the plan spends " \
+           "1,536 of 1e+30 GPU-hours." in markdown
+
+
+def test_report_says_the_budget_binds_a_plan_that_spends_it(review):
+    from planner.report.document import summary_blocks
+
+    data, _ = review
+    facts = summary_blocks(data)[1][1]
+    spent = data["plans"][0]["gpu_hours"]
+    assert spent == pytest.approx(500, rel=1e-6)  # PROBLEM's 500 GPU-hours, spent (search.score: budget mode)
+    assert "What binds: the budget binds: the plan spends 500 of 500 GPU-hours." in facts

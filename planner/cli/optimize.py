@@ -199,7 +199,7 @@ def overlap_text(lay: dict) -> str:
 
 
 def _plan_lines(plan: dict) -> list[str]:
-    from planner.report.render import human_bytes, human_count, human_days, human_seconds
+    from planner.report.render import binding_text, human_bytes, human_count, human_days, human_seconds
 
     s, lay = plan["shape"], plan["layout"]
     cost = f", ${plan['cost_usd']:,.0f}" if plan.get("cost_usd") else ""
@@ -221,6 +221,7 @@ def _plan_lines(plan: dict) -> list[str]:
         *memory_risk_lines(plan['memory_headroom_bytes'], plan['hbm_bytes']),
         f"  time/cost  {human_days(plan['wall_clock_days'])} wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
         + (f" (incl. {plan['inference_gpu_hours']:,.0f} GPU-hours for inference)" if plan.get("inference_gpu_hours") else ""),
+        *([f"  binds      {binding_text(plan['binds'])}"] if plan.get("binds") else []),
         f"  loss       {plan['predicted_loss']:.3f} ({loss_band_text(plan)})",
         *hyperparameter_lines(plan.get("hyperparameters")),
         *loss_curve_lines(plan.get("loss_curve")),
@@ -291,7 +292,9 @@ def _band_lines(plan: dict) -> list[str]:
             f"{band_origin(band)})")
     if plan.get("tokens_band"):
         low, high = plan["tokens_band"]
-        text += f": {human_count(low)}-{human_count(high)} tokens in the budget"
+        # A slower step trains fewer tokens in whatever binds the plan: its budget, or its deadline.
+        bound = "deadline" if plan.get("binds", {}).get("constraint") == "deadline" else "budget"
+        text += f": {human_count(low)}-{human_count(high)} tokens in the {bound}"
     elif plan.get("wall_clock_days_band"):
         low, high = plan["wall_clock_days_band"]
         text += f": {human_days_range(low, high)}, {plan['gpu_hours_band'][0]:,.0f}-{plan['gpu_hours_band'][1]:,.0f} GPU-hours"
@@ -299,14 +302,11 @@ def _band_lines(plan: dict) -> list[str]:
 
 
 def format_result(result) -> str:
-    from planner.report.render import human_count, human_days, table
+    from planner.report.render import human_amount, human_count, human_days, table
 
     a = result.assumptions
-    def amount(x: float) -> str:  # digits grouped, but 1e300 not written out in full
-        return f"{x:,.0f}" if x < 1e15 else f"{x:.3g}"
-
-    budget = (f"{amount(a['budget_gpu_hours'])} GPU-hours" if a["budget_gpu_hours"] else "none") + (
-        f" (${amount(a['budget_usd'])})" if a["budget_usd"] else "")
+    budget = (f"{human_amount(a['budget_gpu_hours'])} GPU-hours" if a["budget_gpu_hours"] else "none") + (
+        f" (${human_amount(a['budget_usd'])})" if a["budget_usd"] else "")
     lines = [
         f"cluster {a['cluster']} ({a['calibration']}); law {a['law']} ({a['law_source']}; N = {a['law_n_definition']} params)",
         f"budget {budget}; deadline {human_days(a['deadline_s'] / 86400)}{' (default)' if a['deadline_is_default'] else ''}"

@@ -10,7 +10,8 @@ draws the figures.
 from __future__ import annotations
 
 from planner import __version__
-from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds, layout_text
+from planner.report.render import (binding_text, human_amount, human_bytes, human_count, human_days, human_days_range,
+                                   human_seconds, layout_text)
 
 GIB = 2.0**30
 FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling")
@@ -50,7 +51,8 @@ def _loss_delta(new: float, old: float) -> str:
 def _budget_text(c: dict) -> str:
     if not c["budget_gpu_hours"]:
         return f"target loss {c['target_loss']}"
-    return f"{c['budget_gpu_hours']:,.0f} GPU-hours" + (f" (${c['budget_usd']:,.0f})" if c["budget_usd"] else "")
+    money = f" (${human_amount(c['budget_usd'])})" if c["budget_usd"] else ""
+    return f"{human_amount(c['budget_gpu_hours'])} GPU-hours{money}"
 
 
 
@@ -74,6 +76,7 @@ def summary_blocks(review: dict) -> list:
             + (plan["loss_interval_basis"] if plan["loss_interval"] is None else
                f"law's 80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}") + ").")
     facts = [
+        f"What binds: {binding_text(plan['binds'])}.",
         f"Layout: {_layout(lay)}, grad. accum. {lay['grad_accumulation']}; global batch {lay['global_batch']} sequences "
         f"({human_count(lay['global_batch'] * s['seq_len'])} tokens), {plan['steps']:,.0f} steps.",
         f"Speed: {human_seconds(plan['step_time_s'])} per step, {plan['tokens_per_s']:,.0f} tokens/s, "
@@ -159,12 +162,13 @@ def plans_table(review: dict) -> list:
 
 def _what_binds_all(review: dict) -> str:
     """What makes every plan spend the same: the budget when they spend it, else the GPUs they may use for the
-    whole deadline (--gpus / --max-gpus / the cluster's size, with a budget left unspent)."""
+    whole deadline (--gpus / --max-gpus / the cluster's size, with a budget left unspent): the chosen plan's
+    binding constraint as the search recorded it (search.plan_record.binding)."""
     c, plan = review["constraints"], review["plans"][0]
     budget = c.get("budget_gpu_hours")
-    if budget and plan["gpu_hours"] >= budget * (1.0 - 1e-3):
+    if plan["binds"]["constraint"].startswith("budget"):
         return "the budget binds"
-    left = f" (of the budget's {budget:,.0f} GPU-hours)" if budget else ""
+    left = f" (of the budget's {human_amount(budget)} GPU-hours)" if budget else ""
     return f"{plan['gpus']} GPUs for the {human_days(c['deadline_s'] / 86400.0)} deadline{left} bind"
 
 
@@ -283,7 +287,7 @@ def sensitivity_blocks(review: dict) -> list:
     rows = []
     for case in cases:
         kept, new = case["kept"], case["replanned"]
-        kept_text = ("unchanged (it spends the original budget)" if kept is None else
+        kept_text = (_unchanged_text(base) if kept is None else
                      f"{human_days(kept['wall_clock_days'])} ({_delta(kept['wall_clock_days'], base['wall_clock_days'])}), "
                      f"{kept['gpu_hours']:,.0f} GPU-h ({_delta(kept['gpu_hours'], base['gpu_hours'])}), MFU {100 * kept['mfu']:.1f}%")
         if new is None:
@@ -296,6 +300,13 @@ def sensitivity_blocks(review: dict) -> list:
     return [("p", "Keep the plan: the chosen model, tokens, GPUs and layout under the changed conditions (same tokens, "
                   "so time and GPU-hours move). Re-plan: what the search picks with the changed inputs."),
             ("table", ["case", "what changes", "keep the plan", "re-plan"], rows)]
+
+
+def _unchanged_text(base: dict) -> str:
+    """The kept plan under a larger budget: unchanged, and why (what binds it: search.plan_record.binding)."""
+    if base["binds"]["constraint"].startswith("budget"):
+        return "unchanged (it spends the original budget)"
+    return f"unchanged (the {base['binds']['constraint']} binds it, not the budget)"
 
 
 def uncertainty_blocks(review: dict) -> list:

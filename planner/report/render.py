@@ -75,6 +75,37 @@ def human_count(value: float) -> str:
     return f"{value:.0f}"
 
 
+def human_amount(value: float) -> str:
+    """A budget or a spend in GPU-hours or dollars: '737,280' (digits grouped), but '1e+30' from 1e15 up, where a
+    double's ~16 significant digits end and grouped digits would print its rounding noise
+    ('1,000,000,000,000,000,019,884,624,838,656'). Both forms parse back (units.parse_gpu_hours, parse_money)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:,.0f}" if abs(value) < 1e15 else f"{value:.3g}"
+
+
+def binding_text(binds: dict) -> str:
+    """What binds a chosen plan (search.plan_record.binding), in one line: the constraint, and what the plan spends
+    of the budget. "Infeasible is not an error: say what binds" holds for a feasible plan too."""
+    spent = human_amount(binds["gpu_hours"])
+    budget = binds["budget_gpu_hours"]
+    of_budget = f" of {human_amount(budget)} GPU-hours" if budget else " GPU-hours"
+    if binds["constraint"] == "target loss":
+        return (f"the target loss {binds['target_loss']:g} binds: the cheapest plan reaching it spends {spent}"
+                + (f" of the {human_amount(budget)} GPU-hour budget" if budget else " GPU-hours"))
+    if binds["constraint"] == "budget":
+        return f"the budget binds: the plan spends {spent}{of_budget}"
+    gpus, cap = binds["gpus"], binds["gpu_cap"]
+    both = binds["constraint"] == "budget and deadline"
+    at = {"--gpus": f"on the {gpus} GPUs of --gpus",
+          "--max-gpus": f"on {gpus} GPUs, the most --max-gpus allows",
+          "cluster": f"on {gpus} GPUs, the largest count searched on this cluster",
+          None: f"on {gpus} GPUs (no larger count, up to {binds['largest_gpus']}, gives a better feasible plan)"}[cap]
+    default = ", default" if binds["deadline_is_default"] else ""
+    return (f"the {'budget and the ' if both else ''}deadline ({human_days(binds['deadline_days'])}{default}) "
+            f"{'both bind' if both else 'binds'} {at}: the plan spends {spent}{of_budget}")
+
+
 def table(headers: list[str], rows: list[list], align: str | None = None) -> str:
     """A fixed-width text table; `align` is a string of 'l'/'r' per column (default: first left)."""
     cells = [[str(c) for c in row] for row in rows]

@@ -29,7 +29,7 @@ from planner.search.branch_and_bound import score_space
 from planner.search.optimize import OptimizeResult
 from planner.search.problem_setup import build_problem
 from planner.search.score import Problem, batch_tokens_estimate
-from planner.report.render import layout_text
+from planner.report.render import human_amount, layout_text
 from planner.search.space import LOSSLESS_HIERARCHY, enumerate_space, family_models, gpu_counts, layout_fields
 
 BAND_LEVEL = 0.8  # the band optimize reports (plan["loss_interval"])
@@ -291,7 +291,8 @@ def moe_comparison(comparison) -> dict:
                if spent < comparison.gpu_seconds * (1 - 1e-9) else "")
     return {
         # Each side's own GPU count and wall-clock are in its column (the count of its lower loss).
-        "header": (f"budget {comparison.gpu_seconds / 3600:,.0f} GPU-hours{unspent} of {comparison.cluster.name}; "
+        "header": (f"budget {human_amount(comparison.gpu_seconds / 3600)} GPU-hours{unspent} of "
+                   f"{comparison.cluster.name}; "
                    f"losses from Krajewski et al. 2024 (dense eq. 1 and MoE eq. 9, C4)"),
         "kinds": [s.kind for s in sides], "rows": rows, "verdict": verdict,
         "missing": [f"no {kind} model of the family fits a layout on {comparison.gpus} GPUs" for kind in missing],

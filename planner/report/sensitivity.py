@@ -18,6 +18,7 @@ import dataclasses
 from planner.search.budget import Constraints
 from planner.cost.estimate import simulate
 from planner.specs.hardware import ClusterSpec
+from planner.report.render import human_amount
 from planner.report.review import plan_layout, plan_model
 from planner.search.optimize import OptimizeResult, optimize
 
@@ -47,7 +48,7 @@ def cases(cluster: ClusterSpec, constraints: Constraints) -> list[dict]:
             constraints, gpu_seconds=constraints.gpu_seconds * BUDGET_FACTOR,
             money=constraints.money * BUDGET_FACTOR if constraints.money else None)
         out.append({"key": "budget", "label": "budget 2x larger",
-                    "change": f"{constraints.gpu_hours:,.0f} -> {bigger.gpu_hours:,.0f} GPU-hours",
+                    "change": f"{human_amount(constraints.gpu_hours)} -> {human_amount(bigger.gpu_hours)} GPU-hours",
                     "cluster": cluster, "constraints": bigger})
     return out
 

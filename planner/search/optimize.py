@@ -20,7 +20,7 @@ from planner.laws.plan_curve import plan_loss_curve
 from planner.search.branch_and_bound import branch_and_bound
 from planner.search.budget import Constraints
 from planner.search.infeasibility import explain_infeasible
-from planner.search.plan_record import alternatives, describe
+from planner.search.plan_record import alternatives, binding, describe
 from planner.search.problem_setup import build_problem, candidate_gpu_counts, context_counts, context_models
 from planner.search.score import DROP_REASONS
 from planner.search.selection import pareto_front, select
@@ -85,6 +85,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
         best = select(problem, feasible)
         result.status = "ok"
         result.plan = describe(problem, space, feasible, best, "chosen plan")
+        result.plan["binds"] = binding(constraints, result.plan, counts, cluster.max_nodes * cluster.gpus_per_node)
         # The chosen plan only: its loss along training, ending at the law's L(N, D) (planner.laws.plan_curve).
         result.plan["loss_curve"] = plan_loss_curve(float(result.plan["params"]), result.plan["tokens"],
                                                     result.plan["predicted_loss"],

@@ -97,3 +97,36 @@ def alternatives(problem, space, feasible, best: int) -> list[dict]:
         seen.add(position)
         out.append(describe(problem, space, feasible, position, label))
     return out
+
+
+# A plan spends its budget when its GPU-hours are this close to it (search.score: wall = min(budget / gpus, deadline),
+# so a budget-bound plan spends it up to rounding).
+SPENT_RELATIVE = 1e-6
+
+
+def binding(constraints, plan: dict, counts: list[int], cluster_gpus: int) -> dict:
+    """What binds a feasible plan: "target loss" (target mode: the cheapest plan reaching it), "budget" (the plan
+    spends it), "deadline" (the plan runs the whole deadline on its GPUs and leaves budget unspent), or "budget and
+    deadline" (it spends the budget in exactly the deadline). With the deadline, `gpu_cap` names what stops more
+    GPUs when the plan uses the largest count allowed (`counts`, the grid search.problem_setup.candidate_gpu_counts
+    offers): "--gpus", "--max-gpus" or "cluster"; None when larger counts were allowed and none gave a better
+    feasible plan (search.score, search.selection)."""
+    budget_s = constraints.gpu_seconds
+    spent = budget_s is not None and plan["gpu_hours"] * 3600.0 >= budget_s * (1.0 - SPENT_RELATIVE)
+    # Both when the budget is exactly the GPUs for the deadline (`--gpus N --deadline T`, or a budget sized so).
+    whole_deadline = plan["wall_clock_s"] >= constraints.deadline_s * (1.0 - SPENT_RELATIVE)
+    if constraints.target_loss is not None:
+        constraint = "target loss"
+    elif spent:
+        constraint = "budget and deadline" if whole_deadline else "budget"
+    else:
+        constraint = "deadline"
+    largest = max(counts)
+    gpu_cap = None
+    if constraint != "target loss" and whole_deadline and plan["gpus"] >= largest:
+        capped = constraints.max_gpus is not None and constraints.max_gpus < cluster_gpus
+        gpu_cap = "--gpus" if constraints.gpus is not None else "--max-gpus" if capped else "cluster"
+    return {"constraint": constraint, "gpu_hours": plan["gpu_hours"],
+            "budget_gpu_hours": constraints.gpu_hours, "target_loss": constraints.target_loss,
+            "deadline_days": constraints.deadline_s / 86400.0, "deadline_is_default": constraints.deadline_is_default,
+            "gpus": plan["gpus"], "largest_gpus": largest, "gpu_cap": gpu_cap}

@@ -232,3 +232,42 @@ def test_steps_are_the_whole_count_the_launch_files_train(capsys, tmp_path):
     assert int(samples.group(2)) == plan["steps"] * per_step
     code, out, _ = in_process(capsys, "--budget", "20000gpuh", "--gpus", "64")
     assert f"{plan['steps']:,} steps of" in out
+
+
+def test_a_plan_that_leaves_budget_unspent_says_the_deadline_binds(capsys):
+    """Helper-found: `optimize --budget 1e30gpuh` spent 23.6M GPU-hours in the 30-day deadline on the whole cluster
+    but printed '... tokens in the budget' and never said what bound it ("Infeasible is not an error: say what
+    binds", planner/errors.py:5). search.score: wall = min(budget / gpus, deadline), so a plan that does not spend
+    the budget runs the whole deadline."""
+    code, out, _ = in_process(capsys, "--budget", "1e30gpuh", "--max-gpus", "64", "--deadline", "7d", "--json")
+    assert code == 0, out
+    plan = json.loads(out)["plan"]
+    binds = plan["binds"]
+    assert binds["constraint"] == "deadline" and binds["gpu_cap"] == "--max-gpus"
+    assert binds["gpus"] == plan["gpus"] == 64 and binds["budget_gpu_hours"] == pytest.approx(1e30)
+    assert plan["gpu_hours"] == pytest.approx(64 * 7 * 24, rel=1e-6)  # 64 GPUs for the whole 7 days
+    code, text, _ = in_process(capsys, "--budget", "1e30gpuh", "--max-gpus", "64", "--deadline", "7d")
+    assert code == 0
+    line = next(line for line in text.splitlines() if line.startswith("  binds"))
+    assert "deadline (7.0 days) binds on 64 GPUs" in line and "--max-gpus" in line and "of 1e+30 GPU-hours" in line
+    assert "budget 1e+30 GPU-hours" in text and "tokens in the budget" not in text
+
+
+def test_a_plan_that_spends_the_budget_says_the_budget_binds(capsys):
+    code, out, _ = in_process(capsys, "--budget", "10000gpuh", "--gpus", "64", "--json")
+    assert code == 0
+    plan = json.loads(out)["plan"]
+    assert plan["binds"]["constraint"] == "budget" and plan["binds"]["gpu_cap"] is None
+    assert plan["gpu_hours"] == pytest.approx(10_000, rel=1e-6)
+    code, text, _ = in_process(capsys, "--budget", "10000gpuh", "--gpus", "64")
+    assert "  binds      the budget binds: the plan spends 10,000 of 10,000 GPU-hours" in text.splitlines()
+
+
+def test_all_the_gpus_for_the_deadline_say_both_bind(capsys):
+    """`--gpus N --deadline T` makes the budget N x T (search.budget.build_constraints): the plan spends it in
+    exactly the deadline, so both bind, on the GPUs --gpus pins."""
+    code, out, _ = in_process(capsys, "--gpus", "64", "--deadline", "1d", "--json")
+    assert code == 0
+    binds = json.loads(out)["plan"]["binds"]
+    assert binds["constraint"] == "budget and deadline" and binds["gpu_cap"] == "--gpus"
+    assert binds["gpu_hours"] == pytest.approx(64 * 24, rel=1e-6) == binds["budget_gpu_hours"]

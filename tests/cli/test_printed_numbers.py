@@ -93,3 +93,20 @@ def test_json_serialises_numpy_models_paths_and_non_finite_values():
     assert document["schema_version"] == 1
     assert (document["a"], document["b"], document["c"], document["d"], document["e"]) == (1.5, [0, 1, 2], 7, None, True)
     assert document["f"] == "x/y" and document["g"]["tp"] == 2 and document["h"] == [1, 3]
+
+
+@pytest.mark.parametrize("value, text", [(737_280.0, "737,280"), (1e30, "1e+30"), (2.5e17, "2.5e+17")])
+def test_budgets_print_grouped_or_in_exponent_form_not_as_float_noise(value, text):
+    """`--budget 1e30gpuh` printed '1,000,000,000,000,000,019,884,624,838,656 GPU-hours' (the double's exact
+    value): past ~16 significant digits grouped digits are rounding noise."""
+    from planner.report.render import human_amount
+
+    assert human_amount(value) == text
+
+
+@given(st.floats(100.0, 1e300))  # whole GPU-hours: below ~20 rounding to one is more than 6%
+def test_printed_budgets_of_any_size_parse_back(value):
+    from planner.report.render import human_amount
+
+    assert _close(parse_gpu_hours(f"{human_amount(value)} GPU-hours", "x") / 3600, value)
+    assert _close(parse_money("$" + human_amount(value), "x"), value)
