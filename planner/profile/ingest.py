@@ -362,7 +362,10 @@ def measurements(log: ParsedLog, global_batch: int | None, skip: int,
     if iterations:
         values["megatron_step_time_s"], _ = _median_after([e["elapsed_s"] for e in iterations], skip)
         logged["megatron_step_time_s"] = len(iterations)
-        tflops = [e["tflops"] for e in iterations[skip:] if "tflops" in e]
+        # The same iterations as the step time (_median_after: the warm-up ones too when there are no more than
+        # `skip`), so the row's TFLOP/s and step time describe the same steps.
+        kept = iterations[skip:] if len(iterations) > skip else iterations
+        tflops = [e["tflops"] for e in kept if "tflops" in e]
         if tflops:
             values["tflops_per_gpu"] = statistics.median(tflops)
     timer_batch = engine_batch or global_batch
@@ -474,8 +477,11 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         peak = None
     warm_up_in = skip > 0 and logged.get(method, skip + 1) <= skip
     if warm_up_in:  # too few logged steps to leave the warm-up out
+        # tflops_per_gpu comes from Megatron's iterations (measurements): warm-up in when they were as few.
+        tflops_warm = "tflops_per_gpu" in values and logged.get("megatron_step_time_s", skip + 1) <= skip
+        also = ", as does tflops_per_gpu" if tflops_warm else ""
         problems.append(LogProblem(log.path, f"only {logged[method]} logged step(s), no more than --skip {skip}: the "
-                                             "step time includes the warm-up (confidence low)"))
+                                             f"step time includes the warm-up{also} (confidence low)"))
     notes = (f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, "
              + (f"median of all {logged[method]} logged step(s), warm-up included" if warm_up_in
                 else f"median after skipping {skip} logged step(s)"))

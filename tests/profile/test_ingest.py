@@ -190,6 +190,19 @@ def test_too_few_logged_steps_say_the_warm_up_is_in(tmp_path):
     assert any("includes the warm-up" in p.reason for p in problems)
 
 
+def test_too_few_logged_steps_give_tflops_from_the_same_iterations_as_the_step_time(tmp_path):
+    """Helper-found: with no more logged steps than --skip the step time was the median of all of them (warm-up
+    included) while tflops_per_gpu, taken after the skip, was left out: one row, two sets of iterations. Both now
+    come from the same ones (iteration 10 of the fixture: 4105.2 ms, 144.9 TFLOP/s/GPU), under one warning."""
+    log = parse_log_file(_megatron_variant(tmp_path, lambda n, line: line if n == 10 else None))
+    run, problems = row_from_log(log, {"cluster": "dgx-a100-80gb"}, "one")
+    assert run.step_time_s == pytest.approx(4.1052)
+    assert float(run.extra["tflops_per_gpu"]) == pytest.approx(144.9)
+    warnings = [p.reason for p in problems if "warm-up" in p.reason]
+    assert len(warnings) == 1 and "step time includes the warm-up, as does tflops_per_gpu" in warnings[0]
+    assert "--skip 1" in warnings[0] and "only 1 logged step(s)" in warnings[0]
+
+
 def test_megatron_ramp_up_iterations_are_left_out(tmp_path):
     """Batch-size ramp-up: iterations 10-40 at global batch 64 (~1 s), 50 on at 256. The row is at 256 and its
     step time only from those (the median mixed both regimes)."""
