@@ -158,6 +158,21 @@ def test_too_few_rows_is_a_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "at least 3" in err[0]
 
 
+def test_too_few_rows_says_how_many_rows_were_on_which_other_clusters(tmp_path, capsys):
+    """Helper-found: every row on other clusters gave only 'calibration needs at least 3 measured rows on cluster
+    'dgx-a100-80gb', got 0': the user could not tell a wrong --cluster from an empty file."""
+    base = load_cluster("dgx-a100-80gb")
+    others = [dataclasses.replace(run, cluster="dgx-h100") for run in rows(base)[:4]]
+    others += [dataclasses.replace(run, cluster="jean-zay-a100") for run in rows(base)[4:6]]
+    runs_file = tmp_path / "runs.csv"
+    write_runs(runs_file, others)
+    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--no-write"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "at least 3 measured rows on cluster 'dgx-a100-80gb', got 0" in err[0]
+    assert "6 rows are on other clusters: dgx-h100 (4), jean-zay-a100 (2)" in err[0]
+
+
 def test_a_time_column_no_runs_file_has_is_a_one_line_error_naming_the_flag(tmp_path, capsys):
     """`--time-column step_tme_s` (a typo) skipped every row and said only 'calibration needs at least 3 measured
     rows ..., got 0', naming neither the flag nor the column."""

@@ -86,6 +86,19 @@ def other_cluster_reasons(runs: list[MeasuredRun], cluster: ClusterSpec, cluster
     return reasons
 
 
+def other_cluster_counts(runs: list[MeasuredRun], cluster: ClusterSpec, cluster_dir=None) -> dict[str, int]:
+    """How many rows were measured on each other cluster (the row's cluster cell), most first; rows whose spec
+    path does not resolve are not counted (they may be this cluster's: other_cluster_reasons)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        try:
+            if not on_cluster(run, cluster, cluster_dir):
+                counts[run.cluster or "(none)"] = counts.get(run.cluster or "(none)", 0) + 1
+        except PlannerInputError:
+            continue
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec, time_column: str = "step_time_s",
                  cluster_dir=None) -> tuple[list[Sample], list[str]]:
     """Rows with a measured step time that simulate on this cluster; the rest with reasons.

@@ -53,6 +53,27 @@ def _refuse_unused_flags(args) -> None:
         refuse_flags(args, ("out", "force"), "--no-write writes no spec; drop one or the other")
 
 
+OTHER_CLUSTERS_SHOWN = 5  # other clusters named in the too-few-rows error
+
+
+def _refuse_too_few_rows(count: int, runs: list, cluster, cluster_dir) -> None:
+    """Too few rows of `cluster` to fit, while others are on other clusters: one line saying how many and where
+    (a wrong --cluster then shows), before the fit refuses with the bare count."""
+    from planner.calibrate.calibration import MIN_ROWS
+    from planner.calibrate.samples import other_cluster_counts
+    from planner.errors import PlannerInputError
+
+    elsewhere = other_cluster_counts(runs, cluster, cluster_dir) if count < MIN_ROWS else {}
+    if not elsewhere:
+        return
+    named = [f"{name} ({n})" for name, n in list(elsewhere.items())[:OTHER_CLUSTERS_SHOWN]]
+    more = len(elsewhere) - len(named)
+    raise PlannerInputError(
+        f"calibration needs at least {MIN_ROWS} measured rows on cluster {cluster.name!r}, got {count}; "
+        f"{sum(elsewhere.values())} rows are on other clusters: {', '.join(named)}"
+        + (f" and {more} more" if more else "") + " (check --cluster)")
+
+
 def run(args) -> int:
     import yaml
 
@@ -81,6 +102,7 @@ def run(args) -> int:
                                 "step_time_s or a measured step-time column of the runs files (step_time_p10_s "
                                 "from `planner profile`)")
     samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)
+    _refuse_too_few_rows(len(samples), runs, cluster, args.cluster_dir)
     holdout = None
     if args.holdout_source:
         sources = {s.run.source or "" for s in samples}
