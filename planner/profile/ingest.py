@@ -420,11 +420,12 @@ METHOD_TEXT = {
 }
 
 
-def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tuple[MeasuredRun | None, list[LogProblem]]:
-    """One runs-CSV row from a parsed log and layout flags; (None, problems) if no step time was found."""
-    problems = list(log.problems)
-    unusable, reported = unusable_numbers(log)
-    problems += unusable
+def _layout_from_log(log: ParsedLog, reported: set[str], problems: list[LogProblem]) -> tuple[dict, int | None]:
+    """The layout the log printed, checked, and the global batch the DeepSpeed engine printed (or None).
+
+    The engine's own batch is kept apart because measurements() divides it, never a flag's, by the
+    ThroughputTimer's rate; Megatron's and DeepSpeed's prints are merged here so flags can be weighed
+    against one layout."""
     megatron, deepspeed = megatron_layout(log.megatron_args, log.padded_vocab), deepspeed_layout(log)
     problems += world_size_problems(log, megatron | deepspeed)
     if "dtype" in megatron and deepspeed.get("dtype") == "fp32":
@@ -438,27 +439,109 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     if "global_batch" not in from_log and megatron_batches:
         from_log["global_batch"] = int(megatron_batches[-1])
     from_log = _checked_layout(from_log, log.path, reported, problems)
+    return from_log, from_log.get("global_batch") if "global_batch" in deepspeed else None
+
+
+def _layout_with_flags(from_log: dict, flags: dict, path: str, problems: list[LogProblem]) -> dict:
+    """The log's layout with the layout flags laid over it: a flag wins, and a disagreement is reported so an
+    override never passes silently; a flag the runs CSV cannot hold is reported and not used."""
     layout = dict(from_log)
     for key, value in flags.items():
         if key in LAYOUT_FIELDS and value is not None:
             reason = check_value(key, value) if key in INT_RANGES else None
             if reason is not None:  # a flag the runs CSV cannot hold (the CLI takes whole numbers up to 2**53)
-                problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value}: {reason}; not used"))
+                problems.append(LogProblem(path, f"--{key.replace('_', '-')} {value}: {reason}; not used"))
                 continue
             if key in from_log and from_log[key] != value:
-                problems.append(LogProblem(log.path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
+                problems.append(LogProblem(path, f"--{key.replace('_', '-')} {value} overrides {key}={from_log[key]} from the log"))
             layout[key] = value
+    return layout
+
+
+def _with_global_batch(layout: dict) -> dict:
+    """The layout with a missing global batch taken as micro_batch * dp, the step time's batch when the log and
+    flags name none."""
+    if "global_batch" not in layout and all(k in layout for k in ("micro_batch", "dp")):
+        return layout | {"global_batch": layout["micro_batch"] * layout["dp"]}  # no gradient accumulation known
+    return layout
+
+
+def _accumulation(layout: dict) -> int | None:
+    """Micro-batches a step (gradient accumulation), or None when the layout cannot say; measurements() needs it
+    to judge whether the flops profiler's latency covers the whole step."""
+    per_step = layout.get("micro_batch", 0) * layout.get("dp", 0)
+    return layout["global_batch"] // per_step if per_step and layout.get("global_batch") else None
+
+
+def _peak_memory_gib(log: ParsedLog, problems: list[LogProblem]) -> float | None:
+    """The largest memory figure the log printed, or None (reported) when the runs CSV could not hold it."""
+    memory = [gib for _, gib in log.max_memory_gib]
+    peak = max(memory) if memory else None
+    if peak is not None and check_value("mem_gib", peak) is not None:
+        problems.append(LogProblem(log.path, f"peak memory {peak:.6g} GiB: {check_value('mem_gib', peak)}; "
+                                             "mem_gib left empty (a CPU run reads 0)"))
+        peak = None
+    return peak
+
+
+def _warm_up_included(log: ParsedLog, values: dict, method: str, logged: dict, skip: int,
+                      problems: list[LogProblem]) -> bool:
+    """Whether the chosen step time had to keep the warm-up steps (no more logged steps than `skip`); says so in
+    `problems`, since such a row is low confidence."""
+    warm_up_in = skip > 0 and logged.get(method, skip + 1) <= skip
+    if warm_up_in:  # too few logged steps to leave the warm-up out
+        # tflops_per_gpu comes from Megatron's iterations (measurements): warm-up in when they were as few.
+        tflops_warm = "tflops_per_gpu" in values and logged.get("megatron_step_time_s", skip + 1) <= skip
+        also = ", as does tflops_per_gpu" if tflops_warm else ""
+        problems.append(LogProblem(log.path, f"only {logged[method]} logged step(s), no more than --skip {skip}: the "
+                                             f"step time includes the warm-up{also} (confidence low)"))
+    return warm_up_in
+
+
+def _notes(log: ParsedLog, method: str, logged: dict, skip: int, warm_up_in: bool, layout_from_flags: list[str]) -> str:
+    """The row's notes: which file and method gave the step time, over which steps, and what came from flags,
+    so a reader of the CSV can judge the row without the log."""
+    notes = (f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, "
+             + (f"median of all {logged[method]} logged step(s), warm-up included" if warm_up_in
+                else f"median after skipping {skip} logged step(s)"))
+    if layout_from_flags:
+        notes += f"; from flags: {', '.join(layout_from_flags)}"
+    return notes
+
+
+def _column_fields(layout: dict) -> dict:
+    """The layout's values that are runs-CSV columns, whole-number columns as int (a flag may come as a float)."""
+    fields = {k: v for k, v in layout.items() if k in COLUMNS}
+    for key in INT_COLUMNS:
+        if key in fields and fields[key] is not None:
+            fields[key] = int(fields[key])
+    return fields
+
+
+def _extra_columns(values: dict, method: str, layout: dict) -> dict[str, str]:
+    """The step-time methods not chosen and the other figures, kept for cross-checking, plus the stack columns."""
+    extra = {key: f"{value:.6g}" for key, value in values.items() if key != method and math.isfinite(value)}
+    # The stack columns are optional columns of the runs CSV (spec/runs_csv.md), kept with the extra ones.
+    extra |= {key: str(layout[key]) for key in STACK_COLUMNS if key in layout}
+    return extra
+
+
+def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tuple[MeasuredRun | None, list[LogProblem]]:
+    """One runs-CSV row from a parsed log and layout flags; (None, problems) if no step time was found."""
+    problems = list(log.problems)
+    unusable, reported = unusable_numbers(log)
+    problems += unusable
+    from_log, engine_batch = _layout_from_log(log, reported, problems)
+    layout = _layout_with_flags(from_log, flags, log.path, problems)
     unusable = mixture_of_experts_problem(log) or ulysses_problem(log, flags) or layout_product_problem(layout)
     if unusable is not None:  # the row would be wrong or would not simulate: never written
         problems.append(LogProblem(log.path, unusable))
         return None, problems
-    if "global_batch" not in layout and all(k in layout for k in ("micro_batch", "dp")):
-        layout["global_batch"] = layout["micro_batch"] * layout["dp"]  # no gradient accumulation known
-    per_step = layout.get("micro_batch", 0) * layout.get("dp", 0)
-    accumulation = layout["global_batch"] // per_step if per_step and layout.get("global_batch") else None
+    layout = _with_global_batch(layout)
+    accumulation = _accumulation(layout)
     logged: dict = {}
     values, method = measurements(log, layout.get("global_batch"), skip, problems, accumulation, logged,
-                                  engine_batch=from_log.get("global_batch") if "global_batch" in deepspeed else None)
+                                  engine_batch=engine_batch)
     if method is None:
         problems.append(LogProblem(log.path, "no step time found (looked for Megatron 'elapsed time per iteration (ms)', "
                                              "DeepSpeed 'CurrSamplesPerSec=', 'time (ms) | fwd: ...', flops profiler 'iter latency'); file skipped"))
@@ -469,36 +552,15 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     if missing:
         problems.append(LogProblem(log.path, f"layout incomplete, not in the log or flags: {', '.join(missing)} (pass --{missing[0].replace('_', '-')} ...)"))
     layout_from_flags = [k for k in layout if k not in from_log and k != "cluster" and k in flags]
-    memory = [gib for _, gib in log.max_memory_gib]
-    peak = max(memory) if memory else None
-    if peak is not None and check_value("mem_gib", peak) is not None:
-        problems.append(LogProblem(log.path, f"peak memory {peak:.6g} GiB: {check_value('mem_gib', peak)}; "
-                                             "mem_gib left empty (a CPU run reads 0)"))
-        peak = None
-    warm_up_in = skip > 0 and logged.get(method, skip + 1) <= skip
-    if warm_up_in:  # too few logged steps to leave the warm-up out
-        # tflops_per_gpu comes from Megatron's iterations (measurements): warm-up in when they were as few.
-        tflops_warm = "tflops_per_gpu" in values and logged.get("megatron_step_time_s", skip + 1) <= skip
-        also = ", as does tflops_per_gpu" if tflops_warm else ""
-        problems.append(LogProblem(log.path, f"only {logged[method]} logged step(s), no more than --skip {skip}: the "
-                                             f"step time includes the warm-up{also} (confidence low)"))
-    notes = (f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, "
-             + (f"median of all {logged[method]} logged step(s), warm-up included" if warm_up_in
-                else f"median after skipping {skip} logged step(s)"))
-    if layout_from_flags:
-        notes += f"; from flags: {', '.join(layout_from_flags)}"
-    fields = {k: v for k, v in layout.items() if k in COLUMNS}
-    for key in INT_COLUMNS:
-        if key in fields and fields[key] is not None:
-            fields[key] = int(fields[key])
-    extra = {key: f"{value:.6g}" for key, value in values.items() if key != method and math.isfinite(value)}
-    # The stack columns are optional columns of the runs CSV (spec/runs_csv.md), kept with the extra ones.
-    extra |= {key: str(layout[key]) for key in STACK_COLUMNS if key in layout}
+    peak = _peak_memory_gib(log, problems)
+    warm_up_in = _warm_up_included(log, values, method, logged, skip, problems)
+    notes = _notes(log, method, logged, skip, warm_up_in, layout_from_flags)
     run = MeasuredRun(
         id=row_id, source=flags.get("source") or str(log.path),
         confidence=flags.get("confidence") or ("low" if warm_up_in else "medium" if layout_from_flags or missing
                                                else "high"),
         step_time_s=values[method], mem_gib=peak,
-        notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes, extra=extra, **fields,
+        notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes,
+        extra=_extra_columns(values, method, layout), **_column_fields(layout),
     )
     return run, problems
