@@ -74,93 +74,119 @@ def _refuse_too_few_rows(count: int, runs: list, cluster, cluster_dir) -> None:
         + (f" and {more} more" if more else "") + " (check --cluster)")
 
 
-def run(args) -> int:
-    import yaml
+def _output_target(args, cluster) -> Path | None:
+    """Where the calibrated spec goes (None with --no-write), refused if it exists without --force: checked before
+    the fit, which takes minutes, not after it."""
+    from planner.calibrate.samples import base_name
+    from planner.io import check_new_outputs
+    from planner.specs.clusters import user_cluster_dir
 
-    from planner.calibrate.calibrated_spec import calibrated_spec_mapping
-    from planner.calibrate.calibration import calibrate
-    from planner.calibrate.samples import base_name, load_samples, other_cluster_reasons
-    from planner.cli.progress import Progress
+    if args.no_write:
+        return None
+    folder = Path(args.cluster_dir) if args.cluster_dir else user_cluster_dir()
+    target = Path(args.out) if args.out else folder / f"{base_name(cluster)}.calibrated.yaml"
+    check_new_outputs([target], args.force)
+    return target
+
+
+def _refuse_unknown_time_column(args, runs: list) -> None:
+    """A --time-column no row has is refused by name."""
     from planner.errors import PlannerInputError
-    from planner.specs.hardware import parse_cluster_spec
-    from planner.specs.clusters import load_cluster, user_cluster_dir
-    from planner.io import check_new_outputs, load_yaml_file, write_text_atomic
-    from planner.report.render import json_document, table
-    from planner.profile.runs_csv import read_runs_files
 
-    _refuse_unused_flags(args)
-    cluster = load_cluster(args.cluster, args.cluster_dir)
-    target = None
-    if not args.no_write:  # refuse an existing output before the fit, not after it
-        folder = Path(args.cluster_dir) if args.cluster_dir else user_cluster_dir()
-        target = Path(args.out) if args.out else folder / f"{base_name(cluster)}.calibrated.yaml"
-        check_new_outputs([target], args.force)
-    runs, problems = read_runs_files(args.runs)
     if args.time_column != "step_time_s" and not any(args.time_column in run.extra for run in runs):
         # A column no row has (a typo) would skip every row and leave only "needs at least 3 rows, got 0".
         raise PlannerInputError(f"--time-column {args.time_column}: no such column in {', '.join(args.runs)}; expected "
                                 "step_time_s or a measured step-time column of the runs files (step_time_p10_s "
                                 "from `planner profile`)")
-    samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)
-    _refuse_too_few_rows(len(samples), runs, cluster, args.cluster_dir)
-    holdout = None
-    if args.holdout_source:
-        sources = {s.run.source or "" for s in samples}
-        # A SOURCE that names a source exactly holds out that source only (one source's name can be
-        # the prefix of another's); otherwise it is a prefix.
-        held = lambda source, h: source == h if h in sources else source.startswith(h)  # noqa: E731
-        holdout = [s for s in samples if any(held(s.run.source or "", h) for h in args.holdout_source)]
-        samples = [s for s in samples if s not in holdout]
-        if not holdout:
-            raise PlannerInputError(f"--holdout-source: no rows on {cluster.name} have a source starting with "
-                                    f"{' or '.join(map(repr, args.holdout_source))}")
-    with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
-        report = calibrate(samples, cluster, k=args.folds or DEFAULT_FOLDS, holdout=holdout, progress=progress,
-                           uncalibrated=_uncalibrated(cluster, args.cluster_dir))
-    sources = sorted({s.run.source or "(no source)" for s in samples})
-    written = None
-    if target is not None:
-        raw = load_yaml_file(cluster.source_file, "cluster spec (.yaml)")
-        mapping = calibrated_spec_mapping(raw, report, [Path(p).name for p in args.runs], len(samples))
-        parse_cluster_spec(mapping, str(target))  # the file we write must load
-        header = "".join(f"# {name}: {value:.6g} (fitted)\n" for name, value in report["fitted_parameters"].items())
-        header += "".join(f"# {name}: left at {_kept(report, name)} ({why})\n" for name, why in report["left_at_default"].items())
-        earlier = "".join(f"# earlier: {line}\n" for line in mapping["calibrated_on"]["earlier"])
-        text = (f"# {mapping['calibration']}\n{earlier}# written by `planner calibrate`\n{header}"
-                + yaml.safe_dump(mapping, sort_keys=False))
-        if not args.out and not args.cluster_dir:
-            target.parent.mkdir(parents=True, exist_ok=True)  # the user folder, made on first use
-        written = str(write_text_atomic(target, text, force=args.force))
-    out = {k: v for k, v in report.items() if k != "cluster"}
-    out.update({"rows_fitted": len(samples), "rows_held_out": len(holdout or []), "skipped_rows": skipped,
-                "unreadable_rows": [str(p) for p in problems], "written": written, "sources": sources})
-    if args.json:
-        print(json_document(out))
-        _say_written(written, args.cluster_dir)
-        return 0
-    print(f"cluster {cluster.name}: fitted on {len(samples)} rows from {len(sources)} source(s)"
-          + (f", {len(holdout)} rows held out" if holdout else ""))
+
+
+def _split_holdout(samples: list, holdout_sources: list[str], cluster) -> tuple[list, list | None]:
+    """(rows to fit, rows held out by --holdout-source, or None without it); a SOURCE matching no row is refused,
+    since a held-out error over no rows would say nothing."""
+    from planner.errors import PlannerInputError
+
+    if not holdout_sources:
+        return samples, None
+    sources = {s.run.source or "" for s in samples}
+    # A SOURCE that names a source exactly holds out that source only (one source's name can be
+    # the prefix of another's); otherwise it is a prefix.
+    held = lambda source, h: source == h if h in sources else source.startswith(h)  # noqa: E731
+    holdout = [s for s in samples if any(held(s.run.source or "", h) for h in holdout_sources)]
+    samples = [s for s in samples if s not in holdout]
+    if not holdout:
+        raise PlannerInputError(f"--holdout-source: no rows on {cluster.name} have a source starting with "
+                                f"{' or '.join(map(repr, holdout_sources))}")
+    return samples, holdout
+
+
+def _spec_text(mapping: dict, report: dict) -> str:
+    """The calibrated spec's YAML, headed by comments saying what was fitted, what was kept and why, and which
+    earlier calibrations it follows, so the file explains itself without the calibrate output."""
+    import yaml
+
+    header = "".join(f"# {name}: {value:.6g} (fitted)\n" for name, value in report["fitted_parameters"].items())
+    header += "".join(f"# {name}: left at {_kept(report, name)} ({why})\n" for name, why in report["left_at_default"].items())
+    earlier = "".join(f"# earlier: {line}\n" for line in mapping["calibrated_on"]["earlier"])
+    return (f"# {mapping['calibration']}\n{earlier}# written by `planner calibrate`\n{header}"
+            + yaml.safe_dump(mapping, sort_keys=False))
+
+
+def _write_spec(args, cluster, report: dict, rows: int, target: Path) -> str:
+    """Write the calibrated spec to `target`, checked to load first; returns the path written."""
+    from planner.calibrate.calibrated_spec import calibrated_spec_mapping
+    from planner.io import load_yaml_file, write_text_atomic
+    from planner.specs.hardware import parse_cluster_spec
+
+    raw = load_yaml_file(cluster.source_file, "cluster spec (.yaml)")
+    mapping = calibrated_spec_mapping(raw, report, [Path(p).name for p in args.runs], rows)
+    parse_cluster_spec(mapping, str(target))  # the file we write must load
+    if not args.out and not args.cluster_dir:
+        target.parent.mkdir(parents=True, exist_ok=True)  # the user folder, made on first use
+    return str(write_text_atomic(target, _spec_text(mapping, report), force=args.force))
+
+
+def _print_rows_left_out(problems: list, skipped: list[str], runs: list, cluster, cluster_dir) -> None:
+    """The unreadable rows, the count skipped, and the first SKIPPED_SHOWN reasons for rows of this cluster."""
+    from planner.calibrate.samples import other_cluster_reasons
+
     for problem in problems:
         print(f"unreadable: {problem}")
     print(f"skipped {len(skipped)} rows (other clusters, no step time, or not simulatable)")
     # Rows of this cluster that could not be used say why (a typo in a row should not vanish into a count).
-    foreign = other_cluster_reasons(runs, cluster, args.cluster_dir)
+    foreign = other_cluster_reasons(runs, cluster, cluster_dir)
     own = [reason for reason in skipped if reason not in foreign]
     for reason in own[:SKIPPED_SHOWN]:
         print(f"skipped    {reason}")
     if len(own) > SKIPPED_SHOWN:
         print(f"skipped    ... and {len(own) - SKIPPED_SHOWN} more (--json lists every one)")
+
+
+def _parameter_table(report: dict) -> str:
+    """Each parameter's default and calibrated value, or what it was kept at and why."""
+    from planner.report.render import table
+
     rows = [[name, f"{report['defaults'][name]:.4g}", f"{value:.4g}"] for name, value in report["fitted_parameters"].items()]
     rows += [[name, f"{report['defaults'][name]:.4g}", f"{_kept(report, name)}: {why}"]
              for name, why in report["left_at_default"].items()]
-    print(table(["parameter", "default", "calibrated"], rows, align="lrl"))
+    return table(["parameter", "default", "calibrated"], rows, align="lrl")
+
+
+def _error_table(report: dict) -> str:
+    """Error before and after the fit, on the fitted rows and on the held-out ones."""
+    from planner.report.render import table
+
     stat_rows = []
     for label, key in (("fitted rows", "train"), (f"held-out ({report['heldout_kind']})", "heldout")):
         for when in ("before", "after"):
             s = report[key][when]
             stat_rows.append([label, when, s["rows"], f"{100 * s['mape']:.1f}%", f"{100 * s['median_ape']:.1f}%",
                               f"{100 * s['worst_ape']:.1f}%", f"{100 * s['bias']:+.1f}%"])
-    print(table(["rows", "model", "n", "MAPE", "median", "worst", "bias"], stat_rows, align="llrrrrr"))
+    return table(["rows", "model", "n", "MAPE", "median", "worst", "bias"], stat_rows, align="llrrrrr")
+
+
+def _print_fit_judgement(report: dict, written: str | None) -> None:
+    """How the parameters were chosen, whether the fit was applied, fitted values far from their defaults, and the
+    held-out error band: what a reader needs to judge the fit rather than trust it."""
     steps = " -> ".join(f"{'+'.join(step['parameters'][-1:]) or 'defaults'} {100 * step['cv_mape']:.1f}%"
                         for step in report["selection_path"])
     print(f"parameter selection (cross-validated MAPE on the fitted rows): {steps}")
@@ -175,6 +201,42 @@ def run(args) -> int:
     band = report["held_out_band"]
     print(f"step-time band for this cluster: measured {band['low']:.3g}x .. {band['high']:.3g}x the predicted (90% of "
           f"{band['rows']} held-out rows)" + ("; written into the spec, simulate and optimize use it" if written else ""))
+
+
+def run(args) -> int:
+    from planner.calibrate.calibration import calibrate
+    from planner.calibrate.samples import load_samples
+    from planner.cli.progress import Progress
+    from planner.specs.clusters import load_cluster
+    from planner.report.render import json_document
+    from planner.profile.runs_csv import read_runs_files
+
+    _refuse_unused_flags(args)
+    cluster = load_cluster(args.cluster, args.cluster_dir)
+    target = _output_target(args, cluster)
+    runs, problems = read_runs_files(args.runs)
+    _refuse_unknown_time_column(args, runs)
+    samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)
+    _refuse_too_few_rows(len(samples), runs, cluster, args.cluster_dir)
+    samples, holdout = _split_holdout(samples, args.holdout_source, cluster)
+    with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
+        report = calibrate(samples, cluster, k=args.folds or DEFAULT_FOLDS, holdout=holdout, progress=progress,
+                           uncalibrated=_uncalibrated(cluster, args.cluster_dir))
+    sources = sorted({s.run.source or "(no source)" for s in samples})
+    written = _write_spec(args, cluster, report, len(samples), target) if target is not None else None
+    out = {k: v for k, v in report.items() if k != "cluster"}
+    out.update({"rows_fitted": len(samples), "rows_held_out": len(holdout or []), "skipped_rows": skipped,
+                "unreadable_rows": [str(p) for p in problems], "written": written, "sources": sources})
+    if args.json:
+        print(json_document(out))
+        _say_written(written, args.cluster_dir)
+        return 0
+    print(f"cluster {cluster.name}: fitted on {len(samples)} rows from {len(sources)} source(s)"
+          + (f", {len(holdout)} rows held out" if holdout else ""))
+    _print_rows_left_out(problems, skipped, runs, cluster, args.cluster_dir)
+    print(_parameter_table(report))
+    print(_error_table(report))
+    _print_fit_judgement(report, written)
     _say_written(written, args.cluster_dir)
     return 0
 
