@@ -192,7 +192,7 @@ def test_doubling_the_gpus_shrinks_the_step_less_than_with_coalesced_collectives
 @pytest.mark.xfail(strict=True, reason="measured with deepspeed-v0.3: -21.3%, -30.0%, -14.0% (175B on 384, 768, 1,536) "
                                        "and -24.2%, -27.0%, -31.9% (530B on 640, 1,120, 2,240); -28.8% to -51.6% "
                                        "before the persistent parameters' per-rank re-gather after each step; "
-                                       "today's deepspeed: -31.3% to -76.7%. Not modelled: the GPU side of the "
+                                       "today's deepspeed: -31.2% to -76.3%. Not modelled: the GPU side of the "
                                        "per-rank copies, torch.distributed.get_rank per rank in the gather loop, NCCL "
                                        "2.8's own latencies")
 def test_table2_zero3_rows_within_15_percent(table2):
