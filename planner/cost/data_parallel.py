@@ -71,8 +71,7 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     if once.any():
         flat_step = np.where(once, per_step_once(gather, scatter) + outside_gather + outside_scatter, flat_step)
     # Host work per micro-batch (issuing the collectives) and once per step (the persistent parameters' re-gather).
-    host_s = (m * host_mb + _step_regather_s(fw, zero3, batch, units, outside, shard_links)
-              + _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw))
+    host_s = m * host_mb + _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
     zero3_step = flat_step + host_s + hierarchy.zero3_step_change(
         batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: groups.links(cluster, sizes, strides), hbm)
@@ -163,29 +162,25 @@ def _host_issue_s(fw, zero3, stage, gather_bwd, scatter, units, outside, regathe
                                                     regather_calls), 0.0)
 
 
-def _step_regather_s(fw, zero3, batch, units, outside, shard_links):
-    """Seconds per step the re-gather of the persistent parameters after the optimizer step adds where the stack
-    does it rank by rank in Python (0.0 where none does)."""
-    if not (fw["persistent_regather_views_per_rank"].any() or fw["persistent_regather_copies_per_rank"].any()):
-        return 0.0
-    regathers = zero3 & (fw["persistent_regather_views_per_rank"] + fw["persistent_regather_copies_per_rank"] > 0)
-    links = shard_links()
-    ranks = links["ranks_per_node"] * links["nodes"]
-    return np.where(regathers, zero3_fetch.step_regather_s(fw, batch, ranks, units, outside > 0), 0.0)
-
-
 def _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw):
     """Exposed seconds per step of gathering the persistent (vector) parameter tensors again after the optimizer
-    step where the stack issues a collective per tensor (Framework.persistent_regather_calls_per_tensor; 0.0 where
-    none does). The tensors are small (taken as `hidden` elements each), so each call is about NCCL's latency
-    over the whole sharding group."""
+    step, as the stack does it (0.0 where it does not): rank by rank in Python (DeepSpeed before v0.5.5,
+    zero3_fetch.step_regather_s), or one collective per tensor (Framework.persistent_regather_calls_per_tensor;
+    the tensors are small, taken as `hidden` elements each, so each call is about NCCL's latency over the whole
+    sharding group)."""
+    loop = fw["persistent_regather_views_per_rank"] + fw["persistent_regather_copies_per_rank"] > 0
     calls_per_tensor = fw["persistent_regather_calls_per_tensor"]
-    regathers = zero3 & (calls_per_tensor > 0)
-    if not regathers.any():
-        return 0.0
-    calls = calls_per_tensor * (units * batch.vector_tensors_per_layer + (outside > 0) * batch.vector_tensors_outside)
-    return groups.only_where(regathers, collectives.all_gather_time, calls * batch.hidden * w, shard_links(),
-                             calls=np.maximum(calls, 1.0), **kw)
+    seconds = 0.0
+    if (zero3 & loop).any():
+        links = shard_links()
+        ranks = links["ranks_per_node"] * links["nodes"]
+        seconds = np.where(zero3 & loop, zero3_fetch.step_regather_s(fw, batch, ranks, units, outside > 0), 0.0)
+    per_call = zero3 & (calls_per_tensor > 0)
+    if per_call.any():
+        calls = calls_per_tensor * (units * batch.vector_tensors_per_layer + (outside > 0) * batch.vector_tensors_outside)
+        seconds = seconds + groups.only_where(per_call, collectives.all_gather_time, calls * batch.hidden * w,
+                                              shard_links(), calls=np.maximum(calls, 1.0), **kw)
+    return seconds
 
 
 def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
