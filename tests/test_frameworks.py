@@ -18,12 +18,12 @@ from planner.specs.model import PRESETS
 
 def test_the_stacks_the_runs_csv_names():
     """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other; then MegaScale (issue 16),
-    DeepSpeed's ZeRO-3 of 2021 (deepspeed-v0.3) and llm-foundry (FSDP1 under Composer, issue 11), appended last
-    so that the codes of the others stay as they were."""
+    DeepSpeed's ZeRO-3 of 2021 (deepspeed-v0.3), llm-foundry (FSDP1 under Composer, issue 11) and Megatron-LM
+    before Megatron-Core (megatron-2022), appended last so that the codes of the others stay as they were."""
     assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other", "megascale", "deepspeed-v0.3",
-                                    "llm-foundry"}
+                                    "llm-foundry", "megatron-2022"}
     assert FRAMEWORK_NAMES[:6] == ("megatron", "deepspeed", "fsdp", "jax", "other", "megascale")
-    assert FRAMEWORK_NAMES[6:] == ("deepspeed-v0.3", "llm-foundry")
+    assert FRAMEWORK_NAMES[6:] == ("deepspeed-v0.3", "llm-foundry", "megatron-2022")
 
 
 def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
@@ -40,14 +40,16 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
                          "persistent_regather_calls_per_tensor",
                          "prefetch_live_limit_elements",
                          "reuse_limit_elements", "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes",
-                         "shard_copies", "recompute_modes"}
+                         "shard_copies", "recompute_modes", "lineage"}
+    assert FRAMEWORKS["deepspeed-v0.3"].lineage == "deepspeed"
     assert FRAMEWORKS["deepspeed-v0.3"].gathers_per_layer == FRAMEWORKS["deepspeed"].gathers_per_layer == 4.0
     assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}
     with pytest.raises(PlannerInputError, match="no ZeRO\\+\\+"):
         check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed-v0.3", zero=3, dp=16, zero_hpz=8))
 
 
-@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale", "deepspeed_v03", "llm-foundry"])
+@pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale", "deepspeed_v03", "llm-foundry",
+                                  "megatron_2022"])
 def test_every_stack_cites_its_source(name):
     doc = importlib.import_module(f"planner.frameworks.{name.replace('-', '_')}").__doc__
     assert "Sources" in doc and (".py" in doc or ".yml" in doc or ".md" in doc)
@@ -272,3 +274,66 @@ def test_deepspeed_zero0_is_priced_without_a_reduce_overlap_it_cannot_run(cli):
     deepspeed = a["framework"] == FRAMEWORK_CODES["deepspeed"]
     assert np.any(zero0 & deepspeed) and not np.any(a["dp_comm_overlap"][zero0 & deepspeed])
     assert np.any(a["dp_comm_overlap"][zero0 & ~deepspeed])  # Megatron's DDP overlaps its all-reduce
+
+
+def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_not_exist():
+    """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
+    receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved
+    (schedules.py:35); no TE TP overlap, fp8, context parallelism or Megatron-FSDP yet."""
+    from dataclasses import asdict
+    old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
+    assert {k for k in new if old[k] != new[k]} == {
+        "name", "lineage", "p2p_overlap", "p2p_gather_after_recv", "interleaving_needs_pp_multiple",
+        "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages"}
+    stack = FRAMEWORKS["megatron-2022"]
+    assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gather_after_recv) == (
+        "megatron", False, True, True)
+    for layout, reason in ((Layout(framework="megatron-2022", tp=8, cp=2, dp=1), "cp"),
+                           (Layout(framework="megatron-2022", tp=8, dp=2, dtype="fp8"), "fp8"),
+                           (Layout(framework="megatron-2022", tp=8, dp=2, zero=3), "zero"),
+                           (Layout(framework="megatron-2022", tp=8, dp=1, seq_parallel=True, tp_comm_overlap=True),
+                            "tp_comm_overlap")):
+        with pytest.raises(PlannerInputError, match=reason):
+            check_layout(PRESETS["gpt3-175b"], layout)
+
+
+def test_megatron_2022_interleaving_needs_a_multiple_of_pp_micro_batches():
+    """v2.5 schedules.py:35 asserts it; today's Megatron-Core asks for at least pp (frameworks/megatron.py)."""
+    from planner.frameworks import micro_batch_rules, runnable_micro_batches
+
+    old, new = micro_batch_rules(FRAMEWORKS["megatron-2022"]), micro_batch_rules(FRAMEWORKS["megatron"])
+    assert int(runnable_micro_batches(old, 4, 2, 6)) == 8 and int(runnable_micro_batches(new, 4, 2, 6)) == 6
+    assert int(runnable_micro_batches(old, 4, 1, 6)) == 6  # 1F1B: any count of at least pp
+    layout = dict(tp=8, pp=4, vpp=2, dp=1, micro_batch=1, global_batch=6)
+    check_layout(PRESETS["gpt3-175b"], Layout(framework="megatron", **layout))
+    with pytest.raises(PlannerInputError, match=r"multiple of pp\(4\)"):
+        check_layout(PRESETS["gpt3-175b"], Layout(framework="megatron-2022", **layout))
+
+
+def test_megatron_2022_pays_its_blocking_pipeline_sends_with_interleaving():
+    """With interleaving today's Megatron-Core hides the sends (overlap_p2p_comm); Megatron-LM of 2021-22 waited
+    for each, synchronised the device and all-gathered the received 1/tp over NVLink: exposed, more without
+    sequence parallelism (the all-gather) than with it. Compute is the same stack's."""
+    from planner.cost.estimate import simulate
+    from planner.specs.clusters import load_cluster
+
+    cluster = load_cluster("dgx-a100-80gb")
+    common = dict(tp=8, pp=4, vpp=3, dp=2, micro_batch=1, global_batch=64)
+    out = {(fw, sp): simulate(PRESETS["gpt3-175b"], Layout(framework=fw, seq_parallel=sp, **common), cluster)
+           for fw in ("megatron", "megatron-2022") for sp in (False, True)}
+    assert out["megatron", False]["time"]["pp_p2p"] == out["megatron", True]["time"]["pp_p2p"] == 0.0
+    assert out["megatron-2022", False]["time"]["pp_p2p"] > out["megatron-2022", True]["time"]["pp_p2p"] > 0.0
+    assert out["megatron-2022", False]["time"]["forward"] == pytest.approx(out["megatron", False]["time"]["forward"])
+
+
+def test_a_release_kept_as_its_own_stack_shares_its_lineages_error_band():
+    """calibrate.error_bands: the rows of deepspeed-v0.3 and megatron-2022 count for deepspeed and megatron, and
+    their layouts get that band."""
+    from planner.calibrate.error_bands import band_for
+    from planner.frameworks import band_group
+
+    assert band_group("megatron-2022") == band_group("megatron") == "megatron"
+    assert band_group("deepspeed-v0.3") == "deepspeed" and band_group("not-a-stack") == "not-a-stack"
+    bands = {"all": {"rows": 64, "low": 0.9, "high": 1.3}, "megatron": {"rows": 24, "low": 0.97, "high": 1.1}}
+    assert band_for("megatron-2022", bands)["group"] == band_for("megatron", bands)["group"] == "megatron"
+    assert band_for("fsdp", bands)["group"] == "all"

@@ -2,7 +2,8 @@
 
 `planner validate` on the published runs (data/runs) gives, per row, log(measured / predicted).
 No constant of the cost model is fitted to those rows, so each residual is a held-out error. Their 5th
-and 95th percentiles, per framework where there are at least MIN_ROWS rows of it and over all rows
+and 95th percentiles, per framework where there are at least MIN_ROWS rows of it (a release kept as its own entry,
+deepspeed-v0.3 or megatron-2022, counts with the stack it is a release of: Framework.lineage) and over all rows
 otherwise, make a 90% band that `simulate`, `validate` and `optimize` attach to every step time (and so to
 a plan's days and GPU-hours).
 
@@ -25,6 +26,8 @@ from importlib import resources
 
 import numpy as np
 
+from planner.frameworks import band_group
+
 MIN_ROWS = 10  # fewer residuals than this give no usable 5th/95th percentile: fall back to all rows
 BAND_PERCENTILES = (5.0, 95.0)
 TABLE_FILE = "error_bands.json"
@@ -43,7 +46,7 @@ class BandAccumulator:
             return
         if row.cluster_name:
             self.clusters.add(row.cluster_name)
-        framework = (row.run.extra.get("framework") or "").strip() or "other"
+        framework = band_group((row.run.extra.get("framework") or "").strip() or "other")
         residual = -math.log1p(error)  # log(measured / predicted)
         self._by_group.setdefault(framework, array("d")).append(residual)
         self._by_group.setdefault("all", array("d")).append(residual)
@@ -89,9 +92,9 @@ def shipped_clusters() -> list[str]:
 
 
 def band_for(framework: str, bands: dict | None = None) -> dict | None:
-    """The band of `framework` (its own when it has enough rows, else all rows'), with its group name."""
+    """The band of `framework` (its lineage's when that has enough rows, else all rows'), with its group name."""
     bands = shipped_bands() if bands is None else bands
-    group = framework if framework in bands else "all"
+    group = band_group(framework) if band_group(framework) in bands else "all"
     if group not in bands:
         return None
     return {"group": group, **bands[group]}

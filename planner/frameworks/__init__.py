@@ -22,11 +22,12 @@ from planner.frameworks.jax import JAX
 from planner.frameworks.llm_foundry import LLM_FOUNDRY
 from planner.frameworks.megascale import MEGASCALE
 from planner.frameworks.megatron import MEGATRON
+from planner.frameworks.megatron_2022 import MEGATRON_2022
 from planner.frameworks.other import OTHER
 
 # New stacks go at the end: a stack's code is its position, stored in candidate batches.
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSDP, JAX, OTHER, MEGASCALE,
-                                                               DEEPSPEED_V03, LLM_FOUNDRY)}
+                                                               DEEPSPEED_V03, LLM_FOUNDRY, MEGATRON_2022)}
 FRAMEWORK_NAMES = tuple(FRAMEWORKS)
 FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
 _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))
@@ -67,7 +68,14 @@ def batch_framework_arrays(batch) -> dict[str, np.ndarray]:
 
 # The Framework fields runnable_micro_batches reads (base.py: "How many micro-batches a step must hold").
 MICRO_BATCH_RULE_FIELDS = ("interleaving_needs_pp_micro_batches", "one_f_one_b_needs_pp_micro_batches",
-                           "interleaving_rounds_divide_micro_batches")
+                           "interleaving_rounds_divide_micro_batches", "interleaving_needs_pp_multiple")
+
+
+def band_group(framework: str) -> str:
+    """The stack whose published runs' error band `framework` shares (its lineage; itself when it has none or
+    is not a known stack)."""
+    stack = FRAMEWORKS.get(framework)
+    return (stack.lineage or stack.name) if stack is not None else framework
 
 
 def runnable_micro_batches(columns, pp, vpp, count) -> np.ndarray:
@@ -76,13 +84,16 @@ def runnable_micro_batches(columns, pp, vpp, count) -> np.ndarray:
     `columns` maps the MICRO_BATCH_RULE_FIELDS to per-row values (framework_arrays, or one stack's). With
     pp > 1: interleaving (vpp > 1) or 1F1B (vpp 1) that needs a group of pp raises the count to pp; torch's
     interleaved rounds (max(1, m // pp) of them) must divide m, so the count rises to the next m they divide (a
-    multiple of pp always is). Everything else runs as it is. Arrays broadcast;
+    multiple of pp always is); a stack that asserts a multiple of pp raises it to the next one. Everything else
+    runs as it is. Arrays broadcast;
     unsupported_features checks a layout against it, the searches size their batches by it."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     piped, interleaved = pp > 1, vpp > 1
     needs_group = piped & np.where(interleaved, np.asarray(columns["interleaving_needs_pp_micro_batches"], dtype=bool),
                                    np.asarray(columns["one_f_one_b_needs_pp_micro_batches"], dtype=bool))
     count = np.maximum(np.asarray(count), np.where(needs_group, pp, 1))
+    multiple = piped & interleaved & np.asarray(columns["interleaving_needs_pp_multiple"], dtype=bool)
+    count = np.where(multiple, -(-count // np.maximum(pp, 1)) * np.maximum(pp, 1), count)
     rounds_rule = piped & interleaved & np.asarray(columns["interleaving_rounds_divide_micro_batches"], dtype=bool)
     if not rounds_rule.any():
         return count
@@ -106,6 +117,9 @@ def _micro_batch_rule(stack: Framework, layout) -> str:
     m = layout.grad_accumulation
     if int(runnable_micro_batches(micro_batch_rules(stack), layout.pp, layout.vpp, m)) == m:
         return ""
+    if layout.vpp > 1 and stack.interleaving_needs_pp_multiple and m % layout.pp:
+        return (f"vpp({layout.vpp}) with {m} micro-batch(es) per step: {stack.name}'s interleaved schedule needs a "
+                f"multiple of pp({layout.pp})")
     if layout.vpp > 1 and stack.interleaving_needs_pp_micro_batches:
         return (f"vpp({layout.vpp}) with {m} micro-batch(es) per step: {stack.name}'s interleaved schedule needs at "
                 f"least pp({layout.pp}) (a group of pp per virtual stage)")

@@ -107,6 +107,9 @@ class Framework:
     # Schedule1F1B). Interleaved in rounds: max(1, m // pp) rounds that must divide m (torch's
     # ScheduleInterleaved1F1B). Stacks with none of these run any count.
     interleaving_needs_pp_micro_batches: bool = False
+    # Interleaved: the step's micro-batches a multiple of pp (Megatron-LM before Megatron-Core asserted it,
+    # frameworks/megatron_2022.py), so the count rises to the next multiple of pp.
+    interleaving_needs_pp_multiple: bool = False
     one_f_one_b_needs_pp_micro_batches: bool = False
     interleaving_rounds_divide_micro_batches: bool = False
     # Pipeline sends carry 1/tp of the activation per tp rank, all-gathered over the scale-up link on the
@@ -248,3 +251,7 @@ class Framework:
     partition_activations_available: bool = False
     partition_activations_default: bool = False
     partition_activations_with_sequence_parallel: bool = False
+    # A release of another stack kept as its own entry for the runs that used it (deepspeed-v0.3, megatron-2022):
+    # that stack's name. Its published runs' residuals and the step-time error band are shared with it
+    # (planner.calibrate.error_bands). Empty: the stack stands for itself.
+    lineage: str = ""

@@ -198,6 +198,8 @@ MOE_STACKS = {
 # entry only in how ZeRO-3 issues its collectives (frameworks/deepspeed_v03.py), so its experts are DeepSpeed's.
 MOE_STACKS["megascale"] = replace(MOE_STACKS["megatron"], source="Megatron-Core MoE (MegaScale is built on Megatron-LM)")
 MOE_STACKS["deepspeed-v0.3"] = replace(MOE_STACKS["deepspeed"], source="DeepSpeed-MoE, as the deepspeed entry")
+# Megatron-LM before Megatron-Core had no mixture-of-experts layers (frameworks/megatron_2022.py).
+MOE_STACKS["megatron-2022"] = MoEStack(False, ("none",), False, "none: MoE came with Megatron-Core")
 
 
 def routing_imbalance(load_imbalance, capacity_factor, padded) -> np.ndarray:

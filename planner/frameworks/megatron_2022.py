@@ -1,0 +1,46 @@
+"""Megatron-LM as released from v2.0 (January 2021) until its pipeline code moved into Megatron-Core (2023-01-31).
+
+The runs of Narayanan et al. (SC21, arXiv 2104.04473: their `examples/sc21` scripts landed as de7dc40f,
+2021-08-10, tag v2.5) and Korthikanti et al. (arXiv 2205.05198, May 2022: sequence parallelism and selective
+recompute, bbab79f8 of 2022-05-16) used this code. It differs from today's `megatron` entry in how the pipeline
+stages talk and in what did not exist yet. Sources: NVIDIA/Megatron-LM at v2.5 (e269e200, 2021-08-10) and at
+285068c8 (2023-01-11, the last commit before the move into core), files under megatron/:
+
+- Pipeline sends block, then the device synchronises. `_communicate` issues its sends and receives as one
+  `batch_isend_irecv`, waits on every request and calls `torch.cuda.synchronize()` (v2.5 p2p_communication.py:
+  126-130; 285068c8 :227-231, "To protect against race condition when using batch_isend_irecv()"): nothing of
+  the schedule runs while a transfer is in flight, with or without interleaving. `overlap_p2p_comm` came with
+  f9283c5a (2023-05-31) and became the default with 4eeff55d (2023-10-12): today's `megatron` entry.
+- Scatter/gather of pipeline tensors, on by default since 72e4230b (2021-02-16; `--no-scatter-gather-tensors-in-
+  pipeline` turns it off, v2.5 arguments.py:585-587): each tp rank sends 1/tp of the activation
+  (`split_tensor_into_1d_equal_chunks`, v2.5 p2p_communication.py:91-94) and the receiving stage all-gathers
+  it over tp before it computes (`gather_split_1d_tensor`, :136-140), after the synchronize above: exposed.
+  With sequence parallelism the tensor is already sharded and neither happens (285068c8 :150, 190, 236).
+  Megatron-Core dropped the scatter/gather when it took the pipeline code over (39b83c79, 2023-01-31).
+- The interleaved schedule asserts that the step's micro-batches are a multiple of pp (v2.5 schedules.py:35;
+  285068c8 :26); Megatron-Core later asked only for at least pp.
+- Gradients: one all-reduce per dtype of the contiguous gradient buffer after the last micro-batch (v2.5
+  model/distributed.py:188-197), never overlapped with backward; bf16 forces fp32 accumulation and reduction
+  (v2.5 arguments.py:143-152), fp16 keeps them in fp16: as today's entry with its overlaps off.
+- Not there yet: Transformer Engine and its TP overlap (2023), fp8, context parallelism (2023), Megatron-FSDP
+  (ZeRO-2/3-style sharding); the distributed optimizer (ZeRO-1, 329fe582 of 2022-02-10) was. Mixture-of-experts
+  layers came with Megatron-Core (frameworks/moe.py).
+Everything else (memory, vocabulary padding, recompute modes, partitioned checkpoints as
+`--distribute-checkpointed-activations`, v2.5 arguments.py:413) is taken as today's `megatron`. FlashAttention
+(Megatron-LM's --use-flash-attn, 2023) is not refused here: a layout that asks for it gets the kernel.
+"""
+
+from dataclasses import replace
+
+from planner.frameworks.megatron import MEGATRON
+
+MEGATRON_2022 = replace(
+    MEGATRON, name="megatron-2022", lineage="megatron",
+    p2p_overlap=False,
+    p2p_scatter_gather=True, p2p_gather_after_recv=True,
+    interleaving_needs_pp_multiple=True,
+    tp_comm_overlap_available=False,
+    supports_context_parallel=False,
+    dtypes=frozenset({"bf16", "fp16", "fp32"}),
+    zero_stages=frozenset({0, 1}),
+)
