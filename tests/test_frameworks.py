@@ -283,7 +283,7 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
     assert {k for k in new if old[k] != new[k]} == {
-        "name", "lineage", "p2p_overlap", "p2p_gather_after_recv", "interleaving_needs_pp_multiple",
+        "name", "lineage", "p2p_overlap", "p2p_scatter_gather", "p2p_gather_after_recv", "interleaving_needs_pp_multiple",
         "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages"}
     stack = FRAMEWORKS["megatron-2022"]
     assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gather_after_recv) == (

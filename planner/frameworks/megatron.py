@@ -49,10 +49,12 @@ MEGATRON = Framework(
     attention_kernel_hopper="cudnn",
     # bucket_size = max(40000000, 1000000 * dp_group.size()) (megatron/core/distributed/distributed_data_parallel.py)
     grad_bucket_elements_per_rank=1.0e6,
-    # Scatter/gather of pipeline tensors (Narayanan et al. 2021 section 4.1; Megatron-LM's
-    # `--no-scatter-gather-tensors-in-pipeline` turned it off, i.e. on by default; with sequence
-    # parallelism the tensor is sharded anyway).
-    p2p_scatter_gather=True,
+    # Pipeline tensors go whole: each tp rank sends its full [s/cp, b, h] activation (1/tp of it with sequence
+    # parallelism, which shards it anyway). Megatron-LM's scatter/gather (Narayanan et al. 2021 section 4.1,
+    # frameworks/megatron_2022.py) did not move into Megatron-Core with the pipeline code (39b83c79, 2023-01-31):
+    # core/pipeline_parallel/p2p_communication.py at d98e8a64 splits nothing, and the unused
+    # --no-scatter-gather-tensors-in-pipeline flag went with #4140 (10e7b745).
+    p2p_scatter_gather=False,
     # With --overlap-grad-reduce and interleaving, each model chunk's gradient reduction starts with the backward
     # of its last micro-batch (`core/pipeline_parallel/schedules.py`:1419-1426 enables grad sync there; with
     # align_grad_reduce, training.py:4356-4359, `start_grad_sync` per chunk at :1438-1455), behind the other

@@ -284,24 +284,30 @@ def test_any_valid_layout_gives_sane_numbers(name, cluster, tp, pp, vpp, dp, cp,
 
 def test_deepspeed_pipeline_sends_are_partitioned_serial_and_regathered():
     """DeepSpeed's pipeline engine (frameworks/deepspeed.py): each send carries 1/tp of the tensor (the bytes of
-    Megatron's scatter/gather), but four blocking transfers with a metadata send each stay exposed per micro-batch
-    (Megatron: two batched), plus a tp all-gather of each received tensor unless sequence parallelism shards it."""
+    Megatron-LM's scatter/gather, megatron-2022), but four blocking transfers with a metadata send each stay exposed
+    per micro-batch (Megatron: two batched), plus a tp all-gather of each received tensor unless sequence
+    parallelism shards it. Megatron-Core (megatron) sends the whole tensor from every tp rank without sequence
+    parallelism (frameworks/megatron.py)."""
     cluster = load_cluster("dgx-a100-80gb")
     common = dict(tp=8, pp=4, dp=2, micro_batch=1, global_batch=64, zero=1)
     parts = {}
-    for fw in ("deepspeed", "megatron"):
+    for fw in ("deepspeed", "megatron-2022", "megatron"):
         for sp in (False, True):
             out = _time(GPT3, cluster, framework=fw, seq_parallel=sp, **common)
             parts[fw, sp] = (float(out["parts"]["pp_p2p"][0]), float(out["comm_bytes_per_step"]["pp"][0]))
     m = 64 // 2
     message = 1 * GPT3.seq_len * GPT3.hidden * 2
     for sp in (False, True):
-        assert parts["deepspeed", sp][1] == parts["megatron", sp][1] == pytest.approx(2 * m * message / 8)
+        assert parts["deepspeed", sp][1] == parts["megatron-2022", sp][1] == pytest.approx(2 * m * message / 8)
+    assert parts["megatron", True][1] == pytest.approx(2 * m * message / 8)
+    assert parts["megatron", False][1] == pytest.approx(2 * m * message)
     # Sequence parallelism: no regather; 4 transfers + 4 latency-only sends against Megatron's 2 transfers.
     assert parts["deepspeed", True][0] > 2.0 * parts["megatron", True][0]
     # Without it the receiver all-gathers over tp (NVLink): more than the sequence-parallel case.
     assert parts["deepspeed", False][0] > parts["deepspeed", True][0]
-    assert parts["megatron", False][0] == parts["megatron", True][0]
+    assert parts["megatron-2022", False][0] > parts["megatron-2022", True][0] == parts["megatron", True][0]
+    # Megatron-Core's whole tensor over the node's link takes longer than its 1/tp share.
+    assert parts["megatron", False][0] > parts["megatron", True][0]
     # No pipeline, no sends.
     flat = _time(GPT3, cluster, framework="deepspeed", tp=8, pp=1, dp=8, micro_batch=1, global_batch=64)
     assert float(flat["parts"]["pp_p2p"][0]) == 0.0
