@@ -135,6 +135,9 @@ def layout_text(row: dict) -> str:
         text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
     text += "" if row["offload"] == "none" else f" offload={row['offload']}"
     text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
+    # Full-recompute checkpoints kept as 1/tp slices (Layout.partition_activations; a Layout's None is the stack's
+    # default, off in every stack).
+    text += "-partitioned" if row["recompute"] == "full" and row.get("partition_activations") else ""
     text += " sp" if row["seq_parallel"] else ""
     # ZeRO-3 hierarchy (search/space.py hierarchy_choices): ZeRO++ and MiCS / HSDP shard groups.
     text += f" hpZ{row['zero_hpz']}" if row.get("zero_hpz", 1) > 1 else ""

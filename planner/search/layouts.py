@@ -138,10 +138,21 @@ def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np
     return index.astype(np.int64), micro
 
 
+def _partition_choices(stack, recompute: int, sp: int) -> tuple:
+    """Whether full-recompute checkpoints are kept partitioned over tp (Layout.partition_activations): both where
+    the stack has the option (DeepSpeed's partition_activations, Megatron-LM's --distribute-saved-activations) under
+    full recompute, with sequence parallelism only where it takes the mix; else the stack's default. It trades a
+    tp all-gather per layer in backward for 1/tp of the checkpoints: the ZeRO paper's 100B run needed it to fit."""
+    if (stack.partition_activations_available and recompute == RECOMPUTE_CODES["full"]
+            and (not sp or stack.partition_activations_with_sequence_parallel)):
+        return (0, 1)
+    return (int(stack.partition_activations_default),)
+
+
 def _stack_options(stacks) -> np.ndarray:
-    """(zero, offload, recompute, sp, tp_overlap, dp_overlap, stack) rows each stack can run whatever the
-    placement: its ZeRO stages, offload where it has it, its recompute modes, the TP overlap where it has it
-    (with sequence parallelism where it needs it)."""
+    """(zero, offload, recompute, sp, tp_overlap, dp_overlap, stack, partition_activations) rows each stack can run
+    whatever the placement: its ZeRO stages, offload where it has it, its recompute modes, the TP overlap where it
+    has it (with sequence parallelism where it needs it), partitioned checkpoints where it has them."""
     rows = []
     for f, s in enumerate(stacks):
         for z, o in ZERO_OFFLOAD_CHOICES:
@@ -152,8 +163,10 @@ def _stack_options(stacks) -> np.ndarray:
                     continue
                 for sp in (0, 1):
                     for tpo in ((0, 1) if s.tp_comm_overlap_available and (sp or not s.tp_comm_overlap_needs_sequence_parallel) else (0,)):
-                        rows += [(z, o, r, sp, tpo, dpo, f) for dpo in ((0, 1) if z or s.reduce_overlaps_at_zero0 else (0,))]
-    return np.array(rows, dtype=np.int64).reshape(-1, 7)
+                        rows += [(z, o, r, sp, tpo, dpo, f, pa)
+                                 for dpo in ((0, 1) if z or s.reduce_overlaps_at_zero0 else (0,))
+                                 for pa in _partition_choices(s, r, sp)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 8)
 
 
 def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int, choices: tuple) -> dict:
@@ -180,15 +193,15 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
     stacks = [FRAMEWORKS[name] for name in frameworks if dtype in FRAMEWORKS[name].dtypes]
     options = _stack_options(stacks)
-    # Sequence parallelism and the TP overlap only exist with tp > 1: placements without tensor
-    # parallelism are crossed with the options that have neither (a quarter of them).
-    plain = options[(options[:, 3] == 0) & (options[:, 4] == 0)]
+    # Sequence parallelism, the TP overlap and partitioned checkpoints only exist with tp > 1: placements without
+    # tensor parallelism are crossed with the options that have none of them (a quarter of them or less).
+    plain = options[(options[:, 3] == 0) & (options[:, 4] == 0) & (options[:, 7] == 0)]
     with_tp = placements[p_index, 0] > 1
     pairs = [(np.flatnonzero(~with_tp), plain), (np.flatnonzero(with_tp), options)]
     rows = np.concatenate([np.repeat(r, len(o)) for r, o in pairs])
     chosen = np.concatenate([np.tile(o, (len(r), 1)) for r, o in pairs]).reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
-    zero, offload, recompute, sp, tpo, dpo, f = chosen.T
+    zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
     # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
@@ -222,7 +235,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
         "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
-        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]], **expert,
+        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
+        "partition_activations": pa[keep].astype(bool), **expert,
     }
     if gpus_per_node is not None:
         arrays = _with_hierarchy(arrays, stacks, f[keep], gpus_per_node, hierarchy)
@@ -326,7 +340,8 @@ class LayoutSearch:
                 "global_batch": int(a["global_batch"]), "zero": int(a["zero"]),
                 "offload": list(OFFLOAD_CODES)[int(a["offload"])], "recompute": list(RECOMPUTE_CODES)[int(a["recompute"])],
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
-                "dp_comm_overlap": bool(a["dp_comm_overlap"]), **_hierarchy_columns(a),
+                "dp_comm_overlap": bool(a["dp_comm_overlap"]),
+                "partition_activations": bool(a.get("partition_activations", False)), **_hierarchy_columns(a),
                 "feasible": bool(self.feasible[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,

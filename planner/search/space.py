@@ -337,8 +337,11 @@ def stack_fields(a: dict) -> dict:
     """The Layout fields of a row's stack and overlaps (none for a row without them: the Layout defaults)."""
     if "framework" not in a:
         return {}
-    return {"framework": FRAMEWORK_NAMES[int(a["framework"])], "tp_comm_overlap": bool(a["tp_comm_overlap"]),
-            "dp_comm_overlap": bool(a["dp_comm_overlap"])}
+    fields = {"framework": FRAMEWORK_NAMES[int(a["framework"])], "tp_comm_overlap": bool(a["tp_comm_overlap"]),
+              "dp_comm_overlap": bool(a["dp_comm_overlap"])}
+    if "partition_activations" in a:  # the fixed-model search tries both where the stack has the option
+        fields["partition_activations"] = bool(a["partition_activations"])
+    return fields
 
 
 def concatenate(spaces: list[Space]) -> Space:

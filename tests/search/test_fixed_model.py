@@ -396,3 +396,36 @@ def test_memory_binding_through_min_headroom_names_the_flag(optimize):
     code, out, _ = optimize("--model", "gpt3-175b", "--gpus", "8", "--cluster", "dgx-a100-40gb", "--min-headroom", "50%")
     binds = next(line for line in out.splitlines() if "memory binds" in line)
     assert code == 1 and "--min-headroom" not in binds, out
+
+
+def test_partitioned_checkpoints_are_offered_where_the_stack_has_them():
+    """search.layouts._partition_choices: both settings under full recompute with tp > 1 where the stack has the
+    option (DeepSpeed, Megatron-LM; with sequence parallelism only where it takes the mix), never elsewhere."""
+    for framework in FRAMEWORK_NAMES:
+        stack = FRAMEWORKS[framework]
+        dtype = "bf16" if "bf16" in stack.dtypes else "fp16"
+        a = layouts_module.enumerate_layouts(preset("gpt3-13b"), 32, 256, (framework,), dtype=dtype)
+        partitioned = a["partition_activations"]
+        full = a["recompute"] == RECOMPUTE_CODES["full"]
+        allowed = full & (a["tp"] > 1) & (~a["seq_parallel"] | stack.partition_activations_with_sequence_parallel)
+        assert not np.any(partitioned & ~allowed), framework
+        assert np.any(partitioned) == (stack.partition_activations_available and bool(np.any(allowed))), framework
+
+
+def test_the_zero_papers_100b_layout_fits_only_with_partitioned_checkpoints():
+    """tests/seeds/test_zero.py: the authors' run (125 x 8192, tp 16 on 25 DGX-2 nodes, micro-batch 32, ZeRO-2,
+    partitioned checkpoints) fits in 32 GB only partitioned; the search now enumerates and scores it."""
+    model = ModelSpec(name="zero-100b", layers=125, hidden=8192, heads=64, kv_heads=64, mlp="gelu", vocab=50257,
+                      seq_len=1024)
+    result = search_layouts(model, load_cluster("dgx2-v100"), 400, global_batch=800, frameworks=("deepspeed",),
+                            dtype="fp16")
+    a = result.arrays
+    authors = np.flatnonzero((a["tp"] == 16) & (a["pp"] == 1) & (a["micro_batch"] == 32) & (a["zero"] == 2)
+                             & (a["recompute"] == RECOMPUTE_CODES["full"]) & ~a["seq_parallel"]
+                             & ~a["dp_comm_overlap"] & (a["offload"] == 0))
+    verdicts = {bool(a["partition_activations"][i]): bool(result.fits[i]) for i in authors}
+    assert verdicts == {True: True, False: False}
+    partitioned = int(authors[a["partition_activations"][authors]][0])
+    assert result.layout(partitioned).partition_activations is True
+    from planner.report.render import layout_text
+    assert layout_text(result.rows([partitioned])[0]).endswith("rc-full-partitioned")
