@@ -200,6 +200,43 @@ def test_csv_round_trip_keeps_values_and_extra_columns(tmp_path):
     assert problems == [] and reread == runs and reread[0].extra == {"flash_attention": "0"}
 
 
+KORTHIKANTI_SOURCES = ("Korthikanti22 Table3/Table5", "Korthikanti22 Table3/Table5; Megatron README MFU table")
+
+
+def _mape_of(results, sources) -> tuple[int, float]:
+    errors = [abs(r.step_error) for r in results if r.run.source in sources]
+    return len(errors), sum(errors) / len(errors)
+
+
+def test_korthikanti_rows_within_4_percent(published_results):
+    """Issue 11 acceptance: the 8 Korthikanti et al. 2022 rows (Table 3/5; Calculon reports 3.65% on them) <= 4%,
+    run as megatron-2022 (the Megatron-LM of that paper). Measured 2.4% (3.2% as today's Megatron-Core entry
+    with the scatter/gather, before megatron-2022)."""
+    _, results = published_results
+    count, mape = _mape_of(results, KORTHIKANTI_SOURCES)
+    assert count == 8 and mape <= 0.04, f"Korthikanti MAPE {mape:.1%}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 8.0% (median 5.5%, bias -6.9%; 8.2% before megatron-2022): the six ZeRO-3 rows of Narayanan's Table 2 "
+    "(deepspeed-v0.3, -14% to -32%) and the three MT-NLG rows (-23% to -26%) carry 2.3 and 1.2 points of it; "
+    "the other 55 rows are at 5.2%. See the per-source xfails."))
+def test_published_runs_within_issue_11s_7_percent(published_results):
+    """Issue 11 acceptance: step-time MAPE <= 7% over the published dev runs, no per-row or per-source factors."""
+    _, results = published_results
+    assert summarize(results, "step")["mape"] <= 0.07
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 15.9% (bias -15.9%): the six ZeRO-3 rows (deepspeed-v0.3) -14.0% to -31.9% (tests/cost/"
+    "test_zero3_fetch.py), the six PTD-P rows (megatron-2022) -5.5% to -8.4%"))
+def test_narayanan_table2_within_the_per_source_limit(published_results):
+    """Issue 11 acceptance: MAPE <= 12% for every source; Narayanan et al. 2021 Table 2 (ZeRO-3 and PTD-P)."""
+    _, results = published_results
+    count, mape = _mape_of(results, ("Narayanan21 SC21 Table2",))
+    assert count == 12 and mape <= PER_SOURCE_MAPE_LIMIT
+
+
 MT_NLG_SOURCE = "MT-NLG paper (2201.11990) Sec2.4"
 
 
