@@ -161,11 +161,16 @@ def _ran_deepspeed(log: ParsedLog) -> bool:
 def framework_from_log(log: ParsedLog) -> str | None:
     """The runs-CSV `framework` the log shows: `deepspeed` (DeepSpeed, Megatron-DeepSpeed), `deepspeed-v0.3` for
     the engine releases with per-parameter ZeRO-3 collectives (frameworks.deepspeed_v03.RELEASES), `megatron`
-    for a Megatron-LM arguments block without DeepSpeed; None when the log shows neither."""
+    for a Megatron-LM arguments block without DeepSpeed, `megatron-2022` when that block has no `transformer_impl`
+    (the argument came with Transformer Engine, NVIDIA/Megatron-LM@3499542e of 2022-12-21, and `_print_args`
+    prints every argument: such a Megatron-LM predates the move into Megatron-Core, frameworks/megatron_2022.py);
+    None when the log shows neither."""
     if _ran_deepspeed(log):
         first, last = DEEPSPEED_V03_RELEASES
         return "deepspeed-v0.3" if log.ds_version and first <= log.ds_version <= last else "deepspeed"
-    return "megatron" if log.megatron_args else None
+    if not log.megatron_args:
+        return None
+    return "megatron" if "transformer_impl" in log.megatron_args else "megatron-2022"
 
 
 def flash_attention_from_log(args: dict[str, str]) -> int | None:

@@ -461,3 +461,19 @@ def test_a_ulysses_log_gives_no_row_unless_cp_is_given():
     assert (run.gpus, run.dp, run.cp) == (2, 1, 2)
     run, _ = row_from_log(_ulysses_log(1), TINY_FLAGS, "u")
     assert (run.gpus, run.dp, run.cp) == (2, 2, 1)
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    ("  transformer_impl ........ transformer_engine\n  num_layers ........ 24\n", "megatron"),
+    ("  transformer_impl ........ local\n", "megatron"),
+    ("  num_layers ........ 24\n  scatter_gather_tensors_in_pipeline ........ True\n", "megatron-2022"),
+])
+def test_a_megatron_log_without_transformer_impl_is_megatron_2022(arguments, expected):
+    """Megatron-LM prints every argument (`_print_args`); `transformer_impl` came with Transformer Engine
+    (NVIDIA/Megatron-LM@3499542e, 2022-12-21), so a block without it is the Megatron-LM of before Megatron-Core
+    (frameworks/megatron_2022.py)."""
+    from planner.profile.ingest import framework_from_log
+
+    text = "------------------------ arguments ------------------------\n" + arguments + \
+        "-------------------- end of arguments ---------------------\n"
+    assert framework_from_log(parse_log_text(text, "x.log")) == expected
