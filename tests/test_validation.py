@@ -112,6 +112,23 @@ def test_run_to_config_reads_the_gradient_reduce_dtype(cell, expected):
         run_to_config(bad)
 
 
+@pytest.mark.parametrize("bias, norm, expected", [("", "", (False, "rmsnorm")), ("1", "layernorm", (True, "layernorm")),
+                                                    ("0", "RMSNorm", (False, "rmsnorm"))])
+def test_run_to_config_reads_the_models_biases_and_norm(bias, norm, expected):
+    """Columns bias and norm: Megatron-LM's GPT has a bias in every linear and LayerNorms with a bias
+    (data/SOURCES.md); the row's model says so, which its parameters and the vector tensors ZeRO-3 keeps
+    gathered follow (planner.specs.model.vector_tensors). Empty: ModelSpec's defaults."""
+    run = MeasuredRun(id="r", cluster="dgx-a100-80gb", gpus=8, layers=24, hidden=2048, heads=16, seq_len=2048,
+                      vocab=50257, dp=8, micro_batch=1, global_batch=8, extra={"bias": bias, "norm": norm})
+    model, _, _ = run_to_config(run)
+    assert (model.bias, model.norm) == expected
+    for column, cell in (("bias", "2"), ("norm", "groupnorm")):
+        bad = MeasuredRun(id="r", cluster="dgx-a100-80gb", gpus=8, layers=24, hidden=2048, heads=16, seq_len=2048,
+                          vocab=50257, dp=8, micro_batch=1, global_batch=8, extra={column: cell})
+        with pytest.raises(PlannerInputError, match=column):
+            run_to_config(bad)
+
+
 @pytest.mark.parametrize("cell, expected", [("", False), ("0", False), ("1", True)])
 def test_run_to_config_reads_partitioned_checkpoints(cell, expected):
     """Column partition_activations: 1 when the run partitioned its full-recompute checkpoints over tp (DeepSpeed

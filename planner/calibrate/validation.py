@@ -62,7 +62,10 @@ class RowResult:
 # The optional 0/1 columns a row's simulation reads (data/spec/runs_csv.md), and with `framework` every
 # optional column besides the core COLUMNS and HIERARCHY_COLUMNS.
 SWITCH_COLUMNS = ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "partition_activations")
-SIMULATED_EXTRA_COLUMNS = ("framework", *SWITCH_COLUMNS)
+# The optional columns that describe the row's model beyond its shape: its linear and norm biases (0/1) and its
+# norm (layernorm, rmsnorm); empty = ModelSpec's defaults (no biases, RMSNorm).
+MODEL_EXTRA_COLUMNS = ("bias", "norm")
+SIMULATED_EXTRA_COLUMNS = ("framework", *SWITCH_COLUMNS, *MODEL_EXTRA_COLUMNS)
 
 
 def _switch(run: MeasuredRun, column: str, where: str) -> bool | None:
@@ -83,6 +86,12 @@ def _whole(run: MeasuredRun, column: str, where: str) -> int | None:
     if not text.isdigit() or int(text) < 1:
         raise PlannerInputError(f"{where}: column '{column}': expected a whole number >= 1, got {text!r}")
     return int(text)
+
+
+def _model_cells(run: MeasuredRun, where: str) -> dict:
+    """The ModelSpec fields a row's MODEL_EXTRA_COLUMNS give (make_model names a norm it does not know)."""
+    cells = {"bias": _switch(run, "bias", where), "norm": (run.extra.get("norm") or "").strip().lower() or None}
+    return {name: value for name, value in cells.items() if value is not None}
 
 
 # ZeRO-3 hierarchy columns (planner.specs.layout): whole numbers and 0/1 switches.
@@ -131,7 +140,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     model = make_model(
         where, name=f"row-{run.id}", layers=run.layers, hidden=run.hidden, heads=run.heads,
         kv_heads=run.kv_heads or run.heads, ffn=run.ffn, mlp=defaulted.get("mlp", run.mlp), vocab=run.vocab,
-        seq_len=run.seq_len,
+        seq_len=run.seq_len, **_model_cells(run, where),
     )
     tp, pp, cp = run.tp or 1, run.pp or 1, run.cp or 1
     dp = run.dp or (run.gpus // (tp * pp * cp) if run.gpus else 1)
