@@ -21,7 +21,8 @@ from planner.specs.candidate_batch import CandidateBatch
 # every part reads some; in a one-model batch they are constant and cost one pass each to find so.
 MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len", "layer_params",
                  "embedding_params", "logits_params", "total_params", "tied_embeddings", "query_groups", "qkv_width",
-                 "vector_tensors_per_layer", "vector_tensors_outside",
+                 "vector_tensors_per_layer", "vector_tensors_outside", "vector_elements_per_layer",
+                 "vector_split_per_layer",
                  "core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
                  "attention_window")
 PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
@@ -56,7 +57,12 @@ def _dense_codes(key: np.ndarray, size: int) -> tuple[np.ndarray, int]:
 
 def _column_codes(column: np.ndarray) -> tuple[np.ndarray | None, int]:
     """A column as codes 0 .. count - 1 (equal values, equal codes; not every code need occur) and the count;
-    None for a constant column."""
+    None for a constant column. A 2-D column (a vector per candidate) is numbered by its rows."""
+    if column.ndim == 2:
+        if len(column) == 0 or (column == column[0]).all():
+            return None, 1
+        unique, inverse = np.unique(column, axis=0, return_inverse=True)
+        return inverse.reshape(-1), len(unique)
     if column.dtype == bool:
         return (column, 2) if column.any() and not column.all() else (None, 1)
     if len(column) == 0 or (column == column[0]).all():  # one pass: most key columns are constant in a search

@@ -15,8 +15,9 @@ return their neutral value) for stacks that leave the field at its default:
   matrix's recompute-forward and its backward use run the recompute and the backward of every later matrix
   of the block: 2 x their elements. Matrices at or over the limit are gathered again.
 - Host issue time of collectives that walk the group rank by rank (`host_ops_per_rank_per_call`).
-- The re-gather of the persistent parameters after every optimizer step, a Python loop over (parameter, rank)
-  pairs (`persistent_regather_views_per_rank`, `persistent_regather_copies_per_rank`).
+- The re-gather of the persistent parameters (the model's vector tensors, planner.specs.model.vector_tensors)
+  after every optimizer step, a Python loop over (parameter, rank) pairs (`persistent_regather_views_per_rank`,
+  `persistent_regather_copies_per_rank`).
 """
 
 from __future__ import annotations
@@ -84,14 +85,12 @@ def host_issue_s(fw, shard_links, units, has_outside, unit_backward, regather_ca
     return gathers + scatters
 
 
-def persistent_elements(batch):
-    """Elements per tp rank of a GPT block's parameters that stay gathered between uses (under DeepSpeed's
-    param_persistence_threshold: frameworks/deepspeed_v03.py): the two norms' weights and biases, the QKV and
-    h->4h biases (split over tp) and the attention-output and 4h->h biases (whole on every tp rank)."""
-    h, t = batch.hidden, batch.tp
-    qkv_bias = (h + 2.0 * h * batch.kv_heads / batch.heads) / t
-    fc1_bias = (batch.mlp_matrices - 1.0) * batch.ffn / t
-    return (h, h, qkv_bias, h, h, h, fc1_bias, h)
+def vector_elements_per_rank(batch):
+    """Elements per tp rank of each vector tensor of a block (planner.specs.model.vector_tensors, the parameters
+    that stay gathered between uses under DeepSpeed's param_persistence_threshold): (candidates, tensors), those
+    split over tp divided by it, 0 for a model's absent ones."""
+    tp = np.asarray(batch.tp, dtype=float)[:, None]
+    return batch.vector_elements_per_layer / np.where(batch.vector_split_per_layer, tp, 1.0)
 
 
 def ranks_holding(elements, ranks):
@@ -102,13 +101,13 @@ def ranks_holding(elements, ranks):
 
 def step_regather_s(fw, batch, ranks, units, has_outside):
     """Exposed host seconds per optimizer step of gathering the persistent parameters again (`units` blocks'
-    persistent_elements and, where the stage holds the rest of the model, the final norm's weight and bias): one
+    vector tensors and, where the stage holds the rest of the model, those outside the layers): one
     list-form all-gather (`host_ops_per_rank_per_call` x ranks eager ops), then per parameter and per rank holding
     some of it the stack's views (EAGER_OP_S - KERNEL_LAUNCH_S each) and copies (EAGER_OP_S each). It runs after
     the step's last kernel, so nothing hides it. 0.0 where the stack has no such loop."""
     per_pair = (fw["persistent_regather_views_per_rank"] * (kernels.EAGER_OP_S - kernels.KERNEL_LAUNCH_S)
                 + fw["persistent_regather_copies_per_rank"] * kernels.EAGER_OP_S)
-    pairs = (units * sum(ranks_holding(n, ranks) for n in persistent_elements(batch))
-             + has_outside * 2.0 * ranks_holding(batch.hidden, ranks))
+    per_layer = ranks_holding(vector_elements_per_rank(batch), np.expand_dims(ranks, -1)).sum(axis=-1)
+    pairs = units * per_layer + has_outside * batch.vector_tensors_outside * ranks_holding(batch.hidden, ranks)
     gather = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
     return np.where(per_pair > 0, pairs * per_pair + gather, 0.0)

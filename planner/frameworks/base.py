@@ -168,7 +168,7 @@ class Framework:
     # reduce_scatter). 0: the call is one flat-buffer collective whatever the group size.
     host_ops_per_rank_per_call: float = 0.0
     # The parameters a ZeRO-3 stack keeps gathered between uses (the norms and biases,
-    # planner.cost.zero3_fetch.persistent_elements) are gathered again after every optimizer step by a Python loop
+    # planner.specs.model.vector_tensors) are gathered again after every optimizer step by a Python loop
     # over (parameter, rank) pairs; host work per pair: tensor views (no kernel, planner.cost.kernels.EAGER_OP_S -
     # KERNEL_LAUNCH_S each) and copies (EAGER_OP_S each). DeepSpeed before v0.5.5, frameworks/deepspeed_v03.py.
     # 0: no such loop.

@@ -49,9 +49,13 @@ class CandidateBatch:
     query_groups: np.ndarray
     qkv_width: np.ndarray
     # Vector parameter tensors (norms, biases) per transformer layer and outside the layers
-    # (planner.specs.model.vector_tensors): what DeepSpeed's ZeRO-3 gathers again after every step, a call each.
+    # (planner.specs.model.vector_tensors): what ZeRO-3 keeps gathered and DeepSpeed gathers again after every
+    # step. Per layer, each tensor's elements (whole model) and whether tp splits it: 2-D, (candidates, the most
+    # any model of the batch has), 0 elements past a model's own; outside the layers each is `hidden` elements.
     vector_tensors_per_layer: np.ndarray
     vector_tensors_outside: np.ndarray
+    vector_elements_per_layer: np.ndarray
+    vector_split_per_layer: np.ndarray  # bool
     # Layout
     tp: np.ndarray
     pp: np.ndarray
@@ -143,6 +147,7 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
     rows = []
     for model in models:
         parts = param_breakdown(model)
+        vectors = vector_tensors(model)
         norm_params = parts["norms"] / (2 * model.layers + 1 + int(model.embedding_norm))
         layer = (parts["attention"] + parts["mlp"]) / model.layers + 2 * norm_params
         logits = parts["logits"] if parts["logits"] else model.vocab * model.hidden
@@ -151,7 +156,7 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
             layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
             model.kv, 0 if model.attention == "mla" else (model.heads + 2 * model.kv) * model.attention_head_dim,
-            *vector_tensors(model),
+            len(vectors[0]), len(vectors[1]),
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
@@ -159,11 +164,24 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
              "query_groups", "qkv_width", "vector_tensors_per_layer", "vector_tensors_outside")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
+    arrays.update(_vector_arrays(models))
     if not all(standard_attention(m) and not m.is_moe for m in models):
         arrays.update(_moe_model_arrays(models))
     if any(m.attention_window is not None for m in models):
         arrays["attention_window"] = np.array([m.attention_window or np.inf for m in models], dtype=float)
     return arrays
+
+
+def _vector_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
+    """Each model's per-layer vector tensors (vector_tensors) as rows of (elements, split over tp), padded with
+    absent (0-element, whole) tensors to the longest list."""
+    layers = [vector_tensors(model)[0] for model in models]
+    width = max([1, *(len(tensors) for tensors in layers)])
+    elements, split = np.zeros((len(models), width)), np.zeros((len(models), width), dtype=bool)
+    for row, tensors in enumerate(layers):
+        for column, tensor in enumerate(tensors):
+            elements[row, column], split[row, column] = tensor.elements, tensor.split_over_tp
+    return {"vector_elements_per_layer": elements, "vector_split_per_layer": split}
 
 
 MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes")

@@ -242,21 +242,44 @@ def attention_layer_params(model: ModelSpec) -> int:
     return h * qkv_out + q_out * h + biases + (2 * d if model.qk_norm else 0)
 
 
-def vector_tensors(model: ModelSpec) -> tuple[int, int]:
-    """Parameter tensors that are vectors, in one transformer layer and in the rest of the model: the norms'
-    weights (and LayerNorm biases), the linear layers' biases, Qwen3's q/k norms and MLA's latent norms.
-    ZeRO-3 stacks keep tensors this small gathered between uses (DeepSpeed's param_persistence_threshold,
-    frameworks/deepspeed.py), and DeepSpeed gathers them again after every step in a call each
-    (planner.cost.data_parallel). Matrices (routers included) are never counted."""
-    per_norm = 2 if model.norm == "layernorm" and model.bias else 1
-    layer = 2 * per_norm
-    if model.bias:  # QKV and attention-output biases, the MLP's two (fc1, gate and up fused as Megatron does; fc2)
-        layer += 4
-    if model.qk_norm:
-        layer += 2
-    if model.attention == "mla":  # kv_a_layernorm, and q_a_layernorm with a q latent
-        layer += 2 if model.q_lora_rank else 1
-    outside = per_norm * (1 + int(model.embedding_norm))  # the final norm (and BLOOM's embedding norm)
+class VectorTensor(typing.NamedTuple):
+    """One parameter tensor that is a vector (a norm's weight or bias, a linear layer's bias): its elements in the
+    whole model, and whether tensor parallelism splits it over the tp ranks. A column-parallel linear's bias is
+    split, output_size / tp on each rank (QKV and h->4h: Megatron-LM@e269e200 megatron/mpu/layers.py:237, 262-266);
+    norms and a row-parallel linear's bias (attention output, 4h->h; added after the reduction) are whole on every
+    tp rank (layers.py:361-365)."""
+
+    elements: int
+    split_over_tp: bool
+
+
+def vector_tensors(model: ModelSpec) -> tuple[tuple[VectorTensor, ...], tuple[VectorTensor, ...]]:
+    """The parameter tensors that are vectors, in one transformer layer and in the rest of the model: the norms'
+    weights (and LayerNorm biases), the linear layers' biases (the dense MLP's; an MoE model's expert biases are
+    not listed), Qwen3's q/k norms and MLA's latent norms, as param_breakdown counts them (MLA's attention has no
+    biases or q/k norms there). Outside the layers: the final norm and BLOOM's embedding norm, `hidden` elements
+    each, whole on every tp rank. Matrices, routers included, and the router's score-correction bias are never
+    listed.
+
+    ZeRO-3 stacks keep tensors this small gathered between uses: DeepSpeed persists every parameter of at most
+    param_persistence_threshold elements (default 1e5; DeepSpeed 0.19.8 runtime/zero/config.py:228,
+    partition_parameters.py:1292 `ds_numel <=`, parameter_offload.py:325; v0.3.14 stage3.py:1058 `<`), counted
+    on the tp rank. In the presets that is each vector listed here but megatron-1t's h->4h bias at tp 1
+    (102,400), and no matrix but Mixtral's router (4,096 x 8). DeepSpeed gathers them again after every step
+    (planner.cost.data_parallel, planner.cost.zero3_fetch.step_regather_s)."""
+    h = model.hidden
+    whole = lambda elements: VectorTensor(elements, False)  # noqa: E731
+    norm = (whole(h),) * (2 if model.norm == "layernorm" and model.bias else 1)
+    if model.attention == "mla":  # q_a_layernorm (with a q latent), kv_a_layernorm: DeepSeek-V3 modeling_deepseek.py
+        attention = ((whole(model.q_lora_rank),) if model.q_lora_rank else ()) + (whole(model.kv_lora_rank),)
+    else:
+        d = model.attention_head_dim
+        biases = (VectorTensor((model.heads + 2 * model.kv) * d, True), whole(h)) if model.bias else ()
+        attention = biases + ((whole(d), whole(d)) if model.qk_norm else ())  # QKV, output; q_norm, k_norm
+    # h->4h (gate and up fused, as Megatron does), split over tp; 4h->h, whole.
+    mlp = (VectorTensor((mlp_matrices(model.mlp) - 1) * model.ffn_size, True), whole(h)) if model.bias else ()
+    layer = norm + attention + norm + mlp
+    outside = norm * (1 + int(model.embedding_norm))
     return layer, outside
 
 

@@ -78,6 +78,10 @@ def test_column_codes_number_equal_values_alike():
     codes, count = distinct._column_codes(np.array([8.0, 1.0, 8.0]))
     assert codes[0] == codes[2] != codes[1] and count == 8
     assert distinct._column_codes(np.full(5, 3.0)) == (None, 1)
+    rows = np.array([[2.0, 1.0], [1.0, 2.0], [2.0, 1.0]])  # a vector per candidate: numbered by whole rows
+    codes, count = distinct._column_codes(rows)
+    assert codes.shape == (3,) and codes[0] == codes[2] != codes[1] and count == 2
+    assert distinct._column_codes(np.tile([3.0, 4.0], (5, 1))) == (None, 1)
 
 
 def test_an_empty_batch_is_not_keyed():
@@ -115,7 +119,8 @@ NOT_READ = {
                  "partition_activations", "qkv_width",
                  "query_groups", "recompute", "seq_len", "seq_parallel", "shard_group", "tied_embeddings", "top_k",
                  "total_params", "tp",
-                 "tp_comm_overlap", "vector_tensors_outside", "vector_tensors_per_layer", "vocab", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
+                 "tp_comm_overlap", "vector_elements_per_layer", "vector_split_per_layer", "vector_tensors_outside",
+                 "vector_tensors_per_layer", "vocab", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
                  "zero_tiling"},
 }
 

@@ -97,25 +97,44 @@ def test_a_shard_is_held_by_the_ranks_deepspeed_pads_it_over():
     assert zero3_fetch.ranks_holding(100.0, 1536.0) == 100
 
 
-def test_the_persistent_parameters_are_regathered_pair_by_pair_after_each_step():
+TINY = dict(layers=2, hidden=1024, heads=16, ffn=4096, seq_len=1024, vocab=50304)
+TINY_GPT = make_model("tiny-gpt", bias=True, norm="layernorm", **TINY)
+
+
+@pytest.mark.parametrize("model, tensors", [
+    (TINY_GPT, 2 * 8 + 2),  # per layer 2 LayerNorms (weight, bias) and 4 linear biases; the final LayerNorm's 2
+    (make_model("tiny-llama", **TINY), 2 * 2 + 1),  # no biases: 2 RMSNorm weights per layer, the final norm's
+])
+def test_the_persistent_parameters_are_regathered_pair_by_pair_after_each_step(model, tensors):
     """DeepSpeed v0.3.14 `_post_step` (stage3.py:2350) -> `_allgather_params` (partition_parameters.py:686-708):
     per persistent parameter and per rank, two narrows (views, EAGER_OP_S - KERNEL_LAUNCH_S each) and a copy_
-    (EAGER_OP_S), after one list-form all-gather (one eager op per rank). A 2-layer GPT (h 1,024, ffn 4,096) on 64
-    ranks: 8 norms and biases per layer and the final norm's 2, each held by all 64 ranks."""
-    model = make_model("tiny", layers=2, hidden=1024, heads=16, ffn=4096, seq_len=1024, vocab=50304)
+    (EAGER_OP_S), after one list-form all-gather (one eager op per rank). A 2-layer model (h 1,024, ffn 4,096) on
+    64 ranks: its vector tensors (planner.specs.model.vector_tensors), each held by all 64 ranks."""
     codes = np.array([FRAMEWORK_CODES["deepspeed-v0.3"], FRAMEWORK_CODES["deepspeed"]])
     batch = _batch(model, _zero3(model, 64, 1, "deepspeed-v0.3"))
-    pairs = (2 * 8 + 2) * 64
+    pairs = tensors * 64
     per_pair = 2 * (kernels.EAGER_OP_S - kernels.KERNEL_LAUNCH_S) + kernels.EAGER_OP_S
     seconds = zero3_fetch.step_regather_s(framework_arrays(codes), batch, 64.0, 2.0, True)
     assert seconds[0] == pytest.approx(pairs * per_pair + 64 * kernels.EAGER_OP_S)
     assert seconds[1] == 0.0  # today's DeepSpeed gathers with coalesced collectives: no such loop
 
 
+def test_a_split_bias_is_held_by_the_ranks_its_tp_slice_pads_over():
+    """The QKV and h->4h biases are split over tp (column-parallel): at tp 8 a 3,072-element QKV bias is 384 per
+    tp rank and a 4,096-element h->4h bias 512, so over 1,000 sharding ranks (one element each) 384 and 512 ranks
+    hold some; the six vectors of hidden (1,024) size are whole on every tp rank (ceil(1,024 / 1,000) = 2 each:
+    512 ranks)."""
+    layout = Layout(tp=8, dp=8, zero=3, global_batch=8, dtype="fp16", framework="deepspeed-v0.3")
+    per_rank = zero3_fetch.vector_elements_per_rank(_batch(TINY_GPT, layout))[0]
+    assert sorted(per_rank) == [384, 512] + [1024] * 6
+    held = zero3_fetch.ranks_holding(per_rank, 1000.0)
+    assert held.sum() == 384 + 512 + 6 * 512
+
+
 def test_the_regather_is_paid_once_per_step_whatever_the_micro_batches(monkeypatch):
     """The re-gather follows the optimizer step (once), not each micro-batch's backward: 1 or 4 micro-batches per
     step add the same seconds to the exposed data-parallel time."""
-    model = make_model("tiny", layers=2, hidden=1024, heads=16, ffn=4096, seq_len=1024, vocab=50304)
+    model = TINY_GPT
     cluster = load_cluster("dgx-a100-80gb")
     added = {}
     for m in (1, 4):
@@ -210,10 +229,42 @@ def test_table2_zero3_rows_within_15_percent(table2):
 ])
 def test_vector_tensors_are_the_norms_and_biases(preset, per_layer, outside):
     """What ZeRO-3 keeps gathered as persistent (every tensor of at most 1e5 elements in these models: norms and
-    biases of hidden or ffn/tp size), counted per layer and outside the layers (planner.specs.model)."""
+    biases of hidden or ffn/tp size), counted per layer and outside the layers (planner.specs.model), and the
+    batch columns the cost model reads them from."""
     from planner.specs.model import vector_tensors
 
-    assert vector_tensors(PRESETS[preset]) == (per_layer, outside)
+    layer, rest = vector_tensors(PRESETS[preset])
+    assert (len(layer), len(rest)) == (per_layer, outside)
+    assert max(t.elements for t in layer + rest) <= 1e5  # DeepSpeed 0.19.8 partition_parameters.py:1292
+    batch = single_batch(PRESETS[preset], Layout(dp=8, global_batch=8))
+    assert (batch.vector_tensors_per_layer[0], batch.vector_tensors_outside[0]) == (per_layer, outside)
+    assert sorted(batch.vector_elements_per_layer[0]) == sorted(t.elements for t in layer)
+
+
+@pytest.mark.parametrize("preset", ["gpt3-175b", "bloom-176b", "llama3-70b", "qwen3-30b-a3b", "mpt-7b"])
+def test_vector_tensors_add_up_to_the_norm_and_bias_parameters(preset):
+    """The listed vectors are the parameters the model has beyond its matrices, by the parameter count itself:
+    the model's total less that of its copy without biases and q/k norms (whose LayerNorms keep their weights:
+    param_breakdown's norms), plus those norm weights."""
+    from planner.specs.model import param_breakdown, vector_tensors
+
+    model = PRESETS[preset]
+    bare = model.model_copy(update={"bias": False, "qk_norm": False})
+    layer, rest = vector_tensors(model)
+    listed = model.layers * sum(t.elements for t in layer) + sum(t.elements for t in rest)
+    extra = param_breakdown(model)["total"] - param_breakdown(bare)["total"]
+    assert listed == param_breakdown(bare)["norms"] + extra
+
+
+def test_vector_tensors_of_mla_are_its_norms_and_latent_norms():
+    """DeepSeek-V3 (modeling_deepseek.py): per layer two RMSNorms of hidden, q_a_layernorm of q_lora_rank 1,536 and
+    kv_a_layernorm of kv_lora_rank 512; no biases. The final norm outside the layers."""
+    from planner.specs.model import vector_tensors
+
+    model = PRESETS["deepseek-v3"]
+    layer, rest = vector_tensors(model)
+    assert sorted(t.elements for t in layer) == sorted([model.hidden] * 2 + [1536, 512])
+    assert not any(t.split_over_tp for t in layer + rest) and [t.elements for t in rest] == [model.hidden]
 
 
 @pytest.mark.parametrize("micro_batches", [1, 4])
