@@ -167,7 +167,7 @@ def _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
     step, as the stack does it (0.0 where it does not): rank by rank in Python (DeepSpeed before v0.5.5,
     zero3_fetch.step_regather_s), or one collective per tensor (Framework.persistent_regather_calls_per_tensor;
     the tensors are small, taken as `hidden` elements each, so each call is about NCCL's latency over the whole
-    sharding group)."""
+    sharding group). Only tensors under DeepSpeed's persistence threshold persist (zero3_fetch)."""
     loop = fw["persistent_regather_views_per_rank"] + fw["persistent_regather_copies_per_rank"] > 0
     calls_per_tensor = fw["persistent_regather_calls_per_tensor"]
     seconds = 0.0
@@ -177,7 +177,8 @@ def _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
         seconds = np.where(zero3 & loop, zero3_fetch.step_regather_s(fw, batch, ranks, units, outside > 0), 0.0)
     per_call = zero3 & (calls_per_tensor > 0)
     if per_call.any():
-        calls = calls_per_tensor * (units * batch.vector_tensors_per_layer + (outside > 0) * batch.vector_tensors_outside)
+        calls = calls_per_tensor * (units * zero3_fetch.persistent_tensors_per_layer(batch)
+                                    + (outside > 0) * batch.vector_tensors_outside)
         seconds = seconds + groups.only_where(per_call, collectives.all_gather_time, calls * batch.hidden * w,
                                               shard_links(), calls=np.maximum(calls, 1.0), **kw)
     return seconds

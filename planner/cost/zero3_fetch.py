@@ -85,6 +85,25 @@ def host_issue_s(fw, shard_links, units, has_outside, unit_backward, regather_ca
     return gathers + scatters
 
 
+# DeepSpeed keeps a parameter gathered between uses when it has at most this many elements (on its tp rank):
+# zero_optimization.stage3_param_persistence_threshold, default 1e5 (DeepSpeed 0.19.8 runtime/zero/config.py:228;
+# `ds_numel <= ` at partition_parameters.py:1292, parameter_offload.py:325; v0.3.14 stage3.py:1058 used `<`).
+PARAM_PERSISTENCE_THRESHOLD = 1e5
+
+
+def persistent_elements_per_rank(batch):
+    """vector_elements_per_rank of the vector tensors that persist (at most PARAM_PERSISTENCE_THRESHOLD elements),
+    0 for the others: e.g. megatron-1t's h->4h bias at tp 1 (102,400 elements) is gathered with its module like a
+    matrix, not again after the step."""
+    elements = vector_elements_per_rank(batch)
+    return np.where(elements <= PARAM_PERSISTENCE_THRESHOLD, elements, 0.0)
+
+
+def persistent_tensors_per_layer(batch):
+    """How many of a block's vector tensors persist (persistent_elements_per_rank > 0), per candidate."""
+    return (persistent_elements_per_rank(batch) > 0).sum(axis=-1).astype(float)
+
+
 def vector_elements_per_rank(batch):
     """Elements per tp rank of each vector tensor of a block (planner.specs.model.vector_tensors, the parameters
     that stay gathered between uses under DeepSpeed's param_persistence_threshold): (candidates, tensors), those
@@ -107,7 +126,7 @@ def step_regather_s(fw, batch, ranks, units, has_outside):
     the step's last kernel, so nothing hides it. 0.0 where the stack has no such loop."""
     per_pair = (fw["persistent_regather_views_per_rank"] * (kernels.EAGER_OP_S - kernels.KERNEL_LAUNCH_S)
                 + fw["persistent_regather_copies_per_rank"] * kernels.EAGER_OP_S)
-    per_layer = ranks_holding(vector_elements_per_rank(batch), np.expand_dims(ranks, -1)).sum(axis=-1)
+    per_layer = ranks_holding(persistent_elements_per_rank(batch), np.expand_dims(ranks, -1)).sum(axis=-1)
     pairs = units * per_layer + has_outside * batch.vector_tensors_outside * ranks_holding(batch.hidden, ranks)
     gather = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
     return np.where(per_pair > 0, pairs * per_pair + gather, 0.0)

@@ -52,7 +52,6 @@ class CandidateBatch:
     # (planner.specs.model.vector_tensors): what ZeRO-3 keeps gathered and DeepSpeed gathers again after every
     # step. Per layer, each tensor's elements (whole model) and whether tp splits it: 2-D, (candidates, the most
     # any model of the batch has), 0 elements past a model's own; outside the layers each is `hidden` elements.
-    vector_tensors_per_layer: np.ndarray
     vector_tensors_outside: np.ndarray
     vector_elements_per_layer: np.ndarray
     vector_split_per_layer: np.ndarray  # bool
@@ -156,12 +155,12 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
             layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
             model.kv, 0 if model.attention == "mla" else (model.heads + 2 * model.kv) * model.attention_head_dim,
-            len(vectors[0]), len(vectors[1]),
+            len(vectors[1]),
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
              "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings",
-             "query_groups", "qkv_width", "vector_tensors_per_layer", "vector_tensors_outside")
+             "query_groups", "qkv_width", "vector_tensors_outside")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
     arrays.update(_vector_arrays(models))

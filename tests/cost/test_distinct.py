@@ -120,7 +120,7 @@ NOT_READ = {
                  "query_groups", "recompute", "seq_len", "seq_parallel", "shard_group", "tied_embeddings", "top_k",
                  "total_params", "tp",
                  "tp_comm_overlap", "vector_elements_per_layer", "vector_split_per_layer", "vector_tensors_outside",
-                 "vector_tensors_per_layer", "vocab", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
+                 "vocab", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
                  "zero_tiling"},
 }
 

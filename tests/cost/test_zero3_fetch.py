@@ -237,8 +237,9 @@ def test_vector_tensors_are_the_norms_and_biases(preset, per_layer, outside):
     assert (len(layer), len(rest)) == (per_layer, outside)
     assert max(t.elements for t in layer + rest) <= 1e5  # DeepSpeed 0.19.8 partition_parameters.py:1292
     batch = single_batch(PRESETS[preset], Layout(dp=8, global_batch=8))
-    assert (batch.vector_tensors_per_layer[0], batch.vector_tensors_outside[0]) == (per_layer, outside)
+    assert batch.vector_tensors_outside[0] == outside
     assert sorted(batch.vector_elements_per_layer[0]) == sorted(t.elements for t in layer)
+    assert zero3_fetch.persistent_tensors_per_layer(batch)[0] == per_layer  # all of them under the persistence threshold
 
 
 @pytest.mark.parametrize("preset", ["gpt3-175b", "bloom-176b", "llama3-70b", "qwen3-30b-a3b", "mpt-7b"])
@@ -289,3 +290,15 @@ def test_todays_deepspeed_regathers_each_persistent_tensor_in_a_call_of_its_own(
     assert added["deepspeed"] == pytest.approx(float(expected[0]), rel=1e-9)
     assert added["deepspeed"] > 161 * 1e-6  # latency-bound: at least a microsecond a call
     assert added["fsdp"] == 0.0
+
+
+def test_only_tensors_under_the_persistence_threshold_are_gathered_again():
+    """DeepSpeed persists parameters of at most stage3_param_persistence_threshold = 1e5 elements on the rank
+    (0.19.8 runtime/zero/config.py:228, partition_parameters.py:1292): megatron-1t's h->4h bias, 4 x 25,600 =
+    102,400 elements, is over it at tp 1 (gathered with its module, not again after the step) and under it at
+    tp 2 (51,200 per rank); its other seven vector tensors (25,600 or 3 x 25,600 / tp) persist either way."""
+    assert zero3_fetch.PARAM_PERSISTENCE_THRESHOLD == 1e5
+    model = PRESETS["megatron-1t"]
+    counts = {tp: zero3_fetch.persistent_tensors_per_layer(single_batch(model, Layout(tp=tp, dp=8, zero=3)))[0]
+              for tp in (1, 2)}
+    assert counts == {1: 7.0, 2: 8.0}
