@@ -329,8 +329,10 @@ def format_result(result) -> str:
         rows = [[alt["label"], human_count(alt["params"]), human_count(alt["tokens"]), alt["gpus"],
                  f"{alt['layout']['framework']} tp{alt['layout']['tp']} pp{alt['layout']['pp']} z{alt['layout']['zero']}",
                  f"{100 * alt['mfu']:.0f}%", human_days(alt['wall_clock_days']), f"{alt['gpu_hours']:,.0f}",
-                 f"{alt['predicted_loss']:.3f}"] for alt in result.alternatives]
-        lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "wall-clock", "GPU-h", "loss"], rows, align="lrrrlrrrr"))
+                 f"{alt['predicted_loss']:.3f}", alt["binds"]["constraint"]] for alt in result.alternatives]
+        # What binds each runner-up (search.plan_record.binding): the constraint only; --json has the whole record.
+        lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "wall-clock", "GPU-h", "loss", "binds"], rows,
+                           align="lrrrlrrrrl"))
     if result.pareto:
         lines += ["", "loss vs wall-clock frontier (no plan is both faster and better)"]
         rows = [[human_days(p["wall_clock_days"]), p["gpus"], human_count(p["params"]), human_count(p["tokens"]),

@@ -85,7 +85,7 @@ def human_amount(value: float) -> str:
 
 
 def binding_text(binds: dict) -> str:
-    """What binds a chosen plan (search.plan_record.binding), in one line: the constraint, and what the plan spends
+    """What binds a plan (search.plan_record.binding), in one line: the constraint, and what the plan spends
     of the budget. "Infeasible is not an error: say what binds" holds for a feasible plan too."""
     spent = human_amount(binds["gpu_hours"])
     budget = binds["budget_gpu_hours"]
@@ -100,6 +100,7 @@ def binding_text(binds: dict) -> str:
     at = {"--gpus": f"on the {gpus} GPUs of --gpus",
           "--max-gpus": f"on {gpus} GPUs, the most --max-gpus allows",
           "cluster": f"on {gpus} GPUs, the largest count searched on this cluster",
+          "rule": f"on {gpus} GPUs, the most its runner-up rule allows",
           None: f"on {gpus} GPUs (no larger count, up to {binds['largest_gpus']}, gives a better feasible plan)"}[cap]
     default = ", default" if binds["deadline_is_default"] else ""
     return (f"the {'budget and the ' if both else ''}deadline ({human_days(binds['deadline_days'])}{default}) "

@@ -91,7 +91,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "
                                                     result.plan["predicted_loss"],
                                                     result.plan["hyperparameters"]["schedule"],
                                                     aspect=result.plan["shape"]["hidden"] / result.plan["shape"]["layers"])
-        result.alternatives = alternatives(problem, space, feasible, best)
+        result.alternatives = alternatives(problem, space, feasible, best, counts)
         front = pareto_front(feasible)
         result.pareto = [{"wall_clock_days": float(feasible["wall_s"][p]) / 86400.0,
                           "predicted_loss": float(feasible["loss"][p]),

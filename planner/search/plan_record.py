@@ -76,26 +76,33 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
     return plan
 
 
-def alternatives(problem, space, feasible, best: int) -> list[dict]:
-    """Runners-up that differ materially from the best plan."""
+def alternatives(problem, space, feasible, best: int, counts: list[int]) -> list[dict]:
+    """Runners-up that differ materially from the best plan, each with what binds it (binding, as the chosen plan).
+    `counts`: the GPU counts the search offered; the half-the-GPUs rule leaves only those up to half the best's."""
     gpus, wall = space.arrays["gpus"][feasible["index"]], feasible["wall_s"]
     tp = space.arrays["tp"][feasible["index"]]
     pp = space.arrays["pp"][feasible["index"]]
     params = problem.total_params[space.arrays["model_index"][feasible["index"]]]
+    half = gpus[best] / 2
+    # (label, mask, the counts the rule leaves when it limits them: then the rule is what caps the GPUs)
     rules = [
-        ("best with at most half the GPUs", gpus <= gpus[best] / 2),
-        ("best finishing in at most half the wall-clock", wall <= wall[best] / 2),
-        ("best with data parallelism only (tp = pp = 1)", (tp == 1) & (pp == 1)),
-        ("best with a model at least 1.5x smaller", params <= params[best] / 1.5),
-        ("best with a model at least 1.5x larger", params >= params[best] * 1.5),
+        ("best with at most half the GPUs", gpus <= half, [c for c in counts if c <= half]),
+        ("best finishing in at most half the wall-clock", wall <= wall[best] / 2, None),
+        ("best with data parallelism only (tp = pp = 1)", (tp == 1) & (pp == 1), None),
+        ("best with a model at least 1.5x smaller", params <= params[best] / 1.5, None),
+        ("best with a model at least 1.5x larger", params >= params[best] * 1.5, None),
     ]
+    cluster_gpus = problem.cluster.max_nodes * problem.cluster.gpus_per_node
     out, seen = [], {best}
-    for label, mask in rules:
+    for label, mask, rule_counts in rules:
         position = select(problem, feasible, mask)
         if position is None or position in seen:
             continue
         seen.add(position)
-        out.append(describe(problem, space, feasible, position, label))
+        plan = describe(problem, space, feasible, position, label)
+        plan["binds"] = binding(problem.constraints, plan, counts if rule_counts is None else rule_counts,
+                                cluster_gpus, rule_caps=rule_counts is not None)
+        out.append(plan)
     return out
 
 
@@ -104,13 +111,14 @@ def alternatives(problem, space, feasible, best: int) -> list[dict]:
 SPENT_RELATIVE = 1e-6
 
 
-def binding(constraints, plan: dict, counts: list[int], cluster_gpus: int) -> dict:
+def binding(constraints, plan: dict, counts: list[int], cluster_gpus: int, rule_caps: bool = False) -> dict:
     """What binds a feasible plan: "target loss" (target mode: the cheapest plan reaching it), "budget" (the plan
     spends it), "deadline" (the plan runs the whole deadline on its GPUs and leaves budget unspent), or "budget and
     deadline" (it spends the budget in exactly the deadline). With the deadline, `gpu_cap` names what stops more
     GPUs when the plan uses the largest count allowed (`counts`, the grid search.problem_setup.candidate_gpu_counts
     offers): "--gpus", "--max-gpus" or "cluster"; None when larger counts were allowed and none gave a better
-    feasible plan (search.score, search.selection)."""
+    feasible plan (search.score, search.selection). A runner-up gets the same record; `rule_caps`: its rule left it
+    only `counts` (alternatives: at most half the best plan's GPUs), so at their largest gpu_cap is "rule"."""
     budget_s = constraints.gpu_seconds
     spent = budget_s is not None and plan["gpu_hours"] * 3600.0 >= budget_s * (1.0 - SPENT_RELATIVE)
     # Both when the budget is exactly the GPUs for the deadline (`--gpus N --deadline T`, or a budget sized so).
@@ -125,7 +133,8 @@ def binding(constraints, plan: dict, counts: list[int], cluster_gpus: int) -> di
     gpu_cap = None
     if constraint != "target loss" and whole_deadline and plan["gpus"] >= largest:
         capped = constraints.max_gpus is not None and constraints.max_gpus < cluster_gpus
-        gpu_cap = "--gpus" if constraints.gpus is not None else "--max-gpus" if capped else "cluster"
+        gpu_cap = ("--gpus" if constraints.gpus is not None else "rule" if rule_caps else "--max-gpus" if capped
+                   else "cluster")
     return {"constraint": constraint, "gpu_hours": plan["gpu_hours"],
             "budget_gpu_hours": constraints.gpu_hours, "target_loss": constraints.target_loss,
             "deadline_days": constraints.deadline_s / 86400.0, "deadline_is_default": constraints.deadline_is_default,

@@ -263,6 +263,45 @@ def test_a_plan_that_spends_the_budget_says_the_budget_binds(capsys):
     assert "  binds      the budget binds: the plan spends 10,000 of 10,000 GPU-hours" in text.splitlines()
 
 
+def test_each_runner_up_says_what_binds_it(capsys):
+    """Helper-found: the runners-up (`alternatives` in --json, the "runners-up" table) did not say what binds them,
+    and it can differ from the chosen plan. Every plan runs wall = min(budget / gpus, deadline) (search.score), so a
+    runner-up spends the budget, or runs the whole deadline, or both. With 10,000 GPU-hours and a 15 h deadline the
+    chosen plan spends the budget; the best on at most half its GPUs cannot (half its GPUs for the whole 15 h buy
+    fewer GPU-hours than the budget), so the deadline binds it, on the largest count its rule allows."""
+    budget_h, deadline_h = 10_000.0, 15.0
+    code, out, _ = in_process(capsys, "--budget", "10000gpuh", "--deadline", "15h", "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    plan, alternatives = result["plan"], result["alternatives"]
+    assert plan["binds"]["constraint"] == "budget" and alternatives
+    for alt in alternatives:
+        binds = alt["binds"]
+        assert binds["gpu_hours"] == alt["gpu_hours"] and binds["gpus"] == alt["gpus"]
+        spent = alt["gpu_hours"] >= budget_h * (1 - 1e-6)
+        whole_deadline = alt["wall_clock_days"] * 24 >= deadline_h * (1 - 1e-6)
+        assert spent or whole_deadline, alt["label"]
+        assert binds["constraint"] == {(True, False): "budget", (False, True): "deadline",
+                                       (True, True): "budget and deadline"}[spent, whole_deadline], alt["label"]
+    half = next(alt for alt in alternatives if alt["label"] == "best with at most half the GPUs")
+    assert plan["gpus"] / 2 * deadline_h < budget_h  # the arithmetic above: this runner-up cannot spend the budget
+    assert half["binds"]["constraint"] == "deadline" and half["gpus"] <= plan["gpus"] / 2
+    # The largest count at most half the chosen plan's: its rule, not the cluster or a flag, stops more GPUs.
+    assert half["binds"]["largest_gpus"] <= plan["gpus"] / 2
+    assert (half["binds"]["gpu_cap"] == "rule") == (half["gpus"] == half["binds"]["largest_gpus"])
+    if half["binds"]["gpu_cap"] == "rule":
+        from planner.report.render import binding_text
+        assert f"binds on {half['gpus']} GPUs, the most its runner-up rule allows" in binding_text(half["binds"])
+    code, text, _ = in_process(capsys, "--budget", "10000gpuh", "--deadline", "15h")
+    assert code == 0
+    lines = text.splitlines()
+    table = lines[lines.index("runners-up") + 1:]
+    assert table[0].split()[-1] == "binds"
+    for alt in alternatives:
+        row = next(line for line in table if line.startswith(alt["label"]))
+        assert row.endswith("  " + alt["binds"]["constraint"]), row
+
+
 def test_all_the_gpus_for_the_deadline_say_both_bind(capsys):
     """`--gpus N --deadline T` makes the budget N x T (search.budget.build_constraints): the plan spends it in
     exactly the deadline, so both bind, on the GPUs --gpus pins."""
