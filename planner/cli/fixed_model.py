@@ -296,8 +296,8 @@ def runners_up(count) -> list[dict]:
 
 
 def format_fixed_model(result) -> str:
-    from planner.report.render import human_bytes, human_count, human_days, human_days_range, human_seconds, table
-    from planner.report.render import layout_text
+    from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
+    from planner.report.render import layout_text, table
     from planner.specs.model import experts_summary
 
     m = result.model
@@ -324,8 +324,9 @@ def format_fixed_model(result) -> str:
             knee = " <- knee" if result.knee_gpus == c.gpus else ""
             rows.append([str(c.gpus), layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
                          f"{100 * c.scaling_efficiency:.0f}%{knee}",
-                         "" if c.days is None else human_days(c.days), "" if c.gpu_hours is None else f"{c.gpu_hours:,.0f}",
-                         "" if c.cost_usd is None else f"${c.cost_usd:,.0f}"])
+                         "" if c.days is None else human_days(c.days),
+                         "" if c.gpu_hours is None else human_amount(c.gpu_hours),
+                         "" if c.cost_usd is None else f"${human_amount(c.cost_usd)}"])
         lines += ["", table(["GPUs", "best layout", "step", "MFU", "scaling", "wall-clock", "GPU-h", "cost"], rows,
                             align="llrrrrrr")]
     if result.chosen is None:
@@ -346,8 +347,8 @@ def format_fixed_model(result) -> str:
     lines += memory_risk_lines(sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"], sim["memory"]["hbm_bytes"])
     if c.days is not None:
         band = f" (band {human_days_range(*c.days_band)})" if c.days_band else ""
-        cost = f", ${c.cost_usd:,.0f}" if c.cost_usd else ""
-        lines.append(f"  time/cost  {human_days(c.days)}{band}, {c.gpu_hours:,.0f} GPU-hours{cost}")
+        cost = f", ${human_amount(c.cost_usd)}" if c.cost_usd else ""
+        lines.append(f"  time/cost  {human_days(c.days)}{band}, {human_amount(c.gpu_hours)} GPU-hours{cost}")
     from planner.cli.optimize import hyperparameter_lines
     lines += hyperparameter_lines(_hyperparameters(result))
     parts = sorted(((k, v) for k, v in sim["time"].items() if v > 0), key=lambda kv: -kv[1])

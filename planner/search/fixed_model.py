@@ -199,6 +199,10 @@ def _memory_binds_line(result: FixedModelPlan, min_headroom: float) -> str:
 
 
 def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: float = 0.0) -> list[str]:
+    # GPU-hours as every command prints them: grouped digits, exponent form where a double's digits end (a
+    # --tokens 1e25 plan needs 2.5e+17 GPU-hours).
+    from planner.report.render import human_amount
+
     lines = [f"{c.gpus} GPUs: {c.reason}" for c in result.counts if c.reason]
     feasible = [c for c in result.counts if c.feasible]
     if not feasible:
@@ -220,13 +224,13 @@ def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: flo
         if in_time and budget_gpu_s is not None:  # some plan meets the deadline: the budget is what binds
             cheapest = min(in_time, key=lambda c: c.gpu_hours)
             lines.append(f"the budget binds: the cheapest plan meeting the deadline ({cheapest.gpus} GPUs, "
-                         f"{cheapest.days:.1f} days) needs {cheapest.gpu_hours:,.0f} GPU-hours (budget "
-                         f"{budget_gpu_s / 3600:,.0f}); raise --budget or allow a longer --deadline")
+                         f"{cheapest.days:.1f} days) needs {human_amount(cheapest.gpu_hours)} GPU-hours (budget "
+                         f"{human_amount(budget_gpu_s / 3600)}); raise --budget or allow a longer --deadline")
         else:
             lines.append(f"the deadline binds: the fastest plan ({fastest.gpus} GPUs) needs {fastest.days:.1f} days "
                          f"(deadline {deadline_s / 86400:.1f} d); allow more GPUs (--max-gpus) or a longer --deadline")
     elif budget_gpu_s is not None:
         cheapest = min(feasible, key=lambda c: c.gpu_hours)
-        lines.append(f"the budget binds: the cheapest plan ({cheapest.gpus} GPUs) needs {cheapest.gpu_hours:,.0f} "
-                     f"GPU-hours; raise --budget")
+        lines.append(f"the budget binds: the cheapest plan ({cheapest.gpus} GPUs) needs "
+                     f"{human_amount(cheapest.gpu_hours)} GPU-hours; raise --budget")
     return lines

@@ -197,6 +197,41 @@ def test_a_budget_that_binds_with_a_deadline_is_named():
     assert "the budget binds" in text and "deadline binds" not in text
 
 
+# 16 or more digits grouped: past a double's ~16 significant digits they are its rounding noise (render.human_amount).
+NOISY_AMOUNT = re.compile(r"\d{1,3}(,\d{3}){5,}")
+
+
+def test_huge_amounts_print_as_the_budget_path_prints_them(optimize):
+    """Helper-found: with a model fixed, huge amounts printed every digit of the double ('256,530,052,141,096,928
+    GPU-hours, $769,590,156,423,290,752' for 1e25 tokens on 1024 GPUs) where `optimize --budget` prints '1e+30'
+    (render.human_amount). 1e25 tokens of an 8B model are ~6 x 8e9 x 1e25 = 5e35 FLOP: ~1e17 GPU-hours at any MFU."""
+    from planner.report.render import human_amount
+    from planner.specs.units import parse_gpu_hours, parse_money
+
+    code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1e25", "--gpus", "1024", "--json")
+    assert code == 0, out
+    chosen = json.loads(out)["chosen"]
+    assert chosen["gpu_hours"] > 1e15 and chosen["cost_usd"] > 1e15
+    code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1e25", "--gpus", "1024")
+    assert code == 0 and not NOISY_AMOUNT.search(out), out
+    line = next(line for line in out.splitlines() if line.startswith("  time/cost"))
+    assert f", {human_amount(chosen['gpu_hours'])} GPU-hours, ${human_amount(chosen['cost_usd'])}" in line, line
+    spent = re.search(r", (\S+) GPU-hours, (\S+)$", line)
+    assert parse_gpu_hours(f"{spent.group(1)} GPU-hours", "x") / 3600 == pytest.approx(chosen["gpu_hours"], rel=0.01)
+    assert parse_money(spent.group(2), "x") == pytest.approx(chosen["cost_usd"], rel=0.01)
+    # A budget it cannot meet: the sweep table and the explanation too.
+    code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1e25", "--budget", "1e9gpuh", "--max-gpus", "16")
+    assert code == 1 and not NOISY_AMOUNT.search(out), out
+    binds = next(line for line in out.splitlines() if "the budget binds" in line)
+    assert re.search(r"needs \d(\.\d+)?e\+\d+ GPU-hours", binds), binds
+    # With a deadline too (the API takes one past the CLI's century): the budget is printed the same way.
+    plan = plan_fixed_model(preset("llama3-8b"), load_cluster("dgx-h100"), [32768], tokens=1e37, deadline_s=1e40,
+                            budget_gpu_s=1e28 * 3600)
+    text = " ".join(plan.explanation)
+    assert plan.chosen is None and "the budget binds" in text and "(budget 1e+28)" in text, text
+    assert not NOISY_AMOUNT.search(text), text
+
+
 @pytest.mark.parametrize("flag, value", [("--report", "r.html"), ("--emit-deepspeed", "ds")])
 def test_budget_only_outputs_are_refused_for_a_fixed_model(tmp_path, optimize, flag, value):
     """They were ignored: exit 0 and no file."""
