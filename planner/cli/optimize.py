@@ -199,10 +199,10 @@ def overlap_text(lay: dict) -> str:
 
 
 def _plan_lines(plan: dict) -> list[str]:
-    from planner.report.render import binding_text, human_bytes, human_count, human_days, human_seconds
+    from planner.report.render import binding_text, human_amount, human_bytes, human_count, human_days, human_seconds
 
     s, lay = plan["shape"], plan["layout"]
-    cost = f", ${plan['cost_usd']:,.0f}" if plan.get("cost_usd") else ""
+    cost = f", ${human_amount(plan['cost_usd'])}" if plan.get("cost_usd") else ""
     lines = [
         f"  model      {human_count(plan['params'])} params (law N {human_count(plan['law_params'])}): "
         f"{s['layers']} layers x {s['hidden']} hidden, {s['heads']} heads ({s['kv_heads']} kv), ffn {s['ffn']} {s['mlp']}, "
@@ -219,8 +219,9 @@ def _plan_lines(plan: dict) -> list[str]:
         f"  memory     {human_bytes(plan['memory_bytes'])} per GPU of {human_bytes(plan['hbm_bytes'])} "
         f"(headroom {human_bytes(plan['memory_headroom_bytes'])})",
         *memory_risk_lines(plan['memory_headroom_bytes'], plan['hbm_bytes']),
-        f"  time/cost  {human_days(plan['wall_clock_days'])} wall-clock, {plan['gpu_hours']:,.0f} GPU-hours{cost}"
-        + (f" (incl. {plan['inference_gpu_hours']:,.0f} GPU-hours for inference)" if plan.get("inference_gpu_hours") else ""),
+        f"  time/cost  {human_days(plan['wall_clock_days'])} wall-clock, {human_amount(plan['gpu_hours'])} GPU-hours{cost}"
+        + (f" (incl. {human_amount(plan['inference_gpu_hours'])} GPU-hours for inference)"
+           if plan.get("inference_gpu_hours") else ""),
         *([f"  binds      {binding_text(plan['binds'])}"] if plan.get("binds") else []),
         f"  loss       {plan['predicted_loss']:.3f} ({loss_band_text(plan)})",
         *hyperparameter_lines(plan.get("hyperparameters")),
@@ -286,7 +287,7 @@ def _band_lines(plan: dict) -> list[str]:
     if not band:
         return []
     from planner.calibrate.error_bands import band_origin
-    from planner.report.render import human_count, human_days_range, human_seconds
+    from planner.report.render import human_amount, human_count, human_days_range, human_seconds
 
     text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, "
             f"{band_origin(band)})")
@@ -297,7 +298,8 @@ def _band_lines(plan: dict) -> list[str]:
         text += f": {human_count(low)}-{human_count(high)} tokens in the {bound}"
     elif plan.get("wall_clock_days_band"):
         low, high = plan["wall_clock_days_band"]
-        text += f": {human_days_range(low, high)}, {plan['gpu_hours_band'][0]:,.0f}-{plan['gpu_hours_band'][1]:,.0f} GPU-hours"
+        text += (f": {human_days_range(low, high)}, {human_amount(plan['gpu_hours_band'][0])}-"
+                 f"{human_amount(plan['gpu_hours_band'][1])} GPU-hours")
     return [text]
 
 
@@ -328,7 +330,7 @@ def format_result(result) -> str:
         lines += ["", "runners-up"]
         rows = [[alt["label"], human_count(alt["params"]), human_count(alt["tokens"]), alt["gpus"],
                  f"{alt['layout']['framework']} tp{alt['layout']['tp']} pp{alt['layout']['pp']} z{alt['layout']['zero']}",
-                 f"{100 * alt['mfu']:.0f}%", human_days(alt['wall_clock_days']), f"{alt['gpu_hours']:,.0f}",
+                 f"{100 * alt['mfu']:.0f}%", human_days(alt['wall_clock_days']), human_amount(alt["gpu_hours"]),
                  f"{alt['predicted_loss']:.3f}", alt["binds"]["constraint"]] for alt in result.alternatives]
         # What binds each runner-up (search.plan_record.binding): the constraint only; --json has the whole record.
         lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "wall-clock", "GPU-h", "loss", "binds"], rows,

@@ -302,6 +302,28 @@ def test_each_runner_up_says_what_binds_it(capsys):
         assert row.endswith("  " + alt["binds"]["constraint"]), row
 
 
+def test_huge_spends_print_as_the_budget_does(capsys):
+    """Helper-found: the budget and the binds line printed '1.6e+17' (render.human_amount) but the time/cost line and
+    the runners-up every digit of the double ('159,806,551,858,029,568 GPU-hours, $479,419,655,574,088,704').
+    Serving 1e25 tokens on a ~10B model is ~2 x 1e10 x 1e25 = 2e35 FLOP: ~1e17 GPU-hours at any H100 rate."""
+    from planner.report.render import human_amount
+
+    argv = ("--budget", "1e30gpuh", "--max-gpus", "64", "--deadline", "7d", "--inference-tokens", "1e25")
+    code, out, _ = in_process(capsys, *argv, "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    plan = result["plan"]
+    assert plan["inference_gpu_hours"] > 1e15 and result["alternatives"]
+    code, text, _ = in_process(capsys, *argv)
+    assert code == 0 and not re.search(r"\d{1,3}(,\d{3}){5,}", text), text  # 16+ digits: a double's noise
+    line = next(line for line in text.splitlines() if line.startswith("  time/cost"))
+    assert (f"{human_amount(plan['gpu_hours'])} GPU-hours, ${human_amount(plan['cost_usd'])} (incl. "
+            f"{human_amount(plan['inference_gpu_hours'])} GPU-hours for inference)") in line, line
+    for alt in result["alternatives"]:
+        row = next(line for line in text.splitlines() if line.startswith(alt["label"]))
+        assert f"  {human_amount(alt['gpu_hours'])}  " in row, row
+
+
 def test_all_the_gpus_for_the_deadline_say_both_bind(capsys):
     """`--gpus N --deadline T` makes the budget N x T (search.budget.build_constraints): the plan spends it in
     exactly the deadline, so both bind, on the GPUs --gpus pins."""
