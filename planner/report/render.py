@@ -14,6 +14,8 @@ from pathlib import PurePath
 import numpy as np
 from pydantic import BaseModel
 
+from planner.specs.units import human_amount  # noqa: F401  (formatted beside its parsers; used and re-exported here)
+
 
 def human_bytes(value: float) -> str:
     """1.5 GiB style (binary units, as nvidia-smi and PyTorch report memory)."""
@@ -73,15 +75,6 @@ def human_count(value: float) -> str:
             shown = rounded / scale
             return f"{shown:.3g}{unit}" if abs(shown) < 1000 else f"{shown:.0f}{unit}"
     return f"{value:.0f}"
-
-
-def human_amount(value: float) -> str:
-    """A budget or a spend in GPU-hours or dollars: '737,280' (digits grouped), but '1e+30' from 1e15 up, where a
-    double's ~16 significant digits end and grouped digits would print its rounding noise
-    ('1,000,000,000,000,000,019,884,624,838,656'). Both forms parse back (units.parse_gpu_hours, parse_money)."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:,.0f}" if abs(value) < 1e15 else f"{value:.3g}"
 
 
 def binding_text(binds: dict) -> str:

@@ -31,6 +31,7 @@ from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec, model_training_flops
+from planner.specs.units import human_amount
 from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layouts
 from planner.search.space import LOSSLESS_HIERARCHY
 
@@ -201,7 +202,6 @@ def _memory_binds_line(result: FixedModelPlan, min_headroom: float) -> str:
 def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: float = 0.0) -> list[str]:
     # GPU-hours as every command prints them: grouped digits, exponent form where a double's digits end (a
     # --tokens 1e25 plan needs 2.5e+17 GPU-hours).
-    from planner.report.render import human_amount
 
     lines = [f"{c.gpus} GPUs: {c.reason}" for c in result.counts if c.reason]
     feasible = [c for c in result.counts if c.feasible]

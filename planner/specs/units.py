@@ -150,3 +150,12 @@ def parse_money(text: object, where: str) -> float:
             raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
         value *= scale
     return _finite_positive(value, where, expected, text, allow_zero=False)
+
+
+def human_amount(value: float) -> str:
+    """A budget or a spend in GPU-hours or dollars: '737,280' (digits grouped), but '1e+30' from 1e15 up, where a
+    double's ~16 significant digits end and grouped digits would print its rounding noise
+    ('1,000,000,000,000,000,019,884,624,838,656'). Both forms parse back (parse_gpu_hours, parse_money above)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:,.0f}" if abs(value) < 1e15 else f"{value:.3g}"
