@@ -53,7 +53,8 @@ def human_days(days: float) -> str:
         return f"{hours * 60.0:.3g} min"
     if hours < 24.0:
         return f"{hours:.3g} h" if hours < 10.0 else f"{hours:.1f} h"
-    return f"{days:.1f} days"
+    # From a million days (~2,700 years) on, three figures: '3.96e+11 days', not '396374917737.3 days'.
+    return f"{days:.1f} days" if days < 1e6 else f"{days:.3g} days"
 
 
 def human_days_range(low: float, high: float) -> str:
@@ -65,11 +66,13 @@ def human_days_range(low: float, high: float) -> str:
 
 
 def human_count(value: float) -> str:
-    """7.0B, 1.4T, 350M."""
+    """7.0B, 1.4T, 350M; from 1e15 on three figures, '1e+25' (not '10000000000000T')."""
     if value is None or not math.isfinite(value):
         return "-"
     # The unit follows the printed digits: 999.6e9 shows as 1T, not 1e+03B.
     rounded = float(f"{value:.3g}")
+    if abs(rounded) >= 1e15:
+        return f"{rounded:.3g}"
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(rounded) >= scale:
             shown = rounded / scale

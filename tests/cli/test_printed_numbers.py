@@ -51,10 +51,26 @@ def test_printed_counts_parse_back(count):
     assert _close(parse_count(human_count(count), "x"), count)
 
 
-@given(st.floats(1.0, 1e17))
+@given(st.floats(1.0, 9.99e14))
 def test_printed_counts_have_no_exponent(count):
     """999.6e9 printed as '1e+03B' (the unit chosen before rounding to three digits)."""
     assert re.fullmatch(r"\d+(\.\d+)?[kMBT]?", human_count(count)), human_count(count)
+
+
+@given(st.floats(1e15, 1e30))
+def test_huge_counts_print_three_figures_that_parse_back(count):
+    """'10000000000000T tokens' for 1e25 (a fixed-model plan given --tokens 1e25): now '1e+25'."""
+    text = human_count(count)
+    assert re.fullmatch(r"\d(\.\d+)?e\+\d+", text), text
+    assert _close(parse_count(text, "x"), count)
+
+
+@given(st.floats(1e4, 1e15))
+def test_huge_durations_print_three_figures_that_parse_back(days):
+    """'396374917737.3 days' for a plan of 4e11 days: '3.96e+11 days' from a million days on."""
+    text = human_days(days)
+    assert len(text.split()[0]) <= 9, text
+    assert _close(parse_duration(text, "x") / 86400, days)
 
 
 def test_printed_budgets_parse_back():
