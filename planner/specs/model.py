@@ -265,7 +265,8 @@ def vector_tensors(model: ModelSpec) -> tuple[tuple[VectorTensor, ...], tuple[Ve
     param_persistence_threshold elements (default 1e5; DeepSpeed 0.19.8 runtime/zero/config.py:228,
     partition_parameters.py:1292 `ds_numel <=`, parameter_offload.py:325; v0.3.14 stage3.py:1058 `<`), counted
     on the tp rank. In the presets that is each vector listed here but megatron-1t's h->4h bias at tp 1
-    (102,400), and no matrix but Mixtral's router (4,096 x 8). DeepSpeed gathers them again after every step
+    (102,400), which the cost model leaves out (planner.cost.zero3_fetch.PARAM_PERSISTENCE_THRESHOLD), and no
+    matrix but Mixtral's router (4,096 x 8, not counted). DeepSpeed gathers them again after every step
     (planner.cost.data_parallel, planner.cost.zero3_fetch.step_regather_s)."""
     h = model.hidden
     whole = lambda elements: VectorTensor(elements, False)  # noqa: E731
