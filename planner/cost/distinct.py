@@ -58,11 +58,16 @@ def _dense_codes(key: np.ndarray, size: int) -> tuple[np.ndarray, int]:
 def _column_codes(column: np.ndarray) -> tuple[np.ndarray | None, int]:
     """A column as codes 0 .. count - 1 (equal values, equal codes; not every code need occur) and the count;
     None for a constant column. A 2-D column (a vector per candidate) is numbered by its rows."""
-    if column.ndim == 2:
-        if len(column) == 0 or (column == column[0]).all():
-            return None, 1
-        unique, inverse = np.unique(column, axis=0, return_inverse=True)
-        return inverse.reshape(-1), len(unique)
+    if column.ndim == 2:  # its sub-columns' codes combined, as _refined combines columns (a row sort is slow)
+        key, size = np.zeros(len(column), dtype=np.int64), 1
+        for j in range(column.shape[1]):
+            codes, count = _column_codes(column[:, j])
+            if codes is None:
+                continue
+            if size * count > _TABLE_LIMIT:
+                key, size = _dense_codes(key, size)
+            key, size = key * count + codes, size * count
+        return (None, 1) if size == 1 else _dense_codes(key, size)
     if column.dtype == bool:
         return (column, 2) if column.any() and not column.all() else (None, 1)
     if len(column) == 0 or (column == column[0]).all():  # one pass: most key columns are constant in a search
