@@ -284,7 +284,8 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
     assert {k for k in new if old[k] != new[k]} == {
         "name", "lineage", "p2p_overlap", "p2p_scatter_gather", "p2p_gather_after_recv", "interleaving_needs_pp_multiple",
-        "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages"}
+        "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages", "param_gather_overlap",
+        "dp_reduce_per_model_chunk"}
     stack = FRAMEWORKS["megatron-2022"]
     assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gather_after_recv) == (
         "megatron", False, True, True)
@@ -337,3 +338,16 @@ def test_a_release_kept_as_its_own_stack_shares_its_lineages_error_band():
     bands = {"all": {"rows": 64, "low": 0.9, "high": 1.3}, "megatron": {"rows": 24, "low": 0.97, "high": 1.1}}
     assert band_for("megatron-2022", bands)["group"] == band_for("megatron", bands)["group"] == "megatron"
     assert band_for("fsdp", bands)["group"] == "all"
+
+
+def test_megatron_2022_distributed_optimizer_gathers_its_parameters_after_the_step():
+    """285068c8 training.py:440: gather_model_params after optimizer.step, blocking; Megatron-Core overlaps the
+    gather with the next forward (overlap_param_gather). Same layout, the older stack exposes more."""
+    from planner.cost.estimate import simulate
+    from planner.specs.clusters import load_cluster
+
+    common = dict(tp=8, dp=16, zero=1, micro_batch=1, global_batch=64, dp_comm_overlap=True)
+    cluster = load_cluster("dgx-a100-80gb")
+    old, new = (simulate(PRESETS["gpt3-13b"], Layout(framework=fw, **common), cluster)["time"]["dp_comm_exposed"]
+                for fw in ("megatron-2022", "megatron"))
+    assert old > new
