@@ -31,7 +31,8 @@ stages talk and in what did not exist yet. Sources: NVIDIA/Megatron-LM at v2.5 (
   layers came with Megatron-Core (frameworks/moe.py).
 Everything else (memory, vocabulary padding, recompute modes, partitioned checkpoints as
 `--distribute-checkpointed-activations`, v2.5 arguments.py:413) is taken as today's `megatron`. FlashAttention
-(Megatron-LM's --use-flash-attn, 2023) is not refused here: a layout that asks for it gets the kernel.
+came at the end of this window (--use-flash-attn, d693034e of 2022-12-08), so it is not refused; the layout's
+flash_attention (on unless set, as for every stack) decides, and the published rows of these papers set it 0.
 """
 
 from dataclasses import replace
