@@ -285,7 +285,7 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     assert {k for k in new if old[k] != new[k]} == {
         "name", "lineage", "p2p_overlap", "p2p_scatter_gather", "p2p_gather_after_recv", "interleaving_needs_pp_multiple",
         "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages", "param_gather_overlap",
-        "dp_reduce_per_model_chunk"}
+        "dp_reduce_per_model_chunk", "reduce_overlaps_when_sharded"}
     stack = FRAMEWORKS["megatron-2022"]
     assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gather_after_recv) == (
         "megatron", False, True, True)
@@ -340,14 +340,15 @@ def test_a_release_kept_as_its_own_stack_shares_its_lineages_error_band():
     assert band_for("fsdp", bands)["group"] == "all"
 
 
-def test_megatron_2022_distributed_optimizer_gathers_its_parameters_after_the_step():
-    """285068c8 training.py:440: gather_model_params after optimizer.step, blocking; Megatron-Core overlaps the
-    gather with the next forward (overlap_param_gather). Same layout, the older stack exposes more."""
-    from planner.cost.estimate import simulate
-    from planner.specs.clusters import load_cluster
+def test_megatron_2022_distributed_optimizer_overlaps_nothing():
+    """285068c8 training.py:425, 440: reduce_model_grads after backward and gather_model_params after the step, both
+    blocking. dp_comm_overlap is refused at ZeRO-1 (Megatron-Core's is allowed) and the fixed-model search offers
+    it only at ZeRO-0 (PyTorch DDP, --DDP-impl torch)."""
+    from planner.search.layouts import enumerate_layouts
 
-    common = dict(tp=8, dp=16, zero=1, micro_batch=1, global_batch=64, dp_comm_overlap=True)
-    cluster = load_cluster("dgx-a100-80gb")
-    old, new = (simulate(PRESETS["gpt3-13b"], Layout(framework=fw, **common), cluster)["time"]["dp_comm_exposed"]
-                for fw in ("megatron-2022", "megatron"))
-    assert old > new
+    layout = dict(tp=8, dp=16, zero=1, micro_batch=1, global_batch=64, dp_comm_overlap=True)
+    check_layout(PRESETS["gpt3-13b"], Layout(framework="megatron", **layout))
+    with pytest.raises(PlannerInputError, match="dp_comm_overlap at zero=1: megatron-2022"):
+        check_layout(PRESETS["gpt3-13b"], Layout(framework="megatron-2022", **layout))
+    a = enumerate_layouts(PRESETS["gpt3-13b"], 32, 256, ("megatron-2022",))
+    assert np.any(a["dp_comm_overlap"]) and not np.any(a["dp_comm_overlap"] & (a["zero"] >= 1))

@@ -164,6 +164,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if layout.zero == 0 and layout.dp > 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_at_zero0:
         problems.append(f"dp_comm_overlap at zero=0: {framework} all-reduces the gradients after backward at ZeRO-0, "
                         "behind nothing (set --dp-comm-overlap 0, or zero >= 1)")
+    if layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_when_sharded:
+        problems.append(f"dp_comm_overlap at zero={layout.zero}: {framework}'s sharded optimizer reduce-scatters the "
+                        "gradients after backward, behind nothing (set --dp-comm-overlap 0)")
     if layout.recompute not in stack.recompute_modes:
         problems.append(f"recompute={layout.recompute}: {framework} recomputes activations {' or '.join(stack.recompute_modes)}")
     if layout.dtype not in stack.dtypes:

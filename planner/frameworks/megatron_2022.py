@@ -24,8 +24,9 @@ stages talk and in what did not exist yet. Sources: NVIDIA/Megatron-LM at v2.5 (
   (v2.5 arguments.py:143-152), fp16 keeps them in fp16: as today's entry with its overlaps off. No reduction
   starts chunk by chunk (that came with --overlap-grad-reduce in Megatron-Core). The distributed optimizer
   (ZeRO-1) reduce-scatters after backward and all-gathers the parameters after its step, both blocking
-  (285068c8 training.py:425, 440; optimizer/distrib_optimizer.py:536-584, 586-620): no overlap with the next
-  forward.
+  (285068c8 training.py:425, 440; optimizer/distrib_optimizer.py:536-584, 586-620): no overlap with backward or
+  the next forward, so dp_comm_overlap is refused at ZeRO-1. At ZeRO-0, `--DDP-impl torch` (PyTorch DDP's
+  bucketed all-reduce during backward, v2.5 arguments.py:607) overlaps; the local DDP, the default, does not.
 - Not there yet: Transformer Engine and its TP overlap (2023), fp8, context parallelism (2023), Megatron-FSDP
   (ZeRO-2/3-style sharding); the distributed optimizer (ZeRO-1, 329fe582 of 2022-02-10) was. Mixture-of-experts
   layers came with Megatron-Core (frameworks/moe.py).
@@ -45,7 +46,7 @@ MEGATRON_2022 = replace(
     p2p_scatter_gather=True, p2p_gather_after_recv=True,
     interleaving_needs_pp_multiple=True,
     tp_comm_overlap_available=False,
-    param_gather_overlap=False, dp_reduce_per_model_chunk=False,
+    param_gather_overlap=False, dp_reduce_per_model_chunk=False, reduce_overlaps_when_sharded=False,
     supports_context_parallel=False,
     dtypes=frozenset({"bf16", "fp16", "fp32"}),
     zero_stages=frozenset({0, 1}),

@@ -164,7 +164,8 @@ def _stack_options(stacks) -> np.ndarray:
                 for sp in (0, 1):
                     for tpo in ((0, 1) if s.tp_comm_overlap_available and (sp or not s.tp_comm_overlap_needs_sequence_parallel) else (0,)):
                         rows += [(z, o, r, sp, tpo, dpo, f, pa)
-                                 for dpo in ((0, 1) if z or s.reduce_overlaps_at_zero0 else (0,))
+                                 for dpo in ((0, 1) if (s.reduce_overlaps_when_sharded if z else s.reduce_overlaps_at_zero0)
+                                             else (0,))
                                  for pa in _partition_choices(s, r, sp)]
     return np.array(rows, dtype=np.int64).reshape(-1, 8)
 

@@ -269,16 +269,18 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp) -> np.ndarray:
 def stack_columns(stacks, stack_index, tp, seq_parallel, zero) -> dict[str, np.ndarray]:
     """The rows' stack columns: `framework` (its code), `dp_comm_overlap` on (every stack has a gradient-reduce
     overlap, a switch away where it is off by default: Megatron's --overlap-grad-reduce, DeepSpeed's
-    overlap_comm; at ZeRO-0 only where the stack overlaps its all-reduce, Framework.reduce_overlaps_at_zero0) and
+    overlap_comm; at ZeRO-0 only where the stack overlaps its all-reduce, Framework.reduce_overlaps_at_zero0, and with
+    a sharded optimizer where it overlaps its reduce-scatter, Framework.reduce_overlaps_when_sharded) and
     `tp_comm_overlap` at the stack's default (TE userbuffers cost memory, so turning them on
     is a trade-off the fixed-model search weighs, not a default), with sequence parallelism where it needs it."""
     index = np.asarray(stack_index, dtype=np.intp)
     zero0_overlap = np.array([s.reduce_overlaps_at_zero0 for s in stacks], dtype=bool)[index]
+    sharded_overlap = np.array([s.reduce_overlaps_when_sharded for s in stacks], dtype=bool)[index]
     tp_overlap = np.array([s.tp_comm_overlap_default for s in stacks], dtype=bool)[index] & (tp > 1)
     needs_sp = np.array([s.tp_comm_overlap_needs_sequence_parallel for s in stacks], dtype=bool)[index]
     return {"framework": np.array([FRAMEWORK_CODES[s.name] for s in stacks], dtype=np.int32)[index],
             "tp_comm_overlap": tp_overlap & (~needs_sp | np.asarray(seq_parallel, dtype=bool)),
-            "dp_comm_overlap": (np.asarray(zero) > 0) | zero0_overlap}
+            "dp_comm_overlap": np.where(np.asarray(zero) > 0, sharded_overlap, zero0_overlap)}
 
 
 def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, gpus_per_node: int,
