@@ -94,7 +94,8 @@ def shipped_clusters() -> list[str]:
 def band_for(framework: str, bands: dict | None = None) -> dict | None:
     """The band of `framework` (its lineage's when that has enough rows, else all rows'), with its group name."""
     bands = shipped_bands() if bands is None else bands
-    group = band_group(framework) if band_group(framework) in bands else "all"
+    group = band_group(framework)
+    group = group if group in bands else "all"
     if group not in bands:
         return None
     return {"group": group, **bands[group]}
