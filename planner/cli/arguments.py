@@ -103,6 +103,9 @@ CONFIG_HELP = {
     "global-batch": "sequences per optimizer step (default: micro-batch x dp)",
     "seq-parallel": "Megatron sequence parallelism (1) or not (0)",
     "mlp": "feed-forward kind",
+    "bias": "1: every linear layer and norm has a bias (GPT-2/3, Megatron-LM's GPT); 0: none (Llama) "
+            "(default: the preset's; 0 without --model)",
+    "norm": "the norm: layernorm or rmsnorm (default: the preset's; rmsnorm without --model)",
     "offload": "what ZeRO-Offload moves off the GPU",
     "offload-device": "where offloaded state lives",
     "recompute": "activation recomputation",

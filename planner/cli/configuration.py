@@ -15,7 +15,7 @@ from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.specs.clusters import DEFAULT_CLUSTER
 
-MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window")
+MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window", "bias", "norm")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
@@ -48,6 +48,8 @@ def _add_shape_and_layout_flags(group) -> None:
                 "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
         group.add_argument(f"--{key}", type=whole_number(), help=CONFIG_HELP[key])
     group.add_argument("--mlp", choices=["gelu", "swiglu"], help=CONFIG_HELP["mlp"])
+    group.add_argument("--bias", type=int, choices=[0, 1], help=CONFIG_HELP["bias"])
+    group.add_argument("--norm", choices=["layernorm", "rmsnorm"], help=CONFIG_HELP["norm"])
     group.add_argument("--attention-window", type=whole_number(),
                        help="sliding-window attention: keys each query attends, itself included (Mistral, Gemma 2, "
                             "MegaScale; default: full causal attention)")
@@ -134,11 +136,11 @@ def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
                             "stack's, 1 on deepspeed)")
 
 
-_TEXT_KEYS = ("mlp", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",
+_TEXT_KEYS = ("mlp", "norm", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",
               "fp8_recipe")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
                 "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
-                "moe_pad_to_capacity", "partition_activations")
+                "moe_pad_to_capacity", "partition_activations", "bias")
 
 
 def _check_config_value(key: str, value, where: str):
@@ -150,6 +152,9 @@ def _check_config_value(key: str, value, where: str):
     if key in _TEXT_KEYS:
         if not isinstance(value, str) or not value.isprintable():
             raise PlannerInputError(f"{where}: key '{key}': expected text, got {value!r}")
+        choices = _text_choices().get(key)
+        if choices is not None and value not in choices:
+            raise PlannerInputError(f"{where}: key '{key}': expected one of {', '.join(choices)}, got {value!r}")
     elif key in _SWITCH_KEYS:
         if value not in (0, 1) or isinstance(value, float):  # True/False are 1/0
             raise PlannerInputError(f"{where}: key '{key}': expected true/false or 1/0, got {value!r}")
@@ -168,6 +173,24 @@ def _check_config_value(key: str, value, where: str):
 # Mixture-of-experts config keys (MOE_LAYOUT_KEYS): the overlap scheme is text, the routing figures real numbers.
 _TEXT_KEYS += ("moe_a2a_overlap",)
 _REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
+
+
+def _text_choices() -> dict[str, tuple[str, ...]]:
+    """The values each text key with a fixed set takes, read from the specs' own Literal fields (ModelSpec,
+    Layout), so that a config file's bad value is named with its file and key like a flag's."""
+    import typing
+
+    from planner.specs.layout import Layout
+    from planner.specs.model import ModelSpec
+
+    def literal_values(annotation) -> tuple | None:  # Literal[...] or Optional[Literal[...]]
+        if typing.get_origin(annotation) is typing.Literal:
+            return typing.get_args(annotation)
+        found = [values for arg in typing.get_args(annotation) if (values := literal_values(arg))]
+        return found[0] if found else None
+
+    return {name: values for spec in (ModelSpec, Layout) for name, field in spec.model_fields.items()
+            if name in _TEXT_KEYS and (values := literal_values(field.annotation))}
 
 
 def _load_config_file(path: str) -> dict:

@@ -110,16 +110,26 @@ def test_fit_law_data_problems_name_the_file(cli, tmp_path):
 @pytest.mark.skipif(not LAW_DATA.is_file(), reason="shared law data not found")
 def test_an_ill_posed_fit_prints_strict_json_and_no_python_warnings(cli, tmp_path):
     """19 points of the Epoch digitisation: some bootstrap refits diverge (A -> 1e125, exp overflow).
-    They used to spray RuntimeWarnings on stderr and put `Infinity` in the --json output."""
+    They used to spray RuntimeWarnings on stderr and put `Infinity` in the --json output.
+
+    How many of the 40 diverge depends on the CPU's BLAS kernels (OpenBLAS picks them at run time): 4 on the
+    machine this was written on, 5 on another, one over MAX_FAILED_FRACTION. Either way the diverged refits are
+    counted, never sprayed: a strict JSON report counting them, or the one-line error that too many failed."""
+    from planner.laws.bootstrap import MAX_FAILED_FRACTION
+
     data = tmp_path / "few.csv"
     data.write_text("\n".join(LAW_DATA.read_text(encoding="utf-8").splitlines()[:20]) + "\n", encoding="utf-8")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         code, out, err = cli(["fit-law", data, "--json", "--bootstrap", "40", "--no-holdout"])
-    assert code == 0, err
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    if code == 2:
+        one_line_error((code, out, err), "bootstrap refits failed")
+        assert int(err.split(" of 40 ")[0].split()[-1]) > MAX_FAILED_FRACTION * 40
+        return
+    assert code == 0, err
     report = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
-    assert report["bootstrap"]["failed"] >= 1  # diverged refits count as failed, not as samples
+    assert 1 <= report["bootstrap"]["failed"] <= MAX_FAILED_FRACTION * 40  # diverged refits count as failed
 
 
 @pytest.mark.parametrize("command, name, text, fragment", [
@@ -146,6 +156,12 @@ def test_list_models_honours_json(cli):
     ({"layers": 1.5}, "key 'layers'"),
     ({"dtype": 16}, "key 'dtype': expected text"),
     ({"cluster": ["a"]}, "key 'cluster': expected text"),
+    # A text key with a fixed set names the file and the set (it was "model: mlp: Input should be ..."):
+    ({"mlp": "relu"}, "key 'mlp': expected one of gelu, swiglu, got 'relu'"),
+    ({"norm": "batchnorm"}, "key 'norm': expected one of layernorm, rmsnorm, got 'batchnorm'"),
+    ({"recompute": "some"}, "key 'recompute': expected one of none, selective, full"),
+    ({"fp8_recipe": "mx"}, "key 'fp8_recipe': expected one of delayed, tensorwise"),  # Optional[Literal]
+    ({"bias": 2}, "key 'bias': expected true/false or 1/0"),
 ])
 def test_config_values_of_the_wrong_type(cli, tmp_path, config, fragment):
     path = tmp_path / "config.yaml"

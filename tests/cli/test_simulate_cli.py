@@ -90,6 +90,39 @@ def test_flags_override_config_which_overrides_preset(cli, tmp_path):
 
 
 @pytest.mark.parametrize("source", ["flag", "config"])
+def test_bias_and_norm_reach_the_model_as_the_runs_csv_columns_do(cli, tmp_path, source):
+    """--bias/--norm (or the config keys) describe a GPT-3-style custom shape as the runs CSV's bias and norm
+    columns do: simulate of a dev row's settings gives validate's prediction for that row, and the model line
+    names the norm. Without them a custom shape is Llama-style (no biases, RMSNorm), and ZeRO-3's persistent
+    norm/bias tensors (re-gathered after every step by deepspeed-v0.3) differ."""
+    from planner.calibrate.validation import predict_runs
+    from planner.profile.runs_csv import read_runs
+
+    runs, _ = read_runs(Path(__file__).resolve().parents[2] / "data" / "runs" / "published_runs_dev.csv")
+    row = next(run for run in runs if str(run.id) == "13")  # SC21 Table 2: 175B, ZeRO-3 on 1,536 A100s, GPT biases
+    assert (row.extra["bias"], row.extra["norm"]) == ("1", "layernorm")
+    base = ["--cluster", row.cluster, "--gpus", str(row.gpus), "--layers", str(row.layers), "--hidden", str(row.hidden),
+            "--heads", str(row.heads), "--ffn", str(row.ffn), "--seq-len", str(row.seq_len), "--vocab", str(row.vocab),
+            "--zero", "3", "--micro-batch", str(row.micro_batch), "--global-batch", str(row.global_batch),
+            "--recompute", "full", "--dtype", "fp16", "--flash-attention", "0", "--framework", "deepspeed-v0.3",
+            "--mlp", "gelu", "--json"]
+    if source == "flag":
+        argv = [*base, "--bias", "1", "--norm", "layernorm"]
+    else:
+        config = tmp_path / "gpt.yaml"
+        config.write_text("bias: true\nnorm: layernorm\n", encoding="utf-8")
+        argv = [*base, "--config", config]
+    code, out, _ = cli(["simulate", *argv])
+    assert code == 0
+    expected = predict_runs([row])[0]
+    assert json.loads(out)["step_time_s"] == pytest.approx(expected.predicted["step_time_s"], rel=1e-9)
+    code, llama_style, _ = cli(["simulate", *base])
+    assert code == 0 and json.loads(llama_style)["step_time_s"] != pytest.approx(expected.predicted["step_time_s"], rel=1e-3)
+    code, text, _ = cli(["simulate", *[a for a in argv if a != "--json"]])
+    assert code == 0 and " gelu layernorm+bias " in text.splitlines()[0]
+
+
+@pytest.mark.parametrize("source", ["flag", "config"])
 def test_partition_activations_round_trip(cli, tmp_path, source):
     """--partition-activations 1 (or the config key) reaches the layout, is shown on the layout line, and is priced
     as the library prices it: 1/tp checkpoints and the checkpoint_gather part (DeepSpeed partition_activations)."""
