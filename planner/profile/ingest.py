@@ -34,7 +34,7 @@ LAYOUT_FIELDS = (
     "dp", "cp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute", "seq_parallel", "dtype",
     "flash_attention", "framework",
 )
-STACK_COLUMNS = ("framework", "flash_attention")  # optional columns of the runs CSV
+STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm")  # optional columns of the runs CSV
 
 
 def _truthy(text: str | None) -> bool | None:
@@ -124,6 +124,7 @@ def megatron_layout(args: dict[str, str], padded_vocab: int | None = None) -> di
         layout["kv_heads"] = layout["heads"]
     if "swiglu" in args:
         layout["mlp"] = "swiglu" if _truthy(args["swiglu"]) else "gelu"
+    layout |= megatron_bias_and_norm(args)
     layout["offload"] = "optimizer" if _truthy(args.get("optimizer_cpu_offload")) else "none"
     if "use_distributed_optimizer" in args:
         layout["zero"] = 1 if _truthy(args["use_distributed_optimizer"]) else 0
@@ -149,6 +150,21 @@ def megatron_layout(args: dict[str, str], padded_vocab: int | None = None) -> di
     if layout["dp"] is None and layout["gpus"] and all(layout[k] for k in ("tp", "pp")):
         layout["dp"] = layout["gpus"] // (layout["tp"] * layout["pp"] * (layout["cp"] or 1))
     return {k: v for k, v in layout.items() if v is not None}
+
+
+def megatron_bias_and_norm(args: dict[str, str]) -> dict:
+    """The runs CSV's bias and norm columns from Megatron's printed arguments. `--normalization` (default
+    'LayerNorm', choices LayerNorm / RMSNorm) and `--disable-bias-linear` (store_false into add_bias_linear, so
+    biases unless given) (NVIDIA/Megatron-LM@7c00175e, core_r0.11.0, megatron/training/arguments.py:1066-1068,
+    1451-1453). Logs printed before these arguments existed (add_bias_linear came with 2cc3dac7 of 2023-04-01,
+    normalization with 6ff46266 of 2023-07-31) ran Megatron's GPT, whose linears all have biases (mpu/layers.py
+    bias=True, :225, :324 at tag v2.5) and whose norms are LayerNorm (model/transformer.py:405, 420, 590): so
+    does a Megatron-DeepSpeed log. The column's bias means every linear and norm has one: a LayerNorm model
+    without linear biases is written bias 0 (its norms' bias vectors, 2h per layer, are then not counted)."""
+    normalization = (args.get("normalization") or "LayerNorm").strip().lower()
+    norm = {"layernorm": "layernorm", "rmsnorm": "rmsnorm"}.get(normalization)
+    bias = _truthy(args.get("add_bias_linear")) if "add_bias_linear" in args else True
+    return {"norm": norm, "bias": int(bool(bias))} if norm else {}
 
 
 def _ran_deepspeed(log: ParsedLog) -> bool:

@@ -270,6 +270,38 @@ def test_the_stack_comes_from_the_log_and_validate_reads_it(tmp_path):
 
 
 @pytest.mark.parametrize("arguments, expected", [
+    ({"normalization": "RMSNorm", "add_bias_linear": "False"}, {"norm": "rmsnorm", "bias": 0}),  # Llama recipe
+    ({"normalization": "LayerNorm", "add_bias_linear": "True"}, {"norm": "layernorm", "bias": 1}),  # the defaults
+    ({"normalization": "RMSNorm", "add_bias_linear": "True"}, {"norm": "rmsnorm", "bias": 1}),
+    ({"num_layers": "24"}, {"norm": "layernorm", "bias": 1}),  # before the arguments existed: GPT (v2.5)
+    ({"normalization": "FancyNorm"}, {}),  # a norm the runs CSV cannot hold: left empty
+    ({}, {}),  # not a Megatron log
+])
+def test_bias_and_norm_from_megatrons_arguments(arguments, expected):
+    """The runs CSV's bias and norm columns from --normalization / --disable-bias-linear (megatron/training/
+    arguments.py), so an ingested Megatron GPT row is priced with its biases and LayerNorm, as validate prices the
+    published GPT rows, not as a Llama."""
+    from planner.profile.ingest import megatron_bias_and_norm, megatron_layout
+
+    layout = megatron_layout(arguments)
+    assert {key: layout[key] for key in ("norm", "bias") if key in layout} == expected
+    if arguments:
+        assert megatron_bias_and_norm(arguments) == expected
+
+
+def test_an_ingested_megatron_row_carries_bias_and_norm_to_validate(tmp_path):
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log"), "--cluster", "dgx-a100-80gb",
+                 "--out", str(out)]) == 0
+    (run,), _ = read_runs(out)
+    assert (run.extra["bias"], run.extra["norm"]) == ("1", "layernorm")  # normalization LayerNorm, biases by default
+    from planner.calibrate.validation import run_to_config
+
+    model, _, _ = run_to_config(run)
+    assert (model.bias, model.norm) == (True, "layernorm")
+
+
+@pytest.mark.parametrize("arguments, expected", [
     ({"attention_backend": "AttnBackend.auto"}, 1),
     ({"attention_backend": "AttnBackend.flash", "transformer_impl": "local"}, 1),
     ({"attention_backend": "AttnBackend.fused"}, 1),
