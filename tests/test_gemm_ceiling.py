@@ -1,7 +1,8 @@
 """Per-accelerator large-GEMM ceiling from the "Maximum Achievable Matmul FLOPS" (MAMF) table (docs/gemm_ceiling.md).
 
 The golden figures are typed from the table (stas00/ml-engineering compute/accelerator/README.md at 744d01e,
-"Maximum Achievable Matmul FLOPS comparison table"; MI250X from the older version at 15791b3), not read from
+"Maximum Achievable Matmul FLOPS comparison table"; MI250X from the older version at 15791b3; V100, which the
+table has never had, from DeepBench's NVIDIA-run V100 sheet, baidu-research/DeepBench@30c5115), not read from
 the YAML files: each spec's matmul_peak_fraction must equal MAMF / peak x the sustained-clock factor 0.9, and
 its fp8 ceiling the table's fp8 efficiency over its bf16 one, to the 3 decimals the specs are written with.
 """
@@ -27,6 +28,9 @@ A100_SXM = (271.2, 312.0)
 H100_SXM = (794.5, 989.0)  # "H200 is the same"
 B200_SXM = (1745.0, 2250.0)
 MI250X_GCD = (147.0, 191.5)  # ROCm-6.2 / 1 GCD, older v1 table
+# DeepBench results/train/DeepBench_NV_V100.xlsx@30c5115, sheet "Results - FP16 ip, Mixed math" row 24 (DGX-1 V100
+# SXM2): 2 x 4096 x 7000 x 4096 FLOP in 2.092 ms, the best of its 160 shapes; fp16 tensor peak 125 (V100 datasheet).
+V100_DEEPBENCH = (2 * 4096 * 7000 * 4096 / 2.092e-3 / 1e12, 125.0)
 H100_FP8 = (1402.6, 1979.0)
 H200_FP8 = (1453.4, 1979.0)
 B200_FP8 = (3432.5, 4500.0)
@@ -35,6 +39,7 @@ BF16_ROWS = {
     "dgx-a100-40gb": A100_SXM, "dgx-a100-80gb": A100_SXM, "jean-zay-a100": A100_SXM,
     "dgx-h100": H100_SXM, "h800-deepseek": H100_SXM,  # H800: H100 silicon, no row of its own
     "dgx-h200": H100_SXM, "dgx-b200": B200_SXM, "frontier-mi250x": MI250X_GCD,
+    "dgx2-v100": V100_DEEPBENCH,  # fp16: Volta has no bf16
 }
 FP8_ROWS = {"dgx-h100": H100_FP8, "h800-deepseek": H100_FP8, "dgx-h200": H200_FP8, "dgx-b200": B200_FP8}
 
@@ -59,7 +64,7 @@ def test_each_spec_ceiling_is_the_table_efficiency_times_the_clock_factor(name):
 def test_each_spec_fp8_ceiling_is_the_table_fp8_efficiency(name):
     spec = load_cluster(name)
     e = spec.efficiency
-    if name not in FP8_ROWS:  # A100, MI250X: no fp8 tensor cores, no fp8 peak, relative left at 1
+    if name not in FP8_ROWS:  # A100, MI250X, V100: no fp8 tensor cores, no fp8 peak, relative left at 1
         assert spec.accelerator.peak_flops.fp8 is None and e.fp8_matmul_relative_efficiency == 1.0
         return
     assert e.fp8_matmul_relative_efficiency == pytest.approx(
@@ -69,9 +74,13 @@ def test_each_spec_fp8_ceiling_is_the_table_fp8_efficiency(name):
         _efficiency(FP8_ROWS[name]) * SUSTAINED_CLOCK_FACTOR, abs=2 * ROUNDING)
 
 
-def test_v100_has_no_row_and_keeps_the_assumed_default():
-    assert load_cluster("dgx2-v100").efficiency == Efficiency()
-    assert Efficiency().matmul_peak_fraction == 0.72  # the H100 derivation, REFERENCE.md: 798/989 x 0.9
+def test_v100_ceiling_is_the_deepbench_row_and_nothing_else_leaves_the_defaults():
+    # The sheet's own TFLOPS cell for the row, and 0.898 x 0.9 = 0.808 as the spec writes it.
+    assert V100_DEEPBENCH[0] == pytest.approx(112.2758, abs=1e-3)
+    v100 = load_cluster("dgx2-v100").efficiency
+    assert v100.matmul_peak_fraction == 0.808
+    assert v100 == Efficiency(matmul_peak_fraction=0.808)
+    assert Efficiency().matmul_peak_fraction == 0.72  # the default, the H100 derivation, REFERENCE.md: 798/989 x 0.9
     assert Efficiency().fp8_matmul_relative_efficiency == 1.0
 
 

@@ -241,10 +241,11 @@ class Efficiency(_Frozen):
 
     # The large-GEMM ceiling = (best-shape matmul throughput / datasheet peak) x SUSTAINED_CLOCK_FACTOR.
     # Per accelerator it is data in the cluster spec (efficiency: block), from the "Maximum Achievable
-    # Matmul FLOPS" (MAMF) comparison table (stas00/ml-engineering compute/accelerator/README.md; the
-    # derivation and the rows are in docs/gemm_ceiling.md). This default is the H100 derivation, kept for
-    # accelerators the table lacks (V100, CPUs): a measured 8192^3 bf16 GEMM on H100 reaches 798/989 = 0.81
-    # of peak (REFERENCE.md; MAMF's H100 row: 794.5/989 = 0.803) x 0.9 ~= 0.72.
+    # Matmul FLOPS" (MAMF) comparison table (stas00/ml-engineering compute/accelerator/README.md; V100, which
+    # the table lacks, from DeepBench's V100 GEMM sheet; the derivation and the rows are in docs/gemm_ceiling.md).
+    # This default is the H100 derivation, kept for devices with no published figure here (CPUs): a measured
+    # 8192^3 bf16 GEMM on H100 reaches 798/989 = 0.81 of peak (REFERENCE.md; MAMF's H100 row: 794.5/989 = 0.803)
+    # x 0.9 ~= 0.72.
     matmul_peak_fraction: float = Field(default=0.72, gt=0, le=1)
     # fp8 GEMMs' ceiling (a fraction of the fp8 peak) relative to matmul_peak_fraction: the MAMF table's
     # fp8 efficiency / its bf16 efficiency for the same accelerator (H100 70.9% / 80.3% = 0.882), so the
