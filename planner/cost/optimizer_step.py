@@ -1,6 +1,6 @@
 """The optimizer step: Adam over this GPU's optimizer shard, memory-bound on HBM, or CPU-Adam with its PCIe / NVMe
 copies when offloaded; and the pass some stacks make every micro-batch adding 16-bit gradients into their fp32
-copy. Pure, vectorised.
+copy, or into the 16-bit gradient kept for the step where no GEMM accumulates them. Pure, vectorised.
 
 Its own module: these parts are timed by the bytes they move and the host's Adam throughput, not by the layer
 schedule or the collectives; the MoE experts' Adam (cost/moe.py) is charged the same bytes per parameter.
@@ -12,7 +12,7 @@ import numpy as np
 
 from planner.cost import distinct
 from planner.cost.gemm import rank_rates
-from planner.cost.memory import STAGE_STATE_COLUMNS, fp32_accumulation_rows, state_sharding_degrees
+from planner.cost.memory import STAGE_STATE_COLUMNS, element_bytes, fp32_accumulation_rows, state_sharding_degrees
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
 from planner.specs.candidate_batch import DTYPE_BYTES
@@ -49,7 +49,14 @@ def _optimizer_per_row(batch, cluster):
     return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
 
 
-def fp32_grad_accumulation(batch, fw, hbm):
-    """Seconds per parameter per micro-batch of the stack's own pass adding 16-bit gradients into their fp32
-    copy (memory.fp32_accumulation_rows); 0 elsewhere."""
-    return np.where(fp32_accumulation_rows(batch, fw), fw["fp32_grad_accumulation_bytes"] / hbm, 0.0)
+def grad_accumulation(batch, fw, hbm):
+    """Seconds per parameter per micro-batch, averaged over the step's micro-batches, of the passes adding each
+    micro-batch's gradients into those the step keeps: the stack's own pass into an fp32 copy on every micro-batch
+    (memory.fp32_accumulation_rows), and the unfused in-place add of 16-bit gradients on every micro-batch after
+    the first (Framework.unfused_16bit_grad_accumulation_bytes, where gradients are held in 16 bits); 0 elsewhere."""
+    fp32 = np.where(fp32_accumulation_rows(batch, fw), fw["fp32_grad_accumulation_bytes"], 0.0)
+    sixteen_bit = element_bytes(batch, fw)["grads"] < 4.0
+    m = batch.grad_accumulation
+    after_first = np.where(m > 0, (m - 1.0) / np.maximum(m, 1), 0.0)
+    unfused = np.where(sixteen_bit, fw["unfused_16bit_grad_accumulation_bytes"] * after_first, 0.0)
+    return (fp32 + unfused) / hbm

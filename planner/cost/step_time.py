@@ -228,12 +228,12 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
 
 def _pacing_stage(batch, cluster, fw, hbm, layer_total, logits, p2p) -> dict:
     """The stage that sets the pace (the slowest per micro-batch): its `layers` and `params`, whether it is the
-    last (`on_last`), the micro-batch slot `micro_batch_s` and the fp32 gradient accumulation per parameter
-    per micro-batch (`accumulate`)."""
+    last (`on_last`), the micro-batch slot `micro_batch_s` and the gradient accumulation per parameter per
+    micro-batch (`accumulate`: optimizer_step.grad_accumulation)."""
     split = stage_split(batch)
     first_layers, middle_layers, last_layers = split["layers"]
     first_params, middle_params, last_params = split["params"]
-    accumulate = optimizer_step.fp32_grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
+    accumulate = optimizer_step.grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
     # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
     stage_seconds = np.stack([first_layers * layer_total + accumulate * first_params,
                               middle_layers * layer_total + accumulate * middle_params,

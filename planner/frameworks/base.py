@@ -211,6 +211,12 @@ class Framework:
     # weight-gradient GEMM accumulates into the fp32 buffer itself (Megatron's gradient_accumulation_fusion)
     # or no stack-level pass exists.
     fp32_grad_accumulation_bytes: float = 0.0
+    # Gradients held in 16 bits (fp16 without fp32 accumulation): HBM bytes per parameter of the unfused add of
+    # each micro-batch's new weight gradient into the gradient kept for the step, on every micro-batch after the
+    # first (autograd's AccumulateGrad steals the first and adds `grad += new_grad` in place after it: read 2 + 2,
+    # write 2 = 6; frameworks/megatron_2022.py). 0 where the weight-gradient GEMM accumulates in place
+    # (gradient_accumulation_fusion) or the stack's own pass is priced above.
+    unfused_16bit_grad_accumulation_bytes: float = 0.0
     # Where that fp32-accumulating pass runs (memory.fp32_accumulation_rows), the stack all-reduces the whole fp32
     # gradient over dp after the last backward, though each rank updates only its shard of the master, and the
     # step ends with an all-gather of the updated 16-bit parameters, at ZeRO 0 as at 1 (DeepSpeed's BF16_Optimizer,

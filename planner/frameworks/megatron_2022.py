@@ -27,6 +27,20 @@ stages talk and in what did not exist yet. Sources: NVIDIA/Megatron-LM at v2.5 (
   (285068c8 training.py:425, 440; optimizer/distrib_optimizer.py:536-584, 586-620): no overlap with backward or
   the next forward, so dp_comm_overlap is refused at ZeRO-1. At ZeRO-0, `--DDP-impl torch` (PyTorch DDP's
   bucketed all-reduce during backward, v2.5 arguments.py:607) overlaps; the local DDP, the default, does not.
+- fp16 gradients accumulate over the micro-batches in a pass of their own. No weight-gradient GEMM accumulated in
+  place before gradient_accumulation_fusion (83b1e42f, 2022-02-13), and that fusion ran only with fp32 main
+  gradients (it switched itself off otherwise, 83b1e42f arguments.py) until 07916bf2 (2022-09-27) taught it fp16. So
+  the SC21 fp16 runs (v2.5, `--DDP-impl local` without `--use-contiguous-buffers-in-ddp`, examples/sc21/CONFIG.sh;
+  v2.5 training.py:253-256, model/distributed.py:124, 196-218) let autograd add each micro-batch's fp16 weight gradient into `.grad`:
+  `optimizer.zero_grad()` sets it to None (v2.5 training.py:354-358, optimizer/optimizer.py:33-39, 283-294),
+  AccumulateGrad steals the first micro-batch's gradient and adds `grad += new_grad` in place after it
+  (pytorch/pytorch@035290b7 torch/csrc/autograd/functions/accumulate_grad.h:76-83): 2 + 2 bytes read and 2 written
+  per parameter on each micro-batch after the first (`unfused_16bit_grad_accumulation_bytes`, the step's
+  `grad_accumulation` part). With bf16, gradients accumulate in fp32 (v2.5 arguments.py:143-152) and are taken as
+  the 2022 code fused them into the GEMM: no pass. Not priced: v2.5's bf16 runs (before the fusion) added
+  into the fp32 main_grad after every micro-batch (distributed.py:171-176, 4 + 2 read, 4 written), and the fp16
+  runs of the window's last four months had the fusion; from e8fb052f (2021-08-18) the contiguous buffer's hook
+  made the add on the first micro-batch too (one pass more per step).
 - Not there yet: Transformer Engine and its TP overlap (2023), fp8, context parallelism (2023), Megatron-FSDP
   (ZeRO-2/3-style sharding); the distributed optimizer (ZeRO-1, 329fe582 of 2022-02-10) was. Mixture-of-experts
   layers came with Megatron-Core (frameworks/moe.py).
@@ -45,6 +59,7 @@ MEGATRON_2022 = replace(
     p2p_overlap=False,
     p2p_scatter_gather=True, p2p_gather_after_recv=True,
     interleaving_needs_pp_multiple=True,
+    unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` in fp16 (module docstring)
     tp_comm_overlap_available=False,
     param_gather_overlap=False, dp_reduce_per_model_chunk=False, reduce_overlaps_when_sharded=False,
     supports_context_parallel=False,

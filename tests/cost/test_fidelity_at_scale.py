@@ -158,6 +158,31 @@ def test_deepspeed_bf16_optimizer_adds_each_micro_batch_into_fp32_gradients(h100
     assert fp32["step_time_s"] > bf16["step_time_s"]
 
 
+def test_megatron_2022_fp16_adds_each_micro_batch_gradient_after_the_first(a100):
+    """Megatron-LM v2.5 in fp16 (no gradient_accumulation_fusion before 83b1e42f, and none for fp16 gradients until
+    07916bf2): autograd's AccumulateGrad keeps the first micro-batch's fp16 weight gradient and adds every later one
+    in place, read 2 + 2 and write 2 bytes per parameter at HBM speed (frameworks/megatron_2022.py). So m - 1 passes
+    a step; none with one micro-batch, with bf16 (fp32 gradients, fused) or in Megatron-Core (fused)."""
+    model = PRESETS["llama3-8b"]
+    layout = dict(dp=8, micro_batch=1, global_batch=32, dtype="fp16", framework="megatron-2022")
+    fp16 = simulate(model, Layout(**layout), a100)
+    hbm = a100.accelerator.hbm_bytes_per_s * a100.efficiency.hbm_efficiency
+    m, P = 4, model.total_params
+    assert fp16["time"]["grad_accumulation"] == pytest.approx((m - 1) * 6.0 * P / hbm, rel=1e-6)
+    one = simulate(model, Layout(**{**layout, "global_batch": 8}), a100)
+    bf16 = simulate(model, Layout(**{**layout, "dtype": "bf16"}), a100)
+    core = simulate(model, Layout(**{**layout, "framework": "megatron"}), a100)
+    for other in (one, bf16, core):
+        assert "grad_accumulation" not in other["time"]
+    # In place: no second gradient copy is held.
+    assert fp16["memory"]["gradients"] == pytest.approx(core["memory"]["gradients"], rel=1e-9)
+    # The pass rides in the pacing stage's micro-batch slot, so the 1F1B bubble (p - 1 slots) carries p - 1 of
+    # the step's m shares of it.
+    piped = dict(layout, tp=8, pp=4, dp=1)
+    fp16, bf16 = (simulate(model, Layout(**{**piped, "dtype": d}), a100)["time"] for d in ("fp16", "bf16"))
+    assert fp16["bubble"] - bf16["bubble"] == pytest.approx(3 * fp16["grad_accumulation"] / 32, rel=1e-6)  # m = 32
+
+
 def test_deepspeed_bf16_optimizer_all_reduces_the_whole_fp32_gradient_then_gathers(h100):
     """BF16_Optimizer has no reduce_gradients, so the engine all-reduces every fp32 gradient over dp
     (buffered_allreduce_fallback: runtime/engine.py:2056-2062, 2491-2535; pipe/engine.py:293-304 @38327e07) though
