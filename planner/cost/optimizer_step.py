@@ -53,9 +53,12 @@ def grad_accumulation(batch, fw, hbm):
     """Seconds per parameter per micro-batch, averaged over the step's micro-batches, of the passes adding each
     micro-batch's gradients into those the step keeps: the stack's own pass into an fp32 copy on every micro-batch
     (memory.fp32_accumulation_rows), and the unfused in-place add of 16-bit gradients on every micro-batch after
-    the first (Framework.unfused_16bit_grad_accumulation_bytes, where gradients are held in 16 bits); 0 elsewhere."""
+    the first (Framework.unfused_16bit_grad_accumulation_bytes, where whole gradients are held in 16 bits: ZeRO 0
+    and 1); 0 elsewhere."""
     fp32 = np.where(fp32_accumulation_rows(batch, fw), fw["fp32_grad_accumulation_bytes"], 0.0)
-    sixteen_bit = element_bytes(batch, fw)["grads"] < 4.0
+    # A whole 16-bit gradient kept over the micro-batches: at ZeRO 2 and 3 the stacks reduce every micro-batch's
+    # gradient into their shard and drop it (DeepSpeed's hooks; cost/shard_copies.py prices that copy).
+    sixteen_bit = (element_bytes(batch, fw)["grads"] < 4.0) & (batch.zero < 2)
     m = batch.grad_accumulation
     after_first = np.where(m > 0, (m - 1.0) / np.maximum(m, 1), 0.0)
     unfused = np.where(sixteen_bit, fw["unfused_16bit_grad_accumulation_bytes"] * after_first, 0.0)

@@ -50,6 +50,17 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   each rank then updates only its shard; `step` ends with `update_lp_params` (bf16_optimizer.py:312, 423-437), an
   `all_gather_dp_groups` of the updated bf16 parameters. The same at DeepSpeed 0.19.8 (engine.py:3088-3095,
   bf16_optimizer.py:593-603).
+- fp16 (or bf16 accumulated in bf16) at ZeRO 0 and 1: each micro-batch's gradients are added into `.grad` by
+  autograd, `grad += new_grad` on every micro-batch after the first (pytorch/pytorch@035290b7 torch/csrc/autograd/
+  functions/accumulate_grad.h:76-83), 6 bytes per parameter at HBM speed (`unfused_16bit_grad_accumulation_bytes`,
+  as megatron-2022). No gradient-handling hook takes them earlier: ZeRO-1's optimizer installs hooks only with
+  partitioned gradients, overlap_comm, a separate accumulation dtype or contiguous gradients
+  (stage_1_and_2.py:713-715 in 0.19.8), and those reduce only at the accumulation boundary unless gradients are
+  partitioned (`reduce_ready_partitions_and_remove_grads`, :2293-2295); the separate fp32 accumulation attribute
+  (:397-404, 1234-1240) is used only when the accumulation dtype differs, which with bf16 is the BF16_Optimizer
+  path below. The pipeline engine's backward is the engine's or `outputs.backward(gradient=...)` (pipe/engine.py:
+  792-855), with the reduce after the last micro-batch (`_exec_reduce_grads`, :287). At ZeRO 2 and 3 the hooks reduce every micro-batch's gradient into
+  the partition and drop it (shard_copies).
 - ZeRO-3 keeps the parameters of at most `stage3_param_persistence_threshold` (1e5) elements gathered between uses
   (`ds_persist`, partition_parameters.py:1292-1297; zero/config.py:228): the norms and biases
   (planner.specs.model.vector_tensors). Yet every `step` releases all parameters, the persistent ones too
@@ -116,6 +127,7 @@ DEEPSPEED = Framework(
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,
     p2p_gather_after_recv=True,
     fp32_grad_accumulation_bytes=18.0,  # BF16_Optimizer's cast + add per micro-batch (module docstring)
+    unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` at ZeRO 0/1 (module docstring)
     fp32_accumulation_all_reduces=True,  # BF16_Optimizer all-reduces the fp32 gradient, then all-gathers (docstring)
     # ZeRO-2's and ZeRO-3's gradient bucket copies and divides every micro-batch (cost/shard_copies.py).
     shard_copies="deepspeed",

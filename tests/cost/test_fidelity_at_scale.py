@@ -153,9 +153,25 @@ def test_deepspeed_bf16_optimizer_adds_each_micro_batch_into_fp32_gradients(h100
     assert fp32["memory"]["gradients"] == pytest.approx((4 + 2) * P, rel=1e-6)
     bf16 = simulate(model, Layout(**{**layout, "grad_reduce_in_fp32": False}, framework="deepspeed"), h100)
     megatron = simulate(model, Layout(**layout, framework="megatron"), h100)
-    for other in (bf16, megatron):
-        assert "grad_accumulation" not in other["time"]
+    assert "grad_accumulation" not in megatron["time"]
+    # Accumulated in bf16 there is no BF16_Optimizer pass, only autograd's in-place add after the first micro-batch
+    # (test below).
+    assert bf16["time"]["grad_accumulation"] == pytest.approx((m - 1) * 6.0 * P / hbm, rel=1e-6)
     assert fp32["step_time_s"] > bf16["step_time_s"]
+
+
+@pytest.mark.parametrize("zero, passes", [(0, 3), (1, 3), (2, 0)])
+def test_deepspeed_16_bit_gradients_accumulate_by_autograd_at_zero_0_and_1(h100, zero, passes):
+    """DeepSpeed fp16 at ZeRO 0 and 1 keeps each parameter's .grad over the micro-batches: no gradient hook reduces
+    before the accumulation boundary (stage_1_and_2.py:713-715, 2293-2295), so autograd adds each later micro-batch's
+    gradient in place, 2 + 2 read and 2 written bytes per parameter (frameworks/deepspeed.py): m - 1 = 3 passes for
+    4 micro-batches. At ZeRO-2 the hooks reduce every micro-batch into the partition and drop the gradient: none."""
+    model = PRESETS["llama3-8b"]
+    result = simulate(model, Layout(dp=8, zero=zero, micro_batch=1, global_batch=32, dtype="fp16",
+                                    framework="deepspeed"), h100)
+    hbm = h100.accelerator.hbm_bytes_per_s * h100.efficiency.hbm_efficiency
+    assert result["time"].get("grad_accumulation", 0.0) == pytest.approx(passes * 6.0 * model.total_params / hbm,
+                                                                        rel=1e-6)
 
 
 def test_megatron_2022_fp16_adds_each_micro_batch_gradient_after_the_first(a100):
