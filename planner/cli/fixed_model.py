@@ -15,8 +15,6 @@ import csv
 import io
 import sys
 
-import numpy as np
-
 from planner.errors import PlannerInputError
 
 
@@ -258,41 +256,12 @@ def result_json(result) -> dict:
         "cluster": result.cluster.name, "tokens": result.tokens,
         "chosen": None if result.chosen is None else _count_json(result.chosen),
         "hyperparameters": _hyperparameters(result),
-        "runners_up": [] if result.chosen is None else runners_up(result.chosen),
+        # Other layouts at the chosen count within every limit given; those that miss the deadline or budget
+        # apart, with "violates" (search.fixed_model.runners_up).
+        "runners_up": result.runners_up, "runners_up_set_aside": result.runners_up_set_aside,
         "counts": [_count_json(c) for c in result.counts], "knee_gpus": result.knee_gpus,
         "explanation": result.explanation, "assumptions": result.assumptions,
     }
-
-
-# Runners-up that differ materially from the best: each the fastest under its own restriction, as masks
-# over the search's layout arrays.
-RUNNER_UP_RULES = (
-    ("fastest without pipeline parallelism", lambda a: a["pp"] == 1),
-    ("fastest without tensor parallelism", lambda a: a["tp"] == 1),
-    ("fastest with ZeRO-3 / FSDP", lambda a: a["zero"] == 3),
-    ("fastest without recompute", lambda a: a["recompute"] == 0),
-)
-
-
-def runners_up(count) -> list[dict]:
-    from planner.frameworks import FRAMEWORK_CODES
-
-    search = count.search
-    order = search.order  # feasible, fastest first
-    arrays = {key: values[order] for key, values in search.arrays.items()}
-    best = int(order[0])
-    rules = list(RUNNER_UP_RULES) + [(f"fastest on {name}", lambda a, c=code: a["framework"] == c)
-                                     for name, code in FRAMEWORK_CODES.items()
-                                     if code != search.arrays["framework"][best]]
-    picks, seen = [], {best}
-    for label, rule in rules:
-        if rule({k: v[[0]] for k, v in arrays.items()})[0]:
-            continue  # the best already satisfies it
-        hits = np.flatnonzero(rule(arrays))
-        if len(hits) and int(order[hits[0]]) not in seen:
-            seen.add(int(order[hits[0]]))
-            picks.append({"label": label, **search.rows([int(order[hits[0]])])[0]})
-    return picks
 
 
 def format_fixed_model(result) -> str:
@@ -355,13 +324,44 @@ def format_fixed_model(result) -> str:
     lines.append("  step parts " + ", ".join(f"{k} {100 * v / sim['step_time_s']:.0f}%" for k, v in parts[:6]))
     memory = sorted(((k, v) for k, v in sim["memory_parts"].items() if v > 0), key=lambda kv: -kv[1])
     lines.append("  memory     " + ", ".join(f"{k} {human_bytes(v)}" for k, v in memory[:5]))
-    ups = runners_up(c)
+    return "\n".join(lines + runner_up_lines(result))
+
+
+def runner_up_lines(result) -> list[str]:
+    """The runners-up table (search.fixed_model.runners_up: each within every limit given) and a line for each
+    restriction whose fastest layout misses the deadline or budget, with what it would take."""
+    from planner.report.render import human_amount, human_days, human_seconds, layout_text, table
+
+    ups, aside, c = result.runners_up, result.runners_up_set_aside, result.chosen
+    lines = []
     if ups:
-        lines += ["", "runners-up (each the fastest under its restriction)"]
-        lines.append(table(["", "layout", "step", "MFU", "GiB/GPU"],
+        timed = result.tokens is not None and result.tokens > 0
+        given = " and ".join(name for name, key in (("deadline", "deadline_s"), ("budget", "budget_gpu_hours"))
+                             if result.assumptions.get(key) is not None)
+        lines += ["", f"runners-up on the chosen {c.gpus} GPUs (each the fastest under its restriction"
+                  + (f", within the {given})" if given else ")")]
+        lines.append(table(["", "layout", "step", "MFU", "GiB/GPU"] + (["wall-clock", "GPU-h"] if timed else []),
                            [[u["label"], layout_text(u), human_seconds(u["step_time_s"]), f"{100 * u['mfu']:.1f}%",
-                             f"{u['memory_gib']:.1f}"] for u in ups], align="llrrr"))
-    return "\n".join(lines)
+                             f"{u['memory_gib']:.1f}"]
+                            + ([human_days(u["days"]), human_amount(u["gpu_hours"])] if timed else [])
+                            for u in ups], align="llrrr" + ("rr" if timed else "")))
+    if aside:
+        lines += ["", f"runners-up set aside: on the chosen {c.gpus} GPUs the fastest layout under each of these "
+                      "restrictions misses a limit given (slower ones miss it by more)"]
+        lines += [f"  {u['label']} ({layout_text(u)}): "
+                  + "; ".join(missed_limit_text(limit, u, result.assumptions) for limit in u["violates"])
+                  for u in aside]
+    return lines
+
+
+def missed_limit_text(limit: str, spent: dict, assumptions: dict) -> str:
+    """'109.9 days, past the 90.0 days deadline' or '4,251,925 GPU-hours, over the budget of 3,500,000': a plan's
+    `spent` days or GPU-hours against the `limit` ("deadline", "budget") it misses (search.fixed_model.missed_limits)."""
+    from planner.report.render import human_amount, human_days
+
+    if limit == "deadline":
+        return f"{human_days(spent['days'])}, past the {human_days(assumptions['deadline_s'] / 86400.0)} deadline"
+    return f"{human_amount(spent['gpu_hours'])} GPU-hours, over the budget of {human_amount(assumptions['budget_gpu_hours'])}"
 
 
 __all__ = ["add_fixed_model_arguments", "wants_fixed_model", "run_fixed_model", "solve_fixed_model", "parse_gpu_list"]

@@ -19,6 +19,13 @@ the step-time band (error_bands: the cluster's own calibration, else the publish
 
 Counts that cannot meet the deadline even at the best FLOP rate any kernel reaches
 (gemm.flop_rate_ceiling) are skipped without a search, as the budget search's bounds do.
+
+Runners-up (runners_up) are other layouts at the chosen count, each the fastest under one restriction (no
+pipeline, no tensor parallelism, ZeRO-3, no recompute, another stack). They meet every limit the chosen plan
+meets: its GPU count, memory and batch limit by construction, and --deadline / --budget by a check: a slower
+layout on the same GPUs takes longer and spends more GPU-hours, so one can miss what the chosen plan meets
+(Llama 3 70B, 15T tokens, 90 days: the chosen 1,536 GPUs take 89.6 days, their fastest layout without tensor
+parallelism 110). Those are set aside with the limits they miss, for the report to name, never shown as plans.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.cost.gemm import flop_rate_ceiling, rank_share
+from planner.frameworks import FRAMEWORK_CODES
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec, model_training_flops
@@ -71,6 +79,10 @@ class FixedModelPlan:
     explanation: list[str] = field(default_factory=list)
     knee_gpus: int | None = None
     assumptions: dict = field(default_factory=dict)
+    # Other layouts at the chosen count (runners_up): those within every limit given, and those set aside with
+    # the limits they miss ("violates": ["deadline", "budget"]).
+    runners_up: list[dict] = field(default_factory=list)
+    runners_up_set_aside: list[dict] = field(default_factory=list)
 
 
 def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: float, dtype: str) -> float:
@@ -93,18 +105,30 @@ def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dt
         return CountPlan(gpus=gpus, search=search, best=None, reason=why)
     plan = CountPlan(gpus=gpus, search=search, best=best)
     if tokens:
-        rate = float(search.tokens_per_s[best]) * search.goodput
-        seconds = tokens / rate
-        plan.days = seconds / 86400.0
-        plan.gpu_hours = gpus * seconds / 3600.0
-        price = cluster.price_per_accelerator_hour
-        plan.cost_usd = plan.gpu_hours * price if price else None
+        spent = layout_time_and_cost(search, best, tokens)
+        plan.days, plan.gpu_hours, plan.cost_usd = spent["days"], spent["gpu_hours"], spent["cost_usd"]
         row = search.rows([best])[0]
-        band = step_time_interval(float(search.step_time_s[best]), row["framework"], cluster)
+        band = step_time_interval(float(search.step_time_s[best]), row["framework"], search.cluster)
         if band is not None:
             step = float(search.step_time_s[best])
             plan.days_band = [plan.days * band["low_s"] / step, plan.days * band["high_s"] / step]
     return plan
+
+
+def layout_time_and_cost(search: LayoutSearch, i: int, tokens: float) -> dict:
+    """Days, GPU-hours and cost of training `tokens` on layout i of `search`: its trained tokens per second
+    (tokens/s x its stack's goodput), on all the search's GPUs, at the cluster's price."""
+    seconds = tokens / (float(search.tokens_per_s[i]) * float(search.goodputs[i]))
+    gpu_hours = search.gpus * seconds / 3600.0
+    price = search.cluster.price_per_accelerator_hour
+    return {"days": seconds / 86400.0, "gpu_hours": gpu_hours, "cost_usd": gpu_hours * price if price else None}
+
+
+def missed_limits(days: float, gpu_hours: float, deadline_s: float | None, budget_gpu_s: float | None) -> list[str]:
+    """The limits given that a plan of `days` and `gpu_hours` misses ("deadline", "budget"), by the comparisons
+    plan_fixed_model chooses the count with."""
+    return ([] if deadline_s is None or days * 86400.0 <= deadline_s else ["deadline"]) + \
+           ([] if budget_gpu_s is None or gpu_hours * 3600.0 <= budget_gpu_s else ["budget"])
 
 
 def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[int], *, tokens: float | None = None,
@@ -133,11 +157,9 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                 continue
             plan = evaluate_count(model, cluster, gpus, **common)
             result.counts.append(plan)
-            if plan.feasible and plan.days * 86400.0 <= deadline_s:
-                within = budget_gpu_s is None or plan.gpu_hours * 3600.0 <= budget_gpu_s
-                if within:
-                    result.chosen = plan
-                    break
+            if plan.feasible and not missed_limits(plan.days, plan.gpu_hours, deadline_s, budget_gpu_s):
+                result.chosen = plan
+                break
     elif budget_gpu_s is not None and tokens:
         # The fastest plan within the budget: more GPUs are not always faster (past the scaling knee a larger
         # count can take longer), so counts below the first affordable one are searched too, down to where even
@@ -147,7 +169,7 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                 break
             plan = evaluate_count(model, cluster, gpus, **common)
             result.counts.insert(0, plan)
-            if (plan.feasible and plan.gpu_hours * 3600.0 <= budget_gpu_s
+            if (plan.feasible and not missed_limits(plan.days, plan.gpu_hours, None, budget_gpu_s)
                     and (result.chosen is None or plan.days < result.chosen.days)):
                 result.chosen = plan
     else:
@@ -162,7 +184,50 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
             result.chosen = max(before_knee or feasible, key=lambda c: (speed(c), -c.gpus))
     if result.chosen is None:
         result.explanation = _explain(result, deadline_s, budget_gpu_s, min_headroom)
+    else:
+        result.runners_up, result.runners_up_set_aside = runners_up(result.chosen, tokens, deadline_s, budget_gpu_s)
     return result
+
+
+# Runners-up that differ materially from the best: each the fastest under its own restriction, as masks
+# over the search's layout arrays (besides these, the fastest on each other stack searched).
+RUNNER_UP_RULES = (
+    ("fastest without pipeline parallelism", lambda a: a["pp"] == 1),
+    ("fastest without tensor parallelism", lambda a: a["tp"] == 1),
+    ("fastest with ZeRO-3 / FSDP", lambda a: a["zero"] == 3),
+    ("fastest without recompute", lambda a: a["recompute"] == 0),
+)
+
+
+def runners_up(count: CountPlan, tokens: float | None = None, deadline_s: float | None = None,
+               budget_gpu_s: float | None = None) -> tuple[list[dict], list[dict]]:
+    """(shown, set aside): for each restriction the chosen layout does not already satisfy, the fastest layout
+    of `count` under it (count.search.order: those within memory and the batch limit, most trained tokens per
+    second first), as a row with its days, GPU-hours and cost for `tokens`. Set aside, with "violates", are
+    those that miss the deadline or budget; a slower layout under the same restriction would miss it by more
+    (time and GPU-hours on these GPUs fall with the trained tokens per second the order ranks by)."""
+    search = count.search
+    order = search.order
+    arrays = {key: values[order] for key, values in search.arrays.items()}
+    best = int(order[0])
+    rules = list(RUNNER_UP_RULES) + [(f"fastest on {name}", lambda a, c=code: a["framework"] == c)
+                                     for name, code in FRAMEWORK_CODES.items()
+                                     if code != search.arrays["framework"][best]]
+    shown, set_aside, seen = [], [], {best}
+    for label, rule in rules:
+        if rule({k: v[[0]] for k, v in arrays.items()})[0]:
+            continue  # the best already satisfies it
+        hits = np.flatnonzero(rule(arrays))
+        if not len(hits) or int(order[hits[0]]) in seen:
+            continue
+        i = int(order[hits[0]])
+        seen.add(i)
+        spent = layout_time_and_cost(search, i, tokens) if tokens else {"days": None, "gpu_hours": None,
+                                                                        "cost_usd": None}
+        violates = missed_limits(spent["days"], spent["gpu_hours"], deadline_s, budget_gpu_s) if tokens else []
+        record = {"label": label, **search.rows([i])[0], **spent, "violates": violates}
+        (set_aside if violates else shown).append(record)
+    return shown, set_aside
 
 
 def _scaling(result: FixedModelPlan, knee: float) -> None:

@@ -240,6 +240,75 @@ def test_budget_only_outputs_are_refused_for_a_fixed_model(tmp_path, optimize, f
     assert list(tmp_path.iterdir()) == []
 
 
+def _runner_up_limits(model_name: str, gpus: int, tokens: float):
+    """The unconstrained plan at `gpus` and a deadline and budget halfway between its fastest and slowest
+    runner-up's days and GPU-hours: some runner-up meets each, some misses it."""
+    model, cluster = preset(model_name), load_cluster("dgx-h100")
+    free = plan_fixed_model(model, cluster, [gpus], tokens=tokens)
+    days = sorted(u["days"] for u in free.runners_up)
+    hours = sorted(u["gpu_hours"] for u in free.runners_up)
+    assert len(days) >= 2 and days[0] < days[-1] and free.runners_up_set_aside == []  # the premise
+    return model, cluster, free, (days[0] + days[-1]) / 2 * 86400.0, (hours[0] + hours[-1]) / 2 * 3600.0
+
+
+@pytest.mark.parametrize("model_name", ["llama3-8b", "qwen3-30b-a3b"])  # dense, and MoE (expert layouts)
+def test_runners_up_meet_the_deadline_and_budget_or_are_set_aside(model_name):
+    """Helper-found: the runners-up (other layouts at the chosen count, each the fastest under a restriction) were
+    not checked against --deadline / --budget. A slower layout on the same GPUs takes longer and spends more:
+    Llama 3 70B, 15T tokens, --deadline 90d chose 1,536 GPUs at 89.6 days and listed, unmarked, a layout without
+    tensor parallelism taking 110 days, and ZeRO-3 (104) and DeepSpeed (115) ones. Here the limits lie between
+    the runners-up's own days and GPU-hours: those within are shown, the rest are set aside naming the limit."""
+    tokens = 1e12
+    model, cluster, free, deadline_s, budget_s = _runner_up_limits(model_name, 64, tokens)
+    labels = {u["label"] for u in free.runners_up}
+    for limit, kwargs, spent in (("deadline", {"deadline_s": deadline_s}, lambda u: u["days"] * 86400.0),
+                                 ("budget", {"budget_gpu_s": budget_s}, lambda u: u["gpu_hours"] * 3600.0)):
+        plan = plan_fixed_model(model, cluster, [64], tokens=tokens, **kwargs)
+        bound = next(iter(kwargs.values()))
+        assert plan.chosen.gpus == 64 and plan.runners_up and plan.runners_up_set_aside
+        assert all(spent(u) <= bound and u["violates"] == [] for u in plan.runners_up)
+        assert all(spent(u) > bound and u["violates"] == [limit] for u in plan.runners_up_set_aside)
+        # Every restriction is still accounted for, with the unconstrained plan's numbers.
+        assert {u["label"] for u in plan.runners_up + plan.runners_up_set_aside} == labels
+        # Independent of the goodput (<= 1): a shown runner-up's raw tokens/s alone can train the tokens in time.
+        if limit == "deadline":
+            assert all(tokens / u["tokens_per_s"] <= deadline_s for u in plan.runners_up)
+    # The same arithmetic as the chosen plan's: at 100% goodput each would take tokens / tokens_per_s.
+    for u in free.runners_up:
+        assert 0.5 < tokens / u["tokens_per_s"] / (u["days"] * 86400.0) <= 1.0
+        assert u["gpu_hours"] == pytest.approx(u["days"] * 24.0 * 64, rel=1e-12)
+
+
+def test_runners_up_are_printed_within_the_deadline_or_set_aside(optimize):
+    """The command line of the test above: --json keeps the set-aside ones apart ("runners_up_set_aside", with
+    "violates"), and the text prints each shown runner-up's wall-clock and names what each set-aside one misses."""
+    from planner.specs.units import parse_duration
+
+    _, _, free, deadline_s, _ = _runner_up_limits("llama3-8b", 64, 1e12)
+    argv = ("--model", "llama3-8b", "--tokens", "1T", "--gpus", "64", "--deadline", f"{deadline_s / 3600:.4f}h")
+    code, out, _ = optimize(*argv, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["runners_up"] and result["runners_up_set_aside"]
+    assert all(u["days"] * 86400.0 <= deadline_s for u in result["runners_up"])
+    assert all(u["days"] * 86400.0 > deadline_s and u["violates"] == ["deadline"]
+               for u in result["runners_up_set_aside"])
+    code, out, _ = optimize(*argv)
+    lines = out.splitlines()
+    assert code == 0
+    start = next(i for i, line in enumerate(lines) if line.startswith("runners-up on the chosen 64 GPUs"))
+    assert "within the deadline" in lines[start] and "wall-clock" in lines[start + 1]
+    shown = [line for line in lines[start + 3:] if line.startswith("fastest ")]
+    assert len(shown) == len(result["runners_up"])
+    for line in shown:  # the wall-clock column, read back
+        wall = re.search(r"(\d+(\.\d+)? (days|h))\s+[\d,.e+]+$", line).group(1)
+        assert parse_duration(wall, "wall-clock") <= deadline_s * (1 + 5e-3), line  # printed to 3 digits
+    aside = lines[lines.index(next(line for line in lines if line.startswith("runners-up set aside"))) + 1:]
+    for u in result["runners_up_set_aside"]:
+        line = next(line for line in aside if line.startswith(f"  {u['label']} ("))
+        assert "past the" in line and "deadline" in line, line
+        assert not any(line.startswith(u["label"]) for line in shown)
+
+
 def test_sweep_marks_the_knee_and_stops_before_it():
     plan = plan_fixed_model(preset("llama3-8b"), load_cluster("dgx-h100"), [8, 64, 512, 4096], tokens=1e12, knee=0.95)
     efficiencies = [c.scaling_efficiency for c in plan.counts]
