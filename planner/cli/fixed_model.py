@@ -212,11 +212,27 @@ def run_fixed_model(args) -> int:
         if index != chosen.best:
             sys.stderr.write(f"note: --emit writes the fastest layout its launcher runs, "
                              f"{float(chosen.search.step_time_s[index]):.3f} s/step against the best "
-                             f"{float(chosen.search.step_time_s[chosen.best]):.3f} s\n")
+                             f"{float(chosen.search.step_time_s[chosen.best]):.3f} s"
+                             f"{emitted_limits_text(result, index)}\n")
         summary = (f"optimize --model: {result.model.name}, {chosen.gpus} GPUs of {result.cluster.name}, "
                    f"step {float(chosen.search.step_time_s[index]):.3f} s")
         report_cli.emit_launch(args.emit, result.model, layout, result.cluster, result.tokens, summary, args.force)
     return 0 if result.chosen is not None else 1
+
+
+def emitted_limits_text(result, index: int) -> str:
+    """'; it misses the deadline: ...' when the --emit layout `index` of the chosen count (slower than the plan's
+    where the plan's stack has no launcher for it) misses --deadline / --budget, which the plan meets; else empty."""
+    from planner.search.fixed_model import layout_time_and_cost, missed_limits
+
+    if not result.tokens:
+        return ""
+    spent = layout_time_and_cost(result.chosen.search, index, result.tokens)
+    budget_h = result.assumptions["budget_gpu_hours"]
+    missed = missed_limits(spent["days"], spent["gpu_hours"], result.assumptions["deadline_s"],
+                           None if budget_h is None else budget_h * 3600.0)
+    return (f"; it misses the {' and '.join(missed)}: "
+            + "; ".join(missed_limit_text(limit, spent, result.assumptions) for limit in missed)) if missed else ""
 
 
 def layouts_csv(result) -> str:

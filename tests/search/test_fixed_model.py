@@ -420,6 +420,18 @@ def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, optimize, alib
         assert "fastest layout its launcher runs" in err
 
 
+def test_emit_says_when_its_slower_layout_misses_the_deadline(tmp_path, optimize, alibi_preset):
+    """Helper-found: the --emit fallback above (a slower stack's layout) can miss a --deadline the plan meets, and
+    the note gave only the two step times. With the deadline 0.1% above the plan's days it now says so."""
+    chosen = json.loads(optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]
+    assert chosen["best"]["framework"] != "deepspeed"  # the premise: --emit falls back to another layout
+    deadline = f"{chosen['days'] * 24 * 1.001:.4f}h"
+    code, out, err = optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--deadline", deadline,
+                              "--emit", tmp_path / "launch")
+    assert code == 0 and "fastest layout its launcher runs" in err
+    assert "; it misses the deadline: " in err and "past the" in err, err
+
+
 def test_min_headroom_keeps_that_much_hbm_free_and_thin_margins_are_flagged(optimize):
     """Issue 15: --min-headroom is a constraint; a plan with under 5% of HBM free says so."""
     argv = ["--model", "gpt3-175b", "--gpus", "96", "--global-batch", "1536", "--cluster", "dgx-a100-80gb",
