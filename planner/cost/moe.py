@@ -11,7 +11,8 @@ group, T/tp per rank as Megatron's alltoall dispatcher holds them under sequence
               over the etp group and the outputs reduce-scattered;
   experts     E/ep local experts, each a grouped GEMM of M = T·k·etp·ep / (tp·E) rows (the ep group's tokens
               routed to it) x the expert's matrices split over etp, at the matmul efficiency of that
-              shape (the same curve as every other GEMM), times the load imbalance (the busiest rank
+              shape (the same curve as every other GEMM: the stacks' expert GEMMs are cuBLAS kernels,
+              frameworks/moe.py), times the load imbalance (the busiest rank
               paces the layer); backward 2x;
   permute     read and write the token copies on each side of the all-to-all (memory-bound); in fp8
               dropless on Megatron + TE, the copies that pad each expert's rows to the fp8 alignment; on

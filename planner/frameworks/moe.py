@@ -173,6 +173,21 @@ DEEPSEEK_FP8_SAVED_BYTES = (1.0, 1.0, 0.0)
 # expert) is taken as below every expert's share of a training micro-batch: not modelled.
 DEEPSPEED_CAPACITY_FACTOR = 1.0
 
+# Expert GEMM kernels: every stack's are cuBLAS's on Hopper, so the experts take the same GEMM curve as the dense
+# layers (cost/moe.py) and no row names a kernel family. Megatron-Core's --moe-grouped-gemm runs TEGroupedMLP, TE's
+# GroupedLinear (megatron/core/extensions/transformer_engine_spec_provider.py:75-85 at d98e8a64; no other grouped
+# path is left), which issues one cuBLAS GEMM per local expert over several streams (TransformerEngine v1.9
+# transformer_engine/common/gemm/cublaslt_gemm.cu:381-413, nvte_multi_stream_cublas_gemm). MCore v0.8
+# (core_r0.8.0, baf94af3) took TEGroupedMLP with TE >= 1.9 (custom_layers/transformer_engine.py:569,
+# models/gpt/gpt_layer_specs.py:125-140, transformer/moe/moe_layer.py:73-77), else the legacy GroupedMLP over
+# fanshiqing/grouped_gemm (Dockerfile.ci:26 pins v1.1.2), which also loops cuBLAS per expert over 4 streams
+# unless built for exactly sm_80 (csrc/grouped_gemm.cu:385-397, weight gradients always cuBLAS :327, at 63a7fb6e).
+# tgale96/grouped_gemm (MegaBlocks) runs cuBLAS by default on every architecture (csrc/grouped_gemm.cu:494-501,
+# 542-563, README.md:11-22 at ebeae0bb; before v0.1.6, cuBLAS unless built for sm_80, v0.1.4 :337-349). Its
+# CUTLASS Sm80 (mma.sync) grouped kernel runs on H100 only in an opt-in GROUPED_GEMM_CUTLASS=1 build, measured
+# below cuBLAS there (116.9 against 129.5 TFLOP/s, tgale96/grouped_gemm PR #37; "~30% slower", NVIDIA/cutlass
+# issue #1280): not modelled.
+
 MOE_STACKS = {
     "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,

@@ -208,6 +208,11 @@ def test_megatron_bridge_deepseek_v3_b200():
 # gather (README.md:201-209, and the tuning advice at :289); no recompute; balanced routing (imbalance 1.0).
 # Megatron counts model FLOPs per token as 12·L·h²·[(1 + g/a + s/h) + (f/h)·k·3/2 + V/(2·L·h)] (core_r0.8.0 megatron/training/
 # training.py:73-108): 82.93 GFLOP, so 438 TFLOP/s is 5,282 tokens/s/GPU.
+# Ruled out as the cause of the gap: the expert GEMM kernels. At EP8 each rank holds one of the 8 experts, so the
+# grouped GEMM is one GEMM of ~8,192 routed rows per layer and micro-batch, and both of v0.8's grouped paths run
+# it in cuBLAS (Hopper-native), not in grouped_gemm's CUTLASS Sm80 kernel (frameworks/moe.py, "Expert GEMM
+# kernels"); the README's benchmark image has TE v1.9 (README.md:312 at 0b981f9c), so MCore v0.8 picks TEGroupedMLP; it
+# advises grouped GEMM "when num_local_experts>1" (:293-295).
 MIXTRAL_MEGATRON_FLOPS_PER_TOKEN = 12 * 32 * 4096**2 * ((1 + 8 / 32 + 4096 / 4096) + 14336 / 4096 * 2 * 1.5
                                                        + 32000 / (2 * 32 * 4096))
 MIXTRAL_H100_TOKENS_PER_S_PER_GPU = 438e12 / MIXTRAL_MEGATRON_FLOPS_PER_TOKEN
