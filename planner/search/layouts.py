@@ -365,7 +365,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                    global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
-                   hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None) -> LayoutSearch:
+                   hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None, restrict=None) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
@@ -374,7 +374,9 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     besides flat ZeRO-3 (space.hierarchy_choices; default the lossless ones, hpZ and shard groups).
     `memo`: a dict kept by a caller that searches the same model and batch again (the budget comparison's
     rounds): the layouts' memory and step times are scored once per (model, GPUs, batch target, options);
-    only the batch limit, which follows the tokens, is applied anew.
+    only the batch limit, which follows the tokens, is applied anew. `restrict`: a function of the enumerated
+    layout arrays returning a mask; only the layouts it keeps are scored (the fixed-model search's look at
+    other GPU counts for one restriction, search.fixed_model.where_restrictions_meet_limits).
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -391,11 +393,11 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         limit = float(batch_size.max_batch_tokens(np.array([trained]), np.array([model.non_embedding_params]),
                                                   batch_rule)[0]) / model.seq_len
     key = (model.model_dump_json(), cluster.name, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-           hierarchy, float(moe_load_imbalance))
+           hierarchy, float(moe_load_imbalance), restrict)
     scored = memo.get(key) if memo is not None else None
     if scored is None:
         scored = _score_layouts(model, cluster, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-                                hierarchy, moe_load_imbalance)
+                                hierarchy, moe_load_imbalance, restrict)
         if memo is not None:
             memo[key] = scored
     arrays, memory, in_hbm, fits, times = scored
@@ -414,10 +416,14 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
 
 
 def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype, min_headroom, hierarchy,
-                   moe_load_imbalance):
-    """Every layout of the search and its memory, fit and step time (NaN where it does not fit)."""
+                   moe_load_imbalance, restrict=None):
+    """Every layout of the search (those `restrict` keeps) and its memory, fit and step time (NaN where it
+    does not fit)."""
     arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype,
                                gpus_per_node=cluster.gpus_per_node if hierarchy else None, hierarchy=hierarchy)
+    if restrict is not None:
+        kept = np.asarray(restrict(arrays), dtype=bool)
+        arrays = {name: column[kept] for name, column in arrays.items()}
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search, at each stack's capacity
         batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
