@@ -273,7 +273,9 @@ def result_json(result) -> dict:
         "chosen": None if result.chosen is None else _count_json(result.chosen),
         "hyperparameters": _hyperparameters(result),
         # Other layouts at the chosen count within every limit given; those that miss the deadline or budget
-        # apart, with "violates" (search.fixed_model.runners_up).
+        # apart, with "violates" (search.fixed_model.runners_up) and "meets_limits_at": the GPU count where the
+        # fastest layout under the same restriction meets every limit given, or None with "counts_tried"
+        # (search.fixed_model.where_restrictions_meet_limits).
         "runners_up": result.runners_up, "runners_up_set_aside": result.runners_up_set_aside,
         "counts": [_count_json(c) for c in result.counts], "knee_gpus": result.knee_gpus,
         "explanation": result.explanation, "assumptions": result.assumptions,
@@ -362,12 +364,44 @@ def runner_up_lines(result) -> list[str]:
                             + ([human_days(u["days"]), human_amount(u["gpu_hours"])] if timed else [])
                             for u in ups], align="llrrr" + ("rr" if timed else "")))
     if aside:
+        rule = ("the fastest GPU count within it, as the plan's" if result.assumptions.get("deadline_s") is None
+                else "the smallest GPU count where it meets them")
         lines += ["", f"runners-up set aside: on the chosen {c.gpus} GPUs the fastest layout under each of these "
-                      "restrictions misses a limit given (slower ones miss it by more)"]
-        lines += [f"  {u['label']} ({layout_text(u)}): "
-                  + "; ".join(missed_limit_text(limit, u, result.assumptions) for limit in u["violates"])
-                  for u in aside]
+                      f"restrictions misses a limit given (slower ones miss it by more); under each, {rule}"]
+        for u in aside:
+            lines.append(f"  {u['label']} ({layout_text(u)}): "
+                         + "; ".join(missed_limit_text(limit, u, result.assumptions) for limit in u["violates"]))
+            if "meets_limits_at" in u:
+                lines.append(f"    {limits_met_text(u, result.assumptions)}")
     return lines
+
+
+def limits_met_text(entry: dict, assumptions: dict) -> str:
+    """Where a set-aside runner-up's restriction meets every limit given (search.fixed_model.
+    where_restrictions_meet_limits): 'meets it on 3072 GPUs: deepspeed tp8 ..., 63.2 days, 4,660,827 GPU-hours,
+    $13,982,480', or 'no count up to 6144 GPUs meets it (8192-32768 not searched: ...)'; with --budget alone
+    'fastest within it on 3072 GPUs: ...' (the count is chosen as the plan's is)."""
+    from planner.report.render import human_amount, human_days, layout_text
+
+    given = [name for name, key in (("deadline", "deadline_s"), ("budget", "budget_gpu_hours"))
+             if assumptions.get(key) is not None]
+    limits = "it" if len(given) == 1 else "the " + " and ".join(given)
+    budget_alone = given == ["budget"]  # then the fastest count within it, as the plan's; else the smallest
+    tried, skipped, met = entry["counts_tried"], entry["counts_not_tried"], entry["meets_limits_at"]
+    not_searched = f"{skipped[0]}{'' if len(skipped) == 1 else '-' + str(skipped[-1])}" if skipped else ""
+    unsearched = f" ({not_searched} not searched: the cost limit on further searches)" if skipped else ""
+    if met is not None:
+        cost = f", ${human_amount(met['cost_usd'])}" if met["cost_usd"] else ""
+        where = f"fastest within it on {met['gpus']} GPUs" if budget_alone else f"meets {limits} on {met['gpus']} GPUs"
+        return (f"{where}: {layout_text(met['layout'])}, {human_days(met['days'])}, "
+                f"{human_amount(met['gpu_hours'])} GPU-hours{cost}{unsearched}")
+    if not tried and skipped:
+        return f"not searched on {not_searched} GPUs (the cost limit on further searches)"
+    if not tried:
+        return (f"no {'other' if budget_alone else 'larger'} GPU count is a candidate here (--gpus, --max-gpus, "
+                f"the cluster's size){unsearched}")
+    span = f"from {tried[0]} to {tried[-1]}" if budget_alone else f"up to {tried[-1]}"
+    return f"no count {span} GPUs {'is within' if budget_alone else 'meets'} {limits}{unsearched}"
 
 
 def missed_limit_text(limit: str, spent: dict, assumptions: dict) -> str:

@@ -25,7 +25,10 @@ pipeline, no tensor parallelism, ZeRO-3, no recompute, another stack). They meet
 meets: its GPU count, memory and batch limit by construction, and --deadline / --budget by a check: a slower
 layout on the same GPUs takes longer and spends more GPU-hours, so one can miss what the chosen plan meets
 (Llama 3 70B, 15T tokens, 90 days: the chosen 1,536 GPUs take 89.6 days, their fastest layout without tensor
-parallelism 110). Those are set aside with the limits they miss, for the report to name, never shown as plans.
+parallelism 110). Those are set aside with the limits they miss, for the report to name, never shown as plans,
+each with where its restriction does meet them (where_restrictions_meet_limits): with --deadline the smallest
+count whose fastest layout under it meets every limit given (2,048 GPUs there, 83 days), with --budget alone the
+fastest count within it, as the plan's count is chosen.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ from planner.search.layouts import DEFAULT_FRAMEWORKS, LayoutSearch, search_layo
 from planner.search.space import LOSSLESS_HIERARCHY
 
 DEFAULT_KNEE = 0.8  # assumed: below 80% scaling efficiency more GPUs mostly buy waste
+# Assumed, a cost limit and no modelling constant: at most this many GPU counts searched anew to find where a
+# set-aside runner-up's restriction meets the limits (where_restrictions_meet_limits); one search there of a 70B
+# model's restricted layouts takes 0.1-0.3 s on the 2-core development machine.
+MAX_RESTRICTED_SEARCHES = 4
 
 
 @dataclass
@@ -186,6 +193,7 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
         result.explanation = _explain(result, deadline_s, budget_gpu_s, min_headroom)
     else:
         result.runners_up, result.runners_up_set_aside = runners_up(result.chosen, tokens, deadline_s, budget_gpu_s)
+        where_restrictions_meet_limits(result, options, common, deadline_s, budget_gpu_s)
     return result
 
 
@@ -199,6 +207,22 @@ RUNNER_UP_RULES = (
 )
 
 
+def restrictions(search: LayoutSearch) -> list[tuple]:
+    """(label, mask over layout arrays, stack or None) for each runner-up rule of `search`: RUNNER_UP_RULES and
+    one per stack other than the best layout's (its stack named, so a search for it alone need enumerate no other)."""
+    best_code = search.arrays["framework"][int(search.order[0])]
+    return ([(label, rule, None) for label, rule in RUNNER_UP_RULES]
+            + [(f"fastest on {name}", lambda a, c=code: a["framework"] == c, name)
+               for name, code in FRAMEWORK_CODES.items() if code != best_code])
+
+
+def fastest_under(search: LayoutSearch, rule) -> int | None:
+    """The fastest layout of `search` (its order: within memory and the batch limit, most trained tokens per
+    second first) that `rule` keeps, or None."""
+    kept = search.order[np.asarray(rule(search.arrays), dtype=bool)[search.order]]
+    return int(kept[0]) if len(kept) else None
+
+
 def runners_up(count: CountPlan, tokens: float | None = None, deadline_s: float | None = None,
                budget_gpu_s: float | None = None) -> tuple[list[dict], list[dict]]:
     """(shown, set aside): for each restriction the chosen layout does not already satisfy, the fastest layout
@@ -210,11 +234,8 @@ def runners_up(count: CountPlan, tokens: float | None = None, deadline_s: float 
     order = search.order
     arrays = {key: values[order] for key, values in search.arrays.items()}
     best = int(order[0])
-    rules = list(RUNNER_UP_RULES) + [(f"fastest on {name}", lambda a, c=code: a["framework"] == c)
-                                     for name, code in FRAMEWORK_CODES.items()
-                                     if code != search.arrays["framework"][best]]
     shown, set_aside, seen = [], [], {best}
-    for label, rule in rules:
+    for label, rule, _ in restrictions(search):
         if rule({k: v[[0]] for k, v in arrays.items()})[0]:
             continue  # the best already satisfies it
         hits = np.flatnonzero(rule(arrays))
@@ -228,6 +249,67 @@ def runners_up(count: CountPlan, tokens: float | None = None, deadline_s: float 
         record = {"label": label, **search.rows([i])[0], **spent, "violates": violates}
         (set_aside if violates else shown).append(record)
     return shown, set_aside
+
+
+def where_restrictions_meet_limits(result: FixedModelPlan, options: list[int], common: dict,
+                                   deadline_s: float | None, budget_gpu_s: float | None) -> None:
+    """Beside each set-aside runner-up, "meets_limits_at": the GPU count of `options` (the candidates the choice
+    walked) where the fastest layout under its restriction meets every limit given, picked by the chosen count's
+    own rule, with that layout, days, GPU-hours and cost (None where no count tried does); "counts_tried" and
+    "counts_not_tried" (left unsearched by the cost limit, MAX_RESTRICTED_SEARCHES).
+
+    With --deadline: the smallest such count. Only counts above the chosen one can be: each smaller count's best
+    layout misses a limit (or was skipped by the bound, or fits nothing), and a restricted one, no faster on the
+    same GPUs, takes as long and spends as much or more. With --budget alone: the fastest such count, as the
+    plan's (usually fewer GPUs: they spend fewer GPU-hours and take longer), walked down from the largest and
+    stopped where even the best FLOP rate cannot beat the fastest found (fastest_days), as the choice is.
+    Counts the choice searched are reused; others get one search of the layouts the restrictions still open
+    there keep (search_layouts' `restrict`); a count that misses the limits even at the best FLOP rate is
+    passed without one."""
+    aside, tokens, chosen = result.runners_up_set_aside, result.tokens, result.chosen
+    if not aside or not tokens:
+        return
+    rule_of = {label: (rule, stack) for label, rule, stack in restrictions(chosen.search)}
+    searched = {c.gpus: c.search for c in result.counts if c.search is not None}
+    for entry in aside:
+        entry.update(meets_limits_at=None, counts_tried=[], counts_not_tried=[])
+    fastest = deadline_s is None  # --budget alone: the fastest count within it; else the smallest
+    walk = [g for g in sorted(options, reverse=fastest) if g != chosen.gpus and (fastest or g > chosen.gpus)]
+    searches_left = MAX_RESTRICTED_SEARCHES
+    for gpus in walk:
+        bound = fastest_days(result.model, result.cluster, gpus, tokens, common["dtype"])
+        # Still open: not met yet, or (--budget alone) met on more GPUs, which this count could beat.
+        open_ = [e for e in aside if e["meets_limits_at"] is None or (fastest and bound < e["meets_limits_at"]["days"])]
+        if not open_:
+            break
+        search = searched.get(gpus)
+        if search is None and not missed_limits(bound, gpus * bound * 24.0, deadline_s, budget_gpu_s):
+            if not searches_left:
+                for entry in open_:
+                    entry["counts_not_tried"].append(gpus)
+                continue
+            searches_left -= 1
+            search = _restricted_search(result, gpus, [rule_of[e["label"]] for e in open_], common)
+        for entry in open_:
+            entry["counts_tried"].append(gpus)
+            i = None if search is None else fastest_under(search, rule_of[entry["label"]][0])
+            spent = None if i is None else layout_time_and_cost(search, i, tokens)
+            if spent is None or missed_limits(spent["days"], spent["gpu_hours"], deadline_s, budget_gpu_s) or (
+                    entry["meets_limits_at"] is not None and spent["days"] >= entry["meets_limits_at"]["days"]):
+                continue
+            entry["meets_limits_at"] = {"gpus": gpus, "layout": search.rows([i])[0], **spent}
+    for entry in aside:
+        entry["counts_tried"].sort()
+        entry["counts_not_tried"].sort()
+
+
+def _restricted_search(result: FixedModelPlan, gpus: int, rules: list[tuple], common: dict) -> LayoutSearch:
+    """The layouts on `gpus` GPUs that any of `rules` ((mask, stack or None) pairs) keeps, scored as the choice's
+    searches are; only the stacks named when every rule names one."""
+    stacks = {stack for _, stack in rules}
+    frameworks = common["frameworks"] if None in stacks else tuple(f for f in common["frameworks"] if f in stacks)
+    return search_layouts(result.model, result.cluster, gpus, **{**common, "frameworks": frameworks},
+                          restrict=lambda a: np.logical_or.reduce([rule(a) for rule, _ in rules]))
 
 
 def _scaling(result: FixedModelPlan, knee: float) -> None:

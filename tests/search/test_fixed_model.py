@@ -309,6 +309,122 @@ def test_runners_up_are_printed_within_the_deadline_or_set_aside(optimize):
         assert not any(line.startswith(u["label"]) for line in shown)
 
 
+# Each runner-up restriction, written out here apart from the search's own RUNNER_UP_RULES.
+_RESTRICTION_FIELDS = {"fastest without pipeline parallelism": ("pp", 1), "fastest without tensor parallelism": ("tp", 1),
+                       "fastest with ZeRO-3 / FSDP": ("zero", 3), "fastest without recompute": ("recompute", 0)}
+
+
+def _fastest_restricted(model, cluster, gpus: int, label: str, tokens: float):
+    """(row, days, GPU-hours) of the fastest layout under `label`'s restriction in a full search of `gpus` GPUs, or
+    None: a brute force over every count, apart from the restricted searches the planner runs."""
+    from planner.frameworks import FRAMEWORK_CODES
+    from planner.search.fixed_model import evaluate_count, layout_time_and_cost
+    from planner.search.layouts import DEFAULT_FRAMEWORKS
+
+    count = evaluate_count(model, cluster, gpus, tokens=tokens, global_batch=None, frameworks=DEFAULT_FRAMEWORKS,
+                           dtype="bf16", batch_rule="step-law")
+    field, value = (_RESTRICTION_FIELDS[label] if label in _RESTRICTION_FIELDS
+                    else ("framework", FRAMEWORK_CODES[label.removeprefix("fastest on ")]))
+    search = count.search
+    kept = [int(i) for i in search.order if search.arrays[field][i] == value]
+    if not kept:
+        return None
+    spent = layout_time_and_cost(search, kept[0], tokens)
+    return search.rows([kept[0]])[0], spent["days"], spent["gpu_hours"]
+
+
+def _same_layout(row: dict, other: dict) -> bool:
+    fields = ("gpus", "framework", "tp", "pp", "vpp", "cp", "dp", "micro_batch", "global_batch", "zero", "offload",
+              "recompute", "seq_parallel", "tp_comm_overlap", "dp_comm_overlap")
+    return all(row[f] == other[f] for f in fields)
+
+
+def test_set_aside_runners_up_say_the_smallest_count_meeting_the_deadline():
+    """Users asked, of a set-aside runner-up ("fastest on deepspeed: 115 days, past the 90 days deadline"): if we must
+    use DeepSpeed, how many GPUs? Llama 3 70B, 15T tokens, 90 days: each set-aside restriction names the smallest
+    candidate count whose fastest layout under it meets the deadline. Checked by full searches: that layout is the
+    one reported and meets the deadline, and at the next smaller candidate count (the chosen one, where it was set
+    aside, or one between) the restriction's fastest layout misses it."""
+    from planner.search.space import gpu_counts
+
+    model, cluster, tokens, deadline_s = preset("llama3-70b"), load_cluster("dgx-h100"), 15e12, 90 * 86400.0
+    options = gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None)
+    plan = plan_fixed_model(model, cluster, options, tokens=tokens, deadline_s=deadline_s)
+    aside = plan.runners_up_set_aside
+    assert plan.chosen.gpus == 1536 and aside and all(u["meets_limits_at"] for u in aside)  # the premise
+    assert any(u["meets_limits_at"]["gpus"] > 2048 for u in aside)  # one needs more than the next count (deepspeed)
+    for u in aside:
+        met = u["meets_limits_at"]
+        row, days, gpu_hours = _fastest_restricted(model, cluster, met["gpus"], u["label"], tokens)
+        assert _same_layout(met["layout"], row) and met["days"] == pytest.approx(days, rel=1e-9)
+        assert met["gpu_hours"] == pytest.approx(gpu_hours, rel=1e-9) and days * 86400.0 <= deadline_s
+        below = max(g for g in options if g < met["gpus"])
+        assert u["counts_tried"] == [g for g in options if plan.chosen.gpus < g <= met["gpus"]]
+        if below == plan.chosen.gpus:
+            assert u["days"] * 86400.0 > deadline_s and u["violates"] == ["deadline"]
+        else:
+            missed = _fastest_restricted(model, cluster, below, u["label"], tokens)
+            assert missed is None or missed[1] * 86400.0 > deadline_s, (u["label"], below, missed)
+
+
+def test_with_budget_alone_a_set_aside_runner_up_names_the_fastest_count_within_it():
+    """With --budget alone the plan is the fastest count the budget pays for, and so is a set-aside restriction's:
+    fewer GPUs spend fewer GPU-hours and take longer (Llama 3 8B on 1T tokens: ZeRO-3 fits 26,100 GPU-hours on 64
+    GPUs and 32, not on 128 or more). Brute force over every count: the one named is the fastest within the budget,
+    and a restriction with none (DeepSpeed, FSDP here) has no count within it."""
+    model, cluster, tokens, options = preset("llama3-8b"), load_cluster("dgx-h100"), 1e12, [32, 64, 128, 256, 512]
+    budget_s = 26_100 * 3600.0
+    plan = plan_fixed_model(model, cluster, options, tokens=tokens, budget_gpu_s=budget_s)
+    aside = {u["label"]: u for u in plan.runners_up_set_aside}
+    assert plan.chosen.gpus == 512 and aside["fastest with ZeRO-3 / FSDP"]["meets_limits_at"]  # the premise
+    for label, u in aside.items():
+        found = {g: _fastest_restricted(model, cluster, g, label, tokens) for g in options}
+        within = {g: f for g, f in found.items() if f is not None and f[2] * 3600.0 <= budget_s}
+        assert u["violates"] == ["budget"] and plan.chosen.gpus not in within and u["counts_not_tried"] == []
+        if not within:
+            assert u["meets_limits_at"] is None
+            continue
+        best = min(within, key=lambda g: (within[g][1], g))
+        met = u["meets_limits_at"]
+        assert met["gpus"] == best and _same_layout(met["layout"], within[best][0]), (label, met["gpus"], best)
+        assert met["days"] == pytest.approx(within[best][1], rel=1e-9) and met["gpus"] < plan.chosen.gpus
+
+
+def test_where_a_set_aside_runner_up_meets_the_deadline_through_json_and_text(optimize, monkeypatch):
+    """The command line of the tests above: --json gives "meets_limits_at" (GPUs, layout, days, GPU-hours, cost) and
+    "counts_tried" on each set-aside runner-up, and the text names the count and layout under its line. Llama 3 8B
+    on 1T tokens in 33 days: 32 GPUs (32.3 days) are chosen; ZeRO-3 (33.8 days) and the other stacks need 64.
+    With no further search allowed (the cost limit) each says which counts were not searched."""
+    from planner.report.render import layout_text
+    from planner.search import fixed_model
+    from planner.specs.units import parse_duration
+
+    argv = ("--model", "llama3-8b", "--tokens", "1T", "--gpus", "32,64,128,256,512", "--deadline", "33d")
+    code, out, _ = optimize(*argv, "--json")
+    result = json.loads(out)
+    aside = result["runners_up_set_aside"]
+    assert code == 0 and result["chosen"]["gpus"] == 32 and aside
+    model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
+    code, text, _ = optimize(*argv)
+    lines = text.splitlines()
+    for u in aside:
+        met = u["meets_limits_at"]
+        assert met["gpus"] == 64 and u["counts_tried"] == [64] and met["days"] <= 33  # the next count: 32 misses
+        row, days, _ = _fastest_restricted(model, cluster, 64, u["label"], 1e12)
+        assert _same_layout(met["layout"], row) and met["days"] == pytest.approx(days, rel=1e-9)
+        assert met["cost_usd"] == pytest.approx(met["gpu_hours"] * cluster.price_per_accelerator_hour, rel=1e-12)
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"  {u['label']} ("))
+        assert lines[at + 1].startswith(f"    meets it on 64 GPUs: {layout_text(met['layout'])}, "), lines[at + 1]
+        wall = re.search(r", (\d+(\.\d+)? (days|h)), ", lines[at + 1]).group(1)
+        assert parse_duration(wall, "wall-clock") / 86400.0 == pytest.approx(met["days"], rel=5e-3)
+    monkeypatch.setattr(fixed_model, "MAX_RESTRICTED_SEARCHES", 0)
+    code, out, _ = optimize(*argv, "--json")
+    assert all(u["meets_limits_at"] is None and u["counts_tried"] == [] and u["counts_not_tried"] == [64, 128, 256, 512]
+               for u in json.loads(out)["runners_up_set_aside"])
+    code, text, _ = optimize(*argv)
+    assert text.count("\n    not searched on 64-512 GPUs (the cost limit on further searches)\n") == len(aside), text
+
+
 def test_sweep_marks_the_knee_and_stops_before_it():
     plan = plan_fixed_model(preset("llama3-8b"), load_cluster("dgx-h100"), [8, 64, 512, 4096], tokens=1e12, knee=0.95)
     efficiencies = [c.scaling_efficiency for c in plan.counts]
