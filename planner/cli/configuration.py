@@ -8,6 +8,7 @@ configuration is apart from simulating it and printing the result (cli.simulate,
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, whole_number
@@ -175,6 +176,7 @@ _TEXT_KEYS += ("moe_a2a_overlap",)
 _REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
 
 
+@functools.cache  # read from the specs once, not once per key of a config file
 def _text_choices() -> dict[str, tuple[str, ...]]:
     """The values each text key with a fixed set takes, read from the specs' own Literal fields (ModelSpec,
     Layout), so that a config file's bad value is named with its file and key like a flag's."""
