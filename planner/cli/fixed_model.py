@@ -223,6 +223,7 @@ def run_fixed_model(args) -> int:
 def emitted_limits_text(result, index: int) -> str:
     """'; it misses the deadline: ...' when the --emit layout `index` of the chosen count (slower than the plan's
     where the plan's stack has no launcher for it) misses --deadline / --budget, which the plan meets; else empty."""
+    from planner.report.runners_up import missed_limit_text
     from planner.search.fixed_model import layout_time_and_cost, missed_limits
 
     if not result.tokens:
@@ -285,6 +286,7 @@ def result_json(result) -> dict:
 def format_fixed_model(result) -> str:
     from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
     from planner.report.render import layout_text, table
+    from planner.report.runners_up import runner_up_lines
     from planner.specs.model import experts_summary
 
     m = result.model
@@ -343,75 +345,6 @@ def format_fixed_model(result) -> str:
     memory = sorted(((k, v) for k, v in sim["memory_parts"].items() if v > 0), key=lambda kv: -kv[1])
     lines.append("  memory     " + ", ".join(f"{k} {human_bytes(v)}" for k, v in memory[:5]))
     return "\n".join(lines + runner_up_lines(result))
-
-
-def runner_up_lines(result) -> list[str]:
-    """The runners-up table (search.fixed_model.runners_up: each within every limit given) and a line for each
-    restriction whose fastest layout misses the deadline or budget, with what it would take."""
-    from planner.report.render import human_amount, human_days, human_seconds, layout_text, table
-
-    ups, aside, c = result.runners_up, result.runners_up_set_aside, result.chosen
-    lines = []
-    if ups:
-        timed = result.tokens is not None and result.tokens > 0
-        given = " and ".join(name for name, key in (("deadline", "deadline_s"), ("budget", "budget_gpu_hours"))
-                             if result.assumptions.get(key) is not None)
-        lines += ["", f"runners-up on the chosen {c.gpus} GPUs (each the fastest under its restriction"
-                  + (f", within the {given})" if given else ")")]
-        lines.append(table(["", "layout", "step", "MFU", "GiB/GPU"] + (["wall-clock", "GPU-h"] if timed else []),
-                           [[u["label"], layout_text(u), human_seconds(u["step_time_s"]), f"{100 * u['mfu']:.1f}%",
-                             f"{u['memory_gib']:.1f}"]
-                            + ([human_days(u["days"]), human_amount(u["gpu_hours"])] if timed else [])
-                            for u in ups], align="llrrr" + ("rr" if timed else "")))
-    if aside:
-        rule = ("the fastest GPU count within it, as the plan's" if result.assumptions.get("deadline_s") is None
-                else "the smallest GPU count where it meets them")
-        lines += ["", f"runners-up set aside: on the chosen {c.gpus} GPUs the fastest layout under each of these "
-                      f"restrictions misses a limit given (slower ones miss it by more); under each, {rule}"]
-        for u in aside:
-            lines.append(f"  {u['label']} ({layout_text(u)}): "
-                         + "; ".join(missed_limit_text(limit, u, result.assumptions) for limit in u["violates"]))
-            if "meets_limits_at" in u:
-                lines.append(f"    {limits_met_text(u, result.assumptions)}")
-    return lines
-
-
-def limits_met_text(entry: dict, assumptions: dict) -> str:
-    """Where a set-aside runner-up's restriction meets every limit given (search.fixed_model.
-    where_restrictions_meet_limits): 'meets it on 3072 GPUs: deepspeed tp8 ..., 63.2 days, 4,660,827 GPU-hours,
-    $13,982,480', or 'no count up to 6144 GPUs meets it (8192-32768 not searched: ...)'; with --budget alone
-    'fastest within it on 3072 GPUs: ...' (the count is chosen as the plan's is)."""
-    from planner.report.render import human_amount, human_days, layout_text
-
-    given = [name for name, key in (("deadline", "deadline_s"), ("budget", "budget_gpu_hours"))
-             if assumptions.get(key) is not None]
-    limits = "it" if len(given) == 1 else "the " + " and ".join(given)
-    budget_alone = given == ["budget"]  # then the fastest count within it, as the plan's; else the smallest
-    tried, skipped, met = entry["counts_tried"], entry["counts_not_tried"], entry["meets_limits_at"]
-    not_searched = f"{skipped[0]}{'' if len(skipped) == 1 else '-' + str(skipped[-1])}" if skipped else ""
-    unsearched = f" ({not_searched} not searched: the cost limit on further searches)" if skipped else ""
-    if met is not None:
-        cost = f", ${human_amount(met['cost_usd'])}" if met["cost_usd"] else ""
-        where = f"fastest within it on {met['gpus']} GPUs" if budget_alone else f"meets {limits} on {met['gpus']} GPUs"
-        return (f"{where}: {layout_text(met['layout'])}, {human_days(met['days'])}, "
-                f"{human_amount(met['gpu_hours'])} GPU-hours{cost}{unsearched}")
-    if not tried and skipped:
-        return f"not searched on {not_searched} GPUs (the cost limit on further searches)"
-    if not tried:
-        return (f"no {'other' if budget_alone else 'larger'} GPU count is a candidate here (--gpus, --max-gpus, "
-                f"the cluster's size){unsearched}")
-    span = f"from {tried[0]} to {tried[-1]}" if budget_alone else f"up to {tried[-1]}"
-    return f"no count {span} GPUs {'is within' if budget_alone else 'meets'} {limits}{unsearched}"
-
-
-def missed_limit_text(limit: str, spent: dict, assumptions: dict) -> str:
-    """'109.9 days, past the 90.0 days deadline' or '4,251,925 GPU-hours, over the budget of 3,500,000': a plan's
-    `spent` days or GPU-hours against the `limit` ("deadline", "budget") it misses (search.fixed_model.missed_limits)."""
-    from planner.report.render import human_amount, human_days
-
-    if limit == "deadline":
-        return f"{human_days(spent['days'])}, past the {human_days(assumptions['deadline_s'] / 86400.0)} deadline"
-    return f"{human_amount(spent['gpu_hours'])} GPU-hours, over the budget of {human_amount(assumptions['budget_gpu_hours'])}"
 
 
 __all__ = ["add_fixed_model_arguments", "wants_fixed_model", "run_fixed_model", "solve_fixed_model", "parse_gpu_list"]
