@@ -22,6 +22,18 @@ All-to-all is timed as a reduce-scatter of the same buffer over the same group (
 (N-1)/N of its buffer through the same bottleneck link; NCCL runs all-to-all as point-to-point sends whose
 latency this does not model separately).
 
+Calls (DeepSpeed 0.19.8, the installed release; line numbers of that file). A qwZ gather is two all-gathers on
+the same group, one after the other: the int8 parameter and its fp32 scales (`_all_gather_sequential`,
+runtime/zero/partition_parameters.py:1420-1437; `CUDAQuantizer.quantize` :867-894 makes one scale per group of
+at most about `target_group_size` = 8000 elements, :859, 879-885; csrc/quantization/pt_binding.cpp:17-24 fp32).
+qgZ's `all_to_all_quant_reduce` (runtime/comm/coalesced_collectives.py:42-75) loops over the bucket's gradient
+tensors one by one: a 2-D one takes four `all_to_all_single` calls (data and scales inside the node, :62-63,
+data and scales across nodes, :69-70), a 1-D one (norm weights, biases) its own flat `reduce_scatter_coalesced`
+over the whole group (:43-44). The unit's 2-D tensors are taken as its gathers (`gather_calls`: DeepSpeed
+fetches each submodule's weight in its own call, frameworks/deepspeed.py), its 1-D ones as the model's vector
+tensors (planner.specs.model.vector_tensors). The scale buffers are latency: their bytes (a few per thousand of
+the data) are counted, their kernels are not.
+
 Cross-node volume: bytes that cross a node boundary, per node, for one data-parallel row (the dp ranks
 of one tp/pp coordinate), counting each collective at its buffer size as ZeRO (section 7) and ZeRO++
 (section 3) do, the (N-1)/N factors left out: a ring over nodes carries its whole buffer through every
@@ -32,13 +44,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, distinct
+from planner.cost import collectives, distinct, zero3_fetch
 from planner.cost.memory import (STAGE_STATE_COLUMNS, element_bytes, sharding_degree, state_sharding_degrees,
                                  unsharded_through_step)
 from planner.frameworks import batch_framework_arrays
 
 INT8_BYTES = 1.0  # qwZ: 8-bit weights (partition_parameters.py:805 `quantize(..., groups, 8, Symmetric)`)
 INT4_BYTES = 0.5  # qgZ: 4-bit gradients (coalesced_collectives.py:57 `swizzle_quant(tensor, group, 4, ...)`)
+SCALE_BYTES = 4.0  # fp32 quantisation scales (csrc/quantization/pt_binding.cpp:17-24, 130-138)
+# qwZ: elements per scale, at most (CUDAQuantizer.target_group_size, partition_parameters.py:859; the group count
+# starts at ceil(numel / 8000) and only grows, :879-885): the fewest scales a shard can have.
+QWZ_GROUP_ELEMENTS = 8000.0
 
 
 def sub_batch(batch, rows):
@@ -63,10 +79,12 @@ def _shape(size, stride, gpus_per_node):
     return per_node, np.where(size <= 1, 1.0, np.ceil(size / per_node))
 
 
-def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls, links, kw, hbm) -> dict:
+def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls, links, kw, hbm,
+                    vector_tensors=0.0, vector_elements=0.0) -> dict:
     """Seconds of one ZeRO-3 unit of `elements` parameters (per tp rank): forward gather, backward gather,
     gradient reduction (per micro-batch) and replica all-reduce (per step), see the module docstring. `links(sizes, strides)` gives group links (groups.links); `kw` the collective keywords;
-    `hbm` the achieved HBM bytes/s for the quantisation kernels."""
+    `hbm` the achieved HBM bytes/s for the quantisation kernels; `gather_calls` the unit's gathers (its 2-D
+    tensors), `vector_tensors` and `vector_elements` its 1-D tensors (count, elements per tp rank)."""
     gpn = cluster.gpus_per_node
     degree = state_sharding_degrees(batch, fw)
     d = sharding_degree(batch, fw)
@@ -76,25 +94,43 @@ def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls,
     hpz = degree["hpz"]
     qw, qg = batch.zero_quantized_weights, batch.zero_quantized_gradients
     sent = np.where(qw, INT8_BYTES, w)  # bytes per element on the wire of a weight gather
-    # qwZ kernels: quantise the local shard (read w, write 1 byte), dequantise the gathered unit (read 1, write w).
-    quant_w = np.where(qw, (elements / weights_group + elements) * (w + INT8_BYTES) / hbm, 0.0)
 
     def gather(size):
-        return collectives.all_gather_time(sent * elements, links(size, stride), calls=gather_calls, **kw) * (size > 1)
+        # qwZ: the int8 data, then its fp32 scales, one call each per gathered tensor (module docstring).
+        scales = collectives.all_gather_time(SCALE_BYTES / QWZ_GROUP_ELEMENTS * elements, links(size, stride),
+                                             calls=gather_calls, **kw)
+        data = collectives.all_gather_time(sent * elements, links(size, stride), calls=gather_calls, **kw)
+        # qwZ kernels: quantise the local shard of the gathering group (read w, write 1 byte), dequantise the
+        # gathered unit (read 1, write w).
+        kernels = (elements / size + elements) * (w + INT8_BYTES) / hbm
+        return (data + np.where(qw, scales + kernels, 0.0)) * (size > 1)
 
-    forward = gather(weights_group) + quant_w
-    backward = np.where(hpz > 1, gather(hpz), gather(weights_group)) + quant_w
+    forward = gather(weights_group)
+    backward = np.where(hpz > 1, gather(hpz), forward)
 
-    # Gradient reduction: ring reduce-scatter, or qgZ's two all-to-alls of int4.
+    # Gradient reduction: ring reduce-scatter, or qgZ's two all-to-alls of int4, each gradient tensor on its own
+    # (module docstring): per 2-D tensor its data and its scales (one per group of max(rows, columns, world)
+    # elements, coalesced_collectives.py:54; at least the hidden size or the group) inside and across nodes; per
+    # 1-D tensor a flat reduce-scatter over the whole group.
     k, n = _shape(grads_group, stride, gpn)
-    ring = collectives.reduce_scatter_time(reduce_bytes * elements, links(grads_group, stride), **kw) * (grads_group > 1)
-    intra = collectives.reduce_scatter_time(INT4_BYTES * elements, links(k, stride), **kw) * (k > 1)
-    inter = collectives.reduce_scatter_time(INT4_BYTES * elements / k, links(n, stride * k), **kw) * (n > 1)
+    grad_links = links(grads_group, stride)
+    ring = collectives.reduce_scatter_time(reduce_bytes * elements, grad_links, **kw) * (grads_group > 1)
+    intra_links, inter_links = links(k, stride), links(n, stride * k)
+    scale_bytes = SCALE_BYTES * np.maximum(batch.hidden, grads_group) * gather_calls
+    intra = (collectives.reduce_scatter_time(INT4_BYTES * elements, intra_links, calls=gather_calls, **kw)
+             + collectives.reduce_scatter_time(scale_bytes, intra_links, calls=gather_calls, **kw)) * (k > 1)
+    inter = (collectives.reduce_scatter_time(INT4_BYTES * elements / k, inter_links, calls=gather_calls, **kw)
+             + collectives.reduce_scatter_time(scale_bytes / k, inter_links, calls=gather_calls, **kw)) * (n > 1)
+    vectors = np.where(vector_tensors > 0, collectives.reduce_scatter_time(
+        reduce_bytes * vector_elements, grad_links, calls=vector_tensors, **kw), 0.0) * (grads_group > 1)
     # Kernels (bytes per element of the unit): swizzled quantisation reads the gradient and writes int4;
-    # the reduction reads the k received chunks and writes one; dequantisation and the sum of node chunks
-    # touch 1/k of the unit.
-    kernel_bytes = (reduce_bytes + INT4_BYTES) + INT4_BYTES * (1.0 + 1.0 / k) + (INT4_BYTES + 2.0 * reduce_bytes) / k
-    scatter = np.where(qg, intra + inter + elements * kernel_bytes / hbm, ring)
+    # the reduction reads the k received chunks and writes one; dequantisation reads 1/k of the unit in int4
+    # and writes it in 16 bits; `sum(list(final_output.chunk(num_nodes))) / num_nodes` (coalesced_collectives.py:75)
+    # is Python's sum over the n chunks of 1/(k n) each, 0 + c0 (read and write one chunk) then n - 1 adds (read
+    # two, write one), and the division (read one, write one): (3n + 1) chunks.
+    kernel_bytes = ((reduce_bytes + INT4_BYTES) + INT4_BYTES * (1.0 + 1.0 / k) + (INT4_BYTES + reduce_bytes) / k
+                    + reduce_bytes * (3.0 * n + 1.0) / (k * n))
+    scatter = np.where(qg, intra + inter + vectors + elements * kernel_bytes / hbm, ring)
 
     replicas = d / grads_group
     replica = collectives.all_reduce_time(reduce_bytes * elements / grads_group, links(replicas, stride * grads_group),
@@ -147,8 +183,11 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_step,
     sub, sub_fw, pick = sub_batch(batch, rows)
     w_, r_ = pick(w), pick(reduce_bytes)
     hbm_ = pick(hbm)
-    layer = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm_)
-    rest = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(outside), sub_fw["gathers_outside_layers"], links, kw, hbm_)
+    layer_vectors = zero3_fetch.vector_elements_per_rank(sub)
+    layer = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm_,
+                            (layer_vectors > 0).sum(axis=-1).astype(float), layer_vectors.sum(axis=-1))
+    rest = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(outside), sub_fw["gathers_outside_layers"], links, kw,
+                           hbm_, sub.vector_tensors_outside, sub.vector_tensors_outside * sub.hidden)
     rest_mb = np.where(pick(outside) > 0, rest["forward"] + rest["backward"] + rest["scatter"], 0.0)
 
     def full(values):  # back to the whole batch's rows (the callee's per_micro_batch reads whole-batch arrays)
