@@ -64,6 +64,11 @@ gradient reduction, on its reduce_and_partition_stream, per unsharded element:
   read r, write r, twice;
 - shard (1/N): cast back from the communication dtype (:1397-1398) and copied (first micro-batch) or added
   (later ones) into the fp32 gradient partition (`partition_grads` :1481-1487).
+With ZeRO++'s qgZ the bucket's tensors go through `all_to_all_quant_reduce` instead (DeepSpeed 0.19.8
+runtime/zero/stage3.py:1928-1931): each 2-D gradient is quantised straight from the bucket
+(coalesced_collectives.py:53-75, whose kernels cost/hierarchy.py prices), with no interleave and no pre-divide;
+only the 1-D ones, a negligible share of the elements, still take `reduce_scatter_coalesced` (:43-44). The
+bucket copy, the cast and the shard terms stay (stage3.py:1918-1920, 1943-1944).
 DeepSpeed ZeRO-2 (deepspeed/runtime/zero/stage_1_and_2.py at the same commit), every micro-batch's reduction
 (its backward hooks), per element: the gradient copied into the contiguous bucket
 (`reduce_independent_p_g_buckets_and_remove_grads` :960-963, `contiguous_gradients` default True) and divided in
@@ -143,12 +148,13 @@ def fsdp2_pipelined_bytes_per_element(world, w, r, micro_batches) -> np.ndarray:
     return per_step / micro_batches
 
 
-def deepspeed_zero3_bytes_per_element(world, w, r, micro_batches) -> np.ndarray:
+def deepspeed_zero3_bytes_per_element(world, w, r, micro_batches, quantized_gradients=False) -> np.ndarray:
     """HBM bytes DeepSpeed ZeRO-3 moves per unsharded parameter element per micro-batch in its gradient
     reduction (module docstring): bucket copy, cast when the communication dtype differs, interleave and
-    pre-divide; on the shard, the cast back and the copy or add into the fp32 partition."""
+    pre-divide (not with qgZ, `quantized_gradients`); on the shard, the cast back and the copy or add into the
+    fp32 partition."""
     world = np.asarray(world, dtype=float)
-    unsharded = 2.0 * w + np.where(r != w, w + r, 0.0) + 4.0 * r
+    unsharded = 2.0 * w + np.where(r != w, w + r, 0.0) + np.where(quantized_gradients, 0.0, 4.0 * r)
     cast_back = np.where(r != w, r + w, 0.0)
     into_partition = (r + SHARDED_PARAM_BYTES) / micro_batches + (r + 2.0 * SHARDED_PARAM_BYTES) * (
         micro_batches - 1.0) / micro_batches
@@ -168,17 +174,18 @@ def _gathers(zero):
 
 # Framework.shard_copies names -> HBM bytes per unsharded parameter element per micro-batch, as a function of
 # (world, zero stage, w, r, micro-batches, once: the rows that gather and reduce once a step,
-# memory.unsharded_through_step), for the ZeRO stages the implementation shards with (None: no such copies).
+# memory.unsharded_through_step; qgz: the rows reducing by ZeRO++'s qgZ), for the ZeRO stages the implementation
+# shards with (None: no such copies).
 SHARD_COPY_RECIPES = {
     "none": None,
-    "fsdp1-flat-parameter": lambda world, zero, w, r, m, once: np.where(
+    "fsdp1-flat-parameter": lambda world, zero, w, r, m, once, qgz: np.where(
         zero >= 2, fsdp1_bytes_per_element(world, w, r, _gathers(zero), m), 0.0),
-    "fsdp2-per-parameter": lambda world, zero, w, r, m, once: np.where(
+    "fsdp2-per-parameter": lambda world, zero, w, r, m, once, qgz: np.where(
         zero >= 2, np.where(once, fsdp2_pipelined_bytes_per_element(world, w, r, m),
                             fsdp2_bytes_per_element(world, w, r, _gathers(zero), m)), 0.0),
-    "deepspeed": lambda world, zero, w, r, m, once: np.select(
+    "deepspeed": lambda world, zero, w, r, m, once, qgz: np.select(
         [zero == 3, zero == 2],
-        [deepspeed_zero3_bytes_per_element(world, w, r, m), deepspeed_zero2_bytes_per_element(world, w)], 0.0),
+        [deepspeed_zero3_bytes_per_element(world, w, r, m, qgz), deepspeed_zero2_bytes_per_element(world, w)], 0.0),
 }
 
 
@@ -197,9 +204,10 @@ def seconds_per_step(batch, stack, w, r, params, m, hbm) -> np.ndarray | None:
         return None
     world = sharding_degree(batch, stack)
     once = unsharded_through_step(batch, stack)
+    qgz = (batch.zero == 3) & batch.zero_quantized_gradients
     seconds = np.zeros(len(batch))
     for code, recipe in recipes:
         rows = (world > 1) & (codes == code)
         if rows.any():
-            seconds = np.where(rows, m * recipe(world, batch.zero, w, r, m, once) * params / hbm, seconds)
+            seconds = np.where(rows, m * recipe(world, batch.zero, w, r, m, once, qgz) * params / hbm, seconds)
     return seconds

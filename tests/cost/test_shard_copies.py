@@ -196,6 +196,16 @@ def test_deepspeed_zero3_bytes_per_unsharded_element():
     assert shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 4.0) == pytest.approx(12.0 + shard / 8)
 
 
+def test_deepspeed_qgz_skips_the_interleave_and_the_predivide():
+    """ZeRO++'s qgZ quantises each 2-D gradient straight from the bucket (all_to_all_quant_reduce,
+    coalesced_collectives.py:53-75 in DeepSpeed 0.19.8): the bucket copy (2 + 2) and the shard terms stay, the
+    interleave and the pre-divide of reduce_scatter_coalesced go; the cast to fp32 communication stays."""
+    assert shard_copies.deepspeed_zero3_bytes_per_element(1 << 30, 2.0, 2.0, 1.0, True) == pytest.approx(4.0, abs=1e-6)
+    assert shard_copies.deepspeed_zero3_bytes_per_element(1 << 30, 2.0, 4.0, 1.0, True) == pytest.approx(10.0, abs=1e-6)
+    shard = 6.0 / 4 + 10.0 * 3 / 4
+    assert shard_copies.deepspeed_zero3_bytes_per_element(8, 2.0, 2.0, 4.0, True) == pytest.approx(4.0 + shard / 8)
+
+
 def test_deepspeed_charges_its_zero2_and_zero3_copies():
     """Stage 3's reduction (stage3.py) and stage 2's (stage_1_and_2.py: bucket copy and divide, 4 bytes per bf16
     element, plus the rank's partition); stage 1 reduces once per step and is not charged."""

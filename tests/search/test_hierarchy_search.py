@@ -40,10 +40,16 @@ def test_low_bandwidth_cluster_picks_hpz_or_hsdp():
 
 
 def test_nvlink_rich_cluster_need_not():
+    """On DGX H100 the lossless hierarchy (the default) ties flat within 2%. With the lossy options allowed,
+    ZeRO-3 + hpZ + qwZ + qgZ comes out 2.8% ahead (2.257 s vs flat FSDP ZeRO-2's 2.320 s), not for its traffic but
+    because qgZ's reduction skips DeepSpeed ZeRO-3's interleave and pre-divide copies (cost/shard_copies.py);
+    within 2% before those were taken off."""
     h100 = load_cluster("dgx-h100")
     found, best = _best(h100, ALL_HIERARCHY)
+    lossless, lossless_best = _best(h100, LOSSLESS_HIERARCHY)
     flat, flat_best = _best(h100, FLAT)
-    assert flat.step_time_s[flat_best] == pytest.approx(found.step_time_s[best], rel=0.02)
+    assert flat.step_time_s[flat_best] == pytest.approx(lossless.step_time_s[lossless_best], rel=0.02)
+    assert flat.step_time_s[flat_best] == pytest.approx(found.step_time_s[best], rel=0.04)
 
 
 def test_all_layouts_csv_has_the_same_columns_on_every_row(cli, tmp_path):
