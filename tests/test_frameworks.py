@@ -216,16 +216,52 @@ def test_deepspeed_pipeline_schedule_is_1f1b_with_four_serial_transfers(stages, 
 
 
 def test_deepspeed_pipeline_p2p_is_partitioned_serial_and_regathered():
-    """frameworks/deepspeed.py: 1/tp per send plus a metadata send, 4 blocking transfers, tp all-gather on receipt
-    (engine.py:113-115, 589-600, 909-915; utils.py:693-721 @0457bb1c). The other stacks keep 2 batched transfers."""
+    """frameworks/deepspeed.py: 1/tp per send plus a metadata send, 4 blocking transfers, and three tp all-gathers
+    per micro-batch: the received activation, the stage's own output and the received gradient (engine.py:113-115,
+    589-600, 909-915; utils.py:693-721 @0457bb1c; engine.py:571, 656, 670 @v0.5.4). Megatron v2.5 gathers two. The
+    other stacks keep 2 batched transfers and gather nothing."""
     ds = FRAMEWORKS["deepspeed"]
     assert (ds.p2p_scatter_gather, ds.p2p_transfers_per_microbatch, ds.p2p_meta_sends_per_microbatch,
-            ds.p2p_gather_after_recv) == (True, 4.0, 4.0, True)
+            ds.p2p_gathers_per_microbatch) == (True, 4.0, 4.0, 3.0)
     assert FRAMEWORKS["deepspeed-v0.3"].p2p_transfers_per_microbatch == 4.0
+    assert FRAMEWORKS["megatron-2022"].p2p_gathers_per_microbatch == 2.0
     for name in ("megatron", "fsdp", "jax", "other", "megascale", "llm-foundry"):
         stack = FRAMEWORKS[name]
         assert (stack.p2p_transfers_per_microbatch, stack.p2p_meta_sends_per_microbatch,
-                stack.p2p_gather_after_recv) == (2.0, 0.0, False), name
+                stack.p2p_gathers_per_microbatch) == (2.0, 0.0, 0.0), name
+
+
+def test_pipeline_transfers_charge_one_tp_gather_per_regathered_tensor():
+    """cost/model_parallel_comm.pipeline_transfers: each gather the stack makes per micro-batch adds one all-gather
+    of the whole activation over tp (DeepSpeed 3, Megatron v2.5 2); none with sequence parallelism (the tensor
+    stays sharded), at tp 1 or without a pipeline."""
+    from planner.cost import collectives, groups
+    from planner.cost.model_parallel_comm import pipeline_transfers
+    from planner.frameworks import batch_framework_arrays
+    from planner.specs.candidate_batch import single_batch
+    from planner.specs.clusters import load_cluster
+
+    cluster = load_cluster("dgx-a100-80gb")
+    batch = single_batch(PRESETS["gpt3-175b"], Layout(framework="deepspeed", tp=8, pp=8, dp=1, zero=1,
+                                                      micro_batch=1, global_batch=64))
+    fw = batch_framework_arrays(batch)
+
+    class Gathers(dict):  # the stack's arrays with p2p_gathers_per_microbatch set to n
+        def __missing__(self, name):
+            return fw[name]
+
+    with_gathers = lambda n: Gathers(p2p_gathers_per_microbatch=np.array([n]))  # noqa: E731
+    message = np.array([batch.seq_len[0] * batch.hidden[0] * 2.0])
+    gather = collectives.all_gather_time(message, groups.links(cluster, batch.tp, np.ones_like(batch.tp)),
+                                         **groups.collective_kwargs(cluster))
+    by_count = {n: pipeline_transfers(batch, cluster, message, with_gathers(n))[0] for n in (0.0, 2.0, 3.0)}
+    assert gather[0] > 0.0 and by_count[3.0] - by_count[2.0] == pytest.approx(gather, rel=1e-12)
+    assert by_count[2.0] - by_count[0.0] == pytest.approx(2.0 * gather, rel=1e-12)
+    assert pipeline_transfers(batch, cluster, message, fw)[0] == pytest.approx(by_count[3.0], rel=1e-12)
+    sequence_parallel = single_batch(PRESETS["gpt3-175b"], Layout(framework="deepspeed", tp=8, pp=8, dp=1, zero=1,
+                                                                  micro_batch=1, global_batch=64, seq_parallel=True))
+    with_sp = {n: pipeline_transfers(sequence_parallel, cluster, message, with_gathers(n))[0] for n in (0.0, 3.0)}
+    assert with_sp[3.0] == pytest.approx(with_sp[0.0], rel=1e-12)
 
 
 def test_reducing_chunk_by_chunk_hides_more_than_one_reduction_after_the_last_backward():
@@ -284,12 +320,13 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
     assert {k for k in new if old[k] != new[k]} == {
-        "name", "lineage", "p2p_overlap", "p2p_scatter_gather", "p2p_gather_after_recv", "interleaving_needs_pp_multiple",
+        "name", "lineage", "p2p_overlap", "p2p_scatter_gather", "p2p_gathers_per_microbatch",
+        "interleaving_needs_pp_multiple",
         "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages", "param_gather_overlap",
         "dp_reduce_per_model_chunk", "reduce_overlaps_when_sharded", "unfused_16bit_grad_accumulation_bytes"}
     stack = FRAMEWORKS["megatron-2022"]
-    assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gather_after_recv) == (
-        "megatron", False, True, True)
+    assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gathers_per_microbatch) == (
+        "megatron", False, True, 2.0)
     for layout, reason in ((Layout(framework="megatron-2022", tp=8, cp=2, dp=1), "cp"),
                            (Layout(framework="megatron-2022", tp=8, dp=2, dtype="fp8"), "fp8"),
                            (Layout(framework="megatron-2022", tp=8, dp=2, zero=3), "zero"),

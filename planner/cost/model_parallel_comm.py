@@ -107,13 +107,15 @@ def pipeline_transfers(batch, cluster, message, fw):
     # Transfers the stage waits for one after another (2: send and receive of a step issued together; 4: each
     # its own blocking call, frameworks/base.py), plus latency-only metadata sends of partitioned tensors.
     serial = fw["p2p_transfers_per_microbatch"] * send + fw["p2p_meta_sends_per_microbatch"] * latency
-    # Scatter/gather without sequence parallelism: the received activation (forward) and gradient (backward)
-    # are all-gathered over tp before use, where the framework does it on the compute stream.
-    regather = scattered & ~np.asarray(batch.seq_parallel, dtype=bool) & (fw["p2p_gather_after_recv"] > 0) & (t > 1) & (p > 1)
+    # Scatter/gather without sequence parallelism: whole tensors all-gathered over tp before use on the compute
+    # stream, as many per micro-batch as the framework makes (the received activation and gradient; DeepSpeed's
+    # engine its own output too: Framework.p2p_gathers_per_microbatch).
+    gathers = fw["p2p_gathers_per_microbatch"]
+    regather = scattered & ~np.asarray(batch.seq_parallel, dtype=bool) & (gathers > 0) & (t > 1) & (p > 1)
     gather = (groups.only_where(regather, collectives.all_gather_time, message,
                                 groups.links(cluster, t, np.ones_like(t)), **groups.collective_kwargs(cluster))
               if regather.any() else np.zeros(len(batch)))
-    return serial + 2.0 * gather, size
+    return serial + gathers * gather, size
 
 
 def pipeline_send(batch, transfers, size, fw):

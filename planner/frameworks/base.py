@@ -123,9 +123,12 @@ class Framework:
     # Extra latency-only sends per micro-batch: the small metadata tensor sent ahead of each partitioned
     # (scatter/gather) activation or gradient (DeepSpeed's PartitionedTensor meta).
     p2p_meta_sends_per_microbatch: float = 0.0
-    # With p2p_scatter_gather: the receiving stage all-gathers each received tensor over tp (forward
-    # activation, backward gradient) before it computes, on the stage's stream (exposed).
-    p2p_gather_after_recv: bool = False
+    # With p2p_scatter_gather: tp all-gathers of whole pipeline tensors a (middle) stage makes per micro-batch, each
+    # on the stage's stream before the compute it feeds (exposed). 2 where the received activation (forward) and
+    # the received gradient (backward) are gathered (Megatron v2.5, frameworks/megatron_2022.py); 3 where the
+    # stage also rebuilds its own output, whose data it freed after sending its 1/tp part, before backward
+    # (DeepSpeed's pipeline engine, frameworks/deepspeed.py). 0: nothing gathered.
+    p2p_gathers_per_microbatch: float = 0.0
     # Memory (cost.memory). ZeRO-3 working set: the largest module's 16-bit weight and gradient (DeepSpeed
     # fetches submodule by submodule) and/or `units_in_flight` whole transformer blocks (FSDP units).
     gathers_largest_module: bool = False

@@ -33,7 +33,18 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   `pipe_partitioned` / `grad_partitioned` default True, `runtime/config.py`:467-468 @38327e07); each send is a
   LongTensor of metadata then the 1/tp part (engine.py:589-600, 867-870, 909-915), and the receiver rebuilds
   the whole tensor with `PartitionedTensor.full()`, one `dist.all_gather` over tp (`runtime/utils.py`:693-721),
-  before its forward (engine.py:564-572) and backward (engine.py:649-670).
+  before its forward (engine.py:564-572) and backward (engine.py:649-670). A middle stage calls `full()` three
+  times per micro-batch (`p2p_gathers_per_microbatch`): the received activation before forward (v0.5.4
+  engine.py:571), and before backward its own output, whose data `_exec_forward_pass` replaced by `torch.zeros(1)`
+  after partitioning it for the send (:591-599), and the received gradient (:656, :670); the same three in 0.19.8
+  (pipe/engine.py:715, 819, 834, `all_gather_into_tensor`, runtime/utils.py:715-732). Megatron v2.5 gathers two
+  (frameworks/megatron_2022.py). Not priced, each well under 1% of a step (MT-NLG 530B, tp 8, pp 35: the
+  84 MB activation): `full()`'s HBM copies around the gather (a zeroed buffer, the list-form all_gather's copy-out
+  at v0.5.4, a final `clone()`: about 5 bytes per gathered byte, 0.3 ms a call on an A100) and the host
+  synchronisations per micro-batch (at v0.5.4: ThroughputTimer.start's `torch.cuda.synchronize()` at every forward,
+  engine.py:556 and utils/timer.py:137-142; `meta.tolist()` of a CUDA tensor in `PartitionedTensor.from_meta`,
+  utils.py:662; the metadata's blocking host-to-device copy in `to_meta`), each leaving the GPU idle for about
+  one eager op.
 - bf16 with fp32 gradient accumulation at ZeRO 0 or 1 runs the BF16_Optimizer (`_do_optimizer_sanity_check`,
   runtime/engine.py:1316-1318 for ZeRO-1 with grad_accum_dtype fp32; :1349-1350 for ZeRO-0, whose default
   grad_accum_dtype is fp32, engine.py:1017-1021): it shards the fp32 master and Adam states over dp (its own
@@ -60,7 +71,11 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   (:397-404, 1234-1240) is used only when the accumulation dtype differs, which with bf16 is the BF16_Optimizer
   path below. The pipeline engine's backward is the engine's or `outputs.backward(gradient=...)` (pipe/engine.py:
   792-855), with the reduce after the last micro-batch (`_exec_reduce_grads`, :287). At ZeRO 2 and 3 the hooks reduce every micro-batch's gradient into
-  the partition and drop it (shard_copies).
+  the partition and drop it (shard_copies). Not this entry: from 6ae756c0 (#1246, 2021-07-26) until af033831
+  (#4887, 2024-01-05) ZeRO-1 ignored contiguous_gradients (engine.py:1075-1079 @v0.5.4), so `reduce_ipg_grads` took
+  `buffered_reduce_fallback(None, ...)`, a flatten, an all-reduce of the whole 16-bit gradient over dp and a copy
+  back (zero/stage2.py:1175-1190, 1303-1388 @v0.5.4), not the reduce-scatter priced here: for MT-NLG 530B (tp 8,
+  pp 35, dp 8, fp16, 2021) about 0.2 s more of a 60 s step.
 - ZeRO-3 keeps the parameters of at most `stage3_param_persistence_threshold` (1e5) elements gathered between uses
   (`ds_persist`, partition_parameters.py:1292-1297; zero/config.py:228): the norms and biases
   (planner.specs.model.vector_tensors). Yet every `step` releases all parameters, the persistent ones too
@@ -125,7 +140,7 @@ DEEPSPEED = Framework(
     # Pipeline engine p2p (module docstring): partitioned over tp, four blocking transfers per micro-batch each
     # preceded by a metadata send, the whole tensor all-gathered over tp on receipt.
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,
-    p2p_gather_after_recv=True,
+    p2p_gathers_per_microbatch=3.0,  # received activation, own output, received gradient (module docstring)
     fp32_grad_accumulation_bytes=18.0,  # BF16_Optimizer's cast + add per micro-batch (module docstring)
     unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` at ZeRO 0/1 (module docstring)
     fp32_accumulation_all_reduces=True,  # BF16_Optimizer all-reduces the fp32 gradient, then all-gathers (docstring)

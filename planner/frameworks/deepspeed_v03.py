@@ -48,6 +48,9 @@ deepspeed/runtime/zero/; the same code is in v0.3.13 and v0.4.0 (same functions,
   two views (the narrows; view(-1) not counted, as above) and one copy issued from Python (an eager op with its
   launch). Once per step, after the last kernel of the step: nothing hides it (planner.cost.zero3_fetch.
   step_regather_s). Same loop at v0.3.13 (partition_parameters.py:692) and v0.5.4 (:936).
+Not modelled (its rows have no pipeline): up to v0.5.3, before e2fdd254 (#1407, 2021-09-29), the pipeline
+engine sent the gradient whole, `is_grad_partitioned = False` (pipe/engine.py:107 @0cd9abf2), and gathered two
+tensors per micro-batch, the received activation and its own output (:499, :915), not today's three.
 Everything else (memory, buckets, overlaps, ZeRO-1/2) is taken as today's `deepspeed`; ZeRO++ (2023) and
 MiCS (2022) did not exist, nor bf16 training (below).
 """

@@ -14,7 +14,8 @@ stages talk and in what did not exist yet. Sources: NVIDIA/Megatron-LM at v2.5 (
 - Scatter/gather of pipeline tensors, on by default since 72e4230b (2021-02-16; `--no-scatter-gather-tensors-in-
   pipeline` turns it off, v2.5 arguments.py:585-587): each tp rank sends 1/tp of the activation
   (`split_tensor_into_1d_equal_chunks`, v2.5 p2p_communication.py:91-94) and the receiving stage all-gathers
-  it over tp before it computes (`gather_split_1d_tensor`, :136-140), after the synchronize above: exposed.
+  it over tp before it computes (`gather_split_1d_tensor`, :136-140), after the synchronize above: exposed; the
+  activation in forward and the gradient in backward, two gathers per micro-batch (the sender keeps its output).
   With sequence parallelism the tensor is already sharded and neither happens (285068c8 :150, 190, 236).
   Megatron-Core dropped the scatter/gather when it took the pipeline code over (39b83c79, 2023-01-31).
 - The interleaved schedule asserts that the step's micro-batches are a multiple of pp (v2.5 schedules.py:35;
@@ -57,7 +58,7 @@ from planner.frameworks.megatron import MEGATRON
 MEGATRON_2022 = replace(
     MEGATRON, name="megatron-2022", lineage="megatron",
     p2p_overlap=False,
-    p2p_scatter_gather=True, p2p_gather_after_recv=True,
+    p2p_scatter_gather=True, p2p_gathers_per_microbatch=2.0,  # received activation and gradient (docstring)
     interleaving_needs_pp_multiple=True,
     unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` in fp16 (module docstring)
     tp_comm_overlap_available=False,
