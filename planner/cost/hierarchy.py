@@ -6,10 +6,15 @@ Per ZeRO-3 unit (a transformer layer's parameters, or the rest of the model) and
   forward gather   all-gather of the unit over the weight shard group (layout.shard_group, default all of dp);
                    qwZ sends int8 (1 byte per element) and adds the quantise / dequantise kernels
                    (DeepSpeed partition_parameters.py:769-806 `CUDAQuantizer`, 8 bits, symmetric, groups of
-                   at most 16k elements: the fp32 scales, < 0.1% of the bytes, are left out);
+                   at most 16k elements; its fp32 scales follow in a call of their own, see Calls below);
   backward gather  the same, or with hpZ over the `zero_hpz` ranks of the secondary partition inside the node
                    (partition_parameters.py:1215-1225: `zero_param_process_group` when the param has a
                    `ds_secondary_tensor`; qwZ quantises it too, partitioned_param_coordinator.py:461-471);
+                   the forward gathers of the step's later micro-batches too: the
+                   secondary partition is written when a parameter is first released (`_partition` ->
+                   `_partition_param_sec`, DeepSpeed 0.19.8 partition_parameters.py:1765-1769, 1900-1913)
+                   and dropped only after the optimizer step (`invalidate_secondary_tensor`, stage3.py:755-759,
+                   2846), so only the first micro-batch's forward gathers over the whole weight group;
   gradient reduce  reduce-scatter over the gradient group (grad_shard_group, default the shard group); qgZ
                    replaces it with DeepSpeed's `all_to_all_quant_reduce` (runtime/comm/coalesced_collectives.py:
                    31-78, called from stage3.py:1388): int4 swizzled quantisation, all-to-all inside the node,
@@ -196,12 +201,18 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_step,
         return out
 
     gf, gb, rs, rep = (full(layer[k]) for k in ("forward", "backward", "scatter", "replica"))
-    normal = per_micro_batch(gf, gb, rs)
-    last = per_micro_batch(gf, gb, rs + rep)
+    # The step's first micro-batch gathers forward over the weight group; the later ones gather forward as
+    # backward does (over hpZ's secondary partition where there is one: module docstring, backward gather).
+    first, later = per_micro_batch(gf, gb, rs), per_micro_batch(gb, gb, rs)
+    first_last, later_last = per_micro_batch(gf, gb, rs + rep), per_micro_batch(gb, gb, rs + rep)
+    rest_later = full(np.where(pick(outside) > 0, 2.0 * rest["backward"] + rest["scatter"], 0.0))
     replica_rest = full(np.where(pick(outside) > 0, rest["replica"], 0.0))
     every = full(sub_fw["replica_reduce_every_microbatch"]) > 0
-    hierarchical = np.where(every, m * (last + full(rest_mb) + replica_rest),
-                            m * (normal + full(rest_mb)) + (last - normal) + replica_rest)
+    m = np.asarray(m, dtype=float) * np.ones(len(batch))
+    hierarchical = np.where(
+        every, first_last + (m - 1.0) * later_last + full(rest_mb) + (m - 1.0) * rest_later + m * replica_rest,
+        np.where(m > 1, first + (m - 2.0) * later + later_last, first_last)
+        + full(rest_mb) + (m - 1.0) * rest_later + replica_rest)
     if np.any(once[rows]):
         rest_once = full(np.where(pick(outside) > 0, rest["forward"] + rest["scatter"], 0.0))
         hierarchical = np.where(once, per_step_once(gf, rs + rep) + rest_once + replica_rest, hierarchical)
@@ -259,7 +270,9 @@ def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
         cross = zero3_unit_cross_node(sub, cluster, sub_fw, pick(w), pick(reduce_bytes), pick(params))
         sub_once = pick(once)
         replica_calls = np.where((sub_fw["replica_reduce_every_microbatch"] > 0) & ~sub_once, pick(m), 1.0)
+        sub_m = pick(m)  # later micro-batches' forward gathers cross as backward's (module docstring)
         out[rows] = (np.where(sub_once, cross["forward"] + cross["scatter"],
-                              pick(m) * (cross["forward"] + cross["backward"] + cross["scatter"]))
+                              cross["forward"] + (sub_m - 1.0) * cross["backward"]
+                              + sub_m * (cross["backward"] + cross["scatter"]))
                      + replica_calls * cross["replica"])
     return out

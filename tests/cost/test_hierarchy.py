@@ -66,15 +66,17 @@ def test_each_zeropp_option_helps_on_a_slow_network(nics):
 def test_three_level_partitioning_of_xu_et_al():
     """Xu et al. (Frontier, low-bandwidth partitioning) through the same fields: weights' secondary copy over a
     pair of ranks (hpZ 2), gradients over the node (grad_shard_group 8), optimizer and primary weights over all
-    of dp. Per micro-batch only the forward gather crosses nodes; the gradient shards cross once per step."""
+    of dp. Only the step's first forward gather crosses nodes: hpZ's secondary copy, written when a parameter is
+    first released, serves every later gather until the optimizer step drops it (DeepSpeed 0.19.8
+    partition_parameters.py:1765-1769, stage3.py:2846). The gradient shards cross once per step."""
     three = Layout(dp=64, zero=3, framework="other", micro_batch=1, global_batch=128, recompute="full",
                    zero_hpz=2, grad_shard_group=8)
     flat = three.model_copy(update={"zero_hpz": 1, "grad_shard_group": None})
     cross3 = simulate(MODEL, three, H100)["comm_bytes_per_step"]["dp_cross_node"]
     cross = simulate(MODEL, flat, H100)["comm_bytes_per_step"]["dp_cross_node"]
     m = 2  # micro-batches per step
-    # flat: m x 3 x (2 bytes x params); three-level: m x 1 x (2 x params) + the all-reduce of 8 gradient shards (2 x 2 x params)
-    assert cross3 / cross == pytest.approx((m * 1 + 2) / (m * 3), rel=1e-12)
+    # flat: m x 3 x (2 bytes x params); three-level: 1 x (2 x params) + the all-reduce of 8 gradient shards (2 x 2 x params)
+    assert cross3 / cross == pytest.approx((1 + 2) / (m * 3), rel=1e-12)
     memory = simulate(MODEL, three, H100)["memory"]
     flat_memory = simulate(MODEL, flat, H100)["memory"]
     assert memory["gradients"] == pytest.approx(8.0 * flat_memory["gradients"], rel=1e-9)
@@ -98,3 +100,23 @@ def test_dp_bytes_follow_the_options():
     flat = _run()["comm_bytes_per_step"]["dp"]
     quantised = _run(zero_quantized_weights=True, zero_quantized_gradients=True)["comm_bytes_per_step"]["dp"]
     assert quantised / flat == pytest.approx((2 * 1.0 + 0.5 * (1 + 1 / 8)) / 6.0, rel=1e-12)
+
+
+def test_hpz_gathers_forward_inside_the_node_after_the_first_micro_batch():
+    """hpZ's secondary partition lives from a parameter's first release to the optimizer step (DeepSpeed 0.19.8
+    partition_parameters.py:1765-1769, 1900-1913; stage3.py:755-759, 2846), so of m micro-batches only the
+    first gathers forward across nodes: the cross-node bytes are one forward gather plus m gradient reductions,
+    and a step of m micro-batches costs less than m steps of one where the forward gathers are exposed."""
+    def run(global_batch, hpz):
+        layout = Layout(dp=64, zero=3, framework="deepspeed", micro_batch=1, global_batch=global_batch,
+                        recompute="full", zero_hpz=hpz)
+        return simulate(MODEL, layout, H100)
+
+    one, four = run(64, 8), run(256, 8)
+    # per micro-batch across nodes: forward gather 2P (first only) + reduce-scatter 2P; backward stays in the node
+    assert four["comm_bytes_per_step"]["dp_cross_node"] / one["comm_bytes_per_step"]["dp_cross_node"] == \
+        pytest.approx((1 + 4) / (1 + 1), rel=1e-12)
+    flat_one, flat_four = run(64, 1), run(256, 1)
+    assert flat_four["comm_bytes_per_step"]["dp_cross_node"] == pytest.approx(
+        4.0 * flat_one["comm_bytes_per_step"]["dp_cross_node"], rel=1e-12)
+    assert four["step_time_s"] <= 4.0 * one["step_time_s"] + 1e-12

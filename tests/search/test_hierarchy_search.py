@@ -2,10 +2,12 @@
 
 A 13B GPT on 64 GPUs with the sharded data-parallel stacks (DeepSpeed, FSDP): on A100 nodes with a single
 200 Gb/s NIC the best layout, with ZeRO++'s quantised collectives allowed (--quantized-comm), uses hpZ and
-beats every flat layout clearly (7.52 s against flat ZeRO-2's 8.41 s); hpZ or a shard group without
-quantisation (the default) does not beat flat ZeRO-2 on this problem (HSDP's 8-way optimizer shard does not
-fit 40 GB). On DGX H100 nodes (NVLink 4, 8 NDR NICs) the flat layouts are as good within a tie, so nothing
-forces them. (With Megatron in the search, its tp x pp layouts edge out both on the slow cluster: 7.51 s vs 7.52 s.)
+beats every flat layout clearly (6.64 s, DeepSpeed ZeRO-3 + hpZ 8 + qwZ + qgZ at micro-batch 2, against flat
+FSDP ZeRO-2's 8.07 s; 7.31 s before the later micro-batches' forward gathers went inside the node with hpZ's
+secondary copy, cost/hierarchy.py); hpZ or a shard group without quantisation (the default) does not beat flat
+ZeRO-2 on this problem (HSDP's 8-way optimizer shard does not fit 40 GB). On DGX H100 nodes (NVLink 4, 8 NDR
+NICs) the flat layouts are as good within a tie, so nothing forces them. (With Megatron in the search the
+ZeRO++ layout still wins on the slow cluster.)
 """
 
 from __future__ import annotations
