@@ -62,6 +62,14 @@ SCALE_BYTES = 4.0  # fp32 quantisation scales (csrc/quantization/pt_binding.cpp:
 QWZ_GROUP_ELEMENTS = 8000.0
 
 
+def quantized_gradient_rows(batch, gpus_per_node) -> np.ndarray:
+    """The ZeRO-3 rows whose gradients take qgZ's `all_to_all_quant_reduce`: those that ask for it
+    (zero_quantized_gradients) on a job of more than one node. DeepSpeed counts the job's nodes, not the
+    group's (world size / devices per node), and with one node reduces with the plain `reduce_scatter_coalesced`
+    (DeepSpeed 0.19.8 runtime/zero/stage3.py:1925-1931)."""
+    return (batch.zero == 3) & batch.zero_quantized_gradients & (batch.gpus > gpus_per_node)
+
+
 def sub_batch(batch, rows):
     """(sub, sub_fw, pick) for computing on `rows` only: the sub-batch `batch.take(rows)`, its framework
     arrays, and pick: a -> a at `rows` for the caller's whole-batch arrays and scalars alike (broadcast first)."""
@@ -97,7 +105,7 @@ def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls,
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     weights_group, grads_group = degree["weights"], degree["grads"]
     hpz = degree["hpz"]
-    qw, qg = batch.zero_quantized_weights, batch.zero_quantized_gradients
+    qw, qg = batch.zero_quantized_weights, quantized_gradient_rows(batch, gpn)
     sent = np.where(qw, INT8_BYTES, w)  # bytes per element on the wire of a weight gather
 
     def gather(size):
@@ -153,7 +161,7 @@ def zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, elements) -> dict
     d = sharding_degree(batch, fw)
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     weights_group, grads_group, hpz = degree["weights"], degree["grads"], degree["hpz"]
-    qg = batch.zero_quantized_gradients
+    qg = quantized_gradient_rows(batch, gpn)
     sent = np.where(batch.zero_quantized_weights, INT8_BYTES, w)
     row_per_node, _ = _shape(d, stride, gpn)
 
@@ -229,7 +237,7 @@ def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m, once):
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     sent = np.where(batch.zero_quantized_weights, INT8_BYTES, w)
     k, n = _shape(degree["grads"], stride, cluster.gpus_per_node)
-    scatter = np.where(batch.zero_quantized_gradients, INT4_BYTES * (1.0 + np.where(n > 1, 1.0 / k, 0.0)), reduce_bytes)
+    scatter = np.where(quantized_gradient_rows(batch, cluster.gpus_per_node), INT4_BYTES * (1.0 + np.where(n > 1, 1.0 / k, 0.0)), reduce_bytes)
     replicas = sharding_degree(batch, fw) / degree["grads"]
     replica = np.where(replicas > 1, 2.0 * reduce_bytes / degree["grads"], 0.0)
     replica_calls = np.where((fw["replica_reduce_every_microbatch"] > 0) & ~once, m, 1.0)

@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.cost.hierarchy import quantized_gradient_rows
 from planner.cost.memory import sharding_degree, unsharded_through_step
 from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
 
@@ -193,10 +194,11 @@ SHARD_COPY_RECIPES = {
 _RECIPE_OF_STACK = tuple(SHARD_COPY_RECIPES[FRAMEWORKS[name].shard_copies] for name in FRAMEWORK_NAMES)
 
 
-def seconds_per_step(batch, stack, w, r, params, m, hbm) -> np.ndarray | None:
+def seconds_per_step(batch, stack, w, r, params, m, hbm, gpus_per_node) -> np.ndarray | None:
     """Seconds per step of the copies on the `params` one GPU gathers (the stage's), for the candidates
     whose stack makes them, with sharded data parallelism over more than one rank; None when no stack of
-    the batch makes any (the step then has no `shard_copies` part). `stack`: the batch's framework arrays."""
+    the batch makes any (the step then has no `shard_copies` part). `stack`: the batch's framework arrays;
+    `gpus_per_node` tells the rows whose gradients take qgZ (hierarchy.quantized_gradient_rows)."""
     codes = batch.framework.astype(int)
     present = np.flatnonzero(np.bincount(codes, minlength=len(FRAMEWORK_NAMES)))  # O(n), unlike np.unique
     recipes = [(code, _RECIPE_OF_STACK[code]) for code in present if _RECIPE_OF_STACK[code] is not None]
@@ -204,7 +206,7 @@ def seconds_per_step(batch, stack, w, r, params, m, hbm) -> np.ndarray | None:
         return None
     world = sharding_degree(batch, stack)
     once = unsharded_through_step(batch, stack)
-    qgz = (batch.zero == 3) & batch.zero_quantized_gradients
+    qgz = quantized_gradient_rows(batch, gpus_per_node)  # qgZ's reduction, not the coalesced one
     seconds = np.zeros(len(batch))
     for code, recipe in recipes:
         rows = (world > 1) & (codes == code)

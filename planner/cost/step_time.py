@@ -294,7 +294,8 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_s
     if "checkpoint_gather" in per_layer:  # partitioned checkpoints rebuilt over tp before each recompute
         parts["checkpoint_gather"] = paced(per_layer["checkpoint_gather"])
     # The HBM copies sharded data parallelism makes around its collectives (cost/shard_copies.py).
-    copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm)
+    copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm,
+                                          cluster.gpus_per_node)
     if copies is not None:
         parts["shard_copies"] = copies
     return parts

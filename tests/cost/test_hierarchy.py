@@ -120,3 +120,21 @@ def test_hpz_gathers_forward_inside_the_node_after_the_first_micro_batch():
     assert flat_four["comm_bytes_per_step"]["dp_cross_node"] == pytest.approx(
         4.0 * flat_one["comm_bytes_per_step"]["dp_cross_node"], rel=1e-12)
     assert four["step_time_s"] <= 4.0 * one["step_time_s"] + 1e-12
+
+
+def test_qgz_on_one_node_reduces_as_flat_zero3():
+    """DeepSpeed takes qgZ's all-to-all path only when the job spans nodes (world size / devices per node > 1,
+    0.19.8 runtime/zero/stage3.py:1925-1931); on one node the gradients go through the plain
+    reduce_scatter_coalesced, copies included: the step and its bytes are flat ZeRO-3's. On 64 GPUs qgZ changes both."""
+    def one_node(**options):
+        layout = Layout(dp=8, zero=3, framework="deepspeed", micro_batch=1, global_batch=16, recompute="full",
+                        **options)
+        return simulate(MODEL, layout, H100)
+
+    flat, qgz = one_node(), one_node(zero_quantized_gradients=True)
+    assert qgz["step_time_s"] == pytest.approx(flat["step_time_s"], rel=1e-12)
+    assert qgz["comm_bytes_per_step"]["dp"] == pytest.approx(flat["comm_bytes_per_step"]["dp"], rel=1e-12)
+    assert qgz["time"]["shard_copies"] == pytest.approx(flat["time"]["shard_copies"], rel=1e-12)
+    many_flat, many_qgz = _run(), _run(zero_quantized_gradients=True)
+    assert many_qgz["comm_bytes_per_step"]["dp"] < many_flat["comm_bytes_per_step"]["dp"]
+    assert many_qgz["time"]["shard_copies"] < many_flat["time"]["shard_copies"]
