@@ -109,14 +109,17 @@ def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls,
     sent = np.where(qw, INT8_BYTES, w)  # bytes per element on the wire of a weight gather
 
     def gather(size):
-        # qwZ: the int8 data, then its fp32 scales, one call each per gathered tensor (module docstring).
-        scales = collectives.all_gather_time(SCALE_BYTES / QWZ_GROUP_ELEMENTS * elements, links(size, stride),
-                                             calls=gather_calls, **kw)
-        data = collectives.all_gather_time(sent * elements, links(size, stride), calls=gather_calls, **kw)
-        # qwZ kernels: quantise the local shard of the gathering group (read w, write 1 byte), dequantise the
-        # gathered unit (read 1, write w).
-        kernels = (elements / size + elements) * (w + INT8_BYTES) / hbm
-        return (data + np.where(qw, scales + kernels, 0.0)) * (size > 1)
+        group = links(size, stride)
+        data = collectives.all_gather_time(sent * elements, group, calls=gather_calls, **kw)
+        if qw.any():
+            # qwZ: the int8 data, then its fp32 scales, one call each per gathered tensor (module docstring);
+            # kernels: quantise the local shard of the gathering group (read w, write 1 byte), dequantise the
+            # gathered unit (read 1, write w).
+            scales = collectives.all_gather_time(SCALE_BYTES / QWZ_GROUP_ELEMENTS * elements, group,
+                                                 calls=gather_calls, **kw)
+            kernels = (elements / size + elements) * (w + INT8_BYTES) / hbm
+            data = data + np.where(qw, scales + kernels, 0.0)
+        return data * (size > 1)
 
     forward = gather(weights_group)
     backward = np.where(hpz > 1, gather(hpz), forward)
@@ -128,6 +131,11 @@ def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls,
     k, n = _shape(grads_group, stride, gpn)
     grad_links = links(grads_group, stride)
     ring = collectives.reduce_scatter_time(reduce_bytes * elements, grad_links, **kw) * (grads_group > 1)
+    replicas = d / grads_group
+    replica = collectives.all_reduce_time(reduce_bytes * elements / grads_group, links(replicas, stride * grads_group),
+                                          **kw) * (replicas > 1)
+    if not qg.any():
+        return {"forward": forward, "backward": backward, "scatter": ring, "replica": replica}
     intra_links, inter_links = links(k, stride), links(n, stride * k)
     scale_bytes = SCALE_BYTES * np.maximum(batch.hidden, grads_group) * gather_calls
     intra = (collectives.reduce_scatter_time(INT4_BYTES * elements, intra_links, calls=gather_calls, **kw)
@@ -144,11 +152,6 @@ def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls,
     kernel_bytes = ((reduce_bytes + INT4_BYTES) + INT4_BYTES * (1.0 + 1.0 / k) + (INT4_BYTES + reduce_bytes) / k
                     + reduce_bytes * (3.0 * n + 1.0) / (k * n))
     scatter = np.where(qg, intra + inter + vectors + elements * kernel_bytes / hbm, ring)
-
-    replicas = d / grads_group
-    replica = collectives.all_reduce_time(reduce_bytes * elements / grads_group, links(replicas, stride * grads_group),
-                                          **kw) * (replicas > 1)
-
     return {"forward": forward, "backward": backward, "scatter": scatter, "replica": replica}
 
 
@@ -211,12 +214,15 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_step,
     gf, gb, rs, rep = (full(layer[k]) for k in ("forward", "backward", "scatter", "replica"))
     # The step's first micro-batch gathers forward over the weight group; the later ones gather forward as
     # backward does (over hpZ's secondary partition where there is one: module docstring, backward gather).
-    first, later = per_micro_batch(gf, gb, rs), per_micro_batch(gb, gb, rs)
-    first_last, later_last = per_micro_batch(gf, gb, rs + rep), per_micro_batch(gb, gb, rs + rep)
+    first, first_last = per_micro_batch(gf, gb, rs), per_micro_batch(gf, gb, rs + rep)
+    if np.array_equal(gf, gb):  # no hpZ rows: every micro-batch gathers as the first
+        later, later_last = first, first_last
+    else:
+        later, later_last = per_micro_batch(gb, gb, rs), per_micro_batch(gb, gb, rs + rep)
     rest_later = full(np.where(pick(outside) > 0, 2.0 * rest["backward"] + rest["scatter"], 0.0))
     replica_rest = full(np.where(pick(outside) > 0, rest["replica"], 0.0))
     every = full(sub_fw["replica_reduce_every_microbatch"]) > 0
-    m = np.asarray(m, dtype=float) * np.ones(len(batch))
+    m = np.broadcast_to(np.asarray(m, dtype=float), len(batch))
     hierarchical = np.where(
         every, first_last + (m - 1.0) * later_last + full(rest_mb) + (m - 1.0) * rest_later + m * replica_rest,
         np.where(m > 1, first + (m - 2.0) * later + later_last, first_last)
@@ -237,7 +243,8 @@ def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m, once):
     stride = batch.tp * np.where(fw["shards_over_context_parallel"] > 0, 1.0, batch.cp)
     sent = np.where(batch.zero_quantized_weights, INT8_BYTES, w)
     k, n = _shape(degree["grads"], stride, cluster.gpus_per_node)
-    scatter = np.where(quantized_gradient_rows(batch, cluster.gpus_per_node), INT4_BYTES * (1.0 + np.where(n > 1, 1.0 / k, 0.0)), reduce_bytes)
+    scatter = np.where(quantized_gradient_rows(batch, cluster.gpus_per_node),
+                       INT4_BYTES * (1.0 + np.where(n > 1, 1.0 / k, 0.0)), reduce_bytes)
     replicas = sharding_degree(batch, fw) / degree["grads"]
     replica = np.where(replicas > 1, 2.0 * reduce_bytes / degree["grads"], 0.0)
     replica_calls = np.where((fw["replica_reduce_every_microbatch"] > 0) & ~once, m, 1.0)
@@ -276,9 +283,9 @@ def dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes):
     if rows.size:
         sub, sub_fw, pick = sub_batch(batch, rows)
         cross = zero3_unit_cross_node(sub, cluster, sub_fw, pick(w), pick(reduce_bytes), pick(params))
-        sub_once = pick(once)
-        replica_calls = np.where((sub_fw["replica_reduce_every_microbatch"] > 0) & ~sub_once, pick(m), 1.0)
-        sub_m = pick(m)  # later micro-batches' forward gathers cross as backward's (module docstring)
+        sub_once, sub_m = pick(once), pick(m)
+        replica_calls = np.where((sub_fw["replica_reduce_every_microbatch"] > 0) & ~sub_once, sub_m, 1.0)
+        # later micro-batches' forward gathers cross as backward's (module docstring)
         out[rows] = (np.where(sub_once, cross["forward"] + cross["scatter"],
                               cross["forward"] + (sub_m - 1.0) * cross["backward"]
                               + sub_m * (cross["backward"] + cross["scatter"]))
