@@ -264,7 +264,11 @@ class Efficiency(_Frozen):
     # Optimizer-step throughput relative to hbm_efficiency x HBM bandwidth (gradient clipping, flattening
     # and ZeRO bookkeeping ride on the step); 1 = the Adam traffic alone. Assumed 1 until calibrated.
     optimizer_relative_efficiency: float = Field(default=1.0, gt=0, le=1)
-    # Achieved fraction of link bandwidth for NCCL-style collectives (busbw / link bw).
+    # Achieved fraction of link bandwidth for NCCL-style collectives: it scales the NVLink per-direction bandwidth (W_up) and
+    # the per-rank NIC share (W_out) before NCCL's own protocol factors and caps (cost/collectives.py), so a spec sets it to
+    # measured nccl-tests busbw / the model's busbw at efficiency 1 for the same group and size. The DGX, H800 and Jean Zay
+    # specs do (their efficiency: blocks cite the measurements: NVLink 0.76-0.81, InfiniBand 0.96). The 0.75 default is an
+    # assumption, kept where no measurement was found (DGX-2 NVLink, Frontier's Infinity Fabric and Slingshot, Omni-Path, CPUs).
     scale_up_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
     scale_out_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
     # Residuals of the overlap schedule (cost/overlap.py, cost/data_parallel.py): the fraction of the data-parallel /

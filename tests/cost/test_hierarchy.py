@@ -53,14 +53,24 @@ def test_node_sized_groups_keep_gathers_off_the_network():
 
 
 def test_each_zeropp_option_helps_on_a_slow_network(nics):
-    """On one 200 Gb/s NIC per node every option cuts the exposed data-parallel time."""
+    """On one 200 Gb/s NIC per node every option that moves fewer bytes across nodes cuts the exposed data-parallel
+    time. FSDP's HSDP (shard group 8) at one micro-batch a step moves as many: its fp32 replica all-reduce (2 x 4
+    bytes a parameter) replaces the flat bf16 gathers and fp32 reduce-scatter (2 x 2 + 4), so only the schedule
+    differs, by under 2% either way (4.48 vs 4.56 s exposed at the assumed 0.75 link efficiencies; 3.40 vs 3.35 s at
+    the spec's nccl-tests-derived ones)."""
     slow = nics("dgx-a100-40gb", 1)
     for framework, option in (("deepspeed", {"zero_hpz": 8}), ("deepspeed", {"zero_quantized_weights": True}),
                               ("deepspeed", {"zero_quantized_gradients": True}), ("fsdp", {"shard_group": 8}),
                               ("other", {"shard_group": 8})):
         layout = dict(dp=64, zero=3, framework=framework, micro_batch=1, global_batch=64, recompute="full")
-        base = simulate(MODEL, Layout(**layout), slow)["time"]["dp_comm_exposed"]
-        assert simulate(MODEL, Layout(**layout, **option), slow)["time"]["dp_comm_exposed"] < base, (framework, option)
+        base, plus = (simulate(MODEL, Layout(**layout, **extra), slow) for extra in ({}, option))
+        crossed = plus["comm_bytes_per_step"]["dp_cross_node"], base["comm_bytes_per_step"]["dp_cross_node"]
+        if framework == "fsdp":
+            assert crossed[0] == pytest.approx(crossed[1], rel=1e-12)
+            assert plus["time"]["dp_comm_exposed"] == pytest.approx(base["time"]["dp_comm_exposed"], rel=0.02)
+        else:
+            assert crossed[0] < crossed[1], (framework, option)
+            assert plus["time"]["dp_comm_exposed"] < base["time"]["dp_comm_exposed"], (framework, option)
 
 
 def test_three_level_partitioning_of_xu_et_al():

@@ -383,7 +383,12 @@ def test_fsdp_cpu_offload_under_pipelining_copies_the_shard_in_once_a_step():
                      recompute="full", framework="fsdp", offload="optimizer+params")["parts"]["offload_copies"][0]
 
     assert copies(4, 256) == pytest.approx(copies(4, 32), rel=1e-9)
-    assert copies(1, 256) > 4 * copies(1, 32)
+    # Without pipelining each micro-batch adds the same exposed copy (32, 64, 256 sequences: 4, 8, 32 micro-batches).
+    # How much of it is exposed depends on how much of the chain the gathers leave for it to hide behind (at the spec's
+    # nccl-tests-derived link efficiencies 0.116 -> 0.312 s; at the assumed 0.75 before, 0.441 -> 2.910 s).
+    grow = copies(1, 64) - copies(1, 32)
+    assert grow > 0
+    assert copies(1, 256) - copies(1, 64) == pytest.approx(6 * grow, rel=1e-6)
 
 
 @pytest.mark.parametrize("framework, across_nodes_overlaps", [("megatron", False), ("fsdp", False), ("jax", True)])
