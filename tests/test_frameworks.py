@@ -18,12 +18,13 @@ from planner.specs.model import PRESETS
 
 def test_the_stacks_the_runs_csv_names():
     """runs_csv.md's framework column: megatron, deepspeed, fsdp, jax, other; then MegaScale (issue 16),
-    DeepSpeed's ZeRO-3 of 2021 (deepspeed-v0.3), llm-foundry (FSDP1 under Composer, issue 11) and Megatron-LM
-    before Megatron-Core (megatron-2022), appended last so that the codes of the others stay as they were."""
+    DeepSpeed's ZeRO-3 of 2021 (deepspeed-v0.3), llm-foundry (FSDP1 under Composer, issue 11), Megatron-LM
+    before Megatron-Core (megatron-2022) and DeepSpeed's ZeRO-2 of 2020 with the Megatron-LM fork of DeepSpeedExamples
+    (deepspeed-v0.2), appended last so that the codes of the others stay as they were."""
     assert set(FRAMEWORK_NAMES) == {"megatron", "deepspeed", "fsdp", "jax", "other", "megascale", "deepspeed-v0.3",
-                                    "llm-foundry", "megatron-2022"}
+                                    "llm-foundry", "megatron-2022", "deepspeed-v0.2"}
     assert FRAMEWORK_NAMES[:6] == ("megatron", "deepspeed", "fsdp", "jax", "other", "megascale")
-    assert FRAMEWORK_NAMES[6:] == ("deepspeed-v0.3", "llm-foundry", "megatron-2022")
+    assert FRAMEWORK_NAMES[6:] == ("deepspeed-v0.3", "llm-foundry", "megatron-2022", "deepspeed-v0.2")
 
 
 def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
@@ -48,8 +49,30 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
         check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed-v0.3", zero=3, dp=16, zero_hpz=8))
 
 
+def test_deepspeed_v02_differs_from_deepspeed_in_its_model_code_kernels_and_what_did_not_exist():
+    """frameworks/deepspeed_v02.py: the 2020 Megatron-LM fork's unfused kernels, its checkpoint rebuild's copies, the
+    ZeRO-2 all-gather's copy-out; no pipeline engine, offload, ZeRO-3, ZeRO++, bf16, selective recompute or
+    sequence parallelism yet."""
+    from dataclasses import asdict
+    old, new = asdict(FRAMEWORKS["deepspeed-v0.2"]), asdict(FRAMEWORKS["deepspeed"])
+    assert {k for k in new if old[k] != new[k]} == {
+        "name", "lineage", "unfused_score_accesses_forward", "unfused_score_accesses_backward",
+        "unfused_hidden_accesses_forward", "unfused_qkv_accesses_forward", "unfused_ffn_accesses_forward",
+        "checkpoint_gather_hbm_accesses", "shard_copies", "zero_stages", "supports_pipeline", "supports_offload",
+        "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes", "recompute_modes",
+        "partition_activations_with_sequence_parallel"}
+    assert FRAMEWORKS["deepspeed-v0.2"].lineage == "deepspeed"
+    for layout, reason in [(dict(zero=3, dp=2, global_batch=2), "supports stages"),
+                           (dict(pp=2, global_batch=2), "no pipeline parallelism"),
+                           (dict(zero=1, dp=2, global_batch=2, offload="optimizer"), "no optimizer/parameter offload"),
+                           (dict(dtype="bf16"), "trains in fp16, fp32"),
+                           (dict(recompute="selective"), "recomputes activations none or full")]:
+        with pytest.raises(PlannerInputError, match=reason):
+            check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed-v0.2", **{"dtype": "fp16", **layout}))
+
+
 @pytest.mark.parametrize("name", ["megatron", "deepspeed", "fsdp", "jax", "megascale", "deepspeed_v03", "llm-foundry",
-                                  "megatron_2022"])
+                                  "megatron_2022", "deepspeed_v02"])
 def test_every_stack_cites_its_source(name):
     doc = importlib.import_module(f"planner.frameworks.{name.replace('-', '_')}").__doc__
     assert "Sources" in doc and (".py" in doc or ".yml" in doc or ".md" in doc)

@@ -46,7 +46,7 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
     parser.add_argument("--framework", metavar="STACK[,STACK]",
                         help="training stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other (a neutral "
-                             "stack with every ZeRO-3 option), megascale, deepspeed-v0.3, llm-foundry, megatron-2022 (default "
+                             "stack with every ZeRO-3 option), megascale, deepspeed-v0.3, llm-foundry, megatron-2022, deepspeed-v0.2 (default "
                              "megatron,deepspeed,fsdp); the plan names the stack it chose")
     parser.add_argument("--flat-zero", action="store_true",
                         help="search flat ZeRO-3 only: without ZeRO++ hpZ or node-sized MiCS / HSDP shard groups, "

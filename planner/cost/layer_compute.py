@@ -13,7 +13,7 @@ import numpy as np
 from planner.cost import fused_attention, kernels
 from planner.cost.gemm import gemm_seconds, matmul_efficiency
 from planner.cost.memory import activation_bytes_per_layer
-from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch
+from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import attended_keys
 
@@ -28,12 +28,45 @@ def layer_seconds(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, 
     # over the layer's activation bytes in forward (Korthikanti's breakdown), 2x in backward.
     elementwise = activation_bytes_per_layer(batch)["full"] / hbm
     fp8_casts = _fp8_cast_seconds(batch, gemms, hbm)
-    forward = gemm + attention + elementwise + fp8_casts / 2.0  # the cast bytes are for forward + backward
-    backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0
+    # The stack's unfused kernels (0 for today's stacks): named apart in the step (step_time `unfused_elementwise`).
+    unfused = {name: part / hbm for name, part in unfused_elementwise_bytes(batch, fw).items()}
+    forward = gemm + attention + elementwise + fp8_casts / 2.0 + unfused["forward"]  # cast bytes: forward + backward
+    backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0 + unfused["backward"]
+    # A recompute forward runs the unfused kernels again: all of them (full) or the attention core's (selective).
+    unfused_recompute = np.select([batch.recompute == 2, batch.recompute == 1],
+                                  [unfused["forward"], unfused["score_forward"]], 0.0)
     recompute = np.select([batch.recompute == 2, batch.recompute == 1],
-                          [forward, attention + np.where(batch.flash_attention, 0.0, 0.3 * elementwise)], 0.0)
+                          [forward, attention + np.where(batch.flash_attention, 0.0, 0.3 * elementwise)
+                           + unfused["score_forward"]], 0.0)
     return {"gemm": gemm, "attention": attention, "attention_backward": attention_bwd, "forward": forward, "backward": backward,
-            "recompute": recompute, "elementwise": elementwise, "issue": _layer_issue_seconds(batch, fw)}
+            "recompute": recompute, "elementwise": elementwise, "issue": _layer_issue_seconds(batch, fw),
+            "unfused": {"forward": unfused["forward"], "backward": unfused["backward"], "recompute": unfused_recompute}}
+
+
+# The Framework fields unfused_elementwise_bytes reads (accesses of one activation element per element touched).
+UNFUSED_FIELDS = ("unfused_score_accesses_forward", "unfused_score_accesses_backward", "unfused_hidden_accesses_forward",
+                  "unfused_qkv_accesses_forward", "unfused_ffn_accesses_forward")
+
+
+def unfused_elementwise_bytes(batch: CandidateBatch, fw) -> dict:
+    """HBM bytes per layer, micro-batch and tp rank of the memory-bound kernels a stack's model code runs beyond the
+    fused path the `elementwise` term prices (Framework.unfused_*_accesses; frameworks/deepspeed_v02.py): `forward`
+    and `backward`, and `score_forward`, the part of forward over the attention scores (what a selective recompute
+    runs again). Per element touched, accesses x the activation element's bytes; the s x s scores only where the
+    layout runs no flash attention (the whole square, as the unfused path computes it). All zero for today's stacks."""
+    zeros = np.zeros(len(batch))
+    if not any(np.any(fw[name]) for name in UNFUSED_FIELDS):
+        return {"forward": zeros, "backward": zeros, "score_forward": zeros}
+    w = DTYPE_BYTES[batch.dtype.astype(int)]
+    tokens = batch.micro_batch * batch.seq_len / batch.cp
+    scores = np.where(batch.flash_attention, 0.0, tokens * batch.heads / batch.tp * batch.seq_len) * w
+    up_width = (batch.mlp_matrices - 1.0) * batch.ffn  # the MLP's first projection, whose bias is added
+    score_forward = fw["unfused_score_accesses_forward"] * scores
+    forward = (score_forward + tokens * w * (fw["unfused_hidden_accesses_forward"] * batch.hidden
+                                             + fw["unfused_qkv_accesses_forward"] * batch.qkv_width / batch.tp
+                                             + fw["unfused_ffn_accesses_forward"] * up_width / batch.tp))
+    return {"forward": forward, "backward": fw["unfused_score_accesses_backward"] * scores,
+            "score_forward": score_forward}
 
 
 def _layer_gemm_shapes(batch, tokens) -> list:

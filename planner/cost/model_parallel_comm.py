@@ -15,8 +15,9 @@ from planner.cost import collectives, groups
 from planner.cost.overlap import hidden_behind
 
 
-def tensor_parallel(batch, cluster, layer, w, fw):
-    """Exposed tensor- and context-parallel seconds per layer per micro-batch, forward and backward."""
+def tensor_parallel(batch, cluster, layer, w, fw, hbm):
+    """Exposed tensor- and context-parallel seconds per layer per micro-batch, forward and backward (`hbm`: the
+    rank's HBM bytes/s, for the copies a partitioned checkpoint's rebuild makes)."""
     eff = cluster.efficiency
     t, c = batch.tp, batch.cp
     kw = groups.collective_kwargs(cluster)
@@ -45,7 +46,7 @@ def tensor_parallel(batch, cluster, layer, w, fw):
     cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
     cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
     qkv_fwd, qkv_bwd = kv_group_gather(batch, cluster, tokens, w, fw, tp_links)
-    gather = checkpoint_gather(batch, cluster, message, tp_links)
+    gather = checkpoint_gather(batch, cluster, message, tp_links, fw, hbm)
     return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "qkv_gather": qkv_fwd + qkv_bwd, "checkpoint_gather": gather,
             "forward": tp_fwd + cp_fwd + qkv_fwd, "backward": tp_bwd + cp_bwd + qkv_bwd + gather,
             "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)), "message": message}
@@ -73,19 +74,25 @@ def kv_group_gather(batch, cluster, tokens, w, fw, tp_links):
     return gather, scatter + np.where(batch.recompute == 2, gather, 0.0)
 
 
-def checkpoint_gather(batch, cluster, message, tp_links):
+def checkpoint_gather(batch, cluster, message, tp_links, fw, hbm):
     """Exposed seconds per layer per micro-batch of rebuilding a partitioned checkpoint (batch.partition_activations):
     the layer input, kept as 1/tp slices, is all-gathered over tp before the layer's recompute in backward, one
     synchronous all_gather_into_tensor on the compute stream ahead of the recompute it feeds (DeepSpeed 0.19.8
     runtime/activation_checkpointing/checkpointing.py:276-306, called at :706-708; Megatron-LM's
     gather_split_1d_tensor, core/tensor_parallel/random.py:647-651): nothing to hide it behind. The gathered buffer is
-    the whole input, [s/cp, b, h] (or the [s/(cp tp), b, h] sequence-parallel slice)."""
+    the whole input, [s/cp, b, h] (or the [s/(cp tp), b, h] sequence-parallel slice). Stacks whose rebuild zero-fills
+    its buffer and gathers through the list-form all_gather add those copies, Framework.checkpoint_gather_hbm_accesses
+    per gathered element, on the same stream before the recompute (frameworks/deepspeed_v02.py)."""
     partitioned = batch.partition_activations
     if not np.any(partitioned):
         return np.zeros(len(batch))
     volume = message / np.where(batch.seq_parallel, batch.tp, 1.0)
-    return groups.only_where(partitioned, collectives.all_gather_time, volume, tp_links,
-                             **groups.collective_kwargs(cluster))
+    gather = groups.only_where(partitioned, collectives.all_gather_time, volume, tp_links,
+                               **groups.collective_kwargs(cluster))
+    accesses = fw["checkpoint_gather_hbm_accesses"]
+    if not np.any(accesses):
+        return gather
+    return gather + np.where(partitioned & (batch.tp > 1), accesses * volume / hbm, 0.0)
 
 
 def pipeline_transfers(batch, cluster, message, fw):

@@ -168,6 +168,17 @@ def deepspeed_zero2_bytes_per_element(world, w) -> np.ndarray:
     return 4.0 * w + 2.0 * w / np.asarray(world, dtype=float)
 
 
+def deepspeed_v02_zero2_bytes_per_element(world, w, micro_batches) -> np.ndarray:
+    """HBM bytes DeepSpeed's ZeRO-2 of 2020 moves per parameter element per micro-batch: today's reduction copies
+    (deepspeed_zero2_bytes_per_element: the same bucket copy, divide and partition copy, microsoft/DeepSpeed@e67a3def
+    deepspeed/pt/deepspeed_zero_optimizer.py:592-597, 653, 682-686) and, once a step, the copy out of the parameter
+    all-gather after the optimizer step: it gathers through the list-form `dist.all_gather` into the ranks' partition
+    views (:1466-1475), which PyTorch's NCCL backend runs into a flat buffer and copies out to each output (pytorch/
+    pytorch@00f5dfd5 torch/lib/c10d/ProcessGroupNCCL.cpp `ProcessGroupNCCL::allgather`, "Copy the flattened output
+    tensors to the outputs"): read w, write w per element (frameworks/deepspeed_v02.py)."""
+    return deepspeed_zero2_bytes_per_element(world, w) + 2.0 * w / np.asarray(micro_batches, dtype=float)
+
+
 # ZeRO-3 gathers each unit twice per micro-batch (forward, and backward after resharding), ZeRO-2 once.
 def _gathers(zero):
     return np.where(zero == 3, 2.0, 1.0)
@@ -187,6 +198,8 @@ SHARD_COPY_RECIPES = {
     "deepspeed": lambda world, zero, w, r, m, once, qgz: np.select(
         [zero == 3, zero == 2],
         [deepspeed_zero3_bytes_per_element(world, w, r, m, qgz), deepspeed_zero2_bytes_per_element(world, w)], 0.0),
+    "deepspeed-v0.2": lambda world, zero, w, r, m, once, qgz: np.where(
+        zero == 2, deepspeed_v02_zero2_bytes_per_element(world, w, m), 0.0),
 }
 
 

@@ -10,7 +10,10 @@ the slowest stage sets the pace:
                    layout overlaps them with the GEMMs (Transformer Engine userbuffers / async TP: then
                    only the first of tp chunks and what the GEMMs cannot cover are exposed);
   partitioned checkpoints (full recompute): the layer input all-gathered over tp before each recompute,
-                   exposed (`checkpoint_gather`);
+                   exposed (`checkpoint_gather`, with the copies the stack's rebuild makes around it);
+  unfused kernels: the memory-bound passes a stack's model code makes beyond the fused path the elementwise
+                   term prices (the 2020 Megatron-LM fork's separate scale, mask, bias and residual kernels),
+                   named apart (`unfused_elementwise`, cost/layer_compute.py);
   context parallel: K/V ring exchange hidden behind the attention core it feeds (ring attention);
   ZeRO-3 / FSDP: unit i+1's all-gather runs during unit i's compute (prefetch), so a pass exposes the
                    first gather plus, per unit, what its gather (+ reduce-scatter in backward) exceeds
@@ -108,7 +111,7 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
     peak, hbm, half, gemm_peak = rank_rates(batch, cluster)
     fw = batch_framework_arrays(batch)
     layer = layer_compute.layer_seconds(batch, cluster, peak, gemm_peak, half, hbm, fw)
-    comm = tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw)
+    comm = tensor_parallel(batch, cluster, layer, DTYPE_BYTES[batch.dtype.astype(int)], fw, hbm)
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     logits_m, logits_n, logits_k = tokens, padded_vocab(batch) / batch.tp, batch.hidden  # the stack's padded rows too
     logits_peak, logits_half = output_layer_rates(batch, cluster, gemm_peak, half)
@@ -121,16 +124,19 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
     floor = {"forward": np.maximum(issue["forward"] - layer["forward"] - comm["forward"], 0.0),
              "backward": np.maximum(issue["backward"] + issue["recompute"] - layer["backward"] - layer["recompute"]
                                     - comm["backward"], 0.0)}
+    unfused = layer["unfused"]  # the stack's unfused kernels, named apart (zero for today's stacks)
     per_layer = {
-        "forward": layer["forward"] - layer["elementwise"],
-        "backward": layer["backward"] - 2.0 * layer["elementwise"],
+        "forward": layer["forward"] - layer["elementwise"] - unfused["forward"],
+        "backward": layer["backward"] - 2.0 * layer["elementwise"] - unfused["backward"],
         "elementwise": 3.0 * layer["elementwise"],
-        "recompute": layer["recompute"],
+        "recompute": layer["recompute"] - unfused["recompute"],
         "launch_floor": floor["forward"] + floor["backward"],
         "tp_comm": comm["tp"],
         "cp_comm": comm["cp"],
         "overhead": np.full(len(batch), eff.layer_overhead_s),
     }
+    if np.any(unfused["forward"]) or np.any(unfused["backward"]):  # only stacks whose model code runs them unfused
+        per_layer["unfused_elementwise"] = unfused["forward"] + unfused["backward"] + unfused["recompute"]
     if comm["qkv_gather"].any():  # only stacks that run tp a multiple of the kv heads pay it
         per_layer["qkv_gather"] = comm["qkv_gather"]
     if comm["checkpoint_gather"].any():  # only layouts with partitioned full-recompute checkpoints pay it
@@ -289,6 +295,8 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_s
     }
     if np.any(accumulate):
         parts["grad_accumulation"] = m * accumulate * pace["params"]
+    if "unfused_elementwise" in per_layer:  # the 2020 Megatron-LM fork's unfused kernels (layer_compute)
+        parts["unfused_elementwise"] = paced(per_layer["unfused_elementwise"])
     if "qkv_gather" in per_layer:
         parts["qkv_gather"] = paced(per_layer["qkv_gather"])
     if "checkpoint_gather" in per_layer:  # partitioned checkpoints rebuilt over tp before each recompute

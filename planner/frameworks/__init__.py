@@ -16,6 +16,7 @@ import numpy as np
 
 from planner.frameworks.base import Framework
 from planner.frameworks.deepspeed import DEEPSPEED
+from planner.frameworks.deepspeed_v02 import DEEPSPEED_V02
 from planner.frameworks.deepspeed_v03 import DEEPSPEED_V03
 from planner.frameworks.fsdp import FSDP
 from planner.frameworks.jax import JAX
@@ -27,7 +28,8 @@ from planner.frameworks.other import OTHER
 
 # New stacks go at the end: a stack's code is its position, stored in candidate batches.
 FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSDP, JAX, OTHER, MEGASCALE,
-                                                               DEEPSPEED_V03, LLM_FOUNDRY, MEGATRON_2022)}
+                                                               DEEPSPEED_V03, LLM_FOUNDRY, MEGATRON_2022,
+                                                               DEEPSPEED_V02)}
 FRAMEWORK_NAMES = tuple(FRAMEWORKS)
 FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
 _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))

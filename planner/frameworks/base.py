@@ -198,7 +198,7 @@ class Framework:
     # The HBM copies the stack's sharded data parallelism makes around its collectives (copy out of each
     # all-gather, copy/cast into the reduce-scatter buffer, shard casts): a recipe of
     # planner.cost.shard_copies.SHARD_COPY_RECIPES ("none", "fsdp1-flat-parameter", "fsdp2-per-parameter",
-    # "deepspeed").
+    # "deepspeed", "deepspeed-v0.2").
     shard_copies: str = "none"
     # tp may be a multiple of the key/value heads, not only a divisor (planner.specs.layout_checks.check_layout):
     # Megatron-Core column-splits the fused QKV projection across each head group and all-gathers its output over tp (a
@@ -263,6 +263,25 @@ class Framework:
     partition_activations_available: bool = False
     partition_activations_default: bool = False
     partition_activations_with_sequence_parallel: bool = False
+    # Memory-bound kernels the stack's model code runs beyond the fused path the cost model's elementwise term stands
+    # for (planner.cost.layer_compute.unfused_elementwise_bytes), in accesses of one activation element (a read or a
+    # write of 2 bytes in 16-bit training) per element of the tensor they touch, per layer, micro-batch and tp rank:
+    # over the b x heads/tp x s x s attention scores when the layout runs no flash attention (forward; backward), over
+    # the [s, b, h] hidden state, over the [s, b, 3h/tp] query, key and value, and over the [s, b, ffn/tp] MLP
+    # activation (forward; a recompute forward runs them again). Today's stacks: 0, their kernels fused (scale, mask
+    # and softmax in one kernel; bias folded into the bias-GeLU and bias-dropout-add functions). The 2020 Megatron-LM
+    # fork of DeepSpeedExamples ran them one by one (frameworks/deepspeed_v02.py).
+    unfused_score_accesses_forward: float = 0.0
+    unfused_score_accesses_backward: float = 0.0
+    unfused_hidden_accesses_forward: float = 0.0
+    unfused_qkv_accesses_forward: float = 0.0
+    unfused_ffn_accesses_forward: float = 0.0
+    # Partitioned checkpoints (partition_activations): HBM accesses per gathered element of the layer input that
+    # the rebuild makes besides the all-gather itself (planner.cost.model_parallel_comm.checkpoint_gather). 0 where it
+    # gathers straight into the buffer it uses (all_gather_into_tensor); 3 where it zero-fills a new buffer (1 write)
+    # and gathers through PyTorch's list-form all_gather, which copies the flat result out into each rank's slice
+    # (1 read, 1 write): frameworks/deepspeed_v02.py.
+    checkpoint_gather_hbm_accesses: float = 0.0
     # A release of another stack kept as its own entry for the runs that used it (deepspeed-v0.3, megatron-2022):
     # that stack's name. Its published runs' residuals and the step-time error band are shared with it
     # (planner.calibrate.error_bands). Empty: the stack stands for itself.

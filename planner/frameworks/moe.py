@@ -215,6 +215,9 @@ MOE_STACKS["megascale"] = replace(MOE_STACKS["megatron"], source="Megatron-Core 
 MOE_STACKS["deepspeed-v0.3"] = replace(MOE_STACKS["deepspeed"], source="DeepSpeed-MoE, as the deepspeed entry")
 # Megatron-LM before Megatron-Core had no mixture-of-experts layers (frameworks/megatron_2022.py).
 MOE_STACKS["megatron-2022"] = MoEStack(False, ("none",), False, "none: MoE came with Megatron-Core")
+# DeepSpeed of 2020 had no mixture-of-experts layers (DeepSpeed-MoE came with f2843244, 2021-08-17:
+# frameworks/deepspeed_v02.py).
+MOE_STACKS["deepspeed-v0.2"] = MoEStack(False, ("none",), False, "none: DeepSpeed-MoE came in 2021")
 
 
 def routing_imbalance(load_imbalance, capacity_factor, padded) -> np.ndarray:
