@@ -85,7 +85,8 @@ def summary_blocks(review: dict) -> list:
         f"Memory: {human_bytes(plan['memory_bytes'])} of {human_bytes(plan['hbm_bytes'])} HBM per GPU "
         f"({human_bytes(plan['memory_headroom_bytes'])} headroom)." + memory_risk(plan, review["memory_risk_fraction"]),
         (f"Cost model: **calibrated** ({cl['calibration']})." if cl["calibrated"] else
-         "Cost model: **not calibrated**: efficiency values are the planner's assumed defaults.")
+         "Cost model: **not calibrated**: the cluster spec's default efficiencies, published measurements where its "
+         "efficiency block cites one, assumptions elsewhere.")
         + " Step times are predictions; see Sensitivity and Uncertainty.",
     ]
     best = review["lowest_loss"]

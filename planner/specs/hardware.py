@@ -364,8 +364,9 @@ class ClusterSpec(_Frozen):
     price_per_accelerator_hour: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_nodes: int = Field(default=4096, gt=0, le=MAX_NODES)
     efficiency: Efficiency = Efficiency()
-    # Provenance of the efficiency block: "assumed defaults" or "calibrated on FILES, DATE".
-    calibration: str = "uncalibrated: efficiency values are the planner's assumed defaults"
+    # Provenance of the efficiency block: the spec's defaults (cited measurements or assumptions) or "calibrated on FILES, DATE".
+    calibration: str = ("uncalibrated: the spec's default efficiencies, measured where its efficiency block cites a "
+                        "source, else assumed")
     # What a `planner calibrate` fit was measured against (None: not calibrated, or calibrated before it was kept).
     calibrated_on: CalibratedOn | None = None
     source_file: str = ""
