@@ -44,10 +44,13 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--vocab", type=whole_number(), default=32000, action=RecordGiven,
                         help="vocabulary size of the planned model (default 32000; with --model it replaces the model's)")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
+    from planner.frameworks import DEFAULT_FRAMEWORKS, FRAMEWORK_NAMES
+
+    stacks = ", ".join(f"{name} (a neutral stack with every ZeRO-3 option)" if name == "other" else name
+                       for name in FRAMEWORK_NAMES)
     parser.add_argument("--framework", metavar="STACK[,STACK]",
-                        help="training stacks whose layouts to search: megatron, deepspeed, fsdp, jax, other (a neutral "
-                             "stack with every ZeRO-3 option), megascale, deepspeed-v0.3, llm-foundry, megatron-2022, deepspeed-v0.2 (default "
-                             "megatron,deepspeed,fsdp); the plan names the stack it chose")
+                        help=f"training stacks whose layouts to search: {stacks} (default {','.join(DEFAULT_FRAMEWORKS)}); "
+                             "the plan names the stack it chose")
     parser.add_argument("--flat-zero", action="store_true",
                         help="search flat ZeRO-3 only: without ZeRO++ hpZ or node-sized MiCS / HSDP shard groups, "
                              "which are tried by default where the data-parallel group spans nodes")

@@ -28,16 +28,18 @@ def layer_seconds(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, 
     # over the layer's activation bytes in forward (Korthikanti's breakdown), 2x in backward.
     elementwise = activation_bytes_per_layer(batch)["full"] / hbm
     fp8_casts = _fp8_cast_seconds(batch, gemms, hbm)
-    # The stack's unfused kernels (0 for today's stacks): named apart in the step (step_time `unfused_elementwise`).
-    unfused = {name: part / hbm for name, part in unfused_elementwise_bytes(batch, fw).items()}
+    # The stack's unfused kernels, named apart in the step (step_time `unfused_elementwise`); today's stacks have none,
+    # and their rows skip the arrays (scalar 0.0).
+    unfused = ({name: part / hbm for name, part in unfused_elementwise_bytes(batch, fw).items()}
+               if has_unfused_kernels(fw) else {"forward": 0.0, "backward": 0.0, "score_forward": 0.0})
     forward = gemm + attention + elementwise + fp8_casts / 2.0 + unfused["forward"]  # cast bytes: forward + backward
     backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0 + unfused["backward"]
+    full, selective = batch.recompute == 2, batch.recompute == 1
+    recompute = np.select([full, selective], [forward, attention + np.where(batch.flash_attention, 0.0, 0.3 * elementwise)
+                                              + unfused["score_forward"]], 0.0)
     # A recompute forward runs the unfused kernels again: all of them (full) or the attention core's (selective).
-    unfused_recompute = np.select([batch.recompute == 2, batch.recompute == 1],
-                                  [unfused["forward"], unfused["score_forward"]], 0.0)
-    recompute = np.select([batch.recompute == 2, batch.recompute == 1],
-                          [forward, attention + np.where(batch.flash_attention, 0.0, 0.3 * elementwise)
-                           + unfused["score_forward"]], 0.0)
+    unfused_recompute = (np.select([full, selective], [unfused["forward"], unfused["score_forward"]], 0.0)
+                         if has_unfused_kernels(fw) else 0.0)
     return {"gemm": gemm, "attention": attention, "attention_backward": attention_bwd, "forward": forward, "backward": backward,
             "recompute": recompute, "elementwise": elementwise, "issue": _layer_issue_seconds(batch, fw),
             "unfused": {"forward": unfused["forward"], "backward": unfused["backward"], "recompute": unfused_recompute}}
@@ -48,14 +50,19 @@ UNFUSED_FIELDS = ("unfused_score_accesses_forward", "unfused_score_accesses_back
                   "unfused_qkv_accesses_forward", "unfused_ffn_accesses_forward")
 
 
+def has_unfused_kernels(fw) -> bool:
+    """Whether any row's stack runs memory-bound kernels beyond the fused path (Framework.unfused_*_accesses)."""
+    return any(np.any(fw[name]) for name in UNFUSED_FIELDS)
+
+
 def unfused_elementwise_bytes(batch: CandidateBatch, fw) -> dict:
     """HBM bytes per layer, micro-batch and tp rank of the memory-bound kernels a stack's model code runs beyond the
     fused path the `elementwise` term prices (Framework.unfused_*_accesses; frameworks/deepspeed_v02.py): `forward`
     and `backward`, and `score_forward`, the part of forward over the attention scores (what a selective recompute
     runs again). Per element touched, accesses x the activation element's bytes; the s x s scores only where the
     layout runs no flash attention (the whole square, as the unfused path computes it). All zero for today's stacks."""
-    zeros = np.zeros(len(batch))
-    if not any(np.any(fw[name]) for name in UNFUSED_FIELDS):
+    if not has_unfused_kernels(fw):
+        zeros = np.zeros(len(batch))
         return {"forward": zeros, "backward": zeros, "score_forward": zeros}
     w = DTYPE_BYTES[batch.dtype.astype(int)]
     tokens = batch.micro_batch * batch.seq_len / batch.cp

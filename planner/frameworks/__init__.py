@@ -31,6 +31,8 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (MEGATRON, DEEPSPEED, FSD
                                                                DEEPSPEED_V03, LLM_FOUNDRY, MEGATRON_2022,
                                                                DEEPSPEED_V02)}
 FRAMEWORK_NAMES = tuple(FRAMEWORKS)
+# Stacks searched when none is named (search.layouts, the CLI's --framework): the three the cost model knows in detail.
+DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
 FRAMEWORK_CODES = {name: code for code, name in enumerate(FRAMEWORK_NAMES)}
 _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool", "int"))
 # Per stack code: whether its default fp8 recipe is per-tensor current scaling (Layout.fp8_recipe_used).

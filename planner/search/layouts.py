@@ -37,8 +37,8 @@ from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS, framework_arrays,
-                                micro_batch_rules, runnable_micro_batches)
+from planner.frameworks import (DEFAULT_FRAMEWORKS, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS,
+                                framework_arrays, micro_batch_rules, runnable_micro_batches)
 from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, default_routing_columns,
                                     overlap_micro_batches, overlap_runs_pipeline, zero3_expert_refused)
 from planner.specs.hardware import ClusterSpec
@@ -57,8 +57,6 @@ RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
 # (zero stage, offload code): offload is DeepSpeed's ZeRO-Offload (optimizer, ZeRO-2/3) and ZeRO-Infinity
 # (optimizer + parameters, ZeRO-3).
 ZERO_OFFLOAD_CHOICES = ((0, 0), (1, 0), (2, 0), (3, 0), (2, 1), (3, 1), (3, 2))
-# Stacks searched when none is named: the three the cost model knows in detail.
-DEFAULT_FRAMEWORKS = ("megatron", "deepspeed", "fsdp")
 REASONS = ("does not fit GPU memory", "offload exceeds host memory", "offload exceeds NVMe capacity",
            "global batch above the batch law's limit")
 @functools.lru_cache(maxsize=4096)
