@@ -144,6 +144,8 @@ BAD_SPECS = [
     ("absurd NICs", lambda d: _set(d, "network.nics_per_node", 10**7), "network.nics_per_node"),
     ("absurd node count", lambda d: _set(d, "max_nodes", 10**12), "max_nodes"),
     ("path as name", lambda d: _set(d, "name", "../../elsewhere/x"), "name"),
+    ("compute capability as text", lambda d: _set(d, "accelerator.compute_capability", "sm80"),
+     "accelerator.compute_capability"),
 ]
 
 
@@ -206,3 +208,32 @@ def test_every_gpu_spec_states_its_board_power():
         cluster = load_cluster(name)
         if not name.startswith("cpu-"):
             assert cluster.accelerator.power_w and 100 <= cluster.accelerator.power_w <= 2000, name
+
+
+def test_nvls_needs_a_hopper_or_later_gpu(tmp_path):
+    """NCCL searches NVLS graphs only from compute capability 9.0 (src/graph/search.cc:1124): an A100 spec (8.0)
+    claiming NVLink SHARP is refused in one line naming both keys; without a stated capability it is taken as given."""
+    data = copy.deepcopy(_base())
+    data["node"]["scale_up"]["nvls"] = True
+    path = tmp_path / "sharp-a100.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(PlannerInputError, match=r"sharp-a100\.yaml: .*nvls: true needs "
+                                                r"accelerator\.compute_capability 9\.0 or more.*got 8\.0") as caught:
+        load_cluster_file(path)
+    assert "\n" not in str(caught.value)
+    del data["accelerator"]["compute_capability"]
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert load_cluster_file(path).node.scale_up.nvls
+
+
+def test_every_nvidia_spec_states_its_compute_capability():
+    """NCCL's tuner constants are picked by it (planner.cost.collectives.architecture): each bundled NVIDIA
+    cluster states the generation NVIDIA's CUDA GPUs table gives its GPU."""
+    from planner.cost.collectives import architecture
+    from planner.specs.clusters import load_cluster
+
+    expected = {"dgx2-v100": "volta", "dgx-a100-40gb": "ampere", "dgx-a100-80gb": "ampere",
+                "jean-zay-a100": "ampere", "dgx-h100": "hopper", "dgx-h200": "hopper", "h800-deepseek": "hopper",
+                "dgx-b200": "blackwell"}
+    for name, generation in expected.items():
+        assert architecture(load_cluster(name).accelerator.compute_capability).name == generation, name

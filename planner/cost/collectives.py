@@ -15,14 +15,14 @@ with k ranks per node, n nodes, N = k·n, B the bus bandwidth (below) and lat_up
   tree, all-reduce:  base + 2((k-1)·s_up + log2i(n)·s_out)  + 2·b / (T_p · treeCorrection(b))
         T_Simple = 0.92·B, T_LL = min(0.92·B/3.8, llMaxBw), T_LL128 = 0.92·B·(7/9 one node, 120/128 more)
                                                                      (tuning.cc:330-335, 380, 414-417, 639-642)
-  NVLS (one node, nvls), all-reduce: s_up + 2(N-1)/N · b / (2·0.85·(k-1)/(k+1)·W_up)   (tuning.cc:307-318, 424-426)
-                         all-gather: s_up + b / (0.85·(k-1)²/(k(k+1))·W_up)               (k <= 32: enqueue.cc:2004-2005)
-  NVLS tree (nodes > 1, nvls), all-reduce: s_up + 2·log2i(n)·s_out + 2(N-1)/N · b / min(2·0.85·(k-1)/(k+1)·W_up,
+  NVLS (one node, nvls), all-reduce: s_up + 2(N-1)/N · b / (2·e·(k-1)/(k+1)·W_up)    (tuning.cc:307-318, 424-426)
+                         all-gather: s_up + b / (e·(k-1)²/(k(k+1))·W_up)                  (k <= 32: enqueue.cc:2004-2005)
+  NVLS tree (nodes > 1, nvls), all-reduce: s_up + 2·log2i(n)·s_out + 2(N-1)/N · b / min(2·e·(k-1)/(k+1)·W_up,
         k·W_out·(2 if n <= 2 else 1), k·perChMaxNVLSTreeBw)                             (tuning.cc:307-323, 427-428)
   PAT (one rank per node), all-gather: 8 us + log2i(n)·s_out/3.5 + N·2.8 us + b / (0.75·B)
                                                                    (tuning.cc:216-223, 337, 429-434)
 
-where base is NCCL's baseLat (tuning.cc:150-155), log2i = floor(log2) (utils.h:56), and s_up, s_out the per-step
+where e is NCCL's NVLS efficiency (per architecture, below), base is NCCL's baseLat (tuning.cc:150-155), log2i = floor(log2) (utils.h:56), and s_up, s_out the per-step
 latencies: s_up = lat_up · hwLat[NVLINK][a][p] / 3.4 us, s_out = lat_out · hwLat[NET][a][p] / 14 us (see `_ratio`);
 a multi-node ring's s_up is at least the proxy's net overhead (1 us, 3 us Simple) and a ring with one rank per
 node takes the tree's s_out (tuning.cc:386-388, 404-410). Not offered: NVLS across nodes and NVLS
@@ -39,14 +39,18 @@ and nChannels·b·(nChannels-1)/nChannels = (k-1)/(k+1)·W_up. Per-channel caps 
 channel count and are left out except NVLS tree's (k channels). The efficiencies scale link bandwidths before
 NCCL's factors and caps.
 
-Assumed where NCCL reads the machine: Hopper constants (llMaxBw one node 141 GB/s, NVLS efficiency 0.85,
-NVLS-tree caps), an Intel host CPU (llMaxBw 39 / 20.4 GB/s across nodes, net overhead 1 us), NVLink inside
+Per GPU architecture (NCCL picks the row by the lowest compute capability in the communicator, tuning.cc:263-266):
+the NVLS efficiency (0.85 Hopper, 0.74 Blackwell), the one-node llMaxBw and the NVLS-tree caps, `ARCHITECTURES`
+below, chosen from the cluster spec's `compute_capability` (Hopper where the spec does not give one).
+Assumed where NCCL reads the machine: an Intel host CPU (llMaxBw 39 / 20.4 GB/s across nodes, net overhead 1 us), NVLink inside
 nodes (the NVLINK hwLat row), LL128 enabled (Hopper default, tuning.cc:518-536), the tree's BALANCED_TREE
 pattern (no x0.85, tuning.cc:336), and the ring plateau factor at every size (NCCL skips it below 64 bytes
 per channel and rank, where ring/Simple never wins).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,16 +68,47 @@ NET_US = {"ring": (2.7, 4.0, 14.0), "tree": (5.0, 8.5, 14.0), "nvls_tree": (0.0,
 NVLINK_REFERENCE_US, NET_REFERENCE_US = NVLINK_US["ring"][SIMPLE], NET_US["ring"][SIMPLE]
 # Proxy overhead of a network step, us, Intel or unknown x86 host (tuning.cc:228-233), x3 for Simple (tuning.cc:408).
 NET_OVERHEAD_US = (1.0, 1.0, 3.0)
-# llMaxBws, GB/s: one node Hopper tuning.cc:181; 2 nodes and more, Intel host tuning.cc:179; index tuning.cc:267-272.
-LL_MAX_ONE_NODE_GB, LL_MAX_TWO_NODES_GB, LL_MAX_MORE_NODES_GB = 141.0, 39.0, 20.4
+# llMaxBws, GB/s, 2 nodes and more, Intel host: tuning.cc:179; index tuning.cc:267-272 (one node: `Architecture`).
+LL_MAX_TWO_NODES_GB, LL_MAX_MORE_NODES_GB = 39.0, 20.4
 RING_LL_FACTOR, RING_LL128_FACTOR = 0.5, 0.92  # tuning.cc:327, 329
 TREE_FACTOR, TREE_LL_DIVISOR = 0.92, 3.8  # tuning.cc:331, 332
 TREE_LL128_ONE_NODE, TREE_LL128_NODES = 7.0 / 9.0, 120.0 / 128.0  # tuning.cc:335
 RING_PLATEAU = 1.4  # multi-node ring/Simple all-reduce latency, Ampere and later: tuning.cc:647-650
-NVLS_EFFICIENCY = 0.85  # Hopper: tuning.cc:142
 NVLS_MAX_ARITY = 32  # NCCL_MAX_NVLS_ARITY, device.h:213; all-gather/reduce-scatter only (enqueue.cc:2005)
-NVLS_TREE_CAP_GB = (57.7, 45.5)  # perChMaxNVLSTreeBws Hopper, 2 nodes / more: tuning.cc:209
 PAT_FACTOR, PAT_LOG_DIVISOR, PAT_PER_RANK_US = 0.75, 3.5, 2.8  # tuning.cc:337, 432, 433
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """NCCL's tuner constants for one GPU generation (the rows of tuning.cc:138-211 that the model uses)."""
+
+    name: str
+    nvls_efficiency: float  # nvlsEfficiency, tuning.cc:139-144 (0 before Hopper: NVLS needs SM90, search.cc:1124)
+    ll_max_one_node_gb: float  # llMaxBws[compCap][0], one node: tuning.cc:178-183
+    nvls_tree_caps_gb: tuple[float, float]  # perChMaxNVLSTreeBws[compCap], 2 nodes / more: tuning.cc:205-211
+
+
+ARCHITECTURES = {
+    "volta": Architecture("volta", 0.0, 39.0, (18.5, 10.0)),
+    "ampere": Architecture("ampere", 0.0, 87.7, (23.6, 17.8)),
+    "hopper": Architecture("hopper", 0.85, 141.0, (57.7, 45.5)),
+    "blackwell": Architecture("blackwell", 0.74, 2 * 141.0, (96.0, 80.0)),
+}
+HOPPER = ARCHITECTURES["hopper"]
+
+
+def architecture(compute_capability: float | None) -> Architecture:
+    """NCCL's constants row for a GPU of this compute capability (major.minor): Blackwell from 10.0, Hopper from
+    9.0, Ampere from 8.0, else Volta (tuning.cc:263-266). None (a spec that does not say, or not an NVIDIA GPU):
+    Hopper, assumed."""
+    if compute_capability is None:
+        return HOPPER
+    for threshold, name in ((10.0, "blackwell"), (9.0, "hopper"), (8.0, "ampere")):
+        if compute_capability >= threshold:
+            return ARCHITECTURES[name]
+    return ARCHITECTURES["volta"]
+
+
 # treeCorrectionFactor by log2(bytes/64), 64 B to 256 MB (tuning.cc:623-627), applied for log < 23 (tuning.cc:640),
 # padded with 1 on both sides (below 64 B, 512 MB and up).
 TREE_CORRECTION_PADDED = np.pad(np.array([
@@ -88,7 +123,7 @@ def _log2i(x):
     return np.frexp(x)[1] - 1.0
 
 
-def _group(links, efficiency_up, efficiency_out):
+def _group(links, efficiency_up, efficiency_out, arch: Architecture):
     """Shape of the group and its inverse bandwidths, seconds per byte (see the module docstring for B)."""
     k, n = np.asarray(links["ranks_per_node"], dtype=float), np.asarray(links["nodes"], dtype=float)
     multi, inside = n > 1, k > 1
@@ -96,10 +131,10 @@ def _group(links, efficiency_up, efficiency_out):
     # (Arithmetic rather than np.where, which costs ~8 multiplies on a random mask.)
     up = inside / (links["intra_bytes_per_s"] * efficiency_up + ~inside)  # 1 / W_up
     out = multi / (k * links["inter_bytes_per_s"] * efficiency_out + ~multi)  # 1 / (k·W_out)
-    ll = (1.0 / LL_MAX_MORE_NODES_GB + (n == 1) * (1.0 / LL_MAX_ONE_NODE_GB - 1.0 / LL_MAX_MORE_NODES_GB)
+    ll = (1.0 / LL_MAX_MORE_NODES_GB + (n == 1) * (1.0 / arch.ll_max_one_node_gb - 1.0 / LL_MAX_MORE_NODES_GB)
           + (n == 2) * (1.0 / LL_MAX_TWO_NODES_GB - 1.0 / LL_MAX_MORE_NODES_GB))
     return {"k": k, "n": n, "N": k * n, "multi": multi, "up": up, "out": out, "bus": np.maximum(up, out),
-            "ll": ll / GB, "lat_up": links["intra_latency_s"], "lat_out": links["inter_latency_s"]}
+            "ll": ll / GB, "lat_up": links["intra_latency_s"], "lat_out": links["inter_latency_s"], "arch": arch}
 
 
 def _ratio(table: dict, algorithm: str, protocol: int, reference: float) -> float:
@@ -162,8 +197,9 @@ def _tree(g, per_call):
 def _nvls(g, per_call, all_reduce: bool, nvls):
     """(name, seconds per call) of NVLS in one node and NVLS tree across nodes (Simple only, tuning.cc:301)."""
     k, n, N = g["k"], g["n"], g["N"]
-    # Seconds per byte of k channels of (k-1)/(k+1)·W_up, x0.85 (module docstring, tuning.cc:311-312).
-    intra = g["up"] * (k + 1.0) / (NVLS_EFFICIENCY * np.maximum(k - 1.0, 1.0))
+    # Seconds per byte of k channels of (k-1)/(k+1)·W_up, x the NVLS efficiency (module docstring, tuning.cc:311-312).
+    arch = g["arch"]
+    intra = g["up"] * (k + 1.0) / (arch.nvls_efficiency * np.maximum(k - 1.0, 1.0))
     step_up = g["lat_up"] * _ratio(NVLINK_US, "nvls", SIMPLE, NVLINK_REFERENCE_US)
     usable = nvls & (k >= 2)  # NVLS needs two channels (tuning.cc:308-309)
     if all_reduce:
@@ -172,7 +208,7 @@ def _nvls(g, per_call, all_reduce: bool, nvls):
         yield "nvls/Simple", _unless(usable & ~g["multi"], step_up + moved * intra / 2.0)
         two = n <= 2
         inter = g["out"] * (1.0 - 0.5 * two)  # 2 nodes: twice the network (tuning.cc:320)
-        two_nodes_cap, more_nodes_cap = NVLS_TREE_CAP_GB
+        two_nodes_cap, more_nodes_cap = arch.nvls_tree_caps_gb
         cap = (1.0 / GB / k) * (1.0 / more_nodes_cap + two * (1.0 / two_nodes_cap - 1.0 / more_nodes_cap))
         latency = (g["lat_up"] * _ratio(NVLINK_US, "nvls_tree", SIMPLE, NVLINK_REFERENCE_US)
                    + 2.0 * _log2i(n) * g["lat_out"] * _ratio(NET_US, "nvls_tree", SIMPLE, NET_REFERENCE_US))
@@ -198,12 +234,12 @@ def _unless(allowed, seconds):
     return seconds + (1.0 / allowed - 1.0)
 
 
-def _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls):
+def _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls, arch):
     """The group, the call count (at least one call moves the volume) and the bytes per call."""
     calls = np.maximum(np.asarray(calls, dtype=float), 1.0)
     per_call = np.asarray(volume_bytes, dtype=float) / calls
     with np.errstate(divide="ignore"):
-        return _group(links, efficiency_up, efficiency_out), calls, per_call
+        return _group(links, efficiency_up, efficiency_out, arch), calls, per_call
 
 
 def _candidates(all_reduce: bool, g, per_call, nvls):
@@ -216,8 +252,8 @@ def _candidates(all_reduce: bool, g, per_call, nvls):
             yield from _nvls(g, per_call, all_reduce, np.asarray(nvls, dtype=bool))
 
 
-def _time(all_reduce: bool, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls):
-    g, calls, per_call = _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls)
+def _time(all_reduce: bool, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls, arch):
+    g, calls, per_call = _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls, arch)
     # In place into the first candidate (ring/LL, a fresh array), one candidate alive at a time: this runs on
     # every candidate of the search, and fewer live temporaries measured 2x faster.
     fastest = None
@@ -234,46 +270,48 @@ def _time(all_reduce: bool, volume_bytes, links, efficiency_up, efficiency_out, 
     return fastest
 
 
-def all_reduce_time(volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False):
+def all_reduce_time(volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False, arch=HOPPER):
     """Seconds to all-reduce `volume_bytes` per rank over the group, in `calls` equal collectives.
 
     NCCL picks ring, tree (or NVLS / NVLS tree where `nvls`: the node's NVSwitch does NVLink SHARP, as on
     DGX H100/H200/B200) and a protocol per call from the per-call size volume / calls; every call pays its
     latency (calls below 1 count as 1). Arrays broadcast; scalars work.
     """
-    return _time(True, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls)
+    return _time(True, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls, arch)
 
 
-def all_gather_time(volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False):
+def all_gather_time(volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False, arch=HOPPER):
     """Seconds to all-gather a buffer of `volume_bytes` (full, gathered size) in `calls` equal collectives.
 
     NCCL weighs ring, PAT (one rank per node) and NVLS (one node, `nvls`). Reduce-scatter has the same
     table in NCCL (tuning.cc:289-304), except that PAT is skipped for averaging reductions (enqueue.cc:2010).
     """
-    return _time(False, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls)
+    return _time(False, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls, arch)
 
 
 reduce_scatter_time = all_gather_time
 
 
-def candidate_times(collective: str, volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False):
+def candidate_times(collective: str, volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False,
+                    arch=HOPPER):
     """Seconds of each algorithm/protocol NCCL weighs, e.g. {"ring/LL": ..., "tree/Simple": ...}, over `calls`
     calls; +inf where it cannot run. Groups of one are not zeroed here. For explanations and tests.
     """
     if collective not in ("all_reduce", "all_gather", "reduce_scatter"):
         raise ValueError(f"collective must be all_reduce, all_gather or reduce_scatter, got {collective!r}")
-    g, calls, per_call = _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls)
+    g, calls, per_call = _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls, arch)
     return {name: calls * seconds for name, seconds in _candidates(collective == "all_reduce", g, per_call, nvls)}
 
 
-def chosen_algorithm(collective: str, volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False):
+def chosen_algorithm(collective: str, volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, nvls=False,
+                     arch=HOPPER):
     """NCCL's pick per candidate as "algorithm/protocol" (e.g. "tree/LL128"); "none" for a group of one or
     an empty buffer. For explanations and tests; not on the hot path.
     """
-    times = candidate_times(collective, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls)
+    times = candidate_times(collective, volume_bytes, links, efficiency_up, efficiency_out, calls, nvls, arch)
     names = np.array(list(times))
     picked = names[np.argmin(np.stack(np.broadcast_arrays(*times.values())), axis=0)]
-    g, _, per_call = _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls)
+    g, _, per_call = _prepare(volume_bytes, links, efficiency_up, efficiency_out, calls, arch)
     return np.where((g["N"] > 1) & (per_call > 0), picked, "none")
 
 

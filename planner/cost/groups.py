@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import distinct
+from planner.cost import collectives, distinct
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import CandidateBatch
 from planner.specs.topology import group_links_arrays
@@ -63,7 +63,8 @@ def dp_group(t, p, d, c):
 def collective_kwargs(cluster: ClusterSpec):
     eff = cluster.efficiency
     return {"efficiency_up": eff.scale_up_bandwidth_efficiency, "efficiency_out": eff.scale_out_bandwidth_efficiency,
-            "nvls": cluster.node.scale_up.nvls}
+            "nvls": cluster.node.scale_up.nvls,
+            "arch": collectives.architecture(cluster.accelerator.compute_capability)}
 
 
 class Rows:

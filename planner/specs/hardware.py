@@ -88,6 +88,9 @@ class Accelerator(_Frozen):
     hbm_bytes_per_s: BytesPerSecond = Field(alias="hbm_bandwidth")
     # Board power (the datasheet's max TDP), for the energy of a plan; None = not stated in the spec.
     power_w: Watts | None = Field(default=None, alias="power")
+    # CUDA compute capability (major.minor, NVIDIA's CUDA GPUs table): picks NCCL's per-architecture tuner
+    # constants (planner.cost.collectives.architecture). None: not an NVIDIA GPU or not stated (Hopper's, assumed).
+    compute_capability: float | None = Field(default=None, ge=1.0, le=99.0, allow_inf_nan=False)
 
 
 class ScaleUp(_Frozen):
@@ -385,6 +388,15 @@ class ClusterSpec(_Frozen):
             raise ValueError(f"network.topology {self.network.topology} with nics_per_node "
                              f"{self.network.nics_per_node} has no way between nodes; set max_nodes: 1 "
                              f"(got {self.max_nodes})")
+        return self
+
+    @model_validator(mode="after")
+    def _nvls_needs_hopper(self) -> "ClusterSpec":
+        # NCCL searches NVLS graphs only at compute capability 9.0 and up (src/graph/search.cc:1124).
+        capability = self.accelerator.compute_capability
+        if self.node.scale_up.nvls and capability is not None and capability < 9.0:
+            raise ValueError(f"node.scale_up.nvls: true needs accelerator.compute_capability 9.0 or more "
+                             f"(NCCL runs NVLS from Hopper on), got {capability}")
         return self
 
     def peak_flops_per_s(self, dtype: str) -> float:

@@ -163,6 +163,54 @@ def test_nvls_all_reduce_in_one_node(h100):
     assert with_nvls < collectives.all_reduce_time(volume, links, eff, eff)[0]
 
 
+@pytest.mark.parametrize("capability, generation", [(None, "hopper"), (7.0, "volta"), (7.5, "volta"), (8.0, "ampere"),
+                                                     (8.6, "ampere"), (9.0, "hopper"), (10.0, "blackwell"),
+                                                     (12.0, "blackwell")])
+def test_nccl_picks_its_constants_by_compute_capability(capability, generation):
+    """tuning.cc:263-266: Blackwell from sm100, Hopper from sm90, Ampere from sm80, else Volta; a spec that does
+    not say is taken as Hopper (assumed)."""
+    assert collectives.architecture(capability).name == generation
+
+
+def test_blackwell_nvls_runs_at_nccls_blackwell_efficiency():
+    """nvlsEfficiency 0.74 on Blackwell against 0.85 on Hopper (tuning.cc:139-144): the same NVLS all-reduce on the
+    same links moves its bytes 0.85/0.74 times slower, at the same latency; the measured 8 GiB NVLS all-reduce on
+    one B200 node (838.0 GB/s busbw, stas00/ml-engineering@744d01e network/README.md:933-941) is then predicted 6.2%
+    slow at the spec's link efficiency (0.760, from the same node's ring), where Hopper's factor predicted it 7.8% fast."""
+    b200 = load_cluster("dgx-b200")
+    assert collectives.architecture(b200.accelerator.compute_capability).name == "blackwell"
+    k, volume, eff = 8, 8 * 2**30, b200.efficiency.scale_up_bandwidth_efficiency
+    links = _links(b200, k, 1)
+    w = b200.node.scale_up.link_bytes_per_s_per_direction * eff
+    latency = b200.node.scale_up.latency_s * 25 / 3.4
+    blackwell, hopper = collectives.ARCHITECTURES["blackwell"], collectives.ARCHITECTURES["hopper"]
+    times = {arch.name: collectives.candidate_times("all_reduce", volume, links, eff, eff, nvls=True, arch=arch)
+             ["nvls/Simple"][0] for arch in (blackwell, hopper)}
+    expected = latency + 2 * (k - 1) / k * volume / (2 * 0.74 * (k - 1) / (k + 1) * w)
+    assert times["blackwell"] == pytest.approx(expected, rel=1e-12)
+    assert (times["blackwell"] - latency) / (times["hopper"] - latency) == pytest.approx(0.85 / 0.74, rel=1e-12)
+    chosen = collectives.all_reduce_time(volume, links, eff, eff, nvls=True, arch=blackwell)[0]
+    busbw = volume / chosen * 2 * (k - 1) / k
+    assert busbw == pytest.approx(838.0e9, rel=0.07)
+
+
+@pytest.mark.parametrize("generation, cap_gb", [("volta", 39.0), ("ampere", 87.7), ("hopper", 141.0),
+                                                ("blackwell", 282.0)])
+def test_one_node_ring_ll_is_capped_per_generation(generation, cap_gb):
+    """llMaxBws for one node by GPU generation (tuning.cc:178-183): ring/LL runs at min(0.5·B, llMaxBw)
+    (tuning.cc:327); with a fast enough link the cap binds. Across nodes the cap follows the host CPU, not the GPU."""
+    k, volume = 8, 64 * 2**20
+    arch = collectives.ARCHITECTURES[generation]
+    links = _nccl_links(k, 1)
+    links["intra_bytes_per_s"] = np.array([4e12])  # 0.5·B = 2 TB/s, above every cap
+    ll = collectives.candidate_times("all_reduce", volume, links, 1.0, 1.0, arch=arch)["ring/LL"][0]
+    latency = (6.6 + 2 * (k - 1) * 0.6) * US
+    assert ll - latency == pytest.approx(2 * (k - 1) / k * volume / (cap_gb * GB), rel=1e-12)
+    across = _nccl_links(k, 4)
+    assert (collectives.candidate_times("all_reduce", volume, across, 1.0, 1.0, arch=arch)["ring/LL"][0]
+            == collectives.candidate_times("all_reduce", volume, across, 1.0, 1.0)["ring/LL"][0])
+
+
 def test_calls_each_pay_latency_and_choose_by_their_own_size(h100):
     """NCCL picks algorithm and protocol per call from that call's bytes (enqueue.cc:2127-2151)."""
     links = _links(h100, 1024, 1)
