@@ -217,7 +217,7 @@ def test_a_status_outside_the_spec_is_a_problem(cli, tmp_path, status):
     code, out, _ = cli(["doctor", path])
     assert code == 1 and f"{path}:3: column 'status': expected ok, failed, timeout or oom" in out, out
     code, out, _ = cli(["validate", path])
-    assert "skipped: b: " in out and "column 'status': expected ok" in out, out
+    assert f"skipped: {path}:3 (id b): " in out and "column 'status': expected ok" in out, out
 
 
 def test_cluster_dir_resolves_names(cli, tmp_path, cluster_yaml):

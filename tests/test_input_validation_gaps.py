@@ -339,7 +339,8 @@ def test_item18_streamed_json_is_what_to_json_of_the_whole_result_gives(cli, pub
     results = predict_runs(read_runs(published_runs_csv)[0])
     expected = json_document({"rows": [_row_json(r) for r in results], "step_time": summarize(results, "step"),
                         "memory": summarize(results, "memory"), "unreadable_rows": [],
-                        "skipped_rows": [{"id": r.run.id, "reason": r.reason} for r in results if r.reason],
+                        "skipped_rows": [{"id": r.run.id, "origin": r.run.origin, "reason": r.reason}
+                                         for r in results if r.reason],
                         "error_bands": compute_bands(results)})
     assert code == 0 and out == expected + "\n"
 

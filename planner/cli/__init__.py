@@ -87,6 +87,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        OneLineArgumentParser.argv = list(sys.argv[1:] if args is None else map(str, args))  # for error()'s hint
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:  # argparse joins them with spaces, so an empty or blank one would vanish from the message
             message = "unrecognized arguments: " + " ".join(
@@ -109,6 +110,12 @@ class OneLineArgumentParser(argparse.ArgumentParser):
             choices = re.findall(r"'([^']*)'", invalid.group(2))
             close = difflib.get_close_matches(invalid.group(1), choices, n=1, cutoff=0.5)
             message += f"; did you mean {close[0]!r}?" if close else ""
+        missing = re.fullmatch(r"argument (--[\w-]+)(?:/[^:]*)?: expected one argument", message)
+        if missing:  # argparse reads a value like -5gpuh as a flag: say how to pass it
+            argv = getattr(OneLineArgumentParser, "argv", [])
+            after = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == missing.group(1)]
+            if after and after[-1].startswith("-"):
+                message += f" (got the flag-like {after[-1]!r}: a value starting with '-' is written {missing.group(1)}={after[-1]})"
         sys.stderr.write(f"{self.prog}: error: {' '.join(message.split())}\n")
         sys.exit(2)
 

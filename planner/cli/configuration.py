@@ -165,9 +165,9 @@ def _check_config_value(key: str, value, where: str):
             raise PlannerInputError(f"{where}: key '{key}': expected a positive number, got {value!r}")
         return float(value)
     else:
-        low = 0 if key == "zero" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WHOLE:
-            raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {MAX_WHOLE:,}, got {value!r}")
+        low, high = (0, 3) if key == "zero" else (1, MAX_WHOLE)  # ZeRO stages 0-3 (Layout.zero)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {high:,}, got {value!r}")
     return value
 
 

@@ -50,10 +50,15 @@ def parse_gpu_list(text: str) -> list[int]:
             low, high = (int(part) for part in raw.split("-", 1))
             if not 1 <= low <= high:
                 raise ValueError
-            counts = []
-            while low <= high:
-                counts.append(low)
-                low *= 2
+            counts = [low]
+            while counts[-1] < high:
+                counts.append(counts[-1] * 2)
+            if counts[-1] != high:
+                # The range doubles: an end it does not reach would be dropped without a word.
+                below = f"{counts[-2]} or " if len(counts) > 1 else ""
+                raise argparse.ArgumentTypeError(
+                    f"the doubling range {raw!r} steps {low}, {low * 2}, ... and does not reach {high}: end it at "
+                    f"{below}{counts[-1]}, or list the counts ('{low},{high}')")
             return counts
         counts = [int(part) for part in raw.split(",")]
         if any(part.strip().startswith("0") for part in raw.split(",")[1:]):

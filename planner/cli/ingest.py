@@ -73,7 +73,8 @@ def run_ingest(args) -> int:
     from planner.profile.deepspeed_logs import parse_log_file
     from planner.profile.ingest import row_from_log
     from planner.io import distinct_input_files, output_exists
-    from planner.profile.runs_csv import append_runs, repeated_run, runs_to_csv_text, write_runs
+    from planner.profile.runs_csv import (SIMULATION_COLUMNS, append_runs, repeated_run, runs_to_csv_text,
+                                          write_runs)
 
     if args.id and len(args.logs) > 1:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
@@ -98,22 +99,27 @@ def run_ingest(args) -> int:
     flags = {key: value for key, value in vars(args).items() if value is not None}
     notes = []  # notes go to stderr once there is a result; with none they make the one error line
     rows, taken, failed, logs_of = [], set(), 0, {}
+    reasons = []  # why each skipped log gave no row: row_from_log's last problem
     for path in args.logs:
         log = parse_log_file(path)
         row_id = _unique_id(args.id or Path(path).stem, taken)  # logs with one name in different folders
         run, problems = row_from_log(log, flags, row_id, skip=args.skip)
-        notes += [str(problem) for problem in problems]
         if run is None:
             failed += 1
+            reasons.append(str(problems[-1]))
+            notes += [str(problem) for problem in problems[:-1]]
             continue
+        notes += [str(problem) for problem in problems]
         if not run.cluster:
             notes.append(f"{path}: no --cluster given; the row's cluster is empty")
         taken.add(run.id)
         rows.append(run)
         logs_of[run.id] = path
     if not rows:
-        shown = "; ".join(notes[:3]) + (f"; and {len(notes) - 3} more" if len(notes) > 3 else "")
-        raise PlannerInputError(f"no rows: none of the {len(args.logs)} log(s) had a step time" + (f": {shown}" if shown else ""))
+        # The reasons first: a log's other notes (skipped lines, ...) did not stop it giving a row.
+        shown = [*reasons, *notes]
+        text = "; ".join(shown[:3]) + (f"; and {len(shown) - 3} more" if len(shown) > 3 else "")
+        raise PlannerInputError(f"no rows: none of the {len(args.logs)} log(s) gave a row: {text}")
     repeated = repeated_run(rows)
     if repeated is not None:  # copies of one log (the same file named twice was refused above)
         first, again = (logs_of[run.id] for run in repeated)
@@ -123,10 +129,15 @@ def run_ingest(args) -> int:
         append_runs(args.out, rows)  # refuses (nothing written) before the notes are printed
     elif args.out:
         write_runs(args.out, rows, force=args.force)
-    for note in notes:
+    for note in [*reasons, *notes]:
         sys.stderr.write(f"planner ingest: {note}\n")
     if args.out:
-        sys.stderr.write(f"planner ingest: {len(rows)} row(s) -> {args.out}\n")
+        # A row without its model's shape is kept (an empty cell means "not known", spec/runs_csv.md), but
+        # validate and calibrate skip it until the missing columns are filled in: say so where the count is.
+        incomplete = sum(any(getattr(run, key) in (None, "") for key in ("gpus", *SIMULATION_COLUMNS)) for run in rows)
+        unusable = (f" ({incomplete} incomplete: validate and calibrate skip them until the missing columns are "
+                    "filled in)") if incomplete else ""
+        sys.stderr.write(f"planner ingest: {len(rows)} row(s) -> {args.out}{unusable}\n")
     if args.json:
         from planner.report.render import json_document
 
@@ -134,7 +145,7 @@ def run_ingest(args) -> int:
 
         print(json_document({"rows": [{k: v for k, v in asdict(run).items() if k != "origin"} for run in rows],
                              "logs_without_row": failed,
-                             "notes": notes, "written": args.out}))
+                             "notes": [*reasons, *notes], "written": args.out}))
     elif not args.out:
         sys.stdout.write(runs_to_csv_text(rows))
     return 1 if failed else 0

@@ -6,9 +6,12 @@ The configuration is read by cli.configuration and the text rendered by cli.simu
 
 from __future__ import annotations
 
+import sys
+
 from planner.cli.configuration import add_config_arguments, add_moe_arguments, resolve_configuration
 from planner.cli.simulation_text import format_simulation
 from planner.errors import PlannerInputError
+
 
 def register(subparsers, name: str) -> None:
     parser = subparsers.add_parser(name, help="simulate one configuration: step time, memory, fits or not",
@@ -28,10 +31,12 @@ def register(subparsers, name: str) -> None:
     emit.add_argument("--emit", metavar="DIR",
                       help="also write the launch config of the layout's --framework: deepspeed (ds_config.json, "
                            "Megatron-DeepSpeed arguments, launch.sh), megatron (Megatron-LM arguments, launch.sh) or "
-                           "fsdp (torchtitan job_config.toml, launch.sh); refused when that stack cannot run the layout")
+                           "fsdp (torchtitan job_config.toml, launch.sh); refused when that stack cannot run the layout; written, with a "
+                           "warning and exit 1, for a layout the model says does not fit (launch.sh says 'fits: NO')")
     emit.add_argument("--emit-deepspeed", metavar="DIR",
                       help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for this "
-                           "layout whatever its framework (what that stack cannot run is a warning)")
+                           "layout whatever its framework (what that stack cannot run, or a layout that does not fit, "
+                           "is a warning)")
     parser.add_argument("--force", action="store_true", help="overwrite files written by --emit/--emit-deepspeed")
     parser.set_defaults(run=run)
 
@@ -89,6 +94,10 @@ def run(args) -> int:
 
         summary = (f"simulated: {human_count(model.total_params)} params, {layout.gpus} GPUs of {cluster.name}, "
                    f"step {result['step_time_s']:.3g} s, fits: {'yes' if result['fits'] else 'NO'}")
+        if not result["fits"]:
+            flag = "--emit" if args.emit else "--emit-deepspeed"
+            print(f"warning: {flag}: the layout does not fit (fits: NO above); its files are written for you to "
+                  "change, and launch.sh says so", file=sys.stderr)
         if args.emit:
             emit_launch(args.emit, model, layout, cluster, None, summary, args.force)
         else:

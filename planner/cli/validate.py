@@ -144,7 +144,7 @@ class _Collected:
         if r.step_error is not None:
             self.sources.add(source)
         if r.reason:
-            self.skipped.add({"id": r.run.id, "reason": r.reason})
+            self.skipped.add({"id": r.run.id, "origin": r.run.origin, "reason": r.reason})
         if self.as_json:
             self.rows.add(to_json(_row_json(r)))  # rendered once, here: printing only copies the text
         elif not r.reason:
@@ -239,7 +239,9 @@ def _print_text(collected: _Collected, step, memory, bands) -> None:
     for problem in collected.unreadable:
         print(f"unreadable: {problem}")
     for skipped in collected.skipped:
-        print(f"skipped: {skipped['id']}: {skipped['reason']}")
+        # file:line as the unreadable rows are named, then the id the table uses (helper-found: the id alone)
+        where = f"{skipped['origin']} (id {skipped['id']})" if skipped.get("origin") else skipped["id"]
+        print(f"skipped: {where}: {skipped['reason']}")
     for label, summary in (("step time", step), ("memory", memory)):
         if summary is None:
             print(f"\n{label}: no rows with a measured {label}")

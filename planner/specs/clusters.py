@@ -146,9 +146,14 @@ def load_cluster(name_or_path: str, cluster_dir: str | os.PathLike | None = None
         if cluster_dir and not _is_dir(Path(cluster_dir)):
             raise PlannerInputError(f"unknown cluster {name!r}: cluster folder {shown(cluster_dir)} "
                                     f"{_missing_folder(Path(cluster_dir))}")
+        if candidate.suffix in (".yaml", ".yml"):
+            # A path to a spec file, not a name: say the file is missing rather than list the known names.
+            raise PlannerInputError(f"{data_file + ': ' if data_file else ''}cluster spec file {shown(candidate)} "
+                                    f"{'is not a file' if _is_dir(candidate) else 'does not exist'}; expected a "
+                                    "cluster name (`planner clusters` lists them) or the path of a spec YAML")
         known = sorted(found[0] for found in find_clusters(cluster_dir))
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.3)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         where = shown(cluster_dir) if cluster_dir else "the working directory, " + shown(user_cluster_dir()) + " or the bundled specs"
-        raise PlannerInputError(f"unknown cluster {name!r} in {where}; {hint}(known: {', '.join(known) or '(none)'})")
+        raise PlannerInputError(f"unknown cluster {name!r} in {where}{hint} (known: {', '.join(known) or '(none)'})")
     return _load_cached(str(path.resolve()), path.stat().st_mtime)

@@ -142,6 +142,9 @@ def test_simulate_and_optimize_default_to_the_same_cluster(cli):
     (["simulat"], "did you mean 'simulate'?"),
     (["simulate", "--model", "gpt2-small", "--clustr", "dgx-h100"], "did you mean '--cluster'?"),
     (["optimize", "--budget", "1000gpuh", "--dtype", "bf61"], "did you mean 'bf16'?"),
+    # argparse takes a value starting with '-' for a flag ("expected one argument"): say how to write it
+    (["optimize", "--budget", "-5gpuh"], "a value starting with '-' is written --budget=-5gpuh"),
+    (["optimize", "--model", "llama3-8b", "--unique-tokens", "-1T"], "is written --unique-tokens=-1T"),
 ])
 def test_misspelt_commands_flags_and_choices_get_a_suggestion(cli, argv, suggestion):
     code, out, err = cli(argv)

@@ -85,7 +85,7 @@ def test_runs_csv_columns_reach_validate(cli, tmp_path):
     assert code == 0, err
     predicted = {line.split()[0]: float(line.split()[4]) for line in out.splitlines() if line.startswith(("zpp ", "flat "))}
     assert predicted["zpp"] < predicted["flat"]
-    assert "skipped: bad:" in out and "--zero-hpz 5 does not divide dp: dp(384) % 5 = 4" in out
+    assert f"skipped: {runs}:4 (id bad):" in out and "--zero-hpz 5 does not divide dp: dp(384) % 5 = 4" in out
 
 
 def test_torchtitan_mesh_carries_hsdp():

@@ -186,6 +186,7 @@ def test_list_models(cli):
         ([*GPT2, "--dp", "4", "--micro-batch", "3", "--global-batch", "100"],
          "global_batch(100) is not divisible by micro_batch(3) * dp(4) = 12"),
         ([*GPT2, "--cluster", "no-such-cluster"], "unknown cluster 'no-such-cluster'"),
+        ([*GPT2, "--cluster", "no-such-dir/spec.yaml"], "cluster spec file no-such-dir/spec.yaml does not exist"),
         (["--model", "llama9"], "unknown preset 'llama9'"),
         ([*GPT2, "--layers", "0"], "argument --layers: expected a whole number"),
         ([*GPT2, "--hidden", "-768"], "argument --hidden"),

@@ -71,7 +71,7 @@ def test_corrupt_and_unsimulatable_rows_are_reported_and_the_rest_validated(cli,
     assert [s["id"] for s in report["skipped_rows"]] == ["4"]  # global_batch(8) vs dp(7): kept with its reason
     assert report["step_time"]["count"] == 1
     code, out, _ = cli(["validate", path])
-    assert code == 0 and f"unreadable: {path}:3:" in out and "skipped: 4:" in out
+    assert code == 0 and f"unreadable: {path}:3:" in out and f"skipped: {path}:5 (id 4):" in out
 
 
 def test_missing_runs_file_is_a_one_line_error(cli, tmp_path):

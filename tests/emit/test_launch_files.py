@@ -129,6 +129,8 @@ BASE = ["simulate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-b
     ("megatron", ["--gpus", "16", "--tp", "2", "--seq-parallel", "1", "--zero", "1", "--dp-comm-overlap", "1"],
      {"megatron_args.txt", "launch.sh"}),
     ("fsdp", ["--gpus", "16", "--zero", "3"], {"job_config.toml", "launch.sh"}),
+    # does not fit: 8B on 8 GPUs, no sharding, micro-batch 8 (exit 1, warned, files still written)
+    ("megatron", ["--gpus", "8", "--micro-batch", "8"], {"megatron_args.txt", "launch.sh"}),
 ])
 def test_simulate_emit_writes_the_stack_files_refuses_and_forces(framework, flags, files, cli, tmp_path):
     folder = tmp_path / "run"
@@ -138,6 +140,7 @@ def test_simulate_emit_writes_the_stack_files_refuses_and_forces(framework, flag
     assert code == fits and "step time" in out and f"({framework}) to {folder}/" in err, err
     assert {p.name for p in folder.iterdir()} == files
     assert subprocess.run(["bash", "-n", str(folder / "launch.sh")]).returncode == 0
+    assert ("does not fit" in err) == bool(fits) and ("fits: NO" in (folder / "launch.sh").read_text()) == bool(fits)
     code, _, err = cli(argv)
     assert code == 2 and "already exists; pass --force" in err
     assert cli([*argv, "--force"])[0] == fits

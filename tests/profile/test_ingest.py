@@ -85,9 +85,21 @@ def test_cli_writes_and_appends_rows(tmp_path, capsys):
     truncated = str(LOGS / "megatron_deepspeed_truncated.log")
     assert main(["ingest", truncated, "--gpus", "1", "--layers", "12", "--hidden", "768", "--seq-len", "1024",
                  "--out", str(out), "--append"]) == 0
-    assert "megatron_deepspeed_truncated.log:5:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # heads and vocab are not in the log or flags: the row is kept (empty = not known), and the count line says
+    # validate skips it (helper-found: it said only "1 row(s) -> runs.csv")
+    assert "megatron_deepspeed_truncated.log:5:" in err and "1 row(s) -> " in err and "(1 incomplete: validate" in err
     runs, problems = read_runs(out)
     assert not problems and [r.id for r in runs] == ["megatron_gpt_1p3b_tp2_dp4", "megatron_deepspeed_truncated"]
+
+
+def test_no_rows_error_leads_with_why_the_log_gave_none(capsys):
+    """Helper-found: a log with a step time and a layout that disagrees with --gpus said "none of the 1 log(s) had
+    a step time", the real reason further down the line."""
+    megatron = str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
+    assert main(["ingest", megatron, "--gpus", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "had a step time" not in err and "gave a row: " + megatron + ": tp(2) * pp(1) * dp(4) * cp(1) = 8 != gpus(16)" in err
 
 
 def test_cli_exit_codes_for_logs_without_rows(tmp_path, capsys):

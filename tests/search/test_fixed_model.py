@@ -485,6 +485,8 @@ def test_all_layouts_csv(tmp_path, optimize):
     (["--model", "llama3-8b", "--gpus", "100000"], "--gpus"),
     (["--model", "llama3-8b", "--gpus", "8", "--framework", "jaxx"], "--framework"),
     (["--model", "llama3-8b", "--gpus", "8,x"], "--gpus"),
+    # Helper-found: a doubling range whose end it does not reach swept 256 and 512 and dropped 1000 silently.
+    (["--model", "llama3-8b", "--tokens", "1T", "--gpus", "256-1000"], "does not reach 1000: end it at 512 or 1024"),
     (["--model", "llama3-8b", "--gpus", "8", "--target-loss", "2.0"], "--target-loss"),
     (["--model", "llama3-8b", "--deadline", "30d"], "--tokens"),
     (["--model", "llama3-8b", "--params", "8B", "--gpus", "8"], "--params"),
