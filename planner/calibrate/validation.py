@@ -22,7 +22,7 @@ from planner.specs.clusters import load_cluster
 from planner.specs.candidate_batch import layouts_batch
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec, make_model
-from planner.profile.runs_csv import SIMULATION_COLUMNS, MeasuredRun, run_status, status_problem
+from planner.profile.runs_csv import MeasuredRun, missing_simulation_columns, run_status, status_problem
 
 _SWITCH_TEXT = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
@@ -125,7 +125,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
     status = run_status(run)
     if status != "ok":
         raise PlannerInputError(f"{where}: run status is {status!r}, not a measurement")
-    missing = [name for name in SIMULATION_COLUMNS if getattr(run, name) is None]
+    missing = missing_simulation_columns(run)
     if missing:
         raise PlannerInputError(f"{where}: missing {', '.join(missing)}")
     if clusters is not None and run.cluster in clusters:

@@ -81,13 +81,15 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     Abbreviated flags are refused: `--cluster` must not silently become `--cluster-dir`.
     """
 
+    argv: list[str] = []  # the command line of the last parse_args, for error()'s hint on flag-like values
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        OneLineArgumentParser.argv = list(sys.argv[1:] if args is None else map(str, args))  # for error()'s hint
+        OneLineArgumentParser.argv = list(sys.argv[1:] if args is None else map(str, args))
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:  # argparse joins them with spaces, so an empty or blank one would vanish from the message
             message = "unrecognized arguments: " + " ".join(
@@ -112,7 +114,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
             message += f"; did you mean {close[0]!r}?" if close else ""
         missing = re.fullmatch(r"argument (--[\w-]+)(?:/[^:]*)?: expected one argument", message)
         if missing:  # argparse reads a value like -5gpuh as a flag: say how to pass it
-            argv = getattr(OneLineArgumentParser, "argv", [])
+            argv = OneLineArgumentParser.argv
             after = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == missing.group(1)]
             if after and after[-1].startswith("-"):
                 message += f" (got the flag-like {after[-1]!r}: a value starting with '-' is written {missing.group(1)}={after[-1]})"

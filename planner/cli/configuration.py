@@ -165,7 +165,8 @@ def _check_config_value(key: str, value, where: str):
             raise PlannerInputError(f"{where}: key '{key}': expected a positive number, got {value!r}")
         return float(value)
     else:
-        low, high = (0, 3) if key == "zero" else (1, MAX_WHOLE)  # ZeRO stages 0-3 (Layout.zero)
+        stages = _zero_stages() if key == "zero" else None  # the stages Layout.zero takes
+        low, high = (min(stages), max(stages)) if stages else (1, MAX_WHOLE)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise PlannerInputError(f"{where}: key '{key}': expected a whole number from {low} to {high:,}, got {value!r}")
     return value
@@ -174,6 +175,16 @@ def _check_config_value(key: str, value, where: str):
 # Mixture-of-experts config keys (MOE_LAYOUT_KEYS): the overlap scheme is text, the routing figures real numbers.
 _TEXT_KEYS += ("moe_a2a_overlap",)
 _REAL_KEYS = ("moe_load_imbalance", "moe_capacity_factor")
+
+
+@functools.cache
+def _zero_stages() -> tuple[int, ...]:
+    """The ZeRO stages a layout takes, read from Layout.zero's Literal (0-3)."""
+    import typing
+
+    from planner.specs.layout import Layout
+
+    return typing.get_args(Layout.model_fields["zero"].annotation)
 
 
 @functools.cache  # read from the specs once, not once per key of a config file

@@ -73,7 +73,7 @@ def run_ingest(args) -> int:
     from planner.profile.deepspeed_logs import parse_log_file
     from planner.profile.ingest import row_from_log
     from planner.io import distinct_input_files, output_exists
-    from planner.profile.runs_csv import (SIMULATION_COLUMNS, append_runs, repeated_run, runs_to_csv_text,
+    from planner.profile.runs_csv import (append_runs, missing_simulation_columns, repeated_run, runs_to_csv_text,
                                           write_runs)
 
     if args.id and len(args.logs) > 1:
@@ -134,7 +134,7 @@ def run_ingest(args) -> int:
     if args.out:
         # A row without its model's shape is kept (an empty cell means "not known", spec/runs_csv.md), but
         # validate and calibrate skip it until the missing columns are filled in: say so where the count is.
-        incomplete = sum(any(getattr(run, key) in (None, "") for key in ("gpus", *SIMULATION_COLUMNS)) for run in rows)
+        incomplete = sum(bool(missing_simulation_columns(run)) for run in rows)
         unusable = (f" ({incomplete} incomplete: validate and calibrate skip them until the missing columns are "
                     "filled in)") if incomplete else ""
         sys.stderr.write(f"planner ingest: {len(rows)} row(s) -> {args.out}{unusable}\n")

@@ -83,17 +83,18 @@ class Architecture:
     """NCCL's tuner constants for one GPU generation (the rows of tuning.cc:138-211 that the model uses)."""
 
     name: str
+    from_compute_capability: float  # NCCL's row from this compute capability up (tuning.cc:263-266)
     nvls_efficiency: float  # nvlsEfficiency, tuning.cc:139-144 (0 before Hopper: NVLS needs SM90, search.cc:1124)
     ll_max_one_node_gb: float  # llMaxBws[compCap][0], one node: tuning.cc:178-183
     nvls_tree_caps_gb: tuple[float, float]  # perChMaxNVLSTreeBws[compCap], 2 nodes / more: tuning.cc:205-211
 
 
-ARCHITECTURES = {
-    "volta": Architecture("volta", 0.0, 39.0, (18.5, 10.0)),
-    "ampere": Architecture("ampere", 0.0, 87.7, (23.6, 17.8)),
-    "hopper": Architecture("hopper", 0.85, 141.0, (57.7, 45.5)),
-    "blackwell": Architecture("blackwell", 0.74, 2 * 141.0, (96.0, 80.0)),
-}
+ARCHITECTURES = {arch.name: arch for arch in (
+    Architecture("volta", 0.0, 0.0, 39.0, (18.5, 10.0)),  # and anything older
+    Architecture("ampere", 8.0, 0.0, 87.7, (23.6, 17.8)),
+    Architecture("hopper", 9.0, 0.85, 141.0, (57.7, 45.5)),
+    Architecture("blackwell", 10.0, 0.74, 2 * 141.0, (96.0, 80.0)),
+)}
 HOPPER = ARCHITECTURES["hopper"]
 
 
@@ -103,10 +104,8 @@ def architecture(compute_capability: float | None) -> Architecture:
     Hopper, assumed."""
     if compute_capability is None:
         return HOPPER
-    for threshold, name in ((10.0, "blackwell"), (9.0, "hopper"), (8.0, "ampere")):
-        if compute_capability >= threshold:
-            return ARCHITECTURES[name]
-    return ARCHITECTURES["volta"]
+    return max((arch for arch in ARCHITECTURES.values() if arch.from_compute_capability <= compute_capability),
+               key=lambda arch: arch.from_compute_capability)
 
 
 # treeCorrectionFactor by log2(bytes/64), 64 B to 256 MB (tuning.cc:623-627), applied for log < 23 (tuning.cc:640),

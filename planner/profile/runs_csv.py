@@ -95,6 +95,11 @@ RUN_STATUSES = ("ok", "failed", "timeout", "oom")
 SIMULATION_COLUMNS = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "global_batch")
 
 
+def missing_simulation_columns(run) -> list[str]:
+    """The SIMULATION_COLUMNS a row leaves empty: validate and calibrate skip it while any is."""
+    return [name for name in SIMULATION_COLUMNS if getattr(run, name) is None]
+
+
 def run_status(run) -> str:
     """A row's status; an empty cell is a measurement ("ok")."""
     return (run.extra.get("status") or "ok").strip()
