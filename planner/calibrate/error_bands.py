@@ -126,6 +126,14 @@ def interval(step_time_s: float, framework: str, cluster=None) -> dict | None:
     return result
 
 
+def slow_end_ratios(cluster, frameworks) -> np.ndarray:
+    """Per name in `frameworks`: the upper measured/predicted ratio of its step-time band on `cluster`
+    (interval's high end for a 1 s prediction; 1.0 where no band is known). The search ranks tied plans by
+    wall-clock times this (search.selection)."""
+    bands = [interval(1.0, name, cluster) for name in frameworks]
+    return np.array([1.0 if band is None else band["high_s"] for band in bands])
+
+
 # The published runs' band belongs to the hardware they were measured on, not to a spec's `name:` (a copy of
 # dgx-h100.yaml keeps `name: dgx-h100` whatever its links or FLOP/s say). A spec is that hardware when its
 # accelerator, node and network blocks equal those of a bundled spec of a cluster the runs ran on; its name,

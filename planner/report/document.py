@@ -95,7 +95,7 @@ def summary_blocks(review: dict) -> list:
     if best and review["constraints"].get("target_loss") is None and best["predicted_loss"] < plan["predicted_loss"] - 5e-4:
         facts.append(f"Why not the lowest loss: {best['predicted_loss']:.3f} is reachable with {best['gpus']} GPUs in "
                      f"{human_days(best['wall_clock_days'])}; losses within 0.1% count as equal (far inside the law's "
-                     "band), and among them the shorter wall-clock wins.")
+                     "band), and among them the shorter wall-clock at the slow end of each plan's step-time band wins.")
     facts += logistics_facts(review)
     facts += [f"Warning: {w}" for w in plan.get("law_warnings", [])]
     return [("p", text), ("list", facts)]

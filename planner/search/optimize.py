@@ -1,7 +1,8 @@
 """Choose N, D, GPUs and layout under a budget: enumerate, score in vectorised chunks, pick, explain.
 
-The chosen plan is the exact optimum of the scored space (ties broken by shorter wall-clock), so a
-brute force over the same space with the scalar simulator finds nothing better (tests/search).
+The chosen plan is the exact optimum of the scored space (ties broken by the shorter wall-clock at the slow
+end of each plan's step-time band: search.selection), so a brute force over the same space with the scalar
+simulator finds nothing better (tests/search).
 `optimize` ties the steps together: the problem (search.problem_setup), the exact search
 (search.branch_and_bound), the choice (search.selection), the plan records (search.plan_record) and,
 when nothing is feasible, the explanation (search.infeasibility).

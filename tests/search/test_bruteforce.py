@@ -202,7 +202,8 @@ def brute_force(law, c):
 
 
 def rule_best(rows, key, tolerance):
-    """search/selection.py's rule: lowest `key`; within `tolerance` of it the shorter wall-clock wins."""
+    """search/selection.py's rule: lowest `key`; within `tolerance` of it the shorter wall-clock wins (at the slow
+    end of each plan's step-time band, which is one ratio here: every candidate is the one neutral stack's)."""
     if not rows:
         return None
     best = min(r[key] for r in rows)
