@@ -373,7 +373,7 @@ def assumption_blocks(review: dict) -> list:
               ("candidates", f"{result.scored:,} scored; dropped: " + (", ".join(
                   f"{n:,} {why}" for why, n in result.dropped.items() if n) or "none")),
               ("ties", "plans within 0.1% of the best loss (1% of cost with a target) count as equal; the shorter "
-                       "wall-clock wins")]
+                       "wall-clock at the slow end of each plan's step-time band wins")]
     return [("h3", "Cluster"), _kv_table(cluster), ("h3", "Cost-model efficiencies"), _kv_table(efficiency),
             ("h3", "Loss law"), _kv_table(law_rows), ("h3", "Constraints and search"), _kv_table(search)]
 
