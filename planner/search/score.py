@@ -33,7 +33,7 @@ from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.cost.step_time import step_time
 from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, framework_arrays, runnable_micro_batches
+from planner.frameworks import FRAMEWORK_NAMES, framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch, build_batch
@@ -188,16 +188,9 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
         "tokens_per_s": simulated_tokens_per_s, "step_time_s": spread(time_parts["step_time_s"]),
         "mfu": spread(time_parts["mfu"]), "goodput": gp, "global_batch": global_batch,
         "memory_bytes": memory["total_bytes"],
-        "step_band_high": _step_band_high(problem, arrays, n),
+        # The slow end of each candidate's stack's step-time band, which breaks ties between plans (search.selection).
+        "step_band_high": problem.step_band_high_by_stack[arrays["framework"]],
     }
-
-
-def _step_band_high(problem: Problem, arrays: dict, n: int) -> np.ndarray:
-    """Per candidate: the slow end of its stack's step-time band on the problem's cluster, as a ratio
-    (calibrate.error_bands.slow_end_ratios), which breaks ties between plans (search.selection)."""
-    ratios = problem.step_band_high_by_stack
-    codes = arrays["framework"] if "framework" in arrays else np.full(n, FRAMEWORK_CODES[BUDGET_STACK])
-    return ratios[codes]
 
 
 def _chunk_batch(problem: Problem, space_models: list, arrays: dict, global_batch: np.ndarray) -> CandidateBatch:

@@ -12,7 +12,6 @@ from planner.frameworks import DEFAULT_FRAMEWORKS, FRAMEWORK_NAMES
 from planner.laws.registry import load_law
 from planner.search.budget import build_constraints
 from planner.search.optimize import optimize
-from planner.search.score import Problem
 from planner.search.selection import LOSS_TIE_RELATIVE, pessimistic_wall_s, select
 from planner.specs.clusters import load_cluster
 
