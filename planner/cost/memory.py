@@ -365,21 +365,35 @@ def reserve_parts(batch: CandidateBatch, cluster: ClusterSpec, transient, stack:
 
 
 # What _stage_states reads, directly or through what it calls: the model, the stage split (tp, pp, vpp), the
-# sharding (dp, cp, ZeRO and its hierarchy), offload, dtypes and the stack; not the micro-batch, the batch
-# size or recompute.
+# sharding (dp, cp, ZeRO and its hierarchy, and for MoE models ep, etp and the schedule's weight copies), offload,
+# dtypes and the stack; not the micro-batch, the batch size or recompute.
 STAGE_STATE_COLUMNS = distinct.MODEL_COLUMNS + (
     "tp", "pp", "vpp", "dp", "cp", "zero", "offload", "offload_nvme", "dtype", "framework", "grad_reduce_in_fp32",
-    "shard_group", "grad_shard_group", "zero_hpz", "zero_tiling", "fp8_param_gather", "dp_comm_overlap")
+    "shard_group", "grad_shard_group", "zero_hpz", "zero_tiling", "fp8_param_gather", "dp_comm_overlap",
+    "ep", "etp", "a2a_overlap")
+# The named parts of a stage's bytes in the order a breakdown lists them. Those of STATE_PARTS (and MoE_STATE_PARTS)
+# are fixed by the stage's parameters (_stage_states, once per combination of STAGE_STATE_COLUMNS); the rest follow
+# the micro-batch and are computed per candidate.
+STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
+MOE_STATE_PARTS = ("expert_weights", "expert_gradients", "expert_optimizer", "pipeline_weight_copy")
+PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "logits", "tp_overlap_buffers") + MOE_STATE_PARTS + (
+    "moe_activations", "moe_dispatch_buffers", "cuda_context", "nccl_buffers", "fragmentation", "reserve")
+_STAGES = 3  # first, fullest middle and last pipeline stage
 
 
-def _stage_states(batch: CandidateBatch, stack: dict) -> dict:
+def _stage_states(batch: CandidateBatch, stack: dict) -> tuple[dict, np.ndarray | None]:
     """The parts of each stage's bytes fixed by its parameters (model states, fp8 copies, gathered set, gradient
-    buckets), computed once per distinct combination of STAGE_STATE_COLUMNS (a search has a few thousand among
-    a million candidates: cost/distinct.py) when `stack` is the batch's own, and spread to the candidates."""
-    if stack is not batch_framework_arrays(batch):
-        return _stage_states_per_row(batch, stack)
-    return distinct.once_per_combination(batch, STAGE_STATE_COLUMNS,
-                                         lambda b: _stage_states_per_row(b, batch_framework_arrays(b)))
+    buckets, routed experts' states), their sum, and the host and NVMe bytes they put there: computed once per
+    distinct combination of STAGE_STATE_COLUMNS (a search has a few thousand among a million candidates:
+    cost/distinct.py) when `stack` is the batch's own. Returns (states of the representative rows, each candidate's
+    index into them), or (states per candidate, None) where keying does not pay."""
+    if stack is batch_framework_arrays(batch):
+        rows = distinct.distinct_rows(batch, STAGE_STATE_COLUMNS)
+        if rows is not None:
+            representative, inverse = rows
+            distinct_batch = batch.take(representative)
+            return _stage_states_per_row(distinct_batch, batch_framework_arrays(distinct_batch)), inverse
+    return _stage_states_per_row(batch, stack), None
 
 
 def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
@@ -402,15 +416,34 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     # --fp8-param-gather: the layers' Linear weights are fp8 parameters (their fp8 data are `fp8_weights`), with no
     # 16-bit copy beside them; embeddings and the output layer stay 16-bit.
     fp8_params = np.where(batch.fp8_param_gather, w * layers * batch.layer_params / batch.tp, 0.0)
-    return {"params": params, "layers": layers, "states": states, "gathered": gathered, "buckets": buckets,
-            "fp8_params": fp8_params, "fp8_weights": fp8_weight_bytes(layers, batch, stack)}
+    parts = {"weights": states["weights"] - fp8_params, "gradients": states["gradients"],
+             "optimizer": states["optimizer"], "fp8_weights": fp8_weight_bytes(layers, batch, stack),
+             "zero3_gathered": gathered, "comm_buckets": buckets}
+    if batch.has_moe:
+        parts.update(_moe_state_parts(batch, stack, layers, states))
+    shape = (_STAGES, len(batch))
+    parts = {name: np.broadcast_to(value, shape) for name, value in parts.items()}
+    return {"parts": parts, "layers": layers, "total": sum(parts.values()), "transient": gathered + buckets,
+            # Host and NVMe bytes per GPU of the fullest stage (offloaded states); the params of each stage.
+            "host": states["host_per_gpu"], "nvme": np.max(np.broadcast_to(states["nvme_per_gpu"], shape), axis=0),
+            "params": params}
 
 
-def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tuple[dict, dict]:
-    """Named bytes of the first, fullest middle and last pipeline stage: arrays of shape (3, candidates)."""
-    fixed = _stage_states(batch, stack)
-    params, layers, states = fixed["params"], fixed["layers"], fixed["states"]
-    gathered, buckets = fixed["gathered"], fixed["buckets"]
+def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> dict:
+    """Routed experts' states (sharded over the expert data-parallel group), their fp8 copies and the DualPipe
+    second weight copy (cost/moe.py)."""
+    expert_params = moe.expert_params_per_gpu(batch, layers)
+    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack))
+    fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
+    weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only
+    return {"expert_weights": weights + fp8, "expert_gradients": expert["gradients"],
+            "expert_optimizer": expert["optimizer"],
+            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * states["weights"]}
+
+
+def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict, layers, transient_states) -> dict:
+    """The parts of each stage's bytes that follow the micro-batch: activations, the recompute's working set,
+    logits, overlap buffers, MoE activations and dispatch buffers, and the allocator's reserves."""
     inflight = np.stack(stage_inflight(batch))
     last = np.array([[0.0], [0.0], [1.0]])
     per_layer = activation_bytes_per_layer(batch)
@@ -426,47 +459,37 @@ def _stage_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict) -> tu
     # out in forward and the one brought back for backward's recompute.
     on_host = batch.activation_offload
     parts = {
-        "weights": states["weights"] - fixed["fp8_params"], "gradients": states["gradients"],
-        "optimizer": states["optimizer"], "fp8_weights": fixed["fp8_weights"],
-        "zero3_gathered": gathered, "comm_buckets": buckets,
         "activations": np.where(on_host, np.minimum(stored, 2.0 * per_layer["stored"]), stored),
         # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
         "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
-    transient = parts["activations"] + parts["recompute_working"] + logits + gathered + buckets
+    transient = parts["activations"] + parts["recompute_working"] + logits + transient_states
     if batch.has_moe:
-        moe_parts = _moe_stage_parts(batch, stack, layers, inflight, states)
-        parts.update(moe_parts)
-        transient = transient + moe_parts["moe_activations"] + moe_parts["moe_dispatch_buffers"]
+        acts = moe.moe_activation_bytes(batch)
+        parts["moe_activations"] = acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0)
+        parts["moe_dispatch_buffers"] = acts["dispatch_buffers"]
+        transient = transient + parts["moe_activations"] + parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))
-    parts = {name: np.broadcast_to(value, params.shape) for name, value in parts.items()}
-    host = states["host_per_gpu"] + np.where(on_host, stored, 0.0)
-    return parts, {"host": host, "nvme": states["nvme_per_gpu"], "params": params}
-
-
-def _moe_stage_parts(batch: CandidateBatch, stack: dict, layers, inflight, states) -> dict:
-    """Routed experts' states (sharded over the expert data-parallel group), their fp8 copies, the
-    DualPipe second weight copy, expert activations and the dispatch buffers (cost/moe.py)."""
-    expert_params = moe.expert_params_per_gpu(batch, layers)
-    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack))
-    fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
-    acts = moe.moe_activation_bytes(batch)
-    weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only
-    return {"expert_weights": weights + fp8, "expert_gradients": expert["gradients"],
-            "expert_optimizer": expert["optimizer"],
-            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * states["weights"],
-            "moe_activations": acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0),
-            "moe_dispatch_buffers": acts["dispatch_buffers"]}
+    return {"parts": parts, "host_on_gpu_stored": np.where(on_host, stored, 0.0)}
 
 
 def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | None = None) -> dict[str, np.ndarray]:
     """Named per-GPU bytes of the binding pipeline stage (first, fullest middle or last), total, HBM
     verdict, and host/NVMe bytes per node. `stack` overrides the framework record's arrays."""
-    stages, other = _stage_parts(batch, cluster, _stack(batch, stack))
-    totals = sum(stages.values())
+    stack = _stack(batch, stack)
+    states, inverse = _stage_states(batch, stack)
+    each = (lambda values: values) if inverse is None else (lambda values: distinct.spread(values, inverse))
+    layers = each(states["layers"])
+    rest = _per_candidate_parts(batch, cluster, stack, layers, each(states["transient"]))
+    shape = (_STAGES, len(batch))
+    per_candidate = {name: np.broadcast_to(value, shape) for name, value in rest["parts"].items()}
+    # The state parts summed once per combination, then the rest in a fixed order: a candidate's total is the same
+    # whether it is scored alone or among a million.
+    totals = each(states["total"]) + sum(per_candidate.values())
     middle = np.array([[False], [True], [False]])
     binding = stage_argmax(np.where(middle & (batch.pp <= 2), -np.inf, totals))  # a middle stage needs pp > 2
     flat = binding * totals.shape[1] + np.arange(totals.shape[1])
+    columns = None if inverse is None else inverse
 
     def pick(values):
         """The binding stage's entry of a (3, candidates) array (a stage-independent one as it is)."""
@@ -475,12 +498,23 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
             return values[0]
         return np.ascontiguousarray(values).reshape(-1)[flat]
 
-    parts = {name: pick(value) for name, value in stages.items()}
-    total = pick(totals)  # the sum of `parts`, added in the same order (not summed a second time)
+    def pick_state(values):
+        """pick for a (3, combinations) state array: the binding stage's entry at each candidate's combination."""
+        if columns is None:
+            return pick(values)
+        if values.strides[0] == 0:
+            return values[0][columns]
+        return values[binding, columns]
+
+    named = {**{name: pick_state(value) for name, value in states["parts"].items()},
+             **{name: pick(value) for name, value in per_candidate.items()}}
+    parts = {name: named[name] for name in PART_ORDER if name in named}
+    total = pick(totals)
     hbm = cluster.accelerator.hbm_bytes
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    host_per_node = np.max(np.broadcast_to(other["host"], totals.shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
-    nvme_per_node = np.max(np.broadcast_to(other["nvme"], totals.shape), axis=0) * gpus_on_node
+    host = np.broadcast_to(each(states["host"]), shape) + rest["host_on_gpu_stored"]
+    host_per_node = np.max(np.broadcast_to(host, shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
+    nvme_per_node = each(states["nvme"]) * gpus_on_node
     host_fits = host_per_node <= cluster.node.host_memory_bytes
     nvme_fits = nvme_per_node <= (cluster.node.nvme_capacity_bytes or np.inf)
     hbm_fits = total <= hbm
@@ -496,7 +530,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         "nvme_bytes_per_node": nvme_per_node,
         "host_fits": host_fits,
         "nvme_fits": nvme_fits,
-        "params_per_gpu": pick(other["params"]),
+        "params_per_gpu": pick_state(np.broadcast_to(states["params"], (_STAGES, states["params"].shape[-1]))),
         "binding_stage": binding,
     }
 

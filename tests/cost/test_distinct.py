@@ -103,7 +103,7 @@ NOT_READ = {
                       "fp8_current_scaling", "global_batch", "grad_shard_group", "micro_batch", "moe_imbalance",
                       "moe_padded", "offload", "offload_nvme", "partition_activations", "recompute", "seq_parallel", "shard_group",
                       "tp_comm_overlap", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights", "zero_tiling"},
-    "stage_states": {"a2a_overlap", "activation_offload", "ep", "etp", "flash_attention", "fp8_current_scaling",
+    "stage_states": {"activation_offload", "flash_attention", "fp8_current_scaling",
                      "global_batch", "micro_batch", "moe_imbalance", "moe_padded", "partition_activations", "recompute",
                      "seq_parallel", "tp_comm_overlap", "zero_quantized_gradients", "zero_quantized_weights"},
     "stage": {"a2a_overlap", "activation_offload", "cp", "dp", "dp_comm_overlap", "dtype", "ep", "etp", "flash_attention",
