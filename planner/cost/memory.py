@@ -379,6 +379,7 @@ MOE_STATE_PARTS = ("expert_weights", "expert_gradients", "expert_optimizer", "pi
 PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "logits", "tp_overlap_buffers") + MOE_STATE_PARTS + (
     "moe_activations", "moe_dispatch_buffers", "cuda_context", "nccl_buffers", "fragmentation", "reserve")
 _STAGES = 3  # first, fullest middle and last pipeline stage
+_MIDDLE = np.array([[False], [True], [False]])  # the fullest middle stage's row: it exists only where pp > 2
 
 
 def _stage_states(batch: CandidateBatch, stack: dict) -> tuple[dict, np.ndarray | None]:
@@ -423,7 +424,9 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
         parts.update(_moe_state_parts(batch, stack, layers, states))
     shape = (_STAGES, len(batch))
     parts = {name: np.broadcast_to(value, shape) for name, value in parts.items()}
-    return {"parts": parts, "layers": layers, "total": sum(parts.values()), "transient": gathered + buckets,
+    total = sum(parts.values())
+    return {"parts": parts, "layers": layers, "total": total, "transient": gathered + buckets,
+            "largest_total": np.max(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, total), axis=0),
             # Host and NVMe bytes per GPU of the fullest stage (offloaded states); the params of each stage.
             "host": states["host_per_gpu"], "nvme": np.max(np.broadcast_to(states["nvme_per_gpu"], shape), axis=0),
             "params": params}
@@ -486,8 +489,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     # The state parts summed once per combination, then the rest in a fixed order: a candidate's total is the same
     # whether it is scored alone or among a million.
     totals = each(states["total"]) + sum(per_candidate.values())
-    middle = np.array([[False], [True], [False]])
-    binding = stage_argmax(np.where(middle & (batch.pp <= 2), -np.inf, totals))  # a middle stage needs pp > 2
+    binding = stage_argmax(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, totals))  # a middle stage needs pp > 2
     flat = binding * totals.shape[1] + np.arange(totals.shape[1])
     columns = None if inverse is None else inverse
 
@@ -533,6 +535,15 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         "params_per_gpu": pick_state(np.broadcast_to(states["params"], (_STAGES, states["params"].shape[-1]))),
         "binding_stage": binding,
     }
+
+
+def state_bytes_lower_bound(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """Per candidate, the bytes its fullest pipeline stage holds for its parameters alone (_stage_states): a lower
+    bound of per_gpu_memory's total, whose other parts (activations, buffers, reserves) are never negative (the
+    efficiency spec's reserve fields are >= 0). A candidate above HBM here cannot fit; the searches that need only
+    the layouts that fit skip the rest before pricing their activations (search.layouts.search_layouts)."""
+    states, inverse = _stage_states(batch, _stack(batch, stack))
+    return states["largest_total"] if inverse is None else distinct.spread(states["largest_total"], inverse)
 
 
 def within_hbm(memory: dict, min_headroom: float = 0.0) -> np.ndarray:

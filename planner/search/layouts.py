@@ -34,7 +34,7 @@ import numpy as np
 
 from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
-from planner.cost.memory import per_gpu_memory, within_hbm
+from planner.cost.memory import per_gpu_memory, state_bytes_lower_bound, within_hbm
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import (DEFAULT_FRAMEWORKS, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS,
@@ -363,7 +363,8 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                    global_batch: int | None = None,
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
-                   hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None, restrict=None) -> LayoutSearch:
+                   hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None, restrict=None,
+                   only_fitting: bool = False) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
@@ -374,7 +375,10 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     rounds): the layouts' memory and step times are scored once per (model, GPUs, batch target, options);
     only the batch limit, which follows the tokens, is applied anew. `restrict`: a function of the enumerated
     layout arrays returning a mask; only the layouts it keeps are scored (the fixed-model search's look at
-    other GPU counts for one restriction, search.fixed_model.where_restrictions_meet_limits).
+    other GPU counts for one restriction, search.fixed_model.where_restrictions_meet_limits). `only_fitting`:
+    the layouts whose parameter states alone overflow HBM (cost.memory.state_bytes_lower_bound) are dropped before
+    their activations are priced, for callers that want only the best layout (the dense-vs-MoE comparison, whose
+    trillion-parameter shapes overflow 70-90% of their layouts); the search then cannot say how far the others miss.
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -391,11 +395,11 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         limit = float(batch_size.max_batch_tokens(np.array([trained]), np.array([model.non_embedding_params]),
                                                   batch_rule)[0]) / model.seq_len
     key = (model.model_dump_json(), cluster.name, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-           hierarchy, float(moe_load_imbalance), restrict)
+           hierarchy, float(moe_load_imbalance), restrict, only_fitting)
     scored = memo.get(key) if memo is not None else None
     if scored is None:
         scored = _score_layouts(model, cluster, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-                                hierarchy, moe_load_imbalance, restrict)
+                                hierarchy, moe_load_imbalance, restrict, only_fitting)
         if memo is not None:
             memo[key] = scored
     arrays, memory, in_hbm, fits, times = scored
@@ -414,7 +418,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
 
 
 def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype, min_headroom, hierarchy,
-                   moe_load_imbalance, restrict=None):
+                   moe_load_imbalance, restrict=None, only_fitting=False):
     """Every layout of the search (those `restrict` keeps) and its memory, fit and step time (NaN where it
     does not fit)."""
     arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype,
@@ -425,6 +429,10 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
     if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search, at each stack's capacity
         batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
+    if only_fitting:  # the layouts whose parameter states alone overflow HBM cannot fit: not priced further
+        kept = np.flatnonzero(state_bytes_lower_bound(batch) <= cluster.accelerator.hbm_bytes * (1.0 - min_headroom))
+        arrays = {name: column[kept] for name, column in arrays.items()}
+        batch = batch.take(kept)
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]

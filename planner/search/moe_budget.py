@@ -25,6 +25,9 @@ MoE shrank (100,000 GPU-hours: 1.773 on 96 GPUs by 60 days, 1.782 on 48 by 90). 
 in full only where it can help: the best plan so far was shrunk to fit memory, or its own model trains to a
 lower loss there (_best_side).
 
+Every layout search here wants only the best layout that fits: those whose parameter states alone overflow HBM are
+dropped before they are priced (search_layouts(only_fitting=True); 70-91% of a trillion-parameter MoE's layouts).
+
 The answer is each side's model, layout, tokens and predicted loss, plus the inference cost per token
 (2 x active parameters), which active parameters set for serving.
 """
@@ -104,7 +107,7 @@ def _fitting(make, size, cluster, gpus, dtype, frameworks, tokens_guess, memo):
     for tries in range(SHRINK_TRIES):
         model, g = make(size)
         search = search_layouts(model, cluster, gpus, tokens=tokens_guess, frameworks=frameworks, dtype=dtype,
-                                memo=memo)
+                                memo=memo, only_fitting=True)
         if search.best is not None:
             return model, g, search, tries > 0
         size *= SHRINK
@@ -143,7 +146,7 @@ def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_l
         model = family_moe_model(plan.model.layers, experts=experts, top_k=1, granularity=int(g), seq_len=seq_len,
                                  vocab=vocab)
         search = search_layouts(model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype,
-                                memo=memo)
+                                memo=memo, only_fitting=True)
         if search.best is None:
             break
         other, other_compute = _evaluate("moe", law, model, g, search, wall_s)
@@ -206,7 +209,8 @@ def _best_side(kind, laws, counts, gpu_seconds, deadline_s, cluster, dtype, fram
 def _gains(plan, law, cluster, gpus, wall_s, dtype, frameworks, leader) -> bool:
     """Whether `plan`'s model trains to a lower loss on `gpus` for `wall_s` than it and the side's `leader`, by
     more than the losses optimize counts as equal (LOSS_TIE_RELATIVE, far inside the law's own uncertainty)."""
-    search = search_layouts(plan.model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype)
+    search = search_layouts(plan.model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype,
+                            only_fitting=True)
     if search.best is None:
         return False
     other, _ = _evaluate(plan.kind, law, plan.model, plan.granularity, search, wall_s)

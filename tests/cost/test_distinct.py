@@ -65,6 +65,20 @@ def test_distinct_evaluation_equals_every_row(monkeypatch, model_name, cluster_n
         np.testing.assert_array_equal(keyed[name], values, err_msg=name)
 
 
+# The dense-vs-MoE comparison's searches drop the layouts whose parameter states (computed once per combination)
+# alone overflow HBM (search_layouts(only_fitting=True)): that bound must never exceed a layout's full memory.
+@pytest.mark.parametrize("model_name, cluster_name", [("llama2-70b", "dgx-h100"), ("mixtral-8x7b", "dgx-h100"),
+                                                      ("gpt3-13b", "frontier-mi250x")])
+def test_state_bytes_never_exceed_the_full_memory(model_name, cluster_name):
+    batch, cluster = _mixed_batch(model_name), load_cluster(cluster_name)
+    bound = memory.state_bytes_lower_bound(batch)
+    full = memory.per_gpu_memory(batch, cluster)
+    assert np.all(bound <= full["total_bytes"])
+    # And it is no looser than the binding stage's own state parts (it is the largest stage's).
+    states = [name for name in memory.STATE_PARTS + memory.MOE_STATE_PARTS if name in full["parts"]]
+    assert np.all(bound >= sum(full["parts"][name] for name in states) * (1 - 1e-12))
+
+
 def test_spread_gathers_per_stage_arrays_on_the_candidate_axis():
     inverse = np.array([1, 0, 1, 1])
     spread = distinct.spread({"stages": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), "scalar": 0.5}, inverse)
