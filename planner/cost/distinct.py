@@ -70,7 +70,7 @@ def _column_codes(column: np.ndarray) -> tuple[np.ndarray | None, int]:
         return (None, 1) if size == 1 else _dense_codes(key, size)
     if column.dtype == bool:
         return (column, 2) if column.any() and not column.all() else (None, 1)
-    if len(column) == 0 or (column == column[0]).all():  # one pass: most key columns are constant in a search
+    if len(column) == 0 or column.strides[0] == 0 or (column == column[0]).all():  # most key columns are constant
         return None, 1
     low, high = column.min(), column.max()
     if np.isfinite(high - low) and high - low < _TABLE_LIMIT:

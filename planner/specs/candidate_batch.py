@@ -221,7 +221,10 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
     """Gather model arrays by `model_index` and broadcast them with the layout arrays."""
     per_model = model_arrays(models)
     index = np.asarray(model_index, dtype=np.int64)
-    columns = {name: values[index] for name, values in per_model.items()}
+    if len(models) == 1:  # one model (every layout search): its values as read-only views, not a copy per candidate
+        columns = {name: np.broadcast_to(values[0], index.shape + values.shape[1:]) for name, values in per_model.items()}
+    else:
+        columns = {name: values[index] for name, values in per_model.items()}
     defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
