@@ -145,6 +145,24 @@ def distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
     return batch.cached("distinct_rows:" + ",".join(columns), lambda b: _distinct_rows(b, columns))
 
 
+def take(batch: CandidateBatch, rows: np.ndarray) -> CandidateBatch:
+    """batch.take(rows), keeping what this module has numbered on `batch`: each column's codes and the parallel
+    shapes, indexed by `rows` (not every code need occur: _column_codes), so that the sub-batch's keys are combined
+    from them rather than numbered afresh (the searches price the layouts that fit out of millions)."""
+    sub = batch.take(rows)
+    carried = {}
+    for name, value in batch.__dict__.get("_memo", {}).items():
+        if name.startswith("distinct_codes:"):
+            codes, count = value
+            carried[name] = (None if codes is None else codes[rows], count)
+        elif name == "parallel_shapes":
+            sizes, inverse = value
+            carried[name] = (sizes, inverse[rows])
+    if carried:
+        sub.__dict__["_memo"] = carried
+    return sub
+
+
 def once_per_combination(batch: CandidateBatch, columns: tuple[str, ...], compute):
     """compute(batch) (arrays per row, nested in dicts and tuples), evaluated on one representative row of each
     distinct combination of `columns` and spread to every row; on every row where that does not pay."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from planner.cost import distinct
 from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, state_bytes_lower_bound, within_hbm
@@ -432,12 +433,12 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     if only_fitting:  # the layouts whose parameter states alone overflow HBM cannot fit: not priced further
         kept = np.flatnonzero(state_bytes_lower_bound(batch) <= cluster.accelerator.hbm_bytes * (1.0 - min_headroom))
         arrays = {name: column[kept] for name, column in arrays.items()}
-        batch = batch.take(kept)
+        batch = distinct.take(batch, kept)
     memory = per_gpu_memory(batch, cluster)
     in_hbm = within_hbm(memory, min_headroom)
     fits = in_hbm & memory["host_fits"] & memory["nvme_fits"]
     fitting = np.flatnonzero(fits)
-    fitted = batch.take(fitting)
+    fitted = distinct.take(batch, fitting)
     times = step_time(fitted, cluster)
 
     def spread(values):  # back to every layout; those that do not fit get NaN

@@ -28,6 +28,7 @@ import numpy as np
 from planner.calibrate.error_bands import slow_end_ratios
 from planner.search.budget import Constraints
 from planner.errors import PlannerInputError
+from planner.cost import distinct
 from planner.cost.memory import per_gpu_memory, within_hbm
 from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.cost.step_time import step_time
@@ -145,7 +146,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     in_hbm = within_hbm(memory, problem.constraints.min_headroom)
     fits = in_hbm & memory["host_fits"]
     fitting = np.flatnonzero(fits)
-    fitted = batch.take(fitting)
+    fitted = distinct.take(batch, fitting)
     time_parts = step_time(fitted, problem.cluster)
     n = len(batch)
     spread = partial(_spread, fitting=fitting, n=n)  # back to the whole chunk; non-fitting candidates get NaN

@@ -79,6 +79,22 @@ def test_state_bytes_never_exceed_the_full_memory(model_name, cluster_name):
     assert np.all(bound >= sum(full["parts"][name] for name in states) * (1 - 1e-12))
 
 
+@pytest.mark.parametrize("model_name", ["llama2-70b", "mixtral-8x7b"])
+def test_a_sub_batch_keeps_its_parents_codes_and_gets_the_same_numbers(model_name):
+    """distinct.take (the searches' layouts that fit, out of every layout) carries the parent's column codes and
+    parallel shapes: the sub-batch is keyed from them and prices every row exactly as a fresh sub-batch does."""
+    batch, cluster = _mixed_batch(model_name), load_cluster("dgx-h100")
+    estimate(batch, cluster)  # numbers the parent's columns
+    rows = np.flatnonzero(np.random.default_rng(3).random(len(batch)) < 0.6)
+    carried = distinct.take(batch, rows)
+    assert any(name.startswith("distinct_codes:") for name in carried.__dict__["_memo"])
+    kept = dict(_flatten(dataclasses.asdict(estimate(carried, cluster))))
+    fresh = dict(_flatten(dataclasses.asdict(estimate(batch.take(rows), cluster))))
+    assert kept.keys() == fresh.keys()
+    for name, values in fresh.items():
+        np.testing.assert_array_equal(kept[name], values, err_msg=name)
+
+
 def test_spread_gathers_per_stage_arrays_on_the_candidate_axis():
     inverse = np.array([1, 0, 1, 1])
     spread = distinct.spread({"stages": np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]), "scalar": 0.5}, inverse)
