@@ -166,11 +166,18 @@ def take(batch: CandidateBatch, rows: np.ndarray) -> CandidateBatch:
 def once_per_combination(batch: CandidateBatch, columns: tuple[str, ...], compute):
     """compute(batch) (arrays per row, nested in dicts and tuples), evaluated on one representative row of each
     distinct combination of `columns` and spread to every row; on every row where that does not pay."""
+    values, inverse = per_combination(batch, columns, compute)
+    return values if inverse is None else spread(values, inverse)
+
+
+def per_combination(batch: CandidateBatch, columns: tuple[str, ...], compute):
+    """(compute of one representative row per distinct combination of `columns`, each row's index into them), or
+    (compute(batch), None) where keying does not pay: for callers that combine the values before spreading them."""
     rows = distinct_rows(batch, columns)
     if rows is None:
-        return compute(batch)
+        return compute(batch), None
     representative, inverse = rows
-    return spread(compute(batch.take(representative)), inverse)
+    return compute(batch.take(representative)), inverse
 
 
 def spread(values, inverse: np.ndarray):

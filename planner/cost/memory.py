@@ -388,13 +388,10 @@ def _stage_states(batch: CandidateBatch, stack: dict) -> tuple[dict, np.ndarray 
     distinct combination of STAGE_STATE_COLUMNS (a search has a few thousand among a million candidates:
     cost/distinct.py) when `stack` is the batch's own. Returns (states of the representative rows, each candidate's
     index into them), or (states per candidate, None) where keying does not pay."""
-    if stack is batch_framework_arrays(batch):
-        rows = distinct.distinct_rows(batch, STAGE_STATE_COLUMNS)
-        if rows is not None:
-            representative, inverse = rows
-            distinct_batch = batch.take(representative)
-            return _stage_states_per_row(distinct_batch, batch_framework_arrays(distinct_batch)), inverse
-    return _stage_states_per_row(batch, stack), None
+    if stack is not batch_framework_arrays(batch):
+        return _stage_states_per_row(batch, stack), None
+    return distinct.per_combination(batch, STAGE_STATE_COLUMNS,
+                                    lambda b: _stage_states_per_row(b, batch_framework_arrays(b)))
 
 
 def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
@@ -491,7 +488,6 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     totals = each(states["total"]) + sum(per_candidate.values())
     binding = stage_argmax(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, totals))  # a middle stage needs pp > 2
     flat = binding * totals.shape[1] + np.arange(totals.shape[1])
-    columns = None if inverse is None else inverse
 
     def pick(values):
         """The binding stage's entry of a (3, candidates) array (a stage-independent one as it is)."""
@@ -502,11 +498,11 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
 
     def pick_state(values):
         """pick for a (3, combinations) state array: the binding stage's entry at each candidate's combination."""
-        if columns is None:
+        if inverse is None:
             return pick(values)
         if values.strides[0] == 0:
-            return values[0][columns]
-        return values[binding, columns]
+            return values[0][inverse]
+        return values[binding, inverse]
 
     named = {**{name: pick_state(value) for name, value in states["parts"].items()},
              **{name: pick(value) for name, value in per_candidate.items()}}
@@ -514,8 +510,8 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     total = pick(totals)
     hbm = cluster.accelerator.hbm_bytes
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    host = np.broadcast_to(each(states["host"]), shape) + rest["host_on_gpu_stored"]
-    host_per_node = np.max(np.broadcast_to(host, shape), axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
+    host = np.broadcast_to(each(states["host"]) + rest["host_on_gpu_stored"], shape)
+    host_per_node = np.max(host, axis=0) * gpus_on_node * HOST_BUFFER_FACTOR
     nvme_per_node = each(states["nvme"]) * gpus_on_node
     host_fits = host_per_node <= cluster.node.host_memory_bytes
     nvme_fits = nvme_per_node <= (cluster.node.nvme_capacity_bytes or np.inf)
