@@ -260,6 +260,36 @@ def _count_json(count) -> dict:
             "cost_usd": count.cost_usd, "scaling_efficiency": count.scaling_efficiency}
 
 
+def band_check_lines(result) -> list[str]:
+    """A warning when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of
+    its step-time band, with the GPU count whose plan meets them even there (search.fixed_model.
+    where_the_band_meets_limits)."""
+    from planner.report.render import human_amount, human_days, human_days_range, layout_text
+    from planner.report.runners_up import limits_given, missed_limit_text
+
+    check = result.band_check
+    if not check:
+        return []
+    missed = "; ".join(missed_limit_text(limit, check["slow_end"], result.assumptions) for limit in check["misses"])
+    lines = [f"  warning    at the slow end of its step-time band it misses the {' and '.join(check['misses'])}: {missed}"]
+    given = limits_given(result.assumptions)
+    limits = "it" if len(given) == 1 else "the " + " and ".join(given)
+    met, tried, skipped = check["meets_at"], check["counts_tried"], check["counts_not_tried"]
+    unsearched = (f" ({skipped[0]}{'' if len(skipped) == 1 else '-' + str(skipped[-1])} not searched: the cost limit "
+                  "on further searches)") if skipped else ""
+    if met is not None:
+        band = f" (band {human_days_range(*met['days_band'])})" if met["days_band"] else ""
+        lines.append(f"             {met['gpus']} GPUs meet {limits} even there: {layout_text(met['layout'])}, "
+                     f"{human_days(met['days'])}{band}, {human_amount(met['gpu_hours'])} GPU-hours "
+                     f"({human_amount(met['slow_end']['gpu_hours'])} at the slow end){unsearched}")
+    elif tried or skipped:
+        span = f"of {tried[0]}-{tried[-1]} GPUs" if len(tried) > 1 else (f"of {tried[0]} GPUs" if tried else "searched")
+        lines.append(f"             no other count {span} meets {limits} at its band's slow end{unsearched}")
+    else:
+        lines.append(f"             no other GPU count allowed (--gpus, --max-gpus, the cluster's size) can meet {limits} there")
+    return lines
+
+
 def _hyperparameters(result) -> dict | None:
     """Learning rate, schedule and batch of the chosen plan (planner.laws.hyperparameters), with --tokens."""
     if result.chosen is None or not result.tokens:
@@ -283,6 +313,9 @@ def result_json(result) -> dict:
         # fastest layout under the same restriction meets every limit given, or None with "counts_tried"
         # (search.fixed_model.where_restrictions_meet_limits).
         "runners_up": result.runners_up, "runners_up_set_aside": result.runners_up_set_aside,
+        # Only when the chosen plan misses --deadline / --budget at the slow end of its step-time band: which, by
+        # how much, and the count whose plan meets them there (search.fixed_model.where_the_band_meets_limits).
+        "band_check": result.band_check,
         "counts": [_count_json(c) for c in result.counts], "knee_gpus": result.knee_gpus,
         "explanation": result.explanation, "assumptions": result.assumptions,
     }
@@ -343,6 +376,7 @@ def format_fixed_model(result) -> str:
         band = f" (band {human_days_range(*c.days_band)})" if c.days_band else ""
         cost = f", ${human_amount(c.cost_usd)}" if c.cost_usd else ""
         lines.append(f"  time/cost  {human_days(c.days)}{band}, {human_amount(c.gpu_hours)} GPU-hours{cost}")
+        lines += band_check_lines(result)
     from planner.cli.optimize import hyperparameter_lines
     lines += hyperparameter_lines(_hyperparameters(result))
     parts = sorted(((k, v) for k, v in sim["time"].items() if v > 0), key=lambda kv: -kv[1])

@@ -29,6 +29,11 @@ parallelism 110). Those are set aside with the limits they miss, for the report 
 each with where its restriction does meet them (where_restrictions_meet_limits): with --deadline the smallest
 count whose fastest layout under it meets every limit given (2,048 GPUs there, 83 days), with --budget alone the
 fastest count within it, as the plan's count is chosen.
+
+The plan's step time carries a 90% band (error_bands). Where the chosen plan meets --deadline / --budget at its
+point estimate but not at the band's slow end (the same 90-day plan: 89.1 days, band 87.3-95.4),
+where_the_band_meets_limits says so and names the count whose plan meets the limits even there (2,048 GPUs,
+67.5 days, band 66.2-72.3), by the plan's own rule; the plan itself stays the point estimate's choice.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import numpy as np
 from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.frameworks import FRAMEWORK_CODES
 from planner.calibrate.error_bands import interval as step_time_interval
+from planner.calibrate.error_bands import slow_end_ratios
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec, model_training_flops
 from planner.specs.units import human_amount
@@ -90,6 +96,9 @@ class FixedModelPlan:
     # the limits they miss ("violates": ["deadline", "budget"]).
     runners_up: list[dict] = field(default_factory=list)
     runners_up_set_aside: list[dict] = field(default_factory=list)
+    # Set when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of its
+    # step-time band (where_the_band_meets_limits): the limits it then misses, and where a plan meets them there.
+    band_check: dict | None = None
 
 
 def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: float, dtype: str) -> float:
@@ -194,7 +203,72 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
     else:
         result.runners_up, result.runners_up_set_aside = runners_up(result.chosen, tokens, deadline_s, budget_gpu_s)
         where_restrictions_meet_limits(result, options, common, deadline_s, budget_gpu_s)
+        where_the_band_meets_limits(result, options, common, deadline_s, budget_gpu_s)
     return result
+
+
+def slow_end(count: CountPlan) -> dict:
+    """Days and GPU-hours of `count`'s plan at the slow end of its step-time band (its days_band's upper end;
+    the point estimate where no band is known): the band scales the step, and with it days and GPU-hours."""
+    ratio = 1.0 if count.days_band is None else count.days_band[1] / count.days
+    return {"days": count.days * ratio, "gpu_hours": count.gpu_hours * ratio}
+
+
+def where_the_band_meets_limits(result: FixedModelPlan, options: list[int], common: dict,
+                                deadline_s: float | None, budget_gpu_s: float | None) -> None:
+    """result.band_check, when the chosen plan meets --deadline / --budget at its point estimate but misses one at
+    the slow end of its 90% step-time band (error_bands: the stack's validate residuals, or the cluster's
+    calibration): the limits it misses there ("misses"), its days and GPU-hours there ("slow_end"), and
+    "meets_at": the GPU count whose plan meets every limit given even at its band's slow end, chosen by the
+    plan's own rule (with --deadline the smallest such count above the chosen one; with --budget alone the
+    fastest, walked down from the largest), with "counts_tried" / "counts_not_tried" (the cost limit,
+    MAX_RESTRICTED_SEARCHES, on counts the choice did not search).
+
+    The plan itself stays the point estimate's choice: the band is the model's error on held-out published runs,
+    and the user decides whether to buy that margin. A count whose plan cannot meet the limits at the slow end
+    even at the best FLOP rate (fastest_days x the smallest slow-end ratio of the stacks searched) is passed
+    without a search."""
+    chosen, tokens = result.chosen, result.tokens
+    if chosen is None or not tokens or chosen.days_band is None or (deadline_s is None and budget_gpu_s is None):
+        return
+    spent = slow_end(chosen)
+    misses = missed_limits(spent["days"], spent["gpu_hours"], deadline_s, budget_gpu_s)
+    if not misses:
+        return
+    check = {"misses": misses, "slow_end": spent, "meets_at": None, "counts_tried": [], "counts_not_tried": []}
+    result.band_check = check
+    least_ratio = float(np.min(slow_end_ratios(result.cluster, common["frameworks"])))
+    fastest = deadline_s is None  # --budget alone: the fastest count within it; else the smallest
+    walk = [g for g in sorted(options, reverse=fastest) if g != chosen.gpus and (fastest or g > chosen.gpus)]
+    evaluated = {c.gpus: c for c in result.counts}
+    met, searches_left = None, MAX_RESTRICTED_SEARCHES
+    for gpus in walk:
+        bound = fastest_days(result.model, result.cluster, gpus, tokens, common["dtype"])
+        if met is not None and bound >= met.days:  # (--budget alone) no plan here can be faster than the one met
+            break
+        plan = evaluated.get(gpus)
+        if plan is None or plan.search is None:
+            there = bound * least_ratio  # the fewest days any plan here can take at its band's slow end
+            if missed_limits(there, gpus * there * 24.0, deadline_s, budget_gpu_s):
+                continue
+            if not searches_left:
+                check["counts_not_tried"].append(gpus)
+                continue
+            searches_left -= 1
+            plan = evaluate_count(result.model, result.cluster, gpus, **common)
+        check["counts_tried"].append(gpus)
+        there = slow_end(plan) if plan.feasible else None
+        if there is None or missed_limits(there["days"], there["gpu_hours"], deadline_s, budget_gpu_s):
+            continue
+        if met is None or plan.days < met.days:
+            met = plan
+        if not fastest:
+            break
+    if met is not None:
+        check["meets_at"] = {"gpus": met.gpus, "layout": met.row, "days": met.days, "days_band": met.days_band,
+                             "gpu_hours": met.gpu_hours, "cost_usd": met.cost_usd, "slow_end": slow_end(met)}
+    check["counts_tried"].sort()
+    check["counts_not_tried"].sort()
 
 
 # Runners-up that differ materially from the best: each the fastest under its own restriction, as masks
