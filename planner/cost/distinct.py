@@ -149,18 +149,18 @@ def take(batch: CandidateBatch, rows: np.ndarray) -> CandidateBatch:
     """batch.take(rows), keeping what this module has numbered on `batch`: each column's codes and the parallel
     shapes, indexed by `rows` (not every code need occur: _column_codes), so that the sub-batch's keys are combined
     from them rather than numbered afresh (the searches price the layouts that fit out of millions)."""
-    sub = batch.take(rows)
-    carried = {}
-    for name, value in batch.__dict__.get("_memo", {}).items():
-        if name.startswith("distinct_codes:"):
-            codes, count = value
-            carried[name] = (None if codes is None else codes[rows], count)
-        elif name == "parallel_shapes":
-            sizes, inverse = value
-            carried[name] = (sizes, inverse[rows])
-    if carried:
-        sub.__dict__["_memo"] = carried
-    return sub
+    return batch.take(rows, carry=_codes_of_rows)
+
+
+def _codes_of_rows(key: str, value, rows: np.ndarray):
+    """A cached entry of this module's, at `rows`; None for any other entry (computed afresh on the sub-batch)."""
+    if key.startswith("distinct_codes:"):
+        codes, count = value
+        return None if codes is None else codes[rows], count
+    if key == "parallel_shapes":
+        sizes, inverse = value
+        return sizes, inverse[rows]
+    return None
 
 
 def once_per_combination(batch: CandidateBatch, columns: tuple[str, ...], compute):

@@ -112,10 +112,18 @@ class CandidateBatch:
         """Layers on the first, fullest middle and last pipeline stage (stage_layers)."""
         return self.cached("stages", lambda b: stage_layers(b.layers, b.pp, b.vpp))
 
-    def take(self, index) -> "CandidateBatch":
-        """The sub-batch at `index` (an index array or boolean mask)."""
-        return CandidateBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                                 for f in fields(self)})
+    def take(self, index, carry=None) -> "CandidateBatch":
+        """The sub-batch at `index` (an index array or boolean mask). `carry(key, value, index)`, when given, is
+        the sub-batch's cached value for each of this batch's `cached` entries, or None to compute it afresh there
+        (cost.distinct.take carries its column codes)."""
+        sub = CandidateBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                                for f in fields(self)})
+        if carry is not None:
+            kept = {key: carried for key, value in self.__dict__.get("_memo", {}).items()
+                    if (carried := carry(key, value, index)) is not None}
+            if kept:
+                sub.__dict__["_memo"] = kept
+        return sub
 
     # Attention variants and MoE: None when every candidate is a dense model with standard attention (the
     # cost model then runs the dense path unchanged). kv_heads is then the effective count that gives the
