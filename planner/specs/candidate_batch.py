@@ -143,6 +143,10 @@ class CandidateBatch:
     # Sliding-window attention: keys per query (inf = full causal); None when no model of the batch has a
     # window (the cost model then runs the full-attention path unchanged).
     attention_window: np.ndarray | None = None
+    # Each row's model (build_batch's `model_index`), read by no cost formula: every model column is a function of
+    # it, so cost.distinct numbers the model columns on one row per model instead of sorting every row's values
+    # (a budget search's chunk holds many models). Replacing a model column must replace this too; None: unknown.
+    model_index: np.ndarray | None = None
 
     @property
     def has_moe(self) -> bool:
@@ -266,7 +270,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
         raise ValueError("ep, moe_imbalance and a2a_overlap need an MoE model")
     if layout_arrays:
         raise TypeError(f"unknown layout arrays: {sorted(layout_arrays)}")
-    return CandidateBatch(**columns)
+    return CandidateBatch(**columns, model_index=index)
 
 
 def single_batch(model: ModelSpec, layout: Layout) -> CandidateBatch:

@@ -26,8 +26,9 @@ def _flatten(tree, prefix=""):
         yield prefix, np.asarray(tree)
 
 
-def _mixed_batch(model_name: str) -> CandidateBatch:
-    """Layouts of every stack with random dtypes, switches, offload and hierarchies, each repeated four times."""
+def _mixed_batch(model_name: str, models: list | None = None) -> CandidateBatch:
+    """Layouts of every stack with random dtypes, switches, offload and hierarchies, each repeated four times; of
+    `model_name`, or with `models` each row of a random one of them (a budget search's chunk)."""
     rng = np.random.default_rng(7)
     table = np.array([row for row in itertools.product(
         (1, 2, 8), (1, 4), (1, 2), (1, 16), (1, 2), (0, 1, 2, 3), (1, 2), (0, 2), range(len(FRAMEWORK_NAMES)))
@@ -45,7 +46,8 @@ def _mixed_batch(model_name: str) -> CandidateBatch:
         shard_group=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 8), 0),
         zero_hpz=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 2), 1),
         partition_activations=rng.random(n) < 0.5)
-    return build_batch([preset(model_name)], np.zeros(4 * n, dtype=np.int64),
+    index = np.zeros(4 * n, dtype=np.int64) if models is None else rng.integers(0, len(models), 4 * n)
+    return build_batch(models or [preset(model_name)], index,
                        **{name: np.tile(values, 4) for name, values in columns.items()})
 
 
@@ -63,6 +65,28 @@ def test_distinct_evaluation_equals_every_row(monkeypatch, model_name, cluster_n
     assert keyed.keys() == every_row.keys()
     for name, values in every_row.items():
         np.testing.assert_array_equal(keyed[name], values, err_msg=name)
+
+
+@pytest.mark.parametrize("cluster_name", ["dgx-h100", "frontier-mi250x"])
+def test_a_many_model_batch_numbers_its_model_columns_per_model_with_the_same_numbers(monkeypatch, cluster_name):
+    """A budget search's chunk holds many models: cost.distinct numbers the model columns on one row per model
+    (CandidateBatch.model_index) instead of sorting every row's values. With models that share some columns
+    (Llama 2 and Llama 3 70B: layers, hidden, heads) and one model listed twice, every row gets the numbers it
+    gets when each model column is numbered on every row, and when every part runs on every row."""
+    models = [preset(name) for name in ("llama3-8b", "llama2-70b", "llama3-70b", "gpt3-13b", "llama3-8b")]
+    batch, cluster = _mixed_batch("", models), load_cluster(cluster_name)
+    keyed = dict(_flatten(dataclasses.asdict(estimate(batch, cluster))))
+    codes, count = distinct._model_codes(batch, distinct.MODEL_COLUMNS)
+    assert count == 4 and len(np.unique(codes)) == 4  # four distinct models among five listed
+    first, twin = batch.model_index == 0, batch.model_index == 4
+    assert first.any() and twin.any() and len(np.unique(codes[first | twin])) == 1
+    per_column = dict(_flatten(dataclasses.asdict(estimate(dataclasses.replace(batch, model_index=None), cluster))))
+    monkeypatch.setattr(distinct, "_WORTHWHILE_SHARE", -1.0)  # never worthwhile: every part on every row
+    every_row = dict(_flatten(dataclasses.asdict(estimate(dataclasses.replace(batch), cluster))))
+    assert keyed.keys() == per_column.keys() == every_row.keys()
+    for name, values in every_row.items():
+        np.testing.assert_array_equal(keyed[name], values, err_msg=name)
+        np.testing.assert_array_equal(per_column[name], values, err_msg=name)
 
 
 # The dense-vs-MoE comparison's searches drop the layouts whose parameter states (computed once per combination)
@@ -125,23 +149,23 @@ def test_an_empty_batch_is_not_keyed():
 # name a batch property; it stands for the columns it is computed from (DERIVED).
 DERIVED = {"grad_accumulation": {"global_batch", "micro_batch", "dp"}}
 NOT_READ = {
-    "layer": {"a2a_overlap", "activation_offload", "dp_comm_overlap", "ep", "etp", "fp8_param_gather", "global_batch",
+    "layer": {"model_index", "a2a_overlap", "activation_offload", "dp_comm_overlap", "ep", "etp", "fp8_param_gather", "global_batch",
               "grad_reduce_in_fp32", "grad_shard_group", "moe_imbalance", "moe_padded", "offload", "offload_nvme",
               "shard_group", "vpp", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
               "zero_tiling"},
-    "data_parallel": {"a2a_overlap", "activation_offload", "dp_comm_overlap", "ep", "etp", "flash_attention",
+    "data_parallel": {"model_index", "a2a_overlap", "activation_offload", "dp_comm_overlap", "ep", "etp", "flash_attention",
                       "fp8_current_scaling", "global_batch", "grad_shard_group", "micro_batch", "moe_imbalance",
                       "moe_padded", "offload", "offload_nvme", "partition_activations", "recompute", "seq_parallel", "shard_group",
                       "tp_comm_overlap", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights", "zero_tiling"},
-    "stage_states": {"activation_offload", "flash_attention", "fp8_current_scaling",
+    "stage_states": {"model_index", "activation_offload", "flash_attention", "fp8_current_scaling",
                      "global_batch", "micro_batch", "moe_imbalance", "moe_padded", "partition_activations", "recompute",
                      "seq_parallel", "tp_comm_overlap", "zero_quantized_gradients", "zero_quantized_weights"},
-    "stage": {"a2a_overlap", "activation_offload", "cp", "dp", "dp_comm_overlap", "dtype", "ep", "etp", "flash_attention",
+    "stage": {"model_index", "a2a_overlap", "activation_offload", "cp", "dp", "dp_comm_overlap", "dtype", "ep", "etp", "flash_attention",
               "fp8_current_scaling", "fp8_param_gather", "global_batch", "grad_reduce_in_fp32",
               "grad_shard_group", "micro_batch", "moe_imbalance", "moe_padded", "offload", "offload_nvme",
               "partition_activations", "recompute", "seq_parallel", "shard_group", "tp_comm_overlap", "zero", "zero_hpz", "zero_quantized_gradients",
               "zero_quantized_weights", "zero_tiling"},
-    "inflight": {"a2a_overlap", "activation_offload", "attention_window", "core_width", "cp", "dispatch_nodes",
+    "inflight": {"model_index", "a2a_overlap", "activation_offload", "attention_window", "core_width", "cp", "dispatch_nodes",
                  "dp_comm_overlap", "dtype", "embedding_params", "ep", "etp", "expert_ffn", "expert_params", "experts",
                  "ffn", "flash_attention", "fp8_current_scaling", "fp8_param_gather", "framework", "grad_reduce_in_fp32",
                  "grad_shard_group", "heads", "hidden", "kv_heads", "layer_params", "layers", "logits_params",
