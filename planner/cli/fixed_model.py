@@ -265,25 +265,23 @@ def band_check_lines(result) -> list[str]:
     its step-time band, with the GPU count whose plan meets them even there (search.fixed_model.
     where_the_band_meets_limits)."""
     from planner.report.render import human_amount, human_days, human_days_range, layout_text
-    from planner.report.runners_up import limits_given, missed_limit_text
+    from planner.report.runners_up import count_span, limits_pronoun, missed_limit_text
 
     check = result.band_check
     if not check:
         return []
     missed = "; ".join(missed_limit_text(limit, check["slow_end"], result.assumptions) for limit in check["misses"])
     lines = [f"  warning    at the slow end of its step-time band it misses the {' and '.join(check['misses'])}: {missed}"]
-    given = limits_given(result.assumptions)
-    limits = "it" if len(given) == 1 else "the " + " and ".join(given)
+    limits = limits_pronoun(result.assumptions)
     met, tried, skipped = check["meets_at"], check["counts_tried"], check["counts_not_tried"]
-    unsearched = (f" ({skipped[0]}{'' if len(skipped) == 1 else '-' + str(skipped[-1])} not searched: the cost limit "
-                  "on further searches)") if skipped else ""
+    unsearched = f" ({count_span(skipped)} not searched: the cost limit on further searches)" if skipped else ""
     if met is not None:
         band = f" (band {human_days_range(*met['days_band'])})" if met["days_band"] else ""
         lines.append(f"             {met['gpus']} GPUs meet {limits} even there: {layout_text(met['layout'])}, "
                      f"{human_days(met['days'])}{band}, {human_amount(met['gpu_hours'])} GPU-hours "
                      f"({human_amount(met['slow_end']['gpu_hours'])} at the slow end){unsearched}")
     elif tried or skipped:
-        span = f"of {tried[0]}-{tried[-1]} GPUs" if len(tried) > 1 else (f"of {tried[0]} GPUs" if tried else "searched")
+        span = f"of {count_span(tried)} GPUs" if tried else "searched"
         lines.append(f"             no other count {span} meets {limits} at its band's slow end{unsearched}")
     else:
         lines.append(f"             no other GPU count allowed (--gpus, --max-gpus, the cluster's size) can meet {limits} there")

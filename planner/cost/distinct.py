@@ -144,11 +144,12 @@ def _numbered_per_model(batch: CandidateBatch, names: tuple[str, ...]) -> tuple[
     if codes is None:  # one model: every model column is constant
         return None, 1
     model_of_row, models = _dense_codes(codes, size)  # every code occurs: one representative row each
-    one_per_model = batch.take(_representatives(model_of_row, models))
+    one_per_model = _representatives(model_of_row, models)
     key, size = np.zeros(models, dtype=np.int64), 1
     for name in names:
-        if getattr(batch, name) is not None:
-            key, size = _combined(key, size, *_codes(one_per_model, name))
+        column = getattr(batch, name)
+        if column is not None:
+            key, size = _combined(key, size, *_column_codes(np.asarray(column)[one_per_model]))
     if size == 1:
         return None, 1
     codes, count = _dense_codes(key, size)

@@ -43,16 +43,26 @@ def runner_up_lines(result) -> list[str]:
     return lines
 
 
+def limits_pronoun(assumptions: dict) -> str:
+    """'it' for one limit given, else 'the deadline and budget'."""
+    given = limits_given(assumptions)
+    return "it" if len(given) == 1 else "the " + " and ".join(given)
+
+
+def count_span(counts: list[int]) -> str:
+    """'64' or '64-512': the first and last of sorted GPU counts."""
+    return f"{counts[0]}{'' if len(counts) == 1 else '-' + str(counts[-1])}"
+
+
 def limits_met_text(entry: dict, assumptions: dict) -> str:
     """Where a set-aside runner-up's restriction meets every limit given (search.fixed_model.
     where_restrictions_meet_limits): 'meets it on 3072 GPUs: deepspeed tp8 ..., 63.2 days, 4,660,827 GPU-hours,
     $13,982,480', or 'no count up to 6144 GPUs meets it (8192-32768 not searched: ...)'; with --budget alone
     'fastest within it on 3072 GPUs: ...' (the count is chosen as the plan's is)."""
-    given = limits_given(assumptions)
-    limits = "it" if len(given) == 1 else "the " + " and ".join(given)
-    budget_alone = given == ["budget"]  # then the fastest count within it, as the plan's; else the smallest
+    limits = limits_pronoun(assumptions)
+    budget_alone = limits_given(assumptions) == ["budget"]  # then the fastest count within it, as the plan's
     tried, skipped, met = entry["counts_tried"], entry["counts_not_tried"], entry["meets_limits_at"]
-    not_searched = f"{skipped[0]}{'' if len(skipped) == 1 else '-' + str(skipped[-1])}" if skipped else ""
+    not_searched = count_span(skipped) if skipped else ""
     unsearched = f" ({not_searched} not searched: the cost limit on further searches)" if skipped else ""
     if met is not None:
         cost = f", ${human_amount(met['cost_usd'])}" if met["cost_usd"] else ""

@@ -239,7 +239,7 @@ def where_the_band_meets_limits(result: FixedModelPlan, options: list[int], comm
     result.band_check = check
     least_ratio = float(np.min(slow_end_ratios(result.cluster, common["frameworks"])))
     fastest = deadline_s is None  # --budget alone: the fastest count within it; else the smallest
-    walk = [g for g in sorted(options, reverse=fastest) if g != chosen.gpus and (fastest or g > chosen.gpus)]
+    walk = _counts_to_walk(options, chosen.gpus, fastest)
     evaluated = {c.gpus: c for c in result.counts}
     met, searches_left = None, MAX_RESTRICTED_SEARCHES
     for gpus in walk:
@@ -348,7 +348,7 @@ def where_restrictions_meet_limits(result: FixedModelPlan, options: list[int], c
     for entry in aside:
         entry.update(meets_limits_at=None, counts_tried=[], counts_not_tried=[])
     fastest = deadline_s is None  # --budget alone: the fastest count within it; else the smallest
-    walk = [g for g in sorted(options, reverse=fastest) if g != chosen.gpus and (fastest or g > chosen.gpus)]
+    walk = _counts_to_walk(options, chosen.gpus, fastest)
     searches_left = MAX_RESTRICTED_SEARCHES
     for gpus in walk:
         bound = fastest_days(result.model, result.cluster, gpus, tokens, common["dtype"])
@@ -375,6 +375,12 @@ def where_restrictions_meet_limits(result: FixedModelPlan, options: list[int], c
     for entry in aside:
         entry["counts_tried"].sort()
         entry["counts_not_tried"].sort()
+
+
+def _counts_to_walk(options: list[int], chosen_gpus: int, fastest: bool) -> list[int]:
+    """The counts other than the chosen one where a limit may be met by the plan's own rule: with --budget alone
+    (`fastest`) every other count, largest first; else the larger ones, smallest first."""
+    return [g for g in sorted(options, reverse=fastest) if g != chosen_gpus and (fastest or g > chosen_gpus)]
 
 
 def _restricted_search(result: FixedModelPlan, gpus: int, rules: list[tuple], common: dict) -> LayoutSearch:
