@@ -260,6 +260,18 @@ def _count_json(count) -> dict:
             "cost_usd": count.cost_usd, "scaling_efficiency": count.scaling_efficiency}
 
 
+def further_searches_text(result) -> str:
+    """", then N more over M count(s) for the runners-up and the band check": the searches made after the choice
+    (FixedModelPlan.further_searches), so the account of layouts scored is whole."""
+    further = result.further_searches
+    if not further:
+        return ""
+    scored = sum(s["layouts_scored"] for s in further)
+    counts = len({s["gpus"] for s in further})
+    purposes = " and ".join(dict.fromkeys(f"the {s['purpose']}" for s in further))
+    return f", then {scored:,} more over {counts} count(s) for {purposes}"
+
+
 def band_check_lines(result) -> list[str]:
     """A warning when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of
     its step-time band, with the GPU count whose plan meets them even there (search.fixed_model.
@@ -313,7 +325,7 @@ def result_json(result) -> dict:
         "runners_up": result.runners_up, "runners_up_set_aside": result.runners_up_set_aside,
         # Only when the chosen plan misses --deadline / --budget at the slow end of its step-time band: which, by
         # how much, and the count whose plan meets them there (search.fixed_model.where_the_band_meets_limits).
-        "band_check": result.band_check,
+        "band_check": result.band_check, "further_searches": result.further_searches,
         "counts": [_count_json(c) for c in result.counts], "knee_gpus": result.knee_gpus,
         "explanation": result.explanation, "assumptions": result.assumptions,
     }
@@ -333,7 +345,7 @@ def format_fixed_model(result) -> str:
              + (f"; {human_count(result.tokens)} tokens" if result.tokens else "")]
     scored = sum(len(c.search) for c in result.counts if c.search is not None)
     searched = sum(1 for c in result.counts if c.search is not None)
-    lines.append(f"searched {scored:,} layouts over {searched} GPU count(s)")
+    lines.append(f"searched {scored:,} layouts over {searched} GPU count(s){further_searches_text(result)}")
     skipped = [c for c in result.counts if c.search is None]
     if skipped:
         lines.append(f"skipped {len(skipped)} count(s) from {skipped[0].gpus} to {skipped[-1].gpus} GPUs without a search: "

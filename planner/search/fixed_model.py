@@ -99,6 +99,10 @@ class FixedModelPlan:
     # Set when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of its
     # step-time band (where_the_band_meets_limits): the limits it then misses, and where a plan meets them there.
     band_check: dict | None = None
+    # The searches made after the choice, at counts it had not searched (where_restrictions_meet_limits,
+    # where_the_band_meets_limits): {"gpus", "layouts_scored", "purpose": "runners-up" | "band check"}, so the
+    # search's own account ("searched N layouts") counts every layout scored.
+    further_searches: list[dict] = field(default_factory=list)
 
 
 def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: float, dtype: str) -> float:
@@ -256,6 +260,7 @@ def where_the_band_meets_limits(result: FixedModelPlan, options: list[int], comm
                 continue
             searches_left -= 1
             plan = evaluate_count(result.model, result.cluster, gpus, **common)
+            _record_search(result, gpus, plan.search, "band check")
         check["counts_tried"].append(gpus)
         there = slow_end(plan) if plan.feasible else None
         if there is None or missed_limits(there["days"], there["gpu_hours"], deadline_s, budget_gpu_s):
@@ -364,6 +369,7 @@ def where_restrictions_meet_limits(result: FixedModelPlan, options: list[int], c
                 continue
             searches_left -= 1
             search = _restricted_search(result, gpus, [rule_of[e["label"]] for e in open_], common)
+            _record_search(result, gpus, search, "runners-up")
         for entry in open_:
             entry["counts_tried"].append(gpus)
             i = None if search is None else fastest_under(search, rule_of[entry["label"]][0])
@@ -375,6 +381,10 @@ def where_restrictions_meet_limits(result: FixedModelPlan, options: list[int], c
     for entry in aside:
         entry["counts_tried"].sort()
         entry["counts_not_tried"].sort()
+
+
+def _record_search(result: FixedModelPlan, gpus: int, search: LayoutSearch, purpose: str) -> None:
+    result.further_searches.append({"gpus": gpus, "layouts_scored": len(search), "purpose": purpose})
 
 
 def _counts_to_walk(options: list[int], chosen_gpus: int, fastest: bool) -> list[int]:

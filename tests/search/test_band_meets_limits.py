@@ -87,3 +87,28 @@ def test_the_command_line_warns_and_names_the_count(cli, sweep):
     at = next(i for i, line in enumerate(lines) if line.startswith("  warning    at the slow end of its step-time band"))
     assert "past the" in lines[at] and "deadline" in lines[at]
     assert lines[at + 1].strip().startswith(f"{check['meets_at']['gpus']} GPUs meet it even there: ")
+
+
+def test_the_searches_after_the_choice_are_counted_in_the_account_of_layouts_scored(sweep, cli):
+    """The band check's own searches (counts the choice never searched) are recorded with the layouts they scored,
+    and the command's "searched ..." line adds them: the account covers every layout scored."""
+    model, cluster, counts = sweep
+    deadline_s = counts[32].days * 1.02 * 86400.0
+    plan = plan_fixed_model(model, cluster, COUNTS, tokens=TOKENS, deadline_s=deadline_s)
+    choice_searched = {c.gpus for c in plan.counts if c.search is not None}
+    band = [s for s in plan.further_searches if s["purpose"] == "band check"]
+    assert [s["gpus"] for s in band] == [g for g in plan.band_check["counts_tried"] if g not in choice_searched]
+    assert band  # the premise: the check searched beyond the choice
+    for s in band:  # each scored what a plain search of its count scores
+        assert s["layouts_scored"] == len(counts[s["gpus"]].search)
+    deadline = f"{deadline_s / 3600:.3f}h"
+    argv = ["optimize", "--model", "llama3-8b", "--tokens", "1T", "--gpus", "32,64,128,256,512", "--deadline", deadline]
+    code, out, _ = cli(argv + ["--json"])
+    data = json.loads(out)
+    scored_first = sum(c["layouts_scored"] for c in data["counts"])
+    scored_after = sum(s["layouts_scored"] for s in data["further_searches"])
+    assert code == 0 and scored_after > 0
+    code, text, _ = cli(argv)
+    line = next(line for line in text.splitlines() if line.startswith("searched "))
+    assert line.startswith(f"searched {scored_first:,} layouts over ")
+    assert f", then {scored_after:,} more over " in line and "the band check" in line
