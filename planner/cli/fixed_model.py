@@ -18,21 +18,24 @@ import sys
 from planner.errors import PlannerInputError
 
 
-def add_fixed_model_arguments(parser) -> None:
+def add_fixed_model_arguments(parser, outputs: bool = True) -> None:
+    """The fixed-model flags. `outputs` False (`planner report`, which writes its own files and has its own --moe):
+    without --all-layouts, --emit and --moe."""
     from planner.cli.arguments import real_number, whole_number
 
-    group = parser.add_argument_group("a model already chosen (switches optimize to the layout / GPU-count search)")
+    group = parser.add_argument_group("a model already chosen (switches to the layout / GPU-count search)")
     group.add_argument("--model", metavar="PRESET|FILE", help="model preset (see `planner simulate --list-models`) or a model YAML")
     group.add_argument("--params", metavar="N", help="a model of about N parameters from the family dial, like '70B'")
     group.add_argument("--tokens", metavar="D", help="tokens to train on, like '15T': gives days, GPU-hours and cost")
     group.add_argument("--global-batch", type=whole_number(), help="global batch in sequences (default: the batch law for --tokens)")
     group.add_argument("--knee", type=real_number(0.0, 1.0, low_open=True), default=None,
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
-    group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
-    group.add_argument("--emit", metavar="DIR", help="write the chosen layout's launch config for its stack")
-    group.add_argument("--moe", action="store_true",
-                       help="with --budget: the best dense and the best mixture-of-experts plan side by side "
-                            "(Krajewski et al. 2024 laws)")
+    if outputs:
+        group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
+        group.add_argument("--emit", metavar="DIR", help="write the chosen layout's launch config for its stack")
+        group.add_argument("--moe", action="store_true",
+                           help="with --budget: the best dense and the best mixture-of-experts plan side by side "
+                                "(Krajewski et al. 2024 laws)")
     group.add_argument("--moe-load-imbalance", type=real_number(1.0), default=None,
                        help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0)")
 
@@ -163,10 +166,11 @@ def solve_fixed_model(args):
                             **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
 
 
-def check_outputs(args) -> None:
+def check_outputs(args, more=()) -> None:
+    """Every file the command will write is new (or --force), checked before the search."""
     from planner.io import check_new_outputs
-    paths = [args.all_layouts] if args.all_layouts else []
-    check_new_outputs(paths, args.force)
+    paths = [args.all_layouts] if getattr(args, "all_layouts", None) else []
+    check_new_outputs([*paths, *more], args.force)
 
 
 def emittable_layout(count, model, limit: int = 5000):
@@ -186,11 +190,11 @@ def run_fixed_model(args) -> int:
     from planner.report.render import json_document
 
     from planner.cli.arguments import refuse_flags
-    refuse_flags(args, ("report",), "reviews a budget plan (the model chosen by the search); with --model or --params "
-                                    "use --json or --all-layouts")
+    from planner.cli import report as report_cli
     refuse_flags(args, ("emit_deepspeed",), "with --model or --params give --emit DIR, which writes the chosen "
                                             "layout's launch files for its stack (--framework deepspeed for DeepSpeed)")
-    check_outputs(args)
+    report_paths = report_cli.report_outputs(args.report) if getattr(args, "report", None) else {}
+    check_outputs(args, report_paths.values())
     result = solve_fixed_model(args)
     if result.chosen is not None and result.chosen.best is not None:
         from planner.cli.arguments import warn_outside_calibration
@@ -210,8 +214,9 @@ def run_fixed_model(args) -> int:
         print(format_fixed_model(result))
     if args.all_layouts:
         write_text_atomic(args.all_layouts, layouts_csv(result), force=args.force, flag="--force")
+    if report_paths:
+        report_cli.write_fixed_model_report(result, report_paths, args.force)
     if emitted is not None:
-        from planner.cli import report as report_cli
         chosen = result.chosen
         index, layout = emitted
         if index != chosen.best:
@@ -260,64 +265,15 @@ def _count_json(count) -> dict:
             "cost_usd": count.cost_usd, "scaling_efficiency": count.scaling_efficiency}
 
 
-def further_searches_text(result) -> str:
-    """", then N more over M count(s) for the runners-up and the band check": the searches made after the choice
-    (FixedModelPlan.further_searches), so the account of layouts scored is whole."""
-    further = result.further_searches
-    if not further:
-        return ""
-    scored = sum(s["layouts_scored"] for s in further)
-    counts = len({s["gpus"] for s in further})
-    purposes = " and ".join(dict.fromkeys(f"the {s['purpose']}" for s in further))
-    return f", then {scored:,} more over {counts} count(s) for {purposes}"
-
-
-def band_check_lines(result) -> list[str]:
-    """A warning when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of
-    its step-time band, with the GPU count whose plan meets them even there (search.fixed_model.
-    where_the_band_meets_limits)."""
-    from planner.report.render import human_amount, human_days, human_days_range, layout_text
-    from planner.report.runners_up import count_span, limits_pronoun, missed_limit_text
-
-    check = result.band_check
-    if not check:
-        return []
-    missed = "; ".join(missed_limit_text(limit, check["slow_end"], result.assumptions) for limit in check["misses"])
-    lines = [f"  warning    at the slow end of its step-time band it misses the {' and '.join(check['misses'])}: {missed}"]
-    limits = limits_pronoun(result.assumptions)
-    met, tried, skipped = check["meets_at"], check["counts_tried"], check["counts_not_tried"]
-    unsearched = f" ({count_span(skipped)} not searched: the cost limit on further searches)" if skipped else ""
-    if met is not None:
-        band = f" (band {human_days_range(*met['days_band'])})" if met["days_band"] else ""
-        lines.append(f"             {met['gpus']} GPUs meet {limits} even there: {layout_text(met['layout'])}, "
-                     f"{human_days(met['days'])}{band}, {human_amount(met['gpu_hours'])} GPU-hours "
-                     f"({human_amount(met['slow_end']['gpu_hours'])} at the slow end){unsearched}")
-    elif tried or skipped:
-        span = f"of {count_span(tried)} GPUs" if tried else "searched"
-        lines.append(f"             no other count {span} meets {limits} at its band's slow end{unsearched}")
-    else:
-        lines.append(f"             no other GPU count allowed (--gpus, --max-gpus, the cluster's size) can meet {limits} there")
-    return lines
-
-
-def _hyperparameters(result) -> dict | None:
-    """Learning rate, schedule and batch of the chosen plan (planner.laws.hyperparameters), with --tokens."""
-    if result.chosen is None or not result.tokens:
-        return None
-    from planner.laws.hyperparameters import plan_hyperparameters
-    row = result.chosen.row
-    return plan_hyperparameters(float(result.model.non_embedding_params), result.tokens,
-                                float(row["global_batch"] * result.model.seq_len),
-                                batch_rule=result.assumptions["batch_rule"])  # the rule the batch was sized by
-
-
 def result_json(result) -> dict:
+    from planner.search.fixed_model import fixed_model_hyperparameters
+
     return {
         "status": "ok" if result.chosen is not None else "infeasible",
         "model": {**result.model.model_dump(), "total_params": result.model.total_params},
         "cluster": result.cluster.name, "tokens": result.tokens,
         "chosen": None if result.chosen is None else _count_json(result.chosen),
-        "hyperparameters": _hyperparameters(result),
+        "hyperparameters": fixed_model_hyperparameters(result),
         # Other layouts at the chosen count within every limit given; those that miss the deadline or budget
         # apart, with "violates" (search.fixed_model.runners_up) and "meets_limits_at": the GPU count where the
         # fastest layout under the same restriction meets every limit given, or None with "counts_tried"
@@ -334,7 +290,7 @@ def result_json(result) -> dict:
 def format_fixed_model(result) -> str:
     from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
     from planner.report.render import layout_text, table
-    from planner.report.runners_up import runner_up_lines
+    from planner.report.runners_up import band_check_lines, further_searches_text, runner_up_lines
     from planner.specs.model import experts_summary
 
     m = result.model
@@ -388,7 +344,8 @@ def format_fixed_model(result) -> str:
         lines.append(f"  time/cost  {human_days(c.days)}{band}, {human_amount(c.gpu_hours)} GPU-hours{cost}")
         lines += band_check_lines(result)
     from planner.cli.optimize import hyperparameter_lines
-    lines += hyperparameter_lines(_hyperparameters(result))
+    from planner.search.fixed_model import fixed_model_hyperparameters
+    lines += hyperparameter_lines(fixed_model_hyperparameters(result))
     parts = sorted(((k, v) for k, v in sim["time"].items() if v > 0), key=lambda kv: -kv[1])
     lines.append("  step parts " + ", ".join(f"{k} {100 * v / sim['step_time_s']:.0f}%" for k, v in parts[:6]))
     memory = sorted(((k, v) for k, v in sim["memory_parts"].items() if v > 0), key=lambda kv: -kv[1])

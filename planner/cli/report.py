@@ -27,8 +27,13 @@ def register(subparsers, name: str) -> None:
         name, help="write the plan review (HTML + Markdown with plots) for a budget and cluster",
         description="Run `planner optimize` for the problem, then write a review document: the chosen plan and "
                     "runners-up, iso-FLOP curve, loss-vs-wall-clock frontier, memory and step-time breakdowns, "
-                    "MFU vs GPUs, sensitivity to slower compute/network and a 2x budget, uncertainty and every assumption.")
+                    "MFU vs GPUs, sensitivity to slower compute/network and a 2x budget, uncertainty and every assumption. "
+                    "With --model or --params (a model already chosen): the GPU counts searched, the chosen count "
+                    "and layout with days, cost and their band, runners-up, hyperparameters, memory and step-time "
+                    "breakdowns and the cluster assumptions.")
     add_optimize_arguments(parser)
+    from planner.cli.fixed_model import add_fixed_model_arguments
+    add_fixed_model_arguments(parser, outputs=False)
     parser.add_argument("--out", default="report.html", metavar="OUT.html",
                         help="HTML file to write; OUT.md and OUT_figures/ go beside it (default report.html)")
     parser.add_argument("--force", action="store_true", help="overwrite existing report files")
@@ -147,13 +152,61 @@ def emit_plan_launch(folder: str, plan: dict, cluster, force: bool) -> None:
     emit_launch(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], _plan_summary(plan, cluster), force)
 
 
+def write_fixed_model_report(result, paths: dict[str, Path], force: bool) -> None:
+    """The fixed-model review (report.fixed_model_review) as OUT.html, OUT.md and OUT_figures/, all or nothing."""
+    from planner.io import write_files_atomic
+    from planner.report import fixed_model_review, typeset
+
+    review = fixed_model_review.build_review(result, command=_command_line())
+    figures = fixed_model_review.figures(review)
+    blocks = fixed_model_review.document(review)
+    figure_paths = {name: paths["html"].with_name(f"{paths['html'].stem}_figures") / f"{name}.png" for name in figures}
+    markdown_dir = paths["md"].parent
+    links = {name: os.path.relpath(path, markdown_dir).replace(os.sep, "/") for name, path in figure_paths.items()}
+    files = {paths["html"]: typeset.to_html(blocks, figures).encode("utf-8"),
+             paths["md"]: typeset.to_markdown(blocks, links).encode("utf-8"),
+             **{figure_paths[name]: data for name, data in figures.items()}}
+    write_files_atomic(files, force=force)
+    figure_dir = f" (figures in {next(iter(figure_paths.values())).parent}/)" if figure_paths else ""
+    sys.stderr.write(f"wrote {paths['html']} and {paths['md']}{figure_dir}\n")
+
+
+def run_fixed_model_report(args, paths: dict[str, Path]) -> int:
+    """`planner report --model/--params`: the fixed-model search (cli.fixed_model), then its review."""
+    from planner.cli.fixed_model import result_json, solve_fixed_model
+    from planner.report.render import human_days, json_document
+
+    if args.moe:
+        raise PlannerInputError("--moe compares the best dense and MoE models for a budget; with --model or --params "
+                                "the model is fixed (give a mixture-of-experts --model to plan it)")
+    result = solve_fixed_model(args)
+    write_fixed_model_report(result, paths, args.force)
+    if args.json:
+        print(json_document({**result_json(result), "written": {"html": str(paths["html"]), "md": str(paths["md"])}}))
+    elif result.chosen is None:
+        print("no feasible plan: " + "; ".join(result.explanation[-1:]))
+    else:
+        c = result.chosen
+        timed = f", {human_days(c.days)}" if c.days is not None else ""
+        print(f"chosen plan: {result.model.name} on {c.gpus} GPUs{timed}")
+        print(f"report: {paths['html']} (Markdown: {paths['md']})")
+    return 0 if result.chosen is not None else 1
+
+
 def run(args) -> int:
+    from planner.cli.fixed_model import wants_fixed_model
     from planner.cli.optimize import load_inputs, solve
     from planner.io import check_new_outputs
     from planner.report.render import human_count, human_days
 
     paths = report_outputs(args.out)
     check_new_outputs(paths.values(), args.force)
+    if wants_fixed_model(args):
+        return run_fixed_model_report(args, paths)
+    from planner.cli.arguments import refuse_flags
+    from planner.cli.optimize import FIXED_MODEL_ONLY
+    refuse_flags(args, FIXED_MODEL_ONLY, "applies to a model already chosen (give --model or --params); the budget "
+                                         "search chooses the model, its tokens and its batch")
     if args.moe:  # before the dense search, so a missing budget fails at once
         from planner.cli.moe_budget import require_budget
 

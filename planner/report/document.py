@@ -208,7 +208,12 @@ def loss_curve_blocks(review: dict) -> list:
 def hyperparameter_blocks(review: dict) -> list:
     """The chosen plan's training hyperparameters (planner.laws.hyperparameters via optimize), each with the source
     optimize carries for it; nothing for a plan without them."""
-    hyper = review["plans"][0].get("hyperparameters")
+    return hyperparameter_table_blocks(review["plans"][0].get("hyperparameters"))
+
+
+def hyperparameter_table_blocks(hyper: dict | None) -> list:
+    """Training hyperparameters (planner.laws.hyperparameters.plan_hyperparameters) with their sources; nothing
+    without them. Shared by the budget review and the fixed-model review (report.fixed_model_review)."""
     if not hyper:
         return []
     lr, schedule, wd, batch, opt = (hyper[k] for k in ("learning_rate", "schedule", "weight_decay", "batch_size",
@@ -338,11 +343,11 @@ def _efficiency_value(key: str, value) -> str:
     return f"{value:.4g}" + (" s" if key.endswith("_s") else "")
 
 
-def assumption_blocks(review: dict) -> list:
-    cl, law, c, result = review["cluster"], review["law"], review["constraints"], review["result"]
+def cluster_blocks(cl: dict, dtype: str) -> list:
+    """The cluster spec a plan rests on and its cost-model efficiencies (review.cluster_assumptions), as two tables."""
     rate = lambda v: f"{v / 1e9:.0f} GB/s"  # noqa: E731 - bandwidths as vendors quote them (per direction)
     cluster = [("name / file", f"{cl['name']} ({cl['file']})"), ("calibration", cl["calibration"]),
-               ("accelerator", f"{cl['accelerator']}: {cl['peak_flops_per_s'] / 1e12:.0f} TFLOP/s dense {c['dtype']}, "
+               ("accelerator", f"{cl['accelerator']}: {cl['peak_flops_per_s'] / 1e12:.0f} TFLOP/s dense {dtype}, "
                                f"{human_bytes(cl['hbm_bytes'])} HBM at {cl['hbm_bytes_per_s'] / 1e12:.2f} TB/s"),
                ("node", f"{cl['gpus_per_node']} GPUs, scale-up {rate(cl['scale_up_bytes_per_s_per_direction'])} per "
                         f"direction, host memory {human_bytes(cl['host_memory_bytes'])}"),
@@ -353,6 +358,11 @@ def assumption_blocks(review: dict) -> list:
                ("reliability", f"MTBF per GPU {cl['mtbf_per_gpu_s'] / 3600:,.0f} h (goodput accounts for failures, "
                                "checkpoints and restarts)")]
     efficiency = [(key, _efficiency_value(key, value)) for key, value in cl["efficiency"].items()]
+    return [("h3", "Cluster"), _kv_table(cluster), ("h3", "Cost-model efficiencies"), _kv_table(efficiency)]
+
+
+def assumption_blocks(review: dict) -> list:
+    law, c, result = review["law"], review["constraints"], review["result"]
     validity = law["validity"]
     law_rows = [("law", f"{law['name']}: {law['source']}"), ("form", f"{law['form']}; N = {law['n_definition']} "
                                                                      f"parameters, C = {law['c_definition']}"),
@@ -374,7 +384,7 @@ def assumption_blocks(review: dict) -> list:
                   f"{n:,} {why}" for why, n in result.dropped.items() if n) or "none")),
               ("ties", "plans within 0.1% of the best loss (1% of cost with a target) count as equal; the shorter "
                        "wall-clock at the slow end of each plan's step-time band wins")]
-    return [("h3", "Cluster"), _kv_table(cluster), ("h3", "Cost-model efficiencies"), _kv_table(efficiency),
+    return [*cluster_blocks(review["cluster"], c["dtype"]),
             ("h3", "Loss law"), _kv_table(law_rows), ("h3", "Constraints and search"), _kv_table(search)]
 
 

@@ -155,7 +155,8 @@ def stacked_bars(rows: list[tuple[str, list[tuple[str, float]], float]], *, unit
     """Horizontal stacked bars, one per plan; parts that are zero in every plan are left out of the legend."""
     names = [name for name, _ in rows[0][1]]
     used = [i for i, _ in enumerate(names) if any(parts[i][1] > 0 for _, parts, _ in rows)]
-    figure, ax = _figure(height=1.3 + 0.55 * len(rows))
+    # Tall enough for the bars and for the legend beside them (one line per part used).
+    figure, ax = _figure(height=max(1.3 + 0.55 * len(rows), 0.8 + 0.2 * (len(used) + 1)))
     y = np.arange(len(rows))[::-1]
     left = np.zeros(len(rows))
     for color, i in zip(PART_COLORS * 2, used):
@@ -221,6 +222,41 @@ def scaling(rows: list[dict], plan: dict, deadline_days: float) -> bytes:
     right.yaxis.set_major_formatter(_plain_formatter())
     right.set_ylabel("wall-clock for the plan's tokens (days, log scale)")
     right.set_title("Time to train the chosen model on its tokens")
+    return _png(figure)
+
+
+def gpu_counts(rows: list[dict], chosen_gpus: int, deadline_days: float | None) -> bytes:
+    """A fixed model's best layout at each GPU count searched: MFU, and the wall-clock for its tokens with the
+    90% band (step time per optimizer step where no tokens were given)."""
+    figure, (left, right) = _figure(width=11.0, height=4.3, columns=2)
+    gpus = np.array([r["gpus"] for r in rows])
+    chosen = [r for r in rows if r["gpus"] == chosen_gpus]
+    left.plot(gpus, [100 * r["mfu"] for r in rows], "o-", color=CURVE_COLOR, ms=4, label="best layout at that count")
+    left.plot(chosen_gpus, 100 * chosen[0]["mfu"], "*", color=PLAN_COLOR, ms=15, label="chosen")
+    timed = all(r["days"] is not None for r in rows)
+    key = "days" if timed else "step_time_s"
+    right.plot(gpus, [r[key] for r in rows], "o-", color=CURVE_COLOR, ms=4, label="best layout at that count")
+    banded = [r for r in rows if timed and r["days_band"]]
+    if banded:
+        right.fill_between([r["gpus"] for r in banded], [r["days_band"][0] for r in banded],
+                           [r["days_band"][1] for r in banded], color=CURVE_COLOR, alpha=0.2,
+                           label="90% band (step-time error on published runs)")
+    right.plot(chosen_gpus, chosen[0][key], "*", color=PLAN_COLOR, ms=15, label="chosen")
+    if timed and deadline_days is not None:
+        right.axhline(deadline_days, color="0.5", ls="--", lw=1, label=f"deadline ({deadline_days:g} days)")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(_plain_formatter())
+        ax.set_xlabel("GPUs (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    left.set_ylim(0, 125 * max(r["mfu"] for r in rows))  # room above the curve for nothing to hide it
+    left.set_ylabel("MFU (% of dense peak)")
+    left.set_title("Model FLOP utilisation vs GPUs")
+    right.set_yscale("log")
+    right.yaxis.set_major_formatter(_plain_formatter())
+    right.set_ylabel("wall-clock for the tokens (days, log scale)" if timed else "step time (s, log scale)")
+    right.set_title("Time to train vs GPUs" if timed else "Step time vs GPUs")
     return _png(figure)
 
 

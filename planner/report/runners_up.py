@@ -1,10 +1,11 @@
-"""The fixed-model plan's runners-up as text: the table of those within the limits given, and for each one set
-aside, what it misses and where its restriction meets the limits (search.fixed_model.runners_up,
-where_restrictions_meet_limits). Shared by `optimize --model` and its --emit note."""
+"""The fixed-model plan's runners-up and warnings as text: the table of runners-up within the limits given, and for
+each one set aside, what it misses and where its restriction meets the limits (search.fixed_model.runners_up,
+where_restrictions_meet_limits); the band check (where_the_band_meets_limits); the account of layouts scored. Shared
+by `optimize --model`, its --emit note and the fixed-model review document (report.fixed_model_review)."""
 
 from __future__ import annotations
 
-from planner.report.render import human_amount, human_days, human_seconds, layout_text, table
+from planner.report.render import human_amount, human_days, human_days_range, human_seconds, layout_text, table
 
 # The plan's limits, as the words the text uses and the assumptions' keys that hold them.
 LIMITS = (("deadline", "deadline_s"), ("budget", "budget_gpu_hours"))
@@ -84,3 +85,40 @@ def missed_limit_text(limit: str, spent: dict, assumptions: dict) -> str:
     if limit == "deadline":
         return f"{human_days(spent['days'])}, past the {human_days(assumptions['deadline_s'] / 86400.0)} deadline"
     return f"{human_amount(spent['gpu_hours'])} GPU-hours, over the budget of {human_amount(assumptions['budget_gpu_hours'])}"
+
+
+def further_searches_text(result) -> str:
+    """", then N more over M count(s) for the runners-up and the band check": the searches made after the choice
+    (FixedModelPlan.further_searches), so the account of layouts scored is whole."""
+    further = result.further_searches
+    if not further:
+        return ""
+    scored = sum(s["layouts_scored"] for s in further)
+    counts = len({s["gpus"] for s in further})
+    purposes = " and ".join(dict.fromkeys(f"the {s['purpose']}" for s in further))
+    return f", then {scored:,} more over {counts} count(s) for {purposes}"
+
+
+def band_check_lines(result) -> list[str]:
+    """A warning when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of
+    its step-time band, with the GPU count whose plan meets them even there (search.fixed_model.
+    where_the_band_meets_limits)."""
+    check = result.band_check
+    if not check:
+        return []
+    missed = "; ".join(missed_limit_text(limit, check["slow_end"], result.assumptions) for limit in check["misses"])
+    lines = [f"  warning    at the slow end of its step-time band it misses the {' and '.join(check['misses'])}: {missed}"]
+    limits = limits_pronoun(result.assumptions)
+    met, tried, skipped = check["meets_at"], check["counts_tried"], check["counts_not_tried"]
+    unsearched = f" ({count_span(skipped)} not searched: the cost limit on further searches)" if skipped else ""
+    if met is not None:
+        band = f" (band {human_days_range(*met['days_band'])})" if met["days_band"] else ""
+        lines.append(f"             {met['gpus']} GPUs meet {limits} even there: {layout_text(met['layout'])}, "
+                     f"{human_days(met['days'])}{band}, {human_amount(met['gpu_hours'])} GPU-hours "
+                     f"({human_amount(met['slow_end']['gpu_hours'])} at the slow end){unsearched}")
+    elif tried or skipped:
+        span = f"of {count_span(tried)} GPUs" if tried else "searched"
+        lines.append(f"             no other count {span} meets {limits} at its band's slow end{unsearched}")
+    else:
+        lines.append(f"             no other GPU count allowed (--gpus, --max-gpus, the cluster's size) can meet {limits} there")
+    return lines

@@ -211,6 +211,17 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
     return result
 
 
+def fixed_model_hyperparameters(result: FixedModelPlan) -> dict | None:
+    """Learning rate, schedule and batch of the chosen plan (planner.laws.hyperparameters), with --tokens."""
+    if result.chosen is None or not result.tokens:
+        return None
+    from planner.laws.hyperparameters import plan_hyperparameters
+    row = result.chosen.row
+    return plan_hyperparameters(float(result.model.non_embedding_params), result.tokens,
+                                float(row["global_batch"] * result.model.seq_len),
+                                batch_rule=result.assumptions["batch_rule"])  # the rule the batch was sized by
+
+
 def slow_end(count: CountPlan) -> dict:
     """Days and GPU-hours of `count`'s plan at the slow end of its step-time band (its days_band's upper end;
     the point estimate where no band is known): the band scales the step, and with it days and GPU-hours."""
