@@ -114,30 +114,33 @@ def _rule_text(result: FixedModelPlan) -> str:
 
 def counts_blocks(review: dict) -> list:
     result = review["result"]
+    timed = bool(result.tokens)  # days, GPU-hours and cost need the tokens
+    headers = ["GPUs", "best layout (or why none)", "step", "MFU", "scaling"] + (
+        ["wall-clock", "GPU-hours", "cost"] if timed else [])
     rows = []
     for c in result.counts:
         if c.search is None:
             continue  # skipped by the bound: said once below the table
         if not c.feasible:
-            rows.append([str(c.gpus), c.reason or "-", "-", "-", "-", "-", "-", "-"])
+            rows.append([str(c.gpus), c.reason or "-"] + ["-"] * (len(headers) - 2))
             continue
         r = c.row
         mark = " (chosen)" if result.chosen is c else (" (knee)" if result.knee_gpus == c.gpus else "")
         rows.append([f"{c.gpus}{mark}", layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
-                     f"{100 * c.scaling_efficiency:.0f}%", _days_text(c),
-                     "-" if c.gpu_hours is None else human_amount(c.gpu_hours),
-                     f"${human_amount(c.cost_usd)}" if c.cost_usd else "-"])
+                     f"{100 * c.scaling_efficiency:.0f}%"]
+                    + ([_days_text(c), "-" if c.gpu_hours is None else human_amount(c.gpu_hours),
+                        f"${human_amount(c.cost_usd)}" if c.cost_usd else "-"] if timed else []))
     scored = sum(len(c.search) for c in result.counts if c.search is not None)
     searched = sum(1 for c in result.counts if c.search is not None)
     skipped = [c for c in result.counts if c.search is None]
     skipped_text = ([("p", f"Not searched: {len(skipped)} count(s) from {skipped[0].gpus} to {skipped[-1].gpus} GPUs, "
                            f"each {skipped[0].reason}.")] if skipped else [])
+    band = "; wall-clock in brackets is its 90% band" if timed else " (give --tokens for days, GPU-hours and cost)"
     return [("figure", "gpu_counts", "The best layout at each GPU count searched."),
             ("p", f"Searched {scored:,} layouts over {searched} GPU count(s){further_searches_text(result)}. "
                   "Each row is the fastest layout that fits at that count; scaling is tokens per second per GPU "
-                  "relative to the smallest count planned; wall-clock in brackets is its 90% band. " + LAYOUT_LEGEND),
-            ("table", ["GPUs", "best layout (or why none)", "step", "MFU", "scaling", "wall-clock", "GPU-hours", "cost"],
-             rows), *skipped_text]
+                  f"relative to the smallest count planned{band}. " + LAYOUT_LEGEND),
+            ("table", headers, rows), *skipped_text]
 
 
 def runners_up_blocks(review: dict) -> list:
