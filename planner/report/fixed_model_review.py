@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from planner import __version__
 from planner.cost.estimate import simulate
-from planner.report.document import LAYOUT_LEGEND, cluster_blocks, hyperparameter_table_blocks
+from planner.report.document import LAYOUT_LEGEND, cluster_blocks, hyperparameter_table_blocks, memory_risk
 from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
 from planner.report.render import layout_text
 from planner.report.review import MEMORY_PARTS, cluster_assumptions
@@ -77,8 +77,8 @@ def recommendation_blocks(review: dict) -> list:
     overlaps = [name for key, name in (("tp_comm_overlap", "tp communication"), ("dp_comm_overlap", "gradient reduce"))
                 if r.get(key)]
     headroom = view["hbm_bytes"] - view["memory_bytes"]
-    risk = (f" **Risk:** under {100 * MEMORY_RISK_FRACTION:g}% of HBM free: an allocator spike or a longer sequence "
-            "may run out of memory." if headroom < MEMORY_RISK_FRACTION * view["hbm_bytes"] else "")
+    # The budget review's risk flag, at the fraction optimize flags (search.budget.MEMORY_RISK_FRACTION).
+    risk = memory_risk({"memory_headroom_bytes": headroom, "hbm_bytes": view["hbm_bytes"]}, MEMORY_RISK_FRACTION)
     facts = [f"Layout: {layout_text(r)}, global batch {r['global_batch']:,} sequences"
              + (f" (overlaps: {', '.join(overlaps)})" if overlaps else "") + ".",
              f"Speed: step {human_seconds(r['step_time_s'])}, {r['tokens_per_s']:,.0f} tokens/s, MFU "
