@@ -193,6 +193,15 @@ def step_time(rows) -> bytes:
                         total_format=lambda total: f"{total:.3g} s")
 
 
+def _gpu_count_axis(ax, legend_loc: str = "best") -> None:
+    """A GPU-count x axis (log 2, plain numbers), a grid and a legend: the scaling figures' common frame."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(_plain_formatter())
+    ax.set_xlabel("GPUs (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+
+
 def scaling(rows: list[dict], plan: dict, deadline_days: float) -> bytes:
     """MFU and wall-clock vs GPU count for the chosen model and tokens, best layout at each count."""
     figure, (left, right) = _figure(width=11.0, height=4.3, columns=2)
@@ -210,11 +219,7 @@ def scaling(rows: list[dict], plan: dict, deadline_days: float) -> bytes:
         left.plot(blocked, np.zeros(len(blocked)), "x", color="0.4", ms=8, label="no layout fits / allowed")
     right.axhline(deadline_days, color="0.5", ls="--", lw=1, label=f"deadline ({deadline_days:g} days)")
     for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(_plain_formatter())
-        ax.set_xlabel("GPUs (log scale)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        _gpu_count_axis(ax)
     left.set_ylim(bottom=-2)
     left.set_ylabel("MFU (% of dense peak)")
     left.set_title("Model FLOP utilisation vs GPUs")
@@ -245,12 +250,8 @@ def gpu_counts(rows: list[dict], chosen_gpus: int, deadline_days: float | None) 
     if timed and deadline_days is not None:
         right.axhline(deadline_days, color="0.5", ls="--", lw=1, label=f"deadline ({deadline_days:g} days)")
     for ax in (left, right):
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(_plain_formatter())
-        ax.set_xlabel("GPUs (log scale)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
-    left.set_ylim(0, 125 * max(r["mfu"] for r in rows))  # room above the curve for nothing to hide it
+        _gpu_count_axis(ax, legend_loc="lower left")
+    left.set_ylim(0, 125 * max(r["mfu"] for r in rows))  # the curve in the upper part, the legend below it
     left.set_ylabel("MFU (% of dense peak)")
     left.set_title("Model FLOP utilisation vs GPUs")
     right.set_yscale("log")
