@@ -127,3 +127,16 @@ def test_flags_of_the_other_question_are_refused_before_anything_is_written(tmp_
     err = capsys.readouterr().err
     assert code == 2 and flag in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_figure_of_the_fixed_model_review_is_refused_before_the_search(tmp_path, capsys, monkeypatch):
+    """Its own figures (not the budget review's) are checked before anything is searched or written."""
+    from planner.search import fixed_model
+
+    (tmp_path / "r_figures").mkdir()
+    (tmp_path / "r_figures" / "gpu_counts.png").write_bytes(b"mine")
+    monkeypatch.setattr(fixed_model, "search_layouts", lambda *a, **k: pytest.fail("searched"))
+    code = main(["report", "--model", "llama3-8b", "--gpus", "64", "--out", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2 and "gpu_counts.png: already exists" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["gpu_counts.png", "r_figures"]

@@ -193,7 +193,7 @@ def run_fixed_model(args) -> int:
     from planner.cli import report as report_cli
     refuse_flags(args, ("emit_deepspeed",), "with --model or --params give --emit DIR, which writes the chosen "
                                             "layout's launch files for its stack (--framework deepspeed for DeepSpeed)")
-    report_paths = report_cli.report_outputs(args.report) if getattr(args, "report", None) else {}
+    report_paths = report_cli.report_outputs(args.report, fixed_model=True) if getattr(args, "report", None) else {}
     check_outputs(args, report_paths.values())
     result = solve_fixed_model(args)
     if result.chosen is not None and result.chosen.best is not None:

@@ -45,16 +45,18 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
-def report_outputs(out: str) -> dict[str, Path]:
-    """Every path the report writes: html, md, and one PNG per figure in OUT_figures/."""
-    from planner.report.document import FIGURES
+def report_outputs(out: str, fixed_model: bool = False) -> dict[str, Path]:
+    """Every path the report writes: html, md, and one PNG per figure in OUT_figures/ (the budget review's figures,
+    or with `fixed_model` the fixed-model review's)."""
+    from planner.report.document import FIGURES as BUDGET_FIGURES
+    from planner.report.fixed_model_review import FIGURES as FIXED_MODEL_FIGURES
 
     html_path = Path(out)
     if html_path.suffix.lower() not in (".html", ".htm"):
         raise PlannerInputError(f"--out {out}: expected an .html path (the Markdown twin goes beside it)")
     figures = html_path.with_name(f"{html_path.stem}_figures")
     return {"html": html_path, "md": html_path.with_suffix(".md"),
-            **{name: figures / f"{name}.png" for name in FIGURES}}
+            **{name: figures / f"{name}.png" for name in (FIXED_MODEL_FIGURES if fixed_model else BUDGET_FIGURES)}}
 
 
 def deepspeed_outputs(folder: str | None) -> list[Path]:
@@ -62,10 +64,8 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
 
 
 def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool, moe=None) -> None:
-    from planner.report import plots
-    from planner.report import document, typeset
+    from planner.report import document, plots
     from planner.report import review as review_module
-    from planner.io import write_files_atomic
     from planner.report.sensitivity import run_cases
 
     cluster, law, constraints = inputs
@@ -80,13 +80,21 @@ def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool
     review = review_module.build_review(cluster, law, constraints, result, sensitivity=cases,
                                         command=_command_line(), moe=moe, **options)
     figures = plots.all_figures(review) if result.status == "ok" else {}
-    blocks = document.document(review)
+    write_document(document.document(review), figures, paths, args.force)
+
+
+def write_document(blocks: list, figures: dict[str, bytes], paths: dict[str, Path], force: bool) -> None:
+    """A review's blocks as OUT.html (figures embedded) and OUT.md linking OUT_figures/*.png, written all or nothing:
+    the Markdown never links a missing figure (report.typeset)."""
+    from planner.io import write_files_atomic
+    from planner.report import typeset
+
     markdown_dir = paths["md"].parent
-    figure_links = {name: os.path.relpath(paths[name], markdown_dir).replace(os.sep, "/") for name in figures}
+    links = {name: os.path.relpath(paths[name], markdown_dir).replace(os.sep, "/") for name in figures}
     files = {paths["html"]: typeset.to_html(blocks, figures).encode("utf-8"),
-             paths["md"]: typeset.to_markdown(blocks, figure_links).encode("utf-8"),
+             paths["md"]: typeset.to_markdown(blocks, links).encode("utf-8"),
              **{paths[name]: data for name, data in figures.items()}}
-    write_files_atomic(files, force=args.force)  # all or nothing: the Markdown never links a missing figure
+    write_files_atomic(files, force=force)
     figure_dir = f" (figures in {paths[next(iter(figures))].parent}/)" if figures else ""
     sys.stderr.write(f"wrote {paths['html']} and {paths['md']}{figure_dir}\n")
 
@@ -154,21 +162,10 @@ def emit_plan_launch(folder: str, plan: dict, cluster, force: bool) -> None:
 
 def write_fixed_model_report(result, paths: dict[str, Path], force: bool) -> None:
     """The fixed-model review (report.fixed_model_review) as OUT.html, OUT.md and OUT_figures/, all or nothing."""
-    from planner.io import write_files_atomic
-    from planner.report import fixed_model_review, typeset
+    from planner.report import fixed_model_review
 
     review = fixed_model_review.build_review(result, command=_command_line())
-    figures = fixed_model_review.figures(review)
-    blocks = fixed_model_review.document(review)
-    figure_paths = {name: paths["html"].with_name(f"{paths['html'].stem}_figures") / f"{name}.png" for name in figures}
-    markdown_dir = paths["md"].parent
-    links = {name: os.path.relpath(path, markdown_dir).replace(os.sep, "/") for name, path in figure_paths.items()}
-    files = {paths["html"]: typeset.to_html(blocks, figures).encode("utf-8"),
-             paths["md"]: typeset.to_markdown(blocks, links).encode("utf-8"),
-             **{figure_paths[name]: data for name, data in figures.items()}}
-    write_files_atomic(files, force=force)
-    figure_dir = f" (figures in {next(iter(figure_paths.values())).parent}/)" if figure_paths else ""
-    sys.stderr.write(f"wrote {paths['html']} and {paths['md']}{figure_dir}\n")
+    write_document(fixed_model_review.document(review), fixed_model_review.figures(review), paths, force)
 
 
 def run_fixed_model_report(args, paths: dict[str, Path]) -> int:
@@ -199,7 +196,7 @@ def run(args) -> int:
     from planner.io import check_new_outputs
     from planner.report.render import human_count, human_days
 
-    paths = report_outputs(args.out)
+    paths = report_outputs(args.out, fixed_model=wants_fixed_model(args))
     check_new_outputs(paths.values(), args.force)
     if wants_fixed_model(args):
         return run_fixed_model_report(args, paths)
