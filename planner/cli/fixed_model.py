@@ -169,7 +169,7 @@ def solve_fixed_model(args):
 def check_outputs(args, more=()) -> None:
     """Every file the command will write is new (or --force), checked before the search."""
     from planner.io import check_new_outputs
-    paths = [args.all_layouts] if getattr(args, "all_layouts", None) else []
+    paths = [args.all_layouts] if args.all_layouts else []
     check_new_outputs([*paths, *more], args.force)
 
 
@@ -193,7 +193,7 @@ def run_fixed_model(args) -> int:
     from planner.cli import report as report_cli
     refuse_flags(args, ("emit_deepspeed",), "with --model or --params give --emit DIR, which writes the chosen "
                                             "layout's launch files for its stack (--framework deepspeed for DeepSpeed)")
-    report_paths = report_cli.report_outputs(args.report, fixed_model=True) if getattr(args, "report", None) else {}
+    report_paths = report_cli.report_outputs(args.report, fixed_model=True) if args.report else {}
     check_outputs(args, report_paths.values())
     result = solve_fixed_model(args)
     if result.chosen is not None and result.chosen.best is not None:
@@ -290,7 +290,7 @@ def result_json(result) -> dict:
 def format_fixed_model(result) -> str:
     from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
     from planner.report.render import layout_text, table
-    from planner.report.runners_up import band_check_lines, further_searches_text, runner_up_lines
+    from planner.report.runners_up import band_check_lines, runner_up_lines, searched_text
     from planner.specs.model import experts_summary
 
     m = result.model
@@ -299,9 +299,7 @@ def format_fixed_model(result) -> str:
              f"ffn={m.ffn_size} V={m.vocab} s={m.seq_len}; cluster {result.cluster.name}; stacks "
              f"{', '.join(result.assumptions['frameworks'])}; {result.assumptions['dtype']}"
              + (f"; {human_count(result.tokens)} tokens" if result.tokens else "")]
-    scored = sum(len(c.search) for c in result.counts if c.search is not None)
-    searched = sum(1 for c in result.counts if c.search is not None)
-    lines.append(f"searched {scored:,} layouts over {searched} GPU count(s){further_searches_text(result)}")
+    lines.append(searched_text(result))
     skipped = [c for c in result.counts if c.search is None]
     if skipped:
         lines.append(f"skipped {len(skipped)} count(s) from {skipped[0].gpus} to {skipped[-1].gpus} GPUs without a search: "

@@ -196,9 +196,10 @@ def run(args) -> int:
     from planner.io import check_new_outputs
     from planner.report.render import human_count, human_days
 
-    paths = report_outputs(args.out, fixed_model=wants_fixed_model(args))
+    fixed_model = wants_fixed_model(args)
+    paths = report_outputs(args.out, fixed_model=fixed_model)
     check_new_outputs(paths.values(), args.force)
-    if wants_fixed_model(args):
+    if fixed_model:
         return run_fixed_model_report(args, paths)
     from planner.cli.arguments import refuse_flags
     from planner.cli.optimize import FIXED_MODEL_ONLY

@@ -15,8 +15,8 @@ from planner.report.document import LAYOUT_LEGEND, cluster_blocks, hyperparamete
 from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
 from planner.report.render import layout_text
 from planner.report.review import MEMORY_PARTS, cluster_assumptions
-from planner.report.runners_up import (band_check_lines, further_searches_text, limits_given, limits_met_text,
-                                       missed_limit_text)
+from planner.report.runners_up import (band_check_sentences, limits_given, limits_met_text, missed_limit_text,
+                                       searched_text)
 from planner.search.fixed_model import FixedModelPlan, fixed_model_hyperparameters
 from planner.search.budget import MEMORY_RISK_FRACTION
 
@@ -90,8 +90,8 @@ def recommendation_blocks(review: dict) -> list:
                 "published runs)" if c.days_band else "")
         cost = f", ${human_amount(c.cost_usd)}" if c.cost_usd else ""
         facts.append(f"Time and cost: {human_days(c.days)}{band}, {human_amount(c.gpu_hours)} GPU-hours{cost}.")
-    # The band check's warning, as `optimize --model` prints it, without the text layout's indentation.
-    warning = "; ".join(line.strip().removeprefix("warning").strip() for line in band_check_lines(result))
+    # The band check's warning, in the words `optimize --model` prints it.
+    warning = "; ".join(band_check_sentences(result))
     if warning:
         facts.append(f"**Warning:** {warning}.")
     return [("p", f"Train on **{c.gpus} GPUs** ({nodes} node{'s' if nodes > 1 else ''} of {result.cluster.name}) "
@@ -130,14 +130,12 @@ def counts_blocks(review: dict) -> list:
                      f"{100 * c.scaling_efficiency:.0f}%"]
                     + ([_days_text(c), "-" if c.gpu_hours is None else human_amount(c.gpu_hours),
                         f"${human_amount(c.cost_usd)}" if c.cost_usd else "-"] if timed else []))
-    scored = sum(len(c.search) for c in result.counts if c.search is not None)
-    searched = sum(1 for c in result.counts if c.search is not None)
     skipped = [c for c in result.counts if c.search is None]
     skipped_text = ([("p", f"Not searched: {len(skipped)} count(s) from {skipped[0].gpus} to {skipped[-1].gpus} GPUs, "
                            f"each {skipped[0].reason}.")] if skipped else [])
     band = "; wall-clock in brackets is its 90% band" if timed else " (give --tokens for days, GPU-hours and cost)"
     return [("figure", "gpu_counts", "The best layout at each GPU count searched."),
-            ("p", f"Searched {scored:,} layouts over {searched} GPU count(s){further_searches_text(result)}. "
+            ("p", f"S{searched_text(result)[1:]}. "
                   "Each row is the fastest layout that fits at that count; scaling is tokens per second per GPU "
                   f"relative to the smallest count planned{band}. " + LAYOUT_LEGEND),
             ("table", headers, rows), *skipped_text]

@@ -87,38 +87,49 @@ def missed_limit_text(limit: str, spent: dict, assumptions: dict) -> str:
     return f"{human_amount(spent['gpu_hours'])} GPU-hours, over the budget of {human_amount(assumptions['budget_gpu_hours'])}"
 
 
-def further_searches_text(result) -> str:
-    """", then N more over M count(s) for the runners-up and the band check": the searches made after the choice
-    (FixedModelPlan.further_searches), so the account of layouts scored is whole."""
+def searched_text(result) -> str:
+    """"searched N layouts over M GPU count(s)[, then K more over J count(s) for the runners-up and the band check]":
+    the account of every layout the fixed-model plan scored, the choice's searches and those made after it
+    (FixedModelPlan.further_searches)."""
+    scored = sum(len(c.search) for c in result.counts if c.search is not None)
+    searched = sum(1 for c in result.counts if c.search is not None)
+    text = f"searched {scored:,} layouts over {searched} GPU count(s)"
     further = result.further_searches
     if not further:
-        return ""
-    scored = sum(s["layouts_scored"] for s in further)
+        return text
+    more = sum(s["layouts_scored"] for s in further)
     counts = len({s["gpus"] for s in further})
     purposes = " and ".join(dict.fromkeys(f"the {s['purpose']}" for s in further))
-    return f", then {scored:,} more over {counts} count(s) for {purposes}"
+    return f"{text}, then {more:,} more over {counts} count(s) for {purposes}"
 
 
-def band_check_lines(result) -> list[str]:
-    """A warning when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of
-    its step-time band, with the GPU count whose plan meets them even there (search.fixed_model.
-    where_the_band_meets_limits)."""
+def band_check_sentences(result) -> list[str]:
+    """When the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of its
+    step-time band: what it misses there, then the GPU count whose plan meets the limits even there (or why none
+    is named) (search.fixed_model.where_the_band_meets_limits). Plain sentences: band_check_lines sets them as the
+    CLI's warning, the fixed-model review as its own."""
     check = result.band_check
     if not check:
         return []
     missed = "; ".join(missed_limit_text(limit, check["slow_end"], result.assumptions) for limit in check["misses"])
-    lines = [f"  warning    at the slow end of its step-time band it misses the {' and '.join(check['misses'])}: {missed}"]
+    sentences = [f"at the slow end of its step-time band it misses the {' and '.join(check['misses'])}: {missed}"]
     limits = limits_pronoun(result.assumptions)
     met, tried, skipped = check["meets_at"], check["counts_tried"], check["counts_not_tried"]
     unsearched = f" ({count_span(skipped)} not searched: the cost limit on further searches)" if skipped else ""
     if met is not None:
         band = f" (band {human_days_range(*met['days_band'])})" if met["days_band"] else ""
-        lines.append(f"             {met['gpus']} GPUs meet {limits} even there: {layout_text(met['layout'])}, "
-                     f"{human_days(met['days'])}{band}, {human_amount(met['gpu_hours'])} GPU-hours "
-                     f"({human_amount(met['slow_end']['gpu_hours'])} at the slow end){unsearched}")
+        sentences.append(f"{met['gpus']} GPUs meet {limits} even there: {layout_text(met['layout'])}, "
+                         f"{human_days(met['days'])}{band}, {human_amount(met['gpu_hours'])} GPU-hours "
+                         f"({human_amount(met['slow_end']['gpu_hours'])} at the slow end){unsearched}")
     elif tried or skipped:
         span = f"of {count_span(tried)} GPUs" if tried else "searched"
-        lines.append(f"             no other count {span} meets {limits} at its band's slow end{unsearched}")
+        sentences.append(f"no other count {span} meets {limits} at its band's slow end{unsearched}")
     else:
-        lines.append(f"             no other GPU count allowed (--gpus, --max-gpus, the cluster's size) can meet {limits} there")
-    return lines
+        sentences.append(f"no other GPU count allowed (--gpus, --max-gpus, the cluster's size) can meet {limits} there")
+    return sentences
+
+
+def band_check_lines(result) -> list[str]:
+    """band_check_sentences as the CLI's warning lines."""
+    sentences = band_check_sentences(result)
+    return [("  warning    " if i == 0 else "             ") + text for i, text in enumerate(sentences)]
