@@ -226,28 +226,36 @@ def test_a_fit_that_predicts_the_given_hold_out_rows_worse_is_not_applied():
     assert report["applied"] is False and report["fitted_parameters"] == {} and report["cluster"] == base
 
 
-def _calibrated_spec(tmp_path, capsys) -> tuple[Path, dict]:
+@pytest.fixture(scope="module")
+def calibrated_spec(tmp_path_factory) -> tuple[Path, dict]:
     """A spec calibrated on the synthetic rows with a spread of -6% .. +9% laid on their step times, and the
-    report `calibrate --json` printed."""
+    report `calibrate --json` printed. Made once per module (the calibration's folds take most of a minute);
+    the tests only read it."""
+    import contextlib
+    import io
     import json
 
     base = load_cluster("dgx-a100-80gb")
     spread = [0.94, 1.0, 1.09, 0.97, 1.05, 1.02, 0.99, 1.07]
     runs = [dataclasses.replace(r, step_time_s=r.step_time_s * f)
             for r, f in zip(rows(base.with_efficiency(matmul_peak_fraction=0.6)), spread)]
-    runs_file, out = tmp_path / "runs.csv", tmp_path / "mine.calibrated.yaml"
+    folder = tmp_path_factory.mktemp("calibrated")
+    runs_file, out = folder / "runs.csv", folder / "mine.calibrated.yaml"
     write_runs(runs_file, runs)
-    capsys.readouterr()
-    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--folds", "4", "--out", str(out), "--json"]) == 0
-    return out, json.loads(capsys.readouterr().out)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--folds", "4", "--out", str(out),
+                     "--json"])
+    assert code == 0
+    return out, json.loads(printed.getvalue())
 
 
-def test_the_calibrated_spec_carries_its_held_out_band_and_simulate_uses_it(tmp_path, capsys):
+def test_the_calibrated_spec_carries_its_held_out_band_and_simulate_uses_it(calibrated_spec, capsys):
     """simulate and optimize printed the published A100/H100 runs' band even on a calibrated cluster, whose own
     held-out interval calibrate had just printed."""
     import json
 
-    spec, report = _calibrated_spec(tmp_path, capsys)
+    spec, report = calibrated_spec
     calibrated = load_cluster(str(spec))
     band = report["held_out_band"]
     assert calibrated.calibrated_on.held_out_rows == band["rows"] == 8
@@ -267,9 +275,9 @@ def test_the_calibrated_spec_carries_its_held_out_band_and_simulate_uses_it(tmp_
     assert "(90%, held-out residuals of 8 rows of this cluster's calibration)" in line
 
 
-def test_a_calibrated_spec_warns_once_outside_the_fitted_frameworks_and_dtypes(tmp_path, capsys):
+def test_a_calibrated_spec_warns_once_outside_the_fitted_frameworks_and_dtypes(calibrated_spec, capsys):
     """A calibrated spec was applied to any stack or number format silently."""
-    spec, report = _calibrated_spec(tmp_path, capsys)
+    spec, report = calibrated_spec
     calibrated = load_cluster(str(spec))
     assert calibrated.calibrated_on.frameworks == tuple(report["fitted_frameworks"]) == ("other",)  # rows that name no stack
     assert calibrated.calibrated_on.dtypes == tuple(report["fitted_dtypes"]) == ("bf16",)
@@ -286,6 +294,27 @@ def test_a_calibrated_spec_warns_once_outside_the_fitted_frameworks_and_dtypes(t
     assert [line for line in err if "warning" in line] == [
         f"planner optimize: warning: {calibrated.name} was calibrated on other bf16 runs, not dtype fp16; its "
         "efficiencies may not transfer"]
+
+
+@pytest.mark.parametrize("question", [["--model", "gpt2-xl", "--tokens", "1B", "--gpus", "8"],
+                                      ["--budget", "2000gpuh", "--gpus", "64", "--no-sensitivity"]])
+def test_the_reviews_warn_outside_the_fitted_frameworks_and_dtypes_as_optimize_does(calibrated_spec, tmp_path, capsys,
+                                                                                     question):
+    """`report` (budget and fixed-model reviews) and `optimize --model` said nothing when their plan ran on a
+    stack or dtype the calibrated spec was not fitted on; `optimize --budget` warned."""
+    pytest.importorskip("matplotlib")
+    spec, _ = calibrated_spec
+    calibrated = load_cluster(str(spec))
+    expected = (f"warning: {calibrated.name} was calibrated on other bf16 runs, not dtype fp16; its efficiencies "
+                "may not transfer")
+    asked = [*question, "--cluster", str(spec), "--dtype", "fp16", "--framework", "other"]
+    commands = [["report", *asked, "--out", str(tmp_path / "r.html")]]
+    if "--model" in question:
+        commands.append(["optimize", *asked])
+    for argv in commands:
+        assert main(argv) == 0
+        warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+        assert warnings == [f"planner {argv[0]}: {expected}"]
 
 
 @pytest.mark.parametrize("with_record", [True, False])

@@ -121,6 +121,7 @@ def test_an_infeasible_fixed_model_documents_what_binds(tmp_path, capsys):
     (["--model", "llama3-8b", "--gpus", "64", "--moe", "--budget", "100gpuh"], "--moe"),
     (["--budget", "1000gpuh", "--tokens", "1T"], "--tokens"),
     (["--budget", "1000gpuh", "--global-batch", "512"], "--global-batch"),
+    (["--model", "llama3-8b", "--gpus", "64", "--no-sensitivity"], "--no-sensitivity"),  # it ran no such search
 ])
 def test_flags_of_the_other_question_are_refused_before_anything_is_written(tmp_path, capsys, argv, flag):
     code = main(["report", *argv, "--out", str(tmp_path / "r.html")])

@@ -144,10 +144,7 @@ def run(args) -> int:
     inputs = load_inputs(args)
     result = solve(args, inputs)
     emitted = emit_deepspeed_notes(args.emit_deepspeed, result)
-    if result.plan:
-        from planner.cli.arguments import warn_outside_calibration
-
-        warn_outside_calibration("optimize", inputs[0], result.plan["layout"]["framework"], result.plan["layout"]["dtype"])
+    warn_plan_outside_calibration("optimize", inputs[0], result)
     if args.json:
         print(json_document(result_json(result) | emitted))
     else:
@@ -160,6 +157,15 @@ def run(args) -> int:
     if args.emit and result.status == "ok":
         report_cli.emit_plan_launch(args.emit, result.plan, inputs[0], args.force)
     return 0 if result.status == "ok" else 1
+
+
+def warn_plan_outside_calibration(command: str, cluster, result) -> None:
+    """The calibrated-spec warning (arguments.warn_outside_calibration) for a budget plan's stack and dtype;
+    nothing when no plan was found."""
+    from planner.cli.arguments import warn_outside_calibration
+
+    if result.plan:
+        warn_outside_calibration(command, cluster, result.plan["layout"]["framework"], result.plan["layout"]["dtype"])
 
 
 def emit_deepspeed_notes(folder: str | None, result) -> dict:

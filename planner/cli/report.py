@@ -173,10 +173,16 @@ def run_fixed_model_report(args, paths: dict[str, Path]) -> int:
     from planner.cli.fixed_model import result_json, solve_fixed_model
     from planner.report.render import human_days, json_document
 
+    from planner.cli.fixed_model import warn_chosen_outside_calibration
+
     if args.moe:
         raise PlannerInputError("--moe compares the best dense and MoE models for a budget; with --model or --params "
                                 "the model is fixed (give a mixture-of-experts --model to plan it)")
+    if args.no_sensitivity:
+        raise PlannerInputError("--no-sensitivity: the review of a model already chosen (--model or --params) runs "
+                                "no sensitivity searches; drop the flag")
     result = solve_fixed_model(args)
+    warn_chosen_outside_calibration("report", result, args.dtype)
     write_fixed_model_report(result, paths, args.force)
     if args.json:
         print(json_document({**result_json(result), "written": {"html": str(paths["html"]), "md": str(paths["md"])}}))
@@ -216,6 +222,9 @@ def run(args) -> int:
         from planner.cli.moe_budget import solve_moe_budget
 
         moe = solve_moe_budget(args, gpus=result.plan["gpus"] if result.status == "ok" else None, alone=False)
+    from planner.cli.optimize import warn_plan_outside_calibration
+
+    warn_plan_outside_calibration("report", inputs[0], result)
     write_report(args, inputs, result, paths, sensitivity=not args.no_sensitivity, moe=moe)
     if args.json:
         from planner.cli.moe_budget import result_json as moe_json
