@@ -117,6 +117,18 @@ CLUSTER_DIR_HELP = ("resolve cluster names in this folder alone (default: the wo
                     "spec folder, then the bundled specs; `planner clusters` lists them)")
 
 
+# --dtype's help where the cluster sets the default (optimize, report, simulate).
+DTYPE_DEFAULT_HELP = "default: bf16 where the cluster's accelerator has it, else fp16 (V100), else fp32"
+
+
+def training_dtype(args, cluster) -> str:
+    """--dtype, or the cluster's own default where it was not given (ClusterSpec.default_training_dtype: bf16
+    would be refused on V100s); stored back on `args` so that every later step of the command uses the same."""
+    if getattr(args, "dtype", None) is None:
+        args.dtype = cluster.default_training_dtype
+    return args.dtype
+
+
 def warn_outside_calibration(command: str, cluster, framework: str, dtype: str) -> None:
     """One stderr line when a calibrated spec is used for a stack or dtype its fitted rows did not have."""
     import sys

@@ -11,7 +11,7 @@ import argparse
 import functools
 from pathlib import Path
 
-from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, whole_number
+from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, DTYPE_DEFAULT_HELP, whole_number
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.specs.clusters import DEFAULT_CLUSTER
@@ -64,7 +64,8 @@ def _add_shape_and_layout_flags(group) -> None:
 def _add_stack_and_precision_flags(group) -> None:
     """The number format and the training stack's settings: dtype, flash attention, framework, overlaps,
     gradient reduction dtype and the fp8 options."""
-    group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"], help=CONFIG_HELP["dtype"] + " (default bf16)")
+    group.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"],
+                       help=f"{CONFIG_HELP['dtype']} ({DTYPE_DEFAULT_HELP})")
     group.add_argument("--flash-attention", type=int, choices=[0, 1], help="1 (default): flash attention; 0: unfused softmax")
     group.add_argument("--framework", choices=list(FRAMEWORK_NAMES),
                        help="training stack: what it shards, in which dtype, which overlaps it has (default other)")
@@ -255,6 +256,7 @@ def resolve_configuration(args) -> tuple:
     model = make_model("model", **model_fields)
     cluster = load_cluster(values.get("cluster") or DEFAULT_CLUSTER, values.get("cluster_dir"), data_file=cluster_from_file)
     layout_fields = {k: values[k] for k in LAYOUT_KEYS if values.get(k) is not None}
+    layout_fields.setdefault("dtype", cluster.default_training_dtype)  # --dtype's default (cli.arguments)
     gpus = values.get("gpus")
     if "dp" not in layout_fields and gpus:
         model_parallel = layout_fields.get("tp", 1) * layout_fields.get("pp", 1) * layout_fields.get("cp", 1)

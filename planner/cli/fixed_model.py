@@ -141,7 +141,10 @@ def solve_fixed_model(args):
         if getattr(args, flag, None) is not None:
             raise PlannerInputError(f"--{flag.replace('_', '-')} applies to choosing a model; with --model/--params "
                                     "the model is fixed (give --tokens instead)")
+    from planner.cli.arguments import training_dtype
+
     cluster = load_cluster(args.cluster, args.cluster_dir)
+    training_dtype(args, cluster)
     model = load_model(args)
     tokens = units.parse_count(args.tokens, "--tokens") if args.tokens else None
     deadline_s = parse_deadline(args.deadline) if args.deadline else None

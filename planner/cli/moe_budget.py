@@ -37,7 +37,10 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
                      "does not apply to --moe, which compares the Krajewski et al. 2024 dense and MoE laws' plans "
                      "under a --budget")
     require_budget(args)
+    from planner.cli.arguments import training_dtype
+
     cluster = load_cluster(args.cluster, args.cluster_dir)
+    training_dtype(args, cluster)
     gpu_seconds = parse_budget(args.budget, cluster.price_per_accelerator_hour, cluster.name)[0]
     deadline_s = parse_deadline(args.deadline or DEFAULT_DEADLINE)
     if args.gpus and len(args.gpus) > 1:

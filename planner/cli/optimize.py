@@ -43,7 +43,10 @@ def add_optimize_arguments(parser) -> None:
                         help="training sequence length (default 4096; with --model it replaces the model's)")
     parser.add_argument("--vocab", type=whole_number(), default=32000, action=RecordGiven,
                         help="vocabulary size of the planned model (default 32000; with --model it replaces the model's)")
-    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp8", "fp32"], help="training number format")
+    from planner.cli.arguments import DTYPE_DEFAULT_HELP
+
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp8", "fp32"],
+                        help=f"training number format ({DTYPE_DEFAULT_HELP})")
     from planner.frameworks import DEFAULT_FRAMEWORKS, FRAMEWORK_NAMES
 
     stacks = ", ".join(f"{name} (a neutral stack with every ZeRO-3 option)" if name == "other" else name
@@ -71,7 +74,10 @@ def load_inputs(args):
     from planner.specs.clusters import load_cluster
     from planner.laws.registry import DEFAULT_LAW, load_law
 
+    from planner.cli.arguments import training_dtype
+
     cluster = load_cluster(args.cluster, args.cluster_dir)
+    training_dtype(args, cluster)
     if args.gpus and len(args.gpus) > 1:
         raise PlannerInputError("--gpus: a list of counts sweeps a fixed model; give --model or --params with it "
                                 "(choosing the model takes one count)")

@@ -23,6 +23,11 @@ from planner.errors import PlannerInputError
 from planner.io import load_yaml_file
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
+# The number format a run trains in when none is given: the first of these the accelerator has a peak for. bf16 on
+# Ampere, Hopper, Blackwell and MI200 and later (today's stacks' default); fp16 with dynamic loss scaling where the
+# tensor cores have no bf16 (V100: NVIDIA's V100 datasheet lists FP16 tensor-core FLOP/s only), as Megatron-LM and
+# DeepSpeed ran there (the ZeRO paper's V100 runs); fp32 on a CPU. fp8 is never assumed: it is a recipe one chooses.
+DEFAULT_TRAINING_DTYPES = ("bf16", "fp16", "fp32")
 # Upper bounds that no real machine approaches but that keep a typo from building a 10^9-vertex topology
 # graph (assumed: the largest scale-up domain sold is 576 GPUs, GB200 NVL576; the largest systems have
 # tens of thousands of nodes).
@@ -91,6 +96,17 @@ class Accelerator(_Frozen):
     # CUDA compute capability (major.minor, NVIDIA's CUDA GPUs table): picks NCCL's per-architecture tuner
     # constants (planner.cost.collectives.architecture). None: not an NVIDIA GPU or not stated (Hopper's, assumed).
     compute_capability: float | None = Field(default=None, ge=1.0, le=99.0, allow_inf_nan=False)
+    # The number format plans train in when --dtype is not given (ClusterSpec.default_training_dtype). None: the
+    # first of DEFAULT_TRAINING_DTYPES the peaks list; a spec whose listed bf16 is not what one would train in
+    # (cpu-local's is an effective rate 20x below fp32) names its own.
+    default_dtype: Literal["bf16", "fp16", "fp8", "fp32"] | None = None
+
+    @model_validator(mode="after")
+    def _default_dtype_has_a_peak(self) -> "Accelerator":
+        if self.default_dtype is not None and getattr(self.peak_flops, self.default_dtype) is None:
+            listed = [d for d in DTYPES if getattr(self.peak_flops, d) is not None]
+            raise ValueError(f"default_dtype {self.default_dtype} has no peak_flops entry (listed: {', '.join(listed)})")
+        return self
 
 
 class ScaleUp(_Frozen):
@@ -398,6 +414,14 @@ class ClusterSpec(_Frozen):
             raise ValueError(f"node.scale_up.nvls: true needs accelerator.compute_capability 9.0 or more "
                              f"(NCCL runs NVLS from Hopper on), got {capability}")
         return self
+
+    @property
+    def default_training_dtype(self) -> str:
+        """The number format plans on this cluster train in when none is given (DEFAULT_TRAINING_DTYPES); bf16
+        where the spec has none of them (an fp8-only peak), so that peak_flops_per_s says what the spec lacks."""
+        if self.accelerator.default_dtype is not None:
+            return self.accelerator.default_dtype
+        return next((d for d in DEFAULT_TRAINING_DTYPES if getattr(self.accelerator.peak_flops, d) is not None), "bf16")
 
     def peak_flops_per_s(self, dtype: str) -> float:
         """Dense peak for `dtype`; fp8 means fp8 matmuls. Raises when the accelerator lacks it."""
