@@ -48,12 +48,14 @@ def simulate(model, layout=None, cluster=None, *, gpus: int | None = None, **lay
 
     `model` may be a preset name, `cluster` a spec name. Give a `layout`, or `gpus` with any layout fields
     (tp, pp, cp, zero, micro_batch, ...): dp is then gpus / (tp x pp x cp) and the global batch defaults to
-    one micro-batch per replica, e.g. `planner.simulate("llama3-70b", gpus=64, tp=8, zero=1)`. With neither,
-    one GPU.
+    one micro-batch per replica, e.g. `planner.simulate("llama3-70b", gpus=64, tp=8, zero=1)`, in the cluster's own
+    training format unless `dtype` is given (bf16, fp16 on V100s). With neither, one GPU.
     """
     from planner.cost.estimate import simulate as run
 
+    cluster = _cluster(cluster)
     if layout is None:
+        layout_fields.setdefault("dtype", cluster.default_training_dtype)  # as the CLI's --dtype default
         if gpus is not None:
             span = layout_fields.get("tp", 1) * layout_fields.get("pp", 1) * layout_fields.get("cp", 1)
             if gpus % span:
@@ -63,16 +65,16 @@ def simulate(model, layout=None, cluster=None, *, gpus: int | None = None, **lay
         layout = make_layout(**layout_fields)
     elif gpus is not None or layout_fields:
         raise TypeError("planner.simulate: give a layout, or gpus and layout fields, not both")
-    return run(_model(model), layout, _cluster(cluster))
+    return run(_model(model), layout, cluster)
 
 
 def plan(budget_gpu_hours: float | None = None, *, cluster=None, law: str = "epoch", deadline: str | None = None,
          gpus: int | None = None, max_gpus: int | None = None, target_loss: float | None = None,
          unique_tokens: str | None = None, inference_tokens: str | None = None, seq_len: int = 4096,
-         vocab: int = 32000, dtype: str = "bf16"):
+         vocab: int = 32000, dtype: str | None = None):
     """`planner optimize` from Python: the best N, D, GPU count and layout for a budget in GPU-hours (or a
-    target loss). Returns planner.search.optimize.OptimizeResult (`.plan` is a dict, `.status` "ok" or
-    "infeasible" with `.explanation`)."""
+    target loss). `dtype` None: the cluster's own training format (bf16, fp16 on V100s). Returns
+    planner.search.optimize.OptimizeResult (`.plan` is a dict, `.status` "ok" or "infeasible" with `.explanation`)."""
     from planner.search.budget import build_constraints
     from planner.laws.registry import load_law
     from planner.search.optimize import optimize
@@ -82,7 +84,8 @@ def plan(budget_gpu_hours: float | None = None, *, cluster=None, law: str = "epo
         budget=None if budget_gpu_hours is None else f"{budget_gpu_hours}gpuh", deadline=deadline, gpus=gpus,
         max_gpus=max_gpus, unique_tokens=unique_tokens, target_loss=target_loss, inference_tokens=inference_tokens,
         price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name)
-    return optimize(cluster, load_law(law, constraints.unique_tokens), constraints, dtype=dtype, seq_len=seq_len,
+    return optimize(cluster, load_law(law, constraints.unique_tokens), constraints,
+                    dtype=dtype or cluster.default_training_dtype, seq_len=seq_len,
                     vocab=vocab)
 
 

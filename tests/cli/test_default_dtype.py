@@ -72,3 +72,19 @@ def test_optimize_on_v100s_without_dtype_plans_in_fp16(cli):
     code, out, err = cli(["optimize", "--model", "gpt2-xl", "--gpus", "16", "--cluster", "dgx2-v100", "--json"])
     assert code == 0, err
     assert "fp16" in out and "bf16" not in out
+
+
+def test_the_python_api_takes_the_same_default():
+    import planner
+
+    v100 = load_cluster("dgx2-v100")
+
+    def peak(result):  # MFU is achieved FLOP/s over the peak of the layout's dtype
+        return result["tflops_per_gpu"] * 1e12 / result["mfu"]
+
+    default = planner.simulate("gpt2-xl", cluster="dgx2-v100", gpus=16, zero=1)  # bf16 would be refused here
+    assert peak(default) == pytest.approx(v100.peak_flops_per_s("fp16"))
+    given = planner.simulate("gpt2-xl", cluster="dgx2-v100", gpus=16, zero=1, dtype="fp32")
+    assert peak(given) == pytest.approx(v100.peak_flops_per_s("fp32"))
+    result = planner.plan(1000, cluster="dgx2-v100")
+    assert result.status == "ok" and result.plan["layout"]["dtype"] == "fp16"
