@@ -91,14 +91,16 @@ def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
-def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_index, stacks):
+def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_index, stacks, admitted=None):
     """`keep` repeated once per (ep, etp, all-to-all overlap) choice each layout can run (module docstring),
-    and those choices as columns; `keep` as it is and no columns for a dense model."""
+    and those choices as columns (with "choice", each row's number in that order); `keep` as it is and no columns
+    for a dense model. `admitted`: a function of (choice number, keep) giving which of those rows may take that
+    choice at all (enumerate_layouts' states_within)."""
     if not model.is_moe:
         return keep, {}
     tp, cp, dp, pp, vpp, recompute = (x[keep] for x in (tp, cp, dp, pp, vpp, recompute))
     grid = tp * cp * dp
-    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": []}
+    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": [], "choice": []}
     overlaps = np.array([[name in MOE_STACKS[s.name].overlaps for name in A2A_OVERLAP_NAMES]
                          for s in stacks])[stack_index[keep]]
     for ep in divisors(model.moe_experts):
@@ -113,11 +115,15 @@ def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_i
                     ok &= (ep > 1) & overlap_runs_pipeline(overlap.code, pp, vpp)
                     if overlap.needs_interleaving_with_pp:
                         ok &= ((pp == 1) | (vpp > 1)) & (recompute != RECOMPUTE_CODES["full"])
+                choice = len(picks)
+                if admitted is not None:
+                    ok &= admitted(choice, keep)
                 rows = np.flatnonzero(ok)
                 picks.append(rows)
                 columns["ep"].append(np.full(len(rows), ep))
                 columns["etp"].append(etp[rows])
                 columns["a2a_overlap"].append(np.full(len(rows), A2A_OVERLAP_CODES[name]))
+                columns["choice"].append(np.full(len(rows), choice))
     index = np.concatenate(picks)
     return keep[index], {name: np.concatenate(values) for name, values in columns.items()}
 
@@ -179,13 +185,17 @@ def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int, choic
 
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
                       batch_target: int | None = None, dtype: str = "bf16",
-                      gpus_per_node: int | None = None, hierarchy: tuple = LOSSLESS_HIERARCHY) -> dict[str, np.ndarray]:
+                      gpus_per_node: int | None = None, hierarchy: tuple = LOSSLESS_HIERARCHY,
+                      states_within=None) -> dict[str, np.ndarray]:
     """Every layout of `model` on `gpus` GPUs each stack in `frameworks` can run, as arrays.
 
     `global_batch` fixes the batch (layouts whose dp does not divide it are not enumerated); without it,
     each layout's batch is `batch_target` rounded to whole micro-batches x dp. With `gpus_per_node`,
     ZeRO-3 layouts whose data-parallel group spans nodes are also tried with each `hierarchy` choice
     (space.py: ZeRO++ hpZ, hpZ + qwZ + qgZ, a node-sized MiCS / HSDP shard group) where the stack has it.
+    `states_within`: a function of (placements, options, stacks) giving, per (placement, stack option), whether any
+    layout made of them can hold its parameter states in HBM (_states_within); the pairs that cannot are not crossed
+    with the settings that do not change those states. The layouts kept are the others, in the same order.
     """
     placements = _placements(model, gpus)
     p_index, micro = _micro_batches(placements, global_batch)
@@ -195,11 +205,21 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     options = _stack_options(stacks)
     # Sequence parallelism, the TP overlap and partitioned checkpoints only exist with tp > 1: placements without
     # tensor parallelism are crossed with the options that have none of them (a quarter of them or less).
-    plain = options[(options[:, 3] == 0) & (options[:, 4] == 0) & (options[:, 7] == 0)]
+    plain = np.flatnonzero((options[:, 3] == 0) & (options[:, 4] == 0) & (options[:, 7] == 0))
     with_tp = placements[p_index, 0] > 1
-    pairs = [(np.flatnonzero(~with_tp), plain), (np.flatnonzero(with_tp), options)]
+    pairs = [(np.flatnonzero(~with_tp), plain), (np.flatnonzero(with_tp), np.arange(len(options)))]
     rows = np.concatenate([np.repeat(r, len(o)) for r, o in pairs])
-    chosen = np.concatenate([np.tile(o, (len(r), 1)) for r, o in pairs]).reshape(-1, options.shape[1])
+    option_index = np.concatenate([np.tile(o, len(r)) for r, o in pairs]).astype(np.int64)
+    admitted = None
+    if states_within is not None:
+        # fits[placement, state, expert choice]: some layout of theirs holds its parameter states in HBM.
+        option_state, fits = states_within(placements, options, stacks)
+        held = fits.any(axis=2)[p_index[rows], option_state[option_index]]
+        rows, option_index = rows[held], option_index[held]
+        if model.is_moe:
+            pair_placement, pair_state = p_index[rows], option_state[option_index]
+            admitted = lambda choice, kept: fits[pair_placement[kept], pair_state[kept], choice]  # noqa: E731
+    chosen = options[option_index].reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
@@ -212,7 +232,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         given = global_batch // (micro[rows] * dp)
         runs &= runnable_micro_batches(schedule_rules, pp, vpp, given) == given
     keep = np.flatnonzero(runs)
-    keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks)
+    keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, recompute, f, stacks, admitted)
+    expert.pop("choice", None)
     # An all-to-all overlap with a schedule of its own (DualPipe) runs only some micro-batch counts
     # (frameworks.moe.overlap_micro_batches): as above, refused with a given batch, rounded up without one.
     overlap = expert.get("a2a_overlap", np.zeros(len(keep), dtype=np.int64))
@@ -255,6 +276,69 @@ def _without_refused_zero3_experts(model: ModelSpec, arrays: dict) -> dict:
     if not refused.any():
         return arrays
     return {name: column[~refused] for name, column in arrays.items()}
+
+
+# Columns of _stack_options that change a stage's parameter states (cost.memory.STAGE_STATE_COLUMNS): zero, offload,
+# dp_comm_overlap (the gradient buckets), stack. Recompute, sequence parallelism, the TP overlap and partitioned
+# checkpoints (and the micro-batch and batch) change only activations and time.
+_STATE_OPTION_COLUMNS = (0, 1, 5, 6)
+
+
+def _state_skeleton(model: ModelSpec, placements: np.ndarray, options: np.ndarray, stacks, gpus_per_node: int | None,
+                    hierarchy: tuple) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Every (placement, option's state columns) with each expert and ZeRO-3 hierarchy choice it can take under
+    some setting of the other columns, as layout arrays (micro-batch 1, no recompute: the setting _expert_rows
+    refuses nothing for; no batch or schedule filters, which only remove layouts). Returns the arrays, each row's
+    pair number (placement x states + state) and expert choice number (0 for a dense model), each option's state
+    number and the number of states."""
+    states, option_state = np.unique(options[:, _STATE_OPTION_COLUMNS], axis=0, return_inverse=True)
+    placement = np.repeat(np.arange(len(placements)), len(states))
+    state = np.tile(np.arange(len(states)), len(placements))
+    tp, cp, pp, vpp, dp = (placements[placement, k] for k in range(5))
+    zero, offload, dpo, f = states[state].T
+    keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp))
+    none = np.full(len(placement), RECOMPUTE_CODES["none"], dtype=np.int64)
+    keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, none, f, stacks)
+    n = len(keep)
+    off = np.zeros(n, dtype=bool)
+    codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
+    arrays = {
+        "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp[keep],
+        "micro_batch": np.ones(n, dtype=np.int64), "global_batch": dp[keep], "zero": zero[keep],
+        "offload": offload[keep], "recompute": none[keep], "seq_parallel": off, "tp_comm_overlap": off,
+        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]], "partition_activations": off,
+        "choice": np.zeros(n, dtype=np.int64), **expert, "pair": placement[keep] * len(states) + state[keep],
+    }
+    if gpus_per_node is not None:
+        arrays = _with_hierarchy(arrays, stacks, f[keep], gpus_per_node, hierarchy)
+    arrays = _without_refused_zero3_experts(model, arrays)
+    pair, choice = arrays.pop("pair"), arrays.pop("choice")
+    return arrays, pair, choice, np.asarray(option_state).reshape(-1), len(states)
+
+
+def _expert_choices(model: ModelSpec) -> int:
+    """How many (ep, etp, all-to-all overlap) choices _expert_rows numbers (1 for a dense model)."""
+    return len(divisors(model.moe_experts)) * 2 * len(A2A_OVERLAPS) if model.is_moe else 1
+
+
+def _states_within(model: ModelSpec, cluster: ClusterSpec, dtype: str, moe_load_imbalance: float, limit_bytes: float,
+                   gpus_per_node: int | None, hierarchy: tuple, placements: np.ndarray, options: np.ndarray,
+                   stacks) -> tuple[np.ndarray, np.ndarray]:
+    """enumerate_layouts' states_within for the searches that keep only the layouts that fit: each option's state
+    number, and per (placement, state, expert choice) whether the smallest parameter states
+    (cost.memory.state_bytes_lower_bound) of any layout made of them fit `limit_bytes`. Where it is False every
+    such layout is over the limit, so dropping them before the crossing changes nothing but the time
+    (tests/search/test_only_fitting.py checks it against the full crossing)."""
+    arrays, pair, choice, option_state, states = _state_skeleton(model, placements, options, stacks, gpus_per_node,
+                                                                 hierarchy)
+    choices = _expert_choices(model)
+    least = np.full(len(placements) * states * choices, np.inf)
+    if len(pair):
+        batch = build_batch([model], np.zeros(len(pair), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+        if model.is_moe:
+            batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
+        np.minimum.at(least, pair * choices + choice, state_bytes_lower_bound(batch))
+    return option_state, (least <= limit_bytes).reshape(len(placements), states, choices)
 
 
 @dataclass
@@ -380,6 +464,9 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     the layouts whose parameter states alone overflow HBM (cost.memory.state_bytes_lower_bound) are dropped before
     their activations are priced, for callers that want only the best layout (the dense-vs-MoE comparison, whose
     trillion-parameter shapes overflow 70-90% of their layouts); the search then cannot say how far the others miss.
+    Most are never enumerated: the (placement, stack option, expert choice) combinations none of whose layouts
+    holds its states are dropped before they are crossed with micro-batches and the other settings
+    (enumerate_layouts' states_within, _states_within).
     """
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
@@ -422,8 +509,12 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
                    moe_load_imbalance, restrict=None, only_fitting=False):
     """Every layout of the search (those `restrict` keeps) and its memory, fit and step time (NaN where it
     does not fit)."""
-    arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype,
-                               gpus_per_node=cluster.gpus_per_node if hierarchy else None, hierarchy=hierarchy)
+    gpus_per_node = cluster.gpus_per_node if hierarchy else None
+    limit = cluster.accelerator.hbm_bytes * (1.0 - min_headroom)
+    within = (functools.partial(_states_within, model, cluster, dtype, moe_load_imbalance, limit, gpus_per_node, hierarchy)
+              if only_fitting else None)
+    arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype, gpus_per_node=gpus_per_node,
+                               hierarchy=hierarchy, states_within=within)
     if restrict is not None:
         kept = np.asarray(restrict(arrays), dtype=bool)
         arrays = {name: column[kept] for name, column in arrays.items()}
@@ -431,7 +522,7 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search, at each stack's capacity
         batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
     if only_fitting:  # the layouts whose parameter states alone overflow HBM cannot fit: not priced further
-        kept = np.flatnonzero(state_bytes_lower_bound(batch) <= cluster.accelerator.hbm_bytes * (1.0 - min_headroom))
+        kept = np.flatnonzero(state_bytes_lower_bound(batch) <= limit)
         arrays = {name: column[kept] for name, column in arrays.items()}
         batch = distinct.take(batch, kept)
     memory = per_gpu_memory(batch, cluster)

@@ -26,7 +26,8 @@ in full only where it can help: the best plan so far was shrunk to fit memory, o
 lower loss there (_best_side).
 
 Every layout search here wants only the best layout that fits: those whose parameter states alone overflow HBM are
-dropped before they are priced (search_layouts(only_fitting=True); 70-91% of a trillion-parameter MoE's layouts).
+dropped before they are priced, most of them before they are enumerated (search_layouts(only_fitting=True); 70-91%
+of a trillion-parameter MoE's layouts).
 
 The answer is each side's model, layout, tokens and predicted loss, plus the inference cost per token
 (2 x active parameters), which active parameters set for serving.
