@@ -216,6 +216,30 @@ def test_logistics_bands_contingency_and_checkpoints(review):
         plan["wall_clock_s"] * plan["gpus"] / cluster.reliability.mtbf_per_gpu_s, rel=1e-9)
 
 
+@pytest.mark.parametrize("framework, dtype, per_param, contents", [
+    ("megatron", "bf16", 14, "bf16 weights + fp32 master + Adam moments"),
+    ("deepspeed", "fp16", 14, "fp16 weights + fp32 master + Adam moments"),
+    ("megatron", "fp8", 14, "16-bit weights + fp32 master + Adam moments"),
+    ("fsdp", "bf16", 12, "fp32 weights, which are the master copy, + Adam moments"),
+])
+def test_the_checkpoint_line_follows_the_plans_stack_and_dtype(review, framework, dtype, per_param, contents):
+    """It said "bf16 weights + fp32 master + Adam moments, 14 bytes per parameter" for every plan: an fp16 plan on
+    V100s, and FSDP's 12-byte checkpoints (Framework.checkpoint_bytes_per_param) whose size it printed beside it."""
+    import copy
+
+    from planner.report.document import logistics_facts
+    from planner.report.review import run_logistics
+
+    data, (cluster, _, _) = review
+    plan = copy.deepcopy(data["plans"][0])
+    plan["layout"].update(framework=framework, dtype=dtype)
+    g = run_logistics(plan, cluster)
+    assert g["checkpoint_bytes"] == pytest.approx(per_param * plan["params"], rel=1e-12)
+    line = next(fact for fact in logistics_facts({**data, "plans": [plan], "logistics": g})
+                if fact.startswith("Checkpoints:"))
+    assert f"({contents}, {per_param} bytes per parameter)" in line
+
+
 def test_review_text_states_the_contingency_and_storage(written):
     markdown = (written[1] / "review.md").read_text(encoding="utf-8")
     assert "Contingency: hold back" in markdown and "storage for the 2 kept at once" in markdown

@@ -125,8 +125,8 @@ def logistics_facts(review: dict) -> list[str]:
             f"{g['contingency_gpu_hours']:,.0f} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
             "of the plan) for the slow end, or accept fewer tokens.")
     facts.append(
-        f"Checkpoints: {human_bytes(g['checkpoint_bytes'])} each (bf16 weights + fp32 master + Adam moments, "
-        f"14 bytes per parameter), written in {human_days(g['checkpoint_write_s'] / 86400)} every "
+        f"Checkpoints: {human_bytes(g['checkpoint_bytes'])} each ({g['checkpoint_contents']}, "
+        f"{g['checkpoint_bytes_per_param']:g} bytes per parameter), written in {human_days(g['checkpoint_write_s'] / 86400)} every "
         f"{human_days(g['checkpoint_interval_s'] / 86400)} (Young/Daly interval), ~{g['checkpoints_written']:,.0f} over the run; "
         f"storage for the {g['checkpoints_kept']} kept at once (the one being written and the last complete one): "
         f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {g['expected_failures']:.1f}.")

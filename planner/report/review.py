@@ -216,6 +216,15 @@ def law_assumptions(law) -> dict:
 CHECKPOINTS_KEPT = 2
 
 
+def checkpoint_contents(bytes_per_param: float, dtype: str) -> str:
+    """What a restartable checkpoint of `bytes_per_param` holds (Framework.checkpoint_bytes_per_param: 14 where the
+    stack saves the 16-bit weights beside the fp32 master, 12 where the fp32 parameters are the master)."""
+    if bytes_per_param == 12.0:
+        return "fp32 weights, which are the master copy, + Adam moments"
+    weights = dtype if dtype in ("bf16", "fp16") else "16-bit"  # fp8 training keeps bf16 weights
+    return f"{weights} weights + fp32 master + Adam moments"
+
+
 def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
     """What the run needs besides GPUs: a time and GPU-hour band with the contingency it implies, and the
     checkpoints (size, storage, cadence) and failures the goodput model assumes."""
@@ -225,6 +234,8 @@ def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
     checkpoint_bytes = bytes_per_param * plan["params"]
     out = {
         "checkpoint_bytes": checkpoint_bytes,
+        "checkpoint_bytes_per_param": bytes_per_param,
+        "checkpoint_contents": checkpoint_contents(bytes_per_param, plan["layout"]["dtype"]),
         "checkpoints_kept": CHECKPOINTS_KEPT,
         "storage_bytes": CHECKPOINTS_KEPT * checkpoint_bytes,
         "checkpoint_write_s": float(reliability["checkpoint_write_s"]),
