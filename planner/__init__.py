@@ -99,7 +99,9 @@ def search_layouts(model, cluster, gpus: int, **options):
     """
     from planner.search.layouts import search_layouts as search
 
-    return search(_model(model), _cluster(cluster), gpus, **options)
+    cluster = _cluster(cluster)
+    options.setdefault("dtype", cluster.default_training_dtype)  # as the CLI's --dtype default
+    return search(_model(model), cluster, gpus, **options)
 
 
 def plan_fixed_model(model, cluster, gpus, **options):
@@ -107,7 +109,9 @@ def plan_fixed_model(model, cluster, gpus, **options):
     (`gpus` is a list of counts to consider); names are accepted as in `search_layouts`."""
     from planner.search.fixed_model import plan_fixed_model as plan
 
-    return plan(_model(model), _cluster(cluster), list(gpus), **options)
+    cluster = _cluster(cluster)
+    options.setdefault("dtype", cluster.default_training_dtype)  # as the CLI's --dtype default
+    return plan(_model(model), cluster, list(gpus), **options)
 
 
 def _model(model):

@@ -88,3 +88,7 @@ def test_the_python_api_takes_the_same_default():
     assert peak(given) == pytest.approx(v100.peak_flops_per_s("fp32"))
     result = planner.plan(1000, cluster="dgx2-v100")
     assert result.status == "ok" and result.plan["layout"]["dtype"] == "fp16"
+    searched = planner.search_layouts("gpt2-xl", "dgx2-v100", 16, global_batch=64)
+    assert searched.dtype == "fp16" and searched.best is not None
+    fixed = planner.plan_fixed_model("gpt2-xl", "dgx2-v100", [16], global_batch=64)
+    assert fixed.chosen is not None and fixed.chosen.search.dtype == "fp16"
