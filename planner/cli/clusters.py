@@ -37,6 +37,7 @@ def run(args) -> int:
     if args.json:
         print(json_document({"search_order": order, "clusters": {
             path.name.removesuffix(".yaml"): {"origin": origin, "path": str(path), "hides": hidden,
+                                              "default_training_dtype": s.default_training_dtype,
                                               **s.model_dump(by_alias=False)}
             for origin, path, s, hidden in found}}))
         return 0
@@ -45,15 +46,16 @@ def run(args) -> int:
         peak = s.accelerator.peak_flops
         rows.append([
             path.name.removesuffix(".yaml"), s.accelerator.name, s.gpus_per_node,
-            _tflops_text(peak.bf16 or peak.fp16), human_bytes(s.accelerator.hbm_bytes),
+            _tflops_text(peak.bf16 or peak.fp16), s.default_training_dtype, human_bytes(s.accelerator.hbm_bytes),
             f"{s.node.scale_up.link_bytes_per_s_per_direction / 1e9:,.0f}",
             f"{s.network.nics_per_node}x{s.network.nic_bytes_per_s_per_direction * 8 / 1e9:,.0f}Gb/s {s.network.topology}",
             f"${s.price_per_accelerator_hour:.2f}" if s.price_per_accelerator_hour else "-",
             "calibrated" if s.calibration.startswith("calibrated") else "defaults",
             origin + (f" (hides {', '.join(hidden)})" if hidden else ""),
         ])
-    print(table(["name", "accelerator", "per node", "16-bit TFLOP/s", "HBM", "scale-up GB/s", "network", "price/h",
-                 "efficiency", "from"], rows, align="llrrrrlrll"))
+    # "trains in": the --dtype a plan on it takes when none is given (ClusterSpec.default_training_dtype).
+    print(table(["name", "accelerator", "per node", "16-bit TFLOP/s", "trains in", "HBM", "scale-up GB/s", "network",
+                 "price/h", "efficiency", "from"], rows, align="llrrlrrlrll"))
     print("\nnames resolve in this order, first match wins: "
           + "; ".join(f"{entry['origin']} ({entry['folder']})" for entry in order))
     return 0

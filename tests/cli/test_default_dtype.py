@@ -92,3 +92,14 @@ def test_the_python_api_takes_the_same_default():
     assert searched.dtype == "fp16" and searched.best is not None
     fixed = planner.plan_fixed_model("gpt2-xl", "dgx2-v100", [16], global_batch=64)
     assert fixed.chosen is not None and fixed.chosen.search.dtype == "fp16"
+
+
+def test_clusters_lists_each_clusters_default(cli):
+    code, out, _ = cli(["clusters"])
+    assert code == 0 and "trains in" in out.splitlines()[0]
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip() and " " in line}
+    assert "fp16" in rows["dgx2-v100"] and "bf16" in rows["dgx-h100"] and "fp32" in rows["cpu-local"]
+    code, out, _ = cli(["clusters", "--json"])
+    listed = json.loads(out)["clusters"]
+    assert {name: listed[name]["default_training_dtype"] for name in ("dgx2-v100", "dgx-h100", "cpu-local")} == \
+        {"dgx2-v100": "fp16", "dgx-h100": "bf16", "cpu-local": "fp32"}
