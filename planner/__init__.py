@@ -84,8 +84,7 @@ def plan(budget_gpu_hours: float | None = None, *, cluster=None, law: str = "epo
         budget=None if budget_gpu_hours is None else f"{budget_gpu_hours}gpuh", deadline=deadline, gpus=gpus,
         max_gpus=max_gpus, unique_tokens=unique_tokens, target_loss=target_loss, inference_tokens=inference_tokens,
         price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name)
-    return optimize(cluster, load_law(law, constraints.unique_tokens), constraints,
-                    dtype=dtype or cluster.default_training_dtype, seq_len=seq_len,
+    return optimize(cluster, load_law(law, constraints.unique_tokens), constraints, dtype=dtype, seq_len=seq_len,
                     vocab=vocab)
 
 
@@ -99,9 +98,7 @@ def search_layouts(model, cluster, gpus: int, **options):
     """
     from planner.search.layouts import search_layouts as search
 
-    cluster = _cluster(cluster)
-    options.setdefault("dtype", cluster.default_training_dtype)  # as the CLI's --dtype default
-    return search(_model(model), cluster, gpus, **options)
+    return search(_model(model), _cluster(cluster), gpus, **options)
 
 
 def plan_fixed_model(model, cluster, gpus, **options):
@@ -109,9 +106,7 @@ def plan_fixed_model(model, cluster, gpus, **options):
     (`gpus` is a list of counts to consider); names are accepted as in `search_layouts`."""
     from planner.search.fixed_model import plan_fixed_model as plan
 
-    cluster = _cluster(cluster)
-    options.setdefault("dtype", cluster.default_training_dtype)  # as the CLI's --dtype default
-    return plan(_model(model), cluster, list(gpus), **options)
+    return plan(_model(model), _cluster(cluster), list(gpus), **options)
 
 
 def _model(model):

@@ -188,14 +188,14 @@ def emittable_layout(count, model, limit: int = 5000):
     return None
 
 
-def warn_chosen_outside_calibration(command: str, result, dtype: str) -> None:
-    """The calibrated-spec warning (arguments.warn_outside_calibration) for the chosen layout's stack and dtype
-    (`dtype`, the flag's value, where the row does not carry one); nothing when no layout was chosen."""
+def warn_chosen_outside_calibration(command: str, result) -> None:
+    """The calibrated-spec warning (arguments.warn_outside_calibration) for the chosen layout's stack and dtype;
+    nothing when no layout was chosen."""
     from planner.cli.arguments import warn_outside_calibration
 
     if result.chosen is not None and result.chosen.best is not None:
-        row = result.chosen.search.rows([result.chosen.best])[0]
-        warn_outside_calibration(command, result.cluster, row["framework"], row.get("dtype", dtype))
+        layout = result.chosen.search.layout(result.chosen.best)
+        warn_outside_calibration(command, result.cluster, layout.framework, layout.dtype)
 
 
 def run_fixed_model(args) -> int:
@@ -209,7 +209,7 @@ def run_fixed_model(args) -> int:
     report_paths = report_cli.report_outputs(args.report, fixed_model=True) if args.report else {}
     check_outputs(args, report_paths.values())
     result = solve_fixed_model(args)
-    warn_chosen_outside_calibration("optimize", result, args.dtype)
+    warn_chosen_outside_calibration("optimize", result)
     emitted = None
     if args.emit and result.chosen is not None:
         emitted = emittable_layout(result.chosen, result.model)

@@ -170,10 +170,8 @@ def write_fixed_model_report(result, paths: dict[str, Path], force: bool) -> Non
 
 def run_fixed_model_report(args, paths: dict[str, Path]) -> int:
     """`planner report --model/--params`: the fixed-model search (cli.fixed_model), then its review."""
-    from planner.cli.fixed_model import result_json, solve_fixed_model
+    from planner.cli.fixed_model import result_json, solve_fixed_model, warn_chosen_outside_calibration
     from planner.report.render import human_days, json_document
-
-    from planner.cli.fixed_model import warn_chosen_outside_calibration
 
     if args.moe:
         raise PlannerInputError("--moe compares the best dense and MoE models for a budget; with --model or --params "
@@ -182,7 +180,7 @@ def run_fixed_model_report(args, paths: dict[str, Path]) -> int:
         raise PlannerInputError("--no-sensitivity: the review of a model already chosen (--model or --params) runs "
                                 "no sensitivity searches; drop the flag")
     result = solve_fixed_model(args)
-    warn_chosen_outside_calibration("report", result, args.dtype)
+    warn_chosen_outside_calibration("report", result)
     write_fixed_model_report(result, paths, args.force)
     if args.json:
         print(json_document({**result_json(result), "written": {"html": str(paths["html"]), "md": str(paths["md"])}}))

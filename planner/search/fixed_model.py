@@ -152,13 +152,15 @@ def missed_limits(days: float, gpu_hours: float, deadline_s: float | None, budge
 
 
 def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[int], *, tokens: float | None = None,
-                     global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
+                     global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str | None = None,
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
                      batch_rule: str = "step-law", min_headroom: float = 0.0,
                      moe_load_imbalance: float = 1.0, hierarchy: tuple = LOSSLESS_HIERARCHY) -> FixedModelPlan:
     """Evaluate GPU counts and choose one (module docstring). `moe_load_imbalance`: MoE models' busiest
     expert rank's load over the mean (layout.Layout.moe_load_imbalance); `hierarchy` False searches flat
-    ZeRO-3 only (no ZeRO++ / MiCS / HSDP: search_layouts)."""
+    ZeRO-3 only (no ZeRO++ / MiCS / HSDP: search_layouts). `dtype` None: the cluster's own training format
+    (ClusterSpec.default_training_dtype)."""
+    dtype = dtype or cluster.default_training_dtype
     common = dict(tokens=tokens, global_batch=global_batch, frameworks=tuple(frameworks), dtype=dtype,
                   batch_rule=batch_rule, min_headroom=min_headroom, moe_load_imbalance=moe_load_imbalance,
                   hierarchy=hierarchy)

@@ -446,7 +446,7 @@ def _hierarchy_columns(a: dict) -> dict:
 
 def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_load_imbalance: float = 1.0,
                    global_batch: int | None = None,
-                   tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str = "bf16",
+                   tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str | None = None,
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
                    hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None, restrict=None,
                    only_fitting: bool = False) -> LayoutSearch:
@@ -466,8 +466,10 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     trillion-parameter shapes overflow 70-90% of their layouts); the search then cannot say how far the others miss.
     Most are never enumerated: the (placement, stack option, expert choice) combinations none of whose layouts
     holds its states are dropped before they are crossed with micro-batches and the other settings
-    (enumerate_layouts' states_within, _states_within).
+    (enumerate_layouts' states_within, _states_within). `dtype` None: the cluster's own training format
+    (ClusterSpec.default_training_dtype).
     """
+    dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
     capacity = cluster.max_nodes * cluster.gpus_per_node
     if gpus > capacity:

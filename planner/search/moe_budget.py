@@ -236,10 +236,12 @@ def comparison_gpu_counts(cluster: ClusterSpec, gpu_seconds: float, deadline_s: 
     return sorted(counts)
 
 
-def compare_dense_moe(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, *, dtype: str = "bf16",
+def compare_dense_moe(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, *, dtype: str | None = None,
                       frameworks=("megatron",), seq_len: int = 4096, vocab: int = 32000,
                       gpus: int | None = None, max_gpus: int | None = None) -> MoEComparison:
-    """Best dense and best MoE plan for a GPU-time budget and a deadline (module docstring)."""
+    """Best dense and best MoE plan for a GPU-time budget and a deadline (module docstring); `dtype` None: the
+    cluster's own training format (ClusterSpec.default_training_dtype)."""
+    dtype = dtype or cluster.default_training_dtype
     if not gpu_seconds or gpu_seconds <= 0:
         raise PlannerInputError("--moe: give --budget (GPU-hours or money) to compare dense and MoE plans")
     counts = [gpus] if gpus is not None else comparison_gpu_counts(cluster, gpu_seconds, deadline_s, max_gpus)

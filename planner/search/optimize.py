@@ -44,13 +44,15 @@ class OptimizeResult:
     elapsed_s: float = 0.0
 
 
-def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str = "bf16", batch_rule: str = "step-law",
+def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | None = None, batch_rule: str = "step-law",
              seq_len: int = 4096, vocab: int = 32000, progress=None, hierarchy: tuple = LOSSLESS_HIERARCHY,
              frameworks: tuple = (BUDGET_STACK,)) -> OptimizeResult:
     """The best plan under `constraints` (module docstring). `hierarchy`: the ZeRO-3 hierarchy choices tried
     besides flat ZeRO-3 (space.hierarchy_choices: () = flat only; default hpZ and MiCS / HSDP shard groups).
-    `frameworks`: the training stacks whose layouts are searched (planner.frameworks names)."""
+    `frameworks`: the training stacks whose layouts are searched (planner.frameworks names). `dtype` None: the
+    cluster's own training format (ClusterSpec.default_training_dtype)."""
     started = time.perf_counter()
+    dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
     if constraints.gpus is not None and constraints.gpus > cluster.max_nodes * cluster.gpus_per_node:
         raise PlannerInputError(f"--gpus {constraints.gpus} exceeds cluster {cluster.name!r} "
