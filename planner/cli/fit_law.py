@@ -44,7 +44,7 @@ def register(subparsers, name: str) -> None:
                                                            "total parameters: --n-col, default total_params)")
     cols.add_argument("--granularity-col", metavar="NAME", help="--form moe: column of expert granularity d_ff / d_expert "
                                                                 "(default granularity)")
-    p.add_argument("--n-definition", default="total", choices=["total", "non-embedding"],
+    p.add_argument("--n-definition", default="total", choices=["total", "non-embedding"], action=RecordGiven,
                    help="what N counts in this data (recorded in the saved law; default total)")
     p.add_argument("--drop-highest-loss", type=whole_number(0), default=0, metavar="K",
                    help="drop the K highest-loss points first (Besiroglu et al. 2024 dropped 5)")
@@ -55,9 +55,9 @@ def register(subparsers, name: str) -> None:
     fit.add_argument("--tie", action="append", default=[], metavar="NAME=NAME", help="tie two parameters, e.g. alpha=beta")
     fit.add_argument("--bound", action="append", default=[], metavar="NAME=LOW:HIGH",
                      help="bound a parameter (natural units; either side may be empty)")
-    fit.add_argument("--n-starts", default="20", metavar="K|all",
+    fit.add_argument("--n-starts", default="20", metavar="K|all", action=RecordGiven,
                      help="run L-BFGS-B from the K best grid starts, or from all (default 20)")
-    fit.add_argument("--max-iter", type=whole_number(1, 10**7), default=10_000, help="L-BFGS-B iterations per start")
+    fit.add_argument("--max-iter", type=whole_number(1, 10**7), default=10_000, action=RecordGiven, help="L-BFGS-B iterations per start")
     unc = p.add_argument_group("uncertainty and validation")
     unc.add_argument("--bootstrap", type=whole_number(0, 10**6), default=None, metavar="R",
                      help=f"run-level bootstrap resamples (0: no intervals; default {DEFAULT_BOOTSTRAP}; "
@@ -71,7 +71,7 @@ def register(subparsers, name: str) -> None:
     unc.add_argument("--holdout-fraction", type=real_number(0.0, 1.0, low_open=True, high_open=True),
                      help=f"otherwise hold out this fraction of the most expensive runs (default {DEFAULT_HOLDOUT_FRACTION})")
     unc.add_argument("--no-holdout", action="store_true", help="skip the extrapolation check")
-    p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS),
+    p.add_argument("--budgets", default=",".join(f"{b:g}" for b in DEFAULT_BUDGETS), action=RecordGiven,
                    help="compute budgets (FLOP, comma-separated) for the frontier table")
     p.add_argument("--name", help="name of the saved law (default: fitted-<data file stem>)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -81,6 +81,9 @@ def register(subparsers, name: str) -> None:
 
 
 def run(args) -> int:
+    if args.out and _same_file(args.out, args.data):
+        # --force would replace the runs with the law YAML: the data would be lost, not a stale output
+        raise PlannerInputError(f"--out: {args.out} is the data file {args.data}; give another path for the law")
     check_new_outputs([args.out] if args.out else [], args.force)
     if args.form == "moe":
         return run_moe(args)
@@ -130,6 +133,12 @@ def run_moe(args) -> int:
                         ("--holdout-n-above", args.holdout_n_above), ("--holdout-fraction", args.holdout_fraction),
                         ("--no-holdout", args.no_holdout), ("--bootstrap", args.bootstrap)):
         if value:  # --bootstrap 0 asks for what the moe fit does anyway
+            raise PlannerInputError(f"{flag}: not supported with --form moe")
+    # The moe fit (fit_moe_law) has its own starts and solver, no frontier table, and records N as
+    # non-embedding (eq. 9): these flags would do nothing, so they are refused rather than ignored.
+    for flag, name in (("--max-iter", "max_iter"), ("--n-starts", "n_starts"), ("--budgets", "budgets"),
+                       ("--n-definition", "n_definition")):
+        if given(args, name):
             raise PlannerInputError(f"{flag}: not supported with --form moe")
     _refuse_bootstrap_settings(args, "the moe form has no bootstrap intervals")
     data, active, granularity = read_moe_data(args.data, args.n_col, args.active_col, args.granularity_col,
@@ -187,6 +196,17 @@ def _refuse_bootstrap_settings(args, why_no_bootstrap: str | None) -> None:
     for name in ("level", "seed"):
         if given(args, name):
             raise PlannerInputError(f"--{name}: sets the bootstrap, and {why_no_bootstrap}")
+
+
+def _same_file(out: str, data: str) -> bool:
+    """Whether --out names the data file (through another spelling, a link, or the same path)."""
+    out_path, data_path = Path(out), Path(data)
+    try:
+        if out_path.exists() and data_path.exists():
+            return out_path.samefile(data_path)
+    except OSError:
+        pass
+    return out_path.resolve() == data_path.resolve()
 
 
 def drop_highest_loss_moe(data, active, granularity, count: int):

@@ -208,7 +208,7 @@ def run(args) -> int:
     N, D = query_grid(args, law)
     result = {
         "law": {"name": law.name, "form": law.form, "source": law.source, "n_definition": law.n_definition,
-                "c_definition": law.c_definition, "coefficients": law.coefficients()},
+                "c_definition": compute_definition(law), "coefficients": law.coefficients()},
         "granularity": getattr(law, "granularity", None),
         "level": args.level,
         "interval_basis": interval_basis(law),
@@ -218,6 +218,18 @@ def run(args) -> int:
     }
     print(json_document(result) if args.json else format_result(result))
     return 0
+
+
+# What `predictions` puts in compute_flop for a mixture-of-experts law. The law's own c_definition ("6ND on
+# total N") describes its generic frontier, not the eq. 10 training FLOPs on the active parameters that
+# predict computes, so the output names what was computed.
+MOE_COMPUTE_DEFINITION = ("MoE training FLOPs, Krajewski et al. 2024 eq. 10, on the active parameters at the "
+                          "expansion rate and granularity (not 6ND on total N)")
+
+
+def compute_definition(law) -> str:
+    """How compute_flop was computed for `law` (see `predictions`)."""
+    return MOE_COMPUTE_DEFINITION if isinstance(law, FineGrainedMoELaw) else law.c_definition
 
 
 def moe_setting(law, args):

@@ -153,14 +153,24 @@ def _read_rows(name: str) -> tuple[list[tuple[int, dict]], list[str]]:
             rows.append((number, row))
         header = list(dict.fromkeys(k for _, r in rows for k in r))
     else:
-        reader = csv.DictReader(text.splitlines())
+        lines = text.splitlines()
+        reader = csv.DictReader(lines)
         try:
             header = list(reader.fieldnames or [])
             if len(set(header)) < len(header):  # DictReader would keep the last of two equal names
                 twice = next(column for i, column in enumerate(header) if column in header[:i])
                 raise PlannerInputError(f"{shown(path)} line 1: column {twice!r} appears twice in the header; "
                                         "expected each column once (rename or remove one)")
-            rows = [(number, row) for number, row in enumerate(reader, start=2)]
+            # The physical line each record starts on: a quoted cell may span lines, so counting records
+            # (enumerate) drifts. A record begins after the line the previous one ended on (line_num),
+            # past the empty lines DictReader skips (a record never starts with an empty line).
+            rows, end = [], reader.line_num
+            for row in reader:
+                start = end + 1
+                while start < reader.line_num and not lines[start - 1]:
+                    start += 1
+                rows.append((start, row))
+                end = reader.line_num
             for number, row in rows:  # DictReader files surplus cells under None: the row's cells are shifted
                 if None in row:
                     raise PlannerInputError(f"{shown(path)} line {number}: {len(header) + len(row[None])} cells but the "

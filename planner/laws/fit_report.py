@@ -43,6 +43,7 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         fitter.fit(data.N, data.D, data.loss)
     except DataError as error:
         raise DataError(f"{data.path}: {error}") from None
+    at_bounds = list(fitter.at_bounds_)  # taken now: the holdout check refits `fitter`
     unsound = soundness_problem(fitter.law_)
     if unsound is not None:
         coefficients = ", ".join(f"{k} = {v:.4g}" for k, v in fitter.coef_.items())
@@ -78,7 +79,7 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         "residuals": _residuals(data, fitter),
         "extrapolation": None,
         "frontier": _frontier(law, budgets, n_opt, d_opt, level),
-        "warnings": law.extrapolation_warnings(n_opt, d_opt),
+        "warnings": [*at_bounds, *law.extrapolation_warnings(n_opt, d_opt)],
     }
     if isinstance(law, OvertrainingLaw):
         report["gadre_coefficients"] = law.gadre_coefficients()

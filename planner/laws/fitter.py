@@ -113,7 +113,8 @@ class LawFitter:
         check_huber_delta(self.huber_delta)
         N, D, loss = (np.asarray(v, dtype=float) for v in (N, D, loss))
         weight = np.ones_like(loss) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        pmap = ParameterMap(form, self.fixed, self.tied, self._bounds_with_floor(form, loss, weight))
+        bounds = self._bounds_with_floor(form, loss, weight)
+        pmap = ParameterMap(form, self.fixed, self.tied, bounds)
         _check_points(N, D, loss, weight, pmap.n_free)
         log_n, log_d, log_l = np.log(N), np.log(D), np.log(loss)
         objective = _Objective(form, pmap, log_n, log_d, log_l, weight, self.huber_delta)
@@ -148,6 +149,7 @@ class LawFitter:
         self.optima_ = [theta for _, theta in optima]
         self.optima_objective_ = [value for value, _ in optima]
         self.residuals_ = objective.residuals(best.x)
+        self.at_bounds_ = self._at_bounds(form, pmap, best.x, bounds)
         self.law_ = form.law_class(
             name=f"fitted-{form.name}", source="fitted by planner.laws.LawFitter",
             n_definition="total", c_definition="6ND",
@@ -175,6 +177,30 @@ class LawFitter:
         if name not in taken and np.isfinite(smallest) and smallest > 0:
             bounds[name] = (float(to_parameter(FLOOR_FRACTION * smallest)), None)
         return bounds
+
+    def _at_bounds(self, form: FitForm, pmap: ParameterMap, x: np.ndarray, bounds: dict) -> list[str]:
+        """One line per free coefficient the optimum left on a bound: there the bound, not the data, chose its
+        value (the floor's default bound was otherwise silent), so the report says so."""
+        out = []
+        given = set(self.bounds or {})
+        floor_name = form.floor[0] if form.floor is not None else None
+        for i, ((low, high), names) in enumerate(zip(pmap.free_bounds, pmap.free_names)):
+            group = names.split(", ")
+            for side, limit in (("lower", low), ("upper", high)):
+                # L-BFGS-B projects onto the box, so an optimum on a bound equals it to rounding
+                if limit is None or abs(x[i] - limit) > 1e-9 * max(1.0, abs(limit)):
+                    continue
+                natural = float(np.exp(limit)) if group[0] in form.log_params else float(limit)
+                if given & set(group):
+                    origin = "set by --bound"
+                elif floor_name in group and floor_name in bounds:
+                    origin = (f"the default floor bound, {FLOOR_FRACTION:g} x the smallest loss fitted; "
+                              "--bound or --fix overrides it")
+                else:
+                    origin = f"the {form.name} form's default bound"
+                out.append(f"{names} = {natural:.6g} sits at its {side} bound {natural:.6g} ({origin}): the bound, "
+                           "not the data, set it")
+        return out
 
     def _grid_starts(self, form: FitForm, N, D, loss, weight) -> np.ndarray:
         if form.seed_form is None:

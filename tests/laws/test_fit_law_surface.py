@@ -1,0 +1,101 @@
+"""User-surface fixes of `planner fit-law` and `planner predict` with a moe law: what they say matches what they do."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+FAST = ["--bootstrap", "0", "--n-starts", "5", "--no-holdout"]
+
+
+def _rows(floor=1.8, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    N = np.exp(rng.uniform(np.log(5e7), np.log(5e9), n))
+    D = N * np.exp(rng.uniform(np.log(2.0), np.log(200.0), n))
+    return list(zip(N, D, floor + 480 * N**-0.35 + 2100 * D**-0.37))
+
+
+def _write(path, rows, header="N,D,loss"):
+    path.write_text(header + "\n" + "\n".join(",".join(str(v) for v in r) for r in rows) + "\n")
+    return path
+
+
+# 1. predict with the moe law: compute_flop is eq. 10 on the active parameters, and the definition says so.
+def test_predict_moe_names_eq_10_as_its_compute_definition(cli):
+    argv = ["predict", "--law", "krajewski-moe", "--active-params", "7B", "--tokens", "137.6B", "--granularity", "32"]
+    code, out, err = cli([*argv, "--json"])
+    assert code == 0, err
+    definition = json.loads(out)["law"]["c_definition"]
+    assert "eq. 10" in definition and "active" in definition and not definition.startswith("6ND")
+    code, text, err = cli(argv)
+    assert code == 0, err
+    assert f"C = {definition}" in text and "C = 6ND on total N" not in text
+
+
+def test_predict_dense_keeps_its_6nd_definition(cli):
+    code, out, err = cli(["predict", "--law", "epoch", "--params", "1B", "--tokens", "20B", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["law"]["c_definition"] == "6ND"
+
+
+# 2. a data error names the physical line its record starts on, after a quoted multi-line cell.
+def test_fit_law_line_numbers_count_physical_lines(cli, tmp_path):
+    rows = _rows()
+    data = tmp_path / "runs.csv"
+    body = ["run,N,D,loss", '"first\nrun",' + ",".join(str(v) for v in rows[0]), "",
+            *(f"r{i},{n},{d},{l}" for i, (n, d, l) in enumerate(rows[1:5])), "r9,1e8,2e9,oops"]
+    data.write_text("\n".join(body) + "\n")  # the bad record is record 7, on physical line 9
+    code, _, err = cli(["fit-law", str(data), *FAST])
+    assert code == 2 and "line 9" in err and len(err.strip().splitlines()) == 1, err
+
+
+# 3. flags the moe fit does not use are refused, not ignored.
+@pytest.mark.parametrize("flag, value", [("--max-iter", "50"), ("--n-starts", "3"), ("--budgets", "1e21"),
+                                         ("--n-definition", "total")])
+def test_fit_law_moe_refuses_flags_it_ignores(cli, tmp_path, flag, value):
+    data, out = tmp_path / "moe.csv", tmp_path / "law.yaml"
+    data.write_text("run,active_params,total_params,granularity,tokens,loss\n")  # refused before it is read
+    code, stdout, err = cli(["fit-law", str(data), "--form", "moe", flag, value, "--out", str(out)])
+    assert code == 2 and f"{flag}: not supported with --form moe" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists() and stdout == ""
+
+
+# 4. --out naming the data file is refused even with --force: the runs would be replaced by the law.
+@pytest.mark.parametrize("spelling", ["same", "dotted"])
+def test_fit_law_refuses_out_onto_its_data(cli, tmp_path, spelling):
+    data = _write(tmp_path / "runs.csv", _rows())
+    before = data.read_text()
+    out = str(data) if spelling == "same" else str(tmp_path / "." / "runs.csv")
+    code, _, err = cli(["fit-law", str(data), *FAST, "--out", out, "--force"])
+    assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1, err
+    assert data.read_text() == before
+
+
+# 5. a coefficient left on a bound is reported, with the bound that set it.
+def _warnings(cli, data, *extra):
+    code, out, err = cli(["fit-law", str(data), *FAST, "--json", *extra])
+    assert code == 0, err
+    return json.loads(out)["warnings"]
+
+
+def test_fit_law_warns_when_a_user_bound_sets_a_coefficient(cli, tmp_path):
+    data = _write(tmp_path / "runs.csv", _rows(floor=1.8))
+    (line,) = [w for w in _warnings(cli, data, "--bound", "alpha=:0.33") if "bound" in w]
+    assert line.startswith("alpha = 0.33 ") and "upper bound" in line and "--bound" in line and "not the data" in line
+    code, text, _ = cli(["fit-law", str(data), *FAST, "--bound", "alpha=:0.33"])
+    assert code == 0 and f"warning: {line}" in text
+
+
+def test_fit_law_warns_when_the_default_floor_bound_sets_e(cli, tmp_path):
+    rows = _rows(floor=0.0)
+    data = _write(tmp_path / "runs.csv", rows)
+    (line,) = [w for w in _warnings(cli, data) if "bound" in w]
+    smallest = min(r[2] for r in rows)
+    assert line.startswith(f"E = {0.1 * smallest:.6g}") and "default floor bound" in line, line
+
+
+def test_fit_law_gives_no_bound_warning_for_an_interior_fit(cli, tmp_path):
+    data = _write(tmp_path / "runs.csv", _rows(floor=1.8))
+    assert not [w for w in _warnings(cli, data) if "bound" in w]
