@@ -99,7 +99,22 @@ def load_model(args):
     from planner.search.space import family_models
     target = units.parse_count(args.params, "--params")
     family = family_models(args.seq_len, args.vocab, 0, float("inf"))
-    return min(family, key=lambda m: abs(m.total_params / target - 1.0))
+    nearest = min(family, key=lambda m: abs(m.total_params / target - 1.0))
+    # The family's neighbours are a few percent apart inside its range; outside it the nearest member can be
+    # any size away (--params 100T was planned as 681B), so a target it cannot come near is refused.
+    if abs(nearest.total_params / target - 1.0) > PARAMS_FAMILY_TOLERANCE:
+        from planner.report.render import human_count
+        sizes = sorted(m.total_params for m in family)
+        raise PlannerInputError(f"--params {args.params}: the model family spans {human_count(sizes[0])} to "
+                                f"{human_count(sizes[-1])} parameters and its nearest member is "
+                                f"{human_count(nearest.total_params)}; give a size in that range, or --model for "
+                                f"a shape of your own")
+    return nearest
+
+
+# How far from --params the family member planned may be: its largest gap between neighbours in range is ~10%
+# (70B plans as 63.1B); beyond 25% the target is outside the family.
+PARAMS_FAMILY_TOLERANCE = 0.25
 
 
 def parse_frameworks(text: str | None) -> tuple[str, ...]:
@@ -267,7 +282,9 @@ def layouts_csv(result) -> str:
 
 
 def _count_json(count) -> dict:
-    return {"gpus": count.gpus, "feasible": count.feasible, "reason": count.reason,
+    # "feasible": a layout fits at this count; "misses": the --deadline / --budget its plan still misses.
+    return {"gpus": count.gpus, "feasible": count.feasible, "reason": count.reason, "misses": count.misses,
+            "steps": count.steps, "trained_tokens": count.trained_tokens,
             "layouts_scored": 0 if count.search is None else len(count.search),
             "best": count.row, "goodput": None if count.search is None else count.search.goodput,
             "days": count.days, "days_band": count.days_band, "gpu_hours": count.gpu_hours,
@@ -294,6 +311,24 @@ def result_json(result) -> dict:
         "counts": [_count_json(c) for c in result.counts], "knee_gpus": result.knee_gpus,
         "explanation": result.explanation, "assumptions": result.assumptions,
     }
+
+
+def _missed_mark(count, limit: str) -> str:
+    """' (over deadline)' / ' (over budget)' beside a table cell whose count's plan misses that limit."""
+    return f" (over {limit})" if limit in count.misses else ""
+
+
+def _whole_steps_line(result) -> list[str]:
+    """A note when the tokens asked are not a whole number of the chosen plan's global batches: the plan trains
+    whole steps, so it trains (and is timed and priced for) more tokens than asked."""
+    c = result.chosen
+    if not result.tokens or c.trained_tokens is None or c.trained_tokens <= result.tokens * 1.001:
+        return []
+    from planner.report.render import human_count
+    return [f"  note       {human_count(result.tokens)} tokens are {result.tokens / (c.trained_tokens / c.steps):.2f} "
+            f"global batches of {human_count(c.trained_tokens / c.steps)} tokens: the plan trains {c.steps:,} whole "
+            f"step(s), {human_count(c.trained_tokens)} tokens, and is timed and priced for them; a smaller "
+            f"--global-batch trains closer to the tokens asked"]
 
 
 def format_fixed_model(result) -> str:
@@ -324,8 +359,8 @@ def format_fixed_model(result) -> str:
             knee = " <- knee" if result.knee_gpus == c.gpus else ""
             rows.append([str(c.gpus), layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
                          f"{100 * c.scaling_efficiency:.0f}%{knee}",
-                         "" if c.days is None else human_days(c.days),
-                         "" if c.gpu_hours is None else human_amount(c.gpu_hours),
+                         "" if c.days is None else human_days(c.days) + _missed_mark(c, "deadline"),
+                         "" if c.gpu_hours is None else human_amount(c.gpu_hours) + _missed_mark(c, "budget"),
                          "" if c.cost_usd is None else f"${human_amount(c.cost_usd)}"])
         lines += ["", table(["GPUs", "best layout", "step", "MFU", "scaling", "wall-clock", "GPU-h", "cost"], rows,
                             align="llrrrrrr")]
@@ -346,9 +381,13 @@ def format_fixed_model(result) -> str:
     from planner.cli.optimize import memory_risk_lines
     lines += memory_risk_lines(sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"], sim["memory"]["hbm_bytes"])
     if c.days is not None:
-        band = f" (band {human_days_range(*c.days_band)})" if c.days_band else ""
+        from planner.calibrate.error_bands import estimate_outside_band
+        outside = (estimate_outside_band({"low_s": c.days_band[0], "high_s": c.days_band[1]}, c.days)
+                   if c.days_band else "")
+        band = f" (band {human_days_range(*c.days_band)}{outside})" if c.days_band else ""
         cost = f", ${human_amount(c.cost_usd)}" if c.cost_usd else ""
         lines.append(f"  time/cost  {human_days(c.days)}{band}, {human_amount(c.gpu_hours)} GPU-hours{cost}")
+        lines += _whole_steps_line(result)
         lines += band_check_lines(result)
     from planner.cli.optimize import hyperparameter_lines
     from planner.search.fixed_model import fixed_model_hyperparameters

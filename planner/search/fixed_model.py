@@ -38,6 +38,7 @@ where_the_band_meets_limits says so and names the count whose plan meets the lim
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,13 @@ class CountPlan:
     cost_usd: float | None = None
     days_band: list | None = None
     scaling_efficiency: float | None = None
+    # With tokens: the whole optimizer steps the tokens take (the last one full: a step trains a whole global
+    # batch) and the tokens they train, at least the tokens asked.
+    steps: int | None = None
+    trained_tokens: float | None = None
+    # The limits given (--deadline, --budget) this count's plan misses ("deadline", "budget"): a count can have
+    # a layout that fits and still be out of bounds.
+    misses: list = field(default_factory=list)
 
     @property
     def feasible(self) -> bool:
@@ -127,6 +135,7 @@ def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dt
     if tokens:
         spent = layout_time_and_cost(search, best, tokens)
         plan.days, plan.gpu_hours, plan.cost_usd = spent["days"], spent["gpu_hours"], spent["cost_usd"]
+        plan.steps, plan.trained_tokens = spent["steps"], spent["trained_tokens"]
         row = search.rows([best])[0]
         band = step_time_interval(float(search.step_time_s[best]), row["framework"], search.cluster)
         if band is not None:
@@ -136,12 +145,18 @@ def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dt
 
 
 def layout_time_and_cost(search: LayoutSearch, i: int, tokens: float) -> dict:
-    """Days, GPU-hours and cost of training `tokens` on layout i of `search`: its trained tokens per second
-    (tokens/s x its stack's goodput), on all the search's GPUs, at the cluster's price."""
-    seconds = tokens / (float(search.tokens_per_s[i]) * float(search.goodputs[i]))
+    """Days, GPU-hours and cost of training `tokens` on layout i of `search`: the whole steps they take (a step
+    trains its whole global batch, so the last one is full: `steps`, `trained_tokens`) at its trained tokens per
+    second (tokens/s x its stack's goodput), on all the search's GPUs, at the cluster's price."""
+    step_s = float(search.step_time_s[i])
+    tokens_per_step = float(search.tokens_per_s[i]) * step_s
+    # The relative slack absorbs float error in tokens_per_step (tokens/s x step), so whole multiples stay whole.
+    steps = max(1, math.ceil(tokens / tokens_per_step * (1.0 - 1e-9)))
+    seconds = steps * step_s / float(search.goodputs[i])
     gpu_hours = search.gpus * seconds / 3600.0
     price = search.cluster.price_per_accelerator_hour
-    return {"days": seconds / 86400.0, "gpu_hours": gpu_hours, "cost_usd": gpu_hours * price if price else None}
+    return {"days": seconds / 86400.0, "gpu_hours": gpu_hours, "cost_usd": gpu_hours * price if price else None,
+            "steps": steps, "trained_tokens": steps * tokens_per_step}
 
 
 def missed_limits(days: float, gpu_hours: float, deadline_s: float | None, budget_gpu_s: float | None) -> list[str]:
@@ -197,6 +212,9 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
     else:
         result.counts = [evaluate_count(model, cluster, gpus, **common) for gpus in options]
     _scaling(result, knee)
+    for count in result.counts:
+        if count.feasible and count.days is not None:
+            count.misses = missed_limits(count.days, count.gpu_hours, deadline_s, budget_gpu_s)
     if result.chosen is None and deadline_s is None and budget_gpu_s is None:
         feasible = [c for c in result.counts if c.feasible]
         if feasible:
