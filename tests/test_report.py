@@ -91,7 +91,7 @@ def test_markdown_twin_has_the_same_sections_and_working_figure_links(written):
 
 def test_report_states_assumptions_and_sensitivity(written):
     markdown = (written[1] / "review.md").read_text(encoding="utf-8")
-    for needle in ("achieved MFU 20% lower", "network bandwidth 20% lower", "budget 2x larger",
+    for needle in ("GEMM efficiency 20% lower", "network bandwidth 20% lower", "budget 2x larger",
                    "not calibrated", "calibration", "epoch", "fitted range", "80% band", "deadline",
                    "HBM capacity", "compute (forward + backward)", "matmul_peak_fraction"):
         assert needle in markdown, needle

@@ -195,6 +195,18 @@ def search_hierarchy(args) -> tuple:
     flat, quantized = getattr(args, "flat_zero", False), getattr(args, "quantized_comm", False)
     if flat and quantized:
         raise PlannerInputError("--quantized-comm needs the ZeRO-3 hierarchy (ZeRO++), which --flat-zero turns off")
+    if flat or quantized:
+        # Accepted and ignored, these changed nothing for stacks without the options (--framework megatron).
+        from planner.cli.fixed_model import parse_frameworks
+        from planner.frameworks import FRAMEWORKS
+        stacks = [FRAMEWORKS[name] for name in parse_frameworks(getattr(args, "framework", None))]
+        flag, has = (("--quantized-comm", lambda fw: fw.zeropp) if quantized
+                     else ("--flat-zero", lambda fw: fw.zeropp or fw.shard_groups))
+        if not any(has(fw) for fw in stacks):
+            offer = "ZeRO++'s quantised collectives" if quantized else "ZeRO++ hpZ or MiCS / HSDP shard groups"
+            owners = ", ".join(name for name, fw in FRAMEWORKS.items() if has(fw))
+            raise PlannerInputError(f"{flag}: none of the stacks searched ({', '.join(fw.name for fw in stacks)}) has "
+                                    f"{offer}, so it would change nothing; these do: {owners}")
     return hierarchy_choices(flat=flat, quantized=quantized)
 
 
@@ -301,11 +313,11 @@ def _band_lines(plan: dict) -> list[str]:
     band = plan.get("step_time_band")
     if not band:
         return []
-    from planner.calibrate.error_bands import band_origin
+    from planner.calibrate.error_bands import band_origin, estimate_outside_band
     from planner.report.render import human_amount, human_count, human_days_range, human_seconds
 
     text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, "
-            f"{band_origin(band)})")
+            f"{band_origin(band)}{estimate_outside_band(band, plan['step_time_s'])})")
     if plan.get("tokens_band"):
         low, high = plan["tokens_band"]
         # A slower step trains fewer tokens in whatever binds the plan: its budget, or its deadline.

@@ -48,7 +48,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
     step = result["step_time_s"]
     time_rows = [[name, human_seconds(value), f"{100 * value / step:5.1f}%"]
                  for name, value in result["time"].items() if value > 0]
-    band_text = _band_text(result.get("step_time_band"))
+    band_text = _band_text(result.get("step_time_band"), result["step_time_s"])
     lines = [
         _model_line(model),
         f"cluster  {cluster.name} ({cluster.accelerator.name}); {cluster.calibration}",
@@ -98,13 +98,13 @@ def _memory_verdict(result: dict) -> str:
             f"nodes or offload less")
 
 
-def _band_text(band: dict | None) -> str:
-    """The step time's 90% band and where it comes from (empty without a band)."""
-    from planner.calibrate.error_bands import band_origin
+def _band_text(band: dict | None, step_time_s: float) -> str:
+    """The step time's 90% band, where it comes from, and whether it holds the estimate (empty without a band)."""
+    from planner.calibrate.error_bands import band_origin, estimate_outside_band
     from planner.report.render import human_seconds
 
     return (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
-            f"({band_origin(band)})") if band else ""
+            f"({band_origin(band)}{estimate_outside_band(band, step_time_s)})") if band else ""
 
 
 def _model_line(model) -> str:
