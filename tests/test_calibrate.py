@@ -443,3 +443,17 @@ def test_fit_residuals_are_evaluated_once_per_point_and_handed_out_as_copies():
     assert len(calls) == 1 and again.tolist() == [2.0, 4.0]
     assert residuals(np.array([1.0, 2.5])).tolist() == [2.0, 5.0] and len(calls) == 2
     assert residuals(np.array([1.0, 2.0])).tolist() == [2.0, 4.0] and len(calls) == 3  # one point kept
+
+
+
+def test_fitted_parameters_stopped_by_their_limits_are_named():
+    """Step times in ms read as seconds sent three overheads to their upper limits and calibrate said nothing
+    of it; at_limits names them (cli/calibrate.py prints a warning per name)."""
+    from planner.calibrate.fitting import at_limits
+
+    pinned = {"microbatch_overhead_s": 100.0, "layer_overhead_s": 10.0, "matmul_half_size": 9.996e4,
+              "matmul_peak_fraction": 0.021}
+    assert at_limits(pinned) == {"microbatch_overhead_s": ("upper", 100.0), "layer_overhead_s": ("upper", 10.0),
+                                 "matmul_half_size": ("upper", 1e5), "matmul_peak_fraction": ("lower", 0.02)}
+    assert at_limits({"matmul_peak_fraction": 0.7, "step_overhead_s": 0.01,
+                      "scale_out_bandwidth_efficiency": 0.9}) == {}

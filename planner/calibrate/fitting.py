@@ -41,6 +41,30 @@ PRIOR_WEIGHT = 0.03  # residual weight of each fitted parameter's pull toward it
 ROBUST_SCALE = 0.02  # soft-L1 scale on log residuals: errors beyond ~2% count linearly, not squared
 
 
+# A fitted value this close to a limit of PARAMETERS (a share of the range for fractions, a ratio for positive
+# ones) was stopped by the limit, not set by the data: the transforms only approach their limits.
+AT_LIMIT_SHARE = 0.01
+
+
+def at_limits(fitted: dict) -> dict:
+    """{name: (side, limit)} for each fitted parameter that ended at a limit of PARAMETERS ("lower"/"upper"):
+    the data pushed it as far as it may go, as step times in the wrong unit do (ms read as s sent
+    microbatch_overhead_s to 100 s)."""
+    out = {}
+    for name, value in fitted.items():
+        if name not in PARAMETERS:
+            continue
+        kind, lower, upper = PARAMETERS[name]
+        if kind == "fraction":
+            margin = AT_LIMIT_SHARE * (upper - lower)
+            near_low, near_high = value <= lower + margin, value >= upper - margin
+        else:
+            near_low, near_high = value <= lower * (1 + AT_LIMIT_SHARE), value >= upper * (1 - AT_LIMIT_SHARE)
+        if near_low or near_high:
+            out[name] = ("lower", lower) if near_low else ("upper", upper)
+    return out
+
+
 def start_value(cluster: ClusterSpec, name: str, samples: list[Sample] | None = None) -> float:
     value = getattr(cluster.efficiency, name)
     if name == "matmul_half_size" and value is None:

@@ -196,6 +196,10 @@ def _print_fit_judgement(report: dict, written: str | None) -> None:
         print(f"warning    {name} fitted {report['fitted_parameters'][name]:.3g} is {ratio:.2f}x its default "
               f"{report['defaults'][name]:.3g} (datasheet- or benchmark-derived): it more likely absorbs a cost the "
               f"model lacks for these runs than measures the hardware; judge the fit by its held-out error")
+    from planner.calibrate.fitting import at_limits
+    for name, (side, limit) in at_limits(report["fitted_parameters"]).items():
+        print(f"warning    {name} fitted {report['fitted_parameters'][name]:.4g} is at its {side} limit {limit:g}: the "
+              f"limit, not the data, stopped it; check the runs' units (--time-column in seconds) and settings")
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
     band = report["held_out_band"]

@@ -195,6 +195,13 @@ def run(args) -> int:
                                     f"{collected.first_problem}); run `planner doctor` for every problem")
         bands = collected.bands.bands()
         if args.write_error_bands:
+            # A "90% band" of one to nine rows is their spread, not a 5th-95th percentile (one row wrote a band
+            # of zero width); the framework groups already need MIN_ROWS, and "all" needs them too.
+            from planner.calibrate.error_bands import MIN_ROWS
+            rows = bands.get("all", {}).get("rows", 0)
+            if rows < MIN_ROWS:
+                raise PlannerInputError(f"--write-error-bands: {rows} row(s) with a measured step time simulated; a "
+                                        f"90% band needs at least {MIN_ROWS}, nothing written")
             write_text_atomic(args.write_error_bands, to_json({"runs": [str(p) for p in args.runs],
                                                                "sources": sorted(collected.sources),
                                                                "clusters": sorted(collected.bands.clusters),

@@ -117,3 +117,13 @@ def test_empty_mlp_dtype_and_zero_cells_are_named_as_inferred_with_the_stacks_de
     assert inferred["titan"]["zero"] == 3 and "dtype" not in inferred["titan"] and "mlp" not in inferred["titan"]
     assert inferred["old-ds"]["dtype"] == "fp16" and "zero" not in inferred["old-ds"]
     assert not {"mlp", "dtype", "zero"} & set(inferred["stated"])
+
+
+def test_error_bands_from_fewer_than_ten_rows_are_refused(cli, published_runs_csv, tmp_path):
+    """Four rows wrote a '90% band' (one row a band of zero width); now exit 2 and nothing written."""
+    few = tmp_path / "four.csv"
+    few.write_text("".join(published_runs_csv.read_text().splitlines(keepends=True)[:5]))
+    out_file = tmp_path / "bands.json"
+    code, out, err = cli(["validate", few, "--write-error-bands", out_file, "--quiet"])
+    assert code == 2 and not out_file.exists()
+    assert "--write-error-bands: 4 row(s)" in err and "at least 10" in err and err.count("\n") == 1
