@@ -291,3 +291,23 @@ def test_confidence_seq_parallel_and_unit_slips_are_found(cli, tmp_path):
     assert "seq_parallel=1 with tp=1" in found[4]
     assert "x the predicted" in found[5] and "check its unit" in found[5]
     assert "more than 10x off" in found[6]
+
+
+def test_memory_above_hbm_or_far_off_the_model_is_found(cli, tmp_path):
+    """doctor passed any mem_gib: 200 on an 80 GB A100 and 31,544 (MB written as GiB) were 'ok'."""
+    runs = tmp_path / "runs.csv"
+    header = "id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s,mem_gib"
+    shape = "dgx-a100-80gb,8,24,2048,16,2048,50304"
+    runs.write_text("\n".join([
+        header,
+        f"ok,{shape},1,1,8,1,8,0.15,",
+        f"above,{shape},1,1,8,1,8,0.15,200",     # 3 above the 80 GiB of HBM
+        f"mb,{shape},1,1,8,1,8,0.15,31544",      # 4 MB as GiB
+        f"tiny,{shape},1,1,8,1,8,0.15,0.05",     # 5 far under the model
+    ]) + "\n")
+    code, out, _ = cli(["doctor", str(runs)])
+    assert code == 1
+    found = {_where(line)[1]: line for line in _lines(out)}
+    assert set(found) == {3, 4, 5}, out
+    assert "more than the 80 GiB of HBM" in found[3] and "more than the 80 GiB of HBM" in found[4]
+    assert "x the predicted" in found[5] and "check its unit (GiB per GPU)" in found[5]

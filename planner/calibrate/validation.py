@@ -218,7 +218,8 @@ def _figures(result, i: int) -> dict:
         "mfu": float(time["mfu"][i]),
         "fits": bool(memory["fits"][i]),
         "memory": {"total_bytes": float(memory["total_bytes"][i]),
-                   "model_states_bytes": float(model_states(memory["parts"], i))},
+                   "model_states_bytes": float(model_states(memory["parts"], i)),
+                   "hbm_bytes": float(memory["hbm_bytes"][i])},
     }
 
 

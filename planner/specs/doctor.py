@@ -156,6 +156,23 @@ def ratio_finding(result) -> str | None:
             f"(more than {UNIT_ERROR_RATIO:g}x off either way): check its unit (seconds per optimizer step)")
 
 
+def memory_finding(result) -> str | None:
+    """A row whose mem_gib cannot be a per-GPU peak on its cluster: above the accelerator's HBM, or more than
+    UNIT_ERROR_RATIO off the predicted memory either way (MB or bytes entered as GiB)."""
+    if result.predicted is None or not result.run.mem_gib:
+        return None
+    measured = result.run.mem_gib * 2**30
+    hbm = result.predicted["memory"]["hbm_bytes"]
+    if result.run.extra.get("mem_method") != "counted-tensors" and measured > hbm * (1.0 + 1e-9):
+        return (f"mem_gib {result.run.mem_gib:g} GiB is more than the {hbm / 2**30:g} GiB of HBM of its cluster's "
+                f"accelerator: check its unit (GiB per GPU, the peak the allocator reserved)")
+    ratio = measured / result.predicted_memory_bytes
+    if 1.0 / UNIT_ERROR_RATIO <= ratio <= UNIT_ERROR_RATIO:
+        return None
+    return (f"mem_gib {result.run.mem_gib:g} GiB is {ratio:.3g}x the predicted {result.predicted_memory_bytes / 2**30:.3g} "
+            f"GiB (more than {UNIT_ERROR_RATIO:g}x off either way): check its unit (GiB per GPU)")
+
+
 def _rows_to_simulate(rows, findings: list[Finding], progress, counted: list[int]):
     """The rows that parse and record a run, with the findings of the rest and of their cells."""
     from planner.profile.runs_csv import RowProblem, run_status, status_problem
@@ -195,8 +212,9 @@ def check_runs_csv(path: Path, cluster_dir=None, progress=None) -> list[Finding]
             origin = result.run.origin
             if result.reason is not None:  # cannot be simulated
                 findings.append(Finding(origin, result.reason.removeprefix(f"{origin}: ")))
-            elif (message := ratio_finding(result)) is not None:
-                findings.append(Finding(origin, message))
+            else:
+                findings.extend(Finding(origin, message)
+                                for message in (ratio_finding(result), memory_finding(result)) if message is not None)
         if counted[0] == 0:
             findings.append(Finding(f"{path}:1", "no rows after the header"))
     except UnreadableText as error:
