@@ -317,7 +317,7 @@ def _band_lines(plan: dict) -> list[str]:
     from planner.report.render import human_amount, human_count, human_days_range, human_seconds
 
     text = (f"  band       step {human_seconds(band['low_s'])}-{human_seconds(band['high_s'])} (90%, "
-            f"{band_origin(band)}{estimate_outside_band(band, plan['step_time_s'])})")
+            f"{band_origin(band)})")
     if plan.get("tokens_band"):
         low, high = plan["tokens_band"]
         # A slower step trains fewer tokens in whatever binds the plan: its budget, or its deadline.
@@ -327,7 +327,7 @@ def _band_lines(plan: dict) -> list[str]:
         low, high = plan["wall_clock_days_band"]
         text += (f": {human_days_range(low, high)}, {human_amount(plan['gpu_hours_band'][0])}-"
                  f"{human_amount(plan['gpu_hours_band'][1])} GPU-hours")
-    return [text]
+    return [text + estimate_outside_band(band, plan["step_time_s"])]
 
 
 def format_result(result) -> str:
