@@ -259,6 +259,25 @@ def check_new_outputs(paths, force: bool) -> None:
                                 + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""))
 
 
+def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two names reach one file: the same path, another spelling of it, or a link to it."""
+    try:
+        return Path(first).samefile(second)
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        return Path(first).resolve() == Path(second).resolve()
+
+
+def refuse_output_onto_input(flag: str, output: str | os.PathLike | None, inputs) -> None:
+    """An output that names one of the command's own inputs is refused, --force or not: writing it would
+    replace the data being read (a law over its runs, rows over their log), which no one means."""
+    if not output:
+        return
+    for source in inputs:
+        if same_file(output, source):
+            raise PlannerInputError(f"{flag} {shown(output)}: is the input {shown(source)} this command reads; "
+                                    "give another path (an input is never overwritten, even with --force)")
+
+
 def _refuse_existing(target: Path, flag: str) -> None:
     raise PlannerInputError(f"{shown(target)}: already exists; pass {flag} to overwrite it")
 

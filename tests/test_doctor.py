@@ -268,21 +268,26 @@ def test_check_file_matches_the_loader_on_bundled_specs():
         assert check_file(default_cluster_dir() / f"{name}.yaml") == []
 
 
+def _runs_on_one_shape(path, before: str, after: str, rows) -> Path:
+    """A runs CSV whose rows share one model on 8 GPUs of dgx-a100-80gb (24 x 2048, 16 heads, seq 2048): `before`
+    and `after` are the columns either side of that shape, each row (its cells before, its cells after)."""
+    shape_columns, shape = "cluster,gpus,layers,hidden,heads,seq_len,vocab", "dgx-a100-80gb,8,24,2048,16,2048,50304"
+    path.write_text("\n".join([f"{before},{shape_columns},{after}", *(f"{b},{shape},{a}" for b, a in rows)]) + "\n")
+    return path
+
+
 def test_confidence_seq_parallel_and_unit_slips_are_found(cli, tmp_path):
     """doctor passed a confidence outside high/medium/low, seq_parallel=1 at tp=1, and step times 1000x off the
     model (milliseconds written as seconds) or 100x under it."""
-    runs = tmp_path / "runs.csv"
-    header = "id,confidence,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,seq_parallel,step_time_s"
-    shape = "dgx-a100-80gb,8,24,2048,16,2048,50304"
-    runs.write_text("\n".join([
-        header,
-        f"ok,high,{shape},1,1,8,1,8,0,0.15",
-        f"sure,certain,{shape},1,1,8,1,8,0,0.15",        # 3 confidence
-        f"sp,medium,{shape},1,1,8,1,8,1,0.15",           # 4 seq_parallel at tp 1
-        f"ms,low,{shape},1,1,8,1,8,0,150",               # 5 milliseconds as seconds
-        f"fast,,{shape},1,1,8,1,8,0,0.001",              # 6 far under the model
-        f"sp-ok,,{shape},2,1,4,1,8,1,0.15",              # tp 2: sequence parallelism is fine
-    ]) + "\n")
+    runs = _runs_on_one_shape(tmp_path / "runs.csv", "id,confidence",
+                              "tp,pp,dp,micro_batch,global_batch,seq_parallel,step_time_s", [
+                                  ("ok,high", "1,1,8,1,8,0,0.15"),
+                                  ("sure,certain", "1,1,8,1,8,0,0.15"),  # 3 confidence
+                                  ("sp,medium", "1,1,8,1,8,1,0.15"),     # 4 seq_parallel at tp 1
+                                  ("ms,low", "1,1,8,1,8,0,150"),         # 5 milliseconds as seconds
+                                  ("fast,", "1,1,8,1,8,0,0.001"),        # 6 far under the model
+                                  ("sp-ok,", "2,1,4,1,8,1,0.15"),        # tp 2: sequence parallelism is fine
+                              ])
     code, out, _ = cli(["doctor", str(runs)])
     assert code == 1
     found = {_where(line)[1]: line for line in _lines(out)}
@@ -295,16 +300,12 @@ def test_confidence_seq_parallel_and_unit_slips_are_found(cli, tmp_path):
 
 def test_memory_above_hbm_or_far_off_the_model_is_found(cli, tmp_path):
     """doctor passed any mem_gib: 200 on an 80 GB A100 and 31,544 (MB written as GiB) were 'ok'."""
-    runs = tmp_path / "runs.csv"
-    header = "id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s,mem_gib"
-    shape = "dgx-a100-80gb,8,24,2048,16,2048,50304"
-    runs.write_text("\n".join([
-        header,
-        f"ok,{shape},1,1,8,1,8,0.15,",
-        f"above,{shape},1,1,8,1,8,0.15,200",     # 3 above the 80 GiB of HBM
-        f"mb,{shape},1,1,8,1,8,0.15,31544",      # 4 MB as GiB
-        f"tiny,{shape},1,1,8,1,8,0.15,0.05",     # 5 far under the model
-    ]) + "\n")
+    runs = _runs_on_one_shape(tmp_path / "runs.csv", "id", "tp,pp,dp,micro_batch,global_batch,step_time_s,mem_gib", [
+        ("ok", "1,1,8,1,8,0.15,"),
+        ("above", "1,1,8,1,8,0.15,200"),     # 3 above the 80 GiB of HBM
+        ("mb", "1,1,8,1,8,0.15,31544"),      # 4 MB as GiB
+        ("tiny", "1,1,8,1,8,0.15,0.05"),     # 5 far under the model
+    ])
     code, out, _ = cli(["doctor", str(runs)])
     assert code == 1
     found = {_where(line)[1]: line for line in _lines(out)}

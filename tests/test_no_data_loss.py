@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LOGS = REPO_ROOT / "tests" / "fixtures" / "logs"
 MEGATRON = LOGS / "megatron_gpt_1p3b_tp2_dp4.log"
 TRUNCATED = LOGS / "megatron_deepspeed_truncated.log"
+RUNS = REPO_ROOT / "data" / "runs" / "published_runs_dev.csv"
 TRUNCATED_FLAGS = ["--gpus", "1", "--layers", "12", "--hidden", "768", "--seq-len", "1024"]
 REPORT = ["report", "--budget", "500gpuh", "--cluster", "dgx-a100-80gb", "--no-sensitivity"]
 
@@ -381,8 +382,29 @@ def test_ingest_never_writes_over_the_log_it_reads(tmp_path, capsys, mode):
     log = tmp_path / "train.log"
     log.write_bytes(MEGATRON.read_bytes())
     assert main(["ingest", str(log), "--cluster", "dgx-a100-80gb", "--out", str(log), mode]) == 2
-    assert "is one of the logs being ingested" in capsys.readouterr().err
+    assert "is the input" in capsys.readouterr().err
     assert log.read_bytes() == MEGATRON.read_bytes()
+
+
+@pytest.mark.parametrize("command", [
+    ["validate", "{runs}", "--write-error-bands", "{out}", "--force"],
+    ["calibrate", "--cluster", "dgx-a100-80gb", "{runs}", "--out", "{out}", "--force"],
+])
+@pytest.mark.parametrize("spelling", ["same", "link"])
+def test_outputs_never_replace_the_runs_being_read(tmp_path, capsys, command, spelling):
+    """`validate runs.csv --write-error-bands runs.csv --force` replaced the measured runs with a bands YAML
+    (and calibrate --out likewise with a spec); a link to the runs is the same file."""
+    runs = tmp_path / "runs.csv"
+    runs.write_bytes(RUNS.read_bytes())
+    out = runs
+    if spelling == "link":
+        out = tmp_path / "bands.yaml"
+        out.symlink_to(runs)
+    args = [part.format(runs=runs, out=out) for part in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is the input" in err and len(err.strip().splitlines()) == 1, err
+    assert runs.read_bytes() == RUNS.read_bytes()
 
 
 @pytest.mark.parametrize("command", [

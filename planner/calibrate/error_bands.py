@@ -155,13 +155,14 @@ def _published_hardware() -> frozenset[str]:
                      if (folder / f"{name}.yaml").is_file())
 
 
-def estimate_outside_band(band: dict, step_time_s: float) -> str:
+def estimate_outside_band(low: float, high: float, estimate: float) -> str:
     """A clause for a band that does not hold its own point estimate. The band is where measured steps fell
     around the model's estimate on the runs it comes from; for a stack the model has always run fast on
     (DeepSpeed's published rows: measured x1.11-x1.48 the estimate) the whole band lies above the estimate. The
     estimate is not moved to the band (that would fit the model to those rows), so the text says which the
-    plan's figures are: "" when the estimate lies inside."""
-    low, high = band["low_s"] / step_time_s, band["high_s"] / step_time_s
+    plan's figures are: "" when the estimate lies inside. `low`, `high` and `estimate` share a unit (a step's
+    seconds, a run's days)."""
+    low, high = low / estimate, high / estimate
     if low <= 1.0 + 1e-9 and high >= 1.0 - 1e-9:
         return ""
     side = "below" if low > 1.0 else "above"

@@ -78,13 +78,14 @@ def _output_target(args, cluster) -> Path | None:
     """Where the calibrated spec goes (None with --no-write), refused if it exists without --force: checked before
     the fit, which takes minutes, not after it."""
     from planner.calibrate.samples import base_name
-    from planner.io import check_new_outputs
+    from planner.io import check_new_outputs, refuse_output_onto_input
     from planner.specs.clusters import user_cluster_dir
 
     if args.no_write:
         return None
     folder = Path(args.cluster_dir) if args.cluster_dir else user_cluster_dir()
     target = Path(args.out) if args.out else folder / f"{base_name(cluster)}.calibrated.yaml"
+    refuse_output_onto_input("--out", target, args.runs)
     check_new_outputs([target], args.force)
     return target
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from planner.cli.arguments import RecordGiven, given, real_number, whole_number
 from planner.errors import PlannerInputError
-from planner.io import check_new_outputs
+from planner.io import check_new_outputs, refuse_output_onto_input
 from planner.laws.data import read_loss_data, read_moe_data
 from planner.laws.fit_report import DEFAULT_BUDGETS, DEFAULT_HOLDOUT_FRACTION, drop_highest_loss, fit_and_report
 from planner.laws.fitter import HUBER_DELTA_RANGE, LawFitter, soundness_problem
@@ -81,9 +81,7 @@ def register(subparsers, name: str) -> None:
 
 
 def run(args) -> int:
-    if args.out and _same_file(args.out, args.data):
-        # --force would replace the runs with the law YAML: the data would be lost, not a stale output
-        raise PlannerInputError(f"--out: {args.out} is the data file {args.data}; give another path for the law")
+    refuse_output_onto_input("--out", args.out, [args.data])
     check_new_outputs([args.out] if args.out else [], args.force)
     if args.form == "moe":
         return run_moe(args)
@@ -196,17 +194,6 @@ def _refuse_bootstrap_settings(args, why_no_bootstrap: str | None) -> None:
     for name in ("level", "seed"):
         if given(args, name):
             raise PlannerInputError(f"--{name}: sets the bootstrap, and {why_no_bootstrap}")
-
-
-def _same_file(out: str, data: str) -> bool:
-    """Whether --out names the data file (through another spelling, a link, or the same path)."""
-    out_path, data_path = Path(out), Path(data)
-    try:
-        if out_path.exists() and data_path.exists():
-            return out_path.samefile(data_path)
-    except OSError:
-        pass
-    return out_path.resolve() == data_path.resolve()
 
 
 def drop_highest_loss_moe(data, active, granularity, count: int):

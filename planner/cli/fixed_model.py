@@ -382,7 +382,7 @@ def format_fixed_model(result) -> str:
     lines += memory_risk_lines(sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"], sim["memory"]["hbm_bytes"])
     if c.days is not None:
         from planner.calibrate.error_bands import estimate_outside_band
-        outside = (estimate_outside_band({"low_s": c.days_band[0], "high_s": c.days_band[1]}, c.days)
+        outside = (estimate_outside_band(*c.days_band, c.days)
                    if c.days_band else "")
         band = f" (band {human_days_range(*c.days_band)}{outside})" if c.days_band else ""
         cost = f", ${human_amount(c.cost_usd)}" if c.cost_usd else ""

@@ -72,7 +72,7 @@ def _unique_id(wanted: str, taken: set[str]) -> str:
 def run_ingest(args) -> int:
     from planner.profile.deepspeed_logs import parse_log_file
     from planner.profile.ingest import row_from_log
-    from planner.io import distinct_input_files, output_exists
+    from planner.io import distinct_input_files, output_exists, refuse_output_onto_input
     from planner.profile.runs_csv import (append_runs, missing_simulation_columns, repeated_run, runs_to_csv_text,
                                           write_runs)
 
@@ -80,9 +80,7 @@ def run_ingest(args) -> int:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
     if (args.append or args.force) and not args.out:
         raise PlannerInputError("--append/--force need --out FILE")
-    if args.out and any(Path(log).resolve() == Path(args.out).resolve() for log in args.logs):
-        # --force or --append would overwrite or extend the very log being read: never what was meant.
-        raise PlannerInputError(f"--out {args.out}: is one of the logs being ingested; write the rows to another file")
+    refuse_output_onto_input("--out", args.out, args.logs)  # --append would extend the very log being read
     exists = bool(args.out) and output_exists(args.out)  # also refuses a folder, device or FIFO
     if exists and not (args.append or args.force):
         raise PlannerInputError(f"--out {args.out}: already exists; pass --append to add rows or --force to overwrite it")

@@ -327,7 +327,7 @@ def _band_lines(plan: dict) -> list[str]:
         low, high = plan["wall_clock_days_band"]
         text += (f": {human_days_range(low, high)}, {human_amount(plan['gpu_hours_band'][0])}-"
                  f"{human_amount(plan['gpu_hours_band'][1])} GPU-hours")
-    return [text + estimate_outside_band(band, plan["step_time_s"])]
+    return [text + estimate_outside_band(band["low_s"], band["high_s"], plan["step_time_s"])]
 
 
 def format_result(result) -> str:

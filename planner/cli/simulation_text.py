@@ -104,7 +104,7 @@ def _band_text(band: dict | None, step_time_s: float) -> str:
     from planner.report.render import human_seconds
 
     return (f"   90% band {human_seconds(band['low_s'])} - {human_seconds(band['high_s'])} "
-            f"({band_origin(band)}){estimate_outside_band(band, step_time_s)}") if band else ""
+            f"({band_origin(band)}){estimate_outside_band(band['low_s'], band['high_s'], step_time_s)}") if band else ""
 
 
 def _model_line(model) -> str:

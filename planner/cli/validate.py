@@ -174,11 +174,12 @@ def _collect(paths, cluster_dir, collected: _Collected, progress) -> None:
 def run(args) -> int:
     from planner.cli.progress import Progress
     from planner.errors import PlannerInputError
-    from planner.io import check_new_outputs, distinct_input_files, write_text_atomic
+    from planner.io import check_new_outputs, distinct_input_files, refuse_output_onto_input, write_text_atomic
     from planner.profile.runs_csv import RUNS_FILE
 
     distinct_input_files(args.runs, RUNS_FILE)  # a missing, unreadable or repeated file stops validate first
     if args.write_error_bands:
+        refuse_output_onto_input("--write-error-bands", args.write_error_bands, args.runs)
         check_new_outputs([args.write_error_bands], args.force)
     collected = _Collected(args.json)
     progress = Progress("validate", quiet=args.quiet)

@@ -182,8 +182,6 @@ class LawFitter:
         """One line per free coefficient the optimum left on a bound: there the bound, not the data, chose its
         value (the floor's default bound was otherwise silent), so the report says so."""
         out = []
-        given = set(self.bounds or {})
-        floor_name = form.floor[0] if form.floor is not None else None
         for i, ((low, high), names) in enumerate(zip(pmap.free_bounds, pmap.free_names)):
             group = names.split(", ")
             for side, limit in (("lower", low), ("upper", high)):
@@ -191,16 +189,17 @@ class LawFitter:
                 if limit is None or abs(x[i] - limit) > 1e-9 * max(1.0, abs(limit)):
                     continue
                 natural = float(np.exp(limit)) if group[0] in form.log_params else float(limit)
-                if given & set(group):
-                    origin = "set by --bound"
-                elif floor_name in group and floor_name in bounds:
-                    origin = (f"the default floor bound, {FLOOR_FRACTION:g} x the smallest loss fitted; "
-                              "--bound or --fix overrides it")
-                else:
-                    origin = f"the {form.name} form's default bound"
-                out.append(f"{names} = {natural:.6g} sits at its {side} bound {natural:.6g} ({origin}): the bound, "
-                           "not the data, set it")
+                out.append(f"{names} sits at its {side} bound {natural:.6g} ({self._bound_origin(form, group, bounds)}):"
+                           " the bound, not the data, set it")
         return out
+
+    def _bound_origin(self, form: FitForm, group: list[str], bounds: dict) -> str:
+        """Who set a bound: the user's --bound, the default floor bound, or the form."""
+        if set(self.bounds or {}) & set(group):
+            return "set by --bound"
+        if form.floor is not None and form.floor[0] in group and form.floor[0] in bounds:
+            return f"the default floor bound, {FLOOR_FRACTION:g} x the smallest loss fitted; --bound or --fix overrides it"
+        return f"the {form.name} form's default bound"
 
     def _grid_starts(self, form: FitForm, N, D, loss, weight) -> np.ndarray:
         if form.seed_form is None:

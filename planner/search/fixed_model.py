@@ -149,9 +149,8 @@ def layout_time_and_cost(search: LayoutSearch, i: int, tokens: float) -> dict:
     trains its whole global batch, so the last one is full: `steps`, `trained_tokens`) at its trained tokens per
     second (tokens/s x its stack's goodput), on all the search's GPUs, at the cluster's price."""
     step_s = float(search.step_time_s[i])
-    tokens_per_step = float(search.tokens_per_s[i]) * step_s
-    # The relative slack absorbs float error in tokens_per_step (tokens/s x step), so whole multiples stay whole.
-    steps = max(1, math.ceil(tokens / tokens_per_step * (1.0 - 1e-9)))
+    tokens_per_step = int(search.arrays["global_batch"][i]) * search.model.seq_len  # exact: whole sequences
+    steps = max(1, math.ceil(tokens / tokens_per_step))
     seconds = steps * step_s / float(search.goodputs[i])
     gpu_hours = search.gpus * seconds / 3600.0
     price = search.cluster.price_per_accelerator_hour

@@ -72,10 +72,9 @@ def test_a_band_beside_its_estimate_says_so(cli):
 def test_estimate_outside_band_clause():
     from planner.calibrate.error_bands import estimate_outside_band
 
-    assert estimate_outside_band({"low_s": 0.9, "high_s": 1.2}, 1.0) == ""
-    assert "below its band: measured steps there took x1.10-x1.50" in estimate_outside_band(
-        {"low_s": 1.1, "high_s": 1.5}, 1.0)
-    assert "above its band" in estimate_outside_band({"low_s": 0.5, "high_s": 0.8}, 1.0)
+    assert estimate_outside_band(0.9, 1.2, 1.0) == ""
+    assert "below its band: measured steps there took x1.10-x1.50" in estimate_outside_band(1.1, 1.5, 1.0)
+    assert "above its band" in estimate_outside_band(0.5, 0.8, 1.0)
 
 
 @pytest.mark.parametrize("flag", ["--quantized-comm", "--flat-zero"])

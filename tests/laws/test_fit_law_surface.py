@@ -83,7 +83,7 @@ def _warnings(cli, data, *extra):
 def test_fit_law_warns_when_a_user_bound_sets_a_coefficient(cli, tmp_path):
     data = _write(tmp_path / "runs.csv", _rows(floor=1.8))
     (line,) = [w for w in _warnings(cli, data, "--bound", "alpha=:0.33") if "bound" in w]
-    assert line.startswith("alpha = 0.33 ") and "upper bound" in line and "--bound" in line and "not the data" in line
+    assert line.startswith("alpha sits at its upper bound 0.33 ") and "--bound" in line and "not the data" in line
     code, text, _ = cli(["fit-law", str(data), *FAST, "--bound", "alpha=:0.33"])
     assert code == 0 and f"warning: {line}" in text
 
@@ -93,7 +93,7 @@ def test_fit_law_warns_when_the_default_floor_bound_sets_e(cli, tmp_path):
     data = _write(tmp_path / "runs.csv", rows)
     (line,) = [w for w in _warnings(cli, data) if "bound" in w]
     smallest = min(r[2] for r in rows)
-    assert line.startswith(f"E = {0.1 * smallest:.6g}") and "default floor bound" in line, line
+    assert line.startswith(f"E sits at its lower bound {0.1 * smallest:.6g} ") and "default floor bound" in line, line
 
 
 def test_fit_law_gives_no_bound_warning_for_an_interior_fit(cli, tmp_path):
