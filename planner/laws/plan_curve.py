@@ -146,9 +146,10 @@ def shape_law(run: dict, decay: float) -> AnnealingLaw:
 
 
 def plan_loss_curve(params: float, tokens: float, end_loss: float, schedule: dict, shapes: dict | None = None,
-                    fractions=CURVE_FRACTIONS, aspect: float | None = None) -> dict | None:
+                    fractions=CURVE_FRACTIONS, aspect: float | None = None, vocab: int | None = None) -> dict | None:
     """The plan's loss at `fractions` of its `tokens` under `schedule` (plan_hyperparameters' 'schedule'), ending
-    at `end_loss` (the law's L(N, D)); `aspect` is the model's hidden / layers. See the module docstring. None
+    at `end_loss` (the law's L(N, D)); `aspect` is the model's hidden / layers; `vocab`, when given, flags points
+    above uniform guessing (ln V), which no model's loss reaches after its first steps. See the module docstring. None
     when the schedule has no curve here (not WSD) or the inputs are not positive and finite."""
     if schedule.get("kind") != "wsd" or not all(np.isfinite(v) and v > 0 for v in (params, tokens, end_loss)):
         return None
@@ -173,7 +174,21 @@ def plan_loss_curve(params: float, tokens: float, end_loss: float, schedule: dic
                                                      "is the Gemstones run's, scaled by level_scale",
             "source": SHAPE_SOURCE.format(run=run["run"], params=f"{run['params'] / 1e9:.2g}B"),
             "schedule": {k: schedule[k] for k in ("kind", "warmup_fraction", "cooldown_fraction", "cooldown_shape")},
-            "warnings": _extrapolation_warnings(params, points, run, shapes)}
+            "warnings": _extrapolation_warnings(params, points, run, shapes) + _above_uniform_warnings(points, vocab)}
+
+
+def _above_uniform_warnings(points: list[dict], vocab: int | None) -> list[str]:
+    """The scaled shape can rise above ln V early in a short run (a power law in tokens grows without bound as
+    tokens shrink), where a real model sits at or below uniform guessing from its first steps: those points are
+    not a loss, and the text says so rather than clipping them (the search drops plans whose final loss is there)."""
+    if not vocab:
+        return []
+    ceiling = float(np.log(vocab))
+    above = [p for p in points if p["loss"] > ceiling]
+    if not above:
+        return []
+    return [f"loss curve: {len(above)} point(s) up to {above[-1]['tokens']:.3g} tokens lie above uniform guessing "
+            f"(ln {vocab} = {ceiling:.2f} nats): there the shape is extrapolated past what any model's loss is"]
 
 
 def _extrapolation_warnings(params: float, points: list[dict], run: dict, shapes: dict) -> list[str]:

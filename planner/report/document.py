@@ -37,7 +37,7 @@ def _loss_header(law: dict) -> str:
 
 
 def _money(value) -> str:
-    return f"${value:,.0f}" if value else "-"
+    return f"${human_amount(value)}" if value else "-"
 
 
 def _delta(new: float, old: float) -> str:
@@ -71,7 +71,7 @@ def summary_blocks(review: dict) -> list:
     text = (f"**{human_count(plan['params'])} parameters** ({s['layers']} layers x {s['hidden']} hidden) trained "
             f"on **{human_count(plan['tokens'])} tokens** ({plan['tokens_per_param']:.1f} tokens per parameter) using "
             f"**{plan['gpus']} {cl['accelerator']} GPUs** ({plan['nodes']} nodes) for **{human_days(plan['wall_clock_days'])}**: "
-            f"{plan['gpu_hours']:,.0f} GPU-hours{', ' + _money(plan['cost_usd']) if plan['cost_usd'] else ''}. "
+            f"{human_amount(plan['gpu_hours'])} GPU-hours{', ' + _money(plan['cost_usd']) if plan['cost_usd'] else ''}. "
             f"Predicted final loss **{plan['predicted_loss']:.3f}** nats/token ("
             + (plan["loss_interval_basis"] if plan["loss_interval"] is None else
                f"law's 80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}") + ").")
@@ -120,9 +120,9 @@ def logistics_facts(review: dict) -> list[str]:
         days, hours = g["wall_clock_days_band"], g["gpu_hours_band"]
         facts.append(
             f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens: {human_days_range(*days)}, "
-            f"{hours[0]:,.0f}-{hours[1]:,.0f} GPU-hours (90% band of the cost model's step-time error: "
+            f"{human_amount(hours[0])}-{human_amount(hours[1])} GPU-hours (90% band of the cost model's step-time error: "
             f"{g['band_origin']}). Contingency: hold back "
-            f"{g['contingency_gpu_hours']:,.0f} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
+            f"{human_amount(g['contingency_gpu_hours'])} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
             "of the plan) for the slow end, or accept fewer tokens.")
     facts.append(
         f"Checkpoints: {human_bytes(g['checkpoint_bytes'])} each ({g['checkpoint_contents']}, "
@@ -148,7 +148,7 @@ def plans_table(review: dict) -> list:
                _loss_header(review["law"])]
     rows = [[tag, plan["label"], human_count(plan["params"]), human_count(plan["tokens"]),
              f"{plan['tokens_per_param']:.0f}", str(plan["gpus"]), _layout(plan["layout"]), f"{100 * plan['mfu']:.1f}%",
-             f"{plan['memory_bytes'] / GIB:.1f}", human_days(plan['wall_clock_days']), f"{plan['gpu_hours']:,.0f}",
+             f"{plan['memory_bytes'] / GIB:.1f}", human_days(plan['wall_clock_days']), human_amount(plan['gpu_hours']),
              _money(plan["cost_usd"]), _loss_with_band(plan["predicted_loss"], *(plan["loss_interval"] or (None, None)))]
             for tag, plan in zip(review["tags"], review["plans"])]
     constant = [headers.index(name) for name in CONSTANT_COLUMNS
@@ -237,7 +237,7 @@ def hyperparameter_table_blocks(hyper: dict | None) -> list:
 
 def frontier_blocks(review: dict) -> list:
     rows = [[human_days(p['wall_clock_days']), str(p["gpus"]), human_count(p["params"]), human_count(p["tokens"]),
-             f"{p['gpu_hours']:,.0f}", _loss_with_band(p["predicted_loss"], p["loss_low"], p["loss_high"])]
+             human_amount(p['gpu_hours']), _loss_with_band(p["predicted_loss"], p["loss_low"], p["loss_high"])]
             for p in review["frontier"]]
     within = ("under the budget" if review["constraints"].get("target_loss") is None else
               "among the plans reaching the target loss, whatever they cost")
@@ -295,7 +295,7 @@ def sensitivity_blocks(review: dict) -> list:
         kept, new = case["kept"], case["replanned"]
         kept_text = (_unchanged_text(base) if kept is None else
                      f"{human_days(kept['wall_clock_days'])} ({_delta(kept['wall_clock_days'], base['wall_clock_days'])}), "
-                     f"{kept['gpu_hours']:,.0f} GPU-h ({_delta(kept['gpu_hours'], base['gpu_hours'])}), MFU {100 * kept['mfu']:.1f}%")
+                     f"{human_amount(kept['gpu_hours'])} GPU-h ({_delta(kept['gpu_hours'], base['gpu_hours'])}), MFU {100 * kept['mfu']:.1f}%")
         if new is None:
             new_text = "no feasible plan: " + "; ".join(case["explanation"][-1:])
         else:

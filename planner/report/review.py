@@ -298,7 +298,7 @@ def moe_comparison(comparison) -> dict:
     missing = [kind for kind, side in (("dense", comparison.dense), ("MoE", comparison.moe)) if side is None]
     spent = comparison.gpus * comparison.wall_s
     # Fewer GPUs than the budget needs by the deadline (--max-gpus, --gpus, the cluster's size): say what is left.
-    unspent = (f" (spends {spent / 3600:,.0f} of them: {comparison.gpus} GPUs cannot use more by the deadline)"
+    unspent = (f" (spends {human_amount(spent / 3600)} of them: {comparison.gpus} GPUs cannot use more by the deadline)"
                if spent < comparison.gpu_seconds * (1 - 1e-9) else "")
     return {
         # Each side's own GPU count and wall-clock are in its column (the count of its lower loss).

@@ -35,7 +35,8 @@ class Scoreboard:
     def __init__(self) -> None:
         self.kept: dict[str, list] = {}
         self.combinations: dict[int, int] = {}  # failed-check bit mask -> candidates
-        self.closest = {"deadline_wall_s": np.inf, "budget_gpu_s": np.inf, "memory_bytes": np.inf}
+        self.closest = {"deadline_wall_s": np.inf, "budget_gpu_s": np.inf, "memory_bytes": np.inf,
+                        "memory_alone_bytes": np.inf}
         self.offset = 0
         self.best = np.inf  # best primary objective seen so far (branch-and-bound threshold)
 
@@ -49,9 +50,10 @@ class Scoreboard:
             masks, counts = np.unique(failed[~good], return_counts=True)
             for mask, count in zip(masks.tolist(), counts.tolist()):
                 self.combinations[mask] = self.combinations.get(mask, 0) + count
-            # How close candidates came: any that do not fit (memory), those failing the deadline or the
-            # budget alone.
+            # How close candidates came: any that do not fit (memory), those failing memory, the deadline or
+            # the budget alone (what relaxing that constraint alone would have made a plan).
             for hit, key, value in (((failed & 1).astype(bool), "memory_bytes", "memory_bytes"),
+                                    (failed == _bit(MEMORY), "memory_alone_bytes", "memory_bytes"),
                                     (failed == _bit(DEADLINE), "deadline_wall_s", "wall_s"),
                                     (failed == _bit(BUDGET), "budget_gpu_s", "gpu_seconds")):
                 if hit.any():

@@ -10,15 +10,30 @@ import numpy as np
 
 from planner.search.branch_and_bound import BUDGET, DEADLINE, MEMORY
 from planner.search.score import DROP_REASONS, Problem
+from planner.specs.units import human_amount
+
+
+def _memory_shortfall(closest: dict, hbm_bytes: float, min_headroom: float) -> str:
+    """How far the layout nearest to fitting is over what a GPU may hold. Among the layouts that fail memory
+    and nothing else (a plan if it fitted) when there are any; the amount over is printed apart, since the
+    nearest layout is often a few MiB over and 'needs 79.65 GiB of 79.65 GiB' read as a contradiction."""
+    alone = np.isfinite(closest.get("memory_alone_bytes", np.inf))
+    needs = closest["memory_alone_bytes"] if alone else closest["memory_bytes"]
+    allowed = hbm_bytes * (1.0 - min_headroom)
+    over = needs - allowed
+    over_text = f"{over / 2**30:.2f} GiB" if over >= 2**30 else f"{over / 2**20:.1f} MiB"
+    which = "the layout nearest to fitting that meets every other limit" if alone else "the smallest layout"
+    room = (f"the {allowed / 2**30:.2f} GiB left by --min-headroom {100 * min_headroom:g}% of {hbm_bytes / 2**30:.2f} "
+            "GiB of HBM" if min_headroom else f"the {hbm_bytes / 2**30:.2f} GiB of HBM")
+    return f"{which} needs {needs / 2**30:.2f} GiB per GPU, {over_text} over {room}"
+
 
 def _binding_line(reason: str, problem: Problem, closest: dict, models: list) -> str:
     """What one binding constraint is and what would relax it."""
     c, cluster = problem.constraints, problem.cluster
     if reason == MEMORY:
-        margin = f" less the {100 * c.min_headroom:g}% --min-headroom" if c.min_headroom else ""
-        return (f"memory binds: the smallest layout still needs {closest['memory_bytes'] / 2**30:.2f} GiB per GPU "
-                f"of {cluster.accelerator.hbm_bytes / 2**30:.2f} GiB{margin}; allow more GPUs (--max-gpus/--gpus), "
-                "use a cluster with more HBM, or a smaller model")
+        return (f"memory binds: {_memory_shortfall(closest, cluster.accelerator.hbm_bytes, c.min_headroom)}; allow "
+                "more GPUs (--max-gpus/--gpus), use a cluster with more HBM, or a smaller model")
     if reason == "offload exceeds host memory":
         return "host memory binds: the layouts that fit in HBM offload more than the nodes' host memory holds"
     if reason == "inference alone exceeds the budget":
@@ -41,7 +56,7 @@ def _binding_line(reason: str, problem: Problem, closest: dict, models: list) ->
                 "or allow more GPUs")
     if reason == BUDGET:
         cheapest = closest["budget_gpu_s"]
-        need = f"the cheapest plan needs {cheapest / 3600:,.0f} GPU-hours" if np.isfinite(cheapest) else "no plan fits it"
+        need = f"the cheapest plan needs {human_amount(cheapest / 3600)} GPU-hours" if np.isfinite(cheapest) else "no plan fits it"
         return f"the budget binds: {need}; raise --budget or relax --target-loss"
     return f"{reason} binds"
 

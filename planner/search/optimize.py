@@ -93,7 +93,8 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
         result.plan["loss_curve"] = plan_loss_curve(float(result.plan["params"]), result.plan["tokens"],
                                                     result.plan["predicted_loss"],
                                                     result.plan["hyperparameters"]["schedule"],
-                                                    aspect=result.plan["shape"]["hidden"] / result.plan["shape"]["layers"])
+                                                    aspect=result.plan["shape"]["hidden"] / result.plan["shape"]["layers"],
+                                                    vocab=result.plan["shape"]["vocab"])
         result.alternatives = alternatives(problem, space, feasible, best, counts)
         front = pareto_front(feasible)
         result.pareto = [{"wall_clock_days": float(feasible["wall_s"][p]) / 86400.0,

@@ -155,7 +155,10 @@ def parse_money(text: object, where: str) -> float:
 def human_amount(value: float) -> str:
     """A budget or a spend in GPU-hours or dollars: '737,280' (digits grouped), but '1e+30' from 1e15 up, where a
     double's ~16 significant digits end and grouped digits would print its rounding noise
-    ('1,000,000,000,000,000,019,884,624,838,656'). Both forms parse back (parse_gpu_hours, parse_money above)."""
+    ('1,000,000,000,000,000,019,884,624,838,656'). Below 100, three significant digits: whole units would print
+    a 0.01 GPU-hour budget as '0 GPU-hours' and 36.4 as 36. Every form parses back (parse_gpu_hours, parse_money)."""
     if value is None or not math.isfinite(value):
         return "-"
+    if 0 < abs(value) < 100:
+        return f"{value:.3g}"
     return f"{value:,.0f}" if abs(value) < 1e15 else f"{value:.3g}"

@@ -119,3 +119,16 @@ def test_shape_transfers_from_small_runs_to_held_out_large_ones(laws_dir):
     errors = np.array(errors)
     assert errors.size > 50 and np.all(np.isfinite(errors))
     assert np.mean(np.abs(errors)) <= 0.01
+
+
+def test_points_above_uniform_guessing_are_named():
+    """A 0.01 GPU-hour plan (60M params, 26.4M tokens, vocab 32000) printed 15.2 nats at 10% of training, above
+    ln 32000 = 10.37, without a word: no model's loss is there after its first steps."""
+    params, tokens, end, vocab = 6.0e7, 26.4e6, 6.787, 32_000
+    curve = plan_loss_curve(params, tokens, end, plan_hyperparameters(params, tokens, 16_384)["schedule"], vocab=vocab)
+    above = [p for p in curve["points"] if p["loss"] > np.log(vocab)]
+    assert above, "the case must still rise above ln V, or it tests nothing"
+    (line,) = [w for w in curve["warnings"] if "uniform guessing" in w]
+    assert line.startswith(f"loss curve: {len(above)} point(s) up to {above[-1]['tokens']:.3g} tokens") and "10.37" in line
+    well_trained = plan_loss_curve(1e9, 200e9, 2.345, plan_hyperparameters(1e9, 200e9, 4e6)["schedule"], vocab=vocab)
+    assert not any("uniform guessing" in w for w in well_trained["warnings"])

@@ -7,6 +7,7 @@ Plans are checked against the constraints from first principles: GPU-hours <= bu
 
 from __future__ import annotations
 
+import re
 import functools
 import math
 import warnings
@@ -351,3 +352,27 @@ def test_tokens_for_loss_inverts_the_chinchilla_form():
     assert D == pytest.approx(closed, rel=1e-9)
     assert np.all(law.predict(N, D) <= target)
     assert math.isinf(tokens_for_loss(law, np.array([1e8]), law.E + 0.01)[0])
+
+
+def test_memory_shortfall_prints_the_amount_over_apart():
+    """'needs 79.65 GiB per GPU of 79.65 GiB' (a layout a few MiB over HBM) read as a contradiction: the amount
+    over is printed apart, in MiB when under a GiB, and measured against what --min-headroom leaves."""
+    from planner.search.infeasibility import _memory_shortfall
+
+    hbm = 79.65 * 2**30
+    near = {"memory_bytes": hbm + 6 * 2**20, "memory_alone_bytes": np.inf}
+    assert _memory_shortfall(near, hbm, 0.0) == ("the smallest layout needs 79.66 GiB per GPU, 6.0 MiB over the "
+                                                 "79.65 GiB of HBM")
+    # A layout failing memory and nothing else is the one a relaxed limit would make a plan: it is named first.
+    alone = {"memory_bytes": hbm + 2**20, "memory_alone_bytes": hbm + 3 * 2**30}
+    assert _memory_shortfall(alone, hbm, 0.0).startswith("the layout nearest to fitting that meets every other "
+                                                         "limit needs 82.65 GiB per GPU, 3.00 GiB over")
+    margin = _memory_shortfall({"memory_bytes": 0.6 * hbm, "memory_alone_bytes": np.inf}, hbm, 0.5)
+    assert "needs 47.79 GiB per GPU, 7.96 GiB over the 39.83 GiB left by --min-headroom 50% of 79.65 GiB of HBM" in margin, margin
+
+
+def test_memory_binding_line_adds_up():
+    text = explanation(budget="1000gpuh", gpus=1, deadline="1d", seq_len=1048576)
+    line = next(part for part in text.split("\n") if "memory binds" in part)
+    needs, over, hbm = (float(v) for v in re.findall(r"([\d.]+) GiB", line)[:3])
+    assert needs == pytest.approx(over + hbm, abs=0.011), line
