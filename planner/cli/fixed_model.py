@@ -291,6 +291,25 @@ def _count_json(count) -> dict:
             "cost_usd": count.cost_usd, "scaling_efficiency": count.scaling_efficiency}
 
 
+def chosen_simulation(result) -> dict:
+    """The cost model's full estimate of the chosen layout: the text's memory, step-part and memory-part lines
+    and the JSON's breakdowns both read it."""
+    from planner.cost.estimate import simulate
+
+    return simulate(result.model, result.chosen.search.layout(result.chosen.best), result.cluster)
+
+
+def _chosen_json(result) -> dict | None:
+    """The chosen count, with the breakdowns the text prints: seconds per step part, bytes per memory part."""
+    if result.chosen is None:
+        return None
+    sim = chosen_simulation(result)
+    return {**_count_json(result.chosen),
+            "memory": {"total_bytes": sim["memory"]["total_bytes"], "hbm_bytes": sim["memory"]["hbm_bytes"],
+                       "parts_bytes": sim["memory_parts"]},
+            "step_time_parts_s": sim["time"]}
+
+
 def result_json(result) -> dict:
     from planner.search.fixed_model import fixed_model_hyperparameters
 
@@ -298,7 +317,7 @@ def result_json(result) -> dict:
         "status": "ok" if result.chosen is not None else "infeasible",
         "model": {**result.model.model_dump(), "total_params": result.model.total_params},
         "cluster": result.cluster.name, "tokens": result.tokens,
-        "chosen": None if result.chosen is None else _count_json(result.chosen),
+        "chosen": _chosen_json(result),
         "hyperparameters": fixed_model_hyperparameters(result),
         # Other layouts at the chosen count within every limit given; those that miss the deadline or budget
         # apart, with "violates" (search.fixed_model.runners_up) and "meets_limits_at": the GPU count where the
@@ -353,25 +372,26 @@ def format_fixed_model(result) -> str:
         rows = []
         for c in shown:
             if not c.feasible:
-                rows.append([str(c.gpus), c.reason or "-", "", "", "", "", "", ""])
+                rows.append([str(c.gpus), c.reason or "-", "", "", "", "", "", "", ""])
                 continue
             r = c.row
             knee = " <- knee" if result.knee_gpus == c.gpus else ""
-            rows.append([str(c.gpus), layout_text(r), human_seconds(r["step_time_s"]), f"{100 * r['mfu']:.1f}%",
+            # The global batch (sequences) per row: without --global-batch each count rounds the batch law's
+            # target to its own micro-batch x dp, so two rows can train different batches.
+            rows.append([str(c.gpus), layout_text(r), str(r["global_batch"]), human_seconds(r["step_time_s"]),
+                         f"{100 * r['mfu']:.1f}%",
                          f"{100 * c.scaling_efficiency:.0f}%{knee}",
                          "" if c.days is None else human_days(c.days) + _missed_mark(c, "deadline"),
                          "" if c.gpu_hours is None else human_amount(c.gpu_hours) + _missed_mark(c, "budget"),
                          "" if c.cost_usd is None else f"${human_amount(c.cost_usd)}"])
-        lines += ["", table(["GPUs", "best layout", "step", "MFU", "scaling", "wall-clock", "GPU-h", "cost"], rows,
-                            align="llrrrrrr")]
+        lines += ["", table(["GPUs", "best layout", "batch", "step", "MFU", "scaling", "wall-clock", "GPU-h", "cost"],
+                            rows, align="llrrrrrrr")]
     if result.chosen is None:
         return "\n".join(lines + ["", "no feasible plan:"] + [f"  {line}" for line in result.explanation])
     c = result.chosen
     r = c.row
     search = c.search
-    layout = search.layout(c.best)
-    from planner.cost.estimate import simulate
-    sim = simulate(result.model, layout, result.cluster)
+    sim = chosen_simulation(result)
     lines += ["", f"chosen: {c.gpus} GPUs", f"  layout     {layout_text(r)}, global batch {r['global_batch']}"
               + (" tp-overlap" if r["tp_comm_overlap"] else "") + (" dp-overlap" if r["dp_comm_overlap"] else ""),
               f"  speed      step {human_seconds(r['step_time_s'])}, {r['tokens_per_s']:,.0f} tokens/s, MFU "
@@ -382,8 +402,7 @@ def format_fixed_model(result) -> str:
     lines += memory_risk_lines(sim["memory"]["hbm_bytes"] - sim["memory"]["total_bytes"], sim["memory"]["hbm_bytes"])
     if c.days is not None:
         from planner.calibrate.error_bands import estimate_outside_band
-        outside = (estimate_outside_band(*c.days_band, c.days)
-                   if c.days_band else "")
+        outside = estimate_outside_band(*c.days_band, c.days) if c.days_band else ""
         band = f" (band {human_days_range(*c.days_band)}{outside})" if c.days_band else ""
         cost = f", ${human_amount(c.cost_usd)}" if c.cost_usd else ""
         lines.append(f"  time/cost  {human_days(c.days)}{band}, {human_amount(c.gpu_hours)} GPU-hours{cost}")

@@ -26,11 +26,12 @@ def runner_up_lines(result) -> list[str]:
         given = " and ".join(limits_given(result.assumptions))
         lines += ["", f"runners-up on the chosen {c.gpus} GPUs (each the fastest under its restriction"
                   + (f", within the {given})" if given else ")")]
-        lines.append(table(["", "layout", "step", "MFU", "GiB/GPU"] + (["wall-clock", "GPU-h"] if timed else []),
-                           [[u["label"], layout_text(u), human_seconds(u["step_time_s"]), f"{100 * u['mfu']:.1f}%",
-                             f"{u['memory_gib']:.1f}"]
+        # "batch": a restriction's fastest layout may round the batch to its own micro-batch x dp
+        lines.append(table(["", "layout", "batch", "step", "MFU", "GiB/GPU"] + (["wall-clock", "GPU-h"] if timed else []),
+                           [[u["label"], layout_text(u), str(u["global_batch"]), human_seconds(u["step_time_s"]),
+                             f"{100 * u['mfu']:.1f}%", f"{u['memory_gib']:.1f}"]
                             + ([human_days(u["days"]), human_amount(u["gpu_hours"])] if timed else [])
-                            for u in ups], align="llrrr" + ("rr" if timed else "")))
+                            for u in ups], align="llrrrr" + ("rr" if timed else "")))
     if aside:
         rule = ("the fastest GPU count within it, as the plan's" if result.assumptions.get("deadline_s") is None
                 else "the smallest GPU count where it meets them")

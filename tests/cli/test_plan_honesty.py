@@ -82,3 +82,34 @@ def test_hierarchy_flags_for_stacks_without_them_are_refused(cli, flag):
     code, out, err = cli(["optimize", "--budget", "1000gpuh", "--framework", "megatron", flag])
     assert code == 2 and out == "", (out, err)
     assert err.startswith(f"planner optimize: error: {flag}: none of the stacks searched (megatron)") and err.count("\n") == 1
+
+
+def test_fixed_model_tables_show_each_rows_global_batch(cli):
+    """Without --global-batch each layout rounds the batch law's target to its own micro-batch x dp, so the runners-up
+    (1,500 sequences without tensor parallelism, 1,536 for the plan) trained other batches than the table showed."""
+    args = ["optimize", "--model", "llama2-70b", "--tokens", "2T", "--cluster", "dgx-h100", "--deadline", "60d"]
+    code, text, _ = cli(args)
+    _, raw, _ = cli([*args, "--json"])
+    assert code == 0
+    result = json.loads(raw)
+    counts = text.split("\n\n")[1].splitlines()
+    assert counts[0].split()[:4] == ["GPUs", "best", "layout", "batch"]
+    for count in (c for c in result["counts"] if c["best"]):  # counts skipped without a search have no row
+        row = next(line for line in counts if line.startswith(f"{count['gpus']} "))
+        assert f" {count['best']['global_batch']} " in row, row
+    ups = text[text.index("runners-up on the chosen"):].splitlines()
+    assert " batch " in ups[1]
+    for up in result["runners_up"]:
+        row = next(line for line in ups if line.startswith(up["label"]))
+        assert f" {up['global_batch']} " in row, row
+
+
+def test_fixed_model_json_carries_the_breakdowns_the_text_prints(cli):
+    code, raw, _ = cli([*FIXED, "--tokens", "10B", "--gpus", "64", "--json"])
+    chosen = json.loads(raw)["chosen"]
+    memory, parts = chosen["memory"], chosen["step_time_parts_s"]
+    assert sum(memory["parts_bytes"].values()) == pytest.approx(memory["total_bytes"], rel=1e-9)
+    assert memory["total_bytes"] <= memory["hbm_bytes"]
+    assert parts["forward"] > 0 and parts["backward"] > parts["forward"]
+    # The parts are the step's exposed time (overlapped communication counts only where it shows): they add up.
+    assert sum(parts.values()) == pytest.approx(chosen["best"]["step_time_s"], rel=0.05)
