@@ -146,6 +146,12 @@ BAD_SPECS = [
     ("path as name", lambda d: _set(d, "name", "../../elsewhere/x"), "name"),
     ("compute capability as text", lambda d: _set(d, "accelerator.compute_capability", "sm80"),
      "accelerator.compute_capability"),
+    # A bare number in a key that names no unit had been the base unit: `hbm: 80` was 80 bytes, `latency: 3`
+    # three seconds (the spec's own latencies are microseconds).
+    ("bare HBM", lambda d: _set(d, "accelerator.hbm", 80), "accelerator.hbm"),
+    ("bare quoted HBM", lambda d: _set(d, "accelerator.hbm", "80"), "accelerator.hbm"),
+    ("bare latency", lambda d: _set(d, "network.latency", 3), "network.latency"),
+    ("bare MTBF", lambda d: _set(d, "reliability.mtbf_per_gpu", 50000), "reliability.mtbf_per_gpu"),
 ]
 
 
@@ -161,6 +167,19 @@ def test_bad_spec_raises_one_line_error_naming_file_and_key(tmp_path, label, mut
     assert "\n" not in message
     assert str(path) in message
     assert f"'{key}'" in message
+
+
+def test_a_bare_number_says_which_unit_it_would_have_been(tmp_path):
+    data = copy.deepcopy(_base())
+    _set(data, "accelerator.hbm", 80)
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(PlannerInputError, match=r"with explicit units, got 80 \(a bare number would be 80 bytes\)"):
+        load_cluster_file(path)
+    _set(data, "accelerator.hbm", "80GiB")
+    _set(data, "reliability.restart_time", 0)  # zero needs no unit
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert load_cluster_file(path).reliability.restart_s == 0
 
 
 def test_unmodified_base_spec_loads_from_tmp(tmp_path):

@@ -61,16 +61,21 @@ MIN_BYTES_PER_S, MAX_BYTES_PER_S = 1e6, 1e15
 MIN_BYTES, MAX_BYTES = 2.0**20, 2.0**50
 MAX_SECONDS = 100 * 365.25 * 86400.0
 
-Bytes = Annotated[float, _unit(units.parse_bytes), Field(ge=MIN_BYTES, le=MAX_BYTES)]
-BytesOrZero = Annotated[float, _unit(lambda v, w: units.parse_bytes(v, w, allow_zero=True)), Field(le=MAX_BYTES)]
+# Sizes and durations in a spec carry their unit (the keys `hbm`, `latency`, `mtbf_per_gpu` do not name one);
+# a bare 0 is still accepted (calibrate writes `memory_reserve: 0.0`).
+Bytes = Annotated[float, _unit(lambda v, w: units.parse_bytes(v, w, bare=False)), Field(ge=MIN_BYTES, le=MAX_BYTES)]
+BytesOrZero = Annotated[float, _unit(lambda v, w: units.parse_bytes(v, w, allow_zero=True, bare=False)),
+                        Field(le=MAX_BYTES)]
 BytesPerSecond = Annotated[float, _unit(units.parse_bandwidth), Field(ge=MIN_BYTES_PER_S, le=MAX_BYTES_PER_S)]
 FlopsPerSecond = Annotated[float, _unit(units.parse_flops_rate), Field(ge=MIN_FLOPS, le=MAX_FLOPS)]
 Watts = Annotated[float, _unit(units.parse_power), Field(ge=1.0, le=1e5)]  # a board, 1 W to 100 kW
-Seconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, allow_zero=True)), Field(le=MAX_SECONDS)]
+Seconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, allow_zero=True, bare=False)),
+                    Field(le=MAX_SECONDS)]
 # Mean time between failures per GPU: 0 would mean failing continuously (goodput divides by it); specs for
 # CPUs that never fail in practice write very long ones, so only a finite value is asked for above.
 MAX_MTBF_SECONDS = 1e15
-PositiveSeconds = Annotated[float, _unit(units.parse_duration), Field(gt=0, le=MAX_MTBF_SECONDS)]
+PositiveSeconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w, bare=False)),
+                            Field(gt=0, le=MAX_MTBF_SECONDS)]
 
 
 class _Frozen(BaseModel):

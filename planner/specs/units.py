@@ -59,10 +59,20 @@ def _prefix_scale(prefix: str, where: str, expected: str, raw: object) -> float:
     raise PlannerInputError(f"{where}: unknown unit prefix {prefix!r} in {raw!r}; expected {expected}")
 
 
-def parse_bytes(text: object, where: str, allow_zero: bool = False) -> float:
-    """'80GiB' -> 85899345920.0; '40GB' -> 4e10. Bare numbers are bytes."""
+def _refuse_bare(value: float, unit: str, where: str, expected: str, raw: object, meaning: str) -> None:
+    """Spec keys named without a unit (`hbm`, `latency`) refuse a bare number other than 0: `hbm: 80` meant 80 GB,
+    not 80 bytes, and `latency: 3` meant microseconds, not 3 s; each had passed as the base unit."""
+    if not unit and value != 0:
+        raise PlannerInputError(f"{where}: expected {expected} with explicit units, got {raw!r} (a bare number "
+                                f"would be {meaning})")
+
+
+def parse_bytes(text: object, where: str, allow_zero: bool = False, bare: bool = True) -> float:
+    """'80GiB' -> 85899345920.0; '40GB' -> 4e10. Bare numbers are bytes; with `bare` False only 0 may be bare."""
     expected = "a size like '80GiB' or '40GB'"
     value, unit = _split(text, where, expected)
+    if not bare:
+        _refuse_bare(value, unit, where, expected, text, f"{value:g} bytes")
     if unit:
         match = re.fullmatch(r"([kKMGTPE]i?)?B", unit)
         if not match:
@@ -108,10 +118,13 @@ def parse_power(text: object, where: str, allow_zero: bool = False) -> float:
     return _finite_positive(value, where, expected, text, allow_zero)
 
 
-def parse_duration(text: object, where: str, allow_zero: bool = False) -> float:
-    """'30d' -> 2592000.0 s; '5us' -> 5e-6; '14 days'; bare numbers are seconds."""
+def parse_duration(text: object, where: str, allow_zero: bool = False, bare: bool = True) -> float:
+    """'30d' -> 2592000.0 s; '5us' -> 5e-6; '14 days'; bare numbers are seconds; with `bare` False only 0 may be
+    bare."""
     expected = "a duration like '30d', '12h' or '5us'"
     value, unit = _split(text, where, expected)
+    if not bare:
+        _refuse_bare(value, unit, where, expected, text, f"{value:g} seconds")
     if unit:
         if unit not in _SECONDS:
             raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
