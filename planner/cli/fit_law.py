@@ -162,7 +162,7 @@ def run_moe(args) -> int:
               "fit": {"objective": info["objective"], "huber_delta": args.huber_delta, "converged": info["converged"]},
               "parameters": {k: {"value": v, "published": KRAJEWSKI_MOE_COEFFICIENTS[k]} for k, v in law.coefficients().items()},
               "residuals": {"mean_abs_rel": float(np.mean(np.abs(rel))), "max_abs_rel": float(np.max(np.abs(rel)))},
-              "bootstrap": None, "validity": law.validity.as_dict()}
+              "bootstrap": None, "validity": law.validity.as_dict(), "warnings": [*data.notes, *info["at_bounds"]]}
     if args.json:
         print(json_document(report))
     else:
@@ -176,6 +176,7 @@ def run_moe(args) -> int:
         r = report["residuals"]
         lines += ["", f"residuals: mean |L_pred/L_obs - 1| = {r['mean_abs_rel']:.3%}, max {r['max_abs_rel']:.3%}",
                   "no bootstrap intervals for the moe form"]
+        lines += [f"warning: {w}" for w in report["warnings"]]
         print("\n".join(lines))
     if args.out:
         save_law(law, args.out, force=args.force, fit_record=json.loads(to_json({k: report[k] for k in ("data", "fit")})))

@@ -45,6 +45,7 @@ class LossData:
     run_names: tuple[str, ...]
     path: str
     columns: dict[str, str]
+    notes: tuple[str, ...] = ()  # what the reader noticed and kept (repeated points), for the fit's warnings
 
     @property
     def n_runs(self) -> int:
@@ -54,7 +55,7 @@ class LossData:
         """Rows where mask holds, with run codes renumbered."""
         kept_codes, new_run = np.unique(self.run[mask], return_inverse=True)
         return LossData(self.N[mask], self.D[mask], self.loss[mask], new_run,
-                        tuple(self.run_names[c] for c in kept_codes), self.path, self.columns)
+                        tuple(self.run_names[c] for c in kept_codes), self.path, self.columns, self.notes)
 
     def final_points(self) -> np.ndarray:
         """Mask of each run's last checkpoint (largest D): the run's final loss."""
@@ -103,8 +104,34 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
     else:
         labels = [str(r.get(chosen["run"], "")) for _, r in rows]
     names, codes = np.unique(np.array(labels, dtype=object), return_inverse=True)
+    notes = repeated_points([i for i, _ in rows], labels if chosen["run"] else None, n, d, loss, where)
     return LossData(n, d, loss, codes.astype(int), tuple(names), where,
-                    {k: v for k, v in chosen.items() if v is not None})
+                    {k: v for k, v in chosen.items() if v is not None}, tuple(notes))
+
+
+def repeated_points(lines: list[int], runs: list[str] | None, n, d, loss, where: str) -> list[str]:
+    """Rows that repeat an earlier row's (run, N, D). Within a named run two losses at one checkpoint contradict
+    each other: refused, naming both lines (they had both been fitted without a word). Without a run column each
+    row is a run of its own, so equal N and D may be seed replicates: kept, with a warning; an identical row is
+    kept and said to be fitted twice."""
+    first: dict[tuple, int] = {}
+    notes = []
+    for k, line in enumerate(lines):
+        key = (runs[k] if runs is not None else None, float(n[k]), float(d[k]))
+        if key not in first:
+            first[key] = k
+            continue
+        j = first[key]
+        if loss[k] == loss[j]:
+            notes.append(f"line {line} repeats line {lines[j]} (N, D and loss): the point is fitted twice")
+        elif runs is not None:
+            raise PlannerInputError(f"{where} line {line}: run {runs[k]!r} at N={n[k]:.4g}, D={d[k]:.4g} has loss "
+                                    f"{loss[k]:g}, but line {lines[j]} gives it {loss[j]:g}; a run has one loss per "
+                                    "checkpoint: drop one, or give each seed a run name of its own")
+        else:
+            notes.append(f"lines {lines[j]} and {line} have the same N={n[k]:.4g} and D={d[k]:.4g} with losses "
+                         f"{loss[j]:g} and {loss[k]:g}: both are fitted, as separate runs (seed replicates?)")
+    return notes
 
 
 def _check_roles(chosen: dict[str, str | None], where: str) -> None:
@@ -260,7 +287,8 @@ def read_moe_data(path: str, total_col=None, active_col=None, granularity_col=No
         compute = 6.0 * data.N * data.D
         tokens = compute / training_flops(active, 1.0, granularity, expansion_rate_from_params(data.N, active))
     columns = {**data.columns, "active": names["active"], "granularity": names["granularity"]}
-    return LossData(data.N, tokens, data.loss, data.run, data.run_names, data.path, columns), active, granularity
+    return (LossData(data.N, tokens, data.loss, data.run, data.run_names, data.path, columns, data.notes), active,
+            granularity)
 
 
 def _granularity(row: dict, column: str, number: int, where: str) -> float:

@@ -79,7 +79,7 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         "residuals": _residuals(data, fitter),
         "extrapolation": None,
         "frontier": _frontier(law, budgets, n_opt, d_opt, level),
-        "warnings": [*at_bounds, *law.extrapolation_warnings(n_opt, d_opt)],
+        "warnings": [*data.notes, *at_bounds, *law.extrapolation_warnings(n_opt, d_opt)],
     }
     if isinstance(law, OvertrainingLaw):
         report["gadre_coefficients"] = law.gadre_coefficients()

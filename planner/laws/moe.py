@@ -264,4 +264,22 @@ def fit_moe_law(N, D, G, loss, huber_delta: float = 1e-3, name: str = "fitted-mo
         validity=Validity(n_min=float(N.min()), n_max=float(N.max()), d_min=float(D.min()), d_max=float(D.max()),
                           tpp_min=float(tpp.min()), tpp_max=float(tpp.max())),
         **coefficients)
-    return law, {"objective": float(best.cost), "residuals": residual(best.x), "converged": bool(best.success)}
+    return law, {"objective": float(best.cost), "residuals": residual(best.x), "converged": bool(best.success),
+                 "at_bounds": _at_bounds(best.x, low, high)}
+
+
+def _at_bounds(x: np.ndarray, low: list, high: list) -> list[str]:
+    """A line per coefficient the optimum left on a bound, as the dense fits report them (fitter.LawFitter):
+    there the bound, not the data, chose the value. The trust-region solver stays strictly inside the box, so
+    'on' is within a millionth of the bound's scale."""
+    out = []
+    for i, name in enumerate(KRAJEWSKI_2024.coefficient_names):
+        for side, limit in (("lower", low[i]), ("upper", high[i])):
+            if abs(x[i] - limit) > 1e-6 * max(1.0, abs(limit)):
+                continue
+            natural = float(np.exp(limit)) if name in _LOG_PARAMS else float(limit)
+            origin = ("the default floor bound, 0.1 x the smallest loss fitted" if (name, side) == ("c", "lower")
+                      else "the smallest loss fitted" if (name, side) == ("c", "upper")
+                      else "the moe form's default bound")
+            out.append(f"{name} sits at its {side} bound {natural:.6g} ({origin}): the bound, not the data, set it")
+    return out

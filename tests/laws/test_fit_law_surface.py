@@ -99,3 +99,50 @@ def test_fit_law_warns_when_the_default_floor_bound_sets_e(cli, tmp_path):
 def test_fit_law_gives_no_bound_warning_for_an_interior_fit(cli, tmp_path):
     data = _write(tmp_path / "runs.csv", _rows(floor=1.8))
     assert not [w for w in _warnings(cli, data) if "bound" in w]
+
+
+# 6. repeated points: within a run two losses at one checkpoint are refused; elsewhere they are named.
+def test_fit_law_refuses_two_losses_for_one_checkpoint_of_a_run(cli, tmp_path):
+    rows = [(f"r{i}", n, d, loss) for i, (n, d, loss) in enumerate(_rows())]
+    rows.append(("r3", rows[3][1], rows[3][2], rows[3][3] + 0.5))  # line 42: r3 again, another loss
+    data = _write(tmp_path / "runs.csv", rows, header="run,N,D,loss")
+    code, out, err = cli(["fit-law", str(data), *FAST])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "line 42: run 'r3'" in err and "line 5 gives it" in err
+
+
+def test_fit_law_names_repeated_points_it_keeps(cli, tmp_path):
+    rows = _rows()
+    rows += [rows[0], (rows[1][0], rows[1][1], rows[1][2] * 1.01)]  # lines 42, 43
+    warnings = _warnings(cli, _write(tmp_path / "runs.csv", rows))
+    assert "line 42 repeats line 2 (N, D and loss): the point is fitted twice" in warnings, warnings
+    assert any(w.startswith("lines 3 and 43 have the same N=") and "seed replicates" in w for w in warnings), warnings
+
+
+def _moe_rows(c: float, rows=40, seed=3):
+    """Points of Krajewski et al. 2024 eq. 9 with Table 1's coefficients and the floor c given."""
+    from planner.laws.moe import KRAJEWSKI_2024
+
+    law = type(KRAJEWSKI_2024)(**{**KRAJEWSKI_2024.__dict__, "c": c})
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(rows):
+        active = float(np.exp(rng.uniform(np.log(3e6), np.log(9e7))))
+        G, D = float(rng.choice([1, 2, 4, 8, 16])), float(np.exp(rng.uniform(np.log(16e9), np.log(130e9))))
+        out.append((f"r{i}", active, 43 * active, G, D, float(law.loss(43 * active, D, G))))
+    return out
+
+
+def test_fit_law_moe_warns_when_its_floor_bound_sets_c(cli, tmp_path):
+    """fit-law --form moe said nothing when the floor 0.1 x the smallest loss set c (the dense fits warn)."""
+    header = "run,active_params,total_params,granularity,tokens,loss"
+    data = _write(tmp_path / "moe.csv", _moe_rows(c=1e-3), header=header)
+    code, out, err = cli(["fit-law", str(data), "--form", "moe", "--json"])
+    assert code == 0, err
+    (line,) = [w for w in json.loads(out)["warnings"] if "bound" in w]
+    assert line.startswith("c sits at its lower bound") and "default floor bound" in line, line
+    code, text, _ = cli(["fit-law", str(data), "--form", "moe"])
+    assert f"warning: {line}" in text
+    interior = _write(tmp_path / "interior.csv", _moe_rows(c=0.47), header=header)
+    code, out, _ = cli(["fit-law", str(interior), "--form", "moe", "--json"])
+    assert code == 0 and not any("bound" in w for w in json.loads(out)["warnings"])
