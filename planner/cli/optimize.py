@@ -330,6 +330,20 @@ def _band_lines(plan: dict) -> list[str]:
     return [text + estimate_outside_band(band["low_s"], band["high_s"], plan["step_time_s"])]
 
 
+def _off_frontier_lines(result) -> list[str]:
+    """Why the chosen plan can sit beside the frontier (a row at its GPUs and wall-clock with a loss lower by
+    <0.1%): the selection rule (search.selection.select), which the review explains and the text did not."""
+    from planner.search.selection import LOSS_TIE_RELATIVE
+
+    plan = result.plan
+    if result.assumptions.get("target_loss") or any(
+            p["gpus"] == plan["gpus"] and p["predicted_loss"] == plan["predicted_loss"] for p in result.pareto):
+        return []
+    return [f"the chosen plan is not a row here: losses within {100 * LOSS_TIE_RELATIVE:g}% of the lowest count as "
+            "equal (far inside the law's own band), and among them the shortest wall-clock at the slow end of its "
+            "step-time band wins"]
+
+
 def format_result(result) -> str:
     from planner.report.render import human_amount, human_count, human_days, table
 
@@ -367,6 +381,7 @@ def format_result(result) -> str:
         rows = [[human_days(p["wall_clock_days"]), p["gpus"], human_count(p["params"]), human_count(p["tokens"]),
                  f"{p['predicted_loss']:.3f}"] for p in result.pareto]
         lines.append(table(["wall-clock", "GPUs", "N", "D", "loss"], rows, align="rrrrr"))
+        lines += _off_frontier_lines(result)
     dropped = ", ".join(f"{count:,} {reason}" for reason, count in result.dropped.items() if count)
     lines += ["", f"dropped: {dropped or 'none'}"]
     return "\n".join(lines)

@@ -113,3 +113,19 @@ def test_fixed_model_json_carries_the_breakdowns_the_text_prints(cli):
     assert parts["forward"] > 0 and parts["backward"] > parts["forward"]
     # The parts are the step's exposed time (overlapped communication counts only where it shows): they add up.
     assert sum(parts.values()) == pytest.approx(chosen["best"]["step_time_s"], rel=0.05)
+
+
+def test_a_plan_beside_its_frontier_says_why():
+    """At 1M GPU-hours the plan (2048 GPUs, 20.3 days, loss 1.9480) sat beside the frontier's row at the same GPUs
+    and days (1.9471) with no word on the tie rule that chose it."""
+    from types import SimpleNamespace
+
+    from planner.cli.optimize import _off_frontier_lines
+
+    plan = {"gpus": 2048, "predicted_loss": 1.9480}
+    beside = SimpleNamespace(plan=plan, assumptions={"target_loss": None},
+                             pareto=[{"gpus": 2048, "predicted_loss": 1.9471}, {"gpus": 1536, "predicted_loss": 1.946}])
+    (line,) = _off_frontier_lines(beside)
+    assert "within 0.1% of the lowest count as equal" in line and "slow end" in line
+    on = SimpleNamespace(plan=plan, assumptions={"target_loss": None}, pareto=[{"gpus": 2048, "predicted_loss": 1.9480}])
+    assert _off_frontier_lines(on) == []
