@@ -7,6 +7,10 @@ Layout the log does not print is taken from the flags. Problems (unreadable line
 step time, layout gaps) are printed as `file:line: reason`; the rest is used. Exit 0 when every log
 gave a row, 1 when some did not, 2 when none did or the input is unusable.
 
+A flag wins over the log, but never makes a row `planner doctor` rejects (a layout that does not divide:
+global batch by micro-batch x dp, heads by kv heads, vpp without pp) and never relabels the global batch the
+log measured its step time at: either is refused (exit 2, nothing written), naming the flags and the log's values.
+
 --append adds the new rows at the end of --out and never rewrites what is there: the rows follow the
 file's own header, and nothing is written when a new row's id is already in the file (give it another
 --id, or remove the old row), when a new row repeats a run already there (same layout, step time and
@@ -44,7 +48,8 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--confidence", choices=("high", "medium", "low"),
                         help="default: high when the log gave the whole layout, else medium")
     parser.add_argument("--notes", help="text put before the generated notes")
-    layout = parser.add_argument_group("layout where the log lacks it (a flag wins over the log)")
+    layout = parser.add_argument_group("layout where the log lacks it (a flag wins over the log; a row doctor rejects and "
+                                       "a --global-batch the log did not measure at are refused)")
     layout.add_argument("--cluster", help="cluster spec name (logs never say)")
     for flag in _INT_FLAGS:
         low, high = {"zero": (0, 3), "seq-parallel": (0, 1)}.get(flag, (1, None))

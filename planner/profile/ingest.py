@@ -3,7 +3,9 @@
 The layout comes from what the log printed (DeepSpeed's engine config and user JSON, the flops
 profiler summary, Megatron's arguments block), and so do the training stack (`framework`: which engine
 printed, and its version) and `flash_attention` (Megatron's attention arguments); flags fill what the log lacks and win where both
-say something (a disagreement is reported). Megatron's world_size is the GPU count; DeepSpeed's config print
+say something (a disagreement is reported), except --global-batch against the batch the log measured its step
+time at (measured_batches: refused, as is a flag that makes a row `planner doctor` would reject, doctor_findings; a log
+whose own layout doctor rejects is skipped). Megatron's world_size is the GPU count; DeepSpeed's config print
 `world_size` counts them only without Megatron (else it is the data-parallel size). A layout whose
 tp * pp * dp * cp is not the GPU count gives no row. The step time comes from, in this order of preference:
 
@@ -23,11 +25,14 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
+from planner.errors import PlannerInputError
 from planner.frameworks.deepspeed_v03 import RELEASES as DEEPSPEED_V03_RELEASES
 from planner.profile.deepspeed_logs import LogProblem, ParsedLog
-from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, INT_RANGES, SIMULATION_COLUMNS, MeasuredRun, check_value
+from planner.profile.runs_csv import (COLUMNS, INT_COLUMNS, INT_RANGES, SIMULATION_COLUMNS, MeasuredRun, check_value,
+                                      missing_simulation_columns)
 
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
@@ -260,9 +265,11 @@ def ulysses_problem(log: ParsedLog, flags: dict) -> str | None:
     size = _int_or_none(log.ds_config.get("sequence_parallel_size"))
     if size is None or size <= 1 or flags.get("cp") is not None:
         return None
+    # --framework other too: the deepspeed stack has no context parallelism (frameworks/deepspeed.py), so a row at
+    # cp > 1 under it is one doctor rejects (ingest refuses it: doctor_rejection).
     return (f"DeepSpeed-Ulysses sequence parallelism (sequence_parallel_size={size}): the printed world_size leaves "
-            "its GPUs out and the runs CSV has no Ulysses column; file skipped (pass --gpus and --cp to describe it "
-            "as context parallelism)")
+            "its GPUs out and the runs CSV has no Ulysses column; file skipped (pass --gpus, --cp and --framework "
+            "other to describe it as context parallelism)")
 
 
 def layout_product_problem(layout: dict) -> str | None:
@@ -274,6 +281,104 @@ def layout_product_problem(layout: dict) -> str | None:
         return None
     return (f"tp({tp}) * pp({pp}) * dp({dp}) * cp({cp}) = {tp * pp * dp * cp} != gpus({layout['gpus']}); "
             "file skipped (pass the right --gpus/--tp/--pp/--dp/--cp)")
+
+
+def measured_batches(log: ParsedLog, from_log: dict) -> set[int]:
+    """The global batches the log measured step times at: those Megatron's iteration lines print (several under
+    batch-size ramp-up), else the one the log's layout states (DeepSpeed's engine runs every step at its
+    train_batch_size; Megatron's global_batch_size); empty when the log states none."""
+    iterations = {int(e["global_batch"]) for _, e in log.megatron_iterations if "global_batch" in e}
+    if iterations:
+        return iterations
+    return {from_log["global_batch"]} if "global_batch" in from_log else set()
+
+
+def _batch_source(log: ParsedLog, engine_batch: int | None) -> str:
+    """Where the log states the batch it measured at, for an error message."""
+    if any("global_batch" in e for _, e in log.megatron_iterations):
+        return "Megatron's logged iterations"
+    key = "train_batch_size" if engine_batch is not None else "global_batch_size"
+    owner = "the DeepSpeed engine's" if engine_batch is not None else "Megatron's"
+    line = log.lines.get(key)
+    return f"{owner} {key}" + (f", line {line}" if line else "")
+
+
+def refuse_relabelled_batch(log: ParsedLog, from_log: dict, layout: dict, engine_batch: int | None) -> None:
+    """Raise when --global-batch names a batch the log did not measure at.
+
+    Every step time the log gives was measured at a batch it states, so a flag that names another would put the
+    time of one batch under another: for DeepSpeed the engine's rate and timers are of its train_batch_size
+    (measurements() never rescales them), for Megatron measurements() keeps only the iterations at the row's batch
+    and, with none there, found "no step time" (which hid the cause). Both paths refuse the same way: a flag fills
+    a batch the log lacks; it cannot relabel one it measured. A batch Megatron logged during ramp-up is measured:
+    the flag picks those iterations."""
+    flag = layout.get("global_batch")
+    measured = measured_batches(log, from_log)
+    if flag is None or flag == from_log.get("global_batch") or not measured or flag in measured:
+        return
+    shown = ", ".join(str(batch) for batch in sorted(measured))
+    raise PlannerInputError(
+        f"{log.path}: --global-batch {flag}: the log's step time was measured at global batch {shown} "
+        f"({_batch_source(log, engine_batch)}); a flag fills a batch the log lacks and cannot relabel a measured one: "
+        f"leave --global-batch out or pass {shown if len(measured) == 1 else 'one of ' + shown}")
+
+
+def doctor_findings(run: MeasuredRun, where: str) -> list[str]:
+    """What `planner doctor` reports for this row, by the functions its runs-CSV check calls
+    (planner.specs.doctor.check_runs_csv): the cells the spec restricts, then, once the row has every column a
+    simulation needs, why it cannot be simulated. A row that lacks some is kept, as documented (validate skips
+    it until they are filled in). Doctor's unit-slip checks (ratio_finding, memory_finding) are left out: ingest
+    works out the seconds and GiB itself, so a row far off the model is the model's miss (or a wrong --cluster)
+    for validate to show, not a unit slip."""
+    from planner.calibrate.validation import iter_predictions
+    from planner.specs.doctor import row_cell_findings
+
+    found = row_cell_findings(run)
+    if not missing_simulation_columns(run):
+        reason = next(iter_predictions([replace(run, origin=where)])).reason
+        if reason is not None:
+            found.append(reason.removeprefix(f"{where}: "))
+    return found
+
+
+# A layout column named in a doctor finding ("micro_batch(3)", "heads (16)", "8 GPUs"); longest first, so kv_heads
+# is not heads.
+_COLUMN_IN_TEXT = re.compile(r"\b(" + "|".join(sorted(LAYOUT_FIELDS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+
+
+def _named_values(text: str, layout: dict, from_log: dict, flags: dict) -> tuple[str, bool]:
+    """The values `text` names, grouped by where they came from (flags, the log, worked out), and whether a flag
+    is among them: the user sees which side to fix."""
+    groups: dict[str, list[str]] = {"from the flags": [], "from the log": [], "worked out from the others": []}
+    columns = [name.lower() for name in _COLUMN_IN_TEXT.findall(text)]
+    if re.search(rf"\b{re.escape(str(layout.get('framework')))}\b has no", text):
+        columns.append("framework")  # the stack's checks name it by value ("deepspeed has no context parallelism")
+    for column in dict.fromkeys(columns):
+        if column not in layout:
+            continue
+        if column in flags and flags[column] == layout[column]:
+            groups["from the flags"].append(f"--{column.replace('_', '-')} {layout[column]}")
+        else:
+            origin = "from the log" if column in from_log else "worked out from the others"
+            groups[origin].append(f"{column} {layout[column]}")
+    named = "; ".join(f"{', '.join(values)} {origin}" for origin, values in groups.items() if values)
+    return named, bool(groups["from the flags"])
+
+
+def doctor_rejection(run: MeasuredRun, path: str, layout: dict, from_log: dict, flags: dict) -> str | None:
+    """Why `planner doctor` would reject the row (ingest must not write a row its own checker refuses), or None.
+    Raises when a flag is part of it: that is bad input (exit 2, nothing written). A log whose own layout is
+    rejected gives the reason, and the file is skipped as other unusable logs are (exit 1 if others gave rows)."""
+    findings = doctor_findings(run, str(path))
+    if not findings:
+        return None
+    text = "; ".join(findings)
+    named, by_flag = _named_values(text, layout, from_log, flags)
+    named = f" ({named})" if named else ""
+    if by_flag:
+        raise PlannerInputError(f"{path}: planner doctor would reject the row: {text}{named}; pass flags that agree "
+                                "with the log, or leave them out; nothing written")
+    return f"planner doctor would reject the row of the log's own layout: {text}{named}; file skipped"
 
 
 def deepspeed_layout(log: ParsedLog) -> dict:
@@ -548,7 +653,8 @@ def _extra_columns(values: dict, method: str, layout: dict) -> dict[str, str]:
 
 
 def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tuple[MeasuredRun | None, list[LogProblem]]:
-    """One runs-CSV row from a parsed log and layout flags; (None, problems) if no step time was found."""
+    """One runs-CSV row from a parsed log and layout flags; (None, problems) if no step time was found. Raises
+    PlannerInputError for a flag that relabels the measured global batch and for a row `planner doctor` rejects."""
     problems = list(log.problems)
     unusable, reported = unusable_numbers(log)
     problems += unusable
@@ -558,6 +664,7 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     if unusable is not None:  # the row would be wrong or would not simulate: never written
         problems.append(LogProblem(log.path, unusable))
         return None, problems
+    refuse_relabelled_batch(log, from_log, layout, engine_batch)
     layout = _with_global_batch(layout)
     accumulation = _accumulation(layout)
     logged: dict = {}
@@ -584,4 +691,7 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
         notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes,
         extra=_extra_columns(values, method, layout), **_column_fields(layout),
     )
+    rejected = doctor_rejection(run, log.path, layout, from_log, flags)
+    if rejected is not None:
+        return None, [*problems, LogProblem(log.path, rejected)]
     return run, problems
