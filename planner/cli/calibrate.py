@@ -1,4 +1,9 @@
-"""`planner calibrate RUNS.csv... --cluster NAME`: fit efficiencies, report train and held-out error, write a spec."""
+"""`planner calibrate RUNS.csv... --cluster NAME`: fit efficiencies, report train and held-out error, write a spec.
+
+The rows fitted are those whose `cluster` cell names the spec as --cluster does: by its file name (NAME.yaml,
+or the file name of a YAML path), the way simulate, validate and doctor resolve a row's cluster, not by the
+spec's `name:` key, which a copied spec keeps from its original.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ def register(subparsers, name: str) -> None:
                     "rows and on held-out rows, and writes <name>.calibrated.yaml into the user spec folder "
                     "(`planner clusters` shows it), --cluster-dir or --out.")
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv", help="runs CSV files with measured step times (data/spec/runs_csv.md)")
-    parser.add_argument("--cluster", required=True, help="cluster spec name (or YAML path) whose rows to fit")
+    parser.add_argument("--cluster", required=True,
+                        help="cluster spec name (or YAML path) whose rows to fit: rows whose cluster cell is this name "
+                             "(a path's file name without .yaml), as simulate and validate resolve it, not the "
+                             "spec's name: key")
     parser.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP + "; the calibrated spec is written there too")
     parser.add_argument("--holdout-source", action="append", default=[], metavar="SOURCE",
                         help="hold out the rows of source SOURCE, or of every source starting with SOURCE when none is named "
@@ -30,8 +38,9 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--folds", type=whole_number(2, 1000),
                         help=f"k for k-fold cross-validation (default {DEFAULT_FOLDS}; not with --holdout-source)")
     parser.add_argument("--time-column", default="step_time_s", metavar="COLUMN",
-                        help="measured column to fit (default step_time_s; step_time_p10_s for profiles taken on a "
-                             "shared machine, where contention only slows steps down)")
+                        help="measured step-time column to fit: step_time_s (default) or a step_time_<stat>_s column "
+                             "of the runs files (step_time_p10_s for profiles taken on a shared machine, where "
+                             "contention only slows steps down)")
     parser.add_argument("--out", metavar="FILE.yaml", help="where to write the calibrated spec "
                         "(default <name>.calibrated.yaml in --cluster-dir, else in the user spec folder, "
                         "~/.config/planner/cluster_specs on Linux)")
@@ -56,12 +65,14 @@ def _refuse_unused_flags(args) -> None:
 OTHER_CLUSTERS_SHOWN = 5  # other clusters named in the too-few-rows error
 
 
-def _refuse_too_few_rows(count: int, runs: list, cluster, cluster_dir) -> None:
+def _refuse_too_few_rows(count: int, runs: list, cluster, cluster_dir, spec_key: str | None = None) -> None:
     """Too few rows of `cluster` to fit, while others are on other clusters: one line saying how many and where
-    (a wrong --cluster then shows), before the fit refuses with the bare count."""
+    (a wrong --cluster then shows), before the fit refuses with the bare count. `spec_key` is the spec's name:
+    key where it differs from the name --cluster gave: rows naming it are why, and the line says so."""
     from planner.calibrate.calibration import MIN_ROWS
     from planner.calibrate.samples import other_cluster_counts
     from planner.errors import PlannerInputError
+    from planner.io import shown
 
     elsewhere = other_cluster_counts(runs, cluster, cluster_dir) if count < MIN_ROWS else {}
     if not elsewhere:
@@ -71,7 +82,10 @@ def _refuse_too_few_rows(count: int, runs: list, cluster, cluster_dir) -> None:
     raise PlannerInputError(
         f"calibration needs at least {MIN_ROWS} measured rows on cluster {cluster.name!r}, got {count}; "
         f"{sum(elsewhere.values())} rows are on other clusters: {', '.join(named)}"
-        + (f" and {more} more" if more else "") + " (check --cluster)")
+        + (f" and {more} more" if more else "") + " (check --cluster)"
+        + (f"; {spec_key!r} is only the name: key of {shown(cluster.source_file)}; rows name a spec by its file "
+           f"name, as --cluster, simulate and validate do, so rows measured on it must say {cluster.name!r}"
+           if spec_key in elsewhere else ""))
 
 
 def _output_target(args, cluster) -> Path | None:
@@ -90,15 +104,30 @@ def _output_target(args, cluster) -> Path | None:
     return target
 
 
-def _refuse_unknown_time_column(args, runs: list) -> None:
-    """A --time-column no row has is refused by name."""
-    from planner.errors import PlannerInputError
+def _is_step_time_column(name: str) -> bool:
+    """step_time_s, or a statistic of it a profile records beside it (step_time_p10_s, step_time_p90_s): the
+    columns that hold seconds per whole optimizer step. fwd_s, comm_s and the like are parts of a step."""
+    return name == "step_time_s" or (name.startswith("step_time_") and name.endswith("_s") and len(name) > len("step_time__s"))
 
-    if args.time_column != "step_time_s" and not any(args.time_column in run.extra for run in runs):
-        # A column no row has (a typo) would skip every row and leave only "needs at least 3 rows, got 0".
-        raise PlannerInputError(f"--time-column {args.time_column}: no such column in {', '.join(args.runs)}; expected "
-                                "step_time_s or a measured step-time column of the runs files (step_time_p10_s "
-                                "from `planner profile`)")
+
+def _refuse_unknown_time_column(args, runs: list) -> None:
+    """A --time-column that no row has, or that is no step time, is refused by name with the columns that fit."""
+    from planner.errors import PlannerInputError
+    from planner.profile.runs_csv import COLUMNS
+
+    column = args.time_column
+    present = dict.fromkeys(key for run in runs for key in run.extra)
+    usable = ", ".join(["step_time_s", *(key for key in present if _is_step_time_column(key) and key != "step_time_s")])
+    expected = (f"--time-column takes measured seconds per optimizer step: step_time_s or a step_time_<stat>_s "
+                f"column (step_time_p10_s from `planner profile`); the runs files have {usable}")
+    if column in COLUMNS or column in present:
+        if not _is_step_time_column(column):
+            # A column of another kind (mem_gib, gpus, fwd_s) would be fitted as seconds per step, or skip every
+            # row; either way the fit would not say why. It is refused as what it is, not as a missing column.
+            raise PlannerInputError(f"--time-column {column}: not a step-time column; {expected}")
+        return
+    # A column no row has (a typo) would skip every row and leave only "needs at least 3 rows, got 0".
+    raise PlannerInputError(f"--time-column {column}: no such column in {', '.join(args.runs)}; {expected}")
 
 
 def _split_holdout(samples: list, holdout_sources: list[str], cluster) -> tuple[list, list | None]:
@@ -132,14 +161,20 @@ def _spec_text(mapping: dict, report: dict) -> str:
             + yaml.safe_dump(mapping, sort_keys=False))
 
 
-def _write_spec(args, cluster, report: dict, rows: int, target: Path) -> str:
+def _write_spec(args, cluster, report: dict, rows: int, target: Path, spec_key: str) -> str:
     """Write the calibrated spec to `target`, checked to load first; returns the path written."""
     from planner.calibrate.calibrated_spec import calibrated_spec_mapping
+    from planner.calibrate.samples import CALIBRATED_SUFFIX, base_name
     from planner.io import load_yaml_file, write_text_atomic
     from planner.specs.hardware import parse_cluster_spec
 
     raw = load_yaml_file(cluster.source_file, "cluster spec (.yaml)")
     mapping = calibrated_spec_mapping(raw, report, [Path(p).name for p in args.runs], rows)
+    if not spec_key.endswith(CALIBRATED_SUFFIX):
+        # Named after the spec as --cluster named it (its file), not after a name: key a copy kept from its
+        # original: <name>.calibrated.yaml then says name: <name>.calibrated, and a recalibration's rows are
+        # those of <name>. A calibrated spec keeps its name: calibrate recorded there the spec it was made from.
+        mapping["name"] = f"{base_name(cluster)}{CALIBRATED_SUFFIX}"
     parse_cluster_spec(mapping, str(target))  # the file we write must load
     if not args.out and not args.cluster_dir:
         target.parent.mkdir(parents=True, exist_ok=True)  # the user folder, made on first use
@@ -217,24 +252,28 @@ def run(args) -> int:
     from planner.profile.runs_csv import read_runs_files
 
     _refuse_unused_flags(args)
-    cluster = load_cluster(args.cluster, args.cluster_dir)
+    spec = load_cluster(args.cluster, args.cluster_dir)
+    cluster = _named_as_given(args.cluster, spec)
     target = _output_target(args, cluster)
     runs, problems = read_runs_files(args.runs)
     _refuse_unknown_time_column(args, runs)
+    runs = _rows_of_the_origin(runs, cluster, spec, args.cluster_dir)
     samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)
-    _refuse_too_few_rows(len(samples), runs, cluster, args.cluster_dir)
+    _refuse_too_few_rows(len(samples), runs, cluster, args.cluster_dir,
+                         spec.name if spec.name != cluster.name else None)
     samples, holdout = _split_holdout(samples, args.holdout_source, cluster)
     with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
         report = calibrate(samples, cluster, k=args.folds or DEFAULT_FOLDS, holdout=holdout, progress=progress,
-                           uncalibrated=_uncalibrated(cluster, args.cluster_dir))
+                           uncalibrated=_uncalibrated(cluster, spec, args.cluster_dir))
     sources = sorted({s.run.source or "(no source)" for s in samples})
-    written = _write_spec(args, cluster, report, len(samples), target) if target is not None else None
+    written = _write_spec(args, cluster, report, len(samples), target, spec.name) if target is not None else None
     out = {k: v for k, v in report.items() if k != "cluster"}
     out.update({"rows_fitted": len(samples), "rows_held_out": len(holdout or []), "skipped_rows": skipped,
                 "unreadable_rows": [str(p) for p in problems], "written": written, "sources": sources})
     if args.json:
         print(json_document(out))
         _say_written(written, args.cluster_dir)
+        _warn_rows_naming_the_name_key(runs, cluster, spec)
         return 0
     print(f"cluster {cluster.name}: fitted on {len(samples)} rows from {len(sources)} source(s)"
           + (f", {len(holdout)} rows held out" if holdout else ""))
@@ -243,21 +282,90 @@ def run(args) -> int:
     print(_error_table(report))
     _print_fit_judgement(report, written)
     _say_written(written, args.cluster_dir)
+    _warn_rows_naming_the_name_key(runs, cluster, spec)
     return 0
 
 
-def _uncalibrated(cluster, cluster_dir):
-    """The spec a calibrated one without a record of its defaults was made from, when it can be found by name."""
+def _given_name(name_or_path: str) -> str:
+    """The name --cluster gave the spec: itself, or for a path to a spec file that file's name without .yaml
+    (load_cluster takes a .yaml/.yml argument naming a file as a path, anything else as NAME.yaml)."""
+    path = Path(name_or_path)
+    try:
+        is_path = path.suffix in (".yaml", ".yml") and path.is_file()
+    except (OSError, ValueError):
+        is_path = False
+    return path.stem if is_path else name_or_path
+
+
+def _named_as_given(name_or_path: str, spec):
+    """The spec under the name --cluster gave it, which rows must give too: a row's cluster cell finds its spec
+    by file name (load_cluster, as simulate, validate and doctor resolve it), so a spec copied to mine.yaml with
+    its name: key unchanged is 'mine' to every row and command. Keyed by that key instead, calibrate fitted rows
+    that simulate resolves to another spec (or to none) and left out the rows that name this one."""
+    name = _given_name(name_or_path)
+    # A name that could not be a spec's name (a folder in it: --cluster sub/x) would also make a bad file name
+    # for the calibrated spec (<name>.calibrated.yaml); such a spec keeps its name: key, as before.
+    plain = name.strip() and name not in (".", "..") and not any(c in name for c in "/\\") and name.isprintable()
+    return spec.model_copy(update={"name": name}) if plain and name != spec.name else spec
+
+
+def _rows_of_the_origin(runs: list, cluster, spec, cluster_dir) -> list:
+    """`runs`, with the rows of the spec a calibrated one was made from renamed to `cluster`, when its name: key
+    records that spec (x.calibrated, made from x) and --cluster gave the file another name (`--out FILE.yaml`
+    chooses it): load_samples takes the rows of the given name and of its base name only, and a recalibration of
+    such a file must still fit the rows of the spec it came from. Other specs' name: keys give no rows."""
+    import dataclasses
+
+    from planner.calibrate.samples import CALIBRATED_SUFFIX, on_cluster
+    from planner.errors import PlannerInputError
+
+    if spec is cluster or not spec.name.endswith(CALIBRATED_SUFFIX):
+        return runs
+    renamed = []
+    for run in runs:
+        try:
+            origin = not on_cluster(run, cluster, cluster_dir) and on_cluster(run, spec, cluster_dir)
+        except PlannerInputError:  # a spec path that does not resolve: load_samples lists the row with its reason
+            origin = False
+        renamed.append(dataclasses.replace(run, cluster=cluster.name) if origin else run)
+    return renamed
+
+
+def _warn_rows_naming_the_name_key(runs: list, cluster, spec) -> None:
+    """One stderr line when rows named the spec by its name: key, which differs from the name --cluster gave
+    it: they were left out (other clusters), and the count alone would not say why. Written last, after the
+    output, so that no later error makes it a second line beside a one-line error."""
+    from planner.calibrate.samples import base_name
+    from planner.io import shown
+
+    if spec.name == cluster.name:
+        return
+    named = sum(run.cluster == spec.name and run.cluster not in (cluster.name, base_name(cluster)) for run in runs)
+    if named:
+        sys.stderr.write(
+            f"planner calibrate: warning: {named} row(s) name cluster {spec.name!r}, the name: key of "
+            f"{shown(cluster.source_file)}, and were left out: rows name a spec by its file name, as --cluster, "
+            f"simulate and validate do, so this spec is {cluster.name!r}; set their cluster to {cluster.name} if "
+            f"they were measured on it, and name: {cluster.name} in the spec (`planner doctor` flags it)\n")
+
+
+def _uncalibrated(cluster, spec, cluster_dir):
+    """The spec a calibrated one without a record of its defaults was made from, when it can be found by name:
+    the base of the name --cluster gave, else of the name: key (calibrate records the origin there)."""
     from planner.calibrate.samples import base_name
     from planner.errors import PlannerInputError
     from planner.specs.clusters import load_cluster
 
-    if base_name(cluster) == cluster.name or (cluster.calibrated_on is not None and cluster.calibrated_on.defaults):
+    if cluster.calibrated_on is not None and cluster.calibrated_on.defaults:
         return None
-    try:
-        return load_cluster(base_name(cluster), cluster_dir)
-    except PlannerInputError:
-        return None
+    for name in dict.fromkeys((base_name(cluster), base_name(spec))):
+        if name in (cluster.name, spec.name):
+            continue  # not calibrated by that name
+        try:
+            return load_cluster(name, cluster_dir)
+        except PlannerInputError:
+            continue
+    return None
 
 
 def _kept(report: dict, name: str) -> str:

@@ -24,7 +24,10 @@ def run(args) -> int:
     from planner.specs.doctor import check_file, check_paths
     from planner.report.render import json_document
 
-    check_paths(args.files)  # a path that names no checkable file stops doctor before any output
+    # A path that names no checkable file stops doctor before any output (exit 2, one line naming every such
+    # path): the findings of the others would scroll the one-line error away, and exit 1 would say they were
+    # all checked.
+    check_paths(args.files)
     checked = {}
     for path in args.files:
         progress = Progress("doctor", quiet=args.quiet)  # on stderr when it is a terminal; erased before the findings print

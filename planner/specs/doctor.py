@@ -2,7 +2,8 @@
 
 Cluster specs (.yaml): bytes that are not UTF-8, YAML syntax, duplicate keys (YAML silently keeps the
 last), then every schema problem pydantic finds (unknown keys, missing keys, bad units, non-positive
-sizes), located on the line of the offending key.
+sizes), located on the line of the offending key, and a `name:` other than the file's name (a copied
+spec that kept its original's name: rows and --cluster find a spec by file name, outputs show the key).
 Runs CSVs (.csv): the header (no id column, a column given twice, a spec column misspelt by case or
 separator), rows that do not parse (non-numeric cells, sizes and times outside their ranges, truncated
 rows, duplicate ids with the line of the first), cells the spec restricts (confidence other than
@@ -85,12 +86,35 @@ def check_cluster_spec(path: Path, data: bytes) -> list[Finding]:
     if not isinstance(content, dict):
         return findings + [Finding(f"{path}:1", "expected a mapping with keys name, accelerator, node, network, reliability")]
     lines = _key_lines(node)
+    bad_name = False
     try:
         ClusterSpec.model_validate({**content, "source_file": str(path)})
     except ValidationError as error:
         findings += [Finding(f"{path}:{_line_for(problem['loc'], lines)}", describe_validation_problem(problem))
                      for problem in error.errors()]
+        bad_name = any(tuple(problem["loc"][:1]) == ("name",) for problem in error.errors())
+    if not bad_name and (message := name_key_problem(path, content)) is not None:
+        findings.append(Finding(f"{path}:{lines.get(('name',), 1)}", message))
     return sorted(findings, key=lambda f: int(f.where.rsplit(":", 1)[1]))
+
+
+def name_key_problem(path: Path, content: dict) -> str | None:
+    """A spec whose `name:` is not its file name: a copy of another spec that kept its original's name. Rows'
+    cluster cells, --cluster and `planner clusters` find a spec by its file name (specs/clusters.py
+    load_cluster), while simulate's output and a calibrated spec's name follow the key, so the two names look
+    like two clusters. A spec `planner calibrate` wrote (x.calibrated, with its calibrated_on record) is not
+    flagged: its name records the spec it was calibrated from, which calibrate fits rows of, and --out chooses
+    its file name."""
+    from planner.calibrate.samples import CALIBRATED_SUFFIX
+
+    name, stem = content.get("name"), Path(path).stem
+    if not isinstance(name, str) or name == stem:
+        return None
+    if name.endswith(CALIBRATED_SUFFIX) and isinstance(content.get("calibrated_on"), dict):
+        return None
+    return (f"key 'name': {name!r} differs from the file name {stem!r}; a runs file's cluster column and --cluster "
+            f"find this spec as {stem!r} (by file name), while simulate prints {name!r}; set name: {stem}, or "
+            f"rename the file to {name}.yaml")
 
 
 def _header_findings(path: Path, header: list[str]) -> list[Finding]:
@@ -234,13 +258,26 @@ def _kind(path: Path) -> str:
     raise PlannerInputError(f"{path}: unknown file type {suffix or '(none)'} (expected .yaml cluster spec or .csv runs file)")
 
 
+UNCHECKABLE_SHOWN = 5  # arguments named in check_paths' one-line error
+
+
 def check_paths(paths) -> list[Path]:
-    """Every argument names a file doctor can check; else one error naming the first that does not."""
-    checked = []
+    """Every argument names a file doctor can check; else one error naming each that does not (the first
+    UNCHECKABLE_SHOWN). An argument that is no checkable file stops doctor before any output, with exit 2
+    (the CLI's bad-input contract, cli/doctor.py): but naming only the first made a second typo cost a rerun."""
+    checked, problems = [], []
     for path in paths:
-        source = input_file(path, "cluster spec (.yaml) or runs file (.csv)")
-        _kind(source)
+        try:
+            source = input_file(path, "cluster spec (.yaml) or runs file (.csv)")
+            _kind(source)
+        except PlannerInputError as error:
+            problems.append(str(error))
+            continue
         checked.append(source)
+    if problems:
+        more = len(problems) - UNCHECKABLE_SHOWN
+        raise PlannerInputError("; ".join(problems[:UNCHECKABLE_SHOWN])
+                                + (f"; and {more} more argument(s) that are not checkable files" if more > 0 else ""))
     return checked
 
 

@@ -108,7 +108,10 @@ def _check_spec_file(path: Path, cli_contract) -> None:
         spec = None
     findings = check_file(path)
     assert all("\n" not in str(f) and str(f).startswith(f"{path}:") for f in findings), findings
-    assert (spec is None) == bool(findings), (spec, findings)
+    # The fuzzed file is mutated.yaml with its original's name: key: doctor says so (name_key_problem), which
+    # the loader accepts. Every other finding is one the loader rejects too.
+    loader_findings = [f for f in findings if "differs from the file name" not in f.message]
+    assert (spec is None) == bool(loader_findings), (spec, findings)
     outcome = cli_contract(["doctor", path])
     assert outcome.code == (1 if findings else 0)
     if spec is None:
