@@ -4,7 +4,7 @@ The layout comes from what the log printed (DeepSpeed's engine config and user J
 profiler summary, Megatron's arguments block), and so do the training stack (`framework`: which engine
 printed, and its version) and `flash_attention` (Megatron's attention arguments); flags fill what the log lacks and win where both
 say something (a disagreement is reported), except --global-batch against the batch the log measured its step
-time at (measured_batches: refused, as is a flag that makes a row `planner doctor` would reject, doctor_findings; a log
+time at (measured_batches: refused, as is a flag that makes a row `planner doctor` would reject, specs.doctor.row_findings; a log
 whose own layout doctor rejects is skipped). Megatron's world_size is the GPU count; DeepSpeed's config print
 `world_size` counts them only without Megatron (else it is the data-parallel size). A layout whose
 tp * pp * dp * cp is not the GPU count gives no row. The step time comes from, in this order of preference:
@@ -25,14 +25,12 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import replace
 from pathlib import Path
 
 from planner.errors import PlannerInputError
 from planner.frameworks.deepspeed_v03 import RELEASES as DEEPSPEED_V03_RELEASES
 from planner.profile.deepspeed_logs import LogProblem, ParsedLog
-from planner.profile.runs_csv import (COLUMNS, INT_COLUMNS, INT_RANGES, SIMULATION_COLUMNS, MeasuredRun, check_value,
-                                      missing_simulation_columns)
+from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, INT_RANGES, SIMULATION_COLUMNS, MeasuredRun, check_value
 
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
@@ -323,24 +321,6 @@ def refuse_relabelled_batch(log: ParsedLog, from_log: dict, layout: dict, engine
         f"leave --global-batch out or pass {shown if len(measured) == 1 else 'one of ' + shown}")
 
 
-def doctor_findings(run: MeasuredRun, where: str) -> list[str]:
-    """What `planner doctor` reports for this row, by the functions its runs-CSV check calls
-    (planner.specs.doctor.check_runs_csv): the cells the spec restricts, then, once the row has every column a
-    simulation needs, why it cannot be simulated. A row that lacks some is kept, as documented (validate skips
-    it until they are filled in). Doctor's unit-slip checks (ratio_finding, memory_finding) are left out: ingest
-    works out the seconds and GiB itself, so a row far off the model is the model's miss (or a wrong --cluster)
-    for validate to show, not a unit slip."""
-    from planner.calibrate.validation import iter_predictions
-    from planner.specs.doctor import row_cell_findings
-
-    found = row_cell_findings(run)
-    if not missing_simulation_columns(run):
-        reason = next(iter_predictions([replace(run, origin=where)])).reason
-        if reason is not None:
-            found.append(reason.removeprefix(f"{where}: "))
-    return found
-
-
 # A layout column named in a doctor finding ("micro_batch(3)", "heads (16)", "8 GPUs"); longest first, so kv_heads
 # is not heads.
 _COLUMN_IN_TEXT = re.compile(r"\b(" + "|".join(sorted(LAYOUT_FIELDS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
@@ -369,7 +349,9 @@ def doctor_rejection(run: MeasuredRun, path: str, layout: dict, from_log: dict, 
     """Why `planner doctor` would reject the row (ingest must not write a row its own checker refuses), or None.
     Raises when a flag is part of it: that is bad input (exit 2, nothing written). A log whose own layout is
     rejected gives the reason, and the file is skipped as other unusable logs are (exit 1 if others gave rows)."""
-    findings = doctor_findings(run, str(path))
+    from planner.specs.doctor import row_findings
+
+    findings = row_findings(run, str(path))
     if not findings:
         return None
     text = "; ".join(findings)

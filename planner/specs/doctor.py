@@ -168,6 +168,25 @@ def row_cell_findings(run) -> list[str]:
     return found
 
 
+def row_findings(run, where: str) -> list[str]:
+    """What doctor reports for one row without a measured-vs-model check: the cells the spec restricts
+    (row_cell_findings), then, once the row has every column a simulation needs, why it cannot be simulated (the
+    reason check_runs_csv gives). `planner ingest` refuses a row with any (profile/ingest.py). The unit-slip checks
+    (ratio_finding, memory_finding) are left out: ingest works out the seconds and GiB itself, so a row far off the
+    model is the model's miss (or a wrong --cluster) for validate to show, not a unit slip."""
+    import dataclasses
+
+    from planner.calibrate.validation import iter_predictions
+    from planner.profile.runs_csv import missing_simulation_columns
+
+    found = row_cell_findings(run)
+    if not missing_simulation_columns(run):
+        reason = next(iter_predictions([dataclasses.replace(run, origin=where)])).reason
+        if reason is not None:
+            found.append(reason.removeprefix(f"{where}: "))
+    return found
+
+
 def ratio_finding(result) -> str | None:
     """A row whose measured / predicted step time is above UNIT_ERROR_RATIO or below its inverse."""
     error = result.step_error
