@@ -17,7 +17,7 @@ def _memory_shortfall(closest: dict, hbm_bytes: float, min_headroom: float) -> s
     """How far the layout nearest to fitting is over what a GPU may hold. Among the layouts that fail memory
     and nothing else (a plan if it fitted) when there are any; the amount over is printed apart, since the
     nearest layout is often a few MiB over and 'needs 79.65 GiB of 79.65 GiB' read as a contradiction."""
-    alone = np.isfinite(closest.get("memory_alone_bytes", np.inf))
+    alone = np.isfinite(closest["memory_alone_bytes"])
     needs = closest["memory_alone_bytes"] if alone else closest["memory_bytes"]
     allowed = hbm_bytes * (1.0 - min_headroom)
     over = needs - allowed
