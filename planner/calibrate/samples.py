@@ -1,4 +1,5 @@
-"""The measured rows of one cluster, ready to fit: which rows belong to the cluster, and their predicted step times.
+"""The measured rows of one cluster, ready to fit: which rows belong to the cluster (by the names its spec goes
+by), and their predicted step times.
 
 A row counts when it was measured on the cluster (named by its name, by the spec a `.calibrated` one was made
 from, or by a path to its spec file), has a positive measured step time, and simulates; the others are
@@ -97,6 +98,73 @@ def other_cluster_counts(runs: list[MeasuredRun], cluster: ClusterSpec, cluster_
         except PlannerInputError:
             continue
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+# The names a spec goes by. --cluster names it by file (load_cluster), rows by their cluster cell, and a
+# calibrated spec's name: key records the spec it was made from; these decide which rows are this spec's.
+
+def given_name(name_or_path: str) -> str:
+    """The name --cluster gave the spec: itself, or for a path to a spec file that file's name without .yaml
+    (load_cluster takes a .yaml/.yml argument naming a file as a path, anything else as NAME.yaml)."""
+    path = Path(name_or_path)
+    try:
+        is_path = path.suffix in (".yaml", ".yml") and path.is_file()
+    except (OSError, ValueError):
+        is_path = False
+    return path.stem if is_path else name_or_path
+
+
+def named_as_given(name_or_path: str, spec: ClusterSpec) -> ClusterSpec:
+    """The spec under the name --cluster gave it, which rows must give too: a row's cluster cell finds its spec
+    by file name (load_cluster, as simulate, validate and doctor resolve it), so a spec copied to mine.yaml with
+    its name: key unchanged is 'mine' to every row and command. Keyed by that key instead, calibrate fitted rows
+    that simulate resolves to another spec (or to none) and left out the rows that name this one."""
+    name = given_name(name_or_path)
+    # A name that could not be a spec's name (a folder in it: --cluster sub/x) would also make a bad file name
+    # for the calibrated spec (<name>.calibrated.yaml); such a spec keeps its name: key, as before.
+    plain = name.strip() and name not in (".", "..") and not any(c in name for c in "/\\") and name.isprintable()
+    return spec.model_copy(update={"name": name}) if plain and name != spec.name else spec
+
+
+def rows_of_the_origin(runs: list[MeasuredRun], cluster: ClusterSpec, spec: ClusterSpec,
+                       cluster_dir=None) -> list[MeasuredRun]:
+    """`runs`, with the rows of the spec a calibrated one was made from renamed to `cluster`, when its name: key
+    records that spec (x.calibrated, made from x) and --cluster gave the file another name (`--out FILE.yaml`
+    chooses it): load_samples takes the rows of the given name and of its base name only, and a recalibration of
+    such a file must still fit the rows of the spec it came from. Other specs' name: keys give no rows."""
+    if spec is cluster or not spec.name.endswith(CALIBRATED_SUFFIX):
+        return runs
+    renamed = []
+    for run in runs:
+        try:
+            origin = not on_cluster(run, cluster, cluster_dir) and on_cluster(run, spec, cluster_dir)
+        except PlannerInputError:  # a spec path that does not resolve: load_samples lists the row with its reason
+            origin = False
+        renamed.append(dataclasses.replace(run, cluster=cluster.name) if origin else run)
+    return renamed
+
+
+def uncalibrated_origin(cluster: ClusterSpec, spec: ClusterSpec, cluster_dir=None) -> ClusterSpec | None:
+    """The spec a calibrated one without a record of its defaults was made from, when it can be found by name:
+    the base of the name --cluster gave, else of the name: key (calibrate records the origin there)."""
+    if cluster.calibrated_on is not None and cluster.calibrated_on.defaults:
+        return None
+    for name in dict.fromkeys((base_name(cluster), base_name(spec))):
+        if name in (cluster.name, spec.name):
+            continue  # not calibrated by that name
+        try:
+            return load_cluster(name, cluster_dir)
+        except PlannerInputError:
+            continue
+    return None
+
+
+def rows_naming_the_name_key(runs: list[MeasuredRun], cluster: ClusterSpec, spec: ClusterSpec) -> int:
+    """How many rows name the spec by its name: key where --cluster gave it another name (named_as_given): they
+    count as another cluster's, and the caller says why."""
+    if spec.name == cluster.name:
+        return 0
+    return sum(run.cluster == spec.name and run.cluster not in (cluster.name, base_name(cluster)) for run in runs)
 
 
 def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec, time_column: str = "step_time_s",

@@ -245,7 +245,7 @@ def _print_fit_judgement(report: dict, written: str | None) -> None:
 
 def run(args) -> int:
     from planner.calibrate.calibration import calibrate
-    from planner.calibrate.samples import load_samples
+    from planner.calibrate.samples import load_samples, named_as_given, rows_of_the_origin, uncalibrated_origin
     from planner.cli.progress import Progress
     from planner.specs.clusters import load_cluster
     from planner.report.render import json_document
@@ -253,18 +253,18 @@ def run(args) -> int:
 
     _refuse_unused_flags(args)
     spec = load_cluster(args.cluster, args.cluster_dir)
-    cluster = _named_as_given(args.cluster, spec)
+    cluster = named_as_given(args.cluster, spec)
     target = _output_target(args, cluster)
     runs, problems = read_runs_files(args.runs)
     _refuse_unknown_time_column(args, runs)
-    runs = _rows_of_the_origin(runs, cluster, spec, args.cluster_dir)
+    runs = rows_of_the_origin(runs, cluster, spec, args.cluster_dir)
     samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)
     _refuse_too_few_rows(len(samples), runs, cluster, args.cluster_dir,
                          spec.name if spec.name != cluster.name else None)
     samples, holdout = _split_holdout(samples, args.holdout_source, cluster)
     with Progress("calibrate", unit="fits", quiet=args.quiet) as progress:
         report = calibrate(samples, cluster, k=args.folds or DEFAULT_FOLDS, holdout=holdout, progress=progress,
-                           uncalibrated=_uncalibrated(cluster, spec, args.cluster_dir))
+                           uncalibrated=uncalibrated_origin(cluster, spec, args.cluster_dir))
     sources = sorted({s.run.source or "(no source)" for s in samples})
     written = _write_spec(args, cluster, report, len(samples), target, spec.name) if target is not None else None
     out = {k: v for k, v in report.items() if k != "cluster"}
@@ -286,86 +286,20 @@ def run(args) -> int:
     return 0
 
 
-def _given_name(name_or_path: str) -> str:
-    """The name --cluster gave the spec: itself, or for a path to a spec file that file's name without .yaml
-    (load_cluster takes a .yaml/.yml argument naming a file as a path, anything else as NAME.yaml)."""
-    path = Path(name_or_path)
-    try:
-        is_path = path.suffix in (".yaml", ".yml") and path.is_file()
-    except (OSError, ValueError):
-        is_path = False
-    return path.stem if is_path else name_or_path
-
-
-def _named_as_given(name_or_path: str, spec):
-    """The spec under the name --cluster gave it, which rows must give too: a row's cluster cell finds its spec
-    by file name (load_cluster, as simulate, validate and doctor resolve it), so a spec copied to mine.yaml with
-    its name: key unchanged is 'mine' to every row and command. Keyed by that key instead, calibrate fitted rows
-    that simulate resolves to another spec (or to none) and left out the rows that name this one."""
-    name = _given_name(name_or_path)
-    # A name that could not be a spec's name (a folder in it: --cluster sub/x) would also make a bad file name
-    # for the calibrated spec (<name>.calibrated.yaml); such a spec keeps its name: key, as before.
-    plain = name.strip() and name not in (".", "..") and not any(c in name for c in "/\\") and name.isprintable()
-    return spec.model_copy(update={"name": name}) if plain and name != spec.name else spec
-
-
-def _rows_of_the_origin(runs: list, cluster, spec, cluster_dir) -> list:
-    """`runs`, with the rows of the spec a calibrated one was made from renamed to `cluster`, when its name: key
-    records that spec (x.calibrated, made from x) and --cluster gave the file another name (`--out FILE.yaml`
-    chooses it): load_samples takes the rows of the given name and of its base name only, and a recalibration of
-    such a file must still fit the rows of the spec it came from. Other specs' name: keys give no rows."""
-    import dataclasses
-
-    from planner.calibrate.samples import CALIBRATED_SUFFIX, on_cluster
-    from planner.errors import PlannerInputError
-
-    if spec is cluster or not spec.name.endswith(CALIBRATED_SUFFIX):
-        return runs
-    renamed = []
-    for run in runs:
-        try:
-            origin = not on_cluster(run, cluster, cluster_dir) and on_cluster(run, spec, cluster_dir)
-        except PlannerInputError:  # a spec path that does not resolve: load_samples lists the row with its reason
-            origin = False
-        renamed.append(dataclasses.replace(run, cluster=cluster.name) if origin else run)
-    return renamed
-
-
 def _warn_rows_naming_the_name_key(runs: list, cluster, spec) -> None:
     """One stderr line when rows named the spec by its name: key, which differs from the name --cluster gave
     it: they were left out (other clusters), and the count alone would not say why. Written last, after the
     output, so that no later error makes it a second line beside a one-line error."""
-    from planner.calibrate.samples import base_name
+    from planner.calibrate.samples import rows_naming_the_name_key
     from planner.io import shown
 
-    if spec.name == cluster.name:
-        return
-    named = sum(run.cluster == spec.name and run.cluster not in (cluster.name, base_name(cluster)) for run in runs)
+    named = rows_naming_the_name_key(runs, cluster, spec)
     if named:
         sys.stderr.write(
             f"planner calibrate: warning: {named} row(s) name cluster {spec.name!r}, the name: key of "
             f"{shown(cluster.source_file)}, and were left out: rows name a spec by its file name, as --cluster, "
             f"simulate and validate do, so this spec is {cluster.name!r}; set their cluster to {cluster.name} if "
             f"they were measured on it, and name: {cluster.name} in the spec (`planner doctor` flags it)\n")
-
-
-def _uncalibrated(cluster, spec, cluster_dir):
-    """The spec a calibrated one without a record of its defaults was made from, when it can be found by name:
-    the base of the name --cluster gave, else of the name: key (calibrate records the origin there)."""
-    from planner.calibrate.samples import base_name
-    from planner.errors import PlannerInputError
-    from planner.specs.clusters import load_cluster
-
-    if cluster.calibrated_on is not None and cluster.calibrated_on.defaults:
-        return None
-    for name in dict.fromkeys((base_name(cluster), base_name(spec))):
-        if name in (cluster.name, spec.name):
-            continue  # not calibrated by that name
-        try:
-            return load_cluster(name, cluster_dir)
-        except PlannerInputError:
-            continue
-    return None
 
 
 def _kept(report: dict, name: str) -> str:
