@@ -190,7 +190,7 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
     micro-batch (`every_mb`)."""
     zero = batch.zero
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
-    buckets = _gradient_buckets(batch, fw, params)
+    buckets = _gradient_buckets(batch, fw, params, stage["layers"])
     all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
     backward = stage["backward"]
     overlapped = batch.dp_comm_overlap
@@ -288,10 +288,15 @@ def _parameter_gather_bytes(batch, w, params, stage_layers):
     return w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage_layers), 0.0)
 
 
-def _gradient_buckets(batch, fw, params):
-    """Buckets the stage's gradients are reduced in (ZeRO-0/1/2), at least one."""
+def _gradient_buckets(batch, fw, params, units):
+    """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets, or one per wrapped
+    unit where the stack reduces unit by unit (Framework.per_unit_collectives_from_zero): `units` layers, and
+    the units outside them where the stage holds parameters outside its layers."""
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * batch.dp)
-    return np.maximum(np.ceil(params / bucket_elements), 1.0)
+    buckets = np.ceil(params / bucket_elements)
+    outside = params > units * batch.layer_params / batch.tp
+    per_unit = units * fw["gathers_per_layer"] + np.where(outside, fw["gathers_outside_layers"], 0.0)
+    return np.maximum(np.where(batch.zero >= fw["per_unit_collectives_from_zero"], per_unit, buckets), 1.0)
 
 
 def _shard_links(batch, cluster, fw):
@@ -334,7 +339,7 @@ def _data_parallel_collectives_per_row(batch, cluster):
     zero3_rows = groups.Rows(zero3, shard_links)
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = groups.Rows(zero3 & (outside > 0), shard_links)
-    buckets = _gradient_buckets(batch, fw, params)
+    buckets = _gradient_buckets(batch, fw, params, units)
     whole = many & whole_gradient_all_reduced(batch, fw)
     sharded_12 = many & ((zero == 1) | (zero == 2))
     gathered = many & (zero < 3) & parameters_gathered_after_step(batch, fw)

@@ -96,6 +96,11 @@ class Framework:
     # Bucket growth with the data-parallel size, elements per rank (the bucket is the larger of this x dp
     # and grad_bucket_elements), so per-call ring latency over many ranks stays amortised.
     grad_bucket_elements_per_rank: float = 0.0
+    # The ZeRO stage from which the stack reduces gradients (and, at ZeRO-1/2, gathers parameters) one collective
+    # per wrapped unit, as it does at ZeRO-3 (gathers_per_layer per layer, gathers_outside_layers outside them),
+    # rather than in grad_bucket_elements buckets: FSDP reduce-scatters in each unit's post-backward hook at
+    # every sharding strategy. 4: never (bucketed at every stage below 3).
+    per_unit_collectives_from_zero: int = 4
     # The TP overlap moves data by direct loads/stores between the GPUs' memories (TE userbuffers over CUDA IPC,
     # torch symmetric memory), so it works only inside one NVLink (scale-up) domain: a tp group across nodes
     # runs its collectives unoverlapped. False where the overlap runs over the network too (XLA's collective

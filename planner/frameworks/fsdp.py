@@ -67,7 +67,11 @@ FSDP = Framework(
     # schedules.py:1020-1024), and ScheduleInterleaved1F1B, which runs max(1, m // pp) rounds that must divide
     # m (:2935-2941: with pp 4, m 9 is refused, 7 and 10 run).
     one_f_one_b_needs_pp_micro_batches=True, interleaving_rounds_divide_micro_batches=True,
-    grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`); FSDP reduces per unit
+    grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`)
+    # FSDP2 reduce-scatters each unit's gradients in that unit's post-backward (torch 2.13 distributed/fsdp/
+    # _fully_shard/_fsdp_param_group.py `post_backward` -> `foreach_reduce`), with reshard_after_forward never
+    # (ZeRO-2) as at ZeRO-3, and all-gathers per unit before forward; only ZeRO-0 is DDP's bucketed all-reduce.
+    per_unit_collectives_from_zero=2,
     eager_dispatch=True,
     # With pp > 1 torchtitan does not reshard after forward (`distributed/fsdp.py`:129-132) and
     # torch.distributed.pipelining turns gradient sync off until the last backward (`pipelining/stage.py`,
