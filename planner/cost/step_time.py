@@ -341,6 +341,11 @@ def _flop_rates(batch, total, peak) -> dict:
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
                                           batch.global_batch * batch.seq_len, causal=True, **variant, **window)
     flops = flop_parts["total"]
+    if "experts" in flop_parts and batch.moe_imbalance is not None:
+        # A capacity below the mean load (capacity factor < 1) drops the tokens beyond it (moe_imbalance is then the
+        # capacity factor, frameworks.moe.routing_imbalance): the experts compute only the kept share, and the time
+        # above is charged for that share, so the model FLOPs count it too.
+        flops = flops - flop_parts["experts"] * (1.0 - np.fmin(batch.moe_imbalance, 1.0))
     # The unfused path computes the whole square: s keys per query against the attended ones counted.
     unfused_factor = 2.0 if not window else batch.seq_len / attended_keys(batch.seq_len, batch.attention_window)
     executed_core = flop_parts["attention_core"] * np.where(batch.flash_attention, 1.0, unfused_factor)

@@ -84,3 +84,19 @@ def test_the_layout_search_prices_each_stack_at_its_default_capacity(framework, 
 
     balanced, skewed = best_step(1.0), best_step(1.3)
     assert (skewed == pytest.approx(balanced, rel=1e-12)) if capped else skewed > balanced
+
+
+@pytest.mark.parametrize("capacity", [0.1, 0.5])
+def test_a_capacity_below_the_mean_drops_tokens_from_the_model_flops_too(capsys, capacity):
+    """A capacity factor below 1 drops every token beyond it, and the time is charged for the kept share only
+    (frameworks.moe.routing_imbalance): the model FLOPs count the experts' kept share too, so MFU <= HFU <= 1 (at
+    0.1 the experts' full count gave MFU 125%)."""
+    full = _simulate(capsys, "--framework", "megatron")
+    capped = _simulate(capsys, "--framework", "megatron", "--moe-capacity-factor", f"{capacity:g}")
+    assert capped["mfu"] <= capped["hfu"] <= 1.0
+    assert capped["model_flops_per_step"] < full["model_flops_per_step"]
+    # The dropped share of the experts' FLOPs is what goes, in proportion to the capacity; the rest is as before.
+    dropped = full["model_flops_per_step"] - capped["model_flops_per_step"]
+    capped_more = _simulate(capsys, "--framework", "megatron", "--moe-capacity-factor", f"{capacity / 2:g}")
+    dropped_more = full["model_flops_per_step"] - capped_more["model_flops_per_step"]
+    assert dropped_more / dropped == pytest.approx((1 - capacity / 2) / (1 - capacity), rel=1e-9)
