@@ -60,7 +60,7 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     units = stage["layers"]
     limited, shares, regather_calls, regathered_bytes, gather_bwd = _limited_fetch(batch, fw, zero3, gather, w, m,
                                                                                    units, shard_links, kw)
-    per_micro_batch, per_step_once = _zero3_schedules(fw, eff, stage, limited, shares)
+    per_micro_batch, per_step_once = _zero3_schedules(batch, fw, eff, stage, limited, shares)
     outside = np.maximum(params - units * unit, 0.0)
     outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
     layers_mb = per_micro_batch(gather, gather_bwd, scatter)
@@ -137,11 +137,13 @@ def _zero3_step_once_s(gather_fwd, scatter_, *, stage, prefetch, dp_overlap):
     return _hidden_in_practice(ideal, all_units, dp_overlap) + units * scatter_
 
 
-def _zero3_schedules(fw, eff, stage, limited, shares):
+def _zero3_schedules(batch, fw, eff, stage, limited, shares):
     """The ZeRO-3 chain's exposed seconds as functions of the per-unit collective seconds, for this stage and
     stack: per micro-batch (gather_fwd, gather_bwd, scatter) and per step gathered once (gather_fwd, scatter).
     cost/hierarchy.py and cost/offload.py rerun them on their own per-unit seconds."""
-    prefetch = fw["prefetches_next_unit"] > 0
+    # Without the layout's dp_comm_overlap the gathers and reduce-scatters run on the compute stream, one after the
+    # other (DeepSpeed's overlap_comm False: parameter_offload.py:190, stage3.py:336 at DeepSpeed@edaa722).
+    prefetch = (fw["prefetches_next_unit"] > 0) & batch.dp_comm_overlap
     per_micro_batch = functools.partial(_zero3_micro_batch_s, stage=stage, prefetch=prefetch,
                                         dp_overlap=eff.dp_overlap, limited=limited, shares=shares)
     per_step_once = functools.partial(_zero3_step_once_s, stage=stage, prefetch=prefetch, dp_overlap=eff.dp_overlap)
@@ -394,7 +396,7 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
     m = batch.grad_accumulation
     zero3 = batch.zero == 3
     per_micro_batch = 2.0 * gather + reduce
-    zero3_exposed = m * np.where(overlapped | (fw["prefetches_next_unit"] > 0),
+    zero3_exposed = m * np.where(overlapped & (fw["prefetches_next_unit"] > 0),
                                  hidden_behind(np.maximum(stage["forward"] + stage["backward"] - dense_used["micro_batch"],
                                                           0.0), per_micro_batch, buckets, eff.dp_overlap),
                                  per_micro_batch)

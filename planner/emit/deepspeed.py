@@ -40,8 +40,9 @@ def zero_block(layout: Layout) -> dict:
         return block
     # overlap_comm as priced: at ZeRO-1/2 the layout's dp_comm_overlap hides the bucketed reduction behind backward
     # (cost.step_time) and holds a second IPG bucket (cost.memory, stage_1_and_2.py:2048-2060); DeepSpeed's own
-    # default is off there. ZeRO-3 keeps DeepSpeed's stage-3 default, on (zero/config.py:384-387 overlap_comm_valid).
-    overlap = layout.dp_comm_overlap_on if layout.zero in (1, 2) else True
+    # default is off there. At ZeRO-3 it prefetches the gathers and overlaps the reduce-scatters (cost.data_parallel),
+    # by default on, as DeepSpeed's stage-3 default (zero/config.py:383-385 overlap_comm_valid).
+    overlap = layout.dp_comm_overlap_on
     block.update({"overlap_comm": overlap, "contiguous_gradients": True,
                   "reduce_bucket_size": int(ZERO12_BUCKET_ELEMENTS)})
     if layout.zero in (1, 2):

@@ -69,6 +69,11 @@ class Framework:
     # Kernels are issued one by one from Python (eager PyTorch) rather than from a compiled program.
     eager_dispatch: bool
     zero_stages: frozenset = frozenset({0, 1, 2, 3})
+    # Default of the layout's dp_comm_overlap at ZeRO-3, where the switch also decides whether the per-unit gathers are prefetched on a stream of
+    # their own: DeepSpeed's overlap_comm defaults to True at stage 3 only (zero/config.py:383-385 at
+    # DeepSpeed@edaa722; ZERO3_OPTIMIZATION_OVERLAP_COMM_DEFAULT = True in v0.3.14 zero/constants.py:55), and
+    # FSDP's prefetch has no switch: on for every stack.
+    dp_comm_overlap_default_at_zero3: bool = True
     # Highest ZeRO stage the stack runs together with pipeline parallelism (DeepSpeed's pipeline engine and
     # Megatron's distributed optimizer: 1; torchtitan shards each pipeline stage with FSDP2: 3).
     max_zero_with_pipeline: int = 1

@@ -102,8 +102,11 @@ class Layout(BaseModel):
 
     @property
     def dp_comm_overlap_on(self) -> bool:
+        """Whether data-parallel communication overlaps compute: the explicit setting or the framework's default
+        (at ZeRO-3 its default there, Framework.dp_comm_overlap_default_at_zero3)."""
         if self.dp_comm_overlap is None:
-            return FRAMEWORKS[self.framework].dp_comm_overlap_default
+            stack = FRAMEWORKS[self.framework]
+            return stack.dp_comm_overlap_default_at_zero3 if self.zero == 3 else stack.dp_comm_overlap_default
         return self.dp_comm_overlap
 
     @property

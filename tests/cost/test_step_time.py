@@ -443,3 +443,18 @@ def test_ddp_still_reduces_in_buckets_under_fsdp_stacks():
     params = batch.layer_params * model.layers
     calls = _gradient_buckets(batch, fw, np.array([params]), np.array([float(model.layers)]))[0]
     assert calls == np.ceil(params / 6.25e6)
+
+
+@pytest.mark.parametrize("framework", ["deepspeed", "fsdp", "megatron"])
+def test_zero3_without_dp_comm_overlap_runs_its_gathers_and_reduce_scatters_exposed(framework):
+    """--dp-comm-overlap 0 at ZeRO-3: the collectives run on the compute stream (DeepSpeed's overlap_comm False,
+    parameter_offload.py:190, stage3.py:336), nothing prefetched: every unit's gathers and reduce-scatter exposed.
+    Unset, ZeRO-3 overlaps (DeepSpeed's stage-3 default, Framework.dp_comm_overlap_default_at_zero3); the switch
+    was ignored at ZeRO-3 before."""
+    model, cluster = PRESETS["llama2-7b"], load_cluster("dgx-h100")
+    layout = dict(dp=256, zero=3, micro_batch=1, global_batch=1024, recompute="full", framework=framework)
+    exposed = {overlap: _time(model, cluster, dp_comm_overlap=overlap, **layout)["parts"]["dp_comm_exposed"][0]
+               for overlap in (None, False, True)}
+    assert exposed[None] == exposed[True]
+    assert exposed[False] > 5 * exposed[True]
+    assert Layout(**layout).dp_comm_overlap_on

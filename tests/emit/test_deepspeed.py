@@ -123,9 +123,12 @@ def test_deepspeed_parses_the_configs_launch_files_emits_for_searched_plans():
 
 def priced_overlap_comm(layout: Layout) -> bool:
     """The overlap_comm the plan was priced with: ZeRO-1/2 hide the bucketed reduction behind backward and hold a
-    second IPG bucket only with the layout's dp_comm_overlap (cost.step_time, cost.memory); ZeRO-3 is priced with
-    DeepSpeed's stage-3 default, on (runtime/zero/config.py overlap_comm_valid)."""
-    return layout.dp_comm_overlap_on if layout.zero in (1, 2) else layout.zero == 3
+    second IPG bucket only with the layout's dp_comm_overlap (cost.step_time, cost.memory); ZeRO-3 prefetches its
+    gathers and overlaps its reduce-scatters only with it (cost.data_parallel), by default on as DeepSpeed's
+    stage-3 default (runtime/zero/config.py overlap_comm_valid)."""
+    if layout.zero == 3:
+        return True if layout.dp_comm_overlap is None else layout.dp_comm_overlap
+    return layout.dp_comm_overlap_on if layout.zero in (1, 2) else False
 
 
 def test_overlap_comm_is_the_overlap_the_plan_priced():
