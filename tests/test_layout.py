@@ -54,6 +54,25 @@ def test_megatron_runs_tp_a_divisor_or_a_multiple_of_the_kv_heads():
         in message
 
 
+def test_ffn_not_divisible_by_tp():
+    """Megatron-Core's RowParallelLinear divides the MLP's inner width by tp (`divide` asserts): simulate accepted
+    ffn 1001 at tp 8 and --emit wrote a launch that fails."""
+    model = make_model(layers=4, hidden=1024, heads=16, ffn=1001, vocab=1000, seq_len=1024)
+    assert "ffn(1001) is not divisible by tp(8)" in _check_error(model, gpus=8, tp=8, global_batch=1)
+    check_layout(model, Layout(tp=1, dp=8, global_batch=8), gpus=8)
+
+
+def test_sequence_parallelism_needs_each_ranks_sequence_divisible_by_tp():
+    """Megatron's _split_along_first_dim asserts the sequence (seq_len / cp per rank) divides over tp."""
+    model = make_model(layers=4, hidden=1024, heads=16, vocab=1000, seq_len=1022)
+    message = _check_error(model, gpus=4, tp=4, seq_parallel=True, global_batch=1)
+    assert "seq_len(1022) / cp(1) = 1022 is not divisible by tp(4): sequence parallelism splits it over tp" in message
+    check_layout(model, Layout(tp=4, seq_parallel=False, global_batch=1), gpus=4)
+    # 2048 / cp 8 = 256 tokens a rank, which tp 4 splits.
+    even = make_model(layers=4, hidden=1024, heads=16, vocab=1000, seq_len=2048)
+    check_layout(even, Layout(tp=4, cp=8, seq_parallel=True, global_batch=1, framework="megatron"), gpus=32)
+
+
 def test_fewer_layers_than_virtual_stages():
     message = _check_error(GPT3, pp=16, vpp=8, global_batch=16)
     assert "layers(96) < pp(16) * vpp(8) = 128" in message

@@ -77,7 +77,7 @@ def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
     """(tp, cp, pp, vpp, dp) rows that divide the GPUs and the model."""
     rows = []
     for tp in divisors(gpus):
-        if tp > MAX_TP or model.heads % tp or model.kv % tp:
+        if tp > MAX_TP or model.heads % tp or model.kv % tp or model.ffn_size % tp:
             continue
         for cp in CP_CHOICES:
             if (gpus // tp) % cp or model.seq_len % cp:
@@ -223,6 +223,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
+    # Sequence parallelism splits each rank's sequence over tp (layout_checks.check_layout).
+    runs &= (sp == 0) | ((model.seq_len // cp) % tp == 0)
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
     # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
     # (what such a stack's user would run).

@@ -163,6 +163,7 @@ def _placement_grid(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     and the indices of those that divide the model and the cell's GPUs (the rest are never crossed further)."""
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
+    ffn = np.array([m.ffn_size for m in models])
     kv_heads = np.array([m.kv for m in models])
     seq_lens = np.array([m.seq_len for m in models])
     grids = np.meshgrid(np.arange(len(cell_model)), np.array(TP_CHOICES, dtype=_COLUMN_INT), np.array(PP_CHOICES, dtype=_COLUMN_INT),
@@ -174,6 +175,8 @@ def _placement_grid(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     L = layers[model_index]
     placement_ok = (
         (tp <= gpus_per_node) & (heads[model_index] % tp == 0) & (kv_heads[model_index] % tp == 0)
+        & (ffn[model_index] % tp == 0)  # layout_checks.check_layout: ffn and, with sp, seq_len / cp split over tp
+        & ((sp == SEQ_PARALLEL_CHOICES[0]) | ((seq_lens[model_index] // cp) % tp == 0))
         & (gpus % (tp * pp * cp) == 0) & (seq_lens[model_index] % cp == 0) & (L % (pp * vpp) == 0)
         & ((vpp == 1) | (pp > 1)) & ((tp > 1) | (sp == SEQ_PARALLEL_CHOICES[0]))
         # Deep pipelines need at least one layer per (virtual) stage.

@@ -31,6 +31,15 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         also = " or a multiple of them" if FRAMEWORKS[layout.framework].tp_multiple_of_kv_heads else ""
         problems.append(f"kv_heads({model.kv}) is not divisible by tp({t}): {layout.framework} needs tp a divisor of "
                         f"the key/value heads{also}")
+    # The MLP's inner width is split evenly over tp: Megatron-Core's RowParallelLinear divides its input size by
+    # tp, and `divide` asserts (NVIDIA/Megatron-LM@d98e8a6 megatron/core/tensor_parallel/layers.py:1408).
+    if model.ffn_size % t:
+        problems.append(f"ffn({model.ffn_size}) is not divisible by tp({t})")
+    # Sequence parallelism splits each rank's sequence (seq_len / cp) over tp along its first dimension, which
+    # must divide (megatron/core/tensor_parallel/mappings.py:71-74 `_split_along_first_dim`).
+    if layout.seq_parallel and t > 1 and (model.seq_len // c) % t:
+        problems.append(f"seq_len({model.seq_len}) / cp({c}) = {model.seq_len // c} is not divisible by tp({t}): "
+                        "sequence parallelism splits it over tp")
     # Stages need not be even (see stage_layers), but every virtual stage needs a layer.
     if model.layers < p * v:
         problems.append(f"layers({model.layers}) < pp({p}) * vpp({v}) = {p * v}: a pipeline stage would have no layer")

@@ -34,7 +34,8 @@ def models(draw, max_layers: int = 24) -> ModelSpec:
     return ModelSpec(
         layers=draw(st.integers(1, max_layers)), hidden=hidden, heads=heads,
         kv_heads=draw(st.sampled_from(_divisors(heads))),
-        ffn=draw(st.one_of(st.none(), st.integers(1, 8 * hidden))), mlp=mlp,
+        # Any width tp 16 splits (layout_checks: ffn divisible by tp), from 16 to 8 h.
+        ffn=draw(st.one_of(st.none(), st.integers(1, hidden // 2).map(lambda k: 16 * k))), mlp=mlp,
         vocab=draw(st.integers(1, 160_000)), seq_len=draw(st.sampled_from([1, 2, 64, 128, 256, 1024, 2048, 4096])),
         tied_embeddings=draw(st.booleans()), position=draw(st.sampled_from(["learned", "rotary", "alibi"])),
         bias=draw(st.booleans()), norm=draw(st.sampled_from(["layernorm", "rmsnorm"])),
@@ -57,7 +58,8 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     framework = fixed.get("framework", draw(st.sampled_from(stacks)))
     stack = FRAMEWORKS[framework]
     tp_options = [d for d in _divisors(model.heads) if d <= min(16, capacity)
-                  and (model.kv % d == 0 or (stack.tp_multiple_of_kv_heads and d % model.kv == 0)) and (d == 1 or stack.supports_tensor_parallel)]
+                  and (model.kv % d == 0 or (stack.tp_multiple_of_kv_heads and d % model.kv == 0)) and (d == 1 or stack.supports_tensor_parallel)
+                  and model.ffn_size % d == 0]
     tp = fixed.get("tp", draw(st.sampled_from(tp_options)))
     # Stages may be uneven (pipeline_stages.stage_layers); each virtual stage needs a layer.
     pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
@@ -94,7 +96,8 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
                                  if offload != "none" and zero in stack.nvme_offload_zero_stages else "cpu"),
         micro_batch=micro_batch, global_batch=micro_batch * dp * accumulation,
         recompute=fixed.get("recompute", draw(st.sampled_from(stack.recompute_modes))),
-        seq_parallel=fixed.get("seq_parallel", draw(st.booleans())),
+        # Sequence parallelism splits each rank's sequence over tp (layout_checks.check_layout).
+        seq_parallel=fixed.get("seq_parallel", draw(st.booleans()) if (model.seq_len // cp) % tp == 0 else False),
         dtype=fixed.get("dtype", draw(st.sampled_from(dtypes))),
         flash_attention=fixed.get("flash_attention", draw(st.booleans())),
         framework=framework,
