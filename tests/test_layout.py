@@ -216,3 +216,42 @@ def test_build_batch_broadcasts_and_take_selects():
 def test_build_batch_rejects_unknown_arrays():
     with pytest.raises(TypeError, match="pipeline"):
         build_batch([PRESETS["gpt2-small"]], [0], pipeline=2)
+
+
+def test_stacks_that_predate_flash_attention_run_the_unfused_path_unless_told():
+    """deepspeed-v0.2 and -v0.3 (2020-21) had no FlashAttention (2022): a layout that does not say runs their
+    unfused attention (Framework.flash_attention_default); simulate ran them with flash by default before."""
+    from planner.frameworks import FRAMEWORKS
+
+    for name, stack in FRAMEWORKS.items():
+        assert Layout(framework=name).flash_attention_on == stack.flash_attention_default
+    assert not Layout(framework="deepspeed-v0.2").flash_attention_on
+    assert not Layout(framework="deepspeed-v0.3").flash_attention_on
+    assert Layout(framework="deepspeed").flash_attention_on
+    assert Layout(framework="deepspeed-v0.3", flash_attention=True).flash_attention_on
+    batch = single_batch(PRESETS["gpt2-small"], Layout(framework="deepspeed-v0.3", dtype="fp16"))
+    assert not batch.flash_attention[0]
+
+
+@pytest.mark.parametrize("framework", ["megatron", "deepspeed", "fsdp", "deepspeed-v0.3", "other"])
+@pytest.mark.parametrize("zero", [1, 3])
+def test_settings_used_shows_what_the_stack_runs_and_builds_the_same_layout(framework, zero):
+    """simulate --json reports each switch at the value it ran with (null was reported for the stack's
+    defaults); fed back, those values make a layout that checks and runs the same."""
+    from planner.frameworks import FRAMEWORKS
+    from planner.specs.layout import settings_used
+
+    if zero not in FRAMEWORKS[framework].zero_stages:
+        pytest.skip(f"{framework} has no ZeRO-{zero}")
+    model = PRESETS["llama2-7b"]
+    dtype = "fp16" if framework == "deepspeed-v0.3" else "bf16"
+    layout = Layout(tp=2, dp=4, zero=zero, global_batch=8, recompute="full", framework=framework, dtype=dtype)
+    used = settings_used(layout)
+    for name in ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "partition_activations"):
+        assert isinstance(used[name], bool), name
+    again = Layout(**used)
+    check_layout(model, again, gpus=8)
+    assert settings_used(again) == used
+    first, second = (single_batch(model, x) for x in (layout, again))
+    for column in ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "partition_activations"):
+        np.testing.assert_array_equal(getattr(first, column), getattr(second, column))

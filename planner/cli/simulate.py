@@ -84,8 +84,10 @@ def run(args) -> int:
     result["inferred"] = getattr(args, "inferred", {})
     result["switched_off"] = getattr(args, "switched_off", [])
     if args.json:
+        from planner.specs.layout import settings_used
+
         print(json_document({**result, "model": model.model_dump(), "params": model.total_params,
-                       "layout": layout.model_dump(), "gpus": layout.gpus, "cluster": cluster.name,
+                       "layout": settings_used(layout), "gpus": layout.gpus, "cluster": cluster.name,
                        "calibration": cluster.calibration}))
     else:
         print(format_simulation(model, layout, cluster, result))

@@ -127,7 +127,7 @@ def _layout_line(layout) -> str:
     return (f"layout   gpus={layout.gpus} tp={layout.tp} pp={layout.pp} dp={layout.dp} cp={layout.cp} vpp={layout.vpp} "
             f"zero={layout.zero} offload={layout.offload} micro_batch={layout.micro_batch} global_batch={layout.global_batch} "
             f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
-            f"dtype={layout.dtype} flash={int(layout.flash_attention)} framework={layout.framework} "
+            f"dtype={layout.dtype} flash={int(layout.flash_attention_on)} framework={layout.framework} "
             f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
             + (" partition_activations=1" if layout.partition_activations_on else "") + fp8_params + _hierarchy_text(layout))
 

@@ -188,7 +188,7 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
     args += [f"--weight-decay {WEIGHT_DECAY}", "--adam-beta1 0.9", "--adam-beta2 0.95", "--clip-grad 1.0",
              "--attention-dropout 0", "--hidden-dropout 0"]
     args += {"bf16": ["--bf16"], "fp8": ["--bf16"], "fp16": ["--fp16"], "fp32": []}[layout.dtype]
-    if layout.flash_attention:
+    if layout.flash_attention_on:
         args.append("--use-flash-attn-v2")
     if layout.recompute == "full":
         args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1",

@@ -231,7 +231,7 @@ def compute_arguments(layout: Layout) -> list[Argument]:
             args.append(("--distribute-saved-activations", None))
     elif layout.recompute == "selective":  # no --recompute-method with selective (MP:1425-1428)
         args.append(("--recompute-granularity", "selective"))
-    if not layout.flash_attention:
+    if not layout.flash_attention_on:
         args.append(("--attention-backend", "unfused"))  # TC:151; the default (auto) picks a fused kernel
     return args
 

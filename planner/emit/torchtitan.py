@@ -59,7 +59,7 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     if layout.offload == "optimizer" or (layout.offload != "none" and layout.offload_device == "nvme"):
         problems.append(f"offload={layout.offload} to {layout.offload_device}: torchtitan's training.enable_cpu_offload "
                         "moves parameters, gradients and optimizer state together, to CPU only")
-    if not layout.flash_attention:
+    if not layout.flash_attention_on:
         problems.append("flash_attention=0: torchtitan's attention is always a fused SDPA/flex kernel")
     divisor = 2 * layout.tp * layout.cp  # PD:365-372, asserted at PAR:67-74
     if model.seq_len % divisor:

@@ -264,6 +264,9 @@ class Framework:
     # bf16 is how both are run on Ampere and later (their dtype defaults, fp32, are not what a published run used).
     default_dtype: str = "bf16"
     default_zero: int = 0
+    # Whether a layout that does not say runs fused (flash) attention: every stack today; not the stacks that
+    # predate FlashAttention (Dao et al., 2022), whose runs computed the whole score matrix (deepspeed-v0.2, -v0.3).
+    flash_attention_default: bool = True
     # Partitioned activation checkpoints (planner.cost.memory, planner.cost.model_parallel_comm): under full recompute
     # each checkpointed layer input is kept as its 1/tp slice on every tp rank and all-gathered over tp, on the
     # compute stream, before the layer is recomputed in backward. Available where the stack has the option

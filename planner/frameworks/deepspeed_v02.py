@@ -79,6 +79,8 @@ from planner.frameworks.deepspeed import DEEPSPEED
 
 DEEPSPEED_V02 = replace(
     DEEPSPEED, name="deepspeed-v0.2", lineage="deepspeed",
+    # FlashAttention (Dao et al., 2022) came after this stack: its runs computed the whole score matrix.
+    flash_attention_default=False,
     # The fork's unfused model code (module docstring), in accesses of one fp16 element per element touched.
     unfused_score_accesses_forward=6.0,  # divide, mask multiply, subtract (transformer.py:119-123)
     unfused_score_accesses_backward=4.0,  # the multiply's and the divide's gradients

@@ -65,6 +65,8 @@ RELEASES = ((0, 3, 13), (0, 5, 4))
 
 DEEPSPEED_V03 = replace(
     DEEPSPEED, name="deepspeed-v0.3", lineage="deepspeed",
+    # FlashAttention (Dao et al., 2022) came after this stack: its runs computed the whole score matrix.
+    flash_attention_default=False,
     gathers_per_layer=4.0, gathers_outside_layers=2.0,
     scatter_calls_per_layer=12.0, scatter_calls_outside_layers=4.0,
     host_ops_per_rank_per_call=1.0,

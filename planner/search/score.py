@@ -34,7 +34,7 @@ from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.cost.step_time import step_time
 from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
-from planner.frameworks import FRAMEWORK_NAMES, framework_arrays, runnable_micro_batches
+from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch, build_batch
@@ -196,12 +196,15 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
 
 def _chunk_batch(problem: Problem, space_models: list, arrays: dict, global_batch: np.ndarray) -> CandidateBatch:
     """The chunk's candidates as one CandidateBatch for the cost model, with the ZeRO-3 hierarchy and stack
-    columns where the space has them (flash attention always on, the problem's dtype)."""
+    columns where the space has them (flash attention as the stack runs it by default, the problem's dtype)."""
+    stack = {k: arrays[k] for k in HIERARCHY_COLUMNS + STACK_COLUMNS if k in arrays}
+    flash = (framework_arrays(stack["framework"])["flash_attention_default"] > 0 if "framework" in stack
+             else FRAMEWORKS["other"].flash_attention_default)
     return build_batch(
         space_models, arrays["model_index"], tp=arrays["tp"], pp=arrays["pp"], dp=arrays["dp"], vpp=arrays["vpp"],
         cp=arrays["cp"], zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"],
-        global_batch=global_batch, recompute=arrays["recompute"], seq_parallel=arrays["seq_parallel"], flash_attention=True,
-        dtype=DTYPE_CODES[problem.dtype], **{k: arrays[k] for k in HIERARCHY_COLUMNS + STACK_COLUMNS if k in arrays},
+        global_batch=global_batch, recompute=arrays["recompute"], seq_parallel=arrays["seq_parallel"],
+        flash_attention=flash, dtype=DTYPE_CODES[problem.dtype], **stack,
     )
 
 

@@ -287,7 +287,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
         offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
         global_batch=column(lambda l: l.global_batch), recompute=column(lambda l: RECOMPUTE_CODES[l.recompute]),
-        seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention),
+        seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention_on),
         dtype=column(lambda l: DTYPE_CODES[l.dtype]), framework=column(lambda l: FRAMEWORK_CODES[l.framework]),
         tp_comm_overlap=column(lambda l: l.tp_comm_overlap_on and l.tp > 1),
         dp_comm_overlap=column(lambda l: l.dp_comm_overlap_on),

@@ -36,7 +36,8 @@ class Layout(BaseModel):
     recompute: Literal["none", "selective", "full"] = "none"
     seq_parallel: bool = False
     dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
-    flash_attention: bool = True
+    # Fused (flash) attention; None = the framework's default (Framework.flash_attention_default).
+    flash_attention: bool | None = None
     # The training stack that runs the layout (planner.frameworks): what it shards, in which dtype,
     # which overlaps it has. "other" is a neutral default.
     framework: Literal[FRAMEWORK_NAMES] = "other"
@@ -99,6 +100,13 @@ class Layout(BaseModel):
         if self.tp_comm_overlap is None:
             return FRAMEWORKS[self.framework].tp_comm_overlap_default
         return self.tp_comm_overlap
+
+    @property
+    def flash_attention_on(self) -> bool:
+        """Whether attention runs as a fused (flash) kernel: the explicit setting or the framework's default."""
+        if self.flash_attention is None:
+            return FRAMEWORKS[self.framework].flash_attention_default
+        return self.flash_attention
 
     @property
     def dp_comm_overlap_on(self) -> bool:
@@ -179,6 +187,16 @@ def train_steps(layout: Layout, tokens: float, seq_len: int) -> int:
     return math.ceil(tokens / (layout.global_batch * seq_len))
 
 
+def settings_used(layout: Layout) -> dict:
+    """The layout's fields with each switch left to the stack (None) replaced by the value it runs at, as the text
+    output shows them (the `_on` / `_used` properties): what `simulate --json` reports. Gradient-reduction dtype
+    stays None (the cost model resolves it with the dtype, cost.memory), and so do the MoE routing settings."""
+    return {**layout.model_dump(), "flash_attention": layout.flash_attention_on,
+            "tp_comm_overlap": layout.tp_comm_overlap_on, "dp_comm_overlap": layout.dp_comm_overlap_on,
+            "partition_activations": layout.partition_activations_on,
+            "fp8_recipe": layout.fp8_recipe_used if layout.dtype == "fp8" else layout.fp8_recipe}
+
+
 def make_layout(where: str = "layout", **values) -> Layout:
     """Build a Layout, turning validation errors into one-line PlannerInputErrors naming `where`."""
     try:
@@ -198,4 +216,4 @@ def moe_imbalance(layout: Layout) -> float:
                                    layout.moe_pad_to_capacity_used))
 
 
-__all__ = ["Layout", "make_layout", "train_steps", "moe_imbalance"]
+__all__ = ["Layout", "make_layout", "settings_used", "train_steps", "moe_imbalance"]

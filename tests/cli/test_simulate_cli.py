@@ -144,7 +144,7 @@ def test_partition_activations_round_trip(cli, tmp_path, source):
     assert expected["time"]["checkpoint_gather"] > 0
     assert result["time"]["checkpoint_gather"] == pytest.approx(expected["time"]["checkpoint_gather"], rel=1e-12)
     _, default, _ = cli(["simulate", *base, "--json"])
-    assert json.loads(default)["layout"]["partition_activations"] is None  # the stack's default, off
+    assert json.loads(default)["layout"]["partition_activations"] is False  # the stack's default, off, as it runs
     assert "checkpoint_gather" not in json.loads(default)["time"]
     _, text, _ = cli(["simulate", *argv])
     assert "partition_activations=1" in text and "checkpoint_gather" in text
