@@ -55,7 +55,7 @@ def test_item4_step_time_out_of_range_is_a_row_problem_not_an_error_value(tmp_pa
     assert "column 'step_time_s' must be a positive finite number of seconds from 1e-06 to 1e+07" in problems[0].reason
     code, out, _ = cli(["validate", path, "--json"])
     report = json.loads(out)
-    assert code == 0 and report["step_time"]["count"] == 1 and len(report["unreadable_rows"]) == 1
+    assert code == 1 and report["step_time"]["count"] == 1 and len(report["unreadable_rows"]) == 1
 
 
 def test_item4_zero_memory_is_not_silently_missing(tmp_path):
@@ -105,7 +105,7 @@ def test_item14_validate_with_an_absurd_ffn_prints_no_numpy_warning(tmp_path, cl
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         code, out, err = cli(["validate", path])
-    assert code == 0 and err == "" and "unreadable: " in out and "column 'ffn'" in out
+    assert code == 1 and err == "" and "unreadable: " in out and "column 'ffn'" in out
 
 
 @pytest.mark.parametrize("rows", [[ROW.format(id="a", step="-1"), ROW.format(id="b", step="nan")], []])

@@ -263,7 +263,7 @@ def test_runs_csv_cluster_cell_cannot_leave(cli, tmp_path, monkeypatch, outside_
     code, out, _ = cli(["doctor", "runs.csv", "--cluster-dir", tmp_path / "work"])
     assert code == 1 and "points outside the cluster-spec folder" in out
     code, out, _ = cli(["validate", "runs.csv", "--json"])
-    assert code == 0 and "points outside the cluster-spec folder" in out and '"outside"' not in out
+    assert code == 1 and "points outside the cluster-spec folder" in out and '"outside"' not in out
 
 
 def test_runs_csv_cluster_paths_under_the_working_directory_work(cli, tmp_path, monkeypatch, outside_spec):

@@ -58,6 +58,7 @@ class Spool:
 TABLE_HEADERS = ["id", "source", "cluster", "gpus", "step s", "pred s", "error", "mem GiB", "pred GiB", "mem err",
                  "inferred"]
 TABLE_ALIGN = "lllrrrrrrrl"
+NOT_FITTING_SHOWN = 10  # row ids named in the predicted-not-to-fit line
 
 
 class SpooledTable:
@@ -130,6 +131,7 @@ class _Collected:
         self.rows = Spool() if as_json else SpooledTable(TABLE_HEADERS, TABLE_ALIGN)
         self.unreadable, self.skipped = Spool(), Spool()
         self.first_problem = None
+        self.not_fitting: list[str] = []  # ids of rows that ran and are predicted not to fit in HBM
 
     def problem(self, problem) -> None:
         self.first_problem = self.first_problem or problem
@@ -145,6 +147,8 @@ class _Collected:
             self.sources.add(source)
         if r.reason:
             self.skipped.add({"id": r.run.id, "origin": r.run.origin, "reason": r.reason})
+        elif not r.predicted["fits"]:
+            self.not_fitting.append(r.run.id)
         if self.as_json:
             self.rows.add(to_json(_row_json(r)))  # rendered once, here: printing only copies the text
         elif not r.reason:
@@ -214,7 +218,8 @@ def run(args) -> int:
             _print_text(collected, step, memory, bands)
     finally:
         collected.close()
-    return 0
+    # Exit 1 when some rows gave no result (the contract in planner.cli): skipped or unreadable ones.
+    return 1 if collected.skipped.count or collected.unreadable.count else 0
 
 
 def _print_json(collected: _Collected, step, memory, bands) -> None:
@@ -250,9 +255,18 @@ def _print_text(collected: _Collected, step, memory, bands) -> None:
         # file:line as the unreadable rows are named, then the id the table uses (helper-found: the id alone)
         where = f"{skipped['origin']} (id {skipped['id']})" if skipped.get("origin") else skipped["id"]
         print(f"skipped: {where}: {skipped['reason']}")
+    if collected.not_fitting:
+        # Rows that ran but that the memory model books over the GPU's HBM: their step times are still compared,
+        # and the memory model is what is off for them (--json has each row's fits).
+        ids = ", ".join(collected.not_fitting[:NOT_FITTING_SHOWN]) + (
+            ", ..." if len(collected.not_fitting) > NOT_FITTING_SHOWN else "")
+        print(f"predicted not to fit: {len(collected.not_fitting)} row(s) that ran are predicted above their GPU's "
+              f"memory (rows {ids}); their step times are still compared")
     for label, summary in (("step time", step), ("memory", memory)):
         if summary is None:
-            print(f"\n{label}: no rows with a measured {label}")
+            none_simulated = collected.skipped.count == collected.rows_read
+            skipped = f" (all {collected.skipped.count} row(s) skipped)" if none_simulated else ""
+            print(f"\n{label}: no simulated row with a measured {label}{skipped}")
             continue
         print(f"\n{label} error by source")
         source_rows = [[src, s["count"], f"{100 * s['mape']:.1f}%", f"{100 * s['median_ape']:.1f}%",

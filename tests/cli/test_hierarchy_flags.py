@@ -82,7 +82,7 @@ def test_runs_csv_columns_reach_validate(cli, tmp_path):
     runs = tmp_path / "runs.csv"
     runs.write_text(f"{header}\nzpp,{shape},16,1,1,5.0\nflat,{shape},,,,5.0\nbad,{shape},5,,,5.0\n")
     code, out, err = cli(["validate", str(runs)])
-    assert code == 0, err
+    assert code == 1, err  # the bad row gave no result
     predicted = {line.split()[0]: float(line.split()[4]) for line in out.splitlines() if line.startswith(("zpp ", "flat "))}
     assert predicted["zpp"] < predicted["flat"]
     assert f"skipped: {runs}:4 (id bad):" in out and "--zero-hpz 5 does not divide dp: dp(384) % 5 = 4" in out

@@ -63,7 +63,7 @@ def test_corrupt_and_unsimulatable_rows_are_reported_and_the_rest_validated(cli,
     lines = [",".join(COLUMNS), _row("1"), _row("2", gpus="lots"), _row("3") + ",extra,cells", _row("4", gpus="7")]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     code, out, _ = cli(["validate", path, "--json"])
-    assert code == 0
+    assert code == 1  # some rows gave no result (the contract in planner.cli)
     report = json.loads(out)
     assert [r["id"] for r in report["rows"]] == ["1", "4"]
     assert report["unreadable_rows"][0].startswith(f"{path}:3: ")
@@ -71,7 +71,33 @@ def test_corrupt_and_unsimulatable_rows_are_reported_and_the_rest_validated(cli,
     assert [s["id"] for s in report["skipped_rows"]] == ["4"]  # global_batch(8) vs dp(7): kept with its reason
     assert report["step_time"]["count"] == 1
     code, out, _ = cli(["validate", path])
-    assert code == 0 and f"unreadable: {path}:3:" in out and f"skipped: {path}:5 (id 4):" in out
+    assert code == 1 and f"unreadable: {path}:3:" in out and f"skipped: {path}:5 (id 4):" in out
+
+
+def test_a_file_whose_rows_all_simulate_exits_0_and_one_skipped_row_makes_it_1(cli, tmp_path):
+    """Exit 1 when some inputs gave no result (planner.cli's contract): validate exited 0 with every row skipped,
+    and said "no rows with a measured step time" of rows that had one."""
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join([",".join(COLUMNS), _row("1"), _row("2")]) + "\n", encoding="utf-8")
+    assert cli(["validate", path])[0] == 0
+    path.write_text("\n".join([",".join(COLUMNS), _row("1", gpus="7")]) + "\n", encoding="utf-8")
+    code, out, _ = cli(["validate", path])
+    assert code == 1
+    assert "step time: no simulated row with a measured step time (all 1 row(s) skipped)" in out
+
+
+def test_rows_that_ran_but_are_predicted_not_to_fit_are_named_in_the_text(cli, tmp_path):
+    """The text table showed no mark for a measured run the memory model books over its GPU's HBM (only --json had
+    `fits`): a line names them, and says their step times are still compared."""
+    path = tmp_path / "runs.csv"
+    big = _row("big").replace(",768,12,", ",8192,64,").replace(",12,8192,", ",80,8192,")
+    path.write_text("\n".join([",".join(COLUMNS), _row("1"), big]) + "\n", encoding="utf-8")
+    code, out, _ = cli(["validate", path, "--json"])
+    fits = {row["id"]: row["fits"] for row in json.loads(out)["rows"]}
+    assert code == 0 and fits == {"1": True, "big": False}
+    code, out, _ = cli(["validate", path])
+    assert ("predicted not to fit: 1 row(s) that ran are predicted above their GPU's memory (rows big); their step "
+            "times are still compared") in out
 
 
 def test_missing_runs_file_is_a_one_line_error(cli, tmp_path):
