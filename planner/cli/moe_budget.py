@@ -55,7 +55,7 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
         frameworks = ("megatron",)
     return compare_dense_moe(cluster, gpu_seconds, deadline_s, dtype=args.dtype, frameworks=frameworks,
                              seq_len=args.seq_len, vocab=args.vocab, gpus=gpus,
-                             max_gpus=max_gpus)
+                             max_gpus=max_gpus, batch_rule=args.batch_rule)
 
 
 def _side_json(side) -> dict | None:
@@ -71,12 +71,16 @@ def _side_json(side) -> dict | None:
 
 
 def result_json(result) -> dict:
-    d, m = result.dense, result.moe
-    winner = None if d is None or m is None else ("moe" if m.loss < d.loss else "dense")
-    return {"cluster": result.cluster.name, "gpus": result.gpus, "wall_clock_s": result.wall_s,
-            "gpu_hours": result.gpus * result.wall_s / 3600.0, "budget_gpu_hours": result.gpu_seconds / 3600.0,
-            "dense": _side_json(d), "moe": _side_json(m), "winner": winner,
-            "loss_difference": None if winner is None else d.loss - m.loss}
+    """The comparison as JSON. The top-level GPUs, wall-clock and GPU-hours are the winner's plan (each side's own
+    are in its object); null unless both sides have a plan. They were the fewest GPU count tried, which neither
+    plan need have used."""
+    d, m, won = result.dense, result.moe, result.winner
+    return {"status": "ok" if won is not None else "infeasible", "cluster": result.cluster.name,
+            "gpus": won.gpus if won else None, "wall_clock_s": won.wall_s if won else None,
+            "gpu_hours": won.gpus * won.wall_s / 3600.0 if won else None,
+            "budget_gpu_hours": result.gpu_seconds / 3600.0, "gpu_counts_tried": list(result.counts),
+            "batch_rule": result.batch_rule, "dense": _side_json(d), "moe": _side_json(m),
+            "winner": won.kind if won else None, "loss_difference": None if won is None else d.loss - m.loss}
 
 
 def format_result(result) -> str:
@@ -92,11 +96,11 @@ def format_result(result) -> str:
 
 
 def run_moe_budget(args) -> int:
-    from planner.report.render import to_json
+    from planner.report.render import json_document
 
     result = solve_moe_budget(args)
     if args.json:
-        print(to_json(result_json(result)))
+        print(json_document(result_json(result)))
     else:
         print(format_result(result))
     return 0 if result.dense is not None and result.moe is not None else 1

@@ -276,6 +276,11 @@ def memory_risk_lines(headroom_bytes: float, hbm_bytes: float) -> list[str]:
             "allocator spike or a longer sequence may run out of memory; --min-headroom 5% plans with a margin"]
 
 
+def ratio_text(ratio: float) -> str:
+    """'2.33x', but '0.003x' for a tiny ratio: two decimals printed a 3-sequence batch as 0.00x its B_opt."""
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
 def hyperparameter_lines(hyper: dict | None) -> list[str]:
     """The plan's learning rate, schedule and batch from their laws (planner.laws.hyperparameters)."""
     if not hyper:
@@ -286,7 +291,7 @@ def hyperparameter_lines(hyper: dict | None) -> list[str]:
     lines = [f"  training   peak LR {lr['peak']:.3g} ({lr['law']}), {schedule['kind'].upper()} schedule: warm-up "
              f"{100 * schedule['warmup_fraction']:.0f}%, cool-down {100 * schedule['cooldown_fraction']:.0f}% "
              f"({schedule['cooldown_shape']}); weight decay {hyper['weight_decay']['value']:g}; batch "
-             f"{human_count(batch['planned_tokens'])} tokens ({batch['planned_over_optimal']:.2f}x "
+             f"{human_count(batch['planned_tokens'])} tokens ({ratio_text(batch['planned_over_optimal'])} "
              f"{batch['rule_name']}'s B_opt)"]
     return lines + [f"  warning    {w}" for w in hyper.get("validity_warnings", [])]
 

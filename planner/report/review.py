@@ -267,10 +267,16 @@ def _moe_layout_text(side) -> str:
     return layout_text({**lay.model_dump(), "ep": lay.ep if side.kind == "moe" else None, "etp": lay.expert_tp})
 
 
+def _counts_text(comparison) -> str:
+    """The GPU counts both sides were planned on ('64', 'up to 256'): a side with no plan fitted on none of them."""
+    counts = comparison.counts or (comparison.gpus,)
+    return f"{counts[0]:,}" if len(counts) == 1 else f"up to {max(counts):,}"
+
+
 def moe_comparison(comparison) -> dict:
     """The dense-vs-MoE answer of `optimize --budget B --moe` (planner.search.moe_budget.MoEComparison) as
     plain rows: one column per side that has a plan, the winner and by how much, the laws' warnings."""
-    from planner.report.render import human_count
+    from planner.report.render import human_count, human_days
 
     sides = [s for s in (comparison.dense, comparison.moe) if s is not None]
     rows = [
@@ -280,12 +286,12 @@ def moe_comparison(comparison) -> dict:
         ("experts x top-k", *(f"{s.model.moe_experts} x {s.model.moe_top_k} (G {s.granularity:g})" if s.kind == "moe"
                              else "dense" for s in sides)),
         ("tokens", *(human_count(s.tokens) for s in sides)),
-        ("GPUs", *(f"{s.gpus:,} for {s.wall_s / 86400:.1f} days" for s in sides)),
+        ("GPUs", *(f"{s.gpus:,} for {human_days(s.wall_s / 86400)}" for s in sides)),
         ("layout", *(_moe_layout_text(s) for s in sides)),
         ("step time", *(f"{s.step_time_s:.2f} s" for s in sides)),
         ("MFU", *(f"{100 * s.mfu:.1f}%" for s in sides)),
         ("predicted loss", *(f"{s.loss:.3f}" for s in sides)),
-        ("inference GFLOP/token", *(f"{s.inference_flops_per_token / 1e9:.0f}" for s in sides)),
+        ("inference GFLOP/token", *(human_amount(s.inference_flops_per_token / 1e9) for s in sides)),
         ("law", *(s.law for s in sides)),
     ]
     verdict = None
@@ -306,7 +312,8 @@ def moe_comparison(comparison) -> dict:
                    f"{comparison.cluster.name}; "
                    f"losses from Krajewski et al. 2024 (dense eq. 1 and MoE eq. 9, C4)"),
         "kinds": [s.kind for s in sides], "rows": rows, "verdict": verdict,
-        "missing": [f"no {kind} model of the family fits a layout on {comparison.gpus} GPUs" for kind in missing],
+        "missing": [f"no {kind} model of the family fits a layout on {_counts_text(comparison)} GPUs"
+                    for kind in missing],
         "warnings": list(dict.fromkeys(w for s in sides for w in s.warnings)),
     }
 

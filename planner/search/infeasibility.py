@@ -1,14 +1,17 @@
 """Why no plan is feasible: which constraints bind, with the numbers, and what would relax each.
 
 Its own module because it reads only the scoreboard's tallies and the cells ruled out by their bound, and
-says in words what the search found.
+says in words what the search found. In budget mode a deadline fails no candidate (a plan stops at it): one too
+short to spend the budget shows as too few tokens, which is named as the deadline binding (deadline_caps_compute).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from planner.search.bounds import ABOVE_UNIFORM_GUESS
 from planner.search.branch_and_bound import BUDGET, DEADLINE, MEMORY
+from planner.search.problem_setup import most_gpus, spendable_gpu_seconds
 from planner.search.score import DROP_REASONS, Problem
 from planner.specs.units import human_amount
 
@@ -28,37 +31,88 @@ def _memory_shortfall(closest: dict, hbm_bytes: float, min_headroom: float) -> s
     return f"{which} needs {needs / 2**30:.2f} GiB per GPU, {over_text} over {room}"
 
 
+# Budget mode: with ABOVE_UNIFORM_GUESS, the check a plan fails when it trains too few tokens (search.score sizes D
+# by the compute it spends).
+BATCH_LIMIT = "global batch above the batch-size limit"
+
+
+def deadline_caps_compute(problem: Problem) -> bool:
+    """Budget mode: even the most GPUs a plan may use run out of deadline before budget, so the deadline, not the
+    budget, sizes every plan's tokens (search.score: wall = min(budget / gpus, deadline)). No candidate is then
+    dropped for missing the deadline; it shows as too few tokens (batch limit, uniform guessing) instead."""
+    c = problem.constraints
+    return (c.target_loss is None and c.gpu_seconds is not None
+            and most_gpus(problem.cluster, c) * c.deadline_s <= c.gpu_seconds * (1 + 1e-9))
+
+
+def _more_gpus(problem: Problem) -> list[str]:
+    """'allow more GPUs (flag)' unless the search already reached the cluster's largest count (then no flag helps)."""
+    c, cluster = problem.constraints, problem.cluster
+    if most_gpus(cluster, c) >= cluster.max_nodes * cluster.gpus_per_node:
+        return []
+    return [f"allow more GPUs ({'--gpus' if c.gpus is not None else '--max-gpus'})"]
+
+
+def _either(advice: list[str]) -> str:
+    """'a, b or c'."""
+    return advice[0] if len(advice) == 1 else ", ".join(advice[:-1]) + " or " + advice[-1]
+
+
+def _deadline_line(problem: Problem, closest: dict) -> str:
+    """The deadline binds: in target mode the fastest plan is slower than it; in budget mode it caps the compute
+    (deadline_caps_compute), so every plan trains too few tokens."""
+    c, cluster = problem.constraints, problem.cluster
+    advice = _either(["give a longer --deadline"] + _more_gpus(problem))
+    if c.target_loss is None:
+        spendable = spendable_gpu_seconds(cluster, c) / 3600
+        return (f"the deadline binds: within it the {most_gpus(cluster, c):,} GPUs a plan may use spend at most "
+                f"{human_amount(spendable)} of the {human_amount(c.gpu_hours)} GPU-hours budgeted, too few tokens for "
+                f"the global batch the batch-size limit allows or for a loss below uniform guessing; {advice}")
+    shortest = closest["deadline_wall_s"]
+    need = f"the fastest plan needs {shortest / 86400:.2f} days" if np.isfinite(shortest) else "no plan finishes"
+    return f"the deadline binds: {need} (deadline {c.deadline_s / 86400:.2f} d); {advice}"
+
+
 def _binding_line(reason: str, problem: Problem, closest: dict, models: list) -> str:
-    """What one binding constraint is and what would relax it."""
+    """What one binding constraint is and what would relax it (only advice that can help: never a flag the
+    user already set as far as it goes)."""
     c, cluster = problem.constraints, problem.cluster
     if reason == MEMORY:
-        return (f"memory binds: {_memory_shortfall(closest, cluster.accelerator.hbm_bytes, c.min_headroom)}; allow "
-                "more GPUs (--max-gpus/--gpus), use a cluster with more HBM, or a smaller model")
+        advice = _either(_more_gpus(problem) + ["use a cluster with more HBM", "a smaller model"])
+        return f"memory binds: {_memory_shortfall(closest, cluster.accelerator.hbm_bytes, c.min_headroom)}; {advice}"
     if reason == "offload exceeds host memory":
         return "host memory binds: the layouts that fit in HBM offload more than the nodes' host memory holds"
     if reason == "inference alone exceeds the budget":
         return "serving --inference-tokens alone costs more than --budget; raise the budget or lower the inference volume"
-    if reason == "global batch above the batch-size limit":
+    if reason == BATCH_LIMIT:
+        # Every count below the cap is searched already: fewer GPUs help only where --gpus fixes the count.
+        fewer = ["use fewer GPUs (--gpus)"] if c.gpus is not None and c.gpus > 1 else []
         return ("the batch-size limit binds: these GPU counts need a global batch above what the planned tokens "
-                "allow (the critical batch); use fewer GPUs (--max-gpus) or a larger budget")
+                f"allow (the critical batch); {_either(fewer + ['raise --budget'])}")
     if reason == "target loss unreachable at this model size":
         floor = float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
         return (f"the target loss {c.target_loss} is below what the law reaches for these model sizes "
                 f"(about {floor:.3f} at 1e16 tokens); choose a higher --target-loss")
-    if reason == "predicted loss above uniform guessing (ln vocab)":
+    if reason == ABOVE_UNIFORM_GUESS:
+        more = ["allow more --unique-tokens"] if c.unique_tokens is not None else []
         return (f"every plan's predicted loss is above uniform guessing over the vocabulary (ln V = "
-                f"{np.log(models[0].vocab):.2f} nats): the law says nothing is learned; allow more --unique-tokens "
-                "or more budget")
+                f"{np.log(models[0].vocab):.2f} nats): the law says nothing is learned; "
+                f"{_either(more + ['raise --budget'])}")
     if reason == DEADLINE:
-        shortest = closest["deadline_wall_s"]
-        need = f"the fastest plan needs {shortest / 86400:.2f} days" if np.isfinite(shortest) else "no plan finishes"
-        return (f"the deadline binds: {need} (deadline {c.deadline_s / 86400:.2f} d); give a longer --deadline "
-                "or allow more GPUs")
+        return _deadline_line(problem, closest)
     if reason == BUDGET:
         cheapest = closest["budget_gpu_s"]
         need = f"the cheapest plan needs {human_amount(cheapest / 3600)} GPU-hours" if np.isfinite(cheapest) else "no plan fits it"
         return f"the budget binds: {need}; raise --budget or relax --target-loss"
     return f"{reason} binds"
+
+
+def _too_few_tokens_is_the_deadline(problem: Problem, binding: list[str]) -> list[str]:
+    """Where the deadline caps the compute, the reasons that say 'too few tokens' are the deadline binding."""
+    if not deadline_caps_compute(problem):
+        return binding
+    named = [DEADLINE if reason in (BATCH_LIMIT, ABOVE_UNIFORM_GUESS) else reason for reason in binding]
+    return list(dict.fromkeys(named))
 
 
 def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: list) -> list[str]:
@@ -94,4 +148,5 @@ def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: 
         floor = float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
         if problem.constraints.target_loss < floor:
             binding.append("target loss unreachable at this model size")
+    binding = _too_few_tokens_is_the_deadline(problem, binding)
     return lines + [_binding_line(reason, problem, closest, models) for reason in binding]

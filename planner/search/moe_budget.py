@@ -41,6 +41,7 @@ import numpy as np
 
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
+from planner.laws.batch_size import DEFAULT_RULE
 from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal, training_flops
 from planner.specs.model import ModelSpec, family_model, family_moe_model
 from planner.search.layouts import search_layouts
@@ -85,6 +86,15 @@ class MoEComparison:
     gpu_seconds: float
     dense: SidePlan | None
     moe: SidePlan | None
+    counts: tuple = ()  # every GPU count the sides were planned on, fewest first
+    batch_rule: str = DEFAULT_RULE  # the batch-size law sizing and limiting each layout's global batch
+
+    @property
+    def winner(self) -> SidePlan | None:
+        """The side with the lower predicted loss (the dense one on a tie), or None unless both have a plan."""
+        if self.dense is None or self.moe is None:
+            return None
+        return self.moe if self.moe.loss < self.dense.loss else self.dense
 
 
 def _nearest_dense(params: float, seq_len: int, vocab: int) -> ModelSpec:
@@ -102,13 +112,13 @@ def _nearest_moe(active: float, granularity: float, experts: int, seq_len: int, 
     return family_moe_model(dense.layers, experts=experts, top_k=1, granularity=g, seq_len=seq_len, vocab=vocab), float(g)
 
 
-def _fitting(make, size, cluster, gpus, dtype, frameworks, tokens_guess, memo):
+def _fitting(make, size, cluster, gpus, dtype, frameworks, tokens_guess, memo, batch_rule=DEFAULT_RULE):
     """The model make(size) or, where none of its layouts fits, make(0.7·size), make(0.49·size), ...: the
     budget's compute-optimal shape can outgrow the GPUs' memory (an MoE's total parameters above all)."""
     for tries in range(SHRINK_TRIES):
         model, g = make(size)
         search = search_layouts(model, cluster, gpus, tokens=tokens_guess, frameworks=frameworks, dtype=dtype,
-                                memo=memo, only_fitting=True)
+                                batch_rule=batch_rule, memo=memo, only_fitting=True)
         if search.best is not None:
             return model, g, search, tries > 0
         size *= SHRINK
@@ -137,7 +147,8 @@ def _evaluate(kind, law, model, g, search, wall_s) -> tuple[SidePlan, float]:
     return plan, compute
 
 
-def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab, memo):
+def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab, memo,
+             batch_rule=DEFAULT_RULE):
     """The MoE plan at G/2, G/4, ... of the same depth while its predicted loss falls. The law's optimal G
     ignores that narrower experts run slower GEMMs: on the cost model a finer G can train so many fewer
     tokens that a coarser one reaches the lower loss (G 32 -> 16 on 24 GPUs and 12,000 GPU-hours: 2.068 -> 2.026)."""
@@ -147,7 +158,7 @@ def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_l
         model = family_moe_model(plan.model.layers, experts=experts, top_k=1, granularity=int(g), seq_len=seq_len,
                                  vocab=vocab)
         search = search_layouts(model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype,
-                                memo=memo, only_fitting=True)
+                                batch_rule=batch_rule, memo=memo, only_fitting=True)
         if search.best is None:
             break
         other, other_compute = _evaluate("moe", law, model, g, search, wall_s)
@@ -157,7 +168,8 @@ def _coarser(plan, compute, law, cluster, gpus, wall_s, dtype, frameworks, seq_l
     return plan, compute
 
 
-def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab, memo=None) -> SidePlan | None:
+def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab, memo=None,
+          batch_rule=DEFAULT_RULE) -> SidePlan | None:
     """The lowest predicted loss of the fixed point's rounds (module docstring); each round is a plan for the
     same GPUs and wall-clock, and the last is not always the best."""
     compute = gpus * cluster.peak_flops_per_s(dtype) * START_MFU * wall_s
@@ -172,21 +184,22 @@ def _side(kind, law, cluster, gpus, wall_s, dtype, frameworks, seq_len, vocab, m
             size, d_opt = float(optimum["active_params"][0]), float(optimum["tokens"][0])
             g_opt = float(optimum["granularity"][0])
             make = lambda n, g_opt=g_opt: _nearest_moe(n, g_opt, experts, seq_len, vocab)  # noqa: E731
-        found = _fitting(make, size, cluster, gpus, dtype, frameworks, d_opt, memo)
+        found = _fitting(make, size, cluster, gpus, dtype, frameworks, d_opt, memo, batch_rule)
         if found is None:
             break
         *fitted, shrunk = found
         candidate, compute = _evaluate(kind, law, *fitted, wall_s)
         if kind == "moe":
             candidate, compute = _coarser(candidate, compute, law, cluster, gpus, wall_s, dtype, frameworks,
-                                          seq_len, vocab, memo)
+                                          seq_len, vocab, memo, batch_rule)
         candidate.shrunk = shrunk
         if plan is None or candidate.loss < plan.loss:
             plan = candidate
     return plan
 
 
-def _best_side(kind, laws, counts, gpu_seconds, deadline_s, cluster, dtype, frameworks, seq_len, vocab):
+def _best_side(kind, laws, counts, gpu_seconds, deadline_s, cluster, dtype, frameworks, seq_len, vocab,
+               batch_rule=DEFAULT_RULE):
     """The side's best plan over its `laws` and GPU `counts` (fewest first). On a larger count a law is planned
     in full where its best plan so far was shrunk to fit memory (or it has none), or where that plan's own model
     trains on it to a clearly lower loss than the side's best (more memory, faster layouts); otherwise its fixed
@@ -197,21 +210,21 @@ def _best_side(kind, laws, counts, gpu_seconds, deadline_s, cluster, dtype, fram
         leader = min((plan.loss for plan in best.values() if plan is not None), default=np.inf)
         for law, plan in list(best.items()):
             if larger and plan is not None and not plan.shrunk and \
-                    not _gains(plan, law, cluster, count, wall, dtype, frameworks, leader):
+                    not _gains(plan, law, cluster, count, wall, dtype, frameworks, leader, batch_rule):
                 continue
             # The rounds repeat their layout searches: a memo for this law and count (search_layouts), dropped after.
-            other = _side(kind, law, cluster, count, wall, dtype, frameworks, seq_len, vocab, {})
+            other = _side(kind, law, cluster, count, wall, dtype, frameworks, seq_len, vocab, {}, batch_rule)
             if other is not None and (plan is None or other.loss < plan.loss):
                 best[law] = other
     plans = [plan for plan in best.values() if plan is not None]
     return min(plans, key=lambda plan: plan.loss) if plans else None
 
 
-def _gains(plan, law, cluster, gpus, wall_s, dtype, frameworks, leader) -> bool:
+def _gains(plan, law, cluster, gpus, wall_s, dtype, frameworks, leader, batch_rule=DEFAULT_RULE) -> bool:
     """Whether `plan`'s model trains to a lower loss on `gpus` for `wall_s` than it and the side's `leader`, by
     more than the losses optimize counts as equal (LOSS_TIE_RELATIVE, far inside the law's own uncertainty)."""
     search = search_layouts(plan.model, cluster, gpus, tokens=plan.tokens, frameworks=frameworks, dtype=dtype,
-                            only_fitting=True)
+                            batch_rule=batch_rule, only_fitting=True)
     if search.best is None:
         return False
     other, _ = _evaluate(plan.kind, law, plan.model, plan.granularity, search, wall_s)
@@ -238,17 +251,20 @@ def comparison_gpu_counts(cluster: ClusterSpec, gpu_seconds: float, deadline_s: 
 
 def compare_dense_moe(cluster: ClusterSpec, gpu_seconds: float, deadline_s: float, *, dtype: str | None = None,
                       frameworks=("megatron",), seq_len: int = 4096, vocab: int = 32000,
-                      gpus: int | None = None, max_gpus: int | None = None) -> MoEComparison:
+                      gpus: int | None = None, max_gpus: int | None = None,
+                      batch_rule: str = DEFAULT_RULE) -> MoEComparison:
     """Best dense and best MoE plan for a GPU-time budget and a deadline (module docstring); `dtype` None: the
-    cluster's own training format (ClusterSpec.default_training_dtype)."""
+    cluster's own training format (ClusterSpec.default_training_dtype). `batch_rule`: the batch-size law that
+    sizes and limits each layout's global batch (planner.laws.batch_size), as in the budget search."""
     dtype = dtype or cluster.default_training_dtype
     if not gpu_seconds or gpu_seconds <= 0:
         raise PlannerInputError("--moe: give --budget (GPU-hours or money) to compare dense and MoE plans")
     counts = [gpus] if gpus is not None else comparison_gpu_counts(cluster, gpu_seconds, deadline_s, max_gpus)
 
     best = lambda kind, laws: _best_side(kind, laws, counts, gpu_seconds, deadline_s, cluster, dtype,  # noqa: E731
-                                         tuple(frameworks), seq_len, vocab)
+                                         tuple(frameworks), seq_len, vocab, batch_rule)
     dense = best("dense", (KRAJEWSKI_2024_DENSE,))
     # Both published expansion rates (E = 64, Table 1; E = 16, Table 8): the lower predicted loss wins.
     moe = best("moe", (KRAJEWSKI_2024, KRAJEWSKI_2024_E16))
-    return MoEComparison(cluster, counts[0], min(deadline_s, gpu_seconds / counts[0]), gpu_seconds, dense, moe)
+    return MoEComparison(cluster, counts[0], min(deadline_s, gpu_seconds / counts[0]), gpu_seconds, dense, moe,
+                         tuple(counts), batch_rule)

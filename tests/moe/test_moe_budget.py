@@ -155,3 +155,75 @@ def test_a_longer_deadline_never_gives_a_worse_plan():
     for kind in ("dense", "moe"):
         assert getattr(long, kind).loss <= getattr(short, kind).loss + 1e-9, kind
     assert long.moe.gpus * long.moe.wall_s == pytest.approx(budget, rel=1e-9)  # on its own count, all spent
+
+
+def test_top_level_gpus_and_wall_clock_are_the_winners(optimize):
+    """The top-level "gpus" and "wall_clock_s" were the fewest GPU count tried (4 for 2,000 GPU-hours), which
+    neither side's plan need use (the MoE won on 16): they now describe the winner's plan."""
+    code, out, _ = optimize("--budget", "2000gpuh", "--moe", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["winner"] in ("dense", "moe")
+    won = result[result["winner"]]
+    assert (result["gpus"], result["wall_clock_s"]) == (won["gpus"], won["wall_clock_s"])
+    assert result["gpu_hours"] == pytest.approx(won["gpus"] * won["wall_clock_s"] / 3600.0)
+    tried = result["gpu_counts_tried"]
+    assert won["gpus"] in tried and tried == sorted(tried) and tried[0] < won["gpus"]
+
+
+def test_moe_json_has_schema_version_and_status(optimize):
+    """Every --json is one object with a top-level schema_version (README); --moe's lacked it and `status`."""
+    from planner.cli.moe_budget import result_json
+    from planner.search.moe_budget import MoEComparison, SidePlan
+    from planner.specs.model import family_model
+
+    code, out, _ = optimize("--budget", "2000gpuh", "--moe", "--gpus", "8", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["schema_version"] == 1 and result["status"] == "ok"
+    # A side with no plan (exit 1): infeasible, and no single plan for the top level to describe.
+    dense = SidePlan("dense", family_model(12), None, 1e9, 3.0, 1.0, 0.1, 1e5, 0.4, gpus=8, wall_s=3600.0)
+    alone = result_json(MoEComparison(load_cluster("dgx-h100"), 8, 3600.0, 8 * 3600.0, dense, None, (8,)))
+    assert alone["status"] == "infeasible" and alone["winner"] is None and alone["gpus"] is None
+    assert alone["gpu_counts_tried"] == [8] and alone["dense"]["gpus"] == 8
+
+
+def test_batch_rule_reaches_the_moe_comparison(optimize):
+    """--batch-rule was silently ignored with --moe: each layout's global batch is sized by the rule given."""
+    batches = {}
+    for rule in ("step-law", "deepseek"):
+        code, out, _ = optimize("--budget", "2000gpuh", "--moe", "--gpus", "8", "--batch-rule", rule, "--json")
+        result = json.loads(out)
+        assert code == 0 and result["batch_rule"] == rule
+        batches[rule] = [result[side]["layout"]["global_batch"] for side in ("dense", "moe")]
+    assert batches["step-law"] != batches["deepseek"]
+
+
+def test_comparison_rows_show_short_runs_and_small_models_readably():
+    """`optimize --budget 1gpuh --moe` printed 'GPUs 1 for 0.0 days' and 'inference GFLOP/token 0' on both sides."""
+    from planner.report.review import moe_comparison
+    from planner.search.moe_budget import MoEComparison, SidePlan
+    from planner.specs.model import family_model, family_moe_model
+
+    from planner.specs.layout import Layout
+
+    dense = SidePlan("dense", family_model(7), Layout(micro_batch=32, global_batch=32), 1.77e9, 3.9, 1.0, 0.27, 6e5,
+                     0.37, gpus=1, wall_s=3600.0)
+    moe = SidePlan("moe", family_moe_model(7, experts=64, granularity=8), Layout(micro_batch=8, global_batch=8), 9.5e8,
+                   3.5, 8.0, 0.62, 3e5, 0.2, gpus=1, wall_s=3600.0)
+    view = moe_comparison(MoEComparison(load_cluster("dgx-h100"), 1, 3600.0, 3600.0, dense, moe, (1,)))
+    rows = {row[0]: row[1:] for row in view["rows"]}
+    assert rows["GPUs"] == ("1 for 1 h", "1 for 1 h")
+    flops = [float(v) for v in rows["inference GFLOP/token"]]
+    assert flops == pytest.approx([s.inference_flops_per_token / 1e9 for s in (dense, moe)], rel=5e-3)
+
+
+def test_a_side_with_no_plan_names_every_count_tried():
+    """'no MoE model ... fits a layout on 4 GPUs' named the fewest count, though the larger ones were tried too."""
+    from planner.report.review import moe_comparison
+    from planner.search.moe_budget import MoEComparison, SidePlan
+    from planner.specs.layout import Layout
+    from planner.specs.model import family_model
+
+    dense = SidePlan("dense", family_model(12), Layout(dp=16, micro_batch=1, global_batch=64), 1e9, 3.0, 1.0, 0.1,
+                     1e5, 0.4, gpus=16, wall_s=3600.0)
+    view = moe_comparison(MoEComparison(load_cluster("dgx-h100"), 4, 4 * 3600.0, 16 * 3600.0, dense, None, (4, 8, 16)))
+    assert view["missing"] == ["no MoE model of the family fits a layout on up to 16 GPUs"]
