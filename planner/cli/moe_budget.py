@@ -10,6 +10,7 @@ Both judged by Krajewski et al. 2024's pair of laws (planner.search.moe_budget).
 from __future__ import annotations
 
 from planner.errors import PlannerInputError
+from planner.specs.layout import settings_used
 
 DEFAULT_DEADLINE = "30d"
 
@@ -65,7 +66,7 @@ def _side_json(side) -> dict | None:
     return {"kind": side.kind, "law": side.law, "model": m.name, "params": m.total_params,
             "active_params": m.total_active_params, "layers": m.layers, "hidden": m.hidden,
             "experts": m.moe_experts, "top_k": m.moe_top_k, "expert_ffn": m.moe_ffn, "granularity": side.granularity,
-            "tokens": side.tokens, "gpus": side.gpus, "wall_clock_s": side.wall_s, "predicted_loss": side.loss, "layout": side.layout.model_dump() if side.layout else None,
+            "tokens": side.tokens, "gpus": side.gpus, "wall_clock_s": side.wall_s, "predicted_loss": side.loss, "layout": settings_used(side.layout) if side.layout else None,
             "step_time_s": side.step_time_s, "tokens_per_s": side.tokens_per_s, "mfu": side.mfu,
             "inference_flops_per_token": side.inference_flops_per_token, "warnings": side.warnings}
 

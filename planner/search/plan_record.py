@@ -17,7 +17,7 @@ from planner.laws.hyperparameters import plan_hyperparameters
 from planner.search.score import Problem
 from planner.search.selection import select
 from planner.search.space import Space, layout_fields
-from planner.specs.layout import make_layout, train_steps
+from planner.specs.layout import make_layout, settings_used, train_steps
 
 def describe(problem: Problem, space: Space, feasible: dict, position: int, label: str | None = None) -> dict:
     """Full plan record for one feasible candidate, re-simulated on the scalar path."""
@@ -40,7 +40,7 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
         "shape": {k: getattr(model, k) for k in ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "vocab", "seq_len")},
         "tokens": tokens, "tokens_per_param": tokens / model.total_params,
         "gpus": layout.gpus, "nodes": -(-layout.gpus // cluster.gpus_per_node),
-        "layout": {**layout.model_dump(), "grad_accumulation": layout.grad_accumulation, "gpus": layout.gpus},
+        "layout": {**settings_used(layout), "grad_accumulation": layout.grad_accumulation, "gpus": layout.gpus},
         "step_time_s": sim["step_time_s"], "tokens_per_s": sim["tokens_per_s"], "mfu": sim["mfu"],
         "tflops_per_gpu": sim["tflops_per_gpu"], "steps": train_steps(layout, tokens, model.seq_len),
         "memory_bytes": sim["memory"]["total_bytes"], "hbm_bytes": sim["memory"]["hbm_bytes"],

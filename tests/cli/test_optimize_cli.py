@@ -71,6 +71,18 @@ def test_json_has_the_documented_keys(json_runs):
     assert out["candidates_scored"] >= 1_000_000
 
 
+def test_json_layout_gives_each_switch_as_the_plan_runs_it(json_runs):
+    """The plan's layout shows the switches left to the stack at their values (specs.layout.settings_used), as
+    simulate --json does; flash_attention was null. Fed back, they build the plan's layout."""
+    from planner.specs.layout import Layout, settings_used
+
+    layout = json.loads(json_runs[0].stdout)["plan"]["layout"]
+    for key in ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "partition_activations"):
+        assert isinstance(layout[key], bool), key
+    rebuilt = Layout(**{k: layout[k] for k in Layout.model_fields if k in layout})
+    assert settings_used(rebuilt) == {k: layout[k] for k in Layout.model_fields}
+
+
 def test_json_is_byte_identical_across_runs(json_runs):
     first, second = (run.stdout for run in json_runs)
     assert first == second
