@@ -131,7 +131,8 @@ class _Collected:
         self.rows = Spool() if as_json else SpooledTable(TABLE_HEADERS, TABLE_ALIGN)
         self.unreadable, self.skipped = Spool(), Spool()
         self.first_problem = None
-        self.not_fitting: list[str] = []  # ids of rows that ran and are predicted not to fit in HBM
+        # Rows that ran and are predicted not to fit in HBM: how many, and the first ids (rows stream: no list per row).
+        self.not_fitting, self.not_fitting_ids = 0, []
 
     def problem(self, problem) -> None:
         self.first_problem = self.first_problem or problem
@@ -148,7 +149,9 @@ class _Collected:
         if r.reason:
             self.skipped.add({"id": r.run.id, "origin": r.run.origin, "reason": r.reason})
         elif not r.predicted["fits"]:
-            self.not_fitting.append(r.run.id)
+            self.not_fitting += 1
+            if len(self.not_fitting_ids) < NOT_FITTING_SHOWN:
+                self.not_fitting_ids.append(r.run.id)
         if self.as_json:
             self.rows.add(to_json(_row_json(r)))  # rendered once, here: printing only copies the text
         elif not r.reason:
@@ -258,9 +261,8 @@ def _print_text(collected: _Collected, step, memory, bands) -> None:
     if collected.not_fitting:
         # Rows that ran but that the memory model books over the GPU's HBM: their step times are still compared,
         # and the memory model is what is off for them (--json has each row's fits).
-        ids = ", ".join(collected.not_fitting[:NOT_FITTING_SHOWN]) + (
-            ", ..." if len(collected.not_fitting) > NOT_FITTING_SHOWN else "")
-        print(f"predicted not to fit: {len(collected.not_fitting)} row(s) that ran are predicted above their GPU's "
+        ids = ", ".join(collected.not_fitting_ids) + (", ..." if collected.not_fitting > NOT_FITTING_SHOWN else "")
+        print(f"predicted not to fit: {collected.not_fitting} row(s) that ran are predicted above their GPU's "
               f"memory (rows {ids}); their step times are still compared")
     for label, summary in (("step time", step), ("memory", memory)):
         if summary is None:

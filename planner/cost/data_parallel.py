@@ -191,8 +191,8 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
     (`param_gather`), the calls of each per step (`reductions`, `gathers`) and the rows reducing every
     micro-batch (`every_mb`)."""
     zero = batch.zero
-    # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass.
-    buckets = _gradient_buckets(batch, fw, params, stage["layers"])
+    # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass, in the calls the collectives were priced in.
+    buckets = timed["buckets"]
     all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
     backward = stage["backward"]
     overlapped = batch.dp_comm_overlap
@@ -290,14 +290,13 @@ def _parameter_gather_bytes(batch, w, params, stage_layers):
     return w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage_layers), 0.0)
 
 
-def _gradient_buckets(batch, fw, params, units):
+def _gradient_buckets(batch, fw, params, units, outside):
     """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets, or one per wrapped
     unit where the stack reduces unit by unit (Framework.per_unit_collectives_from_zero): `units` layers, and
-    the units outside them where the stage holds parameters outside its layers."""
+    the units outside them where the stage holds parameters outside its layers (`outside` of them)."""
     bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * batch.dp)
     buckets = np.ceil(params / bucket_elements)
-    outside = params > units * batch.layer_params / batch.tp
-    per_unit = units * fw["gathers_per_layer"] + np.where(outside, fw["gathers_outside_layers"], 0.0)
+    per_unit = units * fw["gathers_per_layer"] + np.where(outside > 0, fw["gathers_outside_layers"], 0.0)
     return np.maximum(np.where(batch.zero >= fw["per_unit_collectives_from_zero"], per_unit, buckets), 1.0)
 
 
@@ -320,7 +319,8 @@ DATA_PARALLEL_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
 
 def _data_parallel_collectives(batch, cluster):
     """Seconds of the flat data-parallel collectives of data_parallel (ZeRO-3 gathers and reduce-scatters per
-    layer and outside the layers, ZeRO-0 all-reduce, ZeRO-1/2 reduce-scatter and parameter all-gather), once per
+    layer and outside the layers, ZeRO-0 all-reduce, ZeRO-1/2 reduce-scatter and parameter all-gather) and the
+    ZeRO-0/1/2 calls they are made in (`buckets`, which the reduction hides behind backward in), once per
     distinct combination of DATA_PARALLEL_COLUMNS (cost/distinct.py) and spread to the candidates."""
     return distinct.once_per_combination(batch, DATA_PARALLEL_COLUMNS,
                                          lambda b: _data_parallel_collectives_per_row(b, cluster))
@@ -341,11 +341,12 @@ def _data_parallel_collectives_per_row(batch, cluster):
     zero3_rows = groups.Rows(zero3, shard_links)
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = groups.Rows(zero3 & (outside > 0), shard_links)
-    buckets = _gradient_buckets(batch, fw, params, units)
+    buckets = _gradient_buckets(batch, fw, params, units, outside)
     whole = many & whole_gradient_all_reduced(batch, fw)
     sharded_12 = many & ((zero == 1) | (zero == 2))
     gathered = many & (zero < 3) & parameters_gathered_after_step(batch, fw)
     return {
+        "buckets": buckets,
         "gather": zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw),
         "scatter": zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit,
                                   calls=fw["scatter_calls_per_layer"], **kw),

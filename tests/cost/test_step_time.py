@@ -428,7 +428,8 @@ def test_fsdp_zero2_reduces_unit_by_unit_and_is_never_slower_than_zero3(framewor
     batch = single_batch(model, Layout(dp=64, zero=2, micro_batch=1, global_batch=256, framework=framework))
     fw = framework_arrays(batch.framework)
     stage_params = batch.layer_params * model.layers + 2 * model.vocab * model.hidden  # untied embedding and head
-    calls = _gradient_buckets(batch, fw, np.array([stage_params]), np.array([float(model.layers)]))[0]
+    calls = _gradient_buckets(batch, fw, np.array([stage_params]), np.array([float(model.layers)]),
+                              np.array([2.0 * model.vocab * model.hidden]))[0]
     assert calls == model.layers + fw["gathers_outside_layers"][0]
 
 
@@ -441,7 +442,7 @@ def test_ddp_still_reduces_in_buckets_under_fsdp_stacks():
     batch = single_batch(model, Layout(dp=64, zero=0, micro_batch=1, global_batch=256, framework="fsdp"))
     fw = framework_arrays(batch.framework)
     params = batch.layer_params * model.layers
-    calls = _gradient_buckets(batch, fw, np.array([params]), np.array([float(model.layers)]))[0]
+    calls = _gradient_buckets(batch, fw, np.array([params]), np.array([float(model.layers)]), np.array([0.0]))[0]
     assert calls == np.ceil(params / 6.25e6)
 
 
