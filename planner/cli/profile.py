@@ -48,7 +48,7 @@ def register(subparsers, name: str) -> None:
         name, help="run real DeepSpeed training steps over a grid and record them as a runs CSV",
         description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--name", required=True, type=_profile_name, help="profile name: writes OUT_DIR/NAME.csv and OUT_DIR/NAME.json")
-    parser.add_argument("--grid", default="default", help="built-in grid (ci, default) or a grid YAML file (default: default)")
+    parser.add_argument("--grid", default="default", help="built-in grid (ci, default, gpu-1) or a grid YAML file (default: default)")
     parser.add_argument("--out-dir", default="profiles", help="folder for the profile files (default: profiles)")
     parser.add_argument("--cluster", default=None, help="cluster spec name for the rows (default: cpu-local on CPU; required on GPUs)")
     axes = parser.add_argument_group("grid axes (each replaces that axis in every sub-grid)")

@@ -3,7 +3,7 @@
 A grid is a union of cross products ("sub-grids"): each sub-grid lists model shapes and, per
 axis, the values to combine (world size, ZeRO stage, offload, micro-batch, gradient accumulation,
 dtype). Combinations DeepSpeed cannot run (offload without ZeRO, parameter offload below ZeRO-3)
-are dropped and counted. Grids come built in (`ci`, `default`) or from a YAML file:
+are dropped and counted. Grids come built in (`ci`, `default`, `gpu-1`) or from a YAML file:
 
     steps: 10          # measured steps per configuration (optional)
     warmup: 5          # warm-up steps, not measured (optional)
@@ -143,6 +143,16 @@ _SIZES = {
     "D": {"layers": 6, "hidden": 768, "heads": 12, "seq_len": 256, "vocab": 16384},
 }
 _ALL = list(_SIZES.values())
+# `gpu-1`: one GPU, bf16, GPT-2-vocabulary shapes from 124M to 2.7B parameters (profiles/README.md, the
+# h200-1gpu profile): from small work per GPU (the launch floor) to a 2.7B model without recompute whose states
+# and activations take tens of GB. Ordered so that a sweep cut short still has each regime.
+_GPT = {"vocab": 50304}
+_GPU_SIZES = {
+    "124M": {"layers": 12, "hidden": 768, "heads": 12, "seq_len": 1024, **_GPT},
+    "355M": {"layers": 24, "hidden": 1024, "heads": 16, "seq_len": 1024, **_GPT},
+    "1.3B": {"layers": 24, "hidden": 2048, "heads": 16, "seq_len": 2048, **_GPT},
+    "2.7B": {"layers": 32, "hidden": 2560, "heads": 32, "seq_len": 2048, **_GPT},
+}
 BUILTIN_GRIDS: dict[str, dict] = {
     "ci": {"steps": 3, "warmup": 2, "grids": [
         {"models": [_TINY], "world_size": [2], "zero": [0, 3], "micro_batch": [2]},
@@ -161,6 +171,13 @@ BUILTIN_GRIDS: dict[str, dict] = {
         {"models": [_SIZES["C"]], "world_size": [2], "zero": [3], "offload": ["optimizer+params"], "micro_batch": [2]},
         # ZeRO bookkeeping cost with nothing to partition across.
         {"models": [_SIZES["C"]], "world_size": [1], "zero": [1, 2, 3], "micro_batch": [2]},
+    ]},
+    "gpu-1": {"steps": 10, "warmup": 3, "grids": [
+        {"models": [_GPU_SIZES["124M"]], "world_size": [1], "zero": [0], "micro_batch": [1, 8]},
+        {"models": [_GPU_SIZES["355M"]], "world_size": [1], "zero": [0, 1, 2, 3], "micro_batch": [4]},
+        {"models": [_GPU_SIZES["1.3B"]], "world_size": [1], "zero": [0, 3], "micro_batch": [2]},
+        {"models": [_GPU_SIZES["2.7B"]], "world_size": [1], "zero": [1], "micro_batch": [4]},
+        {"models": [_GPU_SIZES["124M"]], "world_size": [1], "zero": [3], "micro_batch": [1, 8]},
     ]},
 }
 
