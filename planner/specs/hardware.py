@@ -250,8 +250,11 @@ class Reliability(_Frozen):
 
 # In sustained training the clock sits ~10% below the boost clock the datasheet peak assumes (power/thermal
 # limit), while a short matmul benchmark (MAMF: 50 warm-up + 100 timed iterations per shape) runs near boost.
-# Assumed: no published benchmark measures the sustained clock (the MAMF benchmarks README only advises
-# sampling the clock; it has no sustained "MSMF" figure), so the large-GEMM ceiling is MAMF x 0.9.
+# No published benchmark measures the sustained clock (the MAMF benchmarks README only advises sampling the clock;
+# it has no sustained "MSMF" figure), so 0.9 was assumed; this project's H200 profile has since measured it: an
+# 8192^3 bf16 GEMM run back to back for 15 s holds 657 TFLOP/s at the 700 W cap (SM clock 1425-1440 MHz of 1980)
+# against 725 in a burst, 0.906 (profiles/h200-kernels.json; tests/cost/test_h200_kernel_profile.py). The
+# large-GEMM ceiling is MAMF x 0.9.
 SUSTAINED_CLOCK_FACTOR = 0.9
 
 
