@@ -65,6 +65,7 @@ def format_simulation(model, layout, cluster, result: dict) -> str:
         table(["time part", "seconds", "share"], time_rows),
         "",
         table(["memory per GPU", "bytes"], _memory_rows(result["memory_parts"], result["memory"])),
+        *_peak_phase_lines(result["memory"]),
         _memory_verdict(result),
         *_offload_lines(result["memory"]),
     ]
@@ -78,6 +79,20 @@ def _memory_rows(parts: dict, memory: dict) -> list:
     memory_rows = [[name, human_bytes(value)] for name, value in parts.items() if value > 0]
     memory_rows.append(["total", human_bytes(memory["total_bytes"])])
     return memory_rows
+
+
+def _peak_phase_lines(memory: dict) -> list:
+    """Which phase of the step holds the peak where the stack frees its gradients after each step (the table lists
+    what is live then; cost.memory.phase_overlap)."""
+    from planner.report.render import human_bytes
+
+    freed = memory.get("not_live_at_peak_bytes", 0.0)
+    if freed <= 0:
+        return []
+    if memory.get("step_holds_peak"):
+        return [f"peak: the optimizer step; {human_bytes(freed)} of activations and logits are freed by then"]
+    return [f"peak: the forward's activations; {human_bytes(freed)} of gradients and their fp32 copy exist only "
+            "from backward to the end of the step (the framework frees them after it)"]
 
 
 def _memory_verdict(result: dict) -> str:

@@ -101,6 +101,10 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             "hbm_fits": memory["hbm_fits"],
             "host_fits": memory["host_fits"],
             "nvme_fits": memory["nvme_fits"],
+            # Bytes of the parts above that are never live at once (cost.memory.phase_overlap), left out of the total,
+            # and whether the optimizer step holds the peak (else the forward and backward do).
+            "not_live_at_peak_bytes": memory["not_live_at_peak_bytes"],
+            "step_holds_peak": memory["step_holds_peak"],
         },
         "time": time["parts"],
         "comm_bytes_per_step": time["comm_bytes_per_step"],

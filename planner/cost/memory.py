@@ -422,11 +422,39 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     shape = (_STAGES, len(batch))
     parts = {name: np.broadcast_to(value, shape) for name, value in parts.items()}
     total = sum(parts.values())
+    step_only = _step_only_states(params, batch, stack, states)
+    step_only = {name: np.broadcast_to(value, shape) for name, value in step_only.items()}
+    # A lower bound of the total whatever the micro-batches: without the bytes the forward may not hold.
+    least = total - step_only["gradients"] - step_only["copy"]
     return {"parts": parts, "layers": layers, "total": total, "transient": gathered + buckets,
-            "largest_total": np.max(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, total), axis=0),
+            "step_only_gradients": step_only["gradients"], "step_only_copy": step_only["copy"],
+            "largest_total": np.max(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, least), axis=0),
             # Host and NVMe bytes per GPU of the fullest stage (offloaded states); the params of each stage.
             "host": states["host_per_gpu"], "nvme": np.max(np.broadcast_to(states["nvme_per_gpu"], shape), axis=0),
             "params": params}
+
+
+def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) -> dict:
+    """The dense states a stack frees after every step (Framework.gradients_freed_after_step) and makes again in the
+    next backward: the 16-bit gradients and the fp32 copy of them the optimizer steps on (FP32_GRAD_COPY_BYTES, in
+    the optimizer part), at ZeRO 0-2 without offload. 0 elsewhere: 32-bit gradients (the BF16_Optimizer keeps its
+    fp32 gradients for the run), ZeRO-3's gradient partitions, offloaded states."""
+    freed = ((stack["gradients_freed_after_step"] > 0) & (batch.zero <= 2) & (batch.offload == 0)
+             & (element_bytes(batch, stack)["grads"] < 4.0))
+    shard = np.where(batch.zero >= 1, state_sharding_degrees(batch, stack)["optimizer"], 1.0)
+    return {"gradients": np.where(freed, states["gradients"], 0.0),
+            "copy": np.where(freed, FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
+
+
+# The parts that exist only while a micro-batch's forward and backward run (not during the optimizer step).
+FORWARD_BACKWARD_PARTS = ("activations", "recompute_working", "logits", "moe_activations", "moe_dispatch_buffers")
+
+
+def phase_overlap(step_only, forward_backward) -> np.ndarray:
+    """Bytes the sum of the parts counts that are never live at once: min(the step's own states, the forward's and
+    backward's own parts). Live bytes rise to max(activations, gradients + copy) over the rest: in backward each
+    layer's gradients appear as its activations go, and the copy exists only in the step."""
+    return np.minimum(step_only, forward_backward)
 
 
 def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> dict:
@@ -483,9 +511,15 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     rest = _per_candidate_parts(batch, cluster, stack, layers, each(states["transient"]))
     shape = (_STAGES, len(batch))
     per_candidate = {name: np.broadcast_to(value, shape) for name, value in rest["parts"].items()}
+    # Stacks that free the gradients after each step (Framework.gradients_freed_after_step): with one micro-batch a
+    # step they are not live while the forward's activations are; with more, only the fp32 copy is the step's alone.
+    step_only = each(states["step_only_copy"]) + np.where(batch.grad_accumulation <= 1,
+                                                          each(states["step_only_gradients"]), 0.0)
+    forward_backward = sum(per_candidate[name] for name in FORWARD_BACKWARD_PARTS if name in per_candidate)
+    overlap = phase_overlap(step_only, forward_backward)
     # The state parts summed once per combination, then the rest in a fixed order: a candidate's total is the same
     # whether it is scored alone or among a million.
-    totals = each(states["total"]) + sum(per_candidate.values())
+    totals = each(states["total"]) + sum(per_candidate.values()) - overlap
     binding = stage_argmax(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, totals))  # a middle stage needs pp > 2
     flat = binding * totals.shape[1] + np.arange(totals.shape[1])
 
@@ -506,6 +540,16 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
 
     named = {**{name: pick_state(value) for name, value in states["parts"].items()},
              **{name: pick(value) for name, value in per_candidate.items()}}
+    # The parts live at the peak: the step's own states where the forward binds, else the forward's own parts go.
+    not_live = pick(overlap)
+    step_binds = pick(forward_backward) < pick(step_only)
+    if np.any(not_live > 0):
+        named["gradients"] = named["gradients"] - np.where(step_binds, 0.0, pick(
+            np.where(batch.grad_accumulation <= 1, each(states["step_only_gradients"]), 0.0)))
+        named["optimizer"] = named["optimizer"] - np.where(step_binds, 0.0, pick(each(states["step_only_copy"])))
+        for name in FORWARD_BACKWARD_PARTS:
+            if name in named:
+                named[name] = np.where(step_binds, 0.0, named[name])
     parts = {name: named[name] for name in PART_ORDER if name in named}
     total = pick(totals)
     hbm = cluster.accelerator.hbm_bytes
@@ -530,6 +574,13 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         "nvme_fits": nvme_fits,
         "params_per_gpu": pick_state(np.broadcast_to(states["params"], (_STAGES, states["params"].shape[-1]))),
         "binding_stage": binding,
+        # Bytes of the parts that are never live together, left out of the total (phase_overlap), and whether the
+        # optimizer step (True) or the forward and backward (False) hold the peak where it is above 0.
+        "not_live_at_peak_bytes": not_live,
+        "step_holds_peak": step_binds & (not_live > 0),
+        # The binding stage's states that only the step holds whatever the micro-batches (its gradients and their
+        # fp32 copy): state_bytes_lower_bound leaves them out.
+        "step_only_state_bytes": pick(each(states["step_only_gradients"]) + each(states["step_only_copy"])),
     }
 
 

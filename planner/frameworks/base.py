@@ -224,6 +224,13 @@ class Framework:
     # weight-gradient GEMM accumulates into the fp32 buffer itself (Megatron's gradient_accumulation_fusion)
     # or no stack-level pass exists.
     fp32_grad_accumulation_bytes: float = 0.0
+    # The stack frees its 16-bit gradients and the fp32 gradient copy the optimizer steps on once the step is done,
+    # at ZeRO 0-2 without offload, and makes them again in the next backward (DeepSpeed 0.19: frameworks/deepspeed.py).
+    # So neither is live when the next forward's activations peak: with one micro-batch a step the peak is
+    # max(activations, gradients + copy) over the other states, not their sum (memory.phase_overlap); with more,
+    # the gradients accumulate across the step's forwards and only the copy is the step's alone. False where a
+    # gradient buffer lives for the whole run (Megatron's contiguous grad buffer) or where nothing was read.
+    gradients_freed_after_step: bool = False
     # Gradients held in 16 bits (fp16 without fp32 accumulation): HBM bytes per parameter of the unfused add of
     # each micro-batch's new weight gradient into the gradient kept for the step, on every micro-batch after the
     # first (autograd's AccumulateGrad steals the first and adds `grad += new_grad` in place after it: read 2 + 2,

@@ -47,7 +47,7 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   one eager op.
 - bf16 with fp32 gradient accumulation at ZeRO 0 or 1 runs the BF16_Optimizer (`_do_optimizer_sanity_check`,
   runtime/engine.py:1316-1318 for ZeRO-1 with grad_accum_dtype fp32; :1349-1350 for ZeRO-0, whose default
-  grad_accum_dtype is fp32, engine.py:1017-1021): it shards the fp32 master and Adam states over dp (its own
+  grad_accum_dtype was fp32 until v0.18.0, engine.py:1017-1021; since then only when asked for, below): it shards the fp32 master and Adam states over dp (its own
   ZeRO-1), keeps full-size fp32 gradients (bf16_optimizer.py:162-163) and all-reduces them in fp32
   (`get_grads_for_reduction`). After every micro-batch's backward it adds each parameter's bf16 .grad into the
   fp32 copy, `hp_grad.add_(lp.grad.to(fp32))` (bf16_optimizer.py:332-347; called per micro-batch from
@@ -85,6 +85,18 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   `stage3_allgather_sequential` false), which launches one `all_gather_into_tensor` per parameter (:2065-2074)
   before waiting on them all. The calls are serial on the group's NCCL stream, each paying the ring's latency over
   the whole sharding group, after the step's last kernel: exposed (planner.cost.data_parallel).
+- Gradients live from backward to the end of the step only, at ZeRO 0-2 with 16-bit gradients (DeepSpeed 0.19.6,
+  deepspeedai/DeepSpeed@edaa722): bf16 at ZeRO-0 runs FP16_Optimizer since v0.18.0 (#7515, 889f0ead: the gradient
+  accumulation dtype defaults to the model's, engine.py:1485-1496, so `DDP_BFLOAT16`, :2019, 2065-2067), whose
+  step flattens the 16-bit gradients into one fp32 copy, sets each `.grad` to None (fp16/fused_optimizer.py:288-294, 312-313)
+  and drops the copy after the optimizer (:348-349); ZeRO-1/2 flatten their partition into the fp32 copy, free the
+  16-bit gradients (`free_grad_in_param_list`, `averaged_gradients[i] = None`, zero/stage_1_and_2.py:2345-2372) and
+  drop the copy after the optimizer (:2382); the engine then zeroes the gradients to None (engine.py:3358-3369). The
+  H200 profile measured it (profiles/README.md): at 355M parameters ZeRO 0, 1 and 2 peak at the same 10.69 GiB, and
+  the counted states are 16 bytes a parameter after backward, 14 after the step. ZeRO-3 keeps its gradient
+  partitions in a buffer of their own (11.45 GiB there): not this rule. The 2020-21 engines free them alike at
+  ZeRO-2 (v0.2.0 pt/deepspeed_zero_optimizer.py:930 `zero_grad(set_grads_to_None=True)`, :1126
+  `averaged_gradients[i] = None`; v0.3.0 zero/stage2.py:1190-1199, 1409), so deepspeed-v0.2/-v0.3 keep the rule.
 - Partitioned activation checkpoints (`activation_checkpointing.partition_activations`; Megatron-DeepSpeed
   --partition-activations, which deepspeed.checkpointing.configure lets override the config, DeepSpeed 0.19.8
   runtime/activation_checkpointing/checkpointing.py:1210-1211; deepspeedai/Megatron-DeepSpeed@4efb479d
@@ -142,6 +154,7 @@ DEEPSPEED = Framework(
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,
     p2p_gathers_per_microbatch=3.0,  # received activation, own output, received gradient (module docstring)
     fp32_grad_accumulation_bytes=18.0,  # BF16_Optimizer's cast + add per micro-batch (module docstring)
+    gradients_freed_after_step=True,  # module docstring: gradients and their fp32 copy live from backward to the step's end
     unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` at ZeRO 0/1 (module docstring)
     fp32_accumulation_all_reduces=True,  # BF16_Optimizer all-reduces the fp32 gradient, then all-gathers (docstring)
     # ZeRO-2's and ZeRO-3's gradient bucket copies and divides every micro-batch (cost/shard_copies.py).

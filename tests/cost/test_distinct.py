@@ -98,9 +98,12 @@ def test_state_bytes_never_exceed_the_full_memory(model_name, cluster_name):
     bound = memory.state_bytes_lower_bound(batch)
     full = memory.per_gpu_memory(batch, cluster)
     assert np.all(bound <= full["total_bytes"])
-    # And it is no looser than the binding stage's own state parts (it is the largest stage's).
+    # And it is no looser than the binding stage's own state parts (it is the largest stage's), less the states only
+    # the optimizer step holds where the stack frees them after it (memory.phase_overlap; the bound cannot know
+    # the micro-batches that decide whether they are live at the peak).
     states = [name for name in memory.STATE_PARTS + memory.MOE_STATE_PARTS if name in full["parts"]]
-    assert np.all(bound >= sum(full["parts"][name] for name in states) * (1 - 1e-12))
+    live = sum(full["parts"][name] for name in states)
+    assert np.all(bound >= (live - full["step_only_state_bytes"]) * (1 - 1e-12))
 
 
 @pytest.mark.parametrize("model_name", ["llama2-70b", "mixtral-8x7b"])
