@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -308,3 +309,25 @@ def test_a_hand_written_header_reads_as_its_names(tmp_path, header_of):
     path.write_text(header_of(columns) + "\nr1,t,dgx-a100-80gb,8,12,768,12,1024,50257,8,4,32,1.0\n", encoding="utf-8")
     runs, problems = read_runs(path)
     assert not problems and runs[0].cluster == "dgx-a100-80gb" and runs[0].hidden == 768
+
+
+def test_allocator_peak_rows_compare_what_torchs_allocator_counts():
+    """profiles/h200-1gpu.csv (mem_method=allocator-peak, torch.cuda.max_memory_allocated): the prediction compared
+    leaves out the CUDA context, NCCL's buffers and the allocator's cached blocks, which that figure never holds; a
+    row with no mem_method (published runs) keeps the whole footprint."""
+    from pathlib import Path
+
+    from planner.cost.estimate import simulate
+    from planner.cost.memory import CUDA_CONTEXT_BYTES
+
+    rows, problems = read_runs(Path(__file__).resolve().parents[1] / "profiles" / "h200-1gpu.csv")
+    assert not problems and {run.extra.get("mem_method") for run in rows} == {"allocator-peak"}
+    for result in predict_runs(rows[:3]):
+        model, layout, cluster = run_to_config(result.run)
+        memory = simulate(model, layout, cluster)["memory"]
+        expected = memory["total_bytes"] - CUDA_CONTEXT_BYTES - memory.get("nccl_buffers", 0.0) - memory["fragmentation"]
+        assert result.predicted_memory_bytes == pytest.approx(expected, rel=1e-9)
+        assert result.predicted_memory_bytes < result.predicted["memory"]["total_bytes"]
+    plain = dataclasses.replace(rows[0], extra={k: v for k, v in rows[0].extra.items() if k != "mem_method"})
+    (whole,) = predict_runs([plain])
+    assert whole.predicted_memory_bytes == whole.predicted["memory"]["total_bytes"]

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from planner.cost.estimate import check_simulable, estimate, model_states
+from planner.cost.memory import CUDA_CONTEXT_BYTES
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
@@ -44,12 +45,17 @@ class RowResult:
 
     @property
     def predicted_memory_bytes(self) -> float | None:
-        """Predicted bytes comparable to the row's mem_gib: peak allocator memory, or only the model
-        states and buffers when the row counted tensors (CPU profiles: mem_method=counted-tensors)."""
+        """Predicted bytes comparable to the row's mem_gib: the whole footprint; only the model states and
+        buffers when the row counted tensors (CPU profiles: mem_method=counted-tensors); without what torch's
+        caching allocator does not count when the row is its peak (GPU profiles: mem_method=allocator-peak,
+        `torch.cuda.max_memory_allocated`)."""
         if self.predicted is None:
             return None
-        if self.run.extra.get("mem_method") == "counted-tensors":
+        method = self.run.extra.get("mem_method")
+        if method == "counted-tensors":
             return self.predicted["memory"]["model_states_bytes"]
+        if method == "allocator-peak":
+            return self.predicted["memory"]["allocated_bytes"]
         return self.predicted["memory"]["total_bytes"]
 
     @property
@@ -58,6 +64,12 @@ class RowResult:
             return None
         return self.predicted_memory_bytes / (self.run.mem_gib * 2**30) - 1.0
 
+
+# What torch.cuda.max_memory_allocated leaves out of the model's footprint (cost/memory.py reserve_parts): the CUDA
+# context itself (the driver's; CUDA_CONTEXT_BYTES of the cuda_context part, whose cuBLAS and Transformer Engine
+# workspaces torch allocates through its caching allocator, ATen/cuda/CublasHandlePool.cpp getNewWorkspace), NCCL's
+# buffers (NCCL's own cudaMalloc) and the allocator's cached but unallocated blocks (fragmentation).
+OUTSIDE_ALLOCATED = ("nccl_buffers", "fragmentation")
 
 # The optional 0/1 columns a row's simulation reads (data/spec/runs_csv.md), and with `framework` every
 # optional column besides the core COLUMNS and HIERARCHY_COLUMNS.
@@ -219,6 +231,8 @@ def _figures(result, i: int) -> dict:
         "fits": bool(memory["fits"][i]),
         "memory": {"total_bytes": float(memory["total_bytes"][i]),
                    "model_states_bytes": float(model_states(memory["parts"], i)),
+                   "allocated_bytes": float(memory["total_bytes"][i] - CUDA_CONTEXT_BYTES - sum(
+                       memory["parts"][name][i] for name in OUTSIDE_ALLOCATED if name in memory["parts"])),
                    "hbm_bytes": float(memory["hbm_bytes"][i])},
     }
 
