@@ -12,7 +12,10 @@ fp32 parameter is the master, FSDP/JAX, whose ZeRO-0/1 weights then add 4·P and
 0 in fp32 training) + 4 for the fp32 gradient copy the
 optimizer steps on whenever the gradient buffer is 16-bit (DeepSpeed stage_1_and_2.py:1892-1902 and
 stage3.py:1895-1903 `single_grad_partition`; Megatron's fp16 row). The copy only exists during the
-optimizer step; it is counted throughout, as DeepSpeed's estimators and Megatron's table count it.
+optimizer step; the model states count it throughout, as DeepSpeed's estimators and Megatron's table do. Where
+the stack frees it and the 16-bit gradients after every step (Framework.gradients_freed_after_step: DeepSpeed at
+ZeRO 0-2), the total is the larger of the two phases, the forward's activations or the step's own states, not
+their sum (phase_overlap), and the parts list what is live at that peak.
 The gathered working set of ZeRO-3 is the largest module's 16-bit weight and gradient (DeepSpeed,
 stage3.py:3008-3044 `largest_layer_memory = 4 * largest_layer_params`) or whole transformer blocks
 (FSDP2/Megatron-FSDP: `units_in_flight` blocks' 16-bit weights, plus the block being reduced: its
