@@ -516,10 +516,16 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     per_candidate = {name: np.broadcast_to(value, shape) for name, value in rest["parts"].items()}
     # Stacks that free the gradients after each step (Framework.gradients_freed_after_step): with one micro-batch a
     # step they are not live while the forward's activations are; with more, only the fp32 copy is the step's alone.
-    step_only = each(states["step_only_copy"]) + np.where(batch.grad_accumulation <= 1,
-                                                          each(states["step_only_gradients"]), 0.0)
-    forward_backward = sum(per_candidate[name] for name in FORWARD_BACKWARD_PARTS if name in per_candidate)
-    overlap = phase_overlap(step_only, forward_backward)
+    # Spread to the candidates only where some combination frees anything (none does on most stacks).
+    phased = bool(np.any(states["step_only_gradients"]) or np.any(states["step_only_copy"]))
+    if phased:
+        step_copy = each(states["step_only_copy"])
+        step_gradients = np.where(batch.grad_accumulation <= 1, each(states["step_only_gradients"]), 0.0)
+        step_only = step_copy + step_gradients
+        forward_backward = sum(per_candidate[name] for name in FORWARD_BACKWARD_PARTS if name in per_candidate)
+        overlap = phase_overlap(step_only, forward_backward)
+    else:
+        overlap = 0.0
     # The state parts summed once per combination, then the rest in a fixed order: a candidate's total is the same
     # whether it is scored alone or among a million.
     totals = each(states["total"]) + sum(per_candidate.values()) - overlap
@@ -545,14 +551,16 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
              **{name: pick(value) for name, value in per_candidate.items()}}
     # The parts live at the peak: the step's own states where the forward binds, else the forward's own parts go.
     not_live = pick(overlap)
-    step_binds = pick(forward_backward) < pick(step_only)
-    if np.any(not_live > 0):
-        named["gradients"] = named["gradients"] - np.where(step_binds, 0.0, pick(
-            np.where(batch.grad_accumulation <= 1, each(states["step_only_gradients"]), 0.0)))
-        named["optimizer"] = named["optimizer"] - np.where(step_binds, 0.0, pick(each(states["step_only_copy"])))
+    step_binds = np.zeros(len(batch), dtype=bool)
+    step_only_states = np.zeros(len(batch))
+    if phased:
+        step_binds = pick(forward_backward) < pick(step_only)
+        named["gradients"] = named["gradients"] - np.where(step_binds, 0.0, pick(step_gradients))
+        named["optimizer"] = named["optimizer"] - np.where(step_binds, 0.0, pick(step_copy))
         for name in FORWARD_BACKWARD_PARTS:
             if name in named:
                 named[name] = np.where(step_binds, 0.0, named[name])
+        step_only_states = pick(step_copy + each(states["step_only_gradients"]))
     parts = {name: named[name] for name in PART_ORDER if name in named}
     total = pick(totals)
     hbm = cluster.accelerator.hbm_bytes
@@ -583,7 +591,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         "step_holds_peak": step_binds & (not_live > 0),
         # The binding stage's states that only the step holds whatever the micro-batches (its gradients and their
         # fp32 copy): state_bytes_lower_bound leaves them out.
-        "step_only_state_bytes": pick(each(states["step_only_gradients"]) + each(states["step_only_copy"])),
+        "step_only_state_bytes": step_only_states,
     }
 
 

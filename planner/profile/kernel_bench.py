@@ -27,6 +27,7 @@ the median of `trials` such timings; random data (zeros run faster: less switchi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -106,12 +107,24 @@ def bench_gemms(timer: Timer, device: str, dtype, quick: bool) -> list[dict]:
     return rows
 
 
-def _gpu_readings() -> dict:
-    """SM clock (MHz) and power (W) of GPU 0 through NVML, if pynvml is importable; else empty."""
+@functools.lru_cache(maxsize=1)
+def _nvml_handle():
+    """NVML's handle of GPU 0, initialised once (None where pynvml or the driver is missing)."""
     try:
         import pynvml
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return pynvml.nvmlDeviceGetHandleByIndex(0)
+    except Exception:  # noqa: BLE001 - readings are optional context
+        return None
+
+
+def _gpu_readings() -> dict:
+    """SM clock (MHz) and power (W) of GPU 0 through NVML, if pynvml is importable; else empty."""
+    handle = _nvml_handle()
+    if handle is None:
+        return {}
+    try:
+        import pynvml
         return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
                 "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
                 "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)}
