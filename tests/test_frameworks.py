@@ -339,14 +339,15 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved
     (schedules.py:35), fp16 gradients accumulated by an unfused add (no gradient_accumulation_fusion for them before
-    07916bf2); no TE TP overlap, fp8, context parallelism or Megatron-FSDP yet."""
+    07916bf2); no TE TP overlap, fp8, context parallelism, Megatron-FSDP or fused cross-entropy yet."""
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
     assert {k for k in new if old[k] != new[k]} == {
         "name", "lineage", "p2p_overlap", "p2p_scatter_gather", "p2p_gathers_per_microbatch",
         "interleaving_needs_pp_multiple",
         "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages", "param_gather_overlap",
-        "dp_reduce_per_model_chunk", "reduce_overlaps_when_sharded", "unfused_16bit_grad_accumulation_bytes"}
+        "dp_reduce_per_model_chunk", "reduce_overlaps_when_sharded", "unfused_16bit_grad_accumulation_bytes",
+        "fused_loss_bytes_per_logit"}
     stack = FRAMEWORKS["megatron-2022"]
     assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gathers_per_microbatch) == (
         "megatron", False, True, 2.0)
@@ -354,7 +355,8 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
                            (Layout(framework="megatron-2022", tp=8, dp=2, dtype="fp8"), "fp8"),
                            (Layout(framework="megatron-2022", tp=8, dp=2, zero=3), "zero"),
                            (Layout(framework="megatron-2022", tp=8, dp=1, seq_parallel=True, tp_comm_overlap=True),
-                            "tp_comm_overlap")):
+                            "tp_comm_overlap"),
+                           (Layout(framework="megatron-2022", tp=8, dp=1, loss_fusion=True), "loss-fusion")):
         with pytest.raises(PlannerInputError, match=reason):
             check_layout(PRESETS["gpt3-175b"], layout)
 

@@ -21,7 +21,7 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
                "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload",
-               "fp8_param_gather", "fp8_recipe", "partition_activations")
+               "fp8_param_gather", "fp8_recipe", "partition_activations", "loss_fusion")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 # Mixture-of-experts layout keys (planner.specs.layout.Layout: expert parallelism and routing).
 MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity")
@@ -83,6 +83,10 @@ def _add_stack_and_precision_flags(group) -> None:
                             "all-gather it over tp before the recompute (DeepSpeed partition_activations, "
                             "Megatron-DeepSpeed --partition-activations, Megatron-LM --distribute-saved-activations); "
                             "default: the stack's (off)")
+    group.add_argument("--loss-fusion", type=int, choices=[0, 1],
+                       help="the stack's fused cross-entropy loss (Megatron --cross-entropy-loss-fusion "
+                            "--cross-entropy-fusion-impl te: 2 bytes per token and vocabulary entry where the unfused "
+                            "loss holds 6); refused where the stack has none; default 0")
     group.add_argument("--fp8-param-gather", type=int, choices=[0, 1],
                        help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
                             "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")
@@ -142,7 +146,7 @@ _TEXT_KEYS = ("mlp", "norm", "offload", "offload_device", "recompute", "dtype", 
               "fp8_recipe")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
                 "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
-                "moe_pad_to_capacity", "partition_activations", "bias")
+                "moe_pad_to_capacity", "partition_activations", "loss_fusion", "bias")
 
 
 def _check_config_value(key: str, value, where: str):

@@ -91,8 +91,11 @@ def _peak_phase_lines(memory: dict) -> list:
         return []
     if memory.get("step_holds_peak"):
         return [f"peak: the optimizer step; {human_bytes(freed)} of activations and logits are freed by then"]
-    return [f"peak: the forward's activations; {human_bytes(freed)} of gradients and their fp32 copy exist only "
-            "from backward to the end of the step (the framework frees them after it)"]
+    # Where the gradients are 16-bit the optimizer steps on an fp32 copy, freed with them (DeepSpeed); FSDP2's are the
+    # fp32 gradients themselves (cost.memory._step_only_states).
+    copy = " and their fp32 copy" if memory.get("step_only_copy_bytes", 0.0) > 0 else ""
+    return [f"peak: the forward's activations; {human_bytes(freed)} of gradients{copy} exist only from backward to "
+            "the end of the step (the framework frees them before the next forward)"]
 
 
 def _memory_verdict(result: dict) -> str:
@@ -144,7 +147,8 @@ def _layout_line(layout) -> str:
             f"(grad accumulation {layout.grad_accumulation}) recompute={layout.recompute} sp={int(layout.seq_parallel)} "
             f"dtype={layout.dtype} flash={int(layout.flash_attention_on)} framework={layout.framework} "
             f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
-            + (" partition_activations=1" if layout.partition_activations_on else "") + fp8_params + _hierarchy_text(layout))
+            + (" partition_activations=1" if layout.partition_activations_on else "") + fp8_params
+            + (" loss_fusion=1" if layout.loss_fusion else "") + _hierarchy_text(layout))
 
 
 def _moe_layout_text(model, layout) -> str:

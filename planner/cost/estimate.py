@@ -105,6 +105,7 @@ def simulate(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> dict:
             # and whether the optimizer step holds the peak (else the forward and backward do).
             "not_live_at_peak_bytes": memory["not_live_at_peak_bytes"],
             "step_holds_peak": memory["step_holds_peak"],
+            "step_only_copy_bytes": memory["step_only_copy_bytes"],
         },
         "time": time["parts"],
         "comm_bytes_per_step": time["comm_bytes_per_step"],

@@ -439,14 +439,17 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
 
 def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) -> dict:
     """The dense states a stack frees after every step (Framework.gradients_freed_after_step) and makes again in the
-    next backward: the 16-bit gradients and the fp32 copy of them the optimizer steps on (FP32_GRAD_COPY_BYTES, in
-    the optimizer part), at ZeRO 0-2 without offload. 0 elsewhere: 32-bit gradients (the BF16_Optimizer keeps its
-    fp32 gradients for the run), ZeRO-3's gradient partitions, offloaded states."""
-    freed = ((stack["gradients_freed_after_step"] > 0) & (batch.zero <= 2) & (batch.offload == 0)
-             & (element_bytes(batch, stack)["grads"] < 4.0))
+    next backward: the gradients and, where they are 16-bit, the fp32 copy of them the optimizer steps on
+    (FP32_GRAD_COPY_BYTES, in the optimizer part), at the ZeRO stages the stack frees them at
+    (gradients_freed_min_zero to _max_zero: DeepSpeed 0-2, FSDP2 2-3) without offload. 0 elsewhere, and for 32-bit
+    gradients where the stack keeps them for the run (fp32_gradients_kept_for_the_run: DeepSpeed's BF16_Optimizer)."""
+    sixteen_bit = element_bytes(batch, stack)["grads"] < 4.0
+    freed = ((stack["gradients_freed_after_step"] > 0) & (batch.zero >= stack["gradients_freed_min_zero"])
+             & (batch.zero <= stack["gradients_freed_max_zero"]) & (batch.offload == 0)
+             & (sixteen_bit | (stack["fp32_gradients_kept_for_the_run"] == 0)))
     shard = np.where(batch.zero >= 1, state_sharding_degrees(batch, stack)["optimizer"], 1.0)
     return {"gradients": np.where(freed, states["gradients"], 0.0),
-            "copy": np.where(freed, FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
+            "copy": np.where(freed & sixteen_bit, FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
 
 
 # The parts that exist only while a micro-batch's forward and backward run (not during the optimizer step).
@@ -480,9 +483,12 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     per_layer = activation_bytes_per_layer(batch)
     w = element_bytes(batch, stack)["weights"]
     tokens = batch.micro_batch * batch.seq_len / batch.cp
-    # The last stage holds the fp32 logits of one micro-batch for the cross-entropy, 4·s·b·V/t bytes
-    # (Korthikanti et al. 2022, section 4.1), V the stack's padded vocabulary.
-    logits = last * (4.0 * tokens * padded_vocab(batch) / batch.tp)
+    # The last stage holds what the stack's loss keeps for one micro-batch: loss_bytes_per_logit·s·b·V/t bytes, V the
+    # stack's padded vocabulary (4, the fp32 logits, in Korthikanti et al. 2022 section 4.1; measured per stack by
+    # planner/profile/loss_memory.py: Megatron 6, F.cross_entropy on upcast logits 12; frameworks/base.py).
+    # A fused loss (Layout.loss_fusion) holds the stack's fused_loss_bytes_per_logit instead.
+    per_logit = np.where(batch.loss_fusion, stack["fused_loss_bytes_per_logit"], stack["loss_bytes_per_logit"])
+    logits = last * (per_logit * tokens * padded_vocab(batch) / batch.tp)
     overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
                        + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
     stored = per_layer["stored"] * layers * inflight
@@ -553,6 +559,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     not_live = pick(overlap)
     step_binds = np.zeros(len(batch), dtype=bool)
     step_only_states = np.zeros(len(batch))
+    step_only_copy = np.zeros(len(batch))
     if phased:
         step_binds = pick(forward_backward) < pick(step_only)
         named["gradients"] = named["gradients"] - np.where(step_binds, 0.0, pick(step_gradients))
@@ -561,6 +568,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
             if name in named:
                 named[name] = np.where(step_binds, 0.0, named[name])
         step_only_states = pick(step_copy + each(states["step_only_gradients"]))
+        step_only_copy = pick(step_copy)
     parts = {name: named[name] for name in PART_ORDER if name in named}
     total = pick(totals)
     hbm = cluster.accelerator.hbm_bytes
@@ -592,6 +600,8 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         # The binding stage's states that only the step holds whatever the micro-batches (its gradients and their
         # fp32 copy): state_bytes_lower_bound leaves them out.
         "step_only_state_bytes": step_only_states,
+        # Of them, the fp32 copy the optimizer steps on where the gradients are 16-bit (0 where they are fp32: FSDP2).
+        "step_only_copy_bytes": step_only_copy,
     }
 
 

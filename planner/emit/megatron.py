@@ -233,6 +233,8 @@ def compute_arguments(layout: Layout) -> list[Argument]:
         args.append(("--recompute-granularity", "selective"))
     if not layout.flash_attention_on:
         args.append(("--attention-backend", "unfused"))  # TC:151; the default (auto) picks a fused kernel
+    if layout.loss_fusion:  # Transformer Engine's cross-entropy, the one the plan priced (frameworks/megatron.py)
+        args += [("--cross-entropy-loss-fusion", None), ("--cross-entropy-fusion-impl", "te")]  # MPC:320, 325
     return args
 
 

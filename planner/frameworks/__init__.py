@@ -189,6 +189,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
           and not stack.partition_activations_with_sequence_parallel):
         problems.append(f"--partition-activations 1 with sequence parallelism: {framework} partitions checkpoints only "
                         "without it (seq_parallel=0)")
+    if layout.loss_fusion and stack.fused_loss_bytes_per_logit <= 0:
+        problems.append(f"--loss-fusion 1: {framework} has no fused cross-entropy option to turn on (its loss holds "
+                        f"{stack.loss_bytes_per_logit:g} bytes per token and vocabulary entry as it runs)")
     if (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients) and not stack.zeropp:
         problems.append(f"--zero-hpz / --zero-quantized-weights / --zero-quantized-gradients: {framework} has no ZeRO++")
     if layout.shard_group is not None and not stack.shard_groups:

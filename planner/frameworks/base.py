@@ -231,6 +231,13 @@ class Framework:
     # the gradients accumulate across the step's forwards and only the copy is the step's alone. False where a
     # gradient buffer lives for the whole run (Megatron's contiguous grad buffer) or where nothing was read.
     gradients_freed_after_step: bool = False
+    # The ZeRO stages at which that holds, lowest and highest: DeepSpeed 0-2 (its ZeRO-3 keeps the gradient
+    # partitions in a flat buffer for the run), torchtitan's FSDP2 2-3 (its ZeRO-0 is DDP, whose buckets hold the
+    # gradients for the run). And whether a 32-bit gradient buffer lives for the run anyway (DeepSpeed's
+    # BF16_Optimizer keeps the fp32 gradients it accumulates into), so that only 16-bit gradients are freed.
+    gradients_freed_min_zero: int = 0
+    gradients_freed_max_zero: int = 2
+    fp32_gradients_kept_for_the_run: bool = True
     # Gradients held in 16 bits (fp16 without fp32 accumulation): HBM bytes per parameter of the unfused add of
     # each micro-batch's new weight gradient into the gradient kept for the step, on every micro-batch after the
     # first (autograd's AccumulateGrad steals the first and adds `grad += new_grad` in place after it: read 2 + 2,
@@ -247,6 +254,16 @@ class Framework:
     # (Megatron's make_vocab_size_divisible_by); 1: the vocabulary as it is. A cost matter only: the model's
     # parameter count stays the tokenizer's (the padded rows are never trained on).
     vocab_padding_multiple: float = 1.0
+    # Bytes per token x (local) vocabulary entry the stack's language-model loss holds at its peak, on top of the
+    # activations (cost/memory.py, the last stage's "logits" part): what the stack's own loss code allocates from the
+    # output layer's 16-bit logits through its backward. 4 is the fp32 logits alone (Korthikanti et al. 2022,
+    # section 4.1), for stacks whose loss code was not read. Measured per stack by planner/profile/loss_memory.py
+    # (profiles/loss-memory-cpu.json): Megatron's in-place vocab-parallel loss 6.0, F.cross_entropy on upcast
+    # logits 12.0. The vocabulary is split over tp by every stack's loss-parallel path.
+    loss_bytes_per_logit: float = 4.0
+    # The same for the stack's fused cross-entropy where a layout asks for it (Layout.loss_fusion); 0: the stack has
+    # none, and such a layout is refused.
+    fused_loss_bytes_per_logit: float = 0.0
     # Bytes per parameter a restartable checkpoint holds for 16-bit training (planner.cost.goodput): the 16-bit
     # weights 2 + fp32 master 4 + Adam m and v 8 = 14 where the stack saves both weight copies (Megatron's
     # distributed optimizer, DeepSpeed), fp32 parameters 4 + Adam 8 = 12 where the fp32 parameter is the master

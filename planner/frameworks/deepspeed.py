@@ -167,6 +167,13 @@ DEEPSPEED = Framework(
     # multiple of --make-vocab-size-divisible-by (default 128) x tp (deepspeedai/Megatron-DeepSpeed@4efb479d
     # megatron/tokenizer/tokenizer.py:58-70, megatron/arguments.py:644).
     vocab_padding_multiple=128.0,
+    # Megatron-DeepSpeed's loss: `cross_entropy(output.float(), labels)` with Megatron's in-place vocab-parallel
+    # cross-entropy (microsoft/Megatron-DeepSpeed@070c64be megatron/model/gpt_model.py, post_language_model_processing;
+    # GPTModelPipe casts with float16_to_fp32, then CrossEntropy calls the same function): 2 + 4 bytes per logit, as
+    # frameworks/megatron.py.
+    # Measured: 6.01 (planner/profile/loss_memory.py, recipe megatron-vocab-parallel-upcast). planner profile's
+    # own TinyGPT (profile/worker.py) computes F.cross_entropy on upcast logits instead, 12 bytes per logit.
+    loss_bytes_per_logit=6.0,
     # Checkpoint: the 16-bit module state dict (DeepSpeed 0.19.8 runtime/engine.py:5390) plus the ZeRO optimizer's
     # fp32 partition (SINGLE_PARTITION_OF_FP32_GROUPS) and Adam's state (runtime/zero/stage_1_and_2.py:3376-3388):
     # 2 + 4 + 8.

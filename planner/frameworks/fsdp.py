@@ -51,6 +51,23 @@ FSDP = Framework(
     # second matmul (torchtitan@b5bcd76c torchtitan/distributed/activation_checkpoint.py:185-191, 268-273; at
     # @238fa995, which emit/torchtitan.py writes for, every nth layer or the same op-level policy, :27-49, 106-122).
     recompute_modes=("none", "full"),
+    # The loss of the torchtitan emit/torchtitan.py writes for: F.cross_entropy(pred.flatten(0, 1).float(), labels)
+    # (torchtitan@238fa995 torchtitan/components/loss.py:20-26; the same at tp 1 in v0.3.0), and the train step
+    # deletes `pred` before backward (train.py:540-542). log_softmax saves its fp32 output (4 B per logit); at the
+    # backward's start nll_loss's and log_softmax's backward each allocate an fp32 gradient of the same size before
+    # the first is freed: 12 bytes per logit at the peak. Measured: 12.01 (planner/profile/loss_memory.py, recipe
+    # torch-cross-entropy-upcast; profiles/loss-memory-cpu.json). With tp > 1 the same is assumed per local shard.
+    # Not modelled: since 786e26f8 (2026-04-27) torchtitan's Llama 3 configs run the loss in 8 sequence chunks, each
+    # with its own backward (ChunkedLossWrapper, num_chunks 8: components/loss.py:501-700 at b5bcd76c), about
+    # (12 + 2) / 8 bytes per logit; the job configs this planner writes predate it.
+    loss_bytes_per_logit=12.0,
+    # The train step begins with `self.optimizers.zero_grad()` (torchtitan@238fa995 torchtitan/train.py:550; torch's
+    # Optimizer.zero_grad sets .grad to None by default), and FSDP2's reduce-scatter makes each step's sharded fp32
+    # gradients anew in backward (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce): at
+    # ZeRO-2 and 3 no gradient is live while the first micro-batch's forward builds its activations. Its ZeRO-0 is
+    # DDP, whose buckets hold the gradients for the run. No fp32 copy: the fp32 parameters are the master.
+    gradients_freed_after_step=True, gradients_freed_min_zero=2, gradients_freed_max_zero=3,
+    fp32_gradients_kept_for_the_run=False,
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
     shards_over_context_parallel=True,

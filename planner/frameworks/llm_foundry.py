@@ -69,6 +69,13 @@ LLM_FOUNDRY = Framework(
     # Activation checkpointing wraps whole blocks (`activation_checkpointing_fn` returns isinstance(module, MPTBlock),
     # llm-foundry@b2a43a1 llmfoundry/models/mpt/modeling_mpt.py:482-483): full or none.
     recompute_modes=("none", "full"),
+    # The loss: loss_fn 'fused_crossentropy' by default (mosaicml/llm-foundry@8c8dd48f llmfoundry/models/mpt/
+    # modeling_mpt.py:1461, 1495-1503), flash-attn's Triton cross-entropy (v2.7.4.post1, setup.py:107) without
+    # inplace_backward: it reads the 16-bit logits in place and saves them (flash_attn/ops/triton/cross_entropy.py:
+    # 54-56, 245), keeps only per-token fp32 results, and its backward allocates a 16-bit gradient of the logits'
+    # size (:261). Composer keeps state.outputs through backward (composer@4bfb5fc4 trainer.py:2927, 2991): 2 + 2
+    # bytes per logit. Read, not measured (a GPU kernel); planner/profile/loss_memory.py measures the torch stacks.
+    loss_bytes_per_logit=4.0,
     # Checkpoint: FSDP's fp32 flat parameters and Adam's m and v (module docstring): 4 + 8.
     checkpoint_bytes_per_param=12.0,
 )

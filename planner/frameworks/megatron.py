@@ -71,6 +71,23 @@ MEGATRON = Framework(
     # `core/tokenizers/utils/build_tokenizer.py`:133-146, applied with pad_vocab_size, default True,
     # `training/config/training_config.py`:686): embedding and output layer hold the padded rows.
     vocab_padding_multiple=128.0,
+    # The loss: compute_language_model_loss -> tensor_parallel.vocab_parallel_cross_entropy(logits, labels)
+    # (`core/models/common/language_module/language_module.py`:161-200; cross_entropy_loss_fusion is off by
+    # default). Its forward casts the 16-bit logits to fp32 and turns that copy into the softmax in place, which it
+    # saves and hands back as the gradient (`core/tensor_parallel/cross_entropy.py`:25, 41, 62, 77, 88, 181, 210);
+    # autograd casts that to the 16-bit logits' dtype: 2 + 4 bytes per logit live at once, in the forward and again
+    # in the backward. Measured: 6.01 (planner/profile/loss_memory.py, megatron-core 0.16.1; the fused 'native'
+    # path holds the same, profiles/loss-memory-cpu.json).
+    loss_bytes_per_logit=6.0,
+    # --cross-entropy-loss-fusion with --cross-entropy-fusion-impl te (core/model_parallel_config.py:320, 325; off
+    # and 'native' by default; NVIDIA-NeMo/Megatron-Bridge's model providers turn it on, gpt_provider.py:152 at
+    # v0.1.0rc4, and its performance recipes pick 'te'): Transformer Engine's parallel_cross_entropy (core/extensions/transformer_engine.py:
+    # 3601-3614). TE 2.6-2.17's Triton kernel writes the gradient into the 16-bit logits in place in the forward and
+    # saves that buffer; the backward scales it in place (NVIDIA/TransformerEngine v2.9 pytorch/triton/cross_entropy.py:
+    # 175-187, 342-371; pytorch/cross_entropy.py:59): 2 bytes per logit. From TE 2.18 (01bbe3ee, #3193) it keeps a
+    # separate fp32 gradient instead, 2 + 4 again. The 'native' fusion holds what the unfused loss holds (6.01,
+    # profiles/loss-memory-cpu.json), so the planner writes 'te'.
+    fused_loss_bytes_per_logit=2.0,
     # Checkpoint: the model's bf16 state dict plus, per parameter, the distributed optimizer's "param" (the fp32 main
     # copy) and Adam's exp_avg and exp_avg_sq (`core/optimizer/distrib_optimizer.py`:1090-1117): 2 + 4 + 8.
     checkpoint_bytes_per_param=14.0,

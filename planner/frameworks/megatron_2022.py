@@ -58,6 +58,10 @@ from planner.frameworks.megatron import MEGATRON
 MEGATRON_2022 = replace(
     MEGATRON, name="megatron-2022", lineage="megatron",
     p2p_overlap=False,
+    # No fused cross-entropy yet (Megatron-LM's --cross-entropy-loss-fusion came with Megatron-Core, after 2022); the
+    # loss is `vocab_parallel_cross_entropy(output.float(), labels)`, in place since 57064fd6 (2020-03-10): 6 bytes
+    # per logit, as Megatron-Core's unfused loss (profiles/loss-memory-cpu.json, recipe megatron-vocab-parallel-upcast).
+    fused_loss_bytes_per_logit=0.0,
     p2p_scatter_gather=True, p2p_gathers_per_microbatch=2.0,  # received activation and gradient (docstring)
     interleaving_needs_pp_multiple=True,
     unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` in fp16 (module docstring)

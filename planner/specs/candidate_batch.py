@@ -87,6 +87,7 @@ class CandidateBatch:
     # bool, resolved: full-recompute checkpoints partitioned over tp (Layout.partition_activations_on: the setting
     # or the stack's default, only with full recompute and tp > 1)
     partition_activations: np.ndarray
+    loss_fusion: np.ndarray  # bool: the stack's fused cross-entropy (Layout.loss_fusion)
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -243,7 +244,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
                     dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
                     fp8_param_gather=False,
                     zero_hpz=1, zero_quantized_weights=False, zero_quantized_gradients=False, shard_group=0,
-                    grad_shard_group=0, zero_tiling=1, activation_offload=False)
+                    grad_shard_group=0, zero_tiling=1, activation_offload=False, loss_fusion=False)
     current_scaling = layout_arrays.pop("fp8_current_scaling", None)
     for name, default in defaults.items():
         value = np.asarray(layout_arrays.pop(name, default))
@@ -299,6 +300,7 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
         shard_group=column(lambda l: l.shard_group or 0), grad_shard_group=column(lambda l: l.grad_shard_group or 0),
         zero_tiling=column(lambda l: l.zero_tiling), activation_offload=column(lambda l: l.activation_offload),
         partition_activations=column(lambda l: l.partition_activations_on),
+        loss_fusion=column(lambda l: l.loss_fusion),
     )
 
 

@@ -61,6 +61,10 @@ class Layout(BaseModel):
     # --partition-activations; Megatron-LM --distribute-saved-activations): cost.memory, cost.model_parallel_comm.
     # None = the stack's default (off in every stack: planner.frameworks).
     partition_activations: bool | None = None
+    # The stack's fused cross-entropy (Megatron --cross-entropy-loss-fusion --cross-entropy-fusion-impl te): the loss
+    # holds Framework.fused_loss_bytes_per_logit per token x vocabulary entry instead of loss_bytes_per_logit
+    # (cost.memory). Off in every stack unless set; refused where the stack has none.
+    loss_fusion: bool = False
     # How fp8 training scales each cast (Megatron-Core --fp8-recipe, TransformerConfig.fp8_recipe, default
     # 'delayed': megatron/core/transformer/transformer_config.py:594-600). 'delayed': the scale comes from the
     # amax history and the amax is taken inside the cast, one read of the 16-bit tensor; 'tensorwise' (per-tensor

@@ -53,10 +53,12 @@ def _forward_backward(memory):
     return sum(_part(memory, name) for name in FORWARD_BACKWARD_PARTS)
 
 
-def test_deepspeed_frees_gradients_after_the_step_and_megatron_does_not():
+def test_deepspeed_and_fsdp_free_gradients_after_the_step_and_megatron_does_not():
     assert FRAMEWORKS["deepspeed"].gradients_freed_after_step
     assert not FRAMEWORKS["megatron"].gradients_freed_after_step
-    assert not FRAMEWORKS["fsdp"].gradients_freed_after_step
+    fsdp = FRAMEWORKS["fsdp"]  # torchtitan's zero_grad at the step's start, FSDP2's sharded fp32 gradients
+    assert fsdp.gradients_freed_after_step and (fsdp.gradients_freed_min_zero, fsdp.gradients_freed_max_zero) == (2, 3)
+    assert not fsdp.fp32_gradients_kept_for_the_run
 
 
 def test_one_micro_batch_leaves_the_gradients_and_their_fp32_copy_out_of_the_activation_peak(h200):
@@ -146,3 +148,47 @@ def test_the_zero_0_1_2_peaks_of_one_model_are_equal_as_the_rule_says():
     params = 406_382_592
     assert peaks[1] == pytest.approx(peaks[0], rel=1e-3) and peaks[2] == pytest.approx(peaks[0], rel=1e-3)
     assert (peaks[3] - peaks[0]) / params == pytest.approx(2.0, rel=0.02)
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_fsdp_leaves_its_sharded_fp32_gradients_out_of_the_activation_peak(h200, zero):
+    """torchtitan zeroes the gradients (to None) as each step begins and FSDP2 makes the sharded fp32 gradients again
+    in backward (frameworks/fsdp.py): with one micro-batch a step they are not live at the forward's peak. No fp32
+    copy: the optimizer steps on them as they are, so the optimizer part keeps its bytes."""
+    layout = dict(framework="fsdp", zero=zero, dp=8, micro_batch=1, global_batch=8)
+    summed = _memory(h200, freed=False, **layout)
+    phased = _memory(h200, **layout)
+    gradients = _part(summed, "gradients")
+    params = 2_780_451_840
+    assert gradients == pytest.approx(4.0 * params / 8, rel=0.01)  # fp32, sharded over 8
+    assert _forward_backward(phased) > gradients  # 2,048 tokens of a 2.78B model: the forward binds
+    assert _scalar(phased, "total_bytes") == pytest.approx(_scalar(summed, "total_bytes") - gradients, rel=1e-9)
+    assert _part(phased, "gradients") == 0.0
+    assert _part(phased, "optimizer") == pytest.approx(_part(summed, "optimizer"), rel=1e-12)
+    assert _scalar(phased, "not_live_at_peak_bytes") == pytest.approx(gradients, rel=1e-9)
+
+
+@pytest.mark.parametrize("layout", [dict(zero=0, dp=8, micro_batch=1, global_batch=8),
+                                    dict(zero=3, dp=8, micro_batch=1, global_batch=16)])
+def test_fsdp_keeps_ddps_buckets_and_accumulating_gradients(h200, layout):
+    """ZeRO-0 is DDP (buckets for the run); with two micro-batches the gradients of the first are live at the second's
+    forward."""
+    summed = _memory(h200, framework="fsdp", freed=False, **layout)
+    phased = _memory(h200, framework="fsdp", **layout)
+    assert _scalar(phased, "total_bytes") == _scalar(summed, "total_bytes")
+
+
+def test_simulate_names_the_phase_and_says_fsdp_has_no_fp32_copy(cli):
+    """simulate's peak line: DeepSpeed frees 16-bit gradients and the fp32 copy the optimizer steps on; FSDP2 frees
+    its fp32 gradients, and there is no copy to name."""
+    shape = ["--layers", "32", "--hidden", "2560", "--heads", "32", "--seq-len", "2048", "--vocab", "50304",
+             "--cluster", "dgx-h200"]
+    code, out, _ = cli(["simulate", *shape, "--gpus", "8", "--micro-batch", "1", "--global-batch", "8",
+                        "--framework", "fsdp", "--zero", "3"])
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.startswith("peak:"))
+    assert line.startswith("peak: the forward's activations;") and "fp32 copy" not in line
+    code, out, _ = cli(["simulate", *shape, "--gpus", "1", "--micro-batch", "4", "--global-batch", "4",
+                        "--framework", "deepspeed", "--zero", "0"])
+    assert code == 0
+    assert "of gradients and their fp32 copy exist only" in next(l for l in out.splitlines() if l.startswith("peak:"))

@@ -39,7 +39,8 @@ CASES = {
                                                              partition_activations=True, **MEGATRON)),
     # Mixtures of experts: ep folded into dp, expert tp apart from tp, the a2a overlap, MLA, dense first layers.
     "qwen3-30b-a3b-ep": ("qwen3-30b-a3b", Layout(tp=1, pp=2, vpp=24, dp=8, ep=8, zero=1, global_batch=512,
-                                                micro_batch=2, dtype="fp8", moe_a2a_overlap="megatron", **MEGATRON)),
+                                                micro_batch=2, dtype="fp8", moe_a2a_overlap="megatron",
+                                                loss_fusion=True, **MEGATRON)),
     "deepseek-v3-mla": ("deepseek-v3", Layout(tp=2, pp=16, dp=32, ep=64, etp=1, zero=1, global_batch=2048,
                                              recompute="full", dtype="fp8", moe_capacity_factor=1.25, **MEGATRON)),
 }
@@ -276,3 +277,16 @@ def test_sliding_window_attention_is_written():
     assert args["--window-size"] == "4095,0"
     assert "--window-size" not in dict(megatron_arguments(preset("llama3-8b"), Layout(dp=8, global_batch=64,
                                                                                       framework="megatron")))
+
+
+def test_a_fused_loss_is_written_as_transformer_engines_and_only_when_asked(megatron_options, h100):
+    """--loss-fusion 1 is priced as TE's cross-entropy (frameworks/megatron.py), so the launch asks for that one; the
+    planner's default plan leaves Megatron's default, the unfused loss."""
+    name, layout = CASES["qwen3-30b-a3b-ep"]
+    parsed = megatron_parser(megatron_options).parse_args(
+        [w for f, v in pairs(launch_files(preset(name), layout, h100, tokens=2e12)["megatron_args.txt"])
+         for w in ([f] if v is None else [f, v])])
+    assert parsed.cross_entropy_loss_fusion and parsed.cross_entropy_fusion_impl == "te"
+    plain = pairs(launch_files(preset(name), layout.model_copy(update={"loss_fusion": False}), h100,
+                               tokens=2e12)["megatron_args.txt"])
+    assert not any(flag.startswith("--cross-entropy") for flag, _ in plain)
