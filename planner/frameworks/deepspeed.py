@@ -172,7 +172,8 @@ DEEPSPEED = Framework(
     # GPTModelPipe casts with float16_to_fp32, then CrossEntropy calls the same function): 2 + 4 bytes per logit, as
     # frameworks/megatron.py.
     # Measured: 6.01 (planner/profile/loss_memory.py, recipe megatron-vocab-parallel-upcast). planner profile's
-    # own TinyGPT (profile/worker.py) computes F.cross_entropy on upcast logits instead, 12 bytes per logit.
+    # TinyGPT (profile/worker.py) computes its loss the same way; the H200 rows were taken before it did, with
+    # F.cross_entropy on upcast logits, 12 bytes per logit (profiles/README.md).
     loss_bytes_per_logit=6.0,
     # Checkpoint: the 16-bit module state dict (DeepSpeed 0.19.8 runtime/engine.py:5390) plus the ZeRO optimizer's
     # fp32 partition (SINGLE_PARTITION_OF_FP32_GROUPS) and Adam's state (runtime/zero/stage_1_and_2.py:3376-3388):

@@ -98,10 +98,19 @@ def peak_loss_bytes(loss_fn, tokens: int, vocab: int, dtype: str = "bf16") -> di
 def _torch_cross_entropy_upcast(logits, labels):
     """torchtitan's cross_entropy_loss without tensor parallelism (pytorch/torchtitan@238fa995
     torchtitan/components/loss.py:20-26; v0.3.0 :58-63): F.cross_entropy(pred.flatten(0, 1).float(),
-    labels.flatten(0, 1), reduction="sum"). Also planner profile's own TinyGPT (profile/worker.py)."""
+    labels.flatten(0, 1), reduction="sum"). planner profile's TinyGPT computed its loss so until the H200 profile
+    (profiles/h200-1gpu.*)."""
     import torch.nn.functional as F
 
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(0, 1), reduction="sum")
+
+
+def _profile_worker(logits, labels):
+    """planner profile's TinyGPT (profile/worker.py in_place_cross_entropy): Megatron's in-place loss at tp 1,
+    written with torch alone so that the profiled rows hold what the deepspeed stack they declare holds."""
+    from planner.profile.worker import in_place_cross_entropy
+
+    return in_place_cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
 def _megatron_group():
@@ -146,7 +155,8 @@ def _megatron_fused_native(logits, labels):
 # name -> (the loss function, the stacks whose code it is, the module it needs beyond torch)
 RECIPES = {
     "torch-cross-entropy-upcast": (_torch_cross_entropy_upcast,
-                                   "fsdp (torchtitan@238fa995, tp 1); planner profile's TinyGPT", None),
+                                   "fsdp (torchtitan@238fa995, tp 1); planner profile's TinyGPT before 2026-12-04", None),
+    "planner-profile-worker": (_profile_worker, "planner profile's TinyGPT (deepspeed rows)", None),
     "megatron-vocab-parallel": (_megatron_vocab_parallel, "megatron, megascale", "megatron.core"),
     "megatron-vocab-parallel-upcast": (_megatron_vocab_parallel_upcast, "megatron-2022, deepspeed (Megatron-DeepSpeed)",
                                        "megatron.core"),

@@ -53,6 +53,39 @@ def parameter_breakdown(layers: int, hidden: int, ffn: int, seq_len: int, vocab:
     return parts
 
 
+def in_place_cross_entropy(logits, targets):
+    """Per-token cross-entropy as the stack the profile rows declare (deepspeed: Megatron-DeepSpeed's model) computes
+    it: Megatron's vocab-parallel loss at tp 1 (NVIDIA/Megatron-LM@d98e8a6 megatron/core/tensor_parallel/
+    cross_entropy.py:25, 41, 62, 77, 88, 181, 210). The 16-bit logits are copied to fp32 once, that copy becomes the
+    softmax in place and is saved, and the backward turns it into the gradient in place: 2 + 4 bytes per logit at
+    the peak (Framework.loss_bytes_per_logit of deepspeed), where F.cross_entropy on upcast logits holds 12
+    (planner/profile/loss_memory.py). `logits` is (tokens, vocab), `targets` (tokens,)."""
+    import torch
+
+    class _InPlaceCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, logits16, target):
+            probs = logits16.float()
+            probs -= probs.max(dim=-1, keepdim=True)[0]
+            rows = torch.arange(probs.shape[0], device=probs.device)
+            picked = probs[rows, target].clone()
+            torch.exp(probs, out=probs)
+            total = probs.sum(dim=-1)
+            probs /= total.unsqueeze(-1)
+            ctx.save_for_backward(probs, target)
+            return torch.log(total) - picked
+
+        @staticmethod
+        def backward(ctx, grad_loss):
+            probs, target = ctx.saved_tensors
+            rows = torch.arange(probs.shape[0], device=probs.device)
+            probs[rows, target] -= 1.0
+            probs *= grad_loss.unsqueeze(-1)
+            return probs, None
+
+    return _InPlaceCrossEntropy.apply(logits, targets)
+
+
 def build_model(shape: dict):
     import torch
     from torch import nn
@@ -92,7 +125,7 @@ def build_model(shape: dict):
             for block in self.blocks:
                 x = block(x)
             logits = self.lm_head(self.final_ln(x))
-            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+            return in_place_cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1)).mean()
 
     keys = ("layers", "hidden", "heads", "ffn", "seq_len", "vocab")
     model = TinyGPT(*(shape[k] for k in keys))

@@ -66,6 +66,7 @@ def test_the_committed_profile_holds_the_figures_the_records_cite():
     recipes = json.loads(PROFILE.read_text())["recipes"]
     assert not any("skipped" in r for r in recipes.values())
     expect = {"torch-cross-entropy-upcast": ("fsdp",), "megatron-vocab-parallel": ("megatron", "megascale"),
+              "planner-profile-worker": ("deepspeed",),
               "megatron-vocab-parallel-upcast": ("megatron-2022", "deepspeed"),
               "megatron-fused-native": ("megatron",)}
     for recipe, stacks in expect.items():
@@ -123,3 +124,36 @@ def test_a_fused_loss_is_refused_where_the_stack_has_none(cli, framework):
                           "8", "--framework", framework, "--loss-fusion", "1"])
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "--loss-fusion 1" in err and framework in err
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_the_profile_workers_loss_is_cross_entropy(dtype):
+    """TinyGPT's in-place loss (profile/worker.py) gives F.cross_entropy's value and gradient."""
+    import torch
+    import torch.nn.functional as F
+
+    from planner.profile.worker import in_place_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(64, 1000, dtype=getattr(torch, dtype))
+    targets = torch.randint(0, 1000, (64,))
+    reference = logits.clone().requires_grad_()
+    expected = F.cross_entropy(reference.float(), targets)
+    expected.backward()
+    mine = logits.clone().requires_grad_()  # fp32 logits are the fp32 copy, changed in place (as Megatron's are)
+    loss = in_place_cross_entropy(mine, targets).mean()
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    tolerance = 1e-6 if dtype == "float32" else 1e-3
+    assert torch.allclose(mine.grad.float(), reference.grad.float(), atol=tolerance)
+    assert mine.grad.dtype == mine.dtype
+
+
+@needs_torch
+def test_the_profile_worker_holds_what_the_stack_it_declares_is_charged():
+    """Profiled rows declare framework deepspeed: TinyGPT's loss must hold what that record charges, 6 bytes per logit
+    (it held 12 with F.cross_entropy on upcast logits when the H200 rows were taken)."""
+    measured = loss_memory.measure(512, 2048, ["planner-profile-worker"])["planner-profile-worker"]
+    assert measured["peak_bytes_per_logit"] == pytest.approx(FRAMEWORKS["deepspeed"].loss_bytes_per_logit,
+                                                             abs=SMALL_EXTRA)
