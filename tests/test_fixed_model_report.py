@@ -141,3 +141,27 @@ def test_an_existing_figure_of_the_fixed_model_review_is_refused_before_the_sear
     err = capsys.readouterr().err
     assert code == 2 and "gpu_counts.png: already exists" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["gpu_counts.png", "r_figures"]
+
+
+def test_the_memory_section_says_which_phase_holds_the_peak():
+    """Where the stack frees its gradients between steps (FSDP2 here), the review says what simulate's `peak:` line
+    says; where nothing is left out of the total it says nothing."""
+    from planner.cost.estimate import simulate
+    from planner.report.fixed_model_review import breakdown_blocks
+    from planner.report.render import peak_phase_text
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import Layout
+    from planner.specs.model import PRESETS
+
+    model, cluster = PRESETS["llama3-8b"], load_cluster("dgx-h100")
+    view = {"memory_parts": [("weights", 1.0)], "memory_bytes": 1.0, "hbm_bytes": 2.0, "step_time_s": 1.0,
+            "time_parts": [("forward", 1.0)]}
+    fsdp = simulate(model, Layout(dp=8, zero=3, micro_batch=1, global_batch=8, framework="fsdp"), cluster)["memory"]
+    megatron = simulate(model, Layout(dp=8, zero=1, micro_batch=1, global_batch=8, framework="megatron"),
+                        cluster)["memory"]
+    text = peak_phase_text(fsdp)
+    assert text.startswith("the forward's activations;") and "fp32 copy" not in text
+    assert peak_phase_text(megatron) is None
+    assert ("p", f"The peak is in {text}.") in breakdown_blocks({"chosen": {**view, "memory_peak": text}})
+    assert not any(block[0] == "p" and block[1].startswith("The peak")
+                   for block in breakdown_blocks({"chosen": {**view, "memory_peak": None}}))

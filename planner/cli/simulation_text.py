@@ -82,20 +82,11 @@ def _memory_rows(parts: dict, memory: dict) -> list:
 
 
 def _peak_phase_lines(memory: dict) -> list:
-    """Which phase of the step holds the peak where the stack frees its gradients after each step (the table lists
-    what is live then; cost.memory.phase_overlap)."""
-    from planner.report.render import human_bytes
+    """simulate's `peak:` line (report.render.peak_phase_text), where the stack frees its gradients after each step."""
+    from planner.report.render import peak_phase_text
 
-    freed = memory.get("not_live_at_peak_bytes", 0.0)
-    if freed <= 0:
-        return []
-    if memory.get("step_holds_peak"):
-        return [f"peak: the optimizer step; {human_bytes(freed)} of activations and logits are freed by then"]
-    # Where the gradients are 16-bit the optimizer steps on an fp32 copy, freed with them (DeepSpeed); FSDP2's are the
-    # fp32 gradients themselves (cost.memory._step_only_states).
-    copy = " and their fp32 copy" if memory.get("step_only_copy_bytes", 0.0) > 0 else ""
-    return [f"peak: the forward's activations; {human_bytes(freed)} of gradients{copy} exist only from backward to "
-            "the end of the step (the framework frees them before the next forward)"]
+    text = peak_phase_text(memory)
+    return [f"peak: {text}"] if text else []
 
 
 def _memory_verdict(result: dict) -> str:

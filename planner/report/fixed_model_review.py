@@ -13,7 +13,7 @@ from planner import __version__
 from planner.cost.estimate import simulate
 from planner.report.document import LAYOUT_LEGEND, cluster_blocks, hyperparameter_table_blocks, memory_risk
 from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
-from planner.report.render import layout_text
+from planner.report.render import layout_text, peak_phase_text
 from planner.report.review import MEMORY_PARTS, cluster_assumptions
 from planner.report.runners_up import (band_check_sentences, limits_given, limits_met_text, missed_limit_text,
                                        searched_text)
@@ -41,6 +41,7 @@ def build_review(result: FixedModelPlan, command: str = "") -> dict:
         review["chosen"] = {
             "row": chosen.row, "goodput": chosen.search.goodput, "step_time_s": sim["step_time_s"],
             "memory_bytes": memory["total_bytes"], "hbm_bytes": memory["hbm_bytes"],
+            "memory_peak": peak_phase_text(memory),  # the phase that holds it, as simulate's `peak:` line says
             # Every part, largest first: MoE and offload layouts have parts the budget review's dense plans do not.
             "memory_parts": sorted(((_label(k), float(v)) for k, v in sim["memory_parts"].items() if v > 0),
                                    key=lambda part: -part[1]),
@@ -176,6 +177,7 @@ def breakdown_blocks(review: dict) -> list:
             ("p", "The fullest pipeline stage's GPU. Model states shrink with ZeRO and tp/pp; activations grow with "
                   "the micro-batch and the sequence; the CUDA context, NCCL buffers and fragmentation come on top."),
             ("table", ["part", "per GPU"], memory_rows),
+            *([("p", f"The peak is in {view['memory_peak']}.")] if view.get("memory_peak") else []),
             ("h2", "Step time"), ("figure", "step_time", "Where the chosen layout's step goes."),
             ("p", "One optimizer step; communication counts only where compute does not hide it."),
             ("table", ["part", "time", "share"], time_rows)]

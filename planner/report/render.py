@@ -27,6 +27,22 @@ def human_bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
+def peak_phase_text(memory: dict) -> str | None:
+    """Which phase of the step holds the memory peak where the stack frees its gradients after each step (the parts
+    listed are what is live then; cost.memory.phase_overlap), from simulate's memory dict; None where nothing is
+    left out of the total."""
+    freed = memory.get("not_live_at_peak_bytes", 0.0)
+    if freed <= 0:
+        return None
+    if memory.get("step_holds_peak"):
+        return f"the optimizer step; {human_bytes(freed)} of activations and logits are freed by then"
+    # Where the gradients are 16-bit the optimizer steps on an fp32 copy, freed with them (DeepSpeed); FSDP2's are the
+    # fp32 gradients themselves (cost.memory._step_only_states).
+    copy = " and their fp32 copy" if memory.get("step_only_copy_bytes", 0.0) > 0 else ""
+    return (f"the forward's activations; {human_bytes(freed)} of gradients{copy} exist only from backward to the end "
+            "of the step (the framework frees them before the next forward)")
+
+
 def human_seconds(value: float) -> str:
     if value is None or not math.isfinite(value):
         return "-"
