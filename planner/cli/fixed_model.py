@@ -350,6 +350,16 @@ def _whole_steps_line(result) -> list[str]:
             f"--global-batch trains closer to the tokens asked"]
 
 
+def _limits_given_text(assumptions: dict) -> str:
+    """'; deadline 90.0 days; budget 1,000,000 GPU-hours' for the limits given (--deadline, --budget), else empty: the
+    header states what the plan is held to, as the budget plan's header does."""
+    from planner.report.render import human_amount
+
+    deadline_s, budget = assumptions.get("deadline_s"), assumptions.get("budget_gpu_hours")
+    return ((f"; deadline {deadline_s / 86400.0:.1f} days" if deadline_s is not None else "")
+            + (f"; budget {human_amount(budget)} GPU-hours" if budget is not None else ""))
+
+
 def format_fixed_model(result) -> str:
     from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
     from planner.report.render import layout_text, table
@@ -361,7 +371,7 @@ def format_fixed_model(result) -> str:
     lines = [f"model {m.name}: {human_count(m.total_params)} params{experts}, L={m.layers} h={m.hidden} heads={m.heads}/{m.kv} "
              f"ffn={m.ffn_size} V={m.vocab} s={m.seq_len}; cluster {result.cluster.name}; stacks "
              f"{', '.join(result.assumptions['frameworks'])}; {result.assumptions['dtype']}"
-             + (f"; {human_count(result.tokens)} tokens" if result.tokens else "")]
+             + (f"; {human_count(result.tokens)} tokens" if result.tokens else "") + _limits_given_text(result.assumptions)]
     lines.append(searched_text(result))
     skipped = [c for c in result.counts if c.search is None]
     if skipped:

@@ -665,3 +665,19 @@ def test_the_zero_papers_100b_layout_fits_only_with_partitioned_checkpoints():
     assert result.layout(partitioned).partition_activations is True
     from planner.report.render import layout_text
     assert layout_text(result.rows([partitioned])[0]).endswith("rc-full-partitioned")
+
+
+def test_the_header_states_the_limits_the_plan_is_held_to(optimize):
+    """`optimize --model ... --deadline/--budget` names them in its first line, as the budget plan's header does; a
+    plan for given GPU counts alone names none."""
+    problem = ("--model", "gpt2-small", "--tokens", "10B", "--gpus", "8,16")
+    headers = {}
+    for name, limits in (("deadline", ("--deadline", "30d")), ("budget", ("--budget", "5000gpuh")),
+                         ("both", ("--deadline", "12h", "--budget", "5000gpuh")), ("none", ())):
+        code, out, _ = optimize(*problem, *limits)
+        assert code in (0, 1)
+        headers[name] = out.splitlines()[0]
+    assert headers["deadline"].endswith("; 10B tokens; deadline 30.0 days")
+    assert headers["budget"].endswith("; 10B tokens; budget 5,000 GPU-hours")
+    assert headers["both"].endswith("; deadline 0.5 days; budget 5,000 GPU-hours")
+    assert "deadline" not in headers["none"] and "budget" not in headers["none"]
