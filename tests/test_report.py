@@ -474,3 +474,29 @@ def test_report_says_the_budget_binds_a_plan_that_spends_it(review):
     spent = data["plans"][0]["gpu_hours"]
     assert spent == pytest.approx(500, rel=1e-6)  # PROBLEM's 500 GPU-hours, spent (search.score: budget mode)
     assert "What binds: the budget binds: the plan spends 500 of 500 GPU-hours." in facts
+
+
+def test_the_budget_reviews_memory_section_says_which_phase_holds_the_peak():
+    """As the fixed-model review and simulate's `peak:` line: where the chosen plan's stack frees its gradients
+    between steps (FSDP2 here) the memory section names the phase that holds the peak; elsewhere it says nothing."""
+    from planner.cost.estimate import simulate
+    from planner.report.document import breakdown_blocks
+    from planner.report.render import peak_phase_text
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import Layout
+    from planner.specs.model import PRESETS
+
+    model, cluster = PRESETS["llama3-8b"], load_cluster("dgx-h100")
+
+    def review(framework, zero):
+        sim = simulate(model, Layout(dp=8, zero=zero, micro_batch=1, global_batch=8, framework=framework), cluster)
+        plan = {"memory": sim["memory"], "memory_bytes": sim["memory"]["total_bytes"],
+                "hbm_bytes": sim["memory"]["hbm_bytes"]}
+        return {"plans": [plan], "memory": [("chosen", [("weights", 1.0)], 1.0)],
+                "time": [("chosen", [("forward", 1.0)], 1.0)]}, sim["memory"]
+
+    fsdp, fsdp_memory = review("fsdp", 3)
+    text = peak_phase_text(fsdp_memory)
+    assert text and ("p", f"The peak is in {text}.") in breakdown_blocks(fsdp)
+    megatron, _ = review("megatron", 1)
+    assert not any(block[0] == "p" and block[1].startswith("The peak") for block in breakdown_blocks(megatron))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from planner import __version__
 from planner.report.render import (binding_text, human_amount, human_bytes, human_count, human_days, human_days_range,
-                                   human_seconds, layout_text)
+                                   human_seconds, layout_text, peak_phase_text)
 
 GIB = 2.0**30
 FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling")
@@ -262,6 +262,8 @@ def breakdown_blocks(review: dict) -> list:
               "optimizer) shrink with ZeRO and tp/pp; activations grow with micro-batch and sequence length; the "
               "reserve is allocator fragmentation plus CUDA/NCCL context. Chosen plan:"),
         ("table", ["part", "per GPU"], memory_rows),
+        # The phase that holds the peak where the stack frees its gradients between steps, as simulate says it.
+        *([("p", f"The peak is in {peak}.")] if (peak := peak_phase_text(plan.get("memory", {}))) else []),
         ("h2", "Step time"),
         ("figure", "step_time", "Step-time breakdown."),
         ("p", "Exposed communication is the part not hidden behind compute. Chosen plan, one optimizer step:"),
