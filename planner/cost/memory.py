@@ -526,7 +526,8 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
     phased = bool(np.any(states["step_only_gradients"]) or np.any(states["step_only_copy"]))
     if phased:
         step_copy = each(states["step_only_copy"])
-        step_gradients = np.where(batch.grad_accumulation <= 1, each(states["step_only_gradients"]), 0.0)
+        freed_gradients = each(states["step_only_gradients"])  # spread once: the peak's split and the bound use it
+        step_gradients = np.where(batch.grad_accumulation <= 1, freed_gradients, 0.0)
         step_only = step_copy + step_gradients
         forward_backward = sum(per_candidate[name] for name in FORWARD_BACKWARD_PARTS if name in per_candidate)
         overlap = phase_overlap(step_only, forward_backward)
@@ -567,7 +568,7 @@ def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | No
         for name in FORWARD_BACKWARD_PARTS:
             if name in named:
                 named[name] = np.where(step_binds, 0.0, named[name])
-        step_only_states = pick(step_copy + each(states["step_only_gradients"]))
+        step_only_states = pick(step_copy + freed_gradients)
         step_only_copy = pick(step_copy)
     parts = {name: named[name] for name in PART_ORDER if name in named}
     total = pick(totals)

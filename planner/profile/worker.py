@@ -20,6 +20,7 @@ state (incl. fp32 master partitions) and other (ZeRO flat buffers). Activations 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -60,6 +61,13 @@ def in_place_cross_entropy(logits, targets):
     softmax in place and is saved, and the backward turns it into the gradient in place: 2 + 4 bytes per logit at
     the peak (Framework.loss_bytes_per_logit of deepspeed), where F.cross_entropy on upcast logits holds 12
     (planner/profile/loss_memory.py). `logits` is (tokens, vocab), `targets` (tokens,)."""
+    return _in_place_cross_entropy_function().apply(logits, targets)
+
+
+@functools.lru_cache(maxsize=1)
+def _in_place_cross_entropy_function():
+    """The autograd Function behind in_place_cross_entropy, built once (torch is imported lazily: the launcher's
+    argument parsing needs no torch) rather than on every forward."""
     import torch
 
     class _InPlaceCrossEntropy(torch.autograd.Function):
@@ -83,7 +91,7 @@ def in_place_cross_entropy(logits, targets):
             probs *= grad_loss.unsqueeze(-1)
             return probs, None
 
-    return _InPlaceCrossEntropy.apply(logits, targets)
+    return _InPlaceCrossEntropy
 
 
 def build_model(shape: dict):
