@@ -75,24 +75,29 @@ def parse_gpu_list(text: str) -> list[int]:
     return counts
 
 
+def model_from_flag(text: str):
+    """--model PRESET|FILE -> ModelSpec: a model YAML (a mapping of ModelSpec fields) or a preset's name."""
+    from pathlib import Path
+
+    from planner.specs.model import make_model, preset
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        from planner.io import load_yaml_file
+        data = load_yaml_file(text, "model file (.yaml)")
+        if not isinstance(data, dict):
+            raise PlannerInputError(f"{text}: expected a YAML mapping of model fields (layers, hidden, heads, ...)")
+        return make_model(text, **data)
+    return preset(text)
+
+
 def load_model(args):
     """--model PRESET|FILE or --params N -> ModelSpec. --seq-len/--vocab shape a --params model; given with
     --model they replace the model's own, as the flags of `planner simulate` override its --model."""
-    from pathlib import Path
-
     from planner.cli.arguments import given
-    from planner.specs.model import make_model, preset
+    from planner.specs.model import make_model
     if args.model and args.params:
         raise PlannerInputError("--model and --params: give one (a preset or file, or a size for the family dial)")
     if args.model:
-        if args.model.endswith((".yaml", ".yml")) or Path(args.model).is_file():
-            from planner.io import load_yaml_file
-            data = load_yaml_file(args.model, "model file (.yaml)")
-            if not isinstance(data, dict):
-                raise PlannerInputError(f"{args.model}: expected a YAML mapping of model fields (layers, hidden, heads, ...)")
-            model = make_model(args.model, **data)
-        else:
-            model = preset(args.model)
+        model = model_from_flag(args.model)
         overrides = {key: getattr(args, key) for key in ("seq_len", "vocab") if given(args, key)}
         return make_model(f"--model {args.model} with --seq-len/--vocab", **{**model.model_dump(), **overrides})
     from planner.specs import units

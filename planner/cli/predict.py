@@ -4,7 +4,7 @@ Parse -> load the law (a built-in name or a file from `planner fit-law --out`) -
 law.predict_interval over every (N, D) pair -> render a table or JSON. D is given directly (--tokens),
 as tokens per parameter (D = M·N) or as a compute budget (D = C / 6N). N is the N the law counts:
 total parameters for the Chinchilla-form laws, non-embedding parameters for Kaplan's (the law's
-`n_definition`, shown in the output); converting a model's parameter count is the caller's job.
+`n_definition`, shown in the output); --model counts a preset's or model file's parameters that way.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ def register(subparsers, name: str) -> None:
     size.add_argument("--params", metavar="N[,N...]",
                       help="model size N as the law counts it (its n_definition: total or non-embedding parameters), "
                            "like '70B' or a list '1B,7B,70B'; for a mixture-of-experts law, total parameters")
+    size.add_argument("--model", metavar="PRESET|FILE",
+                      help="a model preset (see `planner simulate --list-models`) or a model YAML instead of --params: "
+                           "N is its parameter count as the law counts it (total or non-embedding); dense laws only")
     size.add_argument("--active-params", metavar="N[,N...]",
                       help="mixture-of-experts laws only: active non-embedding parameters per token; total parameters "
                            "follow from --expansion-rate with Krajewski et al. 2024's blocks, N = N_act (8E + 4) / 12")
@@ -197,14 +200,15 @@ def run(args) -> int:
     for flag, name in _CURVE_ONLY + tuple((f"--{name.replace('_', '-')}", name) for name in CURVE_DEFAULTS):
         if getattr(args, name) is not None:
             raise PlannerInputError(f"{flag}: only with --curve-data (the loss-curve mode)")
-    if args.params is None and args.active_params is None:
-        raise PlannerInputError("--params: expected the model size, like '--params 70B' (or --active-params for a "
-                                "mixture-of-experts law, or --curve-data for a loss curve)")
+    if args.params is None and args.active_params is None and args.model is None:
+        raise PlannerInputError("--params: expected the model size, like '--params 70B' (or --model PRESET|FILE, "
+                                "--active-params for a mixture-of-experts law, or --curve-data for a loss curve)")
     if args.tokens is None and args.tokens_per_param is None and args.compute is None:
         raise PlannerInputError("--tokens: expected the training tokens, like '--tokens 15T' (or --tokens-per-param, "
                                 "--compute)")
     unique_tokens = parse_count(args.unique_tokens, "--unique-tokens") if args.unique_tokens is not None else None
     law = moe_setting(load_law(args.law, unique_tokens, allow_moe=True), args)
+    model = model_of(args, law)
     N, D = query_grid(args, law)
     result = {
         "law": {"name": law.name, "form": law.form, "source": law.source, "n_definition": law.n_definition,
@@ -216,8 +220,32 @@ def run(args) -> int:
         "predictions": predictions(law, N, D, args.level, expansion_rate(args, law)),
         "warnings": extrapolation_warnings(law, N, D),
     }
+    if model is not None:
+        result["model"] = model
     print(json_document(result) if args.json else format_result(result))
     return 0
+
+
+def model_of(args, law) -> dict | None:
+    """--model's parameter counts, and its N as `law` counts it put in args.params (query_grid reads it); None
+    without --model. A mixture-of-experts model or law is refused: a dense law's N does not count experts, and a
+    moe law's granularity and expansion rate are not a preset's shape alone."""
+    if args.model is None:
+        return None
+    from planner.cli.fixed_model import model_from_flag
+
+    model = model_from_flag(args.model)
+    if isinstance(law, FineGrainedMoELaw):
+        raise PlannerInputError(f"--model: only with a dense law; --law {args.law} is a mixture-of-experts law, "
+                                "which takes --params or --active-params with --granularity")
+    if model.is_moe:
+        raise PlannerInputError(f"--model {args.model}: a mixture-of-experts model, whose experts a dense law's N "
+                                "does not count; give --law krajewski-moe with --params or --active-params and "
+                                "--granularity")
+    counted = float(law.counted_params(model.total_params, model.non_embedding_params))
+    args.params = repr(counted)
+    return {"name": model.name, "total_params": int(model.total_params),
+            "non_embedding_params": int(model.non_embedding_params), "vocab": model.vocab, "law_params": counted}
 
 
 # What `predictions` puts in compute_flop for a mixture-of-experts law. The law's own c_definition ("6ND on
@@ -251,9 +279,14 @@ def format_result(result: dict) -> str:
     law, level = result["law"], result["level"]
     pct = f"{level * 100:g}%"
     banded = result["interval_basis"] != NO_INTERVAL
-    lines = [f"law {law['name']} ({law['form']}): {law['source']}",
+    model = result.get("model")
+    lines = [f"model {model['name']}: {human_count(model['total_params'])} parameters, "
+             f"{human_count(model['non_embedding_params'])} without the embeddings (vocab {model['vocab']:,}); "
+             f"N = {human_count(model['law_params'])}"] if model else []
+    lines += [f"law {law['name']} ({law['form']}): {law['source']}",
              "  " + ", ".join(f"{k} = {v:.5g}" for k, v in law["coefficients"].items()),
-             f"N = --params, counted as this law counts it: {law['n_definition']} parameters; C = {law['c_definition']}"
+             f"N = {'--model' if model else '--params'}, counted as this law counts it: {law['n_definition']} parameters; "
+             f"C = {law['c_definition']}"
              + (f"; granularity G = {result['granularity']:g}" if result.get("granularity") is not None else ""),
              # a law without samples has no band: not a zero-width "95% band" with low = high = loss
              f"interval: {result['interval_basis']}" if not banded else

@@ -137,6 +137,11 @@ class LossLaw:
         raise NotImplementedError
 
     # --- shared behaviour --------------------------------------------------------------------
+    def counted_params(self, total, non_embedding):
+        """A model's N as this law counts it (its n_definition) from its total and non-embedding counts (scalars
+        or arrays): what the law was fitted on, so what predict takes."""
+        return non_embedding if self.n_definition == "non-embedding" else total
+
     def coefficients(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in self.coefficient_names}
 

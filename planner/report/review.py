@@ -66,10 +66,6 @@ def plan_layout(plan: dict) -> Layout:
     return make_layout("plan", **fields)
 
 
-def law_params_of(law, model: ModelSpec) -> float:
-    return float(model.non_embedding_params if law.n_definition == "non-embedding" else model.total_params)
-
-
 def isoflop_curve(law, plan: dict, points: int = 97) -> dict:
     """Loss vs law-N along C = 6·N·D through the plan (and at C/2, 2C for scale), with the law's band."""
     compute = 6.0 * plan["law_params"] * plan["tokens"]
@@ -92,7 +88,8 @@ def frontier_with_band(law, pareto: list[dict], seq_len: int, vocab: int) -> lis
     out = []
     for point in pareto:
         family = family_models(seq_len, vocab, point["params"], point["params"])
-        n = law_params_of(law, family[0]) if family else float(point["params"])
+        n = (float(law.counted_params(family[0].total_params, family[0].non_embedding_params)) if family
+             else float(point["params"]))
         if not interval_basis(law):  # no uncertainty: no band (laws.base.NO_INTERVAL)
             out.append({**point, "loss_low": None, "loss_high": None})
             continue

@@ -24,7 +24,7 @@ MAX_CONTEXT_MODELS = 48
 def _law_params(law, models) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     total = np.array([m.total_params for m in models], dtype=float)
     nonemb = np.array([m.non_embedding_params for m in models], dtype=float)
-    return (nonemb if law.n_definition == "non-embedding" else total), total, nonemb
+    return law.counted_params(total, nonemb), total, nonemb
 
 
 def tokens_for_loss(law, N: np.ndarray, target: float) -> np.ndarray:

@@ -160,3 +160,47 @@ def test_a_law_without_uncertainty_gets_no_band_in_predict(cli, tmp_path):
     assert code == 0, err
     lines = out.strip().splitlines()
     assert lines[-1].split()[-1] == f"{row['loss']:.4f}" and "low" not in lines[-3] and "no interval" in out
+
+
+@pytest.mark.parametrize("law, counted", [("epoch", "total_params"), ("kaplan", "non_embedding_params")])
+def test_model_gives_n_as_the_law_counts_it(cli, law, counted):
+    """--model llama3-70b: N is its total parameter count for epoch (Besiroglu et al. count total N), its
+    non-embedding count for kaplan; the loss is the one --params gives for that N."""
+    from planner.specs.model import preset
+
+    model = preset("llama3-70b")
+    code, out, err = cli(["predict", "--law", law, "--model", "llama3-70b", "--tokens", "15T", "--json"])
+    assert code == 0, err
+    result = json.loads(out)
+    n = float(getattr(model, counted))
+    assert result["model"] == {"name": "llama3-70b", "total_params": model.total_params,
+                               "non_embedding_params": model.non_embedding_params, "vocab": 128256, "law_params": n}
+    code, out, _ = cli(["predict", "--law", law, "--params", repr(n), "--tokens", "15T", "--json"])
+    assert json.loads(out)["predictions"] == result["predictions"]
+    assert result["predictions"][0]["params"] == n
+    code, text, _ = cli(["predict", "--law", law, "--model", "llama3-70b", "--tokens-per-param", "20"])
+    assert text.startswith("model llama3-70b: 70.6B parameters, 68.5B without the embeddings (vocab 128,256)")
+    assert "N = --model, counted as this law counts it" in text
+
+
+def test_model_from_a_file(cli, tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("layers: 24\nhidden: 2048\nheads: 16\nvocab: 50304\nseq_len: 2048\n")
+    code, out, err = cli(["predict", "--model", path, "--tokens", "100B", "--json"])
+    assert code == 0, err
+    from planner.specs.model import make_model
+    assert json.loads(out)["model"]["total_params"] == make_model("m", layers=24, hidden=2048, heads=16, vocab=50304,
+                                                                  seq_len=2048).total_params
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--model", "mixtral-8x7b", "--tokens", "1T"], "--model mixtral-8x7b: a mixture-of-experts model"),
+    (["--model", "llama3-8b", "--tokens", "1T", "--law", "krajewski-moe", "--granularity", "8"],
+     "--model: only with a dense law"),
+    (["--model", "llama3-8b", "--params", "8B", "--tokens", "1T"], "not allowed with argument --model"),
+    (["--model", "no-such-model", "--tokens", "1T"], "unknown preset 'no-such-model'"),
+])
+def test_model_refused_one_line(cli, argv, fragment):
+    code, out, err = cli(["predict", *argv])
+    assert code == 2 and out == ""
+    assert fragment in err and len(err.strip().splitlines()) == 1
