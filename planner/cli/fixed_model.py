@@ -360,11 +360,9 @@ def _whole_steps_line(result) -> list[str]:
 def _limits_given_text(assumptions: dict) -> str:
     """'; deadline 90.0 days; budget 1,000,000 GPU-hours' for the limits given (--deadline, --budget), else empty: the
     header states what the plan is held to, as the budget plan's header does."""
-    from planner.report.render import human_amount
+    from planner.report.render import limits_given
 
-    deadline_s, budget = assumptions.get("deadline_s"), assumptions.get("budget_gpu_hours")
-    return ((f"; deadline {deadline_s / 86400.0:.1f} days" if deadline_s is not None else "")
-            + (f"; budget {human_amount(budget)} GPU-hours" if budget is not None else ""))
+    return "".join(f"; {limit}" for limit in limits_given(assumptions))
 
 
 def format_fixed_model(result) -> str:

@@ -13,7 +13,7 @@ from planner import __version__
 from planner.cost.estimate import simulate
 from planner.report.document import LAYOUT_LEGEND, cluster_blocks, hyperparameter_table_blocks, memory_risk
 from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
-from planner.report.render import layout_text, peak_phase_text
+from planner.report.render import layout_text, limits_given, peak_phase_text
 from planner.report.review import MEMORY_PARTS, cluster_assumptions
 from planner.report.runners_up import (band_check_sentences, limits_given, limits_met_text, missed_limit_text,
                                        searched_text)
@@ -57,12 +57,7 @@ def _title(result: FixedModelPlan) -> str:
 
 
 def _limits_text(assumptions: dict) -> str:
-    parts = []
-    if assumptions.get("deadline_s") is not None:
-        parts.append(f"deadline {human_days(assumptions['deadline_s'] / 86400.0)}")
-    if assumptions.get("budget_gpu_hours") is not None:
-        parts.append(f"budget {human_amount(assumptions['budget_gpu_hours'])} GPU-hours")
-    return ", ".join(parts) or "none (every GPU count given is planned)"
+    return ", ".join(limits_given(assumptions)) or "none (every GPU count given is planned)"
 
 
 def _days_text(count) -> str:

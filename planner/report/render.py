@@ -73,6 +73,14 @@ def human_days(days: float) -> str:
     return f"{days:.1f} days" if days < 1e6 else f"{days:.3g} days"
 
 
+def limits_given(assumptions: dict) -> list[str]:
+    """The limits a fixed-model plan is held to (--deadline, --budget), as ['deadline 90.0 days', 'budget 1,000,000
+    GPU-hours']; empty when none was given. The CLI header and the review both state them from here."""
+    deadline_s, budget = assumptions.get("deadline_s"), assumptions.get("budget_gpu_hours")
+    return ([f"deadline {human_days(deadline_s / 86400.0)}"] if deadline_s is not None else []) + \
+           ([f"budget {human_amount(budget)} GPU-hours"] if budget is not None else [])
+
+
 def human_days_range(low: float, high: float) -> str:
     """'1.1-1.3 days', '19.2-22.0 h' (one unit when both ends share it), else '20.1 h-1.1 days'."""
     first, second = human_days(low), human_days(high)

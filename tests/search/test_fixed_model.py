@@ -679,5 +679,6 @@ def test_the_header_states_the_limits_the_plan_is_held_to(optimize):
         headers[name] = out.splitlines()[0]
     assert headers["deadline"].endswith("; 10B tokens; deadline 30.0 days")
     assert headers["budget"].endswith("; 10B tokens; budget 5,000 GPU-hours")
-    assert headers["both"].endswith("; deadline 0.5 days; budget 5,000 GPU-hours")
+    # In the unit that reads best (render.human_days), as the review's "limits" line writes it: one rule for both.
+    assert headers["both"].endswith("; deadline 12.0 h; budget 5,000 GPU-hours")
     assert "deadline" not in headers["none"] and "budget" not in headers["none"]
