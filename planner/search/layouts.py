@@ -47,6 +47,7 @@ from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch
 from planner.specs.layout import make_layout
+from planner.specs.layout_checks import tp_splits_model
 from planner.specs.model import ModelSpec
 from planner.search.space import LOSSLESS_HIERARCHY, checked_stacks, layout_fields, stack_runs, with_hierarchy
 
@@ -74,11 +75,13 @@ def batch_sequences(model: ModelSpec, tokens: float, rule: str = batch_size.DEFA
     return max(1, round(tokens_per_batch / model.seq_len))
 
 
-def _placements(model: ModelSpec, gpus: int) -> np.ndarray:
-    """(tp, cp, pp, vpp, dp) rows that divide the GPUs and the model."""
+def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False) -> np.ndarray:
+    """(tp, cp, pp, vpp, dp) rows that divide the GPUs and the model (tp also a multiple of the key/value heads
+    with `kv_multiple`, where a searched stack runs that: enumerate_layouts keeps those rows for it alone)."""
     rows = []
     for tp in divisors(gpus):
-        if tp > MAX_TP or model.heads % tp or model.kv % tp or model.ffn_size % tp:
+        if tp > MAX_TP or not tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, 1, False,
+                                              kv_multiple):
             continue
         for cp in CP_CHOICES:
             if (gpus // tp) % cp or model.seq_len % cp:
@@ -144,6 +147,11 @@ def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np
     return index.astype(np.int64), micro
 
 
+def _kv_multiple(stacks) -> np.ndarray:
+    """Per stack: whether it runs tp a multiple of the key/value heads (Framework.tp_multiple_of_kv_heads)."""
+    return np.array([s.tp_multiple_of_kv_heads for s in stacks], dtype=bool)
+
+
 def _partition_choices(stack, recompute: int, sp: int) -> tuple:
     """Whether full-recompute checkpoints are kept partitioned over tp (Layout.partition_activations): both where
     the stack has the option (DeepSpeed's partition_activations, Megatron-LM's --distribute-saved-activations) under
@@ -198,11 +206,12 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     layout made of them can hold its parameter states in HBM (_states_within); the pairs that cannot are not crossed
     with the settings that do not change those states. The layouts kept are the others, in the same order.
     """
-    placements = _placements(model, gpus)
-    p_index, micro = _micro_batches(placements, global_batch)
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
     stacks = [FRAMEWORKS[name] for name in frameworks if dtype in FRAMEWORKS[name].dtypes]
+    kv_multiple = _kv_multiple(stacks)
+    placements = _placements(model, gpus, bool(kv_multiple.any()))
+    p_index, micro = _micro_batches(placements, global_batch)
     options = _stack_options(stacks)
     # Sequence parallelism, the TP overlap and partitioned checkpoints only exist with tp > 1: placements without
     # tensor parallelism are crossed with the options that have none of them (a quarter of them or less).
@@ -224,8 +233,9 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
-    # Sequence parallelism splits each rank's sequence over tp (layout_checks.check_layout).
-    runs &= (sp == 0) | ((model.seq_len // cp) % tp == 0)
+    # What tp splits, by each row's stack (layout_checks.check_layout): with sequence parallelism each rank's
+    # sequence, and the key/value heads whole unless the stack runs tp a multiple of them.
+    runs &= tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, cp, sp, kv_multiple[f])
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
     # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
     # (what such a stack's user would run).
@@ -299,7 +309,9 @@ def _state_skeleton(model: ModelSpec, placements: np.ndarray, options: np.ndarra
     state = np.tile(np.arange(len(states)), len(placements))
     tp, cp, pp, vpp, dp = (placements[placement, k] for k in range(5))
     zero, offload, dpo, f = states[state].T
-    keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp))
+    keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
+                          & tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, cp, False,
+                                            _kv_multiple(stacks)[f]))
     none = np.full(len(placement), RECOMPUTE_CODES["none"], dtype=np.int64)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, none, f, stacks)
     n = len(keep)

@@ -24,6 +24,7 @@ import numpy as np
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS
 from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
+from planner.specs.layout_checks import tp_splits_model
 from planner.specs.model import ModelSpec, family_model
 
 TP_CHOICES = (1, 2, 4, 8)
@@ -124,11 +125,12 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     hierarchy rows of the `hierarchy` choices where the stack has them (with_hierarchy; the columns are there
     either way).
     """
-    grid, placements = _placement_grid(models, cell_model, cell_gpus, gpus_per_node)
-    model_index, gpus, tp, pp, vpp, cp, sp = (grid[k] for k in ("model_index", "gpus", "tp", "pp", "vpp", "cp", "sp"))
     # Options: (ZeRO and offload, stack) pairs, each stack with its own ZeRO stages and offload modes only;
     # micro-batch and recompute are crossed in last, after the checks that do not depend on them.
     stacks = [FRAMEWORKS[name] for name in frameworks]
+    kv_multiple = np.array([s.tp_multiple_of_kv_heads for s in stacks], dtype=bool)
+    grid, placements = _placement_grid(models, cell_model, cell_gpus, gpus_per_node, bool(kv_multiple.any()))
+    model_index, gpus, tp, pp, vpp, cp, sp = (grid[k] for k in ("model_index", "gpus", "tp", "pp", "vpp", "cp", "sp"))
     own = _stack_tables(stacks)
     zero_option, offload_option, stack_of = _stack_options(own, len(stacks))
     # Every combination before any check: those not kept are counted as skipped_invalid.
@@ -142,7 +144,11 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     dp = gpus[p_index] // (tp_p * pp_p * cp_p)
     # What the stack runs (stack_runs: ZeRO only with ranks to shard over; e.g. pipelining with ZeRO-1 at most on
     # Megatron and DeepSpeed, ZeRO-3 on torchtitan).
-    ok = np.flatnonzero(stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp))
+    runs = stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp)
+    if kv_multiple.any() and not kv_multiple.all():  # tp a multiple of the kv heads: only the stacks that run it
+        kv_heads = np.array([m.kv for m in models])[model_index[p_index]]
+        runs &= kv_multiple[f] | (kv_heads % tp_p == 0)
+    ok = np.flatnonzero(runs)
     keep, micro_rows, recompute_rows = _with_schedules(ok, f, own["recompute"])
     p_keep, f_keep = p_index[keep], f[keep]
     arrays = {
@@ -158,9 +164,10 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
 
 
 def _placement_grid(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray,
-                    gpus_per_node: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                    gpus_per_node: int, kv_multiple: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every (cell, tp, pp, vpp, cp, sp) placement as flat columns (model_index, gpus, tp, pp, vpp, cp, sp),
-    and the indices of those that divide the model and the cell's GPUs (the rest are never crossed further)."""
+    and the indices of those that divide the model and the cell's GPUs (the rest are never crossed further);
+    with `kv_multiple` tp may also be a multiple of the key/value heads (layout_checks.tp_splits_model)."""
     layers = np.array([m.layers for m in models])
     heads = np.array([m.heads for m in models])
     ffn = np.array([m.ffn_size for m in models])
@@ -174,9 +181,9 @@ def _placement_grid(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     gpus = np.asarray(cell_gpus, dtype=_COLUMN_INT)[cell]
     L = layers[model_index]
     placement_ok = (
-        (tp <= gpus_per_node) & (heads[model_index] % tp == 0) & (kv_heads[model_index] % tp == 0)
-        & (ffn[model_index] % tp == 0)  # layout_checks.check_layout: ffn and, with sp, seq_len / cp split over tp
-        & ((sp == SEQ_PARALLEL_CHOICES[0]) | ((seq_lens[model_index] // cp) % tp == 0))
+        (tp <= gpus_per_node)
+        & tp_splits_model(heads[model_index], kv_heads[model_index], ffn[model_index], seq_lens[model_index], tp, cp,
+                          sp, kv_multiple)
         & (gpus % (tp * pp * cp) == 0) & (seq_lens[model_index] % cp == 0) & (L % (pp * vpp) == 0)
         & ((vpp == 1) | (pp > 1)) & ((tp > 1) | (sp == SEQ_PARALLEL_CHOICES[0]))
         # Deep pipelines need at least one layer per (virtual) stage.

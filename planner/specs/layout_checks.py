@@ -8,11 +8,24 @@ specs.layout holds only what a layout is.
 
 from __future__ import annotations
 
+import numpy as np
+
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS, unsupported_features
 from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
+
+
+def tp_splits_model(heads, kv_heads, ffn, seq_len, tp, cp, seq_parallel, kv_multiple):
+    """Where tp splits what tensor parallelism splits, by check_layout's rules (below, with their sources), on
+    arrays for the searches: the heads, the key/value heads whole (or tp a multiple of them where the stack runs
+    that, `kv_multiple`: Framework.tp_multiple_of_kv_heads), the MLP's inner width, and with sequence
+    parallelism each rank's seq_len / cp."""
+    tp = np.asarray(tp)
+    kv_whole = (kv_heads % tp == 0) | (np.asarray(kv_multiple, dtype=bool) & (tp % kv_heads == 0))
+    sequence = ~np.asarray(seq_parallel, dtype=bool) | (tp == 1) | ((seq_len // cp) % tp == 0)
+    return (heads % tp == 0) & kv_whole & (ffn % tp == 0) & sequence
 
 
 def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, where: str = "layout") -> None:
@@ -127,4 +140,4 @@ def check_hierarchy_on_node(layout: Layout, gpus_per_node: int, where: str = "la
             f" * cp({layout.cp}) = {span} ranks, gpus_per_node({gpus_per_node}) % {span} = {gpus_per_node % span}")
 
 
-__all__ = ["check_layout", "hierarchy_problems", "check_hierarchy_on_node", "HIERARCHY_FLAGS"]
+__all__ = ["check_layout", "tp_splits_model", "hierarchy_problems", "check_hierarchy_on_node", "HIERARCHY_FLAGS"]
