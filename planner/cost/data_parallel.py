@@ -290,12 +290,19 @@ def _parameter_gather_bytes(batch, w, params, stage_layers):
     return w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage_layers), 0.0)
 
 
+def bucket_count(fw, params, ranks):
+    """Buckets the stack reduces `params` gradients in over `ranks` data-parallel ranks, at least one: its bucket
+    size (Framework.grad_bucket_elements), or a size per rank where the stack scales it with dp
+    (grad_bucket_elements_per_rank)."""
+    size = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * ranks)
+    return np.maximum(np.ceil(params / size), 1.0)
+
+
 def _gradient_buckets(batch, fw, params, units, outside):
     """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets, or one per wrapped
     unit where the stack reduces unit by unit (Framework.per_unit_collectives_from_zero): `units` layers, and
     the units outside them where the stage holds parameters outside its layers (`outside` of them)."""
-    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * batch.dp)
-    buckets = np.ceil(params / bucket_elements)
+    buckets = bucket_count(fw, params, batch.dp)
     per_unit = units * fw["gathers_per_layer"] + np.where(outside > 0, fw["gathers_outside_layers"], 0.0)
     return np.maximum(np.where(batch.zero >= fw["per_unit_collectives_from_zero"], per_unit, buckets), 1.0)
 
@@ -376,8 +383,7 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
     d = moe.expert_dp(batch)
     links = groups.links(cluster, d, batch.ep * batch.etp)
     reduce_bytes = element_bytes(batch, fw)["reduce"]
-    bucket_elements = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * d)
-    buckets = np.maximum(np.ceil(expert_params / bucket_elements), 1.0)
+    buckets = bucket_count(fw, expert_params, d)
     many = (d > 1) & (expert_params > 0)
     sharded = batch.zero >= 1
     reduce = np.where(sharded, groups.only_where(many & sharded, collectives.reduce_scatter_time,
