@@ -174,7 +174,7 @@ def solve_fixed_model(args):
     imbalance = getattr(args, "moe_load_imbalance", None)
     if imbalance is not None and not model.is_moe:
         raise PlannerInputError(f"--moe-load-imbalance applies to mixture-of-experts models ({model.name} is dense)")
-    from planner.cli.optimize import search_hierarchy, search_loss_fusion
+    from planner.cli.optimize import search_hierarchy
 
     counts = _counts(args, cluster)
     if args.knee is not None and (deadline_s or budget_s or len(counts) < 2):
@@ -182,12 +182,10 @@ def solve_fixed_model(args):
         raise PlannerInputError("--knee: only stops a sweep of several --gpus counts; "
                                 + ("here --deadline/--budget choose the count" if deadline_s or budget_s
                                    else "one count has no knee"))
-    frameworks = parse_frameworks(args.framework)
     return plan_fixed_model(model, cluster, counts, tokens=tokens, global_batch=args.global_batch,
-                            frameworks=frameworks, dtype=args.dtype, deadline_s=deadline_s,
+                            frameworks=parse_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
                             min_headroom=args.min_headroom or 0.0, hierarchy=search_hierarchy(args),
-                            loss_fusion=search_loss_fusion(args, frameworks),
                             **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
 
 

@@ -34,7 +34,7 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
         # Nothing of a single plan's search applies: not its law, model, launch files, review or ZeRO-3 options.
         refuse_flags(args, ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params",
                             *FIXED_MODEL_ONLY, "emit", "emit_deepspeed", "report", "flat_zero", "quantized_comm",
-                            "loss_fusion", "min_headroom"),
+                            "min_headroom"),
                      "does not apply to --moe, which compares the Krajewski et al. 2024 dense and MoE laws' plans "
                      "under a --budget")
     require_budget(args)

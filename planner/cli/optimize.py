@@ -60,10 +60,6 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--quantized-comm", action="store_true",
                         help="also try ZeRO++'s quantised collectives (qwZ int8 weight gathers, qgZ int4 gradient reduce); "
                              "off by default: the loss laws do not price their effect on training")
-    parser.add_argument("--loss-fusion", action="store_true",
-                        help="plan the stacks that have a fused cross-entropy with it (Megatron-Core: Transformer "
-                             "Engine's, 2 bytes per token and vocabulary entry instead of 6; the plan's launch "
-                             "config turns it on); off by default, as each stack runs its loss out of the box")
     parser.add_argument("--min-headroom", type=fraction(0.9), default=0.0, metavar="FRACTION",
                         help="HBM a plan must leave free, like '5%%' (default 0: the cost model's own reserves only; "
                              "plans under 5%% are flagged)")
@@ -109,8 +105,7 @@ def solve(args, inputs=None):
     with Progress(args.command, unit="cells", quiet=args.quiet) as progress:
         return optimize(cluster, law, constraints, dtype=args.dtype, batch_rule=args.batch_rule,
                         seq_len=args.seq_len, vocab=args.vocab, progress=progress,
-                        hierarchy=search_hierarchy(args), frameworks=frameworks,
-                        loss_fusion=search_loss_fusion(args, frameworks))
+                        hierarchy=search_hierarchy(args), frameworks=frameworks)
 
 
 def result_json(result) -> dict:
@@ -215,20 +210,6 @@ def search_hierarchy(args) -> tuple:
     return hierarchy_choices(flat=flat, quantized=quantized)
 
 
-def search_loss_fusion(args, frameworks) -> bool:
-    """--loss-fusion, refused where none of the stacks searched has a fused cross-entropy: it would change nothing."""
-    if not getattr(args, "loss_fusion", False):
-        return False
-    from planner.errors import PlannerInputError
-    from planner.frameworks import FRAMEWORKS
-
-    if not any(FRAMEWORKS[name].fused_loss_bytes_per_logit > 0 for name in frameworks):
-        owners = ", ".join(name for name, fw in FRAMEWORKS.items() if fw.fused_loss_bytes_per_logit > 0)
-        raise PlannerInputError(f"--loss-fusion: none of the stacks searched ({', '.join(frameworks)}) has a fused "
-                                f"cross-entropy, so it would change nothing; these do: {owners} (--framework)")
-    return True
-
-
 def hierarchy_text(lay: dict) -> str:
     """The ZeRO-3 hierarchy a plan uses (ZeRO++ hpZ / qwZ / qgZ, MiCS / HSDP shard group); empty when flat."""
     parts = [f"zero_hpz={lay['zero_hpz']}" if lay.get("zero_hpz", 1) > 1 else "",
@@ -258,8 +239,7 @@ def _plan_lines(plan: dict) -> list[str]:
         f"  hardware   {plan['gpus']} GPUs on {plan['nodes']} node(s)",
         f"  layout     {lay['framework']}{overlap_text(lay)}: tp={lay['tp']} pp={lay['pp']} dp={lay['dp']} cp={lay['cp']} vpp={lay['vpp']} zero={lay['zero']} offload={lay['offload']} "
         f"micro_batch={lay['micro_batch']} grad_accum={lay['grad_accumulation']} recompute={lay['recompute']} "
-        f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}" + hierarchy_text(lay)
-        + (" loss_fusion=1" if lay.get("loss_fusion") else ""),
+        f"seq_parallel={int(lay['seq_parallel'])} {lay['dtype']}" + hierarchy_text(lay),
         f"  speed      step {human_seconds(plan['step_time_s'])}, {plan['tokens_per_s']:,.0f} tokens/s, "
         f"MFU {100 * plan['mfu']:.1f}% ({plan['tflops_per_gpu']:.0f} TFLOP/s per GPU), goodput {100 * plan['goodput']:.1f}%",
         *_band_lines(plan),

@@ -70,13 +70,6 @@ def batch_framework_arrays(batch) -> dict[str, np.ndarray]:
     return batch.cached("framework", lambda b: framework_arrays(b.framework))
 
 
-def fused_loss_column(codes, asked: bool) -> np.ndarray:
-    """Layout.loss_fusion for layouts of stacks `codes` in a search asked for the fused loss (--loss-fusion): on
-    where the row's stack has one (Framework.fused_loss_bytes_per_logit > 0), off on the others, which run their
-    own loss as before."""
-    return bool(asked) & (framework_arrays(np.atleast_1d(np.asarray(codes)))["fused_loss_bytes_per_logit"] > 0)
-
-
 # The Framework fields runnable_micro_batches reads (base.py: "How many micro-batches a step must hold").
 MICRO_BATCH_RULE_FIELDS = ("interleaving_needs_pp_micro_batches", "one_f_one_b_needs_pp_micro_batches",
                            "interleaving_rounds_divide_micro_batches", "interleaving_needs_pp_multiple")
@@ -210,5 +203,5 @@ def unsupported_features(framework: str, layout) -> list[str]:
 
 
 __all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT",
-           "PARTITION_ACTIVATIONS_BY_DEFAULT", "framework_arrays", "batch_framework_arrays", "fused_loss_column",
+           "PARTITION_ACTIVATIONS_BY_DEFAULT", "framework_arrays", "batch_framework_arrays",
            "MICRO_BATCH_RULE_FIELDS", "micro_batch_rules", "runnable_micro_batches", "unsupported_features"]

@@ -160,7 +160,6 @@ def layout_text(row: dict) -> str:
     # default, off in every stack).
     text += "-partitioned" if row["recompute"] == "full" and row.get("partition_activations") else ""
     text += " sp" if row["seq_parallel"] else ""
-    text += " fused-loss" if row.get("loss_fusion") else ""  # the stack's fused cross-entropy (Layout.loss_fusion)
     # ZeRO-3 hierarchy (search/space.py hierarchy_choices): ZeRO++ and MiCS / HSDP shard groups.
     text += f" hpZ{row['zero_hpz']}" if row.get("zero_hpz", 1) > 1 else ""
     text += " qwZ" if row.get("zero_quantized_weights") else ""

@@ -13,8 +13,6 @@ Sensitivity re-runs live in planner/report/sensitivity.py. planner/report/docume
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from planner.calibrate.error_bands import band_origin
@@ -153,8 +151,6 @@ def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: 
     stack, over the ZeRO-3 hierarchy options the plan's search tried."""
     model = plan_model(plan)
     problem = _fixed_token_problem(cluster, law, constraints, plan, model, dtype, batch_rule, seq_len, vocab)
-    # The plan's own loss path: a plan searched with --loss-fusion runs its stack's fused loss at every count.
-    problem = dataclasses.replace(problem, loss_fusion=bool(plan["layout"].get("loss_fusion", False)))
     low, high = plan["gpus"] / SCALING_SPAN, plan["gpus"] * SCALING_SPAN
     counts = [g for g in gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None) if low <= g <= high]
     rows = []
@@ -184,7 +180,7 @@ def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: 
                      "global_batch": int(feasible["global_batch"][best]),
                      "wall_clock_days": float(feasible["wall_s"][best]) / 86400.0,
                      # Named as every layout table names one (the plan's stack first); a dense space, no ep.
-                     "layout": layout_text({**layout_fields(a), "loss_fusion": problem.loss_fusion})})
+                     "layout": layout_text(layout_fields(a))})
     return rows
 
 

@@ -121,10 +121,10 @@ def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: floa
 
 
 def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,
-                   min_headroom=0.0, moe_load_imbalance=1.0, hierarchy=LOSSLESS_HIERARCHY, loss_fusion=False) -> CountPlan:
+                   min_headroom=0.0, moe_load_imbalance=1.0, hierarchy=LOSSLESS_HIERARCHY) -> CountPlan:
     search = search_layouts(model, cluster, gpus, global_batch=global_batch, tokens=tokens, frameworks=frameworks,
                             dtype=dtype, batch_rule=batch_rule, min_headroom=min_headroom,
-                            moe_load_imbalance=moe_load_imbalance, hierarchy=hierarchy, loss_fusion=loss_fusion)
+                            moe_load_imbalance=moe_load_imbalance, hierarchy=hierarchy)
     best = search.best
     if best is None:
         reasons = search.reason_counts()
@@ -169,22 +169,21 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                      global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str | None = None,
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
                      batch_rule: str = "step-law", min_headroom: float = 0.0,
-                     moe_load_imbalance: float = 1.0, hierarchy: tuple = LOSSLESS_HIERARCHY,
-                     loss_fusion: bool = False) -> FixedModelPlan:
+                     moe_load_imbalance: float = 1.0, hierarchy: tuple = LOSSLESS_HIERARCHY) -> FixedModelPlan:
     """Evaluate GPU counts and choose one (module docstring). `moe_load_imbalance`: MoE models' busiest
     expert rank's load over the mean (layout.Layout.moe_load_imbalance); `hierarchy` False searches flat
     ZeRO-3 only (no ZeRO++ / MiCS / HSDP: search_layouts). `dtype` None: the cluster's own training format
-    (ClusterSpec.default_training_dtype). `loss_fusion`: the stacks with a fused cross-entropy run it."""
+    (ClusterSpec.default_training_dtype)."""
     dtype = dtype or cluster.default_training_dtype
     common = dict(tokens=tokens, global_batch=global_batch, frameworks=tuple(frameworks), dtype=dtype,
                   batch_rule=batch_rule, min_headroom=min_headroom, moe_load_imbalance=moe_load_imbalance,
-                  hierarchy=hierarchy, loss_fusion=bool(loss_fusion))
+                  hierarchy=hierarchy)
     options = sorted(set(int(g) for g in gpu_options))
     result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None,
                             assumptions={"frameworks": list(frameworks), "dtype": dtype, "knee": knee,
                                          "global_batch": global_batch, "batch_rule": batch_rule,
                                          "deadline_s": deadline_s, "budget_gpu_hours": None if budget_gpu_s is None
-                                         else budget_gpu_s / 3600.0, "loss_fusion": bool(loss_fusion),
+                                         else budget_gpu_s / 3600.0,
                                          **({"moe_load_imbalance": moe_load_imbalance} if model.is_moe else {})})
     if deadline_s is not None and tokens:
         for gpus in options:

@@ -39,7 +39,6 @@ from planner.cost.memory import per_gpu_memory, state_bytes_lower_bound, within_
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import (DEFAULT_FRAMEWORKS, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS,
-                                fused_loss_column,
                                 framework_arrays, micro_batch_rules, runnable_micro_batches)
 from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, default_routing_columns,
                                     overlap_micro_batches, overlap_runs_pipeline, zero3_expert_refused)
@@ -441,7 +440,6 @@ class LayoutSearch:
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
                 "dp_comm_overlap": bool(a["dp_comm_overlap"]),
                 "partition_activations": bool(a.get("partition_activations", False)), **_hierarchy_columns(a),
-                **({"loss_fusion": bool(a["loss_fusion"])} if "loss_fusion" in a else {}),
                 "feasible": bool(self.feasible[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
@@ -465,7 +463,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str | None = None,
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
                    hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None, restrict=None,
-                   only_fitting: bool = False, loss_fusion: bool = False) -> LayoutSearch:
+                   only_fitting: bool = False) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
@@ -483,8 +481,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     Most are never enumerated: the (placement, stack option, expert choice) combinations none of whose layouts
     holds its states are dropped before they are crossed with micro-batches and the other settings
     (enumerate_layouts' states_within, _states_within). `dtype` None: the cluster's own training format
-    (ClusterSpec.default_training_dtype). `loss_fusion`: the layouts of stacks with a fused cross-entropy run it
-    (frameworks.fused_loss_column); the others run their own loss.
+    (ClusterSpec.default_training_dtype).
     """
     dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
@@ -502,11 +499,11 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         limit = float(batch_size.max_batch_tokens(np.array([trained]), np.array([model.non_embedding_params]),
                                                   batch_rule)[0]) / model.seq_len
     key = (model.model_dump_json(), cluster.name, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-           hierarchy, float(moe_load_imbalance), restrict, only_fitting, bool(loss_fusion))
+           hierarchy, float(moe_load_imbalance), restrict, only_fitting)
     scored = memo.get(key) if memo is not None else None
     if scored is None:
         scored = _score_layouts(model, cluster, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-                                hierarchy, moe_load_imbalance, restrict, only_fitting, bool(loss_fusion))
+                                hierarchy, moe_load_imbalance, restrict, only_fitting)
         if memo is not None:
             memo[key] = scored
     arrays, memory, in_hbm, fits, times = scored
@@ -525,7 +522,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
 
 
 def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype, min_headroom, hierarchy,
-                   moe_load_imbalance, restrict=None, only_fitting=False, loss_fusion=False):
+                   moe_load_imbalance, restrict=None, only_fitting=False):
     """Every layout of the search (those `restrict` keeps) and its memory, fit and step time (NaN where it
     does not fit)."""
     gpus_per_node = cluster.gpus_per_node if hierarchy else None
@@ -534,8 +531,6 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
               if only_fitting else None)
     arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype, gpus_per_node=gpus_per_node,
                                hierarchy=hierarchy, states_within=within)
-    if loss_fusion:  # a column only when asked: the layouts (and --all-layouts CSVs) of other searches read as before
-        arrays["loss_fusion"] = fused_loss_column(arrays["framework"], True)
     if restrict is not None:
         kept = np.asarray(restrict(arrays), dtype=bool)
         arrays = {name: column[kept] for name, column in arrays.items()}

@@ -46,12 +46,11 @@ class OptimizeResult:
 
 def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | None = None, batch_rule: str = "step-law",
              seq_len: int = 4096, vocab: int = 32000, progress=None, hierarchy: tuple = LOSSLESS_HIERARCHY,
-             frameworks: tuple = (BUDGET_STACK,), loss_fusion: bool = False) -> OptimizeResult:
+             frameworks: tuple = (BUDGET_STACK,)) -> OptimizeResult:
     """The best plan under `constraints` (module docstring). `hierarchy`: the ZeRO-3 hierarchy choices tried
     besides flat ZeRO-3 (space.hierarchy_choices: () = flat only; default hpZ and MiCS / HSDP shard groups).
     `frameworks`: the training stacks whose layouts are searched (planner.frameworks names). `dtype` None: the
-    cluster's own training format (ClusterSpec.default_training_dtype). `loss_fusion`: the layouts of stacks with a
-    fused cross-entropy run it (frameworks.fused_loss_column)."""
+    cluster's own training format (ClusterSpec.default_training_dtype)."""
     started = time.perf_counter()
     dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
@@ -60,7 +59,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
                                 f"({cluster.max_nodes} nodes x {cluster.gpus_per_node} GPUs)")
     problem, models, n_opt = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
     frameworks = checked_stacks(frameworks, dtype)
-    problem = dataclasses.replace(problem, hierarchy=hierarchy, frameworks=frameworks, loss_fusion=bool(loss_fusion))
+    problem = dataclasses.replace(problem, hierarchy=hierarchy, frameworks=frameworks)
     counts = candidate_gpu_counts(cluster, constraints)
     context = (context_models(models, n_opt), context_counts(counts, constraints))
     scored, space, ruled_out = branch_and_bound(problem, models, counts, context, progress)
@@ -79,7 +78,6 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
         # The ZeRO-3 hierarchy options tried, as (hpZ, qwZ, qgZ, shard group) flags (space.hierarchy_choices).
         "zero3_hierarchy": [list(choice) for choice in hierarchy],
         "frameworks": list(frameworks),
-        "loss_fusion": bool(loss_fusion),
     }
     result = OptimizeResult(status="infeasible", plan=None, dropped=scored["dropped"], scored=len(space),
                             ruled_out={k: v for k, v in ruled_out.items() if k in DROP_REASONS},

@@ -12,7 +12,6 @@ import numpy as np
 from planner.calibrate.error_bands import interval as step_time_interval
 from planner.cost.estimate import simulate
 from planner.cost.evaluation import evaluation_record
-from planner.frameworks import fused_loss_column
 from planner.laws.base import NO_INTERVAL, interval_basis
 from planner.laws.hyperparameters import plan_hyperparameters
 from planner.search.score import Problem
@@ -27,8 +26,7 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
     a = {k: v[i] for k, v in space.arrays.items()}
     mi = int(a["model_index"])
     model = space.models[mi]
-    fused = {"loss_fusion": bool(fused_loss_column(a["framework"], True)[0])} if problem.loss_fusion and "framework" in a else {}
-    layout = make_layout("plan", **layout_fields(a), **fused, global_batch=int(feasible["global_batch"][position]),
+    layout = make_layout("plan", **layout_fields(a), global_batch=int(feasible["global_batch"][position]),
                          dtype=problem.dtype)
     sim = simulate(model, layout, cluster)
     tokens = float(feasible["tokens"][position])

@@ -34,7 +34,7 @@ from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.cost.step_time import step_time
 from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
-from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, framework_arrays, fused_loss_column, runnable_micro_batches
+from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, framework_arrays, runnable_micro_batches
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch, build_batch
@@ -81,8 +81,6 @@ class Problem:
     hierarchy: tuple = LOSSLESS_HIERARCHY
     # Training stacks whose layouts are searched (planner.frameworks names; space.BUDGET_STACK by default).
     frameworks: tuple = (BUDGET_STACK,)
-    # Whether the candidates of stacks with a fused cross-entropy run it (--loss-fusion; frameworks.fused_loss_column).
-    loss_fusion: bool = False
 
     @property
     def peak(self) -> float:
@@ -200,8 +198,6 @@ def _chunk_batch(problem: Problem, space_models: list, arrays: dict, global_batc
     """The chunk's candidates as one CandidateBatch for the cost model, with the ZeRO-3 hierarchy and stack
     columns where the space has them (flash attention as the stack runs it by default, the problem's dtype)."""
     stack = {k: arrays[k] for k in HIERARCHY_COLUMNS + STACK_COLUMNS if k in arrays}
-    if problem.loss_fusion and "framework" in stack:
-        stack["loss_fusion"] = fused_loss_column(stack["framework"], True)
     flash = (framework_arrays(stack["framework"])["flash_attention_default"] > 0 if "framework" in stack
              else FRAMEWORKS["other"].flash_attention_default)
     return build_batch(

@@ -353,8 +353,6 @@ def stack_fields(a: dict) -> dict:
               "dp_comm_overlap": bool(a["dp_comm_overlap"])}
     if "partition_activations" in a:  # the fixed-model search tries both where the stack has the option
         fields["partition_activations"] = bool(a["partition_activations"])
-    if "loss_fusion" in a:  # a search asked for the fused loss (--loss-fusion): on for the stacks that have one
-        fields["loss_fusion"] = bool(a["loss_fusion"])
     return fields
 
 
