@@ -84,9 +84,11 @@ def _add_stack_and_precision_flags(group) -> None:
                             "Megatron-DeepSpeed --partition-activations, Megatron-LM --distribute-saved-activations); "
                             "default: the stack's (off)")
     group.add_argument("--loss-fusion", type=int, choices=[0, 1],
-                       help="the stack's fused cross-entropy loss (Megatron --cross-entropy-loss-fusion "
-                            "--cross-entropy-fusion-impl te: 2 bytes per token and vocabulary entry where the unfused "
-                            "loss holds 6); refused where the stack has none; default 0")
+                       help="the stack's fused cross-entropy loss as runs with Transformer Engine 2.6-2.17 had it "
+                            "(Megatron --cross-entropy-fusion-impl te: 2 bytes per token and vocabulary entry where the "
+                            "unfused loss holds 6), to model such runs: Megatron-LM rejects it since NVIDIA/Megatron-LM"
+                            "#5115 and TE 2.18 holds 6, so --emit refuses it; refused where the stack has none; "
+                            "default 0")
     group.add_argument("--fp8-param-gather", type=int, choices=[0, 1],
                        help="fp8 training with the Linear weights kept as fp8 parameters and all-gathered in fp8 "
                             "(Megatron --fp8-param-gather; needs --dtype fp8 and --zero 1 or 2; default 0)")

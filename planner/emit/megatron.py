@@ -51,6 +51,13 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     # (Interleaving with fewer than pp micro-batches a step is refused by the stack's data: frameworks.megatron.)
     if layout.activation_offload:  # no CPU activation checkpointing in Megatron-Core's GPT training
         problems.append("activation_offload: Megatron-LM has no CPU activation checkpointing for pretrain_gpt.py")
+    # The fused loss a plan prices (Layout.loss_fusion, frameworks/megatron.py) is Transformer Engine's, which
+    # validate_args refuses (MP:1697-1702: "disabled due to stability issues", NVIDIA/Megatron-LM#5115, 2026-06-03);
+    # the 'native' fusion it allows holds what the unfused loss holds, so it would not be the plan's memory.
+    if layout.loss_fusion:
+        problems.append("loss_fusion: Megatron-LM's training arguments refuse Transformer Engine's fused cross-entropy "
+                        "(--cross-entropy-fusion-impl te, disabled for stability: NVIDIA/Megatron-LM#5115), and its "
+                        "native fusion holds what the unfused loss holds; plan with --loss-fusion 0")
     if layout.moe_a2a_overlap == "megatron" and layout.dtype not in ("bf16", "fp8"):  # TC:3035-3037
         problems.append(f"moe_a2a_overlap=megatron with dtype={layout.dtype}: Megatron overlaps the expert-parallel "
                         "all-to-all only in bf16 training")
@@ -233,8 +240,6 @@ def compute_arguments(layout: Layout) -> list[Argument]:
         args.append(("--recompute-granularity", "selective"))
     if not layout.flash_attention_on:
         args.append(("--attention-backend", "unfused"))  # TC:151; the default (auto) picks a fused kernel
-    if layout.loss_fusion:  # Transformer Engine's cross-entropy, the one the plan priced (frameworks/megatron.py)
-        args += [("--cross-entropy-loss-fusion", None), ("--cross-entropy-fusion-impl", "te")]  # MPC:320, 325
     return args
 
 

@@ -85,8 +85,12 @@ MEGATRON = Framework(
     # 3601-3614). TE 2.6-2.17's Triton kernel writes the gradient into the 16-bit logits in place in the forward and
     # saves that buffer; the backward scales it in place (NVIDIA/TransformerEngine v2.9 pytorch/triton/cross_entropy.py:
     # 175-187, 342-371; pytorch/cross_entropy.py:59): 2 bytes per logit. From TE 2.18 (01bbe3ee, #3193) it keeps a
-    # separate fp32 gradient instead, 2 + 4 again. The 'native' fusion holds what the unfused loss holds (6.01,
-    # profiles/loss-memory-cpu.json), so the planner writes 'te'.
+    # separate fp32 gradient instead, 2 + 4 again, the fix of the numerical issue that made Megatron-LM's training
+    # arguments refuse 'te' from 2026-06-03 (NVIDIA/Megatron-LM#5115; training/arguments.py:1697-1702 at d98e8a64,
+    # a warning in core/model_parallel_config.py:536-542 for library users such as Megatron-Bridge). So this is the
+    # loss of runs made with TE 2.6-2.17 (the published Megatron-Bridge recipe rows), for simulate to model them,
+    # not an option the searches offer or emit.megatron writes. The 'native' fusion holds what the unfused loss
+    # holds (6.01, profiles/loss-memory-cpu.json).
     fused_loss_bytes_per_logit=2.0,
     # Checkpoint: the model's bf16 state dict plus, per parameter, the distributed optimizer's "param" (the fp32 main
     # copy) and Adam's exp_avg and exp_avg_sq (`core/optimizer/distrib_optimizer.py`:1090-1117): 2 + 4 + 8.

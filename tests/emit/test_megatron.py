@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from planner.emit import launch_files
+from planner.emit import launch_files, launch_problems
 from planner.emit.megatron import megatron_arguments, megatron_files, unsupported
 from planner.emit.pipeline import virtual_stage_layers
 from planner.errors import PlannerInputError
@@ -40,7 +40,7 @@ CASES = {
     # Mixtures of experts: ep folded into dp, expert tp apart from tp, the a2a overlap, MLA, dense first layers.
     "qwen3-30b-a3b-ep": ("qwen3-30b-a3b", Layout(tp=1, pp=2, vpp=24, dp=8, ep=8, zero=1, global_batch=512,
                                                 micro_batch=2, dtype="fp8", moe_a2a_overlap="megatron",
-                                                loss_fusion=True, **MEGATRON)),
+                                                **MEGATRON)),
     "deepseek-v3-mla": ("deepseek-v3", Layout(tp=2, pp=16, dp=32, ep=64, etp=1, zero=1, global_batch=2048,
                                              recompute="full", dtype="fp8", moe_capacity_factor=1.25, **MEGATRON)),
 }
@@ -279,14 +279,16 @@ def test_sliding_window_attention_is_written():
                                                                                       framework="megatron")))
 
 
-def test_a_fused_loss_is_written_as_transformer_engines_and_only_when_asked(megatron_options, h100):
-    """--loss-fusion 1 is priced as TE's cross-entropy (frameworks/megatron.py), so the launch asks for that one; the
-    planner's default plan leaves Megatron's default, the unfused loss."""
+def test_a_fused_loss_is_refused_as_megatron_lms_arguments_refuse_it(h100):
+    """--loss-fusion 1 is priced as Transformer Engine's 2-byte cross-entropy (frameworks/megatron.py), which
+    Megatron-LM@d98e8a64's validate_args refuses (training/arguments.py:1697-1702, NVIDIA/Megatron-LM#5115): the
+    parser reproduction here accepts --cross-entropy-fusion-impl te, the assertion after it does not, so the emitter
+    refuses the layout; Megatron's default, the unfused loss, is written as no --cross-entropy flag at all."""
     name, layout = CASES["qwen3-30b-a3b-ep"]
-    parsed = megatron_parser(megatron_options).parse_args(
-        [w for f, v in pairs(launch_files(preset(name), layout, h100, tokens=2e12)["megatron_args.txt"])
-         for w in ([f] if v is None else [f, v])])
-    assert parsed.cross_entropy_loss_fusion and parsed.cross_entropy_fusion_impl == "te"
-    plain = pairs(launch_files(preset(name), layout.model_copy(update={"loss_fusion": False}), h100,
-                               tokens=2e12)["megatron_args.txt"])
+    fused = layout.model_copy(update={"loss_fusion": True})
+    assert any(problem.startswith("loss_fusion: ") and "NVIDIA/Megatron-LM#5115" in problem
+               for problem in launch_problems(preset(name), fused))
+    with pytest.raises(PlannerInputError, match="cross-entropy"):
+        launch_files(preset(name), fused, h100, tokens=2e12)
+    plain = pairs(launch_files(preset(name), layout, h100, tokens=2e12)["megatron_args.txt"])
     assert not any(flag.startswith("--cross-entropy") for flag, _ in plain)
