@@ -63,7 +63,8 @@ class Layout(BaseModel):
     partition_activations: bool | None = None
     # The stack's fused cross-entropy (Megatron --cross-entropy-loss-fusion --cross-entropy-fusion-impl te): the loss
     # holds Framework.fused_loss_bytes_per_logit per token x vocabulary entry instead of loss_bytes_per_logit
-    # (cost.memory). Off in every stack unless set; refused where the stack has none.
+    # (cost.memory). Off in every stack unless set; refused where the stack has none. On Megatron it models runs made
+    # with Transformer Engine 2.6-2.17 (frameworks/megatron.py); its launch config is refused (emit/megatron.py).
     loss_fusion: bool = False
     # How fp8 training scales each cast (Megatron-Core --fp8-recipe, TransformerConfig.fp8_recipe, default
     # 'delayed': megatron/core/transformer/transformer_config.py:594-600). 'delayed': the scale comes from the
