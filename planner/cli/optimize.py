@@ -276,16 +276,11 @@ def memory_risk_lines(headroom_bytes: float, hbm_bytes: float) -> list[str]:
             "allocator spike or a longer sequence may run out of memory; --min-headroom 5% plans with a margin"]
 
 
-def ratio_text(ratio: float) -> str:
-    """'2.33x', but '0.003x' for a tiny ratio: two decimals printed a 3-sequence batch as 0.00x its B_opt."""
-    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
-
-
 def hyperparameter_lines(hyper: dict | None) -> list[str]:
     """The plan's learning rate, schedule and batch from their laws (planner.laws.hyperparameters)."""
     if not hyper:
         return []
-    from planner.report.render import human_count
+    from planner.report.render import human_count, ratio_text
 
     lr, schedule, batch = hyper["learning_rate"], hyper["schedule"], hyper["batch_size"]
     lines = [f"  training   peak LR {lr['peak']:.3g} ({lr['law']}), {schedule['kind'].upper()} schedule: warm-up "

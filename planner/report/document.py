@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from planner import __version__
 from planner.report.render import (binding_text, human_amount, human_bytes, human_count, human_days, human_days_range,
-                                   human_seconds, layout_text, peak_phase_text)
+                                   human_seconds, layout_text, peak_phase_text, ratio_text)
 
 GIB = 2.0**30
 FIGURES = ("isoflop", "loss_curve", "frontier", "memory", "step_time", "scaling")
@@ -224,7 +224,7 @@ def hyperparameter_table_blocks(hyper: dict | None) -> list:
                          f"last {100 * schedule['cooldown_fraction']:g}% to {schedule['min_lr']:.3g}", schedule["source"]],
             ["weight decay", f"{wd['value']:g} (AdamW timescale tau = {wd['timescale_tau']:.3g} of training at "
                              f"{wd['tokens_per_parameter']:.1f} tokens per non-embedding parameter)", wd["source"]],
-            ["batch size", f"{human_count(batch['planned_tokens'])} tokens, {batch['planned_over_optimal']:.2f}x "
+            ["batch size", f"{human_count(batch['planned_tokens'])} tokens, {ratio_text(batch['planned_over_optimal'])} "
                            f"{batch['rule_name']}'s B_opt ({human_count(batch['optimal_tokens'])})", batch["source"]],
             ["optimizer", f"{opt['name']}, betas ({opt['beta1']:g}, {opt['beta2']:g}), gradient clip "
                           f"{opt['gradient_clip']:g}", opt["source"]]]

@@ -89,6 +89,11 @@ def human_days_range(low: float, high: float) -> str:
     return f"{a}-{b} {unit_b}" if unit_a == unit_b else f"{first}-{second}"
 
 
+def ratio_text(ratio: float) -> str:
+    """'2.33x', but '0.003x' for a tiny ratio: two decimals printed a 3-sequence batch as 0.00x its B_opt."""
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
 def human_count(value: float) -> str:
     """7.0B, 1.4T, 350M; from 1e15 on three figures, '1e+25' (not '10000000000000T')."""
     if value is None or not math.isfinite(value):
