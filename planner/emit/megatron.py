@@ -58,9 +58,32 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
         problems.append("loss_fusion: Megatron-LM's training arguments refuse Transformer Engine's fused cross-entropy "
                         "(--cross-entropy-fusion-impl te, disabled for stability: NVIDIA/Megatron-LM#5115), and its "
                         "native fusion holds what the unfused loss holds; plan with --loss-fusion 0")
-    if layout.moe_a2a_overlap == "megatron" and layout.dtype not in ("bf16", "fp8"):  # TC:3035-3037
+    # TC:3034-3037 asserts a bf16 or fp16 model (fp8 training keeps bf16 parameters).
+    if layout.moe_a2a_overlap == "megatron" and layout.dtype == "fp32":
         problems.append(f"moe_a2a_overlap=megatron with dtype={layout.dtype}: Megatron overlaps the expert-parallel "
-                        "all-to-all only in bf16 training")
+                        "all-to-all only in bf16 or fp16 training")
+    if layout.moe_a2a_overlap == "megatron" and model.mtp_layers > 1:  # TC:3043-3046
+        problems.append(f"moe_a2a_overlap=megatron with mtp_layers={model.mtp_layers}: Megatron's all-to-all overlap "
+                        "takes at most one multi-token prediction layer")
+    # moe_layer.py:636-640 raises on the first training forward (validate_args and MPC:553-558 only warn).
+    if model.is_moe and layout.tp > 1 and not layout.seq_parallel:
+        problems.append(f"seq_parallel=0 with an MoE model at tp({layout.tp}): Megatron-Core's MoE layer refuses to "
+                        "train with tensor parallelism but without sequence parallelism (set --seq-parallel 1)")
+    if model.mtp_layers and model.position != "rotary":  # MP:881-886: rope or none only
+        problems.append(f"mtp_layers with position={model.position}: Megatron's multi-token prediction takes rotary "
+                        "(or no) position embeddings only")
+    if layout.cp > 1 and model.seq_len % (2 * layout.cp):  # MP:1335-1338: load-balanced causal chunks, 2 per rank
+        problems.append(f"seq_len({model.seq_len}) is not a multiple of 2 * cp({layout.cp}) = {2 * layout.cp}: "
+                        "Megatron's context parallelism splits the sequence into 2 * cp chunks")
+    if model.positions < model.seq_len:  # MP:1353-1356
+        problems.append(f"max_positions({model.positions}) < seq_len({model.seq_len}): Megatron needs "
+                        "--max-position-embeddings >= --seq-length")
+    if model.attention == "mla" and model.kv != model.heads:  # MP:1973-1974
+        problems.append(f"attention=mla with kv_heads({model.kv}) != heads({model.heads}): Megatron's multi-latent "
+                        "attention excludes grouped-query attention")
+    if model.attention == "mla" and model.hidden % model.heads:  # MP:1331-1333 asserts hidden % heads == 0
+        problems.append(f"attention=mla with hidden({model.hidden}) not divisible by heads({model.heads}): Megatron "
+                        "asserts it divides")
     return problems
 
 
@@ -153,6 +176,8 @@ def moe_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
         if model.moe_router_bias:  # aux-loss-free balancing needs a sigmoid (or sqrtsoftplus) score (TC:2617-2625)
             args += [("--moe-router-enable-expert-bias", None),                   # TC:816
                      ("--moe-router-score-function", "sigmoid")]                  # TC:808
+        elif model.moe_top_k == 1:  # a softmax over one selected score has no gradient: TC:2661-2669 raises without
+            args.append(("--moe-router-pre-softmax", None))                       # TC:799 (softmax, then top-1)
         if model.moe_groups > 1:  # node-limited routing (DeepSeek-V3 section 3.2.2)
             args += [("--moe-router-num-groups", str(model.moe_groups)),          # TC:780
                      ("--moe-router-group-topk", str(model.moe_topk_groups))]     # TC:796

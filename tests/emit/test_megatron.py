@@ -17,7 +17,7 @@ from planner.emit.pipeline import virtual_stage_layers
 from planner.errors import PlannerInputError
 from planner.specs.layout import Layout
 from planner.specs.pipeline_stages import stage_layers
-from planner.specs.model import preset
+from planner.specs.model import family_moe_model, preset
 
 MEGATRON = dict(framework="megatron")
 # (model, layout) pairs covering every branch: ZeRO 0-3, vpp, cp, even / slot / uneven pipeline splits,
@@ -42,7 +42,8 @@ CASES = {
                                                 micro_batch=2, dtype="fp8", moe_a2a_overlap="megatron",
                                                 **MEGATRON)),
     "deepseek-v3-mla": ("deepseek-v3", Layout(tp=2, pp=16, dp=32, ep=64, etp=1, zero=1, global_batch=2048,
-                                             recompute="full", dtype="fp8", moe_capacity_factor=1.25, **MEGATRON)),
+                                             recompute="full", dtype="fp8", moe_capacity_factor=1.25,
+                                             seq_parallel=True, **MEGATRON)),
 }
 
 
@@ -230,6 +231,42 @@ def test_what_megatron_core_cannot_build_is_refused_in_one_line(h100, alibi_pres
     assert "\n" not in str(refused.value)
 
 
+MEGATRON_VALIDATE_ARGS_CASES = [
+    # (model, layout, refusal fragment, the Megatron-LM@d98e8a64 check it stands for)
+    (dict(preset="llama3-8b", mtp_layers=1, position="learned"), dict(dp=8),
+     "mtp_layers with position=learned", "MP:881-886"),
+    (dict(preset="qwen3-30b-a3b", mtp_layers=2), dict(dp=8, ep=8, moe_a2a_overlap="megatron"),
+     "mtp_layers=2", "TC:3043-3046"),
+    (dict(preset="qwen3-30b-a3b"), dict(tp=2, dp=4, ep=4), "seq_parallel=0 with an MoE model at tp(2)",
+     "moe/moe_layer.py:636-640"),
+    (dict(preset="llama3-8b", seq_len=8196), dict(cp=4, dp=2), "not a multiple of 2 * cp(4)", "MP:1335-1338"),
+    (dict(preset="llama3-8b", max_positions=4096), dict(dp=8), "max_positions(4096) < seq_len(8192)", "MP:1353-1356"),
+    (dict(preset="deepseek-v3", kv_heads=64), dict(dp=8, ep=8), "kv_heads(64) != heads(128)", "MP:1973-1974"),
+]
+
+
+@pytest.mark.parametrize("model_fields, layout_fields, fragment, check", MEGATRON_VALIDATE_ARGS_CASES,
+                         ids=[case[3] for case in MEGATRON_VALIDATE_ARGS_CASES])
+def test_what_megatron_lms_argument_checks_reject_is_refused(model_fields, layout_fields, fragment, check):
+    """Each combination passes Megatron's parser (which tests/emit reproduces) but fails a check after it, at the cited
+    line of Megatron-LM@d98e8a64 (MP = training/arguments.py validate_args, TC = transformer_config.py): refused here
+    with the reason rather than written into a launch that stops at start-up."""
+    fields = dict(model_fields)
+    model = preset(fields.pop("preset")).model_copy(update=fields)
+    layout = Layout(global_batch=64, framework="megatron", **layout_fields)
+    assert any(fragment in problem for problem in unsupported(model, layout)), unsupported(model, layout)
+
+
+def test_top_1_routing_with_a_softmax_router_asks_for_the_pre_softmax():
+    """TC:2661-2669 raises "Please use --moe-router-pre-softmax when topk is 1" for a softmax score; the MoE family's
+    top-1 models (search.moe_budget) have one. Routers with an expert bias use the sigmoid score and need none."""
+    top1 = family_moe_model(8, experts=8, top_k=1)
+    assert "--moe-router-pre-softmax" in dict(megatron_arguments(top1, Layout(dp=8, ep=8, global_batch=64,
+                                                                             framework="megatron")))
+    assert "--moe-router-pre-softmax" not in dict(megatron_arguments(preset("qwen3-30b-a3b"), Layout(
+        dp=8, ep=8, global_batch=64, framework="megatron")))  # top-8
+
+
 def test_files_without_a_token_count_still_launch(tmp_path):
     files = megatron_files(preset("gpt2-small"), Layout(dp=8, global_batch=64, framework="megatron"), 8)
     assert set(files) == {"megatron_args.txt", "launch.sh"}
@@ -292,3 +329,10 @@ def test_a_fused_loss_is_refused_as_megatron_lms_arguments_refuse_it(h100):
         launch_files(preset(name), fused, h100, tokens=2e12)
     plain = pairs(launch_files(preset(name), layout, h100, tokens=2e12)["megatron_args.txt"])
     assert not any(flag.startswith("--cross-entropy") for flag, _ in plain)
+
+def test_the_all_to_all_overlap_is_refused_only_where_megatron_refuses_it():
+    """TC:3034-3037 asserts a bf16 or fp16 model: fp16 was refused here too, fp32 alone is refused there."""
+    model = preset("qwen3-30b-a3b")
+    layout = Layout(dp=8, ep=8, global_batch=64, moe_a2a_overlap="megatron", framework="megatron")
+    assert not any("moe_a2a_overlap" in p for p in unsupported(model, layout.model_copy(update={"dtype": "fp16"})))
+    assert any("moe_a2a_overlap" in p for p in unsupported(model, layout.model_copy(update={"dtype": "fp32"})))
