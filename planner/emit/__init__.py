@@ -16,6 +16,7 @@ from planner.emit import deepspeed, megatron, torchtitan
 from planner.emit.schedule import checkpoint_interval_steps, step_law_learning_rate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
+from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -37,7 +38,8 @@ def launch_problems(model: ModelSpec, layout: Layout) -> list[str]:
     if framework not in LAUNCH_TARGETS:
         return []
     _, target_unsupported = LAUNCH_TARGETS[framework]
-    return [*unsupported_features(framework, layout), *target_unsupported(model, layout)]
+    return [*unsupported_features(framework, layout), *moe_unsupported(framework, layout, model),
+            *target_unsupported(model, layout)]
 
 
 def check_emittable(model: ModelSpec, layout: Layout) -> None:

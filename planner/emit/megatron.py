@@ -65,10 +65,8 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     if layout.moe_a2a_overlap == "megatron" and model.mtp_layers > 1:  # TC:3043-3046
         problems.append(f"moe_a2a_overlap=megatron with mtp_layers={model.mtp_layers}: Megatron's all-to-all overlap "
                         "takes at most one multi-token prediction layer")
-    # moe_layer.py:636-640 raises on the first training forward (validate_args and MPC:553-558 only warn).
-    if model.is_moe and layout.tp > 1 and not layout.seq_parallel:
-        problems.append(f"seq_parallel=0 with an MoE model at tp({layout.tp}): Megatron-Core's MoE layer refuses to "
-                        "train with tensor parallelism but without sequence parallelism (set --seq-parallel 1)")
+    # (An MoE model at tp > 1 without sequence parallelism: the stack's data, frameworks.moe, which launch_problems
+    # reads through moe_unsupported.)
     if model.mtp_layers and model.position != "rotary":  # MP:881-886: rope or none only
         problems.append(f"mtp_layers with position={model.position}: Megatron's multi-token prediction takes rotary "
                         "(or no) position embeddings only")

@@ -136,6 +136,10 @@ class MoEStack:
     # Default: dropless (Megatron-Core, torchtitan, MegaBlocks, MaxText: see MOE_STACKS).
     capacity_factor: float | None = None
     pads_to_capacity: bool = False
+    # An MoE model at tp > 1 trains only with sequence parallelism: Megatron-Core's MoE layer raises on the first
+    # training forward otherwise (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/moe/moe_layer.py:636-640;
+    # validate_args only warns).
+    tp_needs_sequence_parallel: bool = False
 
 
 # DeepSpeed 0.19.8 refuses its native MoE layer (deepspeed/moe/layer.py) at ZeRO-3 and runs MoE there only through
@@ -190,6 +194,7 @@ DEEPSPEED_CAPACITY_FACTOR = 1.0
 
 MOE_STACKS = {
     "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
+                         tp_needs_sequence_parallel=True,
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
                          fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True,
                          capacity_factor=None),  # dropless: moe_expert_capacity_factor None (transformer_config.py:917-919)
@@ -299,6 +304,9 @@ def moe_unsupported(framework: str, layout, model) -> list[str]:
                         f"ep({layout.ep}) * etp({etp}) = {layout.ep * etp} (Megatron's expert grid)")
     if model.is_moe and model.expert_ffn_size % etp:
         problems.append(f"moe_ffn({model.expert_ffn_size}) is not divisible by etp({etp})")
+    if model.is_moe and stack.tp_needs_sequence_parallel and layout.tp > 1 and not layout.seq_parallel:
+        problems.append(f"seq_parallel=0 with an MoE model at tp({layout.tp}): {framework}'s MoE layer trains with "
+                        "tensor parallelism only under sequence parallelism (set --seq-parallel 1)")
     if layout.ep > 1 and not stack.expert_parallel:
         problems.append(f"ep({layout.ep}) > 1: {framework} has no expert parallelism")
     overlap = layout.moe_a2a_overlap

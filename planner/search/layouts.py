@@ -235,6 +235,9 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     # What tp splits, by each row's stack (layout_checks.check_layout): with sequence parallelism each rank's
     # sequence, and the key/value heads whole unless the stack runs tp a multiple of them.
     runs &= tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, cp, sp, kv_multiple[f])
+    if model.is_moe:  # tp > 1 only with sequence parallelism on the stacks whose MoE layer needs it (frameworks.moe)
+        needs_sp = np.array([MOE_STACKS[s.name].tp_needs_sequence_parallel for s in stacks], dtype=bool)
+        runs &= ~(needs_sp[f] & (tp > 1) & (sp == 0))
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
     # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
     # (what such a stack's user would run).

@@ -141,12 +141,14 @@ def test_expert_and_dense_reductions_share_one_window():
 
 @pytest.mark.parametrize("name, values", [
     # The MoE launch floor binds (tp 8): it was left out of the window the experts' ZeRO-3 traffic hides in.
-    ("qwen3-30b-a3b", dict(tp=8, dp=2, zero=3, framework="megatron", global_batch=8)),
+    # (Megatron's MoE layer trains at tp > 1 only with sequence parallelism: frameworks.moe.)
+    ("qwen3-30b-a3b", dict(tp=8, dp=2, zero=3, framework="megatron", global_batch=8, seq_parallel=True)),
     # ZeRO-Infinity's NVMe fetch and the experts' traffic were both hidden in the same micro-batch window.
     ("mixtral-8x7b", dict(tp=8, dp=2, ep=4, etp=1, zero=3, offload="optimizer+params", offload_device="nvme",
                           framework="deepspeed", global_batch=16)),
     # The cp ring hid behind the attention compute, and the overlapped all-to-all behind that compute again.
-    ("qwen3-30b-a3b", dict(tp=8, cp=2, ep=2, framework="megatron", moe_a2a_overlap="megatron", global_batch=4)),
+    ("qwen3-30b-a3b", dict(tp=8, cp=2, ep=2, framework="megatron", moe_a2a_overlap="megatron", global_batch=4,
+                           seq_parallel=True)),
 ])
 def test_a_slower_gpu_never_shortens_these_moe_steps(name, values):
     """Helper-found: 4x less peak made these steps 0.1-0.7% shorter (and flash attention off, the first)."""
