@@ -73,6 +73,13 @@ def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
     if layout.cp > 1 and model.seq_len % (2 * layout.cp):  # MP:1335-1338: load-balanced causal chunks, 2 per rank
         problems.append(f"seq_len({model.seq_len}) is not a multiple of 2 * cp({layout.cp}) = {2 * layout.cp}: "
                         "Megatron's context parallelism splits the sequence into 2 * cp chunks")
+    # --attention-backend unfused leaves Transformer Engine only its unfused attention (core/models/common/
+    # language_module/language_module.py:141-144), which TE disables under context parallelism
+    # (NVIDIA/TransformerEngine@d0067d0 pytorch/attention/dot_product_attention/utils.py:1169-1173): no backend is left
+    # and DotProductAttention raises (dot_product_attention.py:2162).
+    if not layout.flash_attention_on and layout.cp > 1:
+        problems.append(f"flash_attention=0 with cp({layout.cp}) > 1: Transformer Engine's context parallelism runs "
+                        "only its flash or fused attention, not the unfused one")
     if model.positions < model.seq_len:  # MP:1353-1356
         problems.append(f"max_positions({model.positions}) < seq_len({model.seq_len}): Megatron needs "
                         "--max-position-embeddings >= --seq-length")

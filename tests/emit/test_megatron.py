@@ -241,6 +241,8 @@ MEGATRON_VALIDATE_ARGS_CASES = [
      "moe/moe_layer.py:636-640"),
     (dict(preset="llama3-8b", seq_len=8196), dict(cp=4, dp=2), "not a multiple of 2 * cp(4)", "MP:1335-1338"),
     (dict(preset="llama3-8b", max_positions=4096), dict(dp=8), "max_positions(4096) < seq_len(8192)", "MP:1353-1356"),
+    (dict(preset="llama3-8b"), dict(cp=2, dp=4, flash_attention=False), "flash_attention=0 with cp(2)",
+     "TE attention/dot_product_attention/utils.py:1169-1173"),
     (dict(preset="deepseek-v3", kv_heads=64), dict(dp=8, ep=8), "kv_heads(64) != heads(128)", "MP:1973-1974"),
 ]
 
@@ -249,7 +251,8 @@ MEGATRON_VALIDATE_ARGS_CASES = [
                          ids=[case[3] for case in MEGATRON_VALIDATE_ARGS_CASES])
 def test_what_megatron_lms_argument_checks_reject_is_refused(model_fields, layout_fields, fragment, check):
     """Each combination passes Megatron's parser (which tests/emit reproduces) but fails a check after it, at the cited
-    line of Megatron-LM@d98e8a64 (MP = training/arguments.py validate_args, TC = transformer_config.py): refused here
+    line of Megatron-LM@d98e8a64 (MP = training/arguments.py validate_args, TC = transformer_config.py) or of the
+    Transformer Engine it runs on (d0067d0): refused here
     with the reason rather than written into a launch that stops at start-up."""
     fields = dict(model_fields)
     model = preset(fields.pop("preset")).model_copy(update=fields)
