@@ -203,7 +203,7 @@ def emittable_layout(count, model, limit: int = 5000):
 
     for i in count.search.order[:limit]:
         layout = count.search.layout(int(i))
-        if layout.framework in EMITTABLE and not launch_problems(model, layout):
+        if layout.framework in EMITTABLE and not launch_problems(model, layout, count.search.cluster):
             return int(i), layout
     return None
 

@@ -67,7 +67,7 @@ def run(args) -> int:
         if args.emit:
             from planner.emit import check_emittable
 
-            check_emittable(model, layout)  # before simulating: a stack that cannot run it is bad input
+            check_emittable(model, layout, cluster)  # before simulating: a stack that cannot run it is bad input
         check_new_outputs([*deepspeed_outputs(args.emit_deepspeed), *launch_outputs(args.emit, layout.framework)],
                           args.force)
     from planner.calibrate.error_bands import interval

@@ -32,24 +32,25 @@ LAUNCH_FILE_NAMES = {"deepspeed": ("ds_config.json", "megatron_args.txt", "launc
                      "megatron": ("megatron_args.txt", "launch.sh"), "fsdp": ("job_config.toml", "launch.sh")}
 
 
-def launch_problems(model: ModelSpec, layout: Layout) -> list[str]:
-    """Every reason the layout's framework cannot run this plan as priced (empty when it can)."""
+def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
+    """Every reason the layout's framework cannot run this plan as priced (empty when it can), on `cluster`'s
+    accelerators where one is given."""
     framework = layout.framework
     if framework not in LAUNCH_TARGETS:
         return []
     _, target_unsupported = LAUNCH_TARGETS[framework]
     return [*unsupported_features(framework, layout), *moe_unsupported(framework, layout, model),
-            *target_unsupported(model, layout)]
+            *target_unsupported(model, layout, cluster)]
 
 
-def check_emittable(model: ModelSpec, layout: Layout) -> None:
+def check_emittable(model: ModelSpec, layout: Layout, cluster=None) -> None:
     """Raise a one-line PlannerInputError when no launch config of the layout's framework runs the plan."""
     framework = layout.framework
     if framework not in LAUNCH_TARGETS:
         others = ", ".join(name for name in FRAMEWORK_NAMES if name not in LAUNCH_TARGETS)
         raise PlannerInputError(f"framework {framework!r} has no launch config to emit (none for: {others}); "
                                 f"supported: {', '.join(EMITTABLE)} (set --framework)")
-    problems = launch_problems(model, layout)
+    problems = launch_problems(model, layout, cluster)
     if problems:
         target, _ = LAUNCH_TARGETS[framework]
         raise PlannerInputError(f"{framework} ({target}) cannot run this plan: " + "; ".join(problems))
@@ -58,7 +59,7 @@ def check_emittable(model: ModelSpec, layout: Layout) -> None:
 def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None = None,
                  summary: str = "") -> dict[str, str]:
     """File name -> text of the launch config of `layout.framework` for this plan on `cluster`."""
-    check_emittable(model, layout)
+    check_emittable(model, layout, cluster)
     gpus_per_node = cluster.gpus_per_node
     learning_rate = step_law_learning_rate(model.non_embedding_params, tokens) if tokens else None
     save_interval = checkpoint_interval_steps(model, layout, cluster)

@@ -119,7 +119,7 @@ def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
     return config
 
 
-def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
+def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     """What Megatron-DeepSpeed + DeepSpeed cannot run as planned beyond the framework data
     (planner.frameworks.deepspeed: no vpp, no cp, ZeRO <= 1 with pp). `launch_files` refuses these;
     --emit-deepspeed only warns (compatibility_notes)."""

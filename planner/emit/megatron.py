@@ -34,9 +34,16 @@ LR_UNKNOWN = "${LR:?set LR (peak learning rate)}"
 Argument = tuple[str, "str | None"]  # (flag, value or None for a switch)
 
 
-def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
-    """What Megatron-Core's GPT model cannot run as planned (beyond planner.frameworks.unsupported_features)."""
+def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
+    """What Megatron-Core's GPT model cannot run as planned (beyond planner.frameworks.unsupported_features), on
+    `cluster`'s accelerators where one is given."""
     problems = []
+    # The experts the plan prices run as grouped GEMMs (moe_arguments: --moe-grouped-gemm), which validate_args
+    # refuses below compute capability 8 (MP:1378-1380).
+    capability = cluster.accelerator.compute_capability if cluster is not None else None
+    if model.is_moe and capability is not None and capability < 8.0:
+        problems.append(f"an MoE model on compute capability {capability:g} ({cluster.name}): Megatron's grouped "
+                        "expert GEMMs need 8.0 or more")
     if model.position == "alibi":  # MP:2397 choices learned_absolute, rope, yarn, mrope, relative, none
         problems.append("position=alibi: Megatron-LM's --position-embedding-type has no ALiBi")
     if model.embedding_norm:

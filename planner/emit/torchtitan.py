@@ -33,7 +33,7 @@ LLAMA3_VOCAB = 128256
 CUSTOM_FLAVOR = "planner"
 
 
-def unsupported(model: ModelSpec, layout: Layout) -> list[str]:
+def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     """What torchtitan's Llama 3 trainer cannot run as planned (beyond planner.frameworks.unsupported_features)."""
     # The llama3 model (MOD): SwiGLU, RMSNorm, rotary, no biases, untied output layer.
     architecture = [(model.mlp != "swiglu", f"mlp={model.mlp}: torchtitan's llama3 model has a SwiGLU MLP only"),

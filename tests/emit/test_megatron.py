@@ -340,3 +340,18 @@ def test_the_all_to_all_overlap_is_refused_only_where_megatron_refuses_it():
     layout = Layout(dp=8, ep=8, global_batch=64, moe_a2a_overlap="megatron", framework="megatron")
     assert not any("moe_a2a_overlap" in p for p in unsupported(model, layout.model_copy(update={"dtype": "fp16"})))
     assert any("moe_a2a_overlap" in p for p in unsupported(model, layout.model_copy(update={"dtype": "fp32"})))
+
+
+def test_an_moe_launch_on_volta_is_refused_for_its_grouped_gemms(h100):
+    """Every MoE plan gets --moe-grouped-gemm (the grouped expert GEMMs it prices), which Megatron-LM@d98e8a64's
+    validate_args refuses below compute capability 8 (MP:1378-1380): a V100 MoE launch stopped at start-up."""
+    from planner.specs.clusters import load_cluster
+
+    v100 = load_cluster("dgx2-v100")
+    assert v100.accelerator.compute_capability == 7.0
+    model, layout = preset("qwen3-30b-a3b"), Layout(dp=16, ep=8, global_batch=64, framework="megatron")
+    assert any("compute capability 7" in p for p in launch_problems(model, layout, v100))
+    assert launch_problems(model, layout, h100) == []
+    assert launch_problems(preset("llama3-8b"), Layout(dp=16, global_batch=64, framework="megatron"), v100) == []
+    with pytest.raises(PlannerInputError, match="grouped expert GEMMs"):
+        launch_files(model, layout, v100)
