@@ -129,6 +129,11 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.is_moe or model.attention == "mla":
         problems.append("mixture of experts / latent attention: the Megatron-DeepSpeed launch written here is a dense "
                         "GPT with standard attention (use --framework megatron)")
+    # --use-flash-attn-v2's FlashSelfAttention asserts fp16 or bf16 inputs (deepspeedai/Megatron-DeepSpeed@4efb479d
+    # megatron/model/transformer.py:419): an fp32 plan stops at its first forward.
+    if layout.dtype == "fp32" and layout.flash_attention_on:
+        problems.append("dtype=fp32 with flash attention: Megatron-DeepSpeed's flash attention takes fp16 or bf16 only "
+                        "(plan --flash-attention 0, or a 16-bit dtype)")
     if layout.zero == 0 and layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8"):
         problems.append("zero=0 with grad_reduce_in_fp32 in bf16: DeepSpeed accumulates bf16 gradients in fp32 only "
                         "with ZeRO-1 or more (BF16_Optimizer; engine.py:2313-2323 refuses the mix at ZeRO-0)")
@@ -278,9 +283,23 @@ def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: i
         ': "${DATA_PATH:?set DATA_PATH to the preprocessed dataset prefix}"',
         f': "${{TOKENIZER:?set TOKENIZER to a Hugging Face tokenizer with vocab size {model.vocab}}}"',
         'CHECKPOINTS="${CHECKPOINTS:-checkpoints}"',
+        *sequence_parallel_lines(layout, nodes),
         body,
     ]
     return "\n".join(lines) + "\n"
+
+
+def sequence_parallel_lines(layout: Layout, nodes: int) -> list[str]:
+    """--sequence-parallel makes Megatron-DeepSpeed's validate_args raise unless CUDA_DEVICE_MAX_CONNECTIONS is 1
+    (megatron/arguments.py:401-407). The deepspeed launcher carries a variable to the other nodes only when it is
+    named in .deepspeed_env in the launch folder or home (DeepSpeed launcher/runner.py:39-40)."""
+    if not (layout.seq_parallel and layout.tp > 1):
+        return []
+    lines = ["export CUDA_DEVICE_MAX_CONNECTIONS=1  # --sequence-parallel requires it (megatron/arguments.py:401-407)"]
+    if nodes > 1:
+        lines.append("grep -qx 'CUDA_DEVICE_MAX_CONNECTIONS=1' .deepspeed_env 2>/dev/null "
+                     "|| echo 'CUDA_DEVICE_MAX_CONNECTIONS=1' >> .deepspeed_env  # passed to every node")
+    return lines
 
 
 def deepspeed_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,

@@ -72,6 +72,21 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if shard == 1 and layout.cp == 1 and layout.tp * layout.pp > 1 and layout.dtype != "fp32":
         problems.append(f"dtype={layout.dtype} with no FSDP sharding (dp shard degree 1, cp 1) and tp or pp > 1: "
                         "torchtitan disables mixed precision there and trains in fp32")
+    # Without FSDP, data-parallel replicas run as DDP, which torchtitan refuses beside tp or pp (PAR:148-151): an
+    # HSDP shard group of 1 at zero 2-3 with tp or pp (in fp32, which the check above lets through).
+    if layout.zero >= 2 and shard == 1 and layout.cp == 1 and layout.dp > 1 and layout.tp * layout.pp > 1:
+        problems.append(f"shard_group({shard}) with dp({layout.dp}) replicas and tp or pp > 1: nothing is FSDP-sharded, "
+                        "so torchtitan runs the replicas as DDP, which it refuses beside other parallelism")
+    # enable_cpu_offload puts the model on the CPU (train.py:184-186) and only FSDP's CPUOffloadPolicy moves it in and
+    # out (PAR:137, applied only where FSDP is): with nothing sharded the parameters stay on the CPU.
+    if layout.offload != "none" and shard * layout.cp == 1:
+        problems.append(f"offload={layout.offload} with nothing FSDP-sharded (dp shard degree 1, cp 1): torchtitan "
+                        "offloads through FSDP only")
+    # A middle pipeline chunk without layers is a stage without parameters, and the optimizer refuses an empty
+    # parameter list (components/optimizer.py:81; the first and last chunks hold the embedding and the output).
+    if layout.pp > 1 and 0 in virtual_stage_layers(model.layers, layout.pp, layout.vpp)[1:-1]:
+        problems.append(f"layers({model.layers}) over pp({layout.pp}) x vpp({layout.vpp}) leaves a middle pipeline "
+                        "chunk without layers, a stage torchtitan's optimizer refuses (no parameters)")
     if layout.recompute == "selective":  # Korthikanti's attention-core recompute, which torchtitan does not have
         problems.append("recompute=selective: torchtitan's selective AC recomputes every nth layer or, op-level, every "
                         "second matmul (distributed/activation_checkpoint.py:27-49, 106-122), not the attention core "

@@ -21,7 +21,8 @@ from planner.specs.model import preset
 # Layouts covering every branch of ds_config: ZeRO 0-3, CPU/NVMe offload, optimizer+params offload,
 # bf16/fp16/fp32, full recompute (activation checkpointing block), tp and pp.
 LAYOUTS = {
-    "dp-zero0-fp32": Layout(dp=4, zero=0, global_batch=16, micro_batch=2, dtype="fp32"),
+    # fp32 runs without flash attention there (FlashSelfAttention asserts 16-bit inputs, transformer.py:419)
+    "dp-zero0-fp32": Layout(dp=4, zero=0, global_batch=16, micro_batch=2, dtype="fp32", flash_attention=False),
     "dp-zero1": Layout(dp=96, zero=1, global_batch=480),
     "zero2-cpu-offload": Layout(dp=8, zero=2, offload="optimizer", global_batch=64, micro_batch=4),
     "zero3-full-recompute": Layout(tp=2, dp=32, zero=3, global_batch=512, recompute="full", seq_parallel=True),
@@ -273,3 +274,41 @@ def test_optimize_emit_deepspeed_states_the_schedule_it_cannot_run(cli, tmp_path
     assert code == 0 and f"emit-deepspeed  {difference}" in out
     code, out, _ = cli(["optimize", "--budget", "500gpuh", "--cluster", "dgx-a100-80gb", "--json"])
     assert code == 0 and "emit_deepspeed" not in json.loads(out)
+
+
+def test_sequence_parallel_launch_sets_the_connections_megatron_deepspeed_requires(tmp_path):
+    """Megatron-DeepSpeed's validate_args raises for --sequence-parallel unless CUDA_DEVICE_MAX_CONNECTIONS is 1
+    (deepspeedai/Megatron-DeepSpeed@4efb479d megatron/arguments.py:401-407); the launch script did not set it. It now
+    exports it and names it once in .deepspeed_env, which the deepspeed launcher passes to the other nodes
+    (DeepSpeed launcher/runner.py:39-40)."""
+    model = preset("llama2-7b")
+    layout = Layout(tp=2, dp=8, zero=1, global_batch=64, seq_parallel=True)
+    files = deepspeed_files(model, layout, gpus_per_node=8, tokens=1e9, summary="test plan")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    stub = tmp_path / "bin" / "deepspeed"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\necho "connections=${CUDA_DEVICE_MAX_CONNECTIONS:-unset}"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "MEGATRON_DEEPSPEED": "/md",
+           "DATA_PATH": "/data/prefix", "TOKENIZER": "tok"}
+    env.pop("CUDA_DEVICE_MAX_CONNECTIONS", None)
+    for _ in range(2):  # run twice: the line is added once
+        completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
+        assert completed.returncode == 0, completed.stderr
+        assert completed.stdout.strip() == "connections=1"
+    assert (tmp_path / ".deepspeed_env").read_text().splitlines() == ["CUDA_DEVICE_MAX_CONNECTIONS=1"]
+    plain = deepspeed_files(model, layout.model_copy(update={"seq_parallel": False}), gpus_per_node=8, tokens=1e9)
+    assert "CUDA_DEVICE_MAX_CONNECTIONS" not in plain["launch.sh"]
+
+
+def test_an_fp32_plan_with_flash_attention_is_refused():
+    """--use-flash-attn-v2's FlashSelfAttention asserts 16-bit inputs (megatron/model/transformer.py:419)."""
+    from planner.emit.deepspeed import unsupported
+
+    layout = Layout(dp=8, global_batch=64, dtype="fp32", framework="deepspeed")
+    assert any(p.startswith("dtype=fp32 with flash attention") for p in unsupported(preset("gpt2-small"), layout))
+    assert not any(p.startswith("dtype=fp32") for p in unsupported(
+        preset("gpt2-small"), layout.model_copy(update={"flash_attention": False})))
+    assert not any(p.startswith("dtype=fp32") for p in unsupported(
+        preset("gpt2-small"), layout.model_copy(update={"dtype": "bf16"})))

@@ -111,11 +111,22 @@ def test_shipped_flavors_are_named_and_other_shapes_get_model_args(h100):
     ("llama3-70b", Layout(tp=16, dp=1, zero=3, global_batch=8), "kv_heads(8) is not divisible by tp(16)"),
     # torchtitan's op-level SAC recomputes every second matmul: not the attention-core recompute priced
     ("llama3-8b", Layout(dp=8, zero=3, global_batch=8, recompute="selective"), "recompute=selective"),
+    # Each of these passed the checks above and stopped torchtitan@238fa995: an HSDP shard group of 1 leaves DDP
+    # replicas beside tp (PAR:148-151 raises); CPU offload with nothing FSDP-sharded leaves the model on the CPU
+    # (train.py:184-186, PAR:137); 26 layers over pp 8 x vpp 2 leave chunk 8 empty, a stage without parameters,
+    # which the optimizer refuses (components/optimizer.py:81).
+    ("llama3-8b", Layout(tp=2, dp=4, zero=3, shard_group=1, global_batch=8, dtype="fp32"), "shard_group(1) with dp(4)"),
+    ("llama3-8b", Layout(dp=1, zero=3, global_batch=8, offload="optimizer+params"), "offload=optimizer+params with nothing"),
+    ("llama3-8b", Layout(pp=8, vpp=2, dp=1, zero=3, global_batch=16), None),
 ])
 def test_what_torchtitan_cannot_run_is_refused(model, layout, reason, h100):
-    assert any(problem.startswith(reason) for problem in unsupported(preset(model), layout))
+    if reason is None:  # the empty-chunk case: a 26-layer Llama 3 8B
+        model, reason = preset(model).model_copy(update={"layers": 26}), "layers(26) over pp(8) x vpp(2)"
+    else:
+        model = preset(model)
+    assert any(problem.startswith(reason) for problem in unsupported(model, layout)), unsupported(model, layout)
     with pytest.raises(PlannerInputError) as refused:
-        launch_files(preset(model), layout.model_copy(update={"framework": "fsdp"}), h100)
+        launch_files(model, layout.model_copy(update={"framework": "fsdp"}), h100)
     assert str(refused.value).startswith("fsdp (torchtitan) cannot run this plan:") and reason in str(refused.value)
 
 
