@@ -48,7 +48,8 @@ from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_
 from planner.specs.layout import make_layout
 from planner.specs.layout_checks import tp_splits_model
 from planner.specs.model import ModelSpec
-from planner.search.space import LOSSLESS_HIERARCHY, checked_stacks, layout_fields, stack_runs, with_hierarchy
+from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, kv_multiple_of, layout_fields, stack_runs,
+                                  with_hierarchy)
 
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
@@ -146,9 +147,19 @@ def _micro_batches(placements: np.ndarray, global_batch: int | None) -> tuple[np
     return index.astype(np.int64), micro
 
 
-def _kv_multiple(stacks) -> np.ndarray:
-    """Per stack: whether it runs tp a multiple of the key/value heads (Framework.tp_multiple_of_kv_heads)."""
-    return np.array([s.tp_multiple_of_kv_heads for s in stacks], dtype=bool)
+def _tp_runs(model: ModelSpec, placements: np.ndarray, stacks) -> np.ndarray:
+    """[placement, stack, sequence parallelism off/on]: whether the stack runs the placement's tp on this model, once
+    per distinct combination rather than per layout: tp splits what it splits (layout_checks.tp_splits_model: the
+    key/value heads whole unless the stack runs tp a multiple of them), and an MoE model's tp > 1 comes with
+    sequence parallelism on the stacks whose MoE layer needs it (frameworks.moe)."""
+    tp, cp = placements[:, 0, None, None], placements[:, 1, None, None]
+    sp = np.array([False, True])[None, None, :]
+    runs = tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, cp, sp,
+                           kv_multiple_of(stacks)[None, :, None])
+    if model.is_moe:
+        needs_sp = np.array([MOE_STACKS[s.name].tp_needs_sequence_parallel for s in stacks], dtype=bool)
+        runs &= ~(needs_sp[None, :, None] & (tp > 1) & ~sp)
+    return runs
 
 
 def _partition_choices(stack, recompute: int, sp: int) -> tuple:
@@ -208,8 +219,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
     stacks = [FRAMEWORKS[name] for name in frameworks if dtype in FRAMEWORKS[name].dtypes]
-    kv_multiple = _kv_multiple(stacks)
-    placements = _placements(model, gpus, bool(kv_multiple.any()))
+    placements = _placements(model, gpus, bool(kv_multiple_of(stacks).any()))
     p_index, micro = _micro_batches(placements, global_batch)
     options = _stack_options(stacks)
     # Sequence parallelism, the TP overlap and partitioned checkpoints only exist with tp > 1: placements without
@@ -232,12 +242,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
-    # What tp splits, by each row's stack (layout_checks.check_layout): with sequence parallelism each rank's
-    # sequence, and the key/value heads whole unless the stack runs tp a multiple of them.
-    runs &= tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, cp, sp, kv_multiple[f])
-    if model.is_moe:  # tp > 1 only with sequence parallelism on the stacks whose MoE layer needs it (frameworks.moe)
-        needs_sp = np.array([MOE_STACKS[s.name].tp_needs_sequence_parallel for s in stacks], dtype=bool)
-        runs &= ~(needs_sp[f] & (tp > 1) & (sp == 0))
+    # What each row's stack runs of its tp (_tp_runs: what tp splits, with sequence parallelism each rank's sequence).
+    runs &= _tp_runs(model, placements, stacks)[p_index[rows], f, sp]
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
     # batch those layouts are not run; without one, the batch is rounded up to the next count the schedule runs
     # (what such a stack's user would run).
@@ -311,9 +317,9 @@ def _state_skeleton(model: ModelSpec, placements: np.ndarray, options: np.ndarra
     state = np.tile(np.arange(len(states)), len(placements))
     tp, cp, pp, vpp, dp = (placements[placement, k] for k in range(5))
     zero, offload, dpo, f = states[state].T
+    # Sequence parallelism is not a state column: a state is kept where its tp runs with it on or off.
     keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp)
-                          & tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, cp, False,
-                                            _kv_multiple(stacks)[f]))
+                          & _tp_runs(model, placements, stacks).any(axis=2)[placement, f])
     none = np.full(len(placement), RECOMPUTE_CODES["none"], dtype=np.int64)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, none, f, stacks)
     n = len(keep)

@@ -128,7 +128,7 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     # Options: (ZeRO and offload, stack) pairs, each stack with its own ZeRO stages and offload modes only;
     # micro-batch and recompute are crossed in last, after the checks that do not depend on them.
     stacks = [FRAMEWORKS[name] for name in frameworks]
-    kv_multiple = np.array([s.tp_multiple_of_kv_heads for s in stacks], dtype=bool)
+    kv_multiple = kv_multiple_of(stacks)
     grid, placements = _placement_grid(models, cell_model, cell_gpus, gpus_per_node, bool(kv_multiple.any()))
     model_index, gpus, tp, pp, vpp, cp, sp = (grid[k] for k in ("model_index", "gpus", "tp", "pp", "vpp", "cp", "sp"))
     own = _stack_tables(stacks)
@@ -161,6 +161,11 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     arrays = with_hierarchy(arrays, every & own["zeropp"][f_keep], every & own["shard_groups"][f_keep], gpus_per_node,
                             hierarchy)
     return Space(models=models, arrays=arrays, skipped_invalid=int(total - len(keep)))
+
+
+def kv_multiple_of(stacks) -> np.ndarray:
+    """Per stack: whether it runs tp a multiple of the key/value heads (Framework.tp_multiple_of_kv_heads)."""
+    return np.array([s.tp_multiple_of_kv_heads for s in stacks], dtype=bool)
 
 
 def _placement_grid(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray,
