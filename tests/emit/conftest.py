@@ -41,13 +41,14 @@ def h100():
 
 @pytest.fixture
 def launch_folder(tmp_path):
-    """write(files) -> (folder, PATH with a stub torchrun that prints its arguments one per line)."""
-    def write(files: dict[str, str]):
+    """write(files) -> (folder, PATH with a stub `launcher`, torchrun by default, that runs `body`: by default it
+    prints its arguments one per line)."""
+    def write(files: dict[str, str], launcher: str = "torchrun", body: str = 'printf "%s\\n" "$@"'):
         for name, text in files.items():
             (tmp_path / name).write_text(text)
-        stub = tmp_path / "bin" / "torchrun"
+        stub = tmp_path / "bin" / launcher
         stub.parent.mkdir()
-        stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+        stub.write_text(f"#!/usr/bin/env bash\n{body}\n")
         stub.chmod(0o755)
         return tmp_path, f"{stub.parent}{os.pathsep}{os.environ['PATH']}"
 

@@ -201,22 +201,20 @@ def test_step_law_learning_rate_is_a_plausible_peak():
     assert 1e-4 < step_law_learning_rate(11e9, 2.26e11) < 1e-3
 
 
-def test_files_and_launch_script_run_under_a_stub_launcher(tmp_path):
+def launch_env(path: str) -> dict[str, str]:
+    """The environment launch.sh asks for, with `path` (launch_folder's, holding the stub launcher) as PATH."""
+    return {**os.environ, "PATH": path, "MEGATRON_DEEPSPEED": "/md", "DATA_PATH": "/data/prefix", "TOKENIZER": "tok"}
+
+
+def test_files_and_launch_script_run_under_a_stub_launcher(launch_folder):
     model = preset("llama2-7b")
     layout = Layout(tp=2, dp=8, zero=1, global_batch=64, seq_parallel=True)
     files = deepspeed_files(model, layout, gpus_per_node=8, tokens=1e9, summary="test plan")
     assert set(files) == {"ds_config.json", "megatron_args.txt", "launch.sh", "hostfile", "NOTES.md"}
     assert files["hostfile"].count("slots=8") == 2
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    (tmp_path / "launch.sh").chmod(0o755)
-    stub = tmp_path / "bin" / "deepspeed"
-    stub.parent.mkdir()
-    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
-    stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "MEGATRON_DEEPSPEED": "/md",
-           "DATA_PATH": "/data/prefix", "TOKENIZER": "tok"}
-    completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
+    folder, path = launch_folder(files, launcher="deepspeed")
+    completed = subprocess.run(["bash", str(folder / "launch.sh")], env=launch_env(path), capture_output=True,
+                               text=True)
     assert completed.returncode == 0, completed.stderr
     argv = completed.stdout.splitlines()
     assert argv[:6] == ["--hostfile", "hostfile", "--num_nodes", "2", "--num_gpus", "8"]
@@ -276,7 +274,7 @@ def test_optimize_emit_deepspeed_states_the_schedule_it_cannot_run(cli, tmp_path
     assert code == 0 and "emit_deepspeed" not in json.loads(out)
 
 
-def test_sequence_parallel_launch_sets_the_connections_megatron_deepspeed_requires(tmp_path):
+def test_sequence_parallel_launch_sets_the_connections_megatron_deepspeed_requires(launch_folder):
     """Megatron-DeepSpeed's validate_args raises for --sequence-parallel unless CUDA_DEVICE_MAX_CONNECTIONS is 1
     (deepspeedai/Megatron-DeepSpeed@4efb479d megatron/arguments.py:401-407); the launch script did not set it. It now
     exports it and names it once in .deepspeed_env, which the deepspeed launcher passes to the other nodes
@@ -284,20 +282,15 @@ def test_sequence_parallel_launch_sets_the_connections_megatron_deepspeed_requir
     model = preset("llama2-7b")
     layout = Layout(tp=2, dp=8, zero=1, global_batch=64, seq_parallel=True)
     files = deepspeed_files(model, layout, gpus_per_node=8, tokens=1e9, summary="test plan")
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    stub = tmp_path / "bin" / "deepspeed"
-    stub.parent.mkdir()
-    stub.write_text('#!/usr/bin/env bash\necho "connections=${CUDA_DEVICE_MAX_CONNECTIONS:-unset}"\n')
-    stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "MEGATRON_DEEPSPEED": "/md",
-           "DATA_PATH": "/data/prefix", "TOKENIZER": "tok"}
+    folder, path = launch_folder(files, launcher="deepspeed",
+                                 body='echo "connections=${CUDA_DEVICE_MAX_CONNECTIONS:-unset}"')
+    env = launch_env(path)
     env.pop("CUDA_DEVICE_MAX_CONNECTIONS", None)
     for _ in range(2):  # run twice: the line is added once
-        completed = subprocess.run(["bash", str(tmp_path / "launch.sh")], env=env, capture_output=True, text=True)
+        completed = subprocess.run(["bash", str(folder / "launch.sh")], env=env, capture_output=True, text=True)
         assert completed.returncode == 0, completed.stderr
         assert completed.stdout.strip() == "connections=1"
-    assert (tmp_path / ".deepspeed_env").read_text().splitlines() == ["CUDA_DEVICE_MAX_CONNECTIONS=1"]
+    assert (folder / ".deepspeed_env").read_text().splitlines() == ["CUDA_DEVICE_MAX_CONNECTIONS=1"]
     plain = deepspeed_files(model, layout.model_copy(update={"seq_parallel": False}), gpus_per_node=8, tokens=1e9)
     assert "CUDA_DEVICE_MAX_CONNECTIONS" not in plain["launch.sh"]
 
