@@ -111,10 +111,13 @@ def expansion_rate(args, law) -> float:
     return args.expansion_rate or getattr(law, "expansion_rate", FITTED_EXPANSION_RATE)
 
 
-def query_grid(args, law=None) -> tuple[np.ndarray, np.ndarray]:
+def query_grid(args, law=None, model_params: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every (N, D) pair the flags ask for, N outermost, as two flat arrays (N total: --active-params is
-    converted with --expansion-rate, by default the moe law's own)."""
-    if args.params is not None:
+    converted with --expansion-rate, by default the moe law's own; `model_params`: --model's N as the law counts
+    it, model_of)."""
+    if model_params is not None:
+        params = np.array([model_params])
+    elif args.params is not None:
         params = parse_count_list(args.params, "--params")
     else:
         params = total_params_from_active(parse_count_list(args.active_params, "--active-params"),
@@ -209,7 +212,7 @@ def run(args) -> int:
     unique_tokens = parse_count(args.unique_tokens, "--unique-tokens") if args.unique_tokens is not None else None
     law = moe_setting(load_law(args.law, unique_tokens, allow_moe=True), args)
     model = model_of(args, law)
-    N, D = query_grid(args, law)
+    N, D = query_grid(args, law, model["law_params"] if model else None)
     result = {
         "law": {"name": law.name, "form": law.form, "source": law.source, "n_definition": law.n_definition,
                 "c_definition": compute_definition(law), "coefficients": law.coefficients()},
@@ -227,7 +230,7 @@ def run(args) -> int:
 
 
 def model_of(args, law) -> dict | None:
-    """--model's parameter counts, and its N as `law` counts it put in args.params (query_grid reads it); None
+    """--model's parameter counts and its N as `law` counts it (`law_params`, which query_grid takes); None
     without --model. A mixture-of-experts model or law is refused: a dense law's N does not count experts, and a
     moe law's granularity and expansion rate are not a preset's shape alone."""
     if args.model is None:
@@ -243,7 +246,6 @@ def model_of(args, law) -> dict | None:
                                 "does not count; give --law krajewski-moe with --params or --active-params and "
                                 "--granularity")
     counted = float(law.counted_params(model.total_params, model.non_embedding_params))
-    args.params = repr(counted)
     return {"name": model.name, "total_params": int(model.total_params),
             "non_embedding_params": int(model.non_embedding_params), "vocab": model.vocab, "law_params": counted}
 
