@@ -338,7 +338,8 @@ def curve_decay(text: str | None, run) -> tuple[float | None, str]:
 
 def run_curve(args) -> int:
     """--curve-data: fit the annealing law to one run and print its curve under --schedule."""
-    for flag, value in (("--params", args.params), ("--active-params", args.active_params), ("--tokens", args.tokens),
+    for flag, value in (("--params", args.params), ("--model", args.model), ("--active-params", args.active_params),
+                        ("--tokens", args.tokens),
                         ("--tokens-per-param", args.tokens_per_param), ("--compute", args.compute),
                         ("--granularity", args.granularity), ("--unique-tokens", args.unique_tokens),
                         ("--expansion-rate", args.expansion_rate),

@@ -199,6 +199,8 @@ def test_model_from_a_file(cli, tmp_path):
      "--model: only with a dense law"),
     (["--model", "llama3-8b", "--params", "8B", "--tokens", "1T"], "not allowed with argument --model"),
     (["--model", "no-such-model", "--tokens", "1T"], "unknown preset 'no-such-model'"),
+    # the loss-curve mode fits a logged run: a model there was ignored
+    (["--model", "llama3-8b", "--curve-data", "data/laws/gemstones_hot_100b.jsonl"], "--model"),
 ])
 def test_model_refused_one_line(cli, argv, fragment):
     code, out, err = cli(["predict", *argv])
