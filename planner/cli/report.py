@@ -128,15 +128,13 @@ def launch_outputs(folder: str | None, framework: str) -> list[Path]:
 def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
     """Write the launch config of the layout's framework (--emit): all or nothing, refused over existing
     files unless --force; a layout its stack cannot run is a one-line PlannerInputError, nothing written."""
-    from planner.emit import launch_files, launch_notes
+    from planner.emit import launch_files
     from planner.io import write_files_atomic
 
     files = launch_files(model, layout, cluster, tokens=tokens, summary=summary)
     write_files_atomic({Path(folder) / name: text.encode("utf-8") for name, text in files.items()}, force=force,
                        executable=[Path(folder) / "launch.sh"])
     sys.stderr.write(f"wrote {', '.join(files)} ({layout.framework}) to {folder}/\n")
-    for note in launch_notes(layout, cluster.gpus_per_node):
-        sys.stderr.write(f"warning: {note}\n")
 
 
 def _plan_summary(plan: dict, cluster) -> str:

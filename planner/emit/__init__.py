@@ -71,13 +71,5 @@ def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None
     return torchtitan.torchtitan_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval)
 
 
-def launch_notes(layout: Layout, gpus_per_node: int) -> list[str]:
-    """Warnings about files that run but need a hand (a partly used last node)."""
-    if layout.gpus > gpus_per_node and layout.gpus % gpus_per_node:
-        return [f"{layout.gpus} GPUs is not a whole number of {gpus_per_node}-GPU nodes; the launcher starts "
-                f"{gpus_per_node} ranks per node, so run the last node with fewer"]
-    return []
-
-
-__all__ = ["launch_files", "check_emittable", "launch_problems", "launch_notes", "EMITTABLE", "LAUNCH_TARGETS",
+__all__ = ["launch_files", "check_emittable", "launch_problems", "EMITTABLE", "LAUNCH_TARGETS",
            "LAUNCH_FILE_NAMES"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
+from planner.emit.ranks import nodes, ranks_per_node
 from planner.emit.schedule import (COOLDOWN_FRACTION, MIN_LR_RATIO, SAVE_INTERVAL_WITHOUT_PLAN,  # noqa: F401
                                    WARMUP_FRACTION, WEIGHT_DECAY, step_law_learning_rate, train_sequences, warmup_count)
 from planner.frameworks import FRAMEWORKS
@@ -146,9 +147,6 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
 def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:
     """What the plan asks for that Megatron-DeepSpeed + DeepSpeed cannot run as written."""
     notes = []
-    if layout.gpus > gpus_per_node and layout.gpus % gpus_per_node:
-        notes.append(f"{layout.gpus} GPUs is not a whole number of {gpus_per_node}-GPU nodes; the launcher starts "
-                     f"{gpus_per_node} ranks per hostfile line, so edit the last line's slots")
     if layout.pp > 1 and layout.zero >= 2:
         notes.append(f"DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only; the plan has pp={layout.pp} with "
                      f"ZeRO-{layout.zero}: use Megatron-LM's distributed optimizer, or re-plan without pp")
@@ -244,20 +242,25 @@ def notes(layout: Layout, gpus_per_node: int, tokens: float | None) -> str:
     return "# Notes on these files (planner --emit-deepspeed)\n\n" + "".join(f"- {item}\n" for item in items)
 
 
-def hostfile(nodes: int, gpus_per_node: int) -> str:
-    """DeepSpeed hostfile template: one `host slots=N` line per node; replace the names with yours."""
-    lines = ["# DeepSpeed hostfile: one line per node, `hostname slots=<GPUs on that node>`.",
+def hostfile(layout: Layout, gpus_per_node: int) -> str:
+    """DeepSpeed hostfile template: one `host slots=N` line per node, the last with the rest of the plan's GPUs
+    where they are not whole nodes; replace the names with yours.
+
+    The slots are the ranks each host runs: launch.sh passes no --num_gpus, which would give every host that many
+    (DeepSpeed 0.19.8 launcher/runner.py:400-404, apply_num_nodes_and_gpus), and the per-node launcher numbers
+    the ranks by the running sum of the hosts' slots (launcher/launch.py:161-170), so the world is the plan's."""
+    lines = ["# DeepSpeed hostfile: one line per node, `hostname slots=<ranks on that node>`.",
              "# Replace the placeholder names with your nodes (ssh-reachable without a password)."]
-    lines += [f"node-{index:04d} slots={gpus_per_node}" for index in range(nodes)]
+    lines += [f"node-{index:04d} slots={slots}" for index, slots in enumerate(ranks_per_node(layout, gpus_per_node))]
     return "\n".join(lines) + "\n"
 
 
-def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: int, tokens: float | None,
+def launch_script(model: ModelSpec, layout: Layout, node_count: int, gpus_per_node: int, tokens: float | None,
                   learning_rate: float | None, summary: str, save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> str:
     """bash script running pretrain_gpt.py under the `deepspeed` launcher with this plan's arguments."""
-    per_node = min(layout.gpus, gpus_per_node)
-    launcher = (f"deepspeed --num_gpus {per_node}" if nodes == 1
-                else f"deepspeed --hostfile hostfile --num_nodes {nodes} --num_gpus {per_node}")
+    # One node: --num_gpus ranks on this host. More: each host runs its hostfile slots (hostfile()).
+    launcher = (f"deepspeed --num_gpus {layout.gpus}" if node_count == 1
+                else f"deepspeed --hostfile hostfile --num_nodes {node_count}")
     arguments = megatron_arguments(model, layout, tokens, learning_rate)
     data_args = ['--data-path "$DATA_PATH"', "--tokenizer-type HFTokenizer", '--tokenizer-model "$TOKENIZER"',
                  "--split 98,2,0", "--log-interval 10",
@@ -283,20 +286,20 @@ def launch_script(model: ModelSpec, layout: Layout, nodes: int, gpus_per_node: i
         ': "${DATA_PATH:?set DATA_PATH to the preprocessed dataset prefix}"',
         f': "${{TOKENIZER:?set TOKENIZER to a Hugging Face tokenizer with vocab size {model.vocab}}}"',
         'CHECKPOINTS="${CHECKPOINTS:-checkpoints}"',
-        *sequence_parallel_lines(layout, nodes),
+        *sequence_parallel_lines(layout, node_count),
         body,
     ]
     return "\n".join(lines) + "\n"
 
 
-def sequence_parallel_lines(layout: Layout, nodes: int) -> list[str]:
+def sequence_parallel_lines(layout: Layout, node_count: int) -> list[str]:
     """--sequence-parallel makes Megatron-DeepSpeed's validate_args raise unless CUDA_DEVICE_MAX_CONNECTIONS is 1
     (megatron/arguments.py:401-407). The deepspeed launcher carries a variable to the other nodes only when it is
     named in .deepspeed_env in the launch folder or home (DeepSpeed launcher/runner.py:39-40)."""
     if not (layout.seq_parallel and layout.tp > 1):
         return []
     lines = ["export CUDA_DEVICE_MAX_CONNECTIONS=1  # --sequence-parallel requires it (megatron/arguments.py:401-407)"]
-    if nodes > 1:
+    if node_count > 1:
         lines.append("grep -qx 'CUDA_DEVICE_MAX_CONNECTIONS=1' .deepspeed_env 2>/dev/null "
                      "|| echo 'CUDA_DEVICE_MAX_CONNECTIONS=1' >> .deepspeed_env  # passed to every node")
     return lines
@@ -305,14 +308,14 @@ def sequence_parallel_lines(layout: Layout, nodes: int) -> list[str]:
 def deepspeed_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,
                     summary: str = "", save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> dict[str, str]:
     """File name -> text for everything --emit-deepspeed writes."""
-    nodes = -(-layout.gpus // gpus_per_node)
+    node_count = nodes(layout, gpus_per_node)
     lr = step_law_learning_rate(model.non_embedding_params, tokens) if tokens else None
     files = {
         "ds_config.json": json.dumps(ds_config(layout), indent=2) + "\n",
         "megatron_args.txt": "\n".join(megatron_arguments(model, layout, tokens, lr)) + "\n",
-        "launch.sh": launch_script(model, layout, nodes, gpus_per_node, tokens, lr, summary, save_interval),
+        "launch.sh": launch_script(model, layout, node_count, gpus_per_node, tokens, lr, summary, save_interval),
     }
-    if nodes > 1:
-        files["hostfile"] = hostfile(nodes, gpus_per_node)
+    if node_count > 1:
+        files["hostfile"] = hostfile(layout, gpus_per_node)
     files[NOTES_FILE] = notes(layout, gpus_per_node, tokens)
     return files

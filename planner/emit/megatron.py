@@ -19,8 +19,9 @@ from __future__ import annotations
 import shlex
 
 from planner.emit.pipeline import split_kind, virtual_stage_layers
+from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN, WARMUP_FRACTION,
-                                   WEIGHT_DECAY, WSD_MIN_LR_RATIO, cooldown_count, nodes, train_sequences, warmup_count)
+                                   WEIGHT_DECAY, WSD_MIN_LR_RATIO, cooldown_count, train_sequences, warmup_count)
 from planner.frameworks import FRAMEWORKS
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
@@ -336,7 +337,7 @@ def launch_script(model: ModelSpec, layout: Layout, gpus_per_node: int, argument
                   save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> str:
     """bash script running pretrain_gpt.py under torchrun, one invocation per node."""
     node_count = nodes(layout, gpus_per_node)
-    per_node = min(layout.gpus, gpus_per_node)
+    per_node, per_node_lines = torchrun_ranks(layout, gpus_per_node)
     launcher = f"torchrun --nproc_per_node {per_node}"
     if node_count > 1:
         launcher += (f' --nnodes {node_count} --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"'
@@ -354,7 +355,7 @@ def launch_script(model: ModelSpec, layout: Layout, gpus_per_node: int, argument
              'CHECKPOINTS="${CHECKPOINTS:-checkpoints}"']
     if node_count > 1:
         lines += [': "${MASTER_ADDR:?set MASTER_ADDR to the address of node 0}"',
-                  ': "${NODE_RANK:?set NODE_RANK to this node (0 for the node at MASTER_ADDR)}"']
+                  ': "${NODE_RANK:?set NODE_RANK to this node (0 for the node at MASTER_ADDR)}"', *per_node_lines]
     lines += cuda_connections_lines(layout)
     lines.append(" \\\n  ".join(words))
     return "\n".join(lines) + "\n"

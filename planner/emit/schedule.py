@@ -52,12 +52,7 @@ def checkpoint_interval_steps(model: ModelSpec, layout: Layout, cluster) -> int:
     return max(1, round(interval_s / simulate(model, layout, cluster)["step_time_s"]))
 
 
-def nodes(layout: Layout, gpus_per_node: int) -> int:
-    """Nodes the launcher starts: whole nodes, the last one possibly partly used."""
-    return -(-layout.gpus // gpus_per_node)
-
-
 # The emitters read the plan's constants from here; their values and sources are planner.laws.hyperparameters'.
 __all__ = ["ADAM_BETAS", "COOLDOWN_FRACTION", "GRADIENT_CLIP", "MIN_LR_RATIO", "SAVE_INTERVAL_WITHOUT_PLAN",
-           "WARMUP_FRACTION", "WEIGHT_DECAY", "WSD_MIN_LR_RATIO", "checkpoint_interval_steps", "cooldown_count", "nodes", "plan_hyperparameters_for", "step_law_learning_rate",
+           "WARMUP_FRACTION", "WEIGHT_DECAY", "WSD_MIN_LR_RATIO", "checkpoint_interval_steps", "cooldown_count", "plan_hyperparameters_for", "step_law_learning_rate",
            "train_sequences", "train_steps", "warmup_count"]

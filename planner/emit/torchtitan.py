@@ -19,8 +19,9 @@ HSDP (replicate x shard) is the layout's shard_group: shard degree = shard_group
 from __future__ import annotations
 
 from planner.emit.pipeline import virtual_stage_layers
+from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN,
-                                   WEIGHT_DECAY, WSD_MIN_LR_RATIO, nodes, train_steps, warmup_count)
+                                   WEIGHT_DECAY, WSD_MIN_LR_RATIO, train_steps, warmup_count)
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -226,7 +227,8 @@ def toml_text(sections: dict, header: list[str]) -> str:
 def launch_script(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None, summary: str) -> str:
     """bash script running torchtitan.train under torchrun with the job config, one invocation per node."""
     node_count = nodes(layout, gpus_per_node)
-    launcher = f"torchrun --nproc_per_node {min(layout.gpus, gpus_per_node)}"
+    per_node, per_node_lines = torchrun_ranks(layout, gpus_per_node)
+    launcher = f"torchrun --nproc_per_node {per_node}"
     if node_count > 1:
         launcher += (f' --nnodes {node_count} --node_rank "$NODE_RANK" --rdzv_backend c10d'
                      ' --rdzv_endpoint "$MASTER_ADDR:${MASTER_PORT:-29500}"')
@@ -245,7 +247,7 @@ def launch_script(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: 
                   ': "${LR:?set LR (peak learning rate)}"']
     if node_count > 1:
         lines += [': "${MASTER_ADDR:?set MASTER_ADDR to the address of node 0}"',
-                  ': "${NODE_RANK:?set NODE_RANK to this node (0 for the node at MASTER_ADDR)}"']
+                  ': "${NODE_RANK:?set NODE_RANK to this node (0 for the node at MASTER_ADDR)}"', *per_node_lines]
     lines += ['cd "$TORCHTITAN"', 'export PYTORCH_ALLOC_CONF="expandable_segments:True"  # as run_train.sh does',
               " \\\n  ".join([f"{launcher} -m torchtitan.train", '--job.config_file "$CONFIG"', *overrides])]
     return "\n".join(lines) + "\n"
