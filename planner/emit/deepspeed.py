@@ -138,6 +138,9 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if layout.zero == 0 and layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8"):
         problems.append("zero=0 with grad_reduce_in_fp32 in bf16: DeepSpeed accumulates bf16 gradients in fp32 only "
                         "with ZeRO-1 or more (BF16_Optimizer; engine.py:2313-2323 refuses the mix at ZeRO-0)")
+    if model.qk_norm:  # ParallelAttention normalises neither query nor key (megatron/model/transformer.py:507-879)
+        problems.append("qk_norm: Megatron-DeepSpeed's attention has no query/key norm (use --framework megatron: "
+                        "--qk-layernorm)")
     if model.attention_window:
         problems.append(f"attention_window={model.attention_window}: Megatron-DeepSpeed's GPT has no sliding-window "
                         "attention (use --framework megatron: --window-size)")
@@ -173,6 +176,10 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
              f"--seq-length {model.seq_len}", f"--max-position-embeddings {model.seq_len}"]
     if model.kv != model.heads:
         args.append(f"--num-key-value-heads {model.kv}")
+    # Per-head width: hidden / heads unless --kv-channels says otherwise (megatron/arguments.py:298-300, 625); the
+    # attention projections and the rotary embedding take it (model/transformer.py:556-576, language_model.py:428-429).
+    if model.head_dim and model.head_dim * model.heads != model.hidden:
+        args.append(f"--kv-channels {model.head_dim}")
     args += _architecture_flags(model)
     args += [f"--micro-batch-size {layout.micro_batch}", f"--global-batch-size {layout.global_batch}"]
     samples = str(train_sequences(layout, tokens, model.seq_len)) if tokens else DEFAULT_SEQUENCES_WHEN_UNKNOWN

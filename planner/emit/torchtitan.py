@@ -45,7 +45,12 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
                     (model.tied_embeddings, "tied_embeddings: torchtitan's llama3 model has an untied output layer"),
                     (model.embedding_norm, "embedding_norm: torchtitan's llama3 model has no norm after the embedding"),
                     (model.is_moe or model.attention == "mla",
-                     "mixture of experts / latent attention: torchtitan's llama3 model is dense with standard attention")]
+                     "mixture of experts / latent attention: torchtitan's llama3 model is dense with standard attention"),
+                    # Attention.__init__: head_dim = dim // n_heads (MOD:200), no field to set it; no q/k norm.
+                    (model.head_dim is not None and model.head_dim * model.heads != model.hidden,
+                     f"head_dim={model.head_dim} with heads({model.heads}) x head_dim != hidden({model.hidden}): "
+                     "torchtitan's llama3 model takes head_dim = hidden / heads"),
+                    (model.qk_norm, "qk_norm: torchtitan's llama3 attention has no query/key norm")]
     problems = [text for failed, text in architecture if failed]
     if layout.zero == 1:
         problems.append("zero=1: torchtitan shards parameters with the optimizer (FSDP2, zero=2 or 3) or nothing "

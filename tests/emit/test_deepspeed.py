@@ -305,3 +305,17 @@ def test_an_fp32_plan_with_flash_attention_is_refused():
         preset("gpt2-small"), layout.model_copy(update={"flash_attention": False})))
     assert not any(p.startswith("dtype=fp32") for p in unsupported(
         preset("gpt2-small"), layout.model_copy(update={"dtype": "bf16"})))
+
+
+def test_a_head_width_other_than_hidden_over_heads_is_written_and_qk_norm_refused():
+    """Megatron-DeepSpeed takes the per-head width from --kv-channels, else hidden / heads (megatron/arguments.py:
+    298-300), for the projections and the rotary embedding; its attention has no query/key norm."""
+    from planner.emit.deepspeed import unsupported
+
+    base = preset("llama2-7b")
+    layout = Layout(tp=2, dp=4, zero=1, global_batch=64, framework="deepspeed")
+    assert not any(a.startswith("--kv-channels") for a in megatron_arguments(base, layout, None, None))
+    assert "--kv-channels 64" not in megatron_arguments(base.model_copy(update={"head_dim": 128}), layout, None, None)
+    assert "--kv-channels 64" in megatron_arguments(base.model_copy(update={"head_dim": 64}), layout, None, None)
+    assert not any(p.startswith("qk_norm") for p in unsupported(base, layout))
+    assert any(p.startswith("qk_norm") for p in unsupported(base.model_copy(update={"qk_norm": True}), layout))

@@ -162,3 +162,15 @@ def test_zero2_is_fsdp2_that_keeps_parameters_gathered_after_forward():
     mesh = tomllib.loads(files["job_config.toml"])["parallelism"]
     assert mesh["data_parallel_shard_degree"] == 8 and mesh["data_parallel_replicate_degree"] == 1
     assert mesh["fsdp_reshard_after_forward"] == "never"
+
+
+def test_a_head_width_or_qk_norm_the_llama3_model_cannot_build_is_refused():
+    """torchtitan's llama3 Attention takes head_dim = dim // n_heads (model/model.py:200 at 238fa995) and has no
+    query/key norm: a Qwen3-style shape would train another model than the plan."""
+    base = preset("llama3-8b")
+    layout = Layout(dp=8, zero=3, global_batch=8, framework="fsdp")
+    assert unsupported(base, layout) == []
+    assert unsupported(base.model_copy(update={"head_dim": 128}), layout) == []  # 32 x 128 = 4096: the same shape
+    wide = unsupported(base.model_copy(update={"head_dim": 64}), layout)
+    assert any(problem.startswith("head_dim=64 with heads(32)") for problem in wide), wide
+    assert any(problem.startswith("qk_norm") for problem in unsupported(base.model_copy(update={"qk_norm": True}), layout))
