@@ -335,6 +335,38 @@ def test_deepspeed_zero0_is_priced_without_a_reduce_overlap_it_cannot_run(cli):
     assert np.any(a["dp_comm_overlap"][zero0 & ~deepspeed])  # Megatron's DDP overlaps its all-reduce
 
 
+def test_deepspeed_pipelines_are_priced_without_a_reduce_overlap_their_engine_turns_off(cli):
+    """DeepSpeed's pipeline engine reduces gradients after the last backward and disables overlap_comm for a
+    PipelineModule (frameworks/deepspeed.py reduce_overlaps_with_pipeline): simulate refuses the overlap there, and
+    neither search offers or assumes it (they had priced it hidden behind backward)."""
+    from planner.search.layouts import search_layouts
+    from planner.search.space import stack_columns
+    from planner.specs.clusters import load_cluster
+    from planner.specs.model import PRESETS
+
+    base = ["simulate", "--model", "llama2-7b", "--gpus", "16", "--pp", "2", "--dp", "8", "--zero", "1",
+            "--global-batch", "64", "--framework", "deepspeed"]
+    code, _, err = cli([*base, "--dp-comm-overlap", "1"])
+    assert code == 2 and "dp_comm_overlap with pp(2) > 1" in err
+    assert cli([*base, "--dp-comm-overlap", "0"])[0] == 0
+    unpiped = ["simulate", "--model", "llama2-7b", "--gpus", "16", "--dp", "16", "--zero", "1", "--global-batch", "64",
+               "--framework", "deepspeed", "--dp-comm-overlap", "1"]
+    assert cli(unpiped)[0] == 0  # without a pipeline DeepSpeed overlaps its reduce
+    search = search_layouts(PRESETS["llama2-7b"], load_cluster("dgx-h100"), 16, global_batch=64,
+                            frameworks=("deepspeed", "megatron"))
+    a = search.arrays
+    piped = (a["pp"] > 1) & (a["zero"] >= 1)
+    deepspeed = a["framework"] == FRAMEWORK_CODES["deepspeed"]
+    assert np.any(piped & deepspeed) and not np.any(a["dp_comm_overlap"][piped & deepspeed])
+    assert np.any(a["dp_comm_overlap"][piped & ~deepspeed])  # Megatron-Core overlaps beside its pipeline
+    assert np.any(a["dp_comm_overlap"][(a["pp"] == 1) & (a["zero"] >= 1) & deepspeed])
+    # The budget search's rows take each stack's overlap where it runs: (deepspeed pp 1, pp 2; megatron pp 2).
+    stacks = [FRAMEWORKS["deepspeed"], FRAMEWORKS["megatron"]]
+    columns = stack_columns(stacks, np.array([0, 0, 1]), np.ones(3), np.zeros(3, dtype=bool), np.ones(3, dtype=int),
+                            np.array([1, 2, 2]))
+    assert columns["dp_comm_overlap"].tolist() == [True, False, True]
+
+
 def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_not_exist():
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved

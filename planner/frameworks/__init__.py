@@ -171,6 +171,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_when_sharded:
         problems.append(f"dp_comm_overlap at zero={layout.zero}: {framework}'s sharded optimizer reduce-scatters the "
                         "gradients after backward, behind nothing (set --dp-comm-overlap 0)")
+    if layout.pp > 1 and layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_with_pipeline:
+        problems.append(f"dp_comm_overlap with pp({layout.pp}) > 1: {framework}'s pipeline engine reduces the gradients "
+                        "after the last backward, behind nothing (set --dp-comm-overlap 0)")
     if layout.recompute not in stack.recompute_modes:
         problems.append(f"recompute={layout.recompute}: {framework} recomputes activations {' or '.join(stack.recompute_modes)}")
     if layout.dtype not in stack.dtypes:

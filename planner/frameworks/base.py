@@ -275,6 +275,9 @@ class Framework:
     # dp_comm_overlap with a sharded optimizer (ZeRO >= 1). False where that optimizer reduce-scatters only after the
     # last backward (Megatron-LM's distributed optimizer before Megatron-Core, frameworks/megatron_2022.py).
     reduce_overlaps_when_sharded: bool = True
+    # dp_comm_overlap with pipeline parallelism. False where the pipeline engine reduces the gradients as its own
+    # instruction after the last backward and turns the overlap off (DeepSpeed's PipelineEngine).
+    reduce_overlaps_with_pipeline: bool = True
     # Evaluation passes the stack's launch runs (planner.cost.evaluation prices them, planner.emit writes them):
     # one every eval_interval_steps optimizer steps, of eval_iters forward-only global batches; 0 = none (the
     # torchtitan job config planner writes leaves validation off). MegaScale and deepspeed-v0.3 keep the values of

@@ -183,6 +183,11 @@ DEEPSPEED = Framework(
     # (runtime/engine.py:3082-3095 in 0.19.8, buffered_allreduce_fallback; the pipeline engine likewise after its
     # last backward, pipe/engine.py:287-294); overlap_comm is a ZeRO-1/2/3 key (zero/config.py).
     reduce_overlaps_at_zero0=False,
+    # The pipeline engine reduces gradients in its ReduceGrads instruction after the schedule's last backward
+    # (pipe/engine.py `_exec_reduce_grads`, :287 in 0.19.8; the same at v0.3.14, :221-226, and v0.5.4), and the engine
+    # turns overlap_comm off for a PipelineModule: "Pipeline parallelism does not support overlapped communication,
+    # will be disabled" (runtime/engine.py:2663-2666 in 0.19.8; :1083-1087 at v0.5.4).
+    reduce_overlaps_with_pipeline=False,
     # Partitioned activation checkpoints (module docstring): available, off unless asked, and with sequence
     # parallelism the sequence-split input is partitioned again.
     partition_activations_available=True, partition_activations_default=False,

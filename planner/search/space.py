@@ -155,7 +155,7 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
         "model_index": model_index[p_keep], "gpus": gpus[p_keep], "tp": tp[p_keep], "pp": pp[p_keep],
         "dp": dp[keep], "vpp": vpp[p_keep], "cp": cp[p_keep], "seq_parallel": (sp & (tp > 1))[p_keep],
         "zero": zero[keep], "offload": offload[keep], "micro_batch": micro_rows, "recompute": recompute_rows,
-        **stack_columns(stacks, f_keep, tp[p_keep], (sp & (tp > 1))[p_keep], zero[keep]),
+        **stack_columns(stacks, f_keep, tp[p_keep], (sp & (tp > 1))[p_keep], zero[keep], pp[p_keep]),
     }
     every = np.full(len(keep), bool(hierarchy))
     arrays = with_hierarchy(arrays, every & own["zeropp"][f_keep], every & own["shard_groups"][f_keep], gpus_per_node,
@@ -253,10 +253,12 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
     }
 
 
-def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp) -> np.ndarray:
+def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
     only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
-    it allows it, interleaving, context, tensor and pipeline parallelism where it has them. The rows' ZeRO stage and offload mode are the
+    it allows it, interleaving, context, tensor and pipeline parallelism where it has them, and (given the rows'
+    `dp_comm_overlap`) a reduce overlap beside pipelining only where the stack overlaps it there
+    (Framework.reduce_overlaps_with_pipeline). The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
@@ -278,24 +280,28 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp) -> np.ndarray:
         has = per_stack(attr)
         if not np.all(has):
             ok &= has | ~uses()
+    if dp_comm_overlap is not None:
+        ok &= ~(np.asarray(dp_comm_overlap, dtype=bool) & (pp > 1) & ~per_stack("reduce_overlaps_with_pipeline"))
     return ok
 
 
-def stack_columns(stacks, stack_index, tp, seq_parallel, zero) -> dict[str, np.ndarray]:
+def stack_columns(stacks, stack_index, tp, seq_parallel, zero, pp) -> dict[str, np.ndarray]:
     """The rows' stack columns: `framework` (its code), `dp_comm_overlap` on (every stack has a gradient-reduce
     overlap, a switch away where it is off by default: Megatron's --overlap-grad-reduce, DeepSpeed's
     overlap_comm; at ZeRO-0 only where the stack overlaps its all-reduce, Framework.reduce_overlaps_at_zero0, and with
-    a sharded optimizer where it overlaps its reduce-scatter, Framework.reduce_overlaps_when_sharded) and
+    a sharded optimizer where it overlaps its reduce-scatter, Framework.reduce_overlaps_when_sharded, beside
+    pipelining where it overlaps it there, Framework.reduce_overlaps_with_pipeline) and
     `tp_comm_overlap` at the stack's default (TE userbuffers cost memory, so turning them on
     is a trade-off the fixed-model search weighs, not a default), with sequence parallelism where it needs it."""
     index = np.asarray(stack_index, dtype=np.intp)
     zero0_overlap = np.array([s.reduce_overlaps_at_zero0 for s in stacks], dtype=bool)[index]
     sharded_overlap = np.array([s.reduce_overlaps_when_sharded for s in stacks], dtype=bool)[index]
+    pipeline_overlap = np.array([s.reduce_overlaps_with_pipeline for s in stacks], dtype=bool)[index] | (np.asarray(pp) == 1)
     tp_overlap = np.array([s.tp_comm_overlap_default for s in stacks], dtype=bool)[index] & (tp > 1)
     needs_sp = np.array([s.tp_comm_overlap_needs_sequence_parallel for s in stacks], dtype=bool)[index]
     return {"framework": np.array([FRAMEWORK_CODES[s.name] for s in stacks], dtype=np.int32)[index],
             "tp_comm_overlap": tp_overlap & (~needs_sp | np.asarray(seq_parallel, dtype=bool)),
-            "dp_comm_overlap": np.where(np.asarray(zero) > 0, sharded_overlap, zero0_overlap)}
+            "dp_comm_overlap": np.where(np.asarray(zero) > 0, sharded_overlap, zero0_overlap) & pipeline_overlap}
 
 
 def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, gpus_per_node: int,

@@ -101,10 +101,11 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
         dtype=fixed.get("dtype", draw(st.sampled_from(dtypes))),
         flash_attention=fixed.get("flash_attention", draw(st.booleans())),
         framework=framework,
-        # An explicit overlap only where the stack runs one (DeepSpeed's ZeRO-0 all-reduces after backward).
+        # An explicit overlap only where the stack runs one (DeepSpeed's ZeRO-0 and its pipeline engine reduce after
+        # backward).
         dp_comm_overlap=fixed.get("dp_comm_overlap", draw(st.sampled_from(
             [None, False, True] if (stack.reduce_overlaps_when_sharded if zero > 0 else stack.reduce_overlaps_at_zero0)
-            else [None, False]))),
+            and (pp == 1 or stack.reduce_overlaps_with_pipeline) else [None, False]))),
     )
     sequence_parallel = layout.seq_parallel and tp > 1
     if stack.tp_comm_overlap_available and (sequence_parallel or not stack.tp_comm_overlap_needs_sequence_parallel):
