@@ -367,6 +367,27 @@ def test_deepspeed_pipelines_are_priced_without_a_reduce_overlap_their_engine_tu
     assert columns["dp_comm_overlap"].tolist() == [True, False, True]
 
 
+def test_megatron_deepspeed_selective_recompute_under_flash_attention_recomputes_nothing():
+    """Megatron-DeepSpeed checkpoints only its unfused CoreAttention (transformer.py:625-629, 864-869); with
+    --use-flash-attn-v2 selective recompute runs nothing again (frameworks/deepspeed.py
+    selective_recomputes_fused_attention), where Megatron-Core recomputes the fused core too."""
+    from planner.cost.estimate import simulate
+    from planner.specs.clusters import load_cluster
+    from planner.specs.model import preset
+
+    cluster, model = load_cluster("dgx-h100"), preset("llama2-7b")
+
+    def step(framework, recompute, flash):
+        layout = Layout(tp=2, dp=4, zero=1, global_batch=32, recompute=recompute, flash_attention=flash,
+                        framework=framework)
+        result = simulate(model, layout, cluster)
+        return result["step_time_s"], result["hfu"]
+
+    assert step("deepspeed", "selective", True) == step("deepspeed", "none", True)
+    assert step("deepspeed", "selective", False)[0] > step("deepspeed", "none", False)[0]  # the unfused core
+    assert step("megatron", "selective", True)[0] > step("megatron", "none", True)[0]
+
+
 def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_not_exist():
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved

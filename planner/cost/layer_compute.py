@@ -34,7 +34,7 @@ def layer_seconds(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, 
                if has_unfused_kernels(fw) else {"forward": 0.0, "backward": 0.0, "score_forward": 0.0})
     forward = gemm + attention + elementwise + fp8_casts / 2.0 + unfused["forward"]  # cast bytes: forward + backward
     backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + fp8_casts / 2.0 + unfused["backward"]
-    full, selective = batch.recompute == 2, batch.recompute == 1
+    full, selective = batch.recompute == 2, recomputes_attention_core(batch, fw)
     recompute = np.select([full, selective], [forward, attention + np.where(batch.flash_attention, 0.0, 0.3 * elementwise)
                                               + unfused["score_forward"]], 0.0)
     # A recompute forward runs the unfused kernels again: all of them (full) or the attention core's (selective).
@@ -43,6 +43,12 @@ def layer_seconds(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, 
     return {"gemm": gemm, "attention": attention, "attention_backward": attention_bwd, "forward": forward, "backward": backward,
             "recompute": recompute, "elementwise": elementwise, "issue": _layer_issue_seconds(batch, fw),
             "unfused": {"forward": unfused["forward"], "backward": unfused["backward"], "recompute": unfused_recompute}}
+
+
+def recomputes_attention_core(batch, fw) -> np.ndarray:
+    """Rows whose selective recompute runs the attention core again: all of them, but a fused (flash) core only
+    where the stack checkpoints it (Framework.selective_recomputes_fused_attention)."""
+    return (batch.recompute == 1) & (~batch.flash_attention | (fw["selective_recomputes_fused_attention"] > 0))
 
 
 # The Framework fields unfused_elementwise_bytes reads (accesses of one activation element per element touched).

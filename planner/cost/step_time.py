@@ -331,7 +331,7 @@ def _flop_rates(batch, total, peak) -> dict:
     # Model FLOPs count the causal half of attention (what the model needs; with a sliding window only the
     # keys inside it, so the window lowers the model FLOPs and MFU does not credit the skipped pairs); the hardware also runs what
     # an unfused kernel computes in the masked half, and what recompute runs again (one forward of every
-    # layer for full, of the attention core for selective). Same accounting as the time above, so
+    # layer for full, of the attention core for selective where the stack recomputes it). Same accounting as the time above, so
     # MFU <= HFU <= 1.
     variant = {} if batch.core_width is None else dict(
         core_width=batch.core_width, moe_layers=batch.moe_layers, expert_ffn=batch.expert_ffn, top_k=batch.top_k,
@@ -350,7 +350,8 @@ def _flop_rates(batch, total, peak) -> dict:
     unfused_factor = 2.0 if not window else batch.seq_len / attended_keys(batch.seq_len, batch.attention_window)
     executed_core = flop_parts["attention_core"] * np.where(batch.flash_attention, 1.0, unfused_factor)
     executed = flops - flop_parts["attention_core"] + executed_core
-    recompute_flops = np.select([batch.recompute == 2, batch.recompute == 1],
+    selective = layer_compute.recomputes_attention_core(batch, batch_framework_arrays(batch))
+    recompute_flops = np.select([batch.recompute == 2, selective],
                                 [(executed - flop_parts["logits"]) / 3.0, executed_core / 3.0], 0.0)
     tflops_per_gpu = flops / total / batch.gpus
     return {"model_flops_per_step": flops, "tflops_per_gpu": tflops_per_gpu / 1e12, "mfu": tflops_per_gpu / peak,

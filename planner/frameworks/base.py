@@ -91,6 +91,9 @@ class Framework:
     # Korthikanti et al.'s, the attention core recomputed from kept projections (Megatron's
     # --recompute-granularity selective), which is what the cost model prices under that name.
     recompute_modes: tuple = ("none", "selective", "full")
+    # Whether selective recompute still recomputes the attention core when it runs as a fused (flash) kernel. False
+    # where the stack checkpoints only its unfused attention (Megatron-DeepSpeed): selective then recomputes nothing.
+    selective_recomputes_fused_attention: bool = True
     # fp8 scaling recipes the stack runs (planner.specs.layout.Layout.fp8_recipe); the first is its default.
     fp8_recipes: tuple = ("delayed", "tensorwise")
     # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);

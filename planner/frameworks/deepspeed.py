@@ -163,6 +163,11 @@ DEEPSPEED = Framework(
     # deepspeed` writes, also has --recompute-granularity selective, the attention core alone (deepspeedai/
     # Megatron-DeepSpeed@4efb479d megatron/arguments.py:830-832, megatron/model/transformer.py:629).
     recompute_modes=("none", "selective", "full"),
+    # ... but only of its unfused attention: `checkpoint_core_attention` is set where the core is CoreAttention
+    # (transformer.py:625-629) and read only on that path (:864-869); the flash path (--use-flash-attn-v2, which
+    # --emit deepspeed writes, with the default --transformer-impl local, arguments.py:516) runs FlashSelfAttention
+    # without a checkpoint (:845-862), so selective recompute under flash attention recomputes nothing.
+    selective_recomputes_fused_attention=False,
     # The model is Megatron-DeepSpeed's (the stack --emit deepspeed writes), which pads the vocabulary to a
     # multiple of --make-vocab-size-divisible-by (default 128) x tp (deepspeedai/Megatron-DeepSpeed@4efb479d
     # megatron/tokenizer/tokenizer.py:58-70, megatron/arguments.py:644).
