@@ -388,6 +388,30 @@ def test_megatron_deepspeed_selective_recompute_under_flash_attention_recomputes
     assert step("megatron", "selective", True)[0] > step("megatron", "none", True)[0]
 
 
+def test_deepspeed_zeropp_hpz_and_qgz_only_at_tp_1(cli):
+    """DeepSpeed builds hpZ's groups from consecutive world ranks and qgZ's all-to-all over the whole world's nodes
+    (frameworks/deepspeed.py zeropp_groups_span_the_world): beside tp they mix tensor-parallel shards. simulate
+    refuses them at tp > 1 (qwZ alone runs), and the search offers them only at tp 1."""
+    from planner.search.layouts import search_layouts
+    from planner.search.space import ALL_HIERARCHY
+    from planner.specs.clusters import load_cluster
+    from planner.specs.model import PRESETS
+
+    base = ["simulate", "--model", "llama2-13b", "--gpus", "64", "--zero", "3", "--global-batch", "128",
+            "--framework", "deepspeed"]
+    code, _, err = cli([*base, "--tp", "2", "--dp", "32", "--zero-hpz", "4"])
+    assert code == 2 and "--zero-hpz / --zero-quantized-gradients with tp(2) > 1" in err
+    assert cli([*base, "--tp", "2", "--dp", "32", "--zero-quantized-gradients", "1"])[0] == 2
+    assert cli([*base, "--tp", "2", "--dp", "32", "--zero-quantized-weights", "1"])[0] == 0
+    assert cli([*base, "--dp", "64", "--zero-hpz", "8"])[0] == 0
+    found = search_layouts(PRESETS["llama2-13b"], load_cluster("dgx-a100-40gb"), 64, global_batch=512,
+                           frameworks=("deepspeed",), hierarchy=ALL_HIERARCHY)
+    a = found.arrays
+    hierarchical = (a["zero_hpz"] > 1) | a["zero_quantized_gradients"]
+    assert np.any(hierarchical) and np.all(a["tp"][hierarchical] == 1)
+    assert np.any((a["tp"] > 1) & (a["zero"] == 3))
+
+
 def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_not_exist():
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved

@@ -197,6 +197,11 @@ def unsupported_features(framework: str, layout) -> list[str]:
                         f"{stack.loss_bytes_per_logit:g} bytes per token and vocabulary entry as it runs)")
     if (layout.zero_hpz > 1 or layout.zero_quantized_weights or layout.zero_quantized_gradients) and not stack.zeropp:
         problems.append(f"--zero-hpz / --zero-quantized-weights / --zero-quantized-gradients: {framework} has no ZeRO++")
+    elif ((layout.zero_hpz > 1 or layout.zero_quantized_gradients) and layout.tp > 1
+          and stack.zeropp_groups_span_the_world):
+        problems.append(f"--zero-hpz / --zero-quantized-gradients with tp({layout.tp}) > 1: {framework} builds ZeRO++'s "
+                        "hpZ and qgZ groups from consecutive ranks of the whole world, which beside tensor parallelism "
+                        "mix different tp shards (plan tp 1, or flat ZeRO-3)")
     if layout.shard_group is not None and not stack.shard_groups:
         problems.append(f"--shard-group: {framework} has no hierarchical (MiCS / HSDP) sharding (HSDP: --framework "
                         "fsdp; MiCS: --framework other)")

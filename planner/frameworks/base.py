@@ -172,6 +172,9 @@ class Framework:
     # ZeRO-3 hierarchy (planner.cost.hierarchy): ZeRO++'s hpZ / qwZ / qgZ; a shard group with replication
     # across groups (MiCS, HSDP); a gradient group of its own (the 3-level scheme of Xu et al.).
     zeropp: bool = False
+    # Whether ZeRO++'s hpZ groups and qgZ's all-to-all are built from the world's ranks, as if every rank were a
+    # data-parallel one: beside tensor parallelism they would mix ranks holding different tp shards.
+    zeropp_groups_span_the_world: bool = False
     shard_groups: bool = False
     gradient_groups: bool = False
     # ZeRO-3 gradient reduce-scatter calls per transformer layer per micro-batch, and for the rest of the model

@@ -146,6 +146,13 @@ DEEPSPEED = Framework(
     # the searches do not offer them and simulate refuses them (HSDP under fsdp, or `other`, model the
     # scheme). No separate gradient group upstream (Xu et al. patch DeepSpeed for theirs).
     zeropp=True, shard_groups=False,
+    # hpZ's secondary groups are consecutive world ranks (utils/groups.py:925-952 `_create_zero_param_parallel_group`,
+    # called from stage3.py:753 without the mpu) and each rank's secondary slice is cut from its own tp-local parameter
+    # (zero/partition_parameters.py:1932-1945); qgZ's two-stage all-to-all runs over node-local groups of the whole
+    # world (runtime/comm/coalesced_collectives.py:35-40, utils/groups.py:738-760). With Megatron-DeepSpeed's tp ranks
+    # adjacent, a group mixes shards of different tensor-parallel ranks, same shapes, other values: ZeRO++ hpZ / qgZ
+    # only at tp 1 (qwZ alone quantises the data-parallel gather and is not affected).
+    zeropp_groups_span_the_world=True,
     # fp8 through Transformer Engine with a DelayedScaling recipe, the only one Megatron-DeepSpeed builds
     # (deepspeedai/Megatron-DeepSpeed megatron/model/transformer.py:1716-1730).
     fp8_recipes=("delayed",),

@@ -319,6 +319,10 @@ def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, g
     base = ((arrays["zero"] == 3) & (arrays["offload"] == 0) & (node_ranks > 1) & (gpus_per_node % np.maximum(span, 1) == 0)
             & (arrays["dp"] > node_ranks) & (arrays["dp"] % np.maximum(node_ranks, 1) == 0))
     zeropp, shard_groups = np.asarray(zeropp, dtype=bool), np.asarray(shard_groups, dtype=bool)
+    # Every choice holds hpZ, whose groups some stacks build over the whole world (Framework.zeropp_groups_span_the_world):
+    # there only at tp 1.
+    world_groups = np.array([FRAMEWORKS[name].zeropp_groups_span_the_world for name in FRAMEWORK_NAMES])
+    zeropp = zeropp & ~(world_groups[arrays["framework"]] & (arrays["tp"] > 1))
     extra = []
     for hpz, qw, qg, shard in choices:
         rows = np.flatnonzero(base & (shard_groups if shard else zeropp))

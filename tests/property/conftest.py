@@ -137,7 +137,7 @@ def _hierarchy(draw, layout: Layout, stack, gpus_per_node: int) -> dict:
         update["shard_group"] = group
     if stack.gradient_groups and draw(st.booleans()):
         update["grad_shard_group"] = draw(st.sampled_from(_divisors(group)))
-    if stack.zeropp:
+    if stack.zeropp and (layout.tp == 1 or not stack.zeropp_groups_span_the_world):
         span = layout.tp * layout.cp
         hpz = [1] + [z for z in _divisors(group) if z > 1 and gpus_per_node % (z * span) == 0]
         update["zero_hpz"] = draw(st.sampled_from(hpz))

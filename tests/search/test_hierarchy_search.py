@@ -3,10 +3,12 @@
 A 13B GPT on 64 GPUs with the sharded data-parallel stacks (DeepSpeed, FSDP): on A100 nodes with a single
 200 Gb/s NIC the best layout, with ZeRO++'s quantised collectives allowed (--quantized-comm), uses hpZ and
 beats every flat layout clearly (6.47 s, DeepSpeed ZeRO-3 + hpZ 8 + qwZ + qgZ at micro-batch 2, against flat
-FSDP ZeRO-2's 8.06 s, at the spec's nccl-tests-derived link efficiencies; 6.64 and 8.07 s at the assumed 0.75; 7.31 s
+FSDP tp2 ZeRO-2's 8.13 s, at the spec's nccl-tests-derived link efficiencies; 6.64 and 8.07 s at the assumed 0.75; 7.31 s
 before the later micro-batches' forward gathers went inside the node with hpZ's secondary copy, cost/hierarchy.py);
-without quantisation (the default) hpZ alone reaches 7.58 s (DeepSpeed tp2 ZeRO-3 + hpZ 4; at the assumed 0.75 it did
-not beat flat ZeRO-2; HSDP's 8-way optimizer shard does not fit 40 GB). On DGX H100 nodes (NVLink 4, 8 NDR
+without quantisation (the default) hpZ alone reaches 8.10 s (DeepSpeed tp1 ZeRO-3 + hpZ 8), a tie with flat. (It was
+7.58 s at tp2 + hpZ 4 until DeepSpeed's hpZ was kept to tp 1: its groups are consecutive world ranks, which beside
+tp mix tensor-parallel shards, frameworks/deepspeed.py zeropp_groups_span_the_world. HSDP's 8-way optimizer shard
+does not fit 40 GB.) On DGX H100 nodes (NVLink 4, 8 NDR
 NICs) the flat layouts are as good within a tie, so nothing forces them. (With Megatron in the search the
 ZeRO++ layout still wins on the slow cluster.)
 """
