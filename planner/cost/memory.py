@@ -49,7 +49,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct, moe
-from planner.frameworks import batch_framework_arrays
+from planner.frameworks import batch_framework_arrays, interleaving_round
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 from planner.specs.pipeline_stages import padded_vocab, stage_argmax, stage_param_counts, vocab_padding_params
@@ -302,15 +302,22 @@ def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
 
 def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
     """Micro-batches (in whole-stage units) pipeline rank `rank` holds at its peak (Megatron's 1F1B and
-    interleaved schedules, get_pp_rank_microbatches: warm-up forwards plus the first steady-state one)."""
+    interleaved schedules, get_pp_rank_microbatches: warm-up forwards plus the first steady-state one).
+
+    Interleaved, the warm-up is 2 (p - rank - 1) + (v - 1) x the micro-batches of a round (Megatron-Core: NVIDIA/
+    Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:960-965; torch: `_get_warmup_ops`, torch 2.13
+    distributed/pipelining/schedules.py:2872-2888). A round is pp micro-batches where m is a multiple of pp, and
+    more where it is not (frameworks.interleaving_round)."""
     p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
     one_f_one_b = np.minimum(p - rank, m)
-    chunks = np.minimum(2.0 * (p - rank - 1) + (v - 1) * p + 1, m * v)
+    per_round = interleaving_round(batch_framework_arrays(batch), p, m)
+    chunks = np.minimum(2.0 * (p - rank - 1) + (v - 1) * per_round + 1, m * v)
     return np.where(p == 1, 1.0, np.where(v > 1, chunks / v, one_f_one_b))
 
 
-# What the micro-batches in flight read: the pipeline's size and interleaving and the micro-batches per step.
-INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation")
+# What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step and the
+# stack (its interleaved rounds).
+INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation", "framework")
 
 
 def stage_inflight(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

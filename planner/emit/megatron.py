@@ -22,7 +22,7 @@ from planner.emit.pipeline import split_kind, virtual_stage_layers
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN, WARMUP_FRACTION,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, cooldown_count, train_sequences, warmup_count)
-from planner.frameworks import FRAMEWORKS
+from planner.frameworks import FRAMEWORKS, interleaving_round, micro_batch_rules
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
@@ -106,10 +106,12 @@ def parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
                             ("--pipeline-model-parallel-size", str(layout.pp))]    # MPC:83
     args += pipeline_split_arguments(model.layers, layout.pp, layout.vpp, model.mtp_layers)
     m = layout.grad_accumulation
-    if layout.pp > 1 and layout.vpp > 1 and m % layout.pp:
+    group = int(interleaving_round(micro_batch_rules(FRAMEWORKS["megatron"]), layout.pp, m)) if layout.vpp > 1 else 0
+    if layout.pp > 1 and layout.vpp > 1 and group != layout.pp:
         # With the default group of pp micro-batches per virtual stage a remainder below pp is refused
-        # (schedules.py:1170-1180); one group of all m runs (MPC:431-436, breadth-first).
-        args.append(("--microbatch-group-size-per-virtual-pipeline-stage", str(m)))  # MPC:431
+        # (schedules.py:1170-1180): the smallest group that divides m or leaves at least pp, the round the plan's
+        # activations were priced at (frameworks.interleaving_round; MPC:431-436).
+        args.append(("--microbatch-group-size-per-virtual-pipeline-stage", str(group)))  # MPC:431
     if layout.cp > 1:
         args.append(("--context-parallel-size", str(layout.cp)))                   # MPC:100
     if layout.seq_parallel and layout.tp > 1:  # MP:1433-1439 turns it off at tp = 1 anyway

@@ -111,6 +111,30 @@ def runnable_micro_batches(columns, pp, vpp, count) -> np.ndarray:
         count[refused] += 1
 
 
+def interleaving_round(columns, pp, count) -> np.ndarray:
+    """Micro-batches per round of an interleaved pipeline schedule: the first stage's warm-up holds vpp - 1 rounds
+    (cost.memory), so a round above pp costs activation memory.
+
+    torch's ScheduleInterleaved1F1B (`columns`' interleaving_rounds_divide_micro_batches) runs max(1, m // pp)
+    rounds of m / rounds (torch 2.13 distributed/pipelining/schedules.py:2935-2936). Megatron-Core's round is
+    microbatch_group_size_per_vp_stage, pp by default (core/model_parallel_config.py:567-568), and a last group
+    of fewer than pp is refused (NVIDIA/Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:1165-1180): the
+    round is the smallest group from pp up that divides m or leaves at least pp, which the Megatron launch names
+    where it is not pp (emit/megatron.py). Stacks without interleaving run rounds of pp (unused). Arrays broadcast."""
+    pp, count = np.asarray(pp), np.asarray(count)
+    shape = np.broadcast_shapes(pp.shape, count.shape, np.shape(columns["interleaving_rounds_divide_micro_batches"]))
+    pp, count = np.broadcast_to(np.maximum(pp, 1), shape), np.broadcast_to(count, shape)
+    in_rounds = np.broadcast_to(np.asarray(columns["interleaving_rounds_divide_micro_batches"], dtype=bool), shape)
+    group = np.array(pp)
+    while True:  # at most m - pp steps: a group of all m always divides it
+        remainder = count % group
+        refused = ~in_rounds & (group < count) & (remainder > 0) & (remainder < pp)
+        if not refused.any():
+            break
+        group[refused] += 1
+    return np.where(in_rounds, count // np.maximum(1, count // pp), group)
+
+
 def micro_batch_rules(stack: Framework) -> dict:
     """One stack's MICRO_BATCH_RULE_FIELDS, as runnable_micro_batches reads them for a single layout."""
     return {name: getattr(stack, name) for name in MICRO_BATCH_RULE_FIELDS}

@@ -293,10 +293,13 @@ def test_multi_token_prediction_layers_are_in_the_layout_string():
     assert sum(stage.count("t") for stage in stages) == model.layers
 
 
-@pytest.mark.parametrize("global_batch, expected", [(8, None), (10, "10"), (2, "refused")])
+@pytest.mark.parametrize("global_batch, expected", [(8, None), (10, "5"), (7, "7"), (9, "5"), (14, "5"), (12, None),
+                                                   (2, "refused")])
 def test_interleaving_runs_the_micro_batches_megatron_accepts(global_batch, expected):
-    """Megatron's interleaved schedule takes groups of at least pp micro-batches (schedules.py:1160-1180): with
-    fewer than pp it cannot run; with a remainder the group is all of them (--microbatch-group-size-...)."""
+    """Megatron's interleaved schedule takes groups of at least pp micro-batches and refuses a last group of fewer
+    than pp (schedules.py:1160-1180): with fewer than pp it cannot run; with a remainder the launch names the
+    smallest group that divides m or leaves at least pp (10 -> 5 + 5, 9 -> 5 + 4), the round the plan's warm-up
+    activations were priced at (frameworks.interleaving_round); all of m (10) held twice the warm-up chunks."""
     from planner.emit import launch_problems
 
     model = preset("llama3-8b")
