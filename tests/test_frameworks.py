@@ -29,7 +29,8 @@ def test_the_stacks_the_runs_csv_names():
 
 def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
     """frameworks/deepspeed_v03.py: per-parameter calls, host work per rank, the persistent parameters' re-gather
-    rank by rank after each step, fetch limits; ZeRO++, MiCS, the
+    rank by rank after each step, fetch limits, ZeRO-1/2 reductions to each owner (not today's bucket all-reduce);
+    ZeRO++, MiCS, the
     BF16_Optimizer (so fp16 is its default dtype), FlashAttention and today's coalesced gradient copies absent. A GPT block's gathers are 4 either way (its four weight matrices, one call per
     parameter then, per submodule now), so only the calls outside the layers differ in number."""
     from dataclasses import asdict
@@ -41,7 +42,8 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
                          "persistent_regather_calls_per_tensor",
                          "prefetch_live_limit_elements",
                          "reuse_limit_elements", "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes",
-                         "shard_copies", "recompute_modes", "lineage", "flash_attention_default"}
+                         "shard_copies", "recompute_modes", "lineage", "flash_attention_default",
+                         "sharded_reduce_all_reduces"}
     assert FRAMEWORKS["deepspeed-v0.3"].lineage == "deepspeed"
     assert FRAMEWORKS["deepspeed-v0.3"].gathers_per_layer == FRAMEWORKS["deepspeed"].gathers_per_layer == 4.0
     assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}
@@ -60,7 +62,7 @@ def test_deepspeed_v02_differs_from_deepspeed_in_its_model_code_kernels_and_what
         "unfused_hidden_accesses_forward", "unfused_qkv_accesses_forward", "unfused_ffn_accesses_forward",
         "checkpoint_gather_hbm_accesses", "shard_copies", "zero_stages", "supports_pipeline", "supports_offload",
         "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes", "recompute_modes",
-        "partition_activations_with_sequence_parallel", "flash_attention_default"}
+        "partition_activations_with_sequence_parallel", "flash_attention_default", "sharded_reduce_all_reduces"}
     assert FRAMEWORKS["deepspeed-v0.2"].lineage == "deepspeed"
     for layout, reason in [(dict(zero=3, dp=2, global_batch=2), "supports stages"),
                            (dict(pp=2, global_batch=2), "no pipeline parallelism"),

@@ -200,14 +200,18 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
     behind = lambda comm: np.where(overlapped, np.where(  # noqa: E731
         per_chunk, behind_later_chunks(backward, comm, buckets, eff.dp_overlap, batch.vpp, batch.pp),
         hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
-    every_mb = (zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0) & ~once
-    # Each row's own reduction (all-reduce at ZeRO-0 and by DeepSpeed's BF16_Optimizer, else reduce-scatter) behind
-    # its backward, in one pass of `behind` (elementwise: the same numbers as a pass over each collective, at a
-    # third of the cost).
+    # Reductions after every micro-batch's backward: ZeRO-2 where the stack reduces as it goes, ZeRO-0 where its
+    # accumulation never suspends DDP's sync (Framework.zero0_reduces_every_microbatch).
+    every_mb = (((zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0))
+                | ((zero == 0) & (fw["zero0_reduces_every_microbatch"] > 0))) & ~once
+    reductions = np.where(every_mb, m, 1.0)
+    # Each row's own reduction (all-reduce where whole_gradient_all_reduced, else reduce-scatter) behind its
+    # backward, in one pass of `behind` (elementwise: the same numbers as a pass over each collective, at a third of
+    # the cost).
     whole = whole_gradient_all_reduced(batch, fw)
     reduce_behind = behind(np.where(whole, all_reduce, reduce_scatter))
     # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
-    reduce = np.select([whole, once, every_mb], [reduce_behind, reduce_scatter, m * reduce_behind], reduce_behind)
+    reduce = np.where(once & ~whole, reduce_scatter, reductions * reduce_behind)
     # ZeRO-1/2 (and BF16_Optimizer): updated 16-bit parameters all-gathered after the step, behind the next forward
     # if overlapped (--fp8-param-gather: the layers' Linear weights in fp8, one byte; _parameter_gather_bytes).
     param_gather_s = timed["param_gather"]
@@ -215,16 +219,18 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
                             hidden_behind(stage["forward"], param_gather_s, buckets, eff.dp_overlap), param_gather_s)
     # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
     gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
-    return {"reduce": reduce, "param_gather": param_gather, "reductions": np.where(every_mb, m, 1.0),
+    return {"reduce": reduce, "param_gather": param_gather, "reductions": reductions,
             "gathers": gathers, "every_mb": every_mb, "whole": whole,
             "gathered": parameters_gathered_after_step(batch, fw)}
 
 
 def whole_gradient_all_reduced(batch, fw):
-    """Rows (ZeRO 0-2) whose gradient reduction all-reduces the whole gradient over dp: ZeRO-0, and the stack's
+    """Rows (ZeRO 0-2) whose gradient reduction all-reduces the whole gradient over dp: ZeRO-0, the stack's
     fp32-accumulating optimizer where it has no reduce-scatter of its own (Framework.fp32_accumulation_all_reduces:
-    DeepSpeed's BF16_Optimizer at ZeRO 0 or 1). The rest reduce-scatter."""
-    return (batch.zero == 0) | _all_reducing_fp32_accumulation(batch, fw)
+    DeepSpeed's BF16_Optimizer at ZeRO 0 or 1), and ZeRO-1/2 where the stack all-reduces its buckets
+    (Framework.sharded_reduce_all_reduces: today's DeepSpeed). The rest reduce-scatter."""
+    sharded_all_reduce = (batch.zero >= 1) & (batch.zero <= 2) & (fw["sharded_reduce_all_reduces"] > 0)
+    return (batch.zero == 0) | sharded_all_reduce | _all_reducing_fp32_accumulation(batch, fw)
 
 
 def parameters_gathered_after_step(batch, fw):
@@ -244,7 +250,7 @@ def _bytes_moved(batch, cluster, w, reduce_bytes, units, params, m, once, regath
     gathered_bytes = _parameter_gather_bytes(batch, w, params, units)
     zero3_bytes_per_element = np.where(once, w + reduce_bytes, m * (2.0 * w + reduce_bytes))  # gathers + reductions
     bytes_moved = np.select([zero == 3], [zero3_bytes_per_element * params + regathered_bytes],
-                            reduce_bytes * params * np.where(sharded["whole"], 2.0, sharded["reductions"])
+                            reduce_bytes * params * np.where(sharded["whole"], 2.0, 1.0) * sharded["reductions"]
                             + np.where(sharded["gathered"], sharded["gathers"] * gathered_bytes, 0.0))
     hierarchical = np.flatnonzero(hierarchy.hierarchical_rows(batch))
     if hierarchical.size:  # ZeRO++ / shard-group rows only: the rest keep the flat count above
@@ -264,9 +270,8 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
     # The seconds of each compute window this traffic hides in, which the experts' own reduction over the same
     # links cannot use again (expert_data_parallel): the last backward (gradient reduction, per reduction),
     # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes.
-    reduce_s = np.select([sharded["whole"], once, sharded["every_mb"]],
-                         [all_reduce, reduce_scatter, m * reduce_scatter],
-                         reduce_scatter)
+    reduce_s = np.where(once & ~sharded["whole"], reduce_scatter,
+                        sharded["reductions"] * np.where(sharded["whole"], all_reduce, reduce_scatter))
     zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
                        m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
     zero3_on = many & (zero == 3)

@@ -284,6 +284,12 @@ class Framework:
     # dp_comm_overlap with pipeline parallelism. False where the pipeline engine reduces the gradients as its own
     # instruction after the last backward and turns the overlap off (DeepSpeed's PipelineEngine).
     reduce_overlaps_with_pipeline: bool = True
+    # ZeRO-0: the replicated gradients are all-reduced after every micro-batch's backward, where the stack's gradient
+    # accumulation never suspends DDP's sync (no `no_sync`), not once per step.
+    zero0_reduces_every_microbatch: bool = False
+    # ZeRO-1/2: each gradient bucket is all-reduced over dp (every rank then keeps its partition) instead of
+    # reduce-scattered: twice the bytes.
+    sharded_reduce_all_reduces: bool = False
     # Evaluation passes the stack's launch runs (planner.cost.evaluation prices them, planner.emit writes them):
     # one every eval_interval_steps optimizer steps, of eval_iters forward-only global batches; 0 = none (the
     # torchtitan job config planner writes leaves validation off). MegaScale and deepspeed-v0.3 keep the values of

@@ -17,8 +17,9 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   hidden ~4k at tp 1) go one per call, and smaller ones run the look-ahead into the live limit, after which
   each fetch prefetches about what the last release freed, one module. A HuggingFace Llama block has 7
   (q, k, v, o, gate, up, down): with it, count 7.
-- Gradients go into `reduce_bucket_size` (5e8) buckets, one reduce-scatter each (stage3.py:1258-1330;
-  stage_1_and_2.py); ZeRO-2 reduces during every micro-batch's backward.
+- Gradients go into `reduce_bucket_size` (5e8) buckets: one reduce-scatter each at ZeRO-3 (stage3.py:1258-1330), one
+  all-reduce each at ZeRO-1/2 (`use_multi_rank_bucket_allreduce`, below); ZeRO-2 reduces during every micro-batch's
+  backward.
 - `overlap_comm` defaults to True only for stage 3 (`zero/config.py`:134, 351-353).
 - Pipeline engine p2p (the same at microsoft/DeepSpeed@0457bb1c, 2021-09-30, the release line MT-NLG trained on,
   and @38327e07): every SendActivation / RecvGrad / RecvActivation / SendGrad instruction is its own blocking
@@ -71,11 +72,11 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   (:397-404, 1234-1240) is used only when the accumulation dtype differs, which with bf16 is the BF16_Optimizer
   path below. The pipeline engine's backward is the engine's or `outputs.backward(gradient=...)` (pipe/engine.py:
   792-855), with the reduce after the last micro-batch (`_exec_reduce_grads`, :287). At ZeRO 2 and 3 the hooks reduce every micro-batch's gradient into
-  the partition and drop it (shard_copies). Not this entry: from 6ae756c0 (#1246, 2021-07-26) until af033831
-  (#4887, 2024-01-05) ZeRO-1 ignored contiguous_gradients (engine.py:1075-1079 @v0.5.4), so `reduce_ipg_grads` took
+  the partition and drop it (shard_copies). From 6ae756c0 (#1246, 2021-07-26) until af033831 (#4887, 2024-01-05)
+  ZeRO-1 ignored contiguous_gradients (engine.py:1075-1079 @v0.5.4), so `reduce_ipg_grads` took
   `buffered_reduce_fallback(None, ...)`, a flatten, an all-reduce of the whole 16-bit gradient over dp and a copy
-  back (zero/stage2.py:1175-1190, 1303-1388 @v0.5.4), not the reduce-scatter priced here: for MT-NLG 530B (tp 8,
-  pp 35, dp 8, fp16, 2021) about 0.2 s more of a 60 s step.
+  back (zero/stage2.py:1175-1190, 1303-1388 @v0.5.4): the all-reduce's bytes, as today's bucket all-reduce
+  (`sharded_reduce_all_reduces`) prices them; only the flatten and copy-back (~0.02 s of MT-NLG's 60 s) are not.
 - ZeRO-3 keeps the parameters of at most `stage3_param_persistence_threshold` (1e5) elements gathered between uses
   (`ds_persist`, partition_parameters.py:1292-1297; zero/config.py:228): the norms and biases
   (planner.specs.model.vector_tensors). Yet every `step` releases all parameters, the persistent ones too
@@ -200,6 +201,11 @@ DEEPSPEED = Framework(
     # turns overlap_comm off for a PipelineModule: "Pipeline parallelism does not support overlapped communication,
     # will be disabled" (runtime/engine.py:2663-2666 in 0.19.8; :1083-1087 at v0.5.4).
     reduce_overlaps_with_pipeline=False,
+    # ZeRO-1/2 reduce each IPG bucket with an all-reduce: `use_multi_rank_bucket_allreduce` defaults True
+    # (zero/config.py:119, since v0.12.4, #4695), so average_tensor puts every slice in an "allreduce" bucket
+    # (stage_1_and_2.py:1690-1712) and allreduce_and_copy_with_multiple_ranks flattens it and calls dist.all_reduce
+    # (:1545-1575, 2367-2384) before each rank copies out its partition. The emitted ds_config leaves the default.
+    sharded_reduce_all_reduces=True,
     # Partitioned activation checkpoints (module docstring): available, off unless asked, and with sequence
     # parallelism the sequence-split input is partitioned again.
     partition_activations_available=True, partition_activations_default=False,

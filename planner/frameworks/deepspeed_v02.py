@@ -97,4 +97,7 @@ DEEPSPEED_V02 = replace(
     fp32_grad_accumulation_bytes=0.0,  # no BF16_Optimizer
     recompute_modes=("none", "full"),
     partition_activations_with_sequence_parallel=False,
+    # Each slice reduced to its owner (v0.2.0 pt/deepspeed_zero_optimizer.py:603-659, `dist.reduce`), before the
+    # multi-rank bucket all-reduce of v0.12.4: a reduce-scatter's bytes.
+    sharded_reduce_all_reduces=False,
 )

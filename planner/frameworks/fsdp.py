@@ -108,6 +108,10 @@ FSDP = Framework(
     # ZeRO-2 = reshard_after_forward False: FSDPParamGroup reshards after backward (reshard_after_backward
     # defaults True, torch 2.13 _fully_shard/_fsdp_param_group.py:223, 637), so each micro-batch gathers again.
     zero2_gathers_every_microbatch=True,
+    # ZeRO-0 is DDP (`replicate(model, device_mesh=dp_mesh, bucket_cap_mb=100)`, torchtitan@238fa995 llama3/infra/
+    # parallelize.py:362-374), and the train step runs every micro-batch's forward and backward with no `no_sync`
+    # (train.py:575-590): DDP all-reduces the gradients after each micro-batch's backward.
+    zero0_reduces_every_microbatch=True,
     # Checkpoint (DCP): the model's sharded parameters, fp32 (`training.dtype` float32, torchtitan@238fa995
     # config/job_config.py:275), and the optimizer's Adam state (components/checkpoint.py:48-49, 202-203): 4 + 8.
     checkpoint_bytes_per_param=12.0,

@@ -130,13 +130,14 @@ def test_tp_comm_overlap_hides_most_of_the_tensor_parallel_time(h100):
 
 def test_megatron_reduces_bf16_gradients_in_fp32(h100):
     """Megatron-LM with --bf16 accumulates and reduces gradients in fp32 (arguments.py); DeepSpeed
-    reduces in the model dtype (communication_data_type): twice the gradient bytes."""
+    reduces in the model dtype (communication_data_type), with an all-reduce of each bucket
+    (frameworks/deepspeed.py sharded_reduce_all_reduces)."""
     model = PRESETS["llama3-8b"]
     layout = dict(dp=64, zero=1, micro_batch=1, global_batch=64)
     megatron = simulate(model, Layout(**layout, framework="megatron"), h100)["comm_bytes_per_step"]["dp"]
     deepspeed = simulate(model, Layout(**layout, framework="deepspeed"), h100)["comm_bytes_per_step"]["dp"]
     P = model.total_params
-    assert deepspeed == pytest.approx((2 + 2) * P, rel=1e-3)  # bf16 reduce-scatter + bf16 parameter all-gather
+    assert deepspeed == pytest.approx((2 * 2 + 2) * P, rel=1e-3)  # bf16 all-reduce + bf16 parameter all-gather
     assert megatron == pytest.approx((4 + 2) * P, rel=1e-3)  # fp32 reduce-scatter + bf16 parameter all-gather
 
 
@@ -205,13 +206,14 @@ def test_deepspeed_bf16_optimizer_all_reduces_the_whole_fp32_gradient_then_gathe
     (buffered_allreduce_fallback: runtime/engine.py:2056-2062, 2491-2535; pipe/engine.py:293-304 @38327e07) though
     each rank updates only its shard, and its step ends with an all-gather of the bf16 parameters (update_lp_params,
     bf16_optimizer.py:423-437): per rank 2 x 4P + 2P bytes at ZeRO 0 and 1 alike, where ZeRO-1 with bf16 gradients
-    reduce-scatters them (2P + 2P). Not overlapped (pipeline engine and ZeRO-0: after the last backward)."""
+    all-reduces its bf16 buckets (2 x 2P + 2P, frameworks/deepspeed.py sharded_reduce_all_reduces). Not overlapped
+    (pipeline engine and ZeRO-0: after the last backward)."""
     from planner.cost import collectives, groups
     model = PRESETS["llama3-8b"]
     layout = dict(dp=8, micro_batch=1, global_batch=32, framework="deepspeed")
     fp32 = {z: simulate(model, Layout(**layout, zero=z, grad_reduce_in_fp32=True), h100) for z in (0, 1)}
     bf16 = simulate(model, Layout(**layout, zero=1, grad_reduce_in_fp32=False), h100)
-    P = bf16["comm_bytes_per_step"]["dp"] / (2.0 + 2.0)  # the stage's parameters: reduce-scatter + all-gather, 2 B
+    P = bf16["comm_bytes_per_step"]["dp"] / (2 * 2.0 + 2.0)  # the stage's parameters: all-reduce + all-gather, 2 B
     assert P == pytest.approx(model.total_params, rel=1e-5)
     for z in (0, 1):
         assert fp32[z]["comm_bytes_per_step"]["dp"] == pytest.approx((2 * 4.0 + 2.0) * P, rel=1e-12)
@@ -263,11 +265,26 @@ def test_unfused_attention_backward_is_two_forwards_flash_two_and_a_half(a100):
     assert kernels.BACKWARD_FLOPS_RATIO == 2.5
 
 
+def test_torchtitan_ddp_all_reduces_after_every_micro_batch(h100):
+    """torchtitan's ZeRO-0 is DDP with no `no_sync` in its accumulation loop (train.py:575-590 at 238fa995;
+    frameworks/fsdp.py zero0_reduces_every_microbatch): 4 micro-batches all-reduce the gradients 4 times. Megatron's
+    DDP reduces once, after the last backward."""
+    model = make_model(layers=8, hidden=2048, heads=16, vocab=32000, seq_len=2048)
+
+    def dp_bytes(framework, global_batch):
+        layout = Layout(dp=8, zero=0, micro_batch=1, global_batch=global_batch, framework=framework)
+        return simulate(model, layout, h100)["comm_bytes_per_step"]["dp"]
+
+    assert dp_bytes("fsdp", 32) == pytest.approx(4 * dp_bytes("fsdp", 8), rel=1e-9)
+    assert dp_bytes("fsdp", 8) == pytest.approx(2 * 4.0 * model.total_params, rel=1e-5)  # fp32 all-reduce
+    assert dp_bytes("megatron", 32) == pytest.approx(dp_bytes("megatron", 8), rel=1e-9)
+
+
 def test_fsdp_zero2_gathers_and_reduces_every_micro_batch(h100):
     """FSDP's ZeRO-2 (reshard_after_forward=False) reshards after each backward and torchtitan reduces every
     micro-batch: with 4 micro-batches it moves 4 all-gathers and 4 reduce-scatters of the model; Megatron's
-    ZeRO-2 (Megatron-FSDP optim_grads) gathers once after the step; DeepSpeed's ZeRO-2 reduces every
-    micro-batch and gathers once."""
+    ZeRO-2 (Megatron-FSDP optim_grads) gathers once after the step; DeepSpeed's ZeRO-2 all-reduces every
+    micro-batch (frameworks/deepspeed.py sharded_reduce_all_reduces) and gathers once."""
     model = make_model(layers=16, hidden=4096, heads=32, vocab=32000, seq_len=4096)
 
     def dp_bytes(framework):
@@ -277,4 +294,4 @@ def test_fsdp_zero2_gathers_and_reduces_every_micro_batch(h100):
     params = model.total_params
     assert dp_bytes("fsdp") == pytest.approx(4 * (4.0 + 2.0) * params, rel=1e-5)  # fp32 reduce, bf16 gather
     assert dp_bytes("megatron") == pytest.approx(4 * 4.0 * params + 2.0 * params, rel=1e-5)
-    assert dp_bytes("deepspeed") == pytest.approx(4 * 2.0 * params + 2.0 * params, rel=1e-5)
+    assert dp_bytes("deepspeed") == pytest.approx(4 * 2 * 2.0 * params + 2.0 * params, rel=1e-5)

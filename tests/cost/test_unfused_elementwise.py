@@ -69,9 +69,10 @@ def test_the_part_is_forward_backward_and_recompute_over_the_layers():
     extra = unfused_elementwise_bytes(batch, framework_arrays(batch.framework))
     expected = 125 * (2.0 * extra["forward"][0] + extra["backward"][0]) / _hbm(layout)
     assert old["time"]["unfused_elementwise"] == pytest.approx(expected)
-    # The other compute parts are today's stack's: the kernels both run are priced once.
+    # The other compute parts are today's stack's: the kernels both run are priced once. (The data-parallel
+    # reduction differs: the 2020 engine reduced each slice to its owner, today's all-reduces each bucket.)
     _, today = _run("deepspeed")
-    for part in ("forward", "backward", "recompute", "elementwise", "tp_comm", "dp_comm_exposed"):
+    for part in ("forward", "backward", "recompute", "elementwise", "tp_comm"):
         assert old["time"][part] == pytest.approx(today["time"][part], rel=1e-12), part
     _, plain = _run("deepspeed-v0.2", recompute="none", partition_activations=None)
     assert plain["time"]["unfused_elementwise"] == pytest.approx(
