@@ -414,6 +414,31 @@ def test_deepspeed_zeropp_hpz_and_qgz_only_at_tp_1(cli):
     assert np.any((a["tp"] > 1) & (a["zero"] == 3))
 
 
+def test_fp32_attention_runs_unfused_where_the_fused_kernels_take_16_bit_only(cli):
+    """Transformer Engine turns FlashAttention and FusedAttention off for fp32 queries (utils.py:598-641 at d0067d0;
+    frameworks/megatron.py fused_attention_dtypes): an fp32 Megatron layout that does not say runs, and is priced
+    with, the unfused attention; asking for flash attention in fp32 is refused; the layout search prices its
+    layouts the same way as simulate does the layout it returns."""
+    from planner.cost.estimate import simulate
+    from planner.search.layouts import search_layouts
+    from planner.specs.clusters import load_cluster
+    from planner.specs.model import preset
+
+    model, cluster = preset("gpt3-1.3b"), load_cluster("dgx-h100")
+    fp32 = Layout(dp=8, micro_batch=4, global_batch=32, dtype="fp32", framework="megatron")
+    assert not fp32.flash_attention_on and fp32.model_copy(update={"dtype": "bf16"}).flash_attention_on
+    assert FRAMEWORKS["fsdp"].flash_attention_default and Layout(dp=8, dtype="fp32", framework="fsdp").flash_attention_on
+    unfused = simulate(model, fp32.model_copy(update={"flash_attention": False}), cluster)
+    assert simulate(model, fp32, cluster)["step_time_s"] == unfused["step_time_s"]
+    code, _, err = cli(["simulate", "--model", "gpt3-1.3b", "--gpus", "8", "--dp", "8", "--micro-batch", "4",
+                        "--global-batch", "32", "--dtype", "fp32", "--framework", "megatron", "--flash-attention", "1"])
+    assert code == 2 and "flash_attention=1 with dtype=fp32" in err
+    found = search_layouts(model, cluster, 8, global_batch=32, frameworks=("megatron",), dtype="fp32")
+    best = found.layout(found.best)
+    assert not best.flash_attention_on
+    assert simulate(model, best, cluster)["step_time_s"] == pytest.approx(found.step_time_s[found.best], rel=1e-9)
+
+
 def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_not_exist():
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved

@@ -111,6 +111,13 @@ def runnable_micro_batches(columns, pp, vpp, count) -> np.ndarray:
         count[refused] += 1
 
 
+def flash_attention_by_default(framework_codes, dtype: str) -> np.ndarray:
+    """Per stack code: whether a layout that does not say runs fused (flash) attention in `dtype` (the stack's
+    default, where its fused kernels take that dtype: Framework.fused_attention_dtypes)."""
+    table = np.array([s.flash_attention_default and dtype in s.fused_attention_dtypes for s in FRAMEWORKS.values()])
+    return table[np.asarray(framework_codes, dtype=np.intp)]
+
+
 def interleaving_round(columns, pp, count) -> np.ndarray:
     """Micro-batches per round of an interleaved pipeline schedule: the first stage's warm-up holds vpp - 1 rounds
     (cost.memory), so a round above pp costs activation memory.
@@ -198,6 +205,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if layout.pp > 1 and layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_with_pipeline:
         problems.append(f"dp_comm_overlap with pp({layout.pp}) > 1: {framework}'s pipeline engine reduces the gradients "
                         "after the last backward, behind nothing (set --dp-comm-overlap 0)")
+    if layout.flash_attention and layout.dtype not in stack.fused_attention_dtypes:
+        problems.append(f"flash_attention=1 with dtype={layout.dtype}: {framework}'s fused attention takes "
+                        f"{', '.join(sorted(stack.fused_attention_dtypes))} (plan --flash-attention 0, or a 16-bit dtype)")
     if layout.recompute not in stack.recompute_modes:
         problems.append(f"recompute={layout.recompute}: {framework} recomputes activations {' or '.join(stack.recompute_modes)}")
     if layout.dtype not in stack.dtypes:

@@ -306,6 +306,9 @@ class Framework:
     # Whether a layout that does not say runs fused (flash) attention: every stack today; not the stacks that
     # predate FlashAttention (Dao et al., 2022), whose runs computed the whole score matrix (deepspeed-v0.2, -v0.3).
     flash_attention_default: bool = True
+    # The dtypes whose attention the stack's fused kernels take; in the others attention runs unfused by default,
+    # and an explicit flash_attention is refused.
+    fused_attention_dtypes: frozenset = frozenset({"bf16", "fp16", "fp8", "fp32"})
     # Partitioned activation checkpoints (planner.cost.memory, planner.cost.model_parallel_comm): under full recompute
     # each checkpointed layer input is kept as its 1/tp slice on every tp rank and all-gathered over tp, on the
     # compute stream, before the layer is recomputed in backward. Available where the stack has the option

@@ -31,6 +31,11 @@ from planner.frameworks.base import EVAL_INTERVAL_STEPS, EVAL_ITERS, Framework
 
 MEGATRON = Framework(
     name="megatron",
+    # Transformer Engine's DotProductAttention (--attention-backend auto) turns FlashAttention 2/3/4 and its cuDNN
+    # FusedAttention off for other query dtypes than bf16/fp16 (fp8 for FA3 and FusedAttention): an fp32 run has only
+    # its unfused attention (NVIDIA/TransformerEngine@d0067d0 pytorch/attention/dot_product_attention/utils.py:
+    # 598-641). fp8 training keeps attention in bf16.
+    fused_attention_dtypes=frozenset({"bf16", "fp16", "fp8"}),
     grad_bytes_bf16=4.0, grad_bytes_fp16=2.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=2.0,
     optimizer_bytes=12.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=True,

@@ -39,7 +39,7 @@ from planner.cost.memory import per_gpu_memory, state_bytes_lower_bound, within_
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import (DEFAULT_FRAMEWORKS, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS,
-                                framework_arrays, micro_batch_rules, runnable_micro_batches)
+                                flash_attention_by_default, framework_arrays, micro_batch_rules, runnable_micro_batches)
 from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, default_routing_columns,
                                     overlap_micro_batches, overlap_runs_pipeline, zero3_expert_refused)
 from planner.specs.hardware import ClusterSpec
@@ -357,7 +357,8 @@ def _states_within(model: ModelSpec, cluster: ClusterSpec, dtype: str, moe_load_
     choices = _expert_choices(model)
     least = np.full(len(placements) * states * choices, np.inf)
     if len(pair):
-        batch = build_batch([model], np.zeros(len(pair), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+        batch = build_batch([model], np.zeros(len(pair), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype],
+                            flash_attention=flash_attention_by_default(arrays["framework"], dtype))
         if model.is_moe:
             batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
         np.minimum.at(least, pair * choices + choice, state_bytes_lower_bound(batch))
@@ -543,7 +544,10 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     if restrict is not None:
         kept = np.asarray(restrict(arrays), dtype=bool)
         arrays = {name: column[kept] for name, column in arrays.items()}
-    batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype])
+    # Attention as each stack runs it unless told (its fused kernels where they take the dtype), as the layouts the
+    # search returns say (Layout.flash_attention_on).
+    batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype],
+                        flash_attention=flash_attention_by_default(arrays["framework"], dtype))
     if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search, at each stack's capacity
         batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
     if only_fitting:  # the layouts whose parameter states alone overflow HBM cannot fit: not priced further

@@ -34,7 +34,8 @@ from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.cost.step_time import step_time
 from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
-from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, framework_arrays, runnable_micro_batches
+from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, flash_attention_by_default, framework_arrays,
+                                runnable_micro_batches)
 from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch, build_batch
@@ -198,8 +199,8 @@ def _chunk_batch(problem: Problem, space_models: list, arrays: dict, global_batc
     """The chunk's candidates as one CandidateBatch for the cost model, with the ZeRO-3 hierarchy and stack
     columns where the space has them (flash attention as the stack runs it by default, the problem's dtype)."""
     stack = {k: arrays[k] for k in HIERARCHY_COLUMNS + STACK_COLUMNS if k in arrays}
-    flash = (framework_arrays(stack["framework"])["flash_attention_default"] > 0 if "framework" in stack
-             else FRAMEWORKS["other"].flash_attention_default)
+    flash = flash_attention_by_default(stack["framework"] if "framework" in stack else FRAMEWORK_CODES["other"],
+                                       problem.dtype)
     return build_batch(
         space_models, arrays["model_index"], tp=arrays["tp"], pp=arrays["pp"], dp=arrays["dp"], vpp=arrays["vpp"],
         cp=arrays["cp"], zero=arrays["zero"], offload=arrays["offload"], micro_batch=arrays["micro_batch"],

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import PlannerInputError
-from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, flash_attention_by_default
 from planner.frameworks.moe import A2A_OVERLAP_NAMES, MOE_STACKS, routing_imbalance
 
 
@@ -108,9 +108,10 @@ class Layout(BaseModel):
 
     @property
     def flash_attention_on(self) -> bool:
-        """Whether attention runs as a fused (flash) kernel: the explicit setting or the framework's default."""
+        """Whether attention runs as a fused (flash) kernel: the explicit setting or the framework's default in this
+        dtype (frameworks.flash_attention_by_default)."""
         if self.flash_attention is None:
-            return FRAMEWORKS[self.framework].flash_attention_default
+            return bool(flash_attention_by_default(FRAMEWORK_CODES[self.framework], self.dtype))
         return self.flash_attention
 
     @property

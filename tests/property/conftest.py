@@ -88,6 +88,7 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     # interleaving: rounds that divide it).
     accumulation = int(runnable_micro_batches(micro_batch_rules(stack), pp, vpp, accumulation))
     dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes]
+    dtype = fixed.get("dtype", draw(st.sampled_from(dtypes)))
     layout = Layout(
         tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,
         # Where offloaded state goes only means something with offload (a layout refuses nvme without it), and NVMe
@@ -98,8 +99,10 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
         recompute=fixed.get("recompute", draw(st.sampled_from(stack.recompute_modes))),
         # Sequence parallelism splits each rank's sequence over tp (layout_checks.check_layout).
         seq_parallel=fixed.get("seq_parallel", draw(st.booleans()) if (model.seq_len // cp) % tp == 0 else False),
-        dtype=fixed.get("dtype", draw(st.sampled_from(dtypes))),
-        flash_attention=fixed.get("flash_attention", draw(st.booleans())),
+        dtype=dtype,
+        # Fused attention only in the dtypes the stack's kernels take (Framework.fused_attention_dtypes).
+        flash_attention=fixed.get("flash_attention", draw(st.booleans()) if dtype in stack.fused_attention_dtypes
+                                  else False),
         framework=framework,
         # An explicit overlap only where the stack runs one (DeepSpeed's ZeRO-0 and its pipeline engine reduce after
         # backward).
