@@ -133,6 +133,9 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if layout.zero == 0 and layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8"):
         problems.append("zero=0 with grad_reduce_in_fp32 in bf16: DeepSpeed accumulates bf16 gradients in fp32 only "
                         "with ZeRO-1 or more (BF16_Optimizer; engine.py:2313-2323 refuses the mix at ZeRO-0)")
+    if layout.zero_tiling > 1:  # DeepSpeed tiles through deepspeed.zero.TiledLinear in the model code, no config key
+        problems.append(f"zero_tiling={layout.zero_tiling}: Megatron-DeepSpeed's GPT does not wrap its linears in "
+                        "deepspeed.zero.TiledLinear, so whole modules are gathered (plan zero_tiling 1)")
     if model.qk_norm:  # ParallelAttention normalises neither query nor key (megatron/model/transformer.py:507-879)
         problems.append("qk_norm: Megatron-DeepSpeed's attention has no query/key norm (use --framework megatron: "
                         "--qk-layernorm)")

@@ -13,7 +13,7 @@ Data parallelism: ZeRO-3 = FSDP2 over data_parallel_shard_degree (the fsdp mesh 
 ZeRO-2 = the same with fsdp_reshard_after_forward "never" (JC:336-349: parameters stay gathered from
 forward to backward, as ZeRO-2 keeps them whole); ZeRO-0 = DDP over data_parallel_replicate_degree,
 which torchtitan runs only as the sole parallelism (PAR:148-151). ZeRO-1 has no torchtitan equivalent;
-HSDP (replicate x shard) is the layout's shard_group: shard degree = shard_group, replicate = dp / shard_group.
+HSDP (replicate x shard) is the layout's shard_group: shard degree = shard_group / cp, replicate = dp / that.
 """
 
 from __future__ import annotations
@@ -55,6 +55,18 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if layout.zero == 1:
         problems.append("zero=1: torchtitan shards parameters with the optimizer (FSDP2, zero=2 or 3) or nothing "
                         "(DDP, zero=0)")
+    # FSDP2 reduces in training.mixed_precision_reduce, whose only value is float32 (JC:290); FSDP2 prefetches and
+    # reduces on its own streams and DDP buckets its all-reduce during backward, with no switch in the job config.
+    if layout.grad_reduce_in_fp32 is False and layout.dtype != "fp32":
+        problems.append("grad_reduce_in_fp32=0: torchtitan reduces gradients in fp32 only "
+                        "(training.mixed_precision_reduce = float32)")
+    if not layout.dp_comm_overlap_on and layout.dp * layout.cp > 1:
+        problems.append("dp_comm_overlap=0: torchtitan's FSDP2 and DDP always overlap their communication with "
+                        "compute (no switch to turn it off)")
+    # HSDP: the FSDP mesh is dp_shard x cp (PD:137, 197), so the plan's shard group of ranks is dp_shard = group / cp.
+    if layout.zero >= 2 and layout.shard_group and layout.cp > 1 and layout.shard_group % layout.cp:
+        problems.append(f"shard_group({layout.shard_group}) with cp({layout.cp}): torchtitan shards over "
+                        "data_parallel_shard_degree x cp ranks, so the group must be a multiple of cp")
     if layout.zero == 0 and layout.cp > 1:
         problems.append(f"zero=0 with cp({layout.cp}) > 1: torchtitan always shards parameters over the cp ranks "
                         "(FSDP over dp_shard x cp); plan zero=3")
@@ -205,7 +217,10 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
 def parallelism_table(model: ModelSpec, layout: Layout, async_tp: bool) -> dict:
     """[parallelism]: mesh degrees (PD:35-55: replicate x shard x cp x tp x pp = world size) and the schedule."""
     sharded = layout.zero >= 2
-    shard = layout.shard_group or layout.dp  # HSDP: shard inside groups, replicate across them
+    # HSDP: shard inside groups, replicate across them. The FSDP mesh is dp_shard x cp (PD:137, 197), so a shard
+    # group of g ranks is dp_shard = g / cp (unsupported() refuses g not a multiple of cp), leaving dp / dp_shard
+    # replicas: the dp x cp / g replicas priced (cost.memory.state_sharding_degrees).
+    shard = layout.shard_group // layout.cp if layout.shard_group else layout.dp
     table = {"data_parallel_replicate_degree": layout.dp // shard if sharded else layout.dp,  # JC:313
              "data_parallel_shard_degree": shard if sharded else 1,                           # JC:324
              "tensor_parallel_degree": layout.tp,                                          # JC:351

@@ -321,3 +321,14 @@ def test_a_head_width_other_than_hidden_over_heads_is_written_and_qk_norm_refuse
     assert "--kv-channels 64" in megatron_arguments(base.model_copy(update={"head_dim": 64}), layout, None, None)
     assert not any(p.startswith("qk_norm") for p in unsupported(base, layout))
     assert any(p.startswith("qk_norm") for p in unsupported(base.model_copy(update={"qk_norm": True}), layout))
+
+
+def test_zero_tiling_is_refused():
+    """DeepSpeed tiles with deepspeed.zero.TiledLinear in the model's code, which Megatron-DeepSpeed's GPT does not
+    use: a plan priced with tiled gathers would gather whole modules."""
+    from planner.emit.deepspeed import unsupported
+
+    layout = Layout(dp=8, zero=3, global_batch=8, framework="deepspeed")
+    assert not any(p.startswith("zero_tiling") for p in unsupported(preset("llama2-7b"), layout))
+    tiled = layout.model_copy(update={"zero_tiling": 4})
+    assert any(p.startswith("zero_tiling=4") for p in unsupported(preset("llama2-7b"), tiled))

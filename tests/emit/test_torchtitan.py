@@ -118,6 +118,11 @@ def test_shipped_flavors_are_named_and_other_shapes_get_model_args(h100):
     ("llama3-8b", Layout(tp=2, dp=4, zero=3, shard_group=1, global_batch=8, dtype="fp32"), "shard_group(1) with dp(4)"),
     ("llama3-8b", Layout(dp=1, zero=3, global_batch=8, offload="optimizer+params"), "offload=optimizer+params with nothing"),
     ("llama3-8b", Layout(pp=8, vpp=2, dp=1, zero=3, global_batch=16), None),
+    # Runnable, but not as priced: torchtitan reduces in fp32 only (JC:290) and always overlaps its data-parallel
+    # communication; its FSDP mesh is dp_shard x cp (PD:137, 197), so a shard group must be a multiple of cp.
+    ("llama3-8b", Layout(dp=8, zero=3, global_batch=8, grad_reduce_in_fp32=False), "grad_reduce_in_fp32=0"),
+    ("llama3-8b", Layout(dp=8, zero=3, global_batch=8, dp_comm_overlap=False), "dp_comm_overlap=0"),
+    ("llama3-8b", Layout(cp=2, dp=12, zero=3, shard_group=3, global_batch=12), "shard_group(3) with cp(2)"),
 ])
 def test_what_torchtitan_cannot_run_is_refused(model, layout, reason, h100):
     if reason is None:  # the empty-chunk case: a 26-layer Llama 3 8B
@@ -174,3 +179,16 @@ def test_a_head_width_or_qk_norm_the_llama3_model_cannot_build_is_refused():
     wide = unsupported(base.model_copy(update={"head_dim": 64}), layout)
     assert any(problem.startswith("head_dim=64 with heads(32)") for problem in wide), wide
     assert any(problem.startswith("qk_norm") for problem in unsupported(base.model_copy(update={"qk_norm": True}), layout))
+
+
+def test_hsdp_with_context_parallelism_shards_over_the_plans_group():
+    """torchtitan's FSDP mesh is dp_shard x cp (parallel_dims.py:137, 197): a plan sharding over 4 ranks with cp 2
+    writes a shard degree of 2 and 4 replicas (dp 8 x cp 2 / 4, the replicas cost.memory prices), not 4 and 2,
+    which shard over 8 ranks."""
+    from planner.emit.torchtitan import parallelism_table
+
+    table = parallelism_table(preset("llama3-8b"), Layout(cp=2, dp=8, zero=3, shard_group=4, global_batch=8, **FSDP),
+                              async_tp=False)
+    assert (table["data_parallel_shard_degree"], table["data_parallel_replicate_degree"]) == (2, 4)
+    flat = parallelism_table(preset("llama3-8b"), Layout(cp=2, dp=8, zero=3, global_batch=8, **FSDP), async_tp=False)
+    assert (flat["data_parallel_shard_degree"], flat["data_parallel_replicate_degree"]) == (8, 1)
