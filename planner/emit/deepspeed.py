@@ -108,6 +108,10 @@ def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
         # prices for this layout (runtime/constants.py:421-428 `data_types.grad_accum_dtype`; engine.py:1316-1318).
         # ZeRO-0 refuses the mix (engine.py:2313-2323 in 0.19.8): unsupported() below.
         config["data_types"] = {"grad_accum_dtype": "fp32"}
+    elif layout.grad_reduce_in_fp32 and layout.dtype != "fp32":
+        # The plan reduces its 16-bit gradients in fp32 (4 bytes, cost.memory element_bytes); DeepSpeed reduces in the
+        # model dtype unless communication_data_type says otherwise (runtime/engine.py:1719-1730, config.py:216-228).
+        config["communication_data_type"] = "fp32"
     if layout.recompute == "full" or layout.activation_offload:
         # Megatron-DeepSpeed's --deepspeed-activation-checkpointing reads this block; checkpoints are partitioned
         # over tp as the plan priced them (Layout.partition_activations_on: the setting or the stack's default, off;

@@ -30,6 +30,9 @@ LAYOUTS = {
     "3d-fp16": Layout(tp=8, pp=4, dp=2, zero=1, global_batch=64, dtype="fp16", recompute="selective"),
     # bf16 with fp32 gradient accumulation at ZeRO-1: DeepSpeed's BF16_Optimizer (frameworks/deepspeed.py).
     "zero1-bf16-fp32-accumulation": Layout(dp=8, zero=1, global_batch=64, grad_reduce_in_fp32=True),
+    # 16-bit gradients reduced in fp32 elsewhere: communication_data_type (the plan's 4-byte reduce).
+    "zero2-bf16-fp32-reduce": Layout(dp=8, zero=2, global_batch=64, grad_reduce_in_fp32=True),
+    "zero1-fp16-fp32-reduce": Layout(dp=8, zero=1, global_batch=64, dtype="fp16", grad_reduce_in_fp32=True),
 }
 
 # Run in a fresh interpreter: DeepSpeed's config parser reads the data-parallel world size from an
@@ -55,6 +58,7 @@ DEEPSPEED_CHECK = textwrap.dedent("""
                      "accumulation": parsed.gradient_accumulation_steps,
                      "zero_stage": parsed.zero_optimization_stage,
                      "grad_accum_dtype": parsed.grad_accum_dtype,
+                     "communication_data_type": str(parsed.communication_data_type),
                      "overlap_comm": parsed.zero_config.overlap_comm,
                      "offload_optimizer": str(parsed.zero_config.offload_optimizer.device)
                                           if parsed.zero_config.offload_optimizer else None,
@@ -91,6 +95,10 @@ def test_deepspeed_parses_every_generated_config():
         assert got["train_batch_size"] == layout.global_batch
         assert (got["micro"], got["accumulation"]) == (layout.micro_batch, layout.grad_accumulation)
         assert got["zero_stage"] == layout.zero
+        # fp32 reduction of 16-bit gradients: the BF16_Optimizer's fp32 gradients (bf16 ZeRO-1), else the setting.
+        bf16_optimizer = layout.dtype == "bf16" and layout.zero == 1
+        assert (got["communication_data_type"] == "torch.float32") == bool(
+            layout.grad_reduce_in_fp32 and layout.dtype != "fp32" and not bf16_optimizer), name
         offload = None if layout.offload == "none" else layout.offload_device
         assert (got["offload_optimizer"] or "none").endswith(offload or "none")
         assert (got["offload_param"] is not None) == (layout.offload == "optimizer+params")
