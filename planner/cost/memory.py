@@ -50,6 +50,7 @@ import numpy as np
 
 from planner.cost import distinct, moe
 from planner.frameworks import batch_framework_arrays, interleaving_round
+from planner.frameworks.moe import EXTRA_WARMUP_MICRO_BATCHES
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 from planner.specs.pipeline_stages import padded_vocab, stage_argmax, stage_param_counts, vocab_padding_params
@@ -311,13 +312,15 @@ def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
     p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
     one_f_one_b = np.minimum(p - rank, m)
     per_round = interleaving_round(batch_framework_arrays(batch), p, m)
-    chunks = np.minimum(2.0 * (p - rank - 1) + (v - 1) * per_round + 1, m * v)
+    # Megatron's all-to-all overlap runs one more warm-up forward (A2AOverlap.extra_warmup_micro_batches).
+    extra = 0.0 if batch.a2a_overlap is None else EXTRA_WARMUP_MICRO_BATCHES[batch.a2a_overlap.astype(np.intp)]
+    chunks = np.minimum(2.0 * (p - rank - 1) + (v - 1) * per_round + 1 + extra, m * v)
     return np.where(p == 1, 1.0, np.where(v > 1, chunks / v, one_f_one_b))
 
 
-# What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step and the
-# stack (its interleaved rounds).
-INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation", "framework")
+# What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the
+# stack (its interleaved rounds) and the all-to-all overlap (its extra warm-up forward).
+INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation", "framework", "a2a_overlap")
 
 
 def stage_inflight(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

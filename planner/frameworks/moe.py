@@ -54,6 +54,9 @@ class A2AOverlap:
     # number of micro-batches per step, at least micro_batches_per_stage x pp (0: no such count).
     own_pipeline_schedule: bool = False
     micro_batches_per_stage: int = 0
+    # Forward micro-batches the interleaved schedule's warm-up runs beyond its own, so that every later 1F1B step
+    # pairs an independent forward and backward (their activations are held too: cost.memory).
+    extra_warmup_micro_batches: int = 0
 
 
 # DualPipe's schedule (deepseek-ai/DualPipe, dualpipe/dualpipe.py, DualPipe.step): "assert num_ranks % 2 == 0" and
@@ -67,12 +70,17 @@ A2A_OVERLAPS = {
     "none": A2AOverlap("none", 0, False, 1.0, False, "all-to-all on the critical path"),
     "megatron": A2AOverlap("megatron", 1, True, 1.0, True,
                            "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)",
-                           compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS),
+                           compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS,
+                           # "we schedule one extra micro-batch forward step before the 1f1b stages" (NVIDIA/
+                           # Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:966-970, interleaved only).
+                           extra_warmup_micro_batches=1),
     "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
                            compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS, own_pipeline_schedule=True,
                            micro_batches_per_stage=DUALPIPE_MICRO_BATCHES_PER_STAGE),
 }
 A2A_OVERLAP_NAMES = tuple(A2A_OVERLAPS)
+# Per overlap code: A2AOverlap.extra_warmup_micro_batches.
+EXTRA_WARMUP_MICRO_BATCHES = np.array([o.extra_warmup_micro_batches for o in A2A_OVERLAPS.values()], dtype=float)
 A2A_OVERLAP_CODES = {name: o.code for name, o in A2A_OVERLAPS.items()}
 
 

@@ -596,3 +596,17 @@ def test_deepspeed_allocates_its_whole_gradient_bucket_for_a_small_model(a100):
         parts = per_gpu_memory(single_batch(model, layout), a100)["parts"]
         assert parts["comm_buckets"][0] == pytest.approx(buffers * 5e8 * 2.0, rel=1e-12)
         assert parts["comm_buckets"][0] > 3 * buffers * model.total_params * 2.0
+
+
+def test_megatrons_all_to_all_overlap_holds_one_more_warm_up_micro_batch():
+    """--overlap-moe-expert-parallel-comm schedules one extra forward before the 1F1B steps of the interleaved
+    schedule (Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:966-970): one more virtual-stage chunk of
+    activations on every rank, 1/vpp of a stage's."""
+    model = PRESETS["qwen3-30b-a3b"]
+
+    def inflight(overlap):
+        layout = Layout(pp=2, vpp=24, dp=8, ep=8, zero=1, global_batch=512, micro_batch=2, dtype="fp8",
+                        moe_a2a_overlap=overlap, framework="megatron")
+        return np.array([stage[0] for stage in stage_inflight(single_batch(model, layout))])
+
+    assert inflight("megatron") - inflight("none") == pytest.approx(np.full(3, 1 / 24), rel=1e-12)
