@@ -100,6 +100,10 @@ def run(args) -> int:
             flag = "--emit" if args.emit else "--emit-deepspeed"
             print(f"warning: {flag}: the layout does not fit (fits: NO above); its files are written for you to "
                   "change, and launch.sh says so", file=sys.stderr)
+        # The launch saves checkpoints as the goodput above was priced: --checkpoint-mode where given.
+        if getattr(args, "checkpoint_mode", None):
+            cluster = cluster.model_copy(update={"reliability": cluster.reliability.model_copy(
+                update={"checkpoint_mode": args.checkpoint_mode})})
         if args.emit:
             emit_launch(args.emit, model, layout, cluster, None, summary, args.force)
         else:

@@ -66,9 +66,12 @@ def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None
     if layout.framework == "deepspeed":
         return deepspeed.deepspeed_files(model, layout, gpus_per_node, tokens=tokens, summary=summary,
                                          save_interval=save_interval)
+    # Checkpoints saved the way the plan's goodput was priced (check_emittable refused a mode the target cannot write).
+    mode = cluster.reliability.checkpoint_mode
     if layout.framework == "megatron":
-        return megatron.megatron_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval)
-    return torchtitan.torchtitan_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval)
+        return megatron.megatron_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval, mode)
+    return torchtitan.torchtitan_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval,
+                                       mode)
 
 
 __all__ = ["launch_files", "check_emittable", "launch_problems", "EMITTABLE", "LAUNCH_TARGETS",

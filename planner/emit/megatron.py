@@ -21,6 +21,7 @@ import shlex
 from planner.emit.pipeline import split_kind, virtual_stage_layers
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN, WARMUP_FRACTION,
+                                   checkpoint_mode_problems,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, cooldown_count, train_sequences, warmup_count)
 from planner.frameworks import FRAMEWORKS, interleaving_round, micro_batch_rules
 from planner.specs.layout import Layout
@@ -33,6 +34,13 @@ TRAIN_SAMPLES_UNKNOWN = "${TRAIN_SAMPLES:?set TRAIN_SAMPLES (sequences to train 
 LR_UNKNOWN = "${LR:?set LR (peak learning rate)}"
 
 Argument = tuple[str, "str | None"]  # (flag, value or None for a switch)
+
+
+# Checkpoint modes the launch writes: async is --async-save with its persistent worker, without which validate_args
+# turns --async-save off with a warning (MP:1814-1820); the default --ckpt-format torch_dist is the one async save
+# works with (training_config.py:486, 516-517).
+LAUNCH_CHECKPOINT_MODES = ("sync", "async")
+ASYNC_SAVE_ARGUMENTS = [("--async-save", None), ("--use-persistent-ckpt-worker", None)]
 
 
 def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
@@ -97,6 +105,8 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.attention == "mla" and model.hidden % model.heads:  # MP:1331-1333 asserts hidden % heads == 0
         problems.append(f"attention=mla with hidden({model.hidden}) not divisible by heads({model.heads}): Megatron "
                         "asserts it divides")
+    # Async saves (--async-save, below); no in-memory checkpoints.
+    problems += checkpoint_mode_problems(cluster, LAUNCH_CHECKPOINT_MODES, "Megatron-LM")
     return problems
 
 
@@ -374,8 +384,11 @@ def cuda_connections_lines(layout: Layout) -> list[str]:
 
 def megatron_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,
                    learning_rate: float | None = None, summary: str = "",
-                   save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> dict[str, str]:
-    """File name -> text: megatron_args.txt (the plan's arguments) and launch.sh."""
+                   save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN, checkpoint_mode: str = "sync") -> dict[str, str]:
+    """File name -> text: megatron_args.txt (the plan's arguments) and launch.sh; checkpoints saved as the plan's
+    goodput was priced (`checkpoint_mode`, one of LAUNCH_CHECKPOINT_MODES)."""
     arguments = megatron_arguments(model, layout, tokens, learning_rate)
+    if checkpoint_mode == "async":
+        arguments += ASYNC_SAVE_ARGUMENTS
     return {"megatron_args.txt": arguments_text(arguments),
             "launch.sh": launch_script(model, layout, gpus_per_node, arguments, summary, save_interval)}

@@ -52,7 +52,18 @@ def checkpoint_interval_steps(model: ModelSpec, layout: Layout, cluster) -> int:
     return max(1, round(interval_s / simulate(model, layout, cluster)["step_time_s"]))
 
 
+def checkpoint_mode_problems(cluster, writes: tuple, target: str) -> list[str]:
+    """The plan's checkpoint mode (the cluster spec's reliability.checkpoint, which simulate --checkpoint-mode
+    replaces) where `target`'s launch cannot write it: the plan's goodput and save interval were priced with it
+    (planner.cost.goodput), so a launch saving another way would run another plan."""
+    mode = None if cluster is None else cluster.reliability.checkpoint_mode
+    if mode is None or mode in writes:
+        return []
+    return [f"checkpoint mode {mode}: {target}'s launch saves {' or '.join(writes)} checkpoints only "
+            f"(plan with --checkpoint-mode {writes[-1]}, or set reliability.checkpoint in the cluster spec)"]
+
+
 # The emitters read the plan's constants from here; their values and sources are planner.laws.hyperparameters'.
 __all__ = ["ADAM_BETAS", "COOLDOWN_FRACTION", "GRADIENT_CLIP", "MIN_LR_RATIO", "SAVE_INTERVAL_WITHOUT_PLAN",
-           "WARMUP_FRACTION", "WEIGHT_DECAY", "WSD_MIN_LR_RATIO", "checkpoint_interval_steps", "cooldown_count", "plan_hyperparameters_for", "step_law_learning_rate",
+           "WARMUP_FRACTION", "WEIGHT_DECAY", "WSD_MIN_LR_RATIO", "checkpoint_interval_steps", "checkpoint_mode_problems", "cooldown_count", "plan_hyperparameters_for", "step_law_learning_rate",
            "train_sequences", "train_steps", "warmup_count"]

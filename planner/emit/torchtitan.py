@@ -21,6 +21,7 @@ from __future__ import annotations
 from planner.emit.pipeline import virtual_stage_layers
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN,
+                                   checkpoint_mode_problems,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, train_steps, warmup_count)
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
@@ -32,6 +33,11 @@ LLAMA3_FLAVORS = {"8B": (4096, 32, 32, 8, 1.3, 1024), "70B": (8192, 80, 64, 8, 1
                   "405B": (16384, 126, 128, 8, 1.2, 4096)}
 LLAMA3_VOCAB = 128256
 CUSTOM_FLAVOR = "planner"
+
+
+# Checkpoint modes the launch writes: async is DCP's async_save, staged to host memory and persisted in the
+# background (checkpoint.async_mode, JC:591; components/checkpoint.py).
+LAUNCH_CHECKPOINT_MODES = ("sync", "async")
 
 
 def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
@@ -113,6 +119,8 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
         problems.append("activation_offload: torchtitan's activation checkpointing keeps checkpoints on the GPU")
     if model.attention_window:
         problems.append(f"attention_window={model.attention_window}: torchtitan's llama3 attention is full causal")
+    # checkpoint.async_mode (below); no in-memory checkpoints.
+    problems += checkpoint_mode_problems(cluster, LAUNCH_CHECKPOINT_MODES, "torchtitan")
     return problems
 
 
@@ -169,7 +177,7 @@ def stage_modules(layers: int, pp: int, vpp: int) -> list[list[str]]:
 
 
 def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_rate: float | None,
-               save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> dict:
+               save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN, checkpoint_mode: str = "sync") -> dict:
     """The [section] -> {key: value} tables of the job config (JC line of each field in the comments)."""
     fp8 = layout.dtype == "fp8"
     async_tp = layout.tp_comm_overlap_on and layout.tp > 1
@@ -205,7 +213,8 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
         # Off by default (JC:488): without it a failure restarts from step 0, where the plan's goodput prices a
         # restart from the last checkpoint. At the plan's interval (schedule.checkpoint_interval_steps); in
         # {dump_folder}/checkpoint, loaded back on restart (components/checkpoint.py:558-633).
-        "checkpoint": {"enable": True, "interval": save_interval},                          # JC:488, 519
+        "checkpoint": {"enable": True, "interval": save_interval,                           # JC:488, 519
+                       **({"async_mode": "async"} if checkpoint_mode == "async" else {})},   # JC:591
     }
     if async_tp:  # async TP is a compiler pass: it needs the model compiled (tensor_parallel.py:16-23)
         sections["compile"] = {"enable": True, "components": ["model", "loss"]}          # JC:722, 725
@@ -275,7 +284,7 @@ def launch_script(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: 
 
 def torchtitan_files(model: ModelSpec, layout: Layout, gpus_per_node: int, tokens: float | None = None,
                      learning_rate: float | None = None, summary: str = "",
-                     save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN) -> dict[str, str]:
+                     save_interval: int = SAVE_INTERVAL_WITHOUT_PLAN, checkpoint_mode: str = "sync") -> dict[str, str]:
     """File name -> text: job_config.toml and launch.sh."""
     flavor = llama3_flavor(model)
     header = [summary or "planner plan",
@@ -289,5 +298,6 @@ def torchtitan_files(model: ModelSpec, layout: Layout, gpus_per_node: int, token
                       "the plan's seq_parallel=0 activation memory is an upper bound")
     if tokens is None:
         header.append("No token count: launch.sh takes the steps and the peak learning rate from TRAIN_STEPS and LR.")
-    return {"job_config.toml": toml_text(job_config(model, layout, tokens, learning_rate, save_interval), header),
+    return {"job_config.toml": toml_text(job_config(model, layout, tokens, learning_rate, save_interval,
+                                                    checkpoint_mode), header),
             "launch.sh": launch_script(model, layout, gpus_per_node, tokens, summary)}

@@ -15,6 +15,7 @@ from planner import search_layouts
 from planner.emit import EMITTABLE, LAUNCH_FILE_NAMES, launch_files, launch_problems
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
+from planner.specs.layout import Layout
 from planner.specs.model import preset
 
 # Problems across shapes and scales: Llama 3 (GQA, SwiGLU), GPT-3 (GELU, biases, learned positions, tied),
@@ -231,3 +232,52 @@ def test_checkpoints_are_saved_at_the_interval_the_plan_priced(framework):
     else:
         written = int(re.search(r"--save-interval (\d+)", files["launch.sh"]).group(1))
     assert written == expected
+
+
+def _with_checkpoint_mode(cluster, mode):
+    return cluster.model_copy(update={"reliability": cluster.reliability.model_copy(update={"checkpoint_mode": mode})})
+
+
+def test_launches_save_checkpoints_as_the_goodput_was_priced(megatron_options, torchtitan_fields, h100):
+    """planner.cost.goodput prices async checkpoints (a host copy, persisted in the background) where the spec or
+    simulate --checkpoint-mode says so; the launches write them: Megatron-LM's --async-save with the persistent
+    worker it needs (validate_args turns --async-save off without it, arguments.py:1814-1820), torchtitan's
+    checkpoint.async_mode (job_config.py:591). Megatron-DeepSpeed saves synchronously only, and no launch keeps
+    checkpoints in memory: refused."""
+    import tomllib
+
+    from planner.emit import launch_files, launch_problems
+
+    model = preset("llama3-8b")
+    megatron = Layout(dp=8, zero=1, global_batch=64, framework="megatron")
+    titan = Layout(dp=8, zero=3, global_batch=64, framework="fsdp")
+    sync_args = launch_files(model, megatron, h100)["megatron_args.txt"]
+    assert "--async-save" not in sync_args
+    assert "async_mode" not in tomllib.loads(launch_files(model, titan, h100)["job_config.toml"])["checkpoint"]
+    asynchronous = _with_checkpoint_mode(h100, "async")
+    flags = launch_files(model, megatron, asynchronous)["megatron_args.txt"].split()
+    assert {"--async-save", "--use-persistent-ckpt-worker"} <= set(flags) and "--async-save" in megatron_options
+    assert "--use-persistent-ckpt-worker" in megatron_options
+    checkpoint = tomllib.loads(launch_files(model, titan, asynchronous)["job_config.toml"])["checkpoint"]
+    assert checkpoint["async_mode"] == "async" and torchtitan_fields["checkpoint.async_mode"] == "str"
+    deepspeed = Layout(dp=8, zero=1, global_batch=64, framework="deepspeed")
+    assert any(p.startswith("checkpoint mode async: Megatron-DeepSpeed") for p in
+               launch_problems(model, deepspeed, asynchronous))
+    assert not launch_problems(model, deepspeed, h100)
+    in_memory = _with_checkpoint_mode(h100, "in-memory")
+    for layout in (megatron, titan, deepspeed):
+        assert any(p.startswith("checkpoint mode in-memory") for p in launch_problems(model, layout, in_memory))
+
+
+def test_simulate_emits_with_its_checkpoint_mode(cli, tmp_path):
+    """simulate --checkpoint-mode prices goodput with that mode; --emit saves the same way."""
+    out = tmp_path / "run"
+    code, _, err = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--dp", "8", "--zero", "1",
+                        "--global-batch", "64", "--framework", "megatron", "--checkpoint-mode", "async",
+                        "--emit", str(out)])
+    assert code == 0, err
+    assert "--async-save" in (out / "megatron_args.txt").read_text().split()
+    code, _, err = cli(["simulate", "--model", "llama3-8b", "--gpus", "8", "--dp", "8", "--zero", "1",
+                        "--global-batch", "64", "--framework", "deepspeed", "--checkpoint-mode", "async",
+                        "--emit", str(tmp_path / "ds")])
+    assert code == 2 and "checkpoint mode async" in err and not (tmp_path / "ds").exists()
