@@ -138,6 +138,11 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if layout.zero == 0 and layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8"):
         problems.append("zero=0 with grad_reduce_in_fp32 in bf16: DeepSpeed accumulates bf16 gradients in fp32 only "
                         "with ZeRO-1 or more (BF16_Optimizer; engine.py:2313-2323 refuses the mix at ZeRO-0)")
+    # --use-flash-attn-v2's FlashSelfAttention asserts fp16 or bf16 inputs (deepspeedai/Megatron-DeepSpeed@4efb479d
+    # megatron/model/transformer.py:419): an fp32 plan stops at its first forward.
+    if layout.dtype == "fp32" and layout.flash_attention_on:
+        problems.append("dtype=fp32 with flash attention: Megatron-DeepSpeed's flash attention takes fp16 or bf16 only "
+                        "(plan --flash-attention 0, or a 16-bit dtype)")
     if layout.zero_tiling > 1:  # DeepSpeed tiles through deepspeed.zero.TiledLinear in the model code, no config key
         problems.append(f"zero_tiling={layout.zero_tiling}: Megatron-DeepSpeed's GPT does not wrap its linears in "
                         "deepspeed.zero.TiledLinear, so whole modules are gathered (plan zero_tiling 1)")

@@ -176,9 +176,9 @@ DEEPSPEED = Framework(
     # --emit deepspeed writes, with the default --transformer-impl local, arguments.py:516) runs FlashSelfAttention
     # without a checkpoint (:845-862), so selective recompute under flash attention recomputes nothing.
     selective_recomputes_fused_attention=False,
-    # --use-flash-attn-v2's FlashSelfAttention asserts fp16 or bf16 inputs (deepspeedai/Megatron-DeepSpeed@4efb479d
-    # megatron/model/transformer.py:419): an fp32 plan runs its unfused CoreAttention.
-    fused_attention_dtypes=frozenset({"bf16", "fp16", "fp8"}),
+    # fused_attention_dtypes stays every dtype: DeepSpeed runs whatever attention the model has (the profiles'
+    # TinyGPT runs torch's fused SDPA in fp32, profiles/). Megatron-DeepSpeed's FlashSelfAttention asserts 16-bit
+    # inputs, which its launch target refuses (emit/deepspeed.py).
     # The model is Megatron-DeepSpeed's (the stack --emit deepspeed writes), which pads the vocabulary to a
     # multiple of --make-vocab-size-divisible-by (default 128) x tp (deepspeedai/Megatron-DeepSpeed@4efb479d
     # megatron/tokenizer/tokenizer.py:58-70, megatron/arguments.py:644).
