@@ -418,10 +418,9 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     held = (batch.zero == 3) & (stack["output_unit_held"] > 0) & (batch.pp == 1)
     head = batch.logits_params + vocab_padding_params(batch)
     gathered = states["zero3_gathered"] + last * np.where(held, w * head / batch.tp, 0.0)
-    # DeepSpeed's IPG gradient bucket, allocated at the whole reduce_bucket_size however few parameters it buckets
-    # (DeepSpeed 0.19.8 stage_1_and_2.py:3260-3278 `setup_buckets`, a second with overlap_comm; stage3.py:780-784),
-    # and, for ZeRO-3, the prefetch bucket, never more than the parameters it gathers.
-    ipg = np.where((batch.zero < 3) & batch.dp_comm_overlap, 2.0, 1.0) * ZERO12_BUCKET_ELEMENTS
+    # DeepSpeed's IPG gradient bucket (stage_1_and_2.py:2048-2060, two with overlap_comm; stage3.py:536-540)
+    # and, for ZeRO-3, the prefetch bucket; never more than the parameters it buckets.
+    ipg = np.where((batch.zero < 3) & batch.dp_comm_overlap, 2.0, 1.0) * np.minimum(ZERO12_BUCKET_ELEMENTS, params)
     prefetch = np.where(batch.zero == 3, np.minimum(ZERO3_BUCKET_ELEMENTS, params), 0.0)
     separate = (stack["grad_buckets_separate"] > 0) & (batch.zero >= 1)
     buckets = np.where(separate, w * (ipg + prefetch), 0.0)

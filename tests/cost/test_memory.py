@@ -586,18 +586,6 @@ def test_fsdp_zero2_with_pipeline_keeps_the_stage_gradients_unsharded():
     assert model_state_bytes(np.array([P]), flat)["gradients"][0] == pytest.approx(4 * P / 8, rel=1e-9)
 
 
-def test_deepspeed_allocates_its_whole_gradient_bucket_for_a_small_model(a100):
-    """DeepSpeed allocates the IPG bucket at the whole reduce_bucket_size, 5e8 elements, whatever the model
-    (0.19.8 stage_1_and_2.py:3260-3278, a second with overlap_comm): GPT-2 small's 124M parameters still hold
-    1 GB (2 GB overlapped) of bf16 bucket, not a bucket of their own size."""
-    model = PRESETS["gpt2-small"]
-    for overlap, buffers in ((False, 1), (True, 2)):
-        layout = Layout(dp=8, zero=2, global_batch=64, framework="deepspeed", dp_comm_overlap=overlap)
-        parts = per_gpu_memory(single_batch(model, layout), a100)["parts"]
-        assert parts["comm_buckets"][0] == pytest.approx(buffers * 5e8 * 2.0, rel=1e-12)
-        assert parts["comm_buckets"][0] > 3 * buffers * model.total_params * 2.0
-
-
 def test_megatrons_all_to_all_overlap_holds_one_more_warm_up_micro_batch():
     """--overlap-moe-expert-parallel-comm schedules one extra forward before the 1F1B steps of the interleaved
     schedule (Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:966-970): one more virtual-stage chunk of
