@@ -92,7 +92,7 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
         problems.append(f"kv_heads({model.kv}) is not divisible by tp({layout.tp})")
     # Without FSDP (shard degree 1, no cp) and with tp or pp, torchtitan turns mixed precision off and trains in
     # fp32 (torchtitan@238fa995 distributed/utils.py:246-256, config/job_config.py:282-288).
-    shard = (layout.shard_group or layout.dp) if layout.zero >= 2 else 1
+    shard = shard_degree(layout)
     if shard == 1 and layout.cp == 1 and layout.tp * layout.pp > 1 and layout.dtype != "fp32":
         problems.append(f"dtype={layout.dtype} with no FSDP sharding (dp shard degree 1, cp 1) and tp or pp > 1: "
                         "torchtitan disables mixed precision there and trains in fp32")
@@ -223,15 +223,21 @@ def job_config(model: ModelSpec, layout: Layout, tokens: float | None, learning_
     return sections
 
 
+def shard_degree(layout: Layout) -> int:
+    """data_parallel_shard_degree: 1 without FSDP (zero 0-1), else the data-parallel ranks each FSDP group spans.
+    HSDP shards inside groups and replicates across them; the FSDP mesh is dp_shard x cp (PD:137, 197), so a shard
+    group of g ranks is dp_shard = g / cp (unsupported() refuses g not a multiple of cp), leaving dp / dp_shard
+    replicas: the dp x cp / g replicas priced (cost.memory.state_sharding_degrees)."""
+    if layout.zero < 2:
+        return 1
+    return layout.shard_group // layout.cp if layout.shard_group else layout.dp
+
+
 def parallelism_table(model: ModelSpec, layout: Layout, async_tp: bool) -> dict:
     """[parallelism]: mesh degrees (PD:35-55: replicate x shard x cp x tp x pp = world size) and the schedule."""
-    sharded = layout.zero >= 2
-    # HSDP: shard inside groups, replicate across them. The FSDP mesh is dp_shard x cp (PD:137, 197), so a shard
-    # group of g ranks is dp_shard = g / cp (unsupported() refuses g not a multiple of cp), leaving dp / dp_shard
-    # replicas: the dp x cp / g replicas priced (cost.memory.state_sharding_degrees).
-    shard = layout.shard_group // layout.cp if layout.shard_group else layout.dp
-    table = {"data_parallel_replicate_degree": layout.dp // shard if sharded else layout.dp,  # JC:313
-             "data_parallel_shard_degree": shard if sharded else 1,                           # JC:324
+    shard = shard_degree(layout)
+    table = {"data_parallel_replicate_degree": layout.dp // shard,                           # JC:313
+             "data_parallel_shard_degree": shard,                                            # JC:324
              "tensor_parallel_degree": layout.tp,                                          # JC:351
              "pipeline_parallel_degree": layout.pp,                                        # JC:360
              "context_parallel_degree": layout.cp}                                         # JC:428
