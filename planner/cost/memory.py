@@ -50,7 +50,7 @@ import numpy as np
 
 from planner.cost import distinct, moe
 from planner.frameworks import batch_framework_arrays, interleaving_round
-from planner.frameworks.moe import EXTRA_WARMUP_MICRO_BATCHES
+from planner.frameworks.moe import EXTRA_WARMUP_MICRO_BATCHES, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 from planner.specs.pipeline_stages import padded_vocab, stage_argmax, stage_param_counts, vocab_padding_params
@@ -482,7 +482,14 @@ def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> dict
     weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only
     return {"expert_weights": weights + fp8, "expert_gradients": expert["gradients"],
             "expert_optimizer": expert["optimizer"],
-            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * states["weights"]}
+            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * _paired_stage(batch, states["weights"])}
+
+
+def _paired_stage(batch: CandidateBatch, rows):
+    """Per stage (first, middle, last), the values of the stage whose copy its rank holds beside its own: under a
+    pipeline that pairs stage r with pp - 1 - r on a rank (frameworks.moe.pairs_stages) the first's are the last's
+    and the last's the first's (a middle rank's partner is taken as alike); elsewhere its own."""
+    return np.where(pairs_stages(batch), rows[::-1], rows)
 
 
 def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dict, layers, transient_states) -> dict:
@@ -498,7 +505,9 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     # planner/profile/loss_memory.py: Megatron 6, F.cross_entropy on upcast logits 12; frameworks/base.py).
     # A fused loss (Layout.loss_fusion) holds the stack's fused_loss_bytes_per_logit instead.
     per_logit = np.where(batch.loss_fusion, stack["fused_loss_bytes_per_logit"], stack["loss_bytes_per_logit"])
-    logits = last * (per_logit * tokens * padded_vocab(batch) / batch.tp)
+    # Each multi-token-prediction block's loss keeps as much again until the micro-batch's backward
+    # (megatron/core/transformer/multi_token_prediction.py process_mtp_loss: one output layer and loss per block).
+    logits = last * ((1.0 + batch.mtp_layers) * per_logit * tokens * padded_vocab(batch) / batch.tp)
     overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
                        + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
     stored = per_layer["stored"] * layers * inflight

@@ -16,7 +16,7 @@ from planner.specs.pipeline_stages import stage_argmax, stage_param_counts
 
 # What the stage split reads (specs.pipeline_stages.stage_layers, stage_param_counts): the model, tp, pp, vpp and the
 # stack (its vocabulary padding).
-STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp", "framework")
+STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp", "framework", "a2a_overlap")
 
 
 def stage_split(batch):

@@ -58,7 +58,7 @@ from planner.cost.memory import element_bytes
 from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, tensor_parallel
 from planner.cost.stages import data_parallel_stage, stage_split
 from planner.frameworks import batch_framework_arrays
-from planner.frameworks.moe import bubble_slots as moe_bubble_slots
+from planner.frameworks.moe import bubble_slots as moe_bubble_slots, pairs_stages
 from planner.specs.candidate_batch import DTYPE_BYTES, CandidateBatch
 from planner.specs.hardware import ClusterSpec
 from planner.specs.pipeline_stages import padded_vocab, stage_argmax
@@ -175,7 +175,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
     # data-parallel traffic the step waits for.
     params, dp_layers, dp_on_last = data_parallel_stage(batch)
-    stage = _data_parallel_window(dp_layers, dp_on_last, layer["forward"], layer["backward"], seconds["logits"])
+    dp_heads = np.where(dp_on_last, 1.0 + batch.mtp_layers, 0.0)
+    stage = _data_parallel_window(dp_layers, dp_heads, layer["forward"], layer["backward"], seconds["logits"])
     dp_exposed, dp_bytes, offload_fetch, dp_window_used = data_parallel(batch, cluster, fw, w, stage, params, m)
     layers_per_step = m * pace["layers"]  # the pacing stage's layers over the step's micro-batches
     parts = _step_parts(batch, cluster, fw, w, hbm, m, layer, seconds["logits"], pace, layers_per_step, p2p, stage,
@@ -233,34 +234,42 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
 
 
 def _pacing_stage(batch, cluster, fw, hbm, layer_total, logits, p2p) -> dict:
-    """The stage that sets the pace (the slowest per micro-batch): its `layers` and `params`, whether it is the
-    last (`on_last`), the micro-batch slot `micro_batch_s` and the gradient accumulation per parameter per
+    """The stage that sets the pace (the slowest per micro-batch): its `layers`, `params` and output-layer passes
+    (`heads`) per micro-batch, the micro-batch slot `micro_batch_s` and the gradient accumulation per parameter per
     micro-batch (`accumulate`: optimizer_step.grad_accumulation)."""
     split = stage_split(batch)
-    first_layers, middle_layers, last_layers = split["layers"]
-    first_params, middle_params, last_params = split["params"]
     accumulate = optimizer_step.grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
-    # Per micro-batch on each stage; the output layer (forward + 2x backward) runs on the last.
-    stage_seconds = np.stack([first_layers * layer_total + accumulate * first_params,
-                              middle_layers * layer_total + accumulate * middle_params,
-                              last_layers * layer_total + 3.0 * logits + accumulate * last_params])
+    layers, params = split["layers"], split["params"]
+    # The output layer (forward + 2x backward) runs on the last stage, once for the model and once more for each
+    # multi-token-prediction block, which shares it (stage_layers).
+    heads = (0.0, 0.0, 1.0 + batch.mtp_layers)
+    paired = pairs_stages(batch)
+    if np.any(paired):
+        # A rank holding stage r and stage pp - 1 - r runs each micro-batch through one of them, half the
+        # micro-batches each: per micro-batch, the mean of the first and the last stage on the end ranks.
+        def ends(rows):
+            mean = (rows[0] + rows[2]) / 2.0
+            return np.where(paired, mean, rows[0]), rows[1], np.where(paired, mean, rows[2])
+        layers, params, heads = ends(layers), ends(params), ends(heads)
+    stage_seconds = np.stack([n * layer_total + accumulate * p + (3.0 * h * logits if np.ndim(h) or h else 0.0)
+                              for n, h, p in zip(layers, heads, params)])
     pacing = stage_argmax(stage_seconds)
-    return {"layers": np.choose(pacing, [first_layers, middle_layers, last_layers]),
-            "params": np.choose(pacing, [first_params, middle_params, last_params]),
-            "on_last": pacing == 2,
+    pick = lambda rows: np.choose(pacing, [np.broadcast_to(row, pacing.shape) for row in rows])  # noqa: E731
+    return {"layers": pick(layers), "params": pick(params), "heads": pick(heads),
             "micro_batch_s": stage_seconds.max(axis=0) + p2p + cluster.efficiency.microbatch_overhead_s,
             "accumulate": accumulate}
 
 
-def _data_parallel_window(dp_layers, dp_on_last, layer_forward, layer_backward, logits) -> dict:
+def _data_parallel_window(dp_layers, dp_heads, layer_forward, layer_backward, logits) -> dict:
     """The compute the data-parallel traffic of the stage holding the most parameters hides behind: its layers,
-    one layer's forward and backward, and its whole forward and backward pass (the output layer's on the last)."""
+    one layer's forward and backward, and its whole forward and backward pass (the output layer's `dp_heads`
+    passes on the last)."""
     return {
         "layers": dp_layers,
         "layer_forward": layer_forward,
         "layer_backward": layer_backward,
-        "forward": dp_layers * layer_forward + np.where(dp_on_last, logits, 0.0),
-        "backward": dp_layers * layer_backward + np.where(dp_on_last, 2.0 * logits, 0.0),
+        "forward": dp_layers * layer_forward + dp_heads * logits,
+        "backward": dp_layers * layer_backward + dp_heads * 2.0 * logits,
     }
 
 
@@ -271,7 +280,7 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_s
     eff = cluster.efficiency
     p, v = batch.pp, batch.vpp
     per_layer = layer["per_layer"]
-    on_last, accumulate = pace["on_last"], pace["accumulate"]
+    heads, accumulate = pace["heads"], pace["accumulate"]
     optimizer, offload_copies = optimizer_step.optimizer(batch, cluster)
     offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
@@ -279,8 +288,8 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_s
     if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
         bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
     parts = {
-        "forward": paced(per_layer["forward"]) + m * np.where(on_last, logits, 0.0),
-        "backward": paced(per_layer["backward"]) + m * np.where(on_last, 2.0 * logits, 0.0),
+        "forward": paced(per_layer["forward"]) + m * heads * logits,
+        "backward": paced(per_layer["backward"]) + m * heads * 2.0 * logits,
         "elementwise": paced(per_layer["elementwise"]),
         "recompute": paced(per_layer["recompute"]),
         "launch_floor": paced(per_layer["launch_floor"]),
@@ -340,7 +349,8 @@ def _flop_rates(batch, total, peak) -> dict:
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
                                           batch.global_batch * batch.seq_len, causal=True, **variant, **window)
-    flops = flop_parts["total"]
+    # Each multi-token-prediction block (counted in batch.layers) runs the output layer once more.
+    flops = flop_parts["total"] + batch.mtp_layers * flop_parts["logits"]
     if "experts" in flop_parts and batch.moe_imbalance is not None:
         # A capacity below the mean load (capacity factor < 1) drops the tokens beyond it (moe_imbalance is then the
         # capacity factor, frameworks.moe.routing_imbalance): the experts compute only the kept share, and the time
@@ -352,7 +362,8 @@ def _flop_rates(batch, total, peak) -> dict:
     executed = flops - flop_parts["attention_core"] + executed_core
     selective = layer_compute.recomputes_attention_core(batch, batch_framework_arrays(batch))
     recompute_flops = np.select([batch.recompute == 2, selective],
-                                [(executed - flop_parts["logits"]) / 3.0, executed_core / 3.0], 0.0)
+                                [(executed - (1.0 + batch.mtp_layers) * flop_parts["logits"]) / 3.0,
+                                 executed_core / 3.0], 0.0)
     tflops_per_gpu = flops / total / batch.gpus
     return {"model_flops_per_step": flops, "tflops_per_gpu": tflops_per_gpu / 1e12, "mfu": tflops_per_gpu / peak,
             "hfu": (executed + recompute_flops) / total / batch.gpus / peak}

@@ -57,6 +57,10 @@ class A2AOverlap:
     # Forward micro-batches the interleaved schedule's warm-up runs beyond its own, so that every later 1F1B step
     # pairs an independent forward and backward (their activations are held too: cost.memory).
     extra_warmup_micro_batches: int = 0
+    # Rank r holds pipeline stage r and stage pp - 1 - r and runs each micro-batch through one of them (a
+    # bidirectional pipeline): the first and last stage share rank 0 (and pp - 1), their work and the embedding
+    # the multi-token-prediction blocks read.
+    pairs_stages: bool = False
 
 
 # DualPipe's schedule (deepseek-ai/DualPipe, dualpipe/dualpipe.py, DualPipe.step): "assert num_ranks % 2 == 0" and
@@ -76,12 +80,29 @@ A2A_OVERLAPS = {
                            extra_warmup_micro_batches=1),
     "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
                            compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS, own_pipeline_schedule=True,
-                           micro_batches_per_stage=DUALPIPE_MICRO_BATCHES_PER_STAGE),
+                           micro_batches_per_stage=DUALPIPE_MICRO_BATCHES_PER_STAGE,
+                           # deepseek-ai/DualPipe examples/example_dualpipe.py: "local_full_modules = nn.Sequential(
+                           # full_modules[rank], full_modules[pp_size - 1 - rank])", the forward direction's
+                           # micro-batches entering rank 0 and the reverse's rank pp - 1; arXiv:2412.19437 section
+                           # 3.2.3 ("Shared Embedding and Output Head for Multi-Token Prediction"): with DualPipe the
+                           # shallowest layers, with the embedding, and the deepest, with the output head, sit on one
+                           # PP rank, so the MTP module shares their parameters and gradients physically.
+                           pairs_stages=True),
 }
 A2A_OVERLAP_NAMES = tuple(A2A_OVERLAPS)
 # Per overlap code: A2AOverlap.extra_warmup_micro_batches.
 EXTRA_WARMUP_MICRO_BATCHES = np.array([o.extra_warmup_micro_batches for o in A2A_OVERLAPS.values()], dtype=float)
 A2A_OVERLAP_CODES = {name: o.code for name, o in A2A_OVERLAPS.items()}
+# Per overlap code: A2AOverlap.pairs_stages.
+PAIRS_STAGES = np.array([o.pairs_stages for o in A2A_OVERLAPS.values()])
+
+
+def pairs_stages(batch) -> np.ndarray:
+    """Per candidate, whether its pipeline runs stage r and stage pp - 1 - r on one rank (DualPipe, pp > 1); False
+    for a dense batch (no overlap column)."""
+    if batch.a2a_overlap is None:
+        return np.zeros(len(batch), dtype=bool)
+    return PAIRS_STAGES[batch.a2a_overlap.astype(np.intp)] & (batch.pp > 1)
 
 
 def overlap_runs_pipeline(overlap_code, pp, vpp) -> np.ndarray:

@@ -43,6 +43,9 @@ class CandidateBatch:
     logits_params: np.ndarray  # output projection (a copy of the embedding on the last stage when tied and pp > 1)
     total_params: np.ndarray
     tied_embeddings: np.ndarray  # bool
+    # Multi-token-prediction blocks (ModelSpec.mtp_layers), counted in `layers` and placed on the last pipeline
+    # stage (stage_layers); each runs the shared output layer and a loss once more there.
+    mtp_layers: np.ndarray
     # The true key/value heads (Megatron's num_query_groups; kv_heads above is effective on variant batches) and
     # the fused QKV projection's output elements per token, (heads + 2 x query_groups) x head_dim; 0 for MLA,
     # which projects through latents (MLASelfAttention has no linear_qkv).
@@ -111,7 +114,7 @@ class CandidateBatch:
     @property
     def stages(self):
         """Layers on the first, fullest middle and last pipeline stage (stage_layers)."""
-        return self.cached("stages", lambda b: stage_layers(b.layers, b.pp, b.vpp))
+        return self.cached("stages", lambda b: stage_layers(b.layers - b.mtp_layers, b.pp, b.vpp, b.mtp_layers))
 
     def take(self, index, carry=None) -> "CandidateBatch":
         """The sub-batch at `index` (an index array or boolean mask). `carry(key, value, index)`, when given, is
@@ -168,16 +171,16 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
             layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
             model.kv, 0 if model.attention == "mla" else (model.heads + 2 * model.kv) * model.attention_head_dim,
-            len(vectors[1]),
+            len(vectors[1]), model.mtp_layers,
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
              "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings",
-             "query_groups", "qkv_width", "vector_tensors_outside")
+             "query_groups", "qkv_width", "vector_tensors_outside", "mtp_layers")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
     arrays.update(_vector_arrays(models))
-    if not all(standard_attention(m) and not m.is_moe for m in models):
+    if not all(standard_attention(m) and not m.is_moe and not m.mtp_layers for m in models):
         arrays.update(_moe_model_arrays(models))
     if any(m.attention_window is not None for m in models):
         arrays["attention_window"] = np.array([m.attention_window or np.inf for m in models], dtype=float)
@@ -200,10 +203,10 @@ MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn
 
 
 def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
-    """Columns of models with an attention variant or experts; overrides kv_heads, ffn and layer_params
-    with their effective values (see CandidateBatch). Multi-token-prediction modules are simulated as
-    that many more layers like the last (their projection and extra logits are left out: ~4% of
-    DeepSeek-V3's MTP FLOPs)."""
+    """Columns of models with an attention variant, experts or multi-token prediction; overrides kv_heads, ffn and
+    layer_params with their effective values (see CandidateBatch). Multi-token-prediction modules are simulated as
+    that many more layers like the last, on the last pipeline stage, each with one more pass of the output layer
+    and loss (their 2h -> h projection's FLOPs are left out: ~4% of DeepSeek-V3's MTP FLOPs)."""
     rows = []
     for model in models:
         parts = param_breakdown(model)

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from planner.frameworks import batch_framework_arrays
+from planner.frameworks.moe import pairs_stages
 
 if TYPE_CHECKING:
     from planner.specs.candidate_batch import CandidateBatch
 
 
-def stage_layers(layers, pp, vpp):
-    """Transformer layers on the first, a middle (the fullest) and the last pipeline stage.
+def stage_layers(layers, pp, vpp, mtp_layers=0):
+    """Transformer layers on the first, a middle (the fullest) and the last pipeline stage, with the
+    `mtp_layers` multi-token-prediction blocks on the last.
 
     Even when pp x vpp divides the layers. Otherwise as Megatron-Core splits them: when it divides
     layers + 2, the embedding and the loss each take one layer's slot
@@ -27,7 +29,25 @@ def stage_layers(layers, pp, vpp):
     pipeline engine partitions BLOOM-176B's 70 layers + 2 over pp 12 the same way), so the first and the
     last stage hold one layer fewer; else the remainder goes to the middle stages and the first and
     last stage are the lighter ones (`--decoder-first/last-pipeline-num-layers`). One stage holds all.
+
+    The multi-token-prediction blocks need the output layer, so they run where it does, after the split of the
+    transformer layers: Megatron-Core builds them all on the last pipeline stage unless a layout string places
+    them (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/multi_token_prediction.py:823-829, 877-881; the
+    emitter's layout string puts them there too), and DeepSeek-V3 keeps them with the output head
+    (arXiv:2412.19437 section 3.2.3).
     """
+    first, middle, last = _transformer_stage_layers(layers, pp, vpp)
+    mtp = np.asarray(mtp_layers, dtype=float)
+    if not np.any(mtp):
+        return first, middle, last
+    p = np.asarray(pp)
+    last = last + mtp
+    first = np.where(p == 1, last, first)  # one stage holds all
+    # With two stages or one, `middle` stands for the fuller end (as _transformer_stage_layers gives it).
+    return first, np.where(p > 2, middle, np.maximum(first, last)), last
+
+
+def _transformer_stage_layers(layers, pp, vpp):
     layers, p, v = (np.asarray(x, dtype=float) for x in (layers, pp, vpp))
     shape = np.broadcast(layers, p, v).shape
     stages = p * v
@@ -79,7 +99,12 @@ def _stage_param_counts(batch: "CandidateBatch"):
     padding = vocab_padding_params(batch)
     head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params + padding)
     first = first_layers * batch.layer_params + batch.embedding_params + padding + np.where(single_stage, head, 0.0)
-    last = np.where(single_stage, first, last_layers * batch.layer_params + head)
+    # The multi-token-prediction blocks read the token embedding: Megatron-Core builds a copy of it on their stage
+    # (NVIDIA/Megatron-LM@d98e8a64 megatron/core/models/gpt/gpt_model.py:173, "if self.pre_process or
+    # self.mtp_process"); a pipeline that runs the first and last stage on one rank (DualPipe) shares it.
+    mtp_embedding = np.where((batch.mtp_layers > 0) & ~single_stage & ~pairs_stages(batch),
+                             batch.embedding_params + padding, 0.0)
+    last = np.where(single_stage, first, last_layers * batch.layer_params + head + mtp_embedding)
     middle = np.where(batch.pp > 2, middle_layers * batch.layer_params, np.maximum(first, last))
     return first / batch.tp, middle / batch.tp, last / batch.tp
 

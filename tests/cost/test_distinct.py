@@ -46,13 +46,15 @@ def _mixed_batch(model_name: str, models: list | None = None) -> CandidateBatch:
         shard_group=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 8), 0),
         zero_hpz=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 2), 1),
         partition_activations=rng.random(n) < 0.5)
+    if models is None and preset(model_name).is_moe:  # the all-to-all overlaps, DualPipe's stage pairing among them
+        columns["a2a_overlap"] = rng.choice([0.0, 1.0, 2.0], n)
     index = np.zeros(4 * n, dtype=np.int64) if models is None else rng.integers(0, len(models), 4 * n)
     return build_batch(models or [preset(model_name)], index,
                        **{name: np.tile(values, 4) for name, values in columns.items()})
 
 
 @pytest.mark.parametrize("model_name, cluster_name", [("llama2-70b", "dgx-h100"), ("mixtral-8x7b", "dgx-h100"),
-                                                      ("gpt3-13b", "frontier-mi250x")])
+                                                      ("gpt3-13b", "frontier-mi250x"), ("deepseek-v3", "h800-deepseek")])
 def test_distinct_evaluation_equals_every_row(monkeypatch, model_name, cluster_name):
     batch, cluster = _mixed_batch(model_name), load_cluster(cluster_name)
     keyed = dict(_flatten(dataclasses.asdict(estimate(batch, cluster))))
@@ -156,14 +158,14 @@ NOT_READ = {
               "grad_reduce_in_fp32", "grad_shard_group", "moe_imbalance", "moe_padded", "offload", "offload_nvme",
               "shard_group", "vpp", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
               "zero_tiling"},
-    "data_parallel": {"model_index", "loss_fusion", "a2a_overlap", "activation_offload", "dp_comm_overlap", "ep", "etp", "flash_attention",
+    "data_parallel": {"model_index", "loss_fusion", "activation_offload", "dp_comm_overlap", "ep", "etp", "flash_attention",
                       "fp8_current_scaling", "global_batch", "grad_shard_group", "micro_batch", "moe_imbalance",
                       "moe_padded", "offload", "offload_nvme", "partition_activations", "recompute", "seq_parallel", "shard_group",
                       "tp_comm_overlap", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights", "zero_tiling"},
     "stage_states": {"model_index", "loss_fusion", "activation_offload", "flash_attention", "fp8_current_scaling",
                      "global_batch", "micro_batch", "moe_imbalance", "moe_padded", "partition_activations", "recompute",
                      "seq_parallel", "tp_comm_overlap", "zero_quantized_gradients", "zero_quantized_weights"},
-    "stage": {"model_index", "loss_fusion", "a2a_overlap", "activation_offload", "cp", "dp", "dp_comm_overlap", "dtype", "ep", "etp", "flash_attention",
+    "stage": {"model_index", "loss_fusion", "activation_offload", "cp", "dp", "dp_comm_overlap", "dtype", "ep", "etp", "flash_attention",
               "fp8_current_scaling", "fp8_param_gather", "global_batch", "grad_reduce_in_fp32",
               "grad_shard_group", "micro_batch", "moe_imbalance", "moe_padded", "offload", "offload_nvme",
               "partition_activations", "recompute", "seq_parallel", "shard_group", "tp_comm_overlap", "zero", "zero_hpz", "zero_quantized_gradients",
@@ -172,7 +174,7 @@ NOT_READ = {
                  "dp_comm_overlap", "dtype", "embedding_params", "ep", "etp", "expert_ffn", "expert_params", "experts",
                  "ffn", "flash_attention", "fp8_current_scaling", "fp8_param_gather", "grad_reduce_in_fp32",
                  "grad_shard_group", "heads", "hidden", "kv_heads", "layer_params", "layers", "logits_params",
-                 "mlp_matrices", "moe_imbalance", "moe_layers", "moe_padded", "offload", "offload_nvme",
+                 "mlp_matrices", "moe_imbalance", "moe_layers", "moe_padded", "mtp_layers", "offload", "offload_nvme",
                  "partition_activations", "qkv_width",
                  "query_groups", "recompute", "seq_len", "seq_parallel", "shard_group", "tied_embeddings", "top_k",
                  "total_params", "tp",
