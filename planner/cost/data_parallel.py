@@ -17,7 +17,7 @@ import numpy as np
 
 from planner.cost import collectives, distinct, groups, hierarchy, moe, offload, zero3_fetch
 from planner.cost.gemm import rank_share
-from planner.cost.memory import element_bytes, fp32_accumulation_rows, unsharded_through_step
+from planner.cost.memory import element_bytes, fp32_accumulation_rows, optimizer_sharded_rows, unsharded_through_step
 from planner.cost.overlap import behind_later_chunks, hidden_behind
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
@@ -235,8 +235,9 @@ def whole_gradient_all_reduced(batch, fw):
 
 def parameters_gathered_after_step(batch, fw):
     """Rows whose updated 16-bit parameters are all-gathered over dp after the step: ZeRO 1 and up, and the
-    fp32-accumulating optimizer that shards its master over dp at ZeRO-0 too (BF16_Optimizer.update_lp_params)."""
-    return (batch.zero >= 1) | _all_reducing_fp32_accumulation(batch, fw)
+    optimizer that shards its master over dp at ZeRO-0 too (memory.zero0_sharding_optimizer_rows:
+    BF16_Optimizer.update_lp_params)."""
+    return optimizer_sharded_rows(batch, fw)
 
 
 def _all_reducing_fp32_accumulation(batch, fw):

@@ -178,6 +178,27 @@ def _fp32_accumulation_rows(batch: CandidateBatch, stack: dict) -> np.ndarray:
         & (batch.zero <= 1)
 
 
+def zero0_sharding_optimizer_rows(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """ZeRO-0 candidates whose stack shards the fp32 master and Adam states over dp all the same, with a gradient
+    buffer of its own that each micro-batch's 16-bit .grad is added into (DeepSpeed's BF16_Optimizer): with fp32
+    accumulation where that optimizer all-reduces (Framework.fp32_accumulation_all_reduces), and bf16 under the
+    stack's pipeline engine (Framework.bf16_pipeline_shards_optimizer)."""
+    stack = _stack(batch, stack)
+    fp32 = (stack["fp32_accumulation_all_reduces"] > 0) & fp32_accumulation_rows(batch, stack)
+    return (batch.zero == 0) & (fp32 | _bf16_pipeline_optimizer_rows(batch, stack))
+
+
+def _bf16_pipeline_optimizer_rows(batch: CandidateBatch, stack: dict) -> np.ndarray:
+    return ((stack["bf16_pipeline_shards_optimizer"] > 0) & (batch.zero == 0) & (batch.pp > 1)
+            & (batch.dtype.astype(int) == DTYPE_CODES["bf16"]) & (element_bytes(batch, stack)["grads"] < 4.0))
+
+
+def optimizer_sharded_rows(batch: CandidateBatch, stack: dict | None = None) -> np.ndarray:
+    """Candidates whose optimizer states (and step) are sharded over the data-parallel ranks: ZeRO 1 and up, and
+    the ZeRO-0 rows of zero0_sharding_optimizer_rows."""
+    return (batch.zero >= 1) | zero0_sharding_optimizer_rows(batch, stack)
+
+
 def largest_matrix_params(batch: CandidateBatch) -> np.ndarray:
     """The largest single weight matrix on a tp rank (ZeRO-3 gathers one module at a time). With SwiGLU the
     gate and up projections are one module, `dense_h_to_4h` of width 2 x ffn, in Megatron(-DeepSpeed)
@@ -230,10 +251,12 @@ def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) 
     # add to the peak: ZeRO-2 and -3 under torchtitan's pipeline hold the same states.
     piped = unsharded_through_step(batch, stack)
     grads = np.where(piped & (zero == 2), size["reduce"] * params, np.where(piped & (zero == 3), 0.0, grads))
-    # BF16_Optimizer: each micro-batch's bf16 .grad lives beside the fp32 copy until it is added in
-    # (bf16_optimizer.py:332-347; set to None only before the next backward, :445-459).
-    grads = grads + np.where(fp32_accumulation_rows(batch, stack), size["weights"] * params, 0.0)
-    optimizer = np.where(zero >= 1, size["optimizer"] * params / d, size["optimizer"] * params)
+    # BF16_Optimizer: each micro-batch's bf16 .grad lives beside the fp32 (or, under the pipeline engine at ZeRO-0,
+    # bf16) buffer until it is added in (bf16_optimizer.py:332-347; set to None only before the next backward,
+    # :445-459).
+    own_buffer = fp32_accumulation_rows(batch, stack) | _bf16_pipeline_optimizer_rows(batch, stack)
+    grads = grads + np.where(own_buffer, size["weights"] * params, 0.0)
+    optimizer = np.where(optimizer_sharded_rows(batch, stack), size["optimizer"] * params / d, size["optimizer"] * params)
 
     offloaded = np.where(batch.offload >= 1, optimizer, 0.0)
     # DeepSpeed reduces ZeRO-2/3 gradient partitions straight into host buffers under optimizer offload
@@ -454,10 +477,12 @@ def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) 
     (gradients_freed_min_zero to _max_zero: DeepSpeed 0-2, FSDP2 2-3) without offload. 0 elsewhere, and for 32-bit
     gradients where the stack keeps them for the run (fp32_gradients_kept_for_the_run: DeepSpeed's BF16_Optimizer)."""
     sixteen_bit = element_bytes(batch, stack)["grads"] < 4.0
+    # The BF16_Optimizer's 16-bit buffer under the pipeline engine is kept for the run (zeroed by clear_hp_grads).
+    sixteen_bit = sixteen_bit & ~_bf16_pipeline_optimizer_rows(batch, stack)
     freed = ((stack["gradients_freed_after_step"] > 0) & (batch.zero >= stack["gradients_freed_min_zero"])
              & (batch.zero <= stack["gradients_freed_max_zero"]) & (batch.offload == 0)
              & (sixteen_bit | (stack["fp32_gradients_kept_for_the_run"] == 0)))
-    shard = np.where(batch.zero >= 1, state_sharding_degrees(batch, stack)["optimizer"], 1.0)
+    shard = np.where(optimizer_sharded_rows(batch, stack), state_sharding_degrees(batch, stack)["optimizer"], 1.0)
     return {"gradients": np.where(freed, states["gradients"], 0.0),
             "copy": np.where(freed & sixteen_bit, FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
 

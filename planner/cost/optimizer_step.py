@@ -12,7 +12,8 @@ import numpy as np
 
 from planner.cost import distinct
 from planner.cost.gemm import rank_rates
-from planner.cost.memory import STAGE_STATE_COLUMNS, element_bytes, fp32_accumulation_rows, state_sharding_degrees
+from planner.cost.memory import (STAGE_STATE_COLUMNS, element_bytes, fp32_accumulation_rows, optimizer_sharded_rows,
+                                 state_sharding_degrees)
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
 from planner.specs.candidate_batch import DTYPE_BYTES
@@ -36,7 +37,7 @@ def _optimizer_per_row(batch, cluster):
     params = data_parallel_stage(batch)[0]
     eff = cluster.efficiency
     shard = state_sharding_degrees(batch, fw)["optimizer"]
-    opt_params = np.where(batch.zero >= 1, params / shard, params)
+    opt_params = np.where(optimizer_sharded_rows(batch, fw), params / shard, params)
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
     host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s

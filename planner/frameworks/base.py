@@ -256,6 +256,11 @@ class Framework:
     # its own ZeRO-1 without a reduce-scatter: frameworks/deepspeed.py). False: the reduction follows the layout's
     # ZeRO stage (an all-reduce at 0, a reduce-scatter and the parameter all-gather at 1 and 2).
     fp32_accumulation_all_reduces: bool = False
+    # bf16 at ZeRO-0 under the stack's pipeline engine (pp > 1) runs that same sharding optimizer with 16-bit
+    # gradient accumulation: the fp32 master and Adam states sharded over dp, a whole 16-bit gradient buffer kept
+    # for the run beside each micro-batch's .grad, the gradient all-reduced and the updated parameters all-gathered
+    # (DeepSpeed's BF16_Optimizer: frameworks/deepspeed.py). False: ZeRO-0 keeps every state whole (DDP).
+    bf16_pipeline_shards_optimizer: bool = False
     # The stack builds its embedding and output layer for the vocabulary padded up to a multiple of this x tp
     # (Megatron's make_vocab_size_divisible_by); 1: the vocabulary as it is. A cost matter only: the model's
     # parameter count stays the tokenizer's (the padded rows are never trained on).

@@ -62,6 +62,14 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   each rank then updates only its shard; `step` ends with `update_lp_params` (bf16_optimizer.py:312, 423-437), an
   `all_gather_dp_groups` of the updated bf16 parameters. The same at DeepSpeed 0.19.8 (engine.py:3088-3095,
   bf16_optimizer.py:593-603).
+- bf16 at ZeRO-0 under the pipeline engine (pp > 1, a PipelineModule: engine.py:327) runs the BF16_Optimizer too,
+  with bf16 gradient accumulation, the default (`_do_optimizer_sanity_check`, "if model_dtype == torch.bfloat16 and
+  self.pipeline_parallelism: ... return BFLOAT16", deepspeedai/DeepSpeed@edaa7221 (0.19.6) runtime/engine.py:
+  2014-2018; before #7515, v0.17.6, the same at :1410-1415): the fp32 master and Adam states sharded over dp
+  (bf16_optimizer.py:161-171), a whole gradient buffer in the accumulation dtype kept for the run (:175-177, zeroed by
+  `clear_hp_grads`, not freed) beside each micro-batch's bf16 .grad, `hp_grad.add_(lp.grad)` per micro-batch (6
+  bytes per parameter in bf16, as autograd's accumulation), the same all-reduce and the step's all-gather of the
+  updated bf16 parameters. Without a pipeline, bf16 at ZeRO-0 is plain DDP (DDP_BFLOAT16, engine.py:2019).
 - fp16 (or bf16 accumulated in bf16) at ZeRO 0 and 1: each micro-batch's gradients are added into `.grad` by
   autograd, `grad += new_grad` on every micro-batch after the first (pytorch/pytorch@035290b7 torch/csrc/autograd/
   functions/accumulate_grad.h:76-83), 6 bytes per parameter at HBM speed (`unfused_16bit_grad_accumulation_bytes`,
@@ -165,6 +173,7 @@ DEEPSPEED = Framework(
     gradients_freed_after_step=True,  # module docstring: gradients and their fp32 copy live from backward to the step's end
     unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` at ZeRO 0/1 (module docstring)
     fp32_accumulation_all_reduces=True,  # BF16_Optimizer all-reduces the fp32 gradient, then all-gathers (docstring)
+    bf16_pipeline_shards_optimizer=True,  # bf16 ZeRO-0 under the PipelineEngine: BF16_Optimizer (docstring)
     # ZeRO-2's and ZeRO-3's gradient bucket copies and divides every micro-batch (cost/shard_copies.py).
     shard_copies="deepspeed",
     # DeepSpeed's own activation checkpointing recomputes whole calls (full); Megatron-DeepSpeed, the stack `--emit

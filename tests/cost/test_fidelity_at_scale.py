@@ -162,6 +162,28 @@ def test_deepspeed_bf16_optimizer_adds_each_micro_batch_into_fp32_gradients(h100
     assert fp32["step_time_s"] > bf16["step_time_s"]
 
 
+def test_deepspeed_bf16_at_zero_0_under_the_pipeline_engine_runs_the_sharding_bf16_optimizer(h100):
+    """bf16 at ZeRO-0 with a pipeline (a PipelineModule) runs DeepSpeed's BF16_Optimizer with bf16 accumulation
+    (engine.py:2014-2018 @edaa7221, frameworks/deepspeed.py): the fp32 master, Adam states and the step's fp32
+    gradient copy (16 B per parameter) sharded over dp, a bf16 gradient buffer kept beside each micro-batch's bf16
+    .grad (2 + 2 B), the gradient all-reduced and the updated bf16 parameters all-gathered (2 x 2P + 2P bytes).
+    Without a pipeline bf16 ZeRO-0 is DDP (DDP_BFLOAT16): every state whole, no all-gather. The BF16_Optimizer with
+    fp32 accumulation shards the same at ZeRO-0 as at ZeRO-1."""
+    model = PRESETS["llama3-8b"]
+    layout = dict(dp=8, zero=0, micro_batch=1, global_batch=32, framework="deepspeed")
+    piped = simulate(model, Layout(**layout, pp=2), h100)
+    P = piped["comm_bytes_per_step"]["dp"] / (2 * 2.0 + 2.0)
+    assert piped["memory"]["optimizer"] == pytest.approx(16.0 * P / 8, rel=1e-9)
+    assert piped["memory"]["gradients"] == pytest.approx((2.0 + 2.0) * P, rel=1e-9)
+    ddp = simulate(model, Layout(**layout, pp=1), h100)
+    P1 = ddp["comm_bytes_per_step"]["dp"] / (2 * 2.0)  # the all-reduce alone
+    assert P1 == pytest.approx(model.total_params, rel=1e-5)
+    assert ddp["memory"]["optimizer"] >= 12.0 * P1  # Adam and the fp32 master whole (the fp32 gradient copy is the step's)
+    fp32 = {z: simulate(model, Layout(**{**layout, "zero": z}, pp=2, grad_reduce_in_fp32=True), h100) for z in (0, 1)}
+    assert fp32[0]["memory"]["optimizer"] == pytest.approx(fp32[1]["memory"]["optimizer"], rel=1e-12)
+    assert fp32[0]["memory"]["optimizer"] < piped["memory"]["optimizer"]  # no 4 B fp32 gradient copy: they are fp32
+
+
 @pytest.mark.parametrize("zero, passes", [(0, 3), (1, 3), (2, 0)])
 def test_deepspeed_16_bit_gradients_accumulate_by_autograd_at_zero_0_and_1(h100, zero, passes):
     """DeepSpeed fp16 at ZeRO 0 and 1 keeps each parameter's .grad over the micro-batches: no gradient hook reduces
