@@ -99,6 +99,38 @@ def test_stage_layers(layers, pp, vpp, expected):
     assert first + last + middle * max(pp - 2, 0) == (layers if pp > 1 else 2 * layers)
 
 
+@pytest.mark.parametrize("layers, pp, expected", [
+    (61, 8, (8, 8, 7)),     # 8, 8, 8, 8, 8, 7, 7, 7
+    (70, 12, (6, 6, 5)),    # ten of 6, two of 5: BLOOM's layers without its fork's 'type:transformer|embedding'
+    (45, 4, (12, 11, 11)),  # one extra: the first stage alone
+    (33, 2, (17, 17, 16)),
+    (96, 8, (12, 12, 12)),
+])
+def test_deepspeeds_pipeline_gives_the_extra_layers_to_the_first_stages(layers, pp, expected):
+    """Megatron-DeepSpeed partitions its GPTModelPipe by transformer layers with DeepSpeed's partition_balanced
+    (frameworks/deepspeed.py uneven_layers_to_first_stages); a DeepSpeed batch's stages follow it, a Megatron one's
+    keep Megatron-Core's split."""
+    assert tuple(float(x) for x in stage_layers(layers, pp, 1, 0, True)) == expected
+    model = make_model(layers=layers, hidden=1024, heads=16, vocab=32000, seq_len=2048)
+    stages = {fw: tuple(float(x[0]) for x in single_batch(model, Layout(pp=pp, framework=fw)).stages)
+              for fw in ("deepspeed", "megatron")}
+    assert stages["deepspeed"] == expected
+    assert stages["megatron"] == tuple(float(x) for x in stage_layers(layers, pp, 1))
+
+
+def test_first_heavy_split_is_deepspeeds_partition_balanced():
+    """Against DeepSpeed's own function (runtime/utils.py partition_balanced) on GPTModelPipe's binary weights
+    (embedding, transformer layers, norm, head: pipe/module.py 'type:transformer'), where DeepSpeed is installed."""
+    utils = pytest.importorskip("deepspeed.runtime.utils")
+    for layers in range(2, 50):
+        for pp in range(2, min(layers, 12) + 1):
+            weights = [0, 0] + [1] * layers + [0, 0, 0]
+            parts = utils.partition_balanced(weights, pp)
+            counts = [sum(weights[parts[i]:parts[i + 1]]) for i in range(pp)]
+            expected = (counts[0], max(counts[1:-1]) if pp > 2 else max(counts[0], counts[-1]), counts[-1])
+            assert tuple(float(x) for x in stage_layers(layers, pp, 1, 0, True)) == expected, (layers, pp, counts)
+
+
 def test_stage_argmax_is_numpys_argmax_over_the_stages():
     """Ties go to the first stage and a NaN counts as the largest (the first NaN wins), as np.argmax has it."""
     nan = np.nan

@@ -265,6 +265,10 @@ class Framework:
     # (Megatron's make_vocab_size_divisible_by); 1: the vocabulary as it is. A cost matter only: the model's
     # parameter count stays the tokenizer's (the padded rows are never trained on).
     vocab_padding_multiple: float = 1.0
+    # Where pp does not divide the layers, the first (layers mod pp) stages hold one layer more and the rest, the
+    # last among them, one fewer (DeepSpeed's pipeline engine: frameworks/deepspeed.py). False: Megatron-Core's split
+    # (planner.specs.pipeline_stages.stage_layers: embedding and loss slots, or the remainder to the middle stages).
+    uneven_layers_to_first_stages: bool = False
     # Bytes per token x (local) vocabulary entry the stack's language-model loss holds at its peak, on top of the
     # activations (cost/memory.py, the last stage's "logits" part): what the stack's own loss code allocates from the
     # output layer's 16-bit logits through its backward. 4 is the fp32 logits alone (Korthikanti et al. 2022,

@@ -192,6 +192,12 @@ DEEPSPEED = Framework(
     # multiple of --make-vocab-size-divisible-by (default 128) x tp (deepspeedai/Megatron-DeepSpeed@4efb479d
     # megatron/tokenizer/tokenizer.py:58-70, megatron/arguments.py:644).
     vocab_padding_multiple=128.0,
+    # Megatron-DeepSpeed's GPTModelPipe partitions with partition_method='type:transformer'
+    # (deepspeedai/Megatron-DeepSpeed@4efb479d megatron/model/gpt_model.py:463): weight 1 per transformer layer, 0
+    # for the embedding, norm and head (pipe/module.py:412-417 @edaa7221), split by partition_balanced's linear
+    # partition (runtime/utils.py:627-668), which gives the extra layers to the first stages: 61 layers over 8 stages
+    # are 8, 8, 8, 8, 8, 7, 7, 7 (tests/test_layout.py runs DeepSpeed's own function where it is installed).
+    uneven_layers_to_first_stages=True,
     # Megatron-DeepSpeed's loss: `cross_entropy(output.float(), labels)` with Megatron's in-place vocab-parallel
     # cross-entropy (microsoft/Megatron-DeepSpeed@070c64be megatron/model/gpt_model.py, post_language_model_processing;
     # GPTModelPipe casts with float16_to_fp32, then CrossEntropy calls the same function): 2 + 4 bytes per logit, as

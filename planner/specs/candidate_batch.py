@@ -15,7 +15,7 @@ from planner.frameworks import FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAME
 from planner.frameworks.moe import A2A_OVERLAP_CODES, default_routing_columns
 from planner.specs.layout import Layout, moe_imbalance
 from planner.specs.model import ModelSpec, flops_columns, param_breakdown, standard_attention, vector_tensors
-from planner.specs.pipeline_stages import stage_layers
+from planner.specs.pipeline_stages import batch_stage_layers
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD_CODES = {"none": 0, "optimizer": 1, "optimizer+params": 2}
@@ -113,8 +113,8 @@ class CandidateBatch:
 
     @property
     def stages(self):
-        """Layers on the first, fullest middle and last pipeline stage (stage_layers)."""
-        return self.cached("stages", lambda b: stage_layers(b.layers - b.mtp_layers, b.pp, b.vpp, b.mtp_layers))
+        """Layers on the first, fullest middle and last pipeline stage (pipeline_stages.batch_stage_layers)."""
+        return self.cached("stages", batch_stage_layers)
 
     def take(self, index, carry=None) -> "CandidateBatch":
         """The sub-batch at `index` (an index array or boolean mask). `carry(key, value, index)`, when given, is

@@ -19,16 +19,25 @@ if TYPE_CHECKING:
     from planner.specs.candidate_batch import CandidateBatch
 
 
-def stage_layers(layers, pp, vpp, mtp_layers=0):
+def batch_stage_layers(batch: "CandidateBatch"):
+    """stage_layers of each candidate, split as its stack splits (Framework.uneven_layers_to_first_stages)."""
+    first_heavy = batch_framework_arrays(batch)["uneven_layers_to_first_stages"] > 0
+    return stage_layers(batch.layers - batch.mtp_layers, batch.pp, batch.vpp, batch.mtp_layers, first_heavy)
+
+
+def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False):
     """Transformer layers on the first, a middle (the fullest) and the last pipeline stage, with the
     `mtp_layers` multi-token-prediction blocks on the last.
 
     Even when pp x vpp divides the layers. Otherwise as Megatron-Core splits them: when it divides
     layers + 2, the embedding and the loss each take one layer's slot
-    (`--account-for-embedding-in-pipeline-split`, `--account-for-loss-in-pipeline-split`; DeepSpeed's
-    pipeline engine partitions BLOOM-176B's 70 layers + 2 over pp 12 the same way), so the first and the
+    (`--account-for-embedding-in-pipeline-split`, `--account-for-loss-in-pipeline-split`; BLOOM-176B's
+    Megatron-DeepSpeed fork split its 70 layers + 2 over pp 12 the same way, with `--pp-partition-method
+    'type:transformer|embedding'`, which today's Megatron-DeepSpeed does not offer), so the first and the
     last stage hold one layer fewer; else the remainder goes to the middle stages and the first and
     last stage are the lighter ones (`--decoder-first/last-pipeline-num-layers`). One stage holds all.
+    Where `first_heavy` (DeepSpeed's partition_balanced, Framework.uneven_layers_to_first_stages), the first
+    (layers mod pp) stages hold one layer more than the rest instead.
 
     The multi-token-prediction blocks need the output layer, so they run where it does, after the split of the
     transformer layers: Megatron-Core builds them all on the last pipeline stage unless a layout string places
@@ -37,6 +46,8 @@ def stage_layers(layers, pp, vpp, mtp_layers=0):
     (arXiv:2412.19437 section 3.2.3).
     """
     first, middle, last = _transformer_stage_layers(layers, pp, vpp)
+    if np.any(first_heavy):
+        first, middle, last = _first_heavy(layers, pp, np.asarray(first_heavy), first, middle, last)
     mtp = np.asarray(mtp_layers, dtype=float)
     if not np.any(mtp):
         return first, middle, last
@@ -45,6 +56,17 @@ def stage_layers(layers, pp, vpp, mtp_layers=0):
     first = np.where(p == 1, last, first)  # one stage holds all
     # With two stages or one, `middle` stands for the fuller end (as _transformer_stage_layers gives it).
     return first, np.where(p > 2, middle, np.maximum(first, last)), last
+
+
+def _first_heavy(layers, pp, where, first, middle, last):
+    """Where `where` and pp > 1: the first (layers mod pp) stages hold ceil(layers / pp), the rest floor."""
+    layers, p = np.asarray(layers, dtype=float), np.asarray(pp, dtype=float)
+    base = np.floor(layers / p)
+    extra = layers - base * p  # stages 0 .. extra - 1 hold base + 1
+    use = where & (p > 1)
+    heavy_first = np.where(extra > 0, base + 1.0, base)
+    heavy_middle = np.where(p > 2, np.where(extra > 1, base + 1.0, base), heavy_first)  # stage 1 is the fullest middle
+    return (np.where(use, heavy_first, first), np.where(use, heavy_middle, middle), np.where(use, base, last))
 
 
 def _transformer_stage_layers(layers, pp, vpp):
@@ -122,4 +144,4 @@ def stage_argmax(values) -> np.ndarray:
 
 
 
-__all__ = ["stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
+__all__ = ["stage_layers", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
