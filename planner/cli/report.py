@@ -105,6 +105,7 @@ def _command_line() -> str:
 
 def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
     """Write the --emit-deepspeed files (all or nothing; refused over existing files unless --force)."""
+    from planner.emit import LAUNCH_TARGETS
     from planner.emit.deepspeed import compatibility_notes, deepspeed_files
     from planner.emit.schedule import checkpoint_interval_steps, checkpoint_mode_problems
     from planner.io import write_files_atomic
@@ -114,8 +115,9 @@ def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, su
     write_files_atomic({Path(folder) / name: text.encode("utf-8") for name, text in files.items()}, force=force,
                        executable=[Path(folder) / "launch.sh"])
     sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")
+    target = LAUNCH_TARGETS["deepspeed"]
     for note in compatibility_notes(layout, cluster.gpus_per_node) + checkpoint_mode_problems(
-            cluster, ("sync",), "Megatron-DeepSpeed"):
+            cluster, target.checkpoint_modes, target.name):
         sys.stderr.write(f"warning: {note}\n")
 
 

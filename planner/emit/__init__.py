@@ -12,19 +12,29 @@ maps ZeRO). Either refusal is one PlannerInputError line naming the stack and ev
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from planner.emit import deepspeed, megatron, torchtitan
-from planner.emit.schedule import checkpoint_interval_steps, step_law_learning_rate
+from planner.emit.schedule import checkpoint_interval_steps, checkpoint_mode_problems, step_law_learning_rate
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
 from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
 
-# framework -> (launch target named in messages, its own refusals, files)
+
+@dataclass(frozen=True)
+class LaunchTarget:
+    name: str  # named in messages
+    unsupported: Callable  # (model, layout, cluster) -> what its launch cannot express
+    checkpoint_modes: tuple  # the checkpoint modes its launch writes (cluster spec reliability.checkpoint)
+
+
 LAUNCH_TARGETS = {
-    "deepspeed": ("Megatron-DeepSpeed", deepspeed.unsupported),
-    "megatron": ("Megatron-LM", megatron.unsupported),
-    "fsdp": ("torchtitan", torchtitan.unsupported),
+    "deepspeed": LaunchTarget("Megatron-DeepSpeed", deepspeed.unsupported, deepspeed.LAUNCH_CHECKPOINT_MODES),
+    "megatron": LaunchTarget("Megatron-LM", megatron.unsupported, megatron.LAUNCH_CHECKPOINT_MODES),
+    "fsdp": LaunchTarget("torchtitan", torchtitan.unsupported, torchtitan.LAUNCH_CHECKPOINT_MODES),
 }
 EMITTABLE = tuple(LAUNCH_TARGETS)
 # Every file launch_files may return, by framework (hostfile only with several nodes).
@@ -38,9 +48,10 @@ def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]
     framework = layout.framework
     if framework not in LAUNCH_TARGETS:
         return []
-    _, target_unsupported = LAUNCH_TARGETS[framework]
+    target = LAUNCH_TARGETS[framework]
     return [*unsupported_features(framework, layout), *moe_unsupported(framework, layout, model),
-            *target_unsupported(model, layout, cluster)]
+            *target.unsupported(model, layout, cluster),
+            *checkpoint_mode_problems(cluster, target.checkpoint_modes, target.name)]
 
 
 def check_emittable(model: ModelSpec, layout: Layout, cluster=None) -> None:
@@ -52,8 +63,8 @@ def check_emittable(model: ModelSpec, layout: Layout, cluster=None) -> None:
                                 f"supported: {', '.join(EMITTABLE)} (set --framework)")
     problems = launch_problems(model, layout, cluster)
     if problems:
-        target, _ = LAUNCH_TARGETS[framework]
-        raise PlannerInputError(f"{framework} ({target}) cannot run this plan: " + "; ".join(problems))
+        raise PlannerInputError(f"{framework} ({LAUNCH_TARGETS[framework].name}) cannot run this plan: "
+                                + "; ".join(problems))
 
 
 def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None = None,
@@ -74,5 +85,5 @@ def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None
                                        mode)
 
 
-__all__ = ["launch_files", "check_emittable", "launch_problems", "EMITTABLE", "LAUNCH_TARGETS",
+__all__ = ["launch_files", "check_emittable", "launch_problems", "EMITTABLE", "LAUNCH_TARGETS", "LaunchTarget",
            "LAUNCH_FILE_NAMES"]

@@ -16,7 +16,7 @@ import json
 from planner.cost.memory import ZERO3_BUCKET_ELEMENTS, ZERO12_BUCKET_ELEMENTS
 from planner.emit.ranks import nodes, ranks_per_node
 from planner.emit.schedule import (COOLDOWN_FRACTION, MIN_LR_RATIO, SAVE_INTERVAL_WITHOUT_PLAN,  # noqa: F401
-                                   WARMUP_FRACTION, WEIGHT_DECAY, checkpoint_mode_problems, step_law_learning_rate,
+                                   WARMUP_FRACTION, WEIGHT_DECAY, step_law_learning_rate,
                                    train_sequences, warmup_count)
 from planner.frameworks import FRAMEWORKS
 from planner.specs.layout import Layout
@@ -33,6 +33,9 @@ DEFAULT_SEQUENCES_WHEN_UNKNOWN = "${TRAIN_SAMPLES:?set TRAIN_SAMPLES (sequences 
 # the whole run, and say so (schedule_difference): megatron_args.txt has one argument per line and no comment
 # syntax (argparse reads no argument files here; launch.sh does not read it), so the note goes to NOTES.md.
 NOTES_FILE = "NOTES.md"
+# Checkpoint modes the launch writes: Megatron-DeepSpeed saves with torch.save on the training ranks
+# (megatron/checkpointing.py), synchronously.
+LAUNCH_CHECKPOINT_MODES = ("sync",)
 
 
 def zero_block(layout: Layout) -> dict:
@@ -152,8 +155,6 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.attention_window:
         problems.append(f"attention_window={model.attention_window}: Megatron-DeepSpeed's GPT has no sliding-window "
                         "attention (use --framework megatron: --window-size)")
-    # Megatron-DeepSpeed saves with torch.save on the training ranks (megatron/checkpointing.py): synchronous only.
-    problems += checkpoint_mode_problems(cluster, ("sync",), "Megatron-DeepSpeed")
     return problems
 
 

@@ -21,7 +21,6 @@ import shlex
 from planner.emit.pipeline import split_kind, virtual_stage_layers
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN, WARMUP_FRACTION,
-                                   checkpoint_mode_problems,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, cooldown_count, train_sequences, warmup_count)
 from planner.frameworks import FRAMEWORKS, interleaving_round, micro_batch_rules
 from planner.specs.layout import Layout
@@ -105,8 +104,6 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.attention == "mla" and model.hidden % model.heads:  # MP:1331-1333 asserts hidden % heads == 0
         problems.append(f"attention=mla with hidden({model.hidden}) not divisible by heads({model.heads}): Megatron "
                         "asserts it divides")
-    # Async saves (--async-save, below); no in-memory checkpoints.
-    problems += checkpoint_mode_problems(cluster, LAUNCH_CHECKPOINT_MODES, "Megatron-LM")
     return problems
 
 

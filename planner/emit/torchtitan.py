@@ -21,7 +21,6 @@ from __future__ import annotations
 from planner.emit.pipeline import virtual_stage_layers
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN,
-                                   checkpoint_mode_problems,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, train_steps, warmup_count)
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
@@ -119,8 +118,6 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
         problems.append("activation_offload: torchtitan's activation checkpointing keeps checkpoints on the GPU")
     if model.attention_window:
         problems.append(f"attention_window={model.attention_window}: torchtitan's llama3 attention is full causal")
-    # checkpoint.async_mode (below); no in-memory checkpoints.
-    problems += checkpoint_mode_problems(cluster, LAUNCH_CHECKPOINT_MODES, "torchtitan")
     return problems
 
 
