@@ -86,7 +86,7 @@ def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm):
     # compute alone, compute that already hides the cp ring or tp collectives would hide the all-to-all again,
     # and a slower GPU would shorten the step.
     occupied = compute + moe.moe_fraction(batch) * (comm["forward"] + comm["backward"])
-    parts["exposed"] = moe.exposed_ep_comm(parts, occupied)
+    parts["exposed"] = moe.exposed_ep_comm(parts, occupied, moe.unpaired_share(batch))
     parts["sm_share"] = moe.sm_share_seconds(batch, compute)
     return parts
 

@@ -61,6 +61,9 @@ class A2AOverlap:
     # bidirectional pipeline): the first and last stage share rank 0 (and pp - 1), their work and the embedding
     # the multi-token-prediction blocks read.
     pairs_stages: bool = False
+    # The overlap pairs one micro-batch's forward with another's backward only in the steady state: the warm-up's
+    # forwards and the cool-down's backwards run alone, their all-to-all exposed (cost.moe.unpaired_share).
+    warmup_runs_alone: bool = False
 
 
 # DualPipe's schedule (deepseek-ai/DualPipe, dualpipe/dualpipe.py, DualPipe.step): "assert num_ranks % 2 == 0" and
@@ -77,7 +80,11 @@ A2A_OVERLAPS = {
                            compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS,
                            # "we schedule one extra micro-batch forward step before the 1f1b stages" (NVIDIA/
                            # Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:966-970, interleaved only).
-                           extra_warmup_micro_batches=1),
+                           extra_warmup_micro_batches=1,
+                           # combined_1f1b.py: "The forward step for the first microbatch is executed alone, no a2a
+                           # overlapping" and the last backward likewise (:76-77, 116-117) at pp 1; interleaved, the
+                           # warm-up forwards and cool-down backwards (schedules.py:960-970).
+                           warmup_runs_alone=True),
     "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
                            compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS, own_pipeline_schedule=True,
                            micro_batches_per_stage=DUALPIPE_MICRO_BATCHES_PER_STAGE,
@@ -93,6 +100,8 @@ A2A_OVERLAP_NAMES = tuple(A2A_OVERLAPS)
 # Per overlap code: A2AOverlap.extra_warmup_micro_batches.
 EXTRA_WARMUP_MICRO_BATCHES = np.array([o.extra_warmup_micro_batches for o in A2A_OVERLAPS.values()], dtype=float)
 A2A_OVERLAP_CODES = {name: o.code for name, o in A2A_OVERLAPS.items()}
+# Per overlap code: A2AOverlap.warmup_runs_alone.
+WARMUP_RUNS_ALONE = np.array([o.warmup_runs_alone for o in A2A_OVERLAPS.values()])
 # Per overlap code: A2AOverlap.pairs_stages.
 PAIRS_STAGES = np.array([o.pairs_stages for o in A2A_OVERLAPS.values()])
 

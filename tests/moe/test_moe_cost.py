@@ -130,6 +130,28 @@ def test_overlap_hides_all_to_all_and_dualpipe_shrinks_the_bubble():
     assert 0.0 < dual["parts"]["a2a_sm_share"][0] < compute * (132 / 112 - 1.0)
 
 
+def test_megatrons_overlap_runs_the_warm_up_and_cool_down_alone():
+    """Megatron's combined 1F1B pairs a forward with another micro-batch's backward only in the steady state: at
+    pp 1 the first forward and the last backward run alone (combined_1f1b.py:76-77, 116-117), 1/m of the passes;
+    interleaved, rank 0's 2 (pp - 1) + (vpp - 1) x pp + 1 warm-up forwards and as many cool-down backwards
+    (schedules.py:960-970) of m x vpp. Their all-to-all is exposed; DualPipe's schedule is left as it was."""
+    from planner.cost import moe
+    model = PRESETS["mixtral-8x7b"]
+    alone = lambda **values: float(moe.unpaired_share(single_batch(model, _mixtral(8, **values)))[0])  # noqa: E731
+    assert alone(moe_a2a_overlap="megatron") == pytest.approx(1 / 2)  # m = 16 / 8
+    assert alone(moe_a2a_overlap="megatron", global_batch=64) == pytest.approx(1 / 8)
+    assert alone(moe_a2a_overlap="megatron", pp=4, vpp=2, dp=2, global_batch=16) == pytest.approx(11 / 16)
+    assert alone(moe_a2a_overlap="megatron", pp=4, vpp=2, dp=2, global_batch=4) == 1.0  # all warm-up
+    assert alone(moe_a2a_overlap="none") == 0.0
+    parts = {"comm": np.array([3.0, 3.0]), "hides": np.array([True, False])}
+    np.testing.assert_allclose(moe.exposed_ep_comm(parts, np.array([2.0, 2.0]), 0.25),
+                               [0.25 * 3.0 + 0.75 * 1.0, 3.0])
+    timed = {values["global_batch"]: step_time(single_batch(model, _mixtral(8, moe_a2a_overlap="megatron", **values)),
+                                               H100)["parts"]["ep_comm"][0] for values in (dict(global_batch=16),
+                                                                                          dict(global_batch=64))}
+    assert timed[16] / 2 > timed[64] / 8  # per micro-batch, the fewer micro-batches the more runs alone
+
+
 def test_build_batch_refuses_ep_without_moe_model():
     with pytest.raises(ValueError):
         build_batch([PRESETS["llama3-8b"]], [0], ep=np.array([2]))
