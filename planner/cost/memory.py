@@ -185,10 +185,12 @@ def zero0_sharding_optimizer_rows(batch: CandidateBatch, stack: dict | None = No
     stack's pipeline engine (Framework.bf16_pipeline_shards_optimizer)."""
     stack = _stack(batch, stack)
     fp32 = (stack["fp32_accumulation_all_reduces"] > 0) & fp32_accumulation_rows(batch, stack)
-    return (batch.zero == 0) & (fp32 | _bf16_pipeline_optimizer_rows(batch, stack))
+    return (batch.zero == 0) & (fp32 | bf16_pipeline_optimizer_rows(batch, stack))
 
 
-def _bf16_pipeline_optimizer_rows(batch: CandidateBatch, stack: dict) -> np.ndarray:
+def bf16_pipeline_optimizer_rows(batch: CandidateBatch, stack: dict) -> np.ndarray:
+    """bf16 ZeRO-0 candidates under the stack's pipeline engine that run its sharding optimizer with 16-bit
+    gradient accumulation (Framework.bf16_pipeline_shards_optimizer)."""
     return ((stack["bf16_pipeline_shards_optimizer"] > 0) & (batch.zero == 0) & (batch.pp > 1)
             & (batch.dtype.astype(int) == DTYPE_CODES["bf16"]) & (element_bytes(batch, stack)["grads"] < 4.0))
 
@@ -254,7 +256,7 @@ def model_state_bytes(params, batch: CandidateBatch, stack: dict | None = None) 
     # BF16_Optimizer: each micro-batch's bf16 .grad lives beside the fp32 (or, under the pipeline engine at ZeRO-0,
     # bf16) buffer until it is added in (bf16_optimizer.py:332-347; set to None only before the next backward,
     # :445-459).
-    own_buffer = fp32_accumulation_rows(batch, stack) | _bf16_pipeline_optimizer_rows(batch, stack)
+    own_buffer = fp32_accumulation_rows(batch, stack) | bf16_pipeline_optimizer_rows(batch, stack)
     grads = grads + np.where(own_buffer, size["weights"] * params, 0.0)
     optimizer = np.where(optimizer_sharded_rows(batch, stack), size["optimizer"] * params / d, size["optimizer"] * params)
 
@@ -477,14 +479,15 @@ def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) 
     (gradients_freed_min_zero to _max_zero: DeepSpeed 0-2, FSDP2 2-3) without offload. 0 elsewhere, and for 32-bit
     gradients where the stack keeps them for the run (fp32_gradients_kept_for_the_run: DeepSpeed's BF16_Optimizer)."""
     sixteen_bit = element_bytes(batch, stack)["grads"] < 4.0
-    # The BF16_Optimizer's 16-bit buffer under the pipeline engine is kept for the run (zeroed by clear_hp_grads).
-    sixteen_bit = sixteen_bit & ~_bf16_pipeline_optimizer_rows(batch, stack)
     freed = ((stack["gradients_freed_after_step"] > 0) & (batch.zero >= stack["gradients_freed_min_zero"])
              & (batch.zero <= stack["gradients_freed_max_zero"]) & (batch.offload == 0)
              & (sixteen_bit | (stack["fp32_gradients_kept_for_the_run"] == 0)))
+    # The BF16_Optimizer's 16-bit gradient buffer under the pipeline engine is kept for the run (zeroed by
+    # clear_hp_grads), but the fp32 copy of its shard lives only inside step() (bf16_optimizer.py:415-426 in 0.19.8).
+    kept_buffer = bf16_pipeline_optimizer_rows(batch, stack)
     shard = np.where(optimizer_sharded_rows(batch, stack), state_sharding_degrees(batch, stack)["optimizer"], 1.0)
-    return {"gradients": np.where(freed, states["gradients"], 0.0),
-            "copy": np.where(freed & sixteen_bit, FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
+    return {"gradients": np.where(freed & ~kept_buffer, states["gradients"], 0.0),
+            "copy": np.where((freed | kept_buffer) & sixteen_bit, FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
 
 
 # The parts that exist only while a micro-batch's forward and backward run (not during the optimizer step).

@@ -12,8 +12,8 @@ import numpy as np
 
 from planner.cost import distinct
 from planner.cost.gemm import rank_rates
-from planner.cost.memory import (STAGE_STATE_COLUMNS, element_bytes, fp32_accumulation_rows, optimizer_sharded_rows,
-                                 state_sharding_degrees)
+from planner.cost.memory import (STAGE_STATE_COLUMNS, bf16_pipeline_optimizer_rows, element_bytes,
+                                 fp32_accumulation_rows, optimizer_sharded_rows, state_sharding_degrees)
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
 from planner.specs.candidate_batch import DTYPE_BYTES
@@ -53,14 +53,19 @@ def _optimizer_per_row(batch, cluster):
 def grad_accumulation(batch, fw, hbm):
     """Seconds per parameter per micro-batch, averaged over the step's micro-batches, of the passes adding each
     micro-batch's gradients into those the step keeps: the stack's own pass into an fp32 copy on every micro-batch
-    (memory.fp32_accumulation_rows), and the unfused in-place add of 16-bit gradients on every micro-batch after
-    the first (Framework.unfused_16bit_grad_accumulation_bytes, where whole gradients are held in 16 bits: ZeRO 0
-    and 1); 0 elsewhere."""
+    (memory.fp32_accumulation_rows) or, under its pipeline engine, into a 16-bit one
+    (memory.bf16_pipeline_optimizer_rows), and the unfused in-place add of 16-bit gradients on every micro-batch
+    after the first (Framework.unfused_16bit_grad_accumulation_bytes, where whole gradients are held in 16 bits:
+    ZeRO 0 and 1); 0 elsewhere."""
     fp32 = np.where(fp32_accumulation_rows(batch, fw), fw["fp32_grad_accumulation_bytes"], 0.0)
+    # The sharding optimizer under the pipeline engine: its own passes on every micro-batch (they include
+    # autograd's accumulation, so the unfused add below is not charged again).
+    piped = bf16_pipeline_optimizer_rows(batch, fw)
+    own = np.where(piped, fw["bf16_pipeline_grad_accumulation_bytes"], 0.0)
     # A whole 16-bit gradient kept over the micro-batches: at ZeRO 2 and 3 the stacks reduce every micro-batch's
     # gradient into their shard and drop it (DeepSpeed's hooks; cost/shard_copies.py prices that copy).
-    sixteen_bit = (element_bytes(batch, fw)["grads"] < 4.0) & (batch.zero < 2)
+    sixteen_bit = (element_bytes(batch, fw)["grads"] < 4.0) & (batch.zero < 2) & ~piped
     m = batch.grad_accumulation
     after_first = np.where(m > 0, (m - 1.0) / np.maximum(m, 1), 0.0)
     unfused = np.where(sixteen_bit, fw["unfused_16bit_grad_accumulation_bytes"] * after_first, 0.0)
-    return (fp32 + unfused) / hbm
+    return (fp32 + own + unfused) / hbm

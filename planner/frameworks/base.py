@@ -261,6 +261,10 @@ class Framework:
     # for the run beside each micro-batch's .grad, the gradient all-reduced and the updated parameters all-gathered
     # (DeepSpeed's BF16_Optimizer: frameworks/deepspeed.py). False: ZeRO-0 keeps every state whole (DDP).
     bf16_pipeline_shards_optimizer: bool = False
+    # Where it does, HBM bytes per parameter per micro-batch of the passes around each micro-batch's backward:
+    # zeroing the kept 16-bit .grad, autograd's accumulation into it and the add into the optimizer's own buffer
+    # (DeepSpeed: frameworks/deepspeed.py). They replace unfused_16bit_grad_accumulation_bytes there.
+    bf16_pipeline_grad_accumulation_bytes: float = 0.0
     # The stack builds its embedding and output layer for the vocabulary padded up to a multiple of this x tp
     # (Megatron's make_vocab_size_divisible_by); 1: the vocabulary as it is. A cost matter only: the model's
     # parameter count stays the tokenizer's (the padded rows are never trained on).

@@ -67,9 +67,13 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   self.pipeline_parallelism: ... return BFLOAT16", deepspeedai/DeepSpeed@edaa7221 (0.19.6) runtime/engine.py:
   2014-2018; before #7515, v0.17.6, the same at :1410-1415): the fp32 master and Adam states sharded over dp
   (bf16_optimizer.py:161-171), a whole gradient buffer in the accumulation dtype kept for the run (:175-177, zeroed by
-  `clear_hp_grads`, not freed) beside each micro-batch's bf16 .grad, `hp_grad.add_(lp.grad)` per micro-batch (6
-  bytes per parameter in bf16, as autograd's accumulation), the same all-reduce and the step's all-gather of the
-  updated bf16 parameters. Without a pipeline, bf16 at ZeRO-0 is plain DDP (DDP_BFLOAT16, engine.py:2019).
+  `clear_hp_grads`, not freed) beside each micro-batch's bf16 .grad, the same all-reduce and the step's all-gather
+  of the updated bf16 parameters. Per micro-batch, since v0.16.5 (#7018), the .grad is zeroed before each backward
+  rather than set to None (`clear_lp_grads`, `torch._foreach_zero_`, bf16_optimizer.py:612-623 in 0.19.8, called
+  from pipe/engine.py:838-840 and `backward_prologue`), so autograd adds into it and `hp_grad.add_(lp.grad)` (:523)
+  adds it into the buffer: write 2, read 2 + 2 and write 2, read 2 + 2 and write 2 = 14 bytes per parameter. (The
+  fp32-accumulating rows above are priced as before that change, with the .grad set to None: BLOOM's row ran it;
+  today's release adds the same 8 bytes there too.) Without a pipeline, bf16 at ZeRO-0 is plain DDP (DDP_BFLOAT16, engine.py:2019).
 - fp16 (or bf16 accumulated in bf16) at ZeRO 0 and 1: each micro-batch's gradients are added into `.grad` by
   autograd, `grad += new_grad` on every micro-batch after the first (pytorch/pytorch@035290b7 torch/csrc/autograd/
   functions/accumulate_grad.h:76-83), 6 bytes per parameter at HBM speed (`unfused_16bit_grad_accumulation_bytes`,
@@ -174,6 +178,7 @@ DEEPSPEED = Framework(
     unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` at ZeRO 0/1 (module docstring)
     fp32_accumulation_all_reduces=True,  # BF16_Optimizer all-reduces the fp32 gradient, then all-gathers (docstring)
     bf16_pipeline_shards_optimizer=True,  # bf16 ZeRO-0 under the PipelineEngine: BF16_Optimizer (docstring)
+    bf16_pipeline_grad_accumulation_bytes=14.0,  # zero 2 + autograd's add 6 + hp_grad.add_ 6 (docstring)
     # ZeRO-2's and ZeRO-3's gradient bucket copies and divides every micro-batch (cost/shard_copies.py).
     shard_copies="deepspeed",
     # DeepSpeed's own activation checkpointing recomputes whole calls (full); Megatron-DeepSpeed, the stack `--emit
