@@ -118,6 +118,11 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
     logits_gemm = 2.0 * logits_m * logits_n * logits_k / (logits_peak * matmul_efficiency(logits_m, logits_n, logits_k,
                                                                                          eff, logits_half))
     cross_entropy = CROSS_ENTROPY_BYTES_PER_LOGIT * logits_m * logits_n / hbm
+    # A multi-token-prediction block's 2h -> h projection of the normed hidden state and embedding (eh_proj, a
+    # column-parallel linear without gathered output: NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/
+    # multi_token_prediction.py:1174-1187), forward; only models with MTP blocks run it.
+    projection = (gemm_seconds(tokens, batch.hidden / batch.tp, 2.0 * batch.hidden, gemm_peak, eff, half)
+                  if np.any(batch.mtp_layers) else 0.0)
     p2p_transfers, p2p_size = pipeline_transfers(batch, cluster, comm["message"], fw)
     issue = layer["issue"]
     # A pass is never shorter than the CPU's issue time: the floor is what the GPU's work leaves uncovered.
@@ -151,6 +156,7 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
         # Forward of the output layer plus a third of the loss traffic, so that 3 x logits (forward and the
         # 2x backward) charges the GEMMs three times and the loss once.
         "logits": logits_gemm + cross_entropy / 3.0,
+        "mtp_projection": projection,
         "tp_message": comm["message"],
         "tp_count": comm["tp_count"],
         "p2p_transfers": p2p_transfers,
@@ -171,16 +177,16 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     seconds = _layer_seconds(batch, cluster)
     layer = _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm)
     p2p, p2p_bytes = pipeline_send(batch, seconds["p2p_transfers"], seconds["p2p_size"], fw)
-    pace = _pacing_stage(batch, cluster, fw, hbm, layer["total"], seconds["logits"], p2p)
+    head = _last_stage_head(batch, seconds)
+    pace = _pacing_stage(batch, cluster, fw, hbm, layer["total"], head, p2p)
     # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
     # data-parallel traffic the step waits for.
     params, dp_layers, dp_on_last = data_parallel_stage(batch)
-    dp_heads = np.where(dp_on_last, 1.0 + batch.mtp_layers, 0.0)
-    stage = _data_parallel_window(dp_layers, dp_heads, layer["forward"], layer["backward"], seconds["logits"])
+    stage = _data_parallel_window(dp_layers, np.where(dp_on_last, head, 0.0), layer["forward"], layer["backward"])
     dp_exposed, dp_bytes, offload_fetch, dp_window_used = data_parallel(batch, cluster, fw, w, stage, params, m)
     layers_per_step = m * pace["layers"]  # the pacing stage's layers over the step's micro-batches
-    parts = _step_parts(batch, cluster, fw, w, hbm, m, layer, seconds["logits"], pace, layers_per_step, p2p, stage,
-                        params, dp_exposed, offload_fetch)
+    parts = _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, stage, params, dp_exposed,
+                        offload_fetch)
     moe_layer = layer["moe"]
     if moe_layer is not None:
         expert_dp_bytes = _add_expert_parts(batch, cluster, fw, w, hbm, parts, layer["per_layer"], layers_per_step,
@@ -233,16 +239,15 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
             "moe": moe_layer}
 
 
-def _pacing_stage(batch, cluster, fw, hbm, layer_total, logits, p2p) -> dict:
-    """The stage that sets the pace (the slowest per micro-batch): its `layers`, `params` and output-layer passes
-    (`heads`) per micro-batch, the micro-batch slot `micro_batch_s` and the gradient accumulation per parameter per
-    micro-batch (`accumulate`: optimizer_step.grad_accumulation)."""
+def _pacing_stage(batch, cluster, fw, hbm, layer_total, head, p2p) -> dict:
+    """The stage that sets the pace (the slowest per micro-batch): its `layers`, `params` and the forward seconds of
+    its output-layer passes (`head`) per micro-batch, the micro-batch slot `micro_batch_s` and the gradient
+    accumulation per parameter per micro-batch (`accumulate`: optimizer_step.grad_accumulation). `head`: the last
+    stage's output-layer forward seconds (_last_stage_head)."""
     split = stage_split(batch)
     accumulate = optimizer_step.grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
     layers, params = split["layers"], split["params"]
-    # The output layer (forward + 2x backward) runs on the last stage, once for the model and once more for each
-    # multi-token-prediction block, which shares it (stage_layers).
-    heads = (0.0, 0.0, 1.0 + batch.mtp_layers)
+    heads = (0.0, 0.0, head)
     paired = pairs_stages(batch)
     if np.any(paired):
         # A rank holding stage r and stage pp - 1 - r runs each micro-batch through one of them, half the
@@ -251,36 +256,43 @@ def _pacing_stage(batch, cluster, fw, hbm, layer_total, logits, p2p) -> dict:
             mean = (rows[0] + rows[2]) / 2.0
             return np.where(paired, mean, rows[0]), rows[1], np.where(paired, mean, rows[2])
         layers, params, heads = ends(layers), ends(params), ends(heads)
-    stage_seconds = np.stack([n * layer_total + accumulate * p + (3.0 * h * logits if np.ndim(h) or h else 0.0)
+    # Forward + 2x backward of the output layer (and the MTP projections) on the stages that run them.
+    stage_seconds = np.stack([n * layer_total + accumulate * p + (3.0 * h if np.ndim(h) or h else 0.0)
                               for n, h, p in zip(layers, heads, params)])
     pacing = stage_argmax(stage_seconds)
     pick = lambda rows: np.choose(pacing, [np.broadcast_to(row, pacing.shape) for row in rows])  # noqa: E731
-    return {"layers": pick(layers), "params": pick(params), "heads": pick(heads),
+    return {"layers": pick(layers), "params": pick(params), "head": pick(heads),
             "micro_batch_s": stage_seconds.max(axis=0) + p2p + cluster.efficiency.microbatch_overhead_s,
             "accumulate": accumulate}
 
 
-def _data_parallel_window(dp_layers, dp_heads, layer_forward, layer_backward, logits) -> dict:
+def _last_stage_head(batch, seconds):
+    """Forward seconds per micro-batch of the last stage's output-layer passes: once for the model and once more
+    for each multi-token-prediction block, which shares it (stage_layers), with that block's 2h -> h projection."""
+    return (1.0 + batch.mtp_layers) * seconds["logits"] + batch.mtp_layers * seconds["mtp_projection"]
+
+
+def _data_parallel_window(dp_layers, dp_head, layer_forward, layer_backward) -> dict:
     """The compute the data-parallel traffic of the stage holding the most parameters hides behind: its layers,
-    one layer's forward and backward, and its whole forward and backward pass (the output layer's `dp_heads`
-    passes on the last)."""
+    one layer's forward and backward, and its whole forward and backward pass (with `dp_head`, the output layer's
+    forward seconds, on the last)."""
     return {
         "layers": dp_layers,
         "layer_forward": layer_forward,
         "layer_backward": layer_backward,
-        "forward": dp_layers * layer_forward + dp_heads * logits,
-        "backward": dp_layers * layer_backward + dp_heads * 2.0 * logits,
+        "forward": dp_layers * layer_forward + dp_head,
+        "backward": dp_layers * layer_backward + 2.0 * dp_head,
     }
 
 
-def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_step, p2p, stage, params, dp_exposed,
+def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, stage, params, dp_exposed,
                 offload_fetch) -> dict:
     """The step's named dense parts: the pacing stage's per-layer parts over the step, the pipeline's sends and
     bubble, the data-parallel and offload traffic, the optimizer and the overheads."""
     eff = cluster.efficiency
     p, v = batch.pp, batch.vpp
     per_layer = layer["per_layer"]
-    heads, accumulate = pace["heads"], pace["accumulate"]
+    head, accumulate = pace["head"], pace["accumulate"]
     optimizer, offload_copies = optimizer_step.optimizer(batch, cluster)
     offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
@@ -288,8 +300,8 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, logits, pace, layers_per_s
     if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
         bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
     parts = {
-        "forward": paced(per_layer["forward"]) + m * heads * logits,
-        "backward": paced(per_layer["backward"]) + m * heads * 2.0 * logits,
+        "forward": paced(per_layer["forward"]) + m * head,
+        "backward": paced(per_layer["backward"]) + m * 2.0 * head,
         "elementwise": paced(per_layer["elementwise"]),
         "recompute": paced(per_layer["recompute"]),
         "launch_floor": paced(per_layer["launch_floor"]),
@@ -349,8 +361,10 @@ def _flop_rates(batch, total, peak) -> dict:
     flop_parts = training_flops_breakdown(batch.layers, batch.hidden, batch.heads, batch.kv_heads, batch.ffn,
                                           batch.mlp_matrices, batch.vocab, batch.seq_len,
                                           batch.global_batch * batch.seq_len, causal=True, **variant, **window)
-    # Each multi-token-prediction block (counted in batch.layers) runs the output layer once more.
-    flops = flop_parts["total"] + batch.mtp_layers * flop_parts["logits"]
+    # Each multi-token-prediction block (counted in batch.layers) runs the output layer once more, and its 2h -> h
+    # projection: forward and backward, 3 x 2 x tokens x 2h x h (Megatron counts it: training/training.py:1288-1296).
+    projection = 12.0 * batch.hidden * batch.hidden * batch.global_batch * batch.seq_len
+    flops = flop_parts["total"] + batch.mtp_layers * (flop_parts["logits"] + projection)
     if "experts" in flop_parts and batch.moe_imbalance is not None:
         # A capacity below the mean load (capacity factor < 1) drops the tokens beyond it (moe_imbalance is then the
         # capacity factor, frameworks.moe.routing_imbalance): the experts compute only the kept share, and the time

@@ -54,23 +54,30 @@ def test_megatron_builds_the_embedding_again_on_the_mtp_stage_and_dualpipe_share
     assert stage_param_counts(plain)[0][0] == stage_param_counts(paired)[0][0]
 
 
-def _dense(mtp_layers, pp):
+def _dense_batch(mtp_layers, pp):
     model = preset("llama3-8b").model_copy(update={"mtp_layers": mtp_layers})
     layout = make_layout(tp=1, pp=pp, dp=1, micro_batch=1, global_batch=16, framework="megatron")
-    return estimate(single_batch(model, layout), load_cluster("dgx-h100"))
+    return single_batch(model, layout)
+
+
+def _dense(mtp_layers, pp):
+    return estimate(_dense_batch(mtp_layers, pp), load_cluster("dgx-h100"))
 
 
 def test_each_mtp_block_runs_the_output_layer_once_more_on_the_pacing_last_stage():
     """llama3-8b (32 layers) at pp 4 with one MTP block: the last stage (8 layers + the block) paces, with two
-    passes of the output layer. A layer's and the output layer's forward seconds come from the model without it at
-    pp 4 (8 layers + 1 pass) and pp 1 (32 + 1); the forward of the one with it is then 9 layers + 2 passes."""
+    passes of the output layer and the block's 2h -> h projection (eh_proj). A layer's and the output layer's forward
+    seconds come from the model without it at pp 4 (8 layers + 1 pass) and pp 1 (32 + 1); the forward of the one
+    with it is then 9 layers + 2 passes + the projection's GEMM (tokens x h x 2h)."""
     m = 16
     at_pp4, at_pp1 = (float(_dense(0, pp).time["parts"]["forward"][0]) / m for pp in (4, 1))
     layer = (at_pp1 - at_pp4) / 24.0
     head = at_pp4 - 8.0 * layer
     assert layer > 0 and head > 0
     with_mtp = float(_dense(1, 4).time["parts"]["forward"][0]) / m
-    assert with_mtp == pytest.approx(9.0 * layer + 2.0 * head, rel=1e-9)
+    projection = float(step_time._layer_seconds(_dense_batch(1, 4), load_cluster("dgx-h100"))["mtp_projection"][0])
+    assert 0 < projection < 0.5 * layer
+    assert with_mtp == pytest.approx(9.0 * layer + 2.0 * head + projection, rel=1e-9)
 
 
 def test_the_mtp_loss_keeps_its_logits_too():
@@ -83,7 +90,8 @@ def _pace(batch, cluster):
     _, hbm, half, gemm_peak = step_time.rank_rates(batch, cluster)
     seconds = step_time._layer_seconds(batch, cluster)
     layer = step_time._layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm)
-    return step_time._pacing_stage(batch, cluster, fw, hbm, layer["total"], seconds["logits"], np.zeros(1))
+    return step_time._pacing_stage(batch, cluster, fw, hbm, layer["total"], step_time._last_stage_head(batch, seconds),
+                                   np.zeros(1))
 
 
 def test_dualpipe_paces_the_end_ranks_by_the_mean_of_the_first_and_last_stage():
@@ -91,7 +99,9 @@ def test_dualpipe_paces_the_end_ranks_by_the_mean_of_the_first_and_last_stage():
     DualPipe's rank 0 runs half the micro-batches through stage 0 (3 layers) and half through stage 15: per
     micro-batch 3 layers and one pass, or a middle rank's 4 layers, whichever is slower; never two passes."""
     cluster = load_cluster("h800-deepseek")
-    unpaired = _pace(_deepseek(framework="other", moe_a2a_overlap="none"), cluster)
-    assert (float(unpaired["layers"][0]), float(unpaired["heads"][0])) == (3.0, 2.0)
+    batch = _deepseek(framework="other", moe_a2a_overlap="none")
+    head = float(step_time._last_stage_head(batch, step_time._layer_seconds(batch, cluster))[0])
+    unpaired = _pace(batch, cluster)
+    assert float(unpaired["layers"][0]) == 3.0 and float(unpaired["head"][0]) == pytest.approx(head, rel=1e-12)
     paired = _pace(_deepseek(framework="other", moe_a2a_overlap="dualpipe"), cluster)
-    assert (float(paired["layers"][0]), float(paired["heads"][0])) in ((3.0, 1.0), (4.0, 0.0))
+    assert (float(paired["layers"][0]), float(paired["head"][0])) in ((3.0, pytest.approx(head / 2)), (4.0, 0.0))
