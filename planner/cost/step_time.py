@@ -269,6 +269,8 @@ def _pacing_stage(batch, cluster, fw, hbm, layer_total, head, p2p) -> dict:
 def _last_stage_head(batch, seconds):
     """Forward seconds per micro-batch of the last stage's output-layer passes: once for the model and once more
     for each multi-token-prediction block, which shares it (stage_layers), with that block's 2h -> h projection."""
+    if not np.any(batch.mtp_layers):
+        return seconds["logits"]
     return (1.0 + batch.mtp_layers) * seconds["logits"] + batch.mtp_layers * seconds["mtp_projection"]
 
 
@@ -363,8 +365,11 @@ def _flop_rates(batch, total, peak) -> dict:
                                           batch.global_batch * batch.seq_len, causal=True, **variant, **window)
     # Each multi-token-prediction block (counted in batch.layers) runs the output layer once more, and its 2h -> h
     # projection: forward and backward, 3 x 2 x tokens x 2h x h (Megatron counts it: training/training.py:1288-1296).
-    projection = 12.0 * batch.hidden * batch.hidden * batch.global_batch * batch.seq_len
-    flops = flop_parts["total"] + batch.mtp_layers * (flop_parts["logits"] + projection)
+    mtp = np.any(batch.mtp_layers)  # most batches have none: no full-size passes for them
+    flops = flop_parts["total"]
+    if mtp:
+        projection = 12.0 * batch.hidden * batch.hidden * batch.global_batch * batch.seq_len
+        flops = flops + batch.mtp_layers * (flop_parts["logits"] + projection)
     if "experts" in flop_parts and batch.moe_imbalance is not None:
         # A capacity below the mean load (capacity factor < 1) drops the tokens beyond it (moe_imbalance is then the
         # capacity factor, frameworks.moe.routing_imbalance): the experts compute only the kept share, and the time
@@ -376,7 +381,7 @@ def _flop_rates(batch, total, peak) -> dict:
     executed = flops - flop_parts["attention_core"] + executed_core
     selective = layer_compute.recomputes_attention_core(batch, batch_framework_arrays(batch))
     recompute_flops = np.select([batch.recompute == 2, selective],
-                                [(executed - (1.0 + batch.mtp_layers) * flop_parts["logits"]) / 3.0,
+                                [(executed - (1.0 + batch.mtp_layers if mtp else 1.0) * flop_parts["logits"]) / 3.0,
                                  executed_core / 3.0], 0.0)
     tflops_per_gpu = flops / total / batch.gpus
     return {"model_flops_per_step": flops, "tflops_per_gpu": tflops_per_gpu / 1e12, "mfu": tflops_per_gpu / peak,
