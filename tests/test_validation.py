@@ -236,7 +236,8 @@ def test_korthikanti_rows_within_4_percent(published_results):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured 7.45% (median 4.4%, bias -6.5%; 7.46% before today's DeepSpeed's ZeRO-1 bucket all-reduce was priced; 7.07% at the assumed 0.75 link efficiencies before the nccl-tests-derived "
+    "measured 7.42% (median 4.4%, bias -6.4%; 7.45% before DeepSpeed's first-heavy pipeline split moved BLOOM's row "
+    "from -6.3% to -4.2%; 7.46% before today's DeepSpeed's ZeRO-1 bucket all-reduce was priced; 7.07% at the assumed 0.75 link efficiencies before the nccl-tests-derived "
     "ones in cluster_specs (they speed communication up: the predictions fall further below the measured steps); 7.08% before the DeepSpeed pipeline engine's third tp all-gather per "
     "micro-batch, 7.3% before DeepSpeed's autograd accumulation of 16-bit gradients at "
     "ZeRO 0/1, 8.0% before megatron-2022's, 8.2% before megatron-2022): the six ZeRO-3 rows of Narayanan's Table 2 "
