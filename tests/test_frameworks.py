@@ -519,3 +519,18 @@ def test_megatron_2022_distributed_optimizer_overlaps_nothing():
         check_layout(PRESETS["gpt3-13b"], Layout(framework="megatron-2022", **layout))
     a = enumerate_layouts(PRESETS["gpt3-13b"], 32, 256, ("megatron-2022",))
     assert np.any(a["dp_comm_overlap"]) and not np.any(a["dp_comm_overlap"] & (a["zero"] >= 1))
+
+
+def test_deepspeed_refuses_fp32_gradient_accumulation_without_zero():
+    """DeepSpeed 0.19 raises on bf16 with grad_accum_dtype fp32 at ZeRO-0 (engine.py:2020-2021 @edaa7221; ZeRO-0 is
+    plain DDP since v0.17.6) and runs it at ZeRO-1 (BF16_Optimizer): simulate refuses what the launch would stop on,
+    in one line naming the flag; the launch check reports it once."""
+    from planner.emit import launch_problems
+    model = PRESETS["llama3-8b"]
+    layout = Layout(dp=8, zero=0, global_batch=64, grad_reduce_in_fp32=True, framework="deepspeed")
+    with pytest.raises(PlannerInputError, match="zero=0 with grad_reduce_in_fp32 in bf16: deepspeed accumulates"):
+        check_layout(model, layout, gpus=8)
+    assert sum("grad_reduce_in_fp32" in p for p in launch_problems(model, layout)) == 1
+    check_layout(model, layout.model_copy(update={"zero": 1}), gpus=8)
+    check_layout(model, layout.model_copy(update={"framework": "megatron", "zero": 0}), gpus=8)
+    check_layout(model, layout.model_copy(update={"grad_reduce_in_fp32": False}), gpus=8)

@@ -110,7 +110,7 @@ def ds_config(layout: Layout, gradient_clipping: float = 1.0) -> dict:
     if layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8") and layout.zero == 1:
         # bf16 with fp32 gradient accumulation at ZeRO-1: DeepSpeed's BF16_Optimizer, the stack the cost model
         # prices for this layout (runtime/constants.py:421-428 `data_types.grad_accum_dtype`; engine.py:1316-1318).
-        # ZeRO-0 refuses the mix (engine.py:2313-2323 in 0.19.8): unsupported() below.
+        # ZeRO-0 refuses the mix (Framework.fp32_grad_accumulation_min_zero, which check_layout reads).
         config["data_types"] = {"grad_accum_dtype": "fp32"}
     elif layout.grad_reduce_in_fp32 and layout.dtype != "fp32":
         # The plan reduces its 16-bit gradients in fp32 (4 bytes, cost.memory element_bytes); DeepSpeed reduces in the
@@ -138,9 +138,6 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.is_moe or model.attention == "mla":
         problems.append("mixture of experts / latent attention: the Megatron-DeepSpeed launch written here is a dense "
                         "GPT with standard attention (use --framework megatron)")
-    if layout.zero == 0 and layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8"):
-        problems.append("zero=0 with grad_reduce_in_fp32 in bf16: DeepSpeed accumulates bf16 gradients in fp32 only "
-                        "with ZeRO-1 or more (BF16_Optimizer; engine.py:2313-2323 refuses the mix at ZeRO-0)")
     # --use-flash-attn-v2's FlashSelfAttention asserts fp16 or bf16 inputs (deepspeedai/Megatron-DeepSpeed@4efb479d
     # megatron/model/transformer.py:419): an fp32 plan stops at its first forward.
     if layout.dtype == "fp32" and layout.flash_attention_on:

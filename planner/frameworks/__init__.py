@@ -184,6 +184,10 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if layout.pp > 1 and layout.zero > stack.max_zero_with_pipeline:
         problems.append(f"zero={layout.zero} with pp({layout.pp}) > 1: {framework} pipelines with ZeRO stages up to "
                         f"{stack.max_zero_with_pipeline}")
+    if layout.grad_reduce_in_fp32 and layout.dtype in ("bf16", "fp8") and layout.zero < stack.fp32_grad_accumulation_min_zero:
+        problems.append(f"zero={layout.zero} with grad_reduce_in_fp32 in {layout.dtype}: {framework} accumulates 16-bit "
+                        f"gradients in fp32 only from ZeRO-{stack.fp32_grad_accumulation_min_zero} (set zero >= "
+                        f"{stack.fp32_grad_accumulation_min_zero}, or --grad-reduce-in-fp32 0)")
     if layout.offload != "none" and not stack.supports_offload:
         problems.append(f"offload={layout.offload}: {framework} has no optimizer/parameter offload")
     elif layout.offload != "none" and layout.offload not in stack.offload_modes:

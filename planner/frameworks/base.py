@@ -77,6 +77,9 @@ class Framework:
     # Highest ZeRO stage the stack runs together with pipeline parallelism (DeepSpeed's pipeline engine and
     # Megatron's distributed optimizer: 1; torchtitan shards each pipeline stage with FSDP2: 3).
     max_zero_with_pipeline: int = 1
+    # Lowest ZeRO stage at which the stack accumulates 16-bit gradients in fp32 (Layout.grad_reduce_in_fp32);
+    # 0: at every stage.
+    fp32_grad_accumulation_min_zero: int = 0
     # Offload modes the stack has (planner.specs.layout offload names), when supports_offload.
     offload_modes: frozenset = frozenset({"optimizer", "optimizer+params"})
     # ZeRO stages at which offloaded state can live on NVMe (ZeRO-Infinity) rather than in host memory. DeepSpeed

@@ -147,6 +147,10 @@ DEEPSPEED = Framework(
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
     grad_bucket_elements=5.0e8,  # DeepSpeed reduce_bucket_size default 5e8 elements (`runtime/zero/config.py`)
+    # bf16 with grad_accum_dtype fp32 without ZeRO: `_do_optimizer_sanity_check` raises "unsupported mix of
+    # model_dtype and grad_accum_dtype" (deepspeedai/DeepSpeed@edaa7221 runtime/engine.py:2020-2021; since #7515,
+    # v0.17.6, which made ZeRO-0 plain DDP); ZeRO-1 runs the BF16_Optimizer (:1994-1996).
+    fp32_grad_accumulation_min_zero=1,
     eager_dispatch=True,
     # Memory: ZeRO-3 gathers submodule by submodule (estimator: 4 x largest layer, stage3.py:3019);
     # the IPG gradient bucket is its own buffer (stage_1_and_2.py:2048-2060, stage3.py:536-540).

@@ -185,7 +185,7 @@ def test_unsupported_plans_exit_2_with_one_line_and_write_nothing(argv, names, c
     (["simulate", "--model", "llama2-13b", "--gpus", "64", "--zero", "3", "--shard-group", "8", "--global-batch", "256",
       "--framework", "deepspeed"], "deepspeed has no hierarchical (MiCS / HSDP) sharding"),
     (["simulate", "--model", "llama2-7b", "--gpus", "8", "--zero", "0", "--grad-reduce-in-fp32", "1", "--global-batch",
-      "64", "--framework", "deepspeed"], "ZeRO-1 or more"),
+      "64", "--framework", "deepspeed"], "in fp32 only from ZeRO-1"),
 ])
 def test_launches_their_stack_would_refuse_are_refused(argv, names, cli, tmp_path):
     """Helper-found: each wrote files that stop at start-up (or, for torchtitan without FSDP, train in fp32)."""
