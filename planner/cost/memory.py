@@ -49,8 +49,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct, moe
-from planner.frameworks import batch_framework_arrays, interleaving_round
-from planner.frameworks.moe import EXTRA_WARMUP_MICRO_BATCHES, pairs_stages
+from planner.frameworks import batch_framework_arrays
+from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 from planner.specs.pipeline_stages import padded_vocab, stage_argmax, stage_param_counts, vocab_padding_params
@@ -336,10 +336,8 @@ def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
     more where it is not (frameworks.interleaving_round)."""
     p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
     one_f_one_b = np.minimum(p - rank, m)
-    per_round = interleaving_round(batch_framework_arrays(batch), p, m)
-    # Megatron's all-to-all overlap runs one more warm-up forward (A2AOverlap.extra_warmup_micro_batches).
-    extra = 0.0 if batch.a2a_overlap is None else EXTRA_WARMUP_MICRO_BATCHES[batch.a2a_overlap.astype(np.intp)]
-    chunks = np.minimum(2.0 * (p - rank - 1) + (v - 1) * per_round + 1 + extra, m * v)
+    # The warm-up forwards (with Megatron's all-to-all overlap, one more) and the first steady-state one.
+    chunks = np.minimum(interleaved_warmup_forwards(batch, rank) + 1, m * v)
     return np.where(p == 1, 1.0, np.where(v > 1, chunks / v, one_f_one_b))
 
 

@@ -37,8 +37,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives, kernels
-from planner.frameworks import FRAMEWORK_NAMES, batch_framework_arrays, interleaving_round
-from planner.frameworks.moe import A2A_OVERLAPS, EXTRA_WARMUP_MICRO_BATCHES, MOE_STACKS, WARMUP_RUNS_ALONE
+from planner.frameworks import FRAMEWORK_NAMES
+from planner.frameworks.moe import A2A_OVERLAPS, MOE_STACKS, WARMUP_RUNS_ALONE, interleaved_warmup_forwards
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 
 ROUTER_SCORE_BYTES = 4.0  # router logits and probabilities in fp32 (Megatron's router casts to fp32)
@@ -260,12 +260,10 @@ def unpaired_share(batch: CandidateBatch) -> np.ndarray:
     at pp 1 the first forward and the last backward of the m micro-batches, 1/m (Megatron-Core combined_1f1b.py);
     interleaved, the 2 (pp - 1) + (vpp - 1) x round + 1 warm-up forwards and as many cool-down backwards of the
     m x vpp (the warm-up cost.memory._inflight counts, schedules.py:960-970)."""
-    code = batch.a2a_overlap.astype(np.intp)
     p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
-    per_round = interleaving_round(batch_framework_arrays(batch), p, m)
-    warmup = np.where(p > 1, 2.0 * (p - 1.0) + (v - 1.0) * per_round + EXTRA_WARMUP_MICRO_BATCHES[code], 1.0)
+    warmup = np.where(p > 1, interleaved_warmup_forwards(batch, 0.0), 1.0)
     share = np.minimum(warmup / np.maximum(m * v, 1.0), 1.0)
-    return np.where(WARMUP_RUNS_ALONE[code], share, 0.0)
+    return np.where(WARMUP_RUNS_ALONE[batch.a2a_overlap.astype(np.intp)], share, 0.0)
 
 
 def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, eager) -> dict[str, np.ndarray]:

@@ -106,6 +106,19 @@ WARMUP_RUNS_ALONE = np.array([o.warmup_runs_alone for o in A2A_OVERLAPS.values()
 PAIRS_STAGES = np.array([o.pairs_stages for o in A2A_OVERLAPS.values()])
 
 
+def interleaved_warmup_forwards(batch, rank) -> np.ndarray:
+    """Forward passes (model chunks) pipeline rank `rank` runs before its first backward in the interleaved
+    schedule: 2 (pp - rank - 1) + (vpp - 1) x the micro-batches of a round (NVIDIA/Megatron-LM@d98e8a64
+    core/pipeline_parallel/schedules.py:960-965; torch's `_get_warmup_ops`), plus the all-to-all overlap's extra
+    one (A2AOverlap.extra_warmup_micro_batches). Read by the activations in flight (cost.memory) and the overlap's
+    unpaired passes (cost.moe.unpaired_share)."""
+    from planner.frameworks import batch_framework_arrays, interleaving_round
+    p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
+    per_round = interleaving_round(batch_framework_arrays(batch), p, m)
+    extra = 0.0 if batch.a2a_overlap is None else EXTRA_WARMUP_MICRO_BATCHES[batch.a2a_overlap.astype(np.intp)]
+    return 2.0 * (p - rank - 1.0) + (v - 1.0) * per_round + extra
+
+
 def pairs_stages(batch) -> np.ndarray:
     """Per candidate, whether its pipeline runs stage r and stage pp - 1 - r on one rank (DualPipe, pp > 1); False
     for a dense batch (no overlap column)."""
