@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import collectives, groups
+from planner.cost.layer_compute import recomputes_attention_core
 from planner.cost.overlap import hidden_behind
 
 
@@ -38,18 +39,65 @@ def tensor_parallel(batch, cluster, layer, w, fw, hbm):
     calls = fw["tp_collectives_per_layer"]  # 2, or 1 with the parallel block
     recompute_tp = np.where(batch.recompute == 2, exposed(calls, layer["gemm"]), 0.0)
     tp_fwd, tp_bwd = exposed(calls, layer["gemm"]), exposed(calls, 2.0 * layer["gemm"]) + recompute_tp
-    # Context parallel (ring attention): K and V travel around the cp ring while the attention core
-    # computes on the chunk at hand; forward moves K, V; backward K, V and their gradients.
-    kv_bytes = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / t * w * c
-    kv = groups.only_where(c > 1, collectives.all_gather_time, kv_bytes,
-                           groups.layout_links(batch, cluster, groups.cp_group), **kw)
-    cp_fwd = np.where(c > 1, hidden_behind(layer["attention"], kv, c, 1.0), 0.0)
-    cp_bwd = np.where(c > 1, hidden_behind(layer["attention_backward"], 2.0 * kv, c, 1.0), 0.0)
+    cp_fwd, cp_bwd = context_parallel_exchange(batch, cluster, layer, tokens, w, fw)
     qkv_fwd, qkv_bwd = kv_group_gather(batch, cluster, tokens, w, fw, tp_links)
     gather = checkpoint_gather(batch, cluster, message, tp_links, fw, hbm)
     return {"tp": tp_fwd + tp_bwd, "cp": cp_fwd + cp_bwd, "qkv_gather": qkv_fwd + qkv_bwd, "checkpoint_gather": gather,
             "forward": tp_fwd + cp_fwd + qkv_fwd, "backward": tp_bwd + cp_bwd + qkv_bwd + gather,
             "tp_count": calls * (2.0 + np.where(batch.recompute == 2, 1.0, 0.0)), "message": message}
+
+
+def context_parallel_exchange(batch, cluster, layer, tokens, w, fw):
+    """Exposed seconds (forward, backward) per layer per micro-batch of context parallelism's K/V exchange, as the
+    stack schedules it beside the attention core's cp chunks (Framework.cp_gathers_kv_once):
+
+    - a ring (Megatron-Core's default cp_comm_type "p2p", Transformer Engine's attention with CP): each chunk's K, V
+      travel to the next rank while the attention of the chunk at hand computes; forward moves K, V; backward K, V
+      and their gradients;
+    - gathered once (torch's context-parallel SDPA with rotate method "allgather", torchtitan's default,
+      torchtitan@238fa995 torchtitan/config/job_config.py:446): forward all-gathers the whole K, V once, issued
+      before the first chunk's attention and waited for before the second's (torch 2.13
+      torch/distributed/tensor/experimental/_context_parallel/_attention.py:273-300, 429-439), so only that first
+      chunk hides it. Backward gathers K, V again the same way (:521-534) and rotates the K/V gradients around the
+      ring with a permute (_AllToAllRotater, :253-270) in Framework.cp_kv_gradient_bytes per element (fp32:
+      _cp_options.convert_to_f32, :75): each rotation hides behind the next chunk's backward (:595-627), the last
+      is waited for after the loop with nothing to hide it (:646).
+
+    Full recompute (and a selective one that reruns the attention core) runs the forward exchange again."""
+    c = batch.cp
+    zeros = np.zeros(len(batch))
+    if not np.any(c > 1):
+        return zeros, zeros
+    cp_links = groups.layout_links(batch, cluster, groups.cp_group)
+    local_kv = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / batch.tp * w  # this rank's K and V
+    kv = groups.only_where(c > 1, collectives.all_gather_time, local_kv * c, cp_links,
+                           **groups.collective_kwargs(cluster))
+    attention, attention_bwd = layer["attention"], layer["attention_backward"]
+    ring_fwd = hidden_behind(attention, kv, c, 1.0)
+    ring_bwd = hidden_behind(attention_bwd, 2.0 * kv, c, 1.0)
+    once = fw["cp_gathers_kv_once"] > 0
+    if np.any(once & (c > 1)):
+        gradient_bytes = np.where(fw["cp_kv_gradient_bytes"] > 0, fw["cp_kv_gradient_bytes"], w)
+        rotation = neighbour_send(local_kv * gradient_bytes / w, cp_links, cluster.efficiency)
+        once_fwd = np.maximum(kv - attention / c, 0.0)
+        once_bwd = (np.maximum(kv - attention_bwd / c, 0.0)
+                    + (c - 1.0) * np.maximum(rotation - attention_bwd / c, 0.0) + rotation)
+        ring_fwd, ring_bwd = np.where(once, once_fwd, ring_fwd), np.where(once, once_bwd, ring_bwd)
+    reruns = (batch.recompute == 2) | recomputes_attention_core(batch, fw)
+    forward = np.where(c > 1, ring_fwd, 0.0)
+    return forward, np.where(c > 1, ring_bwd + np.where(reruns, ring_fwd, 0.0), 0.0)
+
+
+def neighbour_send(volume, links, eff):
+    """Seconds of one point-to-point send of `volume` bytes to the next rank of a group laid out as `links`
+    (groups.layout_links): over the scale-out link where the group spans nodes (its slowest hop paces a ring step),
+    else over the scale-up link."""
+    spans_nodes = links["nodes"] > 1
+    bandwidth = np.where(spans_nodes, links["inter_bytes_per_s"], links["intra_bytes_per_s"])
+    efficiency = np.where(spans_nodes, eff.scale_out_bandwidth_efficiency, eff.scale_up_bandwidth_efficiency)
+    latency = np.where(spans_nodes, links["inter_latency_s"], links["intra_latency_s"])
+    # A group of one has no link (bandwidth 0): divide by 1 there, the caller masks the result.
+    return collectives.p2p_time(volume, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
 
 
 def kv_group_gather(batch, cluster, tokens, w, fw, tp_links):
@@ -102,15 +150,10 @@ def pipeline_transfers(batch, cluster, message, fw):
     once per distinct combination of them; pipeline_send takes it over the virtual stages."""
     t, p = batch.tp, batch.pp
     links = groups.layout_links(batch, cluster, groups.pp_group)
-    spans_nodes = links["nodes"] > 1
-    eff = cluster.efficiency
-    bandwidth = np.where(spans_nodes, links["inter_bytes_per_s"], links["intra_bytes_per_s"])
-    efficiency = np.where(spans_nodes, eff.scale_out_bandwidth_efficiency, eff.scale_up_bandwidth_efficiency)
-    latency = np.where(spans_nodes, links["inter_latency_s"], links["intra_latency_s"])
+    latency = np.where(links["nodes"] > 1, links["inter_latency_s"], links["intra_latency_s"])
     scattered = fw["p2p_scatter_gather"] > 0
     size = message / np.where(batch.seq_parallel | scattered, t, 1.0)
-    # A group of one (pp = 1) has no link (bandwidth 0): divide by 1 there, the result is masked anyway.
-    send = collectives.p2p_time(size, np.where(bandwidth > 0, bandwidth, 1.0), latency, efficiency)
+    send = neighbour_send(size, links, cluster.efficiency)
     # Transfers the stage waits for one after another (2: send and receive of a step issued together; 4: each
     # its own blocking call, frameworks/base.py), plus latency-only metadata sends of partitioned tensors.
     serial = fw["p2p_transfers_per_microbatch"] * send + fw["p2p_meta_sends_per_microbatch"] * latency

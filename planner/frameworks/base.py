@@ -145,6 +145,13 @@ class Framework:
     # stage also rebuilds its own output, whose data it freed after sending its 1/tp part, before backward
     # (DeepSpeed's pipeline engine, frameworks/deepspeed.py). 0: nothing gathered.
     p2p_gathers_per_microbatch: float = 0.0
+    # Context parallelism's K/V exchange (cost/model_parallel_comm.py context_parallel_exchange). False: a ring, each
+    # chunk's K, V sent on while the attention of the chunk at hand computes (Transformer Engine's cp_comm_type "p2p",
+    # Megatron-Core's default). True: the whole K, V all-gathered once per pass, waited for after the first chunk's
+    # attention, and the K/V gradients rotated around the ring in `cp_kv_gradient_bytes` per element (0: the compute
+    # dtype), the last rotation exposed (torch's context-parallel SDPA with rotate method "allgather": fsdp.py).
+    cp_gathers_kv_once: bool = False
+    cp_kv_gradient_bytes: float = 0.0
     # Memory (cost.memory). ZeRO-3 working set: the largest module's 16-bit weight and gradient (DeepSpeed
     # fetches submodule by submodule) and/or `units_in_flight` whole transformer blocks (FSDP units).
     gathers_largest_module: bool = False

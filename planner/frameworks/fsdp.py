@@ -79,6 +79,11 @@ FSDP = Framework(
     # distributed/_symmetric_memory/__init__.py:479-486, used by _pipelined_all_gather_and_consume, :296).
     tp_comm_overlap_within_scale_up=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
+    # torchtitan's context parallelism is torch's context-parallel SDPA with context_parallel_rotate_method
+    # "allgather" (torchtitan@238fa995 torchtitan/config/job_config.py:446, which emit/torchtitan.py writes): K, V
+    # all-gathered once per pass, waited for after the first chunk's attention, and the K/V gradients rotated in fp32
+    # (torch 2.13 distributed/tensor/experimental/_context_parallel/_attention.py:75 convert_to_f32, 273-300, 521-646).
+    cp_gathers_kv_once=True, cp_kv_gradient_bytes=4.0,
     # torchtitan's pipeline_parallel_schedule 1F1B / Interleaved1F1B (emit/torchtitan.py) are torch's
     # Schedule1F1B, which refuses fewer micro-batches than stages (torch 2.13 distributed/pipelining/
     # schedules.py:1020-1024), and ScheduleInterleaved1F1B, which runs max(1, m // pp) rounds that must divide
