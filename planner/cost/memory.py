@@ -528,9 +528,15 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     # The last stage holds what the stack's loss keeps for one micro-batch: loss_bytes_per_logit·s·b·V/t bytes, V the
     # stack's padded vocabulary (4, the fp32 logits, in Korthikanti et al. 2022 section 4.1; measured per stack by
-    # planner/profile/loss_memory.py: Megatron 6, F.cross_entropy on upcast logits 12; frameworks/base.py).
+    # planner/profile/loss_memory.py: Megatron 6, F.cross_entropy on upcast logits 12, 16 under torch's loss_parallel;
+    # frameworks/base.py).
     # A fused loss (Layout.loss_fusion) holds the stack's fused_loss_bytes_per_logit instead.
-    per_logit = np.where(batch.loss_fusion, stack["fused_loss_bytes_per_logit"], stack["loss_bytes_per_logit"])
+    # Stacks whose loss takes another path at tp > 1 hold loss_parallel_bytes_per_logit there (torch's loss_parallel),
+    # and a pipeline stage that keeps its output holds the logits themselves beside it (frameworks/base.py).
+    unfused = np.where((batch.tp > 1) & (stack["loss_parallel_bytes_per_logit"] > 0),
+                       stack["loss_parallel_bytes_per_logit"], stack["loss_bytes_per_logit"])
+    per_logit = (np.where(batch.loss_fusion, stack["fused_loss_bytes_per_logit"], unfused)
+                 + np.where((batch.pp > 1) & (stack["pipeline_keeps_logits"] > 0), w, 0.0))
     # Each multi-token-prediction block's loss keeps as much again until the micro-batch's backward
     # (megatron/core/transformer/multi_token_prediction.py process_mtp_loss: one output layer and loss per block).
     logits = last * ((1.0 + batch.mtp_layers) * per_logit * tokens * padded_vocab(batch) / batch.tp)

@@ -68,11 +68,12 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
         problems.append("activation_offload: Megatron-LM has no CPU activation checkpointing for pretrain_gpt.py")
     # The fused loss a plan prices (Layout.loss_fusion, frameworks/megatron.py) is Transformer Engine's, which
     # validate_args refuses (MP:1697-1702: "disabled due to stability issues", NVIDIA/Megatron-LM#5115, 2026-06-03);
-    # the 'native' fusion it allows holds what the unfused loss holds, so it would not be the plan's memory.
+    # the 'native' fusion it allows holds 10 bytes per logit where the unfused loss holds 6 (torch.compile'd:
+    # profiles/loss-memory-cpu.json), so it would not be the plan's memory either.
     if layout.loss_fusion:
         problems.append("loss_fusion: Megatron-LM's training arguments refuse Transformer Engine's fused cross-entropy "
                         "(--cross-entropy-fusion-impl te, disabled for stability: NVIDIA/Megatron-LM#5115), and its "
-                        "native fusion holds what the unfused loss holds; plan with --loss-fusion 0")
+                        "native fusion holds more than the unfused loss (10 bytes per logit to 6); plan with --loss-fusion 0")
     # TC:3034-3037 asserts a bf16 or fp16 model (fp8 training keeps bf16 parameters).
     if layout.moe_a2a_overlap == "megatron" and layout.dtype == "fp32":
         problems.append(f"moe_a2a_overlap=megatron with dtype={layout.dtype}: Megatron overlaps the expert-parallel "

@@ -290,6 +290,14 @@ class Framework:
     # (profiles/loss-memory-cpu.json): Megatron's in-place vocab-parallel loss 6.0, F.cross_entropy on upcast
     # logits 12.0. The vocabulary is split over tp by every stack's loss-parallel path.
     loss_bytes_per_logit: float = 4.0
+    # With tp > 1, the bytes per local logit where the stack's loss takes another path than at tp 1 (torch's
+    # loss_parallel: fsdp.py); 0: loss_bytes_per_logit at every tp.
+    loss_parallel_bytes_per_logit: float = 0.0
+    # With pp > 1, the last stage also keeps the output layer's logits, in the compute dtype, until that micro-batch's
+    # backward (torch.distributed.pipelining's fwd_cache: fsdp.py). False: the logits go out of scope once the loss
+    # is computed (Megatron's forward_step returns the loss; DeepSpeed's pipeline buffer holds the fp32 logits that
+    # Megatron's in-place loss turns into its saved softmax, the same storage: deepspeed.py).
+    pipeline_keeps_logits: bool = False
     # The same for the stack's fused cross-entropy where a layout asks for it (Layout.loss_fusion); 0: the stack has
     # none, and such a layout is refused.
     fused_loss_bytes_per_logit: float = 0.0

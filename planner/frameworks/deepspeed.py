@@ -211,7 +211,7 @@ DEEPSPEED = Framework(
     # cross-entropy (microsoft/Megatron-DeepSpeed@070c64be megatron/model/gpt_model.py, post_language_model_processing;
     # GPTModelPipe casts with float16_to_fp32, then CrossEntropy calls the same function): 2 + 4 bytes per logit, as
     # frameworks/megatron.py.
-    # Measured: 6.01 (planner/profile/loss_memory.py, recipe megatron-vocab-parallel-upcast). planner profile's
+    # Measured: 6.00 (planner/profile/loss_memory.py, recipe megatron-vocab-parallel-upcast). planner profile's
     # TinyGPT (profile/worker.py) computes its loss the same way; the H200 rows were taken before it did, with
     # F.cross_entropy on upcast logits, 12 bytes per logit (profiles/README.md).
     loss_bytes_per_logit=6.0,

@@ -55,8 +55,8 @@ FSDP = Framework(
     # (torchtitan@238fa995 torchtitan/components/loss.py:20-26; the same at tp 1 in v0.3.0), and the train step
     # deletes `pred` before backward (train.py:540-542). log_softmax saves its fp32 output (4 B per logit); at the
     # backward's start nll_loss's and log_softmax's backward each allocate an fp32 gradient of the same size before
-    # the first is freed: 12 bytes per logit at the peak. Measured: 12.01 (planner/profile/loss_memory.py, recipe
-    # torch-cross-entropy-upcast; profiles/loss-memory-cpu.json). With tp > 1 the same is assumed per local shard.
+    # the first is freed: 12 bytes per logit at the peak. Measured: 12.00 (planner/profile/loss_memory.py, recipe
+    # torch-cross-entropy-upcast; profiles/loss-memory-cpu.json). tp > 1 and the last pipeline stage: below.
     # Not modelled: since 786e26f8 (2026-04-27) torchtitan's Llama 3 configs run the loss in 8 sequence chunks, each
     # with its own backward (ChunkedLossWrapper, num_chunks 8: components/loss.py:501-700 at b5bcd76c), about
     # (12 + 2) / 8 bytes per logit; the job configs this planner writes predate it.
@@ -84,6 +84,15 @@ FSDP = Framework(
     # all-gathered once per pass, waited for after the first chunk's attention, and the K/V gradients rotated in fp32
     # (torch 2.13 distributed/tensor/experimental/_context_parallel/_attention.py:75 convert_to_f32, 273-300, 521-646).
     cp_gathers_kv_once=True, cp_kv_gradient_bytes=4.0,
+    # With tp > 1 torchtitan runs the loss under torch's loss_parallel() (train.py:314-318; the output layer's logits a
+    # DTensor sharded over the vocabulary, models/llama3/infra/parallelize.py:182-186), whose nll_loss backward builds a
+    # zeroed gradient, exp of the saved log-softmax and their sum before scaling (torch 2.13 distributed/tensor/
+    # parallel/loss.py:451-518): 16 bytes per local logit at the peak. With pp > 1 torch.distributed.pipelining's
+    # stage keeps its output, the bf16 logits, in fwd_cache until that micro-batch's backward (stage.py:913, 966):
+    # 2 more. Measured: 16.01, 14.00 at tp 1 and 18.01 at tp 2 on the last stage (planner/profile/loss_memory.py,
+    # recipes torch-loss-parallel, torch-pipeline-last-stage, torch-loss-parallel-last-stage; profiles/
+    # loss-memory-cpu.json).
+    loss_parallel_bytes_per_logit=16.0, pipeline_keeps_logits=True,
     # torchtitan's pipeline_parallel_schedule 1F1B / Interleaved1F1B (emit/torchtitan.py) are torch's
     # Schedule1F1B, which refuses fewer micro-batches than stages (torch 2.13 distributed/pipelining/
     # schedules.py:1020-1024), and ScheduleInterleaved1F1B, which runs max(1, m // pp) rounds that must divide

@@ -81,8 +81,8 @@ MEGATRON = Framework(
     # default). Its forward casts the 16-bit logits to fp32 and turns that copy into the softmax in place, which it
     # saves and hands back as the gradient (`core/tensor_parallel/cross_entropy.py`:25, 41, 62, 77, 88, 181, 210);
     # autograd casts that to the 16-bit logits' dtype: 2 + 4 bytes per logit live at once, in the forward and again
-    # in the backward. Measured: 6.01 (planner/profile/loss_memory.py, megatron-core 0.16.1; the fused 'native'
-    # path holds the same, profiles/loss-memory-cpu.json).
+    # in the backward. Measured: 6.00 (planner/profile/loss_memory.py, megatron-core 0.16.1, profiles/
+    # loss-memory-cpu.json).
     loss_bytes_per_logit=6.0,
     # --cross-entropy-loss-fusion with --cross-entropy-fusion-impl te (core/model_parallel_config.py:320, 325; off
     # and 'native' by default; NVIDIA-NeMo/Megatron-Bridge's model providers turn it on, gpt_provider.py:152 at
@@ -94,8 +94,11 @@ MEGATRON = Framework(
     # arguments refuse 'te' from 2026-06-03 (NVIDIA/Megatron-LM#5115; training/arguments.py:1697-1702 at d98e8a64,
     # a warning in core/model_parallel_config.py:536-542 for library users such as Megatron-Bridge). So this is the
     # loss of runs made with TE 2.6-2.17 (the published Megatron-Bridge recipe rows), for simulate to model them,
-    # not an option the searches offer or emit.megatron writes. The 'native' fusion holds what the unfused loss
-    # holds (6.01, profiles/loss-memory-cpu.json).
+    # not an option the searches offer or emit.megatron writes. The 'native' fusion (cross_entropy_fusion_impl
+    # 'native': core/fusions/fused_cross_entropy.py, its functions torch.compile'd by core/jit.py on torch >= 2.2) holds
+    # more than the unfused loss: 10.0 measured (profiles/loss-memory-cpu.json, with inductor on this CPU; its
+    # compiled functions return fresh fp32 buffers where the eager code works in place). Not priced: no layout asks
+    # for it.
     fused_loss_bytes_per_logit=2.0,
     # Checkpoint: the model's bf16 state dict plus, per parameter, the distributed optimizer's "param" (the fp32 main
     # copy) and Adam's exp_avg and exp_avg_sq (`core/optimizer/distrib_optimizer.py`:1090-1117): 2 + 4 + 8.

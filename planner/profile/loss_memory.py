@@ -9,14 +9,14 @@ place and hands that back as the gradient (megatron/core/tensor_parallel/cross_e
 `F.cross_entropy(logits.float())` (torchtitan, Hugging Face) saves a log-softmax and allocates two fp32
 gradients of the same size at the backward's start. This module counts it instead of reading it off the code.
 
-How: a TorchDispatchMode sees every tensor each aten op returns, forward and backward alike, and keeps the sum of
-the live storages (a weakref finalizer subtracts one when it is freed). The peak of that sum over
-`logits = hidden @ W^T; loss = loss_fn(logits, labels); del logits; loss.backward()` is what the loss adds to the
-activations already live: the step's peak is at the start of backward, and nothing of the layers is freed before
+How: torch's profiler with profile_memory reports every allocation and free the CPU allocator makes, with its size,
+temporaries inside an op included, across processes and under DTensor alike; the running sum of those events over
+`logits = hidden @ W^T; loss = loss_fn(logits, labels); del logits; loss.backward()` peaks at what the loss adds to
+the activations already live: the step's peak is at the start of backward, and nothing of the layers is freed before
 the loss's and the output layer's backward are done. The hidden size is kept tiny (8) so the output layer's own
-tensors (tokens x hidden, vocab x hidden) are a rounding error next to tokens x vocab. Live-tensor bytes are what
-the CUDA caching allocator's `allocated` counter counts, so a CPU run measures what a GPU run would, less the
-allocator's rounding; the op sequence, autograd's saved tensors and the order of frees are the same on both.
+tensors (tokens x hidden, vocab x hidden) are a rounding error next to tokens x vocab. Allocated bytes are what the
+CUDA caching allocator's `allocated` counter counts, so a CPU run measures what a GPU run would, less the allocator's
+rounding; the op sequence, autograd's saved tensors and the order of frees are the same on both.
 
 Each recipe is a stack's loss code as the stack runs it. `megatron-*` import megatron-core's own functions and are
 skipped, with the reason recorded, where megatron-core is not installed (`pip install --no-deps megatron-core`
@@ -30,46 +30,41 @@ import json
 import os
 import platform
 import sys
-import weakref
+import socket
+import tempfile
 
 HIDDEN = 8  # tiny, so the output layer's own tensors vanish next to tokens x vocab (module docstring)
 
 
-def _live_bytes_mode():
-    """A TorchDispatchMode that tracks the bytes of live tensor storages and their peak."""
+BACKWARD_MARK = "planner.loss_memory.backward"
+
+
+def allocation_trace(run) -> dict:
+    """Bytes the CPU allocator holds while `run()` runs, relative to its start: the peak, the level where `run` opens
+    torch.profiler.record_function(BACKWARD_MARK) (what the forward left for the backward; None without the mark) and
+    the level at the end. Blocks allocated before the start are not reported when freed (the profiler warns so)."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
+    from torch.profiler import ProfilerActivity, profile
 
-    class LiveBytes(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.live: dict[int, int] = {}
-            self.now = 0
-            self.peak = 0
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = prof.profiler.kineto_results.events()
+    changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    mark = min((e.start_ns() for e in events if e.name() == BACKWARD_MARK), default=None)
+    now = peak = 0
+    at_mark = None if mark is None else sum(b for t, b in changes if t < mark)
+    for _, change in changes:
+        now += change
+        peak = max(peak, now)
+    del torch
+    return {"peak": peak, "at_backward": at_mark, "left": now}
 
-        def track(self, value) -> None:
-            if not isinstance(value, torch.Tensor):
-                return
-            storage = value.untyped_storage()
-            key = storage.data_ptr()
-            if key in self.live or storage.nbytes() == 0:
-                return  # a view of a storage already counted
-            self.live[key] = storage.nbytes()
-            self.now += storage.nbytes()
-            self.peak = max(self.peak, self.now)
-            weakref.finalize(storage, self._free, key)
 
-        def _free(self, key: int) -> None:
-            self.now -= self.live.pop(key, 0)
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for value in tree_flatten(out)[0]:
-                self.track(value)
-            return out
-
-    return LiveBytes
+def _per_logit(trace: dict, entries: float) -> dict:
+    return {"peak_bytes_per_logit": trace["peak"] / entries,
+            # None where the backward runs inside the stack's own code (a pipeline schedule), unmarked
+            "saved_bytes_per_logit": None if trace["at_backward"] is None else trace["at_backward"] / entries,
+            "left_after_backward_bytes_per_logit": trace["left"] / entries}
 
 
 def peak_loss_bytes(loss_fn, tokens: int, vocab: int, dtype: str = "bf16") -> dict:
@@ -83,16 +78,15 @@ def peak_loss_bytes(loss_fn, tokens: int, vocab: int, dtype: str = "bf16") -> di
     hidden = torch.randn(tokens, 1, HIDDEN, dtype=weight_dtype, requires_grad=True)
     weight = torch.randn(vocab, HIDDEN, dtype=weight_dtype, requires_grad=True)
     labels = torch.randint(0, vocab, (tokens, 1))
-    with _live_bytes_mode()() as live:
+
+    def step():
         logits = hidden @ weight.t()
         loss = loss_fn(logits, labels).sum()
         del logits  # torchtitan's train step: `del pred` before loss.backward(); Megatron's logits go out of scope
-        saved = live.now
-        loss.backward()
-        left = live.now
-    entries = float(tokens * vocab)
-    return {"peak_bytes_per_logit": live.peak / entries, "saved_bytes_per_logit": saved / entries,
-            "left_after_backward_bytes_per_logit": left / entries}
+        with torch.profiler.record_function(BACKWARD_MARK):
+            loss.backward()
+
+    return _per_logit(allocation_trace(step), float(tokens * vocab))
 
 
 def _torch_cross_entropy_upcast(logits, labels):
@@ -115,16 +109,12 @@ def _profile_worker(logits, labels):
 
 def _megatron_group():
     """A one-rank gloo group and Megatron's parallel state over it (the loss's all-reduces need a group)."""
-    import torch.distributed as dist
     from megatron.core import parallel_state
 
-    if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-        dist.init_process_group("gloo", rank=0, world_size=1)
+    group = _one_rank_group()
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel()
-    return dist.group.WORLD
+    return group
 
 
 def _megatron_vocab_parallel(logits, labels):
@@ -152,15 +142,124 @@ def _megatron_fused_native(logits, labels):
     return fused_vocab_parallel_cross_entropy(logits, labels, _megatron_group())
 
 
-# name -> (the loss function, the stacks whose code it is, the module it needs beyond torch)
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _one_rank_group(port: int | None = None):
+    """A one-rank gloo process group (what the pipeline stage and Megatron's loss need), made once."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(port or _free_port()))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    return dist.group.WORLD
+
+
+def pipeline_last_stage_bytes(tokens: int, vocab: int) -> dict:
+    """torchtitan's last pipeline stage: torch.distributed.pipelining's PipelineStage and Schedule1F1B (which
+    torchtitan's pipeline_parallel_schedule "1F1B" builds) computing torchtitan's loss on the stage's output. The stage
+    keeps its output in fwd_cache until that micro-batch's backward (torch 2.13 distributed/pipelining/stage.py:913,
+    966), so the 16-bit logits are live beside the loss's own bytes. One stage on a one-rank gloo group; the schedule
+    runs once to infer its shapes before the measured step."""
+    import torch
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+    _one_rank_group()
+    torch.manual_seed(0)
+    output = torch.nn.Linear(HIDDEN, vocab, bias=False, dtype=torch.bfloat16)
+    stage = PipelineStage(output, 0, 1, torch.device("cpu"))
+    schedule = Schedule1F1B(stage, n_microbatches=1, loss_fn=_torch_cross_entropy_upcast)
+    hidden = torch.randn(1, tokens, HIDDEN, dtype=torch.bfloat16)
+    labels = torch.randint(0, vocab, (1, tokens))
+    schedule.step(hidden, target=labels, losses=[])
+    return _per_logit(allocation_trace(lambda: schedule.step(hidden, target=labels, losses=[], return_outputs=False)),
+                      float(tokens * vocab))
+
+
+LOSS_PARALLEL_RANKS = 2
+
+
+def _loss_parallel_rank(rank: int, port: int, tokens: int, vocab: int, keep_output: bool, out_dir: str) -> None:
+    """One rank of loss_parallel_bytes (a torch.multiprocessing.spawn target): writes its figures to out_dir."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, loss_parallel, parallelize_module
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=LOSS_PARALLEL_RANKS)
+    try:
+        mesh = init_device_mesh("cpu", (LOSS_PARALLEL_RANKS,))
+        torch.manual_seed(0)
+        output = torch.nn.Linear(HIDDEN, vocab, bias=False, dtype=torch.bfloat16)
+        # torchtitan's output layer under tp: ColwiseParallel(input_layouts=Shard(1) or Replicate,
+        # output_layouts=Shard(-1), use_local_output=not loss_parallel) (torchtitan@238fa995
+        # torchtitan/models/llama3/infra/parallelize.py:174-181): the logits stay a DTensor sharded over the vocabulary.
+        parallelize_module(output, mesh, ColwiseParallel(input_layouts=Replicate(), output_layouts=Shard(-1),
+                                                         use_local_output=False))
+        hidden = torch.randn(1, tokens, HIDDEN, dtype=torch.bfloat16, requires_grad=True)
+        labels = torch.randint(0, vocab, (1, tokens))
+
+        def step():
+            with loss_parallel():  # train.py's train_context with loss parallel enabled (train.py:314-318)
+                pred = output(hidden)
+                loss = _torch_cross_entropy_upcast(pred, labels)
+                held = pred if keep_output else None  # the pipeline stage's fwd_cache, where it applies
+                del pred
+                with torch.profiler.record_function(BACKWARD_MARK):
+                    loss.backward()
+                del held
+
+        figures = _per_logit(allocation_trace(step), float(tokens * vocab / LOSS_PARALLEL_RANKS))
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
+            json.dump(figures, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def loss_parallel_bytes(tokens: int, vocab: int, keep_output: bool = False) -> dict:
+    """torchtitan's loss at tp > 1: the output layer's logits a DTensor sharded over the vocabulary and
+    F.cross_entropy on their upcast run under torch's loss_parallel(), whose log_softmax and nll_loss handlers work on
+    each rank's shard (torch 2.13 distributed/tensor/parallel/loss.py:197-221, 451-518: the backward builds a zeroed
+    gradient, exp of the saved log-softmax and their sum before scaling). Two gloo ranks in spawned processes; bytes
+    per local logit (tokens x vocab / 2), the larger of the two ranks. `keep_output`: the logits stay referenced
+    through the backward, as on a last pipeline stage."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        mp.spawn(_loss_parallel_rank, args=(_free_port(), tokens, vocab, keep_output, out_dir),
+                 nprocs=LOSS_PARALLEL_RANKS, join=True)
+        ranks = []
+        for rank in range(LOSS_PARALLEL_RANKS):
+            with open(os.path.join(out_dir, f"rank{rank}.json")) as handle:
+                ranks.append(json.load(handle))
+    return {key: max(rank[key] for rank in ranks) for key in ranks[0]}
+
+
+def _with_loss(loss_fn):
+    return lambda tokens, vocab: peak_loss_bytes(loss_fn, tokens, vocab)
+
+
+# name -> (what measures it: (tokens, vocab) -> figures, the stacks whose code it is, the module it needs beyond torch)
 RECIPES = {
-    "torch-cross-entropy-upcast": (_torch_cross_entropy_upcast,
+    "torch-cross-entropy-upcast": (_with_loss(_torch_cross_entropy_upcast),
                                    "fsdp (torchtitan@238fa995, tp 1); planner profile's TinyGPT before 2026-12-04", None),
-    "planner-profile-worker": (_profile_worker, "planner profile's TinyGPT (deepspeed rows)", None),
-    "megatron-vocab-parallel": (_megatron_vocab_parallel, "megatron, megascale", "megatron.core"),
-    "megatron-vocab-parallel-upcast": (_megatron_vocab_parallel_upcast, "megatron-2022, deepspeed (Megatron-DeepSpeed)",
-                                       "megatron.core"),
-    "megatron-fused-native": (_megatron_fused_native, "megatron with --cross-entropy-loss-fusion", "megatron.core"),
+    "torch-loss-parallel": (loss_parallel_bytes, "fsdp (torchtitan@238fa995, tp > 1: loss_parallel)", None),
+    "torch-pipeline-last-stage": (pipeline_last_stage_bytes,
+                                  "fsdp (torchtitan@238fa995, last pipeline stage, tp 1)", None),
+    "torch-loss-parallel-last-stage": (lambda tokens, vocab: loss_parallel_bytes(tokens, vocab, keep_output=True),
+                                       "fsdp (torchtitan@238fa995, last pipeline stage, tp > 1)", None),
+    "planner-profile-worker": (_with_loss(_profile_worker), "planner profile's TinyGPT (deepspeed rows)", None),
+    "megatron-vocab-parallel": (_with_loss(_megatron_vocab_parallel), "megatron, megascale", "megatron.core"),
+    "megatron-vocab-parallel-upcast": (_with_loss(_megatron_vocab_parallel_upcast),
+                                       "megatron-2022, deepspeed (Megatron-DeepSpeed)", "megatron.core"),
+    "megatron-fused-native": (_with_loss(_megatron_fused_native), "megatron with --cross-entropy-loss-fusion",
+                              "megatron.core"),
 }
 
 
@@ -170,11 +269,11 @@ def measure(tokens: int, vocab: int, recipes=None) -> dict:
 
     results = {}
     for name in recipes or RECIPES:
-        loss_fn, stacks, needs = RECIPES[name]
+        run, stacks, needs = RECIPES[name]
         if needs and importlib.util.find_spec(needs.split(".")[0]) is None:
             results[name] = {"stacks": stacks, "skipped": f"{needs} not installed"}
             continue
-        results[name] = {"stacks": stacks, **peak_loss_bytes(loss_fn, tokens, vocab)}
+        results[name] = {"stacks": stacks, **run(tokens, vocab)}
     return results
 
 

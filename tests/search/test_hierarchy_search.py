@@ -46,15 +46,17 @@ def test_low_bandwidth_cluster_picks_hpz_or_hsdp():
 
 def test_nvlink_rich_cluster_need_not():
     """On DGX H100 the lossless hierarchy (the default) ties flat within 2%. With the lossy options allowed,
-    ZeRO-3 + hpZ + qwZ + qgZ comes out 2.8% ahead (2.257 s vs flat FSDP ZeRO-2's 2.320 s), not for its traffic but
-    because qgZ's reduction skips DeepSpeed ZeRO-3's interleave and pre-divide copies (cost/shard_copies.py);
-    within 2% before those were taken off."""
+    ZeRO-3 + hpZ + qwZ + qgZ comes out 4.2% ahead (2.253 s vs flat DeepSpeed ZeRO-3's 2.351 s), not for its traffic but
+    because qgZ's reduction skips DeepSpeed ZeRO-3's interleave and pre-divide copies (cost/shard_copies.py). It was
+    2.8% ahead of flat FSDP tp2 ZeRO-2 at micro-batch 8 (2.320 s, 78.4 GiB) until torchtitan's loss was charged the 16
+    bytes per logit its loss_parallel holds at tp > 1 (frameworks/fsdp.py): that layout no longer fits 80 GB; within 2%
+    before the copies were taken off."""
     h100 = load_cluster("dgx-h100")
     found, best = _best(h100, ALL_HIERARCHY)
     lossless, lossless_best = _best(h100, LOSSLESS_HIERARCHY)
     flat, flat_best = _best(h100, FLAT)
     assert flat.step_time_s[flat_best] == pytest.approx(lossless.step_time_s[lossless_best], rel=0.02)
-    assert flat.step_time_s[flat_best] == pytest.approx(found.step_time_s[best], rel=0.04)
+    assert flat.step_time_s[flat_best] == pytest.approx(found.step_time_s[best], rel=0.05)
 
 
 def test_all_layouts_csv_has_the_same_columns_on_every_row(cli, tmp_path):
