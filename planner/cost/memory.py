@@ -447,12 +447,15 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     prefetch = np.where(batch.zero == 3, np.minimum(ZERO3_BUCKET_ELEMENTS, params), 0.0)
     separate = (stack["grad_buckets_separate"] > 0) & (batch.zero >= 1)
     buckets = np.where(separate, w * (ipg + prefetch), 0.0)
+    # DDP's buckets copy every gradient for the run (Framework.zero0_bucket_gradient_copy), in the gradients' dtype.
+    ddp_copy = (stack["zero0_bucket_gradient_copy"] > 0) & (batch.zero == 0) & (batch.dp > 1)
+    bucket_copy = np.where(ddp_copy, element_bytes(batch, stack)["grads"] * params, 0.0)
     # --fp8-param-gather: the layers' Linear weights are fp8 parameters (their fp8 data are `fp8_weights`), with no
     # 16-bit copy beside them; embeddings and the output layer stay 16-bit.
     fp8_params = np.where(batch.fp8_param_gather, w * layers * batch.layer_params / batch.tp, 0.0)
     parts = {"weights": states["weights"] - fp8_params, "gradients": states["gradients"],
              "optimizer": states["optimizer"], "fp8_weights": fp8_weight_bytes(layers, batch, stack),
-             "zero3_gathered": gathered, "comm_buckets": buckets}
+             "zero3_gathered": gathered, "comm_buckets": buckets + bucket_copy}
     if batch.has_moe:
         parts.update(_moe_state_parts(batch, stack, layers, states))
     shape = (_STAGES, len(batch))

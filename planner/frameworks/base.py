@@ -156,6 +156,9 @@ class Framework:
     # fetches submodule by submodule) and/or `units_in_flight` whole transformer blocks (FSDP units).
     gathers_largest_module: bool = False
     gathers_whole_layers: bool = True
+    # ZeRO-0 is DDP without gradient_as_bucket_view (torch's default): with dp > 1 its Reducer keeps a flat copy of
+    # every gradient in its buckets for the run, beside each .grad (fsdp.py).
+    zero0_bucket_gradient_copy: bool = False
     # Gradient buckets are buffers of their own (DeepSpeed's IPG bucket) rather than views into a
     # contiguous gradient buffer (Megatron-Core) or the per-unit reduce (FSDP).
     grad_buckets_separate: bool = False

@@ -65,8 +65,9 @@ FSDP = Framework(
     # Optimizer.zero_grad sets .grad to None by default), and FSDP2's reduce-scatter makes each step's sharded fp32
     # gradients anew in backward (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce): at
     # ZeRO-2 and 3 no gradient is live while the first micro-batch's forward builds its activations. Its ZeRO-0 is
-    # DDP, whose buckets hold the gradients for the run. No fp32 copy: the fp32 parameters are the master.
-    gradients_freed_after_step=True, gradients_freed_min_zero=2, gradients_freed_max_zero=3,
+    # DDP, whose .grad zero_grad frees the same way; its buckets' copy of them stays (zero0_bucket_gradient_copy, below).
+    # No fp32 copy: the fp32 parameters are the master.
+    gradients_freed_after_step=True, gradients_freed_min_zero=0, gradients_freed_max_zero=3,
     fp32_gradients_kept_for_the_run=False,
     grad_bytes_bf16=4.0, grad_bytes_fp16=4.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=4.0,
     optimizer_bytes=8.0, sharded_param_bytes=4.0,
@@ -98,7 +99,15 @@ FSDP = Framework(
     # schedules.py:1020-1024), and ScheduleInterleaved1F1B, which runs max(1, m // pp) rounds that must divide
     # m (:2935-2941: with pp 4, m 9 is refused, 7 and 10 run).
     one_f_one_b_needs_pp_micro_batches=True, interleaving_rounds_divide_micro_batches=True,
-    grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB of fp32 gradients (`torch/nn/parallel/distributed.py`)
+    # ZeRO-0 is DDP as torchtitan applies it, replicate(model, device_mesh=dp_mesh, bucket_cap_mb=100) (torchtitan@
+    # 238fa995 models/llama3/infra/parallelize.py:372): 100 MiB buckets, the first one too (torch 2.13
+    # nn/parallel/distributed.py:86-110: the 1 MiB first bucket only with the default cap), of fp32 gradients.
+    grad_bucket_elements=100 * 2**20 / 4,
+    # DDP's default gradient_as_bucket_view=False (distributed.py:828), which replicate() keeps: the Reducer
+    # allocates each bucket's flat gradient tensor when it is built and copies every .grad in and the reduced values
+    # back out, so the buckets hold a second copy of the gradients for the run. Measured: 12.0 bytes per fp32
+    # parameter live after a backward under replicate() (parameter, .grad, bucket; tests/profile/test_ddp_memory.py).
+    zero0_bucket_gradient_copy=True,
     # FSDP2 reduce-scatters each unit's gradients in that unit's post-backward (torch 2.13 distributed/fsdp/
     # _fully_shard/_fsdp_param_group.py `post_backward` -> `foreach_reduce`), with reshard_after_forward never
     # (ZeRO-2) as at ZeRO-3, and all-gathers per unit before forward; only ZeRO-0 is DDP's bucketed all-reduce.

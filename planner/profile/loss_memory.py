@@ -26,6 +26,7 @@ is enough: its cross-entropy needs only torch). Imports only torch and the stand
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -148,15 +149,29 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _one_rank_group(port: int | None = None):
-    """A one-rank gloo process group (what the pipeline stage and Megatron's loss need), made once."""
+def _one_rank_group():
+    """A one-rank gloo process group (what Megatron's loss needs), made once and kept."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(port or _free_port()))
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(_free_port())
         dist.init_process_group("gloo", rank=0, world_size=1)
     return dist.group.WORLD
+
+
+@contextlib.contextmanager
+def one_rank_group():
+    """A one-rank gloo process group for the measurement inside, torn down after it unless one was there before (a
+    live gloo group can abort the process in its destructor at exit: profile/worker.py shut_down)."""
+    import torch.distributed as dist
+
+    made = not dist.is_initialized()
+    group = _one_rank_group()
+    try:
+        yield group
+    finally:
+        if made:
+            dist.destroy_process_group()
 
 
 def pipeline_last_stage_bytes(tokens: int, vocab: int) -> dict:
@@ -168,16 +183,16 @@ def pipeline_last_stage_bytes(tokens: int, vocab: int) -> dict:
     import torch
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B
 
-    _one_rank_group()
-    torch.manual_seed(0)
-    output = torch.nn.Linear(HIDDEN, vocab, bias=False, dtype=torch.bfloat16)
-    stage = PipelineStage(output, 0, 1, torch.device("cpu"))
-    schedule = Schedule1F1B(stage, n_microbatches=1, loss_fn=_torch_cross_entropy_upcast)
-    hidden = torch.randn(1, tokens, HIDDEN, dtype=torch.bfloat16)
-    labels = torch.randint(0, vocab, (1, tokens))
-    schedule.step(hidden, target=labels, losses=[])
-    return _per_logit(allocation_trace(lambda: schedule.step(hidden, target=labels, losses=[], return_outputs=False)),
-                      float(tokens * vocab))
+    with one_rank_group():
+        torch.manual_seed(0)
+        output = torch.nn.Linear(HIDDEN, vocab, bias=False, dtype=torch.bfloat16)
+        stage = PipelineStage(output, 0, 1, torch.device("cpu"))
+        schedule = Schedule1F1B(stage, n_microbatches=1, loss_fn=_torch_cross_entropy_upcast)
+        hidden = torch.randn(1, tokens, HIDDEN, dtype=torch.bfloat16)
+        labels = torch.randint(0, vocab, (1, tokens))
+        schedule.step(hidden, target=labels, losses=[])
+        trace = allocation_trace(lambda: schedule.step(hidden, target=labels, losses=[], return_outputs=False))
+    return _per_logit(trace, float(tokens * vocab))
 
 
 LOSS_PARALLEL_RANKS = 2

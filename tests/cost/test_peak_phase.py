@@ -56,8 +56,9 @@ def _forward_backward(memory):
 def test_deepspeed_and_fsdp_free_gradients_after_the_step_and_megatron_does_not():
     assert FRAMEWORKS["deepspeed"].gradients_freed_after_step
     assert not FRAMEWORKS["megatron"].gradients_freed_after_step
-    fsdp = FRAMEWORKS["fsdp"]  # torchtitan's zero_grad at the step's start, FSDP2's sharded fp32 gradients
-    assert fsdp.gradients_freed_after_step and (fsdp.gradients_freed_min_zero, fsdp.gradients_freed_max_zero) == (2, 3)
+    # torchtitan's zero_grad at the step's start: FSDP2's sharded fp32 gradients and DDP's .grad (ZeRO-0) alike
+    fsdp = FRAMEWORKS["fsdp"]
+    assert fsdp.gradients_freed_after_step and (fsdp.gradients_freed_min_zero, fsdp.gradients_freed_max_zero) == (0, 3)
     assert not fsdp.fp32_gradients_kept_for_the_run
 
 
@@ -168,14 +169,28 @@ def test_fsdp_leaves_its_sharded_fp32_gradients_out_of_the_activation_peak(h200,
     assert _scalar(phased, "not_live_at_peak_bytes") == pytest.approx(gradients, rel=1e-9)
 
 
-@pytest.mark.parametrize("layout", [dict(zero=0, dp=8, micro_batch=1, global_batch=8),
+@pytest.mark.parametrize("layout", [dict(zero=0, dp=8, micro_batch=1, global_batch=16),
                                     dict(zero=3, dp=8, micro_batch=1, global_batch=16)])
-def test_fsdp_keeps_ddps_buckets_and_accumulating_gradients(h200, layout):
-    """ZeRO-0 is DDP (buckets for the run); with two micro-batches the gradients of the first are live at the second's
-    forward."""
+def test_fsdp_keeps_accumulating_gradients(h200, layout):
+    """With two micro-batches the gradients of the first are live at the second's forward, DDP's (ZeRO-0) and FSDP2's
+    alike."""
     summed = _memory(h200, framework="fsdp", freed=False, **layout)
     phased = _memory(h200, framework="fsdp", **layout)
     assert _scalar(phased, "total_bytes") == _scalar(summed, "total_bytes")
+
+
+def test_ddp_frees_its_grads_after_the_step_but_keeps_its_buckets_copy(h200):
+    """torchtitan's ZeRO-0 is DDP: zero_grad sets each .grad to None at the step's start, so with one micro-batch a
+    step they are not live at the forward's peak; the buckets' flat copy of them is, for the run
+    (Framework.zero0_bucket_gradient_copy; tests/profile/test_ddp_memory.py measures it)."""
+    layout = dict(zero=0, dp=8, micro_batch=4, global_batch=32)
+    summed = _memory(h200, framework="fsdp", freed=False, **layout)
+    phased = _memory(h200, framework="fsdp", **layout)
+    gradients = _part(summed, "gradients")
+    assert _part(phased, "comm_buckets") == pytest.approx(gradients, rel=1e-12)  # the copy: fp32, as the .grad
+    assert _forward_backward(phased) > gradients  # the forward binds
+    assert _part(phased, "gradients") == 0.0
+    assert _scalar(phased, "total_bytes") == pytest.approx(_scalar(summed, "total_bytes") - gradients, rel=1e-9)
 
 
 def test_simulate_names_the_phase_and_says_fsdp_has_no_fp32_copy(cli):

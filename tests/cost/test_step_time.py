@@ -434,7 +434,9 @@ def test_fsdp_zero2_reduces_unit_by_unit_and_is_never_slower_than_zero3(framewor
 
 
 def test_ddp_still_reduces_in_buckets_under_fsdp_stacks():
-    """torchtitan's ZeRO-0 is DDP (replicate): 25 MiB buckets of fp32 gradients (torch DDP bucket_cap_mb)."""
+    """torchtitan's ZeRO-0 is DDP, replicate(..., bucket_cap_mb=100): 100 MiB buckets of fp32 gradients (torchtitan@
+    238fa995 models/llama3/infra/parallelize.py:372; torch DDP's 25 MiB default and 1 MiB first bucket apply only
+    when no cap is given)."""
     from planner.cost.data_parallel import _gradient_buckets
     from planner.frameworks import framework_arrays
 
@@ -443,7 +445,7 @@ def test_ddp_still_reduces_in_buckets_under_fsdp_stacks():
     fw = framework_arrays(batch.framework)
     params = batch.layer_params * model.layers
     calls = _gradient_buckets(batch, fw, np.array([params]), np.array([float(model.layers)]), np.array([0.0]))[0]
-    assert calls == np.ceil(params / 6.25e6)
+    assert calls == np.ceil(params / (100 * 2**20 / 4))
 
 
 @pytest.mark.parametrize("framework", ["deepspeed", "fsdp", "megatron"])
