@@ -46,6 +46,13 @@ FSDP = Framework(
     # builds torchao's default config, "Float8 tensorwise scaled training" (components/quantization/
     # float8.py:46-81); the recipes it can name are tensorwise and rowwise ones, no delayed scaling.
     fp8_recipes=("tensorwise",),
+    # torchao's Float8Linear keeps no fp8 weight copy: its matmul saves the high-precision input and weight for
+    # backward and casts the weight to fp8 inside forward and again inside backward, one GEMM at a time (pytorch/ao@
+    # 7ca1bfbe torchao/float8/float8_linear.py, matmul_with_hp_or_float8_args: save_for_backward(input_hp,
+    # weight_hp_t)); the emitted config leaves FSDP's fp8 all-gather off (enable_fsdp_float8_all_gather False,
+    # job_config.py:732), so the gathered weight is bf16. Transformer Engine's cached row- and column-wise copies (2 bytes,
+    # frameworks/base.py) are not there; what is left is one GEMM's transient 1-byte cast, a rounding error.
+    fp8_weight_copy_bytes=0.0,
     # No Korthikanti selective recompute (the attention core recomputed, every matmul output kept): torchtitan's
     # selective AC saves the compute-intensive ops' outputs, the attention kernel's among them, and recomputes every
     # second matmul (torchtitan@b5bcd76c torchtitan/distributed/activation_checkpoint.py:185-191, 268-273; at

@@ -208,6 +208,20 @@ def test_fp8_adds_transformer_engines_weight_copies():
     assert fp8["weights"][0] == pytest.approx(bf16["weights"][0], rel=1e-12)
 
 
+@pytest.mark.parametrize("zero", [0, 2, 3])
+def test_torchaos_fp8_keeps_no_weight_copy(zero):
+    """torchtitan's fp8 is torchao's Float8Linear, which saves the bf16 weight and casts it inside each GEMM
+    (frameworks/fsdp.py): fp8 adds no fp8 weights part, at any ZeRO stage, where Transformer Engine's stacks add 2 bytes
+    per layer parameter (the test above)."""
+    cluster = load_cluster("dgx-h100")
+    dp = 1 if zero == 0 else 8  # torchtitan's DDP runs alone: no tp beside it
+    common = dict(tp=1 if zero == 0 else 8, dp=dp, zero=zero, global_batch=8 * dp, framework="fsdp")
+    fp8 = per_gpu_memory(single_batch(PRESETS["llama3-8b"], Layout(**common, dtype="fp8")), cluster)["parts"]
+    bf16 = per_gpu_memory(single_batch(PRESETS["llama3-8b"], Layout(**common, dtype="bf16")), cluster)["parts"]
+    assert fp8["fp8_weights"][0] == 0.0
+    assert fp8["weights"][0] == pytest.approx(bf16["weights"][0], rel=1e-12)
+
+
 @pytest.mark.parametrize("zero, offload",
                          [(1, "optimizer"), (2, "optimizer"), (3, "optimizer"), (3, "optimizer+params")])
 def test_offload_moves_bytes_to_the_host_without_losing_any(zero, offload):
