@@ -477,7 +477,7 @@ def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) 
     """The dense states a stack frees after every step (Framework.gradients_freed_after_step) and makes again in the
     next backward: the gradients and, where they are 16-bit, the fp32 copy of them the optimizer steps on
     (FP32_GRAD_COPY_BYTES, in the optimizer part), at the ZeRO stages the stack frees them at
-    (gradients_freed_min_zero to _max_zero: DeepSpeed 0-2, FSDP2 2-3) without offload. 0 elsewhere, and for 32-bit
+    (gradients_freed_min_zero to _max_zero: DeepSpeed 0-2, torchtitan 0-3) without offload. 0 elsewhere, and for 32-bit
     gradients where the stack keeps them for the run (fp32_gradients_kept_for_the_run: DeepSpeed's BF16_Optimizer)."""
     sixteen_bit = element_bytes(batch, stack)["grads"] < 4.0
     freed = ((stack["gradients_freed_after_step"] > 0) & (batch.zero >= stack["gradients_freed_min_zero"])

@@ -54,12 +54,12 @@ def context_parallel_exchange(batch, cluster, layer, tokens, w, fw):
     - a ring (Megatron-Core's default cp_comm_type "p2p", Transformer Engine's attention with CP): each chunk's K, V
       travel to the next rank while the attention of the chunk at hand computes; forward moves K, V; backward K, V
       and their gradients;
-    - gathered once (torch's context-parallel SDPA with rotate method "allgather", torchtitan's default,
-      torchtitan@238fa995 torchtitan/config/job_config.py:446): forward all-gathers the whole K, V once, issued
-      before the first chunk's attention and waited for before the second's (torch 2.13
-      torch/distributed/tensor/experimental/_context_parallel/_attention.py:273-300, 429-439), so only that first
-      chunk hides it. Backward gathers K, V again the same way (:521-534) and rotates the K/V gradients around the
-      ring with a permute (_AllToAllRotater, :253-270) in Framework.cp_kv_gradient_bytes per element (fp32:
+    - gathered once (torch's context-parallel SDPA with its default rotate method "allgather", which torchtitan@
+      238fa995's training keeps: _cp_options.rotate_method, torch 2.13 torch/distributed/tensor/experimental/
+      _context_parallel/_attention.py:77): forward all-gathers the whole K, V once, issued before the first chunk's
+      attention and waited for before the second's (:273-300, 429-439), so only that first chunk hides it.
+      Backward gathers K, V again the same way (:521-534) and rotates the K/V gradients around the ring with a
+      permute (_AllToAllRotater, :253-270) in Framework.cp_kv_gradient_bytes per element (fp32:
       _cp_options.convert_to_f32, :75): each rotation hides behind the next chunk's backward (:595-627), the last
       is waited for after the loop with nothing to hide it (:646).
 

@@ -238,8 +238,6 @@ def parallelism_table(model: ModelSpec, layout: Layout, async_tp: bool) -> dict:
              "tensor_parallel_degree": layout.tp,                                          # JC:351
              "pipeline_parallel_degree": layout.pp,                                        # JC:360
              "context_parallel_degree": layout.cp}                                         # JC:428
-    if layout.cp > 1:  # the K/V exchange frameworks/fsdp.py prices (cp_gathers_kv_once), pinned, not left to defaults
-        table["context_parallel_rotate_method"] = "allgather"                              # JC:446
     if layout.zero == 2:  # ZeRO-2: parameters stay gathered from forward to backward (JC:336-349)
         table["fsdp_reshard_after_forward"] = "never"
     if async_tp:

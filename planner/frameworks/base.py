@@ -251,9 +251,10 @@ class Framework:
     # gradient buffer lives for the whole run (Megatron's contiguous grad buffer) or where nothing was read.
     gradients_freed_after_step: bool = False
     # The ZeRO stages at which that holds, lowest and highest: DeepSpeed 0-2 (its ZeRO-3 keeps the gradient
-    # partitions in a flat buffer for the run), torchtitan's FSDP2 2-3 (its ZeRO-0 is DDP, whose buckets hold the
-    # gradients for the run). And whether a 32-bit gradient buffer lives for the run anyway (DeepSpeed's
-    # BF16_Optimizer keeps the fp32 gradients it accumulates into), so that only 16-bit gradients are freed.
+    # partitions in a flat buffer for the run), torchtitan 0-3 (FSDP2's sharded gradients, and at ZeRO-0 DDP's
+    # .grad; DDP's buckets keep their copy for the run, zero0_bucket_gradient_copy). And whether a 32-bit gradient
+    # buffer lives for the run anyway (DeepSpeed's BF16_Optimizer keeps the fp32 gradients it accumulates into), so
+    # that only 16-bit gradients are freed.
     gradients_freed_min_zero: int = 0
     gradients_freed_max_zero: int = 2
     fp32_gradients_kept_for_the_run: bool = True

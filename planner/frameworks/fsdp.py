@@ -50,8 +50,8 @@ FSDP = Framework(
     # backward and casts the weight to fp8 inside forward and again inside backward, one GEMM at a time (pytorch/ao@
     # 7ca1bfbe torchao/float8/float8_linear.py, matmul_with_hp_or_float8_args: save_for_backward(input_hp,
     # weight_hp_t)); the emitted config leaves FSDP's fp8 all-gather off (enable_fsdp_float8_all_gather False,
-    # job_config.py:732), so the gathered weight is bf16. Transformer Engine's cached row- and column-wise copies (2 bytes,
-    # frameworks/base.py) are not there; what is left is one GEMM's transient 1-byte cast, a rounding error.
+    # job_config.py:732), so the gathered weight is bf16. Transformer Engine's cached row- and column-wise copies
+    # (2 bytes, frameworks/base.py) are not there; what is left is one GEMM's transient 1-byte cast, a rounding error.
     fp8_weight_copy_bytes=0.0,
     # No Korthikanti selective recompute (the attention core recomputed, every matmul output kept): torchtitan's
     # selective AC saves the compute-intensive ops' outputs, the attention kernel's among them, and recomputes every
@@ -87,10 +87,12 @@ FSDP = Framework(
     # distributed/_symmetric_memory/__init__.py:479-486, used by _pipelined_all_gather_and_consume, :296).
     tp_comm_overlap_within_scale_up=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
-    # torchtitan's context parallelism is torch's context-parallel SDPA with context_parallel_rotate_method
-    # "allgather" (torchtitan@238fa995 torchtitan/config/job_config.py:446, which emit/torchtitan.py writes): K, V
-    # all-gathered once per pass, waited for after the first chunk's attention, and the K/V gradients rotated in fp32
-    # (torch 2.13 distributed/tensor/experimental/_context_parallel/_attention.py:75 convert_to_f32, 273-300, 521-646).
+    # torchtitan's context parallelism is torch's context-parallel SDPA (models/llama3/infra/parallelize.py:98-104,
+    # distributed/context_parallel.py:58-68) with torch's default rotate method, "allgather" (torch 2.13 distributed/
+    # tensor/experimental/_context_parallel/_attention.py:77; torchtitan's context_parallel_rotate_method,
+    # job_config.py:446, reaches set_rotate_method only in validation, distributed/utils.py:216): K, V all-gathered
+    # once per pass, waited for after the first chunk's attention, and the K/V gradients rotated in fp32
+    # (_attention.py:75 convert_to_f32, 273-300, 521-646).
     cp_gathers_kv_once=True, cp_kv_gradient_bytes=4.0,
     # With tp > 1 torchtitan runs the loss under torch's loss_parallel() (train.py:314-318; the output layer's logits a
     # DTensor sharded over the vocabulary, models/llama3/infra/parallelize.py:182-186), whose nll_loss backward builds a

@@ -1,9 +1,9 @@
 """Context parallelism's K/V exchange as each stack schedules it (cost/model_parallel_comm.py
 context_parallel_exchange): Megatron-Core's ring (Transformer Engine cp_comm_type "p2p") hides each chunk's K/V
-behind the attention of the chunk at hand; torchtitan's torch context-parallel SDPA with rotate method "allgather"
-(torch 2.13 distributed/tensor/experimental/_context_parallel/_attention.py:273-300, 429-439, 521-646) gathers the
-whole K/V once per pass, hidden only by the first chunk, and rotates the K/V gradients in fp32 with the last
-rotation exposed. Full recompute runs the forward exchange again on both."""
+behind the attention of the chunk at hand; torchtitan's torch context-parallel SDPA with its default rotate method
+"allgather" (torch 2.13 distributed/tensor/experimental/_context_parallel/_attention.py:77, 273-300, 429-439,
+521-646) gathers the whole K/V once per pass, hidden only by the first chunk, and rotates the K/V gradients in fp32
+with the last rotation exposed. Full recompute runs the forward exchange again on both."""
 
 from __future__ import annotations
 
