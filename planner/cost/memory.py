@@ -536,8 +536,12 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     # A fused loss (Layout.loss_fusion) holds the stack's fused_loss_bytes_per_logit instead.
     # Stacks whose loss takes another path at tp > 1 hold loss_parallel_bytes_per_logit there (torch's loss_parallel),
     # and a pipeline stage that keeps its output holds the logits themselves beside it (frameworks/base.py).
-    unfused = np.where((batch.tp > 1) & (stack["loss_parallel_bytes_per_logit"] > 0),
-                       stack["loss_parallel_bytes_per_logit"], stack["loss_bytes_per_logit"])
+    # Where the tp overlap compiles the loss too (async_tp_loss_bytes_per_logit), that compiled path's bytes.
+    tp_split = batch.tp > 1
+    compiled = tp_split & batch.tp_comm_overlap & (stack["async_tp_loss_bytes_per_logit"] > 0)
+    unfused = np.select([compiled, tp_split & (stack["loss_parallel_bytes_per_logit"] > 0)],
+                        [stack["async_tp_loss_bytes_per_logit"], stack["loss_parallel_bytes_per_logit"]],
+                        stack["loss_bytes_per_logit"])
     per_logit = (np.where(batch.loss_fusion, stack["fused_loss_bytes_per_logit"], unfused)
                  + np.where((batch.pp > 1) & (stack["pipeline_keeps_logits"] > 0), w, 0.0))
     # Each multi-token-prediction block's loss keeps as much again until the micro-batch's backward

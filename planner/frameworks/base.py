@@ -297,6 +297,9 @@ class Framework:
     # With tp > 1, the bytes per local logit where the stack's loss takes another path than at tp 1 (torch's
     # loss_parallel: fsdp.py); 0: loss_bytes_per_logit at every tp.
     loss_parallel_bytes_per_logit: float = 0.0
+    # The same where the layout's tp communication overlap compiles the loss too (torchtitan's async TP is a compiler
+    # pass; its launch compiles model and loss: fsdp.py); 0: no such path.
+    async_tp_loss_bytes_per_logit: float = 0.0
     # With pp > 1, the last stage also keeps the output layer's logits, in the compute dtype, until that micro-batch's
     # backward (torch.distributed.pipelining's fwd_cache: fsdp.py). False: the logits go out of scope once the loss
     # is computed (Megatron's forward_step returns the loss; DeepSpeed's pipeline buffer holds the fp32 logits that

@@ -103,6 +103,10 @@ FSDP = Framework(
     # recipes torch-loss-parallel, torch-pipeline-last-stage, torch-loss-parallel-last-stage; profiles/
     # loss-memory-cpu.json).
     loss_parallel_bytes_per_logit=16.0, pipeline_keeps_logits=True,
+    # With async TP the launch compiles the loss as well (compile.components ["model", "loss"], emit/torchtitan.py;
+    # components/loss.py:30-36). Compiled, the loss_parallel backward's elementwise steps fuse: 10 bytes per local
+    # logit at the peak (measured 10.00, recipe torch-loss-parallel-compiled).
+    async_tp_loss_bytes_per_logit=10.0,
     # torchtitan's pipeline_parallel_schedule 1F1B / Interleaved1F1B (emit/torchtitan.py) are torch's
     # Schedule1F1B, which refuses fewer micro-batches than stages (torch 2.13 distributed/pipelining/
     # schedules.py:1020-1024), and ScheduleInterleaved1F1B, which runs max(1, m // pp) rounds that must divide

@@ -198,7 +198,8 @@ def pipeline_last_stage_bytes(tokens: int, vocab: int) -> dict:
 LOSS_PARALLEL_RANKS = 2
 
 
-def _loss_parallel_rank(rank: int, port: int, tokens: int, vocab: int, keep_output: bool, out_dir: str) -> None:
+def _loss_parallel_rank(rank: int, port: int, tokens: int, vocab: int, keep_output: bool, compiled: bool,
+                        out_dir: str) -> None:
     """One rank of loss_parallel_bytes (a torch.multiprocessing.spawn target): writes its figures to out_dir."""
     import torch
     import torch.distributed as dist
@@ -219,17 +220,22 @@ def _loss_parallel_rank(rank: int, port: int, tokens: int, vocab: int, keep_outp
                                                          use_local_output=False))
         hidden = torch.randn(1, tokens, HIDDEN, dtype=torch.bfloat16, requires_grad=True)
         labels = torch.randint(0, vocab, (1, tokens))
+        # compile.components ["model", "loss"] (what the launch writes with async TP) compiles the loss function
+        # itself with the default backend (torchtitan@238fa995 components/loss.py:30-36).
+        loss_fn = torch.compile(_torch_cross_entropy_upcast) if compiled else _torch_cross_entropy_upcast
 
         def step():
             with loss_parallel():  # train.py's train_context with loss parallel enabled (train.py:314-318)
                 pred = output(hidden)
-                loss = _torch_cross_entropy_upcast(pred, labels)
+                loss = loss_fn(pred, labels)
                 held = pred if keep_output else None  # the pipeline stage's fwd_cache, where it applies
                 del pred
                 with torch.profiler.record_function(BACKWARD_MARK):
                     loss.backward()
                 del held
 
+        if compiled:
+            step()  # the first call compiles; measured is the second, as every step after the first runs
         figures = _per_logit(allocation_trace(step), float(tokens * vocab / LOSS_PARALLEL_RANKS))
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
             json.dump(figures, handle)
@@ -237,17 +243,18 @@ def _loss_parallel_rank(rank: int, port: int, tokens: int, vocab: int, keep_outp
         dist.destroy_process_group()
 
 
-def loss_parallel_bytes(tokens: int, vocab: int, keep_output: bool = False) -> dict:
+def loss_parallel_bytes(tokens: int, vocab: int, keep_output: bool = False, compiled: bool = False) -> dict:
     """torchtitan's loss at tp > 1: the output layer's logits a DTensor sharded over the vocabulary and
     F.cross_entropy on their upcast run under torch's loss_parallel(), whose log_softmax and nll_loss handlers work on
     each rank's shard (torch 2.13 distributed/tensor/parallel/loss.py:197-221, 451-518: the backward builds a zeroed
     gradient, exp of the saved log-softmax and their sum before scaling). Two gloo ranks in spawned processes; bytes
     per local logit (tokens x vocab / 2), the larger of the two ranks. `keep_output`: the logits stay referenced
-    through the backward, as on a last pipeline stage."""
+    through the backward, as on a last pipeline stage. `compiled`: the loss function torch.compile'd, as torchtitan
+    does when its compile.components name the loss."""
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_loss_parallel_rank, args=(_free_port(), tokens, vocab, keep_output, out_dir),
+        mp.spawn(_loss_parallel_rank, args=(_free_port(), tokens, vocab, keep_output, compiled, out_dir),
                  nprocs=LOSS_PARALLEL_RANKS, join=True)
         ranks = []
         for rank in range(LOSS_PARALLEL_RANKS):
@@ -265,6 +272,8 @@ RECIPES = {
     "torch-cross-entropy-upcast": (_with_loss(_torch_cross_entropy_upcast),
                                    "fsdp (torchtitan@238fa995, tp 1); planner profile's TinyGPT before 2026-12-04", None),
     "torch-loss-parallel": (loss_parallel_bytes, "fsdp (torchtitan@238fa995, tp > 1: loss_parallel)", None),
+    "torch-loss-parallel-compiled": (lambda tokens, vocab: loss_parallel_bytes(tokens, vocab, compiled=True),
+                                     "fsdp (torchtitan@238fa995, tp > 1 with async TP: the loss compiled)", None),
     "torch-pipeline-last-stage": (pipeline_last_stage_bytes,
                                   "fsdp (torchtitan@238fa995, last pipeline stage, tp 1)", None),
     "torch-loss-parallel-last-stage": (lambda tokens, vocab: loss_parallel_bytes(tokens, vocab, keep_output=True),

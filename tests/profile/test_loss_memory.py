@@ -75,6 +75,8 @@ def test_the_committed_profile_holds_the_figures_the_records_cite():
     fsdp = FRAMEWORKS["fsdp"]
     assert fsdp.loss_parallel_bytes_per_logit == pytest.approx(recipes["torch-loss-parallel"]["peak_bytes_per_logit"],
                                                                abs=SMALL_EXTRA)
+    assert fsdp.async_tp_loss_bytes_per_logit == pytest.approx(
+        recipes["torch-loss-parallel-compiled"]["peak_bytes_per_logit"], abs=SMALL_EXTRA)
     # The last pipeline stage: what the loss holds plus the bf16 logits the stage keeps (2 bytes), at tp 1 and tp 2.
     assert fsdp.pipeline_keeps_logits
     assert fsdp.loss_bytes_per_logit + 2.0 == pytest.approx(
@@ -86,18 +88,21 @@ def test_the_committed_profile_holds_the_figures_the_records_cite():
     assert recipes["megatron-fused-native"]["peak_bytes_per_logit"] > FRAMEWORKS["megatron"].loss_bytes_per_logit + 1.0
 
 
-@pytest.mark.parametrize("framework, bytes_per_logit, tp, pp, zero", [
-    ("fsdp", 12.0, 1, 1, 3), ("fsdp", 16.0, 2, 1, 3), ("fsdp", 14.0, 1, 2, 3), ("fsdp", 18.0, 2, 2, 3),
-    ("megatron", 6.0, 2, 1, 1), ("megatron", 6.0, 2, 2, 1), ("deepspeed", 6.0, 2, 1, 1), ("deepspeed", 6.0, 2, 2, 1),
-    ("llm-foundry", 4.0, 1, 1, 3), ("other", 4.0, 2, 1, 1)])
-def test_the_last_stage_is_charged_the_stacks_loss_bytes(framework, bytes_per_logit, tp, pp, zero):
+@pytest.mark.parametrize("framework, bytes_per_logit, tp, pp, zero, overlap", [
+    ("fsdp", 12.0, 1, 1, 3, False), ("fsdp", 16.0, 2, 1, 3, False), ("fsdp", 14.0, 1, 2, 3, False),
+    ("fsdp", 18.0, 2, 2, 3, False), ("fsdp", 10.0, 2, 1, 3, True), ("fsdp", 12.0, 2, 2, 3, True),
+    ("megatron", 6.0, 2, 1, 1, False), ("megatron", 6.0, 2, 2, 1, False), ("megatron", 6.0, 2, 1, 1, True),
+    ("deepspeed", 6.0, 2, 1, 1, False), ("deepspeed", 6.0, 2, 2, 1, False),
+    ("llm-foundry", 4.0, 1, 1, 3, False), ("other", 4.0, 2, 1, 1, False)])
+def test_the_last_stage_is_charged_the_stacks_loss_bytes(framework, bytes_per_logit, tp, pp, zero, overlap):
     """The "logits" part is the stack's bytes per logit x tokens of one micro-batch x padded vocabulary / tp (it was
-    the fp32 logits alone, 4 bytes, for every stack): torchtitan's 12 at tp 1, 16 under loss_parallel at tp > 1, and 2
-    more on a last pipeline stage, which keeps the bf16 logits (profiles/loss-memory-cpu.json)."""
+    the fp32 logits alone, 4 bytes, for every stack): torchtitan's 12 at tp 1, 16 under loss_parallel at tp > 1, 10
+    where async TP compiles the loss, and 2 more on a last pipeline stage, which keeps the bf16 logits
+    (profiles/loss-memory-cpu.json)."""
     model = PRESETS["llama3-8b"]  # seq_len 8192
     # Full recompute keeps the first stage's activations in flight small: the last stage, with the loss, binds.
     layout = Layout(tp=tp, pp=pp, dp=4, micro_batch=2, global_batch=64, zero=zero, framework=framework,
-                    recompute="full")
+                    recompute="full", tp_comm_overlap=overlap, seq_parallel=overlap)
     batch = single_batch(model, layout)
     memory = per_gpu_memory(batch, load_cluster("dgx-h100"))
     expected = bytes_per_logit * 2 * 8192 * padded_vocab(batch)[0] / tp
@@ -178,11 +183,12 @@ def test_the_profile_worker_holds_what_the_stack_it_declares_is_charged():
 @needs_torch
 @pytest.mark.parametrize("recipe, stack_bytes", [
     ("torch-loss-parallel", lambda fsdp: fsdp.loss_parallel_bytes_per_logit),
+    ("torch-loss-parallel-compiled", lambda fsdp: fsdp.async_tp_loss_bytes_per_logit),
     ("torch-pipeline-last-stage", lambda fsdp: fsdp.loss_bytes_per_logit + 2.0),
     ("torch-loss-parallel-last-stage", lambda fsdp: fsdp.loss_parallel_bytes_per_logit + 2.0)])
 def test_torchtitans_loss_at_tp_and_on_the_last_stage_measured_here_is_what_the_fsdp_record_charges(recipe, stack_bytes):
     """torch's loss_parallel on two gloo ranks (16: the backward's zeroed gradient, exp of the saved log-softmax and
-    their sum, beside the saved log-softmax) and torch.distributed.pipelining's last stage, which keeps the bf16 logits
-    (2 bytes) until their backward; measured again here."""
+    their sum, beside the saved log-softmax; 10 compiled, as async TP's launch runs it) and torch.distributed.
+    pipelining's last stage, which keeps the bf16 logits (2 bytes) until their backward; measured again here."""
     measured = loss_memory.measure(512, 2048, [recipe])[recipe]
     assert stack_bytes(FRAMEWORKS["fsdp"]) == pytest.approx(measured["peak_bytes_per_logit"], abs=SMALL_EXTRA)
