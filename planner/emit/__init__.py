@@ -18,7 +18,7 @@ from typing import Callable
 from planner.emit import deepspeed, megatron, torchtitan
 from planner.emit.schedule import checkpoint_interval_steps, checkpoint_mode_problems, step_law_learning_rate
 from planner.errors import PlannerInputError
-from planner.frameworks import FRAMEWORK_NAMES, unsupported_features
+from planner.frameworks import FRAMEWORK_NAMES, model_unsupported, unsupported_features
 from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
@@ -49,7 +49,8 @@ def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]
     if framework not in LAUNCH_TARGETS:
         return []
     target = LAUNCH_TARGETS[framework]
-    return [*unsupported_features(framework, layout), *moe_unsupported(framework, layout, model),
+    return [*unsupported_features(framework, layout), *model_unsupported(framework, model),
+            *moe_unsupported(framework, layout, model),
             *target.unsupported(model, layout, cluster),
             *checkpoint_mode_problems(cluster, target.checkpoint_modes, target.name)]
 

@@ -165,6 +165,14 @@ def _micro_batch_rule(stack: Framework, layout) -> str:
             "one per stage")
 
 
+def model_unsupported(framework: str, model) -> list[str]:
+    """The features of `model` this stack's model code cannot build, each with the reason (empty when it can)."""
+    if model.mtp_layers and not FRAMEWORKS[framework].runs_multi_token_prediction:
+        return [f"mtp_layers({model.mtp_layers}): {framework} has no multi-token prediction (train without it, "
+                "mtp_layers 0, or on megatron)"]
+    return []
+
+
 def unsupported_features(framework: str, layout) -> list[str]:
     """The features of `layout` this stack cannot run, each with the reason (empty when it can)."""
     stack = FRAMEWORKS[framework]

@@ -236,6 +236,9 @@ class Framework:
     tp_multiple_of_kv_heads: bool = False
     # Tensor and pipeline parallelism (Composer 0.16 / llm-foundry v0.3 shard with FSDP alone).
     supports_tensor_parallel: bool = True
+    # Multi-token-prediction blocks (ModelSpec.mtp_layers): Megatron-Core builds them (--mtp-num-layers); stacks whose
+    # model code has none would drop them from the run the plan prices. True where the code was not read.
+    runs_multi_token_prediction: bool = True
     supports_pipeline: bool = True
     # 16-bit weights with fp32 gradient accumulation (gradients held in 4 bytes) at ZeRO 0 or 1, where the
     # stack adds each micro-batch's 16-bit .grad into the fp32 copy in a pass of its own after backward: HBM

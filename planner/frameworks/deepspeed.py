@@ -207,6 +207,9 @@ DEEPSPEED = Framework(
     # partition (runtime/utils.py:627-668), which gives the extra layers to the first stages: 61 layers over 8 stages
     # are 8, 8, 8, 8, 8, 7, 7, 7 (tests/test_layout.py runs DeepSpeed's own function where it is installed).
     uneven_layers_to_first_stages=True,
+    # Megatron-DeepSpeed@4efb479d, the model code the launch writes for, has no multi-token prediction (git grep -i
+    # "mtp|multi_token" finds nothing under megatron/).
+    runs_multi_token_prediction=False,
     # Megatron-DeepSpeed's loss: `cross_entropy(output.float(), labels)` with Megatron's in-place vocab-parallel
     # cross-entropy (microsoft/Megatron-DeepSpeed@070c64be megatron/model/gpt_model.py, post_language_model_processing;
     # GPTModelPipe casts with float16_to_fp32, then CrossEntropy calls the same function): 2 + 4 bytes per logit, as

@@ -46,6 +46,8 @@ FSDP = Framework(
     # builds torchao's default config, "Float8 tensorwise scaled training" (components/quantization/
     # float8.py:46-81); the recipes it can name are tensorwise and rowwise ones, no delayed scaling.
     fp8_recipes=("tensorwise",),
+    # torchtitan@238fa995 has no multi-token prediction anywhere in its tree (git grep -i "mtp|multi_token").
+    runs_multi_token_prediction=False,
     # torchao's Float8Linear keeps no fp8 weight copy: its matmul saves the high-precision input and weight for
     # backward and casts the weight to fp8 inside forward and again inside backward, one GEMM at a time (pytorch/ao@
     # 7ca1bfbe torchao/float8/float8_linear.py, matmul_with_hp_or_float8_args: save_for_backward(input_hp,

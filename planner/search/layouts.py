@@ -39,7 +39,8 @@ from planner.cost.memory import per_gpu_memory, state_bytes_lower_bound, within_
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import (DEFAULT_FRAMEWORKS, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS,
-                                flash_attention_by_default, framework_arrays, micro_batch_rules, runnable_micro_batches)
+                                flash_attention_by_default, framework_arrays, micro_batch_rules, model_unsupported,
+                                runnable_micro_batches)
 from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, default_routing_columns,
                                     overlap_micro_batches, overlap_runs_pipeline, zero3_expert_refused)
 from planner.specs.hardware import ClusterSpec
@@ -218,7 +219,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     """
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
-    stacks = [FRAMEWORKS[name] for name in frameworks if dtype in FRAMEWORKS[name].dtypes]
+    stacks = [FRAMEWORKS[name] for name in frameworks
+              if dtype in FRAMEWORKS[name].dtypes and not model_unsupported(name, model)]
     placements = _placements(model, gpus, bool(kv_multiple_of(stacks).any()))
     p_index, micro = _micro_batches(placements, global_batch)
     options = _stack_options(stacks)
@@ -499,7 +501,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     if gpus > capacity:
         raise PlannerInputError(f"--gpus {gpus} exceeds cluster {cluster.name!r} ({cluster.max_nodes} nodes x "
                                 f"{cluster.gpus_per_node} GPUs)")
-    checked_stacks(frameworks, dtype)
+    checked_stacks(frameworks, dtype, model)
     target = limit = None
     if global_batch is None:
         trained = tokens if tokens else 20.0 * model.total_params

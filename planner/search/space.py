@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, model_unsupported
 from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.specs.layout_checks import tp_splits_model
@@ -226,9 +226,10 @@ def _with_schedules(ok: np.ndarray, stack_index: np.ndarray,
     return keep, micro_rows, recompute_rows
 
 
-def checked_stacks(frameworks, dtype: str) -> tuple:
-    """The stacks of `frameworks` that train in `dtype`, in order; bad input (an unknown name, or no stack with
-    that precision: an error rather than "no layout") is a PlannerInputError naming --framework / --dtype."""
+def checked_stacks(frameworks, dtype: str, model=None) -> tuple:
+    """The stacks of `frameworks` that train in `dtype` (and build `model`, where one is given), in order; bad input
+    (an unknown name, or no stack with that precision or able to build the model: an error rather than "no layout")
+    is a PlannerInputError naming --framework / --dtype."""
     for name in frameworks:
         if name not in FRAMEWORKS:
             raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
@@ -236,7 +237,12 @@ def checked_stacks(frameworks, dtype: str) -> tuple:
     if not usable:
         offered = ", ".join(f"{name}: {'/'.join(sorted(FRAMEWORKS[name].dtypes))}" for name in frameworks)
         raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
-    return usable
+    if model is None:
+        return usable
+    builds = tuple(name for name in usable if not model_unsupported(name, model))
+    if not builds:
+        raise PlannerInputError(f"--framework {','.join(frameworks)}: " + model_unsupported(usable[0], model)[0])
+    return builds
 
 
 def _stack_tables(stacks) -> dict[str, np.ndarray]:

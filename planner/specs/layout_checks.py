@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.errors import PlannerInputError
-from planner.frameworks import FRAMEWORKS, unsupported_features
+from planner.frameworks import FRAMEWORKS, model_unsupported, unsupported_features
 from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
@@ -92,6 +92,7 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
                         f"got recompute={layout.recompute}")
     problems += unsupported_features(layout.framework, layout)
+    problems += model_unsupported(layout.framework, model)
     problems += moe_unsupported(layout.framework, layout, model)
     if problems:
         raise PlannerInputError(f"{where}: " + "; ".join(problems))
