@@ -435,7 +435,8 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     layers = np.stack(batch.stages)
     last = np.array([[0.0], [0.0], [1.0]])
     states = model_state_bytes(params, batch, stack)
-    w = element_bytes(batch, stack)["weights"]
+    size = element_bytes(batch, stack)
+    w = size["weights"]
     # FSDP2 keeps the final norm + output layer gathered from forward to backward (torchtitan
     # distributed/fsdp.py:258-265).
     held = (batch.zero == 3) & (stack["output_unit_held"] > 0) & (batch.pp == 1)
@@ -449,7 +450,7 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     buckets = np.where(separate, w * (ipg + prefetch), 0.0)
     # DDP's buckets copy every gradient for the run (Framework.zero0_bucket_gradient_copy), in the gradients' dtype.
     ddp_copy = (stack["zero0_bucket_gradient_copy"] > 0) & (batch.zero == 0) & (batch.dp > 1)
-    bucket_copy = np.where(ddp_copy, element_bytes(batch, stack)["grads"] * params, 0.0)
+    bucket_copy = np.where(ddp_copy, size["grads"] * params, 0.0)
     # --fp8-param-gather: the layers' Linear weights are fp8 parameters (their fp8 data are `fp8_weights`), with no
     # 16-bit copy beside them; embeddings and the output layer stay 16-bit.
     fp8_params = np.where(batch.fp8_param_gather, w * layers * batch.layer_params / batch.tp, 0.0)
@@ -529,21 +530,9 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     per_layer = activation_bytes_per_layer(batch)
     w = element_bytes(batch, stack)["weights"]
     tokens = batch.micro_batch * batch.seq_len / batch.cp
-    # The last stage holds what the stack's loss keeps for one micro-batch: loss_bytes_per_logit·s·b·V/t bytes, V the
-    # stack's padded vocabulary (4, the fp32 logits, in Korthikanti et al. 2022 section 4.1; measured per stack by
-    # planner/profile/loss_memory.py: Megatron 6, F.cross_entropy on upcast logits 12, 16 under torch's loss_parallel;
-    # frameworks/base.py).
-    # A fused loss (Layout.loss_fusion) holds the stack's fused_loss_bytes_per_logit instead.
-    # Stacks whose loss takes another path at tp > 1 hold loss_parallel_bytes_per_logit there (torch's loss_parallel),
-    # and a pipeline stage that keeps its output holds the logits themselves beside it (frameworks/base.py).
-    # Where the tp overlap compiles the loss too (async_tp_loss_bytes_per_logit), that compiled path's bytes.
-    tp_split = batch.tp > 1
-    compiled = tp_split & batch.tp_comm_overlap & (stack["async_tp_loss_bytes_per_logit"] > 0)
-    unfused = np.select([compiled, tp_split & (stack["loss_parallel_bytes_per_logit"] > 0)],
-                        [stack["async_tp_loss_bytes_per_logit"], stack["loss_parallel_bytes_per_logit"]],
-                        stack["loss_bytes_per_logit"])
-    per_logit = (np.where(batch.loss_fusion, stack["fused_loss_bytes_per_logit"], unfused)
-                 + np.where((batch.pp > 1) & (stack["pipeline_keeps_logits"] > 0), w, 0.0))
+    # The last stage holds what the stack's loss keeps for one micro-batch: _loss_bytes_per_logit·s·b·V/t bytes, V the
+    # stack's padded vocabulary.
+    per_logit = _loss_bytes_per_logit(batch, stack, w)
     # Each multi-token-prediction block's loss keeps as much again until the micro-batch's backward
     # (megatron/core/transformer/multi_token_prediction.py process_mtp_loss: one output layer and loss per block).
     logits = last * ((1.0 + batch.mtp_layers) * per_logit * tokens * padded_vocab(batch) / batch.tp)
@@ -566,6 +555,22 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
         transient = transient + parts["moe_activations"] + parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))
     return {"parts": parts, "host_on_gpu_stored": np.where(on_host, stored, 0.0)}
+
+
+def _loss_bytes_per_logit(batch: CandidateBatch, stack: dict, w) -> np.ndarray:
+    """Bytes per token x local vocabulary entry the stack's loss holds at its peak on top of the activations (4, the
+    fp32 logits, in Korthikanti et al. 2022 section 4.1; measured per stack by planner/profile/loss_memory.py:
+    Megatron 6, F.cross_entropy on upcast logits 12, 16 under torch's loss_parallel; frameworks/base.py): a fused loss
+    (Layout.loss_fusion) holds fused_loss_bytes_per_logit; at tp > 1 a stack whose loss takes another path holds
+    loss_parallel_bytes_per_logit, or async_tp_loss_bytes_per_logit where the tp overlap compiles the loss too; and a
+    pipeline stage that keeps its output holds the logits themselves beside it, `w` bytes each."""
+    tp_split = batch.tp > 1
+    compiled = tp_split & batch.tp_comm_overlap & (stack["async_tp_loss_bytes_per_logit"] > 0)
+    unfused = np.select([compiled, tp_split & (stack["loss_parallel_bytes_per_logit"] > 0)],
+                        [stack["async_tp_loss_bytes_per_logit"], stack["loss_parallel_bytes_per_logit"]],
+                        stack["loss_bytes_per_logit"])
+    return (np.where(batch.loss_fusion, stack["fused_loss_bytes_per_logit"], unfused)
+            + np.where((batch.pp > 1) & (stack["pipeline_keeps_logits"] > 0), w, 0.0))
 
 
 def per_gpu_memory(batch: CandidateBatch, cluster: ClusterSpec, stack: dict | None = None) -> dict[str, np.ndarray]:

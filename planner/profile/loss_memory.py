@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -44,7 +45,6 @@ def allocation_trace(run) -> dict:
     """Bytes the CPU allocator holds while `run()` runs, relative to its start: the peak, the level where `run` opens
     torch.profiler.record_function(BACKWARD_MARK) (what the forward left for the backward; None without the mark) and
     the level at the end. Blocks allocated before the start are not reported when freed (the profiler warns so)."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -52,13 +52,9 @@ def allocation_trace(run) -> dict:
     events = prof.profiler.kineto_results.events()
     changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
     mark = min((e.start_ns() for e in events if e.name() == BACKWARD_MARK), default=None)
-    now = peak = 0
-    at_mark = None if mark is None else sum(b for t, b in changes if t < mark)
-    for _, change in changes:
-        now += change
-        peak = max(peak, now)
-    del torch
-    return {"peak": peak, "at_backward": at_mark, "left": now}
+    levels = [0, *itertools.accumulate(change for _, change in changes)]
+    at_mark = None if mark is None else sum(change for at, change in changes if at < mark)
+    return {"peak": max(levels), "at_backward": at_mark, "left": levels[-1]}
 
 
 def _per_logit(trace: dict, entries: float) -> dict:

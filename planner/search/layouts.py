@@ -39,8 +39,7 @@ from planner.cost.memory import per_gpu_memory, state_bytes_lower_bound, within_
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
 from planner.frameworks import (DEFAULT_FRAMEWORKS, FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, MICRO_BATCH_RULE_FIELDS,
-                                flash_attention_by_default, framework_arrays, micro_batch_rules, model_unsupported,
-                                runnable_micro_batches)
+                                flash_attention_by_default, framework_arrays, micro_batch_rules, runnable_micro_batches)
 from planner.frameworks.moe import (A2A_OVERLAP_CODES, A2A_OVERLAP_NAMES, A2A_OVERLAPS, MOE_STACKS, default_routing_columns,
                                     overlap_micro_batches, overlap_runs_pipeline, zero3_expert_refused)
 from planner.specs.hardware import ClusterSpec
@@ -49,8 +48,8 @@ from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_
 from planner.specs.layout import make_layout
 from planner.specs.layout_checks import tp_splits_model
 from planner.specs.model import ModelSpec
-from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, kv_multiple_of, layout_fields, stack_runs,
-                                  with_hierarchy)
+from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, kv_multiple_of, layout_fields, runnable_stacks,
+                                  stack_runs, with_hierarchy)
 
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
@@ -219,8 +218,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     """
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
-    stacks = [FRAMEWORKS[name] for name in frameworks
-              if dtype in FRAMEWORKS[name].dtypes and not model_unsupported(name, model)]
+    stacks = [FRAMEWORKS[name] for name in runnable_stacks(frameworks, dtype, model)]
     placements = _placements(model, gpus, bool(kv_multiple_of(stacks).any()))
     p_index, micro = _micro_batches(placements, global_batch)
     options = _stack_options(stacks)

@@ -233,16 +233,21 @@ def checked_stacks(frameworks, dtype: str, model=None) -> tuple:
     for name in frameworks:
         if name not in FRAMEWORKS:
             raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
-    usable = tuple(name for name in frameworks if dtype in FRAMEWORKS[name].dtypes)
+    usable = runnable_stacks(frameworks, dtype)
     if not usable:
         offered = ", ".join(f"{name}: {'/'.join(sorted(FRAMEWORKS[name].dtypes))}" for name in frameworks)
         raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
-    if model is None:
-        return usable
-    builds = tuple(name for name in usable if not model_unsupported(name, model))
+    builds = runnable_stacks(usable, dtype, model)
     if not builds:
         raise PlannerInputError(f"--framework {','.join(frameworks)}: " + model_unsupported(usable[0], model)[0])
     return builds
+
+
+def runnable_stacks(frameworks, dtype: str, model=None) -> tuple:
+    """The names of `frameworks` that train in `dtype` and, where `model` is given, build it
+    (frameworks.model_unsupported), in order."""
+    return tuple(name for name in frameworks if dtype in FRAMEWORKS[name].dtypes
+                 and (model is None or not model_unsupported(name, model)))
 
 
 def _stack_tables(stacks) -> dict[str, np.ndarray]:
