@@ -283,14 +283,23 @@ RECIPES = {
 }
 
 
-def measure(tokens: int, vocab: int, recipes=None) -> dict:
-    """Every recipe (or the named ones): its figures, or why it was skipped."""
+def installed(module: str) -> bool:
+    """Whether the dotted `module` can be imported. Its top-level name alone does not say: an empty `megatron`
+    namespace (left by `pip uninstall megatron-core`, or Megatron-DeepSpeed's own `megatron` package) has no `core`."""
     import importlib.util
 
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def measure(tokens: int, vocab: int, recipes=None) -> dict:
+    """Every recipe (or the named ones): its figures, or why it was skipped."""
     results = {}
     for name in recipes or RECIPES:
         run, stacks, needs = RECIPES[name]
-        if needs and importlib.util.find_spec(needs.split(".")[0]) is None:
+        if needs and not installed(needs):
             results[name] = {"stacks": stacks, "skipped": f"{needs} not installed"}
             continue
         results[name] = {"stacks": stacks, **run(tokens, vocab)}

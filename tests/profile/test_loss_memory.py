@@ -51,7 +51,7 @@ def test_torchtitans_loss_is_what_the_fsdp_record_charges():
     assert FRAMEWORKS["fsdp"].loss_bytes_per_logit == pytest.approx(measured["peak_bytes_per_logit"], abs=SMALL_EXTRA)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("megatron") is None, reason="megatron-core not installed")
+@pytest.mark.skipif(not loss_memory.installed("megatron.core"), reason="megatron-core not installed")
 def test_megatrons_loss_measured_here_is_what_the_megatron_and_deepspeed_records_charge():
     measured = loss_memory.measure(512, 2048)
     for recipe, stacks in (("megatron-vocab-parallel", ("megatron", "megascale", "megatron-2022")),
@@ -192,3 +192,14 @@ def test_torchtitans_loss_at_tp_and_on_the_last_stage_measured_here_is_what_the_
     pipelining's last stage, which keeps the bf16 logits (2 bytes) until their backward; measured again here."""
     measured = loss_memory.measure(512, 2048, [recipe])[recipe]
     assert stack_bytes(FRAMEWORKS["fsdp"]) == pytest.approx(measured["peak_bytes_per_logit"], abs=SMALL_EXTRA)
+
+
+def test_a_megatron_namespace_without_core_is_not_megatron_core(tmp_path, monkeypatch):
+    """An empty `megatron` package (what `pip uninstall megatron-core` leaves, or Megatron-DeepSpeed's own `megatron`)
+    is importable, but its recipes need megatron.core: they are skipped, not run into a ModuleNotFoundError."""
+    (tmp_path / "megatron").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if loss_memory.installed("megatron.core"):
+        pytest.skip("megatron-core is installed here")
+    assert loss_memory.installed("megatron") and not loss_memory.installed("megatron.core")
+    assert loss_memory.measure(64, 256, ["megatron-vocab-parallel"])["megatron-vocab-parallel"]["skipped"]
