@@ -17,7 +17,8 @@ import numpy as np
 
 from planner.cost import collectives, distinct, groups, hierarchy, moe, offload, zero3_fetch
 from planner.cost.gemm import rank_share
-from planner.cost.memory import element_bytes, fp32_accumulation_rows, optimizer_sharded_rows, unsharded_through_step
+from planner.cost.memory import (element_bytes, fp32_accumulation_rows, optimizer_sharded_rows, sharding_degree,
+                                 unsharded_through_step)
 from planner.cost.overlap import behind_later_chunks, hidden_behind
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
@@ -35,21 +36,28 @@ def data_parallel(batch, cluster, fw, w, stage, params, m):
     # FSDP2 under pipelining (memory.unsharded_through_step): the stage is gathered once per step, in the first
     # micro-batch's forward, and reduced once, after the last backward.
     once = many & unsharded_through_step(batch, fw)
-    zero3 = _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, many & (zero == 3), once, kw)
-    sharded = _zero012_traffic(batch, fw, cluster.efficiency, stage, params, m, timed, once)
+    # Optimizer offload with accumulation: the gradient partition's round trip through the GPU on every micro-batch
+    # after the first, on the stream of the reduction it follows (cost/offload.py gradient_round_trip_s).
+    round_trip = offload.gradient_round_trip_s(batch, cluster, fw, params / sharding_degree(batch, fw))
+    zero3 = _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, many & (zero == 3), once, kw,
+                           round_trip)
+    sharded = _zero012_traffic(batch, fw, cluster.efficiency, stage, params, m, timed, once, round_trip)
     after_step = np.where(sharded["gathered"], sharded["gathers"] * sharded["param_gather"], 0.0)
     exposed = np.select([zero == 3], [zero3["step"]], sharded["reduce"] + after_step)
     bytes_moved = _bytes_moved(batch, cluster, w, reduce_bytes, stage["layers"], params, m, once,
                                zero3["regathered_bytes"], sharded)
     # MoE batches only: the dense search's hot path does not pay for the windows the experts' reduction reads.
     used = _windows_used(batch, m, many, once, timed, stage["layers"], zero3, sharded) if batch.has_moe else None
-    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), zero3["offload_fetch"], used
+    offload_exposed = zero3["offload_fetch"] + np.select([zero == 3, zero == 2],
+                                                         [zero3["round_trip"], sharded["round_trip"]], 0.0)
+    return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_exposed, used
 
 
-def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, zero3, once, kw):
+def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, zero3, once, kw, round_trip):
     """ZeRO-3 / FSDP exposed seconds per step (`step`; `flat_step` before the hierarchy's change and the host's
-    issue), the backward's gather seconds with re-gathers (`gather_bwd`), the re-gathered bytes, and
-    ZeRO-Infinity's fetch (`offload_fetch` exposed, `offload_fetch_s` in all)."""
+    issue), the backward's gather seconds with re-gathers (`gather_bwd`), the re-gathered bytes,
+    ZeRO-Infinity's fetch (`offload_fetch` exposed, `offload_fetch_s` in all) and the exposed seconds of the
+    offloaded gradient partition's round trips (`round_trip`; `round_trip` in: one micro-batch's, whole stage)."""
     eff = cluster.efficiency
     # This layout's group links, looked up once and only where a rarer stack needs them.
     shard_links = functools.cache(lambda: _shard_links(batch, cluster, fw))
@@ -79,8 +87,14 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     offload_fetch, offload_fetch_s = offload.parameter_fetch(
         batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once, per_step_once,
         chain_without_fetch=layers_mb if gather_bwd is gather else None)
+    # Each unit's share of the round trip follows its reduce-scatter on the same stream (stage3.py partition_grads);
+    # the units outside the layers reduce outside the chain, their share exposed.
+    exposed_trip = 0.0
+    if np.any(round_trip > 0):
+        per_unit, per_outside = round_trip * unit / params, round_trip * outside / params
+        exposed_trip = (m - 1.0) * (per_micro_batch(gather, gather_bwd, scatter + per_unit) - layers_mb + per_outside)
     return {"step": zero3_step, "flat_step": flat_step, "gather_bwd": gather_bwd, "regathered_bytes": regathered_bytes,
-            "offload_fetch": offload_fetch, "offload_fetch_s": offload_fetch_s}
+            "offload_fetch": offload_fetch, "offload_fetch_s": offload_fetch_s, "round_trip": exposed_trip}
 
 
 def _limited_fetch(batch, fw, zero3, gather, w, m, units, shard_links, kw):
@@ -186,10 +200,11 @@ def _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
     return seconds
 
 
-def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
+def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once, round_trip):
     """ZeRO-0/1/2: the exposed gradient reduction per step (`reduce`) and parameter all-gather per call
-    (`param_gather`), the calls of each per step (`reductions`, `gathers`) and the rows reducing every
-    micro-batch (`every_mb`)."""
+    (`param_gather`), the calls of each per step (`reductions`, `gathers`), the rows reducing every
+    micro-batch (`every_mb`) and the exposed seconds of the offloaded gradient partition's round trips
+    (`round_trip`; `round_trip` in: one micro-batch's)."""
     zero = batch.zero
     # ZeRO-0/1/2: bucketed gradient reduction behind a backward pass, in the calls the collectives were priced in.
     buckets = timed["buckets"]
@@ -209,9 +224,15 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
     # backward, in one pass of `behind` (elementwise: the same numbers as a pass over each collective, at a third of
     # the cost).
     whole = whole_gradient_all_reduced(batch, fw)
-    reduce_behind = behind(np.where(whole, all_reduce, reduce_scatter))
+    reduction = np.where(whole, all_reduce, reduce_scatter)
+    reduce_behind = behind(reduction)
     # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
     reduce = np.where(once & ~whole, reduce_scatter, reductions * reduce_behind)
+    # ZeRO-2 with optimizer offload: each micro-batch after the first moves the partition after its reduction, on the
+    # same stream (stage_1_and_2.py reduce_ipg_grads): what the pair exposes beyond the reduction alone.
+    exposed_trip = 0.0
+    if np.any(round_trip > 0):
+        exposed_trip = np.where(every_mb, (m - 1.0) * (behind(reduction + round_trip) - reduce_behind), 0.0)
     # ZeRO-1/2 (and BF16_Optimizer): updated 16-bit parameters all-gathered after the step, behind the next forward
     # if overlapped (--fp8-param-gather: the layers' Linear weights in fp8, one byte; _parameter_gather_bytes).
     param_gather_s = timed["param_gather"]
@@ -221,7 +242,7 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once):
     gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     return {"reduce": reduce, "param_gather": param_gather, "reductions": reductions,
             "gathers": gathers, "every_mb": every_mb, "whole": whole,
-            "gathered": parameters_gathered_after_step(batch, fw)}
+            "gathered": parameters_gathered_after_step(batch, fw), "round_trip": exposed_trip}
 
 
 def whole_gradient_all_reduced(batch, fw):

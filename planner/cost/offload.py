@@ -1,11 +1,12 @@
-"""ZeRO-Infinity's traffic between the GPU and host memory or NVMe that runs during the passes (the optimizer's
-copies are with the optimizer step, cost/optimizer_step.py `optimizer`). Pure, vectorised."""
+"""ZeRO-Infinity's traffic between the GPU and host memory or NVMe that runs during the passes, and the offloaded
+gradient partition's round trips with gradient accumulation (the optimizer's copies are with the optimizer step,
+cost/optimizer_step.py `optimizer`). Pure, vectorised."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from planner.cost.memory import activation_bytes_per_layer
+from planner.cost.memory import activation_bytes_per_layer, element_bytes
 
 
 def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once=None,
@@ -45,6 +46,21 @@ def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
                            + per_outside, seconds)
         total = np.where(once, units * per_unit + per_outside, total)
     return np.where(rows, seconds, 0.0), np.where(rows, total, 0.0)
+
+
+def gradient_round_trip_s(batch, cluster, fw, elements):
+    """Seconds one micro-batch after the first spends moving the rank's gradient partition of `elements` elements up
+    from host memory and back down, one direction after the other on one stream, over the GPU's PCIe link: optimizer
+    offload at ZeRO 2 and 3 with gradient accumulation, where the stack accumulates the offloaded partition by way of
+    the GPU (Framework.offload_gradient_round_trip: DeepSpeed, frameworks/deepspeed.py). The partition is held in the
+    bytes the memory model keeps it in (memory.element_bytes "grads"). 0 elsewhere. The caller places it on the
+    stream its stack runs it on: beside the reduction, behind the backward where that overlaps."""
+    rows = ((batch.offload >= 1) & (batch.zero >= 2) & (fw["offload_gradient_round_trip"] > 0)
+            & (batch.grad_accumulation > 1))
+    if not np.any(rows):
+        return np.zeros(len(batch))
+    grad_bytes = element_bytes(batch, fw)["grads"]
+    return np.where(rows, 2.0 * grad_bytes * elements / cluster.node.pcie_bytes_per_s_per_accelerator, 0.0)
 
 
 def activation_copies(batch, cluster, stage, m):

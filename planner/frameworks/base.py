@@ -86,6 +86,10 @@ class Framework:
     # swaps to NVMe only in its ZeRO-3 optimizer (runtime/zero/stage3.py:826, 833); its ZeRO-1/2 optimizer keeps any
     # offloaded state in host memory whatever offload_optimizer.device says (stage_1_and_2.py:220-222).
     nvme_offload_zero_stages: frozenset = frozenset({3})
+    # With optimizer offload at ZeRO 2 and 3 and gradient accumulation, each rank's gradient partition lives in host
+    # memory and every micro-batch after the first brings it back over PCIe, adds that micro-batch's gradient on the
+    # GPU and sends the sum back (DeepSpeed: frameworks/deepspeed.py; cost/offload.py gradient_round_trip_s).
+    offload_gradient_round_trip: bool = False
     # Plain replicated data parallelism (ZeRO-0 over dp > 1) only as the sole parallelism (no tp or pp), and
     # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).
     replicated_dp_alone: bool = False

@@ -126,6 +126,19 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   (microsoft/DeepSpeed@0cd9abf2 checkpointing.py:441-470 forward, `get_full_inputs` :284-312 with
   `dist.all_gather` over the model-parallel group, called before the recompute :629-632; default False,
   activation_checkpointing/config.py:28), so deepspeed-v0.3 inherits it.
+- Optimizer offload at ZeRO 2 and 3 with gradient accumulation (`offload_gradient_round_trip`): the rank's gradient
+  partition is accumulated in host memory, by way of the GPU. ZeRO-2 (zero/stage_1_and_2.py at deepspeedai/
+  DeepSpeed@edaa722): `reduce_ipg_grads` -> `copy_grads_in_partition` (:1650-1666) -> `async_accumulate_grad_in_cpu_via_gpu`
+  (:1516-1563), which for each parameter of the partition copies the host's running sum into a GPU buffer and adds the
+  new gradient to it on every micro-batch after the first (`micro_step_id > 0`, H2D), then copies the sum back to
+  pinned host memory (D2H), in the parameter's 16-bit dtype; on the reduction stream with overlap_comm, else on the
+  compute stream (:1719-1727). ZeRO-3 (stage3.py `partition_grads`, :1886-1933): the partition buffer lives on the
+  host in the gradient-accumulation dtype (the model's unless grad_accum_dtype says otherwise, engine.py
+  `get_data_types`; :742-746); the first micro-batch copies the reduced partition down, every later one brings the
+  sum back to the GPU, adds and copies it down again ("adding directly to cpu is very slow"), on the
+  reduce-and-partition stream. v0.3.14 does the same in both (zero/stage2.py:798-821, 913-925; stage3.py:1536-1551,
+  1640-1660), but skips the copy down at the boundary micro-batch, where today's makes it too: one partition's
+  transfer a step, not priced (cost/offload.py prices the (m - 1) round trips).
 - The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
   parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
   data(-and-sequence)-parallel group (engine.py:1655).
@@ -146,6 +159,7 @@ DEEPSPEED = Framework(
     dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=False,
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
+    offload_gradient_round_trip=True,  # optimizer offload at ZeRO 2/3: the partition's sum via the GPU (docstring)
     grad_bucket_elements=5.0e8,  # DeepSpeed reduce_bucket_size default 5e8 elements (`runtime/zero/config.py`)
     # bf16 with grad_accum_dtype fp32 without ZeRO: `_do_optimizer_sanity_check` raises "unsupported mix of
     # model_dtype and grad_accum_dtype" (deepspeedai/DeepSpeed@edaa7221 runtime/engine.py:2020-2021; since #7515,
