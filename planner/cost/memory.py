@@ -49,7 +49,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct, moe
-from planner.frameworks import batch_framework_arrays
+from planner.frameworks import CP_BUFFER_PHASES, CP_BUFFER_TERMS, batch_framework_arrays
 from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
@@ -412,7 +412,8 @@ STAGE_STATE_COLUMNS = distinct.MODEL_COLUMNS + (
 # the micro-batch and are computed per candidate.
 STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
 MOE_STATE_PARTS = ("expert_weights", "expert_gradients", "expert_optimizer", "pipeline_weight_copy")
-PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "logits", "tp_overlap_buffers") + MOE_STATE_PARTS + (
+PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "cp_attention_buffers", "logits",
+                            "tp_overlap_buffers") + MOE_STATE_PARTS + (
     "moe_activations", "moe_dispatch_buffers", "cuda_context", "nccl_buffers", "fragmentation", "reserve")
 _STAGES = 3  # first, fullest middle and last pipeline stage
 _MIDDLE = np.array([[False], [True], [False]])  # the fullest middle stage's row: it exists only where pp > 2
@@ -493,7 +494,8 @@ def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) 
 
 
 # The parts that exist only while a micro-batch's forward and backward run (not during the optimizer step).
-FORWARD_BACKWARD_PARTS = ("activations", "recompute_working", "logits", "moe_activations", "moe_dispatch_buffers")
+FORWARD_BACKWARD_PARTS = ("activations", "recompute_working", "cp_attention_buffers", "logits", "moe_activations",
+                          "moe_dispatch_buffers")
 
 
 def phase_overlap(step_only, forward_backward) -> np.ndarray:
@@ -548,6 +550,10 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
         "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
     transient = parts["activations"] + parts["recompute_working"] + logits + transient_states
+    cp_buffers = cp_attention_buffer_bytes(batch, stack, tokens)
+    parts["cp_attention_buffers"] = np.zeros(len(batch)) if cp_buffers is None else cp_buffers
+    if cp_buffers is not None:  # only batches with cp > 1 on a stack that gives them pay for the sum
+        transient = transient + cp_buffers
     if batch.has_moe:
         acts = moe.moe_activation_bytes(batch)
         parts["moe_activations"] = acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0)
@@ -555,6 +561,24 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
         transient = transient + parts["moe_activations"] + parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))
     return {"parts": parts, "host_on_gpu_stored": np.where(on_host, stored, 0.0)}
+
+
+def cp_attention_buffer_bytes(batch: CandidateBatch, stack: dict, tokens) -> np.ndarray | None:
+    """Bytes the stack's context parallelism holds while one layer's attention runs, beyond the attention kernel's own
+    (Framework.cp_attention_buffers: per phase, multiples of this rank's local 16-bit Q, K + V, cp x K + V and cp x
+    attention output), the larger phase's; on top of the activations and the recomputed layer's working set. None where
+    no row has cp > 1 on a stack that gives them. K, V are sized as the exchange prices them (cost/
+    model_parallel_comm.py context_parallel_exchange); the output as Q."""
+    parallel = batch.cp > 1
+    if not np.any(parallel):
+        return None
+    local_q = 2.0 * tokens * batch.hidden / batch.tp
+    local_kv = 2.0 * 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / batch.tp
+    sizes = dict(zip(CP_BUFFER_TERMS, (local_q, local_kv, batch.cp * local_kv, batch.cp * local_q)))
+    phases = [sum(stack[f"cp_buffers_{phase}_{term}"] * sizes[term] for term in CP_BUFFER_TERMS)
+              for phase in CP_BUFFER_PHASES]
+    held = np.where(parallel, np.maximum(*phases), 0.0)
+    return held if np.any(held > 0) else None
 
 
 def _loss_bytes_per_logit(batch: CandidateBatch, stack: dict, w) -> np.ndarray:

@@ -39,7 +39,31 @@ _NUMERIC = tuple(f.name for f in fields(Framework) if f.type in ("float", "bool"
 FP8_TENSORWISE_BY_DEFAULT = np.array([FRAMEWORKS[n].fp8_recipes[0] == "tensorwise" for n in FRAMEWORK_NAMES])
 # Per stack code: whether it partitions full-recompute checkpoints over tp unless told (Layout.partition_activations_on).
 PARTITION_ACTIVATIONS_BY_DEFAULT = np.array([FRAMEWORKS[n].partition_activations_default for n in FRAMEWORK_NAMES])
-_TABLE = np.array([[float(getattr(FRAMEWORKS[n], field)) for field in _NUMERIC] for n in FRAMEWORK_NAMES])
+# Framework.cp_attention_buffers as numeric columns "cp_buffers_<phase>_<term>" (0 where a stack gives no phase).
+CP_BUFFER_PHASES = ("forward", "backward")
+CP_BUFFER_TERMS = ("q", "kv", "kv_per_rank", "out_per_rank")
+CP_BUFFER_COLUMNS = tuple(f"cp_buffers_{phase}_{term}" for phase in CP_BUFFER_PHASES for term in CP_BUFFER_TERMS)
+
+
+def _cp_buffer_row(stack: Framework) -> list[float]:
+    given = dict(stack.cp_attention_buffers)
+    if set(given) - set(CP_BUFFER_PHASES) or any(len(m) != len(CP_BUFFER_TERMS) for m in given.values()):
+        raise ValueError(f"{stack.name}: cp_attention_buffers takes phases {CP_BUFFER_PHASES} with "
+                         f"{len(CP_BUFFER_TERMS)} multiples each ({', '.join(CP_BUFFER_TERMS)})")
+    return [float(m) for phase in CP_BUFFER_PHASES for m in given.get(phase, (0.0,) * len(CP_BUFFER_TERMS))]
+
+
+def _record_row(stack: Framework) -> list[float]:
+    return [float(getattr(stack, field)) for field in _NUMERIC] + _cp_buffer_row(stack)
+
+
+_COLUMNS = _NUMERIC + CP_BUFFER_COLUMNS
+_TABLE = np.array([_record_row(FRAMEWORKS[n]) for n in FRAMEWORK_NAMES])
+
+
+def record_columns(stack: Framework, rows: int = 1) -> dict[str, np.ndarray]:
+    """One stack record (a changed copy too) as the per-candidate arrays the cost model reads, for `rows` rows."""
+    return {name: np.full(rows, value) for name, value in zip(_COLUMNS, _record_row(stack))}
 
 
 class _FrameworkColumns(dict):
@@ -52,7 +76,7 @@ class _FrameworkColumns(dict):
         self._single = len(self._index) > 0 and bool((self._index == self._index[0]).all())
 
     def __missing__(self, name: str) -> np.ndarray:
-        column = _TABLE[:, _NUMERIC.index(name)]
+        column = _TABLE[:, _COLUMNS.index(name)]
         # One stack for the whole batch (the usual case): a broadcast view, no gather.
         value = (np.broadcast_to(column[self._index[0]], self._index.shape) if self._single
                  else column[self._index])

@@ -156,6 +156,11 @@ class Framework:
     # dtype), the last rotation exposed (torch's context-parallel SDPA with rotate method "allgather": fsdp.py).
     cp_gathers_kv_once: bool = False
     cp_kv_gradient_bytes: float = 0.0
+    # Context parallelism's own buffers while one layer's attention runs, beyond the attention kernel's (cost/memory.py
+    # cp_attention_buffer_bytes): (phase, multiples) pairs, phase "forward" or "backward", the multiples those of this
+    # rank's local 16-bit tensors held at the phase's peak, in the order of CP_BUFFER_TERMS (planner.frameworks): Q,
+    # K + V, K + V per cp rank, attention output per cp rank. The larger phase is charged; (): none priced.
+    cp_attention_buffers: tuple = ()
     # Memory (cost.memory). ZeRO-3 working set: the largest module's 16-bit weight and gradient (DeepSpeed
     # fetches submodule by submodule) and/or `units_in_flight` whole transformer blocks (FSDP units).
     gathers_largest_module: bool = False

@@ -96,6 +96,11 @@ FSDP = Framework(
     # once per pass, waited for after the first chunk's attention, and the K/V gradients rotated in fp32
     # (_attention.py:75 convert_to_f32, 273-300, 521-646).
     cp_gathers_kv_once=True, cp_kv_gradient_bytes=4.0,
+    # While a layer's attention backward runs that code holds, beyond the kernel's own, 3 x the local Q and (cp + 7.5) x
+    # the local K + V (the gathered K, V; fp32 dQ, dK, dV accumulators; the concatenations it sends; the permute's
+    # output): measured, planner/profile/cp_attention_memory.py (profiles/cp-attention-memory-cpu.json; exact over
+    # three head shapes and cp 2-8). Its forward holds less (the gathered K, V and fp32 merge buffers).
+    cp_attention_buffers=(("backward", (3.0, 7.5, 1.0, 0.0)),),
     # With tp > 1 torchtitan runs the loss under torch's loss_parallel() (train.py:314-318; the output layer's logits a
     # DTensor sharded over the vocabulary, models/llama3/infra/parallelize.py:182-186), whose nll_loss backward builds a
     # zeroed gradient, exp of the saved log-softmax and their sum before scaling (torch 2.13 distributed/tensor/

@@ -47,6 +47,15 @@ MEGATRON = Framework(
     # step's micro-batches (core/pipeline_parallel/schedules.py:1160-1168, NVIDIA/Megatron-LM@d98e8a64).
     interleaving_needs_pp_micro_batches=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
+    # Context parallelism's buffers: Transformer Engine's AttnFuncWithCPAndKVP2P (cp_comm_type "p2p", Megatron-Core's
+    # default), read at NVIDIA/TransformerEngine v2.18 (27486e03) transformer_engine/pytorch/attention/
+    # dot_product_attention/context_parallel.py (the same buffers in v1.13, v2.4, v2.8). Forward: every received K/V
+    # buffer stays in its list until the output correction (:1685-1706, none set back to None), and every step's bf16
+    # output with it (out_per_step, :1672-1674, read at :1982-2027): c x (K + V) and c x the output on the last cp rank
+    # (its steps run whole). Backward: two [kv, dkv] pairs to send and receive (:2397-2401; the bf16 dK/dV accumulator
+    # travels in them, :2727) and a bf16 dQ accumulator (:2396), beside the kernel's own outputs: Q + 4 x (K + V). The
+    # fp32 log-sum-exps (c + 1 of Q / head_dim x 2, under 2% of Q at head dim 128) are left out. Read, not measured.
+    cp_attention_buffers=(("forward", (0.0, 0.0, 1.0, 1.0)), ("backward", (1.0, 4.0, 0.0, 0.0))),
     grad_bucket_elements=4.0e7,  # Megatron-Core DDP buckets of max(40M, 1M x dp) parameters (`distributed_data_parallel_config.py`, bucket_size)
     eager_dispatch=True,
     # Transformer Engine's DotProductAttention prefers the cuDNN fused-attention backend on Hopper

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from planner.cost.memory import (CUDA_CONTEXT_BYTES, LIBRARY_WORKSPACE_BYTES, NCCL_CONNECTION_BYTES,
                                  activation_bytes_per_layer, inflight_microbatches, model_state_bytes,
                                  per_gpu_memory, stage_inflight)
-from planner.frameworks import FRAMEWORKS
+from planner.frameworks import FRAMEWORKS, record_columns
 from planner.specs.clusters import load_cluster
 from planner.specs.candidate_batch import single_batch
 from planner.specs.layout import Layout
@@ -44,8 +44,7 @@ def _largest_module_params(model) -> int:
 
 def _stack(framework) -> dict:
     """A framework record as the per-candidate arrays cost.memory reads (batch of one)."""
-    return {f.name: np.array([float(getattr(framework, f.name))])
-            for f in dataclasses.fields(framework) if f.type in ("float", "bool", "int")}
+    return record_columns(framework)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ counted DeepSpeed states that show it (profiles/h200-1gpu.json, profiles/README.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from planner.cost.memory import FORWARD_BACKWARD_PARTS, FP32_GRAD_COPY_BYTES, per_gpu_memory
-from planner.frameworks import FRAMEWORKS
+from planner.frameworks import FRAMEWORKS, record_columns
 from planner.specs.candidate_batch import single_batch
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout
@@ -35,8 +34,7 @@ def _memory(cluster, framework="deepspeed", freed=None, **layout):
     batch = single_batch(make_model(**GPT_2_7B), Layout(**settings))
     stack = None
     if freed is not None:  # the same stack with the field set as given
-        stack = {f.name: np.array([float(getattr(FRAMEWORKS[framework], f.name))])
-                 for f in dataclasses.fields(FRAMEWORKS[framework]) if f.type in ("float", "bool", "int")}
+        stack = record_columns(FRAMEWORKS[framework])
         stack["gradients_freed_after_step"] = np.array([float(freed)])
     return per_gpu_memory(batch, cluster, stack)
 
