@@ -17,8 +17,7 @@ import numpy as np
 
 from planner.cost import collectives, distinct, groups, hierarchy, moe, offload, zero3_fetch
 from planner.cost.gemm import rank_share
-from planner.cost.memory import (element_bytes, fp32_accumulation_rows, optimizer_sharded_rows, sharding_degree,
-                                 unsharded_through_step)
+from planner.cost.memory import element_bytes, fp32_accumulation_rows, optimizer_sharded_rows, unsharded_through_step
 from planner.cost.overlap import behind_later_chunks, hidden_behind
 from planner.cost.stages import data_parallel_stage
 from planner.frameworks import batch_framework_arrays
@@ -36,9 +35,9 @@ def data_parallel(batch, cluster, fw, w, stage, params, m):
     # FSDP2 under pipelining (memory.unsharded_through_step): the stage is gathered once per step, in the first
     # micro-batch's forward, and reduced once, after the last backward.
     once = many & unsharded_through_step(batch, fw)
-    # Optimizer offload with accumulation: the gradient partition's round trip through the GPU on every micro-batch
-    # after the first, on the stream of the reduction it follows (cost/offload.py gradient_round_trip_s).
-    round_trip = offload.gradient_round_trip_s(batch, cluster, fw, params / sharding_degree(batch, fw))
+    # Optimizer offload: the gradient partition's round trips through the GPU, on the stream of the reduction they
+    # follow (cost/offload.py gradient_round_trip_s, gradient_round_trips).
+    round_trip = offload.gradient_round_trip_s(batch, cluster, fw, params)
     zero3 = _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes, many & (zero == 3), once, kw,
                            round_trip)
     sharded = _zero012_traffic(batch, fw, cluster.efficiency, stage, params, m, timed, once, round_trip)
@@ -48,8 +47,7 @@ def data_parallel(batch, cluster, fw, w, stage, params, m):
                                zero3["regathered_bytes"], sharded)
     # MoE batches only: the dense search's hot path does not pay for the windows the experts' reduction reads.
     used = _windows_used(batch, m, many, once, timed, stage["layers"], zero3, sharded) if batch.has_moe else None
-    offload_exposed = zero3["offload_fetch"] + np.select([zero == 3, zero == 2],
-                                                         [zero3["round_trip"], sharded["round_trip"]], 0.0)
+    offload_exposed = zero3["offload_fetch"] + np.where(zero == 3, zero3["round_trip"], sharded["round_trip"])
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_exposed, used
 
 
@@ -92,7 +90,8 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     exposed_trip = 0.0
     if np.any(round_trip > 0):
         per_unit, per_outside = round_trip * unit / params, round_trip * outside / params
-        exposed_trip = (m - 1.0) * (per_micro_batch(gather, gather_bwd, scatter + per_unit) - layers_mb + per_outside)
+        exposed_trip = offload.gradient_round_trips(batch, fw) * (
+            per_micro_batch(gather, gather_bwd, scatter + per_unit) - layers_mb + per_outside)
     return {"step": zero3_step, "flat_step": flat_step, "gather_bwd": gather_bwd, "regathered_bytes": regathered_bytes,
             "offload_fetch": offload_fetch, "offload_fetch_s": offload_fetch_s, "round_trip": exposed_trip}
 
@@ -228,11 +227,13 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once, round_trip):
     reduce_behind = behind(reduction)
     # Under pipelining (once) FSDP2's ZeRO-2 reduces after the last backward, behind nothing.
     reduce = np.where(once & ~whole, reduce_scatter, reductions * reduce_behind)
-    # ZeRO-2 with optimizer offload: each micro-batch after the first moves the partition after its reduction, on the
-    # same stream (stage_1_and_2.py reduce_ipg_grads): what the pair exposes beyond the reduction alone.
+    # ZeRO 1/2 with optimizer offload: the partition's round trips follow the reductions on their stream
+    # (stage_1_and_2.py reduce_ipg_grads), after each micro-batch's at ZeRO-2, after the step's one at ZeRO-1: what
+    # the pair exposes beyond the reduction alone.
     exposed_trip = 0.0
     if np.any(round_trip > 0):
-        exposed_trip = np.where(every_mb, (m - 1.0) * (behind(reduction + round_trip) - reduce_behind), 0.0)
+        exposed_trip = np.where((zero == 1) | every_mb, offload.gradient_round_trips(batch, fw)
+                                * (behind(reduction + round_trip) - reduce_behind), 0.0)
     # ZeRO-1/2 (and BF16_Optimizer): updated 16-bit parameters all-gathered after the step, behind the next forward
     # if overlapped (--fp8-param-gather: the layers' Linear weights in fp8, one byte; _parameter_gather_bytes).
     param_gather_s = timed["param_gather"]

@@ -49,7 +49,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct, moe
-from planner.frameworks import CP_BUFFER_PHASES, CP_BUFFER_TERMS, batch_framework_arrays
+from planner.frameworks import (CP_BUFFER_COLUMNS, CP_BUFFER_PHASES, CP_BUFFER_TERMS, any_stack_gives,
+                                 batch_framework_arrays)
 from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
@@ -412,7 +413,7 @@ STAGE_STATE_COLUMNS = distinct.MODEL_COLUMNS + (
 # the micro-batch and are computed per candidate.
 STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
 MOE_STATE_PARTS = ("expert_weights", "expert_gradients", "expert_optimizer", "pipeline_weight_copy")
-PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "cp_attention_buffers", "logits",
+PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "cp_attention_buffers", "logits", "pipeline_masks",
                             "tp_overlap_buffers") + MOE_STATE_PARTS + (
     "moe_activations", "moe_dispatch_buffers", "cuda_context", "nccl_buffers", "fragmentation", "reserve")
 _STAGES = 3  # first, fullest middle and last pipeline stage
@@ -494,8 +495,8 @@ def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) 
 
 
 # The parts that exist only while a micro-batch's forward and backward run (not during the optimizer step).
-FORWARD_BACKWARD_PARTS = ("activations", "recompute_working", "cp_attention_buffers", "logits", "moe_activations",
-                          "moe_dispatch_buffers")
+FORWARD_BACKWARD_PARTS = ("activations", "recompute_working", "cp_attention_buffers", "logits", "pipeline_masks",
+                          "moe_activations", "moe_dispatch_buffers")
 
 
 def phase_overlap(step_only, forward_backward) -> np.ndarray:
@@ -554,6 +555,11 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     parts["cp_attention_buffers"] = np.zeros(len(batch)) if cp_buffers is None else cp_buffers
     if cp_buffers is not None:  # only batches with cp > 1 on a stack that gives them pay for the sum
         transient = transient + cp_buffers
+    # (The run's own mask outlives the passes; counted with them, it misses the step's peak by s x s bytes.)
+    masks = pipeline_mask_bytes(batch, stack)
+    parts["pipeline_masks"] = np.zeros(len(batch)) if masks is None else masks
+    if masks is not None:
+        transient = transient + masks
     if batch.has_moe:
         acts = moe.moe_activation_bytes(batch)
         parts["moe_activations"] = acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0)
@@ -565,20 +571,47 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
 
 def cp_attention_buffer_bytes(batch: CandidateBatch, stack: dict, tokens) -> np.ndarray | None:
     """Bytes the stack's context parallelism holds while one layer's attention runs, beyond the attention kernel's own
-    (Framework.cp_attention_buffers: per phase, multiples of this rank's local 16-bit Q, K + V, cp x K + V and cp x
-    attention output), the larger phase's; on top of the activations and the recomputed layer's working set. None where
-    no row has cp > 1 on a stack that gives them. K, V are sized as the exchange prices them (cost/
-    model_parallel_comm.py context_parallel_exchange); the output as Q."""
+    (Framework.cp_attention_buffers: per phase, multiples of this rank's local Q, K + V, cp x K + V and cp x attention
+    output), the larger phase's; on top of the activations and the recomputed layer's working set. The tensors are the
+    attention core's (ModelSpec.attention_widths: GQA's key/value heads, MLA's up-projected heads), in 16 bits under
+    fp8 (attention stays in bf16), else in the training dtype. None where no row has cp > 1 on a stack that gives
+    them."""
     parallel = batch.cp > 1
-    if not np.any(parallel):
+    if not any_stack_gives(stack, CP_BUFFER_COLUMNS) or not np.any(parallel):
         return None
-    local_q = 2.0 * tokens * batch.hidden / batch.tp
-    local_kv = 2.0 * 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / batch.tp
-    sizes = dict(zip(CP_BUFFER_TERMS, (local_q, local_kv, batch.cp * local_kv, batch.cp * local_q)))
-    phases = [sum(stack[f"cp_buffers_{phase}_{term}"] * sizes[term] for term in CP_BUFFER_TERMS)
-              for phase in CP_BUFFER_PHASES]
+    element = np.maximum(DTYPE_BYTES[batch.dtype.astype(int)], 2.0)
+    per_token = tokens * element / batch.tp
+    local = {"q": batch.q_width * per_token, "kv": batch.kv_width * per_token}
+    sizes = {**local, "kv_per_rank": batch.cp * local["kv"], "out_per_rank": batch.cp * batch.attention_out_width * per_token}
+    phases = []
+    for phase in CP_BUFFER_PHASES:
+        phase_bytes = np.zeros(len(batch))
+        for term in CP_BUFFER_TERMS:
+            column = f"cp_buffers_{phase}_{term}"
+            if any_stack_gives(stack, (column,)):  # only the terms some stack of the batch gives
+                phase_bytes = phase_bytes + stack[column] * sizes[term]
+        phases.append(phase_bytes)
     held = np.where(parallel, np.maximum(*phases), 0.0)
     return held if np.any(held > 0) else None
+
+
+def pipeline_mask_bytes(batch: CandidateBatch, stack: dict) -> np.ndarray | None:
+    """Bytes of the stack's pipeline model's s x s causal masks on the first, fullest middle and last stage ((3, n),
+    the rows of _STAGES), with pp > 1 (Framework.pipeline_mask_*_bytes: the run's mask on every stage, the build on the
+    first and last, the first stage's input buffers, max(2, min(pp, micro-batches)) of them). None where no row has
+    pp > 1 on a stack that builds them."""
+    names = ("pipeline_mask_resident_bytes", "pipeline_mask_build_bytes", "pipeline_mask_input_buffer_bytes")
+    if not any_stack_gives(stack, names):
+        return None
+    resident, build, per_buffer = (stack[name] for name in names)
+    piped = (batch.pp > 1) & (resident + build + per_buffer > 0)
+    if not np.any(piped):
+        return None
+    elements = batch.seq_len.astype(float) ** 2
+    buffers = np.maximum(2.0, np.minimum(batch.pp, batch.grad_accumulation))
+    first, last = np.array([[1.0], [0.0], [0.0]]), np.array([[0.0], [0.0], [1.0]])
+    per_stage = elements * (resident + (first + last) * build + first * buffers * per_buffer)
+    return np.where(piped, per_stage, 0.0)
 
 
 def _loss_bytes_per_logit(batch: CandidateBatch, stack: dict, w) -> np.ndarray:

@@ -69,7 +69,7 @@ def context_parallel_exchange(batch, cluster, layer, tokens, w, fw):
     if not np.any(c > 1):
         return zeros, zeros
     cp_links = groups.layout_links(batch, cluster, groups.cp_group)
-    local_kv = 2.0 * tokens * batch.hidden * batch.kv_heads / batch.heads / batch.tp * w  # this rank's K and V
+    local_kv = tokens * batch.kv_width / batch.tp * w  # this rank's K and V (MLA's up-projected heads)
     kv = groups.only_where(c > 1, collectives.all_gather_time, local_kv * c, cp_links,
                            **groups.collective_kwargs(cluster))
     attention, attention_bwd = layer["attention"], layer["attention_backward"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost.memory import activation_bytes_per_layer, element_bytes
+from planner.cost.memory import activation_bytes_per_layer, element_bytes, sharding_degree
+from planner.frameworks import any_stack_gives
 
 
 def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once=None,
@@ -48,19 +49,33 @@ def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
     return np.where(rows, seconds, 0.0), np.where(rows, total, 0.0)
 
 
-def gradient_round_trip_s(batch, cluster, fw, elements):
-    """Seconds one micro-batch after the first spends moving the rank's gradient partition of `elements` elements up
-    from host memory and back down, one direction after the other on one stream, over the GPU's PCIe link: optimizer
-    offload at ZeRO 2 and 3 with gradient accumulation, where the stack accumulates the offloaded partition by way of
-    the GPU (Framework.offload_gradient_round_trip: DeepSpeed, frameworks/deepspeed.py). The partition is held in the
-    bytes the memory model keeps it in (memory.element_bytes "grads"). 0 elsewhere. The caller places it on the
-    stream its stack runs it on: beside the reduction, behind the backward where that overlaps."""
-    rows = ((batch.offload >= 1) & (batch.zero >= 2) & (fw["offload_gradient_round_trip"] > 0)
-            & (batch.grad_accumulation > 1))
+def gradient_round_trip_s(batch, cluster, fw, params):
+    """Seconds of one round trip of the rank's offloaded gradient partition (`params` over the sharding group), up from host
+    memory and back down, one direction after the other on one stream, over the GPU's PCIe link, where the stack
+    accumulates the partition by way of the GPU under optimizer offload (Framework.offload_gradient_round_trip:
+    DeepSpeed, frameworks/deepspeed.py); 0 elsewhere. ZeRO 1 and 2 move it in the parameters' dtype, ZeRO-3 in the
+    gradient partition's (memory.element_bytes). How many a step makes, and on which stream, is the caller's
+    (gradient_round_trips)."""
+    if not any_stack_gives(fw, ("offload_gradient_round_trip",)):
+        return np.zeros(len(batch))
+    rows = (batch.offload >= 1) & (batch.zero >= 1) & (fw["offload_gradient_round_trip"] > 0)
     if not np.any(rows):
         return np.zeros(len(batch))
-    grad_bytes = element_bytes(batch, fw)["grads"]
-    return np.where(rows, 2.0 * grad_bytes * elements / cluster.node.pcie_bytes_per_s_per_accelerator, 0.0)
+    elements = params / sharding_degree(batch, fw)
+    held = element_bytes(batch, fw)
+    partition_bytes = np.where(batch.zero == 3, held["grads"], held["weights"])
+    return np.where(rows, 2.0 * partition_bytes * elements / cluster.node.pcie_bytes_per_s_per_accelerator, 0.0)
+
+
+def gradient_round_trips(batch, fw):
+    """Round trips of the offloaded gradient partition a step makes (frameworks/deepspeed.py): one on every micro-batch
+    after the first at ZeRO 2 and 3, and at ZeRO-3 one on the first too where the stack brings the partition it just
+    copied down straight back (Framework.offload_zero3_first_round_trip); at ZeRO-1 one a step, with the reduction
+    after the last micro-batch, where there is more than one."""
+    m = batch.grad_accumulation
+    zero3_first = np.where(fw["offload_zero3_first_round_trip"] > 0, 1.0, 0.0)
+    return np.select([batch.zero == 3, batch.zero == 2, batch.zero == 1],
+                     [m - 1.0 + zero3_first, m - 1.0, np.where(m > 1, 1.0, 0.0)], 0.0)
 
 
 def activation_copies(batch, cluster, stage, m):

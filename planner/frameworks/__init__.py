@@ -61,6 +61,15 @@ _COLUMNS = _NUMERIC + CP_BUFFER_COLUMNS
 _TABLE = np.array([_record_row(FRAMEWORKS[n]) for n in FRAMEWORK_NAMES])
 
 
+def any_stack_gives(columns: dict, names) -> bool:
+    """Whether any row's stack has a non-zero value in one of the numeric columns `names` (framework_arrays, or a
+    record_columns dict): from the stacks' table where the batch's codes are at hand, without a pass over the rows."""
+    if isinstance(columns, _FrameworkColumns):
+        codes = columns._index[:1] if columns._single else np.unique(columns._index)
+        return bool(np.any(_TABLE[np.ix_(codes, [_COLUMNS.index(name) for name in names])]))
+    return any(bool(np.any(columns[name])) for name in names)
+
+
 def record_columns(stack: Framework, rows: int = 1) -> dict[str, np.ndarray]:
     """One stack record (a changed copy too) as the per-candidate arrays the cost model reads, for `rows` rows."""
     return {name: np.full(rows, value) for name, value in zip(_COLUMNS, _record_row(stack))}

@@ -86,10 +86,12 @@ class Framework:
     # swaps to NVMe only in its ZeRO-3 optimizer (runtime/zero/stage3.py:826, 833); its ZeRO-1/2 optimizer keeps any
     # offloaded state in host memory whatever offload_optimizer.device says (stage_1_and_2.py:220-222).
     nvme_offload_zero_stages: frozenset = frozenset({3})
-    # With optimizer offload at ZeRO 2 and 3 and gradient accumulation, each rank's gradient partition lives in host
-    # memory and every micro-batch after the first brings it back over PCIe, adds that micro-batch's gradient on the
-    # GPU and sends the sum back (DeepSpeed: frameworks/deepspeed.py; cost/offload.py gradient_round_trip_s).
+    # With optimizer offload and gradient accumulation each rank's gradient partition lives in host memory, and every
+    # micro-batch after the first (at ZeRO-1 the step's one reduction) brings it back over PCIe, adds that micro-batch's
+    # gradient on the GPU and sends the sum back (DeepSpeed: frameworks/deepspeed.py; cost/offload.py).
     offload_gradient_round_trip: bool = False
+    # ... and at ZeRO-3 the first micro-batch's partition, copied down, is brought straight back to the GPU as well.
+    offload_zero3_first_round_trip: bool = False
     # Plain replicated data parallelism (ZeRO-0 over dp > 1) only as the sole parallelism (no tp or pp), and
     # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).
     replicated_dp_alone: bool = False
@@ -161,6 +163,13 @@ class Framework:
     # rank's local 16-bit tensors held at the phase's peak, in the order of CP_BUFFER_TERMS (planner.frameworks): Q,
     # K + V, K + V per cp rank, attention output per cp rank. The larger phase is charged; (): none priced.
     cp_attention_buffers: tuple = ()
+    # The pipeline model's whole s x s causal masks, with pp > 1 (cost/memory.py pipeline_mask_bytes), bytes per mask
+    # element: one kept for the run on every stage; one built for each micro-batch on the first and last stages (what
+    # the build holds at its peak); one in each of the first stage's input buffers (Megatron-DeepSpeed:
+    # frameworks/deepspeed.py). 0: no such masks.
+    pipeline_mask_resident_bytes: float = 0.0
+    pipeline_mask_build_bytes: float = 0.0
+    pipeline_mask_input_buffer_bytes: float = 0.0
     # Memory (cost.memory). ZeRO-3 working set: the largest module's 16-bit weight and gradient (DeepSpeed
     # fetches submodule by submodule) and/or `units_in_flight` whole transformer blocks (FSDP units).
     gathers_largest_module: bool = False

@@ -126,19 +126,35 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   (microsoft/DeepSpeed@0cd9abf2 checkpointing.py:441-470 forward, `get_full_inputs` :284-312 with
   `dist.all_gather` over the model-parallel group, called before the recompute :629-632; default False,
   activation_checkpointing/config.py:28), so deepspeed-v0.3 inherits it.
-- Optimizer offload at ZeRO 2 and 3 with gradient accumulation (`offload_gradient_round_trip`): the rank's gradient
-  partition is accumulated in host memory, by way of the GPU. ZeRO-2 (zero/stage_1_and_2.py at deepspeedai/
+- Optimizer offload with gradient accumulation (`offload_gradient_round_trip`, cost/offload.py): the rank's gradient
+  partition is accumulated in host memory, by way of the GPU. ZeRO 1/2 (zero/stage_1_and_2.py at deepspeedai/
   DeepSpeed@edaa722): `reduce_ipg_grads` -> `copy_grads_in_partition` (:1650-1666) -> `async_accumulate_grad_in_cpu_via_gpu`
-  (:1516-1563), which for each parameter of the partition copies the host's running sum into a GPU buffer and adds the
-  new gradient to it on every micro-batch after the first (`micro_step_id > 0`, H2D), then copies the sum back to
-  pinned host memory (D2H), in the parameter's 16-bit dtype; on the reduction stream with overlap_comm, else on the
-  compute stream (:1719-1727). ZeRO-3 (stage3.py `partition_grads`, :1886-1933): the partition buffer lives on the
-  host in the gradient-accumulation dtype (the model's unless grad_accum_dtype says otherwise, engine.py
-  `get_data_types`; :742-746); the first micro-batch copies the reduced partition down, every later one brings the
-  sum back to the GPU, adds and copies it down again ("adding directly to cpu is very slow"), on the
-  reduce-and-partition stream. v0.3.14 does the same in both (zero/stage2.py:798-821, 913-925; stage3.py:1536-1551,
-  1640-1660), but skips the copy down at the boundary micro-batch, where today's makes it too: one partition's
-  transfer a step, not priced (cost/offload.py prices the (m - 1) round trips).
+  (:1516-1563), which for each parameter touching the partition copies the host's running sum (a buffer of the
+  parameter's numel in its dtype, :1522-1528) into a GPU buffer and adds the new gradient to it on every micro-batch
+  after the first (`micro_step_id > 0`, H2D), then copies the sum back to pinned host memory (D2H); on the reduction
+  stream with overlap_comm, else on the compute stream (:1719-1727). At ZeRO-2 that runs with every micro-batch's
+  reduction; at ZeRO-1 with the step's one, after the last micro-batch (a round trip of a zeroed buffer, then the add).
+  ZeRO-3 (stage3.py `partition_grads`, :1886-1933): the partition buffer lives on the host in the gradient-accumulation
+  dtype (the model's unless grad_accum_dtype says otherwise, engine.py `get_data_types`; :742-746); every later
+  micro-batch brings the sum back to the GPU, adds and copies it down again ("adding directly to cpu is very slow"),
+  and the first copies its partition down and straight back up (:1904-1908, `offload_zero3_first_round_trip`), on the
+  reduce-and-partition stream. Priced: a round trip on every micro-batch after the first at ZeRO-2, on every one at
+  ZeRO-3, one a step at ZeRO-1 with more than one micro-batch. Not priced: today's ZeRO-2 also copies the boundary
+  micro-batch's sum down (one transfer a step), and a rank whose partition cuts a large tensor (the embedding) moves
+  that tensor whole. v0.3.14 (deepspeed-v0.3) makes the round trips of the micro-batches after the first, skipping the
+  boundary's copy down (zero/stage2.py:798-821, 913-925; stage3.py:1536-1551, 1640-1667; ZeRO-1 there brings a zeroed
+  buffer up once a step, not priced), and no first-micro-batch round trip at ZeRO-3.
+- Causal masks under the pipeline engine (pp > 1; deepspeedai/Megatron-DeepSpeed@4efb479d, the code `--emit deepspeed`
+  launches): `model_provider` builds GPTModelPipe and a whole [1, 1, s, s] mask kept for the run in args.attn_mask,
+  bool, 1 byte an element (pretrain_gpt.py:61-76, on every stage); and every micro-batch's `get_batch_pipe`
+  (pretrain_gpt.py:176-209), called by the engine on the first and last stages (`_exec_load_micro_batch`, DeepSpeed
+  0.19.8 runtime/pipe/engine.py:912-939), builds another through `get_ltor_masks_and_position_ids` without skip_mask,
+  flash attention or not (megatron/utils.py:162-219: `torch.tril(torch.ones(...))`, two fp32 s x s tensors at once, 8
+  bytes an element, then `< 0.5`, bool). The first stage clones the inputs, mask included, into its input buffer
+  (engine.py:921-936), one per buffer, max(2, min(stages - stage_id, micro_batches)) of them (pipe/schedule.py:
+  247-256). At pp 1 the launch runs GPTModel (`--no-pipeline-parallel`), whose `get_batch` skips the mask under flash
+  attention (pretrain_gpt.py:116-123): nothing there. At 2,048 tokens a 4 MiB mask; at 32,768 tokens 1 GiB, and the
+  build 8 GiB.
 - The pipeline engine runs 1F1B only (`runtime/pipe/schedule.py`:189); no Megatron-style context
   parallelism (Ulysses sequence parallelism is a different scheme); the sharding group is the
   data(-and-sequence)-parallel group (engine.py:1655).
@@ -159,7 +175,11 @@ DEEPSPEED = Framework(
     dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=False,
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
-    offload_gradient_round_trip=True,  # optimizer offload at ZeRO 2/3: the partition's sum via the GPU (docstring)
+    # Optimizer offload: the gradient partition's sum via the GPU, and at ZeRO-3 the first micro-batch's too (docstring).
+    offload_gradient_round_trip=True, offload_zero3_first_round_trip=True,
+    # Megatron-DeepSpeed's s x s causal masks under the pipeline engine (docstring): the run's bool mask, the fp32
+    # build (ones and their tril), the bool clone in each of the first stage's input buffers.
+    pipeline_mask_resident_bytes=1.0, pipeline_mask_build_bytes=8.0, pipeline_mask_input_buffer_bytes=1.0,
     grad_bucket_elements=5.0e8,  # DeepSpeed reduce_bucket_size default 5e8 elements (`runtime/zero/config.py`)
     # bf16 with grad_accum_dtype fp32 without ZeRO: `_do_optimizer_sanity_check` raises "unsupported mix of
     # model_dtype and grad_accum_dtype" (deepspeedai/DeepSpeed@edaa7221 runtime/engine.py:2020-2021; since #7515,

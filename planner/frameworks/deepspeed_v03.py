@@ -94,6 +94,9 @@ DEEPSPEED_V03 = replace(
     # layers, --activations-checkpoint-method uniform or block) only (deepspeedai/Megatron-DeepSpeed@e64507f0,
     # 2021-10-31, megatron/arguments.py:416-425); --recompute-granularity selective came with bbab79f8 (2022-05-16).
     recompute_modes=("none", "full"),
+    # Its ZeRO-3 optimizer offload accumulates only the micro-batches after the first through the GPU
+    # (stage3.py:1536-1551, 1640-1667 at v0.3.14): no round trip of the first one (frameworks/deepspeed.py).
+    offload_zero3_first_round_trip=False,
     # Before the multi-rank bucket all-reduce (#4695, v0.12.4) ZeRO-2's average_tensor reduced each slice to its
     # owner, `dist.reduce(grad_slice, dst, async_op=True)` (v0.3.14 zero/stage2.py:680-739), and ZeRO-1 called
     # reduce_scatter_gradients (runtime/engine.py:943-949): a reduce-scatter's bytes.

@@ -17,7 +17,9 @@ size) around torch's own `_templated_ring_attention_backward`, run in one proces
 allocations are torch's. The attention kernel is the CPU flash kernel
 (`aten._scaled_dot_product_flash_attention_for_cpu_backward`), and its own peak, measured alone on the same
 tensors, is subtracted: what remains is what the context-parallel code adds around the kernel, whichever kernel runs
-(the CUDA flash kernel's own workspace is not charged for any stack). With causal masking and load balancing, as
+(the CUDA flash kernel's own workspace is not charged for any stack). With load balancing the ring's peak can fall
+inside a call on half the K/V (ranks >= 1), whose own peak is lower than the whole call's subtracted: there the figure
+understates the code's buffers by up to half the local K + V. With causal masking and load balancing, as
 torchtitan runs it; every rank measured, the largest kept.
 
 The fit: extra = a x (local Q bytes) + (b x cp + e) x (local K + V bytes), all in the 16-bit activations' bytes, by

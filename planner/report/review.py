@@ -40,7 +40,7 @@ MEMORY_PARTS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer"
                 ("zero3_gathered", "ZeRO-3 gathered params"), ("comm_buckets", "communication buckets"),
                 ("activations", "activations"), ("recompute_working", "recompute working set"),
                 ("cp_attention_buffers", "context-parallel attention buffers"),
-                ("logits", "logits"), ("fp8_weights", "fp8 weight copies"), ("tp_overlap_buffers", "TP-overlap userbuffers"),
+                ("logits", "logits"), ("pipeline_masks", "pipeline attention masks"), ("fp8_weights", "fp8 weight copies"), ("tp_overlap_buffers", "TP-overlap userbuffers"),
                 ("cuda_context", "CUDA context + workspaces"), ("nccl_buffers", "NCCL buffers"),
                 ("fragmentation", "allocator fragmentation"), ("reserve", "unaccounted reserve"))
 # Step-time groups: the named parts; step_time.py's parts summed where one bar would do.

@@ -51,6 +51,10 @@ class CandidateBatch:
     # which projects through latents (MLASelfAttention has no linear_qkv).
     query_groups: np.ndarray
     qkv_width: np.ndarray
+    # The attention core's query, key + value and output elements per token (ModelSpec.attention_widths), whole model.
+    q_width: np.ndarray
+    kv_width: np.ndarray
+    attention_out_width: np.ndarray
     # Vector parameter tensors (norms, biases) per transformer layer and outside the layers
     # (planner.specs.model.vector_tensors): what ZeRO-3 keeps gathered and DeepSpeed gathers again after every
     # step. Per layer, each tensor's elements (whole model) and whether tp splits it: 2-D, (candidates, the most
@@ -171,12 +175,13 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
             layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
             model.kv, 0 if model.attention == "mla" else (model.heads + 2 * model.kv) * model.attention_head_dim,
-            len(vectors[1]), model.mtp_layers,
+            len(vectors[1]), model.mtp_layers, *model.attention_widths,
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
              "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings",
-             "query_groups", "qkv_width", "vector_tensors_outside", "mtp_layers")
+             "query_groups", "qkv_width", "vector_tensors_outside", "mtp_layers", "q_width", "kv_width",
+             "attention_out_width")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
     arrays.update(_vector_arrays(models))

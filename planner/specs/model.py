@@ -158,6 +158,17 @@ class ModelSpec(BaseModel):
         return self.kv_heads or self.heads
 
     @property
+    def attention_widths(self) -> tuple[int, int, int]:
+        """Elements per token of the attention core's query, key + value and output, as the kernel sees them (whole
+        model, before tp): heads x head_dim, 2 x kv heads x head_dim, heads x head_dim; under MLA the up-projected
+        heads, q and k of qk_nope + qk_rope, v and the output of v_head_dim."""
+        if self.attention == "mla":
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            return self.heads * qk, self.heads * (qk + self.v_head_dim), self.heads * self.v_head_dim
+        d = self.attention_head_dim
+        return self.heads * d, 2 * self.kv * d, self.heads * d
+
+    @property
     def ffn_size(self) -> int:
         if self.ffn:
             return self.ffn

@@ -175,7 +175,7 @@ NOT_READ = {
                  "ffn", "flash_attention", "fp8_current_scaling", "fp8_param_gather", "grad_reduce_in_fp32",
                  "grad_shard_group", "heads", "hidden", "kv_heads", "layer_params", "layers", "logits_params",
                  "mlp_matrices", "moe_imbalance", "moe_layers", "moe_padded", "mtp_layers", "offload", "offload_nvme",
-                 "partition_activations", "qkv_width",
+                 "partition_activations", "qkv_width", "q_width", "kv_width", "attention_out_width",
                  "query_groups", "recompute", "seq_len", "seq_parallel", "shard_group", "tied_embeddings", "top_k",
                  "total_params", "tp",
                  "tp_comm_overlap", "vector_elements_per_layer", "vector_split_per_layer", "vector_tensors_outside",

@@ -1,8 +1,9 @@
-"""DeepSpeed's optimizer offload at ZeRO 2 and 3 keeps each rank's gradient partition in host memory and, with
-gradient accumulation, brings it back over PCIe on every micro-batch after the first to add that micro-batch's
-gradient on the GPU, then sends the sum back (ZeRO-2: stage_1_and_2.py `async_accumulate_grad_in_cpu_via_gpu`;
-ZeRO-3: stage3.py `partition_grads`; both at DeepSpeed@edaa722 and v0.3.14; planner/cost/offload.py
-`gradient_round_trip_s`). Hand calculations of that traffic, and where it hides."""
+"""DeepSpeed's optimizer offload keeps each rank's gradient partition in host memory and, with gradient accumulation,
+brings it back over PCIe on every micro-batch after the first (ZeRO 2/3; at ZeRO-1 with the step's one reduction) to
+add that micro-batch's gradient on the GPU, then sends the sum back; today's ZeRO-3 brings the first micro-batch's
+partition straight back too (ZeRO 1/2: stage_1_and_2.py `async_accumulate_grad_in_cpu_via_gpu`; ZeRO-3: stage3.py
+`partition_grads`; DeepSpeed@edaa722, v0.3.14 for deepspeed-v0.3; planner/cost/offload.py). Hand calculations of that
+traffic, and where it hides."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from planner.cost.memory import element_bytes, sharding_degree
+from planner.cost.optimizer_step import optimizer
 from planner.cost.stages import data_parallel_stage
 from planner.cost.step_time import step_time
 from planner.frameworks import batch_framework_arrays
@@ -28,27 +30,41 @@ def _parts(**layout):
 
 
 def _round_trip_s(batch):
-    """Both directions of one micro-batch's transfer of this rank's gradient partition, by hand: the partition's
-    elements (the stage's parameters over the sharding group) x the bytes the partition is held in, each way over
-    this GPU's PCIe link."""
+    """Both directions of one transfer of this rank's gradient partition, by hand: the partition's elements (the
+    stage's parameters over the sharding group) x the bytes it moves in (the parameters' at ZeRO 1/2, the gradient
+    partition's at ZeRO-3), each way over this GPU's PCIe link."""
     fw = batch_framework_arrays(batch)
     elements = data_parallel_stage(batch)[0][0] / sharding_degree(batch, fw)[0]
-    grad_bytes = element_bytes(batch, fw)["grads"][0]
-    return 2.0 * grad_bytes * elements / CLUSTER.node.pcie_bytes_per_s_per_accelerator
+    held = element_bytes(batch, fw)["grads" if int(batch.zero[0]) == 3 else "weights"][0]
+    return 2.0 * held * elements / CLUSTER.node.pcie_bytes_per_s_per_accelerator
 
 
-@pytest.mark.parametrize("zero", [2, 3])
-def test_each_micro_batch_after_the_first_moves_the_partition_both_ways_when_nothing_overlaps(zero):
+@pytest.mark.parametrize("zero, framework, more", [(3, "deepspeed", 3), (2, "deepspeed", 3), (1, "deepspeed", 1),
+                                                   (3, "deepspeed-v0.3", 3), (2, "deepspeed-v0.3", 3)])
+def test_round_trips_with_four_micro_batches_against_one_when_nothing_overlaps(zero, framework, more):
     """overlap_comm off: the copies run on the compute stream (stage_1_and_2.py reduce_ipg_grads; stage3.py
-    partition_grads after the reduce), exposed in full. 4 micro-batches against 1: three round trips more."""
-    common = dict(dp=8, zero=zero, offload="optimizer", micro_batch=1, recompute="full", framework="deepspeed",
-                  dp_comm_overlap=False)
+    partition_grads after the reduce), exposed in full. 4 micro-batches against 1: three round trips more at ZeRO 2/3
+    (today's ZeRO-3 makes 4 against 1), one at ZeRO-1 (after the step's reduction, none with one micro-batch)."""
+    dtype = "fp16" if framework == "deepspeed-v0.3" else "bf16"
+    common = dict(dp=8, zero=zero, offload="optimizer", micro_batch=1, recompute="full", framework=framework,
+                  dp_comm_overlap=False, dtype=dtype)
     batch, four = _parts(global_batch=32, **common)
     _, one = _parts(global_batch=8, **common)
     trip = _round_trip_s(batch)
     assert trip > 0.05  # 8B over 8 ranks, 2 bytes each way at the spec's ~50 GB/s (PCIe 5 x16): about 0.08 s
-    # The rest of the step grows by whole micro-batches; the offload traffic by three round trips exactly.
-    assert four["offload_copies"] - one["offload_copies"] == pytest.approx(3.0 * trip, rel=1e-9)
+    # The rest of the step grows by whole micro-batches; the offload traffic by the round trips exactly.
+    assert four["offload_copies"] - one["offload_copies"] == pytest.approx(more * trip, rel=1e-9)
+
+
+@pytest.mark.parametrize("framework, trips", [("deepspeed", 1), ("deepspeed-v0.3", 0)])
+def test_todays_zero3_brings_the_first_micro_batchs_partition_straight_back(framework, trips):
+    """stage3.py:1904-1908 at DeepSpeed@edaa722: the first micro-batch's partition is copied down and back up to the
+    GPU at once, one micro-batch a step too; v0.3.14 did not. Beyond the step's own copies (optimizer_step.py)."""
+    dtype = "fp16" if framework == "deepspeed-v0.3" else "bf16"
+    batch, one = _parts(dp=8, zero=3, offload="optimizer", micro_batch=1, global_batch=8, recompute="full",
+                        framework=framework, dp_comm_overlap=False, dtype=dtype)
+    step_copies = float(optimizer(batch, CLUSTER)[1][0])
+    assert one["offload_copies"] - step_copies == pytest.approx(trips * _round_trip_s(batch), rel=1e-9, abs=1e-12)
 
 
 def test_overlapped_round_trips_hide_behind_the_backward_they_run_beside():
@@ -61,13 +77,12 @@ def test_overlapped_round_trips_hide_behind_the_backward_they_run_beside():
     assert 0.0 <= exposed < 0.25 * 3.0 * _round_trip_s(batch)
 
 
-def test_one_micro_batch_and_stacks_without_it_pay_nothing_more():
-    """No accumulation, no round trip; FSDP2 (CPUOffloadPolicy: the reduced shard goes to the host and is added
+def test_stacks_without_it_pay_nothing_more():
+    """Without offload nothing moves; FSDP2 (CPUOffloadPolicy: the reduced shard goes to the host and is added
     there, torch _fully_shard/_fsdp_collectives.py foreach_reduce) is not priced this way."""
     base = dict(dp=8, zero=3, micro_batch=1, recompute="full", dp_comm_overlap=False)
     _, offloaded = _parts(global_batch=8, offload="optimizer", framework="deepspeed", **base)
     _, resident = _parts(global_batch=8, offload="none", framework="deepspeed", **base)
-    # At one micro-batch the offload's parts are the step's own copies (optimizer_step.py), not the round trip.
     _, fsdp_four = _parts(global_batch=32, offload="optimizer+params", framework="fsdp", **base)
     _, fsdp_one = _parts(global_batch=8, offload="optimizer+params", framework="fsdp", **base)
     batch = single_batch(MODEL, Layout(global_batch=32, offload="optimizer+params", framework="fsdp", **base))

@@ -97,3 +97,18 @@ def test_a_stack_record_with_an_unknown_phase_or_the_wrong_multiples_is_refused(
         _cp_buffer_row(replace(FRAMEWORKS["fsdp"], cp_attention_buffers=(("sideways", (1.0, 2.0, 3.0, 4.0)),)))
     with pytest.raises(ValueError, match="4 multiples each"):
         _cp_buffer_row(replace(FRAMEWORKS["fsdp"], cp_attention_buffers=(("forward", (1.0, 2.0)),)))
+
+
+def test_mla_buffers_are_sized_by_its_up_projected_heads():
+    """DeepSeek-V3 (128 heads; q and k 192 wide, v 128): K + V 128 x 320 = 40,960 elements a token, the output 16,384,
+    not the hidden size's 7,168 (ModelSpec.attention_widths). Megatron at cp 4, 4,096 tokens: 1,024 local tokens, tp 1,
+    bf16 -> forward 4 x (40,960 + 16,384) x 1,024 x 2 bytes, above its backward's 24,576 + 4 x 40,960."""
+    from planner.cost.memory import cp_attention_buffer_bytes
+    from planner.frameworks import batch_framework_arrays
+
+    model = PRESETS["deepseek-v3"]
+    batch = single_batch(model, Layout(dp=4, cp=4, ep=4, zero=1, micro_batch=1, global_batch=4, framework="megatron"))
+    tokens = batch.micro_batch * batch.seq_len / batch.cp
+    held = cp_attention_buffer_bytes(batch, batch_framework_arrays(batch), tokens)
+    assert int(tokens[0]) == 1024
+    assert held[0] == pytest.approx(4 * (40960 + 16384) * 1024 * 2, rel=1e-12)

@@ -1,0 +1,63 @@
+"""Megatron-DeepSpeed's pipeline model builds a whole s x s causal mask (the stack `--emit deepspeed` writes,
+deepspeedai/Megatron-DeepSpeed@4efb479d): one bool mask for the run on every stage (pretrain_gpt.py:61-76,
+args.attn_mask), and on the first and last stages a new one for every micro-batch, through two fp32 s x s tensors
+(get_batch_pipe, pretrain_gpt.py:176-209 -> megatron/utils.py:162-219, no skip_mask under flash attention), which
+the first stage keeps in each of its input buffers (DeepSpeed pipe/engine.py:912-936 `x.clone()`, schedule.py:247-256
+max(2, min(stages - stage_id, micro_batches)) buffers). cost/memory.py pipeline_mask_bytes, by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.cost.memory import per_gpu_memory, pipeline_mask_bytes
+from planner.frameworks import batch_framework_arrays
+from planner.specs.candidate_batch import single_batch
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout
+from planner.specs.model import make_model
+
+LONG = make_model("long", layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, mlp="swiglu", norm="rmsnorm",
+                  seq_len=16384, vocab=32000)
+S2 = 16384.0**2
+
+
+def _masks(framework="deepspeed", pp=4, global_batch=8, model=LONG):
+    batch = single_batch(model, Layout(tp=8, pp=pp, dp=1, zero=1, micro_batch=1, global_batch=global_batch,
+                                       recompute="full", seq_parallel=True, framework=framework))
+    return pipeline_mask_bytes(batch, batch_framework_arrays(batch))
+
+
+def test_each_stage_holds_the_runs_mask_and_the_first_and_last_build_one_per_micro_batch():
+    """First stage: the run's bool mask 1 + 4 input buffers x 1 (pp 4 <= 8 micro-batches) + the fp32 build 8 (ones
+    and their tril live together); a middle stage the run's mask alone; the last the run's mask and the build."""
+    first, middle, last = (float(np.asarray(stage)[0]) for stage in _masks())
+    assert (first, middle, last) == (13.0 * S2, 1.0 * S2, 9.0 * S2)
+
+
+def test_the_first_stage_holds_at_least_two_input_buffers_and_at_most_pp():
+    assert float(np.asarray(_masks(global_batch=1)[0])[0]) == (1 + 2 + 8) * S2  # max(2, min(4, 1)) = 2
+    assert float(np.asarray(_masks(pp=2, global_batch=8)[0])[0]) == (1 + 2 + 8) * S2  # min(2, 8)
+
+
+@pytest.mark.parametrize("framework, pp", [("megatron", 4), ("fsdp", 4), ("deepspeed", 1)])
+def test_stacks_without_the_pipeline_model_and_no_pipeline_hold_none(framework, pp):
+    """Megatron-Core builds no mask for causal flash attention; at pp 1 the launch runs GPTModel with
+    --no-pipeline-parallel, whose get_batch skips the mask under flash attention (pretrain_gpt.py:116-123)."""
+    masks = _masks(framework=framework, pp=pp)
+    assert masks is None or not np.any(np.asarray(masks))
+
+
+def test_the_first_stage_carries_its_masks_at_the_forwards_peak():
+    """16,384 tokens, pp 4, 8 micro-batches per rank, no recompute: the first stage binds at the forward's peak,
+    with 13 x 268 M bytes = 3.25 GiB of masks on DeepSpeed beside the same activations as Megatron's, which has none."""
+    cluster = load_cluster("dgx-h100")
+    layout = dict(tp=8, pp=4, dp=8, zero=1, micro_batch=1, global_batch=64, recompute="none", seq_parallel=True)
+    model = make_model("long-wide", layers=64, hidden=8192, heads=64, kv_heads=8, ffn=28672, mlp="swiglu",
+                       norm="rmsnorm", seq_len=16384, vocab=32000)
+    deepspeed, megatron = (per_gpu_memory(single_batch(model, Layout(framework=fw, **layout)), cluster)
+                           for fw in ("deepspeed", "megatron"))
+    assert int(deepspeed["binding_stage"][0]) == 0
+    assert deepspeed["parts"]["pipeline_masks"][0] == 13.0 * S2
+    assert deepspeed["parts"]["activations"][0] == megatron["parts"]["activations"][0]
+    assert megatron["parts"]["pipeline_masks"][0] == 0.0
