@@ -30,7 +30,8 @@ def test_the_stacks_the_runs_csv_names():
 def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
     """frameworks/deepspeed_v03.py: per-parameter calls, host work per rank, the persistent parameters' re-gather
     rank by rank after each step, fetch limits, ZeRO-1/2 reductions to each owner (not today's bucket all-reduce), no
-    ZeRO-3 offload round trip of the first micro-batch's gradients; ZeRO++, MiCS, the
+    ZeRO-3 offload round trip of the first micro-batch's gradients, no pipeline masks (its Megatron-DeepSpeed had no
+    GPTModelPipe); ZeRO++, MiCS, the
     BF16_Optimizer (so fp16 is its default dtype), FlashAttention and today's coalesced gradient copies absent. A GPT block's gathers are 4 either way (its four weight matrices, one call per
     parameter then, per submodule now), so only the calls outside the layers differ in number."""
     from dataclasses import asdict
@@ -43,7 +44,9 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
                          "prefetch_live_limit_elements",
                          "reuse_limit_elements", "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes",
                          "shard_copies", "recompute_modes", "lineage", "flash_attention_default",
-                         "sharded_reduce_all_reduces", "offload_zero3_first_round_trip"}
+                         "sharded_reduce_all_reduces", "offload_zero3_first_round_trip",
+                         "pipeline_mask_resident_bytes", "pipeline_mask_build_bytes",
+                         "pipeline_mask_input_buffer_bytes"}
     assert FRAMEWORKS["deepspeed-v0.3"].lineage == "deepspeed"
     assert FRAMEWORKS["deepspeed-v0.3"].gathers_per_layer == FRAMEWORKS["deepspeed"].gathers_per_layer == 4.0
     assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}

@@ -555,11 +555,17 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     parts["cp_attention_buffers"] = np.zeros(len(batch)) if cp_buffers is None else cp_buffers
     if cp_buffers is not None:  # only batches with cp > 1 on a stack that gives them pay for the sum
         transient = transient + cp_buffers
-    # (The run's own mask outlives the passes; counted with them, it misses the step's peak by s x s bytes.)
+    # (The run's own mask outlives the passes; counted with them, it misses the step's peak by s x s bytes.) A
+    # micro-batch's mask is built before its forward, when the stage holds one micro-batch's activations (and on the
+    # last stage its loss) less than at its peak: only what the build exceeds those by is charged.
     masks = pipeline_mask_bytes(batch, stack)
-    parts["pipeline_masks"] = np.zeros(len(batch)) if masks is None else masks
-    if masks is not None:
-        transient = transient + masks
+    if masks is None:
+        parts["pipeline_masks"] = np.zeros(len(batch))
+    else:
+        held, build = masks
+        one_micro_batch = per_layer["stored"] * layers + logits
+        parts["pipeline_masks"] = held + np.maximum(build - one_micro_batch, 0.0)
+        transient = transient + parts["pipeline_masks"]
     if batch.has_moe:
         acts = moe.moe_activation_bytes(batch)
         parts["moe_activations"] = acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0)
@@ -595,11 +601,12 @@ def cp_attention_buffer_bytes(batch: CandidateBatch, stack: dict, tokens) -> np.
     return held if np.any(held > 0) else None
 
 
-def pipeline_mask_bytes(batch: CandidateBatch, stack: dict) -> np.ndarray | None:
+def pipeline_mask_bytes(batch: CandidateBatch, stack: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """Bytes of the stack's pipeline model's s x s causal masks on the first, fullest middle and last stage ((3, n),
-    the rows of _STAGES), with pp > 1 (Framework.pipeline_mask_*_bytes: the run's mask on every stage, the build on the
-    first and last, the first stage's input buffers, max(2, min(pp, micro-batches)) of them). None where no row has
-    pp > 1 on a stack that builds them."""
+    the rows of _STAGES), with pp > 1 (Framework.pipeline_mask_*_bytes): those held through the passes (the run's
+    mask on every stage, the first stage's input buffers, max(2, min(pp, micro-batches)) of them) and what building
+    one micro-batch's mask holds for a moment on the first and last stages. None where no row has pp > 1 on a stack
+    that builds them."""
     names = ("pipeline_mask_resident_bytes", "pipeline_mask_build_bytes", "pipeline_mask_input_buffer_bytes")
     if not any_stack_gives(stack, names):
         return None
@@ -610,8 +617,8 @@ def pipeline_mask_bytes(batch: CandidateBatch, stack: dict) -> np.ndarray | None
     elements = batch.seq_len.astype(float) ** 2
     buffers = np.maximum(2.0, np.minimum(batch.pp, batch.grad_accumulation))
     first, last = np.array([[1.0], [0.0], [0.0]]), np.array([[0.0], [0.0], [1.0]])
-    per_stage = elements * (resident + (first + last) * build + first * buffers * per_buffer)
-    return np.where(piped, per_stage, 0.0)
+    held = elements * (resident + first * buffers * per_buffer)
+    return np.where(piped, held, 0.0), np.where(piped, elements * (first + last) * build, 0.0)
 
 
 def _loss_bytes_per_logit(batch: CandidateBatch, stack: dict, w) -> np.ndarray:

@@ -139,9 +139,9 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   micro-batch brings the sum back to the GPU, adds and copies it down again ("adding directly to cpu is very slow"),
   and the first copies its partition down and straight back up (:1904-1908, `offload_zero3_first_round_trip`), on the
   reduce-and-partition stream. Priced: a round trip on every micro-batch after the first at ZeRO-2, on every one at
-  ZeRO-3, one a step at ZeRO-1 with more than one micro-batch. Not priced: today's ZeRO-2 also copies the boundary
-  micro-batch's sum down (one transfer a step), and a rank whose partition cuts a large tensor (the embedding) moves
-  that tensor whole. v0.3.14 (deepspeed-v0.3) makes the round trips of the micro-batches after the first, skipping the
+  ZeRO-3, one a step at ZeRO-1 with more than one micro-batch. Not priced: today's ZeRO-2 also copies the first
+  micro-batch's gradient down (`copy_gradients_to_cpu` at micro_step_id 0, :1558-1560; one transfer a step), and a
+  rank whose partition cuts a large tensor (the embedding) moves that tensor whole. v0.3.14 (deepspeed-v0.3) makes the round trips of the micro-batches after the first, skipping the
   boundary's copy down (zero/stage2.py:798-821, 913-925; stage3.py:1536-1551, 1640-1667; ZeRO-1 there brings a zeroed
   buffer up once a step, not priced), and no first-micro-batch round trip at ZeRO-3.
 - Causal masks under the pipeline engine (pp > 1; deepspeedai/Megatron-DeepSpeed@4efb479d, the code `--emit deepspeed`

@@ -97,6 +97,9 @@ DEEPSPEED_V03 = replace(
     # Its ZeRO-3 optimizer offload accumulates only the micro-batches after the first through the GPU
     # (stage3.py:1536-1551, 1640-1667 at v0.3.14): no round trip of the first one (frameworks/deepspeed.py).
     offload_zero3_first_round_trip=False,
+    # Its Megatron-DeepSpeed (deepspeedai/Megatron-DeepSpeed@e64507f0, 2021-10-31) has no GPTModelPipe and no
+    # args.attn_mask in pretrain_gpt.py: not the pipeline masks of today's (frameworks/deepspeed.py).
+    pipeline_mask_resident_bytes=0.0, pipeline_mask_build_bytes=0.0, pipeline_mask_input_buffer_bytes=0.0,
     # Before the multi-rank bucket all-reduce (#4695, v0.12.4) ZeRO-2's average_tensor reduced each slice to its
     # owner, `dist.reduce(grad_slice, dst, async_op=True)` (v0.3.14 zero/stage2.py:680-739), and ZeRO-1 called
     # reduce_scatter_gradients (runtime/engine.py:943-949): a reduce-scatter's bytes.
