@@ -418,6 +418,8 @@ PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "cp_attention_bu
     "moe_activations", "moe_dispatch_buffers", "cuda_context", "nccl_buffers", "fragmentation", "reserve")
 _STAGES = 3  # first, fullest middle and last pipeline stage
 _MIDDLE = np.array([[False], [True], [False]])  # the fullest middle stage's row: it exists only where pp > 2
+_FIRST = np.array([[1.0], [0.0], [0.0]])  # 1 on the first stage's row, 0 on the others
+_LAST = np.array([[0.0], [0.0], [1.0]])  # 1 on the last stage's row
 
 
 def _stage_states(batch: CandidateBatch, stack: dict) -> tuple[dict, np.ndarray | None]:
@@ -435,7 +437,7 @@ def _stage_states(batch: CandidateBatch, stack: dict) -> tuple[dict, np.ndarray 
 def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     params = np.stack(stage_param_counts(batch))
     layers = np.stack(batch.stages)
-    last = np.array([[0.0], [0.0], [1.0]])
+    last = _LAST
     states = model_state_bytes(params, batch, stack)
     size = element_bytes(batch, stack)
     w = size["weights"]
@@ -529,7 +531,7 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     """The parts of each stage's bytes that follow the micro-batch: activations, the recompute's working set,
     logits, overlap buffers, MoE activations and dispatch buffers, and the allocator's reserves."""
     inflight = np.stack(stage_inflight(batch))
-    last = np.array([[0.0], [0.0], [1.0]])
+    last = _LAST
     per_layer = activation_bytes_per_layer(batch)
     w = element_bytes(batch, stack)["weights"]
     tokens = batch.micro_batch * batch.seq_len / batch.cp
@@ -616,9 +618,8 @@ def pipeline_mask_bytes(batch: CandidateBatch, stack: dict) -> tuple[np.ndarray,
         return None
     elements = batch.seq_len.astype(float) ** 2
     buffers = np.maximum(2.0, np.minimum(batch.pp, batch.grad_accumulation))
-    first, last = np.array([[1.0], [0.0], [0.0]]), np.array([[0.0], [0.0], [1.0]])
-    held = elements * (resident + first * buffers * per_buffer)
-    return np.where(piped, held, 0.0), np.where(piped, elements * (first + last) * build, 0.0)
+    held = elements * (resident + _FIRST * buffers * per_buffer)
+    return np.where(piped, held, 0.0), np.where(piped, elements * (_FIRST + _LAST) * build, 0.0)
 
 
 def _loss_bytes_per_logit(batch: CandidateBatch, stack: dict, w) -> np.ndarray:
