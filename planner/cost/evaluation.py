@@ -25,7 +25,7 @@ from planner.frameworks import FRAMEWORK_CODES, FRAMEWORKS, framework_arrays
 
 # Step parts of gradients and the optimizer only: an evaluation iteration has none of them.
 GRADIENT_ONLY_PARTS = ("dp_comm_exposed", "expert_dp_comm_exposed", "optimizer", "grad_accumulation",
-                       "shard_copies", "offload_copies")
+                       "shard_copies", "offload_copies", "embedding_sync")
 
 
 def forward_only_seconds(parts: dict, zero) -> np.ndarray:

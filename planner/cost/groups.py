@@ -60,6 +60,10 @@ def dp_group(t, p, d, c):
     return d, t * c
 
 
+def embedding_group(t, p, d, c):  # the first and the last pipeline stage: the two copies of a shared embedding
+    return np.where(p > 1, 2, 1), np.maximum(p - 1, 1) * t * c * d
+
+
 def collective_kwargs(cluster: ClusterSpec):
     eff = cluster.efficiency
     return {"efficiency_up": eff.scale_up_bandwidth_efficiency, "efficiency_out": eff.scale_out_bandwidth_efficiency,

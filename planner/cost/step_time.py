@@ -25,7 +25,9 @@ the slowest stage sets the pace:
                    micro-batch; the parameter all-gather after the step behind the next forward where the
                    framework overlaps it (Megatron's distributed optimizer), else exposed;
   pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
-                   slowest stage, with p2p sends hidden where the framework overlaps them.
+                   slowest stage, with p2p sends hidden where the framework overlaps them; a word embedding
+                   held on the first and the last stage (tied output layer, MTP) has its gradient all-reduced
+                   between the two once a step, exposed (`embedding_sync`).
 Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded), and for
 sharded data parallelism the HBM copies around its collectives (FSDP1's flat-parameter passes, FSDP2's
 copy-in/out, DeepSpeed ZeRO-3's gradient bucket; `shard_copies`).
@@ -55,7 +57,7 @@ from planner.cost import (distinct, groups, hierarchy, layer_compute, moe, offlo
 from planner.cost.data_parallel import data_parallel, expert_data_parallel
 from planner.cost.gemm import gemm_seconds, matmul_efficiency, output_layer_rates, rank_rates
 from planner.cost.memory import element_bytes
-from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, tensor_parallel
+from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, shared_embedding_sync, tensor_parallel
 from planner.cost.stages import data_parallel_stage, stage_split
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import bubble_slots as moe_bubble_slots, pairs_stages
@@ -324,6 +326,9 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
         parts["qkv_gather"] = paced(per_layer["qkv_gather"])
     if "checkpoint_gather" in per_layer:  # partitioned checkpoints rebuilt over tp before each recompute
         parts["checkpoint_gather"] = paced(per_layer["checkpoint_gather"])
+    embedding_sync = shared_embedding_sync(batch, cluster, element_bytes(batch, fw)["grads"])
+    if np.any(embedding_sync):  # a word embedding held on the first and the last stage (tied, or MTP's copy)
+        parts["embedding_sync"] = embedding_sync
     # The HBM copies sharded data parallelism makes around its collectives (cost/shard_copies.py).
     copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm,
                                           cluster.gpus_per_node)

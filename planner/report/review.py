@@ -47,7 +47,7 @@ MEMORY_PARTS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer"
 TIME_GROUPS = (("compute (forward + backward)", ("forward", "backward")),
                ("memory-bound kernels", ("elementwise", "unfused_elementwise", "shard_copies", "grad_accumulation")), ("recompute", ("recompute",)),
                ("pipeline bubble", ("bubble",)), ("tp communication (exposed)", ("tp_comm", "qkv_gather", "checkpoint_gather")),
-               ("pp send/recv (exposed)", ("pp_p2p",)), ("cp communication (exposed)", ("cp_comm",)),
+               ("pp send/recv + embedding sync (exposed)", ("pp_p2p", "embedding_sync")), ("cp communication (exposed)", ("cp_comm",)),
                ("dp/ZeRO communication (exposed)", ("dp_comm_exposed",)), ("offload copies", ("offload_copies",)),
                ("optimizer step", ("optimizer",)), ("fixed overheads", ("overhead",)))
 

@@ -1,0 +1,81 @@
+"""A word embedding held on two pipeline stages has its gradient all-reduced between them once a step
+(cost/model_parallel_comm.shared_embedding_sync): Megatron-Core's finalize_model_grads (finalize_model_grads.py:676,
+when the output layer is tied or the model has MTP blocks, :132-149) and DeepSpeed's pipeline engine
+(ReduceTiedGrads, engine.py:278-294). Over the first and the last pipeline rank (parallel_state.py:560-566),
+the whole padded vocabulary x hidden / tp in the gradient buffer's dtype, exposed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.cost import collectives, groups
+from planner.cost.estimate import estimate
+from planner.specs.candidate_batch import single_batch
+from planner.specs.clusters import load_cluster
+from planner.specs.layout import Layout
+from planner.specs.model import PRESETS
+from planner.specs.pipeline_stages import padded_vocab
+
+GPT3 = PRESETS["gpt3-175b"]  # tied, as Megatron's GPT builds it
+A100 = load_cluster("dgx-a100-80gb")
+
+
+def _parts(model, layout, cluster=A100):
+    batch = single_batch(model, layout)
+    return batch, estimate(batch, cluster).time
+
+
+def _layout(**kw):
+    base = dict(tp=8, pp=8, dp=4, micro_batch=1, global_batch=256, recompute="full", framework="megatron", zero=1)
+    return Layout(**{**base, **kw})
+
+
+@pytest.mark.parametrize("framework, dtype, grad_bytes", [
+    ("megatron", "bf16", 4.0),   # main_grad in the fp32 gradient buffer (Megatron bf16 accumulates in fp32)
+    ("megatron", "fp16", 2.0),
+    ("deepspeed", "fp16", 2.0),  # the 16-bit weight.grad
+])
+def test_a_tied_embedding_is_all_reduced_between_the_first_and_last_stage(framework, dtype, grad_bytes):
+    layout = _layout(framework=framework, dtype=dtype)
+    batch, time = _parts(GPT3, layout)
+    assert GPT3.tied_embeddings
+    # The group: two ranks, (pp - 1) x tp x cp x dp apart (tp innermost, pp outermost): one per node here.
+    links = groups.links(A100, np.array([2]), np.array([7 * 8 * 1 * 4]))
+    assert links["nodes"][0] == 2
+    volume = padded_vocab(batch) * GPT3.hidden / 8 * grad_bytes
+    expected = collectives.all_reduce_time(volume, links, **groups.collective_kwargs(A100))
+    assert time["parts"]["embedding_sync"][0] == pytest.approx(float(expected[0]), rel=1e-12)
+    # 51,200 x 12,288 / 8 elements: 157 MB of fp16 over one HDR link each way takes milliseconds, not nothing.
+    assert 2e-3 < time["parts"]["embedding_sync"][0] < 0.1
+
+
+def test_it_is_part_of_the_step():
+    batch, time = _parts(GPT3, _layout())
+    assert time["step_time_s"][0] == pytest.approx(sum(float(v[0]) for v in time["parts"].values()), rel=1e-12)
+    untied = GPT3.model_copy(update={"tied_embeddings": False})
+    _, apart = _parts(untied, _layout())
+    assert "embedding_sync" not in apart["parts"]
+
+
+@pytest.mark.parametrize("layout", [_layout(pp=1, dp=32), _layout(pp=1, dp=32, framework="deepspeed")],
+                         ids=["megatron pp 1", "deepspeed pp 1"])
+def test_one_stage_holds_one_copy_and_syncs_nothing(layout):
+    _, time = _parts(GPT3, layout)
+    assert "embedding_sync" not in time["parts"]
+
+
+def test_an_untied_model_with_mtp_blocks_syncs_the_mtp_embedding_copy():
+    """DeepSeek-V3: untied, one MTP block on the last stage with its own copy of the embedding (gpt_model.py:173);
+    Megatron's embedding group all-reduces it with the first stage's. DualPipe runs the first and last stage on one
+    rank: one copy, nothing to send."""
+    model = PRESETS["deepseek-v3"]
+    assert not model.tied_embeddings and model.mtp_layers > 0
+    cluster = load_cluster("dgx-h100")
+    base = dict(tp=1, pp=16, ep=64, dp=128, micro_batch=1, global_batch=15360, framework="megatron")
+    batch, time = _parts(model, Layout(**base), cluster)
+    assert time["parts"]["embedding_sync"][0] > 0
+    _, dualpipe = _parts(model, Layout(**base, moe_a2a_overlap="dualpipe"), cluster)
+    assert "embedding_sync" not in dualpipe["parts"]
+    _, no_mtp = _parts(model.model_copy(update={"mtp_layers": 0}), Layout(**base), cluster)
+    assert "embedding_sync" not in no_mtp["parts"]
