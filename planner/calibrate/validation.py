@@ -74,9 +74,10 @@ OUTSIDE_ALLOCATED = ("nccl_buffers", "fragmentation")
 # The optional 0/1 columns a row's simulation reads (data/spec/runs_csv.md), and with `framework` every
 # optional column besides the core COLUMNS and HIERARCHY_COLUMNS.
 SWITCH_COLUMNS = ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "partition_activations")
-# The optional columns that describe the row's model beyond its shape: its linear and norm biases (0/1) and its
-# norm (layernorm, rmsnorm); empty = ModelSpec's defaults (no biases, RMSNorm).
-MODEL_EXTRA_COLUMNS = ("bias", "norm")
+# The optional columns that describe the row's model beyond its shape: its linear and norm biases (0/1), its
+# norm (layernorm, rmsnorm) and whether its output layer is the input embedding (0/1); empty = ModelSpec's
+# defaults (no biases, RMSNorm, an output layer of its own).
+MODEL_EXTRA_COLUMNS = ("bias", "norm", "tied_embeddings")
 SIMULATED_EXTRA_COLUMNS = ("framework", *SWITCH_COLUMNS, *MODEL_EXTRA_COLUMNS)
 
 
@@ -102,7 +103,8 @@ def _whole(run: MeasuredRun, column: str, where: str) -> int | None:
 
 def _model_cells(run: MeasuredRun, where: str) -> dict:
     """The ModelSpec fields a row's MODEL_EXTRA_COLUMNS give (make_model names a norm it does not know)."""
-    cells = {"bias": _switch(run, "bias", where), "norm": (run.extra.get("norm") or "").strip().lower() or None}
+    cells = {"bias": _switch(run, "bias", where), "norm": (run.extra.get("norm") or "").strip().lower() or None,
+             "tied_embeddings": _switch(run, "tied_embeddings", where)}
     return {name: value for name, value in cells.items() if value is not None}
 
 

@@ -106,6 +106,9 @@ CONFIG_HELP = {
     "bias": "1: every linear layer and norm has a bias (GPT-2/3, Megatron-LM's GPT); 0: none (Llama) "
             "(default: the preset's; 0 without --model)",
     "norm": "the norm: layernorm or rmsnorm (default: the preset's; rmsnorm without --model)",
+    "tied-embeddings": "1: the output layer is the input embedding (GPT-2/3, Megatron-LM's GPT before "
+                       "--untie-embeddings-and-output-weights, MPT, BLOOM); 0: its own weights (Llama) (default: the "
+                       "preset's; 0 without --model)",
     "offload": "what ZeRO-Offload moves off the GPU",
     "offload-device": "where offloaded state lives",
     "recompute": "activation recomputation",

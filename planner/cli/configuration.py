@@ -16,7 +16,8 @@ from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.specs.clusters import DEFAULT_CLUSTER
 
-MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window", "bias", "norm")
+MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window", "bias", "norm",
+              "tied_embeddings")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
@@ -51,6 +52,7 @@ def _add_shape_and_layout_flags(group) -> None:
     group.add_argument("--mlp", choices=["gelu", "swiglu"], help=CONFIG_HELP["mlp"])
     group.add_argument("--bias", type=int, choices=[0, 1], help=CONFIG_HELP["bias"])
     group.add_argument("--norm", choices=["layernorm", "rmsnorm"], help=CONFIG_HELP["norm"])
+    group.add_argument("--tied-embeddings", type=int, choices=[0, 1], help=CONFIG_HELP["tied-embeddings"])
     group.add_argument("--attention-window", type=whole_number(),
                        help="sliding-window attention: keys each query attends, itself included (Mistral, Gemma 2, "
                             "MegaScale; default: full causal attention)")
@@ -148,7 +150,7 @@ _TEXT_KEYS = ("mlp", "norm", "offload", "offload_device", "recompute", "dtype", 
               "fp8_recipe")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
                 "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
-                "moe_pad_to_capacity", "partition_activations", "loss_fusion", "bias")
+                "moe_pad_to_capacity", "partition_activations", "loss_fusion", "bias", "tied_embeddings")
 
 
 def _check_config_value(key: str, value, where: str):

@@ -124,7 +124,7 @@ def _model_line(model) -> str:
     experts = f" ({human_count(model.total_active_params)} active: {experts_summary(model)})" if model.is_moe else ""
     return (f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
             f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} {model.norm}{'+bias' if model.bias else ''} "
-            f"V={model.vocab} s={model.seq_len}"
+            f"V={model.vocab}{' tied' if model.tied_embeddings else ''} s={model.seq_len}"
             + (f" window={model.attention_window}" if model.attention_window else ""))
 
 

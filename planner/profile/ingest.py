@@ -37,7 +37,7 @@ LAYOUT_FIELDS = (
     "dp", "cp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute", "seq_parallel", "dtype",
     "flash_attention", "framework",
 )
-STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm")  # optional columns of the runs CSV
+STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm", "tied_embeddings")  # optional columns of the runs CSV
 
 
 def _truthy(text: str | None) -> bool | None:
@@ -128,6 +128,7 @@ def megatron_layout(args: dict[str, str], padded_vocab: int | None = None) -> di
     if "swiglu" in args:
         layout["mlp"] = "swiglu" if _truthy(args["swiglu"]) else "gelu"
     layout |= megatron_bias_and_norm(args)
+    layout |= megatron_tied_embeddings(args)
     layout["offload"] = "optimizer" if _truthy(args.get("optimizer_cpu_offload")) else "none"
     if "use_distributed_optimizer" in args:
         layout["zero"] = 1 if _truthy(args["use_distributed_optimizer"]) else 0
@@ -168,6 +169,16 @@ def megatron_bias_and_norm(args: dict[str, str]) -> dict:
     norm = {"layernorm": "layernorm", "rmsnorm": "rmsnorm"}.get(normalization)
     bias = _truthy(args.get("add_bias_linear")) if "add_bias_linear" in args else True
     return {"norm": norm, "bias": int(bool(bias))} if norm else {}
+
+
+def megatron_tied_embeddings(args: dict[str, str]) -> dict:
+    """The runs CSV's tied_embeddings column from Megatron's printed arguments: `--untie-embeddings-and-output-
+    weights` (store_true; NVIDIA/Megatron-LM@d98e8a64 megatron/training/arguments.py:2460, added by 82c7ba57 of
+    2022-12-07, and in deepspeedai/Megatron-DeepSpeed@4efb479d megatron/arguments.py:680, whose GPTModelPipe ties through
+    TiedLayerSpec unless it is given). A Megatron log printed before the argument existed ran a tied GPT."""
+    if not args:
+        return {}
+    return {"tied_embeddings": int(not _truthy(args.get("untie_embeddings_and_output_weights", "False")))}
 
 
 def _ran_deepspeed(log: ParsedLog) -> bool:

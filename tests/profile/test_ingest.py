@@ -303,16 +303,34 @@ def test_bias_and_norm_from_megatrons_arguments(arguments, expected):
         assert megatron_bias_and_norm(arguments) == expected
 
 
+@pytest.mark.parametrize("arguments, expected", [
+    ({"untie_embeddings_and_output_weights": "False", "num_layers": "24"}, {"tied_embeddings": 1}),
+    ({"untie_embeddings_and_output_weights": "True", "num_layers": "80"}, {"tied_embeddings": 0}),  # Llama recipes
+    ({"num_layers": "24"}, {"tied_embeddings": 1}),  # before 82c7ba57 (2022-12-07): Megatron's GPT always tied
+    ({}, {}),  # not a Megatron log
+])
+def test_tied_embeddings_from_megatrons_arguments(arguments, expected):
+    """The runs CSV's tied_embeddings column from --untie-embeddings-and-output-weights (megatron/training/
+    arguments.py:2460; Megatron-DeepSpeed's too), so an ingested Llama-style run keeps its own output layer and a
+    GPT run shares it, as validate prices the published rows."""
+    from planner.profile.ingest import megatron_layout, megatron_tied_embeddings
+
+    assert megatron_tied_embeddings(arguments) == expected
+    layout = megatron_layout(arguments)
+    assert {key: layout[key] for key in ("tied_embeddings",) if key in layout} == expected
+
+
 def test_an_ingested_megatron_row_carries_bias_and_norm_to_validate(tmp_path):
     out = tmp_path / "runs.csv"
     assert main(["ingest", str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log"), "--cluster", "dgx-a100-80gb",
                  "--out", str(out)]) == 0
     (run,), _ = read_runs(out)
     assert (run.extra["bias"], run.extra["norm"]) == ("1", "layernorm")  # normalization LayerNorm, biases by default
+    assert run.extra["tied_embeddings"] == "1"  # no untie_embeddings_and_output_weights: GPT's tied output layer
     from planner.calibrate.validation import run_to_config
 
     model, _, _ = run_to_config(run)
-    assert (model.bias, model.norm) == (True, "layernorm")
+    assert (model.bias, model.norm, model.tied_embeddings) == (True, "layernorm", True)
 
 
 @pytest.mark.parametrize("arguments, expected", [
