@@ -44,7 +44,7 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
                          "prefetch_live_limit_elements",
                          "reuse_limit_elements", "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes",
                          "shard_copies", "recompute_modes", "lineage", "flash_attention_default",
-                         "sharded_reduce_all_reduces", "offload_zero3_first_round_trip",
+                         "sharded_reduce_all_reduces", "offload_zero3_first_round_trip", "offload_zero2_extra_copy_down",
                          "pipeline_mask_resident_bytes", "pipeline_mask_build_bytes",
                          "pipeline_mask_input_buffer_bytes"}
     assert FRAMEWORKS["deepspeed-v0.3"].lineage == "deepspeed"

@@ -70,12 +70,16 @@ def gradient_round_trip_s(batch, cluster, fw, params):
 def gradient_round_trips(batch, fw):
     """Round trips of the offloaded gradient partition a step makes (frameworks/deepspeed.py): one on every micro-batch
     after the first at ZeRO 2 and 3, and at ZeRO-3 one on the first too where the stack brings the partition it just
-    copied down straight back (Framework.offload_zero3_first_round_trip); at ZeRO-1 one a step, with the reduction
-    after the last micro-batch, where there is more than one."""
+    copied down straight back (Framework.offload_zero3_first_round_trip); at ZeRO-2 half of one more (a copy down)
+    where the stack sends the boundary's sum down as well (Framework.offload_zero2_extra_copy_down); at ZeRO-1 one a
+    step, with the reduction after the last micro-batch. None with one micro-batch at ZeRO 1 and 2."""
     m = batch.grad_accumulation
     zero3_first = np.where(fw["offload_zero3_first_round_trip"] > 0, 1.0, 0.0)
+    zero2_extra = np.where(fw["offload_zero2_extra_copy_down"] > 0, 0.5, 0.0)
+    accumulates = m > 1
     return np.select([batch.zero == 3, batch.zero == 2, batch.zero == 1],
-                     [m - 1.0 + zero3_first, m - 1.0, np.where(m > 1, 1.0, 0.0)], 0.0)
+                     [m - 1.0 + zero3_first, np.where(accumulates, m - 1.0 + zero2_extra, 0.0),
+                      np.where(accumulates, 1.0, 0.0)], 0.0)
 
 
 def activation_copies(batch, cluster, stage, m):

@@ -139,9 +139,12 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   micro-batch brings the sum back to the GPU, adds and copies it down again ("adding directly to cpu is very slow"),
   and the first copies its partition down and straight back up (:1904-1908, `offload_zero3_first_round_trip`), on the
   reduce-and-partition stream. Priced: a round trip on every micro-batch after the first at ZeRO-2, on every one at
-  ZeRO-3, one a step at ZeRO-1 with more than one micro-batch. Not priced: today's ZeRO-2 also copies the first
-  micro-batch's gradient down (`copy_gradients_to_cpu` at micro_step_id 0, :1558-1560; one transfer a step), and a
-  rank whose partition cuts a large tensor (the embedding) moves that tensor whole. v0.3.14 (deepspeed-v0.3) makes the round trips of the micro-batches after the first, skipping the
+  ZeRO-3, one a step at ZeRO-1 with more than one micro-batch; and at ZeRO-2 one more copy down a step
+  (`offload_zero2_extra_copy_down`): the first micro-batch copies its gradient down (`copy_gradients_to_cpu` at
+  micro_step_id 0, :1558-1560) and, since #6550 (c85c8703, 2024-09-26, v0.15.2), the boundary micro-batch copies its
+  sum down too, beside the step's own fp32 copy; before it the boundary skipped that copy ("at the boundary we will
+  send 32bit directly", v0.7.0 stage_1_and_2.py:1080-1082), which left m - 1 round trips. Not priced: a rank whose
+  partition cuts a large tensor (the embedding) moves that tensor whole. v0.3.14 (deepspeed-v0.3) makes the round trips of the micro-batches after the first, skipping the
   boundary's copy down (zero/stage2.py:798-821, 913-925; stage3.py:1536-1551, 1640-1667; ZeRO-1 there brings a zeroed
   buffer up once a step, not priced), and no first-micro-batch round trip at ZeRO-3.
 - Causal masks under the pipeline engine (pp > 1; deepspeedai/Megatron-DeepSpeed@4efb479d, the code `--emit deepspeed`
@@ -176,7 +179,7 @@ DEEPSPEED = Framework(
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
     # Optimizer offload: the gradient partition's sum via the GPU, and at ZeRO-3 the first micro-batch's too (docstring).
-    offload_gradient_round_trip=True, offload_zero3_first_round_trip=True,
+    offload_gradient_round_trip=True, offload_zero3_first_round_trip=True, offload_zero2_extra_copy_down=True,
     # Megatron-DeepSpeed's s x s causal masks under the pipeline engine (docstring): the run's bool mask, the fp32
     # build (ones and their tril), the bool clone in each of the first stage's input buffers.
     pipeline_mask_resident_bytes=1.0, pipeline_mask_build_bytes=8.0, pipeline_mask_input_buffer_bytes=1.0,

@@ -95,8 +95,9 @@ DEEPSPEED_V03 = replace(
     # 2021-10-31, megatron/arguments.py:416-425); --recompute-granularity selective came with bbab79f8 (2022-05-16).
     recompute_modes=("none", "full"),
     # Its ZeRO-3 optimizer offload accumulates only the micro-batches after the first through the GPU
-    # (stage3.py:1536-1551, 1640-1667 at v0.3.14): no round trip of the first one (frameworks/deepspeed.py).
-    offload_zero3_first_round_trip=False,
+    # (stage3.py:1536-1551, 1640-1667 at v0.3.14): no round trip of the first one; its ZeRO-2 skips the boundary's
+    # copy down (stage2.py:818-821 at v0.3.14), so m - 1 round trips in all (frameworks/deepspeed.py).
+    offload_zero3_first_round_trip=False, offload_zero2_extra_copy_down=False,
     # Its Megatron-DeepSpeed (deepspeedai/Megatron-DeepSpeed@e64507f0, 2021-10-31) has no GPTModelPipe and no
     # args.attn_mask in pretrain_gpt.py: not the pipeline masks of today's (frameworks/deepspeed.py).
     pipeline_mask_resident_bytes=0.0, pipeline_mask_build_bytes=0.0, pipeline_mask_input_buffer_bytes=0.0,
