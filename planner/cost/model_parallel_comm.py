@@ -183,24 +183,29 @@ def pipeline_send(batch, transfers, size, fw):
 
 
 def shared_embedding_sync(batch, cluster, grad_bytes):
-    """Exposed seconds per step of the all-reduce that keeps a word embedding held on two pipeline stages in step:
-    the first stage's input embedding and the last stage's copy of it (the output layer of a tied model; the
-    multi-token-prediction blocks' embedding), their gradients summed over the two ranks of the same tp, cp and dp
-    index once a step, after the data-parallel reduction and before the optimizer. `grad_bytes`: bytes per
-    gradient element of the stack's gradient buffer (memory.element_bytes "grads").
+    """Exposed seconds per step of the all-reduce that keeps a word embedding held on two pipeline stages in step,
+    and the bytes each of the two ranks sends in it (0 where there is one copy): the first stage's input embedding
+    and the last stage's copy of it (the output layer of a tied model; the multi-token-prediction blocks'
+    embedding), their gradients summed over the two ranks of the same tp, cp and dp index once a step, beside the
+    data-parallel reduction (Megatron after it, DeepSpeed before it) and before the optimizer. `grad_bytes`: bytes
+    per gradient element of the stack's gradient buffer (memory.element_bytes "grads").
 
     Megatron-Core: finalize_model_grads (NVIDIA/Megatron-LM@d98e8a64 megatron/core/distributed/
     finalize_model_grads.py:676, after finish_grad_sync at :640) all-reduces the main_grad of the shared weight
     (:204-258) when the output layer shares it or the model has MTP blocks (:132-149), over the first and last
     pipeline rank (parallel_state.py:560-566). DeepSpeed's pipeline engine: ReduceTiedGrads, the step's last
     instruction before ReduceGrads (deepspeedai/DeepSpeed@edaa72212 deepspeed/runtime/pipe/schedule.py:238-240,
-    engine.py:278-294), a blocking all_reduce of each tied weight's gradient. Any stack that keeps the two copies
-    must sum their gradients, so it is priced for every stack; nothing overlaps it. A pipeline that runs the first
-    and the last stage on one rank (DualPipe, frameworks/moe.pairs_stages) holds one copy and sends nothing."""
+    engine.py:278-294), a blocking all_reduce of each tied weight's gradient (the 16-bit one, or BF16_Optimizer's
+    fp32 copy with grad_accum_dtype fp32: the layout's grad_reduce_in_fp32). Any stack that keeps the two copies
+    must sum their gradients, so it is priced for every stack that runs the pair (torchtitan refuses it:
+    Framework.ties_embeddings_across_pipeline); nothing overlaps it. A pipeline that runs the first and the last
+    stage on one rank (DualPipe, frameworks/moe.pairs_stages) holds one copy and sends nothing."""
     two_copies = (batch.pp > 1) & (batch.tied_embeddings | (batch.mtp_layers > 0)) & ~pairs_stages(batch)
     if not np.any(two_copies):
-        return np.zeros(len(batch))
+        return np.zeros(len(batch)), np.zeros(len(batch))
     volume = padded_vocab(batch) * batch.hidden / batch.tp * grad_bytes
     links = groups.layout_links(batch, cluster, groups.embedding_group)
-    return groups.only_where(two_copies, collectives.all_reduce_time, volume, links,
-                             **groups.collective_kwargs(cluster))
+    seconds = groups.only_where(two_copies, collectives.all_reduce_time, volume, links,
+                                **groups.collective_kwargs(cluster))
+    # An all-reduce over two ranks sends each rank's whole buffer once, 2 (n - 1) / n of it.
+    return seconds, np.where(two_copies, volume, 0.0)

@@ -189,6 +189,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     layers_per_step = m * pace["layers"]  # the pacing stage's layers over the step's micro-batches
     parts = _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, stage, params, dp_exposed,
                         offload_fetch)
+    embedding_sync, embedding_bytes = shared_embedding_sync(batch, cluster, element_bytes(batch, fw)["grads"])
+    if np.any(embedding_sync):  # a word embedding held on the first and the last stage (tied, or MTP's copy)
+        parts["embedding_sync"] = embedding_sync
     moe_layer = layer["moe"]
     if moe_layer is not None:
         expert_dp_bytes = _add_expert_parts(batch, cluster, fw, w, hbm, parts, layer["per_layer"], layers_per_step,
@@ -206,6 +209,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
             "dp": dp_bytes,
             "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
             "pp": m * p2p_bytes,
+            "embedding_sync": embedding_bytes,
             **({} if moe_layer is None else {"ep": layers_per_step * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
         },
     }
@@ -326,9 +330,6 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
         parts["qkv_gather"] = paced(per_layer["qkv_gather"])
     if "checkpoint_gather" in per_layer:  # partitioned checkpoints rebuilt over tp before each recompute
         parts["checkpoint_gather"] = paced(per_layer["checkpoint_gather"])
-    embedding_sync = shared_embedding_sync(batch, cluster, element_bytes(batch, fw)["grads"])
-    if np.any(embedding_sync):  # a word embedding held on the first and the last stage (tied, or MTP's copy)
-        parts["embedding_sync"] = embedding_sync
     # The HBM copies sharded data parallelism makes around its collectives (cost/shard_copies.py).
     copies = shard_copies.seconds_per_step(batch, fw, w, element_bytes(batch, fw)["reduce"], params, m, hbm,
                                           cluster.gpus_per_node)

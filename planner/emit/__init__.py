@@ -49,7 +49,7 @@ def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]
     if framework not in LAUNCH_TARGETS:
         return []
     target = LAUNCH_TARGETS[framework]
-    return [*unsupported_features(framework, layout), *model_unsupported(framework, model),
+    return [*unsupported_features(framework, layout), *model_unsupported(framework, model, layout),
             *moe_unsupported(framework, layout, model),
             *target.unsupported(model, layout, cluster),
             *checkpoint_mode_problems(cluster, target.checkpoint_modes, target.name)]

@@ -198,11 +198,16 @@ def _micro_batch_rule(stack: Framework, layout) -> str:
             "one per stage")
 
 
-def model_unsupported(framework: str, model) -> list[str]:
-    """The features of `model` this stack's model code cannot build, each with the reason (empty when it can)."""
-    if model.mtp_layers and not FRAMEWORKS[framework].runs_multi_token_prediction:
+def model_unsupported(framework: str, model, layout=None) -> list[str]:
+    """The features of `model` this stack's model code cannot build (with `layout`, on that layout), each with the
+    reason (empty when it can)."""
+    stack = FRAMEWORKS[framework]
+    if model.mtp_layers and not stack.runs_multi_token_prediction:
         return [f"mtp_layers({model.mtp_layers}): {framework} has no multi-token prediction (train without it, "
                 "mtp_layers 0, or on megatron)"]
+    if layout is not None and layout.pp > 1 and model.tied_embeddings and not stack.ties_embeddings_across_pipeline:
+        return [f"tied_embeddings with pp({layout.pp}) > 1: {framework} ties the output layer to the embedding only "
+                "without pipelining (set pp 1, or --tied-embeddings 0)"]
     return []
 
 

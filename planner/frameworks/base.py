@@ -93,8 +93,11 @@ class Framework:
     # ... and at ZeRO-3 the first micro-batch's partition, copied down, is brought straight back to the GPU as well.
     offload_zero3_first_round_trip: bool = False
     # ... and at ZeRO-2 one more copy down a step, half a round trip: the boundary micro-batch's sum goes down to the
-    # host as well, beside the step's own fp32 copy (DeepSpeed since #6550, v0.15.2).
+    # host as well, beside the step's own fp32 copy (DeepSpeed since #7967, v0.19.0).
     offload_zero2_extra_copy_down: bool = False
+    # A tied output layer under pipelining: the last stage keeps a copy of the embedding and sums its gradient with
+    # the first stage's (cost/model_parallel_comm.shared_embedding_sync); False where the stack refuses the pair.
+    ties_embeddings_across_pipeline: bool = True
     # Plain replicated data parallelism (ZeRO-0 over dp > 1) only as the sole parallelism (no tp or pp), and
     # parameters always sharded over context-parallel ranks (no ZeRO-0 with cp > 1).
     replicated_dp_alone: bool = False

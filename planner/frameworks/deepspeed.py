@@ -141,10 +141,12 @@ Sources: microsoft/DeepSpeed@38327e07 (2025-02-21).
   reduce-and-partition stream. Priced: a round trip on every micro-batch after the first at ZeRO-2, on every one at
   ZeRO-3, one a step at ZeRO-1 with more than one micro-batch; and at ZeRO-2 one more copy down a step
   (`offload_zero2_extra_copy_down`): the first micro-batch copies its gradient down (`copy_gradients_to_cpu` at
-  micro_step_id 0, :1558-1560) and, since #6550 (c85c8703, 2024-09-26, v0.15.2), the boundary micro-batch copies its
-  sum down too, beside the step's own fp32 copy; before it the boundary skipped that copy ("at the boundary we will
-  send 32bit directly", v0.7.0 stage_1_and_2.py:1080-1082), which left m - 1 round trips. Not priced: a rank whose
-  partition cuts a large tensor (the embedding) moves that tensor whole. v0.3.14 (deepspeed-v0.3) makes the round trips of the micro-batches after the first, skipping the
+  micro_step_id 0, :1558-1560) and, since #7967 (9d632f10, 2026-04-11, v0.19.0), the boundary micro-batch copies
+  its sum down too, beside the step's own fp32 copy. Before #6550 (c85c8703, v0.15.2) the boundary skipped that copy
+  ("at the boundary we will send 32bit directly", v0.7.0 stage_1_and_2.py:1080-1082): m - 1 round trips; v0.15.2 to
+  v0.18.x copied down only on the first micro-batch (v0.15.2 :1233-1236): m - 1 copies up and one down, m / 2
+  round trips. This entry's ZeRO-2 offload is v0.19's. Not priced: a rank whose partition cuts a large tensor (the
+  embedding) moves that tensor whole. v0.3.14 (deepspeed-v0.3) makes the round trips of the micro-batches after the first, skipping the
   boundary's copy down (zero/stage2.py:798-821, 913-925; stage3.py:1536-1551, 1640-1667; ZeRO-1 there brings a zeroed
   buffer up once a step, not priced), and no first-micro-batch round trip at ZeRO-3.
 - Causal masks under the pipeline engine (pp > 1; deepspeedai/Megatron-DeepSpeed@4efb479d, the code `--emit deepspeed`

@@ -89,6 +89,11 @@ FSDP = Framework(
     # distributed/_symmetric_memory/__init__.py:479-486, used by _pipelined_all_gather_and_consume, :296).
     tp_comm_overlap_within_scale_up=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
+    # Weight tying (Qwen3's small models) only without pipelining: the pipeline split drops tok_embeddings from the
+    # later stages and the tied output asserts it (torchtitan@238fa995 models/qwen3/model/model.py:496-501); today
+    # refused outright (torchtitan@b5bcd76c models/common/decoder.py:168-171, "Weight tying is not supported with
+    # Pipeline Parallel").
+    ties_embeddings_across_pipeline=False,
     # torchtitan's context parallelism is torch's context-parallel SDPA (models/llama3/infra/parallelize.py:98-104,
     # distributed/context_parallel.py:58-68) with torch's default rotate method, "allgather" (torch 2.13 distributed/
     # tensor/experimental/_context_parallel/_attention.py:77; torchtitan's context_parallel_rotate_method,

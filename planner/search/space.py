@@ -264,12 +264,14 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
     }
 
 
-def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None) -> np.ndarray:
+def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None,
+               tied_embeddings: bool = False) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
     only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
     it allows it, interleaving, context, tensor and pipeline parallelism where it has them, and (given the rows'
     `dp_comm_overlap`) a reduce overlap beside pipelining only where the stack overlaps it there
-    (Framework.reduce_overlaps_with_pipeline). The rows' ZeRO stage and offload mode are the
+    (Framework.reduce_overlaps_with_pipeline), and a tied model's pipeline only where the stack ties across it
+    (Framework.ties_embeddings_across_pipeline). The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
@@ -293,6 +295,8 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
             ok &= has | ~uses()
     if dp_comm_overlap is not None:
         ok &= ~(np.asarray(dp_comm_overlap, dtype=bool) & (pp > 1) & ~per_stack("reduce_overlaps_with_pipeline"))
+    if tied_embeddings:
+        ok &= (pp == 1) | per_stack("ties_embeddings_across_pipeline")
     return ok
 
 

@@ -92,7 +92,7 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"--activation-offload keeps the activation checkpoints on the host: needs recompute=full, "
                         f"got recompute={layout.recompute}")
     problems += unsupported_features(layout.framework, layout)
-    problems += model_unsupported(layout.framework, model)
+    problems += model_unsupported(layout.framework, model, layout)
     problems += moe_unsupported(layout.framework, layout, model)
     if problems:
         raise PlannerInputError(f"{where}: " + "; ".join(problems))

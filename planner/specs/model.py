@@ -483,7 +483,8 @@ def _llama(name, layers, hidden, heads, kv_heads, ffn, vocab, seq_len, tied=Fals
 
 
 def _megatron(name, layers, hidden, heads, vocab=51200, seq_len=2048) -> ModelSpec:
-    """Megatron-LM SC'21 Table 1 shapes (Narayanan et al. 2021), GPT-style with untied head counted as in the CSV."""
+    """Megatron-LM SC'21 Table 1 shapes (Narayanan et al. 2021): Megatron's GPT, its output layer the input embedding
+    (tied, as the runs CSV's rows say: data/SOURCES.md)."""
     return ModelSpec(
         name=name, layers=layers, hidden=hidden, heads=heads, mlp="gelu", vocab=vocab, seq_len=seq_len,
         tied_embeddings=True, position="learned", bias=True, norm="layernorm",
@@ -528,7 +529,8 @@ PRESETS: dict[str, ModelSpec] = {
     "megatron-310b": _megatron("megatron-310b", 96, 16384, 128),
     "megatron-530b": _megatron("megatron-530b", 105, 20480, 128),
     "megatron-1t": _megatron("megatron-1t", 128, 25600, 160),
-    # MT-NLG 530B (Smith et al. 2022) and BLOOM-176B (BigScience tr11: ALiBi, vocab 250880, untied in PP).
+    # MT-NLG 530B (Smith et al. 2022) and BLOOM-176B (BigScience tr11: ALiBi, vocab 250880), both tied: under
+    # pipelining the last stage keeps a copy of the embedding whose gradient is summed with the first stage's.
     "mt-nlg-530b": _megatron("mt-nlg-530b", 105, 20480, 128, vocab=50272),
     "bloom-176b": ModelSpec(name="bloom-176b", layers=70, hidden=14336, heads=112, mlp="gelu", vocab=250880,
                             seq_len=2048, tied_embeddings=True, position="alibi", bias=True, norm="layernorm",

@@ -11,10 +11,14 @@ import pytest
 
 from planner.cost import collectives, groups
 from planner.cost.estimate import estimate
+from planner.cost.evaluation import forward_only_seconds
+from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import single_batch
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout
+from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS
+from planner.search.layouts import enumerate_layouts
 from planner.specs.pipeline_stages import padded_vocab
 
 GPT3 = PRESETS["gpt3-175b"]  # tied, as Megatron's GPT builds it
@@ -79,3 +83,55 @@ def test_an_untied_model_with_mtp_blocks_syncs_the_mtp_embedding_copy():
     assert "embedding_sync" not in dualpipe["parts"]
     _, no_mtp = _parts(model.model_copy(update={"mtp_layers": 0}), Layout(**base), cluster)
     assert "embedding_sync" not in no_mtp["parts"]
+
+
+def _sync_s(model, layout, cluster=A100):
+    return float(_parts(model, layout, cluster)[1]["parts"].get("embedding_sync", [0.0])[0])
+
+
+def test_the_volume_by_hand_and_the_dtype_each_stack_holds_it_in():
+    """GPT-3's 50,257 tokens padded to 128 x tp = 1,024 (Megatron's make_vocab_size_divisible_by): 51,200 x 12,288 /
+    8 elements per rank. DeepSpeed's BF16_Optimizer sums its fp32 copy (`_hp_grad`, engine.py:291) when the layout
+    accumulates in fp32 (grad_reduce_in_fp32, BLOOM's run), the 16-bit gradient otherwise: twice the bytes, and on
+    this 25 GB/s link the all-reduce of two ranks is bandwidth-bound, so about twice the time."""
+    batch, time = _parts(GPT3, _layout(framework="deepspeed", dtype="bf16"))
+    assert padded_vocab(batch)[0] == 51200
+    assert time["comm_bytes_per_step"]["embedding_sync"][0] == pytest.approx(51200 * 12288 / 8 * 2.0)
+    untied = _parts(GPT3.model_copy(update={"tied_embeddings": False}), _layout(framework="deepspeed", dtype="bf16"))
+    assert untied[1]["comm_bytes_per_step"]["embedding_sync"][0] == 0.0
+    sixteen = _sync_s(GPT3, _layout(framework="deepspeed", dtype="bf16"))
+    fp32 = _sync_s(GPT3, _layout(framework="deepspeed", dtype="bf16", grad_reduce_in_fp32=True))
+    assert 1.8 < fp32 / sixteen <= 2.0
+
+
+@pytest.mark.parametrize("layout", [_layout(vpp=4), _layout(framework="megatron-2022", dtype="fp16")],
+                         ids=["interleaved", "megatron-2022"])
+def test_interleaving_and_the_2022_megatron_sum_the_same_two_copies(layout):
+    """With interleaving the embedding is pipeline rank 0's first chunk and the output layer rank pp - 1's last
+    (Megatron-Core language_module.py): still two ranks, the same price. Megatron-LM v2.5 summed them too
+    (training.py:372-393 at e269e200)."""
+    reference = _layout(dtype=layout.dtype)
+    assert _sync_s(GPT3, layout) == pytest.approx(_sync_s(GPT3, reference), rel=1e-12)
+
+
+def test_an_evaluation_iteration_sums_no_gradients():
+    _, time = _parts(GPT3, _layout())
+    parts = time["parts"]
+    without = {name: value for name, value in parts.items() if name != "embedding_sync"}
+    assert forward_only_seconds(parts, np.array([1])) == pytest.approx(forward_only_seconds(without, np.array([1])))
+
+
+def test_torchtitan_ties_only_without_pipelining():
+    """torchtitan refuses weight tying with pipeline parallelism (models/common/decoder.py:168-171 at b5bcd76c; at
+    238fa995 the tied output asserts the embedding the split removed): check_layout says so, and the fixed-model
+    search does not enumerate the pair, while an untied model there and the tied one at pp 1 stay."""
+    model = PRESETS["gpt3-1.3b"]
+    with pytest.raises(PlannerInputError, match="tied_embeddings with pp\\(2\\) > 1: fsdp"):
+        check_layout(model, Layout(pp=2, dp=4, zero=3, framework="fsdp", global_batch=64))
+    check_layout(model, Layout(pp=1, dp=8, zero=3, framework="fsdp", global_batch=64))
+    check_layout(model.model_copy(update={"tied_embeddings": False}),
+                 Layout(pp=2, dp=4, zero=3, framework="fsdp", global_batch=64))
+    tied = enumerate_layouts(model, 8, 64, ("fsdp",))
+    untied = enumerate_layouts(model.model_copy(update={"tied_embeddings": False}), 8, 64, ("fsdp",))
+    assert np.all(tied["pp"] == 1) and np.any(tied["pp"] == 1)
+    assert np.any(untied["pp"] > 1)

@@ -44,8 +44,9 @@ def _round_trip_s(batch):
 def test_round_trips_with_four_micro_batches_against_one_when_nothing_overlaps(zero, framework, more):
     """overlap_comm off: the copies run on the compute stream (stage_1_and_2.py reduce_ipg_grads; stage3.py
     partition_grads after the reduce), exposed in full. 4 micro-batches against 1: three round trips more at ZeRO 2/3
-    (today's ZeRO-3 makes 4 against 1; today's ZeRO-2 a copy down more, the first micro-batch's and, since v0.15.2, the
-    boundary's, which v0.3.14 skipped: 3.5), one at ZeRO-1 (after the step's reduction, none with one micro-batch)."""
+    (today's ZeRO-3 makes 4 against 1; today's ZeRO-2 a copy down more, the first micro-batch's and, since v0.19.0
+    (#7967), the boundary's, which v0.3.14 skipped: 3.5), one at ZeRO-1 (after the step's reduction, none with one
+    micro-batch)."""
     dtype = "fp16" if framework == "deepspeed-v0.3" else "bf16"
     common = dict(dp=8, zero=zero, offload="optimizer", micro_batch=1, recompute="full", framework=framework,
                   dp_comm_overlap=False, dtype=dtype)

@@ -52,7 +52,8 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     stacks = [name for name in FRAMEWORK_NAMES if (zero_fixed is None or (
         zero_fixed in FRAMEWORKS[name].zero_stages and not (zero_fixed == 0 and FRAMEWORKS[name].replicated_dp_alone)))
         and (fixed.get("tp", 1) == 1 or FRAMEWORKS[name].supports_tensor_parallel)
-        and (fixed.get("pp", 1) == 1 or FRAMEWORKS[name].supports_pipeline)
+        and (fixed.get("pp", 1) == 1 or (FRAMEWORKS[name].supports_pipeline and (
+            not model.tied_embeddings or FRAMEWORKS[name].ties_embeddings_across_pipeline)))
         and (fixed.get("cp", 1) == 1 or FRAMEWORKS[name].supports_context_parallel)
         and (fixed.get("vpp", 1) == 1 or FRAMEWORKS[name].supports_interleaving)]
     framework = fixed.get("framework", draw(st.sampled_from(stacks)))
@@ -63,7 +64,8 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     tp = fixed.get("tp", draw(st.sampled_from(tp_options)))
     # Stages may be uneven (pipeline_stages.stage_layers); each virtual stage needs a layer.
     pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
-    if (zero_fixed is not None and zero_fixed > stack.max_zero_with_pipeline) or not stack.supports_pipeline:
+    if ((zero_fixed is not None and zero_fixed > stack.max_zero_with_pipeline) or not stack.supports_pipeline
+            or (model.tied_embeddings and not stack.ties_embeddings_across_pipeline)):
         pp_options = [1]
     pp = fixed.get("pp", draw(st.sampled_from(pp_options)))
     vpp_options = [v for v in (1, 2, 3, 4)
