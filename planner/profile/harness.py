@@ -192,13 +192,30 @@ def _failure_reason(run_dir: Path, out: Path, code: int, tail: list[str]) -> str
     return f"no result written{suffix}"
 
 
+# A rendezvous port picked by free_port() is free when probed and taken by the launcher moments later; another
+# process (a parallel run, gloo's own ephemeral sockets) can take it between the two. The launch is then retried on
+# a fresh port, a few times; a port the user gave (--master-port) is never changed.
+PORT_RETRIES = 3
+_PORT_TAKEN = re.compile(r"EADDRINUSE|address already in use", re.IGNORECASE)
+
+
 def run_configuration(config: ProfileConfig, settings: RunSettings) -> Outcome:
-    """Launch one configuration and wait for it (bounded by `settings.timeout_s`)."""
+    """Launch one configuration and wait for it (bounded by `settings.timeout_s`), on a fresh rendezvous port again
+    where the one picked was taken before the launcher bound it (PORT_RETRIES)."""
+    for _ in range(1 if settings.master_port else PORT_RETRIES):
+        outcome = _launch(config, settings, settings.master_port or free_port())
+        if not (outcome.status == "failed" and _PORT_TAKEN.search(" ".join([outcome.error or "", *outcome.log_tail]))):
+            break
+    return outcome
+
+
+def _launch(config: ProfileConfig, settings: RunSettings, port: int) -> Outcome:
+    """One launch of the configuration on rendezvous port `port`."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"{config.config_id}.", dir=settings.work_dir))
     spec_path, out = run_dir / "spec.json", run_dir / "result.json"
     spec_path.write_text(json.dumps(worker_spec(config, settings)), encoding="utf-8")
     log_path = run_dir / "launcher.log"
-    command = launcher_command(config, settings, spec_path, out, settings.master_port or free_port())
+    command = launcher_command(config, settings, spec_path, out, port)
     started = time.monotonic()
     try:
         with open(log_path, "wb") as log:

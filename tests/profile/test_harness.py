@@ -249,3 +249,32 @@ def test_an_unwritable_profile_path_is_refused_before_any_configuration_runs(tmp
         (tmp_path / "p.csv").mkdir()
     with pytest.raises(PlannerInputError, match="cannot write|is a folder"):
         harness.ProfileStore(out_dir, "p").open(resume=False, force=True, warn=lambda text: None)
+
+
+def test_a_launch_whose_port_was_taken_is_retried_on_a_fresh_one(monkeypatch):
+    """free_port() probes a port and lets it go; another process can bind it before torchrun does (seen in a parallel
+    suite run: 'DistNetworkError: The server socket has failed to listen ... EADDRINUSE'). Such a failure is launched
+    again on a fresh port, up to PORT_RETRIES times; other failures are not, nor is a port the user gave."""
+    ports, outcomes = [], []
+
+    def launch(config, settings, port):
+        ports.append(port)
+        return outcomes.pop(0)
+
+    monkeypatch.setattr(harness, "_launch", launch)
+    taken = harness.Outcome(CONFIG, "failed", 1.0, error="DistNetworkError: ... code: -98, name: EADDRINUSE, "
+                                                         "message: address already in use")
+    ok = harness.Outcome(CONFIG, "ok", 1.0, result={})
+    outcomes[:] = [taken, ok]
+    assert harness.run_configuration(CONFIG, SETTINGS).status == "ok"
+    assert len(ports) == 2  # a second launch, on a port probed afresh
+    ports.clear()
+    outcomes[:] = [taken] * harness.PORT_RETRIES
+    assert harness.run_configuration(CONFIG, SETTINGS).status == "failed" and len(ports) == harness.PORT_RETRIES
+    ports.clear()
+    outcomes[:] = [harness.Outcome(CONFIG, "failed", 1.0, error="RuntimeError: shapes do not match"), ok]
+    assert harness.run_configuration(CONFIG, SETTINGS).status == "failed" and len(ports) == 1
+    ports.clear()
+    outcomes[:] = [taken, ok]
+    fixed = harness.RunSettings(steps=3, warmup=2, timeout_s=30, accelerator="cpu", master_port=29511)
+    assert harness.run_configuration(CONFIG, fixed).status == "failed" and ports == [29511]
