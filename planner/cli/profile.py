@@ -67,7 +67,8 @@ def register(subparsers, name: str) -> None:
     run.add_argument("--timeout-s", type=real_number(0, low_open=True), default=600.0, help="wall-clock limit per configuration (default 600)")
     run.add_argument("--hostfile", help="DeepSpeed hostfile ('HOST slots=N' lines) for multi-node runs; "
                      "--work-dir must then be on a shared filesystem")
-    run.add_argument("--master-port", type=whole_number(1, 65535), help="rendezvous port (default: a free local port per run)")
+    run.add_argument("--master-port", type=whole_number(1, 65535), help="rendezvous port (default: a free local port per run, "
+                     "relaunched on a fresh one when another process took it first)")
     run.add_argument("--work-dir", help="folder for per-run temporary files (default: the system temp folder)")
     run.add_argument("--keep-logs", metavar="DIR", help="keep each configuration's launcher log in DIR")
     run.add_argument("--no-comms-log", action="store_true",

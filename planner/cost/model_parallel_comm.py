@@ -207,5 +207,6 @@ def shared_embedding_sync(batch, cluster, grad_bytes):
     links = groups.layout_links(batch, cluster, groups.embedding_group)
     seconds = groups.only_where(two_copies, collectives.all_reduce_time, volume, links,
                                 **groups.collective_kwargs(cluster))
-    # An all-reduce over two ranks sends each rank's whole buffer once, 2 (n - 1) / n of it.
+    # An all-reduce over two ranks sends each rank's whole buffer once, 2 (n - 1) / n of it (exact here; the `dp`
+    # entry of comm_bytes_per_step counts its all-reduces at 2x, their large-group limit).
     return seconds, np.where(two_copies, volume, 0.0)

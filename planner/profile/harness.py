@@ -194,19 +194,35 @@ def _failure_reason(run_dir: Path, out: Path, code: int, tail: list[str]) -> str
 
 # A rendezvous port picked by free_port() is free when probed and taken by the launcher moments later; another
 # process (a parallel run, gloo's own ephemeral sockets) can take it between the two. The launch is then retried on
-# a fresh port, a few times; a port the user gave (--master-port) is never changed.
-PORT_RETRIES = 3
+# a fresh port, up to PORT_RETRIES more times; a port the user gave (--master-port) is never changed.
+PORT_RETRIES = 2
 _PORT_TAKEN = re.compile(r"EADDRINUSE|address already in use", re.IGNORECASE)
 
 
 def run_configuration(config: ProfileConfig, settings: RunSettings) -> Outcome:
     """Launch one configuration and wait for it (bounded by `settings.timeout_s`), on a fresh rendezvous port again
-    where the one picked was taken before the launcher bound it (PORT_RETRIES)."""
-    for _ in range(1 if settings.master_port else PORT_RETRIES):
+    where the one picked was taken before the launcher bound it (PORT_RETRIES); the outcome's warning says so."""
+    relaunches = 0
+    while True:
         outcome = _launch(config, settings, settings.master_port or free_port())
-        if not (outcome.status == "failed" and _PORT_TAKEN.search(" ".join([outcome.error or "", *outcome.log_tail]))):
+        if settings.master_port or relaunches == PORT_RETRIES or not _port_was_taken(outcome):
             break
+        relaunches += 1
+    if relaunches:
+        note = f"relaunched {relaunches} time(s) on a fresh rendezvous port after EADDRINUSE"
+        outcome.warning = f"{outcome.warning}; {note}" if outcome.warning else note
     return outcome
+
+
+def _port_was_taken(outcome: Outcome) -> bool:
+    """The launch failed because its rendezvous port was taken: the failure reason says so (the log's tail only
+    where no failure line was found, so a harmless bind warning beside another failure does not relaunch it)."""
+    if outcome.status != "failed":
+        return False
+    error = outcome.error or ""
+    if _PORT_TAKEN.search(error):
+        return True
+    return error.startswith("no result written") and bool(_PORT_TAKEN.search(" ".join(outcome.log_tail)))
 
 
 def _launch(config: ProfileConfig, settings: RunSettings, port: int) -> Outcome:

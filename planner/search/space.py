@@ -143,7 +143,10 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     tp_p, pp_p, cp_p = tp[p_index], pp[p_index], cp[p_index]
     dp = gpus[p_index] // (tp_p * pp_p * cp_p)
     # What the stack runs (stack_runs: ZeRO only with ranks to shard over; e.g. pipelining with ZeRO-1 at most on
-    # Megatron and DeepSpeed, ZeRO-3 on torchtitan).
+    # Megatron and DeepSpeed, ZeRO-3 on torchtitan). The budget search's family models are Llama-style, untied
+    # (family_models, from specs.model.family_model): no tied-pipeline rule to apply (the fixed-model search passes
+    # its model's).
+    assert not any(model.tied_embeddings for model in models), "the budget search prices untied family models"
     runs = stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp)
     if kv_multiple.any() and not kv_multiple.all():  # tp a multiple of the kv heads: only the stacks that run it
         kv_heads = np.array([m.kv for m in models])[model_index[p_index]]

@@ -266,11 +266,18 @@ def test_a_launch_whose_port_was_taken_is_retried_on_a_fresh_one(monkeypatch):
                                                          "message: address already in use")
     ok = harness.Outcome(CONFIG, "ok", 1.0, result={})
     outcomes[:] = [taken, ok]
-    assert harness.run_configuration(CONFIG, SETTINGS).status == "ok"
+    relaunched = harness.run_configuration(CONFIG, SETTINGS)
+    assert relaunched.status == "ok" and "relaunched 1 time(s)" in relaunched.warning
     assert len(ports) == 2  # a second launch, on a port probed afresh
     ports.clear()
-    outcomes[:] = [taken] * harness.PORT_RETRIES
-    assert harness.run_configuration(CONFIG, SETTINGS).status == "failed" and len(ports) == harness.PORT_RETRIES
+    outcomes[:] = [taken] * (1 + harness.PORT_RETRIES)
+    assert harness.run_configuration(CONFIG, SETTINGS).status == "failed" and len(ports) == 1 + harness.PORT_RETRIES
+    ports.clear()
+    # A bind warning in the log's tail beside another failure's own line is not a taken port.
+    other = harness.Outcome(CONFIG, "failed", 1.0, error="RuntimeError: CUDA error",
+                            log_tail=["[W socket.cpp] bind: address already in use (errno 98), retrying"])
+    outcomes[:] = [other, ok]
+    assert harness.run_configuration(CONFIG, SETTINGS).status == "failed" and len(ports) == 1
     ports.clear()
     outcomes[:] = [harness.Outcome(CONFIG, "failed", 1.0, error="RuntimeError: shapes do not match"), ok]
     assert harness.run_configuration(CONFIG, SETTINGS).status == "failed" and len(ports) == 1
