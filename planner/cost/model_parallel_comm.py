@@ -200,9 +200,10 @@ def shared_embedding_sync(batch, cluster, grad_bytes):
     must sum their gradients, so it is priced for every stack that runs the pair (torchtitan refuses it:
     Framework.ties_embeddings_across_pipeline); nothing overlaps it. A pipeline that runs the first and the last
     stage on one rank (DualPipe, frameworks/moe.pairs_stages) holds one copy and sends nothing."""
-    two_copies = (batch.pp > 1) & (batch.tied_embeddings | (batch.mtp_layers > 0)) & ~pairs_stages(batch)
-    if not np.any(two_copies):
+    two_copies = (batch.pp > 1) & (batch.tied_embeddings | (batch.mtp_layers > 0))
+    if not np.any(two_copies):  # most batches (untied, or no pipeline): no DualPipe pairing to look up
         return np.zeros(len(batch)), np.zeros(len(batch))
+    two_copies &= ~pairs_stages(batch)
     volume = padded_vocab(batch) * batch.hidden / batch.tp * grad_bytes
     links = groups.layout_links(batch, cluster, groups.embedding_group)
     seconds = groups.only_where(two_copies, collectives.all_reduce_time, volume, links,

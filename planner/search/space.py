@@ -143,11 +143,10 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     tp_p, pp_p, cp_p = tp[p_index], pp[p_index], cp[p_index]
     dp = gpus[p_index] // (tp_p * pp_p * cp_p)
     # What the stack runs (stack_runs: ZeRO only with ranks to shard over; e.g. pipelining with ZeRO-1 at most on
-    # Megatron and DeepSpeed, ZeRO-3 on torchtitan). The budget search's family models are Llama-style, untied
-    # (family_models, from specs.model.family_model): no tied-pipeline rule to apply (the fixed-model search passes
-    # its model's).
-    assert not any(model.tied_embeddings for model in models), "the budget search prices untied family models"
-    runs = stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp)
+    # Megatron and DeepSpeed, ZeRO-3 on torchtitan; a tied model's pipeline where the stack ties across it).
+    tied = np.array([model.tied_embeddings for model in models], dtype=bool)
+    runs = stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp,
+                      tied_embeddings=tied[model_index[p_index]] if tied.any() else False)
     if kv_multiple.any() and not kv_multiple.all():  # tp a multiple of the kv heads: only the stacks that run it
         kv_heads = np.array([m.kv for m in models])[model_index[p_index]]
         runs &= kv_multiple[f] | (kv_heads % tp_p == 0)
@@ -268,13 +267,13 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
 
 
 def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None,
-               tied_embeddings: bool = False) -> np.ndarray:
+               tied_embeddings=False) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
     only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
     it allows it, interleaving, context, tensor and pipeline parallelism where it has them, and (given the rows'
     `dp_comm_overlap`) a reduce overlap beside pipelining only where the stack overlaps it there
     (Framework.reduce_overlaps_with_pipeline), and a tied model's pipeline only where the stack ties across it
-    (Framework.ties_embeddings_across_pipeline). The rows' ZeRO stage and offload mode are the
+    (Framework.ties_embeddings_across_pipeline; `tied_embeddings` per row or for all). The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
@@ -298,8 +297,8 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
             ok &= has | ~uses()
     if dp_comm_overlap is not None:
         ok &= ~(np.asarray(dp_comm_overlap, dtype=bool) & (pp > 1) & ~per_stack("reduce_overlaps_with_pipeline"))
-    if tied_embeddings:
-        ok &= (pp == 1) | per_stack("ties_embeddings_across_pipeline")
+    if np.any(tied_embeddings):
+        ok &= ~np.asarray(tied_embeddings, dtype=bool) | (pp == 1) | per_stack("ties_embeddings_across_pipeline")
     return ok
 
 

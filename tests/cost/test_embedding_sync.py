@@ -136,3 +136,8 @@ def test_torchtitan_ties_only_without_pipelining():
     untied = enumerate_layouts(model.model_copy(update={"tied_embeddings": False}), 8, 64, ("fsdp",))
     assert np.all(tied["pp"] == 1) and np.any(tied["pp"] == 1)
     assert np.any(untied["pp"] > 1)
+    # The budget search's enumeration applies the same rule row by row (its family models are untied today).
+    from planner.search.space import enumerate_cells
+    cells = [enumerate_cells([m], np.array([0]), np.array([16]), 8, frameworks=("fsdp",)).arrays["pp"]
+             for m in (model, model.model_copy(update={"tied_embeddings": False}))]
+    assert np.all(cells[0] == 1) and np.any(cells[1] > 1)
