@@ -15,7 +15,7 @@ from planner.frameworks import batch_framework_arrays
 from planner.specs.candidate_batch import single_batch
 from planner.specs.clusters import load_cluster
 from planner.specs.layout import Layout
-from planner.specs.model import make_model
+from planner.specs.model import ModelSpec, make_model
 
 LONG = make_model("long", layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, mlp="swiglu", norm="rmsnorm",
                   seq_len=16384, vocab=32000)
@@ -80,3 +80,24 @@ def test_a_build_larger_than_a_micro_batchs_activations_is_charged_what_it_excee
     charged = float(memory["parts"]["pipeline_masks"][0])
     held = (5.0 if stage == 0 else 1.0) * S2
     assert held + 8.0 * S2 - activations - float(memory["parts"]["logits"][0]) == pytest.approx(charged, rel=1e-9)
+
+
+def test_the_build_is_not_charged_what_a_backwards_recompute_holds():
+    """The build happens before a micro-batch's forward, when no backward is rebuilding a layer: under full recompute
+    the working set of the layer being rebuilt is not live then, so it counts with the micro-batch's activations that
+    the build may take the place of. Before, this shape's first stage under full recompute was charged 38,912 bytes of
+    build and bound at 7,680 bytes more than no recompute's fullest stage (the property suite's recompute-ordering
+    rule, found by a hypothesis campaign)."""
+    from planner.cost.estimate import simulate
+
+    model = ModelSpec(layers=2, hidden=16, heads=2, kv_heads=1, mlp="gelu", vocab=1, seq_len=64, bias=False,
+                      position="learned", norm="layernorm")
+    results = {recompute: simulate(model, Layout(pp=2, dp=1, zero=0, micro_batch=1, global_batch=1, recompute=recompute,
+                                                 dtype="bf16", framework="deepspeed"), load_cluster("cpu-local"))
+               for recompute in ("none", "selective", "full")}
+    totals = [result["memory"]["total_bytes"] for result in results.values()]
+    assert totals[0] >= totals[1] >= totals[2], totals
+    # The first stage's build (fp32 ones and their tril, 8 bytes x s^2) is below its stored layer input plus the
+    # rebuilt layer's working set under full recompute: only its held masks (the run's and 2 input buffers) count.
+    full = results["full"]["memory"]
+    assert full["pipeline_masks"] in (3.0 * 64**2, 1.0 * 64**2)  # first stage, or a later one
