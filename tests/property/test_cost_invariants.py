@@ -83,8 +83,10 @@ def test_model_states_never_grow_with_the_zero_stage(gen, data):
     4 x largest_layer_params for the gathered fp16 module and its gradient): ZeRO-3 also holds the gathered
     working set (a module for DeepSpeed, whole blocks in flight for FSDP / Megatron-FSDP), which at small
     dp or in embedding-dominated toy models can exceed what sharding saves. There the sharded states alone
-    must still not grow, and when the gathered set is no larger than a quarter of what ZeRO-2 holds
-    unsharded, the whole must not either.
+    must still not grow, and when the gathered set is clearly smaller than what sharding the weights saves
+    ((1 - 1/shards) of ZeRO-2's weights, less a tenth for the partitions' padding), the whole must not either.
+    (The rule was "a quarter of ZeRO-2's states", which a campaign showed too loose: Megatron's 6.5 bytes a
+    parameter at 4 shards put a quarter above the 1.5 bytes the weights' sharding saves.)
     """
     cluster = data.draw(gen.clusters())
     model = data.draw(gen.models())
@@ -103,7 +105,8 @@ def test_model_states_never_grow_with_the_zero_stage(gen, data):
     for stage in (0, 1):
         gathered = float(model_state_bytes(params[stage], zero3)["zero3_gathered"][0])
         assert states[3][stage] - gathered <= states[2][stage] * (1 + REL)
-        if gathered <= 0.25 * states[2][stage] and shards >= 4:
+        weights2 = float(model_state_bytes(stage_params(batches[2])[stage], batches[2])["weights"][0])
+        if gathered <= 0.9 * (1 - 1 / shards) * weights2:
             assert states[3][stage] <= states[2][stage] * (1 + REL)
 
 
