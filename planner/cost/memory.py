@@ -560,13 +560,16 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     # (The run's own mask outlives the passes; counted with them, it misses the step's peak by s x s bytes.) A
     # micro-batch's mask is built before its forward, when the stage holds one micro-batch's activations (and on the
     # last stage its loss) less than at its peak, and no backward is rebuilding a layer (the recompute's working set
-    # is live only then): only what the build exceeds those by is charged.
+    # is live only then; DeepSpeed's TrainSchedule loads a micro-batch in a step of its own, pipe/schedule.py): only
+    # what the build exceeds those by is charged. With the checkpoints on the host the GPU holds at most the two in
+    # transit, of which the build can take the place of no more than are there.
     masks = pipeline_mask_bytes(batch, stack)
     if masks is None:
         parts["pipeline_masks"] = np.zeros(len(batch))
     else:
         held, build = masks
-        one_micro_batch = per_layer["stored"] * layers + logits + per_layer["working"]
+        one_micro_batch = (np.minimum(per_layer["stored"] * layers, parts["activations"]) + logits
+                           + per_layer["working"])
         parts["pipeline_masks"] = held + np.maximum(build - one_micro_batch, 0.0)
         transient = transient + parts["pipeline_masks"]
     if batch.has_moe:

@@ -83,11 +83,12 @@ def test_a_build_larger_than_a_micro_batchs_activations_is_charged_what_it_excee
 
 
 def test_the_build_is_not_charged_what_a_backwards_recompute_holds():
-    """The build happens before a micro-batch's forward, when no backward is rebuilding a layer: under full recompute
-    the working set of the layer being rebuilt is not live then, so it counts with the micro-batch's activations that
-    the build may take the place of. Before, this shape's first stage under full recompute was charged 38,912 bytes of
-    build and bound at 7,680 bytes more than no recompute's fullest stage (the property suite's recompute-ordering
-    rule, found by a hypothesis campaign)."""
+    """The build happens before a micro-batch's forward, in a schedule step of its own (DeepSpeed's TrainSchedule),
+    when no backward is rebuilding a layer: under full recompute the working set of the layer being rebuilt is not
+    live then, so it counts with the micro-batch's activations the build may take the place of. Before, this shape's
+    first stage under full recompute was charged 30,720 bytes of its 32,768-byte build on top of its held masks and
+    bound at 7,680 bytes more than no recompute's fullest stage (the property suite's recompute-ordering rule, found
+    by a hypothesis campaign)."""
     from planner.cost.estimate import simulate
 
     model = ModelSpec(layers=2, hidden=16, heads=2, kv_heads=1, mlp="gelu", vocab=1, seq_len=64, bias=False,
@@ -97,7 +98,24 @@ def test_the_build_is_not_charged_what_a_backwards_recompute_holds():
                for recompute in ("none", "selective", "full")}
     totals = [result["memory"]["total_bytes"] for result in results.values()]
     assert totals[0] >= totals[1] >= totals[2], totals
-    # The first stage's build (fp32 ones and their tril, 8 bytes x s^2) is below its stored layer input plus the
-    # rebuilt layer's working set under full recompute: only its held masks (the run's and 2 input buffers) count.
-    full = results["full"]["memory"]
-    assert full["pipeline_masks"] in (3.0 * 64**2, 1.0 * 64**2)  # first stage, or a later one
+    # Now the first stage's build (fp32 ones and their tril, 8 x 64^2 bytes) equals its stored layer input plus the
+    # rebuilt layer's working set: nothing of it is charged, and the last stage, with the loss, binds with the run's
+    # mask alone (it was the first, with 3 x 64^2 held and 30,720 of build).
+    assert results["full"]["memory"]["pipeline_masks"] == 1.0 * 64**2
+
+
+def test_with_checkpoints_on_the_host_the_stage_still_holds_its_build():
+    """DeepSpeed's cpu_checkpointing keeps at most two layers' checkpoints on the GPU, so a micro-batch's build can
+    take the place of no more than those: the binding stage's activation-side parts (masks, activations, the rebuilt
+    layer, the loss) are never below what the build moment holds, 5 x s^2 held plus 8 x s^2 built, here 13 GiB at
+    32,768 tokens. Charging the build against a whole micro-batch's checkpoints, as if they were on the GPU, put it
+    0.19 GiB short (the audit's case)."""
+    model = make_model("long-32k", layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, mlp="swiglu",
+                       norm="rmsnorm", seq_len=32768, vocab=32000)
+    batch = single_batch(model, Layout(tp=8, pp=4, dp=1, zero=1, micro_batch=1, global_batch=8, recompute="full",
+                                       seq_parallel=True, framework="deepspeed", activation_offload=True))
+    memory = per_gpu_memory(batch, load_cluster("dgx-h100"))
+    assert int(memory["binding_stage"][0]) == 0
+    parts = memory["parts"]
+    transient = sum(float(parts[name][0]) for name in ("pipeline_masks", "activations", "recompute_working", "logits"))
+    assert transient >= (5.0 + 8.0) * 32768.0**2 * (1 - 1e-12)
