@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -36,9 +37,11 @@ class Hang(BaseException):
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float):
+def time_limit(seconds: float, what: str = "the call"):
     def expire(signum, frame):
-        raise Hang(f"no result after {seconds:g} s")
+        message = f"{what}: no result after {seconds:g} s"
+        print(message, file=sys.__stderr__, flush=True)  # live with -s: shrinking a hang takes minutes
+        raise Hang(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -109,7 +112,8 @@ def run_cli(argv: list, limit_s: float = CASE_LIMIT_S) -> Outcome:
     out, err = io.StringIO(), io.StringIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), time_limit(limit_s):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                time_limit(limit_s, f"planner {' '.join(map(str, argv))!r}"):
             try:
                 code = main([str(a) for a in argv])
             except SystemExit as stop:  # argparse errors, --help and --version
