@@ -45,8 +45,10 @@ def data_parallel(batch, cluster, fw, w, stage, params, m):
     exposed = np.select([zero == 3], [zero3["step"]], sharded["reduce"] + after_step)
     bytes_moved = _bytes_moved(batch, cluster, w, reduce_bytes, stage["layers"], params, m, once,
                                zero3["regathered_bytes"], sharded)
-    # MoE batches only: the dense search's hot path does not pay for the windows the experts' reduction reads.
-    used = _windows_used(batch, m, many, once, timed, stage["layers"], zero3, sharded) if batch.has_moe else None
+    # MoE and activation-offload batches only: the dense search's hot path does not pay for the windows the experts'
+    # reduction and the checkpoints' host copies read (expert_data_parallel, offload.activation_copies).
+    used = (_windows_used(batch, m, many, once, timed, stage["layers"], zero3, sharded)
+            if batch.has_moe or np.any(batch.activation_offload) else None)
     offload_exposed = zero3["offload_fetch"] + np.where(zero == 3, zero3["round_trip"], sharded["round_trip"])
     return np.where(many, exposed, 0.0), np.where(many, bytes_moved, 0.0), offload_exposed, used
 
@@ -285,7 +287,9 @@ def _bytes_moved(batch, cluster, w, reduce_bytes, units, params, m, once, regath
 
 
 def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
-    """Seconds of each compute window the dense data-parallel traffic uses (expert_data_parallel's `dense_used`)."""
+    """Seconds of each compute window the dense data-parallel traffic uses (expert_data_parallel's `dense_used`,
+    offload.activation_copies'), and how many backward windows carry the gradient reduction (`reductions`) and
+    forward windows the parameter all-gather (`gathers`)."""
     zero = batch.zero
     all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
     gather, scatter, gather_bwd = timed["gather"], timed["scatter"], zero3["gather_bwd"]
@@ -298,7 +302,9 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
     zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
                        m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
     zero3_on = many & (zero == 3)
-    return {"backward": np.where(many & ~zero3_on, np.maximum(reduce_s - sharded["reduce"], 0.0)
+    return {"reductions": np.where(many & ~zero3_on, sharded["reductions"], 0.0),
+            "gathers": np.where(many & ~zero3_on & sharded["gathered"], sharded["gathers"], 0.0),
+            "backward": np.where(many & ~zero3_on, np.maximum(reduce_s - sharded["reduce"], 0.0)
                                  / sharded["reductions"], 0.0),
             "forward": np.where(many & ~zero3_on, np.maximum(timed["param_gather"] - sharded["param_gather"], 0.0),
                                 0.0),
@@ -400,7 +406,8 @@ def _data_parallel_collectives_per_row(batch, cluster):
 
 
 def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used):
-    """Exposed seconds (and bytes) of the experts' gradient reduction over the expert data-parallel group
+    """Exposed seconds, bytes and the seconds of each window used (as `_windows_used`) of the experts' gradient
+    reduction over the expert data-parallel group
     (etp x ep consecutive ranks are one expert replica): all-reduce (ZeRO-0) or reduce-scatter and the
     parameter all-gather after the step (ZeRO-1/2), behind backward/forward where overlapped, as the dense
     gradients are; ZeRO-3 every micro-batch. It hides only in what the dense traffic leaves of each window
@@ -423,9 +430,9 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
     overlapped = batch.dp_comm_overlap
     backward_left = np.maximum(stage["backward"] - dense_used["backward"], 0.0)
     forward_left = np.maximum(stage["forward"] - dense_used["forward"], 0.0)
-    once = (np.where(overlapped, hidden_behind(backward_left, reduce, buckets, eff.dp_overlap), reduce)
-            + np.where(overlapped & (fw["param_gather_overlap"] > 0),
-                       hidden_behind(forward_left, gather, buckets, eff.dp_overlap), gather))
+    reduce_exposed = np.where(overlapped, hidden_behind(backward_left, reduce, buckets, eff.dp_overlap), reduce)
+    gather_exposed = np.where(overlapped & (fw["param_gather_overlap"] > 0),
+                              hidden_behind(forward_left, gather, buckets, eff.dp_overlap), gather)
     # ZeRO-3 / FSDP: the experts' weights are gathered for forward and again for backward and their
     # gradients reduce-scattered every micro-batch, behind that micro-batch's compute where prefetched.
     m = batch.grad_accumulation
@@ -437,4 +444,10 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
                                  per_micro_batch)
     moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, gathered, 0.0)
     moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
-    return np.where(many, np.where(zero3, zero3_exposed, once), 0.0), np.where(many, moved, 0.0)
+    exposed = np.where(many, np.where(zero3, zero3_exposed, reduce_exposed + gather_exposed), 0.0)
+    # What it hides in, as _windows_used says it for the dense traffic: the last backward, the first forward, each
+    # micro-batch's passes (offload.activation_copies hides the checkpoints' copies in what is left).
+    once = many & ~zero3
+    used = {"backward": np.where(once, reduce - reduce_exposed, 0.0), "forward": np.where(once, gather - gather_exposed, 0.0),
+            "micro_batch": np.where(many & zero3, per_micro_batch - zero3_exposed / m, 0.0)}
+    return exposed, np.where(many, moved, 0.0), used

@@ -82,13 +82,43 @@ def gradient_round_trips(batch, fw):
                       np.where(accumulates, 1.0, 0.0)], 0.0)
 
 
-def activation_copies(batch, cluster, stage, m):
+def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
     """Activation checkpoints kept on the host (layout.activation_offload): each checkpoint goes out over the
-    GPU's PCIe link in forward and comes back for backward's recompute, asynchronously; exposed is what the
-    copies exceed the passes by."""
+    GPU's PCIe link in forward and comes back for backward's recompute, asynchronously (DeepSpeed's
+    cpu_checkpointing copies on its own stream: runtime/activation_checkpointing/checkpointing.py
+    `_get_cpu_offload_engine`); exposed is what the copies exceed the passes by.
+
+    The copies hide only in what the data-parallel traffic leaves of each pass (`dense_used`: data_parallel's
+    `_windows_used`; `expert_used`: the experts' reduction's, data_parallel.expert_data_parallel, None without
+    MoE), as the experts' reduction hides in what the dense traffic leaves: where the data-parallel group leaves
+    the node its traffic runs over the same PCIe link (GPUDirect RDMA goes through the PCIe switch the GPU shares
+    with its NIC), and one window of compute hides the two at most once, so slower compute or links never shorten
+    the step. Within a node the two would run side by side (NVLink and PCIe); taking them as serial there is an
+    upper bound. The used seconds fall on the windows they hide in: the parameter all-gathers on the first forward
+    (on every forward where the stack gathers every micro-batch: `gathers`), the gradient reductions on the last
+    backward (on every backward where it reduces every micro-batch: `reductions`), ZeRO-3's gathers and
+    reductions on every micro-batch's forward and backward in proportion to their compute."""
     if not np.any(batch.activation_offload):
         return 0.0
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
     copy = activation_bytes_per_layer(batch)["stored"] * stage["layers"] / pcie
-    exposed = np.maximum(copy - stage["forward"], 0.0) + np.maximum(copy - stage["backward"], 0.0)
-    return np.where(batch.activation_offload, m * exposed, 0.0)
+    forward, backward = stage["forward"], stage["backward"]
+    expert = expert_used or {"forward": 0.0, "backward": 0.0, "micro_batch": 0.0}
+    every_pass = (dense_used["micro_batch"] + expert["micro_batch"]) / np.maximum(forward + backward,
+                                                                                  np.finfo(float).tiny)
+
+    def exposed_in(window, used):
+        return np.maximum(copy - np.maximum(window - used, 0.0), 0.0)
+
+    def over_passes(window, dense, dense_windows, expert_once):
+        """Exposed seconds over the step's `m` passes of one kind: ZeRO-3's share in each, the dense traffic's in
+        `dense_windows` of them (the first of which also holds the experts' once-a-step traffic), none beyond."""
+        share = every_pass * window
+        first = np.minimum(dense_windows, 1.0)
+        return (exposed_in(window, share + expert_once + first * dense)
+                + (dense_windows - first) * exposed_in(window, share + dense)
+                + (m - np.maximum(dense_windows, 1.0)) * exposed_in(window, share))
+
+    exposed = (over_passes(forward, dense_used["forward"], dense_used["gathers"], expert["forward"])
+               + over_passes(backward, dense_used["backward"], dense_used["reductions"], expert["backward"]))
+    return np.where(batch.activation_offload, exposed, 0.0)

@@ -193,9 +193,13 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     if np.any(embedding_sync):  # a word embedding held on the first and the last stage (tied, or MTP's copy)
         parts["embedding_sync"] = embedding_sync
     moe_layer = layer["moe"]
+    expert_window_used = None
     if moe_layer is not None:
-        expert_dp_bytes = _add_expert_parts(batch, cluster, fw, w, hbm, parts, layer["per_layer"], layers_per_step,
-                                            stage, dp_window_used)
+        expert_dp_bytes, expert_window_used = _add_expert_parts(batch, cluster, fw, w, hbm, parts, layer["per_layer"],
+                                                                layers_per_step, stage, dp_window_used)
+    if np.any(batch.activation_offload):  # the checkpoints' host copies, in what the dp traffic leaves of the passes
+        parts["offload_copies"] = parts["offload_copies"] + offload.activation_copies(
+            batch, cluster, stage, m, dp_window_used, expert_window_used)
     # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
     # in the difference, which the slot (micro_batch_s) already accounts for.
     total = sum(parts.values())
@@ -302,7 +306,6 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     per_layer = layer["per_layer"]
     head, accumulate = pace["head"], pace["accumulate"]
     optimizer, offload_copies = optimizer_step.optimizer(batch, cluster)
-    offload_fetch = offload_fetch + offload.activation_copies(batch, cluster, stage, m)
     bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
     if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
@@ -340,10 +343,10 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
 
 def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_step, stage, dp_window_used):
     """Add the MoE layers' parts over the step, the experts' exposed gradient reduction and their Adam step to
-    `parts`; returns the experts' data-parallel bytes."""
+    `parts`; returns the experts' data-parallel bytes and the seconds of each window their traffic hides in."""
     expert_params = moe.expert_params_per_gpu(batch, stage["layers"])
-    expert_dp_exposed, expert_dp_bytes = expert_data_parallel(batch, cluster, fw, w, stage, expert_params,
-                                                               dp_window_used)
+    expert_dp_exposed, expert_dp_bytes, expert_window_used = expert_data_parallel(batch, cluster, fw, w, stage,
+                                                                                  expert_params, dp_window_used)
     expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, optimizer_step.ADAM_BYTES_PER_PARAM + w,
                                                     hbm, cluster.efficiency.optimizer_relative_efficiency)
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
@@ -352,7 +355,7 @@ def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_s
                   "a2a_sm_share": paced(per_layer["a2a_sm_share"]),
                   "expert_dp_comm_exposed": expert_dp_exposed})
     parts["optimizer"] = parts["optimizer"] + expert_optimizer
-    return expert_dp_bytes
+    return expert_dp_bytes, expert_window_used
 
 
 def _flop_rates(batch, total, peak) -> dict:
