@@ -120,6 +120,9 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
             and (not sequence_parallel or stack.partition_activations_with_sequence_parallel)):
         layout = layout.model_copy(update={"partition_activations": fixed.get("partition_activations",
                                                                               draw(st.sampled_from([None, False, True])))})
+    # Megatron's fp8 parameters, gathered in fp8 after the step (layout_checks: fp8, ZeRO 1 or 2, megatron or other).
+    if dtype == "fp8" and zero in (1, 2) and framework in ("megatron", "other"):
+        layout = layout.model_copy(update={"fp8_param_gather": fixed.get("fp8_param_gather", draw(st.booleans()))})
     layout = layout.model_copy(update=draw(_hierarchy(layout, stack, cluster.gpus_per_node)))
     check_layout(model, layout)
     check_hierarchy_on_node(layout, cluster.gpus_per_node)

@@ -201,3 +201,47 @@ def test_a_million_token_sequence_stays_below_peak():
     model = ModelSpec(layers=2, hidden=4096, heads=2, vocab=32000, seq_len=1048576)
     result = simulate(model, make_layout(), load_cluster("dgx-h100"))
     assert 0 < result["mfu"] <= result["hfu"] <= 1.0
+
+
+@given(data=st.data())
+def test_zero3_states_never_grow_with_the_shard_group(gen, data):
+    """Hierarchical partitioning (MiCS / HSDP: --shard-group g, and the gradient group inside it) shards the model
+    states over g ranks and replicates across groups: a larger group divides them by more, so per-GPU model states
+    never grow with it, and the full data-parallel group (no --shard-group) shards most. The ZeRO-3 ordering rule
+    above draws its layouts at ZeRO-0 and never meets these groups."""
+    cluster = data.draw(gen.clusters())
+    model = data.draw(gen.models())
+    stacks = [name for name, stack in FRAMEWORKS.items() if stack.shard_groups and 3 in stack.zero_stages]
+    layout = data.draw(gen.layouts(model, cluster, zero=3, offload="none",
+                                   framework=data.draw(st.sampled_from(stacks))))
+    groups = gen.divisors(layout.dp)
+    small = data.draw(st.sampled_from(groups))
+    large = data.draw(st.sampled_from([g for g in groups if g % small == 0]))
+    plain = {"shard_group": None, "grad_shard_group": None, "zero_hpz": 1, "zero_quantized_weights": False,
+             "zero_quantized_gradients": False}
+    states = [_states(single_batch(model, layout.model_copy(update={**plain, **group})))
+              for group in ({"shard_group": small}, {"shard_group": large}, {})]
+    for stage in (0, 1):
+        assert states[1][stage] <= states[0][stage] * (1 + REL), states
+        assert states[2][stage] <= states[1][stage] * (1 + REL), states
+
+
+@given(data=st.data())
+def test_hpz_trades_memory_for_cross_node_traffic(gen, data):
+    """ZeRO++'s hpZ (--zero-hpz h) keeps a secondary copy of the weights sharded over h ranks inside the node, so
+    backward's gathers stay on the node: per-GPU memory never falls and the bytes that cross nodes never grow
+    (ZeRO++ section 3.2)."""
+    cluster = data.draw(gen.clusters())
+    model = data.draw(gen.models())
+    stacks = [name for name, stack in FRAMEWORKS.items() if stack.zeropp and 3 in stack.zero_stages]
+    layout = data.draw(gen.layouts(model, cluster, zero=3, offload="none", tp=1, cp=1,
+                                   framework=data.draw(st.sampled_from(stacks))))
+    sizes = [h for h in gen.divisors(layout.dp) if h > 1 and cluster.gpus_per_node % h == 0]
+    assume(sizes)
+    plain = layout.model_copy(update={"shard_group": None, "grad_shard_group": None, "zero_hpz": 1,
+                                      "zero_quantized_weights": False, "zero_quantized_gradients": False})
+    hpz = plain.model_copy(update={"zero_hpz": data.draw(st.sampled_from(sizes))})
+    without, with_hpz = simulate(model, plain, cluster), simulate(model, hpz, cluster)
+    assert with_hpz["memory"]["total_bytes"] >= without["memory"]["total_bytes"] * (1 - REL)
+    crossing = [r["comm_bytes_per_step"]["dp_cross_node"] for r in (without, with_hpz)]
+    assert crossing[1] <= crossing[0] * (1 + REL), crossing
