@@ -80,22 +80,36 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
         flat_step = np.where(once, per_step_once(gather, scatter) + outside_gather + outside_scatter, flat_step)
     # Host work per micro-batch (issuing the collectives) and once per step (the persistent parameters' re-gather).
     host_s = m * host_mb + _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
-    zero3_step = flat_step + host_s + hierarchy.zero3_step_change(
-        batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
+    change, hierarchical_s = hierarchy.zero3_step_change(
+        batch, cluster, w, reduce_bytes, unit, units, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
         lambda sizes, strides: groups.links(cluster, sizes, strides), hbm)
+    zero3_step = flat_step + host_s + change
     # (Without re-gathers the layers' chain above is the one the fetch is added to: not computed twice.)
     offload_fetch, offload_fetch_s = offload.parameter_fetch(
         batch, cluster, w, units, unit, outside, gather, scatter, m, per_micro_batch, once, per_step_once,
         chain_without_fetch=layers_mb if gather_bwd is gather else None)
     # Each unit's share of the round trip follows its reduce-scatter on the same stream (stage3.py partition_grads);
-    # the units outside the layers reduce outside the chain, their share exposed.
-    exposed_trip = 0.0
+    # the units outside the layers reduce outside the chain, their share exposed. The chain it is added to carries
+    # ZeRO-Infinity's fetch already (the same prefetch chain, parameter_fetch): the two hide behind the passes once.
+    exposed_trip = trips_s = 0.0
     if np.any(round_trip > 0):
         per_unit, per_outside = round_trip * unit / params, round_trip * outside / params
-        exposed_trip = offload.gradient_round_trips(batch, fw) * (
-            per_micro_batch(gather, gather_bwd, scatter + per_unit) - layers_mb + per_outside)
-    return {"step": zero3_step, "flat_step": flat_step, "gather_bwd": gather_bwd, "regathered_bytes": regathered_bytes,
-            "offload_fetch": offload_fetch, "offload_fetch_s": offload_fetch_s, "round_trip": exposed_trip}
+        fetch = offload.shard_fetch_s(batch, cluster, w, unit)
+        with_fetch = (layers_mb if not np.any(fetch) else
+                      per_micro_batch(gather + fetch, gather_bwd + fetch, scatter))
+        trips = offload.gradient_round_trips(batch, fw)
+        exposed_trip = trips * (per_micro_batch(gather + fetch, gather_bwd + fetch, scatter + per_unit) - with_fetch
+                                + per_outside)
+        trips_s = trips * round_trip
+    # The chain's exposed seconds (the step's, less the host's issue) and its collectives' seconds in all, flat or as
+    # the hierarchy changes them: what _windows_used reads the chain's hidden seconds from.
+    chain_s = m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter)
+    if once.any():
+        chain_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter, chain_s)
+    chain_s = np.where(hierarchical_s > 0, hierarchical_s, chain_s)
+    return {"step": zero3_step, "flat_step": flat_step, "chain_step": flat_step + change, "chain_s": chain_s,
+            "gather_bwd": gather_bwd, "regathered_bytes": regathered_bytes, "offload_fetch": offload_fetch,
+            "offload_fetch_s": offload_fetch_s, "round_trip": exposed_trip, "round_trips_s": trips_s}
 
 
 def _limited_fetch(batch, fw, zero3, gather, w, m, units, shard_links, kw):
@@ -232,10 +246,11 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once, round_trip):
     # ZeRO 1/2 with optimizer offload: the partition's round trips follow the reductions on their stream
     # (stage_1_and_2.py reduce_ipg_grads), after each micro-batch's at ZeRO-2, after the step's one at ZeRO-1: what
     # the pair exposes beyond the reduction alone.
-    exposed_trip = 0.0
+    exposed_trip = trips_s = 0.0
     if np.any(round_trip > 0):
-        exposed_trip = np.where((zero == 1) | every_mb, offload.gradient_round_trips(batch, fw)
-                                * (behind(reduction + round_trip) - reduce_behind), 0.0)
+        trips = np.where((zero == 1) | every_mb, offload.gradient_round_trips(batch, fw), 0.0)
+        exposed_trip = trips * (behind(reduction + round_trip) - reduce_behind)
+        trips_s = trips * round_trip
     # ZeRO-1/2 (and BF16_Optimizer): updated 16-bit parameters all-gathered after the step, behind the next forward
     # if overlapped (--fp8-param-gather: the layers' Linear weights in fp8, one byte; _parameter_gather_bytes).
     param_gather_s = timed["param_gather"]
@@ -245,7 +260,7 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once, round_trip):
     gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     return {"reduce": reduce, "param_gather": param_gather, "reductions": reductions,
             "gathers": gathers, "every_mb": every_mb, "whole": whole,
-            "gathered": parameters_gathered_after_step(batch, fw), "round_trip": exposed_trip}
+            "gathered": parameters_gathered_after_step(batch, fw), "round_trip": exposed_trip, "round_trips_s": trips_s}
 
 
 def whole_gradient_all_reduced(batch, fw):
@@ -288,29 +303,36 @@ def _bytes_moved(batch, cluster, w, reduce_bytes, units, params, m, once, regath
 
 def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
     """Seconds of each compute window the dense data-parallel traffic uses (expert_data_parallel's `dense_used`,
-    offload.activation_copies'), and how many backward windows carry the gradient reduction (`reductions`) and
-    forward windows the parameter all-gather (`gathers`)."""
+    offload.activation_copies'), and how many forward windows carry the parameter all-gather (`gathers`) and backward
+    windows the gradient reduction (`reductions`).
+
+    The seconds each traffic hides in, which the experts' reduction and the checkpoints' host copies cannot use
+    again: the gradient reduction (with the offloaded gradient partition's round trips on its stream) in the last
+    backward, or in every backward where it runs every micro-batch (per reduction; a reduction by model chunk
+    hides in more than one window, which activation_copies spills over), the parameter all-gather in the first
+    forward (every forward where it runs every micro-batch), ZeRO-3's chain with ZeRO-Infinity's fetch and the
+    round trips in each micro-batch's passes (`micro_batch`), or where the stage is gathered once a step (`once`)
+    in the first forward. The fetch and the round trips use their windows with one data-parallel rank too."""
     zero = batch.zero
     all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
-    gather, scatter, gather_bwd = timed["gather"], timed["scatter"], zero3["gather_bwd"]
-    outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
-    # The seconds of each compute window this traffic hides in, which the experts' own reduction over the same
-    # links cannot use again (expert_data_parallel): the last backward (gradient reduction, per reduction),
-    # the first forward (parameter all-gather) and, with ZeRO-3, each micro-batch's passes.
+    zero3_on = zero == 3
+    sharded_on = many & ~zero3_on
+    reductions = np.where(zero3_on, 0.0, sharded["reductions"])
     reduce_s = np.where(once & ~sharded["whole"], reduce_scatter,
                         sharded["reductions"] * np.where(sharded["whole"], all_reduce, reduce_scatter))
-    zero3_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter,
-                       m * (units * (gather + gather_bwd + scatter) + 2.0 * outside_gather + outside_scatter))
-    zero3_on = many & (zero == 3)
-    return {"reductions": np.where(many & ~zero3_on, sharded["reductions"], 0.0),
-            "gathers": np.where(many & ~zero3_on & sharded["gathered"], sharded["gathers"], 0.0),
-            "backward": np.where(many & ~zero3_on, np.maximum(reduce_s - sharded["reduce"], 0.0)
-                                 / sharded["reductions"], 0.0),
-            "forward": np.where(many & ~zero3_on, np.maximum(timed["param_gather"] - sharded["param_gather"], 0.0),
-                                0.0),
-            # ZeRO-Infinity's fetch from host or NVMe runs in the same prefetch chain as the gathers.
-            "micro_batch": np.where(zero3_on, np.maximum(zero3_s + zero3["offload_fetch_s"] - zero3["flat_step"]
-                                                         - zero3["offload_fetch"], 0.0) / m, 0.0)}
+    reduce_hidden = (np.where(sharded_on, np.maximum(reduce_s - sharded["reduce"], 0.0), 0.0)
+                     + np.maximum(sharded["round_trips_s"] - sharded["round_trip"], 0.0))
+    # ZeRO-3: the chain's hidden seconds (all it takes less what is exposed), the fetch's and the round trips'.
+    chain_hidden = np.where(many, np.maximum(zero3["chain_s"] - zero3["chain_step"], 0.0), 0.0)
+    zero3_hidden = (chain_hidden + np.maximum(zero3["offload_fetch_s"] - zero3["offload_fetch"], 0.0)
+                    + np.maximum(zero3["round_trips_s"] - zero3["round_trip"], 0.0))
+    once3 = zero3_on & once
+    return {"reductions": reductions,
+            "gathers": np.where(once3, 1.0, np.where(sharded_on & sharded["gathered"], sharded["gathers"], 0.0)),
+            "backward": np.where(zero3_on, 0.0, reduce_hidden / np.maximum(reductions, 1.0)),
+            "forward": np.where(once3, zero3_hidden, np.where(sharded_on, np.maximum(
+                timed["param_gather"] - sharded["param_gather"], 0.0), 0.0)),
+            "micro_batch": np.where(zero3_on & ~once, zero3_hidden / m, 0.0)}
 
 
 def _stage_layer_params(batch, stage_layers):
@@ -445,9 +467,10 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
     moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, gathered, 0.0)
     moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
     exposed = np.where(many, np.where(zero3, zero3_exposed, reduce_exposed + gather_exposed), 0.0)
-    # What it hides in, as _windows_used says it for the dense traffic: the last backward, the first forward, each
+    # What it hides in (the keys of _windows_used without the counts): the last backward, the first forward, each
     # micro-batch's passes (offload.activation_copies hides the checkpoints' copies in what is left).
-    once = many & ~zero3
-    used = {"backward": np.where(once, reduce - reduce_exposed, 0.0), "forward": np.where(once, gather - gather_exposed, 0.0),
+    once_a_step = many & ~zero3
+    used = {"backward": np.where(once_a_step, reduce - reduce_exposed, 0.0),
+            "forward": np.where(once_a_step, gather - gather_exposed, 0.0),
             "micro_batch": np.where(many & zero3, per_micro_batch - zero3_exposed / m, 0.0)}
     return exposed, np.where(many, moved, 0.0), used

@@ -184,18 +184,22 @@ def zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, elements) -> dict
     }
 
 
-def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_step, m, once, per_micro_batch, per_step_once,
-                      kw, links, hbm):
+def zero3_step_change(batch, cluster, w, reduce_bytes, unit, units, outside, flat_step, m, once, per_micro_batch,
+                      per_step_once, kw, links, hbm):
     """What ZeRO++ / hierarchical partitioning changes in the ZeRO-3 step's exposed seconds (step_time's
-    `per_micro_batch` pipeline over the per-unit times of zero3_unit_comm, or its `per_step_once` on the `once`
-    rows that gather and reduce once per step, minus the flat `flat_step`): 0 on every other row, so flat
+    `per_micro_batch` pipeline over the per-unit times of zero3_unit_comm for the stage's `units` layers, or its
+    `per_step_once` on the `once` rows that gather and reduce once per step, minus the flat `flat_step`): 0 on
+    every other row, so flat
     ZeRO-3 keeps its numbers exactly. The replica all-reduce runs behind the last micro-batch's backward, once
     per step, or behind every micro-batch's where the stack reduces every micro-batch
-    (Framework.replica_reduce_every_microbatch); on `once` rows with the one reduction after the last backward."""
+    (Framework.replica_reduce_every_microbatch); on `once` rows with the one reduction after the last backward.
+
+    Also returns the seconds the changed rows' collectives take in all per step, hidden or not (0 on the other
+    rows), from which data_parallel._windows_used reads what they hide in."""
     rows = np.flatnonzero(hierarchical_rows(batch) & (batch.dp * batch.cp > 1))
-    extra = np.zeros(len(batch))
+    extra, traffic = np.zeros(len(batch)), np.zeros(len(batch))
     if not rows.size:
-        return extra
+        return extra, traffic
     sub, sub_fw, pick = sub_batch(batch, rows)
     w_, r_ = pick(w), pick(reduce_bytes)
     hbm_ = pick(hbm)
@@ -227,11 +231,18 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, outside, flat_step,
         every, first_last + (m - 1.0) * later_last + full(rest_mb) + (m - 1.0) * rest_later + m * replica_rest,
         np.where(m > 1, first + (m - 2.0) * later + later_last, first_last)
         + full(rest_mb) + (m - 1.0) * rest_later + replica_rest)
+    # The same collectives' seconds in all: the first micro-batch's gathers, the later ones' (hpZ's backward
+    # gathers), the reductions and the replica all-reduces, per step.
+    replicas = np.where(every, m, 1.0)
+    traffic_all = (units * (gf + gb + rs) + (m - 1.0) * units * (2.0 * gb + rs) + replicas * units * rep
+                   + full(rest_mb) + (m - 1.0) * rest_later + replicas * replica_rest)
     if np.any(once[rows]):
         rest_once = full(np.where(pick(outside) > 0, rest["forward"] + rest["scatter"], 0.0))
         hierarchical = np.where(once, per_step_once(gf, rs + rep) + rest_once + replica_rest, hierarchical)
+        traffic_all = np.where(once, units * (gf + rs + rep) + rest_once + replica_rest, traffic_all)
     extra[rows] = (hierarchical - flat_step)[rows]
-    return extra
+    traffic[rows] = traffic_all[rows]
+    return extra, traffic
 
 
 def zero3_bytes_moved(batch, cluster, fw, w, reduce_bytes, params, m, once):

@@ -28,15 +28,7 @@ def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
     rows = batch.offload >= 2
     if not np.any(rows):
         return np.zeros(len(batch)), np.zeros(len(batch))
-    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
-    node = cluster.node
-
-    def fetch(elements):
-        shard = w * elements / batch.dp
-        return np.maximum(shard / node.pcie_bytes_per_s_per_accelerator,
-                          np.where(batch.offload_nvme, shard * gpus_on_node / node.nvme_bytes_per_s, 0.0))
-
-    per_unit, per_outside = fetch(unit), fetch(outside)
+    per_unit, per_outside = shard_fetch_s(batch, cluster, w, unit), shard_fetch_s(batch, cluster, w, outside)
     if chain_without_fetch is None:
         chain_without_fetch = per_micro_batch(gather, gather, scatter)
     chained = per_micro_batch(gather + per_unit, gather + per_unit, scatter) - chain_without_fetch
@@ -47,6 +39,18 @@ def parameter_fetch(batch, cluster, w, units, unit, outside, gather, scatter, m,
                            + per_outside, seconds)
         total = np.where(once, units * per_unit + per_outside, total)
     return np.where(rows, seconds, 0.0), np.where(rows, total, 0.0)
+
+
+def shard_fetch_s(batch, cluster, w, elements):
+    """Seconds of fetching each rank's 1/dp shard of `elements` parameters from where ZeRO-Infinity keeps them: over
+    the GPU's PCIe link from host memory, or from the node's NVMe drives, which its GPUs share; 0 on the rows that
+    keep their parameters on the GPU (offload below optimizer+params)."""
+    node = cluster.node
+    shard = w * elements / batch.dp
+    gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
+    seconds = np.maximum(shard / node.pcie_bytes_per_s_per_accelerator,
+                         np.where(batch.offload_nvme, shard * gpus_on_node / node.nvme_bytes_per_s, 0.0))
+    return np.where(batch.offload >= 2, seconds, 0.0)
 
 
 def gradient_round_trip_s(batch, cluster, fw, params):
@@ -92,12 +96,12 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
     `_windows_used`; `expert_used`: the experts' reduction's, data_parallel.expert_data_parallel, None without
     MoE), as the experts' reduction hides in what the dense traffic leaves: where the data-parallel group leaves
     the node its traffic runs over the same PCIe link (GPUDirect RDMA goes through the PCIe switch the GPU shares
-    with its NIC), and one window of compute hides the two at most once, so slower compute or links never shorten
-    the step. Within a node the two would run side by side (NVLink and PCIe); taking them as serial there is an
-    upper bound. The used seconds fall on the windows they hide in: the parameter all-gathers on the first forward
-    (on every forward where the stack gathers every micro-batch: `gathers`), the gradient reductions on the last
-    backward (on every backward where it reduces every micro-batch: `reductions`), ZeRO-3's gathers and
-    reductions on every micro-batch's forward and backward in proportion to their compute."""
+    with its NIC), as do ZeRO-Infinity's fetch and the offloaded gradient partition's round trips, and one window
+    of compute hides the two at most once. Within a node the two would run side by side (NVLink and PCIe); taking
+    them as serial there is an upper bound. The used seconds fall on the windows _windows_used names: the
+    all-gathers in the first forward (`gathers` of them), the reductions in the last backward (`reductions`),
+    ZeRO-3's chain in every micro-batch's forward and backward in proportion to their compute; what exceeds a
+    window (a reduction by model chunk hides in the cool-down's passes) spills into the passes before it."""
     if not np.any(batch.activation_offload):
         return 0.0
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -112,12 +116,19 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
 
     def over_passes(window, dense, dense_windows, expert_once):
         """Exposed seconds over the step's `m` passes of one kind: ZeRO-3's share in each, the dense traffic's in
-        `dense_windows` of them (the first of which also holds the experts' once-a-step traffic), none beyond."""
-        share = every_pass * window
+        `dense_windows` of them (the first of which also holds the experts' once-a-step traffic); what exceeds those
+        windows fills the others one after another."""
+        share = np.minimum(every_pass * window, window)
         first = np.minimum(dense_windows, 1.0)
-        return (exposed_in(window, share + expert_once + first * dense)
-                + (dense_windows - first) * exposed_in(window, share + dense)
-                + (m - np.maximum(dense_windows, 1.0)) * exposed_in(window, share))
+        loads = (share + expert_once + first * dense, share + dense)
+        carried = (exposed_in(window, loads[0]) + (dense_windows - first) * exposed_in(window, loads[1]))
+        spill = (np.maximum(loads[0] - window, 0.0) + (dense_windows - first) * np.maximum(loads[1] - window, 0.0))
+        others = m - np.maximum(dense_windows, 1.0)
+        room = window - share
+        filled = np.where(room > 0.0, np.minimum(np.floor(spill / np.maximum(room, np.finfo(float).tiny)), others), 0.0)
+        part = np.where(others > filled, np.minimum(spill - filled * room, room), 0.0)
+        return (carried + filled * exposed_in(window, window) + (others > filled) * exposed_in(window, share + part)
+                + np.maximum(others - filled - 1.0, 0.0) * exposed_in(window, share))
 
     exposed = (over_passes(forward, dense_used["forward"], dense_used["gathers"], expert["forward"])
                + over_passes(backward, dense_used["backward"], dense_used["reductions"], expert["backward"]))

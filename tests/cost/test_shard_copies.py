@@ -149,22 +149,28 @@ if __name__ == "__main__":
 """
 
 
-def _run_probe(tmp_path, source: str, argument: str) -> dict:
+def _run_probe(tmp_path, source: str, argument: str, tries: int = 3) -> dict:
     """Run a probe script (its ranks spawned on gloo, a free local port) with `argument`; return the counts
-    JSON rank 0 wrote."""
+    JSON rank 0 wrote. The port is free when chosen but not held: another test's ranks (pytest -n runs them side
+    by side) can take it before gloo binds it, and the ranks then abort; a run that fails is tried again on a new
+    port, and the last failure is reported with the end of its output."""
     import json
     import socket
     import subprocess
     import sys
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
     out = tmp_path / "counts.json"
     script = tmp_path / "probe.py"
     script.write_text(source)
-    subprocess.run([sys.executable, str(script), port, argument, str(out)], check=True, capture_output=True, timeout=300)
-    return json.loads(out.read_text())
+    for attempt in range(tries):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = str(probe.getsockname()[1])
+        run = subprocess.run([sys.executable, str(script), port, argument, str(out)], capture_output=True, timeout=300)
+        if run.returncode == 0:
+            return json.loads(out.read_text())
+    raise AssertionError(f"probe failed {tries} times (exit {run.returncode}): "
+                         f"{run.stderr.decode(errors='replace')[-2000:]}")
 
 
 @pytest.mark.parametrize("zero, reshard", [(3, "1"), (2, "0")])
