@@ -230,10 +230,17 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
         layer, comm = seconds["layer"], seconds["comm"]
         moe_layer = _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm)
         issue = layer["issue"]
-        # GPU time the dense part of a layer leaves beyond its own issue time (the host's lead).
+        # GPU time the dense part of a layer leaves beyond its own issue time (the host's lead). A full recompute's
+        # forward (its compute, its forward communication again and the checkpoint gather before it) is left out of
+        # the backward's: the MoE layer's recompute is floored against the forward's slack on its own
+        # (moe.launch_floor_seconds), and counting the dense recompute's lead in both let one second of slower
+        # communication take two off the floor (megatron-2022, NVLink at half: the step 118.4 -> 117.4 ms).
+        full = batch.recompute == 2
+        rerun = np.where(full, layer["recompute"] + comm["forward"] + comm["checkpoint_gather"] - issue["recompute"],
+                         0.0)
         slack = {"forward": np.maximum(layer["forward"] + comm["forward"] - issue["forward"], 0.0),
                  "backward": np.maximum(layer["backward"] + layer["recompute"] + comm["backward"]
-                                        - issue["backward"] - issue["recompute"], 0.0)}
+                                        - issue["backward"] - issue["recompute"] - rerun, 0.0)}
         moe_floor = moe.launch_floor_seconds(batch, moe_layer, slack, fw["eager_dispatch"] > 0)
         per_layer["moe_launch_floor"] = moe_floor["forward"] + moe_floor["backward"]
         per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]

@@ -7,14 +7,14 @@ import pytest
 from planner.cost import groups
 from planner.cost import kernels as K
 from planner.cost import moe
-from planner.cost.estimate import estimate
+from planner.cost.estimate import estimate, simulate
 from planner.cost.gemm import gemm_seconds, matmul_half_size_array, peak_flops_array
 from planner.errors import PlannerInputError
 from planner.specs.clusters import load_cluster
 from planner.specs.candidate_batch import single_batch
-from planner.specs.layout import make_layout
+from planner.specs.layout import Layout, make_layout
 from planner.specs.layout_checks import check_layout
-from planner.specs.model import PRESETS, make_model
+from planner.specs.model import PRESETS, ModelSpec, make_model
 
 H100 = load_cluster("dgx-h100")
 FORWARD, BACKWARD = K.FORWARD, K.BACKWARD
@@ -171,3 +171,20 @@ def test_fp8_recipe_current_scaling_reads_each_cast_input_twice():
         check_layout(model, make_layout(**{**base, "dtype": "bf16"}, fp8_recipe="tensorwise"), gpus=16)
     assert ("--fp8-recipe", "tensorwise") in compute_arguments(make_layout(**base, fp8_recipe="tensorwise"))
     assert ("--fp8-recipe", "delayed") in compute_arguments(make_layout(**base))
+
+
+@pytest.mark.parametrize("factor", [1.1, 2.0, 8.0])
+def test_slower_communication_never_shortens_a_full_recompute_step(factor):
+    """Under full recompute the MoE layer's recomputed forward is floored against the dense forward's slack, and its
+    backward against the dense backward's own: the dense backward's slack also held the dense recompute's, so one
+    second of slower tp communication took two off the MoE launch floor (megatron-2022, 8 layers of hidden 2,048 with
+    16 experts, tp 2, dp 64 on dgx-b200: NVLink at half its bandwidth, the step 118.4 -> 117.4 ms)."""
+    model = ModelSpec(layers=8, hidden=2048, heads=16, mlp="swiglu", vocab=32000, seq_len=2048, moe_experts=16,
+                      moe_top_k=2, moe_ffn=1024)
+    layout = Layout(tp=2, dp=64, zero=0, micro_batch=1, global_batch=512, recompute="full", framework="megatron-2022")
+    b200 = load_cluster("dgx-b200")
+    up = b200.node.scale_up
+    slower = b200.model_copy(update={"node": b200.node.model_copy(update={"scale_up": up.model_copy(
+        update={"link_bytes_per_s_per_direction": up.link_bytes_per_s_per_direction / factor})})})
+    fast, slow = (simulate(model, layout, cluster)["step_time_s"] for cluster in (b200, slower))
+    assert slow >= fast
