@@ -108,6 +108,7 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
         chain_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter, chain_s)
     chain_s = np.where(hierarchical_s > 0, hierarchical_s, chain_s)
     return {"step": zero3_step, "flat_step": flat_step, "chain_step": flat_step + change, "chain_s": chain_s,
+            "host_mb": host_mb,
             "gather_bwd": gather_bwd, "regathered_bytes": regathered_bytes, "offload_fetch": offload_fetch,
             "offload_fetch_s": offload_fetch_s, "round_trip": exposed_trip, "round_trips_s": trips_s}
 
@@ -312,7 +313,9 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
     hides in more than one window, which activation_copies spills over), the parameter all-gather in the first
     forward (every forward where it runs every micro-batch), ZeRO-3's chain with ZeRO-Infinity's fetch and the
     round trips in each micro-batch's passes (`micro_batch`), or where the stage is gathered once a step (`once`)
-    in the first forward. The fetch and the round trips use their windows with one data-parallel rank too."""
+    in the first forward. The fetch and the round trips use their windows with one data-parallel rank too. Not a
+    use: `host_wait`, the seconds each backward waits for the host to issue ZeRO-3's collectives, which copies over
+    other links can run in."""
     zero = batch.zero
     all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
     zero3_on = zero == 3
@@ -332,7 +335,10 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
             "backward": np.where(zero3_on, 0.0, reduce_hidden / np.maximum(reductions, 1.0)),
             "forward": np.where(once3, zero3_hidden, np.where(sharded_on, np.maximum(
                 timed["param_gather"] - sharded["param_gather"], 0.0), 0.0)),
-            "micro_batch": np.where(zero3_on & ~once, zero3_hidden / m, 0.0)}
+            "micro_batch": np.where(zero3_on & ~once, zero3_hidden / m, 0.0),
+            # Each backward's wait for the host to issue the ZeRO-3 collectives (_host_issue_s): the GPU idles, the
+            # links do not.
+            "host_wait": np.where(zero3_on & many, zero3["host_mb"], 0.0)}
 
 
 def _stage_layer_params(batch, stage_layers):

@@ -101,7 +101,9 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
     them as serial there is an upper bound. The used seconds fall on the windows _windows_used names: the
     all-gathers in the first forward (`gathers` of them), the reductions in the last backward (`reductions`),
     ZeRO-3's chain in every micro-batch's forward and backward in proportion to their compute; what exceeds a
-    window (a reduction by model chunk hides in the cool-down's passes) spills into the passes before it."""
+    window (a reduction by model chunk hides in the cool-down's passes) spills into the passes before it. A
+    backward's wait for the host to issue ZeRO-3's collectives (`host_wait`) is window too: the GPU idles, the
+    copies go on."""
     if not np.any(batch.activation_offload):
         return 0.0
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -114,11 +116,13 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
     def exposed_in(window, used):
         return np.maximum(copy - np.maximum(window - used, 0.0), 0.0)
 
-    def over_passes(window, dense, dense_windows, expert_once):
-        """Exposed seconds over the step's `m` passes of one kind: ZeRO-3's share in each, the dense traffic's in
+    def over_passes(compute, wait, dense, dense_windows, expert_once):
+        """Exposed seconds over the step's `m` passes of one kind, each `compute` seconds and `wait` more the GPU
+        waits for the host (the copies run on meanwhile): ZeRO-3's share in each, the dense traffic's in
         `dense_windows` of them (the first of which also holds the experts' once-a-step traffic); what exceeds those
         windows fills the others one after another."""
-        share = np.minimum(every_pass * window, window)
+        share = np.minimum(every_pass * compute, compute)
+        window = compute + wait
         first = np.minimum(dense_windows, 1.0)
         loads = (share + expert_once + first * dense, share + dense)
         carried = (exposed_in(window, loads[0]) + (dense_windows - first) * exposed_in(window, loads[1]))
@@ -130,6 +134,7 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
         return (carried + filled * exposed_in(window, window) + (others > filled) * exposed_in(window, share + part)
                 + np.maximum(others - filled - 1.0, 0.0) * exposed_in(window, share))
 
-    exposed = (over_passes(forward, dense_used["forward"], dense_used["gathers"], expert["forward"])
-               + over_passes(backward, dense_used["backward"], dense_used["reductions"], expert["backward"]))
+    exposed = (over_passes(forward, 0.0, dense_used["forward"], dense_used["gathers"], expert["forward"])
+               + over_passes(backward, dense_used["host_wait"], dense_used["backward"], dense_used["reductions"],
+                             expert["backward"]))
     return np.where(batch.activation_offload, exposed, 0.0)
