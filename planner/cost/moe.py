@@ -276,7 +276,8 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     alltoall dispatcher) stops the host from running ahead: only the kernels before it hide behind
     the dense slack, those after it are issued to an idle GPU, which waits one eager op (EAGER_OP_S) for the
     first of them and then for whatever the rest takes to issue beyond their GPU time. A full recompute runs
-    the forward (and its sync) again. `dense_slack`: {"forward", "backward"} seconds per layer."""
+    the forward (and its sync) again. `dense_slack`: {"forward", "backward"} seconds per layer, and under full recompute
+    the dense recompute's own ("recompute"; the forward's where not given)."""
     frac = moe_fraction(batch)
     per_layer = np.where(frac > 0, frac, 1.0)
     local = batch.experts / batch.ep
@@ -286,21 +287,27 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     gpu_fwd = (moe["forward"] + moe["comm_forward"]) / per_layer
     recompute_comm = np.where(batch.recompute == 2, moe["comm_forward"], 0.0)
     gpu_bwd = (moe["backward"] + moe["comm_backward"] - recompute_comm) / per_layer
-    free_fwd = np.maximum(issue_fwd - gpu_fwd - dense_slack["forward"], 0.0)
     before = kernels.moe_before_sync_issue_s(eager)
     wake = np.where(np.asarray(eager, dtype=bool), kernels.EAGER_OP_S, kernels.KERNEL_LAUNCH_S)
-    synced_fwd = (np.maximum(before - dense_slack["forward"], 0.0) + wake
-                  + np.maximum(issue_fwd - before - gpu_fwd, 0.0))
     # Megatron waits with ep or tp > 1 before the all-to-all, else before the experts (token_dispatcher.py:524,
     # 533; taken as the same split of the kernels). The drop-and-pad path (layout moe_pad_to_capacity) has
     # static shapes and returns before any sync point (:444-468); a capacity factor alone still waits (:470-480).
     syncs = _SYNCS[batch.framework.astype(int)] * (batch.moe_padded == 0)
-    floor_fwd = np.where(syncs > 0, synced_fwd, free_fwd)
+
+    def forward_floor(slack):
+        free = np.maximum(issue_fwd - gpu_fwd - slack, 0.0)
+        synced = np.maximum(before - slack, 0.0) + wake + np.maximum(issue_fwd - before - gpu_fwd, 0.0)
+        return np.where(syncs > 0, synced, free)
+
+    floor_fwd = forward_floor(dense_slack["forward"])
     floor_bwd = np.maximum(issue_bwd - gpu_bwd - dense_slack["backward"], 0.0)
+    # A full recompute's forward (and its floor) runs in the backward pass, behind the dense recompute's own slack
+    # (`recompute`, where the caller gives it apart from the backward's).
+    floor_rerun = np.where(batch.recompute == 2, forward_floor(dense_slack.get("recompute", dense_slack["forward"])),
+                           0.0)
     has_experts = batch.experts > 0
-    # By pass: a full recompute's forward (and its floor) runs in the backward pass.
     return {"forward": np.where(has_experts, frac * floor_fwd, 0.0),
-            "backward": np.where(has_experts, frac * (floor_bwd + np.where(batch.recompute == 2, floor_fwd, 0.0)), 0.0)}
+            "backward": np.where(has_experts, frac * (floor_bwd + floor_rerun), 0.0)}
 
 
 def sm_share_seconds(batch: CandidateBatch, layer_compute) -> np.ndarray:

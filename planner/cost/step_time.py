@@ -230,17 +230,27 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
         layer, comm = seconds["layer"], seconds["comm"]
         moe_layer = _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm)
         issue = layer["issue"]
-        # GPU time the dense part of a layer leaves beyond its own issue time (the host's lead). A full recompute's
-        # forward (its compute, its forward communication again and the checkpoint gather before it) is left out of
-        # the backward's: the MoE layer's recompute is floored against the forward's slack on its own
-        # (moe.launch_floor_seconds), and counting the dense recompute's lead in both let one second of slower
-        # communication take two off the floor (megatron-2022, NVLink at half: the step 118.4 -> 117.4 ms).
+        # GPU time the dense part of a layer leaves beyond its own issue time (the host's lead), by pass. Under full
+        # recompute the backward pass runs two pairs of dense and MoE work: the recompute's (its compute, its forward
+        # communication again and the checkpoint gather before it) and the backward's own. Each MoE part is floored
+        # against its own pair's dense slack, and the dense floors of an MoE layer are taken pair by pair too: a
+        # dense backward floor pooled over the two pairs let the recompute's slack cover the backward's deficit
+        # and the MoE recompute's at once, so slower communication took more off the floors than it added
+        # (megatron-2022, NVLink at half: the step 118.4 -> 117.4 ms).
         full = batch.recompute == 2
-        rerun = np.where(full, layer["recompute"] + comm["forward"] + comm["checkpoint_gather"] - issue["recompute"],
-                         0.0)
+        rerun_gpu = layer["recompute"] + comm["forward"] + comm["checkpoint_gather"]
+        own_gpu = layer["backward"] + layer["recompute"] + comm["backward"] - np.where(full, rerun_gpu, 0.0)
+        own_issue = issue["backward"] + issue["recompute"] - np.where(full, issue["recompute"], 0.0)
         slack = {"forward": np.maximum(layer["forward"] + comm["forward"] - issue["forward"], 0.0),
-                 "backward": np.maximum(layer["backward"] + layer["recompute"] + comm["backward"]
-                                        - issue["backward"] - issue["recompute"] - rerun, 0.0)}
+                 "backward": np.maximum(own_gpu - own_issue, 0.0),
+                 "recompute": np.maximum(rerun_gpu - issue["recompute"], 0.0)}
+        pooled = np.maximum(issue["backward"] + issue["recompute"] - layer["backward"] - layer["recompute"]
+                            - comm["backward"], 0.0)
+        by_pair = np.maximum(issue["recompute"] - rerun_gpu, 0.0) + np.maximum(own_issue - own_gpu, 0.0)
+        unpooled = np.where(full, moe.moe_fraction(batch) * (by_pair - pooled), 0.0)
+        per_layer["launch_floor"] = per_layer["launch_floor"] + unpooled
+        layer_total = layer_total + unpooled
+        layer_backward = layer_backward + unpooled
         moe_floor = moe.launch_floor_seconds(batch, moe_layer, slack, fw["eager_dispatch"] > 0)
         per_layer["moe_launch_floor"] = moe_floor["forward"] + moe_floor["backward"]
         per_layer["moe_experts"] = moe_layer["forward"] + moe_layer["backward"] + moe_layer["recompute"]
