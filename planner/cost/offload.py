@@ -101,9 +101,8 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
     them as serial there is an upper bound. The used seconds fall on the windows _windows_used names: the
     all-gathers in the first forward (`gathers` of them), the reductions in the last backward (`reductions`),
     ZeRO-3's chain in every micro-batch's forward and backward in proportion to their compute; what exceeds a
-    window (a reduction by model chunk hides in the cool-down's passes) spills into the passes before it. A
-    backward's wait for the host to issue ZeRO-3's collectives (`host_wait`) is window too: the GPU idles, the
-    copies go on."""
+    window (a reduction by model chunk hides in the cool-down's passes) spills into the passes before it. A pass's
+    wait for the host to issue ZeRO-3's collectives (`host_wait`) is window too: the GPU idles, the copies go on."""
     if not np.any(batch.activation_offload):
         return 0.0
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -134,7 +133,8 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
         return (carried + filled * exposed_in(window, window) + (others > filled) * exposed_in(window, share + part)
                 + np.maximum(others - filled - 1.0, 0.0) * exposed_in(window, share))
 
-    exposed = (over_passes(forward, 0.0, dense_used["forward"], dense_used["gathers"], expert["forward"])
-               + over_passes(backward, dense_used["host_wait"], dense_used["backward"], dense_used["reductions"],
+    wait = dense_used["host_wait"]
+    exposed = (over_passes(forward, wait["forward"], dense_used["forward"], dense_used["gathers"], expert["forward"])
+               + over_passes(backward, wait["backward"], dense_used["backward"], dense_used["reductions"],
                              expert["backward"]))
     return np.where(batch.activation_offload, exposed, 0.0)
