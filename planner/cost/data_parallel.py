@@ -339,7 +339,8 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
             "micro_batch": np.where(zero3_on & ~once, zero3_hidden / m, 0.0),
             # Each pass's wait for the host to issue the ZeRO-3 collectives (_host_issue_s): the GPU idles, the
             # links do not.
-            "host_wait": {name: np.where(zero3_on & many, seconds, 0.0) for name, seconds in zero3["host_wait"].items()}}
+            "host_wait": {name: np.where(zero3_on & many, seconds, 0.0)
+                          for name, seconds in zero3["host_wait"].items()}}
 
 
 def _stage_layer_params(batch, stage_layers):

@@ -68,7 +68,8 @@ HSDP = (EIGHT, Layout(tp=1, dp=64, zero=3, shard_group=8, global_batch=64, recom
 #   while the GPU waits (on dgx2-v100, half the peak: 1123.2 -> 1107.3 ms).
 HOST_WAIT = (EIGHT, Layout(tp=8, dp=64, zero=3, micro_batch=2, global_batch=1024, recompute="full",
                            framework="deepspeed-v0.3", dtype="fp16", activation_offload=True))
-CASES = {"host-wait": HOST_WAIT, "small": SMALL, "wide": WIDE, "fsdp-zero2": FSDP_ZERO2, "moe": MOE, "by-chunk": BY_CHUNK,
+CASES = {"host-wait": HOST_WAIT, "small": SMALL, "wide": WIDE, "fsdp-zero2": FSDP_ZERO2, "moe": MOE,
+         "by-chunk": BY_CHUNK,
          "round-trips": ROUND_TRIPS, "infinity-alone": INFINITY_ALONE, "hsdp": HSDP}
 
 

@@ -105,5 +105,6 @@ def test_round_trips_and_the_parameter_fetch_hide_behind_the_passes_once(factor)
     acc = b200.accelerator
     slower = b200.model_copy(update={"accelerator": acc.model_copy(update={"peak_flops": acc.peak_flops.model_copy(
         update={d: (v / factor if v else v) for d, v in acc.peak_flops.model_dump().items()})})})
-    fast, slow = (float(step_time(single_batch(model, layout), cluster)["step_time_s"][0]) for cluster in (b200, slower))
+    fast, slow = (float(step_time(single_batch(model, layout), cluster)["step_time_s"][0])
+                  for cluster in (b200, slower))
     assert slow >= fast
