@@ -31,7 +31,7 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
     """frameworks/deepspeed_v03.py: per-parameter calls, host work per rank, the persistent parameters' re-gather
     rank by rank after each step, fetch limits, ZeRO-1/2 reductions to each owner (not today's bucket all-reduce), no
     ZeRO-3 offload round trip of the first micro-batch's gradients, no pipeline masks (its Megatron-DeepSpeed had no
-    GPTModelPipe); ZeRO++, MiCS, the
+    GPTModelPipe), CPU checkpoint copies on the compute stream; ZeRO++, MiCS, the
     BF16_Optimizer (so fp16 is its default dtype), FlashAttention and today's coalesced gradient copies absent. A GPT block's gathers are 4 either way (its four weight matrices, one call per
     parameter then, per submodule now), so only the calls outside the layers differ in number."""
     from dataclasses import asdict
@@ -46,7 +46,7 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
                          "shard_copies", "recompute_modes", "lineage", "flash_attention_default",
                          "sharded_reduce_all_reduces", "offload_zero3_first_round_trip", "offload_zero2_extra_copy_down",
                          "pipeline_mask_resident_bytes", "pipeline_mask_build_bytes",
-                         "pipeline_mask_input_buffer_bytes"}
+                         "pipeline_mask_input_buffer_bytes", "activation_offload_blocking"}
     assert FRAMEWORKS["deepspeed-v0.3"].lineage == "deepspeed"
     assert FRAMEWORKS["deepspeed-v0.3"].gathers_per_layer == FRAMEWORKS["deepspeed"].gathers_per_layer == 4.0
     assert FRAMEWORKS["deepspeed-v0.3"].dtypes == {"fp16", "fp32"}
@@ -56,7 +56,8 @@ def test_deepspeed_v03_differs_from_deepspeed_only_in_its_zero3_collectives():
 
 def test_deepspeed_v02_differs_from_deepspeed_in_its_model_code_kernels_and_what_did_not_exist():
     """frameworks/deepspeed_v02.py: the 2020 Megatron-LM fork's unfused kernels, its checkpoint rebuild's copies, the
-    ZeRO-2 all-gather's copy-out; no pipeline engine, offload, ZeRO-3, ZeRO++, bf16, selective recompute,
+    ZeRO-2 all-gather's copy-out, CPU checkpoint copies on the compute stream; no pipeline engine, offload, ZeRO-3,
+    ZeRO++, bf16, selective recompute,
     sequence parallelism or FlashAttention yet."""
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["deepspeed-v0.2"]), asdict(FRAMEWORKS["deepspeed"])
@@ -65,7 +66,8 @@ def test_deepspeed_v02_differs_from_deepspeed_in_its_model_code_kernels_and_what
         "unfused_hidden_accesses_forward", "unfused_qkv_accesses_forward", "unfused_ffn_accesses_forward",
         "checkpoint_gather_hbm_accesses", "shard_copies", "zero_stages", "supports_pipeline", "supports_offload",
         "zeropp", "dtypes", "default_dtype", "fp32_grad_accumulation_bytes", "recompute_modes",
-        "partition_activations_with_sequence_parallel", "flash_attention_default", "sharded_reduce_all_reduces"}
+        "partition_activations_with_sequence_parallel", "flash_attention_default", "sharded_reduce_all_reduces",
+        "activation_offload_blocking"}
     assert FRAMEWORKS["deepspeed-v0.2"].lineage == "deepspeed"
     for layout, reason in [(dict(zero=3, dp=2, global_batch=2), "supports stages"),
                            (dict(pp=2, global_batch=2), "no pipeline parallelism"),

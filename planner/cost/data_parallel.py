@@ -73,8 +73,7 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     outside_gather, outside_scatter = timed["outside_gather"], timed["outside_scatter"]
     layers_mb = per_micro_batch(gather, gather_bwd, scatter)
     zero3_mb = layers_mb + 2.0 * outside_gather + outside_scatter
-    host_wait = _host_issue_s(fw, zero3, stage, gather_bwd, scatter, units, outside, regather_calls, shard_links)
-    host_mb = host_wait["forward"] + host_wait["backward"]
+    host_mb = _host_issue_s(fw, zero3, stage, gather_bwd, scatter, units, outside, regather_calls, shard_links)
     hbm = cluster.accelerator.hbm_bytes_per_s * eff.hbm_efficiency * rank_share(batch.gpus, cluster)
     flat_step = m * zero3_mb
     if once.any():
@@ -109,7 +108,6 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
         chain_s = np.where(once, units * (gather + scatter) + outside_gather + outside_scatter, chain_s)
     chain_s = np.where(hierarchical_s > 0, hierarchical_s, chain_s)
     return {"step": zero3_step, "flat_step": flat_step, "chain_step": flat_step + change, "chain_s": chain_s,
-            "host_wait": host_wait,
             "gather_bwd": gather_bwd, "regathered_bytes": regathered_bytes, "offload_fetch": offload_fetch,
             "offload_fetch_s": offload_fetch_s, "round_trip": exposed_trip, "round_trips_s": trips_s}
 
@@ -183,16 +181,16 @@ def _zero3_schedules(batch, fw, eff, stage, limited, shares):
 
 def _host_issue_s(fw, zero3, stage, gather_bwd, scatter, units, outside, regather_calls, shard_links):
     """Seconds per micro-batch the host's issue of the ZeRO-3 collectives adds where the stack's collectives walk
-    the group, by the pass the GPU waits in ({"forward", "backward"}; 0.0 each where no stack does)."""
+    the group (0.0 where none does)."""
     if not (zero3 & (fw["host_ops_per_rank_per_call"] > 0)).any():  # stacks whose collectives walk the group
-        return {"forward": 0.0, "backward": 0.0}
+        return 0.0
     # The host issues a layer's reduce-scatters while the GPU is busy with that layer's backward, and the
     # collectives of the chain run on the network meanwhile: the layer takes the longest of the three, so
     # the issue hides only behind what the compute and the chain's own traffic already take (hiding it
     # behind the compute alone as well would count the same window twice).
     unit_backward = np.maximum(stage["layer_backward"], gather_bwd + scatter)
-    by_pass = zero3_fetch.host_issue_by_pass(fw, shard_links(), units, outside > 0, unit_backward, regather_calls)
-    return {name: np.where(zero3, seconds, 0.0) for name, seconds in by_pass.items()}
+    return np.where(zero3, zero3_fetch.host_issue_s(fw, shard_links(), units, outside > 0, unit_backward,
+                                                    regather_calls), 0.0)
 
 
 def _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw):
@@ -314,9 +312,7 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
     hides in more than one window, which activation_copies spills over), the parameter all-gather in the first
     forward (every forward where it runs every micro-batch), ZeRO-3's chain with ZeRO-Infinity's fetch and the
     round trips in each micro-batch's passes (`micro_batch`), or where the stage is gathered once a step (`once`)
-    in the first forward. The fetch and the round trips use their windows with one data-parallel rank too. Not a
-    use: `host_wait` ({"forward", "backward"}), the seconds each pass waits for the host to issue ZeRO-3's
-    collectives, which copies over other links can run in."""
+    in the first forward. The fetch and the round trips use their windows with one data-parallel rank too."""
     zero = batch.zero
     all_reduce, reduce_scatter = timed["all_reduce"], timed["reduce_scatter"]
     zero3_on = zero == 3
@@ -336,11 +332,7 @@ def _windows_used(batch, m, many, once, timed, units, zero3, sharded):
             "backward": np.where(zero3_on, 0.0, reduce_hidden / np.maximum(reductions, 1.0)),
             "forward": np.where(once3, zero3_hidden, np.where(sharded_on, np.maximum(
                 timed["param_gather"] - sharded["param_gather"], 0.0), 0.0)),
-            "micro_batch": np.where(zero3_on & ~once, zero3_hidden / m, 0.0),
-            # Each pass's wait for the host to issue the ZeRO-3 collectives (_host_issue_s): the GPU idles, the
-            # links do not.
-            "host_wait": {name: np.where(zero3_on & many, seconds, 0.0)
-                          for name, seconds in zero3["host_wait"].items()}}
+            "micro_batch": np.where(zero3_on & ~once, zero3_hidden / m, 0.0)}
 
 
 def _stage_layer_params(batch, stage_layers):

@@ -86,11 +86,12 @@ def gradient_round_trips(batch, fw):
                       np.where(accumulates, 1.0, 0.0)], 0.0)
 
 
-def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
+def activation_copies(batch, cluster, fw, stage, m, dense_used, expert_used=None):
     """Activation checkpoints kept on the host (layout.activation_offload): each checkpoint goes out over the
     GPU's PCIe link in forward and comes back for backward's recompute, asynchronously (DeepSpeed's
     cpu_checkpointing copies on its own stream: runtime/activation_checkpointing/checkpointing.py
-    `_get_cpu_offload_engine`); exposed is what the copies exceed the passes by.
+    `_get_cpu_offload_engine`); exposed is what the copies exceed the passes by, or all of them where the stack
+    copies on the compute stream (`fw`'s activation_offload_blocking: DeepSpeed before #8282).
 
     The copies hide only in what the data-parallel traffic leaves of each pass (`dense_used`: data_parallel's
     `_windows_used`; `expert_used`: the experts' reduction's, data_parallel.expert_data_parallel, None without
@@ -101,8 +102,7 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
     them as serial there is an upper bound. The used seconds fall on the windows _windows_used names: the
     all-gathers in the first forward (`gathers` of them), the reductions in the last backward (`reductions`),
     ZeRO-3's chain in every micro-batch's forward and backward in proportion to their compute; what exceeds a
-    window (a reduction by model chunk hides in the cool-down's passes) spills into the passes before it. A pass's
-    wait for the host to issue ZeRO-3's collectives (`host_wait`) is window too: the GPU idles, the copies go on."""
+    window (a reduction by model chunk hides in the cool-down's passes) spills into the passes before it."""
     if not np.any(batch.activation_offload):
         return 0.0
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
@@ -115,13 +115,11 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
     def exposed_in(window, used):
         return np.maximum(copy - np.maximum(window - used, 0.0), 0.0)
 
-    def over_passes(compute, wait, dense, dense_windows, expert_once):
-        """Exposed seconds over the step's `m` passes of one kind, each `compute` seconds and `wait` more the GPU
-        waits for the host (the copies run on meanwhile): ZeRO-3's share in each, the dense traffic's in
+    def over_passes(window, dense, dense_windows, expert_once):
+        """Exposed seconds over the step's `m` passes of one kind: ZeRO-3's share in each, the dense traffic's in
         `dense_windows` of them (the first of which also holds the experts' once-a-step traffic); what exceeds those
         windows fills the others one after another."""
-        share = np.minimum(every_pass * compute, compute)
-        window = compute + wait
+        share = np.minimum(every_pass * window, window)
         first = np.minimum(dense_windows, 1.0)
         loads = (share + expert_once + first * dense, share + dense)
         carried = (exposed_in(window, loads[0]) + (dense_windows - first) * exposed_in(window, loads[1]))
@@ -133,8 +131,8 @@ def activation_copies(batch, cluster, stage, m, dense_used, expert_used=None):
         return (carried + filled * exposed_in(window, window) + (others > filled) * exposed_in(window, share + part)
                 + np.maximum(others - filled - 1.0, 0.0) * exposed_in(window, share))
 
-    wait = dense_used["host_wait"]
-    exposed = (over_passes(forward, wait["forward"], dense_used["forward"], dense_used["gathers"], expert["forward"])
-               + over_passes(backward, wait["backward"], dense_used["backward"], dense_used["reductions"],
-                             expert["backward"]))
+    exposed = (over_passes(forward, dense_used["forward"], dense_used["gathers"], expert["forward"])
+               + over_passes(backward, dense_used["backward"], dense_used["reductions"], expert["backward"]))
+    # A stack that copies on the compute stream (Framework.activation_offload_blocking) waits for every copy.
+    exposed = np.where(fw["activation_offload_blocking"] > 0, 2.0 * m * copy, exposed)
     return np.where(batch.activation_offload, exposed, 0.0)

@@ -199,7 +199,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
                                                                 layers_per_step, stage, dp_window_used)
     if np.any(batch.activation_offload):  # the checkpoints' host copies, in what the dp traffic leaves of the passes
         parts["offload_copies"] = parts["offload_copies"] + offload.activation_copies(
-            batch, cluster, stage, m, dp_window_used, expert_window_used)
+            batch, cluster, fw, stage, m, dp_window_used, expert_window_used)
     # The pacing stage's per-micro-batch seconds are split into named parts above; the other stages idle
     # in the difference, which the slot (micro_batch_s) already accounts for.
     total = sum(parts.values())

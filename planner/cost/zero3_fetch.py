@@ -76,20 +76,13 @@ def host_issue_s(fw, shard_links, units, has_outside, unit_backward, regather_ca
     model come after the last backward kernel: exposed. 0 where the stack issues flat-buffer collectives
     (ops = 0).
     """
-    return sum(host_issue_by_pass(fw, shard_links, units, has_outside, unit_backward, regather_calls).values())
-
-
-def host_issue_by_pass(fw, shard_links, units, has_outside, unit_backward, regather_calls):
-    """host_issue_s by the pass the GPU waits in: {"forward": the forward's gathers, "backward": the backward's
-    gathers (re-gathers included) and the reduce-scatters}."""
     ranks = shard_links["ranks_per_node"] * shard_links["nodes"]
     per_call = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
-    forward_gathers = per_call * (units * fw["gathers_per_layer"] + has_outside * fw["gathers_outside_layers"])
-    backward_gathers = per_call * (units * (fw["gathers_per_layer"] + regather_calls)
-                                   + has_outside * fw["gathers_outside_layers"])
+    gathers = per_call * (units * (2.0 * fw["gathers_per_layer"] + regather_calls)
+                          + has_outside * 2.0 * fw["gathers_outside_layers"])
     scatters = (units * np.maximum(per_call * fw["scatter_calls_per_layer"] - unit_backward, 0.0)
                 + has_outside * per_call * fw["scatter_calls_outside_layers"])
-    return {"forward": forward_gathers, "backward": backward_gathers + scatters}
+    return gathers + scatters
 
 
 # DeepSpeed keeps a parameter gathered between uses when it has at most this many elements (on its tp rank):

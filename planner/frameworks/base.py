@@ -383,6 +383,12 @@ class Framework:
     partition_activations_available: bool = False
     partition_activations_default: bool = False
     partition_activations_with_sequence_parallel: bool = False
+    # Whether the stack's CPU activation checkpointing (Layout.activation_offload) copies each checkpoint to the host
+    # and back on the compute stream, blocking, rather than on a stream of its own behind the passes: DeepSpeed
+    # before #8282 (858e91eea, 2026-08-21) did, with `partition.cpu()` out (v0.2.0 deepspeed_checkpointing.py:409,
+    # v0.3.14 activation_checkpointing/checkpointing.py:498) and get_full_inputs(device=cuda_device) back, its
+    # transport stream commented out (v0.3.14 :630-632). cost/offload.py activation_copies.
+    activation_offload_blocking: bool = False
     # Memory-bound kernels the stack's model code runs beyond the fused path the cost model's elementwise term stands
     # for (planner.cost.layer_compute.unfused_elementwise_bytes), in accesses of one activation element (a read or a
     # write of 2 bytes in 16-bit training) per element of the tensor they touch, per layer, micro-batch and tp rank:

@@ -79,6 +79,9 @@ from planner.frameworks.deepspeed import DEEPSPEED
 
 DEEPSPEED_V02 = replace(
     DEEPSPEED, name="deepspeed-v0.2", lineage="deepspeed",
+    # cpu_checkpointing copies on the compute stream (base.py activation_offload_blocking; deepspeed_checkpointing.py
+    # :409 at v0.2.0).
+    activation_offload_blocking=True,
     # FlashAttention (Dao et al., 2022) came after this stack: its runs computed the whole score matrix.
     flash_attention_default=False,
     # The fork's unfused model code (module docstring), in accesses of one fp16 element per element touched.

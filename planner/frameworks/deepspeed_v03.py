@@ -65,6 +65,8 @@ RELEASES = ((0, 3, 13), (0, 5, 4))
 
 DEEPSPEED_V03 = replace(
     DEEPSPEED, name="deepspeed-v0.3", lineage="deepspeed",
+    # cpu_checkpointing copies on the compute stream (base.py activation_offload_blocking; checkpointing.py:498).
+    activation_offload_blocking=True,
     # FlashAttention (Dao et al., 2022) came after this stack: its runs computed the whole score matrix.
     flash_attention_default=False,
     gathers_per_layer=4.0, gathers_outside_layers=2.0,

@@ -64,8 +64,8 @@ INFINITY_ALONE = (EIGHT, Layout(tp=8, dp=1, zero=3, offload="optimizer+params", 
 #   with a quarter of their PCIe bandwidth, 10% less peak: 90.825 -> 90.254 ms).
 HSDP = (EIGHT, Layout(tp=1, dp=64, zero=3, shard_group=8, global_batch=64, recompute="full", framework="fsdp",
                       activation_offload=True, dp_comm_overlap=True))
-# - DeepSpeed v0.3's ZeRO-3, whose backward waits for the host to issue each rank's collectives: the copies run on
-#   while the GPU waits (on dgx2-v100, half the peak: 1123.2 -> 1107.3 ms).
+# - DeepSpeed v0.3's ZeRO-3, whose backward waits for the host to issue each rank's collectives (on dgx2-v100, half
+#   the peak: 1123.2 -> 1107.3 ms); its copies are now blocking (test below), which leaves nothing to hide.
 HOST_WAIT = (EIGHT, Layout(tp=8, dp=64, zero=3, micro_batch=2, global_batch=1024, recompute="full",
                            framework="deepspeed-v0.3", dtype="fp16", activation_offload=True))
 CASES = {"host-wait": HOST_WAIT, "small": SMALL, "wide": WIDE, "fsdp-zero2": FSDP_ZERO2, "moe": MOE,
@@ -130,3 +130,19 @@ def test_overlap_buys_nothing_where_the_copies_already_fill_the_passes():
     assert copies - copies_serial == pytest.approx(dp_serial - dp, rel=1e-9)  # ...all of it out of the copies' windows
     assert step == pytest.approx(step_serial, rel=1e-12)
     assert step > step_alone
+
+
+@pytest.mark.parametrize("framework", ["deepspeed-v0.3", "deepspeed-v0.2"])
+def test_old_deepspeed_waits_for_every_copy(framework):
+    """DeepSpeed before #8282 copied each checkpoint out with `.cpu()` and back with get_full_inputs on the compute
+    stream (v0.3.14 activation_checkpointing/checkpointing.py:498, 630-632; v0.2.0 deepspeed_checkpointing.py:409):
+    nothing hides. Two micro-batches of SMALL without data parallelism: each checkpoint's bytes over PCIe, out and
+    back, per micro-batch, by hand."""
+    model = SMALL[0]
+    layout = Layout(tp=8, zero=0, micro_batch=1, global_batch=2, recompute="full", framework=framework, dtype="fp16",
+                    activation_offload=True)
+    stored = float(activation_bytes_per_layer(single_batch(model, layout))["stored"][0])
+    by_hand = 2 * 2 * stored * model.layers / B200.node.pcie_bytes_per_s_per_accelerator
+    assert simulate(model, layout, B200)["time"]["offload_copies"] == pytest.approx(by_hand, rel=1e-12)
+    today = simulate(model, layout.model_copy(update={"framework": "deepspeed", "dtype": "bf16"}), B200)
+    assert today["time"]["offload_copies"] < by_hand  # today's copies run beside the passes
