@@ -165,7 +165,7 @@ def _layer_seconds_per_row(batch: CandidateBatch, cluster: ClusterSpec, with_lay
         "p2p_size": p2p_size,
     }
     if with_layer:
-        seconds.update(layer=layer, comm=comm)
+        seconds.update(layer=layer, comm=comm, floor=floor)
     return seconds
 
 
@@ -240,14 +240,13 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
         full = batch.recompute == 2
         rerun_gpu = layer["recompute"] + comm["forward"] + comm["checkpoint_gather"]
         own_gpu = layer["backward"] + layer["recompute"] + comm["backward"] - np.where(full, rerun_gpu, 0.0)
-        own_issue = issue["backward"] + issue["recompute"] - np.where(full, issue["recompute"], 0.0)
+        own_issue = issue["backward"] + np.where(full, 0.0, issue["recompute"])
         slack = {"forward": np.maximum(layer["forward"] + comm["forward"] - issue["forward"], 0.0),
                  "backward": np.maximum(own_gpu - own_issue, 0.0),
                  "recompute": np.maximum(rerun_gpu - issue["recompute"], 0.0)}
-        pooled = np.maximum(issue["backward"] + issue["recompute"] - layer["backward"] - layer["recompute"]
-                            - comm["backward"], 0.0)
+        # The dense backward floor (_layer_seconds' `floor`, pooled over the pass) taken pair by pair instead.
         by_pair = np.maximum(issue["recompute"] - rerun_gpu, 0.0) + np.maximum(own_issue - own_gpu, 0.0)
-        unpooled = np.where(full, moe.moe_fraction(batch) * (by_pair - pooled), 0.0)
+        unpooled = np.where(full, moe.moe_fraction(batch) * (by_pair - seconds["floor"]["backward"]), 0.0)
         per_layer["launch_floor"] = per_layer["launch_floor"] + unpooled
         layer_total = layer_total + unpooled
         layer_backward = layer_backward + unpooled
