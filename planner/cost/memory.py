@@ -482,18 +482,22 @@ def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) 
     """The dense states a stack frees after every step (Framework.gradients_freed_after_step) and makes again in the
     next backward: the gradients and, where they are 16-bit, the fp32 copy of them the optimizer steps on
     (FP32_GRAD_COPY_BYTES, in the optimizer part), at the ZeRO stages the stack frees them at
-    (gradients_freed_min_zero to _max_zero: DeepSpeed 0-2, torchtitan 0-3) without offload. 0 elsewhere, and for 32-bit
-    gradients where the stack keeps them for the run (fp32_gradients_kept_for_the_run: DeepSpeed's BF16_Optimizer)."""
+    (gradients_freed_min_zero to _max_zero: DeepSpeed 0-2, torchtitan 0-3). 0 elsewhere, and for 32-bit
+    gradients where the stack keeps them for the run (fp32_gradients_kept_for_the_run: DeepSpeed's BF16_Optimizer).
+    Under optimizer offload the GPU's gradients are freed alike (DeepSpeed copies each to the host fp32 buffer and
+    clears it, stage_1_and_2.py:1590-1605, 1650-1667 at edaa722, and the engine's zero_grad sets the rest to None,
+    :2017-2028), and the fp32 copy is the host's, not the GPU's."""
     sixteen_bit = element_bytes(batch, stack)["grads"] < 4.0
     freed = ((stack["gradients_freed_after_step"] > 0) & (batch.zero >= stack["gradients_freed_min_zero"])
-             & (batch.zero <= stack["gradients_freed_max_zero"]) & (batch.offload == 0)
+             & (batch.zero <= stack["gradients_freed_max_zero"])
              & (sixteen_bit | (stack["fp32_gradients_kept_for_the_run"] == 0)))
     # The BF16_Optimizer's 16-bit gradient buffer under the pipeline engine is kept for the run (zeroed by
     # clear_hp_grads), but the fp32 copy of its shard lives only inside step() (bf16_optimizer.py:415-426 in 0.19.8).
     kept_buffer = bf16_pipeline_optimizer_rows(batch, stack)
     shard = np.where(optimizer_sharded_rows(batch, stack), state_sharding_degrees(batch, stack)["optimizer"], 1.0)
     return {"gradients": np.where(freed & ~kept_buffer, states["gradients"], 0.0),
-            "copy": np.where((freed | kept_buffer) & sixteen_bit, FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
+            "copy": np.where((freed | kept_buffer) & sixteen_bit & (batch.offload == 0),
+                             FP32_GRAD_COPY_BYTES * params / shard, 0.0)}
 
 
 # The parts that exist only while a micro-batch's forward and backward run (not during the optimizer step).
@@ -574,7 +578,8 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
         transient = transient + parts["pipeline_masks"]
     if batch.has_moe:
         acts = moe.moe_activation_bytes(batch)
-        parts["moe_activations"] = acts["stored"] * layers * inflight + np.where(batch.recompute == 2, acts["full"], 0.0)
+        rebuilt = np.where(batch.recompute == 2, acts["working"], 0.0)
+        parts["moe_activations"] = acts["stored"] * layers * inflight + rebuilt
         parts["moe_dispatch_buffers"] = acts["dispatch_buffers"]
         transient = transient + parts["moe_activations"] + parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))

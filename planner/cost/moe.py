@@ -332,18 +332,23 @@ def parameter_copies(batch: CandidateBatch) -> np.ndarray:
 def expert_state_bytes(batch: CandidateBatch, expert_params, size: dict) -> dict[str, np.ndarray]:
     """Weights, gradients and optimizer states of `expert_params` routed-expert parameters on one GPU,
     sharded over the expert data-parallel group as the dense part is over dp (ZeRO stage by stage);
-    `size` is cost.memory.element_bytes."""
+    `size` is cost.memory.element_bytes. Where the stack's fp32 parameter is the master (FSDP, JAX:
+    `param_master`, as in memory.model_state_bytes) it lives beside the 16-bit expert weights below ZeRO-3,
+    sharded with the gradients at ZeRO-2 and whole below; ZeRO-3's sharded weights already are it."""
     d, zero = expert_dp(batch), batch.zero
+    master = size["param_master"] * expert_params / np.where(zero == 2, d, 1.0)
     weights = np.where(zero == 3, size["sharded_weights"] * expert_params / d, size["weights"] * expert_params)
     grads = np.where(zero >= 2, size["grads"] * expert_params / d, size["grads"] * expert_params)
     optimizer = np.where(zero >= 1, size["optimizer"] * expert_params / d, size["optimizer"] * expert_params)
-    return {"weights": weights * parameter_copies(batch), "gradients": grads, "optimizer": optimizer}
+    # DualPipe's second copy is of the compute weights; the master is one (DeepSeek keeps it with the optimizer).
+    weights = weights * parameter_copies(batch) + np.where(zero == 3, 0.0, master)
+    return {"weights": weights, "gradients": grads, "optimizer": optimizer}
 
 
 def moe_activation_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
     """Activation bytes per layer (averaged over layers) per micro-batch the experts keep for backward
-    (`stored`; only the layer input under full recompute, counted by the dense part), what one layer
-    materialises (`full`), and the dispatch/combine send and receive buffers of one layer in flight."""
+    (`stored`; only the layer input under full recompute, counted by the dense part), what rebuilding one layer
+    under full recompute keeps (`working`), and the dispatch/combine send and receive buffers of one layer in flight."""
     h = batch.hidden
     w = DTYPE_BYTES[batch.dtype.astype(int)]
     per_rank, rows = _tokens(batch)
@@ -360,6 +365,10 @@ def moe_activation_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
     fc1_out = (mlp_coeff / 2.0 - 1.0) * fe  # elements per routed row: (matrices - 1) x expert ffn
     fp8_kept = (rows * (saved[:, 0] * h + saved[:, 1] * fc1_out + saved[:, 2] * fe) + router) * moe_fraction(batch)
     low_precision = batch.dtype == DTYPE_CODES["fp8"]
-    stored = np.where(batch.recompute == 2, 0.0, np.where(low_precision, fp8_kept, full))
+    kept = np.where(low_precision, fp8_kept, full)
+    stored = np.where(batch.recompute == 2, 0.0, kept)
     buffers = 2.0 * per_rank * batch.top_k * h * w * batch.moe_imbalance
-    return {"stored": stored, "full": full, "dispatch_buffers": buffers}
+    # A full recompute reruns one layer's forward under autograd in backward, which keeps what that forward keeps
+    # without recompute (in fp8 the quantised inputs, not the 16-bit tensors): `working`, never above `stored`'s
+    # per-layer figure without recompute.
+    return {"stored": stored, "working": kept, "dispatch_buffers": buffers}

@@ -271,7 +271,8 @@ class Framework:
     # or no stack-level pass exists.
     fp32_grad_accumulation_bytes: float = 0.0
     # The stack frees its 16-bit gradients and the fp32 gradient copy the optimizer steps on once the step is done,
-    # at ZeRO 0-2 without offload, and makes them again in the next backward (DeepSpeed 0.19: frameworks/deepspeed.py).
+    # at ZeRO 0-2 (under optimizer offload too, where the copy is the host's), and makes them again in the next
+    # backward (DeepSpeed 0.19: frameworks/deepspeed.py).
     # So neither is live when the next forward's activations peak: with one micro-batch a step the peak is
     # max(activations, gradients + copy) over the other states, not their sum (memory.phase_overlap); with more,
     # the gradients accumulate across the step's forwards and only the copy is the step's alone. False where a

@@ -113,6 +113,21 @@ def test_the_rule_leaves_other_states_alone(h200, layout):
     assert _scalar(phased, "not_live_at_peak_bytes") == 0.0
 
 
+def test_zero1_offload_frees_the_gpu_gradients_too_and_its_copy_is_the_hosts(h200):
+    """DeepSpeed ZeRO-1 under optimizer offload copies each 16-bit gradient of its partition to the host fp32 buffer
+    and clears it (stage_1_and_2.py:1590-1605, 1650-1667 at edaa722); zero_grad sets the rest to None after the step
+    (:2017-2028). With one micro-batch a step the gradients are out of the forward's peak as without offload (the
+    audit: offload counted them as live and needed 1.1 GiB more than no offload); the fp32 copy is on the host."""
+    summed = _memory(h200, freed=False, zero=1, offload="optimizer")
+    phased = _memory(h200, zero=1, offload="optimizer")
+    gradients = _part(summed, "gradients")
+    assert gradients > 0 and _part(summed, "optimizer") == 0.0  # the whole 16-bit gradients, the states on the host
+    assert _scalar(phased, "step_only_copy_bytes") == 0.0
+    assert _scalar(phased, "not_live_at_peak_bytes") == pytest.approx(gradients, rel=1e-9)
+    assert _scalar(phased, "total_bytes") == pytest.approx(_scalar(summed, "total_bytes") - gradients, rel=1e-9)
+    assert _scalar(phased, "total_bytes") < _scalar(_memory(h200, zero=1), "total_bytes")
+
+
 def _zero0_runs():
     runs = json.loads(PROFILE.read_text(encoding="utf-8"))["runs"]
     chosen = [r for r in runs.values() if r["spec"]["zero"] == 0 and r["spec"]["dtype"] == "bf16"]

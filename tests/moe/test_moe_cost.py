@@ -99,6 +99,36 @@ def test_expert_states_shard_over_expert_data_parallel():
     assert memory["parts"]["expert_weights"][0] == pytest.approx(2 * expert_params)
 
 
+@pytest.mark.parametrize("zero, master_shards", [(0, 1), (1, 1), (2, 2)])
+def test_fsdp_expert_weights_carry_the_fp32_master_below_zero3(zero, master_shards):
+    """torchtitan's fp32 parameter is the master (frameworks/fsdp.py, memory.model_state_bytes' param_master): the
+    experts' 16-bit weights have it beside them at ZeRO 0-2, sharded over the expert data-parallel group at ZeRO-2
+    (the audit: they were 2 bytes a parameter, so ZeRO-3's sharded 4 bytes came out above ZeRO-2)."""
+    model = PRESETS["mixtral-8x7b"]
+    layout = _mixtral(4, zero=zero).model_copy(update={"framework": "fsdp"})
+    assert layout.expert_dp == 2
+    memory = per_gpu_memory(single_batch(model, layout), H100)
+    expert_params = 32 * 8 * 3 * 4096 * 14336 / 4
+    assert memory["parts"]["expert_weights"][0] == pytest.approx((2 + 4 / master_shards) * expert_params)
+    zero3 = per_gpu_memory(single_batch(model, layout.model_copy(update={"zero": 3})), H100)
+    assert zero3["parts"]["expert_weights"][0] == pytest.approx(4 * expert_params / 2)
+
+
+def test_fp8_full_recompute_rebuilds_the_moe_layer_as_fp8_keeps_it():
+    """The MoE layer a full recompute rebuilds in backward keeps what its forward keeps without recompute (fp8: the
+    quantised inputs); the audit's layout needed 80 MiB more under full recompute than without it."""
+    model = make_model(layers=2, hidden=4096, heads=8, mlp="swiglu", vocab=32000, seq_len=4096, moe_experts=16,
+                       moe_top_k=2, moe_ffn=2048)
+    base = dict(tp=2, pp=2, dp=64, ep=4, micro_batch=2, global_batch=512, framework="megatron", dtype="fp8",
+                seq_parallel=True)
+    layouts = [make_layout(**base, recompute=mode) for mode in ("none", "full")]
+    memory = per_gpu_memory(layouts_batch([model] * 2, layouts), H100)
+    moe_acts = memory["parts"]["moe_activations"]
+    # One layer a stage: the rebuilt layer is what the stored one was, per micro-batch in flight.
+    assert moe_acts[1] <= moe_acts[0] and moe_acts[1] > 0
+    assert memory["total_bytes"][1] <= memory["total_bytes"][0]
+
+
 @pytest.mark.parametrize("values, key", [
     (dict(tp=1, pp=1, dp=8, ep=3), "ep(3)"),
     (dict(tp=1, pp=1, dp=4, ep=8), "expert grid"),
