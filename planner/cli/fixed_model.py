@@ -123,14 +123,12 @@ PARAMS_FAMILY_TOLERANCE = 0.25
 
 
 def parse_frameworks(text: str | None) -> tuple[str, ...]:
-    from planner.frameworks import FRAMEWORKS
+    from planner.frameworks import check_framework_names
     from planner.search.layouts import DEFAULT_FRAMEWORKS
     if not text:
         return DEFAULT_FRAMEWORKS
     names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [n for n in names if n not in FRAMEWORKS]
-    if unknown or not names:
-        raise PlannerInputError(f"--framework: unknown stack {', '.join(unknown) or repr(text)}; choose from {', '.join(FRAMEWORKS)}")
+    check_framework_names(names or [text])
     return names
 
 

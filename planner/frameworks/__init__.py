@@ -10,10 +10,12 @@ mixture-of-experts layers (expert parallelism, all-to-all overlaps) is in `moe.p
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import fields
 
 import numpy as np
 
+from planner.errors import PlannerInputError
 from planner.frameworks.base import Framework
 from planner.frameworks.deepspeed import DEEPSPEED
 from planner.frameworks.deepspeed_v02 import DEEPSPEED_V02
@@ -294,6 +296,17 @@ def unsupported_features(framework: str, layout) -> list[str]:
     return problems
 
 
-__all__ = ["Framework", "FRAMEWORKS", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT",
+def check_framework_names(names, where: str = "--framework") -> None:
+    """A one-line PlannerInputError naming `where` for the first name that is not a stack, with the closest stack
+    (as a misspelt cluster, law or preset gets: cli/__init__.py's rule) and every stack."""
+    for name in names:
+        if name not in FRAMEWORKS:
+            close = difflib.get_close_matches(str(name), FRAMEWORK_NAMES, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise PlannerInputError(f"{where}: unknown stack {str(name)[:200]!r}; {hint}choose from "
+                                    f"{', '.join(FRAMEWORK_NAMES)}")
+
+
+__all__ = ["Framework", "FRAMEWORKS", "check_framework_names", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT",
            "PARTITION_ACTIVATIONS_BY_DEFAULT", "framework_arrays", "batch_framework_arrays",
            "MICRO_BATCH_RULE_FIELDS", "micro_batch_rules", "runnable_micro_batches", "unsupported_features"]

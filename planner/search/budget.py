@@ -27,8 +27,9 @@ def memory_at_risk(headroom_bytes: float, hbm_bytes: float) -> bool:
 
 
 def parse_deadline(text: str) -> float:
-    """--deadline as seconds, at most a century."""
-    seconds = units.parse_duration(text, "--deadline")
+    """--deadline as seconds, at most a century; a bare number is refused (`--deadline 30` meant days, not the 30
+    seconds it was read as, and came back as an infeasible plan instead of an error), as --budget refuses one."""
+    seconds = units.parse_duration(text, "--deadline", bare=False)
     if seconds > MAX_DEADLINE_S:
         raise PlannerInputError(f"--deadline: expected a duration up to 100 years like '30d' or '12h', got {text!r}")
     return seconds

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, model_unsupported
+from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, check_framework_names, model_unsupported
 from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.specs.layout_checks import tp_splits_model
@@ -232,9 +232,7 @@ def checked_stacks(frameworks, dtype: str, model=None) -> tuple:
     """The stacks of `frameworks` that train in `dtype` (and build `model`, where one is given), in order; bad input
     (an unknown name, or no stack with that precision or able to build the model: an error rather than "no layout")
     is a PlannerInputError naming --framework / --dtype."""
-    for name in frameworks:
-        if name not in FRAMEWORKS:
-            raise PlannerInputError(f"--framework: unknown stack {name!r}; choose from {', '.join(FRAMEWORKS)}")
+    check_framework_names(frameworks)
     usable = runnable_stacks(frameworks, dtype)
     if not usable:
         offered = ", ".join(f"{name}: {'/'.join(sorted(FRAMEWORKS[name].dtypes))}" for name in frameworks)

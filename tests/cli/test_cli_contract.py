@@ -145,6 +145,10 @@ def test_simulate_and_optimize_default_to_the_same_cluster(cli):
     # argparse takes a value starting with '-' for a flag ("expected one argument"): say how to write it
     (["optimize", "--budget", "-5gpuh"], "a value starting with '-' is written --budget=-5gpuh"),
     (["optimize", "--model", "llama3-8b", "--unique-tokens", "-1T"], "is written --unique-tokens=-1T"),
+    # --framework of optimize is a comma list checked by the planner, not argparse's choices (the audit: no hint)
+    (["optimize", "--budget", "1000gpuh", "--framework", "deepsped"], "did you mean 'deepspeed'?"),
+    (["optimize", "--model", "llama2-7b", "--tokens", "1T", "--gpus", "64", "--framework", "megatron,fsdpp"],
+     "did you mean 'fsdp'?"),
 ])
 def test_misspelt_commands_flags_and_choices_get_a_suggestion(cli, argv, suggestion):
     code, out, err = cli(argv)

@@ -124,6 +124,14 @@ def test_14_a_deadline_beyond_a_century_is_refused(capsys):
     assert code == 2 and err.count("\n") == 1 and "--deadline" in err
 
 
+@pytest.mark.parametrize("deadline", ["30", "2.5"])
+def test_a_bare_deadline_is_refused_as_a_bare_budget_is(capsys, deadline):
+    """`--deadline 30` was read as 30 seconds and came back as an infeasible plan (exit 1), not as bad input."""
+    code, out, err = run(capsys, "optimize", "--gpus", "1024", "--deadline", deadline)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--deadline" in err and "explicit units" in err and f"{float(deadline):g} seconds" in err
+
+
 @pytest.mark.parametrize("line, key", [
     ("    bf16: 1e-300FLOPs", "peak_flops.bf16"),
     ("    bf16: 1e300FLOPs", "peak_flops.bf16"),

@@ -66,3 +66,15 @@ def test_target_mode_deadline_advice_leaves_out_gpus_the_cluster_does_not_have()
     assert line.startswith("the deadline binds: the fastest plan needs") and line.endswith("give a longer --deadline")
     (capped,) = _binding(target_loss=2.3, gpus=8, deadline="1d")
     assert capped.endswith("give a longer --deadline or allow more GPUs (--gpus)"), capped
+
+
+def test_a_bound_of_cells_never_scored_is_said_as_at_least():
+    """The audit's case: `--target-loss 2.1 --deadline 1d --max-gpus 64` said "the fastest plan needs 5.46 days",
+    yet at 5.5 days no plan fits (the bound is at the best FLOP rate any layout reaches, not a layout's). The
+    figure from a bound says "at least"; one from a scored plan failing that limit alone does not."""
+    (line,) = _binding(target_loss=2.1, deadline="1d", max_gpus=64)
+    assert "the fastest plan needs at least " in line, line
+    days = float(line.split("needs at least ")[1].split(" days")[0])
+    assert _solved(target_loss=2.1, deadline=f"{days * 1.01:.3f}d", max_gpus=64).status != "ok"
+    (budget_line,) = _binding(target_loss=2.1, budget="1000gpuh")
+    assert "the cheapest plan needs at least " in budget_line, budget_line
