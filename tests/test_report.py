@@ -319,6 +319,9 @@ def test_report_moe_section_matches_optimize_moe(tmp_path, cli):
     assert f"| predicted loss | {alone['dense']['predicted_loss']:.3f} | {alone['moe']['predicted_loss']:.3f} |" in section
     winner = "MoE" if alone["winner"] == "moe" else "dense"
     assert f"{winner} wins by {abs(alone['loss_difference']):.3f} nats" in section
+    # The section says which GPU counts both sides had (the audit: at one budget without --gpus, `report --moe` and
+    # `optimize --moe` differed, the report holding both to the chosen plan's count without saying so).
+    assert "dgx-h100, on 64 GPUs;" in section and "planned on the chosen plan's GPU count" in section
     # Without --moe the section is absent.
     code, _, _ = cli(["report", *MOE_PROBLEM, "--no-sensitivity", "--out", tmp_path / "plain.html"])
     assert code == 0 and "Dense or mixture of experts" not in (tmp_path / "plain.md").read_text(encoding="utf-8")

@@ -396,7 +396,9 @@ def moe_blocks(review: dict) -> list:
     if view is None:
         return []
     blocks = [("h2", "Dense or mixture of experts"),
-              ("p", view["header"] + ". Both sides are judged by the same pair of laws, fitted on the same data, so "
+              ("p", view["header"] + ". Both sides are planned on the chosen plan's GPU count (`planner optimize "
+                    "--moe` searches every count, so its answer at this budget can differ). Both are judged by the "
+                    "same pair of laws, fitted on the same data, so "
                     "their losses compare with each other; they do not compare with the chosen plan's loss above, "
                     "which comes from " + review["law"]["name"] + "."),
               ("table", ["", *view["kinds"]], [list(row) for row in view["rows"]])]

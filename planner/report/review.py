@@ -306,8 +306,10 @@ def moe_comparison(comparison) -> dict:
                if spent < comparison.gpu_seconds * (1 - 1e-9) else "")
     return {
         # Each side's own GPU count and wall-clock are in its column (the count of its lower loss).
+        # The counts searched: `report --moe` holds both sides to the chosen plan's count, `optimize --moe` searches
+        # every count, so the two can differ at one budget (the audit's question); the header says which.
         "header": (f"budget {human_amount(comparison.gpu_seconds / 3600)} GPU-hours{unspent} of "
-                   f"{comparison.cluster.name}; "
+                   f"{comparison.cluster.name}, on {_counts_text(comparison)} GPUs; "
                    f"losses from Krajewski et al. 2024 (dense eq. 1 and MoE eq. 9, C4)"),
         "kinds": [s.kind for s in sides], "rows": rows, "verdict": verdict,
         "missing": [f"no {kind} model of the family fits a layout on {_counts_text(comparison)} GPUs"
