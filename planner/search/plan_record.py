@@ -7,6 +7,8 @@ from finding it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from planner.calibrate.error_bands import interval as step_time_interval
@@ -17,6 +19,7 @@ from planner.laws.hyperparameters import plan_hyperparameters
 from planner.search.score import Problem
 from planner.search.selection import select
 from planner.search.space import Space, layout_fields
+from planner.search.stopping import stopped_at
 from planner.specs.layout import make_layout, settings_used, train_steps
 
 def describe(problem: Problem, space: Space, feasible: dict, position: int, label: str | None = None) -> dict:
@@ -84,24 +87,35 @@ def alternatives(problem, space, feasible, best: int, counts: list[int]) -> list
     pp = space.arrays["pp"][feasible["index"]]
     params = problem.total_params[space.arrays["model_index"][feasible["index"]]]
     half = gpus[best] / 2
-    # (label, mask, the counts the rule leaves when it limits them: then the rule is what caps the GPUs)
+    # Half the wall-clock: among the plans stopped by then too (search.stopping; in budget mode every scored plan
+    # spends the budget, so those finishing sooner were only the ones serving cut short). Its deadline is the rule's.
+    half_wall = wall[best] / 2
+    stopped = stopped_at(problem, space, feasible, half_wall)
+    by_half = dataclasses.replace(problem.constraints, deadline_s=min(half_wall, problem.constraints.deadline_s),
+                                  deadline_is_default=False)
+    # (label, arrays, mask, the counts the rule leaves when it limits them: then the rule is what caps the GPUs,
+    # the constraints the plan is held to)
     rules = [
-        ("best with at most half the GPUs", gpus <= half, [c for c in counts if c <= half]),
-        ("best finishing in at most half the wall-clock", wall <= wall[best] / 2, None),
-        ("best with data parallelism only (tp = pp = 1)", (tp == 1) & (pp == 1), None),
-        ("best with a model at least 1.5x smaller", params <= params[best] / 1.5, None),
-        ("best with a model at least 1.5x larger", params >= params[best] * 1.5, None),
+        ("best with at most half the GPUs", feasible, gpus <= half, [c for c in counts if c <= half], None),
+        ("best finishing in at most half the wall-clock", stopped, None, None, by_half),
+        ("best with data parallelism only (tp = pp = 1)", feasible, (tp == 1) & (pp == 1), None, None),
+        ("best with a model at least 1.5x smaller", feasible, params <= params[best] / 1.5, None, None),
+        ("best with a model at least 1.5x larger", feasible, params >= params[best] * 1.5, None, None),
     ]
     cluster_gpus = problem.cluster.max_nodes * problem.cluster.gpus_per_node
-    out, seen = [], {best}
-    for label, mask, rule_counts in rules:
-        position = select(problem, feasible, mask)
-        if position is None or position in seen:
+    # A plan is its candidate and its wall-clock (a candidate stopped early is another plan).
+    out, seen = [], {(int(feasible["index"][best]), float(wall[best]))}
+    for label, arrays, mask, rule_counts, held_to in rules:
+        position = select(problem, arrays, mask) if len(arrays["loss"]) else None
+        if position is None or (int(arrays["index"][position]), float(arrays["wall_s"][position])) in seen:
             continue
-        seen.add(position)
-        plan = describe(problem, space, feasible, position, label)
-        plan["binds"] = binding(problem.constraints, plan, counts if rule_counts is None else rule_counts,
-                                cluster_gpus, rule_caps=rule_counts is not None)
+        seen.add((int(arrays["index"][position]), float(arrays["wall_s"][position])))
+        plan = describe(problem, space, arrays, position, label)
+        # A plan stopped early is held to the rule's wall-clock; one that ends by then on its own, as it is.
+        stopped_early = held_to is not None and "stopped" in arrays and bool(arrays["stopped"][position])
+        plan["binds"] = binding(held_to if stopped_early else problem.constraints, plan,
+                                counts if rule_counts is None else rule_counts, cluster_gpus,
+                                rule_caps=rule_counts is not None)
         out.append(plan)
     return out
 

@@ -169,7 +169,7 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     batch_tokens = global_batch * seq_len
     tokens, wall = _tokens_and_wall(problem, mi, gpus, effective_rate, inference_gpu_s, batch_tokens)
     gpu_seconds = gpus * wall + inference_gpu_s
-    loss, limit = _loss_and_batch_limit(problem, mi, tokens)
+    loss, limit = loss_and_batch_limit(problem, mi, tokens)
     _check_finite(problem, fitting, time_parts)
     uniform_guess = np.log(np.array([m.vocab for m in space_models], dtype=float))[mi]
 
@@ -260,7 +260,7 @@ def _tokens_and_wall(problem: Problem, mi: np.ndarray, gpus: np.ndarray, effecti
     return tokens, tokens / effective_rate
 
 
-def _loss_and_batch_limit(problem: Problem, mi: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def loss_and_batch_limit(problem: Problem, mi: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The law's predicted loss at (N, D) and the batch-size limit (tokens) at D, D taken as at least 1."""
     # Target mode: model sizes that never reach the target have D = inf (dropped by score_chunk); inf - inf in
     # the batch limit must not print a RuntimeWarning on stderr.

@@ -70,5 +70,9 @@ def pareto_front(feasible: dict, limit: int = 24) -> np.ndarray:
     improving = np.concatenate([[True], best_loss[1:] < best_loss[:-1] - 1e-12])
     front = order[improving]
     if len(front) > limit:
-        front = front[np.linspace(0, len(front) - 1, limit).round().astype(int)]
+        # Evenly in log wall-clock (the first and last kept): the plans stopped early crowd the fast end, and an even
+        # pick by position left the slow end's GPU counts out.
+        log_wall = np.log(np.maximum(feasible["wall_s"][front], 1e-30))
+        targets = np.linspace(log_wall[0], log_wall[-1], limit)
+        front = front[np.unique(np.abs(log_wall[None, :] - targets[:, None]).argmin(axis=1))]
     return front

@@ -196,9 +196,26 @@ def brute_force(law, c):
             dropped[failed[0]] = dropped.get(failed[0], 0) + 1
             continue
         rows.append({**cand, "params": N, "global_batch": global_batch, "tokens": tokens, "wall": wall,
-                     "gpu_s": gpu_s, "loss": loss, "model": model,
+                     "gpu_s": gpu_s, "loss": loss, "model": model, "inference_gpu_s": inference_gpu_s,
                      "memory_bytes": sim["memory"]["total_bytes"]})
     return rows, dropped
+
+
+def stopped_rows(law, c, rows, limit):
+    """search/stopping.py's rule, one row at a time: in budget mode each plan may stop at `limit` (its tokens in
+    proportion, its GPU-seconds gpus x limit beside its serving), kept where its batch and loss still pass; in
+    target mode only the plans that finish by then."""
+    if c.target_loss is not None:
+        return [r for r in rows if r["wall"] <= limit * (1 + 1e-9)]
+    out = []
+    for r in rows:
+        wall = min(r["wall"], limit)
+        tokens = r["tokens"] * wall / r["wall"]
+        loss = chinchilla_loss(law, r["params"], max(tokens, 1.0))
+        if r["global_batch"] * SEQ_LEN <= 2.5 * step_law_b_opt(max(tokens, 1.0)) and loss <= math.log(VOCAB):
+            out.append({**r, "wall": wall, "tokens": tokens, "loss": loss,
+                        "gpu_s": r["gpus"] * wall + r["inference_gpu_s"]})
+    return out
 
 
 def rule_best(rows, key, tolerance):
@@ -295,17 +312,25 @@ def test_chosen_plan_is_the_brute_force_optimum(reduced, case):
         assert plan["predicted_loss"] <= c.target_loss + 1e-9
 
     # Runners-up: each is the best plan under its own restriction.
+    # Half the wall-clock: among the plans stopped by then too (search/stopping.py).
     for alt in result.alternatives:
         rule = ALTERNATIVE_RULES[alt["label"]]
-        allowed = [r for r in rows if rule(r, mine)]
+        among = stopped_rows(law, c, rows, mine["wall"] / 2) if "half the wall-clock" in alt["label"] else rows
+        allowed = [r for r in among if rule(r, mine)]
         alt_best = rule_best(allowed, key, tolerance)
-        alt_row = row_of(rows, alt)
+        alt_row = row_of(among, alt)
         assert rule(alt_row, mine)
+        assert alt["predicted_loss"] == pytest.approx(alt_row["loss"], rel=1e-9)
+        assert alt["wall_clock_s"] == pytest.approx(alt_row["wall"], rel=1e-9)
+        assert alt["gpu_hours"] * 3600 == pytest.approx(alt_row["gpu_s"], rel=1e-9)
         assert alt_row[key] == pytest.approx(alt_best[key], rel=1e-9)
         assert alt_row["wall"] == pytest.approx(alt_best["wall"], rel=1e-9)
 
-    # Frontier: no feasible candidate is both strictly faster and strictly better than a frontier point.
+    # Frontier: no feasible candidate is both strictly faster and strictly better than a frontier point, nor any
+    # plan stopped by its wall-clock (the audit: in budget mode every scored plan spends the budget, so a frontier
+    # of those alone offered 500B models on 50B tokens as the fast end).
     assert result.pareto
     for point in result.pareto:
         wall = point["wall_clock_days"] * 86400
+        assert all(r["loss"] >= point["predicted_loss"] * (1 - 1e-9) for r in stopped_rows(law, c, rows, wall))
         assert not any(r["wall"] < wall * (1 - 1e-9) and r["loss"] < point["predicted_loss"] - 1e-9 for r in rows)

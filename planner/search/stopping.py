@@ -1,0 +1,99 @@
+"""Plans that stop early: a scored candidate trained only until a shorter wall-clock (budget mode).
+
+In budget mode every candidate trains for what the budget and the deadline allow (search.score: wall =
+min((budget - serving) / gpus, deadline)), so the scored plans that finish sooner are only those the budget cut
+short: on a fixed GPU count, the larger models whose serving (--inference-tokens) leaves less to train. The same
+layout and batch stopped at a wall-clock T is as real a plan: it trains effective_rate x T tokens and spends
+gpus x T GPU-seconds beside its serving, within the budget and the deadline since the full run was. The runner-up
+"finishing in at most half the wall-clock" and the loss-vs-wall-clock frontier are chosen among these. (The audit:
+`--gpus 1024 --deadline 30d --inference-tokens 1T` offered a 384B model on 218B tokens in 12.5 days as the best
+half-time plan, and a frontier of 250-500B models, where a 47.6B model stopped at 12.9 days reaches 1.973 against
+2.011.)
+
+Only candidates the search scored are stopped: cells branch-and-bound ruled out at the full budget are not
+revisited. Target mode needs the tokens that reach the target, so nothing stops early there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.search.score import Problem, loss_and_batch_limit
+from planner.search.selection import pareto_front
+from planner.search.space import Space
+
+# Frontier wall-clocks tried between the fastest plan's and the slowest (geometric), beside the plans' own.
+FRONTIER_GRID_POINTS = 48
+# Per model size and GPU count, the fastest layouts (by trained tokens per second) the frontier stops early: at any
+# wall-clock the best plan of a model size on a GPU count is its fastest layout whose batch the truncated D still
+# allows (fewer GPUs run longer on the same budget, so each count is kept).
+FRONTIER_LAYOUTS_PER_SHAPE = 4
+# How far below the longest plan's wall-clock the frontier's grid reaches (a hundredth: 30 days -> 7.2 hours).
+FRONTIER_SPAN = 100.0
+# A grid wall-clock within this share below a plan's own end is that plan's (see frontier_sources).
+GRID_MERGE_RELATIVE = 0.01
+
+
+def stops_early(problem: Problem) -> bool:
+    """Whether plans may stop before their budget runs out (budget mode)."""
+    return problem.constraints.target_loss is None
+
+
+def stopped_at(problem: Problem, space: Space, feasible: dict, wall_limit: float) -> dict:
+    """`feasible` (search.branch_and_bound's arrays, with `index` into `space`) with every candidate that runs past
+    `wall_limit` trained only until then (`stopped`): its tokens, wall-clock, GPU-seconds and loss at the shorter
+    run; those whose batch the fewer tokens no longer allow (the batch-size limit rises with D) or whose loss would
+    be above uniform guessing are left out. In target mode, only the candidates that finish by then."""
+    wall = feasible["wall_s"]
+    if not stops_early(problem):
+        return _subset(feasible, wall <= wall_limit * (1 + 1e-9))
+    index = feasible["index"]
+    mi, gpus = space.arrays["model_index"][index], space.arrays["gpus"][index].astype(float)
+    stopped_wall = np.minimum(wall, wall_limit)
+    tokens = feasible["tokens"] * np.where(wall > 0, stopped_wall / np.where(wall > 0, wall, 1.0), 1.0)
+    loss, limit = loss_and_batch_limit(problem, mi, tokens)
+    seq_len = np.array([m.seq_len for m in space.models], dtype=float)[mi]
+    uniform_guess = np.log(np.array([m.vocab for m in space.models], dtype=float))[mi]
+    keep = (feasible["global_batch"] * seq_len <= limit) & (loss <= uniform_guess)
+    stopped = {**feasible, "tokens": tokens, "wall_s": stopped_wall, "loss": loss,
+               "gpu_seconds": gpus * stopped_wall + feasible["inference_gpu_seconds"], "stopped": wall > wall_limit}
+    return _subset(stopped, keep)
+
+
+def frontier_sources(problem: Problem, space: Space, feasible: dict) -> list[tuple[dict, int]]:
+    """(arrays, position) of each wall-clock the frontier tries: the best plan finishing by then, the candidates
+    stopped early where that is allowed (budget mode), else the scored plans as they are."""
+    wall = feasible["wall_s"]
+    if not stops_early(problem) or len(wall) == 0:
+        return [(feasible, int(p)) for p in pareto_front(feasible, limit=len(wall))]
+    fastest = _fastest_per_shape(space, feasible)
+    own = np.unique(fastest["wall_s"])
+    # From FRONTIER_SPAN below the longest plan: on one GPU count every plan spends the budget in the same time, and
+    # the stopped plans are the whole frontier (those whose batch the fewer tokens no longer allow drop out).
+    between = np.geomspace(min(wall.min(), wall.max() / FRONTIER_SPAN), wall.max(), FRONTIER_GRID_POINTS)
+    # A point just short of a plan's own end adds a row that differs from that plan's by a rounding: left out.
+    next_own = own[np.minimum(np.searchsorted(own, between), len(own) - 1)]
+    grid = np.unique(np.concatenate([between[next_own > between * (1 + GRID_MERGE_RELATIVE)], own]))
+    sources = []
+    for limit in grid:
+        stopped = stopped_at(problem, space, fastest, float(limit))
+        if len(stopped["loss"]):
+            sources.append((stopped, int(np.lexsort((stopped["wall_s"], stopped["loss"]))[0])))
+    return sources
+
+
+def _fastest_per_shape(space: Space, feasible: dict) -> dict:
+    """The FRONTIER_LAYOUTS_PER_SHAPE candidates of each (model size, GPU count) that train the most tokens a
+    second."""
+    index = feasible["index"]
+    shape = space.arrays["model_index"][index].astype(np.int64) * (1 << 32) + space.arrays["gpus"][index]
+    rate = feasible["tokens"] / np.maximum(feasible["wall_s"], 1e-30)
+    order = np.lexsort((-rate, shape))
+    rank = np.arange(len(order)) - np.searchsorted(shape[order], shape[order], side="left")
+    keep = np.zeros(len(shape), bool)
+    keep[order[rank < FRONTIER_LAYOUTS_PER_SHAPE]] = True
+    return _subset(feasible, keep)
+
+
+def _subset(arrays: dict, mask: np.ndarray) -> dict:
+    return {key: value[mask] for key, value in arrays.items()}
