@@ -341,7 +341,8 @@ def _off_frontier_lines(result) -> list[str]:
         return []
     return [f"the chosen plan is not a row here: losses within {100 * LOSS_TIE_RELATIVE:g}% of the lowest count as "
             "equal (far inside the law's own band), and among them the shortest wall-clock at the slow end of its "
-            "step-time band wins"]
+            "step-time band wins; the plan is chosen among runs that spend what the budget and deadline allow, the "
+            "frontier's rows also among runs stopped sooner"]
 
 
 def format_result(result) -> str:

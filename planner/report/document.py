@@ -243,7 +243,8 @@ def frontier_blocks(review: dict) -> list:
               "among the plans reaching the target loss, whatever they cost")
     return [("figure", "frontier", "Loss vs wall-clock frontier."),
             ("p", f"Each point is the best-loss plan finishing within that wall-clock {within}. Going "
-                  "faster needs more GPUs, larger batches and lower MFU, so loss rises as time shrinks."),
+                  "faster needs more GPUs (larger batches, lower MFU) or a run stopped sooner, so loss rises as time "
+                  "shrinks."),
             ("table", ["wall-clock", "GPUs", "N", "D", "GPU-hours", _loss_header(review["law"])], rows)]
 
 

@@ -120,6 +120,9 @@ def binding_text(binds: dict) -> str:
                 + (f" of the {human_amount(budget)} GPU-hour budget" if budget else " GPU-hours"))
     if binds["constraint"] == "budget":
         return f"the budget binds: the plan spends {spent}{of_budget}"
+    if binds["constraint"] == "half the wall-clock":  # search.plan_record.HALF_WALL_CLOCK: a plan stopped early
+        return (f"its rule binds: it stops at half the chosen plan's wall-clock ({human_days(binds['deadline_days'])})"
+                f" and spends {spent}{of_budget}")
     gpus, cap = binds["gpus"], binds["gpu_cap"]
     both = binds["constraint"] == "budget and deadline"
     at = {"--gpus": f"on the {gpus} GPUs of --gpus",

@@ -79,6 +79,10 @@ def describe(problem: Problem, space: Space, feasible: dict, position: int, labe
     return plan
 
 
+# What binds a runner-up stopped at half the chosen plan's wall-clock (plan["binds"]["constraint"]).
+HALF_WALL_CLOCK = "half the wall-clock"
+
+
 def alternatives(problem, space, feasible, best: int, counts: list[int]) -> list[dict]:
     """Runners-up that differ materially from the best plan, each with what binds it (binding, as the chosen plan).
     `counts`: the GPU counts the search offered; the half-the-GPUs rule leaves only those up to half the best's."""
@@ -116,6 +120,8 @@ def alternatives(problem, space, feasible, best: int, counts: list[int]) -> list
         plan["binds"] = binding(held_to if stopped_early else problem.constraints, plan,
                                 counts if rule_counts is None else rule_counts, cluster_gpus,
                                 rule_caps=rule_counts is not None)
+        if stopped_early:  # the rule's wall-clock stops it, not the user's deadline (report.render.binding_text)
+            plan["binds"]["constraint"] = HALF_WALL_CLOCK
         out.append(plan)
     return out
 

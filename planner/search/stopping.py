@@ -24,9 +24,12 @@ from planner.search.space import Space
 
 # Frontier wall-clocks tried between the fastest plan's and the slowest (geometric), beside the plans' own.
 FRONTIER_GRID_POINTS = 48
-# Per model size and GPU count, the fastest layouts (by trained tokens per second) the frontier stops early: at any
-# wall-clock the best plan of a model size on a GPU count is its fastest layout whose batch the truncated D still
-# allows (fewer GPUs run longer on the same budget, so each count is kept).
+# Per model size, GPU count and global batch, the layouts the frontier stops early: the fastest (by trained tokens a
+# second) and the one that trains the most tokens in all. At a wall-clock the best plan of a model size on a GPU count
+# is its fastest layout whose batch the stopped D still allows: one batch passes or fails the limit alike for every
+# layout that trains as many tokens, so each batch is kept (a smaller batch passes at a shorter stop), and each
+# count (fewer GPUs run longer on the same budget). Serving (--inference-tokens) ends the faster layouts' runs
+# sooner, so the one that trains the most tokens in all is kept beside them.
 FRONTIER_LAYOUTS_PER_SHAPE = 4
 # How far below the longest plan's wall-clock the frontier's grid reaches (a hundredth: 30 days -> 7.2 hours).
 FRONTIER_SPAN = 100.0
@@ -83,15 +86,18 @@ def frontier_sources(problem: Problem, space: Space, feasible: dict) -> list[tup
 
 
 def _fastest_per_shape(space: Space, feasible: dict) -> dict:
-    """The FRONTIER_LAYOUTS_PER_SHAPE candidates of each (model size, GPU count) that train the most tokens a
-    second."""
+    """Of each (model size, GPU count, global batch), the FRONTIER_LAYOUTS_PER_SHAPE candidates that train the most
+    tokens a second and the one that trains the most tokens."""
     index = feasible["index"]
-    shape = space.arrays["model_index"][index].astype(np.int64) * (1 << 32) + space.arrays["gpus"][index]
+    _, shape = np.unique(np.stack([space.arrays["model_index"][index], space.arrays["gpus"][index],
+                                   feasible["global_batch"]]), axis=1, return_inverse=True)
+    shape = shape.reshape(-1)
     rate = feasible["tokens"] / np.maximum(feasible["wall_s"], 1e-30)
-    order = np.lexsort((-rate, shape))
-    rank = np.arange(len(order)) - np.searchsorted(shape[order], shape[order], side="left")
     keep = np.zeros(len(shape), bool)
-    keep[order[rank < FRONTIER_LAYOUTS_PER_SHAPE]] = True
+    for value, count in ((rate, FRONTIER_LAYOUTS_PER_SHAPE), (feasible["tokens"], 1)):
+        order = np.lexsort((-value, shape))
+        rank = np.arange(len(order)) - np.searchsorted(shape[order], shape[order], side="left")
+        keep[order[rank < count]] = True
     return _subset(feasible, keep)
 
 
