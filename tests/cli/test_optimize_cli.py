@@ -344,3 +344,25 @@ def test_all_the_gpus_for_the_deadline_say_both_bind(capsys):
     binds = json.loads(out)["plan"]["binds"]
     assert binds["constraint"] == "budget and deadline" and binds["gpu_cap"] == "--gpus"
     assert binds["gpu_hours"] == pytest.approx(64 * 24, rel=1e-6) == binds["budget_gpu_hours"]
+
+
+def test_a_runner_up_stopped_at_half_the_wall_clock_says_its_rule_binds_it(capsys):
+    """On one GPU count every budget plan spends the budget in the same time, so the half-time runner-up is a plan
+    stopped early (search/stopping.py): half the GPU-hours, half the wall-clock, and its rule (not the deadline)
+    binds it; the text says so."""
+    from planner.report.render import binding_text
+
+    code, out, _ = in_process(capsys, "--budget", "46080gpuh", "--gpus", "64", "--deadline", "30d", "--cluster",
+                              "dgx-a100-80gb", "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    plan = result["plan"]
+    half = next(alt for alt in result["alternatives"] if alt["label"] == "best finishing in at most half the wall-clock")
+    assert half["binds"]["constraint"] == "half the wall-clock" and half["gpus"] == plan["gpus"] == 64
+    assert half["wall_clock_s"] == pytest.approx(plan["wall_clock_s"] / 2, rel=1e-9)
+    assert half["gpu_hours"] == pytest.approx(plan["gpu_hours"] / 2, rel=1e-9)
+    assert binding_text(half["binds"]).startswith("its rule binds: it stops at half the chosen plan's wall-clock")
+    # The frontier on one GPU count: the loss at each wall-clock, falling as the run goes on.
+    walls = [p["wall_clock_days"] for p in result["pareto"]]
+    losses = [p["predicted_loss"] for p in result["pareto"]]
+    assert len(walls) > 10 and walls == sorted(walls) and losses == sorted(losses, reverse=True)
