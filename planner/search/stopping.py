@@ -65,14 +65,16 @@ def stopped_at(problem: Problem, space: Space, feasible: dict, wall_limit: float
 
 def frontier_sources(problem: Problem, space: Space, feasible: dict) -> list[tuple[dict, int]]:
     """(arrays, position) of each wall-clock the frontier tries: the best plan finishing by then, the candidates
-    stopped early where that is allowed (budget mode), else the scored plans as they are."""
+    stopped early where that is allowed (budget mode), else the scored plans as they are. Each entry's arrays hold
+    that one row only (a grid point's stopped arrays are dropped once its best row is taken)."""
     wall = feasible["wall_s"]
     if not stops_early(problem) or len(wall) == 0:
         return [(feasible, int(p)) for p in pareto_front(feasible, limit=len(wall))]
     fastest = _fastest_per_shape(space, feasible)
-    own = np.unique(fastest["wall_s"])
-    # From FRONTIER_SPAN below the longest plan: on one GPU count every plan spends the budget in the same time, and
-    # the stopped plans are the whole frontier (those whose batch the fewer tokens no longer allow drop out).
+    # The full runs' own frontier ends, and a geometric grid between them from FRONTIER_SPAN below the longest plan:
+    # on one GPU count every plan spends the budget in the same time, and the stopped plans are the whole frontier
+    # (those whose batch the fewer tokens no longer allow drop out).
+    own = np.unique(fastest["wall_s"][pareto_front(fastest, limit=len(fastest["wall_s"]))])
     between = np.geomspace(min(wall.min(), wall.max() / FRONTIER_SPAN), wall.max(), FRONTIER_GRID_POINTS)
     # A point just short of a plan's own end adds a row that differs from that plan's by a rounding: left out.
     next_own = own[np.minimum(np.searchsorted(own, between), len(own) - 1)]
@@ -81,7 +83,8 @@ def frontier_sources(problem: Problem, space: Space, feasible: dict) -> list[tup
     for limit in grid:
         stopped = stopped_at(problem, space, fastest, float(limit))
         if len(stopped["loss"]):
-            sources.append((stopped, int(np.lexsort((stopped["wall_s"], stopped["loss"]))[0])))
+            best = int(np.lexsort((stopped["wall_s"], stopped["loss"]))[0])
+            sources.append(({key: value[best:best + 1] for key, value in stopped.items()}, 0))
     return sources
 
 
