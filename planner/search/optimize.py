@@ -25,7 +25,7 @@ from planner.search.plan_record import alternatives, binding, describe
 from planner.search.problem_setup import build_problem, candidate_gpu_counts, context_counts, context_models
 from planner.search.score import DROP_REASONS
 from planner.search.selection import pareto_front, select
-from planner.search.stopping import frontier_sources
+from planner.search.stopping import frontier_rows
 from planner.search.space import BUDGET_STACK, LOSSLESS_HIERARCHY, checked_stacks
 from planner.specs.hardware import ClusterSpec
 
@@ -98,18 +98,16 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
                                                     vocab=result.plan["shape"]["vocab"])
         result.alternatives = alternatives(problem, space, feasible, best, counts)
         # Over the plans stopped early too (search.stopping): in budget mode every scored plan spends the budget.
-        sources = frontier_sources(problem, space, feasible)
-        front = pareto_front({"wall_s": np.array([arrays["wall_s"][p] for arrays, p in sources]),
-                              "loss": np.array([arrays["loss"][p] for arrays, p in sources])})
-        result.pareto = [_frontier_point(problem, space, *sources[i]) for i in front]
+        rows = frontier_rows(problem, space, feasible)
+        front = pareto_front({key: np.concatenate([row[key] for row in rows]) for key in ("wall_s", "loss")})
+        result.pareto = [_frontier_point(problem, space, rows[i]) for i in front]
     result.elapsed_s = time.perf_counter() - started
     return result
 
 
-def _frontier_point(problem, space, arrays: dict, position: int) -> dict:
-    """One row of the loss-vs-wall-clock frontier from a candidate's arrays (scored, or stopped early)."""
-    index = arrays["index"][position]
-    return {"wall_clock_days": float(arrays["wall_s"][position]) / 86400.0,
-            "predicted_loss": float(arrays["loss"][position]), "gpus": int(space.arrays["gpus"][index]),
-            "params": int(problem.total_params[space.arrays["model_index"][index]]),
-            "tokens": float(arrays["tokens"][position]), "gpu_hours": float(arrays["gpu_seconds"][position]) / 3600.0}
+def _frontier_point(problem, space, row: dict) -> dict:
+    """One row of the loss-vs-wall-clock frontier from a candidate's one-row arrays (scored, or stopped early)."""
+    index = row["index"][0]
+    return {"wall_clock_days": float(row["wall_s"][0]) / 86400.0, "predicted_loss": float(row["loss"][0]),
+            "gpus": int(space.arrays["gpus"][index]), "params": int(problem.total_params[space.arrays["model_index"][index]]),
+            "tokens": float(row["tokens"][0]), "gpu_hours": float(row["gpu_seconds"][0]) / 3600.0}

@@ -33,7 +33,7 @@ FRONTIER_GRID_POINTS = 48
 FRONTIER_LAYOUTS_PER_SHAPE = 4
 # How far below the longest plan's wall-clock the frontier's grid reaches (a hundredth: 30 days -> 7.2 hours).
 FRONTIER_SPAN = 100.0
-# A grid wall-clock within this share below a plan's own end is that plan's (see frontier_sources).
+# A grid wall-clock within this share below a plan's own end is that plan's (see frontier_rows).
 GRID_MERGE_RELATIVE = 0.01
 
 
@@ -63,13 +63,12 @@ def stopped_at(problem: Problem, space: Space, feasible: dict, wall_limit: float
     return _subset(stopped, keep)
 
 
-def frontier_sources(problem: Problem, space: Space, feasible: dict) -> list[tuple[dict, int]]:
-    """(arrays, position) of each wall-clock the frontier tries: the best plan finishing by then, the candidates
-    stopped early where that is allowed (budget mode), else the scored plans as they are. Each entry's arrays hold
-    that one row only (a grid point's stopped arrays are dropped once its best row is taken)."""
+def frontier_rows(problem: Problem, space: Space, feasible: dict) -> list[dict]:
+    """One-row arrays of each wall-clock the frontier tries: the best plan finishing by then, among the candidates
+    stopped early where that is allowed (budget mode), else the scored plans as they are."""
     wall = feasible["wall_s"]
     if not stops_early(problem) or len(wall) == 0:
-        return [(feasible, int(p)) for p in pareto_front(feasible, limit=len(wall))]
+        return [_row(feasible, int(p)) for p in pareto_front(feasible, limit=len(wall))]
     fastest = _fastest_per_shape(space, feasible)
     # The full runs' own frontier ends, and a geometric grid between them from FRONTIER_SPAN below the longest plan:
     # on one GPU count every plan spends the budget in the same time, and the stopped plans are the whole frontier
@@ -79,13 +78,12 @@ def frontier_sources(problem: Problem, space: Space, feasible: dict) -> list[tup
     # A point just short of a plan's own end adds a row that differs from that plan's by a rounding: left out.
     next_own = own[np.minimum(np.searchsorted(own, between), len(own) - 1)]
     grid = np.unique(np.concatenate([between[next_own > between * (1 + GRID_MERGE_RELATIVE)], own]))
-    sources = []
+    rows = []
     for limit in grid:
         stopped = stopped_at(problem, space, fastest, float(limit))
         if len(stopped["loss"]):
-            best = int(np.lexsort((stopped["wall_s"], stopped["loss"]))[0])
-            sources.append(({key: value[best:best + 1] for key, value in stopped.items()}, 0))
-    return sources
+            rows.append(_row(stopped, int(np.lexsort((stopped["wall_s"], stopped["loss"]))[0])))
+    return rows
 
 
 def _fastest_per_shape(space: Space, feasible: dict) -> dict:
@@ -102,6 +100,10 @@ def _fastest_per_shape(space: Space, feasible: dict) -> dict:
         rank = np.arange(len(order)) - np.searchsorted(shape[order], shape[order], side="left")
         keep[order[rank < count]] = True
     return _subset(feasible, keep)
+
+
+def _row(arrays: dict, position: int) -> dict:
+    return {key: value[position:position + 1] for key, value in arrays.items()}
 
 
 def _subset(arrays: dict, mask: np.ndarray) -> dict:
