@@ -14,6 +14,7 @@ from pathlib import PurePath
 import numpy as np
 from pydantic import BaseModel
 
+from planner.search.plan_record import HALF_WALL_CLOCK
 from planner.specs.units import human_amount  # noqa: F401  (formatted beside its parsers; used and re-exported here)
 
 
@@ -120,7 +121,7 @@ def binding_text(binds: dict) -> str:
                 + (f" of the {human_amount(budget)} GPU-hour budget" if budget else " GPU-hours"))
     if binds["constraint"] == "budget":
         return f"the budget binds: the plan spends {spent}{of_budget}"
-    if binds["constraint"] == "half the wall-clock":  # search.plan_record.HALF_WALL_CLOCK: a plan stopped early
+    if binds["constraint"] == HALF_WALL_CLOCK:  # a plan stopped early (search/stopping.py)
         return (f"its rule binds: it stops at half the chosen plan's wall-clock ({human_days(binds['deadline_days'])})"
                 f" and spends {spent}{of_budget}")
     gpus, cap = binds["gpus"], binds["gpu_cap"]
