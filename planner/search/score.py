@@ -169,18 +169,17 @@ def score_chunk(problem: Problem, space_models: list, arrays: dict) -> dict[str,
     batch_tokens = global_batch * seq_len
     tokens, wall = _tokens_and_wall(problem, mi, gpus, effective_rate, inference_gpu_s, batch_tokens)
     gpu_seconds = gpus * wall + inference_gpu_s
-    loss, limit = loss_and_batch_limit(problem, mi, tokens)
+    loss, batch_too_large, above_uniform_guess = loss_checks(problem, space_models, mi, tokens, batch_tokens)
     _check_finite(problem, fitting, time_parts)
-    uniform_guess = np.log(np.array([m.vocab for m in space_models], dtype=float))[mi]
 
     none = np.zeros(n, bool)
     failed = _failed_bits(n, [
         ~in_hbm,
         ~memory["host_fits"],
         (inference_gpu_s >= c.gpu_seconds) if (c.inference_tokens and c.gpu_seconds) else none,
-        batch_tokens > limit,
+        batch_too_large,
         ~np.isfinite(tokens) if c.target_loss is not None else none,
-        loss > uniform_guess,
+        above_uniform_guess,
         wall > c.deadline_s * (1 + 1e-9),
         (gpu_seconds > c.gpu_seconds * (1 + 1e-9)) if c.gpu_seconds is not None else none,
     ])
@@ -260,15 +259,18 @@ def _tokens_and_wall(problem: Problem, mi: np.ndarray, gpus: np.ndarray, effecti
     return tokens, tokens / effective_rate
 
 
-def loss_and_batch_limit(problem: Problem, mi: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The law's predicted loss at (N, D) and the batch-size limit (tokens) at D, D taken as at least 1."""
+def loss_checks(problem: Problem, space_models: list, mi: np.ndarray, tokens: np.ndarray,
+                batch_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The law's predicted loss at (N, D), D taken as at least 1, and the two checks that hang on D: the batch is
+    above the batch-size limit at D (which rises with D), and the loss is above uniform guessing (ln vocab)."""
     # Target mode: model sizes that never reach the target have D = inf (dropped by score_chunk); inf - inf in
     # the batch limit must not print a RuntimeWarning on stderr.
     with np.errstate(invalid="ignore", divide="ignore"):
         loss = problem.law.predict(problem.law_params[mi], np.maximum(tokens, 1.0))
         limit = batch_size.max_batch_tokens(np.maximum(tokens, 1.0), problem.nonembedding_params[mi],
                                             problem.batch_rule)
-    return loss, limit
+    uniform_guess = np.log(np.array([m.vocab for m in space_models], dtype=float))[mi]
+    return loss, batch_tokens > limit, loss > uniform_guess
 
 
 def _failed_bits(n: int, checks: list) -> np.ndarray:

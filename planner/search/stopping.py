@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.search.score import Problem, loss_and_batch_limit
+from planner.search.score import Problem, loss_checks
 from planner.search.selection import pareto_front
 from planner.search.space import Space
 
@@ -54,10 +54,10 @@ def stopped_at(problem: Problem, space: Space, feasible: dict, wall_limit: float
     mi, gpus = space.arrays["model_index"][index], space.arrays["gpus"][index].astype(float)
     stopped_wall = np.minimum(wall, wall_limit)
     tokens = feasible["tokens"] * np.where(wall > 0, stopped_wall / np.where(wall > 0, wall, 1.0), 1.0)
-    loss, limit = loss_and_batch_limit(problem, mi, tokens)
     seq_len = np.array([m.seq_len for m in space.models], dtype=float)[mi]
-    uniform_guess = np.log(np.array([m.vocab for m in space.models], dtype=float))[mi]
-    keep = (feasible["global_batch"] * seq_len <= limit) & (loss <= uniform_guess)
+    loss, batch_too_large, above_uniform_guess = loss_checks(problem, space.models, mi, tokens,
+                                                             feasible["global_batch"] * seq_len)
+    keep = ~batch_too_large & ~above_uniform_guess
     stopped = {**feasible, "tokens": tokens, "wall_s": stopped_wall, "loss": loss,
                "gpu_seconds": gpus * stopped_wall + feasible["inference_gpu_seconds"], "stopped": wall > wall_limit}
     return _subset(stopped, keep)
