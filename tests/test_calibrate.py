@@ -29,10 +29,17 @@ SHAPES = [  # (layers, hidden, heads, seq, vocab, tp, pp, dp, zero, micro, globa
 ]
 
 
-def rows(truth_cluster, source: str = "synthetic") -> list[MeasuredRun]:
+# Two more, for a calibration whose held-out band simulate uses: it needs error_bands.MIN_ROWS (10) held-out rows.
+MORE_SHAPES = [
+    (24, 2048, 16, 2048, 50304, 1, 1, 8, 1, 2, 64, "full"),
+    (32, 4096, 32, 2048, 50304, 4, 1, 2, 1, 1, 32, "selective"),
+]
+
+
+def rows(truth_cluster, source: str = "synthetic", shapes=SHAPES) -> list[MeasuredRun]:
     """Rows whose step times are what the model predicts under `truth_cluster`'s efficiencies."""
     runs = []
-    for i, (L, h, a, s, V, tp, pp, dp, zero, mb, gb, rc) in enumerate(SHAPES):
+    for i, (L, h, a, s, V, tp, pp, dp, zero, mb, gb, rc) in enumerate(shapes):
         runs.append(MeasuredRun(
             id=f"r{i}", source=source, cluster="dgx-a100-80gb", gpus=tp * pp * dp, layers=L, hidden=h, heads=a,
             kv_heads=a, ffn=4 * h, mlp="gelu", seq_len=s, vocab=V, tp=tp, pp=pp, dp=dp, cp=1, vpp=1, zero=zero,
@@ -228,7 +235,7 @@ def test_a_fit_that_predicts_the_given_hold_out_rows_worse_is_not_applied():
 
 @pytest.fixture(scope="module")
 def calibrated_spec(tmp_path_factory) -> tuple[Path, dict]:
-    """A spec calibrated on the synthetic rows with a spread of -6% .. +9% laid on their step times, and the
+    """A spec calibrated on ten synthetic rows with a spread of -6% .. +9% laid on their step times, and the
     report `calibrate --json` printed. Made once per module (the calibration's folds take most of a minute);
     the tests only read it."""
     import contextlib
@@ -236,9 +243,9 @@ def calibrated_spec(tmp_path_factory) -> tuple[Path, dict]:
     import json
 
     base = load_cluster("dgx-a100-80gb")
-    spread = [0.94, 1.0, 1.09, 0.97, 1.05, 1.02, 0.99, 1.07]
+    spread = [0.94, 1.0, 1.09, 0.97, 1.05, 1.02, 0.99, 1.07, 1.03, 0.96]
     runs = [dataclasses.replace(r, step_time_s=r.step_time_s * f)
-            for r, f in zip(rows(base.with_efficiency(matmul_peak_fraction=0.6)), spread)]
+            for r, f in zip(rows(base.with_efficiency(matmul_peak_fraction=0.6), shapes=SHAPES + MORE_SHAPES), spread)]
     folder = tmp_path_factory.mktemp("calibrated")
     runs_file, out = folder / "runs.csv", folder / "mine.calibrated.yaml"
     write_runs(runs_file, runs)
@@ -258,7 +265,7 @@ def test_the_calibrated_spec_carries_its_held_out_band_and_simulate_uses_it(cali
     spec, report = calibrated_spec
     calibrated = load_cluster(str(spec))
     band = report["held_out_band"]
-    assert calibrated.calibrated_on.held_out_rows == band["rows"] == 8
+    assert calibrated.calibrated_on.held_out_rows == band["rows"] == 10
     low, high = calibrated.calibrated_on.held_out_step_time_ratio_90
     assert (low, high) == (pytest.approx(band["low"], abs=1e-4), pytest.approx(band["high"], abs=1e-4))
     assert low < 1.0 < high
@@ -266,13 +273,28 @@ def test_the_calibrated_spec_carries_its_held_out_band_and_simulate_uses_it(cali
     assert main(simulate + ["--json"]) in (0, 1)
     result = json.loads(capsys.readouterr().out)
     got = result["step_time_band"]
-    assert (got["basis"], got["rows"]) == ("calibrated", 8)
+    assert (got["basis"], got["rows"]) == ("calibrated", 10)
     assert got["low_s"] == pytest.approx(result["step_time_s"] * low) and got["high_s"] == pytest.approx(result["step_time_s"] * high)
     assert main(simulate) in (0, 1)
-    assert "(held-out residuals of 8 rows of this cluster's calibration)" in capsys.readouterr().out
+    assert "(held-out residuals of 10 rows of this cluster's calibration)" in capsys.readouterr().out
     assert main(["optimize", "--budget", "2000gpuh", "--gpus", "64", "--cluster", str(spec)]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  band "))
-    assert "(90%, held-out residuals of 8 rows of this cluster's calibration)" in line
+    assert "(90%, held-out residuals of 10 rows of this cluster's calibration)" in line
+
+
+def test_a_calibration_with_too_few_held_out_rows_keeps_the_published_band(calibrated_spec):
+    """calibrate wrote a band from one held-out row (--holdout-source naming one row) and simulate scaled every step
+    time by it: a band of zero width. Below error_bands.MIN_ROWS held-out rows the published runs' band stands, as
+    it does for a framework with too few published rows."""
+    from planner.calibrate.error_bands import MIN_ROWS, interval
+
+    spec, _ = calibrated_spec
+    calibrated = load_cluster(str(spec))
+    assert interval(1.0, "megatron", calibrated)["basis"] == "calibrated"
+    few = calibrated.model_copy(update={"calibrated_on": calibrated.calibrated_on.model_copy(
+        update={"held_out_rows": MIN_ROWS - 1})})
+    band = interval(1.0, "megatron", few)
+    assert band["basis"] == "published" and band == interval(1.0, "megatron", load_cluster("dgx-a100-80gb"))
 
 
 def test_a_calibrated_spec_warns_once_outside_the_fitted_frameworks_and_dtypes(calibrated_spec, capsys):
@@ -457,3 +479,22 @@ def test_fitted_parameters_stopped_by_their_limits_are_named():
                                  "matmul_half_size": ("upper", 1e5), "matmul_peak_fraction": ("lower", 0.02)}
     assert at_limits({"matmul_peak_fraction": 0.7, "step_overhead_s": 0.01,
                       "scale_out_bandwidth_efficiency": 0.9}) == {}
+
+
+def test_calibrate_says_a_band_of_too_few_held_out_rows_is_not_used(tmp_path, capsys):
+    """The user's case: three rows held out by --holdout-source. calibrate said simulate and optimize use their
+    band; simulate on the spec then printed a band of three residuals' 5th and 95th percentiles."""
+    import json
+
+    base = load_cluster("dgx-a100-80gb")
+    runs = rows(base.with_efficiency(matmul_peak_fraction=0.6))
+    runs = [dataclasses.replace(r, source="held") if i < 3 else r for i, r in enumerate(runs)]
+    runs_file, out = tmp_path / "runs.csv", tmp_path / "mine.calibrated.yaml"
+    write_runs(runs_file, runs)
+    assert main(["calibrate", str(runs_file), "--cluster", "dgx-a100-80gb", "--holdout-source", "held",
+                 "--out", str(out)]) == 0
+    said = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("step-time band"))
+    assert "(90% of 3 held-out rows); fewer than 10 rows give no usable 5th/95th percentile" in said
+    assert load_cluster(str(out)).calibrated_on.held_out_rows == 3
+    assert main(["simulate", "--model", "gpt2-xl", "--cluster", str(out), "--gpus", "8", "--json"]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["step_time_band"]["basis"] != "calibrated"

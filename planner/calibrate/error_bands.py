@@ -105,10 +105,10 @@ def interval(step_time_s: float, framework: str, cluster=None) -> dict | None:
     """The 90% interval of a predicted step time: measured/predicted ratios applied to the prediction.
 
     `basis` says where the ratios come from: "calibrated" (the held-out band `planner calibrate` wrote into
-    `cluster`), "published" (the published runs, some of which ran on `cluster`, or no cluster given) or
+    `cluster`, where it has at least MIN_ROWS held-out rows, as a framework's band needs), "published" (the published runs, some of which ran on `cluster`, or no cluster given) or
     "other-hardware" (the published runs, none of which ran on `cluster`); `clusters` names the hardware."""
     calibrated = getattr(cluster, "calibrated_on", None)
-    if calibrated is not None:
+    if calibrated is not None and calibrated.held_out_rows >= MIN_ROWS:
         low, high = calibrated.held_out_step_time_ratio_90
         return {"low_s": step_time_s * low, "high_s": step_time_s * high, "group": "calibrated",
                 "rows": calibrated.held_out_rows, "basis": "calibrated", "clusters": [cluster.name]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from planner.calibrate.error_bands import MIN_ROWS as BAND_MIN_ROWS
 
 SKIPPED_SHOWN = 10  # rows of the cluster listed with their reason in the text output
 DEFAULT_FOLDS = 5
@@ -239,8 +240,13 @@ def _print_fit_judgement(report: dict, written: str | None) -> None:
     low, high = report["prediction_interval_90"]
     print(f"90% prediction interval from held-out residuals: {100 * low:+.1f}% .. {100 * high:+.1f}% of a predicted step time")
     band = report["held_out_band"]
+    if band["rows"] < BAND_MIN_ROWS:
+        used = (f"; fewer than {BAND_MIN_ROWS} rows give no usable 5th/95th percentile, so simulate and optimize "
+                "keep the published runs' band")
+    else:
+        used = "; written into the spec, simulate and optimize use it" if written else ""
     print(f"step-time band for this cluster: measured {band['low']:.3g}x .. {band['high']:.3g}x the predicted (90% of "
-          f"{band['rows']} held-out rows)" + ("; written into the spec, simulate and optimize use it" if written else ""))
+          f"{band['rows']} held-out rows){used}")
 
 
 def run(args) -> int:
