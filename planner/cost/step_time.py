@@ -24,7 +24,8 @@ the slowest stage sets the pace:
                    B buckets exposes max(a, b) + min(a, b)/B - a), ZeRO-2 in DeepSpeed after every
                    micro-batch; the parameter all-gather after the step behind the next forward where the
                    framework overlaps it (Megatron's distributed optimizer), else exposed;
-  pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021) of the
+  pipeline: m + (p-1)/v micro-batch slots (1F1B / interleaved bubble, Narayanan et al. 2021; p + (m-1)/v
+                   where fewer micro-batches than stages run interleaved: pipeline_bubble_slots) of the
                    slowest stage, with p2p sends hidden where the framework overlaps them; a word embedding
                    held on the first and the last stage (tied output layer, MTP) has its gradient all-reduced
                    between the two once a step, exposed (`embedding_sync`).
@@ -313,6 +314,20 @@ def _data_parallel_window(dp_layers, dp_head, layer_forward, layer_backward) -> 
     }
 
 
+def pipeline_bubble_slots(p, v, m):
+    """The idle time of a pipeline step, in slots of one micro-batch's forward and backward on one stage.
+
+    Each micro-batch passes through the p x v model chunks in turn, each 1/v of a slot on its stage, so the step's
+    critical path is the first micro-batch's p slots plus 1/v for each of the m - 1 after it where they follow
+    chunk by chunk: p + (m - 1)/v slots against m of work, (p - m) + (m - 1)/v idle. From m = p on the stages are
+    full and it is the interleaved schedule's (p - 1)/v (Narayanan et al. 2021, SC21 Sec. 2.2.2); with v = 1, p - 1
+    whatever m. Fewer micro-batches than stages run interleaved where the stack allows it (torch's
+    ScheduleInterleaved1F1B: frameworks.interleaving_round), and were priced at (p - 1)/v: a 4-stage, 8-chunk
+    pipeline of one micro-batch at 3/8 of a slot, where its stages can only run one after another."""
+    m = np.maximum(m, 1)
+    return np.maximum(p - m, 0) + (np.minimum(m, p) - 1) / v
+
+
 def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, stage, params, dp_exposed,
                 offload_fetch) -> dict:
     """The step's named dense parts: the pacing stage's per-layer parts over the step, the pipeline's sends and
@@ -322,7 +337,7 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     per_layer = layer["per_layer"]
     head, accumulate = pace["head"], pace["accumulate"]
     optimizer, offload_copies = optimizer_step.optimizer(batch, cluster)
-    bubble_slots = np.where(p > 1, (p - 1) / v, 0.0)
+    bubble_slots = np.where(p > 1, pipeline_bubble_slots(p, v, m), 0.0)
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
     if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
         bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
