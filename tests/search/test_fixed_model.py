@@ -521,6 +521,16 @@ def test_deadline_binding_is_named(optimize):
     assert code == 1 and "deadline binds" in out
 
 
+def test_a_max_gpus_between_grid_points_is_searched(optimize):
+    """40 GPUs meet the 30 days (25.9 days) where 32 take 32.3: the limit itself was not tried, and the plan was
+    'infeasible: allow more GPUs (--max-gpus)'."""
+    code, out, err = optimize("--model", "llama3-8b", "--tokens", "1T", "--deadline", "30d", "--max-gpus", "40",
+                              "--json")
+    assert code == 0, err
+    chosen = json.loads(out)["chosen"]
+    assert chosen["gpus"] == 40 and chosen["days"] <= 30.0
+
+
 def test_budget_mode_refuses_a_gpu_list(optimize):
     code, out, err = optimize("--budget", "1000gpuh", "--gpus", "8,16")
     assert code == 2 and "--gpus" in err

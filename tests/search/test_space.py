@@ -59,6 +59,16 @@ def test_gpu_counts_respect_exact_max_and_window():
     assert gpu_counts(8, 1024, exact=None, max_gpus=64, low=1000, high=2000) == [64]
 
 
+@pytest.mark.parametrize("max_gpus, most", [(40, 40), (1003, 1000), (6, 6), (100, 96), (10**6, 8192)])
+def test_the_most_gpus_the_limit_allows_is_tried(max_gpus, most):
+    """A --max-gpus between two grid points was never tried: `optimize --model llama3-8b --tokens 1T --deadline 30d
+    --max-gpus 40` answered from 32 GPUs (32.3 days) that more GPUs were needed, where 40 take 25.9 days. The
+    limit's whole nodes are tried (or the limit itself within a node), never past the cluster's nodes."""
+    counts = gpu_counts(8, 1024, exact=None, max_gpus=max_gpus)
+    assert max(counts) == most and counts == sorted(set(counts))
+    assert set(gpu_counts(8, 1024, exact=None, max_gpus=None)) >= set(counts) - {most}
+
+
 def _reference_layouts(models, gpu_options, gpus_per_node, hierarchy=True, quantized=False):
     """The layouts space.py's docstring promises, enumerated one by one with plain Python."""
     out = []
