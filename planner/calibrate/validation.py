@@ -18,6 +18,7 @@ from planner.cost.memory import CUDA_CONTEXT_BYTES
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
+from planner.profile.runs_csv import MEM_ALLOCATOR_PEAK, MEM_COUNTED_TENSORS
 from planner.specs.hardware import ClusterSpec
 from planner.specs.clusters import load_cluster
 from planner.specs.candidate_batch import layouts_batch
@@ -52,9 +53,9 @@ class RowResult:
         if self.predicted is None:
             return None
         method = self.run.extra.get("mem_method")
-        if method == "counted-tensors":
+        if method == MEM_COUNTED_TENSORS:
             return self.predicted["memory"]["model_states_bytes"]
-        if method == "allocator-peak":
+        if method == MEM_ALLOCATOR_PEAK:
             return self.predicted["memory"]["allocated_bytes"]
         return self.predicted["memory"]["total_bytes"]
 

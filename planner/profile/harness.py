@@ -35,7 +35,8 @@ from pathlib import Path
 from planner.errors import PlannerInputError
 from planner.io import output_exists, write_text_atomic
 from planner.profile.grid import ProfileConfig
-from planner.profile.runs_csv import MeasuredRun, cell_text, read_runs, write_runs
+from planner.profile.runs_csv import (MEM_ALLOCATOR_PEAK, MEM_COUNTED_TENSORS, MeasuredRun, cell_text, read_runs,
+                                     write_runs)
 
 WORKER = Path(__file__).with_name("worker.py")
 INSTALL_HINT = "pip install torch==2.13.0 && DS_BUILD_OPS=0 pip install -e '.[profile]'"
@@ -300,13 +301,13 @@ def summarize_result(result: dict) -> dict:
         family["calls"] += entry["calls_per_step"]
     comm_s = sum(e["latency_ms_per_call"]["total_per_step"] for e in ranks[0]["collectives"].values()) / 1000
     if env["accelerator"] != "cpu":
-        method, mem_bytes, offloaded = "allocator-peak", max(r["peak_allocator_bytes"] for r in ranks), 0
+        method, mem_bytes, offloaded = MEM_ALLOCATOR_PEAK, max(r["peak_allocator_bytes"] for r in ranks), 0
     else:
         probes = [m for r in ranks for m in r["memory"].values() if m]
-        method = "counted-tensors"
+        method = MEM_COUNTED_TENSORS
         mem_bytes = max(m["device_bytes"] for m in probes)
         offloaded = max(m["offloaded_bytes"] for m in probes)
-    mem_text = (f"{env['accelerator']} allocator peak per rank" if method == "allocator-peak" else
+    mem_text = (f"{env['accelerator']} allocator peak per rank" if method == MEM_ALLOCATOR_PEAK else
                 "counted param+grad+optimizer+ZeRO-buffer tensor bytes per rank (activations excluded; offloaded state excluded)")
     threads = f", OMP_NUM_THREADS={env['omp_num_threads']}" if env.get("omp_num_threads") else ""
     notes = (f"{env['world_size']} rank(s) on {env['device_model']} via {env['backend']}{threads}; "

@@ -30,7 +30,8 @@ from pathlib import Path
 from planner.errors import PlannerInputError
 from planner.frameworks.deepspeed_v03 import RELEASES as DEEPSPEED_V03_RELEASES
 from planner.profile.deepspeed_logs import LogProblem, ParsedLog
-from planner.profile.runs_csv import COLUMNS, INT_COLUMNS, INT_RANGES, SIMULATION_COLUMNS, MeasuredRun, check_value
+from planner.profile.runs_csv import (COLUMNS, INT_COLUMNS, INT_RANGES, MEM_ALLOCATOR_PEAK, SIMULATION_COLUMNS,
+                                     MeasuredRun, check_value)
 
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
@@ -617,14 +618,17 @@ def _warm_up_included(log: ParsedLog, values: dict, method: str, logged: dict, s
     return warm_up_in
 
 
-def _notes(log: ParsedLog, method: str, logged: dict, skip: int, warm_up_in: bool, layout_from_flags: list[str]) -> str:
-    """The row's notes: which file and method gave the step time, over which steps, and what came from flags,
-    so a reader of the CSV can judge the row without the log."""
+def _notes(log: ParsedLog, method: str, logged: dict, skip: int, warm_up_in: bool, layout_from_flags: list[str],
+           overridden: dict) -> str:
+    """The row's notes: which file and method gave the step time, over which steps, what came from flags and what
+    flags replaced (`overridden`: the log's values), so a reader of the CSV can judge the row without the log."""
     notes = (f"ingested from {Path(log.path).name}; step time: {METHOD_TEXT[method]}, "
              + (f"median of all {logged[method]} logged step(s), warm-up included" if warm_up_in
                 else f"median after skipping {skip} logged step(s)"))
     if layout_from_flags:
         notes += f"; from flags: {', '.join(layout_from_flags)}"
+    if overridden:
+        notes += "; flags override the log: " + ", ".join(f"{k} (log {v})" for k, v in overridden.items())
     return notes
 
 
@@ -673,16 +677,23 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     if missing:
         problems.append(LogProblem(log.path, f"layout incomplete, not in the log or flags: {', '.join(missing)} (pass --{missing[0].replace('_', '-')} ...)"))
     layout_from_flags = [k for k in layout if k not in from_log and k != "cluster" and k in flags]
+    # A flag that replaced what the log said is kept in the row, not only on stderr: the row is then the user's
+    # word against the log's (a high-confidence row said gpus 16 where the log ran 8).
+    overridden = {k: from_log[k] for k in layout if k in from_log and k in flags and layout[k] != from_log[k]}
     peak = _peak_memory_gib(log, problems)
     warm_up_in = _warm_up_included(log, values, method, logged, skip, problems)
-    notes = _notes(log, method, logged, skip, warm_up_in, layout_from_flags)
+    notes = _notes(log, method, logged, skip, warm_up_in, layout_from_flags, overridden)
     run = MeasuredRun(
         id=row_id, source=flags.get("source") or str(log.path),
-        confidence=flags.get("confidence") or ("low" if warm_up_in else "medium" if layout_from_flags or missing
-                                               else "high"),
+        confidence=flags.get("confidence") or ("low" if warm_up_in else
+                                               "medium" if layout_from_flags or overridden or missing else "high"),
         step_time_s=values[method], mem_gib=peak,
         notes=(flags.get("notes") + "; " if flags.get("notes") else "") + notes,
-        extra=_extra_columns(values, method, layout), **_column_fields(layout),
+        extra={**_extra_columns(values, method, layout),
+               # Every memory figure a log gives is torch's allocator peak (deepspeed_logs: max allocated,
+               # MaxMemAllocated, Max_MA): without the column validate compared it with the whole footprint.
+               **({"mem_method": MEM_ALLOCATOR_PEAK} if peak is not None else {})},
+        **_column_fields(layout),
     )
     rejected = doctor_rejection(run, log.path, layout, from_log, flags)
     if rejected is not None:

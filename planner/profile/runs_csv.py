@@ -90,6 +90,12 @@ MAX_SIZE = 2**31 - 1
 # `planner profile` records for a configuration that did not finish (harness.Outcome), oom a run recorded by hand
 # as out of memory. Rows not ok are data, not simulated; any other value (a typo such as OK) is reported.
 RUN_STATUSES = ("ok", "failed", "timeout", "oom")
+# The `mem_method` column: what a row's mem_gib measured, so validate compares it with the like part of the
+# predicted footprint (calibrate/validation.py). allocator-peak: torch's peak of allocated bytes
+# (torch.cuda.max_memory_allocated, which Megatron's "max allocated" and DeepSpeed's MaxMemAllocated / Max_MA
+# print), without the CUDA context, NCCL's buffers and the allocator's cache; counted-tensors: the model states and
+# buffers a CPU profile counts. Empty: the whole device footprint (nvidia-smi, a paper's figure).
+MEM_ALLOCATOR_PEAK, MEM_COUNTED_TENSORS = "allocator-peak", "counted-tensors"
 # The columns a row needs before it can be simulated (validate skips a row without one; ingest reports it as
 # incomplete): the model's shape, its cluster and its batch. Every other setting is inferred (cost.infer).
 SIMULATION_COLUMNS = ("cluster", "layers", "hidden", "heads", "seq_len", "vocab", "global_batch")

@@ -202,11 +202,13 @@ def ratio_finding(result) -> str | None:
 def memory_finding(result) -> str | None:
     """A row whose mem_gib cannot be a per-GPU peak on its cluster: above the accelerator's HBM, or more than
     UNIT_ERROR_RATIO off the predicted memory either way (MB or bytes entered as GiB)."""
+    from planner.profile.runs_csv import MEM_COUNTED_TENSORS
+
     if result.predicted is None or not result.run.mem_gib:
         return None
     measured = result.run.mem_gib * 2**30
     hbm = result.predicted["memory"]["hbm_bytes"]
-    if result.run.extra.get("mem_method") != "counted-tensors" and measured > hbm * (1.0 + 1e-9):
+    if result.run.extra.get("mem_method") != MEM_COUNTED_TENSORS and measured > hbm * (1.0 + 1e-9):
         return (f"mem_gib {result.run.mem_gib:g} GiB is more than the {hbm / 2**30:g} GiB of HBM of its cluster's "
                 f"accelerator: check its unit (GiB per GPU, the peak the allocator reserved)")
     ratio = measured / result.predicted_memory_bytes

@@ -50,10 +50,33 @@ def test_truncated_megatron_line_is_reported_with_file_and_line_and_skipped():
 
 
 def test_flag_overrides_log_and_says_so():
+    """The override is said on stderr and kept in the row: its notes name the log's value and it is not a
+    high-confidence row (ingest --gpus 16 --dp 8 on an 8-GPU log wrote gpus 16, confidence high, notes silent)."""
     log = parse_log_file(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
     run, problems = row_from_log(log, {"micro_batch": 2}, "m")
     assert run.micro_batch == 2
     assert any("--micro-batch 2 overrides micro_batch=4 from the log" in str(p) for p in problems)
+    assert run.confidence == "medium" and run.notes.endswith("; flags override the log: micro_batch (log 4)")
+    same, _ = row_from_log(log, {"micro_batch": 4, "cluster": "dgx-a100-80gb"}, "m")
+    assert same.confidence == "high" and "override" not in same.notes
+
+
+def test_a_logged_memory_figure_is_marked_as_the_allocator_peak():
+    """Every memory figure a log prints is torch's allocated peak (Megatron 'max allocated', DeepSpeed
+    MaxMemAllocated, Max_MA); without mem_method validate compared it with the whole footprint, CUDA context,
+    NCCL buffers and the allocator's cache included (1.2 GiB more for this row)."""
+    from planner.calibrate.validation import iter_predictions
+
+    log = parse_log_file(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
+    run, _ = row_from_log(log, {"cluster": "dgx-a100-80gb"}, "m")
+    assert run.extra["mem_method"] == "allocator-peak"
+    result = next(iter(iter_predictions([run])))
+    memory = result.predicted["memory"]
+    assert result.predicted_memory_bytes == memory["allocated_bytes"] < memory["total_bytes"]
+    no_memory = parse_log_text("[Rank 0] iteration 1/ 10 | elapsed time per iteration (ms): 100.0 |\n"
+                               "[Rank 0] iteration 2/ 10 | elapsed time per iteration (ms): 100.0 |\n", "t.log")
+    bare, _ = row_from_log(no_memory, {"gpus": 1, "global_batch": 8}, "t")
+    assert bare.mem_gib is None and "mem_method" not in bare.extra
 
 
 def test_log_without_step_time_gives_no_row():
