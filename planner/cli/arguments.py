@@ -33,6 +33,17 @@ def whole_number(low: int = 1, high: int = MAX_WHOLE):
     return parse
 
 
+def output_path(text: str) -> str:
+    """An argparse type for a file or folder the command writes: an empty name (`--emit ""`, a shell variable left
+    unset) is refused rather than read as 'not given', which wrote nothing and exited 0."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file or folder name to write, got {text!r}")
+    return text
+
+
+output_path.__name__ = "output path"
+
+
 class RecordGiven(argparse.Action):
     """Stores the value as `store` does and records the flag's dest in `namespace.given`, so that a command can
     tell a flag the user gave from its default (optimize's --seq-len 4096 applies to a --model only when given)."""

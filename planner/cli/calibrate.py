@@ -17,7 +17,7 @@ DEFAULT_FOLDS = 5
 
 
 def register(subparsers, name: str) -> None:
-    from planner.cli.arguments import CLUSTER_DIR_HELP, whole_number
+    from planner.cli.arguments import CLUSTER_DIR_HELP, output_path, whole_number
 
     parser = subparsers.add_parser(
         name, help="fit the cost model's efficiency parameters to measured runs of one cluster",
@@ -42,7 +42,7 @@ def register(subparsers, name: str) -> None:
                         help="measured step-time column to fit: step_time_s (default) or a step_time_<stat>_s column "
                              "of the runs files (step_time_p10_s for profiles taken on a shared machine, where "
                              "contention only slows steps down)")
-    parser.add_argument("--out", metavar="FILE.yaml", help="where to write the calibrated spec "
+    parser.add_argument("--out", metavar="FILE.yaml", type=output_path, help="where to write the calibrated spec "
                         "(default <name>.calibrated.yaml in --cluster-dir, else in the user spec folder, "
                         "~/.config/planner/cluster_specs on Linux)")
     parser.add_argument("--no-write", action="store_true", help="report only; write no spec")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.cli.arguments import RecordGiven, given, real_number, whole_number
+from planner.cli.arguments import RecordGiven, given, output_path, real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.io import check_new_outputs, refuse_output_onto_input
 from planner.laws.data import read_loss_data, read_moe_data
@@ -75,7 +75,7 @@ def register(subparsers, name: str) -> None:
                    help="compute budgets (FLOP, comma-separated) for the frontier table")
     p.add_argument("--name", help="name of the saved law (default: fitted-<data file stem>)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--out", metavar="LAW.yaml", help="save the fitted law for `planner optimize --law`")
+    p.add_argument("--out", metavar="LAW.yaml", type=output_path, help="save the fitted law for `planner optimize --law`")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(run=run)
 

@@ -21,7 +21,7 @@ from planner.errors import PlannerInputError
 def add_fixed_model_arguments(parser, outputs: bool = True) -> None:
     """The fixed-model flags. `outputs` False (`planner report`, which writes its own files and has its own --moe):
     without --all-layouts, --emit and --moe."""
-    from planner.cli.arguments import real_number, whole_number
+    from planner.cli.arguments import output_path, real_number, whole_number
 
     group = parser.add_argument_group("a model already chosen (switches to the layout / GPU-count search)")
     group.add_argument("--model", metavar="PRESET|FILE", help="model preset (see `planner simulate --list-models`) or a model YAML")
@@ -31,8 +31,8 @@ def add_fixed_model_arguments(parser, outputs: bool = True) -> None:
     group.add_argument("--knee", type=real_number(0.0, 1.0, low_open=True), default=None,
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
     if outputs:
-        group.add_argument("--all-layouts", metavar="OUT.csv", help="write every scored layout (feasible or not, with the reason)")
-        group.add_argument("--emit", metavar="DIR", help="write the chosen layout's launch config for its stack")
+        group.add_argument("--all-layouts", metavar="OUT.csv", type=output_path, help="write every scored layout (feasible or not, with the reason)")
+        group.add_argument("--emit", metavar="DIR", type=output_path, help="write the chosen layout's launch config for its stack")
         group.add_argument("--moe", action="store_true",
                            help="with --budget: the best dense and the best mixture-of-experts plan side by side "
                                 "(Krajewski et al. 2024 laws)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from planner.cli.arguments import CONFIG_HELP, whole_number
+from planner.cli.arguments import CONFIG_HELP, output_path, whole_number
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 
@@ -36,7 +36,7 @@ def register(subparsers, name: str) -> None:
         name, help="turn DeepSpeed / Megatron-LM training logs into runs-CSV rows",
         description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("logs", nargs="+", metavar="LOG", help="training log files")
-    parser.add_argument("--out", "-o", help="runs CSV to write (default: print to stdout)")
+    parser.add_argument("--out", "-o", type=output_path, help="runs CSV to write (default: print to stdout)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true",
                       help="add rows at the end of --out without rewriting it; an id already there is refused "

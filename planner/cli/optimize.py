@@ -6,6 +6,8 @@ from planner.specs.clusters import DEFAULT_CLUSTER
 
 
 def register(subparsers, name: str) -> None:
+    from planner.cli.arguments import output_path
+
     parser = subparsers.add_parser(
         name, help="choose model size, tokens, GPUs and layout under a GPU-hour, money or loss target",
         description="Search model shapes x token counts x GPU counts x parallel layouts with the simulator and "
@@ -14,9 +16,9 @@ def register(subparsers, name: str) -> None:
     from planner.cli.fixed_model import add_fixed_model_arguments
     add_fixed_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--report", metavar="OUT.html",
+    parser.add_argument("--report", metavar="OUT.html", type=output_path,
                         help="also write the review document (OUT.html, OUT.md and OUT_figures/), as `planner report` does")
-    parser.add_argument("--emit-deepspeed", metavar="DIR",
+    parser.add_argument("--emit-deepspeed", metavar="DIR", type=output_path,
                         help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for the plan")
     parser.add_argument("--force", action="store_true", help="overwrite files written by --report/--emit-deepspeed/--emit/--all-layouts")
     parser.set_defaults(run=run)

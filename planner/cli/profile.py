@@ -42,7 +42,7 @@ def _text_list(text: str) -> list[str]:
 
 
 def register(subparsers, name: str) -> None:
-    from planner.cli.arguments import real_number, whole_number
+    from planner.cli.arguments import output_path, real_number, whole_number
 
     parser = subparsers.add_parser(
         name, help="run real DeepSpeed training steps over a grid and record them as a runs CSV",
@@ -70,7 +70,7 @@ def register(subparsers, name: str) -> None:
     run.add_argument("--master-port", type=whole_number(1, 65535), help="rendezvous port (default: a free local port per run, "
                      "relaunched on a fresh one when another process took it first)")
     run.add_argument("--work-dir", help="folder for per-run temporary files (default: the system temp folder)")
-    run.add_argument("--keep-logs", metavar="DIR", help="keep each configuration's launcher log in DIR")
+    run.add_argument("--keep-logs", metavar="DIR", type=output_path, help="keep each configuration's launcher log in DIR")
     run.add_argument("--no-comms-log", action="store_true",
                      help="do not log collectives (the logger synchronises after each op, hiding overlap on GPUs)")
     run.add_argument("--bucket-elements", type=whole_number(1), default=5_000_000,

@@ -21,6 +21,7 @@ DEEPSPEED_FILES = ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile
 
 
 def register(subparsers, name: str) -> None:
+    from planner.cli.arguments import output_path
     from planner.cli.optimize import add_optimize_arguments
 
     parser = subparsers.add_parser(
@@ -34,7 +35,7 @@ def register(subparsers, name: str) -> None:
     add_optimize_arguments(parser)
     from planner.cli.fixed_model import add_fixed_model_arguments
     add_fixed_model_arguments(parser, outputs=False)
-    parser.add_argument("--out", default="report.html", metavar="OUT.html",
+    parser.add_argument("--out", default="report.html", metavar="OUT.html", type=output_path,
                         help="HTML file to write; OUT.md and OUT_figures/ go beside it (default report.html)")
     parser.add_argument("--force", action="store_true", help="overwrite existing report files")
     parser.add_argument("--no-sensitivity", action="store_true",
@@ -106,7 +107,7 @@ def _command_line() -> str:
 def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
     """Write the --emit-deepspeed files (all or nothing; refused over existing files unless --force)."""
     from planner.emit import LAUNCH_TARGETS
-    from planner.emit.deepspeed import compatibility_notes, deepspeed_files
+    from planner.emit.deepspeed import compatibility_notes, deepspeed_files, unsupported
     from planner.emit.schedule import checkpoint_interval_steps, checkpoint_mode_problems
     from planner.io import write_files_atomic
 
@@ -116,8 +117,9 @@ def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, su
                        executable=[Path(folder) / "launch.sh"])
     sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")
     target = LAUNCH_TARGETS["deepspeed"]
-    for note in compatibility_notes(layout, cluster.gpus_per_node) + checkpoint_mode_problems(
-            cluster, target.checkpoint_modes, target.name):
+    # Written whatever the layout's stack: what Megatron-DeepSpeed cannot run as planned is said, not refused.
+    for note in (compatibility_notes(layout, cluster.gpus_per_node) + unsupported(model, layout, cluster)
+                 + checkpoint_mode_problems(cluster, target.checkpoint_modes, target.name)):
         sys.stderr.write(f"warning: {note}\n")
 
 

@@ -14,6 +14,8 @@ from planner.errors import PlannerInputError
 
 
 def register(subparsers, name: str) -> None:
+    from planner.cli.arguments import output_path
+
     parser = subparsers.add_parser(name, help="simulate one configuration: step time, memory, fits or not",
                                    description="Simulate one training configuration on a cluster.")
     add_config_arguments(parser)
@@ -28,12 +30,12 @@ def register(subparsers, name: str) -> None:
                              "attention, framework) with the fastest that fits, and say which were inferred")
     parser.add_argument("--list-models", action="store_true", help="list model presets and exit")
     emit = parser.add_mutually_exclusive_group()
-    emit.add_argument("--emit", metavar="DIR",
+    emit.add_argument("--emit", metavar="DIR", type=output_path,
                       help="also write the launch config of the layout's --framework: deepspeed (ds_config.json, "
                            "Megatron-DeepSpeed arguments, launch.sh), megatron (Megatron-LM arguments, launch.sh) or "
                            "fsdp (torchtitan job_config.toml, launch.sh); refused when that stack cannot run the layout; written, with a "
                            "warning and exit 1, for a layout the model says does not fit (launch.sh says 'fits: NO')")
-    emit.add_argument("--emit-deepspeed", metavar="DIR",
+    emit.add_argument("--emit-deepspeed", metavar="DIR", type=output_path,
                       help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for this "
                            "layout whatever its framework (what that stack cannot run, or a layout that does not fit, "
                            "is a warning)")
@@ -60,6 +62,12 @@ def run(args) -> int:
         # The DeepSpeed files describe a dense GPT: an MoE model's experts, ep and etp would be silently dropped.
         raise PlannerInputError(f"--emit-deepspeed: the DeepSpeed files describe a dense GPT, not {model.name}'s "
                                 f"experts; use --emit DIR with --framework megatron")
+    # The launch saves checkpoints as the goodput below is priced: --checkpoint-mode where given (the check before
+    # simulating judged the spec's own mode, refusing `--checkpoint-mode sync` on an in-memory spec).
+    launch_cluster = cluster
+    if getattr(args, "checkpoint_mode", None):
+        launch_cluster = cluster.model_copy(update={"reliability": cluster.reliability.model_copy(
+            update={"checkpoint_mode": args.checkpoint_mode})})
     if args.emit or args.emit_deepspeed:
         from planner.cli.report import deepspeed_outputs, launch_outputs
         from planner.io import check_new_outputs
@@ -67,7 +75,7 @@ def run(args) -> int:
         if args.emit:
             from planner.emit import check_emittable
 
-            check_emittable(model, layout, cluster)  # before simulating: a stack that cannot run it is bad input
+            check_emittable(model, layout, launch_cluster)  # before simulating: a stack that cannot run it is bad input
         check_new_outputs([*deepspeed_outputs(args.emit_deepspeed), *launch_outputs(args.emit, layout.framework)],
                           args.force)
     from planner.calibrate.error_bands import interval
@@ -100,12 +108,8 @@ def run(args) -> int:
             flag = "--emit" if args.emit else "--emit-deepspeed"
             print(f"warning: {flag}: the layout does not fit (fits: NO above); its files are written for you to "
                   "change, and launch.sh says so", file=sys.stderr)
-        # The launch saves checkpoints as the goodput above was priced: --checkpoint-mode where given.
-        if getattr(args, "checkpoint_mode", None):
-            cluster = cluster.model_copy(update={"reliability": cluster.reliability.model_copy(
-                update={"checkpoint_mode": args.checkpoint_mode})})
         if args.emit:
-            emit_launch(args.emit, model, layout, cluster, None, summary, args.force)
+            emit_launch(args.emit, model, layout, launch_cluster, None, summary, args.force)
         else:
-            emit_deepspeed(args.emit_deepspeed, model, layout, cluster, None, summary, args.force)
+            emit_deepspeed(args.emit_deepspeed, model, layout, launch_cluster, None, summary, args.force)
     return 0 if result["fits"] else 1

@@ -18,7 +18,7 @@ from planner.report.render import to_json
 
 
 def register(subparsers, name: str) -> None:
-    from planner.cli.arguments import CLUSTER_DIR_HELP
+    from planner.cli.arguments import CLUSTER_DIR_HELP, output_path
 
     parser = subparsers.add_parser(
         name, help="predicted vs measured step time and memory for a runs CSV",
@@ -28,7 +28,7 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUNS.csv", help="runs CSV files (data/spec/runs_csv.md)")
     parser.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--write-error-bands", metavar="FILE.json",
+    parser.add_argument("--write-error-bands", metavar="FILE.json", type=output_path,
                         help="write the step-time error bands (5th-95th percentile of measured/predicted, by framework) "
                              "that simulate and optimize attach to predictions (the shipped planner/calibrate/error_bands.json)")
     parser.add_argument("--force", action="store_true", help="overwrite the --write-error-bands file")

@@ -152,6 +152,18 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.attention_window:
         problems.append(f"attention_window={model.attention_window}: Megatron-DeepSpeed's GPT has no sliding-window "
                         "attention (use --framework megatron: --window-size)")
+    # deepspeedai/Megatron-DeepSpeed@4efb479d: arguments.py has no ALiBi flag (megatron/enums.py:34 names it, nothing
+    # reads it) and no LayerNorm after the embedding (language_model.py:158-170); the launch would train a model
+    # with learned absolute positions and no embedding norm. (BigScience's fork, which trained BLOOM, had both.)
+    if model.position == "alibi":
+        problems.append("position=alibi: Megatron-DeepSpeed's arguments have no ALiBi; its launch would train learned "
+                        "absolute positions")
+    if model.embedding_norm:
+        problems.append("embedding_norm: Megatron-DeepSpeed's GPT has no LayerNorm after the embedding")
+    # ParallelAttention divides the key/value heads over tp (transformer.py:566-567, core.utils.divide asserts).
+    if model.kv % layout.tp:
+        problems.append(f"kv_heads({model.kv}) not a multiple of tp({layout.tp}): Megatron-DeepSpeed splits the "
+                        "key/value heads over tp (transformer.py:566)")
     return problems
 
 
@@ -169,6 +181,14 @@ def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:
                      "--ds-sequence-parallel-size is a different scheme); use Megatron-LM --context-parallel-size")
     if layout.dtype == "fp8":
         notes.append("fp8: ds_config.json runs bf16; fp8 matmuls need Transformer Engine (Megatron-LM --fp8-format hybrid)")
+    # _hierarchy_keys: no key groups the shards (MiCS's mics_shard_size is gone from today's DeepSpeed) or the
+    # gradients alone, so ds_config.json runs flat ZeRO-3 over the whole data-parallel group.
+    groups = [f"{name}={value}" for name, value in (("shard_group", layout.shard_group),
+                                                   ("grad_shard_group", layout.grad_shard_group))
+              if value is not None and value != layout.dp]
+    if groups:
+        notes.append(f"{', '.join(groups)}: DeepSpeed has no key for these groups; ds_config.json runs flat ZeRO-3 "
+                     "over all data-parallel ranks (use --framework fsdp for HSDP)")
     return notes
 
 

@@ -340,3 +340,33 @@ def test_zero_tiling_is_refused():
     assert not any(p.startswith("zero_tiling") for p in unsupported(preset("llama2-7b"), layout))
     tiled = layout.model_copy(update={"zero_tiling": 4})
     assert any(p.startswith("zero_tiling=4") for p in unsupported(preset("llama2-7b"), tiled))
+
+
+def test_alibi_an_embedding_norm_and_kv_heads_tp_does_not_divide_are_refused():
+    """deepspeedai/Megatron-DeepSpeed@4efb479d has no ALiBi flag and no embedding LayerNorm (BigScience's fork had
+    both), and divides the key/value heads over tp (transformer.py:566): --emit wrote BLOOM's launch as learned
+    absolute positions with no embedding norm, exit 0."""
+    from planner.emit.deepspeed import unsupported
+
+    bloom = preset("bloom-176b")
+    layout = Layout(tp=8, pp=12, dp=4, zero=1, global_batch=2048, framework="deepspeed")
+    found = unsupported(bloom, layout)
+    assert any(p.startswith("position=alibi") for p in found) and any(p.startswith("embedding_norm") for p in found)
+    llama = preset("llama2-7b")
+    assert unsupported(llama.model_copy(update={"kv_heads": 8}), layout) == []
+    assert [p for p in unsupported(llama.model_copy(update={"kv_heads": 4}), layout) if p.startswith("kv_heads")] == [
+        "kv_heads(4) not a multiple of tp(8): Megatron-DeepSpeed splits the key/value heads over tp (transformer.py:566)"]
+
+
+def test_emit_deepspeed_warns_of_what_the_stack_cannot_run_and_of_the_groups_it_drops(cli, tmp_path):
+    """--emit-deepspeed writes for any stack's layout and warns of what Megatron-DeepSpeed cannot run: it warned
+    only of pp/ZeRO, vpp, cp and fp8, so kv heads tp does not divide and an HSDP shard group (written as flat
+    ZeRO-3) passed with nothing said."""
+    base = ["simulate", "--model", "llama2-7b", "--gpus", "16", "--micro-batch", "1", "--global-batch", "64"]
+    code, _, err = cli([*base, "--kv-heads", "4", "--tp", "8", "--zero", "1", "--framework", "megatron",
+                        "--emit-deepspeed", tmp_path / "kv"])
+    assert code in (0, 1) and "warning: kv_heads(4) not a multiple of tp(8)" in err
+    code, _, err = cli([*base, "--zero", "3", "--shard-group", "8", "--framework", "fsdp",
+                        "--emit-deepspeed", tmp_path / "hsdp"])
+    assert code in (0, 1) and "warning: shard_group=8: DeepSpeed has no key for these groups" in err
+    assert "mics_shard_size" not in (tmp_path / "hsdp" / "ds_config.json").read_text()

@@ -282,3 +282,41 @@ def test_simulate_emits_with_its_checkpoint_mode(cli, tmp_path):
                         "--global-batch", "64", "--framework", "deepspeed", "--checkpoint-mode", "async",
                         "--emit", str(tmp_path / "ds")])
     assert code == 2 and "checkpoint mode async" in err and not (tmp_path / "ds").exists()
+
+
+def test_the_emit_check_before_simulating_judges_the_checkpoint_mode_given(cli, tmp_path, repo_root):
+    """The check before simulating read the spec's mode and --checkpoint-mode only after: a refused mode printed
+    the whole simulation before its exit 2, and `--checkpoint-mode sync` on an in-memory spec was refused, telling
+    the user to plan with --checkpoint-mode sync."""
+    import yaml
+
+    layout = ["--gpus", "8", "--dp", "8", "--zero", "1", "--global-batch", "64", "--framework", "deepspeed"]
+    code, out, err = cli(["simulate", "--model", "llama3-8b", *layout, "--checkpoint-mode", "async",
+                          "--emit", str(tmp_path / "ds")])
+    assert code == 2 and "checkpoint mode async" in err and out == ""
+    spec = yaml.safe_load((repo_root / "cluster_specs" / "dgx-h100.yaml").read_text())
+    spec["reliability"]["checkpoint"] = "in-memory"
+    (tmp_path / "gemini.yaml").write_text(yaml.safe_dump(spec))
+    code, _, err = cli(["simulate", "--model", "llama3-8b", "--cluster", str(tmp_path / "gemini.yaml"), *layout,
+                        "--checkpoint-mode", "sync", "--emit", str(tmp_path / "sync")])
+    assert code in (0, 1) and "cannot run" not in err, err  # 1: the layout does not fit, written with a warning
+    assert (tmp_path / "sync" / "ds_config.json").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--model", "gpt2-small", "--gpus", "8", "--emit"],
+    ["simulate", "--model", "gpt2-small", "--gpus", "8", "--emit-deepspeed"],
+    ["optimize", "--model", "gpt2-small", "--tokens", "1B", "--gpus", "8", "--report"],
+    ["optimize", "--model", "gpt2-small", "--tokens", "1B", "--gpus", "8", "--all-layouts"],
+    ["optimize", "--model", "gpt2-small", "--tokens", "1B", "--gpus", "8", "--emit"],
+    ["report", "--budget", "100gpuh", "--out"],
+    ["ingest", "x.log", "--out"],
+    ["fit-law", "--out"],
+    ["validate", "x.csv", "--write-error-bands"],
+    ["calibrate", "x.csv", "--cluster", "dgx-h100", "--out"],
+])
+def test_an_empty_output_name_is_refused(cli, argv):
+    """`--emit ""` (a shell variable left unset) was read as not given: nothing written, exit 0."""
+    code, out, err = cli([*argv, ""])
+    assert code == 2 and out == ""
+    assert err.strip().endswith("expected a file or folder name to write, got ''") and len(err.strip().splitlines()) == 1
