@@ -221,6 +221,12 @@ def run(args) -> int:
             _print_text(collected, step, memory, bands)
     finally:
         collected.close()
+    if step is None and memory is None:
+        # Rows simulated but nothing measured to hold them against (a header naming `step_time_ms` or `mem_gb`
+        # reads as extra columns): nothing was validated, which is no success.
+        print(f"planner validate: {', '.join(args.runs)}: no row has a measured step_time_s or mem_gib, so nothing "
+              "was compared (columns named otherwise are read as notes)", file=sys.stderr)
+        return 1
     # Exit 1 when some rows gave no result (the contract in planner.cli): skipped or unreadable ones.
     return 1 if collected.skipped.count or collected.unreadable.count else 0
 

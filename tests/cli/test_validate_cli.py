@@ -153,3 +153,17 @@ def test_error_bands_from_fewer_than_ten_rows_are_refused(cli, published_runs_cs
     code, out, err = cli(["validate", few, "--write-error-bands", out_file, "--quiet"])
     assert code == 2 and not out_file.exists()
     assert "--write-error-bands: 4 row(s)" in err and "at least 10" in err and err.count("\n") == 1
+
+
+def test_a_file_with_nothing_measured_is_not_a_success(cli, tmp_path, published_runs_csv):
+    """A header naming `step_time_ms` and `mem_gb` reads them as extra columns: validate simulated every row,
+    compared nothing and exited 0."""
+    lines = published_runs_csv.read_text().splitlines()
+    header = lines[0].replace("step_time_s", "step_time_ms").replace("mem_gib", "mem_gb")
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("\n".join([header, *lines[1:4]]) + "\n")
+    code, out, err = cli(["validate", renamed])
+    assert code == 1 and "no row has a measured step_time_s or mem_gib, so nothing was compared" in err
+    kept = tmp_path / "kept.csv"
+    kept.write_text("\n".join(lines[:4]) + "\n")
+    assert cli(["validate", kept])[0] == 0
