@@ -25,7 +25,7 @@ bits per character on its own corpus, so the law is fitted from data here.
 
 Physical range (planner.laws.forms bounds the fit to it): with a3 >= 0, gamma <= 0 the first term
 falls with N towards the floor exp(b3); with a2 >= 0, beta <= 0 the coefficient B(N) falls with N;
-with a1 >= 0, alpha >= 0 the data exponent A(N) > 0 grows with N. Then dL/dN < 0 and dL/dD < 0 for
+with a1 <= 0, alpha <= 0 the data exponent A(N) > 0 grows with N towards exp(b1). Then dL/dN < 0 and dL/dD < 0 for
 every D > 1 token and L > exp(b3) > 0: sufficient (not necessary) conditions, so a fit inside the
 bounds falls with N and D everywhere, not only where it was fitted, and each N-dependent factor
 saturates as N grows. (Finite is not guaranteed: a large a·x^c with a negative exponent can overflow

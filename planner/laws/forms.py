@@ -105,8 +105,8 @@ _FARSEER_EXP_CAP = 30.0
 
 
 # Default bounds of the Farseer fit: the sign conditions of planner/laws/farseer.py under which the
-# law is finite, positive and falls with N and D everywhere (a3, a2, a1 >= 0; gamma, beta <= 0;
-# alpha >= 0). CHOSEN: |exponent| <= 1 keeps each N-dependent factor within 10^+-3 over 1e6..1e12
+# law is finite, positive and falls with N and D everywhere (a3, a2 >= 0; a1 <= 0; gamma, beta,
+# alpha <= 0: each N-dependent factor saturates as N grows). CHOSEN: |exponent| <= 1 keeps each N-dependent factor within 10^+-3 over 1e6..1e12
 # parameters; wider, a 9-parameter fit to a few model sizes bends those factors to chase residuals.
 # Without the sign conditions the Gemstones fit (N <= 600M) took a data exponent that falls with N
 # and B(N) at its bound, predicted the 1-2B runs to 4.1% and rose with N at large D (measured).
