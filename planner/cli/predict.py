@@ -9,6 +9,8 @@ total parameters for the Chinchilla-form laws, non-embedding parameters for Kapl
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from planner.cli.arguments import RecordGiven, given, real_number, whole_number
@@ -225,8 +227,20 @@ def run(args) -> int:
     }
     if model is not None:
         result["model"] = model
+        result["warnings"] += above_uniform_guessing(result["predictions"], model["vocab"])
     print(json_document(result) if args.json else format_result(result))
     return 0
+
+
+def above_uniform_guessing(predictions: list[dict], vocab: int) -> list[str]:
+    """A warning per predicted loss above ln(vocab), the loss of guessing every token uniformly, which an untrained
+    model starts near and training only lowers (the search drops such plans: search/score.py): there the law is
+    outside anything it can describe. `predict --model llama3-8b --tokens 1K` printed 168.6 nats with only the
+    extrapolation warnings."""
+    uniform = math.log(vocab)
+    return [f"loss {p['loss']:.4g} at N = {p['params']:.3g}, D = {p['tokens']:.3g} is above uniform guessing over "
+            f"the model's {vocab:,}-token vocabulary (ln V = {uniform:.4g}): no run trains to it; the law does not "
+            "hold this far out" for p in predictions if p["loss"] > uniform]
 
 
 def model_of(args, law) -> dict | None:

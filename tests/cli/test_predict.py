@@ -206,3 +206,19 @@ def test_model_refused_one_line(cli, argv, fragment):
     code, out, err = cli(["predict", *argv])
     assert code == 2 and out == ""
     assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_loss_above_uniform_guessing_is_said_to_be_outside_the_law(cli):
+    """`predict --model llama3-8b --tokens 1K` printed 168.6 nats, 14x the loss of guessing uniformly over its
+    128,256 tokens (ln V = 11.76), with only the extrapolation warnings."""
+    import json
+    import math
+
+    code, out, _ = cli(["predict", "--model", "llama3-8b", "--tokens", "1K", "--json"])
+    result = json.loads(out)
+    assert code == 0 and result["predictions"][0]["loss"] > math.log(128256)
+    assert [w for w in result["warnings"] if "above uniform guessing" in w] == [
+        "loss 168.6 at N = 8.03e+09, D = 1e+03 is above uniform guessing over the model's 128,256-token vocabulary "
+        "(ln V = 11.76): no run trains to it; the law does not hold this far out"]
+    code, out, _ = cli(["predict", "--model", "llama3-8b", "--tokens", "1T", "--json"])
+    assert code == 0 and not [w for w in json.loads(out)["warnings"] if "uniform" in w]
