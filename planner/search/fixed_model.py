@@ -466,6 +466,16 @@ def _memory_binds_line(result: FixedModelPlan, min_headroom: float) -> str:
             "a cluster with more HBM, or offload")
 
 
+def _more_gpus_hint(result: FixedModelPlan) -> str:
+    """What to relax for a plan too slow: more GPUs while the cluster has more than the largest count searched; at
+    its whole size (where --gpus past it is refused) only a longer deadline or a larger cluster."""
+    capacity = result.cluster.max_nodes * result.cluster.gpus_per_node
+    if max(c.gpus for c in result.counts) >= capacity:
+        return (f"the cluster's {capacity:,} GPUs were searched: allow a longer --deadline, or a cluster spec with more "
+                "nodes (max_nodes)")
+    return "allow more GPUs (--max-gpus) or a longer --deadline"
+
+
 def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: float = 0.0) -> list[str]:
     # GPU-hours as every command prints them: grouped digits, exponent form where a double's digits end (a
     # --tokens 1e25 plan needs 2.5e+17 GPU-hours).
@@ -479,7 +489,10 @@ def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: flo
         if any("divides" in r for r in reasons):
             lines.append("batch divisibility binds: no data-parallel size divides --global-batch at these counts")
         if any("deadline" in r for r in reasons):
-            lines.append("the deadline binds: even the largest count allowed cannot finish in time")
+            largest = max(c.gpus for c in result.counts)
+            bound = fastest_days(result.model, result.cluster, largest, result.tokens, result.assumptions["dtype"])
+            lines.append(f"the deadline binds: even the largest count allowed cannot finish in time ({largest} GPUs "
+                         f"need at least {bound:.1f} days at the best FLOP rate)")
         if any("batch law" in r for r in reasons):
             lines.append("the batch limit binds: at these counts every layout's micro-batch x data-parallel size "
                          "exceeds the largest useful global batch for these tokens (the batch law's limit); "
@@ -495,7 +508,7 @@ def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: flo
                          f"{human_amount(budget_gpu_s / 3600)}); raise --budget or allow a longer --deadline")
         else:
             lines.append(f"the deadline binds: the fastest plan ({fastest.gpus} GPUs) needs {fastest.days:.1f} days "
-                         f"(deadline {deadline_s / 86400:.1f} d); allow more GPUs (--max-gpus) or a longer --deadline")
+                         f"(deadline {deadline_s / 86400:.1f} d); {_more_gpus_hint(result)}")
     elif budget_gpu_s is not None:
         cheapest = min(feasible, key=lambda c: c.gpu_hours)
         lines.append(f"the budget binds: the cheapest plan ({cheapest.gpus} GPUs) needs "

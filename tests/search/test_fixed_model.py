@@ -531,6 +531,20 @@ def test_a_max_gpus_between_grid_points_is_searched(optimize):
     assert chosen["gpus"] == 40 and chosen["days"] <= 30.0
 
 
+def test_a_deadline_the_whole_cluster_misses_says_so_not_more_gpus(optimize):
+    """At the cluster's whole size (--gpus past it is refused) the hint was still 'allow more GPUs (--max-gpus)';
+    where every count was ruled out by the best-FLOP-rate bound no figure was given."""
+    code, out, _ = optimize("--model", "llama3-70b", "--tokens", "15T", "--deadline", "5d")
+    assert code == 1
+    assert ("the deadline binds: the fastest plan (32768 GPUs) needs 6.0 days (deadline 5.0 d); the cluster's 32,768 "
+            "GPUs were searched: allow a longer --deadline, or a cluster spec with more nodes (max_nodes)") in out
+    code, out, _ = optimize("--model", "llama3-70b", "--tokens", "15T", "--deadline", "1d", "--max-gpus", "64")
+    assert code == 1 and re.search(r"even the largest count allowed cannot finish in time \(64 GPUs need at least "
+                                   r"[\d.]+ days at the best FLOP rate\)", out)
+    code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1T", "--deadline", "14d", "--max-gpus", "64")
+    assert code == 1 and "allow more GPUs (--max-gpus) or a longer --deadline" in out
+
+
 def test_budget_mode_refuses_a_gpu_list(optimize):
     code, out, err = optimize("--budget", "1000gpuh", "--gpus", "8,16")
     assert code == 2 and "--gpus" in err
