@@ -133,6 +133,10 @@ class _Collected:
         self.first_problem = None
         # Rows that ran and are predicted not to fit in HBM: how many, and the first ids (rows stream: no list per row).
         self.not_fitting, self.not_fitting_ids = 0, []
+        # Rows that are one run under two ids (profile.runs_csv.run_identity: the same layout, step time and memory)
+        # count twice in every error figure: kept by the identity's hash (8 bytes a row), the first pair by id.
+        self.first_id_of_run: dict[int, str] = {}
+        self.repeated_runs, self.first_repeat = 0, None
 
     def problem(self, problem) -> None:
         self.first_problem = self.first_problem or problem
@@ -140,6 +144,7 @@ class _Collected:
 
     def result(self, r) -> None:
         self.rows_read += 1
+        self._note_repeat(r.run)
         source = r.run.source or "(no source)"
         self.step.add(source, r.run.id, r.step_error)
         self.memory.add(source, r.run.id, r.memory_error)
@@ -156,6 +161,17 @@ class _Collected:
             self.rows.add(to_json(_row_json(r)))  # rendered once, here: printing only copies the text
         elif not r.reason:
             self.rows.add(_row_cells(r))
+
+    def _note_repeat(self, run) -> None:
+        from planner.profile.runs_csv import run_cells, run_identity
+
+        key = run_identity(run_cells(run))
+        if key is None:
+            return
+        first = self.first_id_of_run.setdefault(hash(key), run.id)
+        if first != run.id:
+            self.repeated_runs += 1
+            self.first_repeat = self.first_repeat or (first, run.id)
 
     def close(self) -> None:
         for spool in (self.rows.rows if isinstance(self.rows, SpooledTable) else self.rows, self.unreadable, self.skipped):
@@ -221,6 +237,11 @@ def run(args) -> int:
             _print_text(collected, step, memory, bands)
     finally:
         collected.close()
+    if collected.repeated_runs:
+        first, again = collected.first_repeat
+        more = f" (and {collected.repeated_runs - 1} more)" if collected.repeated_runs > 1 else ""
+        print(f"planner validate: warning: rows {first!r} and {again!r} have the same layout, step time and memory: one "
+              f"run under two ids counts twice in the error figures{more}", file=sys.stderr)
     if step is None and memory is None:
         # Rows simulated but nothing measured to hold them against (a header naming `step_time_ms` or `mem_gb`
         # reads as extra columns): nothing was validated, which is no success.

@@ -385,8 +385,10 @@ def _columns(runs: list[MeasuredRun]) -> list[str]:
     return list(COLUMNS) + list(extra)
 
 
-def _cells(run: MeasuredRun) -> dict[str, str]:
+def run_cells(run: MeasuredRun) -> dict[str, str]:
+    """A row's cells as the CSV writes them, the extra columns included."""
     return {**run.extra, **{name: cell_text(getattr(run, name)) for name in COLUMNS}}
+
 
 
 def runs_to_csv_text(runs: list[MeasuredRun], columns: list[str] | None = None, header: bool = True,
@@ -398,7 +400,7 @@ def runs_to_csv_text(runs: list[MeasuredRun], columns: list[str] | None = None, 
     if header:
         writer.writerow(columns)
     for run in runs:
-        cells = _cells(run)
+        cells = run_cells(run)
         writer.writerow([cells.get(name, "") for name in columns])
     return buffer.getvalue()
 
@@ -434,7 +436,7 @@ def repeated_run(runs: list[MeasuredRun]) -> tuple[MeasuredRun, MeasuredRun] | N
     """The first two of `runs` that are one run (run_identity), earlier first; None when there are none."""
     seen: dict[tuple, MeasuredRun] = {}
     for run in runs:
-        key = run_identity(_cells(run))
+        key = run_identity(run_cells(run))
         if key is None:
             continue
         if key in seen:
@@ -507,7 +509,7 @@ def _check_appendable(path: str | Path, header: list[str], ids: dict[str, int], 
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
         raise PlannerInputError(f"{shown(path)}:{ids[taken[0]]}: id {taken[0]!r} is already there{more}; --append "
                                 "never replaces rows: give the new row another id (--id) or remove the old one first")
-    lost = [name for name in _columns(runs) if name not in header and any(_cells(run).get(name) for run in runs)]
+    lost = [name for name in _columns(runs) if name not in header and any(run_cells(run).get(name) for run in runs)]
     if lost:
         raise PlannerInputError(f"{shown(path)}: header has no column {', '.join(lost)}, which the new rows fill; "
                                 "--append never rewrites the header: write the rows to a new file and pass both files")
@@ -521,7 +523,7 @@ def _check_new_runs(path: str | Path, header: list[str], identities: dict, runs:
         raise PlannerInputError(f"rows {first.id!r} and {again.id!r} have the same layout, step time and memory: one "
                                 "run would count twice; ingest each log once")
     for run in runs:
-        cells = _cells(run)
+        cells = run_cells(run)
         found = identities.get(run_identity({name: cells.get(name, "") for name in header}))
         if found is not None:
             line, old = found

@@ -167,3 +167,25 @@ def test_a_file_with_nothing_measured_is_not_a_success(cli, tmp_path, published_
     kept = tmp_path / "kept.csv"
     kept.write_text("\n".join(lines[:4]) + "\n")
     assert cli(["validate", kept])[0] == 0
+
+
+def test_one_run_under_two_ids_is_warned_of(cli, tmp_path, published_runs_csv, capsys):
+    """`ingest --append` refuses a run the file has under another id; validate and calibrate read two files (or a
+    hand-copied row) and weighed the run twice with nothing said."""
+    from planner.cli.calibrate import _warn_repeated_run
+    from planner.profile.runs_csv import read_runs
+
+    lines = published_runs_csv.read_text().splitlines()
+    copied = tmp_path / "copied.csv"
+    copied.write_text("\n".join([lines[0], lines[1], "copy-" + lines[1], lines[2]]) + "\n")
+    code, _, err = cli(["validate", copied])
+    first = lines[1].split(",")[0]
+    assert code == 0 and err.strip() == (
+        f"planner validate: warning: rows {first!r} and {'copy-' + first!r} have the same layout, step time and "
+        "memory: one run under two ids counts twice in the error figures")
+    runs, _ = read_runs(copied)
+    _warn_repeated_run(runs)
+    assert "one run under two ids weighs twice in the fit" in capsys.readouterr().err
+    _warn_repeated_run([runs[0], runs[2]])
+    assert capsys.readouterr().err == ""
+    assert cli(["validate", published_runs_csv])[2] == ""
