@@ -137,6 +137,9 @@ class _Collected:
         # count twice in every error figure: kept by the identity's hash (8 bytes a row), the first pair by id.
         self.first_id_of_run: dict[int, str] = {}
         self.repeated_runs, self.first_repeat = 0, None
+        # Rows whose measurement is more than doctor's UNIT_ERROR_RATIO off the prediction (a step time in ms, a
+        # memory in MB): they enter the error figures as they are, so validate says so, as doctor does.
+        self.unit_suspects, self.first_unit_suspect = 0, None
 
     def problem(self, problem) -> None:
         self.first_problem = self.first_problem or problem
@@ -145,6 +148,7 @@ class _Collected:
     def result(self, r) -> None:
         self.rows_read += 1
         self._note_repeat(r.run)
+        self._note_unit_suspect(r)
         source = r.run.source or "(no source)"
         self.step.add(source, r.run.id, r.step_error)
         self.memory.add(source, r.run.id, r.memory_error)
@@ -161,6 +165,16 @@ class _Collected:
             self.rows.add(to_json(_row_json(r)))  # rendered once, here: printing only copies the text
         elif not r.reason:
             self.rows.add(_row_cells(r))
+
+    def _note_unit_suspect(self, r) -> None:
+        from planner.specs.doctor import memory_finding, ratio_finding
+
+        if r.reason:
+            return
+        finding = ratio_finding(r) or memory_finding(r)
+        if finding is not None:
+            self.unit_suspects += 1
+            self.first_unit_suspect = self.first_unit_suspect or f"row {r.run.id!r}: {finding}"
 
     def _note_repeat(self, run) -> None:
         from planner.profile.runs_csv import run_cells, run_identity
@@ -237,6 +251,9 @@ def run(args) -> int:
             _print_text(collected, step, memory, bands)
     finally:
         collected.close()
+    if collected.unit_suspects:
+        more = f" (and {collected.unit_suspects - 1} more: `planner doctor` lists them)" if collected.unit_suspects > 1 else ""
+        print(f"planner validate: warning: {collected.first_unit_suspect}{more}", file=sys.stderr)
     if collected.repeated_runs:
         first, again = collected.first_repeat
         more = f" (and {collected.repeated_runs - 1} more)" if collected.repeated_runs > 1 else ""

@@ -189,3 +189,23 @@ def test_one_run_under_two_ids_is_warned_of(cli, tmp_path, published_runs_csv, c
     _warn_repeated_run([runs[0], runs[2]])
     assert capsys.readouterr().err == ""
     assert cli(["validate", published_runs_csv])[2] == ""
+
+
+def test_a_measurement_in_the_wrong_unit_is_warned_of(cli, tmp_path, published_runs_csv):
+    """A step time entered in milliseconds read as -99.9% and went into the MAPE with nothing said (doctor says
+    it); validate says it too, on stderr, keeping the figures as they are."""
+    import csv
+
+    with open(published_runs_csv, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    rows = rows[:3]
+    rows[1]["step_time_s"] = str(float(rows[1]["step_time_s"]) * 1000)
+    wrong = tmp_path / "ms.csv"
+    with open(wrong, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, _, err = cli(["validate", wrong])
+    assert code == 0
+    assert err.startswith(f"planner validate: warning: row {rows[1]['id']!r}: step_time_s ")
+    assert "(more than 10x off either way): check its unit (seconds per optimizer step)" in err
