@@ -89,8 +89,9 @@ def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm):
     # compute alone, compute that already hides the cp ring or tp collectives would hide the all-to-all again,
     # and a slower GPU would shorten the step.
     occupied = compute + moe.moe_fraction(batch) * (comm["forward"] + comm["backward"])
-    parts["exposed"] = moe.exposed_ep_comm(parts, occupied, moe.unpaired_share(batch))
-    parts["sm_share"] = moe.sm_share_seconds(batch, compute)
+    unpaired = moe.unpaired_share(batch)
+    parts["exposed"] = moe.exposed_ep_comm(parts, occupied, unpaired)
+    parts["sm_share"] = moe.sm_share_seconds(batch, compute, parts["comm"], unpaired)
     return parts
 
 
@@ -340,7 +341,7 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     bubble_slots = np.where(p > 1, pipeline_bubble_slots(p, v, m), 0.0)
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
     if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
-        bubble_slots = moe_bubble_slots(p, v, batch.a2a_overlap)
+        bubble_slots = moe_bubble_slots(p, batch.a2a_overlap, bubble_slots)
     parts = {
         "forward": paced(per_layer["forward"]) + m * head,
         "backward": paced(per_layer["backward"]) + m * 2.0 * head,

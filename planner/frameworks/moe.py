@@ -50,6 +50,10 @@ class A2AOverlap:
     # channel (NCCL runs each channel as a thread block), at cost.memory's assumed 16 channels per
     # communicator. Hopper's 132 SMs are assumed for every GPU.
     compute_sm_fraction: float = 1.0
+    # Whether compute runs on compute_sm_fraction only while the all-to-all runs beside it (NCCL's kernels hold
+    # their CTAs while they run), or through the whole overlapped layer (DualPipe: the report allocates the 20 SMs
+    # to communication for the overlapped chunks, sec. 3.2.2, and its compute kernels run on the rest).
+    sms_held_only_while_communicating: bool = False
     # The overlap brings its own pipeline schedule: two model chunks per rank (no vpp), an even pp, and an even
     # number of micro-batches per step, at least micro_batches_per_stage x pp (0: no such count).
     own_pipeline_schedule: bool = False
@@ -78,6 +82,7 @@ A2A_OVERLAPS = {
     "megatron": A2AOverlap("megatron", 1, True, 1.0, True,
                            "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)",
                            compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS,
+                           sms_held_only_while_communicating=True,
                            # "we schedule one extra micro-batch forward step before the 1f1b stages" (NVIDIA/
                            # Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:966-970, interleaved only).
                            extra_warmup_micro_batches=1,
@@ -143,15 +148,15 @@ def overlap_micro_batches(overlap_code, pp, count) -> np.ndarray:
     return np.where(per_stage > 0, count + count % 2, count)
 
 
-def bubble_slots(pp, vpp, overlap_code):
+def bubble_slots(pp, overlap_code, standard):
     """Pipeline bubble in units of one micro-batch's forward + backward (F + B = 3F) on the slowest stage.
 
-    1F1B / interleaved: (p - 1)/v (Narayanan et al. 2021). DualPipe: (p/2 - 1)(F&B + B - 3W) with F&B
-    = F + B (the pair's compute, its communication hidden), B = 2F, W = F (weight gradients are half the
-    backward): (p/2 - 1)·2F = (p/2 - 1)·(2/3) slots. Arrays broadcast.
+    1F1B / interleaved: `standard`, the caller's (cost.step_time.pipeline_bubble_slots: (p - 1)/v from p
+    micro-batches on, Narayanan et al. 2021). DualPipe: (p/2 - 1)(F&B + B - 3W) with F&B = F + B (the pair's
+    compute, its communication hidden), B = 2F, W = F (weight gradients are half the backward): (p/2 - 1)·2F =
+    (p/2 - 1)·(2/3) slots (its schedule runs at least 2p micro-batches: overlap_micro_batches). Arrays broadcast.
     """
-    p, v = np.asarray(pp, dtype=float), np.asarray(vpp, dtype=float)
-    standard = np.where(p > 1, (p - 1.0) / v, 0.0)
+    p = np.asarray(pp, dtype=float)
     dualpipe = np.maximum(p / 2.0 - 1.0, 0.0) * (2.0 / 3.0)
     return np.where(np.asarray(overlap_code) == A2A_OVERLAP_CODES["dualpipe"], dualpipe, standard)
 

@@ -182,6 +182,42 @@ def test_megatrons_overlap_runs_the_warm_up_and_cool_down_alone():
     assert timed[16] / 2 > timed[64] / 8  # per micro-batch, the fewer micro-batches the more runs alone
 
 
+def test_megatrons_overlap_slows_compute_only_while_its_all_to_all_runs():
+    """NCCL's all-to-all holds its 16 channels' SMs only while it runs: Megatron's overlap slows the compute beside
+    it (132/116 on the paired passes), not the layer's whole compute, which charged Mixtral 8x7B at ep 8 597 ms a
+    step to hide 147 ms, so the overlap was slower than none (6.03 s against 5.58 s). DualPipe's 20 SMs are taken
+    for the whole overlapped chunk (test above)."""
+    from planner.cost import moe
+
+    model = PRESETS["mixtral-8x7b"]
+    layout = dict(tp=1, dp=64, ep=8, micro_batch=1, global_batch=512, recompute="selective", framework="megatron")
+    steps = {overlap: step_time(single_batch(model, make_layout(**layout, moe_a2a_overlap=overlap)), H100)
+             for overlap in ("none", "megatron")}
+    assert steps["megatron"]["step_time_s"][0] < steps["none"]["step_time_s"][0]
+    # At most the whole all-to-all's time (what `none` exposes) of compute slowed by 132/116.
+    all_to_all = steps["none"]["parts"]["ep_comm"][0]
+    assert 0.0 < steps["megatron"]["parts"]["a2a_sm_share"][0] <= all_to_all * (132 / 116 - 1.0) * (1 + 1e-9)
+    batch = single_batch(model, make_layout(**layout, moe_a2a_overlap="megatron"))
+    np.testing.assert_allclose(moe.sm_share_seconds(batch, np.array([5.0]), np.array([2.0]), np.array([0.25])),
+                               [0.75 * 2.0 * (132 / 116 - 1.0)])
+
+
+def test_an_moe_pipeline_with_fewer_micro_batches_than_stages_idles_as_a_dense_one():
+    """The MoE layouts' bubble (frameworks.moe.bubble_slots) kept (p - 1)/v whatever m: one micro-batch of
+    Mixtral on fsdp pp 4 vpp 2 idled 1.5 slots where its stages run one after another (3)."""
+    from planner.cost.step_time import pipeline_bubble_slots
+
+    model = PRESETS["mixtral-8x7b"]
+    bubble = {}
+    for m in (1, 2, 4):  # micro-batches a step on pp 4 (one micro-batch's slot is the same in each)
+        layout = make_layout(tp=2, pp=4, vpp=2, dp=8, ep=8, zero=3, micro_batch=1, global_batch=8 * m,
+                             framework="fsdp")
+        bubble[m] = step_time(single_batch(model, layout), H100)["parts"]["bubble"][0]
+    assert bubble[1] / bubble[4] == pytest.approx(3.0 / 1.5, rel=1e-9)  # 3 slots against (4 - 1)/2
+    assert bubble[2] / bubble[4] == pytest.approx(2.5 / 1.5, rel=1e-9)  # (4 - 2) + 1/2
+    assert [float(pipeline_bubble_slots(4, 2, m)) for m in (1, 2, 4)] == [3.0, 2.5, 1.5]
+
+
 def test_build_batch_refuses_ep_without_moe_model():
     with pytest.raises(ValueError):
         build_batch([PRESETS["llama3-8b"]], [0], ep=np.array([2]))
