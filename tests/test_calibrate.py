@@ -294,7 +294,12 @@ def test_a_calibration_with_too_few_held_out_rows_keeps_the_published_band(calib
     few = calibrated.model_copy(update={"calibrated_on": calibrated.calibrated_on.model_copy(
         update={"held_out_rows": MIN_ROWS - 1})})
     band = interval(1.0, "megatron", few)
+    assert band.pop("calibration_held_out_rows") == MIN_ROWS - 1
     assert band["basis"] == "published" and band == interval(1.0, "megatron", load_cluster("dgx-a100-80gb"))
+    # Said where the band is printed, not "calibrate this cluster for its own" (it was calibrated).
+    from planner.calibrate.error_bands import band_origin
+    assert band_origin(interval(1.0, "megatron", few)).endswith(
+        f"(its calibration held out {MIN_ROWS - 1} row(s), fewer than the {MIN_ROWS} a band of its own needs)")
 
 
 def test_a_calibrated_spec_warns_once_outside_the_fitted_frameworks_and_dtypes(calibrated_spec, capsys):

@@ -123,6 +123,8 @@ def interval(step_time_s: float, framework: str, cluster=None) -> dict | None:
               "rows": band["rows"], "basis": "published" if own else "other-hardware", "clusters": clusters}
     if not own and base_name(cluster) in clusters:  # named as a published cluster, with other hardware
         result["differs_from"] = base_name(cluster)
+    if calibrated is not None:  # calibrated, on fewer held-out rows than a band of its own needs
+        result["calibration_held_out_rows"] = calibrated.held_out_rows
     return result
 
 
@@ -178,6 +180,10 @@ def band_origin(band: dict) -> str:
     if band.get("basis") == "other-hardware":
         differs = (f"; this spec is named {band['differs_from']} but its {'/'.join(HARDWARE_BLOCKS)} differ from the "
                    f"bundled {band['differs_from']}'s" if band.get("differs_from") else "")
-        return (f"validate residuals of {runs} on other hardware ({', '.join(band['clusters'])}{differs}); "
-                "calibrate this cluster for its own")
-    return f"validate residuals of {runs}"
+        few = band.get("calibration_held_out_rows")
+        advice = ("calibrate this cluster for its own" if few is None else
+                  f"its calibration held out {few} row(s), fewer than the {MIN_ROWS} a band of its own needs")
+        return f"validate residuals of {runs} on other hardware ({', '.join(band['clusters'])}{differs}); {advice}"
+    few = band.get("calibration_held_out_rows")
+    return f"validate residuals of {runs}" + ("" if few is None else f" (its calibration held out {few} row(s), "
+                                             f"fewer than the {MIN_ROWS} a band of its own needs)")

@@ -280,7 +280,7 @@ def run(args) -> int:
         print(json_document(out))
         _say_written(written, args.cluster_dir)
         _warn_rows_naming_the_name_key(runs, cluster, spec)
-        _warn_repeated_run([s.run for s in samples])
+        _warn_repeated_run([s.run for s in [*samples, *(holdout or [])]])
         return 0
     print(f"cluster {cluster.name}: fitted on {len(samples)} rows from {len(sources)} source(s)"
           + (f", {len(holdout)} rows held out" if holdout else ""))
@@ -290,20 +290,21 @@ def run(args) -> int:
     _print_fit_judgement(report, written)
     _say_written(written, args.cluster_dir)
     _warn_rows_naming_the_name_key(runs, cluster, spec)
-    _warn_repeated_run([s.run for s in samples])
+    _warn_repeated_run([s.run for s in [*samples, *(holdout or [])]])
     return 0
 
 
 def _warn_repeated_run(runs: list) -> None:
-    """One stderr line when two fitted rows are one run under two ids (the same layout, step time and memory): it
-    weighs twice in the fit and its held-out error (`ingest --append` refuses such a row; two files can hold it)."""
+    """One stderr line when two rows calibrate reads, fitted or held out, are one run under two ids (the same layout,
+    step time and memory): it weighs twice in the fit, or is held out against itself (`ingest --append` refuses
+    such a row; two files can hold it)."""
     from planner.profile.runs_csv import repeated_run
 
     repeated = repeated_run(runs)
     if repeated is not None:
         first, again = repeated
         print(f"planner calibrate: warning: rows {first.id!r} and {again.id!r} have the same layout, step time and "
-              "memory: one run under two ids weighs twice in the fit", file=sys.stderr)
+              "memory: one run under two ids weighs twice in the fit (or is held out against itself)", file=sys.stderr)
 
 
 def _warn_rows_naming_the_name_key(runs: list, cluster, spec) -> None:

@@ -49,7 +49,7 @@ def register(subparsers, name: str) -> None:
         description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--name", required=True, type=_profile_name, help="profile name: writes OUT_DIR/NAME.csv and OUT_DIR/NAME.json")
     parser.add_argument("--grid", default="default", help="built-in grid (ci, default, gpu-1) or a grid YAML file (default: default)")
-    parser.add_argument("--out-dir", default="profiles", help="folder for the profile files (default: profiles)")
+    parser.add_argument("--out-dir", default="profiles", type=output_path, help="folder for the profile files (default: profiles)")
     parser.add_argument("--cluster", default=None, help="cluster spec name for the rows (default: cpu-local on CPU; required on GPUs)")
     axes = parser.add_argument_group("grid axes (each replaces that axis in every sub-grid)")
     axes.add_argument("--world-sizes", type=_int_list("--world-sizes"), help="ranks, e.g. 1,2")
@@ -69,7 +69,7 @@ def register(subparsers, name: str) -> None:
                      "--work-dir must then be on a shared filesystem")
     run.add_argument("--master-port", type=whole_number(1, 65535), help="rendezvous port (default: a free local port per run, "
                      "relaunched on a fresh one when another process took it first)")
-    run.add_argument("--work-dir", help="folder for per-run temporary files (default: the system temp folder)")
+    run.add_argument("--work-dir", type=output_path, help="folder for per-run temporary files (default: the system temp folder)")
     run.add_argument("--keep-logs", metavar="DIR", type=output_path, help="keep each configuration's launcher log in DIR")
     run.add_argument("--no-comms-log", action="store_true",
                      help="do not log collectives (the logger synchronises after each op, hiding overlap on GPUs)")

@@ -117,8 +117,10 @@ def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, su
                        executable=[Path(folder) / "launch.sh"])
     sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")
     target = LAUNCH_TARGETS["deepspeed"]
-    # Written whatever the layout's stack: what Megatron-DeepSpeed cannot run as planned is said, not refused.
-    for note in (compatibility_notes(layout, cluster.gpus_per_node) + unsupported(model, layout, cluster)
+    # Written whatever the layout's stack: what Megatron-DeepSpeed cannot run as planned is said, not refused
+    # (fp8 once: compatibility_notes says what the files run instead).
+    cannot = [p for p in unsupported(model, layout, cluster) if not p.startswith("dtype=fp8:")]
+    for note in (compatibility_notes(layout, cluster.gpus_per_node) + cannot
                  + checkpoint_mode_problems(cluster, target.checkpoint_modes, target.name)):
         sys.stderr.write(f"warning: {note}\n")
 

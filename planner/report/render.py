@@ -14,7 +14,6 @@ from pathlib import PurePath
 import numpy as np
 from pydantic import BaseModel
 
-from planner.search.plan_record import HALF_WALL_CLOCK
 from planner.specs.units import human_amount  # noqa: F401  (formatted beside its parsers; used and re-exported here)
 
 
@@ -113,6 +112,10 @@ def human_count(value: float) -> str:
 def binding_text(binds: dict) -> str:
     """What binds a plan (search.plan_record.binding), in one line: the constraint, and what the plan spends
     of the budget. "Infeasible is not an error: say what binds" holds for a feasible plan too."""
+    # Here, not at the top: plan_record pulls in the cost model and the search (1 s), which the rest of render
+    # and the commands importing it (laws, clusters) do not need.
+    from planner.search.plan_record import HALF_WALL_CLOCK
+
     spent = human_amount(binds["gpu_hours"])
     budget = binds["budget_gpu_hours"]
     of_budget = f" of {human_amount(budget)} GPU-hours" if budget else " GPU-hours"

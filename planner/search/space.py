@@ -78,15 +78,18 @@ def family_models(seq_len: int, vocab: int, n_min: float, n_max: float) -> list[
 def gpu_counts(gpus_per_node: int, max_nodes: int, exact: int | None, max_gpus: int | None,
                low: float = 1.0, high: float = np.inf) -> list[int]:
     """GPU counts to try: exact, or sub-node sizes plus whole nodes on a geometric grid within [low, high], and the
-    most `max_gpus` allows (its whole nodes, or itself within a node): a limit between two grid points was never
-    tried, so `--max-gpus 40` answered from 32 GPUs that more were needed, where 40 met the deadline."""
+    most `max_gpus` or the cluster allows (their whole nodes, or the limit itself within a node): a limit between two
+    grid points was never tried, so `--max-gpus 40` answered from 32 GPUs that more were needed, where 40 met the
+    deadline, and jean-zay-a100's 52 nodes were searched up to 48."""
     if exact is not None:
         return [exact]
     counts = [g for g in SUB_NODE_GPUS if g < gpus_per_node]
     counts += [n * gpus_per_node for n in NODE_GRID if n <= max_nodes]
-    if max_gpus is not None:
-        most = max_gpus if max_gpus < gpus_per_node else min(max_gpus // gpus_per_node, max_nodes) * gpus_per_node
-        counts = sorted(set(counts) | {most})
+    if max_gpus is not None and max_gpus < gpus_per_node:
+        counts = sorted(set(counts) | {max_gpus})
+    else:
+        nodes = max_nodes if max_gpus is None else min(max_gpus // gpus_per_node, max_nodes)
+        counts = sorted(set(counts) | {nodes * gpus_per_node})
     limit = max_gpus if max_gpus is not None else np.inf
     kept = [g for g in counts if g <= limit and low <= g <= high]
     if not kept:  # keep the nearest feasible count so there is always something to explain

@@ -187,21 +187,21 @@ def row_findings(run, where: str) -> list[str]:
     return found
 
 
-def ratio_finding(result) -> str | None:
-    """A row whose measured / predicted step time is above UNIT_ERROR_RATIO or below its inverse."""
+def ratio_finding(result, limit: float = UNIT_ERROR_RATIO) -> str | None:
+    """A row whose measured / predicted step time is above `limit` or below its inverse."""
     error = result.step_error
     if error is None or not math.isfinite(error) or error <= -1.0:
         return None
     ratio = 1.0 / (1.0 + error)
-    if 1.0 / UNIT_ERROR_RATIO <= ratio <= UNIT_ERROR_RATIO:
+    if 1.0 / limit <= ratio <= limit:
         return None
     return (f"step_time_s {result.run.step_time_s:g} s is {ratio:.3g}x the predicted {result.predicted['step_time_s']:.3g} s "
-            f"(more than {UNIT_ERROR_RATIO:g}x off either way): check its unit (seconds per optimizer step)")
+            f"(more than {limit:g}x off either way): check its unit (seconds per optimizer step)")
 
 
-def memory_finding(result) -> str | None:
+def memory_finding(result, limit: float = UNIT_ERROR_RATIO) -> str | None:
     """A row whose mem_gib cannot be a per-GPU peak on its cluster: above the accelerator's HBM, or more than
-    UNIT_ERROR_RATIO off the predicted memory either way (MB or bytes entered as GiB)."""
+    `limit` off the predicted memory either way (MB or bytes entered as GiB)."""
     from planner.profile.runs_csv import MEM_COUNTED_TENSORS
 
     if result.predicted is None or not result.run.mem_gib:
@@ -212,10 +212,10 @@ def memory_finding(result) -> str | None:
         return (f"mem_gib {result.run.mem_gib:g} GiB is more than the {hbm / 2**30:g} GiB of HBM of its cluster's "
                 f"accelerator: check its unit (GiB per GPU, the peak the allocator reserved)")
     ratio = measured / result.predicted_memory_bytes
-    if 1.0 / UNIT_ERROR_RATIO <= ratio <= UNIT_ERROR_RATIO:
+    if 1.0 / limit <= ratio <= limit:
         return None
     return (f"mem_gib {result.run.mem_gib:g} GiB is {ratio:.3g}x the predicted {result.predicted_memory_bytes / 2**30:.3g} "
-            f"GiB (more than {UNIT_ERROR_RATIO:g}x off either way): check its unit (GiB per GPU)")
+            f"GiB (more than {limit:g}x off either way): check its unit (GiB per GPU)")
 
 
 def _rows_to_simulate(rows, findings: list[Finding], progress, counted: list[int]):

@@ -4,6 +4,7 @@ GPU-count choice by deadline, budget and knee, and the command line around it.""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -555,25 +556,37 @@ def test_unknown_framework_in_the_api_is_an_input_error():
         search_layouts(SMALL, load_cluster("dgx-h100"), 8, global_batch=8, frameworks=("nope",))
 
 
-def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, optimize, alibi_preset):
-    """The released MPT-7B has ALiBi, which Megatron-LM's and torchtitan's launch configs cannot carry: --emit
-    falls back to the fastest layout whose stack's launcher runs it (DeepSpeed here) and says so."""
+@pytest.fixture
+def megatron_launch_refuses(monkeypatch):
+    """Megatron-LM's launch refusing every plan, as it does a model feature it cannot build (ALiBi, an embedding
+    norm): the released MPT-7B's GPT shape (learned positions, GELU, biases, LayerNorm) is then launched by
+    Megatron-DeepSpeed only (torchtitan's llama3 model has none of those). (ALiBi itself stood in here until the
+    DeepSpeed launch refused it too: deepspeedai/Megatron-DeepSpeed has no ALiBi flag.)"""
+    from planner import emit
+
+    target = emit.LAUNCH_TARGETS["megatron"]
+    monkeypatch.setitem(emit.LAUNCH_TARGETS, "megatron", dataclasses.replace(
+        target, unsupported=lambda model, layout, cluster=None: ["(test) Megatron-LM cannot build this model"]))
+
+
+def test_emit_writes_the_fastest_layout_a_launcher_runs(tmp_path, optimize, megatron_launch_refuses):
+    """The fastest layout's stack cannot launch the model: --emit falls back to the fastest layout whose stack's
+    launcher runs it (DeepSpeed here) and says so."""
     folder = tmp_path / "launch"
-    code, out, err = optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--emit", folder)
-    assert code == 0
+    best = json.loads(optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
+    assert best["framework"] == "megatron"  # the premise: its launch is refused
+    code, out, err = optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--emit", folder)
+    assert code == 0 and "fastest layout its launcher runs" in err
     assert "ds_config.json" in {p.name for p in folder.iterdir()}
-    best = json.loads(optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]["best"]
-    if best["framework"] != "deepspeed":
-        assert "fastest layout its launcher runs" in err
 
 
-def test_emit_says_when_its_slower_layout_misses_the_deadline(tmp_path, optimize, alibi_preset):
+def test_emit_says_when_its_slower_layout_misses_the_deadline(tmp_path, optimize, megatron_launch_refuses):
     """Helper-found: the --emit fallback above (a slower stack's layout) can miss a --deadline the plan meets, and
     the note gave only the two step times. With the deadline 0.1% above the plan's days it now says so."""
-    chosen = json.loads(optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]
-    assert chosen["best"]["framework"] != "deepspeed"  # the premise: --emit falls back to another layout
+    chosen = json.loads(optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--json")[1])["chosen"]
+    assert chosen["best"]["framework"] == "megatron"  # the premise: --emit falls back to another layout
     deadline = f"{chosen['days'] * 24 * 1.001:.4f}h"
-    code, out, err = optimize("--model", "mpt-7b-alibi", "--gpus", "16", "--tokens", "1T", "--deadline", deadline,
+    code, out, err = optimize("--model", "mpt-7b", "--gpus", "16", "--tokens", "1T", "--deadline", deadline,
                               "--emit", tmp_path / "launch")
     assert code == 0 and "fastest layout its launcher runs" in err
     assert "; it misses the deadline: " in err and "past the" in err, err

@@ -69,6 +69,12 @@ def test_the_most_gpus_the_limit_allows_is_tried(max_gpus, most):
     assert set(gpu_counts(8, 1024, exact=None, max_gpus=None)) >= set(counts) - {most}
 
 
+def test_the_whole_cluster_is_tried_between_grid_points():
+    """jean-zay-a100's 52 nodes were searched up to 48 (384 GPUs): a plan 416 GPUs meet was never offered."""
+    assert gpu_counts(8, 52, exact=None, max_gpus=None)[-3:] == [256, 384, 416]
+    assert gpu_counts(8, 64, exact=None, max_gpus=None)[-2:] == [384, 512]
+
+
 def _reference_layouts(models, gpu_options, gpus_per_node, hierarchy=True, quantized=False):
     """The layouts space.py's docstring promises, enumerated one by one with plain Python."""
     out = []
