@@ -503,3 +503,34 @@ def test_the_budget_reviews_memory_section_says_which_phase_holds_the_peak():
     assert text and ("p", f"The peak is in {text}.") in breakdown_blocks(fsdp)
     megatron, _ = review("megatron", 1)
     assert not any(block[0] == "p" and block[1].startswith("The peak") for block in breakdown_blocks(megatron))
+
+
+def test_serving_gpu_hours_are_named_beside_the_training_ones(review):
+    """With --inference-tokens the report's summary read '64 GPUs for 3.2 days: 10,000 GPU-hours', where 64 x 3.2
+    days is 4,954: the other 5,046 served the 1T tokens, said only by optimize ('incl. ... for inference')."""
+    import copy
+
+    from planner.report.document import plans_table, summary_blocks
+
+    data = copy.deepcopy(review[0])
+    plan = data["plans"][0]
+    assert "serving" not in str(summary_blocks(data)) and not any("serving" in str(b) for b in plans_table(data))
+    plan["inference_gpu_hours"] = 0.25 * plan["gpu_hours"]
+    data["constraints"]["inference_tokens"] = 1e12
+    training = plan["gpu_hours"] - plan["inference_gpu_hours"]
+    assert (f"GPU-hours ({training:,.0f} training, {plan['inference_gpu_hours']:,.0f} serving the 1T inference tokens)"
+            in str(summary_blocks(data)))
+    assert any("GPU-hours include serving 1T inference tokens" in str(block) for block in plans_table(data))
+
+
+def test_a_cluster_without_a_price_has_no_cost_column_nor_a_dash_for_it(review):
+    """'Every plan spends 10,000 GPU-hours, -: the budget binds them all' on a cluster with no price."""
+    import copy
+
+    from planner.report.document import plans_table
+
+    data = copy.deepcopy(review[0])
+    for plan in data["plans"]:
+        plan["cost_usd"] = None
+    table, *notes = plans_table(data)
+    assert "cost" not in table[1] and not any(", -" in str(note) for note in notes)

@@ -65,13 +65,26 @@ def _evaluation_text(plan: dict) -> str:
             f"steps: {100 * evaluation['fraction']:.2f}% of training time)")
 
 
+def _serving_split(review: dict, plan: dict) -> str:
+    """' (X training, Y serving the T inference tokens)' where the plan's GPU-hours include serving
+    (--inference-tokens), so that GPUs x days, which is the training alone, reads against the total."""
+    serving = plan.get("inference_gpu_hours") or 0.0
+    if not serving:
+        return ""
+    tokens = review["constraints"].get("inference_tokens")
+    served = f"{human_count(tokens)} " if tokens else ""
+    return (f" ({human_amount(plan['gpu_hours'] - serving)} training, {human_amount(serving)} serving the {served}"
+            "inference tokens)")
+
+
 def summary_blocks(review: dict) -> list:
     plan, cl = review["plans"][0], review["cluster"]
     s, lay = plan["shape"], plan["layout"]
     text = (f"**{human_count(plan['params'])} parameters** ({s['layers']} layers x {s['hidden']} hidden) trained "
             f"on **{human_count(plan['tokens'])} tokens** ({plan['tokens_per_param']:.1f} tokens per parameter) using "
             f"**{plan['gpus']} {cl['accelerator']} GPUs** ({plan['nodes']} nodes) for **{human_days(plan['wall_clock_days'])}**: "
-            f"{human_amount(plan['gpu_hours'])} GPU-hours{', ' + _money(plan['cost_usd']) if plan['cost_usd'] else ''}. "
+            f"{human_amount(plan['gpu_hours'])} GPU-hours{_serving_split(review, plan)}"
+            f"{', ' + _money(plan['cost_usd']) if plan['cost_usd'] else ''}. "
             f"Predicted final loss **{plan['predicted_loss']:.3f}** nats/token ("
             + (plan["loss_interval_basis"] if plan["loss_interval"] is None else
                f"law's 80% band {plan['loss_interval'][0]:.3f}-{plan['loss_interval'][1]:.3f}") + ").")
@@ -119,7 +132,8 @@ def logistics_facts(review: dict) -> list[str]:
     if "gpu_hours_band" in g:
         days, hours = g["wall_clock_days_band"], g["gpu_hours_band"]
         facts.append(
-            f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens: {human_days_range(*days)}, "
+            f"Time and GPU-hours for the plan's {human_count(plan['tokens'])} tokens"
+            f"{' and its serving' if plan.get('inference_gpu_hours') else ''}: {human_days_range(*days)}, "
             f"{human_amount(hours[0])}-{human_amount(hours[1])} GPU-hours (90% band of the cost model's step-time error: "
             f"{g['band_origin']}). Contingency: hold back "
             f"{human_amount(g['contingency_gpu_hours'])} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
@@ -131,7 +145,8 @@ def logistics_facts(review: dict) -> list[str]:
         f"storage for the {g['checkpoints_kept']} kept at once (the one being written and the last complete one): "
         f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {g['expected_failures']:.1f}.")
     if g["gpu_energy_j"]:
-        facts.append(f"Energy: {g['gpu_energy_j'] / 3.6e9:,.1f} MWh for the GPUs at their {g['board_power_w']:.0f} W "
+        serving = " (training and serving)" if plan.get("inference_gpu_hours") else ""
+        facts.append(f"Energy: {g['gpu_energy_j'] / 3.6e9:,.1f} MWh for the GPUs{serving} at their {g['board_power_w']:.0f} W "
                      "board power (GPU-hours x max TDP, as Llama 2 counts it); host, network and cooling come on top.")
     else:
         facts.append("Energy: the cluster spec states no accelerator power (accelerator.power), so none is given.")
@@ -153,11 +168,17 @@ def plans_table(review: dict) -> list:
             for tag, plan in zip(review["tags"], review["plans"])]
     constant = [headers.index(name) for name in CONSTANT_COLUMNS
                 if len(rows) > 1 and len({row[headers.index(name)] for row in rows}) == 1]
-    keep = [i for i in range(len(headers)) if i not in constant]
+    keep = [i for i in range(len(headers)) if i not in constant and not (headers[i] == "cost" and
+                                                                         {row[i] for row in rows} == {"-"})]
     blocks = [("table", [headers[i] for i in keep], [[row[i] for i in keep] for row in rows])]
-    if constant:
-        spent = [rows[0][i] + (" GPU-hours" if headers[i] == "GPU-hours" else "") for i in constant]
+    # A cost column of dashes (a cluster with no price) is left out, not stated as "spends ..., -".
+    spent = [rows[0][i] + (" GPU-hours" if headers[i] == "GPU-hours" else "") for i in constant if rows[0][i] != "-"]
+    if spent:
         blocks.append(("p", f"Every plan spends {', '.join(spent)}: {_what_binds_all(review)} them all."))
+    if any(plan.get("inference_gpu_hours") for plan in review["plans"]):
+        tokens = review["constraints"].get("inference_tokens")
+        blocks.append(("p", f"GPU-hours include serving {human_count(tokens) + ' ' if tokens else ''}inference "
+                            "tokens, priced at each plan's training MFU; GPUs x wall-clock is the training alone."))
     return blocks
 
 
