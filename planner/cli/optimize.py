@@ -379,6 +379,8 @@ def format_result(result) -> str:
         # What binds each runner-up (search.plan_record.binding): the constraint only; --json has the whole record.
         lines.append(table(["", "N", "D", "GPUs", "layout", "MFU", "wall-clock", "GPU-h", "loss", "binds"], rows,
                            align="lrrrlrrrrl"))
+        if any(alt.get("inference_gpu_hours") for alt in result.alternatives):
+            lines.append("GPU-h includes serving the inference tokens (GPUs x wall-clock is the training alone)")
     if result.pareto:
         lines += ["", "loss vs wall-clock frontier (no plan is both faster and better)"]
         rows = [[human_days(p["wall_clock_days"]), p["gpus"], human_count(p["params"]), human_count(p["tokens"]),

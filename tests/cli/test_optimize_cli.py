@@ -366,3 +366,12 @@ def test_a_runner_up_stopped_at_half_the_wall_clock_says_its_rule_binds_it(capsy
     walls = [p["wall_clock_days"] for p in result["pareto"]]
     losses = [p["predicted_loss"] for p in result["pareto"]]
     assert len(walls) > 10 and walls == sorted(walls) and losses == sorted(losses, reverse=True)
+
+
+def test_the_runners_up_gpu_hours_say_they_include_serving(cli):
+    """The runners-up's GPU-h column counts serving with --inference-tokens (a 1.5-day, 64-GPU plan at 10,000)."""
+    note = "GPU-h includes serving the inference tokens (GPUs x wall-clock is the training alone)"
+    code, out, _ = cli(["optimize", "--budget", "10000gpuh", "--gpus", "64", "--inference-tokens", "1T"])
+    assert code == 0 and note in out
+    code, out, _ = cli(["optimize", "--budget", "10000gpuh", "--gpus", "64"])
+    assert code == 0 and note not in out
