@@ -350,6 +350,36 @@ def curve_decay(text: str | None, run) -> tuple[float | None, str]:
     return value, "given (--decay)"
 
 
+def _refuse_a_curve_below_zero(loss: np.ndarray, law, fitted_schedules, lr) -> None:
+    """A curve that reaches no positive loss is the annealing term C x S2 far past the run's own cool-downs (a
+    lambda near 1 makes S2, the momentum-weighted LR drop, grow without bound): refused, naming how far. `predict
+    --decay 0.99999 --cooldown 1` on a Gemstones run printed -1.86 nats with exit 0."""
+    if np.all(np.isfinite(loss)) and loss.min() > 0:
+        return
+    fitted = max((annealing_areas(s, law.decay)[1].max() for s in fitted_schedules[1:]), default=0.0)
+    here = annealing_areas(lr, law.decay)[1].max()
+    raise PlannerInputError(f"--decay {law.decay:g}: the fitted curve falls to a loss of {np.nanmin(loss):.4g} under "
+                            f"this schedule, its annealing area S2 reaching {here:.4g} against at most {fitted:.4g} in "
+                            "the run's cool-downs; use a smaller --decay, --decay fit, or a shorter --cooldown")
+
+
+# How far the predicted schedule's annealing area may exceed the largest of the fitted cool-downs before it is said
+# to be extrapolated (chosen: the shapes' rounding to whole steps moves it by about 1%).
+ANNEALING_AREA_SLACK = 0.05
+
+
+def _annealing_beyond_the_cooldowns(law, fitted_schedules, lr) -> list[str]:
+    """A warning where the schedule's annealing area S2 is past every fitted cool-down's: C x S2 is then the law
+    extrapolated (`--decay 0.9999` with the default cool-down ended 0.75 nats below the constant-LR curve, where the
+    run's own cool-downs gained about 0.1)."""
+    fitted = max((annealing_areas(s, law.decay)[1].max() for s in fitted_schedules[1:]), default=0.0)
+    here = annealing_areas(lr, law.decay)[1].max()
+    if fitted <= 0 or here <= fitted * (1 + ANNEALING_AREA_SLACK):
+        return []
+    return [f"the schedule's annealing area S2 = {here:.4g} is {here / fitted:.3g}x the largest of the run's cool-downs "
+            f"({fitted:.4g}, lambda = {law.decay:g}): the cool-down's gain is extrapolated"]
+
+
 def run_curve(args) -> int:
     """--curve-data: fit the annealing law to one run and print its curve under --schedule."""
     for flag, value in (("--params", args.params), ("--model", args.model), ("--active-params", args.active_params),
@@ -375,6 +405,8 @@ def run_curve(args) -> int:
     total = args.steps or int(data.hot_steps.max())
     lr = prediction_schedule(args, total)
     loss = law.curve(lr)
+    _refuse_a_curve_below_zero(loss, law, schedules, lr)
+    beyond = _annealing_beyond_the_cooldowns(law, schedules, lr)
     at = np.unique(np.linspace(total / args.points, total, args.points).round().astype(int).clip(1, total))
     tokens_per_step = data.tokens_per_step if np.isfinite(data.tokens_per_step) else None
     rows = [{"step": int(s), "tokens": None if tokens_per_step is None else float(s * tokens_per_step),
@@ -388,7 +420,7 @@ def run_curve(args) -> int:
               "warnings": ([f"the fitted annealing coefficient C is negligible (C x S2 < 0.1% of the loss at the end of "
                             f"every cool-down): with lambda = {law.decay:g} the law cannot separate these cool-downs' "
                             "gains from the constant-LR curve; try --decay fit"]
-                           if _annealing_negligible(law, schedules, losses) else [])
+                           if _annealing_negligible(law, schedules, losses) else []) + beyond
                           + logged_range_warnings([r["step"] for r in rows], data.hot_steps.min(), data.hot_steps.max(),
                                                   name, "steps", lambda steps: f"{steps:,.0f} steps"),
               "schedule": {"kind": args.schedule, "steps": total, "warmup": args.warmup,

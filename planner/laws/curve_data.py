@@ -46,9 +46,36 @@ class RunCurves:
     depth: float = float("nan")
 
 
+# The longest run a curve file may log, in steps: what `predict --steps` takes (its schedules are arrays of one
+# value per step, so a step of 1e10 asked for 75 GiB).
+MAX_STEP = 10**8
+# Keys a row may carry beside run_name, step and final_loss: positive finite numbers where given.
+NUMBER_KEYS = ("tokens", "params_active_precise", "width", "depth")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _row_problem(row: dict) -> str | None:
+    """Why a row of a curve file cannot be read (None: it can)."""
+    step = row["step"]
+    if not (_is_number(step) and float(step).is_integer() and 1 <= step <= MAX_STEP):
+        return f"expected step a whole number from 1 to {MAX_STEP:,}, got {step!r}"
+    loss = row["final_loss"]
+    if not (_is_number(loss) and np.isfinite(loss) and loss > 0):
+        return f"expected final_loss a positive finite number, got {loss!r}"
+    for key in NUMBER_KEYS:
+        if key in row and not (_is_number(row[key]) and np.isfinite(row[key]) and row[key] > 0):
+            return f"expected {key} a positive finite number, got {row[key]!r}"
+    return None
+
+
 def _rows(path: str) -> list[dict]:
+    """The rows of a curve file, each checked (_row_problem) and a run's step given once: a repeated step was
+    fitted twice (a copy with another loss fitted too), or matched to the other file's cool-downs."""
     text = read_input_text(path, "loss-curve file (JSON lines)")
-    rows = []
+    rows, seen = [], {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -59,9 +86,14 @@ def _rows(path: str) -> list[dict]:
         for key in ("run_name", "step", "final_loss"):
             if not isinstance(row, dict) or key not in row:
                 raise PlannerInputError(f"{path} line {number}: expected keys run_name, step, final_loss; {key!r} missing")
-        if not (isinstance(row["step"], (int, float)) and row["step"] >= 1
-                and isinstance(row["final_loss"], (int, float)) and np.isfinite(row["final_loss"]) and row["final_loss"] > 0):
-            raise PlannerInputError(f"{path} line {number}: expected a step >= 1 and a positive finite final_loss")
+        problem = _row_problem(row)
+        if problem is not None:
+            raise PlannerInputError(f"{path} line {number}: {problem}")
+        key = (str(row["run_name"]), int(row["step"]))
+        if key in seen:
+            raise PlannerInputError(f"{path} line {number}: run {key[0]!r} step {key[1]} again (first on line "
+                                    f"{seen[key]}); expected each step of a run once")
+        seen[key] = number
         rows.append(row)
     if not rows:
         raise PlannerInputError(f"{path}: no data rows")

@@ -260,3 +260,46 @@ def test_curve_cli_refuses_cooldown_flags_without_wsd(cli, laws_dir, schedule, f
                         laws_dir / "gemstones_cool_end.jsonl", "--run", "PyGemma-512x12_pretrain",
                         "--schedule", schedule, flag, value])
     assert code == 2 and f"error: {flag}: only with --schedule wsd" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({"step": "abc"}, "expected step a whole number from 1 to 100,000,000, got 'abc'"),
+    ({"step": True}, "expected step a whole number from 1 to 100,000,000, got True"),
+    ({"step": 7155.7}, "expected step a whole number from 1 to 100,000,000, got 7155.7"),
+    ({"step": 10**10}, "expected step a whole number from 1 to 100,000,000, got 10000000000"),
+    ({"tokens": None}, "expected tokens a positive finite number, got None"),
+    ({"width": "wide"}, "expected width a positive finite number, got 'wide'"),
+])
+def test_a_curve_row_that_cannot_be_read_is_named_by_its_line(tmp_path, row, problem):
+    """Such rows crashed with a traceback (exit 70: float('abc'), int(inf)), asked for 75 GiB (a step of 1e10), or
+    were read silently (True as step 1, 7155.7 as 7155)."""
+    hot = tmp_path / "hot.jsonl"
+    rows = [{"run_name": "r", "step": s, "final_loss": 4.0 - s / 1e4, "tokens": 1e6 * s} for s in (1000, 2000)]
+    rows.append({"run_name": "r", "step": 3000, "final_loss": 3.7, "tokens": 3e9, **row})
+    hot.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(PlannerInputError) as error:
+        read_curves(str(hot))
+    assert str(error.value) == f"{hot} line 3: {problem}"
+
+
+def test_a_step_given_twice_is_refused(tmp_path):
+    """A copy of a checkpoint with another loss was fitted too (46 points, 1.48% mean error, exit 0)."""
+    hot = tmp_path / "hot.jsonl"
+    hot.write_text("\n".join(json.dumps({"run_name": "r", "step": s, "final_loss": loss})
+                             for s, loss in ((1000, 3.9), (2000, 3.8), (2000, 9.5))) + "\n")
+    with pytest.raises(PlannerInputError, match=r"line 3: run 'r' step 2000 again \(first on line 2\)"):
+        read_curves(str(hot))
+
+
+def test_a_curve_below_zero_is_refused_and_a_stretched_cooldown_warned_of(cli, laws_dir):
+    """--decay 0.99999 with a whole-run cool-down printed -1.86 nats (exit 0): its annealing area was 34x the
+    run's cool-downs'. At 0.9999 and the default cool-down the curve stays positive but 5.7x past them."""
+    base = ["predict", "--curve-data", laws_dir / "gemstones_hot_100b.jsonl", "--cool-data",
+            laws_dir / "gemstones_cool_end.jsonl", "--run", "PyGemma-256x23_pretrain", "--points", "3"]
+    code, out, err = cli([*base, "--cooldown", "1", "--decay", "0.99999"])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--decay 0.99999: the fitted curve falls to a loss of -1.864 under this schedule" in err
+    code, out, _ = cli([*base, "--decay", "0.9999", "--json"])
+    assert code == 0 and any("is 5.68x the largest of the run's cool-downs" in w for w in json.loads(out)["warnings"])
+    code, out, _ = cli([*base, "--decay", "0.95", "--json"])
+    assert code == 0 and not any("annealing area" in w for w in json.loads(out)["warnings"])
