@@ -256,3 +256,16 @@ def test_every_nvidia_spec_states_its_compute_capability():
                 "dgx-b200": "blackwell"}
     for name, generation in expected.items():
         assert architecture(load_cluster(name).accelerator.compute_capability).name == generation, name
+
+
+@pytest.mark.parametrize("key, text", [("accelerators_per_node: 8", "accelerators_per_node: true"),
+                                       ("price_per_accelerator_hour: 3.0", "price_per_accelerator_hour: on")])
+def test_a_yaml_boolean_is_not_a_number(tmp_path, key, text, repo_root):
+    """YAML reads true/on/yes as booleans, which pydantic's lax mode took as 1: one GPU a node, $1 an hour, with
+    doctor saying ok. The spec's own booleans (nvls) still read as booleans."""
+    spec = (repo_root / "cluster_specs" / "dgx-h100.yaml").read_text()
+    assert key in spec
+    path = tmp_path / "mine.yaml"
+    path.write_text(spec.replace(key, text, 1))
+    with pytest.raises(PlannerInputError, match=r"expected a number or text, got true \(YAML reads yes, no, on, off"):
+        load_cluster(str(path))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,8 +79,25 @@ PositiveSeconds = Annotated[float, _unit(lambda v, w: units.parse_duration(v, w,
                             Field(gt=0, le=MAX_MTBF_SECONDS)]
 
 
+def _takes_booleans(annotation) -> bool:
+    """Whether a field's type admits True/False (bool itself, or a union or annotation holding it)."""
+    if annotation is bool:
+        return True
+    return any(_takes_booleans(arg) for arg in typing.get_args(annotation))
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yaml_booleans_for_numbers(cls, value, info):
+        """YAML reads yes/no/on/off/true/false as booleans, and pydantic's lax mode took them as 1 and 0:
+        `accelerators_per_node: true` was one GPU a node, `price_per_accelerator_hour: on` $1 an hour."""
+        if isinstance(value, bool) and not _takes_booleans(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number or text, got {str(value).lower()} (YAML reads yes, no, on, off, "
+                             "true and false as booleans)")
+        return value
 
 
 class PeakFlops(_Frozen):
