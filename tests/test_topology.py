@@ -197,3 +197,25 @@ def test_links_must_join_every_accelerator():
     data["node"]["scale_up"]["links"] = [link for link in data["node"]["scale_up"]["links"] if 7 not in link[:2]]
     with pytest.raises(Exception, match=r"leave accelerators \[7\] unreachable"):
         parse_cluster_spec(data, "bad.yaml")
+
+
+def test_tensor_parallel_groups_that_would_straddle_nodes_are_refused_and_never_searched(tmp_path, cli, repo_root):
+    """tp 4 on 6-GPU nodes: ranks 4-7 span two nodes, yet the group shape priced every tp group on NVLink (tp_comm
+    as on 8-GPU nodes), and the fixed-model search listed 1,476 such layouts as feasible."""
+    import csv
+
+    spec = (repo_root / "cluster_specs" / "dgx-h100.yaml").read_text()
+    path = tmp_path / "six.yaml"
+    path.write_text(spec.replace("accelerators_per_node: 8 ", "accelerators_per_node: 6 ", 1))
+    code, out, err = cli(["simulate", "--cluster", path, "--model", "llama2-7b", "--gpus", "12", "--tp", "4",
+                          "--dp", "3", "--global-batch", "12"])
+    assert code == 2 and out == "" and "tp(4) neither divides nor is a multiple of gpus_per_node(6)" in err
+    code, _, err = cli(["simulate", "--cluster", path, "--model", "llama2-7b", "--gpus", "12", "--tp", "2",
+                        "--dp", "6", "--global-batch", "12"])
+    assert code in (0, 1), err
+    table = tmp_path / "all.csv"
+    code, _, err = cli(["optimize", "--model", "llama3-8b", "--gpus", "12", "--tokens", "100B", "--cluster", path,
+                        "--all-layouts", table])
+    assert code == 0, err
+    with open(table, newline="") as stream:
+        assert {int(row["tp"]) for row in csv.DictReader(stream)} == {1, 2}

@@ -16,7 +16,7 @@ from planner.frameworks import FRAMEWORK_CODES
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import CandidateBatch, single_batch
 from planner.specs.layout import Layout
-from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
+from planner.specs.layout_checks import check_hierarchy_on_node, check_layout, check_tp_on_nodes
 from planner.specs.model import ModelSpec
 
 
@@ -62,6 +62,7 @@ def check_simulable(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> N
     """What simulate checks before it runs the model (validation and doctor check rows the same way)."""
     check_layout(model, layout)
     check_hierarchy_on_node(layout, cluster.gpus_per_node)
+    check_tp_on_nodes(layout, cluster.gpus_per_node)
     cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
     capacity = cluster.max_nodes * cluster.gpus_per_node
     if layout.gpus > capacity:

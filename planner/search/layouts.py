@@ -46,7 +46,7 @@ from planner.specs.hardware import ClusterSpec
 from planner.laws import batch_size
 from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_CODES, build_batch
 from planner.specs.layout import make_layout
-from planner.specs.layout_checks import tp_splits_model
+from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
 from planner.specs.model import ModelSpec
 from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, kv_multiple_of, layout_fields, runnable_stacks,
                                   stack_runs, with_hierarchy)
@@ -75,11 +75,14 @@ def batch_sequences(model: ModelSpec, tokens: float, rule: str = batch_size.DEFA
     return max(1, round(tokens_per_batch / model.seq_len))
 
 
-def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False) -> np.ndarray:
+def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False, gpus_per_node: int | None = None) -> np.ndarray:
     """(tp, cp, pp, vpp, dp) rows that divide the GPUs and the model (tp also a multiple of the key/value heads
-    with `kv_multiple`, where a searched stack runs that: enumerate_layouts keeps those rows for it alone)."""
+    with `kv_multiple`, where a searched stack runs that: enumerate_layouts keeps those rows for it alone), with
+    `gpus_per_node` only a tp whose groups line up with the nodes (layout_checks.tp_fits_the_nodes)."""
     rows = []
     for tp in divisors(gpus):
+        if gpus_per_node is not None and not tp_fits_the_nodes(tp, gpus_per_node):
+            continue
         if tp > MAX_TP or not tp_splits_model(model.heads, model.kv, model.ffn_size, model.seq_len, tp, 1, False,
                                               kv_multiple):
             continue
@@ -219,7 +222,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
     stacks = [FRAMEWORKS[name] for name in runnable_stacks(frameworks, dtype, model)]
-    placements = _placements(model, gpus, bool(kv_multiple_of(stacks).any()))
+    placements = _placements(model, gpus, bool(kv_multiple_of(stacks).any()), gpus_per_node)
     p_index, micro = _micro_batches(placements, global_batch)
     options = _stack_options(stacks)
     # Sequence parallelism, the TP overlap and partitioned checkpoints only exist with tp > 1: placements without

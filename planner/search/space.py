@@ -24,7 +24,7 @@ import numpy as np
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, check_framework_names, model_unsupported
 from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
-from planner.specs.layout_checks import tp_splits_model
+from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
 from planner.specs.model import ModelSpec, family_model
 
 TP_CHOICES = (1, 2, 4, 8)
@@ -196,7 +196,7 @@ def _placement_grid(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     gpus = np.asarray(cell_gpus, dtype=_COLUMN_INT)[cell]
     L = layers[model_index]
     placement_ok = (
-        (tp <= gpus_per_node)
+        (tp <= gpus_per_node) & tp_fits_the_nodes(tp, gpus_per_node)
         & tp_splits_model(heads[model_index], kv_heads[model_index], ffn[model_index], seq_lens[model_index], tp, cp,
                           sp, kv_multiple)
         & (gpus % (tp * pp * cp) == 0) & (seq_lens[model_index] % cp == 0) & (L % (pp * vpp) == 0)

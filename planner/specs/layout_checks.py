@@ -131,6 +131,22 @@ def hierarchy_problems(layout: Layout) -> list[str]:
     return problems
 
 
+def tp_fits_the_nodes(tp, gpus_per_node):
+    """Whether tensor-parallel groups (tp consecutive ranks: the cost model places tp innermost) line up with the
+    nodes: tp divides the node's accelerators, or is a whole number of nodes. Otherwise some groups straddle two
+    nodes and the group shape (specs.topology.group_shape) priced them all as on NVLink (tp 4 on 6-GPU nodes).
+    Arrays broadcast."""
+    tp = np.asarray(tp)
+    return (gpus_per_node % tp == 0) | (tp % gpus_per_node == 0)
+
+
+def check_tp_on_nodes(layout: Layout, gpus_per_node: int, where: str = "layout") -> None:
+    if not tp_fits_the_nodes(layout.tp, gpus_per_node):
+        raise PlannerInputError(
+            f"{where}: tp({layout.tp}) neither divides nor is a multiple of gpus_per_node({gpus_per_node}): its "
+            "groups would straddle nodes unevenly; use a tp that divides the node")
+
+
 def check_hierarchy_on_node(layout: Layout, gpus_per_node: int, where: str = "layout") -> None:
     """hpZ's secondary group must lie inside one node (its point: backward gathers on the scale-up link):
     zero_hpz data-parallel ranks, tp apart (cp too), must divide the node's accelerators."""
@@ -141,4 +157,5 @@ def check_hierarchy_on_node(layout: Layout, gpus_per_node: int, where: str = "la
             f" * cp({layout.cp}) = {span} ranks, gpus_per_node({gpus_per_node}) % {span} = {gpus_per_node % span}")
 
 
-__all__ = ["check_layout", "tp_splits_model", "hierarchy_problems", "check_hierarchy_on_node", "HIERARCHY_FLAGS"]
+__all__ = ["check_layout", "tp_splits_model", "hierarchy_problems", "check_hierarchy_on_node", "check_tp_on_nodes",
+           "tp_fits_the_nodes", "HIERARCHY_FLAGS"]

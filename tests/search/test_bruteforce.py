@@ -59,7 +59,10 @@ def reduced(monkeypatch):
 
 @functools.lru_cache(maxsize=None)
 def cluster():
-    return load_cluster(CLUSTER)
+    """dgx-h100 cut to the reduced grid's 16 nodes: space.gpu_counts also tries the whole cluster, which is then a
+    count of the grid (128 GPUs) and not 4,096 nodes off it."""
+    spec = load_cluster(CLUSTER)
+    return spec.model_copy(update={"max_nodes": REDUCED["NODE_GRID"][-1]})
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,7 +111,8 @@ def step_law_b_opt(D):
 
 
 def gpu_options(c):
-    """search/problem_setup.py searches every GPU count of the grid (bounds, not a window, rule out the hopeless)."""
+    """search/problem_setup.py searches every GPU count of the grid (bounds, not a window, rule out the hopeless)
+    and the whole cluster, here the grid's largest (cluster())."""
     return GPU_OPTIONS
 
 
