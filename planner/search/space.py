@@ -78,9 +78,10 @@ def family_models(seq_len: int, vocab: int, n_min: float, n_max: float) -> list[
 def gpu_counts(gpus_per_node: int, max_nodes: int, exact: int | None, max_gpus: int | None,
                low: float = 1.0, high: float = np.inf) -> list[int]:
     """GPU counts to try: exact, or sub-node sizes plus whole nodes on a geometric grid within [low, high], and the
-    most `max_gpus` or the cluster allows (their whole nodes, or the limit itself within a node): a limit between two
-    grid points was never tried, so `--max-gpus 40` answered from 32 GPUs that more were needed, where 40 met the
-    deadline, and jean-zay-a100's 52 nodes were searched up to 48."""
+    most `max_gpus` or the cluster allows where it falls between two grid points (their whole nodes, or the limit
+    itself within a node): such a limit was never tried, so `--max-gpus 40` answered from 32 GPUs that more were
+    needed, where 40 met the deadline, and jean-zay-a100's 52 nodes were searched up to 48. Past the grid's end
+    (NODE_GRID[-1] nodes) the grid stays the cap."""
     if exact is not None:
         return [exact]
     counts = [g for g in SUB_NODE_GPUS if g < gpus_per_node]
@@ -89,7 +90,8 @@ def gpu_counts(gpus_per_node: int, max_nodes: int, exact: int | None, max_gpus: 
         counts = sorted(set(counts) | {max_gpus})
     else:
         nodes = max_nodes if max_gpus is None else min(max_gpus // gpus_per_node, max_nodes)
-        counts = sorted(set(counts) | {nodes * gpus_per_node})
+        if nodes <= NODE_GRID[-1]:
+            counts = sorted(set(counts) | {nodes * gpus_per_node})
     limit = max_gpus if max_gpus is not None else np.inf
     kept = [g for g in counts if g <= limit and low <= g <= high]
     if not kept:  # keep the nearest feasible count so there is always something to explain

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from planner.specs.clusters import available_clusters, load_cluster
 from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, micro_batch_rules, runnable_micro_batches
 from planner.specs.layout import Layout
-from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
+from planner.specs.layout_checks import check_hierarchy_on_node, check_layout, tp_fits_the_nodes
 from planner.specs.model import ModelSpec
 
 CLUSTERS = tuple(name for name in available_clusters() if not name.endswith(".calibrated"))
@@ -60,7 +60,9 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     stack = FRAMEWORKS[framework]
     tp_options = [d for d in _divisors(model.heads) if d <= min(16, capacity)
                   and (model.kv % d == 0 or (stack.tp_multiple_of_kv_heads and d % model.kv == 0)) and (d == 1 or stack.supports_tensor_parallel)
-                  and model.ffn_size % d == 0]
+                  and model.ffn_size % d == 0
+                  # tp groups line up with the nodes (simulate refuses the others: layout_checks.tp_fits_the_nodes)
+                  and bool(tp_fits_the_nodes(d, cluster.gpus_per_node))]
     tp = fixed.get("tp", draw(st.sampled_from(tp_options)))
     # Stages may be uneven (pipeline_stages.stage_layers); each virtual stage needs a layer.
     pp_options = list(range(1, min(model.layers, 16, capacity // tp) + 1))
