@@ -350,14 +350,20 @@ def curve_decay(text: str | None, run) -> tuple[float | None, str]:
     return value, "given (--decay)"
 
 
-def _refuse_a_curve_below_zero(loss: np.ndarray, law, fitted_schedules, lr) -> None:
+def _annealing_area_peaks(law, fitted_schedules, lr) -> tuple[float, float]:
+    """(the largest annealing area S2 of the fitted cool-downs, the predicted schedule's), computed once for the
+    two checks below."""
+    fitted = max((annealing_areas(s, law.decay)[1].max() for s in fitted_schedules[1:]), default=0.0)
+    return fitted, annealing_areas(lr, law.decay)[1].max()
+
+
+def _refuse_a_curve_below_zero(loss: np.ndarray, law, areas: tuple[float, float]) -> None:
     """A curve that reaches no positive loss is the annealing term C x S2 far past the run's own cool-downs (a
     lambda near 1 makes S2, the momentum-weighted LR drop, grow without bound): refused, naming how far. `predict
     --decay 0.99999 --cooldown 1` on a Gemstones run printed -1.86 nats with exit 0."""
     if np.all(np.isfinite(loss)) and loss.min() > 0:
         return
-    fitted = max((annealing_areas(s, law.decay)[1].max() for s in fitted_schedules[1:]), default=0.0)
-    here = annealing_areas(lr, law.decay)[1].max()
+    fitted, here = areas
     raise PlannerInputError(f"--decay {law.decay:g}: the fitted curve falls to a loss of {np.nanmin(loss):.4g} under "
                             f"this schedule, its annealing area S2 reaching {here:.4g} against at most {fitted:.4g} in "
                             "the run's cool-downs; use a smaller --decay, --decay fit, or a shorter --cooldown")
@@ -368,12 +374,11 @@ def _refuse_a_curve_below_zero(loss: np.ndarray, law, fitted_schedules, lr) -> N
 ANNEALING_AREA_SLACK = 0.05
 
 
-def _annealing_beyond_the_cooldowns(law, fitted_schedules, lr) -> list[str]:
+def _annealing_beyond_the_cooldowns(law, areas: tuple[float, float]) -> list[str]:
     """A warning where the schedule's annealing area S2 is past every fitted cool-down's: C x S2 is then the law
     extrapolated (`--decay 0.9999` with the default cool-down ended 0.75 nats below the constant-LR curve, where the
     run's own cool-downs gained about 0.1)."""
-    fitted = max((annealing_areas(s, law.decay)[1].max() for s in fitted_schedules[1:]), default=0.0)
-    here = annealing_areas(lr, law.decay)[1].max()
+    fitted, here = areas
     if fitted <= 0 or here <= fitted * (1 + ANNEALING_AREA_SLACK):
         return []
     return [f"the schedule's annealing area S2 = {here:.4g} is {here / fitted:.3g}x the largest of the run's cool-downs "
@@ -405,8 +410,9 @@ def run_curve(args) -> int:
     total = args.steps or int(data.hot_steps.max())
     lr = prediction_schedule(args, total)
     loss = law.curve(lr)
-    _refuse_a_curve_below_zero(loss, law, schedules, lr)
-    beyond = _annealing_beyond_the_cooldowns(law, schedules, lr)
+    areas = _annealing_area_peaks(law, schedules, lr)
+    _refuse_a_curve_below_zero(loss, law, areas)
+    beyond = _annealing_beyond_the_cooldowns(law, areas)
     at = np.unique(np.linspace(total / args.points, total, args.points).round().astype(int).clip(1, total))
     tokens_per_step = data.tokens_per_step if np.isfinite(data.tokens_per_step) else None
     rows = [{"step": int(s), "tokens": None if tokens_per_step is None else float(s * tokens_per_step),

@@ -338,7 +338,7 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     per_layer = layer["per_layer"]
     head, accumulate = pace["head"], pace["accumulate"]
     optimizer, offload_copies = optimizer_step.optimizer(batch, cluster)
-    bubble_slots = np.where(p > 1, pipeline_bubble_slots(p, v, m), 0.0)
+    bubble_slots = pipeline_bubble_slots(p, v, m)  # 0 without a pipeline (p = 1)
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
     if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
         bubble_slots = moe_bubble_slots(p, batch.a2a_overlap, bubble_slots)
