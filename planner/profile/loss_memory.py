@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import itertools
 import json
 import os
 import platform
@@ -45,7 +44,12 @@ BACKWARD_MARK = "planner.loss_memory.backward"
 def allocation_trace(run) -> dict:
     """Bytes the CPU allocator holds while `run()` runs, relative to its start: the peak, the level where `run` opens
     torch.profiler.record_function(BACKWARD_MARK) (what the forward left for the backward; None without the mark) and
-    the level at the end. Blocks allocated before the start are not reported when freed (the profiler warns so).
+    the level at the end.
+
+    Only blocks allocated inside the trace count, their frees included. The profiler also reports the free of a
+    block that an earlier profiled run allocated (its CPU memory reporter remembers the sizes of the blocks it saw):
+    a DDP probe's leftover 1 MiB weight freed inside the pipeline stage's trace read 13 bytes a logit for 14, every
+    time the two ran in one process. Frees are matched to allocations by address (the event tree's Allocation ptr).
 
     Python's cyclic garbage collector is run before the trace and held off during it: a collection inside it frees
     whatever cycles earlier code left (a DDP-wrapped module is one), which read as -132 to +4 bytes a parameter in
@@ -61,12 +65,32 @@ def allocation_trace(run) -> dict:
     finally:
         if was_enabled:
             gc.enable()
-    events = prof.profiler.kineto_results.events()
-    changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    mark = min((e.start_ns() for e in events if e.name() == BACKWARD_MARK), default=None)
-    levels = [0, *itertools.accumulate(change for _, change in changes)]
-    at_mark = None if mark is None else sum(change for at, change in changes if at < mark)
-    return {"peak": max(levels), "at_backward": at_mark, "left": levels[-1]}
+    nodes = list(_walk(prof.profiler.kineto_results.experimental_event_tree()))
+    allocations = sorted((node.start_time_ns, node.extra_fields.ptr, node.extra_fields.alloc_size)
+                         for node in nodes if type(node.extra_fields).__name__ == "_ExtraFields_Allocation")
+    mark = min((node.start_time_ns for node in nodes if node.name == BACKWARD_MARK), default=None)
+    live, level, peak, at_mark = set(), 0, 0, None
+    for at, ptr, size in allocations:
+        if mark is not None and at_mark is None and at >= mark:
+            at_mark = level
+        if size > 0:
+            live.add(ptr)
+        elif ptr in live:
+            live.remove(ptr)
+        else:
+            continue  # a block from before the trace
+        level += size
+        peak = max(peak, level)
+    if mark is not None and at_mark is None:
+        at_mark = level
+    return {"peak": peak, "at_backward": at_mark, "left": level}
+
+
+def _walk(nodes):
+    """Every node of the profiler's event tree, children after their parent."""
+    for node in nodes:
+        yield node
+        yield from _walk(node.children)
 
 
 def _per_logit(trace: dict, entries: float) -> dict:

@@ -36,6 +36,24 @@ def test_the_counter_sees_the_saved_tensors_and_the_backwards_allocations():
 
 
 @needs_torch
+def test_a_block_from_an_earlier_profiled_run_freed_inside_the_trace_is_not_counted():
+    """The profiler reports the free of a block an earlier profiled run allocated (its memory reporter kept the size):
+    counted, a DDP probe's leftover weight made the pipeline stage read 13 bytes a logit for 14. Here a 1 MB block
+    from one trace is freed inside the next, beside a 4 kB block the run allocates and keeps."""
+    import torch
+
+    earlier = []
+    loss_memory.allocation_trace(lambda: earlier.append(torch.empty(250_000)))
+    kept = []
+
+    def run():
+        earlier.clear()
+        kept.append(torch.empty(1_000))
+
+    assert loss_memory.allocation_trace(run) == {"peak": 4_000, "at_backward": None, "left": 4_000}
+
+
+@needs_torch
 def test_a_loss_that_keeps_only_the_fp32_logits_measures_four_bytes_more_than_the_logits_cast():
     """A loss that saves nothing of tokens x vocab size (a sum of the upcast logits): the peak is the 2-byte logits
     and their 4-byte copy, 6; the counter does not double-count views."""
