@@ -103,6 +103,17 @@ def test_simulate_infer_says_when_nothing_fits(cli):
     assert "none fits" in line and "fastest that fits" not in line and "inferred_fits" not in line
 
 
+def test_simulate_infer_does_not_call_the_neutral_stack_the_fastest(cli):
+    """Helper-found: --infer printed 'framework=other (the fastest that fits)' where megatron fits and is 9% faster.
+    A framework not given is the neutral stack (cost/infer.py offers only it: the stack is the run's, not a setting);
+    the line now says so, apart from the settings that were chosen for speed."""
+    code, out, _ = cli(["simulate", "--model", "llama3-8b", "--tp", "1", "--dp", "8", "--global-batch", "64", "--zero",
+                        "3", "--infer"])
+    line = next(line for line in out.splitlines() if line.startswith("inferred "))
+    assert code == 0
+    assert line.endswith("(the fastest that fits); framework=other (none given: the neutral stack)"), line
+
+
 def test_shipped_error_bands_name_the_clusters_of_the_published_runs(published_runs_csv):
     runs, _ = read_runs(published_runs_csv)
     from planner.calibrate.error_bands import shipped_clusters

@@ -112,10 +112,51 @@ def test_arrays_follow_the_codes_per_candidate():
      "recompute=selective: llm-foundry recomputes activations none or full"),
     (dict(framework="deepspeed-v0.3", dtype="fp16", recompute="selective"),
      "recompute=selective: deepspeed-v0.3 recomputes activations none or full"),
+    # Simulated with the checkpoints on the host (a 16 GiB saving on llama2-13b, 'fits: yes') while --emit refused it.
+    (dict(framework="fsdp", zero=3, dp=8, global_batch=8, recompute="full", activation_offload=True),
+     "activation_offload=1: fsdp keeps activation checkpoints on the GPU"),
+    (dict(framework="megatron", zero=1, dp=8, global_batch=8, recompute="full", activation_offload=True),
+     "activation_offload=1: megatron keeps activation checkpoints on the GPU"),
+    (dict(framework="megascale", zero=1, dp=8, global_batch=8, recompute="full", activation_offload=True),
+     "activation_offload=1: megascale keeps"),
+    (dict(framework="megatron", cp=2, dp=4, global_batch=8, flash_attention=False),
+     "flash_attention=0 with cp\\(2\\) > 1: megatron runs context parallelism only in its flash or fused"),
 ])
 def test_a_layout_the_stack_cannot_run_is_refused(layout, reason):
     with pytest.raises(PlannerInputError, match=reason):
         check_layout(PRESETS["gpt2-xl"], Layout(**layout))
+
+
+def test_the_stacks_that_keep_checkpoints_on_the_host_run_activation_offload():
+    """DeepSpeed's cpu_checkpointing, llm-foundry's activation_cpu_offload, JAX's offloading remat policies; the neutral
+    stack runs what it is given."""
+    for name in ("deepspeed", "deepspeed-v0.3", "deepspeed-v0.2", "llm-foundry", "jax", "other"):
+        stages = sorted(FRAMEWORKS[name].zero_stages - {0})
+        check_layout(PRESETS["gpt2-xl"], Layout(framework=name, zero=stages[-1], dp=8, global_batch=8,
+                                                recompute="full", activation_offload=True,
+                                                dtype=FRAMEWORKS[name].default_dtype))
+
+
+@pytest.mark.parametrize("seq_len, refused", [(1026, True), (1028, False)])
+def test_megatron_context_parallelism_needs_two_chunks_per_rank_in_simulate_and_the_searches(seq_len, refused):
+    """Megatron splits the sequence into 2 x cp load-balanced chunks (training/arguments.py:1335-1338 at d98e8a6):
+    seq 1026 at cp 2 divides by cp but not into 4 chunks. simulate accepted it while --emit refused it, and the
+    searches' cp filter (seq_len % cp) let it through; fsdp and other have no such rule."""
+    from planner.search.space import stack_runs
+
+    model = PRESETS["gpt2-xl"].model_copy(update={"seq_len": seq_len})
+    megatron = Layout(framework="megatron", cp=2, dp=4, global_batch=8)
+    if refused:
+        with pytest.raises(PlannerInputError, match=f"seq_len\\({seq_len}\\) is not a multiple of 2 \\* cp\\(2\\) = 4"):
+            check_layout(model, megatron)
+    else:
+        check_layout(model, megatron)
+    check_layout(model, Layout(framework="fsdp", cp=2, dp=4, zero=3, global_batch=8))
+    stacks = [FRAMEWORKS["megatron"], FRAMEWORKS["fsdp"]]
+    one = np.ones(4, dtype=np.int64)
+    runs = stack_runs(stacks, np.array([0, 0, 1, 1]), np.array([1, 1, 3, 3]), one, one, one,
+                      np.array([1, 2, 1, 2]), np.array([8, 4, 8, 4]), seq_len=seq_len)
+    assert runs.tolist() == [True, not refused, True, True]
 
 
 def test_every_stack_runs_without_recompute_and_names_only_layout_modes():

@@ -133,7 +133,8 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
 
     Settings the row leaves empty are inferred: mlp, dtype and zero as its stack's users run them
     (_defaults_for_empty_cells), micro-batch, recompute, interleaving, sequence parallelism, flash attention
-    and framework as the fastest that fits (`cost.infer`); pass a dict as `inferred` to learn which."""
+    as the fastest that fits, and an empty framework as `other`, the neutral stack (`cost.infer`); pass a dict
+    as `inferred` to learn which."""
     where = run.origin or f"row {run.id}"
     if (problem := status_problem(run)) is not None:
         raise PlannerInputError(f"{where}: {problem}")

@@ -27,7 +27,8 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--infer", action="store_true",
                         help="fill the settings not given (micro-batch, recompute, vpp, sequence parallelism, flash "
-                             "attention, framework) with the fastest that fits, and say which were inferred")
+                             "attention) with the fastest that fits, and say which were inferred; a --framework not "
+                             "given is 'other', the neutral stack (the stack is the run's, not a setting to tune)")
     parser.add_argument("--list-models", action="store_true", help="list model presets and exit")
     emit = parser.add_mutually_exclusive_group()
     emit.add_argument("--emit", metavar="DIR", type=output_path,

@@ -18,10 +18,14 @@ def _hierarchy_text(layout) -> str:
 def _inferred_text(inferred: dict) -> str:
     """The settings --infer filled, and on what ground: the fastest that fits, or (cost/infer.py) when no choice
     fits, the one that needs the least memory."""
-    settings = ", ".join(f"{k}={v}" for k, v in inferred.items() if k != "inferred_fits")
+    settings = ", ".join(f"{k}={v}" for k, v in inferred.items() if k not in ("inferred_fits", "framework"))
     ground = ("none fits: the one needing the least memory" if inferred.get("inferred_fits") is False
               else "the fastest that fits")
-    return f"inferred {settings} ({ground})"
+    text = f"inferred {settings} ({ground})" if settings else ""
+    if "framework" in inferred:  # not chosen among stacks: the neutral one (cost/infer.py)
+        stack = f"framework={inferred['framework']} (none given: the neutral stack)"
+        text = f"{text}; {stack}" if text else f"inferred {stack}"
+    return text
 
 
 def goodput_text(g: dict) -> str:

@@ -64,8 +64,8 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.is_moe and model.bias and layout.expert_tp > 1:  # TC:2612-2615
         problems.append(f"bias with etp({layout.expert_tp}) > 1: Megatron-Core supports expert biases only at etp 1")
     # (Interleaving with fewer than pp micro-batches a step is refused by the stack's data: frameworks.megatron.)
-    if layout.activation_offload:  # no CPU activation checkpointing in Megatron-Core's GPT training
-        problems.append("activation_offload: Megatron-LM has no CPU activation checkpointing for pretrain_gpt.py")
+    # (Activation checkpoints kept on the host, context parallelism's 2 x cp chunks and its fused attention are the
+    # stack's data, frameworks.megatron, which simulate and the searches check too.)
     # The fused loss a plan prices (Layout.loss_fusion, frameworks/megatron.py) is Transformer Engine's, which
     # validate_args refuses (MP:1697-1702: "disabled due to stability issues", NVIDIA/Megatron-LM#5115, 2026-06-03);
     # the 'native' fusion it allows holds 10 bytes per logit where the unfused loss holds 6 (torch.compile'd:
@@ -86,16 +86,6 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     if model.mtp_layers and model.position != "rotary":  # MP:881-886: rope or none only
         problems.append(f"mtp_layers with position={model.position}: Megatron's multi-token prediction takes rotary "
                         "(or no) position embeddings only")
-    if layout.cp > 1 and model.seq_len % (2 * layout.cp):  # MP:1335-1338: load-balanced causal chunks, 2 per rank
-        problems.append(f"seq_len({model.seq_len}) is not a multiple of 2 * cp({layout.cp}) = {2 * layout.cp}: "
-                        "Megatron's context parallelism splits the sequence into 2 * cp chunks")
-    # --attention-backend unfused leaves Transformer Engine only its unfused attention (core/models/common/
-    # language_module/language_module.py:141-144), which TE disables under context parallelism
-    # (NVIDIA/TransformerEngine@d0067d0 pytorch/attention/dot_product_attention/utils.py:1169-1173): no backend is left
-    # and DotProductAttention raises (dot_product_attention.py:2162).
-    if not layout.flash_attention_on and layout.cp > 1:
-        problems.append(f"flash_attention=0 with cp({layout.cp}) > 1: Transformer Engine's context parallelism runs "
-                        "only its flash or fused attention, not the unfused one")
     if model.positions < model.seq_len:  # MP:1353-1356
         problems.append(f"max_positions({model.positions}) < seq_len({model.seq_len}): Megatron needs "
                         "--max-position-embeddings >= --seq-length")

@@ -114,8 +114,6 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
         problems.append("recompute=selective: torchtitan's selective AC recomputes every nth layer or, op-level, every "
                         "second matmul (distributed/activation_checkpoint.py:27-49, 106-122), not the attention core "
                         "the plan priced; plan recompute none or full")
-    if layout.activation_offload:
-        problems.append("activation_offload: torchtitan's activation checkpointing keeps checkpoints on the GPU")
     if model.attention_window:
         problems.append(f"attention_window={model.attention_window}: torchtitan's llama3 attention is full causal")
     return problems

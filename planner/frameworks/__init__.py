@@ -210,6 +210,11 @@ def model_unsupported(framework: str, model, layout=None) -> list[str]:
     if layout is not None and layout.pp > 1 and model.tied_embeddings and not stack.ties_embeddings_across_pipeline:
         return [f"tied_embeddings with pp({layout.pp}) > 1: {framework} ties the output layer to the embedding only "
                 "without pipelining (set pp 1, or --tied-embeddings 0)"]
+    chunks = stack.context_parallel_chunks_per_rank * (layout.cp if layout is not None else 1)
+    if layout is not None and layout.cp > 1 and model.seq_len % chunks:
+        return [f"seq_len({model.seq_len}) is not a multiple of {stack.context_parallel_chunks_per_rank} * "
+                f"cp({layout.cp}) = {chunks}: {framework} splits the sequence into "
+                f"{stack.context_parallel_chunks_per_rank} chunks per context-parallel rank"]
     return []
 
 
@@ -227,6 +232,12 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(reason)
     if layout.cp > 1 and not stack.supports_context_parallel:
         problems.append(f"cp({layout.cp}) > 1: {framework} has no context parallelism")
+    elif layout.cp > 1 and not layout.flash_attention_on and stack.context_parallel_needs_fused_attention:
+        problems.append(f"flash_attention=0 with cp({layout.cp}) > 1: {framework} runs context parallelism only in its "
+                        "flash or fused attention kernels, not the unfused one (plan --flash-attention 1, or cp 1)")
+    if layout.activation_offload and not stack.offloads_activation_checkpoints:
+        problems.append(f"activation_offload=1: {framework} keeps activation checkpoints on the GPU; it has no host "
+                        "copy of them (plan --activation-offload 0)")
     if layout.zero not in stack.zero_stages:
         problems.append(f"zero={layout.zero}: {framework} supports stages {sorted(stack.zero_stages)}")
     if layout.pp > 1 and layout.zero > stack.max_zero_with_pipeline:

@@ -390,6 +390,22 @@ class Framework:
     # v0.3.14 activation_checkpointing/checkpointing.py:498) and get_full_inputs(device=cuda_device) back, its
     # transport stream commented out (v0.3.14 :630-632). cost/offload.py activation_copies.
     activation_offload_blocking: bool = False
+    # Whether the stack keeps full recompute's activation checkpoints on the host (Layout.activation_offload):
+    # DeepSpeed's activation_checkpointing.cpu_checkpointing (runtime/activation_checkpointing/checkpointing.py),
+    # llm-foundry's fsdp_config.activation_cpu_offload (its README, "as a last resort"), JAX's offloading remat
+    # policies. Megatron-Core's cpu_offloading refuses activation recomputation ("CPU offloading does not work when
+    # activation recomputation is enabled", NVIDIA/Megatron-LM@d98e8a6 megatron/core/transformer/transformer_config.py:
+    # 1896-1899), and torchtitan's activation checkpointing has no host copy (pytorch/torchtitan@b5bcd76c
+    # distributed/activation_checkpoint.py; its enable_cpu_offload moves parameters, gradients and optimizer states,
+    # config/configs.py:70-72).
+    offloads_activation_checkpoints: bool = True
+    # Context parallelism's split of the sequence: chunks per cp rank (the sequence must divide into cp x this many)
+    # and whether only the stack's fused attention kernels run it. Megatron-Core with Transformer Engine splits it
+    # into 2 x cp load-balanced causal chunks (megatron/training/arguments.py:1335-1338 at d98e8a6) and TE disables
+    # its unfused attention under context parallelism (NVIDIA/TransformerEngine@d0067d0 pytorch/attention/
+    # dot_product_attention/utils.py:1169-1173), so no backend is left without flash or fused attention.
+    context_parallel_chunks_per_rank: int = 1
+    context_parallel_needs_fused_attention: bool = False
     # Memory-bound kernels the stack's model code runs beyond the fused path the cost model's elementwise term stands
     # for (planner.cost.layer_compute.unfused_elementwise_bytes), in accesses of one activation element (a read or a
     # write of 2 bytes in 16-bit training) per element of the tensor they touch, per layer, micro-batch and tp rank:

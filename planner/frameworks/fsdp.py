@@ -36,6 +36,7 @@ FSDP = Framework(
     # parameters, gradients and optimizer state together (training.enable_cpu_offload); bf16 or fp32
     # parameters (training.mixed_precision_param), fp8 through float8 linears, no fp16.
     zero_stages=frozenset({0, 2, 3}), replicated_dp_alone=True, offload_modes=frozenset({"optimizer+params"}),
+    offloads_activation_checkpoints=False,  # activation checkpoints stay on the GPU (base.py, cited there)
     nvme_offload_zero_stages=frozenset(),  # CPUOffload / CPUOffloadPolicy: host memory, no NVMe target
     # A torchtitan run that does not say: data_parallel_shard_degree = -1 shards over every data-parallel rank
     # (FSDP full shard, ZeRO-3) and mixed_precision_param = "bfloat16" (torchtitan/config/configs.py:133, 94).

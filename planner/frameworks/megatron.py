@@ -47,6 +47,8 @@ MEGATRON = Framework(
     # step's micro-batches (core/pipeline_parallel/schedules.py:1160-1168, NVIDIA/Megatron-LM@d98e8a64).
     interleaving_needs_pp_micro_batches=True,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=False,
+    # No host copy of recompute's checkpoints; cp in 2 x cp chunks, on fused attention only (base.py, cited there).
+    offloads_activation_checkpoints=False, context_parallel_chunks_per_rank=2, context_parallel_needs_fused_attention=True,
     # Context parallelism's buffers: Transformer Engine's AttnFuncWithCPAndKVP2P (cp_comm_type "p2p", Megatron-Core's
     # default), read at NVIDIA/TransformerEngine v2.18 (27486e03) transformer_engine/pytorch/attention/
     # dot_product_attention/context_parallel.py (the same buffers in v1.13, v2.4, v2.8). Forward: every received K/V

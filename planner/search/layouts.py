@@ -244,7 +244,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     chosen = options[option_index].reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
-    runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings)
+    runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len, dtype)
     # What each row's stack runs of its tp (_tp_runs: what tp splits, with sequence parallelism each rank's sequence).
     runs &= _tp_runs(model, placements, stacks)[p_index[rows], f, sp]
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
@@ -320,8 +320,9 @@ def _state_skeleton(model: ModelSpec, placements: np.ndarray, options: np.ndarra
     state = np.tile(np.arange(len(states)), len(placements))
     tp, cp, pp, vpp, dp = (placements[placement, k] for k in range(5))
     zero, offload, dpo, f = states[state].T
-    # Sequence parallelism is not a state column: a state is kept where its tp runs with it on or off.
-    keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings)
+    # Sequence parallelism is not a state column: a state is kept where its tp runs with it on or off. The dtype's
+    # attention rule is left to enumerate_layouts (bf16, the default, refuses the fewest: a superset is safe here).
+    keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len)
                           & _tp_runs(model, placements, stacks).any(axis=2)[placement, f])
     none = np.full(len(placement), RECOMPUTE_CODES["none"], dtype=np.int64)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, none, f, stacks)

@@ -155,8 +155,10 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     # What the stack runs (stack_runs: ZeRO only with ranks to shard over; e.g. pipelining with ZeRO-1 at most on
     # Megatron and DeepSpeed, ZeRO-3 on torchtitan; a tied model's pipeline where the stack ties across it).
     tied = np.array([model.tied_embeddings for model in models], dtype=bool)
+    seq_lens = np.array([model.seq_len for model in models])
     runs = stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp,
-                      tied_embeddings=tied[model_index[p_index]] if tied.any() else False)
+                      tied_embeddings=tied[model_index[p_index]] if tied.any() else False,
+                      seq_len=seq_lens[model_index[p_index]])
     if kv_multiple.any() and not kv_multiple.all():  # tp a multiple of the kv heads: only the stacks that run it
         kv_heads = np.array([m.kv for m in models])[model_index[p_index]]
         runs &= kv_multiple[f] | (kv_heads % tp_p == 0)
@@ -275,13 +277,17 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
 
 
 def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None,
-               tied_embeddings=False) -> np.ndarray:
+               tied_embeddings=False, seq_len=None, dtype: str = "bf16") -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
     only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
     it allows it, interleaving, context, tensor and pipeline parallelism where it has them, and (given the rows'
     `dp_comm_overlap`) a reduce overlap beside pipelining only where the stack overlaps it there
     (Framework.reduce_overlaps_with_pipeline), and a tied model's pipeline only where the stack ties across it
-    (Framework.ties_embeddings_across_pipeline; `tied_embeddings` per row or for all). The rows' ZeRO stage and offload mode are the
+    (Framework.ties_embeddings_across_pipeline; `tied_embeddings` per row or for all), and (given the rows'
+    `seq_len`) context parallelism where the sequence divides into the stack's chunks per cp rank
+    (Framework.context_parallel_chunks_per_rank, as frameworks.model_unsupported refuses), on fused attention where
+    the stack needs it (Framework.context_parallel_needs_fused_attention: the searched layouts run the stack's default
+    attention in `dtype`, frameworks.flash_attention_by_default, unfused in fp32 on Megatron). The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
@@ -307,6 +313,12 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
         ok &= ~(np.asarray(dp_comm_overlap, dtype=bool) & (pp > 1) & ~per_stack("reduce_overlaps_with_pipeline"))
     if np.any(tied_embeddings):
         ok &= ~np.asarray(tied_embeddings, dtype=bool) | (pp == 1) | per_stack("ties_embeddings_across_pipeline")
+    if seq_len is not None:
+        ok &= (cp == 1) | (np.asarray(seq_len) % (cp * per_stack("context_parallel_chunks_per_rank")) == 0)
+    needs_fused = per_stack("context_parallel_needs_fused_attention")
+    if np.any(needs_fused):
+        fused = np.array([s.flash_attention_default and dtype in s.fused_attention_dtypes for s in stacks])
+        ok &= (cp == 1) | ~needs_fused | fused[index]
     return ok
 
 

@@ -73,7 +73,9 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     vpp_options = [v for v in (1, 2, 3, 4)
                    if v == 1 or (pp > 1 and pp * v <= model.layers and stack.supports_interleaving)]
     vpp = fixed.get("vpp", draw(st.sampled_from(vpp_options)))
-    cp_options = [c for c in (1, 2, 4) if model.seq_len % c == 0 and tp * pp * c <= capacity
+    # The sequence splits into the stack's chunks per cp rank (Framework.context_parallel_chunks_per_rank).
+    cp_options = [c for c in (1, 2, 4) if model.seq_len % (c * (stack.context_parallel_chunks_per_rank if c > 1 else 1)) == 0
+                  and tp * pp * c <= capacity
                   and (c == 1 or stack.supports_context_parallel)]
     cp = fixed.get("cp", draw(st.sampled_from(cp_options)))
     most_dp = max(1, capacity // (tp * pp * cp))
@@ -91,7 +93,10 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     # A count the stack's pipeline schedule runs (Megatron interleaving, torch 1F1B: at least pp; torch
     # interleaving: rounds that divide it).
     accumulation = int(runnable_micro_batches(micro_batch_rules(stack), pp, vpp, accumulation))
-    dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes]
+    # Context parallelism only on fused attention where the stack needs it (Framework.context_parallel_needs_fused_attention).
+    fused_only = cp > 1 and stack.context_parallel_needs_fused_attention
+    dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes
+              and (not fused_only or d in stack.fused_attention_dtypes)]
     dtype = fixed.get("dtype", draw(st.sampled_from(dtypes)))
     layout = Layout(
         tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,
@@ -105,8 +110,8 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
         seq_parallel=fixed.get("seq_parallel", draw(st.booleans()) if (model.seq_len // cp) % tp == 0 else False),
         dtype=dtype,
         # Fused attention only in the dtypes the stack's kernels take (Framework.fused_attention_dtypes).
-        flash_attention=fixed.get("flash_attention", draw(st.booleans()) if dtype in stack.fused_attention_dtypes
-                                  else False),
+        flash_attention=fixed.get("flash_attention", True if fused_only else draw(st.booleans())
+                                  if dtype in stack.fused_attention_dtypes else False),
         framework=framework,
         # An explicit overlap only where the stack runs one (DeepSpeed's ZeRO-0 and its pipeline engine reduce after
         # backward).
@@ -135,7 +140,7 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
 def _hierarchy(draw, layout: Layout, stack, gpus_per_node: int) -> dict:
     """ZeRO-3 hierarchy options (ZeRO++, shard and gradient groups, tiling) the stack runs, valid for the layout."""
     update = {}
-    if layout.recompute == "full" and draw(st.booleans()):
+    if layout.recompute == "full" and stack.offloads_activation_checkpoints and draw(st.booleans()):
         update["activation_offload"] = True
     if layout.zero != 3 or not draw(st.booleans()):
         return update
