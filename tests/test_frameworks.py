@@ -127,6 +127,21 @@ def test_a_layout_the_stack_cannot_run_is_refused(layout, reason):
         check_layout(PRESETS["gpt2-xl"], Layout(**layout))
 
 
+def test_an_overlap_the_user_did_not_set_is_not_named_beside_the_real_reason():
+    """Helper-found: ZeRO-3 on megatron-2022 was refused for its stages and for 'dp_comm_overlap at zero=3 ... (set
+    --dp-comm-overlap 0)', an overlap that is only the ZeRO-3 default. Named when the user set it, or when it is the
+    only reason."""
+    with pytest.raises(PlannerInputError) as refused:
+        check_layout(PRESETS["gpt2-xl"], Layout(framework="megatron-2022", zero=3, tp=2, dp=4, global_batch=8))
+    assert "supports stages [0, 1]" in str(refused.value) and "dp_comm_overlap" not in str(refused.value)
+    with pytest.raises(PlannerInputError, match="dp_comm_overlap at zero=3"):
+        check_layout(PRESETS["gpt2-xl"], Layout(framework="megatron-2022", zero=3, tp=2, dp=4, global_batch=8,
+                                                dp_comm_overlap=True))
+    with pytest.raises(PlannerInputError, match="^layout: dp_comm_overlap at zero=0"):  # the only reason
+        check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed", zero=0, dp=4, global_batch=8,
+                                                dp_comm_overlap=True))
+
+
 def test_the_stacks_that_keep_checkpoints_on_the_host_run_activation_offload():
     """DeepSpeed's cpu_checkpointing, llm-foundry's activation_cpu_offload, JAX's offloading remat policies; the neutral
     stack runs what it is given."""

@@ -259,15 +259,21 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if stack.replicated_dp_alone and layout.zero == 0 and (layout.cp > 1 or (layout.dp > 1 and layout.tp * layout.pp > 1)):
         problems.append(f"zero=0 with tp, pp or cp > 1: {framework} runs replicated data parallelism only as the sole "
                         "parallelism and shards parameters over context-parallel ranks")
+    # The overlap's problems after the others: where the user did not set it, it is the stack's default at that
+    # ZeRO stage, which a layout the stack cannot run anyway (ZeRO-3 on megatron-2022, ZeRO-3 with deepspeed's
+    # pipeline) turns on; naming a flag the user never gave beside the real reason only confuses.
+    overlap_problems = []
     if layout.zero == 0 and layout.dp > 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_at_zero0:
-        problems.append(f"dp_comm_overlap at zero=0: {framework} all-reduces the gradients after backward at ZeRO-0, "
+        overlap_problems.append(f"dp_comm_overlap at zero=0: {framework} all-reduces the gradients after backward at ZeRO-0, "
                         "behind nothing (set --dp-comm-overlap 0, or zero >= 1)")
     if layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_when_sharded:
-        problems.append(f"dp_comm_overlap at zero={layout.zero}: {framework}'s sharded optimizer reduce-scatters the "
+        overlap_problems.append(f"dp_comm_overlap at zero={layout.zero}: {framework}'s sharded optimizer reduce-scatters the "
                         "gradients after backward, behind nothing (set --dp-comm-overlap 0)")
     if layout.pp > 1 and layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_with_pipeline:
-        problems.append(f"dp_comm_overlap with pp({layout.pp}) > 1: {framework}'s pipeline engine reduces the gradients "
+        overlap_problems.append(f"dp_comm_overlap with pp({layout.pp}) > 1: {framework}'s pipeline engine reduces the gradients "
                         "after the last backward, behind nothing (set --dp-comm-overlap 0)")
+    if layout.dp_comm_overlap is not None or not problems:
+        problems += overlap_problems
     if layout.flash_attention and layout.dtype not in stack.fused_attention_dtypes:
         problems.append(f"flash_attention=1 with dtype={layout.dtype}: {framework}'s fused attention takes "
                         f"{', '.join(sorted(stack.fused_attention_dtypes))} (plan --flash-attention 0, or a 16-bit dtype)")

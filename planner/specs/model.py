@@ -97,7 +97,8 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _check_shape(self) -> "ModelSpec":
         if self.head_dim is None and self.attention == "mha" and self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) unless head_dim is given")
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) unless head_dim is given "
+                             "(a model YAML's head_dim key)")
         if self.heads % self.kv:
             raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv})")
         mla = (self.kv_lora_rank, self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim)
