@@ -32,7 +32,7 @@ def add_fixed_model_arguments(parser, outputs: bool = True) -> None:
                        help="scaling efficiency below which a sweep stops adding GPUs (default 0.8)")
     if outputs:
         group.add_argument("--all-layouts", metavar="OUT.csv", type=output_path, help="write every scored layout (feasible or not, with the reason)")
-        group.add_argument("--emit", metavar="DIR", type=output_path, help="write the chosen layout's launch config for its stack")
+        group.add_argument("--emit", metavar="DIR", type=output_path, help="write the chosen plan's launch config for its stack (a budget plan or a fixed model's)")
         group.add_argument("--moe", action="store_true",
                            help="with --budget: the best dense and the best mixture-of-experts plan side by side "
                                 "(Krajewski et al. 2024 laws)")

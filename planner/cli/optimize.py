@@ -19,7 +19,8 @@ def register(subparsers, name: str) -> None:
     parser.add_argument("--report", metavar="OUT.html", type=output_path,
                         help="also write the review document (OUT.html, OUT.md and OUT_figures/), as `planner report` does")
     parser.add_argument("--emit-deepspeed", metavar="DIR", type=output_path,
-                        help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for the plan")
+                        help="also write ds_config.json, Megatron-DeepSpeed arguments, a hostfile and launch.sh for a budget "
+                             "plan (with --model or --params: --emit DIR, for the chosen layout's own stack)")
     parser.add_argument("--force", action="store_true", help="overwrite files written by --report/--emit-deepspeed/--emit/--all-layouts")
     parser.set_defaults(run=run)
 
