@@ -64,6 +64,22 @@ def test_ranks_sharing_a_nic_share_its_bandwidth():
     assert group_links(cluster, 8, 8).inter_bytes_per_s == pytest.approx(HDR_PER_DIRECTION / 8, rel=1e-12)
 
 
+@pytest.mark.parametrize("topology", ["rail-optimized", "fat-tree"])
+def test_more_nics_than_gpus_add_their_bandwidth(topology):
+    """AWS p5's 32 EFA NICs of 100 Gb/s on 8 GPUs: NCCL spreads each GPU's channels over its 4 local NICs (topo.cc
+    ncclTopoGetLocalNetType), so a GPU reaches 400 Gb/s, as 8 NICs of 400 Gb/s would. Each GPU was tied to one NIC
+    and the other three carried nothing: a quarter of the bandwidth. 12 NICs give each GPU 1.5 NICs' worth."""
+    gbit = 1e9 / 8
+    p5 = _spec(network={"topology": topology, "nics_per_node": 32, "nic_bandwidth": "100 Gb/s"})
+    wide = _spec(network={"topology": topology, "nics_per_node": 8, "nic_bandwidth": "400 Gb/s"})
+    for size, stride in ((8, 8), (16, 8), (64, 1), (4, 16)):
+        assert group_links(p5, size, stride).inter_bytes_per_s == pytest.approx(
+            group_links(wide, size, stride).inter_bytes_per_s, rel=1e-12)
+    assert group_links(p5, 8, 8).inter_bytes_per_s == pytest.approx(400 * gbit, rel=1e-12)
+    twelve = _spec(network={"topology": topology, "nics_per_node": 12, "nic_bandwidth": "100 Gb/s"})
+    assert group_links(twelve, 8, 8).inter_bytes_per_s == pytest.approx(150 * gbit, rel=1e-12)
+
+
 def test_oversubscribed_fat_tree_divides_the_spine_share():
     flat = _spec(network={"topology": "fat-tree", "oversubscription": 1.0})
     tapered = _spec(network={"topology": "fat-tree", "oversubscription": 4.0})

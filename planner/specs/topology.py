@@ -65,13 +65,27 @@ def _link(graph: nx.DiGraph, a, b, bytes_per_s: float, latency_s: float, weight:
     graph.add_edge(b, a, bytes_per_s=bytes_per_s, latency_s=latency_s, weight=weight)
 
 
+def network_ports(nics_per_node: int, gpus_per_node: int, nic_bytes_per_s: float) -> tuple[int, float]:
+    """The node's NICs as the graph holds them: (ports, bytes/s per port and direction).
+
+    Up to one NIC a GPU, each NIC is a port and GPUs share them evenly. With more NICs than GPUs (AWS p5: 32 EFA
+    NICs of 100 Gb/s on 8 H100s), NCCL gives each GPU DIVUP(NICs, GPUs) of its local NICs and spreads its channels
+    over them, channel c on the GPU's first NIC + c (NVIDIA/nccl@5067397c src/graph/topo.cc:2057-2072
+    ncclTopoGetLocalNetType, NETDEVS_POLICY_AUTO): one port a GPU carrying NICs / GPUs times a NIC's bandwidth,
+    which is every NIC's share when all GPUs send at once (the rings every phase here runs)."""
+    nics = max(nics_per_node, 1)
+    if nics <= gpus_per_node:
+        return nics, nic_bytes_per_s
+    return gpus_per_node, nic_bytes_per_s * nics / gpus_per_node
+
+
 def build_graph(cluster: ClusterSpec, nodes: int) -> nx.DiGraph:
     """The cluster as a directed graph; each edge carries `bytes_per_s` and `latency_s` for its direction."""
     graph = nx.DiGraph()
     gpn = cluster.gpus_per_node
     up = cluster.node.scale_up
     net = cluster.network
-    nics = max(net.nics_per_node, 1)
+    nics, nic_bytes_per_s = network_ports(net.nics_per_node, gpn, net.nic_bytes_per_s_per_direction)
     package = cluster.node.package
     # With a package level, a path through the package link (weight 1) beats one through the fabric (2).
     graph.graph["weighted"] = package is not None
@@ -91,13 +105,13 @@ def build_graph(cluster: ClusterSpec, nodes: int) -> nx.DiGraph:
             continue
         for j in range(nics):
             nic = ("nic", node, j)
-            bandwidth = net.nic_bytes_per_s_per_direction
+            bandwidth = nic_bytes_per_s
             if net.topology == "rail-optimized":
                 _link(graph, nic, ("rail", j), bytes_per_s=bandwidth, latency_s=net.latency_s / 2)
             else:
                 _link(graph, nic, ("leaf", node), bytes_per_s=bandwidth, latency_s=net.latency_s / 4)
         if net.topology != "rail-optimized":
-            spine_share = nics * net.nic_bytes_per_s_per_direction / net.oversubscription
+            spine_share = nics * nic_bytes_per_s / net.oversubscription
             _link(graph, ("leaf", node), "spine", bytes_per_s=spine_share, latency_s=net.latency_s / 4)
     return graph
 
