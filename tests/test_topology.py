@@ -80,6 +80,17 @@ def test_more_nics_than_gpus_add_their_bandwidth(topology):
     assert group_links(twelve, 8, 8).inter_bytes_per_s == pytest.approx(150 * gbit, rel=1e-12)
 
 
+def test_a_taper_on_a_rail_fabric_is_refused_not_ignored():
+    """Audit-found: a rail-optimized spec's oversubscription was read and changed nothing (no ring crosses a spine in
+    the rail graph). Refused with the key and what to write instead; 1 stays valid."""
+    from planner.errors import PlannerInputError
+
+    with pytest.raises(PlannerInputError, match="oversubscription 2 with topology rail-optimized: .* describe a "
+                                                "tapered fabric as fat-tree"):
+        _spec(network={"topology": "rail-optimized", "oversubscription": 2.0})
+    assert _spec(network={"topology": "rail-optimized", "oversubscription": 1.0}).network.oversubscription == 1.0
+
+
 def test_oversubscribed_fat_tree_divides_the_spine_share():
     flat = _spec(network={"topology": "fat-tree", "oversubscription": 1.0})
     tapered = _spec(network={"topology": "fat-tree", "oversubscription": 4.0})

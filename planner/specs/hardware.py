@@ -253,6 +253,17 @@ class Network(_Frozen):
             raise ValueError(f"a dragonfly block needs topology: dragonfly (got {self.topology})")
         return self
 
+    @model_validator(mode="after")
+    def _taper_only_where_a_spine_carries_traffic(self) -> "Network":
+        # A rail-optimized fabric here joins each NIC to its rail and nothing crosses a spine: a ring between GPUs on
+        # different rails goes over the node's scale-up link to the GPU on the right rail first, as NCCL's PXN does
+        # (specs/topology.build_graph). A taper would be read and change nothing.
+        if self.topology == "rail-optimized" and self.oversubscription != 1.0:
+            raise ValueError(f"oversubscription {self.oversubscription:g} with topology rail-optimized: rails carry the "
+                             "traffic without crossing a spine, so a taper changes nothing; describe a tapered fabric "
+                             "as fat-tree, or set oversubscription: 1")
+        return self
+
 
 class Reliability(_Frozen):
     """Inputs to goodput: failures per GPU-time and checkpoint write speed."""
