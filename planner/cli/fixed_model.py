@@ -184,6 +184,7 @@ def solve_fixed_model(args):
                             frameworks=parse_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
                             min_headroom=args.min_headroom or 0.0, hierarchy=search_hierarchy(args),
+                            counts_listed=bool(args.gpus),
                             **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
 
 

@@ -104,6 +104,9 @@ class FixedModelPlan:
     # the limits they miss ("violates": ["deadline", "budget"]).
     runners_up: list[dict] = field(default_factory=list)
     runners_up_set_aside: list[dict] = field(default_factory=list)
+    # The counts were the user's own list (--gpus), not the cluster's grid up to --max-gpus: the hint for a plan too
+    # slow then asks for larger counts in that list.
+    counts_listed: bool = False
     # Set when the chosen plan meets --deadline / --budget at its point estimate but not at the slow end of its
     # step-time band (where_the_band_meets_limits): the limits it then misses, and where a plan meets them there.
     band_check: dict | None = None
@@ -169,7 +172,8 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                      global_batch: int | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str | None = None,
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
                      batch_rule: str = "step-law", min_headroom: float = 0.0,
-                     moe_load_imbalance: float = 1.0, hierarchy: tuple = LOSSLESS_HIERARCHY) -> FixedModelPlan:
+                     moe_load_imbalance: float = 1.0, hierarchy: tuple = LOSSLESS_HIERARCHY,
+                     counts_listed: bool = False) -> FixedModelPlan:
     """Evaluate GPU counts and choose one (module docstring). `moe_load_imbalance`: MoE models' busiest
     expert rank's load over the mean (layout.Layout.moe_load_imbalance); `hierarchy` False searches flat
     ZeRO-3 only (no ZeRO++ / MiCS / HSDP: search_layouts). `dtype` None: the cluster's own training format
@@ -179,7 +183,7 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                   batch_rule=batch_rule, min_headroom=min_headroom, moe_load_imbalance=moe_load_imbalance,
                   hierarchy=hierarchy)
     options = sorted(set(int(g) for g in gpu_options))
-    result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None,
+    result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None, counts_listed=counts_listed,
                             assumptions={"frameworks": list(frameworks), "dtype": dtype, "knee": knee,
                                          "global_batch": global_batch, "batch_rule": batch_rule,
                                          "deadline_s": deadline_s, "budget_gpu_hours": None if budget_gpu_s is None
@@ -473,6 +477,8 @@ def _more_gpus_hint(result: FixedModelPlan) -> str:
     if max(c.gpus for c in result.counts) >= capacity:
         return (f"the cluster's {capacity:,} GPUs were searched: allow a longer --deadline, or a cluster spec with more "
                 "nodes (max_nodes)")
+    if result.counts_listed:
+        return "give larger counts (--gpus) or a longer --deadline"
     return "allow more GPUs (--max-gpus) or a longer --deadline"
 
 

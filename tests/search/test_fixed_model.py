@@ -544,6 +544,10 @@ def test_a_deadline_the_whole_cluster_misses_says_so_not_more_gpus(optimize):
                                    r"[\d.]+ days at the best FLOP rate\)", out)
     code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1T", "--deadline", "14d", "--max-gpus", "64")
     assert code == 1 and "allow more GPUs (--max-gpus) or a longer --deadline" in out
+    # A list of counts asks for larger counts in the list: --max-gpus does not apply to it.
+    code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1T", "--deadline", "60d", "--gpus", "8,16")
+    assert code == 1 and ("the deadline binds: the fastest plan (16 GPUs) needs 64.6 days (deadline 60.0 d); give "
+                          "larger counts (--gpus) or a longer --deadline") in out
 
 
 def test_budget_mode_refuses_a_gpu_list(optimize):
