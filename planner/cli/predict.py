@@ -322,9 +322,17 @@ def format_result(result: dict) -> str:
 def prediction_schedule(args, total_steps: int):
     """LR / peak per step for --schedule."""
     warmup = int(round(args.warmup * total_steps))
+    if warmup >= total_steps and args.schedule != "wsd":
+        # A cosine that never starts decaying (or a constant LR never reached) is not the schedule asked for.
+        raise PlannerInputError(f"--warmup {args.warmup:g}: the warm-up takes all {total_steps} steps, leaving none for "
+                                f"the {args.schedule} schedule; give a fraction below 1")
     if args.schedule == "cosine":
         return cosine_schedule(total_steps, warmup)
     cooldown = int(round(args.cooldown * total_steps)) if args.schedule == "wsd" else 0
+    if args.schedule == "wsd" and args.cooldown > 0 and cooldown == 0:
+        # The header would say the cool-down it was asked for while the curve had none.
+        raise PlannerInputError(f"--cooldown {args.cooldown:g} of {total_steps} steps is no whole step; give more "
+                                "--steps or a longer --cooldown (or --schedule constant)")
     if warmup + cooldown > total_steps:
         raise PlannerInputError(f"--warmup {args.warmup:g} + --cooldown {args.cooldown:g}: more than the whole run")
     return wsd_schedule(total_steps, warmup, cooldown, args.cooldown_shape)

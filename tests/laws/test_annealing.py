@@ -252,6 +252,22 @@ def test_curve_cli_no_warning_inside_the_logged_steps(cli, laws_dir):
     assert code == 0 and json.loads(out)["warnings"] == []
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--schedule", "cosine", "--warmup", "1"], "--warmup 1: the warm-up takes all 100 steps, leaving none for the "
+                                                "cosine schedule"),
+    (["--steps", "2"], "--cooldown 0.2 of 2 steps is no whole step"),
+])
+def test_curve_cli_refuses_a_schedule_it_cannot_honour(cli, laws_dir, extra, message):
+    """Audit-found: a cosine all warm-up never decayed, and a 0.2 cool-down of 2 steps rounded to none while the header
+    still said 0.2; both printed a curve. Refused now, exit 2, naming the flag."""
+    argv = ["predict", "--curve-data", laws_dir / "gemstones_hot_100b.jsonl", "--cool-data",
+            laws_dir / "gemstones_cool_end.jsonl", "--run", "PyGemma-512x12_pretrain"]
+    if "--steps" not in extra:
+        argv += ["--steps", "100"]
+    code, out, err = cli([*argv, *extra])
+    assert code == 2 and message in err and out == ""
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 @pytest.mark.parametrize("flag, value", [("--cooldown", "0.3"), ("--cooldown-shape", "linear")])
 def test_curve_cli_refuses_cooldown_flags_without_wsd(cli, laws_dir, schedule, flag, value):
