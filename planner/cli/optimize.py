@@ -150,7 +150,14 @@ def run(args) -> int:
     launch_paths = [path for name in frameworks for path in report_cli.launch_outputs(args.emit, name)]
     check_new_outputs([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed), *launch_paths],
                       args.force)
-    inputs = load_inputs(args)
+    inputs = load_inputs(args)  # fills args.dtype with the cluster's default where it was not given
+    if args.emit:
+        from planner.emit import dtype_problems
+        from planner.errors import PlannerInputError
+        for name in frameworks:
+            if problems := dtype_problems(name, args.dtype):
+                raise PlannerInputError(f"--emit: {name}'s launch cannot train this plan's dtype ({problems[0]}); "
+                                        "give another --dtype or --framework, or drop --emit")
     result = solve(args, inputs)
     emitted = emit_deepspeed_notes(args.emit_deepspeed, result)
     warn_plan_outside_calibration("optimize", inputs[0], result)

@@ -55,6 +55,19 @@ def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]
             *checkpoint_mode_problems(cluster, target.checkpoint_modes, target.name)]
 
 
+def dtype_problems(framework: str, dtype: str) -> list[str]:
+    """What the framework's launch target refuses about `dtype` alone, whatever the model and layout (Megatron-
+    DeepSpeed's fp8, torchtitan's fp16): a budget search with --emit checks this before it searches, so that it
+    never prints a plan only to refuse its files. The problems a dense GPT on one GPU raises that name the dtype."""
+    if framework not in LAUNCH_TARGETS:
+        return []
+    from planner.specs.model import PRESETS
+
+    layout = Layout(dtype=dtype, framework=framework)
+    return [p for p in LAUNCH_TARGETS[framework].unsupported(PRESETS["llama3-8b"], layout, None)
+            if p.startswith(f"dtype={dtype}:")]
+
+
 def check_emittable(model: ModelSpec, layout: Layout, cluster=None) -> None:
     """Raise a one-line PlannerInputError when no launch config of the layout's framework runs the plan."""
     framework = layout.framework

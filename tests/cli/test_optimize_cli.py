@@ -246,6 +246,15 @@ def test_steps_are_the_whole_count_the_launch_files_train(capsys, tmp_path):
     assert f"{plan['steps']:,} steps of" in out
 
 
+def test_emit_refuses_a_dtype_the_launch_cannot_train_before_the_search(capsys, tmp_path):
+    """Audit-found: `--framework deepspeed --dtype fp8 --emit` searched, printed its plan and only then refused the
+    files (Megatron-DeepSpeed trains bf16/fp16). The dtype alone decides it: refused first, nothing printed."""
+    code, out, err = in_process(capsys, "--budget", "1000gpuh", "--framework", "deepspeed", "--dtype", "fp8",
+                                "--max-gpus", "16", "--emit", tmp_path / "run")
+    assert code == 2 and out == "" and not (tmp_path / "run").exists()
+    assert "--emit: deepspeed's launch cannot train this plan's dtype (dtype=fp8: DeepSpeed with Megatron-DeepSpeed" in err
+
+
 def test_a_plan_that_leaves_budget_unspent_says_the_deadline_binds(capsys):
     """Helper-found: `optimize --budget 1e30gpuh` spent 23.6M GPU-hours in the 30-day deadline on the whole cluster
     but printed '... tokens in the budget' and never said what bound it ("Infeasible is not an error: say what
