@@ -29,8 +29,59 @@ def test_simulate_takes_names_and_matches_the_cost_model():
 
 
 def test_plan_is_optimize():
-    result = planner.plan(1000)
+    """The same plan as `planner optimize --budget 1000gpuh --json`, stacks included: plan() searched only the
+    neutral 'other' stack (192 GPUs, loss 2.260 where the CLI gives megatron on 256 GPUs, 2.253)."""
+    import json
+
+    result = planner.plan(1000, max_gpus=256)
     assert result.status == "ok" and result.plan["gpu_hours"] == pytest.approx(1000, rel=1e-6)
+    cli = subprocess.run([sys.executable, "-m", "planner", "optimize", "--budget", "1000gpuh", "--max-gpus", "256",
+                          "--json", "--quiet"], capture_output=True, text=True, check=True)
+    expected = json.loads(cli.stdout)["plan"]
+    assert result.plan["layout"] == expected["layout"] and result.plan["gpus"] == expected["gpus"]
+    assert result.plan["predicted_loss"] == pytest.approx(expected["predicted_loss"], rel=1e-12)
+    assert planner.plan("1000gpuh", max_gpus=256).plan["layout"] == expected["layout"]  # a --budget string too
+
+
+@pytest.mark.parametrize("call, message", [
+    # dp=1 at 16 GPUs was simulated at 8 GPUs without a word; the CLI refuses it.
+    (lambda: planner.simulate("llama3-8b", gpus=16, tp=8, dp=1), "= 8 != gpus\\(16\\)"),
+    (lambda: planner.simulate("llama3-8b", gpus=8, tp=0), "tp, pp and cp must be whole numbers >= 1"),  # ZeroDivisionError
+    (lambda: planner.simulate("llama3-8b", gpus="8"), "gpus must be a whole number >= 1, got '8'"),  # TypeError
+    (lambda: planner.simulate("llama3-8b", gpus=True), "gpus must be a whole number >= 1, got True"),  # 1 GPU
+    (lambda: planner.simulate(3), "model: give a preset name or a ModelSpec"),  # AttributeError
+    (lambda: planner.simulate("llama3-8b", cluster=5), "cluster: give a cluster spec name or path"),
+    (lambda: planner.search_layouts("gpt2-small", "dgx-h100", 0), "gpus must be a whole number >= 1, got 0"),
+    (lambda: planner.search_layouts("gpt2-small", "dgx-h100", 8.5), "got 8.5"),  # searched 8
+    (lambda: planner.plan(100, seq_len=0), "seq_len must be a whole number > 0"),  # a 4-line pydantic error
+    (lambda: planner.plan(100, frameworks=("megatorn",)), "frameworks: unknown stack 'megatorn'"),
+])
+def test_bad_input_from_python_is_a_one_line_planner_error(call, message):
+    """API-audit findings: each raised a bare Python error, or answered something else, where the CLI refuses."""
+    with pytest.raises(PlannerInputError, match=message) as refused:
+        call()
+    assert "\n" not in str(refused.value)
+
+
+def test_a_search_where_nothing_fits_says_so_when_its_best_is_used():
+    """`s.layout(s.best)` / `s.rows([s.best])` with best None raised numpy's 'only 0-dimensional arrays' TypeError."""
+    search = planner.search_layouts("llama2-70b", "dgx-h100", 8, frameworks=("megatron",))
+    assert search.best is None
+    for use in (lambda: search.layout(search.best), lambda: search.rows([search.best])):
+        with pytest.raises(PlannerInputError, match="no layout of this search fits \\(best is None\\): [\\d,]+ does not fit"):
+            use()
+
+
+def test_fields_without_gpus_default_the_global_batch_as_the_cli():
+    """Without gpus, micro_batch 4 on one replica failed 'global_batch(1) is not divisible'; the CLI takes one
+    micro-batch per replica."""
+    from planner.cost.estimate import simulate as run
+
+    given = planner.simulate("llama3-8b", tp=8, micro_batch=4)
+    spelled = run(planner.preset("llama3-8b"), planner.make_layout(tp=8, micro_batch=4, global_batch=4),
+                  planner.load_cluster("dgx-h100"))
+    assert given["step_time_s"] == spelled["step_time_s"]
+    assert planner.plan_fixed_model("gpt2-small", "dgx-h100", 8, tokens=1e9).chosen.gpus == 8  # one count, not a list
 
 
 @pytest.mark.parametrize("call, hint", [
@@ -68,7 +119,7 @@ def test_simulate_takes_gpus_and_layout_fields():
                   planner.make_layout(tp=8, dp=8, zero=1, recompute="full", global_batch=8),
                   planner.load_cluster("dgx-h100"))
     assert given["step_time_s"] == spelled["step_time_s"] and given["fits"] == spelled["fits"]
-    with pytest.raises(ValueError, match="not a multiple of tp x pp x cp = 8"):
+    with pytest.raises(PlannerInputError, match="not a multiple of tp x pp x cp = 8"):
         planner.simulate("llama3-70b", gpus=60, tp=8)
     with pytest.raises(TypeError, match="not both"):
         planner.simulate("llama3-70b", planner.make_layout(), gpus=8)

@@ -431,8 +431,16 @@ class LayoutSearch:
     def best(self) -> int | None:
         return int(self.order[0]) if len(self.order) else None
 
+    def _position(self, i) -> int:
+        """A layout's position, refusing None (`best` where nothing fits: numpy would index it as a new axis)."""
+        if i is None:
+            reasons = ", ".join(f"{n:,} {reason}" for reason, n in self.reason_counts().items()) or "none scored"
+            raise PlannerInputError(f"no layout of this search fits (best is None): {reasons}")
+        return int(i)
+
     def layout(self, i: int):
         """Layout i as a validated planner.specs.layout.Layout."""
+        i = self._position(i)
         a = {k: v[i] for k, v in self.arrays.items()}
         moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),
                                              moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
@@ -441,7 +449,7 @@ class LayoutSearch:
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
-        index = range(len(self)) if which is None else which
+        index = range(len(self)) if which is None else [self._position(i) for i in which]
         names = {code: name for name, code in FRAMEWORK_CODES.items()}
         out = []
         for i in index:
