@@ -137,8 +137,35 @@ def plan_fixed_model(model, cluster, gpus, **options):
     from planner.search.fixed_model import plan_fixed_model as plan
 
     counts = [gpus] if isinstance(gpus, int) else list(gpus)
+    _check_fixed_model_options(options)
     return plan(_model(model), _cluster(cluster), [_gpu_count(g, "planner.plan_fixed_model") for g in counts],
                 **options)
+
+
+def _check_fixed_model_options(options: dict) -> None:
+    """The checks the CLI's flags get (cli/fixed_model.py, cli/arguments.py), for the same options given from Python:
+    a positive finite token count, limits in seconds with it, a headroom in [0, 0.9) and a knee in (0, 1]."""
+    import math
+
+    from planner.errors import PlannerInputError
+
+    def number(name, low, high, low_open=True, high_open=False):
+        value = options.get(name)
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
+                (value > low if low_open else value >= low) and (value < high if high_open else value <= high)):
+            raise PlannerInputError(f"planner.plan_fixed_model: {name} must be a finite number in "
+                                    f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}")
+
+    number("tokens", 0.0, math.inf)
+    number("deadline_s", 0.0, math.inf)
+    number("budget_gpu_s", 0.0, math.inf)
+    number("min_headroom", 0.0, 0.9, low_open=False, high_open=True)
+    number("knee", 0.0, 1.0)
+    if (options.get("deadline_s") or options.get("budget_gpu_s")) and not options.get("tokens"):
+        raise PlannerInputError("planner.plan_fixed_model: deadline_s/budget_gpu_s need tokens (how much to train) to "
+                                "turn steps into days")
 
 
 def _gpu_count(gpus, where: str) -> int:

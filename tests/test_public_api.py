@@ -55,6 +55,11 @@ def test_plan_is_optimize():
     (lambda: planner.search_layouts("gpt2-small", "dgx-h100", 8.5), "got 8.5"),  # searched 8
     (lambda: planner.plan(100, seq_len=0), "seq_len must be a whole number > 0"),  # a 4-line pydantic error
     (lambda: planner.plan(100, frameworks=("megatorn",)), "frameworks: unknown stack 'megatorn'"),
+    # plan_fixed_model's options: TypeError, ValueError ('cannot convert float NaN'), or silently nothing fits.
+    (lambda: planner.plan_fixed_model("gpt2-small", "dgx-h100", [8], deadline_s=86400.0), "need tokens"),
+    (lambda: planner.plan_fixed_model("gpt2-small", "dgx-h100", [8], tokens=float("nan")), "tokens must be a finite"),
+    (lambda: planner.plan_fixed_model("gpt2-small", "dgx-h100", [8], tokens=1e9, min_headroom=2), "min_headroom"),
+    (lambda: planner.plan_fixed_model("gpt2-small", "dgx-h100", [8, 16], tokens=1e9, knee=5), "knee"),
 ])
 def test_bad_input_from_python_is_a_one_line_planner_error(call, message):
     """API-audit findings: each raised a bare Python error, or answered something else, where the CLI refuses."""
