@@ -128,6 +128,9 @@ def search_layouts(model, cluster, gpus: int, **options):
     """
     from planner.search.layouts import search_layouts as search
 
+    _check_options(options, "planner.search_layouts")
+    if options.get("global_batch") is not None:
+        _gpu_count(options["global_batch"], "planner.search_layouts", "global_batch")
     return search(_model(model), _cluster(cluster), _gpu_count(gpus, "planner.search_layouts"), **options)
 
 
@@ -137,12 +140,12 @@ def plan_fixed_model(model, cluster, gpus, **options):
     from planner.search.fixed_model import plan_fixed_model as plan
 
     counts = [gpus] if isinstance(gpus, int) else list(gpus)
-    _check_fixed_model_options(options)
+    _check_options(options, "planner.plan_fixed_model")
     return plan(_model(model), _cluster(cluster), [_gpu_count(g, "planner.plan_fixed_model") for g in counts],
                 **options)
 
 
-def _check_fixed_model_options(options: dict) -> None:
+def _check_options(options: dict, where: str) -> None:
     """The checks the CLI's flags get (cli/fixed_model.py, cli/arguments.py), for the same options given from Python:
     a positive finite token count, limits in seconds with it, a headroom in [0, 0.9) and a knee in (0, 1]."""
     import math
@@ -155,7 +158,7 @@ def _check_fixed_model_options(options: dict) -> None:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (
                 (value > low if low_open else value >= low) and (value < high if high_open else value <= high)):
-            raise PlannerInputError(f"planner.plan_fixed_model: {name} must be a finite number in "
+            raise PlannerInputError(f"{where}: {name} must be a finite number in "
                                     f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}")
 
     number("tokens", 0.0, math.inf)
@@ -164,16 +167,16 @@ def _check_fixed_model_options(options: dict) -> None:
     number("min_headroom", 0.0, 0.9, low_open=False, high_open=True)
     number("knee", 0.0, 1.0)
     if (options.get("deadline_s") or options.get("budget_gpu_s")) and not options.get("tokens"):
-        raise PlannerInputError("planner.plan_fixed_model: deadline_s/budget_gpu_s need tokens (how much to train) to "
-                                "turn steps into days")
+        raise PlannerInputError(f"{where}: deadline_s/budget_gpu_s need tokens (how much to train) to turn steps "
+                                "into days")
 
 
-def _gpu_count(gpus, where: str) -> int:
-    """A GPU count as the CLI's --gpus takes it: a whole number >= 1 (8.5, 0, NaN or True is a one-line error)."""
+def _gpu_count(gpus, where: str, name: str = "gpus") -> int:
+    """A count as the CLI's --gpus takes it: a whole number >= 1 (8.5, 0, NaN or True is a one-line error)."""
     from planner.errors import PlannerInputError
 
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-        raise PlannerInputError(f"{where}: gpus must be a whole number >= 1, got {gpus!r}")
+        raise PlannerInputError(f"{where}: {name} must be a whole number >= 1, got {gpus!r}")
     return gpus
 
 

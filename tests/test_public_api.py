@@ -60,6 +60,8 @@ def test_plan_is_optimize():
     (lambda: planner.plan_fixed_model("gpt2-small", "dgx-h100", [8], tokens=float("nan")), "tokens must be a finite"),
     (lambda: planner.plan_fixed_model("gpt2-small", "dgx-h100", [8], tokens=1e9, min_headroom=2), "min_headroom"),
     (lambda: planner.plan_fixed_model("gpt2-small", "dgx-h100", [8, 16], tokens=1e9, knee=5), "knee"),
+    (lambda: planner.search_layouts("gpt2-small", "dgx-h100", 8, global_batch=0), "global_batch must be a whole"),
+    (lambda: planner.search_layouts("gpt2-small", "dgx-h100", 8, min_headroom=2), "min_headroom must be"),
 ])
 def test_bad_input_from_python_is_a_one_line_planner_error(call, message):
     """API-audit findings: each raised a bare Python error, or answered something else, where the CLI refuses."""
