@@ -264,14 +264,14 @@ def unsupported_features(framework: str, layout) -> list[str]:
     # pipeline) turns on; naming a flag the user never gave beside the real reason only confuses.
     overlap_problems = []
     if layout.zero == 0 and layout.dp > 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_at_zero0:
-        overlap_problems.append(f"dp_comm_overlap at zero=0: {framework} all-reduces the gradients after backward at ZeRO-0, "
-                        "behind nothing (set --dp-comm-overlap 0, or zero >= 1)")
+        overlap_problems.append(f"dp_comm_overlap at zero=0: {framework} all-reduces the gradients after backward at "
+                                "ZeRO-0, behind nothing (set --dp-comm-overlap 0, or zero >= 1)")
     if layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_when_sharded:
-        overlap_problems.append(f"dp_comm_overlap at zero={layout.zero}: {framework}'s sharded optimizer reduce-scatters the "
-                        "gradients after backward, behind nothing (set --dp-comm-overlap 0)")
+        overlap_problems.append(f"dp_comm_overlap at zero={layout.zero}: {framework}'s sharded optimizer reduce-scatters "
+                                "the gradients after backward, behind nothing (set --dp-comm-overlap 0)")
     if layout.pp > 1 and layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_with_pipeline:
-        overlap_problems.append(f"dp_comm_overlap with pp({layout.pp}) > 1: {framework}'s pipeline engine reduces the gradients "
-                        "after the last backward, behind nothing (set --dp-comm-overlap 0)")
+        overlap_problems.append(f"dp_comm_overlap with pp({layout.pp}) > 1: {framework}'s pipeline engine reduces the "
+                                "gradients after the last backward, behind nothing (set --dp-comm-overlap 0)")
     if layout.dp_comm_overlap is not None or not problems:
         problems += overlap_problems
     if layout.flash_attention and layout.dtype not in stack.fused_attention_dtypes:
