@@ -29,12 +29,16 @@ class LaunchTarget:
     name: str  # named in messages
     unsupported: Callable  # (model, layout, cluster) -> what its launch cannot express
     checkpoint_modes: tuple  # the checkpoint modes its launch writes (cluster spec reliability.checkpoint)
+    dtype_refusals: dict  # dtype -> why its launch cannot train in it, whatever the model and layout
 
 
 LAUNCH_TARGETS = {
-    "deepspeed": LaunchTarget("Megatron-DeepSpeed", deepspeed.unsupported, deepspeed.LAUNCH_CHECKPOINT_MODES),
-    "megatron": LaunchTarget("Megatron-LM", megatron.unsupported, megatron.LAUNCH_CHECKPOINT_MODES),
-    "fsdp": LaunchTarget("torchtitan", torchtitan.unsupported, torchtitan.LAUNCH_CHECKPOINT_MODES),
+    "deepspeed": LaunchTarget("Megatron-DeepSpeed", deepspeed.unsupported, deepspeed.LAUNCH_CHECKPOINT_MODES,
+                              deepspeed.DTYPE_REFUSALS),
+    "megatron": LaunchTarget("Megatron-LM", megatron.unsupported, megatron.LAUNCH_CHECKPOINT_MODES,
+                             megatron.DTYPE_REFUSALS),
+    "fsdp": LaunchTarget("torchtitan", torchtitan.unsupported, torchtitan.LAUNCH_CHECKPOINT_MODES,
+                         torchtitan.DTYPE_REFUSALS),
 }
 EMITTABLE = tuple(LAUNCH_TARGETS)
 # Every file launch_files may return, by framework (hostfile only with several nodes).
@@ -57,15 +61,10 @@ def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]
 
 def dtype_problems(framework: str, dtype: str) -> list[str]:
     """What the framework's launch target refuses about `dtype` alone, whatever the model and layout (Megatron-
-    DeepSpeed's fp8, torchtitan's fp16): a budget search with --emit checks this before it searches, so that it
-    never prints a plan only to refuse its files. The problems a dense GPT on one GPU raises that name the dtype."""
-    if framework not in LAUNCH_TARGETS:
-        return []
-    from planner.specs.model import PRESETS
-
-    layout = Layout(dtype=dtype, framework=framework)
-    return [p for p in LAUNCH_TARGETS[framework].unsupported(PRESETS["llama3-8b"], layout, None)
-            if p.startswith(f"dtype={dtype}:")]
+    DeepSpeed's fp8, torchtitan's fp16: LaunchTarget.dtype_refusals, which its `unsupported` reports too): a budget
+    search with --emit checks this before it searches, so that it never prints a plan only to refuse its files."""
+    target = LAUNCH_TARGETS.get(framework)
+    return [target.dtype_refusals[dtype]] if target is not None and dtype in target.dtype_refusals else []
 
 
 def check_emittable(model: ModelSpec, layout: Layout, cluster=None) -> None:

@@ -36,6 +36,9 @@ NOTES_FILE = "NOTES.md"
 # Checkpoint modes the launch writes: Megatron-DeepSpeed saves with torch.save on the training ranks
 # (megatron/checkpointing.py), synchronously.
 LAUNCH_CHECKPOINT_MODES = ("sync",)
+# What the launch cannot train in, whatever the model and layout: the reason, by dtype (emit.dtype_problems).
+DTYPE_REFUSALS = {"fp8": "dtype=fp8: DeepSpeed with Megatron-DeepSpeed trains in bf16/fp16; fp8 matmuls need "
+                          "Transformer Engine"}
 
 
 def zero_block(layout: Layout) -> dict:
@@ -133,8 +136,8 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
     (planner.frameworks.deepspeed: no vpp, no cp, ZeRO <= 1 with pp). `launch_files` refuses these;
     --emit-deepspeed only warns (compatibility_notes)."""
     problems = []
-    if layout.dtype == "fp8":
-        problems.append("dtype=fp8: DeepSpeed with Megatron-DeepSpeed trains in bf16/fp16; fp8 matmuls need Transformer Engine")
+    if layout.dtype in DTYPE_REFUSALS:
+        problems.append(DTYPE_REFUSALS[layout.dtype])
     if model.is_moe or model.attention == "mla":
         problems.append("mixture of experts / latent attention: the Megatron-DeepSpeed launch written here is a dense "
                         "GPT with standard attention (use --framework megatron)")

@@ -39,6 +39,8 @@ Argument = tuple[str, "str | None"]  # (flag, value or None for a switch)
 # turns --async-save off with a warning (MP:1814-1820); the default --ckpt-format torch_dist is the one async save
 # works with (training_config.py:486, 516-517).
 LAUNCH_CHECKPOINT_MODES = ("sync", "async")
+# Megatron-LM trains every dtype the plan prices (fp8 through Transformer Engine): nothing refused by dtype alone.
+DTYPE_REFUSALS: dict[str, str] = {}
 ASYNC_SAVE_ARGUMENTS = [("--async-save", None), ("--use-persistent-ckpt-worker", None)]
 
 

@@ -37,6 +37,9 @@ CUSTOM_FLAVOR = "planner"
 # Checkpoint modes the launch writes: async is DCP's async_save, staged to host memory and persisted in the
 # background (checkpoint.async_mode, JC:591; components/checkpoint.py).
 LAUNCH_CHECKPOINT_MODES = ("sync", "async")
+# What the launch cannot train in, whatever the model and layout (emit.dtype_problems): JC:282
+# mixed_precision_param takes bfloat16 or float32.
+DTYPE_REFUSALS = {"fp16": "dtype=fp16: torchtitan trains in bf16 or fp32 (training.mixed_precision_param)"}
 
 
 def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
@@ -77,8 +80,8 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
                         "(FSDP over dp_shard x cp); plan zero=3")
     if layout.zero == 0 and layout.dp > 1 and layout.tp * layout.pp > 1:
         problems.append("zero=0 (DDP) with tp or pp > 1: torchtitan runs DDP only as the sole parallelism; plan zero=3")
-    if layout.dtype == "fp16":  # JC:282 mixed_precision_param: bfloat16 | float32
-        problems.append("dtype=fp16: torchtitan trains in bf16 or fp32 (training.mixed_precision_param)")
+    if layout.dtype in DTYPE_REFUSALS:
+        problems.append(DTYPE_REFUSALS[layout.dtype])
     if layout.offload == "optimizer" or (layout.offload != "none" and layout.offload_device == "nvme"):
         problems.append(f"offload={layout.offload} to {layout.offload_device}: torchtitan's training.enable_cpu_offload "
                         "moves parameters, gradients and optimizer state together, to CPU only")
