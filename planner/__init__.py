@@ -63,8 +63,7 @@ def simulate(model, layout=None, cluster=None, *, gpus: int | None = None, **lay
     if layout is None:
         layout_fields.setdefault("dtype", cluster.default_training_dtype)  # as the CLI's --dtype default
         if gpus is not None:
-            if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-                raise PlannerInputError(f"planner.simulate: gpus must be a whole number >= 1, got {gpus!r}")
+            _gpu_count(gpus, "planner.simulate")
             span = layout_fields.get("tp", 1) * layout_fields.get("pp", 1) * layout_fields.get("cp", 1)
             if not isinstance(span, int) or span < 1:
                 raise PlannerInputError(f"planner.simulate: tp, pp and cp must be whole numbers >= 1, got "

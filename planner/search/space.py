@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, check_framework_names, model_unsupported
+from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, check_framework_names,
+                                flash_attention_by_default, model_unsupported)
 from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
@@ -317,7 +318,7 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
         ok &= (cp == 1) | (np.asarray(seq_len) % (cp * per_stack("context_parallel_chunks_per_rank")) == 0)
     needs_fused = per_stack("context_parallel_needs_fused_attention")
     if np.any(needs_fused):
-        fused = np.array([s.flash_attention_default and dtype in s.fused_attention_dtypes for s in stacks])
+        fused = flash_attention_by_default([FRAMEWORK_CODES[s.name] for s in stacks], dtype)
         ok &= (cp == 1) | ~needs_fused | fused[index]
     return ok
 
