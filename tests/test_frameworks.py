@@ -121,6 +121,9 @@ def test_arrays_follow_the_codes_per_candidate():
      "activation_offload=1: megascale keeps"),
     (dict(framework="megatron", cp=2, dp=4, global_batch=8, flash_attention=False),
      "flash_attention=0 with cp\\(2\\) > 1: megatron runs context parallelism only in its flash or fused"),
+    # torch's context parallelism intercepts only the fused SDPA kernels (torch 2.13 _context_parallel/_attention.py:940-945).
+    (dict(framework="fsdp", cp=2, dp=4, zero=3, global_batch=8, flash_attention=False),
+     "flash_attention=0 with cp\\(2\\) > 1: fsdp runs context parallelism only in its flash or fused"),
 ])
 def test_a_layout_the_stack_cannot_run_is_refused(layout, reason):
     with pytest.raises(PlannerInputError, match=reason):
@@ -153,25 +156,29 @@ def test_the_stacks_that_keep_checkpoints_on_the_host_run_activation_offload():
 
 
 @pytest.mark.parametrize("seq_len, refused", [(1026, True), (1028, False)])
-def test_megatron_context_parallelism_needs_two_chunks_per_rank_in_simulate_and_the_searches(seq_len, refused):
-    """Megatron splits the sequence into 2 x cp load-balanced chunks (training/arguments.py:1335-1338 at d98e8a6):
-    seq 1026 at cp 2 divides by cp but not into 4 chunks. simulate accepted it while --emit refused it, and the
-    searches' cp filter (seq_len % cp) let it through; fsdp and other have no such rule."""
+def test_context_parallelism_needs_two_chunks_per_rank_in_simulate_and_the_searches(seq_len, refused):
+    """Megatron splits the sequence into 2 x cp load-balanced chunks (training/arguments.py:1335-1338 at d98e8a6), and
+    so does torchtitan's default head-tail load balancer (torch 2.13 _context_parallel/_load_balancer.py:148 asserts
+    seq_len % (2 x cp) == 0): seq 1026 at cp 2 divides by cp but not into 4 chunks. simulate accepted it while
+    --emit refused it, and the searches' cp filter (seq_len % cp) let it through; the neutral stack has no such
+    rule."""
     from planner.search.space import stack_runs
 
     model = PRESETS["gpt2-xl"].model_copy(update={"seq_len": seq_len})
-    megatron = Layout(framework="megatron", cp=2, dp=4, global_batch=8)
-    if refused:
-        with pytest.raises(PlannerInputError, match=f"seq_len\\({seq_len}\\) is not a multiple of 2 \\* cp\\(2\\) = 4"):
-            check_layout(model, megatron)
-    else:
-        check_layout(model, megatron)
-    check_layout(model, Layout(framework="fsdp", cp=2, dp=4, zero=3, global_batch=8))
-    stacks = [FRAMEWORKS["megatron"], FRAMEWORKS["fsdp"]]
-    one = np.ones(4, dtype=np.int64)
-    runs = stack_runs(stacks, np.array([0, 0, 1, 1]), np.array([1, 1, 3, 3]), one, one, one,
-                      np.array([1, 2, 1, 2]), np.array([8, 4, 8, 4]), seq_len=seq_len)
-    assert runs.tolist() == [True, not refused, True, True]
+    for layout in (Layout(framework="megatron", cp=2, dp=4, global_batch=8),
+                   Layout(framework="fsdp", cp=2, dp=4, zero=3, global_batch=8)):
+        if refused:
+            with pytest.raises(PlannerInputError,
+                               match=f"seq_len\\({seq_len}\\) is not a multiple of 2 \\* cp\\(2\\) = 4"):
+                check_layout(model, layout)
+        else:
+            check_layout(model, layout)
+    check_layout(model, Layout(framework="other", cp=2, dp=4, zero=3, global_batch=8))
+    stacks = [FRAMEWORKS["megatron"], FRAMEWORKS["fsdp"], FRAMEWORKS["other"]]
+    one = np.ones(6, dtype=np.int64)
+    runs = stack_runs(stacks, np.array([0, 0, 1, 1, 2, 2]), np.array([1, 1, 3, 3, 3, 3]), one, one, one,
+                      np.array([1, 2, 1, 2, 1, 2]), np.array([8, 4, 8, 4, 8, 4]), seq_len=seq_len)
+    assert runs.tolist() == [True, not refused, True, not refused, True, True]
 
 
 def test_every_stack_runs_without_recompute_and_names_only_layout_modes():

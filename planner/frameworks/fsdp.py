@@ -102,6 +102,13 @@ FSDP = Framework(
     # once per pass, waited for after the first chunk's attention, and the K/V gradients rotated in fp32
     # (_attention.py:75 convert_to_f32, 273-300, 521-646).
     cp_gathers_kv_once=True, cp_kv_gradient_bytes=4.0,
+    # Its split of the sequence: torchtitan's default context_parallel_load_balancer "headtail" (torchtitan@238fa995
+    # config/job_config.py:431; @b5bcd76c config/configs.py:242, distributed/context_parallel/api.py:139-144) builds
+    # torch's _HeadTailLoadBalancer, whose indices assert seq_len % (2 x cp) == 0: two chunks per cp rank, a head and
+    # a tail (torch 2.13 distributed/tensor/experimental/_context_parallel/_load_balancer.py:78-149). torch's context
+    # parallelism intercepts only the flash, memory-efficient and cuDNN SDPA kernels (_attention.py:940-945): the
+    # math backend would attend over the local shard alone, so only fused attention runs it.
+    context_parallel_chunks_per_rank=2, context_parallel_needs_fused_attention=True,
     # While a layer's attention backward runs that code holds, beyond the kernel's own, 3 x the local Q and (cp + 7.5) x
     # the local K + V (the gathered K, V; fp32 dQ, dK, dV accumulators; the concatenations it sends; the permute's
     # output): measured, planner/profile/cp_attention_memory.py (profiles/cp-attention-memory-cpu.json; exact over
