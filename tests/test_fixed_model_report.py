@@ -165,3 +165,12 @@ def test_the_memory_section_says_which_phase_holds_the_peak():
     assert ("p", f"The peak is in {text}.") in breakdown_blocks({"chosen": {**view, "memory_peak": text}})
     assert not any(block[0] == "p" and block[1].startswith("The peak")
                    for block in breakdown_blocks({"chosen": {**view, "memory_peak": None}}))
+
+
+def test_the_review_states_the_limits_with_their_values(tmp_path):
+    """Helper-found: the review imported two functions named limits_given, and the later one (the limits' names alone)
+    shadowed the one with their values, so its "limits" row read "deadline, budget"."""
+    code = main(["report", "--model", "gpt2-small", "--tokens", "10B", "--gpus", "8,16", "--deadline", "30d",
+                 "--budget", "5000gpuh", "--out", str(tmp_path / "r.html")])
+    markdown = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert code in (0, 1) and "| limits | deadline 30.0 days, budget 5,000 GPU-hours |" in markdown

@@ -15,7 +15,7 @@ from planner.report.document import LAYOUT_LEGEND, cluster_blocks, hyperparamete
 from planner.report.render import human_amount, human_bytes, human_count, human_days, human_days_range, human_seconds
 from planner.report.render import layout_text, limits_given, peak_phase_text
 from planner.report.review import MEMORY_PARTS, cluster_assumptions
-from planner.report.runners_up import (band_check_sentences, limits_given, limits_met_text, missed_limit_text,
+from planner.report.runners_up import (band_check_sentences, limit_names, limits_met_text, missed_limit_text,
                                        searched_text)
 from planner.search.fixed_model import FixedModelPlan, fixed_model_hyperparameters
 from planner.search.budget import MEMORY_RISK_FRACTION
@@ -97,7 +97,7 @@ def recommendation_blocks(review: dict) -> list:
 
 def _rule_text(result: FixedModelPlan) -> str:
     """How the count was chosen (search.fixed_model.plan_fixed_model)."""
-    given = limits_given(result.assumptions)
+    given = limit_names(result.assumptions)
     if "deadline" in given:
         return ": the fewest GPUs that meet the " + " and ".join(given)
     if given:

@@ -11,8 +11,9 @@ from planner.report.render import human_amount, human_days, human_days_range, hu
 LIMITS = (("deadline", "deadline_s"), ("budget", "budget_gpu_hours"))
 
 
-def limits_given(assumptions: dict) -> list[str]:
-    """The limits the user gave (--deadline, --budget), in the order the text names them."""
+def limit_names(assumptions: dict) -> list[str]:
+    """The names of the limits the user gave ('deadline', 'budget'), in the order the text names them; their values:
+    report.render.limits_given."""
     return [name for name, key in LIMITS if assumptions.get(key) is not None]
 
 
@@ -23,7 +24,7 @@ def runner_up_lines(result) -> list[str]:
     lines = []
     if ups:
         timed = result.tokens is not None and result.tokens > 0
-        given = " and ".join(limits_given(result.assumptions))
+        given = " and ".join(limit_names(result.assumptions))
         lines += ["", f"runners-up on the chosen {c.gpus} GPUs (each the fastest under its restriction"
                   + (f", within the {given})" if given else ")")]
         # "batch": a restriction's fastest layout may round the batch to its own micro-batch x dp
@@ -47,7 +48,7 @@ def runner_up_lines(result) -> list[str]:
 
 def limits_pronoun(assumptions: dict) -> str:
     """'it' for one limit given, else 'the deadline and budget'."""
-    given = limits_given(assumptions)
+    given = limit_names(assumptions)
     return "it" if len(given) == 1 else "the " + " and ".join(given)
 
 
@@ -62,7 +63,7 @@ def limits_met_text(entry: dict, assumptions: dict) -> str:
     $13,982,480', or 'no count up to 6144 GPUs meets it (8192-32768 not searched: ...)'; with --budget alone
     'fastest within it on 3072 GPUs: ...' (the count is chosen as the plan's is)."""
     limits = limits_pronoun(assumptions)
-    budget_alone = limits_given(assumptions) == ["budget"]  # then the fastest count within it, as the plan's
+    budget_alone = limit_names(assumptions) == ["budget"]  # then the fastest count within it, as the plan's
     tried, skipped, met = entry["counts_tried"], entry["counts_not_tried"], entry["meets_limits_at"]
     not_searched = count_span(skipped) if skipped else ""
     unsearched = f" ({not_searched} not searched: the cost limit on further searches)" if skipped else ""

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from planner.laws.inference import tokens_for_loss  # the one bisection for D at a target loss
 from planner.search.bounds import flops_per_token
 from planner.search.budget import Constraints
 from planner.search.score import NOMINAL_MFU, Problem
@@ -25,18 +26,6 @@ def _law_params(law, models) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     total = np.array([m.total_params for m in models], dtype=float)
     nonemb = np.array([m.non_embedding_params for m in models], dtype=float)
     return law.counted_params(total, nonemb), total, nonemb
-
-
-def tokens_for_loss(law, N: np.ndarray, target: float) -> np.ndarray:
-    """Smallest D with L(N, D) <= target (bisection in log D); inf where even 1e16 tokens fall short."""
-    lo, hi = np.full(len(N), np.log(1e6)), np.full(len(N), np.log(1e16))
-    reachable = law.predict(N, np.exp(hi)) <= target
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        below = law.predict(N, np.exp(mid)) <= target
-        hi = np.where(below, mid, hi)
-        lo = np.where(below, lo, mid)
-    return np.where(reachable, np.exp(hi), np.inf)
 
 
 def most_gpus(cluster: ClusterSpec, constraints: Constraints) -> int:

@@ -354,6 +354,14 @@ def test_tokens_for_loss_inverts_the_chinchilla_form():
     assert math.isinf(tokens_for_loss(law, np.array([1e8]), law.E + 0.01)[0])
 
 
+@pytest.mark.parametrize("tokens", [3e5, 5e16])
+def test_the_search_finds_a_target_outside_its_old_token_range(tokens):
+    """Helper-found: the search had its own bisection over 1e6-1e16 tokens (the laws' covers 1e3-1e20), so a target
+    that 5e16 tokens reach at 1e12 parameters read as unreachable, and one that 3e5 tokens reach read as 1e6."""
+    law, N = HOFFMANN_2022, np.array([1e12 if tokens > 1e10 else 1e7])
+    assert tokens_for_loss(law, N, float(law.predict(N, np.array([tokens]))[0]))[0] == pytest.approx(tokens, rel=1e-9)
+
+
 def test_memory_shortfall_prints_the_amount_over_apart():
     """'needs 79.65 GiB per GPU of 79.65 GiB' (a layout a few MiB over HBM) read as a contradiction: the amount
     over is printed apart, in MiB when under a GiB, and measured against what --min-headroom leaves."""
