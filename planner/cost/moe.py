@@ -270,7 +270,7 @@ def unpaired_share(batch: CandidateBatch) -> np.ndarray:
 def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, eager) -> dict[str, np.ndarray]:
     """{"forward", "backward"} seconds per layer (averaged over the layers) per micro-batch the GPU waits for the host to issue the MoE
     layers' own kernels (cost.kernels.moe_layer_issue_s): what their issue time exceeds the GPU time they
-    launch (compute + all-to-all) by, less the slack the dense part of the layer leaves (the GPU time by
+    launch (compute + the exposed all-to-all, `moe["exposed"]`) by, less the slack the dense part of the layer leaves (the GPU time by
     which it outlasts its own issue: the host runs ahead by that much).
 
     A host sync per layer forward (planner.frameworks.moe host_syncs_per_layer_forward: Megatron's dropless
@@ -285,9 +285,14 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
     fp8 = batch.dtype == DTYPE_CODES["fp8"]
     issue_fwd = kernels.moe_layer_issue_s(kernels.FORWARD, local, fp8, eager, batch.fp8_current_scaling)
     issue_bwd = kernels.moe_layer_issue_s(kernels.BACKWARD, local, fp8, eager, batch.fp8_current_scaling)
-    gpu_fwd = (moe["forward"] + moe["comm_forward"]) / per_layer
-    recompute_comm = np.where(batch.recompute == 2, moe["comm_forward"], 0.0)
-    gpu_bwd = (moe["backward"] + moe["comm_backward"] - recompute_comm) / per_layer
+    # The all-to-all holds the GPU past its compute only where it is exposed: what an overlap hides runs beside
+    # compute that is already counted (the other micro-batch's), so it covers no issue time of its own. Counted
+    # whole, a hidden all-to-all covered the host's issue, and a faster link or less imbalance (a shorter
+    # all-to-all) lengthened the step.
+    exposed = np.where(moe["comm"] > 0.0, moe["exposed"] / np.where(moe["comm"] > 0.0, moe["comm"], 1.0), 1.0)
+    gpu_fwd = (moe["forward"] + exposed * moe["comm_forward"]) / per_layer
+    recompute_comm = np.where(batch.recompute == 2, exposed * moe["comm_forward"], 0.0)
+    gpu_bwd = (moe["backward"] + exposed * moe["comm_backward"] - recompute_comm) / per_layer
     before = kernels.moe_before_sync_issue_s(eager)
     wake = np.where(np.asarray(eager, dtype=bool), kernels.EAGER_OP_S, kernels.KERNEL_LAUNCH_S)
     # Megatron waits with ep or tp > 1 before the all-to-all, else before the experts (token_dispatcher.py:524,

@@ -151,16 +151,35 @@ def test_expert_and_dense_reductions_share_one_window():
     # The cp ring hid behind the attention compute, and the overlapped all-to-all behind that compute again.
     ("qwen3-30b-a3b", dict(tp=8, cp=2, ep=2, framework="megatron", moe_a2a_overlap="megatron", global_batch=4,
                            seq_parallel=True)),
+    # The overlapped all-to-all hid behind the layer's compute, and the experts' ZeRO-3 traffic behind the same
+    # compute again (2.617 -> 2.562 s at half the peak; step_time._layer_with_moe).
+    ("qwen3-30b-a3b", dict(tp=2, ep=8, etp=2, dp=32, zero=3, framework="megatron", seq_parallel=True,
+                           global_batch=256, moe_a2a_overlap="megatron")),
 ])
 def test_a_slower_gpu_never_shortens_these_moe_steps(name, values):
-    """Helper-found: 4x less peak made these steps 0.1-0.7% shorter (and flash attention off, the first)."""
+    """Helper-found: 4x less peak made the first three steps 0.1-0.7% shorter (and flash attention off, the first), 2x
+    less the last 2%."""
     model, cluster = PRESETS[name], load_cluster("dgx-h100")
     layout = make_layout(**values)
-    check_layout(model, layout, gpus=16)
+    check_layout(model, layout, gpus=layout.tp * layout.pp * layout.cp * layout.dp)
     step = lambda lay, c: float(estimate(single_batch(model, lay), c).step_time_s[0])  # noqa: E731
     base = step(layout, cluster)
-    assert step(layout, _slower_peak(cluster, 4.0)) >= base
+    assert step(layout, _slower_peak(cluster, 2.0)) >= base and step(layout, _slower_peak(cluster, 4.0)) >= base
     assert step(layout.model_copy(update={"flash_attention": False}), cluster) >= base
+
+
+def test_a_hidden_all_to_all_covers_no_host_issue_time():
+    """Helper-found: the MoE launch floor counted the whole all-to-all as GPU time that covers the host's issue, even
+    where DualPipe's overlap hides it, so more load imbalance shortened this step (0.4435 -> 0.4398 s) and twice the
+    NVLink bandwidth lengthened it (0.4435 -> 0.4531 s). Only the exposed all-to-all holds the GPU past its compute."""
+    model, cluster = PRESETS["qwen3-30b-a3b"], load_cluster("dgx-b200")
+    layout = make_layout(tp=2, cp=2, pp=4, dp=4, ep=2, etp=1, framework="other", moe_a2a_overlap="dualpipe",
+                         seq_parallel=True, global_batch=64)
+    check_layout(model, layout, gpus=64)
+    step = lambda lay, c: float(estimate(single_batch(model, lay), c).step_time_s[0])  # noqa: E731
+    base = step(layout, cluster)
+    assert step(layout.model_copy(update={"moe_load_imbalance": 1.3}), cluster) >= base
+    assert step(layout, _slower_links(cluster, 0.5)) <= base
 
 
 def test_model_states_count_the_experts():
