@@ -25,7 +25,8 @@ LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device
                "fp8_param_gather", "fp8_recipe", "partition_activations", "loss_fusion")
 OTHER_KEYS = ("cluster", "cluster_dir", "model", "gpus")
 # Mixture-of-experts layout keys (planner.specs.layout.Layout: expert parallelism and routing).
-MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity")
+MOE_LAYOUT_KEYS = ("ep", "etp", "moe_a2a_overlap", "moe_load_imbalance", "moe_capacity_factor", "moe_pad_to_capacity",
+                   "moe_node_dispatch")
 LAYOUT_KEYS += MOE_LAYOUT_KEYS
 
 
@@ -144,13 +145,18 @@ def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
                        help="pad every expert's input to the capacity (Megatron --moe-pad-expert-input-to-capacity): "
                             "static shapes, no host sync on the token counts; needs a capacity factor (default: the "
                             "stack's, 1 on deepspeed)")
+    group.add_argument("--moe-node-dispatch", type=int, choices=[0, 1],
+                       help="send each token to a remote node once, forwarded inside it (DeepEP; Megatron --moe-token-"
+                            "dispatcher-type flex --moe-flex-dispatcher-backend deepep): fewer cross-node bytes under "
+                            "node-limited routing (default: the stack's, 1 on other, 0 on megatron)")
 
 
 _TEXT_KEYS = ("mlp", "norm", "offload", "offload_device", "recompute", "dtype", "cluster", "cluster_dir", "model", "framework",
               "fp8_recipe")
 _SWITCH_KEYS = ("seq_parallel", "flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32",
                 "zero_quantized_weights", "zero_quantized_gradients", "activation_offload", "fp8_param_gather",
-                "moe_pad_to_capacity", "partition_activations", "loss_fusion", "bias", "tied_embeddings")
+                "moe_pad_to_capacity", "moe_node_dispatch", "partition_activations", "loss_fusion", "bias",
+                "tied_embeddings")
 
 
 def _check_config_value(key: str, value, where: str):

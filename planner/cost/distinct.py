@@ -28,7 +28,7 @@ MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices",
                  "vector_tensors_outside", "vector_elements_per_layer",
                  "vector_split_per_layer",
                  "core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
-                 "attention_window")
+                 "route_groups", "attention_window")
 PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
 # What one transformer layer's activation bytes (cost.memory) and its times and exposed tensor/context-parallel
 # communication (cost.step_time) read, directly or through what they call: the model, tp and cp (their groups'

@@ -100,15 +100,18 @@ def all_to_all_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
 
 
 def _inter_node_bytes(batch: CandidateBatch, links, volume):
-    """Scale-out bytes per rank where node-limited routing sends each token to at most `dispatch_nodes`
-    nodes once (DeepSeek-V3 section 3.2.2: IB to the target nodes, then NVLink within them): of the
-    min(dispatch_nodes, n) nodes a token picks, (n-1)/n are remote. None where routing is not node-limited."""
+    """Scale-out bytes per rank where node-limited routing sends each token to each node it picks once
+    (DeepSeek-V3 section 3.2.2: IB to the target nodes, then NVLink within them), where the layout dispatches so
+    (`node_dispatch`: Layout.moe_node_dispatch_used, MoEStack.dispatches_once_per_node). A token picks `dispatch_nodes` of the `route_groups` expert groups; the
+    experts lie in order over the ep group's n nodes, so a group spans max(1, n / groups) nodes and a token reaches
+    at most min(top_k, n, picked groups x that) nodes, (n-1)/n of them remote. None where no row dispatches so."""
     n = links["nodes"]
-    limited = batch.dispatch_nodes < batch.top_k
+    limited = (batch.dispatch_nodes < batch.top_k) & (batch.node_dispatch > 0)
     if not np.any(limited & (n > 1)):
         return None
     naive = volume * (links["ranks_per_node"] * n - links["ranks_per_node"]) / np.maximum(links["ranks_per_node"] * n, 1.0)
-    picked = np.minimum(batch.dispatch_nodes, n)
+    group_nodes = np.maximum(n / np.maximum(batch.route_groups, 1.0), 1.0)
+    picked = np.minimum(np.minimum(batch.dispatch_nodes * group_nodes, batch.top_k), n)
     # Dense rows of a mixed batch (top_k 0) send nothing: divide by at least 1 so they stay 0, not 0/0.
     dedup = volume / np.maximum(batch.top_k, 1.0) * picked * (n - 1.0) / np.maximum(n, 1.0)
     return np.where(limited, np.minimum(dedup, naive), naive)

@@ -184,7 +184,13 @@ def moe_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
                  ("--moe-layer-freq", moe_layer_pattern(model)),                   # TC:735
                  # The plan prices grouped expert GEMMs and the all-to-all dispatcher (planner.cost.moe);
                  # Megatron's defaults are a GEMM loop and the all-gather dispatcher (TC:850, 891).
-                 ("--moe-grouped-gemm", None), ("--moe-token-dispatcher-type", "alltoall")]
+                 ("--moe-grouped-gemm", None)]
+        if layout.moe_node_dispatch_used:  # tokens cross to a node once: the flex dispatcher on DeepEP (TC:891-900,
+            # moe/README.md:116-118), with the fp32 router probabilities DeepEP takes (token_dispatcher.py:1312-1316)
+            args += [("--moe-token-dispatcher-type", "flex"), ("--moe-flex-dispatcher-backend", "deepep"),
+                     ("--moe-router-dtype", "fp32")]                              # TC:811
+        else:
+            args.append(("--moe-token-dispatcher-type", "alltoall"))
         if model.moe_shared_experts:
             args.append(("--moe-shared-expert-intermediate-size",                 # TC:701
                          str(model.moe_shared_experts * model.expert_ffn_size)))

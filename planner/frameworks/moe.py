@@ -196,6 +196,21 @@ class MoEStack:
     # training forward otherwise (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/moe/moe_layer.py:636-640;
     # validate_args only warns).
     tp_needs_sequence_parallel: bool = False
+    # Node-limited dispatch: a token bound for several experts on one remote node crosses the scale-out network
+    # once and is forwarded over NVLink inside it (DeepSeek-V3 section 3.2.2; DeepEP's internode dispatch). The
+    # stacks' all-to-all dispatchers instead send one copy per routed (token, expert) pair: Megatron-Core's
+    # alltoall dispatcher permutes tokens x top-k rows and splits them by destination rank
+    # (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/moe/token_dispatcher.py:556, 671-678, 705-711; the
+    # flex dispatcher on DeepEP, below, is opt-in), torchtitan's all_to_all_single of the routed counts (above),
+    # DeepSpeed's [experts, capacity, d] buffer. `dispatches_once_per_node`: the stack's default (a layout's
+    # moe_node_dispatch None); `can_dispatch_once_per_node`: whether a layout may ask for it. Megatron-Core runs it
+    # with --moe-token-dispatcher-type flex --moe-flex-dispatcher-backend deepep, which "removes redundant tokens
+    # during cross-node communication", for "cross-node EP, fine-grained MoE (DeepSeek-V3)" (moe/README.md:116-118,
+    # 310 at d98e8a64), refused with padding to capacity (transformer_config.py:1754-1761); the searches run it
+    # where the routing is node-limited (search.layouts).
+    dispatches_once_per_node: bool = False
+    can_dispatch_once_per_node: bool = False
+    node_dispatch_refuses_padding: bool = False
 
 
 # DeepSpeed 0.19.8 refuses its native MoE layer (deepspeed/moe/layer.py) at ZeRO-3 and runs MoE there only through
@@ -253,6 +268,8 @@ MOE_STACKS = {
                          tp_needs_sequence_parallel=True,
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
                          fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True,
+                         # The flex dispatcher on DeepEP, without padding to capacity (above).
+                         can_dispatch_once_per_node=True, node_dispatch_refuses_padding=True,
                          capacity_factor=None),  # dropless: moe_expert_capacity_factor None (transformer_config.py:917-919)
     "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size; AutoEP at ZeRO-3",
                           zero3_expert_limits=True, capacity_factor=DEEPSPEED_CAPACITY_FACTOR, pads_to_capacity=True),
@@ -264,7 +281,8 @@ MOE_STACKS = {
     "jax": MoEStack(True, ("none",), False, "MaxText expert parallelism (ici_expert_parallelism)"),
     # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
     "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
-                      fp8_saved_bytes=DEEPSEEK_FP8_SAVED_BYTES),
+                      fp8_saved_bytes=DEEPSEEK_FP8_SAVED_BYTES, dispatches_once_per_node=True,
+                      can_dispatch_once_per_node=True),
     # llm-foundry runs MoE through MegaBlocks' dMoE (dropless MoE, Gale et al. 2022, arXiv:2211.15841), experts sharded over ffn_config.moe_world_size ranks
     # (llmfoundry/command_utils/train.py:147-153), with no batch-level all-to-all overlap.
     "llm-foundry": MoEStack(True, ("none",), False, "llm-foundry MegaBlocks dMoE, ffn_config moe_world_size"),
@@ -295,15 +313,19 @@ def routing_imbalance(load_imbalance, capacity_factor, padded) -> np.ndarray:
 _DEFAULT_CAPACITY = np.array([np.nan if MOE_STACKS[n].capacity_factor is None else MOE_STACKS[n].capacity_factor
                               for n in FRAMEWORK_NAMES])
 _DEFAULT_PADDED = np.array([MOE_STACKS[n].pads_to_capacity for n in FRAMEWORK_NAMES])
+_DEFAULT_NODE_DISPATCH = np.array([MOE_STACKS[n].dispatches_once_per_node for n in FRAMEWORK_NAMES])
+# Per stack code: MoEStack.can_dispatch_once_per_node (the searches run it where the routing is node-limited).
+CAN_DISPATCH_ONCE_PER_NODE = np.array([MOE_STACKS[n].can_dispatch_once_per_node for n in FRAMEWORK_NAMES])
 
 
 def default_routing_columns(framework_codes, load_imbalance=1.0) -> dict[str, np.ndarray]:
-    """The moe_imbalance and moe_padded batch columns of layouts that give no capacity factor, at each row's
-    stack default (MoEStack.capacity_factor, pads_to_capacity) and this load imbalance."""
+    """The moe_imbalance, moe_padded and node_dispatch batch columns of layouts that give no capacity factor and
+    no dispatcher, at each row's stack default (MoEStack.capacity_factor, pads_to_capacity,
+    dispatches_once_per_node) and this load imbalance."""
     codes = np.asarray(framework_codes, dtype=np.intp)
     padded = _DEFAULT_PADDED[codes] & ~np.isnan(_DEFAULT_CAPACITY[codes])
     return {"moe_imbalance": routing_imbalance(load_imbalance, _DEFAULT_CAPACITY[codes], padded),
-            "moe_padded": padded.astype(float)}
+            "moe_padded": padded.astype(float), "node_dispatch": _DEFAULT_NODE_DISPATCH[codes].astype(float)}
 
 
 def zero3_expert_refused(limited, zero, zero_hpz, quantized_gradients, etp) -> np.ndarray:
@@ -350,7 +372,8 @@ def moe_unsupported(framework: str, layout, model) -> list[str]:
     # Routing settings of a dense model would change nothing: refused rather than ignored.
     routing = [name for name, given in (("moe_capacity_factor", layout.moe_capacity_factor is not None),
                                         ("moe_pad_to_capacity", layout.moe_pad_to_capacity),
-                                        ("moe_load_imbalance", layout.moe_load_imbalance != 1.0)) if given]
+                                        ("moe_load_imbalance", layout.moe_load_imbalance != 1.0),
+                                        ("moe_node_dispatch", layout.moe_node_dispatch)) if given]
     if routing and not model.is_moe:
         problems.append(f"{', '.join(routing)} {'need' if len(routing) > 1 else 'needs'} an MoE model ({model.name} is dense)")
     if model.is_moe and model.moe_experts % layout.ep:
@@ -365,6 +388,12 @@ def moe_unsupported(framework: str, layout, model) -> list[str]:
                         "tensor parallelism only under sequence parallelism (set --seq-parallel 1)")
     if layout.ep > 1 and not stack.expert_parallel:
         problems.append(f"ep({layout.ep}) > 1: {framework} has no expert parallelism")
+    if layout.moe_node_dispatch and not stack.can_dispatch_once_per_node:
+        problems.append(f"moe_node_dispatch=1: {framework}'s dispatcher sends one copy per routed expert (plan "
+                        "--moe-node-dispatch 0)")
+    elif layout.moe_node_dispatch_used and layout.moe_pad_to_capacity_used and stack.node_dispatch_refuses_padding:
+        problems.append(f"moe_node_dispatch=1 with moe_pad_to_capacity=1: {framework}'s node-limited dispatcher does "
+                        "not pad expert inputs to capacity (plan one of them)")
     overlap = layout.moe_a2a_overlap
     if overlap != "none":
         if overlap not in stack.overlaps:

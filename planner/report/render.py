@@ -166,6 +166,8 @@ def layout_text(row: dict) -> str:
         expert_tp = row.get("etp") or row["tp"]  # a Layout's etp None: the experts use tp (Layout.expert_tp)
         text += f" ep{row['ep']}" + (f" etp{expert_tp}" if expert_tp != row["tp"] else "")
         text += "" if row["moe_a2a_overlap"] == "none" else f" a2a-overlap={row['moe_a2a_overlap']}"
+        # Tokens cross to a node once (DeepEP): the searches set it where the routing is node-limited.
+        text += " node-dispatch" if row.get("moe_node_dispatch") else ""
     text += "" if row["offload"] == "none" else f" offload={row['offload']}"
     text += "" if row["recompute"] == "none" else f" rc-{row['recompute']}"
     # Full-recompute checkpoints kept as 1/tp slices (Layout.partition_activations; a Layout's None is the stack's

@@ -107,9 +107,14 @@ def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_i
         return keep, {}
     tp, cp, dp, pp, vpp, recompute = (x[keep] for x in (tp, cp, dp, pp, vpp, recompute))
     grid = tp * cp * dp
-    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": [], "choice": []}
+    picks, columns = [], {"ep": [], "etp": [], "a2a_overlap": [], "node_dispatch": [], "choice": []}
     overlaps = np.array([[name in MOE_STACKS[s.name].overlaps for name in A2A_OVERLAP_NAMES]
                          for s in stacks])[stack_index[keep]]
+    # Node-limited dispatch where the routing is node-limited and the stack can run it (MoEStack.
+    # can_dispatch_once_per_node): it never moves more bytes (cost.moe._inter_node_bytes), so it is not a choice.
+    node_limited = model.moe_groups > 1 and min(model.moe_top_k, model.moe_topk_groups) < model.moe_top_k
+    node_dispatch = np.array([node_limited and MOE_STACKS[s.name].can_dispatch_once_per_node
+                              for s in stacks])[stack_index[keep]]
     for ep in divisors(model.moe_experts):
         for etp_is_tp in (False, True):
             etp = tp if etp_is_tp else np.ones_like(tp)
@@ -130,6 +135,7 @@ def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_i
                 columns["ep"].append(np.full(len(rows), ep))
                 columns["etp"].append(etp[rows])
                 columns["a2a_overlap"].append(np.full(len(rows), A2A_OVERLAP_CODES[name]))
+                columns["node_dispatch"].append(node_dispatch[rows])
                 columns["choice"].append(np.full(len(rows), choice))
     index = np.concatenate(picks)
     return keep[index], {name: np.concatenate(values) for name, values in columns.items()}
@@ -444,6 +450,7 @@ class LayoutSearch:
         a = {k: v[i] for k, v in self.arrays.items()}
         moe = {} if "ep" not in a else dict(ep=int(a["ep"]), etp=int(a["etp"]),
                                              moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
+                                             moe_node_dispatch=bool(a["node_dispatch"]),
                                              moe_load_imbalance=self.moe_load_imbalance)
         return make_layout("layout", **moe, **layout_fields(a), global_batch=int(a["global_batch"]), dtype=self.dtype)
 
@@ -468,7 +475,8 @@ class LayoutSearch:
             })
             if "ep" in a:
                 out[-1].update({"ep": int(a["ep"]), "etp": int(a["etp"]),
-                                "moe_a2a_overlap": A2A_OVERLAP_NAMES[int(a["a2a_overlap"])]})
+                                "moe_a2a_overlap": A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
+                                "moe_node_dispatch": bool(a["node_dispatch"])})
         return out
 
 

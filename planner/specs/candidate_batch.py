@@ -142,12 +142,14 @@ class CandidateBatch:
     top_k: np.ndarray | None = None
     expert_ffn: np.ndarray | None = None
     expert_params: np.ndarray | None = None  # routed experts' parameters of one MoE layer (all experts)
-    dispatch_nodes: np.ndarray | None = None  # most nodes a token is sent to (node-limited routing), else top_k
+    dispatch_nodes: np.ndarray | None = None  # expert groups a token may pick (group-limited routing), else top_k
+    route_groups: np.ndarray | None = None  # expert groups of group-limited routing (moe_groups), else 1
     ep: np.ndarray | None = None
     etp: np.ndarray | None = None
     moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
     a2a_overlap: np.ndarray | None = None  # A2A_OVERLAP_CODES
     moe_padded: np.ndarray | None = None  # 1 = expert inputs padded to capacity (static shapes)
+    node_dispatch: np.ndarray | None = None  # 1 = each token crosses to a node once (DeepEP; Layout.moe_node_dispatch)
     # Sliding-window attention: keys per query (inf = full causal); None when no model of the batch has a
     # window (the cost model then runs the full-attention path unchanged).
     attention_window: np.ndarray | None = None
@@ -204,7 +206,8 @@ def _vector_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
     return {"vector_elements_per_layer": elements, "vector_split_per_layer": split}
 
 
-MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes")
+MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
+                     "route_groups")
 
 
 def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
@@ -232,7 +235,8 @@ def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
         layer = (parts["attention"] + parts["mlp"] + parts.get("router", 0.0) + 2 * norm_params * L + mtp_dense) / (L + mtp)
         dispatch = min(model.moe_top_k, model.moe_topk_groups) if model.moe_groups > 1 else model.moe_top_k
         rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe + (mtp if moe else 0), model.moe_experts,
-                     model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, dispatch))
+                     model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, dispatch,
+                     model.moe_groups if model.moe_groups > 1 else 1))
     table = np.array(rows, dtype=float)
     names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
     return {name: table[:, i] for i, name in enumerate(names)}
@@ -275,7 +279,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
         for name, default in moe_defaults.items():
             columns[name] = np.broadcast_to(np.asarray(moe_layout.get(name, default), dtype=float), index.shape)
     elif any(np.any(np.asarray(moe_layout[name]) != default) for name, default in moe_defaults.items()
-             if name in moe_layout and name not in ("etp", "moe_padded")):
+             if name in moe_layout and name not in ("etp", "moe_padded", "node_dispatch")):
         raise ValueError("ep, moe_imbalance and a2a_overlap need an MoE model")
     if layout_arrays:
         raise TypeError(f"unknown layout arrays: {sorted(layout_arrays)}")
@@ -315,11 +319,13 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
 def _moe_layout_columns(layouts: list[Layout], column) -> dict:
     """ep, etp, the effective load imbalance and the overlap code, only for layouts that use them."""
     if all(l.ep == 1 and l.etp is None and l.moe_a2a_overlap == "none" and l.moe_load_imbalance == 1.0
-           and l.moe_capacity_factor is None and l.moe_pad_to_capacity is None for l in layouts):
+           and l.moe_capacity_factor is None and l.moe_pad_to_capacity is None and l.moe_node_dispatch is None
+           for l in layouts):
         return {}  # build_batch fills the stacks' default routing
     return {"ep": column(lambda l: l.ep), "etp": column(lambda l: l.expert_tp),
             "moe_imbalance": column(lambda l: moe_imbalance(l)), "a2a_overlap": column(lambda l: A2A_OVERLAP_CODES[l.moe_a2a_overlap]),
-            "moe_padded": column(lambda l: float(l.moe_pad_to_capacity_used))}
+            "moe_padded": column(lambda l: float(l.moe_pad_to_capacity_used)),
+            "node_dispatch": column(lambda l: float(l.moe_node_dispatch_used))}
 
 def _tristate(value: bool | None) -> int:
     return -1 if value is None else int(value)

@@ -161,6 +161,10 @@ class Layout(BaseModel):
     moe_pad_to_capacity: bool | None = None
     # How the dispatch/combine all-to-all overlaps compute (planner.frameworks.moe.A2A_OVERLAPS).
     moe_a2a_overlap: Literal[A2A_OVERLAP_NAMES] = "none"
+    # Dispatch each token to a remote node once, forwarded inside it over the scale-up link (DeepEP; Megatron's
+    # flex dispatcher on DeepEP), rather than one copy per routed expert: fewer scale-out bytes where the routing
+    # is node-limited (DeepSeek-V3's). None = the stack's default (MoEStack.dispatches_once_per_node).
+    moe_node_dispatch: bool | None = None
 
     @property
     def moe_capacity_factor_used(self) -> float | None:
@@ -176,6 +180,13 @@ class Layout(BaseModel):
         if self.moe_pad_to_capacity is None:
             return MOE_STACKS[self.framework].pads_to_capacity and self.moe_capacity_factor_used is not None
         return self.moe_pad_to_capacity
+
+    @property
+    def moe_node_dispatch_used(self) -> bool:
+        """Whether tokens cross to a node once: the explicit setting or the stack's default."""
+        if self.moe_node_dispatch is None:
+            return MOE_STACKS[self.framework].dispatches_once_per_node
+        return self.moe_node_dispatch
 
     @property
     def expert_tp(self) -> int:

@@ -44,6 +44,9 @@ CASES = {
     "deepseek-v3-mla": ("deepseek-v3", Layout(tp=2, pp=16, dp=32, ep=64, etp=1, zero=1, global_batch=2048,
                                              recompute="full", dtype="fp8", moe_capacity_factor=1.25,
                                              seq_parallel=True, **MEGATRON)),
+    # Node-limited dispatch: the flex dispatcher on DeepEP (frameworks.moe.MoEStack.can_dispatch_once_per_node).
+    "deepseek-v3-deepep": ("deepseek-v3", Layout(tp=1, pp=16, dp=64, ep=64, zero=1, global_batch=2048, dtype="fp8",
+                                                moe_node_dispatch=True, **MEGATRON)),
 }
 
 
@@ -112,6 +115,9 @@ def test_moe_plans_carry_experts_router_and_expert_parallelism(megatron_options,
     assert v3.multi_latent_attention and (v3.q_lora_rank, v3.kv_lora_rank) == (model.q_lora_rank, model.kv_lora_rank)
     assert (v3.qk_head_dim, v3.qk_pos_emb_head_dim, v3.v_head_dim) == (128, 64, 128)
     assert v3.mtp_num_layers == model.mtp_layers and v3.moe_expert_capacity_factor == 1.25
+    deepep = parsed("deepseek-v3-deepep")
+    assert (deepep.moe_token_dispatcher_type, deepep.moe_flex_dispatcher_backend) == ("flex", "deepep")
+    assert deepep.moe_router_dtype == "fp32" and v3.moe_token_dispatcher_type == "alltoall"
     name, layout = CASES["llama3-8b-zero2"]
     dense = pairs(launch_files(preset(name), layout, h100)["megatron_args.txt"])
     assert not any(flag.startswith(("--num-experts", "--moe-", "--expert-")) for flag, _ in dense)

@@ -90,3 +90,18 @@ def test_simulate_and_optimize_headers_name_the_shared_experts(cli):
         assert "256 experts top-8 + 1 shared in 58 layers" in out.splitlines()[0]
     code, out, _ = cli(["simulate", "--model", "qwen3-30b-a3b", "--gpus", 64, "--ep", 8, "--zero", 1])
     assert code == 0 and "128 experts top-8 in 48 layers" in out.splitlines()[0] and "shared" not in out
+
+
+def test_simulate_takes_node_limited_dispatch(cli):
+    """--moe-node-dispatch 1 on Megatron (its flex dispatcher on DeepEP) crosses to each node once: DeepSeek-V3 at ep
+    64 over 8 nodes exposes less all-to-all than the alltoall dispatcher's one copy per routed expert."""
+    argv = ["simulate", "--model", "deepseek-v3", "--cluster", "h800-deepseek", "--gpus", 1024, "--pp", 16,
+            "--dp", 64, "--ep", 64, "--dtype", "fp8", "--framework", "megatron", "--global-batch", 1024, "--json"]
+    seconds = {}
+    for flag in (0, 1):
+        code, out, err = cli([*argv, "--moe-node-dispatch", flag])
+        assert code in (0, 1), err
+        seconds[flag] = json.loads(out)["time"]["ep_comm"]
+    assert seconds[1] < seconds[0]
+    code, out, _ = cli([*argv[:-1], "--moe-node-dispatch", 1])
+    assert " node-dispatch" in next(line for line in out.splitlines() if line.startswith("layout"))

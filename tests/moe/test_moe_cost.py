@@ -249,3 +249,55 @@ def test_megatron_sorts_received_tokens_by_local_expert(monkeypatch):
     assert f1 - f0 == pytest.approx(expected, rel=1e-9) and b1 - b0 == pytest.approx(expected, rel=1e-9)
     mixtral = _mixtral(8)
     assert forward_seconds(PRESETS["mixtral-8x7b"], mixtral, True)[0] == forward_seconds(PRESETS["mixtral-8x7b"], mixtral, False)[0]
+
+
+def _deepseek_ep_seconds(ep, framework, node_dispatch=None):
+    """Exposed all-to-all seconds a step of DeepSeek-V3 at ep `ep` (etp 1, no overlap), and its scale-out bytes."""
+    from planner.cost import groups, moe as moe_cost
+
+    model, cluster = PRESETS["deepseek-v3"], load_cluster("h800-deepseek")
+    layout = make_layout(tp=1, pp=16, dp=ep, ep=ep, micro_batch=1, global_batch=2 * ep * 16, dtype="fp8",
+                         framework=framework, zero=1, moe_node_dispatch=node_dispatch)
+    check_layout(model, layout, gpus=16 * ep)
+    batch = single_batch(model, layout)
+    links = groups.links(cluster, batch.ep, batch.etp)
+    volume = moe_cost.all_to_all_bytes(batch)["dispatch"]
+    inter = moe_cost._inter_node_bytes(batch, links, volume)
+    return float(step_time(batch, cluster)["parts"]["ep_comm"][0]), volume[0], inter, links
+
+
+def test_node_limited_dispatch_crosses_to_each_node_once_by_hand():
+    """DeepSeek-V3 routes each token to experts in at most 4 of its 8 groups (n_group 8, topk_group 4). At ep 64 over
+    8 nodes a group is a node: DeepEP-style dispatch sends each token to at most 4 nodes once, 7/8 of them remote, so
+    the scale-out bytes are volume / 8 copies x 4 nodes x 7/8 (DeepSeek-V3 section 3.2.2); one copy per routed expert
+    (Megatron's alltoall dispatcher: token_dispatcher.py:556, 671-678, 705-711 at d98e8a64) sends 7/8 of all 8."""
+    seconds, volume, inter, links = _deepseek_ep_seconds(64, "megatron", node_dispatch=True)
+    assert links["nodes"][0] == 8
+    assert inter[0] == pytest.approx(volume / 8 * 4 * 7 / 8)
+    plain_seconds, _, plain_inter, _ = _deepseek_ep_seconds(64, "megatron")
+    assert plain_inter is None and plain_seconds > 1.5 * seconds
+    # The neutral stack (DeepSeek's HAI-LLM runs here) dispatches so by default (its bytes: fp8, frameworks.moe).
+    _, other_volume, other_inter, _ = _deepseek_ep_seconds(64, "other")
+    assert other_inter[0] == pytest.approx(other_volume / 8 * 4 * 7 / 8)
+
+
+def test_an_expert_group_spanning_nodes_limits_nothing():
+    """At ep 256 (32 nodes) a group of 32 experts spans 4 nodes, so the 4 groups a token picks reach up to 16 nodes
+    and its top-8 experts 8: node-limited dispatch saves nothing (it was priced as 4 nodes at any ep)."""
+    seconds, volume, inter, links = _deepseek_ep_seconds(256, "megatron", node_dispatch=True)
+    plain_seconds, *_ = _deepseek_ep_seconds(256, "megatron", node_dispatch=False)
+    assert links["nodes"][0] == 32
+    assert inter[0] == pytest.approx(volume * 31 / 32) and seconds == pytest.approx(plain_seconds)
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(framework="fsdp", zero=3, moe_node_dispatch=True), "fsdp's dispatcher sends one copy per routed expert"),
+    (dict(framework="megatron", zero=1, moe_node_dispatch=True, moe_capacity_factor=1.0, moe_pad_to_capacity=True),
+     "node-limited dispatcher does not pad"),
+])
+def test_node_dispatch_where_the_stack_cannot_run_it_is_refused(values, message):
+    with pytest.raises(PlannerInputError, match=message):
+        check_layout(PRESETS["deepseek-v3"], make_layout(tp=1, pp=16, dp=64, ep=64, global_batch=1024, **values),
+                     gpus=1024)
+    with pytest.raises(PlannerInputError, match="moe_node_dispatch needs an MoE model"):
+        check_layout(PRESETS["llama3-8b"], make_layout(dp=8, global_batch=8, moe_node_dispatch=True), gpus=8)
