@@ -603,3 +603,21 @@ def test_deepspeed_refuses_fp32_gradient_accumulation_without_zero():
     check_layout(model, layout.model_copy(update={"zero": 1}), gpus=8)
     check_layout(model, layout.model_copy(update={"framework": "megatron", "zero": 0}), gpus=8)
     check_layout(model, layout.model_copy(update={"grad_reduce_in_fp32": False}), gpus=8)
+
+
+@pytest.mark.parametrize("spec, renamed", [("dgx-h100", "my-hopper"), ("dgx-a100-80gb", "ampere-box"),
+                                           ("dgx-b200", "blackwell")])
+def test_the_attention_table_follows_the_compute_capability_not_the_name(spec, renamed):
+    """Helper-found: the fused-attention table was picked by a substring of the accelerator's free-text name, so a
+    renamed H100 lost it and its steps moved by up to 11%. It follows accelerator.compute_capability, as NCCL's
+    tuner constants do; a V100 (7.0) and a spec that gives none have no table."""
+    from planner.cost.fused_attention import attention_kernel_codes, attention_table
+    from planner.specs.clusters import load_cluster
+    from planner.specs.candidate_batch import single_batch
+    from planner.specs.layout import Layout
+
+    cluster = load_cluster(spec)
+    other = cluster.model_copy(update={"accelerator": cluster.accelerator.model_copy(update={"name": renamed})})
+    batch = single_batch(PRESETS["llama3-8b"], Layout(dp=8, framework="fsdp"))
+    assert attention_kernel_codes(batch, other)[0] == attention_kernel_codes(batch, cluster)[0] >= 0
+    assert attention_table(7.0) is None and attention_table(None) is None

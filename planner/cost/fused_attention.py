@@ -22,12 +22,21 @@ def attention_peak(batch: CandidateBatch, cluster: ClusterSpec, peak):
     return np.where(batch.dtype == DTYPE_CODES["fp8"], bf16 if bf16 else peak, peak)
 
 
-# Which rows of kernels.ATTENTION_KERNELS an accelerator's fused attention takes, by the accelerator's
-# name: Hopper kernels on Hopper (Blackwell assumed to reach at least the Hopper fraction of its own peak),
-# FlashAttention-2 on Ampere. Any other device (V100, MI250X, CPUs) has no published table here: its fused
-# attention is timed as the two GEMMs it performs, like the unfused path, with attention_relative_efficiency.
-FUSED_ATTENTION_TABLE = (("H100", "h100"), ("H200", "h100"), ("H800", "h100"), ("H20", "h100"),
-                         ("B200", "h100"), ("A100", "a100"), ("A800", "a100"))
+# Which rows of kernels.ATTENTION_KERNELS an accelerator's fused attention takes, by its CUDA compute capability
+# (the spec's accelerator.compute_capability, which also picks NCCL's tuner constants: cost.collectives.architecture):
+# Hopper kernels on Hopper, 9.x (H100, H200, H800, H20), and on Blackwell, 10.x (assumed to reach at least the
+# Hopper fraction of its own peak); FlashAttention-2 on the data-centre Ampere parts, 8.0 (A100, A800), where its
+# published benchmarks were run. Any other device (V100, MI250X, CPUs, other 8.x parts) has no published table here:
+# its fused attention is timed as the two GEMMs it performs, like the unfused path, with
+# attention_relative_efficiency. (It was the accelerator's free-text name: a renamed H100 lost its table.)
+FUSED_ATTENTION_TABLE = ((9.0, 11.0, "h100"), (8.0, 8.1, "a100"))  # [from, below) compute capability -> table
+
+
+def attention_table(compute_capability: float | None) -> str | None:
+    """The fused-attention table of an accelerator of this compute capability (FUSED_ATTENTION_TABLE), or None."""
+    if compute_capability is None:
+        return None
+    return next((table for low, high, table in FUSED_ATTENTION_TABLE if low <= compute_capability < high), None)
 
 
 def attention_kernel_codes(batch: CandidateBatch, cluster: ClusterSpec):
@@ -35,8 +44,7 @@ def attention_kernel_codes(batch: CandidateBatch, cluster: ClusterSpec):
     or -1 when the accelerator has no published table."""
     from planner.frameworks import FRAMEWORKS, FRAMEWORK_NAMES
 
-    name = cluster.accelerator.name.upper()
-    gpu = next((table for tag, table in FUSED_ATTENTION_TABLE if tag in name), None)
+    gpu = attention_table(cluster.accelerator.compute_capability)
     if gpu is None:
         return np.full(len(batch), -1)
     per_framework = np.array([
