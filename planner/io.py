@@ -259,6 +259,19 @@ def check_new_outputs(paths, force: bool) -> None:
                                 + (f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""))
 
 
+def check_distinct_outputs(outputs: dict[str, list]) -> None:
+    """Refuse before any work when two outputs of one command name the same file (`outputs`: flag -> the paths it
+    writes): the later would silently replace the earlier, or refuse it as existing after the first was written."""
+    seen: list[tuple[str, str | os.PathLike]] = []
+    for flag, paths in outputs.items():
+        for path in paths:
+            for other_flag, other in seen:
+                if same_file(path, other):
+                    raise PlannerInputError(f"{shown(path)}: written by both {other_flag} and {flag}; give them "
+                                            "different paths")
+            seen.append((flag, path))
+
+
 def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
     """Whether two names reach one file: the same path, another spelling of it, or a link to it."""
     try:

@@ -85,6 +85,11 @@ def model_from_flag(text: str):
         data = load_yaml_file(text, "model file (.yaml)")
         if not isinstance(data, dict):
             raise PlannerInputError(f"{text}: expected a YAML mapping of model fields (layers, hidden, heads, ...)")
+        # Keys go in as keyword arguments: one that is not text, or is make_model's own `where`, would raise a bare
+        # TypeError there.
+        odd = next((key for key in data if not isinstance(key, str) or key == "where"), None)
+        if odd is not None:
+            raise PlannerInputError(f"{text}: key {odd!r}: not a model field (expected layers, hidden, heads, ...)")
         return make_model(text, **data)
     return preset(text)
 
@@ -189,10 +194,15 @@ def solve_fixed_model(args):
 
 
 def check_outputs(args, more=()) -> None:
-    """Every file the command will write is new (or --force), checked before the search."""
-    from planner.io import check_new_outputs
+    """Every file the command will write is new (or --force), and no two outputs name one file, checked before the
+    search: --all-layouts, the report's files (`more`) and the files --emit may write for any searched stack."""
+    from planner.cli import report as report_cli
+    from planner.io import check_distinct_outputs, check_new_outputs
     paths = [args.all_layouts] if args.all_layouts else []
-    check_new_outputs([*paths, *more], args.force)
+    emitted = list(dict.fromkeys(path for name in parse_frameworks(args.framework)
+                                 for path in report_cli.launch_outputs(getattr(args, "emit", None), name)))
+    check_distinct_outputs({"--all-layouts": paths, "--report": list(more), "--emit": emitted})
+    check_new_outputs([*paths, *more, *emitted], args.force)
 
 
 def emittable_layout(count, model, limit: int = 5000):
@@ -218,7 +228,6 @@ def warn_chosen_outside_calibration(command: str, result) -> None:
 
 
 def run_fixed_model(args) -> int:
-    from planner.io import write_text_atomic
     from planner.report.render import json_document
 
     from planner.cli.arguments import refuse_flags
@@ -240,10 +249,12 @@ def run_fixed_model(args) -> int:
         print(json_document(result_json(result)))
     else:
         print(format_fixed_model(result))
+    # Every output written together, all or nothing (report.PendingOutputs).
+    pending = report_cli.PendingOutputs()
     if args.all_layouts:
-        write_text_atomic(args.all_layouts, layouts_csv(result), force=args.force, flag="--force")
+        pending.add({args.all_layouts: layouts_csv(result).encode("utf-8")})
     if report_paths:
-        report_cli.write_fixed_model_report(result, report_paths, args.force)
+        report_cli.write_fixed_model_report(result, report_paths, args.force, pending)
     if emitted is not None:
         chosen = result.chosen
         index, layout = emitted
@@ -254,7 +265,9 @@ def run_fixed_model(args) -> int:
                              f"{emitted_limits_text(result, index)}\n")
         summary = (f"optimize --model: {result.model.name}, {chosen.gpus} GPUs of {result.cluster.name}, "
                    f"step {float(chosen.search.step_time_s[index]):.3f} s")
-        report_cli.emit_launch(args.emit, result.model, layout, result.cluster, result.tokens, summary, args.force)
+        report_cli.emit_launch(args.emit, result.model, layout, result.cluster, result.tokens, summary, args.force,
+                               pending)
+    pending.write(args.force)
     return 0 if result.chosen is not None else 1
 
 

@@ -122,7 +122,7 @@ def result_json(result) -> dict:
 
 def run(args) -> int:
     from planner.cli import report as report_cli
-    from planner.io import check_new_outputs
+    from planner.io import check_distinct_outputs, check_new_outputs
     from planner.report.render import json_document
 
     from planner.cli.fixed_model import run_fixed_model, wants_fixed_model
@@ -147,7 +147,9 @@ def run(args) -> int:
         if missing:
             raise PlannerInputError(f"--emit: no launch config for stack {', '.join(missing)}; search stacks that have "
                                     f"one (--framework {','.join(EMITTABLE)}) or drop --emit")
-    launch_paths = [path for name in frameworks for path in report_cli.launch_outputs(args.emit, name)]
+    launch_paths = list(dict.fromkeys(path for name in frameworks for path in report_cli.launch_outputs(args.emit, name)))
+    check_distinct_outputs({"--report": list(report_paths.values()),
+                            "--emit-deepspeed": report_cli.deepspeed_outputs(args.emit_deepspeed), "--emit": launch_paths})
     check_new_outputs([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed), *launch_paths],
                       args.force)
     inputs = load_inputs(args)  # fills args.dtype with the cluster's default where it was not given
@@ -166,12 +168,15 @@ def run(args) -> int:
     else:
         print(format_result(result) + "".join(f"\nemit-deepspeed  {note}" for note in emitted.get("emit_deepspeed", {})
                                                                               .values()))
+    # Every output written together, all or nothing (report.PendingOutputs).
+    pending = report_cli.PendingOutputs()
     if args.report:
-        report_cli.write_report(args, inputs, result, report_paths, sensitivity=True)
+        report_cli.write_report(args, inputs, result, report_paths, sensitivity=True, pending=pending)
     if args.emit_deepspeed and result.status == "ok":
-        report_cli.emit_plan(args.emit_deepspeed, result.plan, inputs[0], args.force)
+        report_cli.emit_plan(args.emit_deepspeed, result.plan, inputs[0], args.force, pending)
     if args.emit and result.status == "ok":
-        report_cli.emit_plan_launch(args.emit, result.plan, inputs[0], args.force)
+        report_cli.emit_plan_launch(args.emit, result.plan, inputs[0], args.force, pending)
+    pending.write(args.force)
     return 0 if result.status == "ok" else 1
 
 

@@ -64,7 +64,8 @@ def deepspeed_outputs(folder: str | None) -> list[Path]:
     return [Path(folder) / name for name in DEEPSPEED_FILES] if folder else []
 
 
-def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool, moe=None) -> None:
+def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool, moe=None,
+                 pending: PendingOutputs | None = None) -> None:
     from planner.report import document, plots
     from planner.report import review as review_module
     from planner.report.sensitivity import run_cases
@@ -81,13 +82,39 @@ def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool
     review = review_module.build_review(cluster, law, constraints, result, sensitivity=cases,
                                         command=_command_line(), moe=moe, **options)
     figures = plots.all_figures(review) if result.status == "ok" else {}
-    write_document(document.document(review), figures, paths, args.force)
+    if pending is not None:  # written with the command's other outputs
+        document_files(document.document(review), figures, paths, pending)
+    else:
+        write_document(document.document(review), figures, paths, args.force)
 
 
-def write_document(blocks: list, figures: dict[str, bytes], paths: dict[str, Path], force: bool) -> None:
-    """A review's blocks as OUT.html (figures embedded) and OUT.md linking OUT_figures/*.png, written all or nothing:
-    the Markdown never links a missing figure (report.typeset)."""
-    from planner.io import write_files_atomic
+class PendingOutputs:
+    """The files one command writes (report, launch folders, layouts CSV), gathered and then written together, all or
+    nothing (io.write_files_atomic): a failure in the last leaves none of the others behind. `notes`: the lines said
+    on stderr once they are written."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, bytes] = {}
+        self.executable: list[Path] = []
+        self.notes: list[str] = []
+
+    def add(self, files: dict, executable=(), note: str | None = None) -> None:
+        self.files.update({Path(path): data for path, data in files.items()})
+        self.executable += [Path(path) for path in executable]
+        if note:
+            self.notes.append(note)
+
+    def write(self, force: bool) -> None:
+        from planner.io import write_files_atomic
+
+        write_files_atomic(self.files, force=force, executable=self.executable)
+        for note in self.notes:
+            sys.stderr.write(note + "\n")
+
+
+def document_files(blocks: list, figures: dict[str, bytes], paths: dict[str, Path], pending: PendingOutputs) -> None:
+    """A review's blocks as OUT.html (figures embedded) and OUT.md linking OUT_figures/*.png, added to `pending`: the
+    Markdown never links a missing figure (report.typeset)."""
     from planner.report import typeset
 
     markdown_dir = paths["md"].parent
@@ -95,27 +122,37 @@ def write_document(blocks: list, figures: dict[str, bytes], paths: dict[str, Pat
     files = {paths["html"]: typeset.to_html(blocks, figures).encode("utf-8"),
              paths["md"]: typeset.to_markdown(blocks, links).encode("utf-8"),
              **{paths[name]: data for name, data in figures.items()}}
-    write_files_atomic(files, force=force)
     figure_dir = f" (figures in {paths[next(iter(figures))].parent}/)" if figures else ""
-    sys.stderr.write(f"wrote {paths['html']} and {paths['md']}{figure_dir}\n")
+    pending.add(files, note=f"wrote {paths['html']} and {paths['md']}{figure_dir}")
+
+
+def write_document(blocks: list, figures: dict[str, bytes], paths: dict[str, Path], force: bool) -> None:
+    """document_files, written on its own (all or nothing)."""
+    pending = PendingOutputs()
+    document_files(blocks, figures, paths, pending)
+    pending.write(force)
 
 
 def _command_line() -> str:
     return "planner " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
 
 
-def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
-    """Write the --emit-deepspeed files (all or nothing; refused over existing files unless --force)."""
+def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool,
+                   pending: PendingOutputs | None = None) -> None:
+    """Write the --emit-deepspeed files (all or nothing; refused over existing files unless --force), or add them to
+    `pending`, written with the command's other outputs."""
     from planner.emit import LAUNCH_TARGETS
     from planner.emit.deepspeed import compatibility_notes, deepspeed_files, unsupported
     from planner.emit.schedule import checkpoint_interval_steps, checkpoint_mode_problems
-    from planner.io import write_files_atomic
 
     files = deepspeed_files(model, layout, cluster.gpus_per_node, tokens=tokens, summary=summary,
                             save_interval=checkpoint_interval_steps(model, layout, cluster))
-    write_files_atomic({Path(folder) / name: text.encode("utf-8") for name, text in files.items()}, force=force,
-                       executable=[Path(folder) / "launch.sh"])
-    sys.stderr.write(f"wrote {', '.join(files)} to {folder}/\n")
+    own = pending is None
+    pending = PendingOutputs() if own else pending
+    pending.add({Path(folder) / name: text.encode("utf-8") for name, text in files.items()},
+                executable=[Path(folder) / "launch.sh"], note=f"wrote {', '.join(files)} to {folder}/")
+    if own:
+        pending.write(force)
     target = LAUNCH_TARGETS["deepspeed"]
     # Written whatever the layout's stack: what Megatron-DeepSpeed cannot run as planned is said, not refused
     # (fp8 once: compatibility_notes says what the files run instead).
@@ -132,16 +169,20 @@ def launch_outputs(folder: str | None, framework: str) -> list[Path]:
     return [Path(folder) / name for name in LAUNCH_FILE_NAMES.get(framework, ())] if folder else []
 
 
-def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool) -> None:
+def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool,
+                pending: PendingOutputs | None = None) -> None:
     """Write the launch config of the layout's framework (--emit): all or nothing, refused over existing
-    files unless --force; a layout its stack cannot run is a one-line PlannerInputError, nothing written."""
+    files unless --force; a layout its stack cannot run is a one-line PlannerInputError, nothing written. With
+    `pending`, added to it and written with the command's other outputs."""
     from planner.emit import launch_files
-    from planner.io import write_files_atomic
 
     files = launch_files(model, layout, cluster, tokens=tokens, summary=summary)
-    write_files_atomic({Path(folder) / name: text.encode("utf-8") for name, text in files.items()}, force=force,
-                       executable=[Path(folder) / "launch.sh"])
-    sys.stderr.write(f"wrote {', '.join(files)} ({layout.framework}) to {folder}/\n")
+    own = pending is None
+    pending = PendingOutputs() if own else pending
+    pending.add({Path(folder) / name: text.encode("utf-8") for name, text in files.items()},
+                executable=[Path(folder) / "launch.sh"], note=f"wrote {', '.join(files)} ({layout.framework}) to {folder}/")
+    if own:
+        pending.write(force)
 
 
 def _plan_summary(plan: dict, cluster) -> str:
@@ -151,26 +192,33 @@ def _plan_summary(plan: dict, cluster) -> str:
             f"of {cluster.name}, predicted {human_days(plan['wall_clock_days'])}")
 
 
-def emit_plan(folder: str, plan: dict, cluster, force: bool) -> None:
+def emit_plan(folder: str, plan: dict, cluster, force: bool, pending: PendingOutputs | None = None) -> None:
     """--emit-deepspeed of a budget plan: DeepSpeed's files for its layout, whatever its stack."""
     from planner.report.review import plan_layout, plan_model
 
-    emit_deepspeed(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], _plan_summary(plan, cluster), force)
+    emit_deepspeed(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], _plan_summary(plan, cluster),
+                   force, pending)
 
 
-def emit_plan_launch(folder: str, plan: dict, cluster, force: bool) -> None:
+def emit_plan_launch(folder: str, plan: dict, cluster, force: bool, pending: PendingOutputs | None = None) -> None:
     """--emit of a budget plan: the launch config of the stack the plan chose (emit_launch)."""
     from planner.report.review import plan_layout, plan_model
 
-    emit_launch(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], _plan_summary(plan, cluster), force)
+    emit_launch(folder, plan_model(plan), plan_layout(plan), cluster, plan["tokens"], _plan_summary(plan, cluster),
+                force, pending)
 
 
-def write_fixed_model_report(result, paths: dict[str, Path], force: bool) -> None:
-    """The fixed-model review (report.fixed_model_review) as OUT.html, OUT.md and OUT_figures/, all or nothing."""
+def write_fixed_model_report(result, paths: dict[str, Path], force: bool, pending: PendingOutputs | None = None) -> None:
+    """The fixed-model review (report.fixed_model_review) as OUT.html, OUT.md and OUT_figures/, all or nothing (or
+    added to `pending`, written with the command's other outputs)."""
     from planner.report import fixed_model_review
 
     review = fixed_model_review.build_review(result, command=_command_line())
-    write_document(fixed_model_review.document(review), fixed_model_review.figures(review), paths, force)
+    blocks, figures = fixed_model_review.document(review), fixed_model_review.figures(review)
+    if pending is not None:
+        document_files(blocks, figures, paths, pending)
+    else:
+        write_document(blocks, figures, paths, force)
 
 
 def run_fixed_model_report(args, paths: dict[str, Path]) -> int:

@@ -178,3 +178,50 @@ def test_config_files_use_the_bounded_loader(cli, tmp_path, text, fragment):
     path = tmp_path / "config.yaml"
     path.write_text(text)
     one_line_error(cli(["simulate", "--config", path]), fragment)
+
+
+@pytest.mark.parametrize("command", [["predict", "--tokens", "1T"], ["optimize", "--tokens", "1T", "--gpus", "8"]])
+@pytest.mark.parametrize("text, fragment", [
+    ("where: x\nlayers: 2\nhidden: 64\nheads: 4\n", "key 'where': not a model field"),  # make_model's own argument
+    ("1: 2\nlayers: 2\n", "key 1: not a model field"),  # not text: "keywords must be strings"
+])
+def test_a_model_file_with_a_key_that_is_no_field_name_is_one_line(cli, tmp_path, command, text, fragment):
+    """CLI-audit-found: both raised a TypeError traceback (exit 70) from make_model(text, **data)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    one_line_error(cli([command[0], "--model", path, *command[1:]]), str(path), fragment)
+
+
+def _left(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("outputs, fragment", [
+    # --emit's launch.sh in the way: refused before the search, --all-layouts unwritten (it was written first).
+    (lambda d: ["--all-layouts", d / "l.csv", "--emit", d / "e"], "launch.sh: already exists"),
+    # An output that cannot be written: the others are not left behind (the CSV was).
+    (lambda d: ["--all-layouts", d / "l.csv", "--report", d / "f" / "x" / "r.html"], "cannot write"),
+    (lambda d: ["--emit", d / "f" / "x" / "e", "--report", d / "r.html"], "cannot write"),
+    # Found only when written (no folder can be made under /proc, even by root): the CSV was left.
+    (lambda d: ["--all-layouts", d / "l.csv", "--report", "/proc/planner-no-such/r.html"], "cannot write"),
+    # Two outputs naming one file: the CSV was written into r.html, then the report refused it as existing.
+    (lambda d: ["--all-layouts", d / "r.html", "--report", d / "r.html"],
+     "written by both --all-layouts and --report"),
+])
+def test_optimize_writes_all_of_its_outputs_or_none(cli, tmp_path, outputs, fragment):
+    """CLI-audit-found: optimize wrote its outputs one after another, so a failing later one left the earlier behind
+    (exit 2 with files written). They are checked together before the search and written together after it."""
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "launch.sh").write_text("mine")
+    (tmp_path / "f").write_text("a file where a folder is needed")
+    before = _left(tmp_path)
+    one_line_error(cli(["optimize", "--model", "gpt2-small", "--tokens", "10B", "--gpus", "8",
+                        "--framework", "megatron", *outputs(tmp_path)]), fragment)
+    assert _left(tmp_path) == before and (tmp_path / "e" / "launch.sh").read_text() == "mine"
+
+
+def test_budget_outputs_naming_one_file_are_refused_before_the_search(cli, tmp_path):
+    """--emit-deepspeed DIR writes DIR/NOTES.md, as --report DIR/NOTES.html does: it wrote the report, then refused."""
+    one_line_error(cli(["optimize", "--budget", "100gpuh", "--emit-deepspeed", tmp_path / "e", "--report",
+                        tmp_path / "e" / "NOTES.html"]), "NOTES.md: written by both --report and --emit-deepspeed")
+    assert list(tmp_path.iterdir()) == []
