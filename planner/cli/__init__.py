@@ -189,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _refuse_empty_values(parser: argparse.ArgumentParser, args) -> None:
+    """An option given an empty value (`--cluster ''`, `--tokens ''`) is bad input: every option's None already
+    means "not given", and an empty text read as that default (the bundled cluster, no token count) answered a
+    question the user did not ask."""
+    command = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001 - argparse keeps it there
+    for action in command._actions:  # noqa: SLF001
+        value = getattr(args, action.dest, None)
+        if action.option_strings and isinstance(value, str) and not value.strip():
+            raise PlannerInputError(f"{action.option_strings[-1]}: expected a value, got {value!r}")
+
+
 def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -198,6 +209,7 @@ def _run(argv: list[str] | None) -> int:
         return 2
     previous = _set_sigterm(_raise_terminated)
     try:
+        _refuse_empty_values(parser, args)
         code = int(args.run(args) or 0)
         sys.stdout.flush()  # a full disk or closed pipe shows here, not in the interpreter's flush at exit
         return code

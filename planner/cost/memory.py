@@ -516,7 +516,8 @@ def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> dict
     """Routed experts' states (sharded over the expert data-parallel group), their fp8 copies and the DualPipe
     second weight copy (cost/moe.py)."""
     expert_params = moe.expert_params_per_gpu(batch, layers)
-    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack))
+    shards = moe.expert_sharding(batch, state_sharding_degrees(batch, stack), sharding_degree(batch, stack))
+    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack), shards)
     fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
     weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only
     return {"expert_weights": weights + fp8, "expert_gradients": expert["gradients"],

@@ -343,16 +343,28 @@ def parameter_copies(batch: CandidateBatch) -> np.ndarray:
     return _COPIES[batch.a2a_overlap.astype(int)]
 
 
-def expert_state_bytes(batch: CandidateBatch, expert_params, size: dict) -> dict[str, np.ndarray]:
+def expert_sharding(batch: CandidateBatch, dense: dict, dense_degree) -> dict[str, np.ndarray]:
+    """Ranks the experts' weights (and optimizer states) and gradients are sharded over: the expert data-parallel
+    group, less the replicas hierarchical partitioning makes. A shard group of g of the dense sharding group's
+    `dense_degree` ranks (cost.memory.state_sharding_degrees: `dense`) replicates every state dense_degree / g
+    times, the experts' too, so they are sharded over edp x g / dense_degree ranks (at least 1)."""
+    d = expert_dp(batch)
+    return {name: np.maximum(d * dense[name] / dense_degree, 1.0) for name in ("weights", "grads")}
+
+
+def expert_state_bytes(batch: CandidateBatch, expert_params, size: dict, shards: dict | None = None) -> dict[str, np.ndarray]:
     """Weights, gradients and optimizer states of `expert_params` routed-expert parameters on one GPU,
-    sharded over the expert data-parallel group as the dense part is over dp (ZeRO stage by stage);
-    `size` is cost.memory.element_bytes. Where the stack's fp32 parameter is the master (FSDP, JAX:
+    sharded over the expert data-parallel group as the dense part is over dp (ZeRO stage by stage; `shards`:
+    expert_sharding's degrees under hierarchical partitioning, else the whole group); `size` is
+    cost.memory.element_bytes. Where the stack's fp32 parameter is the master (FSDP, JAX:
     `param_master`, as in memory.model_state_bytes) it lives beside the 16-bit expert weights below ZeRO-3,
     sharded with the gradients at ZeRO-2 and whole below; ZeRO-3's sharded weights already are it."""
-    d, zero = expert_dp(batch), batch.zero
-    master = size["param_master"] * expert_params / np.where(zero == 2, d, 1.0)
+    zero = batch.zero
+    d = expert_dp(batch) if shards is None else shards["weights"]
+    g = expert_dp(batch) if shards is None else shards["grads"]
+    master = size["param_master"] * expert_params / np.where(zero == 2, g, 1.0)
     weights = np.where(zero == 3, size["sharded_weights"] * expert_params / d, size["weights"] * expert_params)
-    grads = np.where(zero >= 2, size["grads"] * expert_params / d, size["grads"] * expert_params)
+    grads = np.where(zero >= 2, size["grads"] * expert_params / g, size["grads"] * expert_params)
     optimizer = np.where(zero >= 1, size["optimizer"] * expert_params / d, size["optimizer"] * expert_params)
     # DualPipe's second copy is of the compute weights; the master is one (DeepSeek keeps it with the optimizer).
     weights = weights * parameter_copies(batch) + np.where(zero == 3, 0.0, master)

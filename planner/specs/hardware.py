@@ -178,7 +178,7 @@ class Node(_Frozen):
     nvme_capacity_bytes: Bytes | None = Field(default=None, alias="nvme_capacity")
     # Host-side Adam throughput for ZeRO-Offload, parameters updated per second per node (assumed
     # from DeepSpeed CPU-Adam figures unless calibrated).
-    host_adam_params_per_s: float = Field(default=1.0e9, gt=0, allow_inf_nan=False)
+    host_adam_params_per_s: float = Field(default=1.0e9, ge=1e3, allow_inf_nan=False)  # ge: overflowed below
     # True for CPU "devices": ranks split the node's cores between them (OMP_NUM_THREADS = cores / ranks),
     # so a job with fewer ranks than accelerators_per_node gets proportionally more compute per rank.
     compute_shared_by_ranks: bool = False
@@ -287,6 +287,11 @@ class Reliability(_Frozen):
 SUSTAINED_CLOCK_FACTOR = 0.9
 
 
+# The least efficiency a spec may give (a fraction of a peak): 1e-4, ten times below the least `planner calibrate`
+# fits (calibrate.fitting.PARAMETERS). Near 0 (1e-300) a plan overflowed to 3e+301 days without a word.
+MIN_EFFICIENCY = 1e-4
+
+
 class Efficiency(_Frozen):
     """Free parameters of the cost model. Defaults are assumptions; `planner calibrate` fits them.
 
@@ -302,31 +307,31 @@ class Efficiency(_Frozen):
     # This default is the H100 derivation, kept for devices with no published figure here (CPUs): a measured
     # 8192^3 bf16 GEMM on H100 reaches 798/989 = 0.81 of peak (REFERENCE.md; MAMF's H100 row: 794.5/989 = 0.803)
     # x 0.9 ~= 0.72.
-    matmul_peak_fraction: float = Field(default=0.72, gt=0, le=1)
+    matmul_peak_fraction: float = Field(default=0.72, ge=MIN_EFFICIENCY, le=1)
     # fp8 GEMMs' ceiling (a fraction of the fp8 peak) relative to matmul_peak_fraction: the MAMF table's
     # fp8 efficiency / its bf16 efficiency for the same accelerator (H100 70.9% / 80.3% = 0.882), so the
     # shared sustained-clock factor cancels and a calibrated matmul_peak_fraction moves fp8 GEMMs too.
     # 1 = fp8 GEMMs reach the bf16 fraction of their own peak (the planner's behaviour before the table).
-    fp8_matmul_relative_efficiency: float = Field(default=1.0, gt=0, le=1)
+    fp8_matmul_relative_efficiency: float = Field(default=1.0, ge=MIN_EFFICIENCY, le=1)
     # GEMM size at which efficiency is half the ceiling. None = derived from the roofline ridge: a
     # 16-bit n x n x n GEMM does 2n^3 FLOP on 6n^2 bytes, so it turns compute-bound at
     # n = 3 x peak / HBM bandwidth (A100 ~460, H100 ~890): faster GPUs need bigger GEMMs.
     matmul_half_size: float | None = Field(default=None, gt=0, le=1e7)  # le: a 10M-wide GEMM
     matmul_size_exponent: float = Field(default=1.5, gt=0, le=10)
     # Flash-attention core relative to a GEMM of the same size (assumed: attention kernels run ~20% below GEMMs).
-    attention_relative_efficiency: float = Field(default=0.8, gt=0, le=1.5)
+    attention_relative_efficiency: float = Field(default=0.8, ge=MIN_EFFICIENCY, le=1.5)
     # Achieved fraction of HBM bandwidth for memory-bound kernels (elementwise, norms, optimizer).
-    hbm_efficiency: float = Field(default=0.7, gt=0, le=1)
+    hbm_efficiency: float = Field(default=0.7, ge=MIN_EFFICIENCY, le=1)
     # Optimizer-step throughput relative to hbm_efficiency x HBM bandwidth (gradient clipping, flattening
     # and ZeRO bookkeeping ride on the step); 1 = the Adam traffic alone. Assumed 1 until calibrated.
-    optimizer_relative_efficiency: float = Field(default=1.0, gt=0, le=1)
+    optimizer_relative_efficiency: float = Field(default=1.0, ge=MIN_EFFICIENCY, le=1)
     # Achieved fraction of link bandwidth for NCCL-style collectives: it scales the NVLink per-direction bandwidth (W_up) and
     # the per-rank NIC share (W_out) before NCCL's own protocol factors and caps (cost/collectives.py), so a spec sets it to
     # measured nccl-tests busbw / the model's busbw at efficiency 1 for the same group and size. The DGX, H800 and Jean Zay
     # specs do (their efficiency: blocks cite the measurements: NVLink 0.76-0.81, InfiniBand 0.96). The 0.75 default is an
     # assumption, kept where no measurement was found (DGX-2 NVLink, Frontier's Infinity Fabric and Slingshot, Omni-Path, CPUs).
-    scale_up_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
-    scale_out_bandwidth_efficiency: float = Field(default=0.75, gt=0, le=1)
+    scale_up_bandwidth_efficiency: float = Field(default=0.75, ge=MIN_EFFICIENCY, le=1)
+    scale_out_bandwidth_efficiency: float = Field(default=0.75, ge=MIN_EFFICIENCY, le=1)
     # Residuals of the overlap schedule (cost/overlap.py, cost/data_parallel.py): the fraction of the data-parallel /
     # tensor-parallel communication the schedule can hide (prefetch, buckets behind backward, TP chunks
     # behind GEMMs) that is hidden in practice. 1 = the schedule's ideal (assumed until calibrated: the

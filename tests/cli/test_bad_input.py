@@ -225,3 +225,34 @@ def test_budget_outputs_naming_one_file_are_refused_before_the_search(cli, tmp_p
     one_line_error(cli(["optimize", "--budget", "100gpuh", "--emit-deepspeed", tmp_path / "e", "--report",
                         tmp_path / "e" / "NOTES.html"]), "NOTES.md: written by both --report and --emit-deepspeed")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", ""], "--cluster"),
+    (["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster-dir", ""], "--cluster-dir"),
+    (["simulate", "--config", ""], "--config"),
+    (["optimize", "--model", "gpt2-small", "--gpus", "8", "--tokens", ""], "--tokens"),
+    (["optimize", "--model", "gpt2-small", "--gpus", "8", "--tokens", "1B", "--framework", ""], "--framework"),
+    (["optimize", "--budget", "100gpuh", "--law", ""], "--law"),
+    (["clusters", "--cluster-dir", " "], "--cluster-dir"),
+])
+def test_an_empty_value_is_refused_not_read_as_the_default(cli, argv, flag):
+    """CLI-audit-found: each ran on its default (the bundled cluster, no token count, the default law) and exited 0,
+    where --budget '' and --out '' were refused."""
+    one_line_error(cli(argv), f"{flag}: expected a value, got")
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("efficiency", "matmul_peak_fraction", 1e-300),  # optimize planned 3e+301 days
+    ("node", "host_adam_params_per_s", 1e-300),  # numpy's overflow warning, exit 0
+])
+def test_a_near_zero_rate_in_a_cluster_spec_is_refused(cli, tmp_path, section, key, value):
+    from pathlib import Path
+
+    import planner
+    spec = yaml.safe_load((Path(planner.__file__).parent.parent / "cluster_specs" / "dgx-h100.yaml").read_text())
+    spec["name"] = "slow"
+    spec.setdefault(section, {})[key] = value
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    one_line_error(cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", path]), key)

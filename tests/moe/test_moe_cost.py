@@ -301,3 +301,18 @@ def test_node_dispatch_where_the_stack_cannot_run_it_is_refused(values, message)
                      gpus=1024)
     with pytest.raises(PlannerInputError, match="moe_node_dispatch needs an MoE model"):
         check_layout(PRESETS["llama3-8b"], make_layout(dp=8, global_batch=8, moe_node_dispatch=True), gpus=8)
+
+
+def test_hierarchical_partitioning_replicates_the_experts_as_the_dense_states():
+    """MoE-audit-found: a shard group (HSDP / MiCS) replicated the dense states 8 times but left the experts sharded
+    over the whole expert data-parallel group. Mixtral on 64 GPUs, FSDP, ep 8: edp 8, shard group 8 of 64, so every
+    state has 8 replicas and the experts' shards are whole (x8): each expert part grows by the dense weights' factor."""
+    model, cluster = PRESETS["mixtral-8x7b"], load_cluster("dgx-h100")
+    parts = {}
+    for group in (None, 8):
+        layout = make_layout(dp=64, ep=8, zero=3, framework="fsdp", global_batch=64, shard_group=group)
+        check_layout(model, layout, gpus=64)
+        parts[group] = estimate(single_batch(model, layout), cluster).memory["parts"]
+    for name in ("expert_weights", "expert_gradients", "expert_optimizer"):
+        assert parts[8][name][0] == pytest.approx(8.0 * parts[None][name][0])
+    assert parts[8]["weights"][0] == pytest.approx(8.0 * parts[None]["weights"][0], rel=0.01)
