@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -111,8 +112,17 @@ def run_profile(args) -> int:
     warmup = args.warmup if args.warmup is not None else (grid_file.warmup if grid_file.warmup is not None else 5)
     if steps < 1 or warmup < 0:
         raise PlannerInputError(f"--steps must be >= 1 and --warmup >= 0, got steps={steps} warmup={warmup}")
+    if args.redo and not args.resume:
+        raise PlannerInputError("--redo only makes sense with --resume")
+    if args.cluster:  # the rows carry it, and validate and calibrate look it up: a name no spec has is bad input
+        from planner.specs.clusters import load_cluster
+        load_cluster(args.cluster)
+    slots = harness.hostfile_slots(args.hostfile) if args.hostfile else None
     harness.require_deepspeed()
-    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's logger, made at its import, writes to stdout
+    # DeepSpeed's logger, made at its import, writes to stdout: its lines are held and said on stderr once the
+    # arguments are known good, so that bad input stays a one-line error (they came first).
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
         accelerator = harness.detect_accelerator()
     grid = grids.expand(grid_file, harness.resolve_dtype(accelerator))
     cluster = args.cluster or ("cpu-local" if accelerator == "cpu" else None)
@@ -121,12 +131,14 @@ def run_profile(args) -> int:
     unknown = sorted(set(args.redo) - {config.config_id for config in grid.configs})
     if unknown:
         raise PlannerInputError(f"--redo: {', '.join(unknown)} not in the grid (see --dry-run for the ids)")
-    if args.redo and not args.resume:
-        raise PlannerInputError("--redo only makes sense with --resume")
-    if args.hostfile:  # every world size must fit before the first launch
-        slots = harness.hostfile_slots(args.hostfile)
+    if slots is not None:  # every world size must fit before the first launch
         for config in grid.configs:
             harness.nodes_and_ranks(config.world_size, slots)
+    store = None
+    if not args.dry_run:  # its files are checked (and opened) before the first line is said
+        store = harness.ProfileStore(args.out_dir, args.name)
+        store.open(resume=args.resume, force=args.force, warn=lambda text: sys.stderr.write(f"warning: {text}\n"))
+    sys.stderr.write(said.getvalue())
 
     began = time.monotonic()
 
@@ -152,8 +164,6 @@ def run_profile(args) -> int:
         master_port=args.master_port, work_dir=args.work_dir, keep_logs=args.keep_logs,
         comms_log=not args.no_comms_log, bucket_elements=args.bucket_elements, ds_log_level=args.ds_log_level,
     )
-    store = harness.ProfileStore(args.out_dir, args.name)
-    store.open(resume=args.resume, force=args.force, warn=lambda text: report(f"warning: {text}"))
     started = time.monotonic()
     # `kill PID` should clean up like Ctrl-C: the ranks run in their own session and would outlive us.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

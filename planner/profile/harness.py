@@ -386,6 +386,10 @@ class ProfileStore:
         exists = any([output_exists(self.csv_path), output_exists(self.json_path)])
         if exists and not (resume or force):
             raise PlannerInputError(f"{self.csv_path}: profile already exists; pass --resume to continue it or --force to start over")
+        try:  # the folder the rows go to, made now: one no folder can be made in (/proc/x) fails here, not after a run
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PlannerInputError(f"{self.csv_path.parent}: cannot write ({error.strerror or error.__class__.__name__})") from None
         if not exists or force:
             return
         if self.csv_path.exists():

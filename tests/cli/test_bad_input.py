@@ -256,3 +256,21 @@ def test_a_near_zero_rate_in_a_cluster_spec_is_refused(cli, tmp_path, section, k
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(spec))
     one_line_error(cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", path]), key)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--dry-run", "--redo", "nosuch", "--resume"], "--redo: nosuch not in the grid"),
+    (["--dry-run", "--hostfile", "{hostfile}"], "expected 'HOST slots=N'"),
+    (["--dry-run", "--cluster", "nosuch"], "unknown cluster 'nosuch'"),  # wrote rows no spec describes, exit 0
+    (["--out-dir", "/proc/planner-no-such"], "cannot write"),
+    (["--out-dir", "{existing}"], "profile already exists"),
+])
+def test_profile_bad_input_is_one_line_before_deepspeed_speaks(cli, tmp_path, extra, fragment):
+    """CLI-audit-found: these were checked after DeepSpeed's import, whose accelerator warning (and the sweep's first
+    status line) came before the error: 2-3 lines on stderr. --cluster was not checked at all."""
+    pytest.importorskip("deepspeed")
+    (tmp_path / "hosts").write_text("garbage\n")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "p.csv").write_text("")
+    argv = [word.format(hostfile=tmp_path / "hosts", existing=tmp_path / "old") for word in extra]
+    one_line_error(cli(["profile", "--name", "p", "--grid", "ci", *argv]), fragment)
