@@ -67,17 +67,20 @@ def _is_cluster_spec(path: Path) -> bool:
 def find_clusters(cluster_dir: str | os.PathLike | None = None) -> list[tuple[str, str, Path, list[str]]]:
     """(name, origin, path, origins it hides) of every spec the search path holds, in search order: a name
     found in an earlier folder hides the same name in later ones. In the working directory only files that
-    load as a spec count."""
+    load as a spec count, and those named as a spec of a later folder, which load_cluster takes first (a broken
+    ./dgx-h100.yaml was listed as the bundled spec it hides, while every command read the broken file)."""
     found: dict[str, tuple[str, str, Path, list[str]]] = {}
     folders = cluster_folders(cluster_dir)
     if cluster_dir and ("\0" in str(cluster_dir) or not _is_dir(Path(cluster_dir))):
         raise PlannerInputError(f"cluster folder {shown(cluster_dir)} {_missing_folder(Path(cluster_dir))}")
+    elsewhere = {path.name.removesuffix(".yaml") for origin, folder in folders if origin != "working directory"
+                 for path in (folder.glob("*.yaml") if _is_dir(folder) else [])}
     for origin, folder in folders:
         for path in sorted(folder.glob("*.yaml")) if _is_dir(folder) else []:
             name = path.name.removesuffix(".yaml")
             if name in found:
                 found[name][3].append(origin)
-            elif origin != "working directory" or _is_cluster_spec(path):
+            elif origin != "working directory" or name in elsewhere or _is_cluster_spec(path):
                 found[name] = (name, origin, path, [])
     return list(found.values())
 

@@ -108,6 +108,16 @@ def test_other_yaml_in_the_working_directory_is_not_listed(home, cli):
     assert code == 0 and not {"law", "notes"} & set(json.loads(out)["clusters"])
 
 
+def test_a_broken_spec_that_hides_a_bundled_name_is_not_listed_as_the_bundled_one(home, cli):
+    """CLI-audit-found: a binary ./dgx-h100.yaml was listed as the bundled dgx-h100 (exit 0) while simulate read the
+    broken file (exit 2). clusters now says what every command reads: that file, which does not load."""
+    Path("dgx-h100.yaml").write_bytes(bytes(range(128, 228)))
+    code, _, err = cli(["clusters"])
+    assert code == 2 and "dgx-h100.yaml" in err and err.count("\n") == 1
+    code, _, err = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", "dgx-h100"])
+    assert code == 2 and "dgx-h100.yaml" in err
+
+
 def test_unknown_cluster_names_the_search_path_and_suggests(home, cli):
     code, out, err = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", "h100"])
     assert code == 2 and out == ""
