@@ -24,7 +24,9 @@ from planner.specs.model import ModelSpec
 
 INFERABLE = ("micro_batch", "recompute", "vpp", "seq_parallel", "flash_attention", "framework")
 MAX_MICRO_BATCH = 64
-MAX_VPP = 8
+# Interleaving is tried up to one layer per virtual stage (layers >= pp x vpp, as simulate accepts); the cap only
+# bounds the candidates of a very deep model (it was 8: llama2-70b tp8 pp4 ran 1.4% faster at vpp 20).
+MAX_VPP = 64
 
 
 def _options(name: str, model: ModelSpec, fields: dict) -> list:
@@ -39,7 +41,7 @@ def _options(name: str, model: ModelSpec, fields: dict) -> list:
         pp = fields.get("pp", 1)
         if pp == 1 or not framework.supports_interleaving:
             return [1]
-        return [v for v in range(1, MAX_VPP + 1) if model.layers >= pp * v]
+        return [v for v in range(1, model.layers // pp + 1) if v <= MAX_VPP]
     if name == "seq_parallel":
         return [False, True] if fields.get("tp", 1) > 1 else [False]
     if name == "flash_attention":
