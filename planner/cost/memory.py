@@ -221,6 +221,8 @@ def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> 
     tiles = np.maximum(batch.zero_tiling, 1.0)
     by_module = np.where(stack["gathers_largest_module"] > 0, (w + g) * largest_matrix_params(batch) / tiles, 0.0)
     unit = batch.layer_params / batch.tp
+    if batch.has_moe:  # an MoE layer's unit gathers its local experts too (layer_params counts the dense part only)
+        unit = unit + np.where(batch.moe_layers > 0, batch.expert_params / (batch.ep * batch.etp), 0.0)
     blocks = stack["units_in_flight"] * w * unit + (w + r) * unit
     # torchtitan + torch.distributed.pipelining: the whole stage stays unsharded, gradients accumulate
     # unsharded in the reduce dtype until the last micro-batch's backward.
@@ -461,8 +463,12 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     parts = {"weights": states["weights"] - fp8_params, "gradients": states["gradients"],
              "optimizer": states["optimizer"], "fp8_weights": fp8_weight_bytes(layers, batch, stack),
              "zero3_gathered": gathered, "comm_buckets": buckets + bucket_copy}
+    host, nvme = states["host_per_gpu"], states["nvme_per_gpu"]
     if batch.has_moe:
-        parts.update(_moe_state_parts(batch, stack, layers, states))
+        expert = _moe_state_parts(batch, stack, layers, states)
+        off_gpu = expert.pop("off_gpu")
+        host, nvme = host + np.where(batch.offload_nvme, 0.0, off_gpu), nvme + np.where(batch.offload_nvme, off_gpu, 0.0)
+        parts.update(expert)
     shape = (_STAGES, len(batch))
     parts = {name: np.broadcast_to(value, shape) for name, value in parts.items()}
     total = sum(parts.values())
@@ -474,7 +480,7 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
             "step_only_gradients": step_only["gradients"], "step_only_copy": step_only["copy"],
             "largest_total": np.max(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, least), axis=0),
             # Host and NVMe bytes per GPU of the fullest stage (offloaded states); the params of each stage.
-            "host": states["host_per_gpu"], "nvme": np.max(np.broadcast_to(states["nvme_per_gpu"], shape), axis=0),
+            "host": host, "nvme": np.max(np.broadcast_to(nvme, shape), axis=0),
             "params": params}
 
 
@@ -520,9 +526,17 @@ def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> dict
     expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack), shards)
     fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
     weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only
-    return {"expert_weights": weights + fp8, "expert_gradients": expert["gradients"],
-            "expert_optimizer": expert["optimizer"],
-            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * _paired_stage(batch, states["weights"])}
+    # Offload moves the experts' states as model_state_bytes moves the dense ones: the optimizer states, ZeRO-2/3's
+    # gradient partitions and ZeRO-Infinity's parameters go to the host (DeepSpeed offloads every parameter group,
+    # the experts' included). Left on the GPU, Mixtral 8x7B's expert Adam states (84 GiB on 8 GPUs) failed layouts
+    # that fit. Their host bytes: `off_gpu`, added to the dense ones by the caller.
+    optimizer_off = np.where(batch.offload >= 1, expert["optimizer"], 0.0)
+    grads_off = np.where((batch.offload >= 1) & (batch.zero >= 2), expert["gradients"], 0.0)
+    weights_off = np.where(batch.offload >= 2, weights, 0.0)
+    return {"expert_weights": weights - weights_off + fp8, "expert_gradients": expert["gradients"] - grads_off,
+            "expert_optimizer": expert["optimizer"] - optimizer_off,
+            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * _paired_stage(batch, states["weights"]),
+            "off_gpu": optimizer_off + grads_off + weights_off}
 
 
 def _paired_stage(batch: CandidateBatch, rows):

@@ -331,13 +331,6 @@ def sm_share_seconds(batch: CandidateBatch, layer_compute, comm, unpaired) -> np
     return beside * (1.0 / _SM_FRACTION[code] - 1.0)
 
 
-def expert_optimizer_seconds(batch: CandidateBatch, expert_params, bytes_per_param, hbm, relative_efficiency):
-    """Adam over this GPU's expert shard (ZeRO >= 1: / edp) on HBM, memory-bound like the dense step
-    (optimizer offload is not applied to the experts)."""
-    shard = np.where(batch.zero >= 1, expert_params / expert_dp(batch), expert_params)
-    return bytes_per_param * shard / hbm / relative_efficiency
-
-
 def parameter_copies(batch: CandidateBatch) -> np.ndarray:
     """Weight copies the pipeline schedule keeps (DualPipe: 2)."""
     return _COPIES[batch.a2a_overlap.astype(int)]

@@ -35,9 +35,15 @@ def _optimizer_per_row(batch, cluster):
     w = DTYPE_BYTES[batch.dtype.astype(int)]
     hbm = rank_rates(batch, cluster)[1]
     params = data_parallel_stage(batch)[0]
-    eff = cluster.efficiency
     shard = state_sharding_degrees(batch, fw)["optimizer"]
     opt_params = np.where(optimizer_sharded_rows(batch, fw), params / shard, params)
+    return adam_seconds(batch, cluster, opt_params, w, hbm)
+
+
+def adam_seconds(batch, cluster, opt_params, w, hbm):
+    """(Adam seconds, host copy seconds) of a step over `opt_params` parameters on this GPU: on HBM, memory-bound, or
+    CPU-Adam with its PCIe/NVMe copies where the layout offloads the optimizer (the dense states' and the experts',
+    cost.step_time._add_expert_parts)."""
     gpus_on_node = np.minimum(cluster.gpus_per_node, batch.gpus)
     pcie = cluster.node.pcie_bytes_per_s_per_accelerator
     host_adam = opt_params * gpus_on_node / cluster.node.host_adam_params_per_s
@@ -47,7 +53,7 @@ def _optimizer_per_row(batch, cluster):
     nvme = 2.0 * 16.0 * opt_params * gpus_on_node / cluster.node.nvme_bytes_per_s
     copies = 2.0 * w * opt_params / pcie + np.where(batch.offload_nvme, nvme, 0.0)
     optimizer = np.where(batch.offload >= 1, host_adam, (ADAM_BYTES_PER_PARAM + w) * opt_params / hbm)
-    return optimizer / eff.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
+    return optimizer / cluster.efficiency.optimizer_relative_efficiency, np.where(batch.offload >= 1, copies, 0.0)
 
 
 def grad_accumulation(batch, fw, hbm):

@@ -57,7 +57,7 @@ import numpy as np
 from planner.cost import (distinct, groups, hierarchy, layer_compute, moe, offload, optimizer_step, shard_copies)
 from planner.cost.data_parallel import data_parallel, expert_data_parallel
 from planner.cost.gemm import gemm_seconds, matmul_efficiency, output_layer_rates, rank_rates
-from planner.cost.memory import element_bytes
+from planner.cost.memory import element_bytes, sharding_degree, state_sharding_degrees
 from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, shared_embedding_sync, tensor_parallel
 from planner.cost.stages import data_parallel_stage, stage_split
 from planner.frameworks import batch_framework_arrays
@@ -387,8 +387,12 @@ def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_s
     expert_params = moe.expert_params_per_gpu(batch, stage["layers"])
     expert_dp_exposed, expert_dp_bytes, expert_window_used = expert_data_parallel(batch, cluster, fw, w, stage,
                                                                                   expert_params, dp_window_used)
-    expert_optimizer = moe.expert_optimizer_seconds(batch, expert_params, optimizer_step.ADAM_BYTES_PER_PARAM + w,
-                                                    hbm, cluster.efficiency.optimizer_relative_efficiency)
+    # Adam over this GPU's expert shard (ZeRO >= 1: over the expert sharding group), on HBM or, offloaded, on the
+    # host with its copies, as the dense states' (optimizer_step.adam_seconds).
+    shards = moe.expert_sharding(batch, state_sharding_degrees(batch, fw), sharding_degree(batch, fw))
+    shard = np.where(batch.zero >= 1, expert_params / shards["weights"], expert_params)
+    expert_optimizer, expert_copies = optimizer_step.adam_seconds(batch, cluster, shard, w, hbm)
+    parts["offload_copies"] = parts["offload_copies"] + expert_copies
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
     parts.update({"moe_experts": paced(per_layer["moe_experts"]), "ep_comm": paced(per_layer["ep_comm"]),
                   "moe_launch_floor": paced(per_layer["moe_launch_floor"]),

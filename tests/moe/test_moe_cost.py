@@ -316,3 +316,33 @@ def test_hierarchical_partitioning_replicates_the_experts_as_the_dense_states():
     for name in ("expert_weights", "expert_gradients", "expert_optimizer"):
         assert parts[8][name][0] == pytest.approx(8.0 * parts[None][name][0])
     assert parts[8]["weights"][0] == pytest.approx(8.0 * parts[None]["weights"][0], rel=0.01)
+
+
+def test_zero3_gathers_a_layers_local_experts_with_it():
+    """MoE-audit-found: the ZeRO-3 / FSDP working set counted only an MoE layer's dense part (layer_params), so
+    Llama 3 8B as a one-expert MoE (the same weights plus a router) gathered 1.37 GiB where the dense model gathers
+    3.01: the experts' weights were never in flight. They are now, at 1/(ep x etp) of the layer's experts."""
+    dense = PRESETS["llama3-8b"]
+    one = make_model(**{**dense.model_dump(), "name": "llama3-8b-one-expert", "moe_experts": 1, "moe_top_k": 1,
+                        "moe_ffn": dense.ffn_size})
+    layout = make_layout(dp=8, zero=3, framework="fsdp", global_batch=8)
+    gathered = [estimate(single_batch(m, layout), H100).memory["parts"]["zero3_gathered"][0] for m in (dense, one)]
+    assert gathered[1] == pytest.approx(gathered[0], rel=0.01)
+
+
+@pytest.mark.parametrize("zero, offload", [(1, "optimizer"), (2, "optimizer"), (3, "optimizer+params")])
+def test_offload_moves_the_experts_states_as_the_dense_ones(zero, offload):
+    """MoE-audit-found: optimizer offload left the experts' Adam states on the GPU (Mixtral 8x7B, ZeRO-3, 8 GPUs: 84
+    GiB) and ran their Adam step on HBM. Llama 3 8B as a one-expert MoE (its weights plus a router) offloads like the
+    dense model: none of its Adam states on the GPU, the same host bytes and the same CPU-Adam time within 1%."""
+    dense = PRESETS["llama3-8b"]
+    one = make_model(**{**dense.model_dump(), "name": "llama3-8b-one-expert", "moe_experts": 1, "moe_top_k": 1,
+                        "moe_ffn": dense.ffn_size})
+    layout = make_layout(dp=8, zero=zero, offload=offload, framework="deepspeed", global_batch=8, recompute="full")
+    check_layout(one, layout, gpus=8)
+    results = [estimate(single_batch(m, layout), H100) for m in (dense, one)]
+    assert results[1].memory["parts"]["expert_optimizer"][0] == 0.0
+    host = [r.memory["host_bytes_per_node"][0] for r in results]
+    assert host[1] == pytest.approx(host[0], rel=0.01)
+    optimizer = [r.time["parts"]["optimizer"][0] for r in results]
+    assert optimizer[1] == pytest.approx(optimizer[0], rel=0.01)
