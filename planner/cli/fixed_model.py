@@ -145,7 +145,7 @@ def _counts(args, cluster) -> list[int]:
         if not (args.deadline or args.budget):
             raise PlannerInputError("with --model/--params give --gpus N (or a list), or --tokens with --deadline or --budget")
         counts = gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, args.max_gpus)
-    capacity = cluster.max_nodes * cluster.gpus_per_node
+    capacity = cluster.total_gpus
     too_many = [c for c in counts if c > capacity or (args.max_gpus and c > args.max_gpus)]
     if too_many:
         limit = min(capacity, args.max_gpus or capacity)

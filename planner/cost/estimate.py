@@ -64,7 +64,7 @@ def check_simulable(model: ModelSpec, layout: Layout, cluster: ClusterSpec) -> N
     check_hierarchy_on_node(layout, cluster.gpus_per_node)
     check_tp_on_nodes(layout, cluster.gpus_per_node)
     cluster.peak_flops_per_s(layout.dtype)  # raises for a dtype the accelerator lacks
-    capacity = cluster.max_nodes * cluster.gpus_per_node
+    capacity = cluster.total_gpus
     if layout.gpus > capacity:
         raise PlannerInputError(
             f"layout needs {layout.gpus} GPUs but cluster {cluster.name!r} has max_nodes({cluster.max_nodes})"

@@ -473,7 +473,7 @@ def _memory_binds_line(result: FixedModelPlan, min_headroom: float) -> str:
 def _more_gpus_hint(result: FixedModelPlan) -> str:
     """What to relax for a plan too slow: more GPUs while the cluster has more than the largest count searched; at
     its whole size (where --gpus past it is refused) only a longer deadline or a larger cluster."""
-    capacity = result.cluster.max_nodes * result.cluster.gpus_per_node
+    capacity = result.cluster.total_gpus
     if max(c.gpus for c in result.counts) >= capacity:
         return (f"the cluster's {capacity:,} GPUs were searched: allow a longer --deadline, or a cluster spec with more "
                 "nodes (max_nodes)")

@@ -48,7 +48,7 @@ def deadline_caps_compute(problem: Problem) -> bool:
 def _more_gpus(problem: Problem) -> list[str]:
     """'allow more GPUs (flag)' unless the search already reached the cluster's largest count (then no flag helps)."""
     c, cluster = problem.constraints, problem.cluster
-    if most_gpus(cluster, c) >= cluster.max_nodes * cluster.gpus_per_node:
+    if most_gpus(cluster, c) >= cluster.total_gpus:
         return []
     return [f"allow more GPUs ({'--gpus' if c.gpus is not None else '--max-gpus'})"]
 

@@ -515,7 +515,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     """
     dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
-    capacity = cluster.max_nodes * cluster.gpus_per_node
+    capacity = cluster.total_gpus
     if gpus > capacity:
         raise PlannerInputError(f"--gpus {gpus} exceeds cluster {cluster.name!r} ({cluster.max_nodes} nodes x "
                                 f"{cluster.gpus_per_node} GPUs)")

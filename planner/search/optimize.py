@@ -55,7 +55,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
     started = time.perf_counter()
     dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
-    if constraints.gpus is not None and constraints.gpus > cluster.max_nodes * cluster.gpus_per_node:
+    if constraints.gpus is not None and constraints.gpus > cluster.total_gpus:
         raise PlannerInputError(f"--gpus {constraints.gpus} exceeds cluster {cluster.name!r} "
                                 f"({cluster.max_nodes} nodes x {cluster.gpus_per_node} GPUs)")
     problem, models, n_opt = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
@@ -89,7 +89,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
         best = select(problem, feasible)
         result.status = "ok"
         result.plan = describe(problem, space, feasible, best, "chosen plan")
-        result.plan["binds"] = binding(constraints, result.plan, counts, cluster.max_nodes * cluster.gpus_per_node)
+        result.plan["binds"] = binding(constraints, result.plan, counts, cluster.total_gpus)
         # The chosen plan only: its loss along training, ending at the law's L(N, D) (planner.laws.plan_curve).
         result.plan["loss_curve"] = plan_loss_curve(float(result.plan["params"]), result.plan["tokens"],
                                                     result.plan["predicted_loss"],

@@ -106,7 +106,7 @@ def alternatives(problem, space, feasible, best: int, counts: list[int]) -> list
         ("best with a model at least 1.5x smaller", feasible, params <= params[best] / 1.5, None, None),
         ("best with a model at least 1.5x larger", feasible, params >= params[best] * 1.5, None, None),
     ]
-    cluster_gpus = problem.cluster.max_nodes * problem.cluster.gpus_per_node
+    cluster_gpus = problem.cluster.total_gpus
     # A plan is its candidate and its wall-clock (a candidate stopped early is another plan).
     out, seen = [], {(int(feasible["index"][best]), float(wall[best]))}
     for label, arrays, mask, rule_counts, held_to in rules:

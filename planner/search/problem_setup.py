@@ -30,7 +30,7 @@ def _law_params(law, models) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def most_gpus(cluster: ClusterSpec, constraints: Constraints) -> int:
     """The largest GPU count a plan may use: --gpus, else --max-gpus, else the whole cluster."""
-    whole = cluster.max_nodes * cluster.gpus_per_node
+    whole = cluster.total_gpus
     if constraints.gpus is not None:
         return constraints.gpus
     return min(whole, constraints.max_gpus) if constraints.max_gpus is not None else whole

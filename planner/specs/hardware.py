@@ -485,6 +485,11 @@ class ClusterSpec(_Frozen):
     def gpus_per_node(self) -> int:
         return self.node.accelerators_per_node
 
+    @property
+    def total_gpus(self) -> int:
+        """Every accelerator of the cluster: max_nodes x gpus_per_node (the most a plan may use)."""
+        return self.max_nodes * self.gpus_per_node
+
     def with_efficiency(self, **changes: float) -> "ClusterSpec":
         """A copy with some efficiency parameters replaced (used by calibration and sensitivity)."""
         merged = self.efficiency.model_dump(by_alias=False) | changes
