@@ -121,6 +121,11 @@ def test_arrays_follow_the_codes_per_candidate():
      "activation_offload=1: megascale keeps"),
     (dict(framework="megatron", cp=2, dp=4, global_batch=8, flash_attention=False),
      "flash_attention=0 with cp\\(2\\) > 1: megatron runs context parallelism only in its flash or fused"),
+    # fp8 parameters: Megatron-Core's and the neutral stack's only (Framework.runs_fp8_param_gather; it was a list of
+    # names in layout_checks).
+    (dict(framework="fsdp", dtype="fp8", zero=2, dp=8, global_batch=8, fp8_param_gather=True), "--fp8-param-gather"),
+    (dict(framework="megascale", dtype="fp8", zero=1, dp=8, global_batch=8, fp8_param_gather=True),
+     "--fp8-param-gather"),
     # torch's context parallelism intercepts only the fused SDPA kernels (torch 2.13 _context_parallel/_attention.py:940-945).
     (dict(framework="fsdp", cp=2, dp=4, zero=3, global_batch=8, flash_attention=False),
      "flash_attention=0 with cp\\(2\\) > 1: fsdp runs context parallelism only in its flash or fused"),
@@ -143,6 +148,12 @@ def test_an_overlap_the_user_did_not_set_is_not_named_beside_the_real_reason():
     with pytest.raises(PlannerInputError, match="^layout: dp_comm_overlap at zero=0"):  # the only reason
         check_layout(PRESETS["gpt2-xl"], Layout(framework="deepspeed", zero=0, dp=4, global_batch=8,
                                                 dp_comm_overlap=True))
+
+
+def test_fp8_parameters_run_on_megatron_and_the_neutral_stack():
+    for name in ("megatron", "other"):
+        check_layout(PRESETS["gpt2-xl"], Layout(framework=name, dtype="fp8", zero=1, dp=8, global_batch=8,
+                                                fp8_param_gather=True))
 
 
 def test_the_stacks_that_keep_checkpoints_on_the_host_run_activation_offload():
@@ -511,8 +522,8 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved
     (schedules.py:35), fp16 gradients accumulated by an unfused add (no gradient_accumulation_fusion for them before
-    07916bf2); no TE TP overlap, fp8, context parallelism, Megatron-FSDP, fused cross-entropy or multi-token
-    prediction yet."""
+    07916bf2); no TE TP overlap, fp8 (nor fp8 parameters), context parallelism, Megatron-FSDP, fused cross-entropy or
+    multi-token prediction yet."""
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
     assert {k for k in new if old[k] != new[k]} == {
@@ -520,7 +531,7 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
         "interleaving_needs_pp_multiple",
         "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages", "param_gather_overlap",
         "dp_reduce_per_model_chunk", "reduce_overlaps_when_sharded", "unfused_16bit_grad_accumulation_bytes",
-        "fused_loss_bytes_per_logit", "runs_multi_token_prediction"}
+        "fused_loss_bytes_per_logit", "runs_multi_token_prediction", "runs_fp8_param_gather"}
     stack = FRAMEWORKS["megatron-2022"]
     assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gathers_per_microbatch) == (
         "megatron", False, True, 2.0)

@@ -263,6 +263,10 @@ class Framework:
     # Multi-token-prediction blocks (ModelSpec.mtp_layers): Megatron-Core builds them (--mtp-num-layers); stacks whose
     # model code has none would drop them from the run the plan prices. True where the code was not read.
     runs_multi_token_prediction: bool = True
+    # fp8 parameters (--fp8-param-gather: the Linear weights kept as fp8 with the fp32 master in the distributed
+    # optimizer, gathered in fp8): Megatron-Core's (megatron/training/arguments.py --fp8-param-gather, which needs the
+    # distributed optimizer or Megatron-FSDP) and the neutral stack's; no other stack's code keeps them.
+    runs_fp8_param_gather: bool = False
     supports_pipeline: bool = True
     # 16-bit weights with fp32 gradient accumulation (gradients held in 4 bytes) at ZeRO 0 or 1, where the
     # stack adds each micro-batch's 16-bit .grad into the fp32 copy in a pass of its own after backward: HBM

@@ -79,7 +79,7 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
         problems.append(f"--moe-pad-to-capacity pads each expert's input to its capacity: needs --moe-capacity-factor "
                         f"({layout.framework} is dropless by default)")
     if layout.fp8_param_gather and (layout.dtype != "fp8" or layout.zero not in (1, 2)
-                                    or layout.framework not in ("megatron", "other")):
+                                    or not FRAMEWORKS[layout.framework].runs_fp8_param_gather):
         problems.append(f"--fp8-param-gather keeps the Linear weights as fp8 parameters with the fp32 master in "
                         f"Megatron's distributed optimizer: needs dtype=fp8, zero 1 or 2 and framework megatron, got "
                         f"dtype={layout.dtype} zero={layout.zero} framework={layout.framework}")
