@@ -30,20 +30,30 @@ class LaunchTarget:
     unsupported: Callable  # (model, layout, cluster) -> what its launch cannot express
     checkpoint_modes: tuple  # the checkpoint modes its launch writes (cluster spec reliability.checkpoint)
     dtype_refusals: dict  # dtype -> why its launch cannot train in it, whatever the model and layout
+    # (model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval, checkpoint_mode) -> file name ->
+    # text, and every file name it may return (hostfile only with several nodes)
+    files: Callable
+    file_names: tuple
+
+
+def _deepspeed_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval, checkpoint_mode):
+    """Megatron-DeepSpeed's files take no learning rate (its arguments carry the stack's own) and checkpoint as its
+    launch does (LAUNCH_CHECKPOINT_MODES, checked before)."""
+    return deepspeed.deepspeed_files(model, layout, gpus_per_node, tokens=tokens, summary=summary,
+                                     save_interval=save_interval)
 
 
 LAUNCH_TARGETS = {
     "deepspeed": LaunchTarget("Megatron-DeepSpeed", deepspeed.unsupported, deepspeed.LAUNCH_CHECKPOINT_MODES,
-                              deepspeed.DTYPE_REFUSALS),
+                              deepspeed.DTYPE_REFUSALS, _deepspeed_files,
+                              ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile", deepspeed.NOTES_FILE)),
     "megatron": LaunchTarget("Megatron-LM", megatron.unsupported, megatron.LAUNCH_CHECKPOINT_MODES,
-                             megatron.DTYPE_REFUSALS),
+                             megatron.DTYPE_REFUSALS, megatron.megatron_files, ("megatron_args.txt", "launch.sh")),
     "fsdp": LaunchTarget("torchtitan", torchtitan.unsupported, torchtitan.LAUNCH_CHECKPOINT_MODES,
-                         torchtitan.DTYPE_REFUSALS),
+                         torchtitan.DTYPE_REFUSALS, torchtitan.torchtitan_files, ("job_config.toml", "launch.sh")),
 }
 EMITTABLE = tuple(LAUNCH_TARGETS)
-# Every file launch_files may return, by framework (hostfile only with several nodes).
-LAUNCH_FILE_NAMES = {"deepspeed": ("ds_config.json", "megatron_args.txt", "launch.sh", "hostfile", deepspeed.NOTES_FILE),
-                     "megatron": ("megatron_args.txt", "launch.sh"), "fsdp": ("job_config.toml", "launch.sh")}
+LAUNCH_FILE_NAMES = {name: target.file_names for name, target in LAUNCH_TARGETS.items()}
 
 
 def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
@@ -84,18 +94,11 @@ def launch_files(model: ModelSpec, layout: Layout, cluster, tokens: float | None
                  summary: str = "") -> dict[str, str]:
     """File name -> text of the launch config of `layout.framework` for this plan on `cluster`."""
     check_emittable(model, layout, cluster)
-    gpus_per_node = cluster.gpus_per_node
     learning_rate = step_law_learning_rate(model.non_embedding_params, tokens) if tokens else None
     save_interval = checkpoint_interval_steps(model, layout, cluster)
-    if layout.framework == "deepspeed":
-        return deepspeed.deepspeed_files(model, layout, gpus_per_node, tokens=tokens, summary=summary,
-                                         save_interval=save_interval)
     # Checkpoints saved the way the plan's goodput was priced (check_emittable refused a mode the target cannot write).
-    mode = cluster.reliability.checkpoint_mode
-    if layout.framework == "megatron":
-        return megatron.megatron_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval, mode)
-    return torchtitan.torchtitan_files(model, layout, gpus_per_node, tokens, learning_rate, summary, save_interval,
-                                       mode)
+    return LAUNCH_TARGETS[layout.framework].files(model, layout, cluster.gpus_per_node, tokens, learning_rate, summary,
+                                                  save_interval, cluster.reliability.checkpoint_mode)
 
 
 __all__ = ["launch_files", "check_emittable", "launch_problems", "EMITTABLE", "LAUNCH_TARGETS", "LaunchTarget",
