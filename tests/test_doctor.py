@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from planner.specs.doctor import check_file
+from planner.calibrate.doctor import check_file
 from planner.specs.hardware import load_cluster_file
 from planner.specs.clusters import available_clusters, default_cluster_dir
 

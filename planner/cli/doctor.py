@@ -21,7 +21,7 @@ def register(subparsers, name: str) -> None:
 
 def run(args) -> int:
     from planner.cli.progress import Progress
-    from planner.specs.doctor import check_file, check_paths
+    from planner.calibrate.doctor import check_file, check_paths
     from planner.report.render import json_document
 
     # A path that names no checkable file stops doctor before any output (exit 2, one line naming every such

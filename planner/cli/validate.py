@@ -172,7 +172,7 @@ class _Collected:
             self.rows.add(_row_cells(r))
 
     def _note_unit_suspect(self, r) -> None:
-        from planner.specs.doctor import memory_finding, ratio_finding
+        from planner.calibrate.doctor import memory_finding, ratio_finding
 
         if r.reason:
             return

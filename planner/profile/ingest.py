@@ -4,7 +4,7 @@ The layout comes from what the log printed (DeepSpeed's engine config and user J
 profiler summary, Megatron's arguments block), and so do the training stack (`framework`: which engine
 printed, and its version) and `flash_attention` (Megatron's attention arguments); flags fill what the log lacks and win where both
 say something (a disagreement is reported), except --global-batch against the batch the log measured its step
-time at (measured_batches: refused, as is a flag that makes a row `planner doctor` would reject, specs.doctor.row_findings; a log
+time at (measured_batches: refused, as is a flag that makes a row `planner doctor` would reject, calibrate.doctor.row_findings; a log
 whose own layout doctor rejects is skipped). Megatron's world_size is the GPU count; DeepSpeed's config print
 `world_size` counts them only without Megatron (else it is the data-parallel size). A layout whose
 tp * pp * dp * cp is not the GPU count gives no row. The step time comes from, in this order of preference:
@@ -361,7 +361,7 @@ def doctor_rejection(run: MeasuredRun, path: str, layout: dict, from_log: dict, 
     """Why `planner doctor` would reject the row (ingest must not write a row its own checker refuses), or None.
     Raises when a flag is part of it: that is bad input (exit 2, nothing written). A log whose own layout is
     rejected gives the reason, and the file is skipped as other unusable logs are (exit 1 if others gave rows)."""
-    from planner.specs.doctor import row_findings
+    from planner.calibrate.doctor import row_findings
 
     findings = row_findings(run, str(path))
     if not findings:

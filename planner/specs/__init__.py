@@ -1,2 +1,2 @@
 """What a plan is made of, validated and frozen: units, the cluster spec (hardware, topology), the model
-shape (dense and MoE), the parallel layout; and `doctor`, which checks spec and runs files."""
+shape (dense and MoE), the parallel layout."""

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.cost.estimate import simulate
-from planner.specs.doctor import check_file
+from planner.calibrate.doctor import check_file
 from planner.errors import PlannerInputError
 from planner.specs.hardware import load_cluster_file
 from planner.specs.clusters import available_clusters, default_cluster_dir
