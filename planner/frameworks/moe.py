@@ -319,13 +319,19 @@ CAN_DISPATCH_ONCE_PER_NODE = np.array([MOE_STACKS[n].can_dispatch_once_per_node 
 
 
 def default_routing_columns(framework_codes, load_imbalance=1.0) -> dict[str, np.ndarray]:
-    """The moe_imbalance, moe_padded and node_dispatch batch columns of layouts that give no capacity factor and
-    no dispatcher, at each row's stack default (MoEStack.capacity_factor, pads_to_capacity,
-    dispatches_once_per_node) and this load imbalance."""
+    """The moe_imbalance and moe_padded batch columns of layouts that give no capacity factor, at each row's
+    stack default (MoEStack.capacity_factor, pads_to_capacity) and this load imbalance. (The searches apply it
+    to their batches after the dispatch is chosen: it must not reset that column, default_node_dispatch's.)"""
     codes = np.asarray(framework_codes, dtype=np.intp)
     padded = _DEFAULT_PADDED[codes] & ~np.isnan(_DEFAULT_CAPACITY[codes])
     return {"moe_imbalance": routing_imbalance(load_imbalance, _DEFAULT_CAPACITY[codes], padded),
-            "moe_padded": padded.astype(float), "node_dispatch": _DEFAULT_NODE_DISPATCH[codes].astype(float)}
+            "moe_padded": padded.astype(float)}
+
+
+def default_node_dispatch(framework_codes) -> np.ndarray:
+    """The node_dispatch batch column of layouts that name no dispatcher: each row's stack default
+    (MoEStack.dispatches_once_per_node)."""
+    return _DEFAULT_NODE_DISPATCH[np.asarray(framework_codes, dtype=np.intp)].astype(float)
 
 
 def zero3_expert_refused(limited, zero, zero_hpz, quantized_gradients, etp) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from planner.frameworks import FP8_TENSORWISE_BY_DEFAULT, FRAMEWORK_CODES, FRAMEWORKS, PARTITION_ACTIVATIONS_BY_DEFAULT
-from planner.frameworks.moe import A2A_OVERLAP_CODES, default_routing_columns
+from planner.frameworks.moe import A2A_OVERLAP_CODES, default_node_dispatch, default_routing_columns
 from planner.specs.layout import Layout, moe_imbalance
 from planner.specs.model import ModelSpec, flops_columns, param_breakdown, standard_attention, vector_tensors
 from planner.specs.pipeline_stages import batch_stage_layers
@@ -273,7 +273,8 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
         index.shape)
     # MoE layout columns, only when a model has the MoE/attention-variant columns (else dense path).
     # Routing not given: each row's stack default (frameworks.moe.MoEStack.capacity_factor, pads_to_capacity).
-    moe_defaults = dict(ep=1.0, etp=columns["tp"], a2a_overlap=0.0, **default_routing_columns(columns["framework"]))
+    moe_defaults = dict(ep=1.0, etp=columns["tp"], a2a_overlap=0.0, node_dispatch=default_node_dispatch(columns["framework"]),
+                        **default_routing_columns(columns["framework"]))
     moe_layout = {name: layout_arrays.pop(name) for name in moe_defaults if name in layout_arrays}
     if "moe_layers" in columns:
         for name, default in moe_defaults.items():

@@ -346,3 +346,21 @@ def test_offload_moves_the_experts_states_as_the_dense_ones(zero, offload):
     assert host[1] == pytest.approx(host[0], rel=0.01)
     optimizer = [r.time["parts"]["optimizer"][0] for r in results]
     assert optimizer[1] == pytest.approx(optimizer[0], rel=0.01)
+
+
+def test_the_search_prices_the_node_dispatch_its_layouts_name():
+    """Review-found: the searches set node dispatch on Megatron's rows where the routing is node-limited, then reset
+    the column to the stack's default (off) with the routing defaults, so a row labelled `node-dispatch` (and
+    emitted as the flex dispatcher on DeepEP) was priced with one copy per routed expert. Each searched row is
+    priced as simulate prices the layout it names."""
+    from planner.search.fixed_model import plan_fixed_model
+
+    model, cluster = PRESETS["deepseek-v3"], load_cluster("h800-deepseek")
+    plan = plan_fixed_model(model, cluster, [1024], tokens=1e12, dtype="fp8", frameworks=("megatron",))
+    search = plan.chosen.search
+    rows = np.flatnonzero((search.arrays["ep"] == 64) & search.feasible)
+    row = int(rows[np.argmin(search.step_time_s[rows])])
+    layout = search.layout(row)
+    assert layout.moe_node_dispatch
+    simulated = estimate(single_batch(model, layout), cluster).step_time_s[0]
+    assert float(search.step_time_s[row]) == pytest.approx(float(simulated), rel=1e-9)
