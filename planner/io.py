@@ -353,8 +353,8 @@ def _move_in(temp: Path, target: Path, force: bool, flag: str, backup: Path) -> 
     return replaced, backup if replaced else None
 
 
-def _undo(moved: list[tuple[Path, bool, Path | None]], staging: Path | None, folders: list[Path]) -> None:
-    """Best effort: new files removed, replaced ones restored from their links, the staging folder and
+def _undo(moved: list[tuple[Path, bool, Path | None]], stagings: list[Path], folders: list[Path]) -> None:
+    """Best effort: new files removed, replaced ones restored from their links, the staging folders and
     the folders this write created removed."""
     for target, replaced, backup in reversed(moved):
         try:
@@ -364,7 +364,7 @@ def _undo(moved: list[tuple[Path, bool, Path | None]], staging: Path | None, fol
                 target.unlink()
         except OSError:
             pass
-    if staging is not None:
+    for staging in stagings:
         shutil.rmtree(staging, ignore_errors=True)
     for folder in reversed(folders):
         try:
@@ -376,11 +376,12 @@ def _undo(moved: list[tuple[Path, bool, Path | None]], staging: Path | None, fol
 def write_files_atomic(files: dict, force: bool = False, flag: str = "--force", executable=()) -> list[Path]:
     """Write a set of files (path -> bytes) all or nothing.
 
-    Every file is first written into one temporary folder beside the outputs (this is the slow part:
-    data and fsync), then moved into place by rename. An error or interrupt (Ctrl-C; SIGTERM, which
-    the CLI turns into one) while staging leaves the outputs as they were; during the moves, the files
-    already moved are taken back (new ones removed, replaced ones restored from hard links) and the
-    folders this call created are removed. Paths in `executable` get execute bits on creation.
+    Every file is first written into a temporary folder in its own folder (this is the slow part: data and
+    fsync; its own folder, so that the rename never crosses a filesystem and never needs a folder the outputs
+    do not), then moved into place by rename. An error or interrupt (Ctrl-C; SIGTERM, which the CLI turns into
+    one) while staging leaves the outputs as they were; during the moves, the files already moved are taken
+    back (new ones removed, replaced ones restored from hard links) and the folders this call created are
+    removed. Paths in `executable` get execute bits on creation.
     """
     if any(not str(path).strip() for path in files):  # before Path(), which reads "" as "."
         raise PlannerInputError("expected an output file name, got an empty name")
@@ -391,30 +392,31 @@ def write_files_atomic(files: dict, force: bool = False, flag: str = "--force", 
         if output_exists(target) and not force:
             _refuse_existing(target, flag)
     umask, scripts = _umask(), {Path(p) for p in executable}
-    root = Path(os.path.commonpath([os.path.abspath(t.parent) for t in targets]))
     folders: list[Path] = []
     moved: list[tuple[Path, bool, Path | None]] = []
-    current, staging = root, None
+    stagings: dict[Path, Path] = {}  # each target's folder -> the staging folder inside it
+    current = targets[0]
     try:
         for parent in dict.fromkeys(t.parent for t in targets):
             current = parent
             folders += _make_folders(parent)
-        current = targets[0]
-        staging = Path(tempfile.mkdtemp(prefix=f".{targets[0].name}.", suffix=".tmp", dir=root))
         staged = []
         for index, (target, data) in enumerate(zip(targets, files.values())):
             current = target
-            staged.append(_stage(staging, index, data, _final_mode(target, target in scripts, umask)))
+            if target.parent not in stagings:
+                stagings[target.parent] = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
+                                                                dir=target.parent))
+            staged.append(_stage(stagings[target.parent], index, data, _final_mode(target, target in scripts, umask)))
         for index, (target, temp) in enumerate(zip(targets, staged)):
             current = target
-            moved.append((target, *_move_in(temp, target, force, flag, staging / f"{index}.old")))
+            moved.append((target, *_move_in(temp, target, force, flag, stagings[target.parent] / f"{index}.old")))
     except BaseException as error:
-        _undo(moved, staging, folders)
+        _undo(moved, list(stagings.values()), folders)
         if isinstance(error, OSError):
             raise _cannot_write(current, error) from None
         raise
     finally:
-        if staging is not None:
+        for staging in stagings.values():
             shutil.rmtree(staging, ignore_errors=True)
     return targets
 

@@ -303,3 +303,23 @@ def test_spec_names_cannot_steer_the_calibrated_file(tmp_path):
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     with pytest.raises(PlannerInputError, match="key 'name': expected a plain name"):
         load_cluster_file(path)
+
+
+def test_files_on_two_filesystems_are_written_together(tmp_path):
+    """Review-found: one staging folder at the outputs' common folder made a command's outputs on two filesystems
+    fail with EXDEV (and, with no common folder below /, staged in / itself). Each file is staged in its own folder."""
+    import os
+    import shutil
+
+    from planner.io import write_files_atomic
+
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem")
+    there = other / f"planner-test-{os.getpid()}"
+    try:
+        written = write_files_atomic({tmp_path / "a.csv": b"a\n", there / "r.html": b"<html>"})
+        assert [p.read_bytes() for p in written] == [b"a\n", b"<html>"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"] and sorted(os.listdir(there)) == ["r.html"]
+    finally:
+        shutil.rmtree(there, ignore_errors=True)
