@@ -17,8 +17,8 @@ LATER = {
     "specs": {"cost", "calibrate", "laws", "search", "emit", "report", "cli", "profile"},
     "frameworks": {"cost", "calibrate", "laws", "search", "emit", "report", "cli", "profile"},
     "cost": {"calibrate", "laws", "search", "emit", "report", "cli", "profile"},
-    "laws": {"calibrate", "profile", "search", "emit", "report", "cli"},
-    "calibrate": {"search", "emit", "report", "cli"},
+    "calibrate": {"laws", "search", "emit", "report", "cli"},
+    "laws": {"search", "emit", "report", "cli"},
     "search": {"report", "cli"},
 }
 

@@ -465,8 +465,7 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
              "zero3_gathered": gathered, "comm_buckets": buckets + bucket_copy}
     host, nvme = states["host_per_gpu"], states["nvme_per_gpu"]
     if batch.has_moe:
-        expert = _moe_state_parts(batch, stack, layers, states)
-        off_gpu = expert.pop("off_gpu")
+        expert, off_gpu = _moe_state_parts(batch, stack, layers, states)
         host, nvme = host + np.where(batch.offload_nvme, 0.0, off_gpu), nvme + np.where(batch.offload_nvme, off_gpu, 0.0)
         parts.update(expert)
     shape = (_STAGES, len(batch))
@@ -518,9 +517,9 @@ def phase_overlap(step_only, forward_backward) -> np.ndarray:
     return np.minimum(step_only, forward_backward)
 
 
-def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> dict:
-    """Routed experts' states (sharded over the expert data-parallel group), their fp8 copies and the DualPipe
-    second weight copy (cost/moe.py)."""
+def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> tuple[dict, np.ndarray]:
+    """Routed experts' states on the GPU (sharded over the expert data-parallel group), their fp8 copies and the
+    DualPipe second weight copy (cost/moe.py); and the bytes offload moves off the GPU (host or NVMe)."""
     expert_params = moe.expert_params_per_gpu(batch, layers)
     shards = moe.expert_sharding(batch, state_sharding_degrees(batch, stack), sharding_degree(batch, stack))
     expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack), shards)
@@ -529,14 +528,14 @@ def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> dict
     # Offload moves the experts' states as model_state_bytes moves the dense ones: the optimizer states, ZeRO-2/3's
     # gradient partitions and ZeRO-Infinity's parameters go to the host (DeepSpeed offloads every parameter group,
     # the experts' included). Left on the GPU, Mixtral 8x7B's expert Adam states (84 GiB on 8 GPUs) failed layouts
-    # that fit. Their host bytes: `off_gpu`, added to the dense ones by the caller.
+    # that fit. Their host bytes are returned apart, added to the dense ones by the caller.
     optimizer_off = np.where(batch.offload >= 1, expert["optimizer"], 0.0)
     grads_off = np.where((batch.offload >= 1) & (batch.zero >= 2), expert["gradients"], 0.0)
     weights_off = np.where(batch.offload >= 2, weights, 0.0)
     return {"expert_weights": weights - weights_off + fp8, "expert_gradients": expert["gradients"] - grads_off,
             "expert_optimizer": expert["optimizer"] - optimizer_off,
-            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * _paired_stage(batch, states["weights"]),
-            "off_gpu": optimizer_off + grads_off + weights_off}
+            "pipeline_weight_copy": (moe.parameter_copies(batch) - 1.0) * _paired_stage(batch, states["weights"])}, \
+        optimizer_off + grads_off + weights_off
 
 
 def _paired_stage(batch: CandidateBatch, rows):

@@ -355,7 +355,7 @@ def expert_state_bytes(batch: CandidateBatch, expert_params, size: dict, shards:
     zero = batch.zero
     d = expert_dp(batch) if shards is None else shards["weights"]
     g = expert_dp(batch) if shards is None else shards["grads"]
-    master = size["param_master"] * expert_params / np.where(zero == 2, g, 1.0)
+    master = size["param_master"] * expert_params / np.where(zero == 2, d, 1.0)  # with the weights, as the dense one
     weights = np.where(zero == 3, size["sharded_weights"] * expert_params / d, size["weights"] * expert_params)
     grads = np.where(zero >= 2, size["grads"] * expert_params / g, size["grads"] * expert_params)
     optimizer = np.where(zero >= 1, size["optimizer"] * expert_params / d, size["optimizer"] * expert_params)

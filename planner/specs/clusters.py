@@ -80,7 +80,7 @@ def find_clusters(cluster_dir: str | os.PathLike | None = None) -> list[tuple[st
             name = path.name.removesuffix(".yaml")
             if name in found:
                 found[name][3].append(origin)
-            elif origin != "working directory" or name in elsewhere or _is_cluster_spec(path):
+            elif origin != "working directory" or (name in elsewhere and _is_file(path)) or _is_cluster_spec(path):
                 found[name] = (name, origin, path, [])
     return list(found.values())
 

@@ -118,6 +118,14 @@ def test_a_broken_spec_that_hides_a_bundled_name_is_not_listed_as_the_bundled_on
     assert code == 2 and "dgx-h100.yaml" in err
 
 
+def test_a_folder_named_as_a_spec_hides_nothing(home, cli):
+    """A folder ./dgx-h100.yaml/ is no spec: load_cluster reads the bundled one, and clusters says so (review-found:
+    the rule above listed the folder)."""
+    Path("dgx-h100.yaml").mkdir()
+    code, out, _ = cli(["clusters", "--json"])
+    assert code == 0 and json.loads(out)["clusters"]["dgx-h100"]["origin"] == "bundled"
+
+
 def test_unknown_cluster_names_the_search_path_and_suggests(home, cli):
     code, out, err = cli(["simulate", "--model", "gpt2-small", "--gpus", "8", "--cluster", "h100"])
     assert code == 2 and out == ""
