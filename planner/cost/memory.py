@@ -517,12 +517,17 @@ def phase_overlap(step_only, forward_backward) -> np.ndarray:
     return np.minimum(step_only, forward_backward)
 
 
+def expert_sharding(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
+    """The experts' sharding degrees under this layout's (hierarchical) partitioning (cost.moe.expert_sharding),
+    for their memory here and their Adam step (cost.step_time)."""
+    return moe.expert_sharding(batch, state_sharding_degrees(batch, stack), sharding_degree(batch, stack))
+
+
 def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> tuple[dict, np.ndarray]:
     """Routed experts' states on the GPU (sharded over the expert data-parallel group), their fp8 copies and the
     DualPipe second weight copy (cost/moe.py); and the bytes offload moves off the GPU (host or NVMe)."""
     expert_params = moe.expert_params_per_gpu(batch, layers)
-    shards = moe.expert_sharding(batch, state_sharding_degrees(batch, stack), sharding_degree(batch, stack))
-    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack), shards)
+    expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack), expert_sharding(batch, stack))
     fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
     weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only
     # Offload moves the experts' states as model_state_bytes moves the dense ones: the optimizer states, ZeRO-2/3's

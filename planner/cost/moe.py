@@ -345,16 +345,13 @@ def expert_sharding(batch: CandidateBatch, dense: dict, dense_degree) -> dict[st
     return {name: np.maximum(d * dense[name] / dense_degree, 1.0) for name in ("weights", "grads")}
 
 
-def expert_state_bytes(batch: CandidateBatch, expert_params, size: dict, shards: dict | None = None) -> dict[str, np.ndarray]:
+def expert_state_bytes(batch: CandidateBatch, expert_params, size: dict, shards: dict) -> dict[str, np.ndarray]:
     """Weights, gradients and optimizer states of `expert_params` routed-expert parameters on one GPU,
     sharded over the expert data-parallel group as the dense part is over dp (ZeRO stage by stage; `shards`:
-    expert_sharding's degrees under hierarchical partitioning, else the whole group); `size` is
-    cost.memory.element_bytes. Where the stack's fp32 parameter is the master (FSDP, JAX:
+    expert_sharding's degrees); `size` is cost.memory.element_bytes. Where the stack's fp32 parameter is the master (FSDP, JAX:
     `param_master`, as in memory.model_state_bytes) it lives beside the 16-bit expert weights below ZeRO-3,
     sharded with the gradients at ZeRO-2 and whole below; ZeRO-3's sharded weights already are it."""
-    zero = batch.zero
-    d = expert_dp(batch) if shards is None else shards["weights"]
-    g = expert_dp(batch) if shards is None else shards["grads"]
+    zero, d, g = batch.zero, shards["weights"], shards["grads"]
     master = size["param_master"] * expert_params / np.where(zero == 2, d, 1.0)  # with the weights, as the dense one
     weights = np.where(zero == 3, size["sharded_weights"] * expert_params / d, size["weights"] * expert_params)
     grads = np.where(zero >= 2, size["grads"] * expert_params / g, size["grads"] * expert_params)

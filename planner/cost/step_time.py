@@ -57,7 +57,7 @@ import numpy as np
 from planner.cost import (distinct, groups, hierarchy, layer_compute, moe, offload, optimizer_step, shard_copies)
 from planner.cost.data_parallel import data_parallel, expert_data_parallel
 from planner.cost.gemm import gemm_seconds, matmul_efficiency, output_layer_rates, rank_rates
-from planner.cost.memory import element_bytes, sharding_degree, state_sharding_degrees
+from planner.cost.memory import element_bytes, expert_sharding
 from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, shared_embedding_sync, tensor_parallel
 from planner.cost.stages import data_parallel_stage, stage_split
 from planner.frameworks import batch_framework_arrays
@@ -389,8 +389,7 @@ def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_s
                                                                                   expert_params, dp_window_used)
     # Adam over this GPU's expert shard (ZeRO >= 1: over the expert sharding group), on HBM or, offloaded, on the
     # host with its copies, as the dense states' (optimizer_step.adam_seconds).
-    shards = moe.expert_sharding(batch, state_sharding_degrees(batch, fw), sharding_degree(batch, fw))
-    shard = np.where(batch.zero >= 1, expert_params / shards["weights"], expert_params)
+    shard = np.where(batch.zero >= 1, expert_params / expert_sharding(batch, fw)["weights"], expert_params)
     expert_optimizer, expert_copies = optimizer_step.adam_seconds(batch, cluster, shard, w, hbm)
     parts["offload_copies"] = parts["offload_copies"] + expert_copies
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
