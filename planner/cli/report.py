@@ -10,6 +10,7 @@ and `simulate --emit/--emit-deepspeed` share.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -82,10 +83,8 @@ def write_report(args, inputs, result, paths: dict[str, Path], sensitivity: bool
     review = review_module.build_review(cluster, law, constraints, result, sensitivity=cases,
                                         command=_command_line(), moe=moe, **options)
     figures = plots.all_figures(review) if result.status == "ok" else {}
-    if pending is not None:  # written with the command's other outputs
-        document_files(document.document(review), figures, paths, pending)
-    else:
-        write_document(document.document(review), figures, paths, args.force)
+    with collected(pending, args.force) as out:
+        document_files(document.document(review), figures, paths, out)
 
 
 class PendingOutputs:
@@ -112,6 +111,24 @@ class PendingOutputs:
             sys.stderr.write(note + "\n")
 
 
+@contextlib.contextmanager
+def collected(pending: PendingOutputs | None, force: bool):
+    """The outputs to add to: `pending`, written later with the command's other outputs, or a new set written here
+    (all or nothing) when the block ends without an error."""
+    if pending is not None:
+        yield pending
+        return
+    own = PendingOutputs()
+    yield own
+    own.write(force)
+
+
+def _add_launch_folder(pending: PendingOutputs, folder: str, files: dict[str, str], note: str) -> None:
+    """A launch folder's files (file name -> text; its launch.sh executable) added to `pending`."""
+    pending.add({Path(folder) / name: text.encode("utf-8") for name, text in files.items()},
+                executable=[Path(folder) / "launch.sh"], note=note)
+
+
 def document_files(blocks: list, figures: dict[str, bytes], paths: dict[str, Path], pending: PendingOutputs) -> None:
     """A review's blocks as OUT.html (figures embedded) and OUT.md linking OUT_figures/*.png, added to `pending`: the
     Markdown never links a missing figure (report.typeset)."""
@@ -124,13 +141,6 @@ def document_files(blocks: list, figures: dict[str, bytes], paths: dict[str, Pat
              **{paths[name]: data for name, data in figures.items()}}
     figure_dir = f" (figures in {paths[next(iter(figures))].parent}/)" if figures else ""
     pending.add(files, note=f"wrote {paths['html']} and {paths['md']}{figure_dir}")
-
-
-def write_document(blocks: list, figures: dict[str, bytes], paths: dict[str, Path], force: bool) -> None:
-    """document_files, written on its own (all or nothing)."""
-    pending = PendingOutputs()
-    document_files(blocks, figures, paths, pending)
-    pending.write(force)
 
 
 def _command_line() -> str:
@@ -147,12 +157,8 @@ def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, su
 
     files = deepspeed_files(model, layout, cluster.gpus_per_node, tokens=tokens, summary=summary,
                             save_interval=checkpoint_interval_steps(model, layout, cluster))
-    own = pending is None
-    pending = PendingOutputs() if own else pending
-    pending.add({Path(folder) / name: text.encode("utf-8") for name, text in files.items()},
-                executable=[Path(folder) / "launch.sh"], note=f"wrote {', '.join(files)} to {folder}/")
-    if own:
-        pending.write(force)
+    with collected(pending, force) as out:
+        _add_launch_folder(out, folder, files, f"wrote {', '.join(files)} to {folder}/")
     target = LAUNCH_TARGETS["deepspeed"]
     # Written whatever the layout's stack: what Megatron-DeepSpeed cannot run as planned is said, not refused
     # (fp8 once: compatibility_notes says what the files run instead).
@@ -177,12 +183,8 @@ def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summa
     from planner.emit import launch_files
 
     files = launch_files(model, layout, cluster, tokens=tokens, summary=summary)
-    own = pending is None
-    pending = PendingOutputs() if own else pending
-    pending.add({Path(folder) / name: text.encode("utf-8") for name, text in files.items()},
-                executable=[Path(folder) / "launch.sh"], note=f"wrote {', '.join(files)} ({layout.framework}) to {folder}/")
-    if own:
-        pending.write(force)
+    with collected(pending, force) as out:
+        _add_launch_folder(out, folder, files, f"wrote {', '.join(files)} ({layout.framework}) to {folder}/")
 
 
 def _plan_summary(plan: dict, cluster) -> str:
@@ -214,11 +216,8 @@ def write_fixed_model_report(result, paths: dict[str, Path], force: bool, pendin
     from planner.report import fixed_model_review
 
     review = fixed_model_review.build_review(result, command=_command_line())
-    blocks, figures = fixed_model_review.document(review), fixed_model_review.figures(review)
-    if pending is not None:
-        document_files(blocks, figures, paths, pending)
-    else:
-        write_document(blocks, figures, paths, force)
+    with collected(pending, force) as out:
+        document_files(fixed_model_review.document(review), fixed_model_review.figures(review), paths, out)
 
 
 def run_fixed_model_report(args, paths: dict[str, Path]) -> int:
