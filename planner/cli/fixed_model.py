@@ -199,8 +199,7 @@ def check_outputs(args, more=()) -> None:
     from planner.cli import report as report_cli
     from planner.io import check_distinct_outputs, check_new_outputs
     paths = [args.all_layouts] if args.all_layouts else []
-    emitted = list(dict.fromkeys(path for name in parse_frameworks(args.framework)
-                                 for path in report_cli.launch_outputs(getattr(args, "emit", None), name)))
+    emitted = report_cli.launch_outputs(getattr(args, "emit", None), parse_frameworks(args.framework))
     check_distinct_outputs({"--all-layouts": paths, "--report": list(more), "--emit": emitted})
     check_new_outputs([*paths, *more, *emitted], args.force)
 

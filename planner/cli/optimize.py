@@ -147,7 +147,7 @@ def run(args) -> int:
         if missing:
             raise PlannerInputError(f"--emit: no launch config for stack {', '.join(missing)}; search stacks that have "
                                     f"one (--framework {','.join(EMITTABLE)}) or drop --emit")
-    launch_paths = list(dict.fromkeys(path for name in frameworks for path in report_cli.launch_outputs(args.emit, name)))
+    launch_paths = report_cli.launch_outputs(args.emit, frameworks)
     check_distinct_outputs({"--report": list(report_paths.values()),
                             "--emit-deepspeed": report_cli.deepspeed_outputs(args.emit_deepspeed), "--emit": launch_paths})
     check_new_outputs([*report_paths.values(), *report_cli.deepspeed_outputs(args.emit_deepspeed), *launch_paths],

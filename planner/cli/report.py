@@ -168,11 +168,13 @@ def emit_deepspeed(folder: str, model, layout, cluster, tokens: float | None, su
         sys.stderr.write(f"warning: {note}\n")
 
 
-def launch_outputs(folder: str | None, framework: str) -> list[Path]:
-    """Every path --emit may write for this framework (checked before any work; none for a stack without one)."""
+def launch_outputs(folder: str | None, frameworks) -> list[Path]:
+    """Every path --emit may write for any of these frameworks (checked before any work; none for a stack without
+    one), each once."""
     from planner.emit import LAUNCH_FILE_NAMES
 
-    return [Path(folder) / name for name in LAUNCH_FILE_NAMES.get(framework, ())] if folder else []
+    names = dict.fromkeys(name for framework in frameworks for name in LAUNCH_FILE_NAMES.get(framework, ()))
+    return [Path(folder) / name for name in names] if folder else []
 
 
 def emit_launch(folder: str, model, layout, cluster, tokens: float | None, summary: str, force: bool,

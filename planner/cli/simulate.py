@@ -77,7 +77,7 @@ def run(args) -> int:
             from planner.emit import check_emittable
 
             check_emittable(model, layout, launch_cluster)  # before simulating: a stack that cannot run it is bad input
-        check_new_outputs([*deepspeed_outputs(args.emit_deepspeed), *launch_outputs(args.emit, layout.framework)],
+        check_new_outputs([*deepspeed_outputs(args.emit_deepspeed), *launch_outputs(args.emit, [layout.framework])],
                           args.force)
     from planner.calibrate.error_bands import interval
 
