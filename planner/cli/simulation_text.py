@@ -156,7 +156,7 @@ def _moe_layout_text(model, layout) -> str:
     if layout.moe_capacity_factor_used is not None:
         moe_layout += (f" capacity={layout.moe_capacity_factor_used:g}{' padded' if layout.moe_pad_to_capacity_used else ''}"
                        + ("" if layout.moe_capacity_factor is not None else f" ({layout.framework} default)"))
-    if layout.moe_node_dispatch_used and model.moe_groups > 1:  # where it changes the bytes: node-limited routing
+    if layout.moe_node_dispatch_used and model.node_limited_routing:  # where it can change the bytes
         moe_layout += " node-dispatch"
     return moe_layout
 

@@ -314,8 +314,6 @@ _DEFAULT_CAPACITY = np.array([np.nan if MOE_STACKS[n].capacity_factor is None el
                               for n in FRAMEWORK_NAMES])
 _DEFAULT_PADDED = np.array([MOE_STACKS[n].pads_to_capacity for n in FRAMEWORK_NAMES])
 _DEFAULT_NODE_DISPATCH = np.array([MOE_STACKS[n].dispatches_once_per_node for n in FRAMEWORK_NAMES])
-# Per stack code: MoEStack.can_dispatch_once_per_node (the searches run it where the routing is node-limited).
-CAN_DISPATCH_ONCE_PER_NODE = np.array([MOE_STACKS[n].can_dispatch_once_per_node for n in FRAMEWORK_NAMES])
 
 
 def default_routing_columns(framework_codes, load_imbalance=1.0) -> dict[str, np.ndarray]:

@@ -112,8 +112,7 @@ def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_i
                          for s in stacks])[stack_index[keep]]
     # Node-limited dispatch where the routing is node-limited and the stack can run it (MoEStack.
     # can_dispatch_once_per_node): it never moves more bytes (cost.moe._inter_node_bytes), so it is not a choice.
-    node_limited = model.moe_groups > 1 and min(model.moe_top_k, model.moe_topk_groups) < model.moe_top_k
-    node_dispatch = np.array([node_limited and MOE_STACKS[s.name].can_dispatch_once_per_node
+    node_dispatch = np.array([model.node_limited_routing and MOE_STACKS[s.name].can_dispatch_once_per_node
                               for s in stacks])[stack_index[keep]]
     for ep in divisors(model.moe_experts):
         for etp_is_tp in (False, True):

@@ -233,10 +233,9 @@ def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
         expert_params = parts.get("experts", 0.0) / moe if moe else 0.0
         mtp_dense = model.mtp_params - mtp * expert_params
         layer = (parts["attention"] + parts["mlp"] + parts.get("router", 0.0) + 2 * norm_params * L + mtp_dense) / (L + mtp)
-        dispatch = min(model.moe_top_k, model.moe_topk_groups) if model.moe_groups > 1 else model.moe_top_k
         rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe + (mtp if moe else 0), model.moe_experts,
-                     model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, dispatch,
-                     model.moe_groups if model.moe_groups > 1 else 1))
+                     model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, model.routed_groups,
+                     model.moe_groups))
     table = np.array(rows, dtype=float)
     names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
     return {name: table[:, i] for i, name in enumerate(names)}

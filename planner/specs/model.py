@@ -123,6 +123,18 @@ class ModelSpec(BaseModel):
         return self.moe_experts > 0
 
     @property
+    def routed_groups(self) -> int:
+        """Expert groups a token may pick from under group-limited routing (DeepSeek-V3's topk_group 4 of 8), capped
+        at top-k (each picked group holds at least one of its experts); top-k where the routing is not grouped."""
+        return min(self.moe_top_k, self.moe_topk_groups) if self.moe_groups > 1 else self.moe_top_k
+
+    @property
+    def node_limited_routing(self) -> bool:
+        """Whether the routing limits a token to fewer expert groups than its top-k experts: where dispatching each
+        token to a node once (Layout.moe_node_dispatch) can save scale-out bytes."""
+        return self.routed_groups < self.moe_top_k
+
+    @property
     def moe_layers(self) -> int:
         """Number of MoE layers (0 for a dense model)."""
         if not self.moe_experts:
