@@ -10,7 +10,8 @@ from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, model_arrays, single_batch
 from planner.specs.layout import Layout, make_layout
 from planner.specs.layout_checks import check_layout
-from planner.specs.pipeline_stages import stage_layers, stage_argmax
+from planner.emit.pipeline import virtual_stage_layers
+from planner.specs.pipeline_stages import interleavings, stage_layers, stage_argmax
 from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]  # 96 layers, 96 heads
@@ -129,6 +130,35 @@ def test_first_heavy_split_is_deepspeeds_partition_balanced():
             counts = [sum(weights[parts[i]:parts[i + 1]]) for i in range(pp)]
             expected = (counts[0], max(counts[1:-1]) if pp > 2 else max(counts[0], counts[-1]), counts[-1])
             assert tuple(float(x) for x in stage_layers(layers, pp, 1, 0, True)) == expected, (layers, pp, counts)
+
+
+@pytest.mark.parametrize("layers, pp, vpp", [(61, 8, 4), (61, 4, 8), (126, 8, 8), (126, 16, 4)])
+def test_uneven_splits_real_runs_interleave_are_searched(layers, pp, vpp):
+    """NVIDIA's DeepSeek-V3 recipe (61 layers, pp 8 x vpp 4: Megatron-Bridge perf_recipes/deepseek/h100/
+    deepseek_v3.py, "Et|(tt|)*30mL") and Llama 3.1 405B (126 layers, pp 8 x vpp 8) interleave splits that pp x vpp
+    does not divide; the search enumerated only dividing ones, so it could never choose them."""
+    assert vpp in interleavings(layers, pp, 1 << 20)
+    assert layers % (pp * vpp) != 0  # what the old rule required
+
+
+@pytest.mark.parametrize("layers", [24, 32, 61, 62, 80, 94, 96, 126])
+@pytest.mark.parametrize("pp", [1, 2, 3, 4, 8, 16])
+def test_interleavings_deal_the_fullest_rank_evenly_and_keep_every_even_split(layers, pp):
+    """Each vpp tried splits the fullest rank's layers into equal chunks (the (p - 1)/v bubble the step prices),
+    every chunk holds a layer, and every vpp of an even split (pp x vpp dividing the depth) is still tried."""
+    chosen = interleavings(layers, pp, 1 << 20)
+    assert chosen[0] == 1
+    if pp == 1:
+        assert chosen == [1]
+        return
+    for v in chosen[1:]:
+        chunks = virtual_stage_layers(layers, pp, v)
+        fullest_rank = max(range(pp), key=lambda r: sum(chunks[r::pp]))
+        assert len(set(chunks[fullest_rank::pp])) == 1, (layers, pp, v, chunks)
+        assert min(chunks) >= 1 and pp * v <= layers
+    even = [v for v in range(2, layers // pp + 1) if layers % (pp * v) == 0]
+    assert set(even) <= set(chosen)
+    assert interleavings(layers, pp, 2) == [v for v in chosen if v <= 2]
 
 
 def test_stage_argmax_is_numpys_argmax_over_the_stages():

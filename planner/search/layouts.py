@@ -6,8 +6,9 @@ numpy arrays and scored in one vectorised pass of the cost model:
   tp      every divisor of the heads (and kv heads) up to 64, across nodes too;
   cp      1, 2, 4, 8, 16 dividing the sequence;
   pp      every divisor of gpus / (tp x cp) up to the depth, stages uneven as Megatron splits them
-          (pipeline_stages.stage_layers), interleaved with every vpp for which vpp x pp divides the depth (as
-          Calculon's llm-optimal-execution: every divisor of blocks / pp);
+          (pipeline_stages.stage_layers), interleaved with every vpp that deals the fullest rank's layers evenly
+          over its chunks (pipeline_stages.interleavings: where vpp x pp divides the depth, every divisor of
+          blocks / pp, as Calculon's llm-optimal-execution; also the uneven splits Megatron runs by layout string);
   dp      what is left: gpus / (tp x cp x pp);
   micro   with --global-batch: every divisor of the per-replica batch (as Calculon); without it, 1..64
           in powers of two, the global batch rounded to whole micro-batches x dp from the batch law;
@@ -48,6 +49,7 @@ from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_
 from planner.specs.layout import make_layout
 from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
 from planner.specs.model import ModelSpec
+from planner.specs.pipeline_stages import interleavings
 from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, kv_multiple_of, layout_fields, runnable_stacks,
                                   stack_runs, with_hierarchy)
 
@@ -92,8 +94,7 @@ def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False, gpus_per
             for pp in divisors(gpus // (tp * cp)):
                 if pp > model.layers:
                     continue
-                vpps = [1] + [v for v in divisors(model.layers // pp) if 1 < v <= MAX_VPP and pp > 1
-                              and model.layers % (pp * v) == 0]
+                vpps = interleavings(model.layers, pp, MAX_VPP)
                 rows += [(tp, cp, pp, v, gpus // (tp * cp * pp)) for v in vpps]
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
 

@@ -58,6 +58,28 @@ def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False):
     return first, np.where(p > 2, middle, np.maximum(first, last)), last
 
 
+def interleavings(layers: int, pp: int, most: int) -> list[int]:
+    """The virtual stages per rank (vpp, at most `most`) an interleaved schedule is tried with on `layers`
+    transformer layers over `pp` ranks: those for which the fullest middle rank of the split (stage_layers) deals
+    its layers evenly over its vpp chunks, the condition of the interleaved bubble, (p - 1)/v of a rank's
+    micro-batch (Narayanan et al. 2021, SC21 Sec. 2.2.2), that the step prices. That is every vpp with pp x vpp
+    dividing the depth (the even split, as Calculon's llm-optimal-execution enumerates it), or layers + 2 (the
+    embedding and the loss in a slot each), and also those of an uneven split, which Megatron-Core runs with a
+    layout string (`--pipeline-model-parallel-layout`, megatron/core/transformer/pipeline_parallel_layer_layout.py
+    at NVIDIA/Megatron-LM@d98e8a64) and torchtitan with its module lists: NVIDIA's DeepSeek-V3 recipe runs 61
+    layers on pp 8 x vpp 4, and Llama 3.1 405B's 126 ran on pp 8 x vpp 8 (Megatron-Bridge
+    perf_recipes/deepseek/h100/deepseek_v3.py at 067f987d, "Et|(tt|)*30mL"). Every chunk holds a layer
+    (pp x vpp <= layers, as simulate checks). [1] alone without a pipeline."""
+    if pp <= 1:
+        return [1]
+    chosen = [1]
+    for v in range(2, min(most, layers // pp) + 1):
+        _, middle, _ = stage_layers(layers, pp, v)
+        if float(middle) % v == 0:
+            chosen.append(v)
+    return chosen
+
+
 def _first_heavy(layers, pp, where, first, middle, last):
     """Where `where` and pp > 1: the first (layers mod pp) stages hold ceil(layers / pp), the rest floor."""
     layers, p = np.asarray(layers, dtype=float), np.asarray(pp, dtype=float)
@@ -144,4 +166,4 @@ def stage_argmax(values) -> np.ndarray:
 
 
 
-__all__ = ["stage_layers", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
+__all__ = ["stage_layers", "interleavings", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
