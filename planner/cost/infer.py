@@ -21,6 +21,7 @@ from planner.specs.candidate_batch import layouts_batch
 from planner.specs.layout import Layout, make_layout
 from planner.specs.layout_checks import check_layout
 from planner.specs.model import ModelSpec
+from planner.specs.pipeline_stages import interleavings
 
 INFERABLE = ("micro_batch", "recompute", "vpp", "seq_parallel", "flash_attention", "framework")
 MAX_MICRO_BATCH = 64
@@ -41,7 +42,7 @@ def _options(name: str, model: ModelSpec, fields: dict) -> list:
         pp = fields.get("pp", 1)
         if pp == 1 or not framework.supports_interleaving:
             return [1]
-        return [v for v in range(1, model.layers // pp + 1) if v <= MAX_VPP]
+        return interleavings(model.layers, pp, MAX_VPP)
     if name == "seq_parallel":
         return [False, True] if fields.get("tp", 1) > 1 else [False]
     if name == "flash_attention":
