@@ -45,7 +45,7 @@ ROUTER_SCORE_BYTES = 4.0  # router logits and probabilities in fp32 (Megatron's 
 PROB_BYTES = 4.0
 _HIDES = np.array([float(o.hides_all_to_all) for o in A2A_OVERLAPS.values()])
 _COPIES = np.array([o.parameter_copies for o in A2A_OVERLAPS.values()])
-_SM_FRACTION = np.array([o.compute_sm_fraction for o in A2A_OVERLAPS.values()])
+_COMMUNICATION_SMS = np.array([o.communication_sms for o in A2A_OVERLAPS.values()], dtype=float)
 _SMS_WHILE_COMMUNICATING = np.array([o.sms_held_only_while_communicating for o in A2A_OVERLAPS.values()])
 
 
@@ -319,16 +319,17 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
             "backward": np.where(has_experts, frac * (floor_bwd + floor_rerun), 0.0)}
 
 
-def sm_share_seconds(batch: CandidateBatch, layer_compute, comm, unpaired) -> np.ndarray:
-    """Extra seconds of the compute that runs beside overlapped communication kernels holding some SMs, per MoE
-    layer and micro-batch: DualPipe's 20 of 132 through the layer's whole compute (forward + backward); NCCL's
-    channels in Megatron's overlap only while the all-to-all (`comm`) runs beside it, on the passes it pairs
-    (1 - `unpaired`). Charged on the whole compute, Megatron's overlap cost Mixtral 8x7B at ep 8 597 ms a step to
-    hide 147 ms, slower than no overlap."""
+def sm_share_seconds(batch: CandidateBatch, layer_compute, comm, unpaired, sms: float) -> np.ndarray:
+    """Extra seconds of the compute that runs beside overlapped communication kernels holding some of the
+    accelerator's `sms` SMs, per MoE layer and micro-batch: DualPipe's 20 through the layer's whole compute
+    (forward + backward); NCCL's channels in Megatron's overlap only while the all-to-all (`comm`) runs beside it,
+    on the passes it pairs (1 - `unpaired`). Charged on the whole compute, Megatron's overlap cost Mixtral 8x7B at
+    ep 8 597 ms a step to hide 147 ms, slower than no overlap."""
     code = batch.a2a_overlap.astype(int)
     beside = np.where(_SMS_WHILE_COMMUNICATING[code], (1.0 - unpaired) * np.minimum(comm, layer_compute),
                       layer_compute)
-    return beside * (1.0 / _SM_FRACTION[code] - 1.0)
+    taken = _COMMUNICATION_SMS[code]
+    return beside * (sms / np.maximum(sms - taken, 1.0) - 1.0)
 
 
 def parameter_copies(batch: CandidateBatch) -> np.ndarray:

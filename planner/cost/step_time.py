@@ -61,7 +61,7 @@ from planner.cost.memory import element_bytes, expert_sharding
 from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, shared_embedding_sync, tensor_parallel
 from planner.cost.stages import data_parallel_stage, stage_split
 from planner.frameworks import batch_framework_arrays
-from planner.frameworks.moe import bubble_slots as moe_bubble_slots, pairs_stages
+from planner.frameworks.moe import HOPPER_SMS, bubble_slots as moe_bubble_slots, pairs_stages
 from planner.specs.candidate_batch import DTYPE_BYTES, CandidateBatch
 from planner.specs.hardware import ClusterSpec
 from planner.specs.pipeline_stages import padded_vocab, stage_argmax
@@ -91,7 +91,8 @@ def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm):
     occupied = compute + moe.moe_fraction(batch) * (comm["forward"] + comm["backward"])
     unpaired = moe.unpaired_share(batch)
     parts["exposed"] = moe.exposed_ep_comm(parts, occupied, unpaired)
-    parts["sm_share"] = moe.sm_share_seconds(batch, compute, parts["comm"], unpaired)
+    sms = cluster.accelerator.sms or HOPPER_SMS
+    parts["sm_share"] = moe.sm_share_seconds(batch, compute, parts["comm"], unpaired, sms)
     return parts
 
 

@@ -32,7 +32,9 @@ import numpy as np
 from planner.frameworks import FRAMEWORK_NAMES
 
 
-HOPPER_SMS = 132  # H100 / H800 SXM5 streaming multiprocessors (NVIDIA H100 datasheet)
+# H100 / H800 SXM5 streaming multiprocessors (NVIDIA H100 datasheet): taken for an accelerator whose spec states no
+# `sms` (specs.hardware.Accelerator).
+HOPPER_SMS = 132
 NCCL_CHANNELS = 16  # as cost.memory.NCCL_CHANNELS (assumed there; frameworks stand before cost in the data flow)
 
 
@@ -44,13 +46,12 @@ class A2AOverlap:
     parameter_copies: float  # model weights held (DualPipe keeps 2)
     needs_interleaving_with_pp: bool  # Megatron's overlap needs vpp > 1 when pp > 1
     source: str
-    # Fraction of the GPU's SMs left to compute while the overlapped communication kernels run: DualPipe's
-    # dispatch/combine kernels take 20 SMs (10 channels) of the H800's 132 (arXiv:2412.19437 section 3.2.2;
-    # 132 SMs: NVIDIA H100/H800 SXM5). Megatron's overlap runs NCCL's all-to-all: one CTA (one SM) per
-    # channel (NCCL runs each channel as a thread block), at cost.memory's assumed 16 channels per
-    # communicator. Hopper's 132 SMs are assumed for every GPU.
-    compute_sm_fraction: float = 1.0
-    # Whether compute runs on compute_sm_fraction only while the all-to-all runs beside it (NCCL's kernels hold
+    # SMs the overlapped communication kernels take from compute while they run (the rest of the accelerator's
+    # `sms` computes): DualPipe's dispatch/combine kernels take 20 SMs (10 channels; of the H800's 132,
+    # arXiv:2412.19437 section 3.2.2). Megatron's overlap runs NCCL's all-to-all: one CTA (one SM) per channel
+    # (NCCL runs each channel as a thread block), at cost.memory's assumed 16 channels per communicator.
+    communication_sms: float = 0.0
+    # Whether compute runs on the SMs left only while the all-to-all runs beside it (NCCL's kernels hold
     # their CTAs while they run), or through the whole overlapped layer (DualPipe: the report allocates the 20 SMs
     # to communication for the overlapped chunks, sec. 3.2.2, and its compute kernels run on the rest).
     sms_held_only_while_communicating: bool = False
@@ -81,7 +82,7 @@ A2A_OVERLAPS = {
     "none": A2AOverlap("none", 0, False, 1.0, False, "all-to-all on the critical path"),
     "megatron": A2AOverlap("megatron", 1, True, 1.0, True,
                            "Megatron-Core --overlap-moe-expert-parallel-comm (moe/README.md:434)",
-                           compute_sm_fraction=(HOPPER_SMS - NCCL_CHANNELS) / HOPPER_SMS,
+                           communication_sms=NCCL_CHANNELS,
                            sms_held_only_while_communicating=True,
                            # "we schedule one extra micro-batch forward step before the 1f1b stages" (NVIDIA/
                            # Megatron-LM@d98e8a64 core/pipeline_parallel/schedules.py:966-970, interleaved only).
@@ -91,7 +92,7 @@ A2A_OVERLAPS = {
                            # warm-up forwards and cool-down backwards (schedules.py:960-970).
                            warmup_runs_alone=True),
     "dualpipe": A2AOverlap("dualpipe", 2, True, 2.0, False, "DeepSeek-V3 DualPipe (arXiv:2412.19437 sec. 3.2.1)",
-                           compute_sm_fraction=(HOPPER_SMS - 20) / HOPPER_SMS, own_pipeline_schedule=True,
+                           communication_sms=20, own_pipeline_schedule=True,
                            micro_batches_per_stage=DUALPIPE_MICRO_BATCHES_PER_STAGE,
                            # deepseek-ai/DualPipe examples/example_dualpipe.py: "local_full_modules = nn.Sequential(
                            # full_modules[rank], full_modules[pp_size - 1 - rank])", the forward direction's

@@ -119,6 +119,10 @@ class Accelerator(_Frozen):
     # CUDA compute capability (major.minor, NVIDIA's CUDA GPUs table): picks NCCL's per-architecture tuner
     # constants (planner.cost.collectives.architecture). None: not an NVIDIA GPU or not stated (Hopper's, assumed).
     compute_capability: float | None = Field(default=None, ge=1.0, le=99.0, allow_inf_nan=False)
+    # Streaming multiprocessors (AMD: compute units) per accelerator, from its whitepaper or a device query: the
+    # share of them that communication kernels running beside compute take (planner.frameworks.moe, the all-to-all
+    # overlaps). None: Hopper's 132 (frameworks.moe.HOPPER_SMS), assumed.
+    sms: int | None = Field(default=None, gt=0, le=4096)
     # The number format plans train in when --dtype is not given (ClusterSpec.default_training_dtype). None: the
     # first of DEFAULT_TRAINING_DTYPES the peaks list; a spec whose listed bf16 is not what one would train in
     # (cpu-local's is an effective rate 20x below fp32) names its own.

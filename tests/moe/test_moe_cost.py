@@ -198,8 +198,33 @@ def test_megatrons_overlap_slows_compute_only_while_its_all_to_all_runs():
     all_to_all = steps["none"]["parts"]["ep_comm"][0]
     assert 0.0 < steps["megatron"]["parts"]["a2a_sm_share"][0] <= all_to_all * (132 / 116 - 1.0) * (1 + 1e-9)
     batch = single_batch(model, make_layout(**layout, moe_a2a_overlap="megatron"))
-    np.testing.assert_allclose(moe.sm_share_seconds(batch, np.array([5.0]), np.array([2.0]), np.array([0.25])),
+    np.testing.assert_allclose(moe.sm_share_seconds(batch, np.array([5.0]), np.array([2.0]), np.array([0.25]), 132),
                                [0.75 * 2.0 * (132 / 116 - 1.0)])
+
+
+def test_the_sm_share_of_the_overlaps_follows_the_accelerators_sms():
+    """The communication kernels' SMs were a share of Hopper's 132 on every GPU (the seventeenth session's note left
+    it): on an A100 (108 SMs) NCCL's 16 channels take 14.8% of the compute, on a B200 (148) 10.8%. A spec without
+    `sms` keeps Hopper's."""
+    from planner.cost import moe
+
+    model = PRESETS["mixtral-8x7b"]
+    layout = dict(tp=1, dp=64, ep=8, micro_batch=1, global_batch=512, recompute="selective", framework="megatron")
+
+    def share(sms, overlap="megatron"):
+        accelerator = H100.accelerator.model_copy(update={"sms": sms})
+        cluster = H100.model_copy(update={"accelerator": accelerator})
+        return step_time(single_batch(model, make_layout(**layout, moe_a2a_overlap=overlap)),
+                         cluster)["parts"]["a2a_sm_share"][0]
+
+    assert share(None) == pytest.approx(share(132), rel=1e-12)
+    assert share(108) > share(132) > share(148) > 0.0
+    # The same seconds beside the all-to-all, slowed by sms / (sms - 16).
+    assert share(108) / share(148) == pytest.approx((108 / 92 - 1.0) / (148 / 132 - 1.0), rel=1e-9)
+    batch = single_batch(model, make_layout(**{**layout, "dp": 32}, moe_a2a_overlap="dualpipe", pp=2))
+    np.testing.assert_allclose(moe.sm_share_seconds(batch, np.array([5.0]), np.array([2.0]), np.array([0.0]), 108),
+                               [5.0 * (108 / 88 - 1.0)])
+    assert {load_cluster(name).accelerator.sms for name in ("dgx-a100-80gb", "dgx-h100", "dgx-b200")} == {108, 132, 148}
 
 
 def test_an_moe_pipeline_with_fewer_micro_batches_than_stages_idles_as_a_dense_one():
