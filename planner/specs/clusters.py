@@ -106,6 +106,18 @@ def _missing_folder(path: Path) -> str:
     return "is not a folder" if present else "does not exist"
 
 
+def _not_a_spec_file(path: Path) -> str:
+    """Why `path` is no spec file: nothing stands there, or something that is not a regular file (a folder, a named
+    pipe, a device) does."""
+    try:
+        present = "\0" not in str(path) and path.exists()
+    except (OSError, ValueError):
+        present = False
+    if not present:
+        return "does not exist"
+    return "is a folder, not a file" if _is_dir(path) else "is not a regular file (a named pipe or a device?)"
+
+
 def _is_dir(path: Path) -> bool:
     try:
         return path.is_dir()
@@ -152,7 +164,7 @@ def load_cluster(name_or_path: str, cluster_dir: str | os.PathLike | None = None
         if candidate.suffix in (".yaml", ".yml"):
             # A path to a spec file, not a name: say the file is missing rather than list the known names.
             raise PlannerInputError(f"{data_file + ': ' if data_file else ''}cluster spec file {shown(candidate)} "
-                                    f"{'is not a file' if _is_dir(candidate) else 'does not exist'}; expected a "
+                                    f"{_not_a_spec_file(candidate)}; expected a "
                                     "cluster name (`planner clusters` lists them) or the path of a spec YAML")
         known = sorted(found[0] for found in find_clusters(cluster_dir))
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.3)

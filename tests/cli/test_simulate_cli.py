@@ -261,6 +261,21 @@ def test_bad_cluster_spec(cli, cluster_yaml, mutate, fragment):
     assert str(path) in err  # the file is named
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_a_cluster_path_that_is_no_regular_file_says_what_stands_there(cli, tmp_path):
+    """A named pipe given as --cluster was reported as missing (the seventeenth session's CLI audit); a folder as
+    'not a file'. Each now says what it is, in one line, without opening the pipe."""
+    import os
+
+    pipe, folder = tmp_path / "spec.yaml", tmp_path / "folder.yaml"
+    os.mkfifo(pipe)
+    folder.mkdir()
+    for path, says in ((pipe, "is not a regular file"), (folder, "is a folder, not a file"),
+                       (tmp_path / "none.yaml", "does not exist")):
+        code, out, err = cli(["simulate", *GPT2, "--cluster", path])
+        _assert_one_line_error(code, out, err, f"cluster spec file {path} {says}")
+
+
 def test_console_script_reports_bad_input_in_one_line(tmp_path):
     """The installed `planner` entry point, as a user runs it."""
     script = Path(sys.executable).with_name("planner")
