@@ -279,6 +279,11 @@ def compute_definition(law) -> str:
 def moe_setting(law, args):
     """The law at --granularity for a moe law; the MoE flags refused for any other law."""
     if isinstance(law, FineGrainedMoELaw):
+        if args.expansion_rate is not None and args.active_params is None:
+            # With --params the loss is the law's at total N (its own expansion rate); E would change only the
+            # FLOPs, so the two would describe different models.
+            raise PlannerInputError("--expansion-rate: only with --active-params (it converts active to total "
+                                    "parameters); with --params N is already the total")
         if args.granularity is None:
             raise PlannerInputError(f"--granularity: --law {args.law} is a mixture-of-experts law; give the expert "
                                     "granularity G = d_ff / d_expert, like '--granularity 8' (1 = experts as wide as the FFN)")

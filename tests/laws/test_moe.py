@@ -229,6 +229,15 @@ def test_predict_cli_eq10_flops_use_the_given_expansion_rate(cli):
     assert row["compute_flop"] == pytest.approx(float(training_flops(1e9, 1e11, 8, 16)), rel=1e-12)
 
 
+def test_predict_refuses_an_expansion_rate_with_total_params(cli):
+    """`--params N --expansion-rate E` set eq. 10's FLOPs from E while the loss stayed the law's at total N (the
+    seventeenth session's CLI audit): two different models in one row. E converts --active-params only."""
+    code, out, err = cli(["predict", "--law", "krajewski-moe", "--params", "10B", "--expansion-rate", "16",
+                          "--granularity", "8", "--tokens", "100B"])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--expansion-rate: only with --active-params" in err
+
+
 def test_a_fitted_moe_law_keeps_the_expansion_rate_of_its_data(cli, tmp_path):
     """Data at E = 16 (total = 11 x active): the saved law converts --active-params with 16, not the published 64
     (it read 4.3B total for 100M active instead of 1.1B)."""
