@@ -58,6 +58,7 @@ def _stack_column(field: str) -> np.ndarray:
 _PADS = _stack_column("fp8_pads_expert_rows")
 _SYNCS = _stack_column("host_syncs_per_layer_forward")
 _SORTS = _stack_column("sorts_received_tokens_by_expert")
+_NODE_DISPATCH_SMS = _stack_column("node_dispatch_sms")
 _FP8_DISPATCH = _stack_column("fp8_dispatch")
 _FP8_SAVED_BYTES = _stack_column("fp8_saved_bytes")  # (frameworks, 3)
 
@@ -322,13 +323,17 @@ def launch_floor_seconds(batch: CandidateBatch, moe: dict, dense_slack: dict, ea
 def sm_share_seconds(batch: CandidateBatch, layer_compute, comm, unpaired, sms: float) -> np.ndarray:
     """Extra seconds of the compute that runs beside overlapped communication kernels holding some of the
     accelerator's `sms` SMs, per MoE layer and micro-batch: DualPipe's 20 through the layer's whole compute
-    (forward + backward); NCCL's channels in Megatron's overlap only while the all-to-all (`comm`) runs beside it,
+    (forward + backward); NCCL's channels in Megatron's overlap (DeepEP's 20 SMs under node-limited dispatch,
+    MoEStack.node_dispatch_sms) only while the all-to-all (`comm`) runs beside it,
     on the passes it pairs (1 - `unpaired`). Charged on the whole compute, Megatron's overlap cost Mixtral 8x7B at
     ep 8 597 ms a step to hide 147 ms, slower than no overlap."""
     code = batch.a2a_overlap.astype(int)
     beside = np.where(_SMS_WHILE_COMMUNICATING[code], (1.0 - unpaired) * np.minimum(comm, layer_compute),
                       layer_compute)
     taken = _COMMUNICATION_SMS[code]
+    # Node-limited dispatch runs the stack's own kernels (DeepEP under Megatron), holding their SMs instead.
+    node_kernels = (batch.node_dispatch > 0) & (_HIDES[code] > 0)
+    taken = np.where(node_kernels, np.maximum(taken, _NODE_DISPATCH_SMS[batch.framework.astype(int)]), taken)
     return beside * (sms / np.maximum(sms - taken, 1.0) - 1.0)
 
 

@@ -212,6 +212,12 @@ class MoEStack:
     dispatches_once_per_node: bool = False
     can_dispatch_once_per_node: bool = False
     node_dispatch_refuses_padding: bool = False
+    # SMs the node-limited dispatch kernels hold while they run beside compute under an all-to-all overlap (in
+    # place of the overlap's own communication_sms where more): Megatron-Core sets DeepEP's to 20 unless
+    # --moe-flex-dispatcher-num-sms says otherwise (NVIDIA/Megatron-LM@d98e8a64
+    # megatron/core/transformer/moe/token_dispatcher.py:1287-1292); DeepSeek's own kernels take 20 of the H800's
+    # 132 (arXiv:2412.19437 section 3.2.2).
+    node_dispatch_sms: float = 0.0
 
 
 # DeepSpeed 0.19.8 refuses its native MoE layer (deepspeed/moe/layer.py) at ZeRO-3 and runs MoE there only through
@@ -270,7 +276,7 @@ MOE_STACKS = {
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
                          fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True,
                          # The flex dispatcher on DeepEP, without padding to capacity (above).
-                         can_dispatch_once_per_node=True, node_dispatch_refuses_padding=True,
+                         can_dispatch_once_per_node=True, node_dispatch_refuses_padding=True, node_dispatch_sms=20,
                          capacity_factor=None),  # dropless: moe_expert_capacity_factor None (transformer_config.py:917-919)
     "deepspeed": MoEStack(True, ("none",), False, "DeepSpeed-MoE deepspeed/moe/layer.py ep_size; AutoEP at ZeRO-3",
                           zero3_expert_limits=True, capacity_factor=DEEPSPEED_CAPACITY_FACTOR, pads_to_capacity=True),
@@ -283,7 +289,7 @@ MOE_STACKS = {
     # "other" is the neutral default: any overlap, and it stands for in-house stacks such as DeepSeek's HAI-LLM.
     "other": MoEStack(True, ("none", "megatron", "dualpipe"), True, "neutral default (DeepSeek HAI-LLM runs here)",
                       fp8_saved_bytes=DEEPSEEK_FP8_SAVED_BYTES, dispatches_once_per_node=True,
-                      can_dispatch_once_per_node=True),
+                      can_dispatch_once_per_node=True, node_dispatch_sms=20),
     # llm-foundry runs MoE through MegaBlocks' dMoE (dropless MoE, Gale et al. 2022, arXiv:2211.15841), experts sharded over ffn_config.moe_world_size ranks
     # (llmfoundry/command_utils/train.py:147-153), with no batch-level all-to-all overlap.
     "llm-foundry": MoEStack(True, ("none",), False, "llm-foundry MegaBlocks dMoE, ffn_config moe_world_size"),

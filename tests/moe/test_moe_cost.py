@@ -227,6 +227,23 @@ def test_the_sm_share_of_the_overlaps_follows_the_accelerators_sms():
     assert {load_cluster(name).accelerator.sms for name in ("dgx-a100-80gb", "dgx-h100", "dgx-b200")} == {108, 132, 148}
 
 
+def test_deepeps_kernels_hold_their_20_sms_beside_megatrons_overlap():
+    """Under Megatron's overlap the flex dispatcher on DeepEP holds DeepEP's 20 SMs (token_dispatcher.py:1287-1292 at
+    d98e8a64), not NCCL's 16 channels; without an overlap nothing runs beside the compute, so nothing is charged."""
+    from planner.cost import moe
+
+    model = PRESETS["deepseek-v3"]
+    layout = dict(tp=1, pp=4, vpp=2, dp=16, ep=64, micro_batch=1, global_batch=64, framework="megatron", dtype="fp8",
+                  moe_a2a_overlap="megatron")
+    compute, comm, unpaired = np.array([5.0]), np.array([2.0]), np.array([0.25])
+    share = {node: moe.sm_share_seconds(single_batch(model, make_layout(**layout, moe_node_dispatch=node)),
+                                        compute, comm, unpaired, 132)[0] for node in (False, True)}
+    assert share[False] == pytest.approx(0.75 * 2.0 * (132 / 116 - 1.0))
+    assert share[True] == pytest.approx(0.75 * 2.0 * (132 / 112 - 1.0))
+    plain = single_batch(model, make_layout(**{**layout, "moe_a2a_overlap": "none"}, moe_node_dispatch=True))
+    assert moe.sm_share_seconds(plain, compute, comm, unpaired, 132)[0] == 0.0
+
+
 def test_an_moe_pipeline_with_fewer_micro_batches_than_stages_idles_as_a_dense_one():
     """The MoE layouts' bubble (frameworks.moe.bubble_slots) kept (p - 1)/v whatever m: one micro-batch of
     Mixtral on fsdp pp 4 vpp 2 idled 1.5 slots where its stages run one after another (3)."""
