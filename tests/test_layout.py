@@ -11,7 +11,7 @@ from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES, build_
 from planner.specs.layout import Layout, make_layout
 from planner.specs.layout_checks import check_layout
 from planner.emit.pipeline import virtual_stage_layers
-from planner.specs.pipeline_stages import interleavings, stage_layers, stage_argmax
+from planner.specs.pipeline_stages import chunk_share, fits_the_chunks, interleavings, stage_layers, stage_argmax
 from planner.specs.model import PRESETS, make_model
 
 GPT3 = PRESETS["gpt3-175b"]  # 96 layers, 96 heads
@@ -132,33 +132,52 @@ def test_first_heavy_split_is_deepspeeds_partition_balanced():
             assert tuple(float(x) for x in stage_layers(layers, pp, 1, 0, True)) == expected, (layers, pp, counts)
 
 
-@pytest.mark.parametrize("layers, pp, vpp", [(61, 8, 4), (61, 4, 8), (126, 8, 8), (126, 16, 4)])
+@pytest.mark.parametrize("layers, pp, vpp", [(61, 8, 4), (61, 4, 8), (61, 2, 8), (126, 8, 8), (126, 16, 4), (126, 16, 8)])
 def test_uneven_splits_real_runs_interleave_are_searched(layers, pp, vpp):
-    """NVIDIA's DeepSeek-V3 recipe (61 layers, pp 8 x vpp 4: Megatron-Bridge perf_recipes/deepseek/h100/
-    deepseek_v3.py, "Et|(tt|)*30mL") and Llama 3.1 405B (126 layers, pp 8 x vpp 8) interleave splits that pp x vpp
-    does not divide; the search enumerated only dividing ones, so it could never choose them."""
+    """NVIDIA's recipes interleave splits that pp x vpp does not divide (Megatron-Bridge@067f987d perf_recipes/):
+    DeepSeek-V3's 61 layers on pp 8 x vpp 4 (deepseek/h100/deepseek_v3.py) and pp 2 x vpp 8 (deepseek/gb300/
+    deepseek_v3.py:83), Llama 3.1 405B's 126 on pp 8 x vpp 8 and pp 16 x vpp 8 (llama/b200/llama31.py:34, the
+    embedding and the loss in a chunk of their own, which simulate refused). The search enumerated only dividing
+    ones, so it could never choose them."""
     assert vpp in interleavings(layers, pp, 1 << 20)
     assert layers % (pp * vpp) != 0  # what the old rule required
+    check_layout(make_model("deep", layers=layers, hidden=1024, heads=8, seq_len=2048, vocab=32000),
+                 Layout(tp=1, pp=pp, vpp=vpp, dp=1, micro_batch=1, global_batch=pp))
 
 
 @pytest.mark.parametrize("layers", [24, 32, 61, 62, 80, 94, 96, 126])
 @pytest.mark.parametrize("pp", [1, 2, 3, 4, 8, 16])
-def test_interleavings_deal_the_fullest_rank_evenly_and_keep_every_even_split(layers, pp):
-    """Each vpp tried splits the fullest rank's layers into equal chunks (the (p - 1)/v bubble the step prices),
-    every chunk holds a layer, and every vpp of an even split (pp x vpp dividing the depth) is still tried."""
+def test_interleavings_keep_the_fewest_chunks_of_each_size_and_every_even_split(layers, pp):
+    """For each size of the fullest rank's largest chunk (what the bubble and the warm-up's activations follow:
+    chunk_share) the fewest chunks that give it; every even split (pp x vpp dividing the depth) among them; and
+    every chunk of the split holds a layer, the first and last excepted where they hold the embedding and the loss
+    (fits_the_chunks)."""
     chosen = interleavings(layers, pp, 1 << 20)
     assert chosen[0] == 1
     if pp == 1:
         assert chosen == [1]
         return
+    fullest = lambda v: float(stage_layers(layers, pp, v)[1])  # noqa: E731
+    largest = lambda v: -(-int(fullest(v)) // v)  # noqa: E731
+    fit = [v for v in range(2, layers + 3) if fits_the_chunks(layers, pp, v)]
+    expected = sorted({largest(v): v for v in reversed(fit)}.values())
+    assert chosen[1:] == expected
     for v in chosen[1:]:
         chunks = virtual_stage_layers(layers, pp, v)
-        fullest_rank = max(range(pp), key=lambda r: sum(chunks[r::pp]))
-        assert len(set(chunks[fullest_rank::pp])) == 1, (layers, pp, v, chunks)
-        assert min(chunks) >= 1 and pp * v <= layers
+        assert min(chunks[1:-1], default=1) >= 1
+        assert float(chunk_share(layers, pp, v)) == pytest.approx(largest(v) / fullest(v))
     even = [v for v in range(2, layers // pp + 1) if layers % (pp * v) == 0]
     assert set(even) <= set(chosen)
     assert interleavings(layers, pp, 2) == [v for v in chosen if v <= 2]
+
+
+def test_the_bubble_of_uneven_chunks_follows_the_largest():
+    """8 layers a rank in 5 chunks (2, 2, 2, 1, 1) idle (p - 1) x 2/8 of a slot, as in 4 chunks, not (p - 1)/5."""
+    from planner.cost.step_time import pipeline_bubble_slots
+
+    assert float(chunk_share(61, 8, 5)) == float(chunk_share(61, 8, 4)) == 0.25
+    assert float(pipeline_bubble_slots(8, 5, 64, chunk_share(61, 8, 5))) == pytest.approx(7 * 0.25)
+    assert float(pipeline_bubble_slots(8, 5, 64)) == pytest.approx(7 / 5)
 
 
 def test_stage_argmax_is_numpys_argmax_over_the_stages():

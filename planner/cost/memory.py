@@ -50,7 +50,7 @@ import numpy as np
 
 from planner.cost import distinct, moe
 from planner.frameworks import (CP_BUFFER_COLUMNS, CP_BUFFER_PHASES, CP_BUFFER_TERMS, any_stack_gives,
-                                 batch_framework_arrays)
+                                 batch_framework_arrays, interleaving_round)
 from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
@@ -341,12 +341,30 @@ def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
     one_f_one_b = np.minimum(p - rank, m)
     # The warm-up forwards (with Megatron's all-to-all overlap, one more) and the first steady-state one.
     chunks = np.minimum(interleaved_warmup_forwards(batch, rank) + 1, m * v)
-    return np.where(p == 1, 1.0, np.where(v > 1, chunks / v, one_f_one_b))
+    return np.where(p == 1, 1.0, np.where(v > 1, _chunks_as_stages(batch, rank, chunks), one_f_one_b))
+
+
+def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
+    """`forwards` chunk forwards of pipeline rank `rank` in whole-stage units: forwards / v where the rank's layers
+    deal evenly over its v chunks. Where they do not (emit.pipeline.virtual_stage_layers: the first n mod v chunks
+    hold one layer more), the forwards run the chunks in order, a round of micro-batches each (frameworks.
+    interleaving_round), so the fuller first chunks are in flight more often: 12 layers in 8 chunks, 71 forwards
+    in rounds of 8, hold 110 layers, 9.17 stages, not 71 / 8."""
+    p, v = batch.pp, batch.vpp
+    first, middle, last = batch.stages
+    layers = np.where(rank == 0, first, np.where(rank >= p - 1, last - batch.mtp_layers, middle))
+    layers = np.maximum(layers, 1.0)
+    base, fuller = np.floor(layers / v), np.mod(layers, v)  # chunks 0 .. fuller - 1 hold base + 1
+    per_round = interleaving_round(batch_framework_arrays(batch), p, batch.grad_accumulation)
+    rounds, rest = np.floor(forwards / per_round), np.mod(forwards, per_round)
+    on_fuller = per_round * (np.floor(rounds / v) * fuller + np.minimum(np.mod(rounds, v), fuller)) \
+        + np.where(np.mod(rounds, v) < fuller, rest, 0.0)
+    return (base * forwards + on_fuller) / layers
 
 
 # What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the
-# stack (its interleaved rounds) and the all-to-all overlap (its extra warm-up forward).
-INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation", "framework", "a2a_overlap")
+# stack (its interleaved rounds), the all-to-all overlap (its extra warm-up forward) and the depth (the chunks' size).
+INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation", "framework", "a2a_overlap", "layers", "mtp_layers")
 
 
 def stage_inflight(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct
-from planner.specs.pipeline_stages import stage_argmax, stage_param_counts
+from planner.specs.pipeline_stages import chunk_share, stage_argmax, stage_param_counts
 
 
 # What the stage split reads (specs.pipeline_stages.stage_layers, stage_param_counts): the model, tp, pp, vpp and the
@@ -44,3 +44,11 @@ def _most_parameters_stage(batch):
     params = np.choose(dp_stage, [first_params, middle_params, last_params])
     dp_layers = np.choose(dp_stage, [first_layers, middle_layers, last_layers])
     return params, dp_layers, (dp_stage == 2) | (batch.pp == 1)
+
+
+def largest_chunk_share(batch):
+    """pipeline_stages.chunk_share of each candidate (its transformer layers, pp and vpp): the share of the fullest
+    rank's micro-batch its largest model chunk holds, which the interleaved bubble is paid in. Once per distinct
+    combination of STAGE_COLUMNS, once per batch."""
+    return batch.cached("chunk_share", lambda b: distinct.once_per_combination(
+        b, STAGE_COLUMNS, lambda c: chunk_share(c.layers - c.mtp_layers, c.pp, c.vpp)))

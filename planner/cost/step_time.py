@@ -54,7 +54,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import (distinct, groups, hierarchy, layer_compute, moe, offload, optimizer_step, shard_copies)
+from planner.cost import (distinct, groups, hierarchy, layer_compute, moe, offload, optimizer_step, shard_copies,
+                          stages)
 from planner.cost.data_parallel import data_parallel, expert_data_parallel
 from planner.cost.gemm import gemm_seconds, matmul_efficiency, output_layer_rates, rank_rates
 from planner.cost.memory import element_bytes, expert_sharding
@@ -324,7 +325,7 @@ def _data_parallel_window(dp_layers, dp_head, layer_forward, layer_backward) -> 
     }
 
 
-def pipeline_bubble_slots(p, v, m):
+def pipeline_bubble_slots(p, v, m, share=None):
     """The idle time of a pipeline step, in slots of one micro-batch's forward and backward on one stage.
 
     Each micro-batch passes through the p x v model chunks in turn, each 1/v of a slot on its stage, so the step's
@@ -333,9 +334,12 @@ def pipeline_bubble_slots(p, v, m):
     full and it is the interleaved schedule's (p - 1)/v (Narayanan et al. 2021, SC21 Sec. 2.2.2); with v = 1, p - 1
     whatever m. Fewer micro-batches than stages run interleaved where the stack allows it (torch's
     ScheduleInterleaved1F1B: frameworks.interleaving_round), and were priced at (p - 1)/v: a 4-stage, 8-chunk
-    pipeline of one micro-batch at 3/8 of a slot, where its stages can only run one after another."""
+    pipeline of one micro-batch at 3/8 of a slot, where its stages can only run one after another.
+    `share`: the largest chunk's share of a rank's micro-batch (pipeline_stages.chunk_share; 1/v where the layers
+    deal evenly over the chunks, more where they do not, which each slot then takes)."""
     m = np.maximum(m, 1)
-    return np.maximum(p - m, 0) + (np.minimum(m, p) - 1) / v
+    share = 1.0 / v if share is None else share
+    return np.maximum(p - m, 0) + (np.minimum(m, p) - 1) * share
 
 
 def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, stage, params, dp_exposed,
@@ -347,7 +351,7 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     per_layer = layer["per_layer"]
     head, accumulate = pace["head"], pace["accumulate"]
     optimizer, offload_copies = optimizer_step.optimizer(batch, cluster)
-    bubble_slots = pipeline_bubble_slots(p, v, m)  # 0 without a pipeline (p = 1)
+    bubble_slots = pipeline_bubble_slots(p, v, m, stages.largest_chunk_share(batch))  # 0 without a pipeline (p = 1)
     paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
     if layer["moe"] is not None:  # DualPipe's bubble (frameworks/moe.py)
         bubble_slots = moe_bubble_slots(p, batch.a2a_overlap, bubble_slots)

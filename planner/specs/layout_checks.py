@@ -15,6 +15,7 @@ from planner.frameworks import FRAMEWORKS, model_unsupported, unsupported_featur
 from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
+from planner.specs.pipeline_stages import fits_the_chunks
 
 
 def tp_splits_model(heads, kv_heads, ffn, seq_len, tp, cp, seq_parallel, kv_multiple):
@@ -53,9 +54,12 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
     if layout.seq_parallel and t > 1 and (model.seq_len // c) % t:
         problems.append(f"seq_len({model.seq_len}) / cp({c}) = {model.seq_len // c} is not divisible by tp({t}): "
                         "sequence parallelism splits it over tp")
-    # Stages need not be even (see stage_layers), but every virtual stage needs a layer.
-    if model.layers < p * v:
-        problems.append(f"layers({model.layers}) < pp({p}) * vpp({v}) = {p * v}: a pipeline stage would have no layer")
+    # Stages need not be even (see stage_layers), but every virtual stage needs a layer, the first and last
+    # excepted where they hold the embedding and the loss in a layer's slot each (fits_the_chunks).
+    if not fits_the_chunks(model.layers, p, v):
+        problems.append(f"layers({model.layers}) < pp({p}) * vpp({v}) = {p * v}: a pipeline stage would have no layer "
+                        f"(with the embedding and the loss in a stage's slot each, pp x vpp must divide layers + 2 "
+                        f"= {model.layers + 2})")
     if v > 1 and p == 1:
         problems.append(f"vpp({v}) > 1 needs pipeline parallelism (pp > 1)")
     if model.seq_len % c:

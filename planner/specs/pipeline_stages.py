@@ -58,24 +58,50 @@ def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False):
     return first, np.where(p > 2, middle, np.maximum(first, last)), last
 
 
+def fits_the_chunks(layers, pp, vpp):
+    """Whether `layers` transformer layers fill pp x vpp pipeline chunks: every chunk holds a layer, or the split
+    counts the embedding and the loss as a layer each (pp x vpp divides layers + 2, stage_layers) and the first and
+    last chunk hold only them. Megatron-Core builds such chunks (`--account-for-embedding-in-pipeline-split`,
+    `--account-for-loss-in-pipeline-split`: NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/
+    transformer_config.py:2386-2413, which asks only that pp divides layers + 2 and vpp the quotient); NVIDIA's
+    Llama 3.1 405B recipe on B200 runs 126 layers on pp 16 x vpp 8 so (Megatron-Bridge@067f987d
+    perf_recipes/llama/b200/llama31.py:34)."""
+    layers, chunks = np.asarray(layers), np.asarray(pp) * np.asarray(vpp)
+    return (layers >= chunks) | ((np.asarray(pp) > 1) & ((layers + 2) % chunks == 0) & (layers + 2 >= chunks))
+
+
+def chunk_share(layers, pp, vpp):
+    """The share of the fullest pipeline rank's micro-batch its largest model chunk holds: 1/vpp where its layers
+    (stage_layers' middle) deal evenly over its vpp chunks, ceil(n / vpp) / n where they do not (8 layers in 5
+    chunks: 2, 2, 2, 1, 1, so 2/8). The interleaved schedule's bubble and its warm-up's activations come in units of
+    a chunk (Narayanan et al. 2021, SC21 Sec. 2.2.2), so the largest one sets them."""
+    _, middle, _ = stage_layers(layers, pp, vpp)
+    n = np.maximum(np.asarray(middle, dtype=float), 1.0)
+    v = np.asarray(vpp, dtype=float)
+    return np.where(v > 1, np.ceil(n / v) / n, 1.0)
+
+
 def interleavings(layers: int, pp: int, most: int) -> list[int]:
     """The virtual stages per rank (vpp, at most `most`) an interleaved schedule is tried with on `layers`
-    transformer layers over `pp` ranks: those for which the fullest middle rank of the split (stage_layers) deals
-    its layers evenly over its vpp chunks, the condition of the interleaved bubble, (p - 1)/v of a rank's
-    micro-batch (Narayanan et al. 2021, SC21 Sec. 2.2.2), that the step prices. That is every vpp with pp x vpp
-    dividing the depth (the even split, as Calculon's llm-optimal-execution enumerates it), or layers + 2 (the
-    embedding and the loss in a slot each), and also those of an uneven split, which Megatron-Core runs with a
-    layout string (`--pipeline-model-parallel-layout`, megatron/core/transformer/pipeline_parallel_layer_layout.py
-    at NVIDIA/Megatron-LM@d98e8a64) and torchtitan with its module lists: NVIDIA's DeepSeek-V3 recipe runs 61
-    layers on pp 8 x vpp 4, and Llama 3.1 405B's 126 ran on pp 8 x vpp 8 (Megatron-Bridge
-    perf_recipes/deepseek/h100/deepseek_v3.py at 067f987d, "Et|(tt|)*30mL"). Every chunk holds a layer
-    (pp x vpp <= layers, as simulate checks). [1] alone without a pipeline."""
+    transformer layers over `pp` ranks: every vpp whose chunks fit the layers (fits_the_chunks), keeping for each
+    size of the fullest rank's largest chunk (chunk_share) the fewest chunks. The bubble and the warm-up's
+    activations follow that chunk (chunk_share), so more chunks of the same largest size only add sends and
+    activations in flight. The even splits (pp x vpp dividing the depth, as Calculon's llm-optimal-execution
+    enumerates them) are all kept; the uneven ones Megatron-Core runs with a layout string
+    (`--pipeline-model-parallel-layout`, megatron/core/transformer/pipeline_parallel_layer_layout.py at
+    NVIDIA/Megatron-LM@d98e8a64) and torchtitan with its module lists are tried too: NVIDIA's DeepSeek-V3
+    recipes run 61 layers on pp 8 x vpp 4 and pp 2 x vpp 8 (Megatron-Bridge@067f987d perf_recipes/deepseek/
+    h100/deepseek_v3.py, "Et|(tt|)*30mL"; gb300/deepseek_v3.py:83). [1] alone without a pipeline."""
     if pp <= 1:
         return [1]
-    chosen = [1]
-    for v in range(2, min(most, layers // pp) + 1):
+    chosen, sizes = [1], set()
+    for v in range(2, min(most, (layers + 2) // pp) + 1):
+        if not fits_the_chunks(layers, pp, v):
+            continue
         _, middle, _ = stage_layers(layers, pp, v)
-        if float(middle) % v == 0:
+        size = -(-int(middle) // v)  # the largest chunk's layers
+        if size not in sizes:
+            sizes.add(size)
             chosen.append(v)
     return chosen
 
@@ -166,4 +192,4 @@ def stage_argmax(values) -> np.ndarray:
 
 
 
-__all__ = ["stage_layers", "interleavings", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
+__all__ = ["stage_layers", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 import pytest
+
+from planner.emit.pipeline import virtual_stage_layers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -362,7 +364,11 @@ def test_activations_in_per_gpu_memory_are_layers_times_per_layer(a100):
 # chunks interleaved, plus the first steady-state forward; at most every micro-batch.
 # ---------------------------------------------------------------------------------------------
 
-def _megatron_peak_stage_microbatches(p, v, m, rank) -> float:
+def _megatron_peak_stage_microbatches(p, v, m, rank, layers=96) -> float:
+    """In whole-stage units: the layers of the chunks the warm-up's forwards (and the first steady-state one) hold,
+    each forward k running model chunk (k // group) mod v (get_model_chunk_id, schedules.py), over the rank's
+    layers, the chunks as the launch splits them (emit.pipeline.virtual_stage_layers: uneven where pp x vpp does
+    not divide the layers, GPT-3's 96 on pp 8 x vpp 8)."""
     if p == 1:
         return 1.0
     if v == 1:
@@ -371,7 +377,9 @@ def _megatron_peak_stage_microbatches(p, v, m, rank) -> float:
     # 1165-1180) the smallest group that divides m or leaves at least pp (what the Megatron launch writes).
     group = next(g for g in range(p, m + 1) if m % g == 0 or m % g >= p)
     warmup = min((p - rank - 1) * 2 + (v - 1) * group, m * v)
-    return min(warmup + 1, m * v) / v
+    chunks = virtual_stage_layers(layers, p, v)
+    held = sum(chunks[((k // group) % v) * p + rank] for k in range(min(warmup + 1, m * v)))
+    return held / sum(chunks[rank::p])
 
 
 @pytest.mark.parametrize("pp, vpp, m", [(1, 1, 8), (4, 1, 8), (8, 1, 4), (8, 3, 24), (4, 2, 16), (8, 8, 128),
