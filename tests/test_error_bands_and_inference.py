@@ -110,9 +110,10 @@ def test_infer_tries_interleaving_down_to_a_layer_per_virtual_stage(cli):
 
 def test_infer_interleaves_only_where_the_fullest_rank_splits_evenly(cli):
     """It tried every vpp up to layers // pp, also those that deal a rank's layers unevenly over its chunks, whose
-    bubble the (p - 1)/v of the step prices too low (DeepSeek-V3's 61 layers on pp 8: 8 layers a rank at vpp 5 are
-    chunks of 2, 2, 2, 1, 1, and the bubble follows the 2-layer chunks). It tries the even ones
-    (pipeline_stages.interleavings), as the search does."""
+    bubble the step priced at (p - 1)/v, too low (DeepSeek-V3's 61 layers on pp 8: 8 layers a rank at vpp 7 are
+    chunks of 2 and 1, and the bubble follows the 2-layer chunks), so it inferred vpp 7. It now tries the search's
+    (pipeline_stages.interleavings: the fewest chunks of each largest-chunk size), and the step prices the bubble
+    by the largest chunk (chunk_share)."""
     argv = ["simulate", "--model", "deepseek-v3", "--gpus", "2048", "--tp", "2", "--pp", "8", "--ep", "64",
             "--etp", "1", "--framework", "megatron", "--dtype", "fp8", "--global-batch", "4096", "--zero", "1",
             "--moe-a2a-overlap", "megatron", "--json", "--infer"]
