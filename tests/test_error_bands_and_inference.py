@@ -108,7 +108,7 @@ def test_infer_tries_interleaving_down_to_a_layer_per_virtual_stage(cli):
         assert json.loads(out)["step_time_s"] >= inferred["step_time_s"] * (1 - 1e-9)
 
 
-def test_infer_interleaves_only_where_the_fullest_rank_splits_evenly(cli):
+def test_infer_interleaves_as_the_search_and_prices_the_largest_chunk(cli):
     """It tried every vpp up to layers // pp, also those that deal a rank's layers unevenly over its chunks, whose
     bubble the step priced at (p - 1)/v, too low (DeepSeek-V3's 61 layers on pp 8: 8 layers a rank at vpp 7 are
     chunks of 2 and 1, and the bubble follows the 2-layer chunks), so it inferred vpp 7. It now tries the search's

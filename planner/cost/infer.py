@@ -25,8 +25,8 @@ from planner.specs.pipeline_stages import interleavings
 
 INFERABLE = ("micro_batch", "recompute", "vpp", "seq_parallel", "flash_attention", "framework")
 MAX_MICRO_BATCH = 64
-# Interleaving is tried up to one layer per virtual stage (layers >= pp x vpp, as simulate accepts); the cap only
-# bounds the candidates of a very deep model (it was 8: llama2-70b tp8 pp4 ran 1.3% faster at vpp 20).
+# Interleaving is tried as the search tries it (pipeline_stages.interleavings), down to one layer per chunk; the cap
+# only bounds the candidates of a very deep model (it was 8: llama2-70b tp8 pp4 ran 1.3% faster at vpp 20).
 MAX_VPP = 64
 
 

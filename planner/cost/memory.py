@@ -346,20 +346,31 @@ def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
 
 def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
     """`forwards` chunk forwards of pipeline rank `rank` in whole-stage units: forwards / v where the rank's layers
-    deal evenly over its v chunks. Where they do not (emit.pipeline.virtual_stage_layers: the first n mod v chunks
-    hold one layer more), the forwards run the chunks in order, a round of micro-batches each (frameworks.
-    interleaving_round), so the fuller first chunks are in flight more often: 12 layers in 8 chunks, 71 forwards
-    in rounds of 8, hold 110 layers, 9.17 stages, not 71 / 8."""
+    deal evenly over its v chunks. Otherwise the forwards run the chunks in order, a round of micro-batches each
+    (frameworks.interleaving_round; Megatron's get_model_chunk_id), so the chunks the warm-up runs most often count
+    most: the first ones, which hold a layer more where n mod v do (emit.pipeline.virtual_stage_layers: 12 layers in
+    8 chunks, 71 forwards in rounds of 8, hold 110 layers, 9.17 stages, not 71 / 8), except where the embedding and
+    the loss take a chunk's slot each: there rank 0's first chunk and the last rank's last chunk are a layer light."""
     p, v = batch.pp, batch.vpp
     first, middle, last = batch.stages
     layers = np.where(rank == 0, first, np.where(rank >= p - 1, last - batch.mtp_layers, middle))
     layers = np.maximum(layers, 1.0)
-    base, fuller = np.floor(layers / v), np.mod(layers, v)  # chunks 0 .. fuller - 1 hold base + 1
     per_round = interleaving_round(batch_framework_arrays(batch), p, batch.grad_accumulation)
     rounds, rest = np.floor(forwards / per_round), np.mod(forwards, per_round)
-    on_fuller = per_round * (np.floor(rounds / v) * fuller + np.minimum(np.mod(rounds, v), fuller)) \
-        + np.where(np.mod(rounds, v) < fuller, rest, 0.0)
-    return (base * forwards + on_fuller) / layers
+    full_cycles, last_chunk = np.floor(rounds / v), np.mod(rounds, v)  # the round in progress runs chunk last_chunk
+
+    def runs_of(chunk):  # forwards that ran model chunk `chunk` (of this rank)
+        return per_round * (full_cycles + (chunk < last_chunk)) + np.where(last_chunk == chunk, rest, 0.0)
+
+    transformer = batch.layers - batch.mtp_layers
+    slots = (p > 1) & (np.mod(transformer, p * v) > 0) & (np.mod(transformer + 2.0, p * v) == 0)
+    per_chunk = (transformer + 2.0) / (p * v)
+    light = np.where(rank == 0, runs_of(0.0), np.where(rank >= p - 1, runs_of(v - 1.0), 0.0))
+    in_slots = per_chunk * forwards - light
+    base, fuller = np.floor(layers / v), np.mod(layers, v)  # chunks 0 .. fuller - 1 hold base + 1
+    on_fuller = per_round * (full_cycles * fuller + np.minimum(last_chunk, fuller)) \
+        + np.where(last_chunk < fuller, rest, 0.0)
+    return np.where(slots, in_slots, base * forwards + on_fuller) / layers
 
 
 # What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the

@@ -6,9 +6,10 @@ numpy arrays and scored in one vectorised pass of the cost model:
   tp      every divisor of the heads (and kv heads) up to 64, across nodes too;
   cp      1, 2, 4, 8, 16 dividing the sequence;
   pp      every divisor of gpus / (tp x cp) up to the depth, stages uneven as Megatron splits them
-          (pipeline_stages.stage_layers), interleaved with every vpp that deals the fullest rank's layers evenly
-          over its chunks (pipeline_stages.interleavings: where vpp x pp divides the depth, every divisor of
-          blocks / pp, as Calculon's llm-optimal-execution; also the uneven splits Megatron runs by layout string);
+          (pipeline_stages.stage_layers), interleaved with, for each size of the fullest rank's largest chunk,
+          the fewest chunks that give it (pipeline_stages.interleavings: every even split, where vpp x pp divides
+          the depth, as Calculon's llm-optimal-execution enumerates them, and the uneven ones Megatron runs by
+          layout string);
   dp      what is left: gpus / (tp x cp x pp);
   micro   with --global-batch: every divisor of the per-replica batch (as Calculon); without it, 1..64
           in powers of two, the global batch rounded to whole micro-batches x dp from the batch law;
@@ -56,6 +57,7 @@ from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, kv_multipl
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
 MAX_MICRO_BATCH = 1 << 31  # no cap beyond the per-replica batch (tests shrink it)
+SCORE_BLOCK = 2_000_000  # layouts scored at once (_score_layouts): bounds the cost model's working memory
 BATCH_LAW_MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)  # without --global-batch
 CP_CHOICES = (1, 2, 4, 8, 16)
 RECOMPUTE_CHOICES = (0, 1, 2)  # none, selective, full
@@ -564,6 +566,21 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     if restrict is not None:
         kept = np.asarray(restrict(arrays), dtype=bool)
         arrays = {name: column[kept] for name, column in arrays.items()}
+    # Scored a block of layouts at a time: the cost model's intermediate arrays grow with the batch (a 12M-layout
+    # DeepSeek-V3 search held 13 GB at once), the result does not.
+    count = len(arrays["tp"])
+    blocks = [_score_block(model, cluster, {name: column[start:start + SCORE_BLOCK] for name, column in arrays.items()},
+                           dtype, min_headroom, moe_load_imbalance, limit, only_fitting)
+              for start in range(0, max(count, 1), SCORE_BLOCK)]
+    if len(blocks) == 1:
+        return blocks[0]
+    joined = [{name: np.concatenate([block[i][name] for block in blocks]) for name in blocks[0][i]} for i in (0, 1, 4)]
+    in_hbm, fits = (np.concatenate([block[i] for block in blocks]) for i in (2, 3))
+    return joined[0], joined[1], in_hbm, fits, joined[2]
+
+
+def _score_block(model, cluster, arrays, dtype, min_headroom, moe_load_imbalance, limit, only_fitting):
+    """_score_layouts for one block of enumerated layouts."""
     # Attention as each stack runs it unless told (its fused kernels where they take the dtype), as the layouts the
     # search returns say (Layout.flash_attention_on).
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype],

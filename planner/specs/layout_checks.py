@@ -54,8 +54,8 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
     if layout.seq_parallel and t > 1 and (model.seq_len // c) % t:
         problems.append(f"seq_len({model.seq_len}) / cp({c}) = {model.seq_len // c} is not divisible by tp({t}): "
                         "sequence parallelism splits it over tp")
-    # Stages need not be even (see stage_layers), but every virtual stage needs a layer, the first and last
-    # excepted where they hold the embedding and the loss in a layer's slot each (fits_the_chunks).
+    # Stages need not be even (see stage_layers), but there must be a layer per chunk, or, interleaved, the split
+    # must give the embedding and the loss a layer's slot each (fits_the_chunks).
     if not fits_the_chunks(model.layers, p, v):
         problems.append(f"layers({model.layers}) < pp({p}) * vpp({v}) = {p * v}: a pipeline stage would have no layer "
                         f"(with the embedding and the loss in a stage's slot each, pp x vpp must divide layers + 2 "

@@ -59,15 +59,27 @@ def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False):
 
 
 def fits_the_chunks(layers, pp, vpp):
-    """Whether `layers` transformer layers fill pp x vpp pipeline chunks: every chunk holds a layer, or the split
-    counts the embedding and the loss as a layer each (pp x vpp divides layers + 2, stage_layers) and the first and
-    last chunk hold only them. Megatron-Core builds such chunks (`--account-for-embedding-in-pipeline-split`,
-    `--account-for-loss-in-pipeline-split`: NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/
-    transformer_config.py:2386-2413, which asks only that pp divides layers + 2 and vpp the quotient); NVIDIA's
-    Llama 3.1 405B recipe on B200 runs 126 layers on pp 16 x vpp 8 so (Megatron-Bridge@067f987d
-    perf_recipes/llama/b200/llama31.py:34)."""
-    layers, chunks = np.asarray(layers), np.asarray(pp) * np.asarray(vpp)
-    return (layers >= chunks) | ((np.asarray(pp) > 1) & ((layers + 2) % chunks == 0) & (layers + 2 >= chunks))
+    """Whether `layers` transformer layers fill pp x vpp pipeline chunks as simulate accepts them: at least as many
+    layers as chunks, or, interleaved, the split that counts the embedding and the loss as a layer each (pp x vpp
+    divides layers + 2, stage_layers) with the first and last chunk holding only them. Megatron-Core builds such
+    chunks (`--account-for-embedding-in-pipeline-split`, `--account-for-loss-in-pipeline-split`:
+    NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/transformer_config.py:2386-2413, which asks only that pp
+    divides layers + 2 and vpp the quotient); NVIDIA's Llama 3.1 405B recipe on B200 runs 126 layers on pp 16 x
+    vpp 8 so (Megatron-Bridge@067f987d perf_recipes/llama/b200/llama31.py:34). An uneven split can still leave a
+    chunk of a light first or last rank empty; the searches skip those (interleavings)."""
+    layers, p, v = np.asarray(layers), np.asarray(pp), np.asarray(vpp)
+    chunks = p * v
+    return (layers >= chunks) | ((p > 1) & (v > 1) & ((layers + 2) % chunks == 0) & (layers + 2 >= chunks))
+
+
+def _every_chunk_holds_a_layer(layers: int, pp: int, vpp: int) -> bool:
+    """Whether every chunk of the split holds a transformer layer, the embedding's and the loss's own slots
+    excepted: every rank holds at least vpp layers (emit.pipeline.rank_layers deals the middle ranks' share)."""
+    if (layers + 2) % (pp * vpp) == 0 and layers % (pp * vpp):  # the embedding and the loss in a slot each
+        return (layers + 2) // (pp * vpp) >= 1
+    first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp))
+    lightest_middle = (layers - first - last) // (pp - 2) if pp > 2 else middle
+    return min(first, last, lightest_middle) >= vpp
 
 
 def chunk_share(layers, pp, vpp):
@@ -83,8 +95,10 @@ def chunk_share(layers, pp, vpp):
 
 def interleavings(layers: int, pp: int, most: int) -> list[int]:
     """The virtual stages per rank (vpp, at most `most`) an interleaved schedule is tried with on `layers`
-    transformer layers over `pp` ranks: every vpp whose chunks fit the layers (fits_the_chunks), keeping for each
-    size of the fullest rank's largest chunk (chunk_share) the fewest chunks. The bubble and the warm-up's
+    transformer layers over `pp` ranks: every vpp whose chunks fit the layers (fits_the_chunks) with a layer in each
+    (the embedding's and the loss's own slots excepted: torchtitan refuses a stage without parameters, and an empty
+    stage of Megatron's layout string is not checked here), keeping for each size of the fullest rank's largest
+    chunk (chunk_share) the fewest chunks. The bubble and the warm-up's
     activations follow that chunk (chunk_share), so more chunks of the same largest size only add sends and
     activations in flight. The even splits (pp x vpp dividing the depth, as Calculon's llm-optimal-execution
     enumerates them) are all kept; the uneven ones Megatron-Core runs with a layout string
@@ -96,7 +110,7 @@ def interleavings(layers: int, pp: int, most: int) -> list[int]:
         return [1]
     chosen, sizes = [1], set()
     for v in range(2, min(most, (layers + 2) // pp) + 1):
-        if not fits_the_chunks(layers, pp, v):
+        if not (fits_the_chunks(layers, pp, v) and _every_chunk_holds_a_layer(layers, pp, v)):
             continue
         _, middle, _ = stage_layers(layers, pp, v)
         size = -(-int(middle) // v)  # the largest chunk's layers

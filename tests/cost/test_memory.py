@@ -383,7 +383,8 @@ def _megatron_peak_stage_microbatches(p, v, m, rank, layers=96) -> float:
 
 
 @pytest.mark.parametrize("pp, vpp, m", [(1, 1, 8), (4, 1, 8), (8, 1, 4), (8, 3, 24), (4, 2, 16), (8, 8, 128),
-                                        (9, 7, 128), (16, 1, 64), (2, 1, 1)])
+                                        (9, 7, 128), (16, 1, 64), (2, 1, 1), (14, 7, 126), (49, 2, 98),
+                                        (7, 7, 21)])
 def test_inflight_follows_megatrons_schedule(pp, vpp, m):
     batch = single_batch(GPT3, Layout(pp=pp, vpp=vpp, micro_batch=1, global_batch=m))
     first, middle, last = stage_inflight(batch)

@@ -34,6 +34,20 @@ def optimize(cli):
     return lambda *argv: cli(["optimize", *argv])
 
 
+def test_scoring_in_blocks_gives_the_layouts_scores_of_one_block(monkeypatch):
+    """The search scores its layouts a block at a time (layouts.SCORE_BLOCK: a 12M-layout DeepSeek-V3 search held
+    13 GB at once and crashed a CI worker); blocks of 997 give every layout the same memory, fit and step time."""
+    cluster = load_cluster("dgx-h100")
+    whole = search_layouts(SMALL, cluster, 16, global_batch=64)
+    monkeypatch.setattr(layouts_module, "SCORE_BLOCK", 997)
+    blocked = search_layouts(SMALL, cluster, 16, global_batch=64)
+    assert len(whole.fits) > 3 * 997
+    np.testing.assert_array_equal(whole.fits, blocked.fits)
+    np.testing.assert_array_equal(whole.memory_bytes, blocked.memory_bytes)
+    np.testing.assert_array_equal(whole.step_time_s, blocked.step_time_s)
+    np.testing.assert_array_equal(whole.reason_code, blocked.reason_code)
+
+
 @pytest.mark.parametrize("framework", ["megatron", "deepspeed", "fsdp"])
 def test_best_layout_is_the_brute_force_optimum_with_the_scalar_simulator(monkeypatch, framework):
     """Every enumerated layout through the scalar `simulate` (one at a time): none that fits is faster than
