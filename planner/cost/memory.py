@@ -54,7 +54,8 @@ from planner.frameworks import (CP_BUFFER_COLUMNS, CP_BUFFER_PHASES, CP_BUFFER_T
 from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
-from planner.specs.pipeline_stages import padded_vocab, stage_argmax, stage_param_counts, vocab_padding_params
+from planner.specs.pipeline_stages import (padded_vocab, slots_split, stage_argmax, stage_param_counts,
+                                          vocab_padding_params)
 
 MIB = 2.0**20
 ADAM_STATE_BYTES = 8.0  # fp32 Adam m and v
@@ -363,7 +364,7 @@ def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
         return per_round * (full_cycles + (chunk < last_chunk)) + np.where(last_chunk == chunk, rest, 0.0)
 
     transformer = batch.layers - batch.mtp_layers
-    slots = (p > 1) & (np.mod(transformer, p * v) > 0) & (np.mod(transformer + 2.0, p * v) == 0)
+    slots = slots_split(transformer, p, v)
     per_chunk = (transformer + 2.0) / (p * v)
     light = np.where(rank == 0, runs_of(0.0), np.where(rank >= p - 1, runs_of(v - 1.0), 0.0))
     in_slots = per_chunk * forwards - light

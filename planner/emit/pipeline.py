@@ -12,17 +12,14 @@ Each rank's layers are dealt over its vpp chunks, chunk c of the model living on
 from __future__ import annotations
 
 from planner.errors import PlannerInputError
-from planner.specs.pipeline_stages import stage_layers
+from planner.specs.pipeline_stages import slots_split, stage_layers
 
 
 def split_kind(layers: int, pp: int, vpp: int) -> str:
     """'even', 'slots' (embedding and loss count as one layer each) or 'uneven'."""
-    stages = pp * vpp
-    if layers % stages == 0:
+    if layers % (pp * vpp) == 0:
         return "even"
-    if pp > 1 and (layers + 2) % stages == 0:
-        return "slots"
-    return "uneven"
+    return "slots" if slots_split(layers, pp, vpp) else "uneven"
 
 
 def rank_layers(layers: int, pp: int, vpp: int) -> list[int]:

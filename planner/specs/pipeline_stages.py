@@ -58,6 +58,15 @@ def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False):
     return first, np.where(p > 2, middle, np.maximum(first, last)), last
 
 
+def slots_split(layers, pp, vpp):
+    """Where the split counts the embedding and the loss as a layer each (stage_layers): pp x vpp does not divide the
+    layers but divides layers + 2, with a pipeline. The one test of it: the split, the activations in flight
+    (cost.memory), which chunks may hold no layer (fits_the_chunks) and the launch (emit.pipeline.split_kind)."""
+    layers, p, v = np.asarray(layers), np.asarray(pp), np.asarray(vpp)
+    chunks = p * v
+    return (p > 1) & (layers % chunks != 0) & ((layers + 2) % chunks == 0)
+
+
 def fits_the_chunks(layers, pp, vpp):
     """Whether `layers` transformer layers fill pp x vpp pipeline chunks as simulate accepts them: at least as many
     layers as chunks, or, interleaved, the split that counts the embedding and the loss as a layer each (pp x vpp
@@ -67,16 +76,15 @@ def fits_the_chunks(layers, pp, vpp):
     divides layers + 2 and vpp the quotient); NVIDIA's Llama 3.1 405B recipe on B200 runs 126 layers on pp 16 x
     vpp 8 so (Megatron-Bridge@067f987d perf_recipes/llama/b200/llama31.py:34). An uneven split can still leave a
     chunk of a light first or last rank empty; the searches skip those (interleavings)."""
-    layers, p, v = np.asarray(layers), np.asarray(pp), np.asarray(vpp)
-    chunks = p * v
-    return (layers >= chunks) | ((p > 1) & (v > 1) & ((layers + 2) % chunks == 0) & (layers + 2 >= chunks))
+    layers, v = np.asarray(layers), np.asarray(vpp)
+    return (layers >= np.asarray(pp) * v) | ((v > 1) & slots_split(layers, pp, vpp))
 
 
 def _every_chunk_holds_a_layer(layers: int, pp: int, vpp: int) -> bool:
     """Whether every chunk of the split holds a transformer layer, the embedding's and the loss's own slots
     excepted: every rank holds at least vpp layers (emit.pipeline.rank_layers deals the middle ranks' share)."""
-    if (layers + 2) % (pp * vpp) == 0 and layers % (pp * vpp):  # the embedding and the loss in a slot each
-        return (layers + 2) // (pp * vpp) >= 1
+    if slots_split(layers, pp, vpp):  # the embedding and the loss in a slot each
+        return True
     first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp))
     lightest_middle = (layers - first - last) // (pp - 2) if pp > 2 else middle
     return min(first, last, lightest_middle) >= vpp
@@ -141,7 +149,7 @@ def _transformer_stage_layers(layers, pp, vpp):
         per_stage = np.broadcast_to(per_stage, shape)
         return per_stage, per_stage, per_stage
     slots = layers + 2.0
-    with_slots = ~even & (slots == np.floor(slots / stages) * stages) & (p > 1)
+    with_slots = slots_split(layers, p, v)
     middle = np.where(with_slots, slots / p, np.ceil(per_stage))
     ends_with_slots = middle - 1.0
     # Remainder to the middle stages: first and last share what the p - 2 full middle stages leave.
@@ -206,4 +214,4 @@ def stage_argmax(values) -> np.ndarray:
 
 
 
-__all__ = ["stage_layers", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
+__all__ = ["stage_layers", "slots_split", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
