@@ -146,6 +146,20 @@ def test_run_to_config_reads_a_tied_output_layer(cell, expected):
         run_to_config(bad)
 
 
+@pytest.mark.parametrize("cell, expected", [("", 0.0), ("0", 0.0), ("0.1", 0.1)])
+def test_run_to_config_reads_the_dropout(cell, expected):
+    """Column dropout: the run's dropout probability (Megatron-LM's default 0.1 for the 2021-22 rows, MPTConfig's 0
+    for llm-foundry's: data/SOURCES.md); empty is ModelSpec's default, none. Above 0 the layers keep their masks."""
+    run = MeasuredRun(id="r", cluster="dgx-a100-80gb", gpus=8, layers=24, hidden=2048, heads=16, seq_len=2048,
+                      vocab=50257, dp=8, micro_batch=1, global_batch=8, extra={"dropout": cell})
+    model, _, _ = run_to_config(run)
+    assert model.dropout == expected
+    for cell in ("1", "-0.1", "nan", "a tenth"):
+        bad = dataclasses.replace(run, extra={"dropout": cell})
+        with pytest.raises(PlannerInputError, match="column 'dropout': expected a probability from 0 up to"):
+            run_to_config(bad)
+
+
 @pytest.mark.parametrize("cell, expected", [("", False), ("0", False), ("1", True)])
 def test_run_to_config_reads_partitioned_checkpoints(cell, expected):
     """Column partition_activations: 1 when the run partitioned its full-recompute checkpoints over tp (DeepSpeed

@@ -76,9 +76,9 @@ OUTSIDE_ALLOCATED = ("nccl_buffers", "fragmentation")
 # optional column besides the core COLUMNS and HIERARCHY_COLUMNS.
 SWITCH_COLUMNS = ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "partition_activations")
 # The optional columns that describe the row's model beyond its shape: its linear and norm biases (0/1), its
-# norm (layernorm, rmsnorm) and whether its output layer is the input embedding (0/1); empty = ModelSpec's
-# defaults (no biases, RMSNorm, an output layer of its own).
-MODEL_EXTRA_COLUMNS = ("bias", "norm", "tied_embeddings")
+# norm (layernorm, rmsnorm), whether its output layer is the input embedding (0/1) and its dropout probability
+# (0 up to 1); empty = ModelSpec's defaults (no biases, RMSNorm, an output layer of its own, no dropout).
+MODEL_EXTRA_COLUMNS = ("bias", "norm", "tied_embeddings", "dropout")
 SIMULATED_EXTRA_COLUMNS = ("framework", *SWITCH_COLUMNS, *MODEL_EXTRA_COLUMNS)
 
 
@@ -102,10 +102,25 @@ def _whole(run: MeasuredRun, column: str, where: str) -> int | None:
     return int(text)
 
 
+def _probability(run: MeasuredRun, column: str, where: str) -> float | None:
+    """A probability column (0 up to, not including, 1) kept in the row's extra cells; None when empty."""
+    text = (run.extra.get(column) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise PlannerInputError(f"{where}: column '{column}': expected a probability from 0 up to (not including) 1, "
+                                f"got {text!r}")
+    return value
+
+
 def _model_cells(run: MeasuredRun, where: str) -> dict:
     """The ModelSpec fields a row's MODEL_EXTRA_COLUMNS give (make_model names a norm it does not know)."""
     cells = {"bias": _switch(run, "bias", where), "norm": (run.extra.get("norm") or "").strip().lower() or None,
-             "tied_embeddings": _switch(run, "tied_embeddings", where)}
+             "tied_embeddings": _switch(run, "tied_embeddings", where), "dropout": _probability(run, "dropout", where)}
     return {name: value for name, value in cells.items() if value is not None}
 
 

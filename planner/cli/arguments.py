@@ -120,6 +120,9 @@ CONFIG_HELP = {
     "tied-embeddings": "1: the output layer is the input embedding (GPT-2/3, Megatron-LM's GPT before "
                        "--untie-embeddings-and-output-weights, MPT, BLOOM); 0: its own weights (Llama) (default: the "
                        "preset's; 0 without --model)",
+    "dropout": "dropout probability of the attention scores and the hidden states (Megatron's --attention-dropout / "
+               "--hidden-dropout); above 0 each layer keeps its dropout masks for backward (default: the preset's, 0.1 "
+               "for GPT-2/3, Megatron's GPT and BLOOM; 0 without --model, as Llama-style models train)",
     "offload": "what ZeRO-Offload moves off the GPU",
     "offload-device": "where offloaded state lives",
     "recompute": "activation recomputation",

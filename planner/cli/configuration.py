@@ -11,13 +11,13 @@ import argparse
 import functools
 from pathlib import Path
 
-from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, DTYPE_DEFAULT_HELP, whole_number
+from planner.cli.arguments import CLUSTER_DIR_HELP, CONFIG_HELP, DTYPE_DEFAULT_HELP, real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 from planner.specs.clusters import DEFAULT_CLUSTER
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window", "bias", "norm",
-              "tied_embeddings")
+              "tied_embeddings", "dropout")
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
@@ -54,6 +54,7 @@ def _add_shape_and_layout_flags(group) -> None:
     group.add_argument("--bias", type=int, choices=[0, 1], help=CONFIG_HELP["bias"])
     group.add_argument("--norm", choices=["layernorm", "rmsnorm"], help=CONFIG_HELP["norm"])
     group.add_argument("--tied-embeddings", type=int, choices=[0, 1], help=CONFIG_HELP["tied-embeddings"])
+    group.add_argument("--dropout", type=real_number(0.0, 1.0, high_open=True), help=CONFIG_HELP["dropout"])
     group.add_argument("--attention-window", type=whole_number(),
                        help="sliding-window attention: keys each query attends, itself included (Mistral, Gemma 2, "
                             "MegaScale; default: full causal attention)")
@@ -175,6 +176,11 @@ def _check_config_value(key: str, value, where: str):
         if value not in (0, 1) or isinstance(value, float):  # True/False are 1/0
             raise PlannerInputError(f"{where}: key '{key}': expected true/false or 1/0, got {value!r}")
         return bool(value)
+    elif key == "dropout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise PlannerInputError(f"{where}: key '{key}': expected a probability from 0 up to (not including) 1, "
+                                    f"got {value!r}")
+        return float(value)
     elif key in _REAL_KEYS:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
             raise PlannerInputError(f"{where}: key '{key}': expected a positive number, got {value!r}")

@@ -129,7 +129,8 @@ def _model_line(model) -> str:
     return (f"model    {model.name}: {human_count(model.total_params)} params{experts}, L={model.layers} h={model.hidden} "
             f"heads={model.heads}/{model.kv} ffn={model.ffn_size} {model.mlp} {model.norm}{'+bias' if model.bias else ''} "
             f"V={model.vocab}{' tied' if model.tied_embeddings else ''} s={model.seq_len}"
-            + (f" window={model.attention_window}" if model.attention_window else ""))
+            + (f" window={model.attention_window}" if model.attention_window else "")
+            + (f" dropout={model.dropout:g}" if model.dropout else ""))
 
 
 def _layout_line(layout) -> str:

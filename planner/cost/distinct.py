@@ -23,8 +23,8 @@ from planner.specs.candidate_batch import CandidateBatch
 # The model's shape and parameter columns, and the attention-variant / MoE ones (None on dense batches):
 # every part reads some; in a one-model batch they are constant and cost one pass each to find so.
 MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len", "layer_params",
-                 "embedding_params", "logits_params", "total_params", "tied_embeddings", "mtp_layers", "query_groups",
-                 "qkv_width", "q_width", "kv_width", "attention_out_width",
+                 "embedding_params", "logits_params", "total_params", "tied_embeddings", "dropout_masks", "mtp_layers",
+                 "query_groups", "qkv_width", "q_width", "kv_width", "attention_out_width",
                  "vector_tensors_outside", "vector_elements_per_layer",
                  "vector_split_per_layer",
                  "core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",

@@ -65,9 +65,14 @@ HOST_BUFFER_FACTOR = 1.5  # DeepSpeed's additional_buffer_factor for CPU-side es
 # reduce_bucket_size = 5e8 elements (ZeRO-1/2/3 IPG buffer); stage3_prefetch_bucket_size = 5e7.
 ZERO12_BUCKET_ELEMENTS = 5e8
 ZERO3_BUCKET_ELEMENTS = 5e7
-# Korthikanti's coefficients: bytes per T·h that every tp rank keeps whole (two norm inputs 4,
-# attention input 2, MLP input 2, two dropout masks 1 + 1).
-REPLICATED_ACTIVATION_COEFF = 10.0
+# Korthikanti's coefficients: bytes per T·h that every tp rank keeps whole: two norm inputs 4, attention input 2,
+# MLP input 2, and, where the model trains with dropout, the masks of the two hidden dropouts 1 + 1. Of the
+# 5·a·s/h score bytes, 1 is the attention dropout's mask (Korthikanti et al. 2022 section 4.1). Without dropout
+# no mask is kept (ModelSpec.dropout).
+REPLICATED_ACTIVATION_COEFF = 8.0
+HIDDEN_DROPOUT_MASK_COEFF = 2.0
+SCORE_COEFF = 4.0
+SCORE_DROPOUT_MASK_COEFF = 1.0
 # CUDA context of a PyTorch process with lazy module loading (the default since CUDA 12.2 and set by
 # PyTorch since 1.13): 287,047,680 bytes measured in pytorch/pytorch#86509 (666,632,192 eager).
 CUDA_CONTEXT_BYTES = 287_047_680.0
@@ -307,11 +312,15 @@ def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     kv_fraction = batch.kv_heads / batch.heads
     mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
     sharded = (2.0 + 4.0 * kv_fraction) + 2.0 + mlp_coeff * batch.ffn / h
-    scores = 5.0 * batch.heads * (batch.seq_len / batch.cp) / h
+    masks = np.where(batch.dropout_masks, 1.0, 0.0)
+    scores = (SCORE_COEFF + SCORE_DROPOUT_MASK_COEFF * masks) * batch.heads * (batch.seq_len / batch.cp) / h
     # Coefficients assume 2-byte activations and 1-byte masks; fp32 training doubles them (approximately).
     scale = DTYPE_BYTES[batch.dtype.astype(int)] / 2.0
     sp = batch.seq_parallel & (t > 1)
-    linear = np.where(sp, (REPLICATED_ACTIVATION_COEFF + sharded) / t, REPLICATED_ACTIVATION_COEFF + sharded / t)
+    replicated = REPLICATED_ACTIVATION_COEFF + HIDDEN_DROPOUT_MASK_COEFF * masks
+    fp8 = fp8_saved_input_savings(batch)
+    replicated, sharded = replicated - fp8["replicated"], sharded - fp8["sharded"]
+    linear = np.where(sp, (replicated + sharded) / t, replicated + sharded / t)
     # Flash attention never materialises the s x s scores; selective recompute drops them from storage.
     materialised_scores = np.where(batch.flash_attention, 0.0, scores / t)
     full = tokens * h * (linear + materialised_scores) * scale
@@ -328,6 +337,17 @@ def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     working = np.select([batch.recompute == 2, batch.recompute == 1],
                         [full - kept_input, tokens * h * materialised_scores * scale], 0.0)
     return {"stored": stored, "full": full, "working": working}
+
+
+def fp8_saved_input_savings(batch: CandidateBatch) -> dict[str, np.ndarray]:
+    """Bytes per token x hidden (at Korthikanti's 2-byte coefficients) that fp8 training saves where the stack keeps
+    the Linear layers' quantised inputs (Framework.fp8_keeps_quantised_linear_inputs): 1 each of the two norm outputs
+    (the QKV and fc1 inputs, `replicated`), 1 per fc2 input element (f/h, `sharded`), less the attention output
+    projection's fp8 copy kept beside the attention output under delayed scaling (-1, `sharded`)."""
+    keeps = (batch.dtype.astype(int) == DTYPE_CODES["fp8"]) & (batch_framework_arrays(batch)["fp8_keeps_quantised_linear_inputs"] > 0)
+    on = np.where(keeps, 1.0, 0.0)
+    delayed_copy = np.where(batch.fp8_current_scaling, 0.0, 1.0)
+    return {"replicated": 2.0 * on, "sharded": on * (batch.ffn / batch.hidden - delayed_copy)}
 
 
 def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
@@ -356,22 +376,52 @@ def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
     first, middle, last = batch.stages
     layers = np.where(rank == 0, first, np.where(rank >= p - 1, last - batch.mtp_layers, middle))
     layers = np.maximum(layers, 1.0)
-    per_round = interleaving_round(batch_framework_arrays(batch), p, batch.grad_accumulation)
-    rounds, rest = np.floor(forwards / per_round), np.mod(forwards, per_round)
-    full_cycles, last_chunk = np.floor(rounds / v), np.mod(rounds, v)  # the round in progress runs chunk last_chunk
-
-    def runs_of(chunk):  # forwards that ran model chunk `chunk` (of this rank)
-        return per_round * (full_cycles + (chunk < last_chunk)) + np.where(last_chunk == chunk, rest, 0.0)
-
+    per_round, full_cycles, last_chunk, rest = _chunk_rounds(batch, forwards)
     transformer = batch.layers - batch.mtp_layers
     slots = slots_split(transformer, p, v)
     per_chunk = (transformer + 2.0) / (p * v)
-    light = np.where(rank == 0, runs_of(0.0), np.where(rank >= p - 1, runs_of(v - 1.0), 0.0))
+    light = np.where(rank == 0, _runs_of_chunk(batch, forwards, 0.0),
+                     np.where(rank >= p - 1, _runs_of_chunk(batch, forwards, v - 1.0), 0.0))
     in_slots = per_chunk * forwards - light
     base, fuller = np.floor(layers / v), np.mod(layers, v)  # chunks 0 .. fuller - 1 hold base + 1
     on_fuller = per_round * (full_cycles * fuller + np.minimum(last_chunk, fuller)) \
         + np.where(last_chunk < fuller, rest, 0.0)
     return np.where(slots, in_slots, base * forwards + on_fuller) / layers
+
+
+def _chunk_rounds(batch: CandidateBatch, forwards):
+    """A rank's first `forwards` chunk forwards as the interleaved schedule runs them, the chunks in order, a round of
+    micro-batches each (frameworks.interleaving_round; Megatron's get_model_chunk_id): the round's size, the full
+    cycles over the chunks, the chunk of the round in progress and the forwards it has run."""
+    per_round = interleaving_round(batch_framework_arrays(batch), batch.pp, batch.grad_accumulation)
+    rounds, rest = np.floor(forwards / per_round), np.mod(forwards, per_round)
+    return per_round, np.floor(rounds / batch.vpp), np.mod(rounds, batch.vpp), rest
+
+
+def _runs_of_chunk(batch: CandidateBatch, forwards, chunk) -> np.ndarray:
+    """Of a rank's first `forwards` chunk forwards, those that ran its model chunk `chunk` (_chunk_rounds)."""
+    per_round, full_cycles, last_chunk, rest = _chunk_rounds(batch, forwards)
+    return per_round * (full_cycles + (chunk < last_chunk)) + np.where(last_chunk == chunk, rest, 0.0)
+
+
+def _mtp_inflight(batch: CandidateBatch) -> np.ndarray:
+    """Micro-batches whose multi-token-prediction blocks' activations the last pipeline rank holds at its peak. The
+    blocks run with the output layer in the last model chunk (Megatron-Core builds them on the last virtual stage:
+    NVIDIA/Megatron-LM@d98e8a64 core/transformer/multi_token_prediction.py:823-829), which an interleaved warm-up runs
+    last: (v - 1) x pp forwards of the other chunks, then one (two with the all-to-all overlap's extra forward). The
+    rank's layers count in whole stages (_inflight), the blocks by the runs of their chunk. DualPipe's paired stages
+    keep the stage count."""
+    p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
+    rank = p - 1.0
+    stage_units = _inflight(batch, rank)
+    forwards = np.minimum(interleaved_warmup_forwards(batch, rank) + 1, m * v)
+    interleaved = (p > 1) & (v > 1) & ~np.asarray(pairs_stages(batch), dtype=bool)
+    return np.where(interleaved, _runs_of_chunk(batch, forwards, v - 1.0), stage_units)
+
+
+def mtp_inflight(batch: CandidateBatch) -> np.ndarray:
+    """_mtp_inflight, once per distinct combination of INFLIGHT_COLUMNS."""
+    return distinct.once_per_combination(batch, INFLIGHT_COLUMNS, _mtp_inflight)
 
 
 # What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the
@@ -596,7 +646,8 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     logits = last * ((1.0 + batch.mtp_layers) * per_logit * tokens * padded_vocab(batch) / batch.tp)
     overlap = np.where(batch.tp_comm_overlap, TP_OVERLAP_BUFFERS * tokens * batch.hidden * w
                        + TP_OVERLAP_WORKSPACE_BYTES, 0.0)
-    stored = per_layer["stored"] * layers * inflight
+    layer_units = _layers_in_flight(batch, layers, inflight)
+    stored = per_layer["stored"] * layer_units
     # Activation checkpoints on the host (DeepSpeed cpu_checkpointing): the GPU keeps the one being copied
     # out in forward and the one brought back for backward's recompute.
     on_host = batch.activation_offload
@@ -628,11 +679,24 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
     if batch.has_moe:
         acts = moe.moe_activation_bytes(batch)
         rebuilt = np.where(batch.recompute == 2, acts["working"], 0.0)
-        parts["moe_activations"] = acts["stored"] * layers * inflight + rebuilt
+        parts["moe_activations"] = acts["stored"] * layer_units + rebuilt
         parts["moe_dispatch_buffers"] = acts["dispatch_buffers"]
         transient = transient + parts["moe_activations"] + parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))
     return {"parts": parts, "host_on_gpu_stored": np.where(on_host, stored, 0.0)}
+
+
+def _layers_in_flight(batch: CandidateBatch, layers, inflight) -> np.ndarray:
+    """Per stage (first, middle, last), the layers x micro-batches whose activations it holds at its peak: its
+    transformer layers by the micro-batches in flight (stage_inflight), its multi-token-prediction blocks by the runs
+    of the last chunk, which holds them (_mtp_inflight). They sit on the last stage, which is the middle row too where
+    pp is 2 and it is the fuller one, and every row where pp is 1 (stage_layers)."""
+    if not np.any(batch.mtp_layers):
+        return layers * inflight
+    first, middle, last = layers
+    p, mtp = batch.pp, batch.mtp_layers
+    on_stage = np.stack([np.where(p == 1, mtp, 0.0), np.where((p == 1) | ((p == 2) & (middle == last)), mtp, 0.0), mtp])
+    return (layers - on_stage) * inflight + on_stage * mtp_inflight(batch)
 
 
 def cp_attention_buffer_bytes(batch: CandidateBatch, stack: dict, tokens) -> np.ndarray | None:

@@ -227,7 +227,7 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
         args += ["--lr ${LR:?set LR (peak learning rate)}", "--lr-decay-style cosine",
                  f"--lr-warmup-fraction {WARMUP_FRACTION}"]
     args += [f"--weight-decay {WEIGHT_DECAY}", "--adam-beta1 0.9", "--adam-beta2 0.95", "--clip-grad 1.0",
-             "--attention-dropout 0", "--hidden-dropout 0"]
+             f"--attention-dropout {model.dropout:g}", f"--hidden-dropout {model.dropout:g}"]
     args += {"bf16": ["--bf16"], "fp8": ["--bf16"], "fp16": ["--fp16"], "fp32": []}[layout.dtype]
     if layout.flash_attention_on:
         args.append("--use-flash-attn-v2")

@@ -310,7 +310,7 @@ def schedule_arguments(model: ModelSpec, layout: Layout, tokens: float | None,
                  ("--lr-warmup-fraction", str(WARMUP_FRACTION))]                  # TRC:187
     args += [("--weight-decay", str(WEIGHT_DECAY)), ("--adam-beta1", str(ADAM_BETAS[0])),  # MP:2611, 2617
              ("--adam-beta2", str(ADAM_BETAS[1])), ("--clip-grad", str(GRADIENT_CLIP)),    # MP:2620, 2615
-             ("--attention-dropout", "0.0"), ("--hidden-dropout", "0.0")]         # TC:191, 188
+             ("--attention-dropout", f"{model.dropout:g}"), ("--hidden-dropout", f"{model.dropout:g}")]  # TC:191, 188
     return args
 
 

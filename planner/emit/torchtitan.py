@@ -52,6 +52,7 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
                     (model.norm != "rmsnorm", f"norm={model.norm}: torchtitan's llama3 model has RMSNorm only"),
                     (model.tied_embeddings, "tied_embeddings: torchtitan's llama3 model has an untied output layer"),
                     (model.embedding_norm, "embedding_norm: torchtitan's llama3 model has no norm after the embedding"),
+                    (model.dropout > 0, f"dropout={model.dropout:g}: torchtitan's llama3 model has no dropout"),
                     (model.is_moe or model.attention == "mla",
                      "mixture of experts / latent attention: torchtitan's llama3 model is dense with standard attention"),
                     # Attention.__init__: head_dim = dim // n_heads (MOD:200), no field to set it; no q/k norm.

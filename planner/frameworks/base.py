@@ -206,6 +206,13 @@ class Framework:
     # fp8 training: bytes per Linear-weight element of the fp8 copies kept besides the 16-bit weights
     # (Transformer Engine: row-wise + column-wise fp8 data, 1 + 1).
     fp8_weight_copy_bytes: float = 2.0
+    # fp8 training: the Linear layers keep their quantised (1-byte) inputs for the weight-gradient GEMM rather than
+    # the 16-bit ones: the norm outputs that feed the QKV and fc1 GEMMs and fc2's input. The attention output
+    # projection then keeps an fp8 copy of its input beside the attention output under delayed scaling and the
+    # 16-bit input itself under current scaling. False: the 16-bit inputs are kept (torchao's Float8Linear
+    # saves the high-precision input and casts again in backward, pytorch/ao@36027d82 torchao/float8/
+    # float8_linear.py:45, 179-195), and the neutral default.
+    fp8_keeps_quantised_linear_inputs: bool = False
     # ZeRO-3 hierarchy (planner.cost.hierarchy): ZeRO++'s hpZ / qwZ / qgZ; a shard group with replication
     # across groups (MiCS, HSDP); a gradient group of its own (the 3-level scheme of Xu et al.).
     zeropp: bool = False

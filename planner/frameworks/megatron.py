@@ -37,6 +37,14 @@ MEGATRON = Framework(
     # its unfused attention (NVIDIA/TransformerEngine@d0067d0 pytorch/attention/dot_product_attention/utils.py:
     # 598-641). fp8 training keeps attention in bf16.
     fused_attention_dtypes=frozenset({"bf16", "fp16", "fp8"}),
+    # Transformer Engine's modules under Megatron-Core's layer spec (NVIDIA/TransformerEngine@d0067d0d): the fused
+    # norm-and-quantise output of TELayerNormColumnParallelLinear (QKV, fc1) is kept in fp8, column-wise only on
+    # Hopper, the local row-wise shard under sequence parallelism (pytorch/module/layernorm_linear.py:226-232,
+    # 478-487); TERowParallelLinear keeps its quantised input (linear.py:428-436, 614-616), but for the attention
+    # output projection under current scaling Megatron asks for the original input (core/transformer/attention.py:
+    # 428-444 at d98e8a64; linear.py:597-598). The SwiGLU keeps its 16-bit input (core/fusions/fused_bias_swiglu.py:
+    # 180-184; fp8 only with activation_func_fp8_input_store, default off, transformer_config.py:227).
+    fp8_keeps_quantised_linear_inputs=True,
     grad_bytes_bf16=4.0, grad_bytes_fp16=2.0, reduce_bytes_bf16=4.0, reduce_bytes_fp16=2.0,
     optimizer_bytes=12.0, sharded_param_bytes=2.0,
     shards_over_context_parallel=True,

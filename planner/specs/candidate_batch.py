@@ -43,6 +43,8 @@ class CandidateBatch:
     logits_params: np.ndarray  # output projection (a copy of the embedding on the last stage when tied and pp > 1)
     total_params: np.ndarray
     tied_embeddings: np.ndarray  # bool
+    # bool: the model trains with dropout (ModelSpec.dropout > 0), whose masks each layer keeps for backward
+    dropout_masks: np.ndarray
     # Multi-token-prediction blocks (ModelSpec.mtp_layers), counted in `layers` and placed on the last pipeline
     # stage (stage_layers); each runs the shared output layer and a loss once more there.
     mtp_layers: np.ndarray
@@ -177,15 +179,16 @@ def model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
             3 if model.mlp == "swiglu" else 2, model.vocab, model.seq_len,
             layer, parts["embedding"] + parts["position"], logits, parts["total"], model.tied_embeddings,
             model.kv, 0 if model.attention == "mla" else (model.heads + 2 * model.kv) * model.attention_head_dim,
-            len(vectors[1]), model.mtp_layers, *model.attention_widths,
+            len(vectors[1]), model.mtp_layers, *model.attention_widths, model.dropout > 0,
         ))
     table = np.array(rows, dtype=float)
     names = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices", "vocab", "seq_len",
              "layer_params", "embedding_params", "logits_params", "total_params", "tied_embeddings",
              "query_groups", "qkv_width", "vector_tensors_outside", "mtp_layers", "q_width", "kv_width",
-             "attention_out_width")
+             "attention_out_width", "dropout_masks")
     arrays = {name: table[:, i] for i, name in enumerate(names)}
     arrays["tied_embeddings"] = arrays["tied_embeddings"].astype(bool)
+    arrays["dropout_masks"] = arrays["dropout_masks"].astype(bool)
     arrays.update(_vector_arrays(models))
     if not all(standard_attention(m) and not m.is_moe and not m.mtp_layers for m in models):
         arrays.update(_moe_model_arrays(models))

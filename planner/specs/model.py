@@ -82,6 +82,12 @@ class ModelSpec(BaseModel):
     # window_size=(attention_window - 1, 0); Megatron-Core's TransformerConfig.window_size). None = full
     # causal attention. A window >= seq_len changes nothing.
     attention_window: int | None = Field(default=None, gt=0)
+    # Dropout probability of the attention scores and of the hidden states after attention and after the MLP
+    # (Megatron's --attention-dropout / --hidden-dropout, GPT-2's attn_pdrop / resid_pdrop). 0 = none, as Llama,
+    # Mixtral, DeepSeek-V3, Qwen3 and MPT pre-train, and as this planner's launches set it. Only whether it is
+    # above 0 is priced: each dropout keeps a 1-byte mask per element for backward, and at 0 none runs (torch's
+    # dropout returns its input at p = 0: ATen native/Dropout.cpp; Megatron's bias-dropout-add calls it).
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -480,11 +486,18 @@ def model_flops_per_step(model: ModelSpec, global_batch: int) -> dict[str, float
 # Presets: published shapes. Sources in comments.
 # ---------------------------------------------------------------------------------------------
 
+# GPT-2's attn_pdrop and resid_pdrop (HF gpt2 config.json: 0.1 each) and Megatron-LM's defaults, which the
+# 2021-22 Megatron and Megatron-DeepSpeed runs kept (TransformerConfig.hidden_dropout / attention_dropout = 0.1,
+# NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/transformer_config.py:188, 191; examples/academic_paper_
+# scripts/sc21 set neither; BigScience's tr11-176B-ml.slurm@e726b159 sets neither).
+GPT_DROPOUT = 0.1
+
+
 def _gpt(name, layers, hidden, heads, seq_len=2048, vocab=50257, **extra) -> ModelSpec:
-    """GPT-2/3 style: learned positions, biases, LayerNorm, GELU 4h MLP, tied embeddings."""
+    """GPT-2/3 style: learned positions, biases, LayerNorm, GELU 4h MLP, tied embeddings, dropout 0.1."""
     return ModelSpec(
         name=name, layers=layers, hidden=hidden, heads=heads, mlp="gelu", vocab=vocab, seq_len=seq_len,
-        tied_embeddings=True, position="learned", bias=True, norm="layernorm", **extra,
+        tied_embeddings=True, position="learned", bias=True, norm="layernorm", dropout=GPT_DROPOUT, **extra,
     )
 
 
@@ -500,7 +513,7 @@ def _megatron(name, layers, hidden, heads, vocab=51200, seq_len=2048) -> ModelSp
     (tied, as the runs CSV's rows say: data/SOURCES.md)."""
     return ModelSpec(
         name=name, layers=layers, hidden=hidden, heads=heads, mlp="gelu", vocab=vocab, seq_len=seq_len,
-        tied_embeddings=True, position="learned", bias=True, norm="layernorm",
+        tied_embeddings=True, position="learned", bias=True, norm="layernorm", dropout=GPT_DROPOUT,
     )
 
 
@@ -547,7 +560,7 @@ PRESETS: dict[str, ModelSpec] = {
     "mt-nlg-530b": _megatron("mt-nlg-530b", 105, 20480, 128, vocab=50272),
     "bloom-176b": ModelSpec(name="bloom-176b", layers=70, hidden=14336, heads=112, mlp="gelu", vocab=250880,
                             seq_len=2048, tied_embeddings=True, position="alibi", bias=True, norm="layernorm",
-                            embedding_norm=True),
+                            embedding_norm=True, dropout=GPT_DROPOUT),
     # Mixture-of-experts presets (HF config.json of each; seq_len is the pre-training length).
     # Mixtral 8x7B (Jiang et al. 2024, Table 1; mistralai/Mixtral-8x7B-v0.1 config.json): 8 experts,
     # top-2, every layer MoE, SwiGLU experts of 14336. 4096 tokens as NeMo's Mixtral recipes train it.
@@ -576,7 +589,8 @@ PRESETS: dict[str, ModelSpec] = {
     # train them: scripts/train/yamls/pretrain/mpt-*.yaml set neither ALiBi nor no_bias, so MPTConfig's defaults
     # hold (learned_pos_emb=True, attn_config alibi=False, no_bias=False), and the README's NumParams grow with the
     # sequence length (mpt-125m 125,311,488 and mpt-70b 64,862,437,376 at 2,048). The released MPT-7B / 30B
-    # checkpoints were trained with ALiBi and without biases instead.
+    # checkpoints were trained with ALiBi and without biases instead. No dropout: the yamls set none and MPTConfig's
+    # attn_pdrop, resid_pdrop and emb_pdrop default to 0 (llmfoundry/models/mpt/configuration_mpt.py).
     **{
         f"mpt-{size}": ModelSpec(name=f"mpt-{size}", layers=L, hidden=h, heads=a, mlp="gelu", vocab=50368,
                                  seq_len=2048, tied_embeddings=True, position="learned", bias=True, norm="layernorm")

@@ -162,6 +162,9 @@ def test_list_models_honours_json(cli):
     ({"recompute": "some"}, "key 'recompute': expected one of none, selective, full"),
     ({"fp8_recipe": "mx"}, "key 'fp8_recipe': expected one of delayed, tensorwise"),  # Optional[Literal]
     ({"bias": 2}, "key 'bias': expected true/false or 1/0"),
+    ({"dropout": 1}, "key 'dropout': expected a probability from 0 up to (not including) 1, got 1"),
+    ({"dropout": -0.1}, "key 'dropout': expected a probability"),
+    ({"dropout": "0.1"}, "key 'dropout': expected a probability"),
     ({"zero": 5}, "key 'zero': expected a whole number from 0 to 3, got 5"),  # was "layout: zero: ...", no file
 ])
 def test_config_values_of_the_wrong_type(cli, tmp_path, config, fragment):

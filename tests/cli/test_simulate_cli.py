@@ -91,8 +91,8 @@ def test_flags_override_config_which_overrides_preset(cli, tmp_path):
 
 @pytest.mark.parametrize("source", ["flag", "config"])
 def test_bias_and_norm_reach_the_model_as_the_runs_csv_columns_do(cli, tmp_path, source):
-    """--bias/--norm/--tied-embeddings (or the config keys) describe a GPT-3-style custom shape as the runs CSV's
-    bias, norm and tied_embeddings columns do: simulate of a dev row's settings gives validate's prediction for that row, and the model line
+    """--bias/--norm/--tied-embeddings/--dropout (or the config keys) describe a GPT-3-style custom shape as the runs
+    CSV's bias, norm, tied_embeddings and dropout columns do: simulate of a dev row's settings gives validate's prediction for that row, and the model line
     names the norm. Without them a custom shape is Llama-style (no biases, RMSNorm), and ZeRO-3's persistent
     norm/bias tensors (re-gathered after every step by deepspeed-v0.3) differ."""
     from planner.calibrate.validation import predict_runs
@@ -100,17 +100,18 @@ def test_bias_and_norm_reach_the_model_as_the_runs_csv_columns_do(cli, tmp_path,
 
     runs, _ = read_runs(Path(__file__).resolve().parents[2] / "data" / "runs" / "published_runs_dev.csv")
     row = next(run for run in runs if str(run.id) == "13")  # SC21 Table 2: 175B, ZeRO-3 on 1,536 A100s, GPT biases
-    assert (row.extra["bias"], row.extra["norm"], row.extra["tied_embeddings"]) == ("1", "layernorm", "1")
+    assert (row.extra["bias"], row.extra["norm"], row.extra["tied_embeddings"], row.extra["dropout"]) == \
+        ("1", "layernorm", "1", "0.1")
     base = ["--cluster", row.cluster, "--gpus", str(row.gpus), "--layers", str(row.layers), "--hidden", str(row.hidden),
             "--heads", str(row.heads), "--ffn", str(row.ffn), "--seq-len", str(row.seq_len), "--vocab", str(row.vocab),
             "--zero", "3", "--micro-batch", str(row.micro_batch), "--global-batch", str(row.global_batch),
             "--recompute", "full", "--dtype", "fp16", "--flash-attention", "0", "--framework", "deepspeed-v0.3",
             "--mlp", "gelu", "--json"]
     if source == "flag":
-        argv = [*base, "--bias", "1", "--norm", "layernorm", "--tied-embeddings", "1"]
+        argv = [*base, "--bias", "1", "--norm", "layernorm", "--tied-embeddings", "1", "--dropout", "0.1"]
     else:
         config = tmp_path / "gpt.yaml"
-        config.write_text("bias: true\nnorm: layernorm\ntied_embeddings: true\n", encoding="utf-8")
+        config.write_text("bias: true\nnorm: layernorm\ntied_embeddings: true\ndropout: 0.1\n", encoding="utf-8")
         argv = [*base, "--config", config]
     code, out, _ = cli(["simulate", *argv])
     assert code == 0

@@ -343,6 +343,45 @@ def test_checkpoints_are_whole_unless_partitioned(a100, framework, tp, recompute
         assert same["parts"]["activations"][0] == pytest.approx(memory["parts"]["activations"][0] / tp, rel=1e-12)
 
 
+@pytest.mark.parametrize("name, b", KORTHIKANTI_SHAPES)
+@pytest.mark.parametrize("t, seq_parallel", [(1, False), (8, False), (8, True)])
+def test_without_dropout_no_mask_is_kept(name, b, t, seq_parallel):
+    """Korthikanti et al. 2022 section 4.1 count a 1-byte mask per element for the attention dropout (a·s²·b of the
+    5·a·s²·b) and for the two hidden dropouts (s·b·h each, replicated over tp). A model trained without dropout keeps
+    none: torch's dropout returns its input at p = 0 (ATen native/Dropout.cpp; torch/_decomp/decompositions.py
+    `dropout` under Megatron's torch.compile'd bias-dropout-add)."""
+    with_dropout = PRESETS[name]
+    m = with_dropout.model_copy(update={"dropout": 0.0})
+    s, h, a = m.seq_len, m.hidden, m.heads
+    layout = dict(micro_batch=b, tp=t, seq_parallel=seq_parallel)
+    masks = s * b * h * (2.0 + a * s / h) / t if seq_parallel else s * b * h * (2.0 + a * s / (h * t))
+    assert with_dropout.dropout > 0
+    assert _per_layer(with_dropout, **layout) - _per_layer(m, **layout) == pytest.approx(masks, rel=1e-9)
+    expected = s * b * h * ((32 + 4 * a * s / h) / t if seq_parallel else 8 + 24 / t + 4 * a * s / (h * t))
+    assert _per_layer(m, **layout) == pytest.approx(expected, rel=0.01)
+
+
+@pytest.mark.parametrize("recipe, out_projection_copy", [("delayed", 1.0), ("tensorwise", 0.0)])
+@pytest.mark.parametrize("t, seq_parallel", [(1, False), (4, True)])
+def test_transformer_engine_keeps_the_quantised_linear_inputs_in_fp8(recipe, out_projection_copy, t, seq_parallel):
+    """Megatron-Core on Transformer Engine in fp8 (NVIDIA/TransformerEngine@d0067d0d): the norm outputs feeding the QKV and
+    fc1 GEMMs are kept in fp8 (layernorm_linear.py:226-232, 478-487) and so is fc2's input (linear.py:614-616): 1 byte
+    where bf16 keeps 2. The attention output projection keeps an fp8 copy beside the attention output under delayed
+    scaling (linear.py:428-436) and the 16-bit input itself under current scaling (Megatron's set_save_original_input,
+    core/transformer/attention.py:428-444). The SwiGLU input stays bf16 (fused_bias_swiglu.py:180-184)."""
+    m = PRESETS["llama3-70b"]
+    tokens, h, f = m.seq_len, m.hidden, m.ffn_size
+    layout = dict(tp=t, seq_parallel=seq_parallel, framework="megatron", flash_attention=True)
+    bf16 = float(activation_bytes_per_layer(single_batch(m, Layout(dtype="bf16", **layout)))["stored"][0])
+    fp8 = float(activation_bytes_per_layer(single_batch(m, Layout(dtype="fp8", fp8_recipe=recipe, **layout)))["stored"][0])
+    saved = tokens * h * (2.0 / (t if seq_parallel else 1) + (f / h - out_projection_copy) / t)
+    assert bf16 - fp8 == pytest.approx(saved, rel=1e-9)
+    # torchao's Float8Linear (torchtitan) keeps the bf16 input and casts again in backward (float8_linear.py:45).
+    fsdp = dict(layout, framework="fsdp", seq_parallel=seq_parallel)
+    assert float(activation_bytes_per_layer(single_batch(m, Layout(dtype="fp8", **fsdp)))["stored"][0]) == \
+        float(activation_bytes_per_layer(single_batch(m, Layout(dtype="bf16", **fsdp)))["stored"][0])
+
+
 def test_flash_attention_removes_the_score_term():
     batch = single_batch(GPT3, Layout(tp=8, flash_attention=True))
     expected = GPT3.seq_len * GPT3.hidden * (10 + 24 / 8)
@@ -392,6 +431,32 @@ def test_inflight_follows_megatrons_schedule(pp, vpp, m):
     assert last[0] == pytest.approx(_megatron_peak_stage_microbatches(pp, vpp, m, pp - 1), rel=1e-12)
     if pp > 2:
         assert middle[0] == pytest.approx(_megatron_peak_stage_microbatches(pp, vpp, m, 1), rel=1e-12)
+
+
+@pytest.mark.parametrize("pp, vpp, m", [(1, 1, 8), (4, 1, 8), (4, 2, 16), (4, 8, 64), (8, 4, 32), (2, 2, 3), (4, 2, 6)])
+def test_multi_token_prediction_blocks_count_the_runs_of_the_last_chunk(pp, vpp, m):
+    """The MTP blocks run with the output layer in the last rank's last model chunk (Megatron-Core builds them on the
+    last virtual stage, multi_token_prediction.py:823-829), which the interleaved warm-up reaches last: at the peak
+    the rank holds their activations for the forwards of that chunk (get_model_chunk_id), not for its whole-stage
+    count, which counted them (v - 1) x p / v + ... times."""
+    from planner.cost.memory import _layers_in_flight, mtp_inflight
+    model = GPT3.model_copy(update={"mtp_layers": 1})
+    batch = single_batch(model, Layout(pp=pp, vpp=vpp, micro_batch=1, global_batch=m))
+    if pp == 1:
+        expected = 1.0
+    elif vpp == 1:
+        expected = 1.0  # the last rank of 1F1B holds one micro-batch
+    else:
+        group = next(g for g in range(pp, m + 1) if m % g == 0 or m % g >= pp)
+        forwards = min((vpp - 1) * group + 1, m * vpp)  # the last rank's warm-up and first steady-state forward
+        expected = sum(1 for k in range(forwards) if (k // group) % vpp == vpp - 1)
+    assert mtp_inflight(batch)[0] == expected
+    layers = np.stack(batch.stages)
+    inflight = np.stack(stage_inflight(batch))
+    held = _layers_in_flight(batch, layers, inflight)
+    assert held[2][0] == pytest.approx((layers[2][0] - 1) * inflight[2][0] + expected, rel=1e-12)
+    if pp > 2:  # a middle rank holds no block
+        assert held[1][0] == layers[1][0] * inflight[1][0]
 
 
 @pytest.mark.parametrize("pp, vpp, m", [(4, 2, 7), (4, 4, 7), (8, 2, 15), (4, 2, 10), (4, 2, 8), (8, 3, 24), (2, 2, 3)])

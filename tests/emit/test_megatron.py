@@ -329,6 +329,14 @@ def test_sliding_window_attention_is_written():
                                                                                       framework="megatron")))
 
 
+@pytest.mark.parametrize("name, dropout", [("llama3-8b", "0"), ("gpt3-1.3b", "0.1")])
+def test_the_launch_trains_with_the_dropout_the_plan_priced(name, dropout):
+    """The plan keeps dropout masks only for a model with dropout; the launch sets the model's probability (it wrote 0
+    for every model, while a GPT-3 preset was priced with Megatron's default 0.1, TC:188, 191)."""
+    args = dict(megatron_arguments(preset(name), Layout(dp=8, global_batch=64, framework="megatron")))
+    assert (args["--attention-dropout"], args["--hidden-dropout"]) == (dropout, dropout)
+
+
 def test_a_fused_loss_is_refused_as_megatron_lms_arguments_refuse_it(h100):
     """--loss-fusion 1 is priced as Transformer Engine's 2-byte cross-entropy (frameworks/megatron.py), which
     Megatron-LM@d98e8a64's validate_args refuses (training/arguments.py:1697-1702, NVIDIA/Megatron-LM#5115): the

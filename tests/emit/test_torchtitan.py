@@ -169,6 +169,14 @@ def test_zero2_is_fsdp2_that_keeps_parameters_gathered_after_forward():
     assert mesh["fsdp_reshard_after_forward"] == "never"
 
 
+def test_dropout_the_llama3_model_does_not_have_is_refused():
+    """torchtitan's llama3 model has no dropout module: a plan whose layers keep dropout masks is not what it runs."""
+    layout = Layout(dp=8, zero=3, global_batch=8, framework="fsdp")
+    with_dropout = preset("llama3-8b").model_copy(update={"dropout": 0.1})
+    assert any(p.startswith("dropout=0.1: torchtitan's llama3 model has no dropout") for p in unsupported(with_dropout, layout))
+    assert not any(p.startswith("dropout") for p in unsupported(preset("llama3-8b"), layout))
+
+
 def test_a_head_width_or_qk_norm_the_llama3_model_cannot_build_is_refused():
     """torchtitan's llama3 Attention takes head_dim = dim // n_heads (model/model.py:200 at 238fa995) and has no
     query/key norm: a Qwen3-style shape would train another model than the plan."""
