@@ -266,7 +266,9 @@ def test_korthikanti_rows_within_4_percent(published_results):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured 7.52% (median 4.4%, bias -6.6%; 7.42% before the rows said their output layer is their embedding "
+    "measured 7.62% (median 4.5%, bias -6.8%; 7.52% before the rows said the dropout they ran (data/SOURCES.md): "
+    "llm-foundry's MPT has none, so its layers keep no masks and its memory-bound passes are shorter, 5.97% to "
+    "6.18%; 7.42% before the rows said their output layer is their embedding "
     "(tied_embeddings, data/SOURCES.md): llm-foundry's fewer parameters to gather went from 5.72% to 5.97%, BLOOM's "
     "embedding gradient sync between its stages from -4.2% to -3.5%; 7.45% before DeepSpeed's first-heavy pipeline split moved BLOOM's row "
     "from -6.3% to -4.2%; 7.46% before today's DeepSpeed's ZeRO-1 bucket all-reduce was priced; 7.07% at the assumed 0.75 link efficiencies before the nccl-tests-derived "
@@ -274,7 +276,7 @@ def test_korthikanti_rows_within_4_percent(published_results):
     "micro-batch, 7.3% before DeepSpeed's autograd accumulation of 16-bit gradients at "
     "ZeRO 0/1, 8.0% before megatron-2022's, 8.2% before megatron-2022): the six ZeRO-3 rows of Narayanan's Table 2 "
     "(deepspeed-v0.3, -14% to -34%) and the three MT-NLG rows (-19.7% to -22.7%) carry 2.4 and 1.0 points of it; "
-    "the other 55 rows are at 4.8%. See the per-source xfails."))
+    "the other 55 rows are at 4.9%. See the per-source xfails."))
 def test_published_runs_within_issue_11s_7_percent(published_results):
     """Issue 11 acceptance: step-time MAPE <= 7% over the published dev runs, no per-row or per-source factors."""
     _, results = published_results

@@ -38,8 +38,10 @@ V100 = load_cluster("dgx2-v100")
 V100_FP16_PEAK = 125e12
 # GPT blocks as DeepSpeed ran ZeRO-3 on them in 2021: Megatron-LM with a bias in every linear and LayerNorms
 # (deepspeedai/DeepSpeedExamples@12737257 Megatron-LM-v1.1.5-ZeRO3: mpu/layers.py:200, 302 `bias=True`, kept by
-# megatron/model/transformer.py:75-207; mpu.LayerNorm), whose norms and biases ZeRO-3 keeps persistent.
-GPT = dict(bias=True, norm="layernorm")
+# megatron/model/transformer.py:75-207; mpu.LayerNorm), whose norms and biases ZeRO-3 keeps persistent, with
+# Megatron's default dropout 0.1 (--attention-dropout, --hidden-dropout: microsoft/DeepSpeedExamples@016a9b11
+# Megatron-LM/arguments.py): each layer keeps its dropout masks.
+GPT = dict(bias=True, norm="layernorm", dropout=0.1)
 MODEL_1T = make_model("infinity-1t", layers=128, hidden=25600, heads=160, seq_len=1024, vocab=50257, **GPT)
 MODEL_20T = make_model("infinity-20t", layers=390, hidden=65536, heads=512, seq_len=1024, vocab=50257, **GPT)
 BASE = dict(zero=3, framework="deepspeed-v0.3", dtype="fp16", recompute="full", micro_batch=1)
