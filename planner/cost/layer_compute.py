@@ -26,7 +26,7 @@ def layer_seconds(batch: CandidateBatch, cluster: ClusterSpec, peak, gemm_peak, 
     attention, attention_bwd = _attention_core_seconds(batch, cluster, peak, half, tokens)
     # Memory-bound kernels (norms, GELU/SwiGLU, dropout, residual adds, unfused softmax): about one pass
     # over the layer's activation bytes in forward (Korthikanti's breakdown), 2x in backward.
-    elementwise = activation_bytes_per_layer(batch)["full"] / hbm
+    elementwise = activation_bytes_per_layer(batch)["traffic"] / hbm
     fp8_casts = _fp8_cast_seconds(batch, gemms, hbm)
     # The stack's unfused kernels, named apart in the step (step_time `unfused_elementwise`); today's stacks have none,
     # and their rows skip the arrays (scalar 0.0).

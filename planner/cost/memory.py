@@ -29,8 +29,10 @@ partitions) to the host; ZeRO-Infinity params offload moves the sharded weights 
 
 Activations per layer follow Korthikanti et al. 2022 ("Reducing Activation Recomputation"), in bytes
 for 16-bit activations with T = micro-batch tokens: T·h·(10 + 24/t + 5·a·s/(h·t)) without sequence
-parallelism, T·h·(34 + 5·a·s/h)/t with it; the 5·a·s/h score term vanishes with selective recompute
-or flash attention; full recompute keeps only the 2·T·h layer input. The 24 generalises to GQA and
+parallelism, T·h·(34 + 5·a·s/h)/t with it, for a model trained with dropout; without dropout no mask is kept
+and the dropout's output is the softmax's (8 + 24/t + 2·a·s/(h·t); REPLICATED_ACTIVATION_COEFF); in fp8 a stack
+that keeps the GEMMs' quantised inputs keeps less (fp8_saved_input_savings); the score term vanishes with selective
+recompute or flash attention; full recompute keeps only the 2·T·h layer input. The 24 generalises to GQA and
 SwiGLU as (2 + 4g/a) + 2 + (4 or 6)·f/h. Pipeline stage r holds the micro-batches Megatron's schedule
 has started and not finished: min(p - r, m) with 1F1B, and with interleaving (warm-up + 1) chunks of
 1/v stage each, warm-up = 2(p - r - 1) + (v - 1)·p (Megatron-LM@d98e8a64
@@ -65,14 +67,15 @@ HOST_BUFFER_FACTOR = 1.5  # DeepSpeed's additional_buffer_factor for CPU-side es
 # reduce_bucket_size = 5e8 elements (ZeRO-1/2/3 IPG buffer); stage3_prefetch_bucket_size = 5e7.
 ZERO12_BUCKET_ELEMENTS = 5e8
 ZERO3_BUCKET_ELEMENTS = 5e7
-# Korthikanti's coefficients: bytes per T·h that every tp rank keeps whole: two norm inputs 4, attention input 2,
-# MLP input 2, and, where the model trains with dropout, the masks of the two hidden dropouts 1 + 1. Of the
-# 5·a·s/h score bytes, 1 is the attention dropout's mask (Korthikanti et al. 2022 section 4.1). Without dropout
-# no mask is kept (ModelSpec.dropout).
+# Korthikanti's coefficients (Korthikanti et al. 2022 section 4.1): bytes per T·h that every tp rank keeps whole: two
+# norm inputs 4, attention input 2, MLP input 2, and, where the model trains with dropout, the masks of the two hidden
+# dropouts 1 + 1. The 5·a·s/h score bytes are the softmax output 2, the attention dropout's mask 1 and its output 2,
+# which the product with V keeps. Without dropout (ModelSpec.dropout) no mask is kept and the dropout returns the
+# softmax output itself (torch's dropout at p = 0), which is kept once: 2·a·s/h.
 REPLICATED_ACTIVATION_COEFF = 8.0
 HIDDEN_DROPOUT_MASK_COEFF = 2.0
-SCORE_COEFF = 4.0
-SCORE_DROPOUT_MASK_COEFF = 1.0
+SCORE_COEFF = 2.0
+SCORE_DROPOUT_COEFF = 3.0
 # CUDA context of a PyTorch process with lazy module loading (the default since CUDA 12.2 and set by
 # PyTorch since 1.13): 287,047,680 bytes measured in pytorch/pytorch#86509 (666,632,192 eager).
 CUDA_CONTEXT_BYTES = 287_047_680.0
@@ -313,17 +316,20 @@ def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
     sharded = (2.0 + 4.0 * kv_fraction) + 2.0 + mlp_coeff * batch.ffn / h
     masks = np.where(batch.dropout_masks, 1.0, 0.0)
-    scores = (SCORE_COEFF + SCORE_DROPOUT_MASK_COEFF * masks) * batch.heads * (batch.seq_len / batch.cp) / h
+    scores = (SCORE_COEFF + SCORE_DROPOUT_COEFF * masks) * batch.heads * (batch.seq_len / batch.cp) / h
     # Coefficients assume 2-byte activations and 1-byte masks; fp32 training doubles them (approximately).
     scale = DTYPE_BYTES[batch.dtype.astype(int)] / 2.0
     sp = batch.seq_parallel & (t > 1)
     replicated = REPLICATED_ACTIVATION_COEFF + HIDDEN_DROPOUT_MASK_COEFF * masks
     fp8 = fp8_saved_input_savings(batch)
-    replicated, sharded = replicated - fp8["replicated"], sharded - fp8["sharded"]
-    linear = np.where(sp, (replicated + sharded) / t, replicated + sharded / t)
+    split = lambda whole, shards: np.where(sp, (whole + shards) / t, whole + shards / t)  # noqa: E731
+    linear = split(replicated - fp8["replicated"], sharded - fp8["sharded"])
     # Flash attention never materialises the s x s scores; selective recompute drops them from storage.
     materialised_scores = np.where(batch.flash_attention, 0.0, scores / t)
     full = tokens * h * (linear + materialised_scores) * scale
+    # What the memory-bound kernels read and write: the 16-bit tensors, whatever fp8 copy a GEMM keeps of them (the
+    # casts are priced apart, layer_compute._fp8_cast_seconds).
+    traffic = tokens * h * (split(replicated, sharded) + materialised_scores) * scale
     stored = tokens * h * (linear + np.where(batch.recompute == 0, materialised_scores, 0.0)) * scale
     layer_input = tokens * h * 2.0 * scale / np.where(sp, t, 1.0)
     # Partitioned checkpoints keep 1/tp of the input (of the sequence-split input under sequence parallelism: DeepSpeed
@@ -336,18 +342,23 @@ def _activation_bytes_per_layer(batch: CandidateBatch) -> dict[str, np.ndarray]:
     # activations, its whole input among them, are live on top of the slice already counted as stored.
     working = np.select([batch.recompute == 2, batch.recompute == 1],
                         [full - kept_input, tokens * h * materialised_scores * scale], 0.0)
-    return {"stored": stored, "full": full, "working": working}
+    return {"stored": stored, "full": full, "working": working, "traffic": traffic}
 
 
 def fp8_saved_input_savings(batch: CandidateBatch) -> dict[str, np.ndarray]:
     """Bytes per token x hidden (at Korthikanti's 2-byte coefficients) that fp8 training saves where the stack keeps
-    the Linear layers' quantised inputs (Framework.fp8_keeps_quantised_linear_inputs): 1 each of the two norm outputs
-    (the QKV and fc1 inputs, `replicated`), 1 per fc2 input element (f/h, `sharded`), less the attention output
-    projection's fp8 copy kept beside the attention output under delayed scaling (-1, `sharded`)."""
+    the Linear layers' quantised inputs (Framework.fp8_keeps_quantised_linear_inputs), `replicated`: 1 of each norm
+    output a fused norm-and-GEMM keeps, the QKV input (not under MLA, whose separate norm feeds two down-projections
+    that keep an fp8 copy each: Megatron-Core's MLA spec, TENorm + TELinear) and the fc1 input of the dense layers
+    (an MoE layer's norm is a separate TENorm whose 16-bit output the router keeps; its experts' inputs are
+    frameworks.moe's fp8_saved_bytes); `sharded`: 1 per fc2 input element (f/h), less the attention output
+    projection's fp8 copy kept beside the attention output under delayed scaling (-1)."""
     keeps = (batch.dtype.astype(int) == DTYPE_CODES["fp8"]) & (batch_framework_arrays(batch)["fp8_keeps_quantised_linear_inputs"] > 0)
     on = np.where(keeps, 1.0, 0.0)
+    qkv_input = np.where(batch.qkv_width > 0, 1.0, 0.0)
+    dense_mlp_input = 1.0 - (moe.moe_fraction(batch) if batch.moe_layers is not None else 0.0)
     delayed_copy = np.where(batch.fp8_current_scaling, 0.0, 1.0)
-    return {"replicated": 2.0 * on, "sharded": on * (batch.ffn / batch.hidden - delayed_copy)}
+    return {"replicated": on * (qkv_input + dense_mlp_input), "sharded": on * (batch.ffn / batch.hidden - delayed_copy)}
 
 
 def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
@@ -360,9 +371,13 @@ def _inflight(batch: CandidateBatch, rank) -> np.ndarray:
     more where it is not (frameworks.interleaving_round)."""
     p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
     one_f_one_b = np.minimum(p - rank, m)
-    # The warm-up forwards (with Megatron's all-to-all overlap, one more) and the first steady-state one.
-    chunks = np.minimum(interleaved_warmup_forwards(batch, rank) + 1, m * v)
-    return np.where(p == 1, 1.0, np.where(v > 1, _chunks_as_stages(batch, rank, chunks), one_f_one_b))
+    return np.where(p == 1, 1.0, np.where(v > 1, _chunks_as_stages(batch, rank, _peak_forwards(batch, rank)), one_f_one_b))
+
+
+def _peak_forwards(batch: CandidateBatch, rank) -> np.ndarray:
+    """The chunk forwards rank `rank` has run at its peak, interleaved: the warm-up's (with Megatron's all-to-all
+    overlap, one more) and the first steady-state one, at most every micro-batch's."""
+    return np.minimum(interleaved_warmup_forwards(batch, rank) + 1, batch.grad_accumulation * batch.vpp)
 
 
 def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
@@ -376,12 +391,12 @@ def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
     first, middle, last = batch.stages
     layers = np.where(rank == 0, first, np.where(rank >= p - 1, last - batch.mtp_layers, middle))
     layers = np.maximum(layers, 1.0)
-    per_round, full_cycles, last_chunk, rest = _chunk_rounds(batch, forwards)
+    rounds = _chunk_rounds(batch, forwards)
+    per_round, full_cycles, last_chunk, rest = rounds
     transformer = batch.layers - batch.mtp_layers
     slots = slots_split(transformer, p, v)
     per_chunk = (transformer + 2.0) / (p * v)
-    light = np.where(rank == 0, _runs_of_chunk(batch, forwards, 0.0),
-                     np.where(rank >= p - 1, _runs_of_chunk(batch, forwards, v - 1.0), 0.0))
+    light = np.where(rank == 0, _runs_of_chunk(rounds, 0.0), np.where(rank >= p - 1, _runs_of_chunk(rounds, v - 1.0), 0.0))
     in_slots = per_chunk * forwards - light
     base, fuller = np.floor(layers / v), np.mod(layers, v)  # chunks 0 .. fuller - 1 hold base + 1
     on_fuller = per_round * (full_cycles * fuller + np.minimum(last_chunk, fuller)) \
@@ -398,30 +413,28 @@ def _chunk_rounds(batch: CandidateBatch, forwards):
     return per_round, np.floor(rounds / batch.vpp), np.mod(rounds, batch.vpp), rest
 
 
-def _runs_of_chunk(batch: CandidateBatch, forwards, chunk) -> np.ndarray:
-    """Of a rank's first `forwards` chunk forwards, those that ran its model chunk `chunk` (_chunk_rounds)."""
-    per_round, full_cycles, last_chunk, rest = _chunk_rounds(batch, forwards)
+def _runs_of_chunk(rounds, chunk) -> np.ndarray:
+    """Of a rank's chunk forwards (as _chunk_rounds gives them), those that ran its model chunk `chunk`."""
+    per_round, full_cycles, last_chunk, rest = rounds
     return per_round * (full_cycles + (chunk < last_chunk)) + np.where(last_chunk == chunk, rest, 0.0)
 
 
-def _mtp_inflight(batch: CandidateBatch) -> np.ndarray:
+def _mtp_inflight(batch: CandidateBatch, stage_units) -> np.ndarray:
     """Micro-batches whose multi-token-prediction blocks' activations the last pipeline rank holds at its peak. The
     blocks run with the output layer in the last model chunk (Megatron-Core builds them on the last virtual stage:
     NVIDIA/Megatron-LM@d98e8a64 core/transformer/multi_token_prediction.py:823-829), which an interleaved warm-up runs
     last: (v - 1) x pp forwards of the other chunks, then one (two with the all-to-all overlap's extra forward). The
-    rank's layers count in whole stages (_inflight), the blocks by the runs of their chunk. DualPipe's paired stages
-    keep the stage count."""
-    p, v, m = batch.pp, batch.vpp, batch.grad_accumulation
-    rank = p - 1.0
-    stage_units = _inflight(batch, rank)
-    forwards = np.minimum(interleaved_warmup_forwards(batch, rank) + 1, m * v)
+    rank's layers count in whole stages (`stage_units`, its _inflight), the blocks by the runs of their chunk.
+    DualPipe's paired stages keep the stage count."""
+    p, v = batch.pp, batch.vpp
+    rounds = _chunk_rounds(batch, _peak_forwards(batch, p - 1.0))
     interleaved = (p > 1) & (v > 1) & ~np.asarray(pairs_stages(batch), dtype=bool)
-    return np.where(interleaved, _runs_of_chunk(batch, forwards, v - 1.0), stage_units)
+    return np.where(interleaved, _runs_of_chunk(rounds, v - 1.0), stage_units)
 
 
 def mtp_inflight(batch: CandidateBatch) -> np.ndarray:
     """_mtp_inflight, once per distinct combination of INFLIGHT_COLUMNS."""
-    return distinct.once_per_combination(batch, INFLIGHT_COLUMNS, _mtp_inflight)
+    return distinct.once_per_combination(batch, INFLIGHT_COLUMNS, lambda b: _mtp_inflight(b, _inflight(b, b.pp - 1.0)))
 
 
 # What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the
@@ -689,8 +702,9 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
 def _layers_in_flight(batch: CandidateBatch, layers, inflight) -> np.ndarray:
     """Per stage (first, middle, last), the layers x micro-batches whose activations it holds at its peak: its
     transformer layers by the micro-batches in flight (stage_inflight), its multi-token-prediction blocks by the runs
-    of the last chunk, which holds them (_mtp_inflight). They sit on the last stage, which is the middle row too where
-    pp is 2 and it is the fuller one, and every row where pp is 1 (stage_layers)."""
+    of the last chunk, which holds them (_mtp_inflight). They sit on the last stage: the last row, every row where pp
+    is 1, and where pp is 2 the middle row when it holds the last stage's layers (stage_layers' middle is then the
+    fuller end, and stage_inflight's middle row is rank 1, the last rank)."""
     if not np.any(batch.mtp_layers):
         return layers * inflight
     first, middle, last = layers

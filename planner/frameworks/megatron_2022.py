@@ -60,6 +60,7 @@ MEGATRON_2022 = replace(
     # Multi-token prediction came with Megatron-Core long after (no --mtp-num-layers at core_r0.9.0, 2024).
     runs_multi_token_prediction=False,
     runs_fp8_param_gather=False,  # fp8 parameters came with Megatron-Core too (and this stack has no fp8)
+    fp8_keeps_quantised_linear_inputs=False,  # no Transformer Engine (no fp8 at all)
     p2p_overlap=False,
     # No fused cross-entropy yet (Megatron-LM's --cross-entropy-loss-fusion came with Megatron-Core, after 2022); the
     # loss is `vocab_parallel_cross_entropy(output.float(), labels)`, in place since 57064fd6 (2020-03-10): 6 bytes

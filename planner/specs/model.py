@@ -87,7 +87,7 @@ class ModelSpec(BaseModel):
     # Mixtral, DeepSeek-V3, Qwen3 and MPT pre-train, and as this planner's launches set it. Only whether it is
     # above 0 is priced: each dropout keeps a 1-byte mask per element for backward, and at 0 none runs (torch's
     # dropout returns its input at p = 0: ATen native/Dropout.cpp; Megatron's bias-dropout-add calls it).
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -96,8 +96,17 @@ class ModelSpec(BaseModel):
         # only a value of the switch fields.
         annotation = cls.model_fields[info.field_name].annotation
         if isinstance(value, bool) and annotation is not bool:
-            kind = "a whole number" if int in (annotation, *typing.get_args(annotation)) else "text"
+            kinds = (annotation, *typing.get_args(annotation))
+            kind = "a whole number" if int in kinds else "a number" if float in kinds else "text"
             raise ValueError(f"expected {kind}, not {str(value).lower()}")
+        return value
+
+    @field_validator("dropout", mode="before")
+    @classmethod
+    def _a_probability(cls, value):
+        # Before the bounds, whose message for NaN ("Input should be less than 1") would mislead.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0.0 <= value < 1.0:
+            raise ValueError(f"expected a probability from 0 up to (not including) 1, got {value!r}")
         return value
 
     @model_validator(mode="after")

@@ -346,18 +346,19 @@ def test_checkpoints_are_whole_unless_partitioned(a100, framework, tp, recompute
 @pytest.mark.parametrize("name, b", KORTHIKANTI_SHAPES)
 @pytest.mark.parametrize("t, seq_parallel", [(1, False), (8, False), (8, True)])
 def test_without_dropout_no_mask_is_kept(name, b, t, seq_parallel):
-    """Korthikanti et al. 2022 section 4.1 count a 1-byte mask per element for the attention dropout (a·s²·b of the
-    5·a·s²·b) and for the two hidden dropouts (s·b·h each, replicated over tp). A model trained without dropout keeps
-    none: torch's dropout returns its input at p = 0 (ATen native/Dropout.cpp; torch/_decomp/decompositions.py
-    `dropout` under Megatron's torch.compile'd bias-dropout-add)."""
+    """Korthikanti et al. 2022 section 4.1 count a 1-byte mask per element for the two hidden dropouts (s·b·h each,
+    replicated over tp) and, of the 5·a·s²·b score bytes, the attention dropout's mask (1) and its 16-bit output (2),
+    which the product with V keeps beside the softmax output (2). A model trained without dropout keeps no mask, and
+    its dropout returns the softmax output itself, kept once: torch's dropout returns its input at p = 0 (ATen
+    native/Dropout.cpp; torch/_decomp/decompositions.py `dropout` under Megatron's torch.compile'd bias-dropout-add)."""
     with_dropout = PRESETS[name]
     m = with_dropout.model_copy(update={"dropout": 0.0})
     s, h, a = m.seq_len, m.hidden, m.heads
     layout = dict(micro_batch=b, tp=t, seq_parallel=seq_parallel)
-    masks = s * b * h * (2.0 + a * s / h) / t if seq_parallel else s * b * h * (2.0 + a * s / (h * t))
+    masks = s * b * h * (2.0 + 3.0 * a * s / h) / t if seq_parallel else s * b * h * (2.0 + 3.0 * a * s / (h * t))
     assert with_dropout.dropout > 0
     assert _per_layer(with_dropout, **layout) - _per_layer(m, **layout) == pytest.approx(masks, rel=1e-9)
-    expected = s * b * h * ((32 + 4 * a * s / h) / t if seq_parallel else 8 + 24 / t + 4 * a * s / (h * t))
+    expected = s * b * h * ((32 + 2 * a * s / h) / t if seq_parallel else 8 + 24 / t + 2 * a * s / (h * t))
     assert _per_layer(m, **layout) == pytest.approx(expected, rel=0.01)
 
 
@@ -376,10 +377,28 @@ def test_transformer_engine_keeps_the_quantised_linear_inputs_in_fp8(recipe, out
     fp8 = float(activation_bytes_per_layer(single_batch(m, Layout(dtype="fp8", fp8_recipe=recipe, **layout)))["stored"][0])
     saved = tokens * h * (2.0 / (t if seq_parallel else 1) + (f / h - out_projection_copy) / t)
     assert bf16 - fp8 == pytest.approx(saved, rel=1e-9)
+    # The memory-bound kernels still read and write the 16-bit tensors (the casts are priced apart).
+    assert float(activation_bytes_per_layer(single_batch(m, Layout(dtype="fp8", fp8_recipe=recipe, **layout)))["traffic"][0]) \
+        == float(activation_bytes_per_layer(single_batch(m, Layout(dtype="bf16", **layout)))["traffic"][0])
     # torchao's Float8Linear (torchtitan) keeps the bf16 input and casts again in backward (float8_linear.py:45).
     fsdp = dict(layout, framework="fsdp", seq_parallel=seq_parallel)
     assert float(activation_bytes_per_layer(single_batch(m, Layout(dtype="fp8", **fsdp)))["stored"][0]) == \
         float(activation_bytes_per_layer(single_batch(m, Layout(dtype="bf16", **fsdp)))["stored"][0])
+
+
+@pytest.mark.parametrize("name, qkv_input", [("mixtral-8x7b", 1.0), ("deepseek-v3", 0.0)])
+def test_fp8_saves_no_norm_output_that_a_separate_norm_keeps(name, qkv_input):
+    """An MoE layer's pre-MLP norm is a separate TENorm whose 16-bit output the router keeps (its experts' fp8 inputs
+    are frameworks.moe's), and MLA's input norm feeds two down-projections that keep an fp8 copy each (Megatron-Core's
+    MLA spec: TENorm + TELinear): only the dense layers' fc1 input and standard attention's QKV input are saved."""
+    m = PRESETS[name]
+    layout = dict(tp=1, framework="megatron", flash_attention=True, fp8_recipe="tensorwise")
+    bf16 = float(activation_bytes_per_layer(single_batch(m, Layout(dtype="bf16", **layout)))["stored"][0])
+    fp8 = float(activation_bytes_per_layer(single_batch(m, Layout(dtype="fp8", **layout)))["stored"][0])
+    batch = single_batch(m, Layout(dtype="bf16", **layout))
+    dense_fraction = 1.0 - float(batch.moe_layers[0] / batch.layers[0])
+    saved = m.seq_len * m.hidden * (qkv_input + dense_fraction + float(batch.ffn[0]) / m.hidden)
+    assert bf16 - fp8 == pytest.approx(saved, rel=1e-9)
 
 
 def test_flash_attention_removes_the_score_term():

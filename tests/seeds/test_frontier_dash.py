@@ -85,7 +85,7 @@ def _per_gcd(result: dict, gcds: int) -> float:
 
 @pytest.mark.parametrize("name, paper", [
     pytest.param("22b", 0.3838, marks=pytest.mark.xfail(strict=True, reason=(
-        "measured 0.578 of peak vs 0.3838 (+51%; 0.577 before its layers stopped keeping dropout masks, the model stating none; 0.598 in an earlier session): the MI250X runs at uncalibrated GPU efficiencies (GEMMs at the "
+        "measured 0.578 of peak vs 0.3838 (+51%; 0.577 before dropout became a model property: the seed states no dropout, and Dash et al.'s scripts, which would say, were not read; 0.598 in an earlier session): the MI250X runs at uncalibrated GPU efficiencies (GEMMs at the "
         "MAMF-derived 0.691 of peak, docs/gemm_ceiling.md; attention as GEMMs), not calibrated to ROCm; the paper's "
         "22B layout is assumed"))),
     pytest.param("175b", 0.3614, marks=pytest.mark.xfail(strict=True, reason=(

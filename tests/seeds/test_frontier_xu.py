@@ -29,6 +29,8 @@ from planner.specs.layout import Layout
 from planner.specs.model import make_model
 
 TOLERANCE = 0.15
+# GPT-NeoX-20B trains without dropout ("hidden-dropout": 0, "attention-dropout": 0 in EleutherAI/gpt-neox@252ddc52
+# configs/20B.yml), ModelSpec's default.
 MODEL = make_model("gpt-neox-20b", layers=44, hidden=6144, heads=64, seq_len=2048, vocab=50432)
 ZEROPP = dict(zero_hpz=8, zero_quantized_weights=True, zero_quantized_gradients=True)
 THREE_LEVEL = dict(zero_hpz=2, grad_shard_group=8, zero_quantized_weights=True, zero_quantized_gradients=True)
