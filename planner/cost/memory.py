@@ -419,22 +419,23 @@ def _runs_of_chunk(rounds, chunk) -> np.ndarray:
     return per_round * (full_cycles + (chunk < last_chunk)) + np.where(last_chunk == chunk, rest, 0.0)
 
 
-def _mtp_inflight(batch: CandidateBatch, stage_units) -> np.ndarray:
+def _last_chunk_runs(batch: CandidateBatch) -> np.ndarray:
+    """Of the last rank's chunk forwards at its peak (_peak_forwards), those that ran its last model chunk."""
+    return _runs_of_chunk(_chunk_rounds(batch, _peak_forwards(batch, batch.pp - 1.0)), batch.vpp - 1.0)
+
+
+def mtp_inflight(batch: CandidateBatch, last_stage_inflight) -> np.ndarray:
     """Micro-batches whose multi-token-prediction blocks' activations the last pipeline rank holds at its peak. The
     blocks run with the output layer in the last model chunk (Megatron-Core builds them on the last virtual stage:
     NVIDIA/Megatron-LM@d98e8a64 core/transformer/multi_token_prediction.py:823-829), which an interleaved warm-up runs
-    last: (v - 1) x pp forwards of the other chunks, then one (two with the all-to-all overlap's extra forward). The
-    rank's layers count in whole stages (`stage_units`, its _inflight), the blocks by the runs of their chunk.
-    DualPipe's paired stages keep the stage count."""
-    p, v = batch.pp, batch.vpp
-    rounds = _chunk_rounds(batch, _peak_forwards(batch, p - 1.0))
-    interleaved = (p > 1) & (v > 1) & ~np.asarray(pairs_stages(batch), dtype=bool)
-    return np.where(interleaved, _runs_of_chunk(rounds, v - 1.0), stage_units)
-
-
-def mtp_inflight(batch: CandidateBatch) -> np.ndarray:
-    """_mtp_inflight, once per distinct combination of INFLIGHT_COLUMNS."""
-    return distinct.once_per_combination(batch, INFLIGHT_COLUMNS, lambda b: _mtp_inflight(b, _inflight(b, b.pp - 1.0)))
+    last: (v - 1) x pp forwards of the other chunks, then one (two with the all-to-all overlap's extra forward), once
+    per distinct combination of INFLIGHT_COLUMNS. Elsewhere, and under DualPipe's paired stages, the blocks count as
+    the rank's layers do: `last_stage_inflight` (stage_inflight's last row)."""
+    interleaved = (batch.pp > 1) & (batch.vpp > 1) & ~np.asarray(pairs_stages(batch), dtype=bool)
+    if not np.any(interleaved):
+        return last_stage_inflight
+    runs = distinct.once_per_combination(batch, INFLIGHT_COLUMNS, _last_chunk_runs)
+    return np.where(interleaved, runs, last_stage_inflight)
 
 
 # What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the
@@ -702,7 +703,7 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
 def _layers_in_flight(batch: CandidateBatch, layers, inflight) -> np.ndarray:
     """Per stage (first, middle, last), the layers x micro-batches whose activations it holds at its peak: its
     transformer layers by the micro-batches in flight (stage_inflight), its multi-token-prediction blocks by the runs
-    of the last chunk, which holds them (_mtp_inflight). They sit on the last stage: the last row, every row where pp
+    of the last chunk, which holds them (mtp_inflight). They sit on the last stage: the last row, every row where pp
     is 1, and where pp is 2 the middle row when it holds the last stage's layers (stage_layers' middle is then the
     fuller end, and stage_inflight's middle row is rank 1, the last rank)."""
     if not np.any(batch.mtp_layers):
@@ -710,7 +711,7 @@ def _layers_in_flight(batch: CandidateBatch, layers, inflight) -> np.ndarray:
     first, middle, last = layers
     p, mtp = batch.pp, batch.mtp_layers
     on_stage = np.stack([np.where(p == 1, mtp, 0.0), np.where((p == 1) | ((p == 2) & (middle == last)), mtp, 0.0), mtp])
-    return (layers - on_stage) * inflight + on_stage * mtp_inflight(batch)
+    return (layers - on_stage) * inflight + on_stage * mtp_inflight(batch, inflight[2])
 
 
 def cp_attention_buffer_bytes(batch: CandidateBatch, stack: dict, tokens) -> np.ndarray | None:

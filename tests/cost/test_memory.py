@@ -469,9 +469,9 @@ def test_multi_token_prediction_blocks_count_the_runs_of_the_last_chunk(pp, vpp,
         group = next(g for g in range(pp, m + 1) if m % g == 0 or m % g >= pp)
         forwards = min((vpp - 1) * group + 1, m * vpp)  # the last rank's warm-up and first steady-state forward
         expected = sum(1 for k in range(forwards) if (k // group) % vpp == vpp - 1)
-    assert mtp_inflight(batch)[0] == expected
     layers = np.stack(batch.stages)
     inflight = np.stack(stage_inflight(batch))
+    assert mtp_inflight(batch, inflight[2])[0] == expected
     held = _layers_in_flight(batch, layers, inflight)
     assert held[2][0] == pytest.approx((layers[2][0] - 1) * inflight[2][0] + expected, rel=1e-12)
     if pp > 2:  # a middle rank holds no block
