@@ -135,6 +135,43 @@ def test_append_refuses_a_header_that_would_drop_values(tmp_path, capsys):
     assert out.read_bytes() == before
 
 
+def _llama_style_log(tmp_path) -> Path:
+    """The Megatron fixture as a Llama-style run prints itself: RMSNorm, no linear biases, an untied output layer and
+    no dropout, every model column at ModelSpec's default."""
+    text = MEGATRON.read_text(encoding="utf-8")
+    text = text.replace("LayerNorm", "RMSNorm").replace(
+        "untie_embeddings_and_output_weights ............. False", "untie_embeddings_and_output_weights ............. True")
+    text = text.replace("  normalization ....", "  add_bias_linear ................................. False\n  normalization ....", 1)
+    log = tmp_path / "llama_style.log"
+    log.write_text(text, encoding="utf-8")
+    return log
+
+
+def test_append_takes_model_columns_at_their_defaults_onto_a_file_without_them(tmp_path, capsys):
+    """A file without the model columns reads them as ModelSpec's defaults (no biases, RMSNorm, untied, no dropout):
+    a new row saying those defaults loses nothing and is appended (every Megatron log fills the columns, so every
+    one was refused); a row with GPT's biases, LayerNorm and tied output layer would lose them and is refused."""
+    from planner.calibrate.validation import run_to_config
+
+    llama, fresh, out = _llama_style_log(tmp_path), tmp_path / "fresh.csv", tmp_path / "runs.csv"
+    flags = ["--cluster", "dgx-a100-80gb"]
+    assert main(["ingest", str(llama), *flags, "--out", str(fresh)]) == 0
+    header = fresh.read_text(encoding="utf-8").splitlines()[0].split(",")
+    model_columns = ("bias", "norm", "tied_embeddings", "dropout")
+    assert set(model_columns) <= set(header)
+    out.write_text(",".join(name for name in header if name not in model_columns) + "\n", encoding="utf-8")
+    before, _ = out.read_bytes(), capsys.readouterr()
+    assert main(["ingest", str(MEGATRON), *flags, "--id", "gpt", "--out", str(out), "--append"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bias, norm, tied_embeddings" in err and "dropout" not in err, err
+    assert out.read_bytes() == before
+    assert main(["ingest", str(llama), *flags, "--out", str(out), "--append"]) == 0
+    (expected,), _ = read_runs(fresh)
+    (got,), problems = read_runs(out)
+    assert not problems and not set(model_columns) & set(got.extra)
+    assert run_to_config(got)[0] == run_to_config(expected)[0]
+
+
 def test_append_refuses_an_id_already_in_the_file(tmp_path, capsys):
     out = tmp_path / "runs.csv"
     assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out)]) == 0

@@ -15,7 +15,8 @@ log measured its step time at: either is refused (exit 2, nothing written), nami
 file's own header, and nothing is written when a new row's id is already in the file (give it another
 --id, or remove the old row), when a new row repeats a run already there (same layout, step time and
 memory: a log ingested again under another name) or when a new row fills a column the header lacks
-(write to a new file; the commands that read runs take several files).
+(write to a new file; the commands that read runs take several files). A model column (bias, norm,
+tied_embeddings, dropout) the header lacks reads as its default, so a row at the default is appended.
 """
 
 from __future__ import annotations

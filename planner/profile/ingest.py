@@ -38,7 +38,7 @@ LAYOUT_FIELDS = (
     "dp", "cp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute", "seq_parallel", "dtype",
     "flash_attention", "framework",
 )
-STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm", "tied_embeddings")  # optional columns of the runs CSV
+STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm", "tied_embeddings", "dropout")  # optional columns of the runs CSV
 
 
 def _truthy(text: str | None) -> bool | None:
@@ -130,6 +130,7 @@ def megatron_layout(args: dict[str, str], padded_vocab: int | None = None) -> di
         layout["mlp"] = "swiglu" if _truthy(args["swiglu"]) else "gelu"
     layout |= megatron_bias_and_norm(args)
     layout |= megatron_tied_embeddings(args)
+    layout |= megatron_dropout(args)
     layout["offload"] = "optimizer" if _truthy(args.get("optimizer_cpu_offload")) else "none"
     if "use_distributed_optimizer" in args:
         layout["zero"] = 1 if _truthy(args["use_distributed_optimizer"]) else 0
@@ -180,6 +181,27 @@ def megatron_tied_embeddings(args: dict[str, str]) -> dict:
     if not args:
         return {}
     return {"tied_embeddings": int(not _truthy(args.get("untie_embeddings_and_output_weights", "False")))}
+
+
+def megatron_dropout(args: dict[str, str]) -> dict:
+    """The runs CSV's dropout column from Megatron's printed `attention_dropout` and `hidden_dropout` (TransformerConfig
+    fields, 0.1 by default: NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/transformer_config.py:188, 191, made
+    arguments by megatron/training/arguments.py:2373; `--attention-dropout` / `--hidden-dropout` in older Megatron-LM
+    and Megatron-DeepSpeed, the same defaults). The planner prices one probability for both (only whether it is
+    above 0 changes the masks and passes it prices): the larger is taken, so a model that keeps either mask is
+    priced with its masks. A log that prints neither (cut before the arguments' end) leaves the column empty."""
+    printed = [_probability_or_none(args.get(name)) for name in ("attention_dropout", "hidden_dropout")]
+    printed = [value for value in printed if value is not None]
+    return {"dropout": max(printed)} if printed else {}
+
+
+def _probability_or_none(text) -> float | None:
+    """A dropout probability Megatron printed (0 up to, not including, 1), or None for text that is not one."""
+    try:
+        value = float(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+    return value if 0.0 <= value < 1.0 else None
 
 
 def _ran_deepspeed(log: ParsedLog) -> bool:

@@ -451,8 +451,8 @@ def append_runs(path: str | Path, runs: list[MeasuredRun]) -> Path:
     The new rows follow the file's own header (column order, line ending). Refused with a one-line
     error, before anything is written: a new id that the file already has (replacing that row would
     mean rewriting the file; two rows with one id would make the reader drop one), a row that repeats a run the
-    file has (run_identity: counted twice), and a value for a column the header lacks (it would be lost). An empty
-    file gets a header first.
+    file has (run_identity: counted twice), and a value for a column the header lacks (it would be lost; a model
+    column's default is not: _lost_without_column). An empty file gets a header first.
     """
     from planner.io import append_text, output_exists
 
@@ -509,10 +509,39 @@ def _check_appendable(path: str | Path, header: list[str], ids: dict[str, int], 
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
         raise PlannerInputError(f"{shown(path)}:{ids[taken[0]]}: id {taken[0]!r} is already there{more}; --append "
                                 "never replaces rows: give the new row another id (--id) or remove the old one first")
-    lost = [name for name in _columns(runs) if name not in header and any(run_cells(run).get(name) for run in runs)]
+    lost = [name for name in _columns(runs)
+            if name not in header and any(_lost_without_column(name, run_cells(run).get(name)) for run in runs)]
     if lost:
         raise PlannerInputError(f"{shown(path)}: header has no column {', '.join(lost)}, which the new rows fill; "
                                 "--append never rewrites the header: write the rows to a new file and pass both files")
+
+
+# The optional model columns a reader takes, when the file has no such column, as ModelSpec's defaults (no biases,
+# RMSNorm, an output layer of its own, no dropout: calibrate/validation.py MODEL_EXTRA_COLUMNS). A new row saying the
+# default loses nothing on a file without the column (a Llama log's rmsnorm, bias 0, untied, dropout 0); the other
+# optional columns read empty as "infer" or "not known", so any value there would be lost.
+_MODEL_DEFAULT_COLUMNS = ("bias", "norm", "tied_embeddings", "dropout")
+_SWITCH_CELLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _lost_without_column(name: str, cell: str | None) -> bool:
+    """Whether a new row's `cell` for a column the file's header lacks would be lost: any value, except what the
+    reader takes for the missing column (_MODEL_DEFAULT_COLUMNS)."""
+    if not cell:
+        return False
+    if name not in _MODEL_DEFAULT_COLUMNS:
+        return True
+    from planner.specs.model import ModelSpec
+
+    default, text = ModelSpec.model_fields[name].default, cell.strip().lower()
+    if isinstance(default, bool):
+        return _SWITCH_CELLS.get(text) is not default
+    if isinstance(default, float):
+        try:
+            return float(text) != default
+        except ValueError:
+            return True
+    return text != default
 
 
 def _check_new_runs(path: str | Path, header: list[str], identities: dict, runs: list[MeasuredRun]) -> None:

@@ -343,6 +343,49 @@ def test_tied_embeddings_from_megatrons_arguments(arguments, expected):
     assert {key: layout[key] for key in ("tied_embeddings",) if key in layout} == expected
 
 
+@pytest.mark.parametrize("arguments, expected", [
+    ({"attention_dropout": "0.1", "hidden_dropout": "0.1"}, {"dropout": 0.1}),  # Megatron's defaults (GPT)
+    ({"attention_dropout": "0.0", "hidden_dropout": "0.0"}, {"dropout": 0.0}),  # Llama, DeepSeek, Qwen recipes
+    ({"attention_dropout": "0.0", "hidden_dropout": "0.1"}, {"dropout": 0.1}),  # one probability: either mask kept
+    ({"attention_dropout": "None", "hidden_dropout": "1.5"}, {}),  # not a probability: left empty
+    ({"num_layers": "24"}, {}),  # a log cut before the arguments' end
+])
+def test_dropout_from_megatrons_arguments(arguments, expected):
+    """The runs CSV's dropout column from Megatron's printed attention_dropout / hidden_dropout (TransformerConfig
+    fields, megatron/core/transformer/transformer_config.py:188, 191): rows ingested from logs were priced without
+    dropout, so a GPT run with Megatron's default 0.1 lost its masks' memory and passes."""
+    from planner.profile.ingest import megatron_dropout, megatron_layout
+
+    assert megatron_dropout(arguments) == expected
+    layout = megatron_layout(arguments)
+    assert {key: layout[key] for key in ("dropout",) if key in layout} == expected
+
+
+def test_an_ingested_megatron_row_carries_its_dropout_to_validate(tmp_path):
+    """The fixture's Megatron printed attention_dropout and hidden_dropout 0.0; a log with Megatron's defaults (0.1)
+    is priced with the masks: more activation memory than the same run without them."""
+    from planner.calibrate.validation import run_to_config
+    from planner.cost.memory import per_gpu_memory
+    from planner.specs.candidate_batch import single_batch
+    from planner.specs.clusters import load_cluster
+
+    text = (LOGS / "megatron_gpt_1p3b_tp2_dp4.log").read_text(encoding="utf-8")
+    with_defaults = tmp_path / "gpt_defaults.log"
+    with_defaults.write_text(re.sub(r"(\s(?:attention|hidden)_dropout \.+ )0\.0", r"\g<1>0.1", text), encoding="utf-8")
+    rows = []
+    for log in (LOGS / "megatron_gpt_1p3b_tp2_dp4.log", with_defaults):
+        out = tmp_path / f"{log.stem}.csv"
+        assert main(["ingest", str(log), "--cluster", "dgx-a100-80gb", "--out", str(out)]) == 0
+        (run,), _ = read_runs(out)
+        rows.append(run)
+    assert [float(run.extra["dropout"]) for run in rows] == [0.0, 0.1]
+    (plain, masked) = [run_to_config(run) for run in rows]
+    assert (plain[0].dropout, masked[0].dropout) == (0.0, 0.1)
+    memory = [per_gpu_memory(single_batch(model, layout), load_cluster("dgx-a100-80gb"))["parts"]["activations"][0]
+              for model, layout, _ in (plain, masked)]
+    assert memory[1] > memory[0]
+
+
 def test_an_ingested_megatron_row_carries_bias_and_norm_to_validate(tmp_path):
     out = tmp_path / "runs.csv"
     assert main(["ingest", str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log"), "--cluster", "dgx-a100-80gb",
