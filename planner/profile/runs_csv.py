@@ -324,7 +324,9 @@ def runs_from_lines(lines: Iterable[str], path: str | Path, on_header=None) -> I
         except StopIteration:
             return
         except csv.Error as error:
-            yield RowProblem(f"{source}:{reader.line_num}", f"malformed CSV ({error})")
+            # DictReader's own line_num moves only after a row it returns: the csv reader under it counts the line it
+            # failed in (a cell over the field size limit was reported a line early).
+            yield RowProblem(f"{source}:{reader.reader.line_num}", f"malformed CSV ({error})")
             return
         origin = f"{source}:{reader.line_num}"
         try:
