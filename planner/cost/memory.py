@@ -37,7 +37,9 @@ SwiGLU as (2 + 4g/a) + 2 + (4 or 6)·f/h. Pipeline stage r holds the micro-batch
 has started and not finished: min(p - r, m) with 1F1B, and with interleaving (warm-up + 1) chunks of
 1/v stage each, warm-up = 2(p - r - 1) + (v - 1)·p (Megatron-LM@d98e8a64
 megatron/core/pipeline_parallel/schedules.py:929-975, get_pp_rank_microbatches); for r = 0 that is
-p·(1 + (p - 1)/(p·v)) (Korthikanti §4.2.3). Memory is taken on the first, the fullest middle and the last
+p·(1 + (p - 1)/(p·v)) (Korthikanti §4.2.3). With dropout the first stage also keeps the embedding dropout's 1-byte
+mask per token x hidden for each micro-batch that ran the embedding (embedding_dropout_mask_bytes). Memory is taken
+on the first, the fullest middle and the last
 stage (planner.specs.pipeline_stages.stage_layers: uneven stages allowed) and the largest binds.
 
 Beside the tensors: the CUDA context and library workspaces, NCCL's per-connection buffers, TE's
@@ -76,6 +78,11 @@ REPLICATED_ACTIVATION_COEFF = 8.0
 HIDDEN_DROPOUT_MASK_COEFF = 2.0
 SCORE_COEFF = 2.0
 SCORE_DROPOUT_COEFF = 3.0
+# The embedding's dropout (hidden_dropout) keeps a 1-byte mask per token x hidden on the first stage for each micro-batch
+# in flight, of the sequence-parallel slice where the sequence is split (NVIDIA/Megatron-LM@d98e8a64
+# megatron/core/models/common/embeddings/language_model_embedding.py:90, 142-156: scatter to the sequence-parallel
+# region, then torch.nn.Dropout). It lies outside the transformer layers, so no recompute mode drops it.
+EMBEDDING_DROPOUT_MASK_COEFF = 1.0
 # CUDA context of a PyTorch process with lazy module loading (the default since CUDA 12.2 and set by
 # PyTorch since 1.13): 287,047,680 bytes measured in pytorch/pytorch#86509 (666,632,192 eager).
 CUDA_CONTEXT_BYTES = 287_047_680.0
@@ -509,8 +516,8 @@ STAGE_STATE_COLUMNS = distinct.MODEL_COLUMNS + (
 # the micro-batch and are computed per candidate.
 STATE_PARTS = ("weights", "gradients", "optimizer", "fp8_weights", "zero3_gathered", "comm_buckets")
 MOE_STATE_PARTS = ("expert_weights", "expert_gradients", "expert_optimizer", "pipeline_weight_copy")
-PART_ORDER = STATE_PARTS + ("activations", "recompute_working", "cp_attention_buffers", "logits", "pipeline_masks",
-                            "tp_overlap_buffers") + MOE_STATE_PARTS + (
+PART_ORDER = STATE_PARTS + ("activations", "embedding_dropout_masks", "recompute_working", "cp_attention_buffers",
+                            "logits", "pipeline_masks", "tp_overlap_buffers") + MOE_STATE_PARTS + (
     "moe_activations", "moe_dispatch_buffers", "cuda_context", "nccl_buffers", "fragmentation", "reserve")
 _STAGES = 3  # first, fullest middle and last pipeline stage
 _MIDDLE = np.array([[False], [True], [False]])  # the fullest middle stage's row: it exists only where pp > 2
@@ -600,8 +607,8 @@ def _step_only_states(params, batch: CandidateBatch, stack: dict, states: dict) 
 
 
 # The parts that exist only while a micro-batch's forward and backward run (not during the optimizer step).
-FORWARD_BACKWARD_PARTS = ("activations", "recompute_working", "cp_attention_buffers", "logits", "pipeline_masks",
-                          "moe_activations", "moe_dispatch_buffers")
+FORWARD_BACKWARD_PARTS = ("activations", "embedding_dropout_masks", "recompute_working", "cp_attention_buffers", "logits",
+                          "pipeline_masks", "moe_activations", "moe_dispatch_buffers")
 
 
 def phase_overlap(step_only, forward_backward) -> np.ndarray:
@@ -670,7 +677,9 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
         # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
         "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
-    transient = parts["activations"] + parts["recompute_working"] + logits + transient_states
+    parts["embedding_dropout_masks"] = _FIRST * embedding_dropout_mask_bytes(batch, inflight[0])
+    transient = (parts["activations"] + parts["recompute_working"] + logits + parts["embedding_dropout_masks"]
+                 + transient_states)
     cp_buffers = cp_attention_buffer_bytes(batch, stack, tokens)
     parts["cp_attention_buffers"] = np.zeros(len(batch)) if cp_buffers is None else cp_buffers
     if cp_buffers is not None:  # only batches with cp > 1 on a stack that gives them pay for the sum
@@ -698,6 +707,29 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
         transient = transient + parts["moe_activations"] + parts["moe_dispatch_buffers"]
     parts.update(reserve_parts(batch, cluster, transient, stack))
     return {"parts": parts, "host_on_gpu_stored": np.where(on_host, stored, 0.0)}
+
+
+def embedding_dropout_mask_bytes(batch: CandidateBatch, first_stage_inflight) -> np.ndarray:
+    """The first pipeline rank's embedding dropout masks at its peak (EMBEDDING_DROPOUT_MASK_COEFF), where the model
+    trains with dropout: one per micro-batch whose forward ran the embedding and whose backward has not, which
+    interleaved is the runs of the rank's first model chunk (it holds the embedding), elsewhere the rank's micro-batches
+    in flight (`first_stage_inflight`, stage_inflight's first row)."""
+    if not np.any(batch.dropout_masks):
+        return np.zeros(len(batch))
+    tokens = batch.micro_batch * batch.seq_len / batch.cp
+    split = np.where(batch.seq_parallel & (batch.tp > 1), batch.tp, 1.0)
+    one = EMBEDDING_DROPOUT_MASK_COEFF * tokens * batch.hidden / split
+    interleaved = (batch.pp > 1) & (batch.vpp > 1) & ~np.asarray(pairs_stages(batch), dtype=bool)
+    held = first_stage_inflight
+    if np.any(interleaved):
+        runs = distinct.once_per_combination(batch, INFLIGHT_COLUMNS, _first_chunk_runs)
+        held = np.where(interleaved, runs, first_stage_inflight)
+    return np.where(batch.dropout_masks, one * held, 0.0)
+
+
+def _first_chunk_runs(batch: CandidateBatch) -> np.ndarray:
+    """Of the first rank's chunk forwards at its peak (_peak_forwards), those that ran its first model chunk."""
+    return _runs_of_chunk(_chunk_rounds(batch, _peak_forwards(batch, 0.0)), 0.0)
 
 
 def _layers_in_flight(batch: CandidateBatch, layers, inflight) -> np.ndarray:

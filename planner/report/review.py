@@ -38,7 +38,8 @@ SCALING_SPAN = 32.0  # MFU-vs-GPUs spans the plan's GPU count / 32 .. x 32 (what
 # Memory parts in stacking order (model states first, then what grows with the batch), with labels.
 MEMORY_PARTS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer", "optimizer states"),
                 ("zero3_gathered", "ZeRO-3 gathered params"), ("comm_buckets", "communication buckets"),
-                ("activations", "activations"), ("recompute_working", "recompute working set"),
+                ("activations", "activations"), ("embedding_dropout_masks", "embedding dropout masks"),
+                ("recompute_working", "recompute working set"),
                 ("cp_attention_buffers", "context-parallel attention buffers"),
                 ("logits", "logits"), ("pipeline_masks", "pipeline attention masks"), ("fp8_weights", "fp8 weight copies"), ("tp_overlap_buffers", "TP-overlap userbuffers"),
                 ("cuda_context", "CUDA context + workspaces"), ("nccl_buffers", "NCCL buffers"),

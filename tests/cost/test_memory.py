@@ -362,6 +362,37 @@ def test_without_dropout_no_mask_is_kept(name, b, t, seq_parallel):
     assert _per_layer(m, **layout) == pytest.approx(expected, rel=0.01)
 
 
+@pytest.mark.parametrize("pp, vpp, micro_batches, held", [
+    (1, 1, 8, 1),     # one micro-batch's forward and backward at a time
+    (8, 1, 96, 8),    # 1F1B: rank 0 holds pp micro-batches at its peak
+    (8, 2, 96, 15),   # interleaved: 2·7 + 8 warm-up forwards and one more, in rounds of 8: chunk 0 ran 8 + 7 of them
+])
+@pytest.mark.parametrize("t, seq_parallel", [(1, False), (8, False), (8, True)])
+def test_the_embedding_dropout_keeps_a_mask_per_micro_batch_in_flight_on_the_first_stage(pp, vpp, micro_batches, held,
+                                                                                         t, seq_parallel):
+    """Megatron-Core's embedding runs hidden_dropout on its output, of the sequence-parallel slice where the sequence is
+    split (megatron/core/models/common/embeddings/language_model_embedding.py:90, 142-156): a 1-byte mask per token x
+    hidden, kept on the first stage until the micro-batch's backward, whatever the recompute (it lies outside the
+    layers). None without dropout."""
+    from planner.cost.memory import embedding_dropout_mask_bytes, stage_inflight
+
+    cluster, gpt = load_cluster("dgx-a100-80gb"), PRESETS["gpt3-175b"]
+    layout = Layout(tp=t, pp=pp, vpp=vpp, seq_parallel=seq_parallel, micro_batch=1, global_batch=micro_batches,
+                    recompute="full")
+    one = gpt.seq_len * gpt.hidden / (t if seq_parallel else 1)
+
+    def masks(model):
+        batch = single_batch(model, layout)
+        return float(embedding_dropout_mask_bytes(batch, stage_inflight(batch)[0])[0]), per_gpu_memory(batch, cluster)
+
+    with_dropout, memory = masks(gpt)
+    without, plain = masks(gpt.model_copy(update={"dropout": 0.0}))
+    assert gpt.dropout > 0 and with_dropout == pytest.approx(held * one, rel=1e-12) and without == 0.0
+    # The breakdown shows the binding stage's parts: the first stage's masks, or none where another stage binds.
+    assert memory["parts"]["embedding_dropout_masks"][0] in (0.0, pytest.approx(with_dropout, rel=1e-12))
+    assert memory["total_bytes"][0] > plain["total_bytes"][0]
+
+
 @pytest.mark.parametrize("recipe, out_projection_copy", [("delayed", 1.0), ("tensorwise", 0.0)])
 @pytest.mark.parametrize("t, seq_parallel", [(1, False), (4, True)])
 def test_transformer_engine_keeps_the_quantised_linear_inputs_in_fp8(recipe, out_projection_copy, t, seq_parallel):
