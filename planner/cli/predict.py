@@ -25,6 +25,7 @@ from planner.laws.moe import (FITTED_EXPANSION_RATE, FineGrainedMoELaw, active_p
 from planner.laws.registry import DEFAULT_LAW, load_law
 from planner.report.render import human_count, json_document, table
 from planner.specs.units import parse_count
+from planner.laws.training_compute import dense_training_flops, tokens_for_compute
 
 DEFAULT_LEVEL = 0.8
 # A grid this large is a table nobody reads; each cell also costs one prediction per coefficient sample.
@@ -141,8 +142,8 @@ def query_grid(args, law=None, model_params: float | None = None) -> tuple[np.nd
                                 f"at most {MAX_GRID_ROWS:,}")
     N, X = (a.ravel() for a in np.meshgrid(params, second, indexing="ij"))
     with np.errstate(all="ignore"):  # overflow and underflow are refused just below, naming the pair
-        D = {"--tokens": lambda: X, "--tokens-per-param": lambda: X * N, "--compute": lambda: X / (6.0 * N)}[flag]()
-        derived = np.stack([D, D / N, 6.0 * N * D])
+        D = {"--tokens": lambda: X, "--tokens-per-param": lambda: X * N, "--compute": lambda: tokens_for_compute(X, N)}[flag]()
+        derived = np.stack([D, D / N, dense_training_flops(N, D)])
     bad = ~np.all(np.isfinite(derived) & (derived > 0), axis=0)
     if bad.any():
         i = int(np.argmax(bad))
@@ -166,7 +167,7 @@ def predictions(law, N: np.ndarray, D: np.ndarray, level: float, expansion: floa
         rate = expansion or law.expansion_rate
         flops = training_flops(active_params_from_total(N, rate), D, law.granularity, rate)
     else:
-        flops = 6.0 * N * D
+        flops = dense_training_flops(N, D)
     # No band for a law with no uncertainty (its "band" is the point twice): null, as optimize and report give.
     banded = law_interval_basis(law) is not None
     return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(c),

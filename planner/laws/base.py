@@ -17,6 +17,8 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import ndtri
 
+from planner.laws.training_compute import FLOPS_PER_PARAM_TOKEN, tokens_for_compute
+
 N_DEFINITIONS = ("total", "non-embedding")
 
 # Tokens-per-parameter range searched by the numerical frontier. Wide on purpose: the answer
@@ -188,10 +190,10 @@ def _iso_flop_minimum(predict, C: np.ndarray, grid_points: int = 241, refine_ste
     """
     shape = np.shape(C)
     C = np.atleast_1d(C)[..., None]
-    loss = lambda log_n: predict(np.exp(log_n), C / (6.0 * np.exp(log_n)))
+    loss = lambda log_n: predict(np.exp(log_n), tokens_for_compute(C, np.exp(log_n)))
     # N = sqrt(C / (6 M)) with M tokens per parameter.
     log_tpp = np.linspace(np.log(_SEARCH_TPP[1]), np.log(_SEARCH_TPP[0]), grid_points)
-    log_n = 0.5 * (np.log(C / 6.0) - log_tpp)
+    log_n = 0.5 * (np.log(C / FLOPS_PER_PARAM_TOKEN) - log_tpp)
     best = np.clip(np.nanargmin(loss(log_n), axis=-1), 1, grid_points - 2)[..., None]
     low = np.take_along_axis(log_n, best - 1, axis=-1)
     high = np.take_along_axis(log_n, best + 1, axis=-1)
@@ -203,7 +205,7 @@ def _iso_flop_minimum(predict, C: np.ndarray, grid_points: int = 241, refine_ste
         high = np.where(left_better, x2, high)
         low = np.where(left_better, low, x1)
     n_opt = np.exp(0.5 * (low + high))[..., 0]
-    return n_opt.reshape(shape), (C[..., 0] / (6.0 * n_opt)).reshape(shape)
+    return n_opt.reshape(shape), tokens_for_compute(C[..., 0], n_opt).reshape(shape)
 
 
 # Model sizes, token counts and compute budgets a plan can ask a law about (the search's whole range).

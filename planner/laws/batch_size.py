@@ -25,6 +25,7 @@ import numpy as np
 
 from planner.errors import PlannerInputError
 from planner.laws.base import as_array
+from planner.laws.training_compute import dense_training_flops
 
 RULES = {
     "step-law": "Li et al. 2025 (Step Law): B_opt = 0.58 * D^0.571 tokens",
@@ -51,7 +52,7 @@ def optimal_batch_tokens(D, N=None, rule: str = DEFAULT_RULE) -> np.ndarray:
     if rule == "deepseek":
         if N is None:
             raise PlannerInputError("batch-size rule 'deepseek' needs the model size N (it uses C = 6ND)")
-        return 0.292 * (6.0 * as_array(N) * D) ** 0.3271
+        return 0.292 * dense_training_flops(as_array(N), D) ** 0.3271
     raise PlannerInputError(f"--batch-rule: unknown rule {rule!r}; choose one of {', '.join(RULES)}")
 
 

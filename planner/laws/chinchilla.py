@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.laws.base import LossLaw, as_array
+from planner.laws.training_compute import FLOPS_PER_PARAM_TOKEN
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -41,7 +42,7 @@ class ChinchillaLaw(LossLaw):
         """N_opt = G·(C/6)^a, D_opt = G^-1·(C/6)^b: where dL/dN = 0 along 6·N·D = C."""
         a, b = self.frontier_exponents()
         g = self.frontier_coefficient()
-        half_flops = as_array(C) / 6.0
+        half_flops = as_array(C) / FLOPS_PER_PARAM_TOKEN
         return g * half_flops**a, half_flops**b / g
 
     def optimal_params_for_tokens(self, D) -> np.ndarray:
@@ -69,7 +70,7 @@ class OvertrainingLaw(ChinchillaLaw):
 
     def gadre_coefficients(self) -> dict[str, float]:
         eta = self.alpha / 2.0
-        return {"E": self.E, "a": self.A * 6.0**eta, "b": self.B * 6.0**eta, "eta": eta}
+        return {"E": self.E, "a": self.A * FLOPS_PER_PARAM_TOKEN**eta, "b": self.B * FLOPS_PER_PARAM_TOKEN**eta, "eta": eta}
 
     def predict_cm(self, C, M) -> np.ndarray:
         """Loss at compute C (FLOP) and M tokens per parameter, in Gadre's own variables."""

@@ -22,6 +22,7 @@ import numpy as np
 from planner.errors import PlannerInputError
 from planner.io import read_input_text, shown
 from planner.specs.units import parse_count
+from planner.laws.training_compute import dense_training_flops, tokens_for_compute
 
 # Column names tried in order when no name is given (case-sensitive first, then case-insensitive).
 CANDIDATES = {
@@ -69,7 +70,7 @@ class LossData:
     def run_compute(self) -> np.ndarray:
         """6·N·D of each run's final checkpoint, per run code (FLOP)."""
         out = np.zeros(self.n_runs)
-        np.maximum.at(out, self.run, 6.0 * self.N * self.D)
+        np.maximum.at(out, self.run, dense_training_flops(self.N, self.D))
         return out
 
 
@@ -97,7 +98,7 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
         d = np.array([_count(r, chosen["d"], i, where) for i, r in rows])
         chosen.pop("c")
     else:  # C = 6ND (Kaplan et al. 2020), the definition the Epoch digitisation states
-        d = np.array([_count(r, chosen["c"], i, where) for i, r in rows]) / (6.0 * n)
+        d = tokens_for_compute(np.array([_count(r, chosen["c"], i, where) for i, r in rows]), n)
         chosen.pop("d")
     if chosen["run"] is None:
         labels = [f"line {i}" for i, _ in rows]
@@ -284,7 +285,7 @@ def read_moe_data(path: str, total_col=None, active_col=None, granularity_col=No
         # Krajewski et al. 2024 on the active parameters (planner.laws.moe.training_flops), so D = C / F_token.
         from planner.laws.moe import expansion_rate_from_params, training_flops
 
-        compute = 6.0 * data.N * data.D
+        compute = dense_training_flops(data.N, data.D)
         tokens = compute / training_flops(active, 1.0, granularity, expansion_rate_from_params(data.N, active))
     columns = {**data.columns, "active": names["active"], "granularity": names["granularity"]}
     return (LossData(data.N, tokens, data.loss, data.run, data.run_names, data.path, columns, data.notes), active,

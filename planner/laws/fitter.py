@@ -28,6 +28,7 @@ from planner.errors import PlannerInputError
 from planner.laws.base import LossLaw, Validity, behaviour_problem
 from planner.laws.forms import FORMS, FitForm
 from planner.laws.parameters import ParameterMap
+from planner.laws.training_compute import dense_training_flops
 
 _CHUNK_ELEMENTS = 2_000_000  # grid evaluation in chunks of starts x points, to bound memory
 
@@ -331,7 +332,7 @@ def soundness_problem(law: LossLaw, interior_frontier: bool = True) -> str | Non
             other = f"D = {d[j]:.3g}" if axis == 0 else f"N = {n[i]:.3g}"
             return (f"the loss rises with {symbol} from {loss[a]:.6g} to {loss[b]:.6g} ({step} at {other}) "
                     f"{where}")
-    budgets = np.geomspace(6.0 * v.n_min * v.d_min, 6.0 * v.n_max * v.d_max, 5)  # C = 6ND over the fitted runs
+    budgets = np.geomspace(dense_training_flops(v.n_min, v.d_min), dense_training_flops(v.n_max, v.d_max), 5)  # over the fitted runs
     with np.errstate(all="ignore"):
         try:
             raw = np.asarray(law.tokens_per_param_opt(budgets)) if interior_frontier else np.ones(1)

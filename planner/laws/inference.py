@@ -14,9 +14,9 @@ import numpy as np
 
 from planner.errors import PlannerInputError
 from planner.laws.base import LossLaw, as_array
+from planner.laws.training_compute import dense_training_flops
 
-TRAIN_FLOPS_PER_PARAM_TOKEN = 6.0
-INFERENCE_FLOPS_PER_PARAM_TOKEN = 2.0
+INFERENCE_FLOPS_PER_PARAM_TOKEN = 2.0  # the forward pass alone: a third of training's 6 (laws.training_compute)
 _D_RANGE = (1e3, 1e20)  # tokens searched for the loss target
 
 
@@ -35,7 +35,7 @@ def tokens_for_loss(law: LossLaw, N, target_loss: float) -> np.ndarray:
 
 
 def lifetime_flops(N, D, inference_tokens: float) -> np.ndarray:
-    return TRAIN_FLOPS_PER_PARAM_TOKEN * as_array(N) * as_array(D) + INFERENCE_FLOPS_PER_PARAM_TOKEN * as_array(N) * inference_tokens
+    return dense_training_flops(as_array(N), as_array(D)) + INFERENCE_FLOPS_PER_PARAM_TOKEN * as_array(N) * inference_tokens
 
 
 def inference_optimal(law: LossLaw, target_loss: float, inference_tokens: float,
@@ -61,7 +61,7 @@ def inference_optimal(law: LossLaw, target_loss: float, inference_tokens: float,
             low = x1
     N = float(np.exp(0.5 * (low + high)))
     D = float(tokens_for_loss(law, np.array([N]), target_loss)[0])
-    training = TRAIN_FLOPS_PER_PARAM_TOKEN * N * D
+    training = dense_training_flops(N, D)
     inference = INFERENCE_FLOPS_PER_PARAM_TOKEN * N * inference_tokens
     return {"params": N, "tokens": D, "training_flops": training, "inference_flops": inference,
             "total_flops": training + inference}

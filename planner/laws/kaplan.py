@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.laws.base import LossLaw, as_array
+from planner.laws.training_compute import tokens_for_compute
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -38,5 +39,5 @@ class KaplanLaw(LossLaw):
         """
         p = self.alpha_N / self.alpha_D
         C = as_array(C)
-        n_opt = (p * self.N_c**p * C / (6.0 * self.D_c)) ** (1.0 / (1.0 + p))
-        return n_opt, C / (6.0 * n_opt)
+        n_opt = (p * self.N_c**p * tokens_for_compute(C, self.D_c)) ** (1.0 / (1.0 + p))
+        return n_opt, tokens_for_compute(C, n_opt)

@@ -33,13 +33,15 @@ from scipy.optimize import least_squares
 from planner.errors import PlannerInputError
 from planner.laws.base import LossLaw, Validity, as_array
 from planner.laws.chinchilla import ChinchillaLaw
+from planner.laws.training_compute import FLOPS_PER_PARAM_TOKEN
 
 # Krajewski et al. 2024, Table 1.
 KRAJEWSKI_MOE_COEFFICIENTS = {"a": 18.1, "alpha": 0.115, "b": 30.8, "beta": 0.147, "g": 2.1, "gamma": 0.58, "c": 0.47}
 KRAJEWSKI_DENSE_COEFFICIENTS = {"E": 0.47, "A": 16.3, "alpha": 0.126, "B": 26.7, "beta": 0.127}
 FITTED_EXPANSION_RATE = 64.0  # section 5
-# Section 6.1 / Appendix E: FLOPs per active parameter per token in the network (c_f) and the router (c_r).
-FLOPS_PER_PARAM = 6.0
+# Section 6.1 / Appendix E: FLOPs per active parameter per token in the network (c_f, the dense 6 of C = 6ND:
+# laws.training_compute) and the router (c_r).
+FLOPS_PER_PARAM = FLOPS_PER_PARAM_TOKEN
 ROUTER_FLOPS_PER_PARAM = 14.0
 D_MODEL_PER_BLOCK = 64.0  # section 6.1: d_model = 64 n_blocks
 # Section 5.4: validation RMSE 0.019 (loss units) on losses of about 3 (their Figure 5a). As a relative

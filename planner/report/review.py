@@ -31,6 +31,7 @@ from planner.search.problem_setup import build_problem
 from planner.search.score import Problem, batch_tokens_estimate
 from planner.report.render import human_amount, layout_text
 from planner.search.space import LOSSLESS_HIERARCHY, enumerate_space, family_models, gpu_counts, layout_fields
+from planner.laws.training_compute import dense_training_flops, tokens_for_compute
 
 BAND_LEVEL = 0.8  # the band optimize reports (plan["loss_interval"])
 ISOFLOP_SPAN = 12.0  # the curve spans N_opt / span .. N_opt x span (the search window is /12 .. x6)
@@ -68,14 +69,14 @@ def plan_layout(plan: dict) -> Layout:
 
 def isoflop_curve(law, plan: dict, points: int = 97) -> dict:
     """Loss vs law-N along C = 6·N·D through the plan (and at C/2, 2C for scale), with the law's band."""
-    compute = 6.0 * plan["law_params"] * plan["tokens"]
+    compute = dense_training_flops(plan["law_params"], plan["tokens"])
     n_opt, d_opt = (float(v[0]) for v in law.compute_optimal(np.array([compute])))
     low_n = min(n_opt / ISOFLOP_SPAN, plan["law_params"] / 2)
     high_n = max(n_opt * ISOFLOP_SPAN, plan["law_params"] * 2)
     N = np.logspace(np.log10(low_n), np.log10(high_n), points)
     curves = {}
     for factor in (0.5, 1.0, 2.0):
-        D = factor * compute / (6.0 * N)
+        D = tokens_for_compute(factor * compute, N)
         low, high = law.predict_interval(N, D, BAND_LEVEL) if interval_basis(law) else (None, None)
         curves[factor] = {"loss": law.predict(N, D), "low": low, "high": high}
     return {"compute_flops": compute, "params": N, "curves": curves, "level": BAND_LEVEL,

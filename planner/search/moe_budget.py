@@ -47,6 +47,7 @@ from planner.specs.model import ModelSpec, family_model, family_moe_model
 from planner.search.layouts import search_layouts
 from planner.search.selection import LOSS_TIE_RELATIVE
 from planner.search.space import gpu_counts
+from planner.laws.training_compute import dense_training_flops
 
 ROUNDS = 3
 # The deadline fractions whose fewest spending GPU counts each side also tries (a geometric set: x1, x2, x4 GPUs).
@@ -132,7 +133,7 @@ def _evaluate(kind, law, model, g, search, wall_s) -> tuple[SidePlan, float]:
     n = model.non_embedding_params
     if kind == "dense":
         loss = float(law.predict(n, tokens))
-        compute = 6.0 * n * tokens
+        compute = dense_training_flops(n, tokens)
         warnings = law.extrapolation_warnings(n, tokens)
     else:
         at_g = law.with_granularity(g)
