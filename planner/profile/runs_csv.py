@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 from planner.errors import PlannerInputError
 from planner.io import MAX_INPUT_BYTES, distinct_input_files, input_file, shown, write_text_atomic
+from planner.specs.model import ModelSpec
 
 # Column order of the spec; unknown columns are kept in `MeasuredRun.extra` and written after these.
 COLUMNS = (
@@ -533,8 +534,6 @@ def _lost_without_column(name: str, cell: str | None) -> bool:
         return False
     if name not in _MODEL_DEFAULT_COLUMNS:
         return True
-    from planner.specs.model import ModelSpec
-
     default, text = ModelSpec.model_fields[name].default, cell.strip().lower()
     if isinstance(default, bool):
         return _SWITCH_CELLS.get(text) is not default
