@@ -158,12 +158,13 @@ def warn_outside_calibration(command: str, cluster, framework: str, dtype: str) 
                          "transfer\n")
 
 
-def refuse_flags(args, names, reason: str) -> None:
+def refuse_flags(args, names, reason: str, unset=(None, False, 0, 0.0)) -> None:
     """A one-line PlannerInputError naming the first of `names` (argparse dests) the user set, with `reason`:
     a flag that does not apply to the mode asked for is refused, never silently ignored. A flag counts as set
-    when it is not None, False or 0 (the defaults of the flags checked this way)."""
+    when it is not one of `unset` (the defaults of the flags checked this way; (None,) for a 0/1 switch whose
+    0 is a choice)."""
     from planner.errors import PlannerInputError
 
     for name in names:
-        if getattr(args, name, None) not in (None, False, 0, 0.0):
+        if getattr(args, name, None) not in unset:
             raise PlannerInputError(f"--{name.replace('_', '-')}: {reason}")

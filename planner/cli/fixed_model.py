@@ -38,6 +38,10 @@ def add_fixed_model_arguments(parser, outputs: bool = True) -> None:
                                 "(Krajewski et al. 2024 laws)")
     group.add_argument("--moe-load-imbalance", type=real_number(1.0), default=None,
                        help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0)")
+    group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1], default=None,
+                       help="every layout holds and reduces its gradients in fp32 (1) or the model dtype (0, as NVIDIA's "
+                            "Megatron-Bridge performance recipes); default: each stack's own (Megatron: fp32 with bf16). "
+                            "A numerics choice, so never the search's")
 
 
 def wants_fixed_model(args) -> bool:
@@ -189,8 +193,14 @@ def solve_fixed_model(args):
                             frameworks=parse_frameworks(args.framework), dtype=args.dtype, deadline_s=deadline_s,
                             budget_gpu_s=budget_s, knee=args.knee or DEFAULT_KNEE, batch_rule=args.batch_rule,
                             min_headroom=args.min_headroom or 0.0, hierarchy=search_hierarchy(args),
-                            counts_listed=bool(args.gpus),
+                            counts_listed=bool(args.gpus), grad_reduce_in_fp32=_grad_reduce(args),
                             **({} if imbalance is None else {"moe_load_imbalance": imbalance}))
+
+
+def _grad_reduce(args) -> bool | None:
+    """--grad-reduce-in-fp32 as the searches take it: None where not given."""
+    value = getattr(args, "grad_reduce_in_fp32", None)
+    return None if value is None else bool(value)
 
 
 def check_outputs(args, more=()) -> None:

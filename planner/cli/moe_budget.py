@@ -30,13 +30,15 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
 
     if alone:
         from planner.cli.arguments import refuse_flags
-        from planner.cli.optimize import FIXED_MODEL_ONLY
+        from planner.cli.optimize import FIXED_MODEL_ONLY, FIXED_MODEL_SWITCHES
         # Nothing of a single plan's search applies: not its law, model, launch files, review or ZeRO-3 options.
         refuse_flags(args, ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params",
                             *FIXED_MODEL_ONLY, "emit", "emit_deepspeed", "report", "flat_zero", "quantized_comm",
                             "min_headroom"),
                      "does not apply to --moe, which compares the Krajewski et al. 2024 dense and MoE laws' plans "
                      "under a --budget")
+        refuse_flags(args, FIXED_MODEL_SWITCHES, "does not apply to --moe, which compares the Krajewski et al. 2024 "
+                     "dense and MoE laws' plans under a --budget", unset=(None,))
     require_budget(args)
     from planner.cli.arguments import training_dtype
 

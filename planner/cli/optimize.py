@@ -132,8 +132,10 @@ def run(args) -> int:
     if wants_fixed_model(args):
         return run_fixed_model(args)
     from planner.cli.arguments import refuse_flags
-    refuse_flags(args, FIXED_MODEL_ONLY, "applies to a model already chosen (give --model or --params); the budget "
-                                         "search chooses the model, its tokens and its batch")
+    budget_chooses = ("applies to a model already chosen (give --model or --params); the budget search chooses the "
+                      "model, its tokens and its batch")
+    refuse_flags(args, FIXED_MODEL_ONLY, budget_chooses)
+    refuse_flags(args, FIXED_MODEL_SWITCHES, budget_chooses, unset=(None,))
     from planner.cli.fixed_model import parse_frameworks
 
     report_paths = report_cli.report_outputs(args.report) if args.report else {}
@@ -200,6 +202,8 @@ def emit_deepspeed_notes(folder: str | None, result) -> dict:
 
 # Flags of the fixed-model search (cli/fixed_model.py) that the budget search has no use for.
 FIXED_MODEL_ONLY = ("tokens", "global_batch", "knee", "all_layouts", "moe_load_imbalance")
+# ... and its 0/1 switches, whose 0 is a choice (refuse_flags' unset (None,)).
+FIXED_MODEL_SWITCHES = ("grad_reduce_in_fp32",)
 
 
 def search_hierarchy(args) -> tuple:

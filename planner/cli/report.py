@@ -260,9 +260,11 @@ def run(args) -> int:
     if fixed_model:
         return run_fixed_model_report(args, paths)
     from planner.cli.arguments import refuse_flags
-    from planner.cli.optimize import FIXED_MODEL_ONLY
-    refuse_flags(args, FIXED_MODEL_ONLY, "applies to a model already chosen (give --model or --params); the budget "
-                                         "search chooses the model, its tokens and its batch")
+    from planner.cli.optimize import FIXED_MODEL_ONLY, FIXED_MODEL_SWITCHES
+    budget_chooses = ("applies to a model already chosen (give --model or --params); the budget search chooses the "
+                      "model, its tokens and its batch")
+    refuse_flags(args, FIXED_MODEL_ONLY, budget_chooses)
+    refuse_flags(args, FIXED_MODEL_SWITCHES, budget_chooses, unset=(None,))
     if args.moe:  # before the dense search, so a missing budget fails at once
         from planner.cli.moe_budget import require_budget
 

@@ -179,6 +179,9 @@ def layout_text(row: dict) -> str:
     text += " qwZ" if row.get("zero_quantized_weights") else ""
     text += " qgZ" if row.get("zero_quantized_gradients") else ""
     text += f" shard{row['shard_group']}" if (row.get("shard_group") or 0) > 0 else ""
+    # The gradients' dtype where the plan was asked for one (--grad-reduce-in-fp32; None or absent: the stack's own).
+    if row.get("grad_reduce_in_fp32") is not None:
+        text += " grads-fp32" if row["grad_reduce_in_fp32"] else " grads-16bit"
     return text
 
 

@@ -124,10 +124,12 @@ def fastest_days(model: ModelSpec, cluster: ClusterSpec, gpus: int, tokens: floa
 
 
 def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dtype, batch_rule,
-                   min_headroom=0.0, moe_load_imbalance=1.0, hierarchy=LOSSLESS_HIERARCHY) -> CountPlan:
+                   min_headroom=0.0, moe_load_imbalance=1.0, hierarchy=LOSSLESS_HIERARCHY,
+                   grad_reduce_in_fp32=None) -> CountPlan:
     search = search_layouts(model, cluster, gpus, global_batch=global_batch, tokens=tokens, frameworks=frameworks,
                             dtype=dtype, batch_rule=batch_rule, min_headroom=min_headroom,
-                            moe_load_imbalance=moe_load_imbalance, hierarchy=hierarchy)
+                            moe_load_imbalance=moe_load_imbalance, hierarchy=hierarchy,
+                            grad_reduce_in_fp32=grad_reduce_in_fp32)
     best = search.best
     if best is None:
         reasons = search.reason_counts()
@@ -173,22 +175,25 @@ def plan_fixed_model(model: ModelSpec, cluster: ClusterSpec, gpu_options: list[i
                      deadline_s: float | None = None, budget_gpu_s: float | None = None, knee: float = DEFAULT_KNEE,
                      batch_rule: str = "step-law", min_headroom: float = 0.0,
                      moe_load_imbalance: float = 1.0, hierarchy: tuple = LOSSLESS_HIERARCHY,
-                     counts_listed: bool = False) -> FixedModelPlan:
+                     counts_listed: bool = False, grad_reduce_in_fp32: bool | None = None) -> FixedModelPlan:
     """Evaluate GPU counts and choose one (module docstring). `moe_load_imbalance`: MoE models' busiest
     expert rank's load over the mean (layout.Layout.moe_load_imbalance); `hierarchy` False searches flat
     ZeRO-3 only (no ZeRO++ / MiCS / HSDP: search_layouts). `dtype` None: the cluster's own training format
-    (ClusterSpec.default_training_dtype)."""
+    (ClusterSpec.default_training_dtype). `grad_reduce_in_fp32`: the gradient reduction's dtype of every layout
+    (search_layouts); None: each stack's default."""
     dtype = dtype or cluster.default_training_dtype
     common = dict(tokens=tokens, global_batch=global_batch, frameworks=tuple(frameworks), dtype=dtype,
                   batch_rule=batch_rule, min_headroom=min_headroom, moe_load_imbalance=moe_load_imbalance,
-                  hierarchy=hierarchy)
+                  hierarchy=hierarchy, grad_reduce_in_fp32=grad_reduce_in_fp32)
     options = sorted(set(int(g) for g in gpu_options))
     result = FixedModelPlan(model=model, cluster=cluster, tokens=tokens, counts=[], chosen=None, counts_listed=counts_listed,
                             assumptions={"frameworks": list(frameworks), "dtype": dtype, "knee": knee,
                                          "global_batch": global_batch, "batch_rule": batch_rule,
                                          "deadline_s": deadline_s, "budget_gpu_hours": None if budget_gpu_s is None
                                          else budget_gpu_s / 3600.0,
-                                         **({"moe_load_imbalance": moe_load_imbalance} if model.is_moe else {})})
+                                         **({"moe_load_imbalance": moe_load_imbalance} if model.is_moe else {}),
+                                         **({} if grad_reduce_in_fp32 is None
+                                            else {"grad_reduce_in_fp32": grad_reduce_in_fp32})})
     if deadline_s is not None and tokens:
         for gpus in options:
             if fastest_days(model, cluster, gpus, tokens, dtype) * 86400.0 > deadline_s:

@@ -216,7 +216,7 @@ def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int, choic
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
                       batch_target: int | None = None, dtype: str = "bf16",
                       gpus_per_node: int | None = None, hierarchy: tuple = LOSSLESS_HIERARCHY,
-                      states_within=None) -> dict[str, np.ndarray]:
+                      states_within=None, grad_reduce_in_fp32: bool | None = None) -> dict[str, np.ndarray]:
     """Every layout of `model` on `gpus` GPUs each stack in `frameworks` can run, as arrays.
 
     `global_batch` fixes the batch (layouts whose dp does not divide it are not enumerated); without it,
@@ -226,6 +226,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     `states_within`: a function of (placements, options, stacks) giving, per (placement, stack option), whether any
     layout made of them can hold its parameter states in HBM (_states_within); the pairs that cannot are not crossed
     with the settings that do not change those states. The layouts kept are the others, in the same order.
+    `grad_reduce_in_fp32` True: the layouts whose stack accumulates 16-bit gradients in fp32 only from a higher ZeRO
+    stage (Framework.fp32_grad_accumulation_min_zero, DeepSpeed's ZeRO-0) are not enumerated.
     """
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
@@ -253,6 +255,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len, dtype)
+    if grad_reduce_in_fp32 and dtype in ("bf16", "fp8"):  # check_layout's rule (frameworks.stack_problems)
+        runs &= zero >= np.array([s.fp32_grad_accumulation_min_zero for s in stacks])[f]
     # What each row's stack runs of its tp (_tp_runs: what tp splits, with sequence parallelism each rank's sequence).
     runs &= _tp_runs(model, placements, stacks)[p_index[rows], f, sp]
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
@@ -356,9 +360,15 @@ def _expert_choices(model: ModelSpec) -> int:
     return len(divisors(model.moe_experts)) * 2 * len(A2A_OVERLAPS) if model.is_moe else 1
 
 
+def grad_reduce_code(grad_reduce_in_fp32: bool | None) -> int:
+    """CandidateBatch's grad_reduce_in_fp32 column for a search-wide setting: -1 each stack's default, 0 the model
+    dtype, 1 fp32."""
+    return -1 if grad_reduce_in_fp32 is None else int(bool(grad_reduce_in_fp32))
+
+
 def _states_within(model: ModelSpec, cluster: ClusterSpec, dtype: str, moe_load_imbalance: float, limit_bytes: float,
                    gpus_per_node: int | None, hierarchy: tuple, placements: np.ndarray, options: np.ndarray,
-                   stacks) -> tuple[np.ndarray, np.ndarray]:
+                   stacks, *, grad_reduce_in_fp32: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """enumerate_layouts' states_within for the searches that keep only the layouts that fit: each option's state
     number, and per (placement, state, expert choice) whether the smallest parameter states
     (cost.memory.state_bytes_lower_bound) of any layout made of them fit `limit_bytes`. Where it is False every
@@ -370,7 +380,8 @@ def _states_within(model: ModelSpec, cluster: ClusterSpec, dtype: str, moe_load_
     least = np.full(len(placements) * states * choices, np.inf)
     if len(pair):
         batch = build_batch([model], np.zeros(len(pair), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype],
-                            flash_attention=flash_attention_by_default(arrays["framework"], dtype))
+                            flash_attention=flash_attention_by_default(arrays["framework"], dtype),
+                            grad_reduce_in_fp32=grad_reduce_code(grad_reduce_in_fp32))
         if model.is_moe:
             batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
         np.minimum.at(least, pair * choices + choice, state_bytes_lower_bound(batch))
@@ -404,6 +415,8 @@ class LayoutSearch:
     # Evaluation seconds per second of training, per layout (cost.evaluation; 0 where it does not fit), which
     # `goodputs` already divides by. None: not recorded.
     evaluation_fractions: np.ndarray | None = None
+    # The gradient reduction's dtype every layout was scored with (Layout.grad_reduce_in_fp32; None: each stack's default).
+    grad_reduce_in_fp32: bool | None = None
 
     @property
     def feasible(self) -> np.ndarray:
@@ -454,7 +467,9 @@ class LayoutSearch:
                                              moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
                                              moe_node_dispatch=bool(a["node_dispatch"]),
                                              moe_load_imbalance=self.moe_load_imbalance)
-        return make_layout("layout", **moe, **layout_fields(a), global_batch=int(a["global_batch"]), dtype=self.dtype)
+        reduce = {} if self.grad_reduce_in_fp32 is None else {"grad_reduce_in_fp32": self.grad_reduce_in_fp32}
+        return make_layout("layout", **moe, **layout_fields(a), **reduce, global_batch=int(a["global_batch"]),
+                           dtype=self.dtype)
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
@@ -471,6 +486,7 @@ class LayoutSearch:
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
                 "dp_comm_overlap": bool(a["dp_comm_overlap"]),
                 "partition_activations": bool(a.get("partition_activations", False)), **_hierarchy_columns(a),
+                **({} if self.grad_reduce_in_fp32 is None else {"grad_reduce_in_fp32": self.grad_reduce_in_fp32}),
                 "feasible": bool(self.feasible[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,
@@ -495,7 +511,7 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                    tokens: float | None = None, frameworks=DEFAULT_FRAMEWORKS, dtype: str | None = None,
                    batch_rule: str = batch_size.DEFAULT_RULE, min_headroom: float = 0.0,
                    hierarchy: tuple = LOSSLESS_HIERARCHY, memo: dict | None = None, restrict=None,
-                   only_fitting: bool = False) -> LayoutSearch:
+                   only_fitting: bool = False, grad_reduce_in_fp32: bool | None = None) -> LayoutSearch:
     """Score every layout of `model` on `gpus` GPUs of `cluster`; see the module docstring.
 
     Without `global_batch` the batch law sizes it for `tokens` (default: 20 tokens per parameter,
@@ -513,7 +529,9 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     Most are never enumerated: the (placement, stack option, expert choice) combinations none of whose layouts
     holds its states are dropped before they are crossed with micro-batches and the other settings
     (enumerate_layouts' states_within, _states_within). `dtype` None: the cluster's own training format
-    (ClusterSpec.default_training_dtype).
+    (ClusterSpec.default_training_dtype). `grad_reduce_in_fp32`: every layout reduces (and accumulates) its gradients
+    in fp32 (True) or in the 16-bit model dtype (False, as NVIDIA's Megatron-Bridge performance recipes do); None: as
+    each stack does by default. A numerics choice, so the user's, never the search's.
     """
     dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
@@ -531,11 +549,11 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         limit = float(batch_size.max_batch_tokens(np.array([trained]), np.array([model.non_embedding_params]),
                                                   batch_rule)[0]) / model.seq_len
     key = (model.model_dump_json(), cluster.name, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-           hierarchy, float(moe_load_imbalance), restrict, only_fitting)
+           hierarchy, float(moe_load_imbalance), restrict, only_fitting, grad_reduce_in_fp32)
     scored = memo.get(key) if memo is not None else None
     if scored is None:
         scored = _score_layouts(model, cluster, gpus, global_batch, target, tuple(frameworks), dtype, min_headroom,
-                                hierarchy, moe_load_imbalance, restrict, only_fitting)
+                                hierarchy, moe_load_imbalance, restrict, only_fitting, grad_reduce_in_fp32)
         if memo is not None:
             memo[key] = scored
     arrays, memory, in_hbm, fits, times = scored
@@ -550,19 +568,20 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
                             framework_arrays(arrays["framework"])["checkpoint_bytes_per_param"])["goodput"],
                             times["evaluation_fraction"]),
                         moe_load_imbalance=moe_load_imbalance, within_batch_limit=within,
-                        fits_without_headroom=memory["fits"], evaluation_fractions=times["evaluation_fraction"])
+                        fits_without_headroom=memory["fits"], evaluation_fractions=times["evaluation_fraction"],
+                        grad_reduce_in_fp32=grad_reduce_in_fp32)
 
 
 def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype, min_headroom, hierarchy,
-                   moe_load_imbalance, restrict=None, only_fitting=False):
+                   moe_load_imbalance, restrict=None, only_fitting=False, grad_reduce_in_fp32=None):
     """Every layout of the search (those `restrict` keeps) and its memory, fit and step time (NaN where it
     does not fit)."""
     gpus_per_node = cluster.gpus_per_node if hierarchy else None
     limit = cluster.accelerator.hbm_bytes * (1.0 - min_headroom)
-    within = (functools.partial(_states_within, model, cluster, dtype, moe_load_imbalance, limit, gpus_per_node, hierarchy)
-              if only_fitting else None)
+    within = (functools.partial(_states_within, model, cluster, dtype, moe_load_imbalance, limit, gpus_per_node, hierarchy,
+                                grad_reduce_in_fp32=grad_reduce_in_fp32) if only_fitting else None)
     arrays = enumerate_layouts(model, gpus, global_batch, frameworks, target, dtype, gpus_per_node=gpus_per_node,
-                               hierarchy=hierarchy, states_within=within)
+                               hierarchy=hierarchy, states_within=within, grad_reduce_in_fp32=grad_reduce_in_fp32)
     if restrict is not None:
         kept = np.asarray(restrict(arrays), dtype=bool)
         arrays = {name: column[kept] for name, column in arrays.items()}
@@ -570,7 +589,7 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     # DeepSeek-V3 search held 13 GB at once), the result does not.
     count = len(arrays["tp"])
     blocks = [_score_block(model, cluster, {name: column[start:start + SCORE_BLOCK] for name, column in arrays.items()},
-                           dtype, min_headroom, moe_load_imbalance, limit, only_fitting)
+                           dtype, min_headroom, moe_load_imbalance, limit, only_fitting, grad_reduce_in_fp32)
               for start in range(0, max(count, 1), SCORE_BLOCK)]
     if len(blocks) == 1:
         return blocks[0]
@@ -579,12 +598,14 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     return joined[0], joined[1], in_hbm, fits, joined[2]
 
 
-def _score_block(model, cluster, arrays, dtype, min_headroom, moe_load_imbalance, limit, only_fitting):
+def _score_block(model, cluster, arrays, dtype, min_headroom, moe_load_imbalance, limit, only_fitting,
+                 grad_reduce_in_fp32=None):
     """_score_layouts for one block of enumerated layouts."""
     # Attention as each stack runs it unless told (its fused kernels where they take the dtype), as the layouts the
     # search returns say (Layout.flash_attention_on).
     batch = build_batch([model], np.zeros(len(arrays["tp"]), dtype=np.int64), **arrays, dtype=DTYPE_CODES[dtype],
-                        flash_attention=flash_attention_by_default(arrays["framework"], dtype))
+                        flash_attention=flash_attention_by_default(arrays["framework"], dtype),
+                        grad_reduce_in_fp32=grad_reduce_code(grad_reduce_in_fp32))
     if model.is_moe:  # MoE models: the routing's load imbalance, one for the whole search, at each stack's capacity
         batch = dataclasses.replace(batch, **default_routing_columns(batch.framework, float(moe_load_imbalance)))
     if only_fitting:  # the layouts whose parameter states alone overflow HBM cannot fit: not priced further
