@@ -66,9 +66,10 @@ def _speedup(cluster, micro_batch: int) -> tuple[float, float]:
 
 
 # (IB links per node, micro-batch, paper baseline TFLOP/s, paper ZeRO++ TFLOP/s): blog Figures 6 and 7, 18B.
-# Measured by the planner (HFU TFLOP/s, baseline -> ZeRO++): 1 IB 1K 14.4 -> 43.0 (2.99x); 1 IB 2K 28.7 -> 64.3
-# (2.24x); 4 IB 1K 45.2 -> 68.3 (1.51x); 4 IB 2K 76.0 -> 86.9 (1.14x), with the EDR NICs at the NCCL maintainers' 12 of
-# 12.5 GB/s (cluster_specs/dgx2-v100.yaml; at the assumed 0.75 before: 11.5 -> 36.3, 23.0 -> 58.6, 37.5 -> 64.7,
+# Measured by the planner (HFU TFLOP/s, baseline -> ZeRO++): 1 IB 1K 14.4 -> 43.1 (2.99x); 1 IB 2K 28.7 -> 64.3
+# (2.24x); 4 IB 1K 45.2 -> 68.4 (1.51x); 4 IB 2K 76.1 -> 87.1 (1.15x), with the EDR NICs at the NCCL maintainers' 12 of
+# 12.5 GB/s and the NVSwitch at its measured 0.824 (cluster_specs/dgx2-v100.yaml; 43.0, 64.3, 68.3, 86.9 at the assumed
+# 0.75 there; with both at the assumed 0.75 before: 11.5 -> 36.3, 23.0 -> 58.6, 37.5 -> 64.7,
 # 71.3 -> 85.7: 3.15x, 2.55x, 1.73x, 1.20x), with DeepSpeed ZeRO-3's gradient copies
 # (cost/shard_copies.py) in both, less the interleave and pre-divide that qgZ skips (0.36 -> 0.12 s a step; before:
 # 34.4, 56.0, 58.7, 80.3), and ZeRO++'s calls as DeepSpeed 0.19.8 issues them (cost/hierarchy.py: qwZ's scale
