@@ -465,3 +465,17 @@ def test_a_file_named_twice_is_refused(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert "name each file once" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv", "logs"]  # nothing written
+
+
+@pytest.mark.parametrize("name, cell, lost", [
+    ("dropout", " ", False), ("dropout", "0.0", False), ("dropout", "0.1", True), ("norm", " RMSNorm ", False),
+    ("norm", "layernorm", True), ("bias", "false", False), ("bias", "1", True), ("tied_embeddings", "no", False),
+    ("flash_attention", "0", True),  # not a model column: empty there means "infer", so any value would be lost
+    ("flash_attention", "  ", False),
+])
+def test_which_cells_a_header_without_the_column_would_lose(name, cell, lost):
+    """runs_csv._lost_without_column: a model column's default, and a cell the reader takes as empty (blanks only:
+    the review found them counted as lost), lose nothing; anything else would be dropped."""
+    from planner.profile.runs_csv import _lost_without_column
+
+    assert _lost_without_column(name, cell) is lost

@@ -39,9 +39,9 @@ def add_fixed_model_arguments(parser, outputs: bool = True) -> None:
     group.add_argument("--moe-load-imbalance", type=real_number(1.0), default=None,
                        help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0)")
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1], default=None,
-                       help="every layout holds and reduces its gradients in fp32 (1) or the model dtype (0, as NVIDIA's "
-                            "Megatron-Bridge performance recipes); default: each stack's own (Megatron: fp32 with bf16). "
-                            "A numerics choice, so never the search's")
+                       help="every layout holds and reduces its gradients in fp32 (1) or the 16-bit model dtype (0, as "
+                            "NVIDIA's Megatron-Bridge performance recipes; not torchtitan, which reduces in fp32 only); "
+                            "default: each stack's own (Megatron: fp32 with bf16). A numerics choice, so never the search's")
 
 
 def wants_fixed_model(args) -> bool:

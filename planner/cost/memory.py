@@ -677,7 +677,9 @@ def _per_candidate_parts(batch: CandidateBatch, cluster: ClusterSpec, stack: dic
         # Recompute rebuilds one layer at a time in backward: what it rebuilds is live on top of what is stored.
         "recompute_working": per_layer["working"], "logits": logits, "tp_overlap_buffers": overlap,
     }
-    parts["embedding_dropout_masks"] = _FIRST * embedding_dropout_mask_bytes(batch, inflight[0])
+    # On the first stage; at pp 1 every row is that one GPU (the last row, which holds the logits, binds).
+    on_first = np.where(batch.pp == 1, 1.0, _FIRST)
+    parts["embedding_dropout_masks"] = on_first * embedding_dropout_mask_bytes(batch, inflight[0])
     transient = (parts["activations"] + parts["recompute_working"] + logits + parts["embedding_dropout_masks"]
                  + transient_states)
     cp_buffers = cp_attention_buffer_bytes(batch, stack, tokens)

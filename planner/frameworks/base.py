@@ -80,6 +80,9 @@ class Framework:
     # Lowest ZeRO stage at which the stack accumulates 16-bit gradients in fp32 (Layout.grad_reduce_in_fp32);
     # 0: at every stage.
     fp32_grad_accumulation_min_zero: int = 0
+    # Whether its launch can reduce gradients in the 16-bit model dtype (Layout.grad_reduce_in_fp32 False): the fixed-
+    # model search asked for that leaves out the stacks that cannot (torchtitan: frameworks/fsdp.py).
+    reduces_in_model_dtype: bool = True
     # Offload modes the stack has (planner.specs.layout offload names), when supports_offload.
     offload_modes: frozenset = frozenset({"optimizer", "optimizer+params"})
     # ZeRO stages at which offloaded state can live on NVMe (ZeRO-Infinity) rather than in host memory. DeepSpeed

@@ -4,6 +4,8 @@ Sources: pytorch/torchtitan@b5bcd76c, pytorch/pytorch.
 - torchtitan keeps sharded parameters in fp32 (`training.dtype = "float32"`), all-gathers them in bf16
   (`mixed_precision_param`) and reduce-scatters gradients in fp32 (`mixed_precision_reduce = "float32"`)
   (`torchtitan/config/configs.py`:87, 94, 102): 4 + 4 + 8 (Adam) = 16 B per parameter over the mesh.
+  `mixed_precision_reduce` takes float32 only, so its launch cannot reduce in bf16 (`reduces_in_model_dtype`; FSDP2
+  itself can, and `simulate` prices it; emit/torchtitan.py refuses it).
   Composer's FSDP 'DEFAULT' also reduces in fp32 (mosaicml/composer `mosaic_parallelism.py`).
 - Units: each transformer block, the embedding, and the final norm with the output layer
   (`torchtitan/distributed/fsdp.py`:124-136, 238-265): one all-gather per unit per pass, one
@@ -36,6 +38,7 @@ FSDP = Framework(
     # parameters, gradients and optimizer state together (training.enable_cpu_offload); bf16 or fp32
     # parameters (training.mixed_precision_param), fp8 through float8 linears, no fp16.
     zero_stages=frozenset({0, 2, 3}), replicated_dp_alone=True, offload_modes=frozenset({"optimizer+params"}),
+    reduces_in_model_dtype=False,  # training.mixed_precision_reduce: float32 only (module docstring)
     offloads_activation_checkpoints=False,  # activation checkpoints stay on the GPU (base.py, cited there)
     nvme_offload_zero_stages=frozenset(),  # CPUOffload / CPUOffloadPolicy: host memory, no NVMe target
     # A torchtitan run that does not say: data_parallel_shard_degree = -1 shards over every data-parallel rank

@@ -530,7 +530,7 @@ _SWITCH_CELLS = {"1": True, "true": True, "yes": True, "0": False, "false": Fals
 def _lost_without_column(name: str, cell: str | None) -> bool:
     """Whether a new row's `cell` for a column the file's header lacks would be lost: any value, except what the
     reader takes for the missing column (_MODEL_DEFAULT_COLUMNS)."""
-    if not cell:
+    if not (cell or "").strip():  # empty as the reader takes it
         return False
     if name not in _MODEL_DEFAULT_COLUMNS:
         return True

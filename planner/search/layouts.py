@@ -227,7 +227,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     layout made of them can hold its parameter states in HBM (_states_within); the pairs that cannot are not crossed
     with the settings that do not change those states. The layouts kept are the others, in the same order.
     `grad_reduce_in_fp32` True: the layouts whose stack accumulates 16-bit gradients in fp32 only from a higher ZeRO
-    stage (Framework.fp32_grad_accumulation_min_zero, DeepSpeed's ZeRO-0) are not enumerated.
+    stage (Framework.fp32_grad_accumulation_min_zero: DeepSpeed's ZeRO-0 in bf16 or fp8) are not enumerated; False:
+    those of stacks whose launch cannot reduce in the model dtype (Framework.reduces_in_model_dtype: torchtitan).
     """
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
@@ -257,6 +258,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len, dtype)
     if grad_reduce_in_fp32 and dtype in ("bf16", "fp8"):  # check_layout's rule (frameworks.stack_problems)
         runs &= zero >= np.array([s.fp32_grad_accumulation_min_zero for s in stacks])[f]
+    elif grad_reduce_in_fp32 is False and dtype != "fp32":
+        runs &= np.array([s.reduces_in_model_dtype for s in stacks])[f]
     # What each row's stack runs of its tp (_tp_runs: what tp splits, with sequence parallelism each rank's sequence).
     runs &= _tp_runs(model, placements, stacks)[p_index[rows], f, sp]
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
@@ -535,11 +538,20 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     """
     dtype = dtype or cluster.default_training_dtype
     cluster.peak_flops_per_s(dtype)
+    if grad_reduce_in_fp32 not in (None, True, False):  # 0 and 1 are False and True
+        raise PlannerInputError(f"grad_reduce_in_fp32: expected None, True or False, got {grad_reduce_in_fp32!r}")
+    if grad_reduce_in_fp32 is not None and dtype == "fp32":
+        raise PlannerInputError("--grad-reduce-in-fp32: fp32 training holds and reduces its gradients in fp32 whatever "
+                                "it says; give it with --dtype bf16, fp16 or fp8")
     capacity = cluster.total_gpus
     if gpus > capacity:
         raise PlannerInputError(f"--gpus {gpus} exceeds cluster {cluster.name!r} ({cluster.max_nodes} nodes x "
                                 f"{cluster.gpus_per_node} GPUs)")
     checked_stacks(frameworks, dtype, model)
+    if grad_reduce_in_fp32 is False and not any(FRAMEWORKS[name].reduces_in_model_dtype for name in frameworks):
+        able = ", ".join(name for name, stack in FRAMEWORKS.items() if stack.reduces_in_model_dtype)
+        raise PlannerInputError(f"--grad-reduce-in-fp32 0: no stack searched ({', '.join(frameworks)}) launches a gradient "
+                                f"reduction in the model dtype (torchtitan reduces in fp32 only); these do: {able}")
     target = limit = None
     if global_batch is None:
         trained = tokens if tokens else 20.0 * model.total_params

@@ -97,3 +97,32 @@ def test_the_budget_searches_refuse_the_flag(cli, argv, value):
     error naming the flag (refuse_flags counted 0 as not given, so 0 would have been ignored)."""
     code, out, err = cli([*argv, "--grad-reduce-in-fp32", value])
     assert code == 2 and err.count("\n") == 1 and "--grad-reduce-in-fp32" in err and not out
+
+
+def test_16_bit_gradients_leave_out_the_stacks_whose_launch_reduces_in_fp32_only(small_search):
+    """torchtitan's training.mixed_precision_reduce takes float32 only (Framework.reduces_in_model_dtype False for
+    fsdp; emit/torchtitan.py refuses the layout): asked for 16-bit gradients the search leaves fsdp out (the review
+    found fsdp plans chosen at 16-bit gradients that `--emit` then refused), and with fsdp alone says why."""
+    from planner.errors import PlannerInputError
+    from planner.frameworks import FRAMEWORK_CODES
+
+    cluster, _ = small_search
+    mixed = search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=("megatron", "fsdp"), grad_reduce_in_fp32=False)
+    assert len(mixed) and not (mixed.arrays["framework"] == FRAMEWORK_CODES["fsdp"]).any()
+    assert (search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=("megatron", "fsdp")).arrays["framework"]
+            == FRAMEWORK_CODES["fsdp"]).any()
+    with pytest.raises(PlannerInputError, match="--grad-reduce-in-fp32 0: no stack searched"):
+        search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=("fsdp",), grad_reduce_in_fp32=False)
+
+
+@pytest.mark.parametrize("value, dtype, fragment", [("0", "bf16", "expected None, True or False"),
+                                                    (False, "fp32", "fp32 training holds and reduces"),
+                                                    (True, "fp32", "fp32 training holds and reduces")])
+def test_a_setting_the_search_cannot_honour_is_refused(value, dtype, fragment):
+    """The API took any truthy value as fp32 (the string '0' among them) and fp32 training with 0 was labelled
+    16-bit: both refused, naming the setting."""
+    from planner.errors import PlannerInputError
+
+    cluster = load_cluster("dgx-a100-80gb")
+    with pytest.raises(PlannerInputError, match=fragment):
+        search_layouts(SMALL, cluster, 16, global_batch=64, dtype=dtype, grad_reduce_in_fp32=value)
