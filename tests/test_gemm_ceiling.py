@@ -74,13 +74,15 @@ def test_each_spec_fp8_ceiling_is_the_table_fp8_efficiency(name):
         _efficiency(FP8_ROWS[name]) * SUSTAINED_CLOCK_FACTOR, abs=2 * ROUNDING)
 
 
-def test_v100_ceiling_is_the_deepbench_row_and_only_the_nic_efficiency_also_leaves_the_defaults():
+def test_v100_ceiling_is_the_deepbench_row_and_only_the_link_efficiencies_also_leave_the_defaults():
     # The sheet's own TFLOPS cell for the row, and 0.898 x 0.9 = 0.808 as the spec writes it.
     assert V100_DEEPBENCH[0] == pytest.approx(112.2758, abs=1e-3)
     v100 = load_cluster("dgx2-v100").efficiency
     assert v100.matmul_peak_fraction == 0.808
-    # ... and the EDR NICs at the NCCL maintainers' 12 of 12.5 GB/s (docs/link_efficiency.md); NVLink2 has no measurement.
-    assert v100 == Efficiency(matmul_peak_fraction=0.808, scale_out_bandwidth_efficiency=0.96)
+    # ... and the EDR NICs at the NCCL maintainers' 12 of 12.5 GB/s, the NVSwitch at a DGX-2's measured all-reduce
+    # busbw (docs/link_efficiency.md, tests/cost/test_collectives.py).
+    assert v100 == Efficiency(matmul_peak_fraction=0.808, scale_up_bandwidth_efficiency=0.824,
+                              scale_out_bandwidth_efficiency=0.96)
     assert Efficiency().matmul_peak_fraction == 0.72  # the default, the H100 derivation, REFERENCE.md: 798/989 x 0.9
     assert Efficiency().fp8_matmul_relative_efficiency == 1.0
 
