@@ -57,6 +57,7 @@ from planner.frameworks import (CP_BUFFER_COLUMNS, CP_BUFFER_PHASES, CP_BUFFER_T
                                  batch_framework_arrays, interleaving_round)
 from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
+from planner.specs.topology import NCCL_CHANNELS
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
 from planner.specs.pipeline_stages import (padded_vocab, slots_split, stage_argmax, stage_param_counts,
                                           vocab_padding_params)
@@ -100,9 +101,7 @@ TP_OVERLAP_WORKSPACE_BYTES = 3 * (32 * MIB + 1024)
 # Simple NCCL_BUFFSIZE 4 MiB, LL128 120 x 640 x 8 steps x 8 B, LL 8 x 512 x 8 steps x 16 B
 # (src/include/device.h:26, 97-98, 114-115).
 NCCL_CONNECTION_BYTES = 4 * MIB + 120 * 640 * 8 * 8 + 8 * 512 * 8 * 16
-# Assumed: 16 channels per communicator (typical of NCCL's topology search on 8-GPU NVLink nodes with
-# 8 NICs; MAXCHANNELS is 64, device.h:91), each with a ring's receive and send connection.
-NCCL_CHANNELS = 16
+# Each of a communicator's NCCL_CHANNELS (specs.topology) holds a ring's receive and send connection.
 NCCL_CONNECTIONS_PER_CHANNEL = 2
 
 

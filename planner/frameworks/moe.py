@@ -30,12 +30,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from planner.frameworks import FRAMEWORK_NAMES
+from planner.specs.topology import NCCL_CHANNELS
 
 
 # H100 / H800 SXM5 streaming multiprocessors (NVIDIA H100 datasheet): taken for an accelerator whose spec states no
 # `sms` (specs.hardware.Accelerator).
 HOPPER_SMS = 132
-NCCL_CHANNELS = 16  # as cost.memory.NCCL_CHANNELS (assumed there; frameworks stand before cost in the data flow)
 
 
 @dataclass(frozen=True)

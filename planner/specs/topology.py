@@ -197,6 +197,11 @@ def _groups_in_node(size: int, stride: int, gpn: int) -> list[list[int]]:
             for start in range(0, gpn, block) for offset in range(stride) if start + offset + (size - 1) * stride < gpn]
 
 
+# Channels (rings) NCCL opens per communicator, assumed: 16 is typical of NCCL's topology search on 8-GPU NVLink nodes
+# with 8 NICs (MAXCHANNELS is 64, NVIDIA/nccl@5067397c src/include/device.h:91). Each holds a ring's receive and send
+# connection and its buffers (cost.memory), and takes an SM while it runs (frameworks.moe's all-to-all overlaps).
+NCCL_CHANNELS = 16
+
 # Rings are enumerated (members - 1)! ways: 8 members (a Frontier node) is 5,040; beyond this a group takes
 # the shortest-path model instead (assumed cap: 10 members would be 362,880 orders per group).
 MAX_RING_MEMBERS = 8
