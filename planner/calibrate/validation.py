@@ -24,9 +24,9 @@ from planner.specs.clusters import load_cluster
 from planner.specs.candidate_batch import layouts_batch
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec, make_model
-from planner.profile.runs_csv import MeasuredRun, missing_simulation_columns, run_status, status_problem
+from planner.profile.runs_csv import (MODEL_EXTRA_COLUMNS, SWITCH_CELLS, MeasuredRun, missing_simulation_columns,
+                                     run_status, status_problem)
 
-_SWITCH_TEXT = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,7 @@ OUTSIDE_ALLOCATED = ("nccl_buffers", "fragmentation")
 # The optional 0/1 columns a row's simulation reads (data/spec/runs_csv.md), and with `framework` every
 # optional column besides the core COLUMNS and HIERARCHY_COLUMNS.
 SWITCH_COLUMNS = ("flash_attention", "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "partition_activations")
-# The optional columns that describe the row's model beyond its shape: its linear and norm biases (0/1), its
-# norm (layernorm, rmsnorm), whether its output layer is the input embedding (0/1) and its dropout probability
-# (0 up to 1); empty = ModelSpec's defaults (no biases, RMSNorm, an output layer of its own, no dropout).
-MODEL_EXTRA_COLUMNS = ("bias", "norm", "tied_embeddings", "dropout")
+# MODEL_EXTRA_COLUMNS (profile.runs_csv): the optional columns that describe the row's model beyond its shape.
 SIMULATED_EXTRA_COLUMNS = ("framework", *SWITCH_COLUMNS, *MODEL_EXTRA_COLUMNS)
 
 
@@ -87,9 +84,9 @@ def _switch(run: MeasuredRun, column: str, where: str) -> bool | None:
     text = (run.extra.get(column) or "").strip().lower()
     if not text:
         return None
-    if text not in _SWITCH_TEXT:
+    if text not in SWITCH_CELLS:
         raise PlannerInputError(f"{where}: column '{column}': expected 0 or 1, got {text!r}")
-    return _SWITCH_TEXT[text]
+    return SWITCH_CELLS[text]
 
 
 def _whole(run: MeasuredRun, column: str, where: str) -> int | None:

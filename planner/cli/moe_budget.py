@@ -30,15 +30,12 @@ def solve_moe_budget(args, gpus: int | None = None, alone: bool = True):
 
     if alone:
         from planner.cli.arguments import refuse_flags
-        from planner.cli.optimize import FIXED_MODEL_ONLY, FIXED_MODEL_SWITCHES
+        from planner.cli.optimize import refuse_fixed_model_flags
         # Nothing of a single plan's search applies: not its law, model, launch files, review or ZeRO-3 options.
-        refuse_flags(args, ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params",
-                            *FIXED_MODEL_ONLY, "emit", "emit_deepspeed", "report", "flat_zero", "quantized_comm",
-                            "min_headroom"),
-                     "does not apply to --moe, which compares the Krajewski et al. 2024 dense and MoE laws' plans "
-                     "under a --budget")
-        refuse_flags(args, FIXED_MODEL_SWITCHES, "does not apply to --moe, which compares the Krajewski et al. 2024 "
-                     "dense and MoE laws' plans under a --budget", unset=(None,))
+        reason = "does not apply to --moe, which compares the Krajewski et al. 2024 dense and MoE laws' plans under a --budget"
+        refuse_flags(args, ("target_loss", "unique_tokens", "inference_tokens", "law", "model", "params", "emit",
+                            "emit_deepspeed", "report", "flat_zero", "quantized_comm", "min_headroom"), reason)
+        refuse_fixed_model_flags(args, reason)
     require_budget(args)
     from planner.cli.arguments import training_dtype
 

@@ -131,11 +131,8 @@ def run(args) -> int:
         return run_moe_budget(args)
     if wants_fixed_model(args):
         return run_fixed_model(args)
-    from planner.cli.arguments import refuse_flags
-    budget_chooses = ("applies to a model already chosen (give --model or --params); the budget search chooses the "
-                      "model, its tokens and its batch")
-    refuse_flags(args, FIXED_MODEL_ONLY, budget_chooses)
-    refuse_flags(args, FIXED_MODEL_SWITCHES, budget_chooses, unset=(None,))
+    refuse_fixed_model_flags(args, "applies to a model already chosen (give --model or --params); the budget search "
+                                   "chooses the model, its tokens and its batch")
     from planner.cli.fixed_model import parse_frameworks
 
     report_paths = report_cli.report_outputs(args.report) if args.report else {}
@@ -204,6 +201,14 @@ def emit_deepspeed_notes(folder: str | None, result) -> dict:
 FIXED_MODEL_ONLY = ("tokens", "global_batch", "knee", "all_layouts", "moe_load_imbalance")
 # ... and its 0/1 switches, whose 0 is a choice (refuse_flags' unset (None,)).
 FIXED_MODEL_SWITCHES = ("grad_reduce_in_fp32",)
+
+
+def refuse_fixed_model_flags(args, reason: str) -> None:
+    """refuse_flags for every fixed-model flag (FIXED_MODEL_ONLY, and FIXED_MODEL_SWITCHES whose 0 counts as given)."""
+    from planner.cli.arguments import refuse_flags
+
+    refuse_flags(args, FIXED_MODEL_ONLY, reason)
+    refuse_flags(args, FIXED_MODEL_SWITCHES, reason, unset=(None,))
 
 
 def search_hierarchy(args) -> tuple:

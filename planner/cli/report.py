@@ -259,12 +259,9 @@ def run(args) -> int:
     check_new_outputs(paths.values(), args.force)
     if fixed_model:
         return run_fixed_model_report(args, paths)
-    from planner.cli.arguments import refuse_flags
-    from planner.cli.optimize import FIXED_MODEL_ONLY, FIXED_MODEL_SWITCHES
-    budget_chooses = ("applies to a model already chosen (give --model or --params); the budget search chooses the "
-                      "model, its tokens and its batch")
-    refuse_flags(args, FIXED_MODEL_ONLY, budget_chooses)
-    refuse_flags(args, FIXED_MODEL_SWITCHES, budget_chooses, unset=(None,))
+    from planner.cli.optimize import refuse_fixed_model_flags
+    refuse_fixed_model_flags(args, "applies to a model already chosen (give --model or --params); the budget search "
+                                   "chooses the model, its tokens and its batch")
     if args.moe:  # before the dense search, so a missing budget fails at once
         from planner.cli.moe_budget import require_budget
 

@@ -437,11 +437,17 @@ def mtp_inflight(batch: CandidateBatch, last_stage_inflight) -> np.ndarray:
     last: (v - 1) x pp forwards of the other chunks, then one (two with the all-to-all overlap's extra forward), once
     per distinct combination of INFLIGHT_COLUMNS. Elsewhere, and under DualPipe's paired stages, the blocks count as
     the rank's layers do: `last_stage_inflight` (stage_inflight's last row)."""
+    return _where_interleaved(batch, _last_chunk_runs, last_stage_inflight)
+
+
+def _where_interleaved(batch: CandidateBatch, chunk_runs, otherwise) -> np.ndarray:
+    """`chunk_runs(batch)` (the runs of one model chunk, _first_chunk_runs or _last_chunk_runs) where the pipeline
+    interleaves, once per distinct combination of INFLIGHT_COLUMNS; `otherwise` elsewhere, DualPipe's paired stages
+    included."""
     interleaved = (batch.pp > 1) & (batch.vpp > 1) & ~np.asarray(pairs_stages(batch), dtype=bool)
     if not np.any(interleaved):
-        return last_stage_inflight
-    runs = distinct.once_per_combination(batch, INFLIGHT_COLUMNS, _last_chunk_runs)
-    return np.where(interleaved, runs, last_stage_inflight)
+        return otherwise
+    return np.where(interleaved, distinct.once_per_combination(batch, INFLIGHT_COLUMNS, chunk_runs), otherwise)
 
 
 # What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the
@@ -720,11 +726,7 @@ def embedding_dropout_mask_bytes(batch: CandidateBatch, first_stage_inflight) ->
     tokens = batch.micro_batch * batch.seq_len / batch.cp
     split = np.where(batch.seq_parallel & (batch.tp > 1), batch.tp, 1.0)
     one = EMBEDDING_DROPOUT_MASK_COEFF * tokens * batch.hidden / split
-    interleaved = (batch.pp > 1) & (batch.vpp > 1) & ~np.asarray(pairs_stages(batch), dtype=bool)
-    held = first_stage_inflight
-    if np.any(interleaved):
-        runs = distinct.once_per_combination(batch, INFLIGHT_COLUMNS, _first_chunk_runs)
-        held = np.where(interleaved, runs, first_stage_inflight)
+    held = _where_interleaved(batch, _first_chunk_runs, first_stage_inflight)
     return np.where(batch.dropout_masks, one * held, 0.0)
 
 

@@ -519,24 +519,26 @@ def _check_appendable(path: str | Path, header: list[str], ids: dict[str, int], 
                                 "--append never rewrites the header: write the rows to a new file and pass both files")
 
 
-# The optional model columns a reader takes, when the file has no such column, as ModelSpec's defaults (no biases,
-# RMSNorm, an output layer of its own, no dropout: calibrate/validation.py MODEL_EXTRA_COLUMNS). A new row saying the
+# The optional columns that describe the row's model beyond its shape: its linear and norm biases (0/1), its norm
+# (layernorm, rmsnorm), whether its output layer is the input embedding (0/1) and its dropout probability (0 up to 1);
+# empty = ModelSpec's defaults (no biases, RMSNorm, an output layer of its own, no dropout). So a new row saying the
 # default loses nothing on a file without the column (a Llama log's rmsnorm, bias 0, untied, dropout 0); the other
 # optional columns read empty as "infer" or "not known", so any value there would be lost.
-_MODEL_DEFAULT_COLUMNS = ("bias", "norm", "tied_embeddings", "dropout")
-_SWITCH_CELLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+MODEL_EXTRA_COLUMNS = ("bias", "norm", "tied_embeddings", "dropout")
+# How a 0/1 column's cell reads (case-insensitive).
+SWITCH_CELLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _lost_without_column(name: str, cell: str | None) -> bool:
     """Whether a new row's `cell` for a column the file's header lacks would be lost: any value, except what the
-    reader takes for the missing column (_MODEL_DEFAULT_COLUMNS)."""
+    reader takes for the missing column (MODEL_EXTRA_COLUMNS)."""
     if not (cell or "").strip():  # empty as the reader takes it
         return False
-    if name not in _MODEL_DEFAULT_COLUMNS:
+    if name not in MODEL_EXTRA_COLUMNS:
         return True
     default, text = ModelSpec.model_fields[name].default, cell.strip().lower()
     if isinstance(default, bool):
-        return _SWITCH_CELLS.get(text) is not default
+        return SWITCH_CELLS.get(text) is not default
     if isinstance(default, float):
         try:
             return float(text) != default

@@ -226,9 +226,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     `states_within`: a function of (placements, options, stacks) giving, per (placement, stack option), whether any
     layout made of them can hold its parameter states in HBM (_states_within); the pairs that cannot are not crossed
     with the settings that do not change those states. The layouts kept are the others, in the same order.
-    `grad_reduce_in_fp32` True: the layouts whose stack accumulates 16-bit gradients in fp32 only from a higher ZeRO
-    stage (Framework.fp32_grad_accumulation_min_zero: DeepSpeed's ZeRO-0 in bf16 or fp8) are not enumerated; False:
-    those of stacks whose launch cannot reduce in the model dtype (Framework.reduces_in_model_dtype: torchtitan).
+    `grad_reduce_in_fp32`: the gradient dtype of every layout; those their stack cannot run at it are not enumerated
+    (space.stack_runs: DeepSpeed's ZeRO-0 with fp32 in bf16 or fp8, torchtitan with 16-bit).
     """
     if global_batch is None and batch_target is None:
         raise ValueError("enumerate_layouts needs a global_batch or a batch_target")
@@ -255,11 +254,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     chosen = options[option_index].reshape(-1, options.shape[1])
     tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
-    runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len, dtype)
-    if grad_reduce_in_fp32 and dtype in ("bf16", "fp8"):  # check_layout's rule (frameworks.stack_problems)
-        runs &= zero >= np.array([s.fp32_grad_accumulation_min_zero for s in stacks])[f]
-    elif grad_reduce_in_fp32 is False and dtype != "fp32":
-        runs &= np.array([s.reduces_in_model_dtype for s in stacks])[f]
+    runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len, dtype,
+                      grad_reduce_in_fp32)
     # What each row's stack runs of its tp (_tp_runs: what tp splits, with sequence parallelism each rank's sequence).
     runs &= _tp_runs(model, placements, stacks)[p_index[rows], f, sp]
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
@@ -470,9 +466,12 @@ class LayoutSearch:
                                              moe_a2a_overlap=A2A_OVERLAP_NAMES[int(a["a2a_overlap"])],
                                              moe_node_dispatch=bool(a["node_dispatch"]),
                                              moe_load_imbalance=self.moe_load_imbalance)
-        reduce = {} if self.grad_reduce_in_fp32 is None else {"grad_reduce_in_fp32": self.grad_reduce_in_fp32}
-        return make_layout("layout", **moe, **layout_fields(a), **reduce, global_batch=int(a["global_batch"]),
-                           dtype=self.dtype)
+        return make_layout("layout", **moe, **layout_fields(a), **self._search_wide_fields(),
+                           global_batch=int(a["global_batch"]), dtype=self.dtype)
+
+    def _search_wide_fields(self) -> dict:
+        """The Layout fields every layout of the search shares beyond the dtype: the gradient dtype, where given."""
+        return {} if self.grad_reduce_in_fp32 is None else {"grad_reduce_in_fp32": self.grad_reduce_in_fp32}
 
     def rows(self, which=None) -> list[dict]:
         """Plain records (all layouts, or the positions in `which`), for a CSV or a DataFrame."""
@@ -489,7 +488,7 @@ class LayoutSearch:
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),
                 "dp_comm_overlap": bool(a["dp_comm_overlap"]),
                 "partition_activations": bool(a.get("partition_activations", False)), **_hierarchy_columns(a),
-                **({} if self.grad_reduce_in_fp32 is None else {"grad_reduce_in_fp32": self.grad_reduce_in_fp32}),
+                **self._search_wide_fields(),
                 "feasible": bool(self.feasible[i]), "reason": self.reason(i),
                 "step_time_s": float(self.step_time_s[i]), "tokens_per_s": float(self.tokens_per_s[i]),
                 "mfu": float(self.mfu[i]), "memory_gib": float(self.memory_bytes[i]) / 2**30,

@@ -278,7 +278,8 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
 
 
 def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None,
-               tied_embeddings=False, seq_len=None, dtype: str = "bf16") -> np.ndarray:
+               tied_embeddings=False, seq_len=None, dtype: str = "bf16",
+               grad_reduce_in_fp32: bool | None = None) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
     only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
     it allows it, interleaving, context, tensor and pipeline parallelism where it has them, and (given the rows'
@@ -288,7 +289,10 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     `seq_len`) context parallelism where the sequence divides into the stack's chunks per cp rank
     (Framework.context_parallel_chunks_per_rank, as frameworks.model_unsupported refuses), on fused attention where
     the stack needs it (Framework.context_parallel_needs_fused_attention: the searched layouts run the stack's default
-    attention in `dtype`, frameworks.flash_attention_by_default, unfused in fp32 on Megatron). The rows' ZeRO stage and offload mode are the
+    attention in `dtype`, frameworks.flash_attention_by_default, unfused in fp32 on Megatron), and (given a gradient
+    dtype for every row, `grad_reduce_in_fp32`) fp32 accumulation of 16-bit gradients only from the stack's lowest
+    ZeRO stage for it (Framework.fp32_grad_accumulation_min_zero, check_layout's rule) and reduction in the 16-bit
+    model dtype only where its launch has it (Framework.reduces_in_model_dtype). The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
@@ -320,6 +324,10 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     if np.any(needs_fused):
         fused = flash_attention_by_default([FRAMEWORK_CODES[s.name] for s in stacks], dtype)
         ok &= (cp == 1) | ~needs_fused | fused[index]
+    if grad_reduce_in_fp32 and dtype in ("bf16", "fp8"):
+        ok &= zero >= per_stack("fp32_grad_accumulation_min_zero")
+    elif grad_reduce_in_fp32 is False and dtype != "fp32":
+        ok &= per_stack("reduces_in_model_dtype")
     return ok
 
 
