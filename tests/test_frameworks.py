@@ -522,8 +522,8 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved
     (schedules.py:35), fp16 gradients accumulated by an unfused add (no gradient_accumulation_fusion for them before
-    07916bf2); no TE TP overlap, fp8 (nor fp8 parameters, nor TE's fp8 GEMM inputs), context parallelism, Megatron-FSDP, fused cross-entropy or
-    multi-token prediction yet."""
+    07916bf2); no TE TP overlap, fp8 (nor fp8 parameters, nor TE's fp8 GEMM inputs), context parallelism, Megatron-FSDP, fused cross-entropy,
+    multi-token prediction or end ranks' layer counts yet."""
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
     assert {k for k in new if old[k] != new[k]} == {
@@ -532,7 +532,7 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
         "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages", "param_gather_overlap",
         "dp_reduce_per_model_chunk", "reduce_overlaps_when_sharded", "unfused_16bit_grad_accumulation_bytes",
         "fused_loss_bytes_per_logit", "runs_multi_token_prediction", "runs_fp8_param_gather",
-        "fp8_keeps_quantised_linear_inputs"}
+        "fp8_keeps_quantised_linear_inputs", "sets_end_stage_layers"}
     stack = FRAMEWORKS["megatron-2022"]
     assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gathers_per_microbatch) == (
         "megatron", False, True, 2.0)

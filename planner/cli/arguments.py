@@ -109,6 +109,10 @@ CONFIG_HELP = {
     "dp": "data-parallel degree",
     "cp": "context-parallel degree (sequence split across GPUs)",
     "vpp": "virtual pipeline stages per GPU (interleaved schedule)",
+    "first-stage-layers": "transformer layers on the first pipeline rank (Megatron's --decoder-first-pipeline-num-layers; "
+                          "default: the stack's split)",
+    "last-stage-layers": "transformer layers on the last pipeline rank, beside the output layer, the loss and any MTP "
+                         "blocks (Megatron's --decoder-last-pipeline-num-layers; default: the stack's split)",
     "zero": "ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters sharded",
     "micro-batch": "sequences per micro-batch per GPU",
     "global-batch": "sequences per optimizer step (default: micro-batch x dp)",

@@ -18,7 +18,7 @@ from planner.specs.clusters import DEFAULT_CLUSTER
 
 MODEL_KEYS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "attention_window", "bias", "norm",
               "tied_embeddings", "dropout")
-LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "zero", "offload", "offload_device", "micro_batch",
+LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "vpp", "first_stage_layers", "last_stage_layers", "zero", "offload", "offload_device", "micro_batch",
                "global_batch", "recompute", "seq_parallel", "dtype", "flash_attention", "framework",
                "tp_comm_overlap", "dp_comm_overlap", "grad_reduce_in_fp32", "zero_hpz", "zero_quantized_weights",
                "zero_quantized_gradients", "shard_group", "grad_shard_group", "zero_tiling", "activation_offload",
@@ -48,7 +48,7 @@ def _add_shape_and_layout_flags(group) -> None:
     group.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
     group.add_argument("--gpus", type=whole_number(), help="total GPUs (checked against tp*pp*dp*cp; sets dp if --dp is absent)")
     for key in ("layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab",
-                "tp", "pp", "dp", "cp", "vpp", "micro-batch", "global-batch"):
+                "tp", "pp", "dp", "cp", "vpp", "first-stage-layers", "last-stage-layers", "micro-batch", "global-batch"):
         group.add_argument(f"--{key}", type=whole_number(), help=CONFIG_HELP[key])
     group.add_argument("--mlp", choices=["gelu", "swiglu"], help=CONFIG_HELP["mlp"])
     group.add_argument("--bias", type=int, choices=[0, 1], help=CONFIG_HELP["bias"])

@@ -144,7 +144,14 @@ def _layout_line(layout) -> str:
             f"dtype={layout.dtype} flash={int(layout.flash_attention_on)} framework={layout.framework} "
             f"tp_comm_overlap={int(layout.tp_comm_overlap_on)} dp_comm_overlap={int(layout.dp_comm_overlap_on)}"
             + (" partition_activations=1" if layout.partition_activations_on else "") + fp8_params
-            + (" loss_fusion=1" if layout.loss_fusion else "") + _hierarchy_text(layout))
+            + (" loss_fusion=1" if layout.loss_fusion else "") + _hierarchy_text(layout) + _end_stages_text(layout))
+
+
+def _end_stages_text(layout) -> str:
+    """' first_stage_layers=16 last_stage_layers=13' where the layout sets them (empty otherwise)."""
+    return "".join(f" {name}={value}" for name, value in (("first_stage_layers", layout.first_stage_layers),
+                                                          ("last_stage_layers", layout.last_stage_layers))
+                   if value is not None)
 
 
 def _moe_layout_text(model, layout) -> str:

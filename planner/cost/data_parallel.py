@@ -377,7 +377,7 @@ def _shard_links(batch, cluster, fw):
 # What _data_parallel_collectives reads: the model, the parallel sizes and vpp (the stage's parameters and
 # groups), ZeRO, the dtypes and the stack; not the micro-batch, the batch size, recompute or the hierarchy.
 DATA_PARALLEL_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
-    "vpp", "zero", "dtype", "framework", "grad_reduce_in_fp32", "fp8_param_gather", "a2a_overlap")
+    "vpp", "zero", "dtype", "framework", "grad_reduce_in_fp32", "fp8_param_gather", "a2a_overlap") + distinct.STAGE_SPLIT
 
 
 def _data_parallel_collectives(batch, cluster):

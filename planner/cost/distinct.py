@@ -30,6 +30,9 @@ MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices",
                  "core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
                  "route_groups", "attention_window")
 PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
+# The layers the layout puts on the first and the last pipeline rank (Layout.first_stage_layers, last_stage_layers;
+# 0 = the stack's split): in every key that reads the stage split.
+STAGE_SPLIT = ("first_stage_layers", "last_stage_layers")
 # What one transformer layer's activation bytes (cost.memory) and its times and exposed tensor/context-parallel
 # communication (cost.step_time) read, directly or through what they call: the model, tp and cp (their groups'
 # links), the micro-batch, the dtype, the stack and the layer's switches; not pp, dp, ZeRO, offload or the batch

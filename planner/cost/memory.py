@@ -59,7 +59,7 @@ from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.topology import NCCL_CHANNELS
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
-from planner.specs.pipeline_stages import (padded_vocab, slots_split, stage_argmax, stage_param_counts,
+from planner.specs.pipeline_stages import (padded_vocab, slots_split, split_set, stage_argmax, stage_param_counts,
                                           vocab_padding_params)
 
 MIB = 2.0**20
@@ -400,7 +400,7 @@ def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
     rounds = _chunk_rounds(batch, forwards)
     per_round, full_cycles, last_chunk, rest = rounds
     transformer = batch.layers - batch.mtp_layers
-    slots = slots_split(transformer, p, v)
+    slots = slots_split(transformer, p, v) & ~split_set(batch)
     per_chunk = (transformer + 2.0) / (p * v)
     light = np.where(rank == 0, _runs_of_chunk(rounds, 0.0), np.where(rank >= p - 1, _runs_of_chunk(rounds, v - 1.0), 0.0))
     in_slots = per_chunk * forwards - light
@@ -452,7 +452,8 @@ def _where_interleaved(batch: CandidateBatch, chunk_runs, otherwise) -> np.ndarr
 
 # What the micro-batches in flight read: the pipeline's size and interleaving, the micro-batches per step, the
 # stack (its interleaved rounds), the all-to-all overlap (its extra warm-up forward) and the depth (the chunks' size).
-INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation", "framework", "a2a_overlap", "layers", "mtp_layers")
+INFLIGHT_COLUMNS = ("pp", "vpp", "grad_accumulation", "framework", "a2a_overlap", "layers", "mtp_layers") \
+    + distinct.STAGE_SPLIT
 
 
 def stage_inflight(batch: CandidateBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -509,13 +510,13 @@ def reserve_parts(batch: CandidateBatch, cluster: ClusterSpec, transient, stack:
             "reserve": np.full(n, eff.memory_reserve_bytes)}
 
 
-# What _stage_states reads, directly or through what it calls: the model, the stage split (tp, pp, vpp), the
+# What _stage_states reads, directly or through what it calls: the model, the stage split (tp, pp, vpp, STAGE_SPLIT), the
 # sharding (dp, cp, ZeRO and its hierarchy, and for MoE models ep, etp and the schedule's weight copies), offload,
 # dtypes and the stack; not the micro-batch, the batch size or recompute.
 STAGE_STATE_COLUMNS = distinct.MODEL_COLUMNS + (
     "tp", "pp", "vpp", "dp", "cp", "zero", "offload", "offload_nvme", "dtype", "framework", "grad_reduce_in_fp32",
     "shard_group", "grad_shard_group", "zero_hpz", "zero_tiling", "fp8_param_gather", "dp_comm_overlap",
-    "ep", "etp", "a2a_overlap")
+    "ep", "etp", "a2a_overlap") + distinct.STAGE_SPLIT
 # The named parts of a stage's bytes in the order a breakdown lists them. Those of STATE_PARTS (and MoE_STATE_PARTS)
 # are fixed by the stage's parameters (_stage_states, once per combination of STAGE_STATE_COLUMNS); the rest follow
 # the micro-batch and are computed per candidate.

@@ -14,9 +14,9 @@ from planner.cost import distinct
 from planner.specs.pipeline_stages import chunk_share, stage_argmax, stage_param_counts
 
 
-# What the stage split reads (specs.pipeline_stages.stage_layers, stage_param_counts): the model, tp, pp, vpp and the
-# stack (its vocabulary padding).
-STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp", "framework", "a2a_overlap")
+# What the stage split reads (specs.pipeline_stages.stage_layers, stage_param_counts): the model, tp, pp, vpp, the
+# stack (its vocabulary padding) and the end ranks' layers where the layout sets them.
+STAGE_COLUMNS = distinct.MODEL_COLUMNS + ("tp", "pp", "vpp", "framework", "a2a_overlap") + distinct.STAGE_SPLIT
 
 
 def stage_split(batch):
@@ -51,4 +51,5 @@ def largest_chunk_share(batch):
     rank's micro-batch its largest model chunk holds, which the interleaved bubble is paid in. Once per distinct
     combination of STAGE_COLUMNS, once per batch."""
     return batch.cached("chunk_share", lambda b: distinct.once_per_combination(
-        b, STAGE_COLUMNS, lambda c: chunk_share(c.layers - c.mtp_layers, c.pp, c.vpp)))
+        b, STAGE_COLUMNS, lambda c: chunk_share(c.layers - c.mtp_layers, c.pp, c.vpp, c.first_stage_layers,
+                                              c.last_stage_layers)))

@@ -104,7 +104,8 @@ def parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
     """tp/pp/vpp/cp, sequence parallelism and the pipeline split."""
     args: list[Argument] = [("--tensor-model-parallel-size", str(layout.tp)),      # MPC:55
                             ("--pipeline-model-parallel-size", str(layout.pp))]    # MPC:83
-    args += pipeline_split_arguments(model.layers, layout.pp, layout.vpp, model.mtp_layers)
+    args += pipeline_split_arguments(model.layers, layout.pp, layout.vpp, model.mtp_layers,
+                                     layout.first_stage_layers or 0, layout.last_stage_layers or 0)
     m = layout.grad_accumulation
     group = int(interleaving_round(micro_batch_rules(FRAMEWORKS["megatron"]), layout.pp, m)) if layout.vpp > 1 else 0
     if layout.pp > 1 and layout.vpp > 1 and group != layout.pp:
@@ -121,21 +122,23 @@ def parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
     return args
 
 
-def pipeline_split_arguments(layers: int, pp: int, vpp: int, mtp_layers: int = 0) -> list[Argument]:
+def pipeline_split_arguments(layers: int, pp: int, vpp: int, mtp_layers: int = 0, first_set: int = 0,
+                             last_set: int = 0) -> list[Argument]:
     """How Megatron splits the layers over pp x vpp stages, as the plan priced it (planner.emit.pipeline).
 
     At most one of --num-virtual-stages-per-pipeline-rank and --pipeline-model-parallel-layout may be set
     (MP:928-939); the layout string also fixes vpp (MP:941-951). A layout string names each multi-token-
     prediction layer ('m'), in the last virtual stage of the last rank, before the loss
-    (pipeline_parallel_layer_layout.py:112-114, 121-126)."""
+    (pipeline_parallel_layer_layout.py:112-114, 121-126). End ranks' layers the layout sets (`first_set`, `last_set`)
+    go into the layout string too, which takes any split."""
     if pp == 1:
         return []
-    kind = split_kind(layers, pp, vpp)
+    kind = split_kind(layers, pp, vpp, first_set, last_set)
     args: list[Argument] = []
     if kind == "uneven":
         # MP:3103; grammar in megatron/core/transformer/pipeline_parallel_layer_layout.py:283-321:
         # stages split by '|', E = embedding, L = loss, t = one transformer layer, x*n repeats x.
-        chunks = virtual_stage_layers(layers, pp, vpp)
+        chunks = virtual_stage_layers(layers, pp, vpp, first_set, last_set)
         stages = [("E" if i == 0 else "") + (f"t*{n}" if n > 1 else "t" * n)
                   + ("m" * mtp_layers + "L" if i == len(chunks) - 1 else "") for i, n in enumerate(chunks)]
         return [("--pipeline-model-parallel-layout", "|".join(stages))]

@@ -4,7 +4,8 @@ The cost model prices the first, a middle and the last pipeline rank (planner.sp
 a launch config has to name every stage. `virtual_stage_layers` spells out the same split: even when
 pp x vpp divides the layers; else, when it divides layers + 2, the embedding and the loss each take a
 layer's slot (first and last stage one layer lighter); else the first and last rank get what
-stage_layers gives them and the middle ranks share the rest, the fullest holding stage_layers' middle.
+stage_layers gives them (or the layout sets: Layout.first_stage_layers, last_stage_layers) and the middle ranks
+share the rest, the fullest holding stage_layers' middle.
 Each rank's layers are dealt over its vpp chunks, chunk c of the model living on rank c % pp
 (Megatron-LM's interleaved schedule and torchtitan's looped schedules both place stages so).
 """
@@ -15,16 +16,19 @@ from planner.errors import PlannerInputError
 from planner.specs.pipeline_stages import slots_split, stage_layers
 
 
-def split_kind(layers: int, pp: int, vpp: int) -> str:
-    """'even', 'slots' (embedding and loss count as one layer each) or 'uneven'."""
+def split_kind(layers: int, pp: int, vpp: int, first_set: int = 0, last_set: int = 0) -> str:
+    """'even', 'slots' (embedding and loss count as one layer each) or 'uneven' (also wherever the layout sets an end
+    rank's layers, Layout.first_stage_layers / last_stage_layers: `first_set`, `last_set`, 0 = not set)."""
+    if (first_set or last_set) and pp > 1:
+        return "uneven"
     if layers % (pp * vpp) == 0:
         return "even"
     return "slots" if slots_split(layers, pp, vpp) else "uneven"
 
 
-def rank_layers(layers: int, pp: int, vpp: int) -> list[int]:
+def rank_layers(layers: int, pp: int, vpp: int, first_set: int = 0, last_set: int = 0) -> list[int]:
     """Transformer layers on each pipeline rank (all its virtual stages together)."""
-    kind = split_kind(layers, pp, vpp)
+    kind = split_kind(layers, pp, vpp, first_set, last_set)
     if kind == "even":
         return [layers // pp] * pp
     if kind == "slots":
@@ -32,7 +36,7 @@ def rank_layers(layers: int, pp: int, vpp: int) -> list[int]:
         return [per_rank - 1, *([per_rank] * (pp - 2)), per_rank - 1]
     if pp == 1:
         return [layers]
-    first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp))
+    first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp, first_set=first_set, last_set=last_set))
     # The middle ranks share the rest; stage_layers prices the fullest of them, which gets `middle`.
     share, extra = divmod(layers - first - last, pp - 2) if pp > 2 else (0, 0)
     ranks = [first, *(share + (1 if i < extra else 0) for i in range(pp - 2)), last]
@@ -42,17 +46,23 @@ def rank_layers(layers: int, pp: int, vpp: int) -> list[int]:
     return ranks
 
 
-def virtual_stage_layers(layers: int, pp: int, vpp: int) -> list[int]:
+def virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int = 0, last_set: int = 0) -> list[int]:
     """Layers of each of the pp x vpp model chunks in model order (chunk c runs on rank c % pp)."""
-    if split_kind(layers, pp, vpp) == "slots":  # the embedding's slot is in chunk 0, the loss's in the last
+    if split_kind(layers, pp, vpp, first_set, last_set) == "slots":  # the embedding's slot is in chunk 0, the loss's in the last
         per_chunk = (layers + 2) // (pp * vpp)
         chunks = [per_chunk] * (pp * vpp)
         chunks[0] -= 1
         chunks[-1] -= 1
         return chunks
     chunks = [0] * (pp * vpp)
-    for rank, count in enumerate(rank_layers(layers, pp, vpp)):
+    for rank, count in enumerate(rank_layers(layers, pp, vpp, first_set, last_set)):
         base, extra = divmod(count, vpp)
         for v in range(vpp):
             chunks[v * pp + rank] = base + (1 if v < extra else 0)
     return chunks
+
+
+def layout_chunks(layers: int, layout) -> list[int]:
+    """virtual_stage_layers of a Layout: its pp, vpp and the end ranks' layers it sets."""
+    return virtual_stage_layers(layers, layout.pp, layout.vpp, layout.first_stage_layers or 0,
+                                layout.last_stage_layers or 0)

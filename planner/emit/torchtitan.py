@@ -18,7 +18,7 @@ HSDP (replicate x shard) is the layout's shard_group: shard degree = shard_group
 
 from __future__ import annotations
 
-from planner.emit.pipeline import virtual_stage_layers
+from planner.emit.pipeline import layout_chunks
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, train_steps, warmup_count)
@@ -111,7 +111,7 @@ def unsupported(model: ModelSpec, layout: Layout, cluster=None) -> list[str]:
                         "offloads through FSDP only")
     # A middle pipeline chunk without layers is a stage without parameters, and the optimizer refuses an empty
     # parameter list (components/optimizer.py:81; the first and last chunks hold the embedding and the output).
-    if layout.pp > 1 and 0 in virtual_stage_layers(model.layers, layout.pp, layout.vpp)[1:-1]:
+    if layout.pp > 1 and 0 in layout_chunks(model.layers, layout)[1:-1]:
         problems.append(f"layers({model.layers}) over pp({layout.pp}) x vpp({layout.vpp}) leaves a middle pipeline "
                         "chunk without layers, a stage torchtitan's optimizer refuses (no parameters)")
     if layout.recompute == "selective":  # Korthikanti's attention-core recompute, which torchtitan does not have
@@ -162,11 +162,11 @@ def _value(value) -> str:
     return "[" + ", ".join(_value(v) for v in value) + "]"
 
 
-def stage_modules(layers: int, pp: int, vpp: int) -> list[list[str]]:
+def stage_modules(layers: int, layout: Layout) -> list[list[str]]:
     """parallelism.module_fqns_per_model_part (JC:367): module names of each model chunk, chunk c on rank
     c % pp (looped schedules, PP:447-461), split as the plan priced it (planner.emit.pipeline)."""
     chunks, first = [], 0
-    counts = virtual_stage_layers(layers, pp, vpp)
+    counts = layout_chunks(layers, layout)
     for index, count in enumerate(counts):
         names = [f"layers.{i}" for i in range(first, first + count)]
         first += count
@@ -247,7 +247,7 @@ def parallelism_table(model: ModelSpec, layout: Layout, async_tp: bool) -> dict:
     if layout.pp > 1:
         table.update({"pipeline_parallel_schedule": "Interleaved1F1B" if layout.vpp > 1 else "1F1B",  # JC:396
                       "pipeline_parallel_microbatch_size": layout.micro_batch,            # JC:412
-                      "module_fqns_per_model_part": stage_modules(model.layers, layout.pp, layout.vpp)})  # JC:367
+                      "module_fqns_per_model_part": stage_modules(model.layers, layout)})  # JC:367
     return table
 
 

@@ -226,6 +226,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
         problems.append(f"tp({layout.tp}) > 1: {framework} has no tensor parallelism")
     if layout.pp > 1 and not stack.supports_pipeline:
         problems.append(f"pp({layout.pp}) > 1: {framework} has no pipeline parallelism")
+    if (layout.first_stage_layers or layout.last_stage_layers) and not stack.sets_end_stage_layers:
+        problems.append(f"first_stage_layers/last_stage_layers: {framework} splits the layers over its pipeline ranks by "
+                        "its own rule, not by counts the layout sets (leave them unset)")
     if layout.vpp > 1 and not stack.supports_interleaving:
         problems.append(f"vpp({layout.vpp}) > 1: {framework} has no interleaved pipeline schedule")
     elif layout.pp > 1 and (reason := _micro_batch_rule(stack, layout)):

@@ -329,6 +329,13 @@ class Framework:
     # last among them, one fewer (DeepSpeed's pipeline engine: frameworks/deepspeed.py). False: Megatron-Core's split
     # (planner.specs.pipeline_stages.stage_layers: embedding and loss slots, or the remainder to the middle stages).
     uneven_layers_to_first_stages: bool = False
+    # Whether the layout may set the first and the last pipeline rank's layers (Layout.first_stage_layers,
+    # last_stage_layers), which the searches try lighter (search.layouts): Megatron-Core by
+    # --decoder-first/last-pipeline-num-layers or a layout string (NVIDIA/Megatron-LM@d98e8a64
+    # megatron/core/transformer/transformer_config.py:2241-2345), torchtitan by its module lists per model chunk
+    # (parallelism.module_fqns_per_model_part, emit/torchtitan.py). False where the split is the stack's own rule:
+    # DeepSpeed's PipelineModule partitions by a method ('parameters', 'uniform', 'type:...'), not by counts.
+    sets_end_stage_layers: bool = False
     # Bytes per token x (local) vocabulary entry the stack's language-model loss holds at its peak, on top of the
     # activations (cost/memory.py, the last stage's "logits" part): what the stack's own loss code allocates from the
     # output layer's 16-bit logits through its backward. 4 is the fp32 logits alone (Korthikanti et al. 2022,

@@ -27,6 +27,7 @@ from planner.frameworks.base import Framework
 
 FSDP = Framework(
     name="fsdp",
+    sets_end_stage_layers=True,  # base.py: torchtitan's module lists per model chunk
     # Each pipeline stage's model chunk goes through the same parallelize function, FSDP2 included
     # (torchtitan@b5bcd76c `torchtitan/distributed/pipeline_parallel.py`:111): ZeRO-3 with pipelining.
     max_zero_with_pipeline=3,

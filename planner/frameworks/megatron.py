@@ -31,6 +31,7 @@ from planner.frameworks.base import EVAL_INTERVAL_STEPS, EVAL_ITERS, Framework
 
 MEGATRON = Framework(
     name="megatron",
+    sets_end_stage_layers=True,  # base.py: --decoder-first/last-pipeline-num-layers, layout strings
     runs_fp8_param_gather=True,  # --fp8-param-gather (base.py); emit/megatron.py writes it
     # Transformer Engine's DotProductAttention (--attention-backend auto) turns FlashAttention 2/3/4 and its cuDNN
     # FusedAttention off for other query dtypes than bf16/fp16 (fp8 for FA3 and FusedAttention): an fp32 run has only

@@ -59,6 +59,9 @@ MEGATRON_2022 = replace(
     MEGATRON, name="megatron-2022", lineage="megatron",
     # Multi-token prediction came with Megatron-Core long after (no --mtp-num-layers at core_r0.9.0, 2024).
     runs_multi_token_prediction=False,
+    # The end ranks' layers became settable with Megatron-Core (--decoder-first/last-pipeline-num-layers); Megatron-LM
+    # of 2021-22 asserted that pp divides the layers.
+    sets_end_stage_layers=False,
     runs_fp8_param_gather=False,  # fp8 parameters came with Megatron-Core too (and this stack has no fp8)
     fp8_keeps_quantised_linear_inputs=False,  # no Transformer Engine (no fp8 at all)
     p2p_overlap=False,

@@ -10,6 +10,7 @@ from planner.frameworks.base import Framework
 
 OTHER = Framework(
     name="other",
+    sets_end_stage_layers=True,  # the neutral stack runs what it is given
     runs_fp8_param_gather=True,  # the neutral stack runs what it is given
     grad_bytes_bf16=2.0, grad_bytes_fp16=2.0, reduce_bytes_bf16=2.0, reduce_bytes_fp16=2.0,
     optimizer_bytes=12.0, sharded_param_bytes=2.0,

@@ -160,6 +160,10 @@ def layout_text(row: dict) -> str:
     `ep` None or absent: a dense model (a Layout's fields carry ep 1 for one: the caller says which it is)."""
     text = f"{row['framework']} tp{row['tp']} pp{row['pp']}"
     text += f" vpp{row['vpp']}" if row["vpp"] > 1 else ""
+    # End ranks' layers the layout sets (Layout.first_stage_layers, last_stage_layers), as "layers 8|..|5".
+    first, last = row.get("first_stage_layers"), row.get("last_stage_layers")
+    if first or last:
+        text += f" layers {first or '*'}|..|{last or '*'}"
     text += f" cp{row['cp']}" if row["cp"] > 1 else ""
     text += f" dp{row['dp']} z{row['zero']} mb{row['micro_batch']}"
     if row.get("ep") is not None:  # MoE: expert parallel, expert tp (when not tp), all-to-all overlap

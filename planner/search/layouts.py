@@ -50,8 +50,9 @@ from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_
 from planner.specs.layout import make_layout
 from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
 from planner.specs.model import ModelSpec
-from planner.specs.pipeline_stages import interleavings
-from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, kv_multiple_of, layout_fields, runnable_stacks,
+from planner.specs.pipeline_stages import interleavings, lighter_last_splits
+from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, end_stage_fields, kv_multiple_of, layout_fields,
+                                  runnable_stacks,
                                   stack_runs, with_hierarchy)
 
 MAX_TP = 64
@@ -80,7 +81,9 @@ def batch_sequences(model: ModelSpec, tokens: float, rule: str = batch_size.DEFA
 
 
 def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False, gpus_per_node: int | None = None) -> np.ndarray:
-    """(tp, cp, pp, vpp, dp) rows that divide the GPUs and the model (tp also a multiple of the key/value heads
+    """(tp, cp, pp, vpp, dp, first_stage_layers, last_stage_layers) rows that divide the GPUs and the model, each
+    pipeline with the stack's own split (0, 0) and the splits with a lighter last rank (lighter_last_splits; the
+    stacks that cannot set them take only the first: space.stack_runs) (tp also a multiple of the key/value heads
     with `kv_multiple`, where a searched stack runs that: enumerate_layouts keeps those rows for it alone), with
     `gpus_per_node` only a tp whose groups line up with the nodes (layout_checks.tp_fits_the_nodes)."""
     rows = []
@@ -97,8 +100,16 @@ def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False, gpus_per
                 if pp > model.layers:
                     continue
                 vpps = interleavings(model.layers, pp, MAX_VPP)
-                rows += [(tp, cp, pp, v, gpus // (tp * cp * pp)) for v in vpps]
-    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+                dp = gpus // (tp * cp * pp)
+                rows += [(tp, cp, pp, v, dp, first, last) for v in vpps
+                         for first, last in ((0, 0), *_lighter_last(model.layers, pp, v))]
+    return np.array(rows, dtype=np.int64).reshape(-1, 7)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lighter_last(layers: int, pp: int, vpp: int) -> tuple:
+    """pipeline_stages.lighter_last_splits, once per (layers, pp, vpp) of a search."""
+    return tuple(lighter_last_splits(layers, pp, vpp))
 
 
 def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_index, stacks, admitted=None):
@@ -252,10 +263,10 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
             pair_placement, pair_state = p_index[rows], option_state[option_index]
             admitted = lambda choice, kept: fits[pair_placement[kept], pair_state[kept], choice]  # noqa: E731
     chosen = options[option_index].reshape(-1, options.shape[1])
-    tp, cp, pp, vpp, dp = (placements[p_index[rows], k] for k in range(5))
+    tp, cp, pp, vpp, dp, first_set, last_set = (placements[p_index[rows], k] for k in range(7))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len, dtype,
-                      grad_reduce_in_fp32)
+                      grad_reduce_in_fp32, (first_set > 0) | (last_set > 0))
     # What each row's stack runs of its tp (_tp_runs: what tp splits, with sequence parallelism each rank's sequence).
     runs &= _tp_runs(model, placements, stacks)[p_index[rows], f, sp]
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
@@ -288,7 +299,8 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         batch = overlap_micro_batches(overlap, pp[keep], steps) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
     arrays = {
-        "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept, "micro_batch": micro_batch,
+        "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept,
+        "first_stage_layers": first_set[keep], "last_stage_layers": last_set[keep], "micro_batch": micro_batch,
         "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
         "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
         "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
@@ -297,6 +309,13 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     if gpus_per_node is not None:
         arrays = _with_hierarchy(arrays, stacks, f[keep], gpus_per_node, hierarchy)
     return _without_refused_zero3_experts(model, arrays)
+
+
+def _end_stage_columns(a: dict) -> dict:
+    """A row's end-rank layers for its record, in every record (a CSV's columns): None where the stack's split is
+    used (space.end_stage_fields)."""
+    fields = end_stage_fields(a)
+    return {name: fields.get(name) for name in ("first_stage_layers", "last_stage_layers")}
 
 
 def _without_refused_zero3_experts(model: ModelSpec, arrays: dict) -> dict:
@@ -329,11 +348,12 @@ def _state_skeleton(model: ModelSpec, placements: np.ndarray, options: np.ndarra
     states, option_state = np.unique(options[:, _STATE_OPTION_COLUMNS], axis=0, return_inverse=True)
     placement = np.repeat(np.arange(len(placements)), len(states))
     state = np.tile(np.arange(len(states)), len(placements))
-    tp, cp, pp, vpp, dp = (placements[placement, k] for k in range(5))
+    tp, cp, pp, vpp, dp, first_set, last_set = (placements[placement, k] for k in range(7))
     zero, offload, dpo, f = states[state].T
     # Sequence parallelism is not a state column: a state is kept where its tp runs with it on or off. The dtype's
     # attention rule is left to enumerate_layouts (bf16, the default, refuses the fewest: a superset is safe here).
-    keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len)
+    keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len,
+                                     end_stages_set=(first_set > 0) | (last_set > 0))
                           & _tp_runs(model, placements, stacks).any(axis=2)[placement, f])
     none = np.full(len(placement), RECOMPUTE_CODES["none"], dtype=np.int64)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, none, f, stacks)
@@ -342,7 +362,7 @@ def _state_skeleton(model: ModelSpec, placements: np.ndarray, options: np.ndarra
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
     arrays = {
         "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp[keep],
-        "micro_batch": np.ones(n, dtype=np.int64), "global_batch": dp[keep], "zero": zero[keep],
+        "first_stage_layers": first_set[keep], "last_stage_layers": last_set[keep], "micro_batch": np.ones(n, dtype=np.int64), "global_batch": dp[keep], "zero": zero[keep],
         "offload": offload[keep], "recompute": none[keep], "seq_parallel": off, "tp_comm_overlap": off,
         "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]], "partition_activations": off,
         "choice": np.zeros(n, dtype=np.int64), **expert, "pair": placement[keep] * len(states) + state[keep],
@@ -482,7 +502,8 @@ class LayoutSearch:
             a = {k: v[i] for k, v in self.arrays.items()}
             out.append({
                 "gpus": self.gpus, "framework": names[int(a["framework"])], "tp": int(a["tp"]), "pp": int(a["pp"]),
-                "vpp": int(a["vpp"]), "cp": int(a["cp"]), "dp": int(a["dp"]), "micro_batch": int(a["micro_batch"]),
+                "vpp": int(a["vpp"]), **_end_stage_columns(a), "cp": int(a["cp"]), "dp": int(a["dp"]),
+                "micro_batch": int(a["micro_batch"]),
                 "global_batch": int(a["global_batch"]), "zero": int(a["zero"]),
                 "offload": list(OFFLOAD_CODES)[int(a["offload"])], "recompute": list(RECOMPUTE_CODES)[int(a["recompute"])],
                 "seq_parallel": bool(a["seq_parallel"]), "tp_comm_overlap": bool(a["tp_comm_overlap"]),

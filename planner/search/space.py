@@ -279,7 +279,7 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
 
 def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None,
                tied_embeddings=False, seq_len=None, dtype: str = "bf16",
-               grad_reduce_in_fp32: bool | None = None) -> np.ndarray:
+               grad_reduce_in_fp32: bool | None = None, end_stages_set=False) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
     only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
     it allows it, interleaving, context, tensor and pipeline parallelism where it has them, and (given the rows'
@@ -292,7 +292,8 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     attention in `dtype`, frameworks.flash_attention_by_default, unfused in fp32 on Megatron), and (given a gradient
     dtype for every row, `grad_reduce_in_fp32`) fp32 accumulation of 16-bit gradients only from the stack's lowest
     ZeRO stage for it (Framework.fp32_grad_accumulation_min_zero, check_layout's rule) and reduction in the 16-bit
-    model dtype only where its launch has it (Framework.reduces_in_model_dtype). The rows' ZeRO stage and offload mode are the
+    model dtype only where its launch has it (Framework.reduces_in_model_dtype), and end ranks' layers the rows set
+    (`end_stages_set`, per row or for all) only where the stack sets them (Framework.sets_end_stage_layers). The rows' ZeRO stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
@@ -310,7 +311,8 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     if np.any(alone):
         ok &= ~(alone & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))
     for attr, uses in (("supports_interleaving", lambda: vpp > 1), ("supports_context_parallel", lambda: cp > 1),
-                       ("supports_tensor_parallel", lambda: tp > 1), ("supports_pipeline", lambda: pp > 1)):
+                       ("supports_tensor_parallel", lambda: tp > 1), ("supports_pipeline", lambda: pp > 1),
+                       ("sets_end_stage_layers", lambda: np.asarray(end_stages_set, dtype=bool))):
         has = per_stack(attr)
         if not np.all(has):
             ok &= has | ~uses()
@@ -390,7 +392,12 @@ def layout_fields(a: dict) -> dict:
     return dict(tp=int(a["tp"]), pp=int(a["pp"]), dp=int(a["dp"]), vpp=int(a["vpp"]), cp=int(a["cp"]),
                 zero=int(a["zero"]), offload=list(OFFLOAD_CODES)[int(a["offload"])], micro_batch=int(a["micro_batch"]),
                 recompute=list(RECOMPUTE_CODES)[int(a["recompute"])], seq_parallel=bool(a["seq_parallel"]),
-                **hierarchy_fields(a), **stack_fields(a))
+                **end_stage_fields(a), **hierarchy_fields(a), **stack_fields(a))
+
+
+def end_stage_fields(a: dict) -> dict:
+    """The Layout fields of a row's end-rank layers, where it sets them (0 or absent: the stack's split)."""
+    return {name: int(a[name]) for name in ("first_stage_layers", "last_stage_layers") if int(a.get(name, 0)) > 0}
 
 
 def hierarchy_fields(a: dict) -> dict:

@@ -70,6 +70,10 @@ class CandidateBatch:
     dp: np.ndarray
     cp: np.ndarray
     vpp: np.ndarray
+    # Transformer layers the layout puts on the first and the last pipeline rank (Layout.first_stage_layers,
+    # last_stage_layers); 0 = the stack's split.
+    first_stage_layers: np.ndarray
+    last_stage_layers: np.ndarray
     zero: np.ndarray
     offload: np.ndarray  # OFFLOAD_CODES
     offload_nvme: np.ndarray  # bool: ZeRO-Infinity target is NVMe rather than host memory
@@ -252,7 +256,7 @@ def build_batch(models: list[ModelSpec], model_index, **layout_arrays) -> Candid
         columns = {name: np.broadcast_to(values[0], index.shape + values.shape[1:]) for name, values in per_model.items()}
     else:
         columns = {name: values[index] for name, values in per_model.items()}
-    defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0, offload=0, offload_nvme=False, micro_batch=1,
+    defaults = dict(tp=1, pp=1, dp=1, cp=1, vpp=1, first_stage_layers=0, last_stage_layers=0, zero=0, offload=0, offload_nvme=False, micro_batch=1,
                     global_batch=1, recompute=0, seq_parallel=False, flash_attention=True, dtype=0,
                     framework=FRAMEWORK_CODES["other"], tp_comm_overlap=False,
                     dp_comm_overlap=FRAMEWORKS["other"].dp_comm_overlap_default, grad_reduce_in_fp32=-1,
@@ -300,7 +304,8 @@ def layouts_batch(models: list[ModelSpec], layouts: list[Layout]) -> CandidateBa
     return build_batch(
         models, np.arange(len(layouts)), **_moe_layout_columns(layouts, column),
         tp=column(lambda l: l.tp), pp=column(lambda l: l.pp), dp=column(lambda l: l.dp), cp=column(lambda l: l.cp),
-        vpp=column(lambda l: l.vpp), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
+        vpp=column(lambda l: l.vpp), first_stage_layers=column(lambda l: l.first_stage_layers or 0),
+        last_stage_layers=column(lambda l: l.last_stage_layers or 0), zero=column(lambda l: l.zero), offload=column(lambda l: OFFLOAD_CODES[l.offload]),
         offload_nvme=column(lambda l: l.offload_device == "nvme"), micro_batch=column(lambda l: l.micro_batch),
         global_batch=column(lambda l: l.global_batch), recompute=column(lambda l: RECOMPUTE_CODES[l.recompute]),
         seq_parallel=column(lambda l: l.seq_parallel and l.tp > 1), flash_attention=column(lambda l: l.flash_attention_on),

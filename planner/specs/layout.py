@@ -28,6 +28,12 @@ class Layout(BaseModel):
     dp: int = Field(default=1, gt=0)
     cp: int = Field(default=1, gt=0)
     vpp: int = Field(default=1, gt=0)
+    # Transformer layers on the first and on the last pipeline rank, all its virtual stages together (None = the
+    # stack's split, specs.pipeline_stages.stage_layers): Megatron-Core's --decoder-first/last-pipeline-num-layers,
+    # or a layout string's end ranks, which NVIDIA's recipes set to make room for the embedding, the output layer,
+    # the loss and multi-token-prediction blocks (pipeline_stages.split_set_by_layout). The middle ranks share the rest.
+    first_stage_layers: int | None = Field(default=None, gt=0)
+    last_stage_layers: int | None = Field(default=None, gt=0)
     zero: Literal[0, 1, 2, 3] = 0
     offload: Literal["none", "optimizer", "optimizer+params"] = "none"
     offload_device: Literal["cpu", "nvme"] = "cpu"

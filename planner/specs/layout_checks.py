@@ -15,7 +15,7 @@ from planner.frameworks import FRAMEWORKS, model_unsupported, unsupported_featur
 from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
-from planner.specs.pipeline_stages import fits_the_chunks
+from planner.specs.pipeline_stages import fits_the_chunks, split_set_by_layout
 
 
 def tp_splits_model(heads, kv_heads, ffn, seq_len, tp, cp, seq_parallel, kv_multiple):
@@ -62,6 +62,7 @@ def check_layout(model: ModelSpec, layout: Layout, gpus: int | None = None, wher
                         f"= {model.layers + 2})")
     if v > 1 and p == 1:
         problems.append(f"vpp({v}) > 1 needs pipeline parallelism (pp > 1)")
+    problems += end_stage_problems(model.layers, layout)
     if model.seq_len % c:
         problems.append(f"seq_len({model.seq_len}) is not divisible by cp({c})")
     if layout.global_batch % (layout.micro_batch * d):
@@ -161,5 +162,30 @@ def check_hierarchy_on_node(layout: Layout, gpus_per_node: int, where: str = "la
             f" * cp({layout.cp}) = {span} ranks, gpus_per_node({gpus_per_node}) % {span} = {gpus_per_node % span}")
 
 
-__all__ = ["check_layout", "tp_splits_model", "hierarchy_problems", "check_hierarchy_on_node", "check_tp_on_nodes",
+def end_stage_problems(layers: int, layout: Layout) -> list[str]:
+    """What is wrong with the end ranks' layers the layout sets (Layout.first_stage_layers, last_stage_layers) over
+    `layers` transformer layers: they need a pipeline, and every rank a layer per virtual stage, the middle ranks
+    sharing what the ends leave (pipeline_stages.split_set_by_layout; Megatron-Core refuses an end of no layers and
+    middle ranks left without layers, NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/transformer_config.py:
+    2302-2345)."""
+    first, last, p, v = layout.first_stage_layers, layout.last_stage_layers, layout.pp, layout.vpp
+    if first is None and last is None:
+        return []
+    named = " and ".join(f"{name}({value})" for name, value in (("first_stage_layers", first),
+                                                                ("last_stage_layers", last)) if value is not None)
+    if p == 1:
+        return [f"{named} set the end pipeline ranks' layers: needs pipeline parallelism (pp > 1)"]
+    f, m, l = (int(x) for x in split_set_by_layout(layers, p, first or 0, last or 0))
+    ends = f + l
+    if p == 2 and first is not None and last is not None and ends != layers:
+        return [f"{named}: with pp(2) the two ranks hold all {layers} transformer layers, got {ends}"]
+    lightest_middle = (layers - ends) // (p - 2) if p > 2 else m
+    if ends > layers or min(f, l, lightest_middle) < v:
+        verb = "leave" if first is not None and last is not None else "leaves"
+        return [f"{named} {verb} a pipeline rank fewer than vpp({v}) of the {layers} transformer layers (first {f}, "
+                f"middle ranks {lightest_middle}..{m}, last {l}): every virtual stage needs a layer"]
+    return []
+
+
+__all__ = ["check_layout", "end_stage_problems", "tp_splits_model", "hierarchy_problems", "check_hierarchy_on_node", "check_tp_on_nodes",
            "tp_fits_the_nodes", "HIERARCHY_FLAGS"]

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 
 
 def batch_stage_layers(batch: "CandidateBatch"):
-    """stage_layers of each candidate, split as its stack splits (Framework.uneven_layers_to_first_stages)."""
+    """stage_layers of each candidate, split as its stack splits (Framework.uneven_layers_to_first_stages) or as
+    its layout sets the end ranks (Layout.first_stage_layers, last_stage_layers)."""
     first_heavy = batch_framework_arrays(batch)["uneven_layers_to_first_stages"] > 0
-    return stage_layers(batch.layers - batch.mtp_layers, batch.pp, batch.vpp, batch.mtp_layers, first_heavy)
+    return stage_layers(batch.layers - batch.mtp_layers, batch.pp, batch.vpp, batch.mtp_layers, first_heavy,
+                        batch.first_stage_layers, batch.last_stage_layers)
 
 
-def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False):
+def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False, first_set=0, last_set=0):
     """Transformer layers on the first, a middle (the fullest) and the last pipeline stage, with the
     `mtp_layers` multi-token-prediction blocks on the last.
 
@@ -44,10 +46,16 @@ def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False):
     them (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/multi_token_prediction.py:823-829, 877-881; the
     emitter's layout string puts them there too), and DeepSeek-V3 keeps them with the output head
     (arXiv:2412.19437 section 3.2.3).
+
+    `first_set`, `last_set` (> 0; 0 = the rule above): the transformer layers the layout puts on the first and the
+    last rank, as Megatron-Core's `--decoder-first-pipeline-num-layers` / `--decoder-last-pipeline-num-layers` or a
+    layout string set them (split_set_by_layout).
     """
     first, middle, last = _transformer_stage_layers(layers, pp, vpp)
     if np.any(first_heavy):
         first, middle, last = _first_heavy(layers, pp, np.asarray(first_heavy), first, middle, last)
+    if np.any(first_set) or np.any(last_set):
+        first, middle, last = _split_set_by_layout(layers, pp, first_set, last_set, first, middle, last)
     mtp = np.asarray(mtp_layers, dtype=float)
     if not np.any(mtp):
         return first, middle, last
@@ -90,12 +98,15 @@ def _every_chunk_holds_a_layer(layers: int, pp: int, vpp: int) -> bool:
     return min(first, last, lightest_middle) >= vpp
 
 
-def chunk_share(layers, pp, vpp):
+def chunk_share(layers, pp, vpp, first_set=0, last_set=0):
     """The share of the fullest pipeline rank's micro-batch its largest model chunk holds: 1/vpp where its layers
-    (stage_layers' middle) deal evenly over its vpp chunks, ceil(n / vpp) / n where they do not (8 layers in 5
-    chunks: 2, 2, 2, 1, 1, so 2/8). The interleaved schedule's bubble and its warm-up's activations come in units of
-    a chunk (Narayanan et al. 2021, SC21 Sec. 2.2.2), so the largest one sets them."""
-    _, middle, _ = stage_layers(layers, pp, vpp)
+    (stage_layers' middle, or an end rank the layout fills more) deal evenly over its vpp chunks, ceil(n / vpp) / n
+    where they do not (8 layers in 5 chunks: 2, 2, 2, 1, 1, so 2/8). The interleaved schedule's bubble and its
+    warm-up's activations come in units of a chunk (Narayanan et al. 2021, SC21 Sec. 2.2.2), so the largest one sets
+    them."""
+    first, middle, last = stage_layers(layers, pp, vpp, first_set=first_set, last_set=last_set)
+    if np.any(first_set) or np.any(last_set):
+        middle = np.maximum(np.maximum(first, last), middle)
     n = np.maximum(np.asarray(middle, dtype=float), 1.0)
     v = np.asarray(vpp, dtype=float)
     return np.where(v > 1, np.ceil(n / v) / n, 1.0)
@@ -126,6 +137,74 @@ def interleavings(layers: int, pp: int, most: int) -> list[int]:
             sizes.add(size)
             chosen.append(v)
     return chosen
+
+
+def split_set_by_layout(layers, pp, first_set, last_set):
+    """The transformer layers of the first, fullest middle and last rank where the layout sets an end rank's layers
+    (> 0; 0 = not set). NVIDIA's recipes do so to make room for what else an end rank runs: the embedding on the first,
+    the output layer, the loss and the multi-token-prediction blocks on the last (Megatron-Bridge@067f987d recipes/
+    deepseek/deepseek_v3.py `layout_map`: DeepSeek-V3 on pp 16 runs 4 layers and the embedding on the first rank, 1
+    layer, the MTP block and the loss on the last). An end not set holds what its share of the rest gives it, the
+    lightest share: Megatron-Core deals the layers left over the ranks not set
+    (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/transformer_config.py:2296-2345,
+    transformer_block.py:104-143); the middle ranks share what both ends leave, the fullest holding the most
+    (emit.pipeline.rank_layers deals them so)."""
+    layers, p = np.asarray(layers, dtype=float), np.asarray(pp, dtype=float)
+    first_set, last_set = np.asarray(first_set, dtype=float), np.asarray(last_set, dtype=float)
+    unset = (first_set == 0).astype(float) + (last_set == 0)
+    others = np.maximum(p - 2.0 + unset, 1.0)  # the ranks sharing what the set ends leave
+    left = layers - first_set - last_set
+    lightest = np.floor(left / others)
+    first = np.where(first_set > 0, first_set, lightest)
+    last = np.where(last_set > 0, last_set, lightest)
+    middles = np.maximum(p - 2.0, 1.0)
+    middle = np.where(p > 2, np.ceil((layers - first - last) / middles), np.maximum(first, last))
+    return first, middle, last
+
+
+def split_set(batch: "CandidateBatch") -> np.ndarray:
+    """Candidates whose layout sets an end rank's layers (split_set_by_layout) with a pipeline: their split is the
+    layout's, never the one that gives the embedding and the loss a layer's slot (slots_split)."""
+    return ((batch.first_stage_layers > 0) | (batch.last_stage_layers > 0)) & (batch.pp > 1)
+
+
+def _split_set_by_layout(layers, pp, first_set, last_set, first, middle, last):
+    where = ((np.asarray(first_set) > 0) | (np.asarray(last_set) > 0)) & (np.asarray(pp) > 1)
+    f, m, l = split_set_by_layout(layers, pp, first_set, last_set)
+    return np.where(where, f, first), np.where(where, m, middle), np.where(where, l, last)
+
+
+# The searches try the last pipeline rank up to this many layers lighter than the others (lighter_last_splits).
+LIGHTER_LAST_MOST = 3
+
+
+def lighter_last_splits(layers: int, pp: int, vpp: int, most: int = LIGHTER_LAST_MOST) -> list[tuple[int, int]]:
+    """(first, last) transformer layers of the splits a search tries beside the stack's own (Layout.first_stage_layers,
+    last_stage_layers): the last rank d = 1 .. `most` layers lighter than the fullest, the other ranks sharing the rest
+    with the remainder on the middle ones (the first rank holds the most activations in flight). The last rank runs the output layer, the loss and any multi-token-prediction blocks besides its
+    layers; the cost model times each split and the search keeps the fastest, so what those cost in layers is the
+    cost model's, not a rule's. NVIDIA's recipes split so: DeepSeek-V3 on pp 16 runs 4 layers on each rank and 1 beside
+    the MTP block and the loss on the last (d = 3; Megatron-Bridge@067f987d recipes/deepseek/deepseek_v3.py
+    `layout_map`), on pp 4 x vpp 2 16/16/16/13 (d = 3). Every rank keeps a layer per virtual stage; splits whose last
+    rank is no lighter than in the stack's own, or that repeat one another, are left out. None without a pipeline."""
+    if pp <= 1:
+        return []
+    own = tuple(int(x) for x in stage_layers(layers, pp, vpp))
+    splits, seen = [], {own}
+    for d in range(1, most + 1):
+        fullest = -(-(layers + d) // pp)
+        last = fullest - d
+        first = (layers - last) // (pp - 1)  # the lightest share of the rest: the middle ranks take the remainder
+        if min(first, last) < vpp or first + last > layers:
+            continue
+        middle = -(-(layers - first - last) // (pp - 2)) if pp > 2 else max(first, last)
+        lightest_middle = (layers - first - last) // (pp - 2) if pp > 2 else middle
+        if pp == 2 and first + last != layers or lightest_middle < vpp:
+            continue
+        if last < own[2] and (first, middle, last) not in seen:
+            seen.add((first, middle, last))
+            splits.append((first, last))
+    return splits
 
 
 def _first_heavy(layers, pp, where, first, middle, last):
@@ -214,4 +293,4 @@ def stage_argmax(values) -> np.ndarray:
 
 
 
-__all__ = ["stage_layers", "slots_split", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax"]
+__all__ = ["stage_layers", "slots_split", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax", "split_set_by_layout", "split_set", "lighter_last_splits"]
