@@ -20,7 +20,8 @@ from planner.specs.clusters import load_cluster
 from planner.specs.layout import make_layout
 from planner.specs.layout_checks import check_layout
 from planner.specs.model import PRESETS, preset
-from planner.specs.pipeline_stages import chunk_share, lighter_last_splits, stage_layers
+from planner.specs.pipeline_stages import (chunk_share, last_rank_extra_layers, lighter_last_most, lighter_last_splits,
+                                          stage_layers)
 
 
 def _deepseek(**values):
@@ -98,6 +99,20 @@ def test_the_search_prices_a_searched_split_as_simulate_does():
     assert layout.last_stage_layers is not None
     step = estimate(single_batch(model, layout), cluster).time["step_time_s"][0]
     assert step == pytest.approx(found.step_time_s[i], rel=1e-9)
+
+
+def test_the_search_tries_as_many_lighter_layers_as_the_last_rank_has_extra_work():
+    """The output layer (and MTP block) in layers of the model's FLOPs, by hand for Llama 3 405B: 3 x 2·h·V over
+    126 layers of 3 x (2 x 3.15B parameters' FLOPs + causal attention 2·s·h), about 0.63; the search's range follows it
+    (rounded, at most 3): none where the head is under half a layer (GPT-3 175B, V = 50K at h = 12,288)."""
+    model = preset("llama3-405b")
+    h, V, s = model.hidden, model.vocab, model.seq_len
+    head = 2.0 * h * V
+    layer = 2.0 * (model.non_embedding_params / model.layers) + 2.0 * s * h  # attention core, causal: 4·s·h / 2
+    assert last_rank_extra_layers(model) == pytest.approx(head / layer, rel=0.02)
+    assert [lighter_last_most(preset(n)) for n in ("gpt3-175b", "llama3-405b", "llama3-70b", "llama3-8b")] == [0, 1, 1, 2]
+    assert lighter_last_most(PRESETS["deepseek-v3"]) == 3 and last_rank_extra_layers(PRESETS["deepseek-v3"]) > 3.5
+    assert lighter_last_splits(96, 8, 1, most=0) == []
 
 
 def test_deepspeed_keeps_its_own_split_in_the_search():

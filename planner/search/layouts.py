@@ -50,7 +50,7 @@ from planner.specs.candidate_batch import DTYPE_CODES, OFFLOAD_CODES, RECOMPUTE_
 from planner.specs.layout import make_layout
 from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
 from planner.specs.model import ModelSpec
-from planner.specs.pipeline_stages import interleavings, lighter_last_splits
+from planner.specs.pipeline_stages import interleavings, lighter_last_most, lighter_last_splits
 from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, end_stage_fields, kv_multiple_of, layout_fields,
                                   runnable_stacks,
                                   stack_runs, with_hierarchy)
@@ -82,11 +82,12 @@ def batch_sequences(model: ModelSpec, tokens: float, rule: str = batch_size.DEFA
 
 def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False, gpus_per_node: int | None = None) -> np.ndarray:
     """(tp, cp, pp, vpp, dp, first_stage_layers, last_stage_layers) rows that divide the GPUs and the model, each
-    pipeline with the stack's own split (0, 0) and the splits with a lighter last rank (lighter_last_splits; the
-    stacks that cannot set them take only the first: space.stack_runs) (tp also a multiple of the key/value heads
+    pipeline with the stack's own split (0, 0) and the splits with a lighter last rank (lighter_last_splits, up to
+    lighter_last_most layers lighter; the stacks that cannot set them take only the first: space.stack_runs) (tp also a multiple of the key/value heads
     with `kv_multiple`, where a searched stack runs that: enumerate_layouts keeps those rows for it alone), with
     `gpus_per_node` only a tp whose groups line up with the nodes (layout_checks.tp_fits_the_nodes)."""
     rows = []
+    most = lighter_last_most(model)
     for tp in divisors(gpus):
         if gpus_per_node is not None and not tp_fits_the_nodes(tp, gpus_per_node):
             continue
@@ -102,14 +103,14 @@ def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False, gpus_per
                 vpps = interleavings(model.layers, pp, MAX_VPP)
                 dp = gpus // (tp * cp * pp)
                 rows += [(tp, cp, pp, v, dp, first, last) for v in vpps
-                         for first, last in ((0, 0), *_lighter_last(model.layers, pp, v))]
+                         for first, last in ((0, 0), *_lighter_last(model.layers, pp, v, most))]
     return np.array(rows, dtype=np.int64).reshape(-1, 7)
 
 
 @functools.lru_cache(maxsize=4096)
-def _lighter_last(layers: int, pp: int, vpp: int) -> tuple:
-    """pipeline_stages.lighter_last_splits, once per (layers, pp, vpp) of a search."""
-    return tuple(lighter_last_splits(layers, pp, vpp))
+def _lighter_last(layers: int, pp: int, vpp: int, most: int) -> tuple:
+    """pipeline_stages.lighter_last_splits, once per (layers, pp, vpp, most) of a search."""
+    return tuple(lighter_last_splits(layers, pp, vpp, most))
 
 
 def _expert_rows(model: ModelSpec, keep, tp, cp, dp, pp, vpp, recompute, stack_index, stacks, admitted=None):

@@ -15,8 +15,11 @@ import numpy as np
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import pairs_stages
 
+from planner.specs.model import model_training_flops
+
 if TYPE_CHECKING:
     from planner.specs.candidate_batch import CandidateBatch
+    from planner.specs.model import ModelSpec
 
 
 def batch_stage_layers(batch: "CandidateBatch"):
@@ -174,8 +177,26 @@ def _split_set_by_layout(layers, pp, first_set, last_set, first, middle, last):
     return np.where(where, f, first), np.where(where, m, middle), np.where(where, l, last)
 
 
-# The searches try the last pipeline rank up to this many layers lighter than the others (lighter_last_splits).
+# The searches try the last pipeline rank at most this many layers lighter than the others (lighter_last_splits):
+# a bound on the search's size, which DeepSeek-V3's recipe splits reach (d = 3).
 LIGHTER_LAST_MOST = 3
+
+
+def last_rank_extra_layers(model: "ModelSpec") -> float:
+    """The training FLOPs the last pipeline rank runs besides its transformer layers (the output layer and, per
+    multi-token-prediction block, the block, its projection and another output-layer pass), in layers of the model's
+    mean per-layer FLOPs (specs.model.model_training_flops, causal attention): 0.63 for Llama 3 405B, 1.14 for Llama
+    3 70B, 3.92 for DeepSeek-V3. The searches try the last rank up to that many layers lighter (rounded, at most
+    LIGHTER_LAST_MOST): a lighter one can pace the step no better than one whose layers and extra work match the
+    others'. The cost model then times each split, so the choice is its, not this count's."""
+    parts = model_training_flops(model, 1.0, causal=True)
+    extra = parts["logits"] + parts.get("mtp", 0.0)
+    return float(extra / ((parts["total"] - extra) / model.layers))
+
+
+def lighter_last_most(model: "ModelSpec") -> int:
+    """How many layers lighter than the others the searches try the last pipeline rank (last_rank_extra_layers)."""
+    return int(min(LIGHTER_LAST_MOST, round(last_rank_extra_layers(model))))
 
 
 def lighter_last_splits(layers: int, pp: int, vpp: int, most: int = LIGHTER_LAST_MOST) -> list[tuple[int, int]]:
@@ -293,4 +314,4 @@ def stage_argmax(values) -> np.ndarray:
 
 
 
-__all__ = ["stage_layers", "slots_split", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax", "split_set_by_layout", "split_set", "lighter_last_splits"]
+__all__ = ["stage_layers", "slots_split", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax", "split_set_by_layout", "split_set", "lighter_last_splits", "lighter_last_most", "last_rank_extra_layers"]
