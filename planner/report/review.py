@@ -158,7 +158,7 @@ def mfu_by_gpu_count(cluster: ClusterSpec, law, constraints: Constraints, plan: 
     counts = [g for g in gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, None) if low <= g <= high]
     rows = []
     for gpus in counts:
-        space = enumerate_space([model], [gpus], cluster.gpus_per_node, hierarchy, (plan["layout"]["framework"],))
+        space = enumerate_space([model], [gpus], cluster.gpus_per_node, hierarchy, (plan["layout"]["framework"],), dtype)
         if len(space) == 0:
             rows.append({"gpus": gpus, "feasible": False, "reason": "no layout divides the model"})
             continue

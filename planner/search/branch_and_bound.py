@@ -128,7 +128,7 @@ def branch_and_bound(problem: Problem, models: list, counts: list[int], context:
         if len(take) == 0:
             break
         space = enumerate_cells(models, cell_model[take], cell_gpus[take], problem.cluster.gpus_per_node,
-                                problem.hierarchy, problem.frameworks)
+                                problem.hierarchy, problem.frameworks, problem.dtype)
         board.add(problem, space)
         spaces.append(space)
         done += size
@@ -136,5 +136,5 @@ def branch_and_bound(problem: Problem, models: list, counts: list[int], context:
     _progress(len(order), len(order), progress)
     scored = concatenate(spaces) if spaces else enumerate_cells(models, cell_model[:0], cell_gpus[:0],
                                                                 problem.cluster.gpus_per_node, problem.hierarchy,
-                                                                problem.frameworks)
+                                                                problem.frameworks, problem.dtype)
     return board.result(), scored, ruled_out

@@ -118,15 +118,17 @@ def hierarchy_choices(flat: bool = False, quantized: bool = False) -> tuple:
 
 
 def enumerate_space(models: list[ModelSpec], gpu_options: list[int], gpus_per_node: int,
-                    hierarchy: tuple = LOSSLESS_HIERARCHY, frameworks: tuple = (BUDGET_STACK,)) -> Space:
+                    hierarchy: tuple = LOSSLESS_HIERARCHY, frameworks: tuple = (BUDGET_STACK,),
+                    dtype: str = "bf16") -> Space:
     """Every valid layout of every model at every GPU count in `gpu_options` (see enumerate_cells)."""
     cell_model, cell_gpus = (g.reshape(-1) for g in np.meshgrid(np.arange(len(models)), np.array(gpu_options, dtype=int),
                                                                  indexing="ij"))
-    return enumerate_cells(models, cell_model, cell_gpus, gpus_per_node, hierarchy, frameworks)
+    return enumerate_cells(models, cell_model, cell_gpus, gpus_per_node, hierarchy, frameworks, dtype)
 
 
 def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: np.ndarray, gpus_per_node: int,
-                    hierarchy: tuple = LOSSLESS_HIERARCHY, frameworks: tuple = (BUDGET_STACK,)) -> Space:
+                    hierarchy: tuple = LOSSLESS_HIERARCHY, frameworks: tuple = (BUDGET_STACK,),
+                    dtype: str = "bf16") -> Space:
     """Every valid layout of each (model, GPU count) cell, as flat arrays.
 
     Built in steps so the full cartesian product is never materialised: first the placement (cell, tp, pp,
@@ -134,7 +136,8 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     options of the stacks in `frameworks`, keeping what each stack runs (stack_runs; its columns from
     stack_columns); each kept pair crossed with micro-batch and recompute; then, with `hierarchy`, the ZeRO-3
     hierarchy rows of the `hierarchy` choices where the stack has them (with_hierarchy; the columns are there
-    either way).
+    either way). `dtype`: the training dtype, which decides the attention kernel the rows run (stack_runs: context
+    parallelism only on fused attention where the stack needs it, which Megatron has no fp32 one of).
     """
     # Options: (ZeRO and offload, stack) pairs, each stack with its own ZeRO stages and offload modes only;
     # micro-batch and recompute are crossed in last, after the checks that do not depend on them.
@@ -159,7 +162,7 @@ def enumerate_cells(models: list[ModelSpec], cell_model: np.ndarray, cell_gpus: 
     seq_lens = np.array([model.seq_len for model in models])
     runs = stack_runs(stacks, f, zero, tp_p, pp_p, vpp[p_index], cp_p, dp,
                       tied_embeddings=tied[model_index[p_index]] if tied.any() else False,
-                      seq_len=seq_lens[model_index[p_index]])
+                      seq_len=seq_lens[model_index[p_index]], dtype=dtype)
     if kv_multiple.any() and not kv_multiple.all():  # tp a multiple of the kv heads: only the stacks that run it
         kv_heads = np.array([m.kv for m in models])[model_index[p_index]]
         runs &= kv_multiple[f] | (kv_heads % tp_p == 0)

@@ -180,3 +180,23 @@ def test_interleaved_megatron_rows_get_at_least_pp_micro_batches():
         score.batch_tokens_estimate = original
     steps = batch / (arrays["micro_batch"] * arrays["dp"])
     assert steps.tolist() == [2, 1, 8, 1]  # interleaved Megatron rows at pp; vpp 1 and torchtitan as the law says
+
+
+def test_an_fp32_space_has_no_context_parallel_row_on_unfused_attention(models):
+    """Helper-found: the budget space was enumerated as if in bf16 whatever the dtype, so in fp32 it kept Megatron rows
+    with cp > 1, which Megatron runs only on fused attention (none in fp32: frameworks.flash_attention_by_default); the
+    plan then failed its own check_layout and `optimize --budget 3000gpuh --dtype fp32` on dgx-h100 exited 2. Every
+    sampled fp32 row passes its stack's check, and Megatron keeps its cp > 1 rows in bf16."""
+    fp32 = enumerate_space(models, [64, 256], 8, frameworks=("megatron",), dtype="fp32")
+    bf16 = enumerate_space(models, [64, 256], 8, frameworks=("megatron",))
+    assert np.any(bf16.arrays["cp"] > 1) and not np.any(fp32.arrays["cp"] > 1)
+    rows = np.random.default_rng(1).choice(len(fp32), 500, replace=False)
+    for layout in _layouts(fp32, rows):
+        layout = layout.model_copy(update={"dtype": "fp32"})
+        assert unsupported_features(layout.framework, layout) == [], layout
+
+
+def test_the_budget_search_plans_in_fp32_on_hopper(budget):
+    cluster, law, constraints = budget
+    result = optimize(cluster, law, constraints, dtype="fp32", frameworks=("megatron",))
+    assert result.status == "ok" and result.plan["layout"]["dtype"] == "fp32"
