@@ -371,6 +371,7 @@ def _off_frontier_lines(result) -> list[str]:
 
 def format_result(result) -> str:
     from planner.report.render import human_amount, human_count, human_days, table
+    from planner.search.space import layout_space_text
 
     a = result.assumptions
     budget = (f"{human_amount(a['budget_gpu_hours'])} GPU-hours" if a["budget_gpu_hours"] else "none") + (
@@ -384,6 +385,7 @@ def format_result(result) -> str:
         + f"; {a['dtype']}, seq {a['seq_len']}",
         f"searched {result.scored:,} candidate layouts over {a['models_searched']} model shapes "
         f"({human_count(a['model_size_range'][0])}-{human_count(a['model_size_range'][1])} params) in {result.elapsed_s:.1f} s",
+        layout_space_text(a["layout_space"]),
         "",
     ]
     if result.status != "ok":

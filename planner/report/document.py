@@ -302,7 +302,8 @@ def scaling_blocks(review: dict) -> list:
     plan = review["plans"][0]
     return [("figure", "scaling", "MFU and wall-clock vs number of GPUs for the chosen model."),
             ("p", f"The chosen model ({human_count(plan['params'])}) trained to the plan's loss with the fastest "
-                  "layout that fits at each GPU count (same batch-size rule and limit as the search). MFU falls as "
+                  "layout that fits at each GPU count in the budget search's layout space (same batch-size rule and "
+                  "limit as the search; `planner optimize --model` searches a model's layouts wider). MFU falls as "
                   "the per-GPU batch shrinks and communication is exposed. More GPUs need a larger global batch; "
                   f"above the critical batch the rule asks for more than the plan's {human_count(plan['tokens'])} "
                   "tokens to reach the same loss, so wall-clock can rise with GPUs. " + LAYOUT_LEGEND),

@@ -26,7 +26,7 @@ from planner.search.problem_setup import build_problem, candidate_gpu_counts, co
 from planner.search.score import DROP_REASONS
 from planner.search.selection import pareto_front, select
 from planner.search.stopping import frontier_rows
-from planner.search.space import BUDGET_STACK, LOSSLESS_HIERARCHY, checked_stacks
+from planner.search.space import BUDGET_STACK, LOSSLESS_HIERARCHY, checked_stacks, layout_space
 from planner.specs.hardware import ClusterSpec
 
 
@@ -79,6 +79,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
         # The ZeRO-3 hierarchy options tried, as (hpZ, qwZ, qgZ, shard group) flags (space.hierarchy_choices).
         "zero3_hierarchy": [list(choice) for choice in hierarchy],
         "frameworks": list(frameworks),
+        "layout_space": layout_space(),
     }
     result = OptimizeResult(status="infeasible", plan=None, dropped=scored["dropped"], scored=len(space),
                             ruled_out={k: v for k, v in ruled_out.items() if k in DROP_REASONS},

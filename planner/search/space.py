@@ -112,6 +112,22 @@ class Space:
         return len(self.arrays["tp"])
 
 
+def layout_space() -> dict:
+    """The layout dimensions the budget searches cross (narrower than the fixed-model search's, search.layouts, to
+    keep a search over every model shape and GPU count to seconds), for the plan's assumptions and its text."""
+    return {"tp": list(TP_CHOICES), "pp": list(PP_CHOICES), "vpp": list(VPP_CHOICES), "cp": list(CP_CHOICES),
+            "micro_batch": list(MICRO_BATCH_CHOICES), "tp_comm_overlap": "each stack's default"}
+
+
+def layout_space_text(space: dict) -> str:
+    """One line naming the budget search's layout space (layout_space) and where a wider search is."""
+    span = lambda values: f"{values[0]}-{values[-1]}" if len(values) > 1 else f"{values[0]}"  # noqa: E731
+    return (f"layouts searched: tp {span(space['tp'])}, pp {span(space['pp'])} (powers of two), vpp {span(space['vpp'])}, "
+            f"cp {span(space['cp'])}, micro-batch {span(space['micro_batch'])}, tensor-parallel overlap at "
+            f"{space['tp_comm_overlap']}; `planner optimize --model` searches the chosen model's layouts wider "
+            "(a faster layout can shorten the run)")
+
+
 def hierarchy_choices(flat: bool = False, quantized: bool = False) -> tuple:
     """The ZeRO-3 hierarchy options a search tries: none (--flat-zero), the lossless ones, or all."""
     return FLAT if flat else ALL_HIERARCHY if quantized else LOSSLESS_HIERARCHY
