@@ -24,7 +24,7 @@ from planner.laws.law_file import load_law_file, save_law
 from planner.laws.published import EPOCH_2024
 from planner.profile.deepspeed_logs import parse_log_text
 from planner.profile.ingest import row_from_log
-from planner.profile.runs_csv import MAX_SIZE, RowProblem, iter_runs, read_runs, runs_to_csv_text
+from planner.profile.runs_csv import INT_RANGES, MAX_SIZE, RowProblem, iter_runs, read_runs, runs_to_csv_text
 from planner.calibrate.validation import iter_predictions, predict_runs, run_to_config, summarize
 
 HEADER = "id,source,cluster,gpus,layers,hidden,heads,ffn,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s"
@@ -65,8 +65,9 @@ def test_item4_zero_memory_is_not_silently_missing(tmp_path):
 
 
 @pytest.mark.parametrize("column, cell, expected", [
-    ("ffn", "1e300", "from 1 to 2,147,483,647"),
-    ("hidden", "0", "from 1 to 2,147,483,647"),
+    ("ffn", "1e300", "from 1 to 16,777,216"),
+    ("hidden", "0", "from 1 to 16,777,216"),
+    ("layers", "4097", "from 1 to 4,096"),
     ("tp", "-2", "from 1 to 2,147,483,647"),
     ("gpus", str(2**31), "from 1 to 2,147,483,647"),
 ])
@@ -88,15 +89,17 @@ def test_item4_switch_columns_have_their_own_ranges(tmp_path, column, cell):
 
 
 def test_item4_and_14_every_size_at_the_bound_runs_through_the_model_without_warnings(tmp_path, cli):
-    """MAX_SIZE is derived from the cost model: every size column at 2**31 - 1 (the GPU count within the
-    cluster) must simulate with no float overflow or other numpy warning."""
+    """MAX_SIZE is derived from the cost model: every size column at its bound (2**31 - 1; the model's sizes at
+    ModelSpec's, specs.model MAX_LAYERS and the rest; the GPU count within the cluster) must simulate with no float
+    overflow or other numpy warning."""
     big = MAX_SIZE
-    row = f"a,t,dgx-a100-80gb,8,{big},{big},1,{big},{big},{big},1,1,8,1,{big - 7},1.5"  # global_batch % 8 == 0
+    layers, width = INT_RANGES["layers"][1], INT_RANGES["hidden"][1]
+    row = f"a,t,dgx-a100-80gb,8,{layers},{width},1,{width},{big},{big},1,1,8,1,{big - 7},1.5"  # global_batch % 8 == 0
     path = _runs_file(tmp_path, [row])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         code, out, err = cli(["validate", path, "--json"])
-    # The one stderr line is validate's own: a 1.5 s step against a model of 2**31 layers is 1e-33x off.
+    # The one stderr line is validate's own: a 1.5 s step against a model of this size is far off.
     assert code == 0 and err.startswith("planner validate: warning: row 'a': step_time_s 1.5 s is ") \
         and len(err.splitlines()) == 1, err
     assert json.loads(out)["rows"][0]["predicted_step_time_s"] > 0
@@ -209,7 +212,7 @@ def test_item13_megatron_hidden_size_1e400_is_a_log_problem_not_an_overflow(tmp_
     line = next(i for i, text in enumerate(log.read_text().splitlines(), start=1) if " hidden_size " in text)
     code, out, err = cli(["ingest", log, "--cluster", "dgx-a100-80gb"])
     assert code == 0 and "Traceback" not in err
-    assert f"{log}:{line}: hidden_size = 1e400: column 'hidden' must be a whole number from 1 to 2,147,483,647" in err
+    assert f"{log}:{line}: hidden_size = 1e400: column 'hidden' must be a whole number from 1 to 16,777,216" in err
     row = next(csv.DictReader(io.StringIO(out)))
     assert row["hidden"] == "" and float(row["step_time_s"]) > 0
 

@@ -33,6 +33,17 @@ def whole_number(low: int = 1, high: int = MAX_WHOLE):
     return parse
 
 
+def comma_items(text: str, flag: str) -> list[str]:
+    """The items of a comma-separated flag value, stripped; an empty item (',,' or a trailing comma) is refused, not
+    dropped, as --gpus and --params already refused it (helper-found: '--framework megatron,,fsdp' was taken)."""
+    from planner.errors import PlannerInputError
+
+    items = [part.strip() for part in str(text).split(",")]
+    if any(not item for item in items):
+        raise PlannerInputError(f"{flag}: an empty item in {text!r}; expected items separated by single commas")
+    return items
+
+
 def output_path(text: str) -> str:
     """An argparse type for a file or folder the command writes: an empty name (`--emit ""`, a shell variable left
     unset) is refused rather than read as 'not given', which wrote nothing and exited 0."""

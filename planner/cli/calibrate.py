@@ -93,6 +93,7 @@ def _output_target(args, cluster) -> Path | None:
     """Where the calibrated spec goes (None with --no-write), refused if it exists without --force: checked before
     the fit, which takes minutes, not after it."""
     from planner.calibrate.samples import base_name
+    from planner.errors import PlannerInputError
     from planner.io import check_new_outputs, refuse_output_onto_input
     from planner.specs.clusters import user_cluster_dir
 
@@ -101,8 +102,25 @@ def _output_target(args, cluster) -> Path | None:
     folder = Path(args.cluster_dir) if args.cluster_dir else user_cluster_dir()
     target = Path(args.out) if args.out else folder / f"{base_name(cluster)}.calibrated.yaml"
     refuse_output_onto_input("--out", target, args.runs)
+    if target.suffix.lower() not in (".yaml", ".yml"):
+        # simulate --cluster and doctor take a spec by its .yaml / .yml name: another name would be written and then
+        # refused by the command calibrate tells the user to run (helper-found).
+        raise PlannerInputError(f"--out {args.out}: a cluster spec is a .yaml (or .yml) file, which --cluster reads")
     check_new_outputs([target], args.force)
     return target
+
+
+def _refuse_writing_past_unreadable_rows(problems: list, target: Path | None) -> None:
+    """A spec is not written from runs files with unreadable rows (helper-found: it was, exit 0, the row named only on
+    stdout): the fit would silently lack a measurement the user meant to give. --no-write still fits without them and
+    lists them."""
+    from planner.errors import PlannerInputError
+
+    if target is None or not problems:
+        return
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise PlannerInputError(f"unreadable row {problems[0]}{more}; mend it, or fit without it with --no-write "
+                            "(which lists every one), before a calibrated spec is written")
 
 
 def _is_step_time_column(name: str) -> bool:
@@ -262,6 +280,7 @@ def run(args) -> int:
     cluster = named_as_given(args.cluster, spec)
     target = _output_target(args, cluster)
     runs, problems = read_runs_files(args.runs)
+    _refuse_writing_past_unreadable_rows(problems, target)
     _refuse_unknown_time_column(args, runs)
     runs = rows_of_the_origin(runs, cluster, spec, args.cluster_dir)
     samples, skipped = load_samples(runs, cluster, args.time_column, args.cluster_dir)

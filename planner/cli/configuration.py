@@ -235,10 +235,11 @@ def _load_config_file(path: str) -> dict:
         data = load_yaml_file(path, "configuration file (.yaml)")
     except PlannerInputError as error:
         raise PlannerInputError(f"--config {error}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise PlannerInputError(f"{where}: expected a mapping of keys like layers, hidden, tp, ...")
+    if not isinstance(data, dict) or not data:
+        # An empty file is refused like the cluster and law loaders refuse one (helper-found: it was read as no
+        # keys, exit 0): a configuration meant to say something says nothing.
+        raise PlannerInputError(f"{where}: expected a mapping of keys like layers, hidden, tp, ..."
+                                + (" (the file is empty)" if data is None or data == {} else ""))
     known = set(MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS)
     for key in data:
         if key not in known:

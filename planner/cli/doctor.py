@@ -22,12 +22,14 @@ def register(subparsers, name: str) -> None:
 def run(args) -> int:
     from planner.cli.progress import Progress
     from planner.calibrate.doctor import check_file, check_paths
+    from planner.specs.clusters import check_cluster_dir
     from planner.report.render import json_document
 
     # A path that names no checkable file stops doctor before any output (exit 2, one line naming every such
     # path): the findings of the others would scroll the one-line error away, and exit 1 would say they were
     # all checked.
     check_paths(args.files)
+    check_cluster_dir(args.cluster_dir)
     checked = {}
     for path in args.files:
         progress = Progress("doctor", quiet=args.quiet)  # on stderr when it is a terminal; erased before the findings print

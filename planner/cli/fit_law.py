@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.cli.arguments import RecordGiven, given, output_path, real_number, whole_number
+from planner.cli.arguments import RecordGiven, comma_items, given, output_path, real_number, whole_number
 from planner.errors import PlannerInputError
 from planner.io import check_new_outputs, refuse_output_onto_input
 from planner.laws.data import read_loss_data, read_moe_data
@@ -94,7 +94,7 @@ def run(args) -> int:
                        n_starts=_n_starts(args.n_starts), max_iter=args.max_iter)
     data = read_loss_data(args.data, args.n_col, args.d_col, args.c_col, args.loss_col, args.run_col)
     data = drop_highest_loss(data, args.drop_highest_loss)
-    budgets = [parse_count(b, "--budgets") for b in args.budgets.split(",") if b.strip()]
+    budgets = [parse_count(b, "--budgets") for b in comma_items(args.budgets, "--budgets")] if args.budgets.strip() else []
     if not budgets:  # an empty frontier table, headed as if it had rows
         raise PlannerInputError(f"--budgets: expected compute budgets in FLOP like '1e21,1e24', got {args.budgets!r}")
     if args.no_holdout and (args.holdout_n_above is not None or args.holdout_fraction is not None):

@@ -10,6 +10,8 @@ Exit 0 with a plan, 1 when no GPU count works (what binds is printed), 2 for bad
 
 from __future__ import annotations
 
+import math
+
 import argparse
 import csv
 import io
@@ -113,7 +115,9 @@ def load_model(args):
     from planner.search.space import family_models
     target = units.parse_count(args.params, "--params")
     family = family_models(args.seq_len, args.vocab, 0, float("inf"))
-    nearest = min(family, key=lambda m: abs(m.total_params / target - 1.0))
+    # Nearest on a log scale: a linear ratio rounds to the same -1 for every member far below a huge target, and
+    # named the smallest (helper-found: --params 1e29 was "nearest 60M").
+    nearest = min(family, key=lambda m: abs(math.log(m.total_params / target)))
     # The family's neighbours are a few percent apart inside its range; outside it the nearest member can be
     # any size away (--params 100T was planned as 681B), so a target it cannot come near is refused.
     if abs(nearest.total_params / target - 1.0) > PARAMS_FAMILY_TOLERANCE:
@@ -136,8 +140,10 @@ def parse_frameworks(text: str | None) -> tuple[str, ...]:
     from planner.search.layouts import DEFAULT_FRAMEWORKS
     if not text:
         return DEFAULT_FRAMEWORKS
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    check_framework_names(names or [text])
+    from planner.cli.arguments import comma_items
+
+    names = tuple(comma_items(text, "--framework"))
+    check_framework_names(names)
     return names
 
 

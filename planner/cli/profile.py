@@ -24,10 +24,20 @@ from planner.errors import PlannerInputError
 def _int_list(flag: str):
     def parse(text: str) -> list[int]:
         try:
-            return [int(part) for part in text.split(",") if part.strip()]
+            return [int(part) for part in _items(text, flag)]
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} expects comma-separated whole numbers, got {text!r}") from None
     return parse
+
+
+def _items(text: str, flag: str) -> list[str]:
+    """arguments.comma_items as an argparse type's error."""
+    from planner.cli.arguments import comma_items
+
+    try:
+        return comma_items(text, flag)
+    except PlannerInputError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
 
 
 def _profile_name(text: str) -> str:
@@ -39,7 +49,7 @@ def _profile_name(text: str) -> str:
 
 
 def _text_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    return _items(text, "list")
 
 
 def register(subparsers, name: str) -> None:
@@ -96,6 +106,22 @@ def _overrides(args) -> dict[str, list]:
     }
 
 
+def _check_run_folders(work_dir: str | None, keep_logs: str | None) -> None:
+    """--work-dir must be a folder that exists (each run's temporary files go inside it), --keep-logs a folder or a name
+    to make one: checked before the store's files are made (helper-found: a file or a missing folder there raised
+    after the output folder was created, exit 70)."""
+    from pathlib import Path
+
+    from planner.errors import PlannerInputError
+
+    if work_dir is not None and not Path(work_dir).is_dir():
+        why = "is not a folder" if Path(work_dir).exists() else "does not exist"
+        raise PlannerInputError(f"--work-dir {work_dir}: {why}; expected an existing folder for per-run temporary files")
+    if keep_logs is not None and Path(keep_logs).exists() and not Path(keep_logs).is_dir():
+        raise PlannerInputError(f"--keep-logs {keep_logs}: is not a folder; expected a folder (made if missing) for "
+                                "the launcher logs")
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -134,6 +160,7 @@ def run_profile(args) -> int:
     if slots is not None:  # every world size must fit before the first launch
         for config in grid.configs:
             harness.nodes_and_ranks(config.world_size, slots)
+    _check_run_folders(args.work_dir, args.keep_logs)
     store = None
     if not args.dry_run:  # its files are checked (and opened) before the first line is said
         store = harness.ProfileStore(args.out_dir, args.name)

@@ -44,12 +44,23 @@ def register(subparsers, name: str) -> None:
     parser.set_defaults(run=run)
 
 
+def _refuse_configuration_with_list_models(args) -> None:
+    """--list-models prints the presets and simulates nothing: a configuration flag beside it is refused, not ignored
+    (helper-found: `--list-models --config FILE --gpus 8` exited 0)."""
+    from planner.cli.arguments import refuse_flags
+    from planner.cli.configuration import LAYOUT_KEYS, MODEL_KEYS, OTHER_KEYS
+
+    refuse_flags(args, ("config", *OTHER_KEYS, *MODEL_KEYS, *LAYOUT_KEYS, "emit", "emit_deepspeed", "infer"),
+                 "--list-models lists the presets and simulates nothing; drop one or the other")
+
+
 def run(args) -> int:
     from planner.cost.estimate import simulate
     from planner.specs.model import PRESETS
     from planner.report.render import human_count, json_document
 
     if args.list_models:
+        _refuse_configuration_with_list_models(args)
         if args.json:
             print(json_document({"models": {name: {**spec.model_dump(), "params": spec.total_params}
                                             for name, spec in PRESETS.items()}}))

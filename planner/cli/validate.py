@@ -218,8 +218,10 @@ def run(args) -> int:
     from planner.errors import PlannerInputError
     from planner.io import check_new_outputs, distinct_input_files, refuse_output_onto_input, write_text_atomic
     from planner.profile.runs_csv import RUNS_FILE
+    from planner.specs.clusters import check_cluster_dir
 
     distinct_input_files(args.runs, RUNS_FILE)  # a missing, unreadable or repeated file stops validate first
+    check_cluster_dir(args.cluster_dir)
     if args.write_error_bands:
         refuse_output_onto_input("--write-error-bands", args.write_error_bands, args.runs)
         check_new_outputs([args.write_error_bands], args.force)

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from planner.errors import PlannerInputError
 from planner.io import MAX_INPUT_BYTES, distinct_input_files, input_file, shown, write_text_atomic
-from planner.specs.model import ModelSpec
+from planner.specs.model import MAX_COUNT, MAX_LAYERS, MAX_TOKENS, MAX_WIDTH, ModelSpec
 
 # Column order of the spec; unknown columns are kept in `MeasuredRun.extra` and written after these.
 COLUMNS = (
@@ -123,7 +123,12 @@ def status_problem(run) -> str | None:
 
 # Inclusive ranges of the whole-number columns: sizes and counts are at least 1 (0 is not "unknown":
 # an empty cell is); the ZeRO stage is 0-3 (spec/runs_csv.md) and seq_parallel a 0/1 switch.
-INT_RANGES = {**{name: (1, MAX_SIZE) for name in INT_COLUMNS}, "zero": (0, 3), "seq_parallel": (0, 1)}
+# The model's sizes stop where ModelSpec's do (specs.model: MAX_LAYERS and the rest), so a row is refused by the
+# reader, naming its column, rather than by the model it would build.
+_MODEL_SIZE_LIMITS = {"layers": MAX_LAYERS, "hidden": MAX_WIDTH, "ffn": MAX_WIDTH, "heads": MAX_COUNT,
+                      "kv_heads": MAX_COUNT, "seq_len": min(MAX_TOKENS, MAX_SIZE), "vocab": min(MAX_TOKENS, MAX_SIZE)}
+INT_RANGES = {**{name: (1, _MODEL_SIZE_LIMITS.get(name, MAX_SIZE)) for name in INT_COLUMNS}, "zero": (0, 3),
+              "seq_parallel": (0, 1)}
 # Inclusive ranges of the measured columns. Assumed, generous on both sides: no training step takes less
 # than a microsecond (one GPU kernel launch takes several) or more than 10**7 s (116 days); no device
 # has a PiB (2**20 GiB) of memory or a KiB (2**-20 GiB) of it. Zero, negative and non-finite values are
@@ -134,8 +139,16 @@ FLOAT_RANGES = {"step_time_s": (1e-6, 1e7, "seconds"), "mem_gib": (2.0**-20, 2.0
 MAX_LINE_BYTES = 16 * 2**20
 
 
+def _plain_number(text: str) -> float:
+    """float() of a cell written as a plain number: ASCII, no digit-group underscores ('3_2' and full-width digits,
+    which float() takes, were read as 32)."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"not a plain number: {text!r}")
+    return float(text)
+
+
 def _parse_int(text: str, column: str) -> int:
-    value = float(text)
+    value = _plain_number(text)
     low, high = INT_RANGES[column]
     if not math.isfinite(value) or value != int(value) or not low <= value <= high:
         raise ValueError(f"column '{column}' must be a whole number from {low:,} to {high:,}, got {text!r}")
@@ -143,7 +156,7 @@ def _parse_int(text: str, column: str) -> int:
 
 
 def _parse_float(text: str, column: str) -> float:
-    value = float(text)
+    value = _plain_number(text)
     low, high, unit = FLOAT_RANGES[column]
     if not math.isfinite(value) or not low <= value <= high:
         raise ValueError(f"column '{column}' must be a positive finite number of {unit} from {low:g} to {high:g}, "

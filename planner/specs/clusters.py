@@ -97,6 +97,14 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def check_cluster_dir(cluster_dir: str | os.PathLike | None, flag: str = "--cluster-dir") -> None:
+    """Refuse a cluster folder that is none (missing, or a file) before a command reads any row through it: validate and
+    doctor would otherwise report it once per row (helper-found: 64 lines, exit 1), where the other commands give one
+    line and exit 2."""
+    if cluster_dir is not None and not _is_dir(Path(cluster_dir)):
+        raise PlannerInputError(f"{flag} {shown(cluster_dir)}: cluster folder {_missing_folder(Path(cluster_dir))}")
+
+
 def _missing_folder(path: Path) -> str:
     """Why `path` is no cluster folder: a file (or other non-folder) stands there, or nothing does."""
     try:

@@ -21,40 +21,51 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from planner.errors import PlannerInputError
 
 
+# Upper bounds of the model's sizes: above any model trained (the deepest published, DeepNet, has 1,000 layers, Wang et
+# al. 2022 arXiv:2203.00555; widths run to tens of thousands, vocabularies to a few million, contexts to millions of
+# tokens), and low enough that every product the cost model forms stays exact in int64 and finite in float64, and a
+# fixed-model search over the depth's pipeline splits ends (a YAML model of 10^23 layers overflowed numpy, one of 2^63
+# never finished).
+MAX_LAYERS = 4096
+MAX_WIDTH = 1 << 24
+MAX_COUNT = 1 << 20
+MAX_TOKENS = 1 << 31
+
+
 class ModelSpec(BaseModel):
     """A decoder-only transformer. Validated at construction; frozen."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = "custom"
-    layers: int = Field(gt=0)
-    hidden: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    kv_heads: int | None = Field(default=None, gt=0)  # None = heads (multi-head attention)
-    ffn: int | None = Field(default=None, gt=0)  # None = 4·hidden (GELU) or Llama's 8/3 rounding (SwiGLU)
+    layers: int = Field(gt=0, le=MAX_LAYERS)
+    hidden: int = Field(gt=0, le=MAX_WIDTH)
+    heads: int = Field(gt=0, le=MAX_COUNT)
+    kv_heads: int | None = Field(default=None, gt=0, le=MAX_COUNT)  # None = heads (multi-head attention)
+    ffn: int | None = Field(default=None, gt=0, le=MAX_WIDTH)  # None = 4·hidden (GELU) or Llama's 8/3 rounding (SwiGLU)
     mlp: Literal["gelu", "swiglu"] = "gelu"
-    vocab: int = Field(gt=0)
-    seq_len: int = Field(gt=0)
+    vocab: int = Field(gt=0, le=MAX_TOKENS)
+    seq_len: int = Field(gt=0, le=MAX_TOKENS)
     tied_embeddings: bool = False
     # "learned" adds a max_positions x hidden table (GPT-2/3); "rotary"/"alibi" have no parameters.
     position: Literal["learned", "rotary", "alibi"] = "rotary"
-    max_positions: int | None = Field(default=None, gt=0)
+    max_positions: int | None = Field(default=None, gt=0, le=MAX_TOKENS)
     bias: bool = False  # GPT-2/3 have biases in every linear and LayerNorm; Llama has none
     norm: Literal["layernorm", "rmsnorm"] = "rmsnorm"
     embedding_norm: bool = False  # BLOOM normalises the embedding output (one extra norm)
     # Attention variants (all default to the standard multi-head/grouped-query attention above).
     # head_dim: per-head width when heads x head_dim != hidden (Qwen3: 32 x 128 on hidden 2048).
-    head_dim: int | None = Field(default=None, gt=0)
+    head_dim: int | None = Field(default=None, gt=0, le=MAX_WIDTH)
     qk_norm: bool = False  # RMSNorm over each head's q and k (Qwen3: q_norm, k_norm of head_dim each)
     # Multi-head latent attention (DeepSeek-V2/V3): q and kv go through low-rank projections; names and
     # meanings as in DeepSeek-V3's config.json (q_lora_rank, kv_lora_rank, qk_rope_head_dim,
     # qk_nope_head_dim, v_head_dim). q_lora_rank None = q projected directly (DeepSeek-V2-Lite).
     attention: Literal["mha", "mla"] = "mha"
-    q_lora_rank: int | None = Field(default=None, gt=0)
-    kv_lora_rank: int | None = Field(default=None, gt=0)
-    qk_rope_head_dim: int | None = Field(default=None, gt=0)
-    qk_nope_head_dim: int | None = Field(default=None, gt=0)
-    v_head_dim: int | None = Field(default=None, gt=0)
+    q_lora_rank: int | None = Field(default=None, gt=0, le=MAX_WIDTH)
+    kv_lora_rank: int | None = Field(default=None, gt=0, le=MAX_WIDTH)
+    qk_rope_head_dim: int | None = Field(default=None, gt=0, le=MAX_WIDTH)
+    qk_nope_head_dim: int | None = Field(default=None, gt=0, le=MAX_WIDTH)
+    v_head_dim: int | None = Field(default=None, gt=0, le=MAX_WIDTH)
     # Mixture of experts (0 experts = dense). Layer i (0-based) is an MoE layer when i >= moe_first_dense
     # and (i - moe_first_dense) % moe_layer_freq == 0 (DeepSeek-V3's first_k_dense_replace = 3 and
     # moe_layer_freq = 1; Megatron-Core's --moe-layer-freq). Each MoE layer has moe_experts routed experts
@@ -63,25 +74,25 @@ class ModelSpec(BaseModel):
     # score-correction bias with moe_router_bias, DeepSeek-V3's e_score_correction_bias). Node-limited
     # routing: experts form moe_groups groups and each token picks from moe_topk_groups of them
     # (DeepSeek-V3 n_group 8, topk_group 4).
-    moe_experts: int = Field(default=0, ge=0)
-    moe_top_k: int = Field(default=0, ge=0)
-    moe_shared_experts: int = Field(default=0, ge=0)
-    moe_ffn: int | None = Field(default=None, gt=0)
-    moe_layer_freq: int = Field(default=1, gt=0)
-    moe_first_dense: int = Field(default=0, ge=0)
+    moe_experts: int = Field(default=0, ge=0, le=MAX_COUNT)
+    moe_top_k: int = Field(default=0, ge=0, le=MAX_COUNT)
+    moe_shared_experts: int = Field(default=0, ge=0, le=MAX_COUNT)
+    moe_ffn: int | None = Field(default=None, gt=0, le=MAX_WIDTH)
+    moe_layer_freq: int = Field(default=1, gt=0, le=MAX_LAYERS)
+    moe_first_dense: int = Field(default=0, ge=0, le=MAX_LAYERS)
     moe_router_bias: bool = False
-    moe_groups: int = Field(default=1, gt=0)
-    moe_topk_groups: int = Field(default=1, gt=0)
+    moe_groups: int = Field(default=1, gt=0, le=MAX_COUNT)
+    moe_topk_groups: int = Field(default=1, gt=0, le=MAX_COUNT)
     # Multi-token prediction modules trained beside the model (DeepSeek-V3 section 2.2, config.json
     # num_nextn_predict_layers = 1): each is two RMSNorms, a 2h -> h projection and one more block like the
     # last layer, sharing the embedding and the output head. Trained (FLOPs, time, memory) but not counted
     # in the model's parameters, as the report's 671B does not count them.
-    mtp_layers: int = Field(default=0, ge=0)
+    mtp_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
     # Sliding-window attention (Mistral 7B, Jiang et al. 2023 section 2; Gemma 2; MegaScale section 3.1):
     # each query attends to the `attention_window` most recent keys, itself included (FlashAttention's
     # window_size=(attention_window - 1, 0); Megatron-Core's TransformerConfig.window_size). None = full
     # causal attention. A window >= seq_len changes nothing.
-    attention_window: int | None = Field(default=None, gt=0)
+    attention_window: int | None = Field(default=None, gt=0, le=MAX_TOKENS)
     # Dropout probability of the attention scores and of the hidden states after attention and after the MLP
     # (Megatron's --attention-dropout / --hidden-dropout, GPT-2's attn_pdrop / resid_pdrop). 0 = none, as Llama,
     # Mixtral, DeepSeek-V3, Qwen3 and MPT pre-train, and as this planner's launches set it. Only whether it is

@@ -28,7 +28,7 @@ _SECONDS = {
 }
 # Thousands separators as the planner prints them ("10,000gpuh", "737,280 GPU-hours"): every number the
 # tool prints is accepted back.
-_GROUPED = re.compile(r"^\s*[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+_GROUPED = re.compile(r"^\s*[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?", re.ASCII)
 
 
 def _split(text: object, where: str, expected: str) -> tuple[float, str]:
@@ -39,7 +39,8 @@ def _split(text: object, where: str, expected: str) -> tuple[float, str]:
     grouped = _GROUPED.match(str(text))
     if grouped:
         text = grouped.group(0).replace(",", "") + str(text)[grouped.end():]
-    match = re.fullmatch(r"\s*" + _NUMBER + r"\s*([^\s\d].*?)?\s*", str(text))
+    # ASCII digits only: Python's \d and float() also take other scripts' digits ('１０gpuh' was read as 10).
+    match = re.fullmatch(r"\s*" + _NUMBER + r"\s*([^\s\d].*?)?\s*", str(text), flags=re.ASCII)
     if not match:
         raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
     return float(match.group(1)), (match.group(2) or "")
