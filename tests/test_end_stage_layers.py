@@ -119,3 +119,22 @@ def test_deepspeed_keeps_its_own_split_in_the_search():
     model, cluster = preset("llama3-8b"), load_cluster("dgx-h100")
     found = search_layouts(model, cluster, 8, global_batch=64, frameworks=("deepspeed",))
     assert not np.any(found.arrays["last_stage_layers"]) and np.any(found.arrays["pp"] > 1)
+
+
+def test_the_deepspeed_launch_says_it_runs_its_own_split():
+    """Review-found: --emit-deepspeed wrote a plan with a set split as plain --pipeline-model-parallel-size, and
+    DeepSpeed's engine then ran its own partition silently; the launch notes now say so (as for vpp and cp)."""
+    from planner.emit.deepspeed import compatibility_notes
+
+    layout = make_layout(tp=2, pp=4, dp=8, micro_batch=1, global_batch=512, framework="megatron", zero=1,
+                         first_stage_layers=9, last_stage_layers=6)
+    assert any("first_stage_layers=9, last_stage_layers=6" in note and "its own split" in note
+               for note in compatibility_notes(layout, 8))
+    assert not any("first_stage_layers" in note for note in compatibility_notes(layout.model_copy(
+        update={"first_stage_layers": None, "last_stage_layers": None}), 8))
+
+
+def test_only_the_stacks_that_set_a_split_are_given_one():
+    from planner.frameworks import FRAMEWORKS
+
+    assert {name for name, stack in FRAMEWORKS.items() if stack.sets_end_stage_layers} == {"megatron", "fsdp", "other"}

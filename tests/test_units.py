@@ -147,3 +147,16 @@ def test_quantities_that_need_a_unit_say_so_for_a_bare_number(parser):
     number gets the same error from each: the expected form and that the unit is missing."""
     with pytest.raises(PlannerInputError, match=r"^--flag: expected .* with explicit units, got '700'$"):
         parser("700", "--flag")
+
+
+def test_only_ascii_digits_are_numbers_and_any_space_still_separates_the_unit():
+    """The audit: '１０gpuh' (full-width digits) was read as 10. The review: the fix must not refuse a non-breaking
+    space between a number and its unit, which parsed before."""
+    from planner.errors import PlannerInputError
+    from planner.specs.units import parse_bytes, parse_count, parse_duration
+
+    assert parse_bytes("80\xa0GiB", "x") == 80 * 2**30 and parse_duration("10\xa0ms", "x") == pytest.approx(0.01)
+    assert parse_duration("5µs", "x") == pytest.approx(5e-6) and parse_count("1,000", "x") == 1000
+    for text in ("１T", "٧B", "１,０００"):
+        with pytest.raises(PlannerInputError):
+            parse_count(text, "x")

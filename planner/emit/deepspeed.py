@@ -179,6 +179,12 @@ def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:
     if layout.vpp > 1:
         notes.append(f"vpp={layout.vpp} (interleaved pipeline) is a Megatron-LM schedule that DeepSpeed's pipeline "
                      "engine lacks: run it with Megatron-LM, or accept the larger bubble of vpp=1")
+    if layout.pp > 1 and (layout.first_stage_layers or layout.last_stage_layers):
+        # GPTModelPipe partitions with partition_method='type:transformer' (frameworks/deepspeed.py): no per-rank counts.
+        notes.append(f"first_stage_layers={layout.first_stage_layers}, last_stage_layers={layout.last_stage_layers}: "
+                     "DeepSpeed's pipeline engine partitions the layers by its own method (type:transformer), not by "
+                     "counts, so the launch runs its own split; run the planned one with Megatron-LM "
+                     "(--pipeline-model-parallel-layout)")
     if layout.cp > 1:
         notes.append(f"cp={layout.cp}: Megatron-DeepSpeed has no context parallelism (its Ulysses "
                      "--ds-sequence-parallel-size is a different scheme); use Megatron-LM --context-parallel-size")

@@ -31,6 +31,9 @@ from planner.frameworks.megatron import MEGATRON
 MEGASCALE = replace(
     MEGATRON,
     name="megascale",
+    # A closed system whose paper states no pipeline split and which has no launch here: its own split, as the seeds
+    # price it (not Megatron-Core's settable end ranks, which MEGATRON carries).
+    sets_end_stage_layers=False,
     tp_comm_overlap_default=True,
     dp_comm_overlap_default=True,
     p2p_overlap=True,

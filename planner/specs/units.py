@@ -12,7 +12,8 @@ import re
 
 from planner.errors import PlannerInputError
 
-_NUMBER = r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+# ASCII digits ([0-9], not \d): Python's \d and float() also take other scripts' digits ('１０gpuh' was read as 10).
+_NUMBER = r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
 
 # Decimal (SI) and binary prefixes. "K" and "k" both mean 1e3 (people write both).
 _DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
@@ -28,7 +29,7 @@ _SECONDS = {
 }
 # Thousands separators as the planner prints them ("10,000gpuh", "737,280 GPU-hours"): every number the
 # tool prints is accepted back.
-_GROUPED = re.compile(r"^\s*[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?", re.ASCII)
+_GROUPED = re.compile(r"^\s*[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
 
 
 def _split(text: object, where: str, expected: str) -> tuple[float, str]:
@@ -39,8 +40,7 @@ def _split(text: object, where: str, expected: str) -> tuple[float, str]:
     grouped = _GROUPED.match(str(text))
     if grouped:
         text = grouped.group(0).replace(",", "") + str(text)[grouped.end():]
-    # ASCII digits only: Python's \d and float() also take other scripts' digits ('１０gpuh' was read as 10).
-    match = re.fullmatch(r"\s*" + _NUMBER + r"\s*([^\s\d].*?)?\s*", str(text), flags=re.ASCII)
+    match = re.fullmatch(r"\s*" + _NUMBER + r"\s*([^\s\d].*?)?\s*", str(text))
     if not match:
         raise PlannerInputError(f"{where}: expected {expected}, got {text!r}")
     return float(match.group(1)), (match.group(2) or "")
