@@ -15,7 +15,7 @@ from planner.frameworks import FRAMEWORKS, model_unsupported, unsupported_featur
 from planner.frameworks.moe import moe_unsupported
 from planner.specs.layout import Layout
 from planner.specs.model import ModelSpec
-from planner.specs.pipeline_stages import fits_the_chunks, split_set_by_layout
+from planner.specs.pipeline_stages import fits_the_chunks, lightest_middle, split_set_by_layout
 
 
 def tp_splits_model(heads, kv_heads, ffn, seq_len, tp, cp, seq_parallel, kv_multiple):
@@ -179,11 +179,11 @@ def end_stage_problems(layers: int, layout: Layout) -> list[str]:
     ends = f + l
     if p == 2 and first is not None and last is not None and ends != layers:
         return [f"{named}: with pp(2) the two ranks hold all {layers} transformer layers, got {ends}"]
-    lightest_middle = (layers - ends) // (p - 2) if p > 2 else m
-    if ends > layers or min(f, l, lightest_middle) < v:
+    fewest = lightest_middle(layers, p, f, l, m)
+    if ends > layers or min(f, l, fewest) < v:
         verb = "leave" if first is not None and last is not None else "leaves"
         return [f"{named} {verb} a pipeline rank fewer than vpp({v}) of the {layers} transformer layers (first {f}, "
-                f"middle ranks {lightest_middle}..{m}, last {l}): every virtual stage needs a layer"]
+                f"middle ranks {fewest}..{m}, last {l}): every virtual stage needs a layer"]
     return []
 
 

@@ -97,8 +97,7 @@ def _every_chunk_holds_a_layer(layers: int, pp: int, vpp: int) -> bool:
     if slots_split(layers, pp, vpp):  # the embedding and the loss in a slot each
         return True
     first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp))
-    lightest_middle = (layers - first - last) // (pp - 2) if pp > 2 else middle
-    return min(first, last, lightest_middle) >= vpp
+    return min(first, last, lightest_middle(layers, pp, first, last, middle)) >= vpp
 
 
 def chunk_share(layers, pp, vpp, first_set=0, last_set=0):
@@ -165,6 +164,12 @@ def split_set_by_layout(layers, pp, first_set, last_set):
     return first, middle, last
 
 
+def lightest_middle(layers: int, pp: int, first: int, last: int, middle: int) -> int:
+    """The fewest layers a middle rank holds when the ends hold `first` and `last` (the middle ranks deal the rest,
+    emit.pipeline.rank_layers); with two ranks or one, `middle` (stage_layers' stand-in for the fuller end)."""
+    return (layers - first - last) // (pp - 2) if pp > 2 else middle
+
+
 def split_set(batch: "CandidateBatch") -> np.ndarray:
     """Candidates whose layout sets an end rank's layers (split_set_by_layout) with a pipeline: their split is the
     layout's, never the one that gives the embedding and the loss a layer's slot (slots_split)."""
@@ -218,9 +223,8 @@ def lighter_last_splits(layers: int, pp: int, vpp: int, most: int = LIGHTER_LAST
         first = (layers - last) // (pp - 1)  # the lightest share of the rest: the middle ranks take the remainder
         if min(first, last) < vpp or first + last > layers:
             continue
-        middle = -(-(layers - first - last) // (pp - 2)) if pp > 2 else max(first, last)
-        lightest_middle = (layers - first - last) // (pp - 2) if pp > 2 else middle
-        if pp == 2 and first + last != layers or lightest_middle < vpp:
+        middle = int(split_set_by_layout(layers, pp, first, last)[1])
+        if pp == 2 and first + last != layers or lightest_middle(layers, pp, first, last, middle) < vpp:
             continue
         if last < own[2] and (first, middle, last) not in seen:
             seen.add((first, middle, last))
@@ -314,4 +318,4 @@ def stage_argmax(values) -> np.ndarray:
 
 
 
-__all__ = ["stage_layers", "slots_split", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax", "split_set_by_layout", "split_set", "lighter_last_splits", "lighter_last_most", "last_rank_extra_layers"]
+__all__ = ["stage_layers", "slots_split", "interleavings", "fits_the_chunks", "chunk_share", "batch_stage_layers", "stage_param_counts", "padded_vocab", "vocab_padding_params", "stage_argmax", "split_set_by_layout", "split_set", "lighter_last_splits", "lightest_middle", "lighter_last_most", "last_rank_extra_layers"]
