@@ -81,11 +81,12 @@ def batch_sequences(model: ModelSpec, tokens: float, rule: str = batch_size.DEFA
 
 
 def _placements(model: ModelSpec, gpus: int, kv_multiple: bool = False, gpus_per_node: int | None = None) -> np.ndarray:
-    """(tp, cp, pp, vpp, dp, first_stage_layers, last_stage_layers) rows that divide the GPUs and the model, each
-    pipeline with the stack's own split (0, 0) and the splits with a lighter last rank (lighter_last_splits, up to
-    lighter_last_most layers lighter; the stacks that cannot set them take only the first: space.stack_runs) (tp also a multiple of the key/value heads
-    with `kv_multiple`, where a searched stack runs that: enumerate_layouts keeps those rows for it alone), with
-    `gpus_per_node` only a tp whose groups line up with the nodes (layout_checks.tp_fits_the_nodes)."""
+    """(tp, cp, pp, vpp, dp, first_stage_layers, last_stage_layers) rows that divide the GPUs and the model (tp also a
+    multiple of the key/value heads with `kv_multiple`, where a searched stack runs that: enumerate_layouts keeps those
+    rows for it alone), with `gpus_per_node` only a tp whose groups line up with the nodes
+    (layout_checks.tp_fits_the_nodes). Each pipeline comes with the stack's own split (0, 0) and the splits with a
+    lighter last rank (lighter_last_splits, up to lighter_last_most layers lighter); the stacks that cannot set a
+    split take only the first (space.stack_runs)."""
     rows = []
     most = lighter_last_most(model)
     for tp in divisors(gpus):
