@@ -118,14 +118,14 @@ def name_key_problem(path: Path, content: dict) -> str | None:
 
 
 def _header_findings(path: Path, header: list[str]) -> list[Finding]:
-    from planner.calibrate.validation import HIERARCHY_COLUMNS, SIMULATED_EXTRA_COLUMNS
+    from planner.calibrate.validation import HIERARCHY_COLUMNS, PIPELINE_SPLIT_COLUMNS, SIMULATED_EXTRA_COLUMNS
     from planner.profile.runs_csv import COLUMNS
 
     findings = []
     seen: set[str] = set()
     # The core columns and the optional ones a simulation reads: a case or separator slip in either is a
     # column the reader ignores (validate then infers what the row says: Framework -> framework=other).
-    known = (*COLUMNS, *SIMULATED_EXTRA_COLUMNS, *HIERARCHY_COLUMNS)
+    known = (*COLUMNS, *SIMULATED_EXTRA_COLUMNS, *HIERARCHY_COLUMNS, *PIPELINE_SPLIT_COLUMNS)
     canonical = {re.sub(r"[\s_-]+", "_", c.lower()): c for c in known}
     for column in header:
         name = column.strip()

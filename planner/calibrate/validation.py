@@ -126,6 +126,12 @@ HIERARCHY_COLUMNS = {"zero_hpz": _whole, "shard_group": _whole, "grad_shard_grou
                      "zero_quantized_weights": _switch, "zero_quantized_gradients": _switch}
 
 
+# The transformer layers the layout puts on the first and the last pipeline rank (planner.specs.layout:
+# Layout.first_stage_layers / last_stage_layers; Megatron-Core's --decoder-first/last-pipeline-num-layers); empty =
+# the stack's own split, whole numbers >= 1.
+PIPELINE_SPLIT_COLUMNS = {"first_stage_layers": _whole, "last_stage_layers": _whole}
+
+
 # The MLP of a row that does not say: GPT's two-matrix GELU MLP (Radford et al. 2019; Megatron-LM runs it unless
 # --swiglu is given), the architecture of most published runs that leave the column out.
 DEFAULT_MLP = "gelu"
@@ -179,6 +185,7 @@ def run_to_config(run: MeasuredRun, cluster_dir=None, clusters: dict | None = No
         "dtype": defaulted.get("dtype", run.dtype), "framework": framework,
         **{column: _switch(run, column, where) for column in SWITCH_COLUMNS},
         **{column: parse(run, column, where) for column, parse in HIERARCHY_COLUMNS.items()},
+        **{column: parse(run, column, where) for column, parse in PIPELINE_SPLIT_COLUMNS.items()},
     }
     unknown = tuple(name for name in INFERABLE if fields.get(name) is None)
     fields = {k: v for k, v in fields.items() if v is not None}

@@ -29,7 +29,7 @@ from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORK_NAMES
 
 _INT_FLAGS = ("gpus", "layers", "hidden", "heads", "kv-heads", "ffn", "seq-len", "vocab", "tp", "pp", "dp", "cp",
-              "vpp", "zero", "micro-batch", "global-batch", "seq-parallel")
+              "vpp", "first-stage-layers", "last-stage-layers", "zero", "micro-batch", "global-batch", "seq-parallel")
 
 
 def register(subparsers, name: str) -> None:

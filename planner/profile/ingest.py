@@ -36,9 +36,11 @@ from planner.profile.runs_csv import (COLUMNS, INT_COLUMNS, INT_RANGES, MEM_ALLO
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
     "dp", "cp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute", "seq_parallel", "dtype",
-    "flash_attention", "framework",
+    "flash_attention", "framework", "first_stage_layers", "last_stage_layers",
 )
-STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm", "tied_embeddings", "dropout")  # optional columns of the runs CSV
+# Optional columns of the runs CSV (data/spec/runs_csv.md) a row from a log may fill.
+STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm", "tied_embeddings", "dropout", "first_stage_layers",
+                 "last_stage_layers")
 
 
 def _truthy(text: str | None) -> bool | None:
@@ -131,6 +133,7 @@ def megatron_layout(args: dict[str, str], padded_vocab: int | None = None) -> di
     layout |= megatron_bias_and_norm(args)
     layout |= megatron_tied_embeddings(args)
     layout |= megatron_dropout(args)
+    layout |= megatron_pipeline_split(args, layout)
     layout["offload"] = "optimizer" if _truthy(args.get("optimizer_cpu_offload")) else "none"
     if "use_distributed_optimizer" in args:
         layout["zero"] = 1 if _truthy(args["use_distributed_optimizer"]) else 0
@@ -156,6 +159,48 @@ def megatron_layout(args: dict[str, str], padded_vocab: int | None = None) -> di
     if layout["dp"] is None and layout["gpus"] and all(layout[k] for k in ("tp", "pp")):
         layout["dp"] = layout["gpus"] // (layout["tp"] * layout["pp"] * (layout["cp"] or 1))
     return {k: v for k, v in layout.items() if v is not None}
+
+
+def megatron_pipeline_split(args: dict[str, str], layout: dict) -> dict:
+    """The transformer layers a Megatron log puts on its first and last pipeline rank, as the runs CSV's
+    first_stage_layers / last_stage_layers, where they are not the split the planner takes for a row that leaves them
+    empty (planner.specs.pipeline_stages.stage_layers).
+
+    `--decoder-first/last-pipeline-num-layers` set them outright. `--account-for-embedding-in-pipeline-split` and
+    `--account-for-loss-in-pipeline-split` count the embedding and the loss as a layer each: pp divides the layers
+    plus those slots, and the end rank with a slot builds one layer fewer (NVIDIA/Megatron-LM@d98e8a64
+    megatron/core/transformer/transformer_block.py:76-203, get_num_layers_to_build). Megatron refuses both kinds
+    together (:106-112). A layout string (`--pipeline-model-parallel-layout`) is pipeline_layout_problem's."""
+    get = lambda name: _int_or_none(args.get(name))  # noqa: E731
+    first, last = get("decoder_first_pipeline_num_layers"), get("decoder_last_pipeline_num_layers")
+    if first is not None or last is not None:
+        return {k: v for k, v in (("first_stage_layers", first), ("last_stage_layers", last)) if v is not None and v >= 1}
+    embedding, loss = (bool(_truthy(args.get(f"account_for_{slot}_in_pipeline_split"))) for slot in ("embedding", "loss"))
+    layers, pp, vpp = layout.get("layers"), layout.get("pp"), layout.get("vpp") or 1
+    if not (embedding or loss) or not layers or not pp or pp == 1 or (layers + embedding + loss) % pp:
+        return {}  # nothing set, or a split Megatron itself refuses
+    per_rank = (layers + embedding + loss) // pp
+    split = {"first_stage_layers": per_rank - 1} if embedding else {}
+    split |= {"last_stage_layers": per_rank - 1} if loss else {}
+    from planner.specs.pipeline_stages import stage_layers
+
+    as_set = stage_layers(layers, pp, vpp, first_set=split.get("first_stage_layers", 0),
+                          last_set=split.get("last_stage_layers", 0))
+    if [int(x) for x in as_set] == [int(x) for x in stage_layers(layers, pp, vpp)]:
+        return {}  # the planner's own split of that layout is the same (both slots where pp x vpp divides layers + 2)
+    return split
+
+
+def pipeline_layout_problem(log: ParsedLog) -> str | None:
+    """Why a Megatron log that set a pipeline layout string gives no row, or None. The runs CSV holds the end ranks'
+    layers (first_stage_layers, last_stage_layers) and splits the rest as Megatron does; a layout string places
+    every virtual stage's layers (megatron/core/transformer/pipeline_parallel_layer_layout.py), which it cannot
+    hold, so the row would be simulated on another split."""
+    text = (log.megatron_args.get("pipeline_model_parallel_layout") or "").strip()
+    if text in ("", "None"):
+        return None
+    return (f"pipeline_model_parallel_layout = {text}: a pipeline layout string, which the runs CSV cannot describe "
+            "(it holds the first and last ranks' layers only: first_stage_layers, last_stage_layers); file skipped")
 
 
 def megatron_bias_and_norm(args: dict[str, str]) -> dict:
@@ -679,7 +724,8 @@ def row_from_log(log: ParsedLog, flags: dict, row_id: str, skip: int = 1) -> tup
     problems += unusable
     from_log, engine_batch = _layout_from_log(log, reported, problems)
     layout = _layout_with_flags(from_log, flags, log.path, problems)
-    unusable = mixture_of_experts_problem(log) or ulysses_problem(log, flags) or layout_product_problem(layout)
+    unusable = (mixture_of_experts_problem(log) or pipeline_layout_problem(log) or ulysses_problem(log, flags)
+                or layout_product_problem(layout))
     if unusable is not None:  # the row would be wrong or would not simulate: never written
         problems.append(LogProblem(log.path, unusable))
         return None, problems
