@@ -74,7 +74,7 @@ def _row_problem(row: dict) -> str | None:
 def _rows(path: str) -> list[dict]:
     """The rows of a curve file, each checked (_row_problem) and a run's step given once: a repeated step was
     fitted twice (a copy with another loss fitted too), or matched to the other file's cool-downs."""
-    text = read_input_text(path, "loss-curve file (JSON lines)")
+    text = read_input_text(path, "loss-curve file (JSON lines)", encoding="utf-8-sig")  # a BOM, as the CSV, YAML and fit-law readers take
     rows, seen = [], {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -35,6 +35,12 @@ def drop_highest_loss(data: LossData, count: int) -> LossData:
     return data.subset(keep)
 
 
+def data_spans(data: LossData) -> str:
+    """The smallest and largest N, D and loss of the points, so a far-off cell (a unit or column slip) shows."""
+    return ", ".join(f"{name} {values.min():.3g} to {values.max():.3g}"
+                     for name, values in (("N", data.N), ("D", data.D), ("loss", data.loss)))
+
+
 def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, level: float = 0.9,
                    budgets=DEFAULT_BUDGETS, holdout_n_above: float | None = None,
                    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION, check_extrapolation: bool = True, seed: int = 0,
@@ -49,7 +55,8 @@ def fit_and_report(data: LossData, fitter: LawFitter, n_bootstrap: int = 200, le
         coefficients = ", ".join(f"{k} = {v:.4g}" for k, v in fitter.coef_.items())
         raise PlannerInputError(f"{data.path}: the {fitter.form} fit ({coefficients}) gives a law that is not finite, positive "
                                 f"and falling with N and D (soundness check: {unsound}); no law saved. Check that the columns hold N, D and the loss "
-                                f"({', '.join(f'{FLAGS[k]} {v!r}' for k, v in data.columns.items())}), or fix or bound parameters")
+                                f"({', '.join(f'{FLAGS[k]} {v!r}' for k, v in data.columns.items())}) and no cell is "
+                                f"far off the others ({data_spans(data)}), or fix or bound parameters")
     boot = None
     if n_bootstrap > 0:
         boot = bootstrap_over_runs(fitter, data.N, data.D, data.loss, data.run, n_bootstrap, seed, progress)

@@ -332,8 +332,8 @@ def soundness_problem(law: LossLaw, interior_frontier: bool = True) -> str | Non
             other = f"D = {d[j]:.3g}" if axis == 0 else f"N = {n[i]:.3g}"
             return (f"the loss rises with {symbol} from {loss[a]:.6g} to {loss[b]:.6g} ({step} at {other}) "
                     f"{where}")
-    budgets = np.geomspace(dense_training_flops(v.n_min, v.d_min), dense_training_flops(v.n_max, v.d_max), 5)  # over the fitted runs
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # a fit to a far-off cell (N = 1e300) overflows here; refused below, not warned
+        budgets = np.geomspace(dense_training_flops(v.n_min, v.d_min), dense_training_flops(v.n_max, v.d_max), 5)  # over the fitted runs
         try:
             raw = np.asarray(law.tokens_per_param_opt(budgets)) if interior_frontier else np.ones(1)
         except (OverflowError, ZeroDivisionError, ValueError):  # Python floats of such coefficients: no optimum

@@ -1,0 +1,43 @@
+"""Bad input left by the twenty-first session's audit and mended in the twenty-second: the rule (README) is one line
+naming the file, key or flag and the expected form, exit 2, nothing written."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).parent.parent.parent / "data" / "laws" / "chinchilla_epoch_svg_extracted.csv"
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_fit_law_on_a_far_off_cell_says_one_line_that_shows_it(tmp_path):
+    """A parameter count of 1e300 in one row: numpy's overflow warnings came before the "not sound" line, which did not
+    show the cell. Now one line, with the data's spans (N up to 1e+300), and no law written."""
+    rows = list(csv.reader(DATA.open()))
+    rows[5][rows[0].index("Model Size")] = "1e300"
+    data, out = tmp_path / "bad.csv", tmp_path / "law.yaml"
+    with data.open("w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    done = subprocess.run([sys.executable, "-m", "planner", "fit-law", str(data), "--no-holdout", "--bootstrap", "0",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    line = _one_line(done.stderr)
+    assert done.returncode == 2 and "RuntimeWarning" not in done.stderr
+    assert str(data) in line and "N 5.73e+07 to 1e+300" in line
+    assert not out.exists()
+
+
+def test_curve_files_with_a_byte_order_mark_read_as_the_other_inputs_do(tmp_path):
+    """A UTF-8 BOM (Excel, Windows editors) was refused by `predict --curve-data` alone of the data readers."""
+    from planner.laws.curve_data import read_curves
+
+    laws = DATA.parent
+    plain = read_curves(str(laws / "gemstones_hot_100b.jsonl"), str(laws / "gemstones_cool_end.jsonl"))
+    marked = tmp_path / "hot.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + (laws / "gemstones_hot_100b.jsonl").read_bytes())
+    with_bom = read_curves(str(marked), str(laws / "gemstones_cool_end.jsonl"))
+    assert len(with_bom) == len(plain) > 0
