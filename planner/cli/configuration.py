@@ -8,6 +8,7 @@ configuration is apart from simulating it and printing the result (cli.simulate,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 from pathlib import Path
 
@@ -247,6 +248,19 @@ def _load_config_file(path: str) -> dict:
     return {key: _check_config_value(key, value, where) for key, value in data.items()}
 
 
+@contextlib.contextmanager
+def _naming_the_config_key(config: str | None, keys: list[str]):
+    """A loader's refusal of a value the --config file gave names the file and its key(s) (the preset loader's
+    message names --model, the cluster loader's only the value)."""
+    try:
+        yield
+    except PlannerInputError as error:
+        if not keys:
+            raise
+        named = " / ".join(f"'{key}'" for key in keys)
+        raise PlannerInputError(f"--config {config}: key {named}: {str(error).removeprefix('--model: ')}") from None
+
+
 def resolve_configuration(args) -> tuple:
     """Merge preset < config file < flags into (model, layout, cluster, gpus)."""
     from planner.specs.clusters import load_cluster
@@ -263,11 +277,14 @@ def resolve_configuration(args) -> tuple:
         if Path(values["cluster_dir"]).is_absolute() or not folder.is_relative_to(Path.cwd().resolve()):
             raise PlannerInputError(f"--config {args.config}: key 'cluster_dir' {values['cluster_dir']!r} is outside the "
                                     "working directory; give it with --cluster-dir instead")
+    # The file's keys whose value a loader may refuse: its message then names the key, not a flag never given.
+    from_file = [key for key in ("model", "cluster", "cluster_dir") if values.get(key) and getattr(args, key, None) is None]
     for key in MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS:
         flag_value = getattr(args, key, None)
         if flag_value is not None:
             values[key] = flag_value
-    model_fields = preset(values["model"]).model_dump() if values.get("model") else {}
+    with _naming_the_config_key(args.config, [key for key in from_file if key == "model"]):
+        model_fields = preset(values["model"]).model_dump() if values.get("model") else {}
     model_fields.update({k: values[k] for k in MODEL_KEYS if values.get(k) is not None})
     if model_fields.get("kv_heads") is None and "heads" in model_fields and not values.get("model"):
         model_fields["kv_heads"] = model_fields["heads"]
@@ -275,7 +292,9 @@ def resolve_configuration(args) -> tuple:
     if missing:
         raise PlannerInputError(f"missing model shape: give --model PRESET or --{', --'.join(m.replace('_', '-') for m in missing)}")
     model = make_model("model", **model_fields)
-    cluster = load_cluster(values.get("cluster") or DEFAULT_CLUSTER, values.get("cluster_dir"), data_file=cluster_from_file)
+    with _naming_the_config_key(args.config, [key for key in from_file if key != "model"]):
+        cluster = load_cluster(values.get("cluster") or DEFAULT_CLUSTER, values.get("cluster_dir"),
+                               data_file=cluster_from_file)
     layout_fields = {k: values[k] for k in LAYOUT_KEYS if values.get(k) is not None}
     layout_fields.setdefault("dtype", cluster.default_training_dtype)  # --dtype's default (cli.arguments)
     gpus = values.get("gpus")

@@ -41,3 +41,24 @@ def test_curve_files_with_a_byte_order_mark_read_as_the_other_inputs_do(tmp_path
     marked.write_bytes(b"\xef\xbb\xbf" + (laws / "gemstones_hot_100b.jsonl").read_bytes())
     with_bom = read_curves(str(marked), str(laws / "gemstones_cool_end.jsonl"))
     assert len(with_bom) == len(plain) > 0
+
+
+LAYOUT = "tp: 1\npp: 1\ndp: 8\nmicro_batch: 1\n"
+
+
+def test_a_config_files_model_or_cluster_that_does_not_load_names_its_key(tmp_path, cli, monkeypatch):
+    """The preset loader's message named --model and the cluster loader's only the value, where the value came
+    from the --config file's key."""
+    monkeypatch.chdir(tmp_path)
+    cases = {"model": ("model: nosuch\ncluster: dgx-h100\n", "key 'model': unknown preset 'nosuch'"),
+             "cluster": ("model: llama3-8b\ncluster: nosuch\n", "key 'cluster': unknown cluster 'nosuch'"),
+             "folder": ("model: llama3-8b\ncluster: dgx-h100\ncluster_dir: missing\n",
+                        "key 'cluster' / 'cluster_dir': unknown cluster 'dgx-h100': cluster folder missing")}
+    for name, (keys, named) in cases.items():
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(keys + LAYOUT)
+        code, out, err = cli(["simulate", "--config", config])
+        assert code == 2 and not out and f"--config {config}: {named}" in _one_line(err)
+    # a flag that gives the value is named as the flag, as before
+    code, _, err = cli(["simulate", "--config", tmp_path / "model.yaml", "--model", "nosuch2"])
+    assert code == 2 and _one_line(err).startswith("planner simulate: error: --model: unknown preset 'nosuch2'")
