@@ -84,7 +84,9 @@ def test_simulate_and_optimize_headers_name_the_shared_experts(cli):
     code, simulated, _ = cli(["simulate", *args, "--pp", 16, "--ep", 64, "--zero", 1, "--global-batch", 15360,
                                  "--dtype", "fp8", "--recompute", "selective"])
     assert code == 0
-    code, planned, _ = cli(["optimize", *args, "--tokens", "100B", "--framework", "megatron", "--global-batch", 15360])
+    # 256 GPUs: the header is the model's, and the search there is 5 s rather than 40 at 2,048
+    code, planned, _ = cli(["optimize", *args[:-1], 256, "--tokens", "100B", "--framework", "megatron",
+                            "--global-batch", 2048])
     assert code == 0
     for out in (simulated, planned):
         assert "256 experts top-8 + 1 shared in 58 layers" in out.splitlines()[0]
