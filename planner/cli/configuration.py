@@ -249,16 +249,18 @@ def _load_config_file(path: str) -> dict:
 
 
 @contextlib.contextmanager
-def _naming_the_config_key(config: str | None, keys: list[str]):
-    """A loader's refusal of a value the --config file gave names the file and its key(s) (the preset loader's
-    message names --model, the cluster loader's only the value)."""
+def _naming_the_config_key(config: str | None, used: list[str], from_file: list[str]):
+    """A loader's refusal of values the --config file gave names the file and its key(s) (the preset loader's
+    message names --model, the cluster loader's only the value). Only where every value the loader `used` came
+    from the file: one a flag gave keeps the loader's message, which a message naming the file would misplace."""
     try:
         yield
     except PlannerInputError as error:
-        if not keys:
+        message = str(error)
+        if not used or not set(used) <= set(from_file) or message.startswith("--config "):
             raise
-        named = " / ".join(f"'{key}'" for key in keys)
-        raise PlannerInputError(f"--config {config}: key {named}: {str(error).removeprefix('--model: ')}") from None
+        named = " / ".join(f"'{key}'" for key in used)
+        raise PlannerInputError(f"--config {config}: key {named}: {message.removeprefix('--model: ')}") from None
 
 
 def resolve_configuration(args) -> tuple:
@@ -283,7 +285,7 @@ def resolve_configuration(args) -> tuple:
         flag_value = getattr(args, key, None)
         if flag_value is not None:
             values[key] = flag_value
-    with _naming_the_config_key(args.config, [key for key in from_file if key == "model"]):
+    with _naming_the_config_key(args.config, ["model"], from_file):
         model_fields = preset(values["model"]).model_dump() if values.get("model") else {}
     model_fields.update({k: values[k] for k in MODEL_KEYS if values.get(k) is not None})
     if model_fields.get("kv_heads") is None and "heads" in model_fields and not values.get("model"):
@@ -292,7 +294,7 @@ def resolve_configuration(args) -> tuple:
     if missing:
         raise PlannerInputError(f"missing model shape: give --model PRESET or --{', --'.join(m.replace('_', '-') for m in missing)}")
     model = make_model("model", **model_fields)
-    with _naming_the_config_key(args.config, [key for key in from_file if key != "model"]):
+    with _naming_the_config_key(args.config, [key for key in ("cluster", "cluster_dir") if values.get(key)], from_file):
         cluster = load_cluster(values.get("cluster") or DEFAULT_CLUSTER, values.get("cluster_dir"),
                                data_file=cluster_from_file)
     layout_fields = {k: values[k] for k in LAYOUT_KEYS if values.get(k) is not None}

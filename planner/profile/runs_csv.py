@@ -429,7 +429,9 @@ def write_runs(path: str | Path, runs: list[MeasuredRun], force: bool = False) -
 # What makes two rows one run: every spec column but the names and notes. Rows alike in layout, step time and memory
 # are one measurement written twice (a log ingested again under another id or file name, or a copy of it), which
 # validate and calibrate would weigh double.
-RUN_IDENTITY_COLUMNS = tuple(c for c in COLUMNS if c not in ("id", "source", "confidence", "notes"))
+# With the optional end-rank columns: two runs on different pipeline splits are different runs.
+RUN_IDENTITY_COLUMNS = (tuple(c for c in COLUMNS if c not in ("id", "source", "confidence", "notes"))
+                        + ("first_stage_layers", "last_stage_layers"))
 
 
 def _as_number(text: str) -> float | str:

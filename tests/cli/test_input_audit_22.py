@@ -62,3 +62,28 @@ def test_a_config_files_model_or_cluster_that_does_not_load_names_its_key(tmp_pa
     # a flag that gives the value is named as the flag, as before
     code, _, err = cli(["simulate", "--config", tmp_path / "model.yaml", "--model", "nosuch2"])
     assert code == 2 and _one_line(err).startswith("planner simulate: error: --model: unknown preset 'nosuch2'")
+
+
+def test_a_flag_beside_a_config_key_is_not_blamed_on_the_file(tmp_path, cli, monkeypatch):
+    """The review: with the cluster in the file and a bad --cluster-dir flag (or the reverse), the error named the
+    file's key; it keeps the loader's own message, which names the folder or cluster, and a message that already names
+    the file is not prefixed twice."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text("model: llama3-8b\ncluster: dgx-h100\n" + LAYOUT)
+    code, _, err = cli(["simulate", "--config", config, "--cluster-dir", "nodir"])
+    line = _one_line(err)
+    assert code == 2 and "nodir" in line and "key 'cluster'" not in line
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("model: llama3-8b\ncluster: /etc/passwd.yaml\n" + LAYOUT)
+    code, _, err = cli(["simulate", "--config", outside])
+    line = _one_line(err)
+    assert code == 2 and line.count("--config") == 1
+
+
+def test_runs_on_different_pipeline_splits_are_different_runs():
+    from planner.profile.runs_csv import run_identity
+
+    cells = {"step_time_s": "1.5", "pp": "2", "layers": "24", "first_stage_layers": "14"}
+    assert run_identity(cells) != run_identity({**cells, "first_stage_layers": "10"})
+    assert run_identity(cells) == run_identity({**cells, "first_stage_layers": "14.0"})
