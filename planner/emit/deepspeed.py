@@ -37,8 +37,9 @@ NOTES_FILE = "NOTES.md"
 # (megatron/checkpointing.py), synchronously.
 LAUNCH_CHECKPOINT_MODES = ("sync",)
 # What the launch cannot train in, whatever the model and layout: the reason, by dtype (emit.dtype_problems).
-DTYPE_REFUSALS = {"fp8": "dtype=fp8: DeepSpeed with Megatron-DeepSpeed trains in bf16/fp16; fp8 matmuls need "
-                          "Transformer Engine"}
+# fp8 runs through Transformer Engine's layer at pp 1 on a GPT-shaped model (Framework.fp8_with_pipeline,
+# fp8_layer_shape: frameworks/deepspeed.py), which the layout checks hold; no dtype is refused outright.
+DTYPE_REFUSALS: dict[str, str] = {}
 
 
 def zero_block(layout: Layout) -> dict:
@@ -189,7 +190,9 @@ def compatibility_notes(layout: Layout, gpus_per_node: int) -> list[str]:
         notes.append(f"cp={layout.cp}: Megatron-DeepSpeed has no context parallelism (its Ulysses "
                      "--ds-sequence-parallel-size is a different scheme); use Megatron-LM --context-parallel-size")
     if layout.dtype == "fp8":
-        notes.append("fp8: ds_config.json runs bf16; fp8 matmuls need Transformer Engine (Megatron-LM --fp8-format hybrid)")
+        notes.append("fp8: ds_config.json runs bf16 and Megatron-DeepSpeed builds Transformer Engine's layer with fp8 "
+                     "matmuls (--transformer-impl transformer_engine --fp8-hybrid, DelayedScaling): install "
+                     "transformer-engine beside it")
     # _hierarchy_keys: no key groups the shards (MiCS's mics_shard_size is gone from today's DeepSpeed) or the
     # gradients alone, so ds_config.json runs flat ZeRO-3 over the whole data-parallel group.
     groups = [f"{name}={value}" for name, value in (("shard_group", layout.shard_group),
@@ -235,6 +238,8 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
     args += [f"--weight-decay {WEIGHT_DECAY}", "--adam-beta1 0.9", "--adam-beta2 0.95", "--clip-grad 1.0",
              f"--attention-dropout {model.dropout:g}", f"--hidden-dropout {model.dropout:g}"]
     args += {"bf16": ["--bf16"], "fp8": ["--bf16"], "fp16": ["--fp16"], "fp32": []}[layout.dtype]
+    if layout.dtype == "fp8":  # megatron/arguments.py:506-519, 372-374; DelayedScaling in model/transformer.py:1716-1730
+        args += ["--transformer-impl transformer_engine", "--fp8-hybrid"]
     if layout.flash_attention_on:
         args.append("--use-flash-attn-v2")
     if layout.recompute == "full":

@@ -210,12 +210,31 @@ def model_unsupported(framework: str, model, layout=None) -> list[str]:
     if layout is not None and layout.pp > 1 and model.tied_embeddings and not stack.ties_embeddings_across_pipeline:
         return [f"tied_embeddings with pp({layout.pp}) > 1: {framework} ties the output layer to the embedding only "
                 "without pipelining (set pp 1, or --tied-embeddings 0)"]
+    if layout is not None and (problems := fp8_model_unsupported(framework, model, layout.dtype)):
+        return problems
     chunks = stack.context_parallel_chunks_per_rank * (layout.cp if layout is not None else 1)
     if layout is not None and layout.cp > 1 and model.seq_len % chunks:
         return [f"seq_len({model.seq_len}) is not a multiple of {stack.context_parallel_chunks_per_rank} * "
                 f"cp({layout.cp}) = {chunks}: {framework} splits the sequence into "
                 f"{stack.context_parallel_chunks_per_rank} chunks per context-parallel rank"]
     return []
+
+
+def fp8_model_unsupported(framework: str, model, dtype: str) -> list[str]:
+    """Why this stack cannot train `model` in fp8 where its fp8 layers build one shape (Framework.fp8_layer_shape),
+    or [] (any other dtype, or a stack without that limit)."""
+    shape = FRAMEWORKS[framework].fp8_layer_shape
+    if dtype != "fp8" or shape is None:
+        return []
+    mlp, norm = shape
+    found = [what for what, wrong in ((f"mlp {model.mlp}", model.mlp != mlp), (f"norm {model.norm}", model.norm != norm),
+                                      (f"kv_heads {model.kv} < heads {model.heads}", model.kv != model.heads),
+                                      ("experts", model.is_moe), (f"{model.attention} attention", model.attention != "mha"))
+             if wrong]
+    if not found:
+        return []
+    return [f"dtype=fp8 with {', '.join(found)}: {framework}'s fp8 (Transformer Engine) layer builds only a {mlp} MLP, "
+            f"{norm} and multi-head attention (train it in bf16, or on megatron)"]
 
 
 def unsupported_features(framework: str, layout) -> list[str]:
@@ -287,6 +306,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
     elif layout.dtype == "fp8" and layout.fp8_recipe is not None and layout.fp8_recipe not in stack.fp8_recipes:
         problems.append(f"--fp8-recipe {layout.fp8_recipe}: {framework} scales fp8 casts with "
                         f"{' or '.join(stack.fp8_recipes)}")
+    elif layout.dtype == "fp8" and layout.pp > 1 and not stack.fp8_with_pipeline:
+        problems.append(f"dtype=fp8 with pp({layout.pp}) > 1: {framework} builds its fp8 (Transformer Engine) layers "
+                        "only without pipeline parallelism (plan pp 1, or bf16)")
     if layout.tp_comm_overlap and not stack.tp_comm_overlap_available:
         problems.append(f"tp_comm_overlap: {framework} cannot overlap tensor-parallel communication with GEMMs")
     if (layout.tp_comm_overlap and layout.tp > 1 and stack.tp_comm_overlap_needs_sequence_parallel
@@ -327,6 +349,6 @@ def check_framework_names(names, where: str = "--framework") -> None:
                                     f"{', '.join(FRAMEWORK_NAMES)}")
 
 
-__all__ = ["Framework", "FRAMEWORKS", "check_framework_names", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT",
+__all__ = ["Framework", "FRAMEWORKS", "check_framework_names", "fp8_model_unsupported", "FRAMEWORK_NAMES", "FRAMEWORK_CODES", "FP8_TENSORWISE_BY_DEFAULT",
            "PARTITION_ACTIVATIONS_BY_DEFAULT", "framework_arrays", "batch_framework_arrays",
            "MICRO_BATCH_RULE_FIELDS", "micro_batch_rules", "runnable_micro_batches", "unsupported_features"]

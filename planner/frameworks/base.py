@@ -114,6 +114,12 @@ class Framework:
     selective_recomputes_fused_attention: bool = True
     # fp8 scaling recipes the stack runs (planner.specs.layout.Layout.fp8_recipe); the first is its default.
     fp8_recipes: tuple = ("delayed", "tensorwise")
+    # Whether the stack trains in fp8 with pipeline parallelism (False where its pipelined model is built without
+    # the fp8 layers: Megatron-DeepSpeed's GPTModelPipe, frameworks/deepspeed.py).
+    fp8_with_pipeline: bool = True
+    # Where the stack's fp8 layers build one transformer shape only: (MLP, norm), multi-head attention, no experts
+    # (Megatron-DeepSpeed's Transformer Engine layer, frameworks/deepspeed.py). None: what it builds in 16 bits.
+    fp8_layer_shape: tuple | None = None
     # The fused attention kernel the stack runs on Hopper (planner.cost.kernels.ATTENTION_KERNELS names);
     # on Ampere, attention_kernel_ampere.
     attention_kernel_hopper: str = "flash2"

@@ -212,6 +212,14 @@ DEEPSPEED = Framework(
     # fp8 through Transformer Engine with a DelayedScaling recipe, the only one Megatron-DeepSpeed builds
     # (deepspeedai/Megatron-DeepSpeed megatron/model/transformer.py:1716-1730).
     fp8_recipes=("delayed",),
+    # ... and only without pipeline parallelism: Transformer Engine's layers (and its fp8_autocast) are built by
+    # ParallelTransformer (megatron/model/transformer.py:1703-1730, 1759-1790, 2069 at deepspeedai/Megatron-DeepSpeed
+    # 4efb479d), which GPTModel runs at pp 1 (--no-pipeline-parallel); the pipelined GPTModelPipe stacks
+    # ParallelTransformerLayerPipe (model/gpt_model.py:388, transformer.py:1484), the local implementation, in bf16.
+    fp8_with_pipeline=False,
+    # That layer is transformer_engine.pytorch.TransformerLayer with its defaults (transformer.py:1771-1800): GELU MLP,
+    # LayerNorm, and it asserts num_attention_heads == num_key_value_heads ("Transformer_engine does not support GQA").
+    fp8_layer_shape=("gelu", "layernorm"),
     # Pipeline engine p2p (module docstring): partitioned over tp, four blocking transfers per micro-batch each
     # preceded by a metadata send, the whole tensor all-gathered over tp on receipt.
     p2p_scatter_gather=True, p2p_transfers_per_microbatch=4.0, p2p_meta_sends_per_microbatch=4.0,

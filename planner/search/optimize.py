@@ -59,7 +59,9 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
         raise PlannerInputError(f"--gpus {constraints.gpus} exceeds cluster {cluster.name!r} "
                                 f"({cluster.max_nodes} nodes x {cluster.gpus_per_node} GPUs)")
     problem, models, n_opt = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
-    frameworks = checked_stacks(frameworks, dtype)
+    # The family's shape (planner.search.space.family_model: every size the same MLP, norm and attention) for the
+    # stacks whose layers build one shape in some dtype (fp8_model_unsupported).
+    frameworks = checked_stacks(frameworks, dtype, models[-1] if models else None)
     problem = dataclasses.replace(problem, hierarchy=hierarchy, frameworks=frameworks)
     counts = candidate_gpu_counts(cluster, constraints)
     context = (context_models(models, n_opt), context_counts(counts, constraints))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, check_framework_names,
-                                flash_attention_by_default, model_unsupported)
+                                flash_attention_by_default, fp8_model_unsupported, model_unsupported)
 from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
@@ -271,15 +271,19 @@ def checked_stacks(frameworks, dtype: str, model=None) -> tuple:
         raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
     builds = runnable_stacks(usable, dtype, model)
     if not builds:
-        raise PlannerInputError(f"--framework {','.join(frameworks)}: " + model_unsupported(usable[0], model)[0])
+        raise PlannerInputError(f"--framework {','.join(frameworks)}: " + _model_problems(usable[0], model, dtype)[0])
     return builds
 
 
+def _model_problems(name: str, model, dtype: str) -> list[str]:
+    return [*model_unsupported(name, model), *fp8_model_unsupported(name, model, dtype)]
+
+
 def runnable_stacks(frameworks, dtype: str, model=None) -> tuple:
-    """The names of `frameworks` that train in `dtype` and, where `model` is given, build it
-    (frameworks.model_unsupported), in order."""
+    """The names of `frameworks` that train in `dtype` and, where `model` is given, build it in that dtype
+    (frameworks.model_unsupported, fp8_model_unsupported), in order."""
     return tuple(name for name in frameworks if dtype in FRAMEWORKS[name].dtypes
-                 and (model is None or not model_unsupported(name, model)))
+                 and (model is None or not _model_problems(name, model, dtype)))
 
 
 def _stack_tables(stacks) -> dict[str, np.ndarray]:
@@ -312,7 +316,9 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     dtype for every row, `grad_reduce_in_fp32`) fp32 accumulation of 16-bit gradients only from the stack's lowest
     ZeRO stage for it (Framework.fp32_grad_accumulation_min_zero, check_layout's rule) and reduction in the 16-bit
     model dtype only where its launch has it (Framework.reduces_in_model_dtype), and end ranks' layers the rows set
-    (`end_stages_set`, per row or for all) only where the stack sets them (Framework.sets_end_stage_layers). The rows' ZeRO stage and offload mode are the
+    (`end_stages_set`, per row or for all) only where the stack sets them (Framework.sets_end_stage_layers), and fp8
+    with a pipeline only where the stack builds its fp8 layers there (Framework.fp8_with_pipeline). The rows' ZeRO
+    stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
     layouts._stack_options). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
@@ -345,6 +351,8 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     if np.any(needs_fused):
         fused = flash_attention_by_default([FRAMEWORK_CODES[s.name] for s in stacks], dtype)
         ok &= (cp == 1) | ~needs_fused | fused[index]
+    if dtype == "fp8":
+        ok &= (pp == 1) | per_stack("fp8_with_pipeline")
     if grad_reduce_in_fp32 and dtype in ("bf16", "fp8"):
         ok &= zero >= per_stack("fp32_grad_accumulation_min_zero")
     elif grad_reduce_in_fp32 is False and dtype != "fp32":
