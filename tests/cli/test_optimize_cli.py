@@ -248,11 +248,13 @@ def test_steps_are_the_whole_count_the_launch_files_train(capsys, tmp_path):
 
 def test_emit_refuses_a_dtype_the_launch_cannot_train_before_the_search(capsys, tmp_path):
     """Audit-found: `--framework deepspeed --dtype fp8 --emit` searched, printed its plan and only then refused the
-    files (Megatron-DeepSpeed trains bf16/fp16). The dtype alone decides it: refused first, nothing printed."""
+    files. Refused first, nothing printed. Since the twenty-second session the reason is the stack's own: Megatron-
+    DeepSpeed builds its fp8 (Transformer Engine) layer for a GELU/LayerNorm/MHA model only, and the budget family is
+    SwiGLU/RMSNorm with GQA (frameworks.fp8_model_unsupported), so no plan exists to emit."""
     code, out, err = in_process(capsys, "--budget", "1000gpuh", "--framework", "deepspeed", "--dtype", "fp8",
                                 "--max-gpus", "16", "--emit", tmp_path / "run")
     assert code == 2 and out == "" and not (tmp_path / "run").exists()
-    assert "--emit: deepspeed's launch cannot train this plan's dtype (dtype=fp8: DeepSpeed with Megatron-DeepSpeed" in err
+    assert "--framework deepspeed: dtype=fp8 with mlp swiglu, norm rmsnorm" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_plan_that_leaves_budget_unspent_says_the_deadline_binds(capsys):
