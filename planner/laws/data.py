@@ -98,7 +98,12 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
         d = np.array([_count(r, chosen["d"], i, where) for i, r in rows])
         chosen.pop("c")
     else:  # C = 6ND (Kaplan et al. 2020), the definition the Epoch digitisation states
-        d = tokens_for_compute(np.array([_count(r, chosen["c"], i, where) for i, r in rows]), n)
+        with np.errstate(over="ignore"):  # a tiny N (a unit slip) overflows D: refused just below, not warned
+            d = tokens_for_compute(np.array([_count(r, chosen["c"], i, where) for i, r in rows]), n)
+        if not np.all(np.isfinite(d)):
+            k = int(np.argmin(np.isfinite(d)))
+            raise PlannerInputError(f"{where} line {rows[k][0]}: D = C / (6 N) is not finite (N = {n[k]:.4g} in column "
+                                    f"{chosen['n']!r}): check that column holds parameter counts")
         chosen.pop("d")
     if chosen["run"] is None:
         labels = [f"line {i}" for i, _ in rows]

@@ -87,3 +87,17 @@ def test_runs_on_different_pipeline_splits_are_different_runs():
     cells = {"step_time_s": "1.5", "pp": "2", "layers": "24", "first_stage_layers": "14"}
     assert run_identity(cells) != run_identity({**cells, "first_stage_layers": "10"})
     assert run_identity(cells) == run_identity({**cells, "first_stage_layers": "14.0"})
+
+
+def test_fit_law_on_a_tiny_parameter_count_names_its_line(tmp_path):
+    """The review: N = 1e-300 with a compute column made D = C / 6N overflow, with a RuntimeWarning before the error.
+    Now one line naming the line and the column."""
+    rows = list(csv.reader(DATA.open()))
+    rows[5][rows[0].index("Model Size")] = "1e-300"
+    data = tmp_path / "tiny.csv"
+    with data.open("w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    done = subprocess.run([sys.executable, "-m", "planner", "fit-law", str(data), "--no-holdout", "--bootstrap", "0"],
+                          capture_output=True, text=True, timeout=300)
+    line = _one_line(done.stderr)
+    assert done.returncode == 2 and f"{data} line 6: D = C / (6 N) is not finite" in line and "'Model Size'" in line
