@@ -12,7 +12,8 @@ import pytest
 from hypothesis import strategies as st
 
 from planner.specs.clusters import available_clusters, load_cluster
-from planner.frameworks import FRAMEWORK_NAMES, FRAMEWORKS, micro_batch_rules, runnable_micro_batches
+from planner.frameworks import (FRAMEWORK_NAMES, FRAMEWORKS, fp8_model_unsupported, micro_batch_rules,
+                                runnable_micro_batches)
 from planner.specs.layout import Layout
 from planner.specs.layout_checks import check_hierarchy_on_node, check_layout, tp_fits_the_nodes
 from planner.specs.model import ModelSpec
@@ -95,8 +96,10 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
     accumulation = int(runnable_micro_batches(micro_batch_rules(stack), pp, vpp, accumulation))
     # Context parallelism only on fused attention where the stack needs it (Framework.context_parallel_needs_fused_attention).
     fused_only = cp > 1 and stack.context_parallel_needs_fused_attention
+    # fp8 where the stack builds its fp8 layers on this pipeline and model (Framework.fp8_with_pipeline, fp8_layer_shape).
+    fp8_builds = (pp == 1 or stack.fp8_with_pipeline) and not fp8_model_unsupported(stack.name, model, "fp8")
     dtypes = [d for d in ("bf16", "fp16", "fp8", "fp32") if getattr(cluster.accelerator.peak_flops, d) and d in stack.dtypes
-              and (not fused_only or d in stack.fused_attention_dtypes)]
+              and (not fused_only or d in stack.fused_attention_dtypes) and (d != "fp8" or fp8_builds)]
     dtype = fixed.get("dtype", draw(st.sampled_from(dtypes)))
     layout = Layout(
         tp=tp, pp=pp, dp=dp, cp=cp, vpp=vpp, zero=zero, offload=offload,
