@@ -70,8 +70,9 @@ def launch_problems(model: ModelSpec, layout: Layout, cluster=None) -> list[str]
 
 
 def dtype_problems(framework: str, dtype: str) -> list[str]:
-    """What the framework's launch target refuses about `dtype` alone, whatever the model and layout (Megatron-
-    DeepSpeed's fp8, torchtitan's fp16: LaunchTarget.dtype_refusals, which its `unsupported` reports too): a budget
+    """What the framework's launch target refuses about `dtype` alone, whatever the model and layout (torchtitan's
+    fp16: LaunchTarget.dtype_refusals, which its `unsupported` reports too; DeepSpeed's fp8 limits are the stack's own,
+    Framework.fp8_with_pipeline / fp8_layer_shape, which the searches keep): a budget
     search with --emit checks this before it searches, so that it never prints a plan only to refuse its files."""
     target = LAUNCH_TARGETS.get(framework)
     return [target.dtype_refusals[dtype]] if target is not None and dtype in target.dtype_refusals else []
