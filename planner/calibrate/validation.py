@@ -18,6 +18,7 @@ from planner.cost.memory import CUDA_CONTEXT_BYTES
 from planner.cost.infer import INFERABLE, infer_layout
 from planner.errors import PlannerInputError
 from planner.frameworks import FRAMEWORKS
+from planner.profile import runs_csv
 from planner.profile.runs_csv import MEM_ALLOCATOR_PEAK, MEM_COUNTED_TENSORS
 from planner.specs.hardware import ClusterSpec
 from planner.specs.clusters import load_cluster
@@ -129,7 +130,7 @@ HIERARCHY_COLUMNS = {"zero_hpz": _whole, "shard_group": _whole, "grad_shard_grou
 # The transformer layers the layout puts on the first and the last pipeline rank (planner.specs.layout:
 # Layout.first_stage_layers / last_stage_layers; Megatron-Core's --decoder-first/last-pipeline-num-layers); empty =
 # the stack's own split, whole numbers >= 1.
-PIPELINE_SPLIT_COLUMNS = {"first_stage_layers": _whole, "last_stage_layers": _whole}
+PIPELINE_SPLIT_COLUMNS = dict.fromkeys(runs_csv.PIPELINE_SPLIT_COLUMNS, _whole)
 
 
 # The MLP of a row that does not say: GPT's two-matrix GELU MLP (Radford et al. 2019; Megatron-LM runs it unless

@@ -237,9 +237,10 @@ def megatron_arguments(model: ModelSpec, layout: Layout, tokens: float | None, l
                  f"--lr-warmup-fraction {WARMUP_FRACTION}"]
     args += [f"--weight-decay {WEIGHT_DECAY}", "--adam-beta1 0.9", "--adam-beta2 0.95", "--clip-grad 1.0",
              f"--attention-dropout {model.dropout:g}", f"--hidden-dropout {model.dropout:g}"]
-    args += {"bf16": ["--bf16"], "fp8": ["--bf16"], "fp16": ["--fp16"], "fp32": []}[layout.dtype]
-    if layout.dtype == "fp8":  # megatron/arguments.py:506-519, 372-374; DelayedScaling in model/transformer.py:1716-1730
-        args += ["--transformer-impl transformer_engine", "--fp8-hybrid"]
+    # fp8: Transformer Engine's layer in bf16 with fp8 matmuls (megatron/arguments.py:372-374, 506-519; DelayedScaling
+    # in model/transformer.py:1716-1730 at deepspeedai/Megatron-DeepSpeed 4efb479d)
+    args += {"bf16": ["--bf16"], "fp8": ["--bf16", "--transformer-impl transformer_engine", "--fp8-hybrid"],
+             "fp16": ["--fp16"], "fp32": []}[layout.dtype]
     if layout.flash_attention_on:
         args.append("--use-flash-attn-v2")
     if layout.recompute == "full":

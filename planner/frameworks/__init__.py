@@ -200,9 +200,9 @@ def _micro_batch_rule(stack: Framework, layout) -> str:
             "one per stage")
 
 
-def model_unsupported(framework: str, model, layout=None) -> list[str]:
-    """The features of `model` this stack's model code cannot build (with `layout`, on that layout), each with the
-    reason (empty when it can)."""
+def model_unsupported(framework: str, model, layout=None, dtype: str | None = None) -> list[str]:
+    """The features of `model` this stack's model code cannot build (with `layout`, on that layout and in its dtype;
+    without, in `dtype` where given), each with the reason (empty when it can)."""
     stack = FRAMEWORKS[framework]
     if model.mtp_layers and not stack.runs_multi_token_prediction:
         return [f"mtp_layers({model.mtp_layers}): {framework} has no multi-token prediction (train without it, "
@@ -210,7 +210,7 @@ def model_unsupported(framework: str, model, layout=None) -> list[str]:
     if layout is not None and layout.pp > 1 and model.tied_embeddings and not stack.ties_embeddings_across_pipeline:
         return [f"tied_embeddings with pp({layout.pp}) > 1: {framework} ties the output layer to the embedding only "
                 "without pipelining (set pp 1, or --tied-embeddings 0)"]
-    if layout is not None and (problems := fp8_model_unsupported(framework, model, layout.dtype)):
+    if problems := fp8_model_unsupported(framework, model, layout.dtype if layout is not None else dtype):
         return problems
     chunks = stack.context_parallel_chunks_per_rank * (layout.cp if layout is not None else 1)
     if layout is not None and layout.cp > 1 and model.seq_len % chunks:

@@ -30,17 +30,19 @@ from pathlib import Path
 from planner.errors import PlannerInputError
 from planner.frameworks.deepspeed_v03 import RELEASES as DEEPSPEED_V03_RELEASES
 from planner.profile.deepspeed_logs import LogProblem, ParsedLog
-from planner.profile.runs_csv import (COLUMNS, INT_COLUMNS, INT_RANGES, MEM_ALLOCATOR_PEAK, SIMULATION_COLUMNS,
+from planner.specs.pipeline_stages import stage_layers
+from planner.profile.runs_csv import (COLUMNS, INT_COLUMNS, INT_RANGES, MEM_ALLOCATOR_PEAK, PIPELINE_SPLIT_COLUMNS,
+                                     SIMULATION_COLUMNS,
                                      MeasuredRun, check_value)
 
 LAYOUT_FIELDS = (
     "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn", "mlp", "seq_len", "vocab", "tp", "pp",
     "dp", "cp", "vpp", "zero", "offload", "micro_batch", "global_batch", "recompute", "seq_parallel", "dtype",
-    "flash_attention", "framework", "first_stage_layers", "last_stage_layers",
+    "flash_attention", "framework", *PIPELINE_SPLIT_COLUMNS,
 )
 # Optional columns of the runs CSV (data/spec/runs_csv.md) a row from a log may fill.
-STACK_COLUMNS = ("framework", "flash_attention", "bias", "norm", "tied_embeddings", "dropout", "first_stage_layers",
-                 "last_stage_layers")
+OPTIONAL_LOG_COLUMNS = ("framework", "flash_attention", "bias", "norm", "tied_embeddings", "dropout",
+                        *PIPELINE_SPLIT_COLUMNS)
 
 
 def _truthy(text: str | None) -> bool | None:
@@ -182,8 +184,6 @@ def megatron_pipeline_split(args: dict[str, str], layout: dict) -> dict:
     per_rank = (layers + embedding + loss) // pp
     split = {"first_stage_layers": per_rank - 1} if embedding else {}
     split |= {"last_stage_layers": per_rank - 1} if loss else {}
-    from planner.specs.pipeline_stages import stage_layers
-
     as_set = stage_layers(layers, pp, vpp, first_set=split.get("first_stage_layers", 0),
                           last_set=split.get("last_stage_layers", 0))
     if [int(x) for x in as_set] == [int(x) for x in stage_layers(layers, pp, vpp)]:
@@ -712,7 +712,7 @@ def _extra_columns(values: dict, method: str, layout: dict) -> dict[str, str]:
     """The step-time methods not chosen and the other figures, kept for cross-checking, plus the stack columns."""
     extra = {key: f"{value:.6g}" for key, value in values.items() if key != method and math.isfinite(value)}
     # The stack columns are optional columns of the runs CSV (spec/runs_csv.md), kept with the extra ones.
-    extra |= {key: str(layout[key]) for key in STACK_COLUMNS if key in layout}
+    extra |= {key: str(layout[key]) for key in OPTIONAL_LOG_COLUMNS if key in layout}
     return extra
 
 

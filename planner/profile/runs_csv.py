@@ -19,6 +19,9 @@ from planner.errors import PlannerInputError
 from planner.io import MAX_INPUT_BYTES, distinct_input_files, input_file, shown, write_text_atomic
 from planner.specs.model import MAX_COUNT, MAX_LAYERS, MAX_TOKENS, MAX_WIDTH, ModelSpec
 
+# The optional columns of the end pipeline ranks' transformer layers (Layout.first_stage_layers / last_stage_layers;
+# empty = the stack's own split): kept in `MeasuredRun.extra`, read by calibrate.validation, filled by ingest.
+PIPELINE_SPLIT_COLUMNS = ("first_stage_layers", "last_stage_layers")
 # Column order of the spec; unknown columns are kept in `MeasuredRun.extra` and written after these.
 COLUMNS = (
     "id", "source", "confidence", "cluster", "gpus", "layers", "hidden", "heads", "kv_heads", "ffn",
@@ -431,7 +434,7 @@ def write_runs(path: str | Path, runs: list[MeasuredRun], force: bool = False) -
 # validate and calibrate would weigh double.
 # With the optional end-rank columns: two runs on different pipeline splits are different runs.
 RUN_IDENTITY_COLUMNS = (tuple(c for c in COLUMNS if c not in ("id", "source", "confidence", "notes"))
-                        + ("first_stage_layers", "last_stage_layers"))
+                        + PIPELINE_SPLIT_COLUMNS)
 
 
 def _as_number(text: str) -> float | str:

@@ -625,18 +625,19 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     # Scored a block of layouts at a time: the cost model's intermediate arrays grow with the batch (a 12M-layout
     # DeepSeek-V3 search held 13 GB at once), the result does not.
     count = len(arrays["tp"])
+    starts = range(0, max(count, 1), SCORE_BLOCK)
     blocks = [_score_block(model, cluster, {name: column[start:start + SCORE_BLOCK] for name, column in arrays.items()},
                            dtype, min_headroom, moe_load_imbalance, limit, only_fitting, grad_reduce_in_fp32)
-              for start in range(0, max(count, 1), SCORE_BLOCK)]
+              for start in starts]
     # The layouts each block priced: all of them, or (only_fitting) those whose states fit. Taken from the whole
     # enumeration once, rather than a block's columns concatenated again (several seconds on a 3.5M-layout search).
-    kept = np.concatenate([start + block[0] for start, block in zip(range(0, max(count, 1), SCORE_BLOCK), blocks)])
+    kept = np.concatenate([start + block[0] for start, block in zip(starts, blocks)])
     if len(kept) != count:
         arrays = {name: column[kept] for name, column in arrays.items()}
-    joined = [blocks[0][i] if len(blocks) == 1 else
-              {name: np.concatenate([block[i][name] for block in blocks]) for name in blocks[0][i]} for i in (1, 4)]
+    memory, times = ({name: np.concatenate([block[i][name] for block in blocks]) for name in blocks[0][i]}
+                     for i in (1, 4))
     in_hbm, fits = (np.concatenate([block[i] for block in blocks]) for i in (2, 3))
-    return arrays, joined[0], in_hbm, fits, joined[1]
+    return arrays, memory, in_hbm, fits, times
 
 
 def _score_block(model, cluster, arrays, dtype, min_headroom, moe_load_imbalance, limit, only_fitting,

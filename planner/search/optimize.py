@@ -60,7 +60,7 @@ def optimize(cluster: ClusterSpec, law, constraints: Constraints, dtype: str | N
                                 f"({cluster.max_nodes} nodes x {cluster.gpus_per_node} GPUs)")
     problem, models, n_opt = build_problem(cluster, law, constraints, dtype, batch_rule, seq_len, vocab)
     # The family's shape (planner.search.space.family_model: every size the same MLP, norm and attention) for the
-    # stacks whose layers build one shape in some dtype (fp8_model_unsupported).
+    # stacks whose layers build one shape in some dtype (frameworks.model_unsupported in that dtype).
     frameworks = checked_stacks(frameworks, dtype, models[-1] if models else None)
     problem = dataclasses.replace(problem, hierarchy=hierarchy, frameworks=frameworks)
     counts = candidate_gpu_counts(cluster, constraints)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.frameworks import (FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, check_framework_names,
-                                flash_attention_by_default, fp8_model_unsupported, model_unsupported)
+                                flash_attention_by_default, model_unsupported)
 from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES
 from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
@@ -271,19 +271,16 @@ def checked_stacks(frameworks, dtype: str, model=None) -> tuple:
         raise PlannerInputError(f"--dtype {dtype}: no stack of --framework {','.join(frameworks)} trains in it ({offered})")
     builds = runnable_stacks(usable, dtype, model)
     if not builds:
-        raise PlannerInputError(f"--framework {','.join(frameworks)}: " + _model_problems(usable[0], model, dtype)[0])
+        raise PlannerInputError(f"--framework {','.join(frameworks)}: "
+                                + model_unsupported(usable[0], model, dtype=dtype)[0])
     return builds
-
-
-def _model_problems(name: str, model, dtype: str) -> list[str]:
-    return [*model_unsupported(name, model), *fp8_model_unsupported(name, model, dtype)]
 
 
 def runnable_stacks(frameworks, dtype: str, model=None) -> tuple:
     """The names of `frameworks` that train in `dtype` and, where `model` is given, build it in that dtype
-    (frameworks.model_unsupported, fp8_model_unsupported), in order."""
+    (frameworks.model_unsupported), in order."""
     return tuple(name for name in frameworks if dtype in FRAMEWORKS[name].dtypes
-                 and (model is None or not _model_problems(name, model, dtype)))
+                 and (model is None or not model_unsupported(name, model, dtype=dtype)))
 
 
 def _stack_tables(stacks) -> dict[str, np.ndarray]:
