@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
-from planner.calibrate.samples import Sample, predict, sample_batch
+from planner.calibrate.samples import Sample, sample_batch
+from planner.cost.efficiency_sweep import step_times_under
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
 
@@ -103,9 +104,13 @@ def _cluster_with(cluster: ClusterSpec, names: list[str], free: np.ndarray) -> C
     return cluster.with_efficiency(**{n: _from_free(n, f) for n, f in zip(names, free)})
 
 
-def log_residuals(samples, cluster, names, free, batch=None) -> np.ndarray:
+def log_residuals_many(samples, cluster, names, frees, batch=None) -> np.ndarray:
+    """log_residuals at each row of `frees` (points in the free coordinates), priced in one sweep
+    (cost.efficiency_sweep): shape (len(frees), len(samples)), the same numbers point by point."""
     measured = np.array([s.run.step_time_s for s in samples])
-    return np.log(predict(samples, _cluster_with(cluster, names, free), batch) / measured)
+    settings = [{n: _from_free(n, f) for n, f in zip(names, free)} for free in np.atleast_2d(frees)]
+    batch = batch if batch is not None else sample_batch(samples)
+    return np.log(step_times_under(batch, cluster, settings) / measured)
 
 
 def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_weight: float = PRIOR_WEIGHT) -> ClusterSpec:
@@ -115,14 +120,16 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
     start = np.array([to_free(n, start_value(cluster, n, samples)) for n in names])
     batch = sample_batch(samples)
 
-    @_last_value_kept
-    def residuals(free):
-        data = log_residuals(samples, cluster, names, free, batch)
-        return np.concatenate([data, prior_weight * (free - start)])
+    def residuals_at(frees):  # one residual vector per row of `frees`, priced in one sweep
+        frees = np.atleast_2d(frees)
+        data = log_residuals_many(samples, cluster, names, frees, batch)
+        return np.concatenate([data, prior_weight * (frees - start)], axis=1)
 
-    def objective(free):  # the soft-L1 cost least_squares minimises
-        r = residuals(free) / ROBUST_SCALE
-        return float(np.sum(2.0 * (np.sqrt(1.0 + r * r) - 1.0)))
+    residuals = _last_value_kept(lambda free: residuals_at(free)[0])
+
+    def objectives(frees):  # the soft-L1 cost least_squares minimises, at each row of `frees`
+        r = residuals_at(frees) / ROBUST_SCALE
+        return np.sum(2.0 * (np.sqrt(1.0 + r * r) - 1.0), axis=1)
 
     # Coordinate pre-search over decades for positive quantities: least squares only follows local
     # slopes, and a latency that is negligible at its default has none.
@@ -131,20 +138,17 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
         if PARAMETERS[name][0] != "positive":
             continue
         trials = [x0[i] + np.log(10.0) * k for k in (-2, -1, 0, 1, 2, 3)]
-        costs = []
-        for value in trials:
-            candidate = x0.copy()
-            candidate[i] = value
-            costs.append(objective(candidate))
-        x0[i] = trials[int(np.argmin(costs))]
+        candidates = np.repeat(x0[None, :], len(trials), axis=0)
+        candidates[:, i] = trials
+        x0[i] = trials[int(np.argmin(objectives(candidates)))]
 
     with np.errstate(all="ignore"):
         finite = bool(np.all(np.isfinite(residuals(x0))))
     if not finite:  # scipy would raise "Residuals are not finite in the initial point"
         raise PlannerInputError(f"calibration of {', '.join(names)}: the model's step time is not finite at the "
                                 f"starting values for some of the {len(samples)} rows; check their shapes and layouts")
-    solution = least_squares(residuals, x0, jac=_forward_differences(residuals), loss="soft_l1", f_scale=ROBUST_SCALE,
-                             max_nfev=200 * len(names))
+    solution = least_squares(residuals, x0, jac=_forward_differences(residuals, residuals_at), loss="soft_l1",
+                             f_scale=ROBUST_SCALE, max_nfev=200 * len(names))
     return _cluster_with(cluster, names, solution.x)
 
 
@@ -169,14 +173,13 @@ def _last_value_kept(function):
 JACOBIAN_STEP = 1e-3
 
 
-def _forward_differences(residuals):
+def _forward_differences(residuals, residuals_at):
+    """The forward-difference Jacobian of `residuals` at a point: its value there (kept from the step that asked)
+    and the moved points' (`residuals_at`, one row per point) in one sweep."""
     def jacobian(free):
         base = residuals(free)
-        columns = []
-        for j in range(len(free)):
-            moved = np.array(free, dtype=float)
-            moved[j] += JACOBIAN_STEP
-            columns.append((residuals(moved) - base) / JACOBIAN_STEP)
-        return np.stack(columns, axis=1)
+        free = np.asarray(free, dtype=float)
+        moved = free + JACOBIAN_STEP * np.eye(len(free))  # row j: free with its j-th coordinate moved
+        return ((residuals_at(moved) - base) / JACOBIAN_STEP).T
 
     return jacobian

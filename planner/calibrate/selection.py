@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.calibrate.fitting import PARAMETERS, fit, log_residuals, start_value, to_free
+from planner.calibrate.fitting import PARAMETERS, fit, log_residuals_many, start_value, to_free
 from planner.calibrate.samples import Sample, predict, sample_batch
 from planner.specs.hardware import ClusterSpec
 
@@ -44,14 +44,11 @@ def sensitivity_columns(samples: list[Sample], cluster: ClusterSpec, candidates=
     """Per parameter, the change of each row's log step time when the parameter takes its probe value."""
     values = [start_value(cluster, n, samples) for n in candidates]
     base = np.array([to_free(n, v) for n, v in zip(candidates, values)])
-    batch = sample_batch(samples)
-    r0 = log_residuals(samples, cluster, list(candidates), base, batch)
-    columns = {}
+    points = np.repeat(base[None, :], len(candidates) + 1, axis=0)  # row 0 the start, row i + 1 parameter i probed
     for i, name in enumerate(candidates):
-        shifted = base.copy()
-        shifted[i] = to_free(name, _probe(name, values[i]))
-        columns[name] = log_residuals(samples, cluster, list(candidates), shifted, batch) - r0
-    return columns
+        points[i + 1, i] = to_free(name, _probe(name, values[i]))
+    residuals = log_residuals_many(samples, cluster, list(candidates), points, sample_batch(samples))
+    return {name: residuals[i + 1] - residuals[0] for i, name in enumerate(candidates)}
 
 
 def identifiable(samples: list[Sample], cluster: ClusterSpec, candidates=tuple(PARAMETERS),

@@ -81,8 +81,7 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     # Host work per micro-batch (issuing the collectives) and once per step (the persistent parameters' re-gather).
     host_s = m * host_mb + _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
     change, hierarchical_s = hierarchy.zero3_step_change(
-        batch, cluster, w, reduce_bytes, unit, units, outside, flat_step, m, once, per_micro_batch, per_step_once, kw,
-        lambda sizes, strides: groups.links(cluster, sizes, strides), hbm)
+        batch, cluster, w, reduce_bytes, unit, units, outside, flat_step, m, once, per_micro_batch, per_step_once, hbm)
     zero3_step = flat_step + host_s + change
     # (Without re-gathers the layers' chain above is the one the fetch is added to: not computed twice.)
     offload_fetch, offload_fetch_s = offload.parameter_fetch(

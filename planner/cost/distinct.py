@@ -46,8 +46,9 @@ _TABLE_LIMIT = 1 << 22
 # Above this share of distinct rows, gathering and spreading costs more than computing every row.
 _WORTHWHILE_SHARE = 0.25
 # Below this many rows keying costs more than it saves (validate's and calibrate's batches of tens of rows,
-# scored thousands of times by the calibration's fits): every row is computed.
-_FEWEST_KEYED_ROWS = 2048
+# scored thousands of times by the calibration's fits): every row is computed. cost.efficiency_sweep relies on it:
+# its rows carry their own efficiencies, which no key reads.
+FEWEST_KEYED_ROWS = 2048
 
 
 def _dense_codes(key: np.ndarray, size: int) -> tuple[np.ndarray, int]:
@@ -168,7 +169,7 @@ def _representatives(inverse: np.ndarray, count: int) -> np.ndarray:
 
 
 def _distinct_rows(batch: CandidateBatch, columns: tuple[str, ...]):
-    if len(batch) < _FEWEST_KEYED_ROWS:
+    if len(batch) < FEWEST_KEYED_ROWS:
         return None
     if set(PARALLEL_SIZES) <= set(columns):  # numbered already: the key starts from the row's shape
         sizes, key = parallel_shapes(batch)

@@ -49,6 +49,10 @@ def gemm_seconds(m, n, k, peak, eff: Efficiency, half):
 
 def matmul_half_size_array(batch: CandidateBatch, cluster: ClusterSpec) -> np.ndarray:
     """Half-efficiency GEMM size per candidate (depends on the dtype's peak unless calibrated)."""
+    calibrated = cluster.efficiency.matmul_half_size
+    if calibrated is not None:  # one size for every dtype with a peak (a per-row array in cost.efficiency_sweep)
+        has_peak = np.array([bool(getattr(cluster.accelerator.peak_flops, d)) for d in DTYPES])
+        return np.where(has_peak[batch.dtype.astype(int)], calibrated, np.nan)
     sizes = np.array([cluster.matmul_half_size(d) if getattr(cluster.accelerator.peak_flops, d) else np.nan
                       for d in DTYPES])
     return sizes[batch.dtype.astype(int)]

@@ -19,12 +19,14 @@ from planner.specs.topology import group_links_arrays
 
 def links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
     """Group links with the calibrated latency scale applied."""
-    links = group_links_arrays(cluster, sizes, strides)
-    scale = cluster.efficiency.latency_scale
-    if scale != 1.0:
-        links = {**links, "intra_latency_s": links["intra_latency_s"] * scale,
-                 "inter_latency_s": links["inter_latency_s"] * scale}
-    return links
+    return _latency_scaled(group_links_arrays(cluster, sizes, strides), cluster.efficiency.latency_scale)
+
+
+def _latency_scaled(links: dict, scale) -> dict:
+    if np.ndim(scale) == 0 and scale == 1.0:
+        return links
+    return {**links, "intra_latency_s": links["intra_latency_s"] * scale,
+            "inter_latency_s": links["inter_latency_s"] * scale}
 
 
 def layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str, np.ndarray]:
@@ -33,10 +35,11 @@ def layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str
     if len(batch) == 0:
         return links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp))
     sizes, inverse = distinct.parallel_shapes(batch)
-    few = links(cluster, *group(sizes["tp"], sizes["pp"], sizes["dp"], sizes["cp"]))
+    few = group_links_arrays(cluster, *group(sizes["tp"], sizes["pp"], sizes["dp"], sizes["cp"]))
     names = tuple(few)
     table = np.stack([np.broadcast_to(few[name], sizes["tp"].shape) for name in names]).astype(float)
-    return dict(zip(names, np.take(table, inverse, axis=1)))
+    # Scaled on the rows, not the shapes: a sweep's latency scale is per row (cost.efficiency_sweep).
+    return _latency_scaled(dict(zip(names, np.take(table, inverse, axis=1))), cluster.efficiency.latency_scale)
 
 
 # Groups as (sizes, strides) of the layout's parallel sizes, ranks placed tp-innermost, then cp, dp, pp.
@@ -99,7 +102,9 @@ class Rows:
         out = np.zeros(self.size)
         if self.rows.size:
             pick = lambda a: a[self.rows] if np.ndim(a) else a  # noqa: E731
-            out[self.rows] = collective(pick(volume), self.links, calls=pick(calls), **kw)
+            # Keywords too: a sweep's link efficiencies are per row (cost.efficiency_sweep).
+            out[self.rows] = collective(pick(volume), self.links, calls=pick(calls),
+                                        **{name: pick(value) for name, value in kw.items()})
         return out
 
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import collectives, distinct, zero3_fetch
+from planner.cost import collectives, distinct, groups, zero3_fetch
 from planner.cost.memory import (STAGE_STATE_COLUMNS, element_bytes, sharding_degree, state_sharding_degrees,
                                  unsharded_through_step)
 from planner.frameworks import batch_framework_arrays
@@ -185,7 +185,7 @@ def zero3_unit_cross_node(batch, cluster, fw, w, reduce_bytes, elements) -> dict
 
 
 def zero3_step_change(batch, cluster, w, reduce_bytes, unit, units, outside, flat_step, m, once, per_micro_batch,
-                      per_step_once, kw, links, hbm):
+                      per_step_once, hbm):
     """What ZeRO++ / hierarchical partitioning changes in the ZeRO-3 step's exposed seconds (step_time's
     `per_micro_batch` pipeline over the per-unit times of zero3_unit_comm for the stage's `units` layers, or its
     `per_step_once` on the `once` rows that gather and reduce once per step, minus the flat `flat_step`): 0 on
@@ -201,6 +201,12 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, units, outside, fla
     if not rows.size:
         return extra, traffic
     sub, sub_fw, pick = sub_batch(batch, rows)
+    cluster = cluster.at_rows(pick)
+    kw = groups.collective_kwargs(cluster)
+
+    def links(sizes, strides):
+        return groups.links(cluster, sizes, strides)
+
     w_, r_ = pick(w), pick(reduce_bytes)
     hbm_ = pick(hbm)
     layer_vectors = zero3_fetch.vector_elements_per_rank(sub)

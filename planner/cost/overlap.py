@@ -21,9 +21,12 @@ def hidden_behind(compute, comm, chunks, eta):
     pieces (a two-stage pipeline: max(a, b) + min(a, b)/chunks - a), with the residual eta of what the
     schedule could hide actually hidden."""
     ideal = np.maximum(compute, comm) + np.minimum(compute, comm) / chunks - compute
-    if eta == 1.0:  # the default: nothing beyond the schedule
-        return ideal
-    return ideal + (1.0 - eta) * (comm - ideal)
+    if np.ndim(eta) == 0:
+        if eta == 1.0:  # the default: nothing beyond the schedule
+            return ideal
+        return ideal + (1.0 - eta) * (comm - ideal)
+    # A residual per row (cost.efficiency_sweep): the same numbers row by row, the default's rows exactly `ideal`.
+    return np.where(eta == 1.0, ideal, ideal + (1.0 - eta) * (comm - ideal))
 
 
 def behind_later_chunks(backward, comm, buckets, eta, v, p):

@@ -17,6 +17,7 @@ import os
 import typing
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from planner.specs import units
@@ -498,6 +499,14 @@ class ClusterSpec(_Frozen):
         """A copy with some efficiency parameters replaced (used by calibration and sensitivity)."""
         merged = self.efficiency.model_dump(by_alias=False) | changes
         return self.model_copy(update={"efficiency": Efficiency.model_construct(**merged)})
+
+    def at_rows(self, pick) -> "ClusterSpec":
+        """This spec for a sub-batch: each efficiency held as a per-row array (cost.efficiency_sweep prices several
+        settings in one batch) taken by `pick` (an array of the whole batch -> its rows); itself when none is."""
+        arrays = {name: pick(value) for name, value in dict(self.efficiency).items() if np.ndim(value) > 0}
+        if not arrays:
+            return self
+        return self.model_copy(update={"efficiency": Efficiency.model_construct(**(dict(self.efficiency) | arrays))})
 
 
 def describe_validation_problem(problem: dict) -> str:
