@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from planner.calibrate.fitting import PARAMETERS, fit, log_residuals_many, start_value, to_free
+from planner.calibrate.lockstep import run_together
 from planner.calibrate.samples import Sample, predict, sample_batch
+from planner.cost.efficiency_sweep import step_times_of
 from planner.specs.hardware import ClusterSpec
 
 SELECTION_MIN_GAIN = 0.02  # a parameter is fitted only if it cuts the cross-validated MAPE by 2% of itself
@@ -100,6 +102,32 @@ def _cv_mape(samples, cluster, names, k: int) -> float:
     return float(np.mean(np.abs(held / measured - 1)))
 
 
+def _cv_mapes(samples, cluster, name_sets: list[list[str]], k: int) -> list[float]:
+    """`_cv_mape` of each set of names (none empty), every set's fit on every fold run side by side
+    (calibrate.lockstep) and the held-out rows priced in one sweep: the same numbers as one _cv_mape per set."""
+    measured = np.array([s.run.step_time_s for s in samples])
+    held = folds(samples, k)
+    trains = [np.setdiff1d(np.arange(len(samples)), fold) for fold in held]  # in the rows' order, as held_out_predictions
+    batch = sample_batch(samples)
+
+    def job(names, train):
+        rows = [samples[i] for i in train]
+        return lambda ask: fit(rows, cluster, names, price=lambda settings: ask(train, settings))
+
+    fitted = run_together(batch, cluster, [job(names, train) for names in name_sets for train in trains])
+    per_set = len(held)  # fitted[i * per_set + f]: set i fitted without fold f
+    requests = [(fold, [{n: getattr(fitted[i * per_set + f].efficiency, n) for n in names}])
+                for i, names in enumerate(name_sets) for f, fold in enumerate(held)]
+    times = step_times_of(batch, cluster, requests)
+    mapes = []
+    for i in range(len(name_sets)):
+        predicted = np.empty(len(samples))
+        for f, fold in enumerate(held):
+            predicted[fold] = times[i * per_set + f][0]
+        mapes.append(float(np.mean(np.abs(predicted / measured - 1))))
+    return mapes
+
+
 def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = INNER_FOLDS) -> tuple[ClusterSpec, dict]:
     """Which parameters to fit: forward selection by cross-validation on the fitting rows.
 
@@ -133,7 +161,7 @@ def select_parameters(samples, cluster, candidates=tuple(PARAMETERS), k: int = I
                 reasons[name] = "kept: fitting it did not lower the cross-validated error"
         if not eligible:
             break
-        trials = {name: _cv_mape(samples, cluster, chosen + [name], k) for name in eligible}
+        trials = dict(zip(eligible, _cv_mapes(samples, cluster, [chosen + [name] for name in eligible], k)))
         best = min(trials, key=trials.get)
         if trials[best] > score * (1.0 - SELECTION_MIN_GAIN):
             break

@@ -23,4 +23,5 @@ goodput.py      failures, checkpoints, restarts
 evaluation.py   the launch files' evaluation passes as a share of training time
 estimate.py     memory + time for a batch; `simulate` on a batch of one
 distinct.py     a part of the model evaluated once per distinct combination of the columns it reads, spread back
+efficiency_sweep.py  step times of a batch under several efficiency settings in one call (calibration's fits)
 """

@@ -103,15 +103,16 @@ def _fastest_per_shape(space: Space, feasible: dict) -> dict:
 def _shape_codes(*columns) -> np.ndarray:
     """Each row's combination of the whole-number `columns` (model index, GPU count, global batch), numbered in
     lexicographic order: the numbers np.unique over the stacked columns (axis=1) gives, from one int64 key per row
-    (column by column, each below the next's multiplier) that sorts ~7x faster on the 2.2M feasible rows of a 10,000
-    GPU-hour budget search (2.4 s -> 0.34 s). Where the key could overflow or a value is not a whole number >= 0,
-    the stacked np.unique."""
+    (key = ((a x span_b) + b) x span_c + c, each value below its own column's span = its maximum + 1), which sorts
+    ~7x faster on the 2.2M feasible rows of a 10,000 GPU-hour budget search (2.4 s -> 0.34 s). Where a value is not
+    a finite whole number >= 0, or the key could pass 2^62, the stacked np.unique."""
     values = [np.asarray(column) for column in columns]
-    whole = all(np.all(v >= 0) and np.all(v == np.floor(v)) for v in values) if len(values[0]) else True
-    spans = [int(v.max()) + 1 if len(v) else 1 for v in values]
-    if not whole or float(np.prod([float(span) for span in spans])) >= 2.0 ** 62:
+    whole = all(np.all(np.isfinite(v)) and np.all(v >= 0) and np.all(v == np.floor(v)) for v in values)
+    spans = [float(v.max()) + 1.0 if len(v) else 1.0 for v in values] if whole else []
+    if not whole or float(np.prod(spans)) >= 2.0 ** 62:
         _, codes = np.unique(np.stack(values), axis=1, return_inverse=True)
         return codes.reshape(-1)
+    spans = [int(span) for span in spans]
     key = np.zeros(len(values[0]), dtype=np.int64)
     for v, span in zip(values, spans):
         key = key * span + v.astype(np.int64)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.calibrate.fitting import PARAMETERS
-from planner.cost import distinct
-from planner.cost.efficiency_sweep import step_times_under
+from planner.cost import distinct, efficiency_sweep
 from planner.cost.step_time import step_time
 from planner.specs.candidate_batch import layouts_batch
 
@@ -44,12 +44,27 @@ def _value(name):
     return st.floats(low, min(high, low * 1e4), allow_nan=False)
 
 
-_settings = st.lists(st.fixed_dictionaries({}, optional={name: _value(name) for name in PARAMETERS}),
-                     min_size=2, max_size=6)
+# matmul_half_size in every setting or in none: settings that mix a derived size (None) with a number are priced
+# one by one (gemm.matmul_efficiency prices them by different rules), which would compare step_time with itself.
+_OTHERS = {name: _value(name) for name in PARAMETERS if name != "matmul_half_size"}
+_settings = st.one_of(
+    st.lists(st.fixed_dictionaries({}, optional=_OTHERS), min_size=2, max_size=6),
+    st.lists(st.fixed_dictionaries({"matmul_half_size": _value("matmul_half_size")}, optional=_OTHERS),
+             min_size=2, max_size=6))
 
 
 def _one_by_one(batch, cluster, drawn):
     return np.stack([step_time(batch, cluster.with_efficiency(**setting))["step_time_s"] for setting in drawn])
+
+
+def _swept(batch, cluster, drawn):
+    """step_times_under, counting its cost-model calls: one, on the tiled rows, where they fit one unkeyed batch."""
+    calls = []
+    with mock.patch.object(efficiency_sweep, "step_time", lambda b, c: calls.append(len(b)) or step_time(b, c)):
+        swept = efficiency_sweep.step_times_under(batch, cluster, drawn)
+    if len(batch) * len(drawn) < distinct.FEWEST_KEYED_ROWS:
+        assert calls == [len(batch) * len(drawn)], calls
+    return swept
 
 
 @settings(max_examples=max(10, EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,7 +78,7 @@ def test_each_setting_gives_what_step_time_gives_under_it_alone(gen, data, size)
         layouts.append(data.draw(gen.layouts(model, cluster)))
     batch = layouts_batch(models, layouts)
     drawn = data.draw(_settings)
-    np.testing.assert_array_equal(step_times_under(batch, cluster, drawn), _one_by_one(batch, cluster, drawn))
+    np.testing.assert_array_equal(_swept(batch, cluster, drawn), _one_by_one(batch, cluster, drawn))
 
 
 @settings(max_examples=max(10, EXAMPLES // 4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -73,12 +88,33 @@ def test_moe_rows_too(data):
     cluster = cases[0][2]
     batch = layouts_batch([m for m, _, _ in cases], [layout for _, layout, _ in cases])
     drawn = data.draw(_settings)
-    np.testing.assert_array_equal(step_times_under(batch, cluster, drawn), _one_by_one(batch, cluster, drawn))
+    np.testing.assert_array_equal(_swept(batch, cluster, drawn), _one_by_one(batch, cluster, drawn))
+
+
+@settings(max_examples=max(10, EXAMPLES // 4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), size=st.integers(1, 20))
+def test_requests_on_their_own_rows_get_what_those_rows_get_alone(gen, data, size):
+    """step_times_of (calibrate.lockstep's fits priced together): each request's rows of the batch under each of its
+    settings, as step_time gives them on those rows alone."""
+    cluster = data.draw(gen.clusters())
+    models, layouts = [], []
+    for _ in range(size):
+        model = data.draw(gen.models())
+        models.append(model)
+        layouts.append(data.draw(gen.layouts(model, cluster)))
+    batch = layouts_batch(models, layouts)
+    subsets = st.lists(st.integers(0, size - 1), min_size=1, max_size=size, unique=True).map(sorted)
+    requests = data.draw(st.lists(st.tuples(st.one_of(st.none(), subsets.map(np.array)), _settings),
+                                  min_size=1, max_size=5))
+    answers = efficiency_sweep.step_times_of(batch, cluster, requests)
+    for (rows, drawn), answer in zip(requests, answers):
+        own = batch if rows is None else batch.take(rows)
+        np.testing.assert_array_equal(answer, _one_by_one(own, cluster, drawn))
 
 
 def test_a_sweep_too_large_for_one_unkeyed_batch_is_priced_in_parts(gen):
     """Settings x rows beyond distinct.FEWEST_KEYED_ROWS would let the cost model price rows once per distinct
-    layout, across settings: the sweep splits such a sweep (here 3 settings of 1,000 rows, priced as three)."""
+    layout, across settings: the sweep splits such a sweep (here 3 settings of 1,000 rows: two tiled, one alone)."""
     from planner.specs.clusters import load_cluster
     from planner.specs.layout import make_layout
     from planner.specs.model import PRESETS
@@ -89,6 +125,6 @@ def test_a_sweep_too_large_for_one_unkeyed_batch_is_priced_in_parts(gen):
     assert 3 * rows >= distinct.FEWEST_KEYED_ROWS
     batch = layouts_batch([model] * rows, [layout] * rows)
     drawn = [{"matmul_peak_fraction": 0.3}, {"matmul_peak_fraction": 0.6, "latency_scale": 10.0}, {}]
-    swept = step_times_under(batch, cluster, drawn)
+    swept = efficiency_sweep.step_times_under(batch, cluster, drawn)
     assert np.all(swept[0] > swept[1]) and len(set(swept[:, 0])) == 3
     np.testing.assert_array_equal(swept, _one_by_one(batch, cluster, drawn))

@@ -30,7 +30,7 @@ def test_values_one_key_cannot_hold_take_the_stacked_unique():
     fractional = np.array([1.5, 1.25, 1.5, 3.0])
     huge = np.array([2.0 ** 61, 1.0, 2.0 ** 61, 5.0])
     small = np.array([1, 0, 1, 0], dtype=np.int32)
-    for column in (fractional, huge, -fractional):
+    for column in (fractional, huge, -fractional, np.array([1.0, np.nan, 1.0, 2.0]), np.array([np.inf, 1.0, 1.0, 0.0])):
         np.testing.assert_array_equal(_shape_codes(small, column), _reference(small, column))
     # 1.5 and 1.25 are two shapes, not one (a cast to int64 would merge them)
     assert len(set(_shape_codes(fractional).tolist())) == 3
