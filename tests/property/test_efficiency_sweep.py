@@ -53,6 +53,13 @@ _settings = st.one_of(
              min_size=2, max_size=6))
 
 
+def _drawn_batch(gen, data, size):
+    """A drawn cluster and a batch of `size` drawn (model, layout) rows on it."""
+    cluster = data.draw(gen.clusters())
+    models = [data.draw(gen.models()) for _ in range(size)]
+    return cluster, layouts_batch(models, [data.draw(gen.layouts(model, cluster)) for model in models])
+
+
 def _one_by_one(batch, cluster, drawn):
     return np.stack([step_time(batch, cluster.with_efficiency(**setting))["step_time_s"] for setting in drawn])
 
@@ -70,13 +77,7 @@ def _swept(batch, cluster, drawn):
 @settings(max_examples=max(10, EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), size=st.integers(1, 30))
 def test_each_setting_gives_what_step_time_gives_under_it_alone(gen, data, size):
-    cluster = data.draw(gen.clusters())
-    models, layouts = [], []
-    for _ in range(size):
-        model = data.draw(gen.models())
-        models.append(model)
-        layouts.append(data.draw(gen.layouts(model, cluster)))
-    batch = layouts_batch(models, layouts)
+    cluster, batch = _drawn_batch(gen, data, size)
     drawn = data.draw(_settings)
     np.testing.assert_array_equal(_swept(batch, cluster, drawn), _one_by_one(batch, cluster, drawn))
 
@@ -96,13 +97,7 @@ def test_moe_rows_too(data):
 def test_requests_on_their_own_rows_get_what_those_rows_get_alone(gen, data, size):
     """step_times_of (calibrate.lockstep's fits priced together): each request's rows of the batch under each of its
     settings, as step_time gives them on those rows alone."""
-    cluster = data.draw(gen.clusters())
-    models, layouts = [], []
-    for _ in range(size):
-        model = data.draw(gen.models())
-        models.append(model)
-        layouts.append(data.draw(gen.layouts(model, cluster)))
-    batch = layouts_batch(models, layouts)
+    cluster, batch = _drawn_batch(gen, data, size)
     subsets = st.lists(st.integers(0, size - 1), min_size=1, max_size=size, unique=True).map(sorted)
     requests = data.draw(st.lists(st.tuples(st.one_of(st.none(), subsets.map(np.array)), _settings),
                                   min_size=1, max_size=5))
