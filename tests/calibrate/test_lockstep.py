@@ -73,3 +73,30 @@ def test_a_selection_round_in_lockstep_scores_as_one_fit_after_another(published
     together = selection._cv_mapes(samples, cluster, name_sets, 2)
     alone = [selection._cv_mape(samples, cluster, names, 2) for names in name_sets]
     assert together == alone  # exactly: the same fits, the same numbers
+
+
+def test_a_request_that_fails_fails_its_own_job_only(published):
+    """Pricing a round together fails on one job's bad rows: each request is then priced alone, so the other job
+    gets its numbers and the bad one its own error (the first failing job in order, as one after another)."""
+    samples, cluster = published
+    got = []
+
+    def good(ask):
+        got.append(ask(np.arange(4), [{}]))
+        return "good"
+
+    def bad(ask):
+        return ask(np.array([10_000]), [{}])  # no such row
+
+    with pytest.raises(IndexError):
+        run_together(sample_batch(samples), cluster, [good, bad])
+    assert len(got) == 1 and got[0].shape == (1, 4)
+
+
+def test_jobs_run_under_the_callers_numpy_error_state(published):
+    samples, cluster = published
+    with np.errstate(divide="raise"):
+        with pytest.raises(FloatingPointError):
+            run_together(sample_batch(samples), cluster, [lambda ask: np.float64(1.0) / 0.0])
+    with pytest.warns(RuntimeWarning, match="divide by zero"):  # numpy's default state, where the caller kept it
+        assert run_together(sample_batch(samples), cluster, [lambda ask: np.float64(1.0) / 0.0]) == [np.inf]
