@@ -11,10 +11,14 @@ import pytest
 
 from planner.calibrate import selection
 from planner.calibrate.lockstep import run_together
-from planner.calibrate.samples import load_samples, sample_batch
+from planner.calibrate.samples import Sample, load_samples, sample_batch
+from planner.cost import efficiency_sweep
 from planner.cost.step_time import step_time
-from planner.profile.runs_csv import read_runs
+from planner.profile.runs_csv import MeasuredRun, read_runs
+from planner.specs.candidate_batch import layouts_batch
 from planner.specs.clusters import load_cluster
+from planner.specs.layout import make_layout
+from planner.specs.model import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +104,45 @@ def test_jobs_run_under_the_callers_numpy_error_state(published):
             run_together(sample_batch(samples), cluster, [lambda ask: np.float64(1.0) / 0.0])
     with pytest.warns(RuntimeWarning, match="divide by zero"):  # numpy's default state, where the caller kept it
         assert run_together(sample_batch(samples), cluster, [lambda ask: np.float64(1.0) / 0.0]) == [np.inf]
+
+
+def _mixed_samples():
+    """Dense and MoE rows on one H100 cluster (which columns a batch carries depends on all its models: the MoE,
+    MLA and vector columns), their 'measured' times the model's own under other efficiencies."""
+    cluster = load_cluster("dgx-h100")
+    cases = [
+        ("gpt3-1.3b", dict(tp=2, dp=4, micro_batch=2, global_batch=64), "dense"),
+        ("llama3-8b", dict(tp=4, pp=2, dp=2, micro_batch=1, global_batch=32, recompute="full"), "dense"),
+        ("llama3-8b", dict(tp=8, dp=1, micro_batch=1, global_batch=16, zero=1), "dense"),
+        ("mixtral-8x7b", dict(tp=2, pp=4, dp=8, ep=8, micro_batch=1, global_batch=128, seq_parallel=True), "moe"),
+        ("qwen3-30b-a3b", dict(tp=1, pp=2, dp=16, ep=8, micro_batch=1, global_batch=256), "moe"),
+        ("deepseek-v3", dict(tp=2, pp=16, dp=32, ep=64, micro_batch=1, global_batch=1024, seq_parallel=True), "moe"),
+    ]
+    models = [PRESETS[name] for name, _, _ in cases]
+    layouts = [make_layout(**values) for _, values, _ in cases]
+    slower = cluster.with_efficiency(matmul_peak_fraction=0.45, latency_scale=20.0)
+    measured = step_time(layouts_batch(models, layouts), slower)["step_time_s"]
+    runs = [MeasuredRun(id=f"r{i}", source=group, cluster=cluster.name, gpus=1, layers=1, hidden=1, heads=1,
+                        kv_heads=1, ffn=1, mlp="gelu", seq_len=1, vocab=1, tp=1, pp=1, dp=1, cp=1, vpp=1, zero=0,
+                        micro_batch=1, global_batch=1, recompute="none", seq_parallel=0, dtype="bf16",
+                        step_time_s=float(t)) for i, ((_, _, group), t) in enumerate(zip(cases, measured))]
+    return [Sample(run, model, layout, run.source) for run, model, layout in zip(runs, models, layouts)], cluster
+
+
+def test_a_fits_rows_priced_in_the_whole_sets_batch_are_what_its_own_batch_gives_on_dense_and_moe_rows():
+    """The lockstep prices a fit's rows as rows of the batch of every sample, where a fit alone builds a batch of its
+    own rows: on dense and MoE rows mixed, the same numbers."""
+    samples, cluster = _mixed_samples()
+    batch = sample_batch(samples)
+    setting = {"matmul_peak_fraction": 0.5, "latency_scale": 7.0, "dp_overlap": 0.3}
+    for rows in ([0, 1, 2], [3, 4, 5], [1, 4], [0, 2, 3, 5]):
+        own = step_time(sample_batch([samples[i] for i in rows]), cluster.with_efficiency(**setting))["step_time_s"]
+        together = efficiency_sweep.step_times_of(batch, cluster, [(np.array(rows), [setting, {}])])[0]
+        np.testing.assert_array_equal(together[0], own)
+
+
+def test_a_selection_round_on_dense_and_moe_rows_scores_as_one_fit_after_another():
+    samples, cluster = _mixed_samples()
+    name_sets = [["matmul_peak_fraction"], ["latency_scale"]]
+    assert selection._cv_mapes(samples, cluster, name_sets, 2) == [
+        selection._cv_mape(samples, cluster, names, 2) for names in name_sets]
