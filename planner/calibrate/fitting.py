@@ -104,31 +104,33 @@ def _cluster_with(cluster: ClusterSpec, names: list[str], free: np.ndarray) -> C
     return cluster.with_efficiency(**{n: _from_free(n, f) for n, f in zip(names, free)})
 
 
-def log_residuals_many(samples, cluster, names, frees, batch=None, price=None) -> np.ndarray:
-    """log(predicted / measured) step time of the rows at each row of `frees` (points in the free coordinates),
-    priced in one sweep (cost.efficiency_sweep): shape (len(frees), len(samples)), the same numbers point by point.
-    `price(settings)`, when given, prices the rows under each setting instead (calibrate.lockstep's)."""
+def log_residuals_many(samples, names, frees, price) -> np.ndarray:
+    """log(predicted / measured) step time of the rows at each row of `frees` (points in the free coordinates), with
+    `price(settings)` the rows' step times under each setting: shape (len(frees), len(samples))."""
     measured = np.array([s.run.step_time_s for s in samples])
     settings = [{n: _from_free(n, f) for n, f in zip(names, free)} for free in np.atleast_2d(frees)]
-    if price is None:
-        batch = batch if batch is not None else sample_batch(samples)
-        return np.log(step_times_under(batch, cluster, settings) / measured)
     return np.log(price(settings) / measured)
+
+
+def pricing(samples: list[Sample], cluster: ClusterSpec):
+    """price(settings): the rows' step times under each setting, priced in one sweep (cost.efficiency_sweep)."""
+    batch = sample_batch(samples)
+    return lambda settings: step_times_under(batch, cluster, settings)
 
 
 def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_weight: float = PRIOR_WEIGHT,
         price=None) -> ClusterSpec:
     """Robust least-squares fit of `names`; returns the cluster with the fitted efficiencies. `price(settings)`,
     when given, gives the rows' step times under each setting (shape (len(settings), len(samples))): how fits run
-    side by side have theirs priced together (calibrate.lockstep); by default the rows are priced here."""
+    side by side have theirs priced together (calibrate.lockstep); by default `pricing(samples, cluster)`."""
     if not names:
         return cluster
     start = np.array([to_free(n, start_value(cluster, n, samples)) for n in names])
-    batch = sample_batch(samples) if price is None else None
+    price = price if price is not None else pricing(samples, cluster)
 
     def residuals_at(frees):  # one residual vector per row of `frees`, priced in one sweep
         frees = np.atleast_2d(frees)
-        data = log_residuals_many(samples, cluster, names, frees, batch, price)
+        data = log_residuals_many(samples, names, frees, price)
         return np.concatenate([data, prior_weight * (frees - start)], axis=1)
 
     residuals = _last_value_kept(lambda free: residuals_at(free)[0])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.calibrate.fitting import PARAMETERS, fit, log_residuals_many, start_value, to_free
+from planner.calibrate.fitting import PARAMETERS, fit, log_residuals_many, pricing, start_value, to_free
 from planner.calibrate.lockstep import run_together
 from planner.calibrate.samples import Sample, predict, sample_batch
 from planner.cost.efficiency_sweep import step_times_of
@@ -49,7 +49,7 @@ def sensitivity_columns(samples: list[Sample], cluster: ClusterSpec, candidates=
     points = np.repeat(base[None, :], len(candidates) + 1, axis=0)  # row 0 the start, row i + 1 parameter i probed
     for i, name in enumerate(candidates):
         points[i + 1, i] = to_free(name, _probe(name, values[i]))
-    residuals = log_residuals_many(samples, cluster, list(candidates), points, sample_batch(samples))
+    residuals = log_residuals_many(samples, list(candidates), points, pricing(samples, cluster))
     return {name: residuals[i + 1] - residuals[0] for i, name in enumerate(candidates)}
 
 
