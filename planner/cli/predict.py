@@ -21,7 +21,7 @@ from planner.laws.base import interval_basis as law_interval_basis
 from planner.laws.curve_data import fit_run, read_curves
 from planner.laws.plan_curve import default_decay, logged_range_warnings
 from planner.laws.moe import (FITTED_EXPANSION_RATE, FineGrainedMoELaw, active_params_from_total,
-                              total_params_from_active, training_flops)
+                              total_params_from_active)
 from planner.laws.registry import DEFAULT_LAW, load_law
 from planner.report.render import human_count, json_document, table
 from planner.specs.units import parse_count
@@ -85,7 +85,8 @@ def register(subparsers, name: str) -> None:
     curve.add_argument("--steps", type=whole_number(2, 10**8), metavar="S",
                        help="length of the predicted schedule in steps (default: the run's last logged step)")
     curve.add_argument("--schedule", choices=["wsd", "cosine", "constant"],
-                       help="LR schedule of the prediction (default wsd)")
+                       help="LR schedule of the prediction (default wsd; cosine decays to 10%% of the peak, as Hoffmann "
+                            "et al. 2022 trained)")
     curve.add_argument("--warmup", type=real_number(0.0, 1.0), metavar="F",
                        help="linear warm-up, fraction of the steps (default 0)")
     curve.add_argument("--cooldown", type=real_number(0.0, 1.0), metavar="F",
@@ -163,11 +164,7 @@ def predictions(law, N: np.ndarray, D: np.ndarray, level: float, expansion: floa
     if bad.any():
         i = int(np.argmax(bad))
         raise PlannerInputError(f"--law {law.name} gives no finite loss at N = {N[i]:.4g}, D = {D[i]:.4g}")
-    if isinstance(law, FineGrainedMoELaw):  # MoE training FLOPs: eq. 10 on the active parameters
-        rate = expansion or law.expansion_rate
-        flops = training_flops(active_params_from_total(N, rate), D, law.granularity, rate)
-    else:
-        flops = dense_training_flops(N, D)
+    flops = law.training_flops(N, D, expansion_rate=expansion)  # a MoE's: eq. 10 on the active parameters at E
     # No band for a law with no uncertainty (its "band" is the point twice): null, as optimize and report give.
     banded = law_interval_basis(law) is not None
     return [{"params": float(n), "tokens": float(d), "tokens_per_param": float(d / n), "compute_flop": float(c),

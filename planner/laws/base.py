@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import ndtri
 
-from planner.laws.training_compute import FLOPS_PER_PARAM_TOKEN, tokens_for_compute
+from planner.laws.training_compute import FLOPS_PER_PARAM_TOKEN, dense_training_flops, tokens_for_compute
 
 N_DEFINITIONS = ("total", "non-embedding")
 
@@ -143,6 +143,12 @@ class LossLaw:
         """A model's N as this law counts it (its n_definition) from its total and non-embedding counts (scalars
         or arrays): what the law was fitted on, so what predict takes."""
         return non_embedding if self.n_definition == "non-embedding" else total
+
+    def training_flops(self, N, D, *, active_params=None, expansion_rate=None):
+        """The training compute this law counts for N parameters (as `predict` reads N) on D tokens: C = 6·N·D
+        (laws.training_compute). A dense model runs every parameter per token, so a mixture of experts' active
+        parameters and expansion rate (laws.moe) do not enter."""
+        return dense_training_flops(as_array(N), as_array(D))
 
     def coefficients(self) -> dict[str, float]:
         return {name: float(getattr(self, name)) for name in self.coefficient_names}

@@ -77,6 +77,14 @@ class FineGrainedMoELaw(LossLaw):
     def predict(self, N, D) -> np.ndarray:
         return self.loss(N, D, self.granularity)
 
+    def training_flops(self, N, D, *, active_params=None, expansion_rate=None):
+        """Eq. 10 at this law's granularity, at `expansion_rate` (the law's own when None): on `active_params`
+        where the model states them (a real MoE's shape), else on the active parameters the section 6.1
+        architecture gives N total at that rate."""
+        rate = self.expansion_rate if expansion_rate is None else expansion_rate
+        active = active_params_from_total(N, rate) if active_params is None else active_params
+        return training_flops(active, D, self.granularity, rate)
+
     def loss(self, N, D, G) -> np.ndarray:
         """Eq. 9 for arrays of total parameters N, tokens D and granularity G (broadcast together)."""
         N, D, G = as_array(N), as_array(D), as_array(G)

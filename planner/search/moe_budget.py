@@ -42,12 +42,11 @@ import numpy as np
 from planner.errors import PlannerInputError
 from planner.specs.hardware import ClusterSpec
 from planner.laws.batch_size import DEFAULT_RULE
-from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal, training_flops
+from planner.laws.moe import KRAJEWSKI_2024, KRAJEWSKI_2024_DENSE, KRAJEWSKI_2024_E16, moe_compute_optimal
 from planner.specs.model import ModelSpec, family_model, family_moe_model
 from planner.search.layouts import search_layouts
 from planner.search.selection import LOSS_TIE_RELATIVE
 from planner.search.space import gpu_counts
-from planner.laws.training_compute import dense_training_flops
 
 ROUNDS = 3
 # The deadline fractions whose fewest spending GPU counts each side also tries (a geometric set: x1, x2, x4 GPUs).
@@ -131,17 +130,12 @@ def _evaluate(kind, law, model, g, search, wall_s) -> tuple[SidePlan, float]:
     best = search.best
     tokens = float(search.tokens_per_s[best]) * search.goodput * wall_s
     n = model.non_embedding_params
-    if kind == "dense":
-        loss = float(law.predict(n, tokens))
-        compute = dense_training_flops(n, tokens)
-        warnings = law.extrapolation_warnings(n, tokens)
-    else:
-        at_g = law.with_granularity(g)
-        loss = float(at_g.loss(n, tokens, g))
-        parts = model.params()
-        active = model.total_active_params - parts["embedding"] - parts["logits"]
-        compute = float(training_flops(active, tokens, g, law.expansion_rate))
-        warnings = at_g.extrapolation_warnings(n, tokens)
+    parts = model.params()
+    active = model.total_active_params - parts["embedding"] - parts["logits"]
+    at_g = law if kind == "dense" else law.with_granularity(g)
+    loss = float(at_g.predict(n, tokens))
+    compute = float(at_g.training_flops(n, tokens, active_params=active))  # 6ND dense, eq. 10 MoE
+    warnings = at_g.extrapolation_warnings(n, tokens)
     plan = SidePlan(kind, model, search.layout(best), tokens, loss, g, float(search.step_time_s[best]),
                     float(search.tokens_per_s[best]), float(search.mfu[best]), list(warnings), law.name,
                     search.gpus, wall_s)

@@ -93,6 +93,20 @@ def test_total_params_follow_the_papers_blocks():
     assert total_params_from_active(1e9, expansion_rate=1.0) == pytest.approx(1e9)
 
 
+def test_each_law_counts_its_own_training_flops():
+    """One method answers "how much compute" for every law: 6ND for a dense law (whatever the active count), and
+    for the MoE law eq. 10 on the active parameters: the section 6.1 blocks' from total N at the law's E (or a
+    given E), or the model's own where it states them."""
+    N, D = np.array([1e9, 43e9]), np.array([2e10, 1e11])
+    chinchilla = load_law("chinchilla")
+    assert np.array_equal(chinchilla.training_flops(N, D, active_params=N / 10, expansion_rate=8.0), 6.0 * N * D)
+    moe = KRAJEWSKI_2024.with_granularity(8.0)
+    assert np.allclose(moe.training_flops(43e9, D), training_flops(1e9, D, 8.0, 64.0), rtol=1e-12)
+    assert np.allclose(moe.training_flops(N, D, expansion_rate=1.0), training_flops(N, D, 8.0, 1.0), rtol=1e-12)
+    assert np.allclose(moe.training_flops(43e9, D, active_params=2e9), training_flops(2e9, D, 8.0, 64.0), rtol=1e-12)
+    assert (moe.training_flops(43e9, D) < 6.0 * 43e9 * D).all()  # an MoE runs a fraction of its parameters
+
+
 def test_granularity_lowers_loss_with_diminishing_returns():
     """Section 5.1 / eq. 4: loss falls with G as a power law towards a positive constant."""
     G = np.array([1, 2, 4, 8, 16, 1e6])
