@@ -250,7 +250,8 @@ def test_several_problems_are_reported_together():
 def test_bad_layout_values_are_one_line_errors_naming_the_key(values, key):
     with pytest.raises(PlannerInputError) as error:
         make_layout("layout", **values)
-    assert f"layout: {key}" in str(error.value) and "\n" not in str(error.value)
+    assert f"layout: {'unknown ' if key == 'pipeline' else ''}key '{key}'" in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_layout_derived_counts():

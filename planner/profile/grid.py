@@ -30,7 +30,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from planner.errors import PlannerInputError
+from planner.errors import PlannerInputError, validation_input_error
 
 Offload = Literal["none", "optimizer", "optimizer+params"]
 Dtype = Literal["auto", "fp32", "bf16", "fp16"]
@@ -182,23 +182,13 @@ BUILTIN_GRIDS: dict[str, dict] = {
 }
 
 
-def _format_error(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'"
-    if first["type"] == "missing":
-        return f"{source}: missing required key '{key}'"
-    return f"{source}: key '{key}': {first['msg'].removeprefix('Value error, ')}"
-
-
 def parse_grid(data: object, source: str) -> GridFile:
     if not isinstance(data, dict):
         raise PlannerInputError(f"{source}: expected a YAML mapping with a 'grids' list (see planner/profile/grid.py)")
     try:
         return GridFile.model_validate(data)
     except ValidationError as error:
-        raise PlannerInputError(_format_error(error, source)) from None
+        raise validation_input_error(error, source) from None
 
 
 def load_grid_file(name_or_path: str) -> tuple[GridFile, str]:

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from planner.specs import units
-from planner.errors import PlannerInputError
+from planner.errors import PlannerInputError, validation_input_error
 from planner.io import load_yaml_file
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
@@ -509,22 +509,6 @@ class ClusterSpec(_Frozen):
         return self.model_copy(update={"efficiency": Efficiency.model_construct(**(dict(self.efficiency) | arrays))})
 
 
-def describe_validation_problem(problem: dict) -> str:
-    """One pydantic error of a spec as a message naming the key ('node.scale_up.latency')."""
-    key = ".".join(str(part) for part in problem["loc"])
-    key = key if key.isprintable() else repr(key)[1:-1]  # a key holding a line break stays on one line
-    if problem["type"] == "extra_forbidden":
-        return f"unknown key '{key}'"
-    if problem["type"] == "missing":
-        return f"missing required key '{key}'"
-    message = problem["msg"].removeprefix("Value error, ")
-    return f"key '{key}': {message}" if key else message
-
-
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    return f"{source}: {describe_validation_problem(error.errors()[0])}"
-
-
 def parse_cluster_spec(data: object, source: str) -> ClusterSpec:
     """Validate a mapping (from YAML) into a ClusterSpec; `source` names the file in errors."""
     if not isinstance(data, dict):
@@ -532,7 +516,7 @@ def parse_cluster_spec(data: object, source: str) -> ClusterSpec:
     try:
         spec = ClusterSpec.model_validate({**data, "source_file": source})
     except ValidationError as error:
-        raise PlannerInputError(_format_validation_error(error, source)) from None
+        raise validation_input_error(error, source) from None
     return spec
 
 

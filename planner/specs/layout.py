@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from planner.errors import PlannerInputError
+from planner.errors import PlannerInputError, validation_input_error
 from planner.frameworks import FRAMEWORK_CODES, FRAMEWORK_NAMES, FRAMEWORKS, flash_attention_by_default
 from planner.frameworks.moe import A2A_OVERLAP_NAMES, MOE_STACKS, routing_imbalance
 
@@ -225,9 +225,7 @@ def make_layout(where: str = "layout", **values) -> Layout:
     try:
         return Layout(**values)
     except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise PlannerInputError(f"{where}: {key}: {first['msg']} (got {first.get('input')!r})") from None
+        raise validation_input_error(error, where) from None
 
 
 def moe_imbalance(layout: Layout) -> float:

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from planner.errors import PlannerInputError
+from planner.errors import PlannerInputError, validation_input_error
 
 
 # Upper bounds of the model's sizes: above any model trained (the deepest published, DeepNet, has 1,000 layers, Wang et
@@ -252,10 +252,7 @@ def make_model(where: str = "model", **fields) -> ModelSpec:
     try:
         return ModelSpec(**fields)
     except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise PlannerInputError(f"{where}: {key + ': ' if key else ''}{message}") from None
+        raise validation_input_error(error, where) from None
 
 
 def swiglu_ffn(hidden: int, multiple_of: int = 256) -> int:

@@ -188,8 +188,8 @@ def test_config_files_use_the_bounded_loader(cli, tmp_path, text, fragment):
     ("where: x\nlayers: 2\nhidden: 64\nheads: 4\n", "key 'where': not a model field"),  # make_model's own argument
     # Before the bounds check, whose "Input should be less than 1" misled for NaN:
     ("layers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 16\ndropout: .nan\n",
-     "dropout: expected a probability from 0 up to (not including) 1, got nan"),
-    ("layers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 16\ndropout: true\n", "dropout: expected a number, not true"),
+     "key 'dropout': expected a probability from 0 up to (not including) 1, got nan"),
+    ("layers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 16\ndropout: true\n", "key 'dropout': expected a number, not true"),
     ("1: 2\nlayers: 2\n", "key 1: not a model field"),  # not text: "keywords must be strings"
 ])
 def test_a_model_file_with_a_key_that_is_no_field_name_is_one_line(cli, tmp_path, command, text, fragment):

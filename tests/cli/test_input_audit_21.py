@@ -16,10 +16,10 @@ def _one_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("key, value, named", [
-    ("layers", 10**23, "layers: Input should be less than or equal to 4096"),  # numpy OverflowError before
-    ("layers", 2**63, "layers: Input should be less than or equal to 4096"),  # never finished before
-    ("vocab", 10**23, "vocab: Input should be less than or equal to 2147483648"),
-    ("hidden", 2**30, "hidden: Input should be less than or equal to 16777216"),
+    ("layers", 10**23, "key 'layers': Input should be less than or equal to 4096"),  # numpy OverflowError before
+    ("layers", 2**63, "key 'layers': Input should be less than or equal to 4096"),  # never finished before
+    ("vocab", 10**23, "key 'vocab': Input should be less than or equal to 2147483648"),
+    ("hidden", 2**30, "key 'hidden': Input should be less than or equal to 16777216"),
 ])
 def test_a_model_file_beyond_the_model_bounds_is_refused(tmp_path, cli, key, value, named):
     model = {"layers": 32, "hidden": 4096, "heads": 32, "seq_len": 4096, "vocab": 32000, "mlp": "swiglu", "ffn": 11008}
