@@ -15,16 +15,16 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
-from planner.errors import PlannerInputError
+from planner.errors import PlannerInputError, validation_input_error
 from planner.io import load_yaml_file, write_text_atomic
 from planner.laws.base import LossLaw, Validity, behaviour_problem
 from planner.laws.chinchilla import ChinchillaLaw, OvertrainingLaw
 from planner.laws.farseer import FarseerLaw
 from planner.laws.fitter import soundness_problem
 from planner.laws.kaplan import KaplanLaw
-from planner.laws.moe import FineGrainedMoELaw
+from planner.laws.moe import KRAJEWSKI_2024, FineGrainedMoELaw
 
 FORMAT_VERSION = 1
 LAW_CLASSES: dict[str, type[LossLaw]] = {
@@ -32,7 +32,23 @@ LAW_CLASSES: dict[str, type[LossLaw]] = {
 }
 
 
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# The compute each form's law counts, as fit-law writes it and `predict` computes it (LossLaw.training_flops):
+# C = 6·N·D for the dense forms, Krajewski et al.'s own definition for the MoE law. A file is refused when it
+# names another: the definition it prints would not be the compute given beside it.
+C_DEFINITIONS = {form: "6ND" for form in LAW_CLASSES} | {FineGrainedMoELaw.form: KRAJEWSKI_2024.c_definition}
+
+
+
+def _not_true_or_false(value):
+    """A hand-edited `alpha: true` was read as 1.0. (A string stays readable: PyYAML reads `5.7e7`, with no
+    dot, as text, and a number is what it says.)"""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true or false")
+    return value
+
+
+Number = Annotated[FiniteFloat, BeforeValidator(_not_true_or_false)]
+Positive = Annotated[float, BeforeValidator(_not_true_or_false), Field(gt=0, allow_inf_nan=False)]
 
 
 class _ValidityModel(BaseModel):
@@ -43,7 +59,7 @@ class _ValidityModel(BaseModel):
     d_max: Positive
     tpp_min: Positive
     tpp_max: Positive
-    far_factor: float = Field(default=10.0, ge=1, allow_inf_nan=False)
+    far_factor: Annotated[float, BeforeValidator(_not_true_or_false)] = Field(default=10.0, ge=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> "_ValidityModel":
@@ -61,12 +77,14 @@ class _LawFileModel(BaseModel):
     source: str
     n_definition: Literal["total", "non-embedding"]
     c_definition: str
-    coefficients: dict[str, FiniteFloat]
+    coefficients: dict[str, Number]
     validity: _ValidityModel
-    samples: list[list[FiniteFloat]] | None = None
-    relative_sigma: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)  # a 1-sigma relative error
+    samples: list[list[Number]] | None = None
+    relative_sigma: Annotated[float, BeforeValidator(_not_true_or_false)] | None = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False)  # a 1-sigma relative error
     # form moe: the expansion rate E the coefficients were fitted at (what --active-params converts with)
-    expansion_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    expansion_rate: Annotated[float, BeforeValidator(_not_true_or_false)] | None = Field(
+        default=None, gt=0, allow_inf_nan=False)
     fit: dict[str, Any] = {}
 
 
@@ -109,10 +127,11 @@ def load_law_file(path: str) -> LossLaw:
     try:
         model = _LawFileModel.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise PlannerInputError(f"{where}: key {key!r}: {first['msg']}") from None
+        raise validation_input_error(error, where) from None
     cls = LAW_CLASSES[model.form]
+    if model.c_definition != C_DEFINITIONS[model.form]:
+        raise PlannerInputError(f"{where}: key 'c_definition': expected {C_DEFINITIONS[model.form]!r} for form "
+                                f"{model.form} (the compute the planner counts for it), got {model.c_definition!r}")
     if set(model.coefficients) != set(cls.coefficient_names):
         raise PlannerInputError(f"{where}: key 'coefficients' must have exactly {', '.join(cls.coefficient_names)} "
                                 f"for form {model.form}, got {', '.join(model.coefficients)}")

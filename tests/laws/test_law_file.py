@@ -63,12 +63,26 @@ def _edited_law_file(tmp_path, edit):
     (lambda d: d["coefficients"].pop("beta"), "coefficients"),
     (lambda d: d["validity"].update(n_max="big"), "validity.n_max"),
     (lambda d: d.update(samples=[[1.0, 2.0]]), "samples"),
+    # A hand-edited `true` was read as 1.0, and a file's own compute definition was printed beside 6ND's figure.
+    (lambda d: d["coefficients"].update(alpha=True), "key 'coefficients.alpha': expected a number, not true or false"),
+    (lambda d: d["validity"].update(far_factor=False), "validity.far_factor"),
+    (lambda d: d.update(c_definition="8ND"), "key 'c_definition': expected '6ND' for form chinchilla"),
 ])
 def test_schema_errors_name_the_key_and_file(tmp_path, edit, message):
     path = _edited_law_file(tmp_path, edit)
     with pytest.raises(PlannerInputError, match=message) as caught:
         load_law_file(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_number_written_as_yaml_text_still_reads(tmp_path):
+    """PyYAML reads `5.7e7` (no dot) as text: a hand-written validity range in that form is the number it says."""
+    from planner.laws.law_file import _LawFileModel
+
+    document = yaml.safe_load(save_law(EPOCH_2024, tmp_path / "law.yaml").read_text())
+    document["validity"]["n_min"] = yaml.safe_load("n: 5.7e7")["n"]
+    assert document["validity"]["n_min"] == "5.7e7"
+    assert _LawFileModel.model_validate(document).validity.n_min == 5.7e7
 
 
 def test_not_yaml_is_an_input_error(tmp_path):
