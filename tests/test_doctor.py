@@ -5,6 +5,7 @@ no checkable file."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from planner.specs.hardware import load_cluster_file
 from planner.specs.clusters import available_clusters, default_cluster_dir
 
 HEADER = "id,cluster,gpus,layers,hidden,heads,seq_len,vocab,tp,pp,dp,micro_batch,global_batch,step_time_s"
-GOOD_ROW = "{id},dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,0.15"  # a step time the model predicts within 10x (0.12 s)
+GOOD_ROW = "{id},dgx-a100-80gb,8,24,2048,16,2048,50304,1,1,8,1,8,0.15"  # a step time the model predicts within 100x (0.12 s)
 
 
 def _lines(out: str) -> list[str]:
@@ -136,7 +137,8 @@ def test_one_node_cluster_without_network_must_say_max_nodes_1(cli, cluster_yaml
 
 def test_clean_runs_file(cli, tmp_path):
     path = tmp_path / "runs.csv"
-    path.write_text("\n".join([HEADER, GOOD_ROW.format(id="a"), GOOD_ROW.format(id="b")]) + "\n", encoding="utf-8")
+    again = GOOD_ROW.format(id="b").replace(",0.15", ",0.16")  # the same layout measured again: another run
+    path.write_text("\n".join([HEADER, GOOD_ROW.format(id="a"), again]) + "\n", encoding="utf-8")
     assert cli(["doctor", path]) == (0, f"{path}: ok\n", "")
 
 
@@ -282,7 +284,7 @@ def test_confidence_seq_parallel_and_unit_slips_are_found(cli, tmp_path):
     runs = _runs_on_one_shape(tmp_path / "runs.csv", "id,confidence",
                               "tp,pp,dp,micro_batch,global_batch,seq_parallel,step_time_s", [
                                   ("ok,high", "1,1,8,1,8,0,0.15"),
-                                  ("sure,certain", "1,1,8,1,8,0,0.15"),  # 3 confidence
+                                  ("sure,certain", "1,1,8,1,8,0,0.16"),  # 3 confidence
                                   ("sp,medium", "1,1,8,1,8,1,0.15"),     # 4 seq_parallel at tp 1
                                   ("ms,low", "1,1,8,1,8,0,150"),         # 5 milliseconds as seconds
                                   ("fast,", "1,1,8,1,8,0,0.001"),        # 6 far under the model
@@ -295,7 +297,38 @@ def test_confidence_seq_parallel_and_unit_slips_are_found(cli, tmp_path):
     assert "column 'confidence': expected high, medium or low" in found[3] and "'certain'" in found[3]
     assert "seq_parallel=1 with tp=1" in found[4]
     assert "x the predicted" in found[5] and "check its unit" in found[5]
-    assert "more than 10x off" in found[6]
+    assert "more than 100x off" in found[6]
+
+
+def test_rows_repeated_across_the_files_given_are_found(cli, tmp_path):
+    """doctor checked each file alone: an id in two files (validate and calibrate refuse the pair) and one run
+    under two ids (counted twice in their error figures) were "ok"."""
+    columns = "tp,pp,dp,micro_batch,global_batch,step_time_s"
+    first = _runs_on_one_shape(tmp_path / "a.csv", "id", columns, [("one", "1,1,8,1,8,0.15"), ("two", "2,1,4,1,8,0.2")])
+    second = _runs_on_one_shape(tmp_path / "b.csv", "id", columns, [
+        ("two", "1,1,8,2,16,0.3"),     # 2: the id of a.csv's line 3
+        ("copy", "1,1,8,1,8,0.15"),    # 3: a.csv's run 'one' under another id
+        ("three", "1,1,8,4,32,0.6"),   # 4: fine
+        ("copy2", "1,1,8,4,32,0.6"),   # 5: line 4 again, in the same file
+    ])
+    code, out, _ = cli(["doctor", str(first), str(second)])
+    assert code == 1
+    found = {_where(line): line for line in _lines(out) if not line.endswith(": ok")}
+    assert set(found) == {(str(second), 2), (str(second), 3), (str(second), 5)}, out
+    assert f"id 'two' is also in {first}:3" in found[(str(second), 2)]
+    assert f"as row 'one' ({first}:2)" in found[(str(second), 3)]
+    assert f"as row 'three' ({second}:4)" in found[(str(second), 5)]
+    assert f"{first}: ok" in out
+    assert cli(["doctor", str(first), str(first)])[0] == 0  # a file named twice repeats no row of another
+
+
+def test_the_committed_profiles_pass(cli):
+    """Measured rows the model misses by 13-55x (the H200 profile's launch-bound steps) were flagged as unit slips
+    (10x); the limit is validate's, 100x, above any real miss in the project's own profiles."""
+    profiles = sorted((Path(__file__).resolve().parents[1] / "profiles").glob("*.csv"))
+    assert len(profiles) >= 2
+    code, out, _ = cli(["doctor", *map(str, profiles)])
+    assert code == 0, out
 
 
 def test_memory_above_hbm_or_far_off_the_model_is_found(cli, tmp_path):

@@ -21,7 +21,7 @@ def register(subparsers, name: str) -> None:
 
 def run(args) -> int:
     from planner.cli.progress import Progress
-    from planner.calibrate.doctor import check_file, check_paths
+    from planner.calibrate.doctor import RowsSeen, check_file, check_paths
     from planner.specs.clusters import check_cluster_dir
     from planner.report.render import json_document
 
@@ -30,11 +30,11 @@ def run(args) -> int:
     # all checked.
     check_paths(args.files)
     check_cluster_dir(args.cluster_dir)
-    checked = {}
+    checked, seen = {}, RowsSeen()  # runs files are read as one set, as validate and calibrate read them
     for path in args.files:
         progress = Progress("doctor", quiet=args.quiet)  # on stderr when it is a terminal; erased before the findings print
         try:
-            findings = check_file(path, args.cluster_dir, progress)
+            findings = check_file(path, args.cluster_dir, progress, seen)
         finally:
             progress.done()
         checked[path] = findings

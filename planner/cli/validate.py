@@ -116,9 +116,6 @@ def _row_cells(r) -> list:
     ]
 
 
-UNIT_SLIP_RATIO = 100.0
-
-
 class _Collected:
     """What validate prints, gathered while rows stream: summaries in memory (a float per row), per-row
     output in spools."""
@@ -140,9 +137,8 @@ class _Collected:
         # count twice in every error figure: kept by the identity's hash (8 bytes a row), the first pair by id.
         self.first_id_of_run: dict[int, str] = {}
         self.repeated_runs, self.first_repeat = 0, None
-        # Rows whose measurement is more than UNIT_SLIP_RATIO off the prediction (a step time in ms, a memory in MB:
-        # about 1000x): they enter the error figures as they are, so validate says so. (doctor flags 10x; a real
-        # miss of 13-55x, the H200 profile's small runs, is the model's error, not a unit's.)
+        # Rows whose measurement is more than doctor's UNIT_ERROR_RATIO off the prediction (a step time in ms, a
+        # memory in MB: about 1000x): they enter the error figures as they are, so validate says so.
         self.unit_suspects, self.first_unit_suspect = 0, None
 
     def problem(self, problem) -> None:
@@ -176,7 +172,7 @@ class _Collected:
 
         if r.reason:
             return
-        finding = ratio_finding(r, UNIT_SLIP_RATIO) or memory_finding(r, UNIT_SLIP_RATIO)
+        finding = ratio_finding(r) or memory_finding(r)
         if finding is not None:
             self.unit_suspects += 1
             self.first_unit_suspect = self.first_unit_suspect or f"row {r.run.id!r}: {finding}"
