@@ -187,6 +187,25 @@ def test_append_refuses_an_id_already_in_the_file(tmp_path, capsys):
     assert [r.id for r in read_runs(out)[0]] == ["megatron_deepspeed_truncated", "again"]
 
 
+def test_append_reads_a_given_id_as_the_reader_will(tmp_path, capsys):
+    """--id "x " beside an 'x' already in the file was appended (the check compared it unstripped), and every reader,
+    which strips cells, then saw the id twice and dropped the row. The id is taken stripped (a blank one is refused)."""
+    out = tmp_path / "runs.csv"
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--out", str(out)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--gpus", "2", "--id", " megatron_deepspeed_truncated ",
+                 "--out", str(out), "--append"]) == 2
+    assert "is already there" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--gpus", "2", "--id", "  ", "--out", str(out),
+                 "--append"]) == 2
+    assert "--id: expected a value" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["ingest", str(TRUNCATED), *TRUNCATED_FLAGS, "--gpus", "2", "--id", " again ", "--out", str(out),
+                 "--append"]) == 0
+    rows, problems = read_runs(out)
+    assert not problems and [r.id for r in rows] == ["megatron_deepspeed_truncated", "again"]
+
+
 def test_append_refuses_a_row_that_repeats_a_run_already_in_the_file(tmp_path, capsys):
     """The same log appended again under another name (a copy, a link, --id) gave a second row with the same layout,
     step time and memory: validate and calibrate then weigh that one run twice, silently."""

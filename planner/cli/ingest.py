@@ -82,6 +82,10 @@ def run_ingest(args) -> int:
     from planner.profile.runs_csv import (append_runs, missing_simulation_columns, repeated_run, runs_to_csv_text,
                                           write_runs)
 
+    if args.id is not None:
+        # A runs CSV's reader strips its cells: an id with blanks around it would be another id when written and
+        # this one when read (beside an equal id already in an --append file, a row every reader drops).
+        args.id = args.id.strip()  # (a blank one is refused with the other blank flags)
     if args.id and len(args.logs) > 1:
         raise PlannerInputError(f"--id: one id cannot name {len(args.logs)} logs; leave it out to use the file names")
     if (args.append or args.force) and not args.out:
@@ -106,7 +110,7 @@ def run_ingest(args) -> int:
     reasons = []  # why each skipped log gave no row: row_from_log's last problem
     for path in args.logs:
         log = parse_log_file(path)
-        row_id = _unique_id(args.id or Path(path).stem, taken)  # logs with one name in different folders
+        row_id = _unique_id(args.id or Path(path).stem.strip(), taken)  # logs with one name in different folders
         run, problems = row_from_log(log, flags, row_id, skip=args.skip)
         if run is None:
             failed += 1

@@ -458,8 +458,14 @@ def deepspeed_layout(log: ParsedLog) -> dict:
     if data_parallel:
         layout["dp"] = data_parallel
     model_parallel = _int_or_none(printed.get("mp_world_size")) or _int_or_none(log.flops_profile.get("model parallel size"))
-    if model_parallel == 1:  # plain DeepSpeed data parallelism: no tensor or pipeline split
-        layout.update(tp=1, pp=1, vpp=1)
+    if model_parallel == 1:
+        # No tensor split. Not "no pipeline" as well: under Megatron-DeepSpeed's pipeline engine the mpu is the
+        # PipelineParallelGrid, whose model-parallel size is the tensor dimension alone (runtime/pipe/topology.py:
+        # model_parallel_size = topo.get_dim('model'); engine.py: mp_world_size from the mpu). Every rank a data
+        # replica is what says there is no pipeline either.
+        layout["tp"] = 1
+        if data_parallel and world and data_parallel == world:
+            layout.update(pp=1, vpp=1)
     if _int_or_none(printed.get("sequence_parallel_size")) == 1:
         layout["cp"] = 1
     micro = _int_or_none(printed.get("train_micro_batch_size_per_gpu")) or _int_or_none(user.get("train_micro_batch_size_per_gpu")) \

@@ -100,6 +100,19 @@ def test_deepspeed_timer_lines_old_and_new_names():
     assert run.step_time_s == pytest.approx((0.33 + 0.30) / 2)
 
 
+def test_a_pipeline_at_tensor_parallel_1_is_not_read_as_no_pipeline():
+    """DeepSpeed's mp_world_size=1 was read as "no tensor or pipeline split", so a Megatron-DeepSpeed run at tp 1,
+    pp 2 (its mpu the PipelineParallelGrid, whose model-parallel size is the tensor dimension alone:
+    runtime/pipe/topology.py) gave pp 1 over Megatron's pipeline_model_parallel_size 2, and no row (tp x pp x dp
+    != gpus). A hand-written log in the form of the other Megatron-DeepSpeed fixtures."""
+    run, problems = row_from_log(parse_log_file(LOGS / "megatron_deepspeed_tp1_pp2.log"), {}, "pp2")
+    assert run is not None, problems
+    assert (run.gpus, run.tp, run.pp, run.dp) == (8, 1, 2, 4)
+    plain = deepspeed_layout(parse_log_text("\t self.dp_world_size=8\n\t self.mp_world_size=1\n"
+                                            "[INFO] [config.py:1000:print]   world_size ................... 8\n", "dp.log"))
+    assert (plain.get("tp"), plain.get("pp")) == (1, 1)  # every rank a data replica: no pipeline either
+
+
 def test_cli_writes_and_appends_rows(tmp_path, capsys):
     out = tmp_path / "runs.csv"
     megatron = str(LOGS / "megatron_gpt_1p3b_tp2_dp4.log")
