@@ -115,13 +115,25 @@ def run(args) -> int:
             seed=args.seed, name=args.name or f"fitted-{Path(args.data).stem}", n_definition=args.n_definition,
             progress=progress)
     report["data"]["dropped_highest_loss"] = args.drop_highest_loss
-    print(json_document(report) if args.json else render_text(report))  # strict JSON: no Infinity/NaN tokens
-    if args.out:
-        record = {k: report[k] for k in ("data", "fit", "bootstrap")}
-        record["extrapolation_mean_abs_rel_error"] = (report["extrapolation"] or {}).get("mean_abs_rel_error")
-        save_law(law, args.out, force=args.force, fit_record=json.loads(json.dumps(record)))
-        sys.stderr.write(f"saved {args.out}\n")  # status, not the result
+    record = {k: report[k] for k in ("data", "fit", "bootstrap")}
+    record["extrapolation_mean_abs_rel_error"] = (report["extrapolation"] or {}).get("mean_abs_rel_error")
+    _save_and_print(args, law, json.loads(json.dumps(record)),
+                    json_document(report) if args.json else render_text(report))  # strict JSON: no Infinity/NaN tokens
     return 0
+
+
+def _save_and_print(args, law, fit_record: dict, text: str) -> None:
+    """Write --out, then print the report: printed first, a reader that stops early (`| head`) ended the command
+    before the law was saved. A law refused for saving (save_law's soundness check) still shows its report."""
+    try:
+        if args.out:
+            save_law(law, args.out, force=args.force, fit_record=fit_record)
+    except PlannerInputError:
+        print(text)
+        raise
+    print(text)
+    if args.out:
+        sys.stderr.write(f"saved {args.out}\n")  # status, not the result
 
 
 def run_moe(args) -> int:
@@ -164,7 +176,7 @@ def run_moe(args) -> int:
               "residuals": {"mean_abs_rel": float(np.mean(np.abs(rel))), "max_abs_rel": float(np.max(np.abs(rel)))},
               "bootstrap": None, "validity": law.validity.as_dict(), "warnings": [*data.notes, *info["at_bounds"]]}
     if args.json:
-        print(json_document(report))
+        text = json_document(report)
     else:
         d = report["data"]
         lines = [f"moe fit to {d['path']}: {d['points']} points, {d['runs']} runs (columns "
@@ -177,10 +189,8 @@ def run_moe(args) -> int:
         lines += ["", f"residuals: mean |L_pred/L_obs - 1| = {r['mean_abs_rel']:.3%}, max {r['max_abs_rel']:.3%}",
                   "no bootstrap intervals for the moe form"]
         lines += [f"warning: {w}" for w in report["warnings"]]
-        print("\n".join(lines))
-    if args.out:
-        save_law(law, args.out, force=args.force, fit_record=json.loads(to_json({k: report[k] for k in ("data", "fit")})))
-        sys.stderr.write(f"saved {args.out}\n")  # status, not the result
+        text = "\n".join(lines)
+    _save_and_print(args, law, json.loads(to_json({k: report[k] for k in ("data", "fit")})), text)
     return 0
 
 

@@ -74,7 +74,10 @@ class LossData:
         return out
 
 
-def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None, run_col=None) -> LossData:
+def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None, run_col=None,
+                   shape_cols: tuple[str, ...] = ()) -> LossData:
+    """`shape_cols`: columns beside N that tell one model from another (a mixture of experts' active parameters
+    and granularity), so that rows differing there are not taken for repeats of one point."""
     rows, header = _read_rows(path)
     where = str(path)
     if d_col is not None and c_col is not None:
@@ -108,22 +111,49 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
     if chosen["run"] is None:
         labels = [f"line {i}" for i, _ in rows]
     else:
-        labels = [str(r.get(chosen["run"], "")) for _, r in rows]
+        # A blank or null run cell was the run "" or "None", which grouped unrelated rows as one run.
+        labels = [str(_cell(r, chosen["run"], i, where)).strip() for i, r in rows]
     names, codes = np.unique(np.array(labels, dtype=object), return_inverse=True)
-    notes = repeated_points([i for i, _ in rows], labels if chosen["run"] else None, n, d, loss, where)
+    lines = [i for i, _ in rows]
+    shapes = [tuple(_shape_value(r.get(column)) for column in shape_cols) for _, r in rows]
+    if chosen["run"] is not None:
+        _check_one_model_per_run(lines, labels, n, shapes, where)
+    notes = repeated_points(lines, labels if chosen["run"] else None, n, d, loss, where, shapes)
     return LossData(n, d, loss, codes.astype(int), tuple(names), where,
                     {k: v for k, v in chosen.items() if v is not None}, tuple(notes))
 
 
-def repeated_points(lines: list[int], runs: list[str] | None, n, d, loss, where: str) -> list[str]:
-    """Rows that repeat an earlier row's (run, N, D). Within a named run two losses at one checkpoint contradict
-    each other: refused, naming both lines (they had both been fitted without a word). Without a run column each
-    row is a run of its own, so equal N and D may be seed replicates: kept, with a warning; an identical row is
-    kept and said to be fitted twice."""
+def _shape_value(cell):
+    """A shape column's cell as a key: numbers compared as numbers ("8" as 8.0), anything else as its text."""
+    try:
+        return float(cell)
+    except (TypeError, ValueError):
+        return str(cell).strip()
+
+
+def _check_one_model_per_run(lines: list[int], runs: list[str], n, shapes: list[tuple], where: str) -> None:
+    """A run trains one model: rows of one run with another N (or shape) were fitted as one run, which the
+    bootstrap and the held-out split take as a unit. Refused, naming both lines."""
+    first: dict[str, int] = {}
+    for k, line in enumerate(lines):
+        j = first.setdefault(runs[k], k)
+        if n[k] != n[j] or shapes[k] != shapes[j]:
+            here, there = (f"N={n[k]:.4g}", f"N={n[j]:.4g}") if n[k] != n[j] else (shapes[k], shapes[j])
+            raise PlannerInputError(f"{where} line {line}: run {runs[k]!r} has {here}, but line {lines[j]} gives it "
+                                    f"{there}; a run trains one model: give each model a run name of its own")
+
+
+def repeated_points(lines: list[int], runs: list[str] | None, n, d, loss, where: str,
+                    shapes: list[tuple] | None = None) -> list[str]:
+    """Rows that repeat an earlier row's (run, N, D) and model shape (`shapes`, a tuple per row). Within a named
+    run two losses at one checkpoint contradict each other: refused, naming both lines (they had both been fitted
+    without a word). Without a run column each row is a run of its own, so equal N and D may be seed replicates:
+    kept, with a warning; an identical row is kept and said to be fitted twice."""
     first: dict[tuple, int] = {}
     notes = []
     for k, line in enumerate(lines):
-        key = (runs[k] if runs is not None else None, float(n[k]), float(d[k]))
+        shape = shapes[k] if shapes is not None else ()
+        key = (runs[k] if runs is not None else None, float(n[k]), float(d[k]), shape)
         if key not in first:
             first[key] = k
             continue
@@ -276,7 +306,8 @@ def read_moe_data(path: str, total_col=None, active_col=None, granularity_col=No
         if column not in header:
             raise PlannerInputError(f"{where}: a moe fit needs a {column!r} column ({what[key]}); name it with "
                                     f"{flags[key]}; columns are {', '.join(header)}")
-    data = read_loss_data(path, names["total"], d_col, c_col, loss_col, run_col)
+    data = read_loss_data(path, names["total"], d_col, c_col, loss_col, run_col,
+                          shape_cols=(names["active"], names["granularity"]))
     active = np.array([_count(r, names["active"], i, where) for i, r in rows])
     granularity = np.array([_granularity(r, names["granularity"], i, where) for i, r in rows])
     below = data.N < active

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from planner.errors import PlannerInputError
-from planner.laws.data import read_loss_data
+from planner.laws.data import read_loss_data, read_moe_data
 
 
 def test_epoch_csv_derives_tokens_from_flops(epoch_csv):
@@ -53,11 +55,14 @@ def test_configurable_columns_and_count_syntax(tmp_path):
     ("N,D,loss\n1e9,2e10,\n", "line 2 column 'loss': empty"),
     ("N,D,loss\n1e9,two,2.5\n", "line 2 column 'D'"),
     ("params,loss\n1e9,2.5\n", "no token (D) or compute (C) column"),
+    # A run trains one model: a second N in a run was fitted as that run; a null run name made a run "None".
+    ("N,D,loss,run\n1e9,2e10,2.5,a\n2e9,4e10,2.4,a\n", "line 3: run 'a' has N=2e+09, but line 2 gives it N=1e+09"),
+    ('{"N": 1e9, "D": 2e10, "loss": 2.5, "run": null}\n', "line 1 column 'run': empty"),
 ])
 def test_errors_name_file_line_and_column(tmp_path, text, message):
     path = tmp_path / ("runs.jsonl" if text.startswith("{") else "runs.csv")
     path.write_text(text)
-    with pytest.raises(PlannerInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(PlannerInputError, match=re.escape(message)):
         read_loss_data(str(path))
 
 
@@ -68,3 +73,14 @@ def test_a_row_with_more_cells_than_the_header_is_refused(tmp_path):
     path.write_text("N,D,loss\n1e8,2e9,3.1\n70000000,1,400,000,000,2.1\n")
     with pytest.raises(PlannerInputError, match=r"line 3: 6 cells but the header names 3 columns"):
         read_loss_data(str(path))
+
+
+def test_moe_points_of_other_granularities_are_not_repeats(tmp_path):
+    """Without a run column, rows at one total N and D but another granularity (another model) were warned about as
+    "seed replicates" of each other; the MoE shape columns are part of what makes a point."""
+    path = tmp_path / "moe.csv"
+    path.write_text("total_params,active_params,granularity,D,loss\n"
+                    "8.6e7,2e6,1,1.6e10,3.91\n8.6e7,2e6,2,1.6e10,3.82\n8.6e7,2e6,2,1.6e10,3.83\n")
+    data, _, granularity = read_moe_data(str(path))
+    assert list(granularity) == [1.0, 2.0, 2.0]
+    assert len(data.notes) == 1 and "lines 3 and 4 have the same N" in data.notes[0], data.notes

@@ -146,3 +146,28 @@ def test_fit_law_moe_warns_when_its_floor_bound_sets_c(cli, tmp_path):
     interior = _write(tmp_path / "interior.csv", _moe_rows(c=0.47), header=header)
     code, out, _ = cli(["fit-law", str(interior), "--form", "moe", "--json"])
     assert code == 0 and not any("bound" in w for w in json.loads(out)["warnings"])
+
+
+class _ClosedPipe:
+    """stdout of `planner fit-law ... | head -0`: the reader has gone."""
+
+    def write(self, text):
+        raise BrokenPipeError
+
+    def flush(self):
+        raise BrokenPipeError
+
+    def fileno(self):
+        raise OSError
+
+
+def test_fit_law_saves_its_out_file_before_a_closed_pipe_ends_it(tmp_path, monkeypatch):
+    """`fit-law DATA --out law.yaml | head -2` exited 141 with no law.yaml: the report was printed first and the
+    closed pipe ended the command before the save. The law is written first."""
+    from planner.cli import main
+    from planner.laws.law_file import load_law_file
+
+    data, out = _write(tmp_path / "runs.csv", _rows()), tmp_path / "law.yaml"
+    monkeypatch.setattr("sys.stdout", _ClosedPipe())
+    assert main(["fit-law", str(data), *FAST, "--out", str(out)]) != 0
+    assert load_law_file(out).coefficients()["alpha"] > 0
