@@ -12,7 +12,7 @@ import pytest
 from planner.calibrate.calibration import calibrate
 from planner.calibrate.fitting import fit
 from planner.calibrate.samples import load_samples, predict
-from planner.calibrate.selection import identifiable
+from planner.calibrate.selection import folds, identifiable
 from planner.cli import main
 from planner.specs.clusters import load_cluster
 from planner.profile.runs_csv import MeasuredRun, write_runs
@@ -190,6 +190,33 @@ def test_a_time_column_no_runs_file_has_is_a_one_line_error_naming_the_flag(tmp_
                  "--time-column", "step_tme_s"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--time-column step_tme_s" in err[0] and str(runs_file) in err[0], err
+
+
+def test_the_folds_of_one_source_do_not_follow_the_files_row_order():
+    """The folds of a one-source file (every `planner profile` output) were every k-th row in file order, so the
+    same rows in another order fitted other parameters and reported another held-out error. They follow the ids."""
+    base = load_cluster("dgx-a100-80gb")
+    samples, _ = load_samples(rows(base, shapes=SHAPES + MORE_SHAPES), base)
+    shuffled = [samples[i] for i in np.random.default_rng(7).permutation(len(samples))]
+
+    def fold_ids(some):
+        return sorted(sorted(some[i].run.id for i in fold) for fold in folds(some, 3))
+
+    assert fold_ids(shuffled) == fold_ids(samples) == fold_ids(samples[::-1])
+    assert len(fold_ids(samples)) == 3 and sum(map(len, fold_ids(samples))) == len(samples)
+
+
+def test_a_time_column_cell_is_read_as_step_time_s_is(tmp_path):
+    """--time-column read its cells with float(): '0.1_2' (0.12) and a full-width '１' were taken, which the reader
+    refuses in step_time_s; now they are skipped with the reader's reason, as are blank and out-of-range cells."""
+    base = load_cluster("dgx-a100-80gb")
+    made = rows(base)
+    cells = ["0.1_2", "１", "", "1e-9", " 0.25 "]
+    runs = [dataclasses.replace(r, extra={"step_time_p10_s": cell}) for r, cell in zip(made, cells)]
+    samples, skipped = load_samples(runs, base, "step_time_p10_s")
+    assert [s.run.step_time_s for s in samples] == [0.25]
+    assert len(skipped) == 4 and "not a plain number: '0.1_2'" in skipped[0] and "no step_time_p10_s value" in skipped[2]
+    assert "from 1e-06 to 1e+07" in skipped[3]
 
 
 def test_holdout_source_names_one_source_exactly_or_a_prefix(tmp_path, capsys):

@@ -18,7 +18,7 @@ import numpy as np
 from planner.calibrate.validation import run_to_config
 from planner.cost.step_time import step_time
 from planner.errors import PlannerInputError
-from planner.profile.runs_csv import MeasuredRun
+from planner.profile.runs_csv import MeasuredRun, parse_step_time_cell
 from planner.specs.candidate_batch import layouts_batch
 from planner.specs.clusters import load_cluster
 from planner.specs.hardware import ClusterSpec
@@ -179,12 +179,13 @@ def load_samples(runs: list[MeasuredRun], cluster: ClusterSpec, time_column: str
     for run in runs:
         if time_column != "step_time_s":
             raw = run.extra.get(time_column, "")
+            if not raw.strip():
+                skipped.append(f"{run.origin or run.id}: no {time_column} value")
+                continue
             try:
-                value = float(raw)
-            except ValueError:
-                value = float("nan")
-            if not np.isfinite(value) or value <= 0:
-                skipped.append(f"{run.origin or run.id}: no positive {time_column} (got {raw!r})")
+                value = parse_step_time_cell(raw, time_column)
+            except ValueError as error:
+                skipped.append(f"{run.origin or run.id}: no step time in {time_column} ({error})")
                 continue
             run = dataclasses.replace(run, step_time_s=value)
         if run.step_time_s is None:

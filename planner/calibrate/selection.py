@@ -76,11 +76,15 @@ def _collinear(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def folds(samples: list[Sample], k: int) -> list[np.ndarray]:
+    """The cross-validation folds (indices into `samples`): whole sources where there are two or more, else
+    every k-th row in the order of the rows' ids, so that a file's row order does not change the folds (and
+    with them the calibration)."""
     groups = sorted({s.group for s in samples})
     if len(groups) >= 2:
         labels = np.array([groups.index(s.group) for s in samples]) % min(k, len(groups))
     else:
-        labels = np.arange(len(samples)) % k
+        id_rank = np.argsort(np.argsort([s.run.id for s in samples], kind="stable"), kind="stable")
+        labels = id_rank % k
     return [np.flatnonzero(labels == f) for f in range(labels.max() + 1)]
 
 

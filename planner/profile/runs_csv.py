@@ -158,13 +158,22 @@ def _parse_int(text: str, column: str) -> int:
     return int(value)
 
 
-def _parse_float(text: str, column: str) -> float:
-    value = _plain_number(text)
-    low, high, unit = FLOAT_RANGES[column]
+def _parse_float(text: str, column: str, read_as: str | None = None) -> float:
+    """A cell of `column` as the reader takes it: a plain number within the range of `read_as` (the column
+    itself by default)."""
+    value = _plain_number(text.strip())
+    low, high, unit = FLOAT_RANGES[read_as or column]
     if not math.isfinite(value) or not low <= value <= high:
         raise ValueError(f"column '{column}' must be a positive finite number of {unit} from {low:g} to {high:g}, "
                          f"got {text!r}")
     return value
+
+
+def parse_step_time_cell(text: str, column: str) -> float:
+    """A cell of another timing column (`planner profile`'s step_time_p10_s, what `calibrate --time-column`
+    names) read as the reader reads step_time_s: a plain number of seconds within its range; ValueError, naming
+    `column`, otherwise."""
+    return _parse_float(text, column, read_as="step_time_s")
 
 
 def check_value(column: str, value) -> str | None:
