@@ -103,6 +103,10 @@ def test_arrays_follow_the_codes_per_candidate():
     (dict(framework="llm-foundry", tp=2, zero=3), "no tensor parallelism"),
     (dict(framework="llm-foundry", pp=2, dp=2, zero=3, global_batch=4), "no pipeline parallelism"),
     (dict(framework="llm-foundry", zero=1), "supports stages"),
+    # Megatron-LM v2.5 forces fp32 accumulation and reduction with bf16; priced with 16-bit gradients it was half the
+    # gradient memory of a layout that cannot run.
+    (dict(framework="megatron-2022", zero=1, dp=8, global_batch=8, dtype="bf16", grad_reduce_in_fp32=False),
+     "grad_reduce_in_fp32=0 with dtype=bf16: megatron-2022 accumulates and reduces bf16 gradients in fp32 always"),
     (dict(framework="fsdp", dtype="fp8", fp8_recipe="delayed"), "fsdp scales fp8 casts with tensorwise"),
     (dict(framework="deepspeed", dtype="fp8", fp8_recipe="tensorwise"), "deepspeed scales fp8 casts with delayed"),
     # No Korthikanti selective recompute in torchtitan, Composer / llm-foundry or the Megatron-DeepSpeed of 2021.
@@ -522,7 +526,7 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
     """frameworks/megatron_2022.py: blocking, device-synchronised pipeline sends split over tp and all-gathered on
     receipt (v2.5 p2p_communication.py:91-94, 126-140), micro-batches a multiple of pp when interleaved
     (schedules.py:35), fp16 gradients accumulated by an unfused add (no gradient_accumulation_fusion for them before
-    07916bf2); no TE TP overlap, fp8 (nor fp8 parameters, nor TE's fp8 GEMM inputs), context parallelism, Megatron-FSDP, fused cross-entropy,
+    07916bf2), bf16 gradients reduced in fp32 whatever is asked (arguments.py:143-152); no TE TP overlap, fp8 (nor fp8 parameters, nor TE's fp8 GEMM inputs), context parallelism, Megatron-FSDP, fused cross-entropy,
     multi-token prediction or end ranks' layer counts yet."""
     from dataclasses import asdict
     old, new = asdict(FRAMEWORKS["megatron-2022"]), asdict(FRAMEWORKS["megatron"])
@@ -532,7 +536,7 @@ def test_megatron_2022_differs_from_megatron_in_its_pipeline_sends_and_what_did_
         "tp_comm_overlap_available", "supports_context_parallel", "dtypes", "zero_stages", "param_gather_overlap",
         "dp_reduce_per_model_chunk", "reduce_overlaps_when_sharded", "unfused_16bit_grad_accumulation_bytes",
         "fused_loss_bytes_per_logit", "runs_multi_token_prediction", "runs_fp8_param_gather",
-        "fp8_keeps_quantised_linear_inputs", "sets_end_stage_layers"}
+        "fp8_keeps_quantised_linear_inputs", "sets_end_stage_layers", "fp32_grad_reduce_forced_dtypes"}
     stack = FRAMEWORKS["megatron-2022"]
     assert (stack.lineage, stack.p2p_overlap, stack.p2p_scatter_gather, stack.p2p_gathers_per_microbatch) == (
         "megatron", False, True, 2.0)

@@ -296,6 +296,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
                                 "gradients after the last backward, behind nothing (set --dp-comm-overlap 0)")
     if layout.dp_comm_overlap is not None or not problems:
         problems += overlap_problems
+    if layout.grad_reduce_in_fp32 is False and layout.dtype in stack.fp32_grad_reduce_forced_dtypes:
+        problems.append(f"grad_reduce_in_fp32=0 with dtype={layout.dtype}: {framework} accumulates and reduces "
+                        f"{layout.dtype} gradients in fp32 always (set --grad-reduce-in-fp32 1, or leave it out)")
     if layout.flash_attention and layout.dtype not in stack.fused_attention_dtypes:
         problems.append(f"flash_attention=1 with dtype={layout.dtype}: {framework}'s fused attention takes "
                         f"{', '.join(sorted(stack.fused_attention_dtypes))} (plan --flash-attention 0, or a 16-bit dtype)")

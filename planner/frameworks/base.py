@@ -83,6 +83,9 @@ class Framework:
     # Whether its launch can reduce gradients in the 16-bit model dtype (Layout.grad_reduce_in_fp32 False): the fixed-
     # model search asked for that leaves out the stacks that cannot (torchtitan: frameworks/fsdp.py).
     reduces_in_model_dtype: bool = True
+    # Model dtypes whose gradients the stack always accumulates and reduces in fp32, whatever it is asked
+    # (Megatron-LM v2.5 with bf16: frameworks/megatron_2022.py): grad_reduce_in_fp32=0 there is a layout it cannot run.
+    fp32_grad_reduce_forced_dtypes: frozenset = frozenset()
     # Offload modes the stack has (planner.specs.layout offload names), when supports_offload.
     offload_modes: frozenset = frozenset({"optimizer", "optimizer+params"})
     # ZeRO stages at which offloaded state can live on NVMe (ZeRO-Infinity) rather than in host memory. DeepSpeed

@@ -72,6 +72,7 @@ MEGATRON_2022 = replace(
     p2p_scatter_gather=True, p2p_gathers_per_microbatch=2.0,  # received activation and gradient (docstring)
     interleaving_needs_pp_multiple=True,
     unfused_16bit_grad_accumulation_bytes=6.0,  # autograd's `grad += new_grad` in fp16 (module docstring)
+    fp32_grad_reduce_forced_dtypes=frozenset({"bf16"}),  # v2.5 arguments.py:143-152 (module docstring)
     tp_comm_overlap_available=False,
     param_gather_overlap=False, dp_reduce_per_model_chunk=False, reduce_overlaps_when_sharded=False,
     supports_context_parallel=False,

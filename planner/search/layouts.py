@@ -573,10 +573,14 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
         raise PlannerInputError(f"--gpus {gpus} exceeds cluster {cluster.name!r} ({cluster.max_nodes} nodes x "
                                 f"{cluster.gpus_per_node} GPUs)")
     checked_stacks(frameworks, dtype, model)
-    if grad_reduce_in_fp32 is False and not any(FRAMEWORKS[name].reduces_in_model_dtype for name in frameworks):
-        able = ", ".join(name for name, stack in FRAMEWORKS.items() if stack.reduces_in_model_dtype)
+    def reduces_in(stack):  # launches a gradient reduction in the model dtype `dtype`
+        return stack.reduces_in_model_dtype and dtype not in stack.fp32_grad_reduce_forced_dtypes
+
+    if grad_reduce_in_fp32 is False and not any(reduces_in(FRAMEWORKS[name]) for name in frameworks):
+        able = ", ".join(name for name, stack in FRAMEWORKS.items() if reduces_in(stack))
         raise PlannerInputError(f"--grad-reduce-in-fp32 0: no stack searched ({', '.join(frameworks)}) launches a gradient "
-                                f"reduction in the model dtype (torchtitan reduces in fp32 only); these do: {able}")
+                                f"reduction in {dtype} (torchtitan reduces in fp32 only, megatron-2022 its bf16 gradients); "
+                                f"these do: {able}")
     target = limit = None
     if global_batch is None:
         trained = tokens if tokens else 20.0 * model.total_params

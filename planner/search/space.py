@@ -354,6 +354,7 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
         ok &= zero >= per_stack("fp32_grad_accumulation_min_zero")
     elif grad_reduce_in_fp32 is False and dtype != "fp32":
         ok &= per_stack("reduces_in_model_dtype")
+        ok &= np.array([dtype not in s.fp32_grad_reduce_forced_dtypes for s in stacks])[index]
     return ok
 
 

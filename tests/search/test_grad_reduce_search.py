@@ -126,3 +126,18 @@ def test_a_setting_the_search_cannot_honour_is_refused(value, dtype, fragment):
     cluster = load_cluster("dgx-a100-80gb")
     with pytest.raises(PlannerInputError, match=fragment):
         search_layouts(SMALL, cluster, 16, global_batch=64, dtype=dtype, grad_reduce_in_fp32=value)
+
+
+def test_megatron_2022_is_not_searched_at_16_bit_gradients_in_bf16(small_search):
+    """Megatron-LM v2.5 reduces bf16 gradients in fp32 whatever it is asked (frameworks/megatron_2022.py), so the
+    search asked for 16-bit gradients in bf16 has no megatron-2022 layout: alone it says which stacks can, beside
+    megatron every layout it returns is megatron's and runs (check_layout)."""
+    from planner.errors import PlannerInputError
+
+    cluster, search = small_search
+    with pytest.raises(PlannerInputError, match="megatron-2022 its bf16 gradients"):
+        search("megatron-2022", False)
+    both = search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=("megatron-2022", "megatron"),
+                          grad_reduce_in_fp32=False)
+    assert len(both) > 0 and {both.layout(i).framework for i in range(len(both))} == {"megatron"}
+    assert len(search("megatron-2022", True)) > 0
