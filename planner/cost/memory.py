@@ -582,7 +582,11 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
     step_only = {name: np.broadcast_to(value, shape) for name, value in step_only.items()}
     # A lower bound of the total whatever the micro-batches: without the bytes the forward may not hold.
     least = total - step_only["gradients"] - step_only["copy"]
-    return {"parts": parts, "layers": layers, "total": total, "transient": gathered + buckets,
+    # What is freed and made again every micro-batch: not the stage torchtitan keeps unsharded from its gather to
+    # the step's one reduction under pipelining (unsharded_through_step), which is held as ZeRO-2's gradients are.
+    held_for_the_step = unsharded_through_step(batch, stack)
+    return {"parts": parts, "layers": layers, "total": total,
+            "transient": np.where(held_for_the_step, 0.0, gathered) + buckets,
             "step_only_gradients": step_only["gradients"], "step_only_copy": step_only["copy"],
             "largest_total": np.max(np.where(_MIDDLE & (batch.pp <= 2), -np.inf, least), axis=0),
             # Host and NVMe bytes per GPU of the fullest stage (offloaded states); the params of each stage.
