@@ -160,3 +160,21 @@ def test_only_ascii_digits_are_numbers_and_any_space_still_separates_the_unit():
     for text in ("１T", "٧B", "１,０００"):
         with pytest.raises(PlannerInputError):
             parse_count(text, "x")
+
+
+@pytest.mark.parametrize("parse, text", [
+    (units.parse_gpu_hours, "1,0000gpuh"), (units.parse_count, "1,5000B"), (units.parse_duration, "3,0000s"),
+    (units.parse_count, "1,000,00"), (units.parse_count, "12,34"),
+])
+def test_digits_grouped_otherwise_than_in_threes_are_refused(parse, text):
+    """'1,0000gpuh' read as 10,000 GPU-hours (the first group, then the digit after it glued back on): 1,000 or
+    10,000 was meant, and the planner cannot tell which."""
+    from planner.errors import PlannerInputError
+
+    with pytest.raises(PlannerInputError, match="got '" + text):
+        parse(text, "--flag")
+
+
+def test_every_grouping_the_planner_prints_still_reads():
+    assert units.parse_gpu_hours("737,280 GPU-hours", "x") == 737280 * 3600.0  # GPU-seconds inside
+    assert units.parse_count("1,234,567.5", "x") == 1234567.5

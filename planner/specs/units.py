@@ -28,8 +28,9 @@ _SECONDS = {
     "years": 31536000.0,
 }
 # Thousands separators as the planner prints them ("10,000gpuh", "737,280 GPU-hours"): every number the
-# tool prints is accepted back.
-_GROUPED = re.compile(r"^\s*[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
+# tool prints is accepted back. Groups of three to the end of the digits: "1,0000" (1,000 or 10,000?) is refused,
+# not read as its first group with the digit after it glued back on.
+_GROUPED = re.compile(r"^\s*[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9,])(?:\.[0-9]*)?")
 
 
 def _split(text: object, where: str, expected: str) -> tuple[float, str]:
