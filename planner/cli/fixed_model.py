@@ -156,11 +156,11 @@ def _counts(args, cluster) -> list[int]:
             raise PlannerInputError("with --model/--params give --gpus N (or a list), or --tokens with --deadline or --budget")
         counts = gpu_counts(cluster.gpus_per_node, cluster.max_nodes, None, args.max_gpus)
     capacity = cluster.total_gpus
-    too_many = [c for c in counts if c > capacity or (args.max_gpus and c > args.max_gpus)]
-    if too_many:
-        limit = min(capacity, args.max_gpus or capacity)
-        raise PlannerInputError(f"--gpus {too_many[0]}: more than the {limit} GPUs allowed "
-                                f"(cluster {cluster.name!r}: {cluster.max_nodes} nodes x {cluster.gpus_per_node})")
+    if args.max_gpus and (above := [c for c in counts if c > args.max_gpus]):
+        raise PlannerInputError(f"--gpus {above[0]} contradicts --max-gpus {args.max_gpus}")  # as the budget search says
+    if above := [c for c in counts if c > capacity]:
+        raise PlannerInputError(f"--gpus {above[0]}: more than the {capacity} GPUs of cluster {cluster.name!r} "
+                                f"({cluster.max_nodes} nodes x {cluster.gpus_per_node})")
     return counts
 
 

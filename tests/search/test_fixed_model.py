@@ -740,3 +740,12 @@ def test_the_header_states_the_limits_the_plan_is_held_to(optimize):
     # In the unit that reads best (render.human_days), as the review's "limits" line writes it: one rule for both.
     assert headers["both"].endswith("; deadline 12.0 h; budget 5,000 GPU-hours")
     assert "deadline" not in headers["none"] and "budget" not in headers["none"]
+
+
+def test_gpus_above_max_gpus_blame_max_gpus_and_above_the_cluster_the_cluster(optimize):
+    """--gpus 64 --max-gpus 32 said 'more than the 32 GPUs allowed (cluster dgx-h100: 4096 nodes x 8)', naming the
+    cluster for the user's own cap; it names the two flags, as the budget search does."""
+    code, _, err = optimize("--model", "llama3-70b", "--tokens", "1T", "--gpus", "64", "--max-gpus", "32")
+    assert code == 2 and err.strip().endswith("--gpus 64 contradicts --max-gpus 32"), err
+    code, _, err = optimize("--model", "llama3-70b", "--tokens", "1T", "--gpus", "40000")
+    assert code == 2 and "--gpus 40000: more than the 32768 GPUs of cluster 'dgx-h100' (4096 nodes x 8)" in err, err
