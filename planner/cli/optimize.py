@@ -44,7 +44,8 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--inference-tokens", help="tokens to be served later, like '1T': minimise training + inference compute")
     parser.add_argument("--seq-len", type=whole_number(), default=4096, action=RecordGiven,
                         help="training sequence length (default 4096; with --model it replaces the model's)")
-    parser.add_argument("--vocab", type=whole_number(), default=32000, action=RecordGiven,
+    # At least two tokens: with one there is nothing to predict (uniform guessing is 0 nats).
+    parser.add_argument("--vocab", type=whole_number(2), default=32000, action=RecordGiven,
                         help="vocabulary size of the planned model (default 32000; with --model it replaces the model's)")
     from planner.cli.arguments import DTYPE_DEFAULT_HELP
 

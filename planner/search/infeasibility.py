@@ -103,6 +103,10 @@ def _binding_line(reason: str, problem: Problem, closest: dict, models: list) ->
         return (f"the target loss {c.target_loss} is below what the law reaches for these model sizes "
                 f"(about {floor:.3f} at 1e16 tokens); choose a higher --target-loss")
     if reason == ABOVE_UNIFORM_GUESS:
+        if _law_never_below_uniform_guess(problem, models):
+            return (f"the vocabulary binds: uniform guessing over {models[0].vocab:,} tokens is "
+                    f"{np.log(models[0].vocab):.2f} nats, below the {_law_floor(problem):.2f} the law predicts however "
+                    "large the model and data; no budget or deadline helps: plan with a vocabulary like the law's runs' (--vocab)")
         more = ["allow more --unique-tokens"] if c.unique_tokens is not None else []
         return (f"every plan's predicted loss is above uniform guessing over the vocabulary (ln V = "
                 f"{np.log(models[0].vocab):.2f} nats): the law says nothing is learned; "
@@ -117,11 +121,27 @@ def _binding_line(reason: str, problem: Problem, closest: dict, models: list) ->
     return f"{reason} binds"
 
 
-def _too_few_tokens_is_the_deadline(problem: Problem, binding: list[str]) -> list[str]:
-    """Where the deadline caps the compute, the reasons that say 'too few tokens' are the deadline binding."""
+# N and D far beyond any plan: the law's loss there is its floor (E for the Chinchilla forms).
+_UNBOUNDED_PARAMS, _UNBOUNDED_TOKENS = 1e18, 1e21
+
+
+def _law_floor(problem: Problem) -> float:
+    return float(np.min(problem.law.predict(np.array([_UNBOUNDED_PARAMS]), np.array([_UNBOUNDED_TOKENS]))))
+
+
+def _law_never_below_uniform_guess(problem: Problem, models: list) -> bool:
+    """A vocabulary so small (--vocab 2: ln 2 = 0.69 nats) that uniform guessing beats the law's floor: every plan
+    is above uniform guessing whatever the budget, so 'raise --budget' or 'a longer --deadline' would not help."""
+    return _law_floor(problem) >= np.log(models[0].vocab)
+
+
+def _too_few_tokens_is_the_deadline(problem: Problem, binding: list[str], models: list) -> list[str]:
+    """Where the deadline caps the compute, the reasons that say 'too few tokens' are the deadline binding (not
+    where no number of tokens would do: _law_never_below_uniform_guess)."""
     if not deadline_caps_compute(problem):
         return binding
-    named = [DEADLINE if reason in (BATCH_LIMIT, ABOVE_UNIFORM_GUESS) else reason for reason in binding]
+    renamed = (BATCH_LIMIT,) if _law_never_below_uniform_guess(problem, models) else (BATCH_LIMIT, ABOVE_UNIFORM_GUESS)
+    named = [DEADLINE if reason in renamed else reason for reason in binding]
     return list(dict.fromkeys(named))
 
 
@@ -161,5 +181,5 @@ def explain_infeasible(problem: Problem, scored: dict, ruled_out: dict, models: 
         floor = float(np.min(problem.law.predict(problem.law_params, np.full(len(models), 1e16))))
         if problem.constraints.target_loss < floor:
             binding.append("target loss unreachable at this model size")
-    binding = _too_few_tokens_is_the_deadline(problem, binding)
+    binding = _too_few_tokens_is_the_deadline(problem, binding, models)
     return lines + [_binding_line(reason, problem, closest, models) for reason in binding]

@@ -78,3 +78,17 @@ def test_a_bound_of_cells_never_scored_is_said_as_at_least():
     assert _solved(target_loss=2.1, deadline=f"{days * 1.01:.3f}d", max_gpus=64).status != "ok"
     (budget_line,) = _binding(target_loss=2.1, budget="1000gpuh")
     assert "the cheapest plan needs at least " in budget_line, budget_line
+
+
+def test_a_vocabulary_below_the_laws_floor_says_so_whatever_the_budget(cli):
+    """`--vocab 2`: uniform guessing is ln 2 = 0.69 nats, below the Epoch law's floor of 1.82 at any N and D, yet the
+    advice was 'raise --budget', and with a huge budget 'give a longer --deadline'. Neither can help; the
+    vocabulary binds. A vocabulary of one token is refused as input."""
+    for budget in ("10000gpuh", "1e15gpuh"):
+        code, out, _ = cli(["optimize", "--budget", budget, "--vocab", "2", "--quiet"])
+        binding = out.strip().splitlines()[-1].strip()
+        assert code == 1 and binding.startswith("the vocabulary binds: uniform guessing over 2 tokens is 0.69 nats, "
+                                                "below the 1.82 the law predicts"), out
+        assert "no budget or deadline helps" in binding and "raise --budget" not in out and "longer --deadline" not in out
+    code, _, err = cli(["optimize", "--budget", "10000gpuh", "--vocab", "1"])
+    assert code == 2 and "--vocab" in err and "from 2 to" in err, err
