@@ -14,6 +14,7 @@ import numpy as np
 from planner.cost import collectives, groups
 from planner.cost.layer_compute import recomputes_attention_core
 from planner.cost.overlap import hidden_behind
+from planner.cost.moe import mlp_tp_collective_share
 from planner.frameworks.moe import pairs_stages
 from planner.specs.pipeline_stages import padded_vocab
 
@@ -39,6 +40,8 @@ def tensor_parallel(batch, cluster, layer, w, fw, hbm):
         return np.where(overlapped, hidden, comm)
 
     calls = fw["tp_collectives_per_layer"]  # 2, or 1 with the parallel block
+    if batch.has_moe:  # the attention's, and the MLP's where the layer's MLP makes them (cost.moe)
+        calls = np.where(calls >= 2, calls - 1.0 + mlp_tp_collective_share(batch), calls)
     recompute_tp = np.where(batch.recompute == 2, exposed(calls, layer["gemm"]), 0.0)
     tp_fwd, tp_bwd = exposed(calls, layer["gemm"]), exposed(calls, 2.0 * layer["gemm"]) + recompute_tp
     cp_fwd, cp_bwd = context_parallel_exchange(batch, cluster, layer, tokens, w, fw)

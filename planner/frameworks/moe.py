@@ -197,6 +197,14 @@ class MoEStack:
     # training forward otherwise (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/moe/moe_layer.py:636-640;
     # validate_args only warns).
     tp_needs_sequence_parallel: bool = False
+    # An MoE layer's MLP makes no tensor-parallel collective of its own over the attention's tp group: the dispatcher
+    # takes the sequence-parallel shard of tokens as it is, and gathers and scatters only over the expert tp group
+    # (etp, priced with the experts: cost/moe.py), Megatron-Core's alltoall dispatcher (NVIDIA/Megatron-LM@d98e8a64
+    # megatron/core/transformer/moe/token_dispatcher.py:85-89 tp_group = expt_tp, :741-750, :824-831). A shared
+    # expert is a dense MLP on the attention's tp group and keeps its gather and reduce-scatter
+    # (moe/shared_experts.py:131, 574-584). Default False: the layer's MLP collectives priced as a dense layer's
+    # (torchtitan gathers an MoE module's input over tp and reduce-scatters its output as a dense MLP's).
+    dispatcher_replaces_mlp_tp_collectives: bool = False
     # Node-limited dispatch: a token bound for several experts on one remote node crosses the scale-out network
     # once and is forwarded over NVLink inside it (DeepSeek-V3 section 3.2.2; DeepEP's internode dispatch). The
     # stacks' all-to-all dispatchers instead send one copy per routed (token, expert) pair: Megatron-Core's
@@ -272,7 +280,7 @@ DEEPSPEED_CAPACITY_FACTOR = 1.0
 
 MOE_STACKS = {
     "megatron": MoEStack(True, ("none", "megatron"), False, "Megatron-Core MoE (moe/README.md)",
-                         tp_needs_sequence_parallel=True,
+                         tp_needs_sequence_parallel=True, dispatcher_replaces_mlp_tp_collectives=True,
                          fp8_saved_bytes=MEGATRON_FP8_SAVED_BYTES, host_syncs_per_layer_forward=1,
                          fp8_pads_expert_rows=True, sorts_received_tokens_by_expert=True,
                          # The flex dispatcher on DeepEP, without padding to capacity (above).

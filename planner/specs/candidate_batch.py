@@ -150,6 +150,9 @@ class CandidateBatch:
     expert_params: np.ndarray | None = None  # routed experts' parameters of one MoE layer (all experts)
     dispatch_nodes: np.ndarray | None = None  # expert groups a token may pick (group-limited routing), else top_k
     route_groups: np.ndarray | None = None  # expert groups of group-limited routing (moe_groups), else 1
+    # MoE layers (and MTP copies of one) with no shared expert: their MLP is the routed experts alone, which make no
+    # dense-MLP tensor-parallel collective where the stack's dispatcher has its own (cost.moe.mlp_tp_collective_share).
+    routed_only_layers: np.ndarray | None = None
     ep: np.ndarray | None = None
     etp: np.ndarray | None = None
     moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
@@ -214,7 +217,7 @@ def _vector_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
 
 
 MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
-                     "route_groups")
+                     "route_groups", "routed_only_layers")
 
 
 def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
@@ -240,9 +243,10 @@ def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
         expert_params = parts.get("experts", 0.0) / moe if moe else 0.0
         mtp_dense = model.mtp_params - mtp * expert_params
         layer = (parts["attention"] + parts["mlp"] + parts.get("router", 0.0) + 2 * norm_params * L + mtp_dense) / (L + mtp)
-        rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe + (mtp if moe else 0), model.moe_experts,
+        moe_and_mtp = moe + (mtp if moe else 0)
+        rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe_and_mtp, model.moe_experts,
                      model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, model.routed_groups,
-                     model.moe_groups))
+                     model.moe_groups, 0 if model.moe_shared_experts else moe_and_mtp))
     table = np.array(rows, dtype=float)
     names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
     return {name: table[:, i] for i, name in enumerate(names)}

@@ -406,3 +406,26 @@ def test_the_search_prices_the_node_dispatch_its_layouts_name():
     assert layout.moe_node_dispatch
     simulated = estimate(single_batch(model, layout), cluster).step_time_s[0]
     assert float(search.step_time_s[row]) == pytest.approx(float(simulated), rel=1e-9)
+
+
+@pytest.mark.parametrize("name, framework, mlp_share", [
+    ("mixtral-8x7b", "megatron", 0.0),   # every layer MoE, no shared expert: the dispatcher's etp group only
+    ("mixtral-8x7b", "fsdp", 1.0),       # torchtitan gathers the MoE module's input over tp as a dense MLP's
+    ("deepseek-v3", "megatron", 1.0),    # a shared expert in every MoE layer, a dense MLP on the tp group
+])
+def test_an_moe_layers_mlp_makes_tp_collectives_only_where_its_stack_does(name, framework, mlp_share):
+    """The audit: Mixtral at tp 2 was charged the dense MLP's tp gather and reduce-scatter in every layer, and the
+    expert-tp ones again in ep_comm; Megatron-Core's alltoall dispatcher gathers only over the expert tp group
+    (token_dispatcher.py:85-89, 741-750, 824-831). Tensor-parallel bytes per step by hand: with sequence
+    parallelism each collective moves one T x h message (an all-gather and a reduce-scatter make one all-reduce's
+    bytes), forward and backward, for the attention and (where it makes them) the MLP."""
+    model = PRESETS[name]
+    layout = make_layout(tp=2, dp=8, ep=8, seq_parallel=True, micro_batch=1, global_batch=16, zero=1,
+                         framework=framework, **({"dtype": "bf16"} if name == "deepseek-v3" else {}))
+    batch = single_batch(model, layout)
+    time = step_time(batch, H100)
+    T, h, bf16, micro_batches = model.seq_len, model.hidden, 2, 2
+    layers = batch.layers[0]  # (MTP blocks included)
+    message_bytes = T * h * bf16  # all-reduce bytes of one collective pair on each rank, as the model counts it
+    by_hand = micro_batches * layers * (1.0 + mlp_share) * 2 * message_bytes
+    assert time["comm_bytes_per_step"]["tp"][0] == pytest.approx(by_hand, rel=1e-9)
