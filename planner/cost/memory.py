@@ -169,7 +169,10 @@ def _element_bytes(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]:
     reduce = np.where(fp32, 4.0, np.where(fp16, stack["reduce_bytes_fp16"], stack["reduce_bytes_bf16"]))
     # The layout's explicit choice (grad_reduce_in_fp32) overrides the framework's default.
     chosen = batch.grad_reduce_in_fp32
-    grads = np.select([chosen == 1, chosen == 0], [4.0, weights], grads)
+    # Reduced in fp32: held in fp32 where the stack does (Framework.holds_fp32_grads_*), else in the model dtype.
+    holds = np.where(fp16, stack["holds_fp32_grads_fp16"], stack["holds_fp32_grads_bf16"]) > 0
+    held_in_fp32 = np.where(holds & (batch.zero <= stack["holds_fp32_grads_max_zero"]), 4.0, weights)
+    grads = np.select([chosen == 1, chosen == 0], [held_in_fp32, weights], grads)
     reduce = np.select([chosen == 1, chosen == 0], [4.0, weights], reduce)
     master = np.where(fp32, 0.0, stack["optimizer_bytes"] - ADAM_STATE_BYTES)
     grad_copy = np.where(grads < 4.0, FP32_GRAD_COPY_BYTES, 0.0)

@@ -80,6 +80,12 @@ class Framework:
     # Lowest ZeRO stage at which the stack accumulates 16-bit gradients in fp32 (Layout.grad_reduce_in_fp32);
     # 0: at every stage.
     fp32_grad_accumulation_min_zero: int = 0
+    # Where the stack holds 16-bit gradients in fp32 when asked to reduce them in fp32 (Layout.grad_reduce_in_fp32 1):
+    # per model dtype (bf16 stands for fp8's 16-bit side too) and up to a ZeRO stage. Elsewhere it holds them in the
+    # model dtype and only communicates them in fp32 (DeepSpeed: frameworks/deepspeed.py).
+    holds_fp32_grads_fp16: bool = True
+    holds_fp32_grads_bf16: bool = True
+    holds_fp32_grads_max_zero: int = 3
     # Whether its launch can reduce gradients in the 16-bit model dtype (Layout.grad_reduce_in_fp32 False): the fixed-
     # model search asked for that leaves out the stacks that cannot (torchtitan: frameworks/fsdp.py).
     reduces_in_model_dtype: bool = True

@@ -190,6 +190,13 @@ DEEPSPEED = Framework(
     # model_dtype and grad_accum_dtype" (deepspeedai/DeepSpeed@edaa7221 runtime/engine.py:2020-2021; since #7515,
     # v0.17.6, which made ZeRO-0 plain DDP); ZeRO-1 runs the BF16_Optimizer (:1994-1996).
     fp32_grad_accumulation_min_zero=1,
+    # Gradients held in fp32 only by the BF16_Optimizer: a bf16 model with grad_accum_dtype fp32 at ZeRO-1
+    # (DeepSpeed 0.19.8 runtime/engine.py:2305-2311). fp16 has no fp32 accumulation at all (ZeRO-0: the FP16
+    # optimizer, :2313-2321; an fp16/fp32 mix raises, :2322-2323), and ZeRO-2/3 keep the model dtype's gradients
+    # in their buckets and partitions: there grad_reduce_in_fp32 is `communication_data_type: fp32` alone, the
+    # reduction cast to fp32 (engine.py:3795-3801 allreduce_bucket; zero/stage_1_and_2.py:320, 346-348), which is
+    # what --emit writes.
+    holds_fp32_grads_fp16=False, holds_fp32_grads_max_zero=1,
     eager_dispatch=True,
     # Memory: ZeRO-3 gathers submodule by submodule (estimator: 4 x largest layer, stage3.py:3019);
     # the IPG gradient bucket is its own buffer (stage_1_and_2.py:2048-2060, stage3.py:536-540).

@@ -761,3 +761,26 @@ def test_megatrons_all_to_all_overlap_holds_one_more_warm_up_micro_batch():
         return np.array([stage[0] for stage in stage_inflight(single_batch(model, layout))])
 
     assert inflight("megatron") - inflight("none") == pytest.approx(np.full(3, 1 / 24), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype, zero, held_bytes", [
+    ("fp16", 0, 2.0),  # the FP16 optimizer: fp16 gradients, the reduction in fp32 (communication_data_type)
+    ("fp16", 1, 2.0),
+    ("bf16", 1, 4.0),  # the BF16_Optimizer: fp32 gradient accumulation
+    ("bf16", 2, 2.0),  # ZeRO-2's buckets and partitions in the model dtype, reduced in fp32
+])
+def test_deepspeed_holds_fp32_gradients_only_where_its_bf16_optimizer_runs(dtype, zero, held_bytes):
+    """The audit of --emit: an fp16 ZeRO-0 plan with --grad-reduce-in-fp32 1 was priced with fp32 gradients and the
+    BF16_Optimizer's sharded master and Adam states (9 GiB, 'fits'), which DeepSpeed runs only for bf16 at ZeRO-1
+    (runtime/engine.py:2305-2323); the emitted config runs the FP16 optimizer, 97 GiB unsharded."""
+    common = dict(tp=2, dp=8, micro_batch=1, global_batch=64, zero=zero, framework="deepspeed", dtype=dtype,
+                  recompute="full")
+    states = {reduce: model_state_bytes(np.array([6.5e9]), single_batch(PRESETS["llama2-13b"],
+                                                                        Layout(**common, grad_reduce_in_fp32=reduce)))
+              for reduce in (True, False)}
+    if held_bytes == 4.0:  # the fp32 accumulation buffer beside the bf16 .grad autograd writes into
+        assert states[True]["gradients"][0] >= 6.5e9 * (4.0 + 2.0) * (1 - 1e-9)
+    else:  # the same states as without fp32 reduction: only the communication differs
+        assert states[True]["gradients"][0] == pytest.approx(6.5e9 * 2.0 / (8 if zero >= 2 else 1), rel=1e-9)
+        for part in ("gradients", "optimizer"):
+            assert states[True][part][0] == pytest.approx(states[False][part][0], rel=1e-12)
