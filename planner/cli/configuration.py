@@ -43,7 +43,9 @@ def _add_shape_and_layout_flags(group) -> None:
     """Where the configuration comes from (--config, --model, --cluster), the model's shape and the parallel
     layout: sizes, ZeRO, offload, recompute, sequence parallelism."""
     group.add_argument("--config", metavar="FILE.yaml", help="YAML mapping with any of these keys (runs-CSV names)")
-    group.add_argument("--model", metavar="PRESET", help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models)")
+    group.add_argument("--model", metavar="PRESET|FILE",
+                       help="model preset, e.g. llama2-70b, gpt3-175b (see --list-models), or a model YAML file of ModelSpec "
+                            "fields (as optimize --model takes: MoE shapes included)")
     group.add_argument("--cluster", help=f"cluster spec name (see `planner clusters`) or a path to a YAML file "
                                          f"(default {DEFAULT_CLUSTER}, as for optimize)")
     group.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
@@ -268,7 +270,8 @@ def resolve_configuration(args) -> tuple:
     from planner.specs.clusters import load_cluster
     from planner.specs.layout import make_layout
     from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
-    from planner.specs.model import make_model, preset
+    from planner.cli.fixed_model import model_from_flag
+    from planner.specs.model import make_model
 
     values = _load_config_file(args.config) if args.config else {}
     # A cluster named in the config file (not on the command line) must stay inside the spec folder or
@@ -286,7 +289,8 @@ def resolve_configuration(args) -> tuple:
         if flag_value is not None:
             values[key] = flag_value
     with _naming_the_config_key(args.config, ["model"], from_file):
-        model_fields = preset(values["model"]).model_dump() if values.get("model") else {}
+        # A preset or a model file, as optimize --model takes it (cli.fixed_model.model_from_flag).
+        model_fields = model_from_flag(str(values["model"])).model_dump() if values.get("model") else {}
     model_fields.update({k: values[k] for k in MODEL_KEYS if values.get(k) is not None})
     if model_fields.get("kv_heads") is None and "heads" in model_fields and not values.get("model"):
         model_fields["kv_heads"] = model_fields["heads"]

@@ -349,3 +349,22 @@ def test_simulate_goodput_counts_and_prints_the_evaluation_passes(cli):
     g = json.loads(text)["goodput"]
     assert g["evaluation_fraction"] > 0
     assert g["goodput"] == pytest.approx(g["failure_goodput"] / (1.0 + g["evaluation_fraction"]))
+
+
+def test_a_model_file_simulates_as_optimize_takes_it(cli, tmp_path):
+    """`simulate --model FILE.yaml` said 'unknown preset': a plan made with `optimize --model FILE.yaml` (an MoE shape
+    of one's own above all) could not be simulated again from the command line. It takes the file as optimize does."""
+    from planner.specs.model import make_model
+
+    fields = dict(layers=4, hidden=512, heads=8, vocab=32000, seq_len=1024, mlp="swiglu", ffn=1024, moe_experts=4,
+                  moe_top_k=2, moe_ffn=512)
+    path = tmp_path / "moe.yaml"
+    path.write_text("".join(f"{key}: {value}\n" for key, value in fields.items()))
+    code, out, err = cli(["simulate", "--model", str(path), "--gpus", "8", "--ep", "4", "--global-batch", "8",
+                          "--cluster", "dgx-h100", "--json"])
+    assert code == 0, err
+    layout = Layout(dp=8, ep=4, global_batch=8, dtype="bf16")
+    expected = simulate(make_model("test", **fields), layout, load_cluster("dgx-h100"))
+    assert json.loads(out)["step_time_s"] == pytest.approx(expected["step_time_s"], rel=1e-12)
+    code, _, err = cli(["simulate", "--model", str(tmp_path / "none.yaml"), "--gpus", "8"])
+    assert code == 2 and "none.yaml" in err and err.count("\n") == 1, err
