@@ -25,7 +25,8 @@ def describe_validation_problem(problem: dict) -> str:
         return f"missing required key '{key}'"
     message = problem["msg"].removeprefix("Value error, ")
     given = problem.get("input")
-    if isinstance(given, (bool, int, float, str)) and len(repr(given)) <= 80 and "got " not in message:
+    said = "got " in message or (isinstance(given, bool) and str(given).lower() in message)  # "..., not true"
+    if isinstance(given, (bool, int, float, str)) and len(repr(given)) <= 80 and not said:
         message += f" (got {given!r})"
     return f"key '{key}': {message}" if key else message
 

@@ -663,7 +663,7 @@ def test_a_true_for_a_count_in_a_model_file_is_bad_input(tmp_path, optimize, key
     path = tmp_path / "model.yaml"
     path.write_text("".join(f"{k}: {str(v).lower()}\n" for k, v in shape.items()))
     code, out, err = optimize("--model", path, "--gpus", "8", "--global-batch", "64")
-    assert code == 2 and err.count("\n") == 1 and f"{key}: expected a whole number" in err, err
+    assert code == 2 and err.count("\n") == 1 and f"key '{key}': expected a whole number" in err, err
 
 
 def test_the_batch_is_compared_with_the_rule_it_was_sized_by(optimize):
