@@ -534,3 +534,56 @@ def test_a_cluster_without_a_price_has_no_cost_column_nor_a_dash_for_it(review):
         plan["cost_usd"] = None
     table, *notes = plans_table(data)
     assert "cost" not in table[1] and not any(", -" in str(note) for note in notes)
+
+
+def test_every_part_a_plan_can_have_is_in_the_review(tmp_path):
+    """The review's step-time and memory tables group simulate's parts; a part in no group (the launch floor of a
+    small plan, the MoE parts) was left out, and the shares did not add up to the step."""
+    from planner.cost.estimate import simulate
+    from planner.report.review import MEMORY_PARTS, TIME_GROUPS
+    from planner.specs.clusters import load_cluster
+    from planner.specs.layout import make_layout
+    from planner.specs.model import PRESETS
+
+    grouped = {part for _, parts in TIME_GROUPS for part in parts}
+    labelled = {key for key, _ in MEMORY_PARTS}
+    cluster = load_cluster("dgx-h100")
+    for name, layout in (("llama3-8b", dict(tp=8, global_batch=8)),
+                         ("mixtral-8x7b", dict(dp=8, ep=8, global_batch=16, zero=1, framework="megatron")),
+                         ("llama2-13b", dict(dp=8, zero=3, offload="optimizer", global_batch=8, framework="deepspeed")),
+                         ("llama2-13b", dict(tp=2, pp=2, dp=2, vpp=2, global_batch=16, zero=1, recompute="full"))):
+        result = simulate(PRESETS[name], make_layout(**layout), cluster)
+        assert not set(result["time"]) - grouped, (name, set(result["time"]) - grouped)
+        moe_parts = {k for k in result["memory"] if k.startswith(("expert_", "moe_")) or k == "pipeline_weight_copy"}
+        assert not moe_parts - labelled, (name, moe_parts - labelled)
+
+
+def test_markdown_figure_links_survive_a_space_in_the_path():
+    """`--out "my plan.html"`: the Markdown linked `my plan_figures/x.png` bare, which CommonMark ends at the space."""
+    from planner.report import typeset
+
+    text = typeset.to_markdown([("figure", "memory", "Memory.")], {"memory": "my plan_figures/memory.png"})
+    assert "![Memory.](<my plan_figures/memory.png>)" in text
+    assert "![Memory.](plan_figures/memory.png)" in typeset.to_markdown([("figure", "memory", "Memory.")],
+                                                                         {"memory": "plan_figures/memory.png"})
+
+
+def test_forcing_a_report_over_an_earlier_one_leaves_none_of_its_figures(tmp_path):
+    """`report ... --out s.html --force` over an earlier report whose plan had figures, with a new plan that has none
+    (infeasible), left the old plan's PNGs beside the new report. Forced outputs remove the figures they do not
+    write; unforced ones never touch an existing file."""
+    from planner.cli.report import PendingOutputs
+
+    folder = tmp_path / "s_figures"
+    folder.mkdir()
+    old, kept = folder / "memory.png", folder / "step_time.png"
+    for path in (old, kept):
+        path.write_bytes(b"old plan")
+    unforced = PendingOutputs()
+    unforced.add({tmp_path / "t.html": b"<html>"}, stale=[old])
+    unforced.write(force=False)
+    assert old.exists()
+    forced = PendingOutputs()
+    forced.add({tmp_path / "s.html": b"<html>", kept: b"new plan"}, stale=[old, kept])
+    forced.write(force=True)
+    assert not old.exists() and kept.read_bytes() == b"new plan"

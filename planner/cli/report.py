@@ -96,10 +96,14 @@ class PendingOutputs:
         self.files: dict[Path, bytes] = {}
         self.executable: list[Path] = []
         self.notes: list[str] = []
+        self.stale: list[Path] = []
 
-    def add(self, files: dict, executable=(), note: str | None = None) -> None:
+    def add(self, files: dict, executable=(), note: str | None = None, stale=()) -> None:
+        """`stale`: files of the same output an earlier run may have left that this one does not write (a review's
+        figures its new plan has none of); removed after the writes when they are forced over the earlier output."""
         self.files.update({Path(path): data for path, data in files.items()})
         self.executable += [Path(path) for path in executable]
+        self.stale += [Path(path) for path in stale]
         if note:
             self.notes.append(note)
 
@@ -107,6 +111,10 @@ class PendingOutputs:
         from planner.io import write_files_atomic
 
         write_files_atomic(self.files, force=force, executable=self.executable)
+        if force:  # --force replaces the earlier output whole: no figure of another plan stays beside the new report
+            for path in self.stale:
+                if path not in self.files and (path.is_file() or path.is_symlink()):
+                    path.unlink()
         for note in self.notes:
             sys.stderr.write(note + "\n")
 
@@ -140,7 +148,12 @@ def document_files(blocks: list, figures: dict[str, bytes], paths: dict[str, Pat
              paths["md"]: typeset.to_markdown(blocks, links).encode("utf-8"),
              **{paths[name]: data for name, data in figures.items()}}
     figure_dir = f" (figures in {paths[next(iter(figures))].parent}/)" if figures else ""
-    pending.add(files, note=f"wrote {paths['html']} and {paths['md']}{figure_dir}")
+    from planner.report.document import FIGURES as BUDGET_FIGURES
+    from planner.report.fixed_model_review import FIGURES as FIXED_MODEL_FIGURES
+
+    folder = paths["html"].with_name(f"{paths['html'].stem}_figures")
+    stale = [folder / f"{name}.png" for name in (*BUDGET_FIGURES, *FIXED_MODEL_FIGURES) if name not in figures]
+    pending.add(files, note=f"wrote {paths['html']} and {paths['md']}{figure_dir}", stale=stale)
 
 
 def _command_line() -> str:

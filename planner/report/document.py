@@ -420,7 +420,8 @@ def moe_blocks(review: dict) -> list:
         return []
     blocks = [("h2", "Dense or mixture of experts"),
               ("p", view["header"] + ". Both sides are planned on the chosen plan's GPU count (`planner optimize "
-                    "--moe` searches every count, so its answer at this budget can differ). Both are judged by the "
+                    "--moe` plans them on the fewest GPUs that spend the budget by the deadline and by shorter "
+                    "fractions of it, so its answer at this budget can differ). Both are judged by the "
                     "same pair of laws, fitted on the same data, so "
                     "their losses compare with each other; they do not compare with the chosen plan's loss above, "
                     "which comes from " + review["law"]["name"] + "."),

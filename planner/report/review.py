@@ -43,6 +43,9 @@ MEMORY_PARTS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer"
                 ("recompute_working", "recompute working set"),
                 ("cp_attention_buffers", "context-parallel attention buffers"),
                 ("logits", "logits"), ("pipeline_masks", "pipeline attention masks"), ("fp8_weights", "fp8 weight copies"), ("tp_overlap_buffers", "TP-overlap userbuffers"),
+                ("expert_weights", "expert weights"), ("expert_gradients", "expert gradients"),
+                ("expert_optimizer", "expert optimizer states"), ("moe_activations", "MoE activations"),
+                ("moe_dispatch_buffers", "MoE dispatch buffers"), ("pipeline_weight_copy", "pipeline weight copy"),
                 ("cuda_context", "CUDA context + workspaces"), ("nccl_buffers", "NCCL buffers"),
                 ("fragmentation", "allocator fragmentation"), ("reserve", "unaccounted reserve"))
 # Step-time groups: the named parts; step_time.py's parts summed where one bar would do.
@@ -50,8 +53,12 @@ TIME_GROUPS = (("compute (forward + backward)", ("forward", "backward")),
                ("memory-bound kernels", ("elementwise", "unfused_elementwise", "shard_copies", "grad_accumulation")), ("recompute", ("recompute",)),
                ("pipeline bubble", ("bubble",)), ("tp communication (exposed)", ("tp_comm", "qkv_gather", "checkpoint_gather")),
                ("pp send/recv + embedding sync (exposed)", ("pp_p2p", "embedding_sync")), ("cp communication (exposed)", ("cp_comm",)),
-               ("dp/ZeRO communication (exposed)", ("dp_comm_exposed",)), ("offload copies", ("offload_copies",)),
-               ("optimizer step", ("optimizer",)), ("fixed overheads", ("overhead",)))
+               ("dp/ZeRO communication (exposed)", ("dp_comm_exposed", "expert_dp_comm_exposed")),
+               ("offload copies", ("offload_copies",)),
+               ("optimizer step", ("optimizer",)), ("fixed overheads", ("overhead",)),
+               # What the host's kernel launches leave uncovered (cost.kernels): small work per GPU.
+               ("kernel launches (host-bound)", ("launch_floor", "moe_launch_floor")),
+               ("experts (MoE)", ("moe_experts", "a2a_sm_share")), ("expert all-to-all (exposed)", ("ep_comm",)))
 
 
 def plan_model(plan: dict) -> ModelSpec:

@@ -53,6 +53,14 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _md_destination(path: str) -> str:
+    """A link destination CommonMark reads whole: in angle brackets where the path has a space or a parenthesis
+    (`--out "my plan.html"`: a bare `my plan_figures/x.png` ends at the space and the image is lost)."""
+    if not any(c in path for c in " ()<>"):
+        return path
+    return "<" + path.replace("<", "%3C").replace(">", "%3E") + ">"
+
+
 def to_markdown(blocks: list, figure_paths: dict[str, str]) -> str:
     """The Markdown twin: same blocks; figures linked as PNG files written beside it."""
     out = []
@@ -71,5 +79,5 @@ def to_markdown(blocks: list, figure_paths: dict[str, str]) -> str:
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
             out.append("\n".join(lines))
         elif kind == "figure" and block[1] in figure_paths:
-            out.append(f"![{block[2]}]({figure_paths[block[1]]})")
+            out.append(f"![{block[2]}]({_md_destination(figure_paths[block[1]])})")
     return "\n\n".join(out) + "\n"
