@@ -270,7 +270,7 @@ def resolve_configuration(args) -> tuple:
     from planner.specs.clusters import load_cluster
     from planner.specs.layout import make_layout
     from planner.specs.layout_checks import check_hierarchy_on_node, check_layout
-    from planner.cli.fixed_model import model_from_flag
+    from planner.cli.fixed_model import model_from_flag, names_a_model_file
     from planner.specs.model import make_model
 
     values = _load_config_file(args.config) if args.config else {}
@@ -282,6 +282,12 @@ def resolve_configuration(args) -> tuple:
         if Path(values["cluster_dir"]).is_absolute() or not folder.is_relative_to(Path.cwd().resolve()):
             raise PlannerInputError(f"--config {args.config}: key 'cluster_dir' {values['cluster_dir']!r} is outside the "
                                     "working directory; give it with --cluster-dir instead")
+    if values.get("model") and not args.model and names_a_model_file(str(values["model"])):
+        # A model file named in the config file, as its cluster folder: under the working directory.
+        path = Path(str(values["model"]))
+        if path.is_absolute() or not path.resolve().is_relative_to(Path.cwd().resolve()):
+            raise PlannerInputError(f"--config {args.config}: key 'model' {values['model']!r} is outside the working "
+                                    "directory; give it with --model instead")
     # The file's keys whose value a loader may refuse: its message then names the key, not a flag never given.
     from_file = [key for key in ("model", "cluster", "cluster_dir") if values.get(key) and getattr(args, key, None) is None]
     for key in MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS:

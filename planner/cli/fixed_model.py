@@ -81,12 +81,17 @@ def parse_gpu_list(text: str) -> list[int]:
     return counts
 
 
-def model_from_flag(text: str):
-    """--model PRESET|FILE -> ModelSpec: a model YAML (a mapping of ModelSpec fields) or a preset's name."""
+def names_a_model_file(text: str) -> bool:
+    """A --model value that names a model YAML file rather than a preset."""
     from pathlib import Path
 
+    return text.endswith((".yaml", ".yml")) or Path(text).is_file()
+
+
+def model_from_flag(text: str):
+    """--model PRESET|FILE -> ModelSpec: a model YAML (a mapping of ModelSpec fields) or a preset's name."""
     from planner.specs.model import make_model, preset
-    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+    if names_a_model_file(text):
         from planner.io import load_yaml_file
         data = load_yaml_file(text, "model file (.yaml)")
         if not isinstance(data, dict):

@@ -14,9 +14,21 @@ import numpy as np
 from planner.cost import collectives, groups
 from planner.cost.layer_compute import recomputes_attention_core
 from planner.cost.overlap import hidden_behind
-from planner.cost.moe import mlp_tp_collective_share
-from planner.frameworks.moe import pairs_stages
+from planner.frameworks import FRAMEWORK_NAMES
+from planner.frameworks.moe import MOE_STACKS, pairs_stages
 from planner.specs.pipeline_stages import padded_vocab
+
+
+# Per stack code: whether an MoE layer's dispatcher replaces its MLP's tensor-parallel collectives (MoEStack).
+_DISPATCHER_REPLACES_MLP_TP = np.array([float(MOE_STACKS[name].dispatcher_replaces_mlp_tp_collectives)
+                                        for name in FRAMEWORK_NAMES])
+
+
+def mlp_tp_collective_share(batch) -> np.ndarray:
+    """Share of the layers whose MLP makes the dense tensor-parallel collectives: all but the MoE layers with no
+    shared expert, where the stack's dispatcher replaces them (MoEStack.dispatcher_replaces_mlp_tp_collectives)."""
+    replaces = _DISPATCHER_REPLACES_MLP_TP[batch.framework.astype(int)]
+    return 1.0 - replaces * batch.routed_only_layers / batch.layers
 
 
 def tensor_parallel(batch, cluster, layer, w, fw, hbm):

@@ -61,18 +61,10 @@ _SORTS = _stack_column("sorts_received_tokens_by_expert")
 _NODE_DISPATCH_SMS = _stack_column("node_dispatch_sms")
 _FP8_DISPATCH = _stack_column("fp8_dispatch")
 _FP8_SAVED_BYTES = _stack_column("fp8_saved_bytes")  # (frameworks, 3)
-_DISPATCHER_REPLACES_MLP_TP = _stack_column("dispatcher_replaces_mlp_tp_collectives")
 
 
 def moe_fraction(batch: CandidateBatch) -> np.ndarray:
     return batch.moe_layers / batch.layers
-
-
-def mlp_tp_collective_share(batch: CandidateBatch) -> np.ndarray:
-    """Share of the layers whose MLP makes the dense tensor-parallel collectives: all but the MoE layers with no
-    shared expert, where the stack's dispatcher replaces them (MoEStack.dispatcher_replaces_mlp_tp_collectives)."""
-    replaces = _DISPATCHER_REPLACES_MLP_TP[batch.framework.astype(int)]
-    return 1.0 - replaces * batch.routed_only_layers / batch.layers
 
 
 def expert_params_per_gpu(batch: CandidateBatch, stage_layers) -> np.ndarray:

@@ -199,7 +199,7 @@ class MoEStack:
     tp_needs_sequence_parallel: bool = False
     # An MoE layer's MLP makes no tensor-parallel collective of its own over the attention's tp group: the dispatcher
     # takes the sequence-parallel shard of tokens as it is, and gathers and scatters only over the expert tp group
-    # (etp, priced with the experts: cost/moe.py), Megatron-Core's alltoall dispatcher (NVIDIA/Megatron-LM@d98e8a64
+    # (etp, priced with the experts: cost/moe.py; the share in cost/model_parallel_comm.py), Megatron-Core's alltoall dispatcher (NVIDIA/Megatron-LM@d98e8a64
     # megatron/core/transformer/moe/token_dispatcher.py:85-89 tp_group = expt_tp, :741-750, :824-831). A shared
     # expert is a dense MLP on the attention's tp group and keeps its gather and reduce-scatter
     # (moe/shared_experts.py:131, 574-584). Default False: the layer's MLP collectives priced as a dense layer's

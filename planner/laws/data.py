@@ -117,28 +117,34 @@ def read_loss_data(path: str, n_col=None, d_col=None, c_col=None, loss_col=None,
     lines = [i for i, _ in rows]
     shapes = [tuple(_shape_value(r.get(column)) for column in shape_cols) for _, r in rows]
     if chosen["run"] is not None:
-        _check_one_model_per_run(lines, labels, n, shapes, where)
+        _check_one_model_per_run(lines, labels, n, shapes, where, shape_cols)
     notes = repeated_points(lines, labels if chosen["run"] else None, n, d, loss, where, shapes)
     return LossData(n, d, loss, codes.astype(int), tuple(names), where,
                     {k: v for k, v in chosen.items() if v is not None}, tuple(notes))
 
 
 def _shape_value(cell):
-    """A shape column's cell as a key: numbers compared as numbers ("8" as 8.0), anything else as its text."""
+    """A shape column's cell as a key: finite numbers compared as numbers ("8" as 8.0), anything else as its text
+    (NaN equals no NaN; a bad cell is refused later, naming its column)."""
     try:
-        return float(cell)
+        value = float(cell)
     except (TypeError, ValueError):
         return str(cell).strip()
+    return value if math.isfinite(value) else str(cell).strip()
 
 
-def _check_one_model_per_run(lines: list[int], runs: list[str], n, shapes: list[tuple], where: str) -> None:
+def _check_one_model_per_run(lines: list[int], runs: list[str], n, shapes: list[tuple], where: str,
+                             shape_cols: tuple[str, ...]) -> None:
     """A run trains one model: rows of one run with another N (or shape) were fitted as one run, which the
     bootstrap and the held-out split take as a unit. Refused, naming both lines."""
     first: dict[str, int] = {}
     for k, line in enumerate(lines):
         j = first.setdefault(runs[k], k)
         if n[k] != n[j] or shapes[k] != shapes[j]:
-            here, there = (f"N={n[k]:.4g}", f"N={n[j]:.4g}") if n[k] != n[j] else (shapes[k], shapes[j])
+            def named(shape):
+                return ", ".join(f"{column}={value}" for column, value in zip(shape_cols, shape))
+
+            here, there = (f"N={n[k]:.4g}", f"N={n[j]:.4g}") if n[k] != n[j] else (named(shapes[k]), named(shapes[j]))
             raise PlannerInputError(f"{where} line {line}: run {runs[k]!r} has {here}, but line {lines[j]} gives it "
                                     f"{there}; a run trains one model: give each model a run name of its own")
 

@@ -71,7 +71,7 @@ class _ValidityModel(BaseModel):
 
 class _LawFileModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    planner_law_file: Literal[1]
+    planner_law_file: Annotated[Literal[1], BeforeValidator(_not_true_or_false)]  # `true` == 1 in Python
     form: Literal[tuple(LAW_CLASSES)]  # type: ignore[valid-type]
     name: str
     source: str

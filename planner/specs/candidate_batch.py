@@ -151,7 +151,8 @@ class CandidateBatch:
     dispatch_nodes: np.ndarray | None = None  # expert groups a token may pick (group-limited routing), else top_k
     route_groups: np.ndarray | None = None  # expert groups of group-limited routing (moe_groups), else 1
     # MoE layers (and MTP copies of one) with no shared expert: their MLP is the routed experts alone, which make no
-    # dense-MLP tensor-parallel collective where the stack's dispatcher has its own (cost.moe.mlp_tp_collective_share).
+    # dense-MLP tensor-parallel collective where the stack's dispatcher has its own
+    # (cost.model_parallel_comm.mlp_tp_collective_share).
     routed_only_layers: np.ndarray | None = None
     ep: np.ndarray | None = None
     etp: np.ndarray | None = None

@@ -368,3 +368,21 @@ def test_a_model_file_simulates_as_optimize_takes_it(cli, tmp_path):
     assert json.loads(out)["step_time_s"] == pytest.approx(expected["step_time_s"], rel=1e-12)
     code, _, err = cli(["simulate", "--model", str(tmp_path / "none.yaml"), "--gpus", "8"])
     assert code == 2 and "none.yaml" in err and err.count("\n") == 1, err
+
+
+def test_a_config_files_model_file_stays_under_the_working_directory(cli, tmp_path, monkeypatch):
+    """A config file's `model:` may name a model file, as --model may; like its cluster folder it must lie under the
+    working directory (the review: any YAML on disk was read through it)."""
+    outside, work = tmp_path / "outside", tmp_path / "work"
+    outside.mkdir(), work.mkdir()
+    shape = "layers: 4\nhidden: 512\nheads: 8\nvocab: 32000\nseq_len: 1024\n"
+    (outside / "m.yaml").write_text(shape)
+    (work / "m.yaml").write_text(shape)
+    monkeypatch.chdir(work)
+    for given in (str(outside / "m.yaml"), "../outside/m.yaml"):
+        (work / "c.yaml").write_text(f"model: {given}\ngpus: 8\n")
+        code, _, err = cli(["simulate", "--config", "c.yaml"])
+        assert code == 2 and "key 'model'" in err and "outside the working directory" in err, err
+    (work / "c.yaml").write_text("model: m.yaml\ngpus: 8\n")
+    assert cli(["simulate", "--config", "c.yaml"])[0] == 0
+    assert cli(["simulate", "--model", str(outside / "m.yaml"), "--gpus", "8"])[0] == 0  # a flag may name any file

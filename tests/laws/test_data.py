@@ -84,3 +84,17 @@ def test_moe_points_of_other_granularities_are_not_repeats(tmp_path):
     data, _, granularity = read_moe_data(str(path))
     assert list(granularity) == [1.0, 2.0, 2.0]
     assert len(data.notes) == 1 and "lines 3 and 4 have the same N" in data.notes[0], data.notes
+
+
+def test_a_moe_run_with_a_second_shape_names_its_columns(tmp_path):
+    """The review: a run whose granularity changes was refused with bare tuples, and two 'nan' cells counted as
+    two shapes (NaN equals no NaN) before the cell itself was refused by name."""
+    path = tmp_path / "moe.csv"
+    header = "run,total_params,active_params,granularity,D,loss\n"
+    path.write_text(header + "r,8e7,2e6,1,1e10,3.9\nr,8e7,2e6,2,2e10,3.8\n")
+    with pytest.raises(PlannerInputError, match=re.escape("line 3: run 'r' has active_params=2000000.0, granularity=2.0, "
+                                                          "but line 2 gives it active_params=2000000.0, granularity=1.0")):
+        read_moe_data(str(path))
+    path.write_text(header + "r,8e7,nan,1,1e10,3.9\nr,8e7,nan,1,2e10,3.8\n")
+    with pytest.raises(PlannerInputError, match="line 2 column 'active_params'"):
+        read_moe_data(str(path))

@@ -65,7 +65,8 @@ def _edited_law_file(tmp_path, edit):
     (lambda d: d.update(samples=[[1.0, 2.0]]), "samples"),
     # A hand-edited `true` was read as 1.0, and a file's own compute definition was printed beside 6ND's figure.
     (lambda d: d["coefficients"].update(alpha=True), "key 'coefficients.alpha': expected a number, not true or false"),
-    (lambda d: d["validity"].update(far_factor=False), "validity.far_factor"),
+    (lambda d: d["validity"].update(far_factor=True), "key 'validity.far_factor': expected a number, not true or false"),
+    (lambda d: d.update(planner_law_file=True), "key 'planner_law_file': expected a number, not true or false"),
     (lambda d: d.update(c_definition="8ND"), "key 'c_definition': expected '6ND' for form chinchilla"),
 ])
 def test_schema_errors_name_the_key_and_file(tmp_path, edit, message):
