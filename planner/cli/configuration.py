@@ -277,17 +277,14 @@ def resolve_configuration(args) -> tuple:
     # A cluster named in the config file (not on the command line) must stay inside the spec folder or
     # under the working directory, as for runs files; so must a cluster folder named there.
     cluster_from_file = f"--config {args.config}" if values.get("cluster") and not args.cluster else None
-    if values.get("cluster_dir") and not args.cluster_dir:
-        folder = Path(values["cluster_dir"]).resolve()
-        if Path(values["cluster_dir"]).is_absolute() or not folder.is_relative_to(Path.cwd().resolve()):
-            raise PlannerInputError(f"--config {args.config}: key 'cluster_dir' {values['cluster_dir']!r} is outside the "
-                                    "working directory; give it with --cluster-dir instead")
-    if values.get("model") and not args.model and names_a_model_file(str(values["model"])):
-        # A model file named in the config file, as its cluster folder: under the working directory.
-        path = Path(str(values["model"]))
-        if path.is_absolute() or not path.resolve().is_relative_to(Path.cwd().resolve()):
-            raise PlannerInputError(f"--config {args.config}: key 'model' {values['model']!r} is outside the working "
-                                    "directory; give it with --model instead")
+    # So must a model file named there.
+    for key, flag in (("cluster_dir", "--cluster-dir"), ("model", "--model")):
+        named = values.get(key)
+        if not named or getattr(args, key) or (key == "model" and not names_a_model_file(str(named))):
+            continue
+        if Path(str(named)).is_absolute() or not Path(str(named)).resolve().is_relative_to(Path.cwd().resolve()):
+            raise PlannerInputError(f"--config {args.config}: key {key!r} {named!r} is outside the working directory; "
+                                    f"give it with {flag} instead")
     # The file's keys whose value a loader may refuse: its message then names the key, not a flag never given.
     from_file = [key for key in ("model", "cluster", "cluster_dir") if values.get(key) and getattr(args, key, None) is None]
     for key in MODEL_KEYS + LAYOUT_KEYS + OTHER_KEYS:

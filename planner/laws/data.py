@@ -137,13 +137,13 @@ def _check_one_model_per_run(lines: list[int], runs: list[str], n, shapes: list[
                              shape_cols: tuple[str, ...]) -> None:
     """A run trains one model: rows of one run with another N (or shape) were fitted as one run, which the
     bootstrap and the held-out split take as a unit. Refused, naming both lines."""
+    def named(shape):
+        return ", ".join(f"{column}={value}" for column, value in zip(shape_cols, shape))
+
     first: dict[str, int] = {}
     for k, line in enumerate(lines):
         j = first.setdefault(runs[k], k)
         if n[k] != n[j] or shapes[k] != shapes[j]:
-            def named(shape):
-                return ", ".join(f"{column}={value}" for column, value in zip(shape_cols, shape))
-
             here, there = (f"N={n[k]:.4g}", f"N={n[j]:.4g}") if n[k] != n[j] else (named(shapes[k]), named(shapes[j]))
             raise PlannerInputError(f"{where} line {line}: run {runs[k]!r} has {here}, but line {lines[j]} gives it "
                                     f"{there}; a run trains one model: give each model a run name of its own")

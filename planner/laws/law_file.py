@@ -38,7 +38,6 @@ LAW_CLASSES: dict[str, type[LossLaw]] = {
 C_DEFINITIONS = {form: "6ND" for form in LAW_CLASSES} | {FineGrainedMoELaw.form: KRAJEWSKI_2024.c_definition}
 
 
-
 def _not_true_or_false(value):
     """A hand-edited `alpha: true` was read as 1.0. (A string stays readable: PyYAML reads `5.7e7`, with no
     dot, as text, and a number is what it says.)"""
@@ -47,8 +46,9 @@ def _not_true_or_false(value):
     return value
 
 
+Real = Annotated[float, BeforeValidator(_not_true_or_false)]  # a number, not true/false (bounds set by Field)
 Number = Annotated[FiniteFloat, BeforeValidator(_not_true_or_false)]
-Positive = Annotated[float, BeforeValidator(_not_true_or_false), Field(gt=0, allow_inf_nan=False)]
+Positive = Annotated[Real, Field(gt=0, allow_inf_nan=False)]
 
 
 class _ValidityModel(BaseModel):
@@ -59,7 +59,7 @@ class _ValidityModel(BaseModel):
     d_max: Positive
     tpp_min: Positive
     tpp_max: Positive
-    far_factor: Annotated[float, BeforeValidator(_not_true_or_false)] = Field(default=10.0, ge=1, allow_inf_nan=False)
+    far_factor: Real = Field(default=10.0, ge=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> "_ValidityModel":
@@ -80,11 +80,9 @@ class _LawFileModel(BaseModel):
     coefficients: dict[str, Number]
     validity: _ValidityModel
     samples: list[list[Number]] | None = None
-    relative_sigma: Annotated[float, BeforeValidator(_not_true_or_false)] | None = Field(
-        default=None, ge=0, le=1, allow_inf_nan=False)  # a 1-sigma relative error
+    relative_sigma: Real | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)  # a 1-sigma relative error
     # form moe: the expansion rate E the coefficients were fitted at (what --active-params converts with)
-    expansion_rate: Annotated[float, BeforeValidator(_not_true_or_false)] | None = Field(
-        default=None, gt=0, allow_inf_nan=False)
+    expansion_rate: Real | None = Field(default=None, gt=0, allow_inf_nan=False)
     fit: dict[str, Any] = {}
 
 
