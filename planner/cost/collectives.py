@@ -73,7 +73,6 @@ LL_MAX_TWO_NODES_GB, LL_MAX_MORE_NODES_GB = 39.0, 20.4
 RING_LL_FACTOR, RING_LL128_FACTOR = 0.5, 0.92  # tuning.cc:327, 329
 TREE_FACTOR, TREE_LL_DIVISOR = 0.92, 3.8  # tuning.cc:331, 332
 TREE_LL128_ONE_NODE, TREE_LL128_NODES = 7.0 / 9.0, 120.0 / 128.0  # tuning.cc:335
-RING_PLATEAU = 1.4  # multi-node ring/Simple all-reduce latency, Ampere and later: tuning.cc:647-650
 NVLS_MAX_ARITY = 32  # NCCL_MAX_NVLS_ARITY, device.h:213; all-gather/reduce-scatter only (enqueue.cc:2005)
 PAT_FACTOR, PAT_LOG_DIVISOR, PAT_PER_RANK_US = 0.75, 3.5, 2.8  # tuning.cc:337, 432, 433
 
@@ -87,13 +86,19 @@ class Architecture:
     nvls_efficiency: float  # nvlsEfficiency, tuning.cc:139-144 (0 before Hopper: NVLS needs SM90, search.cc:1124)
     ll_max_one_node_gb: float  # llMaxBws[compCap][0], one node: tuning.cc:178-183
     nvls_tree_caps_gb: tuple[float, float]  # perChMaxNVLSTreeBws[compCap], 2 nodes / more: tuning.cc:205-211
+    # Multi-node ring/Simple all-reduce latency factor, the ring's plateau: 1.9 below compute capability 8.0,
+    # 1.4 from it (tuning.cc:647-650, `comm->minCompCap < 80 ? 1.9 : 1.4`).
+    ring_plateau: float
+    # Whether NVLS tree all-reduce takes the tree's treeCorrectionFactor below 1 GB (log2i(bytes >> 6) < 24): from
+    # compute capability 10.0 on an x86 host, which the model assumes (tuning.cc:643-646, NCCL 2.29.2 on).
+    nvls_tree_corrected: bool
 
 
 ARCHITECTURES = {arch.name: arch for arch in (
-    Architecture("volta", 0.0, 0.0, 39.0, (18.5, 10.0)),  # and anything older
-    Architecture("ampere", 8.0, 0.0, 87.7, (23.6, 17.8)),
-    Architecture("hopper", 9.0, 0.85, 141.0, (57.7, 45.5)),
-    Architecture("blackwell", 10.0, 0.74, 2 * 141.0, (96.0, 80.0)),
+    Architecture("volta", 0.0, 0.0, 39.0, (18.5, 10.0), 1.9, False),  # and anything older
+    Architecture("ampere", 8.0, 0.0, 87.7, (23.6, 17.8), 1.4, False),
+    Architecture("hopper", 9.0, 0.85, 141.0, (57.7, 45.5), 1.4, False),
+    Architecture("blackwell", 10.0, 0.74, 2 * 141.0, (96.0, 80.0), 1.4, True),
 )}
 HOPPER = ARCHITECTURES["hopper"]
 
@@ -108,13 +113,16 @@ def architecture(compute_capability: float | None) -> Architecture:
                key=lambda arch: arch.from_compute_capability)
 
 
-# treeCorrectionFactor by log2(bytes/64), 64 B to 256 MB (tuning.cc:623-627), applied for log < 23 (tuning.cc:640),
-# padded with 1 on both sides (below 64 B, 512 MB and up).
-TREE_CORRECTION_PADDED = np.pad(np.array([
-    [1.0, 1.0, 1.0, 1.0, .9, .8, .7, .7, .7, .7, .6, .5, .4, .4, .5, .6, .7, .8, .9, 1.0, 1.0, 1.0, 1.0],
-    [1.0, 1.0, 1.0, 1.0, 1.0, .9, .8, .8, .8, .7, .6, .6, .6, .6, .6, .6, .8, .9, .9, .9, .9, 1.0, 1.0],
-    [.9, .9, .9, .9, .9, .9, .9, .8, .7, .6, .6, .5, .5, .5, .5, .6, .7, .8, .7, .7, .8, .9, .9],
-]), ((0, 0), (1, 1)), constant_values=1.0)
+# treeCorrectionFactor by log2(bytes/64), 64 B to 256 MB (tuning.cc:623-627), applied to tree for log < 23
+# (tuning.cc:640) and to Blackwell's NVLS tree for log < 24 (tuning.cc:643-646; the table's 24th column, 512 MB,
+# is 1 for LL and LL128 and .9 for Simple), padded with 1 on both sides (below 64 B; 512 MB and up for tree).
+TREE_CORRECTION = np.array([
+    [1.0, 1.0, 1.0, 1.0, .9, .8, .7, .7, .7, .7, .6, .5, .4, .4, .5, .6, .7, .8, .9, 1.0, 1.0, 1.0, 1.0, 1.0],
+    [1.0, 1.0, 1.0, 1.0, 1.0, .9, .8, .8, .8, .7, .6, .6, .6, .6, .6, .6, .8, .9, .9, .9, .9, 1.0, 1.0, 1.0],
+    [.9, .9, .9, .9, .9, .9, .9, .8, .7, .6, .6, .5, .5, .5, .5, .6, .7, .8, .7, .7, .8, .9, .9, .9],
+])
+TREE_CORRECTION_PADDED = np.pad(TREE_CORRECTION[:, :23], ((0, 0), (1, 1)), constant_values=1.0)  # indices 0-24
+NVLS_TREE_CORRECTION_PADDED = np.pad(TREE_CORRECTION[SIMPLE], (1, 1), constant_values=1.0)  # indices 0-25
 
 
 def _log2i(x):
@@ -170,7 +178,7 @@ def _ring(g, per_call, all_reduce: bool):
             latency += one_per_node * tree_step
         latency += BASE_US["ring"][p] * US
         if all_reduce and p == SIMPLE:
-            latency *= multi * (RING_PLATEAU - 1.0) + 1.0
+            latency *= multi * (g["arch"].ring_plateau - 1.0) + 1.0
         yield f"ring/{PROTOCOLS[p]}", latency + transfers[p]
 
 
@@ -211,7 +219,10 @@ def _nvls(g, per_call, all_reduce: bool, nvls):
         cap = (1.0 / GB / k) * (1.0 / more_nodes_cap + two * (1.0 / two_nodes_cap - 1.0 / more_nodes_cap))
         latency = (g["lat_up"] * _ratio(NVLINK_US, "nvls_tree", SIMPLE, NVLINK_REFERENCE_US)
                    + 2.0 * _log2i(n) * g["lat_out"] * _ratio(NET_US, "nvls_tree", SIMPLE, NET_REFERENCE_US))
-        seconds = latency + moved * np.maximum(np.maximum(intra / 2.0, inter), cap)
+        transfer = moved * np.maximum(np.maximum(intra / 2.0, inter), cap)
+        if arch.nvls_tree_corrected:
+            transfer = transfer / NVLS_TREE_CORRECTION_PADDED.take(np.clip(np.frexp(per_call * (1.0 / 64.0))[1], 0, 25))
+        seconds = latency + transfer
         yield "nvls_tree/Simple", _unless(usable & g["multi"], seconds)
     else:
         # No bus-to-algorithm conversion for all-gather (tuning.cc:377); (k-1)/k is its share (tuning.cc:317).

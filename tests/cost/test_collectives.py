@@ -194,6 +194,41 @@ def test_blackwell_nvls_runs_at_nccls_blackwell_efficiency():
     assert busbw == pytest.approx(838.0e9, rel=0.07)
 
 
+@pytest.mark.parametrize("volume, factor", [(25e6, 0.7), (100e6, 0.8), (600e6, 0.9), (2e9, 1.0)])
+def test_blackwell_nvls_tree_takes_the_tree_correction(volume, factor):
+    """From sm100 on an x86 host NCCL scales NVLS tree all-reduce bandwidth by treeCorrectionFactor[Simple]
+    [log2i(bytes >> 6)] below 1 GB (tuning.cc:643-646): 25 MB sits at log 18 (0.7), 100 MB at 20 (0.8), 600 MB at 23
+    (0.9), 2 GB past the table (1.0). Hopper's NVLS tree takes no correction. (The audit's oracle, a port of
+    ncclTopoTuneModel: 124.2 us for 25 MB over two B200 nodes.)"""
+    b200 = load_cluster("dgx-b200")
+    links = _links(b200, 16, 1)
+    eff_up, eff_out = 0.76, 0.96
+    blackwell, hopper = collectives.ARCHITECTURES["blackwell"], collectives.ARCHITECTURES["hopper"]
+
+    def nvls_tree(arch):
+        return collectives.candidate_times("all_reduce", volume, links, eff_up, eff_out, nvls=True,
+                                           arch=arch)["nvls_tree/Simple"][0]
+
+    latency = b200.node.scale_up.latency_s * 25 / 3.4 + 2 * 1 * b200.network.latency_s * 20.9 / 14
+    transfer = nvls_tree(blackwell) - latency
+    uncorrected = collectives.candidate_times("all_reduce", volume, links, eff_up, eff_out, nvls=True,
+                                              arch=collectives.Architecture(**{**blackwell.__dict__,
+                                                                               "nvls_tree_corrected": False})
+                                              )["nvls_tree/Simple"][0] - latency
+    assert transfer == pytest.approx(uncorrected / factor, rel=1e-9)
+    assert not hopper.nvls_tree_corrected and blackwell.nvls_tree_corrected
+
+
+def test_volta_ring_plateau_is_1_9():
+    """The multi-node ring/Simple all-reduce latency is x1.9 below sm80 and x1.4 from it (tuning.cc:647-650)."""
+    links = _nccl_links(8, 4)
+    volta, ampere = collectives.ARCHITECTURES["volta"], collectives.ARCHITECTURES["ampere"]
+    # A buffer of one byte has no transfer to speak of: the ring/Simple candidate is its latency.
+    times = {arch.name: collectives.candidate_times("all_reduce", 1.0, links, 1.0, 1.0, arch=arch)["ring/Simple"][0]
+             for arch in (volta, ampere)}
+    assert times["volta"] / times["ampere"] == pytest.approx(1.9 / 1.4, rel=1e-6)
+
+
 @pytest.mark.parametrize("generation, cap_gb", [("volta", 39.0), ("ampere", 87.7), ("hopper", 141.0),
                                                 ("blackwell", 282.0)])
 def test_one_node_ring_ll_is_capped_per_generation(generation, cap_gb):
