@@ -294,6 +294,9 @@ def unsupported_features(framework: str, layout) -> list[str]:
     if layout.pp > 1 and layout.zero >= 1 and layout.dp_comm_overlap_on and not stack.reduce_overlaps_with_pipeline:
         overlap_problems.append(f"dp_comm_overlap with pp({layout.pp}) > 1: {framework}'s pipeline engine reduces the "
                                 "gradients after the last backward, behind nothing (set --dp-comm-overlap 0)")
+    if layout.dp_comm_overlap is False and layout.zero >= stack.dp_comm_overlap_always_from_zero and layout.dp * layout.cp > 1:
+        overlap_problems.append(f"dp_comm_overlap=0 at zero={layout.zero}: {framework} always overlaps its data-parallel "
+                                "communication there, with no switch to turn it off (leave --dp-comm-overlap out)")
     if layout.dp_comm_overlap is not None or not problems:
         problems += overlap_problems
     if layout.grad_reduce_in_fp32 is False and layout.dtype in stack.fp32_grad_reduce_forced_dtypes:

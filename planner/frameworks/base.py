@@ -74,6 +74,11 @@ class Framework:
     # DeepSpeed@edaa722; ZERO3_OPTIMIZATION_OVERLAP_COMM_DEFAULT = True in v0.3.14 zero/constants.py:55), and
     # FSDP's prefetch has no switch: on for every stack.
     dp_comm_overlap_default_at_zero3: bool = True
+    # Lowest ZeRO stage from which the stack always overlaps its data-parallel communication, with no switch to turn
+    # it off (the layout's dp_comm_overlap is on there and 0 is refused); 4 = every stage has the switch.
+    # Megatron-FSDP (Megatron's ZeRO-2/3) sets and asserts overlap_grad_reduce when it shards gradients;
+    # torchtitan's FSDP2 and DDP overlap always (frameworks/megatron.py, frameworks/fsdp.py cite the lines).
+    dp_comm_overlap_always_from_zero: int = 4
     # Highest ZeRO stage the stack runs together with pipeline parallelism (DeepSpeed's pipeline engine and
     # Megatron's distributed optimizer: 1; torchtitan shards each pipeline stage with FSDP2: 3).
     max_zero_with_pipeline: int = 1

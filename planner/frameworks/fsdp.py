@@ -88,6 +88,9 @@ FSDP = Framework(
     shards_over_context_parallel=True,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
     dp_comm_overlap_default=True, zero2_reduces_every_microbatch=True, param_gather_overlap=True,
+    # FSDP2 gathers and reduce-scatters on streams of its own and DDP buckets its all-reduce during backward, with no
+    # switch in torchtitan's job config to run them after backward (the emitter's refusal, emit/torchtitan.py).
+    dp_comm_overlap_always_from_zero=0,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=False,
     # Async TP pipelines the all-gather through symmetric memory, which "works only when the group is within
     # NVLink domain or similar. It does not work across network interfaces" (torch 2.13

@@ -51,6 +51,10 @@ MEGATRON = Framework(
     shards_over_context_parallel=True,
     gathers_per_layer=1.0, gathers_outside_layers=2.0, units_in_flight=2.0, prefetches_next_unit=True,
     dp_comm_overlap_default=False, zero2_reduces_every_microbatch=True, param_gather_overlap=True,
+    # ZeRO-2/3 run as Megatron-FSDP, which turns overlap_grad_reduce on (and overlap_param_gather at ZeRO-3) and
+    # asserts it whenever it shards gradients (core/distributed/fsdp/src/megatron_fsdp/megatron_fsdp.py:326-337 at
+    # d98e8a64): no --overlap-grad-reduce switch there.
+    dp_comm_overlap_always_from_zero=2,
     tp_comm_overlap_available=True, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=True, p2p_overlap=True,
     tp_comm_overlap_within_scale_up=True,
     # microbatch_group_size_per_vp_stage defaults to pp (core/model_parallel_config.py:567-568) and may not exceed the

@@ -123,9 +123,12 @@ class Layout(BaseModel):
     @property
     def dp_comm_overlap_on(self) -> bool:
         """Whether data-parallel communication overlaps compute: the explicit setting or the framework's default
-        (at ZeRO-3 its default there, Framework.dp_comm_overlap_default_at_zero3)."""
+        (at ZeRO-3 its default there, Framework.dp_comm_overlap_default_at_zero3; on where the stack always overlaps,
+        Framework.dp_comm_overlap_always_from_zero)."""
         if self.dp_comm_overlap is None:
             stack = FRAMEWORKS[self.framework]
+            if self.zero >= stack.dp_comm_overlap_always_from_zero:
+                return True
             return stack.dp_comm_overlap_default_at_zero3 if self.zero == 3 else stack.dp_comm_overlap_default
         return self.dp_comm_overlap
 
