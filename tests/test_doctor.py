@@ -278,6 +278,22 @@ def _runs_on_one_shape(path, before: str, after: str, rows) -> Path:
     return path
 
 
+def test_a_profiles_own_rows_are_not_taken_for_unit_slips(cli, tmp_path):
+    """The profile audit: doctor called the ci grid's own ZeRO-3 measurement (0.16 s against 0.0013 s predicted on a
+    loaded machine) a unit slip and exited 1. `planner profile` writes seconds and GiB itself (source profile:NAME),
+    as ingest does; the same cells from another source are still found."""
+    runs = _runs_on_one_shape(tmp_path / "runs.csv", "id,source",
+                              "tp,pp,dp,micro_batch,global_batch,step_time_s,mem_gib", [
+                                  ("measured,profile:ci", "1,1,8,1,8,150,0.001"),
+                                  ("typed,paper", "1,1,8,1,8,150,20"),
+                              ])
+    code, out, _ = cli(["doctor", str(runs)])
+    assert code == 1
+    found = {_where(line)[1]: line for line in _lines(out)}
+    assert set(found) == {3}, out
+    assert "check its unit" in found[3]
+
+
 def test_confidence_seq_parallel_and_unit_slips_are_found(cli, tmp_path):
     """doctor passed a confidence outside high/medium/low, seq_parallel=1 at tp=1, and step times 1000x off the
     model (milliseconds written as seconds) or 100x under it."""

@@ -342,9 +342,11 @@ def _base_row(config: ProfileConfig, cluster: str, profile: str) -> dict:
 def outcome_row(outcome: Outcome, settings: RunSettings, cluster: str, profile: str) -> MeasuredRun:
     """The runs-CSV row for one configuration (failed ones keep their error in `notes`)."""
     row = _base_row(outcome.config, cluster, profile)
-    # The worker is a DeepSpeed engine whose attention is torch's fused scaled_dot_product_attention.
+    # The worker is a DeepSpeed engine whose attention is torch's fused scaled_dot_product_attention, and its TinyGPT
+    # has biased linear layers and LayerNorm (worker.build_model; its learned position table has no runs-CSV column).
     extra = {"status": outcome.status, "steps": str(settings.steps), "warmup": str(settings.warmup),
-             "grad_accum": str(outcome.config.grad_accum), "framework": "deepspeed", "flash_attention": "1"}
+             "grad_accum": str(outcome.config.grad_accum), "framework": "deepspeed", "flash_attention": "1",
+             "bias": "1", "norm": "layernorm"}
     if outcome.status != "ok":
         row["notes"] = f"{outcome.status}: {outcome.error}"
         return MeasuredRun(**row, extra=extra)

@@ -63,6 +63,7 @@ def test_ok_row_fills_the_runs_csv_layout():
         CONFIG.config_id, "cpu-local", 2, 2, 1, 1, 3, "none")
     assert (row.global_batch, row.dtype, row.mlp, row.kv_heads, row.recompute, row.confidence) == (4, "fp32", "gelu", 4, "none", "high")
     assert row.extra["status"] == "ok" and "counted" in row.notes
+    assert (row.extra["bias"], row.extra["norm"]) == ("1", "layernorm")  # the worker's TinyGPT (the profile audit: it read as Llama's)
 
 
 def test_failed_row_keeps_the_error_and_has_no_step_time():
