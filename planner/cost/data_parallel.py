@@ -345,19 +345,21 @@ def _parameter_gather_bytes(batch, w, params, stage_layers):
     return w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage_layers), 0.0)
 
 
-def bucket_count(fw, params, ranks):
+def bucket_count(fw, params, ranks, overlapped):
     """Buckets the stack reduces `params` gradients in over `ranks` data-parallel ranks, at least one: its bucket
     size (Framework.grad_bucket_elements), or a size per rank where the stack scales it with dp
-    (grad_bucket_elements_per_rank)."""
+    (grad_bucket_elements_per_rank); one where the reduction is not `overlapped` and the stack then reduces the
+    buffer whole (Framework.one_bucket_without_overlap)."""
     size = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * ranks)
-    return np.maximum(np.ceil(params / size), 1.0)
+    buckets = np.maximum(np.ceil(params / size), 1.0)
+    return np.where((fw["one_bucket_without_overlap"] > 0) & ~np.asarray(overlapped, dtype=bool), 1.0, buckets)
 
 
 def _gradient_buckets(batch, fw, params, units, outside):
     """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets, or one per wrapped
     unit where the stack reduces unit by unit (Framework.per_unit_collectives_from_zero): `units` layers, and
     the units outside them where the stage holds parameters outside its layers (`outside` of them)."""
-    buckets = bucket_count(fw, params, batch.dp)
+    buckets = bucket_count(fw, params, batch.dp, batch.dp_comm_overlap)
     per_unit = units * fw["gathers_per_layer"] + np.where(outside > 0, fw["gathers_outside_layers"], 0.0)
     return np.maximum(np.where(batch.zero >= fw["per_unit_collectives_from_zero"], per_unit, buckets), 1.0)
 
@@ -374,9 +376,11 @@ def _shard_links(batch, cluster, fw):
 
 
 # What _data_parallel_collectives reads: the model, the parallel sizes and vpp (the stage's parameters and
-# groups), ZeRO, the dtypes and the stack; not the micro-batch, the batch size, recompute or the hierarchy.
+# groups), ZeRO, the dtypes, the stack and the overlap (the bucket count); not the micro-batch, the batch size,
+# recompute or the hierarchy.
 DATA_PARALLEL_COLUMNS = distinct.MODEL_COLUMNS + distinct.PARALLEL_SIZES + (
-    "vpp", "zero", "dtype", "framework", "grad_reduce_in_fp32", "fp8_param_gather", "a2a_overlap") + distinct.STAGE_SPLIT
+    "vpp", "zero", "dtype", "framework", "grad_reduce_in_fp32", "fp8_param_gather", "a2a_overlap",
+    "dp_comm_overlap") + distinct.STAGE_SPLIT
 
 
 def _data_parallel_collectives(batch, cluster):
@@ -429,35 +433,48 @@ def _data_parallel_collectives_per_row(batch, cluster):
 def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used):
     """Exposed seconds, bytes and the seconds of each window used (as `_windows_used`) of the experts' gradient
     reduction over the expert data-parallel group
-    (etp x ep consecutive ranks are one expert replica): all-reduce (ZeRO-0) or reduce-scatter and the
-    parameter all-gather after the step (ZeRO-1/2), behind backward/forward where overlapped, as the dense
-    gradients are; ZeRO-3 every micro-batch. It hides only in what the dense traffic leaves of each window
-    (`dense_used`, from data_parallel): both run on the same links while the same compute runs, so more
-    compute can hide each at most once and never makes the step shorter."""
+    (etp x ep consecutive ranks are one expert replica): all-reduce or reduce-scatter as the stack reduces the dense
+    gradients (whole_gradient_all_reduced: ZeRO-0, and today's DeepSpeed's ZeRO-1/2 buckets, which take the expert
+    parameters with the expert data-parallel group, stage_1_and_2.py:1648-1650, 1695-1696 at 0.19.8), after every
+    micro-batch where the dense reduction is (ZeRO-2, _zero012_traffic's `every_mb`), and the parameter all-gather
+    after the step (ZeRO-1/2; every micro-batch where FSDP's ZeRO-2 gathers the dense ones), behind backward/forward
+    where overlapped, as the dense gradients are; ZeRO-3 every micro-batch. It hides only in what the dense traffic
+    leaves of each window (`dense_used`, from data_parallel): both run on the same links while the same compute runs,
+    so more compute can hide each at most once and never makes the step shorter."""
     eff = cluster.efficiency
     kw = groups.collective_kwargs(cluster)
     d = moe.expert_dp(batch)
     links = groups.links(cluster, d, batch.ep * batch.etp)
     reduce_bytes = element_bytes(batch, fw)["reduce"]
-    buckets = bucket_count(fw, expert_params, d)
+    buckets = bucket_count(fw, expert_params, d, batch.dp_comm_overlap)
     many = (d > 1) & (expert_params > 0)
     sharded = batch.zero >= 1
-    reduce = np.where(sharded, groups.only_where(many & sharded, collectives.reduce_scatter_time,
-                                                 reduce_bytes * expert_params, links, calls=buckets, **kw),
-                      groups.only_where(many & ~sharded, collectives.all_reduce_time, reduce_bytes * expert_params,
+    whole = whole_gradient_all_reduced(batch, fw)
+    reduce = np.where(whole, groups.only_where(many & whole, collectives.all_reduce_time, reduce_bytes * expert_params,
+                                               links, calls=buckets, **kw),
+                      groups.only_where(many & ~whole, collectives.reduce_scatter_time, reduce_bytes * expert_params,
                                         links, calls=buckets, **kw))
     gathered = np.where(batch.fp8_param_gather, 1.0, w) * expert_params  # --fp8-param-gather: fp8 expert weights
     gather = groups.only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=buckets, **kw)
+    # After every micro-batch as the dense gradients (ZeRO-2 where the stack reduces as it goes, ZeRO-0 where it never
+    # suspends the sync), once under FSDP2's pipelining; FSDP's ZeRO-2 gathers before every forward.
+    m = batch.grad_accumulation
+    zero = batch.zero
+    once = unsharded_through_step(batch, fw)
+    every_mb = (((zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0))
+                | ((zero == 0) & (fw["zero0_reduces_every_microbatch"] > 0))) & ~once
+    reductions = np.where(every_mb, m, 1.0)
+    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     overlapped = batch.dp_comm_overlap
     backward_left = np.maximum(stage["backward"] - dense_used["backward"], 0.0)
     forward_left = np.maximum(stage["forward"] - dense_used["forward"], 0.0)
-    reduce_exposed = np.where(overlapped, hidden_behind(backward_left, reduce, buckets, eff.dp_overlap), reduce)
-    gather_exposed = np.where(overlapped & (fw["param_gather_overlap"] > 0),
-                              hidden_behind(forward_left, gather, buckets, eff.dp_overlap), gather)
+    reduce_behind = np.where(overlapped, hidden_behind(backward_left, reduce, buckets, eff.dp_overlap), reduce)
+    gather_behind = np.where(overlapped & (fw["param_gather_overlap"] > 0),
+                             hidden_behind(forward_left, gather, buckets, eff.dp_overlap), gather)
+    reduce_exposed, gather_exposed = reductions * reduce_behind, gathers * gather_behind
     # ZeRO-3 / FSDP: the experts' weights are gathered for forward and again for backward and their
     # gradients reduce-scattered every micro-batch, behind that micro-batch's compute where prefetched.
-    m = batch.grad_accumulation
-    zero3 = batch.zero == 3
+    zero3 = zero == 3
     per_micro_batch = 2.0 * gather + reduce
     # The dense ZeRO-3 traffic's use of each micro-batch's passes; where the stage is gathered once a step (FSDP2
     # under pipelining) its use of the first forward, spread over the micro-batches.
@@ -466,13 +483,14 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
                                  hidden_behind(np.maximum(stage["forward"] + stage["backward"] - dense_zero3_used,
                                                           0.0), per_micro_batch, buckets, eff.dp_overlap),
                                  per_micro_batch)
-    moved = reduce_bytes * expert_params * np.where(sharded, 1.0, 2.0) + np.where(sharded, gathered, 0.0)
+    moved = (reductions * reduce_bytes * expert_params * np.where(whole, 2.0, 1.0)
+             + gathers * np.where(sharded, gathered, 0.0))
     moved = np.where(zero3, m * (reduce_bytes + 2.0 * w) * expert_params, moved)
     exposed = np.where(many, np.where(zero3, zero3_exposed, reduce_exposed + gather_exposed), 0.0)
     # What it hides in (the keys of _windows_used without the counts): the last backward, the first forward, each
     # micro-batch's passes (offload.activation_copies hides the checkpoints' copies in what is left).
     once_a_step = many & ~zero3
-    used = {"backward": np.where(once_a_step, reduce - reduce_exposed, 0.0),
-            "forward": np.where(once_a_step, gather - gather_exposed, 0.0),
+    used = {"backward": np.where(once_a_step, reduce - reduce_behind, 0.0),
+            "forward": np.where(once_a_step, gather - gather_behind, 0.0),
             "micro_batch": np.where(many & zero3, per_micro_batch - zero3_exposed / m, 0.0)}
     return exposed, np.where(many, moved, 0.0), used

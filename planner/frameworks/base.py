@@ -142,6 +142,9 @@ class Framework:
     # Bucket growth with the data-parallel size, elements per rank (the bucket is the larger of this x dp
     # and grad_bucket_elements), so per-call ring latency over many ranks stays amortised.
     grad_bucket_elements_per_rank: float = 0.0
+    # Without the layout's dp_comm_overlap the gradients are reduced (and, at ZeRO-1/2, the parameters gathered) in
+    # one call per buffer rather than in buckets: Megatron-Core sets bucket_size = None there.
+    one_bucket_without_overlap: bool = False
     # The ZeRO stage from which the stack reduces gradients (and, at ZeRO-1/2, gathers parameters) one collective
     # per wrapped unit, as it does at ZeRO-3 (gathers_per_layer per layer, gathers_outside_layers outside them),
     # rather than in grad_bucket_elements buckets: FSDP reduce-scatters in each unit's post-backward hook at

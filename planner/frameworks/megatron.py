@@ -79,6 +79,8 @@ MEGATRON = Framework(
     attention_kernel_hopper="cudnn",
     # bucket_size = max(40000000, 1000000 * dp_group.size()) (megatron/core/distributed/distributed_data_parallel.py)
     grad_bucket_elements_per_rank=1.0e6,
+    # "Set bucket_size to infinity if overlap_grad_reduce is False" (distributed_data_parallel.py:135-137).
+    one_bucket_without_overlap=True,
     # Pipeline tensors go whole: each tp rank sends its full [s/cp, b, h] activation (1/tp of it with sequence
     # parallelism, which shards it anyway). Megatron-LM's scatter/gather (Narayanan et al. 2021 section 4.1,
     # frameworks/megatron_2022.py) did not move into Megatron-Core with the pipeline code (39b83c79, 2023-01-31):

@@ -200,6 +200,15 @@ def _partition_choices(stack, recompute: int, sp: int) -> tuple:
     return (int(stack.partition_activations_default),)
 
 
+def _dp_overlap_choices(stack, zero: int) -> tuple:
+    """The data-parallel overlap settings a stack runs at a ZeRO stage: on only where it always overlaps
+    (Framework.dp_comm_overlap_always_from_zero), off only where it cannot (reduce_overlaps_when_sharded /
+    _at_zero0), else both."""
+    if zero >= stack.dp_comm_overlap_always_from_zero:
+        return (1,)
+    return (0, 1) if (stack.reduce_overlaps_when_sharded if zero else stack.reduce_overlaps_at_zero0) else (0,)
+
+
 def _stack_options(stacks) -> np.ndarray:
     """(zero, offload, recompute, sp, tp_overlap, dp_overlap, stack, partition_activations) rows each stack can run
     whatever the placement: its ZeRO stages, offload where it has it, its recompute modes, the TP overlap where it
@@ -215,8 +224,7 @@ def _stack_options(stacks) -> np.ndarray:
                 for sp in (0, 1):
                     for tpo in ((0, 1) if s.tp_comm_overlap_available and (sp or not s.tp_comm_overlap_needs_sequence_parallel) else (0,)):
                         rows += [(z, o, r, sp, tpo, dpo, f, pa)
-                                 for dpo in ((0, 1) if (s.reduce_overlaps_when_sharded if z else s.reduce_overlaps_at_zero0)
-                                             else (0,))
+                                 for dpo in _dp_overlap_choices(s, z)
                                  for pa in _partition_choices(s, r, sp)]
     return np.array(rows, dtype=np.int64).reshape(-1, 8)
 
@@ -565,6 +573,9 @@ def search_layouts(model: ModelSpec, cluster: ClusterSpec, gpus: int, *, moe_loa
     cluster.peak_flops_per_s(dtype)
     if grad_reduce_in_fp32 not in (None, True, False):  # 0 and 1 are False and True
         raise PlannerInputError(f"grad_reduce_in_fp32: expected None, True or False, got {grad_reduce_in_fp32!r}")
+    # 0 and 1 as the booleans from here on: the stack rules below test `is False` (the fixed-model audit: 0 passed them
+    # and priced torchtitan reducing in bf16).
+    grad_reduce_in_fp32 = None if grad_reduce_in_fp32 is None else bool(grad_reduce_in_fp32)
     if grad_reduce_in_fp32 is not None and dtype == "fp32":
         raise PlannerInputError("--grad-reduce-in-fp32: fp32 training holds and reduces its gradients in fp32 whatever "
                                 "it says; give it with --dtype bf16, fp16 or fp8")

@@ -159,7 +159,7 @@ NOT_READ = {
               "grad_reduce_in_fp32", "grad_shard_group", "moe_imbalance", "moe_padded", "node_dispatch", "offload", "offload_nvme",
               "shard_group", "vpp", "zero", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights",
               "zero_tiling"},
-    "data_parallel": {"model_index", "loss_fusion", "activation_offload", "dp_comm_overlap", "ep", "etp", "flash_attention",
+    "data_parallel": {"model_index", "loss_fusion", "activation_offload", "ep", "etp", "flash_attention",
                       "fp8_current_scaling", "global_batch", "grad_shard_group", "micro_batch", "moe_imbalance",
                       "moe_padded", "node_dispatch", "offload", "offload_nvme", "partition_activations", "recompute", "seq_parallel", "shard_group",
                       "tp_comm_overlap", "zero_hpz", "zero_quantized_gradients", "zero_quantized_weights", "zero_tiling"},

@@ -334,3 +334,24 @@ def test_fsdp_zero2_gathers_and_reduces_every_micro_batch(h100):
     assert dp_bytes("fsdp") == pytest.approx(4 * (4.0 + 2.0) * params, rel=1e-5)  # fp32 reduce, bf16 gather
     assert dp_bytes("megatron") == pytest.approx(4 * 4.0 * params + 2.0 * params, rel=1e-5)
     assert dp_bytes("deepspeed") == pytest.approx(4 * 2 * 2.0 * params + 2.0 * params, rel=1e-5)
+
+
+def test_megatron_without_the_overlap_reduces_in_one_bucket():
+    """Megatron-Core sets bucket_size = None when overlap_grad_reduce is off (distributed_data_parallel.py:135-137
+    at d98e8a64): one call per buffer. It was priced in max(40M, 1M x dp)-parameter buckets, each paying the ring's
+    latency, so doubling dp at a fixed per-GPU load shortened the step (the cost-model audit: BLOOM 176B on B200, dp
+    96 -> 192, 2.139 -> 2.113 s). Now the reduction only grows with dp."""
+    from planner.cost.data_parallel import bucket_count
+    from planner.frameworks import FRAMEWORKS, record_columns
+
+    megatron, deepspeed = record_columns(FRAMEWORKS["megatron"]), record_columns(FRAMEWORKS["deepspeed"])
+    assert bucket_count(megatron, 8e9, 1024, overlapped=True)[0] == 8.0  # 8e9 / (1M x 1,024)
+    assert bucket_count(megatron, 8e9, 1024, overlapped=False)[0] == 1.0
+    assert bucket_count(deepspeed, 8e9, 1024, overlapped=False)[0] == 16.0  # reduce_bucket_size 5e8, no such rule
+    b200 = load_cluster("dgx-b200")
+    steps = []
+    for dp in (48, 96, 192):
+        layout = Layout(tp=16, pp=5, dp=dp, cp=2, vpp=2, micro_batch=6, global_batch=72 * dp, recompute="selective",
+                        seq_parallel=True, framework="megatron", tp_comm_overlap=True)
+        steps.append(simulate(PRESETS["bloom-176b"], layout, b200)["time"]["dp_comm_exposed"])
+    assert steps == sorted(steps)

@@ -113,6 +113,11 @@ def test_16_bit_gradients_leave_out_the_stacks_whose_launch_reduces_in_fp32_only
             == FRAMEWORK_CODES["fsdp"]).any()
     with pytest.raises(PlannerInputError, match="--grad-reduce-in-fp32 0: no stack searched"):
         search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=("fsdp",), grad_reduce_in_fp32=False)
+    # The integer 0, which the API takes for False, by the same rules (the fixed-model audit: it priced fsdp in bf16).
+    with pytest.raises(PlannerInputError, match="--grad-reduce-in-fp32 0: no stack searched"):
+        search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=("fsdp",), grad_reduce_in_fp32=0)
+    as_int = search_layouts(SMALL, cluster, 16, global_batch=64, frameworks=("megatron", "fsdp"), grad_reduce_in_fp32=0)
+    assert len(as_int) == len(mixed)
 
 
 @pytest.mark.parametrize("value, dtype, fragment", [("0", "bf16", "expected None, True or False"),
