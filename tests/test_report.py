@@ -240,6 +240,34 @@ def test_the_checkpoint_line_follows_the_plans_stack_and_dtype(review, framework
     assert f"({contents}, {per_param} bytes per parameter)" in line
 
 
+@pytest.mark.parametrize("mode", ["sync", "async", "in-memory"])
+def test_the_checkpoint_line_says_how_the_specs_mode_holds_up_training(review, mode):
+    """The goodput audit: the review said "written in 6.1 min every 6.1 min (Young/Daly interval)" for an async
+    spec whose training stalls 5.7 ms per checkpoint, and its reliability row named only the MTBF of goodput's
+    four inputs. It now says what simulate says: a sync write stalls training for the write; an async or in-memory
+    one for the copy to host, the next waiting for the last to persist where the write is the longer."""
+    import copy
+
+    from planner.report.document import logistics_facts
+    from planner.report.review import cluster_assumptions, run_logistics
+
+    data, (cluster, _, _) = review
+    slow = cluster.model_copy(update={"reliability": cluster.reliability.model_copy(
+        update={"checkpoint_mode": mode, "checkpoint_bytes_per_s": 1e8})})
+    plan = copy.deepcopy(data["plans"][0])
+    g = run_logistics(plan, slow)
+    line = next(fact for fact in logistics_facts({**data, "plans": [plan], "logistics": g})
+                if fact.startswith("Checkpoints:"))
+    if mode == "sync":
+        assert "a sync write of" in line and "Young/Daly interval" in line
+    else:
+        assert f"{mode}: training stalls" in line and "for the copy to host" in line
+        assert g["checkpoint_stall_s"] < g["checkpoint_write_s"] / 1000
+        assert ("each waits for the last to persist" in line) == (g["checkpoint_interval_s"] <= g["checkpoint_write_s"] * (1 + 1e-9))
+    assumptions = cluster_assumptions(slow, "bf16")
+    assert (assumptions["checkpoint_mode"], assumptions["checkpoint_bytes_per_s"]) == (mode, 1e8)
+
+
 def test_review_text_states_the_contingency_and_storage(written):
     markdown = (written[1] / "review.md").read_text(encoding="utf-8")
     assert "Contingency: hold back" in markdown and "storage for the 2 kept at once" in markdown

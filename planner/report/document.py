@@ -123,6 +123,11 @@ def memory_risk(plan: dict, fraction: float) -> str:
             f"run out of memory; `--min-headroom {100 * fraction:g}%` plans with a margin.")
 
 
+def _failures(expected: float) -> str:
+    """The expected failures of a run: one decimal, two significant digits below 0.05 (0.006 read as 0.0)."""
+    return f"{expected:.1f}" if expected >= 0.05 else f"{expected:.2g}"
+
+
 def logistics_facts(review: dict) -> list[str]:
     """Time and GPU-hour bands with the contingency they imply; checkpoints, storage and failures."""
     plan, g = review["plans"][0], review.get("logistics")
@@ -138,12 +143,21 @@ def logistics_facts(review: dict) -> list[str]:
             f"{g['band_origin']}). Contingency: hold back "
             f"{human_amount(g['contingency_gpu_hours'])} GPU-hours ({100 * g['contingency_gpu_hours'] / plan['gpu_hours']:.0f}% "
             "of the plan) for the slow end, or accept fewer tokens.")
+    # How a checkpoint holds up training by the spec's mode (cost.goodput): a sync one for its whole write, an async
+    # or in-memory one for the copy to host, the next then waiting for the last to persist (as simulate says it).
+    if g["checkpoint_mode"] == "sync":
+        written = f"a sync write of {human_days(g['checkpoint_write_s'] / 86400)}, training stalled meanwhile,"
+    else:
+        written = (f"{g['checkpoint_mode']}: training stalls {human_seconds(g['checkpoint_stall_s'])} for the copy to "
+                   f"host and storage takes {human_days(g['checkpoint_write_s'] / 86400)},")
+    paced = g["checkpoint_mode"] != "sync" and g["checkpoint_interval_s"] <= g["checkpoint_write_s"] * (1 + 1e-9)
+    cadence = "each waits for the last to persist" if paced else "Young/Daly interval"
     facts.append(
         f"Checkpoints: {human_bytes(g['checkpoint_bytes'])} each ({g['checkpoint_contents']}, "
-        f"{g['checkpoint_bytes_per_param']:g} bytes per parameter), written in {human_days(g['checkpoint_write_s'] / 86400)} every "
-        f"{human_days(g['checkpoint_interval_s'] / 86400)} (Young/Daly interval), ~{g['checkpoints_written']:,.0f} over the run; "
+        f"{g['checkpoint_bytes_per_param']:g} bytes per parameter), {written} every "
+        f"{human_days(g['checkpoint_interval_s'] / 86400)} ({cadence}), ~{g['checkpoints_written']:,.0f} over the run; "
         f"storage for the {g['checkpoints_kept']} kept at once (the one being written and the last complete one): "
-        f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {g['expected_failures']:.1f}.")
+        f"{human_bytes(g['storage_bytes'])}. Expected failures over the run: {_failures(g['expected_failures'])}.")
     if g["gpu_energy_j"]:
         serving = " (training and serving)" if plan.get("inference_gpu_hours") else ""
         facts.append(f"Energy: {g['gpu_energy_j'] / 3.6e9:,.1f} MWh for the GPUs{serving} at their {g['board_power_w']:.0f} W "
@@ -380,8 +394,10 @@ def cluster_blocks(cl: dict, dtype: str) -> list:
                            f"{cl['topology']}, oversubscription {cl['oversubscription']:g}"),
                ("size / price", f"up to {cl['max_nodes']} nodes; {_money(cl['price_per_gpu_hour'])} per GPU-hour"
                                 if cl["price_per_gpu_hour"] else f"up to {cl['max_nodes']} nodes; no price"),
-               ("reliability", f"MTBF per GPU {cl['mtbf_per_gpu_s'] / 3600:,.0f} h (goodput accounts for failures, "
-                               "checkpoints and restarts)")]
+               ("reliability", f"MTBF per GPU {cl['mtbf_per_gpu_s'] / 3600:,.0f} h; {cl['checkpoint_mode']} checkpoints "
+                               f"to storage at {cl['checkpoint_bytes_per_s'] / 1e9:.3g} GB/s; restart "
+                               f"{human_days(cl['restart_s'] / 86400)} (goodput accounts for failures, checkpoints and "
+                               "restarts)")]
     efficiency = [(key, _efficiency_value(key, value)) for key, value in cl["efficiency"].items()]
     return [("h3", "Cluster"), _kv_table(cluster), ("h3", "Cost-model efficiencies"), _kv_table(efficiency)]
 

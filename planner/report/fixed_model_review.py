@@ -78,7 +78,8 @@ def recommendation_blocks(review: dict) -> list:
     facts = [f"Layout: {layout_text(r)}, global batch {r['global_batch']:,} sequences"
              + (f" (overlaps: {', '.join(overlaps)})" if overlaps else "") + ".",
              f"Speed: step {human_seconds(r['step_time_s'])}, {r['tokens_per_s']:,.0f} tokens/s, MFU "
-             f"{100 * r['mfu']:.1f}%, goodput {100 * view['goodput']:.1f}% (failures, checkpoints, restarts).",
+             f"{100 * r['mfu']:.1f}%, goodput {100 * view['goodput']:.1f}% (after failures, checkpoints, restarts and "
+             "evaluation).",
              f"Memory: {human_bytes(view['memory_bytes'])} of {human_bytes(view['hbm_bytes'])} per GPU (headroom "
              f"{human_bytes(headroom)}).{risk}"]
     if c.days is not None:

@@ -207,6 +207,8 @@ def cluster_assumptions(cluster: ClusterSpec, dtype: str) -> dict:
         "topology": net.topology, "oversubscription": net.oversubscription, "host_memory_bytes": n.host_memory_bytes,
         "price_per_gpu_hour": cluster.price_per_accelerator_hour,
         "mtbf_per_gpu_s": cluster.reliability.mtbf_per_gpu_s,
+        "checkpoint_bytes_per_s": cluster.reliability.checkpoint_bytes_per_s,
+        "checkpoint_mode": cluster.reliability.checkpoint_mode, "restart_s": cluster.reliability.restart_s,
         "efficiency": cluster.efficiency.model_dump(by_alias=False),
     }
 
@@ -246,6 +248,8 @@ def run_logistics(plan: dict, cluster: ClusterSpec) -> dict:
         "checkpoints_kept": CHECKPOINTS_KEPT,
         "storage_bytes": CHECKPOINTS_KEPT * checkpoint_bytes,
         "checkpoint_write_s": float(reliability["checkpoint_write_s"]),
+        "checkpoint_stall_s": float(reliability["checkpoint_stall_s"]),
+        "checkpoint_mode": cluster.reliability.checkpoint_mode,
         "checkpoint_interval_s": float(reliability["checkpoint_interval_s"]),
         "checkpoints_written": wall_s / float(reliability["checkpoint_interval_s"]),
         "expected_failures": wall_s / float(reliability["job_mtbf_s"]),

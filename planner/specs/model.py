@@ -6,6 +6,9 @@ code counts one model or a million candidate shapes in the search.
 FLOPs follow Megatron-LM's `num_floating_point_operations` (REFERENCE.md): 3 passes (forward +
 2x backward), full (non-causal) attention, no recompute:
   12·B·s·L·h²·[(1 + g/a + s/h) + (f/h)·k + V/(2·L·h)], k = 1 (GELU MLP) or 1.5 (SwiGLU).
+That full count is what Megatron-LM logged until 8873b55d6a (2025-03-06) halved its attention term for the causal
+mask; at d98e8a64 it logs the causal count (training.py:1163-1170, MLA :1128-1137), which `causal=True` gives and
+the cost model's MFU uses.
 """
 
 from __future__ import annotations
@@ -386,8 +389,9 @@ def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices,
     """Model FLOPs of one training step (forward + backward, no recompute) by part, for `tokens` tokens.
 
     Arguments may be numpy arrays (the search) or scalars. By default the attention core counts the
-    full s x s score matrix, as Megatron-LM's logged TFLOP/s and llm-foundry's MFU do. `causal=True`
-    counts the half a causal decoder needs (what a causal flash kernel computes): the cost model's MFU
+    full s x s score matrix, as Megatron-LM's logged TFLOP/s did before 8873b55d6a (2025-03-06) and llm-foundry's
+    MFU does. `causal=True` counts the half a causal decoder needs (what a causal flash kernel computes, and what
+    Megatron-LM logs since: training.py:1163-1170 at d98e8a64): the cost model's MFU
     uses it, so MFU <= HFU <= 1 holds at any sequence length (with the full count, a 1M-token sequence
     "achieves" more than peak because its time is charged for the causal half only).
 
@@ -399,9 +403,9 @@ def training_flops_breakdown(layers, hidden, heads, kv_heads, ffn, mlp_matrices,
 
     Sliding-window attention (`attention_window`, keys per query; inf or None = none): the causal count
     charges each query the keys it attends (`attended_keys`), so the model FLOPs, and the MFU built on them,
-    fall with the window. The full count (causal=False) stays Megatron-LM's, which ignores the window
+    fall with the window. The full count (causal=False) ignores the window, as Megatron-LM's count does
     (megatron/training/training.py `num_floating_point_operations` at d98e8a6 has no window_size term, though
-    --window-size exists in arguments.py line 2384): it is what Megatron logs.
+    --window-size exists in arguments.py line 2384).
     """
     h = np.asarray(hidden, dtype=float)
     passes = 3.0  # forward + backward (2x forward)
