@@ -575,7 +575,7 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
              "zero3_gathered": gathered, "comm_buckets": buckets + bucket_copy}
     host, nvme = states["host_per_gpu"], states["nvme_per_gpu"]
     if batch.has_moe:
-        expert, off_gpu = _moe_state_parts(batch, stack, layers, states)
+        expert, off_gpu = _moe_state_parts(batch, stack, np.stack(moe.stage_moe_layers(batch, batch.stages)), states)
         host, nvme = host + np.where(batch.offload_nvme, 0.0, off_gpu), nvme + np.where(batch.offload_nvme, off_gpu, 0.0)
         parts.update(expert)
     shape = (_STAGES, len(batch))
@@ -637,10 +637,11 @@ def expert_sharding(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]
     return moe.expert_sharding(batch, state_sharding_degrees(batch, stack), sharding_degree(batch, stack))
 
 
-def _moe_state_parts(batch: CandidateBatch, stack: dict, layers, states) -> tuple[dict, np.ndarray]:
-    """Routed experts' states on the GPU (sharded over the expert data-parallel group), their fp8 copies and the
-    DualPipe second weight copy (cost/moe.py); and the bytes offload moves off the GPU (host or NVMe)."""
-    expert_params = moe.expert_params_per_gpu(batch, layers)
+def _moe_state_parts(batch: CandidateBatch, stack: dict, moe_layers, states) -> tuple[dict, np.ndarray]:
+    """Routed experts' states on the GPU (sharded over the expert data-parallel group) of each stage's `moe_layers`
+    (cost.moe.stage_moe_layers), their fp8 copies and the DualPipe second weight copy (cost/moe.py); and the bytes
+    offload moves off the GPU (host or NVMe)."""
+    expert_params = moe.expert_params_per_gpu(batch, moe_layers)
     expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack), expert_sharding(batch, stack))
     fp8 = np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * expert_params, 0.0)
     weights = np.where(batch.fp8_param_gather, 0.0, expert["weights"])  # fp8 parameters: the fp8 data only

@@ -74,6 +74,8 @@ from planner.specs.model import attended_keys, training_flops_breakdown
 # forward reads the 16-bit logits (2) and writes fp32 (4), the max/sum-exp pass reads them (4) and the
 # softmax is written for backward (4); backward reads it (4) and writes the 16-bit gradient (2). Derived: 20.
 CROSS_ENTROPY_BYTES_PER_LOGIT = 20.0
+# A layer's parts that only MoE layers have (_layer_with_moe), charged per MoE layer of the pacing stage.
+MOE_LAYER_PARTS = ("moe_launch_floor", "moe_experts", "ep_comm", "a2a_sm_share")
 
 
 def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm):
@@ -184,7 +186,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     layer = _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm)
     p2p, p2p_bytes = pipeline_send(batch, seconds["p2p_transfers"], seconds["p2p_size"], fw)
     head = _last_stage_head(batch, seconds)
-    pace = _pacing_stage(batch, cluster, fw, hbm, layer["total"], head, p2p)
+    pace = _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p)
     # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
     # data-parallel traffic the step waits for.
     params, dp_layers, dp_on_last = data_parallel_stage(batch)
@@ -200,7 +202,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     expert_window_used = None
     if moe_layer is not None:
         expert_dp_bytes, expert_window_used = _add_expert_parts(batch, cluster, fw, w, hbm, parts, layer["per_layer"],
-                                                                layers_per_step, stage, dp_window_used)
+                                                                m * pace["moe_layers"], stage, dp_window_used)
     if np.any(batch.activation_offload):  # the checkpoints' host copies, in what the dp traffic leaves of the passes
         parts["offload_copies"] = parts["offload_copies"] + offload.activation_copies(
             batch, cluster, fw, stage, m, dp_window_used, expert_window_used)
@@ -273,18 +275,23 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
         occupied = layer_forward + layer_backward
         left = np.maximum(occupied - hidden, 0.0) / np.where(occupied > 0.0, occupied, 1.0)
         layer_forward, layer_backward = layer_forward * left, layer_backward * left
+    moe_total = 0.0 if moe_layer is None else sum(per_layer[name] for name in MOE_LAYER_PARTS)
     return {"per_layer": per_layer, "total": layer_total, "forward": layer_forward, "backward": layer_backward,
-            "moe": moe_layer}
+            "moe": moe_layer, "moe_total": moe_total}
 
 
-def _pacing_stage(batch, cluster, fw, hbm, layer_total, head, p2p) -> dict:
-    """The stage that sets the pace (the slowest per micro-batch): its `layers`, `params` and the forward seconds of
-    its output-layer passes (`head`) per micro-batch, the micro-batch slot `micro_batch_s` and the gradient
-    accumulation per parameter per micro-batch (`accumulate`: optimizer_step.grad_accumulation). `head`: the last
-    stage's output-layer forward seconds (_last_stage_head)."""
+def _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p) -> dict:
+    """The stage that sets the pace (the slowest per micro-batch): its `layers`, `moe_layers` (cost.moe.
+    stage_moe_layers; its `layers` for a dense batch), `params` and the forward seconds of its output-layer passes
+    (`head`) per micro-batch, the micro-batch slot `micro_batch_s` and the gradient accumulation per parameter per
+    micro-batch (`accumulate`: optimizer_step.grad_accumulation). `layer`: _layer_with_moe's, whose MoE parts are
+    a mean over the model's layers and are charged per MoE layer the stage holds; `head`: the last stage's
+    output-layer forward seconds (_last_stage_head)."""
     split = stage_split(batch)
     accumulate = optimizer_step.grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
     layers, params = split["layers"], split["params"]
+    moe_layers = layers if layer["moe"] is None else moe.stage_moe_layers(batch, layers)
+    per_moe_layer = _per_moe_layer(batch, layer["moe_total"])
     heads = (0.0, 0.0, head)
     paired = pairs_stages(batch)
     if np.any(paired):
@@ -293,15 +300,24 @@ def _pacing_stage(batch, cluster, fw, hbm, layer_total, head, p2p) -> dict:
         def ends(rows):
             mean = (rows[0] + rows[2]) / 2.0
             return np.where(paired, mean, rows[0]), rows[1], np.where(paired, mean, rows[2])
-        layers, params, heads = ends(layers), ends(params), ends(heads)
+        layers, moe_layers, params, heads = ends(layers), ends(moe_layers), ends(params), ends(heads)
     # Forward + 2x backward of the output layer (and the MTP projections) on the stages that run them.
-    stage_seconds = np.stack([n * layer_total + accumulate * p + (3.0 * h if np.ndim(h) or h else 0.0)
-                              for n, h, p in zip(layers, heads, params)])
+    dense_total = layer["total"] - layer["moe_total"]
+    stage_seconds = np.stack([n * dense_total + e * per_moe_layer + accumulate * p + (3.0 * h if np.ndim(h) or h else 0.0)
+                              for n, e, h, p in zip(layers, moe_layers, heads, params)])
     pacing = stage_argmax(stage_seconds)
     pick = lambda rows: np.choose(pacing, [np.broadcast_to(row, pacing.shape) for row in rows])  # noqa: E731
-    return {"layers": pick(layers), "params": pick(params), "head": pick(heads),
+    return {"layers": pick(layers), "moe_layers": pick(moe_layers), "params": pick(params), "head": pick(heads),
             "micro_batch_s": stage_seconds.max(axis=0) + p2p + cluster.efficiency.microbatch_overhead_s,
             "accumulate": accumulate}
+
+
+def _per_moe_layer(batch, moe_total):
+    """Seconds of one MoE layer's MoE parts from their mean over the model's layers (moe_fraction of them MoE)."""
+    if np.ndim(moe_total) == 0 and moe_total == 0.0:
+        return 0.0
+    fraction = moe.moe_fraction(batch)
+    return moe_total / np.where(fraction > 0, fraction, 1.0)
 
 
 def _last_stage_head(batch, seconds):
@@ -386,10 +402,16 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     return parts
 
 
-def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_step, stage, dp_window_used):
-    """Add the MoE layers' parts over the step, the experts' exposed gradient reduction and their Adam step to
-    `parts`; returns the experts' data-parallel bytes and the seconds of each window their traffic hides in."""
-    expert_params = moe.expert_params_per_gpu(batch, stage["layers"])
+def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, moe_layers_per_step, stage, dp_window_used):
+    """Add the MoE layers' parts over the step (`moe_layers_per_step` of the pacing stage's MoE layers: the per-layer
+    parts are means over the model's layers, charged per MoE layer), the experts' exposed gradient reduction and
+    their Adam step to
+    `parts`; returns the experts' data-parallel bytes and the seconds of each window their traffic hides in. The
+    experts' reduction and Adam step are those of the stage holding the most MoE layers (cost.moe.stage_moe_layers),
+    which the step waits for: the stage with the most dense parameters holds the embedding and, with a lighter end
+    split, fewer experts (the cost-model audit: Qwen3-30B-A3B on pp 6 with ends of 4 layers priced the experts of 4
+    layers where the middle ranks hold 10)."""
+    expert_params = moe.expert_params_per_gpu(batch, np.max(np.stack(moe.stage_moe_layers(batch, batch.stages)), axis=0))
     expert_dp_exposed, expert_dp_bytes, expert_window_used = expert_data_parallel(batch, cluster, fw, w, stage,
                                                                                   expert_params, dp_window_used)
     # Adam over this GPU's expert shard (ZeRO >= 1: over the expert sharding group), on HBM or, offloaded, on the
@@ -397,7 +419,8 @@ def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_s
     shard = np.where(batch.zero >= 1, expert_params / expert_sharding(batch, fw)["weights"], expert_params)
     expert_optimizer, expert_copies = optimizer_step.adam_seconds(batch, cluster, shard, w, hbm)
     parts["offload_copies"] = parts["offload_copies"] + expert_copies
-    paced = lambda part: layers_per_step * part  # noqa: E731 - a per-layer part over the step
+    per_moe_layer = moe_layers_per_step / np.where(moe.moe_fraction(batch) > 0, moe.moe_fraction(batch), 1.0)
+    paced = lambda part: per_moe_layer * part  # noqa: E731 - a per-layer mean over the step's MoE layers
     parts.update({"moe_experts": paced(per_layer["moe_experts"]), "ep_comm": paced(per_layer["ep_comm"]),
                   "moe_launch_floor": paced(per_layer["moe_launch_floor"]),
                   "a2a_sm_share": paced(per_layer["a2a_sm_share"]),

@@ -279,7 +279,7 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
     tp, cp, pp, vpp, dp, first_set, last_set = (placements[p_index[rows], k] for k in range(7))
     zero, offload, recompute, sp, tpo, dpo, f, pa = chosen.T
     runs = stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len, dtype,
-                      grad_reduce_in_fp32, (first_set > 0) | (last_set > 0))
+                      grad_reduce_in_fp32, (first_set > 0) | (last_set > 0), offload=offload)
     # What each row's stack runs of its tp (_tp_runs: what tp splits, with sequence parallelism each rank's sequence).
     runs &= _tp_runs(model, placements, stacks)[p_index[rows], f, sp]
     # Micro-batch counts the stack's pipeline schedule refuses (frameworks.runnable_micro_batches): with a given
@@ -366,7 +366,7 @@ def _state_skeleton(model: ModelSpec, placements: np.ndarray, options: np.ndarra
     # Sequence parallelism is not a state column: a state is kept where its tp runs with it on or off. The dtype's
     # attention rule is left to enumerate_layouts (bf16, the default, refuses the fewest: a superset is safe here).
     keep = np.flatnonzero(stack_runs(stacks, f, zero, tp, pp, vpp, cp, dp, dpo, model.tied_embeddings, model.seq_len,
-                                     end_stages_set=(first_set > 0) | (last_set > 0))
+                                     end_stages_set=(first_set > 0) | (last_set > 0), offload=offload)
                           & _tp_runs(model, placements, stacks).any(axis=2)[placement, f])
     none = np.full(len(placement), RECOMPUTE_CODES["none"], dtype=np.int64)
     keep, expert = _expert_rows(model, keep, tp, cp, dp, pp, vpp, none, f, stacks)

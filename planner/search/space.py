@@ -299,7 +299,7 @@ def _stack_tables(stacks) -> dict[str, np.ndarray]:
 
 def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=None,
                tied_embeddings=False, seq_len=None, dtype: str = "bf16",
-               grad_reduce_in_fp32: bool | None = None, end_stages_set=False) -> np.ndarray:
+               grad_reduce_in_fp32: bool | None = None, end_stages_set=False, offload=None) -> np.ndarray:
     """Which rows their stack (stacks[stack_index]) can run, from the stacks' data (planner.frameworks): ZeRO
     only with ranks to shard over and with pipelining up to its maximum, replicated data parallelism only where
     it allows it, interleaving, context, tensor and pipeline parallelism where it has them, and (given the rows'
@@ -317,7 +317,9 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     with a pipeline only where the stack builds its fp8 layers there (Framework.fp8_with_pipeline). The rows' ZeRO
     stage and offload mode are the
     stack's own already (both callers cross placements only with those: enumerate_cells via _stack_tables,
-    layouts._stack_options). A property every stack shares costs nothing per row."""
+    layouts._stack_options); given the rows' `offload` (layouts' callers), ZeRO with offload runs on one rank too
+    (the ZeRO-Offload paper's single GPU: DeepSpeed's ZeRO-2 and FSDP's CPU offload at world size 1, which the
+    project's own cpu-local profile ran). A property every stack shares costs nothing per row."""
     index = np.asarray(stack_index, dtype=np.intp)
 
     def per_stack(attr):  # the rows' value of a stack property; a scalar when the stacks agree on it
@@ -328,7 +330,8 @@ def stack_runs(stacks, stack_index, zero, tp, pp, vpp, cp, dp, dp_comm_overlap=N
     # ZeRO needs ranks to shard over: the data-parallel ones, times the context-parallel ones where the stack's
     # sharding group is dp x cp (cost.memory.sharding_degree: Megatron's distributed optimizer, FSDP's
     # dp_shard x cp mesh), so dp = 1 with cp > 1 still shards there.
-    ok &= (zero == 0) | (dp * np.where(per_stack("shards_over_context_parallel"), cp, 1) > 1)
+    shards = (zero == 0) | (dp * np.where(per_stack("shards_over_context_parallel"), cp, 1) > 1)
+    ok &= shards if offload is None else shards | (np.asarray(offload) > 0)
     alone = per_stack("replicated_dp_alone")
     if np.any(alone):
         ok &= ~(alone & (zero == 0) & ((cp > 1) | ((dp > 1) & (tp * pp > 1))))

@@ -154,6 +154,9 @@ class CandidateBatch:
     # dense-MLP tensor-parallel collective where the stack's dispatcher has its own
     # (cost.model_parallel_comm.mlp_tp_collective_share).
     routed_only_layers: np.ndarray | None = None
+    # Dense layers before the first MoE layer (ModelSpec.moe_first_dense: DeepSeek-V3's first_k_dense_replace = 3):
+    # they sit on the first pipeline rank, so the stages hold different numbers of MoE layers (cost.moe.stage_moe_layers).
+    dense_prefix: np.ndarray | None = None
     ep: np.ndarray | None = None
     etp: np.ndarray | None = None
     moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
@@ -218,7 +221,7 @@ def _vector_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
 
 
 MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
-                     "route_groups", "routed_only_layers")
+                     "route_groups", "routed_only_layers", "dense_prefix")
 
 
 def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
@@ -247,7 +250,7 @@ def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
         moe_and_mtp = moe + (mtp if moe else 0)
         rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe_and_mtp, model.moe_experts,
                      model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, model.routed_groups,
-                     model.moe_groups, 0 if model.moe_shared_experts else moe_and_mtp))
+                     model.moe_groups, 0 if model.moe_shared_experts else moe_and_mtp, model.moe_first_dense if moe else 0))
     table = np.array(rows, dtype=float)
     names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
     return {name: table[:, i] for i, name in enumerate(names)}

@@ -117,8 +117,9 @@ def layouts(draw, model: ModelSpec, cluster, **fixed) -> Layout:
                                   if dtype in stack.fused_attention_dtypes else False),
         framework=framework,
         # An explicit overlap only where the stack runs one (DeepSpeed's ZeRO-0 and its pipeline engine reduce after
-        # backward).
+        # backward), and never off where it always overlaps (Framework.dp_comm_overlap_always_from_zero).
         dp_comm_overlap=fixed.get("dp_comm_overlap", draw(st.sampled_from(
+            [None, True] if zero >= stack.dp_comm_overlap_always_from_zero and dp * cp > 1 else
             [None, False, True] if (stack.reduce_overlaps_when_sharded if zero > 0 else stack.reduce_overlaps_at_zero0)
             and (pp == 1 or stack.reduce_overlaps_with_pipeline) else [None, False]))),
     )

@@ -749,3 +749,15 @@ def test_gpus_above_max_gpus_blame_max_gpus_and_above_the_cluster_the_cluster(op
     assert code == 2 and err.strip().endswith("--gpus 64 contradicts --max-gpus 32"), err
     code, _, err = optimize("--model", "llama3-70b", "--tokens", "1T", "--gpus", "40000")
     assert code == 2 and "--gpus 40000: more than the 32768 GPUs of cluster 'dgx-h100' (4096 nodes x 8)" in err, err
+
+
+def test_one_gpu_plans_zero_with_offload():
+    """The fixed-model audit: on one GPU the search never tried ZeRO (nothing to shard over), so offload never
+    either, and Llama 2 7B read 'does not fit GPU memory' where DeepSpeed's ZeRO-2 and FSDP's ZeRO-3 with offload
+    fit (the ZeRO-Offload paper trains 13B on one V100). One rank with offload is searched now; without offload ZeRO
+    still needs ranks to shard over."""
+    result = planner.plan_fixed_model("llama2-7b", "dgx-h100", 1, tokens=1e10)
+    row = result.chosen.row
+    assert result.chosen.feasible and row["offload"] != "none" and row["zero"] >= 2 and row["dp"] == 1
+    dense = planner.plan_fixed_model("llama2-7b", "dgx-h100", 1, tokens=1e10, frameworks=("megatron",))
+    assert dense.chosen is None or not dense.chosen.feasible  # Megatron has no offload: 7B does not fit one GPU
