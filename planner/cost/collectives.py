@@ -33,7 +33,9 @@ Bus bandwidth. W_up = intra·efficiency_up is a rank's NVLink bandwidth; W_out =
 of the NICs, so k·W_out is what the group's k ranks on a node can push through their NICs. A ring or tree
 channel passes every rank's NVLink once and each node's NICs once, and NCCL's ring search keeps a channel's
 intra and inter bandwidth equal (search.cc:1246, 1251, 1262, 1272): B = min(W_up, k·W_out), the slowest stage,
-not a sum of phases. The tree graph is taken at the same B (NCCL searches it separately). NVLS: a graph of k
+not a sum of phases; for a group that does not fill its nodes evenly (12 ranks on 8-GPU nodes: 8 + 4), N is its
+ranks and k·W_out the emptiest node's (NCCL keeps the minimum bwInter over the ranks, init.cc:1436-1446;
+topology.group_spread). The tree graph is taken at the same B (NCCL searches it separately). NVLS: a graph of k
 channels, each pulling b from every GPU and 2b from its head (search.cc:410-443, 1126-1137), so b = W_up/(k+1)
 and nChannels·b·(nChannels-1)/nChannels = (k-1)/(k+1)·W_up. Per-channel caps (perChMax*Bws) need NCCL's
 channel count and are left out except NVLS tree's (k channels). The efficiencies scale link bandwidths before
@@ -133,15 +135,26 @@ def _log2i(x):
 def _group(links, efficiency_up, efficiency_out, arch: Architecture):
     """Shape of the group and its inverse bandwidths, seconds per byte (see the module docstring for B)."""
     k, n = np.asarray(links["ranks_per_node"], dtype=float), np.asarray(links["nodes"], dtype=float)
+    ranks, fewest = _ranks_and_fewest(links, k, n)
     multi, inside = n > 1, k > 1
     # A link the group does not use has bandwidth 0 (topology.GroupLinks): 0 / (0 + 1) gives it 0 s/byte.
     # (Arithmetic rather than np.where, which costs ~8 multiplies on a random mask.)
     up = inside / (links["intra_bytes_per_s"] * efficiency_up + ~inside)  # 1 / W_up
-    out = multi / (k * links["inter_bytes_per_s"] * efficiency_out + ~multi)  # 1 / (k·W_out)
+    # 1 / (k·W_out), k the fewest members on a node: an uneven group's emptiest node bounds the ring (init.cc:1436-1446).
+    out = multi / (fewest * links["inter_bytes_per_s"] * efficiency_out + ~multi)
     ll = (1.0 / LL_MAX_MORE_NODES_GB + (n == 1) * (1.0 / arch.ll_max_one_node_gb - 1.0 / LL_MAX_MORE_NODES_GB)
           + (n == 2) * (1.0 / LL_MAX_TWO_NODES_GB - 1.0 / LL_MAX_MORE_NODES_GB))
-    return {"k": k, "n": n, "N": k * n, "multi": multi, "up": up, "out": out, "bus": np.maximum(up, out),
+    return {"k": k, "n": n, "N": ranks, "multi": multi, "up": up, "out": out, "bus": np.maximum(up, out),
             "ll": ll / GB, "lat_up": links["intra_latency_s"], "lat_out": links["inter_latency_s"], "arch": arch}
+
+
+def _ranks_and_fewest(links, k, n):
+    """The group's ranks and the fewest members on a node it spans (topology.GroupLinks); links built by hand
+    without them (an even group) give k·n and k."""
+    ranks = links.get("ranks")
+    fewest = links.get("fewest_per_node")
+    return (k * n if ranks is None else np.asarray(ranks, dtype=float),
+            k if fewest is None else np.asarray(fewest, dtype=float))
 
 
 def _ratio(table: dict, algorithm: str, protocol: int, reference: float) -> float:
@@ -346,7 +359,7 @@ def all_to_all_time(volume_bytes, links, efficiency_up, efficiency_out, calls=1.
     """
     k = np.asarray(links["ranks_per_node"], dtype=float)
     n = np.asarray(links["nodes"], dtype=float)
-    N = k * n
+    N, _ = _ranks_and_fewest(links, k, n)
     calls = np.maximum(np.asarray(calls, dtype=float), 1.0)
     per_call = np.asarray(volume_bytes, dtype=float) / calls
     out = per_call * (N - k) / N if inter_bytes is None else np.asarray(inter_bytes, dtype=float) / calls

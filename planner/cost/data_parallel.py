@@ -203,7 +203,7 @@ def _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
     seconds = 0.0
     if (zero3 & loop).any():
         links = shard_links()
-        ranks = links["ranks_per_node"] * links["nodes"]
+        ranks = links["ranks"]
         seconds = np.where(zero3 & loop, zero3_fetch.step_regather_s(fw, batch, ranks, units, outside > 0), 0.0)
     per_call = zero3 & (calls_per_tensor > 0)
     if per_call.any():

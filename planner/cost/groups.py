@@ -35,7 +35,9 @@ def layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str
     if len(batch) == 0:
         return links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp))
     sizes, inverse = distinct.parallel_shapes(batch)
-    few = group_links_arrays(cluster, *group(sizes["tp"], sizes["pp"], sizes["dp"], sizes["cp"]))
+    # The job's GPUs: a job of one group on part of a node has no straddling group (topology.group_spread).
+    job = sizes["tp"] * sizes["pp"] * sizes["dp"] * sizes["cp"]
+    few = group_links_arrays(cluster, *group(sizes["tp"], sizes["pp"], sizes["dp"], sizes["cp"]), job_ranks=job)
     names = tuple(few)
     table = np.stack([np.broadcast_to(few[name], sizes["tp"].shape) for name in names]).astype(float)
     # Scaled on the rows, not the shapes: a sweep's latency scale is per row (cost.efficiency_sweep).

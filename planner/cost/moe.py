@@ -141,7 +141,8 @@ def _inter_node_bytes(batch: CandidateBatch, links, volume):
     limited = (batch.dispatch_nodes < batch.top_k) & (batch.node_dispatch > 0)
     if not np.any(limited & (n > 1)):
         return None
-    naive = volume * (links["ranks_per_node"] * n - links["ranks_per_node"]) / np.maximum(links["ranks_per_node"] * n, 1.0)
+    ranks = links["ranks"]
+    naive = volume * (ranks - links["ranks_per_node"]) / np.maximum(ranks, 1.0)
     group_nodes = np.maximum(n / np.maximum(batch.route_groups, 1.0), 1.0)
     picked = np.minimum(np.minimum(batch.dispatch_nodes * group_nodes, batch.top_k), n)
     # Dense rows of a mixed batch (top_k 0) send nothing: divide by at least 1 so they stay 0, not 0/0.

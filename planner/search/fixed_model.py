@@ -132,9 +132,13 @@ def evaluate_count(model, cluster, gpus, *, tokens, global_batch, frameworks, dt
                             grad_reduce_in_fp32=grad_reduce_in_fp32)
     best = search.best
     if best is None:
+        # The check the layouts came closest to passing: reasons are coded in the order the layouts are checked
+        # (HBM, host memory, NVMe, the batch limit), so the last one any layout failed on is a check that layout
+        # fails with every earlier one passed. The most common reason named memory where layouts that fit it failed
+        # only the batch limit, and the advice (more GPUs) could not help (the fixed-model audit).
         reasons = search.reason_counts()
         why = ("no layout divides the model and batch" if len(search) == 0
-               else max(reasons, key=reasons.get) if reasons else "no layout fits")
+               else list(reasons)[-1] if reasons else "no layout fits")
         return CountPlan(gpus=gpus, search=search, best=None, reason=why)
     plan = CountPlan(gpus=gpus, search=search, best=best)
     if tokens:
@@ -512,14 +516,25 @@ def _explain(result: FixedModelPlan, deadline_s, budget_gpu_s, min_headroom: flo
     if deadline_s is not None:
         fastest = min(feasible, key=lambda c: c.days)
         in_time = [c for c in feasible if c.days * 86400.0 <= deadline_s]
+        # Whether any count could be within the budget at any duration: if none can, no longer deadline helps. A
+        # count the bound skipped costs at least its GPU-hours at the best FLOP rate (fastest_days).
+        cheapest_any = min(feasible, key=lambda c: c.gpu_hours)
+        over_budget = budget_gpu_s is not None and cheapest_any.gpu_hours * 3600.0 > budget_gpu_s and all(
+            fastest_days(result.model, result.cluster, c.gpus, result.tokens, result.assumptions["dtype"])
+            * 86400.0 * c.gpus > budget_gpu_s for c in result.counts if not c.feasible and c.search is None)
         if in_time and budget_gpu_s is not None:  # some plan meets the deadline: the budget is what binds
             cheapest = min(in_time, key=lambda c: c.gpu_hours)
             lines.append(f"the budget binds: the cheapest plan meeting the deadline ({cheapest.gpus} GPUs, "
                          f"{cheapest.days:.1f} days) needs {human_amount(cheapest.gpu_hours)} GPU-hours (budget "
-                         f"{human_amount(budget_gpu_s / 3600)}); raise --budget or allow a longer --deadline")
+                         f"{human_amount(budget_gpu_s / 3600)}); raise --budget"
+                         + ("" if over_budget else " or allow a longer --deadline"))
         else:
             lines.append(f"the deadline binds: the fastest plan ({fastest.gpus} GPUs) needs {fastest.days:.1f} days "
                          f"(deadline {deadline_s / 86400:.1f} d); {_more_gpus_hint(result)}")
+            if over_budget:
+                lines.append(f"the budget binds too: the cheapest plan searched ({cheapest_any.gpus} GPUs, "
+                             f"{cheapest_any.days:.1f} days) needs {human_amount(cheapest_any.gpu_hours)} GPU-hours "
+                             f"(budget {human_amount(budget_gpu_s / 3600)}); raise --budget")
     elif budget_gpu_s is not None:
         cheapest = min(feasible, key=lambda c: c.gpu_hours)
         lines.append(f"the budget binds: the cheapest plan ({cheapest.gpus} GPUs) needs "

@@ -26,6 +26,7 @@ unique combination rather than per candidate.
 from __future__ import annotations
 
 import functools
+import math
 import itertools
 from dataclasses import dataclass
 
@@ -46,6 +47,10 @@ class GroupLinks:
     intra_latency_s: float
     inter_bytes_per_s: float  # per-rank bandwidth per direction across nodes (0 when n == 1)
     inter_latency_s: float
+    # The group's ranks (k·n where the group fills its nodes evenly) and the fewest members on any node it spans,
+    # whose NICs bound its scale-out phase: a group of 12 consecutive ranks on 8-GPU nodes is 8 + 4 (group_spread).
+    ranks: int = 1
+    fewest_per_node: int = 1
 
 
 def group_shape(size: int, stride: int, gpus_per_node: int) -> tuple[int, int]:
@@ -56,6 +61,34 @@ def group_shape(size: int, stride: int, gpus_per_node: int) -> tuple[int, int]:
         return 1, size
     per_node = max(1, min(size, gpus_per_node // stride))
     return per_node, -(-size // per_node)
+
+
+def group_spread(size: int, stride: int, gpus_per_node: int, blocks: int = 0) -> tuple[int, int, int]:
+    """(most members on a node, nodes spanned, fewest members on a node spanned) of the least even group of
+    `size` ranks `stride` apart, tp-innermost placement: the groups of this kind fill blocks of size x stride
+    consecutive ranks from rank 0, `stride` groups interleaved in each, and a block that is not a whole number of
+    nodes (nor inside one) straddles node boundaries unevenly. NCCL takes a communicator's ring bandwidth at the
+    slowest rank's (init.cc:1436-1446: the minimum of bwIntra and bwInter over the ranks), so the node holding the
+    fewest members bounds what its NICs carry. Groups that fill their nodes evenly: group_shape's (k, n, k).
+    `blocks` (> 0): the job holds only that many blocks of this kind (a job of 12 ranks on 16-GPU nodes has one
+    group of 12, on one node); 0: as many as the placement's period, every way a group can fall."""
+    per_node, nodes = group_shape(size, stride, gpus_per_node)
+    block = size * stride
+    if size <= 1 or stride >= gpus_per_node or block % gpus_per_node == 0 or gpus_per_node % block == 0:
+        return per_node, nodes, per_node
+    worst = None
+    # The placement repeats every lcm(block, node) ranks: gpus_per_node / gcd(block, gpus_per_node) blocks.
+    period = gpus_per_node // math.gcd(block, gpus_per_node)
+    for start in range(0, block * (min(blocks, period) if blocks > 0 else period), block):
+        for offset in range(stride):
+            members = start + offset + stride * np.arange(size)
+            counts = np.unique(members // gpus_per_node, return_counts=True)[1]
+            spread = (int(counts.max()), len(counts), int(counts.min()))
+            # The least even: fewest on a node, then the most nodes, then the most on one node.
+            key = (spread[2], -spread[1], -spread[0])
+            if worst is None or key < worst[0]:
+                worst = (key, spread)
+    return worst[1]
 
 
 def _link(graph: nx.DiGraph, a, b, bytes_per_s: float, latency_s: float, weight: float = 1.0) -> None:
@@ -166,9 +199,9 @@ class _Fabric:
 
 
 @functools.lru_cache(maxsize=4096)
-def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
+def _group_links_cached(cluster: _Fabric, size: int, stride: int, blocks: int = 0) -> GroupLinks:
     gpn = cluster.gpus_per_node
-    per_node, nodes = group_shape(size, stride, gpn)
+    per_node, nodes, fewest = group_spread(size, stride, gpn, blocks)
     intra_bw = intra_lat = inter_bw = inter_lat = 0.0
     if per_node > 1 and cluster.node.scale_up.links is not None:
         intra_bw, intra_lat = _point_to_point_intra(cluster.node, per_node, stride)
@@ -187,7 +220,7 @@ def _group_links_cached(cluster: _Fabric, size: int, stride: int) -> GroupLinks:
         if cluster.network.dragonfly is not None:
             inter_bw = min(inter_bw, dragonfly_flow_bytes_per_s(cluster.network.dragonfly, nodes,
                                                                 max(1, stride // gpn), gpn))
-    return GroupLinks(per_node, nodes, intra_bw, intra_lat, inter_bw, inter_lat)
+    return GroupLinks(per_node, nodes, intra_bw, intra_lat, inter_bw, inter_lat, max(size, 1), fewest)
 
 
 def _groups_in_node(size: int, stride: int, gpn: int) -> list[list[int]]:
@@ -292,21 +325,35 @@ def group_links(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:
     return _group_links_cached(_Fabric(cluster.node, cluster.network), int(size), int(stride))
 
 
-def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised lookup: GroupLinks fields as arrays, computed once per unique (size, stride).
+# The job's blocks of a group kind kept in the lookup key (group_spread's `blocks`): more than a node's worth of
+# blocks always holds every way a group can fall (the placement's period is at most gpus_per_node blocks).
+_BLOCKS_KEPT = 255
 
-    The pair is packed into one int64 key so the unique step is a 1-D sort (a 2-D np.unique over
-    a million rows costs seconds).
+
+def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndarray,
+                       job_ranks=None) -> dict[str, np.ndarray]:
+    """Vectorised lookup: GroupLinks fields as arrays, computed once per unique (size, stride, blocks of the job).
+
+    `job_ranks` (the job's GPUs, per row or for all): how many blocks of size x stride ranks the job holds, so a
+    job of one group on part of a node is not priced as the straddling groups a larger job would have
+    (group_spread); None: every way a group can fall. The triple is packed into one int64 key so the unique step is
+    a 1-D sort (a 2-D np.unique over a million rows costs seconds).
     """
     sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
     strides = np.broadcast_to(np.asarray(strides, dtype=np.int64), sizes.shape).reshape(-1)
-    keys = sizes * (1 << 32) + strides
+    if job_ranks is None:
+        blocks = np.zeros_like(sizes)
+    else:
+        job = np.broadcast_to(np.asarray(job_ranks, dtype=np.int64), sizes.shape).reshape(-1)
+        blocks = np.clip(job // np.maximum(sizes * strides, 1), 1, _BLOCKS_KEPT)
+    keys = (sizes * (1 << 32) + strides) * (1 << 8) + blocks
     unique = np.unique(keys)  # hash-based in numpy 2; return_inverse would sort
     names = tuple(GroupLinks.__dataclass_fields__)
     fabric = _Fabric(cluster.node, cluster.network)
     table = np.array([
         [getattr(links, name) for name in names]
-        for links in (_group_links_cached(fabric, int(key >> 32), int(key & 0xFFFFFFFF)) for key in unique)
+        for links in (_group_links_cached(fabric, int(key >> 40), int((key >> 8) & 0xFFFFFFFF), int(key & 0xFF))
+                      for key in unique)
     ], dtype=float).reshape(len(unique), len(names))
     if len(unique) == 1:  # one group shape for the whole batch: no gather
         return {name: np.full(keys.shape, table[0, i]) for i, name in enumerate(names)}

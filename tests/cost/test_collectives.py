@@ -327,12 +327,41 @@ def test_frontier_reproduces_rccl_all_reduce_busbw_on_its_node(gcds, busbw_gb):
 
 
 def test_dgx2_reproduces_its_measured_nvswitch_all_reduce_busbw():
-    """nccl-tests all_reduce_perf on a DGX-2, 12 of its 16 V100-SXM3-32GB, 8 GiB: busbw 123.56 GB/s
+    """nccl-tests all_reduce_perf on a DGX-2, 12 of its 16 V100-SXM3-32GB, 8 GiB (one job of 12 ranks): busbw 123.56 GB/s
     (wohlbier/nccl-tests@33ee81a README.md, "Results on dgx-2"); the dgx2-v100 spec's 0.824 gives it within 1%."""
     dgx2 = load_cluster("dgx2-v100")
     volume, ranks = 8 * 2**30, 12
     eff = dgx2.efficiency
-    seconds = collectives.all_reduce_time(volume, _links(dgx2, ranks, 1), eff.scale_up_bandwidth_efficiency,
+    # One group of 12 on the node (job_ranks): no straddling group as a larger job's (topology.group_spread).
+    links = group_links_arrays(dgx2, np.array([ranks]), np.array([1]), job_ranks=ranks)
+    seconds = collectives.all_reduce_time(volume, links, eff.scale_up_bandwidth_efficiency,
                                           eff.scale_out_bandwidth_efficiency,
                                           arch=collectives.architecture(dgx2.accelerator.compute_capability))[0]
     assert volume / seconds * 2 * (ranks - 1) / ranks == pytest.approx(123.56e9, rel=0.01)
+
+
+@pytest.mark.parametrize("size, stride, job, spread", [
+    (12, 1, 96, (8, 2, 4)),   # dp 12 at tp 1 (pp 8): groups of 12 consecutive ranks are 8 + 4 across two nodes
+    (6, 2, 96, (4, 2, 2)),    # dp 6 at tp 2: the second group is 2 + 4
+    (6, 1, 48, (4, 2, 2)),    # dp 6 at tp 1: ranks 6-11 straddle, though 6 fits in a node
+    (6, 1, 6, (6, 1, 6)),     # one group of 6 on one node (a job of 6)
+    (24, 1, 96, (8, 3, 8)),   # whole nodes: even
+    (16, 1, 64, (8, 2, 8)),
+])
+def test_uneven_groups_are_priced_at_their_emptiest_node(h100, size, stride, job, spread):
+    """The NCCL-oracle audit: a group that does not fill its nodes evenly (dp 12 on 8-GPU nodes) was priced as k·n
+    ranks at k NICs a node, 34-47% fast: NCCL runs the ring at the slowest rank's bandwidth (init.cc:1436-1446),
+    here the node with 4 members and 4 NICs, over the group's 12 ranks. (most on a node, nodes, fewest on a node)."""
+    from planner.specs.topology import group_spread
+
+    assert group_spread(size, stride, 8, job // (size * stride)) == spread
+    links = group_links_arrays(h100, np.array([size]), np.array([stride]), job_ranks=job)
+    most, nodes, fewest = spread
+    assert (links["ranks_per_node"][0], links["nodes"][0], links["ranks"][0], links["fewest_per_node"][0]) == (
+        most, nodes, size, fewest)
+    if nodes > 1 and fewest < most:
+        eff = 0.8
+        uneven = collectives.all_reduce_time(500e6, links, eff, eff)[0]
+        even = collectives.all_reduce_time(500e6, {**links, "fewest_per_node": links["ranks_per_node"],
+                                                   "ranks": links["ranks_per_node"] * links["nodes"]}, eff, eff)[0]
+        assert uneven > 1.3 * even

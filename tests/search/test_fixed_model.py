@@ -761,3 +761,38 @@ def test_one_gpu_plans_zero_with_offload():
     assert result.chosen.feasible and row["offload"] != "none" and row["zero"] >= 2 and row["dp"] == 1
     dense = planner.plan_fixed_model("llama2-7b", "dgx-h100", 1, tokens=1e10, frameworks=("megatron",))
     assert dense.chosen is None or not dense.chosen.feasible  # Megatron has no offload: 7B does not fit one GPU
+
+
+def test_a_budget_no_duration_meets_is_named_beside_the_deadline(optimize):
+    """The fixed-model audit: with --deadline and --budget, a budget no count could meet at any duration was left out
+    ('the deadline binds' alone), or advised 'or allow a longer --deadline', which cannot help. Llama 3 8B on 1T
+    tokens costs at least 13,500 GPU-hours at the best FLOP rate: a 10,000 budget binds whatever the deadline."""
+    code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1T", "--deadline", "7d", "--budget", "10000gpuh",
+                            "--max-gpus", "128")
+    assert code == 1 and "the deadline binds" in out and "the budget binds too" in out
+    code, out, _ = optimize("--model", "llama3-8b", "--tokens", "1T", "--deadline", "10000d", "--budget", "24000gpuh",
+                            "--max-gpus", "128")
+    assert code == 1 and "the budget binds: the cheapest plan meeting the deadline" in out
+    assert "or allow a longer --deadline" not in out
+
+
+def test_an_infeasible_count_names_the_check_its_layouts_came_closest_to(monkeypatch):
+    """The fixed-model audit: a count was labelled with its most common reason, 'does not fit GPU memory', where
+    layouts that fit failed only the batch law's limit (a wide two-layer model on 64 A100-40GB): the reason now is
+    the last check some layout reached, the one loosening which makes it feasible."""
+    from planner.search import fixed_model
+    from planner.search.layouts import REASONS
+
+    class Search:
+        best = None
+
+        def __len__(self):
+            return 10
+
+        def reason_counts(self):
+            return {REASONS[0]: 9, REASONS[3]: 1}
+
+    monkeypatch.setattr(fixed_model, "search_layouts", lambda *a, **k: Search())
+    plan = fixed_model.evaluate_count(None, None, 64, tokens=1e7, global_batch=None, frameworks=("megatron",),
+                                      dtype="bf16", batch_rule=None)
+    assert plan.reason == REASONS[3]
