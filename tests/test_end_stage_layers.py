@@ -12,7 +12,7 @@ import pytest
 
 from planner.cost.estimate import estimate
 from planner.emit.megatron import pipeline_split_arguments
-from planner.emit.pipeline import rank_layers, virtual_stage_layers
+from planner.specs.pipeline_chunks import rank_layers, virtual_stage_layers
 from planner.errors import PlannerInputError
 from planner.search.layouts import search_layouts
 from planner.specs.candidate_batch import single_batch

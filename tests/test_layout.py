@@ -10,7 +10,7 @@ from planner.errors import PlannerInputError
 from planner.specs.candidate_batch import OFFLOAD_CODES, RECOMPUTE_CODES, build_batch, model_arrays, single_batch
 from planner.specs.layout import Layout, make_layout
 from planner.specs.layout_checks import check_layout
-from planner.emit.pipeline import virtual_stage_layers
+from planner.specs.pipeline_chunks import virtual_stage_layers
 from planner.specs.pipeline_stages import chunk_share, fits_the_chunks, interleavings, stage_layers, stage_argmax
 from planner.specs.model import PRESETS, make_model
 

@@ -393,7 +393,7 @@ def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
     """`forwards` chunk forwards of pipeline rank `rank` in whole-stage units: forwards / v where the rank's layers
     deal evenly over its v chunks. Otherwise the forwards run the chunks in order, a round of micro-batches each
     (frameworks.interleaving_round; Megatron's get_model_chunk_id), so the chunks the warm-up runs most often count
-    most: the first ones, which hold a layer more where n mod v do (emit.pipeline.virtual_stage_layers: 12 layers in
+    most: the first ones, which hold a layer more where n mod v do (specs.pipeline_chunks.virtual_stage_layers: 12 layers in
     8 chunks, 71 forwards in rounds of 8, hold 110 layers, 9.17 stages, not 71 / 8), except where the embedding and
     the loss take a chunk's slot each: there rank 0's first chunk and the last rank's last chunk are a layer light."""
     p, v = batch.pp, batch.vpp

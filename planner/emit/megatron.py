@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shlex
 
-from planner.emit.pipeline import split_kind, virtual_stage_layers
+from planner.specs.pipeline_chunks import split_kind, virtual_stage_layers
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN, WARMUP_FRACTION,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, cooldown_count, train_sequences, warmup_count)
@@ -124,7 +124,7 @@ def parallel_arguments(model: ModelSpec, layout: Layout) -> list[Argument]:
 
 def pipeline_split_arguments(layers: int, pp: int, vpp: int, mtp_layers: int = 0, first_set: int = 0,
                              last_set: int = 0) -> list[Argument]:
-    """How Megatron splits the layers over pp x vpp stages, as the plan priced it (planner.emit.pipeline).
+    """How Megatron splits the layers over pp x vpp stages, as the plan priced it (planner.specs.pipeline_chunks).
 
     At most one of --num-virtual-stages-per-pipeline-rank and --pipeline-model-parallel-layout may be set
     (MP:928-939); the layout string also fixes vpp (MP:941-951). A layout string names each multi-token-

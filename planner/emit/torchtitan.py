@@ -18,7 +18,7 @@ HSDP (replicate x shard) is the layout's shard_group: shard degree = shard_group
 
 from __future__ import annotations
 
-from planner.emit.pipeline import layout_chunks
+from planner.specs.pipeline_chunks import layout_chunks
 from planner.emit.ranks import nodes, torchrun_ranks
 from planner.emit.schedule import (ADAM_BETAS, COOLDOWN_FRACTION, GRADIENT_CLIP, SAVE_INTERVAL_WITHOUT_PLAN,
                                    WEIGHT_DECAY, WSD_MIN_LR_RATIO, train_steps, warmup_count)
@@ -164,7 +164,7 @@ def _value(value) -> str:
 
 def stage_modules(layers: int, layout: Layout) -> list[list[str]]:
     """parallelism.module_fqns_per_model_part (JC:367): module names of each model chunk, chunk c on rank
-    c % pp (looped schedules, PP:447-461), split as the plan priced it (planner.emit.pipeline)."""
+    c % pp (looped schedules, PP:447-461), split as the plan priced it (planner.specs.pipeline_chunks)."""
     chunks, first = [], 0
     counts = layout_chunks(layers, layout)
     for index, count in enumerate(counts):

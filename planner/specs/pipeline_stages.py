@@ -72,7 +72,7 @@ def stage_layers(layers, pp, vpp, mtp_layers=0, first_heavy=False, first_set=0, 
 def slots_split(layers, pp, vpp):
     """Where the split counts the embedding and the loss as a layer each (stage_layers): pp x vpp does not divide the
     layers but divides layers + 2, with a pipeline. The one test of it: the split, the activations in flight
-    (cost.memory), which chunks may hold no layer (fits_the_chunks) and the launch (emit.pipeline.split_kind)."""
+    (cost.memory), which chunks may hold no layer (fits_the_chunks) and the launch (specs.pipeline_chunks.split_kind)."""
     layers, p, v = np.asarray(layers), np.asarray(pp), np.asarray(vpp)
     chunks = p * v
     return (p > 1) & (layers % chunks != 0) & ((layers + 2) % chunks == 0)
@@ -93,7 +93,7 @@ def fits_the_chunks(layers, pp, vpp):
 
 def _every_chunk_holds_a_layer(layers: int, pp: int, vpp: int) -> bool:
     """Whether every chunk of the split holds a transformer layer, the embedding's and the loss's own slots
-    excepted: every rank holds at least vpp layers (emit.pipeline.rank_layers deals the middle ranks' share)."""
+    excepted: every rank holds at least vpp layers (specs.pipeline_chunks.rank_layers deals the middle ranks' share)."""
     if slots_split(layers, pp, vpp):  # the embedding and the loss in a slot each
         return True
     first, middle, last = (int(x) for x in stage_layers(layers, pp, vpp))
@@ -150,7 +150,7 @@ def split_set_by_layout(layers, pp, first_set, last_set):
     lightest share: Megatron-Core deals the layers left over the ranks not set
     (NVIDIA/Megatron-LM@d98e8a64 megatron/core/transformer/transformer_config.py:2296-2345,
     transformer_block.py:104-143); the middle ranks share what both ends leave, the fullest holding the most
-    (emit.pipeline.rank_layers deals them so)."""
+    (specs.pipeline_chunks.rank_layers deals them so)."""
     layers, p = np.asarray(layers, dtype=float), np.asarray(pp, dtype=float)
     first_set, last_set = np.asarray(first_set, dtype=float), np.asarray(last_set, dtype=float)
     unset = (first_set == 0).astype(float) + (last_set == 0)
@@ -166,7 +166,7 @@ def split_set_by_layout(layers, pp, first_set, last_set):
 
 def lightest_middle(layers: int, pp: int, first: int, last: int, middle: int) -> int:
     """The fewest layers a middle rank holds when the ends hold `first` and `last` (the middle ranks deal the rest,
-    emit.pipeline.rank_layers); with two ranks or one, `middle` (stage_layers' stand-in for the fuller end)."""
+    specs.pipeline_chunks.rank_layers); with two ranks or one, `middle` (stage_layers' stand-in for the fuller end)."""
     return (layers - first - last) // (pp - 2) if pp > 2 else middle
 
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from planner.emit.pipeline import virtual_stage_layers
+from planner.specs.pipeline_chunks import virtual_stage_layers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -482,7 +482,7 @@ def test_activations_in_per_gpu_memory_are_layers_times_per_layer(a100):
 def _megatron_peak_stage_microbatches(p, v, m, rank, layers=96) -> float:
     """In whole-stage units: the layers of the chunks the warm-up's forwards (and the first steady-state one) hold,
     each forward k running model chunk (k // group) mod v (get_model_chunk_id, schedules.py), over the rank's
-    layers, the chunks as the launch splits them (emit.pipeline.virtual_stage_layers: uneven where pp x vpp does
+    layers, the chunks as the launch splits them (specs.pipeline_chunks.virtual_stage_layers: uneven where pp x vpp does
     not divide the layers, GPT-3's 96 on pp 8 x vpp 8)."""
     if p == 1:
         return 1.0

@@ -13,7 +13,7 @@ import pytest
 
 from planner.emit import launch_files, launch_problems
 from planner.emit.megatron import megatron_arguments, megatron_files, unsupported
-from planner.emit.pipeline import virtual_stage_layers
+from planner.specs.pipeline_chunks import virtual_stage_layers
 from planner.errors import PlannerInputError
 from planner.specs.layout import Layout
 from planner.specs.pipeline_stages import stage_layers
