@@ -148,6 +148,12 @@ def _group(links, efficiency_up, efficiency_out, arch: Architecture):
             "ll": ll / GB, "lat_up": links["intra_latency_s"], "lat_out": links["inter_latency_s"], "arch": arch}
 
 
+def group_ranks(links) -> np.ndarray:
+    """The ranks of each row's group (topology.GroupLinks.ranks; k·n for links built by hand without it)."""
+    k, n = np.asarray(links["ranks_per_node"], dtype=float), np.asarray(links["nodes"], dtype=float)
+    return _ranks_and_fewest(links, k, n)[0]
+
+
 def _ranks_and_fewest(links, k, n):
     """The group's ranks and the fewest members on a node it spans (topology.GroupLinks); links built by hand
     without them (an even group) give k·n and k."""

@@ -63,7 +63,7 @@ def _zero3_traffic(batch, cluster, fw, w, stage, params, m, timed, reduce_bytes,
     shard_links = functools.cache(lambda: _shard_links(batch, cluster, fw))
     # ZeRO-3 / FSDP: per transformer layer, its parameters gathered (forward, again in backward) and its
     # gradients reduce-scattered; the rest of the model (embedding, head) once each.
-    unit = batch.layer_params / batch.tp
+    unit = batch.layer_params_per_tp_rank
     gather, scatter = timed["gather"], timed["scatter"]
     units = stage["layers"]
     limited, shares, regather_calls, regathered_bytes, gather_bwd = _limited_fetch(batch, fw, zero3, gather, w, m,
@@ -203,7 +203,7 @@ def _persistent_regather_s(fw, zero3, batch, w, units, outside, shard_links, kw)
     seconds = 0.0
     if (zero3 & loop).any():
         links = shard_links()
-        ranks = links["ranks"]
+        ranks = collectives.group_ranks(links)
         seconds = np.where(zero3 & loop, zero3_fetch.step_regather_s(fw, batch, ranks, units, outside > 0), 0.0)
     per_call = zero3 & (calls_per_tensor > 0)
     if per_call.any():
@@ -403,7 +403,7 @@ def _data_parallel_collectives_per_row(batch, cluster):
     shard_links = _shard_links(batch, cluster, fw)
     many = batch.dp * batch.cp > 1
     zero3 = many & (zero == 3)
-    unit = batch.layer_params / batch.tp
+    unit = batch.layer_params_per_tp_rank
     zero3_rows = groups.Rows(zero3, shard_links)
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = groups.Rows(zero3 & (outside > 0), shard_links)
@@ -444,7 +444,7 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
     eff = cluster.efficiency
     kw = groups.collective_kwargs(cluster)
     d = moe.expert_dp(batch)
-    links = groups.links(cluster, d, batch.ep * batch.etp)
+    links = groups.links(cluster, d, batch.ep * batch.etp, batch.gpus)
     reduce_bytes = element_bytes(batch, fw)["reduce"]
     buckets = bucket_count(fw, expert_params, d, batch.dp_comm_overlap)
     many = (d > 1) & (expert_params > 0)

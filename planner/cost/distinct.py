@@ -28,7 +28,7 @@ MODEL_COLUMNS = ("layers", "hidden", "heads", "kv_heads", "ffn", "mlp_matrices",
                  "vector_tensors_outside", "vector_elements_per_layer",
                  "vector_split_per_layer",
                  "core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
-                 "route_groups", "routed_only_layers", "dense_prefix", "attention_window")
+                 "route_groups", "routed_only_layers", "dense_prefix", "router_params", "attention_window")
 PARALLEL_SIZES = ("tp", "pp", "dp", "cp")
 # The layers the layout puts on the first and the last pipeline rank (Layout.first_stage_layers, last_stage_layers;
 # 0 = the stack's split): in every key that reads the stage split.

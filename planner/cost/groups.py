@@ -17,9 +17,11 @@ from planner.specs.candidate_batch import CandidateBatch
 from planner.specs.topology import group_links_arrays
 
 
-def links(cluster: ClusterSpec, sizes, strides) -> dict[str, np.ndarray]:
-    """Group links with the calibrated latency scale applied."""
-    return _latency_scaled(group_links_arrays(cluster, sizes, strides), cluster.efficiency.latency_scale)
+def links(cluster: ClusterSpec, sizes, strides, job_ranks=None) -> dict[str, np.ndarray]:
+    """Group links with the calibrated latency scale applied. `job_ranks`: the job's GPUs (the rows' batch.gpus), so
+    a job holding one group on part of a node is not priced as the straddling groups of a larger job
+    (topology.group_spread); None where not known (every way a group can fall)."""
+    return _latency_scaled(group_links_arrays(cluster, sizes, strides, job_ranks), cluster.efficiency.latency_scale)
 
 
 def _latency_scaled(links: dict, scale) -> dict:
@@ -33,7 +35,7 @@ def layout_links(batch: CandidateBatch, cluster: ClusterSpec, group) -> dict[str
     """`links` of the group `group(tp, pp, dp, cp) -> (sizes, strides)`, computed once per distinct layout shape
     and spread to the rows (the same numbers as `links` on the rows' own sizes)."""
     if len(batch) == 0:
-        return links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp))
+        return links(cluster, *group(batch.tp, batch.pp, batch.dp, batch.cp), batch.gpus)
     sizes, inverse = distinct.parallel_shapes(batch)
     # The job's GPUs: a job of one group on part of a node has no straddling group (topology.group_spread).
     job = sizes["tp"] * sizes["pp"] * sizes["dp"] * sizes["cp"]

@@ -47,7 +47,6 @@ node's NICs, the hierarchical all-to-all only its int4 quarter (ZeRO++'s 3M -> 0
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 
@@ -204,7 +203,8 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, units, outside, fla
         return extra, traffic
     sub, sub_fw, pick = sub_batch(batch, rows)
     cluster = cluster.at_rows(pick)  # a sweep's per-row efficiencies at these rows (cost.efficiency_sweep)
-    kw, links = groups.collective_kwargs(cluster), functools.partial(groups.links, cluster)
+    kw = groups.collective_kwargs(cluster)
+    links = lambda sizes, strides: groups.links(cluster, sizes, strides, sub.gpus)  # noqa: E731
 
     w_, r_ = pick(w), pick(reduce_bytes)
     hbm_ = pick(hbm)

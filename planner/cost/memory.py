@@ -53,6 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct, moe
+from planner.cost.stages import stage_moe_layers
 from planner.frameworks import (CP_BUFFER_COLUMNS, CP_BUFFER_PHASES, CP_BUFFER_TERMS, any_stack_gives,
                                  batch_framework_arrays, interleaving_round)
 from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
@@ -238,7 +239,7 @@ def gathered_bytes(params, batch: CandidateBatch, stack: dict | None = None) -> 
     # Memory-centric tiling (ZeRO-Infinity 5.1.3): one tile of the largest module is gathered at a time.
     tiles = np.maximum(batch.zero_tiling, 1.0)
     by_module = np.where(stack["gathers_largest_module"] > 0, (w + g) * largest_matrix_params(batch) / tiles, 0.0)
-    unit = batch.layer_params / batch.tp
+    unit = batch.layer_params_per_tp_rank
     if batch.has_moe:  # an MoE layer's unit gathers its local experts too (layer_params counts the dense part only)
         unit = unit + np.where(batch.moe_layers > 0, batch.expert_params / (batch.ep * batch.etp), 0.0)
     blocks = stack["units_in_flight"] * w * unit + (w + r) * unit
@@ -301,7 +302,7 @@ def fp8_weight_bytes(stage_layer_count, batch: CandidateBatch, stack: dict | Non
     `is_first_microbatch` so the cache is on, megatron/core/extensions/transformer_engine.py:1338-1344).
     With FSDP2 TE does not cache (linear.py:1958): only the blocks in flight hold copies."""
     stack = _stack(batch, stack)
-    unit = batch.layer_params / batch.tp
+    unit = batch.layer_params_per_tp_rank
     blocks = np.where(batch.zero == 3, stack["units_in_flight"], stage_layer_count) * unit
     return np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * blocks, 0.0)
 
@@ -575,7 +576,7 @@ def _stage_states_per_row(batch: CandidateBatch, stack: dict) -> dict:
              "zero3_gathered": gathered, "comm_buckets": buckets + bucket_copy}
     host, nvme = states["host_per_gpu"], states["nvme_per_gpu"]
     if batch.has_moe:
-        expert, off_gpu = _moe_state_parts(batch, stack, np.stack(moe.stage_moe_layers(batch, batch.stages)), states)
+        expert, off_gpu = _moe_state_parts(batch, stack, np.stack(stage_moe_layers(batch)), states)
         host, nvme = host + np.where(batch.offload_nvme, 0.0, off_gpu), nvme + np.where(batch.offload_nvme, off_gpu, 0.0)
         parts.update(expert)
     shape = (_STAGES, len(batch))
@@ -639,7 +640,7 @@ def expert_sharding(batch: CandidateBatch, stack: dict) -> dict[str, np.ndarray]
 
 def _moe_state_parts(batch: CandidateBatch, stack: dict, moe_layers, states) -> tuple[dict, np.ndarray]:
     """Routed experts' states on the GPU (sharded over the expert data-parallel group) of each stage's `moe_layers`
-    (cost.moe.stage_moe_layers), their fp8 copies and the DualPipe second weight copy (cost/moe.py); and the bytes
+    (cost.stages.stage_moe_layers), their fp8 copies and the DualPipe second weight copy (cost/moe.py); and the bytes
     offload moves off the GPU (host or NVMe)."""
     expert_params = moe.expert_params_per_gpu(batch, moe_layers)
     expert = moe.expert_state_bytes(batch, expert_params, element_bytes(batch, stack), expert_sharding(batch, stack))

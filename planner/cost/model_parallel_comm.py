@@ -180,7 +180,7 @@ def pipeline_transfers(batch, cluster, message, fw):
     gathers = fw["p2p_gathers_per_microbatch"]
     regather = scattered & ~np.asarray(batch.seq_parallel, dtype=bool) & (gathers > 0) & (t > 1) & (p > 1)
     gather = (groups.only_where(regather, collectives.all_gather_time, message,
-                                groups.links(cluster, t, np.ones_like(t)), **groups.collective_kwargs(cluster))
+                                groups.links(cluster, t, np.ones_like(t), batch.gpus), **groups.collective_kwargs(cluster))
               if regather.any() else np.zeros(len(batch)))
     return serial + gathers * gather, size
 

@@ -72,37 +72,6 @@ def expert_params_per_gpu(batch: CandidateBatch, stage_moe_layers) -> np.ndarray
     return stage_moe_layers * batch.expert_params / (batch.ep * batch.etp)
 
 
-def stage_moe_layers(batch: CandidateBatch, stages) -> tuple:
-    """MoE layers on the first, the fullest middle and the last pipeline stage of `stages` (their layers, the last's
-    multi-token-prediction blocks in: cost.stages.stage_split).
-
-    The model's dense_prefix leading dense layers (DeepSeek-V3's first three) come first in model order, so they sit
-    in the first rank's first chunk (its first layers / vpp) and what does not fit spills into the next chunk, which
-    is rank 1's (a middle rank, or the last with two stages); past them, a stage's layers are MoE at the model's
-    density (moe_layer_freq: one in that many), and the MTP blocks (each a copy of an MoE layer) are. Megatron-Core
-    builds the layers in this order (transformer_block.py; the oracle audit: DeepSeek-V3 on pp 16 holds 4 MoE
-    layers on a middle rank, where the mean over the model charged 3.74). With no dense prefix and every layer MoE,
-    every stage's layers."""
-    first, middle, last = (np.asarray(x, dtype=float) for x in stages)
-    mtp = batch.mtp_layers
-    transformer = batch.layers - mtp
-    main = batch.moe_layers - mtp  # the MoE layers of the model itself
-    prefix = batch.dense_prefix
-    density = main / np.maximum(transformer - prefix, 1.0)
-    pp = batch.pp
-    first_chunk = np.ceil(first / batch.vpp)
-    on_first = np.minimum(prefix, first_chunk)
-    spill = prefix - on_first
-    moe_first = density * (first - on_first)
-    moe_last = density * (last - mtp - np.where(pp == 2, np.minimum(spill, last - mtp), 0.0)) + mtp
-    # The fullest middle rank with the most MoE layers: past the spill where there are two middle ranks or more.
-    moe_middle = density * (middle - np.where(pp == 3, np.minimum(spill, middle), 0.0))
-    moe_middle = np.where(pp == 2, np.maximum(moe_first, moe_last), moe_middle)
-    whole = pp == 1  # one stage holds all
-    return (np.where(whole, batch.moe_layers, moe_first), np.where(whole, batch.moe_layers, moe_middle),
-            np.where(whole, batch.moe_layers, moe_last))
-
-
 def expert_dp(batch: CandidateBatch) -> np.ndarray:
     """Expert data-parallel ranks: tp·cp·dp / (ep·etp)."""
     return batch.tp * batch.cp * batch.dp / (batch.ep * batch.etp)
@@ -141,7 +110,7 @@ def _inter_node_bytes(batch: CandidateBatch, links, volume):
     limited = (batch.dispatch_nodes < batch.top_k) & (batch.node_dispatch > 0)
     if not np.any(limited & (n > 1)):
         return None
-    ranks = links["ranks"]
+    ranks = collectives.group_ranks(links)
     naive = volume * (ranks - links["ranks_per_node"]) / np.maximum(ranks, 1.0)
     group_nodes = np.maximum(n / np.maximum(batch.route_groups, 1.0), 1.0)
     picked = np.minimum(np.minimum(batch.dispatch_nodes * group_nodes, batch.top_k), n)

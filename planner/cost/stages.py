@@ -1,5 +1,5 @@
-"""The pipeline stage split: layers and parameters (per tp rank) of the first, fullest middle and last stage, and
-the stage holding the most parameters, whose data-parallel traffic and optimizer step the step waits for. Once
+"""The pipeline stage split: layers, MoE layers and parameters (per tp rank) of the first, fullest middle and last
+stage, and the stage holding the most parameters, whose data-parallel traffic and optimizer step the step waits for. Once
 per distinct combination of STAGE_COLUMNS. Pure, vectorised.
 
 Its own module because the step's pacing (step_time), its data-parallel traffic (cost/data_parallel.py) and its
@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.cost import distinct
+from planner.frameworks import batch_framework_arrays
+from planner.specs.pipeline_chunks import virtual_stage_layers
 from planner.specs.pipeline_stages import chunk_share, stage_argmax, stage_param_counts
 
 
@@ -27,7 +29,54 @@ def stage_split(batch):
 
 
 def _stage_split_per_row(batch):
-    return {"layers": batch.stages, "params": stage_param_counts(batch), "data_parallel": _most_parameters_stage(batch)}
+    return {"layers": batch.stages, "params": stage_param_counts(batch), "data_parallel": _most_parameters_stage(batch),
+            "moe_layers": _moe_layers_per_stage(batch)}
+
+
+def stage_moe_layers(batch):
+    """MoE layers on the first, the fullest middle (the middle rank with the most) and the last pipeline stage;
+    the stages' layers for a dense batch or where every layer is an MoE layer. With two stages the middle stands
+    for the fuller end, with one every stage holds all (as stage_layers)."""
+    return stage_split(batch)["moe_layers"]
+
+
+def _moe_layers_per_stage(batch):
+    if batch.moe_layers is None or not np.any((batch.dense_prefix > 0) | (batch.moe_layers < batch.layers)):
+        return batch.stages
+    first_heavy = batch_framework_arrays(batch)["uneven_layers_to_first_stages"] > 0
+    rows = [_moe_layers_of_row(*(int(v) for v in values), heavy)
+            for *values, heavy in zip(batch.layers, batch.mtp_layers, batch.moe_layers, batch.dense_prefix, batch.pp,
+                                      batch.vpp, batch.first_stage_layers, batch.last_stage_layers, first_heavy)]
+    return tuple(np.array(column, dtype=float) for column in zip(*rows))
+
+
+def _moe_layers_of_row(layers, mtp, moe_and_mtp, dense_prefix, pp, vpp, first_set, last_set, first_heavy):
+    """(first, fullest middle, last) MoE layers of one candidate, from which layers each rank holds in model order
+    (specs.pipeline_chunks: chunk c on rank c % pp; DeepSpeed's first-heavy split, Framework.uneven_layers_to_first_
+    stages, at vpp 1) and which are MoE layers: from `dense_prefix` on, one in every moe_layer_freq (the frequency
+    that gives the model's count: ModelSpec.moe_layers), the MTP blocks (copies of an MoE layer) on the last rank.
+    The model's mean over its layers charged DeepSeek-V3's middle ranks 4 x 59/62 MoE layers where they hold 4
+    (the Megatron-oracle audit)."""
+    transformer = layers - mtp
+    moe = moe_and_mtp - (mtp if moe_and_mtp else 0)
+    frequency = next((f for f in range(1, transformer + 1) if len(range(dense_prefix, transformer, f)) <= moe), 1)
+    is_moe = np.zeros(transformer, dtype=bool)
+    is_moe[dense_prefix:transformer:frequency] = True
+    if first_heavy and pp > 1:
+        base, extra = divmod(transformer, pp)
+        chunks = [base + (1 if rank < extra else 0) for rank in range(pp)]
+    else:
+        chunks = virtual_stage_layers(transformer, pp, vpp, first_set, last_set)
+    per_rank = [0] * pp
+    start = 0
+    for c, size in enumerate(chunks):
+        per_rank[c % pp] += int(is_moe[start:start + size].sum())
+        start += size
+    per_rank[-1] += mtp if moe_and_mtp else 0
+    if pp == 1:
+        return per_rank[0], per_rank[0], per_rank[0]
+    middle = max(per_rank[1:-1]) if pp > 2 else max(per_rank[0], per_rank[-1])
+    return per_rank[0], middle, per_rank[-1]
 
 
 def data_parallel_stage(batch):

@@ -60,7 +60,7 @@ from planner.cost.data_parallel import data_parallel, expert_data_parallel
 from planner.cost.gemm import gemm_seconds, matmul_efficiency, output_layer_rates, rank_rates
 from planner.cost.memory import element_bytes, expert_sharding
 from planner.cost.model_parallel_comm import pipeline_send, pipeline_transfers, shared_embedding_sync, tensor_parallel
-from planner.cost.stages import data_parallel_stage, stage_split
+from planner.cost.stages import data_parallel_stage, stage_moe_layers, stage_split
 from planner.frameworks import batch_framework_arrays
 from planner.frameworks.moe import HOPPER_SMS, bubble_slots as moe_bubble_slots, pairs_stages
 from planner.specs.candidate_batch import DTYPE_BYTES, CandidateBatch
@@ -84,7 +84,7 @@ def _moe_layer(batch, cluster, gemm_peak, half, hbm, layer, comm):
         return None
     eff = cluster.efficiency
     parts = moe.moe_layer_times(batch, cluster, lambda m, n, k: gemm_seconds(m, n, k, gemm_peak, eff, half), hbm,
-                                lambda size, stride: groups.links(cluster, size, stride),
+                                lambda size, stride: groups.links(cluster, size, stride, batch.gpus),
                                 groups.collective_kwargs(cluster))
     # What the other micro-batch computes in this layer while the all-to-all runs (batch-level overlap).
     compute = moe.moe_fraction(batch) * (layer["forward"] + layer["backward"]) + parts["forward"] + parts["backward"]
@@ -202,7 +202,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     expert_window_used = None
     if moe_layer is not None:
         expert_dp_bytes, expert_window_used = _add_expert_parts(batch, cluster, fw, w, hbm, parts, layer["per_layer"],
-                                                                m * pace["moe_layers"], stage, dp_window_used)
+                                                                layers_per_step, m * pace["moe_layers"], stage,
+                                                                dp_window_used)
     if np.any(batch.activation_offload):  # the checkpoints' host copies, in what the dp traffic leaves of the passes
         parts["offload_copies"] = parts["offload_copies"] + offload.activation_copies(
             batch, cluster, fw, stage, m, dp_window_used, expert_window_used)
@@ -220,7 +221,9 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
             "dp_cross_node": hierarchy.dp_cross_node(batch, cluster, fw, w, params, m, dp_bytes),
             "pp": m * p2p_bytes,
             "embedding_sync": embedding_bytes,
-            **({} if moe_layer is None else {"ep": layers_per_step * moe_layer["bytes"], "expert_dp": expert_dp_bytes}),
+            **({} if moe_layer is None else {"ep": _over_moe_layers(batch, moe_layer["bytes"], layers_per_step,
+                                                                    m * pace["moe_layers"]),
+                                             "expert_dp": expert_dp_bytes}),
         },
     }
 
@@ -281,7 +284,7 @@ def _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm) -> dict:
 
 
 def _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p) -> dict:
-    """The stage that sets the pace (the slowest per micro-batch): its `layers`, `moe_layers` (cost.moe.
+    """The stage that sets the pace (the slowest per micro-batch): its `layers`, `moe_layers` (cost.stages.
     stage_moe_layers; its `layers` for a dense batch), `params` and the forward seconds of its output-layer passes
     (`head`) per micro-batch, the micro-batch slot `micro_batch_s` and the gradient accumulation per parameter per
     micro-batch (`accumulate`: optimizer_step.grad_accumulation). `layer`: _layer_with_moe's, whose MoE parts are
@@ -290,7 +293,7 @@ def _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p) -> dict:
     split = stage_split(batch)
     accumulate = optimizer_step.grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
     layers, params = split["layers"], split["params"]
-    moe_layers = layers if layer["moe"] is None else moe.stage_moe_layers(batch, layers)
+    moe_layers = layers if layer["moe"] is None else stage_moe_layers(batch)
     per_moe_layer = _per_moe_layer(batch, layer["moe_total"])
     heads = (0.0, 0.0, head)
     paired = pairs_stages(batch)
@@ -302,8 +305,11 @@ def _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p) -> dict:
             return np.where(paired, mean, rows[0]), rows[1], np.where(paired, mean, rows[2])
         layers, moe_layers, params, heads = ends(layers), ends(moe_layers), ends(params), ends(heads)
     # Forward + 2x backward of the output layer (and the MTP projections) on the stages that run them.
-    dense_total = layer["total"] - layer["moe_total"]
-    stage_seconds = np.stack([n * dense_total + e * per_moe_layer + accumulate * p + (3.0 * h if np.ndim(h) or h else 0.0)
+    # A stage's layers at the model's mean layer, and its MoE layers beyond the mean's share of them (0 where every
+    # layer is an MoE layer: the same numbers as the mean to the last bit).
+    fraction = 0.0 if layer["moe"] is None else moe.moe_fraction(batch)
+    stage_seconds = np.stack([n * layer["total"] + (e - fraction * n) * per_moe_layer + accumulate * p
+                              + (3.0 * h if np.ndim(h) or h else 0.0)
                               for n, e, h, p in zip(layers, moe_layers, heads, params)])
     pacing = stage_argmax(stage_seconds)
     pick = lambda rows: np.choose(pacing, [np.broadcast_to(row, pacing.shape) for row in rows])  # noqa: E731
@@ -402,16 +408,26 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     return parts
 
 
-def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, moe_layers_per_step, stage, dp_window_used):
+def _over_moe_layers(batch, part, layers_per_step, moe_layers_per_step):
+    """A per-layer MoE part (a mean over the model's layers, moe_fraction of them MoE) over the pacing stage's step:
+    its layers at the mean, and its MoE layers beyond the mean's share of them (0 where every layer is an MoE layer:
+    the same numbers as the mean to the last bit)."""
+    fraction = moe.moe_fraction(batch)
+    extra = (moe_layers_per_step - fraction * layers_per_step) / np.where(fraction > 0, fraction, 1.0)
+    return layers_per_step * part + extra * part
+
+
+def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_step, moe_layers_per_step, stage,
+                      dp_window_used):
     """Add the MoE layers' parts over the step (`moe_layers_per_step` of the pacing stage's MoE layers: the per-layer
     parts are means over the model's layers, charged per MoE layer), the experts' exposed gradient reduction and
     their Adam step to
     `parts`; returns the experts' data-parallel bytes and the seconds of each window their traffic hides in. The
-    experts' reduction and Adam step are those of the stage holding the most MoE layers (cost.moe.stage_moe_layers),
+    experts' reduction and Adam step are those of the stage holding the most MoE layers (cost.stages.stage_moe_layers),
     which the step waits for: the stage with the most dense parameters holds the embedding and, with a lighter end
     split, fewer experts (the cost-model audit: Qwen3-30B-A3B on pp 6 with ends of 4 layers priced the experts of 4
     layers where the middle ranks hold 10)."""
-    expert_params = moe.expert_params_per_gpu(batch, np.max(np.stack(moe.stage_moe_layers(batch, batch.stages)), axis=0))
+    expert_params = moe.expert_params_per_gpu(batch, np.max(np.stack(stage_moe_layers(batch)), axis=0))
     expert_dp_exposed, expert_dp_bytes, expert_window_used = expert_data_parallel(batch, cluster, fw, w, stage,
                                                                                   expert_params, dp_window_used)
     # Adam over this GPU's expert shard (ZeRO >= 1: over the expert sharding group), on HBM or, offloaded, on the
@@ -419,8 +435,7 @@ def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, moe_layers_p
     shard = np.where(batch.zero >= 1, expert_params / expert_sharding(batch, fw)["weights"], expert_params)
     expert_optimizer, expert_copies = optimizer_step.adam_seconds(batch, cluster, shard, w, hbm)
     parts["offload_copies"] = parts["offload_copies"] + expert_copies
-    per_moe_layer = moe_layers_per_step / np.where(moe.moe_fraction(batch) > 0, moe.moe_fraction(batch), 1.0)
-    paced = lambda part: per_moe_layer * part  # noqa: E731 - a per-layer mean over the step's MoE layers
+    paced = lambda part: _over_moe_layers(batch, part, layers_per_step, moe_layers_per_step)  # noqa: E731
     parts.update({"moe_experts": paced(per_layer["moe_experts"]), "ep_comm": paced(per_layer["ep_comm"]),
                   "moe_launch_floor": paced(per_layer["moe_launch_floor"]),
                   "a2a_sm_share": paced(per_layer["a2a_sm_share"]),

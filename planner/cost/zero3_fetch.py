@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.cost import kernels
+from planner.cost import collectives, kernels
 
 
 def block_matrices(batch):
@@ -76,7 +76,7 @@ def host_issue_s(fw, shard_links, units, has_outside, unit_backward, regather_ca
     model come after the last backward kernel: exposed. 0 where the stack issues flat-buffer collectives
     (ops = 0).
     """
-    ranks = shard_links["ranks"]
+    ranks = collectives.group_ranks(shard_links)
     per_call = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
     gathers = per_call * (units * (2.0 * fw["gathers_per_layer"] + regather_calls)
                           + has_outside * 2.0 * fw["gathers_outside_layers"])

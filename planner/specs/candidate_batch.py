@@ -118,6 +118,15 @@ class CandidateBatch:
         return self.cached("gpus", lambda b: b.tp * b.pp * b.dp * b.cp)
 
     @property
+    def layer_params_per_tp_rank(self) -> np.ndarray:
+        """One layer's parameters on a tp rank: the matrices and split biases over tp, and whole the tensors every
+        tp rank holds, the norms' weights, the unsplit biases and an MoE router (Megatron-Core builds the router
+        weight as a plain Parameter of experts x hidden, router.py:64-66 at d98e8a64; its own memory estimator
+        counts router and norms as replicated, theoretical_memory_usage.py). Divided by tp with the rest, Qwen3-30B-A3B
+        at tp 4 held 0.16 GiB less than Megatron's estimate (the Megatron-oracle audit)."""
+        return self.cached("layer_params_per_tp_rank", _layer_params_per_tp_rank)
+
+    @property
     def grad_accumulation(self) -> np.ndarray:
         return self.cached("grad_accumulation", lambda b: b.global_batch // (b.micro_batch * b.dp))
 
@@ -157,6 +166,8 @@ class CandidateBatch:
     # Dense layers before the first MoE layer (ModelSpec.moe_first_dense: DeepSeek-V3's first_k_dense_replace = 3):
     # they sit on the first pipeline rank, so the stages hold different numbers of MoE layers (cost.moe.stage_moe_layers).
     dense_prefix: np.ndarray | None = None
+    # Router weights per layer (a mean over the layers, as layer_params): whole on every tp rank (layer_params_per_tp_rank).
+    router_params: np.ndarray | None = None
     ep: np.ndarray | None = None
     etp: np.ndarray | None = None
     moe_imbalance: np.ndarray | None = None  # busiest expert rank's tokens over the mean (capacity-capped)
@@ -220,8 +231,15 @@ def _vector_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
     return {"vector_elements_per_layer": elements, "vector_split_per_layer": split}
 
 
+def _layer_params_per_tp_rank(batch: "CandidateBatch") -> np.ndarray:
+    whole = np.sum(batch.vector_elements_per_layer * (1.0 - batch.vector_split_per_layer), axis=-1)
+    if batch.router_params is not None:
+        whole = whole + batch.router_params
+    return (batch.layer_params - whole) / batch.tp + whole
+
+
 MOE_MODEL_COLUMNS = ("core_width", "moe_layers", "experts", "top_k", "expert_ffn", "expert_params", "dispatch_nodes",
-                     "route_groups", "routed_only_layers", "dense_prefix")
+                     "route_groups", "routed_only_layers", "dense_prefix", "router_params")
 
 
 def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
@@ -250,7 +268,8 @@ def _moe_model_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
         moe_and_mtp = moe + (mtp if moe else 0)
         rows.append((L + mtp, kv, ffn, layer, columns.get("core_width", h), moe_and_mtp, model.moe_experts,
                      model.moe_top_k, model.expert_ffn_size if moe else 0.0, expert_params, model.routed_groups,
-                     model.moe_groups, 0 if model.moe_shared_experts else moe_and_mtp, model.moe_first_dense if moe else 0))
+                     model.moe_groups, 0 if model.moe_shared_experts else moe_and_mtp, model.moe_first_dense if moe else 0,
+                     parts.get("router", 0.0) / (L + mtp)))
     table = np.array(rows, dtype=float)
     names = ("layers", "kv_heads", "ffn", "layer_params") + MOE_MODEL_COLUMNS
     return {name: table[:, i] for i, name in enumerate(names)}

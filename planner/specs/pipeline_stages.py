@@ -294,15 +294,16 @@ def _stage_param_counts(batch: "CandidateBatch"):
     single_stage = batch.pp == 1
     padding = vocab_padding_params(batch)
     head = np.where(single_stage & batch.tied_embeddings, 0.0, batch.logits_params + padding)
-    first = first_layers * batch.layer_params + batch.embedding_params + padding + np.where(single_stage, head, 0.0)
+    per_rank, tp = batch.layer_params_per_tp_rank, batch.tp  # a layer's parameters on a tp rank; the rest split
+    first = first_layers * per_rank + (batch.embedding_params + padding + np.where(single_stage, head, 0.0)) / tp
     # The multi-token-prediction blocks read the token embedding: Megatron-Core builds a copy of it on their stage
     # (NVIDIA/Megatron-LM@d98e8a64 megatron/core/models/gpt/gpt_model.py:173, "if self.pre_process or
     # self.mtp_process"); a pipeline that runs the first and last stage on one rank (DualPipe) shares it.
     mtp_embedding = np.where((batch.mtp_layers > 0) & ~single_stage & ~pairs_stages(batch),
                              batch.embedding_params + padding, 0.0)
-    last = np.where(single_stage, first, last_layers * batch.layer_params + head + mtp_embedding)
-    middle = np.where(batch.pp > 2, middle_layers * batch.layer_params, np.maximum(first, last))
-    return first / batch.tp, middle / batch.tp, last / batch.tp
+    last = np.where(single_stage, first, last_layers * per_rank + (head + mtp_embedding) / tp)
+    middle = np.where(batch.pp > 2, middle_layers * per_rank, np.maximum(first, last))
+    return first, middle, last
 
 
 def stage_argmax(values) -> np.ndarray:

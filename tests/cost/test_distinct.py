@@ -172,7 +172,7 @@ NOT_READ = {
               "partition_activations", "recompute", "seq_parallel", "shard_group", "tp_comm_overlap", "zero", "zero_hpz", "zero_quantized_gradients",
               "zero_quantized_weights", "zero_tiling"},
     "inflight": {"model_index", "loss_fusion", "activation_offload", "attention_window", "core_width", "cp", "dispatch_nodes", "dropout_masks", "route_groups",
-                 "routed_only_layers",
+                 "routed_only_layers", "dense_prefix", "router_params",
                  "dp_comm_overlap", "dtype", "embedding_params", "ep", "etp", "expert_ffn", "expert_params", "experts",
                  "ffn", "flash_attention", "fp8_current_scaling", "fp8_param_gather", "grad_reduce_in_fp32",
                  "grad_shard_group", "heads", "hidden", "kv_heads", "layer_params", "logits_params",

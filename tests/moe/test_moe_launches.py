@@ -210,4 +210,4 @@ def test_slower_hardware_never_shortens_a_full_recompute_step(case, factor):
     b200 = load_cluster("dgx-b200")
     fast, slow = (simulate(SIXTEEN_EXPERTS, layout, cluster)["step_time_s"]
                   for cluster in (b200, _slower(b200, what, factor)))
-    assert slow >= fast
+    assert slow >= fast * (1.0 - 1e-12)  # to the rounding of a step the slower link does not touch

@@ -90,7 +90,7 @@ def _pace(batch, cluster):
     _, hbm, half, gemm_peak = step_time.rank_rates(batch, cluster)
     seconds = step_time._layer_seconds(batch, cluster)
     layer = step_time._layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm)
-    return step_time._pacing_stage(batch, cluster, fw, hbm, layer["total"], step_time._last_stage_head(batch, seconds),
+    return step_time._pacing_stage(batch, cluster, fw, hbm, layer, step_time._last_stage_head(batch, seconds),
                                    np.zeros(1))
 
 
