@@ -302,7 +302,7 @@ def fp8_weight_bytes(stage_layer_count, batch: CandidateBatch, stack: dict | Non
     `is_first_microbatch` so the cache is on, megatron/core/extensions/transformer_engine.py:1338-1344).
     With FSDP2 TE does not cache (linear.py:1958): only the blocks in flight hold copies."""
     stack = _stack(batch, stack)
-    unit = batch.layer_params_per_tp_rank
+    unit = batch.layer_params / batch.tp  # the layer's Linear weights per tp rank (and its small vectors, a hair)
     blocks = np.where(batch.zero == 3, stack["units_in_flight"], stage_layer_count) * unit
     return np.where(batch.dtype.astype(int) == DTYPE_CODES["fp8"], stack["fp8_weight_copy_bytes"] * blocks, 0.0)
 

@@ -591,7 +591,9 @@ def test_uneven_stages_405b_pp8_vpp8():
     assert memory["binding_stage"][0] == 1
     per_layer = activation_bytes_per_layer(batch)["stored"][0]
     assert memory["parts"]["activations"][0] == pytest.approx(per_layer * 16 * (8 + 5 / 8), rel=1e-9)
-    assert memory["params_per_gpu"][0] == pytest.approx(16 * batch.layer_params[0] / 8, rel=1e-9)
+    # A layer on a tp rank: its matrices / tp and its norms whole (CandidateBatch.layer_params_per_tp_rank).
+    norms = 2 * LLAMA405.hidden
+    assert memory["params_per_gpu"][0] == pytest.approx(16 * ((batch.layer_params[0] - norms) / 8 + norms), rel=1e-9)
 
 
 def test_embedding_on_the_first_stage_output_layer_on_the_last():
@@ -600,14 +602,15 @@ def test_embedding_on_the_first_stage_output_layer_on_the_last():
     128 x tp (frameworks/megatron.py)."""
     batch = single_batch(LLAMA405, Layout(pp=9, vpp=7, **NEMO_405B))
     padded_vocab = math.ceil(LLAMA405.vocab / (128 * 8)) * 128 * 8
-    blocks, head = 14 * batch.layer_params[0], padded_vocab * LLAMA405.hidden
+    norms = 2 * LLAMA405.hidden  # whole on every tp rank (CandidateBatch.layer_params_per_tp_rank)
+    blocks, head = 14 * ((batch.layer_params[0] - norms) / 8 + norms), padded_vocab * LLAMA405.hidden / 8
     memory = per_gpu_memory(batch, load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
     assert memory["binding_stage"][0] == 0
-    assert memory["params_per_gpu"][0] == pytest.approx((blocks + head) / 8, rel=1e-6)
+    assert memory["params_per_gpu"][0] == pytest.approx(blocks + head, rel=1e-6)
     last = per_gpu_memory(single_batch(LLAMA405, Layout(pp=9, vpp=1, **{**NEMO_405B, "global_batch": 4})),
                           load_cluster("dgx-h100"), NEMO_PERF_MEGATRON)
     assert last["binding_stage"][0] == 2  # one micro-batch each: the output layer and the loss's bytes bind
-    assert last["params_per_gpu"][0] == pytest.approx((blocks + head) / 8, rel=1e-6)
+    assert last["params_per_gpu"][0] == pytest.approx(blocks + head, rel=1e-6)
     # Megatron's loss holds 6 bytes per logit at its peak: the 16-bit logits and their fp32 copy turned softmax in
     # place (frameworks/megatron.py loss_bytes_per_logit; measured by planner/profile/loss_memory.py).
     assert last["parts"]["logits"][0] == pytest.approx(6 * 8192 / 2 * padded_vocab / 8, rel=1e-9)

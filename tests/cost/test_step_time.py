@@ -344,7 +344,7 @@ def test_group_links_per_layout_shape_equal_the_rows_own(group):
     cluster = load_cluster("dgx-h100")
     function = getattr(module, group)
     spread = module.layout_links(batch, cluster, function)
-    own = module.links(cluster, *function(batch.tp, batch.pp, batch.dp, batch.cp))
+    own = module.links(cluster, *function(batch.tp, batch.pp, batch.dp, batch.cp), batch.gpus)  # the job's size too
     assert set(spread) == set(own)
     for name in own:
         np.testing.assert_array_equal(spread[name], np.broadcast_to(own[name], (rows,)))
