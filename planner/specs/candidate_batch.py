@@ -232,7 +232,12 @@ def _vector_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
 
 
 def _layer_params_per_tp_rank(batch: "CandidateBatch") -> np.ndarray:
-    whole = np.sum(batch.vector_elements_per_layer * (1.0 - batch.vector_split_per_layer), axis=-1)
+    elements, split = batch.vector_elements_per_layer, batch.vector_split_per_layer
+    if elements.ndim == 2 and elements.strides[0] == 0 and np.ndim(split) == 2 and split.strides[0] == 0:
+        # One model's columns as broadcast views (build_batch): its sum once, not once per candidate.
+        whole = float(np.sum(elements[0] * (1.0 - split[0])))
+    else:
+        whole = np.sum(elements * (1.0 - split), axis=-1)
     if batch.router_params is not None:
         whole = whole + batch.router_params
     return (batch.layer_params - whole) / batch.tp + whole
