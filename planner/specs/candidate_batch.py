@@ -233,7 +233,8 @@ def _vector_arrays(models: list[ModelSpec]) -> dict[str, np.ndarray]:
 
 def _layer_params_per_tp_rank(batch: "CandidateBatch") -> np.ndarray:
     elements, split = batch.vector_elements_per_layer, batch.vector_split_per_layer
-    if elements.ndim == 2 and elements.strides[0] == 0 and np.ndim(split) == 2 and split.strides[0] == 0:
+    if (elements.ndim == 2 and len(elements) and elements.strides[0] == 0 and np.ndim(split) == 2
+            and split.strides[0] == 0):
         # One model's columns as broadcast views (build_batch): its sum once, not once per candidate.
         whole = float(np.sum(elements[0] * (1.0 - split[0])))
     else:
