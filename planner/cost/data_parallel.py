@@ -229,11 +229,7 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once, round_trip):
     behind = lambda comm: np.where(overlapped, np.where(  # noqa: E731
         per_chunk, behind_later_chunks(backward, comm, buckets, eff.dp_overlap, batch.vpp, batch.pp),
         hidden_behind(backward, comm, buckets, eff.dp_overlap)), comm)
-    # Reductions after every micro-batch's backward: ZeRO-2 where the stack reduces as it goes, ZeRO-0 where its
-    # accumulation never suspends DDP's sync (Framework.zero0_reduces_every_microbatch).
-    every_mb = (((zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0))
-                | ((zero == 0) & (fw["zero0_reduces_every_microbatch"] > 0))) & ~once
-    reductions = np.where(every_mb, m, 1.0)
+    every_mb, reductions, gathers = per_microbatch_counts(batch, fw, m, once)
     # Each row's own reduction (all-reduce where whole_gradient_all_reduced, else reduce-scatter) behind its
     # backward, in one pass of `behind` (elementwise: the same numbers as a pass over each collective, at a third of
     # the cost).
@@ -255,11 +251,22 @@ def _zero012_traffic(batch, fw, eff, stage, params, m, timed, once, round_trip):
     param_gather_s = timed["param_gather"]
     param_gather = np.where(batch.dp_comm_overlap & (fw["param_gather_overlap"] > 0),
                             hidden_behind(stage["forward"], param_gather_s, buckets, eff.dp_overlap), param_gather_s)
-    # FSDP's ZeRO-2 gathers before every micro-batch's forward (Framework.zero2_gathers_every_microbatch).
-    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
     return {"reduce": reduce, "param_gather": param_gather, "reductions": reductions,
             "gathers": gathers, "every_mb": every_mb, "whole": whole,
             "gathered": parameters_gathered_after_step(batch, fw), "round_trip": exposed_trip, "round_trips_s": trips_s}
+
+
+def per_microbatch_counts(batch, fw, m, once):
+    """ZeRO-0/1/2's gradient reductions and parameter gathers per step: the rows reducing after every micro-batch's
+    backward (`every_mb`: ZeRO-2 where the stack reduces as it goes, ZeRO-0 where its accumulation never suspends DDP's
+    sync, Framework.zero0_reduces_every_microbatch), the reductions (m there, else 1) and the gathers (m where FSDP's
+    ZeRO-2 gathers before every forward, Framework.zero2_gathers_every_microbatch, else 1); once a step on the `once`
+    rows (FSDP2 under pipelining). The dense gradients' and the experts' alike."""
+    zero = batch.zero
+    every_mb = (((zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0))
+                | ((zero == 0) & (fw["zero0_reduces_every_microbatch"] > 0))) & ~once
+    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
+    return every_mb, np.where(every_mb, m, 1.0), gathers
 
 
 def whole_gradient_all_reduced(batch, fw):
@@ -456,15 +463,10 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
                                         links, calls=buckets, **kw))
     gathered = np.where(batch.fp8_param_gather, 1.0, w) * expert_params  # --fp8-param-gather: fp8 expert weights
     gather = groups.only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=buckets, **kw)
-    # After every micro-batch as the dense gradients (ZeRO-2 where the stack reduces as it goes, ZeRO-0 where it never
-    # suspends the sync), once under FSDP2's pipelining; FSDP's ZeRO-2 gathers before every forward.
+    # As often as the dense gradients and parameters (per_microbatch_counts).
     m = batch.grad_accumulation
     zero = batch.zero
-    once = unsharded_through_step(batch, fw)
-    every_mb = (((zero == 2) & (fw["zero2_reduces_every_microbatch"] > 0))
-                | ((zero == 0) & (fw["zero0_reduces_every_microbatch"] > 0))) & ~once
-    reductions = np.where(every_mb, m, 1.0)
-    gathers = np.where((zero == 2) & (fw["zero2_gathers_every_microbatch"] > 0) & ~once, m, 1.0)
+    _, reductions, gathers = per_microbatch_counts(batch, fw, m, unsharded_through_step(batch, fw))
     overlapped = batch.dp_comm_overlap
     backward_left = np.maximum(stage["backward"] - dense_used["backward"], 0.0)
     forward_left = np.maximum(stage["forward"] - dense_used["forward"], 0.0)

@@ -57,8 +57,10 @@ def _moe_layers_of_row(layers, mtp, moe_and_mtp, dense_prefix, pp, vpp, first_se
     that gives the model's count: ModelSpec.moe_layers), the MTP blocks (copies of an MoE layer) on the last rank.
     The model's mean over its layers charged DeepSeek-V3's middle ranks 4 x 59/62 MoE layers where they hold 4
     (the Megatron-oracle audit)."""
+    if not moe_and_mtp:  # a dense model's row of a mixed batch
+        return 0, 0, 0
     transformer = layers - mtp
-    moe = moe_and_mtp - (mtp if moe_and_mtp else 0)
+    moe = moe_and_mtp - mtp
     frequency = next((f for f in range(1, transformer + 1) if len(range(dense_prefix, transformer, f)) <= moe), 1)
     is_moe = np.zeros(transformer, dtype=bool)
     is_moe[dense_prefix:transformer:frequency] = True
@@ -72,7 +74,7 @@ def _moe_layers_of_row(layers, mtp, moe_and_mtp, dense_prefix, pp, vpp, first_se
     for c, size in enumerate(chunks):
         per_rank[c % pp] += int(is_moe[start:start + size].sum())
         start += size
-    per_rank[-1] += mtp if moe_and_mtp else 0
+    per_rank[-1] += mtp
     if pp == 1:
         return per_rank[0], per_rank[0], per_rank[0]
     middle = max(per_rank[1:-1]) if pp > 2 else max(per_rank[0], per_rank[-1])

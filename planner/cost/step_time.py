@@ -292,9 +292,7 @@ def _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p) -> dict:
     output-layer forward seconds (_last_stage_head)."""
     split = stage_split(batch)
     accumulate = optimizer_step.grad_accumulation(batch, fw, hbm)  # seconds per parameter per micro-batch
-    layers, params = split["layers"], split["params"]
-    moe_layers = layers if layer["moe"] is None else stage_moe_layers(batch)
-    per_moe_layer = _per_moe_layer(batch, layer["moe_total"])
+    layers, moe_layers, params = split["layers"], split["moe_layers"], split["params"]
     heads = (0.0, 0.0, head)
     paired = pairs_stages(batch)
     if np.any(paired):
@@ -307,23 +305,14 @@ def _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p) -> dict:
     # Forward + 2x backward of the output layer (and the MTP projections) on the stages that run them.
     # A stage's layers at the model's mean layer, and its MoE layers beyond the mean's share of them (0 where every
     # layer is an MoE layer: the same numbers as the mean to the last bit).
-    fraction = 0.0 if layer["moe"] is None else moe.moe_fraction(batch)
-    stage_seconds = np.stack([n * layer["total"] + (e - fraction * n) * per_moe_layer + accumulate * p
-                              + (3.0 * h if np.ndim(h) or h else 0.0)
+    stage_seconds = np.stack([n * layer["total"] + _moe_layers_beyond_mean(batch, n, e) * layer["moe_total"]
+                              + accumulate * p + (3.0 * h if np.ndim(h) or h else 0.0)
                               for n, e, h, p in zip(layers, moe_layers, heads, params)])
     pacing = stage_argmax(stage_seconds)
     pick = lambda rows: np.choose(pacing, [np.broadcast_to(row, pacing.shape) for row in rows])  # noqa: E731
     return {"layers": pick(layers), "moe_layers": pick(moe_layers), "params": pick(params), "head": pick(heads),
             "micro_batch_s": stage_seconds.max(axis=0) + p2p + cluster.efficiency.microbatch_overhead_s,
             "accumulate": accumulate}
-
-
-def _per_moe_layer(batch, moe_total):
-    """Seconds of one MoE layer's MoE parts from their mean over the model's layers (moe_fraction of them MoE)."""
-    if np.ndim(moe_total) == 0 and moe_total == 0.0:
-        return 0.0
-    fraction = moe.moe_fraction(batch)
-    return moe_total / np.where(fraction > 0, fraction, 1.0)
 
 
 def _last_stage_head(batch, seconds):
@@ -408,13 +397,20 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
     return parts
 
 
-def _over_moe_layers(batch, part, layers_per_step, moe_layers_per_step):
-    """A per-layer MoE part (a mean over the model's layers, moe_fraction of them MoE) over the pacing stage's step:
-    its layers at the mean, and its MoE layers beyond the mean's share of them (0 where every layer is an MoE layer:
-    the same numbers as the mean to the last bit)."""
+def _moe_layers_beyond_mean(batch, layers, moe_layers):
+    """How many mean layers' worth of MoE parts `moe_layers` MoE layers add beyond what `layers` layers at the model's
+    mean (moe_fraction of a layer MoE) hold: (moe_layers - fraction x layers) / fraction; 0 for a dense batch, and 0
+    where every layer is an MoE layer (the same numbers as the mean to the last bit)."""
+    if batch.moe_layers is None:
+        return 0.0
     fraction = moe.moe_fraction(batch)
-    extra = (moe_layers_per_step - fraction * layers_per_step) / np.where(fraction > 0, fraction, 1.0)
-    return layers_per_step * part + extra * part
+    return (moe_layers - fraction * layers) / np.where(fraction > 0, fraction, 1.0)
+
+
+def _over_moe_layers(batch, part, layers_per_step, moe_layers_per_step):
+    """A per-layer MoE part (a mean over the model's layers) over the pacing stage's step: its layers at the mean and
+    its MoE layers beyond the mean's share of them (_moe_layers_beyond_mean)."""
+    return layers_per_step * part + _moe_layers_beyond_mean(batch, layers_per_step, moe_layers_per_step) * part
 
 
 def _add_expert_parts(batch, cluster, fw, w, hbm, parts, per_layer, layers_per_step, moe_layers_per_step, stage,

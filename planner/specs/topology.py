@@ -325,8 +325,8 @@ def group_links(cluster: ClusterSpec, size: int, stride: int) -> GroupLinks:
     return _group_links_cached(_Fabric(cluster.node, cluster.network), int(size), int(stride))
 
 
-# The job's blocks of a group kind kept in the lookup key (group_spread's `blocks`): more than a node's worth of
-# blocks always holds every way a group can fall (the placement's period is at most gpus_per_node blocks).
+# The lookup key holds a job's blocks in 8 bits (group_spread's `blocks`, kept only below the placement's period,
+# which is at most gpus_per_node blocks).
 _BLOCKS_KEPT = 255
 
 
@@ -341,11 +341,17 @@ def group_links_arrays(cluster: ClusterSpec, sizes: np.ndarray, strides: np.ndar
     """
     sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
     strides = np.broadcast_to(np.asarray(strides, dtype=np.int64), sizes.shape).reshape(-1)
-    if job_ranks is None:
-        blocks = np.zeros_like(sizes)
-    else:
+    blocks = np.zeros_like(sizes)
+    if job_ranks is not None:
+        # The job's blocks matter only where its groups can straddle nodes unevenly and the job holds fewer blocks
+        # than the placement's period (group_spread); elsewhere 0, so one shape keeps one key and its graphs are
+        # computed once whatever the job's size.
+        gpn = cluster.gpus_per_node
+        block = np.maximum(sizes * strides, 1)
         job = np.broadcast_to(np.asarray(job_ranks, dtype=np.int64), sizes.shape).reshape(-1)
-        blocks = np.clip(job // np.maximum(sizes * strides, 1), 1, _BLOCKS_KEPT)
+        in_job = np.maximum(job // block, 1)
+        uneven = (sizes > 1) & (strides < gpn) & (block % gpn != 0) & (gpn % block != 0)
+        blocks = np.where(uneven & (in_job < gpn // np.gcd(block, gpn)), np.minimum(in_job, _BLOCKS_KEPT), 0)
     keys = (sizes * (1 << 32) + strides) * (1 << 8) + blocks
     unique = np.unique(keys)  # hash-based in numpy 2; return_inverse would sort
     names = tuple(GroupLinks.__dataclass_fields__)
