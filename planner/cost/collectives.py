@@ -349,6 +349,17 @@ def p2p_time(volume_bytes, bytes_per_s, latency_s, efficiency: float):
     return volume_bytes / (bytes_per_s * efficiency) + latency_s
 
 
+def fractional(collective):
+    """`collective` (one of the *_time functions) where a call count below one is that share of one call of
+    volume / calls bytes, not a whole call as the functions count it: a layer's gradients in a bucket that also
+    holds other layers' (Framework.zero3_scatter_bucket_elements) pay their share of the bucket's call."""
+    def seconds(volume_bytes, links, calls=1.0, **kw):
+        share = np.clip(np.asarray(calls, dtype=float), 1e-12, 1.0)
+        return collective(np.asarray(volume_bytes, dtype=float) / share, links, calls=np.asarray(calls) / share,
+                          **kw) * share
+    return seconds
+
+
 def all_to_all_time(volume_bytes, links, efficiency_up, efficiency_out, calls=1.0, inter_bytes=None):
     """Seconds of an all-to-all in which each rank holds `volume_bytes` split evenly over the N ranks of the
     group (itself included), in `calls` equal collectives.

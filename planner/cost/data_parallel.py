@@ -418,23 +418,26 @@ def _data_parallel_collectives_per_row(batch, cluster):
     whole = many & whole_gradient_all_reduced(batch, fw)
     sharded_12 = many & ((zero == 1) | (zero == 2))
     gathered = many & (zero < 3) & parameters_gathered_after_step(batch, fw)
+    layer_scatters, outside_scatters = zero3_fetch.zero3_scatter_calls(fw, unit, outside)
     return {
         "buckets": buckets,
         "gather": zero3_rows.run(collectives.all_gather_time, w * unit, calls=fw["gathers_per_layer"], **kw),
-        "scatter": zero3_rows.run(collectives.reduce_scatter_time, reduce_bytes * unit,
-                                  calls=fw["scatter_calls_per_layer"], **kw),
+        "scatter": zero3_rows.run(collectives.fractional(collectives.reduce_scatter_time), reduce_bytes * unit,
+                                  calls=layer_scatters, **kw),
         "outside_gather": outside_rows.run(collectives.all_gather_time, w * outside, calls=fw["gathers_outside_layers"],
                                            **kw),
-        "outside_scatter": outside_rows.run(collectives.reduce_scatter_time, reduce_bytes * outside,
-                                            calls=fw["scatter_calls_outside_layers"], **kw),
+        "outside_scatter": outside_rows.run(collectives.fractional(collectives.reduce_scatter_time),
+                                            reduce_bytes * outside, calls=outside_scatters, **kw),
         "all_reduce": groups.only_where(whole, collectives.all_reduce_time, reduce_bytes * params,
                                         grad_links, calls=buckets, **kw),
         "reduce_scatter": groups.only_where(sharded_12 & ~whole, collectives.reduce_scatter_time, reduce_bytes * params,
                                             grad_links, calls=buckets, **kw),
         "param_gather": groups.only_where(gathered, collectives.all_gather_time,
-                                          _parameter_gather_bytes(batch, w, params, units), shard_links, calls=buckets,
+                                          _parameter_gather_bytes(batch, w, params, units), shard_links,
+                                          calls=np.where(fw["param_gather_calls"] > 0, fw["param_gather_calls"], buckets),
                                           **kw),
     }
+
 
 
 def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used):
@@ -462,7 +465,11 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
                       groups.only_where(many & ~whole, collectives.reduce_scatter_time, reduce_bytes * expert_params,
                                         links, calls=buckets, **kw))
     gathered = np.where(batch.fp8_param_gather, 1.0, w) * expert_params  # --fp8-param-gather: fp8 expert weights
-    gather = groups.only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=buckets, **kw)
+    # DeepSpeed gathers the experts' parameters group by group (Framework.expert_param_group_elements).
+    group_size = fw["expert_param_group_elements"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gather_calls = np.where(group_size > 0, np.maximum(np.ceil(expert_params / group_size), 1.0), buckets)
+    gather = groups.only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=gather_calls, **kw)
     # As often as the dense gradients and parameters (per_microbatch_counts).
     m = batch.grad_accumulation
     zero = batch.zero

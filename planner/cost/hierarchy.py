@@ -94,11 +94,13 @@ def _shape(size, stride, gpus_per_node):
 
 
 def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls, links, kw, hbm,
-                    vector_tensors=0.0, vector_elements=0.0) -> dict:
+                    vector_tensors=0.0, vector_elements=0.0, scatter_calls=1.0) -> dict:
     """Seconds of one ZeRO-3 unit of `elements` parameters (per tp rank): forward gather, backward gather,
     gradient reduction (per micro-batch) and replica all-reduce (per step), see the module docstring. `links(sizes, strides)` gives group links (groups.links); `kw` the collective keywords;
     `hbm` the achieved HBM bytes/s for the quantisation kernels; `gather_calls` the unit's gathers (its 2-D
-    tensors), `vector_tensors` and `vector_elements` its 1-D tensors (count, elements per tp rank)."""
+    tensors), `vector_tensors` and `vector_elements` its 1-D tensors (count, elements per tp rank), `scatter_calls` the
+    flat reduce-scatter's calls (zero3_fetch.zero3_scatter_calls: a fraction where the stack's buckets hold several
+    units)."""
     gpn = cluster.gpus_per_node
     degree = state_sharding_degrees(batch, fw)
     d = sharding_degree(batch, fw)
@@ -131,7 +133,8 @@ def zero3_unit_comm(batch, cluster, fw, w, reduce_bytes, elements, gather_calls,
     # 1-D tensor a flat reduce-scatter over the whole group.
     k, n = _shape(grads_group, stride, gpn)
     grad_links = links(grads_group, stride)
-    ring = collectives.reduce_scatter_time(reduce_bytes * elements, grad_links, **kw) * (grads_group > 1)
+    ring = collectives.fractional(collectives.reduce_scatter_time)(reduce_bytes * elements, grad_links,
+                                                                   calls=scatter_calls, **kw) * (grads_group > 1)
     replicas = d / grads_group
     replica = collectives.all_reduce_time(reduce_bytes * elements / grads_group, links(replicas, stride * grads_group),
                                           **kw) * (replicas > 1)
@@ -209,10 +212,11 @@ def zero3_step_change(batch, cluster, w, reduce_bytes, unit, units, outside, fla
     w_, r_ = pick(w), pick(reduce_bytes)
     hbm_ = pick(hbm)
     layer_vectors = zero3_fetch.vector_elements_per_rank(sub)
+    layer_scatters, outside_scatters = zero3_fetch.zero3_scatter_calls(sub_fw, pick(unit), pick(outside))
     layer = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(unit), sub_fw["gathers_per_layer"], links, kw, hbm_,
-                            (layer_vectors > 0).sum(axis=-1).astype(float), layer_vectors.sum(axis=-1))
+                            (layer_vectors > 0).sum(axis=-1).astype(float), layer_vectors.sum(axis=-1), layer_scatters)
     rest = zero3_unit_comm(sub, cluster, sub_fw, w_, r_, pick(outside), sub_fw["gathers_outside_layers"], links, kw,
-                           hbm_, sub.vector_tensors_outside, sub.vector_tensors_outside * sub.hidden)
+                           hbm_, sub.vector_tensors_outside, sub.vector_tensors_outside * sub.hidden, outside_scatters)
     rest_mb = np.where(pick(outside) > 0, rest["forward"] + rest["backward"] + rest["scatter"], 0.0)
 
     def full(values):  # back to the whole batch's rows (the callee's per_micro_batch reads whole-batch arrays)

@@ -184,7 +184,7 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     m = batch.grad_accumulation
     seconds = _layer_seconds(batch, cluster)
     layer = _layer_with_moe(batch, cluster, fw, seconds, gemm_peak, half, hbm)
-    p2p, p2p_bytes = pipeline_send(batch, seconds["p2p_transfers"], seconds["p2p_size"], fw)
+    p2p, p2p_bytes, p2p_fill = pipeline_send(batch, seconds["p2p_transfers"], seconds["p2p_size"], fw)
     head = _last_stage_head(batch, seconds)
     pace = _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p)
     # Every stage gathers, reduces and all-gathers its own parameters; the stage holding the most sets the
@@ -193,8 +193,8 @@ def step_time(batch: CandidateBatch, cluster: ClusterSpec) -> dict[str, np.ndarr
     stage = _data_parallel_window(dp_layers, np.where(dp_on_last, head, 0.0), layer["forward"], layer["backward"])
     dp_exposed, dp_bytes, offload_fetch, dp_window_used = data_parallel(batch, cluster, fw, w, stage, params, m)
     layers_per_step = m * pace["layers"]  # the pacing stage's layers over the step's micro-batches
-    parts = _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, stage, params, dp_exposed,
-                        offload_fetch)
+    parts = _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, p2p_fill, stage, params,
+                        dp_exposed, offload_fetch)
     embedding_sync, embedding_bytes = shared_embedding_sync(batch, cluster, element_bytes(batch, fw)["grads"])
     if np.any(embedding_sync):  # a word embedding held on the first and the last stage (tied, or MTP's copy)
         parts["embedding_sync"] = embedding_sync
@@ -310,9 +310,25 @@ def _pacing_stage(batch, cluster, fw, hbm, layer, head, p2p) -> dict:
                               for n, e, h, p in zip(layers, moe_layers, heads, params)])
     pacing = stage_argmax(stage_seconds)
     pick = lambda rows: np.choose(pacing, [np.broadcast_to(row, pacing.shape) for row in rows])  # noqa: E731
+    slowest = stage_seconds.max(axis=0)
+    slot_rest = p2p + cluster.efficiency.microbatch_overhead_s
     return {"layers": pick(layers), "moe_layers": pick(moe_layers), "params": pick(params), "head": pick(heads),
-            "micro_batch_s": stage_seconds.max(axis=0) + p2p + cluster.efficiency.microbatch_overhead_s,
-            "accumulate": accumulate}
+            "micro_batch_s": slowest + slot_rest, "bubble_slot_s": _other_stages_mean(batch, stage_seconds, slowest)
+            + slot_rest, "accumulate": accumulate}
+
+
+def _other_stages_mean(batch, stage_seconds, slowest):
+    """Seconds per micro-batch of the stages other than the slowest, on average: a slot of the pipeline's fill and
+    drain. The first micro-batch's forward and the last one's backward pass every stage at that stage's own speed;
+    only the steady state runs at the slowest's. Megatron-Core's schedule (get_schedule_table, warm-up counts at
+    NVIDIA/Megatron-LM@d98e8a64 schedules.py:957-1016) run as an event simulation gives m S_max + (sum S - S_max)/v
+    with stages S_r per micro-batch (the pipeline-schedule audit): Llama 3 70B tp8 pp8 on 64 H100s at 8 micro-batches
+    was 4.1% slow at (p - 1)/v slots of the slowest stage, whose last rank holds the output layer. The middle row is
+    the fullest middle stage (stage_layers), so the sum is never short; one stage: no fill."""
+    first, middle, last = stage_seconds
+    p = batch.pp
+    total = first + np.maximum(p - 2.0, 0.0) * middle + last
+    return np.where(p > 1, (total - slowest) / np.maximum(p - 1.0, 1.0), slowest)
 
 
 def _last_stage_head(batch, seconds):
@@ -353,8 +369,8 @@ def pipeline_bubble_slots(p, v, m, share=None):
     return np.maximum(p - m, 0) + (np.minimum(m, p) - 1) * share
 
 
-def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, stage, params, dp_exposed,
-                offload_fetch) -> dict:
+def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p, p2p_fill, stage, params,
+                dp_exposed, offload_fetch) -> dict:
     """The step's named dense parts: the pacing stage's per-layer parts over the step, the pipeline's sends and
     bubble, the data-parallel and offload traffic, the optimizer and the overheads."""
     eff = cluster.efficiency
@@ -374,8 +390,8 @@ def _step_parts(batch, cluster, fw, w, hbm, m, layer, pace, layers_per_step, p2p
         "launch_floor": paced(per_layer["launch_floor"]),
         "tp_comm": paced(per_layer["tp_comm"]),
         "cp_comm": paced(per_layer["cp_comm"]),
-        "pp_p2p": m * p2p,
-        "bubble": bubble_slots * pace["micro_batch_s"],
+        "pp_p2p": m * p2p + p2p_fill,
+        "bubble": bubble_slots * pace["bubble_slot_s"],
         "dp_comm_exposed": dp_exposed,
         "optimizer": optimizer,
         "offload_copies": offload_copies + offload_fetch,

@@ -18,6 +18,8 @@ return their neutral value) for stacks that leave the field at its default:
 - The re-gather of the persistent parameters (the model's vector tensors, planner.specs.model.vector_tensors)
   after every optimizer step, a Python loop over (parameter, rank) pairs (`persistent_regather_views_per_rank`,
   `persistent_regather_copies_per_rank`).
+- The gradient reduce-scatter's calls where the stack fills buckets across layers
+  (`zero3_scatter_bucket_elements`) rather than reducing unit by unit.
 """
 
 from __future__ import annotations
@@ -130,3 +132,16 @@ def step_regather_s(fw, batch, ranks, units, has_outside):
     pairs = units * per_layer + has_outside * batch.vector_tensors_outside * ranks_holding(batch.hidden, ranks)
     gather = fw["host_ops_per_rank_per_call"] * ranks * kernels.EAGER_OP_S
     return np.where(per_pair > 0, pairs * per_pair + gather, 0.0)
+
+
+def zero3_scatter_calls(fw, unit, outside):
+    """ZeRO-3 reduce-scatter calls per micro-batch for one layer and for the parameters outside the layers: the
+    stack's per-unit counts, or, where it fills buckets across layers (Framework.zero3_scatter_bucket_elements),
+    each part's share of the buckets, a fraction where one bucket holds several layers, and the epilogue's flush
+    of the last bucket with the parameters outside the layers."""
+    bucket = fw["zero3_scatter_bucket_elements"]
+    bucketed = bucket > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        layer = np.where(bucketed, unit / bucket, fw["scatter_calls_per_layer"])
+        rest = np.where(bucketed, outside / bucket + 1.0, fw["scatter_calls_outside_layers"])
+    return layer, rest

@@ -251,6 +251,17 @@ class Framework:
     # (1: one bucketed call; DeepSpeed before v0.5.5 issued one per parameter, frameworks/deepspeed_v03.py).
     scatter_calls_per_layer: float = 1.0
     scatter_calls_outside_layers: float = 1.0
+    # ZeRO-3 gradients reduce-scattered bucket by bucket across the layers rather than unit by unit: a bucket of this
+    # many elements is flushed when the next parameter would overflow it, and once more at the end of the backward
+    # (DeepSpeed's reduce_bucket_size, frameworks/deepspeed.py). A layer then takes layer/bucket calls, a fraction
+    # where a bucket holds several layers. 0: scatter_calls_per_layer per unit.
+    zero3_scatter_bucket_elements: float = 0.0
+    # ZeRO-1/2 parameter all-gather after the optimizer step: calls per step where the stack makes one per optimizer
+    # parameter group whatever its bucket size (DeepSpeed, frameworks/deepspeed.py); 0: one per gradient bucket
+    # (Megatron's distributed optimizer gathers bucket by bucket). The expert parameters' groups, where the stack
+    # cuts them at a size (DeepSpeed's MoE groups): `expert_param_group_elements` each; 0: one per gradient bucket.
+    param_gather_calls: float = 0.0
+    expert_param_group_elements: float = 0.0
     # Host work per rank of the sharding group in every ZeRO-3 all-gather / reduce-scatter call, in eager ops
     # (planner.cost.kernels.EAGER_OP_S each): list-form collectives that build one tensor view per rank and
     # copy each into or out of a flat buffer (DeepSpeed before v0.5.5 over torch.distributed.all_gather /

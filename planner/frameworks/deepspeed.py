@@ -186,6 +186,20 @@ DEEPSPEED = Framework(
     # build (ones and their tril), the bool clone in each of the first stage's input buffers.
     pipeline_mask_resident_bytes=1.0, pipeline_mask_build_bytes=8.0, pipeline_mask_input_buffer_bytes=1.0,
     grad_bucket_elements=5.0e8,  # DeepSpeed reduce_bucket_size default 5e8 elements (`runtime/zero/config.py`)
+    # ZeRO-3 fills that bucket across layers in backward order and reduce-scatters it when the next gradient would
+    # overflow it (DeepSpeed 0.19.8 zero/stage3.py:1583-1585), and once more in the backward's epilogue: one
+    # reduce_scatter_tensor per flush (runtime/comm/coalesced_collectives.py:23, 128). Real DeepSpeed on gloo
+    # makes 2/3/5/11 per step for 5.8M-68M-parameter models at a 5e6 bucket (profiles/cpu-local.json), as this
+    # rule replayed over their parameters gives; llama2-7b at 5e8: 14 calls, where one a layer gave 33.
+    zero3_scatter_bucket_elements=5.0e8,
+    # ZeRO-1/2 all-gather the updated parameters with one all_gather_into_tensor per optimizer parameter group
+    # whatever allgather_bucket_size says, wherever the backend has it, as NCCL and gloo do (zero/stage_1_and_2.py:
+    # 3155-3159 -> runtime/utils.py:1008-1022; one call a step in all 20 two-rank ZeRO-1/2 runs of profiles/
+    # cpu-local.json, which have one group, at a 5e6 bucket). Megatron-DeepSpeed builds two groups, with and without
+    # weight decay (megatron/optimizer/__init__.py get_param_groups at deepspeedai/Megatron-DeepSpeed@4efb479d);
+    # its MoE experts' parameters go to groups of their own, cut at 178,956,971 elements
+    # (deepspeed/moe/utils.py:72-74, 122-140 `split_params_into_different_moe_groups_for_optimizer`).
+    param_gather_calls=2.0, expert_param_group_elements=178_956_971.0,
     # bf16 with grad_accum_dtype fp32 without ZeRO: `_do_optimizer_sanity_check` raises "unsupported mix of
     # model_dtype and grad_accum_dtype" (deepspeedai/DeepSpeed@edaa7221 runtime/engine.py:2020-2021; since #7515,
     # v0.17.6, which made ZeRO-0 plain DDP); ZeRO-1 runs the BF16_Optimizer (:1994-1996).

@@ -103,4 +103,7 @@ DEEPSPEED_V02 = replace(
     # Each slice reduced to its owner (v0.2.0 pt/deepspeed_zero_optimizer.py:603-659, `dist.reduce`), before the
     # multi-rank bucket all-reduce of v0.12.4: a reduce-scatter's bytes.
     sharded_reduce_all_reduces=False,
+    # The updated parameters all-gathered group by group in allgather_bucket_size shards (v0.2.0
+    # pt/deepspeed_zero_optimizer.py:1149-1173, `num_shards`): one call per bucket, the default; no MoE yet.
+    param_gather_calls=0.0, expert_param_group_elements=0.0,
 )

@@ -70,7 +70,10 @@ DEEPSPEED_V03 = replace(
     # FlashAttention (Dao et al., 2022) came after this stack: its runs computed the whole score matrix.
     flash_attention_default=False,
     gathers_per_layer=4.0, gathers_outside_layers=2.0,
-    scatter_calls_per_layer=12.0, scatter_calls_outside_layers=4.0,
+    scatter_calls_per_layer=12.0, scatter_calls_outside_layers=4.0, zero3_scatter_bucket_elements=0.0,
+    # ZeRO-1/2 all-gather the updated parameters group by group in allgather_bucket_size shards (v0.3.14
+    # zero/stage2.py:1479-1503, `num_shards`), one call per bucket as the default prices it; no MoE yet.
+    param_gather_calls=0.0, expert_param_group_elements=0.0,
     host_ops_per_rank_per_call=1.0,
     # After every step, per persistent parameter and rank: two narrows and a copy_ from Python
     # (partition_parameters.py:704, 706-708; docstring above).

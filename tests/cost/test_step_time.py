@@ -78,8 +78,12 @@ def test_bubble_fraction(a100, pp, vpp, m):
     result = _time(GPT3, a100, tp=8, pp=pp, vpp=vpp, micro_batch=1, global_batch=m)
     parts = _scalar(result["parts"])
     assert a100.efficiency.microbatch_overhead_s == 0.0
-    ideal = sum(parts[name] for name in PER_MICROBATCH_PARTS)  # m micro-batch slots
-    assert parts["bubble"] / ideal == pytest.approx((pp - 1) / (vpp * m), rel=1e-12)
+    ideal = sum(parts[name] for name in PER_MICROBATCH_PARTS)  # m micro-batch slots of the pacing stage
+    # The fill and drain run at the other stages' own speed (test_pipeline_schedule.py): the last stage, which paces,
+    # adds the output layer; without it the stages are equal and the fraction is Narayanan et al.'s.
+    fraction = parts["bubble"] / ideal
+    assert fraction < (pp - 1) / (vpp * m)
+    assert fraction == pytest.approx((pp - 1) / (vpp * m), rel=0.05)
 
 
 @pytest.mark.parametrize("pp, vpp, m", [(4, 8, 1), (4, 2, 2), (8, 4, 3), (4, 3, 4), (4, 3, 8)])
@@ -88,13 +92,15 @@ def test_fewer_micro_batches_than_stages_leave_the_stages_idle(a100, pp, vpp, m)
     pp x vpp chunks in turn, so the step is at least the first one's pp slots plus 1/vpp a slot for each after it.
     It was priced at (pp - 1)/vpp slots: 3/8 of a slot for one micro-batch on 4 stages of 8 chunks (the search
     chose such layouts, llama3-8b on 8,192 GPUs at 227 ms a step where one stage alone takes 385 ms). From m = pp
-    on, the interleaved (pp - 1)/vpp."""
+    on, the interleaved (pp - 1)/vpp. The idle slots run at the other stages' own speed (test_pipeline_schedule.py),
+    a little under the last stage's, which adds the output layer and paces."""
     result = _time(GPT3, a100, tp=8, pp=pp, vpp=vpp, dp=2, zero=3, micro_batch=1, global_batch=2 * m,
                    framework="fsdp")
     parts = _scalar(result["parts"])
     slots = sum(parts[name] for name in PER_MICROBATCH_PARTS) / m
-    assert parts["bubble"] / slots == pytest.approx(max(pp - m, 0) + (min(m, pp) - 1) / vpp, rel=1e-12)
-    assert parts["bubble"] + m * slots >= (pp + (m - 1) / vpp) * slots * (1 - 1e-12)
+    idle = max(pp - m, 0) + (min(m, pp) - 1) / vpp
+    assert idle * (1 - 0.03) < parts["bubble"] / slots <= idle * (1 + 1e-12)
+    assert parts["bubble"] + m * slots >= (pp + (m - 1) / vpp) * slots * (1 - 0.03)
 
 
 def test_no_pipeline_no_bubble(a100):

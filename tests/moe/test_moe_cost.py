@@ -441,7 +441,9 @@ def test_expert_gradients_are_reduced_as_the_dense_ones(framework, zero):
     included with the expert data-parallel group (stage_1_and_2.py:1648-1650, 1695-1696 at 0.19.8), and ZeRO-2
     reduces after every micro-batch (DeepSpeed, Megatron-FSDP, FSDP2). Mixtral 8x7B at DeepSpeed ZeRO-2, dp 64, m 8
     went 6.86 s -> 9.95 s. Llama 3 8B as a one-expert MoE (its weights plus a router) moves the dense model's
-    data-parallel bytes (within the router's 0.01%), and with the overlap off (DeepSpeed's default) exposes as much."""
+    data-parallel bytes (within the router's 0.01%), and with the overlap off (DeepSpeed's default) exposes as much,
+    but for the parameter all-gather's calls at ZeRO-1/2: one per optimizer group, and DeepSpeed cuts the experts'
+    groups at 178,956,971 elements (moe/utils.py:122-140), a group a layer here: 32 more calls' latency."""
     dense = PRESETS["llama3-8b"]
     one = make_model(**{**dense.model_dump(), "name": "llama3-8b-one-expert", "moe_experts": 1, "moe_top_k": 1,
                         "moe_ffn": dense.ffn_size})
@@ -452,7 +454,10 @@ def test_expert_gradients_are_reduced_as_the_dense_ones(framework, zero):
     if framework == "deepspeed":
         exposed = [r.time["parts"]["dp_comm_exposed"][0] + r.time["parts"].get("expert_dp_comm_exposed", [0.0])[0]
                    for r in results]
-        assert exposed[1] == pytest.approx(exposed[0], rel=1e-3)
+        if zero == 0:
+            assert exposed[1] == pytest.approx(exposed[0], rel=1e-3)
+        else:
+            assert exposed[0] < exposed[1] < exposed[0] * 1.02
 
 
 def test_the_router_and_the_norms_are_whole_on_every_tp_rank():
