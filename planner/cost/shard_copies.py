@@ -207,17 +207,18 @@ SHARD_COPY_RECIPES = {
 _RECIPE_OF_STACK = tuple(SHARD_COPY_RECIPES[FRAMEWORKS[name].shard_copies] for name in FRAMEWORK_NAMES)
 
 
-def seconds_per_step(batch, stack, w, r, params, m, hbm, gpus_per_node) -> np.ndarray | None:
+def seconds_per_step(batch, stack, w, r, params, m, hbm, gpus_per_node, world=None) -> np.ndarray | None:
     """Seconds per step of the copies on the `params` one GPU gathers (the stage's), for the candidates
     whose stack makes them, with sharded data parallelism over more than one rank; None when no stack of
     the batch makes any (the step then has no `shard_copies` part). `stack`: the batch's framework arrays;
-    `gpus_per_node` tells the rows whose gradients take qgZ (hierarchy.quantized_gradient_rows)."""
+    `gpus_per_node` tells the rows whose gradients take qgZ (hierarchy.quantized_gradient_rows); `world` the ranks
+    the parameters are sharded over (the experts': their expert sharding group), the dense sharding degree if None."""
     codes = batch.framework.astype(int)
     present = np.flatnonzero(np.bincount(codes, minlength=len(FRAMEWORK_NAMES)))  # O(n), unlike np.unique
     recipes = [(code, _RECIPE_OF_STACK[code]) for code in present if _RECIPE_OF_STACK[code] is not None]
     if not recipes:
         return None
-    world = sharding_degree(batch, stack)
+    world = sharding_degree(batch, stack) if world is None else world
     once = unsharded_through_step(batch, stack)
     qgz = quantized_gradient_rows(batch, gpus_per_node)  # qgZ's reduction, not the coalesced one
     seconds = np.zeros(len(batch))
