@@ -60,8 +60,9 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or "default" in text or default in (None, False, argparse.SUPPRESS)
-                or default == [] or "%(default)" in text):
+        # `is`, not `in`: 0 == False, and an integer default of 0 (fit-law's --seed) is a value to show.
+        if (not action.option_strings or "default" in text or default is None or default is False
+                or default is argparse.SUPPRESS or default == [] or "%(default)" in text):
             return text
         return f"{text} (default: %(default)s)"
 

@@ -128,7 +128,7 @@ CONFIG_HELP = {
     "micro-batch": "sequences per micro-batch per GPU",
     "global-batch": "sequences per optimizer step (default: micro-batch x dp)",
     "seq-parallel": "Megatron sequence parallelism (1) or not (0)",
-    "mlp": "feed-forward kind",
+    "mlp": "feed-forward kind (default: the preset's; gelu without --model)",
     "bias": "1: every linear layer and norm has a bias (GPT-2/3, Megatron-LM's GPT); 0: none (Llama) "
             "(default: the preset's; 0 without --model)",
     "norm": "the norm: layernorm or rmsnorm (default: the preset's; rmsnorm without --model)",

@@ -40,10 +40,11 @@ def add_optimize_arguments(parser) -> None:
     parser.add_argument("--cluster-dir", metavar="DIR", help=CLUSTER_DIR_HELP)
     parser.add_argument("--law", default=None, help="loss law name (see `planner laws`) or a law.yaml from `planner fit-law --out` (default epoch)")
     parser.add_argument("--unique-tokens", help="unique training data available, like '2T' (switches to the data-constrained law)")
-    parser.add_argument("--target-loss", type=real_number(0.0, 20.0, low_open=True, high_open=True), help="instead of maximising quality, find the cheapest plan reaching this loss")
+    parser.add_argument("--target-loss", type=real_number(0.0, 20.0, low_open=True, high_open=True), help="instead of maximising quality, find the cheapest plan reaching this loss, in nats per token "
+                             "like '2.1'")
     parser.add_argument("--inference-tokens", help="tokens to be served later, like '1T': minimise training + inference compute")
     parser.add_argument("--seq-len", type=whole_number(), default=4096, action=RecordGiven,
-                        help="training sequence length (default 4096; with --model it replaces the model's)")
+                        help="training sequence length in tokens (default 4096; with --model it replaces the model's)")
     # At least two tokens: with one there is nothing to predict (uniform guessing is 0 nats).
     parser.add_argument("--vocab", type=whole_number(2), default=32000, action=RecordGiven,
                         help="vocabulary size of the planned model (default 32000; with --model it replaces the model's)")

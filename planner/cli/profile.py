@@ -75,7 +75,7 @@ def register(subparsers, name: str) -> None:
     run = parser.add_argument_group("running")
     run.add_argument("--steps", type=whole_number(1), help="measured steps per configuration (default: the grid's, else 10)")
     run.add_argument("--warmup", type=whole_number(0), help="warm-up steps, not measured (default: the grid's, else 5)")
-    run.add_argument("--timeout-s", type=real_number(0, low_open=True), default=600.0, help="wall-clock limit per configuration (default 600)")
+    run.add_argument("--timeout-s", type=real_number(0, low_open=True), default=600.0, help="wall-clock limit per configuration, in seconds (default 600)")
     run.add_argument("--hostfile", help="DeepSpeed hostfile ('HOST slots=N' lines) for multi-node runs; "
                      "--work-dir must then be on a shared filesystem")
     run.add_argument("--master-port", type=whole_number(1, 65535), help="rendezvous port (default: a free local port per run, "
