@@ -69,6 +69,23 @@ def a100():
     return load_cluster("dgx-a100-80gb")
 
 
+class _FieldsWith(dict):
+    """A stack's framework arrays with some fields replaced (framework_arrays computes the others on demand)."""
+
+    def __init__(self, base, **fields):
+        super().__init__(**fields)
+        self.base = base
+
+    def __missing__(self, key):
+        return self.base[key]
+
+
+@pytest.fixture
+def fields_with():
+    """fields_with(framework_arrays, field=array, ...) -> those arrays with the fields replaced."""
+    return _FieldsWith
+
+
 @pytest.fixture
 def batch_of():
     """batch_of(model, **layout) -> the size-one CandidateBatch the scalar path builds."""

@@ -465,10 +465,12 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
                       groups.only_where(many & ~whole, collectives.reduce_scatter_time, reduce_bytes * expert_params,
                                         links, calls=buckets, **kw))
     gathered = np.where(batch.fp8_param_gather, 1.0, w) * expert_params  # --fp8-param-gather: fp8 expert weights
-    # DeepSpeed gathers the experts' parameters group by group (Framework.expert_param_group_elements).
+    # DeepSpeed's ZeRO-1/2 gather the experts' parameters after the step group by group
+    # (Framework.expert_param_group_elements); ZeRO-3 gathers them module by module, as the buckets price it.
     group_size = fw["expert_param_group_elements"]
+    by_group = (group_size > 0) & (batch.zero < 3)
     with np.errstate(divide="ignore", invalid="ignore"):
-        gather_calls = np.where(group_size > 0, np.maximum(np.ceil(expert_params / group_size), 1.0), buckets)
+        gather_calls = np.where(by_group, np.maximum(np.ceil(expert_params / group_size), 1.0), buckets)
     gather = groups.only_where(many & sharded, collectives.all_gather_time, gathered, links, calls=gather_calls, **kw)
     # As often as the dense gradients and parameters (per_microbatch_counts).
     m = batch.grad_accumulation

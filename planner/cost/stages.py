@@ -69,16 +69,23 @@ def _moe_layers_of_row(layers, mtp, moe_and_mtp, dense_prefix, pp, vpp, first_se
         chunks = [base + (1 if rank < extra else 0) for rank in range(pp)]
     else:
         chunks = virtual_stage_layers(transformer, pp, vpp, first_set, last_set)
-    per_rank = [0] * pp
+    per_rank, layers_of_rank = [0] * pp, [0] * pp
     start = 0
     for c, size in enumerate(chunks):
         per_rank[c % pp] += int(is_moe[start:start + size].sum())
+        layers_of_rank[c % pp] += size
         start += size
     per_rank[-1] += mtp
+    layers_of_rank[-1] += mtp  # stage_layers counts the MTP blocks among the last rank's layers
     if pp == 1:
         return per_rank[0], per_rank[0], per_rank[0]
-    middle = max(per_rank[1:-1]) if pp > 2 else max(per_rank[0], per_rank[-1])
-    return per_rank[0], middle, per_rank[-1]
+    if pp > 2:
+        return per_rank[0], max(per_rank[1:-1]), per_rank[-1]
+    # Two stages: the middle row stands for the end with more transformer layers (stage_layers' fuller end), with
+    # that end's MoE layers (on a tie, the one with more): the end with more MoE layers beside the other end's layer
+    # count made a stage heavier than either (the review: a dense-prefix model at pp 2 paced by it).
+    fuller = max((layers_of_rank[0], per_rank[0]), (layers_of_rank[-1], per_rank[-1]))
+    return per_rank[0], fuller[1], per_rank[-1]
 
 
 def data_parallel_stage(batch):

@@ -331,7 +331,9 @@ def _other_stages_mean(batch, stage_seconds, slowest):
     first, middle, last = stage_seconds
     p = batch.pp
     total = first + np.maximum(p - 2.0, 0.0) * middle + last
-    return np.where(p > 1, (total - slowest) / np.maximum(p - 1.0, 1.0), slowest)
+    # Two stages: the other is the lighter real end (the middle row only stands for the fuller one).
+    others = np.where(p == 2, np.minimum(first, last), (total - slowest) / np.maximum(p - 1.0, 1.0))
+    return np.where(p > 1, others, slowest)
 
 
 def _last_stage_head(batch, seconds):

@@ -119,6 +119,14 @@ def test_overlapped_sends_still_fill_and_drain(p, v):
     for m in (p, 2 * p, 4 * p):
         extra = megatron_makespan(p, v, m, forward, backward, send=0.01) - megatron_makespan(p, v, m, forward, backward)
         assert extra == pytest.approx(2 * (p * v - 1) * 0.01, rel=1e-9)
+    # The planner's pipeline_send: Megatron's stack (send and receive of a step in one batch: two transfers a
+    # micro-batch and virtual stage) overlapped with interleaving pays nothing per micro-batch and those hops once.
+    from planner.cost.model_parallel_comm import pipeline_send
+    from planner.frameworks import FRAMEWORK_CODES, framework_arrays
+    fw = framework_arrays(np.array([FRAMEWORK_CODES["megatron"]]))
+    rows = SimpleNamespace(pp=np.array([float(p)]), vpp=np.array([float(v)]))
+    exposed, _, fill = pipeline_send(rows, np.array([2 * 0.01]), np.array([1.0]), fw)
+    assert exposed[0] == 0.0 and fill[0] == pytest.approx(2 * (p * v - 1) * 0.01, rel=1e-12)
 
 
 def test_llama3_405b_interleaved_pays_its_pipeline_fill_sends():

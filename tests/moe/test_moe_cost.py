@@ -435,7 +435,7 @@ def test_an_moe_layers_mlp_makes_tp_collectives_only_where_its_stack_does(name, 
 
 @pytest.mark.parametrize("framework, zero", [("deepspeed", 0), ("deepspeed", 1), ("deepspeed", 2), ("fsdp", 2),
                                              ("megatron", 1), ("megatron", 2)])
-def test_expert_gradients_are_reduced_as_the_dense_ones(framework, zero):
+def test_expert_gradients_are_reduced_as_the_dense_ones(framework, zero, fields_with):
     """The framework-tables audit: the experts' gradients were reduce-scattered once a step at every sharded stage,
     while the dense ones follow the stack: today's DeepSpeed all-reduces its ZeRO-1/2 buckets, expert parameters
     included with the expert data-parallel group (stage_1_and_2.py:1648-1650, 1695-1696 at 0.19.8), and ZeRO-2
@@ -458,6 +458,14 @@ def test_expert_gradients_are_reduced_as_the_dense_ones(framework, zero):
             assert exposed[1] == pytest.approx(exposed[0], rel=1e-3)
         else:
             assert exposed[0] < exposed[1] < exposed[0] * 1.02
+            # The difference is the experts' gather group by group (32 groups, one a layer): in one group, one call
+            # beside the dense model's two, it is the dense exposure.
+            from planner.frameworks import batch_framework_arrays
+            batch = single_batch(one, layout)
+            one_group = fields_with(batch_framework_arrays(batch), expert_param_group_elements=np.array([1e30]))
+            batch.__dict__["_memo"]["framework"] = one_group
+            again = estimate(batch, H100).time["parts"]
+            assert again["dp_comm_exposed"][0] + again["expert_dp_comm_exposed"][0] == pytest.approx(exposed[0], rel=1e-3)
 
 
 def test_the_router_and_the_norms_are_whole_on_every_tp_rank():
@@ -525,3 +533,16 @@ def test_a_one_expert_model_copies_and_accumulates_what_its_dense_twin_does(fram
         if part in dense_time["parts"]:
             assert one_time["parts"][part][0] == pytest.approx(dense_time["parts"][part][0], rel=1e-3), part
     assert one_time["step_time_s"][0] > dense_time["step_time_s"][0]
+
+
+def test_two_stages_price_a_real_end_not_a_mix_of_both():
+    """At pp 2 the middle row stands for the fuller end: its layers were that end's and its MoE layers the other's
+    where they differ, a stage heavier than either that paced the step (the review: Mixtral with 8 dense layers
+    first, 18 layers on the first rank). It is now the end with more layers, with its own MoE layers."""
+    from planner.cost.stages import stage_moe_layers
+
+    model = make_model(**{**PRESETS["mixtral-8x7b"].model_dump(), "name": "dense-first", "moe_first_dense": 8})
+    batch = single_batch(model, make_layout(pp=2, dp=1, ep=1, global_batch=8, framework="megatron",
+                                            first_stage_layers=18))
+    first, middle, last = (float(x[0]) for x in stage_moe_layers(batch))
+    assert (first, middle, last) == (10.0, 10.0, 14.0)  # 18 layers (8 dense) first, 14 MoE last
