@@ -12,7 +12,7 @@ import numpy as np
 
 from planner.cost import distinct
 from planner.frameworks import batch_framework_arrays
-from planner.specs.pipeline_chunks import virtual_stage_layers
+from planner.specs.pipeline_chunks import lockstep_chunks, virtual_stage_layers
 from planner.specs.pipeline_stages import chunk_share, stage_argmax, stage_param_counts
 
 
@@ -111,3 +111,19 @@ def largest_chunk_share(batch):
     return batch.cached("chunk_share", lambda b: distinct.once_per_combination(
         b, STAGE_COLUMNS, lambda c: chunk_share(c.layers - c.mtp_layers, c.pp, c.vpp, c.first_stage_layers,
                                               c.last_stage_layers)))
+
+
+def interleaved_chunks(batch):
+    """pipeline_chunks.lockstep_chunks of each candidate, five arrays of transformer layers (the first rank's chunk
+    0, its largest other chunk, a middle rank's largest chunk, the last rank's largest chunk but its last, and that
+    last chunk); zeros without interleaving (vpp 1 or no pipeline), which the steady state does not read. Once per
+    distinct combination of STAGE_COLUMNS, once per batch."""
+    return batch.cached("interleaved_chunks", lambda b: distinct.once_per_combination(b, STAGE_COLUMNS,
+                                                                                      _interleaved_chunks_per_row))
+
+
+def _interleaved_chunks_per_row(batch):
+    rows = [lockstep_chunks(int(n - mtp), int(p), int(v), int(f), int(l)) if p > 1 and v > 1 else (0,) * 5
+            for n, mtp, p, v, f, l in zip(batch.layers, batch.mtp_layers, batch.pp, batch.vpp,
+                                           batch.first_stage_layers, batch.last_stage_layers)]
+    return tuple(np.array(column, dtype=float) for column in zip(*rows)) if rows else tuple(np.zeros(0) for _ in range(5))

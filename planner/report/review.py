@@ -51,7 +51,7 @@ MEMORY_PARTS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer"
 # Step-time groups: the named parts; step_time.py's parts summed where one bar would do.
 TIME_GROUPS = (("compute (forward + backward)", ("forward", "backward")),
                ("memory-bound kernels", ("elementwise", "unfused_elementwise", "shard_copies", "grad_accumulation")), ("recompute", ("recompute",)),
-               ("pipeline bubble", ("bubble",)), ("tp communication (exposed)", ("tp_comm", "qkv_gather", "checkpoint_gather")),
+               ("pipeline bubble", ("bubble", "interleaved_lockstep")), ("tp communication (exposed)", ("tp_comm", "qkv_gather", "checkpoint_gather")),
                ("pp send/recv + embedding sync (exposed)", ("pp_p2p", "embedding_sync")), ("cp communication (exposed)", ("cp_comm",)),
                ("dp/ZeRO communication (exposed)", ("dp_comm_exposed", "expert_dp_comm_exposed")),
                ("offload copies", ("offload_copies",)),

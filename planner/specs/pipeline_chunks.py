@@ -55,14 +55,53 @@ def virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int = 0, las
         chunks[-1] -= 1
         return chunks
     chunks = [0] * (pp * vpp)
-    for rank, count in enumerate(rank_layers(layers, pp, vpp, first_set, last_set)):
-        base, extra = divmod(count, vpp)
-        for v in range(vpp):
-            chunks[v * pp + rank] = base + (1 if v < extra else 0)
+    ranks = rank_layers(layers, pp, vpp, first_set, last_set)
+    fullest = max(ranks[1:-1] if pp > 2 else ranks)  # the fullest middle rank (with two ranks, the fuller end)
+    widest = -(-fullest // vpp)  # its largest chunk
+    uneven = split_kind(layers, pp, vpp, first_set, last_set) == "uneven"
+    for rank, count in enumerate(ranks):
+        if uneven and rank in (0, pp - 1) and pp > 1 and vpp > 1 and count < fullest:  # a lighter end rank
+            dealt = _end_rank_chunks(count, vpp, widest, last=rank == pp - 1)
+        else:
+            base, extra = divmod(count, vpp)
+            dealt = [base + (1 if v < extra else 0) for v in range(vpp)]
+        for v, size in enumerate(dealt):
+            chunks[v * pp + rank] = size
     return chunks
+
+
+def _end_rank_chunks(count: int, vpp: int, widest: int, last: bool) -> list[int]:
+    """An end rank's `count` layers over its vpp chunks as NVIDIA's DeepSeek-V3 recipes deal them: every chunk but
+    the one beside the embedding (the first rank's chunk 0) or the loss (the last rank's last chunk) filled to the
+    middle ranks' largest chunk (`widest`), a layer each first, and that end chunk the rest, none if nothing is left
+    ("Et|tt|tt|tt" ... "tt|tt|tt|mL" for 61 layers on pp 8 x vpp 4: Megatron-Bridge@067f987d
+    perf_recipes/deepseek/h100/deepseek_v3.py). The interleaved schedule then runs the rank at its total
+    (cost.step_time.interleaved_steady_slot), where dealing evenly leaves a light chunk beside the end chunk that
+    waits on the other ranks' chunks; Megatron-Core's layout string takes any split, an end chunk of no layers too
+    (megatron/core/transformer/pipeline_parallel_layer_layout.py at NVIDIA/Megatron-LM@d98e8a64)."""
+    others = [1] * (vpp - 1)  # the chunks beside the end chunk, nearest the end chunk last filled
+    left = count - (vpp - 1)
+    for i in range(vpp - 1):
+        top = min(widest - 1, left)
+        others[i] += top
+        left -= top
+    return [*others, left] if last else [left, *reversed(others)]
 
 
 def layout_chunks(layers: int, layout) -> list[int]:
     """virtual_stage_layers of a Layout: its pp, vpp and the end ranks' layers it sets."""
     return virtual_stage_layers(layers, layout.pp, layout.vpp, layout.first_stage_layers or 0,
                                 layout.last_stage_layers or 0)
+
+
+def lockstep_chunks(layers: int, pp: int, vpp: int, first_set: int = 0, last_set: int = 0) -> tuple[int, ...]:
+    """Transformer layers of the chunks the interleaved schedule's steady state is priced from
+    (cost.step_time.interleaved_steady_slot): the first rank's chunk 0 (beside the embedding), the largest of its other
+    chunks, the largest chunk of any middle rank (0 with two ranks), the largest of the last rank's chunks but its
+    last, and that last chunk (beside the output layer, the loss and any multi-token-prediction blocks), as
+    virtual_stage_layers deals them."""
+    chunks = virtual_stage_layers(layers, pp, vpp, first_set, last_set)
+    ranks = [chunks[r::pp] for r in range(pp)]
+    first, last = ranks[0], ranks[-1]
+    middle = max((max(rank) for rank in ranks[1:-1]), default=0)
+    return first[0], max(first[1:], default=0), middle, max(last[:-1], default=0), last[-1]

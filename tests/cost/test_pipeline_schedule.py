@@ -143,3 +143,106 @@ def test_llama3_405b_interleaved_pays_its_pipeline_fill_sends():
     one_hop = _layer_seconds(batch, planner.load_cluster("dgx-h100"))["p2p_transfers"][0] / 2.0  # send + receive
     assert result["time"]["pp_p2p"] == pytest.approx(2 * (16 * 8 - 1) * one_hop, rel=1e-9)
     assert 0.01 < result["time"]["pp_p2p"] / result["step_time_s"] < 0.05
+
+
+def _chunk_tables(layers, p, v, first_set=0, last_set=0, head=0.0, share_backward=2.0 / 3.0):
+    """forward/backward tables of the split virtual_stage_layers deals, one second per layer, `head` seconds of
+    output layer and loss on the last chunk; and the per-rank totals (first, fullest middle, last)."""
+    from planner.specs.pipeline_chunks import virtual_stage_layers
+    chunks = virtual_stage_layers(layers, p, v, first_set, last_set)
+    rank_chunks = [[float(n) for n in chunks[r::p]] for r in range(p)]
+    rank_chunks[-1][-1] += head
+    forward = [[t * (1 - share_backward) for t in rank] for rank in rank_chunks]
+    backward = [[t * share_backward for t in rank] for rank in rank_chunks]
+    totals = [sum(rank) for rank in rank_chunks]
+    middle = max(totals[1:-1]) if p > 2 else max(totals[0], totals[-1])
+    return forward, backward, (totals[0], middle, totals[-1])
+
+
+def planner_interleaved(layers, p, v, m, first_set=0, last_set=0, head=0.0):
+    """planner_pipeline plus m times what step_time's interleaved steady state adds to the slowest stage
+    (interleaved_steady_slot over pipeline_chunks.lockstep_chunks, one second per layer)."""
+    from planner.specs.pipeline_chunks import lockstep_chunks
+    _, _, stages = _chunk_tables(layers, p, v, first_set, last_set, head)
+    first0, first_other, middle, last_other, last_end = lockstep_chunks(layers, p, v, first_set, last_set)
+    slot = step_time.interleaved_steady_slot(p, v, first0, first_other, middle, last_other, last_end + head)
+    return planner_pipeline(p, v, m, stages) + m * max(slot - max(stages), 0.0)
+
+
+@pytest.mark.parametrize("p, v", [(2, 2), (4, 3), (8, 4), (16, 2)])
+def test_chunks_of_one_size_but_the_ends_run_at_the_fullest_ranks_total(p, v):
+    """The shape interleaved_steady_slot raises every table to: all chunks of one size but the first rank's chunk 0
+    and the last rank's last chunk, whatever those two. The simulation's steady state is then the fullest rank's
+    total exactly, so the bound is exact there and the raise a true upper bound elsewhere (a schedule never runs faster
+    where a chunk takes longer)."""
+    for first0 in (0.5, 1.0, 3.0):
+        for last_end in (0.25, 1.0, 2.0, 5.0):
+            forward, backward = chunks(p, v, [float(v)] * p)
+            forward[0][0], backward[0][0] = first0 / 3.0, 2.0 * first0 / 3.0
+            forward[-1][-1], backward[-1][-1] = last_end / 3.0, 2.0 * last_end / 3.0
+            slope = (megatron_makespan(p, v, 6 * p, forward, backward)
+                     - megatron_makespan(p, v, 4 * p, forward, backward)) / (2 * p)  # past the fill's transient
+            total = max(v if p > 2 else 0.0, v - 1 + first0, v - 1 + last_end)  # two ranks: no middle one
+            assert slope == pytest.approx(total, rel=1e-9)
+            middle = 1.0 if p > 2 else 0.0  # lockstep_chunks: no middle rank with two
+            assert step_time.interleaved_steady_slot(p, v, first0, 1.0, middle, 1.0, last_end) == pytest.approx(total)
+
+
+@pytest.mark.parametrize("layers, p, v, first_set, last_set, head", [
+    (61, 8, 4, 8, 5, 4.0),   # DeepSeek-V3, optimize's split at the twenty-sixth session: MTP block + 2 output passes
+    (61, 8, 4, 7, 6, 4.0),   # NVIDIA's recipe split
+    (61, 8, 2, 8, 5, 4.0),
+    (126, 16, 3, 0, 0, 1.5),  # Llama 3.1 405B, 3/3/2 middle chunks
+    (80, 8, 5, 0, 0, 1.0),   # even
+    (80, 8, 3, 0, 0, 1.0),
+    (32, 4, 3, 0, 0, 0.5),
+])
+def test_interleaved_steady_state_is_never_priced_below_the_schedule(layers, p, v, first_set, last_set, head):
+    """Chunks of unequal size on a rank: the interleaved schedule's lock-step makes the ranks wait on each other's
+    chunks, so the fullest rank's total (m S_max + the bubble) priced DeepSeek-V3's 8|..|5 split, dealt 2/1/1/1 over
+    its last rank's chunks, 16% below the simulation. With the bound the planner is never below it (0.5% for the
+    bubble's own approximation) and within 10% above it."""
+    m = 4 * p
+    forward, backward, _ = _chunk_tables(layers, p, v, first_set, last_set, head)
+    truth = megatron_makespan(p, v, m, forward, backward)
+    priced = planner_interleaved(layers, p, v, m, first_set, last_set, head)
+    assert truth * 0.995 <= priced <= truth * 1.10
+
+
+def test_deepseek_v3_last_rank_dealt_evenly_was_priced_16_percent_fast():
+    """The dealing this replaced (the last rank's 5 layers 2/1/1/1 with the MTP block and the loss on the last chunk):
+    16% below the simulation at its total; the bound prices it above, and NVIDIA's dealing (2/2/1/0 beside them,
+    pipeline_chunks._end_rank_chunks) runs faster in the simulation than the even one."""
+    p, v, m, head = 8, 4, 32, 4.0
+    even = [[2.0] * v for _ in range(p)]
+    even[-1] = [2.0, 1.0, 1.0, 1.0 + head]
+    fw = [[t / 3.0 for t in rank] for rank in even]
+    bw = [[2.0 * t / 3.0 for t in rank] for rank in even]
+    truth = megatron_makespan(p, v, m, fw, bw)
+    old = planner_pipeline(p, v, m, (8.0, 8.0, 5.0 + head))
+    assert old < truth * 0.86
+    bound = step_time.interleaved_steady_slot(p, v, 2.0, 2.0, 2.0, 2.0, 1.0 + head)
+    assert old + m * (bound - 8.0) >= truth * 0.995
+    forward, backward, _ = _chunk_tables(61, p, v, 8, 5, head)
+    assert megatron_makespan(p, v, m, forward, backward) < truth
+
+
+def test_end_ranks_are_dealt_as_nvidias_deepseek_v3_recipe():
+    """61 layers on pp 8 x vpp 4: "Et|(tt|)*30mL" (Megatron-Bridge@067f987d perf_recipes/deepseek/h100/
+    deepseek_v3.py): the first rank's chunk 0 one layer beside the embedding, the last rank's last chunk none beside
+    the MTP block and the loss, every other chunk two."""
+    from planner.specs.pipeline_chunks import virtual_stage_layers
+    chunks = virtual_stage_layers(61, 8, 4)
+    assert chunks[0::8] == [1, 2, 2, 2] and chunks[7::8] == [2, 2, 2, 0]
+    assert all(n == 2 for r in range(1, 7) for n in chunks[r::8])
+    assert sum(chunks) == 61
+
+
+def test_interleaved_lockstep_is_a_named_part_only_where_chunks_differ():
+    """simulate names what the lock-step adds (`interleaved_lockstep`); an even split has none."""
+    uneven = planner.simulate("llama3-405b", cluster="dgx-h100", gpus=2048, tp=8, pp=16, vpp=3, micro_batch=1,
+                              global_batch=1024, framework="megatron", seq_parallel=True)
+    even = planner.simulate("llama3-405b", cluster="dgx-h100", gpus=2048, tp=8, pp=16, vpp=8, micro_batch=1,
+                            global_batch=1024, framework="megatron", seq_parallel=True)
+    assert uneven["time"].get("interleaved_lockstep", 0.0) > 0.0
+    assert even["time"].get("interleaved_lockstep", 0.0) == 0.0
