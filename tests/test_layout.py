@@ -159,10 +159,13 @@ def test_interleavings_keep_the_fewest_chunks_of_each_size_and_every_even_split(
         return
     fullest = lambda v: float(stage_layers(layers, pp, v)[1])  # noqa: E731
     largest = lambda v: -(-int(fullest(v)) // v)  # noqa: E731
-    def filled(v):  # a layer in every chunk but the embedding's and the loss's own slots (the launch's split)
+    def filled(v):  # a layer in every chunk but the embedding's and the loss's (the launch's split), and a layer per
+        # chunk on the end ranks but where the embedding and the loss take a slot each (an end rank the recipe's way
+        # fills its other chunks and may leave its end chunk to the embedding or the loss: _end_rank_chunks)
         chunks = virtual_stage_layers(layers, pp, v)
         slots = layers % (pp * v) and (layers + 2) % (pp * v) == 0
-        return min(chunks[1:-1] if slots else chunks, default=1) >= 1
+        ends = min(sum(chunks[0::pp]), sum(chunks[pp - 1::pp]))
+        return min(chunks[1:-1], default=1) >= 1 and (slots or ends >= v)
 
     if pp > layers:
         assert chosen == [1]

@@ -60,7 +60,8 @@ from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.topology import NCCL_CHANNELS
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
-from planner.specs.pipeline_stages import (padded_vocab, slots_split, split_set, stage_argmax, stage_param_counts,
+from planner.specs.pipeline_chunks import virtual_stage_layers
+from planner.specs.pipeline_stages import (padded_vocab, stage_argmax, stage_param_counts,
                                           vocab_padding_params)
 
 MIB = 2.0**20
@@ -391,27 +392,39 @@ def _peak_forwards(batch: CandidateBatch, rank) -> np.ndarray:
 
 
 def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
-    """`forwards` chunk forwards of pipeline rank `rank` in whole-stage units: forwards / v where the rank's layers
-    deal evenly over its v chunks. Otherwise the forwards run the chunks in order, a round of micro-batches each
+    """`forwards` chunk forwards of pipeline rank `rank` in whole-stage units: the layers of the chunks they ran over
+    the rank's layers. The forwards run the chunks in order, a round of micro-batches each
     (frameworks.interleaving_round; Megatron's get_model_chunk_id), so the chunks the warm-up runs most often count
-    most: the first ones, which hold a layer more where n mod v do (specs.pipeline_chunks.virtual_stage_layers: 12 layers in
-    8 chunks, 71 forwards in rounds of 8, hold 110 layers, 9.17 stages, not 71 / 8), except where the embedding and
-    the loss take a chunk's slot each: there rank 0's first chunk and the last rank's last chunk are a layer light."""
-    p, v = batch.pp, batch.vpp
+    most: the first ones, which hold a layer more where n mod v do (12 layers in 8 chunks, 71 forwards in rounds of
+    8, hold 110 layers, 9.17 stages, not 71 / 8), and the rank's chunks as specs.pipeline_chunks.virtual_stage_layers
+    deals them: where the embedding and the loss take a chunk's slot each, rank 0's first chunk and the last rank's
+    last chunk a layer light; a lighter end rank's chunks filled as NVIDIA's recipe fills them (the last rank's
+    2, 2, 2, 0 beside the MTP block and the loss: its warm-up's first chunks hold more than an even deal's)."""
+    p = batch.pp
     first, middle, last = batch.stages
     layers = np.where(rank == 0, first, np.where(rank >= p - 1, last - batch.mtp_layers, middle))
     layers = np.maximum(layers, 1.0)
     rounds = _chunk_rounds(batch, forwards)
-    per_round, full_cycles, last_chunk, rest = rounds
-    transformer = batch.layers - batch.mtp_layers
-    slots = slots_split(transformer, p, v) & ~split_set(batch)
-    per_chunk = (transformer + 2.0) / (p * v)
-    light = np.where(rank == 0, _runs_of_chunk(rounds, 0.0), np.where(rank >= p - 1, _runs_of_chunk(rounds, v - 1.0), 0.0))
-    in_slots = per_chunk * forwards - light
-    base, fuller = np.floor(layers / v), np.mod(layers, v)  # chunks 0 .. fuller - 1 hold base + 1
-    on_fuller = per_round * (full_cycles * fuller + np.minimum(last_chunk, fuller)) \
-        + np.where(last_chunk < fuller, rest, 0.0)
-    return np.where(slots, in_slots, base * forwards + on_fuller) / layers
+    sizes = _rank_chunk_layers(batch, rank)
+    ran = sum(_runs_of_chunk(rounds, float(c)) * size for c, size in enumerate(sizes))
+    return ran / layers
+
+
+def _rank_chunk_layers(batch: CandidateBatch, rank) -> list[np.ndarray]:
+    """Transformer layers of each model chunk of pipeline rank `rank` (0, 1 for the fullest middle rank, or pp - 1),
+    one array per chunk index up to the batch's largest vpp, 0 beyond a row's own vpp (called once per distinct
+    combination of INFLIGHT_COLUMNS: stage_inflight)."""
+    ranks = np.broadcast_to(np.asarray(rank, dtype=float), batch.pp.shape)
+    most = int(np.max(batch.vpp)) if batch.pp.size else 1
+    sizes = np.zeros((most, batch.pp.size))
+    for i, (n, mtp, p, v, f, l, r) in enumerate(zip(batch.layers, batch.mtp_layers, batch.pp, batch.vpp,
+                                                    batch.first_stage_layers, batch.last_stage_layers, ranks)):
+        p, v, r = int(p), int(v), min(int(r), int(p) - 1)
+        if p == 1 or v == 1:  # not read (_inflight counts whole stages there)
+            continue
+        chunks = virtual_stage_layers(int(n - mtp), p, v, int(f), int(l))
+        sizes[:v, i] = chunks[r::p]
+    return list(sizes)
 
 
 def _chunk_rounds(batch: CandidateBatch, forwards):

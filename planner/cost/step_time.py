@@ -339,11 +339,13 @@ def interleaved_steady_slot(p, v, first_chunk0, first_other, middle, last_other,
     the largest of them gives a bound the simulation reaches where the chunks deal evenly and exceeds by at most the
     difference of the lighter chunks elsewhere: max(v Q, (v - 1) Q + the heavier end chunk), Q the largest of the
     others (with two ranks no rank holds v of them: (v - 1) Q + the heavier end chunk). In the simulation
-    (one second a layer, the tests' cases): DeepSeek-V3's 61 layers on pp 8 x vpp 4 with 5 on the last rank were
-    priced 16% fast at the fullest rank's total while those 5 were dealt 2, 1, 1, 1 beside the MTP block and the loss,
-    7.9% fast dealt as NVIDIA's recipe deals them (pipeline_chunks._end_rank_chunks), and 1.8% slow with the bound;
-    NVIDIA's own 7|..|6 split is exact. Where the middle ranks' chunks differ by a layer (Llama 3.1 405B's 3, 3, 2 on
-    pp 16 x vpp 3; 80 layers on pp 8 x vpp 3) the bound is 4-7% slow, where the total was 1% fast."""
+    (tests/cost/test_pipeline_schedule.py, one second a layer): DeepSeek-V3's 61 layers on pp 8 x vpp 4 with 5 on the
+    last rank (2, 1, 1, 1 beside the MTP block and the loss) were priced 16% fast at the fullest rank's total and are
+    1.7% slow with the bound; NVIDIA's own 7|..|6 split, dealt as its recipe deals it (pipeline_chunks.
+    _end_rank_chunks), and every even split are exact. The bound is 2-8% slow where chunks differ by a layer (Llama
+    3.1 405B's 3, 3, 2 on pp 16 x vpp 3) and up to 26% where a light end rank's one-layer chunks sit beside middle
+    chunks of three (61 layers, 4 on the last rank, pp 8 x vpp 4: 18% fast at the total): the search avoids such
+    splits rather than choosing them for a speed they do not have."""
     widest = np.maximum(np.maximum(first_other, middle), last_other)
     ends = (v - 1.0) * widest + np.maximum(first_chunk0, last_end)
     return np.where(np.asarray(p) > 2, np.maximum(v * widest, ends), ends)

@@ -60,7 +60,7 @@ def virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int = 0, las
     widest = -(-fullest // vpp)  # its largest chunk
     uneven = split_kind(layers, pp, vpp, first_set, last_set) == "uneven"
     for rank, count in enumerate(ranks):
-        if uneven and rank in (0, pp - 1) and pp > 1 and vpp > 1 and count < fullest:  # a lighter end rank
+        if uneven and rank in (0, pp - 1) and pp > 1 and vpp > 1 and (vpp - 1) * widest <= count < fullest:
             dealt = _end_rank_chunks(count, vpp, widest, last=rank == pp - 1)
         else:
             base, extra = divmod(count, vpp)
@@ -71,21 +71,18 @@ def virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int = 0, las
 
 
 def _end_rank_chunks(count: int, vpp: int, widest: int, last: bool) -> list[int]:
-    """An end rank's `count` layers over its vpp chunks as NVIDIA's DeepSeek-V3 recipes deal them: every chunk but
-    the one beside the embedding (the first rank's chunk 0) or the loss (the last rank's last chunk) filled to the
-    middle ranks' largest chunk (`widest`), a layer each first, and that end chunk the rest, none if nothing is left
-    ("Et|tt|tt|tt" ... "tt|tt|tt|mL" for 61 layers on pp 8 x vpp 4: Megatron-Bridge@067f987d
-    perf_recipes/deepseek/h100/deepseek_v3.py). The interleaved schedule then runs the rank at its total
-    (cost.step_time.interleaved_steady_slot), where dealing evenly leaves a light chunk beside the end chunk that
-    waits on the other ranks' chunks; Megatron-Core's layout string takes any split, an end chunk of no layers too
-    (megatron/core/transformer/pipeline_parallel_layer_layout.py at NVIDIA/Megatron-LM@d98e8a64)."""
-    others = [1] * (vpp - 1)  # the chunks beside the end chunk, nearest the end chunk last filled
-    left = count - (vpp - 1)
-    for i in range(vpp - 1):
-        top = min(widest - 1, left)
-        others[i] += top
-        left -= top
-    return [*others, left] if last else [left, *reversed(others)]
+    """A lighter end rank's `count` layers over its vpp chunks as NVIDIA's DeepSeek-V3 recipes deal them, where the
+    rank has enough for it ((vpp - 1) x widest <= count): every chunk but the one beside the embedding (the first
+    rank's chunk 0) or the loss (the last rank's last chunk) holds the middle ranks' largest chunk (`widest`), that end
+    chunk the rest, none if nothing is left ("Et|tt|tt|tt" ... "tt|tt|tt|mL" for 61 layers on pp 8 x vpp 4:
+    Megatron-Bridge@067f987d perf_recipes/deepseek/h100/deepseek_v3.py). The interleaved schedule then runs the rank
+    at its total (cost.step_time.interleaved_steady_slot): dealt evenly (2, 2, 1, 1 beside the MTP block and the
+    loss), the light chunk beside the end one waits on the other ranks' chunks of two. Megatron-Core's layout string
+    takes any split, an end chunk of no layers too (megatron/core/transformer/pipeline_parallel_layer_layout.py at
+    NVIDIA/Megatron-LM@d98e8a64). A rank with fewer layers is dealt evenly: filling some chunks and emptying others
+    ran slower in the simulation (the review: 61 layers on pp 8 x vpp 4 with the first rank's 8 dealt 0, 2, 3, 3)."""
+    rest = count - (vpp - 1) * widest
+    return [*([widest] * (vpp - 1)), rest] if last else [rest, *([widest] * (vpp - 1))]
 
 
 def layout_chunks(layers: int, layout) -> list[int]:
