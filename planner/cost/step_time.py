@@ -28,7 +28,8 @@ the slowest stage sets the pace:
                    where fewer micro-batches than stages run interleaved: pipeline_bubble_slots) of the
                    slowest stage, with p2p sends hidden where the framework overlaps them; a word embedding
                    held on the first and the last stage (tied output layer, MTP) has its gradient all-reduced
-                   between the two once a step, exposed (`embedding_sync`).
+                   between the two once a step, exposed (`embedding_sync`); interleaved chunks of unequal size
+                   run in lock-step, bounded from above (`interleaved_lockstep`: interleaved_steady_slot).
 Then the optimizer (memory-bound Adam on HBM, or CPU-Adam with PCIe/NVMe copies when offloaded), and for
 sharded data parallelism the HBM copies around its collectives (FSDP1's flat-parameter passes, FSDP2's
 copy-in/out, DeepSpeed ZeRO-3's gradient bucket; `shard_copies`).

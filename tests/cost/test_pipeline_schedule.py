@@ -264,3 +264,23 @@ def test_interleaved_lockstep_is_a_named_part_only_where_chunks_differ():
                             global_batch=1024, framework="megatron", seq_parallel=True)
     assert uneven["time"].get("interleaved_lockstep", 0.0) > 0.0
     assert even["time"].get("interleaved_lockstep", 0.0) == 0.0
+
+
+def test_the_bound_holds_over_random_chunk_tables():
+    """interleaved_steady_slot is never below the simulation's steady state over random chunk tables of the three
+    rank kinds the planner prices (first, middle ranks alike, last; end chunks possibly empty): the monotonicity
+    argument, checked where no shape is assumed."""
+    import random
+    rng = random.Random(11)
+    for _ in range(60):
+        p, v = rng.choice([2, 3, 4, 8]), rng.choice([2, 3, 4])
+        first = [rng.choice([0.0, 0.5, 1.0, 2.0, 3.0]) for _ in range(v)]
+        middle = [rng.choice([0.5, 1.0, 2.0, 3.0]) for _ in range(v)]
+        last = [rng.choice([0.0, 1.0, 2.0, 3.0, 5.0]) for _ in range(v)]
+        forward, backward = map(list, zip(*[([t / 3.0 for t in rank], [2.0 * t / 3.0 for t in rank])
+                                            for rank in [first] + [middle] * (p - 2) + [last]]))
+        slope = (megatron_makespan(p, v, 6 * p, forward, backward)
+                 - megatron_makespan(p, v, 4 * p, forward, backward)) / (2 * p)
+        bound = step_time.interleaved_steady_slot(p, v, first[0], max(first[1:]), max(middle) if p > 2 else 0.0,
+                                                  max(last[:-1]), last[-1])
+        assert slope <= float(bound) * (1 + 1e-9)
