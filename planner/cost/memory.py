@@ -405,25 +405,35 @@ def _chunks_as_stages(batch: CandidateBatch, rank, forwards) -> np.ndarray:
     layers = np.where(rank == 0, first, np.where(rank >= p - 1, last - batch.mtp_layers, middle))
     layers = np.maximum(layers, 1.0)
     rounds = _chunk_rounds(batch, forwards)
-    sizes = _rank_chunk_layers(batch, rank)
+    sizes = _rank_chunk_layers(batch, rank, layers)
     ran = sum(_runs_of_chunk(rounds, float(c)) * size for c, size in enumerate(sizes))
     return ran / layers
 
 
-def _rank_chunk_layers(batch: CandidateBatch, rank) -> list[np.ndarray]:
+def _rank_chunk_layers(batch: CandidateBatch, rank, layers) -> list[np.ndarray]:
     """Transformer layers of each model chunk of pipeline rank `rank` (0, 1 for the fullest middle rank, or pp - 1),
     one array per chunk index up to the batch's largest vpp, 0 beyond a row's own vpp (called once per distinct
-    combination of INFLIGHT_COLUMNS: stage_inflight)."""
+    combination of INFLIGHT_COLUMNS: stage_inflight). With two ranks the middle row stands for the fuller end
+    (stage_layers), so rank 1 takes that end's chunks; where the rank's chunks do not hold the `layers` the stage
+    split gives it (DeepSpeed's first-heavy split, which no interleaved schedule runs), those layers dealt evenly."""
     ranks = np.broadcast_to(np.asarray(rank, dtype=float), batch.pp.shape)
     most = int(np.max(batch.vpp)) if batch.pp.size else 1
     sizes = np.zeros((most, batch.pp.size))
-    for i, (n, mtp, p, v, f, l, r) in enumerate(zip(batch.layers, batch.mtp_layers, batch.pp, batch.vpp,
-                                                    batch.first_stage_layers, batch.last_stage_layers, ranks)):
+    for i, (n, mtp, p, v, f, l, r, count) in enumerate(zip(
+            batch.layers, batch.mtp_layers, batch.pp, batch.vpp, batch.first_stage_layers, batch.last_stage_layers,
+            ranks, layers)):
         p, v, r = int(p), int(v), min(int(r), int(p) - 1)
         if p == 1 or v == 1:  # not read (_inflight counts whole stages there)
             continue
         chunks = virtual_stage_layers(int(n - mtp), p, v, int(f), int(l))
-        sizes[:v, i] = chunks[r::p]
+        own = [chunks[k::p] for k in range(p)]
+        if p == 2 and r == 1:
+            own[1] = max(own, key=sum)
+        dealt = own[r]
+        if sum(dealt) != int(count):
+            base, extra = divmod(int(count), v)
+            dealt = [base + (1 if c < extra else 0) for c in range(v)]
+        sizes[:v, i] = dealt
     return list(sizes)
 
 
