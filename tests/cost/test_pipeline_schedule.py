@@ -235,7 +235,8 @@ def test_deepseek_v3_last_rank_dealt_evenly_was_priced_16_percent_fast():
 
 def test_the_recipes_dealing_runs_its_split_faster_than_an_even_deal():
     """NVIDIA's 7|..|6 split: its last rank dealt 2, 2, 2, 0 beside the MTP block and the loss (_end_rank_chunks)
-    runs at the fullest rank's total in the simulation; dealt evenly (2, 2, 1, 1) the light chunk waits, 7% slower."""
+    runs at the fullest rank's total in the simulation; dealt evenly (2, 2, 1, 1) the light chunk waits, 8% slower
+    (360 against 333 s)."""
     p, v, m, head = 8, 4, 32, 4.0
     recipe = [[1.0, 2.0, 2.0, 2.0]] + [[2.0] * v for _ in range(p - 2)] + [[2.0, 2.0, 2.0, head]]
     even = [[2.0, 2.0, 2.0, 1.0]] + [[2.0] * v for _ in range(p - 2)] + [[2.0, 2.0, 1.0, 1.0 + head]]
