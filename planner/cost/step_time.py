@@ -337,8 +337,8 @@ def interleaved_steady_slot(p, v, first_chunk0, first_other, middle, last_other,
     the chunks but the two end ones are of one size, whatever those two; elsewhere its steady state lies between the
     fullest rank's total and v times the largest chunk, with no closed form (its critical cycles mix ranks and chunks
     in fractional counts). A schedule never runs faster where a chunk takes longer, so raising every other chunk to
-    the largest of them gives a bound the simulation reaches where the chunks deal evenly and exceeds by at most the
-    difference of the lighter chunks elsewhere: max(v Q, (v - 1) Q + the heavier end chunk), Q the largest of the
+    the largest of them gives a bound the simulation reaches where the chunks deal evenly and exceeds elsewhere by
+    what raising the lighter chunks costs: max(v Q, (v - 1) Q + the heavier end chunk), Q the largest of the
     others (with two ranks no rank holds v of them: (v - 1) Q + the heavier end chunk). In the simulation
     (tests/cost/test_pipeline_schedule.py, one second a layer): DeepSeek-V3's 61 layers on pp 8 x vpp 4 with 5 on the
     last rank (2, 1, 1, 1 beside the MTP block and the loss) were priced 16% fast at the fullest rank's total and are

@@ -7,7 +7,10 @@ layer's slot (first and last stage one layer lighter); else the first and last r
 stage_layers gives them (or the layout sets: Layout.first_stage_layers, last_stage_layers) and the middle ranks
 share the rest, the fullest holding stage_layers' middle.
 Each rank's layers are dealt over its vpp chunks, chunk c of the model living on rank c % pp
-(Megatron-LM's interleaved schedule and torchtitan's looped schedules both place stages so).
+(Megatron-LM's interleaved schedule and torchtitan's looped schedules both place stages so): evenly, the first
+chunks a layer more, except a lighter end rank of an uneven split with enough layers, whose chunks but the one
+beside the embedding or the loss hold the middle ranks' largest chunk, as NVIDIA's DeepSeek-V3 recipe deals them
+(_end_rank_chunks).
 """
 
 from __future__ import annotations
