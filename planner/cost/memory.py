@@ -60,7 +60,7 @@ from planner.frameworks.moe import interleaved_warmup_forwards, pairs_stages
 from planner.specs.hardware import ClusterSpec
 from planner.specs.topology import NCCL_CHANNELS
 from planner.specs.candidate_batch import DTYPE_BYTES, DTYPE_CODES, CandidateBatch
-from planner.specs.pipeline_chunks import virtual_stage_layers
+from planner.specs.pipeline_chunks import even_deal, rank_chunks
 from planner.specs.pipeline_stages import (padded_vocab, stage_argmax, stage_param_counts,
                                           vocab_padding_params)
 
@@ -425,15 +425,9 @@ def _rank_chunk_layers(batch: CandidateBatch, rank, layers) -> list[np.ndarray]:
         p, v, r = int(p), int(v), min(int(r), int(p) - 1)
         if p == 1 or v == 1:  # not read (_inflight counts whole stages there)
             continue
-        chunks = virtual_stage_layers(int(n - mtp), p, v, int(f), int(l))
-        own = [chunks[k::p] for k in range(p)]
-        if p == 2 and r == 1:
-            own[1] = max(own, key=sum)
-        dealt = own[r]
-        if sum(dealt) != int(count):
-            base, extra = divmod(int(count), v)
-            dealt = [base + (1 if c < extra else 0) for c in range(v)]
-        sizes[:v, i] = dealt
+        own = rank_chunks(int(n - mtp), p, v, int(f), int(l))
+        dealt = max(own, key=sum) if p == 2 and r == 1 else own[r]
+        sizes[:v, i] = dealt if sum(dealt) == int(count) else even_deal(int(count), v)
     return list(sizes)
 
 

@@ -66,11 +66,22 @@ def virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int = 0, las
         if uneven and rank in (0, pp - 1) and pp > 1 and vpp > 1 and (vpp - 1) * widest <= count < fullest:
             dealt = _end_rank_chunks(count, vpp, widest, last=rank == pp - 1)
         else:
-            base, extra = divmod(count, vpp)
-            dealt = [base + (1 if v < extra else 0) for v in range(vpp)]
+            dealt = even_deal(count, vpp)
         for v, size in enumerate(dealt):
             chunks[v * pp + rank] = size
     return chunks
+
+
+def even_deal(count: int, vpp: int) -> list[int]:
+    """`count` layers over vpp chunks as evenly as they go, the first chunks a layer more."""
+    base, extra = divmod(count, vpp)
+    return [base + (1 if v < extra else 0) for v in range(vpp)]
+
+
+def rank_chunks(layers: int, pp: int, vpp: int, first_set: int = 0, last_set: int = 0) -> list[list[int]]:
+    """virtual_stage_layers per pipeline rank: rank r's chunks in model order (chunk c on rank c % pp)."""
+    chunks = virtual_stage_layers(layers, pp, vpp, first_set, last_set)
+    return [chunks[r::pp] for r in range(pp)]
 
 
 def _end_rank_chunks(count: int, vpp: int, widest: int, last: bool) -> list[int]:
@@ -100,8 +111,7 @@ def lockstep_chunks(layers: int, pp: int, vpp: int, first_set: int = 0, last_set
     chunks, the largest chunk of any middle rank (0 with two ranks), the largest of the last rank's chunks but its
     last, and that last chunk (beside the output layer, the loss and any multi-token-prediction blocks), as
     virtual_stage_layers deals them."""
-    chunks = virtual_stage_layers(layers, pp, vpp, first_set, last_set)
-    ranks = [chunks[r::pp] for r in range(pp)]
+    ranks = rank_chunks(layers, pp, vpp, first_set, last_set)
     first, last = ranks[0], ranks[-1]
     middle = max((max(rank) for rank in ranks[1:-1]), default=0)
     return first[0], max(first[1:], default=0), middle, max(last[:-1], default=0), last[-1]
