@@ -29,6 +29,12 @@ settings.register_profile("campaign", max_examples=3000, deadline=None, print_bl
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# Under pytest-xdist every core already runs a worker: the cost model's own threads (planner/cost/row_chunks.py) would
+# only contend with them. tests/search with -n 2 on the 2-core machine: 235 s at one thread a worker, 260 s at two.
+# The tests of the threaded path set PLANNER_THREADS themselves.
+if os.environ.get("PYTEST_XDIST_WORKER") and "PLANNER_THREADS" not in os.environ:
+    os.environ["PLANNER_THREADS"] = "1"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _own_user_config_folder(tmp_path_factory):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner.cost import row_chunks
 from planner.cost.evaluation import evaluation_fraction
 from planner.cost.memory import per_gpu_memory
 from planner.cost.step_time import step_time
@@ -36,7 +37,21 @@ class Estimate:
         return self.time["step_time_s"]
 
 
-def estimate(batch: CandidateBatch, cluster: ClusterSpec) -> Estimate:
+def estimate(batch: CandidateBatch, cluster: ClusterSpec, threads: int | None = None) -> Estimate:
+    """Memory and step time of every candidate. A large batch is scored in row chunks on `threads` threads
+    (cost.row_chunks; default: PLANNER_THREADS or the process's cores), with the same numbers as in one piece."""
+    count = row_chunks.thread_count() if threads is None else threads
+    bounds = row_chunks.row_bounds(len(batch), count)
+    if count == 1 or len(bounds) == 1:  # one thread: in one piece, as cheap as in chunks one after another
+        return _estimate_rows(batch, cluster)
+    parts = list(row_chunks.in_threads(lambda rows: _estimate_rows(batch.take(slice(*rows)), cluster), bounds,
+                                       count))
+    lengths = [stop - start for start, stop in bounds]
+    return Estimate(memory=row_chunks.concatenate_rows([part.memory for part in parts], lengths),
+                    time=row_chunks.concatenate_rows([part.time for part in parts], lengths))
+
+
+def _estimate_rows(batch: CandidateBatch, cluster: ClusterSpec) -> Estimate:
     return Estimate(memory=per_gpu_memory(batch, cluster), time=step_time(batch, cluster))
 
 

@@ -8,6 +8,8 @@ optimizer step (cost/optimizer_step.py) all read it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from planner.cost import distinct
@@ -44,12 +46,13 @@ def _moe_layers_per_stage(batch):
     if batch.moe_layers is None or not np.any((batch.dense_prefix > 0) | (batch.moe_layers < batch.layers)):
         return batch.stages
     first_heavy = batch_framework_arrays(batch)["uneven_layers_to_first_stages"] > 0
-    rows = [_moe_layers_of_row(*(int(v) for v in values), heavy)
+    rows = [_moe_layers_of_row(*(int(v) for v in values), bool(heavy))
             for *values, heavy in zip(batch.layers, batch.mtp_layers, batch.moe_layers, batch.dense_prefix, batch.pp,
                                       batch.vpp, batch.first_stage_layers, batch.last_stage_layers, first_heavy)]
     return tuple(np.array(column, dtype=float) for column in zip(*rows))
 
 
+@functools.lru_cache(maxsize=4096)  # once per model and split: called per distinct combination of STAGE_COLUMNS
 def _moe_layers_of_row(layers, mtp, moe_and_mtp, dense_prefix, pp, vpp, first_set, last_set, first_heavy):
     """(first, fullest middle, last) MoE layers of one candidate, from which layers each rank holds in model order
     (specs.pipeline_chunks: chunk c on rank c % pp; DeepSpeed's first-heavy split, Framework.uneven_layers_to_first_

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.cost import row_chunks
 from planner.cost.gemm import flop_rate_ceiling, rank_share
 from planner.search.bounds import MISSES_DEADLINE, OVER_BUDGET, cell_bounds
 from planner.search.score import DROP_REASONS, Problem, score_chunk
 from planner.search.selection import primary_objective, tie_tolerance
 from planner.search.space import Space, concatenate, enumerate_cells
 
-CHUNK = 262_144  # candidates per vectorised batch: large enough for numpy, small enough for memory
+# Most candidates a chunk scores: large enough for numpy, small enough for memory. `planner optimize --budget 10000gpuh`
+# (4.8M candidates, 2-core machine) searched in 20 s on one thread at this size or twice it, and in 14.6 s on two
+# threads, with a peak of 1.8 GB (1.3 GB on one thread; 2.3 GB at twice the size on two: each thread keeps its own
+# freed blocks, cli.allocator).
+CHUNK_ROWS = 131_072
 CELLS_PER_ROUND = 48  # (model, GPU count) cells enumerated at once between bound checks
 
 
@@ -42,10 +47,15 @@ class Scoreboard:
 
     def add(self, problem: Problem, space: Space) -> None:
         n = len(space)
-        for start in range(0, n, CHUNK):
-            index = np.arange(start, min(start + CHUNK, n))
-            arrays = {k: v[index] for k, v in space.arrays.items()}
-            metrics = score_chunk(problem, space.models, arrays)
+
+        threads = row_chunks.thread_count()
+
+        def score(rows: tuple[int, int]) -> tuple[np.ndarray, dict]:
+            index = np.arange(*rows)
+            return index, score_chunk(problem, space.models, {k: v[index] for k, v in space.arrays.items()})
+
+        # Chunks scored on the process's cores and tallied in order, as one after another would be.
+        for index, metrics in row_chunks.in_threads(score, row_chunks.row_bounds(n, threads, CHUNK_ROWS), threads):
             failed, good = metrics["failed"], metrics["feasible"]
             masks, counts = np.unique(failed[~good], return_counts=True)
             for mask, count in zip(masks.tolist(), counts.tolist()):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.cost import distinct
+from planner.cost import distinct, row_chunks
 from planner.cost.evaluation import batch_evaluation_fraction, with_evaluation
 from planner.cost.goodput import goodput
 from planner.cost.memory import per_gpu_memory, state_bytes_lower_bound, within_hbm
@@ -639,11 +639,15 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
         arrays = {name: column[kept] for name, column in arrays.items()}
     # Scored a block of layouts at a time: the cost model's intermediate arrays grow with the batch (a 12M-layout
     # DeepSeek-V3 search held 13 GB at once), the result does not.
+    # On several threads (cost.row_chunks) each block is a share of SCORE_BLOCK, so the blocks in flight hold what one did.
     count = len(arrays["tp"])
-    starts = range(0, max(count, 1), SCORE_BLOCK)
-    blocks = [_score_block(model, cluster, {name: column[start:start + SCORE_BLOCK] for name, column in arrays.items()},
-                           dtype, min_headroom, moe_load_imbalance, limit, only_fitting, grad_reduce_in_fp32)
-              for start in starts]
+    threads = row_chunks.thread_count()
+    bounds = row_chunks.row_bounds(count, threads, max(SCORE_BLOCK // threads, row_chunks.FEWEST_ROWS_PER_CHUNK))
+    starts = [start for start, _ in bounds]
+    blocks = list(row_chunks.in_threads(
+        lambda rows: _score_block(model, cluster, {name: column[slice(*rows)] for name, column in arrays.items()},
+                                  dtype, min_headroom, moe_load_imbalance, limit, only_fitting, grad_reduce_in_fp32),
+        bounds, threads))
     # The layouts each block priced: all of them, or (only_fitting) those whose states fit. Taken from the whole
     # enumeration once, rather than a block's columns concatenated again (several seconds on a 3.5M-layout search).
     kept = np.concatenate([start + block[0] for start, block in zip(starts, blocks)])

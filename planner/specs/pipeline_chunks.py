@@ -15,6 +15,8 @@ beside the embedding or the loss hold the middle ranks' largest chunk, as NVIDIA
 
 from __future__ import annotations
 
+import functools
+
 from planner.errors import PlannerInputError
 from planner.specs.pipeline_stages import slots_split, stage_layers
 
@@ -51,12 +53,20 @@ def rank_layers(layers: int, pp: int, vpp: int, first_set: int = 0, last_set: in
 
 def virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int = 0, last_set: int = 0) -> list[int]:
     """Layers of each of the pp x vpp model chunks in model order (chunk c runs on rank c % pp)."""
+    return list(_virtual_stage_layers(int(layers), int(pp), int(vpp), int(first_set), int(last_set)))
+
+
+# Once per split: the cost model asks per distinct combination of a part's columns (cost.distinct), and a search's
+# combinations share a few dozen splits. Uncached, a DeepSeek-V3 layout search spent 11 of its 21 s here, in
+# stage_layers' array arithmetic on one row at a time (47,761 calls).
+@functools.lru_cache(maxsize=4096)
+def _virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int, last_set: int) -> tuple[int, ...]:
     if split_kind(layers, pp, vpp, first_set, last_set) == "slots":  # the embedding's slot is in chunk 0, the loss's in the last
         per_chunk = (layers + 2) // (pp * vpp)
         chunks = [per_chunk] * (pp * vpp)
         chunks[0] -= 1
         chunks[-1] -= 1
-        return chunks
+        return tuple(chunks)
     chunks = [0] * (pp * vpp)
     ranks = rank_layers(layers, pp, vpp, first_set, last_set)
     fullest = max(ranks[1:-1] if pp > 2 else ranks)  # the fullest middle rank (with two ranks, the fuller end)
@@ -69,7 +79,7 @@ def virtual_stage_layers(layers: int, pp: int, vpp: int, first_set: int = 0, las
             dealt = even_deal(count, vpp)
         for v, size in enumerate(dealt):
             chunks[v * pp + rank] = size
-    return chunks
+    return tuple(chunks)
 
 
 def even_deal(count: int, vpp: int) -> list[int]:

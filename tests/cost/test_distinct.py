@@ -5,86 +5,49 @@ dtypes, ZeRO stages, hierarchies and switches whose rows repeat."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import numpy as np
 import pytest
 
 from planner.cost import data_parallel, distinct, memory, stages
 from planner.cost.estimate import estimate
-from planner.frameworks import FRAMEWORK_NAMES
 from planner.specs.clusters import load_cluster
-from planner.specs.candidate_batch import DTYPE_CODES, CandidateBatch, build_batch
+from planner.specs.candidate_batch import CandidateBatch, build_batch
 from planner.specs.model import preset
-
-
-def _flatten(tree, prefix=""):
-    if isinstance(tree, dict):
-        for name, value in tree.items():
-            yield from _flatten(value, f"{prefix}/{name}")
-    else:
-        yield prefix, np.asarray(tree)
-
-
-def _mixed_batch(model_name: str, models: list | None = None) -> CandidateBatch:
-    """Layouts of every stack with random dtypes, switches, offload and hierarchies, each repeated four times; of
-    `model_name`, or with `models` each row of a random one of them (a budget search's chunk)."""
-    rng = np.random.default_rng(7)
-    table = np.array([row for row in itertools.product(
-        (1, 2, 8), (1, 4), (1, 2), (1, 16), (1, 2), (0, 1, 2, 3), (1, 2), (0, 2), range(len(FRAMEWORK_NAMES)))
-        if not (row[2] > 1 and row[1] == 1)], dtype=float)
-    tp, pp, vpp, dp, cp, zero, mb, recompute, framework = table.T
-    n = len(table)
-    dtype = rng.choice([DTYPE_CODES["bf16"], DTYPE_CODES["fp16"], DTYPE_CODES["fp8"]], n)
-    columns = dict(
-        tp=tp, pp=pp, vpp=vpp, dp=dp, cp=cp, zero=zero, micro_batch=mb, global_batch=mb * dp * rng.choice([1, 4, 8], n),
-        recompute=recompute,
-        framework=framework, dtype=dtype, fp8_current_scaling=(dtype == DTYPE_CODES["fp8"]) & (rng.random(n) < 0.5),
-        seq_parallel=(tp > 1) & (rng.random(n) < 0.5),
-        tp_comm_overlap=(tp > 1) & (rng.random(n) < 0.5), dp_comm_overlap=rng.random(n) < 0.5,
-        offload=np.where(zero >= 1, rng.choice([0, 1], n) + (zero == 3), 0), flash_attention=rng.random(n) < 0.8,
-        shard_group=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 8), 0),
-        zero_hpz=np.where((zero == 3) & (rng.random(n) < 0.3), np.minimum(dp, 2), 1),
-        partition_activations=rng.random(n) < 0.5)
-    if models is None and preset(model_name).is_moe:  # the all-to-all overlaps, DualPipe's stage pairing among them
-        columns["a2a_overlap"] = rng.choice([0.0, 1.0, 2.0], n)
-    index = np.zeros(4 * n, dtype=np.int64) if models is None else rng.integers(0, len(models), 4 * n)
-    return build_batch(models or [preset(model_name)], index,
-                       **{name: np.tile(values, 4) for name, values in columns.items()})
 
 
 @pytest.mark.parametrize("model_name, cluster_name", [("llama2-70b", "dgx-h100"), ("mixtral-8x7b", "dgx-h100"),
                                                       ("gpt3-13b", "frontier-mi250x"), ("deepseek-v3", "h800-deepseek")])
-def test_distinct_evaluation_equals_every_row(monkeypatch, model_name, cluster_name):
-    batch, cluster = _mixed_batch(model_name), load_cluster(cluster_name)
-    keyed = dict(_flatten(dataclasses.asdict(estimate(batch, cluster))))
+def test_distinct_evaluation_equals_every_row(monkeypatch, mixed_batch, flatten, model_name, cluster_name):
+    batch, cluster = mixed_batch(model_name), load_cluster(cluster_name)
+    keyed = dict(flatten(dataclasses.asdict(estimate(batch, cluster))))
     for columns in (distinct.LAYER_COLUMNS, data_parallel.DATA_PARALLEL_COLUMNS, memory.STAGE_STATE_COLUMNS,
                     stages.STAGE_COLUMNS, memory.INFLIGHT_COLUMNS):
         assert distinct.distinct_rows(batch, columns) is not None  # the keyed path ran
     monkeypatch.setattr(distinct, "_WORTHWHILE_SHARE", -1.0)  # never worthwhile: every part on every row
     fresh = dataclasses.replace(batch)
-    every_row = dict(_flatten(dataclasses.asdict(estimate(fresh, cluster))))
+    every_row = dict(flatten(dataclasses.asdict(estimate(fresh, cluster))))
     assert keyed.keys() == every_row.keys()
     for name, values in every_row.items():
         np.testing.assert_array_equal(keyed[name], values, err_msg=name)
 
 
 @pytest.mark.parametrize("cluster_name", ["dgx-h100", "frontier-mi250x"])
-def test_a_many_model_batch_numbers_its_model_columns_per_model_with_the_same_numbers(monkeypatch, cluster_name):
+def test_a_many_model_batch_numbers_its_model_columns_per_model_with_the_same_numbers(monkeypatch, mixed_batch, flatten, cluster_name):
     """A budget search's chunk holds many models: cost.distinct numbers the model columns on one row per model
     (CandidateBatch.model_index) instead of sorting every row's values. With models that share some columns
     (Llama 2 and Llama 3 70B: layers, hidden, heads) and one model listed twice, every row gets the numbers it
     gets when each model column is numbered on every row, and when every part runs on every row."""
     models = [preset(name) for name in ("llama3-8b", "llama2-70b", "llama3-70b", "gpt3-13b", "llama3-8b")]
-    batch, cluster = _mixed_batch("", models), load_cluster(cluster_name)
-    keyed = dict(_flatten(dataclasses.asdict(estimate(batch, cluster))))
+    batch, cluster = mixed_batch("", models), load_cluster(cluster_name)
+    keyed = dict(flatten(dataclasses.asdict(estimate(batch, cluster))))
     codes, count = distinct._model_codes(batch, distinct.MODEL_COLUMNS)
     assert count == 4 and len(np.unique(codes)) == 4  # four distinct models among five listed
     first, twin = batch.model_index == 0, batch.model_index == 4
     assert first.any() and twin.any() and len(np.unique(codes[first | twin])) == 1
-    per_column = dict(_flatten(dataclasses.asdict(estimate(dataclasses.replace(batch, model_index=None), cluster))))
+    per_column = dict(flatten(dataclasses.asdict(estimate(dataclasses.replace(batch, model_index=None), cluster))))
     monkeypatch.setattr(distinct, "_WORTHWHILE_SHARE", -1.0)  # never worthwhile: every part on every row
-    every_row = dict(_flatten(dataclasses.asdict(estimate(dataclasses.replace(batch), cluster))))
+    every_row = dict(flatten(dataclasses.asdict(estimate(dataclasses.replace(batch), cluster))))
     assert keyed.keys() == per_column.keys() == every_row.keys()
     for name, values in every_row.items():
         np.testing.assert_array_equal(keyed[name], values, err_msg=name)
@@ -95,8 +58,8 @@ def test_a_many_model_batch_numbers_its_model_columns_per_model_with_the_same_nu
 # alone overflow HBM (search_layouts(only_fitting=True)): that bound must never exceed a layout's full memory.
 @pytest.mark.parametrize("model_name, cluster_name", [("llama2-70b", "dgx-h100"), ("mixtral-8x7b", "dgx-h100"),
                                                       ("gpt3-13b", "frontier-mi250x")])
-def test_state_bytes_never_exceed_the_full_memory(model_name, cluster_name):
-    batch, cluster = _mixed_batch(model_name), load_cluster(cluster_name)
+def test_state_bytes_never_exceed_the_full_memory(mixed_batch, flatten, model_name, cluster_name):
+    batch, cluster = mixed_batch(model_name), load_cluster(cluster_name)
     bound = memory.state_bytes_lower_bound(batch)
     full = memory.per_gpu_memory(batch, cluster)
     assert np.all(bound <= full["total_bytes"])
@@ -109,16 +72,16 @@ def test_state_bytes_never_exceed_the_full_memory(model_name, cluster_name):
 
 
 @pytest.mark.parametrize("model_name", ["llama2-70b", "mixtral-8x7b"])
-def test_a_sub_batch_keeps_its_parents_codes_and_gets_the_same_numbers(model_name):
+def test_a_sub_batch_keeps_its_parents_codes_and_gets_the_same_numbers(mixed_batch, flatten, model_name):
     """distinct.take (the searches' layouts that fit, out of every layout) carries the parent's column codes and
     parallel shapes: the sub-batch is keyed from them and prices every row exactly as a fresh sub-batch does."""
-    batch, cluster = _mixed_batch(model_name), load_cluster("dgx-h100")
+    batch, cluster = mixed_batch(model_name), load_cluster("dgx-h100")
     estimate(batch, cluster)  # numbers the parent's columns
     rows = np.flatnonzero(np.random.default_rng(3).random(len(batch)) < 0.6)
     carried = distinct.take(batch, rows)
     assert any(name.startswith("distinct_codes:") for name in carried.__dict__["_memo"])
-    kept = dict(_flatten(dataclasses.asdict(estimate(carried, cluster))))
-    fresh = dict(_flatten(dataclasses.asdict(estimate(batch.take(rows), cluster))))
+    kept = dict(flatten(dataclasses.asdict(estimate(carried, cluster))))
+    fresh = dict(flatten(dataclasses.asdict(estimate(batch.take(rows), cluster))))
     assert kept.keys() == fresh.keys()
     for name, values in fresh.items():
         np.testing.assert_array_equal(kept[name], values, err_msg=name)
