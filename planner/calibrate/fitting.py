@@ -11,7 +11,6 @@ parameters to fit is calibrate.selection's and how well it predicts is calibrate
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from planner.calibrate.samples import Sample, sample_batch
 from planner.cost.efficiency_sweep import step_times_under
@@ -155,6 +154,8 @@ def fit(samples: list[Sample], cluster: ClusterSpec, names: list[str], prior_wei
     if not finite:  # scipy would raise "Residuals are not finite in the initial point"
         raise PlannerInputError(f"calibration of {', '.join(names)}: the model's step time is not finite at the "
                                 f"starting values for some of the {len(samples)} rows; check their shapes and layouts")
+    from scipy.optimize import least_squares  # here, not at module level: ~0.5 s of every CLI start
+
     solution = least_squares(residuals, x0, jac=_forward_differences(residuals, residuals_at), loss="soft_l1",
                              f_scale=ROBUST_SCALE, max_nfev=200 * len(names))
     return _cluster_with(cluster, names, solution.x)

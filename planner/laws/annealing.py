@@ -27,7 +27,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from planner.errors import PlannerInputError
 
@@ -204,6 +203,8 @@ def _fit_fixed_decay(schedules, steps, losses, decay: float, huber_delta: float)
         gap = max(loss.max() - l0, 1e-3)
         x0 = np.array([l0, np.log(gap) + alpha * np.log(s1.min()), alpha, c_frac * c_scale])
         x0 = np.clip(x0, np.array(low) + 1e-9, np.array(high) - 1e-9)
+        from scipy.optimize import least_squares  # here, not at module level: ~0.5 s of every CLI start
+
         result = least_squares(residual, x0, bounds=(low, high), loss="huber", f_scale=huber_delta, x_scale="jac")
         if best is None or result.cost < best.cost:
             best = result

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import ndtri
 
 from planner.laws.training_compute import FLOPS_PER_PARAM_TOKEN, dense_training_flops, tokens_for_compute
 
@@ -183,6 +182,8 @@ class LossLaw:
             return interval_holding(self.predict(N, D), *percentile_interval(preds, level))
         center = self.predict(N, D)
         sigma = self.relative_sigma if self.relative_sigma is not None else 0.0
+        from scipy.special import ndtri  # here, not at module level: scipy.special adds ~0.2 s to every CLI start
+
         z = float(ndtri(0.5 + level / 2.0))
         return center * np.exp(-z * sigma), center * np.exp(z * sigma)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from scipy.optimize import minimize
 
 from planner.errors import PlannerInputError
 from planner.laws.base import LossLaw, Validity, behaviour_problem
@@ -211,6 +210,8 @@ class LawFitter:
 
     def _run(self, objective: "_Objective", pmap: ParameterMap, x0: np.ndarray):
         options = {"maxiter": self.max_iter, "ftol": 1e-14, "gtol": 1e-9, "maxcor": 20}
+        from scipy.optimize import minimize  # here, not at module level: ~0.5 s of every CLI start
+
         result = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=pmap.free_bounds, options=options)
         result.converged = bool(result.success)
         if result.status == 2:

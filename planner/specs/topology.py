@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
-from scipy.optimize import linprog
 
 from planner.specs.hardware import ClusterSpec, Dragonfly, Network, Node
 
@@ -279,6 +278,8 @@ def ring_packing_bytes_per_s(capacity: dict, groups: list[list[int]]) -> float |
     limits = np.concatenate([[capacity[e] for e in edges], np.zeros(len(groups))])
     objective = np.zeros(n + 1)
     objective[n] = -1.0
+    from scipy.optimize import linprog  # here, not at module level: scipy.optimize adds ~0.5 s to every CLI start
+
     solution = linprog(objective, A_ub=usage, b_ub=limits / 1e9, bounds=(0, None), method="highs")  # in GB/s
     return float(solution.x[n]) * 1e9 if solution.success else None
 
