@@ -11,11 +11,12 @@ dgx-a100-80gb, best of 3): the whole batch in one call 1.02-1.24 s; four chunks 
 1.14-1.16 s; the same four chunks on two threads 0.78-0.80 s. Chunks of 65,536 rows were slower (0.94 s on two
 threads): the fewer rows a chunk has, the fewer of them share a combination for cost.distinct to reuse.
 
-`PLANNER_THREADS` (a whole number >= 1) sets the threads; unset, every core this process may run on.
+`PLANNER_THREADS` (a whole number >= 1) sets the threads; unset, every core this process may run on, at most 8.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 from collections import deque
@@ -34,21 +35,27 @@ ROWS_PER_CHUNK = 262_144
 # concatenation cost more than they save, and fewer rows share combinations (above).
 FEWEST_ROWS_PER_CHUNK = 65_536
 
+# Threads used by default at most. Each holds a chunk's working arrays (about 0.5 GB for one of the budget search's
+# chunks) and keeps its own freed blocks (cli/allocator.py), and the affinity mask ignores a container's CPU quota;
+# PLANNER_THREADS asks for more.
+MOST_DEFAULT_THREADS = 8
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 def thread_count() -> int:
-    """Threads to score with: PLANNER_THREADS, or the cores this process may run on."""
+    """Threads to score with: PLANNER_THREADS, or the cores this process may run on, at most MOST_DEFAULT_THREADS."""
     setting = os.environ.get(THREADS_VARIABLE, "").strip()
     if setting:
         if not setting.isdigit() or int(setting) < 1:
             raise PlannerInputError(f"environment variable {THREADS_VARIABLE}={setting!r}: expected a whole number >= 1")
         return int(setting)
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MOST_DEFAULT_THREADS))
 
 
 def row_bounds(rows: int, threads: int, most_rows: int | None = None) -> list[tuple[int, int]]:
@@ -70,24 +77,40 @@ def in_threads(function: Callable[[Item], Result], items: Iterable[Item], thread
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending = deque()
         for item in items:
-            pending.append(pool.submit(function, item))
+            # Each call in a copy of this thread's context: numpy's error state (np.errstate) lives there, and a
+            # caller's `errstate(all="raise")` must hold in the workers too (calibrate/lockstep.py does the same).
+            pending.append(pool.submit(contextvars.copy_context().run, function, item))
             if len(pending) >= threads:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
+# A value a chunk's result does not have (concatenate_rows).
+_ABSENT = object()
+
+
 def concatenate_rows(parts: list, lengths: list[int]):
     """The chunks' results (arrays nested in dicts and tuples, the row axis last; chunk i has lengths[i] rows) as one
     result over all rows. A value without a row axis in every chunk, and the same in each, is kept once; one that has
-    a row axis in some chunks only is broadcast over the others' rows."""
-    first = parts[0]
+    a row axis in some chunks only is broadcast over the others' rows. A part the cost model leaves out where no row
+    of the batch has it (an MoE model's expert memory in a chunk of dense models, the interleaved schedule's lock-step
+    in a chunk without interleaving) is zero on the rows of the chunks that lack it, as in the whole batch
+    (tests/cost/test_row_chunks.py: batches sorted so that chunks differ)."""
+    present = [part for part in parts if part is not _ABSENT]
+    first = present[0]
     if isinstance(first, dict):
-        return {name: concatenate_rows([part[name] for part in parts], lengths) for name in first}
+        names = dict.fromkeys(name for part in present for name in part)  # in order of first appearance
+        return {name: concatenate_rows([_ABSENT if part is _ABSENT else part.get(name, _ABSENT) for part in parts],
+                                       lengths) for name in names}
     if isinstance(first, tuple):
-        return tuple(concatenate_rows(list(values), lengths) for values in zip(*parts))
-    if all(np.ndim(part) == 0 for part in parts) and all(np.array_equal(part, first) for part in parts):
+        return tuple(concatenate_rows([_ABSENT if part is _ABSENT else part[i] for part in parts], lengths)
+                     for i in range(len(first)))
+    if (len(present) == len(parts) and all(np.ndim(part) == 0 for part in parts)
+            and all(np.array_equal(part, first) for part in parts)):
         return first
-    shaped = next(np.shape(part) for part in parts if np.ndim(part) > 0)
-    return np.concatenate([np.broadcast_to(part, shaped[:-1] + (length,)) for part, length in zip(parts, lengths)],
+    shaped = next((np.shape(part) for part in present if np.ndim(part) > 0), (1,))
+    dtype = np.result_type(*present)
+    return np.concatenate([np.zeros(shaped[:-1] + (length,), dtype=dtype) if part is _ABSENT
+                           else np.broadcast_to(part, shaped[:-1] + (length,)) for part, length in zip(parts, lengths)],
                           axis=-1)

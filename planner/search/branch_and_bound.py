@@ -17,11 +17,12 @@ from planner.search.score import DROP_REASONS, Problem, score_chunk
 from planner.search.selection import primary_objective, tie_tolerance
 from planner.search.space import Space, concatenate, enumerate_cells
 
-# Most candidates a chunk scores: large enough for numpy, small enough for memory. `planner optimize --budget 10000gpuh`
-# (4.8M candidates, 2-core machine) searched in 20 s on one thread at this size or twice it, and in 14.6 s on two
-# threads, with a peak of 1.8 GB (1.3 GB on one thread; 2.3 GB at twice the size on two: each thread keeps its own
-# freed blocks, cli.allocator).
-CHUNK_ROWS = 131_072
+# Candidates scored at once, over all threads: large enough for numpy, small enough for memory. Each thread's chunk is
+# its share, and no smaller than row_chunks.FEWEST_ROWS_PER_CHUNK. `planner optimize --budget 10000gpuh` (4.8M
+# candidates, 2-core machine) searched in 20 s on one thread (chunks of 262,144 or 131,072 alike), and in 14.6 s on
+# two threads of 131,072, with a peak of 1.8 GB (1.3 GB on one thread; 2.3 GB with two chunks of 262,144 in flight:
+# each thread keeps its own freed blocks, cli.allocator).
+ROWS_IN_FLIGHT = 262_144
 CELLS_PER_ROUND = 48  # (model, GPU count) cells enumerated at once between bound checks
 
 
@@ -55,7 +56,9 @@ class Scoreboard:
             return index, score_chunk(problem, space.models, {k: v[index] for k, v in space.arrays.items()})
 
         # Chunks scored on the process's cores and tallied in order, as one after another would be.
-        for index, metrics in row_chunks.in_threads(score, row_chunks.row_bounds(n, threads, CHUNK_ROWS), threads):
+        most_rows = max(ROWS_IN_FLIGHT // threads, row_chunks.FEWEST_ROWS_PER_CHUNK)
+        bounds = row_chunks.row_bounds(n, threads, most_rows) if n else []
+        for index, metrics in row_chunks.in_threads(score, bounds, threads):
             failed, good = metrics["failed"], metrics["feasible"]
             masks, counts = np.unique(failed[~good], return_counts=True)
             for mask, count in zip(masks.tolist(), counts.tolist()):

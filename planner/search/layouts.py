@@ -639,7 +639,8 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
         arrays = {name: column[kept] for name, column in arrays.items()}
     # Scored a block of layouts at a time: the cost model's intermediate arrays grow with the batch (a 12M-layout
     # DeepSeek-V3 search held 13 GB at once), the result does not.
-    # On several threads (cost.row_chunks) each block is a share of SCORE_BLOCK, so the blocks in flight hold what one did.
+    # On several threads (cost.row_chunks) each block is a share of SCORE_BLOCK, so the blocks in flight hold about what
+    # one did (at most 8 default threads of at least FEWEST_ROWS_PER_CHUNK: 524,288 rows).
     count = len(arrays["tp"])
     threads = row_chunks.thread_count()
     bounds = row_chunks.row_bounds(count, threads, max(SCORE_BLOCK // threads, row_chunks.FEWEST_ROWS_PER_CHUNK))

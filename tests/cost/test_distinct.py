@@ -58,7 +58,7 @@ def test_a_many_model_batch_numbers_its_model_columns_per_model_with_the_same_nu
 # alone overflow HBM (search_layouts(only_fitting=True)): that bound must never exceed a layout's full memory.
 @pytest.mark.parametrize("model_name, cluster_name", [("llama2-70b", "dgx-h100"), ("mixtral-8x7b", "dgx-h100"),
                                                       ("gpt3-13b", "frontier-mi250x")])
-def test_state_bytes_never_exceed_the_full_memory(mixed_batch, flatten, model_name, cluster_name):
+def test_state_bytes_never_exceed_the_full_memory(mixed_batch, model_name, cluster_name):
     batch, cluster = mixed_batch(model_name), load_cluster(cluster_name)
     bound = memory.state_bytes_lower_bound(batch)
     full = memory.per_gpu_memory(batch, cluster)

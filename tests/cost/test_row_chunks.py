@@ -55,6 +55,46 @@ def test_a_many_model_batch_in_chunks_equals_one_piece(small_chunks, mixed_batch
         np.testing.assert_array_equal(chunked[name], values, err_msg=name)
 
 
+def _sorted(batch, key):
+    """The batch's rows ordered by `key` (a column per row): chunks of a sorted batch differ in what their rows have."""
+    return batch.take(np.argsort(key, kind="stable"))
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_chunks_that_differ_in_their_parts_give_the_whole_batchs_parts(small_chunks, mixed_batch, flatten, descending):
+    """The cost model leaves a part out where no row of its batch has it (an MoE model's expert memory and all-to-all,
+    the interleaved schedule's lock-step). Sorted by model and by vpp, the first chunks lack what the last have, in
+    either order: the chunked result has every part of the whole batch's, zero where the whole batch has zero."""
+    models = [preset(name) for name in ("llama3-8b", "mixtral-8x7b")]
+    batch, cluster = mixed_batch("", models), load_cluster("dgx-h100")
+    sign = -1 if descending else 1
+    batch = _sorted(batch, sign * (np.asarray(batch.model_index) * 10 + np.asarray(batch.vpp)))
+    whole = dict(flatten(dataclasses.asdict(estimate(batch, cluster, threads=1))))
+    parts_of = (lambda b: set(dict(flatten(dataclasses.asdict(estimate(b, cluster, threads=1))))))
+    assert parts_of(batch.take(np.arange(2_000))) != parts_of(batch.take(np.arange(len(batch) - 2_000, len(batch))))
+    chunked = dict(flatten(dataclasses.asdict(estimate(dataclasses.replace(batch), cluster, threads=3))))
+    assert whole.keys() == chunked.keys()
+    for name, values in whole.items():
+        assert chunked[name].dtype == values.dtype, name
+        np.testing.assert_array_equal(chunked[name], values, err_msg=name)
+
+
+def test_numpy_error_state_holds_in_the_threads():
+    """A caller's np.errstate(all="raise") holds in every thread, as on one (a new thread starts at numpy's default)."""
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError):
+        list(row_chunks.in_threads(lambda x: np.array([1.0]) / np.array([0.0]), range(4), 2))
+
+
+def test_default_threads_are_the_cores_at_most_eight(monkeypatch):
+    monkeypatch.delenv(row_chunks.THREADS_VARIABLE, raising=False)
+    monkeypatch.setattr(row_chunks.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert row_chunks.thread_count() == row_chunks.MOST_DEFAULT_THREADS == 8
+    monkeypatch.setattr(row_chunks.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert row_chunks.thread_count() == 2
+    monkeypatch.setenv(row_chunks.THREADS_VARIABLE, "16")  # asked for: more than the default's cap
+    assert row_chunks.thread_count() == 16
+
+
 @pytest.mark.parametrize("rows, threads", [(0, 2), (1, 1), (999, 4), (2_000, 2), (2_001, 8), (9_999, 1),
                                            (10_001, 1), (123_457, 3), (50_000, 64)])
 def test_row_bounds_cover_every_row_once_in_even_chunks(small_chunks, rows, threads):
@@ -130,8 +170,7 @@ def test_cli_rejects_a_bad_planner_threads_with_exit_2(cli, monkeypatch):
 
 def test_the_budget_search_on_threads_chooses_and_counts_as_on_one(monkeypatch):
     """Chunks of 4,096 candidates scored three at a time and tallied in order: the same plan, alternatives, drop
-    counts and closest misses as one chunk after another."""
-    monkeypatch.setattr(branch_and_bound, "CHUNK_ROWS", 4_096)
+    counts and scored count as each round's candidates in one chunk on one thread."""
     monkeypatch.setattr(row_chunks, "FEWEST_ROWS_PER_CHUNK", 1_024)
     cluster = load_cluster("dgx-h100")
     constraints = build_constraints(budget="3000gpuh", deadline=None, gpus=64, max_gpus=None, unique_tokens=None,
@@ -139,8 +178,9 @@ def test_the_budget_search_on_threads_chooses_and_counts_as_on_one(monkeypatch):
                                     price_per_gpu_hour=cluster.price_per_accelerator_hour, cluster_name=cluster.name,
                                     min_headroom=0.0)
     results = {}
-    for threads in ("1", "3"):
+    for threads, in_flight in (("1", 10**9), ("3", 3 * 4_096)):
         monkeypatch.setenv(row_chunks.THREADS_VARIABLE, threads)
+        monkeypatch.setattr(branch_and_bound, "ROWS_IN_FLIGHT", in_flight)
         result = optimize(cluster, load_law("epoch", None), constraints, frameworks=("megatron",))
         assert result.status == "ok" and result.scored > 3 * 4_096
         results[threads] = json.dumps({"plan": result.plan, "alternatives": result.alternatives,
