@@ -58,11 +58,12 @@ def thread_count() -> int:
     return max(1, min(cores, MOST_DEFAULT_THREADS))
 
 
-def row_bounds(rows: int, threads: int, most_rows: int | None = None) -> list[tuple[int, int]]:
+def row_bounds(rows: int, threads: int, in_flight: int | None = None) -> list[tuple[int, int]]:
     """(start, stop) of the contiguous chunks to score `rows` rows in, all of nearly equal size: none above
-    `most_rows` (default ROWS_PER_CHUNK), and with more than one thread at least one per thread where each keeps
-    FEWEST_ROWS_PER_CHUNK."""
-    most_rows = ROWS_PER_CHUNK if most_rows is None else most_rows
+    ROWS_PER_CHUNK, or, given `in_flight` (the rows a caller's threads may hold at once), above each thread's share of
+    it, but no share below FEWEST_ROWS_PER_CHUNK; and with more than one thread at least one chunk per thread where
+    each keeps FEWEST_ROWS_PER_CHUNK."""
+    most_rows = ROWS_PER_CHUNK if in_flight is None else max(in_flight // max(threads, 1), FEWEST_ROWS_PER_CHUNK)
     chunks = max(1, math.ceil(rows / most_rows), min(threads, rows // FEWEST_ROWS_PER_CHUNK))
     edges = np.linspace(0, rows, chunks + 1).round().astype(int).tolist()
     return list(zip(edges[:-1], edges[1:]))

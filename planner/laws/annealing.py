@@ -198,13 +198,13 @@ def _fit_fixed_decay(schedules, steps, losses, decay: float, huber_delta: float)
     c_scale = (loss.max() - loss.min() + 1e-3 * loss.max()) / s2.max()
     low, high = [0.0, -20.0, 1e-3, 0.0], [loss.max(), 30.0, 3.0, loss.max() / s2.max()]
     best = None
+    from scipy.optimize import least_squares  # here, not at module level: ~0.5 s of every CLI start
+
     for l0_frac, alpha, c_frac in itertools.product((0.5, 0.8), (0.2, 0.5, 1.0), (0.1, 0.5)):
         l0 = l0_frac * loss.min()
         gap = max(loss.max() - l0, 1e-3)
         x0 = np.array([l0, np.log(gap) + alpha * np.log(s1.min()), alpha, c_frac * c_scale])
         x0 = np.clip(x0, np.array(low) + 1e-9, np.array(high) - 1e-9)
-        from scipy.optimize import least_squares  # here, not at module level: ~0.5 s of every CLI start
-
         result = least_squares(residual, x0, bounds=(low, high), loss="huber", f_scale=huber_delta, x_scale="jac")
         if best is None or result.cost < best.cost:
             best = result

@@ -258,11 +258,11 @@ def fit_moe_law(N, D, G, loss, huber_delta: float = 1e-3, name: str = "fitted-mo
     low = [-10, _EXPONENT_BOUNDS[0], -10, _EXPONENT_BOUNDS[0], -10, _EXPONENT_BOUNDS[0], floor]
     high = [15, _EXPONENT_BOUNDS[1], 15, _EXPONENT_BOUNDS[1], 15, _EXPONENT_BOUNDS[1], np.log(loss.min())]
     best = None
+    from scipy.optimize import least_squares  # here, not at module level: ~0.5 s of every CLI start
+
     for alpha, beta, gamma, c_frac in itertools.product((0.1, 0.3), (0.1, 0.3), (0.3, 1.0), (0.2, 0.6)):
         x0 = np.array([np.log(10.0), alpha, np.log(10.0), beta, np.log(1.0), gamma, np.log(c_frac * loss.min())])
         x0 = np.clip(x0, np.array(low) + 1e-9, np.array(high) - 1e-9)
-        from scipy.optimize import least_squares  # here, not at module level: ~0.5 s of every CLI start
-
         result = least_squares(residual, x0, bounds=(low, high), loss="huber", f_scale=huber_delta,
                                x_scale="jac", max_nfev=5000)
         if best is None or result.cost < best.cost:

@@ -56,8 +56,7 @@ class Scoreboard:
             return index, score_chunk(problem, space.models, {k: v[index] for k, v in space.arrays.items()})
 
         # Chunks scored on the process's cores and tallied in order, as one after another would be.
-        most_rows = max(ROWS_IN_FLIGHT // threads, row_chunks.FEWEST_ROWS_PER_CHUNK)
-        bounds = row_chunks.row_bounds(n, threads, most_rows) if n else []
+        bounds = row_chunks.row_bounds(n, threads, in_flight=ROWS_IN_FLIGHT) if n else []
         for index, metrics in row_chunks.in_threads(score, bounds, threads):
             failed, good = metrics["failed"], metrics["feasible"]
             masks, counts = np.unique(failed[~good], return_counts=True)

@@ -643,7 +643,7 @@ def _score_layouts(model, cluster, gpus, global_batch, target, frameworks, dtype
     # one did (at most 8 default threads of at least FEWEST_ROWS_PER_CHUNK: 524,288 rows).
     count = len(arrays["tp"])
     threads = row_chunks.thread_count()
-    bounds = row_chunks.row_bounds(count, threads, max(SCORE_BLOCK // threads, row_chunks.FEWEST_ROWS_PER_CHUNK))
+    bounds = row_chunks.row_bounds(count, threads, in_flight=SCORE_BLOCK)
     starts = [start for start, _ in bounds]
     blocks = list(row_chunks.in_threads(
         lambda rows: _score_block(model, cluster, {name: column[slice(*rows)] for name, column in arrays.items()},
