@@ -11,7 +11,8 @@ dgx-a100-80gb, best of 3): the whole batch in one call 1.02-1.24 s; four chunks 
 1.14-1.16 s; the same four chunks on two threads 0.78-0.80 s. Chunks of 65,536 rows were slower (0.94 s on two
 threads): the fewer rows a chunk has, the fewer of them share a combination for cost.distinct to reuse.
 
-`PLANNER_THREADS` (a whole number >= 1) sets the threads; unset, every core this process may run on, at most 8.
+`PLANNER_THREADS` (a whole number >= 1) sets the threads; unset, every core this process may run on, at most 8, and
+no more than a container's CPU quota allows (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -36,9 +38,11 @@ ROWS_PER_CHUNK = 262_144
 FEWEST_ROWS_PER_CHUNK = 65_536
 
 # Threads used by default at most. Each holds a chunk's working arrays (about 0.5 GB for one of the budget search's
-# chunks) and keeps its own freed blocks (cli/allocator.py), and the affinity mask ignores a container's CPU quota;
-# PLANNER_THREADS asks for more.
+# chunks) and keeps its own freed blocks (cli/allocator.py); PLANNER_THREADS asks for more.
 MOST_DEFAULT_THREADS = 8
+# Where the kernel shows this process's CPU quota (the cgroup mounts; see the kernel's
+# Documentation/admin-guide/cgroup-v2.rst, "cpu.max", and cgroup-v1/cfs-bandwidth: "cpu.cfs_quota_us").
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -55,7 +59,34 @@ def thread_count() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
+    quota = cpu_quota_cores()
+    if quota is not None:
+        cores = min(cores, quota)
     return max(1, min(cores, MOST_DEFAULT_THREADS))
+
+
+def cpu_quota_cores(root: Path = CGROUP_ROOT) -> int | None:
+    """The cores a container's CPU quota pays for, rounded up (quota / period), or None where no quota is set or
+    none can be read. A pod limited to 2 CPUs on a 64-core host sees all 64 in its affinity mask; its threads beyond 2
+    would only wait for the quota."""
+    candidates = [(root / "cpu.max", None),  # cgroup v2: "<quota|max> <period>"
+                  (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"),  # cgroup v1
+                  (root / "cpu,cpuacct" / "cpu.cfs_quota_us", root / "cpu,cpuacct" / "cpu.cfs_period_us")]
+    for quota_file, period_file in candidates:
+        try:
+            fields = quota_file.read_text().split()
+            if period_file is not None:
+                fields = fields[:1] + period_file.read_text().split()[:1]
+        except OSError:
+            continue
+        if len(fields) != 2 or fields[0] in ("max", "-1"):
+            return None
+        try:
+            quota, period = int(fields[0]), int(fields[1])
+        except ValueError:
+            return None
+        return math.ceil(quota / period) if quota > 0 and period > 0 else None
+    return None
 
 
 def row_bounds(rows: int, threads: int, in_flight: int | None = None) -> list[tuple[int, int]]:

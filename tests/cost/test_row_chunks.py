@@ -87,12 +87,40 @@ def test_numpy_error_state_holds_in_the_threads():
 
 def test_default_threads_are_the_cores_at_most_eight(monkeypatch):
     monkeypatch.delenv(row_chunks.THREADS_VARIABLE, raising=False)
+    monkeypatch.setattr(row_chunks, "cpu_quota_cores", lambda: None)
     monkeypatch.setattr(row_chunks.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert row_chunks.thread_count() == row_chunks.MOST_DEFAULT_THREADS == 8
     monkeypatch.setattr(row_chunks.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert row_chunks.thread_count() == 2
     monkeypatch.setenv(row_chunks.THREADS_VARIABLE, "16")  # asked for: more than the default's cap
     assert row_chunks.thread_count() == 16
+
+
+def test_default_threads_stay_within_a_containers_cpu_quota(monkeypatch):
+    monkeypatch.delenv(row_chunks.THREADS_VARIABLE, raising=False)
+    monkeypatch.setattr(row_chunks.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(row_chunks, "cpu_quota_cores", lambda: 3)
+    assert row_chunks.thread_count() == 3
+    monkeypatch.setattr(row_chunks.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert row_chunks.thread_count() == 2  # the quota is a ceiling, not a floor
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no quota
+    ({"cpu.max": "200000 100000\n"}, 2),
+    ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+    ({"cpu.max": "50000 100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # cgroup v1, no quota
+    ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "300000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 3),
+    ({}, None),  # nothing mounted
+    ({"cpu.max": "garbage\n"}, None),
+])
+def test_cpu_quota_cores_reads_cgroup_v1_and_v2(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert row_chunks.cpu_quota_cores(tmp_path) == expected
 
 
 @pytest.mark.parametrize("rows, threads", [(0, 2), (1, 1), (999, 4), (2_000, 2), (2_001, 8), (9_999, 1),
