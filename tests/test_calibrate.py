@@ -17,6 +17,9 @@ from planner.cli import main
 from planner.specs.clusters import load_cluster
 from planner.profile.runs_csv import MeasuredRun, write_runs
 
+pytestmark = pytest.mark.xdist_group("test_calibrate")  # its module fixtures built once (pyproject.toml)
+
+
 SHAPES = [  # (layers, hidden, heads, seq, vocab, tp, pp, dp, zero, micro, global, recompute)
     (24, 2048, 16, 2048, 50304, 1, 1, 8, 0, 4, 64, "none"),
     (24, 2048, 16, 2048, 50304, 2, 1, 4, 1, 2, 64, "selective"),

@@ -13,6 +13,9 @@ from planner.calibrate.samples import load_samples, predict
 from planner.specs.clusters import load_cluster
 from planner.profile.runs_csv import read_runs
 
+pytestmark = pytest.mark.xdist_group("test_calibrate_acceptance")  # its module fixtures built once (pyproject.toml)
+
+
 HELD_OUT_TARGET = 0.15  # the bar for held-out step-time MAPE on the committed profiles
 
 # The published runs split by source into two halves of about 20 rows, each with one of Narayanan's

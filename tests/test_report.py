@@ -1,7 +1,8 @@
 """`planner report` and `optimize --report`: files, self-containment, content, and the data behind it.
 
 One report is built per module (a small 500 GPU-hour problem on dgx-a100-80gb: each search takes about a
-second) and inspected by several tests. The headless-Chromium render test skips without Chromium.
+second; with the sensitivity cases, about 35 s) and inspected by several tests, on one pytest-xdist worker
+(the xdist_group below), so it is built once. The headless-Chromium render test skips without Chromium.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ pytest.importorskip("matplotlib")
 from planner.cli import main  # noqa: E402
 from planner.report.document import FIGURES  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("test_report")  # with --dist loadgroup (pyproject.toml): one worker builds the report
+
 PROBLEM = ["--budget", "500gpuh", "--cluster", "dgx-a100-80gb"]
 SECTIONS = ("Recommendation", "Chosen plan and runners-up", "Training hyperparameters", "Loss vs model size (iso-FLOP)",
             "Loss along training",
@@ -34,26 +37,37 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
+def report_run(tmp_path_factory):
+    """One `planner report` run of PROBLEM for the module: its exit code, its folder, and the review data it rendered
+    (build_review's result, with the cluster, law and constraints it was given), taken from the command itself."""
+    from planner.report import review as review_module
+
+    built = {}
+    build_review = review_module.build_review
+
+    def keep(cluster, law, constraints, result, **options):
+        built["review"] = build_review(cluster, law, constraints, result, **options)
+        built["inputs"] = (cluster, law, constraints)
+        return built["review"]
+
     folder = tmp_path_factory.mktemp("report")
-    code = main(["report", *PROBLEM, "--out", str(folder / "review.html")])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(review_module, "build_review", keep)
+        code = main(["report", *PROBLEM, "--out", str(folder / "review.html")])
+    return code, folder, built
+
+
+@pytest.fixture(scope="module")
+def written(report_run):
+    code, folder, _ = report_run
     return code, folder
 
 
 @pytest.fixture(scope="module")
-def review():
-    """The review data for PROBLEM, built the way the command builds it."""
-    from planner.cli.optimize import load_inputs, solve
-    from planner.cli import build_parser
-    from planner.report.review import build_review
-    from planner.report.sensitivity import run_cases
-
-    args = build_parser().parse_args(["report", *PROBLEM])
-    inputs = load_inputs(args)
-    result = solve(args, inputs)
-    options = {"dtype": args.dtype, "batch_rule": args.batch_rule, "seq_len": args.seq_len, "vocab": args.vocab}
-    cases = run_cases(*inputs, result, **options)
-    return build_review(*inputs, result, sensitivity=cases, **options), inputs
+def review(report_run):
+    """The review data for PROBLEM, as the command built it, and its (cluster, law, constraints)."""
+    _, _, built = report_run
+    return built["review"], built["inputs"]
 
 
 def test_report_writes_html_markdown_and_figures(written):

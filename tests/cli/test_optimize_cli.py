@@ -19,6 +19,9 @@ import pytest
 
 from planner.cli import main
 
+pytestmark = pytest.mark.xdist_group("test_optimize_cli")  # its module fixtures built once (pyproject.toml)
+
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAN_KEYS = ("params", "tokens", "gpus", "layout", "step_time_s", "wall_clock_s", "gpu_hours", "predicted_loss",
              "memory_bytes")

@@ -14,6 +14,9 @@ from planner.laws.annealing import (AnnealingLaw, annealing_areas, cosine_schedu
 from planner.laws.curve_data import cooldown_schedule, hot_schedule, read_curves
 from planner.laws.hyperparameters import plan_hyperparameters
 
+pytestmark = pytest.mark.xdist_group("test_annealing")  # its module fixtures built once (pyproject.toml)
+
+
 
 def test_constant_lr_has_forward_area_only():
     s1, s2 = annealing_areas(np.full(100, 0.5))

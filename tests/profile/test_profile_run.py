@@ -18,6 +18,7 @@ from planner.profile.worker import parameter_breakdown
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("test_profile_run"),  # one worker runs the profile (--dist loadgroup, pyproject.toml)
     pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                        reason="deepspeed is not importable: pip install torch==2.13.0 && DS_BUILD_OPS=0 pip install -e '.[profile]'"),
 ]

@@ -13,6 +13,9 @@ from planner.search.fixed_model import plan_fixed_model, slow_end
 from planner.specs.clusters import load_cluster
 from planner.specs.model import preset
 
+pytestmark = pytest.mark.xdist_group("test_band_meets_limits")  # its module fixtures built once (pyproject.toml)
+
+
 COUNTS = [32, 64, 128, 256, 512]
 TOKENS = 1e12
 

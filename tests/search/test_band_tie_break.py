@@ -15,6 +15,9 @@ from planner.search.optimize import optimize
 from planner.search.selection import LOSS_TIE_RELATIVE, pessimistic_wall_s, select
 from planner.specs.clusters import load_cluster
 
+pytestmark = pytest.mark.xdist_group("test_band_tie_break")  # its module fixtures built once (pyproject.toml)
+
+
 DAY = 86400.0
 
 
