@@ -51,9 +51,8 @@ from planner.specs.layout import make_layout
 from planner.specs.layout_checks import tp_fits_the_nodes, tp_splits_model
 from planner.specs.model import ModelSpec
 from planner.specs.pipeline_stages import interleavings, lighter_last_most, lighter_last_splits
-from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, end_stage_fields, kv_multiple_of, layout_fields,
-                                  runnable_stacks,
-                                  stack_runs, with_hierarchy)
+from planner.search.space import (LOSSLESS_HIERARCHY, checked_stacks, end_stage_fields, hierarchy_rows, kv_multiple_of,
+                                  layout_fields, runnable_stacks, stack_runs, with_hierarchy)
 
 MAX_TP = 64
 MAX_VPP = 1 << 20  # no cap beyond the depth (tests shrink it)
@@ -231,10 +230,19 @@ def _stack_options(stacks) -> np.ndarray:
 
 def _with_hierarchy(arrays: dict, stacks, stack_index, gpus_per_node: int, choices: tuple) -> dict:
     """space.with_hierarchy with each row's stack deciding which hierarchy options it runs."""
+    return with_hierarchy(arrays, *_hierarchy_stacks(stacks, stack_index), gpus_per_node, choices)
+
+
+def _hierarchy_rows(arrays: dict, stacks, stack_index, gpus_per_node: int, choices: tuple) -> tuple[np.ndarray, dict]:
+    """space.hierarchy_rows with each row's stack deciding which hierarchy options it runs."""
+    return hierarchy_rows(arrays, *_hierarchy_stacks(stacks, stack_index), gpus_per_node, choices)
+
+
+def _hierarchy_stacks(stacks, stack_index) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, whether its stack runs ZeRO++ and shard groups."""
     index = np.asarray(stack_index, dtype=np.int64)  # (an empty selection may come as floats)
-    zeropp = np.array([bool(s.zeropp) for s in stacks], dtype=bool)[index]
-    groups = np.array([bool(s.shard_groups) for s in stacks], dtype=bool)[index]
-    return with_hierarchy(arrays, zeropp, groups, gpus_per_node, choices)
+    return (np.array([bool(s.zeropp) for s in stacks], dtype=bool)[index],
+            np.array([bool(s.shard_groups) for s in stacks], dtype=bool)[index])
 
 
 def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, frameworks=DEFAULT_FRAMEWORKS,
@@ -311,17 +319,29 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         steps = runnable_micro_batches(rules, pp[keep], vpp[keep], steps)
         batch = overlap_micro_batches(overlap, pp[keep], steps) * per_step
     codes = np.array([FRAMEWORK_CODES[s.name] for s in stacks])
-    arrays = {
-        "tp": tp[keep], "cp": cp[keep], "pp": pp[keep], "vpp": vpp[keep], "dp": dp_kept,
-        "first_stage_layers": first_set[keep], "last_stage_layers": last_set[keep], "micro_batch": micro_batch,
-        "global_batch": batch, "zero": zero[keep], "offload": offload[keep], "recompute": recompute[keep],
-        "seq_parallel": sp[keep].astype(bool), "tp_comm_overlap": tpo[keep].astype(bool),
-        "dp_comm_overlap": dpo[keep].astype(bool), "framework": codes[f[keep]],
-        "partition_activations": pa[keep].astype(bool), **expert,
-    }
+    framework = codes[f[keep]]
+    # The rows of `keep` each layout comes from, hierarchy rows and ZeRO-3 refusals included, are placed first on the
+    # few columns they read, so each of the other columns is gathered once: a DeepSeek-V3 search holds 22M rows.
+    rows, hierarchy_columns = np.arange(len(keep)), {}
     if gpus_per_node is not None:
-        arrays = _with_hierarchy(arrays, stacks, f[keep], gpus_per_node, hierarchy)
-    return _without_refused_zero3_experts(model, arrays)
+        placed = {"tp": tp[keep], "cp": cp[keep], "zero": zero[keep], "offload": offload[keep], "dp": dp_kept,
+                  "framework": framework}
+        rows, hierarchy_columns = _hierarchy_rows(placed, stacks, f[keep], gpus_per_node, hierarchy)
+    run = _runs_its_zero3_experts(model, framework[rows], zero[keep[rows]], hierarchy_columns,
+                                  expert["etp"][rows] if model.is_moe else None)
+    if not run.all():
+        rows, hierarchy_columns = rows[run], {name: column[run] for name, column in hierarchy_columns.items()}
+    take = keep[rows]
+    at = (lambda column: column) if len(rows) == len(keep) else (lambda column: column[rows])  # noqa: E731
+    return {
+        "tp": tp[take], "cp": cp[take], "pp": pp[take], "vpp": vpp[take], "dp": at(dp_kept),
+        "first_stage_layers": first_set[take], "last_stage_layers": last_set[take], "micro_batch": at(micro_batch),
+        "global_batch": at(batch), "zero": zero[take], "offload": offload[take], "recompute": recompute[take],
+        "seq_parallel": sp[take].astype(bool), "tp_comm_overlap": tpo[take].astype(bool),
+        "dp_comm_overlap": dpo[take].astype(bool), "framework": at(framework),
+        "partition_activations": pa[take].astype(bool), **{name: at(column) for name, column in expert.items()},
+        **hierarchy_columns,
+    }
 
 
 def _end_stage_columns(a: dict) -> dict:
@@ -334,15 +354,19 @@ def _end_stage_columns(a: dict) -> dict:
 def _without_refused_zero3_experts(model: ModelSpec, arrays: dict) -> dict:
     """`arrays` less the MoE rows their stack cannot run at ZeRO-3 (frameworks.moe.zero3_expert_refused), so a
     search never plans what simulate refuses."""
+    run = _runs_its_zero3_experts(model, arrays["framework"], arrays["zero"], arrays, arrays.get("etp"))
+    return arrays if run.all() else {name: column[run] for name, column in arrays.items()}
+
+
+def _runs_its_zero3_experts(model: ModelSpec, framework, zero, hierarchy_columns: dict, etp) -> np.ndarray:
+    """Per row, False where the row is an MoE layout its stack cannot run at ZeRO-3 (frameworks.moe.
+    zero3_expert_refused); `hierarchy_columns` may lack zero_hpz and zero_quantized_gradients (flat rows)."""
+    n = len(framework)
     if not model.is_moe:
-        return arrays
+        return np.ones(n, dtype=bool)
     limited = np.array([MOE_STACKS[name].zero3_expert_limits for name in FRAMEWORK_NAMES])
-    n = len(arrays["tp"])
-    refused = zero3_expert_refused(limited[arrays["framework"]], arrays["zero"], arrays.get("zero_hpz", np.ones(n)),
-                                   arrays.get("zero_quantized_gradients", np.zeros(n, dtype=bool)), arrays["etp"])
-    if not refused.any():
-        return arrays
-    return {name: column[~refused] for name, column in arrays.items()}
+    return ~zero3_expert_refused(limited[framework], zero, hierarchy_columns.get("zero_hpz", np.ones(n)),
+                                 hierarchy_columns.get("zero_quantized_gradients", np.zeros(n, dtype=bool)), etp)
 
 
 # Columns of _stack_options that change a stage's parameter states (cost.memory.STAGE_STATE_COLUMNS): zero, offload,

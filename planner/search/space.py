@@ -386,10 +386,18 @@ def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, g
     each flat ZeRO-3 row whose data-parallel group spans nodes, one row per entry of `choices` its stack
     runs (`zeropp`, `shard_groups`: per row), with hpZ / shard group = the node's data-parallel ranks. The
     extra rows follow the flat ones, so where a hierarchy only ties a flat layout the flat one stays first."""
+    rows, columns = hierarchy_rows(arrays, zeropp, shard_groups, gpus_per_node, choices)
+    if len(rows) == len(arrays["tp"]):
+        return {**arrays, **columns}
+    return {**{k: v[rows] for k, v in arrays.items()}, **columns}
+
+
+def hierarchy_rows(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, gpus_per_node: int,
+                   choices: tuple = LOSSLESS_HIERARCHY) -> tuple[np.ndarray, dict]:
+    """(rows, columns) of with_hierarchy: the row of `arrays` each of its candidates comes from (every row once, in
+    order, then the hierarchy rows of each choice), and their four hierarchy columns. It reads only the arrays' tp,
+    cp, zero, offload, dp and framework, so a caller can place the rows before it gathers its other columns."""
     n = len(arrays["tp"])
-    flat = {"zero_hpz": np.ones(n, dtype=np.int32), "zero_quantized_weights": np.zeros(n, dtype=bool),
-            "zero_quantized_gradients": np.zeros(n, dtype=bool), "shard_group": np.zeros(n, dtype=np.int32)}
-    out = {**arrays, **flat}
     span = arrays["tp"] * arrays["cp"]
     node_ranks = np.where(span <= gpus_per_node, gpus_per_node // np.maximum(span, 1), 0)
     base = ((arrays["zero"] == 3) & (arrays["offload"] == 0) & (node_ranks > 1) & (gpus_per_node % np.maximum(span, 1) == 0)
@@ -402,16 +410,24 @@ def with_hierarchy(arrays: dict, zeropp: np.ndarray, shard_groups: np.ndarray, g
     extra = []
     for hpz, qw, qg, shard in choices:
         rows = np.flatnonzero(base & (shard_groups if shard else zeropp))
-        if not rows.size:
-            continue
-        block = {k: v[rows] for k, v in arrays.items()}
-        block.update(zero_hpz=np.where(hpz, node_ranks[rows], 1), zero_quantized_weights=np.full(rows.size, qw),
-                     zero_quantized_gradients=np.full(rows.size, qg),
-                     shard_group=np.where(shard, node_ranks[rows], 0))
-        extra.append(block)
-    if not extra:
-        return out
-    return {k: np.concatenate([out[k]] + [b[k] for b in extra]) for k in out}
+        if rows.size:
+            extra.append((rows, np.where(hpz, node_ranks[rows], 1), qw, qg, np.where(shard, node_ranks[rows], 0)))
+    # Every row flat (zero_hpz 1, no quantisation, shard_group 0), then the hierarchy rows: written in place rather
+    # than concatenated, since the flat rows are nearly all of them.
+    total = n + sum(len(rows) for rows, *_ in extra)
+    whole = np.int64 if extra else np.int32  # the dtypes the columns had when the parts were concatenated
+    rows, hpz_ranks = np.arange(total), np.ones(total, dtype=whole)
+    quantized_weights, quantized_gradients = np.zeros(total, dtype=bool), np.zeros(total, dtype=bool)
+    shard_group = np.zeros(total, dtype=whole)
+    start = n
+    for extra_rows, hpz, qw, qg, shard in extra:
+        part = slice(start, start + len(extra_rows))
+        rows[part], hpz_ranks[part], shard_group[part] = extra_rows, hpz, shard
+        quantized_weights[part], quantized_gradients[part] = qw, qg
+        start = part.stop
+    names = ("zero_hpz", "zero_quantized_weights", "zero_quantized_gradients", "shard_group")
+    values = (hpz_ranks, quantized_weights, quantized_gradients, shard_group)
+    return rows, dict(zip(names, values))
 
 
 def layout_fields(a: dict) -> dict:
