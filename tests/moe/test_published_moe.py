@@ -83,7 +83,8 @@ def test_deepseek_v3_report_layout_fits():
 def test_search_on_deepseeks_stack_finds_a_dualpipe_pipeline():
     """With DeepSeek's stack ('other': DualPipe, node-limited fp8 dispatch and activation storage) and the report's
     batch, the fixed-model search lands on the report's own layout, tp1 pp16 dp128 ZeRO-1 ep64 DualPipe: measured
-    2.558M GPU-hours (-4.0%; 2.562M before this session's activation changes, 2.821M without the report's batch). It chose ep128 and ep256 (2.279M, -14.5%; 2.478M, -7.0%, at the last of the output
+    2.481M GPU-hours (-6.9%) on 2026-12-07, as examples/07 prints (2.558M, -4.0%, when this was written; 2.562M before
+    that session's activation changes, 2.821M without the report's batch). It chose ep128 and ep256 (2.279M, -14.5%; 2.478M, -7.0%, at the last of the output
     head in bf16, the MTP block on the last stage and its projection) while each expert group counted as one node
     at any ep: at ep 256 a group of 32 experts spans 4 nodes, so node-limited routing saves nothing there
     (cost.moe._inter_node_bytes); at ep 64 a group is a node, the report's "64-way EP over 8 nodes"."""
