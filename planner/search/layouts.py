@@ -327,11 +327,12 @@ def enumerate_layouts(model: ModelSpec, gpus: int, global_batch: int | None, fra
         placed = {"tp": tp[keep], "cp": cp[keep], "zero": zero[keep], "offload": offload[keep], "dp": dp_kept,
                   "framework": framework}
         rows, hierarchy_columns = _hierarchy_rows(placed, stacks, f[keep], gpus_per_node, hierarchy)
-    run = _runs_its_zero3_experts(model, framework[rows], zero[keep[rows]], hierarchy_columns,
-                                  expert["etp"][rows] if model.is_moe else None)
-    if not run.all():
-        rows, hierarchy_columns = rows[run], {name: column[run] for name, column in hierarchy_columns.items()}
     take = keep[rows]
+    if model.is_moe:  # (a dense model has no expert rows to refuse: no gathers for it)
+        run = _runs_its_zero3_experts(model, framework[rows], zero[take], hierarchy_columns, expert["etp"][rows])
+        if not run.all():
+            rows, take = rows[run], take[run]
+            hierarchy_columns = {name: column[run] for name, column in hierarchy_columns.items()}
     at = (lambda column: column) if len(rows) == len(keep) else (lambda column: column[rows])  # noqa: E731
     return {
         "tp": tp[take], "cp": cp[take], "pp": pp[take], "vpp": vpp[take], "dp": at(dp_kept),
@@ -358,15 +359,15 @@ def _without_refused_zero3_experts(model: ModelSpec, arrays: dict) -> dict:
     return arrays if run.all() else {name: column[run] for name, column in arrays.items()}
 
 
-def _runs_its_zero3_experts(model: ModelSpec, framework, zero, hierarchy_columns: dict, etp) -> np.ndarray:
+def _runs_its_zero3_experts(model: ModelSpec, framework, zero, columns: dict, etp) -> np.ndarray:
     """Per row, False where the row is an MoE layout its stack cannot run at ZeRO-3 (frameworks.moe.
-    zero3_expert_refused); `hierarchy_columns` may lack zero_hpz and zero_quantized_gradients (flat rows)."""
+    zero3_expert_refused); `columns` holds the rows' zero_hpz and zero_quantized_gradients, or lacks them (flat rows)."""
     n = len(framework)
     if not model.is_moe:
         return np.ones(n, dtype=bool)
     limited = np.array([MOE_STACKS[name].zero3_expert_limits for name in FRAMEWORK_NAMES])
-    return ~zero3_expert_refused(limited[framework], zero, hierarchy_columns.get("zero_hpz", np.ones(n)),
-                                 hierarchy_columns.get("zero_quantized_gradients", np.zeros(n, dtype=bool)), etp)
+    return ~zero3_expert_refused(limited[framework], zero, columns.get("zero_hpz", np.ones(n)),
+                                 columns.get("zero_quantized_gradients", np.zeros(n, dtype=bool)), etp)
 
 
 # Columns of _stack_options that change a stage's parameter states (cost.memory.STAGE_STATE_COLUMNS): zero, offload,
