@@ -352,21 +352,22 @@ def _parameter_gather_bytes(batch, w, params, stage_layers):
     return w * params - np.where(batch.fp8_param_gather, (w - 1.0) * _stage_layer_params(batch, stage_layers), 0.0)
 
 
-def bucket_count(fw, params, ranks, overlapped):
+def bucket_count(fw, params, ranks, overlapped, reduce_bytes):
     """Buckets the stack reduces `params` gradients in over `ranks` data-parallel ranks, at least one: its bucket
-    size (Framework.grad_bucket_elements), or a size per rank where the stack scales it with dp
-    (grad_bucket_elements_per_rank); one where the reduction is not `overlapped` and the stack then reduces the
-    buffer whole (Framework.one_bucket_without_overlap)."""
-    size = np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_elements_per_rank"] * ranks)
+    size (Framework.grad_bucket_elements, or grad_bucket_bytes over the reduction's `reduce_bytes` per element), or
+    a size per rank where the stack scales it with dp (grad_bucket_elements_per_rank); one where the reduction is not
+    `overlapped` and the stack then reduces the buffer whole (Framework.one_bucket_without_overlap)."""
+    size = np.maximum(np.maximum(fw["grad_bucket_elements"], fw["grad_bucket_bytes"] / reduce_bytes),
+                      fw["grad_bucket_elements_per_rank"] * ranks)
     buckets = np.maximum(np.ceil(params / size), 1.0)
     return np.where((fw["one_bucket_without_overlap"] > 0) & ~np.asarray(overlapped, dtype=bool), 1.0, buckets)
 
 
-def _gradient_buckets(batch, fw, params, units, outside):
-    """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets, or one per wrapped
-    unit where the stack reduces unit by unit (Framework.per_unit_collectives_from_zero): `units` layers, and
-    the units outside them where the stage holds parameters outside its layers (`outside` of them)."""
-    buckets = bucket_count(fw, params, batch.dp, batch.dp_comm_overlap)
+def _gradient_buckets(batch, fw, params, units, outside, reduce_bytes):
+    """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets (of `reduce_bytes`
+    elements), or one per wrapped unit where the stack reduces unit by unit (Framework.per_unit_collectives_from_zero):
+    `units` layers, and the units outside them where the stage holds parameters outside its layers (`outside` of them)."""
+    buckets = bucket_count(fw, params, batch.dp, batch.dp_comm_overlap, reduce_bytes)
     per_unit = units * fw["gathers_per_layer"] + np.where(outside > 0, fw["gathers_outside_layers"], 0.0)
     return np.maximum(np.where(batch.zero >= fw["per_unit_collectives_from_zero"], per_unit, buckets), 1.0)
 
@@ -414,7 +415,7 @@ def _data_parallel_collectives_per_row(batch, cluster):
     zero3_rows = groups.Rows(zero3, shard_links)
     outside = np.maximum(params - units * unit, 0.0)
     outside_rows = groups.Rows(zero3 & (outside > 0), shard_links)
-    buckets = _gradient_buckets(batch, fw, params, units, outside)
+    buckets = _gradient_buckets(batch, fw, params, units, outside, reduce_bytes)
     whole = many & whole_gradient_all_reduced(batch, fw)
     sharded_12 = many & ((zero == 1) | (zero == 2))
     gathered = many & (zero < 3) & parameters_gathered_after_step(batch, fw)
@@ -456,7 +457,7 @@ def expert_data_parallel(batch, cluster, fw, w, stage, expert_params, dense_used
     d = moe.expert_dp(batch)
     links = groups.links(cluster, d, batch.ep * batch.etp, batch.gpus)
     reduce_bytes = element_bytes(batch, fw)["reduce"]
-    buckets = bucket_count(fw, expert_params, d, batch.dp_comm_overlap)
+    buckets = bucket_count(fw, expert_params, d, batch.dp_comm_overlap, reduce_bytes)
     many = (d > 1) & (expert_params > 0)
     sharded = batch.zero >= 1
     whole = whole_gradient_all_reduced(batch, fw)

@@ -64,7 +64,8 @@ class Framework:
     supports_context_parallel: bool
     supports_offload: bool
     # Gradient elements per reduction bucket (ZeRO-0/1/2 and DDP): the reduce of a bucket starts when
-    # backward has filled it, so only the last bucket is certain to be exposed.
+    # backward has filled it, so only the last bucket is certain to be exposed. 0 where the stack caps its
+    # buckets in bytes (grad_bucket_bytes).
     grad_bucket_elements: float
     # Kernels are issued one by one from Python (eager PyTorch) rather than from a compiled program.
     eager_dispatch: bool
@@ -142,6 +143,10 @@ class Framework:
     # Bucket growth with the data-parallel size, elements per rank (the bucket is the larger of this x dp
     # and grad_bucket_elements), so per-call ring latency over many ranks stays amortised.
     grad_bucket_elements_per_rank: float = 0.0
+    # A bucket cap in bytes, for stacks that size their buckets so (PyTorch DDP's bucket_cap_mb, XLA's combine
+    # threshold): it holds this / the reduction dtype's bytes gradient elements (twice as many in bf16 as in fp32).
+    # 0: the stack counts its buckets in elements alone (grad_bucket_elements).
+    grad_bucket_bytes: float = 0.0
     # Without the layout's dp_comm_overlap the gradients are reduced (and, at ZeRO-1/2, the parameters gathered) in
     # one call per buffer rather than in buckets: Megatron-Core sets bucket_size = None there.
     one_bucket_without_overlap: bool = False

@@ -141,8 +141,9 @@ FSDP = Framework(
     one_f_one_b_needs_pp_micro_batches=True, interleaving_rounds_divide_micro_batches=True,
     # ZeRO-0 is DDP as torchtitan applies it, replicate(model, device_mesh=dp_mesh, bucket_cap_mb=100) (torchtitan@
     # 238fa995 models/llama3/infra/parallelize.py:372): 100 MiB buckets, the first one too (torch 2.13
-    # nn/parallel/distributed.py:86-110: the 1 MiB first bucket only with the default cap), of fp32 gradients.
-    grad_bucket_elements=100 * 2**20 / 4,
+    # nn/parallel/distributed.py:86-110: the 1 MiB first bucket only with the default cap), of gradients in their
+    # reduction dtype (fp32 by default here; bf16 ones with --grad-reduce-in-fp32 0, twice as many a bucket).
+    grad_bucket_elements=0.0, grad_bucket_bytes=100 * 2**20,
     # DDP's default gradient_as_bucket_view=False (distributed.py:828), which replicate() keeps: the Reducer
     # allocates each bucket's flat gradient tensor when it is built and copies every .grad in and the reduced values
     # back out, so the buckets hold a second copy of the gradients for the run. Measured: 12.0 bytes per fp32

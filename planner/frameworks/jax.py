@@ -30,8 +30,9 @@ JAX = Framework(
     supports_interleaving=False, supports_context_parallel=True, supports_offload=False,
     # XLA combines the gradients' collectives up to a byte threshold that MaxText's GPU recipes set: 128 MiB for
     # reduce-scatter (G/a3/llama_3.1_405b/128vm.sh:29, llama_2_7b/*vm.sh) and 1 GiB for all-reduce (:28); the
-    # reduce-scatter's, in fp32 gradient elements (B:111), for both: at either size a call's latency is small.
-    grad_bucket_elements=134217728 / 4.0,
+    # reduce-scatter's, in bytes of the gradients' reduction dtype (fp32, B:111), for both: at either size a call's
+    # latency is small.
+    grad_bucket_elements=0.0, grad_bucket_bytes=134217728,
     eager_dispatch=False,
     attention_kernel_hopper="cudnn",  # cudnn_flash_te in MaxText's GPU configs (module docstring)
     # remat_policy (B:355-358): 'full', 'none', and 'minimal', which saves every named projection output except the

@@ -53,7 +53,7 @@ LLM_FOUNDRY = Framework(
     supports_interleaving=False, supports_context_parallel=False, supports_offload=True,
     # llm-foundry's models have no multi-token prediction (mosaicml/llm-foundry: "mtp" only in an eval dataset helper).
     runs_multi_token_prediction=False,
-    grad_bucket_elements=6.25e6,  # PyTorch DDP's default 25 MiB; not used (below)
+    grad_bucket_elements=0.0, grad_bucket_bytes=25 * 2**20,  # PyTorch DDP's default 25 MiB (frameworks/other.py); not used (below)
     # FSDP1 reduces each FlatParameter in its unit's post-backward hook at every sharding strategy, NO_SHARD's
     # all-reduce included (torch v2.1 distributed/fsdp/_runtime_utils.py `_post_backward_hook` -> `_reduce_grad`,
     # `_reduce_grad_no_shard`), and SHARD_GRAD_OP all-gathers per unit before forward.

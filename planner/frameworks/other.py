@@ -19,7 +19,10 @@ OTHER = Framework(
     dp_comm_overlap_default=True, zero2_reduces_every_microbatch=False, param_gather_overlap=False,
     tp_comm_overlap_available=False, tp_comm_overlap_default=False, tp_comm_overlap_needs_sequence_parallel=False, p2p_overlap=False,
     supports_interleaving=True, supports_context_parallel=True, supports_offload=True,
-    grad_bucket_elements=6.25e6,  # PyTorch DDP bucket_cap_mb = 25 MiB (`torch/nn/parallel/distributed.py`)
+    # PyTorch DDP's default bucket, 25 MiB of gradients in their reduction dtype (torch 2.13 nn/parallel/distributed.py:
+    # _DEFAULT_BUCKET_CAP_MB = 25, _MB_TO_BYTES = 1024 * 1024 at :31-33; bucket_bytes_cap at :86-104): 13.1M bf16
+    # elements, 6.55M fp32 ones (it was 6.25e6 elements whatever the dtype).
+    grad_bucket_elements=0.0, grad_bucket_bytes=25 * 2**20,
     eager_dispatch=True,
     # Memory never below DeepSpeed's: its bucket buffers, and the larger of its module working set and
     # FSDP's whole-block one.

@@ -342,6 +342,37 @@ def test_fsdp_zero2_gathers_and_reduces_every_micro_batch(h100):
     assert dp_bytes("deepspeed") == pytest.approx(4 * 2 * 2.0 * params + 2.0 * params, rel=1e-5)
 
 
+def test_ddp_buckets_hold_their_cap_in_bytes_of_the_reduction_dtype():
+    """PyTorch DDP caps a bucket in bytes: bucket_cap_mb = 25 (_DEFAULT_BUCKET_CAP_MB) x 1024 x 1024 (_MB_TO_BYTES),
+    torch 2.13 nn/parallel/distributed.py:31-33, 86-104. The neutral stack's 25 MiB hold 13,107,200 bf16 gradients or
+    6,553,600 fp32 ones (it counted 6.25e6 elements whatever the dtype: twice the calls in bf16); torchtitan's
+    replicate(bucket_cap_mb=100) likewise. Stacks that count elements (DeepSpeed's reduce_bucket_size, Megatron-Core's
+    bucket_size) do not change with the dtype."""
+    from planner.cost.data_parallel import bucket_count
+    from planner.frameworks import FRAMEWORKS, record_columns
+
+    other, fsdp = record_columns(FRAMEWORKS["other"]), record_columns(FRAMEWORKS["fsdp"])
+    params = 25 * 2**20 * 10  # 262,144,000 gradient elements
+    assert bucket_count(other, params, 64, overlapped=True, reduce_bytes=2.0)[0] == 20.0  # / 13,107,200
+    assert bucket_count(other, params, 64, overlapped=True, reduce_bytes=4.0)[0] == 40.0  # / 6,553,600
+    assert bucket_count(fsdp, params, 64, overlapped=True, reduce_bytes=4.0)[0] == 10.0  # / 26,214,400
+    assert bucket_count(fsdp, params, 64, overlapped=True, reduce_bytes=2.0)[0] == 5.0
+    deepspeed = record_columns(FRAMEWORKS["deepspeed"])
+    assert (bucket_count(deepspeed, 8e9, 64, overlapped=True, reduce_bytes=2.0)[0]
+            == bucket_count(deepspeed, 8e9, 64, overlapped=True, reduce_bytes=4.0)[0] == 16.0)
+    # Through the cost model: the neutral stack's ZeRO-1 step reduces in that many buckets, in bf16 and in fp32.
+    from planner.cost.data_parallel import _data_parallel_collectives
+    from planner.cost.stages import data_parallel_stage
+
+    model, h100 = PRESETS["llama3-8b"], load_cluster("dgx-h100")
+    for dtype, element_bytes in (("bf16", 2), ("fp32", 4)):
+        batch = single_batch(model, Layout(dp=64, micro_batch=1, global_batch=64, zero=1, framework="other",
+                                           dtype=dtype))
+        params = float(data_parallel_stage(batch)[0][0])
+        buckets = float(_data_parallel_collectives(batch, h100)["buckets"][0])
+        assert buckets == np.ceil(params / (25 * 2**20 / element_bytes)), dtype
+
+
 def test_megatron_without_the_overlap_reduces_in_one_bucket():
     """Megatron-Core sets bucket_size = None when overlap_grad_reduce is off (distributed_data_parallel.py:135-137
     at d98e8a64): one call per buffer. It was priced in max(40M, 1M x dp)-parameter buckets, each paying the ring's
@@ -351,9 +382,10 @@ def test_megatron_without_the_overlap_reduces_in_one_bucket():
     from planner.frameworks import FRAMEWORKS, record_columns
 
     megatron, deepspeed = record_columns(FRAMEWORKS["megatron"]), record_columns(FRAMEWORKS["deepspeed"])
-    assert bucket_count(megatron, 8e9, 1024, overlapped=True)[0] == 8.0  # 8e9 / (1M x 1,024)
-    assert bucket_count(megatron, 8e9, 1024, overlapped=False)[0] == 1.0
-    assert bucket_count(deepspeed, 8e9, 1024, overlapped=False)[0] == 16.0  # reduce_bucket_size 5e8, no such rule
+    assert bucket_count(megatron, 8e9, 1024, overlapped=True, reduce_bytes=4.0)[0] == 8.0  # 8e9 / (1M x 1,024)
+    assert bucket_count(megatron, 8e9, 1024, overlapped=False, reduce_bytes=4.0)[0] == 1.0
+    # reduce_bucket_size 5e8 elements, no such rule
+    assert bucket_count(deepspeed, 8e9, 1024, overlapped=False, reduce_bytes=4.0)[0] == 16.0
     b200 = load_cluster("dgx-b200")
     steps = []
     for dp in (48, 96, 192):

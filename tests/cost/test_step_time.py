@@ -58,7 +58,7 @@ def test_gradient_reduce_behind_backward_is_a_two_stage_pipeline_of_buckets(a100
     hidden = _scalar(_time(model, a100.with_efficiency(dp_overlap=1.0), **layout)["parts"])
     exposed = _scalar(_time(model, a100.with_efficiency(dp_overlap=0.0), **layout)["parts"])
     P = model.total_params
-    buckets = np.ceil(P / 6.25e6)  # the neutral framework's 25 MiB DDP buckets
+    buckets = np.ceil(P / (25 * 2**20 / 2))  # the neutral framework's 25 MiB DDP buckets of bf16 gradients
     eff = a100.efficiency
     comm = collectives.all_reduce_time(2.0 * P, group_links_arrays(a100, [8], [1]), eff.scale_up_bandwidth_efficiency,
                                        eff.scale_out_bandwidth_efficiency, calls=buckets)[0]
@@ -452,7 +452,7 @@ def test_fsdp_zero2_reduces_unit_by_unit_and_is_never_slower_than_zero3(framewor
     fw = framework_arrays(batch.framework)
     stage_params = batch.layer_params * model.layers + 2 * model.vocab * model.hidden  # untied embedding and head
     calls = _gradient_buckets(batch, fw, np.array([stage_params]), np.array([float(model.layers)]),
-                              np.array([2.0 * model.vocab * model.hidden]))[0]
+                              np.array([2.0 * model.vocab * model.hidden]), np.array([4.0]))[0]
     assert calls == model.layers + fw["gathers_outside_layers"][0]
 
 
@@ -467,8 +467,13 @@ def test_ddp_still_reduces_in_buckets_under_fsdp_stacks():
     batch = single_batch(model, Layout(dp=64, zero=0, micro_batch=1, global_batch=256, framework="fsdp"))
     fw = framework_arrays(batch.framework)
     params = batch.layer_params * model.layers
-    calls = _gradient_buckets(batch, fw, np.array([params]), np.array([float(model.layers)]), np.array([0.0]))[0]
+    calls = _gradient_buckets(batch, fw, np.array([params]), np.array([float(model.layers)]), np.array([0.0]),
+                              np.array([4.0]))[0]
     assert calls == np.ceil(params / (100 * 2**20 / 4))
+    # With --grad-reduce-in-fp32 0 the 100 MiB hold bf16 gradients, twice as many a bucket.
+    calls = _gradient_buckets(batch, fw, np.array([params]), np.array([float(model.layers)]), np.array([0.0]),
+                              np.array([2.0]))[0]
+    assert calls == np.ceil(params / (100 * 2**20 / 2))
 
 
 @pytest.mark.parametrize("framework", ["deepspeed", "fsdp", "megatron"])
