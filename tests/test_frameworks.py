@@ -86,6 +86,14 @@ def test_every_stack_cites_its_source(name):
     assert "Sources" in doc and (".py" in doc or ".yml" in doc or ".md" in doc)
 
 
+@pytest.mark.parametrize("name", sorted(FRAMEWORKS))
+def test_every_stack_sizes_its_gradient_buckets_in_elements_or_bytes(name):
+    """A bucket of zero elements would make infinitely many reduction calls: each stack states its bucket in
+    elements (DeepSpeed, Megatron-Core) or in bytes (PyTorch DDP, XLA), not neither."""
+    stack = FRAMEWORKS[name]
+    assert stack.grad_bucket_elements > 0 or stack.grad_bucket_bytes > 0
+
+
 def test_arrays_follow_the_codes_per_candidate():
     codes = [FRAMEWORK_CODES["megatron"], FRAMEWORK_CODES["deepspeed"], FRAMEWORK_CODES["fsdp"]]
     arrays = framework_arrays(np.array(codes))
