@@ -141,7 +141,8 @@ def add_moe_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--moe-a2a-overlap", choices=list(A2A_OVERLAP_NAMES),
                        help="all-to-all overlap: megatron (--overlap-moe-expert-parallel-comm) or dualpipe (DeepSeek-V3)")
     group.add_argument("--moe-load-imbalance", type=real_number(1.0),
-                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0)")
+                       help="the busiest expert rank's tokens over the mean (dropless; default 1.0; priced at most "
+                            "min(ep, experts / top-k), what routing can send one rank: 1 at ep 1)")
     group.add_argument("--moe-capacity-factor", type=real_number(0.0, low_open=True),
                        help="cap tokens per expert at this multiple of the mean (default: the stack's, "
                             "dropless except deepspeed's 1.0)")

@@ -39,7 +39,8 @@ def add_fixed_model_arguments(parser, outputs: bool = True) -> None:
                            help="with --budget: the best dense and the best mixture-of-experts plan side by side "
                                 "(Krajewski et al. 2024 laws)")
     group.add_argument("--moe-load-imbalance", type=real_number(1.0), default=None,
-                       help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0)")
+                       help="MoE models: the busiest expert rank's tokens over the mean (dropless routing; default 1.0; "
+                            "each layout priced at most min(ep, experts / top-k) of it: 1 at ep 1)")
     group.add_argument("--grad-reduce-in-fp32", type=int, choices=[0, 1], default=None,
                        help="every layout holds and reduces its gradients in fp32 (1) or the 16-bit model dtype (0, as "
                             "NVIDIA's Megatron-Bridge performance recipes; not torchtitan, which reduces in fp32 only); "

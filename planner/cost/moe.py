@@ -13,7 +13,8 @@ group, T/tp per rank as Megatron's alltoall dispatcher holds them under sequence
               routed to it) x the expert's matrices split over etp, at the matmul efficiency of that
               shape (the same curve as every other GEMM: the stacks' expert GEMMs are cuBLAS kernels,
               frameworks/moe.py), times the load imbalance (the busiest rank
-              paces the layer); backward 2x;
+              paces the layer; at most min(ep, E/k) where the rows are the routed ones,
+              busiest_rank_load); backward 2x;
   permute     read and write the token copies on each side of the all-to-all (memory-bound); in fp8
               dropless on Megatron + TE, the copies that pad each expert's rows to the fp8 alignment; on
               Megatron with more than one local expert, the received rows sorted into expert order and the
@@ -77,11 +78,24 @@ def expert_dp(batch: CandidateBatch) -> np.ndarray:
     return batch.tp * batch.cp * batch.dp / (batch.ep * batch.etp)
 
 
+def busiest_rank_load(batch: CandidateBatch) -> np.ndarray:
+    """The busiest expert rank's routed rows over the mean that the layers are priced at: the batch's
+    moe_imbalance, at most what routing can put on one rank where the rows are the routed tokens (dropless, or
+    capped by a capacity factor). Each of the ep ranks routes T·k token copies, T·k on a rank on average; a token
+    picks k distinct experts, so it sends one rank at most min(k, E/ep) of them (that rank's E/ep experts), and
+    that rank receives at most ep·T·min(k, E/ep): min(ep, E/k) times the mean. With ep = 1 the one rank computes
+    every routed row, however the experts share them. Padded to a capacity, every expert computes its capacity
+    whatever the routing, so the capacity factor stands as it is (frameworks.moe.routing_imbalance)."""
+    top_k = np.asarray(batch.top_k, dtype=float)  # 0 on a dense model's rows in a mixed batch: bound 1 there
+    most = np.minimum(batch.ep, np.divide(batch.experts, top_k, out=np.ones_like(top_k), where=top_k > 0))
+    return np.where(batch.moe_padded > 0, batch.moe_imbalance, np.minimum(batch.moe_imbalance, most))
+
+
 def _tokens(batch: CandidateBatch):
     """Tokens per rank (T/tp) and the token-expert rows this GPU's experts process (M_total), imbalance in."""
     T = batch.micro_batch * batch.seq_len / batch.cp
     per_rank = T / batch.tp
-    rows = T * batch.top_k * batch.etp / batch.tp * batch.moe_imbalance
+    rows = T * batch.top_k * batch.etp / batch.tp * busiest_rank_load(batch)
     return per_rank, rows
 
 
@@ -96,7 +110,7 @@ def all_to_all_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
     """Bytes each rank puts into one dispatch and one combine all-to-all of one MoE layer (its T/tp x k token
     copies of h elements, at the busiest rank's load)."""
     per_rank, _ = _tokens(batch)
-    copies = per_rank * batch.top_k * batch.hidden * batch.moe_imbalance
+    copies = per_rank * batch.top_k * batch.hidden * busiest_rank_load(batch)
     return {"dispatch": copies * dispatch_element_bytes(batch), "combine": copies * DTYPE_BYTES[batch.dtype.astype(int)]}
 
 
@@ -178,7 +192,7 @@ def _elementwise_bytes(batch: CandidateBatch, per_rank, rows, w, fe) -> np.ndarr
     h, k, E = batch.hidden, batch.top_k, batch.experts
     mlp_coeff = np.where(batch.mlp_matrices == 3, 6.0, 4.0)
     scale = w / 2.0
-    return (2.0 * (per_rank * h * w + per_rank * k * h * w * batch.moe_imbalance)  # permute + unpermute
+    return (2.0 * (per_rank * h * w + per_rank * k * h * w * busiest_rank_load(batch))  # permute + unpermute
             + rows * (2.0 * h + mlp_coeff * fe) * scale  # expert activation functions, one pass
             + 3.0 * per_rank * E * ROUTER_SCORE_BYTES)  # router softmax / top-k
 
@@ -390,7 +404,7 @@ def moe_activation_bytes(batch: CandidateBatch) -> dict[str, np.ndarray]:
     low_precision = batch.dtype == DTYPE_CODES["fp8"]
     kept = np.where(low_precision, fp8_kept, full)
     stored = np.where(batch.recompute == 2, 0.0, kept)
-    buffers = 2.0 * per_rank * batch.top_k * h * w * batch.moe_imbalance
+    buffers = 2.0 * per_rank * batch.top_k * h * w * busiest_rank_load(batch)
     # A full recompute reruns one layer's forward under autograd in backward, which keeps what that forward keeps
     # without recompute (in fp8 the quantised inputs, not the 16-bit tensors): `working`, never above `stored`'s
     # per-layer figure without recompute.

@@ -160,7 +160,9 @@ class Layout(BaseModel):
     # MoEStack.capacity_factor: dropless on Megatron, transformer_config.py:917; 1.0 on DeepSpeed); dropless
     # routing runs at the busiest expert rank's load over the mean, moe_load_imbalance (assumed 1.0 = balanced by
     # default: DeepSeek-V3's auxiliary-loss-free balancing keeps expert load balanced, arXiv:2412.19437 section
-    # 2.1.2; set it from a measured run).
+    # 2.1.2; set it from a measured run). Routing cannot put more than min(ep, experts / top_k) times the mean on
+    # one rank (1 at ep 1), and the cost model prices it at most there (cost.moe.busiest_rank_load), so one
+    # measured figure can be given for a search over every ep.
     moe_capacity_factor: float | None = Field(default=None, gt=0)
     moe_load_imbalance: float = Field(default=1.0, ge=1.0)
     # With a capacity factor, pad every expert's input to the capacity (Megatron's

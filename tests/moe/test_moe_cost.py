@@ -546,3 +546,37 @@ def test_two_stages_price_a_real_end_not_a_mix_of_both():
                                             first_stage_layers=18))
     first, middle, last = (float(x[0]) for x in stage_moe_layers(batch))
     assert (first, middle, last) == (10.0, 10.0, 14.0)  # 18 layers (8 dense) first, 14 MoE last
+
+
+def _moe_step_and_memory(model, cluster, **layout):
+    result = estimate(single_batch(model, make_layout(**layout)), cluster)
+    return float(result.time["step_time_s"][0]), float(result.memory["total_bytes"][0])
+
+
+def test_the_busiest_rank_carries_at_most_what_routing_can_send_it():
+    """A token picks top_k distinct experts, so it sends one of the ep expert ranks at most min(k, E/ep) copies:
+    the busiest rank receives at most min(ep, E/k) times the mean (cost.moe.busiest_rank_load). With ep = 1 the one
+    rank computes every routed row however the experts share them, so a load imbalance cannot slow it (a
+    --moe-load-imbalance 1.5 search priced its ep = 1 layouts 50% more expert work than exists); Mixtral's 8
+    experts, top-2, at ep 8 cannot be more than 4x the mean."""
+    model, cluster = PRESETS["mixtral-8x7b"], load_cluster("dgx-h100")
+    base = dict(tp=1, pp=1, dp=8, micro_batch=1, global_batch=8, framework="megatron", zero=1)
+    alone = {x: _moe_step_and_memory(model, cluster, **base, ep=1, moe_load_imbalance=x) for x in (1.0, 1.5, 9.0)}
+    assert alone[1.5] == alone[9.0] == alone[1.0]
+    spread = {x: _moe_step_and_memory(model, cluster, **base, ep=8, moe_load_imbalance=x)
+              for x in (1.0, 2.0, 4.0, 6.0)}
+    assert spread[1.0][0] < spread[2.0][0] < spread[4.0][0] == spread[6.0][0]  # min(ep 8, E/k 4) = 4
+    assert spread[4.0][1] == spread[6.0][1] and spread[2.0][1] < spread[4.0][1]  # the dispatch buffers too
+    two = {x: _moe_step_and_memory(model, cluster, **base, ep=2, moe_load_imbalance=x) for x in (2.0, 3.0)}
+    assert two[2.0] == two[3.0]  # min(ep 2, E/k 4) = 2
+
+
+def test_experts_padded_to_a_capacity_compute_it_whatever_the_ranks():
+    """Padded to the capacity (static shapes), every expert computes capacity_factor x the mean rows, real work even
+    with every expert on one rank: the bound on routed rows does not apply (frameworks.moe.routing_imbalance)."""
+    model, cluster = PRESETS["mixtral-8x7b"], load_cluster("dgx-h100")
+    base = dict(tp=1, pp=1, dp=8, ep=1, micro_batch=1, global_batch=8, framework="megatron", zero=1,
+                moe_capacity_factor=1.5)
+    padded = _moe_step_and_memory(model, cluster, **base, moe_pad_to_capacity=True)
+    dropless = _moe_step_and_memory(model, cluster, **{k: v for k, v in base.items() if k != "moe_capacity_factor"})
+    assert padded[0] > dropless[0]

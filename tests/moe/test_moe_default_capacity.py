@@ -100,3 +100,19 @@ def test_a_capacity_below_the_mean_drops_tokens_from_the_model_flops_too(capsys,
     capped_more = _simulate(capsys, "--framework", "megatron", "--moe-capacity-factor", f"{capacity / 2:g}")
     dropped_more = full["model_flops_per_step"] - capped_more["model_flops_per_step"]
     assert dropped_more / dropped == pytest.approx((1 - capacity / 2) / (1 - capacity), rel=1e-9)
+
+
+def test_a_searched_load_imbalance_slows_only_the_layouts_that_spread_the_experts():
+    """One measured --moe-load-imbalance for a search over every ep: the layouts with every expert on one rank
+    (ep 1) compute every routed row however they are shared, so they price exactly as balanced; the others never
+    faster (cost.moe.busiest_rank_load)."""
+    model, cluster = PRESETS["mixtral-8x7b"], load_cluster("dgx-h100")
+    balanced, skewed = (search_layouts(model, cluster, 16, frameworks=("megatron",), global_batch=64,
+                                       moe_load_imbalance=x) for x in (1.0, 1.5))
+    assert all(np.array_equal(balanced.arrays[k], skewed.arrays[k]) for k in balanced.arrays)
+    alone = balanced.arrays["ep"] == 1
+    assert alone.any() and (~alone).any()
+    assert np.array_equal(skewed.step_time_s[alone], balanced.step_time_s[alone], equal_nan=True)
+    assert np.array_equal(skewed.memory_bytes[alone], balanced.memory_bytes[alone])
+    spread = ~alone & np.isfinite(balanced.step_time_s) & np.isfinite(skewed.step_time_s)
+    assert spread.any() and np.all(skewed.step_time_s[spread] > balanced.step_time_s[spread])
