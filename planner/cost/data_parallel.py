@@ -364,9 +364,10 @@ def bucket_count(fw, params, ranks, overlapped, reduce_bytes):
 
 
 def _gradient_buckets(batch, fw, params, units, outside, reduce_bytes):
-    """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets (of `reduce_bytes`
-    elements), or one per wrapped unit where the stack reduces unit by unit (Framework.per_unit_collectives_from_zero):
-    `units` layers, and the units outside them where the stage holds parameters outside its layers (`outside` of them)."""
+    """Collectives the stage's gradients are reduced in (ZeRO-0/1/2), at least one: buckets (bucket_count; the
+    reduction holds `reduce_bytes` bytes an element), or one per wrapped unit where the stack reduces unit by unit
+    (Framework.per_unit_collectives_from_zero): `units` layers, and the units outside them where the stage holds
+    parameters outside its layers (`outside` of them)."""
     buckets = bucket_count(fw, params, batch.dp, batch.dp_comm_overlap, reduce_bytes)
     per_unit = units * fw["gathers_per_layer"] + np.where(outside > 0, fw["gathers_outside_layers"], 0.0)
     return np.maximum(np.where(batch.zero >= fw["per_unit_collectives_from_zero"], per_unit, buckets), 1.0)
